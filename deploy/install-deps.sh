@@ -1,0 +1,30 @@
+#!/bin/sh
+# Install flashgate's build, run and test dependencies on Debian 12 (run as root).
+# Idempotent: when everything is present it prints nothing and returns at once.
+set -eu
+
+PKGS="build-essential cmake pkg-config git curl procps
+libmicrohttpd-dev libuv1-dev libhiredis-dev librdkafka-dev libjansson-dev libcmocka-dev
+libsqlite3-dev sqlite3 libpq-dev postgresql redis-server
+kcat wrk gnuplot-nox nginx-light"
+
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: missing packages:$missing (run as root to install them)" >&2
+    exit 1
+fi
+echo "install-deps: installing$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+# Services are started by the tests themselves on free ports; keep the
+# packaged daemons from starting on install (no systemd in containers anyway).
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
+apt-get install -y -qq --no-install-recommends $missing >/dev/null

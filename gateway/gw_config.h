@@ -1,0 +1,70 @@
+/*
+ * flashgate's configuration: the struct every part of the gateway reads, and
+ * its option table (gw_config.c). Keys marked RUNTIME may change while the
+ * process runs (admin API); those fields are read with atomics by the workers
+ * through the limiter and sale objects, never straight from this struct.
+ */
+#ifndef GW_CONFIG_H
+#define GW_CONFIG_H
+
+#include "common/cm_config.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef enum { GW_DURABILITY_WRITE = 0, GW_DURABILITY_FSYNC = 1 } gw_durability_t;
+
+typedef struct gw_config {
+    /* server */
+    char listen[128];          /* server.listen "0.0.0.0:8080" (flag --listen) */
+    char admin_listen[128];    /* server.admin_listen "127.0.0.1:9090" (--admin-listen) */
+    char admin_token[256];     /* server.admin_token (--admin-token, FLASHGATE_ADMIN_TOKEN) */
+    uint64_t threads;          /* server.threads, 0 = one per CPU (--threads) */
+    uint64_t node_id;          /* server.node_id 0..1023 (--node-id); 1024 = derive */
+    uint64_t body_limit;       /* server.body_limit bytes, default 4k */
+    uint64_t max_connections;  /* server.max_connections per worker */
+    uint64_t connection_timeout_ms; /* server.connection_timeout idle keep-alive timeout */
+    char trusted_proxies[1024];/* server.trusted_proxies "10.0.0.0/8,127.0.0.1" CIDR list */
+    uint64_t max_sales;        /* server.max_sales */
+    uint64_t summary_interval_ms; /* log.summary_interval: periodic rejection summary */
+    char data_dir[512];        /* server.data_dir "./data" (--data-dir) */
+    int log_level;             /* log.level error|warn|info|debug */
+    int log_format;            /* log.format logfmt|json */
+
+    /* inventory */
+    char inventory[512];       /* inventory.backend "memory" | "redis://host:port[/db]" (--inventory) */
+    uint64_t redis_timeout_ms; /* inventory.redis_timeout */
+    uint64_t redis_pool;       /* inventory.redis_pool connections per worker */
+
+    /* durability and queue */
+    int durability;            /* spool.durability write|fsync (--durability) */
+    uint64_t spool_max_bytes;  /* spool.max_bytes: past it the buy path answers 503 */
+    uint64_t spool_segment_bytes; /* spool.segment_bytes */
+    char kafka_brokers[1024];  /* kafka.brokers "embedded" | "host:port,..." (--kafka-brokers) */
+    char kafka_topic[256];     /* kafka.topic "flashgate.orders" (--kafka-topic) */
+    char kafka_outcomes_topic[256]; /* kafka.outcomes_topic "flashgate.outcomes" */
+    char kafka_properties[4096];/* kafka.properties librdkafka pass-through, k=v lines */
+
+    /* limits (RUNTIME); rates in thousandths of a request per second, 0 = off */
+    uint64_t global_rps, global_burst;
+    uint64_t sale_rps, sale_burst;
+    uint64_t user_rps, user_burst;
+    uint64_t ip_rps, ip_burst;
+    uint64_t limiter_max_keys; /* limits.max_keys: cap on tracked users + IPs */
+} gw_config_t;
+
+/* The option table; terminated by {NULL}. */
+extern const cm_opt_t gw_config_opts[];
+
+/*
+ * Parses flashgate's configuration from defaults, file, environment and argv.
+ * Returns 0, or CM_EINVAL with every problem in errbuf. Runs the cross-key
+ * checks too (e.g. a burst needs its rate). Single-threaded init.
+ */
+int gw_config_load(gw_config_t *cfg, cm_conf_t *conf, int argc, char **argv, char *errbuf,
+                   size_t errlen);
+
+/* Splits "host:port" / "[v6]:port" into parts. Returns 0 or CM_EINVAL. */
+int gw_config_split_hostport(const char *s, char *host, size_t hostlen, unsigned *port);
+
+#endif

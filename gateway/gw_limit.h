@@ -1,0 +1,75 @@
+/*
+ * The gateway's rate limits: global, per sale, per user and per client IP,
+ * each a cm_rate policy changeable at run time without resetting buckets.
+ *
+ * Per-user and per-IP buckets live in one sharded table (lock per shard,
+ * memcached-style striping) keyed by a 64-bit keyed hash (SipHash) of
+ * scope + key. Memory is capped: limits.max_keys entries, allocated up front,
+ * GW_LIMIT_BYTES_PER_KEY each. A bucket that has refilled completely carries
+ * no information and is reclaimed first; when a shard is full of busy keys,
+ * the least recently used one in the probe window is evicted (fail-open for
+ * that key: it starts again with a full bucket).
+ *
+ * Global and per-sale buckets are few and hot; each has its own lock.
+ */
+#ifndef GW_LIMIT_H
+#define GW_LIMIT_H
+
+#include "common/cm_rate.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    GW_SCOPE_USER = 0,
+    GW_SCOPE_IP = 1,
+    GW_SCOPE_SALE = 2,
+    GW_SCOPE_GLOBAL = 3,
+    GW_SCOPE_COUNT
+} gw_scope_t;
+
+#define GW_LIMIT_BYTES_PER_KEY 32 /* see gw_limit.c: hash + bucket, at 75% load */
+
+typedef struct gw_limits gw_limits_t;
+
+typedef struct gw_limit_verdict {
+    bool allowed;
+    gw_scope_t scope;        /* the scope that refused (when !allowed) */
+    cm_rate_policy_t policy; /* that scope's policy, for RateLimit-Policy */
+    uint64_t remaining;      /* of the refusing scope, or the tightest one when allowed */
+    uint64_t retry_after_ns;
+    uint64_t reset_ns;
+} gw_limit_verdict_t;
+
+/* max_keys: cap on user + IP entries (rounded up per shard). Single-threaded init. */
+gw_limits_t *gw_limits_new(uint64_t max_keys);
+void gw_limits_free(gw_limits_t *l);
+
+/* Sets a scope's policy at run time; existing buckets keep their tokens. Thread-safe. */
+void gw_limits_set(gw_limits_t *l, gw_scope_t scope, cm_rate_policy_t p);
+cm_rate_policy_t gw_limits_get(gw_limits_t *l, gw_scope_t scope);
+/*
+ * Fleet share (issue 4): global and sale rates are divided by `n` live
+ * gateways (n >= 1) when applied. Thread-safe.
+ */
+void gw_limits_set_share(gw_limits_t *l, uint32_t n);
+
+/*
+ * Admits one request: checks user, then IP, then sale, then global (the
+ * specific ones first, so an abuser never spends the shared budget). If one
+ * refuses, the tokens taken by the earlier ones are given back: a refused
+ * request consumes nothing. Empty keys skip their scope. Thread-safe.
+ */
+void gw_limits_admit(gw_limits_t *l, const char *user, size_t user_len, const char *ip,
+                     size_t ip_len, const char *sale, size_t sale_len, uint64_t now_ns,
+                     gw_limit_verdict_t *v);
+
+/* Table occupancy and evictions, for stats. Thread-safe. */
+typedef struct gw_limits_stats {
+    uint64_t keys, capacity, evicted_idle, evicted_busy, bytes;
+} gw_limits_stats_t;
+void gw_limits_stats(gw_limits_t *l, gw_limits_stats_t *out);
+
+const char *gw_scope_name(gw_scope_t s);
+
+#endif

@@ -1,0 +1,160 @@
+/*
+ * Inventory: the stock of each sale and each user's purchases, with one
+ * atomic step that checks the per-user limit and the stock, takes the units,
+ * and records the purchase (and its idempotency key).
+ *
+ * Backends sit behind a vtable (inv_backend.h): "memory" (one node, atomics)
+ * and "redis://..." (a fleet; Lua script). The gateway never sees which.
+ *
+ * Every sale also has a local view (inv_sale_t) that stays at the same address
+ * for the life of the process, so HTTP workers read its state with plain
+ * atomic loads and answer sold_out from a local flag without a round trip.
+ */
+#ifndef INV_H
+#define INV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define INV_SALE_ID_MAX 64  /* 1..64 of [A-Za-z0-9._-] */
+#define INV_USER_ID_MAX 64  /* 1..64 of [A-Za-z0-9._-] */
+#define INV_IDEM_KEY_MAX 128 /* 1..128 printable ASCII, no spaces */
+#define INV_ORDER_ID_MAX 31 /* order ids are shorter; buffers are INV_ORDER_ID_MAX + 1 */
+
+typedef struct inv inv_t;
+typedef struct inv_sale inv_sale_t;
+typedef struct inv_worker inv_worker_t;
+struct uv_loop_s;
+
+/* What an admin defines. starts_at_ms 0 = live now; ends_at_ms 0 = no end. */
+typedef struct inv_sale_def {
+    char sale_id[INV_SALE_ID_MAX + 1];
+    int64_t stock;           /* total units of the sale (>= units already accepted) */
+    uint32_t per_user_limit; /* units one user may hold, >= 1 */
+    int64_t starts_at_ms;
+    int64_t ends_at_ms;
+} inv_sale_def_t;
+
+/* A consistent snapshot of a sale. */
+typedef struct inv_sale_info {
+    char sale_id[INV_SALE_ID_MAX + 1];
+    int64_t stock_total;     /* units made available: the definition plus restocks */
+    int64_t stock_left;      /* stock_total - accepted_units (never negative) */
+    int64_t accepted_units;  /* units held by accepted, not released, orders */
+    int64_t accepted_orders; /* orders accepted, not released */
+    uint32_t per_user_limit;
+    int64_t starts_at_ms;
+    int64_t ends_at_ms;
+    uint64_t version;        /* bumped by every admin change */
+} inv_sale_info_t;
+
+typedef enum {
+    INV_RESERVED = 0,      /* units taken; req->order_id is the new order */
+    INV_SOLD_OUT = 1,      /* not enough stock left; nothing changed */
+    INV_LIMIT_REACHED = 2, /* the user would exceed per_user_limit; nothing changed */
+    INV_DUPLICATE = 3,     /* this user's idempotency key was used before: req->order_id and
+                              req->qty now hold the original order; nothing changed */
+    INV_UNKNOWN_SALE = 4,  /* no such sale */
+    INV_PENDING = 5,       /* answered later through req->done on the worker's loop */
+} inv_outcome_t;
+
+typedef struct inv_reserve_req inv_reserve_req_t;
+typedef void (*inv_reserve_cb)(inv_reserve_req_t *req, int outcome);
+
+struct inv_reserve_req {
+    inv_sale_t *sale;                          /* from inv_sale_find */
+    char user_id[INV_USER_ID_MAX + 1];
+    uint32_t qty;                              /* in; on INV_DUPLICATE, the original qty */
+    char idem_key[INV_IDEM_KEY_MAX + 1];       /* "" = none */
+    char order_id[INV_ORDER_ID_MAX + 1];       /* in: the id to record; out on INV_DUPLICATE */
+    /* out */
+    int64_t stock_left;                        /* after the step, when known (else -1) */
+    uint32_t user_units;                       /* units the user holds after the step */
+    /* asynchronous completion (Redis): called once, on the worker's loop thread */
+    inv_reserve_cb done;
+    void *data;
+};
+
+/*
+ * Opens the backend named by `url`: "memory" or "redis://[:password@]host:port[/db]".
+ * `data_dir` is where the memory backend keeps its sale definitions (sales.json)
+ * so that a restart finds them; may be NULL in tests (nothing persisted).
+ * Returns 0 and *out, or a negative cm_err_t with a reason in errbuf.
+ * Single-threaded init; may block (connects).
+ */
+int inv_open(inv_t **out, const char *url, const char *data_dir, uint32_t max_sales,
+             char *errbuf, size_t errlen);
+void inv_close(inv_t *inv);
+/* "memory" or "redis". */
+const char *inv_backend_name(const inv_t *inv);
+
+/*
+ * A per-loop handle for the buy path (a Redis backend keeps its async
+ * connections here). Loop thread only. `loop` may be NULL for the memory
+ * backend and for blocking callers (tests, admin).
+ */
+int inv_worker_open(inv_t *inv, struct uv_loop_s *loop, inv_worker_t **out);
+void inv_worker_close(inv_worker_t *w);
+
+/*
+ * The local view of a sale, or NULL if unknown. The pointer stays valid until
+ * inv_close. Thread-safe, lock-free after the lookup, never blocks.
+ */
+inv_sale_t *inv_sale_find(inv_t *inv, const char *sale_id);
+/* Fills *out from the local view (may lag the backend by < 1 s in a fleet). Thread-safe. */
+void inv_sale_snapshot(const inv_sale_t *sale, inv_sale_info_t *out);
+/* The local sold-out flag: true once stock_left reached 0 and no restock since. Thread-safe. */
+bool inv_sale_sold_out(const inv_sale_t *sale);
+/* Calls fn for every known sale (admin listing). Thread-safe. */
+void inv_sale_foreach(inv_t *inv, void (*fn)(inv_sale_t *sale, void *ctx), void *ctx);
+
+/*
+ * The atomic step. Returns an inv_outcome_t: INV_RESERVED, INV_SOLD_OUT,
+ * INV_LIMIT_REACHED, INV_DUPLICATE, INV_UNKNOWN_SALE when answered at once
+ * (req->done is then NOT called), INV_PENDING when req->done will be called
+ * later on w's loop thread with the outcome or an error, or a negative
+ * cm_err_t (CM_EBACKEND, CM_ETIMEOUT: nothing was reserved).
+ * Loop thread of w only. The memory backend never returns INV_PENDING.
+ */
+int inv_reserve(inv_worker_t *w, inv_reserve_req_t *req);
+
+/*
+ * Admin operations. They may block (a Redis round trip) and so run on the
+ * admin thread, never on a worker loop. Each returns 0 and the sale's new
+ * state in *out (may be NULL), or a negative cm_err_t with a reason in errbuf
+ * (CM_EINVAL: the request breaks a rule, nothing changed; CM_ENOTFOUND;
+ * CM_EBACKEND). Thread-safe.
+ */
+int inv_sale_put(inv_t *inv, const inv_sale_def_t *def, inv_sale_info_t *out, char *errbuf,
+                 size_t errlen);
+int inv_restock(inv_t *inv, const char *sale_id, int64_t add, inv_sale_info_t *out,
+                char *errbuf, size_t errlen);
+/* The exact state from the backend (not the local view). */
+int inv_sale_get(inv_t *inv, const char *sale_id, inv_sale_info_t *out);
+
+/*
+ * Compensation: gives back the units of `order_id` (user `user_id`, `qty`
+ * units) and frees the user's purchase slot. Exactly once per order: returns
+ * 0 the first time, CM_ENOTFOUND if the order is unknown or was released
+ * already (nothing changes). Thread-safe; may block (admin/settlement path).
+ */
+int inv_release(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
+                const char *order_id);
+
+/*
+ * Start-up replay (memory backend): records an order that the spool says was
+ * accepted before a restart, taking its units as the original step did, even
+ * if that leaves stock_left at 0. A no-op for backends that keep their own
+ * state (Redis). Single-threaded init.
+ */
+int inv_replay(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
+               const char *order_id, const char *idem_key);
+
+/* Units `user_id` holds in `sale_id` (0 if none); for audits and tests. */
+int inv_user_units(inv_t *inv, const char *sale_id, const char *user_id, uint32_t *out);
+
+/* true if s is 1..max chars of [A-Za-z0-9._-] (sale and user ids). */
+bool inv_id_valid(const char *s, size_t len, size_t max);
+
+#endif

@@ -1,0 +1,71 @@
+/*
+ * Private to inventory/: the backend vtable and the local sale view shared by
+ * every backend. Other modules must include inventory/inv.h only.
+ */
+#ifndef INV_BACKEND_H
+#define INV_BACKEND_H
+
+#include "inventory/inv.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+/* The local view of a sale; fields are atomics so workers read without locks. */
+struct inv_sale {
+    char sale_id[INV_SALE_ID_MAX + 1];
+    _Atomic int64_t stock_total;
+    _Atomic int64_t stock_left;
+    _Atomic int64_t accepted_units;
+    _Atomic int64_t accepted_orders;
+    _Atomic uint32_t per_user_limit;
+    _Atomic int64_t starts_at_ms;
+    _Atomic int64_t ends_at_ms;
+    _Atomic uint64_t version;
+    atomic_bool sold_out;
+    void *backend; /* the backend's per-sale state */
+};
+
+typedef struct inv_ops {
+    const char *name;
+    int (*open)(inv_t *inv, const char *url, char *errbuf, size_t errlen);
+    void (*close)(inv_t *inv);
+    int (*worker_open)(inv_t *inv, struct uv_loop_s *loop, inv_worker_t *w);
+    void (*worker_close)(inv_worker_t *w);
+    int (*reserve)(inv_worker_t *w, inv_reserve_req_t *req);
+    int (*sale_put)(inv_t *inv, const inv_sale_def_t *def, inv_sale_info_t *out, char *errbuf,
+                    size_t errlen);
+    int (*restock)(inv_t *inv, const char *sale_id, int64_t add, inv_sale_info_t *out,
+                   char *errbuf, size_t errlen);
+    int (*sale_get)(inv_t *inv, const char *sale_id, inv_sale_info_t *out);
+    int (*release)(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
+                   const char *order_id);
+    int (*replay)(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
+                  const char *order_id, const char *idem_key);
+    int (*user_units)(inv_t *inv, const char *sale_id, const char *user_id, uint32_t *out);
+} inv_ops_t;
+
+struct inv {
+    const inv_ops_t *ops;
+    void *backend;
+    char *data_dir;
+    uint32_t max_sales;
+    pthread_rwlock_t sales_lock; /* guards the sale map (not the sales' fields) */
+    inv_sale_t **sales;          /* open-addressing map, capacity 2 * max_sales */
+    uint32_t sales_cap, nsales;
+};
+
+struct inv_worker {
+    inv_t *inv;
+    struct uv_loop_s *loop;
+    void *backend;
+};
+
+extern const inv_ops_t inv__mem_ops;
+extern const inv_ops_t inv__redis_ops;
+
+/* Finds or creates the local view (admin and sync paths). NULL when max_sales is reached. */
+inv_sale_t *inv__sale_get_or_create(inv_t *inv, const char *sale_id);
+/* Copies a backend's truth into the local view and sets the sold-out flag. */
+void inv__sale_publish(inv_sale_t *sale, const inv_sale_info_t *info);
+
+#endif

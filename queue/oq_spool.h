@@ -1,0 +1,124 @@
+/*
+ * The durable order spool: a local write-ahead log in <data-dir>/spool/ that
+ * holds every accepted order from before its 202 goes out until it is
+ * released (relayed to Kafka and, with the embedded broker, settled).
+ *
+ * Files are segments "spool-<16 hex digits>.log" of framed records
+ * (length, CRC-32C, type, payload); a torn or corrupt tail is detected on
+ * open and cut off. Records: ORDER (an accepted order) and EVENT (a small
+ * JSON event appended by the gateway, e.g. a cancellation, replayed on start).
+ * The release point is kept in <data-dir>/spool/released (a position,
+ * written atomically); segments wholly before it are deleted.
+ *
+ * Durability: OQ_DURABILITY_WRITE returns once the record is in the kernel's
+ * page cache (survives a process crash, kill -9); OQ_DURABILITY_FSYNC makes
+ * the caller also call oq_spool_sync() (fdatasync) before answering, which
+ * survives power loss. Appends are one write(2) each and may come from
+ * several threads at once (O_APPEND; records never interleave).
+ */
+#ifndef OQ_SPOOL_H
+#define OQ_SPOOL_H
+
+#include "inventory/inv.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct oq_spool oq_spool_t;
+
+typedef enum { OQ_DURABILITY_WRITE = 0, OQ_DURABILITY_FSYNC = 1 } oq_durability_t;
+
+typedef struct oq_order {
+    char order_id[INV_ORDER_ID_MAX + 1];
+    char sale_id[INV_SALE_ID_MAX + 1];
+    char user_id[INV_USER_ID_MAX + 1];
+    char idem_key[INV_IDEM_KEY_MAX + 1]; /* "" = none */
+    uint32_t qty;
+    int64_t accepted_at_ms;
+    uint32_t node_id;
+} oq_order_t;
+
+/* A position in the spool: segment number and byte offset in it. */
+typedef struct oq_pos {
+    uint64_t seg;
+    uint64_t off;
+} oq_pos_t;
+
+typedef enum { OQ_REC_ORDER = 1, OQ_REC_EVENT = 2 } oq_rec_type_t;
+
+typedef struct oq_spool_opts {
+    const char *dir;          /* <data-dir>/spool; created if missing */
+    oq_durability_t durability;
+    uint64_t segment_bytes;   /* roll to a new segment past this size */
+    uint64_t max_bytes;       /* unreleased bytes past which appends fail with CM_EBUSY */
+} oq_spool_opts_t;
+
+/* Opens (recovering a torn tail). Returns 0 or a negative cm_err_t with a reason. */
+int oq_spool_open(oq_spool_t **out, const oq_spool_opts_t *opts, char *errbuf, size_t errlen);
+void oq_spool_close(oq_spool_t *sp);
+
+/*
+ * Encodes and appends orders as ORDER records with one write(2). Returns 0,
+ * CM_EBUSY (past max_bytes: nothing written), or CM_EIO. Thread-safe.
+ * Does not fsync: in fsync durability, call oq_spool_sync() before answering.
+ */
+int oq_spool_append(oq_spool_t *sp, const oq_order_t *orders, size_t n);
+/* Appends one EVENT record (payload: a JSON object text). Thread-safe. */
+int oq_spool_append_event(oq_spool_t *sp, const char *json, size_t len);
+/*
+ * fdatasync of everything appended before the call. Blocks (ms): call from a
+ * thread that serves no HTTP. Concurrent callers share one fsync (group commit).
+ * Returns 0 or CM_EIO.
+ */
+int oq_spool_sync(oq_spool_t *sp);
+
+/* One record met while reading. `order` is set for ORDER, `event` for EVENT. */
+typedef struct oq_rec {
+    oq_rec_type_t type;
+    oq_pos_t pos;   /* where the record starts */
+    oq_pos_t next;  /* where the following record starts */
+    const oq_order_t *order;
+    const char *event;
+    size_t event_len;
+} oq_rec_t;
+
+/*
+ * Reads records from `from` (use oq_spool_released() for "everything not yet
+ * released", or {0,0} for everything still on disk) up to the current end,
+ * calling fn for each; fn returns 0 to go on, non-zero to stop. Returns the
+ * number of records read, or a negative cm_err_t. Thread-safe against
+ * concurrent appends (reads only what was complete when it began each segment).
+ */
+long oq_spool_scan(oq_spool_t *sp, oq_pos_t from, int (*fn)(const oq_rec_t *rec, void *ctx),
+                   void *ctx);
+
+/* The release point: everything before it is released. Thread-safe. */
+oq_pos_t oq_spool_released(oq_spool_t *sp);
+/*
+ * Moves the release point forward to `upto` (never backwards), persists it
+ * atomically, and deletes segments wholly before it. Returns 0 or CM_EIO.
+ * Thread-safe.
+ */
+int oq_spool_release(oq_spool_t *sp, oq_pos_t upto);
+
+/* Stats: bytes and records not yet released, segments on disk. Thread-safe. */
+typedef struct oq_spool_stats {
+    uint64_t unreleased_bytes;
+    uint64_t appended_records;
+    uint64_t segments;
+    oq_pos_t end;
+    oq_pos_t released;
+} oq_spool_stats_t;
+void oq_spool_stats(oq_spool_t *sp, oq_spool_stats_t *out);
+
+/* Order <-> the JSON of the Kafka value and `flashgate-spool dump`:
+ * {"order_id","sale_id","user_id","qty","accepted_at","node","idem_key"?}.
+ * oq_order_to_json returns the length written (excluding NUL), or a negative
+ * cm_err_t if buf is too small. oq_order_from_json: 0 or CM_EINVAL. */
+int oq_order_to_json(const oq_order_t *o, char *buf, size_t len);
+int oq_order_from_json(const char *json, size_t len, oq_order_t *out);
+
+int oq_pos_cmp(oq_pos_t a, oq_pos_t b);
+
+#endif

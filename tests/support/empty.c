@@ -1,0 +1,2 @@
+/* Keeps the test-support library non-empty. */
+typedef int flashgate_testsupport_empty_t;
