@@ -1,0 +1,48 @@
+/*
+ * SipHash-2-4 (Aumasson & Bernstein, 2012): a keyed 64-bit hash for tables
+ * whose keys come from clients (user ids, IPs). With a secret random key an
+ * attacker cannot choose keys that collide, so open-addressing tables keep
+ * their bounded probe windows under hostile input (hash flooding).
+ *
+ * One-shot (cm_hash_sip24) and incremental (init/update/final, same result for
+ * any split of the input) forms. Pure functions, no allocation.
+ */
+#ifndef CM_HASH_H
+#define CM_HASH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The 128-bit key: k0 = bytes 0..7 and k1 = bytes 8..15, little-endian. */
+typedef struct cm_hash_key {
+    uint64_t k0, k1;
+} cm_hash_key_t;
+
+/* Incremental state; treat as opaque. Caller-provided storage. */
+typedef struct cm_hash_sip {
+    uint64_t v0, v1, v2, v3;
+    uint64_t tail;  /* pending bytes, little-endian */
+    uint64_t total; /* bytes absorbed so far */
+} cm_hash_sip_t;
+
+/*
+ * SipHash-2-4 of `len` bytes at `data` under `key`. Returns the 64-bit hash
+ * (the paper's 8 output bytes read little-endian). Thread-safe.
+ */
+uint64_t cm_hash_sip24(const cm_hash_key_t *key, const void *data, size_t len);
+
+/* Starts an incremental hash. Not thread-safe on one state. */
+void cm_hash_sip_init(cm_hash_sip_t *s, const cm_hash_key_t *key);
+/* Absorbs `len` bytes (any length, any number of calls). */
+void cm_hash_sip_update(cm_hash_sip_t *s, const void *data, size_t len);
+/* Returns the hash of everything absorbed; the state must be re-initialised before reuse. */
+uint64_t cm_hash_sip_final(cm_hash_sip_t *s);
+
+/*
+ * Fills *out with 16 random bytes from getrandom(2) (blocks only until the
+ * kernel's pool is initialised, at early boot). Returns 0, or CM_EIO if the
+ * kernel cannot provide them (*out is then unspecified). Thread-safe.
+ */
+int cm_hash_seed_random(cm_hash_key_t *out);
+
+#endif
