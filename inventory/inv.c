@@ -1,0 +1,417 @@
+/*
+ * The inventory core: picks the backend from the URL, keeps the local sale
+ * map (one inv_sale_t per sale, at a fixed address until inv_close) and
+ * validates arguments once, here, so that every backend sees clean input and
+ * answers the same way.
+ */
+#include "inventory/inv_backend.h"
+
+#include "common/cm_alloc.h"
+#include "common/cm_err.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*---- Helpers ----*/
+
+static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    if (!errbuf || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* FNV-1a: sale ids are short and admin-chosen; the map is sized at 2x, so
+ * clustering stays low. */
+static uint64_t id_hash(const char *s)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static bool sale_id_ok(const char *s)
+{
+    return s && inv_id_valid(s, strnlen(s, INV_SALE_ID_MAX + 1), INV_SALE_ID_MAX);
+}
+
+static bool user_id_ok(const char *s)
+{
+    return s && inv_id_valid(s, strnlen(s, INV_USER_ID_MAX + 1), INV_USER_ID_MAX);
+}
+
+/* "" is allowed (no key); otherwise 1..128 printable ASCII without spaces. */
+static bool idem_key_ok(const char *s)
+{
+    size_t n = strnlen(s, INV_IDEM_KEY_MAX + 1);
+    if (n > INV_IDEM_KEY_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
+            return false;
+    return true;
+}
+
+static bool order_id_ok(const char *s)
+{
+    size_t n = strnlen(s, INV_ORDER_ID_MAX + 1);
+    if (n == 0 || n > INV_ORDER_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
+            return false;
+    return true;
+}
+
+bool inv_id_valid(const char *s, size_t len, size_t max)
+{
+    if (!s || len == 0 || len > max)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/*---- Open / close ----*/
+
+int inv_open(inv_t **out, const char *url, const char *data_dir, uint32_t max_sales,
+             char *errbuf, size_t errlen)
+{
+    set_err(errbuf, errlen, "%s", "");
+    if (!out || !url) {
+        set_err(errbuf, errlen, "inventory: no backend url");
+        return CM_EINVAL;
+    }
+    *out = NULL;
+    const inv_ops_t *ops;
+    if (strcmp(url, "memory") == 0)
+        ops = &inv__mem_ops;
+    else if (strncmp(url, "redis://", 8) == 0 || strncmp(url, "rediss://", 9) == 0)
+        ops = &inv__redis_ops;
+    else {
+        set_err(errbuf, errlen, "inventory: unknown backend '%s' (want memory or redis://...)",
+                url);
+        return CM_EINVAL;
+    }
+    if (!ops->open) {
+        set_err(errbuf, errlen, "inventory: %s backend not built", ops->name);
+        return CM_EINVAL;
+    }
+    if (max_sales == 0 || max_sales > (1u << 20)) {
+        set_err(errbuf, errlen, "inventory: max_sales=%u must be between 1 and %u", max_sales,
+                1u << 20);
+        return CM_EINVAL;
+    }
+
+    inv_t *inv = cm_xcalloc(1, sizeof(*inv));
+    inv->ops = ops;
+    inv->data_dir = data_dir && *data_dir ? cm_xstrdup(data_dir) : NULL;
+    inv->max_sales = max_sales;
+    inv->sales_cap = 2 * max_sales;
+    inv->sales = cm_xcalloc(inv->sales_cap, sizeof(*inv->sales));
+    if (pthread_rwlock_init(&inv->sales_lock, NULL) != 0) {
+        free(inv->sales);
+        free(inv->data_dir);
+        free(inv);
+        set_err(errbuf, errlen, "inventory: rwlock init failed");
+        return CM_ENOMEM;
+    }
+    int rc = ops->open(inv, url, errbuf, errlen);
+    if (rc < 0) {
+        /* The backend cleaned up its own state; the views it may have made go here. */
+        inv->ops = NULL;
+        inv_close(inv);
+        return rc;
+    }
+    *out = inv;
+    return 0;
+}
+
+void inv_close(inv_t *inv)
+{
+    if (!inv)
+        return;
+    if (inv->ops && inv->ops->close)
+        inv->ops->close(inv);
+    for (uint32_t i = 0; i < inv->sales_cap; i++)
+        free(inv->sales[i]);
+    free(inv->sales);
+    pthread_rwlock_destroy(&inv->sales_lock);
+    free(inv->data_dir);
+    free(inv);
+}
+
+const char *inv_backend_name(const inv_t *inv)
+{
+    return inv->ops->name;
+}
+
+int inv_worker_open(inv_t *inv, struct uv_loop_s *loop, inv_worker_t **out)
+{
+    if (!inv || !out)
+        return CM_EINVAL;
+    inv_worker_t *w = cm_xcalloc(1, sizeof(*w));
+    w->inv = inv;
+    w->loop = loop;
+    if (inv->ops->worker_open) {
+        int rc = inv->ops->worker_open(inv, loop, w);
+        if (rc < 0) {
+            free(w);
+            *out = NULL;
+            return rc;
+        }
+    }
+    *out = w;
+    return 0;
+}
+
+void inv_worker_close(inv_worker_t *w)
+{
+    if (!w)
+        return;
+    if (w->inv->ops->worker_close)
+        w->inv->ops->worker_close(w);
+    free(w);
+}
+
+/*---- The local sale map ----*/
+
+/* Caller holds sales_lock (read or write). Returns the slot holding sale_id or
+ * the empty slot where it would go (the map never fills: cap = 2 * max). */
+static uint32_t map_slot(const inv_t *inv, const char *sale_id)
+{
+    uint32_t mask_free = inv->sales_cap;
+    uint32_t i = (uint32_t)(id_hash(sale_id) % inv->sales_cap);
+    for (;;) {
+        const inv_sale_t *s = inv->sales[i];
+        if (!s || strcmp(s->sale_id, sale_id) == 0)
+            return i;
+        if (++i == mask_free)
+            i = 0;
+    }
+}
+
+inv_sale_t *inv_sale_find(inv_t *inv, const char *sale_id)
+{
+    if (!inv || !sale_id_ok(sale_id))
+        return NULL;
+    pthread_rwlock_rdlock(&inv->sales_lock);
+    inv_sale_t *s = inv->sales[map_slot(inv, sale_id)];
+    pthread_rwlock_unlock(&inv->sales_lock);
+    return s;
+}
+
+inv_sale_t *inv__sale_get_or_create(inv_t *inv, const char *sale_id)
+{
+    if (!sale_id_ok(sale_id))
+        return NULL;
+    inv_sale_t *s = inv_sale_find(inv, sale_id);
+    if (s)
+        return s;
+    pthread_rwlock_wrlock(&inv->sales_lock);
+    uint32_t i = map_slot(inv, sale_id);
+    s = inv->sales[i];
+    if (!s && inv->nsales < inv->max_sales) {
+        s = cm_xcalloc(1, sizeof(*s));
+        snprintf(s->sale_id, sizeof(s->sale_id), "%s", sale_id);
+        /* Nothing to sell until a backend publishes the definition. */
+        atomic_init(&s->sold_out, true);
+        atomic_init(&s->stock_total, 0);
+        atomic_init(&s->stock_left, 0);
+        atomic_init(&s->accepted_units, 0);
+        atomic_init(&s->accepted_orders, 0);
+        atomic_init(&s->per_user_limit, 0);
+        atomic_init(&s->starts_at_ms, 0);
+        atomic_init(&s->ends_at_ms, 0);
+        atomic_init(&s->version, 0);
+        inv->sales[i] = s;
+        inv->nsales++;
+    }
+    pthread_rwlock_unlock(&inv->sales_lock);
+    return s;
+}
+
+void inv_sale_foreach(inv_t *inv, void (*fn)(inv_sale_t *sale, void *ctx), void *ctx)
+{
+    if (!inv || !fn)
+        return;
+    /* Copy the pointers and call fn without the lock, so fn may call back into
+     * the inventory (find, put) without deadlocking. Sales are never removed
+     * before inv_close, so the pointers stay valid. */
+    pthread_rwlock_rdlock(&inv->sales_lock);
+    uint32_t n = 0;
+    inv_sale_t **list = cm_xmalloc((inv->nsales ? inv->nsales : 1) * sizeof(*list));
+    for (uint32_t i = 0; i < inv->sales_cap && n < inv->nsales; i++)
+        if (inv->sales[i])
+            list[n++] = inv->sales[i];
+    pthread_rwlock_unlock(&inv->sales_lock);
+    for (uint32_t i = 0; i < n; i++)
+        fn(list[i], ctx);
+    free(list);
+}
+
+void inv__sale_publish(inv_sale_t *sale, const inv_sale_info_t *info)
+{
+    atomic_store(&sale->stock_total, info->stock_total);
+    atomic_store(&sale->stock_left, info->stock_left < 0 ? 0 : info->stock_left);
+    atomic_store(&sale->accepted_units, info->accepted_units);
+    atomic_store(&sale->accepted_orders, info->accepted_orders);
+    atomic_store(&sale->per_user_limit, info->per_user_limit);
+    atomic_store(&sale->starts_at_ms, info->starts_at_ms);
+    atomic_store(&sale->ends_at_ms, info->ends_at_ms);
+    atomic_store(&sale->version, info->version);
+    atomic_store(&sale->sold_out, info->stock_left <= 0);
+}
+
+void inv_sale_snapshot(const inv_sale_t *sale, inv_sale_info_t *out)
+{
+    /* The fields are read one by one; an admin change racing with the read can
+     * mix two versions, so read until the version is stable (admin changes are
+     * rare). Reservations do not bump the version: stock_left and
+     * accepted_units may be one step apart under load, which the header's
+     * "may lag" allows. */
+    inv_sale_t *s = (inv_sale_t *)sale; /* atomics are read-only here */
+    memset(out, 0, sizeof(*out));
+    snprintf(out->sale_id, sizeof(out->sale_id), "%s", s->sale_id);
+    for (int tries = 0; tries < 8; tries++) {
+        uint64_t v = atomic_load(&s->version);
+        out->stock_total = atomic_load(&s->stock_total);
+        out->stock_left = atomic_load(&s->stock_left);
+        out->accepted_units = atomic_load(&s->accepted_units);
+        out->accepted_orders = atomic_load(&s->accepted_orders);
+        out->per_user_limit = atomic_load(&s->per_user_limit);
+        out->starts_at_ms = atomic_load(&s->starts_at_ms);
+        out->ends_at_ms = atomic_load(&s->ends_at_ms);
+        out->version = v;
+        if (atomic_load(&s->version) == v)
+            break;
+    }
+    if (out->stock_left < 0)
+        out->stock_left = 0;
+}
+
+bool inv_sale_sold_out(const inv_sale_t *sale)
+{
+    inv_sale_t *s = (inv_sale_t *)sale;
+    return atomic_load_explicit(&s->sold_out, memory_order_acquire);
+}
+
+/*---- Thin wrappers: validate once, then call the backend ----*/
+
+int inv_reserve(inv_worker_t *w, inv_reserve_req_t *req)
+{
+    if (!w || !req)
+        return CM_EINVAL;
+    req->stock_left = -1;
+    req->user_units = 0;
+    if (!req->sale)
+        return INV_UNKNOWN_SALE;
+    if (req->qty == 0 || !user_id_ok(req->user_id) || !idem_key_ok(req->idem_key) ||
+        !order_id_ok(req->order_id))
+        return CM_EINVAL;
+    return w->inv->ops->reserve(w, req);
+}
+
+static int check_def(const inv_sale_def_t *def, char *errbuf, size_t errlen)
+{
+    if (!sale_id_ok(def->sale_id)) {
+        set_err(errbuf, errlen, "sale_id must be 1..%d of [A-Za-z0-9._-]", INV_SALE_ID_MAX);
+        return CM_EINVAL;
+    }
+    if (def->stock < 0) {
+        set_err(errbuf, errlen, "stock=%lld must be >= 0", (long long)def->stock);
+        return CM_EINVAL;
+    }
+    if (def->per_user_limit < 1) {
+        set_err(errbuf, errlen, "per_user_limit must be >= 1");
+        return CM_EINVAL;
+    }
+    if (def->starts_at_ms < 0 || def->ends_at_ms < 0) {
+        set_err(errbuf, errlen, "starts_at/ends_at must not be before 1970");
+        return CM_EINVAL;
+    }
+    if (def->starts_at_ms && def->ends_at_ms && def->ends_at_ms <= def->starts_at_ms) {
+        set_err(errbuf, errlen, "ends_at must be after starts_at");
+        return CM_EINVAL;
+    }
+    return 0;
+}
+
+int inv_sale_put(inv_t *inv, const inv_sale_def_t *def, inv_sale_info_t *out, char *errbuf,
+                 size_t errlen)
+{
+    set_err(errbuf, errlen, "%s", "");
+    if (!inv || !def) {
+        set_err(errbuf, errlen, "no sale definition");
+        return CM_EINVAL;
+    }
+    int rc = check_def(def, errbuf, errlen);
+    if (rc < 0)
+        return rc;
+    return inv->ops->sale_put(inv, def, out, errbuf, errlen);
+}
+
+int inv_restock(inv_t *inv, const char *sale_id, int64_t add, inv_sale_info_t *out,
+                char *errbuf, size_t errlen)
+{
+    set_err(errbuf, errlen, "%s", "");
+    if (!inv || !sale_id_ok(sale_id)) {
+        set_err(errbuf, errlen, "sale_id must be 1..%d of [A-Za-z0-9._-]", INV_SALE_ID_MAX);
+        return CM_EINVAL;
+    }
+    if (add < 1) {
+        set_err(errbuf, errlen, "add=%lld must be >= 1", (long long)add);
+        return CM_EINVAL;
+    }
+    return inv->ops->restock(inv, sale_id, add, out, errbuf, errlen);
+}
+
+int inv_sale_get(inv_t *inv, const char *sale_id, inv_sale_info_t *out)
+{
+    if (!inv || !out || !sale_id_ok(sale_id))
+        return CM_EINVAL;
+    return inv->ops->sale_get(inv, sale_id, out);
+}
+
+int inv_release(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
+                const char *order_id)
+{
+    if (!inv || !sale_id_ok(sale_id) || !user_id_ok(user_id) || !order_id || !order_id_ok(order_id))
+        return CM_EINVAL;
+    return inv->ops->release(inv, sale_id, user_id, qty, order_id);
+}
+
+int inv_replay(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
+               const char *order_id, const char *idem_key)
+{
+    if (!inv || !sale_id_ok(sale_id) || !user_id_ok(user_id) || qty == 0 || !order_id ||
+        !order_id_ok(order_id) || (idem_key && !idem_key_ok(idem_key)))
+        return CM_EINVAL;
+    if (!inv->ops->replay)
+        return 0; /* the backend keeps its own state */
+    return inv->ops->replay(inv, sale_id, user_id, qty, order_id, idem_key ? idem_key : "");
+}
+
+int inv_user_units(inv_t *inv, const char *sale_id, const char *user_id, uint32_t *out)
+{
+    if (!inv || !out || !sale_id_ok(sale_id) || !user_id_ok(user_id))
+        return CM_EINVAL;
+    *out = 0;
+    return inv->ops->user_units(inv, sale_id, user_id, out);
+}
