@@ -54,7 +54,13 @@ typedef struct cm_opt {
     const char *alias; /* optional short flag, e.g. "listen" for --listen */
     const char *metavar; /* "HOST:PORT" in --help */
     const char *help;  /* one line for --help and the sample config */
-    /* Optional extra check after parsing: return NULL if fine, else the rule broken. */
+    /*
+     * Optional extra check after parsing: return NULL if fine, else the rule
+     * broken (a static string). `value` points to the parsed value in the
+     * option's own representation: const char * text for CM_OPT_STR and
+     * CM_OPT_KV (KV as "k=v\n" lines), const uint64_t * for UINT, MILLI,
+     * SIZE and MS, const bool * for BOOL, const int * for ENUM.
+     */
     const char *(*validate)(const void *value);
 } cm_opt_t;
 
@@ -69,10 +75,22 @@ typedef struct cm_conf {
     bool want_help, want_version, want_check;
     /* Non-option arguments left over (e.g. a sub-command), in order. */
     int nargs;
-    char **args;
+    char **args;           /* owned array; the strings are borrowed from argv */
+    /* Per option: the env variable or flag that set it ("FLASHGATE_LISTEN",
+     * "--listen"); empty for defaults and the file. Owned. */
+    char (*src_detail)[96];
 } cm_conf_t;
 
 /*
+ * Flags: --KEY-WITH-DASHES VALUE, --KEY=VALUE, the option's alias the same
+ * way, --set KEY=VALUE, --config FILE (also -c FILE), --help (-h), --version
+ * (-V), --check-config, and "--" to end options. A CM_OPT_BOOL flag without
+ * "=VALUE" means true. A CM_OPT_KV flag is repeatable and appends one "k=v".
+ * An option with an alias also reads <env_prefix><ALIAS> (upper case, '-' ->
+ * '_'); when both that and the key's own variable are set, the key's own
+ * variable wins. Unknown <env_prefix>* variables are ignored (the process
+ * environment is shared with other tools), unknown flags and file keys are not.
+ *
  * Loads defaults, then `--config FILE` (found among argv, or from
  * <env_prefix>CONFIG), then the environment, then argv. --help, --version and
  * --check-config set the want_* flags. Unknown flags, unknown file keys,
@@ -80,15 +98,24 @@ typedef struct cm_conf {
  *
  * On errors returns CM_EINVAL and writes one line per problem into errbuf
  * ("config: KEY=VALUE (SOURCE): RULE\n..."); otherwise 0.
- * Single-threaded init. `conf` must be released with cm_conf_free.
+ * The want_* flags and args are filled in even when errors are returned.
+ * Single-threaded init. `conf` must be released with cm_conf_free, also after
+ * an error.
  */
 int cm_conf_load(cm_conf_t *conf, const cm_opt_t *opts, void *base, const char *prog,
                  const char *env_prefix, int argc, char **argv, char *errbuf, size_t errlen);
+/* Frees what cm_conf_load allocated; safe on a zeroed or already freed conf. */
 void cm_conf_free(cm_conf_t *conf);
 
 /*
- * Sets one option from text at run time (admin API) or in tests. Returns 0,
- * or CM_EINVAL with the rule broken in errbuf; on error nothing changes.
+ * Sets one option from text at run time (admin API) or in tests, with the
+ * same parsing and per-key validation as cm_conf_load (cross-key rules are
+ * the binary's: see gw_config_check). With src CM_SRC_RUNTIME a key without
+ * CM_OPT_RUNTIME is refused. Returns 0, CM_ENOTFOUND for an unknown key, or
+ * CM_EINVAL; on error errbuf holds one "config: KEY=VALUE (SOURCE): RULE"
+ * line (no newline) and nothing changes. A KV value replaces the old one.
+ * Not thread-safe: the caller serialises writers, and readers of RUNTIME
+ * fields read them through their own atomics.
  */
 int cm_conf_set(cm_conf_t *conf, const char *key, const char *value, cm_src_t src, char *errbuf,
                 size_t errlen);
@@ -96,8 +123,35 @@ int cm_conf_set(cm_conf_t *conf, const char *key, const char *value, cm_src_t sr
 /* Looks an option up by key; NULL if unknown. */
 const cm_opt_t *cm_conf_find(const cm_opt_t *opts, const char *key);
 
-/* Formats the current value of one option as text (secrets as "<set>"/""). */
+/*
+ * Formats the current value of one option as text that cm_conf_set accepts
+ * back (secrets as "<set>" or ""; KV as "k=v,k=v" with values of keys that
+ * contain "password" or "secret" as "<set>"). Returns the length written
+ * (truncated to len - 1). Thread-safety as for reading the struct.
+ */
 size_t cm_conf_format(const cm_conf_t *conf, const cm_opt_t *opt, char *buf, size_t len);
+
+/* Where the current value of `opt` came from, as text: "default", "file PATH",
+ * "env FLASHGATE_X", "flag --x", "runtime". Returns the length written. */
+size_t cm_conf_describe_source(const cm_conf_t *conf, const cm_opt_t *opt, char *buf, size_t len);
+
+/* The source of key's current value, or CM_ENOTFOUND for an unknown key. */
+int cm_conf_source(const cm_conf_t *conf, const char *key);
+
+/*
+ * Appends "config: KEY=VALUE (SOURCE): RULE\n" for the current value of `key`
+ * to the NUL-terminated text in errbuf (cross-key checks use it). Secrets are
+ * shown as <set>. Never overflows errbuf.
+ */
+void cm_conf_report(const cm_conf_t *conf, const char *key, const char *rule, char *errbuf,
+                    size_t errlen);
+
+/* The environment variable of `opt`: <prefix><KEY> or, with `alias`, <prefix><ALIAS>
+ * (0 and "" when the option has no alias). Returns the length. */
+size_t cm_conf_env_name(const cm_opt_t *opt, const char *env_prefix, bool alias, char *buf,
+                        size_t len);
+/* The flag of `opt` without "--": the key with '.'/'_' as '-', or its alias. */
+size_t cm_conf_flag_name(const cm_opt_t *opt, bool alias, char *buf, size_t len);
 
 /* Prints "--flag METAVAR  help (default: X; env: VAR)" for every option. */
 void cm_conf_print_help(const cm_conf_t *conf, const char *usage, int fd);

@@ -64,7 +64,18 @@ extern const cm_opt_t gw_config_opts[];
 int gw_config_load(gw_config_t *cfg, cm_conf_t *conf, int argc, char **argv, char *errbuf,
                    size_t errlen);
 
-/* Splits "host:port" / "[v6]:port" into parts. Returns 0 or CM_EINVAL. */
+/*
+ * The cross-key rules (a rate > 0 needs a burst >= 1, listen != admin_listen,
+ * spool.segment_bytes <= spool.max_bytes, kafka.topic != kafka.outcomes_topic).
+ * Appends one "config: ..." line per broken rule to the NUL-terminated text
+ * in errbuf (sources from `conf`) and returns CM_EINVAL, or returns 0. The
+ * admin API runs it on a copy before committing a change. Thread-safe on
+ * data the caller owns.
+ */
+int gw_config_check(const gw_config_t *cfg, const cm_conf_t *conf, char *errbuf, size_t errlen);
+
+/* Splits "host:port" / "[v6]:port" into parts (host without brackets; port
+ * 0..65535). Returns 0 or CM_EINVAL. Thread-safe. */
 int gw_config_split_hostport(const char *s, char *host, size_t hostlen, unsigned *port);
 
 #endif

@@ -1,0 +1,414 @@
+/*
+ * flashgate's option table and cross-key rules.
+ *
+ * Defaults, with the reasons:
+ * - limits.user_rps 1, burst 5: a person presses "buy" a few times in a burst,
+ *   not tens of times a second; scripts are held to one attempt per second.
+ * - limits.ip_rps 20, burst 40: many people share one address behind NAT
+ *   (offices, mobile carriers), so the per-IP limit is looser than per-user.
+ * - limits.sale_rps and limits.global_rps 0 (off): the overload controller
+ *   protects capacity; these are for operators who know their backend's rate.
+ *   Their bursts default to 1000 and 10000 so that turning a rate on is one
+ *   setting.
+ */
+#include "gateway/gw_config.h"
+#include "common/cm_err.h"
+#include "common/cm_rate.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <inttypes.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*---- Host:port and friends ----*/
+
+int gw_config_split_hostport(const char *s, char *host, size_t hostlen, unsigned *port)
+{
+    if (!s || !host || hostlen == 0)
+        return CM_EINVAL;
+    const char *h = s, *colon;
+    size_t hl;
+    if (*s == '[') {
+        const char *end = strchr(s, ']');
+        if (!end || end[1] != ':')
+            return CM_EINVAL;
+        h = s + 1;
+        hl = (size_t)(end - h);
+        colon = end + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon || memchr(s, ':', (size_t)(colon - s))) /* bare IPv6 needs brackets */
+            return CM_EINVAL;
+        hl = (size_t)(colon - s);
+    }
+    const char *p = colon + 1;
+    if (*p == '\0' || strlen(p) > 5)
+        return CM_EINVAL;
+    unsigned v = 0;
+    for (; *p; p++) {
+        if (!isdigit((unsigned char)*p))
+            return CM_EINVAL;
+        v = v * 10 + (unsigned)(*p - '0');
+    }
+    if (v > 65535 || hl == 0 || hl >= hostlen)
+        return CM_EINVAL;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    if (port)
+        *port = v;
+    return 0;
+}
+
+/* An IPv4/IPv6 literal or a DNS name. `bracketed`: came from [..], must be IPv6. */
+static bool host_ok(const char *host, bool v6_only)
+{
+    unsigned char addr[16];
+    if (inet_pton(AF_INET6, host, addr) == 1)
+        return true;
+    if (v6_only)
+        return false;
+    if (inet_pton(AF_INET, host, addr) == 1)
+        return true;
+    /* a DNS name: labels of [A-Za-z0-9-], not all digits (that would be a bad IPv4) */
+    size_t n = strlen(host);
+    if (n == 0 || n > 253)
+        return false;
+    bool alpha = false;
+    for (const char *p = host; *p; p++) {
+        if (isalpha((unsigned char)*p) || *p == '-')
+            alpha = true;
+        else if (!isdigit((unsigned char)*p) && *p != '.')
+            return false;
+    }
+    return alpha && host[0] != '.' && host[0] != '-' && !strstr(host, "..");
+}
+
+static const char *check_hostport(const char *s, bool port0_ok)
+{
+    char host[256];
+    unsigned port;
+    if (gw_config_split_hostport(s, host, sizeof(host), &port) != 0)
+        return "must be HOST:PORT (IPv6 as [::1]:8080), port 0..65535";
+    if (!host_ok(host, s[0] == '['))
+        return "must be HOST:PORT with an IP address or host name (IPv6 as [::1]:8080)";
+    if (!port0_ok && port == 0)
+        return "port must be 1..65535";
+    return NULL;
+}
+
+static const char *v_listen(const void *v)
+{
+    return check_hostport(v, true);
+}
+
+static const char *v_admin_token(const void *v)
+{
+    for (const char *p = v; *p; p++)
+        if (!isgraph((unsigned char)*p))
+            return "must be printable ASCII without spaces (it is sent as a bearer token)";
+    return NULL;
+}
+
+static const char *v_nonempty(const void *v)
+{
+    return *(const char *)v ? NULL : "must not be empty";
+}
+
+/* "memory" or "redis://[user:pass@]host[:port][/db]". */
+static const char *v_inventory(const void *v)
+{
+    const char *s = v;
+    static const char rule[] = "must be \"memory\" or redis://[user:password@]HOST[:PORT][/DB]";
+    if (strcmp(s, "memory") == 0)
+        return NULL;
+    if (strncmp(s, "redis://", 8) != 0)
+        return rule;
+    const char *hp = s + 8;
+    const char *at = strrchr(hp, '@');
+    if (at)
+        hp = at + 1;
+    char buf[512];
+    size_t n = strcspn(hp, "/");
+    if (n == 0 || n >= sizeof(buf))
+        return rule;
+    memcpy(buf, hp, n);
+    buf[n] = '\0';
+    const char *db = hp[n] == '/' ? hp + n + 1 : NULL;
+    if (db) {
+        if (!*db || strlen(db) > 5)
+            return rule;
+        for (const char *p = db; *p; p++)
+            if (!isdigit((unsigned char)*p))
+                return rule;
+    }
+    char host[256];
+    unsigned port;
+    bool has_port = strchr(buf, ']') ? strstr(buf, "]:") != NULL
+                                     : strchr(buf, ':') != NULL;
+    if (has_port) {
+        if (gw_config_split_hostport(buf, host, sizeof(host), &port) != 0 || port == 0)
+            return rule;
+        return host_ok(host, buf[0] == '[') ? NULL : rule;
+    }
+    if (buf[0] == '[') {
+        size_t bl = strlen(buf);
+        if (bl < 3 || buf[bl - 1] != ']')
+            return rule;
+        snprintf(host, sizeof(host), "%.*s", (int)(bl - 2), buf + 1);
+        return host_ok(host, true) ? NULL : rule;
+    }
+    return host_ok(buf, false) ? NULL : rule;
+}
+
+/* "embedded" or host:port[,host:port...]. */
+static const char *v_brokers(const void *v)
+{
+    const char *s = v;
+    static const char rule[] = "must be \"embedded\" or HOST:PORT[,HOST:PORT...]";
+    if (strcmp(s, "embedded") == 0)
+        return NULL;
+    if (!*s)
+        return rule;
+    for (const char *p = s;;) {
+        size_t n = strcspn(p, ",");
+        char item[256];
+        if (n >= sizeof(item))
+            return rule;
+        memcpy(item, p, n);
+        item[n] = '\0';
+        if (check_hostport(item, false))
+            return rule;
+        if (!p[n])
+            break;
+        p += n + 1;
+    }
+    return NULL;
+}
+
+/* Kafka's own rule for topic names. */
+static const char *v_topic(const void *v)
+{
+    const char *s = v;
+    size_t n = strlen(s);
+    if (n == 0 || n > 249 || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+        return "must be a Kafka topic name: 1..249 of [A-Za-z0-9._-]";
+    for (const char *p = s; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '.' && *p != '_' && *p != '-')
+            return "must be a Kafka topic name: 1..249 of [A-Za-z0-9._-]";
+    return NULL;
+}
+
+/* Comma list of IPv4/IPv6 addresses or CIDRs; spaces around items allowed. */
+static const char *v_cidrs(const void *v)
+{
+    static const char rule[] =
+        "must be a comma list of IP addresses or CIDRs (10.0.0.0/8, ::1, fd00::/8)";
+    const char *s = v;
+    while (*s) {
+        size_t n = strcspn(s, ",");
+        char item[128];
+        const char *b = s, *e = s + n;
+        while (b < e && isspace((unsigned char)*b))
+            b++;
+        while (e > b && isspace((unsigned char)e[-1]))
+            e--;
+        if (e == b || (size_t)(e - b) >= sizeof(item))
+            return rule;
+        memcpy(item, b, (size_t)(e - b));
+        item[e - b] = '\0';
+        char *slash = strchr(item, '/');
+        long maxbits;
+        unsigned char addr[16];
+        if (slash)
+            *slash = '\0';
+        if (inet_pton(AF_INET, item, addr) == 1)
+            maxbits = 32;
+        else if (inet_pton(AF_INET6, item, addr) == 1)
+            maxbits = 128;
+        else
+            return rule;
+        if (slash) {
+            const char *d = slash + 1;
+            if (!*d || strlen(d) > 3)
+                return rule;
+            for (const char *p = d; *p; p++)
+                if (!isdigit((unsigned char)*p))
+                    return rule;
+            if (atol(d) > maxbits)
+                return rule;
+        }
+        s += n;
+        if (*s == ',') {
+            s++;
+            if (!*s)
+                return rule; /* trailing comma */
+        }
+    }
+    return NULL;
+}
+
+/*---- The table ----*/
+
+static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
+static const char *const log_formats[] = {"logfmt", "json", NULL};
+static const char *const durabilities[] = {"write", "fsync", NULL};
+
+#define OFF(f) offsetof(gw_config_t, f)
+#define SZ(f) sizeof(((gw_config_t *)0)->f)
+#define RT CM_OPT_RUNTIME
+#define RPS(k, f, d, what)                                                                         \
+    {k, CM_OPT_MILLI, OFF(f), 0, d, 0, CM_RATE_MILLI_MAX, NULL, RT, NULL, "RPS",                   \
+     what " rate limit in requests/s (0.001 steps), 0 = off", NULL}
+#define BURST(k, f, d, what)                                                                       \
+    {k, CM_OPT_UINT, OFF(f), 0, d, 0, CM_RATE_BURST_MAX, NULL, RT, NULL, "N",                      \
+     what " burst: requests allowed at once; needs >= 1 when the rate is on", NULL}
+
+const cm_opt_t gw_config_opts[] = {
+    {"server.listen", CM_OPT_STR, OFF(listen), SZ(listen), "0.0.0.0:8080", 0, 0, NULL, 0,
+     "listen", "HOST:PORT", "public HTTP listener (IPv6 as [::]:8080; port 0 = any free port)",
+     v_listen},
+    {"server.admin_listen", CM_OPT_STR, OFF(admin_listen), SZ(admin_listen), "127.0.0.1:9090", 0,
+     0, NULL, 0, "admin-listen", "HOST:PORT",
+     "admin API listener; keep it on loopback or a private network", v_listen},
+    {"server.admin_token", CM_OPT_STR, OFF(admin_token), SZ(admin_token), "", 0, 0, NULL,
+     CM_OPT_SECRET, "admin-token", "TOKEN",
+     "bearer token the admin API requires; empty = admin API refuses every request",
+     v_admin_token},
+    {"server.threads", CM_OPT_UINT, OFF(threads), 0, "0", 0, 64, NULL, 0, "threads", "N",
+     "worker threads (one event loop each), 0 = one per CPU", NULL},
+    {"server.node_id", CM_OPT_UINT, OFF(node_id), 0, "1024", 0, 1024, NULL, 0, "node-id", "N",
+     "node id in order ids, unique per gateway in the fleet: 0..1023; 1024 = derive one", NULL},
+    {"server.body_limit", CM_OPT_SIZE, OFF(body_limit), 0, "4k", 256, 1u << 20, NULL, 0, NULL,
+     "SIZE", "largest request body accepted; larger gets 413", NULL},
+    {"server.max_connections", CM_OPT_UINT, OFF(max_connections), 0, "10000", 1, 1000000, NULL,
+     0, NULL, "N", "open connections per worker; past it new ones are refused", NULL},
+    {"server.connection_timeout", CM_OPT_MS, OFF(connection_timeout_ms), 0, "30s", 1000, 3600000,
+     NULL, 0, NULL, "DURATION", "idle keep-alive connections are closed after this", NULL},
+    {"server.trusted_proxies", CM_OPT_STR, OFF(trusted_proxies), SZ(trusted_proxies), "", 0, 0,
+     NULL, 0, NULL, "CIDR,...",
+     "proxies whose X-Forwarded-For is believed for the client IP; empty = none", v_cidrs},
+    {"server.max_sales", CM_OPT_UINT, OFF(max_sales), 0, "1024", 1, 1000000, NULL, 0, NULL, "N",
+     "most sales defined at once", NULL},
+    {"server.data_dir", CM_OPT_STR, OFF(data_dir), SZ(data_dir), "./data", 0, 0, NULL, 0,
+     "data-dir", "DIR", "directory for the order spool and local state", v_nonempty},
+    {"log.level", CM_OPT_ENUM, OFF(log_level), 0, "info", 0, 0, log_levels, 0, NULL, NULL,
+     "log threshold", NULL},
+    {"log.format", CM_OPT_ENUM, OFF(log_format), 0, "logfmt", 0, 0, log_formats, 0, NULL, NULL,
+     "log line format", NULL},
+    {"log.summary_interval", CM_OPT_MS, OFF(summary_interval_ms), 0, "10s", 0, 3600000, NULL, 0,
+     NULL, "DURATION", "how often counts of rejections are logged, 0 = never", NULL},
+    {"inventory.backend", CM_OPT_STR, OFF(inventory), SZ(inventory), "memory", 0, 0, NULL, 0,
+     "inventory", "memory|redis://HOST:PORT[/DB]",
+     "where stock lives: in this process, or Redis shared by the fleet", v_inventory},
+    {"inventory.redis_timeout", CM_OPT_MS, OFF(redis_timeout_ms), 0, "50ms", 1, 60000, NULL, 0,
+     NULL, "DURATION", "a Redis call slower than this fails (the buy path fails closed)", NULL},
+    {"inventory.redis_pool", CM_OPT_UINT, OFF(redis_pool), 0, "2", 1, 64, NULL, 0, NULL, "N",
+     "Redis connections per worker", NULL},
+    {"spool.durability", CM_OPT_ENUM, OFF(durability), 0, "write", 0, 0, durabilities, 0,
+     "durability", NULL,
+     "write: an order survives a crash of the process; fsync: also of the machine (slower)",
+     NULL},
+    {"spool.max_bytes", CM_OPT_SIZE, OFF(spool_max_bytes), 0, "1g", 1u << 20, 1ull << 40, NULL,
+     0, NULL, "SIZE", "spool size past which the buy path answers 503", NULL},
+    {"spool.segment_bytes", CM_OPT_SIZE, OFF(spool_segment_bytes), 0, "64m", 64u << 10, 1u << 30,
+     NULL, 0, NULL, "SIZE", "spool segment file size", NULL},
+    {"kafka.brokers", CM_OPT_STR, OFF(kafka_brokers), SZ(kafka_brokers), "embedded", 0, 0, NULL,
+     0, "kafka-brokers", "embedded|HOST:PORT,...",
+     "Kafka bootstrap servers, or an in-process broker for one machine and tests", v_brokers},
+    {"kafka.topic", CM_OPT_STR, OFF(kafka_topic), SZ(kafka_topic), "flashgate.orders", 0, 0,
+     NULL, 0, "kafka-topic", "TOPIC", "topic accepted orders go to (key = sale id)", v_topic},
+    {"kafka.outcomes_topic", CM_OPT_STR, OFF(kafka_outcomes_topic), SZ(kafka_outcomes_topic),
+     "flashgate.outcomes", 0, 0, NULL, 0, NULL, "TOPIC",
+     "topic settlement results come back on", v_topic},
+    {"kafka.properties", CM_OPT_KV, OFF(kafka_properties), SZ(kafka_properties), "", 0, 0, NULL,
+     0, NULL, "KEY=VALUE",
+     "librdkafka properties passed through (repeatable flag; env takes k=v,k=v)", NULL},
+    RPS("limits.global_rps", global_rps, "0", "whole-gateway"),
+    BURST("limits.global_burst", global_burst, "10000", "whole-gateway"),
+    RPS("limits.sale_rps", sale_rps, "0", "per-sale"),
+    BURST("limits.sale_burst", sale_burst, "1000", "per-sale"),
+    RPS("limits.user_rps", user_rps, "1", "per-user"),
+    BURST("limits.user_burst", user_burst, "5", "per-user"),
+    RPS("limits.ip_rps", ip_rps, "20", "per-client-IP"),
+    BURST("limits.ip_burst", ip_burst, "40", "per-client-IP"),
+    {"limits.max_keys", CM_OPT_UINT, OFF(limiter_max_keys), 0, "1000000", 1000, 100000000, NULL,
+     0, NULL, "N", "most users + IPs tracked by the limiters; idle ones are evicted first", NULL},
+    {NULL, 0, 0, 0, NULL, 0, 0, NULL, 0, NULL, NULL, NULL, NULL},
+};
+
+/*---- Cross-key rules ----*/
+
+static bool same_listener(const char *a, const char *b)
+{
+    char ha[256], hb[256];
+    unsigned pa, pb;
+    if (gw_config_split_hostport(a, ha, sizeof(ha), &pa) ||
+        gw_config_split_hostport(b, hb, sizeof(hb), &pb))
+        return false;
+    if (pa == 0 || pb == 0 || pa != pb)
+        return false; /* port 0 picks a free port: never the same */
+    /* A wildcard address overlaps every other address on the same port. */
+    static const char *const any[] = {"0.0.0.0", "::", "*"};
+    for (size_t i = 0; i < sizeof(any) / sizeof(any[0]); i++)
+        if (strcmp(ha, any[i]) == 0 || strcmp(hb, any[i]) == 0)
+            return true;
+    return strcmp(ha, hb) == 0;
+}
+
+int gw_config_check(const gw_config_t *cfg, const cm_conf_t *conf, char *errbuf, size_t errlen)
+{
+    cm_conf_t view = *conf;
+    view.base = (void *)cfg;
+    int bad = 0;
+    static const struct {
+        const char *rate_key, *burst_key;
+        size_t rate_off, burst_off;
+    } pairs[] = {
+        {"limits.global_rps", "limits.global_burst", OFF(global_rps), OFF(global_burst)},
+        {"limits.sale_rps", "limits.sale_burst", OFF(sale_rps), OFF(sale_burst)},
+        {"limits.user_rps", "limits.user_burst", OFF(user_rps), OFF(user_burst)},
+        {"limits.ip_rps", "limits.ip_burst", OFF(ip_rps), OFF(ip_burst)},
+    };
+    for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+        uint64_t rate = *(const uint64_t *)((const char *)cfg + pairs[i].rate_off);
+        uint64_t burst = *(const uint64_t *)((const char *)cfg + pairs[i].burst_off);
+        if (rate > 0 && burst < 1) {
+            char rule[160];
+            snprintf(rule, sizeof(rule), "must be >= 1 when %s > 0", pairs[i].rate_key);
+            cm_conf_report(&view, pairs[i].burst_key, rule, errbuf, errlen);
+            bad++;
+        }
+    }
+    if (same_listener(cfg->listen, cfg->admin_listen)) {
+        cm_conf_report(&view, "server.admin_listen", "must differ from server.listen", errbuf,
+                       errlen);
+        bad++;
+    }
+    if (cfg->spool_segment_bytes > cfg->spool_max_bytes) {
+        cm_conf_report(&view, "spool.segment_bytes", "must be <= spool.max_bytes", errbuf, errlen);
+        bad++;
+    }
+    if (strcmp(cfg->kafka_topic, cfg->kafka_outcomes_topic) == 0) {
+        cm_conf_report(&view, "kafka.outcomes_topic", "must differ from kafka.topic", errbuf,
+                       errlen);
+        bad++;
+    }
+    return bad ? CM_EINVAL : 0;
+}
+
+int gw_config_load(gw_config_t *cfg, cm_conf_t *conf, int argc, char **argv, char *errbuf,
+                   size_t errlen)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    int rc = cm_conf_load(conf, gw_config_opts, cfg, "flashgate", "FLASHGATE_", argc, argv,
+                          errbuf, errlen);
+    /* Cross-key rules run even after per-key errors: a rejected value keeps the
+     * previous one, so the rules still see a consistent struct, and every
+     * problem is reported in one go. */
+    if (gw_config_check(cfg, conf, errbuf, errlen) != 0)
+        rc = CM_EINVAL;
+    return rc;
+}
