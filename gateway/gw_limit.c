@@ -1,0 +1,511 @@
+/*
+ * The gateway's rate limits (see gw_limit.h).
+ *
+ * Layout
+ * - Per-user and per-IP buckets: one table of GW_LIMIT_SHARDS shards. A shard
+ *   is a mutex plus an open-addressing array of 24-byte slots {hash, bucket}.
+ *   The slot's hash is SipHash-2-4 of (scope byte, key) under a random key;
+ *   bit 0 is overwritten with the scope (0 user, 1 IP) so that eviction knows
+ *   which policy a slot follows, and 0 marks an empty slot. The top 8 bits pick
+ *   the shard, bits 1..32 the home slot (multiply-shift, no power-of-two
+ *   rounding, so no memory is wasted). A key lives within GW_LIMIT_WINDOW slots
+ *   of its home.
+ * - Memory: each shard holds ceil(max_keys / 256) keys in 4/3 as many slots
+ *   (75% load), all allocated up front by one calloc (pages are touched
+ *   lazily). Slots are never freed, only reused, so the table never allocates
+ *   after gw_limits_new: the hot path does no allocation.
+ * - Insertion of an unknown key: an empty slot in the window while the shard
+ *   is under its key cap; otherwise a slot whose bucket has refilled
+ *   completely (it carries no information, so reclaiming it is lossless:
+ *   evicted_idle); otherwise the least recently used slot in the window
+ *   (evicted_busy; that key fails open: it starts again with a full bucket).
+ *   A window with no occupied slot at all (probability ~0.25^16 at full load)
+ *   takes an empty slot even at the cap; memory stays fixed regardless.
+ * - Sales: GW_LIMIT_SALE_SLOTS slots, each with its own mutex, found by a
+ *   lock-free scan of their hashes; claiming or replacing a slot takes the
+ *   map mutex (rare: first request of a sale, or after it went idle).
+ * - Global: one bucket, one mutex.
+ * - Policies: each scope's effective policy is packed in one _Atomic uint64_t
+ *   (rate 40 bits: 1e12 < 2^40; burst 24 bits: 1e7 < 2^24), so a reader never
+ *   sees a torn rate/burst pair and takes no lock.
+ *
+ * Locks: pthread mutexes of the adaptive kind (PTHREAD_MUTEX_ADAPTIVE_NP),
+ * rather than spinlocks. The critical sections are tens of nanoseconds, and an
+ * uncontended futex mutex costs the same single atomic as a spinlock; the
+ * adaptive kind also spins briefly under contention. But gateway workers may
+ * outnumber cores (2 cores here), and a spinning waiter whose lock holder was
+ * preempted burns its whole time slice, whereas a mutex sleeps. TSan also
+ * understands mutexes natively. gw_limits_admit takes one lock per consulted
+ * scope, never two at once, so there is no lock order to get wrong; the sale
+ * map's slow path nests map -> slot, and nothing nests the other way.
+ */
+#include "gateway/gw_limit.h"
+
+#include "common/cm_hash.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GW_LIMIT_SHARDS 256
+#define GW_LIMIT_WINDOW 16
+#define GW_LIMIT_SALE_SLOTS 256
+
+/* hash 0 = empty. Bit 0: 0 = user, 1 = IP. */
+typedef struct slot {
+    uint64_t hash;
+    cm_bucket_t b;
+} slot_t;
+
+_Static_assert(sizeof(slot_t) == 24, "a tracked key is 24 bytes in its slot");
+_Static_assert(GW_LIMIT_BYTES_PER_KEY * 3 == sizeof(slot_t) * 4,
+               "GW_LIMIT_BYTES_PER_KEY is one slot at 75% load");
+
+typedef struct shard {
+    _Alignas(64) pthread_mutex_t mu; /* own cache line: no false sharing between shards */
+    slot_t *slots;
+    uint32_t nslots, window;
+    uint64_t max_keys;
+    uint64_t keys, evicted_idle, evicted_busy; /* guarded by mu */
+} shard_t;
+
+typedef struct sale_slot {
+    _Alignas(64) pthread_mutex_t mu;
+    _Atomic uint64_t hash; /* 0 = empty; changed only with map mutex and mu held */
+    cm_bucket_t b;         /* guarded by mu */
+} sale_slot_t;
+
+struct gw_limits {
+    cm_hash_key_t key;
+    _Atomic uint64_t pol[GW_SCOPE_COUNT]; /* effective policies, packed */
+
+    pthread_mutex_t cfg_mu; /* serialises writers of base/share/pol */
+    cm_rate_policy_t base[GW_SCOPE_COUNT];
+    uint32_t share;
+
+    shard_t *shards;
+    slot_t *slot_mem;
+    uint64_t nslots_total, capacity;
+    size_t bytes;
+
+    pthread_mutex_t sale_map_mu;
+    uint64_t sale_evicted_idle, sale_evicted_busy; /* guarded by sale_map_mu */
+    sale_slot_t sales[GW_LIMIT_SALE_SLOTS];
+
+    _Alignas(64) pthread_mutex_t global_mu;
+    cm_bucket_t global;
+};
+
+/*---- policies ----*/
+
+static cm_rate_policy_t pol_normalize(cm_rate_policy_t p)
+{
+    if (p.rate_milli == 0)
+        return (cm_rate_policy_t){0, 0};
+    if (p.rate_milli > CM_RATE_MILLI_MAX)
+        p.rate_milli = CM_RATE_MILLI_MAX;
+    if (p.burst == 0)
+        p.burst = 1;
+    if (p.burst > CM_RATE_BURST_MAX)
+        p.burst = CM_RATE_BURST_MAX;
+    return p;
+}
+
+static uint64_t pol_pack(cm_rate_policy_t p)
+{
+    return p.rate_milli << 24 | p.burst;
+}
+
+static cm_rate_policy_t pol_unpack(uint64_t v)
+{
+    return (cm_rate_policy_t){.rate_milli = v >> 24, .burst = v & 0xffffff};
+}
+
+static cm_rate_policy_t pol_load(gw_limits_t *l, gw_scope_t s)
+{
+    return pol_unpack(atomic_load(&l->pol[s]));
+}
+
+static uint64_t div_ceil(uint64_t a, uint64_t b)
+{
+    return a / b + (a % b != 0);
+}
+
+/* Recomputes the effective policies. Caller holds cfg_mu. */
+static void pol_publish(gw_limits_t *l)
+{
+    for (int s = 0; s < GW_SCOPE_COUNT; s++) {
+        cm_rate_policy_t p = l->base[s];
+        if ((s == GW_SCOPE_SALE || s == GW_SCOPE_GLOBAL) && p.rate_milli > 0 && l->share > 1) {
+            /* Rounded up: a share never turns a limit off, and burst stays >= 1. */
+            p.rate_milli = div_ceil(p.rate_milli, l->share);
+            p.burst = div_ceil(p.burst, l->share);
+        }
+        atomic_store(&l->pol[s], pol_pack(p));
+    }
+}
+
+void gw_limits_set(gw_limits_t *l, gw_scope_t scope, cm_rate_policy_t p)
+{
+    if ((unsigned)scope >= GW_SCOPE_COUNT)
+        return;
+    pthread_mutex_lock(&l->cfg_mu);
+    l->base[scope] = pol_normalize(p);
+    pol_publish(l);
+    pthread_mutex_unlock(&l->cfg_mu);
+}
+
+cm_rate_policy_t gw_limits_get(gw_limits_t *l, gw_scope_t scope)
+{
+    cm_rate_policy_t p = {0, 0};
+    if ((unsigned)scope >= GW_SCOPE_COUNT)
+        return p;
+    pthread_mutex_lock(&l->cfg_mu);
+    p = l->base[scope];
+    pthread_mutex_unlock(&l->cfg_mu);
+    return p;
+}
+
+void gw_limits_set_share(gw_limits_t *l, uint32_t n)
+{
+    pthread_mutex_lock(&l->cfg_mu);
+    l->share = n ? n : 1;
+    pol_publish(l);
+    pthread_mutex_unlock(&l->cfg_mu);
+}
+
+/*---- lifecycle ----*/
+
+static void mutex_init(pthread_mutex_t *mu)
+{
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init(mu, &a);
+    pthread_mutexattr_destroy(&a);
+}
+
+static void *aligned_zalloc(size_t size)
+{
+    size = (size + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, size);
+    if (p)
+        memset(p, 0, size);
+    return p;
+}
+
+gw_limits_t *gw_limits_new(uint64_t max_keys)
+{
+    uint64_t per_shard = div_ceil(max_keys ? max_keys : 1, GW_LIMIT_SHARDS);
+    uint64_t nslots = div_ceil(per_shard * 4, 3); /* 75% load */
+    if (nslots > UINT32_MAX)
+        return NULL;
+
+    gw_limits_t *l = aligned_zalloc(sizeof *l);
+    if (!l)
+        return NULL;
+    l->shards = aligned_zalloc(sizeof(shard_t) * GW_LIMIT_SHARDS);
+    l->nslots_total = nslots * GW_LIMIT_SHARDS;
+    l->slot_mem = calloc(l->nslots_total, sizeof(slot_t));
+    if (!l->shards || !l->slot_mem || cm_hash_seed_random(&l->key) != 0) {
+        free(l->slot_mem);
+        free(l->shards);
+        free(l);
+        return NULL;
+    }
+    l->capacity = per_shard * GW_LIMIT_SHARDS;
+    l->bytes = sizeof *l + sizeof(shard_t) * GW_LIMIT_SHARDS + l->nslots_total * sizeof(slot_t);
+    for (int i = 0; i < GW_LIMIT_SHARDS; i++) {
+        shard_t *sh = &l->shards[i];
+        mutex_init(&sh->mu);
+        sh->slots = l->slot_mem + (uint64_t)i * nslots;
+        sh->nslots = (uint32_t)nslots;
+        sh->window = nslots < GW_LIMIT_WINDOW ? (uint32_t)nslots : GW_LIMIT_WINDOW;
+        sh->max_keys = per_shard;
+    }
+    for (int i = 0; i < GW_LIMIT_SALE_SLOTS; i++) {
+        mutex_init(&l->sales[i].mu);
+        atomic_init(&l->sales[i].hash, 0);
+    }
+    mutex_init(&l->sale_map_mu);
+    mutex_init(&l->global_mu);
+    mutex_init(&l->cfg_mu);
+    l->share = 1;
+    for (int s = 0; s < GW_SCOPE_COUNT; s++)
+        atomic_init(&l->pol[s], 0);
+    return l;
+}
+
+void gw_limits_free(gw_limits_t *l)
+{
+    if (!l)
+        return;
+    for (int i = 0; i < GW_LIMIT_SHARDS; i++)
+        pthread_mutex_destroy(&l->shards[i].mu);
+    for (int i = 0; i < GW_LIMIT_SALE_SLOTS; i++)
+        pthread_mutex_destroy(&l->sales[i].mu);
+    pthread_mutex_destroy(&l->sale_map_mu);
+    pthread_mutex_destroy(&l->global_mu);
+    pthread_mutex_destroy(&l->cfg_mu);
+    free(l->slot_mem);
+    free(l->shards);
+    free(l);
+}
+
+/*---- hashing ----*/
+
+static uint64_t key_hash(const gw_limits_t *l, gw_scope_t scope, const char *k, size_t n)
+{
+    cm_hash_sip_t st;
+    uint8_t tag = (uint8_t)scope; /* domain separation: user "1.2.3.4" != IP "1.2.3.4" */
+    cm_hash_sip_init(&st, &l->key);
+    cm_hash_sip_update(&st, &tag, 1);
+    cm_hash_sip_update(&st, k, n);
+    uint64_t h = cm_hash_sip_final(&st);
+    if (scope == GW_SCOPE_USER || scope == GW_SCOPE_IP)
+        h = (h & ~1ull) | (scope == GW_SCOPE_IP);
+    return h ? h : 2; /* 0 means empty; 2 keeps bit 0 = user */
+}
+
+/*---- user / IP table ----*/
+
+typedef struct taken {
+    bool used;
+    uint64_t hash;
+    uint32_t idx; /* slot index in shard, or sale slot index */
+} taken_t;
+
+static void table_take(gw_limits_t *l, uint64_t h, const cm_rate_policy_t *p,
+                       const cm_rate_policy_t *pu, const cm_rate_policy_t *pi, uint64_t now_ns,
+                       cm_rate_result_t *res, taken_t *tk)
+{
+    shard_t *sh = &l->shards[h >> 56];
+    uint32_t home = (uint32_t)(((uint64_t)(uint32_t)(h >> 1) * sh->nslots) >> 32);
+    pthread_mutex_lock(&sh->mu);
+    slot_t *hit = NULL, *empty = NULL, *idle = NULL, *lru = NULL;
+    uint32_t j = home;
+    for (uint32_t i = 0; i < sh->window; i++, j = j + 1 == sh->nslots ? 0 : j + 1) {
+        slot_t *s = &sh->slots[j];
+        if (s->hash == h) {
+            hit = s;
+            break;
+        }
+        if (s->hash == 0) {
+            if (!empty)
+                empty = s;
+            continue;
+        }
+        if (!idle && cm_bucket_is_idle(&s->b, (s->hash & 1) ? pi : pu, now_ns))
+            idle = s;
+        if (!lru || s->b.last_ns < lru->b.last_ns)
+            lru = s;
+    }
+    if (!hit) {
+        if (empty && (sh->keys < sh->max_keys || !lru)) {
+            hit = empty;
+            sh->keys++;
+        } else if (idle) {
+            hit = idle;
+            sh->evicted_idle++;
+        } else {
+            hit = lru;
+            sh->evicted_busy++;
+        }
+        hit->hash = h;
+        hit->b = (cm_bucket_t){0, 0};
+    }
+    cm_bucket_take(&hit->b, p, now_ns, 1, res);
+    pthread_mutex_unlock(&sh->mu);
+    tk->used = true;
+    tk->hash = h;
+    tk->idx = (uint32_t)(hit - sh->slots);
+}
+
+static void table_refund(gw_limits_t *l, const taken_t *tk, const cm_rate_policy_t *p)
+{
+    shard_t *sh = &l->shards[tk->hash >> 56];
+    pthread_mutex_lock(&sh->mu);
+    slot_t *s = &sh->slots[tk->idx];
+    if (s->hash == tk->hash) /* else it was evicted meanwhile: the new owner starts full */
+        cm_bucket_refund(&s->b, p, 1);
+    pthread_mutex_unlock(&sh->mu);
+}
+
+/*---- sales ----*/
+
+/* Returns the sale's slot, locked. */
+static sale_slot_t *sale_lock(gw_limits_t *l, uint64_t h, const cm_rate_policy_t *p,
+                              uint64_t now_ns)
+{
+    uint32_t home = (uint32_t)(h % GW_LIMIT_SALE_SLOTS);
+    /* Fast path: no map lock. Slots never become empty again, so a key sits
+     * before the first empty slot of its probe sequence. */
+    for (uint32_t i = 0; i < GW_LIMIT_SALE_SLOTS; i++) {
+        sale_slot_t *s = &l->sales[(home + i) % GW_LIMIT_SALE_SLOTS];
+        uint64_t v = atomic_load_explicit(&s->hash, memory_order_acquire);
+        if (v == h) {
+            pthread_mutex_lock(&s->mu);
+            if (atomic_load_explicit(&s->hash, memory_order_relaxed) == h)
+                return s;
+            pthread_mutex_unlock(&s->mu); /* replaced meanwhile */
+            break;
+        }
+        if (v == 0)
+            break;
+    }
+    /* Slow path: claim a slot under the map lock (map -> slot order). */
+    pthread_mutex_lock(&l->sale_map_mu);
+    sale_slot_t *empty = NULL, *idle = NULL, *lru = NULL;
+    uint64_t lru_last = UINT64_MAX;
+    for (uint32_t i = 0; i < GW_LIMIT_SALE_SLOTS; i++) {
+        sale_slot_t *s = &l->sales[(home + i) % GW_LIMIT_SALE_SLOTS];
+        uint64_t v = atomic_load_explicit(&s->hash, memory_order_relaxed);
+        if (v == h) {
+            pthread_mutex_lock(&s->mu);
+            pthread_mutex_unlock(&l->sale_map_mu);
+            return s;
+        }
+        if (v == 0) {
+            empty = s;
+            break;
+        }
+        pthread_mutex_lock(&s->mu);
+        if (!idle && cm_bucket_is_idle(&s->b, p, now_ns))
+            idle = s;
+        if (s->b.last_ns < lru_last) {
+            lru_last = s->b.last_ns;
+            lru = s;
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    sale_slot_t *victim = empty;
+    if (!victim && idle) {
+        victim = idle;
+        l->sale_evicted_idle++;
+    } else if (!victim) {
+        victim = lru;
+        l->sale_evicted_busy++;
+    }
+    pthread_mutex_lock(&victim->mu);
+    victim->b = (cm_bucket_t){0, 0};
+    atomic_store_explicit(&victim->hash, h, memory_order_release);
+    pthread_mutex_unlock(&l->sale_map_mu);
+    return victim;
+}
+
+static void sale_take(gw_limits_t *l, uint64_t h, const cm_rate_policy_t *p, uint64_t now_ns,
+                      cm_rate_result_t *res, taken_t *tk)
+{
+    sale_slot_t *s = sale_lock(l, h, p, now_ns);
+    cm_bucket_take(&s->b, p, now_ns, 1, res);
+    pthread_mutex_unlock(&s->mu);
+    tk->used = true;
+    tk->hash = h;
+    tk->idx = (uint32_t)(s - l->sales);
+}
+
+static void sale_refund(gw_limits_t *l, const taken_t *tk, const cm_rate_policy_t *p)
+{
+    sale_slot_t *s = &l->sales[tk->idx];
+    pthread_mutex_lock(&s->mu);
+    if (atomic_load_explicit(&s->hash, memory_order_relaxed) == tk->hash)
+        cm_bucket_refund(&s->b, p, 1);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/*---- admission ----*/
+
+void gw_limits_admit(gw_limits_t *l, const char *user, size_t user_len, const char *ip,
+                     size_t ip_len, const char *sale, size_t sale_len, uint64_t now_ns,
+                     gw_limit_verdict_t *v)
+{
+    cm_rate_policy_t pol[GW_SCOPE_COUNT];
+    for (int s = 0; s < GW_SCOPE_COUNT; s++)
+        pol[s] = pol_load(l, (gw_scope_t)s);
+    const char *keys[GW_SCOPE_COUNT] = {user, ip, sale, NULL};
+    size_t lens[GW_SCOPE_COUNT] = {user_len, ip_len, sale_len, 1};
+    taken_t tk[GW_SCOPE_COUNT] = {{0}};
+
+    v->allowed = true;
+    v->scope = GW_SCOPE_GLOBAL;
+    v->policy = (cm_rate_policy_t){0, 0}; /* rate 0: no limit applied */
+    v->remaining = UINT64_MAX;
+    v->retry_after_ns = 0;
+    v->reset_ns = 0;
+
+    for (int s = 0; s < GW_SCOPE_COUNT; s++) {
+        if (pol[s].rate_milli == 0 || lens[s] == 0 || (s != GW_SCOPE_GLOBAL && !keys[s]))
+            continue;
+        cm_rate_result_t r;
+        if (s == GW_SCOPE_GLOBAL) {
+            pthread_mutex_lock(&l->global_mu);
+            cm_bucket_take(&l->global, &pol[s], now_ns, 1, &r);
+            pthread_mutex_unlock(&l->global_mu);
+            tk[s].used = true;
+        } else if (s == GW_SCOPE_SALE) {
+            sale_take(l, key_hash(l, GW_SCOPE_SALE, keys[s], lens[s]), &pol[s], now_ns, &r,
+                      &tk[s]);
+        } else {
+            table_take(l, key_hash(l, (gw_scope_t)s, keys[s], lens[s]), &pol[s],
+                       &pol[GW_SCOPE_USER], &pol[GW_SCOPE_IP], now_ns, &r, &tk[s]);
+        }
+        if (!r.allowed) {
+            /* Give back what the earlier scopes took: a refusal costs nothing. */
+            for (int e = 0; e < s; e++) {
+                if (!tk[e].used)
+                    continue;
+                if (e == GW_SCOPE_SALE)
+                    sale_refund(l, &tk[e], &pol[e]);
+                else
+                    table_refund(l, &tk[e], &pol[e]);
+            }
+            v->allowed = false;
+            v->scope = (gw_scope_t)s;
+            v->policy = pol[s];
+            v->remaining = r.remaining;
+            v->retry_after_ns = r.retry_after_ns;
+            v->reset_ns = r.reset_ns;
+            return;
+        }
+        if (v->policy.rate_milli == 0 || r.remaining < v->remaining) {
+            v->scope = (gw_scope_t)s;
+            v->policy = pol[s];
+            v->remaining = r.remaining;
+            v->reset_ns = r.reset_ns;
+        }
+    }
+}
+
+/*---- stats ----*/
+
+void gw_limits_stats(gw_limits_t *l, gw_limits_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < GW_LIMIT_SHARDS; i++) {
+        shard_t *sh = &l->shards[i];
+        pthread_mutex_lock(&sh->mu);
+        out->keys += sh->keys;
+        out->evicted_idle += sh->evicted_idle;
+        out->evicted_busy += sh->evicted_busy;
+        pthread_mutex_unlock(&sh->mu);
+    }
+    out->capacity = l->capacity;
+    out->bytes = l->bytes;
+}
+
+const char *gw_scope_name(gw_scope_t s)
+{
+    switch (s) {
+    case GW_SCOPE_USER:
+        return "user";
+    case GW_SCOPE_IP:
+        return "ip";
+    case GW_SCOPE_SALE:
+        return "sale";
+    case GW_SCOPE_GLOBAL:
+        return "global";
+    default:
+        return "unknown";
+    }
+}

@@ -1,0 +1,307 @@
+/* gw_limit: scope order, refunds, verdict fields, runtime changes, share, eviction, memory. */
+#include "gateway/gw_limit.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#define SEC 1000000000ull
+#define T0 (1000 * SEC)
+
+static cm_rate_policy_t pol(uint64_t rate_milli, uint64_t burst)
+{
+    return (cm_rate_policy_t){.rate_milli = rate_milli, .burst = burst};
+}
+
+static bool admit(gw_limits_t *l, const char *u, const char *ip, const char *sale, uint64_t now,
+                  gw_limit_verdict_t *v)
+{
+    gw_limit_verdict_t tmp;
+    gw_limit_verdict_t *out = v ? v : &tmp;
+    gw_limits_admit(l, u, u ? strlen(u) : 0, ip, ip ? strlen(ip) : 0, sale,
+                    sale ? strlen(sale) : 0, now, out);
+    return out->allowed;
+}
+
+static int setup(void **state)
+{
+    *state = gw_limits_new(10000);
+    return *state ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    gw_limits_free(*state);
+    return 0;
+}
+
+static void test_all_off_allows(void **state)
+{
+    gw_limits_t *l = *state;
+    gw_limit_verdict_t v;
+    for (int i = 0; i < 1000; i++)
+        assert_true(admit(l, "u1", "1.2.3.4", "s1", T0, &v));
+    assert_int_equal(v.policy.rate_milli, 0);
+    assert_int_equal(v.remaining, UINT64_MAX);
+    assert_string_equal(gw_scope_name(GW_SCOPE_IP), "ip");
+    assert_string_equal(gw_scope_name(GW_SCOPE_GLOBAL), "global");
+}
+
+static void test_user_limit_exact(void **state)
+{
+    gw_limits_t *l = *state;
+    gw_limits_set(l, GW_SCOPE_USER, pol(3000, 5)); /* 3/s, burst 5 */
+    uint64_t n = 0;
+    for (uint64_t t = T0; t <= T0 + 1000 * SEC; t += SEC / 1000)
+        while (admit(l, "alice", NULL, NULL, t, NULL))
+            n++;
+    assert_int_equal(n, 3000 + 5);
+    /* Another user has a bucket of their own. */
+    assert_true(admit(l, "bob", NULL, NULL, T0 + 1000 * SEC, NULL));
+}
+
+static void test_refusal_fields_and_order(void **state)
+{
+    gw_limits_t *l = *state;
+    gw_limits_set(l, GW_SCOPE_USER, pol(1000, 2));
+    gw_limits_set(l, GW_SCOPE_IP, pol(2000, 3));
+    gw_limits_set(l, GW_SCOPE_GLOBAL, pol(1000000, 1000));
+    gw_limit_verdict_t v;
+    assert_true(admit(l, "u", "10.0.0.1", NULL, T0, &v));
+    assert_int_equal(v.scope, GW_SCOPE_USER); /* tightest: user has 1 left, IP 2 */
+    assert_int_equal(v.remaining, 1);
+    assert_int_equal(v.reset_ns, SEC);
+    assert_true(admit(l, "u", "10.0.0.1", NULL, T0, &v));
+    assert_false(admit(l, "u", "10.0.0.1", NULL, T0, &v));
+    assert_int_equal(v.scope, GW_SCOPE_USER);
+    assert_int_equal(v.policy.rate_milli, 1000);
+    assert_int_equal(v.policy.burst, 2);
+    assert_int_equal(v.remaining, 0);
+    assert_int_equal(v.retry_after_ns, SEC);
+    assert_int_equal(v.reset_ns, 2 * SEC);
+    /* A second user on the same IP: IP has one token left, then refuses. */
+    assert_true(admit(l, "w", "10.0.0.1", NULL, T0, &v));
+    assert_int_equal(v.scope, GW_SCOPE_IP);
+    assert_int_equal(v.remaining, 0);
+    assert_false(admit(l, "x", "10.0.0.1", NULL, T0, &v));
+    assert_int_equal(v.scope, GW_SCOPE_IP);
+    assert_int_equal(v.retry_after_ns, SEC / 2);
+    /* The refused request took nothing from user "x": it still has its whole burst. */
+    gw_limits_set(l, GW_SCOPE_IP, pol(0, 0));
+    assert_true(admit(l, "x", "10.0.0.1", NULL, T0, &v));
+    assert_int_equal(v.scope, GW_SCOPE_USER);
+    assert_int_equal(v.remaining, 1);
+    /* Empty keys skip their scope. */
+    assert_true(admit(l, "", "", NULL, T0, &v));
+    assert_int_equal(v.scope, GW_SCOPE_GLOBAL);
+}
+
+static void test_refund_on_global_refusal(void **state)
+{
+    gw_limits_t *l = *state;
+    gw_limits_set(l, GW_SCOPE_USER, pol(1, 3));
+    gw_limits_set(l, GW_SCOPE_IP, pol(1, 3));
+    gw_limits_set(l, GW_SCOPE_SALE, pol(1, 3));
+    gw_limits_set(l, GW_SCOPE_GLOBAL, pol(1, 1));
+    gw_limit_verdict_t v;
+    assert_true(admit(l, "u", "ip", "sale", T0, &v));
+    for (int i = 0; i < 10; i++) {
+        assert_false(admit(l, "u", "ip", "sale", T0, &v));
+        assert_int_equal(v.scope, GW_SCOPE_GLOBAL);
+    }
+    /* Lift the global limit: user, IP and sale each still hold 2 of 3. */
+    gw_limits_set(l, GW_SCOPE_GLOBAL, pol(0, 0));
+    assert_true(admit(l, "u", "ip", "sale", T0, &v));
+    assert_int_equal(v.remaining, 1);
+    assert_true(admit(l, "u", "ip", "sale", T0, &v));
+    assert_int_equal(v.remaining, 0);
+    assert_false(admit(l, "u", "ip", "sale", T0, &v));
+    assert_int_equal(v.scope, GW_SCOPE_USER);
+    /* Sale refusal refunds user and IP. */
+    assert_true(admit(l, "u2", "ip2", "sale2", T0, &v));
+    assert_true(admit(l, "u3", "ip3", "sale2", T0, &v));
+    assert_true(admit(l, "u4", "ip4", "sale2", T0, &v));
+    assert_false(admit(l, "u5", "ip5", "sale2", T0, &v));
+    assert_int_equal(v.scope, GW_SCOPE_SALE);
+    gw_limits_set(l, GW_SCOPE_SALE, pol(0, 0));
+    for (int i = 0; i < 3; i++)
+        assert_true(admit(l, "u5", "ip5", "sale2", T0, &v));
+    assert_false(admit(l, "u5", "ip5", "sale2", T0, &v));
+}
+
+static void test_runtime_change_keeps_tokens(void **state)
+{
+    gw_limits_t *l = *state;
+    gw_limits_set(l, GW_SCOPE_USER, pol(1, 10));
+    gw_limit_verdict_t v;
+    for (int i = 0; i < 4; i++)
+        assert_true(admit(l, "k", NULL, NULL, T0, &v));
+    assert_int_equal(v.remaining, 6);
+    gw_limits_set(l, GW_SCOPE_USER, pol(1, 100)); /* larger: tokens kept, not reset */
+    assert_int_equal(gw_limits_get(l, GW_SCOPE_USER).burst, 100);
+    assert_true(admit(l, "k", NULL, NULL, T0, &v));
+    assert_int_equal(v.remaining, 5);
+    gw_limits_set(l, GW_SCOPE_USER, pol(1, 3)); /* smaller: clamped */
+    assert_true(admit(l, "k", NULL, NULL, T0, &v));
+    assert_int_equal(v.remaining, 2);
+    gw_limits_set(l, GW_SCOPE_GLOBAL, pol(1, 4));
+    for (int i = 0; i < 3; i++)
+        assert_true(admit(l, NULL, NULL, NULL, T0, &v));
+    gw_limits_set(l, GW_SCOPE_GLOBAL, pol(5, 40));
+    assert_true(admit(l, NULL, NULL, NULL, T0, &v));
+    assert_int_equal(v.remaining, 0);
+    assert_false(admit(l, NULL, NULL, NULL, T0, &v));
+    assert_int_equal(v.policy.rate_milli, 5);
+    /* Burst 0 with a rate means 1; a rate of 0 switches the scope off. */
+    gw_limits_set(l, GW_SCOPE_SALE, pol(1000, 0));
+    assert_int_equal(gw_limits_get(l, GW_SCOPE_SALE).burst, 1);
+}
+
+static void test_share(void **state)
+{
+    gw_limits_t *l = *state;
+    gw_limits_set(l, GW_SCOPE_GLOBAL, pol(10000, 10)); /* 10/s, burst 10 */
+    gw_limits_set(l, GW_SCOPE_SALE, pol(7000, 5));
+    gw_limits_set(l, GW_SCOPE_USER, pol(10000, 10));
+    gw_limits_set_share(l, 3);
+    gw_limit_verdict_t v;
+    assert_true(admit(l, NULL, NULL, NULL, T0, &v));
+    assert_int_equal(v.policy.rate_milli, 3334); /* ceil(10000 / 3) */
+    assert_int_equal(v.policy.burst, 4);         /* ceil(10 / 3) */
+    assert_true(admit(l, NULL, NULL, "s", T0, &v));
+    assert_int_equal(v.scope, GW_SCOPE_SALE); /* sale 2 left (burst ceil(5/3)=2, minus 1) */
+    assert_int_equal(v.policy.rate_milli, 2334);
+    assert_int_equal(v.policy.burst, 2);
+    assert_int_equal(gw_limits_get(l, GW_SCOPE_GLOBAL).rate_milli, 10000); /* as set */
+    gw_limits_set_share(l, 100);
+    /* Global burst now 1: the 2 tokens left are clamped to 1, then used up. */
+    assert_true(admit(l, "u", NULL, NULL, T0, &v));
+    assert_false(admit(l, "u", NULL, NULL, T0, &v));
+    assert_int_equal(v.scope, GW_SCOPE_GLOBAL);
+    assert_int_equal(v.policy.burst, 1);
+    assert_int_equal(v.policy.rate_milli, 100);
+    gw_limits_set_share(l, 1);
+    assert_true(admit(l, "u", NULL, NULL, T0 + SEC, &v));
+    /* User scope is never divided. */
+    assert_int_equal(v.scope, GW_SCOPE_USER);
+    assert_int_equal(v.policy.rate_milli, 10000);
+}
+
+static void test_high_rate_global(void **state)
+{
+    gw_limits_t *l = *state;
+    gw_limits_set(l, GW_SCOPE_GLOBAL, pol(100000ull * 1000, 100));
+    uint64_t n = 0;
+    for (uint64_t t = T0; t <= T0 + SEC; t += 2000)
+        while (admit(l, NULL, NULL, "s", t, NULL))
+            n++;
+    assert_int_equal(n, 100000 + 100);
+}
+
+/* Table at its cap: busy keys are evicted LRU, idle ones reclaimed first. */
+static void test_eviction(void **state)
+{
+    (void)state;
+    gw_limits_t *l = gw_limits_new(256); /* 1 key per shard, 2 slots */
+    assert_non_null(l);
+    gw_limits_set(l, GW_SCOPE_USER, pol(1000, 2)); /* 1/s */
+    gw_limits_stats_t st;
+    gw_limits_stats(l, &st);
+    assert_int_equal(st.capacity, 256);
+    char k[32];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(k, sizeof k, "user-%d", i);
+        assert_true(admit(l, k, NULL, NULL, T0 + (uint64_t)i, NULL)); /* new buckets start full */
+    }
+    gw_limits_stats(l, &st);
+    assert_true(st.keys <= st.capacity);
+    assert_true(st.keys >= st.capacity * 3 / 4);
+    assert_int_equal(st.keys + st.evicted_idle + st.evicted_busy, 5000);
+    assert_true(st.evicted_busy > 0);
+    assert_int_equal(st.evicted_idle, 0); /* nothing had time to refill */
+    /* Two seconds later every bucket is full again: reclaiming is lossless. */
+    uint64_t busy = st.evicted_busy;
+    for (int i = 0; i < 1000; i++) {
+        snprintf(k, sizeof k, "later-%d", i);
+        assert_true(admit(l, k, NULL, NULL, T0 + 3 * SEC + (uint64_t)i, NULL));
+    }
+    gw_limits_stats(l, &st);
+    assert_int_equal(st.keys + st.evicted_idle + st.evicted_busy, 6000);
+    assert_true(st.evicted_idle > 0);
+    /* Some "later" keys land in the same window as each other and are busy. */
+    assert_true(st.evicted_busy - busy < 1000);
+    gw_limits_free(l);
+}
+
+static void test_lru_keeps_hot_key(void **state)
+{
+    (void)state;
+    gw_limits_t *l = gw_limits_new(256 * 3); /* 3 keys per shard, 4 slots, window 4 */
+    assert_non_null(l);
+    gw_limits_set(l, GW_SCOPE_USER, pol(1, 3)); /* 0.001/s: no refill to speak of */
+    uint64_t t = T0;
+    for (int i = 0; i < 3; i++)
+        assert_true(admit(l, "hot", NULL, NULL, t++, NULL));
+    assert_false(admit(l, "hot", NULL, NULL, t++, NULL));
+    char k[32];
+    for (int i = 0; i < 20000; i++) {
+        snprintf(k, sizeof k, "cold-%d", i);
+        assert_true(admit(l, k, NULL, NULL, t++, NULL));
+        /* Were "hot" ever evicted, it would come back with a full bucket. */
+        assert_false(admit(l, "hot", NULL, NULL, t++, NULL));
+    }
+    gw_limits_stats_t st;
+    gw_limits_stats(l, &st);
+    assert_true(st.evicted_busy > 10000);
+    gw_limits_free(l);
+}
+
+/* 10 million tracked keys in under 1 GiB, really allocated. */
+static void test_ten_million_keys_memory(void **state)
+{
+    (void)state;
+    gw_limits_t *l = gw_limits_new(10000000);
+    assert_non_null(l);
+    gw_limits_stats_t st;
+    gw_limits_stats(l, &st);
+    assert_true(st.capacity >= 10000000);
+    assert_true(st.bytes < (1ull << 30));
+    /* Within 1% of the documented per-key cost. */
+    assert_true(st.bytes <= 10000000ull * GW_LIMIT_BYTES_PER_KEY * 101 / 100);
+    printf("# max_keys=10000000 bytes=%llu (%.1f MiB, %.2f B/key)\n",
+           (unsigned long long)st.bytes, st.bytes / 1048576.0, st.bytes / 1e7);
+    gw_limits_set(l, GW_SCOPE_USER, pol(1000, 1));
+    gw_limits_set(l, GW_SCOPE_IP, pol(1000, 1));
+    char k[32];
+    for (int i = 0; i < 100000; i++) {
+        snprintf(k, sizeof k, "u%d", i);
+        assert_true(admit(l, k, k, NULL, T0, NULL));
+        assert_false(admit(l, k, NULL, NULL, T0, NULL));
+    }
+    gw_limits_stats(l, &st);
+    assert_int_equal(st.keys, 200000);
+    assert_int_equal(st.evicted_busy + st.evicted_idle, 0);
+    gw_limits_free(l);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_all_off_allows, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_limit_exact, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refusal_fields_and_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refund_on_global_refusal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_runtime_change_keeps_tokens, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_share, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_high_rate_global, setup, teardown),
+        cmocka_unit_test(test_eviction),
+        cmocka_unit_test(test_lru_keeps_hot_key),
+        cmocka_unit_test(test_ten_million_keys_memory),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
