@@ -1,0 +1,144 @@
+/*
+ * The relay: durable spool -> Kafka, and Kafka -> the gateway's view of orders.
+ *
+ * One relay per process, with one thread of its own. It tails the spool from
+ * its release point (oq_spool_scan), produces every record with librdkafka's
+ * idempotent producer (enable.idempotence=true, acks=all, linger.ms=5) to
+ * kafka.topic, keyed by sale id, and moves the spool's release point over the
+ * contiguous prefix of records that are done (deliveries complete out of
+ * order across partitions). Records not released when the process stops are
+ * sent again at the next start; consumers dedupe by order id.
+ *
+ * "Done" depends on the broker:
+ *   - external broker (a real Kafka cluster, replicated, acks=all): a record
+ *     is done when its delivery report says it was written.
+ *   - embedded broker (librdkafka's mock cluster, memory only, drops the
+ *     oldest data past ~5 MiB per partition, ignores acks) with
+ *     embedded_release_on_settle: a record is done only when flashgate-settle
+ *     has published an outcome for its order (settled, failed or cancelled)
+ *     to kafka.outcomes_topic, i.e. when the order is in the database. So the
+ *     spool, not the mock, is the copy that survives a crash of the gateway.
+ *     A cancel EVENT is done on a "cancelled" or "failed" outcome for its
+ *     order, or 30 s after its delivery if settle published none (logged).
+ *
+ * It never blocks the gateway: when the broker is down or slow, records stay
+ * in the spool, which refuses appends past spool.max_bytes (CM_EBUSY, the
+ * gateway answers 503).
+ *
+ * The same thread consumes kafka.topic and kafka.outcomes_topic (all
+ * partitions, from the beginning, by assignment: no group commits; metadata is
+ * re-read every few seconds for new partitions) and calls the gateway's
+ * callbacks, so that every gateway of a fleet knows every order and its
+ * status. fetch.wait.max.ms is 100, so an outcome reaches the gateway well
+ * within one second of its publication.
+ */
+#ifndef OQ_RELAY_H
+#define OQ_RELAY_H
+
+#include "queue/oq_embedded.h"
+#include "queue/oq_spool.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct oq_relay oq_relay_t;
+
+/* Called for every order record seen in kafka.topic (duplicates included). */
+typedef void (*oq_relay_order_cb)(const oq_order_t *o, void *ud);
+/*
+ * Called for every outcome seen in kafka.outcomes_topic. status is "settled",
+ * "failed" or "cancelled"; reason may be NULL. Strings valid during the call.
+ */
+typedef void (*oq_relay_outcome_cb)(const char *order_id, const char *sale_id,
+                                    const char *user_id, uint32_t qty, const char *status,
+                                    const char *reason, void *ud);
+
+typedef struct oq_relay_opts {
+    const char *brokers;        /* "embedded" (NULL/"" too) or "host:port,..." */
+    const char *topic;          /* NULL = "flashgate.orders" */
+    const char *outcomes_topic; /* NULL = "flashgate.outcomes" */
+    const char *properties;     /* "k=v" lines passed to rd_kafka_conf_set, or NULL */
+    const char *data_dir;       /* for kafka.bootstrap in embedded mode */
+    uint32_t node_id;
+    const char *client_id;      /* NULL = "flashgate-<node>" */
+    oq_spool_t *spool;          /* borrowed; must outlive the relay */
+    bool embedded_release_on_settle; /* embedded mode: release on outcome, not on ack */
+    /*
+     * true: released segments are deleted (oq_spool_release). false: only the
+     * release point moves and the segments stay on disk (e.g. for the memory
+     * inventory's rebuild); needs the spool's oq_spool_release_keep.
+     */
+    bool release_deletes;
+    bool consume;               /* run the consumer (callbacks, release on settle) */
+    oq_relay_order_cb on_order;
+    oq_relay_outcome_cb on_outcome;
+    void *cb_ud;
+    uint32_t idle_poll_ms;      /* spool re-scan period without a notify; 0 = 5 */
+    uint32_t max_inflight;      /* tracked unreleased records; 0 = 100000 */
+    int embedded_partitions;    /* 0 = 4 */
+} oq_relay_opts_t;
+
+typedef struct oq_relay_stats {
+    uint64_t spool_unreleased_records; /* tracked records not yet released (<= max_inflight) */
+    uint64_t spool_unreleased_bytes;
+    uint64_t inflight;            /* produced, no delivery report yet */
+    uint64_t oldest_unacked_age_ms;
+    uint64_t awaiting_outcome;    /* delivered, waiting for settle (embedded mode) */
+    uint64_t produced;            /* produce() calls that were accepted */
+    uint64_t delivered;           /* successful delivery reports */
+    uint64_t errors;              /* failed deliveries, produce errors, spool errors */
+    uint64_t resent;              /* records produced again after an error */
+    uint64_t released_records;
+    uint64_t orders_seen;         /* consumer: order messages */
+    uint64_t outcomes_seen;       /* consumer: outcome messages */
+    bool embedded;
+} oq_relay_stats_t;
+
+/*
+ * Creates the producer (and the embedded broker when brokers is "embedded"),
+ * applies `properties`, and starts the relay thread. Returns 0 or CM_EINVAL
+ * (bad property: errbuf holds "kafka.properties: KEY: librdkafka's message"),
+ * CM_EBACKEND or CM_EIO with a reason in errbuf. Single-threaded init.
+ */
+int oq_relay_open(oq_relay_t **out, const oq_relay_opts_t *opts, char *errbuf, size_t errlen);
+
+/*
+ * Stops the thread, waits up to timeout_ms for outstanding deliveries
+ * (rd_kafka_flush) and releases what was delivered, then frees everything.
+ * Unreleased records stay in the spool for the next start. NULL is fine.
+ */
+void oq_relay_close(oq_relay_t *r, int timeout_ms);
+
+/*
+ * Wakes the relay after spool appends (one byte into a pipe; cheap, may be
+ * batched per loop iteration). Without it, appends are found within
+ * idle_poll_ms. Thread-safe, never blocks.
+ */
+void oq_relay_notify(oq_relay_t *r);
+
+/*
+ * Appends a cancel EVENT {"type":"cancel","order_id","sale_id","user_id",
+ * "qty","reason"} to the spool (durable first) and wakes the relay, which
+ * produces it to kafka.topic with the sale id as key (after its order, in the
+ * same partition). Returns 0, CM_EBUSY (spool full) or CM_EIO. Thread-safe.
+ */
+int oq_relay_cancel(oq_relay_t *r, const oq_order_t *o, const char *reason);
+
+/* Fills *out. Thread-safe (relaxed counters). */
+void oq_relay_stats(oq_relay_t *r, oq_relay_stats_t *out);
+
+/* The embedded broker, or NULL with an external one. Valid until close. */
+oq_embedded_t *oq_relay_embedded(oq_relay_t *r);
+
+/* The bootstrap servers in use. Valid until close. */
+const char *oq_relay_bootstrap(oq_relay_t *r);
+
+/*
+ * Applies "k=v" lines (blank lines and lines starting with '#' skipped, spaces
+ * around k and v trimmed) with rd_kafka_conf_set. conf is an rd_kafka_conf_t*.
+ * Returns 0, or CM_EINVAL with "KEY: message" of the first failure in errbuf.
+ */
+int oq_relay_apply_properties(void *conf, const char *properties, char *errbuf, size_t errlen);
+
+#endif
