@@ -52,6 +52,8 @@ typedef struct oq_spool_opts {
     oq_durability_t durability;
     uint64_t segment_bytes;   /* roll to a new segment past this size */
     uint64_t max_bytes;       /* unreleased bytes past which appends fail with CM_EBUSY */
+    bool read_only;           /* inspect only (flashgate-spool): no recovery cut, no lock,
+                                 appends and releases fail with CM_EINVAL */
 } oq_spool_opts_t;
 
 /* Opens (recovering a torn tail). Returns 0 or a negative cm_err_t with a reason. */
@@ -109,6 +111,8 @@ typedef struct oq_spool_stats {
     uint64_t segments;
     oq_pos_t end;
     oq_pos_t released;
+    uint64_t syncs;           /* oq_spool_sync() calls that returned */
+    uint64_t fsyncs;          /* fdatasync rounds they needed (group commit: fewer) */
 } oq_spool_stats_t;
 void oq_spool_stats(oq_spool_t *sp, oq_spool_stats_t *out);
 
@@ -120,5 +124,9 @@ int oq_order_to_json(const oq_order_t *o, char *buf, size_t len);
 int oq_order_from_json(const char *json, size_t len, oq_order_t *out);
 
 int oq_pos_cmp(oq_pos_t a, oq_pos_t b);
+
+/* Module-private (exposed for the unit test): CRC-32C (Castagnoli) of buf,
+ * continuing from crc (start with 0). SSE4.2 when the CPU has it. Thread-safe. */
+uint32_t oq__crc32c(uint32_t crc, const void *buf, size_t len);
 
 #endif

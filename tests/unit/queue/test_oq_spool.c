@@ -1,0 +1,714 @@
+/* The order spool: CRC-32C, append/scan, torn-tail recovery, corruption in an
+ * older segment, space cap, release, rolling, group commit, kill -9 safety,
+ * and a throughput printout. */
+#include "common/cm_err.h"
+#include "common/cm_id.h"
+#include "common/cm_log.h"
+#include "common/cm_time.h"
+#include "queue/oq_spool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+static char g_self[4096];
+
+typedef struct {
+    char dir[256];
+} fixture_t;
+
+static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof(*f));
+    strcpy(f->dir, "/tmp/fg-spool-XXXXXX");
+    if (mkdtemp(f->dir) == NULL)
+        return -1;
+    strcat(f->dir, "/spool"); /* open creates it */
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    char *slash = strrchr(f->dir, '/');
+    *slash = '\0';
+    nftw(f->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+static oq_spool_t *open_spool(const char *dir, uint64_t seg_bytes, uint64_t max_bytes)
+{
+    oq_spool_opts_t o = {.dir = dir, .segment_bytes = seg_bytes, .max_bytes = max_bytes};
+    oq_spool_t *sp = NULL;
+    char err[512] = "";
+    int rc = oq_spool_open(&sp, &o, err, sizeof(err));
+    if (rc != 0)
+        fprintf(stderr, "open: %s (%s)\n", cm_strerror(rc), err);
+    assert_int_equal(rc, 0);
+    return sp;
+}
+
+static void make_order(oq_order_t *o, uint64_t i)
+{
+    memset(o, 0, sizeof(*o));
+    cm_id_format(i * 7919 + 1, o->order_id);
+    snprintf(o->sale_id, sizeof(o->sale_id), "sale-%u", (unsigned)(i % 3));
+    snprintf(o->user_id, sizeof(o->user_id), "user-%llu", (unsigned long long)i);
+    if (i % 2)
+        snprintf(o->idem_key, sizeof(o->idem_key), "idem-%llu", (unsigned long long)i);
+    o->qty = (uint32_t)(i % 5) + 1;
+    o->accepted_at_ms = 1732269600000LL + (int64_t)i;
+    o->node_id = 3;
+}
+
+typedef struct {
+    oq_rec_t recs[4096];
+    oq_order_t orders[4096];
+    char events[4096][64];
+    size_t n;
+    size_t stop_after;
+} collect_t;
+
+static int collect_cb(const oq_rec_t *rec, void *ctx)
+{
+    collect_t *c = ctx;
+    if (c->n < 4096) {
+        c->recs[c->n] = *rec;
+        if (rec->order) {
+            c->orders[c->n] = *rec->order;
+            c->recs[c->n].order = &c->orders[c->n];
+        } else {
+            snprintf(c->events[c->n], sizeof(c->events[0]), "%.*s", (int)rec->event_len,
+                     rec->event);
+            c->recs[c->n].event = c->events[c->n];
+        }
+    }
+    c->n++;
+    return c->stop_after && c->n >= c->stop_after;
+}
+
+static collect_t *scan_all(oq_spool_t *sp, oq_pos_t from, long *count)
+{
+    collect_t *c = calloc(1, sizeof(*c));
+    *count = oq_spool_scan(sp, from, collect_cb, c);
+    return c;
+}
+
+static void check_orders(const collect_t *c, size_t first, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        oq_order_t want;
+        make_order(&want, first + k);
+        assert_int_equal(c->recs[k].type, OQ_REC_ORDER);
+        assert_string_equal(c->recs[k].order->order_id, want.order_id);
+        assert_string_equal(c->recs[k].order->user_id, want.user_id);
+        assert_string_equal(c->recs[k].order->idem_key, want.idem_key);
+        assert_int_equal(c->recs[k].order->qty, want.qty);
+        assert_int_equal(c->recs[k].order->accepted_at_ms, want.accepted_at_ms);
+        if (k > 0)
+            assert_int_equal(oq_pos_cmp(c->recs[k - 1].next, c->recs[k].pos) <= 0, 1);
+    }
+}
+
+static void append_n(oq_spool_t *sp, size_t first, size_t n)
+{
+    for (size_t i = first; i < first + n; i++) {
+        oq_order_t o;
+        make_order(&o, i);
+        assert_int_equal(oq_spool_append(sp, &o, 1), 0);
+    }
+}
+
+static char *seg_path(const char *dir, uint64_t seg, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/spool-%016llx.log", dir, (unsigned long long)seg);
+    return buf;
+}
+
+static off_t file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+/*---- CRC-32C ----*/
+
+/* Bit-at-a-time reference, independent of the code under test. */
+static uint32_t crc_ref(const unsigned char *p, size_t n)
+{
+    uint32_t c = 0xFFFFFFFFu;
+    while (n--) {
+        c ^= *p++;
+        for (int k = 0; k < 8; k++)
+            c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1)));
+    }
+    return ~c;
+}
+
+/* Returns the number of failed checks (so the forced-software child can report). */
+static int crc_checks(void)
+{
+    int bad = 0;
+    unsigned char buf[300];
+    /* RFC 3720 (iSCSI) B.4 vectors and the classic check value */
+    bad += oq__crc32c(0, "123456789", 9) != 0xE3069283u;
+    memset(buf, 0, 32);
+    bad += oq__crc32c(0, buf, 32) != 0x8A9136AAu;
+    memset(buf, 0xff, 32);
+    bad += oq__crc32c(0, buf, 32) != 0x62A8AB43u;
+    for (int i = 0; i < 32; i++)
+        buf[i] = (unsigned char)i;
+    bad += oq__crc32c(0, buf, 32) != 0x46DD794Eu;
+    for (int i = 0; i < 32; i++)
+        buf[i] = (unsigned char)(31 - i);
+    bad += oq__crc32c(0, buf, 32) != 0x113FDB5Cu;
+    bad += oq__crc32c(0, "", 0) != 0;
+    /* every length and alignment against the reference; chaining */
+    srand(7);
+    for (size_t i = 0; i < sizeof(buf); i++)
+        buf[i] = (unsigned char)rand();
+    for (size_t off = 0; off < 8; off++)
+        for (size_t n = 0; n + off <= sizeof(buf); n += 7) {
+            uint32_t want = crc_ref(buf + off, n);
+            bad += oq__crc32c(0, buf + off, n) != want;
+            size_t h = n / 3;
+            bad += oq__crc32c(oq__crc32c(0, buf + off, h), buf + off + h, n - h) != want;
+        }
+    return bad;
+}
+
+static void test_crc32c_vectors(void **state)
+{
+    (void)state;
+    assert_int_equal(crc_checks(), 0);
+    /* the table fallback too: a child process with the hardware path switched off */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        setenv("FLASHGATE_CRC_SOFT", "1", 1);
+        execl(g_self, g_self, "--crc-soft", (char *)NULL);
+        _exit(99);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+/*---- basics ----*/
+
+static void test_append_scan_round_trip(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_t *sp = open_spool(f->dir, 0, 0);
+    append_n(sp, 0, 50);
+    const char *ev = "{\"event\":\"cancel\",\"order_id\":\"X\"}";
+    assert_int_equal(oq_spool_append_event(sp, ev, strlen(ev)), 0);
+    oq_order_t batch[20];
+    for (int i = 0; i < 20; i++)
+        make_order(&batch[i], 50 + (size_t)i);
+    assert_int_equal(oq_spool_append(sp, batch, 20), 0);
+    assert_int_equal(oq_spool_append_event(sp, "", 0), CM_EINVAL);
+
+    long n;
+    collect_t *c = scan_all(sp, oq_spool_released(sp), &n);
+    assert_int_equal(n, 71);
+    check_orders(c, 0, 50);
+    assert_int_equal(c->recs[50].type, OQ_REC_EVENT);
+    assert_string_equal(c->recs[50].event, ev);
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(c->recs[51 + i].type, OQ_REC_ORDER);
+        assert_string_equal(c->recs[51 + i].order->order_id, batch[i].order_id);
+    }
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    assert_int_equal(st.appended_records, 71);
+    assert_int_equal(st.segments, 1);
+    assert_int_equal(oq_pos_cmp(st.end, c->recs[70].next), 0);
+    assert_int_equal(st.unreleased_bytes, st.end.off);
+    /* scan from the middle, and stop early */
+    collect_t *c2 = calloc(1, sizeof(*c2));
+    c2->stop_after = 3;
+    assert_int_equal(oq_spool_scan(sp, c->recs[10].pos, collect_cb, c2), 3);
+    assert_string_equal(c2->recs[0].order->order_id, c->recs[10].order->order_id);
+    free(c2);
+    free(c);
+    assert_int_equal(oq_spool_sync(sp), 0);
+    oq_spool_close(sp);
+
+    /* a second writer on the same directory is refused */
+    sp = open_spool(f->dir, 0, 0);
+    oq_spool_opts_t o = {.dir = f->dir};
+    oq_spool_t *sp2 = NULL;
+    char err[256];
+    assert_int_equal(oq_spool_open(&sp2, &o, err, sizeof(err)), CM_EBUSY);
+    assert_null(sp2);
+    /* a reader is not */
+    o.read_only = true;
+    assert_int_equal(oq_spool_open(&sp2, &o, err, sizeof(err)), 0);
+    c = scan_all(sp2, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 71);
+    free(c);
+    assert_int_equal(oq_spool_append(sp2, batch, 1), CM_EINVAL);
+    oq_spool_close(sp2);
+    oq_spool_close(sp);
+}
+
+/*---- recovery ----*/
+
+static void test_torn_tail_garbage(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_t *sp = open_spool(f->dir, 0, 0);
+    append_n(sp, 0, 30);
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    oq_spool_close(sp);
+
+    char path[512];
+    seg_path(f->dir, st.end.seg, path, sizeof(path));
+    assert_int_equal(file_size(path), (off_t)st.end.off);
+    int fd = open(path, O_WRONLY | O_APPEND);
+    const char garbage[] = "\x40\x00\x00\x00garbage that is not a record";
+    assert_int_equal(write(fd, garbage, sizeof(garbage)), sizeof(garbage));
+    close(fd);
+
+    sp = open_spool(f->dir, 0, 0);
+    assert_int_equal(file_size(path), (off_t)st.end.off); /* the tail was cut */
+    long n;
+    collect_t *c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 30);
+    check_orders(c, 0, 30);
+    free(c);
+    append_n(sp, 30, 5); /* appends go on after the cut */
+    oq_spool_close(sp);
+    sp = open_spool(f->dir, 0, 0);
+    c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 35);
+    check_orders(c, 0, 35);
+    free(c);
+    oq_spool_close(sp);
+}
+
+static void test_torn_tail_mid_record_and_bitflip(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_t *sp = open_spool(f->dir, 0, 0);
+    append_n(sp, 0, 20);
+    long n;
+    collect_t *c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    oq_pos_t last = c->recs[19].pos, end = c->recs[19].next;
+    free(c);
+    oq_spool_close(sp);
+
+    char path[512];
+    seg_path(f->dir, end.seg, path, sizeof(path));
+    /* a write torn in the middle of the last record */
+    assert_int_equal(truncate(path, (off_t)end.off - 9), 0);
+    sp = open_spool(f->dir, 0, 0);
+    assert_int_equal(file_size(path), (off_t)last.off);
+    c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 19);
+    check_orders(c, 0, 19);
+    oq_pos_t rec17 = c->recs[17].pos;
+    free(c);
+    oq_spool_close(sp);
+
+    /* one flipped payload byte in record 17: records 17.. are cut */
+    int fd = open(path, O_RDWR);
+    unsigned char b;
+    assert_int_equal(pread(fd, &b, 1, (off_t)rec17.off + 20), 1);
+    b ^= 0x10;
+    assert_int_equal(pwrite(fd, &b, 1, (off_t)rec17.off + 20), 1);
+    close(fd);
+    sp = open_spool(f->dir, 0, 0);
+    c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 17);
+    free(c);
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    assert_int_equal(st.appended_records, 17);
+    assert_int_equal(st.end.off, rec17.off);
+    oq_spool_close(sp);
+}
+
+static void test_corrupt_older_segment_is_an_error(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_t *sp = open_spool(f->dir, 2000, 0); /* ~10 records per segment */
+    append_n(sp, 0, 60);
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    assert_true(st.segments >= 4);
+    oq_spool_close(sp);
+
+    char path[512];
+    seg_path(f->dir, 2, path, sizeof(path));
+    off_t size = file_size(path);
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    unsigned char b = 0;
+    assert_int_equal(pread(fd, &b, 1, 300), 1);
+    b ^= 0xff;
+    assert_int_equal(pwrite(fd, &b, 1, 300), 1);
+    close(fd);
+
+    oq_spool_opts_t o = {.dir = f->dir};
+    oq_spool_t *sp2 = NULL;
+    char err[512] = "";
+    assert_int_equal(oq_spool_open(&sp2, &o, err, sizeof(err)), CM_ECORRUPT);
+    assert_null(sp2);
+    assert_non_null(strstr(err, "spool-0000000000000002.log"));
+    assert_non_null(strstr(err, "not the last segment"));
+    assert_int_equal(file_size(path), size); /* nothing was cut */
+}
+
+/*---- space cap, release, rolling ----*/
+
+static void test_space_cap(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_t *sp = open_spool(f->dir, 0, 4096);
+    size_t ok = 0;
+    int rc = 0;
+    oq_order_t o;
+    while (ok < 1000) {
+        make_order(&o, ok);
+        if ((rc = oq_spool_append(sp, &o, 1)) != 0)
+            break;
+        ok++;
+    }
+    assert_int_equal(rc, CM_EBUSY);
+    assert_true(ok > 5 && ok < 40);
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    assert_true(st.unreleased_bytes <= 4096);
+    char path[512];
+    seg_path(f->dir, st.end.seg, path, sizeof(path));
+    off_t before = file_size(path);
+    assert_int_equal(oq_spool_append(sp, &o, 1), CM_EBUSY); /* writes nothing */
+    assert_int_equal(oq_spool_append_event(sp, "{}", 2), 0); /* a small one still fits */
+    assert_int_equal(file_size(path), before + 14);
+    oq_spool_stats(sp, &st);
+    /* releasing makes room again */
+    assert_int_equal(oq_spool_release(sp, st.end), 0);
+    oq_spool_stats_t st2;
+    oq_spool_stats(sp, &st2);
+    assert_int_equal(st2.unreleased_bytes, 0);
+    assert_int_equal(oq_spool_append(sp, &o, 1), 0);
+    oq_spool_close(sp);
+}
+
+static void test_release_and_rolling(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_t *sp = open_spool(f->dir, 1500, 0);
+    append_n(sp, 0, 100);
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    assert_true(st.segments >= 10);
+    uint64_t total = st.unreleased_bytes;
+    long n;
+    collect_t *c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 100);
+    check_orders(c, 0, 100);
+    /* every segment stays within segment_bytes */
+    for (uint64_t s = 1; s <= st.end.seg; s++) {
+        char p[512];
+        assert_true(file_size(seg_path(f->dir, s, p, sizeof(p))) <= 1500);
+    }
+    oq_pos_t mid = c->recs[49].next;
+    uint64_t mid_bytes = 0;
+    for (int i = 0; i < 50; i++)
+        mid_bytes += c->recs[i].next.off - c->recs[i].pos.off;
+    assert_int_equal(oq_spool_release(sp, mid), 0);
+    assert_int_equal(oq_pos_cmp(oq_spool_released(sp), mid), 0);
+    oq_spool_stats_t st2;
+    oq_spool_stats(sp, &st2);
+    assert_int_equal(st2.unreleased_bytes, total - mid_bytes);
+    assert_true(st2.segments < st.segments);
+    /* wholly released segments are gone, the others stay */
+    char p[512];
+    for (uint64_t s = 1; s < mid.seg; s++)
+        assert_int_equal(file_size(seg_path(f->dir, s, p, sizeof(p))), -1);
+    assert_true(file_size(seg_path(f->dir, mid.seg, p, sizeof(p))) > 0);
+    /* the release point is persisted as text */
+    snprintf(p, sizeof(p), "%s/released", f->dir);
+    FILE *rf = fopen(p, "r");
+    assert_non_null(rf);
+    unsigned long long rs, ro;
+    assert_int_equal(fscanf(rf, "%llx %llu", &rs, &ro), 2);
+    fclose(rf);
+    assert_int_equal(rs, mid.seg);
+    assert_int_equal(ro, mid.off);
+    /* never backwards; never past the end */
+    assert_int_equal(oq_spool_release(sp, c->recs[10].next), 0);
+    assert_int_equal(oq_pos_cmp(oq_spool_released(sp), mid), 0);
+    assert_int_equal(oq_spool_release(sp, (oq_pos_t){st.end.seg + 5, 0}), CM_EINVAL);
+    /* scanning from the release point gives the rest */
+    collect_t *c2 = scan_all(sp, oq_spool_released(sp), &n);
+    assert_int_equal(n, 50);
+    check_orders(c2, 50, 50);
+    free(c2);
+    /* scanning from {0,0} skips deleted segments */
+    c2 = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_true(n >= 50 && n < 100);
+    free(c2);
+    oq_spool_close(sp);
+
+    /* reopen: the release point holds, appends continue in order */
+    sp = open_spool(f->dir, 1500, 0);
+    assert_int_equal(oq_pos_cmp(oq_spool_released(sp), mid), 0);
+    oq_spool_stats(sp, &st2);
+    assert_int_equal(st2.unreleased_bytes, total - mid_bytes);
+    assert_int_equal(st2.appended_records, 50);
+    append_n(sp, 100, 10);
+    c2 = scan_all(sp, oq_spool_released(sp), &n);
+    assert_int_equal(n, 60);
+    check_orders(c2, 50, 60);
+    /* release everything: only the current segment is left */
+    oq_spool_stats(sp, &st2);
+    assert_int_equal(oq_spool_release(sp, st2.end), 0);
+    oq_spool_stats(sp, &st2);
+    assert_int_equal(st2.unreleased_bytes, 0);
+    assert_int_equal(st2.segments, 1);
+    free(c2);
+    free(c);
+    oq_spool_close(sp);
+    sp = open_spool(f->dir, 1500, 0);
+    c = scan_all(sp, oq_spool_released(sp), &n);
+    assert_int_equal(n, 0);
+    free(c);
+    oq_spool_close(sp);
+}
+
+/*---- group commit ----*/
+
+typedef struct {
+    oq_spool_t *sp;
+    int base;
+    int n;
+    int failures;
+} sync_arg_t;
+
+static void *sync_worker(void *arg)
+{
+    sync_arg_t *a = arg;
+    for (int i = 0; i < a->n; i++) {
+        oq_order_t o;
+        make_order(&o, (size_t)(a->base + i));
+        if (oq_spool_append(a->sp, &o, 1) != 0 || oq_spool_sync(a->sp) != 0)
+            a->failures++;
+    }
+    return NULL;
+}
+
+static void test_group_commit(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_t *sp = open_spool(f->dir, 4000, 0); /* rolls while syncing */
+    enum { T = 4, N = 50 };
+    pthread_t th[T];
+    sync_arg_t a[T];
+    uint64_t t0 = cm_mono_us();
+    for (int t = 0; t < T; t++) {
+        a[t] = (sync_arg_t){sp, t * 1000, N, 0};
+        pthread_create(&th[t], NULL, sync_worker, &a[t]);
+    }
+    for (int t = 0; t < T; t++) {
+        pthread_join(th[t], NULL);
+        assert_int_equal(a[t].failures, 0);
+    }
+    uint64_t us = cm_mono_us() - t0;
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    assert_int_equal(st.syncs, T * N);
+    assert_true(st.fsyncs >= 1 && st.fsyncs <= st.syncs);
+    printf("# group commit: %d threads x %d append+sync: %llu syncs, %llu fdatasync rounds, "
+           "%.0f durable appends/s\n",
+           T, N, (unsigned long long)st.syncs, (unsigned long long)st.fsyncs,
+           (double)(T * N) * 1e6 / (double)(us ? us : 1));
+    /* nothing to do: no fdatasync at all */
+    uint64_t before = st.fsyncs;
+    assert_int_equal(oq_spool_sync(sp), 0);
+    oq_spool_stats(sp, &st);
+    assert_int_equal(st.fsyncs, before);
+    oq_spool_close(sp);
+}
+
+/*---- kill -9: answered => durable ----*/
+
+typedef struct {
+    const char *ids; /* "ID\n" lines */
+    size_t nids, found;
+} match_t;
+
+static int match_cb(const oq_rec_t *rec, void *ctx)
+{
+    match_t *m = ctx;
+    if (rec->order && m->found < m->nids &&
+        memcmp(rec->order->order_id, m->ids + m->found * (CM_ID_TEXT_LEN + 1), CM_ID_TEXT_LEN) ==
+            0)
+        m->found++;
+    return 0;
+}
+
+static void test_kill9_answered_orders_survive(void **state)
+{
+    fixture_t *f = *state;
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        oq_spool_opts_t o = {.dir = f->dir, .segment_bytes = 64 * 1024};
+        oq_spool_t *sp;
+        if (oq_spool_open(&sp, &o, NULL, 0) != 0)
+            _exit(3);
+        cm_id_gen_t g;
+        cm_id_gen_init(&g, 9);
+        for (;;) { /* until SIGKILL */
+            oq_order_t ord;
+            make_order(&ord, 0);
+            cm_id_format(cm_id_next(&g, cm_wall_ms()), ord.order_id);
+            if (oq_spool_append(sp, &ord, 1) != 0)
+                _exit(4);
+            /* "answer 202": only now does the parent learn of the id */
+            char line[CM_ID_TEXT_LEN + 1];
+            memcpy(line, ord.order_id, CM_ID_TEXT_LEN);
+            line[CM_ID_TEXT_LEN] = '\n';
+            if (write(pfd[1], line, sizeof(line)) != (ssize_t)sizeof(line))
+                _exit(5);
+        }
+    }
+    close(pfd[1]);
+    /* read while the child runs (a full pipe would stall it), kill it at ~20 ms */
+    size_t cap = 1 << 20, len = 0;
+    char *ids = malloc(cap);
+    uint64_t t0 = cm_mono_ms();
+    int flags = fcntl(pfd[0], F_GETFL);
+    fcntl(pfd[0], F_SETFL, flags | O_NONBLOCK);
+    bool killed = false;
+    for (;;) {
+        if (!killed && cm_mono_ms() - t0 >= 20) {
+            kill(pid, SIGKILL);
+            killed = true;
+        }
+        if (len == cap) {
+            cap *= 2;
+            ids = realloc(ids, cap);
+        }
+        ssize_t r = read(pfd[0], ids + len, cap - len);
+        if (r > 0)
+            len += (size_t)r;
+        else if (r == 0)
+            break;
+        else if (errno == EAGAIN)
+            usleep(200);
+    }
+    close(pfd[0]);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+
+    size_t nids = len / (CM_ID_TEXT_LEN + 1); /* a torn last line was not an answer */
+    assert_true(nids > 10);
+
+    oq_spool_t *sp = open_spool(f->dir, 64 * 1024, 0);
+    match_t m = {ids, nids, 0};
+    long n = oq_spool_scan(sp, (oq_pos_t){0, 0}, match_cb, &m);
+    assert_true(n >= (long)nids);
+    /* ids come from one thread in order, so the spool holds them in the same order */
+    assert_int_equal(m.found, nids);
+    printf("# kill -9 after ~20 ms: %zu orders answered, %ld in the spool, all answered found\n",
+           nids, n);
+    free(ids);
+    oq_spool_close(sp);
+}
+
+/*---- throughput (printed, not asserted) ----*/
+
+typedef struct {
+    oq_spool_t *sp;
+    int n;
+} perf_arg_t;
+
+static void *perf_worker(void *arg)
+{
+    perf_arg_t *a = arg;
+    oq_order_t o;
+    make_order(&o, 12345);
+    for (int i = 0; i < a->n; i++)
+        if (oq_spool_append(a->sp, &o, 1) != 0)
+            abort();
+    return NULL;
+}
+
+static void test_throughput_printout(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_t *sp = open_spool(f->dir, 8u << 20, 0);
+    enum { N = 100000 };
+    for (int threads = 1; threads <= 2; threads++) {
+        pthread_t th[2];
+        perf_arg_t a = {sp, N / threads};
+        uint64_t t0 = cm_mono_us();
+        for (int t = 0; t < threads; t++)
+            pthread_create(&th[t], NULL, perf_worker, &a);
+        for (int t = 0; t < threads; t++)
+            pthread_join(th[t], NULL);
+        uint64_t us = cm_mono_us() - t0;
+        printf("# spool append (write durability, ~%d B records, 8 MiB segments): %d thread(s): "
+               "%.0f appends/s (%.2f us each)\n",
+               200, threads, (double)N * 1e6 / (double)(us ? us : 1), (double)us / N);
+    }
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    assert_int_equal(st.appended_records, 2 * N);
+    oq_spool_close(sp);
+}
+
+int main(int argc, char **argv)
+{
+    snprintf(g_self, sizeof(g_self), "%s", argv[0]);
+    if (argc > 1 && strcmp(argv[1], "--crc-soft") == 0)
+        return crc_checks() == 0 ? 0 : 1;
+    cm_log_set_level(CM_LOG_ERROR); /* the recovery warnings are expected here */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_crc32c_vectors),
+        cmocka_unit_test_setup_teardown(test_append_scan_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_tail_garbage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_tail_mid_record_and_bitflip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_corrupt_older_segment_is_an_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_space_cap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_release_and_rolling, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kill9_answered_orders_survive, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_throughput_printout, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
