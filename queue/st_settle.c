@@ -1,0 +1,663 @@
+/*
+ * flashgate-settle's consumer loop. See st_settle.h for the protocol; the
+ * order of the steps in process_batch() is what gives "exactly once in the
+ * database": database commit, then outcomes delivered, then offsets committed.
+ */
+#include "queue/st_settle.h"
+
+#include "common/cm_alloc.h"
+#include "common/cm_err.h"
+#include "common/cm_log.h"
+#include "common/cm_rate.h"
+#include "common/cm_time.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define MOD "settle"
+#define STOP_GRACE_MS 5000 /* how long a stop waits for the batch in progress */
+
+typedef struct st_msg {
+    rd_kafka_message_t *m;
+    bool valid;
+    st_order_t order;
+    st_outcome_t outcome;
+} st_msg_t;
+
+struct st_settle {
+    st_settle_opts_t opts;
+    char topic[256], outcomes_topic[256], group[256];
+    char brokers_file[1024]; /* "" when brokers were given literally */
+    char brokers[1024];      /* the list in use */
+    rd_kafka_t *consumer, *producer;
+    st_sink_t *sink;
+    st_msg_t *batch;
+    size_t nbatch, cap;
+    cm_bucket_t bucket;
+    cm_rate_policy_t policy;
+    _Atomic bool stop;
+    _Atomic bool brokers_down;
+    uint64_t stop_deadline_ms; /* 0 until a stop is seen */
+    uint64_t last_file_check_ms;
+    /* delivery reports of the outcomes in flight (called on this thread) */
+    size_t dr_pending, dr_failed;
+    st_settle_stats_t stats;
+};
+
+/*---- Small helpers ----*/
+
+const char *st_status_name(st_status_t st)
+{
+    switch (st) {
+    case ST_SETTLED:
+        return "settled";
+    case ST_FAILED:
+        return "failed";
+    case ST_CANCELLED:
+        return "cancelled";
+    }
+    return "failed";
+}
+
+int st_status_parse(const char *s)
+{
+    if (!s)
+        return -1;
+    if (strcmp(s, "settled") == 0)
+        return ST_SETTLED;
+    if (strcmp(s, "failed") == 0)
+        return ST_FAILED;
+    if (strcmp(s, "cancelled") == 0)
+        return ST_CANCELLED;
+    return -1;
+}
+
+static void sleep_ms(uint64_t ms)
+{
+    struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+        ;
+}
+
+static int mkdir_p(const char *dir)
+{
+    char buf[1024];
+    if (snprintf(buf, sizeof(buf), "%s", dir) >= (int)sizeof(buf))
+        return CM_EINVAL;
+    for (char *p = buf + 1; *p; p++) {
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(buf, 0755) == -1 && errno != EEXIST)
+                return CM_EIO;
+            *p = '/';
+        }
+    }
+    if (mkdir(buf, 0755) == -1 && errno != EEXIST)
+        return CM_EIO;
+    return 0;
+}
+
+int st_sink_open(st_sink_t **out, const char *db, const char *data_dir, const st_sink_opts_t *opts,
+                 char *err, size_t errlen)
+{
+    if (db && (strncmp(db, "postgresql://", 13) == 0 || strncmp(db, "postgres://", 11) == 0))
+        return st_pg_open(out, db, opts, err, errlen);
+    char path[1024];
+    if (!db || !*db) {
+        const char *dir = data_dir && *data_dir ? data_dir : "data";
+        if (mkdir_p(dir) != 0) {
+            snprintf(err, errlen, "cannot create data dir %s: %s", dir, strerror(errno));
+            return CM_EIO;
+        }
+        snprintf(path, sizeof(path), "%s/orders.db", dir);
+    } else if (strncmp(db, "sqlite:", 7) == 0) {
+        snprintf(path, sizeof(path), "%s", db + 7);
+    } else if (strncmp(db, "file:", 5) == 0) {
+        snprintf(path, sizeof(path), "%s", db + 5);
+    } else if (strstr(db, "://")) {
+        snprintf(err, errlen, "unsupported database URL %s (postgresql://, sqlite:PATH)", db);
+        return CM_EINVAL;
+    } else {
+        snprintf(path, sizeof(path), "%s", db);
+    }
+    return st_sqlite_open(out, path, opts, err, errlen);
+}
+
+/*---- Message formats ----*/
+
+static int copy_str(json_t *root, const char *key, char *dst, size_t cap, bool required,
+                    char *err, size_t errlen)
+{
+    json_t *v = json_object_get(root, key);
+    if (!v) {
+        if (required) {
+            snprintf(err, errlen, "missing \"%s\"", key);
+            return CM_EINVAL;
+        }
+        dst[0] = 0;
+        return 0;
+    }
+    if (!json_is_string(v) || json_string_length(v) >= cap ||
+        (required && json_string_length(v) == 0)) {
+        snprintf(err, errlen, "\"%s\" must be a string of 1..%zu characters", key, cap - 1);
+        return CM_EINVAL;
+    }
+    memcpy(dst, json_string_value(v), json_string_length(v) + 1);
+    return 0;
+}
+
+int st_order_parse(const char *json, size_t len, st_order_t *o, char *err, size_t errlen)
+{
+    memset(o, 0, sizeof(*o));
+    o->node_id = -1;
+    json_error_t jerr;
+    json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root || !json_is_object(root)) {
+        snprintf(err, errlen, "not a JSON object: %s", root ? "" : jerr.text);
+        json_decref(root);
+        return CM_EINVAL;
+    }
+    int ret = CM_EINVAL;
+    json_t *type = json_object_get(root, "type");
+    if (type) {
+        if (json_is_string(type) && strcmp(json_string_value(type), "cancel") == 0) {
+            o->is_cancel = true;
+        } else if (!json_is_string(type) || strcmp(json_string_value(type), "order") != 0) {
+            snprintf(err, errlen, "unknown \"type\"");
+            goto out;
+        }
+    }
+    if (copy_str(root, "order_id", o->order_id, sizeof(o->order_id), true, err, errlen) ||
+        copy_str(root, "sale_id", o->sale_id, sizeof(o->sale_id), true, err, errlen) ||
+        copy_str(root, "user_id", o->user_id, sizeof(o->user_id), true, err, errlen) ||
+        copy_str(root, "idem_key", o->idem_key, sizeof(o->idem_key), false, err, errlen))
+        goto out;
+    json_t *qty = json_object_get(root, "qty");
+    if (qty || !o->is_cancel) {
+        if (!json_is_integer(qty) || json_integer_value(qty) < (o->is_cancel ? 0 : 1) ||
+            json_integer_value(qty) > 1000000) {
+            snprintf(err, errlen, "\"qty\" must be an integer of 1..1000000");
+            goto out;
+        }
+        o->qty = (uint32_t)json_integer_value(qty);
+    }
+    json_t *at = json_object_get(root, "accepted_at");
+    if (at || !o->is_cancel) {
+        if (!json_is_integer(at) || json_integer_value(at) < 0) {
+            snprintf(err, errlen, "\"accepted_at\" must be an integer (ms)");
+            goto out;
+        }
+        o->accepted_at_ms = json_integer_value(at);
+    }
+    json_t *node = json_object_get(root, "node");
+    if (node) {
+        if (!json_is_integer(node) || json_integer_value(node) < 0 ||
+            json_integer_value(node) > 1000000) {
+            snprintf(err, errlen, "\"node\" must be a small integer");
+            goto out;
+        }
+        o->node_id = (int32_t)json_integer_value(node);
+    }
+    json_t *reason = json_object_get(root, "reason");
+    if (json_is_string(reason))
+        snprintf(o->reason, sizeof(o->reason), "%s", json_string_value(reason));
+    ret = 0;
+out:
+    json_decref(root);
+    return ret;
+}
+
+char *st_outcome_format(const st_order_t *o, const st_outcome_t *oc, int64_t at_ms)
+{
+    json_t *obj = json_pack("{s:s, s:s, s:s, s:I, s:s, s:I}", "order_id", o->order_id, "sale_id",
+                            o->sale_id, "user_id", o->user_id, "qty", (json_int_t)o->qty,
+                            "status", st_status_name(oc->status), "at", (json_int_t)at_ms);
+    if (!obj)
+        abort();
+    if (*oc->reason)
+        json_object_set_new(obj, "reason", json_string(oc->reason));
+    char *s = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(obj);
+    if (!s)
+        abort();
+    return s;
+}
+
+/*---- Kafka clients ----*/
+
+static int read_brokers_file(const char *path, char *out, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return CM_ENOTFOUND;
+    size_t n = fread(out, 1, cap - 1, f);
+    fclose(f);
+    out[n] = 0;
+    while (n > 0 && strchr(" \t\r\n", out[n - 1]))
+        out[--n] = 0;
+    return n ? 0 : CM_EINVAL;
+}
+
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    st_settle_t *st = opaque;
+    (void)rk;
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+        atomic_store(&st->brokers_down, true);
+    cm_log_warn(MOD, "kafka error", "err=%s reason=\"%s\"", rd_kafka_err2name(err), reason);
+}
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    st_settle_t *st = opaque;
+    (void)rk;
+    if (st->dr_pending > 0)
+        st->dr_pending--;
+    if (m->err) {
+        st->dr_failed++;
+        cm_log_warn(MOD, "outcome not delivered", "err=%s", rd_kafka_err2name(m->err));
+    } else {
+        atomic_fetch_add_explicit(&st->stats.outcomes, 1, memory_order_relaxed);
+    }
+}
+
+static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *err, size_t errlen)
+{
+    char e[256];
+    if (rd_kafka_conf_set(conf, k, v, e, sizeof(e)) != RD_KAFKA_CONF_OK) {
+        snprintf(err, errlen, "kafka property %s=%s: %s", k, v, e);
+        return CM_EINVAL;
+    }
+    return 0;
+}
+
+static rd_kafka_conf_t *base_conf(st_settle_t *st, char *err, size_t errlen)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_opaque(conf, st);
+    rd_kafka_conf_set_error_cb(conf, on_error);
+    if (conf_set(conf, "bootstrap.servers", st->brokers, err, errlen))
+        goto fail;
+    for (size_t i = 0; i < st->opts.n_kafka_props; i++) {
+        const char *kv = st->opts.kafka_props[i];
+        const char *eq = strchr(kv, '=');
+        if (!eq || eq == kv) {
+            snprintf(err, errlen, "kafka property \"%s\": expected key=value", kv);
+            goto fail;
+        }
+        char key[256];
+        snprintf(key, sizeof(key), "%.*s", (int)(eq - kv), kv);
+        if (conf_set(conf, key, eq + 1, err, errlen))
+            goto fail;
+    }
+    return conf;
+fail:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+static void clients_destroy(st_settle_t *st, bool leave_group)
+{
+    if (st->consumer) {
+        if (leave_group)
+            rd_kafka_consumer_close(st->consumer);
+        rd_kafka_destroy_flags(st->consumer, leave_group ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+        st->consumer = NULL;
+    }
+    if (st->producer) {
+        rd_kafka_flush(st->producer, leave_group ? 2000 : 0);
+        rd_kafka_destroy(st->producer);
+        st->producer = NULL;
+    }
+}
+
+static int clients_create(st_settle_t *st, char *err, size_t errlen)
+{
+    char e[512];
+    if (*st->brokers_file) {
+        int r = read_brokers_file(st->brokers_file, st->brokers, sizeof(st->brokers));
+        if (r) {
+            snprintf(err, errlen, "cannot read brokers from %s", st->brokers_file);
+            return r;
+        }
+    }
+    rd_kafka_conf_t *pc = base_conf(st, err, errlen);
+    if (!pc)
+        return CM_EINVAL;
+    rd_kafka_conf_set_dr_msg_cb(pc, on_delivery);
+    if (conf_set(pc, "enable.idempotence", "true", err, errlen) ||
+        conf_set(pc, "acks", "all", err, errlen) || conf_set(pc, "linger.ms", "5", err, errlen)) {
+        rd_kafka_conf_destroy(pc);
+        return CM_EINVAL;
+    }
+    st->producer = rd_kafka_new(RD_KAFKA_PRODUCER, pc, e, sizeof(e));
+    if (!st->producer) {
+        rd_kafka_conf_destroy(pc);
+        snprintf(err, errlen, "kafka producer: %s", e);
+        return CM_EBACKEND;
+    }
+    rd_kafka_conf_t *cc = base_conf(st, err, errlen);
+    if (!cc)
+        return CM_EINVAL;
+    if (conf_set(cc, "group.id", st->group, err, errlen) ||
+        conf_set(cc, "enable.auto.commit", "false", err, errlen) ||
+        conf_set(cc, "enable.auto.offset.store", "false", err, errlen) ||
+        conf_set(cc, "auto.offset.reset", "earliest", err, errlen) ||
+        conf_set(cc, "isolation.level", "read_committed", err, errlen) ||
+        conf_set(cc, "enable.partition.eof", "false", err, errlen)) {
+        rd_kafka_conf_destroy(cc);
+        return CM_EINVAL;
+    }
+    st->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cc, e, sizeof(e));
+    if (!st->consumer) {
+        rd_kafka_conf_destroy(cc);
+        snprintf(err, errlen, "kafka consumer: %s", e);
+        return CM_EBACKEND;
+    }
+    rd_kafka_poll_set_consumer(st->consumer);
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, st->topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t kerr = rd_kafka_subscribe(st->consumer, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (kerr) {
+        snprintf(err, errlen, "subscribe %s: %s", st->topic, rd_kafka_err2str(kerr));
+        return CM_EBACKEND;
+    }
+    atomic_store(&st->brokers_down, false);
+    cm_log_info(MOD, "kafka clients up", "brokers=%s topic=%s group=%s", st->brokers, st->topic,
+                st->group);
+    return 0;
+}
+
+/* True when the brokers file names other brokers than the ones in use (checked once a second). */
+static bool brokers_moved(st_settle_t *st)
+{
+    if (!*st->brokers_file || !atomic_load(&st->brokers_down))
+        return false;
+    uint64_t now = cm_mono_ms();
+    if (now - st->last_file_check_ms < 1000)
+        return false;
+    st->last_file_check_ms = now;
+    char now_brokers[sizeof(st->brokers)];
+    if (read_brokers_file(st->brokers_file, now_brokers, sizeof(now_brokers)) != 0)
+        return false;
+    return strcmp(now_brokers, st->brokers) != 0;
+}
+
+/*---- The loop ----*/
+
+static bool stopping_too_long(st_settle_t *st)
+{
+    if (!atomic_load(&st->stop))
+        return false;
+    uint64_t now = cm_mono_ms();
+    if (!st->stop_deadline_ms)
+        st->stop_deadline_ms = now + STOP_GRACE_MS;
+    return now >= st->stop_deadline_ms;
+}
+
+static void batch_release(st_settle_t *st)
+{
+    for (size_t i = 0; i < st->nbatch; i++)
+        rd_kafka_message_destroy(st->batch[i].m);
+    st->nbatch = 0;
+}
+
+/* Writes the batch in one transaction, retrying with backoff. 0, or CM_EAGAIN when abandoned. */
+static int write_batch(st_settle_t *st)
+{
+    uint64_t backoff = 50;
+    for (;;) {
+        int ret = st_sink_begin(st->sink);
+        for (size_t i = 0; ret == 0 && i < st->nbatch; i++) {
+            st_msg_t *bm = &st->batch[i];
+            if (!bm->valid)
+                continue;
+            ret = bm->order.is_cancel ? st_sink_cancel(st->sink, &bm->order, &bm->outcome)
+                                      : st_sink_settle(st->sink, &bm->order, &bm->outcome);
+        }
+        if (ret == 0)
+            ret = st_sink_commit(st->sink);
+        if (ret == 0)
+            return 0;
+        atomic_fetch_add_explicit(&st->stats.db_errors, 1, memory_order_relaxed);
+        cm_log_warn(MOD, "batch rolled back, will retry", "err=%s detail=\"%s\" orders=%zu",
+                    cm_errname(ret), st->sink->errmsg, st->nbatch);
+        st_sink_rollback(st->sink);
+        if (atomic_load(&st->stop) || brokers_moved(st))
+            return CM_EAGAIN;
+        sleep_ms(backoff);
+        backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+    }
+}
+
+/* Publishes one outcome per valid message and waits for all deliveries. 0 or CM_EAGAIN. */
+static int publish_outcomes(st_settle_t *st)
+{
+    uint64_t backoff = 100;
+    for (;;) {
+        st->dr_pending = 0;
+        st->dr_failed = 0;
+        int64_t at = cm_wall_ms();
+        for (size_t i = 0; i < st->nbatch; i++) {
+            st_msg_t *bm = &st->batch[i];
+            if (!bm->valid)
+                continue;
+            char *val = st_outcome_format(&bm->order, &bm->outcome, at);
+            for (;;) {
+                rd_kafka_resp_err_t e = rd_kafka_producev(
+                    st->producer, RD_KAFKA_V_TOPIC(st->outcomes_topic),
+                    RD_KAFKA_V_KEY(bm->order.sale_id, strlen(bm->order.sale_id)),
+                    RD_KAFKA_V_VALUE(val, strlen(val)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+                    RD_KAFKA_V_END);
+                if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
+                    st->dr_pending++;
+                    break;
+                }
+                if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+                    cm_log_warn(MOD, "produce outcome", "err=%s", rd_kafka_err2name(e));
+                    free(val);
+                    st->dr_failed++;
+                    break;
+                }
+                rd_kafka_poll(st->producer, 10);
+            }
+        }
+        while (st->dr_pending > 0) {
+            rd_kafka_flush(st->producer, 100);
+            if (stopping_too_long(st) || brokers_moved(st))
+                return CM_EAGAIN;
+        }
+        if (st->dr_failed == 0)
+            return 0;
+        if (stopping_too_long(st) || brokers_moved(st))
+            return CM_EAGAIN;
+        sleep_ms(backoff);
+        backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+    }
+}
+
+static int commit_offsets(st_settle_t *st)
+{
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(4);
+    for (size_t i = 0; i < st->nbatch; i++) {
+        rd_kafka_message_t *m = st->batch[i].m;
+        const char *topic = rd_kafka_topic_name(m->rkt);
+        rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_find(list, topic, m->partition);
+        if (!tp)
+            tp = rd_kafka_topic_partition_list_add(list, topic, m->partition);
+        if (m->offset + 1 > tp->offset)
+            tp->offset = m->offset + 1;
+    }
+    rd_kafka_resp_err_t e = rd_kafka_commit(st->consumer, list, 0);
+    rd_kafka_topic_partition_list_destroy(list);
+    if (e) {
+        /* Harmless for correctness: the messages come again and change nothing. */
+        cm_log_warn(MOD, "offset commit failed", "err=%s", rd_kafka_err2name(e));
+        return CM_EBACKEND;
+    }
+    return 0;
+}
+
+static void process_batch(st_settle_t *st)
+{
+    for (size_t i = 0; i < st->nbatch; i++) {
+        st_msg_t *bm = &st->batch[i];
+        char err[200];
+        bm->valid = bm->m->payload &&
+                    st_order_parse(bm->m->payload, bm->m->len, &bm->order, err, sizeof(err)) == 0;
+        if (!bm->valid) {
+            atomic_fetch_add_explicit(&st->stats.invalid, 1, memory_order_relaxed);
+            cm_log_warn(MOD, "skipping invalid message", "partition=%d offset=%lld err=\"%s\"",
+                        (int)bm->m->partition, (long long)bm->m->offset,
+                        bm->m->payload ? err : "empty");
+        }
+    }
+    if (write_batch(st) != 0)
+        return;
+    for (size_t i = 0; i < st->nbatch; i++) {
+        st_msg_t *bm = &st->batch[i];
+        if (!bm->valid)
+            continue;
+        _Atomic uint64_t *c = !bm->outcome.changed             ? &st->stats.duplicates
+                              : bm->outcome.status == ST_SETTLED ? &st->stats.settled
+                              : bm->outcome.status == ST_FAILED  ? &st->stats.failed
+                                                                 : &st->stats.cancelled;
+        atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+    }
+    if (publish_outcomes(st) != 0)
+        return;
+    commit_offsets(st);
+    atomic_fetch_add_explicit(&st->stats.messages, st->nbatch, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->stats.batches, 1, memory_order_relaxed);
+}
+
+int st_settle_run(st_settle_t *st)
+{
+    uint32_t max = st->opts.batch ? st->opts.batch : 500;
+    uint32_t wait_ms = st->opts.batch_wait_ms ? st->opts.batch_wait_ms : 100;
+    while (!atomic_load(&st->stop)) {
+        if (brokers_moved(st)) {
+            char err[512];
+            cm_log_warn(MOD, "brokers moved, reconnecting", "file=%s", st->brokers_file);
+            clients_destroy(st, false);
+            if (clients_create(st, err, sizeof(err)) != 0) {
+                cm_log_error(MOD, "reconnect failed", "err=\"%s\"", err);
+                clients_destroy(st, false);
+                return CM_EBACKEND;
+            }
+        }
+        uint64_t deadline = 0;
+        while (st->nbatch < max && !atomic_load(&st->stop)) {
+            uint64_t now = cm_mono_ms();
+            if (st->nbatch > 0 && now >= deadline)
+                break;
+            int timeout = st->nbatch > 0 ? (int)(deadline - now) : 100;
+            if (st->policy.rate_milli) {
+                cm_rate_result_t res;
+                cm_bucket_take(&st->bucket, &st->policy, cm_mono_ns(), 1, &res);
+                if (!res.allowed) {
+                    uint64_t ms = res.retry_after_ns / 1000000 + 1;
+                    if (ms > (uint64_t)timeout)
+                        ms = (uint64_t)timeout;
+                    sleep_ms(ms);
+                    continue;
+                }
+            }
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(st->consumer, timeout);
+            if (!m || m->err) {
+                if (st->policy.rate_milli)
+                    cm_bucket_refund(&st->bucket, &st->policy, 1);
+                if (m) {
+                    if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                        cm_log_warn(MOD, "consume", "err=%s", rd_kafka_err2name(m->err));
+                    rd_kafka_message_destroy(m);
+                }
+                if (st->nbatch == 0 && brokers_moved(st))
+                    break;
+                continue;
+            }
+            atomic_store(&st->brokers_down, false);
+            if (st->nbatch == st->cap) {
+                st->cap = st->cap ? st->cap * 2 : 64;
+                st->batch = cm_xrealloc(st->batch, st->cap * sizeof(*st->batch));
+            }
+            memset(&st->batch[st->nbatch], 0, sizeof(st->batch[0]));
+            st->batch[st->nbatch++].m = m;
+            if (st->nbatch == 1)
+                deadline = now + wait_ms;
+        }
+        if (st->nbatch > 0) {
+            process_batch(st);
+            batch_release(st);
+        }
+    }
+    return 0;
+}
+
+/*---- Lifecycle ----*/
+
+int st_settle_new(st_settle_t **out, const st_settle_opts_t *opts, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!opts->brokers || !*opts->brokers) {
+        snprintf(err, errlen, "no kafka brokers given");
+        return CM_EINVAL;
+    }
+    st_settle_t *st = cm_xcalloc(1, sizeof(*st));
+    st->opts = *opts;
+    snprintf(st->topic, sizeof(st->topic), "%s", opts->topic ? opts->topic : ST_DEFAULT_TOPIC);
+    snprintf(st->outcomes_topic, sizeof(st->outcomes_topic), "%s",
+             opts->outcomes_topic ? opts->outcomes_topic : ST_DEFAULT_OUTCOMES_TOPIC);
+    snprintf(st->group, sizeof(st->group), "%s", opts->group ? opts->group : ST_DEFAULT_GROUP);
+    const char *dd = opts->data_dir && *opts->data_dir ? opts->data_dir : "data";
+    if (strcmp(opts->brokers, "embedded") == 0)
+        snprintf(st->brokers_file, sizeof(st->brokers_file), "%s/kafka.bootstrap", dd);
+    else if (opts->brokers[0] == '@')
+        snprintf(st->brokers_file, sizeof(st->brokers_file), "%s", opts->brokers + 1);
+    else
+        snprintf(st->brokers, sizeof(st->brokers), "%s", opts->brokers);
+    if (opts->max_rate_milli) {
+        st->policy.rate_milli = opts->max_rate_milli;
+        /* A tenth of a second's worth: smooth, but whole batches at high rates. */
+        uint64_t burst = opts->max_rate_milli / 10000;
+        st->policy.burst = burst < 1 ? 1 : burst > CM_RATE_BURST_MAX ? CM_RATE_BURST_MAX : burst;
+    }
+    st_sink_opts_t so = {.sql = opts->sql};
+    int ret = st_sink_open(&st->sink, opts->db, dd, &so, err, errlen);
+    if (ret == 0)
+        ret = clients_create(st, err, errlen);
+    if (ret != 0) {
+        st_settle_free(st);
+        return ret;
+    }
+    *out = st;
+    return 0;
+}
+
+void st_settle_stop(st_settle_t *st)
+{
+    atomic_store(&st->stop, true);
+}
+
+const st_settle_stats_t *st_settle_stats(const st_settle_t *st)
+{
+    return &st->stats;
+}
+
+void st_settle_free(st_settle_t *st)
+{
+    if (!st)
+        return;
+    batch_release(st);
+    clients_destroy(st, true);
+    st_sink_close(st->sink);
+    free(st->batch);
+    free(st);
+}

@@ -1,0 +1,99 @@
+/*
+ * flashgate-settle's consumer loop, as a library so that tests can drive it.
+ *
+ * One consumer-group member reads the orders topic (enable.auto.commit=false,
+ * isolation.level=read_committed) and, batch by batch:
+ *   1. takes one token per order from a token bucket (--max-rate: the peak
+ *      shaving; the database sees at most that many orders per second);
+ *   2. writes the batch in one database transaction through an st_sink
+ *      (idempotent by order id);
+ *   3. publishes one outcome per message to the outcomes topic (idempotent
+ *      producer, acks=all) and waits for every delivery;
+ *   4. only then commits the batch's offsets, synchronously.
+ * A crash anywhere loses nothing (offsets trail the database) and duplicates
+ * nothing in the database (the order id is its primary key); outcomes are at
+ * least once, and the gateways ignore repeats.
+ *
+ * Brokers "@FILE" (or "embedded", meaning @<data-dir>/kafka.bootstrap) are
+ * read from the file, and the file is read again when every broker is down:
+ * the embedded broker listens on a new port at each start.
+ */
+#ifndef ST_SETTLE_H
+#define ST_SETTLE_H
+
+#include "queue/st_sink.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ST_DEFAULT_TOPIC "flashgate.orders"
+#define ST_DEFAULT_OUTCOMES_TOPIC "flashgate.outcomes"
+#define ST_DEFAULT_GROUP "flashgate-settle"
+
+typedef struct st_settle_opts {
+    const char *brokers;        /* "host:port,...", "@FILE" or "embedded" */
+    const char *topic;          /* NULL = ST_DEFAULT_TOPIC */
+    const char *outcomes_topic; /* NULL = ST_DEFAULT_OUTCOMES_TOPIC */
+    const char *group;          /* NULL = ST_DEFAULT_GROUP */
+    const char *data_dir;       /* NULL = "data" */
+    const char *db;             /* see st_sink_open; NULL = <data_dir>/orders.db */
+    const char *sql;            /* the user's per-order statement, or NULL */
+    uint64_t max_rate_milli;    /* orders/s in thousandths; 0 = no limit */
+    uint32_t batch;             /* max orders per transaction; 0 = 500 */
+    uint32_t batch_wait_ms;     /* max wait to fill a batch; 0 = 100 */
+    const char *const *kafka_props; /* "key=value" librdkafka properties for both clients */
+    size_t n_kafka_props;
+} st_settle_opts_t;
+
+typedef struct st_settle_stats {
+    _Atomic uint64_t messages;  /* messages processed (committed batches) */
+    _Atomic uint64_t settled;   /* orders newly settled */
+    _Atomic uint64_t failed;    /* orders newly failed */
+    _Atomic uint64_t cancelled; /* orders newly cancelled */
+    _Atomic uint64_t duplicates;/* copies that changed nothing */
+    _Atomic uint64_t invalid;   /* unparseable messages, skipped */
+    _Atomic uint64_t batches;   /* committed batches */
+    _Atomic uint64_t db_errors; /* batches rolled back and retried */
+    _Atomic uint64_t outcomes;  /* outcomes delivered */
+} st_settle_stats_t;
+
+typedef struct st_settle st_settle_t;
+
+/*
+ * Opens the database and the Kafka clients and subscribes. Returns 0 and *out,
+ * or a negative cm_err_t with a reason in err. Single-threaded init.
+ */
+int st_settle_new(st_settle_t **out, const st_settle_opts_t *opts, char *err, size_t errlen);
+
+/*
+ * Runs the loop until st_settle_stop(). The batch in progress is finished
+ * (or abandoned, uncommitted, if it cannot finish within a few seconds).
+ * Returns 0, or a negative cm_err_t on a fatal error. Blocks; one thread.
+ */
+int st_settle_run(st_settle_t *st);
+
+/* Asks the loop to stop. Thread-safe and async-signal-safe. */
+void st_settle_stop(st_settle_t *st);
+
+/* Counters, readable at any time from any thread. */
+const st_settle_stats_t *st_settle_stats(const st_settle_t *st);
+
+/* Closes the consumer (leaving the group) and the database. */
+void st_settle_free(st_settle_t *st);
+
+/*
+ * Parses one orders-topic message value into `o`: an order (no "type" or
+ * "type":"order") or a cancellation ("type":"cancel"). Returns 0 or CM_EINVAL
+ * with the problem in err. Thread-safe.
+ */
+int st_order_parse(const char *json, size_t len, st_order_t *o, char *err, size_t errlen);
+
+/*
+ * Formats the outcome message {"order_id","sale_id","user_id","qty","status",
+ * "reason"?,"at"} into a malloc'd string (caller frees). Thread-safe.
+ */
+char *st_outcome_format(const st_order_t *o, const st_outcome_t *oc, int64_t at_ms);
+
+#endif

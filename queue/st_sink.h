@@ -1,0 +1,164 @@
+/*
+ * The settlement step: where flashgate-settle writes an order (a vtable, as
+ * hiredis adapters/ are; a new database is a new file, with no #ifdef in the
+ * consumer loop).
+ *
+ * Every backend keeps the same ledger, the `orders` table, whose primary key
+ * is the order id: it is what makes settlement idempotent (a second copy of an
+ * order changes nothing and reports the status already recorded) and what
+ * makes a cancellation happen once.
+ *
+ *   CREATE TABLE orders (
+ *       order_id    TEXT PRIMARY KEY,
+ *       sale_id     TEXT NOT NULL,
+ *       user_id     TEXT NOT NULL,
+ *       qty         INTEGER NOT NULL,
+ *       accepted_at BIGINT NOT NULL,   -- ms since the epoch, from the gateway (0: cancel came first)
+ *       node        INT,               -- gateway node id (NULL: cancel came first)
+ *       status      TEXT NOT NULL,     -- 'settled' | 'failed' | 'cancelled'
+ *       reason      TEXT,              -- why failed / cancelled, else NULL
+ *       settled_at  BIGINT NOT NULL,   -- ms, when the row was first written
+ *       updated_at  BIGINT NOT NULL);  -- ms, last status change
+ *
+ * A batch is one transaction: begin, then settle()/cancel() per message, then
+ * commit() (or rollback() on any error). An order that the user's own SQL
+ * (--sql) rejects with a constraint or raised error is FAILED, with the
+ * database's message as reason, and the batch goes on (a savepoint per order);
+ * any other error (connection lost, disk full, lock timeout) is returned as a
+ * negative cm_err_t: the caller rolls the batch back and retries it later.
+ *
+ * A sink is used by one thread at a time. See docs/settlement.md.
+ */
+#ifndef ST_SINK_H
+#define ST_SINK_H
+
+#include "inventory/inv.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ST_REASON_MAX 255
+
+/* An order, or a cancellation command (is_cancel), as read from the orders topic. */
+typedef struct st_order {
+    char order_id[INV_ORDER_ID_MAX + 1];
+    char sale_id[INV_SALE_ID_MAX + 1];
+    char user_id[INV_USER_ID_MAX + 1];
+    char idem_key[INV_IDEM_KEY_MAX + 1]; /* "" = none */
+    uint32_t qty;
+    int64_t accepted_at_ms;
+    int32_t node_id;                     /* -1 = unknown */
+    bool is_cancel;
+    char reason[ST_REASON_MAX + 1];      /* cancel reason; "" = none */
+} st_order_t;
+
+/* Final statuses, as stored and as published ("settled", "failed", "cancelled"). */
+typedef enum { ST_SETTLED = 0, ST_FAILED = 1, ST_CANCELLED = 2 } st_status_t;
+
+/* What one settle()/cancel() decided. */
+typedef struct st_outcome {
+    st_status_t status;             /* the order's status after the call */
+    bool changed;                   /* false: the row already had this status (a duplicate) */
+    char reason[ST_REASON_MAX + 1]; /* "" = none */
+} st_outcome_t;
+
+typedef struct st_sink st_sink_t;
+
+typedef struct st_sink_ops {
+    const char *name; /* "sqlite", "postgresql" */
+    /* Starts a batch transaction. 0 or a negative cm_err_t. */
+    int (*begin)(st_sink_t *s);
+    /*
+     * Settles one order inside the batch: inserts it (and runs the user's SQL
+     * first, if any) unless its id is already recorded, in which case nothing
+     * changes and `out` reports the recorded status. 0 or a negative cm_err_t
+     * (the batch must then be rolled back).
+     */
+    int (*settle)(st_sink_t *s, const st_order_t *o, st_outcome_t *out);
+    /*
+     * Cancels one order inside the batch: settled -> cancelled (once). A
+     * failed or cancelled order keeps its status (out->changed false). An
+     * unknown order is recorded as cancelled so that a late copy of it is
+     * never settled. 0 or a negative cm_err_t.
+     */
+    int (*cancel)(st_sink_t *s, const st_order_t *c, st_outcome_t *out);
+    /* Commits the batch. 0 or a negative cm_err_t (then nothing of it is kept). */
+    int (*commit)(st_sink_t *s);
+    /* Rolls the batch back; safe to call when no batch is open. Reconnects if
+       the connection was lost. 0 or a negative cm_err_t. */
+    int (*rollback)(st_sink_t *s);
+    /* Closes and frees the sink (rolling back an open batch). */
+    void (*close)(st_sink_t *s);
+} st_sink_ops_t;
+
+/* Backends embed this as their first member. */
+struct st_sink {
+    const st_sink_ops_t *ops;
+    char errmsg[256]; /* last error, for logs */
+};
+
+typedef struct st_sink_opts {
+    const char *sql;           /* user's per-order statement ("" or NULL = none) */
+    uint32_t busy_timeout_ms;  /* SQLite lock wait; 0 = 5000 */
+} st_sink_opts_t;
+
+/*
+ * Opens a SQLite sink on file `path` (created if missing; WAL mode,
+ * synchronous=FULL, busy_timeout), creating the schema if missing. The user's
+ * SQL may use the named parameters :order_id :sale_id :user_id :qty
+ * :accepted_at. Returns 0 and *out, or a negative cm_err_t with a reason in err.
+ * Single-threaded init; the sink is then used by one thread at a time.
+ */
+int st_sqlite_open(st_sink_t **out, const char *path, const st_sink_opts_t *opts, char *err,
+                   size_t errlen);
+
+/*
+ * Opens a PostgreSQL sink (libpq conninfo or postgresql:// URL), creating the
+ * schema if missing. The user's SQL takes $1 order_id text, $2 sale_id text,
+ * $3 user_id text, $4 qty integer, $5 accepted_at bigint. Same contract as
+ * st_sqlite_open. Blocks for the connection (libpq connect_timeout).
+ */
+int st_pg_open(st_sink_t **out, const char *conninfo, const st_sink_opts_t *opts, char *err,
+               size_t errlen);
+
+/*
+ * Opens the sink named by `db`: "postgresql://..." / "postgres://..." for
+ * PostgreSQL; "sqlite:PATH", "file:PATH" or a plain path for SQLite; "" or
+ * NULL for SQLite at <data_dir>/orders.db.
+ */
+int st_sink_open(st_sink_t **out, const char *db, const char *data_dir, const st_sink_opts_t *opts,
+                 char *err, size_t errlen);
+
+/* "settled" | "failed" | "cancelled". */
+const char *st_status_name(st_status_t st);
+/* Parses a status name; returns the status or -1. */
+int st_status_parse(const char *s);
+
+static inline int st_sink_begin(st_sink_t *s)
+{
+    return s->ops->begin(s);
+}
+static inline int st_sink_settle(st_sink_t *s, const st_order_t *o, st_outcome_t *out)
+{
+    return s->ops->settle(s, o, out);
+}
+static inline int st_sink_cancel(st_sink_t *s, const st_order_t *c, st_outcome_t *out)
+{
+    return s->ops->cancel(s, c, out);
+}
+static inline int st_sink_commit(st_sink_t *s)
+{
+    return s->ops->commit(s);
+}
+static inline int st_sink_rollback(st_sink_t *s)
+{
+    return s->ops->rollback(s);
+}
+static inline void st_sink_close(st_sink_t *s)
+{
+    if (s)
+        s->ops->close(s);
+}
+
+#endif

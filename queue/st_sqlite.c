@@ -1,0 +1,392 @@
+/*
+ * SQLite settlement sink: the zero-setup default (<data-dir>/orders.db).
+ *
+ * WAL mode, synchronous=FULL (Kafka offsets are committed right after the
+ * database commit, so a commit that a power loss could undo would lose an
+ * order), busy_timeout for the rare second writer. A batch is one
+ * BEGIN IMMEDIATE ... COMMIT; the user's statement runs inside a savepoint per
+ * order so that one rejected order does not undo the others.
+ */
+#include "common/cm_alloc.h"
+#include "common/cm_err.h"
+#include "common/cm_time.h"
+#include "queue/st_sink.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct st_sqlite {
+    st_sink_t base;
+    sqlite3 *db;
+    sqlite3_stmt *sel;    /* status, reason of one order */
+    sqlite3_stmt *ins;    /* insert one row, ignoring a conflict */
+    sqlite3_stmt *cancel; /* settled -> cancelled */
+    sqlite3_stmt *user;   /* the user's statement, or NULL */
+    bool in_tx;
+} st_sqlite_t;
+
+static const char schema_sql[] =
+    "CREATE TABLE IF NOT EXISTS orders ("
+    " order_id TEXT PRIMARY KEY,"
+    " sale_id TEXT NOT NULL,"
+    " user_id TEXT NOT NULL,"
+    " qty INTEGER NOT NULL,"
+    " accepted_at BIGINT NOT NULL,"
+    " node INT,"
+    " status TEXT NOT NULL CHECK (status IN ('settled','failed','cancelled')),"
+    " reason TEXT,"
+    " settled_at BIGINT NOT NULL,"
+    " updated_at BIGINT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS orders_sale ON orders(sale_id, user_id);";
+
+static void set_err(st_sqlite_t *s, const char *what)
+{
+    snprintf(s->base.errmsg, sizeof(s->base.errmsg), "sqlite %s: %s", what, sqlite3_errmsg(s->db));
+}
+
+/* Errors that reject one order (the user's constraint or RAISE) rather than the batch. */
+static bool is_order_error(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_CONSTRAINT:
+    case SQLITE_MISMATCH:
+    case SQLITE_TOOBIG:
+    case SQLITE_RANGE:
+    case SQLITE_ERROR:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static int map_rc(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return CM_ETIMEOUT;
+    case SQLITE_NOMEM:
+        return CM_ENOMEM;
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+        return CM_ECORRUPT;
+    case SQLITE_IOERR:
+    case SQLITE_FULL:
+    case SQLITE_READONLY:
+    case SQLITE_CANTOPEN:
+        return CM_EIO;
+    default:
+        return CM_EBACKEND;
+    }
+}
+
+static int exec(st_sqlite_t *s, const char *sql)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(s->db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        snprintf(s->base.errmsg, sizeof(s->base.errmsg), "sqlite %s: %s", sql,
+                 msg ? msg : sqlite3_errstr(rc));
+        sqlite3_free(msg);
+        return map_rc(rc);
+    }
+    return 0;
+}
+
+/* Looks the order up. Returns 1 (found, out filled), 0 (not found) or a negative cm_err_t. */
+static int lookup(st_sqlite_t *s, const char *order_id, st_outcome_t *out)
+{
+    sqlite3_stmt *st = s->sel;
+    sqlite3_bind_text(st, 1, order_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    int ret = 0;
+    if (rc == SQLITE_ROW) {
+        int status = st_status_parse((const char *)sqlite3_column_text(st, 0));
+        const unsigned char *reason = sqlite3_column_text(st, 1);
+        out->status = status < 0 ? ST_FAILED : (st_status_t)status;
+        out->changed = false;
+        snprintf(out->reason, sizeof(out->reason), "%s", reason ? (const char *)reason : "");
+        ret = 1;
+    } else if (rc != SQLITE_DONE) {
+        set_err(s, "select");
+        ret = map_rc(rc);
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return ret;
+}
+
+/* Inserts a row. Returns 1 (inserted), 0 (already there) or a negative cm_err_t. */
+static int insert(st_sqlite_t *s, const st_order_t *o, st_status_t status, const char *reason)
+{
+    sqlite3_stmt *st = s->ins;
+    int64_t now = cm_wall_ms();
+    sqlite3_bind_text(st, 1, o->order_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, o->sale_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, o->user_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, o->qty);
+    sqlite3_bind_int64(st, 5, o->is_cancel ? 0 : o->accepted_at_ms);
+    if (o->node_id >= 0 && !o->is_cancel)
+        sqlite3_bind_int(st, 6, o->node_id);
+    else
+        sqlite3_bind_null(st, 6);
+    sqlite3_bind_text(st, 7, st_status_name(status), -1, SQLITE_STATIC);
+    if (reason && *reason)
+        sqlite3_bind_text(st, 8, reason, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 8);
+    sqlite3_bind_int64(st, 9, now);
+    sqlite3_bind_int64(st, 10, now);
+    int rc = sqlite3_step(st);
+    int ret = rc == SQLITE_DONE ? (sqlite3_changes(s->db) > 0) : map_rc(rc);
+    if (rc != SQLITE_DONE)
+        set_err(s, "insert");
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return ret;
+}
+
+static void bind_named(sqlite3_stmt *st, const st_order_t *o)
+{
+    int i;
+    if ((i = sqlite3_bind_parameter_index(st, ":order_id")) > 0)
+        sqlite3_bind_text(st, i, o->order_id, -1, SQLITE_STATIC);
+    if ((i = sqlite3_bind_parameter_index(st, ":sale_id")) > 0)
+        sqlite3_bind_text(st, i, o->sale_id, -1, SQLITE_STATIC);
+    if ((i = sqlite3_bind_parameter_index(st, ":user_id")) > 0)
+        sqlite3_bind_text(st, i, o->user_id, -1, SQLITE_STATIC);
+    if ((i = sqlite3_bind_parameter_index(st, ":qty")) > 0)
+        sqlite3_bind_int64(st, i, o->qty);
+    if ((i = sqlite3_bind_parameter_index(st, ":accepted_at")) > 0)
+        sqlite3_bind_int64(st, i, o->accepted_at_ms);
+}
+
+/*
+ * Runs the user's statement for one order inside a savepoint. Returns 0 (ran),
+ * 1 (rejected the order: reason filled) or a negative cm_err_t.
+ */
+static int run_user(st_sqlite_t *s, const st_order_t *o, char *reason, size_t rlen)
+{
+    int ret = exec(s, "SAVEPOINT st_order");
+    if (ret)
+        return ret;
+    bind_named(s->user, o);
+    int rc;
+    while ((rc = sqlite3_step(s->user)) == SQLITE_ROW)
+        ;
+    if (rc == SQLITE_DONE) {
+        ret = 0;
+    } else if (is_order_error(rc)) {
+        snprintf(reason, rlen, "%s", sqlite3_errmsg(s->db));
+        ret = 1;
+    } else {
+        set_err(s, "user sql");
+        ret = map_rc(rc);
+    }
+    sqlite3_reset(s->user);
+    sqlite3_clear_bindings(s->user);
+    if (ret < 0)
+        return ret;
+    if (ret == 1) {
+        int r = exec(s, "ROLLBACK TO st_order");
+        if (r)
+            return r;
+    }
+    int r = exec(s, "RELEASE st_order");
+    return r ? r : ret;
+}
+
+static int sq_begin(st_sink_t *sink)
+{
+    st_sqlite_t *s = (st_sqlite_t *)sink;
+    int ret = exec(s, "BEGIN IMMEDIATE");
+    if (ret == 0)
+        s->in_tx = true;
+    return ret;
+}
+
+static int sq_settle(st_sink_t *sink, const st_order_t *o, st_outcome_t *out)
+{
+    st_sqlite_t *s = (st_sqlite_t *)sink;
+    memset(out, 0, sizeof(*out));
+    int ret;
+    if (s->user) {
+        /* Look first: the user's statement must not run for a copy. */
+        if ((ret = lookup(s, o->order_id, out)) != 0)
+            return ret < 0 ? ret : 0;
+        ret = run_user(s, o, out->reason, sizeof(out->reason));
+        if (ret < 0)
+            return ret;
+        out->status = ret == 1 ? ST_FAILED : ST_SETTLED;
+        if ((ret = insert(s, o, out->status, out->reason)) < 0)
+            return ret;
+        out->changed = true;
+        return 0;
+    }
+    if ((ret = insert(s, o, ST_SETTLED, NULL)) < 0)
+        return ret;
+    if (ret == 1) {
+        out->status = ST_SETTLED;
+        out->changed = true;
+        return 0;
+    }
+    ret = lookup(s, o->order_id, out);
+    if (ret == 0) {
+        snprintf(s->base.errmsg, sizeof(s->base.errmsg), "order %s vanished", o->order_id);
+        return CM_EBACKEND;
+    }
+    return ret < 0 ? ret : 0;
+}
+
+static int sq_cancel(st_sink_t *sink, const st_order_t *c, st_outcome_t *out)
+{
+    st_sqlite_t *s = (st_sqlite_t *)sink;
+    memset(out, 0, sizeof(*out));
+    const char *reason = *c->reason ? c->reason : "cancelled";
+    sqlite3_stmt *st = s->cancel;
+    sqlite3_bind_text(st, 1, reason, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, cm_wall_ms());
+    sqlite3_bind_text(st, 3, c->order_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    int changes = sqlite3_changes(s->db);
+    if (rc != SQLITE_DONE)
+        set_err(s, "cancel");
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_DONE)
+        return map_rc(rc);
+    if (changes > 0) {
+        out->status = ST_CANCELLED;
+        out->changed = true;
+        snprintf(out->reason, sizeof(out->reason), "%s", reason);
+        return 0;
+    }
+    /* Not settled: unknown (record the cancel first), or already final. */
+    int ret = insert(s, c, ST_CANCELLED, reason);
+    if (ret < 0)
+        return ret;
+    if (ret == 1) {
+        out->status = ST_CANCELLED;
+        out->changed = true;
+        snprintf(out->reason, sizeof(out->reason), "%s", reason);
+        return 0;
+    }
+    ret = lookup(s, c->order_id, out);
+    return ret < 0 ? ret : 0;
+}
+
+static int sq_commit(st_sink_t *sink)
+{
+    st_sqlite_t *s = (st_sqlite_t *)sink;
+    int ret = exec(s, "COMMIT");
+    if (ret) {
+        /* A failed COMMIT may leave the transaction open: end it. */
+        if (!sqlite3_get_autocommit(s->db))
+            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    s->in_tx = false;
+    return ret;
+}
+
+static int sq_rollback(st_sink_t *sink)
+{
+    st_sqlite_t *s = (st_sqlite_t *)sink;
+    s->in_tx = false;
+    if (sqlite3_get_autocommit(s->db))
+        return 0;
+    return exec(s, "ROLLBACK");
+}
+
+static void sq_close(st_sink_t *sink)
+{
+    st_sqlite_t *s = (st_sqlite_t *)sink;
+    if (!s)
+        return;
+    if (s->db && !sqlite3_get_autocommit(s->db))
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_finalize(s->sel);
+    sqlite3_finalize(s->ins);
+    sqlite3_finalize(s->cancel);
+    sqlite3_finalize(s->user);
+    sqlite3_close(s->db);
+    free(s);
+}
+
+static const st_sink_ops_t sqlite_ops = {
+    .name = "sqlite",
+    .begin = sq_begin,
+    .settle = sq_settle,
+    .cancel = sq_cancel,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+    .close = sq_close,
+};
+
+static int prepare(st_sqlite_t *s, const char *sql, sqlite3_stmt **st, char *err, size_t errlen)
+{
+    const char *tail = NULL;
+    int rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, &tail);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "sqlite: cannot prepare \"%s\": %s", sql, sqlite3_errmsg(s->db));
+        return CM_EINVAL;
+    }
+    if (*st == NULL) {
+        snprintf(err, errlen, "sqlite: empty statement \"%s\"", sql);
+        return CM_EINVAL;
+    }
+    while (tail && *tail && strchr(" \t\r\n;", *tail))
+        tail++;
+    if (tail && *tail) {
+        snprintf(err, errlen, "sqlite: only one statement is allowed, extra text: \"%s\"", tail);
+        return CM_EINVAL;
+    }
+    return 0;
+}
+
+int st_sqlite_open(st_sink_t **out, const char *path, const st_sink_opts_t *opts, char *err,
+                   size_t errlen)
+{
+    *out = NULL;
+    st_sqlite_t *s = cm_xcalloc(1, sizeof(*s));
+    s->base.ops = &sqlite_ops;
+    int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "sqlite: cannot open %s: %s", path,
+                 s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+        sq_close(&s->base);
+        return CM_EIO;
+    }
+    uint32_t busy = opts && opts->busy_timeout_ms ? opts->busy_timeout_ms : 5000;
+    sqlite3_busy_timeout(s->db, (int)busy);
+    int ret;
+    if ((ret = exec(s, "PRAGMA journal_mode=WAL")) || (ret = exec(s, "PRAGMA synchronous=FULL")) ||
+        (ret = exec(s, schema_sql))) {
+        snprintf(err, errlen, "%s (%s)", s->base.errmsg, path);
+        sq_close(&s->base);
+        return ret;
+    }
+    if ((ret = prepare(s, "SELECT status, reason FROM orders WHERE order_id = ?1", &s->sel, err,
+                       errlen)) ||
+        (ret = prepare(s,
+                       "INSERT INTO orders (order_id, sale_id, user_id, qty, accepted_at, node,"
+                       " status, reason, settled_at, updated_at)"
+                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                       " ON CONFLICT (order_id) DO NOTHING",
+                       &s->ins, err, errlen)) ||
+        (ret = prepare(s,
+                       "UPDATE orders SET status = 'cancelled', reason = ?1, updated_at = ?2"
+                       " WHERE order_id = ?3 AND status = 'settled'",
+                       &s->cancel, err, errlen))) {
+        sq_close(&s->base);
+        return ret;
+    }
+    if (opts && opts->sql && *opts->sql &&
+        (ret = prepare(s, opts->sql, &s->user, err, errlen))) {
+        sq_close(&s->base);
+        return ret;
+    }
+    *out = &s->base;
+    return 0;
+}
