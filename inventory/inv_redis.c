@@ -1,0 +1,1427 @@
+/*
+ * The Redis backend: a fleet of gateways shares one Redis (or one Redis
+ * Cluster slot per sale) that holds the stock, the per-user purchases, the
+ * orders and the idempotency keys of every sale; the Lua scripts in
+ * inv_redis_lua.h make each step atomic.
+ *
+ * URL: redis://[[user]:password@]host[:port][/db][?key=value&...]
+ *   password        also from FLASHGATE_REDIS_PASSWORD when the URL has none
+ *   pool=2          async connections per worker loop (1..64)
+ *   timeout_ms=100  per reserve call; older calls fail with CM_ETIMEOUT (1..60000)
+ *   admin_timeout_ms=2000  blocking admin calls (1..60000)
+ *   breaker_failures=5     consecutive failures or timeouts that open the breaker (1..1000)
+ *   breaker_cooldown_ms=250  open time before one probe is let through (1..60000)
+ *
+ * Threads and connections:
+ * - Each worker loop (inv_worker_open with a loop) has `pool` hiredis async
+ *   contexts on that loop (adapters/libuv.h). inv_reserve sends one EVALSHA
+ *   and returns INV_PENDING; hiredis pipelines everything in flight. A timer
+ *   per worker fails calls older than timeout_ms (req->done exactly once);
+ *   a late answer that reserved units is compensated by a release. A lost
+ *   connection is re-opened with a backoff (50 ms doubling to 2 s).
+ * - A worker without a loop (tests, blocking callers) has one blocking
+ *   connection of its own and answers inline.
+ * - Admin calls share one blocking connection under a mutex.
+ * - A background thread with its own loop holds a subscriber on
+ *   flashgate:sales and a query connection: every announced sale is re-read
+ *   into the local view (inv__sale_publish), and every known sale is re-read
+ *   each second as a fallback. So the sold-out flag and admin changes reach
+ *   every gateway within a second.
+ * - One circuit breaker per inv_t, atomics only: after breaker_failures
+ *   consecutive failures it opens and reserve fails fast with CM_EBACKEND;
+ *   after the cool-down one probe goes through, whose success closes it.
+ */
+#include "inventory/inv_backend.h"
+#include "inventory/inv_redis_lua.h"
+
+#include "common/cm_alloc.h"
+#include "common/cm_err.h"
+#include "common/cm_log.h"
+
+#include <errno.h>
+#include <hiredis/adapters/libuv.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uv.h>
+
+enum { SC_RESERVE, SC_RELEASE, SC_PUT, SC_RESTOCK, SC_N };
+
+static const char *const script_text[SC_N] = {
+    INV_REDIS_LUA_RESERVE,
+    INV_REDIS_LUA_RELEASE,
+    INV_REDIS_LUA_PUT,
+    INV_REDIS_LUA_RESTOCK,
+};
+
+enum { BR_CLOSED = 0, BR_OPEN = 1, BR_HALF_OPEN = 2 };
+
+#define KEY_MAX (INV_SALE_ID_MAX + 16)
+#define BACKOFF_MIN_MS 50
+#define BACKOFF_MAX_MS 2000
+#define POLL_MS 1000
+
+typedef struct rb {
+    inv_t *inv;
+    char host[256];
+    int port;
+    int db;
+    char user[128];
+    char pass[256];
+    uint32_t pool;
+    uint32_t timeout_ms;
+    uint32_t admin_timeout_ms;
+    uint32_t br_failures;
+    uint32_t br_cooldown_ms;
+    char sha[SC_N][41]; /* set at open, read-only after */
+
+    pthread_mutex_t admin_mu;
+    redisContext *admin; /* guarded by admin_mu; NULL until (re)connected */
+
+    _Atomic int br_state;
+    _Atomic uint32_t br_fails;
+    _Atomic uint64_t br_until_ms;
+
+    /* the sync thread and what only it touches */
+    uv_thread_t thr;
+    bool thr_started;
+    uv_loop_t sloop;
+    uv_async_t stop_async;
+    uv_timer_t poll_timer;
+    redisAsyncContext *sub;
+    redisAsyncContext *query;
+    bool stopping;
+} rb_t;
+
+/*---- Helpers ----*/
+
+static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    if (!errbuf || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* Our own monotonic clock: the breaker must keep working when a test fakes cm_time. */
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void sale_key(char *buf, const char *sale_id, const char *part)
+{
+    snprintf(buf, KEY_MAX, "{sale:%s}:%s", sale_id, part);
+}
+
+static bool parse_i64(const char *s, size_t len, int64_t *out)
+{
+    char tmp[32];
+    if (len == 0 || len >= sizeof(tmp))
+        return false;
+    memcpy(tmp, s, len);
+    tmp[len] = '\0';
+    char *end;
+    errno = 0;
+    long long v = strtoll(tmp, &end, 10);
+    if (errno || *end)
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool reply_i64(const redisReply *r, int64_t *out)
+{
+    if (!r)
+        return false;
+    if (r->type == REDIS_REPLY_INTEGER) {
+        *out = r->integer;
+        return true;
+    }
+    if (r->type == REDIS_REPLY_STRING)
+        return parse_i64(r->str, r->len, out);
+    return false;
+}
+
+/* Parses the 8 fields of INV_REDIS_LUA_STATE (HMGET order). CM_ENOTFOUND if the sale has none. */
+static int parse_state(const redisReply *r, const char *sale_id, inv_sale_info_t *out)
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 8)
+        return CM_EBACKEND;
+    if (r->element[0]->type == REDIS_REPLY_NIL)
+        return CM_ENOTFOUND;
+    int64_t v[8] = {0};
+    for (size_t i = 0; i < 8; i++) {
+        if (r->element[i]->type == REDIS_REPLY_NIL)
+            continue; /* an absent counter is 0 */
+        if (!reply_i64(r->element[i], &v[i]))
+            return CM_EBACKEND;
+    }
+    memset(out, 0, sizeof(*out));
+    snprintf(out->sale_id, sizeof(out->sale_id), "%s", sale_id);
+    out->stock_total = v[0];
+    out->stock_left = v[1] < 0 ? 0 : v[1];
+    out->accepted_units = v[2];
+    out->accepted_orders = v[3];
+    out->per_user_limit = (uint32_t)v[4];
+    out->starts_at_ms = v[5];
+    out->ends_at_ms = v[6];
+    out->version = (uint64_t)v[7];
+    return 0;
+}
+
+static void publish_local(rb_t *rb, const inv_sale_info_t *info)
+{
+    inv_sale_t *s = inv__sale_get_or_create(rb->inv, info->sale_id);
+    if (s)
+        inv__sale_publish(s, info);
+}
+
+static bool is_noscript(const redisReply *r)
+{
+    return r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0;
+}
+
+/*---- Circuit breaker (shared by every worker; atomics only) ----*/
+
+/* true if a call may go out; in HALF_OPEN exactly one caller (the probe) gets true. */
+static bool br_allow(rb_t *rb)
+{
+    int st = atomic_load(&rb->br_state);
+    if (st == BR_CLOSED)
+        return true;
+    if (st == BR_HALF_OPEN)
+        return false;
+    if (now_ms() < atomic_load(&rb->br_until_ms))
+        return false;
+    int open = BR_OPEN;
+    return atomic_compare_exchange_strong(&rb->br_state, &open, BR_HALF_OPEN);
+}
+
+static void br_success(rb_t *rb)
+{
+    atomic_store_explicit(&rb->br_fails, 0, memory_order_relaxed);
+    if (atomic_load_explicit(&rb->br_state, memory_order_relaxed) != BR_CLOSED) {
+        atomic_store(&rb->br_state, BR_CLOSED);
+        cm_log_info("inv", "redis circuit breaker closed", "host=%s port=%d", rb->host, rb->port);
+    }
+}
+
+static void br_failure(rb_t *rb)
+{
+    uint32_t n = atomic_fetch_add(&rb->br_fails, 1) + 1;
+    int st = atomic_load(&rb->br_state);
+    if (st == BR_OPEN)
+        return; /* stragglers of the burst that opened it do not extend the cool-down */
+    if (st == BR_HALF_OPEN || n >= rb->br_failures) {
+        atomic_store(&rb->br_until_ms, now_ms() + rb->br_cooldown_ms);
+        if (atomic_compare_exchange_strong(&rb->br_state, &st, BR_OPEN))
+            cm_log_warn("inv", "redis circuit breaker open", "failures=%u cooldown_ms=%u", n,
+                        rb->br_cooldown_ms);
+    }
+}
+
+/*---- Blocking connections (admin, loop-less workers, open) ----*/
+
+static bool ctx_timed_out(const redisContext *c)
+{
+    return c->err == REDIS_ERR_IO && (strstr(c->errstr, "temporarily unavailable") ||
+                                      strstr(c->errstr, "timed out"));
+}
+
+/* Connects, authenticates and selects the db. Returns NULL with a reason in errbuf. */
+static redisContext *sync_connect(rb_t *rb, uint32_t timeout_ms, char *errbuf, size_t errlen)
+{
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    redisContext *c = redisConnectWithTimeout(rb->host, rb->port, tv);
+    if (!c || c->err) {
+        set_err(errbuf, errlen, "redis: connect %s:%d: %s", rb->host, rb->port,
+                c ? c->errstr : "out of memory");
+        redisFree(c);
+        return NULL;
+    }
+    redisSetTimeout(c, tv);
+    redisReply *r = NULL;
+    if (rb->pass[0]) {
+        if (rb->user[0])
+            r = redisCommand(c, "AUTH %s %s", rb->user, rb->pass);
+        else
+            r = redisCommand(c, "AUTH %s", rb->pass);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            set_err(errbuf, errlen, "redis: AUTH: %s", r ? r->str : c->errstr);
+            goto fail;
+        }
+        freeReplyObject(r);
+    }
+    if (rb->db) {
+        r = redisCommand(c, "SELECT %d", rb->db);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            set_err(errbuf, errlen, "redis: SELECT %d: %s", rb->db, r ? r->str : c->errstr);
+            goto fail;
+        }
+        freeReplyObject(r);
+    }
+    return c;
+fail:
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+    return NULL;
+}
+
+/*
+ * Runs script `sc` with the 4 sale keys (or only meta for put/restock) and
+ * `nargs` arguments; reloads it on NOSCRIPT. Returns the reply (caller frees)
+ * or NULL with *err set (CM_ETIMEOUT or CM_EBACKEND); *c is freed and NULLed
+ * on an I/O error so the next call reconnects.
+ */
+static redisReply *sync_eval(rb_t *rb, redisContext **c, int sc, const char *sale_id, int nkeys,
+                             int nargs, const char **args, int *err)
+{
+    char keys[4][KEY_MAX];
+    static const char *const parts[4] = {"meta", "users", "orders", "idem"};
+    const char *argv[16];
+    size_t argl[16];
+    char nk[4];
+    snprintf(nk, sizeof(nk), "%d", nkeys);
+    int argc = 0;
+    argv[argc++] = "EVALSHA";
+    argv[argc++] = rb->sha[sc];
+    argv[argc++] = nk;
+    for (int i = 0; i < nkeys; i++) {
+        sale_key(keys[i], sale_id, parts[i]);
+        argv[argc++] = keys[i];
+    }
+    for (int i = 0; i < nargs; i++)
+        argv[argc++] = args[i];
+    for (int i = 0; i < argc; i++)
+        argl[i] = strlen(argv[i]);
+    redisReply *r = redisCommandArgv(*c, argc, argv, argl);
+    if (is_noscript(r)) {
+        freeReplyObject(r);
+        argv[0] = "EVAL";
+        argv[1] = script_text[sc];
+        argl[0] = 4;
+        argl[1] = strlen(script_text[sc]);
+        r = redisCommandArgv(*c, argc, argv, argl);
+    }
+    if (!r) {
+        *err = ctx_timed_out(*c) ? CM_ETIMEOUT : CM_EBACKEND;
+        cm_log_warn("inv", "redis call failed", "err=\"%s\"", (*c)->errstr);
+        redisFree(*c);
+        *c = NULL;
+        return NULL;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        cm_log_error("inv", "redis script error", "err=\"%s\"", r->str);
+        freeReplyObject(r);
+        *err = CM_EBACKEND;
+        return NULL;
+    }
+    return r;
+}
+
+/* Admin connection, connected on demand. Caller holds admin_mu. */
+static int admin_ctx(rb_t *rb)
+{
+    if (rb->admin)
+        return 0;
+    char err[256];
+    rb->admin = sync_connect(rb, rb->admin_timeout_ms, err, sizeof(err));
+    if (!rb->admin) {
+        cm_log_warn("inv", "redis admin connect failed", "err=\"%s\"", err);
+        return CM_EBACKEND;
+    }
+    return 0;
+}
+
+/* A plain command on the admin connection. Caller holds admin_mu. */
+static redisReply *admin_cmd(rb_t *rb, int *err, const char *fmt, ...)
+{
+    if ((*err = admin_ctx(rb)) < 0)
+        return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(rb->admin, fmt, ap);
+    va_end(ap);
+    if (!r) {
+        *err = ctx_timed_out(rb->admin) ? CM_ETIMEOUT : CM_EBACKEND;
+        redisFree(rb->admin);
+        rb->admin = NULL;
+        return NULL;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        cm_log_error("inv", "redis command error", "err=\"%s\"", r->str);
+        freeReplyObject(r);
+        *err = CM_EBACKEND;
+        return NULL;
+    }
+    return r;
+}
+
+/* Reads a sale's state on the admin connection. Caller holds admin_mu. */
+static int admin_state(rb_t *rb, const char *sale_id, inv_sale_info_t *out)
+{
+    char key[KEY_MAX];
+    sale_key(key, sale_id, "meta");
+    int err = 0;
+    redisReply *r = admin_cmd(rb, &err, "HMGET %s total left units orders limit starts ends version",
+                              key);
+    if (!r)
+        return err;
+    int rc = parse_state(r, sale_id, out);
+    freeReplyObject(r);
+    return rc;
+}
+
+/*---- Async connections (worker loops and the sync thread) ----*/
+
+/* Opens an async context on `loop`, queues AUTH and SELECT. NULL if it failed at once. */
+static redisAsyncContext *async_open(rb_t *rb, uv_loop_t *loop, void *data,
+                                     redisConnectCallback *on_conn,
+                                     redisDisconnectCallback *on_disc)
+{
+    redisAsyncContext *ac = redisAsyncConnect(rb->host, rb->port);
+    if (!ac)
+        return NULL;
+    if (ac->err) {
+        cm_log_debug("inv", "redis async connect failed", "err=\"%s\"", ac->errstr);
+        redisAsyncFree(ac);
+        return NULL;
+    }
+    ac->data = data;
+    if (redisLibuvAttach(ac, loop) != REDIS_OK) {
+        redisAsyncFree(ac);
+        return NULL;
+    }
+    redisAsyncSetConnectCallback(ac, on_conn);
+    redisAsyncSetDisconnectCallback(ac, on_disc);
+    /* Replies come back in order, so the scripts sent after these run authenticated. */
+    if (rb->pass[0]) {
+        if (rb->user[0])
+            redisAsyncCommand(ac, NULL, NULL, "AUTH %s %s", rb->user, rb->pass);
+        else
+            redisAsyncCommand(ac, NULL, NULL, "AUTH %s", rb->pass);
+    }
+    if (rb->db)
+        redisAsyncCommand(ac, NULL, NULL, "SELECT %d", rb->db);
+    return ac;
+}
+
+/*---- Workers ----*/
+
+typedef struct rw rw_t;
+
+typedef struct rconn {
+    rw_t *w;
+    redisAsyncContext *ac; /* NULL while disconnected */
+    bool is_up;            /* connect callback said OK */
+    uint32_t backoff_ms;
+    uv_timer_t retry;
+} rconn_t;
+
+/* One call in flight. Freed only by its hiredis callback (which always comes:
+ * with the reply, or with NULL when the context goes away). */
+typedef struct rop {
+    struct rop *prev, *next; /* pending list, oldest first (all share one timeout) */
+    rw_t *w;
+    rconn_t *conn;
+    inv_reserve_req_t *req; /* NULL once req->done was called */
+    uint64_t deadline;
+    bool is_reloaded;       /* sent again as EVAL after NOSCRIPT */
+    bool is_compensation;   /* a release for a reserve answered after its timeout */
+    char sale_id[INV_SALE_ID_MAX + 1];
+    char user_id[INV_USER_ID_MAX + 1];
+    char qty[12];
+    char idem_key[INV_IDEM_KEY_MAX + 1];
+    char order_id[INV_ORDER_ID_MAX + 1];
+} rop_t;
+
+struct rw {
+    rb_t *rb;
+    uv_loop_t *loop;
+    redisContext *sync; /* loop-less worker: blocking connection */
+    rconn_t *conns;
+    uint32_t nconns, rr;
+    uv_timer_t tick;
+    rop_t pending; /* sentinel */
+    bool is_closing;
+    int open_handles;
+};
+
+static void conn_start(rconn_t *c);
+
+static void rw_release(rw_t *w)
+{
+    if (--w->open_handles == 0) {
+        free(w->conns);
+        free(w);
+    }
+}
+
+static void tick_closed(uv_handle_t *h)
+{
+    rw_release(h->data);
+}
+
+static void retry_closed(uv_handle_t *h)
+{
+    rconn_t *c = h->data;
+    rw_release(c->w);
+}
+
+static void conn_retry_cb(uv_timer_t *t)
+{
+    conn_start(t->data);
+}
+
+/* Re-opens the connection after a backoff: 50 ms, doubling to 2 s, reset on success. */
+static void conn_retry(rconn_t *c)
+{
+    if (c->w->is_closing)
+        return;
+    c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : BACKOFF_MIN_MS;
+    if (c->backoff_ms > BACKOFF_MAX_MS)
+        c->backoff_ms = BACKOFF_MAX_MS;
+    uv_timer_start(&c->retry, conn_retry_cb, c->backoff_ms, 0);
+}
+
+static void conn_on_connect(const redisAsyncContext *ac, int status)
+{
+    rconn_t *c = ac->data;
+    if (status != REDIS_OK) {
+        /* hiredis frees the context after this callback. */
+        cm_log_debug("inv", "redis connect failed", "err=\"%s\"", ac->errstr);
+        c->ac = NULL;
+        c->is_up = false;
+        conn_retry(c);
+        return;
+    }
+    c->is_up = true;
+    c->backoff_ms = 0;
+}
+
+static void conn_on_disconnect(const redisAsyncContext *ac, int status)
+{
+    rconn_t *c = ac->data;
+    if (status != REDIS_OK && !c->w->is_closing)
+        cm_log_warn("inv", "redis connection lost", "err=\"%s\"", ac->errstr);
+    c->ac = NULL;
+    c->is_up = false;
+    conn_retry(c);
+}
+
+static void conn_start(rconn_t *c)
+{
+    if (c->w->is_closing || c->ac)
+        return;
+    c->ac = async_open(c->w->rb, c->w->loop, c, conn_on_connect, conn_on_disconnect);
+    if (!c->ac)
+        conn_retry(c);
+}
+
+static void pending_add(rw_t *w, rop_t *op)
+{
+    op->prev = w->pending.prev;
+    op->next = &w->pending;
+    w->pending.prev->next = op;
+    w->pending.prev = op;
+}
+
+static void pending_del(rop_t *op)
+{
+    op->prev->next = op->next;
+    op->next->prev = op->prev;
+    op->prev = op->next = op;
+}
+
+/* Calls req->done exactly once and forgets the request; the op lives on until its reply. */
+static void op_complete(rop_t *op, int outcome)
+{
+    inv_reserve_req_t *req = op->req;
+    if (!req)
+        return;
+    op->req = NULL;
+    pending_del(op);
+    req->done(req, outcome);
+}
+
+static void tick_cb(uv_timer_t *t)
+{
+    rw_t *w = t->data;
+    uint64_t now = uv_now(w->loop);
+    while (w->pending.next != &w->pending && w->pending.next->deadline <= now) {
+        br_failure(w->rb);
+        op_complete(w->pending.next, CM_ETIMEOUT);
+    }
+    if (w->pending.next != &w->pending && !w->is_closing)
+        uv_timer_start(&w->tick, tick_cb, w->pending.next->deadline - now, 0);
+}
+
+static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata);
+
+static int op_send(rop_t *op, int sc)
+{
+    char keys[4][KEY_MAX];
+    static const char *const parts[4] = {"meta", "users", "orders", "idem"};
+    for (int i = 0; i < 4; i++)
+        sale_key(keys[i], op->sale_id, parts[i]);
+    const char *argv[12];
+    size_t argl[12];
+    int argc = 0;
+    bool use_eval = op->is_reloaded;
+    argv[argc++] = use_eval ? "EVAL" : "EVALSHA";
+    argv[argc++] = use_eval ? script_text[sc] : op->w->rb->sha[sc];
+    argv[argc++] = "4";
+    for (int i = 0; i < 4; i++)
+        argv[argc++] = keys[i];
+    if (sc == SC_RESERVE) {
+        argv[argc++] = op->user_id;
+        argv[argc++] = op->qty;
+        argv[argc++] = op->idem_key;
+        argv[argc++] = op->order_id;
+        argv[argc++] = op->sale_id;
+    } else {
+        argv[argc++] = op->order_id;
+        argv[argc++] = op->user_id;
+        argv[argc++] = op->sale_id;
+    }
+    for (int i = 0; i < argc; i++)
+        argl[i] = strlen(argv[i]);
+    if (!op->conn->ac)
+        return CM_EBACKEND;
+    return redisAsyncCommandArgv(op->conn->ac, reserve_reply, op, argc, argv, argl) == REDIS_OK
+               ? 0
+               : CM_EBACKEND;
+}
+
+/* A reserve that reserved after its caller was told "timed out": give the units back. */
+static void op_compensate(rop_t *op)
+{
+    op->is_compensation = true;
+    op->is_reloaded = false;
+    if (op->w->is_closing || !op->conn->ac || op_send(op, SC_RELEASE) < 0) {
+        cm_log_error("inv", "late reservation could not be released", "sale=%s order=%s",
+                     op->sale_id, op->order_id);
+        free(op);
+        return;
+    }
+    cm_log_warn("inv", "releasing a reservation answered after its timeout", "sale=%s order=%s",
+                op->sale_id, op->order_id);
+}
+
+static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac;
+    redisReply *r = reply;
+    rop_t *op = privdata;
+    rb_t *rb = op->w->rb;
+
+    if (is_noscript(r) && !op->is_reloaded) {
+        /* SCRIPT FLUSH or a restarted server: EVAL loads it again for everyone. */
+        op->is_reloaded = true;
+        if (op_send(op, op->is_compensation ? SC_RELEASE : SC_RESERVE) == 0)
+            return;
+        r = NULL;
+    }
+    if (op->is_compensation) {
+        if (!r || r->type == REDIS_REPLY_ERROR)
+            cm_log_error("inv", "late reservation could not be released", "sale=%s order=%s",
+                         op->sale_id, op->order_id);
+        free(op);
+        return;
+    }
+    bool ok = r && r->type == REDIS_REPLY_ARRAY && r->elements >= 3 &&
+              r->element[0]->type == REDIS_REPLY_INTEGER &&
+              r->element[1]->type == REDIS_REPLY_INTEGER &&
+              r->element[2]->type == REDIS_REPLY_INTEGER;
+    int code = ok ? (int)r->element[0]->integer : -1;
+    if (ok && code == INV_DUPLICATE &&
+        (r->elements < 5 || r->element[3]->type != REDIS_REPLY_STRING ||
+         r->element[4]->type != REDIS_REPLY_INTEGER))
+        ok = false;
+    if (ok && (code < INV_RESERVED || code > INV_UNKNOWN_SALE))
+        ok = false;
+
+    if (!op->req) { /* timed out before: the answer is news only if it took units */
+        if (ok && code == INV_RESERVED)
+            op_compensate(op);
+        else
+            free(op);
+        return;
+    }
+    if (!ok) {
+        if (r && r->type == REDIS_REPLY_ERROR)
+            cm_log_error("inv", "redis reserve error", "err=\"%s\"", r->str);
+        br_failure(rb);
+        op_complete(op, CM_EBACKEND);
+        free(op);
+        return;
+    }
+    br_success(rb);
+    inv_reserve_req_t *req = op->req;
+    req->stock_left = r->element[1]->integer;
+    req->user_units = (uint32_t)r->element[2]->integer;
+    if (code == INV_DUPLICATE) {
+        snprintf(req->order_id, sizeof(req->order_id), "%.*s", (int)r->element[3]->len,
+                 r->element[3]->str);
+        req->qty = (uint32_t)r->element[4]->integer;
+    }
+    if ((code == INV_RESERVED || code == INV_SOLD_OUT) && req->stock_left == 0) {
+        /* This gateway knows at once; the others learn from the script's PUBLISH. */
+        atomic_store(&req->sale->stock_left, 0);
+        atomic_store_explicit(&req->sale->sold_out, true, memory_order_release);
+    }
+    op_complete(op, code);
+    free(op);
+}
+
+static int sync_reserve(rw_t *w, inv_reserve_req_t *req)
+{
+    rb_t *rb = w->rb;
+    if (!br_allow(rb))
+        return CM_EBACKEND;
+    if (!w->sync) {
+        char err[256];
+        w->sync = sync_connect(rb, rb->timeout_ms, err, sizeof(err));
+        if (!w->sync) {
+            br_failure(rb);
+            return CM_EBACKEND;
+        }
+    }
+    char qty[12];
+    snprintf(qty, sizeof(qty), "%u", req->qty);
+    const char *args[5] = {req->user_id, qty, req->idem_key, req->order_id, req->sale->sale_id};
+    int err = 0;
+    redisReply *r = sync_eval(rb, &w->sync, SC_RESERVE, req->sale->sale_id, 4, 5, args, &err);
+    if (!r) {
+        br_failure(rb);
+        return err;
+    }
+    int rc = CM_EBACKEND;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 3) {
+        int64_t code, left, units;
+        if (reply_i64(r->element[0], &code) && reply_i64(r->element[1], &left) &&
+            reply_i64(r->element[2], &units) && code >= INV_RESERVED && code <= INV_UNKNOWN_SALE) {
+            rc = (int)code;
+            req->stock_left = left;
+            req->user_units = (uint32_t)units;
+            if (code == INV_DUPLICATE) {
+                int64_t q;
+                if (r->elements >= 5 && r->element[3]->type == REDIS_REPLY_STRING &&
+                    reply_i64(r->element[4], &q)) {
+                    snprintf(req->order_id, sizeof(req->order_id), "%.*s",
+                             (int)r->element[3]->len, r->element[3]->str);
+                    req->qty = (uint32_t)q;
+                } else {
+                    rc = CM_EBACKEND;
+                }
+            }
+            if ((code == INV_RESERVED || code == INV_SOLD_OUT) && left == 0) {
+                atomic_store(&req->sale->stock_left, 0);
+                atomic_store(&req->sale->sold_out, true);
+            }
+        }
+    }
+    freeReplyObject(r);
+    if (rc < 0)
+        br_failure(rb);
+    else
+        br_success(rb);
+    return rc;
+}
+
+static int redis_reserve(inv_worker_t *wk, inv_reserve_req_t *req)
+{
+    rw_t *w = wk->backend;
+    rb_t *rb = w->rb;
+    /* Known sold out and no key to look up: answer from the flag (as the memory backend does). */
+    if (req->idem_key[0] == '\0' &&
+        atomic_load_explicit(&req->sale->sold_out, memory_order_acquire)) {
+        req->stock_left = 0;
+        return INV_SOLD_OUT;
+    }
+    if (!w->loop)
+        return sync_reserve(w, req);
+    if (!req->done)
+        return CM_EINVAL;
+    if (!br_allow(rb))
+        return CM_EBACKEND;
+    rconn_t *c = NULL;
+    for (uint32_t i = 0; i < w->nconns; i++) {
+        rconn_t *cand = &w->conns[(w->rr + i) % w->nconns];
+        if (cand->is_up && cand->ac) {
+            c = cand;
+            w->rr = (w->rr + i + 1) % w->nconns;
+            break;
+        }
+    }
+    if (!c) {
+        br_failure(rb);
+        return CM_EBACKEND;
+    }
+    rop_t *op = cm_xcalloc(1, sizeof(*op));
+    op->w = w;
+    op->conn = c;
+    op->req = req;
+    snprintf(op->sale_id, sizeof(op->sale_id), "%s", req->sale->sale_id);
+    snprintf(op->user_id, sizeof(op->user_id), "%s", req->user_id);
+    snprintf(op->qty, sizeof(op->qty), "%u", req->qty);
+    snprintf(op->idem_key, sizeof(op->idem_key), "%s", req->idem_key);
+    snprintf(op->order_id, sizeof(op->order_id), "%s", req->order_id);
+    if (op_send(op, SC_RESERVE) < 0) {
+        free(op);
+        br_failure(rb);
+        return CM_EBACKEND;
+    }
+    op->deadline = uv_now(w->loop) + rb->timeout_ms;
+    bool was_empty = w->pending.next == &w->pending;
+    pending_add(w, op);
+    if (was_empty)
+        uv_timer_start(&w->tick, tick_cb, rb->timeout_ms, 0);
+    return INV_PENDING;
+}
+
+static int redis_worker_open(inv_t *inv, struct uv_loop_s *loop, inv_worker_t *wk)
+{
+    rb_t *rb = inv->backend;
+    rw_t *w = cm_xcalloc(1, sizeof(*w));
+    w->rb = rb;
+    w->loop = loop;
+    w->pending.next = w->pending.prev = &w->pending;
+    wk->backend = w;
+    if (!loop)
+        return 0; /* connects on first use */
+    w->nconns = rb->pool;
+    w->conns = cm_xcalloc(w->nconns, sizeof(*w->conns));
+    uv_timer_init(loop, &w->tick);
+    w->tick.data = w;
+    w->open_handles = 1;
+    for (uint32_t i = 0; i < w->nconns; i++) {
+        rconn_t *c = &w->conns[i];
+        c->w = w;
+        uv_timer_init(loop, &c->retry);
+        c->retry.data = c;
+        w->open_handles++;
+        conn_start(c);
+    }
+    return 0;
+}
+
+static void redis_worker_close(inv_worker_t *wk)
+{
+    rw_t *w = wk->backend;
+    wk->backend = NULL;
+    if (!w)
+        return;
+    if (!w->loop) {
+        redisFree(w->sync);
+        free(w);
+        return;
+    }
+    w->is_closing = true;
+    /* Freeing a context calls every callback still pending with a NULL reply:
+     * the pending requests complete with CM_EBACKEND, and the ops are freed. */
+    for (uint32_t i = 0; i < w->nconns; i++) {
+        rconn_t *c = &w->conns[i];
+        if (c->ac) {
+            redisAsyncContext *ac = c->ac;
+            c->ac = NULL;
+            c->is_up = false;
+            redisAsyncFree(ac);
+        }
+    }
+    while (w->pending.next != &w->pending)
+        op_complete(w->pending.next, CM_EBACKEND); /* cannot happen; belt and braces */
+    for (uint32_t i = 0; i < w->nconns; i++) {
+        uv_timer_stop(&w->conns[i].retry);
+        uv_close((uv_handle_t *)&w->conns[i].retry, retry_closed);
+    }
+    uv_timer_stop(&w->tick);
+    uv_close((uv_handle_t *)&w->tick, tick_closed);
+}
+
+/*---- The sync thread: subscriber + poll → local views ----*/
+
+static void sync_connect_all(rb_t *rb);
+
+static void on_meta(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    rb_t *rb = ac->data;
+    char *sale_id = privdata;
+    inv_sale_info_t info;
+    if (reply && !rb->stopping && parse_state(reply, sale_id, &info) == 0)
+        publish_local(rb, &info);
+    free(sale_id);
+}
+
+static void refresh_sale(rb_t *rb, const char *sale_id, size_t len)
+{
+    if (!rb->query || len == 0 || len > INV_SALE_ID_MAX)
+        return;
+    char *id = cm_xstrndup(sale_id, len);
+    if (!inv_id_valid(id, len, INV_SALE_ID_MAX)) {
+        free(id);
+        return;
+    }
+    char key[KEY_MAX];
+    sale_key(key, id, "meta");
+    if (redisAsyncCommand(rb->query, on_meta, id,
+                          "HMGET %s total left units orders limit starts ends version",
+                          key) != REDIS_OK)
+        free(id);
+}
+
+static void on_message(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)privdata;
+    rb_t *rb = ac->data;
+    redisReply *r = reply;
+    if (!r || rb->stopping || r->type != REDIS_REPLY_ARRAY || r->elements != 3)
+        return;
+    if (r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "message") == 0 &&
+        r->element[2]->type == REDIS_REPLY_STRING)
+        refresh_sale(rb, r->element[2]->str, r->element[2]->len);
+}
+
+static void on_members(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)privdata;
+    rb_t *rb = ac->data;
+    redisReply *r = reply;
+    if (!r || rb->stopping || r->type != REDIS_REPLY_ARRAY)
+        return;
+    for (size_t i = 0; i < r->elements; i++)
+        if (r->element[i]->type == REDIS_REPLY_STRING)
+            refresh_sale(rb, r->element[i]->str, r->element[i]->len);
+}
+
+static void sync_on_connect(const redisAsyncContext *ac, int status)
+{
+    rb_t *rb = ac->data;
+    if (status == REDIS_OK)
+        return;
+    if (ac == rb->sub)
+        rb->sub = NULL;
+    if (ac == rb->query)
+        rb->query = NULL;
+}
+
+static void sync_on_disconnect(const redisAsyncContext *ac, int status)
+{
+    (void)status;
+    rb_t *rb = ac->data;
+    if (ac == rb->sub)
+        rb->sub = NULL;
+    if (ac == rb->query)
+        rb->query = NULL;
+}
+
+static void sync_connect_all(rb_t *rb)
+{
+    if (rb->stopping)
+        return;
+    if (!rb->query)
+        rb->query = async_open(rb, &rb->sloop, rb, sync_on_connect, sync_on_disconnect);
+    if (!rb->sub) {
+        rb->sub = async_open(rb, &rb->sloop, rb, sync_on_connect, sync_on_disconnect);
+        if (rb->sub)
+            redisAsyncCommand(rb->sub, on_message, NULL, "SUBSCRIBE %s", INV_REDIS_CHANNEL);
+    }
+}
+
+static void poll_cb(uv_timer_t *t)
+{
+    rb_t *rb = t->data;
+    sync_connect_all(rb);
+    if (rb->query)
+        redisAsyncCommand(rb->query, on_members, NULL, "SMEMBERS %s", INV_REDIS_INDEX);
+}
+
+static void stop_cb(uv_async_t *a)
+{
+    rb_t *rb = a->data;
+    rb->stopping = true;
+    uv_timer_stop(&rb->poll_timer);
+    uv_close((uv_handle_t *)&rb->poll_timer, NULL);
+    uv_close((uv_handle_t *)&rb->stop_async, NULL);
+    if (rb->sub) {
+        redisAsyncContext *ac = rb->sub;
+        rb->sub = NULL;
+        redisAsyncFree(ac);
+    }
+    if (rb->query) {
+        redisAsyncContext *ac = rb->query;
+        rb->query = NULL;
+        redisAsyncFree(ac);
+    }
+}
+
+static void sync_thread(void *arg)
+{
+    rb_t *rb = arg;
+    uv_run(&rb->sloop, UV_RUN_DEFAULT);
+}
+
+static int sync_start(rb_t *rb)
+{
+    if (uv_loop_init(&rb->sloop) != 0)
+        return CM_EBACKEND;
+    uv_async_init(&rb->sloop, &rb->stop_async, stop_cb);
+    rb->stop_async.data = rb;
+    uv_timer_init(&rb->sloop, &rb->poll_timer);
+    rb->poll_timer.data = rb;
+    uv_timer_start(&rb->poll_timer, poll_cb, POLL_MS, POLL_MS);
+    sync_connect_all(rb);
+    if (uv_thread_create(&rb->thr, sync_thread, rb) != 0) {
+        stop_cb(&rb->stop_async);
+        uv_run(&rb->sloop, UV_RUN_DEFAULT);
+        uv_loop_close(&rb->sloop);
+        return CM_EBACKEND;
+    }
+    rb->thr_started = true;
+    return 0;
+}
+
+static void sync_stop(rb_t *rb)
+{
+    if (!rb->thr_started)
+        return;
+    uv_async_send(&rb->stop_async);
+    uv_thread_join(&rb->thr);
+    uv_run(&rb->sloop, UV_RUN_DEFAULT); /* any close callbacks left */
+    uv_loop_close(&rb->sloop);
+    rb->thr_started = false;
+}
+
+/*---- URL ----*/
+
+static int parse_u32(const char *v, uint32_t min, uint32_t max, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long x = strtoul(v, &end, 10);
+    if (errno || end == v || *end || x < min || x > max)
+        return CM_EINVAL;
+    *out = (uint32_t)x;
+    return 0;
+}
+
+static int parse_url(rb_t *rb, const char *url, char *errbuf, size_t errlen)
+{
+    if (strncmp(url, "rediss://", 9) == 0) {
+        set_err(errbuf, errlen, "inventory: rediss:// (TLS) is not supported; use redis://");
+        return CM_EINVAL;
+    }
+    const char *p = url + 8; /* "redis://" */
+    char buf[1024];
+    if (strlen(p) >= sizeof(buf)) {
+        set_err(errbuf, errlen, "inventory: redis url too long");
+        return CM_EINVAL;
+    }
+    snprintf(buf, sizeof(buf), "%s", p);
+    char *query = strchr(buf, '?');
+    if (query)
+        *query++ = '\0';
+    char *hostpart = buf;
+    char *at = strrchr(buf, '@');
+    if (at) {
+        *at = '\0';
+        char *colon = strchr(buf, ':');
+        if (!colon) {
+            set_err(errbuf, errlen, "inventory: redis url: want [user]:password@ before the host");
+            return CM_EINVAL;
+        }
+        *colon = '\0';
+        if (strlen(buf) >= sizeof(rb->user) || strlen(colon + 1) >= sizeof(rb->pass)) {
+            set_err(errbuf, errlen, "inventory: redis url: user or password too long");
+            return CM_EINVAL;
+        }
+        memcpy(rb->user, buf, strlen(buf) + 1);
+        memcpy(rb->pass, colon + 1, strlen(colon + 1) + 1);
+        hostpart = at + 1;
+    }
+    char *slash = strchr(hostpart, '/');
+    rb->db = 0;
+    if (slash) {
+        *slash = '\0';
+        uint32_t db = 0;
+        if (slash[1] && parse_u32(slash + 1, 0, 65535, &db) < 0) {
+            set_err(errbuf, errlen, "inventory: redis url: bad db '%s'", slash + 1);
+            return CM_EINVAL;
+        }
+        rb->db = (int)db;
+    }
+    char *portp = NULL;
+    if (hostpart[0] == '[') { /* [v6]:port */
+        char *close = strchr(hostpart, ']');
+        if (!close) {
+            set_err(errbuf, errlen, "inventory: redis url: unclosed '['");
+            return CM_EINVAL;
+        }
+        *close = '\0';
+        hostpart++;
+        if (close[1] == ':')
+            portp = close + 2;
+    } else {
+        portp = strchr(hostpart, ':');
+        if (portp)
+            *portp++ = '\0';
+    }
+    if (!hostpart[0]) {
+        set_err(errbuf, errlen, "inventory: redis url: no host");
+        return CM_EINVAL;
+    }
+    if (strlen(hostpart) >= sizeof(rb->host)) {
+        set_err(errbuf, errlen, "inventory: redis url: host too long");
+        return CM_EINVAL;
+    }
+    memcpy(rb->host, hostpart, strlen(hostpart) + 1);
+    uint32_t port = 6379;
+    if (portp && parse_u32(portp, 1, 65535, &port) < 0) {
+        set_err(errbuf, errlen, "inventory: redis url: bad port '%s'", portp);
+        return CM_EINVAL;
+    }
+    rb->port = (int)port;
+
+    rb->pool = 2;
+    rb->timeout_ms = 100;
+    rb->admin_timeout_ms = 2000;
+    rb->br_failures = 5;
+    rb->br_cooldown_ms = 250;
+    static const struct {
+        const char *name;
+        size_t off;
+        uint32_t min, max;
+    } params[] = {
+        {"pool", offsetof(rb_t, pool), 1, 64},
+        {"timeout_ms", offsetof(rb_t, timeout_ms), 1, 60000},
+        {"admin_timeout_ms", offsetof(rb_t, admin_timeout_ms), 1, 60000},
+        {"breaker_failures", offsetof(rb_t, br_failures), 1, 1000},
+        {"breaker_cooldown_ms", offsetof(rb_t, br_cooldown_ms), 1, 60000},
+    };
+    char *save = NULL;
+    for (char *kv = query ? strtok_r(query, "&", &save) : NULL; kv;
+         kv = strtok_r(NULL, "&", &save)) {
+        char *eq = strchr(kv, '=');
+        if (!eq) {
+            set_err(errbuf, errlen, "inventory: redis url: '%s' wants key=value", kv);
+            return CM_EINVAL;
+        }
+        *eq = '\0';
+        size_t i;
+        for (i = 0; i < sizeof(params) / sizeof(params[0]); i++)
+            if (strcmp(kv, params[i].name) == 0)
+                break;
+        if (i == sizeof(params) / sizeof(params[0])) {
+            set_err(errbuf, errlen,
+                    "inventory: redis url: unknown parameter '%s' (pool, timeout_ms, "
+                    "admin_timeout_ms, breaker_failures, breaker_cooldown_ms)",
+                    kv);
+            return CM_EINVAL;
+        }
+        uint32_t *dst = (uint32_t *)((char *)rb + params[i].off);
+        if (parse_u32(eq + 1, params[i].min, params[i].max, dst) < 0) {
+            set_err(errbuf, errlen, "inventory: redis url: %s=%s must be between %u and %u", kv,
+                    eq + 1, params[i].min, params[i].max);
+            return CM_EINVAL;
+        }
+    }
+    if (!rb->pass[0]) {
+        const char *env = getenv("FLASHGATE_REDIS_PASSWORD");
+        if (env && *env) {
+            if (strlen(env) >= sizeof(rb->pass)) {
+                set_err(errbuf, errlen, "inventory: FLASHGATE_REDIS_PASSWORD too long");
+                return CM_EINVAL;
+            }
+            memcpy(rb->pass, env, strlen(env) + 1);
+        }
+    }
+    return 0;
+}
+
+/*---- Open / close ----*/
+
+static void rb_free(rb_t *rb)
+{
+    if (rb->admin)
+        redisFree(rb->admin);
+    pthread_mutex_destroy(&rb->admin_mu);
+    free(rb);
+}
+
+static int redis_open(inv_t *inv, const char *url, char *errbuf, size_t errlen)
+{
+    rb_t *rb = cm_xcalloc(1, sizeof(*rb));
+    rb->inv = inv;
+    pthread_mutex_init(&rb->admin_mu, NULL);
+    atomic_init(&rb->br_state, BR_CLOSED);
+    atomic_init(&rb->br_fails, 0);
+    atomic_init(&rb->br_until_ms, 0);
+    int rc = parse_url(rb, url, errbuf, errlen);
+    if (rc < 0) {
+        rb_free(rb);
+        return rc;
+    }
+    rb->admin = sync_connect(rb, rb->admin_timeout_ms, errbuf, errlen);
+    if (!rb->admin) {
+        rb_free(rb);
+        return CM_EBACKEND;
+    }
+    for (int i = 0; i < SC_N; i++) {
+        redisReply *r = redisCommand(rb->admin, "SCRIPT LOAD %s", script_text[i]);
+        if (!r || r->type != REDIS_REPLY_STRING || r->len != 40) {
+            set_err(errbuf, errlen, "redis: SCRIPT LOAD: %s",
+                    r ? (r->type == REDIS_REPLY_ERROR ? r->str : "bad reply") : rb->admin->errstr);
+            if (r)
+                freeReplyObject(r);
+            rb_free(rb);
+            return CM_EBACKEND;
+        }
+        memcpy(rb->sha[i], r->str, 40);
+        freeReplyObject(r);
+    }
+    /* The local views of every sale the fleet knows, before the first request. */
+    redisReply *m = redisCommand(rb->admin, "SMEMBERS %s", INV_REDIS_INDEX);
+    if (m && m->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i < m->elements; i++) {
+            const redisReply *e = m->element[i];
+            if (e->type != REDIS_REPLY_STRING || !inv_id_valid(e->str, e->len, INV_SALE_ID_MAX))
+                continue;
+            inv_sale_info_t info;
+            if (admin_state(rb, e->str, &info) == 0)
+                publish_local(rb, &info);
+        }
+    }
+    if (m)
+        freeReplyObject(m);
+    inv->backend = rb;
+    rc = sync_start(rb);
+    if (rc < 0) {
+        set_err(errbuf, errlen, "inventory: cannot start the redis sync thread");
+        inv->backend = NULL;
+        rb_free(rb);
+        return rc;
+    }
+    cm_log_info("inv", "redis inventory open",
+                "host=%s port=%d db=%d pool=%u timeout_ms=%u breaker_failures=%u "
+                "breaker_cooldown_ms=%u",
+                rb->host, rb->port, rb->db, rb->pool, rb->timeout_ms, rb->br_failures,
+                rb->br_cooldown_ms);
+    return 0;
+}
+
+static void redis_close(inv_t *inv)
+{
+    rb_t *rb = inv->backend;
+    if (!rb)
+        return;
+    sync_stop(rb);
+    rb_free(rb);
+    inv->backend = NULL;
+}
+
+/*---- Admin operations (blocking, admin_mu) ----*/
+
+static int redis_sale_put(inv_t *inv, const inv_sale_def_t *def, inv_sale_info_t *out,
+                          char *errbuf, size_t errlen)
+{
+    rb_t *rb = inv->backend;
+    if (!inv__sale_get_or_create(inv, def->sale_id)) {
+        set_err(errbuf, errlen, "too many sales (max_sales=%u)", inv->max_sales);
+        return CM_EINVAL;
+    }
+    char stock[24], limit[12], starts[24], ends[24];
+    snprintf(stock, sizeof(stock), "%lld", (long long)def->stock);
+    snprintf(limit, sizeof(limit), "%u", def->per_user_limit);
+    snprintf(starts, sizeof(starts), "%lld", (long long)def->starts_at_ms);
+    snprintf(ends, sizeof(ends), "%lld", (long long)def->ends_at_ms);
+    const char *args[5] = {def->sale_id, stock, limit, starts, ends};
+    int err = 0, rc;
+    pthread_mutex_lock(&rb->admin_mu);
+    if ((rc = admin_ctx(rb)) < 0) {
+        set_err(errbuf, errlen, "redis unavailable");
+        goto out;
+    }
+    redisReply *r = sync_eval(rb, &rb->admin, SC_PUT, def->sale_id, 1, 5, args, &err);
+    if (!r) {
+        set_err(errbuf, errlen, "redis: %s", cm_strerror(err));
+        rc = err;
+        goto out;
+    }
+    inv_sale_info_t info;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_INTEGER) {
+        set_err(errbuf, errlen, "stock=%lld is below the %lld units already accepted",
+                (long long)def->stock, (long long)r->element[1]->integer);
+        rc = CM_EINVAL;
+    } else {
+        rc = parse_state(r, def->sale_id, &info);
+        if (rc < 0)
+            set_err(errbuf, errlen, "redis: bad reply to sale put");
+    }
+    freeReplyObject(r);
+    if (rc < 0)
+        goto out;
+    /* The index lies outside the sale's slot, so it is not in the script. */
+    redisReply *a = admin_cmd(rb, &err, "SADD %s %s", INV_REDIS_INDEX, def->sale_id);
+    if (a)
+        freeReplyObject(a);
+    publish_local(rb, &info);
+    if (out)
+        *out = info;
+out:
+    pthread_mutex_unlock(&rb->admin_mu);
+    return rc;
+}
+
+static int redis_restock(inv_t *inv, const char *sale_id, int64_t add, inv_sale_info_t *out,
+                         char *errbuf, size_t errlen)
+{
+    rb_t *rb = inv->backend;
+    char addbuf[24];
+    snprintf(addbuf, sizeof(addbuf), "%lld", (long long)add);
+    const char *args[2] = {sale_id, addbuf};
+    int err = 0, rc;
+    pthread_mutex_lock(&rb->admin_mu);
+    if ((rc = admin_ctx(rb)) < 0) {
+        set_err(errbuf, errlen, "redis unavailable");
+        goto out;
+    }
+    redisReply *r = sync_eval(rb, &rb->admin, SC_RESTOCK, sale_id, 1, 2, args, &err);
+    if (!r) {
+        set_err(errbuf, errlen, "redis: %s", cm_strerror(err));
+        rc = err;
+        goto out;
+    }
+    inv_sale_info_t info;
+    if (r->type == REDIS_REPLY_INTEGER) {
+        rc = r->integer == CM_ENOTFOUND ? CM_ENOTFOUND : CM_EINVAL;
+        if (rc == CM_ENOTFOUND)
+            set_err(errbuf, errlen, "no sale %s", sale_id);
+        else
+            set_err(errbuf, errlen, "add=%lld would overflow the stock", (long long)add);
+    } else {
+        rc = parse_state(r, sale_id, &info);
+        if (rc < 0)
+            set_err(errbuf, errlen, "redis: bad reply to restock");
+    }
+    freeReplyObject(r);
+    if (rc == 0) {
+        publish_local(rb, &info);
+        if (out)
+            *out = info;
+    }
+out:
+    pthread_mutex_unlock(&rb->admin_mu);
+    return rc;
+}
+
+static int redis_sale_get(inv_t *inv, const char *sale_id, inv_sale_info_t *out)
+{
+    rb_t *rb = inv->backend;
+    pthread_mutex_lock(&rb->admin_mu);
+    int rc = admin_state(rb, sale_id, out);
+    pthread_mutex_unlock(&rb->admin_mu);
+    if (rc == 0) {
+        inv_sale_t *s = inv_sale_find(inv, sale_id);
+        if (s)
+            inv__sale_publish(s, out);
+    }
+    return rc;
+}
+
+static int redis_release(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
+                         const char *order_id)
+{
+    (void)qty; /* the recorded qty is the truth */
+    rb_t *rb = inv->backend;
+    const char *args[3] = {order_id, user_id, sale_id};
+    int err = 0, rc;
+    pthread_mutex_lock(&rb->admin_mu);
+    if ((rc = admin_ctx(rb)) < 0)
+        goto out;
+    redisReply *r = sync_eval(rb, &rb->admin, SC_RELEASE, sale_id, 4, 3, args, &err);
+    if (!r) {
+        rc = err;
+        goto out;
+    }
+    rc = r->type != REDIS_REPLY_INTEGER ? CM_EBACKEND
+         : r->integer < 0               ? CM_ENOTFOUND
+                                        : 0;
+    freeReplyObject(r);
+    inv_sale_info_t info;
+    inv_sale_t *s;
+    if (rc == 0 && (s = inv_sale_find(inv, sale_id)) && admin_state(rb, sale_id, &info) == 0)
+        inv__sale_publish(s, &info);
+out:
+    pthread_mutex_unlock(&rb->admin_mu);
+    return rc;
+}
+
+static int redis_replay(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
+                        const char *order_id, const char *idem_key)
+{
+    (void)inv, (void)sale_id, (void)user_id, (void)qty, (void)order_id, (void)idem_key;
+    return 0; /* Redis is the truth */
+}
+
+static int redis_user_units(inv_t *inv, const char *sale_id, const char *user_id, uint32_t *out)
+{
+    rb_t *rb = inv->backend;
+    char meta[KEY_MAX], users[KEY_MAX];
+    sale_key(meta, sale_id, "meta");
+    sale_key(users, sale_id, "users");
+    int err = 0, rc = 0;
+    pthread_mutex_lock(&rb->admin_mu);
+    redisReply *e = admin_cmd(rb, &err, "EXISTS %s", meta);
+    if (!e) {
+        rc = err;
+        goto out;
+    }
+    bool exists = e->type == REDIS_REPLY_INTEGER && e->integer == 1;
+    freeReplyObject(e);
+    if (!exists) {
+        rc = CM_ENOTFOUND;
+        goto out;
+    }
+    redisReply *r = admin_cmd(rb, &err, "HGET %s %s", users, user_id);
+    if (!r) {
+        rc = err;
+        goto out;
+    }
+    int64_t v = 0;
+    if (r->type != REDIS_REPLY_NIL && !reply_i64(r, &v))
+        rc = CM_EBACKEND;
+    *out = v > 0 ? (uint32_t)v : 0;
+    freeReplyObject(r);
+out:
+    pthread_mutex_unlock(&rb->admin_mu);
+    return rc;
+}
+
+const inv_ops_t inv__redis_ops = {
+    .name = "redis",
+    .open = redis_open,
+    .close = redis_close,
+    .worker_open = redis_worker_open,
+    .worker_close = redis_worker_close,
+    .reserve = redis_reserve,
+    .sale_put = redis_sale_put,
+    .restock = redis_restock,
+    .sale_get = redis_sale_get,
+    .release = redis_release,
+    .replay = redis_replay,
+    .user_units = redis_user_units,
+};

@@ -1,0 +1,115 @@
+/*
+ * Private to inventory/: the Lua scripts of the Redis backend, as string
+ * macros so that tests can load the very same text (redis-benchmark runs the
+ * reserve script by its SHA1).
+ *
+ * Every script touches only the keys of one sale, which share the hash tag
+ * {sale:ID}, so a sale lives on one Redis Cluster slot:
+ *   KEYS[1] {sale:ID}:meta    hash: id total left units orders limit starts ends version
+ *   KEYS[2] {sale:ID}:users   hash: user -> units held
+ *   KEYS[3] {sale:ID}:orders  hash: order -> "user qty idem"
+ *   KEYS[4] {sale:ID}:idem    hash: "user\nkey" -> "order qty"
+ * Invariants: left = total - units >= 0; units = sum(users) = sum of order qty.
+ * Numbers that Lua computes are written with string.format('%d') (Lua's own
+ * number-to-string keeps only 14 digits).
+ */
+#ifndef INV_REDIS_LUA_H
+#define INV_REDIS_LUA_H
+
+/* The channel every admin change and every sell-out is announced on; the message is the sale id. */
+#define INV_REDIS_CHANNEL "flashgate:sales"
+/* A plain set of every sale id (one key outside the sale's slot, written outside the scripts). */
+#define INV_REDIS_INDEX "flashgate:sale-ids"
+
+/*
+ * Reserve. ARGV: user, qty, idem key ("" = none), order id, sale id.
+ * Returns {code, left, user_units[, order, qty]}: code 0 reserved, 1 sold out,
+ * 2 limit reached, 3 duplicate (with the original order and qty), 4 unknown sale.
+ * Order of checks: unknown sale, duplicate key, per-user limit, stock.
+ */
+#define INV_REDIS_LUA_RESERVE                                                                      \
+    "local m = redis.call('HMGET', KEYS[1], 'left', 'limit')\n"                                    \
+    "if not m[1] then return {4, -1, 0} end\n"                                                     \
+    "local left = tonumber(m[1])\n"                                                                \
+    "local limit = tonumber(m[2])\n"                                                               \
+    "local qty = tonumber(ARGV[2])\n"                                                              \
+    "local ik = nil\n"                                                                             \
+    "if ARGV[3] ~= '' then\n"                                                                      \
+    "  ik = ARGV[1] .. '\\n' .. ARGV[3]\n"                                                         \
+    "  local prev = redis.call('HGET', KEYS[4], ik)\n"                                             \
+    "  if prev then\n"                                                                             \
+    "    local o, q = string.match(prev, '^(%S+) (%d+)$')\n"                                       \
+    "    local h = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')\n"                         \
+    "    return {3, left, h, o, tonumber(q)}\n"                                                    \
+    "  end\n"                                                                                      \
+    "end\n"                                                                                        \
+    "local have = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')\n"                          \
+    "if have + qty > limit then return {2, left, have} end\n"                                      \
+    "if left < qty then return {1, left, have} end\n"                                              \
+    "left = redis.call('HINCRBY', KEYS[1], 'left', -qty)\n"                                        \
+    "redis.call('HINCRBY', KEYS[1], 'units', qty)\n"                                               \
+    "redis.call('HINCRBY', KEYS[1], 'orders', 1)\n"                                                \
+    "have = redis.call('HINCRBY', KEYS[2], ARGV[1], qty)\n"                                        \
+    "redis.call('HSET', KEYS[3], ARGV[4], ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3])\n"          \
+    "if ik then redis.call('HSET', KEYS[4], ik, ARGV[4] .. ' ' .. ARGV[2]) end\n"                  \
+    "if left == 0 then redis.call('PUBLISH', '" INV_REDIS_CHANNEL "', ARGV[5]) end\n"              \
+    "return {0, left, have}\n"
+
+/* The state every admin script returns: 8 bulk strings, in inv_sale_info_t order. */
+#define INV_REDIS_LUA_STATE                                                                        \
+    "redis.call('HMGET', KEYS[1], 'total', 'left', 'units', 'orders', 'limit', 'starts', 'ends', " \
+    "'version')"
+
+/*
+ * Release exactly once. ARGV: order id, user, sale id. The HDEL of the order
+ * decides: returns -7 (CM_ENOTFOUND) if the order is unknown, released
+ * already, or belongs to another user; else the stock left after giving the
+ * recorded units back. The order's idempotency key goes with it (as in the
+ * memory backend): a later request with that key is a new purchase.
+ */
+#define INV_REDIS_LUA_RELEASE                                                                      \
+    "local rec = redis.call('HGET', KEYS[3], ARGV[1])\n"                                           \
+    "if not rec then return -7 end\n"                                                              \
+    "local u, q = string.match(rec, '^(%S+) (%d+)')\n"                                             \
+    "if u ~= ARGV[2] then return -7 end\n"                                                         \
+    "redis.call('HDEL', KEYS[3], ARGV[1])\n"                                                       \
+    "q = tonumber(q)\n"                                                                            \
+    "local left = redis.call('HINCRBY', KEYS[1], 'left', q)\n"                                     \
+    "redis.call('HINCRBY', KEYS[1], 'units', -q)\n"                                                \
+    "redis.call('HINCRBY', KEYS[1], 'orders', -1)\n"                                               \
+    "if redis.call('HINCRBY', KEYS[2], u, -q) <= 0 then redis.call('HDEL', KEYS[2], u) end\n"      \
+    "local k = string.match(rec, '^%S+ %d+ (%S+)$')\n"                                             \
+    "if k then redis.call('HDEL', KEYS[4], u .. '\\n' .. k) end\n"                                  \
+    "if left == q then redis.call('PUBLISH', '" INV_REDIS_CHANNEL "', ARGV[3]) end\n"              \
+    "return left\n"
+
+/*
+ * Create or update a sale. ARGV: sale id, stock, per_user_limit, starts, ends.
+ * Refuses (returns the accepted units as {-2, units}) a stock below the units
+ * already accepted; else keeps the accepted units and orders, sets the rest,
+ * bumps the version, announces the change and returns the state.
+ */
+#define INV_REDIS_LUA_PUT                                                                          \
+    "local units = tonumber(redis.call('HGET', KEYS[1], 'units') or '0')\n"                        \
+    "local stock = tonumber(ARGV[2])\n"                                                            \
+    "if stock < units then return {-2, units} end\n"                                               \
+    "redis.call('HSET', KEYS[1], 'id', ARGV[1], 'total', ARGV[2], 'left', "                        \
+    "string.format('%d', stock - units), 'units', string.format('%d', units), "                    \
+    "'limit', ARGV[3], 'starts', ARGV[4], 'ends', ARGV[5])\n"                                      \
+    "redis.call('HSETNX', KEYS[1], 'orders', '0')\n"                                               \
+    "redis.call('HINCRBY', KEYS[1], 'version', 1)\n"                                               \
+    "redis.call('PUBLISH', '" INV_REDIS_CHANNEL "', ARGV[1])\n"                                    \
+    "return " INV_REDIS_LUA_STATE "\n"
+
+/* Restock. ARGV: sale id, units to add (>= 1). Returns -7 if unknown, -2 if the total
+ * would overflow (nothing changed), else the state. */
+#define INV_REDIS_LUA_RESTOCK                                                                      \
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return -7 end\n"                                   \
+    "local t = redis.pcall('HINCRBY', KEYS[1], 'total', ARGV[2])\n"                                \
+    "if type(t) == 'table' then return -2 end\n"                                                   \
+    "redis.call('HINCRBY', KEYS[1], 'left', ARGV[2])\n"                                            \
+    "redis.call('HINCRBY', KEYS[1], 'version', 1)\n"                                               \
+    "redis.call('PUBLISH', '" INV_REDIS_CHANNEL "', ARGV[1])\n"                                    \
+    "return " INV_REDIS_LUA_STATE "\n"
+
+#endif
