@@ -678,11 +678,12 @@ static void shown_value(const cm_opt_t *o, const char *text, char *buf, size_t l
 
 /* Applies text from a source; records the source or reports the problem. */
 static bool set_from(cm_conf_t *conf, errlist_t *errs, const cm_opt_t *o, const char *text,
-                     cm_src_t src, const char *detail, bool kv_commas)
+                     cm_src_t src, const char *detail, bool kv_commas, bool kv_may_append)
 {
     size_t i = opt_index(conf, o);
     /* Repeated KV flags add pairs; anything else replaces. */
-    bool append = o->type == CM_OPT_KV && src == CM_SRC_FLAG && conf->src[i] == CM_SRC_FLAG;
+    bool append = kv_may_append && o->type == CM_OPT_KV && src == CM_SRC_FLAG &&
+                  conf->src[i] == CM_SRC_FLAG;
     char rulebuf[256];
     const char *rule = apply_text(conf, o, text, append, kv_commas, rulebuf, sizeof(rulebuf));
     if (rule) {
@@ -813,7 +814,7 @@ static void walk_json(cm_conf_t *conf, errlist_t *errs, bool *seen, json_t *obj,
             err_add(errs, "config: %s=%s (file %s): %s", full, shown, conf->config_file, rule);
             free(dump);
         } else {
-            set_from(conf, errs, o, text, CM_SRC_FILE, "", false);
+            set_from(conf, errs, o, text, CM_SRC_FILE, "", false, false);
         }
         free(text);
     }
@@ -905,7 +906,7 @@ static void load_env(cm_conf_t *conf, errlist_t *errs)
             }
             const char *v = getenv(name);
             if (v)
-                set_from(conf, errs, o, v, CM_SRC_ENV, name, true);
+                set_from(conf, errs, o, v, CM_SRC_ENV, name, true, false);
         }
     }
 }
@@ -1018,11 +1019,11 @@ static void load_flags(cm_conf_t *conf, errlist_t *errs, int argc, char **argv)
                 err_add(errs, "config: %s (flag --set): unknown key%s", val, hint);
                 continue;
             }
-            set_from(conf, errs, so, e2 + 1, CM_SRC_FLAG, "--set", false);
+            set_from(conf, errs, so, e2 + 1, CM_SRC_FLAG, "--set", true, true);
         } else {
             char detail[96];
             snprintf(detail, sizeof(detail), "--%.*s", (int)nlen, name);
-            set_from(conf, errs, o, val, CM_SRC_FLAG, detail, false);
+            set_from(conf, errs, o, val, CM_SRC_FLAG, detail, true, true);
         }
     }
 }
@@ -1045,7 +1046,7 @@ int cm_conf_load(cm_conf_t *conf, const cm_opt_t *opts, void *base, const char *
         if (o->type == CM_OPT_STR || o->type == CM_OPT_KV)
             memset(field(conf, o), 0, o->size);
         /* A bad default is a table bug; it is reported like any other error. */
-        set_from(conf, &errs, o, o->def ? o->def : "", CM_SRC_DEFAULT, "", true);
+        set_from(conf, &errs, o, o->def ? o->def : "", CM_SRC_DEFAULT, "", true, false);
     }
 
     const char *path = find_config_arg(argc, argv);
@@ -1090,7 +1091,7 @@ int cm_conf_set(cm_conf_t *conf, const char *key, const char *value, cm_src_t sr
         err_add(&errs, "config: %s=%s (runtime): cannot be changed at run time (restart needed)",
                 key, shown);
     } else {
-        set_from(conf, &errs, o, value, src, "", true);
+        set_from(conf, &errs, o, value, src, "", true, false);
     }
     if (errs.len && errbuf[errs.len - 1] == '\n')
         errbuf[errs.len - 1] = '\0';
