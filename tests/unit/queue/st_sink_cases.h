@@ -1,0 +1,257 @@
+/*
+ * Settlement-sink cases shared by test_st_sqlite.c and test_st_pg.c: the same
+ * contract (idempotency, batch rollback, the user's SQL failing some orders,
+ * cancellation) run against each real database. Included by exactly those two
+ * files; each provides a ts_sink_fixture_t.
+ */
+#ifndef ST_SINK_CASES_H
+#define ST_SINK_CASES_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "common/cm_time.h"
+#include "queue/st_sink.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct ts_sink_fixture {
+    /* Opens a sink on a fresh, empty database with the user's SQL (NULL = none). */
+    int (*open)(struct ts_sink_fixture *f, const char *sql, st_sink_t **out);
+    /* Runs a query returning one integer (first column of the first row). */
+    long (*query_int)(struct ts_sink_fixture *f, const char *sql);
+    /* Runs a statement on a separate connection; asserts success. */
+    void (*exec)(struct ts_sink_fixture *f, const char *sql);
+    /* Creates table ledger(order_id, user_id, qty) and makes users "bad*" fail. */
+    const char *ledger_setup;
+    /* The user statement that writes one ledger row per order. */
+    const char *user_sql;
+    void *ctx;
+} ts_sink_fixture_t;
+
+static void mk_order(st_order_t *o, const char *id, const char *user)
+{
+    memset(o, 0, sizeof(*o));
+    snprintf(o->order_id, sizeof(o->order_id), "%s", id);
+    snprintf(o->sale_id, sizeof(o->sale_id), "s1");
+    snprintf(o->user_id, sizeof(o->user_id), "%s", user);
+    o->qty = 1;
+    o->accepted_at_ms = 1700000000000 + (int64_t)strlen(id);
+    o->node_id = 3;
+}
+
+static void mk_cancel(st_order_t *o, const char *id, const char *reason)
+{
+    mk_order(o, id, "u-cancel");
+    o->is_cancel = true;
+    o->accepted_at_ms = 0;
+    snprintf(o->reason, sizeof(o->reason), "%s", reason);
+}
+
+static long count_status(ts_sink_fixture_t *f, const char *status)
+{
+    char q[128];
+    snprintf(q, sizeof(q), "SELECT count(*) FROM orders WHERE status = '%s'", status);
+    return f->query_int(f, q);
+}
+
+static void case_idempotent(ts_sink_fixture_t *f)
+{
+    st_sink_t *s;
+    assert_int_equal(f->open(f, NULL, &s), 0);
+    st_order_t o;
+    st_outcome_t oc;
+    mk_order(&o, "ORD-A", "u1");
+    assert_int_equal(st_sink_begin(s), 0);
+    assert_int_equal(st_sink_settle(s, &o, &oc), 0);
+    assert_int_equal(oc.status, ST_SETTLED);
+    assert_true(oc.changed);
+    /* A copy in the same batch changes nothing. */
+    assert_int_equal(st_sink_settle(s, &o, &oc), 0);
+    assert_int_equal(oc.status, ST_SETTLED);
+    assert_false(oc.changed);
+    assert_int_equal(st_sink_commit(s), 0);
+    /* And a copy in a later batch (a redelivery after a crash). */
+    assert_int_equal(st_sink_begin(s), 0);
+    assert_int_equal(st_sink_settle(s, &o, &oc), 0);
+    assert_false(oc.changed);
+    assert_int_equal(oc.status, ST_SETTLED);
+    assert_int_equal(st_sink_commit(s), 0);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 1);
+    assert_int_equal(f->query_int(f, "SELECT qty FROM orders WHERE order_id = 'ORD-A'"), 1);
+    assert_int_equal(f->query_int(f, "SELECT node FROM orders WHERE order_id = 'ORD-A'"), 3);
+    st_sink_close(s);
+}
+
+static void case_rollback(ts_sink_fixture_t *f)
+{
+    st_sink_t *s;
+    assert_int_equal(f->open(f, NULL, &s), 0);
+    st_order_t o;
+    st_outcome_t oc;
+    char id[32];
+    assert_int_equal(st_sink_begin(s), 0);
+    for (int i = 0; i < 10; i++) {
+        snprintf(id, sizeof(id), "RB-%d", i);
+        mk_order(&o, id, "u1");
+        assert_int_equal(st_sink_settle(s, &o, &oc), 0);
+        assert_true(oc.changed);
+    }
+    assert_int_equal(st_sink_rollback(s), 0);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 0);
+    /* The retried batch settles them all, as new. */
+    assert_int_equal(st_sink_begin(s), 0);
+    for (int i = 0; i < 10; i++) {
+        snprintf(id, sizeof(id), "RB-%d", i);
+        mk_order(&o, id, "u1");
+        assert_int_equal(st_sink_settle(s, &o, &oc), 0);
+        assert_true(oc.changed);
+    }
+    assert_int_equal(st_sink_commit(s), 0);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 10);
+    /* Rollback with no batch open is harmless. */
+    assert_int_equal(st_sink_rollback(s), 0);
+    st_sink_close(s);
+}
+
+static void case_user_sql(ts_sink_fixture_t *f)
+{
+    f->exec(f, f->ledger_setup);
+    st_sink_t *s;
+    assert_int_equal(f->open(f, f->user_sql, &s), 0);
+    const char *users[] = {"good1", "bad1", "good2", "bad2", "good3"};
+    st_order_t o;
+    st_outcome_t oc;
+    char id[32];
+    assert_int_equal(st_sink_begin(s), 0);
+    for (int i = 0; i < 5; i++) {
+        snprintf(id, sizeof(id), "US-%d", i);
+        mk_order(&o, id, users[i]);
+        assert_int_equal(st_sink_settle(s, &o, &oc), 0);
+        assert_true(oc.changed);
+        if (users[i][0] == 'b') {
+            assert_int_equal(oc.status, ST_FAILED);
+            assert_true(strlen(oc.reason) > 0);
+            printf("# failed %s: reason \"%s\"\n", users[i], oc.reason);
+        } else {
+            assert_int_equal(oc.status, ST_SETTLED);
+            assert_string_equal(oc.reason, "");
+        }
+    }
+    assert_int_equal(st_sink_commit(s), 0);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM ledger"), 3);
+    assert_int_equal(count_status(f, "settled"), 3);
+    assert_int_equal(count_status(f, "failed"), 2);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders WHERE status = 'failed'"
+                                     " AND reason IS NOT NULL AND reason <> ''"),
+                     2);
+    /* A copy of a failed order stays failed with the same reason, and the user's
+       statement does not run again. */
+    assert_int_equal(st_sink_begin(s), 0);
+    mk_order(&o, "US-1", "bad1");
+    assert_int_equal(st_sink_settle(s, &o, &oc), 0);
+    assert_false(oc.changed);
+    assert_int_equal(oc.status, ST_FAILED);
+    assert_true(strlen(oc.reason) > 0);
+    mk_order(&o, "US-0", "good1");
+    assert_int_equal(st_sink_settle(s, &o, &oc), 0);
+    assert_false(oc.changed);
+    assert_int_equal(oc.status, ST_SETTLED);
+    assert_int_equal(st_sink_commit(s), 0);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM ledger"), 3);
+    st_sink_close(s);
+}
+
+static void case_cancel(ts_sink_fixture_t *f)
+{
+    st_sink_t *s;
+    assert_int_equal(f->open(f, NULL, &s), 0);
+    st_order_t o;
+    st_outcome_t oc;
+    assert_int_equal(st_sink_begin(s), 0);
+    mk_order(&o, "C-1", "u1");
+    assert_int_equal(st_sink_settle(s, &o, &oc), 0);
+    assert_int_equal(st_sink_commit(s), 0);
+
+    assert_int_equal(st_sink_begin(s), 0);
+    mk_cancel(&o, "C-1", "user asked");
+    assert_int_equal(st_sink_cancel(s, &o, &oc), 0);
+    assert_int_equal(oc.status, ST_CANCELLED);
+    assert_true(oc.changed);
+    assert_string_equal(oc.reason, "user asked");
+    /* Second cancel: nothing changes, same final status reported. */
+    assert_int_equal(st_sink_cancel(s, &o, &oc), 0);
+    assert_int_equal(oc.status, ST_CANCELLED);
+    assert_false(oc.changed);
+    /* A late copy of the order does not resurrect it. */
+    mk_order(&o, "C-1", "u1");
+    assert_int_equal(st_sink_settle(s, &o, &oc), 0);
+    assert_int_equal(oc.status, ST_CANCELLED);
+    assert_false(oc.changed);
+    /* Cancel before the order: recorded, and the order is never settled. */
+    mk_cancel(&o, "C-2", "");
+    assert_int_equal(st_sink_cancel(s, &o, &oc), 0);
+    assert_int_equal(oc.status, ST_CANCELLED);
+    assert_true(oc.changed);
+    mk_order(&o, "C-2", "u2");
+    assert_int_equal(st_sink_settle(s, &o, &oc), 0);
+    assert_int_equal(oc.status, ST_CANCELLED);
+    assert_false(oc.changed);
+    assert_int_equal(st_sink_commit(s), 0);
+    assert_int_equal(count_status(f, "cancelled"), 2);
+    assert_int_equal(count_status(f, "settled"), 0);
+    assert_int_equal(f->query_int(f, "SELECT accepted_at FROM orders WHERE order_id = 'C-2'"), 0);
+    st_sink_close(s);
+}
+
+static void case_cancel_failed(ts_sink_fixture_t *f)
+{
+    f->exec(f, f->ledger_setup);
+    st_sink_t *s;
+    assert_int_equal(f->open(f, f->user_sql, &s), 0);
+    st_order_t o;
+    st_outcome_t oc;
+    assert_int_equal(st_sink_begin(s), 0);
+    mk_order(&o, "CF-1", "bad9");
+    assert_int_equal(st_sink_settle(s, &o, &oc), 0);
+    assert_int_equal(oc.status, ST_FAILED);
+    mk_cancel(&o, "CF-1", "too late");
+    assert_int_equal(st_sink_cancel(s, &o, &oc), 0);
+    assert_int_equal(oc.status, ST_FAILED); /* a failed order stays failed */
+    assert_false(oc.changed);
+    assert_int_equal(st_sink_commit(s), 0);
+    assert_int_equal(count_status(f, "failed"), 1);
+    st_sink_close(s);
+}
+
+/* Settles n orders in batches of `batch` and prints the rate (for the bench). */
+static void case_bench(ts_sink_fixture_t *f, const char *label, int n, int batch)
+{
+    st_sink_t *s;
+    assert_int_equal(f->open(f, NULL, &s), 0);
+    st_order_t o;
+    st_outcome_t oc;
+    char id[32], user[32];
+    uint64_t t0 = cm_mono_ns();
+    for (int i = 0; i < n; i += batch) {
+        assert_int_equal(st_sink_begin(s), 0);
+        for (int j = i; j < i + batch && j < n; j++) {
+            snprintf(id, sizeof(id), "B%08d", j);
+            snprintf(user, sizeof(user), "user%d", j);
+            mk_order(&o, id, user);
+            assert_int_equal(st_sink_settle(s, &o, &oc), 0);
+        }
+        assert_int_equal(st_sink_commit(s), 0);
+    }
+    double secs = (double)(cm_mono_ns() - t0) / 1e9;
+    printf("# bench: %s settle, batch %d: %d orders in %.3f s = %.0f orders/s\n", label, batch, n,
+           secs, n / secs);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), n);
+    st_sink_close(s);
+}
+
+#endif

@@ -1,0 +1,185 @@
+/*
+ * SQLite settlement sink against a real database file in a temp dir.
+ */
+#include "st_sink_cases.h"
+
+#include "common/cm_err.h"
+
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+typedef struct sq_ctx {
+    char dir[64];
+    char path[128];
+} sq_ctx_t;
+
+static int sq_open(ts_sink_fixture_t *f, const char *sql, st_sink_t **out)
+{
+    sq_ctx_t *c = f->ctx;
+    char err[512] = "";
+    st_sink_opts_t opts = {.sql = sql};
+    int ret = st_sqlite_open(out, c->path, &opts, err, sizeof(err));
+    if (ret)
+        print_error("open: %s\n", err);
+    return ret;
+}
+
+static long sq_query_int(ts_sink_fixture_t *f, const char *sql)
+{
+    sq_ctx_t *c = f->ctx;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(c->path, &db), SQLITE_OK);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        fail_msg("prepare %s: %s", sql, sqlite3_errmsg(db));
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    long v = (long)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+static void sq_exec(ts_sink_fixture_t *f, const char *sql)
+{
+    sq_ctx_t *c = f->ctx;
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(c->path, &db), SQLITE_OK);
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("exec %s: %s", sql, msg);
+    sqlite3_close(db);
+}
+
+static int setup(void **state)
+{
+    sq_ctx_t *c = calloc(1, sizeof(*c));
+    snprintf(c->dir, sizeof(c->dir), "/tmp/st_sqlite.XXXXXX");
+    if (!mkdtemp(c->dir))
+        return -1;
+    snprintf(c->path, sizeof(c->path), "%s/orders.db", c->dir);
+    ts_sink_fixture_t *f = calloc(1, sizeof(*f));
+    f->open = sq_open;
+    f->query_int = sq_query_int;
+    f->exec = sq_exec;
+    f->ledger_setup = "CREATE TABLE ledger (order_id TEXT, user_id TEXT"
+                      " CHECK (user_id NOT LIKE 'bad%'), qty INTEGER)";
+    f->user_sql = "INSERT INTO ledger (order_id, user_id, qty) VALUES (:order_id, :user_id, :qty)";
+    f->ctx = c;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    ts_sink_fixture_t *f = *state;
+    sq_ctx_t *c = f->ctx;
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", c->dir);
+    if (system(cmd) != 0)
+        return -1;
+    free(c);
+    free(f);
+    return 0;
+}
+
+static void test_idempotent(void **state)
+{
+    case_idempotent(*state);
+}
+static void test_rollback(void **state)
+{
+    case_rollback(*state);
+}
+static void test_user_sql(void **state)
+{
+    case_user_sql(*state);
+}
+static void test_cancel(void **state)
+{
+    case_cancel(*state);
+}
+static void test_cancel_failed(void **state)
+{
+    case_cancel_failed(*state);
+}
+
+/* A database error (lock held by another writer past busy_timeout) fails the batch, not the order. */
+static void test_busy_is_batch_error(void **state)
+{
+    ts_sink_fixture_t *f = *state;
+    sq_ctx_t *c = f->ctx;
+    st_sink_t *s;
+    char err[256];
+    st_sink_opts_t opts = {.busy_timeout_ms = 100};
+    assert_int_equal(st_sqlite_open(&s, c->path, &opts, err, sizeof(err)), 0);
+    sqlite3 *other;
+    assert_int_equal(sqlite3_open(c->path, &other), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    int ret = st_sink_begin(s);
+    assert_true(ret < 0);
+    printf("# begin under a foreign lock: %s (%s)\n", cm_errname(ret), s->errmsg);
+    assert_int_equal(st_sink_rollback(s), 0);
+    assert_int_equal(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(other);
+    st_order_t o;
+    st_outcome_t oc;
+    mk_order(&o, "BUSY-1", "u1");
+    assert_int_equal(st_sink_begin(s), 0);
+    assert_int_equal(st_sink_settle(s, &o, &oc), 0);
+    assert_int_equal(st_sink_commit(s), 0);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 1);
+    st_sink_close(s);
+}
+
+static void test_bad_user_sql_rejected_at_open(void **state)
+{
+    ts_sink_fixture_t *f = *state;
+    sq_ctx_t *c = f->ctx;
+    st_sink_t *s = NULL;
+    char err[256] = "";
+    st_sink_opts_t opts = {.sql = "INSERT INTO nowhere VALUES (:order_id)"};
+    assert_int_equal(st_sqlite_open(&s, c->path, &opts, err, sizeof(err)), CM_EINVAL);
+    assert_null(s);
+    assert_non_null(strstr(err, "nowhere"));
+    opts.sql = "SELECT 1; SELECT 2";
+    assert_int_equal(st_sqlite_open(&s, c->path, &opts, err, sizeof(err)), CM_EINVAL);
+}
+
+static void test_sink_open_dispatch(void **state)
+{
+    ts_sink_fixture_t *f = *state;
+    sq_ctx_t *c = f->ctx;
+    st_sink_t *s = NULL;
+    char err[256] = "";
+    char dd[160];
+    snprintf(dd, sizeof(dd), "%s/data/sub", c->dir);
+    assert_int_equal(st_sink_open(&s, NULL, dd, NULL, err, sizeof(err)), 0);
+    assert_string_equal(s->ops->name, "sqlite");
+    st_sink_close(s);
+    char p[200];
+    snprintf(p, sizeof(p), "%s/orders.db", dd);
+    assert_int_equal(access(p, F_OK), 0);
+    assert_int_equal(st_sink_open(&s, "mysql://x", dd, NULL, err, sizeof(err)), CM_EINVAL);
+}
+
+static void test_bench_batch500(void **state)
+{
+    case_bench(*state, "sqlite", 20000, 500);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_idempotent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_sql, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_failed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_busy_is_batch_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_user_sql_rejected_at_open, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sink_open_dispatch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bench_batch500, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
