@@ -758,13 +758,17 @@ static int redis_reserve(inv_worker_t *wk, inv_reserve_req_t *req)
         return CM_EINVAL;
     if (!br_allow(rb))
         return CM_EBACKEND;
+    /* Round robin over the connected contexts; a context still connecting
+     * will do too (hiredis sends once the connect completes). */
     rconn_t *c = NULL;
-    for (uint32_t i = 0; i < w->nconns; i++) {
-        rconn_t *cand = &w->conns[(w->rr + i) % w->nconns];
-        if (cand->is_up && cand->ac) {
-            c = cand;
-            w->rr = (w->rr + i + 1) % w->nconns;
-            break;
+    for (int pass = 0; pass < 2 && !c; pass++) {
+        for (uint32_t i = 0; i < w->nconns; i++) {
+            rconn_t *cand = &w->conns[(w->rr + i) % w->nconns];
+            if (cand->ac && (cand->is_up || pass == 1)) {
+                c = cand;
+                w->rr = (w->rr + i + 1) % w->nconns;
+                break;
+            }
         }
     }
     if (!c) {
