@@ -1,0 +1,612 @@
+/*
+ * flashgate's option table: defaults, the flags and env names operators rely
+ * on, value rules, cross-key rules and the committed sample config.
+ */
+#include "common/cm_err.h"
+#include "common/cm_rate.h"
+#include "gateway/gw_config.h"
+
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+/* Every FLASHGATE_* variable the table reads is saved, cleared and restored. */
+typedef struct saved_env {
+    char *name;
+    char *value; /* NULL = was unset */
+} saved_env_t;
+
+typedef struct fx {
+    gw_config_t cfg;
+    cm_conf_t conf;
+    char err[8192];
+    char path[64];
+    saved_env_t env[200];
+    int nenv;
+} fx_t;
+
+static void save_var(fx_t *f, const char *name)
+{
+    for (int i = 0; i < f->nenv; i++)
+        if (strcmp(f->env[i].name, name) == 0)
+            return;
+    assert_true(f->nenv < 200);
+    const char *v = getenv(name);
+    f->env[f->nenv].name = strdup(name);
+    f->env[f->nenv].value = v ? strdup(v) : NULL;
+    f->nenv++;
+    unsetenv(name);
+}
+
+static int setup(void **state)
+{
+    fx_t *f = calloc(1, sizeof(*f));
+    save_var(f, "FLASHGATE_CONFIG");
+    for (const cm_opt_t *o = gw_config_opts; o->key; o++)
+        for (int a = 0; a < 2; a++) {
+            char name[128];
+            if (cm_conf_env_name(o, "FLASHGATE_", a, name, sizeof(name)))
+                save_var(f, name);
+        }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx_t *f = *state;
+    cm_conf_free(&f->conf);
+    if (f->path[0])
+        unlink(f->path);
+    for (int i = 0; i < f->nenv; i++) {
+        if (f->env[i].value)
+            setenv(f->env[i].name, f->env[i].value, 1);
+        else
+            unsetenv(f->env[i].name);
+        free(f->env[i].name);
+        free(f->env[i].value);
+    }
+    free(f);
+    return 0;
+}
+
+static int load(fx_t *f, ...)
+{
+    char *argv[40];
+    int argc = 0;
+    argv[argc++] = "flashgate";
+    va_list ap;
+    va_start(ap, f);
+    char *a;
+    while ((a = va_arg(ap, char *)) != NULL && argc < 39)
+        argv[argc++] = a;
+    va_end(ap);
+    argv[argc] = NULL;
+    cm_conf_free(&f->conf);
+    return gw_config_load(&f->cfg, &f->conf, argc, argv, f->err, sizeof(f->err));
+}
+
+static void write_file(fx_t *f, const char *text)
+{
+    if (f->path[0])
+        unlink(f->path);
+    strcpy(f->path, "/tmp/gwtest-XXXXXX");
+    int fd = mkstemp(f->path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+}
+
+static int lines(const char *s)
+{
+    int n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+static void test_defaults(void **state)
+{
+    fx_t *f = *state;
+    if (load(f, NULL) != 0)
+        fail_msg("%s", f->err);
+    gw_config_t *c = &f->cfg;
+    assert_string_equal(c->listen, "0.0.0.0:8080");
+    assert_string_equal(c->admin_listen, "127.0.0.1:9090");
+    assert_string_equal(c->admin_token, "");
+    assert_int_equal(c->threads, 0);
+    assert_int_equal(c->node_id, 1024);
+    assert_int_equal(c->body_limit, 4096);
+    assert_int_equal(c->max_connections, 10000);
+    assert_int_equal(c->connection_timeout_ms, 30000);
+    assert_string_equal(c->trusted_proxies, "");
+    assert_int_equal(c->max_sales, 1024);
+    assert_int_equal(c->summary_interval_ms, 10000);
+    assert_string_equal(c->data_dir, "./data");
+    assert_int_equal(c->log_level, 2); /* info = CM_LOG_INFO */
+    assert_int_equal(c->log_format, 0);
+    assert_string_equal(c->inventory, "memory");
+    assert_int_equal(c->redis_timeout_ms, 50);
+    assert_int_equal(c->redis_pool, 2);
+    assert_int_equal(c->durability, GW_DURABILITY_WRITE);
+    assert_int_equal(c->spool_max_bytes, 1ull << 30);
+    assert_int_equal(c->spool_segment_bytes, 64ull << 20);
+    assert_string_equal(c->kafka_brokers, "embedded");
+    assert_string_equal(c->kafka_topic, "flashgate.orders");
+    assert_string_equal(c->kafka_outcomes_topic, "flashgate.outcomes");
+    assert_string_equal(c->kafka_properties, "");
+    assert_int_equal(c->global_rps, 0);
+    assert_int_equal(c->sale_rps, 0);
+    assert_int_equal(c->user_rps, 1000);
+    assert_int_equal(c->user_burst, 5);
+    assert_int_equal(c->ip_rps, 20000);
+    assert_int_equal(c->ip_burst, 40);
+    assert_true(c->global_burst >= 1 && c->sale_burst >= 1);
+    assert_int_equal(c->limiter_max_keys, 1000000);
+    assert_string_equal(f->err, "");
+}
+
+static void test_required_flags(void **state)
+{
+    fx_t *f = *state;
+    int rc = load(f, "--listen", "127.0.0.1:18080", "--admin-listen=[::1]:19090",
+                  "--admin-token", "tok-123", "--inventory", "redis://127.0.0.1:6379/0",
+                  "--data-dir=/var/lib/fg", "--threads", "4", "--durability", "fsync",
+                  "--node-id", "1023", "--kafka-brokers", "k1:9092,k2:9092", "--kafka-topic=t.o",
+                  "--set", "limits.user_rps=2.5", "--set=log.level=debug", NULL);
+    if (rc != 0)
+        fail_msg("%s", f->err);
+    gw_config_t *c = &f->cfg;
+    assert_string_equal(c->listen, "127.0.0.1:18080");
+    assert_string_equal(c->admin_listen, "[::1]:19090");
+    assert_string_equal(c->admin_token, "tok-123");
+    assert_string_equal(c->inventory, "redis://127.0.0.1:6379/0");
+    assert_string_equal(c->data_dir, "/var/lib/fg");
+    assert_int_equal(c->threads, 4);
+    assert_int_equal(c->durability, GW_DURABILITY_FSYNC);
+    assert_int_equal(c->node_id, 1023);
+    assert_string_equal(c->kafka_brokers, "k1:9092,k2:9092");
+    assert_string_equal(c->kafka_topic, "t.o");
+    assert_int_equal(c->user_rps, 2500);
+    assert_int_equal(c->log_level, 3);
+
+    assert_int_equal(load(f, "--check-config", "--help", "--version", NULL), 0);
+    assert_true(f->conf.want_check && f->conf.want_help && f->conf.want_version);
+}
+
+static void test_env_aliases(void **state)
+{
+    fx_t *f = *state;
+    static const struct {
+        const char *key, *env;
+    } want[] = {
+        {"server.listen", "FLASHGATE_LISTEN"},
+        {"server.admin_listen", "FLASHGATE_ADMIN_LISTEN"},
+        {"server.admin_token", "FLASHGATE_ADMIN_TOKEN"},
+        {"server.data_dir", "FLASHGATE_DATA_DIR"},
+        {"server.threads", "FLASHGATE_THREADS"},
+        {"server.node_id", "FLASHGATE_NODE_ID"},
+        {"inventory.backend", "FLASHGATE_INVENTORY"},
+        {"spool.durability", "FLASHGATE_DURABILITY"},
+        {"kafka.brokers", "FLASHGATE_KAFKA_BROKERS"},
+        {"kafka.topic", "FLASHGATE_KAFKA_TOPIC"},
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        const cm_opt_t *o = cm_conf_find(gw_config_opts, want[i].key);
+        assert_non_null(o);
+        char name[128];
+        cm_conf_env_name(o, "FLASHGATE_", o->alias != NULL, name, sizeof(name));
+        assert_string_equal(name, want[i].env);
+    }
+    setenv("FLASHGATE_ADMIN_TOKEN", "from-env", 1);
+    setenv("FLASHGATE_LISTEN", "127.0.0.1:1234", 1);
+    setenv("FLASHGATE_DATA_DIR", "/tmp/d", 1);
+    setenv("FLASHGATE_LIMITS_USER_BURST", "9", 1);
+    if (load(f, NULL) != 0)
+        fail_msg("%s", f->err);
+    assert_string_equal(f->cfg.admin_token, "from-env");
+    assert_string_equal(f->cfg.listen, "127.0.0.1:1234");
+    assert_string_equal(f->cfg.data_dir, "/tmp/d");
+    assert_int_equal(f->cfg.user_burst, 9);
+    char where[128];
+    cm_conf_describe_source(&f->conf, cm_conf_find(gw_config_opts, "server.admin_token"), where,
+                            sizeof(where));
+    assert_string_equal(where, "env FLASHGATE_ADMIN_TOKEN");
+}
+
+/* No two options share a flag or an env name, and none hides a built-in flag. */
+static void test_names_unique(void **state)
+{
+    (void)state;
+    char names[400][128];
+    int n = 0;
+    const char *builtin[] = {"config", "set", "help", "version", "check-config"};
+    for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++)
+        snprintf(names[n++], 128, "--%s", builtin[i]);
+    snprintf(names[n++], 128, "FLASHGATE_CONFIG");
+    for (const cm_opt_t *o = gw_config_opts; o->key; o++) {
+        assert_non_null(o->help);
+        /* an alias equal to the option's own name (kafka-brokers) is one name */
+        char fl[2][120], ev[2][128];
+        for (int a = 0; a < 2; a++) {
+            if (cm_conf_flag_name(o, a, fl[a], sizeof(fl[a])) &&
+                (a == 0 || strcmp(fl[0], fl[1]) != 0))
+                snprintf(names[n++], 128, "--%s", fl[a]);
+            if (cm_conf_env_name(o, "FLASHGATE_", a, ev[a], sizeof(ev[a])) &&
+                (a == 0 || strcmp(ev[0], ev[1]) != 0))
+                snprintf(names[n++], 128, "%s", ev[a]);
+        }
+        assert_true(n < 390);
+    }
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++)
+            if (strcmp(names[i], names[j]) == 0)
+                fail_msg("name %s used twice", names[i]);
+}
+
+static void test_precedence(void **state)
+{
+    fx_t *f = *state;
+    write_file(f, "// flashgate test\n"
+                  "{\n"
+                  "  \"server\": {\"threads\": 2, \"max_sales\": 10, \"body_limit\": \"8k\"},\n"
+                  "  # flat keys too\n"
+                  "  \"limits.user_rps\": 0.5, \"limits.ip_burst\": 100,\n"
+                  "  \"kafka\": {\"properties\": {\"linger.ms\": 5}}\n"
+                  "}\n");
+    setenv("FLASHGATE_CONFIG", f->path, 1);
+    setenv("FLASHGATE_SERVER_MAX_SALES", "20", 1);
+    setenv("FLASHGATE_THREADS", "3", 1);
+    setenv("FLASHGATE_LIMITS_USER_RPS", "0.75", 1);
+    if (load(f, "--threads=5", "--kafka-properties", "acks=all", NULL) != 0)
+        fail_msg("%s", f->err);
+    assert_int_equal(f->cfg.body_limit, 8192); /* file */
+    assert_int_equal(f->cfg.ip_burst, 100);     /* file */
+    assert_int_equal(f->cfg.max_sales, 20);     /* env over file */
+    assert_int_equal(f->cfg.user_rps, 750);     /* env over file */
+    assert_int_equal(f->cfg.threads, 5);        /* flag over env over file */
+    assert_string_equal(f->cfg.kafka_properties, "acks=all\n"); /* flag replaces file */
+    assert_int_equal(f->cfg.ip_rps, 20000);     /* default */
+    assert_int_equal(cm_conf_source(&f->conf, "server.body_limit"), CM_SRC_FILE);
+    assert_int_equal(cm_conf_source(&f->conf, "server.max_sales"), CM_SRC_ENV);
+    assert_int_equal(cm_conf_source(&f->conf, "server.threads"), CM_SRC_FLAG);
+    assert_int_equal(cm_conf_source(&f->conf, "limits.ip_rps"), CM_SRC_DEFAULT);
+}
+
+static void bad(fx_t *f, const char *key, const char *val, const char *rule)
+{
+    char set[600];
+    snprintf(set, sizeof(set), "%s=%s", key, val);
+    if (load(f, "--set", set, NULL) != CM_EINVAL)
+        fail_msg("%s accepted", set);
+    if (!strstr(f->err, rule))
+        fail_msg("%s: '%s' lacks '%s'", set, f->err, rule);
+    char head[700];
+    snprintf(head, sizeof(head), "config: %s=", key);
+    assert_non_null(strstr(f->err, head));
+}
+
+static void good(fx_t *f, const char *key, const char *val)
+{
+    char set[600];
+    snprintf(set, sizeof(set), "%s=%s", key, val);
+    if (load(f, "--set", set, NULL) != 0)
+        fail_msg("%s refused: %s", set, f->err);
+}
+
+static void test_value_rules(void **state)
+{
+    fx_t *f = *state;
+    /* listeners */
+    good(f, "server.listen", "[::1]:8080");
+    good(f, "server.listen", "[::]:8080");
+    good(f, "server.listen", "localhost:80");
+    good(f, "server.listen", "127.0.0.1:0");
+    bad(f, "server.listen", "::1:8080", "HOST:PORT");
+    bad(f, "server.listen", "8080", "HOST:PORT");
+    bad(f, "server.listen", ":8080", "HOST:PORT");
+    bad(f, "server.listen", "1.2.3.4:65536", "HOST:PORT");
+    bad(f, "server.listen", "1.2.3.4:", "HOST:PORT");
+    bad(f, "server.listen", "999.1.1.1:80", "HOST:PORT");
+    bad(f, "server.listen", "[1.2.3.4]:80", "HOST:PORT");
+    bad(f, "server.admin_listen", "nope", "HOST:PORT");
+    /* inventory */
+    good(f, "inventory.backend", "memory");
+    good(f, "inventory.backend", "redis://127.0.0.1:6379");
+    good(f, "inventory.backend", "redis://cache.internal/3");
+    good(f, "inventory.backend", "redis://user:p%40ss@[::1]:6380/2");
+    bad(f, "inventory.backend", "redis://", "must be \"memory\" or redis://");
+    bad(f, "inventory.backend", "mysql://x", "must be \"memory\" or redis://");
+    bad(f, "inventory.backend", "memory2", "must be \"memory\" or redis://");
+    bad(f, "inventory.backend", "redis://h:99999", "must be \"memory\" or redis://");
+    bad(f, "inventory.backend", "redis://h:6379/x", "must be \"memory\" or redis://");
+    /* numbers and enums */
+    good(f, "server.threads", "64");
+    bad(f, "server.threads", "65", "must be between 0 and 64");
+    good(f, "server.node_id", "0");
+    bad(f, "server.node_id", "1025", "must be between 0 and 1024");
+    bad(f, "spool.durability", "sync", "must be one of: write, fsync");
+    bad(f, "log.level", "trace", "must be one of: error, warn, info, debug");
+    good(f, "log.format", "json");
+    good(f, "server.body_limit", "1m");
+    bad(f, "server.body_limit", "100", "must be between 256 and 1m");
+    bad(f, "server.body_limit", "2m", "must be between 256 and 1m");
+    bad(f, "server.connection_timeout", "10", "must be between 1s and 1h");
+    /* rates: 1e9 req/s at most, bursts 1e7 */
+    good(f, "limits.global_rps", "1000000000");
+    bad(f, "limits.global_rps", "1000000000.001", "must be between 0 and 1000000000");
+    bad(f, "limits.user_rps", "0.0001", "at most 3 decimal places");
+    good(f, "limits.ip_burst", "10000000");
+    bad(f, "limits.ip_burst", "10000001", "must be between 0 and 10000000");
+    /* lists */
+    good(f, "server.trusted_proxies", "10.0.0.0/8, 127.0.0.1,::1,fd00::/8,192.168.1.7/32");
+    bad(f, "server.trusted_proxies", "10.0.0.0/33", "comma list of IP addresses");
+    bad(f, "server.trusted_proxies", "fd00::/129", "comma list of IP addresses");
+    bad(f, "server.trusted_proxies", "10.0.0.0/8,,1.1.1.1", "comma list of IP addresses");
+    bad(f, "server.trusted_proxies", "10.0.0.0/8,", "comma list of IP addresses");
+    bad(f, "server.trusted_proxies", "proxy.local", "comma list of IP addresses");
+    bad(f, "server.trusted_proxies", "10.0.0.0/", "comma list of IP addresses");
+    good(f, "kafka.brokers", "embedded");
+    good(f, "kafka.brokers", "b1:9092,[::1]:9093");
+    bad(f, "kafka.brokers", "b1", "HOST:PORT[,HOST:PORT...]");
+    bad(f, "kafka.brokers", "b1:9092,", "HOST:PORT[,HOST:PORT...]");
+    bad(f, "kafka.brokers", "b1:0", "HOST:PORT[,HOST:PORT...]");
+    bad(f, "kafka.topic", "has space", "Kafka topic name");
+    bad(f, "kafka.topic", "", "Kafka topic name");
+    bad(f, "server.data_dir", "", "must not be empty");
+    bad(f, "server.admin_token", "two words", "printable ASCII");
+    assert_null(strstr(f->err, "two words")); /* the secret is not echoed */
+}
+
+static void test_the_documented_error_line(void **state)
+{
+    fx_t *f = *state;
+    setenv("FLASHGATE_LIMITS_USER_RPS", "-1", 1);
+    assert_int_equal(load(f, NULL), CM_EINVAL);
+    assert_string_equal(
+        f->err,
+        "config: limits.user_rps=-1 (env FLASHGATE_LIMITS_USER_RPS): must be a number >= 0\n");
+}
+
+static void test_cross_key(void **state)
+{
+    fx_t *f = *state;
+    /* a rate needs a burst */
+    assert_int_equal(load(f, "--limits-user-burst", "0", "--set", "limits.ip_burst=0", NULL),
+                     CM_EINVAL);
+    assert_non_null(strstr(f->err, "config: limits.user_burst=0 (flag --limits-user-burst): "
+                                   "must be >= 1 when limits.user_rps > 0\n"));
+    assert_non_null(strstr(f->err, "config: limits.ip_burst=0 (flag --set): "
+                                   "must be >= 1 when limits.ip_rps > 0\n"));
+    assert_int_equal(lines(f->err), 2);
+    /* ... but not when the rate is off */
+    assert_int_equal(load(f, "--limits-user-burst", "0", "--limits-user-rps", "0", NULL), 0);
+
+    /* listeners must differ, wildcards overlap, port 0 never collides */
+    assert_int_equal(load(f, "--admin-listen", "0.0.0.0:8080", NULL), CM_EINVAL);
+    assert_non_null(strstr(f->err, "config: server.admin_listen=0.0.0.0:8080 (flag "
+                                   "--admin-listen): must differ from server.listen"));
+    assert_int_equal(load(f, "--listen", "127.0.0.1:9090", NULL), CM_EINVAL);
+    assert_int_equal(load(f, "--listen", "[::]:9090", NULL), CM_EINVAL);
+    assert_int_equal(load(f, "--listen", "127.0.0.2:9090", NULL), 0);
+    assert_int_equal(load(f, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", NULL), 0);
+
+    assert_int_equal(load(f, "--set", "spool.segment_bytes=1g", "--set", "spool.max_bytes=512m",
+                          NULL),
+                     CM_EINVAL);
+    assert_non_null(strstr(f->err, "spool.segment_bytes=1g (flag --set): must be <= spool.max_bytes"));
+    assert_int_equal(load(f, "--kafka-topic", "flashgate.outcomes", NULL), CM_EINVAL);
+    assert_non_null(strstr(f->err, "must differ from kafka.topic"));
+
+    /* per-key and cross-key problems come out together */
+    setenv("FLASHGATE_THREADS", "100", 1);
+    assert_int_equal(load(f, "--limits-sale-rps", "10", "--limits-sale-burst", "0", "--bogus",
+                          NULL),
+                     CM_EINVAL);
+    assert_non_null(strstr(f->err, "server.threads=100 (env FLASHGATE_THREADS)"));
+    assert_non_null(strstr(f->err, "--bogus (flag): unknown flag"));
+    assert_non_null(strstr(f->err, "limits.sale_burst=0 (flag --limits-sale-burst)"));
+    assert_int_equal(lines(f->err), 3);
+}
+
+static void test_runtime_change(void **state)
+{
+    fx_t *f = *state;
+    assert_int_equal(load(f, NULL), 0);
+    char err[512];
+    /* admin API pattern: change a copy, check it, then commit */
+    gw_config_t copy = f->cfg;
+    cm_conf_t view = f->conf;
+    view.base = &copy;
+    assert_int_equal(cm_conf_set(&view, "limits.user_rps", "3", CM_SRC_RUNTIME, err, sizeof(err)),
+                     0);
+    assert_int_equal(cm_conf_set(&view, "limits.user_burst", "0", CM_SRC_RUNTIME, err,
+                                 sizeof(err)),
+                     0);
+    err[0] = '\0';
+    assert_int_equal(gw_config_check(&copy, &view, err, sizeof(err)), CM_EINVAL);
+    assert_non_null(strstr(err, "config: limits.user_burst=0 (runtime): must be >= 1"));
+    assert_int_equal(f->cfg.user_rps, 1000); /* the live struct is untouched */
+    assert_int_equal(cm_conf_set(&view, "limits.user_burst", "7", CM_SRC_RUNTIME, err,
+                                 sizeof(err)),
+                     0);
+    err[0] = '\0';
+    assert_int_equal(gw_config_check(&copy, &view, err, sizeof(err)), 0);
+    assert_string_equal(err, "");
+    assert_int_equal(copy.user_burst, 7);
+
+    assert_int_equal(cm_conf_set(&f->conf, "server.listen", "1.1.1.1:1", CM_SRC_RUNTIME, err,
+                                 sizeof(err)),
+                     CM_EINVAL);
+    assert_non_null(strstr(err, "cannot be changed at run time"));
+    for (const cm_opt_t *o = gw_config_opts; o->key; o++)
+        if (strncmp(o->key, "limits.", 7) == 0 && strcmp(o->key, "limits.max_keys") != 0)
+            assert_true(o->flags & CM_OPT_RUNTIME);
+}
+
+static char *read_all(int fd)
+{
+    off_t n = lseek(fd, 0, SEEK_END);
+    assert_true(n >= 0);
+    char *s = calloc(1, (size_t)n + 1);
+    assert_int_equal(pread(fd, s, (size_t)n, 0), n);
+    return s;
+}
+
+static int tmpfd(void)
+{
+    char p[] = "/tmp/gwtest-out-XXXXXX";
+    int fd = mkstemp(p);
+    assert_true(fd >= 0);
+    unlink(p);
+    return fd;
+}
+
+static void test_check_config_output(void **state)
+{
+    fx_t *f = *state;
+    setenv("FLASHGATE_ADMIN_TOKEN", "very-secret-token", 1);
+    assert_int_equal(load(f, "--kafka-properties", "sasl.password=pw123", "--threads", "2",
+                          NULL),
+                     0);
+    int fd = tmpfd();
+    cm_conf_print_effective(&f->conf, fd);
+    char *s = read_all(fd);
+    close(fd);
+    assert_non_null(strstr(s, "server.admin_token = <set>  # env FLASHGATE_ADMIN_TOKEN\n"));
+    assert_non_null(strstr(s, "server.threads = 2  # flag --threads\n"));
+    assert_non_null(strstr(s, "server.listen = 0.0.0.0:8080  # default\n"));
+    assert_non_null(strstr(s, "limits.user_rps = 1  # default\n"));
+    assert_null(strstr(s, "very-secret-token"));
+    assert_null(strstr(s, "pw123"));
+    free(s);
+
+    fd = tmpfd();
+    cm_conf_print_help(&f->conf, "Usage: flashgate [OPTIONS]", fd);
+    s = read_all(fd);
+    close(fd);
+    const char *want[] = {"--listen HOST:PORT", "--admin-listen HOST:PORT", "--admin-token TOKEN",
+                          "--inventory memory|redis://", "--data-dir DIR", "--threads N",
+                          "--durability write|fsync", "--node-id N", "--kafka-brokers embedded|",
+                          "--kafka-topic TOPIC", "--check-config", "--set KEY=VALUE",
+                          "env FLASHGATE_ADMIN_TOKEN", "default 0.0.0.0:8080"};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        if (!strstr(s, want[i]))
+            fail_msg("help lacks '%s'", want[i]);
+    assert_null(strstr(s, "very-secret-token"));
+    free(s);
+}
+
+static char *sample_path(void)
+{
+    const char *src = getenv("FLASHGATE_SRC");
+    char buf[1024];
+    if (src && *src) {
+        snprintf(buf, sizeof(buf), "%s/deploy/flashgate.conf.example", src);
+    } else {
+        /* run by hand: find it from this file's path */
+        snprintf(buf, sizeof(buf), "%s", __FILE__);
+        char *p = strstr(buf, "tests/unit/gateway/");
+        if (!p)
+            return NULL;
+        strcpy(p, "deploy/flashgate.conf.example");
+    }
+    return strdup(buf);
+}
+
+static void test_sample_config(void **state)
+{
+    fx_t *f = *state;
+    char *path = sample_path();
+    if (!path)
+        skip();
+    assert_int_equal(load(f, NULL), 0);
+
+    /* The committed file is exactly what the table generates. */
+    int fd = tmpfd();
+    cm_conf_print_sample(&f->conf, fd);
+    char *gen = read_all(fd);
+    close(fd);
+    if (getenv("FLASHGATE_REGEN_SAMPLE")) {
+        FILE *w = fopen(path, "w");
+        assert_non_null(w);
+        fputs(gen, w);
+        fclose(w);
+    }
+    int rfd = open(path, O_RDONLY);
+    if (rfd < 0)
+        fail_msg("cannot open %s", path);
+    char *committed = read_all(rfd);
+    close(rfd);
+    if (strcmp(gen, committed) != 0)
+        fail_msg("%s is out of date: run unit.gw_config with FLASHGATE_REGEN_SAMPLE=1", path);
+
+    /* Every key is in it, documented, and it loads cleanly with every value from the file. */
+    for (const cm_opt_t *o = gw_config_opts; o->key; o++) {
+        char needle[256];
+        snprintf(needle, sizeof(needle), "// %s: ", o->key);
+        if (!strstr(committed, needle))
+            fail_msg("sample lacks %s", o->key);
+    }
+    gw_config_t defaults = f->cfg;
+    if (load(f, "--config", path, NULL) != 0)
+        fail_msg("%s", f->err);
+    for (const cm_opt_t *o = gw_config_opts; o->key; o++)
+        if (cm_conf_source(&f->conf, o->key) != CM_SRC_FILE)
+            fail_msg("%s not set by the sample", o->key);
+    assert_memory_equal(&defaults, &f->cfg, sizeof(defaults));
+    free(gen);
+    free(committed);
+    free(path);
+}
+
+static void test_split_hostport(void **state)
+{
+    (void)state;
+    char host[64];
+    unsigned port = 1;
+    assert_int_equal(gw_config_split_hostport("0.0.0.0:8080", host, sizeof(host), &port), 0);
+    assert_string_equal(host, "0.0.0.0");
+    assert_int_equal(port, 8080);
+    assert_int_equal(gw_config_split_hostport("[::1]:9", host, sizeof(host), &port), 0);
+    assert_string_equal(host, "::1");
+    assert_int_equal(port, 9);
+    assert_int_equal(gw_config_split_hostport("h:0", host, sizeof(host), &port), 0);
+    assert_int_equal(port, 0);
+    assert_int_equal(gw_config_split_hostport("h:65535", host, sizeof(host), NULL), 0);
+    const char *badv[] = {"h:65536", "h", "h:", ":80", "[::1]80", "[::1", "::1:80", "h:8a",
+                          "h:-1", "h:000080", "[]:80", ""};
+    for (size_t i = 0; i < sizeof(badv) / sizeof(badv[0]); i++)
+        if (gw_config_split_hostport(badv[i], host, sizeof(host), &port) != CM_EINVAL)
+            fail_msg("'%s' accepted", badv[i]);
+    char tiny[4];
+    assert_int_equal(gw_config_split_hostport("abcd:1", tiny, sizeof(tiny), &port), CM_EINVAL);
+    assert_int_equal(gw_config_split_hostport("abc:1", tiny, sizeof(tiny), &port), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_required_flags, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_env_aliases, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_names_unique, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_precedence, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_value_rules, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_the_documented_error_line, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cross_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_runtime_change, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_config_output, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sample_config, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_split_hostport, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
