@@ -11,8 +11,8 @@
  *   rounding, so no memory is wasted). A key lives within GW_LIMIT_WINDOW slots
  *   of its home.
  * - Memory: each shard holds ceil(max_keys / 256) keys in 4/3 as many slots
- *   (75% load), all allocated up front by one calloc (pages are touched
- *   lazily). Slots are never freed, only reused, so the table never allocates
+ *   (75% load), all allocated up front by one calloc (anonymous mmap: pages are
+ *   touched lazily). Slots are never freed, only reused, so the table never allocates
  *   after gw_limits_new: the hot path does no allocation.
  * - Insertion of an unknown key: an empty slot in the window while the shard
  *   is under its key cap; otherwise a slot whose bucket has refilled
@@ -47,6 +47,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define GW_LIMIT_SHARDS 256
 #define GW_LIMIT_WINDOW 16
@@ -87,7 +88,7 @@ struct gw_limits {
     shard_t *shards;
     slot_t *slot_mem;
     uint64_t nslots_total, capacity;
-    size_t bytes;
+    size_t slot_bytes, bytes;
 
     pthread_mutex_t sale_map_mu;
     uint64_t sale_evicted_idle, sale_evicted_busy; /* guarded by sale_map_mu */
@@ -207,9 +208,16 @@ gw_limits_t *gw_limits_new(uint64_t max_keys)
         return NULL;
     l->shards = aligned_zalloc(sizeof(shard_t) * GW_LIMIT_SHARDS);
     l->nslots_total = nslots * GW_LIMIT_SHARDS;
-    l->slot_mem = calloc(l->nslots_total, sizeof(slot_t));
+    /* Anonymous pages are zero and touched lazily: memory is reserved up
+     * front but only the slots in use cost RAM (glibc's calloc would mmap at
+     * this size too; mmap keeps it lazy under sanitizers' allocators). */
+    l->slot_bytes = l->nslots_total * sizeof(slot_t);
+    void *mem = mmap(NULL, l->slot_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                     -1, 0);
+    l->slot_mem = mem == MAP_FAILED ? NULL : mem;
     if (!l->shards || !l->slot_mem || cm_hash_seed_random(&l->key) != 0) {
-        free(l->slot_mem);
+        if (l->slot_mem)
+            munmap(l->slot_mem, l->slot_bytes);
         free(l->shards);
         free(l);
         return NULL;
@@ -248,7 +256,7 @@ void gw_limits_free(gw_limits_t *l)
     pthread_mutex_destroy(&l->sale_map_mu);
     pthread_mutex_destroy(&l->global_mu);
     pthread_mutex_destroy(&l->cfg_mu);
-    free(l->slot_mem);
+    munmap(l->slot_mem, l->slot_bytes);
     free(l->shards);
     free(l);
 }

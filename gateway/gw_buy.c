@@ -1,0 +1,421 @@
+/*
+ * The buy path, POST /v1/sales/{sale}/orders, cheapest rejection first:
+ *   1. overload guard (draining, too many waiting requests on this loop)
+ *   2. parse and validate (content type and size were checked by gw_http.c)
+ *   3. sale state from the local view: unknown 404, not started 425, ended 410,
+ *      sold out 410 from the local flag (no backend round trip)
+ *   4. rate limits: user, IP, sale, global (a refusal consumes nothing)
+ *   5. the inventory's atomic step (stock, per-user limit, idempotency key)
+ *   6. the durable spool record, before the answer
+ *   7. 202 with the order id and its status URL
+ * Plus GET /v1/orders/{id} and GET /v1/sales/{id}.
+ */
+#include "common/cm_err.h"
+#include "common/cm_log.h"
+#include "common/cm_time.h"
+#include "gateway/gw_internal.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+#define QTY_MAX 1000
+
+static uint64_t ceil_s(uint64_t ns)
+{
+    uint64_t s = (ns + 999999999ull) / 1000000000ull;
+    return s ? s : 1;
+}
+
+const char *gw_sale_state(const inv_sale_info_t *s, int64_t now_ms)
+{
+    if (s->ends_at_ms && now_ms >= s->ends_at_ms)
+        return "ended";
+    if (s->starts_at_ms && now_ms < s->starts_at_ms)
+        return "upcoming";
+    if (s->stock_left <= 0)
+        return "sold_out";
+    return "live";
+}
+
+static size_t put_time(char *buf, size_t len, int64_t ms)
+{
+    if (!ms)
+        return (size_t)snprintf(buf, len, "null");
+    char t[40];
+    cm_time_format_rfc3339(ms, t, sizeof(t));
+    return (size_t)snprintf(buf, len, "\"%s\"", t);
+}
+
+size_t gw_sale_json(const inv_sale_info_t *s, bool admin, int64_t now_ms, char *buf, size_t len)
+{
+    char st[48], en[48];
+    put_time(st, sizeof(st), s->starts_at_ms);
+    put_time(en, sizeof(en), s->ends_at_ms);
+    int n = snprintf(buf, len,
+                     "{\"sale_id\":\"%s\",\"state\":\"%s\",\"stock_total\":%lld,"
+                     "\"stock_left\":%lld,\"per_user_limit\":%u,\"starts_at\":%s,\"ends_at\":%s",
+                     s->sale_id, gw_sale_state(s, now_ms), (long long)s->stock_total,
+                     (long long)(s->stock_left < 0 ? 0 : s->stock_left), s->per_user_limit, st, en);
+    if (admin)
+        n += snprintf(buf + n, len - (size_t)n,
+                      ",\"accepted_units\":%lld,\"accepted_orders\":%lld,\"version\":%llu",
+                      (long long)s->accepted_units, (long long)s->accepted_orders,
+                      (unsigned long long)s->version);
+    n += snprintf(buf + n, len - (size_t)n, "}");
+    return (size_t)n;
+}
+
+static void reply_accepted(gw_req_t *r, const oq_order_t *o, bool replayed)
+{
+    gw_resp_t *p = &r->resp;
+    gw_resp_init(p, GW_R_ACCEPTED);
+    p->body_len = (size_t)snprintf(
+        p->body, sizeof(p->body),
+        "{\"order_id\":\"%s\",\"status\":\"queued\",\"sale_id\":\"%s\",\"user_id\":\"%s\","
+        "\"qty\":%u}",
+        o->order_id, o->sale_id, o->user_id, o->qty);
+    gw_resp_header(p, "Location", "/v1/orders/%s", o->order_id);
+    if (replayed)
+        gw_resp_header(p, "Idempotent-Replayed", "true");
+}
+
+/* Validates the body; fills r->res.user_id and qty. Returns false with r->resp set. */
+static bool parse_body(gw_req_t *r)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL,
+                      "malformed JSON at line %d column %d: %s", jerr.line, jerr.column,
+                      jerr.text);
+        return false;
+    }
+    bool ok = false;
+    if (!json_is_object(root)) {
+        gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL, "body must be a JSON object");
+        goto out;
+    }
+    json_t *u = json_object_get(root, "user_id");
+    if (!u) {
+        gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL, "missing field user_id");
+        goto out;
+    }
+    const char *us = json_string_value(u);
+    size_t ulen = json_string_length(u);
+    if (!us || !inv_id_valid(us, ulen, INV_USER_ID_MAX)) {
+        gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL,
+                      "user_id must be a string of 1..64 characters of A-Z a-z 0-9 . _ -");
+        goto out;
+    }
+    memcpy(r->res.user_id, us, ulen + 1);
+    r->res.qty = 1;
+    json_t *q = json_object_get(root, "qty");
+    if (q) {
+        json_int_t v = json_is_integer(q) ? json_integer_value(q) : 0;
+        if (v < 1 || v > QTY_MAX) {
+            gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL,
+                          "qty must be an integer from 1 to %d", QTY_MAX);
+            goto out;
+        }
+        r->res.qty = (uint32_t)v;
+    }
+    ok = true;
+out:
+    json_decref(root);
+    return ok;
+}
+
+static bool idem_key_valid(const char *k, size_t len)
+{
+    if (len == 0 || len > INV_IDEM_KEY_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)k[i] <= 0x20 || (unsigned char)k[i] >= 0x7f)
+            return false;
+    return true;
+}
+
+static void reply_rate_limited(gw_req_t *r, const gw_limit_verdict_t *v)
+{
+    const char *scope = gw_scope_name(v->scope);
+    uint64_t retry = ceil_s(v->retry_after_ns);
+    uint64_t window = v->policy.rate_milli
+                          ? (v->policy.burst * 1000ull + v->policy.rate_milli - 1) /
+                                v->policy.rate_milli
+                          : 1;
+    char extra[96];
+    snprintf(extra, sizeof(extra), "\"scope\":\"%s\",\"retry_after\":%llu", scope,
+             (unsigned long long)retry);
+    gw_resp_error(&r->resp, GW_R_RATE_LIMITED, extra, "too many requests (%s limit); retry after %llu s",
+                  scope, (unsigned long long)retry);
+    gw_resp_header(&r->resp, "Retry-After", "%llu", (unsigned long long)retry);
+    gw_resp_header(&r->resp, "RateLimit-Policy", "\"%s\";q=%llu;w=%llu", scope,
+                   (unsigned long long)v->policy.burst, (unsigned long long)(window ? window : 1));
+    gw_resp_header(&r->resp, "RateLimit", "\"%s\";r=%llu;t=%llu", scope,
+                   (unsigned long long)v->remaining, (unsigned long long)retry);
+    atomic_fetch_add_explicit(&r->w->ctr.rate_limited[v->scope], 1, memory_order_relaxed);
+}
+
+static void suspend(gw_req_t *r)
+{
+    if (r->state == GW_ST_WAIT)
+        return;
+    r->state = GW_ST_WAIT;
+    r->w->suspended++;
+    MHD_suspend_connection(r->conn);
+}
+
+/* Steps 6 and 7 once the inventory has answered. Returns true if r must wait (fsync). */
+static bool after_reserve(gw_req_t *r, int rc)
+{
+    gw_worker_t *w = r->w;
+    gw_server_t *srv = w->srv;
+    oq_order_t *o = &r->order;
+    switch (rc) {
+    case INV_RESERVED: {
+        int arc = oq_spool_append(srv->spool, o, 1);
+        if (arc != 0) {
+            /* Not durable, so not accepted: give the units back before saying no. */
+            inv_release(srv->inv, o->sale_id, o->user_id, o->qty, o->order_id);
+            gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "%s",
+                          arc == CM_EBUSY ? "order spool is full; try again shortly"
+                                          : "order spool write failed");
+            gw_resp_header(&r->resp, "Retry-After", "1");
+            if (arc != CM_EBUSY)
+                cm_log_error("gw", "spool append failed", "err=%s", cm_errname(arc));
+            return false;
+        }
+        gw_orders_put(srv->orders, o);
+        atomic_fetch_add_explicit(&w->ctr.accepted_units, o->qty, memory_order_relaxed);
+        reply_accepted(r, o, false);
+        if (srv->cfg->durability == GW_DURABILITY_FSYNC) {
+            /* Group commit: the answer goes out after the next fdatasync. */
+            suspend(r);
+            r->next = NULL;
+            *w->sync_wait_tail = r;
+            w->sync_wait_tail = &r->next;
+            w->need_run = true;
+            return true;
+        }
+        return false;
+    }
+    case INV_DUPLICATE: {
+        oq_order_t orig = *o;
+        snprintf(orig.order_id, sizeof(orig.order_id), "%s", r->res.order_id);
+        orig.qty = r->res.qty;
+        reply_accepted(r, &orig, true);
+        return false;
+    }
+    case INV_SOLD_OUT:
+        gw_resp_error(&r->resp, GW_R_SOLD_OUT, NULL, "sale %s is sold out", o->sale_id);
+        return false;
+    case INV_LIMIT_REACHED:
+        gw_resp_error(&r->resp, GW_R_LIMIT_PER_USER, NULL,
+                      "user %s would exceed the per-user limit of this sale", o->user_id);
+        return false;
+    case INV_UNKNOWN_SALE:
+        gw_resp_error(&r->resp, GW_R_UNKNOWN_SALE, NULL, "no sale %s", o->sale_id);
+        return false;
+    default:
+        gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "inventory unavailable: %s",
+                      cm_strerror(rc));
+        gw_resp_header(&r->resp, "Retry-After", "1");
+        return false;
+    }
+}
+
+static void on_reserved(inv_reserve_req_t *res, int outcome)
+{
+    gw_req_t *r = res->data;
+    if (!after_reserve(r, outcome))
+        gw_req_finish(r);
+}
+
+bool gw_buy_handle(gw_req_t *r)
+{
+    gw_worker_t *w = r->w;
+    gw_server_t *srv = w->srv;
+
+    /* 1. overload guard */
+    if (atomic_load_explicit(&srv->draining, memory_order_relaxed)) {
+        gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "gateway is shutting down");
+        gw_resp_header(&r->resp, "Retry-After", "1");
+        return false;
+    }
+    if (w->suspended >= srv->max_suspended) {
+        gw_resp_error(&r->resp, GW_R_OVERLOADED, NULL, "too many requests in flight");
+        gw_resp_header(&r->resp, "Retry-After", "%u", 1 + (unsigned)(cm_mono_ns() & 1));
+        return false;
+    }
+
+    /* 2. parse and validate */
+    if (!parse_body(r))
+        return false;
+    const char *ik = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Idempotency-Key");
+    r->res.idem_key[0] = '\0';
+    if (ik) {
+        size_t iklen = strlen(ik);
+        if (!idem_key_valid(ik, iklen)) {
+            gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL,
+                          "Idempotency-Key must be 1..128 visible ASCII characters");
+            return false;
+        }
+        memcpy(r->res.idem_key, ik, iklen + 1);
+    }
+
+    /* 3. sale state, from the local view */
+    inv_sale_t *sale = inv_sale_find(srv->inv, r->id);
+    if (!sale) {
+        gw_resp_error(&r->resp, GW_R_UNKNOWN_SALE, NULL, "no sale %s", r->id);
+        return false;
+    }
+    inv_sale_info_t info;
+    inv_sale_snapshot(sale, &info);
+    int64_t now_ms = cm_wall_ms();
+    if (info.starts_at_ms && now_ms < info.starts_at_ms) {
+        uint64_t wait_ns = (uint64_t)(info.starts_at_ms - now_ms) * 1000000ull;
+        char extra[64];
+        snprintf(extra, sizeof(extra), "\"retry_after\":%llu", (unsigned long long)ceil_s(wait_ns));
+        gw_resp_error(&r->resp, GW_R_NOT_STARTED, extra, "sale %s has not started", r->id);
+        gw_resp_header(&r->resp, "Retry-After", "%llu", (unsigned long long)ceil_s(wait_ns));
+        return false;
+    }
+    if (info.ends_at_ms && now_ms >= info.ends_at_ms) {
+        gw_resp_error(&r->resp, GW_R_SALE_ENDED, NULL, "sale %s has ended", r->id);
+        return false;
+    }
+    if (r->res.qty > info.per_user_limit) {
+        gw_resp_error(&r->resp, GW_R_LIMIT_PER_USER, NULL,
+                      "qty %u exceeds the per-user limit of %u", r->res.qty,
+                      info.per_user_limit);
+        return false;
+    }
+    /* A keyed retry must still find its original order after the sale sold out. */
+    if (!r->res.idem_key[0] && inv_sale_sold_out(sale)) {
+        gw_resp_error(&r->resp, GW_R_SOLD_OUT, NULL, "sale %s is sold out", r->id);
+        return false;
+    }
+
+    /* 4. rate limits */
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    uint8_t ipkey[16];
+    size_t iplen = gw_client_key(&srv->proxies, ci ? ci->client_addr : NULL,
+                                 MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                             "X-Forwarded-For"),
+                                 ipkey);
+    gw_limit_verdict_t v;
+    gw_limits_admit(srv->limits, r->res.user_id, strlen(r->res.user_id), (const char *)ipkey,
+                    iplen, r->id, strlen(r->id), cm_mono_ns(), &v);
+    if (!v.allowed) {
+        reply_rate_limited(r, &v);
+        return false;
+    }
+
+    /* 5. the atomic step */
+    oq_order_t *o = &r->order;
+    cm_id_format(cm_id_next(&srv->ids, now_ms), o->order_id);
+    memcpy(r->res.order_id, o->order_id, sizeof(o->order_id));
+    snprintf(o->sale_id, sizeof(o->sale_id), "%s", r->id);
+    memcpy(o->user_id, r->res.user_id, sizeof(o->user_id));
+    memcpy(o->idem_key, r->res.idem_key, sizeof(o->idem_key));
+    o->qty = r->res.qty;
+    o->accepted_at_ms = now_ms;
+    o->node_id = srv->node_id;
+    r->res.sale = sale;
+    r->res.done = on_reserved;
+    r->res.data = r;
+    int rc = inv_reserve(w->inv, &r->res);
+    if (rc == INV_PENDING) {
+        suspend(r);
+        return true;
+    }
+    /* 6, 7 */
+    return after_reserve(r, rc);
+}
+
+/*---- fsync group commit, once per loop iteration ----*/
+
+static void sync_work(uv_work_t *wk)
+{
+    gw_worker_t *w = wk->data;
+    w->sync_result = oq_spool_sync(w->srv->spool);
+}
+
+static void sync_after(uv_work_t *wk, int status)
+{
+    (void)status;
+    gw_worker_t *w = wk->data;
+    w->sync_running = false;
+    gw_req_t *r = w->sync_batch;
+    w->sync_batch = NULL;
+    while (r) {
+        gw_req_t *next = r->next;
+        if (w->sync_result != 0) {
+            /* The record may or may not be on disk; a retry with its key finds the order. */
+            gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "order spool fsync failed");
+            gw_resp_header(&r->resp, "Retry-After", "1");
+        }
+        gw_req_finish(r);
+        r = next;
+    }
+    if (w->sync_result != 0)
+        cm_log_error("gw", "spool fsync failed", "err=%s", cm_errname(w->sync_result));
+    gw_buy_loop_tick(w);
+}
+
+void gw_buy_loop_tick(gw_worker_t *w)
+{
+    if (w->sync_running || !w->sync_wait)
+        return;
+    w->sync_batch = w->sync_wait;
+    w->sync_wait = NULL;
+    w->sync_wait_tail = &w->sync_wait;
+    w->sync_running = true;
+    w->sync_work.data = w;
+    uv_queue_work(&w->loop, &w->sync_work, sync_work, sync_after);
+}
+
+/*---- GET /v1/orders/{id}, GET /v1/sales/{id} ----*/
+
+void gw_order_handle(gw_req_t *r)
+{
+    gw_order_t ord;
+    if (!gw_orders_get(r->w->srv->orders, r->id, &ord)) {
+        gw_resp_error(&r->resp, GW_R_UNKNOWN_ORDER, NULL, "no order %s", r->id);
+        return;
+    }
+    gw_resp_t *p = &r->resp;
+    gw_resp_init(p, GW_R_OK);
+    char at[40];
+    cm_time_format_rfc3339(ord.o.accepted_at_ms, at, sizeof(at));
+    size_t n = (size_t)snprintf(
+        p->body, sizeof(p->body),
+        "{\"order_id\":\"%s\",\"status\":\"%s\",\"sale_id\":\"%s\",\"user_id\":\"%s\","
+        "\"qty\":%u,\"accepted_at\":\"%s\"",
+        ord.o.order_id, gw_order_status_name(ord.status), ord.o.sale_id, ord.o.user_id, ord.o.qty,
+        at);
+    if (ord.reason[0]) {
+        n += (size_t)snprintf(p->body + n, sizeof(p->body) - n, ",\"reason\":\"");
+        gw_json_escape(p->body, sizeof(p->body) - 4, &n, ord.reason);
+        n += (size_t)snprintf(p->body + n, sizeof(p->body) - n, "\"");
+    }
+    n += (size_t)snprintf(p->body + n, sizeof(p->body) - n, "}");
+    p->body_len = n;
+    gw_resp_header(p, "Cache-Control", "no-store");
+}
+
+void gw_sale_handle(gw_req_t *r)
+{
+    inv_sale_t *sale = inv_sale_find(r->w->srv->inv, r->id);
+    if (!sale) {
+        gw_resp_error(&r->resp, GW_R_UNKNOWN_SALE, NULL, "no sale %s", r->id);
+        return;
+    }
+    inv_sale_info_t info;
+    inv_sale_snapshot(sale, &info);
+    gw_resp_init(&r->resp, GW_R_OK);
+    r->resp.body_len = gw_sale_json(&info, false, cm_wall_ms(), r->resp.body, sizeof(r->resp.body));
+    gw_resp_header(&r->resp, "Cache-Control", "public, max-age=1");
+}

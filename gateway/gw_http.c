@@ -1,0 +1,505 @@
+/*
+ * HTTP workers: one libuv loop per thread, each driving its own
+ * libmicrohttpd daemon in external-polling (epoll) mode on the shared port
+ * (SO_REUSEPORT). See gw_internal.h for why this design.
+ *
+ * Request lifecycle (MHD calls the access handler several times):
+ *   1st call, *req_cls == NULL: allocate the context, route, check headers.
+ *   body calls: copy at most body_limit bytes, drop the rest.
+ *   last call (upload_data_size == 0): do the work; queue the answer now
+ *   (inline) or suspend; after a resume MHD calls again and we queue it.
+ * The answer is never queued on the first call when a body follows: 0.9.75
+ * would then close the connection (FACTS.md).
+ */
+#include "common/cm_alloc.h"
+#include "common/cm_err.h"
+#include "common/cm_log.h"
+#include "gateway/gw_internal.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#define FREE_LIST_MAX 256
+
+/*---- request contexts ----*/
+
+static gw_req_t *req_alloc(gw_worker_t *w)
+{
+    gw_req_t *r = w->free_reqs;
+    if (r) {
+        w->free_reqs = r->next;
+        w->nfree--;
+    } else {
+        r = cm_xmalloc(sizeof(*r));
+    }
+    /* Only the header part needs clearing; buffers are written before read. */
+    memset(r, 0, offsetof(gw_req_t, body_inline));
+    r->w = w;
+    r->body = r->body_inline;
+    r->body_cap = sizeof(r->body_inline);
+    return r;
+}
+
+static void req_free(gw_req_t *r)
+{
+    gw_worker_t *w = r->w;
+    if (r->body != r->body_inline)
+        free(r->body);
+    if (w->nfree < FREE_LIST_MAX) {
+        r->next = w->free_reqs;
+        w->free_reqs = r;
+        w->nfree++;
+    } else {
+        free(r);
+    }
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)c;
+    (void)toe;
+    gw_req_t *r = *req_cls;
+    if (!r)
+        return;
+    *req_cls = NULL;
+    if (r->state == GW_ST_WAIT) {
+        /* The connection died while suspended: the waiter still holds r. */
+        r->conn = NULL;
+        return;
+    }
+    req_free(r);
+}
+
+/*---- routing ----*/
+
+static bool take_id(const char *s, size_t len, char *out)
+{
+    if (len == 0 || len > INV_SALE_ID_MAX)
+        return false;
+    memcpy(out, s, len);
+    out[len] = '\0';
+    return true;
+}
+
+static void route(gw_req_t *r, const char *url, const char *method)
+{
+    bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    bool post = strcmp(method, "POST") == 0;
+    const char *allow = NULL;
+    if (strncmp(url, "/v1/sales/", 10) == 0) {
+        const char *id = url + 10;
+        const char *slash = strchr(id, '/');
+        if (slash && strcmp(slash, "/orders") == 0) {
+            if (!take_id(id, (size_t)(slash - id), r->id))
+                goto bad_sale;
+            r->route = GW_ROUTE_BUY;
+            if (!post)
+                allow = "POST";
+        } else if (!slash) {
+            if (!take_id(id, strlen(id), r->id))
+                goto bad_sale;
+            r->route = GW_ROUTE_SALE;
+            if (!get)
+                allow = "GET, HEAD";
+        } else {
+            goto not_found;
+        }
+    } else if (strncmp(url, "/v1/orders/", 11) == 0 && !strchr(url + 11, '/')) {
+        if (!take_id(url + 11, strlen(url + 11), r->id))
+            goto not_found;
+        r->route = GW_ROUTE_ORDER;
+        if (!get)
+            allow = "GET, HEAD";
+    } else if (strcmp(url, "/healthz") == 0) {
+        r->route = GW_ROUTE_HEALTH;
+        if (!get)
+            allow = "GET, HEAD";
+    } else if (strcmp(url, "/readyz") == 0) {
+        r->route = GW_ROUTE_READY;
+        if (!get)
+            allow = "GET, HEAD";
+    } else {
+        goto not_found;
+    }
+    if (allow) {
+        gw_resp_error(&r->resp, GW_R_METHOD, NULL, "method %s is not allowed here; use %s", method,
+                      allow);
+        gw_resp_header(&r->resp, "Allow", "%s", allow);
+        r->state = GW_ST_DONE;
+    }
+    return;
+bad_sale:
+    gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL,
+                  "sale_id in the path must be 1..64 characters of A-Z a-z 0-9 . _ -");
+    r->state = GW_ST_DONE;
+    return;
+not_found:
+    gw_resp_error(&r->resp, GW_R_NOT_FOUND, NULL, "no such resource: %s", url);
+    r->state = GW_ST_DONE;
+}
+
+static bool json_media_type(const char *ct)
+{
+    if (!ct)
+        return false;
+    while (*ct == ' ')
+        ct++;
+    size_t n = strlen("application/json");
+    return strncasecmp(ct, "application/json", n) == 0 &&
+           (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+}
+
+static void simple_handle(gw_req_t *r)
+{
+    gw_server_t *srv = r->w->srv;
+    switch (r->route) {
+    case GW_ROUTE_HEALTH:
+        gw_resp_init(&r->resp, GW_R_OK);
+        r->resp.body_len = (size_t)snprintf(r->resp.body, sizeof(r->resp.body),
+                                            "{\"status\":\"alive\"}");
+        break;
+    case GW_ROUTE_READY:
+        if (atomic_load(&srv->ready) && !atomic_load(&srv->draining)) {
+            gw_resp_init(&r->resp, GW_R_OK);
+            r->resp.body_len = (size_t)snprintf(r->resp.body, sizeof(r->resp.body),
+                                                "{\"status\":\"ready\",\"inventory\":\"%s\"}",
+                                                inv_backend_name(srv->inv));
+        } else {
+            gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "%s",
+                          atomic_load(&srv->draining) ? "draining: shutting down"
+                                                      : "starting up");
+            gw_resp_header(&r->resp, "Retry-After", "1");
+        }
+        break;
+    case GW_ROUTE_ORDER:
+        gw_order_handle(r);
+        break;
+    case GW_ROUTE_SALE:
+        gw_sale_handle(r);
+        break;
+    default:
+        gw_resp_error(&r->resp, GW_R_INTERNAL, NULL, "unrouted request");
+        break;
+    }
+}
+
+static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version,
+                                 const char *upload_data, size_t *upload_data_size, void **req_cls)
+{
+    (void)version;
+    gw_worker_t *w = cls;
+    gw_req_t *r = *req_cls;
+    if (!r) {
+        r = req_alloc(w);
+        r->conn = conn;
+        *req_cls = r;
+        atomic_fetch_add_explicit(&w->ctr.requests, 1, memory_order_relaxed);
+        route(r, url, method);
+        if (r->state == GW_ST_BODY && r->route == GW_ROUTE_BUY) {
+            const char *cl =
+                MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+            if (cl && strtoull(cl, NULL, 10) > w->srv->body_limit) {
+                /* Refuse before reading: answering now closes the connection, as it should. */
+                gw_resp_error(&r->resp, GW_R_TOO_LARGE, NULL, "body is larger than %llu bytes",
+                              (unsigned long long)w->srv->body_limit);
+                r->state = GW_ST_DONE;
+                return gw_resp_send(conn, &w->ctr, &r->resp);
+            }
+            if (!json_media_type(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                             MHD_HTTP_HEADER_CONTENT_TYPE)))
+                r->bad_media = true;
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (r->state == GW_ST_BODY && r->route == GW_ROUTE_BUY && !r->too_large &&
+            !r->bad_media) {
+            size_t n = *upload_data_size;
+            if (r->body_len + n > w->srv->body_limit) {
+                r->too_large = true;
+            } else {
+                if (r->body_len + n + 1 > r->body_cap) {
+                    size_t cap = w->srv->body_limit + 1;
+                    char *b = cm_xmalloc(cap);
+                    memcpy(b, r->body, r->body_len);
+                    if (r->body != r->body_inline)
+                        free(r->body);
+                    r->body = b;
+                    r->body_cap = cap;
+                }
+                memcpy(r->body + r->body_len, upload_data, n);
+                r->body_len += n;
+            }
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    /* The request is complete. */
+    if (r->state == GW_ST_BODY) {
+        if (r->route == GW_ROUTE_BUY) {
+            if (r->too_large) {
+                gw_resp_error(&r->resp, GW_R_TOO_LARGE, NULL, "body is larger than %llu bytes",
+                              (unsigned long long)w->srv->body_limit);
+            } else if (r->bad_media) {
+                gw_resp_error(&r->resp, GW_R_MEDIA_TYPE, NULL,
+                              "Content-Type must be application/json");
+            } else {
+                r->body[r->body_len] = '\0';
+                if (gw_buy_handle(r)) {
+                    /* Suspended: waiting for Redis or an fsync; resumed by gw_req_finish. */
+                    return MHD_YES;
+                }
+            }
+        } else {
+            simple_handle(r);
+        }
+        r->state = GW_ST_DONE;
+    }
+    if (r->state == GW_ST_WAIT)
+        return MHD_YES; /* spurious call while suspended */
+    return gw_resp_send(conn, &w->ctr, &r->resp);
+}
+
+/*---- the loop ----*/
+
+static void on_timer(uv_timer_t *t);
+
+/* Runs MHD and re-arms the timer from MHD's own timeout. Loop thread only. */
+static void drive(gw_worker_t *w)
+{
+    w->need_run = false;
+    MHD_run(w->mhd);
+    MHD_UNSIGNED_LONG_LONG to;
+    if (MHD_get_timeout(w->mhd, &to) == MHD_YES)
+        uv_timer_start(&w->timer, on_timer, to, 0);
+    else
+        uv_timer_stop(&w->timer);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    drive(t->data);
+}
+
+static void on_poll(uv_poll_t *p, int status, int events)
+{
+    (void)status;
+    (void)events;
+    drive(p->data);
+}
+
+/* After every loop iteration's I/O callbacks: run MHD once for all resumed requests. */
+static void on_check(uv_check_t *c)
+{
+    gw_worker_t *w = c->data;
+    gw_buy_loop_tick(w);
+    if (w->need_run)
+        drive(w);
+}
+
+void gw_req_finish(gw_req_t *r)
+{
+    gw_worker_t *w = r->w;
+    w->suspended--;
+    if (!r->conn) {
+        /* The client went away while we waited; MHD already forgot it. */
+        req_free(r);
+        return;
+    }
+    r->state = GW_ST_DONE;
+    MHD_resume_connection(r->conn);
+    w->need_run = true;
+}
+
+static void close_cb(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void stop_try(gw_worker_t *w);
+
+static void on_stop_timer(uv_timer_t *t)
+{
+    stop_try(t->data);
+}
+
+/* Stops the loop once no request waits; re-checks every few ms until then. */
+static void stop_try(gw_worker_t *w)
+{
+    if (w->mhd && w->listen_fd < 0) {
+        /* Stop accepting (loop thread: MHD is not thread-safe in external mode). */
+        MHD_socket fd = MHD_quiesce_daemon(w->mhd);
+        w->listen_fd = fd == MHD_INVALID_SOCKET ? -2 : fd;
+    }
+    if (w->suspended > 0) {
+        drive(w);
+        uv_timer_start(&w->stop_timer, on_stop_timer, 5, 0);
+        return;
+    }
+    if (w->inv) {
+        inv_worker_close(w->inv);
+        w->inv = NULL;
+    }
+    uv_poll_stop(&w->poll);
+    uv_close((uv_handle_t *)&w->poll, close_cb);
+    uv_close((uv_handle_t *)&w->timer, close_cb);
+    uv_close((uv_handle_t *)&w->check, close_cb);
+    uv_close((uv_handle_t *)&w->stop_timer, close_cb);
+    uv_close((uv_handle_t *)&w->wake, close_cb);
+}
+
+static void on_wake(uv_async_t *a)
+{
+    gw_worker_t *w = a->data;
+    if (atomic_load(&w->stopping))
+        stop_try(w);
+}
+
+static void *worker_main(void *arg)
+{
+    gw_worker_t *w = arg;
+    char name[16];
+    snprintf(name, sizeof(name), "fg-worker-%u", w->index);
+    pthread_setname_np(pthread_self(), name);
+    drive(w); /* accept whatever arrived before the loop started */
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+int gw__parse_listen(const char *hostport, struct sockaddr_storage *ss, char *errbuf,
+                        size_t errlen)
+{
+    char host[128];
+    unsigned port;
+    if (gw_config_split_hostport(hostport, host, sizeof(host), &port) != 0) {
+        snprintf(errbuf, errlen, "bad listen address '%s'", hostport);
+        return CM_EINVAL;
+    }
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
+    } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+    } else if (strcmp(host, "localhost") == 0) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
+        a4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    } else {
+        snprintf(errbuf, errlen, "listen host '%s' must be an IP address", host);
+        return CM_EINVAL;
+    }
+    return 0;
+}
+
+/*
+ * Starts one MHD daemon per worker on the shared port. MHD_USE_EPOLL without
+ * MHD_USE_INTERNAL_POLLING_THREAD = external polling through MHD's epoll fd.
+ */
+struct MHD_Daemon *gw__mhd_start(const struct sockaddr *sa, unsigned flags, bool reuse,
+                                 MHD_AccessHandlerCallback cb, void *cls, unsigned max_conn,
+                                 unsigned timeout_s, MHD_RequestCompletedCallback done)
+{
+    if (sa->sa_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    return MHD_start_daemon(flags, 0, NULL, NULL, cb, cls, MHD_OPTION_SOCK_ADDR, sa,
+                            MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)(reuse ? 1 : 0),
+                            MHD_OPTION_CONNECTION_LIMIT, max_conn, MHD_OPTION_CONNECTION_TIMEOUT,
+                            timeout_s, MHD_OPTION_NOTIFY_COMPLETED, done, cls,
+                            MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096u, MHD_OPTION_END);
+}
+
+int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    int rc = gw__parse_listen(srv->cfg->listen, &ss, errbuf, errlen);
+    if (rc)
+        return rc;
+    srv->workers = cm_xcalloc(srv->nworkers, sizeof(gw_worker_t));
+    unsigned timeout_s = (unsigned)((srv->cfg->connection_timeout_ms + 999) / 1000);
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        gw_worker_t *w = &srv->workers[i];
+        w->srv = srv;
+        w->index = i;
+        w->listen_fd = -1;
+        w->sync_wait_tail = &w->sync_wait;
+        uv_loop_init(&w->loop);
+        w->mhd = gw__mhd_start((struct sockaddr *)&ss, MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME,
+                               true, access_cb, w, (unsigned)srv->cfg->max_connections, timeout_s,
+                               on_completed);
+        if (!w->mhd) {
+            snprintf(errbuf, errlen, "cannot listen on %s: %s", srv->cfg->listen,
+                     strerror(errno ? errno : EADDRINUSE));
+            srv->nworkers = i;
+            gw_workers_stop(srv);
+            return CM_EIO;
+        }
+        const union MHD_DaemonInfo *info = MHD_get_daemon_info(w->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+        uv_poll_init(&w->loop, &w->poll, info->epoll_fd);
+        w->poll.data = w;
+        uv_poll_start(&w->poll, UV_READABLE, on_poll);
+        uv_timer_init(&w->loop, &w->timer);
+        w->timer.data = w;
+        uv_timer_init(&w->loop, &w->stop_timer);
+        w->stop_timer.data = w;
+        uv_check_init(&w->loop, &w->check);
+        w->check.data = w;
+        uv_check_start(&w->check, on_check);
+        uv_async_init(&w->loop, &w->wake, on_wake);
+        w->wake.data = w;
+        rc = inv_worker_open(srv->inv, &w->loop, &w->inv);
+        if (rc) {
+            snprintf(errbuf, errlen, "inventory worker: %s", cm_strerror(rc));
+            srv->nworkers = i + 1;
+            gw_workers_stop(srv);
+            return rc;
+        }
+    }
+    for (unsigned i = 0; i < srv->nworkers; i++)
+        pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]);
+    srv->workers_running = true;
+    return 0;
+}
+
+void gw_workers_stop(gw_server_t *srv)
+{
+    if (!srv->workers)
+        return;
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        gw_worker_t *w = &srv->workers[i];
+        atomic_store(&w->stopping, true);
+        if (srv->workers_running) {
+            uv_async_send(&w->wake);
+        } else {
+            stop_try(w);
+            uv_run(&w->loop, UV_RUN_DEFAULT);
+        }
+    }
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        gw_worker_t *w = &srv->workers[i];
+        if (srv->workers_running)
+            pthread_join(w->thread, NULL);
+        if (w->mhd)
+            MHD_stop_daemon(w->mhd);
+        if (w->listen_fd >= 0)
+            close(w->listen_fd);
+        uv_loop_close(&w->loop);
+        while (w->free_reqs) {
+            gw_req_t *r = w->free_reqs;
+            w->free_reqs = r->next;
+            free(r);
+        }
+    }
+    srv->workers_running = false;
+}

@@ -1,0 +1,297 @@
+/*
+ * Shared by the gateway sources only.
+ *
+ * Threading (measured in shared/FACTS.md; this is the design that won):
+ * each worker is one libuv loop in its own thread that drives its own
+ * libmicrohttpd daemon in external-polling mode (MHD_USE_EPOLL without an
+ * internal thread: a uv_poll on MHD's epoll fd calls MHD_run(), a uv_timer
+ * follows MHD_get_timeout()). Workers bind the same port with SO_REUSEPORT and
+ * share only atomics and striped locks (limiter, stock, order table, spool
+ * O_APPEND). Answers that need no wait are given inline, in the handler call
+ * that completes the body: every rejection, and an accept whose spool record
+ * is a plain write(2) (durability "write"). Real waits (fsync group commit in
+ * durability "fsync", Redis) suspend the connection; the work is batched per
+ * loop iteration and the connection is resumed on the same loop, after which
+ * we call MHD_run() ourselves (a resume does not wake our own loop).
+ * Measured against nginx "return 200" in bench/bench.sh.
+ */
+#ifndef GW_INTERNAL_H
+#define GW_INTERNAL_H
+
+#include "common/cm_id.h"
+#include "gateway/gw_config.h"
+#include "gateway/gw_limit.h"
+#include "inventory/inv.h"
+#include "queue/oq_spool.h"
+
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct gw_server gw_server_t;
+typedef struct gw_worker gw_worker_t;
+typedef struct gw_req gw_req_t;
+typedef struct gw_orders gw_orders_t;
+struct oq_relay;
+
+/*---- Replies: the ONE table of outcomes -> HTTP status and stable code ----*/
+
+#define GW_REPLY_MAP(XX)                                                                           \
+    XX(OK, 200, "ok")                                                                              \
+    XX(ACCEPTED, 202, "queued")                                                                    \
+    XX(BAD_REQUEST, 400, "bad_request")                                                            \
+    XX(UNAUTHORIZED, 401, "unauthorized")                                                          \
+    XX(NOT_FOUND, 404, "not_found")                                                                \
+    XX(UNKNOWN_SALE, 404, "unknown_sale")                                                          \
+    XX(UNKNOWN_ORDER, 404, "unknown_order")                                                        \
+    XX(METHOD, 405, "method_not_allowed")                                                          \
+    XX(LIMIT_PER_USER, 409, "limit_per_user")                                                      \
+    XX(CONFLICT, 409, "conflict")                                                                  \
+    XX(SOLD_OUT, 410, "sold_out")                                                                  \
+    XX(SALE_ENDED, 410, "sale_ended")                                                              \
+    XX(TOO_LARGE, 413, "payload_too_large")                                                        \
+    XX(MEDIA_TYPE, 415, "unsupported_media_type")                                                  \
+    XX(NOT_STARTED, 425, "sale_not_started")                                                       \
+    XX(RATE_LIMITED, 429, "rate_limited")                                                          \
+    XX(INTERNAL, 500, "internal")                                                                  \
+    XX(UNAVAILABLE, 503, "unavailable")                                                            \
+    XX(OVERLOADED, 503, "overloaded")
+
+typedef enum {
+#define XX(n, s, c) GW_R_##n,
+    GW_REPLY_MAP(XX)
+#undef XX
+        GW_R_COUNT
+} gw_reply_t;
+
+int gw_reply_status(gw_reply_t r);
+const char *gw_reply_code(gw_reply_t r);
+
+/* Counters, one set per worker (no sharing on the hot path), summed on read. */
+typedef struct gw_counters {
+    _Atomic uint64_t replies[GW_R_COUNT];
+    _Atomic uint64_t rate_limited[GW_SCOPE_COUNT];
+    _Atomic uint64_t requests;
+    _Atomic uint64_t accepted_units;
+} gw_counters_t;
+
+/* A response under construction: status, JSON body, a few headers. */
+typedef struct gw_resp {
+    gw_reply_t reply;
+    int status;
+    char body[1024];
+    size_t body_len;
+    char headers[6][2][160]; /* name, value */
+    unsigned nheaders;
+} gw_resp_t;
+
+void gw_resp_init(gw_resp_t *r, gw_reply_t reply);
+void gw_resp_header(gw_resp_t *r, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Sets the body to {"error":code,"message":msg...} with extra pre-escaped JSON members. */
+void gw_resp_error(gw_resp_t *r, gw_reply_t reply, const char *extra_json, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Queues r on the connection; counts it. Returns the MHD result. */
+enum MHD_Result gw_resp_send(struct MHD_Connection *c, gw_counters_t *ctr, const gw_resp_t *r);
+/* Appends s JSON-escaped (without quotes) to buf at *len. */
+void gw_json_escape(char *buf, size_t cap, size_t *len, const char *s);
+
+/*---- Trusted proxies and client addresses ----*/
+
+typedef struct gw_cidr {
+    int family; /* AF_INET or AF_INET6 */
+    uint8_t addr[16];
+    unsigned prefix;
+} gw_cidr_t;
+
+typedef struct gw_proxies {
+    gw_cidr_t *v;
+    size_t n;
+} gw_proxies_t;
+
+/* Parses "10.0.0.0/8, ::1, 192.168.1.7". Returns 0 or CM_EINVAL with the bad item in errbuf. */
+int gw_proxies_parse(gw_proxies_t *p, const char *list, char *errbuf, size_t errlen);
+void gw_proxies_free(gw_proxies_t *p);
+bool gw_proxies_match(const gw_proxies_t *p, const struct sockaddr *sa);
+/*
+ * The client address of a request: the peer, or, when the peer is a trusted
+ * proxy, the right-most address in X-Forwarded-For that is not a trusted
+ * proxy. Writes a limiter key (4 bytes for IPv4, the /64 prefix for IPv6) to
+ * key (>= 16 bytes) and returns its length, 0 if unknown.
+ */
+size_t gw_client_key(const gw_proxies_t *p, const struct sockaddr *peer, const char *xff,
+                     uint8_t *key);
+
+/*---- Orders known to this gateway (GET /v1/orders/{id}) ----*/
+
+typedef enum {
+    GW_ORDER_QUEUED = 0,
+    GW_ORDER_SETTLED = 1,
+    GW_ORDER_FAILED = 2,
+    GW_ORDER_CANCELLED = 3,
+} gw_order_status_t;
+
+typedef struct gw_order {
+    oq_order_t o;
+    gw_order_status_t status;
+    char reason[128];
+} gw_order_t;
+
+gw_orders_t *gw_orders_new(void);
+void gw_orders_free(gw_orders_t *t);
+/* Inserts if absent. Returns true if inserted. Thread-safe. */
+bool gw_orders_put(gw_orders_t *t, const oq_order_t *o);
+/* Copies the order out. Returns false if unknown. Thread-safe. */
+bool gw_orders_get(gw_orders_t *t, const char *order_id, gw_order_t *out);
+/*
+ * Moves an order to a final status; returns the previous status, or -1 if the
+ * order is unknown (it is then created from `o` when o is not NULL).
+ * Thread-safe.
+ */
+int gw_orders_set_status(gw_orders_t *t, const char *order_id, const oq_order_t *o,
+                         gw_order_status_t st, const char *reason);
+uint64_t gw_orders_count(gw_orders_t *t);
+const char *gw_order_status_name(gw_order_status_t s);
+
+/*---- Workers and the server ----*/
+
+struct gw_worker {
+    gw_server_t *srv;
+    unsigned index;
+    pthread_t thread;
+    uv_loop_t loop;
+    uv_poll_t poll;
+    uv_timer_t timer;
+    uv_async_t wake; /* stop */
+    uv_check_t check; /* once per loop iteration: MHD_run for resumed requests */
+    uv_timer_t stop_timer;
+    bool need_run;
+    int listen_fd; /* -1 until quiesced */
+    struct MHD_Daemon *mhd;
+    inv_worker_t *inv;
+    gw_counters_t ctr;
+    gw_req_t *free_reqs; /* per-worker free list of request contexts */
+    unsigned nfree;
+    /* fsync group commit: requests whose record is written and waits for a sync */
+    gw_req_t *sync_wait, **sync_wait_tail;
+    bool sync_running;
+    uv_work_t sync_work;
+    gw_req_t *sync_batch;
+    int sync_result;
+    uint32_t suspended;
+    atomic_bool stopping;
+};
+
+struct gw_server {
+    gw_config_t *cfg;
+    cm_conf_t *conf;
+    inv_t *inv;
+    oq_spool_t *spool;
+    struct oq_relay *relay;
+    gw_limits_t *limits;
+    gw_orders_t *orders;
+    gw_proxies_t proxies;
+    cm_id_gen_t ids;
+    uint32_t node_id;
+    gw_worker_t *workers;
+    unsigned nworkers;
+    bool workers_running;
+    struct MHD_Daemon *admin;
+    char admin_token[256];
+    size_t admin_token_len;
+    char admin_token_path[600];
+    uint64_t body_limit;
+    uint32_t max_suspended; /* per worker: past it, buys are shed with 503 */
+    atomic_bool ready;
+    atomic_bool draining;
+    int64_t started_ms;
+    gw_counters_t admin_ctr;
+    uv_loop_t main_loop;
+};
+
+/* Per-request context: allocated on MHD's first handler call, freed in NOTIFY_COMPLETED. */
+typedef enum { GW_ROUTE_NONE = 0, GW_ROUTE_BUY, GW_ROUTE_ORDER, GW_ROUTE_SALE, GW_ROUTE_HEALTH,
+               GW_ROUTE_READY } gw_route_t;
+
+typedef enum { GW_ST_BODY = 0, GW_ST_WAIT, GW_ST_DONE } gw_req_state_t;
+
+struct gw_req {
+    gw_worker_t *w;
+    struct MHD_Connection *conn;
+    gw_req_t *next; /* free list / wait lists */
+    gw_route_t route;
+    gw_req_state_t state;
+    bool too_large, bad_media;
+    char id[INV_SALE_ID_MAX + 2]; /* sale or order id from the path */
+    size_t body_len, body_cap;
+    char *body;
+    char body_inline[512];
+    inv_reserve_req_t res;
+    oq_order_t order;
+    gw_resp_t resp;
+};
+
+/*
+ * Starts the server: opens inventory, spool (replaying it), limiter, workers
+ * and the admin listener. Returns 0, or a negative cm_err_t with the reason in
+ * errbuf. Single-threaded init.
+ */
+int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *errbuf,
+                    size_t errlen);
+/* Stops accepting, drains, and frees everything. */
+void gw_server_stop(gw_server_t *srv);
+/* Sums the workers' counters into out. Thread-safe. */
+void gw_server_counters(gw_server_t *srv, gw_counters_t *out);
+
+/* Workers (gw_http.c). */
+int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen);
+void gw_workers_stop(gw_server_t *srv);
+/* Resumes a suspended request whose response is ready. Loop thread of req->w only. */
+void gw_req_finish(gw_req_t *req);
+
+/* The public routes (gw_buy.c). Fill req->resp or suspend (return true if suspended). */
+bool gw_buy_handle(gw_req_t *req);
+/* Once per loop iteration: starts the fsync of the waiting accepts (group commit). */
+void gw_buy_loop_tick(gw_worker_t *w);
+void gw_order_handle(gw_req_t *req);
+void gw_sale_handle(gw_req_t *req);
+/* Fills the sale JSON shown by GET /v1/sales/{id} (public) or the admin API (exact). */
+size_t gw_sale_json(const inv_sale_info_t *s, bool admin, int64_t now_ms, char *buf, size_t len);
+const char *gw_sale_state(const inv_sale_info_t *s, int64_t now_ms);
+
+/* Admin API (gw_admin.c). */
+int gw_admin_start(gw_server_t *srv, char *errbuf, size_t errlen);
+void gw_admin_stop(gw_server_t *srv);
+
+/* Parses a listen address "host:port" / "[v6]:port" into ss. */
+int gw__parse_listen(const char *hostport, struct sockaddr_storage *ss, char *errbuf,
+                     size_t errlen);
+struct MHD_Daemon *gw__mhd_start(const struct sockaddr *sa, unsigned flags, bool reuse,
+                                 MHD_AccessHandlerCallback cb, void *cls, unsigned max_conn,
+                                 unsigned timeout_s, MHD_RequestCompletedCallback done);
+/* Adds relay/queue figures to the stats object (json_t *). */
+void gw_server_stats_extra(gw_server_t *srv, void *json_obj);
+/*
+ * Operator cancel of a known order: returns 0 when the cancel was issued (it
+ * completes through settlement, or at once without Kafka), 1 when the order
+ * was already cancelled or failed (nothing changes), or a negative cm_err_t.
+ */
+int gw_server_cancel(gw_server_t *srv, const gw_order_t *ord, const char *reason);
+
+/* The Kafka side (gw_queue.c): relay, outcomes, cancel commands. */
+int gw__queue_start(gw_server_t *srv, char *errbuf, size_t errlen);
+void gw__queue_stop(gw_server_t *srv);
+int gw__cancel_hook(gw_server_t *srv, const gw_order_t *ord, const char *reason);
+
+/* Applies limits from the config struct to the limiter. */
+void gw_apply_limits(gw_server_t *srv);
+
+/* Compensation: records a release durably and returns the units (exactly once). */
+int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
+                  gw_order_status_t st, const char *reason);
+
+#endif

@@ -1,0 +1,280 @@
+/*
+ * The one table that maps outcomes to HTTP status and stable error codes, the
+ * response builder, and client-address resolution behind trusted proxies.
+ */
+#include "common/cm_alloc.h"
+#include "common/cm_err.h"
+#include "gateway/gw_internal.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct {
+    int status;
+    const char *code;
+} reply_table[GW_R_COUNT] = {
+#define XX(n, s, c) [GW_R_##n] = {s, c},
+    GW_REPLY_MAP(XX)
+#undef XX
+};
+
+int gw_reply_status(gw_reply_t r)
+{
+    return reply_table[r].status;
+}
+
+const char *gw_reply_code(gw_reply_t r)
+{
+    return reply_table[r].code;
+}
+
+void gw_resp_init(gw_resp_t *r, gw_reply_t reply)
+{
+    r->reply = reply;
+    r->status = reply_table[reply].status;
+    r->body_len = 0;
+    r->body[0] = '\0';
+    r->nheaders = 0;
+}
+
+void gw_resp_header(gw_resp_t *r, const char *name, const char *fmt, ...)
+{
+    if (r->nheaders >= CM_ARRAY_LEN(r->headers))
+        return;
+    snprintf(r->headers[r->nheaders][0], sizeof(r->headers[0][0]), "%s", name);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->headers[r->nheaders][1], sizeof(r->headers[0][1]), fmt, ap);
+    va_end(ap);
+    r->nheaders++;
+}
+
+void gw_json_escape(char *buf, size_t cap, size_t *len, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = *len;
+    for (; *s && n + 7 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            buf[n++] = '\\';
+            buf[n++] = (char)c;
+        } else if (c < 0x20) {
+            buf[n++] = '\\';
+            buf[n++] = 'u';
+            buf[n++] = '0';
+            buf[n++] = '0';
+            buf[n++] = hex[c >> 4];
+            buf[n++] = hex[c & 15];
+        } else {
+            buf[n++] = (char)c;
+        }
+    }
+    buf[n] = '\0';
+    *len = n;
+}
+
+void gw_resp_error(gw_resp_t *r, gw_reply_t reply, const char *extra_json, const char *fmt, ...)
+{
+    gw_resp_init(r, reply);
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    size_t n = (size_t)snprintf(r->body, sizeof(r->body), "{\"error\":\"%s\",\"message\":\"",
+                                reply_table[reply].code);
+    gw_json_escape(r->body, sizeof(r->body) - 64, &n, msg);
+    n += (size_t)snprintf(r->body + n, sizeof(r->body) - n, "\"%s%s}", extra_json ? "," : "",
+                          extra_json ? extra_json : "");
+    if (n >= sizeof(r->body))
+        n = sizeof(r->body) - 1;
+    r->body_len = n;
+}
+
+enum MHD_Result gw_resp_send(struct MHD_Connection *c, gw_counters_t *ctr, const gw_resp_t *r)
+{
+    struct MHD_Response *mr =
+        MHD_create_response_from_buffer(r->body_len, (void *)r->body, MHD_RESPMEM_MUST_COPY);
+    if (!mr)
+        return MHD_NO;
+    MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    for (unsigned i = 0; i < r->nheaders; i++)
+        MHD_add_response_header(mr, r->headers[i][0], r->headers[i][1]);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, mr);
+    MHD_destroy_response(mr);
+    if (ctr)
+        atomic_fetch_add_explicit(&ctr->replies[r->reply], 1, memory_order_relaxed);
+    return ret;
+}
+
+/*---- Trusted proxies ----*/
+
+static int parse_addr(const char *s, gw_cidr_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (inet_pton(AF_INET, s, out->addr) == 1) {
+        out->family = AF_INET;
+        out->prefix = 32;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, s, out->addr) == 1) {
+        out->family = AF_INET6;
+        out->prefix = 128;
+        return 0;
+    }
+    return CM_EINVAL;
+}
+
+int gw_proxies_parse(gw_proxies_t *p, const char *list, char *errbuf, size_t errlen)
+{
+    p->v = NULL;
+    p->n = 0;
+    const char *s = list;
+    while (*s) {
+        while (*s == ' ' || *s == ',')
+            s++;
+        if (!*s)
+            break;
+        const char *e = s;
+        while (*e && *e != ',' && *e != ' ')
+            e++;
+        char item[80];
+        size_t len = (size_t)(e - s);
+        if (len >= sizeof(item))
+            goto bad;
+        memcpy(item, s, len);
+        item[len] = '\0';
+        char *slash = strchr(item, '/');
+        if (slash)
+            *slash = '\0';
+        gw_cidr_t c;
+        if (parse_addr(item, &c) != 0)
+            goto bad;
+        if (slash) {
+            char *end;
+            long pf = strtol(slash + 1, &end, 10);
+            if (*end || end == slash + 1 || pf < 0 || (unsigned long)pf > c.prefix)
+                goto bad;
+            c.prefix = (unsigned)pf;
+        }
+        p->v = cm_xrealloc(p->v, (p->n + 1) * sizeof(*p->v));
+        p->v[p->n++] = c;
+        s = e;
+        continue;
+    bad:
+        snprintf(errbuf, errlen, "trusted proxy '%.*s' is not an IP address or CIDR", (int)len,
+                 s);
+        gw_proxies_free(p);
+        return CM_EINVAL;
+    }
+    return 0;
+}
+
+void gw_proxies_free(gw_proxies_t *p)
+{
+    CM_FREE(p->v);
+    p->n = 0;
+}
+
+static bool prefix_match(const uint8_t *a, const uint8_t *b, unsigned bits)
+{
+    unsigned bytes = bits / 8, rem = bits % 8;
+    if (memcmp(a, b, bytes) != 0)
+        return false;
+    if (rem == 0)
+        return true;
+    uint8_t mask = (uint8_t)(0xffu << (8 - rem));
+    return (a[bytes] & mask) == (b[bytes] & mask);
+}
+
+static bool match_raw(const gw_proxies_t *p, int family, const uint8_t *addr)
+{
+    for (size_t i = 0; i < p->n; i++)
+        if (p->v[i].family == family && prefix_match(p->v[i].addr, addr, p->v[i].prefix))
+            return true;
+    return false;
+}
+
+/* Normalises a socket address to (family, bytes); v4-mapped v6 becomes v4. */
+static int sa_raw(const struct sockaddr *sa, uint8_t *out)
+{
+    if (!sa)
+        return 0;
+    if (sa->sa_family == AF_INET) {
+        memcpy(out, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+        return AF_INET;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const uint8_t *a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+        static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (memcmp(a, mapped, 12) == 0) {
+            memcpy(out, a + 12, 4);
+            return AF_INET;
+        }
+        memcpy(out, a, 16);
+        return AF_INET6;
+    }
+    return 0;
+}
+
+bool gw_proxies_match(const gw_proxies_t *p, const struct sockaddr *sa)
+{
+    uint8_t raw[16];
+    int fam = sa_raw(sa, raw);
+    return fam && match_raw(p, fam, raw);
+}
+
+static size_t key_of(int family, const uint8_t *raw, uint8_t *key)
+{
+    if (family == AF_INET) {
+        memcpy(key, raw, 4);
+        return 4;
+    }
+    /* IPv6 clients are limited per /64: one subscriber usually holds a whole /64. */
+    memcpy(key, raw, 8);
+    return 8;
+}
+
+size_t gw_client_key(const gw_proxies_t *p, const struct sockaddr *peer, const char *xff,
+                     uint8_t *key)
+{
+    uint8_t raw[16];
+    int fam = sa_raw(peer, raw);
+    if (!fam)
+        return 0;
+    if (!xff || p->n == 0 || !match_raw(p, fam, raw))
+        return key_of(fam, raw, key);
+    /* Walk X-Forwarded-For from the right; the first untrusted hop is the client. */
+    size_t len = strlen(xff);
+    while (len > 0) {
+        size_t end = len;
+        while (len > 0 && xff[len - 1] != ',')
+            len--;
+        size_t start = len;
+        while (start < end && isspace((unsigned char)xff[start]))
+            start++;
+        size_t stop = end;
+        while (stop > start && isspace((unsigned char)xff[stop - 1]))
+            stop--;
+        char item[64];
+        size_t n = stop - start;
+        if (n == 0 || n >= sizeof(item))
+            break; /* malformed: keep the last good hop */
+        memcpy(item, xff + start, n);
+        item[n] = '\0';
+        gw_cidr_t c;
+        if (parse_addr(item, &c) != 0)
+            break;
+        fam = c.family;
+        memcpy(raw, c.addr, 16);
+        if (!match_raw(p, fam, raw))
+            break;
+        if (len > 0)
+            len--; /* skip the comma */
+    }
+    return key_of(fam, raw, key);
+}

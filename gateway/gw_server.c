@@ -1,0 +1,277 @@
+/*
+ * Wiring: opens the parts in dependency order (data dir, inventory, spool and
+ * its replay, limiter, admin listener, workers) and closes them in reverse.
+ */
+#include "common/cm_alloc.h"
+#include "common/cm_err.h"
+#include "common/cm_log.h"
+#include "common/cm_time.h"
+#include "gateway/gw_internal.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_SUSPENDED_PER_WORKER 4096
+
+static int mkdir_p(const char *path)
+{
+    char tmp[600];
+    snprintf(tmp, sizeof(tmp), "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+void gw_apply_limits(gw_server_t *srv)
+{
+    const gw_config_t *c = srv->cfg;
+    gw_limits_set(srv->limits, GW_SCOPE_GLOBAL,
+                  (cm_rate_policy_t){.rate_milli = c->global_rps, .burst = c->global_burst});
+    gw_limits_set(srv->limits, GW_SCOPE_SALE,
+                  (cm_rate_policy_t){.rate_milli = c->sale_rps, .burst = c->sale_burst});
+    gw_limits_set(srv->limits, GW_SCOPE_USER,
+                  (cm_rate_policy_t){.rate_milli = c->user_rps, .burst = c->user_burst});
+    gw_limits_set(srv->limits, GW_SCOPE_IP,
+                  (cm_rate_policy_t){.rate_milli = c->ip_rps, .burst = c->ip_burst});
+}
+
+void gw_server_counters(gw_server_t *srv, gw_counters_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        gw_counters_t *c = &srv->workers[i].ctr;
+        for (int r = 0; r < GW_R_COUNT; r++)
+            out->replies[r] += atomic_load_explicit(&c->replies[r], memory_order_relaxed);
+        for (int s = 0; s < GW_SCOPE_COUNT; s++)
+            out->rate_limited[s] +=
+                atomic_load_explicit(&c->rate_limited[s], memory_order_relaxed);
+        out->requests += atomic_load_explicit(&c->requests, memory_order_relaxed);
+        out->accepted_units += atomic_load_explicit(&c->accepted_units, memory_order_relaxed);
+    }
+}
+
+/*---- compensation ----*/
+
+static int release_event(gw_server_t *srv, const oq_order_t *o, gw_order_status_t st,
+                         const char *reason)
+{
+    json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:i,s:s,s:s,s:I}", "type", "release", "order_id",
+                          o->order_id, "sale_id", o->sale_id, "user_id", o->user_id, "qty",
+                          (int)o->qty, "status", gw_order_status_name(st), "reason",
+                          reason ? reason : "", "at", (json_int_t)cm_wall_ms());
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    int rc = oq_spool_append_event(srv->spool, s, strlen(s));
+    free(s);
+    return rc;
+}
+
+int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
+                  gw_order_status_t st, const char *reason)
+{
+    gw_order_t cur;
+    oq_order_t ord;
+    if (o) {
+        ord = *o;
+    } else if (gw_orders_get(srv->orders, order_id, &cur)) {
+        ord = cur.o;
+    } else {
+        return CM_ENOTFOUND;
+    }
+    int prev = gw_orders_set_status(srv->orders, order_id, &ord, st, reason);
+    if (prev == GW_ORDER_FAILED || prev == GW_ORDER_CANCELLED)
+        return 1; /* already final: the units went back then */
+    /* Durable first, so a restart replays the release (memory inventory). */
+    int rc = release_event(srv, &ord, st, reason);
+    if (rc != 0)
+        cm_log_error("gw", "cannot record a release in the spool", "order=%s err=%s",
+                     order_id, cm_errname(rc));
+    rc = inv_release(srv->inv, ord.sale_id, ord.user_id, ord.qty, ord.order_id);
+    if (rc != 0 && rc != CM_ENOTFOUND)
+        cm_log_error("gw", "release failed", "order=%s err=%s", order_id, cm_errname(rc));
+    cm_log_info("gw", "units returned to stock", "order=%s sale=%s qty=%u status=%s", order_id,
+                ord.sale_id, ord.qty, gw_order_status_name(st));
+    return 0;
+}
+
+int gw_server_cancel(gw_server_t *srv, const gw_order_t *ord, const char *reason)
+{
+    if (ord->status == GW_ORDER_FAILED || ord->status == GW_ORDER_CANCELLED)
+        return 1;
+    return gw__cancel_hook(srv, ord, reason);
+}
+
+/*---- start-up replay ----*/
+
+typedef struct replay_ctx {
+    gw_server_t *srv;
+    uint64_t orders, events, max_id;
+} replay_ctx_t;
+
+static int replay_one(const oq_rec_t *rec, void *arg)
+{
+    replay_ctx_t *rc = arg;
+    gw_server_t *srv = rc->srv;
+    if (rec->type == OQ_REC_ORDER) {
+        const oq_order_t *o = rec->order;
+        inv_replay(srv->inv, o->sale_id, o->user_id, o->qty, o->order_id, o->idem_key);
+        gw_orders_put(srv->orders, o);
+        uint64_t id;
+        if (cm_id_parse(o->order_id, strlen(o->order_id), &id) == 0 &&
+            cm_id_node(id) == srv->node_id && id > rc->max_id)
+            rc->max_id = id;
+        rc->orders++;
+    } else if (rec->type == OQ_REC_EVENT) {
+        json_t *j = json_loadb(rec->event, rec->event_len, 0, NULL);
+        const char *type = j ? json_string_value(json_object_get(j, "type")) : NULL;
+        if (type && strcmp(type, "release") == 0) {
+            oq_order_t o;
+            memset(&o, 0, sizeof(o));
+            const char *st = json_string_value(json_object_get(j, "status"));
+            snprintf(o.order_id, sizeof(o.order_id), "%s",
+                     json_string_value(json_object_get(j, "order_id")) ?: "");
+            snprintf(o.sale_id, sizeof(o.sale_id), "%s",
+                     json_string_value(json_object_get(j, "sale_id")) ?: "");
+            snprintf(o.user_id, sizeof(o.user_id), "%s",
+                     json_string_value(json_object_get(j, "user_id")) ?: "");
+            o.qty = (uint32_t)json_integer_value(json_object_get(j, "qty"));
+            gw_order_status_t s =
+                st && strcmp(st, "failed") == 0 ? GW_ORDER_FAILED : GW_ORDER_CANCELLED;
+            gw_orders_set_status(srv->orders, o.order_id, NULL, s,
+                                 json_string_value(json_object_get(j, "reason")));
+            inv_release(srv->inv, o.sale_id, o.user_id, o.qty, o.order_id);
+        }
+        json_decref(j);
+        rc->events++;
+    }
+    return 0;
+}
+
+static uint32_t derive_node_id(const gw_config_t *cfg)
+{
+    char host[256] = "";
+    gethostname(host, sizeof(host) - 1);
+    char buf[1200];
+    snprintf(buf, sizeof(buf), "%s|%s|%s", host, cfg->listen, cfg->data_dir);
+    uint32_t h = 2166136261u;
+    for (const char *p = buf; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return h % (CM_ID_NODE_MAX + 1);
+}
+
+/*---- start / stop ----*/
+
+int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *errbuf,
+                    size_t errlen)
+{
+    int rc;
+    srv->cfg = cfg;
+    srv->conf = conf;
+    srv->started_ms = cm_wall_ms();
+    srv->body_limit = cfg->body_limit;
+    srv->max_suspended = MAX_SUSPENDED_PER_WORKER;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    srv->nworkers = cfg->threads ? (unsigned)cfg->threads : (unsigned)(ncpu > 0 ? ncpu : 1);
+    srv->node_id = cfg->node_id <= CM_ID_NODE_MAX ? (uint32_t)cfg->node_id : derive_node_id(cfg);
+    cm_id_gen_init(&srv->ids, srv->node_id);
+
+    if (mkdir_p(cfg->data_dir) != 0) {
+        snprintf(errbuf, errlen, "cannot create data dir %s: %s", cfg->data_dir,
+                 strerror(errno));
+        return CM_EIO;
+    }
+    if ((rc = gw_proxies_parse(&srv->proxies, cfg->trusted_proxies, errbuf, errlen)))
+        return rc;
+    srv->orders = gw_orders_new();
+    srv->limits = gw_limits_new(cfg->limiter_max_keys);
+    gw_apply_limits(srv);
+
+    char inv_url[700];
+    if (strncmp(cfg->inventory, "redis", 5) == 0) {
+        snprintf(inv_url, sizeof(inv_url), "%s%cpool=%llu&timeout_ms=%llu", cfg->inventory,
+                 strchr(cfg->inventory, '?') ? '&' : '?', (unsigned long long)cfg->redis_pool,
+                 (unsigned long long)cfg->redis_timeout_ms);
+    } else {
+        snprintf(inv_url, sizeof(inv_url), "%s", cfg->inventory);
+    }
+    char why[256] = "";
+    if ((rc = inv_open(&srv->inv, inv_url, cfg->data_dir, (uint32_t)cfg->max_sales, why,
+                       sizeof(why)))) {
+        snprintf(errbuf, errlen, "inventory %s: %s", cfg->inventory, why[0] ? why : cm_strerror(rc));
+        return rc;
+    }
+
+    char spool_dir[600];
+    snprintf(spool_dir, sizeof(spool_dir), "%s/spool", cfg->data_dir);
+    oq_spool_opts_t so = {.dir = spool_dir,
+                          .durability = cfg->durability == GW_DURABILITY_FSYNC
+                                            ? OQ_DURABILITY_FSYNC
+                                            : OQ_DURABILITY_WRITE,
+                          .segment_bytes = cfg->spool_segment_bytes,
+                          .max_bytes = cfg->spool_max_bytes};
+    if ((rc = oq_spool_open(&srv->spool, &so, why, sizeof(why)))) {
+        snprintf(errbuf, errlen, "spool %s: %s", spool_dir, why[0] ? why : cm_strerror(rc));
+        return rc;
+    }
+    replay_ctx_t rctx = {.srv = srv};
+    uint64_t t0 = cm_mono_us();
+    long n = oq_spool_scan(srv->spool, (oq_pos_t){0, 0}, replay_one, &rctx);
+    if (n < 0) {
+        snprintf(errbuf, errlen, "spool replay: %s", cm_strerror((int)n));
+        return (int)n;
+    }
+    if (rctx.max_id)
+        atomic_store(&srv->ids.last, rctx.max_id);
+    cm_log_info("gw", "spool replayed", "orders=%llu events=%llu elapsed_ms=%llu",
+                (unsigned long long)rctx.orders, (unsigned long long)rctx.events,
+                (unsigned long long)((cm_mono_us() - t0) / 1000));
+
+    if ((rc = gw__queue_start(srv, errbuf, errlen)))
+        return rc;
+    if ((rc = gw_admin_start(srv, errbuf, errlen)))
+        return rc;
+    if ((rc = gw_workers_start(srv, errbuf, errlen)))
+        return rc;
+    atomic_store(&srv->ready, true);
+    cm_log_info("gw", "flashgate ready",
+                "listen=%s admin_listen=%s workers=%u node_id=%u inventory=%s durability=%s",
+                cfg->listen, cfg->admin_listen, srv->nworkers, srv->node_id,
+                inv_backend_name(srv->inv),
+                cfg->durability == GW_DURABILITY_FSYNC ? "fsync" : "write");
+    return 0;
+}
+
+void gw_server_stop(gw_server_t *srv)
+{
+    atomic_store(&srv->draining, true);
+    atomic_store(&srv->ready, false);
+    gw_workers_stop(srv);
+    gw_admin_stop(srv);
+    gw__queue_stop(srv);
+    if (srv->spool)
+        oq_spool_close(srv->spool);
+    if (srv->inv)
+        inv_close(srv->inv);
+    gw_limits_free(srv->limits);
+    gw_orders_free(srv->orders);
+    gw_proxies_free(&srv->proxies);
+    free(srv->workers);
+    srv->workers = NULL;
+    srv->spool = NULL;
+    srv->inv = NULL;
+    srv->limits = NULL;
+    srv->orders = NULL;
+}
