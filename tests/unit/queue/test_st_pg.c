@@ -1,0 +1,210 @@
+/*
+ * PostgreSQL settlement sink against a real server started by the test (one
+ * server for the file, a fresh database per case). Skips (77) when the
+ * PostgreSQL server binaries are not installed.
+ */
+#include "st_sink_cases.h"
+
+#include "common/cm_err.h"
+#include "tests/support/ts_pg.h"
+
+#include <libpq-fe.h>
+#include <stdlib.h>
+
+static ts_pg_t g_pg;
+static int g_dbseq;
+
+typedef struct pg_ctx {
+    char url[256];
+} pg_ctx_t;
+
+static PGconn *conn_to(const char *url)
+{
+    PGconn *c = PQconnectdb(url);
+    if (PQstatus(c) != CONNECTION_OK)
+        fail_msg("connect %s: %s", url, PQerrorMessage(c));
+    return c;
+}
+
+static int pgf_open(ts_sink_fixture_t *f, const char *sql, st_sink_t **out)
+{
+    pg_ctx_t *c = f->ctx;
+    char err[512] = "";
+    st_sink_opts_t opts = {.sql = sql};
+    int ret = st_pg_open(out, c->url, &opts, err, sizeof(err));
+    if (ret)
+        print_error("open: %s\n", err);
+    return ret;
+}
+
+static long pgf_query_int(ts_sink_fixture_t *f, const char *sql)
+{
+    pg_ctx_t *c = f->ctx;
+    PGconn *conn = conn_to(c->url);
+    PGresult *r = PQexec(conn, sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) < 1)
+        fail_msg("query %s: %s", sql, PQerrorMessage(conn));
+    long v = atol(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    PQfinish(conn);
+    return v;
+}
+
+static void pgf_exec(ts_sink_fixture_t *f, const char *sql)
+{
+    pg_ctx_t *c = f->ctx;
+    PGconn *conn = conn_to(c->url);
+    PGresult *r = PQexec(conn, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+        fail_msg("exec %s: %s", sql, PQerrorMessage(conn));
+    PQclear(r);
+    PQfinish(conn);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    return ts_pg_start(&g_pg);
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    ts_pg_stop(&g_pg);
+    return 0;
+}
+
+static int setup(void **state)
+{
+    pg_ctx_t *c = calloc(1, sizeof(*c));
+    char db[32], q[64];
+    snprintf(db, sizeof(db), "t%d", ++g_dbseq);
+    snprintf(q, sizeof(q), "CREATE DATABASE %s", db);
+    PGconn *conn = conn_to(g_pg.url);
+    PGresult *r = PQexec(conn, q);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    PQfinish(conn);
+    if (!ok)
+        return -1;
+    snprintf(c->url, sizeof(c->url), "postgresql://postgres@127.0.0.1:%d/%s", g_pg.port, db);
+    ts_sink_fixture_t *f = calloc(1, sizeof(*f));
+    f->open = pgf_open;
+    f->query_int = pgf_query_int;
+    f->exec = pgf_exec;
+    f->ledger_setup =
+        "CREATE TABLE ledger (order_id TEXT, user_id TEXT, qty INT);"
+        "CREATE FUNCTION settle_order(p_order text, p_user text, p_qty int) RETURNS void"
+        " LANGUAGE plpgsql AS $$ BEGIN"
+        "  IF p_user LIKE 'bad%' THEN RAISE EXCEPTION 'user % is blocked', p_user; END IF;"
+        "  INSERT INTO ledger VALUES (p_order, p_user, p_qty);"
+        " END $$";
+    f->user_sql = "SELECT settle_order($1, $3, $4)";
+    f->ctx = c;
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    ts_sink_fixture_t *f = *state;
+    free(f->ctx);
+    free(f);
+    return 0;
+}
+
+static void test_idempotent(void **state)
+{
+    case_idempotent(*state);
+}
+static void test_rollback(void **state)
+{
+    case_rollback(*state);
+}
+static void test_user_sql(void **state)
+{
+    case_user_sql(*state);
+}
+static void test_cancel(void **state)
+{
+    case_cancel(*state);
+}
+static void test_cancel_failed(void **state)
+{
+    case_cancel_failed(*state);
+}
+
+/* The server drops our connection mid-batch: a batch error, then rollback reconnects. */
+static void test_connection_loss(void **state)
+{
+    ts_sink_fixture_t *f = *state;
+    pg_ctx_t *c = f->ctx;
+    st_sink_t *s;
+    assert_int_equal(pgf_open(f, NULL, &s), 0);
+    st_order_t o1, o2;
+    st_outcome_t oc;
+    mk_order(&o1, "CL-1", "u1");
+    mk_order(&o2, "CL-2", "u2");
+    assert_int_equal(st_sink_begin(s), 0);
+    assert_int_equal(st_sink_settle(s, &o1, &oc), 0);
+    PGconn *admin = conn_to(c->url);
+    PGresult *r = PQexec(admin, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                                " WHERE datname = current_database() AND pid <> pg_backend_pid()");
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    assert_int_equal(atoi(PQgetvalue(r, 0, 0)), 1);
+    PQclear(r);
+    PQfinish(admin);
+    int ret = st_sink_settle(s, &o2, &oc);
+    if (ret == 0)
+        ret = st_sink_commit(s);
+    assert_true(ret < 0);
+    printf("# after the server dropped us: %s (%s)\n", cm_errname(ret), s->errmsg);
+    assert_int_equal(st_sink_rollback(s), 0); /* reconnects */
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 0);
+    assert_int_equal(st_sink_begin(s), 0);
+    assert_int_equal(st_sink_settle(s, &o1, &oc), 0);
+    assert_true(oc.changed);
+    assert_int_equal(st_sink_settle(s, &o2, &oc), 0);
+    assert_int_equal(st_sink_commit(s), 0);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 2);
+    st_sink_close(s);
+}
+
+static void test_sink_open_dispatch(void **state)
+{
+    ts_sink_fixture_t *f = *state;
+    pg_ctx_t *c = f->ctx;
+    st_sink_t *s = NULL;
+    char err[256];
+    assert_int_equal(st_sink_open(&s, c->url, "/nonexistent", NULL, err, sizeof(err)), 0);
+    assert_string_equal(s->ops->name, "postgresql");
+    st_sink_close(s);
+    /* A bad user statement is refused at open, with the server's words. */
+    st_sink_opts_t opts = {.sql = "SELECT no_such_function($1)"};
+    assert_true(st_pg_open(&s, c->url, &opts, err, sizeof(err)) < 0);
+    assert_non_null(strstr(err, "no_such_function"));
+}
+
+static void test_bench_batch500(void **state)
+{
+    case_bench(*state, "postgresql", 2000, 500);
+}
+
+int main(void)
+{
+    if (!ts_pg_available()) {
+        fprintf(stderr, "skip: PostgreSQL server binaries not installed\n");
+        return 77;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_idempotent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_sql, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_failed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connection_loss, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sink_open_dispatch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bench_batch500, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
