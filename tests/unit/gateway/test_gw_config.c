@@ -226,12 +226,12 @@ static void test_env_aliases(void **state)
 static void test_names_unique(void **state)
 {
     (void)state;
-    char names[400][128];
+    char names[400][300];
     int n = 0;
     const char *builtin[] = {"config", "set", "help", "version", "check-config"};
     for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++)
-        snprintf(names[n++], 128, "--%s", builtin[i]);
-    snprintf(names[n++], 128, "FLASHGATE_CONFIG");
+        snprintf(names[n++], 300, "--%s", builtin[i]);
+    snprintf(names[n++], 300, "FLASHGATE_CONFIG");
     for (const cm_opt_t *o = gw_config_opts; o->key; o++) {
         assert_non_null(o->help);
         /* an alias equal to the option's own name (kafka-brokers) is one name */
@@ -239,10 +239,10 @@ static void test_names_unique(void **state)
         for (int a = 0; a < 2; a++) {
             if (cm_conf_flag_name(o, a, fl[a], sizeof(fl[a])) &&
                 (a == 0 || strcmp(fl[0], fl[1]) != 0))
-                snprintf(names[n++], 128, "--%s", fl[a]);
+                snprintf(names[n++], 300, "--%s", fl[a]);
             if (cm_conf_env_name(o, "FLASHGATE_", a, ev[a], sizeof(ev[a])) &&
                 (a == 0 || strcmp(ev[0], ev[1]) != 0))
-                snprintf(names[n++], 128, "%s", ev[a]);
+                snprintf(names[n++], 300, "%s", ev[a]);
         }
         assert_true(n < 390);
     }
