@@ -1,0 +1,544 @@
+/*
+ * Audit checks (see lt_audit.h). Order ids are kept in a small open-addressing
+ * hash table, so the audit costs O(orders) whatever the topic's size.
+ */
+#include "loadtest/lt_audit.h"
+
+#include "common/cm_alloc.h"
+#include "common/cm_err.h"
+#include "common/cm_time.h"
+#include "loadtest/lt_http.h"
+
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <librdkafka/rdkafka.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/*---- id table ----*/
+
+typedef struct idrec {
+    char *id;    /* NULL: empty slot */
+    char *user;
+    uint32_t qty;
+    uint32_t count;  /* copies seen in the source */
+    bool ours;       /* answered 202 in this run */
+} idrec_t;
+
+typedef struct idtab {
+    idrec_t *slots;
+    size_t cap, len;
+} idtab_t;
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static idrec_t *idtab_get(idtab_t *t, const char *id, bool create)
+{
+    if (create && (t->len + 1) * 2 > t->cap) {
+        idtab_t n = {.cap = t->cap ? t->cap * 2 : 1024};
+        n.slots = cm_xcalloc(n.cap, sizeof(idrec_t));
+        for (size_t i = 0; i < t->cap; i++)
+            if (t->slots[i].id) {
+                size_t k = hash_str(t->slots[i].id) & (n.cap - 1);
+                while (n.slots[k].id)
+                    k = (k + 1) & (n.cap - 1);
+                n.slots[k] = t->slots[i];
+            }
+        n.len = t->len;
+        free(t->slots);
+        *t = n;
+    }
+    if (t->cap == 0)
+        return NULL;
+    size_t k = hash_str(id) & (t->cap - 1);
+    while (t->slots[k].id) {
+        if (strcmp(t->slots[k].id, id) == 0)
+            return &t->slots[k];
+        k = (k + 1) & (t->cap - 1);
+    }
+    if (!create)
+        return NULL;
+    t->slots[k] = (idrec_t){.id = cm_xstrdup(id)};
+    t->len++;
+    return &t->slots[k];
+}
+
+static void idtab_free(idtab_t *t)
+{
+    for (size_t i = 0; i < t->cap; i++) {
+        free(t->slots[i].id);
+        free(t->slots[i].user);
+    }
+    CM_FREE(t->slots);
+    t->cap = t->len = 0;
+}
+
+/* Adds a copy of an order seen in a source (topic or db). */
+static void idtab_seen(idtab_t *t, const char *id, const char *user, uint32_t qty)
+{
+    idrec_t *r = idtab_get(t, id, true);
+    r->count++;
+    if (!r->user && user)
+        r->user = cm_xstrdup(user);
+    if (!r->qty)
+        r->qty = qty;
+}
+
+/* Compares the 202 ids with a source: missing (202 not in source), extra, duplicated. */
+static void compare(const lt_results_t *res, idtab_t *src, uint64_t *missing, uint64_t *extra,
+                    uint64_t *dups, char *example, size_t exlen)
+{
+    *missing = *extra = *dups = 0;
+    example[0] = '\0';
+    for (size_t i = 0; i < res->n_orders; i++) {
+        idrec_t *r = idtab_get(src, res->orders[i].id, false);
+        if (!r || r->count == 0) {
+            if (!*missing)
+                snprintf(example, exlen, "missing e.g. %s", res->orders[i].id);
+            (*missing)++;
+        } else {
+            r->ours = true;
+        }
+    }
+    for (size_t i = 0; i < src->cap; i++) {
+        idrec_t *r = &src->slots[i];
+        if (!r->id)
+            continue;
+        if (!r->ours) {
+            if (!*extra && !*missing)
+                snprintf(example, exlen, "extra e.g. %s", r->id);
+            (*extra)++;
+        }
+        if (r->count > 1)
+            *dups += r->count - 1;
+    }
+}
+
+/*---- checks ----*/
+
+static lt_check_t *check_add(lt_audit_t *a, const char *name, lt_check_result_t r,
+                             const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static lt_check_t *check_add(lt_audit_t *a, const char *name, lt_check_result_t r,
+                             const char *fmt, ...)
+{
+    lt_check_t *c = &a->checks[a->n_checks++];
+    c->name = name;
+    c->result = r;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->detail, sizeof(c->detail), fmt, ap);
+    va_end(ap);
+    if (r == LT_CHECK_FAIL)
+        a->failed = true;
+    return c;
+}
+
+static void check_stock(const lt_scenario_t *sc, lt_audit_t *a)
+{
+    if (!sc->admin_url) {
+        check_add(a, "stock", LT_CHECK_SKIP, "no admin API (--admin)");
+        check_add(a, "no_oversell", LT_CHECK_SKIP, "no admin API (--admin)");
+        return;
+    }
+    char path[160], eb[600];
+    snprintf(path, sizeof(path), "/admin/v1/sales/%s", sc->sale_id);
+    int status = 0;
+    char *body = NULL;
+    int rc = lt_http_simple("GET", sc->admin_url, path, sc->admin_token, NULL, 5000, &status,
+                            &body, eb, sizeof(eb));
+    json_t *j = rc == 0 && status == 200 ? json_loads(body, 0, NULL) : NULL;
+    if (!j || !json_is_integer(json_object_get(j, "stock_total")) ||
+        !json_is_integer(json_object_get(j, "stock_left"))) {
+        if (rc == 0)
+            snprintf(eb, sizeof(eb), "GET %s%s: HTTP %d %.200s", sc->admin_url, path, status,
+                     body ? body : "");
+        check_add(a, "stock", LT_CHECK_FAIL, "cannot read the sale: %s", eb);
+        check_add(a, "no_oversell", LT_CHECK_FAIL, "cannot read the sale");
+        json_decref(j);
+        free(body);
+        return;
+    }
+    a->stock_total = json_integer_value(json_object_get(j, "stock_total"));
+    a->stock_left = json_integer_value(json_object_get(j, "stock_left"));
+    json_t *au = json_object_get(j, "accepted_units");
+    json_t *ao = json_object_get(j, "accepted_orders");
+    a->admin_accepted_units = json_is_integer(au) ? json_integer_value(au) : -1;
+    a->admin_accepted_orders = json_is_integer(ao) ? json_integer_value(ao) : -1;
+    json_decref(j);
+    free(body);
+    int64_t sold = a->stock_total - a->stock_left;
+    int64_t units = (int64_t)a->accepted_units;
+    if (a->stock_left == 0) {
+        check_add(a, "stock", units == sold ? LT_CHECK_PASS : LT_CHECK_FAIL,
+                  "sold out: 202 units %lld, stock sold %lld (total %lld, left %lld)",
+                  (long long)units, (long long)sold, (long long)a->stock_total,
+                  (long long)a->stock_left);
+    } else {
+        int64_t want = a->admin_accepted_units >= 0 ? a->admin_accepted_units : sold;
+        check_add(a, "stock", units == want ? LT_CHECK_PASS : LT_CHECK_FAIL,
+                  "not sold out: 202 units %lld, gateway accepted units %lld (total %lld, left "
+                  "%lld)",
+                  (long long)units, (long long)want, (long long)a->stock_total,
+                  (long long)a->stock_left);
+    }
+    check_add(a, "no_oversell", units <= a->stock_total && a->stock_left >= 0 ? LT_CHECK_PASS
+                                                                               : LT_CHECK_FAIL,
+              "202 units %lld <= stock %lld, stock left %lld >= 0", (long long)units,
+              (long long)a->stock_total, (long long)a->stock_left);
+}
+
+char *lt_audit_brokers(const char *value)
+{
+    if (access(value, R_OK) == 0) {
+        FILE *f = fopen(value, "r");
+        char buf[1024] = "";
+        if (f) {
+            if (!fgets(buf, sizeof(buf), f))
+                buf[0] = '\0';
+            fclose(f);
+        }
+        buf[strcspn(buf, "\r\n")] = '\0';
+        return cm_xstrdup(buf);
+    }
+    return cm_xstrdup(value);
+}
+
+/* Reads every partition of the topic from its low to its high watermark. */
+static int read_topic(const lt_scenario_t *sc, idtab_t *tab, lt_audit_t *a, char *eb, size_t el)
+{
+    char *brokers = lt_audit_brokers(sc->kafka_brokers);
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char group[64];
+    snprintf(group, sizeof(group), "flashgate-load-audit-%d", (int)getpid());
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, eb, el) != RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(conf, "group.id", group, eb, el) != RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", eb, el) != RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(conf, "enable.partition.eof", "true", eb, el) != RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(conf, "log_level", "3", eb, el) != RD_KAFKA_CONF_OK) {
+        rd_kafka_conf_destroy(conf);
+        free(brokers);
+        return CM_EINVAL;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, eb, el);
+    free(brokers);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        return CM_EBACKEND;
+    }
+    int rc = 0;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, sc->topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, 10000);
+    if (err || md->topic_cnt != 1 || md->topics[0].err) {
+        snprintf(eb, el, "topic %s: %s", sc->topic,
+                 rd_kafka_err2str(err ? err : md->topic_cnt ? md->topics[0].err
+                                                            : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
+        rc = CM_EBACKEND;
+        goto out;
+    }
+    int np = md->topics[0].partition_cnt;
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(np);
+    int64_t *hi = cm_xcalloc((size_t)np + 1, sizeof(int64_t));
+    int waiting = 0;
+    for (int i = 0; i < np; i++) {
+        int32_t pid = md->topics[0].partitions[i].id;
+        int64_t lo = 0, h = 0;
+        err = rd_kafka_query_watermark_offsets(rk, sc->topic, pid, &lo, &h, 10000);
+        if (err) {
+            snprintf(eb, el, "topic %s partition %d: watermarks: %s", sc->topic, pid,
+                     rd_kafka_err2str(err));
+            rc = CM_EBACKEND;
+            break;
+        }
+        if (pid < np)
+            hi[pid] = h;
+        if (h > lo) {
+            rd_kafka_topic_partition_list_add(parts, sc->topic, pid)->offset = lo;
+            waiting++;
+        }
+    }
+    if (rc == 0 && waiting > 0) {
+        rd_kafka_assign(rk, parts);
+        uint64_t deadline = cm_mono_ms() + 30000;
+        while (waiting > 0 && cm_mono_ms() < deadline) {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 500);
+            if (!m)
+                continue;
+            if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                rd_kafka_message_destroy(m);
+                continue;
+            }
+            if (m->err) {
+                snprintf(eb, el, "consume: %s", rd_kafka_message_errstr(m));
+                rd_kafka_message_destroy(m);
+                rc = CM_EBACKEND;
+                break;
+            }
+            a->topic_messages++;
+            json_t *j = json_loadb(m->payload, m->len, 0, NULL);
+            const char *type = json_string_value(json_object_get(j, "type"));
+            const char *sale = json_string_value(json_object_get(j, "sale_id"));
+            const char *oid = json_string_value(json_object_get(j, "order_id"));
+            if (type && strcmp(type, "order") != 0) {
+                if (sale && strcmp(sale, sc->sale_id) == 0)
+                    a->topic_cancels++;
+            } else if (sale && oid && strcmp(sale, sc->sale_id) == 0) {
+                json_int_t q = json_integer_value(json_object_get(j, "qty"));
+                idtab_seen(tab, oid, json_string_value(json_object_get(j, "user_id")),
+                           (uint32_t)(q > 0 ? q : 1));
+            }
+            json_decref(j);
+            if (m->partition >= 0 && m->partition < np && m->offset + 1 >= hi[m->partition]) {
+                hi[m->partition] = -1; /* reached the end offset taken at the start */
+                waiting--;
+            }
+            rd_kafka_message_destroy(m);
+        }
+        if (rc == 0 && waiting > 0) {
+            snprintf(eb, el, "timed out reading %s to its end offsets", sc->topic);
+            rc = CM_ETIMEOUT;
+        }
+        rd_kafka_assign(rk, NULL);
+    }
+    free(hi);
+    rd_kafka_topic_partition_list_destroy(parts);
+out:
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
+static void check_kafka(const lt_scenario_t *sc, const lt_results_t *res, lt_audit_t *a,
+                        idtab_t *tab)
+{
+    if (!sc->kafka_brokers) {
+        check_add(a, "kafka", LT_CHECK_SKIP, "no broker (--kafka-brokers)");
+        return;
+    }
+    char eb[512] = "";
+    if (read_topic(sc, tab, a, eb, sizeof(eb)) < 0) {
+        check_add(a, "kafka", LT_CHECK_FAIL, "cannot read the topic: %s", eb);
+        return;
+    }
+    char ex[128];
+    compare(res, tab, &a->topic_missing, &a->topic_extra, &a->topic_duplicates, ex, sizeof(ex));
+    a->topic_orders = tab->len;
+    bool ok = a->topic_missing == 0 && a->topic_extra == 0;
+    check_add(a, "kafka", ok ? LT_CHECK_PASS : LT_CHECK_FAIL,
+              "%llu distinct orders of sale %s in %s (%llu messages read); 202 ids missing: "
+              "%llu, ids never answered 202: %llu; duplicates tolerated: %llu (consumer "
+              "dedupes); cancel commands ignored: %llu%s%s",
+              (unsigned long long)a->topic_orders, sc->sale_id, sc->topic,
+              (unsigned long long)a->topic_messages, (unsigned long long)a->topic_missing,
+              (unsigned long long)a->topic_extra, (unsigned long long)a->topic_duplicates,
+              (unsigned long long)a->topic_cancels, ex[0] ? "; " : "", ex);
+}
+
+/* Reads (order_id, user_id, qty) rows of the sale into tab. Returns 0 or CM_E*. */
+static int read_db(const lt_scenario_t *sc, idtab_t *tab, char *eb, size_t el)
+{
+    const char *url = sc->db_url;
+    if (strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0) {
+        PGconn *pg = PQconnectdb(url);
+        if (PQstatus(pg) != CONNECTION_OK) {
+            snprintf(eb, el, "%s", PQerrorMessage(pg));
+            PQfinish(pg);
+            return CM_EBACKEND;
+        }
+        const char *params[1] = {sc->sale_id};
+        PGresult *r = PQexecParams(pg, "SELECT order_id, user_id, qty FROM orders WHERE sale_id = $1",
+                                   1, NULL, params, NULL, NULL, 0);
+        int rc = 0;
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            snprintf(eb, el, "%s", PQresultErrorMessage(r));
+            rc = CM_EBACKEND;
+        } else {
+            for (int i = 0; i < PQntuples(r); i++)
+                idtab_seen(tab, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+                           (uint32_t)atoi(PQgetvalue(r, i, 2)));
+        }
+        PQclear(r);
+        PQfinish(pg);
+        return rc;
+    }
+    if (strncmp(url, "sqlite://", 9) == 0)
+        url += 9;
+    else if (strncmp(url, "sqlite:", 7) == 0)
+        url += 7;
+    if (access(url, R_OK) != 0) {
+        snprintf(eb, el, "%s: no such database file", url);
+        return CM_ENOTFOUND;
+    }
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(url, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        snprintf(eb, el, "%s: %s", url, db ? sqlite3_errmsg(db) : "cannot open");
+        sqlite3_close(db);
+        return CM_EBACKEND;
+    }
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt *st = NULL;
+    int rc = 0;
+    if (sqlite3_prepare_v2(db, "SELECT order_id, user_id, qty FROM orders WHERE sale_id = ?", -1,
+                           &st, NULL) != SQLITE_OK) {
+        snprintf(eb, el, "%s: %s", url, sqlite3_errmsg(db));
+        rc = CM_EBACKEND;
+    } else {
+        sqlite3_bind_text(st, 1, sc->sale_id, -1, SQLITE_STATIC);
+        int s;
+        while ((s = sqlite3_step(st)) == SQLITE_ROW)
+            idtab_seen(tab, (const char *)sqlite3_column_text(st, 0),
+                       (const char *)sqlite3_column_text(st, 1),
+                       (uint32_t)sqlite3_column_int(st, 2));
+        if (s != SQLITE_DONE) {
+            snprintf(eb, el, "%s: %s", url, sqlite3_errmsg(db));
+            rc = CM_EBACKEND;
+        }
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return rc;
+}
+
+static void check_db(const lt_scenario_t *sc, const lt_results_t *res, lt_audit_t *a,
+                     idtab_t *tab)
+{
+    if (!sc->db_url) {
+        check_add(a, "db", LT_CHECK_SKIP, "no database (--db)");
+        return;
+    }
+    char eb[512] = "";
+    uint64_t deadline = cm_mono_ms() + (uint64_t)(sc->settle_wait_s * 1000);
+    int rc;
+    /* settlement runs at its own pace: wait until it has caught up, or the deadline */
+    for (;;) {
+        idtab_free(tab);
+        rc = read_db(sc, tab, eb, sizeof(eb));
+        if ((rc == 0 && tab->len >= res->n_orders) || cm_mono_ms() >= deadline)
+            break;
+        usleep(250 * 1000);
+    }
+    if (rc < 0) {
+        check_add(a, "db", LT_CHECK_FAIL, "cannot read the orders table: %s", eb);
+        return;
+    }
+    uint64_t missing, extra, dups;
+    char ex[128];
+    compare(res, tab, &missing, &extra, &dups, ex, sizeof(ex));
+    a->db_rows = (int64_t)tab->len;
+    a->db_missing = (int64_t)missing;
+    a->db_extra = (int64_t)extra;
+    a->db_duplicates = (int64_t)dups;
+    bool ok = missing == 0 && extra == 0 && dups == 0;
+    check_add(a, "db", ok ? LT_CHECK_PASS : LT_CHECK_FAIL,
+              "%lld rows of sale %s; 202 ids missing: %llu, rows never answered 202: %llu, "
+              "duplicate rows: %llu%s%s",
+              (long long)a->db_rows, sc->sale_id, (unsigned long long)missing,
+              (unsigned long long)extra, (unsigned long long)dups, ex[0] ? "; " : "", ex);
+}
+
+typedef struct ucount {
+    char *user;
+    uint64_t units;
+} ucount_t;
+
+static int cmp_user(const void *x, const void *y)
+{
+    return strcmp(((const ucount_t *)x)->user, ((const ucount_t *)y)->user);
+}
+
+static void check_per_user(const lt_scenario_t *sc, const lt_results_t *res, lt_audit_t *a,
+                           idtab_t *db, idtab_t *topic)
+{
+    idtab_t *src = NULL;
+    if (sc->db_url && db->len) {
+        src = db;
+        a->limit_source = "db";
+    } else if (sc->kafka_brokers && topic->len) {
+        src = topic;
+        a->limit_source = "kafka";
+    } else {
+        a->limit_source = "client";
+    }
+    size_t n = 0, cap = src ? src->len : res->n_orders;
+    ucount_t *u = cm_xcalloc(cap + 1, sizeof(*u));
+    char (*names)[48] = NULL;
+    if (src) {
+        for (size_t i = 0; i < src->cap; i++)
+            if (src->slots[i].id)
+                u[n++] = (ucount_t){src->slots[i].user ? src->slots[i].user : "(none)",
+                                    src->slots[i].qty};
+    } else {
+        names = cm_xcalloc(cap + 1, sizeof(*names));
+        for (size_t i = 0; i < res->n_orders; i++) {
+            snprintf(names[i], sizeof(names[i]), "u%llu-%llu", (unsigned long long)sc->seed,
+                     (unsigned long long)res->orders[i].user);
+            u[n++] = (ucount_t){names[i], res->orders[i].qty};
+        }
+    }
+    qsort(u, n, sizeof(*u), cmp_user);
+    uint64_t over = 0, worst = 0;
+    for (size_t i = 0; i < n;) {
+        size_t k = i;
+        uint64_t sum = 0;
+        while (k < n && strcmp(u[k].user, u[i].user) == 0)
+            sum += u[k++].units;
+        if (sum > sc->per_user_limit)
+            over++;
+        if (sum > worst)
+            worst = sum;
+        i = k;
+    }
+    a->users_over_limit = over;
+    check_add(a, "per_user_limit", over == 0 ? LT_CHECK_PASS : LT_CHECK_FAIL,
+              "source %s: %llu users over the limit of %u (most held by one user: %llu)",
+              a->limit_source, (unsigned long long)over, sc->per_user_limit,
+              (unsigned long long)worst);
+    free(names);
+    free(u);
+}
+
+void lt_audit_run(const lt_scenario_t *sc, const lt_results_t *res, lt_audit_t *a)
+{
+    memset(a, 0, sizeof(*a));
+    a->admin_accepted_units = a->admin_accepted_orders = -1;
+    a->stock_total = a->stock_left = -1;
+    a->db_rows = -1;
+    a->accepted_orders = res->n_orders;
+    for (size_t i = 0; i < res->n_orders; i++)
+        a->accepted_units += res->orders[i].qty;
+    idtab_t topic = {0}, db = {0};
+    check_stock(sc, a);
+    check_kafka(sc, res, a, &topic);
+    check_db(sc, res, a, &db);
+    check_per_user(sc, res, a, &db, &topic);
+    idtab_free(&topic);
+    idtab_free(&db);
+}
+
+void lt_audit_print(const lt_audit_t *a, void *file)
+{
+    FILE *f = file;
+    for (size_t i = 0; i < a->n_checks; i++) {
+        const lt_check_t *c = &a->checks[i];
+        fprintf(f, "%s %s: %s\n",
+                c->result == LT_CHECK_PASS   ? "PASS"
+                : c->result == LT_CHECK_FAIL ? "FAIL"
+                                             : "SKIP",
+                c->name, c->detail);
+    }
+    fprintf(f, "audit: %s\n", a->failed ? "FAIL" : "PASS");
+}

@@ -1,0 +1,826 @@
+/*
+ * The crowd on one libuv loop. Each target has a pool of keep-alive
+ * connections; a request that finds no idle connection waits in the target's
+ * FIFO and the wait is part of its latency, because latency is always taken
+ * from the scheduled send time.
+ */
+#include "loadtest/lt_run.h"
+
+#include "common/cm_alloc.h"
+#include "common/cm_err.h"
+#include "common/cm_time.h"
+#include "loadtest/lt_http.h"
+#include "loadtest/lt_sched.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+const char *lt_ans_name(lt_ans_t a)
+{
+    static const char *names[] = {
+#define XX(n, s) s,
+        LT_ANS_MAP(XX)
+#undef XX
+    };
+    return (unsigned)a < LT_ANS_N ? names[a] : "?";
+}
+
+lt_ans_t lt_ans_of_status(int st)
+{
+    switch (st) {
+    case 0:
+        return LT_ANS_ERROR;
+    case 202:
+        return LT_ANS_A202;
+    case 409:
+        return LT_ANS_A409;
+    case 410:
+        return LT_ANS_A410;
+    case 425:
+        return LT_ANS_A425;
+    case 429:
+        return LT_ANS_A429;
+    case 503:
+        return LT_ANS_A503;
+    case 404:
+        return LT_ANS_A404;
+    default:
+        return st >= 500 ? LT_ANS_A5XX : LT_ANS_A4XX;
+    }
+}
+
+/*---- state ----*/
+
+enum { U_PERSON = 0, U_BOT = 1, U_AGGRESSIVE = 2 };
+enum { U_WAITING = 0, U_BUYING, U_POLLING, U_DONE };
+enum { EV_BUY = 0, EV_POLL = 1 };
+
+typedef struct user {
+    uint8_t kind;
+    uint8_t state;
+    uint16_t attempts;
+    uint16_t polls;
+    int32_t order; /* index in res->orders, -1 none */
+} user_t;
+
+typedef struct req {
+    struct req *next; /* FIFO of the target while waiting */
+    uint64_t user;
+    int kind;         /* EV_BUY / EV_POLL */
+    uint64_t sched_ns;
+    uint64_t sent_ns;
+    size_t target;
+} req_t;
+
+typedef struct conn {
+    uv_tcp_t tcp;
+    uv_write_t wr;
+    uv_connect_t cr;
+    struct target *tg;
+    int state; /* 0 closed, 1 connecting, 2 idle, 3 busy, 4 closing */
+    req_t *cur;
+    lt_http_parser_t parser;
+    char *wbuf;
+    size_t wcap;
+    char rbuf[16384];
+} conn_t;
+
+typedef struct target {
+    struct run *run;
+    char host[256];
+    int port;
+    struct sockaddr_storage addr;
+    conn_t *conns;
+    uint32_t n_conns, open;
+    req_t *qhead, *qtail;
+    size_t qlen;
+} target_t;
+
+typedef struct run {
+    const lt_scenario_t *sc;
+    lt_results_t *res;
+    uv_loop_t loop;
+    lt_ticker_t ticker;
+    uv_timer_t progress;
+    lt_rng_t rng;
+    user_t *users;
+    uint64_t *arrivals;
+    size_t n_arrivals;
+    target_t targets[LT_MAX_TARGETS];
+    size_t rr;
+    uint64_t inflight;
+    uint64_t sale_start_ns;
+    uint64_t stop_ns;
+    uint64_t profile_end_ns;
+    bool stopping, quiet;
+    /* progress */
+    uint64_t last_answers, last_t_ns;
+    size_t open_orders_cap;
+} run_t;
+
+static void target_pump(target_t *tg);
+static void conn_fail(conn_t *c, lt_ans_t why);
+
+static uint64_t now_rel(run_t *r)
+{
+    return lt_ticker_now(&r->ticker);
+}
+
+static lt_second_t *second_at(run_t *r, uint64_t t_ns)
+{
+    size_t s = (size_t)(t_ns / 1000000000ull);
+    lt_results_t *res = r->res;
+    if (s >= 100000)
+        s = 99999;
+    if (s >= res->n_secs) {
+        size_t n = s + 1;
+        res->secs = cm_xrealloc(res->secs, n * sizeof(*res->secs));
+        for (size_t i = res->n_secs; i < n; i++) {
+            memset(&res->secs[i], 0, offsetof(lt_second_t, buy));
+            cm_hist_init(&res->secs[i].buy);
+        }
+        res->n_secs = n;
+    }
+    return &res->secs[s];
+}
+
+static void user_id(const run_t *r, uint64_t u, char *out, size_t len)
+{
+    snprintf(out, len, "u%llu-%llu", (unsigned long long)r->sc->seed, (unsigned long long)u);
+}
+
+static void user_addr(const run_t *r, uint64_t u, char *out, size_t len)
+{
+    const user_t *us = &r->users[u];
+    if (us->kind != U_PERSON) {
+        /* bots share a few addresses: 198.19.255.0/24 (benchmark range, header only) */
+        uint64_t b = (u * 2654435761u) % r->sc->bot_addresses;
+        snprintf(out, len, "198.19.255.%u", (unsigned)b);
+    } else {
+        uint64_t a = (u * 40503u + 7) % r->sc->addresses;
+        snprintf(out, len, "198.%u.%u.%u", (unsigned)(18 + (a >> 16)), (unsigned)((a >> 8) & 255),
+                 (unsigned)(a & 255));
+    }
+}
+
+/*---- requests ----*/
+
+static void schedule(run_t *r, uint64_t at_ns, uint64_t user, int kind)
+{
+    if (r->stopping)
+        return;
+    lt_ticker_add(&r->ticker, at_ns, user << 1 | (uint64_t)kind);
+}
+
+static void dispatch(run_t *r, uint64_t user, int kind, uint64_t sched_ns)
+{
+    req_t *q = cm_xcalloc(1, sizeof(*q));
+    q->user = user;
+    q->kind = kind;
+    q->sched_ns = sched_ns;
+    q->target = r->rr++ % r->sc->n_targets;
+    target_t *tg = &r->targets[q->target];
+    if (tg->qtail)
+        tg->qtail->next = q;
+    else
+        tg->qhead = q;
+    tg->qtail = q;
+    tg->qlen++;
+    r->inflight++;
+    if (kind == EV_BUY)
+        r->res->sent_buy++;
+    else
+        r->res->sent_poll++;
+    target_pump(tg);
+}
+
+static uint64_t retry_delay_ns(run_t *r, const user_t *u, int retry_after_s)
+{
+    if (u->kind == U_AGGRESSIVE)
+        return (uint64_t)r->sc->bot_retry_ms * 1000000ull;
+    double ms = retry_after_s >= 0 ? retry_after_s * 1000.0 : (double)r->sc->retry_default_ms;
+    ms *= 1.0 + 0.2 * lt_rng_unit(&r->rng); /* jitter, as a polite client does */
+    return (uint64_t)(ms * 1e6);
+}
+
+static void record_order(run_t *r, uint64_t uid, const char *body)
+{
+    lt_results_t *res = r->res;
+    user_t *u = &r->users[uid];
+    json_t *j = json_loads(body, 0, NULL);
+    const char *oid = j ? json_string_value(json_object_get(j, "order_id")) : NULL;
+    if (!oid || strlen(oid) >= sizeof(res->orders[0].id)) {
+        oid = NULL;
+    }
+    int64_t qty = j ? json_integer_value(json_object_get(j, "qty")) : 0;
+    if (qty <= 0)
+        qty = r->sc->qty;
+    if (oid && u->order >= 0) {
+        if (strcmp(res->orders[u->order].id, oid) == 0)
+            res->dup_202++;
+        else
+            res->second_202++;
+    }
+    if (oid && (u->order < 0 || strcmp(res->orders[u->order].id, oid) != 0)) {
+        if (res->n_orders == r->open_orders_cap) {
+            r->open_orders_cap = r->open_orders_cap ? r->open_orders_cap * 2 : 1024;
+            res->orders = cm_xrealloc(res->orders, r->open_orders_cap * sizeof(*res->orders));
+        }
+        lt_order_t *o = &res->orders[res->n_orders];
+        memset(o, 0, sizeof(*o));
+        snprintf(o->id, sizeof(o->id), "%s", oid);
+        o->user = uid;
+        o->qty = (uint32_t)qty;
+        snprintf(o->status, sizeof(o->status), "queued");
+        u->order = (int32_t)res->n_orders++;
+    }
+    json_decref(j);
+}
+
+static void on_buy_answer(run_t *r, req_t *q, lt_ans_t a, int retry_after_s, const char *body,
+                          uint64_t now)
+{
+    user_t *u = &r->users[q->user];
+    lt_results_t *res = r->res;
+    uint64_t lat_us = (now - q->sched_ns) / 1000u;
+    res->answers[a]++;
+    cm_hist_record(&res->hist[a], lat_us);
+    cm_hist_record(&res->buy_all, lat_us);
+    lt_second_t *s = second_at(r, now);
+    s->counts[a]++;
+    cm_hist_record(&s->buy, lat_us);
+    uint32_t max_retries = u->kind == U_AGGRESSIVE ? r->sc->bot_max_retries : r->sc->max_retries;
+    switch (a) {
+    case LT_ANS_A202:
+        record_order(r, q->user, body ? body : "");
+        if (u->order >= 0 && r->sc->poll_max > 0) {
+            u->state = U_POLLING;
+            schedule(r, now + (uint64_t)r->sc->poll_interval_ms * 1000000ull, q->user, EV_POLL);
+        } else {
+            u->state = U_DONE;
+        }
+        break;
+    case LT_ANS_A425:
+    case LT_ANS_A429:
+    case LT_ANS_A503:
+    case LT_ANS_A5XX:
+    case LT_ANS_ERROR:
+    case LT_ANS_TIMEOUT:
+        if (u->attempts < max_retries) {
+            u->attempts++;
+            uint64_t at = now + retry_delay_ns(r, u, retry_after_s);
+            if (a == LT_ANS_A425 && u->kind != U_AGGRESSIVE && at < r->sale_start_ns)
+                at = r->sale_start_ns;
+            schedule(r, at, q->user, EV_BUY);
+        } else {
+            u->state = U_DONE;
+        }
+        break;
+    default: /* 409, 410, 404, other 4xx: final */
+        u->state = U_DONE;
+        break;
+    }
+}
+
+static void on_poll_answer(run_t *r, req_t *q, int status, const char *body, uint64_t now)
+{
+    user_t *u = &r->users[q->user];
+    lt_results_t *res = r->res;
+    uint64_t lat_us = (now - q->sched_ns) / 1000u;
+    res->answers[LT_ANS_POLL]++;
+    cm_hist_record(&res->hist[LT_ANS_POLL], lat_us);
+    second_at(r, now)->counts[LT_ANS_POLL]++;
+    u->polls++;
+    const char *st = NULL;
+    json_t *j = NULL;
+    if (status == 200 && body) {
+        j = json_loads(body, 0, NULL);
+        st = json_string_value(json_object_get(j, "status"));
+    }
+    if (st && u->order >= 0)
+        snprintf(res->orders[u->order].status, sizeof(res->orders[0].status), "%s", st);
+    bool final = st && (strcmp(st, "settled") == 0 || strcmp(st, "failed") == 0 ||
+                        strcmp(st, "cancelled") == 0);
+    if (final) {
+        if (strcmp(st, "settled") == 0)
+            res->polls_settled++;
+        else if (strcmp(st, "failed") == 0)
+            res->polls_failed++;
+        else
+            res->polls_cancelled++;
+        u->state = U_DONE;
+    } else if (u->polls < r->sc->poll_max) {
+        schedule(r, now + (uint64_t)r->sc->poll_interval_ms * 1000000ull, q->user, EV_POLL);
+    } else {
+        res->polls_unfinished++;
+        u->state = U_DONE;
+    }
+    json_decref(j);
+}
+
+static void finish_req(run_t *r, req_t *q, int status, int retry_after_s, const char *body,
+                       lt_ans_t transport)
+{
+    uint64_t now = now_rel(r);
+    r->inflight--;
+    if (q->kind == EV_BUY) {
+        /* a transport failure counts under its own type and is retried like a 503 */
+        on_buy_answer(r, q, status == 0 ? transport : lt_ans_of_status(status), retry_after_s,
+                      body, now);
+    } else {
+        if (status == 0)
+            r->res->answers[transport]++;
+        on_poll_answer(r, q, status, body, now);
+    }
+    free(q);
+}
+
+/*---- connections ----*/
+
+static void on_close(uv_handle_t *h)
+{
+    conn_t *c = h->data;
+    c->state = 0;
+    c->tg->open--;
+    if (!c->tg->run->stopping)
+        target_pump(c->tg);
+}
+
+static void conn_close(conn_t *c)
+{
+    if (c->state == 0 || c->state == 4)
+        return;
+    c->state = 4;
+    uv_close((uv_handle_t *)&c->tcp, on_close);
+}
+
+static void conn_fail(conn_t *c, lt_ans_t why)
+{
+    req_t *q = c->cur;
+    c->cur = NULL;
+    run_t *r = c->tg->run;
+    conn_close(c);
+    if (q)
+        finish_req(r, q, 0, -1, NULL, why);
+}
+
+static void on_alloc(uv_handle_t *h, size_t sz, uv_buf_t *buf)
+{
+    (void)sz;
+    conn_t *c = h->data;
+    *buf = uv_buf_init(c->rbuf, sizeof(c->rbuf));
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    conn_t *c = s->data;
+    run_t *r = c->tg->run;
+    if (n < 0) {
+        conn_fail(c, LT_ANS_ERROR);
+        return;
+    }
+    if (n == 0)
+        return;
+    if (!c->cur) { /* bytes nobody asked for */
+        conn_fail(c, LT_ANS_ERROR);
+        return;
+    }
+    size_t used;
+    int rc = lt_http_parser_feed(&c->parser, buf->base, (size_t)n, &used);
+    if (rc < 0 || (rc == LT_HTTP_DONE && used != (size_t)n)) {
+        if (!r->quiet)
+            fprintf(stderr, "flashgate-load: protocol error from %s:%d: %s\n", c->tg->host,
+                    c->tg->port, c->parser.error ? c->parser.error : "bytes after the answer");
+        conn_fail(c, LT_ANS_ERROR);
+        return;
+    }
+    if (rc != LT_HTTP_DONE)
+        return;
+    req_t *q = c->cur;
+    c->cur = NULL;
+    lt_http_resp_t *resp = &c->parser.resp;
+    bool close_it = resp->conn_close;
+    finish_req(r, q, resp->status, resp->retry_after_s, resp->body, LT_ANS_ERROR);
+    if (close_it) {
+        conn_close(c);
+    } else {
+        c->state = 2;
+        target_pump(c->tg);
+    }
+}
+
+static void on_write(uv_write_t *w, int status)
+{
+    conn_t *c = w->data;
+    if (status < 0 && c->state == 3)
+        conn_fail(c, LT_ANS_ERROR);
+}
+
+static void conn_send(conn_t *c, req_t *q)
+{
+    run_t *r = c->tg->run;
+    const lt_scenario_t *sc = r->sc;
+    char uid[64], addr[32];
+    user_id(r, q->user, uid, sizeof(uid));
+    user_addr(r, q->user, addr, sizeof(addr));
+    if (c->wcap < 2048) {
+        c->wcap = 2048;
+        c->wbuf = cm_xrealloc(c->wbuf, c->wcap);
+    }
+    int n;
+    if (q->kind == EV_BUY) {
+        char body[160];
+        int bl = snprintf(body, sizeof(body), "{\"user_id\":\"%s\",\"qty\":%u}", uid, sc->qty);
+        n = snprintf(c->wbuf, c->wcap,
+                     "POST /v1/sales/%s/orders HTTP/1.1\r\nHost: %s:%d\r\n"
+                     "Content-Type: application/json\r\nContent-Length: %d\r\n"
+                     "X-Forwarded-For: %s\r\nIdempotency-Key: lt-%s-%s\r\n\r\n%s",
+                     sc->sale_id, c->tg->host, c->tg->port, bl, addr, sc->sale_id, uid, body);
+    } else {
+        const lt_order_t *o = &r->res->orders[r->users[q->user].order];
+        n = snprintf(c->wbuf, c->wcap,
+                     "GET /v1/orders/%s HTTP/1.1\r\nHost: %s:%d\r\nX-Forwarded-For: %s\r\n\r\n",
+                     o->id, c->tg->host, c->tg->port, addr);
+    }
+    c->cur = q;
+    c->state = 3;
+    q->sent_ns = now_rel(r);
+    lt_http_parser_reset(&c->parser, false);
+    second_at(r, q->sent_ns)->sent++;
+    uv_buf_t b = uv_buf_init(c->wbuf, (unsigned)n);
+    c->wr.data = c;
+    if (uv_write(&c->wr, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0)
+        conn_fail(c, LT_ANS_ERROR);
+}
+
+static void on_connect(uv_connect_t *cr, int status)
+{
+    conn_t *c = cr->data;
+    run_t *r = c->tg->run;
+    if (c->state != 1)
+        return;
+    if (status < 0) {
+        r->res->connect_errors++;
+        conn_close(c);
+        /* fail the oldest waiting request so a dead target does not stall the run */
+        target_t *tg = c->tg;
+        if (tg->qhead) {
+            req_t *q = tg->qhead;
+            tg->qhead = q->next;
+            if (!tg->qhead)
+                tg->qtail = NULL;
+            tg->qlen--;
+            finish_req(r, q, 0, -1, NULL, LT_ANS_ERROR);
+        }
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->state = 2;
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    target_pump(c->tg);
+}
+
+static void conn_open(conn_t *c)
+{
+    run_t *r = c->tg->run;
+    uv_tcp_init(&r->loop, &c->tcp);
+    c->tcp.data = c;
+    c->cr.data = c;
+    c->state = 1;
+    c->tg->open++;
+    r->res->connects++;
+    if (uv_tcp_connect(&c->cr, &c->tcp, (struct sockaddr *)&c->tg->addr, on_connect) < 0) {
+        r->res->connect_errors++;
+        conn_close(c);
+    }
+}
+
+/* Hands waiting requests to idle connections; opens connections while some wait. */
+static void target_pump(target_t *tg)
+{
+    uint32_t connecting = 0;
+    for (uint32_t i = 0; i < tg->n_conns && tg->qhead; i++) {
+        conn_t *c = &tg->conns[i];
+        if (c->state == 2) {
+            req_t *q = tg->qhead;
+            tg->qhead = q->next;
+            if (!tg->qhead)
+                tg->qtail = NULL;
+            tg->qlen--;
+            q->next = NULL;
+            conn_send(c, q);
+        } else if (c->state == 1) {
+            connecting++;
+        }
+    }
+    for (uint32_t i = 0; i < tg->n_conns && tg->qlen > connecting; i++) {
+        if (tg->conns[i].state == 0) {
+            conn_open(&tg->conns[i]);
+            connecting++;
+        }
+    }
+}
+
+/*---- the crowd ----*/
+
+static void press_time_for(run_t *r, uint64_t user, uint64_t arrival_ns, uint64_t *press_ns)
+{
+    user_t *u = &r->users[user];
+    if (arrival_ns >= r->sale_start_ns) {
+        *press_ns = arrival_ns;
+        return;
+    }
+    double ms;
+    switch (u->kind) {
+    case U_AGGRESSIVE:
+        ms = -r->sc->bot_early_ms * lt_rng_unit(&r->rng);
+        break;
+    case U_BOT:
+        ms = r->sc->bot_reaction_ms * lt_rng_unit(&r->rng);
+        break;
+    default:
+        ms = -log1p(-lt_rng_unit(&r->rng)) * r->sc->person_reaction_ms;
+        break;
+    }
+    int64_t t = (int64_t)r->sale_start_ns + (int64_t)(ms * 1e6);
+    if (t < (int64_t)arrival_ns)
+        t = (int64_t)arrival_ns;
+    *press_ns = (uint64_t)t;
+}
+
+static void on_fire(void *ctx, uint64_t sched_ns, uint64_t now_ns, bool is_arrival,
+                    uint64_t payload)
+{
+    run_t *r = ctx;
+    if (r->stopping)
+        return;
+    if (is_arrival) {
+        uint64_t press;
+        press_time_for(r, payload, sched_ns, &press);
+        r->res->arrivals++;
+        r->users[payload].state = U_BUYING;
+        if (press > sched_ns) {
+            schedule(r, press, payload, EV_BUY);
+            return;
+        }
+        cm_hist_record(&r->res->send_lag, (now_ns - sched_ns) / 1000u);
+        dispatch(r, payload, EV_BUY, sched_ns);
+        return;
+    }
+    cm_hist_record(&r->res->send_lag, (now_ns - sched_ns) / 1000u);
+    dispatch(r, payload >> 1, (int)(payload & 1), sched_ns);
+}
+
+static void stop_run(run_t *r)
+{
+    r->stopping = true;
+    lt_ticker_close(&r->ticker);
+    uv_timer_stop(&r->progress);
+    uv_close((uv_handle_t *)&r->progress, NULL);
+    r->res->unfinished = r->inflight;
+    for (size_t t = 0; t < r->sc->n_targets; t++) {
+        target_t *tg = &r->targets[t];
+        while (tg->qhead) {
+            req_t *q = tg->qhead;
+            tg->qhead = q->next;
+            free(q);
+        }
+        tg->qtail = NULL;
+        for (uint32_t i = 0; i < tg->n_conns; i++) {
+            conn_t *c = &tg->conns[i];
+            CM_FREE(c->cur);
+            conn_close(c);
+        }
+    }
+}
+
+static void print_progress(run_t *r, uint64_t now)
+{
+    lt_results_t *res = r->res;
+    uint64_t total = 0;
+    for (int a = 0; a < LT_ANS_N; a++)
+        total += res->answers[a];
+    double dt = (double)(now - r->last_t_ns) / 1e9;
+    double rate = dt > 0 ? (double)(total - r->last_answers) / dt : 0;
+    r->last_answers = total;
+    r->last_t_ns = now;
+    fprintf(stderr,
+            "[%5.1fs] %7.0f ans/s | 202 %llu 409 %llu 410 %llu 425 %llu 429 %llu 503 %llu "
+            "err %llu tmo %llu poll %llu | inflight %llu | p99 %.1f ms\n",
+            (double)now / 1e9, rate, (unsigned long long)res->answers[LT_ANS_A202],
+            (unsigned long long)res->answers[LT_ANS_A409],
+            (unsigned long long)res->answers[LT_ANS_A410],
+            (unsigned long long)res->answers[LT_ANS_A425],
+            (unsigned long long)res->answers[LT_ANS_A429],
+            (unsigned long long)res->answers[LT_ANS_A503],
+            (unsigned long long)(res->answers[LT_ANS_ERROR] + res->answers[LT_ANS_A5XX] +
+                                 res->answers[LT_ANS_A4XX] + res->answers[LT_ANS_A404]),
+            (unsigned long long)res->answers[LT_ANS_TIMEOUT],
+            (unsigned long long)res->answers[LT_ANS_POLL], (unsigned long long)r->inflight,
+            (double)cm_hist_percentile(&res->buy_all, 99) / 1000.0);
+}
+
+/* 100 ms housekeeping: timeouts, end of run, progress once a second. */
+static void on_progress(uv_timer_t *t)
+{
+    run_t *r = t->data;
+    uint64_t now = now_rel(r);
+    uint64_t tmo = (uint64_t)r->sc->request_timeout_ms * 1000000ull;
+    for (size_t i = 0; i < r->sc->n_targets; i++) {
+        target_t *tg = &r->targets[i];
+        for (uint32_t k = 0; k < tg->n_conns; k++) {
+            conn_t *c = &tg->conns[k];
+            if (c->state == 3 && c->cur && now - c->cur->sched_ns > tmo)
+                conn_fail(c, LT_ANS_TIMEOUT);
+        }
+        while (tg->qhead && now - tg->qhead->sched_ns > tmo) {
+            req_t *q = tg->qhead;
+            tg->qhead = q->next;
+            if (!tg->qhead)
+                tg->qtail = NULL;
+            tg->qlen--;
+            finish_req(r, q, 0, -1, NULL, LT_ANS_TIMEOUT);
+        }
+    }
+    if (!r->quiet && now - r->last_t_ns >= 1000000000ull)
+        print_progress(r, now);
+    bool done = now >= r->stop_ns ||
+                (now >= r->profile_end_ns && lt_ticker_idle(&r->ticker) && r->inflight == 0);
+    if (done) {
+        if (!r->quiet)
+            print_progress(r, now);
+        r->res->elapsed_s = (double)now / 1e9;
+        stop_run(r);
+    }
+}
+
+static int create_sale(const lt_scenario_t *sc, int64_t start_ms, char *eb, size_t el)
+{
+    char starts[40], ends[40], body[512], path[160];
+    cm_time_format_rfc3339(start_ms, starts, sizeof(starts));
+    cm_time_format_rfc3339(start_ms + (int64_t)(sc->sale_duration_s * 1000), ends, sizeof(ends));
+    snprintf(body, sizeof(body),
+             "{\"stock\":%lld,\"per_user_limit\":%u,\"starts_at\":\"%s\",\"ends_at\":\"%s\"}",
+             (long long)sc->sale_stock, sc->per_user_limit, starts, ends);
+    snprintf(path, sizeof(path), "/admin/v1/sales/%s", sc->sale_id);
+    int status;
+    char *resp;
+    int rc = lt_http_simple("PUT", sc->admin_url, path, sc->admin_token, body, 5000, &status,
+                            &resp, eb, el);
+    if (rc < 0)
+        return rc;
+    if (status < 200 || status > 299) {
+        snprintf(eb, el, "PUT %s%s: HTTP %d: %.200s", sc->admin_url, path, status, resp);
+        free(resp);
+        return CM_EBACKEND;
+    }
+    free(resp);
+    return 0;
+}
+
+/* When the sale is not ours to create, ask the admin API when it starts. */
+static int64_t existing_start_ms(const lt_scenario_t *sc)
+{
+    if (!sc->admin_url)
+        return 0;
+    char path[160], eb[256];
+    snprintf(path, sizeof(path), "/admin/v1/sales/%s", sc->sale_id);
+    int status;
+    char *resp;
+    if (lt_http_simple("GET", sc->admin_url, path, sc->admin_token, NULL, 5000, &status, &resp,
+                       eb, sizeof(eb)) < 0)
+        return 0;
+    int64_t ms = 0;
+    json_t *j = json_loads(resp, 0, NULL);
+    const char *s = json_string_value(json_object_get(j, "starts_at"));
+    if (s)
+        cm_time_parse_rfc3339(s, &ms);
+    json_decref(j);
+    free(resp);
+    return ms;
+}
+
+int lt_run(const lt_scenario_t *sc, bool quiet, lt_results_t *res, char *eb, size_t el)
+{
+    memset(res, 0, offsetof(lt_results_t, hist));
+    for (int a = 0; a < LT_ANS_N; a++)
+        cm_hist_init(&res->hist[a]);
+    cm_hist_init(&res->buy_all);
+    cm_hist_init(&res->send_lag);
+    res->secs = NULL;
+    res->n_secs = 0;
+    res->orders = NULL;
+    res->n_orders = 0;
+    res->dup_202 = res->second_202 = 0;
+    res->polls_settled = res->polls_failed = res->polls_cancelled = res->polls_unfinished = 0;
+    res->unfinished = res->connects = res->connect_errors = 0;
+    res->elapsed_s = res->sale_start_s = 0;
+    res->users_bots = res->users_aggressive = 0;
+
+    run_t *r = cm_xcalloc(1, sizeof(*r));
+    r->sc = sc;
+    r->res = res;
+    r->quiet = quiet;
+    lt_rng_seed(&r->rng, sc->seed ^ 0x5eedull);
+    r->users = cm_xmalloc(sc->users * sizeof(*r->users));
+    for (uint64_t i = 0; i < sc->users; i++) {
+        user_t *u = &r->users[i];
+        *u = (user_t){.order = -1};
+        if (lt_rng_unit(&r->rng) < sc->bot_fraction) {
+            u->kind = lt_rng_unit(&r->rng) < sc->aggressive_fraction ? U_AGGRESSIVE : U_BOT;
+            res->users_bots++;
+            if (u->kind == U_AGGRESSIVE)
+                res->users_aggressive++;
+        }
+    }
+    r->arrivals = lt_sched_arrivals(sc->segments, sc->n_segments, sc->duration_s, sc->users,
+                                    sc->seed, &r->n_arrivals);
+    int rc = uv_loop_init(&r->loop);
+    if (rc < 0) {
+        snprintf(eb, el, "uv_loop_init: %s", uv_strerror(rc));
+        goto out;
+    }
+    for (size_t t = 0; t < sc->n_targets; t++) {
+        target_t *tg = &r->targets[t];
+        tg->run = r;
+        if (lt_http_parse_url(sc->targets[t], tg->host, sizeof(tg->host), &tg->port) < 0 ||
+            (uv_ip4_addr(tg->host, tg->port, (struct sockaddr_in *)&tg->addr) < 0 &&
+             uv_ip6_addr(tg->host, tg->port, (struct sockaddr_in6 *)&tg->addr) < 0)) {
+            snprintf(eb, el, "target %s: need http://IP:port (numeric address)", sc->targets[t]);
+            rc = CM_EINVAL;
+            goto out_loop;
+        }
+        tg->n_conns = sc->connections;
+        tg->conns = cm_xcalloc(tg->n_conns, sizeof(conn_t));
+        for (uint32_t i = 0; i < tg->n_conns; i++) {
+            tg->conns[i].tg = tg;
+            lt_http_parser_init(&tg->conns[i].parser, false);
+        }
+    }
+
+    int64_t wall_now = cm_wall_ms();
+    int64_t start_ms;
+    if (sc->sale_create) {
+        start_ms = wall_now + (int64_t)(sc->start_offset_s * 1000);
+        rc = create_sale(sc, start_ms, eb, el);
+        if (rc < 0)
+            goto out_loop;
+    } else {
+        start_ms = existing_start_ms(sc);
+        if (start_ms == 0)
+            start_ms = wall_now + (int64_t)(sc->start_offset_s * 1000);
+    }
+    lt_ticker_init(&r->ticker, &r->loop, r->arrivals, r->n_arrivals, on_fire, r);
+    lt_ticker_start(&r->ticker);
+    res->wall_t0_ms = cm_wall_ms();
+    int64_t rel = start_ms - res->wall_t0_ms;
+    r->sale_start_ns = rel > 0 ? (uint64_t)rel * 1000000ull : 0;
+    res->sale_start_s = (double)r->sale_start_ns / 1e9;
+    double prof = lt_scenario_profile_s(sc);
+    r->profile_end_ns = (uint64_t)(prof * 1e9);
+    if (r->profile_end_ns < r->sale_start_ns)
+        r->profile_end_ns = r->sale_start_ns;
+    r->stop_ns = r->profile_end_ns + (uint64_t)(sc->drain_s * 1e9);
+    uv_timer_init(&r->loop, &r->progress);
+    r->progress.data = r;
+    uv_timer_start(&r->progress, on_progress, 100, 100);
+    if (!quiet)
+        fprintf(stderr,
+                "flashgate-load: %s: %zu arrivals of %llu users (%llu bots) over %.1fs, sale %s "
+                "starts at +%.1fs, %zu target(s) x %u connections\n",
+                sc->name, r->n_arrivals, (unsigned long long)sc->users,
+                (unsigned long long)res->users_bots, prof, sc->sale_id, res->sale_start_s,
+                sc->n_targets, sc->connections);
+    uv_run(&r->loop, UV_RUN_DEFAULT);
+    rc = 0;
+out_loop:
+    if (rc < 0) {
+        /* handles never started: nothing to close but the loop */
+    }
+    uv_run(&r->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&r->loop);
+    for (size_t t = 0; t < sc->n_targets; t++) {
+        target_t *tg = &r->targets[t];
+        for (uint32_t i = 0; tg->conns && i < tg->n_conns; i++) {
+            lt_http_parser_free(&tg->conns[i].parser);
+            free(tg->conns[i].wbuf);
+        }
+        free(tg->conns);
+    }
+out:
+    free(r->arrivals);
+    free(r->users);
+    free(r);
+    return rc;
+}
+
+void lt_results_free(lt_results_t *res)
+{
+    CM_FREE(res->secs);
+    CM_FREE(res->orders);
+    res->n_secs = res->n_orders = 0;
+}

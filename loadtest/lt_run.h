@@ -1,0 +1,81 @@
+/*
+ * The rehearsal itself: a crowd of users storming one sale through a pool of
+ * keep-alive HTTP/1.1 connections per target, on one libuv loop, open-loop.
+ * Every answer is counted by type, its latency (from the scheduled send
+ * time) recorded in cm_hist, per type and per second; every 202 order id is
+ * kept for the audit.
+ */
+#ifndef LT_RUN_H
+#define LT_RUN_H
+
+#include "common/cm_hist.h"
+#include "loadtest/lt_scenario.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Answer types of the buy request, then the status polls. */
+#define LT_ANS_MAP(XX)                                                                             \
+    XX(A202, "202") XX(A409, "409") XX(A410, "410") XX(A425, "425") XX(A429, "429")              \
+    XX(A503, "503") XX(A404, "404") XX(A4XX, "4xx") XX(A5XX, "5xx") XX(ERROR, "error")           \
+    XX(TIMEOUT, "timeout") XX(POLL, "poll")
+
+typedef enum {
+#define XX(n, s) LT_ANS_##n,
+    LT_ANS_MAP(XX)
+#undef XX
+        LT_ANS_N
+} lt_ans_t;
+
+/* "202", "timeout", ... */
+const char *lt_ans_name(lt_ans_t a);
+/* Answer type of a buy answer with HTTP status (0 = transport error). */
+lt_ans_t lt_ans_of_status(int status);
+
+typedef struct lt_second {
+    uint64_t sent; /* requests of any kind handed to a connection this second */
+    uint64_t counts[LT_ANS_N];
+    cm_hist_t buy; /* latency of buy answers completed this second */
+} lt_second_t;
+
+typedef struct lt_order {
+    char id[48];
+    uint64_t user;
+    uint32_t qty;
+    char status[12]; /* last polled status: "", queued, settled, failed, cancelled */
+} lt_order_t;
+
+typedef struct lt_results {
+    uint64_t arrivals;     /* first presses scheduled */
+    uint64_t sent_buy, sent_poll;
+    uint64_t answers[LT_ANS_N];
+    cm_hist_t hist[LT_ANS_N];
+    cm_hist_t buy_all;  /* every buy answer */
+    cm_hist_t send_lag; /* actual dispatch - scheduled time (scheduler accuracy) */
+    lt_second_t *secs;
+    size_t n_secs;
+    lt_order_t *orders;
+    size_t n_orders;
+    uint64_t dup_202;      /* a retry answered 202 with an order id already seen */
+    uint64_t second_202;   /* a user got 202 with a different order id again */
+    uint64_t polls_settled, polls_failed, polls_cancelled, polls_unfinished;
+    uint64_t unfinished;   /* requests still in flight when the run stopped */
+    uint64_t connects, connect_errors;
+    double elapsed_s;
+    double sale_start_s;   /* when the sale started, on the run's clock */
+    int64_t wall_t0_ms;
+    uint64_t users_bots, users_aggressive;
+} lt_results_t;
+
+/*
+ * Runs the scenario to the end (arrivals + drain). Creates the sale first
+ * when sc->sale_create. Returns 0, or a negative cm_err_t with a message in
+ * errbuf when the run could not start. res is filled either way; release it
+ * with lt_results_free. Single-threaded; prints progress to stderr each
+ * second unless quiet.
+ */
+int lt_run(const lt_scenario_t *sc, bool quiet, lt_results_t *res, char *errbuf, size_t errlen);
+void lt_results_free(lt_results_t *res);
+
+#endif

@@ -1,0 +1,90 @@
+/*
+ * Scenario files for flashgate-load: what the crowd looks like, how it
+ * arrives, which sale it storms and where the systems under test are.
+ * See loadtest/README.md for every field; loadtest/scenarios/ has examples.
+ */
+#ifndef LT_SCENARIO_H
+#define LT_SCENARIO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define LT_MAX_TARGETS 16
+#define LT_MAX_SEGMENTS 32
+
+typedef enum { LT_SEG_RAMP, LT_SEG_SPIKE, LT_SEG_PLATEAU, LT_SEG_DECAY, LT_SEG_PAUSE } lt_seg_kind_t;
+
+/* One piece of the arrival profile: the rate moves linearly from rate to rate_end. */
+typedef struct lt_segment {
+    lt_seg_kind_t kind;
+    double duration_s;
+    double rate;     /* arrivals per second at the segment's start */
+    double rate_end; /* at its end (= rate unless given) */
+} lt_segment_t;
+
+typedef struct lt_scenario {
+    char name[64];
+    uint64_t seed;
+    double duration_s; /* arrivals are generated within [0, duration_s) */
+    double drain_s;    /* time allowed after that for retries, polls, in-flight answers */
+    char *targets[LT_MAX_TARGETS];
+    size_t n_targets;
+    char *admin_url;   /* NULL: no admin API (audit of stock skipped) */
+    char *admin_token; /* NULL: none */
+    char *kafka_brokers;
+    char *db_url;
+    char *topic;
+    uint32_t connections;         /* per target */
+    uint32_t request_timeout_ms;
+    /* sale */
+    char sale_id[64];
+    bool sale_create;       /* PUT the sale through the admin API before the run */
+    int64_t sale_stock;
+    uint32_t per_user_limit;
+    double start_offset_s;  /* the sale starts this long after the run starts */
+    double sale_duration_s;
+    /* crowd */
+    uint64_t users;
+    uint64_t addresses;      /* distinct X-Forwarded-For values for persons */
+    double bot_fraction;     /* share of users that are bots */
+    double aggressive_fraction; /* share of bots that ignore Retry-After */
+    uint64_t bot_addresses;  /* bots share this many addresses */
+    uint32_t qty;
+    double person_reaction_ms; /* mean delay between the start and the press */
+    double bot_reaction_ms;    /* bots press within this many ms of the start */
+    double bot_early_ms;       /* aggressive bots start hammering this early */
+    /* behaviour */
+    uint32_t max_retries;      /* persons and honest bots */
+    uint32_t retry_default_ms; /* when an answer has no Retry-After */
+    uint32_t bot_retry_ms;     /* aggressive bots: fixed retry interval */
+    uint32_t bot_max_retries;
+    uint32_t poll_interval_ms;
+    uint32_t poll_max;
+    double settle_wait_s;      /* audit: how long to wait for the DB to catch up */
+    /* arrival profile */
+    lt_segment_t segments[LT_MAX_SEGMENTS];
+    size_t n_segments;
+} lt_scenario_t;
+
+/*
+ * Fills sc with defaults, then with the JSON text in `json` (the file name
+ * is used in messages only). On a bad file returns CM_EINVAL and writes one
+ * line naming the field at fault into errbuf, e.g.
+ * "scenario: crowd.users: must be an integer >= 1". sc owns its strings:
+ * release them with lt_scenario_free (also after a failure).
+ */
+int lt_scenario_parse(lt_scenario_t *sc, const char *json, char *errbuf, size_t errlen);
+/* Reads a file and parses it (see lt_scenario_parse). */
+int lt_scenario_load(lt_scenario_t *sc, const char *path, char *errbuf, size_t errlen);
+/* Cross-field checks after flags have overridden fields. Same error contract. */
+int lt_scenario_validate(const lt_scenario_t *sc, char *errbuf, size_t errlen);
+/* Frees the strings sc owns; sc stays a valid, empty scenario. */
+void lt_scenario_free(lt_scenario_t *sc);
+/* Replaces targets with a comma-separated list. */
+void lt_scenario_set_targets(lt_scenario_t *sc, const char *csv);
+/* Sum of the profile's durations, capped at duration_s. */
+double lt_scenario_profile_s(const lt_scenario_t *sc);
+const char *lt_seg_kind_name(lt_seg_kind_t k);
+
+#endif
