@@ -457,7 +457,8 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
         segs_push(sp, strtoull(n + 6, NULL, 16), UINT64_MAX);
     }
     closedir(d);
-    qsort(sp->segs, sp->nsegs, sizeof(seg_info_t), cmp_seg);
+    if (sp->nsegs > 1)
+        qsort(sp->segs, sp->nsegs, sizeof(seg_info_t), cmp_seg);
     if (!sp->read_only)
         unlinkat(sp->dirfd, "released.tmp", 0);
 

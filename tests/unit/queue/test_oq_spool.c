@@ -606,15 +606,19 @@ static void test_kill9_answered_orders_survive(void **state)
         }
     }
     close(pfd[1]);
-    /* read while the child runs (a full pipe would stall it), kill it at ~20 ms */
+    /* read while the child runs (a full pipe would stall it), kill it ~20 ms
+     * after its first answer (a sanitizer's fork can take longer to start) */
     size_t cap = 1 << 20, len = 0;
     char *ids = malloc(cap);
-    uint64_t t0 = cm_mono_ms();
+    uint64_t t0 = cm_mono_ms(), first = 0;
     int flags = fcntl(pfd[0], F_GETFL);
     fcntl(pfd[0], F_SETFL, flags | O_NONBLOCK);
     bool killed = false;
     for (;;) {
-        if (!killed && cm_mono_ms() - t0 >= 20) {
+        uint64_t now = cm_mono_ms();
+        if (first == 0 && len > 0)
+            first = now;
+        if (!killed && ((first && now - first >= 20) || now - t0 >= 10000)) {
             kill(pid, SIGKILL);
             killed = true;
         }
