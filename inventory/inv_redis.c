@@ -335,8 +335,18 @@ static redisReply *sync_eval(rb_t *rb, redisContext **c, int sc, const char *sal
 /* Admin connection, connected on demand. Caller holds admin_mu. */
 static int admin_ctx(rb_t *rb)
 {
-    if (rb->admin)
-        return 0;
+    if (rb->admin) {
+        /* A server restart leaves a dead socket here; find out before sending a
+         * script whose fate would be unknown (restock must not run twice). */
+        redisReply *r = redisCommand(rb->admin, "PING");
+        bool ok = r && r->type == REDIS_REPLY_STATUS;
+        if (r)
+            freeReplyObject(r);
+        if (ok)
+            return 0;
+        redisFree(rb->admin);
+        rb->admin = NULL;
+    }
     char err[256];
     rb->admin = sync_connect(rb, rb->admin_timeout_ms, err, sizeof(err));
     if (!rb->admin) {

@@ -1,0 +1,682 @@
+/*
+ * Redis-specific behaviour of inventory/inv_redis.c against a real
+ * redis-server (started here on 127.0.0.1 at a free port, AOF on, stopped by
+ * PID): the Lua boundary cases and the key layout, NOSCRIPT reload after
+ * SCRIPT FLUSH, many pipelined reserves on a uv loop, timeouts and the circuit
+ * breaker with the server SIGSTOPped, recovery after SIGCONT and after a
+ * restart, the fleet-wide sold-out flag between two inv_t, URL options and
+ * passwords, and a throughput printout against redis-benchmark.
+ * Exits 77 only when no redis-server exists.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <hiredis/hiredis.h>
+#include <uv.h>
+
+#include "common/cm_err.h"
+#include "inventory/inv.h"
+#include "inventory/inv_redis_lua.h"
+#include "tests/support/ts_redis.h"
+
+static ts_redis_t srv;
+
+static uint64_t ms_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/*---- Fixture: one inv_t with one worker on a uv loop ----*/
+
+typedef struct fx {
+    uv_loop_t loop;
+    uv_timer_t tick;
+    inv_t *inv;
+    inv_worker_t *w;
+} fx_t;
+
+static void tick_cb(uv_timer_t *t)
+{
+    (void)t;
+}
+
+static void fx_open(fx_t *fx, const char *query)
+{
+    memset(fx, 0, sizeof(*fx));
+    assert_int_equal(uv_loop_init(&fx->loop), 0);
+    uv_timer_init(&fx->loop, &fx->tick);
+    uv_timer_start(&fx->tick, tick_cb, 5, 5); /* wakes uv_run(ONCE) so deadlines are checked */
+    char url[256], err[256] = "";
+    ts_redis_url(&srv, url, sizeof(url), query);
+    int rc = inv_open(&fx->inv, url, NULL, 64, err, sizeof(err));
+    if (rc != 0)
+        fail_msg("inv_open(%s): %s", url, err);
+    assert_string_equal(inv_backend_name(fx->inv), "redis");
+    assert_int_equal(inv_worker_open(fx->inv, &fx->loop, &fx->w), 0);
+}
+
+static void fx_close(fx_t *fx)
+{
+    inv_worker_close(fx->w);
+    inv_close(fx->inv);
+    uv_close((uv_handle_t *)&fx->tick, NULL);
+    uv_run(&fx->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&fx->loop), 0);
+}
+
+/* Runs the loop until *count >= target or timeout_ms passes. */
+static void run_until(fx_t *fx, const int *count, int target, uint64_t timeout_ms)
+{
+    uint64_t deadline = ms_now() + timeout_ms;
+    while (*count < target && ms_now() < deadline)
+        uv_run(&fx->loop, UV_RUN_ONCE);
+}
+
+typedef struct treq {
+    inv_reserve_req_t req;
+    int outcome;
+    int calls;
+    int *done_count;
+} treq_t;
+
+static void treq_done(inv_reserve_req_t *req, int outcome)
+{
+    treq_t *t = req->data;
+    t->outcome = outcome;
+    t->calls++;
+    if (t->done_count)
+        (*t->done_count)++;
+}
+
+static void treq_init(treq_t *t, fx_t *fx, const char *sale, const char *user, uint32_t qty,
+                      const char *key, const char *order, int *done_count)
+{
+    memset(t, 0, sizeof(*t));
+    t->req.sale = inv_sale_find(fx->inv, sale);
+    snprintf(t->req.user_id, sizeof(t->req.user_id), "%s", user);
+    t->req.qty = qty;
+    snprintf(t->req.idem_key, sizeof(t->req.idem_key), "%s", key ? key : "");
+    snprintf(t->req.order_id, sizeof(t->req.order_id), "%s", order);
+    t->req.done = treq_done;
+    t->req.data = t;
+    t->done_count = done_count;
+    t->outcome = -1000;
+}
+
+/* One reserve, waited for: the outcome (immediate or through done). */
+static int buy(fx_t *fx, treq_t *t, const char *sale, const char *user, uint32_t qty,
+               const char *key, const char *order)
+{
+    int n = 0;
+    treq_init(t, fx, sale, user, qty, key, order, &n);
+    int rc = inv_reserve(fx->w, &t->req);
+    if (rc != INV_PENDING) {
+        assert_int_equal(t->calls, 0);
+        return rc;
+    }
+    run_until(fx, &n, 1, 10000);
+    assert_int_equal(t->calls, 1);
+    return t->outcome;
+}
+
+static void put(inv_t *inv, const char *sale, int64_t stock, uint32_t limit)
+{
+    inv_sale_def_t def;
+    memset(&def, 0, sizeof(def));
+    snprintf(def.sale_id, sizeof(def.sale_id), "%s", sale);
+    def.stock = stock;
+    def.per_user_limit = limit;
+    char err[256] = "";
+    if (inv_sale_put(inv, &def, NULL, err, sizeof(err)) != 0)
+        fail_msg("put %s: %s", sale, err);
+}
+
+static int64_t left_of(inv_t *inv, const char *sale)
+{
+    inv_sale_info_t info;
+    assert_int_equal(inv_sale_get(inv, sale, &info), 0);
+    assert_int_equal(info.stock_left, info.stock_total - info.accepted_units);
+    return info.stock_left;
+}
+
+/* One command on a fresh connection; its reply as text in buf. */
+#define CMD(buf, ...) assert_int_equal(ts_redis_cmd(&srv, buf, sizeof(buf), __VA_ARGS__), 0)
+
+/*---- Cases ----*/
+
+/* The Lua boundary cases, and what the script leaves in Redis under the hash-tagged keys. */
+static void test_boundaries_and_keys(void **state)
+{
+    (void)state;
+    fx_t fx;
+    fx_open(&fx, NULL);
+    put(fx.inv, "bnd", 3, 2);
+    treq_t t;
+    char buf[256];
+
+    /* qty above what is left: sold out, nothing taken. */
+    assert_int_equal(buy(&fx, &t, "bnd", "alice", 2, "k1", "o1"), INV_RESERVED);
+    assert_int_equal(t.req.stock_left, 1);
+    assert_int_equal(buy(&fx, &t, "bnd", "bob", 2, NULL, "o2"), INV_SOLD_OUT);
+    assert_int_equal(t.req.stock_left, 1);
+    /* alice at her limit: limit first, even though a unit is left. */
+    assert_int_equal(buy(&fx, &t, "bnd", "alice", 1, NULL, "o3"), INV_LIMIT_REACHED);
+    assert_int_equal(t.req.user_units, 2);
+    /* a retry with alice's key gets the original order back, changes nothing. */
+    assert_int_equal(buy(&fx, &t, "bnd", "alice", 1, "k1", "o4"), INV_DUPLICATE);
+    assert_string_equal(t.req.order_id, "o1");
+    assert_int_equal(t.req.qty, 2);
+    /* the same key for another user is a different key. */
+    assert_int_equal(buy(&fx, &t, "bnd", "bob", 1, "k1", "o5"), INV_RESERVED);
+    assert_int_equal(t.req.stock_left, 0);
+    assert_true(inv_sale_sold_out(inv_sale_find(fx.inv, "bnd")));
+
+    CMD(buf, "HGET {sale:bnd}:meta left");
+    assert_string_equal(buf, "0");
+    CMD(buf, "HGET {sale:bnd}:users alice");
+    assert_string_equal(buf, "2");
+    CMD(buf, "HGET {sale:bnd}:orders o1");
+    assert_string_equal(buf, "alice 2 k1");
+    assert_int_equal(ts_redis_cmd(&srv, buf, sizeof(buf), "HGET {sale:bnd}:idem %s", "alice\nk1"),
+                     0);
+    assert_string_equal(buf, "o1 2");
+    CMD(buf, "SISMEMBER " INV_REDIS_INDEX " bnd");
+    assert_string_equal(buf, "1");
+    /* one cluster slot for every key of the sale */
+    char s1[32], s2[32];
+    CMD(s1, "CLUSTER KEYSLOT {sale:bnd}:meta");
+    CMD(s2, "CLUSTER KEYSLOT {sale:bnd}:idem");
+    if (strncmp(s1, "ERR", 3) != 0)
+        assert_string_equal(s1, s2);
+
+    /* release exactly once; the wrong user cannot release; the key goes with the order */
+    assert_int_equal(inv_release(fx.inv, "bnd", "bob", 2, "o1"), CM_ENOTFOUND);
+    assert_int_equal(inv_release(fx.inv, "bnd", "alice", 2, "o1"), 0);
+    assert_int_equal(inv_release(fx.inv, "bnd", "alice", 2, "o1"), CM_ENOTFOUND);
+    assert_false(inv_sale_sold_out(inv_sale_find(fx.inv, "bnd")));
+    assert_int_equal(left_of(fx.inv, "bnd"), 2);
+    CMD(buf, "HEXISTS {sale:bnd}:users alice");
+    assert_string_equal(buf, "0");
+    assert_int_equal(buy(&fx, &t, "bnd", "alice", 1, "k1", "o6"), INV_RESERVED);
+    uint32_t units = 99;
+    assert_int_equal(inv_user_units(fx.inv, "bnd", "alice", &units), 0);
+    assert_int_equal(units, 1);
+    assert_int_equal(inv_replay(fx.inv, "bnd", "alice", 1, "o6", "k1"), 0); /* a no-op */
+    assert_int_equal(left_of(fx.inv, "bnd"), 1);
+
+    /* restock overflow is refused; restock of an unknown sale is not found */
+    char err[128];
+    assert_int_equal(inv_restock(fx.inv, "bnd", INT64_MAX, NULL, err, sizeof(err)), CM_EINVAL);
+    assert_int_equal(inv_restock(fx.inv, "nosuch", 1, NULL, err, sizeof(err)), CM_ENOTFOUND);
+    assert_int_equal(left_of(fx.inv, "bnd"), 1);
+    fx_close(&fx);
+}
+
+/* SCRIPT FLUSH between calls: the next EVALSHA gets NOSCRIPT and EVAL reloads it. */
+static void test_noscript_reload(void **state)
+{
+    (void)state;
+    fx_t fx;
+    fx_open(&fx, NULL);
+    put(fx.inv, "nos", 10, 5);
+    char buf[64];
+    treq_t t;
+    CMD(buf, "SCRIPT FLUSH");
+    assert_int_equal(buy(&fx, &t, "nos", "u1", 1, NULL, "n1"), INV_RESERVED);
+    CMD(buf, "SCRIPT FLUSH");
+    /* several in flight at once, all NOSCRIPT, all reloaded */
+    int n = 0;
+    treq_t many[8];
+    char user[16], order[16];
+    for (int i = 0; i < 8; i++) {
+        snprintf(user, sizeof(user), "m%d", i);
+        snprintf(order, sizeof(order), "mo%d", i);
+        treq_init(&many[i], &fx, "nos", user, 1, NULL, order, &n);
+        assert_int_equal(inv_reserve(fx.w, &many[i].req), INV_PENDING);
+    }
+    run_until(&fx, &n, 8, 5000);
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(many[i].calls, 1);
+        assert_int_equal(many[i].outcome, INV_RESERVED);
+    }
+    CMD(buf, "SCRIPT FLUSH");
+    assert_int_equal(inv_release(fx.inv, "nos", "u1", 1, "n1"), 0);
+    CMD(buf, "SCRIPT FLUSH");
+    char err[128];
+    assert_int_equal(inv_restock(fx.inv, "nos", 5, NULL, err, sizeof(err)), 0);
+    assert_int_equal(left_of(fx.inv, "nos"), 15 - 8);
+    fx_close(&fx);
+}
+
+/* 1000 buyers for 300 units, all in flight at once on one loop: exactly 300 win. */
+static void test_async_many_pipelined(void **state)
+{
+    (void)state;
+    fx_t fx;
+    fx_open(&fx, "pool=3&timeout_ms=5000");
+    put(fx.inv, "rush", 300, 1);
+    enum { N = 1000 };
+    treq_t *t = calloc(N, sizeof(*t));
+    int n = 0;
+    char user[16], order[16];
+    for (int i = 0; i < N; i++) {
+        snprintf(user, sizeof(user), "r%d", i);
+        snprintf(order, sizeof(order), "ro%d", i);
+        treq_init(&t[i], &fx, "rush", user, 1, NULL, order, &n);
+        int rc = inv_reserve(fx.w, &t[i].req);
+        if (rc != INV_PENDING) { /* the local flag may answer late ones at once */
+            assert_int_equal(rc, INV_SOLD_OUT);
+            t[i].outcome = rc;
+            t[i].calls = 1;
+            n++;
+        }
+    }
+    run_until(&fx, &n, N, 10000);
+    int won = 0, lost = 0;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(t[i].calls, 1);
+        if (t[i].outcome == INV_RESERVED)
+            won++;
+        else if (t[i].outcome == INV_SOLD_OUT)
+            lost++;
+        else
+            fail_msg("request %d: outcome %d", i, t[i].outcome);
+    }
+    assert_int_equal(won, 300);
+    assert_int_equal(lost, N - 300);
+    assert_int_equal(left_of(fx.inv, "rush"), 0);
+    assert_true(inv_sale_sold_out(inv_sale_find(fx.inv, "rush")));
+    free(t);
+    fx_close(&fx);
+}
+
+/* SIGSTOP: calls time out (done once, CM_ETIMEOUT), the breaker opens and
+ * fails fast; SIGCONT: the probe closes it, and reservations that Redis made
+ * after their callers had given up are released again. */
+static void test_timeout_breaker_recovery(void **state)
+{
+    (void)state;
+    fx_t fx;
+    fx_open(&fx, "timeout_ms=50&breaker_failures=3&breaker_cooldown_ms=200");
+    put(fx.inv, "stop", 100, 10);
+    treq_t t;
+    assert_int_equal(buy(&fx, &t, "stop", "warm", 1, NULL, "w1"), INV_RESERVED);
+
+    assert_int_equal(ts_redis_pause(&srv), 0);
+    treq_t hung[3];
+    int n = 0;
+    uint64_t t0 = ms_now();
+    for (int i = 0; i < 3; i++) {
+        char order[16];
+        snprintf(order, sizeof(order), "h%d", i);
+        treq_init(&hung[i], &fx, "stop", "hung", 1, NULL, order, &n);
+        assert_int_equal(inv_reserve(fx.w, &hung[i].req), INV_PENDING);
+    }
+    run_until(&fx, &n, 3, 3000);
+    uint64_t took = ms_now() - t0;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(hung[i].calls, 1);
+        assert_int_equal(hung[i].outcome, CM_ETIMEOUT);
+    }
+    assert_true(took >= 45 && took < 1000);
+    /* open: fails fast, done never called */
+    treq_init(&t, &fx, "stop", "fast", 1, NULL, "f1", NULL);
+    uint64_t t1 = ms_now();
+    assert_int_equal(inv_reserve(fx.w, &t.req), CM_EBACKEND);
+    assert_true(ms_now() - t1 < 20);
+    assert_int_equal(t.calls, 0);
+    /* sale info still served from the local view */
+    assert_non_null(inv_sale_find(fx.inv, "stop"));
+    assert_false(inv_sale_sold_out(inv_sale_find(fx.inv, "stop")));
+
+    /* after the cool-down, still hung: the probe times out and it opens again */
+    sleep_ms(250);
+    assert_int_equal(buy(&fx, &t, "stop", "probe", 1, NULL, "p1"), CM_ETIMEOUT);
+    treq_init(&t, &fx, "stop", "fast", 1, NULL, "f2", NULL);
+    assert_int_equal(inv_reserve(fx.w, &t.req), CM_EBACKEND);
+
+    assert_int_equal(ts_redis_resume(&srv), 0);
+    /* let the late replies arrive (they reserved; the backend releases them) */
+    int dummy = 0;
+    run_until(&fx, &dummy, 1, 300);
+    int rc = CM_EBACKEND;
+    uint64_t deadline = ms_now() + 3000;
+    while (rc != INV_RESERVED && ms_now() < deadline) {
+        rc = buy(&fx, &t, "stop", "after", 1, NULL, "a1");
+        if (rc != INV_RESERVED)
+            run_until(&fx, &dummy, 1, 50);
+    }
+    assert_int_equal(rc, INV_RESERVED);
+    assert_int_equal(buy(&fx, &t, "stop", "after2", 1, NULL, "a2"), INV_RESERVED);
+    run_until(&fx, &dummy, 1, 200);
+    /* only warm, after and after2 hold units: the 4 timed-out ones were given back */
+    assert_int_equal(left_of(fx.inv, "stop"), 97);
+    uint32_t units = 9;
+    assert_int_equal(inv_user_units(fx.inv, "stop", "hung", &units), 0);
+    assert_int_equal(units, 0);
+    fx_close(&fx);
+}
+
+/* A restarted server (AOF): connections come back by themselves, state survives. */
+static void test_restart_recovery(void **state)
+{
+    (void)state;
+    fx_t fx;
+    fx_open(&fx, "timeout_ms=200&breaker_cooldown_ms=50");
+    put(fx.inv, "rst", 10, 10);
+    treq_t t;
+    assert_int_equal(buy(&fx, &t, "rst", "x", 2, NULL, "x1"), INV_RESERVED);
+    char buf[32];
+    CMD(buf, "BGREWRITEAOF");
+    sleep_ms(200);
+    assert_int_equal(ts_redis_restart(&srv), 0);
+    int dummy = 0, rc = CM_EBACKEND;
+    uint64_t deadline = ms_now() + 5000;
+    while (rc != INV_RESERVED && ms_now() < deadline) {
+        rc = buy(&fx, &t, "rst", "y", 1, NULL, "y1");
+        if (rc != INV_RESERVED)
+            run_until(&fx, &dummy, 1, 50);
+    }
+    assert_int_equal(rc, INV_RESERVED);
+    assert_int_equal(t.req.stock_left, 7); /* x's 2 units survived the restart */
+    assert_int_equal(left_of(fx.inv, "rst"), 7);
+    fx_close(&fx);
+}
+
+static bool wait_for(inv_t *inv, const char *sale, int want_sold_out, uint64_t timeout_ms)
+{
+    uint64_t deadline = ms_now() + timeout_ms;
+    for (;;) {
+        inv_sale_t *s = inv_sale_find(inv, sale);
+        if (s && (want_sold_out < 0 || inv_sale_sold_out(s) == (want_sold_out == 1)))
+            return true;
+        if (ms_now() >= deadline)
+            return false;
+        sleep_ms(5);
+    }
+}
+
+/* Two gateways: a sale put on one appears on the other, a sell-out on one
+ * flags the other, and a restock clears it, each within one second. */
+static void test_fleet_views(void **state)
+{
+    (void)state;
+    fx_t a, b;
+    fx_open(&a, NULL);
+    fx_open(&b, NULL);
+    put(a.inv, "fleet", 2, 2);
+    uint64_t t0 = ms_now();
+    assert_true(wait_for(b.inv, "fleet", 0, 1000));
+    printf("# fleet: new sale visible on the other gateway after %llu ms\n",
+           (unsigned long long)(ms_now() - t0));
+    treq_t t;
+    assert_int_equal(buy(&b, &t, "fleet", "u", 2, NULL, "f1"), INV_RESERVED);
+    t0 = ms_now();
+    assert_true(wait_for(a.inv, "fleet", 1, 1000));
+    printf("# fleet: sold out flag on the other gateway after %llu ms\n",
+           (unsigned long long)(ms_now() - t0));
+    /* a's buyer is answered locally now */
+    treq_init(&t, &a, "fleet", "v", 1, NULL, "f2", NULL);
+    assert_int_equal(inv_reserve(a.w, &t.req), INV_SOLD_OUT);
+    char err[128];
+    assert_int_equal(inv_restock(b.inv, "fleet", 1, NULL, err, sizeof(err)), 0);
+    assert_true(wait_for(a.inv, "fleet", 0, 1000));
+    assert_int_equal(buy(&a, &t, "fleet", "v", 1, NULL, "f3"), INV_RESERVED);
+    /* a release on one frees the flag on the other */
+    assert_true(wait_for(b.inv, "fleet", 1, 1000));
+    assert_int_equal(inv_release(a.inv, "fleet", "u", 2, "f1"), 0);
+    assert_true(wait_for(b.inv, "fleet", 0, 1000));
+    inv_sale_info_t snap;
+    uint64_t deadline = ms_now() + 1000;
+    do {
+        inv_sale_snapshot(inv_sale_find(b.inv, "fleet"), &snap);
+    } while (snap.stock_left != 2 && ms_now() < deadline && (sleep_ms(5), true));
+    assert_int_equal(snap.stock_left, 2);
+    assert_int_equal(snap.stock_total, 3);
+    fx_close(&a);
+    fx_close(&b);
+
+    /* a gateway opened later loads every sale at open */
+    fx_t c;
+    fx_open(&c, NULL);
+    assert_non_null(inv_sale_find(c.inv, "fleet"));
+    inv_sale_snapshot(inv_sale_find(c.inv, "fleet"), &snap);
+    assert_int_equal(snap.stock_left, 2);
+    fx_close(&c);
+}
+
+/* A loop-less worker answers inline (blocking callers, tests). */
+static void test_blocking_worker(void **state)
+{
+    (void)state;
+    fx_t fx;
+    fx_open(&fx, NULL);
+    put(fx.inv, "blk", 1, 1);
+    inv_worker_t *w;
+    assert_int_equal(inv_worker_open(fx.inv, NULL, &w), 0);
+    treq_t t;
+    treq_init(&t, &fx, "blk", "b1", 1, NULL, "b1", NULL);
+    assert_int_equal(inv_reserve(w, &t.req), INV_RESERVED);
+    assert_int_equal(t.req.stock_left, 0);
+    treq_init(&t, &fx, "blk", "b2", 1, "key", "b2", NULL);
+    assert_int_equal(inv_reserve(w, &t.req), INV_SOLD_OUT);
+    assert_int_equal(t.calls, 0);
+    inv_worker_close(w);
+    fx_close(&fx);
+}
+
+/* URL options are checked; the password comes from the URL or the environment. */
+static void test_url_and_password(void **state)
+{
+    (void)state;
+    inv_t *inv = NULL;
+    char url[256], err[256];
+    const char *bad[] = {"pool=0", "pool=65", "timeout_ms=x", "nope=1", "pool"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ts_redis_url(&srv, url, sizeof(url), bad[i]);
+        err[0] = '\0';
+        assert_int_equal(inv_open(&inv, url, NULL, 8, err, sizeof(err)), CM_EINVAL);
+        assert_true(err[0] != '\0');
+    }
+    assert_int_equal(inv_open(&inv, "rediss://127.0.0.1:1", NULL, 8, err, sizeof(err)),
+                     CM_EINVAL);
+    assert_int_equal(inv_open(&inv, "redis://127.0.0.1:1", NULL, 8, err, sizeof(err)),
+                     CM_EBACKEND);
+    assert_non_null(strstr(err, "127.0.0.1:1"));
+
+    char buf[64];
+    CMD(buf, "CONFIG SET requirepass s3cret");
+    ts_redis_url(&srv, url, sizeof(url), NULL);
+    assert_int_equal(inv_open(&inv, url, NULL, 8, err, sizeof(err)), CM_EBACKEND);
+    snprintf(url, sizeof(url), "redis://:s3cret@127.0.0.1:%d/3?pool=1", srv.port);
+    assert_int_equal(inv_open(&inv, url, NULL, 8, err, sizeof(err)), 0);
+    put(inv, "pw", 5, 1);
+    inv_close(inv);
+    setenv("FLASHGATE_REDIS_PASSWORD", "s3cret", 1);
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d/3", srv.port);
+    assert_int_equal(inv_open(&inv, url, NULL, 8, err, sizeof(err)), 0);
+    assert_non_null(inv_sale_find(inv, "pw")); /* loaded at open, from db 3 */
+    /* async workers authenticate too */
+    fx_t fx;
+    memset(&fx, 0, sizeof(fx));
+    fx.inv = inv;
+    assert_int_equal(uv_loop_init(&fx.loop), 0);
+    uv_timer_init(&fx.loop, &fx.tick);
+    uv_timer_start(&fx.tick, tick_cb, 5, 5);
+    assert_int_equal(inv_worker_open(inv, &fx.loop, &fx.w), 0);
+    treq_t t;
+    assert_int_equal(buy(&fx, &t, "pw", "p", 1, NULL, "p1"), INV_RESERVED);
+    fx_close(&fx);
+    unsetenv("FLASHGATE_REDIS_PASSWORD");
+    /* ts_redis_cmd opens an unauthenticated connection: clear the password on one of our own */
+    struct timeval tv = {2, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", srv.port, tv);
+    assert_non_null(c);
+    redisReply *r = redisCommand(c, "AUTH s3cret");
+    assert_non_null(r);
+    freeReplyObject(r);
+    r = redisCommand(c, "CONFIG SET requirepass %s", "");
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_STATUS);
+    freeReplyObject(r);
+    redisFree(c);
+    CMD(buf, "PING");
+    assert_string_equal(buf, "PONG");
+}
+
+/*---- Throughput printout (no assertion on speed) ----*/
+
+typedef struct bench {
+    fx_t *fx;
+    treq_t *reqs;
+    int next, total, done, errors;
+} bench_t;
+
+static void bench_issue(bench_t *b, treq_t *t);
+
+static void bench_done(inv_reserve_req_t *req, int outcome)
+{
+    treq_t *t = req->data;
+    bench_t *b = (bench_t *)t->done_count;
+    b->done++;
+    if (outcome < 0)
+        b->errors++;
+    if (b->next < b->total)
+        bench_issue(b, t);
+}
+
+static void bench_issue(bench_t *b, treq_t *t)
+{
+    int i = b->next++;
+    memset(&t->req, 0, sizeof(t->req));
+    t->req.sale = inv_sale_find(b->fx->inv, "bench");
+    snprintf(t->req.user_id, sizeof(t->req.user_id), "b%d", i);
+    t->req.qty = 1;
+    snprintf(t->req.order_id, sizeof(t->req.order_id), "bo%d", i);
+    t->req.done = bench_done;
+    t->req.data = t;
+    t->done_count = (int *)b;
+    int rc = inv_reserve(b->fx->w, &t->req);
+    if (rc != INV_PENDING) {
+        b->done++;
+        b->errors++;
+    }
+}
+
+static double redis_benchmark_rps(const char *sha, int n)
+{
+    char path[PATH_MAX + 32], cmdline[PATH_MAX + 1024];
+    snprintf(path, sizeof(path), "%s/bench.out", srv.dir);
+    snprintf(cmdline, sizeof(cmdline),
+             "redis-benchmark -h 127.0.0.1 -p %d -n %d -P 64 -r 100000000 -q EVALSHA %s 4 "
+             "'{sale:bench2}:meta' '{sale:bench2}:users' '{sale:bench2}:orders' "
+             "'{sale:bench2}:idem' u__rand_int__ 1 '' o__rand_int__ bench2 > %s 2>&1",
+             srv.port, n, sha, path);
+    if (system(cmdline) != 0)
+        return -1;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    char line[4096];
+    double rps = -1;
+    while (fgets(line, sizeof(line), f)) {
+        char *p = strstr(line, " requests per second");
+        if (!p)
+            continue;
+        char *q = p;
+        while (q > line && (q[-1] == '.' || (q[-1] >= '0' && q[-1] <= '9')))
+            q--;
+        rps = strtod(q, NULL);
+    }
+    fclose(f);
+    return rps;
+}
+
+static void test_throughput_printout(void **state)
+{
+    (void)state;
+    const char *env = getenv("FLASHGATE_BENCH_N");
+    /* 100k each way keeps the program well under 20 s on a busy 2-core box;
+     * FLASHGATE_BENCH_N=200000 gives the issue's full run. */
+    int n = env ? atoi(env) : 100000;
+    if (n <= 0)
+        n = 100000;
+    fx_t fx;
+    fx_open(&fx, "timeout_ms=5000");
+    put(fx.inv, "bench", 1000000000, 1);
+    bench_t b = {.fx = &fx, .total = n};
+    b.reqs = calloc(64, sizeof(*b.reqs));
+    uint64_t t0 = ms_now();
+    for (int i = 0; i < 64 && b.next < n; i++)
+        bench_issue(&b, &b.reqs[i]);
+    run_until(&fx, &b.done, n, 60000);
+    uint64_t ms = ms_now() - t0;
+    assert_int_equal(b.done, n);
+    assert_int_equal(b.errors, 0);
+    assert_int_equal(left_of(fx.inv, "bench"), 1000000000 - n);
+    double ours = ms ? n * 1000.0 / (double)ms : 0;
+    free(b.reqs);
+
+    put(fx.inv, "bench2", 1000000000, 1);
+    char sha[64];
+    assert_int_equal(ts_redis_cmd(&srv, sha, sizeof(sha), "SCRIPT LOAD %s", INV_REDIS_LUA_RESERVE),
+                     0);
+    assert_int_equal(strlen(sha), 40);
+    double ceiling = redis_benchmark_rps(sha, n);
+    printf("# inv_redis: %d async reserves, 64 in flight, one loop, pool 2: %.0f/s\n", n, ours);
+    if (ceiling > 0)
+        printf("# redis-benchmark -n %d -P 64 EVALSHA reserve: %.0f/s; ratio %.0f%%\n", n,
+               ceiling, 100.0 * ours / ceiling);
+    else
+        printf("# redis-benchmark unavailable; no ceiling measured\n");
+    fx_close(&fx);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    return 0;
+}
+
+int main(void)
+{
+    int rc = ts_redis_start(&srv, true);
+    if (rc == TS_REDIS_SKIP) {
+        fprintf(stderr, "no redis-server: skipped\n");
+        return 77;
+    }
+    if (rc != 0)
+        return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_boundaries_and_keys),
+        cmocka_unit_test(test_noscript_reload),
+        cmocka_unit_test(test_async_many_pipelined),
+        cmocka_unit_test(test_blocking_worker),
+        cmocka_unit_test(test_fleet_views),
+        cmocka_unit_test(test_timeout_breaker_recovery),
+        cmocka_unit_test(test_restart_recovery),
+        cmocka_unit_test(test_url_and_password),
+        cmocka_unit_test(test_throughput_printout),
+    };
+    rc = cmocka_run_group_tests(tests, group_setup, NULL);
+    ts_redis_free(&srv);
+    return rc;
+}
