@@ -50,7 +50,8 @@ static const cm_opt_t settle_opts[] = {
      .metavar = "TOPIC", .help = "topic each order's outcome is published to"},
     {.key = "kafka.properties", .type = CM_OPT_KV, .offset = OFF(kafka_properties),
      .size = SZ(kafka_properties), .def = "", .alias = "kafka-property", .metavar = "KEY=VALUE",
-     .help = "librdkafka property for both clients (repeatable)"},
+     .help = "librdkafka property for both clients, or consumer.K=V / producer.K=V for one "
+             "(repeatable)"},
     {.key = "settle.group", .type = CM_OPT_STR, .offset = OFF(group), .size = SZ(group),
      .def = ST_DEFAULT_GROUP, .alias = "group", .metavar = "GROUP",
      .help = "consumer group; workers in one group share the partitions"},

@@ -277,7 +277,8 @@ static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *e
     return 0;
 }
 
-static rd_kafka_conf_t *base_conf(st_settle_t *st, char *err, size_t errlen)
+/* Properties "consumer.K=V" / "producer.K=V" go to one client only; plain "K=V" to both. */
+static rd_kafka_conf_t *base_conf(st_settle_t *st, bool consumer, char *err, size_t errlen)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set_opaque(conf, st);
@@ -291,6 +292,12 @@ static rd_kafka_conf_t *base_conf(st_settle_t *st, char *err, size_t errlen)
             snprintf(err, errlen, "kafka property \"%s\": expected key=value", kv);
             goto fail;
         }
+        const char *mine = consumer ? "consumer." : "producer.";
+        const char *other = consumer ? "producer." : "consumer.";
+        if (strncmp(kv, other, 9) == 0)
+            continue;
+        if (strncmp(kv, mine, 9) == 0)
+            kv += 9;
         char key[256];
         snprintf(key, sizeof(key), "%.*s", (int)(eq - kv), kv);
         if (conf_set(conf, key, eq + 1, err, errlen))
@@ -327,7 +334,7 @@ static int clients_create(st_settle_t *st, char *err, size_t errlen)
             return r;
         }
     }
-    rd_kafka_conf_t *pc = base_conf(st, err, errlen);
+    rd_kafka_conf_t *pc = base_conf(st, false, err, errlen);
     if (!pc)
         return CM_EINVAL;
     rd_kafka_conf_set_dr_msg_cb(pc, on_delivery);
@@ -342,7 +349,7 @@ static int clients_create(st_settle_t *st, char *err, size_t errlen)
         snprintf(err, errlen, "kafka producer: %s", e);
         return CM_EBACKEND;
     }
-    rd_kafka_conf_t *cc = base_conf(st, err, errlen);
+    rd_kafka_conf_t *cc = base_conf(st, true, err, errlen);
     if (!cc)
         return CM_EINVAL;
     if (conf_set(cc, "group.id", st->group, err, errlen) ||

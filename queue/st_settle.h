@@ -43,7 +43,9 @@ typedef struct st_settle_opts {
     uint64_t max_rate_milli;    /* orders/s in thousandths; 0 = no limit */
     uint32_t batch;             /* max orders per transaction; 0 = 500 */
     uint32_t batch_wait_ms;     /* max wait to fill a batch; 0 = 100 */
-    const char *const *kafka_props; /* "key=value" librdkafka properties for both clients */
+    /* librdkafka properties "key=value" for both clients, or "consumer.key=value" /
+       "producer.key=value" for one of them. */
+    const char *const *kafka_props;
     size_t n_kafka_props;
 } st_settle_opts_t;
 
