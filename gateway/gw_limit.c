@@ -11,7 +11,7 @@
  *   rounding, so no memory is wasted). A key lives within GW_LIMIT_WINDOW slots
  *   of its home.
  * - Memory: each shard holds ceil(max_keys / 256) keys in 4/3 as many slots
- *   (75% load), all allocated up front by one calloc (anonymous mmap: pages are
+ *   (75% load), all allocated up front by one anonymous mmap (pages are
  *   touched lazily). Slots are never freed, only reused, so the table never allocates
  *   after gw_limits_new: the hot path does no allocation.
  * - Insertion of an unknown key: an empty slot in the window while the shard

@@ -1,0 +1,228 @@
+/*
+ * gw_limit under concurrency (runs under TSan in CI): 8 threads on one bucket
+ * with a frozen clock admit exactly `burst` in total; refunds stay exact when
+ * the global bucket refuses; many distinct users churn a table at its cap
+ * while policies change, and the stats add up.
+ */
+#include "gateway/gw_limit.h"
+
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#define NTHREADS 8
+#define SEC 1000000000ull
+#define T0 (1000 * SEC)
+
+typedef struct worker {
+    gw_limits_t *l;
+    int id;
+    int iters;
+    int mode;
+    uint64_t admitted;
+    uint64_t refused_by[GW_SCOPE_COUNT];
+} worker_t;
+
+enum { SAME_USER, SAME_GLOBAL, SAME_SALE, DISTINCT_USERS, SALE_CHURN };
+
+static _Atomic uint64_t fake_clock;
+static _Atomic int stop_setter;
+static _Atomic int setter_violations; /* cmocka asserts must stay on the main thread */
+
+static void *run(void *arg)
+{
+    worker_t *w = arg;
+    char user[48], sale[32];
+    gw_limit_verdict_t v;
+    for (int i = 0; i < w->iters; i++) {
+        uint64_t now = T0;
+        const char *u = "alice", *s = NULL;
+        switch (w->mode) {
+        case SAME_USER:
+            break;
+        case SAME_GLOBAL:
+            snprintf(user, sizeof user, "t%d", w->id);
+            u = user;
+            break;
+        case SAME_SALE:
+            s = "sale-1";
+            break;
+        case DISTINCT_USERS:
+            snprintf(user, sizeof user, "t%d-u%d", w->id, i);
+            u = user;
+            now = atomic_fetch_add(&fake_clock, 20000); /* 20 µs a request */
+            break;
+        case SALE_CHURN:
+            snprintf(sale, sizeof sale, "sale-%d", (i * 7 + w->id) % 600);
+            s = sale;
+            now = atomic_fetch_add(&fake_clock, 1000);
+            break;
+        }
+        gw_limits_admit(w->l, u, strlen(u), "127.0.0.1", 9, s, s ? strlen(s) : 0, now, &v);
+        if (v.allowed)
+            w->admitted++;
+        else
+            w->refused_by[v.scope]++;
+    }
+    return NULL;
+}
+
+static void run_all(gw_limits_t *l, int mode, int iters, worker_t *w)
+{
+    pthread_t th[NTHREADS];
+    for (int i = 0; i < NTHREADS; i++) {
+        w[i] = (worker_t){.l = l, .id = i, .iters = iters, .mode = mode};
+        assert_int_equal(pthread_create(&th[i], NULL, run, &w[i]), 0);
+    }
+    for (int i = 0; i < NTHREADS; i++)
+        pthread_join(th[i], NULL);
+}
+
+static uint64_t total(const worker_t *w)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < NTHREADS; i++)
+        n += w[i].admitted;
+    return n;
+}
+
+static void test_same_user_exact_burst(void **state)
+{
+    (void)state;
+    gw_limits_t *l = gw_limits_new(1000);
+    assert_non_null(l);
+    gw_limits_set(l, GW_SCOPE_USER, (cm_rate_policy_t){1000, 500});
+    worker_t w[NTHREADS];
+    run_all(l, SAME_USER, 2000, w);
+    assert_int_equal(total(w), 500);
+    gw_limits_free(l);
+}
+
+static void test_same_global_exact_burst_with_refunds(void **state)
+{
+    (void)state;
+    gw_limits_t *l = gw_limits_new(1000);
+    assert_non_null(l);
+    /* Each thread is its own user (200 each, 1600 in all); global allows 777. */
+    gw_limits_set(l, GW_SCOPE_USER, (cm_rate_policy_t){1000, 200});
+    gw_limits_set(l, GW_SCOPE_IP, (cm_rate_policy_t){1000, 100000});
+    gw_limits_set(l, GW_SCOPE_GLOBAL, (cm_rate_policy_t){1000, 777});
+    worker_t w[NTHREADS];
+    run_all(l, SAME_GLOBAL, 1000, w);
+    assert_int_equal(total(w), 777);
+    for (int i = 0; i < NTHREADS; i++)
+        assert_true(w[i].admitted <= 200);
+    /* Refusals consumed nothing: lifting the global limit, each user and the
+     * shared IP hold exactly their burst minus what was admitted. */
+    gw_limits_set(l, GW_SCOPE_GLOBAL, (cm_rate_policy_t){0, 0});
+    uint64_t more = 0;
+    for (int i = 0; i < NTHREADS; i++) {
+        char u[16];
+        snprintf(u, sizeof u, "t%d", i);
+        gw_limit_verdict_t v;
+        for (;;) {
+            gw_limits_admit(l, u, strlen(u), "127.0.0.1", 9, NULL, 0, T0, &v);
+            if (!v.allowed)
+                break;
+            more++;
+        }
+        assert_int_equal(v.scope, GW_SCOPE_USER);
+    }
+    assert_int_equal(more, NTHREADS * 200 - 777);
+    gw_limits_free(l);
+}
+
+static void test_same_sale_exact_burst(void **state)
+{
+    (void)state;
+    gw_limits_t *l = gw_limits_new(1000);
+    assert_non_null(l);
+    gw_limits_set(l, GW_SCOPE_SALE, (cm_rate_policy_t){1000, 300});
+    worker_t w[NTHREADS];
+    run_all(l, SAME_SALE, 1000, w);
+    assert_int_equal(total(w), 300);
+    gw_limits_free(l);
+}
+
+static void *setter(void *arg)
+{
+    gw_limits_t *l = arg;
+    for (uint32_t i = 0; !atomic_load(&stop_setter); i++) {
+        gw_limits_set(l, GW_SCOPE_USER, (cm_rate_policy_t){1000, 2 + i % 2});
+        gw_limits_set_share(l, 1 + i % 3);
+        gw_limits_stats_t st;
+        gw_limits_stats(l, &st);
+        if (st.keys > st.capacity)
+            atomic_fetch_add(&setter_violations, 1);
+    }
+    return NULL;
+}
+
+static void test_distinct_users_at_cap(void **state)
+{
+    (void)state;
+    gw_limits_t *l = gw_limits_new(2048);
+    assert_non_null(l);
+    gw_limits_set(l, GW_SCOPE_USER, (cm_rate_policy_t){1000, 2}); /* 1/s: idle after 1 s */
+    atomic_store(&fake_clock, T0);
+    atomic_store(&stop_setter, 0);
+    pthread_t st_th;
+    assert_int_equal(pthread_create(&st_th, NULL, setter, l), 0);
+    worker_t w[NTHREADS];
+    const int iters = 20000;
+    run_all(l, DISTINCT_USERS, iters, w);
+    atomic_store(&stop_setter, 1);
+    pthread_join(st_th, NULL);
+    assert_int_equal(atomic_load(&setter_violations), 0);
+
+    /* Every user is new, so every request finds a full bucket. */
+    assert_int_equal(total(w), (uint64_t)NTHREADS * iters);
+    gw_limits_stats_t st;
+    gw_limits_stats(l, &st);
+    printf("# keys=%llu capacity=%llu evicted_idle=%llu evicted_busy=%llu\n",
+           (unsigned long long)st.keys, (unsigned long long)st.capacity,
+           (unsigned long long)st.evicted_idle, (unsigned long long)st.evicted_busy);
+    assert_true(st.keys <= st.capacity);
+    assert_int_equal(st.keys + st.evicted_idle + st.evicted_busy, (uint64_t)NTHREADS * iters);
+    assert_true(st.evicted_idle > 0);
+    assert_true(st.evicted_busy > 0);
+    gw_limits_free(l);
+}
+
+static void test_sale_map_churn(void **state)
+{
+    (void)state;
+    gw_limits_t *l = gw_limits_new(1000);
+    assert_non_null(l);
+    gw_limits_set(l, GW_SCOPE_SALE, (cm_rate_policy_t){1000000, 5});
+    atomic_store(&fake_clock, T0);
+    worker_t w[NTHREADS];
+    run_all(l, SALE_CHURN, 5000, w); /* 600 sale ids through 256 slots */
+    uint64_t refused = 0;
+    for (int i = 0; i < NTHREADS; i++) {
+        refused += w[i].refused_by[GW_SCOPE_SALE];
+        assert_int_equal(w[i].refused_by[GW_SCOPE_USER] + w[i].refused_by[GW_SCOPE_IP] +
+                             w[i].refused_by[GW_SCOPE_GLOBAL],
+                         0);
+    }
+    assert_int_equal(total(w) + refused, (uint64_t)NTHREADS * 5000);
+    gw_limits_free(l);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_same_user_exact_burst),
+        cmocka_unit_test(test_same_global_exact_burst_with_refunds),
+        cmocka_unit_test(test_same_sale_exact_burst),
+        cmocka_unit_test(test_distinct_users_at_cap),
+        cmocka_unit_test(test_sale_map_churn),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
