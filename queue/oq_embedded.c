@@ -112,8 +112,8 @@ int oq_embedded_start(oq_embedded_t **out, const oq_embedded_opts_t *opts, char 
     cm_log_warn("oq", "embedded kafka broker started: in memory only, drops the oldest messages "
                       "past ~5 MiB or 100000 batches per partition; the spool keeps every order "
                       "until settled; the address changes at every start",
-                "bootstrap=%s partitions=%d file=%s/kafka.bootstrap", e->bootstrap, parts,
-                opts && opts->data_dir ? opts->data_dir : "-");
+                "bootstrap=%s partitions=%d data_dir=%s", e->bootstrap, parts,
+                opts && opts->data_dir ? opts->data_dir : "(none)");
     *out = e;
     return 0;
 }
