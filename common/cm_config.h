@@ -120,7 +120,7 @@ void cm_conf_free(cm_conf_t *conf);
 int cm_conf_set(cm_conf_t *conf, const char *key, const char *value, cm_src_t src, char *errbuf,
                 size_t errlen);
 
-/* Looks an option up by key; NULL if unknown. */
+/* Looks an option up by key; NULL if unknown (borrowed from the table). Thread-safe. */
 const cm_opt_t *cm_conf_find(const cm_opt_t *opts, const char *key);
 
 /*
@@ -153,19 +153,34 @@ size_t cm_conf_env_name(const cm_opt_t *opt, const char *env_prefix, bool alias,
 /* The flag of `opt` without "--": the key with '.'/'_' as '-', or its alias. */
 size_t cm_conf_flag_name(const cm_opt_t *opt, bool alias, char *buf, size_t len);
 
-/* Prints "--flag METAVAR  help (default: X; env: VAR)" for every option. */
+/*
+ * Prints `usage`, the general flags, then one line per option:
+ * "--flag METAVAR  help [key; default X; env ALIAS_VAR, KEY_VAR; runtime]".
+ * Secrets show no default. Writes to fd with write(2); single-threaded.
+ */
 void cm_conf_print_help(const cm_conf_t *conf, const char *usage, int fd);
 
-/* Prints the effective configuration, one "key = value  # source" line per option. */
+/*
+ * Prints the effective configuration (--check-config), one
+ * "key = value  # source" line per option, e.g.
+ * "server.threads = 4  # flag --threads"; secrets print as <set>, empty
+ * values as "". Writes to fd; single-threaded.
+ */
 void cm_conf_print_effective(const cm_conf_t *conf, int fd);
 
 /*
  * Writes a sample config: JSON, every key at its default, each preceded by a
  * "// help" comment line. The loader accepts whole-line comments starting with
- * "//" or "#" in config files, so the sample is loadable as it is.
+ * "//" or "#" in config files, so the sample is loadable as it is. Keys are
+ * nested by their first component; each comment names the flag, the env
+ * variable, the range and whether the key can change at run time.
+ * deploy/flashgate.conf.example is this output for gw_config_opts, and
+ * unit.gw_config fails when it is out of date (FLASHGATE_REGEN_SAMPLE=1
+ * rewrites it). Writes to fd; single-threaded.
  */
 void cm_conf_print_sample(const cm_conf_t *conf, int fd);
 
+/* "default", "file", "env", "flag", "runtime". Thread-safe. */
 const char *cm_src_name(cm_src_t src);
 
 #endif

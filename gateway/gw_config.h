@@ -68,9 +68,12 @@ int gw_config_load(gw_config_t *cfg, cm_conf_t *conf, int argc, char **argv, cha
  * The cross-key rules (a rate > 0 needs a burst >= 1, listen != admin_listen,
  * spool.segment_bytes <= spool.max_bytes, kafka.topic != kafka.outcomes_topic).
  * Appends one "config: ..." line per broken rule to the NUL-terminated text
- * in errbuf (sources from `conf`) and returns CM_EINVAL, or returns 0. The
- * admin API runs it on a copy before committing a change. Thread-safe on
- * data the caller owns.
+ * in errbuf (sources from `conf`) and returns CM_EINVAL, or returns 0. `cfg`
+ * need not be conf->base: the admin API copies the struct, applies changes
+ * with cm_conf_set on a cm_conf_t whose base points at the copy, checks the
+ * copy here, and only then commits it. (Such a shallow cm_conf_t copy shares
+ * the src arrays, so sources are updated even for a change then dropped.)
+ * Thread-safe on data the caller owns.
  */
 int gw_config_check(const gw_config_t *cfg, const cm_conf_t *conf, char *errbuf, size_t errlen);
 
