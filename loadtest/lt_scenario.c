@@ -322,7 +322,7 @@ static int parse_root(lt_scenario_t *sc, json_t *root, char *eb, size_t el)
                                            "person_reaction_ms", "bot_reaction_ms",
                                            "bot_early_ms", NULL};
         TRY(check_keys(s, "crowd", keys, eb, el));
-        TRY(get_u64(s, "crowd", "users", 1, 100000000, &sc->users, eb, el));
+        TRY(get_u64(s, "crowd", "users", 1, INT64_MAX, &sc->users, eb, el));
         TRY(get_u64(s, "crowd", "addresses", 1, 130000, &sc->addresses, eb, el));
         TRY(get_num(s, "crowd", "bot_fraction", 0, 1, &sc->bot_fraction, eb, el));
         TRY(get_num(s, "crowd", "aggressive_fraction", 0, 1, &sc->aggressive_fraction, eb, el));
@@ -399,17 +399,17 @@ int lt_scenario_validate(const lt_scenario_t *sc, char *eb, size_t el)
             return fail(eb, el, "targets[%zu]: must be a URL like http://127.0.0.1:8080", i);
     if (sc->admin_url && !url_ok(sc->admin_url))
         return fail(eb, el, "admin: must be a URL like http://127.0.0.1:9090");
-    if (sc->sale_create && !sc->admin_url)
-        return fail(eb, el, "sale.create: needs admin (the admin API URL)");
-    if (sc->bot_fraction < 1.0 && sc->addresses < 1)
-        return fail(eb, el, "crowd.addresses: must be an integer >= 1");
-    if (sc->start_offset_s >= sc->duration_s + sc->drain_s)
-        return fail(eb, el, "sale.start_offset_s: must be before the run ends (duration_s + drain_s)");
     double total = 0;
     for (size_t i = 0; i < sc->n_segments; i++)
         total += sc->segments[i].duration_s * (sc->segments[i].rate + sc->segments[i].rate_end) / 2;
     if (total < 1)
         return fail(eb, el, "arrivals: the profile brings fewer than one arrival");
+    if (sc->sale_create && !sc->admin_url)
+        return fail(eb, el, "sale.create: needs admin (the admin API URL)");
+    if (sc->users > 100000000)
+        return fail(eb, el, "crowd.users: at most 100000000 (memory is 12 bytes per user)");
+    if (sc->start_offset_s >= sc->duration_s + sc->drain_s)
+        return fail(eb, el, "sale.start_offset_s: must be before the run ends (duration_s + drain_s)");
     return 0;
 }
 

@@ -157,6 +157,12 @@ static void on_tick(uv_timer_t *timer)
     lt_ticker_run_due(t, lt_ticker_now(t));
 }
 
+static void on_check(uv_check_t *check)
+{
+    lt_ticker_t *t = check->data;
+    lt_ticker_run_due(t, lt_ticker_now(t));
+}
+
 void lt_ticker_init(lt_ticker_t *t, uv_loop_t *loop, const uint64_t *arrivals, size_t n,
                     lt_fire_cb cb, void *ctx)
 {
@@ -164,6 +170,8 @@ void lt_ticker_init(lt_ticker_t *t, uv_loop_t *loop, const uint64_t *arrivals, s
     if (loop) {
         uv_timer_init(loop, &t->timer);
         t->timer.data = t;
+        uv_check_init(loop, &t->check);
+        t->check.data = t;
     }
 }
 
@@ -172,6 +180,7 @@ void lt_ticker_start(lt_ticker_t *t)
     t->t0_ns = cm_mono_ns();
     t->running = true;
     uv_timer_start(&t->timer, on_tick, 0, 1);
+    uv_check_start(&t->check, on_check);
 }
 
 void lt_ticker_add(lt_ticker_t *t, uint64_t sched_ns, uint64_t payload)
@@ -215,9 +224,12 @@ void lt_ticker_close(lt_ticker_t *t)
 {
     if (t->running) {
         uv_timer_stop(&t->timer);
+        uv_check_stop(&t->check);
         t->running = false;
     }
-    if (!uv_is_closing((uv_handle_t *)&t->timer))
+    if (t->timer.loop && !uv_is_closing((uv_handle_t *)&t->timer)) {
         uv_close((uv_handle_t *)&t->timer, NULL);
+        uv_close((uv_handle_t *)&t->check, NULL);
+    }
     lt_heap_free(&t->heap);
 }

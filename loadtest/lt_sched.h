@@ -64,6 +64,7 @@ typedef void (*lt_fire_cb)(void *ctx, uint64_t sched_ns, uint64_t now_ns, bool i
 
 typedef struct lt_ticker {
     uv_timer_t timer;
+    uv_check_t check; /* also fires due events after every I/O wake-up */
     const uint64_t *arrivals; /* borrowed, ascending */
     size_t n_arrivals, next_arrival;
     lt_heap_t heap;
@@ -76,7 +77,11 @@ typedef struct lt_ticker {
 /* Caller-provided storage; arrivals stays borrowed. Loop thread only. */
 void lt_ticker_init(lt_ticker_t *t, uv_loop_t *loop, const uint64_t *arrivals, size_t n,
                     lt_fire_cb cb, void *ctx);
-/* Starts the clock (t0 = now) and a 1 ms repeating timer on the loop. */
+/*
+ * Starts the clock (t0 = now), a 1 ms repeating timer and a check handle on
+ * the loop, so due events fire at the next tick or the next I/O wake-up,
+ * whichever comes first.
+ */
 void lt_ticker_start(lt_ticker_t *t);
 /* Schedules a follow-up at sched_ns (relative to t0). */
 void lt_ticker_add(lt_ticker_t *t, uint64_t sched_ns, uint64_t payload);
@@ -89,7 +94,7 @@ size_t lt_ticker_run_due(lt_ticker_t *t, uint64_t now_ns);
 bool lt_ticker_idle(const lt_ticker_t *t);
 /* Nanoseconds since t0. */
 uint64_t lt_ticker_now(const lt_ticker_t *t);
-/* Stops the timer and closes it (the loop must run once more to finish the close). */
+/* Stops and closes the handles (the loop must run once more to finish the close). */
 void lt_ticker_close(lt_ticker_t *t);
 
 #endif

@@ -1,0 +1,156 @@
+/* Scenario files: the shipped ones parse; bad ones are refused with the field named. */
+#include "common/cm_err.h"
+#include "loadtest/lt_scenario.h"
+#include "loadtest/lt_sched.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static const char *src_dir(void)
+{
+    const char *s = getenv("FLASHGATE_SRC");
+    return s ? s : ".";
+}
+
+static void load_shipped(const char *name, lt_scenario_t *sc)
+{
+    char path[1024], eb[512] = "";
+    snprintf(path, sizeof(path), "%s/loadtest/scenarios/%s", src_dir(), name);
+    int rc = lt_scenario_load(sc, path, eb, sizeof(eb));
+    if (rc != 0)
+        fail_msg("%s: %s", path, eb);
+}
+
+static void test_shipped_files(void **state)
+{
+    (void)state;
+    lt_scenario_t sc;
+    load_shipped("standard.json", &sc);
+    assert_string_equal(sc.name, "standard");
+    assert_int_equal(sc.sale_stock, 1000);
+    assert_int_equal(sc.users, 100000);
+    assert_int_equal(sc.n_targets, 1);
+    assert_true(sc.n_segments >= 3);
+    /* the default run stays bounded: no more first presses than users, and
+     * at most (1 + retries) buys + polls per user */
+    double expected = lt_sched_expected(sc.segments, sc.n_segments, sc.duration_s);
+    assert_true(expected > 10000 && expected <= (double)sc.users);
+    lt_scenario_free(&sc);
+
+    load_shipped("bot-heavy.json", &sc);
+    assert_true(sc.bot_fraction >= 0.3);
+    lt_scenario_free(&sc);
+    load_shipped("overload-10x.json", &sc);
+    lt_scenario_free(&sc);
+    load_shipped("fleet-3.json", &sc);
+    assert_int_equal(sc.n_targets, 3);
+    assert_string_equal(sc.targets[2], "http://127.0.0.1:8083");
+    lt_scenario_free(&sc);
+}
+
+static void test_defaults_and_overrides(void **state)
+{
+    (void)state;
+    lt_scenario_t sc;
+    char eb[256];
+    const char *j = "{\"targets\":[\"http://127.0.0.1:1\"],\"sale\":{\"create\":false},"
+                    "\"arrivals\":[{\"kind\":\"plateau\",\"duration_s\":2,\"rate\":10}]}";
+    assert_int_equal(lt_scenario_parse(&sc, j, eb, sizeof(eb)), 0);
+    assert_int_equal(sc.per_user_limit, 1);
+    assert_int_equal(sc.qty, 1);
+    assert_string_equal(sc.topic, "flashgate.orders");
+    assert_true(sc.segments[0].rate_end == 10);
+    lt_scenario_set_targets(&sc, "http://127.0.0.1:2,http://127.0.0.1:3");
+    assert_int_equal(sc.n_targets, 2);
+    assert_string_equal(sc.targets[1], "http://127.0.0.1:3");
+    assert_int_equal(lt_scenario_validate(&sc, eb, sizeof(eb)), 0);
+    lt_scenario_free(&sc);
+}
+
+/* Each bad file and the exact message it must produce. */
+static const struct {
+    const char *json, *msg;
+} bad[] = {
+    {"{\"crowd\":{\"users\":0}}", "scenario: crowd.users: must be an integer >= 1"},
+    {"{\"crowd\":{\"users\":\"many\"}}", "scenario: crowd.users: must be an integer >= 1"},
+    {"{\"crowd\":{\"users\":1.5}}", "scenario: crowd.users: must be an integer >= 1"},
+    {"{\"crowd\":{\"userz\":10}}", "scenario: crowd.userz: unknown field"},
+    {"{\"crowd\":{\"bot_fraction\":1.5}}",
+     "scenario: crowd.bot_fraction: must be a number between 0 and 1"},
+    {"{\"crowd\":[]}", "scenario: crowd: must be an object"},
+    {"{\"sale\":{\"stock\":-1}}", "scenario: sale.stock: must be an integer between 0 and 1000000000"},
+    {"{\"sale\":{\"id\":\"\"}}", "scenario: sale.id: must be a non-empty string"},
+    {"{\"targets\":[\"ftp://x\"]}", "scenario: targets[0]: must be a URL like http://127.0.0.1:8080"},
+    {"{\"targets\":[]}", "scenario: targets: must be an array of 1 to 16 URLs"},
+    {"{\"connections\":0}", "scenario: connections: must be an integer between 1 and 10000"},
+    {"{\"behaviour\":{\"poll_max\":-3}}",
+     "scenario: behaviour.poll_max: must be an integer between 0 and 10000"},
+    {"{\"speed\":3}", "scenario: speed: unknown field"},
+    {"{}", "scenario: arrivals: is required (a non-empty array of segments)"},
+    {"{\"arrivals\":[]}", "scenario: arrivals: must be a non-empty array of segments"},
+    {"{\"arrivals\":[{\"kind\":\"wave\",\"duration_s\":1,\"rate\":1}]}",
+     "scenario: arrivals[0].kind: must be one of ramp, spike, plateau, decay, pause"},
+    {"{\"arrivals\":[{\"kind\":\"spike\",\"rate\":1}]}", "scenario: arrivals[0].duration_s: is required"},
+    {"{\"arrivals\":[{\"kind\":\"spike\",\"duration_s\":1}]}", "scenario: arrivals[0].rate: is required"},
+    {"{\"arrivals\":[{\"kind\":\"ramp\",\"duration_s\":1,\"rate\":1},"
+     "{\"kind\":\"spike\",\"duration_s\":1,\"rate\":-5}]}",
+     "scenario: arrivals[1].rate: must be a number between 0 and 1e+07"},
+    {"{\"arrivals\":[{\"kind\":\"pause\",\"duration_s\":1}]}",
+     "scenario: arrivals: the profile brings fewer than one arrival"},
+    {"{\"sale\":{\"create\":true},\"arrivals\":[{\"kind\":\"spike\",\"duration_s\":1,\"rate\":5}]}",
+     "scenario: sale.create: needs admin (the admin API URL)"},
+    {"[1,2]", "scenario: (top level): must be a JSON object"},
+    {"{\"seed\": 1,", "scenario: line 1 column 11: string or '}' expected near end of file"},
+    {"{\"seed\":1,\"seed\":2}", "scenario: line 1 column 49: duplicate object key near '\"seed\"'"},
+};
+
+static void test_bad_files_name_the_field(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        lt_scenario_t sc;
+        char eb[256] = "";
+        /* every case gets a valid target so that only its own fault is reported */
+        char json[1024];
+        const char *body = bad[i].json;
+        if (body[0] == '{' && strstr(body, "\"targets\"") == NULL && strcmp(body, "{") != 0 &&
+            strstr(body, "seed\": 1,") == NULL)
+            snprintf(json, sizeof(json), "{\"targets\":[\"http://127.0.0.1:1\"]%s%s",
+                     strcmp(body, "{}") == 0 ? "" : ",", body + 1);
+        else
+            snprintf(json, sizeof(json), "%s", body);
+        int rc = lt_scenario_parse(&sc, json, eb, sizeof(eb));
+        if (rc != CM_EINVAL || strcmp(eb, bad[i].msg) != 0)
+            fail_msg("case %zu %s: rc %d, message \"%s\", want \"%s\"", i, json, rc, eb,
+                     bad[i].msg);
+        lt_scenario_free(&sc);
+    }
+}
+
+static void test_missing_file(void **state)
+{
+    (void)state;
+    lt_scenario_t sc;
+    char eb[256];
+    assert_true(lt_scenario_load(&sc, "/nonexistent/x.json", eb, sizeof(eb)) < 0);
+    assert_non_null(strstr(eb, "/nonexistent/x.json"));
+    lt_scenario_free(&sc);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_shipped_files),
+        cmocka_unit_test(test_defaults_and_overrides),
+        cmocka_unit_test(test_bad_files_name_the_field),
+        cmocka_unit_test(test_missing_file),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
