@@ -475,11 +475,12 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
             return rc;
         }
         if (seg_released(s, last, sp->released)) {
-            /* released before a crash cut the deletion short */
+            /* Wholly released: a crash cut the deletion short, or the relay
+             * keeps them (oq_spool_release_keep). Not verified (nothing will
+             * be sent from them); the next oq_spool_release deletes them. */
             if (map)
                 munmap((void *)map, (size_t)s->size);
-            if (!sp->read_only)
-                unlinkat(sp->dirfd, name, 0);
+            sp->segs[keep++] = *s;
             continue;
         }
         uint64_t start = s->seg == sp->released.seg ? sp->released.off : 0;
@@ -889,7 +890,7 @@ oq_pos_t oq_spool_released(oq_spool_t *sp)
     return p;
 }
 
-int oq_spool_release(oq_spool_t *sp, oq_pos_t upto)
+static int release_impl(oq_spool_t *sp, oq_pos_t upto, bool delete_segments)
 {
     if (sp->read_only)
         return CM_EINVAL;
@@ -916,7 +917,8 @@ int oq_spool_release(oq_spool_t *sp, oq_pos_t upto)
     size_t keep = 0;
     for (size_t i = 0; i < sp->nsegs; i++) {
         bool is_last = i + 1 == sp->nsegs;
-        if (!is_last && ndead < CM_ARRAY_LEN(dead) && seg_released(&sp->segs[i], false, upto))
+        if (delete_segments && !is_last && ndead < CM_ARRAY_LEN(dead) &&
+            seg_released(&sp->segs[i], false, upto))
             dead[ndead++] = sp->segs[i].seg;
         else
             sp->segs[keep++] = sp->segs[i];
@@ -935,6 +937,16 @@ int oq_spool_release(oq_spool_t *sp, oq_pos_t upto)
 out:
     pthread_mutex_unlock(&sp->rel_mu);
     return rc;
+}
+
+int oq_spool_release(oq_spool_t *sp, oq_pos_t upto)
+{
+    return release_impl(sp, upto, true);
+}
+
+int oq_spool_release_keep(oq_spool_t *sp, oq_pos_t upto)
+{
+    return release_impl(sp, upto, false);
 }
 
 void oq_spool_stats(oq_spool_t *sp, oq_spool_stats_t *out)

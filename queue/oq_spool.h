@@ -103,6 +103,14 @@ oq_pos_t oq_spool_released(oq_spool_t *sp);
  * Thread-safe.
  */
 int oq_spool_release(oq_spool_t *sp, oq_pos_t upto);
+/*
+ * As oq_spool_release, but keeps the wholly released segments on disk (a
+ * scan from {0,0} still reads them, e.g. to rebuild the memory inventory);
+ * they are not counted in unreleased_bytes, and the next oq_spool_release
+ * deletes them. Returns 0, CM_EINVAL (past the end, read-only) or CM_EIO.
+ * Thread-safe.
+ */
+int oq_spool_release_keep(oq_spool_t *sp, oq_pos_t upto);
 
 /* Stats: bytes and records not yet released, segments on disk. Thread-safe. */
 typedef struct oq_spool_stats {

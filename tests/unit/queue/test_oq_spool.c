@@ -505,6 +505,46 @@ static void test_release_and_rolling(void **state)
     oq_spool_close(sp);
 }
 
+static void test_release_keep(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_t *sp = open_spool(f->dir, 1500, 0);
+    append_n(sp, 0, 60);
+    long n;
+    collect_t *c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 60);
+    oq_spool_stats_t st, st2;
+    oq_spool_stats(sp, &st);
+    oq_pos_t mid = c->recs[39].next;
+    assert_true(mid.seg > 2);
+    assert_int_equal(oq_spool_release_keep(sp, mid), 0);
+    oq_spool_stats(sp, &st2);
+    assert_int_equal(st2.segments, st.segments); /* nothing deleted */
+    assert_true(st2.unreleased_bytes < st.unreleased_bytes);
+    free(c);
+    oq_spool_close(sp);
+
+    sp = open_spool(f->dir, 1500, 0);
+    oq_spool_stats(sp, &st2);
+    assert_int_equal(st2.segments, st.segments); /* nor on open */
+    assert_int_equal(oq_pos_cmp(st2.released, mid), 0);
+    c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 60); /* the history is still readable */
+    check_orders(c, 0, 60);
+    free(c);
+    c = scan_all(sp, oq_spool_released(sp), &n);
+    assert_int_equal(n, 20);
+    check_orders(c, 40, 20);
+    /* a plain release deletes what the kept release left */
+    assert_int_equal(oq_spool_release(sp, c->recs[0].next), 0);
+    oq_spool_stats(sp, &st2);
+    assert_true(st2.segments < st.segments);
+    char p[512];
+    assert_int_equal(file_size(seg_path(f->dir, 1, p, sizeof(p))), -1);
+    free(c);
+    oq_spool_close(sp);
+}
+
 /*---- group commit ----*/
 
 typedef struct {
@@ -802,6 +842,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_corrupt_older_segment_is_an_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_space_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_and_rolling, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_release_keep, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill9_answered_orders_survive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tool_dump_and_stats, setup, teardown),
