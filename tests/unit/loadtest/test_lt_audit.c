@@ -1,0 +1,289 @@
+/* The audit against a real Kafka protocol peer (librdkafka's mock cluster, in
+ * process) and a real SQLite orders table: PASS when every 202 is there once,
+ * FAIL on a missing id, an id never answered 202, an empty topic, a missing
+ * row, or a user over the limit. Duplicates in the topic are tolerated and counted. */
+#include "loadtest/lt_audit.h"
+#include "loadtest/lt_run.h"
+#include "loadtest/lt_scenario.h"
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <setjmp.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define SALE "s-audit"
+#define N_ORDERS 20
+
+typedef struct fixture {
+    rd_kafka_t *mock_rk;
+    rd_kafka_mock_cluster_t *mc;
+    char bootstrap[256];
+    char dir[64];
+    char db[128];
+} fixture_t;
+
+static void produce(fixture_t *f, const char *topic, const char *key, const char *value)
+{
+    char eb[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", f->bootstrap, eb, sizeof(eb));
+    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, eb, sizeof(eb));
+    assert_non_null(p);
+    assert_int_equal(rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
+                                       RD_KAFKA_V_VALUE((void *)value, strlen(value)),
+                                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+                     0);
+    assert_int_equal(rd_kafka_flush(p, 10000), 0);
+    rd_kafka_destroy(p);
+}
+
+static void order_json(char *buf, size_t len, int i, const char *sale, const char *user)
+{
+    snprintf(buf, len,
+             "{\"order_id\":\"O%04d\",\"sale_id\":\"%s\",\"user_id\":\"%s\",\"qty\":1,"
+             "\"accepted_at\":\"2026-11-22T10:00:00.000Z\",\"node\":1}",
+             i, sale, user);
+}
+
+static void db_exec(fixture_t *f, const char *sql)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
+    char *err = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
+        fail_msg("sql: %s", err);
+    sqlite3_close(db);
+}
+
+static int setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof(*f));
+    char eb[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "log_level", "2", eb, sizeof(eb));
+    f->mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, eb, sizeof(eb));
+    f->mc = rd_kafka_mock_cluster_new(f->mock_rk, 1);
+    snprintf(f->bootstrap, sizeof(f->bootstrap), "%s", rd_kafka_mock_cluster_bootstraps(f->mc));
+    rd_kafka_mock_topic_create(f->mc, "flashgate.orders", 3, 1);
+    rd_kafka_mock_topic_create(f->mc, "empty.topic", 2, 1);
+    snprintf(f->dir, sizeof(f->dir), "/tmp/lt-audit-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->db, sizeof(f->db), "%s/orders.db", f->dir);
+
+    /* the topic: our 20 orders, one duplicated (an at-least-once retry), a
+     * cancel command, another sale's orders, and a stray non-JSON message */
+    char v[512], user[32];
+    db_exec(f, "CREATE TABLE orders(order_id TEXT PRIMARY KEY, sale_id TEXT, user_id TEXT, qty "
+               "INTEGER, accepted_at TEXT, node INTEGER, status TEXT, reason TEXT, settled_at "
+               "TEXT, updated_at TEXT)");
+    for (int i = 1; i <= N_ORDERS; i++) {
+        snprintf(user, sizeof(user), "u7-%d", i);
+        order_json(v, sizeof(v), i, SALE, user);
+        produce(f, "flashgate.orders", SALE, v);
+        char sql[512];
+        snprintf(sql, sizeof(sql),
+                 "INSERT INTO orders(order_id, sale_id, user_id, qty, status) VALUES "
+                 "('O%04d', '%s', '%s', 1, 'settled')",
+                 i, SALE, user);
+        db_exec(f, sql);
+    }
+    order_json(v, sizeof(v), 5, SALE, "u7-5");
+    produce(f, "flashgate.orders", SALE, v);
+    produce(f, "flashgate.orders", SALE,
+            "{\"type\":\"cancel\",\"order_id\":\"O0003\",\"sale_id\":\"" SALE "\"}");
+    order_json(v, sizeof(v), 900, "other-sale", "u7-900");
+    produce(f, "flashgate.orders", "other-sale", v);
+    produce(f, "flashgate.orders", "x", "not json");
+    db_exec(f, "INSERT INTO orders(order_id, sale_id, user_id, qty) VALUES "
+               "('O0900', 'other-sale', 'u7-900', 1)");
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    rd_kafka_mock_cluster_destroy(f->mc);
+    rd_kafka_destroy(f->mock_rk);
+    unlink(f->db);
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+/* A scenario pointing at the fixture and results holding 202s for ids [from, to]. */
+static void make(fixture_t *f, lt_scenario_t *sc, lt_results_t *res, int from, int to)
+{
+    char eb[256];
+    const char *j = "{\"seed\":7,\"targets\":[\"http://127.0.0.1:1\"],\"sale\":{\"id\":\"" SALE
+                    "\",\"create\":false},\"behaviour\":{\"settle_wait_s\":0.3},"
+                    "\"arrivals\":[{\"kind\":\"spike\",\"duration_s\":1,\"rate\":5}]}";
+    assert_int_equal(lt_scenario_parse(sc, j, eb, sizeof(eb)), 0);
+    sc->kafka_brokers = strdup(f->bootstrap);
+    sc->db_url = strdup(f->db);
+    memset(res, 0, sizeof(*res));
+    res->orders = calloc((size_t)(to - from + 1), sizeof(lt_order_t));
+    for (int i = from; i <= to; i++) {
+        lt_order_t *o = &res->orders[res->n_orders++];
+        snprintf(o->id, sizeof(o->id), "O%04d", i);
+        o->user = (uint64_t)i;
+        o->qty = 1;
+    }
+}
+
+static const lt_check_t *find(const lt_audit_t *a, const char *name)
+{
+    for (size_t i = 0; i < a->n_checks; i++)
+        if (strcmp(a->checks[i].name, name) == 0)
+            return &a->checks[i];
+    fail_msg("no check %s", name);
+    return NULL;
+}
+
+static void test_all_present_passes(void **state)
+{
+    fixture_t *f = *state;
+    lt_scenario_t sc;
+    lt_results_t *res = calloc(1, sizeof(*res));
+    lt_audit_t *a = calloc(1, sizeof(*a));
+    make(f, &sc, res, 1, N_ORDERS);
+    lt_audit_run(&sc, res, a);
+    lt_audit_print(a, stdout);
+    assert_false(a->failed);
+    assert_int_equal(find(a, "kafka")->result, LT_CHECK_PASS);
+    assert_int_equal(find(a, "db")->result, LT_CHECK_PASS);
+    assert_int_equal(find(a, "per_user_limit")->result, LT_CHECK_PASS);
+    assert_int_equal(find(a, "stock")->result, LT_CHECK_SKIP);
+    assert_int_equal(a->topic_orders, N_ORDERS);
+    assert_int_equal(a->topic_duplicates, 1);
+    assert_int_equal(a->topic_cancels, 1);
+    assert_non_null(strstr(find(a, "kafka")->detail, "duplicates tolerated: 1 (consumer dedupes)"));
+    assert_int_equal(a->db_rows, N_ORDERS);
+    assert_string_equal(a->limit_source, "db");
+    lt_results_free(res);
+    lt_scenario_free(&sc);
+    free(res);
+    free(a);
+}
+
+static void test_missing_202_fails(void **state)
+{
+    fixture_t *f = *state;
+    lt_scenario_t sc;
+    lt_results_t *res = calloc(1, sizeof(*res));
+    lt_audit_t *a = calloc(1, sizeof(*a));
+    make(f, &sc, res, 1, N_ORDERS + 1); /* O0021 was answered 202 but never reached anything */
+    lt_audit_run(&sc, res, a);
+    lt_audit_print(a, stdout);
+    assert_true(a->failed);
+    assert_int_equal(find(a, "kafka")->result, LT_CHECK_FAIL);
+    assert_int_equal(a->topic_missing, 1);
+    assert_non_null(strstr(find(a, "kafka")->detail, "O0021"));
+    assert_int_equal(find(a, "db")->result, LT_CHECK_FAIL);
+    assert_int_equal(a->db_missing, 1);
+    lt_results_free(res);
+    lt_scenario_free(&sc);
+    free(res);
+    free(a);
+}
+
+static void test_unanswered_order_in_topic_fails(void **state)
+{
+    fixture_t *f = *state;
+    lt_scenario_t sc;
+    lt_results_t *res = calloc(1, sizeof(*res));
+    lt_audit_t *a = calloc(1, sizeof(*a));
+    make(f, &sc, res, 2, N_ORDERS); /* O0001 is in the topic and the db, never answered 202 */
+    lt_audit_run(&sc, res, a);
+    assert_true(a->failed);
+    assert_int_equal(find(a, "kafka")->result, LT_CHECK_FAIL);
+    assert_int_equal(a->topic_extra, 1);
+    assert_int_equal(find(a, "db")->result, LT_CHECK_FAIL);
+    assert_int_equal(a->db_extra, 1);
+    lt_results_free(res);
+    lt_scenario_free(&sc);
+    free(res);
+    free(a);
+}
+
+static void test_empty_topic_and_missing_db_fail(void **state)
+{
+    fixture_t *f = *state;
+    lt_scenario_t sc;
+    lt_results_t *res = calloc(1, sizeof(*res));
+    lt_audit_t *a = calloc(1, sizeof(*a));
+    make(f, &sc, res, 1, N_ORDERS);
+    free(sc.topic);
+    sc.topic = strdup("empty.topic");
+    free(sc.db_url);
+    sc.db_url = strdup("/nonexistent/orders.db");
+    lt_audit_run(&sc, res, a);
+    lt_audit_print(a, stdout);
+    assert_true(a->failed);
+    assert_int_equal(find(a, "kafka")->result, LT_CHECK_FAIL);
+    assert_int_equal(a->topic_missing, N_ORDERS);
+    assert_int_equal(find(a, "db")->result, LT_CHECK_FAIL);
+    lt_results_free(res);
+    lt_scenario_free(&sc);
+    free(res);
+    free(a);
+}
+
+static void test_user_over_limit_fails(void **state)
+{
+    fixture_t *f = *state;
+    db_exec(f, "UPDATE orders SET user_id = 'u7-1' WHERE order_id = 'O0002'");
+    lt_scenario_t sc;
+    lt_results_t *res = calloc(1, sizeof(*res));
+    lt_audit_t *a = calloc(1, sizeof(*a));
+    make(f, &sc, res, 1, N_ORDERS);
+    lt_audit_run(&sc, res, a);
+    assert_true(a->failed);
+    assert_int_equal(find(a, "per_user_limit")->result, LT_CHECK_FAIL);
+    assert_int_equal(a->users_over_limit, 1);
+    assert_int_equal(find(a, "kafka")->result, LT_CHECK_PASS);
+    db_exec(f, "UPDATE orders SET user_id = 'u7-2' WHERE order_id = 'O0002'");
+    lt_results_free(res);
+    lt_scenario_free(&sc);
+    free(res);
+    free(a);
+}
+
+static void test_brokers_from_file(void **state)
+{
+    fixture_t *f = *state;
+    char path[128];
+    snprintf(path, sizeof(path), "%s/kafka.bootstrap", f->dir);
+    FILE *fp = fopen(path, "w");
+    fprintf(fp, "%s\n", f->bootstrap);
+    fclose(fp);
+    char *b = lt_audit_brokers(path);
+    assert_string_equal(b, f->bootstrap);
+    free(b);
+    unlink(path);
+    b = lt_audit_brokers("127.0.0.1:9092");
+    assert_string_equal(b, "127.0.0.1:9092");
+    free(b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_all_present_passes),
+        cmocka_unit_test(test_missing_202_fails),
+        cmocka_unit_test(test_unanswered_order_in_topic_fails),
+        cmocka_unit_test(test_empty_topic_and_missing_db_fail),
+        cmocka_unit_test(test_user_over_limit_fails),
+        cmocka_unit_test(test_brokers_from_file),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
