@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# End-to-end rehearsal: flashgate-load storms a real flashgate (embedded
+# broker, and flashgate-settle when built) with the smoke scenario; the audit
+# must PASS. Then a deliberately broken setup (the audit pointed at another
+# gateway's data: its admin API and its broker) must FAIL with a non-zero exit.
+# Loopback only; bounded (~3 s of load per run). Exit 77 when the binaries are absent.
+set -u
+SRC=${FLASHGATE_SRC:-$(cd "$(dirname "$0")/../.." && pwd)}
+BIN=${FLASHGATE_BIN:-$SRC/build}
+FG=$BIN/flashgate
+LOAD=$BIN/flashgate-load
+SETTLE=$BIN/flashgate-settle
+TOKEN=rehearsal-test-token-0123456789abcdef
+if [ ! -x "$FG" ] || [ ! -x "$LOAD" ]; then
+    echo "skip: $FG or $LOAD not built"
+    exit 77
+fi
+TMP=$(mktemp -d /tmp/fg-rehearsal-XXXXXX)
+PIDS=()
+passed=0
+failed=0
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+ok() { passed=$((passed + 1)); echo "ok: $*"; }
+bad() { failed=$((failed + 1)); echo "FAIL: $*" >&2; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_gateway NAME -> sets ${NAME}_PORT ${NAME}_ADMIN, data in $TMP/NAME
+start_gateway() {
+    local name=$1 port admin
+    port=$(free_port)
+    admin=$(free_port)
+    mkdir -p "$TMP/$name"
+    "$FG" --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$admin --data-dir "$TMP/$name" \
+        --admin-token $TOKEN --server-trusted-proxies 127.0.0.1/32 --threads 1 \
+        --log-level warn >"$TMP/$name.log" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 1 100); do
+        if curl -fsS -o /dev/null "http://127.0.0.1:$port/readyz" 2>/dev/null; then
+            eval "${name}_PORT=$port ${name}_ADMIN=$admin"
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "flashgate $name did not become ready:" >&2
+    tail -20 "$TMP/$name.log" >&2
+    exit 1
+}
+
+start_gateway A
+start_gateway B
+AUDIT_A=()
+AUDIT_B=()
+# the embedded broker's address appears in the data dir once it is up
+for _ in $(seq 1 20); do [ -s "$TMP/A/kafka.bootstrap" ] && break; sleep 0.1; done
+if [ -s "$TMP/A/kafka.bootstrap" ]; then
+    AUDIT_A+=(--kafka-brokers "$TMP/A/kafka.bootstrap")
+    if [ -x "$SETTLE" ]; then
+        "$SETTLE" --data-dir "$TMP/A" --log-level warn >"$TMP/settle.log" 2>&1 &
+        PIDS+=($!)
+        AUDIT_A+=(--db "$TMP/A/orders.db")
+    fi
+else
+    echo "note: no $TMP/A/kafka.bootstrap: the Kafka and database checks are skipped"
+fi
+[ -s "$TMP/B/kafka.bootstrap" ] && AUDIT_B+=(--kafka-brokers "$TMP/B/kafka.bootstrap")
+
+# --- 1. a real rehearsal: audit PASS, report written ---
+out1=$TMP/report1
+"$LOAD" --scenario "$SRC/loadtest/scenarios/smoke.json" --target http://127.0.0.1:$A_PORT \
+    --admin http://127.0.0.1:$A_ADMIN --admin-token $TOKEN "${AUDIT_A[@]}" --sale it-smoke \
+    --out "$out1" >"$TMP/run1.out" 2>"$TMP/run1.err"
+rc=$?
+cat "$TMP/run1.out"
+if [ $rc -eq 0 ] && grep -q '^audit: PASS' "$TMP/run1.out"; then ok "rehearsal audit PASS"; else
+    bad "rehearsal: exit $rc"; tail -5 "$TMP/run1.err" >&2; fi
+grep -q '^PASS stock: sold out: 202 units 100' "$TMP/run1.out" && ok "sold out exactly at stock" ||
+    bad "expected the 100-unit sale to sell out exactly"
+for f in report.json report.html throughput.png latency.png throughput.dat latency.dat plots.gp; do
+    [ -s "$out1/$f" ] && ok "report has $f" || bad "report lacks $f"
+done
+python3 - "$out1/report.json" <<'PY' && ok "report.json is consistent" || bad "report.json"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["audit"]["result"] == "PASS", r["audit"]
+a = r["figures"]["answers"]
+assert a["202"] == 100, a
+assert r["figures"]["latency"]["all_buy"]["p99_ms"] > 0
+assert r["environment"]["cores"] >= 1
+assert sum(t["answers"].get("202", 0) for t in r["figures"]["timeline"]) == 100
+PY
+grep -q 'data:image/png;base64,' "$out1/report.html" && ok "html inlines the plots" ||
+    bad "html has no inline PNG"
+grep -q 'ans/s' "$TMP/run1.err" && ok "progress lines on stderr" || bad "no progress on stderr"
+
+# --- 2. broken setup: load on A, audit against B (another data dir): must FAIL ---
+start=$(date -u -d '+1 second' +%Y-%m-%dT%H:%M:%SZ)
+end=$(date -u -d '+10 minutes' +%Y-%m-%dT%H:%M:%SZ)
+for adm in $A_ADMIN $B_ADMIN; do
+    curl -fsS -o /dev/null -X PUT -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+        -d "{\"stock\":100,\"per_user_limit\":1,\"starts_at\":\"$start\",\"ends_at\":\"$end\"}" \
+        http://127.0.0.1:$adm/admin/v1/sales/it-broken || bad "cannot create it-broken on $adm"
+done
+"$LOAD" --scenario "$SRC/loadtest/scenarios/smoke.json" --target http://127.0.0.1:$A_PORT \
+    --admin http://127.0.0.1:$B_ADMIN --admin-token $TOKEN "${AUDIT_B[@]}" --sale it-broken \
+    --no-create --seed 12 --out "$TMP/report2" >"$TMP/run2.out" 2>"$TMP/run2.err"
+rc=$?
+cat "$TMP/run2.out"
+[ $rc -eq 1 ] && ok "broken setup exits 1" || bad "broken setup: exit $rc, want 1"
+grep -q '^FAIL stock' "$TMP/run2.out" && ok "stock check FAILs against the wrong gateway" ||
+    bad "stock check did not FAIL"
+if [ ${#AUDIT_B[@]} -gt 0 ]; then
+    grep -q '^FAIL kafka' "$TMP/run2.out" && ok "kafka check FAILs on the other broker" ||
+        bad "kafka check did not FAIL"
+fi
+grep -q '^audit: FAIL' "$TMP/run2.out" && ok "audit FAIL printed" || bad "no audit FAIL line"
+
+# --- 3. a bad scenario is refused with the field named, exit 2 ---
+echo '{"crowd":{"users":0},"arrivals":[]}' >"$TMP/bad.json"
+"$LOAD" --scenario "$TMP/bad.json" >/dev/null 2>"$TMP/bad.err"
+rc=$?
+[ $rc -eq 2 ] && grep -q 'crowd.users: must be an integer >= 1' "$TMP/bad.err" &&
+    ok "bad scenario: exit 2, field named" || bad "bad scenario: exit $rc: $(cat "$TMP/bad.err")"
+
+echo "$passed passed, $failed failed"
+[ $failed -eq 0 ]
