@@ -56,14 +56,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/*
- * Optional spool entry point for release_deletes = false: moves the release
- * point without deleting segments. Weak, so that the relay links whether or
- * not the spool provides it; without it the relay falls back to
- * oq_spool_release (and logs that once).
- */
-extern int oq_spool_release_keep(oq_spool_t *sp, oq_pos_t upto) __attribute__((weak));
-
 #define DEFAULT_TOPIC "flashgate.orders"
 #define DEFAULT_OUTCOMES "flashgate.outcomes"
 #define CANCEL_SETTLE_GRACE_MS 30000
@@ -147,7 +139,6 @@ struct oq_relay {
     uint64_t next_seq;
     uint64_t scan_not_before_ms;
     bool rewind;
-    bool warned_keep;
     char buf[2048];
 
     /* the ring; guarded by mu (the relay thread writes, stats read) */
@@ -549,14 +540,8 @@ static bool entry_done(oq_relay_t *r, const entry_t *e, uint64_t now)
 /* Persists a release point (two fsyncs in the spool): on the releaser thread only. */
 static int do_release(oq_relay_t *r, oq_pos_t upto)
 {
-    if (!r->o.release_deletes && oq_spool_release_keep)
-        return oq_spool_release_keep(r->spool, upto);
-    if (!r->o.release_deletes && !r->warned_keep) {
-        r->warned_keep = true;
-        cm_log_warn("oq", "spool has no oq_spool_release_keep: released segments are deleted",
-                    NULL);
-    }
-    return oq_spool_release(r->spool, upto);
+    return r->o.release_deletes ? oq_spool_release(r->spool, upto)
+                                : oq_spool_release_keep(r->spool, upto);
 }
 
 /*

@@ -67,7 +67,7 @@ typedef struct oq_relay_opts {
     /*
      * true: released segments are deleted (oq_spool_release). false: only the
      * release point moves and the segments stay on disk (e.g. for the memory
-     * inventory's rebuild); needs the spool's oq_spool_release_keep.
+     * inventory's rebuild): oq_spool_release_keep.
      */
     bool release_deletes;
     bool consume;               /* run the consumer (callbacks, release on settle) */
