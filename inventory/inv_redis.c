@@ -897,6 +897,8 @@ static void refresh_sale(rb_t *rb, const char *sale_id, size_t len)
         free(id);
 }
 
+static void on_members(redisAsyncContext *ac, void *reply, void *privdata);
+
 static void on_message(redisAsyncContext *ac, void *reply, void *privdata)
 {
     (void)privdata;
@@ -904,9 +906,13 @@ static void on_message(redisAsyncContext *ac, void *reply, void *privdata)
     redisReply *r = reply;
     if (!r || rb->stopping || r->type != REDIS_REPLY_ARRAY || r->elements != 3)
         return;
-    if (r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "message") == 0 &&
-        r->element[2]->type == REDIS_REPLY_STRING)
+    if (r->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    if (strcmp(r->element[0]->str, "message") == 0 && r->element[2]->type == REDIS_REPLY_STRING)
         refresh_sale(rb, r->element[2]->str, r->element[2]->len);
+    else if (strcmp(r->element[0]->str, "subscribe") == 0 && rb->query)
+        /* Changes announced before the subscription took effect were missed: re-read all. */
+        redisAsyncCommand(rb->query, on_members, NULL, "SMEMBERS %s", INV_REDIS_INDEX);
 }
 
 static void on_members(redisAsyncContext *ac, void *reply, void *privdata)
