@@ -610,15 +610,16 @@ static void print_progress(run_t *r, uint64_t now)
     r->last_t_ns = now;
     fprintf(stderr,
             "[%5.1fs] %7.0f ans/s | 202 %llu 409 %llu 410 %llu 425 %llu 429 %llu 503 %llu "
-            "err %llu tmo %llu poll %llu | inflight %llu | p99 %.1f ms\n",
+            "other %llu neterr %llu tmo %llu poll %llu | inflight %llu | p99 %.1f ms\n",
             (double)now / 1e9, rate, (unsigned long long)res->answers[LT_ANS_A202],
             (unsigned long long)res->answers[LT_ANS_A409],
             (unsigned long long)res->answers[LT_ANS_A410],
             (unsigned long long)res->answers[LT_ANS_A425],
             (unsigned long long)res->answers[LT_ANS_A429],
             (unsigned long long)res->answers[LT_ANS_A503],
-            (unsigned long long)(res->answers[LT_ANS_ERROR] + res->answers[LT_ANS_A5XX] +
-                                 res->answers[LT_ANS_A4XX] + res->answers[LT_ANS_A404]),
+            (unsigned long long)(res->answers[LT_ANS_A5XX] + res->answers[LT_ANS_A4XX] +
+                                 res->answers[LT_ANS_A404]),
+            (unsigned long long)res->answers[LT_ANS_ERROR],
             (unsigned long long)res->answers[LT_ANS_TIMEOUT],
             (unsigned long long)res->answers[LT_ANS_POLL], (unsigned long long)r->inflight,
             (double)cm_hist_percentile(&res->buy_all, 99) / 1000.0);

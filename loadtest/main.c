@@ -185,6 +185,10 @@ int main(int argc, char **argv)
            cm_hist_percentile(&res->buy_all, 50) / 1000.0,
            cm_hist_percentile(&res->buy_all, 99) / 1000.0,
            cm_hist_percentile(&res->buy_all, 99.9) / 1000.0, res->buy_all.max_us / 1000.0);
+    if (cm_hist_percentile(&res->send_lag, 99) > 10000)
+        printf("warning: the load generator fell behind its schedule (send lag p99 %.1f ms): "
+               "latencies include that delay; give it a core of its own or lower the rates\n",
+               cm_hist_percentile(&res->send_lag, 99) / 1000.0);
     if (audit)
         lt_audit_print(audit, stdout);
     const char *src = getenv("FLASHGATE_SRC");
