@@ -1274,6 +1274,17 @@ static int redis_sale_put(inv_t *inv, const inv_sale_def_t *def, inv_sale_info_t
         set_err(errbuf, errlen, "redis unavailable");
         goto out;
     }
+    /* The index lies outside the sale's slot, so it is not in the script. It is
+     * written first: a gateway that subscribes after the script's PUBLISH then
+     * still finds the sale when it re-reads the index (a listed sale without
+     * meta is skipped). */
+    redisReply *a = admin_cmd(rb, &err, "SADD %s %s", INV_REDIS_INDEX, def->sale_id);
+    if (!a) {
+        set_err(errbuf, errlen, "redis: %s", cm_strerror(err));
+        rc = err;
+        goto out;
+    }
+    freeReplyObject(a);
     redisReply *r = sync_eval(rb, &rb->admin, SC_PUT, def->sale_id, 1, 5, args, &err);
     if (!r) {
         set_err(errbuf, errlen, "redis: %s", cm_strerror(err));
@@ -1294,10 +1305,6 @@ static int redis_sale_put(inv_t *inv, const inv_sale_def_t *def, inv_sale_info_t
     freeReplyObject(r);
     if (rc < 0)
         goto out;
-    /* The index lies outside the sale's slot, so it is not in the script. */
-    redisReply *a = admin_cmd(rb, &err, "SADD %s %s", INV_REDIS_INDEX, def->sale_id);
-    if (a)
-        freeReplyObject(a);
     publish_local(rb, &info);
     if (out)
         *out = info;
