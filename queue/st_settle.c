@@ -43,6 +43,7 @@ struct st_settle {
     cm_rate_policy_t policy;
     _Atomic bool stop;
     _Atomic bool brokers_down;
+    bool reconnect; /* the brokers file changed while all brokers were down */
     uint64_t stop_deadline_ms; /* 0 until a stop is seen */
     uint64_t last_file_check_ms;
     /* delivery reports of the outcomes in flight (called on this thread) */
@@ -248,9 +249,15 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
     st_settle_t *st = opaque;
     (void)rk;
-    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN)
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
         atomic_store(&st->brokers_down, true);
-    cm_log_warn(MOD, "kafka error", "err=%s reason=\"%s\"", rd_kafka_err2name(err), reason);
+        cm_log_warn(MOD, "all kafka brokers down", "reason=\"%s\"", reason);
+    } else if (err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__RESOLVE) {
+        /* librdkafka logs these itself and retries. */
+        cm_log_debug(MOD, "kafka error", "err=%s reason=\"%s\"", rd_kafka_err2name(err), reason);
+    } else {
+        cm_log_warn(MOD, "kafka error", "err=%s reason=\"%s\"", rd_kafka_err2name(err), reason);
+    }
 }
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
@@ -377,6 +384,7 @@ static int clients_create(st_settle_t *st, char *err, size_t errlen)
         return CM_EBACKEND;
     }
     atomic_store(&st->brokers_down, false);
+    st->reconnect = false;
     cm_log_info(MOD, "kafka clients up", "brokers=%s topic=%s group=%s", st->brokers, st->topic,
                 st->group);
     return 0;
@@ -385,6 +393,8 @@ static int clients_create(st_settle_t *st, char *err, size_t errlen)
 /* True when the brokers file names other brokers than the ones in use (checked once a second). */
 static bool brokers_moved(st_settle_t *st)
 {
+    if (st->reconnect)
+        return true;
     if (!*st->brokers_file || !atomic_load(&st->brokers_down))
         return false;
     uint64_t now = cm_mono_ms();
@@ -394,7 +404,8 @@ static bool brokers_moved(st_settle_t *st)
     char now_brokers[sizeof(st->brokers)];
     if (read_brokers_file(st->brokers_file, now_brokers, sizeof(now_brokers)) != 0)
         return false;
-    return strcmp(now_brokers, st->brokers) != 0;
+    st->reconnect = strcmp(now_brokers, st->brokers) != 0;
+    return st->reconnect;
 }
 
 /*---- The loop ----*/
