@@ -81,7 +81,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
 
 static bool take_id(const char *s, size_t len, char *out)
 {
-    if (len == 0 || len > INV_SALE_ID_MAX)
+    if (!inv_id_valid(s, len, INV_SALE_ID_MAX))
         return false;
     memcpy(out, s, len);
     out[len] = '\0';
@@ -278,6 +278,9 @@ static void drive(gw_worker_t *w)
     w->need_run = false;
     MHD_run(w->mhd);
     MHD_UNSIGNED_LONG_LONG to;
+    int again = 0;
+    while (MHD_get_timeout(w->mhd, &to) == MHD_YES && to == 0 && again++ < 8)
+        MHD_run(w->mhd);
     if (MHD_get_timeout(w->mhd, &to) == MHD_YES)
         uv_timer_start(&w->timer, on_timer, to, 0);
     else
@@ -300,9 +303,10 @@ static void on_poll(uv_poll_t *p, int status, int events)
 static void on_check(uv_check_t *c)
 {
     gw_worker_t *w = c->data;
-    gw_buy_loop_tick(w);
     if (w->need_run)
         drive(w);
+    /* After the drive: requests it handled may have joined the fsync queue. */
+    gw_buy_loop_tick(w);
 }
 
 void gw_req_finish(gw_req_t *r)

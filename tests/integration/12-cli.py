@@ -1,0 +1,85 @@
+"""The command line: --help, --version, --check-config, every error at once
+with exit code 2, and the source order defaults < file < env < flags."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fg import BIN, SRC, Gateway, check, eq, finish, need_binary  # noqa: E402
+
+need_binary("flashgate")
+FG = os.path.join(BIN, "flashgate")
+
+
+def run(*args, env=None):
+    e = {k: v for k, v in os.environ.items() if not k.startswith("FLASHGATE_")}
+    e.update(env or {})
+    return subprocess.run([FG] + list(args), capture_output=True, text=True, env=e, timeout=30)
+
+
+r = run("--help")
+eq(r.returncode, 0, "--help exit")
+for flag in ("--listen", "--admin-listen", "--admin-token", "--inventory", "--data-dir",
+             "--threads", "--check-config", "--durability", "--kafka-brokers", "--version"):
+    check(flag in r.stdout, "--help lists " + flag)
+r = run("--version")
+check(r.returncode == 0 and r.stdout.startswith("flashgate "), "--version")
+
+r = run("--check-config")
+eq(r.returncode, 0, "--check-config defaults")
+check("server.listen = 0.0.0.0:8080" in r.stdout, "default listen shown")
+check("127.0.0.1:9090" in r.stdout, "default admin listen shown")
+
+tmp = tempfile.mkdtemp()
+cfg = os.path.join(tmp, "fg.json")
+with open(cfg, "w") as f:
+    f.write("// comment line\n# another\n" + json.dumps(
+        {"server": {"listen": "127.0.0.1:1111", "threads": 3}, "limits.user_rps": 7}))
+r = run("--config", cfg, "--check-config", env={"FLASHGATE_LISTEN": "127.0.0.1:2222"})
+eq(r.returncode, 0, "file + env")
+lines = {l.split(" = ")[0]: l for l in r.stdout.splitlines() if " = " in l}
+check("127.0.0.1:2222" in lines.get("server.listen", "") and "env" in lines["server.listen"],
+      "env beats file: %r" % lines.get("server.listen"))
+check(" 3" in lines.get("server.threads", "") and "file" in lines["server.threads"],
+      "file beats default: %r" % lines.get("server.threads"))
+check("7" in lines.get("limits.user_rps", ""), "flat key in file")
+r = run("--config", cfg, "--listen", "127.0.0.1:3333", "--check-config",
+        env={"FLASHGATE_LISTEN": "127.0.0.1:2222"})
+check("127.0.0.1:3333" in r.stdout and "flag" in [l for l in r.stdout.splitlines() if l.startswith("server.listen")][0],
+      "flag beats env")
+
+# every invalid value at once, each with key, value, source and rule; exit 2
+r = run("--threads", "x", "--durability", "sometimes", "--listen", "nope",
+        env={"FLASHGATE_LIMITS_USER_RPS": "-1"})
+eq(r.returncode, 2, "invalid config exits 2")
+for key, src in (("server.threads", "flag"), ("spool.durability", "flag"),
+                 ("server.listen", "flag"), ("limits.user_rps", "env")):
+    check(any(key in l and src in l for l in r.stderr.splitlines()),
+          "error names %s from %s: %s" % (key, src, r.stderr))
+r = run("--no-such-flag")
+eq(r.returncode, 2, "unknown flag exits 2")
+check("no-such-flag" in r.stderr, "unknown flag named")
+r = run("--inventory", "mysql://x")
+eq(r.returncode, 2, "bad inventory URL")
+with open(cfg, "w") as f:
+    f.write('{"server": {"listne": "x"}}')
+r = run("--config", cfg)
+check(r.returncode == 2 and "listne" in r.stderr, "unknown file key named")
+
+# the sample config loads as it is
+r = run("--config", os.path.join(SRC, "deploy", "flashgate.conf.example"), "--check-config")
+eq(r.returncode, 0, "sample config is valid: " + r.stderr)
+
+# an admin port in use is a clean start-up error (exit 1, a reason), not a crash
+g = Gateway().start()
+try:
+    r = subprocess.run([FG, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:%d" % g.admin_port,
+                        "--data-dir", os.path.join(tmp, "d2"), "--admin-token", "x" * 40],
+                       capture_output=True, text=True, timeout=30)
+    eq(r.returncode, 1, "admin port in use exits 1")
+    check("cannot listen" in r.stderr + r.stdout, "reason given: %r" % (r.stderr[-300:],))
+finally:
+    g.cleanup()
+finish()

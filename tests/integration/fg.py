@@ -1,0 +1,193 @@
+"""Test harness for integration tests: starts the real flashgate binaries on
+127.0.0.1 at free ports in a temp dir, drives HTTP, and stops them by PID.
+
+Only loopback traffic; every wait is bounded. Standard library only.
+"""
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+SRC = os.environ.get("FLASHGATE_SRC", os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+BIN = os.environ.get("FLASHGATE_BIN", os.path.join(SRC, "build"))
+TOKEN = "integration-test-token-0123456789abcdef"
+FAILS = []
+PASSES = [0]
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def check(cond, what):
+    if cond:
+        PASSES[0] += 1
+    else:
+        FAILS.append(what)
+        print("FAIL:", what, file=sys.stderr, flush=True)
+
+
+def eq(got, want, what):
+    check(got == want, "%s: got %r, want %r" % (what, got, want))
+
+
+def finish():
+    print("%d passed, %d failed" % (PASSES[0], len(FAILS)))
+    for f in FAILS:
+        print("  failed:", f)
+    sys.exit(1 if FAILS else 0)
+
+
+class Resp:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = {k.lower(): v for k, v in headers}
+        self.raw = body
+        try:
+            self.json = json.loads(body) if body else None
+        except ValueError:
+            self.json = None
+
+    def __repr__(self):
+        return "Resp(%d, %r)" % (self.status, self.raw[:200])
+
+
+def request(port, method, path, body=None, headers=None, timeout=10):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    h = dict(headers or {})
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body)
+        h.setdefault("Content-Type", "application/json")
+    c.request(method, path, body=body, headers=h)
+    r = c.getresponse()
+    out = Resp(r.status, r.getheaders(), r.read())
+    c.close()
+    return out
+
+
+class Gateway:
+    """One flashgate process with its own data dir and ports."""
+
+    def __init__(self, *args, data_dir=None, env=None, token=TOKEN, threads=2, extra_env=None):
+        self.tmp = tempfile.mkdtemp(prefix="fg-it-")
+        self.data_dir = data_dir or os.path.join(self.tmp, "data")
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.token = token
+        self.args = list(args)
+        self.threads = threads
+        self.env = dict(os.environ if env is None else env)
+        if extra_env:
+            self.env.update(extra_env)
+        self.proc = None
+        self.log_path = os.path.join(self.tmp, "flashgate.log")
+
+    def cmd(self):
+        c = [os.path.join(BIN, "flashgate"), "--listen", "127.0.0.1:%d" % self.port,
+             "--admin-listen", "127.0.0.1:%d" % self.admin_port, "--data-dir", self.data_dir,
+             "--threads", str(self.threads), "--log-level", "info"]
+        if self.token:
+            c += ["--admin-token", self.token]
+        return c + self.args
+
+    def start(self, wait=True):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.cmd(), stdout=self.log, stderr=subprocess.STDOUT,
+                                     env=self.env)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout=20):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("flashgate exited with %s:\n%s" % (self.proc.returncode, self.logs()))
+            try:
+                if request(self.port, "GET", "/readyz", timeout=1).status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("flashgate not ready in %ss:\n%s" % (timeout, self.logs()))
+
+    def logs(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        rc = self.proc.returncode if self.proc else None
+        self.proc = None
+        return rc
+
+    def kill9(self):
+        return self.stop(signal.SIGKILL)
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # --- HTTP helpers ---
+    def get(self, path, **kw):
+        return request(self.port, "GET", path, **kw)
+
+    def buy(self, sale, user, qty=None, key=None, headers=None, raw=None):
+        h = {"Content-Type": "application/json"}
+        if key:
+            h["Idempotency-Key"] = key
+        if headers:
+            h.update(headers)
+        body = raw if raw is not None else json.dumps(
+            {"user_id": user} if qty is None else {"user_id": user, "qty": qty})
+        return request(self.port, "POST", "/v1/sales/%s/orders" % sale, body=body, headers=h)
+
+    def admin(self, method, path, body=None, token="default", headers=None):
+        h = dict(headers or {})
+        tok = self.token if token == "default" else token
+        if tok:
+            h["Authorization"] = "Bearer " + tok
+        return request(self.admin_port, method, path, body=body, headers=h)
+
+    def put_sale(self, sale, **fields):
+        r = self.admin("PUT", "/admin/v1/sales/" + sale, body=fields)
+        if r.status not in (200, 201):
+            raise RuntimeError("PUT sale failed: %r" % r)
+        return r.json
+
+    def spool_ids(self):
+        out = subprocess.run([os.path.join(BIN, "flashgate-spool"), "dump", "--data-dir",
+                              self.data_dir], capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise RuntimeError("flashgate-spool dump failed: %s" % out.stderr)
+        ids = []
+        for line in out.stdout.splitlines():
+            rec = json.loads(line)
+            if "order_id" in rec:
+                ids.append(rec["order_id"])
+        return ids
+
+
+def need_binary(name):
+    if not os.path.exists(os.path.join(BIN, name)):
+        print("skip: %s not built in %s" % (name, BIN))
+        sys.exit(77)
