@@ -3,7 +3,7 @@
 # Idempotent: when everything is present it prints nothing and returns at once.
 set -eu
 
-PKGS="build-essential cmake pkg-config git curl procps
+PKGS="build-essential cmake pkg-config git curl procps python3
 libmicrohttpd-dev libuv1-dev libhiredis-dev librdkafka-dev libjansson-dev libcmocka-dev
 libsqlite3-dev sqlite3 libpq-dev postgresql redis-server
 kcat wrk gnuplot-nox nginx-light"

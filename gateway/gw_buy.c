@@ -187,6 +187,7 @@ static bool after_reserve(gw_req_t *r, int rc)
             return false;
         }
         gw_orders_put(srv->orders, o);
+        w->notify_relay = true;
         atomic_fetch_add_explicit(&w->ctr.accepted_units, o->qty, memory_order_relaxed);
         reply_accepted(r, o, false);
         if (srv->cfg->durability == GW_DURABILITY_FSYNC) {

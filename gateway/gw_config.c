@@ -167,8 +167,8 @@ static const char *v_inventory(const void *v)
 static const char *v_brokers(const void *v)
 {
     const char *s = v;
-    static const char rule[] = "must be \"embedded\" or HOST:PORT[,HOST:PORT...]";
-    if (strcmp(s, "embedded") == 0)
+    static const char rule[] = "must be \"embedded\", \"none\" or HOST:PORT[,HOST:PORT...]";
+    if (strcmp(s, "embedded") == 0 || strcmp(s, "none") == 0)
         return NULL;
     if (!*s)
         return rule;
@@ -275,7 +275,7 @@ const cm_opt_t gw_config_opts[] = {
      "admin API listener; keep it on loopback or a private network", v_listen},
     {"server.admin_token", CM_OPT_STR, OFF(admin_token), SZ(admin_token), "", 0, 0, NULL,
      CM_OPT_SECRET, "admin-token", "TOKEN",
-     "bearer token the admin API requires; empty = admin API refuses every request",
+     "bearer token the admin API requires; empty = generate one into <data-dir>/admin.token (mode 0600)",
      v_admin_token},
     {"server.threads", CM_OPT_UINT, OFF(threads), 0, "0", 0, 64, NULL, 0, "threads", "N",
      "worker threads (one event loop each), 0 = one per CPU", NULL},
@@ -316,8 +316,8 @@ const cm_opt_t gw_config_opts[] = {
     {"spool.segment_bytes", CM_OPT_SIZE, OFF(spool_segment_bytes), 0, "64m", 64u << 10, 1u << 30,
      NULL, 0, NULL, "SIZE", "spool segment file size", NULL},
     {"kafka.brokers", CM_OPT_STR, OFF(kafka_brokers), SZ(kafka_brokers), "embedded", 0, 0, NULL,
-     0, "kafka-brokers", "embedded|HOST:PORT,...",
-     "Kafka bootstrap servers, or an in-process broker for one machine and tests", v_brokers},
+     0, "kafka-brokers", "embedded|none|HOST:PORT,...",
+     "Kafka bootstrap servers; embedded = an in-process broker (one machine, tests); none = no Kafka, the spool is the queue", v_brokers},
     {"kafka.topic", CM_OPT_STR, OFF(kafka_topic), SZ(kafka_topic), "flashgate.orders", 0, 0,
      NULL, 0, "kafka-topic", "TOPIC", "topic accepted orders go to (key = sale id)", v_topic},
     {"kafka.outcomes_topic", CM_OPT_STR, OFF(kafka_outcomes_topic), SZ(kafka_outcomes_topic),

@@ -307,6 +307,10 @@ static void on_check(uv_check_t *c)
         drive(w);
     /* After the drive: requests it handled may have joined the fsync queue. */
     gw_buy_loop_tick(w);
+    if (w->notify_relay) {
+        w->notify_relay = false;
+        gw__queue_notify(w->srv);
+    }
 }
 
 void gw_req_finish(gw_req_t *r)

@@ -170,6 +170,7 @@ struct gw_worker {
     uv_check_t check; /* once per loop iteration: MHD_run for resumed requests */
     uv_timer_t stop_timer;
     bool need_run;
+    bool notify_relay; /* appends happened this iteration */
     int listen_fd; /* -1 until quiesced */
     struct MHD_Daemon *mhd;
     inv_worker_t *inv;
@@ -286,6 +287,8 @@ int gw_server_cancel(gw_server_t *srv, const gw_order_t *ord, const char *reason
 int gw__queue_start(gw_server_t *srv, char *errbuf, size_t errlen);
 void gw__queue_stop(gw_server_t *srv);
 int gw__cancel_hook(gw_server_t *srv, const gw_order_t *ord, const char *reason);
+/* Wakes the relay after spool appends (once per loop iteration). Thread-safe. */
+void gw__queue_notify(gw_server_t *srv);
 
 /* Applies limits from the config struct to the limiter. */
 void gw_apply_limits(gw_server_t *srv);

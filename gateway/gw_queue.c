@@ -1,32 +1,127 @@
 /*
- * The gateway's side of the order queue. Until the Kafka relay is wired in,
- * the spool is the queue and an operator cancel compensates at once.
+ * The gateway's side of the order queue: the relay that takes spooled orders
+ * to Kafka, and the consumer callbacks that bring every order and every
+ * settlement outcome back, so GET /v1/orders/{id} answers queued, settled,
+ * failed or cancelled on any gateway, and failed or cancelled orders give
+ * their units back (compensation, exactly once: gw_compensate + the
+ * inventory's release-by-order-id).
+ *
+ * kafka.brokers "none" runs without Kafka: the spool is the queue (read it
+ * with flashgate-spool), and an operator cancel compensates at once.
  */
 #include "common/cm_err.h"
+#include "common/cm_log.h"
 #include "gateway/gw_internal.h"
+#include "queue/oq_relay.h"
 
 #include <jansson.h>
+#include <string.h>
+
+static void on_order(const oq_order_t *o, void *ud)
+{
+    gw_server_t *srv = ud;
+    gw_orders_put(srv->orders, o);
+}
+
+static void on_outcome(const char *order_id, const char *sale_id, const char *user_id,
+                       uint32_t qty, const char *status, const char *reason, void *ud)
+{
+    gw_server_t *srv = ud;
+    oq_order_t o;
+    memset(&o, 0, sizeof(o));
+    snprintf(o.order_id, sizeof(o.order_id), "%s", order_id);
+    snprintf(o.sale_id, sizeof(o.sale_id), "%s", sale_id ? sale_id : "");
+    snprintf(o.user_id, sizeof(o.user_id), "%s", user_id ? user_id : "");
+    o.qty = qty;
+    gw_order_t cur;
+    bool known = gw_orders_get(srv->orders, order_id, &cur);
+    if (strcmp(status, "settled") == 0) {
+        /* Never move a final (failed/cancelled) order back: outcomes are re-read at start. */
+        if (!known || cur.status == GW_ORDER_QUEUED)
+            gw_orders_set_status(srv->orders, order_id, known ? NULL : &o, GW_ORDER_SETTLED,
+                                 NULL);
+        return;
+    }
+    gw_order_status_t st;
+    if (strcmp(status, "failed") == 0)
+        st = GW_ORDER_FAILED;
+    else if (strcmp(status, "cancelled") == 0)
+        st = GW_ORDER_CANCELLED;
+    else
+        return;
+    gw_compensate(srv, order_id, known ? &cur.o : &o, st, reason);
+}
 
 int gw__queue_start(gw_server_t *srv, char *errbuf, size_t errlen)
 {
-    (void)srv;
-    (void)errbuf;
-    (void)errlen;
+    const gw_config_t *c = srv->cfg;
+    if (strcmp(c->kafka_brokers, "none") == 0) {
+        cm_log_warn("gw", "kafka.brokers=none: orders stay in the spool (no relay)", NULL);
+        return 0;
+    }
+    bool memory = strcmp(c->inventory, "memory") == 0;
+    oq_relay_opts_t o = {
+        .brokers = c->kafka_brokers,
+        .topic = c->kafka_topic,
+        .outcomes_topic = c->kafka_outcomes_topic,
+        .properties = c->kafka_properties,
+        .data_dir = c->data_dir,
+        .node_id = srv->node_id,
+        .spool = srv->spool,
+        .embedded_release_on_settle = true,
+        /* The memory inventory is rebuilt from the spool at start: keep the segments. */
+        .release_deletes = !memory,
+        .consume = true,
+        .on_order = on_order,
+        .on_outcome = on_outcome,
+        .cb_ud = srv,
+    };
+    int rc = oq_relay_open(&srv->relay, &o, errbuf, errlen);
+    if (rc)
+        return rc;
+    cm_log_info("gw", "order relay started", "brokers=%s topic=%s outcomes_topic=%s",
+                oq_relay_bootstrap(srv->relay), c->kafka_topic, c->kafka_outcomes_topic);
     return 0;
 }
 
 void gw__queue_stop(gw_server_t *srv)
 {
-    (void)srv;
+    if (srv->relay) {
+        oq_relay_close(srv->relay, 5000);
+        srv->relay = NULL;
+    }
+}
+
+void gw__queue_notify(gw_server_t *srv)
+{
+    if (srv->relay)
+        oq_relay_notify(srv->relay);
 }
 
 int gw__cancel_hook(gw_server_t *srv, const gw_order_t *ord, const char *reason)
 {
-    return gw_compensate(srv, ord->o.order_id, &ord->o, GW_ORDER_CANCELLED, reason);
+    if (!srv->relay)
+        return gw_compensate(srv, ord->o.order_id, &ord->o, GW_ORDER_CANCELLED, reason);
+    /* Settlement decides: it cancels a settled order once and publishes the outcome. */
+    return oq_relay_cancel(srv->relay, &ord->o, reason);
 }
 
 void gw_server_stats_extra(gw_server_t *srv, void *json_obj)
 {
-    (void)srv;
-    (void)json_obj;
+    if (!srv->relay)
+        return;
+    oq_relay_stats_t s;
+    oq_relay_stats(srv->relay, &s);
+    json_object_set_new(
+        json_obj, "relay",
+        json_pack("{s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "bootstrap",
+                  oq_relay_bootstrap(srv->relay), "embedded", s.embedded, "unreleased_records",
+                  (json_int_t)s.spool_unreleased_records, "unreleased_bytes",
+                  (json_int_t)s.spool_unreleased_bytes, "inflight", (json_int_t)s.inflight,
+                  "oldest_unacked_age_ms", (json_int_t)s.oldest_unacked_age_ms,
+                  "awaiting_outcome", (json_int_t)s.awaiting_outcome, "produced",
+                  (json_int_t)s.produced, "delivered", (json_int_t)s.delivered, "errors",
+                  (json_int_t)s.errors, "resent", (json_int_t)s.resent, "released_records",
+                  (json_int_t)s.released_records, "orders_seen", (json_int_t)s.orders_seen,
+                  "outcomes_seen", (json_int_t)s.outcomes_seen));
 }

@@ -119,6 +119,8 @@ int gw_server_cancel(gw_server_t *srv, const gw_order_t *ord, const char *reason
 typedef struct replay_ctx {
     gw_server_t *srv;
     uint64_t orders, events, max_id;
+    bool settled_before_release; /* embedded broker: released = settled */
+    oq_pos_t released;
 } replay_ctx_t;
 
 static int replay_one(const oq_rec_t *rec, void *arg)
@@ -129,6 +131,10 @@ static int replay_one(const oq_rec_t *rec, void *arg)
         const oq_order_t *o = rec->order;
         inv_replay(srv->inv, o->sale_id, o->user_id, o->qty, o->order_id, o->idem_key);
         gw_orders_put(srv->orders, o);
+        /* With the embedded broker a record is released only once settlement
+         * published its outcome; a failure comes later as a release event. */
+        if (rc->settled_before_release && oq_pos_cmp(rec->pos, rc->released) < 0)
+            gw_orders_set_status(srv->orders, o->order_id, NULL, GW_ORDER_SETTLED, NULL);
         uint64_t id;
         if (cm_id_parse(o->order_id, strlen(o->order_id), &id) == 0 &&
             cm_id_node(id) == srv->node_id && id > rc->max_id)
@@ -226,7 +232,9 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
         snprintf(errbuf, errlen, "spool %s: %s", spool_dir, why[0] ? why : cm_strerror(rc));
         return rc;
     }
-    replay_ctx_t rctx = {.srv = srv};
+    replay_ctx_t rctx = {.srv = srv,
+                         .settled_before_release = strcmp(cfg->kafka_brokers, "embedded") == 0,
+                         .released = oq_spool_released(srv->spool)};
     uint64_t t0 = cm_mono_us();
     long n = oq_spool_scan(srv->spool, (oq_pos_t){0, 0}, replay_one, &rctx);
     if (n < 0) {

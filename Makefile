@@ -1,0 +1,54 @@
+# Thin wrapper over CMake for the README's two commands and CI.
+#   make            build (RelWithDebInfo) into build/
+#   make run        build, start flashgate + flashgate-settle on the embedded
+#                   defaults, rehearse a sale with flashgate-load, keep serving
+#   make test       the whole suite: dev build (-Werror) unit + integration,
+#                   ASan+UBSan unit + integration, TSan concurrency tests
+#   make bench      benchmarks (bench/bench.sh), printed side by side
+#   make rehearse   the standard rehearsal against a fresh local gateway
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_FLAGS ?=
+
+.PHONY: all build run test test-dev test-asan test-tsan bench rehearse clean
+
+all: build
+
+build:
+	@cmake -S . -B build -DFLASHGATE_WERROR=ON $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build -j$(JOBS)
+
+run: build
+	@sh deploy/quickstart.sh
+
+rehearse: build
+	@FLASHGATE_BIN=$(CURDIR)/build sh loadtest/rehearse.sh
+
+test: test-dev test-asan test-tsan
+	@echo "all test stages passed"
+
+test-dev:
+	@cmake -S . -B build -DFLASHGATE_WERROR=ON $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build -j$(JOBS)
+	@cd build && ctest -L unit --output-on-failure -j$(JOBS)
+	@cd build && ctest -L integration --output-on-failure
+
+test-asan:
+	@cmake -S . -B build-asan -DFLASHGATE_WERROR=ON -DFLASHGATE_SANITIZER=address,undefined \
+		-DCMAKE_BUILD_TYPE=Debug $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build-asan -j$(JOBS)
+	@cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		ctest -L 'unit|integration' --output-on-failure -j$(JOBS)
+
+test-tsan:
+	@cmake -S . -B build-tsan -DFLASHGATE_WERROR=ON -DFLASHGATE_SANITIZER=thread \
+		-DCMAKE_BUILD_TYPE=Debug $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build-tsan -j$(JOBS)
+	@cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+		ctest -L concurrency --output-on-failure -j$(JOBS)
+
+bench: build
+	@sh bench/bench.sh
+
+clean:
+	rm -rf build build-asan build-tsan
