@@ -214,12 +214,18 @@ static void test_settle_2000_with_duplicates(void **state)
     st_settle_opts_t o = {.batch = 500};
     uint64_t t0 = cm_mono_ns();
     start_settle(&r, f, &o);
-    wait_messages(&r, n);
-    double secs = (double)(cm_mono_ns() - t0) / 1e9;
     const st_settle_stats_t *s = st_settle_stats(r.st);
-    printf("# e2e: %zu messages settled into SQLite (batch 500) in %.2f s incl. group join = %.0f "
-           "msg/s; batches=%llu\n",
-           n, secs, n / secs, (unsigned long long)atomic_load(&s->batches));
+    for (int i = 0; i < 3000 && atomic_load(&s->messages) == 0; i++)
+        msleep(2);
+    uint64_t t1 = cm_mono_ns(), first = atomic_load(&s->messages);
+    wait_messages(&r, n);
+    uint64_t t2 = cm_mono_ns();
+    printf("# e2e: %zu messages into SQLite (batch 500): %.2f s incl. group join; after the first "
+           "batch %llu more in %.3f s = %.0f msg/s (DB commit + outcomes delivered + offsets "
+           "committed); batches=%llu\n",
+           n, (double)(t2 - t0) / 1e9, (unsigned long long)(n - first), (double)(t2 - t1) / 1e9,
+           (double)(n - first) / ((double)(t2 - t1) / 1e9),
+           (unsigned long long)atomic_load(&s->batches));
     assert_int_equal(atomic_load(&s->settled), N);
     assert_int_equal(atomic_load(&s->duplicates), DUP);
     assert_int_equal(atomic_load(&s->invalid), 1);
@@ -324,6 +330,12 @@ static void test_max_rate(void **state)
 
 int main(void)
 {
+#if defined(__SANITIZE_THREAD__)
+    /* librdkafka's threads come from C11 thrd_create, which TSan (GCC 12) does not
+       intercept: its allocator crashes in them. ASan/UBSan and plain runs cover this. */
+    fprintf(stderr, "skipped under TSan: librdkafka threads come from thrd_create\n");
+    return 77;
+#endif
     json_object_seed(1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_settle_2000_with_duplicates, setup, teardown),

@@ -233,6 +233,12 @@ static void test_kill9_then_restart(void **state)
 
 int main(void)
 {
+#if defined(__SANITIZE_THREAD__)
+    /* librdkafka's threads come from C11 thrd_create, which TSan (GCC 12) does not
+       intercept: its allocator crashes in them. ASan/UBSan and plain runs cover this. */
+    fprintf(stderr, "skipped under TSan: librdkafka threads come from thrd_create\n");
+    return 77;
+#endif
     for (int i = 0; i < 2; i++) {
         int p[2];
         if (pipe(p) != 0)
