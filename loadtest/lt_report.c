@@ -237,14 +237,15 @@ static json_t *figures_json(const lt_results_t *res)
         units += res->orders[i].qty;
     return json_pack(
         "{s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o,"
-        " s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I},"
+        " s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I},"
         " s:{s:I, s:I}, s:I, s:I, s:I, s:o}",
         "elapsed_s", res->elapsed_s, "sale_start_s", res->sale_start_s, "arrivals",
         (json_int_t)res->arrivals, "requests_buy", (json_int_t)res->sent_buy, "requests_poll",
         (json_int_t)res->sent_poll, "peak_answers_per_s", (json_int_t)peak_rate(res, false),
         "peak_goodput_per_s", (json_int_t)peak_rate(res, true), "answers", answers,
         "latency", lat, "send_lag", hist_json(&res->send_lag), "orders", "accepted",
-        (json_int_t)res->n_orders, "units", (json_int_t)units, "duplicate_202",
+        (json_int_t)res->n_orders, "units", (json_int_t)units, "won_by_bots",
+        (json_int_t)res->orders_bots, "duplicate_202",
         (json_int_t)res->dup_202, "second_202_same_user", (json_int_t)res->second_202,
         "settled", (json_int_t)res->polls_settled, "failed", (json_int_t)res->polls_failed,
         "cancelled", (json_int_t)res->polls_cancelled, "not_final_after_polls",
@@ -442,10 +443,10 @@ static char *html_tables(const lt_scenario_t *sc, const lt_results_t *res, const
         sb_fmt(&b, false, "<tr><td>peak</td><td>%llu answers/s, goodput %llu/s</td></tr>\n",
                (unsigned long long)peak_rate(res, false), (unsigned long long)peak_rate(res, true));
         sb_fmt(&b, false,
-               "<tr><td>orders</td><td>%zu accepted (%llu units), %llu settled, %llu failed"
-               "</td></tr>\n",
-               res->n_orders, (unsigned long long)units, (unsigned long long)res->polls_settled,
-               (unsigned long long)res->polls_failed);
+               "<tr><td>orders</td><td>%zu accepted (%llu units, %llu to bots), %llu seen "
+               "settled, %llu failed</td></tr>\n",
+               res->n_orders, (unsigned long long)units, (unsigned long long)res->orders_bots,
+               (unsigned long long)res->polls_settled, (unsigned long long)res->polls_failed);
         sb_fmt(&b, false, "<tr><td>buy latency</td><td>p50 %.2f ms, p99 %.2f ms, max %.2f ms"
                           "</td></tr>\n",
                cm_hist_percentile(&res->buy_all, 50) / 1000.0,

@@ -237,6 +237,8 @@ static void record_order(run_t *r, uint64_t uid, const char *body)
         o->qty = (uint32_t)qty;
         snprintf(o->status, sizeof(o->status), "queued");
         u->order = (int32_t)res->n_orders++;
+        if (u->kind != U_PERSON)
+            res->orders_bots++;
     }
     json_decref(j);
 }
@@ -720,7 +722,7 @@ int lt_run(const lt_scenario_t *sc, bool quiet, lt_results_t *res, char *eb, siz
     res->polls_settled = res->polls_failed = res->polls_cancelled = res->polls_unfinished = 0;
     res->unfinished = res->connects = res->connect_errors = 0;
     res->elapsed_s = res->sale_start_s = 0;
-    res->users_bots = res->users_aggressive = 0;
+    res->users_bots = res->users_aggressive = res->orders_bots = 0;
 
     run_t *r = cm_xcalloc(1, sizeof(*r));
     r->sc = sc;

@@ -66,6 +66,7 @@ typedef struct lt_results {
     double sale_start_s;   /* when the sale started, on the run's clock */
     int64_t wall_t0_ms;
     uint64_t users_bots, users_aggressive;
+    uint64_t orders_bots; /* accepted orders that went to bots */
 } lt_results_t;
 
 /*
