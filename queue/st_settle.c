@@ -242,7 +242,7 @@ static int read_brokers_file(const char *path, char *out, size_t cap)
     out[n] = 0;
     while (n > 0 && strchr(" \t\r\n", out[n - 1]))
         out[--n] = 0;
-    return n ? 0 : CM_EINVAL;
+    return n ? 0 : CM_ENOTFOUND;
 }
 
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -561,12 +561,19 @@ int st_settle_run(st_settle_t *st)
     uint32_t max = st->opts.batch ? st->opts.batch : 500;
     uint32_t wait_ms = st->opts.batch_wait_ms ? st->opts.batch_wait_ms : 100;
     while (!atomic_load(&st->stop)) {
-        if (brokers_moved(st)) {
+        if (!st->consumer || brokers_moved(st)) {
             char err[512];
-            cm_log_warn(MOD, "brokers moved, reconnecting", "file=%s", st->brokers_file);
+            if (st->consumer)
+                cm_log_warn(MOD, "brokers moved, reconnecting", "file=%s", st->brokers_file);
             clients_destroy(st, false);
-            if (clients_create(st, err, sizeof(err)) != 0) {
-                cm_log_error(MOD, "reconnect failed", "err=\"%s\"", err);
+            int r = clients_create(st, err, sizeof(err));
+            if (r == CM_ENOTFOUND) { /* the broker is not up yet */
+                clients_destroy(st, false);
+                sleep_ms(500);
+                continue;
+            }
+            if (r != 0) {
+                cm_log_error(MOD, "kafka clients", "err=\"%s\"", err);
                 clients_destroy(st, false);
                 return CM_EBACKEND;
             }
@@ -649,8 +656,15 @@ int st_settle_new(st_settle_t **out, const st_settle_opts_t *opts, char *err, si
     }
     st_sink_opts_t so = {.sql = opts->sql};
     int ret = st_sink_open(&st->sink, opts->db, dd, &so, err, errlen);
-    if (ret == 0)
+    if (ret == 0) {
         ret = clients_create(st, err, errlen);
+        if (ret == CM_ENOTFOUND) {
+            /* Started before the broker (embedded: before the gateway): run() waits. */
+            cm_log_warn(MOD, "waiting for the brokers file", "file=%s", st->brokers_file);
+            clients_destroy(st, false);
+            ret = 0;
+        }
+    }
     if (ret != 0) {
         st_settle_free(st);
         return ret;

@@ -16,7 +16,8 @@
  *
  * Brokers "@FILE" (or "embedded", meaning @<data-dir>/kafka.bootstrap) are
  * read from the file, and the file is read again when every broker is down:
- * the embedded broker listens on a new port at each start.
+ * the embedded broker listens on a new port at each start. A missing or empty
+ * file is waited for (the worker may start before the gateway).
  */
 #ifndef ST_SETTLE_H
 #define ST_SETTLE_H

@@ -93,12 +93,14 @@ start_settle() {
 "$SETTLE" --version | grep -q flashgate-settle || fail "--version"
 "$SETTLE" --no-such-flag >/dev/null 2>&1 && fail "unknown flag accepted"
 
+# 1. settle starts before the broker (it waits for kafka.bootstrap), slowly; kill -9
+#    mid-run, restart
+start_settle --batch 50 --max-rate 300
+sleep 1
+kill -0 "$SETTLE_PID" || fail "settle exited while waiting for the broker"
 start_broker
 echo "broker at $BOOT"
 produce 1 400 40
-
-# 1. settle slowly, kill -9 mid-run, restart
-start_settle --batch 50 --max-rate 300
 wait_count 100 30
 kill -KILL "$SETTLE_PID"; wait "$SETTLE_PID" 2>/dev/null
 echo "killed -9 at $(count) orders"
