@@ -10,6 +10,7 @@
 #include "common/cm_err.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
+#include "gateway/gw_fleet.h"
 #include "gateway/gw_internal.h"
 
 #include <errno.h>
@@ -398,6 +399,10 @@ static void limits_patch(gw_server_t *srv, admin_req_t *ar, gw_resp_t *p)
         srv->cfg->user_burst = pol[GW_SCOPE_USER].burst;
         srv->cfg->ip_rps = pol[GW_SCOPE_IP].rate_milli;
         srv->cfg->ip_burst = pol[GW_SCOPE_IP].burst;
+        char why[256] = "";
+        if (gw_fleet_publish_limits(srv, why, sizeof(why)) != 0)
+            cm_log_warn("admin", "limits changed here but not published to the fleet",
+                        "reason=\"%s\"", why);
         char *s = limits_json(srv);
         resp_json(p, GW_R_OK, s);
         cm_log_info("admin", "limits changed", "limits=%s", s);
@@ -459,6 +464,7 @@ static char *stats_json(gw_server_t *srv)
         "orders_known", (json_int_t)gw_orders_count(srv->orders), "inventory",
         inv_backend_name(srv->inv), "workers", (json_int_t)srv->nworkers);
     gw_server_stats_extra(srv, o);
+    gw_fleet_stats(srv, o);
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return s;
@@ -617,6 +623,27 @@ static enum MHD_Result admin_cb(void *cls, struct MHD_Connection *c, const char 
             return gw_resp_send(c, &srv->admin_ctr, p);
         }
         return send_big(c, srv, 200, GW_R_OK, config_json(srv));
+    } else if (strcmp(url, "/admin/v1/debug/broker") == 0) {
+        /* Fault injection for rehearsals and tests: embedded broker only. */
+        if (strcmp(method, "PUT") != 0) {
+            allow = "PUT";
+        } else {
+            json_t *j = parse_object(ar, p);
+            json_t *d = j ? json_object_get(j, "down") : NULL;
+            if (j && !json_is_boolean(d)) {
+                gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "body must be {\"down\": true|false}");
+            } else if (j) {
+                int rc = gw__broker_set_down(srv, json_is_true(d));
+                if (rc == CM_ENOTFOUND)
+                    gw_resp_error(p, GW_R_CONFLICT, NULL, "no embedded broker in this process");
+                else if (rc)
+                    gw_resp_error(p, GW_R_INTERNAL, NULL, "%s", cm_strerror(rc));
+                else
+                    resp_json(p, GW_R_OK, json_is_true(d) ? "{\"broker\":\"down\"}"
+                                                          : "{\"broker\":\"up\"}");
+            }
+            json_decref(j);
+        }
     } else if (strncmp(url, "/admin/v1/orders/", 17) == 0) {
         const char *s = url + 17;
         const char *slash = strchr(s, '/');

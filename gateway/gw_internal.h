@@ -193,6 +193,7 @@ struct gw_server {
     inv_t *inv;
     oq_spool_t *spool;
     struct oq_relay *relay;
+    struct gw_fleet *fleet; /* gw_fleet.c; NULL without a Redis inventory */
     gw_limits_t *limits;
     gw_orders_t *orders;
     gw_proxies_t proxies;
@@ -287,6 +288,8 @@ int gw_server_cancel(gw_server_t *srv, const gw_order_t *ord, const char *reason
 int gw__queue_start(gw_server_t *srv, char *errbuf, size_t errlen);
 void gw__queue_stop(gw_server_t *srv);
 int gw__cancel_hook(gw_server_t *srv, const gw_order_t *ord, const char *reason);
+/* Fault injection: takes the embedded broker down or up. CM_ENOTFOUND without one. */
+int gw__broker_set_down(gw_server_t *srv, bool down);
 /* Wakes the relay after spool appends (once per loop iteration). Thread-safe. */
 void gw__queue_notify(gw_server_t *srv);
 

@@ -106,6 +106,17 @@ int gw__cancel_hook(gw_server_t *srv, const gw_order_t *ord, const char *reason)
     return oq_relay_cancel(srv->relay, &ord->o, reason);
 }
 
+int gw__broker_set_down(gw_server_t *srv, bool down)
+{
+    oq_embedded_t *e = srv->relay ? oq_relay_embedded(srv->relay) : NULL;
+    if (!e)
+        return CM_ENOTFOUND;
+    cm_log_warn("gw", down ? "embedded broker taken down (fault injection)"
+                           : "embedded broker back up",
+                NULL);
+    return oq_embedded_set_down(e, down);
+}
+
 void gw_server_stats_extra(gw_server_t *srv, void *json_obj)
 {
     if (!srv->relay)

@@ -6,6 +6,7 @@
 #include "common/cm_err.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
+#include "gateway/gw_fleet.h"
 #include "gateway/gw_internal.h"
 
 #include <errno.h>
@@ -192,7 +193,6 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     srv->nworkers = cfg->threads ? (unsigned)cfg->threads : (unsigned)(ncpu > 0 ? ncpu : 1);
     srv->node_id = cfg->node_id <= CM_ID_NODE_MAX ? (uint32_t)cfg->node_id : derive_node_id(cfg);
-    cm_id_gen_init(&srv->ids, srv->node_id);
 
     if (mkdir_p(cfg->data_dir) != 0) {
         snprintf(errbuf, errlen, "cannot create data dir %s: %s", cfg->data_dir,
@@ -219,6 +219,11 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
         snprintf(errbuf, errlen, "inventory %s: %s", cfg->inventory, why[0] ? why : cm_strerror(rc));
         return rc;
     }
+
+    /* Fleet membership may claim a node id, so ids are made only after it. */
+    if ((rc = gw_fleet_start(srv, errbuf, errlen)))
+        return rc;
+    cm_id_gen_init(&srv->ids, srv->node_id);
 
     char spool_dir[600];
     snprintf(spool_dir, sizeof(spool_dir), "%s/spool", cfg->data_dir);
@@ -268,6 +273,7 @@ void gw_server_stop(gw_server_t *srv)
     atomic_store(&srv->ready, false);
     gw_workers_stop(srv);
     gw_admin_stop(srv);
+    gw_fleet_stop(srv);
     gw__queue_stop(srv);
     if (srv->spool)
         oq_spool_close(srv->spool);

@@ -1,0 +1,48 @@
+/*
+ * Fleet mode (inventory.backend = redis://...): the gateways of a fleet share
+ * their limits and runtime configuration through Redis.
+ *
+ *  - Membership: each gateway registers itself with a TTL heartbeat; the
+ *    number of live gateways n is known within a few seconds of a join or a
+ *    leave, and global and per-sale limits are enforced as limit / n on each
+ *    gateway (gw_limits_set_share). Per-user limits stay local; the purchase
+ *    limit itself is exact in the inventory's Lua script.
+ *  - Node ids: a gateway whose node id is not configured claims a free one
+ *    in Redis, so order ids stay unique across the fleet.
+ *  - Runtime configuration (the limits now; degrade levels later) is versioned
+ *    in Redis: an admin change on any gateway is written there and published,
+ *    every gateway applies it within one second (pub/sub, with a poll as a
+ *    fallback), and a restarted gateway loads it at start.
+ *
+ * Without a Redis inventory every function is a no-op returning 0.
+ * Runs its own thread; never touches a worker loop.
+ */
+#ifndef GW_FLEET_H
+#define GW_FLEET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct gw_server;
+
+/*
+ * Connects, claims a node id if srv->cfg->node_id is 1024 ("derive": sets
+ * srv->node_id), registers, loads the fleet's runtime configuration (applying
+ * it to srv->limits and srv->cfg) and starts the heartbeat/subscriber thread.
+ * Called by gw_server_start after the inventory is open and before the
+ * workers start. Returns 0 or a negative cm_err_t with a reason in errbuf.
+ */
+int gw_fleet_start(struct gw_server *srv, char *errbuf, size_t errlen);
+/* Deregisters (so the others re-balance at once) and stops the thread. */
+void gw_fleet_stop(struct gw_server *srv);
+/*
+ * Publishes the limits now in srv->cfg (already applied locally by the admin
+ * API) as a new version of the fleet configuration. Returns 0 or a negative
+ * cm_err_t (CM_EBACKEND: Redis unreachable; the local change stays).
+ * Admin thread.
+ */
+int gw_fleet_publish_limits(struct gw_server *srv, char *errbuf, size_t errlen);
+/* Adds {"fleet": {...}} (members, share, config version, node id) to a jansson object. */
+void gw_fleet_stats(struct gw_server *srv, void *json_obj);
+
+#endif
