@@ -440,7 +440,8 @@ static char *html_tables(const lt_scenario_t *sc, const lt_results_t *res, const
                           "</td></tr>\n",
                (unsigned long long)res->sent_buy, (unsigned long long)res->sent_poll,
                res->elapsed_s);
-        sb_fmt(&b, false, "<tr><td>peak</td><td>%llu answers/s, goodput %llu/s</td></tr>\n",
+        sb_fmt(&b, false, "<tr><td>peak</td><td>%llu answers/s; goodput (final answers 202/409/410) %llu/s"
+                          "</td></tr>\n",
                (unsigned long long)peak_rate(res, false), (unsigned long long)peak_rate(res, true));
         sb_fmt(&b, false,
                "<tr><td>orders</td><td>%zu accepted (%llu units, %llu to bots), %llu seen "
