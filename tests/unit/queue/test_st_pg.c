@@ -6,10 +6,14 @@
 #include "st_sink_cases.h"
 
 #include "common/cm_err.h"
+#include "queue/st_settle.h"
+#include "tests/support/ts_kafka.h"
 #include "tests/support/ts_pg.h"
 
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 
 static ts_pg_t g_pg;
 static int g_dbseq;
@@ -185,6 +189,73 @@ static void test_sink_open_dispatch(void **state)
     assert_non_null(strstr(err, "no_such_function"));
 }
 
+static void *run_settle(void *arg)
+{
+    return (void *)(intptr_t)st_settle_run(arg);
+}
+
+/* The whole loop into PostgreSQL: orders from the mock broker, some refused by the
+   user's function; every order lands once and the failed ones carry the reason. */
+static void test_settle_loop_into_pg(void **state)
+{
+#if defined(__SANITIZE_THREAD__)
+    skip(); /* librdkafka's thrd_create threads crash TSan (see test_st_settle_e2e.c) */
+#endif
+    ts_sink_fixture_t *f = *state;
+    pg_ctx_t *c = f->ctx;
+    f->exec(f, f->ledger_setup);
+    static const char *const topics[] = {ST_DEFAULT_TOPIC, ST_DEFAULT_OUTCOMES_TOPIC, NULL};
+    ts_kafka_t k;
+    assert_int_equal(ts_kafka_start(&k, topics, 3), 0);
+    enum { N = 300 };
+    char *keys[N + 30], *vals[N + 30];
+    for (int i = 0; i < N + 30; i++) {
+        int id = i < N ? i : i - N; /* 30 copies */
+        keys[i] = malloc(16);
+        snprintf(keys[i], 16, "s%d", id % 4);
+        vals[i] = malloc(200);
+        snprintf(vals[i], 200,
+                 "{\"order_id\":\"P%05d\",\"sale_id\":\"s%d\",\"user_id\":\"%s%d\",\"qty\":2,"
+                 "\"accepted_at\":5,\"node\":1}",
+                 id, id % 4, id % 10 == 0 ? "bad" : "good", id);
+    }
+    assert_int_equal(ts_kafka_produce(k.bootstrap, ST_DEFAULT_TOPIC, (const char *const *)keys,
+                                      (const char *const *)vals, N + 30),
+                     0);
+    for (int i = 0; i < N + 30; i++) {
+        free(keys[i]);
+        free(vals[i]);
+    }
+    st_settle_opts_t o = {.brokers = k.bootstrap, .db = c->url, .sql = f->user_sql, .batch = 64};
+    st_settle_t *st;
+    char err[512] = "";
+    if (st_settle_new(&st, &o, err, sizeof(err)) != 0)
+        fail_msg("st_settle_new: %s", err);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, run_settle, st), 0);
+    const st_settle_stats_t *s = st_settle_stats(st);
+    for (int i = 0; i < 3000 && atomic_load(&s->messages) < N + 30; i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    st_settle_stop(st);
+    void *ret;
+    pthread_join(th, &ret);
+    assert_int_equal((intptr_t)ret, 0);
+    assert_int_equal(atomic_load(&s->messages), N + 30);
+    assert_int_equal(atomic_load(&s->failed), N / 10);
+    assert_int_equal(atomic_load(&s->duplicates), 30);
+    st_settle_free(st);
+    ts_kafka_stop(&k);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), N);
+    assert_int_equal(count_status(f, "failed"), N / 10);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders WHERE status = 'failed'"
+                                     " AND reason LIKE 'user bad% is blocked'"),
+                     N / 10);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM ledger"), N - N / 10);
+    assert_int_equal(f->query_int(f, "SELECT sum(qty) FROM orders"), 2 * N);
+}
+
 static void test_bench_batch500(void **state)
 {
     case_bench(*state, "postgresql", 2000, 500);
@@ -205,6 +276,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connection_loss, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sink_open_dispatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bench_batch500, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_settle_loop_into_pg, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
