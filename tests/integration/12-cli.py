@@ -72,6 +72,14 @@ check(r.returncode == 2 and "listne" in r.stderr, "unknown file key named")
 r = run("--config", os.path.join(SRC, "deploy", "flashgate.conf.example"), "--check-config")
 eq(r.returncode, 0, "sample config is valid: " + r.stderr)
 
+# the README documents every key and flag that --help prints
+readme = open(os.path.join(SRC, "README.md")).read()
+r = run("--check-config")
+for line in r.stdout.splitlines():
+    if " = " in line:
+        key = line.split(" = ")[0].strip()
+        check("`%s`" % key in readme, "README documents " + key)
+
 # an admin port in use is a clean start-up error (exit 1, a reason), not a crash
 g = Gateway().start()
 try:
