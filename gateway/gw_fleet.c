@@ -1,33 +1,794 @@
 /*
- * Fleet mode: see gw_fleet.h. This first version covers one gateway per
- * Redis (no membership yet): every call is a no-op.
+ * Fleet mode: see gw_fleet.h.
+ *
+ * Redis keys (all in the inventory's db):
+ *   flashgate:fleet:members   ZSET member -> expiry (Redis TIME, ms). A
+ *                             member is live while its expiry is ahead; the
+ *                             heartbeat refreshes it and trims the dead.
+ *   flashgate:fleet:config    HASH version (INCR'd by every publish), limits
+ *                             (JSON, rates in thousandths of req/s), by, at.
+ *   flashgate:fleet:events    pub/sub channel: "config <v>", "join <m>",
+ *                             "leave <m>"; any message makes every gateway
+ *                             run its tick at once.
+ *   flashgate:nodeid:<n>      the member that holds node id n (SET NX, PX
+ *                             TTL refreshed by the heartbeat).
+ *
+ * One thread (fleet) owns two blocking hiredis connections: `cmd` for the
+ * heartbeat script and config reads, `sub` subscribed to the events channel.
+ * It sleeps in poll(2) on the subscriber's socket and an eventfd (stop) for
+ * at most TICK_MS, then runs a tick: one Lua script that heartbeats, counts
+ * the live members, refreshes the node id and returns the config version;
+ * when that version is newer than the one applied, the limits are read and
+ * applied (so a lost pub/sub message costs at most one tick). The admin
+ * thread publishes on a third connection (`pub`, under pub_mu) so it never
+ * waits behind a stalled heartbeat.
+ *
+ * Redis down: the last member count and limits stay in force; the heartbeat
+ * retries every tick and the subscriber re-subscribes, then reloads. A limit
+ * change that could not be published is retried by the thread once Redis is
+ * back (last writer wins).
  */
 #include "gateway/gw_fleet.h"
 #include "gateway/gw_internal.h"
 
+#include "common/cm_alloc.h"
+#include "common/cm_err.h"
+#include "common/cm_log.h"
+#include "common/cm_time.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define KEY_MEMBERS "flashgate:fleet:members"
+#define KEY_CONFIG "flashgate:fleet:config"
+#define CHAN_EVENTS "flashgate:fleet:events"
+#define KEY_NODEID_FMT "flashgate:nodeid:%u"
+
+#define TICK_MS 1000         /* heartbeat and config poll period */
+#define MEMBER_TTL_MS 3000   /* a member missing 3 heartbeats is gone */
+#define NODEID_TTL_MS 10000  /* a dead gateway's node id is free after 10 s */
+#define REDIS_TIMEOUT_MS 1000
+#define MIN_TICK_GAP_MS 20   /* pub/sub bursts run the tick at most this often */
+
+/* Heartbeat: KEYS members, config[, nodeid]; ARGV member, ttl_ms, nodeid_ttl_ms. */
+static const char LUA_HEARTBEAT[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])\n"
+    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
+    "local n = redis.call('ZCARD', KEYS[1])\n"
+    "local node = 0\n"
+    "if #KEYS >= 3 then\n"
+    "  local cur = redis.call('GET', KEYS[3])\n"
+    "  if cur == false then\n"
+    "    redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[3]) node = 2\n"
+    "  elseif cur == ARGV[1] then\n"
+    "    redis.call('PEXPIRE', KEYS[3], ARGV[3]) node = 1\n"
+    "  else node = -1 end\n"
+    "end\n"
+    "local v = redis.call('HGET', KEYS[2], 'version')\n"
+    "return {n, tonumber(v or '0'), node}\n";
+
+/* Leave: KEYS members[, nodeid]; ARGV member, channel. */
+static const char LUA_LEAVE[] =
+    "redis.call('ZREM', KEYS[1], ARGV[1])\n"
+    "if #KEYS >= 2 and redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) "
+    "end\n"
+    "redis.call('PUBLISH', ARGV[2], 'leave ' .. ARGV[1])\n"
+    "return 1\n";
+
+/* Publish: KEYS config; ARGV limits json, member, channel, wall ms. */
+static const char LUA_PUBLISH[] =
+    "local v = redis.call('HINCRBY', KEYS[1], 'version', 1)\n"
+    "redis.call('HSET', KEYS[1], 'limits', ARGV[1], 'by', ARGV[2], 'at', ARGV[4])\n"
+    "redis.call('PUBLISH', ARGV[3], 'config ' .. v)\n"
+    "return v\n";
+
+typedef struct gw_fleet {
+    gw_server_t *srv;
+    char host[256];
+    int port;
+    int db;
+    char user[128];
+    char pass[256];
+    char member[320];
+    bool has_node_key; /* we hold flashgate:nodeid:<node_id> */
+    char node_key[64];
+
+    pthread_t thread;
+    bool thread_started;
+    int stop_fd; /* eventfd */
+    atomic_bool stopping;
+
+    redisContext *cmd; /* fleet thread only (and start/stop around it) */
+    redisContext *sub; /* fleet thread only */
+    bool sub_fresh;    /* re-subscribed: reload on the next tick */
+    uint64_t next_tick_ms;
+    uint64_t last_err_log_ms;
+
+    pthread_mutex_t pub_mu; /* pub connection, dirty */
+    redisContext *pub;
+    bool dirty; /* a local change not yet in Redis */
+
+    pthread_mutex_t cfg_mu; /* srv->cfg limit fields written by us, applied_version */
+    uint64_t applied_version;
+
+    _Atomic uint32_t members;
+    _Atomic uint64_t version;
+    atomic_bool redis_ok;
+    _Atomic uint64_t heartbeats;
+    _Atomic uint64_t errors;
+    _Atomic uint64_t config_applied;
+    _Atomic int64_t last_heartbeat_ms;
+    atomic_bool node_conflict;
+} gw_fleet_t;
+
+static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    if (!errbuf || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/*---- URL: redis://[[user]:password@]host[:port][/db][?params] ----*/
+
+static int parse_url(gw_fleet_t *f, const char *url, char *errbuf, size_t errlen)
+{
+    char buf[1024];
+    if (strncmp(url, "redis://", 8) != 0 || strlen(url + 8) >= sizeof(buf)) {
+        set_err(errbuf, errlen, "fleet: not a redis:// url");
+        return CM_EINVAL;
+    }
+    snprintf(buf, sizeof(buf), "%s", url + 8);
+    char *q = strchr(buf, '?');
+    if (q)
+        *q = '\0'; /* the inventory's own parameters: not ours */
+    char *hostpart = buf;
+    char *at = strrchr(buf, '@');
+    if (at) {
+        *at = '\0';
+        char *colon = strchr(buf, ':');
+        if (!colon) {
+            set_err(errbuf, errlen, "fleet: redis url wants [user]:password@ before the host");
+            return CM_EINVAL;
+        }
+        *colon = '\0';
+        if (strlen(buf) >= sizeof(f->user) || strlen(colon + 1) >= sizeof(f->pass)) {
+            set_err(errbuf, errlen, "fleet: redis url: user or password too long");
+            return CM_EINVAL;
+        }
+        memcpy(f->user, buf, strlen(buf) + 1);
+        memcpy(f->pass, colon + 1, strlen(colon + 1) + 1);
+        hostpart = at + 1;
+    }
+    char *slash = strchr(hostpart, '/');
+    if (slash) {
+        *slash = '\0';
+        f->db = slash[1] ? atoi(slash + 1) : 0;
+    }
+    char *portp = NULL;
+    if (hostpart[0] == '[') {
+        char *close = strchr(hostpart, ']');
+        if (!close) {
+            set_err(errbuf, errlen, "fleet: redis url: unclosed '['");
+            return CM_EINVAL;
+        }
+        *close = '\0';
+        hostpart++;
+        if (close[1] == ':')
+            portp = close + 2;
+    } else if ((portp = strchr(hostpart, ':'))) {
+        *portp++ = '\0';
+    }
+    if (!hostpart[0]) {
+        set_err(errbuf, errlen, "fleet: redis url: no host");
+        return CM_EINVAL;
+    }
+    if (strlen(hostpart) >= sizeof(f->host)) {
+        set_err(errbuf, errlen, "fleet: redis url: host too long");
+        return CM_EINVAL;
+    }
+    memcpy(f->host, hostpart, strlen(hostpart) + 1);
+    f->port = portp ? atoi(portp) : 6379;
+    if (f->port <= 0 || f->port > 65535) {
+        set_err(errbuf, errlen, "fleet: redis url: bad port");
+        return CM_EINVAL;
+    }
+    if (!f->pass[0]) {
+        const char *env = getenv("FLASHGATE_REDIS_PASSWORD");
+        if (env && *env && strlen(env) < sizeof(f->pass))
+            memcpy(f->pass, env, strlen(env) + 1);
+    }
+    return 0;
+}
+
+/*---- connections ----*/
+
+static redisContext *connect_redis(gw_fleet_t *f, char *errbuf, size_t errlen)
+{
+    struct timeval tv = {.tv_sec = REDIS_TIMEOUT_MS / 1000,
+                         .tv_usec = (REDIS_TIMEOUT_MS % 1000) * 1000};
+    redisContext *c = redisConnectWithTimeout(f->host, f->port, tv);
+    if (!c || c->err) {
+        set_err(errbuf, errlen, "connect %s:%d: %s", f->host, f->port,
+                c ? c->errstr : "out of memory");
+        if (c)
+            redisFree(c);
+        return NULL;
+    }
+    redisSetTimeout(c, tv);
+    redisReply *r = NULL;
+    if (f->pass[0]) {
+        r = f->user[0] ? redisCommand(c, "AUTH %s %s", f->user, f->pass)
+                       : redisCommand(c, "AUTH %s", f->pass);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            set_err(errbuf, errlen, "AUTH: %s", r ? r->str : c->errstr);
+            goto fail;
+        }
+        freeReplyObject(r);
+    }
+    if (f->db) {
+        r = redisCommand(c, "SELECT %d", f->db);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            set_err(errbuf, errlen, "SELECT %d: %s", f->db, r ? r->str : c->errstr);
+            goto fail;
+        }
+        freeReplyObject(r);
+    }
+    return c;
+fail:
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+    return NULL;
+}
+
+/* Logs a Redis problem at most once every 5 s (a down Redis must not flood the log). */
+static void redis_trouble(gw_fleet_t *f, const char *what, const char *why)
+{
+    atomic_fetch_add(&f->errors, 1);
+    bool was_ok = atomic_exchange(&f->redis_ok, false);
+    uint64_t now = cm_mono_ms();
+    if (was_ok || now - f->last_err_log_ms >= 5000) {
+        f->last_err_log_ms = now;
+        cm_log_warn("fleet", "redis trouble; keeping the last members and limits",
+                    "what=%s err=\"%s\"", what, why);
+    }
+}
+
+/* A reply that is not what we expect: drop the connection (it may be desynchronised). */
+static void drop(redisContext **c)
+{
+    if (*c)
+        redisFree(*c);
+    *c = NULL;
+}
+
+/*---- limits <-> JSON ----*/
+
+static const struct {
+    const char *rps, *burst;
+    gw_scope_t scope;
+} limit_names[] = {
+    {"global_rps", "global_burst", GW_SCOPE_GLOBAL},
+    {"sale_rps", "sale_burst", GW_SCOPE_SALE},
+    {"user_rps", "user_burst", GW_SCOPE_USER},
+    {"ip_rps", "ip_burst", GW_SCOPE_IP},
+};
+
+static uint64_t *cfg_rate(gw_config_t *c, gw_scope_t s)
+{
+    switch (s) {
+    case GW_SCOPE_GLOBAL: return &c->global_rps;
+    case GW_SCOPE_SALE: return &c->sale_rps;
+    case GW_SCOPE_USER: return &c->user_rps;
+    default: return &c->ip_rps;
+    }
+}
+
+static uint64_t *cfg_burst(gw_config_t *c, gw_scope_t s)
+{
+    switch (s) {
+    case GW_SCOPE_GLOBAL: return &c->global_burst;
+    case GW_SCOPE_SALE: return &c->sale_burst;
+    case GW_SCOPE_USER: return &c->user_burst;
+    default: return &c->ip_burst;
+    }
+}
+
+/* The limits now in srv->cfg as JSON (rates in thousandths). Caller holds cfg_mu. Caller frees. */
+static char *limits_to_json(gw_fleet_t *f)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; i < sizeof(limit_names) / sizeof(limit_names[0]); i++) {
+        json_object_set_new(o, limit_names[i].rps,
+                            json_integer((json_int_t)*cfg_rate(f->srv->cfg, limit_names[i].scope)));
+        json_object_set_new(o, limit_names[i].burst,
+                            json_integer((json_int_t)*cfg_burst(f->srv->cfg, limit_names[i].scope)));
+    }
+    char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(o);
+    return s;
+}
+
+/*
+ * Applies a published limits document: to the limiter (thread-safe) and to
+ * srv->cfg (so /admin/v1/config and a later gw_apply_limits agree). A scope
+ * whose values are missing or out of range keeps its current policy.
+ * Caller holds cfg_mu. Returns the number of scopes applied, or -1 if the
+ * document is not a JSON object.
+ */
+static int apply_limits_json(gw_fleet_t *f, const char *s, size_t len)
+{
+    json_t *o = json_loadb(s, len, 0, NULL);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return -1;
+    }
+    int applied = 0;
+    for (size_t i = 0; i < sizeof(limit_names) / sizeof(limit_names[0]); i++) {
+        json_t *r = json_object_get(o, limit_names[i].rps);
+        json_t *b = json_object_get(o, limit_names[i].burst);
+        if (!json_is_integer(r) || !json_is_integer(b))
+            continue;
+        json_int_t rv = json_integer_value(r), bv = json_integer_value(b);
+        if (rv < 0 || (uint64_t)rv > CM_RATE_MILLI_MAX || bv < 0 ||
+            (uint64_t)bv > CM_RATE_BURST_MAX || (rv > 0 && bv < 1))
+            continue;
+        gw_scope_t sc = limit_names[i].scope;
+        *cfg_rate(f->srv->cfg, sc) = (uint64_t)rv;
+        *cfg_burst(f->srv->cfg, sc) = (uint64_t)bv;
+        gw_limits_set(f->srv->limits, sc,
+                      (cm_rate_policy_t){.rate_milli = (uint64_t)rv, .burst = (uint64_t)bv});
+        applied++;
+    }
+    json_decref(o);
+    return applied;
+}
+
+/*---- config: load and publish ----*/
+
+/* Reads the config hash on `c` and applies it if newer than what we have. */
+static int load_config(gw_fleet_t *f, redisContext *c, bool at_start)
+{
+    redisReply *r = redisCommand(c, "HMGET %s version limits by", KEY_CONFIG);
+    if (!r)
+        return CM_EBACKEND;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+        freeReplyObject(r);
+        return CM_EBACKEND;
+    }
+    uint64_t v = r->element[0]->type == REDIS_REPLY_STRING
+                     ? strtoull(r->element[0]->str, NULL, 10)
+                     : 0;
+    int rc = 0;
+    pthread_mutex_lock(&f->cfg_mu);
+    if (v > f->applied_version && r->element[1]->type == REDIS_REPLY_STRING) {
+        int n = apply_limits_json(f, r->element[1]->str, r->element[1]->len);
+        if (n < 0) {
+            cm_log_warn("fleet", "fleet config limits are not a JSON object; ignored",
+                        "version=%llu", (unsigned long long)v);
+        } else {
+            atomic_fetch_add(&f->config_applied, 1);
+            cm_log_info("fleet", at_start ? "fleet limits loaded" : "fleet limits applied",
+                        "version=%llu by=%s limits=%s scopes=%d", (unsigned long long)v,
+                        r->element[2]->type == REDIS_REPLY_STRING ? r->element[2]->str : "?",
+                        r->element[1]->str, n);
+        }
+        f->applied_version = v;
+    } else if (v > f->applied_version) {
+        f->applied_version = v;
+    }
+    atomic_store(&f->version, f->applied_version);
+    pthread_mutex_unlock(&f->cfg_mu);
+    freeReplyObject(r);
+    return rc;
+}
+
+/* Publishes the limits in srv->cfg on the pub connection. Takes pub_mu and cfg_mu. */
+static int publish_now(gw_fleet_t *f, char *errbuf, size_t errlen)
+{
+    pthread_mutex_lock(&f->pub_mu);
+    int rc = 0;
+    if (!f->pub) {
+        char why[200] = "";
+        f->pub = connect_redis(f, why, sizeof(why));
+        if (!f->pub) {
+            set_err(errbuf, errlen, "fleet: redis %s", why);
+            f->dirty = true;
+            pthread_mutex_unlock(&f->pub_mu);
+            return CM_EBACKEND;
+        }
+    }
+    /* cfg_mu held across the write so a concurrent apply cannot land between
+     * reading our limits and recording the version they became. */
+    pthread_mutex_lock(&f->cfg_mu);
+    char *js = limits_to_json(f);
+    char at[32];
+    snprintf(at, sizeof(at), "%lld", (long long)cm_wall_ms());
+    redisReply *r = redisCommand(f->pub, "EVAL %s 1 %s %s %s %s %s", LUA_PUBLISH, KEY_CONFIG, js,
+                                 f->member, CHAN_EVENTS, at);
+    if (r && r->type == REDIS_REPLY_INTEGER) {
+        uint64_t v = (uint64_t)r->integer;
+        if (v > f->applied_version)
+            f->applied_version = v;
+        atomic_store(&f->version, f->applied_version);
+        f->dirty = false;
+        cm_log_info("fleet", "limits published to the fleet", "version=%llu limits=%s",
+                    (unsigned long long)v, js);
+    } else {
+        set_err(errbuf, errlen, "fleet: publish: %s",
+                r ? (r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply") : f->pub->errstr);
+        f->dirty = true;
+        rc = CM_EBACKEND;
+        drop(&f->pub);
+    }
+    pthread_mutex_unlock(&f->cfg_mu);
+    if (r)
+        freeReplyObject(r);
+    free(js);
+    pthread_mutex_unlock(&f->pub_mu);
+    return rc;
+}
+
+/*---- node id ----*/
+
+/* Claims a free node id starting at srv->node_id (the derived one). On `c`, at start. */
+static int claim_node_id(gw_fleet_t *f, redisContext *c, char *errbuf, size_t errlen)
+{
+    uint32_t start = f->srv->node_id % (CM_ID_NODE_MAX + 1);
+    for (uint32_t i = 0; i <= CM_ID_NODE_MAX; i++) {
+        uint32_t n = (start + i) % (CM_ID_NODE_MAX + 1);
+        char key[64];
+        snprintf(key, sizeof(key), KEY_NODEID_FMT, n);
+        redisReply *r =
+            redisCommand(c, "SET %s %s NX PX %d", key, f->member, NODEID_TTL_MS);
+        if (!r) {
+            set_err(errbuf, errlen, "fleet: node id claim: %s", c->errstr);
+            return CM_EBACKEND;
+        }
+        bool ok = r->type == REDIS_REPLY_STATUS;
+        bool err = r->type == REDIS_REPLY_ERROR;
+        if (err)
+            set_err(errbuf, errlen, "fleet: node id claim: %s", r->str);
+        freeReplyObject(r);
+        if (err)
+            return CM_EBACKEND;
+        if (ok) {
+            f->srv->node_id = n;
+            snprintf(f->node_key, sizeof(f->node_key), "%s", key);
+            f->has_node_key = true;
+            return 0;
+        }
+    }
+    set_err(errbuf, errlen, "fleet: all %u node ids are taken", CM_ID_NODE_MAX + 1);
+    return CM_EBUSY;
+}
+
+/*---- the thread ----*/
+
+static void sub_connect(gw_fleet_t *f)
+{
+    char why[200] = "";
+    redisContext *c = connect_redis(f, why, sizeof(why));
+    if (!c) {
+        redis_trouble(f, "subscribe", why);
+        return;
+    }
+    redisReply *r = redisCommand(c, "SUBSCRIBE %s", CHAN_EVENTS);
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        redis_trouble(f, "subscribe", r ? "unexpected reply" : c->errstr);
+        if (r)
+            freeReplyObject(r);
+        redisFree(c);
+        return;
+    }
+    freeReplyObject(r);
+    f->sub = c;
+    f->sub_fresh = true; /* anything announced while we were away: reload now */
+}
+
+static void apply_members(gw_fleet_t *f, uint32_t n)
+{
+    if (n < 1)
+        n = 1;
+    uint32_t old = atomic_exchange(&f->members, n);
+    if (old != n) {
+        gw_limits_set_share(f->srv->limits, n);
+        cm_log_info("fleet", "fleet members changed; limits share re-balanced",
+                    "members=%u was=%u", n, old);
+    }
+}
+
+/* One heartbeat + membership count + node id refresh + config check. */
+static void tick(gw_fleet_t *f)
+{
+    char why[200] = "";
+    if (!f->cmd && !(f->cmd = connect_redis(f, why, sizeof(why)))) {
+        redis_trouble(f, "heartbeat", why);
+        return;
+    }
+    char ttl[16], nttl[16];
+    snprintf(ttl, sizeof(ttl), "%d", MEMBER_TTL_MS);
+    snprintf(nttl, sizeof(nttl), "%d", NODEID_TTL_MS);
+    redisReply *r;
+    if (f->has_node_key)
+        r = redisCommand(f->cmd, "EVAL %s 3 %s %s %s %s %s %s", LUA_HEARTBEAT, KEY_MEMBERS,
+                         KEY_CONFIG, f->node_key, f->member, ttl, nttl);
+    else
+        r = redisCommand(f->cmd, "EVAL %s 2 %s %s %s %s %s", LUA_HEARTBEAT, KEY_MEMBERS,
+                         KEY_CONFIG, f->member, ttl, nttl);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+        redis_trouble(f, "heartbeat",
+                      !r ? f->cmd->errstr
+                         : (r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply"));
+        if (r)
+            freeReplyObject(r);
+        drop(&f->cmd);
+        return;
+    }
+    uint32_t n = (uint32_t)r->element[0]->integer;
+    uint64_t v = (uint64_t)r->element[1]->integer;
+    long long node = r->element[2]->integer;
+    freeReplyObject(r);
+    if (!atomic_exchange(&f->redis_ok, true))
+        cm_log_info("fleet", "redis reachable; heartbeat running", "members=%u", n);
+    atomic_fetch_add(&f->heartbeats, 1);
+    atomic_store(&f->last_heartbeat_ms, cm_wall_ms());
+    apply_members(f, n);
+    if (node < 0 && !atomic_exchange(&f->node_conflict, true))
+        cm_log_error("fleet", "another gateway holds our node id (ours expired while away); "
+                              "order ids may collide until one of us restarts",
+                     "key=%s", f->node_key);
+    else if (node == 2)
+        cm_log_warn("fleet", "node id had expired in redis; claimed again", "key=%s", f->node_key);
+    if (node > 0)
+        atomic_store(&f->node_conflict, false);
+
+    pthread_mutex_lock(&f->pub_mu);
+    bool dirty = f->dirty;
+    pthread_mutex_unlock(&f->pub_mu);
+    if (dirty) {
+        char e[256];
+        if (publish_now(f, e, sizeof(e)) == 0)
+            cm_log_info("fleet", "a limit change made while redis was away is now published",
+                        NULL);
+        return;
+    }
+    pthread_mutex_lock(&f->cfg_mu);
+    bool newer = v > f->applied_version;
+    pthread_mutex_unlock(&f->cfg_mu);
+    if ((newer || f->sub_fresh) && load_config(f, f->cmd, false) < 0) {
+        redis_trouble(f, "config", f->cmd->errstr);
+        drop(&f->cmd);
+        return;
+    }
+    f->sub_fresh = false;
+}
+
+/* Reads every complete message waiting on the subscriber. Returns true if any. */
+static bool drain_sub(gw_fleet_t *f)
+{
+    bool any = false;
+    for (;;) {
+        void *rv = NULL;
+        if (redisGetReplyFromReader(f->sub, &rv) != REDIS_OK) {
+            redis_trouble(f, "subscriber", f->sub->errstr);
+            drop(&f->sub);
+            return any;
+        }
+        if (!rv)
+            return any;
+        redisReply *r = rv;
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+            r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "message") == 0)
+            any = true;
+        freeReplyObject(r);
+    }
+}
+
+static void *fleet_thread(void *arg)
+{
+    gw_fleet_t *f = arg;
+    uint64_t last_tick = 0;
+    f->next_tick_ms = cm_mono_ms() + TICK_MS;
+    while (!atomic_load(&f->stopping)) {
+        if (!f->sub)
+            sub_connect(f);
+        bool wake = f->sub_fresh;
+        if (f->sub)
+            wake |= drain_sub(f);
+        uint64_t now = cm_mono_ms();
+        if (wake && now - last_tick < MIN_TICK_GAP_MS) {
+            /* a burst of events: run once, shortly */
+            f->next_tick_ms = last_tick + MIN_TICK_GAP_MS;
+            wake = false;
+        }
+        if (wake || now >= f->next_tick_ms) {
+            tick(f);
+            last_tick = cm_mono_ms();
+            f->next_tick_ms = last_tick + TICK_MS;
+            continue;
+        }
+        struct pollfd pf[2] = {{.fd = f->stop_fd, .events = POLLIN},
+                               {.fd = f->sub ? f->sub->fd : -1, .events = POLLIN}};
+        int timeout = (int)(f->next_tick_ms - now);
+        int n = poll(pf, 2, timeout);
+        if (n > 0 && (pf[1].revents & (POLLIN | POLLERR | POLLHUP)) && f->sub) {
+            if (redisBufferRead(f->sub) != REDIS_OK) {
+                redis_trouble(f, "subscriber", f->sub->errstr);
+                drop(&f->sub);
+            }
+        }
+    }
+    return NULL;
+}
+
+/*---- public ----*/
+
+static bool fleet_enabled(const gw_server_t *srv)
+{
+    return strncmp(srv->cfg->inventory, "redis://", 8) == 0;
+}
+
+static void fleet_free(gw_fleet_t *f)
+{
+    drop(&f->cmd);
+    drop(&f->sub);
+    drop(&f->pub);
+    if (f->stop_fd >= 0)
+        close(f->stop_fd);
+    pthread_mutex_destroy(&f->pub_mu);
+    pthread_mutex_destroy(&f->cfg_mu);
+    free(f);
+}
+
 int gw_fleet_start(struct gw_server *srv, char *errbuf, size_t errlen)
 {
-    (void)srv;
-    (void)errbuf;
-    (void)errlen;
+    if (!fleet_enabled(srv))
+        return 0;
+    gw_fleet_t *f = cm_xcalloc(1, sizeof(*f));
+    f->srv = srv;
+    f->stop_fd = -1;
+    pthread_mutex_init(&f->pub_mu, NULL);
+    pthread_mutex_init(&f->cfg_mu, NULL);
+    atomic_init(&f->members, 1);
+    int rc = parse_url(f, srv->cfg->inventory, errbuf, errlen);
+    if (rc < 0)
+        goto fail;
+    char host[128] = "";
+    gethostname(host, sizeof(host) - 1);
+    snprintf(f->member, sizeof(f->member), "%s:%ld:%s", host, (long)getpid(), srv->cfg->listen);
+
+    char why[200] = "";
+    f->cmd = connect_redis(f, why, sizeof(why));
+    if (!f->cmd) {
+        set_err(errbuf, errlen, "fleet: redis %s", why);
+        rc = CM_EBACKEND;
+        goto fail;
+    }
+    if (srv->cfg->node_id > CM_ID_NODE_MAX) {
+        if ((rc = claim_node_id(f, f->cmd, errbuf, errlen)) < 0)
+            goto fail;
+        cm_log_info("fleet", "node id claimed", "node_id=%u key=%s", srv->node_id, f->node_key);
+    }
+    /* The fleet's limits win over the local flags: a restart rejoins them. */
+    if ((rc = load_config(f, f->cmd, true)) < 0) {
+        set_err(errbuf, errlen, "fleet: cannot read %s: %s", KEY_CONFIG, f->cmd->errstr);
+        goto fail;
+    }
+    atomic_store(&f->redis_ok, true);
+    tick(f); /* register and learn the member count before the first request */
+    redisReply *r = redisCommand(f->cmd, "PUBLISH %s join %s", CHAN_EVENTS, f->member);
+    if (r)
+        freeReplyObject(r);
+    f->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (f->stop_fd < 0) {
+        set_err(errbuf, errlen, "fleet: eventfd: %s", strerror(errno));
+        rc = CM_EIO;
+        goto fail;
+    }
+    if (pthread_create(&f->thread, NULL, fleet_thread, f) != 0) {
+        set_err(errbuf, errlen, "fleet: cannot start the fleet thread");
+        rc = CM_ENOMEM;
+        goto fail;
+    }
+    f->thread_started = true;
+    srv->fleet = f;
+    cm_log_info("fleet", "fleet member registered",
+                "member=%s members=%u node_id=%u config_version=%llu", f->member,
+                atomic_load(&f->members), srv->node_id,
+                (unsigned long long)atomic_load(&f->version));
     return 0;
+fail:
+    if (f->has_node_key && f->cmd) {
+        redisReply *d = redisCommand(f->cmd, "DEL %s", f->node_key);
+        if (d)
+            freeReplyObject(d);
+    }
+    fleet_free(f);
+    return rc;
 }
 
 void gw_fleet_stop(struct gw_server *srv)
 {
-    (void)srv;
+    gw_fleet_t *f = srv->fleet;
+    if (!f)
+        return;
+    atomic_store(&f->stopping, true);
+    uint64_t one = 1;
+    if (write(f->stop_fd, &one, sizeof(one)) < 0)
+        cm_log_warn("fleet", "cannot wake the fleet thread", "err=\"%s\"", strerror(errno));
+    if (f->thread_started)
+        pthread_join(f->thread, NULL);
+    /* Leave now, so the others re-balance without waiting for our TTL. */
+    char why[200] = "";
+    if (!f->cmd)
+        f->cmd = connect_redis(f, why, sizeof(why));
+    if (f->cmd) {
+        redisReply *r =
+            f->has_node_key
+                ? redisCommand(f->cmd, "EVAL %s 2 %s %s %s %s", LUA_LEAVE, KEY_MEMBERS,
+                               f->node_key, f->member, CHAN_EVENTS)
+                : redisCommand(f->cmd, "EVAL %s 1 %s %s %s", LUA_LEAVE, KEY_MEMBERS, f->member,
+                               CHAN_EVENTS);
+        if (r)
+            freeReplyObject(r);
+        cm_log_info("fleet", "left the fleet", "member=%s", f->member);
+    } else {
+        cm_log_warn("fleet", "cannot deregister; the others see us leave after the TTL",
+                    "err=\"%s\" ttl_ms=%d", why, MEMBER_TTL_MS);
+    }
+    srv->fleet = NULL;
+    fleet_free(f);
 }
 
 int gw_fleet_publish_limits(struct gw_server *srv, char *errbuf, size_t errlen)
 {
-    (void)srv;
-    (void)errbuf;
-    (void)errlen;
-    return 0;
+    gw_fleet_t *f = srv->fleet;
+    if (!f)
+        return 0;
+    return publish_now(f, errbuf, errlen);
 }
 
 void gw_fleet_stats(struct gw_server *srv, void *json_obj)
 {
-    (void)srv;
-    (void)json_obj;
+    gw_fleet_t *f = srv->fleet;
+    if (!f || !json_obj)
+        return;
+    uint32_t n = atomic_load(&f->members);
+    int64_t last = atomic_load(&f->last_heartbeat_ms);
+    json_t *o = json_pack(
+        "{s:b,s:s,s:I,s:I,s:I,s:I,s:b,s:b,s:b,s:I,s:I,s:I,s:I}", "enabled", 1, "member",
+        f->member, "members", (json_int_t)n, "share", (json_int_t)n, "config_version",
+        (json_int_t)atomic_load(&f->version), "node_id", (json_int_t)srv->node_id,
+        "node_id_claimed", f->has_node_key, "node_id_conflict", atomic_load(&f->node_conflict),
+        "redis_ok", atomic_load(&f->redis_ok), "heartbeats",
+        (json_int_t)atomic_load(&f->heartbeats), "errors", (json_int_t)atomic_load(&f->errors),
+        "config_applied", (json_int_t)atomic_load(&f->config_applied), "last_heartbeat_ms_ago",
+        (json_int_t)(last ? cm_wall_ms() - last : -1));
+    if (!o)
+        return;
+    /* What this gateway enforces of the fleet-wide scopes (req/s, rounded up as gw_limit does). */
+    uint32_t d = n ? n : 1;
+    cm_rate_policy_t g = gw_limits_get(srv->limits, GW_SCOPE_GLOBAL);
+    cm_rate_policy_t s = gw_limits_get(srv->limits, GW_SCOPE_SALE);
+    json_object_set_new(o, "global_rps_share",
+                        json_real((double)((g.rate_milli + d - 1) / d) / 1000.0));
+    json_object_set_new(o, "sale_rps_share",
+                        json_real((double)((s.rate_milli + d - 1) / d) / 1000.0));
+    json_object_set_new(json_obj, "fleet", o);
 }

@@ -1,0 +1,291 @@
+"""Fleet-mode helpers on top of fg.py: a real redis-server on 127.0.0.1 at a
+free port in a temp dir (AOF on, so a kill -9 and restart keeps the stock),
+stopped by PID; a tiny RESP client; a bounded multi-threaded crowd.
+
+Standard library only; every wait is bounded.
+"""
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fg import Gateway, free_port  # noqa: E402,F401
+
+REDIS_SERVER = os.environ.get("FLASHGATE_REDIS_SERVER") or shutil.which("redis-server")
+
+
+def need_redis():
+    if not REDIS_SERVER or not os.access(REDIS_SERVER, os.X_OK):
+        print("skip: no redis-server")
+        sys.exit(77)
+
+
+def _resp_encode(args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+class _Reader:
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            d = self.sock.recv(65536)
+            if not d:
+                raise ConnectionError("redis closed the connection")
+            self.buf += d
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _n(self, n):
+        while len(self.buf) < n + 2:
+            d = self.sock.recv(65536)
+            if not d:
+                raise ConnectionError("redis closed the connection")
+            self.buf += d
+        data, self.buf = self.buf[:n], self.buf[n + 2:]
+        return data
+
+    def read(self):
+        line = self._line()
+        t, rest = line[:1], line[1:]
+        if t == b"+":
+            return rest.decode()
+        if t == b"-":
+            raise RuntimeError("redis error: " + rest.decode())
+        if t == b":":
+            return int(rest)
+        if t == b"$":
+            n = int(rest)
+            return None if n < 0 else self._n(n).decode(errors="replace")
+        if t == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.read() for _ in range(n)]
+        raise RuntimeError("bad RESP line %r" % line)
+
+
+class Redis:
+    """A redis-server of our own: free port, temp dir, AOF everysec by default."""
+
+    def __init__(self, aof=True):
+        need_redis()
+        self.dir = tempfile.mkdtemp(prefix="fg-redis-")
+        self.port = None
+        self.proc = None
+        self.aof = aof
+
+    @property
+    def url(self):
+        return "redis://127.0.0.1:%d" % self.port
+
+    def _spawn(self):
+        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "yes" if self.aof else "no", "--appendfsync", "everysec",
+                "--dir", self.dir, "--daemonize", "no", "--logfile",
+                os.path.join(self.dir, "redis.log")]
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            try:
+                if self.cmd("PING", timeout=0.5) == "PONG":
+                    return True
+            except (OSError, RuntimeError, ConnectionError):
+                pass
+            time.sleep(0.02)
+        self.proc.kill()
+        self.proc.wait(5)
+        return False
+
+    def start(self):
+        for _ in range(5):
+            self.port = free_port()
+            if self._spawn():
+                return self
+        raise RuntimeError("cannot start redis-server (see %s/redis.log)" % self.dir)
+
+    def restart(self, timeout=15):
+        """Same port and dir: the AOF reloads. The port may be briefly taken: retry."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self._spawn():
+                return self
+            time.sleep(0.2)
+        raise RuntimeError("cannot restart redis-server on port %d" % self.port)
+
+    def kill9(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def cmd(self, *args, timeout=5):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        try:
+            s.sendall(_resp_encode(args))
+            return _Reader(s).read()
+        finally:
+            s.close()
+
+
+def start_fleet(redis, n, extra=(), threads=2):
+    """n gateways on one Redis, distinct data dirs; returns them started."""
+    gws = []
+    for _ in range(n):
+        g = Gateway("--inventory", redis.url, "--kafka-brokers", "none", *extra, threads=threads)
+        gws.append(g)
+    for g in gws:
+        g.start(wait=False)
+    for g in gws:
+        g.wait_ready(timeout=30)
+    return gws
+
+
+def stats(g):
+    r = g.admin("GET", "/admin/v1/stats")
+    return r.json if r.status == 200 else None
+
+
+def wait_for(pred, timeout, step=0.05):
+    """Polls pred() until true or timeout; returns (ok, seconds waited)."""
+    t0 = time.time()
+    while True:
+        try:
+            if pred():
+                return True, time.time() - t0
+        except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError):
+            pass
+        if time.time() - t0 > timeout:
+            return False, time.time() - t0
+        time.sleep(step)
+
+
+class Crowd:
+    """Distinct users spread over the gateways by client threads with keep-alive
+    connections; each user tries once (plus retries on 503/429 if asked).
+    Bounded by the number of users and by `deadline_s`."""
+
+    def __init__(self, ports, users, sale, nthreads=24, deadline_s=40, retry_codes=(),
+                 on_reply=None):
+        self.ports = ports
+        self.users = users
+        self.sale = sale
+        self.nthreads = nthreads
+        self.deadline = time.time() + deadline_s
+        self.retry_codes = set(retry_codes)
+        self.lock = threading.Lock()
+        self.accepted = []  # (port, order_id, user)
+        self.counts = {}
+        self.errors = 0
+        self.stop = threading.Event()
+        self.on_reply = on_reply
+        self.next = 0
+
+    def _take(self):
+        with self.lock:
+            if self.next >= len(self.users):
+                return None
+            u = self.users[self.next]
+            self.next += 1
+            return u
+
+    def _count(self, k):
+        with self.lock:
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def _worker(self, i):
+        port = self.ports[i % len(self.ports)]
+        conn = None
+        path = "/v1/sales/%s/orders" % self.sale
+        while not self.stop.is_set() and time.time() < self.deadline:
+            u = self._take()
+            if u is None:
+                break
+            while not self.stop.is_set() and time.time() < self.deadline:
+                try:
+                    if conn is None:
+                        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                    conn.request("POST", path, body=json.dumps({"user_id": u}),
+                                 headers={"Content-Type": "application/json"})
+                    r = conn.getresponse()
+                    data = r.read()
+                    if r.getheader("Connection", "").lower() == "close":
+                        conn.close()
+                        conn = None
+                except (OSError, http.client.HTTPException):
+                    with self.lock:
+                        self.errors += 1
+                    if conn:
+                        conn.close()
+                    conn = None
+                    if self.on_reply:
+                        self.on_reply(port, None, None)
+                    time.sleep(0.05)
+                    # a dead gateway: the load balancer would send the user elsewhere
+                    port = self.ports[(self.ports.index(port) + 1) % len(self.ports)]
+                    continue
+                code = None
+                if data:
+                    try:
+                        code = json.loads(data).get("error") or json.loads(data).get("status")
+                    except ValueError:
+                        code = None
+                self._count((r.status, code))
+                if self.on_reply:
+                    self.on_reply(port, r.status, code)
+                if r.status == 202:
+                    with self.lock:
+                        self.accepted.append((port, json.loads(data)["order_id"], u))
+                    break
+                if r.status in self.retry_codes:
+                    time.sleep(0.02)
+                    continue
+                break
+        if conn:
+            conn.close()
+
+    def run(self, wait=True):
+        self.threads = [threading.Thread(target=self._worker, args=(i,), daemon=True)
+                        for i in range(self.nthreads)]
+        for t in self.threads:
+            t.start()
+        if wait:
+            self.join()
+        return self
+
+    def join(self, timeout=None):
+        end = None if timeout is None else time.time() + timeout
+        for t in self.threads:
+            t.join(None if end is None else max(0.0, end - time.time()))
+        self.stop.set()
+        for t in self.threads:
+            t.join(10)
