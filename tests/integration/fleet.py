@@ -78,14 +78,17 @@ class _Reader:
 
 
 class Redis:
-    """A redis-server of our own: free port, temp dir, AOF everysec by default."""
+    """A redis-server of our own: free port, temp dir, AOF with fsync "always"
+    by default (what a fleet needs so that a Redis crash loses no reservation
+    it acknowledged; "everysec" may lose the last second and oversell)."""
 
-    def __init__(self, aof=True):
+    def __init__(self, aof=True, fsync="always"):
         need_redis()
         self.dir = tempfile.mkdtemp(prefix="fg-redis-")
         self.port = None
         self.proc = None
         self.aof = aof
+        self.fsync = fsync
 
     @property
     def url(self):
@@ -93,7 +96,7 @@ class Redis:
 
     def _spawn(self):
         args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "yes" if self.aof else "no", "--appendfsync", "everysec",
+                "--appendonly", "yes" if self.aof else "no", "--appendfsync", self.fsync,
                 "--dir", self.dir, "--daemonize", "no", "--logfile",
                 os.path.join(self.dir, "redis.log")]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
