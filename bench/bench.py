@@ -1,0 +1,737 @@
+#!/usr/bin/env python3
+"""flashgate benchmarks in one run (issues 2, 3, 4 and 5); Python 3 stdlib only.
+
+Started by bench/bench.sh (`make bench`). Everything listens on 127.0.0.1 at
+free ports in a temp dir, every run is bounded in time, and every process this
+script starts is stopped by its PID at the end, also on Ctrl-C or SIGTERM.
+
+Environment: FLASHGATE_BIN (directory with flashgate, flashgate-settle,
+flashgate-load; default build/ of this repository), BENCH_REPS (3),
+BENCH_SECONDS (5), BENCH_QUICK=1 (1 rep of 1 s: a ~1-minute smoke pass),
+BENCH_KEEP=1 (keep the temp dir), BENCH_OPEN_RATE (open-loop arrivals/s).
+bench/README.md says how to read the figures.
+"""
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICK = os.environ.get("BENCH_QUICK", "0") not in ("", "0")
+REPS = int(os.environ.get("BENCH_REPS", "1" if QUICK else "3"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "1" if QUICK else "5"))
+CONNS = (64, 256)
+SETTLE_ORDERS = 5000 if QUICK else 20000   # one partition of the mock broker holds ~5 MiB
+CEILING_N = 50000 if QUICK else 200000    # redis-benchmark requests per measurement
+OPEN_RATE = int(os.environ.get("BENCH_OPEN_RATE", "2000" if QUICK else "5000"))
+TOKEN = "bench-" + os.urandom(8).hex()
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+HUGE = 1000000000
+
+PROCS = []  # every Popen we started, stopped by PID in stop_all()
+
+
+def log(msg):
+    print("# " + msg, file=sys.stderr, flush=True)
+
+
+def find_bin():
+    env = os.environ.get("FLASHGATE_BIN")
+    cands = [env] if env else [os.path.join(SRC, "build")]
+    for d in cands:
+        if all(os.access(os.path.join(d, b), os.X_OK)
+               for b in ("flashgate", "flashgate-settle", "flashgate-load")):
+            return d
+    sys.exit("bench: flashgate, flashgate-settle, flashgate-load not found in %s "
+             "(run `make build`, or set FLASHGATE_BIN)" % cands[0])
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def start(argv, logpath, **kw):
+    f = open(logpath, "wb")
+    p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         start_new_session=True, **kw)
+    f.close()
+    PROCS.append(p)
+    return p
+
+
+def stop(p, grace=5.0):
+    if p.poll() is None:
+        try:
+            p.send_signal(signal.SIGTERM)
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        except ProcessLookupError:
+            pass
+    if p in PROCS:
+        PROCS.remove(p)
+
+
+def stop_all():
+    for p in list(reversed(PROCS)):
+        stop(p)
+
+
+def on_signal(signum, frame):
+    raise KeyboardInterrupt("signal %d" % signum)
+
+
+def http_req(port, method, path, body=None, token=None, timeout=5.0):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    hdr = {}
+    if body is not None:
+        body = json.dumps(body)
+        hdr["Content-Type"] = "application/json"
+    if token:
+        hdr["Authorization"] = "Bearer " + token
+    c.request(method, path, body=body, headers=hdr)
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, data
+
+
+def wait_http(port, path, proc, logpath, secs=15.0):
+    t_end = time.time() + secs
+    while time.time() < t_end:
+        if proc.poll() is not None:
+            break
+        try:
+            st, _ = http_req(port, "GET", path, timeout=1.0)
+            if st == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    tail = open(logpath, "rb").read()[-2000:].decode("utf-8", "replace")
+    raise RuntimeError("server on port %d did not answer %s:\n%s" % (port, path, tail))
+
+
+def cpu_ticks(pid, with_children=False):
+    """utime+stime of the process (all its threads), in clock ticks."""
+    pids = [pid]
+    if with_children:
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    st = open("/proc/%s/stat" % d).read()
+                except OSError:
+                    continue
+                if int(st[st.rindex(")") + 2:].split()[1]) == pid:
+                    pids.append(int(d))
+    total = 0
+    for p in pids:
+        st = open("/proc/%d/stat" % p).read()
+        f = st[st.rindex(")") + 2:].split()
+        total += int(f[11]) + int(f[12])  # fields 14 and 15 of stat(5)
+    return total
+
+
+# ---------------------------------------------------------------- servers
+
+class Gateway:
+    """One flashgate process with --threads 1 on free loopback ports."""
+
+    def __init__(self, tmp, name, binary, extra):
+        self.name = name
+        self.dir = os.path.join(tmp, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.port, self.admin = free_port(), free_port()
+        self.log = os.path.join(self.dir, "flashgate.log")
+        argv = [binary, "--listen", "127.0.0.1:%d" % self.port,
+                "--admin-listen", "127.0.0.1:%d" % self.admin, "--admin-token", TOKEN,
+                "--data-dir", os.path.join(self.dir, "data"), "--threads", "1",
+                "--server-trusted-proxies", "127.0.0.1/32", "--limits-ip-rps", "0",
+                "--log-level", "warn"] + extra
+        self.argv = argv
+        self.proc = start(argv, self.log)
+        wait_http(self.port, "/readyz", self.proc, self.log)
+        self.nsales = 0
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def url(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def put_sale(self, sale, stock, limit=1):
+        st, body = http_req(self.admin, "PUT", "/admin/v1/sales/" + sale,
+                            {"stock": stock, "per_user_limit": limit}, TOKEN)
+        if st not in (200, 201):
+            raise RuntimeError("PUT sale %s: %d %s" % (sale, st, body[:200]))
+
+    def new_sale(self, prefix, stock):
+        self.nsales += 1
+        sale = "%s-%d" % (prefix, self.nsales)
+        self.put_sale(sale, stock)
+        return sale
+
+    def sale_info(self, sale):
+        st, body = http_req(self.admin, "GET", "/admin/v1/sales/" + sale, token=TOKEN)
+        return json.loads(body) if st == 200 else {}
+
+
+def start_nginx(tmp):
+    d = os.path.join(tmp, "nginx")
+    os.makedirs(d, exist_ok=True)
+    port = free_port()
+    conf = open(os.path.join(SRC, "bench", "nginx.conf.in")).read()
+    conf = conf.replace("@PREFIX@", d).replace("@PORT@", str(port))
+    open(os.path.join(d, "nginx.conf"), "w").write(conf)
+    logp = os.path.join(d, "stdout.log")
+    argv = ["nginx", "-p", d, "-e", os.path.join(d, "error.log"), "-c",
+            os.path.join(d, "nginx.conf"), "-g", "daemon off; pid %s/nginx.pid;" % d]
+    p = start(argv, logp)
+    wait_http(port, "/", p, logp)
+    return p, port
+
+
+def start_redis(tmp):
+    d = os.path.join(tmp, "redis")
+    os.makedirs(d, exist_ok=True)
+    port = free_port()
+    logp = os.path.join(d, "redis.log")
+    p = start(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", d,
+               "--appendonly", "no", "--save", "", "--daemonize", "no"], logp)
+    t_end = time.time() + 10
+    while time.time() < t_end:
+        try:
+            if redis_cmd(port, "PING") == "PONG":
+                return p, port
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("redis-server did not start: " + open(logp).read()[-1000:])
+
+
+def redis_cmd(port, *args):
+    """One command over RESP; returns a simple/bulk string or int."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a.encode() if isinstance(a, str) else a
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    s.sendall(out)
+    buf = b""
+    while b"\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n")
+    if head[:1] == b"$":
+        n = int(head[1:])
+        while len(rest) < n + 2:
+            rest += s.recv(65536)
+        s.close()
+        return rest[:n].decode()
+    s.close()
+    if head[:1] == b"-":
+        raise RuntimeError("redis: " + head.decode())
+    return head[1:].decode()
+
+
+def reserve_script(tmp):
+    """The reserve script's exact text, from inventory/inv_redis_lua.h via cc."""
+    c = os.path.join(tmp, "lua.c")
+    exe = os.path.join(tmp, "lua")
+    open(c, "w").write('#include <stdio.h>\n#include "inventory/inv_redis_lua.h"\n'
+                       'int main(void) { fputs(INV_REDIS_LUA_RESERVE, stdout); return 0; }\n')
+    subprocess.run(["cc", "-I", SRC, "-o", exe, c], check=True)
+    return subprocess.run([exe], check=True, capture_output=True).stdout
+
+
+# ---------------------------------------------------------------- wrk
+
+RATE_LIMITED_LUA = r'''
+-- bench: one user hammering one sale (limits.user_rps=1): nearly every answer is 429.
+local sale = "rl"
+function init(args)
+   if args[1] then sale = args[1] end
+   wrk.method = "POST"
+   wrk.path = "/v1/sales/" .. sale .. "/orders"
+   wrk.headers["Content-Type"] = "application/json"
+   wrk.body = '{"user_id":"hammer","qty":1}'
+   statuses = {}
+end
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function response(status, headers, body) statuses[status] = (statuses[status] or 0) + 1 end
+function done(summary, latency, requests)
+   local total = {}
+   for _, t in ipairs(threads) do
+      for code, n in pairs(t:get("statuses") or {}) do total[code] = (total[code] or 0) + n end
+   end
+   io.write("answers:")
+   for code, n in pairs(total) do io.write(string.format(" %d=%d", code, n)) end
+   io.write("\n")
+end
+'''
+
+NGINX_LUA = r'''
+-- bench: the same request shape as the buy path (POST, small JSON body).
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"user_id":"u-1","qty":1}'
+'''
+
+
+def to_ms(v):
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", v)
+    if not m:
+        return float("nan")
+    x = float(m.group(1))
+    return {"us": x / 1000, "ms": x, "s": x * 1000, "m": x * 60000}[m.group(2)]
+
+
+def run_wrk(url, conns, secs, script, args=(), pid=None, pid_children=False):
+    argv = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % secs, "--latency", "--timeout", "5s",
+            "-s", script, url]
+    if args:
+        argv += ["--"] + list(args)
+    c0 = cpu_ticks(pid, pid_children) if pid else 0
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         start_new_session=True)
+    PROCS.append(p)
+    try:
+        out = p.communicate(timeout=secs + 60)[0].decode("utf-8", "replace")
+    finally:
+        stop(p)
+    c1 = cpu_ticks(pid, pid_children) if pid else 0
+    r = {"out": out}
+    m = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
+    if not m:
+        raise RuntimeError("wrk output not understood:\n" + out)
+    r["requests"] = int(m.group(1))
+    r["duration_s"] = to_ms(m.group(2) + m.group(3)) / 1000
+    r["rps"] = r["requests"] / r["duration_s"]
+    for q in ("50", "99"):
+        m = re.search(r"^\s+%s%%\s+(\S+)" % q, out, re.M)
+        r["p" + q] = to_ms(m.group(1)) if m else float("nan")
+    r["cpu_us"] = (c1 - c0) * 1e6 / CLK_TCK / max(r["requests"], 1) if pid else float("nan")
+    m = re.search(r"Socket errors: (.*)", out)
+    r["socket_errors"] = m.group(1).strip() if m else ""
+    r["answers"] = {}
+    m = re.search(r"^answers:(.*)$", out, re.M)
+    if m:
+        for kv in m.group(1).split():
+            k, v = kv.split("=")
+            r["answers"][int(k)] = int(v)
+    m = re.search(r"sold_out: (\d+) answers were not 410, e.g. (.*)", out)
+    if m:
+        r["answers"] = {410: r["requests"] - int(m.group(1)), 0: int(m.group(1))}
+        r["wrong_example"] = m.group(2)
+    elif "every answer was 410" in out:
+        r["answers"] = {410: r["requests"]}
+    return r
+
+
+def share(r, code):
+    tot = sum(r["answers"].values())
+    return r["answers"].get(code, 0) / tot if tot else float("nan")
+
+
+def med(xs):
+    xs = [x for x in xs if x == x]
+    return statistics.median(xs) if xs else float("nan")
+
+
+# ---------------------------------------------------------------- printing
+
+def fmt(x, nd=1):
+    if x != x:
+        return "-"
+    if abs(x) >= 1000:
+        return "{:,.0f}".format(x)
+    return ("{:.%df}" % nd).format(x)
+
+
+def table(head, rows):
+    w = [max(len(str(c)) for c in col) for col in zip(head, *rows)]
+    line = lambda cells: "  ".join(str(c).rjust(w[i]) if i else str(c).ljust(w[i])
+                                   for i, c in enumerate(cells))
+    print(line(head))
+    print("  ".join("-" * x for x in w))
+    for r in rows:
+        print(line(r))
+
+
+def version(argv):
+    try:
+        p = subprocess.run(argv, capture_output=True, timeout=10)
+        return (p.stdout + p.stderr).decode("utf-8", "replace").strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "?"
+
+
+# ---------------------------------------------------------------- the benchmarks
+
+def bench_http(tmp, bindir, scripts):
+    """Issue 2 (+5): nginx vs flashgate's buy path, closed loop; then one open-loop run."""
+    ngx, ngx_port = start_nginx(tmp)
+    gw = Gateway(tmp, "gw-spool", os.path.join(bindir, "flashgate"),
+                 ["--kafka-brokers", "none", "--limits-user-rps", "1"])
+    gwk = Gateway(tmp, "gw-relay", os.path.join(bindir, "flashgate"),
+                  ["--kafka-brokers", "embedded", "--limits-user-rps", "1"])
+    gw.put_sale("so", 0)
+    gw.put_sale("rl", HUGE)
+    cases = [
+        ("nginx return 200", None),
+        ("sold out (410)", 410),
+        ("rate limited (429)", 429),
+        ("accepted, spool only (202)", 202),
+        ("accepted, spool+relay (202)", 202),
+    ]
+    res = {(c, n): [] for c, _ in cases for n in CONNS}
+    for rep in range(REPS):
+        for conns in CONNS:
+            for case, _ in cases:
+                log("rep %d/%d, %d connections: %s" % (rep + 1, REPS, conns, case))
+                if case.startswith("nginx"):
+                    r = run_wrk("http://127.0.0.1:%d/" % ngx_port, conns, SECONDS,
+                                scripts["nginx"], pid=ngx.pid, pid_children=True)
+                elif case.startswith("sold"):
+                    r = run_wrk(gw.url(), conns, SECONDS, scripts["sold_out"], ["so"], gw.pid)
+                elif case.startswith("rate"):
+                    r = run_wrk(gw.url(), conns, SECONDS, scripts["rate"], ["rl"], gw.pid)
+                else:
+                    g = gw if "spool only" in case else gwk
+                    sale = g.new_sale("acc", HUGE)
+                    r = run_wrk(g.url(), conns, SECONDS, scripts["buy"], [sale], g.pid)
+                res[(case, conns)].append(r)
+    # open loop (issue 5): flashgate-load at a fixed rate below capacity, same gateway
+    log("open loop: flashgate-load at %d/s for %d s" % (OPEN_RATE, max(SECONDS, 2)))
+    ol = open_loop(tmp, bindir, gw)
+    stop(gwk.proc)
+    stop(gw.proc)
+    stop(ngx)
+    return cases, res, ol
+
+
+def open_loop(tmp, bindir, gw):
+    secs = max(SECONDS, 2)
+    sc = {
+        "name": "bench-open-loop", "seed": 7, "duration_s": secs, "drain_s": 5,
+        "targets": [gw.url()], "admin": "http://127.0.0.1:%d" % gw.admin,
+        "admin_token": TOKEN, "connections": 64,
+        "sale": {"id": "open-loop", "create": True, "stock": HUGE, "per_user_limit": 1,
+                 "start_offset_s": 0, "duration_s": 3600},
+        "crowd": {"users": OPEN_RATE * secs * 2, "addresses": 10000, "bot_fraction": 0},
+        "behaviour": {"poll_max": 0, "max_retries": 3},
+        "arrivals": [{"kind": "plateau", "duration_s": secs, "rate": OPEN_RATE}],
+    }
+    d = os.path.join(tmp, "open-loop")
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, "scenario.json")
+    json.dump(sc, open(path, "w"))
+    c0 = cpu_ticks(gw.pid)
+    p = subprocess.Popen([os.path.join(bindir, "flashgate-load"), "--scenario", path,
+                          "--no-audit", "--quiet", "--out", os.path.join(d, "out")],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    PROCS.append(p)
+    try:
+        out = p.communicate(timeout=secs + 60)[0].decode("utf-8", "replace")
+    finally:
+        stop(p)
+    c1 = cpu_ticks(gw.pid)
+    try:
+        rep = json.load(open(os.path.join(d, "out", "report.json")))
+    except (OSError, ValueError):
+        log("flashgate-load gave no report (exit %s):\n%s" % (p.returncode, out[-2000:]))
+        return None
+    f = rep["figures"]
+    lat = f["latency"].get("202") or f["latency"].get("all_buy") or {}
+    n = f.get("requests_buy", 0) + f.get("requests_poll", 0)
+    return {"rate": OPEN_RATE, "secs": secs, "requests": f.get("requests_buy", 0),
+            "answers": f.get("answers", {}), "p50": lat.get("p50_ms", float("nan")),
+            "p99": lat.get("p99_ms", float("nan")), "p999": lat.get("p999_ms", float("nan")),
+            "lag99": f.get("send_lag", {}).get("p99_ms", float("nan")),
+            "cpu_us": (c1 - c0) * 1e6 / CLK_TCK / max(n, 1), "exit": p.returncode}
+
+
+def bench_settle(tmp, bindir, scripts):
+    """Issue 3: accepted orders through spool + embedded broker + flashgate-settle into SQLite."""
+    gw = Gateway(tmp, "gw-settle", os.path.join(bindir, "flashgate"),
+                 ["--kafka-brokers", "embedded", "--limits-user-rps", "1"])
+    data = os.path.join(gw.dir, "data")
+    t_end = time.time() + 10
+    while not os.path.exists(os.path.join(data, "kafka.bootstrap")) and time.time() < t_end:
+        time.sleep(0.05)
+    slog = os.path.join(gw.dir, "settle.log")
+    settle = start([os.path.join(bindir, "flashgate-settle"), "--data-dir", data,
+                    "--log-level", "warn"], slog)
+    dbp = os.path.join(data, "orders.db")
+    # Warm-up: one order must reach the database before the measured sale opens,
+    # so that the consumer group's join is not counted as settlement latency.
+    warm = gw.new_sale("warm", 10)
+    http_req(gw.port, "POST", "/v1/sales/%s/orders" % warm, {"user_id": "warm-up", "qty": 1})
+    t_end = time.time() + 30
+    while db_count(dbp, warm) < 1 and time.time() < t_end:
+        time.sleep(0.1)
+    if db_count(dbp, warm) < 1:
+        log("warning: the warm-up order was not settled within 30 s")
+    sale = gw.new_sale("settle", SETTLE_ORDERS)
+    s0 = cpu_ticks(settle.pid)
+    log("settlement: %d units, wrk -c64 for %d s, then drain" % (SETTLE_ORDERS, SECONDS))
+    r = run_wrk(gw.url(), 64, SECONDS, scripts["buy"], [sale], gw.pid)
+    accepted = r["answers"].get(202, 0)
+    t_end = time.time() + 60
+    rows = 0
+    while time.time() < t_end:
+        rows = db_count(dbp, sale)
+        if rows >= accepted:
+            break
+        time.sleep(0.2)
+    s1 = cpu_ticks(settle.pid)
+    out = {"accepted": accepted, "rows": rows, "wrk": r,
+           "settle_cpu_us": (s1 - s0) * 1e6 / CLK_TCK / max(rows, 1)}
+    if rows:
+        con = sqlite3.connect("file:%s?mode=ro" % dbp, uri=True, timeout=5)
+        got = con.execute("SELECT accepted_at, settled_at FROM orders WHERE sale_id=? "
+                          "AND status='settled'", (sale,)).fetchall()
+        con.close()
+        acc = [a for a, _ in got]
+        st = [s for _, s in got]
+        e2e = sorted(s - a for a, s in got)
+        span_a = (max(acc) - min(acc)) / 1000 or float("nan")
+        span_s = (max(st) - min(st)) / 1000 or float("nan")
+        out.update({
+            "settled": len(got), "accept_rate": len(got) / span_a,
+            "settle_rate": len(got) / span_s,
+            "e2e_p50": e2e[len(e2e) // 2], "e2e_p99": e2e[min(len(e2e) - 1, len(e2e) * 99 // 100)],
+            "e2e_max": e2e[-1], "tail_ms": max(st) - max(acc)})
+    stop(settle)
+    stop(gw.proc)
+    return out
+
+
+def db_count(path, sale):
+    if not os.path.exists(path):
+        return 0
+    try:
+        con = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=1)
+        n = con.execute("SELECT count(*) FROM orders WHERE sale_id=?", (sale,)).fetchone()[0]
+        con.close()
+        return n
+    except sqlite3.Error:
+        return 0
+
+
+def bench_redis(tmp, bindir, scripts):
+    """Issue 4: the Redis backend through the gateway against redis-benchmark's EVALSHA ceiling."""
+    rs, rport = start_redis(tmp)
+    gw = Gateway(tmp, "gw-redis", os.path.join(bindir, "flashgate"),
+                 ["--kafka-brokers", "none", "--inventory", "redis://127.0.0.1:%d" % rport])
+    sha = redis_cmd(rport, "SCRIPT", "LOAD", reserve_script(tmp))
+    gw.put_sale("ceil", HUGE)  # the gateway writes its keys; redis-benchmark then reserves on them
+    if not redis_cmd(rport, "HGET", "{sale:ceil}:meta", "left"):
+        raise RuntimeError("the gateway did not write {sale:ceil}:meta into Redis")
+    res = {n: [] for n in CONNS}
+    ceil = []
+    for rep in range(REPS):
+        for conns in CONNS:
+            log("rep %d/%d, %d connections: accepted orders, Redis backend" % (rep + 1, REPS, conns))
+            sale = gw.new_sale("racc", HUGE)
+            c0 = cpu_ticks(rs.pid)
+            r = run_wrk(gw.url(), conns, SECONDS, scripts["buy"], [sale], gw.pid)
+            r["redis_cpu_us"] = ((cpu_ticks(rs.pid) - c0) * 1e6 / CLK_TCK /
+                                 max(r["answers"].get(202, 1), 1))
+            r["accepted_rps"] = r["answers"].get(202, 0) / r["duration_s"]
+            res[conns].append(r)
+        log("rep %d/%d: redis-benchmark EVALSHA reserve, -n %d -P 64" % (rep + 1, REPS, CEILING_N))
+        c0 = cpu_ticks(rs.pid)
+        p = subprocess.run(
+            ["redis-benchmark", "-h", "127.0.0.1", "-p", str(rport), "-n", str(CEILING_N),
+             "-P", "64", "-r", "100000000", "-q", "EVALSHA", sha, "4",
+             "{sale:ceil}:meta", "{sale:ceil}:users", "{sale:ceil}:orders", "{sale:ceil}:idem",
+             "u__rand_int__", "1", "", "o__rand_int__", "ceil"],
+            capture_output=True, timeout=120)
+        c1 = cpu_ticks(rs.pid)
+        txt = (p.stdout + p.stderr).decode("utf-8", "replace")
+        m = re.findall(r"([\d.]+) requests per second", txt)
+        if not m:
+            raise RuntimeError("redis-benchmark output not understood:\n" + txt[-1000:])
+        ceil.append({"rps": float(m[-1]),
+                     "redis_cpu_us": (c1 - c0) * 1e6 / CLK_TCK / CEILING_N})
+    stop(gw.proc)
+    stop(rs)
+    return res, ceil
+
+
+# ---------------------------------------------------------------- main
+
+def main():
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, on_signal)
+    bindir = find_bin()
+    for tool in ("nginx", "wrk", "redis-server", "redis-benchmark", "cc"):
+        if not shutil.which(tool):
+            sys.exit("bench: %s not found (deploy/ installs the dependencies)" % tool)
+    tmp = tempfile.mkdtemp(prefix="flashgate-bench-")
+    scripts = {"buy": os.path.join(SRC, "loadtest", "wrk", "buy.lua"),
+               "sold_out": os.path.join(SRC, "loadtest", "wrk", "sold_out.lua"),
+               "rate": os.path.join(tmp, "rate_limited.lua"),
+               "nginx": os.path.join(tmp, "nginx.lua")}
+    open(scripts["rate"], "w").write(RATE_LIMITED_LUA)
+    open(scripts["nginx"], "w").write(NGINX_LUA)
+    t0 = time.time()
+    load0 = open("/proc/loadavg").read().split()[:3]
+    try:
+        cases, res, ol = bench_http(tmp, bindir, scripts)
+        st = bench_settle(tmp, bindir, scripts)
+        rres, ceil = bench_redis(tmp, bindir, scripts)
+    finally:
+        stop_all()
+        if os.environ.get("BENCH_KEEP", "0") in ("", "0"):
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            log("kept " + tmp)
+    load1 = open("/proc/loadavg").read().split()[:3]
+    report(bindir, cases, res, ol, st, rres, ceil, load0, load1, time.time() - t0)
+
+
+def cpu_model():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "?"
+
+
+def mix_notes(res, code=None):
+    """Prints the answer mix of every run whose expected status is under 99%."""
+    want = {"sold": 410, "rate": 429, "acce": 202}
+    for (case, conns), rs in res.items():
+        c = code or want.get(case[:4])
+        for i, r in enumerate(rs):
+            if c and share(r, c) < 0.99:
+                print("  answers of %s c%d run %d: %s" % (case, conns, i + 1, " ".join(
+                    "%s=%d" % (k or "other", v) for k, v in sorted(r["answers"].items()))))
+
+
+def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed):
+    print("flashgate bench, %s%s" % (time.strftime("%Y-%m-%d %H:%M %Z"),
+                                    "  (BENCH_QUICK smoke pass)" if QUICK else ""))
+    print("machine: %d cores (%s), kernel %s; load average %s at start, %s at end"
+          % (os.cpu_count(), cpu_model(), os.uname().release, " ".join(load0), " ".join(load1)))
+    print("NOTE: the machine is shared and noisy; compare ratios within this run, not absolutes.")
+    print("versions: %s; %s; %s; %s" % (
+        version([os.path.join(bindir, "flashgate"), "--version"]), version(["nginx", "-v"]),
+        version(["wrk", "--version"]).split(" Copyright")[0], version(["redis-server", "--version"]).split(" sha=")[0]))
+    print("binaries: %s" % bindir)
+    print("setup: wrk -t1 on loopback, %d s per run, median of %d runs (runs interleaved); "
+          "flashgate --threads 1 (wrk uses the other core), nginx 1 worker; "
+          "server CPU = utime+stime of the server process (all threads; nginx master+worker) "
+          "over the run / requests completed" % (SECONDS, REPS))
+    print()
+    print("== Issue 2: buy path vs nginx `return 200` (closed loop, wrk) ==")
+    rows = []
+    target = {"sold out (410)": 1.0, "rate limited (429)": 1.0, "accepted, spool only (202)": 2.0}
+    for conns in CONNS:
+        ngx = med([r["cpu_us"] for r in res[("nginx return 200", conns)]])
+        for case, code in cases:
+            rs = res[(case, conns)]
+            cpu = med([r["cpu_us"] for r in rs])
+            ratio = cpu / ngx if ngx == ngx and ngx else float("nan")
+            t = target.get(case)
+            verdict = "" if t is None else ("%s (<= %.0fx)" % ("ok" if ratio <= t else "MISS", t))
+            shr = "" if code is None else "%.1f%%" % (100 * med([share(r, code) for r in rs]))
+            rows.append([case, conns, fmt(med([r["rps"] for r in rs]), 0),
+                         fmt(med([r["p50"] for r in rs]), 2), fmt(med([r["p99"] for r in rs]), 2),
+                         fmt(cpu, 1), "%s-%s" % (fmt(min(r["cpu_us"] for r in rs)),
+                                                 fmt(max(r["cpu_us"] for r in rs))),
+                         "%.2f" % ratio, shr, verdict])
+    table(["case", "conns", "req/s", "p50 ms", "p99 ms", "cpu us/req", "(min-max)", "x nginx",
+           "expected", "target"], rows)
+    mix_notes(res)
+    errs = ["%s c%d: %s" % (c, n, r["socket_errors"]) for (c, n), rs in res.items() for r in rs
+            if r["socket_errors"]]
+    for e in errs[:6]:
+        print("  wrk socket errors: " + e)
+    print("  'expected' = share of answers with the case's status (median); nginx is a POST "
+          "with the same JSON body; the relay case's CPU includes the producer, the embedded "
+          "broker and the gateway's own consumer threads (same process).")
+    print()
+    print("== Issue 5: open loop (flashgate-load) next to closed loop (wrk), accepted orders, "
+          "spool only, 64 connections ==")
+    wrk64 = res[("accepted, spool only (202)", 64)]
+    rows = [["closed loop: wrk, as fast as answers come back", fmt(med([r["rps"] for r in wrk64]), 0),
+             fmt(med([r["p50"] for r in wrk64]), 2), fmt(med([r["p99"] for r in wrk64]), 2), "-",
+             fmt(med([r["cpu_us"] for r in wrk64]), 1)]]
+    if ol:
+        rows.append(["open loop: flashgate-load, fixed %d/s for %d s" % (ol["rate"], ol["secs"]),
+                     fmt(ol["requests"] / ol["secs"], 0), fmt(ol["p50"], 2), fmt(ol["p99"], 2),
+                     fmt(ol["lag99"], 2), fmt(ol["cpu_us"], 1)])
+    table(["run", "req/s", "p50 ms", "p99 ms", "send lag p99", "cpu us/req"], rows)
+    if ol:
+        print("  open-loop answers: %s; latency from the scheduled send time (no coordinated "
+              "omission), 1 run" % json.dumps(ol["answers"], sort_keys=True))
+    else:
+        print("  open loop: flashgate-load gave no report")
+    print()
+    print("== Issue 3: spool + embedded Kafka + flashgate-settle into SQLite (1 run, wrk -c64, "
+          "%d units) ==" % SETTLE_ORDERS)
+    if st.get("settled"):
+        table(["accepted", "settled rows", "accepted orders/s", "settlement orders/s",
+               "e2e p50 ms", "e2e p99 ms", "e2e max ms", "settle cpu us/order"],
+              [[st["accepted"], st["settled"], fmt(st["accept_rate"], 0), fmt(st["settle_rate"], 0),
+                st["e2e_p50"], st["e2e_p99"], st["e2e_max"], fmt(st["settle_cpu_us"], 1)]])
+        print("  rates from orders.db: rows / span of accepted_at, rows / span of settled_at; "
+              "e2e = settled_at - accepted_at (ms clock); all on the same 2 cores as wrk")
+        if st["rows"] < st["accepted"]:
+            print("  WARNING: only %d of %d accepted orders reached the database within 60 s"
+                  % (st["rows"], st["accepted"]))
+    else:
+        print("  no settled rows (accepted %d): see flashgate-settle's log" % st["accepted"])
+    print()
+    print("== Issue 4: Redis backend, accepted orders vs redis-benchmark EVALSHA ceiling ==")
+    cmed = med([c["rps"] for c in ceil])
+    rows = []
+    for conns in CONNS:
+        rs = rres[conns]
+        acc = med([r["accepted_rps"] for r in rs])
+        rows.append(["gateway, wrk -c%d" % conns, fmt(acc, 0), fmt(med([r["p50"] for r in rs]), 2),
+                     fmt(med([r["p99"] for r in rs]), 2), fmt(med([r["cpu_us"] for r in rs]), 1),
+                     fmt(med([r["redis_cpu_us"] for r in rs]), 1),
+                     "%.1f%%" % (100 * med([share(r, 202) for r in rs])),
+                     "%.0f%%" % (100 * acc / cmed) if cmed else "-",
+                     "ok (>= 80%)" if cmed and acc / cmed >= 0.8 else "MISS (>= 80%)"])
+    rows.append(["redis-benchmark -P 64 EVALSHA reserve", fmt(cmed, 0), "-", "-", "-",
+                 fmt(med([c["redis_cpu_us"] for c in ceil]), 1), "-", "100%", ""])
+    table(["run", "orders/s", "p50 ms", "p99 ms", "gw cpu us/req", "redis cpu us/op", "202 share",
+           "of ceiling", "target"], rows)
+    mix_notes({("redis backend", n): rres[n] for n in CONNS}, 202)
+    print("  ceiling: redis-benchmark -n %d -P 64 -r 100000000 on the same redis-server, distinct "
+          "users (u__rand_int__), median of %d" % (CEILING_N, len(ceil)))
+    print()
+    print("elapsed %.0f s" % elapsed)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        stop_all()
+        print("bench: interrupted; every process it started is stopped", file=sys.stderr)
+        sys.exit(130)
+    except Exception:
+        stop_all()
+        raise
