@@ -92,6 +92,8 @@ def stop_all():
 
 
 def on_signal(signum, frame):
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
     raise KeyboardInterrupt("signal %d" % signum)
 
 
@@ -580,7 +582,7 @@ def bench_redis(tmp, bindir, scripts):
 # ---------------------------------------------------------------- main
 
 def main():
-    for s in (signal.SIGTERM, signal.SIGHUP):
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, on_signal)
     bindir = find_bin()
     for tool in ("nginx", "wrk", "redis-server", "redis-benchmark", "cc"):
