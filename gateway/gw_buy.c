@@ -318,7 +318,7 @@ bool gw_buy_handle(gw_req_t *r)
     oq_order_t *o = &r->order;
     cm_id_format(cm_id_next(&srv->ids, now_ms), o->order_id);
     memcpy(r->res.order_id, o->order_id, sizeof(o->order_id));
-    snprintf(o->sale_id, sizeof(o->sale_id), "%s", r->id);
+    memcpy(o->sale_id, r->id, sizeof(o->sale_id));
     memcpy(o->user_id, r->res.user_id, sizeof(o->user_id));
     memcpy(o->idem_key, r->res.idem_key, sizeof(o->idem_key));
     o->qty = r->res.qty;

@@ -228,7 +228,7 @@ struct gw_req {
     gw_route_t route;
     gw_req_state_t state;
     bool too_large, bad_media;
-    char id[INV_SALE_ID_MAX + 2]; /* sale or order id from the path */
+    char id[INV_SALE_ID_MAX + 1]; /* sale or order id from the path (checked) */
     size_t body_len, body_cap;
     char *body;
     char body_inline[512];
