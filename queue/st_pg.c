@@ -97,8 +97,8 @@ static int prepare_all(st_pg_t *s)
     static const Oid user_types[] = {OID_TEXT, OID_TEXT, OID_TEXT, OID_INT4, OID_INT8};
     static const Oid cancel_types[] = {OID_TEXT, OID_INT8, OID_TEXT};
     int ret;
-    if ((ret = prepare_one(s, "st_sel", "SELECT status, reason FROM orders WHERE order_id = $1",
-                           1, user_types)) ||
+    if ((ret = prepare_one(s, "st_sel", "SELECT status, reason FROM orders WHERE order_id = $1", 1,
+                           user_types)) ||
         (ret = prepare_one(s, "st_ins",
                            "INSERT INTO orders (order_id, sale_id, user_id, qty, accepted_at, node,"
                            " status, reason, settled_at, updated_at)"
@@ -157,9 +157,15 @@ static int insert(st_pg_t *s, const st_order_t *o, st_status_t status, const cha
     snprintf(at, sizeof(at), "%" PRId64, o->is_cancel ? (int64_t)0 : o->accepted_at_ms);
     snprintf(node, sizeof(node), "%" PRId32, o->node_id);
     snprintf(now, sizeof(now), "%" PRId64, cm_wall_ms());
-    const char *vals[9] = {o->order_id, o->sale_id, o->user_id, qty, at,
+    const char *vals[9] = {o->order_id,
+                           o->sale_id,
+                           o->user_id,
+                           qty,
+                           at,
                            (o->node_id >= 0 && !o->is_cancel) ? node : NULL,
-                           st_status_name(status), (reason && *reason) ? reason : NULL, now};
+                           st_status_name(status),
+                           (reason && *reason) ? reason : NULL,
+                           now};
     PGresult *res = PQexecPrepared(s->conn, "st_ins", 9, vals, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_COMMAND_OK)
         return fail(s, res, "insert");

@@ -43,7 +43,7 @@ struct st_settle {
     cm_rate_policy_t policy;
     _Atomic bool stop;
     _Atomic bool brokers_down;
-    bool reconnect; /* the brokers file changed while all brokers were down */
+    bool reconnect;            /* the brokers file changed while all brokers were down */
     uint64_t stop_deadline_ms; /* 0 until a stop is seen */
     uint64_t last_file_check_ms;
     /* delivery reports of the outcomes in flight (called on this thread) */
@@ -132,8 +132,8 @@ int st_sink_open(st_sink_t **out, const char *db, const char *data_dir, const st
 
 /*---- Message formats ----*/
 
-static int copy_str(json_t *root, const char *key, char *dst, size_t cap, bool required,
-                    char *err, size_t errlen)
+static int copy_str(json_t *root, const char *key, char *dst, size_t cap, bool required, char *err,
+                    size_t errlen)
 {
     json_t *v = json_object_get(root, key);
     if (!v) {
@@ -217,8 +217,8 @@ out:
 char *st_outcome_format(const st_order_t *o, const st_outcome_t *oc, int64_t at_ms)
 {
     json_t *obj = json_pack("{s:s, s:s, s:s, s:I, s:s, s:I}", "order_id", o->order_id, "sale_id",
-                            o->sale_id, "user_id", o->user_id, "qty", (json_int_t)o->qty,
-                            "status", st_status_name(oc->status), "at", (json_int_t)at_ms);
+                            o->sale_id, "user_id", o->user_id, "qty", (json_int_t)o->qty, "status",
+                            st_status_name(oc->status), "at", (json_int_t)at_ms);
     if (!obj)
         abort();
     if (*oc->reason)
@@ -321,7 +321,8 @@ static void clients_destroy(st_settle_t *st, bool leave_group)
     if (st->consumer) {
         if (leave_group)
             rd_kafka_consumer_close(st->consumer);
-        rd_kafka_destroy_flags(st->consumer, leave_group ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+        rd_kafka_destroy_flags(st->consumer,
+                               leave_group ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
         st->consumer = NULL;
     }
     if (st->producer) {
@@ -469,11 +470,11 @@ static int publish_outcomes(st_settle_t *st)
                 continue;
             char *val = st_outcome_format(&bm->order, &bm->outcome, at);
             for (;;) {
-                rd_kafka_resp_err_t e = rd_kafka_producev(
-                    st->producer, RD_KAFKA_V_TOPIC(st->outcomes_topic),
-                    RD_KAFKA_V_KEY(bm->order.sale_id, strlen(bm->order.sale_id)),
-                    RD_KAFKA_V_VALUE(val, strlen(val)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
-                    RD_KAFKA_V_END);
+                rd_kafka_resp_err_t e =
+                    rd_kafka_producev(st->producer, RD_KAFKA_V_TOPIC(st->outcomes_topic),
+                                      RD_KAFKA_V_KEY(bm->order.sale_id, strlen(bm->order.sale_id)),
+                                      RD_KAFKA_V_VALUE(val, strlen(val)),
+                                      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE), RD_KAFKA_V_END);
                 if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
                     st->dr_pending++;
                     break;
@@ -507,7 +508,8 @@ static int commit_offsets(st_settle_t *st)
     for (size_t i = 0; i < st->nbatch; i++) {
         rd_kafka_message_t *m = st->batch[i].m;
         const char *topic = rd_kafka_topic_name(m->rkt);
-        rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_find(list, topic, m->partition);
+        rd_kafka_topic_partition_t *tp =
+            rd_kafka_topic_partition_list_find(list, topic, m->partition);
         if (!tp)
             tp = rd_kafka_topic_partition_list_add(list, topic, m->partition);
         if (m->offset + 1 > tp->offset)
@@ -543,7 +545,7 @@ static void process_batch(st_settle_t *st)
         st_msg_t *bm = &st->batch[i];
         if (!bm->valid)
             continue;
-        _Atomic uint64_t *c = !bm->outcome.changed             ? &st->stats.duplicates
+        _Atomic uint64_t *c = !bm->outcome.changed               ? &st->stats.duplicates
                               : bm->outcome.status == ST_SETTLED ? &st->stats.settled
                               : bm->outcome.status == ST_FAILED  ? &st->stats.failed
                                                                  : &st->stats.cancelled;

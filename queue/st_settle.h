@@ -51,15 +51,15 @@ typedef struct st_settle_opts {
 } st_settle_opts_t;
 
 typedef struct st_settle_stats {
-    _Atomic uint64_t messages;  /* messages processed (committed batches) */
-    _Atomic uint64_t settled;   /* orders newly settled */
-    _Atomic uint64_t failed;    /* orders newly failed */
-    _Atomic uint64_t cancelled; /* orders newly cancelled */
-    _Atomic uint64_t duplicates;/* copies that changed nothing */
-    _Atomic uint64_t invalid;   /* unparseable messages, skipped */
-    _Atomic uint64_t batches;   /* committed batches */
-    _Atomic uint64_t db_errors; /* batches rolled back and retried */
-    _Atomic uint64_t outcomes;  /* outcomes delivered */
+    _Atomic uint64_t messages;   /* messages processed (committed batches) */
+    _Atomic uint64_t settled;    /* orders newly settled */
+    _Atomic uint64_t failed;     /* orders newly failed */
+    _Atomic uint64_t cancelled;  /* orders newly cancelled */
+    _Atomic uint64_t duplicates; /* copies that changed nothing */
+    _Atomic uint64_t invalid;    /* unparseable messages, skipped */
+    _Atomic uint64_t batches;    /* committed batches */
+    _Atomic uint64_t db_errors;  /* batches rolled back and retried */
+    _Atomic uint64_t outcomes;   /* outcomes delivered */
 } st_settle_stats_t;
 
 typedef struct st_settle st_settle_t;

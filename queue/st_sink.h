@@ -13,11 +13,10 @@
  *       sale_id     TEXT NOT NULL,
  *       user_id     TEXT NOT NULL,
  *       qty         INTEGER NOT NULL,
- *       accepted_at BIGINT NOT NULL,   -- ms since the epoch, from the gateway (0: cancel came first)
- *       node        INT,               -- gateway node id (NULL: cancel came first)
- *       status      TEXT NOT NULL,     -- 'settled' | 'failed' | 'cancelled'
- *       reason      TEXT,              -- why failed / cancelled, else NULL
- *       settled_at  BIGINT NOT NULL,   -- ms, when the row was first written
+ *       accepted_at BIGINT NOT NULL,   -- ms since the epoch, from the gateway (0: cancel came
+ * first) node        INT,               -- gateway node id (NULL: cancel came first) status TEXT
+ * NOT NULL,     -- 'settled' | 'failed' | 'cancelled' reason      TEXT,              -- why failed
+ * / cancelled, else NULL settled_at  BIGINT NOT NULL,   -- ms, when the row was first written
  *       updated_at  BIGINT NOT NULL);  -- ms, last status change
  *
  * A batch is one transaction: begin, then settle()/cancel() per message, then
@@ -48,9 +47,9 @@ typedef struct st_order {
     char idem_key[INV_IDEM_KEY_MAX + 1]; /* "" = none */
     uint32_t qty;
     int64_t accepted_at_ms;
-    int32_t node_id;                     /* -1 = unknown */
+    int32_t node_id; /* -1 = unknown */
     bool is_cancel;
-    char reason[ST_REASON_MAX + 1];      /* cancel reason; "" = none */
+    char reason[ST_REASON_MAX + 1]; /* cancel reason; "" = none */
 } st_order_t;
 
 /* Final statuses, as stored and as published ("settled", "failed", "cancelled"). */
@@ -99,8 +98,8 @@ struct st_sink {
 };
 
 typedef struct st_sink_opts {
-    const char *sql;           /* user's per-order statement ("" or NULL = none) */
-    uint32_t busy_timeout_ms;  /* SQLite lock wait; 0 = 5000 */
+    const char *sql;          /* user's per-order statement ("" or NULL = none) */
+    uint32_t busy_timeout_ms; /* SQLite lock wait; 0 = 5000 */
 } st_sink_opts_t;
 
 /*

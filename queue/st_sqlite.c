@@ -382,8 +382,7 @@ int st_sqlite_open(st_sink_t **out, const char *path, const st_sink_opts_t *opts
         sq_close(&s->base);
         return ret;
     }
-    if (opts && opts->sql && *opts->sql &&
-        (ret = prepare(s, opts->sql, &s->user, err, errlen))) {
+    if (opts && opts->sql && *opts->sql && (ret = prepare(s, opts->sql, &s->user, err, errlen))) {
         sq_close(&s->base);
         return ret;
     }

@@ -133,12 +133,11 @@ int ts_pg_start(ts_pg_t *pg)
     snprintf(data, sizeof(data), "%s/data", pg->dir);
     snprintf(log1, sizeof(log1), "%s/initdb.log", pg->dir);
     snprintf(log2, sizeof(log2), "%s/postgres.log", pg->dir);
-    char *iargv[] = {initdb, "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8",
-                     "--no-sync", "--no-instructions", NULL};
+    char *iargv[] = {initdb,  "-D", data,   "-U",        "postgres",          "-A",
+                     "trust", "-E", "UTF8", "--no-sync", "--no-instructions", NULL};
     pid_t ip = spawn(iargv, log1);
     int status = 0;
-    if (ip < 0 || waitpid(ip, &status, 0) != ip || !WIFEXITED(status) ||
-        WEXITSTATUS(status) != 0) {
+    if (ip < 0 || waitpid(ip, &status, 0) != ip || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         fprintf(stderr, "ts_pg: initdb failed\n");
         dump_log(pg->dir, "initdb.log");
         rm_rf(pg->dir);
@@ -148,11 +147,16 @@ int ts_pg_start(ts_pg_t *pg)
         pg->port = free_port();
         char port[16];
         snprintf(port, sizeof(port), "%d", pg->port);
-        char *pargv[] = {postgres, "-D", data, "-k", pg->dir, "-p", port, "-h", "127.0.0.1",
-                         "-F", "-c", "max_connections=50", "-c", "shared_buffers=32MB", NULL};
+        char *pargv[] = {postgres,    "-D",
+                         data,        "-k",
+                         pg->dir,     "-p",
+                         port,        "-h",
+                         "127.0.0.1", "-F",
+                         "-c",        "max_connections=50",
+                         "-c",        "shared_buffers=32MB",
+                         NULL};
         pg->pid = spawn(pargv, log2);
-        snprintf(pg->url, sizeof(pg->url), "postgresql://postgres@127.0.0.1:%d/postgres",
-                 pg->port);
+        snprintf(pg->url, sizeof(pg->url), "postgresql://postgres@127.0.0.1:%d/postgres", pg->port);
         for (int i = 0; i < 300; i++) { /* 30 s */
             if (PQping(pg->url) == PQPING_OK)
                 return 0;

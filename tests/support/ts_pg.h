@@ -13,10 +13,10 @@
 #include <sys/types.h>
 
 typedef struct ts_pg {
-    char dir[64];       /* temp dir: data/ and the socket */
+    char dir[64]; /* temp dir: data/ and the socket */
     int port;
-    pid_t pid;          /* the postmaster */
-    char url[128];      /* "postgresql://postgres@127.0.0.1:PORT/postgres" */
+    pid_t pid;     /* the postmaster */
+    char url[128]; /* "postgresql://postgres@127.0.0.1:PORT/postgres" */
 } ts_pg_t;
 
 /* true when the PostgreSQL 15 server binaries are installed. */

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include "common/cm_time.h"
@@ -32,10 +33,10 @@ typedef struct fx {
 
 /* What the outcomes topic said about order i ("E%06d"). */
 typedef struct seen {
-    int n[MAXORD];          /* outcomes for the order */
-    int status[MAXORD];     /* last status */
+    int n[MAXORD];      /* outcomes for the order */
+    int status[MAXORD]; /* last status */
     char reason[MAXORD][64];
-    long other;             /* outcomes for ids outside E000000.. */
+    long other; /* outcomes for ids outside E000000.. */
 } seen_t;
 
 static const char *const topics[] = {ST_DEFAULT_TOPIC, ST_DEFAULT_OUTCOMES_TOPIC, NULL};
@@ -272,8 +273,8 @@ static void test_cancel_and_failed(void **state)
     sqlite3_close(db);
 
     runner_t r;
-    st_settle_opts_t o = {.batch = 3, .batch_wait_ms = 20,
-                          .sql = "INSERT INTO ledger VALUES (:user_id, :qty)"};
+    st_settle_opts_t o = {
+        .batch = 3, .batch_wait_ms = 20, .sql = "INSERT INTO ledger VALUES (:user_id, :qty)"};
     start_settle(&r, f, &o);
     wait_messages(&r, n);
     stop_settle(&r);

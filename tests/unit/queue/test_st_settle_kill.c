@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
 #include <cmocka.h>
 
 #include "queue/st_settle.h"
@@ -61,8 +62,12 @@ static void child_main(int rfd)
         _exit(0); /* not used */
     static const char *const props[] = {"consumer.session.timeout.ms=6000",
                                         "consumer.heartbeat.interval.ms=500"};
-    st_settle_opts_t o = {.brokers = bootstrap, .data_dir = dir, .max_rate_milli = rate,
-                          .batch = (uint32_t)batch, .kafka_props = props, .n_kafka_props = 2};
+    st_settle_opts_t o = {.brokers = bootstrap,
+                          .data_dir = dir,
+                          .max_rate_milli = rate,
+                          .batch = (uint32_t)batch,
+                          .kafka_props = props,
+                          .n_kafka_props = 2};
     char err[512];
     if (st_settle_new(&g_st, &o, err, sizeof(err)) != 0) {
         fprintf(stderr, "child: %s\n", err);

@@ -104,7 +104,8 @@ static void test_cancel_failed(void **state)
     case_cancel_failed(*state);
 }
 
-/* A database error (lock held by another writer past busy_timeout) fails the batch, not the order. */
+/* A database error (lock held by another writer past busy_timeout) fails the batch, not the order.
+ */
 static void test_busy_is_batch_error(void **state)
 {
     ts_sink_fixture_t *f = *state;
