@@ -32,7 +32,8 @@
  * settle_cap ids; the older generation is dropped when the newer one fills);
  * a delivered ORDER record is done when its id is in the set; a cancel EVENT
  * when a "cancelled" or "failed" outcome for its order is there, or 30 s after
- * delivery. Released ids are removed from the set.
+ * delivery. Released ids are removed from the set, except those with a
+ * cancelled/failed outcome (see settle_get).
  */
 #include "queue/oq_relay.h"
 
@@ -208,7 +209,13 @@ static void settle_add(oq_relay_t *r, const char *id, unsigned bits)
     pthread_mutex_unlock(&r->smu);
 }
 
-/* Returns the outcome bits of id (0 = none); with remove, forgets it. */
+/*
+ * Returns the outcome bits of id (0 = none); with remove, forgets it, unless a
+ * final outcome (cancelled/failed) is recorded: a cancel record later in the
+ * ring (a second cancel of the order, or a cancel queued behind its order)
+ * needs that bit, or it would hold the release point for the 30 s grace. Such
+ * ids leave with their generation.
+ */
 static unsigned settle_get(oq_relay_t *r, const char *id, bool remove)
 {
     unsigned bits = 0;
@@ -217,7 +224,7 @@ static unsigned settle_get(oq_relay_t *r, const char *id, bool remove)
         snode_t **pp = sset_slot(&r->sets[g], &r->hkey, id);
         if (*pp) {
             bits |= (*pp)->bits;
-            if (remove) {
+            if (remove && !((*pp)->bits & OUT_CANCELLED)) {
                 snode_t *n = *pp;
                 *pp = n->next;
                 free(n);
