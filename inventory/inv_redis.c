@@ -14,7 +14,7 @@
  *
  * Threads and connections:
  * - Each worker loop (inv_worker_open with a loop) has `pool` hiredis async
- *   contexts on that loop (adapters/libuv.h). inv_reserve sends one EVALSHA
+ *   contexts on that loop (our copy of adapters/libuv.h, see rl_attach). inv_reserve sends one EVALSHA
  *   and returns INV_PENDING; hiredis pipelines everything in flight. A timer
  *   per worker fails calls older than timeout_ms (req->done exactly once);
  *   a late answer that reserved units is compensated by a release. A lost
@@ -39,7 +39,6 @@
 #include "common/cm_log.h"
 
 #include <errno.h>
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <stdarg.h>
@@ -397,6 +396,100 @@ static int admin_state(rb_t *rb, const char *sale_id, inv_sale_info_t *out)
 
 /*---- Async connections (worker loops and the sync thread) ----*/
 
+/*
+ * hiredis 0.14's adapters/libuv.h, with one fix: libuv reports POLLERR (a
+ * refused non-blocking connect, a reset connection) as status UV_EBADF and
+ * stops the handle, and that adapter then just returns, so hiredis never
+ * learns of it: the context stays "connecting" (or "up") forever, its
+ * commands never answer and it is never re-opened (seen after a Redis
+ * restart). Here an error is handed to hiredis as readiness for what it was
+ * waiting for, so its own read/connect check fails the context as usual.
+ */
+typedef struct rl_events {
+    redisAsyncContext *context;
+    uv_poll_t handle;
+    int events;
+} rl_events_t;
+
+static void rl_poll(uv_poll_t *handle, int status, int events)
+{
+    rl_events_t *p = handle->data;
+    if (status != 0)
+        events = p->events ? p->events : UV_READABLE | UV_WRITABLE;
+    if (p->context != NULL && (events & UV_READABLE))
+        redisAsyncHandleRead(p->context);
+    if (p->context != NULL && (events & UV_WRITABLE))
+        redisAsyncHandleWrite(p->context);
+}
+
+static void rl_update(rl_events_t *p)
+{
+    if (p->events)
+        uv_poll_start(&p->handle, p->events, rl_poll);
+    else
+        uv_poll_stop(&p->handle);
+}
+
+static void rl_add_read(void *privdata)
+{
+    rl_events_t *p = privdata;
+    p->events |= UV_READABLE;
+    rl_update(p);
+}
+
+static void rl_del_read(void *privdata)
+{
+    rl_events_t *p = privdata;
+    p->events &= ~UV_READABLE;
+    rl_update(p);
+}
+
+static void rl_add_write(void *privdata)
+{
+    rl_events_t *p = privdata;
+    p->events |= UV_WRITABLE;
+    rl_update(p);
+}
+
+static void rl_del_write(void *privdata)
+{
+    rl_events_t *p = privdata;
+    p->events &= ~UV_WRITABLE;
+    rl_update(p);
+}
+
+static void rl_on_close(uv_handle_t *handle)
+{
+    free(handle->data);
+}
+
+static void rl_cleanup(void *privdata)
+{
+    rl_events_t *p = privdata;
+    p->context = NULL;
+    uv_close((uv_handle_t *)&p->handle, rl_on_close);
+}
+
+static int rl_attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    if (ac->ev.data != NULL)
+        return REDIS_ERR;
+    rl_events_t *p = cm_xcalloc(1, sizeof(*p));
+    if (uv_poll_init(loop, &p->handle, ac->c.fd) != 0) {
+        free(p);
+        return REDIS_ERR;
+    }
+    ac->ev.addRead = rl_add_read;
+    ac->ev.delRead = rl_del_read;
+    ac->ev.addWrite = rl_add_write;
+    ac->ev.delWrite = rl_del_write;
+    ac->ev.cleanup = rl_cleanup;
+    ac->ev.data = p;
+    p->handle.data = p;
+    p->context = ac;
+    return REDIS_OK;
+}
+
 /* Opens an async context on `loop`, queues AUTH and SELECT. NULL if it failed at once. */
 static redisAsyncContext *async_open(rb_t *rb, uv_loop_t *loop, void *data,
                                      redisConnectCallback *on_conn,
@@ -411,7 +504,7 @@ static redisAsyncContext *async_open(rb_t *rb, uv_loop_t *loop, void *data,
         return NULL;
     }
     ac->data = data;
-    if (redisLibuvAttach(ac, loop) != REDIS_OK) {
+    if (rl_attach(ac, loop) != REDIS_OK) {
         redisAsyncFree(ac);
         return NULL;
     }
