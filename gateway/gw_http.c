@@ -325,6 +325,11 @@ void gw_req_finish(gw_req_t *r)
     r->state = GW_ST_DONE;
     MHD_resume_connection(r->conn);
     w->need_run = true;
+    /* The check phase runs MHD only after the next poll: when we are called
+     * from a timer (a Redis call timing out), that poll would block until
+     * unrelated I/O and the answer would wait. A 0 ms timer makes it return at
+     * once; drive() re-arms the timer from MHD's own timeout afterwards. */
+    uv_timer_start(&w->timer, on_timer, 0, 0);
 }
 
 static void close_cb(uv_handle_t *h)
