@@ -559,6 +559,8 @@ struct rw {
     uint32_t nconns, rr;
     uv_timer_t tick;
     rop_t pending; /* sentinel */
+    rop_t doubt;   /* sentinel: reserves whose answer was lost with the connection */
+    uint32_t ndoubt;
     bool is_closing;
     int open_handles;
 };
@@ -600,6 +602,8 @@ static void conn_retry(rconn_t *c)
     uv_timer_start(&c->retry, conn_retry_cb, c->backoff_ms, 0);
 }
 
+static void doubt_flush(rw_t *w);
+
 static void conn_on_connect(const redisAsyncContext *ac, int status)
 {
     rconn_t *c = ac->data;
@@ -613,6 +617,7 @@ static void conn_on_connect(const redisAsyncContext *ac, int status)
     }
     c->is_up = true;
     c->backoff_ms = 0;
+    doubt_flush(c->w);
 }
 
 static void conn_on_disconnect(const redisAsyncContext *ac, int status)
@@ -724,6 +729,53 @@ static void op_compensate(rop_t *op)
                 op->sale_id, op->order_id);
 }
 
+#define DOUBT_MAX 100000
+
+static void doubt_add(rop_t *op)
+{
+    rw_t *w = op->w;
+    if (w->ndoubt >= DOUBT_MAX) {
+        cm_log_error("inv", "too many reserves with a lost answer; this one stays held",
+                     "sale=%s order=%s", op->sale_id, op->order_id);
+        free(op);
+        return;
+    }
+    op->prev = w->doubt.prev;
+    op->next = &w->doubt;
+    w->doubt.prev->next = op;
+    w->doubt.prev = op;
+    w->ndoubt++;
+}
+
+/* Sends a release for every reserve whose answer was lost, on a connection that is up. */
+static void doubt_flush(rw_t *w)
+{
+    if (w->doubt.next == &w->doubt || w->is_closing)
+        return;
+    rconn_t *c = NULL;
+    for (uint32_t i = 0; i < w->nconns && !c; i++)
+        if (w->conns[i].ac && w->conns[i].is_up)
+            c = &w->conns[i];
+    if (!c)
+        return;
+    cm_log_warn("inv", "releasing reserves whose answer was lost with the connection",
+                "count=%u", w->ndoubt);
+    while (w->doubt.next != &w->doubt) {
+        rop_t *op = w->doubt.next;
+        op->prev->next = op->next;
+        op->next->prev = op->prev;
+        op->prev = op->next = op;
+        w->ndoubt--;
+        op->conn = c;
+        op->is_compensation = true;
+        op->is_reloaded = false;
+        if (op_send(op, SC_RELEASE) < 0) {
+            doubt_add(op); /* the connection went away again: next time */
+            return;
+        }
+    }
+}
+
 static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     (void)ac;
@@ -738,7 +790,26 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
             return;
         r = NULL;
     }
+    if (!r && !op->w->is_closing && op->idem_key[0] == '\0') {
+        /* Sent, then the connection went away (Redis killed or restarted):
+         * Redis may have run it, and with AOF kept it, with no one to hold
+         * the order. The caller hears "unavailable"; the release is sent
+         * once a connection is back (a no-op if it never reserved). With an
+         * idempotency key a retry may have claimed the order meanwhile, so
+         * those are left alone (XXX: a lost hold then stays held). */
+        if (op->req) {
+            br_failure(rb);
+            op_complete(op, CM_EBACKEND);
+        }
+        doubt_add(op);
+        return;
+    }
     if (op->is_compensation) {
+        if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "LOADING", 7) == 0 &&
+            !op->w->is_closing) {
+            doubt_add(op); /* a restarted Redis still reading its AOF: again later */
+            return;
+        }
         if (!r || r->type == REDIS_REPLY_ERROR)
             cm_log_error("inv", "late reservation could not be released", "sale=%s order=%s",
                          op->sale_id, op->order_id);
@@ -857,6 +928,8 @@ static int redis_reserve(inv_worker_t *wk, inv_reserve_req_t *req)
     }
     if (!w->loop)
         return sync_reserve(w, req);
+    if (w->ndoubt)
+        doubt_flush(w); /* e.g. Redis answered LOADING when the connection came back */
     if (!req->done)
         return CM_EINVAL;
     if (!br_allow(rb))
@@ -907,6 +980,7 @@ static int redis_worker_open(inv_t *inv, struct uv_loop_s *loop, inv_worker_t *w
     w->rb = rb;
     w->loop = loop;
     w->pending.next = w->pending.prev = &w->pending;
+    w->doubt.next = w->doubt.prev = &w->doubt;
     wk->backend = w;
     if (!loop)
         return 0; /* connects on first use */
@@ -951,6 +1025,16 @@ static void redis_worker_close(inv_worker_t *wk)
     }
     while (w->pending.next != &w->pending)
         op_complete(w->pending.next, CM_EBACKEND); /* cannot happen; belt and braces */
+    if (w->ndoubt)
+        cm_log_warn("inv", "closing with reserves whose answer was lost; they stay held",
+                    "count=%u", w->ndoubt);
+    while (w->doubt.next != &w->doubt) {
+        rop_t *op = w->doubt.next;
+        op->prev->next = op->next;
+        op->next->prev = op->prev;
+        free(op);
+    }
+    w->ndoubt = 0;
     for (uint32_t i = 0; i < w->nconns; i++) {
         uv_timer_stop(&w->conns[i].retry);
         uv_close((uv_handle_t *)&w->conns[i].retry, retry_closed);
