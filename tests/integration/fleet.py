@@ -17,7 +17,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import Gateway, free_port  # noqa: E402,F401
+from fg import BIN, Gateway, free_port  # noqa: E402,F401
 
 REDIS_SERVER = os.environ.get("FLASHGATE_REDIS_SERVER") or shutil.which("redis-server")
 
@@ -292,3 +292,17 @@ class Crowd:
         self.stop.set()
         for t in self.threads:
             t.join(10)
+
+
+def spool_orders(g, sale=None):
+    """Order ids in g's spool (flashgate-spool dump), optionally of one sale only."""
+    out = subprocess.run([os.path.join(BIN, "flashgate-spool"), "dump", "--data-dir", g.data_dir],
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise RuntimeError("flashgate-spool dump failed: %s" % out.stderr)
+    ids = []
+    for line in out.stdout.splitlines():
+        rec = json.loads(line)
+        if "order_id" in rec and (sale is None or rec.get("sale_id") == sale):
+            ids.append(rec["order_id"])
+    return ids
