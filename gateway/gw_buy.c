@@ -1,9 +1,10 @@
 /*
  * The buy path, POST /v1/sales/{sale}/orders, cheapest rejection first:
  *   1. overload guard (draining, too many waiting requests on this loop)
- *   2. parse and validate (content type and size were checked by gw_http.c)
- *   3. sale state from the local view: unknown 404, not started 425, ended 410,
- *      sold out 410 from the local flag (no backend round trip)
+ *   2. sale state from the local view, which needs only the request head:
+ *      unknown 404, sold out 410 from the local flag (a cached response, no
+ *      backend round trip, no body parsing), not started 425, ended 410
+ *   3. parse and validate the body (type and size were checked by gw_http.c)
  *   4. rate limits: user, IP, sale, global (a refusal consumes nothing)
  *   5. the inventory's atomic step (stock, per-user limit, idempotency key)
  *   6. the durable spool record, before the answer
@@ -250,9 +251,8 @@ bool gw_buy_handle(gw_req_t *r)
         return false;
     }
 
-    /* 2. parse and validate */
-    if (!parse_body(r))
-        return false;
+    /* 2. the idempotency key, then the sale's state from the local view: both
+     * need only the request head, so a sold-out crowd costs no body parsing. */
     const char *ik = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Idempotency-Key");
     r->res.idem_key[0] = '\0';
     if (ik) {
@@ -264,11 +264,16 @@ bool gw_buy_handle(gw_req_t *r)
         }
         memcpy(r->res.idem_key, ik, iklen + 1);
     }
-
-    /* 3. sale state, from the local view */
     inv_sale_t *sale = inv_sale_find(srv->inv, r->id);
     if (!sale) {
         gw_resp_error(&r->resp, GW_R_UNKNOWN_SALE, NULL, "no sale %s", r->id);
+        return false;
+    }
+    /* A keyed retry must still find its original order after the sale sold out. */
+    if (!r->res.idem_key[0] && inv_sale_sold_out(sale)) {
+        r->cached = gw_sold_out_response(w, sale);
+        if (!r->cached)
+            gw_resp_error(&r->resp, GW_R_SOLD_OUT, NULL, "sale %s is sold out", r->id);
         return false;
     }
     inv_sale_info_t info;
@@ -286,15 +291,14 @@ bool gw_buy_handle(gw_req_t *r)
         gw_resp_error(&r->resp, GW_R_SALE_ENDED, NULL, "sale %s has ended", r->id);
         return false;
     }
+
+    /* 3. parse and validate the body */
+    if (!parse_body(r))
+        return false;
     if (r->res.qty > info.per_user_limit) {
         gw_resp_error(&r->resp, GW_R_LIMIT_PER_USER, NULL,
                       "qty %u exceeds the per-user limit of %u", r->res.qty,
                       info.per_user_limit);
-        return false;
-    }
-    /* A keyed retry must still find its original order after the sale sold out. */
-    if (!r->res.idem_key[0] && inv_sale_sold_out(sale)) {
-        gw_resp_error(&r->resp, GW_R_SOLD_OUT, NULL, "sale %s is sold out", r->id);
         return false;
     }
 

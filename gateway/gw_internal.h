@@ -185,6 +185,12 @@ struct gw_worker {
     int sync_result;
     uint32_t suspended;
     atomic_bool stopping;
+    /* Prepared 410 sold_out answers, one per sale: 99% of a sale's crowd gets one. */
+    struct {
+        const inv_sale_t *sale;
+        struct MHD_Response *resp;
+    } sold_out_cache[32];
+    unsigned nsold_out;
 };
 
 struct gw_server {
@@ -234,6 +240,7 @@ struct gw_req {
     char body_inline[512];
     inv_reserve_req_t res;
     oq_order_t order;
+    struct MHD_Response *cached; /* a prepared answer (sold out), sent instead of resp */
     gw_resp_t resp;
 };
 
@@ -257,6 +264,8 @@ void gw_req_finish(gw_req_t *req);
 
 /* The public routes (gw_buy.c). Fill req->resp or suspend (return true if suspended). */
 bool gw_buy_handle(gw_req_t *req);
+/* The worker's prepared sold-out answer for sale, or NULL. Loop thread only. */
+struct MHD_Response *gw_sold_out_response(gw_worker_t *w, const inv_sale_t *sale);
 /* Once per loop iteration: starts the fsync of the waiting accepts (group commit). */
 void gw_buy_loop_tick(gw_worker_t *w);
 void gw_order_handle(gw_req_t *req);
