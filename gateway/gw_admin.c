@@ -391,6 +391,7 @@ static void limits_patch(gw_server_t *srv, admin_req_t *ar, gw_resp_t *p)
         /* All valid: apply at once. Buckets keep their tokens. */
         for (int s = 0; s < GW_SCOPE_COUNT; s++)
             gw_limits_set(srv->limits, (gw_scope_t)s, pol[s]);
+        pthread_mutex_lock(&srv->cfg_mu);
         srv->cfg->global_rps = pol[GW_SCOPE_GLOBAL].rate_milli;
         srv->cfg->global_burst = pol[GW_SCOPE_GLOBAL].burst;
         srv->cfg->sale_rps = pol[GW_SCOPE_SALE].rate_milli;
@@ -399,6 +400,7 @@ static void limits_patch(gw_server_t *srv, admin_req_t *ar, gw_resp_t *p)
         srv->cfg->user_burst = pol[GW_SCOPE_USER].burst;
         srv->cfg->ip_rps = pol[GW_SCOPE_IP].rate_milli;
         srv->cfg->ip_burst = pol[GW_SCOPE_IP].burst;
+        pthread_mutex_unlock(&srv->cfg_mu);
         char why[256] = "";
         if (gw_fleet_publish_limits(srv, why, sizeof(why)) != 0)
             cm_log_warn("admin", "limits changed here but not published to the fleet",
@@ -473,6 +475,7 @@ static char *stats_json(gw_server_t *srv)
 static char *config_json(gw_server_t *srv)
 {
     json_t *o = json_object();
+    pthread_mutex_lock(&srv->cfg_mu);
     for (const cm_opt_t *opt = srv->conf->opts; opt->key; opt++) {
         char val[4200];
         cm_conf_format(srv->conf, opt, val, sizeof(val));
@@ -480,6 +483,7 @@ static char *config_json(gw_server_t *srv)
                             json_pack("{s:s,s:s}", "value", val, "source",
                                       cm_src_name(srv->conf->src[opt - srv->conf->opts])));
     }
+    pthread_mutex_unlock(&srv->cfg_mu);
     char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(o);
     return s;

@@ -313,12 +313,14 @@ static uint64_t *cfg_burst(gw_config_t *c, gw_scope_t s)
 static char *limits_to_json(gw_fleet_t *f)
 {
     json_t *o = json_object();
+    pthread_mutex_lock(&f->srv->cfg_mu);
     for (size_t i = 0; i < sizeof(limit_names) / sizeof(limit_names[0]); i++) {
         json_object_set_new(o, limit_names[i].rps,
                             json_integer((json_int_t)*cfg_rate(f->srv->cfg, limit_names[i].scope)));
         json_object_set_new(o, limit_names[i].burst,
                             json_integer((json_int_t)*cfg_burst(f->srv->cfg, limit_names[i].scope)));
     }
+    pthread_mutex_unlock(&f->srv->cfg_mu);
     char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(o);
     return s;
@@ -349,8 +351,10 @@ static int apply_limits_json(gw_fleet_t *f, const char *s, size_t len)
             (uint64_t)bv > CM_RATE_BURST_MAX || (rv > 0 && bv < 1))
             continue;
         gw_scope_t sc = limit_names[i].scope;
+        pthread_mutex_lock(&f->srv->cfg_mu);
         *cfg_rate(f->srv->cfg, sc) = (uint64_t)rv;
         *cfg_burst(f->srv->cfg, sc) = (uint64_t)bv;
+        pthread_mutex_unlock(&f->srv->cfg_mu);
         gw_limits_set(f->srv->limits, sc,
                       (cm_rate_policy_t){.rate_milli = (uint64_t)rv, .burst = (uint64_t)bv});
         applied++;

@@ -195,6 +195,9 @@ struct gw_worker {
 
 struct gw_server {
     gw_config_t *cfg;
+    /* Guards cfg's runtime-changeable fields (limits) written by the admin API and
+     * the fleet thread. Lock order: fleet's own locks, then this one. */
+    pthread_mutex_t cfg_mu;
     cm_conf_t *conf;
     inv_t *inv;
     oq_spool_t *spool;
@@ -221,7 +224,11 @@ struct gw_server {
     uv_loop_t main_loop;
 };
 
-/* Per-request context: allocated on MHD's first handler call, freed in NOTIFY_COMPLETED. */
+/*
+ * Per-request context: allocated on MHD's first handler call, freed in
+ * NOTIFY_COMPLETED, recycled through a per-worker free list. Fields before
+ * body_inline are zeroed on reuse; the rest is written before it is read.
+ */
 typedef enum { GW_ROUTE_NONE = 0, GW_ROUTE_BUY, GW_ROUTE_ORDER, GW_ROUTE_SALE, GW_ROUTE_HEALTH,
                GW_ROUTE_READY } gw_route_t;
 
@@ -234,13 +241,13 @@ struct gw_req {
     gw_route_t route;
     gw_req_state_t state;
     bool too_large, bad_media;
+    struct MHD_Response *cached; /* a prepared answer (sold out), sent instead of resp */
     char id[INV_SALE_ID_MAX + 1]; /* sale or order id from the path (checked) */
     size_t body_len, body_cap;
     char *body;
     char body_inline[512];
     inv_reserve_req_t res;
     oq_order_t order;
-    struct MHD_Response *cached; /* a prepared answer (sold out), sent instead of resp */
     gw_resp_t resp;
 };
 

@@ -187,6 +187,7 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
     int rc;
     srv->cfg = cfg;
     srv->conf = conf;
+    pthread_mutex_init(&srv->cfg_mu, NULL);
     srv->started_ms = cm_wall_ms();
     srv->body_limit = cfg->body_limit;
     srv->max_suspended = MAX_SUSPENDED_PER_WORKER;
@@ -203,6 +204,11 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
         return rc;
     srv->orders = gw_orders_new();
     srv->limits = gw_limits_new(cfg->limiter_max_keys);
+    if (!srv->limits) {
+        snprintf(errbuf, errlen, "cannot allocate the limiter table for %llu keys",
+                 (unsigned long long)cfg->limiter_max_keys);
+        return CM_ENOMEM;
+    }
     gw_apply_limits(srv);
 
     char inv_url[700];
