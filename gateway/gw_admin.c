@@ -268,7 +268,8 @@ static void sale_put(gw_server_t *srv, const char *id, admin_req_t *ar, gw_resp_
     json_decref(j);
 }
 
-static void sale_restock(gw_server_t *srv, const char *id, admin_req_t *ar, gw_resp_t *p)
+static void sale_restock(gw_server_t *srv, const char *id, const char *key, admin_req_t *ar,
+                         gw_resp_t *p)
 {
     json_t *j = parse_object(ar, p);
     if (!j)
@@ -278,10 +279,14 @@ static void sale_restock(gw_server_t *srv, const char *id, admin_req_t *ar, gw_r
     if (only_keys(j, keys, p) && get_int(j, "add", 1, 1000000000000LL, true, &add, p)) {
         inv_sale_info_t info;
         char why[256] = "";
-        int rc = inv_restock(srv->inv, id, add, &info, why, sizeof(why));
+        int rc = inv_restock_keyed(srv->inv, id, add, key, &info, why, sizeof(why));
         if (rc == 0) {
             sale_reply(p, GW_R_OK, &info);
             cm_log_info("admin", "sale restocked", "sale=%s add=%lld", id, (long long)add);
+        } else if (rc == INV_RESTOCK_REPLAYED) {
+            /* A retry of a restock that was applied: the same answer, nothing added. */
+            sale_reply(p, GW_R_OK, &info);
+            gw_resp_header(p, "Idempotent-Replayed", "true");
         } else {
             inv_error(p, rc, why, id);
         }
@@ -595,7 +600,10 @@ static enum MHD_Result admin_cb(void *cls, struct MHD_Connection *c, const char 
                 }
             } else if (strcmp(slash, "/restock") == 0) {
                 if (strcmp(method, "POST") == 0)
-                    sale_restock(srv, id, ar, p);
+                    sale_restock(srv, id,
+                                 MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                             "Idempotency-Key"),
+                                 ar, p);
                 else
                     allow = "POST";
             } else {

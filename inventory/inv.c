@@ -370,6 +370,12 @@ int inv_sale_put(inv_t *inv, const inv_sale_def_t *def, inv_sale_info_t *out, ch
 int inv_restock(inv_t *inv, const char *sale_id, int64_t add, inv_sale_info_t *out,
                 char *errbuf, size_t errlen)
 {
+    return inv_restock_keyed(inv, sale_id, add, NULL, out, errbuf, errlen);
+}
+
+int inv_restock_keyed(inv_t *inv, const char *sale_id, int64_t add, const char *key,
+                      inv_sale_info_t *out, char *errbuf, size_t errlen)
+{
     set_err(errbuf, errlen, "%s", "");
     if (!inv || !sale_id_ok(sale_id)) {
         set_err(errbuf, errlen, "sale_id must be 1..%d of [A-Za-z0-9._-]", INV_SALE_ID_MAX);
@@ -379,7 +385,20 @@ int inv_restock(inv_t *inv, const char *sale_id, int64_t add, inv_sale_info_t *o
         set_err(errbuf, errlen, "add=%lld must be >= 1", (long long)add);
         return CM_EINVAL;
     }
-    return inv->ops->restock(inv, sale_id, add, out, errbuf, errlen);
+    if (key && !key[0])
+        key = NULL;
+    if (key) {
+        size_t n = strlen(key);
+        bool ok = n >= 1 && n <= INV_IDEM_KEY_MAX;
+        for (size_t i = 0; ok && i < n; i++)
+            ok = (unsigned char)key[i] > 0x20 && (unsigned char)key[i] < 0x7f;
+        if (!ok) {
+            set_err(errbuf, errlen, "restock key must be 1..%d visible ASCII characters",
+                    INV_IDEM_KEY_MAX);
+            return CM_EINVAL;
+        }
+    }
+    return inv->ops->restock(inv, sale_id, add, key, out, errbuf, errlen);
 }
 
 int inv_sale_get(inv_t *inv, const char *sale_id, inv_sale_info_t *out)

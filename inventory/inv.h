@@ -130,6 +130,19 @@ int inv_sale_put(inv_t *inv, const inv_sale_def_t *def, inv_sale_info_t *out, ch
                  size_t errlen);
 int inv_restock(inv_t *inv, const char *sale_id, int64_t add, inv_sale_info_t *out,
                 char *errbuf, size_t errlen);
+/*
+ * Restock made idempotent by an operator's key (1..128 visible ASCII chars):
+ * the first call with `key` for this sale adds the units and returns 0; any
+ * later call with the same key changes nothing and returns
+ * INV_RESTOCK_REPLAYED with the current state in *out, so a retried admin
+ * request never adds twice. The Redis backend keeps the keys with the sale;
+ * the memory backend keeps the last INV_RESTOCK_KEYS_MEM keys of each sale in
+ * memory (not across a restart). key NULL or "" = inv_restock.
+ */
+#define INV_RESTOCK_REPLAYED 1
+#define INV_RESTOCK_KEYS_MEM 256
+int inv_restock_keyed(inv_t *inv, const char *sale_id, int64_t add, const char *key,
+                      inv_sale_info_t *out, char *errbuf, size_t errlen);
 /* The exact state from the backend (not the local view). */
 int inv_sale_get(inv_t *inv, const char *sale_id, inv_sale_info_t *out);
 

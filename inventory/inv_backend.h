@@ -34,8 +34,8 @@ typedef struct inv_ops {
     int (*reserve)(inv_worker_t *w, inv_reserve_req_t *req);
     int (*sale_put)(inv_t *inv, const inv_sale_def_t *def, inv_sale_info_t *out, char *errbuf,
                     size_t errlen);
-    int (*restock)(inv_t *inv, const char *sale_id, int64_t add, inv_sale_info_t *out,
-                   char *errbuf, size_t errlen);
+    int (*restock)(inv_t *inv, const char *sale_id, int64_t add, const char *key,
+                   inv_sale_info_t *out, char *errbuf, size_t errlen);
     int (*sale_get)(inv_t *inv, const char *sale_id, inv_sale_info_t *out);
     int (*release)(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
                    const char *order_id);

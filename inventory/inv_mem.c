@@ -65,6 +65,9 @@ typedef struct mem_shard {
 
 typedef struct mem_sale {
     mem_shard_t shards[MEM_SHARDS];
+    /* Keys of the last keyed restocks (admin_lock): a retried restock adds nothing. */
+    uint64_t restock_keys[INV_RESTOCK_KEYS_MEM];
+    uint32_t nrestock_keys;
 } mem_sale_t;
 
 typedef struct mem_backend {
@@ -645,17 +648,37 @@ out:
     return rc;
 }
 
-static int mem_restock(inv_t *inv, const char *sale_id, int64_t add, inv_sale_info_t *out,
-                       char *errbuf, size_t errlen)
+static uint64_t restock_key_hash(const char *key)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a: an operator's keys, not a crowd's */
+    for (; *key; key++)
+        h = (h ^ (unsigned char)*key) * 1099511628211ull;
+    return h ? h : 1;
+}
+
+static int mem_restock(inv_t *inv, const char *sale_id, int64_t add, const char *key,
+                       inv_sale_info_t *out, char *errbuf, size_t errlen)
 {
     mem_backend_t *mb = inv->backend;
     int rc = 0;
     pthread_mutex_lock(&mb->admin_lock);
     inv_sale_t *s = inv_sale_find(inv, sale_id);
-    if (!s || !sale_state(s)) {
+    mem_sale_t *ms = s ? sale_state(s) : NULL;
+    if (!ms) {
         set_err(errbuf, errlen, "no sale %s", sale_id);
         rc = CM_ENOTFOUND;
         goto out;
+    }
+    uint64_t kh = key ? restock_key_hash(key) : 0;
+    if (kh) {
+        uint32_t n = ms->nrestock_keys < INV_RESTOCK_KEYS_MEM ? ms->nrestock_keys
+                                                              : INV_RESTOCK_KEYS_MEM;
+        for (uint32_t i = 0; i < n; i++) {
+            if (ms->restock_keys[i] == kh) {
+                rc = INV_RESTOCK_REPLAYED;
+                goto done;
+            }
+        }
     }
     int64_t total = atomic_load(&s->stock_total);
     if (add > INT64_MAX - total) {
@@ -675,6 +698,9 @@ static int mem_restock(inv_t *inv, const char *sale_id, int64_t add, inv_sale_in
     atomic_store(&s->stock_total, total + add);
     atomic_fetch_add(&s->version, 1);
     sold_out_sync(s);
+    if (kh)
+        ms->restock_keys[ms->nrestock_keys++ % INV_RESTOCK_KEYS_MEM] = kh;
+done:
     if (out)
         info_exact(inv, s, out);
 out:

@@ -1490,27 +1490,31 @@ out:
     return rc;
 }
 
-static int redis_restock(inv_t *inv, const char *sale_id, int64_t add, inv_sale_info_t *out,
-                         char *errbuf, size_t errlen)
+static int redis_sale_get(inv_t *inv, const char *sale_id, inv_sale_info_t *out);
+
+static int redis_restock(inv_t *inv, const char *sale_id, int64_t add, const char *key,
+                         inv_sale_info_t *out, char *errbuf, size_t errlen)
 {
     rb_t *rb = inv->backend;
     char addbuf[24];
     snprintf(addbuf, sizeof(addbuf), "%lld", (long long)add);
-    const char *args[2] = {sale_id, addbuf};
+    const char *args[3] = {sale_id, addbuf, key ? key : ""};
     int err = 0, rc;
     pthread_mutex_lock(&rb->admin_mu);
     if ((rc = admin_ctx(rb)) < 0) {
         set_err(errbuf, errlen, "redis unavailable");
         goto out;
     }
-    redisReply *r = sync_eval(rb, &rb->admin, SC_RESTOCK, sale_id, 1, 2, args, &err);
+    redisReply *r = sync_eval(rb, &rb->admin, SC_RESTOCK, sale_id, 4, 3, args, &err);
     if (!r) {
         set_err(errbuf, errlen, "redis: %s", cm_strerror(err));
         rc = err;
         goto out;
     }
     inv_sale_info_t info;
-    if (r->type == REDIS_REPLY_INTEGER) {
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == CM_EEXISTS) {
+        rc = INV_RESTOCK_REPLAYED; /* this key was used before: nothing added */
+    } else if (r->type == REDIS_REPLY_INTEGER) {
         rc = r->integer == CM_ENOTFOUND ? CM_ENOTFOUND : CM_EINVAL;
         if (rc == CM_ENOTFOUND)
             set_err(errbuf, errlen, "no sale %s", sale_id);
@@ -1529,6 +1533,11 @@ static int redis_restock(inv_t *inv, const char *sale_id, int64_t add, inv_sale_
     }
 out:
     pthread_mutex_unlock(&rb->admin_mu);
+    if (rc == INV_RESTOCK_REPLAYED && out) {
+        int grc = redis_sale_get(inv, sale_id, out);
+        if (grc < 0)
+            rc = grc;
+    }
     return rc;
 }
 

@@ -103,10 +103,16 @@
 
 /* Restock. ARGV: sale id, units to add (>= 1). Returns -7 if unknown, -2 if the total
  * would overflow (nothing changed), else the state. */
+/* KEYS: meta, users, orders, idem. ARGV: sale id, add, restock key ('' = none).
+ * A keyed restock records its key in the idem hash under a field that starts
+ * with byte 1, which no user id can: a retry with the same key returns -8. */
 #define INV_REDIS_LUA_RESTOCK                                                                      \
     "if redis.call('EXISTS', KEYS[1]) == 0 then return -7 end\n"                                   \
+    "local rk = ARGV[3] and ARGV[3] ~= '' and ('\\1restock\\n' .. ARGV[3]) or nil\n"             \
+    "if rk and redis.call('HEXISTS', KEYS[4], rk) == 1 then return -8 end\n"                       \
     "local t = redis.pcall('HINCRBY', KEYS[1], 'total', ARGV[2])\n"                                \
     "if type(t) == 'table' then return -2 end\n"                                                   \
+    "if rk then redis.call('HSET', KEYS[4], rk, ARGV[2]) end\n"                                    \
     "redis.call('HINCRBY', KEYS[1], 'left', ARGV[2])\n"                                            \
     "redis.call('HINCRBY', KEYS[1], 'version', 1)\n"                                               \
     "redis.call('PUBLISH', '" INV_REDIS_CHANNEL "', ARGV[1])\n"                                    \

@@ -378,6 +378,39 @@ static void ct_restock(void **state)
     assert_int_equal(inv_restock(fx->inv, nosale, 1, NULL, err, sizeof(err)), CM_ENOTFOUND);
 }
 
+/* A keyed restock adds once: a retry with the same key adds nothing. */
+static void ct_restock_keyed(void **state)
+{
+    ct_fx_t *fx = *state;
+    char sale[32], key[40], key2[40];
+    ct_uid(sale, sizeof(sale), "rkey");
+    ct_uid(key, sizeof(key), "restock-key");
+    ct_uid(key2, sizeof(key2), "restock-key2");
+    inv_sale_info_t info;
+    ct_put(fx, sale, 5, 1, &info);
+    char err[256] = "";
+    assert_int_equal(inv_restock_keyed(fx->inv, sale, 3, key, &info, err, sizeof(err)), 0);
+    assert_int_equal(info.stock_total, 8);
+    memset(&info, 0, sizeof(info));
+    assert_int_equal(inv_restock_keyed(fx->inv, sale, 3, key, &info, err, sizeof(err)),
+                     INV_RESTOCK_REPLAYED);
+    assert_int_equal(info.stock_total, 8); /* the current state, nothing added */
+    assert_int_equal(info.stock_left, 8);
+    assert_int_equal(inv_restock_keyed(fx->inv, sale, 2, key2, &info, err, sizeof(err)), 0);
+    assert_int_equal(info.stock_total, 10);
+    assert_int_equal(inv_restock_keyed(fx->inv, sale, 1, NULL, &info, err, sizeof(err)), 0);
+    assert_int_equal(inv_restock_keyed(fx->inv, sale, 1, "", &info, err, sizeof(err)), 0);
+    ct_expect_counts(fx, sale, 12, 12, 0, 0);
+    assert_int_equal(inv_restock_keyed(fx->inv, sale, 1, "has space", NULL, err, sizeof(err)),
+                     CM_EINVAL);
+    /* a key is per sale */
+    char other[32];
+    ct_uid(other, sizeof(other), "rkey2");
+    ct_put(fx, other, 1, 1, NULL);
+    assert_int_equal(inv_restock_keyed(fx->inv, other, 4, key, &info, err, sizeof(err)), 0);
+    ct_expect_counts(fx, other, 5, 5, 0, 0);
+}
+
 /* The stock of a live sale can move, but never below the units accepted. */
 static void ct_put_below_accepted(void **state)
 {
@@ -518,6 +551,7 @@ static const struct CMUnitTest inv_contract_tests[] = {
     cmocka_unit_test_setup_teardown(ct_idempotency, ct_setup, ct_teardown),
     cmocka_unit_test_setup_teardown(ct_release_once, ct_setup, ct_teardown),
     cmocka_unit_test_setup_teardown(ct_restock, ct_setup, ct_teardown),
+    cmocka_unit_test_setup_teardown(ct_restock_keyed, ct_setup, ct_teardown),
     cmocka_unit_test_setup_teardown(ct_put_below_accepted, ct_setup, ct_teardown),
     cmocka_unit_test_setup_teardown(ct_unknown_sale, ct_setup, ct_teardown),
     cmocka_unit_test_setup_teardown(ct_put_get_round_trip, ct_setup, ct_teardown),

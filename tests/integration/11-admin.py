@@ -88,6 +88,15 @@ try:
     for b in ({"add": 0}, {"add": -2}, {"add": "1"}, {}, {"add": 1, "x": 1}):
         eq(A("POST", "/admin/v1/sales/s1/restock", body=b).status, 400, "restock %r refused" % b)
     eq(A("POST", "/admin/v1/sales/none/restock", body={"add": 1}).status, 404, "restock unknown")
+    # a keyed restock is idempotent: the retry answers the same and adds nothing
+    r = A("POST", "/admin/v1/sales/s1/restock", body={"add": 3}, headers={"Idempotency-Key": "rs-1"})
+    eq((r.status, r.json["stock_total"]), (200, 20), "keyed restock")
+    r = A("POST", "/admin/v1/sales/s1/restock", body={"add": 3}, headers={"Idempotency-Key": "rs-1"})
+    eq((r.status, r.json["stock_total"], r.headers.get("idempotent-replayed")), (200, 20, "true"),
+       "keyed restock retried: nothing added")
+    r = A("POST", "/admin/v1/sales/s1/restock", body={"add": 3}, headers={"Idempotency-Key": "bad key"})
+    eq(r.status, 400, "bad restock key")
+    A("PUT", "/admin/v1/sales/s1", body={"stock": 17, "per_user_limit": 2})
     eq(A("GET", "/admin/v1/sales/s1").json["stock_total"], 17, "refused restocks changed nothing")
     # sold out then restock clears the flag
     A("PUT", "/admin/v1/sales/t", body={"stock": 1})
