@@ -1,5 +1,8 @@
 #include "common/cm_err.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 const char *cm_strerror(int err)
 {
     switch (err) {
@@ -26,4 +29,14 @@ const char *cm_errname(int err)
 #undef XX
     }
     return "CM_EUNKNOWN";
+}
+
+void cm_errbuf_set(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    if (!errbuf || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, errlen, fmt, ap);
+    va_end(ap);
 }

@@ -33,4 +33,12 @@ const char *cm_strerror(int err);
 /* "CM_ETIMEOUT". Thread-safe. */
 const char *cm_errname(int err);
 
+#include <stddef.h>
+/*
+ * Formats a reason into a caller's error buffer (librdkafka's errstr habit);
+ * a NULL buffer or zero length is fine. Thread-safe.
+ */
+void cm_errbuf_set(char *errbuf, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 #endif

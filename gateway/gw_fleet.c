@@ -33,6 +33,7 @@
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
+#include "common/cm_url.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
 
@@ -131,87 +132,22 @@ typedef struct gw_fleet {
     atomic_bool node_conflict;
 } gw_fleet_t;
 
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    if (!errbuf || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errbuf, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /*---- URL: redis://[[user]:password@]host[:port][/db][?params] ----*/
 
 static int parse_url(gw_fleet_t *f, const char *url, char *errbuf, size_t errlen)
 {
-    char buf[1024];
-    if (strncmp(url, "redis://", 8) != 0 || strlen(url + 8) >= sizeof(buf)) {
-        set_err(errbuf, errlen, "fleet: not a redis:// url");
+    cm_redis_url_t u;
+    char why[200];
+    if (cm_redis_url_parse(url, &u, why, sizeof(why)) != 0) {
+        cm_errbuf_set(errbuf, errlen, "fleet: %s", why);
         return CM_EINVAL;
     }
-    snprintf(buf, sizeof(buf), "%s", url + 8);
-    char *q = strchr(buf, '?');
-    if (q)
-        *q = '\0'; /* the inventory's own parameters: not ours */
-    char *hostpart = buf;
-    char *at = strrchr(buf, '@');
-    if (at) {
-        *at = '\0';
-        char *colon = strchr(buf, ':');
-        if (!colon) {
-            set_err(errbuf, errlen, "fleet: redis url wants [user]:password@ before the host");
-            return CM_EINVAL;
-        }
-        *colon = '\0';
-        if (strlen(buf) >= sizeof(f->user) || strlen(colon + 1) >= sizeof(f->pass)) {
-            set_err(errbuf, errlen, "fleet: redis url: user or password too long");
-            return CM_EINVAL;
-        }
-        memcpy(f->user, buf, strlen(buf) + 1);
-        memcpy(f->pass, colon + 1, strlen(colon + 1) + 1);
-        hostpart = at + 1;
-    }
-    char *slash = strchr(hostpart, '/');
-    if (slash) {
-        *slash = '\0';
-        f->db = slash[1] ? atoi(slash + 1) : 0;
-    }
-    char *portp = NULL;
-    if (hostpart[0] == '[') {
-        char *close = strchr(hostpart, ']');
-        if (!close) {
-            set_err(errbuf, errlen, "fleet: redis url: unclosed '['");
-            return CM_EINVAL;
-        }
-        *close = '\0';
-        hostpart++;
-        if (close[1] == ':')
-            portp = close + 2;
-    } else if ((portp = strchr(hostpart, ':'))) {
-        *portp++ = '\0';
-    }
-    if (!hostpart[0]) {
-        set_err(errbuf, errlen, "fleet: redis url: no host");
-        return CM_EINVAL;
-    }
-    if (strlen(hostpart) >= sizeof(f->host)) {
-        set_err(errbuf, errlen, "fleet: redis url: host too long");
-        return CM_EINVAL;
-    }
-    memcpy(f->host, hostpart, strlen(hostpart) + 1);
-    f->port = portp ? atoi(portp) : 6379;
-    if (f->port <= 0 || f->port > 65535) {
-        set_err(errbuf, errlen, "fleet: redis url: bad port");
-        return CM_EINVAL;
-    }
-    if (!f->pass[0]) {
-        const char *env = getenv("FLASHGATE_REDIS_PASSWORD");
-        if (env && *env && strlen(env) < sizeof(f->pass))
-            memcpy(f->pass, env, strlen(env) + 1);
-    }
+    /* u.query holds the inventory's own parameters: not ours. */
+    memcpy(f->host, u.host, sizeof(f->host));
+    memcpy(f->user, u.user, sizeof(f->user));
+    memcpy(f->pass, u.pass, sizeof(f->pass));
+    f->port = u.port;
+    f->db = u.db;
     return 0;
 }
 
@@ -223,7 +159,7 @@ static redisContext *connect_redis(gw_fleet_t *f, char *errbuf, size_t errlen)
                          .tv_usec = (REDIS_TIMEOUT_MS % 1000) * 1000};
     redisContext *c = redisConnectWithTimeout(f->host, f->port, tv);
     if (!c || c->err) {
-        set_err(errbuf, errlen, "connect %s:%d: %s", f->host, f->port,
+        cm_errbuf_set(errbuf, errlen, "connect %s:%d: %s", f->host, f->port,
                 c ? c->errstr : "out of memory");
         if (c)
             redisFree(c);
@@ -235,7 +171,7 @@ static redisContext *connect_redis(gw_fleet_t *f, char *errbuf, size_t errlen)
         r = f->user[0] ? redisCommand(c, "AUTH %s %s", f->user, f->pass)
                        : redisCommand(c, "AUTH %s", f->pass);
         if (!r || r->type == REDIS_REPLY_ERROR) {
-            set_err(errbuf, errlen, "AUTH: %s", r ? r->str : c->errstr);
+            cm_errbuf_set(errbuf, errlen, "AUTH: %s", r ? r->str : c->errstr);
             goto fail;
         }
         freeReplyObject(r);
@@ -243,7 +179,7 @@ static redisContext *connect_redis(gw_fleet_t *f, char *errbuf, size_t errlen)
     if (f->db) {
         r = redisCommand(c, "SELECT %d", f->db);
         if (!r || r->type == REDIS_REPLY_ERROR) {
-            set_err(errbuf, errlen, "SELECT %d: %s", f->db, r ? r->str : c->errstr);
+            cm_errbuf_set(errbuf, errlen, "SELECT %d: %s", f->db, r ? r->str : c->errstr);
             goto fail;
         }
         freeReplyObject(r);
@@ -411,7 +347,7 @@ static int publish_now(gw_fleet_t *f, char *errbuf, size_t errlen)
         char why[200] = "";
         f->pub = connect_redis(f, why, sizeof(why));
         if (!f->pub) {
-            set_err(errbuf, errlen, "fleet: redis %s", why);
+            cm_errbuf_set(errbuf, errlen, "fleet: redis %s", why);
             f->dirty = true;
             pthread_mutex_unlock(&f->pub_mu);
             return CM_EBACKEND;
@@ -434,7 +370,7 @@ static int publish_now(gw_fleet_t *f, char *errbuf, size_t errlen)
         cm_log_info("fleet", "limits published to the fleet", "version=%llu limits=%s",
                     (unsigned long long)v, js);
     } else {
-        set_err(errbuf, errlen, "fleet: publish: %s",
+        cm_errbuf_set(errbuf, errlen, "fleet: publish: %s",
                 r ? (r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply") : f->pub->errstr);
         f->dirty = true;
         rc = CM_EBACKEND;
@@ -461,13 +397,13 @@ static int claim_node_id(gw_fleet_t *f, redisContext *c, char *errbuf, size_t er
         redisReply *r =
             redisCommand(c, "SET %s %s NX PX %d", key, f->member, NODEID_TTL_MS);
         if (!r) {
-            set_err(errbuf, errlen, "fleet: node id claim: %s", c->errstr);
+            cm_errbuf_set(errbuf, errlen, "fleet: node id claim: %s", c->errstr);
             return CM_EBACKEND;
         }
         bool ok = r->type == REDIS_REPLY_STATUS;
         bool err = r->type == REDIS_REPLY_ERROR;
         if (err)
-            set_err(errbuf, errlen, "fleet: node id claim: %s", r->str);
+            cm_errbuf_set(errbuf, errlen, "fleet: node id claim: %s", r->str);
         freeReplyObject(r);
         if (err)
             return CM_EBACKEND;
@@ -478,7 +414,7 @@ static int claim_node_id(gw_fleet_t *f, redisContext *c, char *errbuf, size_t er
             return 0;
         }
     }
-    set_err(errbuf, errlen, "fleet: all %u node ids are taken", CM_ID_NODE_MAX + 1);
+    cm_errbuf_set(errbuf, errlen, "fleet: all %u node ids are taken", CM_ID_NODE_MAX + 1);
     return CM_EBUSY;
 }
 
@@ -680,7 +616,7 @@ int gw_fleet_start(struct gw_server *srv, char *errbuf, size_t errlen)
     char why[200] = "";
     f->cmd = connect_redis(f, why, sizeof(why));
     if (!f->cmd) {
-        set_err(errbuf, errlen, "fleet: redis %s", why);
+        cm_errbuf_set(errbuf, errlen, "fleet: redis %s", why);
         rc = CM_EBACKEND;
         goto fail;
     }
@@ -691,7 +627,7 @@ int gw_fleet_start(struct gw_server *srv, char *errbuf, size_t errlen)
     }
     /* The fleet's limits win over the local flags: a restart rejoins them. */
     if ((rc = load_config(f, f->cmd, true)) < 0) {
-        set_err(errbuf, errlen, "fleet: cannot read %s: %s", KEY_CONFIG, f->cmd->errstr);
+        cm_errbuf_set(errbuf, errlen, "fleet: cannot read %s: %s", KEY_CONFIG, f->cmd->errstr);
         goto fail;
     }
     atomic_store(&f->redis_ok, true);
@@ -701,12 +637,12 @@ int gw_fleet_start(struct gw_server *srv, char *errbuf, size_t errlen)
         freeReplyObject(r);
     f->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (f->stop_fd < 0) {
-        set_err(errbuf, errlen, "fleet: eventfd: %s", strerror(errno));
+        cm_errbuf_set(errbuf, errlen, "fleet: eventfd: %s", strerror(errno));
         rc = CM_EIO;
         goto fail;
     }
     if (pthread_create(&f->thread, NULL, fleet_thread, f) != 0) {
-        set_err(errbuf, errlen, "fleet: cannot start the fleet thread");
+        cm_errbuf_set(errbuf, errlen, "fleet: cannot start the fleet thread");
         rc = CM_ENOMEM;
         goto fail;
     }

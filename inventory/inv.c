@@ -16,18 +16,6 @@
 
 /*---- Helpers ----*/
 
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    if (!errbuf || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errbuf, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* FNV-1a: sale ids are short and admin-chosen; the map is sized at 2x, so
  * clustering stays low. */
@@ -93,9 +81,9 @@ bool inv_id_valid(const char *s, size_t len, size_t max)
 int inv_open(inv_t **out, const char *url, const char *data_dir, uint32_t max_sales,
              char *errbuf, size_t errlen)
 {
-    set_err(errbuf, errlen, "%s", "");
+    cm_errbuf_set(errbuf, errlen, "%s", "");
     if (!out || !url) {
-        set_err(errbuf, errlen, "inventory: no backend url");
+        cm_errbuf_set(errbuf, errlen, "inventory: no backend url");
         return CM_EINVAL;
     }
     *out = NULL;
@@ -105,16 +93,16 @@ int inv_open(inv_t **out, const char *url, const char *data_dir, uint32_t max_sa
     else if (strncmp(url, "redis://", 8) == 0 || strncmp(url, "rediss://", 9) == 0)
         ops = &inv__redis_ops;
     else {
-        set_err(errbuf, errlen, "inventory: unknown backend '%s' (want memory or redis://...)",
+        cm_errbuf_set(errbuf, errlen, "inventory: unknown backend '%s' (want memory or redis://...)",
                 url);
         return CM_EINVAL;
     }
     if (!ops->open) {
-        set_err(errbuf, errlen, "inventory: %s backend not built", ops->name);
+        cm_errbuf_set(errbuf, errlen, "inventory: %s backend not built", ops->name);
         return CM_EINVAL;
     }
     if (max_sales == 0 || max_sales > (1u << 20)) {
-        set_err(errbuf, errlen, "inventory: max_sales=%u must be between 1 and %u", max_sales,
+        cm_errbuf_set(errbuf, errlen, "inventory: max_sales=%u must be between 1 and %u", max_sales,
                 1u << 20);
         return CM_EINVAL;
     }
@@ -129,7 +117,7 @@ int inv_open(inv_t **out, const char *url, const char *data_dir, uint32_t max_sa
         free(inv->sales);
         free(inv->data_dir);
         free(inv);
-        set_err(errbuf, errlen, "inventory: rwlock init failed");
+        cm_errbuf_set(errbuf, errlen, "inventory: rwlock init failed");
         return CM_ENOMEM;
     }
     int rc = ops->open(inv, url, errbuf, errlen);
@@ -331,23 +319,23 @@ int inv_reserve(inv_worker_t *w, inv_reserve_req_t *req)
 static int check_def(const inv_sale_def_t *def, char *errbuf, size_t errlen)
 {
     if (!sale_id_ok(def->sale_id)) {
-        set_err(errbuf, errlen, "sale_id must be 1..%d of [A-Za-z0-9._-]", INV_SALE_ID_MAX);
+        cm_errbuf_set(errbuf, errlen, "sale_id must be 1..%d of [A-Za-z0-9._-]", INV_SALE_ID_MAX);
         return CM_EINVAL;
     }
     if (def->stock < 0) {
-        set_err(errbuf, errlen, "stock=%lld must be >= 0", (long long)def->stock);
+        cm_errbuf_set(errbuf, errlen, "stock=%lld must be >= 0", (long long)def->stock);
         return CM_EINVAL;
     }
     if (def->per_user_limit < 1) {
-        set_err(errbuf, errlen, "per_user_limit must be >= 1");
+        cm_errbuf_set(errbuf, errlen, "per_user_limit must be >= 1");
         return CM_EINVAL;
     }
     if (def->starts_at_ms < 0 || def->ends_at_ms < 0) {
-        set_err(errbuf, errlen, "starts_at/ends_at must not be before 1970");
+        cm_errbuf_set(errbuf, errlen, "starts_at/ends_at must not be before 1970");
         return CM_EINVAL;
     }
     if (def->starts_at_ms && def->ends_at_ms && def->ends_at_ms <= def->starts_at_ms) {
-        set_err(errbuf, errlen, "ends_at must be after starts_at");
+        cm_errbuf_set(errbuf, errlen, "ends_at must be after starts_at");
         return CM_EINVAL;
     }
     return 0;
@@ -356,9 +344,9 @@ static int check_def(const inv_sale_def_t *def, char *errbuf, size_t errlen)
 int inv_sale_put(inv_t *inv, const inv_sale_def_t *def, inv_sale_info_t *out, char *errbuf,
                  size_t errlen)
 {
-    set_err(errbuf, errlen, "%s", "");
+    cm_errbuf_set(errbuf, errlen, "%s", "");
     if (!inv || !def) {
-        set_err(errbuf, errlen, "no sale definition");
+        cm_errbuf_set(errbuf, errlen, "no sale definition");
         return CM_EINVAL;
     }
     int rc = check_def(def, errbuf, errlen);
@@ -376,13 +364,13 @@ int inv_restock(inv_t *inv, const char *sale_id, int64_t add, inv_sale_info_t *o
 int inv_restock_keyed(inv_t *inv, const char *sale_id, int64_t add, const char *key,
                       inv_sale_info_t *out, char *errbuf, size_t errlen)
 {
-    set_err(errbuf, errlen, "%s", "");
+    cm_errbuf_set(errbuf, errlen, "%s", "");
     if (!inv || !sale_id_ok(sale_id)) {
-        set_err(errbuf, errlen, "sale_id must be 1..%d of [A-Za-z0-9._-]", INV_SALE_ID_MAX);
+        cm_errbuf_set(errbuf, errlen, "sale_id must be 1..%d of [A-Za-z0-9._-]", INV_SALE_ID_MAX);
         return CM_EINVAL;
     }
     if (add < 1) {
-        set_err(errbuf, errlen, "add=%lld must be >= 1", (long long)add);
+        cm_errbuf_set(errbuf, errlen, "add=%lld must be >= 1", (long long)add);
         return CM_EINVAL;
     }
     if (key && !key[0])
@@ -393,7 +381,7 @@ int inv_restock_keyed(inv_t *inv, const char *sale_id, int64_t add, const char *
         for (size_t i = 0; ok && i < n; i++)
             ok = (unsigned char)key[i] > 0x20 && (unsigned char)key[i] < 0x7f;
         if (!ok) {
-            set_err(errbuf, errlen, "restock key must be 1..%d visible ASCII characters",
+            cm_errbuf_set(errbuf, errlen, "restock key must be 1..%d visible ASCII characters",
                     INV_IDEM_KEY_MAX);
             return CM_EINVAL;
         }

@@ -76,18 +76,6 @@ typedef struct mem_backend {
     pthread_mutex_t admin_lock;
 } mem_backend_t;
 
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    if (!errbuf || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errbuf, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static uint64_t user_hash(const char *s)
 {
@@ -323,7 +311,7 @@ static int mem_persist(inv_t *inv, const inv_sale_info_t *pending, char *errbuf,
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(root);
     if (!text) {
-        set_err(errbuf, errlen, "sales.json: cannot encode");
+        cm_errbuf_set(errbuf, errlen, "sales.json: cannot encode");
         return CM_ENOMEM;
     }
 
@@ -335,22 +323,22 @@ static int mem_persist(inv_t *inv, const inv_sale_info_t *pending, char *errbuf,
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0 || write_all(fd, text, strlen(text)) < 0 || write_all(fd, "\n", 1) < 0 ||
         fsync(fd) < 0) {
-        set_err(errbuf, errlen, "%s: %s", tmp, strerror(errno));
+        cm_errbuf_set(errbuf, errlen, "%s: %s", tmp, strerror(errno));
         rc = CM_EIO;
     }
     if (fd >= 0 && close(fd) < 0 && rc == 0) {
-        set_err(errbuf, errlen, "%s: close: %s", tmp, strerror(errno));
+        cm_errbuf_set(errbuf, errlen, "%s: close: %s", tmp, strerror(errno));
         rc = CM_EIO;
     }
     if (rc == 0 && rename(tmp, path) < 0) {
-        set_err(errbuf, errlen, "rename %s: %s", path, strerror(errno));
+        cm_errbuf_set(errbuf, errlen, "rename %s: %s", path, strerror(errno));
         rc = CM_EIO;
     }
     if (rc == 0) {
         /* The rename itself is durable only once the directory is synced. */
         int dfd = open(inv->data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd < 0 || fsync(dfd) < 0) {
-            set_err(errbuf, errlen, "%s: fsync: %s", inv->data_dir, strerror(errno));
+            cm_errbuf_set(errbuf, errlen, "%s: fsync: %s", inv->data_dir, strerror(errno));
             rc = CM_EIO;
         }
         if (dfd >= 0)
@@ -392,7 +380,7 @@ static int mem_load(inv_t *inv, char *errbuf, size_t errlen)
     json_t *root = json_load_file(path, 0, &jerr);
     int rc = 0;
     if (!root) {
-        set_err(errbuf, errlen, "%s:%d: %s", path, jerr.line, jerr.text);
+        cm_errbuf_set(errbuf, errlen, "%s:%d: %s", path, jerr.line, jerr.text);
         rc = CM_ECORRUPT;
         goto out;
     }
@@ -400,7 +388,7 @@ static int mem_load(inv_t *inv, char *errbuf, size_t errlen)
     json_t *arr = NULL;
     if (json_unpack_ex(root, &jerr, 0, "{s:I, s:o}", "format", &format, "sales", &arr) < 0 ||
         format != MEM_FILE_FORMAT || !json_is_array(arr)) {
-        set_err(errbuf, errlen, "%s: want {\"format\":%d,\"sales\":[...]}", path,
+        cm_errbuf_set(errbuf, errlen, "%s: want {\"format\":%d,\"sales\":[...]}", path,
                 MEM_FILE_FORMAT);
         rc = CM_ECORRUPT;
         goto out;
@@ -414,24 +402,24 @@ static int mem_load(inv_t *inv, char *errbuf, size_t errlen)
         if (json_unpack_ex(e, &jerr, 0, "{s:s, s:I, s:I, s:I, s:I, s:I}", "sale_id", &id,
                            "stock_total", &stock, "per_user_limit", &limit, "starts_at_ms",
                            &starts, "ends_at_ms", &ends, "version", &version) < 0) {
-            set_err(errbuf, errlen, "%s: sales[%zu]: %s", path, i, jerr.text);
+            cm_errbuf_set(errbuf, errlen, "%s: sales[%zu]: %s", path, i, jerr.text);
             rc = CM_ECORRUPT;
             goto out;
         }
         if (!inv_id_valid(id, strlen(id), INV_SALE_ID_MAX) || stock < 0 || limit < 1 ||
             limit > UINT32_MAX || starts < 0 || ends < 0 || version < 0) {
-            set_err(errbuf, errlen, "%s: sales[%zu]: value out of range", path, i);
+            cm_errbuf_set(errbuf, errlen, "%s: sales[%zu]: value out of range", path, i);
             rc = CM_ECORRUPT;
             goto out;
         }
         inv_sale_t *s = inv__sale_get_or_create(inv, id);
         if (!s) {
-            set_err(errbuf, errlen, "%s: more than max_sales=%u sales", path, inv->max_sales);
+            cm_errbuf_set(errbuf, errlen, "%s: more than max_sales=%u sales", path, inv->max_sales);
             rc = CM_EINVAL;
             goto out;
         }
         if (sale_state(s)) {
-            set_err(errbuf, errlen, "%s: sale %s defined twice", path, id);
+            cm_errbuf_set(errbuf, errlen, "%s: sale %s defined twice", path, id);
             rc = CM_ECORRUPT;
             goto out;
         }
@@ -478,7 +466,7 @@ static int mem_open(inv_t *inv, const char *url, char *errbuf, size_t errlen)
     inv->backend = mb;
     if (inv->data_dir) {
         if (mkdir(inv->data_dir, 0755) < 0 && errno != EEXIST) {
-            set_err(errbuf, errlen, "data_dir %s: %s", inv->data_dir, strerror(errno));
+            cm_errbuf_set(errbuf, errlen, "data_dir %s: %s", inv->data_dir, strerror(errno));
             mem_close(inv);
             return CM_EIO;
         }
@@ -572,7 +560,7 @@ static int mem_sale_put(inv_t *inv, const inv_sale_def_t *def, inv_sale_info_t *
             bool full = inv->nsales >= inv->max_sales;
             pthread_rwlock_unlock(&inv->sales_lock);
             if (full) {
-                set_err(errbuf, errlen, "too many sales (max_sales=%u)", inv->max_sales);
+                cm_errbuf_set(errbuf, errlen, "too many sales (max_sales=%u)", inv->max_sales);
                 rc = CM_EINVAL;
                 goto out;
             }
@@ -589,7 +577,7 @@ static int mem_sale_put(inv_t *inv, const inv_sale_def_t *def, inv_sale_info_t *
             goto out;
         s = inv__sale_get_or_create(inv, def->sale_id);
         if (!s) { /* cannot happen: creators hold admin_lock and we checked */
-            set_err(errbuf, errlen, "too many sales (max_sales=%u)", inv->max_sales);
+            cm_errbuf_set(errbuf, errlen, "too many sales (max_sales=%u)", inv->max_sales);
             mem_persist(inv, NULL, NULL, 0);
             rc = CM_EINVAL;
             goto out;
@@ -615,7 +603,7 @@ static int mem_sale_put(inv_t *inv, const inv_sale_def_t *def, inv_sale_info_t *
         int64_t cur = atomic_load(&s->stock_left);
         do {
             if (cur + delta < 0) {
-                set_err(errbuf, errlen,
+                cm_errbuf_set(errbuf, errlen,
                         "stock=%lld is below the %lld units already accepted",
                         (long long)def->stock, (long long)(total - cur));
                 rc = CM_EINVAL;
@@ -665,7 +653,7 @@ static int mem_restock(inv_t *inv, const char *sale_id, int64_t add, const char 
     inv_sale_t *s = inv_sale_find(inv, sale_id);
     mem_sale_t *ms = s ? sale_state(s) : NULL;
     if (!ms) {
-        set_err(errbuf, errlen, "no sale %s", sale_id);
+        cm_errbuf_set(errbuf, errlen, "no sale %s", sale_id);
         rc = CM_ENOTFOUND;
         goto out;
     }
@@ -682,7 +670,7 @@ static int mem_restock(inv_t *inv, const char *sale_id, int64_t add, const char 
     }
     int64_t total = atomic_load(&s->stock_total);
     if (add > INT64_MAX - total) {
-        set_err(errbuf, errlen, "add=%lld would overflow the stock (%lld)", (long long)add,
+        cm_errbuf_set(errbuf, errlen, "add=%lld would overflow the stock (%lld)", (long long)add,
                 (long long)total);
         rc = CM_EINVAL;
         goto out;

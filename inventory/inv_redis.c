@@ -36,6 +36,7 @@
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
+#include "common/cm_url.h"
 #include "common/cm_log.h"
 
 #include <errno.h>
@@ -98,18 +99,6 @@ typedef struct rb {
 
 /*---- Helpers ----*/
 
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    if (!errbuf || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errbuf, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* Our own monotonic clock: the breaker must keep working when a test fakes cm_time. */
 static uint64_t now_ms(void)
@@ -245,7 +234,7 @@ static redisContext *sync_connect(rb_t *rb, uint32_t timeout_ms, char *errbuf, s
     struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
     redisContext *c = redisConnectWithTimeout(rb->host, rb->port, tv);
     if (!c || c->err) {
-        set_err(errbuf, errlen, "redis: connect %s:%d: %s", rb->host, rb->port,
+        cm_errbuf_set(errbuf, errlen, "redis: connect %s:%d: %s", rb->host, rb->port,
                 c ? c->errstr : "out of memory");
         redisFree(c);
         return NULL;
@@ -258,7 +247,7 @@ static redisContext *sync_connect(rb_t *rb, uint32_t timeout_ms, char *errbuf, s
         else
             r = redisCommand(c, "AUTH %s", rb->pass);
         if (!r || r->type == REDIS_REPLY_ERROR) {
-            set_err(errbuf, errlen, "redis: AUTH: %s", r ? r->str : c->errstr);
+            cm_errbuf_set(errbuf, errlen, "redis: AUTH: %s", r ? r->str : c->errstr);
             goto fail;
         }
         freeReplyObject(r);
@@ -266,7 +255,7 @@ static redisContext *sync_connect(rb_t *rb, uint32_t timeout_ms, char *errbuf, s
     if (rb->db) {
         r = redisCommand(c, "SELECT %d", rb->db);
         if (!r || r->type == REDIS_REPLY_ERROR) {
-            set_err(errbuf, errlen, "redis: SELECT %d: %s", rb->db, r ? r->str : c->errstr);
+            cm_errbuf_set(errbuf, errlen, "redis: SELECT %d: %s", rb->db, r ? r->str : c->errstr);
             goto fail;
         }
         freeReplyObject(r);
@@ -1217,80 +1206,18 @@ static int parse_u32(const char *v, uint32_t min, uint32_t max, uint32_t *out)
 
 static int parse_url(rb_t *rb, const char *url, char *errbuf, size_t errlen)
 {
-    if (strncmp(url, "rediss://", 9) == 0) {
-        set_err(errbuf, errlen, "inventory: rediss:// (TLS) is not supported; use redis://");
+    cm_redis_url_t u;
+    char why[200];
+    if (cm_redis_url_parse(url, &u, why, sizeof(why)) != 0) {
+        cm_errbuf_set(errbuf, errlen, "inventory: %s", why);
         return CM_EINVAL;
     }
-    const char *p = url + 8; /* "redis://" */
-    char buf[1024];
-    if (strlen(p) >= sizeof(buf)) {
-        set_err(errbuf, errlen, "inventory: redis url too long");
-        return CM_EINVAL;
-    }
-    snprintf(buf, sizeof(buf), "%s", p);
-    char *query = strchr(buf, '?');
-    if (query)
-        *query++ = '\0';
-    char *hostpart = buf;
-    char *at = strrchr(buf, '@');
-    if (at) {
-        *at = '\0';
-        char *colon = strchr(buf, ':');
-        if (!colon) {
-            set_err(errbuf, errlen, "inventory: redis url: want [user]:password@ before the host");
-            return CM_EINVAL;
-        }
-        *colon = '\0';
-        if (strlen(buf) >= sizeof(rb->user) || strlen(colon + 1) >= sizeof(rb->pass)) {
-            set_err(errbuf, errlen, "inventory: redis url: user or password too long");
-            return CM_EINVAL;
-        }
-        memcpy(rb->user, buf, strlen(buf) + 1);
-        memcpy(rb->pass, colon + 1, strlen(colon + 1) + 1);
-        hostpart = at + 1;
-    }
-    char *slash = strchr(hostpart, '/');
-    rb->db = 0;
-    if (slash) {
-        *slash = '\0';
-        uint32_t db = 0;
-        if (slash[1] && parse_u32(slash + 1, 0, 65535, &db) < 0) {
-            set_err(errbuf, errlen, "inventory: redis url: bad db '%s'", slash + 1);
-            return CM_EINVAL;
-        }
-        rb->db = (int)db;
-    }
-    char *portp = NULL;
-    if (hostpart[0] == '[') { /* [v6]:port */
-        char *close = strchr(hostpart, ']');
-        if (!close) {
-            set_err(errbuf, errlen, "inventory: redis url: unclosed '['");
-            return CM_EINVAL;
-        }
-        *close = '\0';
-        hostpart++;
-        if (close[1] == ':')
-            portp = close + 2;
-    } else {
-        portp = strchr(hostpart, ':');
-        if (portp)
-            *portp++ = '\0';
-    }
-    if (!hostpart[0]) {
-        set_err(errbuf, errlen, "inventory: redis url: no host");
-        return CM_EINVAL;
-    }
-    if (strlen(hostpart) >= sizeof(rb->host)) {
-        set_err(errbuf, errlen, "inventory: redis url: host too long");
-        return CM_EINVAL;
-    }
-    memcpy(rb->host, hostpart, strlen(hostpart) + 1);
-    uint32_t port = 6379;
-    if (portp && parse_u32(portp, 1, 65535, &port) < 0) {
-        set_err(errbuf, errlen, "inventory: redis url: bad port '%s'", portp);
-        return CM_EINVAL;
-    }
-    rb->port = (int)port;
+    memcpy(rb->host, u.host, sizeof(rb->host));
+    memcpy(rb->user, u.user, sizeof(rb->user));
+    memcpy(rb->pass, u.pass, sizeof(rb->pass));
+    rb->port = u.port;
+    rb->db = u.db;
+    char *query = u.query[0] ? u.query : NULL;
 
     rb->pool = 2;
     rb->timeout_ms = 100;
@@ -1313,7 +1240,7 @@ static int parse_url(rb_t *rb, const char *url, char *errbuf, size_t errlen)
          kv = strtok_r(NULL, "&", &save)) {
         char *eq = strchr(kv, '=');
         if (!eq) {
-            set_err(errbuf, errlen, "inventory: redis url: '%s' wants key=value", kv);
+            cm_errbuf_set(errbuf, errlen, "inventory: redis url: '%s' wants key=value", kv);
             return CM_EINVAL;
         }
         *eq = '\0';
@@ -1322,7 +1249,7 @@ static int parse_url(rb_t *rb, const char *url, char *errbuf, size_t errlen)
             if (strcmp(kv, params[i].name) == 0)
                 break;
         if (i == sizeof(params) / sizeof(params[0])) {
-            set_err(errbuf, errlen,
+            cm_errbuf_set(errbuf, errlen,
                     "inventory: redis url: unknown parameter '%s' (pool, timeout_ms, "
                     "admin_timeout_ms, breaker_failures, breaker_cooldown_ms)",
                     kv);
@@ -1330,19 +1257,9 @@ static int parse_url(rb_t *rb, const char *url, char *errbuf, size_t errlen)
         }
         uint32_t *dst = (uint32_t *)((char *)rb + params[i].off);
         if (parse_u32(eq + 1, params[i].min, params[i].max, dst) < 0) {
-            set_err(errbuf, errlen, "inventory: redis url: %s=%s must be between %u and %u", kv,
+            cm_errbuf_set(errbuf, errlen, "inventory: redis url: %s=%s must be between %u and %u", kv,
                     eq + 1, params[i].min, params[i].max);
             return CM_EINVAL;
-        }
-    }
-    if (!rb->pass[0]) {
-        const char *env = getenv("FLASHGATE_REDIS_PASSWORD");
-        if (env && *env) {
-            if (strlen(env) >= sizeof(rb->pass)) {
-                set_err(errbuf, errlen, "inventory: FLASHGATE_REDIS_PASSWORD too long");
-                return CM_EINVAL;
-            }
-            memcpy(rb->pass, env, strlen(env) + 1);
         }
     }
     return 0;
@@ -1379,7 +1296,7 @@ static int redis_open(inv_t *inv, const char *url, char *errbuf, size_t errlen)
     for (int i = 0; i < SC_N; i++) {
         redisReply *r = redisCommand(rb->admin, "SCRIPT LOAD %s", script_text[i]);
         if (!r || r->type != REDIS_REPLY_STRING || r->len != 40) {
-            set_err(errbuf, errlen, "redis: SCRIPT LOAD: %s",
+            cm_errbuf_set(errbuf, errlen, "redis: SCRIPT LOAD: %s",
                     r ? (r->type == REDIS_REPLY_ERROR ? r->str : "bad reply") : rb->admin->errstr);
             if (r)
                 freeReplyObject(r);
@@ -1406,7 +1323,7 @@ static int redis_open(inv_t *inv, const char *url, char *errbuf, size_t errlen)
     inv->backend = rb;
     rc = sync_start(rb);
     if (rc < 0) {
-        set_err(errbuf, errlen, "inventory: cannot start the redis sync thread");
+        cm_errbuf_set(errbuf, errlen, "inventory: cannot start the redis sync thread");
         inv->backend = NULL;
         rb_free(rb);
         return rc;
@@ -1436,7 +1353,7 @@ static int redis_sale_put(inv_t *inv, const inv_sale_def_t *def, inv_sale_info_t
 {
     rb_t *rb = inv->backend;
     if (!inv__sale_get_or_create(inv, def->sale_id)) {
-        set_err(errbuf, errlen, "too many sales (max_sales=%u)", inv->max_sales);
+        cm_errbuf_set(errbuf, errlen, "too many sales (max_sales=%u)", inv->max_sales);
         return CM_EINVAL;
     }
     char stock[24], limit[12], starts[24], ends[24];
@@ -1448,7 +1365,7 @@ static int redis_sale_put(inv_t *inv, const inv_sale_def_t *def, inv_sale_info_t
     int err = 0, rc;
     pthread_mutex_lock(&rb->admin_mu);
     if ((rc = admin_ctx(rb)) < 0) {
-        set_err(errbuf, errlen, "redis unavailable");
+        cm_errbuf_set(errbuf, errlen, "redis unavailable");
         goto out;
     }
     /* The index lies outside the sale's slot, so it is not in the script. It is
@@ -1457,27 +1374,27 @@ static int redis_sale_put(inv_t *inv, const inv_sale_def_t *def, inv_sale_info_t
      * meta is skipped). */
     redisReply *a = admin_cmd(rb, &err, "SADD %s %s", INV_REDIS_INDEX, def->sale_id);
     if (!a) {
-        set_err(errbuf, errlen, "redis: %s", cm_strerror(err));
+        cm_errbuf_set(errbuf, errlen, "redis: %s", cm_strerror(err));
         rc = err;
         goto out;
     }
     freeReplyObject(a);
     redisReply *r = sync_eval(rb, &rb->admin, SC_PUT, def->sale_id, 1, 5, args, &err);
     if (!r) {
-        set_err(errbuf, errlen, "redis: %s", cm_strerror(err));
+        cm_errbuf_set(errbuf, errlen, "redis: %s", cm_strerror(err));
         rc = err;
         goto out;
     }
     inv_sale_info_t info;
     if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
         r->element[0]->type == REDIS_REPLY_INTEGER) {
-        set_err(errbuf, errlen, "stock=%lld is below the %lld units already accepted",
+        cm_errbuf_set(errbuf, errlen, "stock=%lld is below the %lld units already accepted",
                 (long long)def->stock, (long long)r->element[1]->integer);
         rc = CM_EINVAL;
     } else {
         rc = parse_state(r, def->sale_id, &info);
         if (rc < 0)
-            set_err(errbuf, errlen, "redis: bad reply to sale put");
+            cm_errbuf_set(errbuf, errlen, "redis: bad reply to sale put");
     }
     freeReplyObject(r);
     if (rc < 0)
@@ -1502,12 +1419,12 @@ static int redis_restock(inv_t *inv, const char *sale_id, int64_t add, const cha
     int err = 0, rc;
     pthread_mutex_lock(&rb->admin_mu);
     if ((rc = admin_ctx(rb)) < 0) {
-        set_err(errbuf, errlen, "redis unavailable");
+        cm_errbuf_set(errbuf, errlen, "redis unavailable");
         goto out;
     }
     redisReply *r = sync_eval(rb, &rb->admin, SC_RESTOCK, sale_id, 4, 3, args, &err);
     if (!r) {
-        set_err(errbuf, errlen, "redis: %s", cm_strerror(err));
+        cm_errbuf_set(errbuf, errlen, "redis: %s", cm_strerror(err));
         rc = err;
         goto out;
     }
@@ -1517,13 +1434,13 @@ static int redis_restock(inv_t *inv, const char *sale_id, int64_t add, const cha
     } else if (r->type == REDIS_REPLY_INTEGER) {
         rc = r->integer == CM_ENOTFOUND ? CM_ENOTFOUND : CM_EINVAL;
         if (rc == CM_ENOTFOUND)
-            set_err(errbuf, errlen, "no sale %s", sale_id);
+            cm_errbuf_set(errbuf, errlen, "no sale %s", sale_id);
         else
-            set_err(errbuf, errlen, "add=%lld would overflow the stock", (long long)add);
+            cm_errbuf_set(errbuf, errlen, "add=%lld would overflow the stock", (long long)add);
     } else {
         rc = parse_state(r, sale_id, &info);
         if (rc < 0)
-            set_err(errbuf, errlen, "redis: bad reply to restock");
+            cm_errbuf_set(errbuf, errlen, "redis: bad reply to restock");
     }
     freeReplyObject(r);
     if (rc == 0) {

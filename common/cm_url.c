@@ -1,0 +1,112 @@
+#include "common/cm_url.h"
+#include "common/cm_err.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int parse_int(const char *s, long min, long max, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max)
+        return CM_EINVAL;
+    *out = (int)v;
+    return 0;
+}
+
+static int copy(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= cap)
+        return CM_EINVAL;
+    memcpy(dst, src, n + 1);
+    return 0;
+}
+
+int cm_redis_url_parse(const char *url, cm_redis_url_t *out, char *errbuf, size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    out->port = 6379;
+    if (strncmp(url, "rediss://", 9) == 0) {
+        cm_errbuf_set(errbuf, errlen, "redis url: rediss:// (TLS) is not supported; use redis://");
+        return CM_EINVAL;
+    }
+    if (strncmp(url, "redis://", 8) != 0) {
+        cm_errbuf_set(errbuf, errlen, "redis url: must start with redis://");
+        return CM_EINVAL;
+    }
+    char buf[1024];
+    if (copy(buf, sizeof(buf), url + 8) != 0) {
+        cm_errbuf_set(errbuf, errlen, "redis url: too long");
+        return CM_EINVAL;
+    }
+    char *query = strchr(buf, '?');
+    if (query) {
+        *query++ = '\0';
+        if (copy(out->query, sizeof(out->query), query) != 0) {
+            cm_errbuf_set(errbuf, errlen, "redis url: parameters too long");
+            return CM_EINVAL;
+        }
+    }
+    char *hostpart = buf;
+    char *at = strrchr(buf, '@');
+    if (at) {
+        *at = '\0';
+        char *colon = strchr(buf, ':');
+        if (!colon) {
+            cm_errbuf_set(errbuf, errlen, "redis url: want [user]:password@ before the host");
+            return CM_EINVAL;
+        }
+        *colon = '\0';
+        if (copy(out->user, sizeof(out->user), buf) || copy(out->pass, sizeof(out->pass), colon + 1)) {
+            cm_errbuf_set(errbuf, errlen, "redis url: user or password too long");
+            return CM_EINVAL;
+        }
+        hostpart = at + 1;
+    }
+    char *slash = strchr(hostpart, '/');
+    if (slash) {
+        *slash = '\0';
+        if (slash[1] && parse_int(slash + 1, 0, 65535, &out->db) != 0) {
+            cm_errbuf_set(errbuf, errlen, "redis url: bad db '%s'", slash + 1);
+            return CM_EINVAL;
+        }
+    }
+    char *portp = NULL;
+    if (hostpart[0] == '[') { /* [v6]:port */
+        char *close = strchr(hostpart, ']');
+        if (!close) {
+            cm_errbuf_set(errbuf, errlen, "redis url: unclosed '['");
+            return CM_EINVAL;
+        }
+        *close = '\0';
+        hostpart++;
+        if (close[1] == ':')
+            portp = close + 2;
+    } else if ((portp = strchr(hostpart, ':'))) {
+        *portp++ = '\0';
+    }
+    if (!hostpart[0]) {
+        cm_errbuf_set(errbuf, errlen, "redis url: no host");
+        return CM_EINVAL;
+    }
+    if (copy(out->host, sizeof(out->host), hostpart) != 0) {
+        cm_errbuf_set(errbuf, errlen, "redis url: host too long");
+        return CM_EINVAL;
+    }
+    if (portp && parse_int(portp, 1, 65535, &out->port) != 0) {
+        cm_errbuf_set(errbuf, errlen, "redis url: bad port '%s'", portp);
+        return CM_EINVAL;
+    }
+    if (!out->pass[0]) {
+        const char *env = getenv("FLASHGATE_REDIS_PASSWORD");
+        if (env && *env && copy(out->pass, sizeof(out->pass), env) != 0) {
+            cm_errbuf_set(errbuf, errlen, "FLASHGATE_REDIS_PASSWORD is too long");
+            return CM_EINVAL;
+        }
+    }
+    return 0;
+}

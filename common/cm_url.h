@@ -1,0 +1,26 @@
+/*
+ * redis://[[user]:password@]host[:port][/db][?key=value&...] URLs, parsed
+ * once for every part that talks to Redis (the inventory backend and the
+ * fleet membership), so both read the same address the same way.
+ */
+#ifndef CM_URL_H
+#define CM_URL_H
+
+#include <stddef.h>
+
+typedef struct cm_redis_url {
+    char user[128];
+    char pass[256];  /* from the URL, else FLASHGATE_REDIS_PASSWORD, else "" */
+    char host[256];  /* without brackets for IPv6 */
+    int port;        /* default 6379 */
+    int db;          /* default 0 */
+    char query[512]; /* the parameters after '?', "" if none: the caller's to read */
+} cm_redis_url_t;
+
+/*
+ * Parses url. Returns 0, or CM_EINVAL with "redis url: <what>" in errbuf
+ * (rediss:// is refused: no TLS client here). Thread-safe.
+ */
+int cm_redis_url_parse(const char *url, cm_redis_url_t *out, char *errbuf, size_t errlen);
+
+#endif
