@@ -22,6 +22,7 @@
 
 #define MOD "settle"
 #define STOP_GRACE_MS 5000 /* how long a stop waits for the batch in progress */
+#define COMMIT_WAIT_MS 5000 /* longest wait for an offset commit (a failed one is harmless) */
 
 typedef struct st_msg {
     rd_kafka_message_t *m;
@@ -391,12 +392,17 @@ static int clients_create(st_settle_t *st, char *err, size_t errlen)
     return 0;
 }
 
-/* True when the brokers file names other brokers than the ones in use (checked once a second). */
+/*
+ * True when the brokers file names other brokers than the ones in use (checked
+ * once a second). Not gated on ALL_BROKERS_DOWN: that error is served only by
+ * rd_kafka_consumer_poll, so a worker waiting elsewhere (an offset commit to a
+ * vanished coordinator) never sees it.
+ */
 static bool brokers_moved(st_settle_t *st)
 {
     if (st->reconnect)
         return true;
-    if (!*st->brokers_file || !atomic_load(&st->brokers_down))
+    if (!*st->brokers_file)
         return false;
     uint64_t now = cm_mono_ms();
     if (now - st->last_file_check_ms < 1000)
@@ -515,8 +521,25 @@ static int commit_offsets(st_settle_t *st)
         if (m->offset + 1 > tp->offset)
             tp->offset = m->offset + 1;
     }
-    rd_kafka_resp_err_t e = rd_kafka_commit(st->consumer, list, 0);
+    /* Not rd_kafka_commit(sync): when the broker dies (the embedded one on a
+     * gateway kill -9) the request sits in the coordinator's queue for
+     * socket.timeout.ms (60 s) and settlement stops that long. Wait at most
+     * COMMIT_WAIT_MS, less when stopping or the brokers moved. */
+    rd_kafka_queue_t *q = rd_kafka_queue_new(st->consumer);
+    rd_kafka_resp_err_t e = rd_kafka_commit_queue(st->consumer, list, q, NULL, NULL);
     rd_kafka_topic_partition_list_destroy(list);
+    uint64_t until = cm_mono_ms() + COMMIT_WAIT_MS;
+    while (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
+        if (ev) {
+            e = rd_kafka_event_error(ev);
+            rd_kafka_event_destroy(ev);
+            break;
+        }
+        if (cm_mono_ms() >= until || stopping_too_long(st) || brokers_moved(st))
+            e = RD_KAFKA_RESP_ERR__TIMED_OUT;
+    }
+    rd_kafka_queue_destroy(q);
     if (e) {
         /* Harmless for correctness: the messages come again and change nothing. */
         cm_log_warn(MOD, "offset commit failed", "err=%s", rd_kafka_err2name(e));
