@@ -55,6 +55,16 @@ def bootstrap(data_dir, timeout=10):
     return b
 
 
+def _die_with_parent():
+    """preexec_fn: SIGKILL the child when the test process dies (a test killed on
+    its timeout leaves no worker behind)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class Settle:
     """One flashgate-settle process. The broker address comes from the gateway's
     kafka.bootstrap (re-read by settle when the broker moves)."""
@@ -85,13 +95,14 @@ class Settle:
 
     def start(self):
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.cmd(), stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.cmd(), stdout=self.log, stderr=subprocess.STDOUT,
+                                     preexec_fn=_die_with_parent)
         return self
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def logs(self, n=3000):
+    def logs(self, n=8000):
         try:
             with open(self.log_path, "rb") as f:
                 return f.read().decode(errors="replace")[-n:]
