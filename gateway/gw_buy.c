@@ -187,11 +187,13 @@ static bool after_reserve(gw_req_t *r, int rc)
                 cm_log_error("gw", "spool append failed", "err=%s", cm_errname(arc));
             return false;
         }
-        gw_orders_put(srv->orders, o);
         w->notify_relay = true;
         atomic_fetch_add_explicit(&w->ctr.accepted_units, o->qty, memory_order_relaxed);
         reply_accepted(r, o, false);
-        if (srv->cfg->durability == GW_DURABILITY_FSYNC) {
+        if (srv->cfg->durability != GW_DURABILITY_FSYNC) {
+            /* Known (and replayable by its key) only once it is durable. */
+            gw_orders_put(srv->orders, o);
+        } else {
             /* Group commit: the answer goes out after the next fdatasync. */
             suspend(r);
             r->next = NULL;
@@ -203,6 +205,25 @@ static bool after_reserve(gw_req_t *r, int rc)
         return false;
     }
     case INV_DUPLICATE: {
+        /*
+         * The key was used before. Replay the 202 only for an order known to
+         * be durable: the original may still be in flight on another worker or
+         * waiting for its fsync, or it may be a Redis reserve that timed out and
+         * is being given back. Then the client retries. An order of another
+         * gateway of the fleet is trusted once Redis holds it (that gateway
+         * spools before it answers).
+         */
+        gw_order_t known;
+        uint64_t idv = 0;
+        bool ours = cm_id_parse(r->res.order_id, strlen(r->res.order_id), &idv) == 0 &&
+                    cm_id_node(idv) == srv->node_id;
+        if (ours && !gw_orders_get(srv->orders, r->res.order_id, &known)) {
+            gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
+                          "the original request with this Idempotency-Key is still in progress; "
+                          "retry");
+            gw_resp_header(&r->resp, "Retry-After", "1");
+            return false;
+        }
         oq_order_t orig = *o;
         snprintf(orig.order_id, sizeof(orig.order_id), "%s", r->res.order_id);
         orig.qty = r->res.qty;
@@ -358,9 +379,17 @@ static void sync_after(uv_work_t *wk, int status)
     while (r) {
         gw_req_t *next = r->next;
         if (w->sync_result != 0) {
-            /* The record may or may not be on disk; a retry with its key finds the order. */
-            gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "order spool fsync failed");
+            /*
+             * The disk failed: the record may or may not survive, and the spool
+             * now refuses every append (the gateway stops accepting). The
+             * reservation stays (at worst undersell, never oversell) and the
+             * client hears the truth: not confirmed.
+             */
+            gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
+                          "order spool fsync failed: the order is not confirmed");
             gw_resp_header(&r->resp, "Retry-After", "1");
+        } else {
+            gw_orders_put(w->srv->orders, &r->order);
         }
         gw_req_finish(r);
         r = next;

@@ -318,6 +318,14 @@ static void drive(gw_worker_t *w)
         uv_timer_start(&w->timer, on_timer, to, 0);
     else
         uv_timer_stop(&w->timer);
+    /* Requests handled just now may wait for an fsync or the relay: start those
+     * here, whichever phase of the loop called us (a timer's drive would else
+     * wait for the check phase after the next, possibly blocking, poll). */
+    gw_buy_loop_tick(w);
+    if (w->notify_relay) {
+        w->notify_relay = false;
+        gw__queue_notify(w->srv);
+    }
 }
 
 static void on_timer(uv_timer_t *t)
@@ -338,12 +346,6 @@ static void on_check(uv_check_t *c)
     gw_worker_t *w = c->data;
     if (w->need_run)
         drive(w);
-    /* After the drive: requests it handled may have joined the fsync queue. */
-    gw_buy_loop_tick(w);
-    if (w->notify_relay) {
-        w->notify_relay = false;
-        gw__queue_notify(w->srv);
-    }
 }
 
 void gw_req_finish(gw_req_t *r)

@@ -52,6 +52,8 @@ void gw_apply_limits(gw_server_t *srv)
 void gw_server_counters(gw_server_t *srv, gw_counters_t *out)
 {
     memset(out, 0, sizeof(*out));
+    if (!srv->workers)
+        return; /* the admin listener starts before the workers */
     for (unsigned i = 0; i < srv->nworkers; i++) {
         gw_counters_t *c = &srv->workers[i].ctr;
         for (int r = 0; r < GW_R_COUNT; r++)

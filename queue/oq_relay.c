@@ -698,6 +698,11 @@ static void handle_outcome(oq_relay_t *r, const rd_kafka_message_t *m)
         return;
     }
     atomic_fetch_add_explicit(&r->outcomes_seen, 1, memory_order_relaxed);
+    /* The gateway first: a failed order's compensation appends its release event
+     * to the spool, and only then may the order's record be released (else a
+     * crash in between would replay the order as held, with the outcome gone). */
+    if (r->o.on_outcome)
+        r->o.on_outcome(oid, sid, uid, qty < 0 ? 0 : (uint32_t)qty, status, reason, r->o.cb_ud);
     if (r->settle_mode) {
         unsigned bits = OUT_ANY;
         if (strcmp(status, "cancelled") == 0 || strcmp(status, "failed") == 0)
@@ -705,8 +710,6 @@ static void handle_outcome(oq_relay_t *r, const rd_kafka_message_t *m)
         settle_add(r, oid, bits);
         wake(r);
     }
-    if (r->o.on_outcome)
-        r->o.on_outcome(oid, sid, uid, qty < 0 ? 0 : (uint32_t)qty, status, reason, r->o.cb_ud);
     json_decref(j);
 }
 

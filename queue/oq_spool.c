@@ -244,6 +244,7 @@ struct oq_spool {
     pthread_mutex_t sync_mu;
     pthread_cond_t sync_cv;
     bool syncing;
+    bool sync_failed; /* sticky: one fdatasync failed (sync_mu) */
     uint64_t synced_total;
     uint64_t sync_floor; /* segments below it are durable */
     _Atomic uint64_t syncs, fsyncs;
@@ -753,6 +754,12 @@ int oq_spool_sync(oq_spool_t *sp)
     uint64_t target = atomic_load(&sp->appended_total);
     pthread_mutex_lock(&sp->sync_mu);
     while (sp->synced_total < target) {
+        if (sp->sync_failed) {
+            /* Sticky: after one failed fdatasync a later one may "succeed" on
+             * pages the kernel already dropped. Nobody is told data is safe. */
+            pthread_mutex_unlock(&sp->sync_mu);
+            return CM_EIO;
+        }
         if (sp->syncing) { /* a follower: the leader's fsync may cover us */
             pthread_cond_wait(&sp->sync_cv, &sp->sync_mu);
             continue;
@@ -778,6 +785,8 @@ int oq_spool_sync(oq_spool_t *sp)
 
         pthread_mutex_lock(&sp->sync_mu);
         sp->syncing = false;
+        if (rc != 0)
+            sp->sync_failed = true;
         if (rc == 0) {
             if (covered > sp->synced_total)
                 sp->synced_total = covered;

@@ -82,8 +82,9 @@ class Redis:
     by default (what a fleet needs so that a Redis crash loses no reservation
     it acknowledged; "everysec" may lose the last second and oversell)."""
 
-    def __init__(self, aof=True, fsync="always"):
+    def __init__(self, aof=True, fsync="always", extra=()):
         need_redis()
+        self.extra = list(extra)
         self.dir = tempfile.mkdtemp(prefix="fg-redis-")
         self.port = None
         self.proc = None
@@ -98,7 +99,7 @@ class Redis:
         args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "yes" if self.aof else "no", "--appendfsync", self.fsync,
                 "--dir", self.dir, "--daemonize", "no", "--logfile",
-                os.path.join(self.dir, "redis.log")]
+                os.path.join(self.dir, "redis.log")] + self.extra
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         deadline = time.time() + 10
