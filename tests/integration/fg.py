@@ -21,6 +21,16 @@ FAILS = []
 PASSES = [0]
 
 
+def die_with_parent():
+    """preexec_fn: the child gets SIGKILL when the test process dies (a ctest
+    timeout must not leave servers running)."""
+    import ctypes
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -105,7 +115,7 @@ class Gateway:
     def start(self, wait=True):
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.cmd(), stdout=self.log, stderr=subprocess.STDOUT,
-                                     env=self.env)
+                                     env=self.env, preexec_fn=die_with_parent)
         if wait:
             self.wait_ready()
         return self

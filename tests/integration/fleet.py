@@ -17,7 +17,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import BIN, Gateway, free_port  # noqa: E402,F401
+from fg import BIN, Gateway, die_with_parent, free_port  # noqa: E402,F401
 
 REDIS_SERVER = os.environ.get("FLASHGATE_REDIS_SERVER") or shutil.which("redis-server")
 
@@ -101,7 +101,7 @@ class Redis:
                 "--dir", self.dir, "--daemonize", "no", "--logfile",
                 os.path.join(self.dir, "redis.log")] + self.extra
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+                                     stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
         deadline = time.time() + 10
         while time.time() < deadline:
             if self.proc.poll() is not None:
