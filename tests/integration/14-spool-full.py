@@ -44,7 +44,7 @@ try:
     eq(s["accepted_orders"], len(accepted), "a refused order took no stock")
     eq(s["stock_left"], 100000 - len(accepted), "stock matches the accepted orders")
     eq(sorted(g.spool_ids()), sorted(accepted), "the spool holds exactly the accepted orders")
-    r = g.buy("big", "late")
+    r = g.buy("big", "late-user-0001")  # longer than any refused record: cannot fit either
     eq((r.status, r.json["error"]), (503, "unavailable"), "still full")
     eq(g.get("/v1/sales/big").status, 200, "reads keep working while full")
 finally:
