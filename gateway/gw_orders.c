@@ -3,7 +3,9 @@
  * the spool replayed at start, and (with Kafka) every order and outcome seen
  * in the topics, so any gateway of a fleet answers for any order.
  *
- * Bounded by the stock of the sales (one entry per accepted order, ~330 B).
+ * Bounded by the stock of the sales: one entry per accepted order, about
+ * 100 bytes (the three ids packed after a 48-byte header; a reason only for
+ * failed or cancelled orders; idempotency keys live in the inventory).
  * Striped locks: 64 shards, each a chained hash table that doubles as it fills.
  */
 #include "common/cm_alloc.h"
@@ -18,7 +20,13 @@
 typedef struct entry {
     struct entry *next;
     uint64_t hash;
-    gw_order_t ord;
+    int64_t accepted_at_ms;
+    char *reason; /* NULL unless failed/cancelled with a reason */
+    uint32_t qty;
+    uint32_t node_id;
+    uint8_t status;
+    uint8_t user_off, sale_off; /* offsets into ids */
+    char ids[];                 /* order_id NUL user_id NUL sale_id NUL */
 } entry_t;
 
 typedef struct shard {
@@ -62,6 +70,7 @@ void gw_orders_free(gw_orders_t *t)
             entry_t *e = s->buckets[b];
             while (e) {
                 entry_t *n = e->next;
+                free(e->reason);
                 free(e);
                 e = n;
             }
@@ -94,7 +103,7 @@ static void grow(shard_t *s)
 static entry_t *find(shard_t *s, uint64_t h, const char *id)
 {
     for (entry_t *e = s->buckets[(h >> 6) & (s->nbuckets - 1)]; e; e = e->next)
-        if (e->hash == h && strcmp(e->ord.o.order_id, id) == 0)
+        if (e->hash == h && strcmp(e->ids, id) == 0)
             return e;
     return NULL;
 }
@@ -103,15 +112,37 @@ static entry_t *insert(shard_t *s, uint64_t h, const oq_order_t *o)
 {
     if (s->count >= s->nbuckets)
         grow(s);
-    entry_t *e = cm_xcalloc(1, sizeof(*e));
+    size_t lo = strlen(o->order_id) + 1, lu = strlen(o->user_id) + 1, ls = strlen(o->sale_id) + 1;
+    entry_t *e = cm_xmalloc(sizeof(*e) + lo + lu + ls);
     e->hash = h;
-    e->ord.o = *o;
-    e->ord.status = GW_ORDER_QUEUED;
+    e->accepted_at_ms = o->accepted_at_ms;
+    e->reason = NULL;
+    e->qty = o->qty;
+    e->node_id = o->node_id;
+    e->status = GW_ORDER_QUEUED;
+    e->user_off = (uint8_t)lo;
+    e->sale_off = (uint8_t)(lo + lu);
+    memcpy(e->ids, o->order_id, lo);
+    memcpy(e->ids + lo, o->user_id, lu);
+    memcpy(e->ids + lo + lu, o->sale_id, ls);
     size_t j = (h >> 6) & (s->nbuckets - 1);
     e->next = s->buckets[j];
     s->buckets[j] = e;
     s->count++;
     return e;
+}
+
+static void expand(const entry_t *e, gw_order_t *out)
+{
+    memset(&out->o, 0, sizeof(out->o));
+    snprintf(out->o.order_id, sizeof(out->o.order_id), "%s", e->ids);
+    snprintf(out->o.user_id, sizeof(out->o.user_id), "%s", e->ids + e->user_off);
+    snprintf(out->o.sale_id, sizeof(out->o.sale_id), "%s", e->ids + e->sale_off);
+    out->o.qty = e->qty;
+    out->o.accepted_at_ms = e->accepted_at_ms;
+    out->o.node_id = e->node_id;
+    out->status = (gw_order_status_t)e->status;
+    snprintf(out->reason, sizeof(out->reason), "%s", e->reason ? e->reason : "");
 }
 
 bool gw_orders_put(gw_orders_t *t, const oq_order_t *o)
@@ -135,7 +166,7 @@ bool gw_orders_get(gw_orders_t *t, const char *order_id, gw_order_t *out)
     pthread_mutex_lock(&s->lock);
     entry_t *e = find(s, h, order_id);
     if (e)
-        *out = e->ord;
+        expand(e, out);
     pthread_mutex_unlock(&s->lock);
     return e != NULL;
 }
@@ -147,12 +178,14 @@ int gw_orders_set_status(gw_orders_t *t, const char *order_id, const oq_order_t 
     shard_t *s = &t->shards[h % SHARDS];
     pthread_mutex_lock(&s->lock);
     entry_t *e = find(s, h, order_id);
-    int prev = e ? (int)e->ord.status : -1;
+    int prev = e ? (int)e->status : -1;
     if (!e && o)
         e = insert(s, h, o);
     if (e) {
-        e->ord.status = st;
-        snprintf(e->ord.reason, sizeof(e->ord.reason), "%s", reason ? reason : "");
+        e->status = (uint8_t)st;
+        CM_FREE(e->reason);
+        if (reason && reason[0])
+            e->reason = cm_xstrndup(reason, sizeof(((gw_order_t *)0)->reason) - 1);
     }
     pthread_mutex_unlock(&s->lock);
     return prev;
