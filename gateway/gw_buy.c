@@ -139,23 +139,51 @@ static bool idem_key_valid(const char *k, size_t len)
 
 static void reply_rate_limited(gw_req_t *r, const gw_limit_verdict_t *v)
 {
-    const char *scope = gw_scope_name(v->scope);
+    gw_worker_t *w = r->w;
+    atomic_fetch_add_explicit(&w->ctr.rate_limited[v->scope], 1, memory_order_relaxed);
     uint64_t retry = ceil_s(v->retry_after_ns);
     uint64_t window = v->policy.rate_milli
                           ? (v->policy.burst * 1000ull + v->policy.rate_milli - 1) /
                                 v->policy.rate_milli
                           : 1;
+    if (!window)
+        window = 1;
+    /*
+     * A crowd refused by one scope gets the same answer over and over (same
+     * policy, retry and remaining): keep the last one per scope prepared, as
+     * for sold out, so a refusal costs no response building.
+     */
+    gw_rl_cache_t *c = &w->rl_cache[v->scope];
+    if (c->resp && c->retry == retry && c->burst == v->policy.burst && c->window == window &&
+        c->remaining == v->remaining) {
+        r->cached = c->resp;
+        r->cached_reply = GW_R_RATE_LIMITED;
+        return;
+    }
+    const char *scope = gw_scope_name(v->scope);
     char extra[96];
     snprintf(extra, sizeof(extra), "\"scope\":\"%s\",\"retry_after\":%llu", scope,
              (unsigned long long)retry);
-    gw_resp_error(&r->resp, GW_R_RATE_LIMITED, extra, "too many requests (%s limit); retry after %llu s",
-                  scope, (unsigned long long)retry);
+    gw_resp_error(&r->resp, GW_R_RATE_LIMITED, extra,
+                  "too many requests (%s limit); retry after %llu s", scope,
+                  (unsigned long long)retry);
     gw_resp_header(&r->resp, "Retry-After", "%llu", (unsigned long long)retry);
     gw_resp_header(&r->resp, "RateLimit-Policy", "\"%s\";q=%llu;w=%llu", scope,
-                   (unsigned long long)v->policy.burst, (unsigned long long)(window ? window : 1));
+                   (unsigned long long)v->policy.burst, (unsigned long long)window);
     gw_resp_header(&r->resp, "RateLimit", "\"%s\";r=%llu;t=%llu", scope,
                    (unsigned long long)v->remaining, (unsigned long long)retry);
-    atomic_fetch_add_explicit(&r->w->ctr.rate_limited[v->scope], 1, memory_order_relaxed);
+    struct MHD_Response *mr = gw_resp_prepare(&r->resp);
+    if (!mr)
+        return; /* answered from r->resp */
+    if (c->resp)
+        MHD_destroy_response(c->resp);
+    c->resp = mr;
+    c->retry = retry;
+    c->burst = v->policy.burst;
+    c->window = window;
+    c->remaining = v->remaining;
+    r->cached = mr;
+    r->cached_reply = GW_R_RATE_LIMITED;
 }
 
 static void suspend(gw_req_t *r)
@@ -293,6 +321,7 @@ bool gw_buy_handle(gw_req_t *r)
     /* A keyed retry must still find its original order after the sale sold out. */
     if (!r->res.idem_key[0] && inv_sale_sold_out(sale)) {
         r->cached = gw_sold_out_response(w, sale);
+        r->cached_reply = GW_R_SOLD_OUT;
         if (!r->cached)
             gw_resp_error(&r->resp, GW_R_SOLD_OUT, NULL, "sale %s is sold out", r->id);
         return false;

@@ -273,8 +273,8 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
     if (r->state == GW_ST_WAIT)
         return MHD_YES; /* spurious call while suspended */
     if (r->cached) {
-        atomic_fetch_add_explicit(&w->ctr.replies[GW_R_SOLD_OUT], 1, memory_order_relaxed);
-        return MHD_queue_response(conn, MHD_HTTP_GONE, r->cached);
+        atomic_fetch_add_explicit(&w->ctr.replies[r->cached_reply], 1, memory_order_relaxed);
+        return MHD_queue_response(conn, (unsigned)gw_reply_status(r->cached_reply), r->cached);
     }
     return gw_resp_send(conn, &w->ctr, &r->resp);
 }
@@ -548,6 +548,11 @@ void gw_workers_stop(gw_server_t *srv)
         for (unsigned k = 0; k < w->nsold_out; k++)
             MHD_destroy_response(w->sold_out_cache[k].resp);
         w->nsold_out = 0;
+        for (unsigned k = 0; k < GW_SCOPE_COUNT; k++) {
+            if (w->rl_cache[k].resp)
+                MHD_destroy_response(w->rl_cache[k].resp);
+            w->rl_cache[k].resp = NULL;
+        }
         while (w->free_reqs) {
             gw_req_t *r = w->free_reqs;
             w->free_reqs = r->next;

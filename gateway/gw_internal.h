@@ -95,6 +95,8 @@ void gw_resp_header(gw_resp_t *r, const char *name, const char *fmt, ...)
 /* Sets the body to {"error":code,"message":msg...} with extra pre-escaped JSON members. */
 void gw_resp_error(gw_resp_t *r, gw_reply_t reply, const char *extra_json, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* Builds an MHD response from r (a new reference; NULL on failure). */
+struct MHD_Response *gw_resp_prepare(const gw_resp_t *r);
 /* Queues r on the connection; counts it. Returns the MHD result. */
 enum MHD_Result gw_resp_send(struct MHD_Connection *c, gw_counters_t *ctr, const gw_resp_t *r);
 /* Appends s JSON-escaped (without quotes) to buf at *len. */
@@ -159,6 +161,12 @@ const char *gw_order_status_name(gw_order_status_t s);
 
 /*---- Workers and the server ----*/
 
+/* A prepared 429 and what it says; reused while a scope keeps refusing alike. */
+typedef struct gw_rl_cache {
+    struct MHD_Response *resp;
+    uint64_t retry, burst, window, remaining;
+} gw_rl_cache_t;
+
 struct gw_worker {
     gw_server_t *srv;
     unsigned index;
@@ -191,6 +199,7 @@ struct gw_worker {
         struct MHD_Response *resp;
     } sold_out_cache[32];
     unsigned nsold_out;
+    gw_rl_cache_t rl_cache[GW_SCOPE_COUNT]; /* the last 429 per scope, prepared */
 };
 
 struct gw_server {
@@ -241,7 +250,8 @@ struct gw_req {
     gw_route_t route;
     gw_req_state_t state;
     bool too_large, bad_media;
-    struct MHD_Response *cached; /* a prepared answer (sold out), sent instead of resp */
+    struct MHD_Response *cached; /* a prepared answer (sold out, rate limited), sent instead */
+    gw_reply_t cached_reply;
     char id[INV_SALE_ID_MAX + 1]; /* sale or order id from the path (checked) */
     size_t body_len, body_cap;
     char *body;

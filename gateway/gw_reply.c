@@ -95,15 +95,23 @@ void gw_resp_error(gw_resp_t *r, gw_reply_t reply, const char *extra_json, const
     r->body_len = n;
 }
 
-enum MHD_Result gw_resp_send(struct MHD_Connection *c, gw_counters_t *ctr, const gw_resp_t *r)
+struct MHD_Response *gw_resp_prepare(const gw_resp_t *r)
 {
     struct MHD_Response *mr =
         MHD_create_response_from_buffer(r->body_len, (void *)r->body, MHD_RESPMEM_MUST_COPY);
     if (!mr)
-        return MHD_NO;
+        return NULL;
     MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     for (unsigned i = 0; i < r->nheaders; i++)
         MHD_add_response_header(mr, r->headers[i][0], r->headers[i][1]);
+    return mr;
+}
+
+enum MHD_Result gw_resp_send(struct MHD_Connection *c, gw_counters_t *ctr, const gw_resp_t *r)
+{
+    struct MHD_Response *mr = gw_resp_prepare(r);
+    if (!mr)
+        return MHD_NO;
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, mr);
     MHD_destroy_response(mr);
     if (ctr)
