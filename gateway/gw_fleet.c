@@ -48,10 +48,12 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#define KEY_MEMBERS "flashgate:fleet:members"
-#define KEY_CONFIG "flashgate:fleet:config"
+/* One hash tag for every fleet key: the heartbeat script touches several at
+ * once, and Redis Cluster runs a script only on keys of one slot. */
+#define KEY_MEMBERS "{flashgate:fleet}:members"
+#define KEY_CONFIG "{flashgate:fleet}:config"
 #define CHAN_EVENTS "flashgate:fleet:events"
-#define KEY_NODEID_FMT "flashgate:nodeid:%u"
+#define KEY_NODEID_FMT "{flashgate:fleet}:nodeid:%u"
 
 #define TICK_MS 1000         /* heartbeat and config poll period */
 #define MEMBER_TTL_MS 3000   /* a member missing 3 heartbeats is gone */
