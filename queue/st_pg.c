@@ -216,35 +216,21 @@ static int pg_begin(st_sink_t *sink)
     return exec_cmd(s, "BEGIN");
 }
 
-static int pg_settle(st_sink_t *sink, const st_order_t *o, st_outcome_t *out)
+/* The vtable's primitives: the step itself is st_sink_settle(). */
+static int pg_lookup(st_sink_t *sink, const char *order_id, st_outcome_t *out)
 {
-    st_pg_t *s = (st_pg_t *)sink;
-    memset(out, 0, sizeof(*out));
-    int ret;
-    if (s->user_sql) {
-        if ((ret = lookup(s, o->order_id, out)) != 0)
-            return ret < 0 ? ret : 0;
-        if ((ret = run_user(s, o, out->reason, sizeof(out->reason))) < 0)
-            return ret;
-        out->status = ret == 1 ? ST_FAILED : ST_SETTLED;
-        if ((ret = insert(s, o, out->status, out->reason)) < 0)
-            return ret;
-        out->changed = true;
-        return 0;
-    }
-    if ((ret = insert(s, o, ST_SETTLED, NULL)) < 0)
-        return ret;
-    if (ret == 1) {
-        out->status = ST_SETTLED;
-        out->changed = true;
-        return 0;
-    }
-    ret = lookup(s, o->order_id, out);
-    if (ret == 0) {
-        snprintf(s->base.errmsg, sizeof(s->base.errmsg), "order %s vanished", o->order_id);
-        return CM_EBACKEND;
-    }
-    return ret < 0 ? ret : 0;
+    return lookup((st_pg_t *)sink, order_id, out);
+}
+
+static int pg_run_user(st_sink_t *sink, const st_order_t *o, char *reason, size_t rlen)
+{
+    return run_user((st_pg_t *)sink, o, reason, rlen);
+}
+
+static int pg_insert(st_sink_t *sink, const st_order_t *o, st_status_t status,
+                     const char *reason)
+{
+    return insert((st_pg_t *)sink, o, status, reason);
 }
 
 static int pg_cancel(st_sink_t *sink, const st_order_t *c, st_outcome_t *out)
@@ -316,7 +302,9 @@ static void pg_close(st_sink_t *sink)
 static const st_sink_ops_t pg_ops = {
     .name = "postgresql",
     .begin = pg_begin,
-    .settle = pg_settle,
+    .lookup = pg_lookup,
+    .run_user = pg_run_user,
+    .insert = pg_insert,
     .cancel = pg_cancel,
     .commit = pg_commit,
     .rollback = pg_rollback,
@@ -330,8 +318,10 @@ int st_pg_open(st_sink_t **out, const char *conninfo, const st_sink_opts_t *opts
     st_pg_t *s = cm_xcalloc(1, sizeof(*s));
     s->base.ops = &pg_ops;
     s->conninfo = cm_xstrdup(conninfo);
-    if (opts && opts->sql && *opts->sql)
+    if (opts && opts->sql && *opts->sql) {
         s->user_sql = cm_xstrdup(opts->sql);
+        s->base.has_user_sql = true;
+    }
     int ret = connect_db(s);
     /* Two workers starting at once may race on CREATE TABLE IF NOT EXISTS: try twice. */
     if (ret == 0 && (ret = exec_cmd(s, pg_schema_sql)) != 0 && PQstatus(s->conn) == CONNECTION_OK)

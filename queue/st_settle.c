@@ -54,6 +54,37 @@ struct st_settle {
 
 /*---- Small helpers ----*/
 
+int st_sink_settle(st_sink_t *s, const st_order_t *o, st_outcome_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    int ret;
+    if (s->has_user_sql) {
+        /* Look first: the user's statement must not run for a copy. */
+        if ((ret = s->ops->lookup(s, o->order_id, out)) != 0)
+            return ret < 0 ? ret : 0;
+        if ((ret = s->ops->run_user(s, o, out->reason, sizeof(out->reason))) < 0)
+            return ret;
+        out->status = ret == 1 ? ST_FAILED : ST_SETTLED;
+        if ((ret = s->ops->insert(s, o, out->status, out->reason)) < 0)
+            return ret;
+        out->changed = true;
+        return 0;
+    }
+    if ((ret = s->ops->insert(s, o, ST_SETTLED, NULL)) < 0)
+        return ret;
+    if (ret == 1) {
+        out->status = ST_SETTLED;
+        out->changed = true;
+        return 0;
+    }
+    ret = s->ops->lookup(s, o->order_id, out);
+    if (ret == 0) {
+        snprintf(s->errmsg, sizeof(s->errmsg), "order %s vanished", o->order_id);
+        return CM_EBACKEND;
+    }
+    return ret < 0 ? ret : 0;
+}
+
 const char *st_status_name(st_status_t st)
 {
     switch (st) {

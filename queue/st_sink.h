@@ -69,12 +69,19 @@ typedef struct st_sink_ops {
     /* Starts a batch transaction. 0 or a negative cm_err_t. */
     int (*begin)(st_sink_t *s);
     /*
-     * Settles one order inside the batch: inserts it (and runs the user's SQL
-     * first, if any) unless its id is already recorded, in which case nothing
-     * changes and `out` reports the recorded status. 0 or a negative cm_err_t
-     * (the batch must then be rolled back).
+     * The primitives of the settlement step; st_sink_settle() decides with
+     * them, the same way for every database.
+     * lookup: 1 and the recorded status in *out if order_id is recorded, 0 if
+     * not, or a negative cm_err_t.
+     * run_user: runs the user's --sql for o in a savepoint: 0 ran, 1 the
+     * database rejected the order (reason filled), or a negative cm_err_t.
+     * Only called when the sink has_user_sql.
+     * insert: records o with status/reason unless its id is there: 1
+     * inserted, 0 already there, or a negative cm_err_t.
      */
-    int (*settle)(st_sink_t *s, const st_order_t *o, st_outcome_t *out);
+    int (*lookup)(st_sink_t *s, const char *order_id, st_outcome_t *out);
+    int (*run_user)(st_sink_t *s, const st_order_t *o, char *reason, size_t rlen);
+    int (*insert)(st_sink_t *s, const st_order_t *o, st_status_t status, const char *reason);
     /*
      * Cancels one order inside the batch: settled -> cancelled (once). A
      * failed or cancelled order keeps its status (out->changed false). An
@@ -94,7 +101,8 @@ typedef struct st_sink_ops {
 /* Backends embed this as their first member. */
 struct st_sink {
     const st_sink_ops_t *ops;
-    char errmsg[256]; /* last error, for logs */
+    bool has_user_sql; /* --sql given: run_user before insert */
+    char errmsg[256];  /* last error, for logs */
 };
 
 typedef struct st_sink_opts {
@@ -129,6 +137,15 @@ int st_pg_open(st_sink_t **out, const char *conninfo, const st_sink_opts_t *opts
 int st_sink_open(st_sink_t **out, const char *db, const char *data_dir, const st_sink_opts_t *opts,
                  char *err, size_t errlen);
 
+/*
+ * Settles one order inside the batch: inserts it (after the user's SQL, if
+ * any, which decides settled or failed) unless its id is already recorded, in
+ * which case nothing changes (the user's SQL does not run for a copy) and
+ * `out` reports the recorded status. 0 or a negative cm_err_t (the batch must
+ * then be rolled back).
+ */
+int st_sink_settle(st_sink_t *s, const st_order_t *o, st_outcome_t *out);
+
 /* "settled" | "failed" | "cancelled". */
 const char *st_status_name(st_status_t st);
 /* Parses a status name; returns the status or -1. */
@@ -137,10 +154,6 @@ int st_status_parse(const char *s);
 static inline int st_sink_begin(st_sink_t *s)
 {
     return s->ops->begin(s);
-}
-static inline int st_sink_settle(st_sink_t *s, const st_order_t *o, st_outcome_t *out)
-{
-    return s->ops->settle(s, o, out);
 }
 static inline int st_sink_cancel(st_sink_t *s, const st_order_t *c, st_outcome_t *out)
 {

@@ -207,37 +207,21 @@ static int sq_begin(st_sink_t *sink)
     return ret;
 }
 
-static int sq_settle(st_sink_t *sink, const st_order_t *o, st_outcome_t *out)
+/* The vtable's primitives: the step itself is st_sink_settle(). */
+static int sq_lookup(st_sink_t *sink, const char *order_id, st_outcome_t *out)
 {
-    st_sqlite_t *s = (st_sqlite_t *)sink;
-    memset(out, 0, sizeof(*out));
-    int ret;
-    if (s->user) {
-        /* Look first: the user's statement must not run for a copy. */
-        if ((ret = lookup(s, o->order_id, out)) != 0)
-            return ret < 0 ? ret : 0;
-        ret = run_user(s, o, out->reason, sizeof(out->reason));
-        if (ret < 0)
-            return ret;
-        out->status = ret == 1 ? ST_FAILED : ST_SETTLED;
-        if ((ret = insert(s, o, out->status, out->reason)) < 0)
-            return ret;
-        out->changed = true;
-        return 0;
-    }
-    if ((ret = insert(s, o, ST_SETTLED, NULL)) < 0)
-        return ret;
-    if (ret == 1) {
-        out->status = ST_SETTLED;
-        out->changed = true;
-        return 0;
-    }
-    ret = lookup(s, o->order_id, out);
-    if (ret == 0) {
-        snprintf(s->base.errmsg, sizeof(s->base.errmsg), "order %s vanished", o->order_id);
-        return CM_EBACKEND;
-    }
-    return ret < 0 ? ret : 0;
+    return lookup((st_sqlite_t *)sink, order_id, out);
+}
+
+static int sq_run_user(st_sink_t *sink, const st_order_t *o, char *reason, size_t rlen)
+{
+    return run_user((st_sqlite_t *)sink, o, reason, rlen);
+}
+
+static int sq_insert(st_sink_t *sink, const st_order_t *o, st_status_t status,
+                     const char *reason)
+{
+    return insert((st_sqlite_t *)sink, o, status, reason);
 }
 
 static int sq_cancel(st_sink_t *sink, const st_order_t *c, st_outcome_t *out)
@@ -317,7 +301,9 @@ static void sq_close(st_sink_t *sink)
 static const st_sink_ops_t sqlite_ops = {
     .name = "sqlite",
     .begin = sq_begin,
-    .settle = sq_settle,
+    .lookup = sq_lookup,
+    .run_user = sq_run_user,
+    .insert = sq_insert,
     .cancel = sq_cancel,
     .commit = sq_commit,
     .rollback = sq_rollback,
@@ -386,6 +372,7 @@ int st_sqlite_open(st_sink_t **out, const char *path, const st_sink_opts_t *opts
         sq_close(&s->base);
         return ret;
     }
+    s->base.has_user_sql = s->user != NULL;
     *out = &s->base;
     return 0;
 }
