@@ -85,7 +85,51 @@ def request(port, method, path, body=None, headers=None, timeout=10):
     return out
 
 
-class Gateway:
+class Server:
+    """A process of ours (started by a subclass's start()), its log, and its
+    stop by PID. It dies with the test (die_with_parent)."""
+
+    proc = None
+    log_path = None
+    tmp = None
+
+    def spawn(self, cmd, env=None):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+                                     preexec_fn=die_with_parent)
+        return self
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def logs(self, n=4000):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        rc = self.proc.returncode if self.proc else None
+        self.proc = None
+        return rc
+
+    def kill9(self):
+        return self.stop(signal.SIGKILL)
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class Gateway(Server):
     """One flashgate process with its own data dir and ports."""
 
     def __init__(self, *args, data_dir=None, env=None, token=TOKEN, threads=2, extra_env=None):
@@ -113,9 +157,7 @@ class Gateway:
         return c + os.environ.get("FLASHGATE_IT_EXTRA", "").split() + self.args
 
     def start(self, wait=True):
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.cmd(), stdout=self.log, stderr=subprocess.STDOUT,
-                                     env=self.env, preexec_fn=die_with_parent)
+        self.spawn(self.cmd(), env=self.env)
         if wait:
             self.wait_ready()
         return self
@@ -132,32 +174,6 @@ class Gateway:
                 pass
             time.sleep(0.05)
         raise RuntimeError("flashgate not ready in %ss:\n%s" % (timeout, self.logs()))
-
-    def logs(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode(errors="replace")[-4000:]
-        except OSError:
-            return ""
-
-    def stop(self, sig=signal.SIGTERM, timeout=15):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        rc = self.proc.returncode if self.proc else None
-        self.proc = None
-        return rc
-
-    def kill9(self):
-        return self.stop(signal.SIGKILL)
-
-    def cleanup(self):
-        self.stop()
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
     # --- HTTP helpers ---
     def get(self, path, **kw):

@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 
-from fg import BIN, free_port
+from fg import BIN, Server, die_with_parent, free_port
 
 TOPIC = "flashgate.orders"
 OUTCOMES = "flashgate.outcomes"
@@ -55,17 +55,7 @@ def bootstrap(data_dir, timeout=10):
     return b
 
 
-def _die_with_parent():
-    """preexec_fn: SIGKILL the child when the test process dies (a test killed on
-    its timeout leaves no worker behind)."""
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-class Settle:
+class Settle(Server):
     """One flashgate-settle process. The broker address comes from the gateway's
     kafka.bootstrap (re-read by settle when the broker moves)."""
 
@@ -94,39 +84,8 @@ class Settle:
         return c + self.args
 
     def start(self):
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.cmd(), stdout=self.log, stderr=subprocess.STDOUT,
-                                     preexec_fn=_die_with_parent)
-        return self
+        return self.spawn(self.cmd())
 
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def logs(self, n=8000):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-    def stop(self, sig=signal.SIGTERM, timeout=15):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        rc = self.proc.returncode if self.proc else None
-        self.proc = None
-        return rc
-
-    def kill9(self):
-        return self.stop(signal.SIGKILL)
-
-    def cleanup(self):
-        self.stop()
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def kcat_values(boot, topic=TOPIC, timeout=30):
