@@ -29,6 +29,7 @@
  * back (last writer wins).
  */
 #include "gateway/gw_fleet.h"
+#include "inventory/inv_redis.h"
 #include "gateway/gw_internal.h"
 
 #include "common/cm_alloc.h"
@@ -97,11 +98,7 @@ static const char LUA_PUBLISH[] =
 
 typedef struct gw_fleet {
     gw_server_t *srv;
-    char host[256];
-    int port;
-    int db;
-    char user[128];
-    char pass[256];
+    cm_redis_url_t addr; /* host, port, db, user, password */
     char member[320];
     bool has_node_key; /* we hold flashgate:nodeid:<node_id> */
     char node_key[64];
@@ -145,11 +142,7 @@ static int parse_url(gw_fleet_t *f, const char *url, char *errbuf, size_t errlen
         return CM_EINVAL;
     }
     /* u.query holds the inventory's own parameters: not ours. */
-    memcpy(f->host, u.host, sizeof(f->host));
-    memcpy(f->user, u.user, sizeof(f->user));
-    memcpy(f->pass, u.pass, sizeof(f->pass));
-    f->port = u.port;
-    f->db = u.db;
+    f->addr = u;
     return 0;
 }
 
@@ -157,41 +150,7 @@ static int parse_url(gw_fleet_t *f, const char *url, char *errbuf, size_t errlen
 
 static redisContext *connect_redis(gw_fleet_t *f, char *errbuf, size_t errlen)
 {
-    struct timeval tv = {.tv_sec = REDIS_TIMEOUT_MS / 1000,
-                         .tv_usec = (REDIS_TIMEOUT_MS % 1000) * 1000};
-    redisContext *c = redisConnectWithTimeout(f->host, f->port, tv);
-    if (!c || c->err) {
-        cm_errbuf_set(errbuf, errlen, "connect %s:%d: %s", f->host, f->port,
-                c ? c->errstr : "out of memory");
-        if (c)
-            redisFree(c);
-        return NULL;
-    }
-    redisSetTimeout(c, tv);
-    redisReply *r = NULL;
-    if (f->pass[0]) {
-        r = f->user[0] ? redisCommand(c, "AUTH %s %s", f->user, f->pass)
-                       : redisCommand(c, "AUTH %s", f->pass);
-        if (!r || r->type == REDIS_REPLY_ERROR) {
-            cm_errbuf_set(errbuf, errlen, "AUTH: %s", r ? r->str : c->errstr);
-            goto fail;
-        }
-        freeReplyObject(r);
-    }
-    if (f->db) {
-        r = redisCommand(c, "SELECT %d", f->db);
-        if (!r || r->type == REDIS_REPLY_ERROR) {
-            cm_errbuf_set(errbuf, errlen, "SELECT %d: %s", f->db, r ? r->str : c->errstr);
-            goto fail;
-        }
-        freeReplyObject(r);
-    }
-    return c;
-fail:
-    if (r)
-        freeReplyObject(r);
-    redisFree(c);
-    return NULL;
+    return inv_redis_connect(&f->addr, REDIS_TIMEOUT_MS, errbuf, errlen);
 }
 
 /* Logs a Redis problem at most once every 5 s (a down Redis must not flood the log). */

@@ -32,6 +32,7 @@
  *   after the cool-down one probe goes through, whose success closes it.
  */
 #include "inventory/inv_backend.h"
+#include "inventory/inv_redis.h"
 #include "inventory/inv_redis_lua.h"
 
 #include "common/cm_alloc.h"
@@ -67,11 +68,7 @@ enum { BR_CLOSED = 0, BR_OPEN = 1, BR_HALF_OPEN = 2 };
 
 typedef struct rb {
     inv_t *inv;
-    char host[256];
-    int port;
-    int db;
-    char user[128];
-    char pass[256];
+    cm_redis_url_t addr; /* host, port, db, user, password */
     uint32_t pool;
     uint32_t timeout_ms;
     uint32_t admin_timeout_ms;
@@ -202,7 +199,7 @@ static void br_success(rb_t *rb)
     atomic_store_explicit(&rb->br_fails, 0, memory_order_relaxed);
     if (atomic_load_explicit(&rb->br_state, memory_order_relaxed) != BR_CLOSED) {
         atomic_store(&rb->br_state, BR_CLOSED);
-        cm_log_info("inv", "redis circuit breaker closed", "host=%s port=%d", rb->host, rb->port);
+        cm_log_info("inv", "redis circuit breaker closed", "host=%s port=%d", rb->addr.host, rb->addr.port);
     }
 }
 
@@ -228,34 +225,34 @@ static bool ctx_timed_out(const redisContext *c)
                                       strstr(c->errstr, "timed out"));
 }
 
-/* Connects, authenticates and selects the db. Returns NULL with a reason in errbuf. */
-static redisContext *sync_connect(rb_t *rb, uint32_t timeout_ms, char *errbuf, size_t errlen)
+redisContext *inv_redis_connect(const cm_redis_url_t *addr, uint32_t timeout_ms, char *errbuf,
+                                size_t errlen)
 {
     struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
-    redisContext *c = redisConnectWithTimeout(rb->host, rb->port, tv);
+    redisContext *c = redisConnectWithTimeout(addr->host, addr->port, tv);
     if (!c || c->err) {
-        cm_errbuf_set(errbuf, errlen, "redis: connect %s:%d: %s", rb->host, rb->port,
+        cm_errbuf_set(errbuf, errlen, "redis: connect %s:%d: %s", addr->host, addr->port,
                 c ? c->errstr : "out of memory");
         redisFree(c);
         return NULL;
     }
     redisSetTimeout(c, tv);
     redisReply *r = NULL;
-    if (rb->pass[0]) {
-        if (rb->user[0])
-            r = redisCommand(c, "AUTH %s %s", rb->user, rb->pass);
+    if (addr->pass[0]) {
+        if (addr->user[0])
+            r = redisCommand(c, "AUTH %s %s", addr->user, addr->pass);
         else
-            r = redisCommand(c, "AUTH %s", rb->pass);
+            r = redisCommand(c, "AUTH %s", addr->pass);
         if (!r || r->type == REDIS_REPLY_ERROR) {
             cm_errbuf_set(errbuf, errlen, "redis: AUTH: %s", r ? r->str : c->errstr);
             goto fail;
         }
         freeReplyObject(r);
     }
-    if (rb->db) {
-        r = redisCommand(c, "SELECT %d", rb->db);
+    if (addr->db) {
+        r = redisCommand(c, "SELECT %d", addr->db);
         if (!r || r->type == REDIS_REPLY_ERROR) {
-            cm_errbuf_set(errbuf, errlen, "redis: SELECT %d: %s", rb->db, r ? r->str : c->errstr);
+            cm_errbuf_set(errbuf, errlen, "redis: SELECT %d: %s", addr->db, r ? r->str : c->errstr);
             goto fail;
         }
         freeReplyObject(r);
@@ -266,6 +263,11 @@ fail:
         freeReplyObject(r);
     redisFree(c);
     return NULL;
+}
+
+static redisContext *sync_connect(rb_t *rb, uint32_t timeout_ms, char *errbuf, size_t errlen)
+{
+    return inv_redis_connect(&rb->addr, timeout_ms, errbuf, errlen);
 }
 
 /*
@@ -484,7 +486,7 @@ static redisAsyncContext *async_open(rb_t *rb, uv_loop_t *loop, void *data,
                                      redisConnectCallback *on_conn,
                                      redisDisconnectCallback *on_disc)
 {
-    redisAsyncContext *ac = redisAsyncConnect(rb->host, rb->port);
+    redisAsyncContext *ac = redisAsyncConnect(rb->addr.host, rb->addr.port);
     if (!ac)
         return NULL;
     if (ac->err) {
@@ -500,14 +502,14 @@ static redisAsyncContext *async_open(rb_t *rb, uv_loop_t *loop, void *data,
     redisAsyncSetConnectCallback(ac, on_conn);
     redisAsyncSetDisconnectCallback(ac, on_disc);
     /* Replies come back in order, so the scripts sent after these run authenticated. */
-    if (rb->pass[0]) {
-        if (rb->user[0])
-            redisAsyncCommand(ac, NULL, NULL, "AUTH %s %s", rb->user, rb->pass);
+    if (rb->addr.pass[0]) {
+        if (rb->addr.user[0])
+            redisAsyncCommand(ac, NULL, NULL, "AUTH %s %s", rb->addr.user, rb->addr.pass);
         else
-            redisAsyncCommand(ac, NULL, NULL, "AUTH %s", rb->pass);
+            redisAsyncCommand(ac, NULL, NULL, "AUTH %s", rb->addr.pass);
     }
-    if (rb->db)
-        redisAsyncCommand(ac, NULL, NULL, "SELECT %d", rb->db);
+    if (rb->addr.db)
+        redisAsyncCommand(ac, NULL, NULL, "SELECT %d", rb->addr.db);
     return ac;
 }
 
@@ -1212,11 +1214,7 @@ static int parse_url(rb_t *rb, const char *url, char *errbuf, size_t errlen)
         cm_errbuf_set(errbuf, errlen, "inventory: %s", why);
         return CM_EINVAL;
     }
-    memcpy(rb->host, u.host, sizeof(rb->host));
-    memcpy(rb->user, u.user, sizeof(rb->user));
-    memcpy(rb->pass, u.pass, sizeof(rb->pass));
-    rb->port = u.port;
-    rb->db = u.db;
+    rb->addr = u;
     char *query = u.query[0] ? u.query : NULL;
 
     rb->pool = 2;
@@ -1331,7 +1329,7 @@ static int redis_open(inv_t *inv, const char *url, char *errbuf, size_t errlen)
     cm_log_info("inv", "redis inventory open",
                 "host=%s port=%d db=%d pool=%u timeout_ms=%u breaker_failures=%u "
                 "breaker_cooldown_ms=%u",
-                rb->host, rb->port, rb->db, rb->pool, rb->timeout_ms, rb->br_failures,
+                rb->addr.host, rb->addr.port, rb->addr.db, rb->pool, rb->timeout_ms, rb->br_failures,
                 rb->br_cooldown_ms);
     return 0;
 }
