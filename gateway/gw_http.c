@@ -340,12 +340,18 @@ static void on_poll(uv_poll_t *p, int status, int events)
     drive(p->data);
 }
 
+static void on_idle(uv_idle_t *h)
+{
+    (void)h; /* only keeps the poll from blocking while a resume waits */
+}
+
 /* After every loop iteration's I/O callbacks: run MHD once for all resumed requests. */
 static void on_check(uv_check_t *c)
 {
     gw_worker_t *w = c->data;
     if (w->need_run)
         drive(w);
+    uv_idle_stop(&w->idle);
 }
 
 void gw_req_finish(gw_req_t *r)
@@ -362,9 +368,10 @@ void gw_req_finish(gw_req_t *r)
     w->need_run = true;
     /* The check phase runs MHD only after the next poll: when we are called
      * from a timer (a Redis call timing out), that poll would block until
-     * unrelated I/O and the answer would wait. A 0 ms timer makes it return at
-     * once; drive() re-arms the timer from MHD's own timeout afterwards. */
-    uv_timer_start(&w->timer, on_timer, 0, 0);
+     * unrelated I/O and the answer would wait. An active idle handle makes the
+     * poll return at once (no syscall, no extra MHD run); on_check stops it. */
+    if (!uv_is_active((uv_handle_t *)&w->idle))
+        uv_idle_start(&w->idle, on_idle);
 }
 
 static void close_cb(uv_handle_t *h)
@@ -400,6 +407,7 @@ static void stop_try(gw_worker_t *w)
     uv_close((uv_handle_t *)&w->poll, close_cb);
     uv_close((uv_handle_t *)&w->timer, close_cb);
     uv_close((uv_handle_t *)&w->check, close_cb);
+    uv_close((uv_handle_t *)&w->idle, close_cb);
     uv_close((uv_handle_t *)&w->stop_timer, close_cb);
     uv_close((uv_handle_t *)&w->wake, close_cb);
 }
@@ -503,6 +511,7 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
         w->timer.data = w;
         uv_timer_init(&w->loop, &w->stop_timer);
         w->stop_timer.data = w;
+        uv_idle_init(&w->loop, &w->idle);
         uv_check_init(&w->loop, &w->check);
         w->check.data = w;
         uv_check_start(&w->check, on_check);

@@ -176,6 +176,7 @@ struct gw_worker {
     uv_timer_t timer;
     uv_async_t wake; /* stop */
     uv_check_t check; /* once per loop iteration: MHD_run for resumed requests */
+    uv_idle_t idle;   /* active while a resume waits for the check phase */
     uv_timer_t stop_timer;
     bool need_run;
     bool notify_relay; /* appends happened this iteration */
