@@ -10,7 +10,7 @@
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_time.h"
-#include "queue/st_sink.h"
+#include "settle/st_sink.h"
 
 #include <sqlite3.h>
 #include <stdio.h>

@@ -3,7 +3,7 @@
  * order of the steps in process_batch() is what gives "exactly once in the
  * database": database commit, then outcomes delivered, then offsets committed.
  */
-#include "queue/st_settle.h"
+#include "settle/st_settle.h"
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"

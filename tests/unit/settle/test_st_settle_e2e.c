@@ -12,7 +12,7 @@
 #include <cmocka.h>
 
 #include "common/cm_time.h"
-#include "queue/st_settle.h"
+#include "settle/st_settle.h"
 #include "tests/support/ts_kafka.h"
 
 #include <jansson.h>

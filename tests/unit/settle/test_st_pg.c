@@ -6,7 +6,7 @@
 #include "st_sink_cases.h"
 
 #include "common/cm_err.h"
-#include "queue/st_settle.h"
+#include "settle/st_settle.h"
 #include "tests/support/ts_kafka.h"
 #include "tests/support/ts_pg.h"
 

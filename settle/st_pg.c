@@ -13,7 +13,7 @@
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_time.h"
-#include "queue/st_sink.h"
+#include "settle/st_sink.h"
 
 #include <inttypes.h>
 #include <libpq-fe.h>

@@ -15,7 +15,7 @@
 #include <cmocka.h>
 
 #include "common/cm_time.h"
-#include "queue/st_sink.h"
+#include "settle/st_sink.h"
 
 #include <stdio.h>
 #include <string.h>

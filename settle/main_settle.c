@@ -1,12 +1,12 @@
 /*
  * flashgate-settle: consumes accepted orders from Kafka and settles them into
  * the order database at the pace the database can take, exactly once, and
- * publishes each order's outcome. See queue/st_settle.h and docs/settlement.md.
+ * publishes each order's outcome. See settle/st_settle.h and docs/settlement.md.
  */
 #include "common/cm_config.h"
 #include "common/cm_err.h"
 #include "common/cm_log.h"
-#include "queue/st_settle.h"
+#include "settle/st_settle.h"
 
 #include <jansson.h>
 #include <signal.h>

@@ -22,7 +22,7 @@
 #ifndef ST_SETTLE_H
 #define ST_SETTLE_H
 
-#include "queue/st_sink.h"
+#include "settle/st_sink.h"
 
 #include <stdatomic.h>
 #include <stdbool.h>

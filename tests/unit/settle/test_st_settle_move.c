@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "queue/st_settle.h"
+#include "settle/st_settle.h"
 #include "tests/support/ts_kafka.h"
 
 #include <pthread.h>
