@@ -201,12 +201,16 @@ static bool after_reserve(gw_req_t *r, int rc)
     gw_worker_t *w = r->w;
     gw_server_t *srv = w->srv;
     oq_order_t *o = &r->order;
+    bool replayed = false;
     switch (rc) {
-    case INV_RESERVED: {
+    case INV_RESERVED:
+    spool: {
         int arc = oq_spool_append(srv->spool, o, 1);
         if (arc != 0) {
-            /* Not durable, so not accepted: give the units back before saying no. */
-            inv_release(srv->inv, o->sale_id, o->user_id, o->qty, o->order_id);
+            /* Not durable, so not accepted: give the units back before saying no
+             * (a replayed order belongs to its first request: keep it). */
+            if (!replayed)
+                inv_release(srv->inv, o->sale_id, o->user_id, o->qty, o->order_id);
             gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "%s",
                           arc == CM_EBUSY ? "order spool is full; try again shortly"
                                           : "order spool write failed");
@@ -216,8 +220,9 @@ static bool after_reserve(gw_req_t *r, int rc)
             return false;
         }
         w->notify_relay = true;
-        atomic_fetch_add_explicit(&w->ctr.accepted_units, o->qty, memory_order_relaxed);
-        reply_accepted(r, o, false);
+        if (!replayed)
+            atomic_fetch_add_explicit(&w->ctr.accepted_units, o->qty, memory_order_relaxed);
+        reply_accepted(r, o, replayed);
         if (srv->cfg->durability != GW_DURABILITY_FSYNC) {
             /* Known (and replayable by its key) only once it is durable. */
             gw_orders_put(srv->orders, o);
@@ -237,9 +242,14 @@ static bool after_reserve(gw_req_t *r, int rc)
          * The key was used before. Replay the 202 only for an order known to
          * be durable: the original may still be in flight on another worker or
          * waiting for its fsync, or it may be a Redis reserve that timed out and
-         * is being given back. Then the client retries. An order of another
-         * gateway of the fleet is trusted once Redis holds it (that gateway
-         * spools before it answers).
+         * is being given back. Then the client retries.
+         * An order of another gateway of the fleet that this one has not seen
+         * is spooled here too before the replayed 202: that gateway reserves in
+         * Redis before it spools, so if it died in between (kill -9 behind a
+         * load balancer, the client retrying elsewhere with its key) Redis
+         * holds an order no spool has. A second copy of an order that was
+         * spooled is harmless: settlement is idempotent by order id.
+         * (Found by integration.70-nginx.)
          */
         gw_order_t known;
         uint64_t idv = 0;
@@ -251,6 +261,12 @@ static bool after_reserve(gw_req_t *r, int rc)
                           "retry");
             gw_resp_header(&r->resp, "Retry-After", "1");
             return false;
+        }
+        if (!ours && !gw_orders_get(srv->orders, r->res.order_id, &known)) {
+            snprintf(o->order_id, sizeof(o->order_id), "%s", r->res.order_id);
+            o->qty = r->res.qty;
+            replayed = true;
+            goto spool;
         }
         oq_order_t orig = *o;
         snprintf(orig.order_id, sizeof(orig.order_id), "%s", r->res.order_id);
@@ -469,16 +485,37 @@ void gw_order_handle(gw_req_t *r)
     gw_resp_header(p, "Cache-Control", "no-store");
 }
 
+/*
+ * Sale info is the one public answer a CDN may keep (docs/cdn.md). How long
+ * depends on how soon it can change: while a sale is upcoming or live the stock
+ * moves every millisecond and the start second matters, so 1 s (the origin sees
+ * about one request per second per sale and edge); sold out changes only by
+ * an operator's restock, so 10 s; ended changes only by an operator moving
+ * ends_at, so 60 s. An unknown sale is kept 1 s too, so a crowd polling a sale
+ * that is not defined yet does not reach the origin, and its creation shows
+ * within a second. No Vary: the answer is the same bytes for every client
+ * (no compression, no negotiation), and a Vary would only split the cache.
+ */
+#define SALE_MAX_AGE_S 1
+#define SALE_SOLD_OUT_MAX_AGE_S 10
+#define SALE_ENDED_MAX_AGE_S 60
+
 void gw_sale_handle(gw_req_t *r)
 {
     inv_sale_t *sale = inv_sale_find(r->w->srv->inv, r->id);
     if (!sale) {
         gw_resp_error(&r->resp, GW_R_UNKNOWN_SALE, NULL, "no sale %s", r->id);
+        gw_resp_header(&r->resp, "Cache-Control", "public, max-age=%d", SALE_MAX_AGE_S);
         return;
     }
     inv_sale_info_t info;
     inv_sale_snapshot(sale, &info);
     gw_resp_init(&r->resp, GW_R_OK);
-    r->resp.body_len = gw_sale_json(&info, false, cm_wall_ms(), r->resp.body, sizeof(r->resp.body));
-    gw_resp_header(&r->resp, "Cache-Control", "public, max-age=1");
+    int64_t now = cm_wall_ms();
+    r->resp.body_len = gw_sale_json(&info, false, now, r->resp.body, sizeof(r->resp.body));
+    const char *state = gw_sale_state(&info, now);
+    int max_age = strcmp(state, "ended") == 0      ? SALE_ENDED_MAX_AGE_S
+                  : strcmp(state, "sold_out") == 0 ? SALE_SOLD_OUT_MAX_AGE_S
+                                                   : SALE_MAX_AGE_S;
+    gw_resp_header(&r->resp, "Cache-Control", "public, max-age=%d", max_age);
 }

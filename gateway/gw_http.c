@@ -295,6 +295,7 @@ struct MHD_Response *gw_sold_out_response(gw_worker_t *w, const inv_sale_t *sale
     if (!mr)
         return NULL;
     MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     w->sold_out_cache[w->nsold_out].sale = sale;
     w->sold_out_cache[w->nsold_out].resp = mr;
     w->nsold_out++;

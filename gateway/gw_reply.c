@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static const struct {
     int status;
@@ -102,8 +103,15 @@ struct MHD_Response *gw_resp_prepare(const gw_resp_t *r)
     if (!mr)
         return NULL;
     MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    for (unsigned i = 0; i < r->nheaders; i++)
+    bool cache_control = false;
+    for (unsigned i = 0; i < r->nheaders; i++) {
         MHD_add_response_header(mr, r->headers[i][0], r->headers[i][1]);
+        cache_control |= strcasecmp(r->headers[i][0], "Cache-Control") == 0;
+    }
+    /* Nothing is cacheable unless its handler says so (only sale info does,
+     * docs/cdn.md): a cached 202, 429 or 503 would answer the next person. */
+    if (!cache_control)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     return mr;
 }
 

@@ -91,6 +91,37 @@ try:
     eq((r.status, r.json["error"]), (410, "sale_ended"), "ended")
     eq(g.get("/v1/sales/past").json["state"], "ended", "ended state")
 
+    # Cache-Control and Vary, route by route (docs/cdn.md): only sale info may be
+    # kept by a CDN, for as long as its state can stay the same; every other
+    # answer (202s, refusals, order status, health) is no-store; nothing varies.
+    g.put_sale("live", stock=5)
+    routes = [
+        ("GET", "/v1/sales/live", None, 200, "public, max-age=1"),
+        ("HEAD", "/v1/sales/live", None, 200, "public, max-age=1"),
+        ("GET", "/v1/sales/later", None, 200, "public, max-age=1"),
+        ("GET", "/v1/sales/s1", None, 200, "public, max-age=10"),
+        ("GET", "/v1/sales/past", None, 200, "public, max-age=60"),
+        ("GET", "/v1/sales/nosuchsale", None, 404, "public, max-age=1"),
+        ("POST", "/v1/sales/live/orders", {"user_id": "cc-1"}, 202, "no-store"),
+        ("POST", "/v1/sales/s1/orders", {"user_id": "cc-2"}, 410, "no-store"),
+        ("POST", "/v1/sales/past/orders", {"user_id": "cc-3"}, 410, "no-store"),
+        ("POST", "/v1/sales/later/orders", {"user_id": "cc-4"}, 425, "no-store"),
+        ("POST", "/v1/sales/live/orders", {"user_id": ""}, 400, "no-store"),
+        ("GET", "/v1/sales/live/orders", None, 405, "no-store"),
+        ("GET", "/v1/orders/" + oid, None, 200, "no-store"),
+        ("GET", "/v1/orders/NOSUCHORDER00", None, 404, "no-store"),
+        ("GET", "/healthz", None, 200, "no-store"),
+        ("GET", "/readyz", None, 200, "no-store"),
+        ("GET", "/nothing-here", None, 404, "no-store"),
+    ]
+    for method, path, body, status, cc in routes:
+        r = request(g.port, method, path, body=body)
+        eq((r.status, r.headers.get("cache-control"), r.headers.get("vary")), (status, cc, None),
+           "%s %s: status, Cache-Control, Vary" % (method, path))
+    r = g.admin("GET", "/admin/v1/sales/live")
+    eq((r.headers.get("cache-control"), r.headers.get("vary")), ("no-store", None),
+       "admin answers: Cache-Control, Vary")
+
     # bad input: 400 with a message naming the problem, 405, 413, 415, 404
     g.put_sale("s2", stock=10, per_user_limit=1)
     cases = [

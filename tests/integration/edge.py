@@ -1,0 +1,105 @@
+"""Servers in front of flashgate, for the deploy tests: nginx with the shipped
+deploy/nginx/flashgate.conf and Varnish with deploy/cdn/flashgate.vcl, each
+rewritten to loopback ports in a temp dir, run in the foreground (no daemon)
+and stopped by PID through fg.Server.
+
+Every rewrite of a shipped file must match exactly as often as expected, so a
+test fails (instead of testing something else) when the file drifts.
+"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fg import SRC, Server, free_port, request  # noqa: E402
+
+
+def rewrite(text, pattern, repl, count, what):
+    """re.subn that insists on `count` matches (the shipped file's shape)."""
+    out, n = re.subn(pattern, repl, text, flags=re.M)
+    if n != count:
+        raise RuntimeError("%s: %d matches of %r, want %d" % (what, n, pattern, count))
+    return out
+
+
+def need_tool(path):
+    """A missing dependency is a failure, never a skip."""
+    if not path or not os.access(path, os.X_OK):
+        print("FAIL: %s not installed (sh deploy/install-deps.sh)" % path, file=sys.stderr)
+        sys.exit(1)
+
+
+class Nginx(Server):
+    """nginx running deploy/nginx/flashgate.conf in front of `upstreams`
+    (ports on 127.0.0.1), trusting 127.0.0.1 as the CDN (so a test client's
+    X-Forwarded-For is the client address)."""
+
+    BIN = shutil.which("nginx") or "/usr/sbin/nginx"
+
+    def __init__(self, upstream_ports):
+        need_tool(self.BIN)
+        self.tmp = tempfile.mkdtemp(prefix="fg-nginx-")
+        os.chmod(self.tmp, 0o755)  # workers run as an unprivileged user
+        self.port = free_port()
+        self.log_path = os.path.join(self.tmp, "nginx.out")
+        shipped = open(os.path.join(SRC, "deploy", "nginx", "flashgate.conf")).read()
+        conf = rewrite(shipped, r"^set_real_ip_from \S+;.*$", "set_real_ip_from 127.0.0.1;", 1,
+                       "flashgate.conf CDN range")
+        conf = rewrite(conf, r"^(\s*)server \S+:8080 (.*)$", "\\1server UPSTREAM \\2",
+                       len(upstream_ports), "flashgate.conf upstream servers")
+        for p in upstream_ports:
+            conf = conf.replace("server UPSTREAM", "server 127.0.0.1:%d" % p, 1)
+        conf = rewrite(conf, r"^(\s*)listen 80 (.*)$", "\\1listen 127.0.0.1:%d \\2" % self.port, 1,
+                       "flashgate.conf listen")
+        open(os.path.join(self.tmp, "flashgate.conf"), "w").write(conf)
+        t = self.tmp
+        main = """
+worker_processes 1;
+pid %s/nginx.pid;
+error_log %s/error.log warn;
+events { worker_connections 2048; }
+http {
+    access_log off;
+    default_type application/json;
+    client_body_temp_path %s/client_body;
+    proxy_temp_path %s/proxy;
+    fastcgi_temp_path %s/fastcgi;
+    uwsgi_temp_path %s/uwsgi;
+    scgi_temp_path %s/scgi;
+    include %s/flashgate.conf;
+}
+""" % (t, t, t, t, t, t, t, t)
+        self.conf = os.path.join(t, "nginx.conf")
+        open(self.conf, "w").write(main)
+
+    def check_config(self):
+        out = subprocess.run([self.BIN, "-t", "-p", self.tmp, "-e", os.path.join(self.tmp, "error.log"),
+                              "-c", self.conf], capture_output=True, text=True, timeout=30)
+        return out.returncode, out.stderr
+
+    def start(self):
+        rc, err = self.check_config()
+        if rc != 0:
+            raise RuntimeError("nginx -t failed:\n" + err)
+        self.spawn([self.BIN, "-p", self.tmp, "-e", os.path.join(self.tmp, "error.log"), "-c",
+                    self.conf, "-g", "daemon off;"])
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if not self.alive():
+                raise RuntimeError("nginx exited:\n" + self.logs() + self.error_log())
+            try:
+                request(self.port, "GET", "/healthz", timeout=1)
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("nginx did not listen:\n" + self.error_log())
+
+    def error_log(self):
+        try:
+            return open(os.path.join(self.tmp, "error.log")).read()[-4000:]
+        except OSError:
+            return ""
