@@ -103,3 +103,59 @@ http {
             return open(os.path.join(self.tmp, "error.log")).read()[-4000:]
         except OSError:
             return ""
+
+
+class Varnish(Server):
+    """varnishd running deploy/cdn/flashgate.vcl in front of one origin port,
+    in the foreground (-F), its own work dir (-n), stopped by PID."""
+
+    BIN = shutil.which("varnishd") or "/usr/sbin/varnishd"
+    STAT = shutil.which("varnishstat") or "/usr/bin/varnishstat"
+
+    def __init__(self, origin_port):
+        need_tool(self.BIN)
+        need_tool(self.STAT)
+        self.tmp = tempfile.mkdtemp(prefix="fg-varnish-")
+        os.chmod(self.tmp, 0o755)
+        self.port = free_port()
+        self.log_path = os.path.join(self.tmp, "varnishd.out")
+        self.workdir = os.path.join(self.tmp, "work")
+        shipped = open(os.path.join(SRC, "deploy", "cdn", "flashgate.vcl")).read()
+        vcl = rewrite(shipped, r'^(\s*)\.host = "[^"]*";', '\\1.host = "127.0.0.1";', 1,
+                      "flashgate.vcl backend host")
+        vcl = rewrite(vcl, r'^(\s*)\.port = "8080";', '\\1.port = "%d";' % origin_port, 1,
+                      "flashgate.vcl backend port")
+        self.vcl = os.path.join(self.tmp, "flashgate.vcl")
+        open(self.vcl, "w").write(vcl)
+        os.chmod(self.vcl, 0o644)
+
+    def start(self):
+        # -j none: no privilege separation (the test may run as root or not);
+        # -s malloc: memory only; -T none: no management port (varnishstat
+        # reads the shared memory log through -n).
+        self.spawn([self.BIN, "-F", "-j", "none", "-n", self.workdir, "-a",
+                    "127.0.0.1:%d" % self.port, "-f", self.vcl, "-s", "malloc,32m", "-T", "none",
+                    "-p", "thread_pool_min=10", "-p", "thread_pools=1"])
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if not self.alive():
+                raise RuntimeError("varnishd exited:\n" + self.logs())
+            try:
+                request(self.port, "GET", "/healthz", timeout=1)
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("varnishd did not listen:\n" + self.logs())
+
+    def counters(self):
+        """MAIN.* counters from varnishstat (cache_hit, cache_miss, backend_req...)."""
+        out = subprocess.run([self.STAT, "-1", "-n", self.workdir, "-f", "MAIN.*"],
+                             capture_output=True, text=True, timeout=30)
+        if out.returncode != 0:
+            raise RuntimeError("varnishstat failed: " + out.stderr)
+        c = {}
+        for line in out.stdout.splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0].startswith("MAIN."):
+                c[parts[0][5:]] = int(parts[1])
+        return c
