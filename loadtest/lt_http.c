@@ -125,6 +125,8 @@ static int on_header(lt_http_parser_t *p, const char *l, size_t n)
     } else if (nlen == 10 && strncasecmp(l, "Connection", 10) == 0) {
         if (token_has(v, vlen, "close"))
             p->resp.conn_close = true;
+    } else if (nlen == 20 && strncasecmp(l, "X-Flashgate-Degraded", 20) == 0) {
+        p->resp.degraded = vlen == 1 && v[0] == '1';
     }
     return 0;
 }

@@ -1,6 +1,6 @@
 /*
  * A small, strict HTTP/1.1 response parser for the load generator: status
- * line, headers (Content-Length, Retry-After, Connection, Location) and a
+ * line, headers (Content-Length, Retry-After, Connection, X-Flashgate-Degraded) and a
  * Content-Length body. Chunked bodies, obsolete line folding, bare LF line
  * ends and headers over 8 KiB are refused: the gateway never sends them, so
  * meeting one is a finding, not something to tolerate.
@@ -25,6 +25,7 @@ typedef struct lt_http_resp {
     int64_t content_length; /* -1 when absent */
     int retry_after_s;      /* -1 when absent or not delta-seconds */
     bool conn_close;
+    bool degraded; /* X-Flashgate-Degraded: 1 (a fallback or shed answer) */
     char *body; /* NUL-terminated, owned by the parser until reset */
     size_t body_len;
 } lt_http_resp_t;

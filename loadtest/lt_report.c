@@ -142,7 +142,7 @@ static json_t *scenario_json(const lt_scenario_t *sc, const char *path)
                                               "duration_s", sc->segments[i].duration_s, "rate",
                                               sc->segments[i].rate, "rate_end",
                                               sc->segments[i].rate_end));
-    return json_pack(
+    json_t *j = json_pack(
         "{s:s?, s:s, s:I, s:f, s:f, s:o, s:s?, s:s?, s:s?, s:s, s:i, s:i,"
         " s:{s:s, s:I, s:i, s:f, s:f},"
         " s:{s:I, s:I, s:f, s:f, s:I, s:i},"
@@ -160,6 +160,13 @@ static json_t *scenario_json(const lt_scenario_t *sc, const char *path)
         (int)sc->retry_default_ms, "bot_retry_ms", (int)sc->bot_retry_ms, "bot_max_retries",
         (int)sc->bot_max_retries, "poll_interval_ms", (int)sc->poll_interval_ms, "poll_max",
         (int)sc->poll_max, "arrivals", segs);
+    json_object_set_new(j, "connection_mode",
+                        json_string(lt_conn_mode_name(sc->connection_mode)));
+    json_object_set_new(j, "connections_max", json_integer(sc->connections_max));
+    json_object_set_new(j, "give_up_ms", json_integer(sc->give_up_ms));
+    json_object_set_new(j, "noncore", json_pack("{s:f, s:s}", "share", sc->noncore_share, "path",
+                                                sc->noncore_path));
+    return j;
 }
 
 static json_t *audit_json(const lt_audit_t *a)
@@ -208,6 +215,49 @@ static uint64_t peak_rate(const lt_results_t *res, bool good_only)
     return peak;
 }
 
+/* Page views (non-core): answers by type, latency of 200 (served) and 503 (shed), per second. */
+static json_t *pages_json(const lt_results_t *res)
+{
+    json_t *answers = json_object(), *lat = json_object(), *secs = json_array();
+    for (int a = 0; a < LT_PAGE_N; a++) {
+        json_object_set_new(answers, lt_page_name((lt_page_t)a),
+                            json_integer((json_int_t)res->page_answers[a]));
+        if (res->page_hist[a].count)
+            json_object_set_new(lat, lt_page_name((lt_page_t)a), hist_json(&res->page_hist[a]));
+    }
+    for (size_t s = 0; s < res->n_secs; s++) {
+        json_t *c = json_object();
+        for (int a = 0; a < LT_PAGE_N; a++)
+            if (res->secs[s].page[a])
+                json_object_set_new(c, lt_page_name((lt_page_t)a),
+                                    json_integer((json_int_t)res->secs[s].page[a]));
+        json_array_append_new(secs, c);
+    }
+    return json_pack("{s:I, s:o, s:o, s:o}", "sent", (json_int_t)res->page_sent, "answers",
+                     answers, "latency", lat, "per_second", secs);
+}
+
+/* The fine timeline as parallel arrays (compact), trailing empty bins dropped. */
+static json_t *fine_json(const lt_results_t *res)
+{
+    size_t n = res->n_fine;
+    while (n && res->fine[n - 1].n == 0)
+        n--;
+    json_t *a_n = json_array(), *a_good = json_array(), *a_shed = json_array(),
+           *a_slow = json_array(), *a_max = json_array();
+    for (size_t i = 0; i < n; i++) {
+        const lt_fine_t *f = &res->fine[i];
+        json_array_append_new(a_n, json_integer(f->n));
+        json_array_append_new(a_good, json_integer(f->good));
+        json_array_append_new(a_shed, json_integer(f->shed));
+        json_array_append_new(a_slow, json_integer(f->slow));
+        json_array_append_new(a_max, json_integer(f->max_ms));
+    }
+    return json_pack("{s:i, s:i, s:o, s:o, s:o, s:o, s:o}", "bin_ms", LT_FINE_BIN_MS, "slow_ms",
+                     LT_FINE_SLOW_MS, "n", a_n, "good", a_good, "shed", a_shed, "slow", a_slow,
+                     "max_ms", a_max);
+}
+
 static json_t *figures_json(const lt_results_t *res)
 {
     json_t *answers = json_object(), *lat = json_object();
@@ -235,7 +285,7 @@ static json_t *figures_json(const lt_results_t *res)
     uint64_t units = 0;
     for (size_t i = 0; i < res->n_orders; i++)
         units += res->orders[i].qty;
-    return json_pack(
+    json_t *fig = json_pack(
         "{s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o,"
         " s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I},"
         " s:{s:I, s:I}, s:I, s:I, s:I, s:o}",
@@ -253,6 +303,16 @@ static json_t *figures_json(const lt_results_t *res)
         "aggressive", (json_int_t)res->users_aggressive, "unfinished_at_stop",
         (json_int_t)res->unfinished, "connects", (json_int_t)res->connects, "connect_errors",
         (json_int_t)res->connect_errors, "timeline", timeline);
+    json_object_set_new(fig, "connections",
+                        json_pack("{s:I, s:I, s:i, s:I}", "connects", (json_int_t)res->connects,
+                                  "errors", (json_int_t)res->connect_errors, "max_open",
+                                  (int)res->max_open, "idle_closed",
+                                  (json_int_t)res->idle_closed));
+    json_object_set_new(fig, "gave_up", json_integer((json_int_t)res->gave_up));
+    json_object_set_new(lat, "admitted", hist_json(&res->buy_good)); /* borrowed: fig holds lat */
+    json_object_set_new(fig, "pages", pages_json(res));
+    json_object_set_new(fig, "fine_timeline", fine_json(res));
+    return fig;
 }
 
 static int write_data(const char *dir, const lt_results_t *res, char *eb, size_t el)

@@ -1,8 +1,12 @@
 /*
  * The crowd on one libuv loop. Each target has a pool of keep-alive
- * connections; a request that finds no idle connection waits in the target's
- * FIFO and the wait is part of its latency, because latency is always taken
- * from the scheduled send time.
+ * connections. A request that finds no idle connection waits in the target's
+ * FIFO (connection_mode queue: at most `connections` open) or opens a new
+ * connection (open: up to `connections_max`, keeping at most `connections`
+ * idle, as a CDN edge or an nginx upstream without max_conns does); either
+ * way the wait is part of its latency, because latency is always taken from
+ * the scheduled send time. Idle and free connections are kept on stacks, so
+ * handing a request over costs O(1) whatever the pool size.
  */
 #include "loadtest/lt_run.h"
 
@@ -27,6 +31,27 @@ const char *lt_ans_name(lt_ans_t a)
 #undef XX
     };
     return (unsigned)a < LT_ANS_N ? names[a] : "?";
+}
+
+const char *lt_page_name(lt_page_t a)
+{
+    static const char *names[] = {
+#define XX(n, s) s,
+        LT_PAGE_MAP(XX)
+#undef XX
+    };
+    return (unsigned)a < LT_PAGE_N ? names[a] : "?";
+}
+
+lt_page_t lt_page_of_status(int st, bool degraded)
+{
+    if (st == 0)
+        return LT_PAGE_ERROR;
+    if (st >= 200 && st < 300)
+        return degraded ? LT_PAGE_DEGRADED : LT_PAGE_OK;
+    if (st == 503)
+        return LT_PAGE_P503;
+    return st >= 500 ? LT_PAGE_P5XX : LT_PAGE_P4XX;
 }
 
 lt_ans_t lt_ans_of_status(int st)
@@ -57,11 +82,13 @@ lt_ans_t lt_ans_of_status(int st)
 
 enum { U_PERSON = 0, U_BOT = 1, U_AGGRESSIVE = 2 };
 enum { U_WAITING = 0, U_BUYING, U_POLLING, U_DONE };
-enum { EV_BUY = 0, EV_POLL = 1 };
+enum { EV_BUY = 0, EV_POLL = 1, EV_PAGE = 2 };
+#define EV_BITS 2
 
 typedef struct user {
     uint8_t kind;
     uint8_t state;
+    bool page; /* views a non-core page instead of buying */
     uint16_t attempts;
     uint16_t polls;
     int32_t order; /* index in res->orders, -1 none */
@@ -70,18 +97,22 @@ typedef struct user {
 typedef struct req {
     struct req *next; /* FIFO of the target while waiting */
     uint64_t user;
-    int kind;         /* EV_BUY / EV_POLL */
+    int kind;         /* EV_BUY / EV_POLL / EV_PAGE */
     uint64_t sched_ns;
     uint64_t sent_ns;
     size_t target;
 } req_t;
 
+enum { C_FREE = 0, C_CONNECTING, C_IDLE, C_BUSY, C_CLOSING };
+
 typedef struct conn {
     uv_tcp_t tcp;
     uv_write_t wr;
     uv_connect_t cr;
+    uv_timer_t deadline; /* give_up_ms of the request on it */
     struct target *tg;
-    int state; /* 0 closed, 1 connecting, 2 idle, 3 busy, 4 closing */
+    int state;           /* C_* */
+    int32_t idle_pos;    /* index in tg->idle while C_IDLE, else -1 */
     req_t *cur;
     lt_http_parser_t parser;
     char *wbuf;
@@ -96,6 +127,10 @@ typedef struct target {
     struct sockaddr_storage addr;
     conn_t *conns;
     uint32_t n_conns, open;
+    uint32_t *idle, n_idle; /* stack of idle connections */
+    uint32_t *free_, n_free; /* stack of closed slots */
+    uint32_t connecting;
+    uint32_t keep_idle;      /* open mode: idle connections kept, the rest closed */
     req_t *qhead, *qtail;
     size_t qlen;
 } target_t;
@@ -120,6 +155,8 @@ typedef struct run {
     /* progress */
     uint64_t last_answers, last_t_ns;
     size_t open_orders_cap;
+    uv_timer_t giveup_sweep; /* give_up_ms of requests still waiting in a FIFO */
+    uint32_t open_total;
 } run_t;
 
 static void target_pump(target_t *tg);
@@ -173,7 +210,7 @@ static void schedule(run_t *r, uint64_t at_ns, uint64_t user, int kind)
 {
     if (r->stopping)
         return;
-    lt_ticker_add(&r->ticker, at_ns, user << 1 | (uint64_t)kind);
+    lt_ticker_add(&r->ticker, at_ns, user << EV_BITS | (uint64_t)kind);
 }
 
 static void dispatch(run_t *r, uint64_t user, int kind, uint64_t sched_ns)
@@ -183,6 +220,7 @@ static void dispatch(run_t *r, uint64_t user, int kind, uint64_t sched_ns)
     q->kind = kind;
     q->sched_ns = sched_ns;
     q->target = r->rr++ % r->sc->n_targets;
+    q->next = NULL;
     target_t *tg = &r->targets[q->target];
     if (tg->qtail)
         tg->qtail->next = q;
@@ -193,6 +231,8 @@ static void dispatch(run_t *r, uint64_t user, int kind, uint64_t sched_ns)
     r->inflight++;
     if (kind == EV_BUY)
         r->res->sent_buy++;
+    else if (kind == EV_PAGE)
+        r->res->page_sent++;
     else
         r->res->sent_poll++;
     target_pump(tg);
@@ -243,6 +283,43 @@ static void record_order(run_t *r, uint64_t uid, const char *body)
     json_decref(j);
 }
 
+static void fine_record(run_t *r, uint64_t sched_ns, lt_ans_t a, uint64_t lat_us, bool good)
+{
+    lt_results_t *res = r->res;
+    size_t b = (size_t)(sched_ns / (LT_FINE_BIN_MS * 1000000ull));
+    if (b >= 360000) /* an hour of bins is the most a scenario can schedule */
+        return;
+    if (b >= res->n_fine) {
+        size_t n = b + 1 > res->n_fine * 2 ? b + 1 : res->n_fine * 2;
+        res->fine = cm_xrealloc(res->fine, n * sizeof(*res->fine));
+        memset(res->fine + res->n_fine, 0, (n - res->n_fine) * sizeof(*res->fine));
+        res->n_fine = n;
+    }
+    lt_fine_t *f = &res->fine[b];
+    f->n++;
+    if (good)
+        f->good++;
+    if (a == LT_ANS_A503)
+        f->shed++;
+    if (lat_us > LT_FINE_SLOW_MS * 1000u || a == LT_ANS_TIMEOUT || a == LT_ANS_ERROR)
+        f->slow++;
+    if (lat_us / 1000u > f->max_ms)
+        f->max_ms = (uint32_t)(lat_us / 1000u);
+}
+
+static void on_page_answer(run_t *r, req_t *q, int status, bool degraded, lt_ans_t transport,
+                           uint64_t now)
+{
+    lt_results_t *res = r->res;
+    lt_page_t a = status == 0 ? (transport == LT_ANS_TIMEOUT ? LT_PAGE_TIMEOUT : LT_PAGE_ERROR)
+                              : lt_page_of_status(status, degraded);
+    uint64_t lat_us = (now - q->sched_ns) / 1000u;
+    res->page_answers[a]++;
+    cm_hist_record(&res->page_hist[a], lat_us);
+    second_at(r, now)->page[a]++;
+    r->users[q->user].state = U_DONE; /* one page view per user, no retry */
+}
+
 static void on_buy_answer(run_t *r, req_t *q, lt_ans_t a, int retry_after_s, const char *body,
                           uint64_t now)
 {
@@ -252,6 +329,10 @@ static void on_buy_answer(run_t *r, req_t *q, lt_ans_t a, int retry_after_s, con
     res->answers[a]++;
     cm_hist_record(&res->hist[a], lat_us);
     cm_hist_record(&res->buy_all, lat_us);
+    bool good = a == LT_ANS_A202 || a == LT_ANS_A409 || a == LT_ANS_A410;
+    if (good)
+        cm_hist_record(&res->buy_good, lat_us);
+    fine_record(r, q->sched_ns, a, lat_us, good);
     lt_second_t *s = second_at(r, now);
     s->counts[a]++;
     cm_hist_record(&s->buy, lat_us);
@@ -325,11 +406,13 @@ static void on_poll_answer(run_t *r, req_t *q, int status, const char *body, uin
 }
 
 static void finish_req(run_t *r, req_t *q, int status, int retry_after_s, const char *body,
-                       lt_ans_t transport)
+                       bool degraded, lt_ans_t transport)
 {
     uint64_t now = now_rel(r);
     r->inflight--;
-    if (q->kind == EV_BUY) {
+    if (q->kind == EV_PAGE) {
+        on_page_answer(r, q, status, degraded, transport, now);
+    } else if (q->kind == EV_BUY) {
         /* a transport failure counts under its own type and is retried like a 503 */
         on_buy_answer(r, q, status == 0 ? transport : lt_ans_of_status(status), retry_after_s,
                       body, now);
@@ -343,20 +426,45 @@ static void finish_req(run_t *r, req_t *q, int status, int retry_after_s, const 
 
 /*---- connections ----*/
 
+static void idle_push(target_t *tg, conn_t *c)
+{
+    c->state = C_IDLE;
+    c->idle_pos = (int32_t)tg->n_idle;
+    tg->idle[tg->n_idle++] = (uint32_t)(c - tg->conns);
+}
+
+static void idle_remove(target_t *tg, conn_t *c)
+{
+    if (c->idle_pos < 0)
+        return;
+    uint32_t last = tg->idle[--tg->n_idle];
+    tg->idle[c->idle_pos] = last;
+    tg->conns[last].idle_pos = c->idle_pos;
+    c->idle_pos = -1;
+}
+
 static void on_close(uv_handle_t *h)
 {
     conn_t *c = h->data;
-    c->state = 0;
-    c->tg->open--;
-    if (!c->tg->run->stopping)
-        target_pump(c->tg);
+    target_t *tg = c->tg;
+    c->state = C_FREE;
+    tg->open--;
+    tg->run->open_total--;
+    tg->free_[tg->n_free++] = (uint32_t)(c - tg->conns);
+    if (!tg->run->stopping)
+        target_pump(tg);
 }
 
 static void conn_close(conn_t *c)
 {
-    if (c->state == 0 || c->state == 4)
+    if (c->state == C_FREE || c->state == C_CLOSING)
         return;
-    c->state = 4;
+    target_t *tg = c->tg;
+    if (c->state == C_CONNECTING)
+        tg->connecting--;
+    idle_remove(tg, c);
+    uv_timer_stop(&c->deadline);
+    c->state = C_CLOSING;
     uv_close((uv_handle_t *)&c->tcp, on_close);
 }
 
@@ -367,7 +475,7 @@ static void conn_fail(conn_t *c, lt_ans_t why)
     run_t *r = c->tg->run;
     conn_close(c);
     if (q)
-        finish_req(r, q, 0, -1, NULL, why);
+        finish_req(r, q, 0, -1, NULL, false, why);
 }
 
 static void on_alloc(uv_handle_t *h, size_t sz, uv_buf_t *buf)
@@ -375,6 +483,19 @@ static void on_alloc(uv_handle_t *h, size_t sz, uv_buf_t *buf)
     (void)sz;
     conn_t *c = h->data;
     *buf = uv_buf_init(c->rbuf, sizeof(c->rbuf));
+}
+
+/* After an answer on a keep-alive connection: idle again, or closed when the idle cache is full. */
+static void conn_done(conn_t *c)
+{
+    target_t *tg = c->tg;
+    if (tg->keep_idle && tg->n_idle >= tg->keep_idle && !tg->qhead) {
+        tg->run->res->idle_closed++;
+        conn_close(c);
+        return;
+    }
+    idle_push(tg, c);
+    target_pump(tg);
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
@@ -404,22 +525,39 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         return;
     req_t *q = c->cur;
     c->cur = NULL;
+    uv_timer_stop(&c->deadline);
     lt_http_resp_t *resp = &c->parser.resp;
     bool close_it = resp->conn_close;
-    finish_req(r, q, resp->status, resp->retry_after_s, resp->body, LT_ANS_ERROR);
-    if (close_it) {
+    finish_req(r, q, resp->status, resp->retry_after_s, resp->body, resp->degraded,
+               LT_ANS_ERROR);
+    if (close_it)
         conn_close(c);
-    } else {
-        c->state = 2;
-        target_pump(c->tg);
-    }
+    else if (c->state == C_BUSY)
+        conn_done(c);
 }
 
 static void on_write(uv_write_t *w, int status)
 {
     conn_t *c = w->data;
-    if (status < 0 && c->state == 3)
+    if (status < 0 && c->state == C_BUSY)
         conn_fail(c, LT_ANS_ERROR);
+}
+
+/* The person gives up: the request counts as a timeout and its connection is closed. */
+static void on_deadline(uv_timer_t *t)
+{
+    conn_t *c = t->data;
+    if (c->state != C_BUSY || !c->cur)
+        return;
+    run_t *r = c->tg->run;
+    /* libuv's timers run on its cached millisecond clock: never give up early */
+    uint64_t due = c->cur->sched_ns + (uint64_t)r->sc->give_up_ms * 1000000ull, now = now_rel(r);
+    if (now < due) {
+        uv_timer_start(&c->deadline, on_deadline, (due - now + 999999) / 1000000ull, 0);
+        return;
+    }
+    r->res->gave_up++;
+    conn_fail(c, LT_ANS_TIMEOUT);
 }
 
 static void conn_send(conn_t *c, req_t *q)
@@ -442,6 +580,10 @@ static void conn_send(conn_t *c, req_t *q)
                      "Content-Type: application/json\r\nContent-Length: %d\r\n"
                      "X-Forwarded-For: %s\r\nIdempotency-Key: lt-%s-%s\r\n\r\n%s",
                      sc->sale_id, c->tg->host, c->tg->port, bl, addr, sc->sale_id, uid, body);
+    } else if (q->kind == EV_PAGE) {
+        n = snprintf(c->wbuf, c->wcap,
+                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nX-Forwarded-For: %s\r\n\r\n",
+                     sc->noncore_path, c->tg->host, c->tg->port, addr);
     } else {
         const lt_order_t *o = &r->res->orders[r->users[q->user].order];
         n = snprintf(c->wbuf, c->wcap,
@@ -449,80 +591,114 @@ static void conn_send(conn_t *c, req_t *q)
                      o->id, c->tg->host, c->tg->port, addr);
     }
     c->cur = q;
-    c->state = 3;
+    c->state = C_BUSY;
     q->sent_ns = now_rel(r);
     lt_http_parser_reset(&c->parser, false);
     second_at(r, q->sent_ns)->sent++;
+    if (sc->give_up_ms) {
+        uint64_t due = q->sched_ns + (uint64_t)sc->give_up_ms * 1000000ull;
+        uint64_t left_ms = due > q->sent_ns ? (due - q->sent_ns + 999999) / 1000000ull : 0;
+        uv_timer_start(&c->deadline, on_deadline, left_ms, 0);
+    }
     uv_buf_t b = uv_buf_init(c->wbuf, (unsigned)n);
     c->wr.data = c;
     if (uv_write(&c->wr, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0)
         conn_fail(c, LT_ANS_ERROR);
 }
 
+static req_t *queue_pop(target_t *tg)
+{
+    req_t *q = tg->qhead;
+    if (q) {
+        tg->qhead = q->next;
+        if (!tg->qhead)
+            tg->qtail = NULL;
+        tg->qlen--;
+        q->next = NULL;
+    }
+    return q;
+}
+
 static void on_connect(uv_connect_t *cr, int status)
 {
     conn_t *c = cr->data;
     run_t *r = c->tg->run;
-    if (c->state != 1)
+    target_t *tg = c->tg;
+    if (c->state != C_CONNECTING)
         return;
     if (status < 0) {
         r->res->connect_errors++;
         conn_close(c);
         /* fail the oldest waiting request so a dead target does not stall the run */
-        target_t *tg = c->tg;
-        if (tg->qhead) {
-            req_t *q = tg->qhead;
-            tg->qhead = q->next;
-            if (!tg->qhead)
-                tg->qtail = NULL;
-            tg->qlen--;
-            finish_req(r, q, 0, -1, NULL, LT_ANS_ERROR);
-        }
+        req_t *q = queue_pop(tg);
+        if (q)
+            finish_req(r, q, 0, -1, NULL, false, LT_ANS_ERROR);
         return;
     }
+    tg->connecting--;
     uv_tcp_nodelay(&c->tcp, 1);
-    c->state = 2;
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    target_pump(c->tg);
+    idle_push(tg, c);
+    target_pump(tg);
 }
 
 static void conn_open(conn_t *c)
 {
-    run_t *r = c->tg->run;
+    target_t *tg = c->tg;
+    run_t *r = tg->run;
     uv_tcp_init(&r->loop, &c->tcp);
     c->tcp.data = c;
     c->cr.data = c;
-    c->state = 1;
-    c->tg->open++;
+    c->state = C_CONNECTING;
+    c->idle_pos = -1;
+    tg->connecting++;
+    tg->open++;
+    if (++r->open_total > r->res->max_open)
+        r->res->max_open = r->open_total;
     r->res->connects++;
-    if (uv_tcp_connect(&c->cr, &c->tcp, (struct sockaddr *)&c->tg->addr, on_connect) < 0) {
+    if (uv_tcp_connect(&c->cr, &c->tcp, (struct sockaddr *)&tg->addr, on_connect) < 0) {
         r->res->connect_errors++;
         conn_close(c);
     }
 }
 
-/* Hands waiting requests to idle connections; opens connections while some wait. */
+/*
+ * Hands waiting requests to idle connections; opens connections while more
+ * requests wait than connections are being opened. A request past its
+ * give_up_ms is not sent: the person has left.
+ */
 static void target_pump(target_t *tg)
 {
-    uint32_t connecting = 0;
-    for (uint32_t i = 0; i < tg->n_conns && tg->qhead; i++) {
-        conn_t *c = &tg->conns[i];
-        if (c->state == 2) {
-            req_t *q = tg->qhead;
-            tg->qhead = q->next;
-            if (!tg->qhead)
-                tg->qtail = NULL;
-            tg->qlen--;
-            q->next = NULL;
-            conn_send(c, q);
-        } else if (c->state == 1) {
-            connecting++;
+    run_t *r = tg->run;
+    uint64_t give_up = (uint64_t)r->sc->give_up_ms * 1000000ull;
+    while (tg->qhead && tg->n_idle) {
+        req_t *q = queue_pop(tg);
+        if (give_up && now_rel(r) - q->sched_ns >= give_up) {
+            r->res->gave_up++;
+            finish_req(r, q, 0, -1, NULL, false, LT_ANS_TIMEOUT);
+            continue;
         }
+        conn_t *c = &tg->conns[tg->idle[tg->n_idle - 1]];
+        idle_remove(tg, c);
+        conn_send(c, q);
     }
-    for (uint32_t i = 0; i < tg->n_conns && tg->qlen > connecting; i++) {
-        if (tg->conns[i].state == 0) {
-            conn_open(&tg->conns[i]);
-            connecting++;
+    while (tg->qlen > tg->connecting && tg->n_free)
+        conn_open(&tg->conns[tg->free_[--tg->n_free]]);
+}
+
+/* Requests still waiting in a FIFO when their person gives up (every 5 ms). */
+static void on_giveup_sweep(uv_timer_t *t)
+{
+    run_t *r = t->data;
+    uint64_t give_up = (uint64_t)r->sc->give_up_ms * 1000000ull;
+    uint64_t now = now_rel(r);
+    for (size_t i = 0; i < r->sc->n_targets; i++) {
+        target_t *tg = &r->targets[i];
+        /* the FIFO is in dispatch order, which is scheduled order */
+        while (tg->qhead && now - tg->qhead->sched_ns >= give_up) {
+            req_t *q = queue_pop(tg);
+            r->res->gave_up++;
+            finish_req(r, q, 0, -1, NULL, false, LT_ANS_TIMEOUT);
         }
     }
 }
@@ -564,6 +740,12 @@ static void on_fire(void *ctx, uint64_t sched_ns, uint64_t now_ns, bool is_arriv
         uint64_t press;
         press_time_for(r, payload, sched_ns, &press);
         r->res->arrivals++;
+        if (r->users[payload].page) { /* a page view does not wait for the sale */
+            r->users[payload].state = U_BUYING;
+            cm_hist_record(&r->res->send_lag, (now_ns - sched_ns) / 1000u);
+            dispatch(r, payload, EV_PAGE, sched_ns);
+            return;
+        }
         r->users[payload].state = U_BUYING;
         if (press > sched_ns) {
             schedule(r, press, payload, EV_BUY);
@@ -574,7 +756,7 @@ static void on_fire(void *ctx, uint64_t sched_ns, uint64_t now_ns, bool is_arriv
         return;
     }
     cm_hist_record(&r->res->send_lag, (now_ns - sched_ns) / 1000u);
-    dispatch(r, payload >> 1, (int)(payload & 1), sched_ns);
+    dispatch(r, payload >> EV_BITS, (int)(payload & ((1u << EV_BITS) - 1)), sched_ns);
 }
 
 static void stop_run(run_t *r)
@@ -583,6 +765,7 @@ static void stop_run(run_t *r)
     lt_ticker_close(&r->ticker);
     uv_timer_stop(&r->progress);
     uv_close((uv_handle_t *)&r->progress, NULL);
+    uv_close((uv_handle_t *)&r->giveup_sweep, NULL);
     r->res->unfinished = r->inflight;
     for (size_t t = 0; t < r->sc->n_targets; t++) {
         target_t *tg = &r->targets[t];
@@ -596,6 +779,7 @@ static void stop_run(run_t *r)
             conn_t *c = &tg->conns[i];
             CM_FREE(c->cur);
             conn_close(c);
+            uv_close((uv_handle_t *)&c->deadline, NULL);
         }
     }
 }
@@ -610,9 +794,22 @@ static void print_progress(run_t *r, uint64_t now)
     double rate = dt > 0 ? (double)(total - r->last_answers) / dt : 0;
     r->last_answers = total;
     r->last_t_ns = now;
+    char pages[200] = "";
+    if (r->sc->noncore_share > 0)
+        snprintf(pages, sizeof(pages), " | pages 200 %llu degraded %llu 503 %llu other %llu",
+                 (unsigned long long)res->page_answers[LT_PAGE_OK],
+                 (unsigned long long)res->page_answers[LT_PAGE_DEGRADED],
+                 (unsigned long long)res->page_answers[LT_PAGE_P503],
+                 (unsigned long long)(res->page_answers[LT_PAGE_P4XX] +
+                                      res->page_answers[LT_PAGE_P5XX] +
+                                      res->page_answers[LT_PAGE_ERROR] +
+                                      res->page_answers[LT_PAGE_TIMEOUT]));
+    if (r->sc->connection_mode == LT_CONN_OPEN)
+        snprintf(pages + strlen(pages), sizeof(pages) - strlen(pages), " | open %u",
+                 r->open_total);
     fprintf(stderr,
             "[%5.1fs] %7.0f ans/s | 202 %llu 409 %llu 410 %llu 425 %llu 429 %llu 503 %llu "
-            "other %llu neterr %llu tmo %llu poll %llu | inflight %llu | p99 %.1f ms\n",
+            "other %llu neterr %llu tmo %llu poll %llu | inflight %llu | p99 %.1f ms%s\n",
             (double)now / 1e9, rate, (unsigned long long)res->answers[LT_ANS_A202],
             (unsigned long long)res->answers[LT_ANS_A409],
             (unsigned long long)res->answers[LT_ANS_A410],
@@ -624,7 +821,7 @@ static void print_progress(run_t *r, uint64_t now)
             (unsigned long long)res->answers[LT_ANS_ERROR],
             (unsigned long long)res->answers[LT_ANS_TIMEOUT],
             (unsigned long long)res->answers[LT_ANS_POLL], (unsigned long long)r->inflight,
-            (double)cm_hist_percentile(&res->buy_all, 99) / 1000.0);
+            (double)cm_hist_percentile(&res->buy_all, 99) / 1000.0, pages);
 }
 
 /* 100 ms housekeeping: timeouts, end of run, progress once a second. */
@@ -646,7 +843,7 @@ static void on_progress(uv_timer_t *t)
             if (!tg->qhead)
                 tg->qtail = NULL;
             tg->qlen--;
-            finish_req(r, q, 0, -1, NULL, LT_ANS_TIMEOUT);
+            finish_req(r, q, 0, -1, NULL, false, LT_ANS_TIMEOUT);
         }
     }
     if (!r->quiet && now - r->last_t_ns >= 1000000000ull)
@@ -709,20 +906,14 @@ static int64_t existing_start_ms(const lt_scenario_t *sc)
 
 int lt_run(const lt_scenario_t *sc, bool quiet, lt_results_t *res, char *eb, size_t el)
 {
-    memset(res, 0, offsetof(lt_results_t, hist));
+    memset(res, 0, sizeof(*res));
     for (int a = 0; a < LT_ANS_N; a++)
         cm_hist_init(&res->hist[a]);
+    for (int a = 0; a < LT_PAGE_N; a++)
+        cm_hist_init(&res->page_hist[a]);
     cm_hist_init(&res->buy_all);
+    cm_hist_init(&res->buy_good);
     cm_hist_init(&res->send_lag);
-    res->secs = NULL;
-    res->n_secs = 0;
-    res->orders = NULL;
-    res->n_orders = 0;
-    res->dup_202 = res->second_202 = 0;
-    res->polls_settled = res->polls_failed = res->polls_cancelled = res->polls_unfinished = 0;
-    res->unfinished = res->connects = res->connect_errors = 0;
-    res->elapsed_s = res->sale_start_s = 0;
-    res->users_bots = res->users_aggressive = res->orders_bots = 0;
 
     run_t *r = cm_xcalloc(1, sizeof(*r));
     r->sc = sc;
@@ -733,6 +924,11 @@ int lt_run(const lt_scenario_t *sc, bool quiet, lt_results_t *res, char *eb, siz
     for (uint64_t i = 0; i < sc->users; i++) {
         user_t *u = &r->users[i];
         *u = (user_t){.order = -1};
+        /* drawn only when asked for, so scenarios without pages keep their crowd */
+        if (sc->noncore_share > 0 && lt_rng_unit(&r->rng) < sc->noncore_share) {
+            u->page = true;
+            continue;
+        }
         if (lt_rng_unit(&r->rng) < sc->bot_fraction) {
             u->kind = lt_rng_unit(&r->rng) < sc->aggressive_fraction ? U_AGGRESSIVE : U_BOT;
             res->users_bots++;
@@ -757,11 +953,20 @@ int lt_run(const lt_scenario_t *sc, bool quiet, lt_results_t *res, char *eb, siz
             rc = CM_EINVAL;
             goto out_loop;
         }
-        tg->n_conns = sc->connections;
+        bool open_mode = sc->connection_mode == LT_CONN_OPEN;
+        tg->n_conns = open_mode ? sc->connections_max : sc->connections;
+        tg->keep_idle = open_mode ? sc->connections : 0;
         tg->conns = cm_xcalloc(tg->n_conns, sizeof(conn_t));
+        tg->idle = cm_xcalloc(tg->n_conns, sizeof(uint32_t));
+        tg->free_ = cm_xcalloc(tg->n_conns, sizeof(uint32_t));
         for (uint32_t i = 0; i < tg->n_conns; i++) {
-            tg->conns[i].tg = tg;
-            lt_http_parser_init(&tg->conns[i].parser, false);
+            conn_t *c = &tg->conns[i];
+            c->tg = tg;
+            c->idle_pos = -1;
+            lt_http_parser_init(&c->parser, false);
+            uv_timer_init(&r->loop, &c->deadline);
+            c->deadline.data = c;
+            tg->free_[tg->n_free++] = tg->n_conns - 1 - i; /* slot 0 is used first */
         }
     }
 
@@ -791,18 +996,25 @@ int lt_run(const lt_scenario_t *sc, bool quiet, lt_results_t *res, char *eb, siz
     uv_timer_init(&r->loop, &r->progress);
     r->progress.data = r;
     uv_timer_start(&r->progress, on_progress, 100, 100);
+    uv_timer_init(&r->loop, &r->giveup_sweep);
+    r->giveup_sweep.data = r;
+    if (sc->give_up_ms)
+        uv_timer_start(&r->giveup_sweep, on_giveup_sweep, 5, 5);
     if (!quiet)
         fprintf(stderr,
                 "flashgate-load: %s: %zu arrivals of %llu users (%llu bots) over %.1fs, sale %s "
-                "starts at +%.1fs, %zu target(s) x %u connections\n",
+                "starts at +%.1fs, %zu target(s) x %u connections (%s%s)\n",
                 sc->name, r->n_arrivals, (unsigned long long)sc->users,
                 (unsigned long long)res->users_bots, prof, sc->sale_id, res->sale_start_s,
-                sc->n_targets, sc->connections);
+                sc->n_targets, sc->connections, lt_conn_mode_name(sc->connection_mode),
+                sc->connection_mode == LT_CONN_OPEN ? ", more opened on demand" : "");
     uv_run(&r->loop, UV_RUN_DEFAULT);
     rc = 0;
 out_loop:
-    if (rc < 0) {
-        /* handles never started: nothing to close but the loop */
+    if (rc < 0) { /* the run never started: close the timers made so far */
+        for (size_t t = 0; t < sc->n_targets; t++)
+            for (uint32_t i = 0; r->targets[t].conns && i < r->targets[t].n_conns; i++)
+                uv_close((uv_handle_t *)&r->targets[t].conns[i].deadline, NULL);
     }
     uv_run(&r->loop, UV_RUN_DEFAULT);
     uv_loop_close(&r->loop);
@@ -813,6 +1025,8 @@ out_loop:
             free(tg->conns[i].wbuf);
         }
         free(tg->conns);
+        free(tg->idle);
+        free(tg->free_);
     }
 out:
     free(r->arrivals);
@@ -824,6 +1038,8 @@ out:
 void lt_results_free(lt_results_t *res)
 {
     CM_FREE(res->secs);
+    CM_FREE(res->fine);
+    res->n_fine = 0;
     CM_FREE(res->orders);
     res->n_secs = res->n_orders = 0;
 }

@@ -33,11 +33,44 @@ const char *lt_ans_name(lt_ans_t a);
 /* Answer type of a buy answer with HTTP status (0 = transport error). */
 lt_ans_t lt_ans_of_status(int status);
 
+/* Answer types of a non-core page view (GET noncore.path). */
+#define LT_PAGE_MAP(XX)                                                                            \
+    XX(OK, "200") XX(DEGRADED, "degraded") XX(P503, "503") XX(P4XX, "4xx") XX(P5XX, "5xx")      \
+    XX(ERROR, "error") XX(TIMEOUT, "timeout")
+
+typedef enum {
+#define XX(n, s) LT_PAGE_##n,
+    LT_PAGE_MAP(XX)
+#undef XX
+        LT_PAGE_N
+} lt_page_t;
+
+/* "200", "degraded", ... */
+const char *lt_page_name(lt_page_t a);
+/* Answer type of a page view: 2xx is OK unless X-Flashgate-Degraded: 1 says it is a fallback. */
+lt_page_t lt_page_of_status(int status, bool degraded);
+
 typedef struct lt_second {
     uint64_t sent; /* requests of any kind handed to a connection this second */
     uint64_t counts[LT_ANS_N];
+    uint64_t page[LT_PAGE_N];
     cm_hist_t buy; /* latency of buy answers completed this second */
 } lt_second_t;
+
+/*
+ * One bin of the fine timeline: buy answers by the bin of their *scheduled*
+ * time (LT_FINE_BIN_MS wide), so that the effect of a step in the arrival
+ * rate shows on the requests that arrived after it.
+ */
+#define LT_FINE_BIN_MS 10
+#define LT_FINE_SLOW_MS 50 /* an answer slower than this (or none) is "slow" */
+typedef struct lt_fine {
+    uint32_t n;     /* buy answers, timeouts and errors included */
+    uint32_t good;  /* 202, 409, 410 */
+    uint32_t shed;  /* 503 */
+    uint32_t slow;  /* later than LT_FINE_SLOW_MS, or timeout / error */
+    uint32_t max_ms;
+} lt_fine_t;
 
 typedef struct lt_order {
     char id[48];
@@ -52,6 +85,12 @@ typedef struct lt_results {
     uint64_t answers[LT_ANS_N];
     cm_hist_t hist[LT_ANS_N];
     cm_hist_t buy_all;  /* every buy answer */
+    cm_hist_t buy_good; /* 202, 409, 410: admitted and answered */
+    uint64_t page_sent;
+    uint64_t page_answers[LT_PAGE_N];
+    cm_hist_t page_hist[LT_PAGE_N];
+    lt_fine_t *fine;
+    size_t n_fine;
     cm_hist_t send_lag; /* actual dispatch - scheduled time (scheduler accuracy) */
     lt_second_t *secs;
     size_t n_secs;
@@ -62,6 +101,9 @@ typedef struct lt_results {
     uint64_t polls_settled, polls_failed, polls_cancelled, polls_unfinished;
     uint64_t unfinished;   /* requests still in flight when the run stopped */
     uint64_t connects, connect_errors;
+    uint64_t gave_up;        /* requests abandoned at give_up_ms (also counted as timeout) */
+    uint32_t max_open;       /* most connections open at once, all targets */
+    uint64_t idle_closed;    /* open mode: closed after an answer, the idle cache being full */
     double elapsed_s;
     double sale_start_s;   /* when the sale started, on the run's clock */
     int64_t wall_t0_ms;

@@ -178,6 +178,22 @@ const char *lt_seg_kind_name(lt_seg_kind_t k)
     return (unsigned)k < CM_ARRAY_LEN(names) ? names[k] : "?";
 }
 
+const char *lt_conn_mode_name(lt_conn_mode_t m)
+{
+    return m == LT_CONN_OPEN ? "open" : m == LT_CONN_QUEUE ? "queue" : "?";
+}
+
+int lt_conn_mode_parse(const char *s, lt_conn_mode_t *out)
+{
+    if (s && strcmp(s, "queue") == 0)
+        *out = LT_CONN_QUEUE;
+    else if (s && strcmp(s, "open") == 0)
+        *out = LT_CONN_OPEN;
+    else
+        return CM_EINVAL;
+    return 0;
+}
+
 static void set_defaults(lt_scenario_t *sc)
 {
     memset(sc, 0, sizeof(*sc));
@@ -187,6 +203,8 @@ static void set_defaults(lt_scenario_t *sc)
     sc->drain_s = 10;
     sc->connections = 64;
     sc->request_timeout_ms = 5000;
+    sc->connection_mode = LT_CONN_QUEUE;
+    sc->connections_max = 4096;
     snprintf(sc->sale_id, sizeof(sc->sale_id), "rehearsal");
     sc->sale_create = true;
     sc->sale_stock = 1000;
@@ -269,8 +287,10 @@ static int parse_root(lt_scenario_t *sc, json_t *root, char *eb, size_t el)
         return fail(eb, el, "(top level): must be a JSON object");
     static const char *const top[] = {"name", "description", "seed", "duration_s", "drain_s",
                                       "targets", "admin", "admin_token", "kafka_brokers", "db",
-                                      "topic", "connections", "request_timeout_ms", "sale",
-                                      "crowd", "behaviour", "arrivals", NULL};
+                                      "topic", "connections", "request_timeout_ms",
+                                      "connection_mode", "connections_max", "give_up_ms",
+                                      "noncore", "sale", "crowd", "behaviour", "arrivals",
+                                      NULL};
     TRY(check_keys(root, NULL, top, eb, el));
     TRY(get_str(root, NULL, "name", sc->name, sizeof(sc->name), NULL, eb, el));
     TRY(get_u64(root, NULL, "seed", 0, INT64_MAX, &sc->seed, eb, el));
@@ -299,10 +319,24 @@ static int parse_root(lt_scenario_t *sc, json_t *root, char *eb, size_t el)
     TRY(get_str(root, NULL, "kafka_brokers", NULL, 0, &sc->kafka_brokers, eb, el));
     TRY(get_str(root, NULL, "db", NULL, 0, &sc->db_url, eb, el));
     TRY(get_str(root, NULL, "topic", NULL, 0, &sc->topic, eb, el));
-    TRY(get_u32(root, NULL, "connections", 1, 10000, &sc->connections, eb, el));
+    TRY(get_u32(root, NULL, "connections", 1, LT_MAX_CONNECTIONS, &sc->connections, eb, el));
     TRY(get_u32(root, NULL, "request_timeout_ms", 1, 600000, &sc->request_timeout_ms, eb, el));
+    json_t *m = json_object_get(root, "connection_mode");
+    if (m && lt_conn_mode_parse(json_string_value(m), &sc->connection_mode) < 0)
+        return fail(eb, el, "connection_mode: must be \"queue\" or \"open\"");
+    TRY(get_u32(root, NULL, "connections_max", 1, LT_MAX_CONNECTIONS, &sc->connections_max, eb,
+                el));
+    TRY(get_u32(root, NULL, "give_up_ms", 0, 600000, &sc->give_up_ms, eb, el));
 
     json_t *s;
+    TRY(get_section(root, "noncore", &s, eb, el));
+    if (s) {
+        static const char *const keys[] = {"share", "path", NULL};
+        TRY(check_keys(s, "noncore", keys, eb, el));
+        TRY(get_num(s, "noncore", "share", 0, 1, &sc->noncore_share, eb, el));
+        TRY(get_str(s, "noncore", "path", sc->noncore_path, sizeof(sc->noncore_path), NULL, eb,
+                    el));
+    }
     TRY(get_section(root, "sale", &s, eb, el));
     if (s) {
         static const char *const keys[] = {"id", "create", "stock", "per_user_limit",
@@ -408,6 +442,20 @@ int lt_scenario_validate(const lt_scenario_t *sc, char *eb, size_t el)
         return fail(eb, el, "sale.create: needs admin (the admin API URL)");
     if (sc->users > 100000000)
         return fail(eb, el, "crowd.users: at most 100000000 (memory is 12 bytes per user)");
+    if (sc->connections > LT_MAX_CONNECTIONS)
+        return fail(eb, el, "connections: must be an integer between 1 and %d", LT_MAX_CONNECTIONS);
+    if (sc->connection_mode == LT_CONN_OPEN &&
+        (sc->connections_max < sc->connections || sc->connections_max > LT_MAX_CONNECTIONS))
+        return fail(eb, el, "connections_max: must be between connections (%u) and %d in open mode",
+                    sc->connections, LT_MAX_CONNECTIONS);
+    if (sc->noncore_share > 0 && sc->noncore_path[0] != '/')
+        return fail(eb, el, "noncore.path: must start with / when noncore.share > 0");
+    for (const char *c = sc->noncore_path; *c; c++)
+        if ((unsigned char)*c <= ' ' || *c == 127)
+            return fail(eb, el, "noncore.path: no spaces or control characters");
+    if (sc->give_up_ms > sc->request_timeout_ms)
+        return fail(eb, el, "give_up_ms: must not exceed request_timeout_ms (%u)",
+                    sc->request_timeout_ms);
     if (sc->start_offset_s >= sc->duration_s + sc->drain_s)
         return fail(eb, el, "sale.start_offset_s: must be before the run ends (duration_s + drain_s)");
     return 0;

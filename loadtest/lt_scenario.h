@@ -12,8 +12,17 @@
 
 #define LT_MAX_TARGETS 16
 #define LT_MAX_SEGMENTS 32
+#define LT_MAX_CONNECTIONS 20000 /* per target, either mode */
 
 typedef enum { LT_SEG_RAMP, LT_SEG_SPIKE, LT_SEG_PLATEAU, LT_SEG_DECAY, LT_SEG_PAUSE } lt_seg_kind_t;
+
+/*
+ * What a request that finds no idle connection does: wait in the target's
+ * FIFO for one of `connections` (queue), or open a new connection up to
+ * `connections_max` and keep at most `connections` idle afterwards (open), as
+ * a CDN edge or an nginx upstream with `keepalive N` and no max_conns does.
+ */
+typedef enum { LT_CONN_QUEUE = 0, LT_CONN_OPEN = 1 } lt_conn_mode_t;
 
 /* One piece of the arrival profile: the rate moves linearly from rate to rate_end. */
 typedef struct lt_segment {
@@ -35,8 +44,14 @@ typedef struct lt_scenario {
     char *kafka_brokers;
     char *db_url;
     char *topic;
-    uint32_t connections;         /* per target */
+    uint32_t connections;         /* per target: the pool (queue) or the idle keep-alive cache (open) */
     uint32_t request_timeout_ms;
+    lt_conn_mode_t connection_mode;
+    uint32_t connections_max;     /* open mode: most connections per target at once */
+    uint32_t give_up_ms;          /* per-request deadline from the scheduled time, 0 = none */
+    /* non-core page views mixed into the crowd */
+    double noncore_share;         /* share of users who GET noncore_path instead of buying */
+    char noncore_path[256];
     /* sale */
     char sale_id[64];
     bool sale_create;       /* PUT the sale through the admin API before the run */
@@ -86,5 +101,9 @@ void lt_scenario_set_targets(lt_scenario_t *sc, const char *csv);
 /* Sum of the profile's durations, capped at duration_s. */
 double lt_scenario_profile_s(const lt_scenario_t *sc);
 const char *lt_seg_kind_name(lt_seg_kind_t k);
+/* "queue" / "open" */
+const char *lt_conn_mode_name(lt_conn_mode_t m);
+/* Parses "queue" or "open" into *out. Returns 0 or CM_EINVAL. */
+int lt_conn_mode_parse(const char *s, lt_conn_mode_t *out);
 
 #endif

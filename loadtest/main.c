@@ -32,7 +32,8 @@ static void usage(FILE *f)
             "usage: flashgate-load --scenario FILE [--target URL,...] [--admin URL]\n"
             "         [--admin-token TOKEN|@FILE] [--kafka-brokers LIST|FILE] [--db URL|PATH]\n"
             "         [--out DIR] [--duration S] [--seed N] [--sale ID] [--no-create]\n"
-            "         [--no-audit] [--quiet]\n"
+            "         [--no-audit] [--quiet] [--connections N] [--connection-mode queue|open]\n"
+            "         [--connections-max N] [--give-up-ms MS]\n"
             "Flags override the scenario file. Exit: 0 PASS, 1 audit FAIL, 2 usage/scenario,\n"
             "3 run could not start, 4 report not written.\n");
 }
@@ -52,6 +53,21 @@ static char *token_value(const char *v)
     return cm_xstrdup(buf);
 }
 
+/* A flag's unsigned value within [min, max]; false (with a message) otherwise. */
+static bool flag_u32(const char *name, const char *v, unsigned long min, unsigned long max,
+                     uint32_t *out)
+{
+    char *end;
+    unsigned long n = strtoul(v, &end, 10);
+    if (!*v || *end || v[0] == '-' || n < min || n > max) {
+        fprintf(stderr, "flashgate-load: %s: must be an integer between %lu and %lu\n", name, min,
+                max);
+        return false;
+    }
+    *out = (uint32_t)n;
+    return true;
+}
+
 static void replace(char **dst, const char *v)
 {
     free(*dst);
@@ -68,12 +84,17 @@ int main(int argc, char **argv)
         {"seed", required_argument, NULL, 'S'},     {"sale", required_argument, NULL, 'i'},
         {"no-create", no_argument, NULL, 'n'},      {"no-audit", no_argument, NULL, 'N'},
         {"quiet", no_argument, NULL, 'q'},          {"help", no_argument, NULL, 'h'},
+        {"connections", required_argument, NULL, 'C'},
+        {"connection-mode", required_argument, NULL, 'M'},
+        {"connections-max", required_argument, NULL, 'X'},
+        {"give-up-ms", required_argument, NULL, 'G'},
         {NULL, 0, NULL, 0}};
     const char *scenario = NULL, *target = NULL, *admin = NULL, *token = NULL, *brokers = NULL,
-               *db = NULL, *out = NULL, *duration = NULL, *seed = NULL, *sale = NULL;
+               *db = NULL, *out = NULL, *duration = NULL, *seed = NULL, *sale = NULL,
+               *conns = NULL, *mode = NULL, *conns_max = NULL, *give_up = NULL;
     bool no_create = false, no_audit = false, quiet = false;
     int c;
-    while ((c = getopt_long(argc, argv, "s:t:a:k:b:d:o:D:S:i:nNqh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "s:t:a:k:b:d:o:D:S:i:nNqhC:M:X:G:", opts, NULL)) != -1) {
         switch (c) {
         case 's': scenario = optarg; break;
         case 't': target = optarg; break;
@@ -88,6 +109,10 @@ int main(int argc, char **argv)
         case 'n': no_create = true; break;
         case 'N': no_audit = true; break;
         case 'q': quiet = true; break;
+        case 'C': conns = optarg; break;
+        case 'M': mode = optarg; break;
+        case 'X': conns_max = optarg; break;
+        case 'G': give_up = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -141,6 +166,18 @@ int main(int argc, char **argv)
         }
         sc.seed = s;
     }
+    if ((conns && !flag_u32("--connections", conns, 1, LT_MAX_CONNECTIONS, &sc.connections)) ||
+        (conns_max &&
+         !flag_u32("--connections-max", conns_max, 1, LT_MAX_CONNECTIONS, &sc.connections_max)) ||
+        (give_up && !flag_u32("--give-up-ms", give_up, 0, 600000, &sc.give_up_ms))) {
+        lt_scenario_free(&sc);
+        return 2;
+    }
+    if (mode && lt_conn_mode_parse(mode, &sc.connection_mode) < 0) {
+        fprintf(stderr, "flashgate-load: --connection-mode: must be queue or open\n");
+        lt_scenario_free(&sc);
+        return 2;
+    }
     if (lt_scenario_validate(&sc, eb, sizeof(eb)) < 0) {
         fprintf(stderr, "flashgate-load: %s: %s\n", scenario, eb);
         lt_scenario_free(&sc);
@@ -185,6 +222,24 @@ int main(int argc, char **argv)
            cm_hist_percentile(&res->buy_all, 50) / 1000.0,
            cm_hist_percentile(&res->buy_all, 99) / 1000.0,
            cm_hist_percentile(&res->buy_all, 99.9) / 1000.0, res->buy_all.max_us / 1000.0);
+    if (sc.noncore_share > 0)
+        printf("flashgate-load: pages %llu sent; 200 %llu, degraded %llu, 503 %llu, 4xx %llu, "
+               "5xx %llu, error %llu, timeout %llu; 200 p99 %.2f ms\n",
+               (unsigned long long)res->page_sent,
+               (unsigned long long)res->page_answers[LT_PAGE_OK],
+               (unsigned long long)res->page_answers[LT_PAGE_DEGRADED],
+               (unsigned long long)res->page_answers[LT_PAGE_P503],
+               (unsigned long long)res->page_answers[LT_PAGE_P4XX],
+               (unsigned long long)res->page_answers[LT_PAGE_P5XX],
+               (unsigned long long)res->page_answers[LT_PAGE_ERROR],
+               (unsigned long long)res->page_answers[LT_PAGE_TIMEOUT],
+               cm_hist_percentile(&res->page_hist[LT_PAGE_OK], 99) / 1000.0);
+    if (sc.connection_mode == LT_CONN_OPEN || sc.give_up_ms)
+        printf("flashgate-load: connections %s: %llu opened, at most %u at once, %llu errors; "
+               "%llu requests given up after %u ms\n",
+               lt_conn_mode_name(sc.connection_mode), (unsigned long long)res->connects,
+               res->max_open, (unsigned long long)res->connect_errors,
+               (unsigned long long)res->gave_up, sc.give_up_ms);
     if (cm_hist_percentile(&res->send_lag, 99) > 10000)
         printf("warning: the load generator fell behind its schedule (send lag p99 %.1f ms): "
                "latencies include that delay; give it a core of its own or lower the rates\n",

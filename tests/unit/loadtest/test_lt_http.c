@@ -77,6 +77,17 @@ static void test_retry_after_and_close(void **state)
                      "Content-Length: 2\r\n\r\n{}";
     assert_int_equal(lt_http_parser_feed(&p, d, strlen(d), &used), LT_HTTP_DONE);
     assert_int_equal(p.resp.retry_after_s, -1);
+    assert_false(p.resp.degraded);
+    /* a fallback answer says so; a reset forgets it */
+    lt_http_parser_reset(&p, false);
+    const char g[] = "HTTP/1.1 200 OK\r\nx-flashgate-degraded: 1\r\nContent-Length: 2\r\n\r\n{}";
+    assert_int_equal(lt_http_parser_feed(&p, g, strlen(g), &used), LT_HTTP_DONE);
+    assert_true(p.resp.degraded);
+    lt_http_parser_reset(&p, false);
+    assert_false(p.resp.degraded);
+    const char g0[] = "HTTP/1.1 200 OK\r\nX-Flashgate-Degraded: 0\r\nContent-Length: 0\r\n\r\n";
+    assert_int_equal(lt_http_parser_feed(&p, g0, strlen(g0), &used), LT_HTTP_DONE);
+    assert_false(p.resp.degraded);
     /* 204 and HEAD have no body */
     lt_http_parser_reset(&p, true);
     const char h[] = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
@@ -143,6 +154,14 @@ static void test_url_and_answer_types(void **state)
     assert_int_equal(lt_ans_of_status(502), LT_ANS_A5XX);
     assert_int_equal(lt_ans_of_status(0), LT_ANS_ERROR);
     assert_string_equal(lt_ans_name(LT_ANS_TIMEOUT), "timeout");
+    /* page views: a fallback 200 is not a served page */
+    assert_int_equal(lt_page_of_status(200, false), LT_PAGE_OK);
+    assert_int_equal(lt_page_of_status(200, true), LT_PAGE_DEGRADED);
+    assert_int_equal(lt_page_of_status(503, true), LT_PAGE_P503);
+    assert_int_equal(lt_page_of_status(404, false), LT_PAGE_P4XX);
+    assert_int_equal(lt_page_of_status(502, false), LT_PAGE_P5XX);
+    assert_int_equal(lt_page_of_status(0, false), LT_PAGE_ERROR);
+    assert_string_equal(lt_page_name(LT_PAGE_DEGRADED), "degraded");
 }
 
 int main(void)

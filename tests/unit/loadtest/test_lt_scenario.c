@@ -67,6 +67,11 @@ static void test_defaults_and_overrides(void **state)
     assert_int_equal(sc.qty, 1);
     assert_string_equal(sc.topic, "flashgate.orders");
     assert_true(sc.segments[0].rate_end == 10);
+    /* a crowd that queues, never gives up and buys only, unless told otherwise */
+    assert_int_equal(sc.connection_mode, LT_CONN_QUEUE);
+    assert_int_equal(sc.connections_max, 4096);
+    assert_int_equal(sc.give_up_ms, 0);
+    assert_true(sc.noncore_share == 0);
     lt_scenario_set_targets(&sc, "http://127.0.0.1:2,http://127.0.0.1:3");
     assert_int_equal(sc.n_targets, 2);
     assert_string_equal(sc.targets[1], "http://127.0.0.1:3");
@@ -89,7 +94,30 @@ static const struct {
     {"{\"sale\":{\"id\":\"\"}}", "scenario: sale.id: must be a non-empty string"},
     {"{\"targets\":[\"ftp://x\"]}", "scenario: targets[0]: must be a URL like http://127.0.0.1:8080"},
     {"{\"targets\":[]}", "scenario: targets: must be an array of 1 to 16 URLs"},
-    {"{\"connections\":0}", "scenario: connections: must be an integer between 1 and 10000"},
+    {"{\"connections\":0}", "scenario: connections: must be an integer between 1 and 20000"},
+    {"{\"connection_mode\":\"pool\"}", "scenario: connection_mode: must be \"queue\" or \"open\""},
+    {"{\"connection_mode\":1}", "scenario: connection_mode: must be \"queue\" or \"open\""},
+    {"{\"connections_max\":0}", "scenario: connections_max: must be an integer between 1 and 20000"},
+    {"{\"connections_max\":20001}",
+     "scenario: connections_max: must be an integer between 1 and 20000"},
+    {"{\"give_up_ms\":-1}", "scenario: give_up_ms: must be an integer between 0 and 600000"},
+    {"{\"give_up_ms\":1.5}", "scenario: give_up_ms: must be an integer between 0 and 600000"},
+    {"{\"noncore\":{\"share\":1.2}}", "scenario: noncore.share: must be a number between 0 and 1"},
+    {"{\"noncore\":{\"path\":\"\"}}", "scenario: noncore.path: must be a non-empty string"},
+    {"{\"noncore\":{\"url\":\"/x\"}}", "scenario: noncore.url: unknown field"},
+    {"{\"noncore\":7}", "scenario: noncore: must be an object"},
+    {"{\"connection_mode\":\"open\",\"connections\":100,\"connections_max\":50,"
+     "\"sale\":{\"create\":false},\"arrivals\":[{\"kind\":\"spike\",\"duration_s\":1,\"rate\":5}]}",
+     "scenario: connections_max: must be between connections (100) and 20000 in open mode"},
+    {"{\"give_up_ms\":3000,\"request_timeout_ms\":2000,\"sale\":{\"create\":false},"
+     "\"arrivals\":[{\"kind\":\"spike\",\"duration_s\":1,\"rate\":5}]}",
+     "scenario: give_up_ms: must not exceed request_timeout_ms (2000)"},
+    {"{\"noncore\":{\"share\":0.7},\"sale\":{\"create\":false},"
+     "\"arrivals\":[{\"kind\":\"spike\",\"duration_s\":1,\"rate\":5}]}",
+     "scenario: noncore.path: must start with / when noncore.share > 0"},
+    {"{\"noncore\":{\"share\":0.7,\"path\":\"/v1/page/a b\"},\"sale\":{\"create\":false},"
+     "\"arrivals\":[{\"kind\":\"spike\",\"duration_s\":1,\"rate\":5}]}",
+     "scenario: noncore.path: no spaces or control characters"},
     {"{\"behaviour\":{\"poll_max\":-3}}",
      "scenario: behaviour.poll_max: must be an integer between 0 and 10000"},
     {"{\"speed\":3}", "scenario: speed: unknown field"},
@@ -134,6 +162,39 @@ static void test_bad_files_name_the_field(void **state)
     }
 }
 
+static void test_crowd_like_the_internet(void **state)
+{
+    (void)state;
+    lt_scenario_t sc;
+    char eb[256] = "";
+    const char *j = "{\"targets\":[\"http://127.0.0.1:1\"],\"sale\":{\"create\":false},"
+                    "\"connections\":64,\"connection_mode\":\"open\",\"connections_max\":3000,"
+                    "\"give_up_ms\":1500,\"request_timeout_ms\":2000,"
+                    "\"noncore\":{\"share\":0.7,\"path\":\"/v1/page/item-1?x=1\"},"
+                    "\"arrivals\":[{\"kind\":\"plateau\",\"duration_s\":2,\"rate\":10}]}";
+    if (lt_scenario_parse(&sc, j, eb, sizeof(eb)) != 0)
+        fail_msg("%s", eb);
+    assert_int_equal(sc.connection_mode, LT_CONN_OPEN);
+    assert_string_equal(lt_conn_mode_name(sc.connection_mode), "open");
+    assert_int_equal(sc.connections_max, 3000);
+    assert_int_equal(sc.give_up_ms, 1500);
+    assert_true(sc.noncore_share == 0.7);
+    assert_string_equal(sc.noncore_path, "/v1/page/item-1?x=1");
+    /* flags override, then validate catches what no longer fits */
+    lt_conn_mode_t m = LT_CONN_OPEN;
+    assert_int_equal(lt_conn_mode_parse("queue", &m), 0);
+    assert_int_equal(m, LT_CONN_QUEUE);
+    assert_int_equal(lt_conn_mode_parse("Open", &m), CM_EINVAL);
+    assert_int_equal(lt_conn_mode_parse(NULL, &m), CM_EINVAL);
+    sc.connections_max = 10;
+    assert_int_equal(lt_scenario_validate(&sc, eb, sizeof(eb)), CM_EINVAL);
+    assert_string_equal(eb, "scenario: connections_max: must be between connections (64) and "
+                            "20000 in open mode");
+    sc.connection_mode = LT_CONN_QUEUE; /* the cap means nothing to a queueing crowd */
+    assert_int_equal(lt_scenario_validate(&sc, eb, sizeof(eb)), 0);
+    lt_scenario_free(&sc);
+}
+
 static void test_missing_file(void **state)
 {
     (void)state;
@@ -150,6 +211,7 @@ int main(void)
         cmocka_unit_test(test_shipped_files),
         cmocka_unit_test(test_defaults_and_overrides),
         cmocka_unit_test(test_bad_files_name_the_field),
+        cmocka_unit_test(test_crowd_like_the_internet),
         cmocka_unit_test(test_missing_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

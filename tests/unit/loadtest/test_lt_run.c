@@ -1,0 +1,309 @@
+/*
+ * The crowd's connection behaviour against a real (small, slow) HTTP server
+ * on 127.0.0.1 in a thread of this test: queue mode never opens more than
+ * `connections`; open mode opens new ones up to `connections_max` and keeps
+ * at most `connections` idle; a person gives up at give_up_ms (a timeout, the
+ * connection closed); page views go to noncore.path.
+ */
+#include "loadtest/lt_run.h"
+#include "loadtest/lt_scenario.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+/* One thread per connection: read a request, wait delay_ms, answer (202 to a POST, 200 to a GET). */
+typedef struct server {
+    int lfd;
+    int port;
+    int delay_ms;
+    pthread_t acceptor;
+    atomic_int live;      /* connection threads running */
+    atomic_int accepted;  /* connections accepted */
+    atomic_int concurrent, max_concurrent;
+    atomic_int gets_page; /* GET of the page path */
+    atomic_int posts;
+} server_t;
+
+typedef struct sconn {
+    server_t *s;
+    int fd;
+} sconn_t;
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
+
+static void *conn_main(void *arg)
+{
+    sconn_t *sc = arg;
+    server_t *s = sc->s;
+    int fd = sc->fd;
+    free(sc);
+    int now = atomic_fetch_add(&s->concurrent, 1) + 1;
+    int prev = atomic_load(&s->max_concurrent);
+    while (now > prev && !atomic_compare_exchange_weak(&s->max_concurrent, &prev, now)) {
+    }
+    char buf[8192];
+    size_t len = 0;
+    for (;;) {
+        char *end = len ? memmem(buf, len, "\r\n\r\n", 4) : NULL;
+        if (!end) {
+            if (len == sizeof(buf))
+                break;
+            ssize_t n = read(fd, buf + len, sizeof(buf) - len);
+            if (n <= 0)
+                break;
+            len += (size_t)n;
+            continue;
+        }
+        size_t head = (size_t)(end - buf) + 4, body = 0;
+        char *cl = strcasestr(buf, "Content-Length:");
+        if (cl && cl < end)
+            body = strtoul(cl + 15, NULL, 10);
+        while (len < head + body) {
+            ssize_t n = read(fd, buf + len, sizeof(buf) - len);
+            if (n <= 0)
+                goto out;
+            len += (size_t)n;
+        }
+        bool post = strncmp(buf, "POST ", 5) == 0;
+        if (post)
+            atomic_fetch_add(&s->posts, 1);
+        else if (strncmp(buf, "GET /v1/page/x ", 15) == 0)
+            atomic_fetch_add(&s->gets_page, 1);
+        sleep_ms(s->delay_ms);
+        static const char ok202[] = "HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n"
+                                    "Content-Length: 2\r\n\r\n{}";
+        static const char ok200[] = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\npage";
+        const char *a = post ? ok202 : ok200;
+        if (send(fd, a, strlen(a), MSG_NOSIGNAL) < 0) /* the client may have given up */
+            break;
+        memmove(buf, buf + head + body, len - head - body);
+        len -= head + body;
+    }
+out:
+    close(fd);
+    atomic_fetch_sub(&s->concurrent, 1);
+    atomic_fetch_sub(&s->live, 1);
+    return NULL;
+}
+
+static void *accept_main(void *arg)
+{
+    server_t *s = arg;
+    for (;;) {
+        int fd = accept(s->lfd, NULL, NULL);
+        if (fd < 0)
+            return NULL; /* the listener was shut down */
+        atomic_fetch_add(&s->accepted, 1);
+        atomic_fetch_add(&s->live, 1);
+        sconn_t *c = malloc(sizeof(*c));
+        assert_non_null(c);
+        c->s = s;
+        c->fd = fd;
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, conn_main, c), 0);
+        pthread_detach(t);
+    }
+}
+
+static void server_start(server_t *s, int delay_ms)
+{
+    memset(s, 0, sizeof(*s));
+    s->delay_ms = delay_ms;
+    s->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(s->lfd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(s->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(s->lfd, 1024), 0);
+    socklen_t al = sizeof(a);
+    assert_int_equal(getsockname(s->lfd, (struct sockaddr *)&a, &al), 0);
+    s->port = ntohs(a.sin_port);
+    assert_int_equal(pthread_create(&s->acceptor, NULL, accept_main, s), 0);
+}
+
+static void server_stop(server_t *s)
+{
+    shutdown(s->lfd, SHUT_RDWR);
+    pthread_join(s->acceptor, NULL);
+    close(s->lfd);
+    /* the client closed every connection; give their threads time to see it */
+    for (int i = 0; i < 500 && atomic_load(&s->live) > 0; i++)
+        sleep_ms(10);
+    assert_int_equal(atomic_load(&s->live), 0);
+}
+
+/* A scenario of n arrivals at rate/s against the server, no sale, no retries, no polls. */
+static void scenario(lt_scenario_t *sc, const server_t *s, const char *extra, double rate,
+                     double secs)
+{
+    char json[2048], eb[256] = "";
+    snprintf(json, sizeof(json),
+             "{\"targets\":[\"http://127.0.0.1:%d\"],\"sale\":{\"create\":false,"
+             "\"start_offset_s\":0},\"duration_s\":%g,\"drain_s\":10,"
+             "\"crowd\":{\"users\":100000},\"behaviour\":{\"max_retries\":0,\"poll_max\":0},"
+             "\"request_timeout_ms\":20000%s,"
+             "\"arrivals\":[{\"kind\":\"plateau\",\"duration_s\":%g,\"rate\":%g}]}",
+             s->port, secs, extra, secs, rate);
+    if (lt_scenario_parse(sc, json, eb, sizeof(eb)) != 0)
+        fail_msg("%s: %s", json, eb);
+}
+
+static uint64_t answered(const lt_results_t *res)
+{
+    uint64_t n = 0;
+    for (int a = 0; a < LT_ANS_N; a++)
+        n += res->answers[a];
+    return n;
+}
+
+/* Queue mode: the pool never grows past `connections`, whatever waits. */
+static void test_queue_mode_keeps_its_pool(void **state)
+{
+    (void)state;
+    server_t s;
+    server_start(&s, 20);
+    lt_scenario_t sc;
+    /* 400/s for 0.25 s against 20 ms answers wants ~8 connections; 3 are allowed */
+    scenario(&sc, &s, ",\"connections\":3", 400, 0.25);
+    lt_results_t res;
+    char eb[256];
+    assert_int_equal(lt_run(&sc, true, &res, eb, sizeof(eb)), 0);
+    server_stop(&s);
+    assert_int_equal(res.answers[LT_ANS_A202], res.arrivals);
+    assert_true(res.arrivals > 40);
+    assert_true(res.max_open <= 3);
+    assert_true(atomic_load(&s.max_concurrent) <= 3);
+    assert_int_equal(res.idle_closed, 0);
+    assert_int_equal(res.gave_up, 0);
+    lt_results_free(&res);
+    lt_scenario_free(&sc);
+}
+
+/* Open mode: new connections on demand up to the cap; at most `connections` stay idle. */
+static void test_open_mode_opens_up_to_the_cap(void **state)
+{
+    (void)state;
+    server_t s;
+    server_start(&s, 60);
+    lt_scenario_t sc;
+    /* 400/s against 60 ms answers wants ~24 connections at once: capped at 12 */
+    scenario(&sc, &s, ",\"connections\":2,\"connection_mode\":\"open\",\"connections_max\":12",
+             400, 0.25);
+    lt_results_t res;
+    char eb[256];
+    assert_int_equal(lt_run(&sc, true, &res, eb, sizeof(eb)), 0);
+    server_stop(&s);
+    assert_int_equal(res.answers[LT_ANS_A202], res.arrivals);
+    assert_int_equal(res.max_open, 12); /* it grew to the cap, and not past it */
+    assert_true(atomic_load(&s.max_concurrent) <= 12);
+    assert_true(atomic_load(&s.max_concurrent) > 2);
+    /* when the crowd thinned out, connections beyond the 2 idle ones were closed */
+    assert_true(res.idle_closed >= 10);
+    assert_int_equal((uint64_t)atomic_load(&s.accepted), res.connects);
+    lt_results_free(&res);
+    lt_scenario_free(&sc);
+}
+
+/* A person gives up at give_up_ms: counted as a timeout, its connection closed. */
+static void test_give_up_closes_the_connection(void **state)
+{
+    (void)state;
+    server_t s;
+    server_start(&s, 700);
+    lt_scenario_t sc;
+    scenario(&sc, &s,
+             ",\"connections\":4,\"connection_mode\":\"open\",\"connections_max\":64,"
+             "\"give_up_ms\":100",
+             40, 0.3);
+    lt_results_t res;
+    char eb[256];
+    assert_int_equal(lt_run(&sc, true, &res, eb, sizeof(eb)), 0);
+    assert_true(res.arrivals > 3);
+    assert_int_equal(res.answers[LT_ANS_TIMEOUT], res.arrivals);
+    assert_int_equal(res.gave_up, res.arrivals);
+    assert_int_equal(answered(&res), res.arrivals);
+    /* not before the deadline, and well before the server would have answered */
+    assert_true(res.hist[LT_ANS_TIMEOUT].min_us >= 100000);
+    assert_true(res.hist[LT_ANS_TIMEOUT].max_us < 600000);
+    /* every abandoned request took its connection with it: none was reused */
+    assert_int_equal(res.connects, res.arrivals);
+    server_stop(&s);
+    assert_int_equal((uint64_t)atomic_load(&s.accepted), res.arrivals);
+    lt_results_free(&res);
+    lt_scenario_free(&sc);
+}
+
+/* In queue mode too: a request still waiting for the pool is abandoned at its deadline. */
+static void test_give_up_while_queued(void **state)
+{
+    (void)state;
+    server_t s;
+    server_start(&s, 700);
+    lt_scenario_t sc;
+    scenario(&sc, &s, ",\"connections\":1,\"give_up_ms\":100", 40, 0.3);
+    lt_results_t res;
+    char eb[256];
+    assert_int_equal(lt_run(&sc, true, &res, eb, sizeof(eb)), 0);
+    server_stop(&s);
+    assert_int_equal(res.answers[LT_ANS_TIMEOUT], res.arrivals);
+    assert_int_equal(res.gave_up, res.arrivals);
+    assert_true(res.hist[LT_ANS_TIMEOUT].max_us < 600000);
+    assert_true(res.max_open <= 1);
+    lt_results_free(&res);
+    lt_scenario_free(&sc);
+}
+
+/* Page views: a share of the crowd GETs noncore.path, counted apart from buys. */
+static void test_page_views(void **state)
+{
+    (void)state;
+    server_t s;
+    server_start(&s, 0);
+    lt_scenario_t sc;
+    scenario(&sc, &s, ",\"noncore\":{\"share\":0.7,\"path\":\"/v1/page/x\"}", 800, 0.25);
+    lt_results_t res;
+    char eb[256];
+    assert_int_equal(lt_run(&sc, true, &res, eb, sizeof(eb)), 0);
+    server_stop(&s);
+    assert_int_equal(res.page_sent + res.sent_buy, res.arrivals);
+    assert_int_equal(res.page_answers[LT_PAGE_OK], res.page_sent);
+    assert_int_equal((uint64_t)atomic_load(&s.gets_page), res.page_sent);
+    assert_int_equal((uint64_t)atomic_load(&s.posts), res.sent_buy);
+    assert_int_equal(res.answers[LT_ANS_A202], res.sent_buy);
+    /* about 70% (200 arrivals: 0.7 +- 0.15 holds far beyond 4 sigma) */
+    double share = (double)res.page_sent / (double)res.arrivals;
+    assert_true(share > 0.55 && share < 0.85);
+    assert_int_equal(res.page_hist[LT_PAGE_OK].count, res.page_sent);
+    lt_results_free(&res);
+    lt_scenario_free(&sc);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_queue_mode_keeps_its_pool),
+        cmocka_unit_test(test_open_mode_opens_up_to_the_cap),
+        cmocka_unit_test(test_give_up_closes_the_connection),
+        cmocka_unit_test(test_give_up_while_queued),
+        cmocka_unit_test(test_page_views),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
