@@ -125,10 +125,18 @@ static void resp_json(gw_resp_t *p, gw_reply_t r, const char *json)
 }
 
 static enum MHD_Result send_big(struct MHD_Connection *c, gw_server_t *srv, int status,
-                                gw_reply_t r, char *json /* stolen, malloc'd */)
+                                gw_reply_t r, char *json /* stolen, malloc'd, may be NULL */)
 {
+    /* json_dumps and MHD both allocate: either may fail, and the client then
+     * hears a 500 from the reply table rather than the process crashing */
     struct MHD_Response *mr =
-        MHD_create_response_from_buffer(strlen(json), json, MHD_RESPMEM_MUST_FREE);
+        json ? MHD_create_response_from_buffer(strlen(json), json, MHD_RESPMEM_MUST_FREE) : NULL;
+    if (!mr) {
+        free(json);
+        gw_resp_t p;
+        gw_resp_error(&p, GW_R_INTERNAL, NULL, "cannot build the response (out of memory)");
+        return gw_resp_send(c, &srv->admin_ctr, &p);
+    }
     MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, mr);
@@ -470,6 +478,11 @@ static char *stats_json(gw_server_t *srv)
         "evicted_idle", (json_int_t)ls.evicted_idle, "evicted_busy", (json_int_t)ls.evicted_busy,
         "orders_known", (json_int_t)gw_orders_count(srv->orders), "inventory",
         inv_backend_name(srv->inv), "workers", (json_int_t)srv->nworkers);
+    uint64_t rp, rd, rr;
+    gw_releaser_stats(srv, &rp, &rd, &rr);
+    json_object_set_new(o, "releases",
+                        json_pack("{s:I,s:I,s:I}", "pending", (json_int_t)rp, "done",
+                                  (json_int_t)rd, "retries", (json_int_t)rr));
     gw_server_stats_extra(srv, o);
     gw_fleet_stats(srv, o);
     char *s = json_dumps(o, JSON_COMPACT);

@@ -195,6 +195,17 @@ static void suspend(gw_req_t *r)
     MHD_suspend_connection(r->conn);
 }
 
+/* 503 for a spool that cannot take the order (full, or refusing after a failure). */
+static void spool_refused(gw_req_t *r, int rc)
+{
+    gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "%s",
+                  rc == CM_EBUSY ? "order spool is full; try again shortly"
+                                 : "order spool write failed");
+    gw_resp_header(&r->resp, "Retry-After", "1");
+    if (rc != CM_EBUSY)
+        cm_log_error("gw", "spool append failed", "err=%s", cm_errname(rc));
+}
+
 /* Steps 6 and 7 once the inventory has answered. Returns true if r must wait (fsync). */
 static bool after_reserve(gw_req_t *r, int rc)
 {
@@ -207,16 +218,15 @@ static bool after_reserve(gw_req_t *r, int rc)
     spool: {
         int arc = oq_spool_append(srv->spool, o, 1);
         if (arc != 0) {
-            /* Not durable, so not accepted: give the units back before saying no
-             * (a replayed order belongs to its first request: keep it). */
+            /* Not durable, so not accepted: the units go back (a replayed order
+             * belongs to its first request: keep it), off this loop (a Redis
+             * release blocks), durably recorded and retried until done. Rare:
+             * the room was checked before the reserve. */
             if (!replayed)
-                inv_release(srv->inv, o->sale_id, o->user_id, o->qty, o->order_id);
-            gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "%s",
-                          arc == CM_EBUSY ? "order spool is full; try again shortly"
-                                          : "order spool write failed");
-            gw_resp_header(&r->resp, "Retry-After", "1");
-            if (arc != CM_EBUSY)
-                cm_log_error("gw", "spool append failed", "err=%s", cm_errname(arc));
+                gw_release_unaccepted(srv, o, arc == CM_EBUSY
+                                                  ? "not accepted: spool full"
+                                                  : "not accepted: spool write failed");
+            spool_refused(r, arc);
             return false;
         }
         w->notify_relay = true;
@@ -394,6 +404,13 @@ bool gw_buy_handle(gw_req_t *r)
     o->qty = r->res.qty;
     o->accepted_at_ms = now_ms;
     o->node_id = srv->node_id;
+    /* A full (or failed) spool refuses before the reserve: no stock taken and
+     * given back, no backend round trip for an order that cannot be kept. */
+    int src = oq_spool_room(srv->spool, o);
+    if (src != 0) {
+        spool_refused(r, src);
+        return false;
+    }
     r->res.sale = sale;
     r->res.done = on_reserved;
     r->res.data = r;

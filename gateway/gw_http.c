@@ -505,6 +505,15 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
             return CM_EIO;
         }
         const union MHD_DaemonInfo *info = MHD_get_daemon_info(w->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+        if (!info || info->epoll_fd < 0) {
+            snprintf(errbuf, errlen, "libmicrohttpd gave no epoll fd for %s", srv->cfg->listen);
+            MHD_stop_daemon(w->mhd);
+            w->mhd = NULL;
+            uv_loop_close(&w->loop);
+            srv->nworkers = i;
+            gw_workers_stop(srv);
+            return CM_EIO;
+        }
         uv_poll_init(&w->loop, &w->poll, info->epoll_fd);
         w->poll.data = w;
         uv_poll_start(&w->poll, UV_READABLE, on_poll);
@@ -526,8 +535,31 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
             return rc;
         }
     }
-    for (unsigned i = 0; i < srv->nworkers; i++)
-        pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]);
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        int e = pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]);
+        if (e == 0)
+            continue;
+        /* Fail the start rather than serve with fewer workers than asked (their share
+         * of the SO_REUSEPORT traffic would wait unserved): run the loops that never
+         * started to a stop here, then stop and join the ones that did. */
+        snprintf(errbuf, errlen, "cannot start worker thread %u: %s", i, strerror(e));
+        for (unsigned k = i; k < srv->nworkers; k++) {
+            gw_worker_t *w = &srv->workers[k];
+            atomic_store(&w->stopping, true);
+            stop_try(w);
+            uv_run(&w->loop, UV_RUN_DEFAULT);
+            MHD_stop_daemon(w->mhd);
+            w->mhd = NULL;
+            if (w->listen_fd >= 0)
+                close(w->listen_fd);
+            w->listen_fd = -1;
+            uv_loop_close(&w->loop);
+        }
+        srv->nworkers = i;
+        srv->workers_running = true;
+        gw_workers_stop(srv);
+        return CM_EIO;
+    }
     srv->workers_running = true;
     return 0;
 }

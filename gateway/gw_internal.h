@@ -36,6 +36,7 @@ typedef struct gw_server gw_server_t;
 typedef struct gw_worker gw_worker_t;
 typedef struct gw_req gw_req_t;
 typedef struct gw_orders gw_orders_t;
+typedef struct gw_releaser gw_releaser_t;
 struct oq_relay;
 
 /*---- Replies: the ONE table of outcomes -> HTTP status and stable code ----*/
@@ -213,6 +214,7 @@ struct gw_server {
     oq_spool_t *spool;
     struct oq_relay *relay;
     struct gw_fleet *fleet; /* gw_fleet.c; NULL without a Redis inventory */
+    gw_releaser_t *releaser; /* gw_release.c: units given back off the loops */
     gw_limits_t *limits;
     gw_orders_t *orders;
     gw_proxies_t proxies;
@@ -323,8 +325,36 @@ void gw__queue_notify(gw_server_t *srv);
 /* Applies limits from the config struct to the limiter. */
 void gw_apply_limits(gw_server_t *srv);
 
-/* Compensation: records a release durably and returns the units (exactly once). */
+/*
+ * Compensation of a failed or cancelled order: records the release durably,
+ * gives the units back (exactly once per order id), and only then marks the
+ * order final; a release that fails is retried by the releaser, which marks it
+ * final when done. Returns 0, 1 if the order was final already, or
+ * CM_ENOTFOUND. May block (a Redis round trip): never on a worker loop.
+ */
 int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
                   gw_order_status_t st, const char *reason);
+/*
+ * Gives back the units of an order that was reserved but never accepted (its
+ * spool append failed): writes a "release" EVENT to the spool (replayed at
+ * start; the relay keeps it until the release is done) and queues the release
+ * to the releaser. Never blocks beyond one write(2). Thread-safe: worker loops.
+ */
+void gw_release_unaccepted(gw_server_t *srv, const oq_order_t *o, const char *why);
+
+/*
+ * The releaser (gw_release.c): one thread that calls inv_release for queued
+ * orders until it returns 0 or CM_ENOTFOUND, backing off 50 ms .. 2 s, then
+ * sets final_status (a gw_order_status_t, or -1 for none). start/stop:
+ * single-threaded init and shutdown; push/pending/stats: thread-safe, never
+ * block beyond a short mutex.
+ */
+int gw_releaser_start(gw_server_t *srv, char *errbuf, size_t errlen);
+void gw_releaser_stop(gw_server_t *srv);
+void gw_releaser_push(gw_server_t *srv, const oq_order_t *o, int final_status,
+                      const char *reason);
+/* true while a release for order_id is queued or running. */
+bool gw_releaser_pending(gw_server_t *srv, const char *order_id);
+void gw_releaser_stats(gw_server_t *srv, uint64_t *pending, uint64_t *done, uint64_t *retries);
 
 #endif

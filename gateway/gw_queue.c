@@ -23,6 +23,11 @@ static void on_order(const oq_order_t *o, void *ud)
     gw_orders_put(srv->orders, o);
 }
 
+static bool release_pending(const char *order_id, void *ud)
+{
+    return gw_releaser_pending(ud, order_id);
+}
+
 static void on_outcome(const char *order_id, const char *sale_id, const char *user_id,
                        uint32_t qty, const char *status, const char *reason, void *ud)
 {
@@ -74,6 +79,7 @@ int gw__queue_start(gw_server_t *srv, char *errbuf, size_t errlen)
         .consume = true,
         .on_order = on_order,
         .on_outcome = on_outcome,
+        .release_pending = release_pending,
         .cb_ud = srv,
     };
     int rc = oq_relay_open(&srv->relay, &o, errbuf, errlen);

@@ -68,18 +68,27 @@ void gw_server_counters(gw_server_t *srv, gw_counters_t *out)
 
 /*---- compensation ----*/
 
-static int release_event(gw_server_t *srv, const oq_order_t *o, gw_order_status_t st,
+/* The "release" EVENT: durable record that the units of an order go back.
+ * Replayed at start; the relay keeps it in the spool while it is pending. */
+static int release_event(gw_server_t *srv, const oq_order_t *o, const char *status,
                          const char *reason)
 {
-    json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:i,s:s,s:s,s:I}", "type", "release", "order_id",
+    json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:I,s:s,s:s,s:I}", "type", "release", "order_id",
                           o->order_id, "sale_id", o->sale_id, "user_id", o->user_id, "qty",
-                          (int)o->qty, "status", gw_order_status_name(st), "reason",
-                          reason ? reason : "", "at", (json_int_t)cm_wall_ms());
-    char *s = json_dumps(j, JSON_COMPACT);
+                          (json_int_t)o->qty, "status", status, "reason", reason ? reason : "",
+                          "at", (json_int_t)cm_wall_ms());
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
+    if (!s)
+        return CM_ENOMEM;
     int rc = oq_spool_append_event(srv->spool, s, strlen(s));
     free(s);
     return rc;
+}
+
+static bool is_final(gw_order_status_t st)
+{
+    return st == GW_ORDER_FAILED || st == GW_ORDER_CANCELLED;
 }
 
 int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
@@ -87,27 +96,46 @@ int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
 {
     gw_order_t cur;
     oq_order_t ord;
-    if (o) {
+    bool known = gw_orders_get(srv->orders, order_id, &cur);
+    if (o)
         ord = *o;
-    } else if (gw_orders_get(srv->orders, order_id, &cur)) {
+    else if (known)
         ord = cur.o;
-    } else {
+    else
         return CM_ENOTFOUND;
-    }
-    int prev = gw_orders_set_status(srv->orders, order_id, &ord, st, reason);
-    if (prev == GW_ORDER_FAILED || prev == GW_ORDER_CANCELLED)
-        return 1; /* already final: the units went back then */
-    /* Durable first, so a restart replays the release (memory inventory). */
-    int rc = release_event(srv, &ord, st, reason);
+    if (known && is_final(cur.status))
+        return 1; /* final only once the units went back */
+    if (gw_releaser_pending(srv, order_id))
+        return 1; /* being given back; the releaser marks it final */
+    /* Durable first, so a restart replays the release (memory inventory, or a
+     * release still pending when the process stopped). */
+    int rc = release_event(srv, &ord, gw_order_status_name(st), reason);
     if (rc != 0)
         cm_log_error("gw", "cannot record a release in the spool", "order=%s err=%s",
                      order_id, cm_errname(rc));
+    /* Release first, final after: inv_release is exactly once per order id, so
+     * a re-delivered outcome may call it again; a final order whose release
+     * failed would be taken as done and its units lost. */
     rc = inv_release(srv->inv, ord.sale_id, ord.user_id, ord.qty, ord.order_id);
-    if (rc != 0 && rc != CM_ENOTFOUND)
-        cm_log_error("gw", "release failed", "order=%s err=%s", order_id, cm_errname(rc));
+    if (rc != 0 && rc != CM_ENOTFOUND) {
+        cm_log_warn("gw", "release failed; the releaser retries", "order=%s err=%s", order_id,
+                    cm_errname(rc));
+        gw_releaser_push(srv, &ord, (int)st, reason);
+        return 0;
+    }
+    gw_orders_set_status(srv->orders, order_id, &ord, st, reason);
     cm_log_info("gw", "units returned to stock", "order=%s sale=%s qty=%u status=%s", order_id,
                 ord.sale_id, ord.qty, gw_order_status_name(st));
     return 0;
+}
+
+void gw_release_unaccepted(gw_server_t *srv, const oq_order_t *o, const char *why)
+{
+    int rc = release_event(srv, o, "failed", why);
+    if (rc != 0)
+        cm_log_error("gw", "cannot record a release in the spool; retried in memory only",
+                     "order=%s err=%s", o->order_id, cm_errname(rc));
+    gw_releaser_push(srv, o, -1, NULL);
 }
 
 int gw_server_cancel(gw_server_t *srv, const gw_order_t *ord, const char *reason)
@@ -159,9 +187,16 @@ static int replay_one(const oq_rec_t *rec, void *arg)
             o.qty = (uint32_t)json_integer_value(json_object_get(j, "qty"));
             gw_order_status_t s =
                 st && strcmp(st, "failed") == 0 ? GW_ORDER_FAILED : GW_ORDER_CANCELLED;
-            gw_orders_set_status(srv->orders, o.order_id, NULL, s,
-                                 json_string_value(json_object_get(j, "reason")));
-            inv_release(srv->inv, o.sale_id, o.user_id, o.qty, o.order_id);
+            const char *why = json_string_value(json_object_get(j, "reason"));
+            int rel = inv_release(srv->inv, o.sale_id, o.user_id, o.qty, o.order_id);
+            gw_order_t known;
+            bool ours = gw_orders_get(srv->orders, o.order_id, &known);
+            if (rel == 0 || rel == CM_ENOTFOUND) {
+                if (ours) /* an order never accepted has no status to set */
+                    gw_orders_set_status(srv->orders, o.order_id, NULL, s, why);
+            } else { /* e.g. Redis down at start: the releaser retries */
+                gw_releaser_push(srv, ours ? &known.o : &o, ours ? (int)s : -1, why);
+            }
         }
         json_decref(j);
         rc->events++;
@@ -233,6 +268,9 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
         return rc;
     cm_id_gen_init(&srv->ids, srv->node_id);
 
+    if ((rc = gw_releaser_start(srv, errbuf, errlen)))
+        return rc;
+
     char spool_dir[600];
     snprintf(spool_dir, sizeof(spool_dir), "%s/spool", cfg->data_dir);
     oq_spool_opts_t so = {.dir = spool_dir,
@@ -283,6 +321,7 @@ void gw_server_stop(gw_server_t *srv)
     gw_admin_stop(srv);
     gw_fleet_stop(srv);
     gw__queue_stop(srv);
+    gw_releaser_stop(srv);
     if (srv->spool)
         oq_spool_close(srv->spool);
     if (srv->inv)

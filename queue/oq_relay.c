@@ -64,7 +64,7 @@
 #define META_PERIOD_MS 3000
 
 enum { E_INFLIGHT = 0, E_DELIVERED = 1, E_FAILED = 2 };
-enum { K_ORDER = 0, K_CANCEL = 1, K_SKIP = 2 };
+enum { K_ORDER = 0, K_CANCEL = 1, K_SKIP = 2, K_RELEASE = 3 };
 
 typedef struct entry {
     uint64_t seq;
@@ -459,6 +459,11 @@ static int parse_event(const char *ev, size_t len, entry_t *e, char *key, size_t
         e->kind = K_CANCEL;
         snprintf(e->order_id, sizeof(e->order_id), "%s", oid);
         snprintf(key, keylen, "%s", sid);
+    } else if (type && strcmp(type, "release") == 0 && oid) {
+        /* the gateway's own record of units to give back: not relayed, but
+         * kept in the spool until the gateway says the release is done */
+        e->kind = K_RELEASE;
+        snprintf(e->order_id, sizeof(e->order_id), "%s", oid);
     } else {
         e->kind = K_SKIP; /* not ours to relay */
     }
@@ -496,7 +501,7 @@ static int scan_cb(const oq_rec_t *rec, void *ctx)
     }
 
     uint64_t now = cm_mono_ms();
-    if (e.kind == K_SKIP) {
+    if (e.kind == K_SKIP || e.kind == K_RELEASE) {
         e.state = E_DELIVERED;
         e.delivered_ms = now;
     } else {
@@ -529,6 +534,8 @@ static bool entry_done(oq_relay_t *r, const entry_t *e, uint64_t now)
 {
     if (e->state != E_DELIVERED)
         return false;
+    if (e->kind == K_RELEASE)
+        return !r->o.release_pending || !r->o.release_pending(e->order_id, r->o.cb_ud);
     if (!r->settle_mode || e->kind == K_SKIP)
         return true;
     unsigned bits = settle_get(r, e->order_id, false);
@@ -603,7 +610,7 @@ static void release_prefix(oq_relay_t *r)
         entry_t *e = ring_at(r, 0);
         if (!entry_done(r, e, now))
             break;
-        if (r->settle_mode && e->kind != K_SKIP)
+        if (r->settle_mode && e->kind != K_SKIP && e->kind != K_RELEASE)
             settle_get(r, e->order_id, true);
         upto = e->next;
         r->head = (r->head + 1) & (r->cap - 1);

@@ -73,6 +73,13 @@ typedef struct oq_relay_opts {
     bool consume;               /* run the consumer (callbacks, release on settle) */
     oq_relay_order_cb on_order;
     oq_relay_outcome_cb on_outcome;
+    /*
+     * A "release" EVENT in the spool (units the gateway gives back) is not
+     * relayed; the release point stays before it while this returns true for
+     * its order id, so a restart replays a release that has not happened yet.
+     * NULL = done at once. Called on the relay thread; must not block.
+     */
+    bool (*release_pending)(const char *order_id, void *ud);
     void *cb_ud;
     uint32_t idle_poll_ms;      /* spool re-scan period without a notify; 0 = 5 */
     uint32_t max_inflight;      /* tracked unreleased records; 0 = 100000 */

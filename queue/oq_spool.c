@@ -637,8 +637,18 @@ static int roll_locked(oq_spool_t *sp)
     return 0;
 }
 
+/* The cap for a record: orders stop at max_bytes; events (releases and
+ * cancels, a few hundred bytes each, rare) may use a headroom of an eighth
+ * more, so that the record that gives units back still fits when orders filled
+ * the spool. */
+static uint64_t cap_for(const oq_spool_t *sp, bool event)
+{
+    return event ? sp->max_bytes + sp->max_bytes / 8 : sp->max_bytes;
+}
+
 /* Appends len bytes of framed records with one write(2). */
-static int write_records(oq_spool_t *sp, const unsigned char *buf, size_t len, uint64_t nrec)
+static int write_records(oq_spool_t *sp, const unsigned char *buf, size_t len, uint64_t nrec,
+                         bool event)
 {
     if (sp->read_only)
         return CM_EINVAL;
@@ -648,7 +658,7 @@ static int write_records(oq_spool_t *sp, const unsigned char *buf, size_t len, u
         rc = CM_EIO;
         goto out;
     }
-    if (sp->max_bytes && sp->unreleased_bytes + len > sp->max_bytes) {
+    if (sp->max_bytes && sp->unreleased_bytes + len > cap_for(sp, event)) {
         rc = CM_EBUSY;
         goto out;
     }
@@ -714,9 +724,31 @@ int oq_spool_append(oq_spool_t *sp, const oq_order_t *orders, size_t n)
             cap = ncap;
         }
     }
-    int rc = write_records(sp, buf, len, n);
+    int rc = write_records(sp, buf, len, n, false);
     if (buf != stack)
         free(buf);
+    return rc;
+}
+
+/* An upper bound of the ORDER record oq_order_to_json writes for o: ids and
+ * numbers as they are, the idempotency key with every byte escaped. */
+static size_t order_rec_bound(const oq_order_t *o)
+{
+    return REC_HDR + 160 + strnlen(o->order_id, sizeof(o->order_id)) +
+           strnlen(o->sale_id, sizeof(o->sale_id)) + strnlen(o->user_id, sizeof(o->user_id)) +
+           6 * strnlen(o->idem_key, sizeof(o->idem_key));
+}
+
+int oq_spool_room(oq_spool_t *sp, const oq_order_t *o)
+{
+    if (sp->read_only)
+        return CM_EINVAL;
+    size_t need = order_rec_bound(o);
+    pthread_mutex_lock(&sp->mu);
+    int rc = sp->broken ? CM_EIO
+             : sp->max_bytes && sp->unreleased_bytes + need > sp->max_bytes ? CM_EBUSY
+                                                                            : 0;
+    pthread_mutex_unlock(&sp->mu);
     return rc;
 }
 
@@ -728,7 +760,7 @@ int oq_spool_append_event(oq_spool_t *sp, const char *json, size_t len)
     unsigned char *buf = len + REC_HDR <= sizeof(stack) ? stack : cm_xmalloc(len + REC_HDR);
     memcpy(buf + REC_HDR, json, len);
     rec_frame(buf, OQ_REC_EVENT, (uint32_t)len);
-    int rc = write_records(sp, buf, len + REC_HDR, 1);
+    int rc = write_records(sp, buf, len + REC_HDR, 1, true);
     if (buf != stack)
         free(buf);
     return rc;

@@ -66,7 +66,20 @@ void oq_spool_close(oq_spool_t *sp);
  * Does not fsync: in fsync durability, call oq_spool_sync() before answering.
  */
 int oq_spool_append(oq_spool_t *sp, const oq_order_t *orders, size_t n);
-/* Appends one EVENT record (payload: a JSON object text). Thread-safe. */
+/*
+ * Would an ORDER record for o fit now? Returns 0, CM_EBUSY (past max_bytes) or
+ * CM_EIO (the spool refuses appends after a failed write or fsync). An upper
+ * bound of the record's size is used, so a 0 here and a CM_EBUSY from the
+ * append that follows happen only when other threads appended in between.
+ * The buy path asks before it reserves stock, so a full spool costs no
+ * reserve. Thread-safe, never blocks beyond the append mutex.
+ */
+int oq_spool_room(oq_spool_t *sp, const oq_order_t *o);
+/*
+ * Appends one EVENT record (payload: a JSON object text). Events may go past
+ * max_bytes by an eighth of it (a release must fit when orders filled the
+ * spool). Returns 0, CM_EBUSY, CM_EIO or CM_EINVAL. Thread-safe.
+ */
 int oq_spool_append_event(oq_spool_t *sp, const char *json, size_t len);
 /*
  * fdatasync of everything appended before the call. Blocks (ms): call from a

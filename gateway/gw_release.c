@@ -1,0 +1,219 @@
+/*
+ * The releaser: gives reserved units back to the inventory off the worker
+ * loops, and retries until the inventory says done.
+ *
+ * Who hands units back: the buy path when an order was reserved but could not
+ * be spooled (it was never accepted), and compensation (a failed or cancelled
+ * order). For the Redis backend a release is a blocking EVAL plus the admin
+ * state lock, which must never run on a worker loop; and a release that fails
+ * (Redis down, a timeout) must not lose the unit. So each release is first
+ * written to the spool as a "release" EVENT (durable: replayed at start, and
+ * the relay does not move the release point past it while it is pending
+ * here), then queued to this thread, which calls inv_release until it returns
+ * 0 or CM_ENOTFOUND (released already: inv_release is exactly once per order
+ * id, so a retry, a replay or a re-delivered outcome can never give twice),
+ * backing off from 50 ms to 2 s between tries.
+ *
+ * Only after the units are back is a compensated order marked final
+ * (failed/cancelled), so a re-delivered outcome never finds a "final" order
+ * whose units are still out.
+ */
+#include "common/cm_alloc.h"
+#include "common/cm_err.h"
+#include "common/cm_log.h"
+#include "common/cm_time.h"
+#include "gateway/gw_internal.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define BACKOFF_MIN_MS 50
+#define BACKOFF_MAX_MS 2000
+
+typedef struct item {
+    struct item *next;
+    oq_order_t o;
+    int final_status; /* gw_order_status_t to set once released, or -1 */
+    char reason[128];
+    uint64_t not_before_ms;
+    uint32_t backoff_ms;
+    uint32_t tries;
+} item_t;
+
+struct gw_releaser {
+    gw_server_t *srv;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    item_t *head, **tail; /* FIFO of pending releases (mu) */
+    item_t *busy;         /* the one being released now (mu) */
+    bool stop;
+    bool started;
+    _Atomic uint64_t pending, done, retries;
+};
+
+static bool same_order(const item_t *it, const char *order_id)
+{
+    return it && strcmp(it->o.order_id, order_id) == 0;
+}
+
+static void finish(gw_releaser_t *rl, item_t *it)
+{
+    if (it->final_status >= 0)
+        gw_orders_set_status(rl->srv->orders, it->o.order_id, &it->o,
+                             (gw_order_status_t)it->final_status,
+                             it->reason[0] ? it->reason : NULL);
+    atomic_fetch_add_explicit(&rl->done, 1, memory_order_relaxed);
+}
+
+static void *releaser_main(void *arg)
+{
+    gw_releaser_t *rl = arg;
+    pthread_setname_np(pthread_self(), "fg-release");
+    pthread_mutex_lock(&rl->mu);
+    while (!rl->stop) {
+        uint64_t now = cm_mono_ms();
+        item_t *it = rl->head;
+        if (!it) {
+            pthread_cond_wait(&rl->cv, &rl->mu);
+            continue;
+        }
+        if (it->not_before_ms > now) {
+            /* the head waits longest; a short sleep keeps this simple and cheap */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            uint64_t wait = it->not_before_ms - now;
+            ts.tv_sec += (time_t)(wait / 1000);
+            ts.tv_nsec += (long)(wait % 1000) * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&rl->cv, &rl->mu, &ts);
+            continue;
+        }
+        rl->head = it->next;
+        if (!rl->head)
+            rl->tail = &rl->head;
+        rl->busy = it;
+        pthread_mutex_unlock(&rl->mu);
+
+        int rc = inv_release(rl->srv->inv, it->o.sale_id, it->o.user_id, it->o.qty,
+                             it->o.order_id);
+        bool ok = rc == 0 || rc == CM_ENOTFOUND;
+        if (ok) {
+            finish(rl, it);
+            if (it->tries)
+                cm_log_info("gw", "release succeeded after retries", "order=%s tries=%u",
+                            it->o.order_id, it->tries + 1);
+        } else {
+            it->tries++;
+            atomic_fetch_add_explicit(&rl->retries, 1, memory_order_relaxed);
+            if (it->tries == 1 || it->tries % 32 == 0)
+                cm_log_warn("gw", "release failed; retrying", "order=%s err=%s tries=%u",
+                            it->o.order_id, cm_errname(rc), it->tries);
+            it->backoff_ms = it->backoff_ms ? it->backoff_ms * 2 : BACKOFF_MIN_MS;
+            if (it->backoff_ms > BACKOFF_MAX_MS)
+                it->backoff_ms = BACKOFF_MAX_MS;
+            it->not_before_ms = cm_mono_ms() + it->backoff_ms;
+        }
+
+        pthread_mutex_lock(&rl->mu);
+        rl->busy = NULL;
+        if (ok) {
+            atomic_fetch_sub_explicit(&rl->pending, 1, memory_order_relaxed);
+            free(it);
+        } else { /* to the back: one stuck order does not hold up the others */
+            it->next = NULL;
+            *rl->tail = it;
+            rl->tail = &it->next;
+        }
+    }
+    pthread_mutex_unlock(&rl->mu);
+    return NULL;
+}
+
+int gw_releaser_start(gw_server_t *srv, char *errbuf, size_t errlen)
+{
+    gw_releaser_t *rl = cm_xcalloc(1, sizeof(*rl));
+    rl->srv = srv;
+    rl->tail = &rl->head;
+    pthread_mutex_init(&rl->mu, NULL);
+    pthread_cond_init(&rl->cv, NULL);
+    srv->releaser = rl;
+    int e = pthread_create(&rl->thread, NULL, releaser_main, rl);
+    if (e != 0) {
+        snprintf(errbuf, errlen, "cannot start the release thread: %s", strerror(e));
+        return CM_EIO;
+    }
+    rl->started = true;
+    return 0;
+}
+
+void gw_releaser_stop(gw_server_t *srv)
+{
+    gw_releaser_t *rl = srv->releaser;
+    if (!rl)
+        return;
+    pthread_mutex_lock(&rl->mu);
+    rl->stop = true;
+    pthread_cond_broadcast(&rl->cv);
+    pthread_mutex_unlock(&rl->mu);
+    if (rl->started)
+        pthread_join(rl->thread, NULL);
+    uint64_t left = 0;
+    while (rl->head) {
+        item_t *it = rl->head;
+        rl->head = it->next;
+        free(it);
+        left++;
+    }
+    if (left)
+        cm_log_warn("gw", "releases still pending at stop; the spool replays them at start",
+                    "pending=%llu", (unsigned long long)left);
+    pthread_mutex_destroy(&rl->mu);
+    pthread_cond_destroy(&rl->cv);
+    free(rl);
+    srv->releaser = NULL;
+}
+
+void gw_releaser_push(gw_server_t *srv, const oq_order_t *o, int final_status,
+                      const char *reason)
+{
+    gw_releaser_t *rl = srv->releaser;
+    item_t *it = cm_xcalloc(1, sizeof(*it));
+    it->o = *o;
+    it->final_status = final_status;
+    if (reason)
+        snprintf(it->reason, sizeof(it->reason), "%s", reason);
+    pthread_mutex_lock(&rl->mu);
+    *rl->tail = it;
+    rl->tail = &it->next;
+    atomic_fetch_add_explicit(&rl->pending, 1, memory_order_relaxed);
+    pthread_cond_signal(&rl->cv);
+    pthread_mutex_unlock(&rl->mu);
+}
+
+bool gw_releaser_pending(gw_server_t *srv, const char *order_id)
+{
+    gw_releaser_t *rl = srv->releaser;
+    if (!rl || atomic_load_explicit(&rl->pending, memory_order_relaxed) == 0)
+        return false;
+    pthread_mutex_lock(&rl->mu);
+    bool found = same_order(rl->busy, order_id);
+    for (item_t *it = rl->head; it && !found; it = it->next)
+        found = same_order(it, order_id);
+    pthread_mutex_unlock(&rl->mu);
+    return found;
+}
+
+void gw_releaser_stats(gw_server_t *srv, uint64_t *pending, uint64_t *done, uint64_t *retries)
+{
+    gw_releaser_t *rl = srv->releaser;
+    *pending = rl ? atomic_load_explicit(&rl->pending, memory_order_relaxed) : 0;
+    *done = rl ? atomic_load_explicit(&rl->done, memory_order_relaxed) : 0;
+    *retries = rl ? atomic_load_explicit(&rl->retries, memory_order_relaxed) : 0;
+}
