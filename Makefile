@@ -3,13 +3,16 @@
 #   make run        build, start flashgate + flashgate-settle on the embedded
 #                   defaults, rehearse a sale with flashgate-load, keep serving
 #   make test       the whole suite: dev build (-Werror) unit + integration,
-#                   ASan+UBSan unit + integration, TSan concurrency tests
+#                   ASan+UBSan unit + integration, TSan concurrency tests,
+#                   libFuzzer targets for a bounded time (make fuzz)
+#   make fuzz       clang + libFuzzer + ASan/UBSan build in build-fuzz/, each
+#                   target FUZZ_SECONDS (10) plus every committed reproducer
 #   make bench      benchmarks (bench/bench.sh), printed side by side
 #   make rehearse   the standard rehearsal against a fresh local gateway
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all build run test test-dev test-asan test-tsan bench rehearse clean
+.PHONY: all build run test test-dev test-asan test-tsan fuzz bench rehearse clean
 
 all: build
 
@@ -23,7 +26,7 @@ run: build
 rehearse: build
 	@FLASHGATE_BIN=$(CURDIR)/build sh loadtest/rehearse.sh
 
-test: test-dev test-asan test-tsan
+test: test-dev test-asan test-tsan fuzz
 	@echo "all test stages passed"
 
 test-dev:
@@ -47,8 +50,14 @@ test-tsan:
 	@cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 		ctest -L concurrency --output-on-failure -j$(JOBS)
 
+fuzz:
+	@CC=clang cmake -S . -B build-fuzz -DFLASHGATE_WERROR=ON -DFLASHGATE_FUZZ=ON \
+		-DFLASHGATE_SANITIZER=address,undefined -DCMAKE_BUILD_TYPE=Debug $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build-fuzz -j$(JOBS)
+	@sh tests/fuzz/run.sh build-fuzz
+
 bench: build
 	@sh bench/bench.sh
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz

@@ -81,8 +81,7 @@ static void reply_accepted(gw_req_t *r, const oq_order_t *o, bool replayed)
         gw_resp_header(p, "Idempotent-Replayed", "true");
 }
 
-/* Validates the body; fills r->res.user_id and qty. Returns false with r->resp set. */
-static bool parse_body(gw_req_t *r)
+bool gw_buy_parse_body(gw_req_t *r)
 {
     json_error_t jerr;
     json_t *root = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &jerr);
@@ -127,7 +126,7 @@ out:
     return ok;
 }
 
-static bool idem_key_valid(const char *k, size_t len)
+bool gw_idem_key_valid(const char *k, size_t len)
 {
     if (len == 0 || len > INV_IDEM_KEY_MAX)
         return false;
@@ -332,7 +331,7 @@ bool gw_buy_handle(gw_req_t *r)
     r->res.idem_key[0] = '\0';
     if (ik) {
         size_t iklen = strlen(ik);
-        if (!idem_key_valid(ik, iklen)) {
+        if (!gw_idem_key_valid(ik, iklen)) {
             gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL,
                           "Idempotency-Key must be 1..128 visible ASCII characters");
             return false;
@@ -369,7 +368,7 @@ bool gw_buy_handle(gw_req_t *r)
     }
 
     /* 3. parse and validate the body */
-    if (!parse_body(r))
+    if (!gw_buy_parse_body(r))
         return false;
     if (r->res.qty > info.per_user_limit) {
         gw_resp_error(&r->resp, GW_R_LIMIT_PER_USER, NULL,

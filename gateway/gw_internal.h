@@ -276,6 +276,13 @@ void gw_server_stop(gw_server_t *srv);
 /* Sums the workers' counters into out. Thread-safe. */
 void gw_server_counters(gw_server_t *srv, gw_counters_t *out);
 
+/*
+ * Routes a request from its path and method (gw_route.c): sets r->route and
+ * r->id, or fills r->resp with the 4xx answer and sets r->state GW_ST_DONE.
+ * Touches nothing but r. Thread-safe.
+ */
+void gw_route(gw_req_t *r, const char *url, const char *method);
+
 /* Workers (gw_http.c). */
 int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen);
 void gw_workers_stop(gw_server_t *srv);
@@ -284,6 +291,14 @@ void gw_req_finish(gw_req_t *req);
 
 /* The public routes (gw_buy.c). Fill req->resp or suspend (return true if suspended). */
 bool gw_buy_handle(gw_req_t *req);
+/*
+ * Validates the buy body r->body (NUL-terminated, r->body_len bytes): fills
+ * r->res.user_id and r->res.qty and returns true, or returns false with the
+ * 400 in r->resp. Pure (no MHD call); thread-safe on r.
+ */
+bool gw_buy_parse_body(gw_req_t *r);
+/* An Idempotency-Key: 1..INV_IDEM_KEY_MAX visible ASCII characters. Thread-safe. */
+bool gw_idem_key_valid(const char *k, size_t len);
 /* The worker's prepared sold-out answer for sale, or NULL. Loop thread only. */
 struct MHD_Response *gw_sold_out_response(gw_worker_t *w, const inv_sale_t *sale);
 /* Once per loop iteration: starts the fsync of the waiting accepts (group commit). */

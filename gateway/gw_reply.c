@@ -54,8 +54,44 @@ void gw_resp_header(gw_resp_t *r, const char *name, const char *fmt, ...)
     r->nheaders++;
 }
 
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 if s does not start one. */
+static size_t utf8_len(const unsigned char *s)
+{
+    unsigned char c = s[0];
+    size_t n;
+    uint32_t cp;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        n = 2;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0; /* also stops at the NUL */
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0; /* overlong, out of range or a surrogate */
+    return n;
+}
+
 void gw_json_escape(char *buf, size_t cap, size_t *len, const char *s)
 {
+    /*
+     * Request bytes (a decoded URL, a JSON parser's message) reach error
+     * bodies: a byte that is not valid UTF-8 becomes U+FFFD, so the body is
+     * always valid JSON, and a sequence is copied whole or not at all.
+     */
     static const char hex[] = "0123456789abcdef";
     size_t n = *len;
     for (; *s && n + 7 < cap; s++) {
@@ -63,15 +99,25 @@ void gw_json_escape(char *buf, size_t cap, size_t *len, const char *s)
         if (c == '"' || c == '\\') {
             buf[n++] = '\\';
             buf[n++] = (char)c;
-        } else if (c < 0x20) {
+        } else if (c < 0x20 || c == 0x7f) {
             buf[n++] = '\\';
             buf[n++] = 'u';
             buf[n++] = '0';
             buf[n++] = '0';
             buf[n++] = hex[c >> 4];
             buf[n++] = hex[c & 15];
-        } else {
+        } else if (c < 0x80) {
             buf[n++] = (char)c;
+        } else {
+            size_t k = utf8_len((const unsigned char *)s);
+            if (k == 0) {
+                memcpy(buf + n, "\\ufffd", 6);
+                n += 6;
+            } else {
+                memcpy(buf + n, s, k); /* k <= 4 < 7 */
+                n += k;
+                s += k - 1;
+            }
         }
     }
     buf[n] = '\0';

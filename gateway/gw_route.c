@@ -1,0 +1,75 @@
+/*
+ * Routing of the public listener: path and method -> route and path id, or
+ * the 4xx answer. Pure (no MHD call), so the fuzz target drives it directly.
+ */
+#include "gateway/gw_internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static bool take_id(const char *s, size_t len, char *out)
+{
+    if (!inv_id_valid(s, len, INV_SALE_ID_MAX))
+        return false;
+    memcpy(out, s, len);
+    out[len] = '\0';
+    return true;
+}
+
+void gw_route(gw_req_t *r, const char *url, const char *method)
+{
+    bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    bool post = strcmp(method, "POST") == 0;
+    const char *allow = NULL;
+    if (strncmp(url, "/v1/sales/", 10) == 0) {
+        const char *id = url + 10;
+        const char *slash = strchr(id, '/');
+        if (slash && strcmp(slash, "/orders") == 0) {
+            if (!take_id(id, (size_t)(slash - id), r->id))
+                goto bad_sale;
+            r->route = GW_ROUTE_BUY;
+            if (!post)
+                allow = "POST";
+        } else if (!slash) {
+            if (!take_id(id, strlen(id), r->id))
+                goto bad_sale;
+            r->route = GW_ROUTE_SALE;
+            if (!get)
+                allow = "GET, HEAD";
+        } else {
+            goto not_found;
+        }
+    } else if (strncmp(url, "/v1/orders/", 11) == 0 && !strchr(url + 11, '/')) {
+        if (!take_id(url + 11, strlen(url + 11), r->id))
+            goto not_found;
+        r->route = GW_ROUTE_ORDER;
+        if (!get)
+            allow = "GET, HEAD";
+    } else if (strcmp(url, "/healthz") == 0) {
+        r->route = GW_ROUTE_HEALTH;
+        if (!get)
+            allow = "GET, HEAD";
+    } else if (strcmp(url, "/readyz") == 0) {
+        r->route = GW_ROUTE_READY;
+        if (!get)
+            allow = "GET, HEAD";
+    } else {
+        goto not_found;
+    }
+    if (allow) {
+        gw_resp_error(&r->resp, GW_R_METHOD, NULL, "method %s is not allowed here; use %s", method,
+                      allow);
+        gw_resp_header(&r->resp, "Allow", "%s", allow);
+        r->state = GW_ST_DONE;
+    }
+    return;
+bad_sale:
+    gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL,
+                  "sale_id in the path must be 1..64 characters of A-Z a-z 0-9 . _ -");
+    r->state = GW_ST_DONE;
+    return;
+not_found:
+    gw_resp_error(&r->resp, GW_R_NOT_FOUND, NULL, "no such resource: %s", url);
+    r->state = GW_ST_DONE;
+}
+

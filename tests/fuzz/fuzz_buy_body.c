@@ -1,0 +1,35 @@
+/*
+ * Fuzz target: the buy body (gw_buy_parse_body): {"user_id","qty"}.
+ * Promises: accepted bodies give a valid user id and 1 <= qty <= 1000;
+ * refused ones a 400 whose body is a JSON object {"error","message"}.
+ */
+#include "gateway/gw_internal.h"
+#include "tests/fuzz/fuzz.h"
+
+#include <jansson.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size > 4096)
+        return 0;
+    gw_req_t *r = calloc(1, sizeof(*r));
+    r->body = malloc(size + 1);
+    memcpy(r->body, data, size);
+    r->body[size] = '\0';
+    r->body_len = size;
+    if (gw_buy_parse_body(r)) {
+        FZ_CHECK(inv_id_valid(r->res.user_id, strlen(r->res.user_id), INV_USER_ID_MAX));
+        FZ_CHECK(r->res.qty >= 1 && r->res.qty <= 1000);
+    } else {
+        FZ_CHECK(r->resp.status == 400);
+        json_t *j = json_loadb(r->resp.body, r->resp.body_len, 0, NULL);
+        if (!j)
+            fprintf(stderr, "not JSON: %.*s\n", (int)r->resp.body_len, r->resp.body);
+        FZ_CHECK(j && json_is_object(j) && json_is_string(json_object_get(j, "error")));
+        json_decref(j);
+    }
+    free(r->body);
+    free(r);
+    return 0;
+}

@@ -1,0 +1,67 @@
+/*
+ * Fuzz target: the buy path's header inputs: Idempotency-Key, the trusted
+ * proxy list (server.trusted_proxies) and X-Forwarded-For resolution
+ * (gw_client_key). Input: byte 0 picks the peer; then three fields separated
+ * by '\n': Idempotency-Key, trusted proxies, X-Forwarded-For.
+ * Promises: a valid key is 1..128 visible ASCII; a client key is 0, 4 or 8
+ * bytes; an untrusted peer is always its own client whatever XFF says.
+ */
+#include "gateway/gw_internal.h"
+#include "tests/fuzz/fuzz.h"
+
+#include <arpa/inet.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 1 || size > 8192)
+        return 0;
+    unsigned pick = data[0];
+    char *s = malloc(size);
+    memcpy(s, data + 1, size - 1);
+    s[size - 1] = '\0';
+    char *fields[3] = {s, "", ""};
+    for (int i = 1; i < 3; i++) {
+        char *nl = strchr(fields[i - 1], '\n');
+        if (!nl)
+            break;
+        *nl = '\0';
+        fields[i] = nl + 1;
+    }
+    size_t iklen = strlen(fields[0]);
+    if (gw_idem_key_valid(fields[0], iklen)) {
+        FZ_CHECK(iklen >= 1 && iklen <= INV_IDEM_KEY_MAX);
+        for (size_t i = 0; i < iklen; i++)
+            FZ_CHECK(fields[0][i] > 0x20 && fields[0][i] < 0x7f);
+    }
+
+    gw_proxies_t px = {0};
+    char err[256];
+    if (gw_proxies_parse(&px, fields[1], err, sizeof(err)) != 0) {
+        gw_proxies_free(&px);
+        memset(&px, 0, sizeof(px));
+    }
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    static const char *peers[] = {"127.0.0.1", "10.1.2.3", "192.168.0.1", "::1", "2001:db8::7"};
+    const char *peer = peers[pick % 5];
+    if (strchr(peer, ':')) {
+        a6->sin6_family = AF_INET6;
+        inet_pton(AF_INET6, peer, &a6->sin6_addr);
+    } else {
+        a4->sin_family = AF_INET;
+        inet_pton(AF_INET, peer, &a4->sin_addr);
+    }
+    uint8_t key[16], own[16];
+    size_t n = gw_client_key(&px, (struct sockaddr *)&ss, (pick & 0x80) ? NULL : fields[2], key);
+    FZ_CHECK(n == 4 || n == 8);
+    gw_proxies_t none = {0};
+    size_t own_n = gw_client_key(&none, (struct sockaddr *)&ss, fields[2], own);
+    if (!gw_proxies_match(&px, (struct sockaddr *)&ss))
+        FZ_CHECK(own_n == n && memcmp(own, key, n) == 0);
+    gw_proxies_free(&px);
+    free(s);
+    return 0;
+}
