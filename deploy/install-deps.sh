@@ -5,7 +5,7 @@ set -eu
 
 PKGS="build-essential cmake pkg-config git curl procps python3
 libmicrohttpd-dev libuv1-dev libhiredis-dev librdkafka-dev libjansson-dev libcmocka-dev
-libsqlite3-dev sqlite3 libpq-dev postgresql redis-server
+libsqlite3-dev sqlite3 libpq-dev libsystemd-dev postgresql redis-server
 kcat wrk gnuplot-nox nginx-light varnish
 clang libclang-rt-14-dev"
 

@@ -315,8 +315,11 @@ bool gw_buy_handle(gw_req_t *r)
 
     /* 1. overload guard */
     if (atomic_load_explicit(&srv->draining, memory_order_relaxed)) {
+        /* After the drain grace, on a connection opened before: close it, so
+         * the load balancer's next request opens one to another gateway. */
         gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "gateway is shutting down");
         gw_resp_header(&r->resp, "Retry-After", "1");
+        gw_resp_header(&r->resp, "Connection", "close");
         return false;
     }
     if (w->suspended >= srv->max_suspended) {

@@ -24,6 +24,8 @@ typedef struct gw_config {
     uint64_t body_limit;       /* server.body_limit bytes, default 4k */
     uint64_t max_connections;  /* server.max_connections per worker */
     uint64_t connection_timeout_ms; /* server.connection_timeout idle keep-alive timeout */
+    uint64_t drain_grace_ms;   /* server.drain_grace: after SIGTERM, /readyz 503 while serving on */
+    uint64_t drain_timeout_ms; /* server.drain_timeout: bound on the rest of a graceful stop */
     char trusted_proxies[1024];/* server.trusted_proxies "10.0.0.0/8,127.0.0.1" CIDR list */
     uint64_t max_sales;        /* server.max_sales */
     uint64_t summary_interval_ms; /* log.summary_interval: periodic rejection summary */

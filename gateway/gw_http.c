@@ -105,14 +105,15 @@ static void simple_handle(gw_req_t *r)
                                             "{\"status\":\"alive\"}");
         break;
     case GW_ROUTE_READY:
-        if (atomic_load(&srv->ready) && !atomic_load(&srv->draining)) {
+        bool leaving = atomic_load(&srv->draining) || atomic_load(&srv->leaving);
+        if (atomic_load(&srv->ready) && !leaving) {
             gw_resp_init(&r->resp, GW_R_OK);
             r->resp.body_len = (size_t)snprintf(r->resp.body, sizeof(r->resp.body),
                                                 "{\"status\":\"ready\",\"inventory\":\"%s\"}",
                                                 inv_backend_name(srv->inv));
         } else {
             gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "%s",
-                          atomic_load(&srv->draining) ? "draining: shutting down"
+                          leaving ? "draining: shutting down"
                                                       : "starting up");
             gw_resp_header(&r->resp, "Retry-After", "1");
         }

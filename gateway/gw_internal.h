@@ -231,6 +231,8 @@ struct gw_server {
     uint32_t max_suspended; /* per worker: past it, buys are shed with 503 */
     atomic_bool ready;
     atomic_bool draining;
+    atomic_bool leaving;    /* SIGTERM seen: /readyz 503 through server.drain_grace, the rest serves on */
+    gw_config_t *loaded;    /* the configuration as last read from its sources (SIGHUP diffs it) */
     int64_t started_ms;
     gw_counters_t admin_ctr;
     uv_loop_t main_loop;
@@ -273,6 +275,25 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
                     size_t errlen);
 /* Stops accepting, drains, and frees everything. */
 void gw_server_stop(gw_server_t *srv);
+
+/*
+ * The first step of a graceful stop: /readyz answers 503 "draining" from now
+ * on, so load balancers and orchestrators take this gateway out, while every
+ * other route keeps serving until gw_server_stop. Thread-safe.
+ */
+void gw_server_leave(gw_server_t *srv);
+
+/*
+ * SIGHUP: reads the configuration again from the same sources (argv, the
+ * environment, the --config file) and applies the keys whose value changed
+ * since it was last read and that can change at run time (CM_OPT_RUNTIME keys
+ * and log.level); keys that cannot are logged as needing a restart and keep
+ * their value. A configuration that does not validate changes nothing.
+ * Returns 0 with the counts in *applied and *restart, or CM_EINVAL (errors
+ * logged). Main thread only (the one that calls gw_server_start/stop).
+ */
+int gw_server_reload(gw_server_t *srv, int argc, char **argv, unsigned *applied,
+                     unsigned *restart);
 /* Sums the workers' counters into out. Thread-safe. */
 void gw_server_counters(gw_server_t *srv, gw_counters_t *out);
 

@@ -231,6 +231,8 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     srv->nworkers = cfg->threads ? (unsigned)cfg->threads : (unsigned)(ncpu > 0 ? ncpu : 1);
     srv->node_id = cfg->node_id <= CM_ID_NODE_MAX ? (uint32_t)cfg->node_id : derive_node_id(cfg);
+    srv->loaded = cm_xmalloc(sizeof(*srv->loaded));
+    *srv->loaded = *cfg;
 
     if (mkdir_p(cfg->data_dir) != 0) {
         snprintf(errbuf, errlen, "cannot create data dir %s: %s", cfg->data_dir,
@@ -329,10 +331,108 @@ void gw_server_stop(gw_server_t *srv)
     gw_limits_free(srv->limits);
     gw_orders_free(srv->orders);
     gw_proxies_free(&srv->proxies);
+    CM_FREE(srv->loaded);
     free(srv->workers);
     srv->workers = NULL;
     srv->spool = NULL;
     srv->inv = NULL;
     srv->limits = NULL;
     srv->orders = NULL;
+}
+
+/*---- graceful operations: leave, reload ----*/
+
+void gw_server_leave(gw_server_t *srv)
+{
+    atomic_store(&srv->leaving, true);
+}
+
+/* Bytes an option's value takes in the config struct. */
+static size_t opt_size(const cm_opt_t *o)
+{
+    switch (o->type) {
+    case CM_OPT_STR:
+    case CM_OPT_KV:
+        return o->size;
+    case CM_OPT_BOOL:
+        return sizeof(bool);
+    case CM_OPT_ENUM:
+        return sizeof(int);
+    default:
+        return sizeof(uint64_t);
+    }
+}
+
+/* Keys a reload may apply: what the admin API may change, and the log level. */
+static bool reloadable(const cm_opt_t *o)
+{
+    return (o->flags & CM_OPT_RUNTIME) || strcmp(o->key, "log.level") == 0;
+}
+
+int gw_server_reload(gw_server_t *srv, int argc, char **argv, unsigned *applied,
+                     unsigned *restart)
+{
+    *applied = *restart = 0;
+    gw_config_t *nc = cm_xmalloc(sizeof(*nc));
+    cm_conf_t ncf;
+    char *err = cm_xmalloc(16384);
+    err[0] = '\0';
+    int rc = gw_config_load(nc, &ncf, argc, argv, err, 16384);
+    if (rc != 0) {
+        for (char *line = strtok(err, "\n"); line; line = strtok(NULL, "\n"))
+            cm_log_error("gw", "reload: invalid configuration", "problem=\"%s\"", line);
+        cm_log_error("gw", "reload refused, nothing changed", NULL);
+        goto out;
+    }
+    char changed[1024] = "", pending[1024] = "";
+    size_t nch = 0, npe = 0;
+    bool limits = false;
+    pthread_mutex_lock(&srv->cfg_mu);
+    for (const cm_opt_t *o = gw_config_opts; o->key; o++) {
+        size_t i = (size_t)(o - gw_config_opts), sz = opt_size(o);
+        char *was = (char *)srv->loaded + o->offset;
+        const char *now = (const char *)nc + o->offset;
+        if (memcmp(was, now, sz) == 0)
+            continue; /* unchanged in the sources: a runtime change (admin API) stays */
+        if (!reloadable(o)) {
+            npe += (size_t)snprintf(pending + npe, npe < sizeof(pending) ? sizeof(pending) - npe : 0,
+                                    "%s%s", npe ? "," : "", o->key);
+            if (npe >= sizeof(pending))
+                npe = sizeof(pending) - 1;
+            (*restart)++;
+            continue;
+        }
+        char val[4200], why[512];
+        cm_conf_format(&ncf, o, val, sizeof(val));
+        if (cm_conf_set(srv->conf, o->key, val, ncf.src[i], why, sizeof(why)) != 0) {
+            cm_log_error("gw", "reload: cannot apply", "key=%s problem=\"%s\"", o->key, why);
+            continue;
+        }
+        memcpy(was, now, sz);
+        nch += (size_t)snprintf(changed + nch, nch < sizeof(changed) ? sizeof(changed) - nch : 0,
+                                "%s%s", nch ? "," : "", o->key);
+        if (nch >= sizeof(changed))
+            nch = sizeof(changed) - 1;
+        limits |= strncmp(o->key, "limits.", 7) == 0;
+        (*applied)++;
+    }
+    pthread_mutex_unlock(&srv->cfg_mu);
+    if (limits) {
+        gw_apply_limits(srv);
+        char why[256] = "";
+        if (gw_fleet_publish_limits(srv, why, sizeof(why)) != 0)
+            cm_log_warn("gw", "reload: limits changed here but not published to the fleet",
+                        "reason=\"%s\"", why);
+    }
+    cm_log_set_level((cm_log_level_t)srv->cfg->log_level);
+    if (*restart)
+        cm_log_warn("gw", "reload: changed keys need a restart to take effect",
+                    "keys=%s", pending);
+    cm_log_info("gw", "configuration reloaded", "applied=%u keys=%s restart_needed=%u",
+                *applied, nch ? changed : "none", *restart);
+out:
+    cm_conf_free(&ncf);
+    free(nc);
+    free(err);
+    return rc;
 }

@@ -6,8 +6,14 @@
 #include "common/cm_log.h"
 #include "gateway/gw_internal.h"
 
+#include "common/cm_time.h"
+
+#include <errno.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <signal.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -49,10 +55,95 @@ static void on_summary(uv_timer_t *t)
     s->last = c;
 }
 
-static void on_signal(uv_signal_t *h, int signum)
+/*---- graceful operations: SIGTERM drains, SIGHUP reloads (docs/runbook.md) ----*/
+
+typedef struct ops {
+    gw_server_t *srv;
+    gw_config_t *cfg;
+    int argc;
+    char **argv;
+    uv_timer_t grace;
+    bool leaving;
+} ops_t;
+
+static void on_grace_over(uv_timer_t *t)
 {
-    cm_log_info("gw", "signal received, shutting down", "signal=%s", strsignal(signum));
-    uv_stop(h->loop);
+    cm_log_info("gw", "drain grace over: stop accepting, finish in-flight, flush", NULL);
+    uv_stop(t->loop);
+}
+
+/*
+ * SIGTERM/SIGINT: /readyz turns 503 at once (load balancers and orchestrators
+ * stop sending), every other route serves on for server.drain_grace, then the
+ * listener closes, in-flight requests finish and the relay flushes, bounded by
+ * server.drain_timeout (a watchdog in main). A second signal skips the grace.
+ */
+static void on_stop_signal(uv_signal_t *h, int signum)
+{
+    ops_t *o = h->data;
+    if (o->leaving) {
+        cm_log_info("gw", "second stop signal: skipping the drain grace", "signal=%s",
+                    strsignal(signum));
+        uv_stop(h->loop);
+        return;
+    }
+    o->leaving = true;
+    sd_notify(0, "STOPPING=1\nSTATUS=draining");
+    gw_server_leave(o->srv);
+    cm_log_info("gw", "signal received, draining", "signal=%s grace_ms=%llu timeout_ms=%llu",
+                strsignal(signum), (unsigned long long)o->cfg->drain_grace_ms,
+                (unsigned long long)o->cfg->drain_timeout_ms);
+    if (o->cfg->drain_grace_ms)
+        uv_timer_start(&o->grace, on_grace_over, o->cfg->drain_grace_ms, 0);
+    else
+        uv_stop(h->loop);
+}
+
+static void on_reload_signal(uv_signal_t *h, int signum)
+{
+    (void)signum;
+    ops_t *o = h->data;
+    if (o->leaving)
+        return;
+    sd_notify(0, "RELOADING=1");
+    unsigned applied, restart;
+    gw_server_reload(o->srv, o->argc, o->argv, &applied, &restart);
+    sd_notifyf(0, "READY=1\nSTATUS=serving; last reload: %u applied, %u need a restart", applied,
+               restart);
+}
+
+/* Bounds the graceful stop: past server.drain_timeout the process exits with
+ * status 1, as a kill would; the spool holds every accepted order. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    uint64_t timeout_ms;
+} watchdog = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0};
+
+static void *watchdog_main(void *arg)
+{
+    (void)arg;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)(watchdog.timeout_ms / 1000);
+    until.tv_nsec += (long)(watchdog.timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&watchdog.mu);
+    int rc = 0;
+    while (!watchdog.done && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&watchdog.cv, &watchdog.mu, &until);
+    bool done = watchdog.done;
+    pthread_mutex_unlock(&watchdog.mu);
+    if (!done) {
+        cm_log_error("gw", "drain timed out: exiting now; the spool keeps every accepted order",
+                     "timeout_ms=%llu", (unsigned long long)watchdog.timeout_ms);
+        _exit(1);
+    }
+    return NULL;
 }
 
 int main(int argc, char **argv)
@@ -99,11 +190,21 @@ int main(int argc, char **argv)
 
     uv_loop_t *loop = &srv.main_loop;
     uv_loop_init(loop);
-    uv_signal_t sigint, sigterm;
+    static ops_t ops;
+    ops = (ops_t){.srv = &srv, .cfg = &cfg, .argc = argc, .argv = argv};
+    uv_timer_init(loop, &ops.grace);
+    uv_signal_t sigint, sigterm, sighup;
     uv_signal_init(loop, &sigint);
     uv_signal_init(loop, &sigterm);
-    uv_signal_start(&sigint, on_signal, SIGINT);
-    uv_signal_start(&sigterm, on_signal, SIGTERM);
+    uv_signal_init(loop, &sighup);
+    sigint.data = sigterm.data = sighup.data = &ops;
+    uv_signal_start(&sigint, on_stop_signal, SIGINT);
+    uv_signal_start(&sigterm, on_stop_signal, SIGTERM);
+    uv_signal_start(&sighup, on_reload_signal, SIGHUP);
+    /* Type=notify under systemd (deploy/systemd/flashgate.service); a no-op
+     * without NOTIFY_SOCKET. */
+    sd_notifyf(0, "READY=1\nSTATUS=serving on %s\nMAINPID=%lu", cfg.listen,
+               (unsigned long)getpid());
     summary_t sum = {.srv = &srv};
     uv_timer_t timer;
     uv_timer_init(loop, &timer);
@@ -112,11 +213,27 @@ int main(int argc, char **argv)
         uv_timer_start(&timer, on_summary, cfg.summary_interval_ms, cfg.summary_interval_ms);
     uv_run(loop, UV_RUN_DEFAULT);
 
+    if (!ops.leaving)
+        sd_notify(0, "STOPPING=1");
+    watchdog.timeout_ms = cfg.drain_timeout_ms;
+    pthread_t wd;
+    bool wd_started = pthread_create(&wd, NULL, watchdog_main, NULL) == 0;
+    uint64_t t0 = cm_mono_us();
+    gw_server_leave(&srv);
     atomic_store(&srv.draining, true);
     on_summary(&timer);
     gw_server_stop(&srv);
+    pthread_mutex_lock(&watchdog.mu);
+    watchdog.done = true;
+    pthread_cond_signal(&watchdog.cv);
+    pthread_mutex_unlock(&watchdog.mu);
+    if (wd_started)
+        pthread_join(wd, NULL);
+    cm_log_info("gw", "drained", "elapsed_ms=%llu", (unsigned long long)((cm_mono_us() - t0) / 1000));
     uv_close((uv_handle_t *)&sigint, NULL);
     uv_close((uv_handle_t *)&sigterm, NULL);
+    uv_close((uv_handle_t *)&sighup, NULL);
+    uv_close((uv_handle_t *)&ops.grace, NULL);
     uv_close((uv_handle_t *)&timer, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);

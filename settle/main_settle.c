@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 #include <signal.h>
+#include <systemd/sd-daemon.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -233,6 +234,9 @@ int main(int argc, char **argv)
     cm_log_info("settle", "started", "brokers=%s topic=%s db=%s max_rate_milli=%llu batch=%llu",
                 c.kafka_brokers, c.kafka_topic, *c.db ? "(url)" : "sqlite",
                 (unsigned long long)c.max_rate_milli, (unsigned long long)c.batch);
+    /* Type=notify under systemd (deploy/systemd/flashgate-settle.service): the
+     * consumer and the database are open. A no-op without NOTIFY_SOCKET. */
+    sd_notify(0, "READY=1");
     ret = st_settle_run(st);
     const st_settle_stats_t *s = st_settle_stats(st);
     cm_log_info("settle", "stopped",
