@@ -3,11 +3,15 @@
 # Idempotent: when everything is present it prints nothing and returns at once.
 set -eu
 
+# prometheus (~96 MB installed) is there for `promtool check metrics` in the tests;
+# chromium (~290 MB) for the dashboard's browser test (tests/browser/). Both big,
+# both the real tools (Debian packages no smaller promtool or headless shell).
 PKGS="build-essential cmake pkg-config git curl procps python3
 libmicrohttpd-dev libuv1-dev libhiredis-dev librdkafka-dev libjansson-dev libcmocka-dev
 libsqlite3-dev sqlite3 libpq-dev libsystemd-dev postgresql redis-server
 kcat wrk gnuplot-nox nginx-light varnish
-clang libclang-rt-14-dev"
+clang libclang-rt-14-dev
+prometheus chromium"
 
 missing=""
 for p in $PKGS; do

@@ -1,18 +1,27 @@
 /*
- * The admin API on its own listener (default 127.0.0.1:9090). Every request
- * needs "Authorization: Bearer <token>", compared in constant time.
+ * The admin API on its own listener (default 127.0.0.1:9090). Every route but
+ * the dashboard's static page needs "Authorization: Bearer <token>",
+ * compared in constant time against the named tokens (role read or write; see
+ * load_tokens). A read token on a write route gets 403 and changes nothing.
  *
  * Admin traffic is small and its operations may block (a Redis round trip),
  * so this daemon uses MHD's thread-per-connection mode, away from the worker
- * loops; it never stalls the buy path.
+ * loops; it never stalls the buy path. Changes are serialised by admin_lock,
+ * validated completely before anything is applied (atomic), and each one is
+ * versioned and appended to the audit log (gw_audit.h) before the answer.
+ *
+ * GW_ADMIN_ROUTES is the route table the dispatcher answers from;
+ * tests/integration/19-openapi.py reads it to check docs/openapi.yaml.
  */
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
+#include "gateway/gw_audit.h"
 #include "gateway/gw_fleet.h"
 #include "gateway/gw_internal.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -34,7 +43,7 @@ typedef struct admin_req {
 
 static pthread_mutex_t admin_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/*---- token ----*/
+/*---- tokens ----*/
 
 static bool token_equal(const char *a, size_t alen, const char *b, size_t blen)
 {
@@ -45,15 +54,113 @@ static bool token_equal(const char *a, size_t alen, const char *b, size_t blen)
     return diff == 0;
 }
 
-static bool authorized(gw_server_t *srv, struct MHD_Connection *c)
+/* The token the request presents, or NULL (every token is compared: no early exit). */
+static const gw_admin_token_t *authenticate(gw_server_t *srv, struct MHD_Connection *c)
 {
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
     if (!h || strncasecmp(h, "Bearer ", 7) != 0)
-        return false;
+        return NULL;
     h += 7;
     while (*h == ' ')
         h++;
-    return token_equal(h, strlen(h), srv->admin_token, srv->admin_token_len);
+    size_t n = strlen(h);
+    const gw_admin_token_t *found = NULL;
+    for (size_t i = 0; i < srv->ntokens; i++)
+        if (token_equal(h, n, srv->tokens[i].token, srv->tokens[i].len) && !found)
+            found = &srv->tokens[i];
+    return found;
+}
+
+static void add_token(gw_server_t *srv, const char *name, gw_role_t role, const char *tok,
+                      size_t len)
+{
+    srv->tokens = cm_xrealloc(srv->tokens, (srv->ntokens + 1) * sizeof(*srv->tokens));
+    gw_admin_token_t *t = &srv->tokens[srv->ntokens++];
+    memset(t, 0, sizeof(*t));
+    snprintf(t->name, sizeof(t->name), "%s", name);
+    t->role = role;
+    memcpy(t->token, tok, len);
+    t->token[len] = '\0';
+    t->len = len;
+}
+
+/*
+ * Named tokens: server.admin_tokens_file (default <data-dir>/admin.tokens if
+ * it exists), mode 0600, one "name:role:token" per line (role read|write,
+ * token 16..256 printable characters), '#' starts a comment. The single
+ * server.admin_token (or the generated admin.token) is the write token "admin".
+ */
+static int load_tokens(gw_server_t *srv, char *errbuf, size_t errlen)
+{
+    char path[700];
+    bool explicit_path = srv->cfg->admin_tokens_file[0] != '\0';
+    if (explicit_path)
+        snprintf(path, sizeof(path), "%s", srv->cfg->admin_tokens_file);
+    else
+        snprintf(path, sizeof(path), "%s/admin.tokens", srv->cfg->data_dir);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT && !explicit_path)
+            return 0;
+        snprintf(errbuf, errlen, "cannot read admin tokens file %s: %s", path, strerror(errno));
+        return CM_EIO;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || (st.st_mode & 077) != 0) {
+        close(fd);
+        snprintf(errbuf, errlen, "admin tokens file %s must not be readable by others (chmod 600)",
+                 path);
+        return CM_EINVAL;
+    }
+    FILE *f = fdopen(fd, "r");
+    char line[512];
+    unsigned lineno = 0;
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        size_t n = strlen(line);
+        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' '))
+            line[--n] = '\0';
+        char *p = line;
+        while (*p == ' ')
+            p++;
+        if (!*p || *p == '#')
+            continue;
+        char *c1 = strchr(p, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        const char *why = NULL;
+        if (!c2) {
+            why = "expected name:role:token";
+        } else {
+            *c1 = *c2 = '\0';
+            const char *name = p, *role = c1 + 1, *tok = c2 + 1;
+            size_t nl = strlen(name), tl = strlen(tok);
+            gw_role_t r = strcmp(role, "read") == 0    ? GW_ROLE_READ
+                          : strcmp(role, "write") == 0 ? GW_ROLE_WRITE
+                                                       : GW_ROLE_NONE;
+            if (nl == 0 || nl > 32 || !inv_id_valid(name, nl, 32))
+                why = "name must be 1..32 characters of A-Z a-z 0-9 . _ -";
+            else if (r == GW_ROLE_NONE)
+                why = "role must be read or write";
+            else if (tl < 16 || tl > 256)
+                why = "token must be 16..256 characters";
+            for (size_t i = 0; !why && i < tl; i++)
+                if (!isgraph((unsigned char)tok[i]))
+                    why = "token must be printable ASCII without spaces";
+            for (size_t i = 0; !why && i < srv->ntokens; i++)
+                if (strcmp(srv->tokens[i].name, name) == 0)
+                    why = "duplicate name";
+            if (!why)
+                add_token(srv, name, r, tok, tl);
+        }
+        if (why) {
+            fclose(f);
+            snprintf(errbuf, errlen, "admin tokens file %s line %u: %s", path, lineno, why);
+            return CM_EINVAL;
+        }
+    }
+    fclose(f);
+    cm_log_info("admin", "named admin tokens loaded", "path=%s tokens=%zu", path,
+                srv->ntokens - 1);
+    return 0;
 }
 
 /* Reads or creates <data-dir>/admin.token (0600). Never logs the token itself. */
@@ -71,9 +178,7 @@ static int load_or_make_token(gw_server_t *srv, char *errbuf, size_t errlen)
             while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
                 n--;
             if (n >= 32) {
-                memcpy(srv->admin_token, buf, (size_t)n);
-                srv->admin_token[n] = '\0';
-                srv->admin_token_len = (size_t)n;
+                add_token(srv, "admin", GW_ROLE_WRITE, buf, (size_t)n);
                 cm_log_info("admin", "admin token loaded", "path=%s", srv->admin_token_path);
                 return 0;
             }
@@ -88,12 +193,13 @@ static int load_or_make_token(gw_server_t *srv, char *errbuf, size_t errlen)
         return CM_EIO;
     }
     static const char hex[] = "0123456789abcdef";
+    char tokbuf[2 * sizeof(rnd) + 1];
     for (size_t i = 0; i < sizeof(rnd); i++) {
-        srv->admin_token[2 * i] = hex[rnd[i] >> 4];
-        srv->admin_token[2 * i + 1] = hex[rnd[i] & 15];
+        tokbuf[2 * i] = hex[rnd[i] >> 4];
+        tokbuf[2 * i + 1] = hex[rnd[i] & 15];
     }
-    srv->admin_token_len = 2 * sizeof(rnd);
-    srv->admin_token[srv->admin_token_len] = '\0';
+    tokbuf[2 * sizeof(rnd)] = '\0';
+    add_token(srv, "admin", GW_ROLE_WRITE, tokbuf, 2 * sizeof(rnd));
     char tmp[640];
     snprintf(tmp, sizeof(tmp), "%s.tmp", srv->admin_token_path);
     unlink(tmp);
@@ -103,7 +209,7 @@ static int load_or_make_token(gw_server_t *srv, char *errbuf, size_t errlen)
         return CM_EIO;
     }
     char line[300];
-    int len = snprintf(line, sizeof(line), "%s\n", srv->admin_token);
+    int len = snprintf(line, sizeof(line), "%s\n", tokbuf);
     bool ok = write(fd, line, (size_t)len) == len && fsync(fd) == 0;
     close(fd);
     if (!ok || rename(tmp, srv->admin_token_path) != 0) {
@@ -122,27 +228,6 @@ static void resp_json(gw_resp_t *p, gw_reply_t r, const char *json)
 {
     gw_resp_init(p, r);
     p->body_len = (size_t)snprintf(p->body, sizeof(p->body), "%s", json);
-}
-
-static enum MHD_Result send_big(struct MHD_Connection *c, gw_server_t *srv, int status,
-                                gw_reply_t r, char *json /* stolen, malloc'd, may be NULL */)
-{
-    /* json_dumps and MHD both allocate: either may fail, and the client then
-     * hears a 500 from the reply table rather than the process crashing */
-    struct MHD_Response *mr =
-        json ? MHD_create_response_from_buffer(strlen(json), json, MHD_RESPMEM_MUST_FREE) : NULL;
-    if (!mr) {
-        free(json);
-        gw_resp_t p;
-        gw_resp_error(&p, GW_R_INTERNAL, NULL, "cannot build the response (out of memory)");
-        return gw_resp_send(c, &srv->admin_ctr, &p);
-    }
-    MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, mr);
-    MHD_destroy_response(mr);
-    atomic_fetch_add_explicit(&srv->admin_ctr.replies[r], 1, memory_order_relaxed);
-    return ret;
 }
 
 static json_t *parse_object(admin_req_t *ar, gw_resp_t *p)
@@ -238,11 +323,57 @@ static void inv_error(gw_resp_t *p, int rc, const char *why, const char *sale_id
     }
 }
 
-/*---- routes ----*/
 
-static void sale_put(gw_server_t *srv, const char *id, admin_req_t *ar, gw_resp_t *p)
+/*---- the call of one route ----*/
+
+typedef struct admin_call {
+    gw_server_t *srv;
+    struct MHD_Connection *c;
+    admin_req_t *ar;
+    const char *method, *url;
+    const char *who;  /* token name, for the audit */
+    char arg[160];    /* the {parameter} of the route's path, if any (unchecked) */
+    gw_resp_t *p;     /* a small answer */
+    char *big;        /* or a large one (malloc'd), sent with big_type */
+    const char *big_type;
+    const gw_asset_t *asset; /* or a static file */
+} admin_call_t;
+
+static void set_big(admin_call_t *a, char *json)
 {
-    json_t *j = parse_object(ar, p);
+    a->big = json;
+    a->big_type = "application/json";
+}
+
+/* Checks a sale id from the path; false with a 400 answer set. */
+static bool sale_arg(admin_call_t *a)
+{
+    size_t n = strlen(a->arg);
+    if (n == 0 || n > INV_SALE_ID_MAX || !inv_id_valid(a->arg, n, INV_SALE_ID_MAX)) {
+        gw_resp_error(a->p, GW_R_BAD_REQUEST, NULL,
+                      "sale_id must be 1..64 characters of A-Z a-z 0-9 . _ -");
+        return false;
+    }
+    return true;
+}
+
+static json_t *sale_obj(const inv_sale_info_t *info)
+{
+    char buf[1024];
+    gw_sale_json(info, true, cm_wall_ms(), buf, sizeof(buf));
+    return json_loads(buf, 0, NULL);
+}
+
+/*---- sales ----*/
+
+static void h_sale_put(admin_call_t *a)
+{
+    gw_server_t *srv = a->srv;
+    gw_resp_t *p = a->p;
+    if (!sale_arg(a))
+        return;
+    const char *id = a->arg;
+    json_t *j = parse_object(a->ar, p);
     if (!j)
         return;
     static const char *const keys[] = {"stock", "per_user_limit", "starts_at", "ends_at", NULL};
@@ -258,14 +389,17 @@ static void sale_put(gw_server_t *srv, const char *id, admin_req_t *ar, gw_resp_
         } else {
             d.stock = stock;
             d.per_user_limit = (uint32_t)limit;
-            bool existed = inv_sale_find(srv->inv, id) != NULL;
+            inv_sale_info_t before;
+            bool existed = inv_sale_get(srv->inv, id, &before) == 0;
             inv_sale_info_t info;
             char why[256] = "";
             int rc = inv_sale_put(srv->inv, &d, &info, why, sizeof(why));
             if (rc == 0) {
-                sale_reply(p, existed ? GW_R_OK : GW_R_OK, &info);
+                sale_reply(p, GW_R_OK, &info);
                 if (!existed)
                     p->status = 201;
+                gw_audit_record(srv, a->who, "sale.put", id, existed ? sale_obj(&before) : NULL,
+                                sale_obj(&info));
                 cm_log_info("admin", "sale defined", "sale=%s stock=%lld per_user_limit=%u",
                             id, (long long)stock, d.per_user_limit);
             } else {
@@ -276,20 +410,46 @@ static void sale_put(gw_server_t *srv, const char *id, admin_req_t *ar, gw_resp_
     json_decref(j);
 }
 
-static void sale_restock(gw_server_t *srv, const char *id, const char *key, admin_req_t *ar,
-                         gw_resp_t *p)
+static void h_sale_get(admin_call_t *a)
 {
-    json_t *j = parse_object(ar, p);
+    if (!sale_arg(a))
+        return;
+    inv_sale_info_t info;
+    int rc = inv_sale_get(a->srv->inv, a->arg, &info);
+    if (rc == 0)
+        sale_reply(a->p, GW_R_OK, &info);
+    else
+        inv_error(a->p, rc, "", a->arg);
+}
+
+static void h_sale_restock(admin_call_t *a)
+{
+    gw_server_t *srv = a->srv;
+    gw_resp_t *p = a->p;
+    if (!sale_arg(a))
+        return;
+    const char *id = a->arg;
+    const char *key = MHD_lookup_connection_value(a->c, MHD_HEADER_KIND, "Idempotency-Key");
+    json_t *j = parse_object(a->ar, p);
     if (!j)
         return;
     static const char *const keys[] = {"add", NULL};
     int64_t add = 0;
     if (only_keys(j, keys, p) && get_int(j, "add", 1, 1000000000000LL, true, &add, p)) {
-        inv_sale_info_t info;
+        inv_sale_info_t before, info;
+        bool known = inv_sale_get(srv->inv, id, &before) == 0;
         char why[256] = "";
         int rc = inv_restock_keyed(srv->inv, id, add, key, &info, why, sizeof(why));
         if (rc == 0) {
             sale_reply(p, GW_R_OK, &info);
+            gw_audit_record(srv, a->who, "sale.restock", id,
+                            known ? json_pack("{s:I,s:I}", "stock_total",
+                                              (json_int_t)before.stock_total, "stock_left",
+                                              (json_int_t)before.stock_left)
+                                  : NULL,
+                            json_pack("{s:I,s:I,s:I}", "add", (json_int_t)add, "stock_total",
+                                      (json_int_t)info.stock_total, "stock_left",
+                                      (json_int_t)info.stock_left));
             cm_log_info("admin", "sale restocked", "sale=%s add=%lld", id, (long long)add);
         } else if (rc == INV_RESTOCK_REPLAYED) {
             /* A retry of a restock that was applied: the same answer, nothing added. */
@@ -302,6 +462,24 @@ static void sale_restock(gw_server_t *srv, const char *id, const char *key, admi
     json_decref(j);
 }
 
+static void list_one(inv_sale_t *sale, void *ctx)
+{
+    inv_sale_info_t info;
+    inv_sale_snapshot(sale, &info);
+    json_array_append_new(ctx, sale_obj(&info));
+}
+
+static void h_sales_list(admin_call_t *a)
+{
+    json_t *arr = json_array();
+    inv_sale_foreach(a->srv->inv, list_one, arr);
+    json_t *o = json_pack("{s:o}", "sales", arr);
+    set_big(a, json_dumps(o, JSON_COMPACT));
+    json_decref(o);
+}
+
+/*---- limits ----*/
+
 static const struct {
     const char *name;
     gw_scope_t scope;
@@ -313,16 +491,27 @@ static const struct {
     {"ip_rps", GW_SCOPE_IP, true},         {"ip_burst", GW_SCOPE_IP, false},
 };
 
-static char *limits_json(gw_server_t *srv)
+static json_t *rate_json(uint64_t milli)
+{
+    return json_real((double)milli / 1000.0);
+}
+
+static json_t *limits_obj(gw_server_t *srv)
 {
     json_t *o = json_object();
     for (size_t i = 0; i < CM_ARRAY_LEN(limit_keys); i++) {
         cm_rate_policy_t pol = gw_limits_get(srv->limits, limit_keys[i].scope);
         if (limit_keys[i].rate)
-            json_object_set_new(o, limit_keys[i].name, json_real((double)pol.rate_milli / 1000.0));
+            json_object_set_new(o, limit_keys[i].name, rate_json(pol.rate_milli));
         else
             json_object_set_new(o, limit_keys[i].name, json_integer((json_int_t)pol.burst));
     }
+    return o;
+}
+
+static char *limits_json(gw_server_t *srv)
+{
+    json_t *o = limits_obj(srv);
     char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12));
     json_decref(o);
     return s;
@@ -351,17 +540,35 @@ static bool rate_milli(json_t *v, uint64_t *out)
     return false;
 }
 
-static void limits_patch(gw_server_t *srv, admin_req_t *ar, gw_resp_t *p)
+static bool rate_field(json_t *v, const char *k, uint64_t *out, gw_resp_t *p)
 {
-    json_t *j = parse_object(ar, p);
-    if (!j)
-        return;
-    cm_rate_policy_t pol[GW_SCOPE_COUNT];
-    for (int s = 0; s < GW_SCOPE_COUNT; s++)
-        pol[s] = gw_limits_get(srv->limits, (gw_scope_t)s);
+    if (!rate_milli(v, out)) {
+        gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
+                      "%s must be a number of requests per second >= 0 with at most 3 "
+                      "decimals (0 = off)",
+                      k);
+        return false;
+    }
+    return true;
+}
+
+static bool burst_field(json_t *v, const char *k, uint64_t *out, gw_resp_t *p)
+{
+    json_int_t b = json_is_integer(v) ? json_integer_value(v) : -1;
+    if (b < 0 || (uint64_t)b > CM_RATE_BURST_MAX) {
+        gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "%s must be an integer from 0 to %llu", k,
+                      (unsigned long long)CM_RATE_BURST_MAX);
+        return false;
+    }
+    *out = (uint64_t)b;
+    return true;
+}
+
+/* Applies the members of j over pol (the current policies). False with p set. */
+static bool limits_parse(json_t *j, cm_rate_policy_t *pol, gw_resp_t *p)
+{
     const char *k;
     json_t *v;
-    bool ok = true;
     json_object_foreach(j, k, v) {
         size_t i;
         for (i = 0; i < CM_ARRAY_LEN(limit_keys); i++)
@@ -369,80 +576,348 @@ static void limits_patch(gw_server_t *srv, admin_req_t *ar, gw_resp_t *p)
                 break;
         if (i == CM_ARRAY_LEN(limit_keys)) {
             gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "unknown field %s", k);
-            ok = false;
-            break;
+            return false;
         }
         cm_rate_policy_t *pp = &pol[limit_keys[i].scope];
-        if (limit_keys[i].rate) {
-            if (!rate_milli(v, &pp->rate_milli)) {
-                gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
-                              "%s must be a number of requests per second >= 0 with at most 3 "
-                              "decimals (0 = off)",
-                              k);
-                ok = false;
-                break;
-            }
-        } else {
-            json_int_t b = json_is_integer(v) ? json_integer_value(v) : -1;
-            if (b < 0 || (uint64_t)b > CM_RATE_BURST_MAX) {
-                gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "%s must be an integer from 0 to %llu",
-                              k, (unsigned long long)CM_RATE_BURST_MAX);
-                ok = false;
-                break;
-            }
-            pp->burst = (uint64_t)b;
-        }
+        if (limit_keys[i].rate ? !rate_field(v, k, &pp->rate_milli, p)
+                               : !burst_field(v, k, &pp->burst, p))
+            return false;
     }
-    for (int s = 0; ok && s < GW_SCOPE_COUNT; s++) {
+    for (int s = 0; s < GW_SCOPE_COUNT; s++) {
         if (pol[s].rate_milli > 0 && pol[s].burst < 1) {
             gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "%s_burst must be >= 1 when %s_rps > 0",
                           gw_scope_name((gw_scope_t)s), gw_scope_name((gw_scope_t)s));
-            ok = false;
+            return false;
         }
     }
-    if (ok) {
-        /* All valid: apply at once. Buckets keep their tokens. */
-        for (int s = 0; s < GW_SCOPE_COUNT; s++)
-            gw_limits_set(srv->limits, (gw_scope_t)s, pol[s]);
-        pthread_mutex_lock(&srv->cfg_mu);
-        srv->cfg->global_rps = pol[GW_SCOPE_GLOBAL].rate_milli;
-        srv->cfg->global_burst = pol[GW_SCOPE_GLOBAL].burst;
-        srv->cfg->sale_rps = pol[GW_SCOPE_SALE].rate_milli;
-        srv->cfg->sale_burst = pol[GW_SCOPE_SALE].burst;
-        srv->cfg->user_rps = pol[GW_SCOPE_USER].rate_milli;
-        srv->cfg->user_burst = pol[GW_SCOPE_USER].burst;
-        srv->cfg->ip_rps = pol[GW_SCOPE_IP].rate_milli;
-        srv->cfg->ip_burst = pol[GW_SCOPE_IP].burst;
-        pthread_mutex_unlock(&srv->cfg_mu);
-        char why[256] = "";
-        if (gw_fleet_publish_limits(srv, why, sizeof(why)) != 0)
-            cm_log_warn("admin", "limits changed here but not published to the fleet",
-                        "reason=\"%s\"", why);
+    return true;
+}
+
+/* All valid: apply at once (buckets keep their tokens), record, publish. */
+static void limits_apply(gw_server_t *srv, const cm_rate_policy_t *pol)
+{
+    for (int s = 0; s < GW_SCOPE_COUNT; s++)
+        gw_limits_set(srv->limits, (gw_scope_t)s, pol[s]);
+    pthread_mutex_lock(&srv->cfg_mu);
+    srv->cfg->global_rps = pol[GW_SCOPE_GLOBAL].rate_milli;
+    srv->cfg->global_burst = pol[GW_SCOPE_GLOBAL].burst;
+    srv->cfg->sale_rps = pol[GW_SCOPE_SALE].rate_milli;
+    srv->cfg->sale_burst = pol[GW_SCOPE_SALE].burst;
+    srv->cfg->user_rps = pol[GW_SCOPE_USER].rate_milli;
+    srv->cfg->user_burst = pol[GW_SCOPE_USER].burst;
+    srv->cfg->ip_rps = pol[GW_SCOPE_IP].rate_milli;
+    srv->cfg->ip_burst = pol[GW_SCOPE_IP].burst;
+    pthread_mutex_unlock(&srv->cfg_mu);
+    char why[256] = "";
+    if (gw_fleet_publish_limits(srv, why, sizeof(why)) != 0)
+        cm_log_warn("admin", "limits changed here but not published to the fleet",
+                    "reason=\"%s\"", why);
+}
+
+static void h_limits_get(admin_call_t *a)
+{
+    set_big(a, limits_json(a->srv));
+}
+
+static void h_limits_patch(admin_call_t *a)
+{
+    gw_server_t *srv = a->srv;
+    json_t *j = parse_object(a->ar, a->p);
+    if (!j)
+        return;
+    cm_rate_policy_t pol[GW_SCOPE_COUNT];
+    for (int s = 0; s < GW_SCOPE_COUNT; s++)
+        pol[s] = gw_limits_get(srv->limits, (gw_scope_t)s);
+    if (limits_parse(j, pol, a->p)) {
+        json_t *old = limits_obj(srv);
+        limits_apply(srv, pol);
+        gw_audit_record(srv, a->who, "limits.patch", "limits", old, limits_obj(srv));
         char *s = limits_json(srv);
-        resp_json(p, GW_R_OK, s);
         cm_log_info("admin", "limits changed", "limits=%s", s);
-        free(s);
+        set_big(a, s);
     }
     json_decref(j);
 }
 
-static void list_one(inv_sale_t *sale, void *ctx)
+/*---- per-sale rules ----*/
+
+static json_t *rule_obj(const gw_rule_t *r, bool counters)
 {
-    inv_sale_info_t info;
-    inv_sale_snapshot(sale, &info);
-    char buf[1024];
-    gw_sale_json(&info, true, cm_wall_ms(), buf, sizeof(buf));
-    json_array_append_new(ctx, json_loads(buf, 0, NULL));
+    json_t *o = json_pack("{s:s,s:o,s:I,s:o,s:I,s:b}", "sale_id", r->sale_id, "user_rps",
+                          rate_json(r->user.rate_milli), "user_burst", (json_int_t)r->user.burst,
+                          "sale_rps", rate_json(r->sale.rate_milli), "sale_burst",
+                          (json_int_t)r->sale.burst, "dry_run", r->dry_run);
+    if (counters) {
+        json_object_set_new(o, "rejected",
+                            json_pack("{s:I,s:I}", "user", (json_int_t)r->rejected[0], "sale",
+                                      (json_int_t)r->rejected[1]));
+        json_object_set_new(o, "dry_run_rejected",
+                            json_pack("{s:I,s:I}", "user", (json_int_t)r->dry_run_rejected[0],
+                                      "sale", (json_int_t)r->dry_run_rejected[1]));
+    }
+    return o;
 }
 
-static char *sales_json(gw_server_t *srv)
+static json_t *rules_arr(gw_server_t *srv, bool counters)
 {
-    json_t *a = json_array();
-    inv_sale_foreach(srv->inv, list_one, a);
-    json_t *o = json_pack("{s:o}", "sales", a);
-    char *s = json_dumps(o, JSON_COMPACT);
+    gw_rule_t rules[GW_LIMIT_RULES_MAX];
+    size_t n = gw_limits_get_rules(srv->limits, rules, GW_LIMIT_RULES_MAX);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, rule_obj(&rules[i], counters));
+    return arr;
+}
+
+void *gw_config_snapshot(gw_server_t *srv)
+{
+    return json_pack("{s:o,s:o}", "limits", limits_obj(srv), "rules", rules_arr(srv, false));
+}
+
+/* Parses one rule body (sale id given). False with p set. */
+static bool rule_parse(json_t *j, const char *sale_id, gw_rule_t *r, gw_resp_t *p)
+{
+    static const char *const keys[] = {"sale_id",  "user_rps", "user_burst", "sale_rps",
+                                       "sale_burst", "dry_run", "rejected", "dry_run_rejected",
+                                       NULL};
+    memset(r, 0, sizeof(*r));
+    if (!only_keys(j, keys, p))
+        return false;
+    size_t n = strlen(sale_id);
+    if (n == 0 || n > INV_SALE_ID_MAX || !inv_id_valid(sale_id, n, INV_SALE_ID_MAX)) {
+        gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
+                      "sale_id must be 1..64 characters of A-Z a-z 0-9 . _ -");
+        return false;
+    }
+    memcpy(r->sale_id, sale_id, n + 1);
+    json_t *v;
+    bool has_ub = false, has_sb = false;
+    if ((v = json_object_get(j, "user_rps")) && !rate_field(v, "user_rps", &r->user.rate_milli, p))
+        return false;
+    if ((v = json_object_get(j, "sale_rps")) && !rate_field(v, "sale_rps", &r->sale.rate_milli, p))
+        return false;
+    if ((v = json_object_get(j, "user_burst")) &&
+        !(has_ub = burst_field(v, "user_burst", &r->user.burst, p)))
+        return false;
+    if ((v = json_object_get(j, "sale_burst")) &&
+        !(has_sb = burst_field(v, "sale_burst", &r->sale.burst, p)))
+        return false;
+    if ((v = json_object_get(j, "dry_run")) && !json_is_boolean(v)) {
+        gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "dry_run must be true or false");
+        return false;
+    }
+    r->dry_run = json_is_true(v);
+    /* An omitted burst defaults to one second's worth (at least 1). */
+    if (!has_ub && r->user.rate_milli)
+        r->user.burst = (r->user.rate_milli + 999) / 1000;
+    if (!has_sb && r->sale.rate_milli)
+        r->sale.burst = (r->sale.rate_milli + 999) / 1000;
+    if (r->user.rate_milli == 0 && r->sale.rate_milli == 0) {
+        gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "a rule needs user_rps or sale_rps > 0");
+        return false;
+    }
+    if ((r->user.rate_milli && r->user.burst < 1) || (r->sale.rate_milli && r->sale.burst < 1)) {
+        gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "a burst must be >= 1 when its rate is > 0");
+        return false;
+    }
+    return true;
+}
+
+static void h_rules_list(admin_call_t *a)
+{
+    json_t *o = json_pack("{s:o}", "rules", rules_arr(a->srv, true));
+    set_big(a, json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12)));
     json_decref(o);
-    return s;
+}
+
+static void h_rule_put(admin_call_t *a)
+{
+    gw_server_t *srv = a->srv;
+    json_t *j = parse_object(a->ar, a->p);
+    if (!j)
+        return;
+    gw_rule_t r;
+    if (rule_parse(j, a->arg, &r, a->p)) {
+        gw_rule_t rules[GW_LIMIT_RULES_MAX + 1];
+        size_t n = gw_limits_get_rules(srv->limits, rules, GW_LIMIT_RULES_MAX);
+        size_t i;
+        for (i = 0; i < n; i++)
+            if (strcmp(rules[i].sale_id, r.sale_id) == 0)
+                break;
+        json_t *old = i < n ? rule_obj(&rules[i], false) : NULL;
+        if (i == n && n == GW_LIMIT_RULES_MAX) {
+            gw_resp_error(a->p, GW_R_CONFLICT, NULL, "at most %d rules", GW_LIMIT_RULES_MAX);
+            json_decref(old);
+        } else {
+            rules[i] = r;
+            gw_limits_set_rules(srv->limits, rules, i == n ? n + 1 : n);
+            gw_audit_record(srv, a->who, "rule.put", r.sale_id, old, rule_obj(&r, false));
+            json_t *o = rule_obj(&r, false);
+            set_big(a, json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12)));
+            json_decref(o);
+            if (i == n)
+                a->p->status = 201;
+            cm_log_info("admin", "rule set", "sale=%s dry_run=%d", r.sale_id, r.dry_run);
+        }
+    }
+    json_decref(j);
+}
+
+static void h_rule_delete(admin_call_t *a)
+{
+    gw_server_t *srv = a->srv;
+    gw_rule_t rules[GW_LIMIT_RULES_MAX];
+    size_t n = gw_limits_get_rules(srv->limits, rules, GW_LIMIT_RULES_MAX);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(rules[i].sale_id, a->arg) != 0)
+            continue;
+        json_t *old = rule_obj(&rules[i], false);
+        rules[i] = rules[n - 1];
+        gw_limits_set_rules(srv->limits, rules, n - 1);
+        gw_audit_record(srv, a->who, "rule.delete", a->arg, old, NULL);
+        gw_resp_init(a->p, GW_R_OK);
+        a->p->body_len = (size_t)snprintf(a->p->body, sizeof(a->p->body),
+                                          "{\"deleted\":true}");
+        return;
+    }
+    gw_resp_error(a->p, GW_R_UNKNOWN_RULE, NULL, "no rule for sale %.64s", a->arg);
+}
+
+/*---- audit and rollback ----*/
+
+static bool query_u64(admin_call_t *a, const char *name, uint64_t max, uint64_t *out)
+{
+    const char *v = MHD_lookup_connection_value(a->c, MHD_GET_ARGUMENT_KIND, name);
+    if (!v)
+        return true;
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (!*v || *end || errno || n > max || *v == '-') {
+        gw_resp_error(a->p, GW_R_BAD_REQUEST, NULL, "%s must be an integer from 0 to %llu", name,
+                      (unsigned long long)max);
+        return false;
+    }
+    *out = n;
+    return true;
+}
+
+static void h_audit(admin_call_t *a)
+{
+    uint64_t since = 0, limit = 100;
+    if (!query_u64(a, "since", UINT64_MAX / 2, &since) || !query_u64(a, "limit", 10000, &limit))
+        return;
+    json_t *arr = gw_audit_list(a->srv, since, limit ? limit : 1);
+    if (!arr) {
+        gw_resp_error(a->p, GW_R_INTERNAL, NULL, "cannot read the audit log");
+        return;
+    }
+    json_t *o = json_pack("{s:I,s:o}", "version", (json_int_t)gw_audit_version(a->srv),
+                          "entries", arr);
+    set_big(a, json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12)));
+    json_decref(o);
+}
+
+static void h_rollback(admin_call_t *a)
+{
+    gw_server_t *srv = a->srv;
+    json_t *j = parse_object(a->ar, a->p);
+    if (!j)
+        return;
+    static const char *const keys[] = {"version", NULL};
+    int64_t version = 0;
+    json_t *cfg = NULL;
+    if (!only_keys(j, keys, a->p) || !get_int(j, "version", 1, INT64_MAX, true, &version, a->p))
+        goto out;
+    cfg = gw_audit_config_at(srv, (uint64_t)version);
+    if (!cfg) {
+        gw_resp_error(a->p, GW_R_NOT_FOUND, NULL, "no version %lld in the audit log",
+                      (long long)version);
+        goto out;
+    }
+    /* Validate everything first; apply only a complete, valid set. */
+    cm_rate_policy_t pol[GW_SCOPE_COUNT];
+    for (int s = 0; s < GW_SCOPE_COUNT; s++)
+        pol[s] = gw_limits_get(srv->limits, (gw_scope_t)s);
+    json_t *lim = json_object_get(cfg, "limits"), *rl = json_object_get(cfg, "rules");
+    if (!json_is_object(lim) || !json_is_array(rl) || !limits_parse(lim, pol, a->p)) {
+        gw_resp_error(a->p, GW_R_CONFLICT, NULL, "version %lld holds no usable limits",
+                      (long long)version);
+        goto out;
+    }
+    gw_rule_t rules[GW_LIMIT_RULES_MAX];
+    size_t n = 0;
+    size_t i;
+    json_t *rv;
+    json_array_foreach(rl, i, rv) {
+        const char *sid = json_string_value(json_object_get(rv, "sale_id"));
+        if (n == GW_LIMIT_RULES_MAX || !json_is_object(rv) || !sid ||
+            !rule_parse(rv, sid, &rules[n], a->p)) {
+            gw_resp_error(a->p, GW_R_CONFLICT, NULL, "version %lld holds an unusable rule",
+                          (long long)version);
+            goto out;
+        }
+        n++;
+    }
+    json_t *old = gw_config_snapshot(srv);
+    limits_apply(srv, pol);
+    gw_limits_set_rules(srv->limits, rules, n);
+    char target[48];
+    snprintf(target, sizeof(target), "version %lld", (long long)version);
+    uint64_t v = gw_audit_record(srv, a->who, "config.rollback", target, old,
+                                 gw_config_snapshot(srv));
+    json_t *o = json_pack("{s:I,s:I,s:o}", "version", (json_int_t)v, "restored", (json_int_t)version,
+                          "config", (json_t *)gw_config_snapshot(srv));
+    set_big(a, json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12)));
+    json_decref(o);
+    cm_log_info("admin", "limits and rules rolled back", "to_version=%lld version=%llu",
+                (long long)version, (unsigned long long)v);
+out:
+    json_decref(cfg);
+    json_decref(j);
+}
+
+/*---- stats, config, metrics ----*/
+
+static json_t *hitters_arr(const cm_topk_t *t, bool ip, size_t max)
+{
+    cm_topk_entry_t top[CM_TOPK_SLOTS];
+    size_t n = cm_topk_sorted(t, top, max);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        char key[80];
+        if (ip)
+            gw_client_key_format((const uint8_t *)top[i].key, top[i].len, key, sizeof(key));
+        else
+            snprintf(key, sizeof(key), "%.*s", (int)top[i].len, top[i].key);
+        json_array_append_new(arr, json_pack("{s:s,s:I,s:I}", "key", key, "count",
+                                             (json_int_t)top[i].count, "error",
+                                             (json_int_t)top[i].error));
+    }
+    return arr;
+}
+
+static json_t *latency_obj(const gw_counters_t *c)
+{
+    static const uint64_t bounds[GW_LAT_NBOUNDS] = GW_LAT_BOUNDS_US;
+    json_t *o = json_object();
+    json_t *b = json_array();
+    for (int i = 0; i < GW_LAT_NBOUNDS; i++)
+        json_array_append_new(b, json_integer((json_int_t)bounds[i]));
+    json_object_set_new(o, "bounds_us", b);
+    for (int r = 0; r < GW_ROUTE_COUNT; r++) {
+        json_t *counts = json_array();
+        uint64_t total = 0;
+        for (int i = 0; i <= GW_LAT_NBOUNDS; i++) {
+            uint64_t n = atomic_load(&c->lat_buckets[r][i]);
+            total += n;
+            json_array_append_new(counts, json_integer((json_int_t)n));
+        }
+        json_object_set_new(o, gw_route_name((gw_route_t)r),
+                            json_pack("{s:o,s:I,s:I}", "counts", counts, "count",
+                                      (json_int_t)total, "sum_us",
+                                      (json_int_t)atomic_load(&c->lat_sum_us[r])));
+    }
+    return o;
 }
 
 static char *stats_json(gw_server_t *srv)
@@ -467,6 +942,13 @@ static char *stats_json(gw_server_t *srv)
     oq_spool_stats(srv->spool, &ss);
     gw_limits_stats_t ls;
     gw_limits_stats(srv->limits, &ls);
+    static cm_topk_t users, ips; /* ~12 KiB: off the small admin thread stack; under stats_mu */
+    static pthread_mutex_t stats_mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&stats_mu);
+    gw_hitters_merge(srv, &users, &ips);
+    json_t *hh = json_pack("{s:o,s:o,s:I}", "users", hitters_arr(&users, false, 10), "ips",
+                           hitters_arr(&ips, true, 10), "counted", (json_int_t)users.total);
+    pthread_mutex_unlock(&stats_mu);
     json_t *o = json_pack(
         "{s:I,s:I,s:I,s:o,s:o,s:{s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I,s:I},s:I,s:s,s:I}",
         "uptime_ms", (json_int_t)(cm_wall_ms() - srv->started_ms), "requests",
@@ -483,15 +965,29 @@ static char *stats_json(gw_server_t *srv)
     json_object_set_new(o, "releases",
                         json_pack("{s:I,s:I,s:I}", "pending", (json_int_t)rp, "done",
                                   (json_int_t)rd, "retries", (json_int_t)rr));
+    json_object_set_new(o, "heavy_hitters", hh);
+    json_object_set_new(o, "rules", rules_arr(srv, true));
+    json_object_set_new(o, "latency", latency_obj(&c));
+    json_object_set_new(o, "config_version", json_integer((json_int_t)gw_audit_version(srv)));
+    json_object_set_new(o, "access_logged", json_integer((json_int_t)c.access_logged));
+    json_t *sales = json_array();
+    inv_sale_foreach(srv->inv, list_one, sales);
+    json_object_set_new(o, "sales", sales);
     gw_server_stats_extra(srv, o);
     gw_fleet_stats(srv, o);
-    char *s = json_dumps(o, JSON_COMPACT);
+    char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12));
     json_decref(o);
     return s;
 }
 
-static char *config_json(gw_server_t *srv)
+static void h_stats(admin_call_t *a)
 {
+    set_big(a, stats_json(a->srv));
+}
+
+static void h_config(admin_call_t *a)
+{
+    gw_server_t *srv = a->srv;
     json_t *o = json_object();
     pthread_mutex_lock(&srv->cfg_mu);
     for (const cm_opt_t *opt = srv->conf->opts; opt->key; opt++) {
@@ -502,16 +998,85 @@ static char *config_json(gw_server_t *srv)
                                       cm_src_name(srv->conf->src[opt - srv->conf->opts])));
     }
     pthread_mutex_unlock(&srv->cfg_mu);
-    char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+    set_big(a, json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS));
     json_decref(o);
-    return s;
 }
 
-static void order_cancel(gw_server_t *srv, const char *id, admin_req_t *ar, gw_resp_t *p)
+static void h_metrics(admin_call_t *a)
 {
+    size_t len;
+    a->big = gw_metrics_text(a->srv, &len);
+    a->big_type = "text/plain; version=0.0.4; charset=utf-8";
+}
+
+static void h_whoami(admin_call_t *a)
+{
+    gw_resp_init(a->p, GW_R_OK);
+    const gw_admin_token_t *t = NULL;
+    for (size_t i = 0; i < a->srv->ntokens; i++)
+        if (strcmp(a->srv->tokens[i].name, a->who) == 0)
+            t = &a->srv->tokens[i];
+    a->p->body_len = (size_t)snprintf(a->p->body, sizeof(a->p->body),
+                                      "{\"name\":\"%s\",\"role\":\"%s\"}", a->who,
+                                      t && t->role == GW_ROLE_WRITE ? "write" : "read");
+}
+
+/*---- the dashboard (static, embedded; holds no data, so no token) ----*/
+
+static void h_dashboard(admin_call_t *a)
+{
+    for (size_t i = 0; i < gw_nassets; i++)
+        if (strcmp(gw_assets[i].name, "index.html") == 0)
+            a->asset = &gw_assets[i];
+    if (!a->asset)
+        gw_resp_error(a->p, GW_R_NOT_FOUND, NULL, "dashboard not built in");
+}
+
+static void h_asset(admin_call_t *a)
+{
+    for (size_t i = 0; i < gw_nassets; i++)
+        if (strcmp(gw_assets[i].name, a->arg) == 0)
+            a->asset = &gw_assets[i];
+    if (!a->asset)
+        gw_resp_error(a->p, GW_R_NOT_FOUND, NULL, "no such resource: %s", a->url);
+}
+
+/*---- debug and orders ----*/
+
+static void h_broker(admin_call_t *a)
+{
+    gw_resp_t *p = a->p;
+    json_t *j = parse_object(a->ar, p);
+    json_t *d = j ? json_object_get(j, "down") : NULL;
+    if (j && !json_is_boolean(d)) {
+        gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "body must be {\"down\": true|false}");
+    } else if (j) {
+        int rc = gw__broker_set_down(a->srv, json_is_true(d));
+        if (rc == CM_ENOTFOUND) {
+            gw_resp_error(p, GW_R_CONFLICT, NULL, "no embedded broker in this process");
+        } else if (rc) {
+            gw_resp_error(p, GW_R_INTERNAL, NULL, "%s", cm_strerror(rc));
+        } else {
+            resp_json(p, GW_R_OK, json_is_true(d) ? "{\"broker\":\"down\"}" : "{\"broker\":\"up\"}");
+            gw_audit_record(a->srv, a->who, "debug.broker", "embedded", NULL,
+                            json_pack("{s:b}", "down", json_is_true(d)));
+        }
+    }
+    json_decref(j);
+}
+
+static void h_order_cancel(admin_call_t *a)
+{
+    gw_server_t *srv = a->srv;
+    gw_resp_t *p = a->p;
+    const char *id = a->arg;
+    if (strlen(id) > INV_ORDER_ID_MAX) {
+        gw_resp_error(p, GW_R_NOT_FOUND, NULL, "no such resource: %s", a->url);
+        return;
+    }
     char reason[128] = "cancelled by operator";
-    if (ar->len) {
-        json_t *j = parse_object(ar, p);
+    if (a->ar->len) {
+        json_t *j = parse_object(a->ar, p);
         if (!j)
             return;
         static const char *const keys[] = {"reason", NULL};
@@ -539,12 +1104,106 @@ static void order_cancel(gw_server_t *srv, const char *id, admin_req_t *ar, gw_r
         gw_resp_error(p, GW_R_UNAVAILABLE, NULL, "cancel failed: %s", cm_strerror(rc));
         return;
     }
+    const char *before = gw_order_status_name(ord.status);
     gw_orders_get(srv->orders, id, &ord);
     gw_resp_init(p, rc == 0 ? GW_R_ACCEPTED : GW_R_OK);
     p->body_len = (size_t)snprintf(p->body, sizeof(p->body),
                                    "{\"order_id\":\"%s\",\"status\":\"%s\",\"cancel\":\"%s\"}", id,
                                    gw_order_status_name(ord.status),
                                    rc == 0 ? "requested" : "already_final");
+    if (rc == 0)
+        gw_audit_record(srv, a->who, "order.cancel", id, json_pack("{s:s}", "status", before),
+                        json_pack("{s:s,s:s}", "cancel", "requested", "reason", reason));
+}
+
+/*---- the route table and the dispatcher ----*/
+
+/* method, path ({name} = one segment), role needed, handler */
+#define GW_ADMIN_ROUTES(XX)                                                                        \
+    XX("GET", "/admin/", NONE, h_dashboard)                                                        \
+    XX("GET", "/admin/assets/{file}", NONE, h_asset)                                               \
+    XX("GET", "/metrics", READ, h_metrics)                                                         \
+    XX("GET", "/admin/v1/whoami", READ, h_whoami)                                                  \
+    XX("GET", "/admin/v1/sales", READ, h_sales_list)                                               \
+    XX("GET", "/admin/v1/sales/{sale_id}", READ, h_sale_get)                                       \
+    XX("PUT", "/admin/v1/sales/{sale_id}", WRITE, h_sale_put)                                      \
+    XX("POST", "/admin/v1/sales/{sale_id}/restock", WRITE, h_sale_restock)                         \
+    XX("GET", "/admin/v1/limits", READ, h_limits_get)                                              \
+    XX("PATCH", "/admin/v1/limits", WRITE, h_limits_patch)                                         \
+    XX("GET", "/admin/v1/rules", READ, h_rules_list)                                               \
+    XX("PUT", "/admin/v1/rules/{sale_id}", WRITE, h_rule_put)                                      \
+    XX("DELETE", "/admin/v1/rules/{sale_id}", WRITE, h_rule_delete)                                \
+    XX("GET", "/admin/v1/stats", READ, h_stats)                                                    \
+    XX("GET", "/admin/v1/config", READ, h_config)                                                  \
+    XX("POST", "/admin/v1/config/rollback", WRITE, h_rollback)                                     \
+    XX("GET", "/admin/v1/audit", READ, h_audit)                                                    \
+    XX("PUT", "/admin/v1/debug/broker", WRITE, h_broker)                                           \
+    XX("POST", "/admin/v1/orders/{order_id}/cancel", WRITE, h_order_cancel)
+
+static const struct admin_route {
+    const char *method, *path;
+    gw_role_t role;
+    void (*fn)(admin_call_t *a);
+} admin_routes[] = {
+#define XX(m, p, r, f) {m, p, GW_ROLE_##r, f},
+    GW_ADMIN_ROUTES(XX)
+#undef XX
+};
+
+/* Matches url against a pattern; copies the {param} segment (if any) to arg. */
+static bool path_match(const char *pat, const char *url, char *arg, size_t cap)
+{
+    while (*pat && *url) {
+        if (*pat == '{') {
+            const char *pe = strchr(pat, '}');
+            size_t n = strcspn(url, "/");
+            if (!pe || n == 0 || n >= cap)
+                return false; /* empty, or far too long for any id */
+            memcpy(arg, url, n);
+            arg[n] = '\0';
+            pat = pe + 1;
+            url += n;
+            continue;
+        }
+        if (*pat != *url)
+            return false;
+        pat++;
+        url++;
+    }
+    return *pat == '\0' && *url == '\0';
+}
+
+static enum MHD_Result send_call(admin_call_t *a)
+{
+    gw_server_t *srv = a->srv;
+    if (a->big_type && !a->big && a->p->reply == GW_R_OK) {
+        /* json_dumps (or the metrics buffer) failed to allocate: a 500 from
+         * the reply table rather than an empty 200 */
+        gw_resp_error(a->p, GW_R_INTERNAL, NULL, "cannot build the response (out of memory)");
+    }
+    if (a->asset || a->big) {
+        struct MHD_Response *mr =
+            a->asset ? MHD_create_response_from_buffer(a->asset->len, (void *)a->asset->data,
+                                                       MHD_RESPMEM_PERSISTENT)
+                     : MHD_create_response_from_buffer(strlen(a->big), a->big,
+                                                       MHD_RESPMEM_MUST_FREE);
+        if (!mr) {
+            free(a->big);
+            return MHD_NO;
+        }
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                a->asset ? a->asset->type : a->big_type);
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+        if (a->asset)
+            MHD_add_response_header(mr, "Content-Security-Policy",
+                                    "default-src 'self'; style-src 'self' 'unsafe-inline'");
+        int status = a->p->reply == GW_R_OK && a->p->status != 200 ? a->p->status : 200;
+        enum MHD_Result ret = MHD_queue_response(a->c, (unsigned)status, mr);
+        MHD_destroy_response(mr);
+        atomic_fetch_add_explicit(&srv->admin_ctr.replies[GW_R_OK], 1, memory_order_relaxed);
+        return ret;
+    }
+    return gw_resp_send(a->c, &srv->admin_ctr, a->p);
 }
 
 static enum MHD_Result admin_cb(void *cls, struct MHD_Connection *c, const char *url,
@@ -571,127 +1230,61 @@ static enum MHD_Result admin_cb(void *cls, struct MHD_Connection *c, const char 
         return MHD_YES;
     }
     gw_resp_t resp;
-    gw_resp_t *p = &resp;
-    if (!authorized(srv, c)) {
-        gw_resp_error(p, GW_R_UNAUTHORIZED, NULL,
-                      "missing or wrong bearer token (Authorization: Bearer <token>)");
-        gw_resp_header(p, "WWW-Authenticate", "Bearer realm=\"flashgate-admin\"");
-        return gw_resp_send(c, &srv->admin_ctr, p);
+    gw_resp_init(&resp, GW_R_OK);
+    admin_call_t a = {.srv = srv, .c = c, .ar = ar, .method = method, .url = url, .p = &resp};
+
+    /* Which routes have this path, and which of them this method. */
+    const struct admin_route *hit = NULL;
+    char allow[96] = "";
+    bool open_path = false, any = false;
+    for (size_t i = 0; i < CM_ARRAY_LEN(admin_routes); i++) {
+        char arg[sizeof(a.arg)];
+        if (!path_match(admin_routes[i].path, url, arg, sizeof(arg)))
+            continue;
+        any = true;
+        open_path |= admin_routes[i].role == GW_ROLE_NONE;
+        snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s",
+                 allow[0] ? ", " : "", admin_routes[i].method);
+        if (!hit && strcmp(method, admin_routes[i].method) == 0) {
+            hit = &admin_routes[i];
+            memcpy(a.arg, arg, sizeof(arg));
+        }
     }
-    bool get = strcmp(method, "GET") == 0;
-    const char *allow = NULL;
-    char id[INV_SALE_ID_MAX + 2];
-    pthread_mutex_lock(&admin_lock);
-    if (strcmp(url, "/admin/v1/sales") == 0) {
-        if (get) {
-            pthread_mutex_unlock(&admin_lock);
-            return send_big(c, srv, 200, GW_R_OK, sales_json(srv));
+    const gw_admin_token_t *tok = NULL;
+    if (!(hit ? hit->role == GW_ROLE_NONE : open_path)) {
+        tok = authenticate(srv, c);
+        if (!tok) {
+            gw_resp_error(&resp, GW_R_UNAUTHORIZED, NULL,
+                          "missing or wrong bearer token (Authorization: Bearer <token>)");
+            gw_resp_header(&resp, "WWW-Authenticate", "Bearer realm=\"flashgate-admin\"");
+            return gw_resp_send(c, &srv->admin_ctr, &resp);
         }
-        allow = "GET";
-    } else if (strncmp(url, "/admin/v1/sales/", 16) == 0) {
-        const char *s = url + 16;
-        const char *slash = strchr(s, '/');
-        size_t n = slash ? (size_t)(slash - s) : strlen(s);
-        if (n == 0 || n > INV_SALE_ID_MAX || !inv_id_valid(s, n, INV_SALE_ID_MAX)) {
-            gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
-                          "sale_id must be 1..64 characters of A-Z a-z 0-9 . _ -");
-        } else {
-            memcpy(id, s, n);
-            id[n] = '\0';
-            if (!slash) {
-                if (strcmp(method, "PUT") == 0) {
-                    sale_put(srv, id, ar, p);
-                } else if (get) {
-                    inv_sale_info_t info;
-                    int rc = inv_sale_get(srv->inv, id, &info);
-                    if (rc == 0)
-                        sale_reply(p, GW_R_OK, &info);
-                    else
-                        inv_error(p, rc, "", id);
-                } else {
-                    allow = "GET, PUT";
-                }
-            } else if (strcmp(slash, "/restock") == 0) {
-                if (strcmp(method, "POST") == 0)
-                    sale_restock(srv, id,
-                                 MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                                             "Idempotency-Key"),
-                                 ar, p);
-                else
-                    allow = "POST";
-            } else {
-                gw_resp_error(p, GW_R_NOT_FOUND, NULL, "no such resource: %s", url);
-            }
-        }
-    } else if (strcmp(url, "/admin/v1/limits") == 0) {
-        if (get) {
-            pthread_mutex_unlock(&admin_lock);
-            return send_big(c, srv, 200, GW_R_OK, limits_json(srv));
-        } else if (strcmp(method, "PATCH") == 0) {
-            limits_patch(srv, ar, p);
-        } else {
-            allow = "GET, PATCH";
-        }
-    } else if (strcmp(url, "/admin/v1/stats") == 0) {
-        pthread_mutex_unlock(&admin_lock);
-        if (!get) {
-            gw_resp_error(p, GW_R_METHOD, NULL, "method %s is not allowed here; use GET", method);
-            gw_resp_header(p, "Allow", "GET");
-            return gw_resp_send(c, &srv->admin_ctr, p);
-        }
-        return send_big(c, srv, 200, GW_R_OK, stats_json(srv));
-    } else if (strcmp(url, "/admin/v1/config") == 0) {
-        pthread_mutex_unlock(&admin_lock);
-        if (!get) {
-            gw_resp_error(p, GW_R_METHOD, NULL, "method %s is not allowed here; use GET", method);
-            gw_resp_header(p, "Allow", "GET");
-            return gw_resp_send(c, &srv->admin_ctr, p);
-        }
-        return send_big(c, srv, 200, GW_R_OK, config_json(srv));
-    } else if (strcmp(url, "/admin/v1/debug/broker") == 0) {
-        /* Fault injection for rehearsals and tests: embedded broker only. */
-        if (strcmp(method, "PUT") != 0) {
-            allow = "PUT";
-        } else {
-            json_t *j = parse_object(ar, p);
-            json_t *d = j ? json_object_get(j, "down") : NULL;
-            if (j && !json_is_boolean(d)) {
-                gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "body must be {\"down\": true|false}");
-            } else if (j) {
-                int rc = gw__broker_set_down(srv, json_is_true(d));
-                if (rc == CM_ENOTFOUND)
-                    gw_resp_error(p, GW_R_CONFLICT, NULL, "no embedded broker in this process");
-                else if (rc)
-                    gw_resp_error(p, GW_R_INTERNAL, NULL, "%s", cm_strerror(rc));
-                else
-                    resp_json(p, GW_R_OK, json_is_true(d) ? "{\"broker\":\"down\"}"
-                                                          : "{\"broker\":\"up\"}");
-            }
-            json_decref(j);
-        }
-    } else if (strncmp(url, "/admin/v1/orders/", 17) == 0) {
-        const char *s = url + 17;
-        const char *slash = strchr(s, '/');
-        size_t n = slash ? (size_t)(slash - s) : 0;
-        if (!slash || strcmp(slash, "/cancel") != 0 || n == 0 || n > INV_ORDER_ID_MAX) {
-            gw_resp_error(p, GW_R_NOT_FOUND, NULL, "no such resource: %s", url);
-        } else if (strcmp(method, "POST") != 0) {
-            allow = "POST";
-        } else {
-            memcpy(id, s, n);
-            id[n] = '\0';
-            order_cancel(srv, id, ar, p);
-        }
-    } else {
-        gw_resp_error(p, GW_R_NOT_FOUND, NULL, "no such resource: %s", url);
+        a.who = tok->name;
     }
-    pthread_mutex_unlock(&admin_lock);
-    if (allow) {
-        gw_resp_error(p, GW_R_METHOD, NULL, "method %s is not allowed here; use %s", method,
+    if (!any) {
+        gw_resp_error(&resp, GW_R_NOT_FOUND, NULL, "no such resource: %s", url);
+        return gw_resp_send(c, &srv->admin_ctr, &resp);
+    }
+    if (!hit) {
+        gw_resp_error(&resp, GW_R_METHOD, NULL, "method %s is not allowed here; use %s", method,
                       allow);
-        gw_resp_header(p, "Allow", "%s", allow);
+        gw_resp_header(&resp, "Allow", "%s", allow);
+        return gw_resp_send(c, &srv->admin_ctr, &resp);
     }
-    return gw_resp_send(c, &srv->admin_ctr, p);
+    if (hit->role == GW_ROLE_WRITE && tok->role != GW_ROLE_WRITE) {
+        gw_resp_error(&resp, GW_R_FORBIDDEN, NULL,
+                      "token %s has the read role; %s %s needs a write token", tok->name, method,
+                      url);
+        return gw_resp_send(c, &srv->admin_ctr, &resp);
+    }
+    /* Changes are serialised: validate, apply, audit as one step. */
+    bool lock = hit->role == GW_ROLE_WRITE;
+    if (lock)
+        pthread_mutex_lock(&admin_lock);
+    hit->fn(&a);
+    if (lock)
+        pthread_mutex_unlock(&admin_lock);
+    return send_call(&a);
 }
 
 static void admin_done(void *cls, struct MHD_Connection *c, void **req_cls,
@@ -711,16 +1304,20 @@ static void admin_done(void *cls, struct MHD_Connection *c, void **req_cls,
 int gw_admin_start(gw_server_t *srv, char *errbuf, size_t errlen)
 {
     if (srv->cfg->admin_token[0]) {
-        size_t n = strlen(srv->cfg->admin_token);
-        memcpy(srv->admin_token, srv->cfg->admin_token, n + 1);
-        srv->admin_token_len = n;
+        add_token(srv, "admin", GW_ROLE_WRITE, srv->cfg->admin_token,
+                  strlen(srv->cfg->admin_token));
     } else {
         int rc = load_or_make_token(srv, errbuf, errlen);
         if (rc)
             return rc;
     }
+    int rc = load_tokens(srv, errbuf, errlen);
+    if (rc)
+        return rc;
+    if ((rc = gw_audit_open(srv, errbuf, errlen)))
+        return rc;
     struct sockaddr_storage ss;
-    int rc = gw__parse_listen(srv->cfg->admin_listen, &ss, errbuf, errlen);
+    rc = gw__parse_listen(srv->cfg->admin_listen, &ss, errbuf, errlen);
     if (rc)
         return rc;
     srv->admin = gw__mhd_start((struct sockaddr *)&ss,
@@ -741,4 +1338,8 @@ void gw_admin_stop(gw_server_t *srv)
         MHD_stop_daemon(srv->admin);
         srv->admin = NULL;
     }
+    gw_audit_close(srv);
+    free(srv->tokens);
+    srv->tokens = NULL;
+    srv->ntokens = 0;
 }

@@ -287,6 +287,7 @@ static bool after_reserve(gw_req_t *r, int rc)
         gw_resp_error(&r->resp, GW_R_SOLD_OUT, NULL, "sale %s is sold out", o->sale_id);
         return false;
     case INV_LIMIT_REACHED:
+        gw_hitters_add(w, o->user_id, NULL, 0);
         gw_resp_error(&r->resp, GW_R_LIMIT_PER_USER, NULL,
                       "user %s would exceed the per-user limit of this sale", o->user_id);
         return false;
@@ -374,6 +375,7 @@ bool gw_buy_handle(gw_req_t *r)
     if (!gw_buy_parse_body(r))
         return false;
     if (r->res.qty > info.per_user_limit) {
+        gw_hitters_add(w, r->res.user_id, NULL, 0);
         gw_resp_error(&r->resp, GW_R_LIMIT_PER_USER, NULL,
                       "qty %u exceeds the per-user limit of %u", r->res.qty,
                       info.per_user_limit);
@@ -392,6 +394,7 @@ bool gw_buy_handle(gw_req_t *r)
     gw_limits_admit(srv->limits, r->res.user_id, strlen(r->res.user_id), (const char *)ipkey,
                     iplen, r->id, strlen(r->id), cm_mono_ns(), &v);
     if (!v.allowed) {
+        gw_hitters_add(w, r->res.user_id, ipkey, iplen);
         reply_rate_limited(r, &v);
         return false;
     }

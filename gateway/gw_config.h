@@ -19,6 +19,7 @@ typedef struct gw_config {
     char listen[128];          /* server.listen "0.0.0.0:8080" (flag --listen) */
     char admin_listen[128];    /* server.admin_listen "127.0.0.1:9090" (--admin-listen) */
     char admin_token[256];     /* server.admin_token (--admin-token, FLASHGATE_ADMIN_TOKEN) */
+    char admin_tokens_file[512]; /* server.admin_tokens_file: named read/write tokens */
     uint64_t threads;          /* server.threads, 0 = one per CPU (--threads) */
     uint64_t node_id;          /* server.node_id 0..1023 (--node-id); 1024 = derive */
     uint64_t body_limit;       /* server.body_limit bytes, default 4k */
@@ -32,6 +33,7 @@ typedef struct gw_config {
     char data_dir[512];        /* server.data_dir "./data" (--data-dir) */
     int log_level;             /* log.level error|warn|info|debug */
     int log_format;            /* log.format logfmt|json */
+    uint64_t access_sample_milli; /* log.access_sample: fraction of requests logged, x1000 */
 
     /* inventory */
     char inventory[512];       /* inventory.backend "memory" | "redis://host:port[/db]" (--inventory) */

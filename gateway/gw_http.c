@@ -14,6 +14,7 @@
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_log.h"
+#include "common/cm_time.h"
 #include "gateway/gw_internal.h"
 
 #include <arpa/inet.h>
@@ -130,6 +131,53 @@ static void simple_handle(gw_req_t *r)
     }
 }
 
+static const uint64_t lat_bounds_us[GW_LAT_NBOUNDS] = GW_LAT_BOUNDS_US;
+
+static void inc(_Atomic uint64_t *c, uint64_t n)
+{
+    /* Only this worker writes its counters: a relaxed load and store need no
+     * locked instruction; readers sum them (a torn read cannot happen on a
+     * 64-bit atomic). */
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+                          memory_order_relaxed);
+}
+
+/* xorshift64*: the access log's sampling. */
+static uint64_t next_rand(gw_worker_t *w)
+{
+    uint64_t x = w->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    w->rng = x;
+    return x * 2685821657736338717ull;
+}
+
+/* Counts an answer per route and status, its latency, and samples the access log. */
+static void account(gw_worker_t *w, gw_req_t *r, gw_reply_t reply, const char *method,
+                    const char *url)
+{
+    gw_counters_t *c = &w->ctr;
+    uint64_t us = (cm_mono_ns() - r->t0_ns) / 1000;
+    unsigned b = 0;
+    while (b < GW_LAT_NBOUNDS && us > lat_bounds_us[b])
+        b++;
+    inc(&c->replies[reply], 1);
+    inc(&c->route_replies[r->route][reply], 1);
+    inc(&c->lat_buckets[r->route][b], 1);
+    inc(&c->lat_sum_us[r->route], us);
+    uint64_t ppm = w->srv->access_sample_ppm;
+    if (ppm && next_rand(w) % 1000000 < ppm) {
+        inc(&c->access_logged, 1);
+        char path[160];
+        cm_log_quote(path, 0, sizeof(path), url);
+        cm_log_info("access", "request",
+                    "method=%s path=%s route=%s status=%d code=%s latency_us=%llu worker=%u",
+                    method, path, gw_route_name(r->route), gw_reply_status(reply),
+                    gw_reply_code(reply), (unsigned long long)us, w->index);
+    }
+}
+
 static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version,
                                  const char *upload_data, size_t *upload_data_size, void **req_cls)
@@ -140,9 +188,11 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
     if (!r) {
         r = req_alloc(w);
         r->conn = conn;
+        r->t0_ns = cm_mono_ns();
         *req_cls = r;
-        atomic_fetch_add_explicit(&w->ctr.requests, 1, memory_order_relaxed);
+        inc(&w->ctr.requests, 1);
         gw_route(r, url, method);
+        inc(&w->ctr.route_requests[r->route], 1);
         if (r->state == GW_ST_BODY && r->route == GW_ROUTE_BUY) {
             const char *cl =
                 MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -151,7 +201,8 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
                 gw_resp_error(&r->resp, GW_R_TOO_LARGE, NULL, "body is larger than %llu bytes",
                               (unsigned long long)w->srv->body_limit);
                 r->state = GW_ST_DONE;
-                return gw_resp_send(conn, &w->ctr, &r->resp);
+                account(w, r, r->resp.reply, method, url);
+                return gw_resp_send(conn, NULL, &r->resp);
             }
             if (!json_media_type(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                              MHD_HTTP_HEADER_CONTENT_TYPE)))
@@ -206,10 +257,11 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
     if (r->state == GW_ST_WAIT)
         return MHD_YES; /* spurious call while suspended */
     if (r->cached) {
-        atomic_fetch_add_explicit(&w->ctr.replies[r->cached_reply], 1, memory_order_relaxed);
+        account(w, r, r->cached_reply, method, url);
         return MHD_queue_response(conn, (unsigned)gw_reply_status(r->cached_reply), r->cached);
     }
-    return gw_resp_send(conn, &w->ctr, &r->resp);
+    account(w, r, r->resp.reply, method, url);
+    return gw_resp_send(conn, NULL, &r->resp);
 }
 
 struct MHD_Response *gw_sold_out_response(gw_worker_t *w, const inv_sale_t *sale)
@@ -426,6 +478,8 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
         w->index = i;
         w->listen_fd = -1;
         w->sync_wait_tail = &w->sync_wait;
+        pthread_mutex_init(&w->hh_mu, NULL);
+        w->rng = (cm_mono_ns() ^ ((uint64_t)(i + 1) * 0x9E3779B97F4A7C15ull)) | 1;
         uv_loop_init(&w->loop);
         w->mhd = gw__mhd_start((struct sockaddr *)&ss, MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME,
                                true, access_cb, w, (unsigned)srv->cfg->max_connections, timeout_s,

@@ -19,6 +19,7 @@
 #define GW_INTERNAL_H
 
 #include "common/cm_id.h"
+#include "common/cm_topk.h"
 #include "gateway/gw_config.h"
 #include "gateway/gw_limit.h"
 #include "inventory/inv.h"
@@ -46,9 +47,11 @@ struct oq_relay;
     XX(ACCEPTED, 202, "queued")                                                                    \
     XX(BAD_REQUEST, 400, "bad_request")                                                            \
     XX(UNAUTHORIZED, 401, "unauthorized")                                                          \
+    XX(FORBIDDEN, 403, "forbidden")                                                                \
     XX(NOT_FOUND, 404, "not_found")                                                                \
     XX(UNKNOWN_SALE, 404, "unknown_sale")                                                          \
     XX(UNKNOWN_ORDER, 404, "unknown_order")                                                        \
+    XX(UNKNOWN_RULE, 404, "unknown_rule")                                                          \
     XX(METHOD, 405, "method_not_allowed")                                                          \
     XX(LIMIT_PER_USER, 409, "limit_per_user")                                                      \
     XX(CONFLICT, 409, "conflict")                                                                  \
@@ -72,12 +75,53 @@ typedef enum {
 int gw_reply_status(gw_reply_t r);
 const char *gw_reply_code(gw_reply_t r);
 
-/* Counters, one set per worker (no sharing on the hot path), summed on read. */
+/*
+ * The public routes. GW_PUBLIC_ROUTES is the route table the router
+ * (gw_http.c) answers: route, methods, path pattern ({name} = one path
+ * segment). tests/integration/19-openapi.py reads it to check docs/openapi.yaml.
+ */
+#define GW_PUBLIC_ROUTES(XX)                                                                       \
+    XX(BUY, "buy", "POST", "/v1/sales/{sale_id}/orders")                                           \
+    XX(ORDER, "order", "GET, HEAD", "/v1/orders/{order_id}")                                       \
+    XX(SALE, "sale", "GET, HEAD", "/v1/sales/{sale_id}")                                           \
+    XX(HEALTH, "healthz", "GET, HEAD", "/healthz")                                                 \
+    XX(READY, "readyz", "GET, HEAD", "/readyz")
+
+typedef enum {
+    GW_ROUTE_NONE = 0, /* not routed: 404 and friends */
+#define XX(n, name, m, p) GW_ROUTE_##n,
+    GW_PUBLIC_ROUTES(XX)
+#undef XX
+        GW_ROUTE_COUNT
+} gw_route_t;
+
+/* The Allow header (methods) and metric label of a route. */
+const char *gw_route_methods(gw_route_t r);
+const char *gw_route_name(gw_route_t r);
+
+/*
+ * Latency histogram buckets (upper bounds, microseconds) for the public
+ * routes: a sub-millisecond gateway needs resolution from 50 us up; the last
+ * bucket (+Inf) is implicit.
+ */
+#define GW_LAT_BOUNDS_US                                                                           \
+    {50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000}
+#define GW_LAT_NBOUNDS 13
+
+/*
+ * Counters, one set per worker (no sharing on the hot path: only the worker
+ * writes them, relaxed), summed at read (stats, /metrics, the log summary).
+ */
 typedef struct gw_counters {
     _Atomic uint64_t replies[GW_R_COUNT];
     _Atomic uint64_t rate_limited[GW_SCOPE_COUNT];
     _Atomic uint64_t requests;
     _Atomic uint64_t accepted_units;
+    _Atomic uint64_t route_requests[GW_ROUTE_COUNT];
+    _Atomic uint64_t route_replies[GW_ROUTE_COUNT][GW_R_COUNT];
+    _Atomic uint64_t lat_buckets[GW_ROUTE_COUNT][GW_LAT_NBOUNDS + 1]; /* not cumulative */
+    _Atomic uint64_t lat_sum_us[GW_ROUTE_COUNT];
+    _Atomic uint64_t access_logged;
 } gw_counters_t;
 
 /* A response under construction: status, JSON body, a few headers. */
@@ -202,6 +246,11 @@ struct gw_worker {
     } sold_out_cache[32];
     unsigned nsold_out;
     gw_rl_cache_t rl_cache[GW_SCOPE_COUNT]; /* the last 429 per scope, prepared */
+    /* Heavy hitters among rejected requests (users, client addresses). Written
+     * by this worker under hh_mu (uncontended but for a reader), merged on read. */
+    pthread_mutex_t hh_mu;
+    cm_topk_t hh_users, hh_ips;
+    uint64_t rng; /* access-log sampling */
 };
 
 struct gw_server {
@@ -224,9 +273,11 @@ struct gw_server {
     unsigned nworkers;
     bool workers_running;
     struct MHD_Daemon *admin;
-    char admin_token[256];
-    size_t admin_token_len;
+    struct gw_admin_token *tokens; /* named admin tokens (gw_admin.c) */
+    size_t ntokens;
     char admin_token_path[600];
+    struct gw_audit *audit; /* versioned changes and the audit log (gw_audit.c) */
+    uint64_t access_sample_ppm; /* sampled access log: lines per million requests */
     uint64_t body_limit;
     uint32_t max_suspended; /* per worker: past it, buys are shed with 503 */
     atomic_bool ready;
@@ -243,9 +294,6 @@ struct gw_server {
  * NOTIFY_COMPLETED, recycled through a per-worker free list. Fields before
  * body_inline are zeroed on reuse; the rest is written before it is read.
  */
-typedef enum { GW_ROUTE_NONE = 0, GW_ROUTE_BUY, GW_ROUTE_ORDER, GW_ROUTE_SALE, GW_ROUTE_HEALTH,
-               GW_ROUTE_READY } gw_route_t;
-
 typedef enum { GW_ST_BODY = 0, GW_ST_WAIT, GW_ST_DONE } gw_req_state_t;
 
 struct gw_req {
@@ -257,6 +305,7 @@ struct gw_req {
     bool too_large, bad_media;
     struct MHD_Response *cached; /* a prepared answer (sold out, rate limited), sent instead */
     gw_reply_t cached_reply;
+    uint64_t t0_ns; /* first handler call (latency histogram) */
     char id[INV_SALE_ID_MAX + 1]; /* sale or order id from the path (checked) */
     size_t body_len, body_cap;
     char *body;
@@ -330,6 +379,25 @@ void gw_sale_handle(gw_req_t *req);
 size_t gw_sale_json(const inv_sale_info_t *s, bool admin, int64_t now_ms, char *buf, size_t len);
 const char *gw_sale_state(const inv_sale_info_t *s, int64_t now_ms);
 
+/* Admin tokens: a name (the audit's "who"), a role, the secret. */
+typedef enum { GW_ROLE_NONE = 0, GW_ROLE_READ = 1, GW_ROLE_WRITE = 2 } gw_role_t;
+typedef struct gw_admin_token {
+    char name[33];
+    gw_role_t role;
+    char token[257];
+    size_t len;
+} gw_admin_token_t;
+
+/* The dashboard's files, embedded at build time (generated gw_dashboard_assets.c). */
+typedef struct gw_asset {
+    const char *name; /* "index.html", "uPlot.iife.min.js", ... */
+    const char *type; /* Content-Type */
+    const unsigned char *data;
+    size_t len;
+} gw_asset_t;
+extern const gw_asset_t gw_assets[];
+extern const size_t gw_nassets;
+
 /* Admin API (gw_admin.c). */
 int gw_admin_start(gw_server_t *srv, char *errbuf, size_t errlen);
 void gw_admin_stop(gw_server_t *srv);
@@ -357,6 +425,16 @@ int gw__cancel_hook(gw_server_t *srv, const gw_order_t *ord, const char *reason)
 int gw__broker_set_down(gw_server_t *srv, bool down);
 /* Wakes the relay after spool appends (once per loop iteration). Thread-safe. */
 void gw__queue_notify(gw_server_t *srv);
+
+/* Counts a rejected request's user and client key as heavy hitters. Loop thread of w. */
+void gw_hitters_add(gw_worker_t *w, const char *user, const uint8_t *ipkey, size_t iplen);
+/* Merges every worker's heavy hitters. Thread-safe. */
+void gw_hitters_merge(gw_server_t *srv, cm_topk_t *users, cm_topk_t *ips);
+/* Formats a client key of gw_client_key (4 bytes IPv4, 8 bytes an IPv6 /64). */
+void gw_client_key_format(const uint8_t *key, size_t len, char *out, size_t cap);
+
+/* The Prometheus exposition of /metrics (gw_metrics.c); malloc'd, caller frees. */
+char *gw_metrics_text(gw_server_t *srv, size_t *len);
 
 /* Applies limits from the config struct to the limiter. */
 void gw_apply_limits(gw_server_t *srv);

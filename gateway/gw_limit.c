@@ -41,6 +41,7 @@
  */
 #include "gateway/gw_limit.h"
 
+#include "common/cm_err.h"
 #include "common/cm_hash.h"
 
 #include <pthread.h>
@@ -96,7 +97,23 @@ struct gw_limits {
 
     _Alignas(64) pthread_mutex_t global_mu;
     cm_bucket_t global;
+
+    /* Per-sale rules: an immutable snapshot swapped atomically; retired ones
+     * are freed with the limiter (no reader can hold one past that). */
+    struct rules_snap *_Atomic rules;
+    struct rules_snap *retired; /* guarded by cfg_mu */
 };
+
+typedef struct rule_ent {
+    gw_rule_t r;
+    _Atomic uint64_t rejected[2], dry_run_rejected[2];
+} rule_ent_t;
+
+typedef struct rules_snap {
+    struct rules_snap *next_retired;
+    size_t n;
+    rule_ent_t e[];
+} rules_snap_t;
 
 /*---- policies ----*/
 
@@ -258,7 +275,66 @@ void gw_limits_free(gw_limits_t *l)
     pthread_mutex_destroy(&l->cfg_mu);
     munmap(l->slot_mem, l->slot_bytes);
     free(l->shards);
+    rules_snap_t *cur = atomic_load(&l->rules);
+    free(cur);
+    while (l->retired) {
+        rules_snap_t *n = l->retired->next_retired;
+        free(l->retired);
+        l->retired = n;
+    }
     free(l);
+}
+
+/*---- per-sale rules ----*/
+
+int gw_limits_set_rules(gw_limits_t *l, const gw_rule_t *rules, size_t n)
+{
+    if (n > GW_LIMIT_RULES_MAX)
+        return CM_EINVAL;
+    rules_snap_t *s = calloc(1, sizeof(*s) + n * sizeof(rule_ent_t));
+    if (!s)
+        return CM_ENOMEM;
+    s->n = n;
+    pthread_mutex_lock(&l->cfg_mu);
+    rules_snap_t *old = atomic_load(&l->rules);
+    for (size_t i = 0; i < n; i++) {
+        s->e[i].r = rules[i];
+        s->e[i].r.user = pol_normalize(rules[i].user);
+        s->e[i].r.sale = pol_normalize(rules[i].sale);
+        for (size_t j = 0; old && j < old->n; j++) {
+            if (strcmp(old->e[j].r.sale_id, rules[i].sale_id) != 0)
+                continue;
+            for (int k = 0; k < 2; k++) {
+                atomic_store(&s->e[i].rejected[k], atomic_load(&old->e[j].rejected[k]));
+                atomic_store(&s->e[i].dry_run_rejected[k],
+                             atomic_load(&old->e[j].dry_run_rejected[k]));
+            }
+        }
+    }
+    atomic_store_explicit(&l->rules, s, memory_order_release);
+    if (old) {
+        old->next_retired = l->retired;
+        l->retired = old;
+    }
+    pthread_mutex_unlock(&l->cfg_mu);
+    return 0;
+}
+
+size_t gw_limits_get_rules(gw_limits_t *l, gw_rule_t *out, size_t max)
+{
+    pthread_mutex_lock(&l->cfg_mu);
+    rules_snap_t *s = atomic_load(&l->rules);
+    size_t n = 0;
+    for (; s && n < s->n && n < max; n++) {
+        out[n] = s->e[n].r;
+        for (int k = 0; k < 2; k++) {
+            out[n].rejected[k] = atomic_load_explicit(&s->e[n].rejected[k], memory_order_relaxed);
+            out[n].dry_run_rejected[k] =
+                atomic_load_explicit(&s->e[n].dry_run_rejected[k], memory_order_relaxed);
+        }
+    }
+    pthread_mutex_unlock(&l->cfg_mu);
+    return n;
 }
 
 /*---- hashing ----*/
@@ -274,6 +350,22 @@ static uint64_t key_hash(const gw_limits_t *l, gw_scope_t scope, const char *k, 
     if (scope == GW_SCOPE_USER || scope == GW_SCOPE_IP)
         h = (h & ~1ull) | (scope == GW_SCOPE_IP);
     return h ? h : 2; /* 0 means empty; 2 keeps bit 0 = user */
+}
+
+/* A rule's bucket key: domain tag, sale id, NUL, then the user (user part only). */
+static uint64_t rule_hash(const gw_limits_t *l, uint8_t tag, const char *sale, size_t sale_len,
+                          const char *user, size_t user_len)
+{
+    cm_hash_sip_t st;
+    cm_hash_sip_init(&st, &l->key);
+    cm_hash_sip_update(&st, &tag, 1);
+    cm_hash_sip_update(&st, sale, sale_len);
+    uint8_t z = 0;
+    cm_hash_sip_update(&st, &z, 1);
+    if (user)
+        cm_hash_sip_update(&st, user, user_len);
+    uint64_t h = cm_hash_sip_final(&st) & ~1ull; /* bit 0 = 0: follows the user eviction rule */
+    return h ? h : 2;
 }
 
 /*---- user / IP table ----*/
@@ -424,60 +516,105 @@ static void sale_refund(gw_limits_t *l, const taken_t *tk, const cm_rate_policy_
 
 /*---- admission ----*/
 
+/*
+ * The steps in order. A rule's user bucket lives in the user/IP table
+ * (XXX: its idle test on eviction uses the global user policy, so under table
+ * pressure a rule bucket may be reclaimed early: that key fails open, as any
+ * evicted busy key does); a rule's sale bucket lives among the sale slots.
+ */
+enum { ST_RULE_USER, ST_USER, ST_IP, ST_RULE_SALE, ST_SALE, ST_GLOBAL, ST_N };
+
+static const gw_scope_t step_scope[ST_N] = {GW_SCOPE_USER, GW_SCOPE_USER, GW_SCOPE_IP,
+                                            GW_SCOPE_SALE, GW_SCOPE_SALE, GW_SCOPE_GLOBAL};
+
+static rule_ent_t *rule_find(gw_limits_t *l, const char *sale, size_t sale_len)
+{
+    rules_snap_t *rs = atomic_load_explicit(&l->rules, memory_order_acquire);
+    if (!rs || !sale)
+        return NULL;
+    for (size_t i = 0; i < rs->n; i++)
+        if (strncmp(rs->e[i].r.sale_id, sale, sale_len) == 0 && rs->e[i].r.sale_id[sale_len] == 0)
+            return &rs->e[i];
+    return NULL;
+}
+
 void gw_limits_admit(gw_limits_t *l, const char *user, size_t user_len, const char *ip,
                      size_t ip_len, const char *sale, size_t sale_len, uint64_t now_ns,
                      gw_limit_verdict_t *v)
 {
-    cm_rate_policy_t pol[GW_SCOPE_COUNT];
+    cm_rate_policy_t gpol[GW_SCOPE_COUNT];
     for (int s = 0; s < GW_SCOPE_COUNT; s++)
-        pol[s] = pol_load(l, (gw_scope_t)s);
-    const char *keys[GW_SCOPE_COUNT] = {user, ip, sale, NULL};
-    size_t lens[GW_SCOPE_COUNT] = {user_len, ip_len, sale_len, 1};
-    taken_t tk[GW_SCOPE_COUNT] = {{0}};
+        gpol[s] = pol_load(l, (gw_scope_t)s);
+    rule_ent_t *rule = rule_find(l, sale, sale_len);
+    cm_rate_policy_t pol[ST_N] = {
+        rule ? rule->r.user : (cm_rate_policy_t){0, 0}, gpol[GW_SCOPE_USER], gpol[GW_SCOPE_IP],
+        rule ? rule->r.sale : (cm_rate_policy_t){0, 0}, gpol[GW_SCOPE_SALE], gpol[GW_SCOPE_GLOBAL]};
+    const char *keys[ST_N] = {user, user, ip, sale, sale, NULL};
+    size_t lens[ST_N] = {user_len, user_len, ip_len, sale_len, sale_len, 1};
+    taken_t tk[ST_N] = {{0}};
 
     v->allowed = true;
+    v->by_rule = false;
     v->scope = GW_SCOPE_GLOBAL;
     v->policy = (cm_rate_policy_t){0, 0}; /* rate 0: no limit applied */
     v->remaining = UINT64_MAX;
     v->retry_after_ns = 0;
     v->reset_ns = 0;
 
-    for (int s = 0; s < GW_SCOPE_COUNT; s++) {
-        if (pol[s].rate_milli == 0 || lens[s] == 0 || (s != GW_SCOPE_GLOBAL && !keys[s]))
+    for (int s = 0; s < ST_N; s++) {
+        if (pol[s].rate_milli == 0 || lens[s] == 0 || (s != ST_GLOBAL && !keys[s]))
             continue;
         cm_rate_result_t r;
-        if (s == GW_SCOPE_GLOBAL) {
+        if (s == ST_GLOBAL) {
             pthread_mutex_lock(&l->global_mu);
             cm_bucket_take(&l->global, &pol[s], now_ns, 1, &r);
             pthread_mutex_unlock(&l->global_mu);
             tk[s].used = true;
-        } else if (s == GW_SCOPE_SALE) {
+        } else if (s == ST_SALE) {
             sale_take(l, key_hash(l, GW_SCOPE_SALE, keys[s], lens[s]), &pol[s], now_ns, &r,
                       &tk[s]);
+        } else if (s == ST_RULE_SALE) {
+            sale_take(l, rule_hash(l, 5, sale, sale_len, NULL, 0), &pol[s], now_ns, &r, &tk[s]);
+        } else if (s == ST_RULE_USER) {
+            table_take(l, rule_hash(l, 4, sale, sale_len, user, user_len), &pol[s],
+                       &gpol[GW_SCOPE_USER], &gpol[GW_SCOPE_IP], now_ns, &r, &tk[s]);
         } else {
-            table_take(l, key_hash(l, (gw_scope_t)s, keys[s], lens[s]), &pol[s],
-                       &pol[GW_SCOPE_USER], &pol[GW_SCOPE_IP], now_ns, &r, &tk[s]);
+            table_take(l, key_hash(l, step_scope[s], keys[s], lens[s]), &pol[s],
+                       &gpol[GW_SCOPE_USER], &gpol[GW_SCOPE_IP], now_ns, &r, &tk[s]);
+        }
+        bool is_rule = s == ST_RULE_USER || s == ST_RULE_SALE;
+        int part = s == ST_RULE_USER ? 0 : 1;
+        if (!r.allowed && is_rule && rule->r.dry_run) {
+            /* Would refuse: count it, refuse nothing (a refusal took no token). */
+            atomic_fetch_add_explicit(&rule->dry_run_rejected[part], 1, memory_order_relaxed);
+            tk[s].used = false;
+            continue;
         }
         if (!r.allowed) {
-            /* Give back what the earlier scopes took: a refusal costs nothing. */
+            if (is_rule)
+                atomic_fetch_add_explicit(&rule->rejected[part], 1, memory_order_relaxed);
+            /* Give back what the earlier steps took: a refusal costs nothing. */
             for (int e = 0; e < s; e++) {
                 if (!tk[e].used)
                     continue;
-                if (e == GW_SCOPE_SALE)
+                if (e == ST_SALE || e == ST_RULE_SALE)
                     sale_refund(l, &tk[e], &pol[e]);
                 else
                     table_refund(l, &tk[e], &pol[e]);
             }
             v->allowed = false;
-            v->scope = (gw_scope_t)s;
+            v->by_rule = is_rule;
+            v->scope = step_scope[s];
             v->policy = pol[s];
             v->remaining = r.remaining;
             v->retry_after_ns = r.retry_after_ns;
             v->reset_ns = r.reset_ns;
             return;
         }
+        if (is_rule && rule->r.dry_run)
+            continue; /* a dry-run rule never shapes the RateLimit headers */
         if (v->policy.rate_milli == 0 || r.remaining < v->remaining) {
-            v->scope = (gw_scope_t)s;
+            v->scope = step_scope[s];
             v->policy = pol[s];
             v->remaining = r.remaining;
             v->reset_ns = r.reset_ns;

@@ -32,8 +32,27 @@ typedef enum {
 
 typedef struct gw_limits gw_limits_t;
 
+/*
+ * A per-sale rule (issue 12): its own per-user and per-sale rates for one
+ * sale, checked in addition to the global scopes (a hot sale gets tighter or
+ * looser-but-separate buckets). A rate of 0 turns that part off. A dry-run
+ * rule refuses nothing: it takes tokens like a real one and counts what it
+ * would have refused. Rules are local to this gateway (not shared with the
+ * fleet, not divided by the fleet share).
+ */
+#define GW_LIMIT_RULES_MAX 64
+typedef struct gw_rule {
+    char sale_id[65];
+    cm_rate_policy_t user, sale;
+    bool dry_run;
+    /* read-only counters, filled by gw_limits_get_rules: refused (enforced)
+     * and would-refuse (dry run), per part [0] user [1] sale */
+    uint64_t rejected[2], dry_run_rejected[2];
+} gw_rule_t;
+
 typedef struct gw_limit_verdict {
     bool allowed;
+    bool by_rule;            /* refused by a per-sale rule (scope is its user or sale part) */
     gw_scope_t scope;        /* the scope that refused (when !allowed) */
     cm_rate_policy_t policy; /* that scope's policy, for RateLimit-Policy */
     uint64_t remaining;      /* of the refusing scope, or the tightest one when allowed */
@@ -55,14 +74,26 @@ cm_rate_policy_t gw_limits_get(gw_limits_t *l, gw_scope_t scope);
 void gw_limits_set_share(gw_limits_t *l, uint32_t n);
 
 /*
- * Admits one request: checks user, then IP, then sale, then global (the
- * specific ones first, so an abuser never spends the shared budget). If one
+ * Admits one request: checks the sale's rule (if any) for the user, user,
+ * IP, the rule for the sale, sale, then global (the specific ones first, so
+ * an abuser never spends the shared budget). If one
  * refuses, the tokens taken by the earlier ones are given back: a refused
  * request consumes nothing. Empty keys skip their scope. Thread-safe.
  */
 void gw_limits_admit(gw_limits_t *l, const char *user, size_t user_len, const char *ip,
                      size_t ip_len, const char *sale, size_t sale_len, uint64_t now_ns,
                      gw_limit_verdict_t *v);
+
+/*
+ * Replaces the rule set: at most GW_LIMIT_RULES_MAX rules, one per sale
+ * (the caller validates). Counters of a sale's rule carry over; its buckets
+ * keep their tokens. Readers switch to the new set at once; old sets are
+ * kept until gw_limits_free (rule changes are rare operator actions).
+ * Returns 0 or CM_EINVAL (too many). Thread-safe.
+ */
+int gw_limits_set_rules(gw_limits_t *l, const gw_rule_t *rules, size_t n);
+/* Copies the rules with their counters into out (at most max); returns the count. Thread-safe. */
+size_t gw_limits_get_rules(gw_limits_t *l, gw_rule_t *out, size_t max);
 
 /* Table occupancy and evictions, for stats. Thread-safe. */
 typedef struct gw_limits_stats {

@@ -63,6 +63,18 @@ void gw_server_counters(gw_server_t *srv, gw_counters_t *out)
                 atomic_load_explicit(&c->rate_limited[s], memory_order_relaxed);
         out->requests += atomic_load_explicit(&c->requests, memory_order_relaxed);
         out->accepted_units += atomic_load_explicit(&c->accepted_units, memory_order_relaxed);
+        out->access_logged += atomic_load_explicit(&c->access_logged, memory_order_relaxed);
+        for (int r = 0; r < GW_ROUTE_COUNT; r++) {
+            out->route_requests[r] +=
+                atomic_load_explicit(&c->route_requests[r], memory_order_relaxed);
+            out->lat_sum_us[r] += atomic_load_explicit(&c->lat_sum_us[r], memory_order_relaxed);
+            for (int k = 0; k < GW_R_COUNT; k++)
+                out->route_replies[r][k] +=
+                    atomic_load_explicit(&c->route_replies[r][k], memory_order_relaxed);
+            for (int k = 0; k <= GW_LAT_NBOUNDS; k++)
+                out->lat_buckets[r][k] +=
+                    atomic_load_explicit(&c->lat_buckets[r][k], memory_order_relaxed);
+        }
     }
 }
 
@@ -228,6 +240,7 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
     srv->started_ms = cm_wall_ms();
     srv->body_limit = cfg->body_limit;
     srv->max_suspended = MAX_SUSPENDED_PER_WORKER;
+    srv->access_sample_ppm = cfg->access_sample_milli * 1000; /* thousandths of 1 -> ppm */
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     srv->nworkers = cfg->threads ? (unsigned)cfg->threads : (unsigned)(ncpu > 0 ? ncpu : 1);
     srv->node_id = cfg->node_id <= CM_ID_NODE_MAX ? (uint32_t)cfg->node_id : derive_node_id(cfg);

@@ -1,0 +1,337 @@
+/*
+ * GET /metrics: the Prometheus text exposition format (version 0.0.4),
+ * written by hand. Debian 12 packages no C Prometheus client (libprom and
+ * prometheus-client-c are not in the archive), and the format is a few lines
+ * of printf; `promtool check metrics` checks it in tests/integration/18-metrics.py.
+ *
+ * Cost to the buy path: nothing but the per-worker counters it already keeps
+ * (gw_counters_t, written only by their worker without locked instructions);
+ * a scrape sums them on the admin thread. Heavy hitters: each worker's
+ * space-saving summaries are merged here under the worker's hh_mu.
+ */
+#include "common/cm_alloc.h"
+#include "common/cm_time.h"
+#include "gateway/gw_audit.h"
+#include "gateway/gw_internal.h"
+#include "queue/oq_relay.h"
+
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*---- heavy hitters ----*/
+
+void gw_hitters_add(gw_worker_t *w, const char *user, const uint8_t *ipkey, size_t iplen)
+{
+    pthread_mutex_lock(&w->hh_mu);
+    if (user && *user)
+        cm_topk_add(&w->hh_users, user, strlen(user));
+    if (ipkey && iplen)
+        cm_topk_add(&w->hh_ips, ipkey, iplen);
+    pthread_mutex_unlock(&w->hh_mu);
+}
+
+void gw_hitters_merge(gw_server_t *srv, cm_topk_t *users, cm_topk_t *ips)
+{
+    cm_topk_init(users);
+    cm_topk_init(ips);
+    if (!srv->workers)
+        return;
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        gw_worker_t *w = &srv->workers[i];
+        pthread_mutex_lock(&w->hh_mu);
+        cm_topk_merge(users, &w->hh_users);
+        cm_topk_merge(ips, &w->hh_ips);
+        pthread_mutex_unlock(&w->hh_mu);
+    }
+}
+
+void gw_client_key_format(const uint8_t *key, size_t len, char *out, size_t cap)
+{
+    if (len == 4) {
+        inet_ntop(AF_INET, key, out, (socklen_t)cap);
+    } else if (len == 8) {
+        uint8_t a[16] = {0};
+        memcpy(a, key, 8);
+        char tmp[64];
+        inet_ntop(AF_INET6, a, tmp, sizeof(tmp));
+        snprintf(out, cap, "%s/64", tmp);
+    } else {
+        snprintf(out, cap, "?");
+    }
+}
+
+/*---- the text ----*/
+
+typedef struct buf {
+    char *s;
+    size_t len, cap;
+} buf_t;
+
+__attribute__((format(printf, 2, 3))) static void put(buf_t *b, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n >= 0 && (size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        b->cap = b->cap * 2 + (size_t)(n > 0 ? n : 0);
+        b->s = cm_xrealloc(b->s, b->cap);
+    }
+}
+
+static void head(buf_t *b, const char *name, const char *type, const char *help)
+{
+    put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A label value: \ " and newline escaped. */
+static const char *lv(const char *s, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (; *s && n + 3 < cap; s++) {
+        if (*s == '\\' || *s == '"') {
+            out[n++] = '\\';
+            out[n++] = *s;
+        } else if (*s == '\n') {
+            out[n++] = '\\';
+            out[n++] = 'n';
+        } else {
+            out[n++] = *s;
+        }
+    }
+    out[n] = '\0';
+    return out;
+}
+
+typedef struct sale_ctx {
+    buf_t *b;
+    int which;
+} sale_ctx_t;
+
+static void sale_line(inv_sale_t *sale, void *ctx)
+{
+    sale_ctx_t *c = ctx;
+    inv_sale_info_t info;
+    inv_sale_snapshot(sale, &info);
+    char l[160];
+    lv(info.sale_id, l, sizeof(l));
+    long long v = c->which == 0   ? info.accepted_units
+                  : c->which == 1 ? info.accepted_orders
+                  : c->which == 2 ? (info.stock_left < 0 ? 0 : info.stock_left)
+                                  : info.stock_total;
+    put(c->b, "%s{sale=\"%s\"} %lld\n",
+        c->which == 0   ? "flashgate_sale_accepted_units_total"
+        : c->which == 1 ? "flashgate_sale_accepted_orders_total"
+        : c->which == 2 ? "flashgate_sale_stock_left"
+                        : "flashgate_sale_stock_units",
+        l, v);
+}
+
+static void hitters(buf_t *b, const cm_topk_t *t, const char *kind, bool ip)
+{
+    cm_topk_entry_t top[10];
+    size_t n = cm_topk_sorted(t, top, 10);
+    for (size_t i = 0; i < n; i++) {
+        char key[80], l[200];
+        if (ip)
+            gw_client_key_format((const uint8_t *)top[i].key, top[i].len, key, sizeof(key));
+        else
+            snprintf(key, sizeof(key), "%.*s", (int)top[i].len, top[i].key);
+        put(b, "flashgate_heavy_hitter_rejections{kind=\"%s\",key=\"%s\"} %llu\n", kind,
+            lv(key, l, sizeof(l)), (unsigned long long)top[i].count);
+    }
+}
+
+char *gw_metrics_text(gw_server_t *srv, size_t *len)
+{
+    buf_t b = {.s = cm_xmalloc(16384), .len = 0, .cap = 16384};
+    static gw_counters_t c; /* ~20 KiB: kept off the admin thread's stack, under mu */
+    static cm_topk_t users, ips;
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&mu);
+    gw_server_counters(srv, &c);
+
+    head(&b, "flashgate_up", "gauge", "1 while the gateway serves.");
+    put(&b, "flashgate_up 1\n");
+    head(&b, "flashgate_uptime_seconds", "gauge", "Seconds since start.");
+    put(&b, "flashgate_uptime_seconds %.3f\n", (double)(cm_wall_ms() - srv->started_ms) / 1e3);
+    head(&b, "flashgate_workers", "gauge", "Worker event loops.");
+    put(&b, "flashgate_workers %u\n", srv->nworkers);
+
+    head(&b, "flashgate_requests_total", "counter",
+         "Requests received on the public listener, by route (other = unrouted).");
+    for (int r = 0; r < GW_ROUTE_COUNT; r++)
+        put(&b, "flashgate_requests_total{route=\"%s\"} %llu\n", gw_route_name((gw_route_t)r),
+            (unsigned long long)c.route_requests[r]);
+    head(&b, "flashgate_responses_total", "counter",
+         "Answers on the public listener by route, HTTP status and error code.");
+    for (int r = 0; r < GW_ROUTE_COUNT; r++)
+        for (int k = 0; k < GW_R_COUNT; k++)
+            if (c.route_replies[r][k])
+                put(&b, "flashgate_responses_total{route=\"%s\",status=\"%d\",code=\"%s\"} %llu\n",
+                    gw_route_name((gw_route_t)r), gw_reply_status((gw_reply_t)k),
+                    gw_reply_code((gw_reply_t)k), (unsigned long long)c.route_replies[r][k]);
+    head(&b, "flashgate_accepted_units_total", "counter", "Units accepted (answered 202).");
+    put(&b, "flashgate_accepted_units_total %llu\n", (unsigned long long)c.accepted_units);
+
+    head(&b, "flashgate_rate_limited_total", "counter",
+         "Requests refused with 429, by the limit scope that refused (global limits and rules).");
+    for (int s = 0; s < GW_SCOPE_COUNT; s++)
+        put(&b, "flashgate_rate_limited_total{scope=\"%s\"} %llu\n",
+            gw_scope_name((gw_scope_t)s), (unsigned long long)c.rate_limited[s]);
+    head(&b, "flashgate_overload_rejected_total", "counter",
+         "Requests refused with 503 by overload protection, by reason.");
+    put(&b, "flashgate_overload_rejected_total{reason=\"in_flight\"} %llu\n",
+        (unsigned long long)c.replies[GW_R_OVERLOADED]);
+
+    gw_rule_t rules[GW_LIMIT_RULES_MAX];
+    size_t nr = gw_limits_get_rules(srv->limits, rules, GW_LIMIT_RULES_MAX);
+    head(&b, "flashgate_rule_rejected_total", "counter",
+         "Requests a per-sale rule refused (mode enforce) or would have refused (mode dry_run).");
+    for (size_t i = 0; i < nr; i++) {
+        char l[160];
+        lv(rules[i].sale_id, l, sizeof(l));
+        for (int part = 0; part < 2; part++) {
+            put(&b, "flashgate_rule_rejected_total{sale=\"%s\",scope=\"%s\",mode=\"enforce\"} %llu\n",
+                l, part ? "sale" : "user", (unsigned long long)rules[i].rejected[part]);
+            put(&b, "flashgate_rule_rejected_total{sale=\"%s\",scope=\"%s\",mode=\"dry_run\"} %llu\n",
+                l, part ? "sale" : "user", (unsigned long long)rules[i].dry_run_rejected[part]);
+        }
+    }
+    head(&b, "flashgate_rule_dry_run", "gauge", "1 for a per-sale rule in dry-run mode, else 0.");
+    for (size_t i = 0; i < nr; i++) {
+        char l[160];
+        put(&b, "flashgate_rule_dry_run{sale=\"%s\"} %d\n", lv(rules[i].sale_id, l, sizeof(l)),
+            rules[i].dry_run ? 1 : 0);
+    }
+
+    head(&b, "flashgate_limit_rate", "gauge",
+         "Configured global rate limit by scope, requests per second (0 = off).");
+    for (int s = 0; s < GW_SCOPE_COUNT; s++)
+        put(&b, "flashgate_limit_rate{scope=\"%s\"} %.3f\n", gw_scope_name((gw_scope_t)s),
+            (double)gw_limits_get(srv->limits, (gw_scope_t)s).rate_milli / 1e3);
+    head(&b, "flashgate_limit_burst", "gauge", "Configured global burst by scope.");
+    for (int s = 0; s < GW_SCOPE_COUNT; s++)
+        put(&b, "flashgate_limit_burst{scope=\"%s\"} %llu\n", gw_scope_name((gw_scope_t)s),
+            (unsigned long long)gw_limits_get(srv->limits, (gw_scope_t)s).burst);
+
+    static const struct {
+        const char *name, *type, *help;
+    } sale_m[4] = {
+        {"flashgate_sale_accepted_units_total", "counter", "Units accepted per sale."},
+        {"flashgate_sale_accepted_orders_total", "counter", "Orders accepted per sale."},
+        {"flashgate_sale_stock_left", "gauge", "Units left per sale."},
+        {"flashgate_sale_stock_units", "gauge", "Units made available per sale (with restocks)."},
+    };
+    for (int k = 0; k < 4; k++) {
+        head(&b, sale_m[k].name, sale_m[k].type, sale_m[k].help);
+        sale_ctx_t sc = {.b = &b, .which = k};
+        inv_sale_foreach(srv->inv, sale_line, &sc);
+    }
+
+    static const uint64_t bounds[GW_LAT_NBOUNDS] = GW_LAT_BOUNDS_US;
+    head(&b, "flashgate_request_duration_seconds", "histogram",
+         "Time from a request's head to its answer being queued, by route (summed over workers).");
+    for (int r = 0; r < GW_ROUTE_COUNT; r++) {
+        const char *rn = gw_route_name((gw_route_t)r);
+        uint64_t cum = 0;
+        for (int i = 0; i < GW_LAT_NBOUNDS; i++) {
+            cum += c.lat_buckets[r][i];
+            put(&b, "flashgate_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n", rn,
+                (double)bounds[i] / 1e6, (unsigned long long)cum);
+        }
+        cum += c.lat_buckets[r][GW_LAT_NBOUNDS];
+        put(&b, "flashgate_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n", rn,
+            (unsigned long long)cum);
+        put(&b, "flashgate_request_duration_seconds_sum{route=\"%s\"} %.6f\n", rn,
+            (double)c.lat_sum_us[r] / 1e6);
+        put(&b, "flashgate_request_duration_seconds_count{route=\"%s\"} %llu\n", rn,
+            (unsigned long long)cum);
+    }
+
+    oq_spool_stats_t ss;
+    oq_spool_stats(srv->spool, &ss);
+    head(&b, "flashgate_spool_unreleased_bytes", "gauge",
+         "Bytes in the spool not yet released (acknowledged by Kafka).");
+    put(&b, "flashgate_spool_unreleased_bytes %llu\n", (unsigned long long)ss.unreleased_bytes);
+    head(&b, "flashgate_spool_segments", "gauge", "Spool segment files.");
+    put(&b, "flashgate_spool_segments %llu\n", (unsigned long long)ss.segments);
+    head(&b, "flashgate_spool_appended_records_total", "counter", "Records appended to the spool.");
+    put(&b, "flashgate_spool_appended_records_total %llu\n",
+        (unsigned long long)ss.appended_records);
+    head(&b, "flashgate_spool_fsyncs_total", "counter", "fdatasync rounds of the spool.");
+    put(&b, "flashgate_spool_fsyncs_total %llu\n", (unsigned long long)ss.fsyncs);
+    if (srv->relay) {
+        oq_relay_stats_t rs;
+        oq_relay_stats(srv->relay, &rs);
+        head(&b, "flashgate_relay_unreleased_records", "gauge",
+             "Spool depth: records tracked by the relay and not yet released.");
+        put(&b, "flashgate_relay_unreleased_records %llu\n",
+            (unsigned long long)rs.spool_unreleased_records);
+        head(&b, "flashgate_relay_inflight", "gauge", "Records produced to Kafka, not yet acknowledged.");
+        put(&b, "flashgate_relay_inflight %llu\n", (unsigned long long)rs.inflight);
+        head(&b, "flashgate_relay_oldest_unacked_age_seconds", "gauge",
+             "Relay lag: age of the oldest record Kafka has not acknowledged.");
+        put(&b, "flashgate_relay_oldest_unacked_age_seconds %.3f\n",
+            (double)rs.oldest_unacked_age_ms / 1e3);
+        head(&b, "flashgate_relay_awaiting_outcome", "gauge",
+             "Delivered records waiting for settlement's outcome (embedded broker).");
+        put(&b, "flashgate_relay_awaiting_outcome %llu\n", (unsigned long long)rs.awaiting_outcome);
+        head(&b, "flashgate_relay_produced_total", "counter", "Records produced to Kafka.");
+        put(&b, "flashgate_relay_produced_total %llu\n", (unsigned long long)rs.produced);
+        head(&b, "flashgate_relay_delivered_total", "counter", "Successful delivery reports.");
+        put(&b, "flashgate_relay_delivered_total %llu\n", (unsigned long long)rs.delivered);
+        head(&b, "flashgate_relay_errors_total", "counter", "Failed deliveries and produce errors.");
+        put(&b, "flashgate_relay_errors_total %llu\n", (unsigned long long)rs.errors);
+        head(&b, "flashgate_relay_resent_total", "counter", "Records produced again after an error.");
+        put(&b, "flashgate_relay_resent_total %llu\n", (unsigned long long)rs.resent);
+    }
+
+    gw_limits_stats_t ls;
+    gw_limits_stats(srv->limits, &ls);
+    head(&b, "flashgate_limiter_keys", "gauge", "Users and client addresses tracked by the limiter.");
+    put(&b, "flashgate_limiter_keys %llu\n", (unsigned long long)ls.keys);
+    head(&b, "flashgate_limiter_capacity", "gauge", "Most keys the limiter tracks.");
+    put(&b, "flashgate_limiter_capacity %llu\n", (unsigned long long)ls.capacity);
+    head(&b, "flashgate_limiter_evicted_total", "counter",
+         "Limiter keys evicted: idle (lossless) or busy (that key fails open).");
+    put(&b, "flashgate_limiter_evicted_total{kind=\"idle\"} %llu\n",
+        (unsigned long long)ls.evicted_idle);
+    put(&b, "flashgate_limiter_evicted_total{kind=\"busy\"} %llu\n",
+        (unsigned long long)ls.evicted_busy);
+
+    gw_hitters_merge(srv, &users, &ips);
+    head(&b, "flashgate_heavy_hitter_rejections", "gauge",
+         "Top 10 users and client addresses by rejected requests (space-saving estimate: "
+         "never under the true count).");
+    hitters(&b, &users, "user", false);
+    hitters(&b, &ips, "ip", true);
+    head(&b, "flashgate_heavy_hitter_counted_total", "counter",
+         "Rejections fed to the heavy-hitter summaries.");
+    put(&b, "flashgate_heavy_hitter_counted_total %llu\n", (unsigned long long)users.total);
+
+    head(&b, "flashgate_orders_known", "gauge", "Orders this gateway can answer status for.");
+    put(&b, "flashgate_orders_known %llu\n", (unsigned long long)gw_orders_count(srv->orders));
+    head(&b, "flashgate_config_version", "gauge", "Version of the last audited admin change.");
+    put(&b, "flashgate_config_version %llu\n", (unsigned long long)gw_audit_version(srv));
+    head(&b, "flashgate_access_log_lines_total", "counter", "Sampled access log lines written.");
+    put(&b, "flashgate_access_log_lines_total %llu\n", (unsigned long long)c.access_logged);
+    head(&b, "flashgate_admin_responses_total", "counter", "Answers of the admin API by code.");
+    for (int k = 0; k < GW_R_COUNT; k++) {
+        uint64_t n = atomic_load_explicit(&srv->admin_ctr.replies[k], memory_order_relaxed);
+        if (n)
+            put(&b, "flashgate_admin_responses_total{status=\"%d\",code=\"%s\"} %llu\n",
+                gw_reply_status((gw_reply_t)k), gw_reply_code((gw_reply_t)k),
+                (unsigned long long)n);
+    }
+    pthread_mutex_unlock(&mu);
+    *len = b.len;
+    return b.s;
+}

@@ -1,0 +1,255 @@
+"""Operating it live (issue 12): named admin tokens with roles (none, wrong,
+read on a write route: 401/403 and nothing changed), per-sale rules with dry
+run (reject nothing, count exactly), an audit line for every change, rollback
+restores earlier limits and rules (never stock), heavy hitters, the sampled
+access log, and GET /metrics passing `promtool check metrics`."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fg import Gateway, check, eq, finish, need_binary, request  # noqa: E402
+
+need_binary("flashgate")
+PROMTOOL = shutil.which("promtool")
+check(PROMTOOL is not None, "promtool installed (deploy/install-deps.sh: prometheus)")
+
+READ_TOK = "read-token-0123456789abcdef"
+OPS_TOK = "ops-write-token-0123456789"
+
+
+def audit_lines(g):
+    with open(os.path.join(g.data_dir, "audit.log")) as f:
+        return [json.loads(x) for x in f if x.strip()]
+
+
+def promtool_ok(text, what):
+    if not PROMTOOL:
+        return
+    p = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True,
+                       text=True, timeout=60)
+    check(p.returncode == 0, "%s: promtool check metrics: %s %s" % (what, p.stdout, p.stderr))
+
+
+def metric(text, name, **labels):
+    """The value of one sample, or None."""
+    want = ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        key, val = line.rsplit(" ", 1)
+        n, _, lab = key.partition("{")
+        if n != name:
+            continue
+        got = ",".join(sorted(x for x in lab.rstrip("}").split(",") if x))
+        if got == want:
+            return float(val)
+    return None
+
+
+# A tokens file readable by others is refused at start.
+g0 = Gateway()
+os.makedirs(g0.data_dir, exist_ok=True)
+tf = os.path.join(g0.data_dir, "admin.tokens")
+with open(tf, "w") as f:
+    f.write("viewer:read:%s\n" % READ_TOK)
+os.chmod(tf, 0o644)
+g0.spawn(g0.cmd(), env=g0.env)
+rc = g0.proc.wait(20)
+check(rc != 0 and "chmod 600" in g0.logs(), "world-readable tokens file refused: %r" % g0.logs()[-300:])
+g0.cleanup()
+
+g = Gateway("--access-log-sample", "1", "--log-summary-interval", "0")
+os.makedirs(g.data_dir, exist_ok=True)
+tf = os.path.join(g.data_dir, "admin.tokens")
+with open(tf, "w") as f:
+    f.write("# name:role:token\nviewer:read:%s\nops:write:%s\n" % (READ_TOK, OPS_TOK))
+os.chmod(tf, 0o600)
+g.start()
+try:
+    A = g.admin
+    eq(A("PUT", "/admin/v1/sales/s1", body={"stock": 100, "per_user_limit": 100}).status, 201,
+       "sale created (default token)")
+    eq(A("PATCH", "/admin/v1/limits", body={"user_rps": 0, "ip_rps": 0}).status, 200,
+       "global user/ip limits off")
+
+    # --- roles ---
+    eq(A("GET", "/admin/v1/whoami", token=READ_TOK).json, {"name": "viewer", "role": "read"},
+       "whoami read")
+    eq(A("GET", "/admin/v1/whoami", token=OPS_TOK).json["role"], "write", "whoami write")
+    for p in ("/admin/v1/stats", "/admin/v1/limits", "/admin/v1/rules", "/admin/v1/audit",
+              "/admin/v1/sales", "/admin/v1/sales/s1", "/metrics", "/admin/v1/config"):
+        eq(A("GET", p, token=READ_TOK).status, 200, "read token reads " + p)
+    before_limits = A("GET", "/admin/v1/limits").json
+    before_sale = A("GET", "/admin/v1/sales/s1").json
+    n_audit = len(audit_lines(g))
+    writes = [("PUT", "/admin/v1/sales/s1", {"stock": 5}),
+              ("POST", "/admin/v1/sales/s1/restock", {"add": 5}),
+              ("PATCH", "/admin/v1/limits", {"user_rps": 1}),
+              ("PUT", "/admin/v1/rules/s1", {"user_rps": 1}),
+              ("DELETE", "/admin/v1/rules/s1", None),
+              ("POST", "/admin/v1/config/rollback", {"version": 1}),
+              ("PUT", "/admin/v1/debug/broker", {"down": True})]
+    for m, p, b in writes:
+        for tok, want in ((None, 401), ("wrong-token-0123456789", 401), (READ_TOK, 403)):
+            r = A(m, p, body=b, token=tok)
+            check(r.status == want and r.json and r.json["error"] ==
+                  ("unauthorized" if want == 401 else "forbidden"),
+                  "%s %s with %s: %r" % (m, p, tok, r))
+    eq(A("GET", "/admin/v1/limits").json, before_limits, "refused writes changed no limit")
+    eq(A("GET", "/admin/v1/sales/s1").json, before_sale, "refused writes changed no sale")
+    eq(A("GET", "/admin/v1/rules").json["rules"], [], "refused writes made no rule")
+    eq(len(audit_lines(g)), n_audit, "refused writes wrote no audit line")
+    eq(A("GET", "/admin/v1/nope", token=None).status, 401, "unknown path still needs a token")
+    eq(A("GET", "/admin/v1/nope").status, 404, "unknown path with a token: 404")
+    r = A("POST", "/admin/v1/limits")
+    check(r.status == 405 and "PATCH" in r.headers.get("allow", ""), "405 with Allow: %r" % r)
+
+    # --- rules: validation ---
+    for bad in ({}, {"user_rps": -1}, {"user_rps": 1, "colour": 1}, {"dry_run": "yes", "user_rps": 1},
+                {"user_rps": 1, "user_burst": 0}, {"sale_rps": 0.0001}):
+        r = A("PUT", "/admin/v1/rules/s1", body=bad)
+        check(r.status == 400 and r.json["error"] == "bad_request", "rule %r refused: %r" % (bad, r))
+    eq(A("PUT", "/admin/v1/rules/bad%20id", body={"user_rps": 1}).status, 400, "bad sale id")
+    eq(A("DELETE", "/admin/v1/rules/s1").status, 404, "delete of no rule: 404")
+    eq(A("GET", "/admin/v1/rules").json["rules"], [], "refused rules made nothing")
+
+    # --- dry run: rejects nothing, counts exactly ---
+    v_before_rule = A("GET", "/admin/v1/audit").json["version"]
+    r = A("PUT", "/admin/v1/rules/s1", body={"user_rps": 0.001, "user_burst": 2, "dry_run": True},
+          token=OPS_TOK)
+    eq(r.status, 201, "dry-run rule created")
+    statuses = [g.buy("s1", "bot1").status for _ in range(10)]
+    eq(statuses, [202] * 10, "dry-run rule refuses nothing")
+    rule = A("GET", "/admin/v1/rules").json["rules"][0]
+    eq((rule["dry_run_rejected"]["user"], rule["rejected"]["user"]), (8, 0),
+       "dry run counts exactly the 8 it would refuse")
+    # Enforced: the same rule for another user refuses after its burst.
+    eq(A("PUT", "/admin/v1/rules/s1", body={"user_rps": 0.001, "user_burst": 2}).status, 200,
+       "rule enforced")
+    statuses = [g.buy("s1", "bot2").status for _ in range(6)]
+    eq(statuses, [202, 202, 429, 429, 429, 429], "enforced rule refuses past its burst")
+    r = g.buy("s1", "bot2")
+    eq((r.status, r.json["scope"]), (429, "user"), "rule refusal says its scope")
+    eq(g.buy("s1", "bot3").status, 202, "other users have their own rule bucket")
+    rule = A("GET", "/admin/v1/rules").json["rules"][0]
+    eq((rule["rejected"]["user"], rule["dry_run_rejected"]["user"]), (5, 8), "enforced count")
+    # Another sale is not touched by s1's rule.
+    A("PUT", "/admin/v1/sales/s2", body={"stock": 100, "per_user_limit": 100})
+    eq([g.buy("s2", "bot2").status for _ in range(4)], [202] * 4, "rule is per sale")
+    # A sale-rate rule.
+    eq(A("PUT", "/admin/v1/rules/s2", body={"sale_rps": 0.001, "sale_burst": 3}).status, 201,
+       "sale rule")
+    eq([g.buy("s2", "u%d" % i).status for i in range(5)], [202, 202, 202, 429, 429],
+       "sale rule refuses past its burst")
+
+    # --- heavy hitters ---
+    st = A("GET", "/admin/v1/stats").json
+    users = st["heavy_hitters"]["users"]
+    check(users and users[0]["key"] == "bot2" and users[0]["count"] >= 5,
+          "bot2 tops the heavy hitters: %r" % users)
+    check(any(x["key"] == "127.0.0.1" for x in st["heavy_hitters"]["ips"]),
+          "client address among heavy hitters")
+
+    # --- audit: a line for every change, with who/what/old/new ---
+    lines = audit_lines(g)
+    eq(lines[0]["what"], "start", "first line: start")
+    whats = [x["what"] for x in lines]
+    for w in ("sale.put", "limits.patch", "rule.put"):
+        check(w in whats, "audit has " + w)
+    vers = [x["version"] for x in lines]
+    eq(vers, list(range(1, len(vers) + 1)), "versions consecutive")
+    rp = [x for x in lines if x["what"] == "rule.put"]
+    eq((rp[0]["who"], rp[0]["old"], rp[0]["new"]["dry_run"]), ("ops", None, True),
+       "rule.put by ops, old null")
+    eq((rp[1]["who"], rp[1]["old"]["dry_run"], rp[1]["new"]["dry_run"]), ("admin", True, False),
+       "rule change old and new")
+    lp = [x for x in lines if x["what"] == "limits.patch"][0]
+    eq((lp["old"]["user_rps"], lp["new"]["user_rps"]), (1.0, 0.0), "limits old/new")
+    check(all("at" in x and "config" in x for x in lines), "every line has at and config")
+    api = A("GET", "/admin/v1/audit?since=%d" % v_before_rule).json
+    eq([x["version"] for x in api["entries"]], list(range(v_before_rule + 1, api["version"] + 1)),
+       "GET audit since")
+    eq(len(A("GET", "/admin/v1/audit?limit=2").json["entries"]), 2, "audit limit")
+    eq(A("GET", "/admin/v1/audit?since=x").status, 400, "bad since")
+    n = len(lines)
+    r = A("POST", "/admin/v1/sales/s1/restock", body={"add": 7})
+    eq(r.status, 200, "restock")
+    last = audit_lines(g)[-1]
+    eq((len(audit_lines(g)), last["what"], last["new"]["add"],
+        last["new"]["stock_total"] - last["old"]["stock_total"]), (n + 1, "sale.restock", 7, 7),
+       "restock audited with old and new")
+
+    # --- rollback: limits and rules as at a version, stock untouched ---
+    v_limits_off = lp["version"]  # after this: user/ip limits off, no rules
+    stock_before = A("GET", "/admin/v1/sales/s1").json["stock_total"]
+    eq(A("PATCH", "/admin/v1/limits", body={"global_rps": 500, "global_burst": 50}).status, 200,
+       "limits changed again")
+    r = A("POST", "/admin/v1/config/rollback", body={"version": v_limits_off}, token=OPS_TOK)
+    eq(r.status, 200, "rollback")
+    eq(r.json["restored"], v_limits_off, "rollback says which version")
+    lim = A("GET", "/admin/v1/limits").json
+    eq((lim["global_rps"], lim["user_rps"], lim["ip_rps"]), (0.0, 0.0, 0.0),
+       "rollback restored the limits")
+    eq(A("GET", "/admin/v1/rules").json["rules"], [], "rollback restored the rule set (none)")
+    eq(A("GET", "/admin/v1/sales/s1").json["stock_total"], stock_before, "stock never rolled back")
+    last = audit_lines(g)[-1]
+    eq((last["what"], last["who"], len(last["old"]["rules"]), last["new"]["rules"]),
+       ("config.rollback", "ops", 2, []), "rollback audited")
+    eq([g.buy("s1", "bot2").status for _ in range(3)], [202] * 3, "rolled-back rule no longer refuses")
+    # Roll forward to the version with the enforced s1 rule.
+    v_enforced = rp[1]["version"]
+    eq(A("POST", "/admin/v1/config/rollback", body={"version": v_enforced}).status, 200,
+       "roll forward")
+    eq([x["sale_id"] for x in A("GET", "/admin/v1/rules").json["rules"]], ["s1"],
+       "roll forward restored the rule")
+    for bad in ({}, {"version": 0}, {"version": "1"}, {"version": 10 ** 6}, {"version": 1, "x": 1}):
+        r = A("POST", "/admin/v1/config/rollback", body=bad)
+        check(r.status in (400, 404), "rollback %r refused: %r" % (bad, r))
+
+    # --- access log: sampled at 1 here; never a line with the default 0 (see below) ---
+    check("mod=access" in g.logs(20000) and "route=buy" in g.logs(20000), "access lines at rate 1")
+
+    # --- metrics ---
+    r = A("GET", "/metrics", token=READ_TOK)
+    eq(r.status, 200, "metrics")
+    check(r.headers.get("content-type", "").startswith("text/plain; version=0.0.4"), "content type")
+    text = r.raw.decode()
+    promtool_ok(text, "gateway /metrics")
+    st = A("GET", "/admin/v1/stats").json
+    eq(metric(text, "flashgate_responses_total", route="buy", status="202", code="queued"),
+       float(st["replies"]["202_queued"]), "202s in metrics = stats")
+    rule = A("GET", "/admin/v1/rules").json["rules"][0]
+    for mode, key in (("dry_run", "dry_run_rejected"), ("enforce", "rejected")):
+        eq(metric(text, "flashgate_rule_rejected_total", sale="s1", scope="user", mode=mode),
+           float(rule[key]["user"]), "rule %s count in metrics = rules API" % mode)
+    eq(metric(text, "flashgate_sale_stock_left", sale="s1"),
+       float(A("GET", "/admin/v1/sales/s1").json["stock_left"]), "stock left per sale")
+    eq(metric(text, "flashgate_request_duration_seconds_bucket", route="buy", le="+Inf"),
+       metric(text, "flashgate_requests_total", route="buy"), "histogram count = buy requests")
+    check((metric(text, "flashgate_request_duration_seconds_bucket", route="buy", le="5e-05") or 0)
+          <= (metric(text, "flashgate_request_duration_seconds_bucket", route="buy", le="0.001")),
+          "buckets cumulative")
+    check(metric(text, "flashgate_heavy_hitter_rejections", kind="user", key="bot2") is not None,
+          "heavy hitter in metrics")
+    check(metric(text, "flashgate_relay_oldest_unacked_age_seconds") is not None or
+          "--kafka-brokers none" in os.environ.get("FLASHGATE_IT_EXTRA", ""), "relay lag metric")
+finally:
+    g.stop()
+
+# A restart keeps counting versions; the default access log is off.
+g2 = Gateway("--log-summary-interval", "0", data_dir=g.data_dir).start()
+try:
+    g2.put_sale("s9", stock=3)
+    for i in range(5):
+        g2.buy("s9", "x%d" % i)
+    lines = audit_lines(g2)
+    eq([x["version"] for x in lines], list(range(1, len(lines) + 1)), "versions continue across restart")
+    eq(lines[-2]["what"], "start", "restart appends a start line")
+    check("mod=access" not in g2.logs(20000), "no access log by default")
+finally:
+    g2.cleanup()
+g.cleanup()
+finish()
