@@ -1,0 +1,170 @@
+"""The systemd units in deploy/systemd/, checked as far as this machine can:
+there is no systemd as PID 1 here (a container), so the sandbox itself is not
+started. What is checked:
+
+- `systemd-analyze verify` accepts both units with no warning (ExecStart
+  rewritten to the built binaries, which verify requires to exist);
+- `systemd-analyze security --offline=yes` rates each unit's exposure at 2.0
+  or better (0 = locked down, 10 = unprotected);
+- the promised directives are there: Type=notify, NoNewPrivileges,
+  ProtectSystem=strict with the data dir in ReadWritePaths and on the command
+  line, PrivateTmp, an empty CapabilityBoundingSet, Restart=on-failure,
+  EnvironmentFile, ExecReload sending SIGHUP (flashgate), LimitNOFILE sized for
+  server.max_connections, TimeoutStopSec above the drain bound;
+- each ExecStart's flags and each example environment file's variables are
+  accepted by the binary (--check-config), every variable reaching a key;
+- flashgate-settle sends READY=1 to NOTIFY_SOCKET (flashgate's sd_notify is
+  covered by integration.72-signals).
+"""
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fg import BIN, SRC, Gateway, check, eq, finish, need_binary  # noqa: E402
+from fgq import Settle  # noqa: E402
+
+need_binary("flashgate")
+need_binary("flashgate-settle")
+ANALYZE = shutil.which("systemd-analyze")
+if not ANALYZE:
+    print("FAIL: systemd-analyze not installed (package systemd)", file=sys.stderr)
+    sys.exit(1)
+
+UNITS = os.path.join(SRC, "deploy", "systemd")
+tmp = tempfile.mkdtemp(prefix="fg-systemd-")
+
+
+def parse(text):
+    d = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;[":
+            continue
+        k, _, v = line.partition("=")
+        d.setdefault(k, []).append(v)
+    return d
+
+
+def one(d, k):
+    return d.get(k, [None])[-1]
+
+
+def seconds(v):
+    m = re.fullmatch(r"(\d+)(ms|s|min)?", v or "")
+    if not m:
+        return None
+    n = int(m.group(1))
+    return {"ms": n / 1000, "s": n, "min": n * 60, None: n}[m.group(2)]
+
+
+def check_config(binary, args, env_file=None, extra_env=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLASHGATE_")}
+    names = []
+    if env_file:
+        for line in open(env_file):
+            line = line.strip()
+            if line.startswith("#FLASHGATE_"):
+                line = line[1:]   # commented-out examples must be valid too
+            if line.startswith("FLASHGATE_"):
+                k, _, v = line.partition("=")
+                env[k] = v
+                names.append(k)
+    env.update(extra_env or {})
+    out = subprocess.run([binary] + args + ["--check-config"], capture_output=True, text=True,
+                         env=env, timeout=30)
+    return out, names
+
+
+try:
+    paths = []
+    for name in ("flashgate.service", "flashgate-settle.service"):
+        text = open(os.path.join(UNITS, name)).read()
+        p = os.path.join(tmp, name)
+        open(p, "w").write(text.replace("/usr/local/bin/", BIN + "/"))
+        paths.append(p)
+        u = parse(text)
+        what = name + ": "
+        eq(one(u, "Type"), "notify", what + "Type=notify")
+        eq(one(u, "NotifyAccess"), "main", what + "NotifyAccess=main")
+        eq(one(u, "NoNewPrivileges"), "yes", what + "NoNewPrivileges")
+        eq(one(u, "ProtectSystem"), "strict", what + "ProtectSystem=strict")
+        eq(one(u, "PrivateTmp"), "yes", what + "PrivateTmp")
+        eq(one(u, "CapabilityBoundingSet"), "", what + "CapabilityBoundingSet empty")
+        eq(one(u, "Restart"), "on-failure", what + "Restart=on-failure")
+        check(one(u, "EnvironmentFile") and not one(u, "EnvironmentFile").startswith("-"),
+              what + "an EnvironmentFile that must exist (secrets)")
+        check(not any("TOKEN" in e or "PASSWORD" in e for e in u.get("Environment", [])),
+              what + "no secret in Environment=")
+        argv = shlex.split(one(u, "ExecStart"))
+        data_dir = argv[argv.index("--data-dir") + 1]
+        check(data_dir in one(u, "ReadWritePaths").split(),
+              what + "the data dir %s is in ReadWritePaths" % data_dir)
+        eq("/var/lib/" + one(u, "StateDirectory"), data_dir, what + "StateDirectory is the data dir")
+        check(seconds(one(u, "TimeoutStopSec")) is not None and seconds(one(u, "TimeoutStopSec")) >= 20,
+              what + "TimeoutStopSec leaves room for the drain (grace + server.drain_timeout)")
+        # The command line is accepted by the binary (paths made local).
+        binary = os.path.join(BIN, os.path.basename(argv[0]))
+        args = argv[1:]
+        if "--config" in args:
+            args[args.index("--config") + 1] = os.path.join(SRC, "deploy", "flashgate.conf.example")
+        args[args.index("--data-dir") + 1] = os.path.join(tmp, "data-" + name)
+        env_example = os.path.join(UNITS, os.path.basename(one(u, "EnvironmentFile")) + ".example")
+        check(os.path.exists(env_example), what + "an example of its EnvironmentFile: " + env_example)
+        out, names = check_config(binary, args, env_example)
+        eq(out.returncode, 0, what + "ExecStart + example env pass --check-config: " + out.stderr[-500:])
+        check(len(names) >= 2, what + "the env example sets variables (%r)" % names)
+        srcs = [l for l in out.stdout.splitlines() if "# env " in l]
+        for n in names:
+            check(any(("# env " + n) in l for l in srcs),
+                  what + "%s reaches a configuration key" % n)
+        if name == "flashgate.service":
+            eq(one(u, "ExecReload"), "/bin/kill -HUP $MAINPID", what + "reload is SIGHUP")
+            eff = dict(l.split(" = ", 1)[0:2] for l in out.stdout.splitlines() if " = " in l)
+            max_conn = int(eff["server.max_connections"].split()[0])
+            check(int(one(u, "LimitNOFILE")) >= max_conn * 8 + 1024,
+                  what + "LimitNOFILE %s covers server.max_connections %d x 8 workers + 1024"
+                  % (one(u, "LimitNOFILE"), max_conn))
+            drain = seconds(eff["server.drain_timeout"].split()[0].strip('"'))
+            check(drain is not None and seconds(one(u, "TimeoutStopSec")) >= drain + 5,
+                  what + "TimeoutStopSec above server.drain_timeout + a 5 s grace")
+
+    out = subprocess.run([ANALYZE, "verify"] + paths, capture_output=True, text=True, timeout=60,
+                         cwd=tmp)
+    eq(out.returncode, 0, "systemd-analyze verify exit status")
+    eq((out.stdout + out.stderr).strip(), "", "systemd-analyze verify has no warning")
+    for p in paths:
+        out = subprocess.run([ANALYZE, "security", "--offline=yes", "--threshold=20", p],
+                             capture_output=True, text=True, timeout=60, cwd=tmp)
+        m = re.search(r"Overall exposure level for \S+: ([\d.]+)", out.stdout + out.stderr)
+        print("%s: exposure %s" % (os.path.basename(p), m and m.group(1)))
+        eq(out.returncode, 0, "%s: security exposure <= 2.0 (%s)" % (p, m and m.group(1)))
+
+    # flashgate-settle's readiness notification (Type=notify).
+    g = Gateway().start()
+    s = None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        path = os.path.join(tmp, "notify.sock")
+        sock.bind(path)
+        sock.settimeout(30)
+        s = Settle(g.data_dir)
+        s.spawn(s.cmd(), env=dict(os.environ, NOTIFY_SOCKET=path))
+        try:
+            msg = sock.recv(4096).decode()
+        except socket.timeout:
+            msg = ""
+        check("READY=1" in msg.split("\n"), "flashgate-settle sends READY=1 (%r)" % msg)
+    finally:
+        sock.close()
+        if s:
+            s.cleanup()
+        g.cleanup()
+finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+finish()
