@@ -8,11 +8,13 @@
 #   make fuzz       clang + libFuzzer + ASan/UBSan build in build-fuzz/, each
 #                   target FUZZ_SECONDS (10) plus every committed reproducer
 #   make bench      benchmarks (bench/bench.sh), printed side by side
+#   make bench-overload  the overload benchmark (bench/overload.sh, < 10 min;
+#                   BENCH_OVERLOAD_FLAGS=--quick for ~3 min)
 #   make rehearse   the standard rehearsal against a fresh local gateway
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all build run test test-dev test-asan test-tsan fuzz bench rehearse clean
+.PHONY: all build run test test-dev test-asan test-tsan fuzz bench bench-overload rehearse clean
 
 all: build
 
@@ -58,6 +60,9 @@ fuzz:
 
 bench: build
 	@sh bench/bench.sh
+
+bench-overload: build
+	@sh bench/overload.sh $(BENCH_OVERLOAD_FLAGS)
 
 clean:
 	rm -rf build build-asan build-tsan build-fuzz

@@ -1,0 +1,805 @@
+#!/usr/bin/env python3
+"""Overload benchmark (issue 8): does flashgate keep the buy path alive when
+the crowd is larger than the machine? Python 3 stdlib only; started by
+bench/overload.sh (`make bench-overload`).
+
+Three cases, each measured for capacity first (1x) and then run open loop at
+1x, 2x, 5x and 10x of it, every load once with protection on (degrade level
+"auto") and once with the level pinned to 0 (off), side by side in one run:
+
+  dep    dependency-bound: redis-server held to a share of one core (cgroup
+         v1 cpu quota), gateway --threads 1 with the Redis inventory;
+  cpu    CPU-bound: the gateway held to a share of one core, memory inventory;
+  mixed  page load: 70% GET of a non-core route the gateway proxies to a test
+         upstream serving 2,000/s (bench/upstream.py), 30% buys.
+
+The crowd is flashgate-load in connection_mode "open" (a request that finds
+no idle connection opens one, up to a cap) with a per-request deadline
+(give_up_ms): people give up, connections close. Everything listens on
+127.0.0.1 at free ports in a temp dir; every process the script starts is
+stopped by its PID, every cgroup it made is removed, on Ctrl-C too.
+
+  python3 bench/overload.py            # full run (< 10 min)
+  python3 bench/overload.py --quick    # ~2-3 min
+  python3 bench/overload.py --smoke    # a few seconds per case, no targets (CI)
+
+bench/README.md says how to read it.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import bench as B  # noqa: E402  (shared helpers: processes, ports, HTTP, Redis, tables)
+
+CG_ROOT = "/sys/fs/cgroup/cpu"
+CG_PERIOD_US = 10000
+TOKEN = B.TOKEN
+MODES = ("auto", "off")  # protection on (level auto) / level pinned to 0
+GOOD_BUY = ("202", "409", "410")
+PAGE_PATH = "/v1/page/item"
+CGROUPS = []  # every cgroup we made, removed in cleanup()
+
+
+def die_with_parent():
+    """preexec_fn: a child gets SIGKILL when this script dies (a killed run leaves no servers)."""
+    import ctypes
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+_start = B.start
+
+
+def start_child(argv, logpath, **kw):
+    kw.setdefault("preexec_fn", die_with_parent)
+    return _start(argv, logpath, **kw)
+
+
+B.start = start_child  # bench.Gateway and bench.start_redis start theirs through it
+
+
+def log(msg):
+    print("# " + msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- cgroups
+
+class CpuCap:
+    """A cgroup v1 cpu quota: share (0.1 = 10% of one core) for the PIDs put in it."""
+
+    def __init__(self, name, share):
+        self.share = share
+        self.path = os.path.join(CG_ROOT, "flashgate-bench-%d-%s" % (os.getpid(), name))
+        if not os.access(CG_ROOT, os.W_OK):
+            raise RuntimeError("cgroup v1 cpu controller not writable at %s (needs root); "
+                               "the overload bench caps processes with it" % CG_ROOT)
+        os.makedirs(self.path, exist_ok=True)
+        CGROUPS.append(self)
+        quota = int(round(share * CG_PERIOD_US))
+        period = CG_PERIOD_US
+        if quota < 1000:  # the kernel's minimum quota is 1 ms: stretch the period instead
+            period = int(round(1000 / share))
+            quota = 1000
+        self._w("cpu.cfs_period_us", period)
+        self._w("cpu.cfs_quota_us", quota)
+        self.desc = "%s: cpu.cfs_quota_us=%d cpu.cfs_period_us=%d (%.0f%% of one core)" % (
+            os.path.basename(self.path), quota, period, share * 100)
+
+    def _w(self, f, v):
+        with open(os.path.join(self.path, f), "w") as fh:
+            fh.write("%s\n" % v)
+
+    def add(self, pid):
+        self._w("cgroup.procs", pid)
+
+    def remove(self):
+        try:
+            for pid in open(os.path.join(self.path, "cgroup.procs")).read().split():
+                try:
+                    with open(os.path.join(CG_ROOT, "cgroup.procs"), "w") as fh:
+                        fh.write(pid + "\n")
+                except OSError:
+                    pass
+            os.rmdir(self.path)
+        except OSError:
+            pass
+        if self in CGROUPS:
+            CGROUPS.remove(self)
+
+
+def cleanup():
+    B.stop_all()
+    for cg in list(CGROUPS):
+        cg.remove()
+
+
+# ---------------------------------------------------------------- processes
+
+def find_bins():
+    d = os.environ.get("FLASHGATE_BIN") or os.path.join(SRC, "build")
+    for b in ("flashgate", "flashgate-load"):
+        if not os.access(os.path.join(d, b), os.X_OK):
+            sys.exit("bench-overload: %s not found in %s (run `make build`, or set FLASHGATE_BIN)"
+                     % (b, d))
+    return d
+
+
+def rss_kib(pid):
+    try:
+        for line in open("/proc/%d/status" % pid):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def start_upstream(tmp, rate):
+    d = os.path.join(tmp, "upstream")
+    os.makedirs(d, exist_ok=True)
+    pf = os.path.join(d, "port")
+    logp = os.path.join(d, "upstream.log")
+    p = B.start([sys.executable, os.path.join(HERE, "upstream.py"), "--rate", str(rate),
+                 "--port-file", pf], logp)
+    t_end = time.time() + 10
+    while time.time() < t_end and not os.path.exists(pf):
+        if p.poll() is not None:
+            break
+        time.sleep(0.05)
+    if not os.path.exists(pf):
+        raise RuntimeError("upstream did not start: " + open(logp).read()[-1000:])
+    return p, int(open(pf).read())
+
+
+class Probe(threading.Thread):
+    """GET /healthz and GET /admin/v1/stats every 100 ms on new connections, latency in ms."""
+
+    def __init__(self, gw):
+        super().__init__(daemon=True)
+        self.gw = gw
+        self.stop_ev = threading.Event()
+        self.health, self.admin = [], []
+
+    def _one(self, port, path, token, out):
+        t0 = time.monotonic()
+        try:
+            st, _ = B.http_req(port, "GET", path, token=token, timeout=2.0)
+            ok = st == 200
+        except OSError:
+            ok = False
+        out.append((time.monotonic() - t0) * 1000 if ok else 2000.0)
+
+    def run(self):
+        while not self.stop_ev.wait(0.1):
+            self._one(self.gw.port, "/healthz", None, self.health)
+            self._one(self.gw.admin, "/admin/v1/stats", TOKEN, self.admin)
+
+    def stop(self):
+        self.stop_ev.set()
+        self.join(5)
+
+
+def pct(xs, p):
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
+
+
+# ---------------------------------------------------------------- one run
+
+class Bench:
+    def __init__(self, args, bindir, tmp):
+        self.a = args
+        self.bindir = bindir
+        self.tmp = tmp
+        self.nrun = 0
+        self.protection = None  # True/False once a gateway told us
+        self.routes_ok = None
+        self.route_args = None
+
+    def gateway(self, case, extra_env=None):
+        extra = ["--kafka-brokers", "none", "--limits-user-rps", "0", "--durability", "write"]
+        if case["inventory"]:
+            extra += ["--inventory", case["inventory"]]
+        extra += case.get("gw_args", [])
+        self.nrun += 1
+        gw = B.Gateway(self.tmp, "gw-%d-%s" % (self.nrun, case["name"]),
+                       os.path.join(self.bindir, "flashgate"), extra)
+        if case.get("gw_cap"):
+            case["gw_cap"].add(gw.pid)
+        return gw
+
+    def set_level(self, gw, mode):
+        level = "auto" if mode == "auto" else 0
+        try:
+            st, body = B.http_req(gw.admin, "PUT", "/admin/v1/degrade", {"level": level}, TOKEN)
+        except OSError as e:
+            st, body = 0, str(e).encode()
+        ok = st in (200, 204)
+        if self.protection is None:
+            self.protection = ok
+            if not ok:
+                log("PUT /admin/v1/degrade answered %d: this gateway has no overload control; "
+                    "both modes run the same code" % st)
+        return ok
+
+    def run(self, case, mode, segments, label, give_up_ms=None):
+        """One flashgate-load run against a fresh gateway; returns the measured figures."""
+        gw = self.gateway(case)
+        self.set_level(gw, mode)
+        duration = sum(s["duration_s"] for s in segments)
+        arrivals = sum(s["duration_s"] * (s["rate"] + s.get("rate_end", s["rate"])) / 2
+                       for s in segments)
+        self.nrun += 1
+        sale = "ovl-%s-%s-%d" % (case["name"], mode, self.nrun)
+        give_up = give_up_ms or self.a.give_up_ms
+        sc = {
+            "name": "overload-%s-%s-%s" % (case["name"], label, mode),
+            "seed": 8000 + self.nrun, "duration_s": duration, "drain_s": give_up / 1000.0 + 1,
+            "targets": [gw.url()], "admin": "http://127.0.0.1:%d" % gw.admin,
+            "admin_token": TOKEN,
+            "connections": 64, "connection_mode": "open", "connections_max": self.a.conn_max,
+            "give_up_ms": give_up, "request_timeout_ms": give_up + 1000,
+            "sale": {"id": sale, "create": True, "stock": 1000000000, "per_user_limit": 1,
+                     "start_offset_s": 0, "duration_s": 3600},
+            "crowd": {"users": int(arrivals * 1.3) + 1000, "addresses": 100000},
+            "behaviour": {"max_retries": 0, "poll_max": 0},
+            "arrivals": segments,
+        }
+        if case.get("page_share"):
+            sc["noncore"] = {"share": case["page_share"], "path": PAGE_PATH}
+        d = os.path.join(self.tmp, "run-%d" % self.nrun)
+        os.makedirs(d, exist_ok=True)
+        scp = os.path.join(d, "scenario.json")
+        json.dump(sc, open(scp, "w"))
+        time.sleep(0.2)
+        rss0 = rss_kib(gw.pid)
+        cpu0 = B.cpu_ticks(gw.pid)
+        rcpu0 = B.cpu_ticks(case["redis_pid"]) if case.get("redis_pid") else 0
+        probe = Probe(gw)
+        probe.start()
+        t0 = time.time()
+        p = subprocess.run([os.path.join(self.bindir, "flashgate-load"), "--scenario", scp,
+                            "--out", os.path.join(d, "report"), "--no-audit", "--quiet"],
+                           capture_output=True, text=True, timeout=duration + give_up / 1000 + 60)
+        wall = time.time() - t0
+        probe.stop()
+        cpu1 = B.cpu_ticks(gw.pid)
+        rcpu1 = B.cpu_ticks(case["redis_pid"]) if case.get("redis_pid") else 0
+        rss1 = rss_kib(gw.pid)
+        B.stop(gw.proc)
+        if p.returncode not in (0, 1):
+            raise RuntimeError("flashgate-load exit %d:\n%s%s" % (p.returncode, p.stdout,
+                                                                  p.stderr[-2000:]))
+        rep = json.load(open(os.path.join(d, "report", "report.json")))
+        fig = rep["figures"]
+        ans = fig["answers"]
+        pages = fig.get("pages", {}).get("answers", {})
+        lat = fig["latency"]
+        plat = fig.get("pages", {}).get("latency", {})
+        buys = sum(v for k, v in ans.items() if k != "poll")
+        npages = sum(pages.values())
+        good_buy = sum(ans.get(k, 0) for k in GOOD_BUY)
+        good = good_buy + pages.get("200", 0)
+        shed = ans.get("503", 0) + pages.get("503", 0)
+        total = buys + npages
+        tick = os.sysconf("SC_CLK_TCK")
+        gw_cpu_s = (cpu1 - cpu0) / tick
+        # goodput counts answers completed while the crowd was arriving (whole seconds of
+        # the per-second timeline), so a queue drained after the run does not flatter it
+        whole = int(duration + 1e-9)
+        if whole >= 1:
+            secs_tl = fig["timeline"][:whole]
+            pps = fig.get("pages", {}).get("per_second", [])[:whole]
+            good_buy_in = sum(sum(t["answers"].get(k, 0) for k in GOOD_BUY) for t in secs_tl)
+            pages_in = sum(p_.get("200", 0) for p_ in pps)
+            span = float(whole)
+        else:
+            good_buy_in, pages_in, span = good_buy, pages.get("200", 0), duration
+        r = {
+            "case": case["name"], "mode": mode, "label": label, "offered_rps": arrivals / duration,
+            "duration_s": duration, "arrivals": fig["arrivals"], "answers": ans, "pages": pages,
+            "goodput_rps": (good_buy_in + pages_in) / span, "accepted_rps": good_buy_in / span,
+            "pages_ok_rps": pages_in / span, "good_total": good,
+            "shed_share": shed / total if total else 0.0,
+            "timeout_share": (ans.get("timeout", 0) + pages.get("timeout", 0)) / total
+            if total else 0.0,
+            "admitted": lat.get("admitted", {}), "shed": lat.get("503", {}),
+            "all_buy": lat.get("all_buy", {}), "page_ok": plat.get("200", {}),
+            "page_shed": plat.get("503", {}),
+            "gw_cpu_s": gw_cpu_s, "gw_cpu_us_per_req": gw_cpu_s * 1e6 / total if total else 0,
+            "redis_cpu_s": (rcpu1 - rcpu0) / tick,
+            "rss_before_kib": rss0, "rss_after_kib": rss1,
+            "healthz_ms": {"p50": pct(probe.health, 50), "p99": pct(probe.health, 99),
+                           "max": max(probe.health) if probe.health else None,
+                           "n": len(probe.health)},
+            "admin_ms": {"p50": pct(probe.admin, 50), "p99": pct(probe.admin, 99),
+                         "max": max(probe.admin) if probe.admin else None,
+                         "n": len(probe.admin)},
+            "send_lag_p99_ms": fig["send_lag"]["p99_ms"],
+            "connections": fig.get("connections", {}), "gave_up": fig.get("gave_up", 0),
+            "timeline": fig["timeline"], "fine": fig.get("fine_timeline"),
+            "wall_s": wall, "protection": self.protection,
+        }
+        log("%-5s %-9s %-4s offered %7.0f/s goodput %7.0f/s shed %5.1f%% timeout %5.1f%% "
+            "admitted p99 %7.1f ms gw cpu %.2fs" % (
+                case["name"], label, mode, r["offered_rps"], r["goodput_rps"],
+                100 * r["shed_share"], 100 * r["timeout_share"],
+                r["admitted"].get("p99_ms", 0) or 0, gw_cpu_s))
+        return r
+
+
+# ---------------------------------------------------------------- analysis
+
+def capacity_from_ramp(r):
+    """The highest good answers per second seen during a ramp (by completion second)."""
+    best = 0
+    for sec in r["timeline"]:
+        a = sec["answers"]
+        best = max(best, sum(a.get(k, 0) for k in GOOD_BUY))
+    return best
+
+
+def convergence_ms(r, step_s, end_s, window_bins=5, slow_max=0.05):
+    """ms after the step until every 50 ms window (by scheduled time) has <= 5% slow answers.
+
+    slow = later than the fine timeline's slow_ms (50 ms) or no answer (timeout, error).
+    None when that never happens before the end of the 5x phase.
+    """
+    f = r.get("fine")
+    if not f or not f.get("n"):
+        return None
+    binms = f["bin_ms"]
+    n, slow = f["n"], f["slow"]
+    b0 = int(step_s * 1000 / binms)
+    b1 = min(len(n), int(end_s * 1000 / binms))
+    windows = []
+    for w in range(b0, b1 - window_bins + 1, window_bins):
+        nn = sum(n[w:w + window_bins])
+        ss = sum(slow[w:w + window_bins])
+        windows.append((w, nn == 0 or ss <= slow_max * nn))
+    if not windows:
+        return None
+    conv = None
+    for w, ok in reversed(windows):
+        if not ok:
+            break
+        conv = w
+    if conv is None:
+        return None
+    return (conv - b0) * binms
+
+
+def ms(x, nd=1):
+    return "-" if x is None else ("%.*f" % (nd, x))
+
+
+def verdict(ok):
+    return "met" if ok else "NOT MET"
+
+
+# ---------------------------------------------------------------- main
+
+def main():
+    ap = argparse.ArgumentParser(description="flashgate overload benchmark (issue 8)")
+    ap.add_argument("--quick", action="store_true", help="shorter runs (~2-3 min)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="CI: tiny runs of every case, no targets judged")
+    ap.add_argument("--cases", default="dep,cpu,mixed")
+    ap.add_argument("--loads", default="1,2,5,10", help="multiples of the measured capacity")
+    ap.add_argument("--seconds", type=float, help="length of each load run")
+    ap.add_argument("--redis-cpu", type=float, default=0.10,
+                    help="dep: redis-server's cgroup quota, share of one core (0.10)")
+    ap.add_argument("--gw-cpu", type=float, default=0.05,
+                    help="cpu: the gateway's cgroup quota, share of one core (0.05: its "
+                         "capacity x 10 must stay within what the generator can send)")
+    ap.add_argument("--upstream-rps", type=float, default=2000)
+    ap.add_argument("--page-share", type=float, default=0.7)
+    ap.add_argument("--give-up-ms", type=int,
+                    help="the crowd's patience per request (2000)")
+    ap.add_argument("--conn-max", type=int, default=4096,
+                    help="connections the crowd may open at once (4096)")
+    ap.add_argument("--max-rate", type=float, default=30000,
+                    help="arrivals/s the generator is asked for at most; higher loads are "
+                         "clipped and marked (30000)")
+    ap.add_argument("--route-args", default=os.environ.get("BENCH_ROUTE_ARGS"),
+                    help="extra gateway flags that route %s to the upstream; {upstream} is "
+                         "replaced by its base URL (default: from --help)" % PAGE_PATH)
+    ap.add_argument("--out", help="results directory (default bench/results/overload-<UTC>)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    a = ap.parse_args()
+    if a.smoke:
+        a.loads = os.environ.get("BENCH_SMOKE_LOADS", "2")
+    if a.give_up_ms is None:
+        a.give_up_ms = 500 if a.smoke else 2000
+    secs = a.seconds or (0.5 if a.smoke else 3.0 if a.quick else 5.0)
+    ramp_s = 1.0 if a.smoke else 4.0 if a.quick else 6.0
+    loads = [float(x) for x in a.loads.split(",")]
+    cases = [c.strip() for c in a.cases.split(",") if c.strip()]
+    for c in cases:
+        if c not in ("dep", "cpu", "mixed"):
+            sys.exit("bench-overload: unknown case %s (dep, cpu, mixed)" % c)
+    bindir = find_bins()
+    if "dep" in cases and not shutil.which("redis-server"):
+        sys.exit("bench-overload: redis-server not found (deploy/install-deps.sh installs it)")
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    outdir = a.out or os.path.join(SRC, "bench", "results", "overload-" + stamp)
+    os.makedirs(outdir, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="flashgate-overload-")
+    bench = Bench(a, bindir, tmp)
+    t_start = time.time()
+    load0 = open("/proc/loadavg").read().split()[:3]
+    cpu_model = "?"
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            cpu_model = line.split(":", 1)[1].strip()
+            break
+    help_text = subprocess.run([os.path.join(bindir, "flashgate"), "--help"],
+                               capture_output=True, text=True).stdout
+    results = {"started": stamp, "cpu": cpu_model, "cores": os.cpu_count(),
+               "kernel": platform.release(), "shared_machine": True,
+               "flashgate_load": "connection_mode open, connections 64 idle, connections_max %d, "
+                                 "give_up_ms %d, no retries" % (a.conn_max, a.give_up_ms),
+               "mode": "smoke" if a.smoke else "quick" if a.quick else "full",
+               "seconds_per_run": secs, "loads": loads, "cases": {}, "caps": []}
+    try:
+        for name in cases:
+            results["cases"][name] = run_case(bench, a, name, loads, secs, ramp_s, help_text,
+                                              results)
+    finally:
+        cleanup()
+        if not a.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            log("temp dir kept: " + tmp)
+    results["protection_available"] = bool(bench.protection)
+    results["elapsed_s"] = time.time() - t_start
+    results["loadavg_before"] = load0
+    results["loadavg_after"] = open("/proc/loadavg").read().split()[:3]
+    report(results, a)
+    jpath = os.path.join(outdir, "overload.json")
+    slim = json.loads(json.dumps(results))
+    for c in slim["cases"].values():  # the raw timelines stay, but not twice
+        for r in c.get("runs", []) + c.get("steps", []) + [c.get("ramp") or {}]:
+            if r and r.get("fine") and r.get("label") != "step":
+                r.pop("fine", None)
+    json.dump(slim, open(jpath, "w"), indent=1)
+    png = plot(results, outdir)
+    print()
+    print("raw results: %s" % jpath)
+    if png:
+        print("plot: %s" % png)
+    print("elapsed %.0f s" % results["elapsed_s"])
+
+
+def run_case(bench, a, name, loads, secs, ramp_s, help_text, results):
+    case = {"name": name, "inventory": None}
+    out = {"runs": [], "steps": []}
+    if name == "dep":
+        rp, rport = B.start_redis(bench.tmp)
+        cap = CpuCap("redis", a.redis_cpu)
+        cap.add(rp.pid)
+        results["caps"].append("dep: redis-server " + cap.desc)
+        case.update(inventory="redis://127.0.0.1:%d" % rport, redis_pid=rp.pid)
+        out["cap"] = cap.desc
+        guess_hi = 30000 * a.redis_cpu * 2
+    elif name == "cpu":
+        cap = CpuCap("gateway", a.gw_cpu)
+        case["gw_cap"] = cap
+        results["caps"].append("cpu: flashgate " + cap.desc)
+        out["cap"] = cap.desc
+        out["budget_us_per_s"] = a.gw_cpu * 1e6
+        guess_hi = 50000 * a.gw_cpu * 2
+    else:
+        up, uport = start_upstream(bench.tmp, a.upstream_rps)
+        case["page_share"] = a.page_share
+        case["upstream_pid"] = up.pid
+        base = "http://127.0.0.1:%d" % uport
+        route_args = route_flags(a.route_args, help_text, base)
+        case["gw_args"] = route_args
+        out["route_args"] = route_args
+        out["cap"] = "upstream serves %.0f/s (bench/upstream.py); gateway uncapped" % (
+            a.upstream_rps)
+        results["caps"].append("mixed: no cgroup; the test upstream serves %.0f/s" %
+                               a.upstream_rps)
+        guess_hi = None
+
+    # 1x: capacity
+    if name == "mixed":
+        cap_rps = a.upstream_rps / a.page_share  # the upstream is exactly saturated at 1x
+        out["capacity_how"] = ("by construction: %.0f/s x %.0f%% pages = the upstream's %.0f/s"
+                               % (cap_rps, 100 * a.page_share, a.upstream_rps))
+    else:
+        hi = guess_hi
+        for attempt in range(3):
+            ramp = bench.run(case, "off", [{"kind": "ramp", "duration_s": ramp_s, "rate": hi / 20,
+                                            "rate_end": hi}], "ramp")
+            cap_rps = capacity_from_ramp(ramp)
+            out["ramp"] = ramp
+            if cap_rps < 0.8 * hi * (ramp_s - 1) / ramp_s or a.smoke:
+                break
+            hi *= 2.5  # never saturated: ramp higher
+        out["capacity_how"] = ("highest good answers/s in one second of a ramp 0 -> %.0f/s "
+                               "over %.0f s, level 0" % (hi, ramp_s))
+    out["capacity_rps"] = cap_rps
+    log("%s: capacity %.0f/s (%s)" % (name, cap_rps, out["capacity_how"]))
+
+    if name == "cpu":  # a: CPU per accepted order, from a run well under capacity
+        r = bench.run(case, "off", [{"kind": "plateau", "duration_s": max(0.5, secs / 2),
+                                     "rate": cap_rps * 0.5}], "0.5x")
+        n = sum(r["answers"].get(k, 0) for k in GOOD_BUY)
+        out["cost_accept_us"] = r["gw_cpu_s"] * 1e6 / n if n else None
+        out["cost_run"] = r
+
+    for mult in loads:
+        rate = cap_rps * mult
+        clipped = rate > a.max_rate
+        if clipped:
+            rate = a.max_rate
+        for mode in MODES:
+            r = bench.run(case, mode, [{"kind": "plateau", "duration_s": secs, "rate": rate}],
+                          "%gx" % mult)
+            r["mult"] = mult
+            r["clipped"] = clipped
+            out["runs"].append(r)
+
+    # step 0.5x -> 5x
+    lo, hi5 = cap_rps * 0.5, min(cap_rps * 5, a.max_rate)
+    t_lo = 0.3 if a.smoke else 2.0
+    t_hi = 0.3 if a.smoke else 3.0 if not a.quick else 2.0
+    for mode in MODES:
+        r = bench.run(case, mode, [{"kind": "plateau", "duration_s": t_lo, "rate": lo},
+                                   {"kind": "spike", "duration_s": t_hi, "rate": hi5}], "step")
+        r["convergence_ms"] = convergence_ms(r, t_lo, t_lo + t_hi)
+        r["step"] = {"from_rps": lo, "to_rps": hi5, "at_s": t_lo, "for_s": t_hi}
+        out["steps"].append(r)
+
+    if name == "cpu":  # r: CPU per 503, from the protected runs that shed
+        a_us = out.get("cost_accept_us")
+        rs = []
+        for r in out["runs"]:
+            n_shed = r["answers"].get("503", 0)
+            n_acc = sum(r["answers"].get(k, 0) for k in GOOD_BUY)
+            if r["mode"] == "auto" and a_us and n_shed > 0.2 * (n_shed + n_acc):
+                rs.append((r["gw_cpu_s"] * 1e6 - a_us * n_acc) / n_shed)
+        out["cost_503_us"] = statistics.median(rs) if rs else None
+        out["cost_503_how"] = ("median over the protected runs shedding > 20%% of "
+                               "(gateway CPU - a x accepted) / 503 answers (%d runs)" % len(rs))
+    return out
+
+
+def route_flags(given, help_text, base):
+    """Gateway flags that send PAGE_PATH to the upstream at base, or [] when unsupported."""
+    if given:
+        return [x.replace("{upstream}", base) for x in given.split()]
+    if "--routes" in help_text or "routes " in help_text:
+        return ["--routes", '[{"prefix":"/v1/page/","upstream":"%s","criticality":"sheddable"}]'
+                % base]
+    return []
+
+
+def targets_for(name, c, a):
+    """(label, measured text, met?) rows for a case, from the issue's targets."""
+    rows = []
+    cap = c["capacity_rps"]
+    runs = {(r["label"], r["mode"]): r for r in c["runs"]}
+    peak = runs.get(("1x", "auto"), {}).get("accepted_rps") or cap
+    step = {r["mode"]: r for r in c["steps"]}
+    conv = step.get("auto", {}).get("convergence_ms")
+    if name == "dep":
+        for m in ("5x", "10x"):
+            r = runs.get((m, "auto"))
+            if r:
+                rows.append(("accepted/s at %s >= 90%% of the 1x peak (%.0f/s)" % (m, peak),
+                             "%.0f/s (%.0f%%)" % (r["accepted_rps"], 100 * r["accepted_rps"] / peak
+                                                  if peak else 0),
+                             r["accepted_rps"] >= 0.9 * peak))
+                p99 = r["all_buy"].get("p99_ms")
+                rows.append(("p99 of all buy answers at %s < 50 ms" % m, "%s ms" % ms(p99),
+                             p99 is not None and p99 < 50))
+        rows.append(("convergence after 0.5x -> 5x < 100 ms",
+                     "never" if conv is None else "%d ms" % conv, conv is not None and conv < 100))
+    elif name == "cpu":
+        r2 = runs.get(("2x", "auto"))
+        bound = c.get("bound_2x")
+        if r2 and bound:
+            rows.append(("goodput at 2x >= 90%% of the physical bound (%.0f/s)" % bound,
+                         "%.0f/s (%.0f%%)" % (r2["goodput_rps"], 100 * r2["goodput_rps"] / bound),
+                         r2["goodput_rps"] >= 0.9 * bound))
+        for m in ("5x", "10x"):
+            r = runs.get((m, "auto"))
+            if not r:
+                continue
+            p99 = r["admitted"].get("p99_ms")
+            rows.append(("goodput at %s >= 50%% of the 1x peak (%.0f/s), admitted p99 < 100 ms"
+                         % (m, peak), "%.0f/s (%.0f%%), p99 %s ms" % (
+                             r["goodput_rps"], 100 * r["goodput_rps"] / peak if peak else 0,
+                             ms(p99)),
+                         r["goodput_rps"] >= 0.5 * peak and p99 is not None and p99 < 100))
+            hz, ad = r["healthz_ms"]["max"], r["admin_ms"]["max"]
+            rows.append(("/healthz and admin API within 100 ms at %s (max)" % m,
+                         "%s / %s ms" % (ms(hz), ms(ad)),
+                         hz is not None and ad is not None and hz < 100 and ad < 100))
+            grow = (r["rss_after_kib"] - r["rss_before_kib"]) / 1024
+            rows.append(("memory flat at %s (RSS growth < 32 MiB)" % m,
+                         "%.0f -> %.0f MiB" % (r["rss_before_kib"] / 1024,
+                                               r["rss_after_kib"] / 1024), grow < 32))
+    else:
+        for m in ("2x", "5x", "10x"):
+            r = runs.get((m, "auto"))
+            if r:
+                p99 = r["all_buy"].get("p99_ms")
+                rows.append(("buy p99 < 50 ms with the upstream saturated (%s)" % m,
+                             "%s ms" % ms(p99), p99 is not None and p99 < 50))
+    return rows
+
+
+def report(res, a):
+    print("flashgate overload benchmark (issue 8), %s mode" % res["mode"])
+    print("CPU: %s, %d cores, kernel %s. THE MACHINE IS SHARED with other builds and tests: "
+          "absolute figures are noisy (load average %s before, %s after)." % (
+              res["cpu"], res["cores"], res["kernel"], " ".join(res["loadavg_before"]),
+              " ".join(res["loadavg_after"])))
+    print("cgroup v1 cpu caps: " + ("; ".join(res["caps"]) or "none"))
+    print("crowd: flashgate-load %s; %.1f s per run, a fresh gateway (--threads 1) per run" % (
+        res["flashgate_load"], res["seconds_per_run"]))
+    print("protection: %s" % ("PUT /admin/v1/degrade {\"level\":\"auto\"} vs {\"level\":0}"
+                              if res["protection_available"] else
+                              "NOT AVAILABLE in this build (PUT /admin/v1/degrade refused): "
+                              "'auto' and 'off' rows run the same gateway"))
+    for name, c in res["cases"].items():
+        print()
+        title = {"dep": "dependency-bound (Redis capped)", "cpu": "CPU-bound (gateway capped)",
+                 "mixed": "mixed page load (%.0f%% GET %s via the gateway, rest buys)" % (
+                     100 * a.page_share, PAGE_PATH)}[name]
+        print("== %s: %s" % (name, title))
+        print("   cap: %s" % c["cap"])
+        print("   capacity (1x) = %.0f/s: %s" % (c["capacity_rps"], c["capacity_how"]))
+        if name == "mixed":
+            print("   routes: %s" % (" ".join(c["route_args"]) if c["route_args"] else
+                                     "NONE: this gateway has no non-core routes (pages answer "
+                                     "404); buys still measured"))
+        rows = []
+        for r in c["runs"] + c["steps"]:
+            label = r["label"] + ("*" if r.get("clipped") else "")
+            if r["label"] == "step":
+                label = "0.5x->5x"
+            adm, shd = r["admitted"], r["shed"]
+            row = [label, r["mode"], "%.0f" % r["offered_rps"], "%.0f" % r["goodput_rps"],
+                   "%.1f%%" % (100 * r["shed_share"]), "%.1f%%" % (100 * r["timeout_share"]),
+                   "%s/%s/%s" % (ms(adm.get("p50_ms")), ms(adm.get("p99_ms")),
+                                 ms(adm.get("p999_ms"))),
+                   "%s/%s/%s" % (ms(shd.get("p50_ms")), ms(shd.get("p99_ms")),
+                                 ms(shd.get("p999_ms"))) if shd.get("count") else "-",
+                   "%.1f" % r["gw_cpu_us_per_req"],
+                   "%s/%s" % (ms(r["healthz_ms"]["p99"]), ms(r["admin_ms"]["p99"])),
+                   "%.0f->%.0f" % (r["rss_before_kib"] / 1024, r["rss_after_kib"] / 1024)]
+            if name == "mixed":
+                pk = r["page_ok"]
+                row.insert(4, "%.0f" % r["pages_ok_rps"])
+                row.insert(8, "%s/%s" % (ms(pk.get("p50_ms")), ms(pk.get("p99_ms"))))
+            if r["label"] == "step":
+                cv = r.get("convergence_ms")
+                row.append("conv " + ("never" if cv is None else "%d ms" % cv))
+            else:
+                row.append("")
+            rows.append(row)
+        head = ["load", "prot", "offered/s", "goodput/s", "shed", "timeout",
+                "admitted p50/p99/p999 ms", "shed p50/p99/p999 ms", "gw us/req",
+                "healthz/admin p99 ms", "RSS MiB", ""]
+        if name == "mixed":
+            head.insert(4, "pages 200/s")
+            head.insert(8, "page 200 p50/p99 ms")
+        B.table(head, rows)
+        if any(r.get("clipped") for r in c["runs"]):
+            print("   * clipped to %.0f arrivals/s (--max-rate: what one flashgate-load loop can "
+                  "send here)" % a.max_rate)
+        lags = [r["send_lag_p99_ms"] for r in c["runs"] + c["steps"]]
+        if lags and max(lags) > 10:
+            print("   the generator fell behind its schedule in some runs (send lag p99 up to "
+                  "%.0f ms): those latencies include it" % max(lags))
+        if name == "cpu":
+            acc, r503 = c.get("cost_accept_us"), c.get("cost_503_us")
+            B_us = c["budget_us_per_s"]
+            print("   physical bound: B = %.0f us CPU/s (the quota), a = %s us per accept "
+                  "(gateway CPU / answers of the 0.5x run), r = %s us per 503 (%s)" % (
+                      B_us, ms(acc, 1), ms(r503, 1), c.get("cost_503_how", "")))
+            for r in c["runs"]:
+                if r["mode"] != "auto":
+                    continue
+                L = r["offered_rps"]
+                if acc and r503 is not None and acc > r503:
+                    bound = max(0.0, min(L, (B_us - r503 * L) / (acc - r503)))
+                    how = "(B - r*L)/(a - r) = (%.0f - %.1f*%.0f)/(%.1f - %.1f)" % (
+                        B_us, r503, L, acc, r503)
+                elif acc:
+                    bound = min(L, B_us / acc)
+                    how = "B/a (no 503 measured) = %.0f/%.1f" % (B_us, acc)
+                else:
+                    continue
+                r["physical_bound_rps"] = bound
+                if r["label"] == "2x":
+                    c["bound_2x"] = bound
+                print("     %-4s L = %.0f/s: bound = %s = %.0f/s; goodput %.0f/s = %.0f%% of it" % (
+                    r["label"], L, how, bound, r["goodput_rps"],
+                    100 * r["goodput_rps"] / bound if bound else 0))
+        if not a.smoke:
+            print("   targets (protection on):")
+            for label, meas, ok in targets_for(name, c, a):
+                print("     %-70s %-28s %s" % (label, meas, verdict(ok)))
+    print()
+    print("goodput = (202 + 409 + 410 buys + 200 pages) / run length; shed = 503 share of all "
+          "requests; timeout = the person gave up (%d ms); admitted = 202/409/410 buy answers, "
+          "shed = 503 buy answers, latency from the scheduled time." % a.give_up_ms)
+    print("convergence: after the step, ms until every 50 ms window of buy requests (by "
+          "scheduled time) has <= 5% answers slower than 50 ms or missing; 'never' = not "
+          "within the 5x phase.")
+
+
+def plot(res, outdir):
+    if not shutil.which("gnuplot"):
+        log("gnuplot not found: no PNG")
+        return None
+    names = [n for n in res["cases"]]
+    dat = os.path.join(outdir, "overload.dat")
+    with open(dat, "w") as f:
+        for i, n in enumerate(names):
+            c = res["cases"][n]
+            f.write("# case %s: mult goodput_auto goodput_off offered\n" % n)
+            by = {}
+            for r in c["runs"]:
+                by.setdefault(r["mult"], {})[r["mode"]] = r
+            for m in sorted(by):
+                ra, ro = by[m].get("auto"), by[m].get("off")
+                f.write("%g %.1f %.1f %.1f\n" % (m, ra["goodput_rps"] if ra else 0,
+                                                 ro["goodput_rps"] if ro else 0,
+                                                 (ra or ro)["offered_rps"]))
+            f.write("\n\n")
+    png = os.path.join(outdir, "overload.png")
+    gp = ['set terminal pngcairo size %d,420 font "sans,10" noenhanced' % (460 * len(names)),
+          'set output "%s"' % png, "set multiplot layout 1,%d" % len(names),
+          "set key top left", "set grid", "set logscale x", "set xtics (1,2,5,10)",
+          'set xlabel "load (x measured capacity)"', 'set ylabel "goodput (useful answers/s)"',
+          "set yrange [0:*]", "set xrange [0.8:12]"]
+    for i, n in enumerate(names):
+        cap = res["cases"][n]["capacity_rps"]
+        gp.append('set title "%s (capacity %.0f/s)"' % (n, cap))
+        gp.append('plot "%s" index %d using 1:2 with linespoints lw 2 title "protected (auto)", '
+                  '"" index %d using 1:3 with linespoints lw 2 title "unprotected (level 0)", '
+                  '%f with lines dt 2 title "1x capacity"' % (dat, i, i, cap))
+    gp.append("unset multiplot")
+    p = subprocess.run(["gnuplot"], input="\n".join(gp) + "\n", text=True, capture_output=True)
+    if p.returncode != 0:
+        log("gnuplot failed: " + p.stderr[-500:])
+        return None
+    return png
+
+
+if __name__ == "__main__":
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, B.on_signal)
+    try:
+        main()
+    except KeyboardInterrupt:
+        cleanup()
+        print("bench-overload: interrupted; every process and cgroup it made is gone",
+              file=sys.stderr)
+        sys.exit(130)
+    except Exception:
+        cleanup()
+        raise

@@ -1,0 +1,59 @@
+"""The overload benchmark keeps working: bench/overload.py --smoke runs every
+case (Redis capped, gateway capped, mixed with the test upstream) for a
+fraction of a second per load, judges no targets, and must produce its table,
+its raw JSON and its PNG, with every request of every run accounted for, and
+leave no process or cgroup behind. Performance is never asserted here (that
+is the benchmark's job). Dev stage only: the sanitizers add nothing to a
+Python script, and a capped ASan gateway is too slow to be a smoke test.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fg  # noqa: E402
+
+out = tempfile.mkdtemp(prefix="fg-bench-overload-")
+env = dict(os.environ, FLASHGATE_BIN=fg.BIN)
+p = subprocess.run([sys.executable, os.path.join(fg.SRC, "bench", "overload.py"), "--smoke",
+                    "--out", out], capture_output=True, text=True, timeout=110, env=env,
+                   preexec_fn=fg.die_with_parent)
+print(p.stdout)
+if p.returncode != 0:
+    print(p.stderr[-4000:], file=sys.stderr)
+fg.eq(p.returncode, 0, "bench/overload.py --smoke exit status")
+for case in ("== dep:", "== cpu:", "== mixed:"):
+    fg.check(case in p.stdout, "the table has the case %s" % case)
+fg.check("THE MACHINE IS SHARED" in p.stdout, "the output says the machine is shared")
+fg.check("cpu.cfs_quota_us=1000 cpu.cfs_period_us=10000 (10% of one core)" in p.stdout,
+         "the output names the cgroup cap of redis-server")
+fg.check("physical bound: B = " in p.stdout, "the CPU-bound case prints its physical bound")
+jpath = os.path.join(out, "overload.json")
+fg.check(os.path.exists(jpath), "raw results written")
+fg.check(os.path.getsize(os.path.join(out, "overload.png")) > 1000
+         if os.path.exists(os.path.join(out, "overload.png")) else False, "PNG written")
+if os.path.exists(jpath):
+    res = json.load(open(jpath))
+    fg.eq(sorted(res["cases"]), ["cpu", "dep", "mixed"], "cases in the JSON")
+    for name, c in res["cases"].items():
+        fg.check(c["capacity_rps"] > 0, "%s: a capacity was measured" % name)
+        runs = c["runs"] + c["steps"]
+        fg.eq(sorted((r["label"], r["mode"]) for r in c["runs"]),
+              [("2x", "auto"), ("2x", "off")], "%s: both modes side by side" % name)
+        fg.eq(len(c["steps"]), 2, "%s: a step run per mode" % name)
+        for r in runs:
+            n = sum(v for k, v in r["answers"].items() if k != "poll") + sum(r["pages"].values())
+            fg.check(r["arrivals"] > 0, "%s %s %s: the crowd came" % (name, r["label"], r["mode"]))
+            fg.eq(n, r["arrivals"], "%s %s %s: every request has an outcome" % (
+                name, r["label"], r["mode"]))
+            fg.check(r["healthz_ms"]["n"] > 0, "%s %s: /healthz was probed" % (name, r["label"]))
+        if name == "mixed":
+            pages = sum(sum(r["pages"].values()) for r in runs)
+            fg.check(pages > 0.5 * sum(r["arrivals"] for r in runs),
+                     "mixed: most of the crowd viewed pages")
+left = [d for d in os.listdir("/sys/fs/cgroup/cpu") if d.startswith("flashgate-bench-")]
+fg.eq([d for d in left if d.split("-")[2].isdigit() and
+       not os.path.exists("/proc/" + d.split("-")[2])], [], "no cgroup left behind")
+fg.finish()
