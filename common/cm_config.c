@@ -734,6 +734,19 @@ static const char *json_to_text(const cm_opt_t *o, json_t *v, char *buf, size_t 
         json_t *item;
         json_array_foreach(v, i, item)
         {
+            if (json_is_object(item)) {
+                /* A list of objects (e.g. proxy.routes) stays JSON text: the
+                 * option's own validator parses it. */
+                char *dump = json_dumps(v, JSON_COMPACT);
+                bool fits = dump && strlen(dump) < len;
+                if (fits)
+                    copy_trunc(buf, len, dump);
+                free(dump);
+                return fits ? NULL : "is too long";
+            }
+        }
+        json_array_foreach(v, i, item)
+        {
             char one[TEXT_MAX];
             if (!json_is_string(item) && !json_is_number(item))
                 return "list items must be strings or numbers";

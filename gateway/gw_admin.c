@@ -975,6 +975,7 @@ static char *stats_json(gw_server_t *srv)
     json_object_set_new(o, "sales", sales);
     gw_server_stats_extra(srv, o);
     gw_fleet_stats(srv, o);
+    gw_overload_stats(srv, o);
     char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12));
     json_decref(o);
     return s;
@@ -1116,6 +1117,63 @@ static void h_order_cancel(admin_call_t *a)
                         json_pack("{s:s,s:s}", "cancel", "requested", "reason", reason));
 }
 
+/*---- degradation level ----*/
+
+static void degrade_json(gw_server_t *srv, gw_resp_t *p)
+{
+    gw_ol_snapshot_t *s = cm_xmalloc(sizeof(*s));
+    gw_overload_snapshot(srv, s);
+    gw_resp_init(p, GW_R_OK);
+    size_t n = (size_t)snprintf(p->body, sizeof(p->body),
+                                "{\"level\":%d,\"level_name\":\"%s\",\"mode\":\"%s\","
+                                "\"reason\":\"",
+                                s->level, gw_level_name((gw_level_t)s->level),
+                                s->pinned ? "pinned" : "auto");
+    gw_json_escape(p->body, sizeof(p->body) - 8, &n, s->reason);
+    n += (size_t)snprintf(p->body + n, sizeof(p->body) - n, "\"}");
+    p->body_len = n;
+    free(s);
+}
+
+static void h_degrade_get(admin_call_t *a)
+{
+    degrade_json(a->srv, a->p);
+}
+
+/* PUT /admin/v1/degrade {"level":"auto"|0|1|2|3}: bad input changes nothing. */
+static void h_degrade_put(admin_call_t *a)
+{
+    gw_resp_t *p = a->p;
+    json_t *j = parse_object(a->ar, p);
+    if (!j)
+        return;
+    static const char *const keys[] = {"level", NULL};
+    if (!only_keys(j, keys, p)) {
+        json_decref(j);
+        return;
+    }
+    json_t *v = json_object_get(j, "level");
+    int level;
+    if (json_is_string(v) && strcmp(json_string_value(v), "auto") == 0) {
+        level = -1;
+    } else if (json_is_integer(v) && json_integer_value(v) >= 0 &&
+               json_integer_value(v) < GW_LEVEL_COUNT) {
+        level = (int)json_integer_value(v);
+    } else {
+        gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
+                      "level must be \"auto\" or an integer from 0 to 3");
+        json_decref(j);
+        return;
+    }
+    json_decref(j);
+    int before = (int)gw_ol_level(a->srv);
+    gw_ol_pin(a->srv, level);
+    degrade_json(a->srv, p);
+    gw_audit_record(a->srv, a->who, "degrade.set", "level", json_pack("{s:i}", "level", before),
+                    level < 0 ? json_pack("{s:s}", "level", "auto")
+                              : json_pack("{s:i}", "level", level));
+}
+
 /*---- the route table and the dispatcher ----*/
 
 /* method, path ({name} = one segment), role needed, handler */
@@ -1134,6 +1192,8 @@ static void h_order_cancel(admin_call_t *a)
     XX("PUT", "/admin/v1/rules/{sale_id}", WRITE, h_rule_put)                                      \
     XX("DELETE", "/admin/v1/rules/{sale_id}", WRITE, h_rule_delete)                                \
     XX("GET", "/admin/v1/stats", READ, h_stats)                                                    \
+    XX("GET", "/admin/v1/degrade", READ, h_degrade_get)                                            \
+    XX("PUT", "/admin/v1/degrade", WRITE, h_degrade_put)                                           \
     XX("GET", "/admin/v1/config", READ, h_config)                                                  \
     XX("POST", "/admin/v1/config/rollback", WRITE, h_rollback)                                     \
     XX("GET", "/admin/v1/audit", READ, h_audit)                                                    \

@@ -17,7 +17,9 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <jansson.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -250,11 +252,181 @@ static const char *v_cidrs(const void *v)
     return NULL;
 }
 
+/*---- proxy.routes ----*/
+
+static const char *const crit_names[] = {"critical", "degradable", "sheddable", NULL};
+
+/* Paths the gateway answers itself: a route may not shadow them. */
+static bool reserved_prefix(const char *p)
+{
+    static const char *const own[] = {"/v1/sales/", "/v1/orders/", "/healthz", "/readyz",
+                                      "/admin/"};
+    for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++) {
+        size_t a = strlen(p), b = strlen(own[i]);
+        if (strncmp(p, own[i], a < b ? a : b) == 0)
+            return true;
+    }
+    return false;
+}
+
+static bool route_fail(char *errbuf, size_t errlen, size_t i, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static bool route_fail(char *errbuf, size_t errlen, size_t i, const char *fmt, ...)
+{
+    int n = snprintf(errbuf, errlen, "route %zu: ", i);
+    if (n < 0 || (size_t)n >= errlen)
+        return false;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errbuf + n, errlen - (size_t)n, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+static bool route_one(json_t *o, size_t i, gw_route_def_t *r, char *errbuf, size_t errlen)
+{
+    memset(r, 0, sizeof(*r));
+    if (!json_is_object(o))
+        return route_fail(errbuf, errlen, i, "%s", "must be an object");
+    static const char *const keys[] = {"prefix", "upstream", "timeout_ms", "criticality",
+                                       "fallback", NULL};
+    const char *k;
+    json_t *v;
+    json_object_foreach(o, k, v) {
+        bool known = false;
+        for (const char *const *a = keys; *a; a++)
+            known |= strcmp(*a, k) == 0;
+        if (!known)
+            return route_fail(errbuf, errlen, i,
+                              "unknown field %.64s (prefix, upstream, timeout_ms, criticality, "
+                              "fallback)",
+                              k);
+    }
+    const char *prefix = json_string_value(json_object_get(o, "prefix"));
+    if (!prefix || prefix[0] != '/' || strlen(prefix) >= sizeof(r->prefix) || strchr(prefix, '?'))
+        return route_fail(errbuf, errlen, i, "%s",
+                          "prefix must be a path starting with / (at most 127 characters)");
+    if (reserved_prefix(prefix))
+        return route_fail(errbuf, errlen, i,
+                          "prefix %.127s overlaps a route flashgate answers itself "
+                          "(/v1/sales/, /v1/orders/, /healthz, /readyz, /admin/)",
+                          prefix);
+    snprintf(r->prefix, sizeof(r->prefix), "%s", prefix);
+    const char *up = json_string_value(json_object_get(o, "upstream"));
+    if (!up || strlen(up) >= sizeof(r->upstream) ||
+        (strncmp(up, "http://", 7) != 0 && strncmp(up, "https://", 8) != 0) ||
+        strchr(up, '?') || strchr(up, ' ') || up[strlen(up) - 1] == '/' ||
+        strlen(up) <= (up[4] == 's' ? 8u : 7u))
+        return route_fail(errbuf, errlen, i, "%s",
+                          "upstream must be http://HOST[:PORT][/BASE] or https://..., without a "
+                          "trailing / or query (the request path and query are appended)");
+    snprintf(r->upstream, sizeof(r->upstream), "%s", up);
+    r->timeout_ms = 1000;
+    json_t *t = json_object_get(o, "timeout_ms");
+    if (t) {
+        if (!json_is_integer(t) || json_integer_value(t) < 1 || json_integer_value(t) > 60000)
+            return route_fail(errbuf, errlen, i, "%s",
+                              "timeout_ms must be an integer from 1 to 60000");
+        r->timeout_ms = (uint32_t)json_integer_value(t);
+    }
+    r->crit = 2; /* sheddable: the least important unless told */
+    json_t *c = json_object_get(o, "criticality");
+    if (c) {
+        int found = -1;
+        for (int x = 0; crit_names[x] && json_is_string(c); x++)
+            if (strcmp(json_string_value(c), crit_names[x]) == 0)
+                found = x;
+        if (found < 0)
+            return route_fail(errbuf, errlen, i, "%s",
+                              "criticality must be critical, degradable or sheddable");
+        r->crit = found;
+    }
+    json_t *fb = json_object_get(o, "fallback");
+    if (fb) {
+        static const char rule[] =
+            "fallback must be {\"status\":200..599,\"content_type\":\"...\",\"body\":\"...\"} "
+            "(body at most 1023 bytes)";
+        if (!json_is_object(fb))
+            return route_fail(errbuf, errlen, i, "%s", rule);
+        json_object_foreach(fb, k, v) {
+            if (strcmp(k, "status") && strcmp(k, "content_type") && strcmp(k, "body"))
+                return route_fail(errbuf, errlen, i, "%s", rule);
+        }
+        json_t *st = json_object_get(fb, "status");
+        json_t *ct = json_object_get(fb, "content_type");
+        json_t *body = json_object_get(fb, "body");
+        if (!json_is_integer(st) || json_integer_value(st) < 200 || json_integer_value(st) > 599 ||
+            (ct && (!json_is_string(ct) || json_string_length(ct) >= sizeof(r->fb_type) ||
+                    strpbrk(json_string_value(ct), "\r\n"))) ||
+            (body && (!json_is_string(body) || json_string_length(body) >= sizeof(r->fb_body))))
+            return route_fail(errbuf, errlen, i, "%s", rule);
+        r->has_fallback = true;
+        r->fb_status = (unsigned)json_integer_value(st);
+        snprintf(r->fb_type, sizeof(r->fb_type), "%s",
+                 ct ? json_string_value(ct) : "application/json");
+        if (body) {
+            r->fb_len = json_string_length(body);
+            memcpy(r->fb_body, json_string_value(body), r->fb_len);
+        }
+    }
+    return true;
+}
+
+int gw_routes_parse(const char *text, gw_route_def_t *out, size_t *n, char *errbuf,
+                    size_t errlen)
+{
+    *n = 0;
+    if (!text || !*text)
+        return 0;
+    json_error_t e;
+    json_t *a = json_loads(text, JSON_REJECT_DUPLICATES, &e);
+    if (!a || !json_is_array(a)) {
+        snprintf(errbuf, errlen,
+                 "must be a JSON list of routes [{\"prefix\":...,\"upstream\":...}]%s%s",
+                 a ? "" : ": ", a ? "" : e.text);
+        json_decref(a);
+        return CM_EINVAL;
+    }
+    if (json_array_size(a) > GW_ROUTES_MAX) {
+        snprintf(errbuf, errlen, "at most %d routes", GW_ROUTES_MAX);
+        json_decref(a);
+        return CM_EINVAL;
+    }
+    size_t i;
+    json_t *o;
+    json_array_foreach(a, i, o) {
+        if (!route_one(o, i, &out[i], errbuf, errlen)) {
+            json_decref(a);
+            return CM_EINVAL;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(out[j].prefix, out[i].prefix) == 0) {
+                snprintf(errbuf, errlen, "route %zu: prefix %.127s is used twice", i, out[i].prefix);
+                json_decref(a);
+                return CM_EINVAL;
+            }
+        }
+    }
+    *n = json_array_size(a);
+    json_decref(a);
+    return 0;
+}
+
+static const char *v_routes(const void *v)
+{
+    /* The rule text must be static: keep the last one per thread. */
+    static _Thread_local char rule[300];
+    static _Thread_local gw_route_def_t tmp[GW_ROUTES_MAX];
+    size_t n;
+    return gw_routes_parse(v, tmp, &n, rule, sizeof(rule)) ? rule : NULL;
+}
+
 /*---- The table ----*/
 
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 static const char *const log_formats[] = {"logfmt", "json", NULL};
 static const char *const durabilities[] = {"write", "fsync", NULL};
+static const char *const ol_levels[] = {"auto", "0", "1", "2", "3", NULL};
 
 #define OFF(f) offsetof(gw_config_t, f)
 #define SZ(f) sizeof(((gw_config_t *)0)->f)
@@ -353,6 +525,50 @@ const cm_opt_t gw_config_opts[] = {
     BURST("limits.ip_burst", ip_burst, "40", "per-client-IP"),
     {"limits.max_keys", CM_OPT_UINT, OFF(limiter_max_keys), 0, "1000000", 1000, 100000000, NULL,
      0, NULL, "N", "most users + IPs tracked by the limiters; idle ones are evicted first", NULL},
+    {"overload.level", CM_OPT_ENUM, OFF(ol_level), 0, "auto", 0, 0, ol_levels, 0, NULL, NULL,
+     "degradation level at start: auto (from the queuing delay) or pinned 0..3 (see PUT "
+     "/admin/v1/degrade)",
+     NULL},
+    {"overload.adaptive", CM_OPT_BOOL, OFF(ol_adaptive), 0, "true", 0, 0, NULL, 0, NULL, NULL,
+     "adaptive concurrency limit per dependency (Redis, spool fsync, upstreams); false = off",
+     NULL},
+    {"overload.accept_pause", CM_OPT_BOOL, OFF(ol_accept_pause), 0, "true", 0, 0, NULL, 0, NULL,
+     NULL, "at level 3 past the queuing target, stop accepting new connections for a while",
+     NULL},
+    {"overload.queue_target", CM_OPT_MS, OFF(ol_queue_target_ms), 0, "20ms", 1, 10000, NULL, 0,
+     NULL, "DURATION", "average queuing delay of a worker past which it sheds (DAGOR: 20 ms)",
+     NULL},
+    {"overload.queue_interval", CM_OPT_MS, OFF(ol_queue_interval_ms), 0, "50ms", 10, 10000, NULL,
+     0, NULL, "DURATION", "window over which the queuing delay is averaged", NULL},
+    {"overload.exit_hold", CM_OPT_MS, OFF(ol_exit_hold_ms), 0, "2s", 0, 600000, NULL, 0, NULL,
+     "DURATION", "a level is left only after the delay stayed below its exit threshold this long",
+     NULL},
+    {"overload.limit_min", CM_OPT_UINT, OFF(ol_limit_min), 0, "4", 1, 100000, NULL, 0, NULL, "N",
+     "lowest concurrency limit per dependency per worker", NULL},
+    {"overload.limit_initial", CM_OPT_UINT, OFF(ol_limit_initial), 0, "32", 1, 1000000, NULL, 0,
+     NULL, "N", "starting concurrency limit per dependency per worker", NULL},
+    {"overload.limit_max", CM_OPT_UINT, OFF(ol_limit_max), 0, "1000", 1, 1000000, NULL, 0, NULL,
+     "N", "highest concurrency limit per dependency per worker", NULL},
+    {"overload.retry_after_min", CM_OPT_UINT, OFF(ol_retry_min_s), 0, "1", 1, 3600, NULL, 0, NULL,
+     "SECONDS", "a 503 overloaded says Retry-After from min to max seconds, at random", NULL},
+    {"overload.retry_after_max", CM_OPT_UINT, OFF(ol_retry_max_s), 0, "3", 1, 3600, NULL, 0, NULL,
+     "SECONDS", "upper end of the jittered Retry-After", NULL},
+    {"proxy.routes", CM_OPT_STR, OFF(proxy_routes), SZ(proxy_routes), "", 0, 0, NULL, 0, NULL,
+     "JSON",
+     "non-core routes proxied to upstreams: [{\"prefix\":\"/v1/recs/\",\"upstream\":\"http://"
+     "HOST:PORT\",\"timeout_ms\":1000,\"criticality\":\"critical|degradable|sheddable\","
+     "\"fallback\":{\"status\":200,\"content_type\":\"...\",\"body\":\"...\"}}]",
+     v_routes},
+    {"proxy.max_connections", CM_OPT_UINT, OFF(proxy_max_conns), 0, "32", 1, 10000, NULL, 0,
+     NULL, "N", "open connections per upstream per worker (kept alive)", NULL},
+    {"proxy.max_body", CM_OPT_SIZE, OFF(proxy_max_body), 0, "1m", 1024, 64u << 20, NULL, 0, NULL,
+     "SIZE", "largest request or response body passed through a proxied route", NULL},
+    {"proxy.breaker_failures", CM_OPT_UINT, OFF(proxy_breaker_failures), 0, "5", 1, 1000, NULL,
+     0, NULL, "N", "consecutive upstream failures (refused, timeouts) that open its breaker",
+     NULL},
+    {"proxy.breaker_cooldown", CM_OPT_MS, OFF(proxy_breaker_cooldown_ms), 0, "1s", 10, 600000,
+     NULL, 0, NULL, "DURATION", "an open upstream breaker lets one probe through after this",
+     NULL},
     {NULL, 0, 0, 0, NULL, 0, 0, NULL, 0, NULL, NULL, NULL, NULL},
 };
 
@@ -406,6 +622,16 @@ int gw_config_check(const gw_config_t *cfg, const cm_conf_t *conf, char *errbuf,
     }
     if (cfg->spool_segment_bytes > cfg->spool_max_bytes) {
         cm_conf_report(&view, "spool.segment_bytes", "must be <= spool.max_bytes", errbuf, errlen);
+        bad++;
+    }
+    if (cfg->ol_retry_min_s > cfg->ol_retry_max_s) {
+        cm_conf_report(&view, "overload.retry_after_max", "must be >= overload.retry_after_min",
+                       errbuf, errlen);
+        bad++;
+    }
+    if (cfg->ol_limit_min > cfg->ol_limit_max) {
+        cm_conf_report(&view, "overload.limit_max", "must be >= overload.limit_min", errbuf,
+                       errlen);
         bad++;
     }
     if (strcmp(cfg->kafka_topic, cfg->kafka_outcomes_topic) == 0) {

@@ -55,7 +55,46 @@ typedef struct gw_config {
     uint64_t user_rps, user_burst;
     uint64_t ip_rps, ip_burst;
     uint64_t limiter_max_keys; /* limits.max_keys: cap on tracked users + IPs */
+
+    /* overload control (gw_overload.h) */
+    int ol_level;              /* overload.level: 0 = auto, 1..4 = pinned level 0..3 */
+    bool ol_adaptive;          /* overload.adaptive: per-dependency concurrency limits */
+    bool ol_accept_pause;      /* overload.accept_pause: stop accepting past the target */
+    uint64_t ol_queue_target_ms, ol_queue_interval_ms, ol_exit_hold_ms;
+    uint64_t ol_limit_min, ol_limit_initial, ol_limit_max;
+    uint64_t ol_retry_min_s, ol_retry_max_s;
+
+    /* non-core routes reverse-proxied to upstreams (gw_proxy.c) */
+    char proxy_routes[4096];   /* proxy.routes: JSON list, see gw_routes_parse */
+    uint64_t proxy_max_conns;  /* proxy.max_connections per upstream per worker */
+    uint64_t proxy_max_body;   /* proxy.max_body: request and response body cap */
+    uint64_t proxy_breaker_failures, proxy_breaker_cooldown_ms;
 } gw_config_t;
+
+/* One non-core route of proxy.routes. */
+#define GW_ROUTES_MAX 32
+typedef struct gw_route_def {
+    char prefix[128];      /* "/v1/recs/": requests whose path starts with it */
+    char upstream[256];    /* "http://127.0.0.1:8081": the path and query are appended */
+    uint32_t timeout_ms;   /* whole upstream exchange; default 1000 */
+    int crit;              /* gw_crit_t; default sheddable */
+    bool has_fallback;
+    unsigned fb_status;    /* fallback answer when degraded or shed */
+    char fb_type[96];
+    char fb_body[1024];
+    size_t fb_len;
+} gw_route_def_t;
+
+/*
+ * Parses proxy.routes: a JSON list of objects
+ *   {"prefix":"/v1/recs/","upstream":"http://127.0.0.1:8081","timeout_ms":300,
+ *    "criticality":"critical|degradable|sheddable",
+ *    "fallback":{"status":200,"content_type":"application/json","body":"{}"}}
+ * "" is no routes. Fills out[0..*n) (at most GW_ROUTES_MAX). Returns 0, or
+ * CM_EINVAL with the rule broken in errbuf. Thread-safe.
+ */
+int gw_routes_parse(const char *text, gw_route_def_t *out, size_t *n, char *errbuf,
+                    size_t errlen);
 
 /* The option table; terminated by {NULL}. */
 extern const cm_opt_t gw_config_opts[];

@@ -56,6 +56,7 @@ static gw_req_t *req_alloc(gw_worker_t *w)
 static void req_free(gw_req_t *r)
 {
     gw_worker_t *w = r->w;
+    gw_ol_release_all(r);
     if (r->body != r->body_inline)
         free(r->body);
     if (w->nfree < FREE_LIST_MAX) {
@@ -191,6 +192,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         r->t0_ns = cm_mono_ns();
         *req_cls = r;
         inc(&w->ctr.requests, 1);
+        gw_ol_request_head(r);
         gw_route(r, url, method);
         inc(&w->ctr.route_requests[r->route], 1);
         if (r->state == GW_ST_BODY && r->route == GW_ROUTE_BUY) {
@@ -295,6 +297,7 @@ static void on_timer(uv_timer_t *t);
 static void drive(gw_worker_t *w)
 {
     w->need_run = false;
+    gw_ol_iteration(w);
     MHD_run(w->mhd);
     MHD_UNSIGNED_LONG_LONG to;
     int again = 0;
@@ -375,6 +378,7 @@ static void on_stop_timer(uv_timer_t *t)
 /* Stops the loop once no request waits; re-checks every few ms until then. */
 static void stop_try(gw_worker_t *w)
 {
+    gw_ol_worker_stop(w); /* accepting again, so that MHD can quiesce */
     if (w->mhd && w->listen_fd < 0) {
         /* Stop accepting (loop thread: MHD is not thread-safe in external mode). */
         MHD_socket fd = MHD_quiesce_daemon(w->mhd);
@@ -514,6 +518,7 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
         uv_check_start(&w->check, on_check);
         uv_async_init(&w->loop, &w->wake, on_wake);
         w->wake.data = w;
+        gw_ol_worker_start(w);
         rc = inv_worker_open(srv->inv, &w->loop, &w->inv);
         if (rc) {
             snprintf(errbuf, errlen, "inventory worker: %s", cm_strerror(rc));

@@ -22,6 +22,7 @@
 #include "common/cm_topk.h"
 #include "gateway/gw_config.h"
 #include "gateway/gw_limit.h"
+#include "gateway/gw_overload.h"
 #include "inventory/inv.h"
 #include "queue/oq_spool.h"
 
@@ -39,6 +40,10 @@ typedef struct gw_req gw_req_t;
 typedef struct gw_orders gw_orders_t;
 typedef struct gw_releaser gw_releaser_t;
 struct oq_relay;
+struct gw_overload;
+struct gw_ol_worker;
+struct gw_px_worker;
+struct gw_px_req;
 
 /*---- Replies: the ONE table of outcomes -> HTTP status and stable code ----*/
 
@@ -251,6 +256,8 @@ struct gw_worker {
     pthread_mutex_t hh_mu;
     cm_topk_t hh_users, hh_ips;
     uint64_t rng; /* access-log sampling */
+    struct gw_ol_worker *ol; /* overload control (gw_overload.c) */
+    struct gw_px_worker *px; /* proxied routes (gw_proxy.c); NULL without routes */
 };
 
 struct gw_server {
@@ -287,6 +294,7 @@ struct gw_server {
     int64_t started_ms;
     gw_counters_t admin_ctr;
     uv_loop_t main_loop;
+    struct gw_overload *ol; /* levels, limits config, routes (gw_overload.c) */
 };
 
 /*
@@ -306,6 +314,10 @@ struct gw_req {
     struct MHD_Response *cached; /* a prepared answer (sold out, rate limited), sent instead */
     gw_reply_t cached_reply;
     uint64_t t0_ns; /* first handler call (latency histogram) */
+    uint64_t ol_held;     /* dependency slots held (bit = gw_ol dependency index) */
+    uint64_t ol_t0_us[3]; /* when the redis / spool / upstream slot was taken */
+    struct gw_px_req *px; /* a proxied request in flight (gw_proxy.c) */
+    unsigned px_route;    /* index into the routes, for GW_ROUTE_PROXY */
     char id[INV_SALE_ID_MAX + 1]; /* sale or order id from the path (checked) */
     size_t body_len, body_cap;
     char *body;
@@ -435,6 +447,44 @@ void gw_client_key_format(const uint8_t *key, size_t len, char *out, size_t cap)
 
 /* The Prometheus exposition of /metrics (gw_metrics.c); malloc'd, caller frees. */
 char *gw_metrics_text(gw_server_t *srv, size_t *len);
+
+/*---- Overload control (gw_overload.c) ----*/
+
+/* Dependency indexes of the per-worker limits; upstream i is GW_DEP_UPSTREAM + i. */
+enum { GW_DEP_REDIS = 0, GW_DEP_SPOOL = 1, GW_DEP_UPSTREAM = 2 };
+
+/* Parses the overload and proxy config. Single-threaded init, before the workers. */
+int gw_overload_start(gw_server_t *srv, char *errbuf, size_t errlen);
+void gw_overload_stop(gw_server_t *srv);
+/* Per-worker state and its timer on w->loop. Before the loop runs / loop thread at stop. */
+void gw_ol_worker_start(gw_worker_t *w);
+void gw_ol_worker_stop(gw_worker_t *w);
+/* Start of a loop iteration that runs MHD (stamps the time requests are read). Loop thread. */
+void gw_ol_iteration(gw_worker_t *w);
+/* A request head was read: records its queuing delay. Loop thread. */
+void gw_ol_request_head(gw_req_t *r);
+/* After the buy body is parsed: DAGOR user priority. false: r->resp is a 503. Loop thread. */
+bool gw_ol_buy_admit(gw_req_t *r);
+/* Takes a slot of dependency `dep` for r; false: r->resp is a 503 (nothing was sent to it). */
+bool gw_ol_acquire(gw_req_t *r, unsigned dep);
+/* Gives r's slot of `dep` back (no-op if not held); the RTT is measured from the acquire. */
+void gw_ol_release(gw_req_t *r, unsigned dep, gw_al_outcome_t o);
+/* Gives back whatever r still holds, without samples (request freed). Loop thread. */
+void gw_ol_release_all(gw_req_t *r);
+/* Fills p with 503 overloaded, the refusing limit or level and a jittered Retry-After. */
+void gw_ol_overloaded(gw_worker_t *w, gw_resp_t *p, const char *reason, const char *msg);
+/* A jittered Retry-After in seconds. Loop thread of w. */
+unsigned gw_ol_retry(gw_worker_t *w);
+/* The level in force. Thread-safe. */
+gw_level_t gw_ol_level(gw_server_t *srv);
+/* Pins a level (0..3) or returns to automatic (-1). Thread-safe. */
+void gw_ol_pin(gw_server_t *srv, int level);
+/* Adds the "overload" object to the stats (json_t *). Thread-safe. */
+void gw_overload_stats(gw_server_t *srv, void *json_obj);
+/* One summary log line of shedding since the last call (none if nothing happened). */
+void gw_overload_log_summary(gw_server_t *srv);
+/* Counts a request shed or degraded for criticality c. Thread-safe. */
+void gw_ol_count_shed(gw_worker_t *w, gw_crit_t c);
 
 /* Applies limits from the config struct to the limiter. */
 void gw_apply_limits(gw_server_t *srv);

@@ -315,6 +315,8 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
 
     if ((rc = gw__queue_start(srv, errbuf, errlen)))
         return rc;
+    if ((rc = gw_overload_start(srv, errbuf, errlen)))
+        return rc;
     if ((rc = gw_admin_start(srv, errbuf, errlen)))
         return rc;
     if ((rc = gw_workers_start(srv, errbuf, errlen)))
@@ -334,6 +336,7 @@ void gw_server_stop(gw_server_t *srv)
     atomic_store(&srv->ready, false);
     gw_workers_stop(srv);
     gw_admin_stop(srv);
+    gw_overload_stop(srv);
     gw_fleet_stop(srv);
     gw__queue_stop(srv);
     gw_releaser_stop(srv);

@@ -53,6 +53,7 @@ static void on_summary(uv_timer_t *t)
 #undef D
     }
     s->last = c;
+    gw_overload_log_summary(s->srv);
 }
 
 /*---- graceful operations: SIGTERM drains, SIGHUP reloads (docs/runbook.md) ----*/

@@ -23,4 +23,12 @@
 redisContext *inv_redis_connect(const cm_redis_url_t *addr, uint32_t timeout_ms, char *errbuf,
                                 size_t errlen);
 
+struct inv;
+/*
+ * The Redis backend's circuit breaker: returns its state (0 closed, 1 open,
+ * 2 half-open) and how often it opened since start in *opens, or -1 when
+ * `inv` is not the Redis backend. Thread-safe (atomics).
+ */
+int inv_redis_breaker(struct inv *inv, uint64_t *opens);
+
 #endif

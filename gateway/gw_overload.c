@@ -1,0 +1,582 @@
+/*
+ * Overload control wired into the server (the pure parts are in
+ * gw_overload_core.c). Per worker loop: one adaptive limit per dependency
+ * (Redis, the spool's fsync, each upstream), a breaker per upstream, the
+ * queuing-delay window and DAGOR's user-priority cut, and a timer every
+ * GW_OL_TICK_MS that measures the loop's lag, closes the windows, moves the
+ * process-wide degradation level (one lock, taken with trylock by whichever
+ * worker's window closes) and pauses or resumes accepting connections.
+ *
+ * Signals, and where they are measured:
+ *  - loop lag: the tick timer's lateness (how long a new event waits before
+ *    the loop looks at it);
+ *  - request queuing delay: when the access handler first sees a request,
+ *    the time since its loop iteration started plus the last lag;
+ *  - dependency RTT: from gw_ol_acquire to gw_ol_release.
+ *
+ * Backpressure: at level 3, while a worker's queuing delay is over target,
+ * its listening socket leaves MHD's epoll set (EPOLL_CTL_DEL; MHD puts it
+ * there with data.ptr = the daemon, and we put it back the same way), so new
+ * connections wait in the kernel's accept queue (and the load balancer sees a
+ * slow node) instead of costing us an accept, a read and a 503 nobody waits
+ * for. docs/design.md "Overload control" has the cost model.
+ */
+#include "common/cm_alloc.h"
+#include "common/cm_err.h"
+#include "common/cm_log.h"
+#include "common/cm_time.h"
+#include "gateway/gw_internal.h"
+#include "inventory/inv_redis.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+#define GW_OL_TICK_MS 10
+
+typedef struct gw_ol_worker {
+    gw_worker_t *w;
+    unsigned ndeps;
+    gw_alimit_t dep[GW_OL_DEPS_MAX];
+    gw_breaker_t br[GW_OL_DEPS_MAX]; /* upstreams only */
+    gw_qdelay_t q;
+    uv_timer_t tick;
+    bool tick_started;
+    uint64_t tick_due_us;
+    uint64_t lag_us;        /* the last measured loop lag */
+    uint64_t iter_start_us; /* current loop iteration */
+    uint64_t rnd;
+    bool paused;
+    _Atomic bool pub_paused;
+    _Atomic uint64_t shed[GW_CRIT_COUNT];
+    _Atomic uint64_t shed_users, accept_pauses;
+} gw_ol_worker_t;
+
+typedef struct gw_overload {
+    pthread_mutex_t mu; /* guards sm, reason, since, last_eval */
+    gw_level_sm_t sm;
+    _Atomic int level;
+    _Atomic int pinned; /* -1 = automatic */
+    char reason[160];
+    int64_t since_wall_ms;
+    uint64_t last_eval_us;
+    bool adaptive, accept_pause, redis_dep, spool_dep;
+    unsigned retry_min, retry_max;
+    uint64_t target_us, interval_us;
+    uint32_t limit_min, limit_init, limit_max;
+    uint32_t br_failures;
+    uint64_t br_cooldown_ms;
+    size_t nroutes;
+    gw_route_def_t routes[GW_ROUTES_MAX];
+    /* for the periodic summary */
+    uint64_t last_shed[GW_CRIT_COUNT], last_users, last_rejected[GW_OL_DEPS_MAX], last_pauses;
+    uint64_t last_level_changes;
+    uint64_t last_redis_opens;
+} gw_overload_t;
+
+static uint64_t now_us(void)
+{
+    return uv_hrtime() / 1000u;
+}
+
+/*---- start / stop ----*/
+
+int gw_overload_start(gw_server_t *srv, char *errbuf, size_t errlen)
+{
+    const gw_config_t *cfg = srv->cfg;
+    gw_overload_t *ol = cm_xcalloc(1, sizeof(*ol));
+    pthread_mutex_init(&ol->mu, NULL);
+    gw_level_sm_init(&ol->sm, cfg->ol_exit_hold_ms, cm_mono_ms());
+    atomic_init(&ol->level, 0);
+    atomic_init(&ol->pinned, cfg->ol_level == 0 ? -1 : cfg->ol_level - 1);
+    if (cfg->ol_level != 0) {
+        atomic_store(&ol->level, cfg->ol_level - 1);
+        snprintf(ol->reason, sizeof(ol->reason), "pinned by configuration");
+    } else {
+        snprintf(ol->reason, sizeof(ol->reason), "start");
+    }
+    ol->since_wall_ms = cm_wall_ms();
+    ol->adaptive = cfg->ol_adaptive;
+    ol->accept_pause = cfg->ol_accept_pause;
+    ol->redis_dep = strcmp(inv_backend_name(srv->inv), "redis") == 0;
+    ol->spool_dep = cfg->durability == GW_DURABILITY_FSYNC;
+    ol->retry_min = (unsigned)cfg->ol_retry_min_s;
+    ol->retry_max = (unsigned)cfg->ol_retry_max_s;
+    ol->target_us = cfg->ol_queue_target_ms * 1000u;
+    ol->interval_us = cfg->ol_queue_interval_ms * 1000u;
+    ol->limit_min = (uint32_t)cfg->ol_limit_min;
+    ol->limit_init = (uint32_t)cfg->ol_limit_initial;
+    ol->limit_max = (uint32_t)cfg->ol_limit_max;
+    ol->br_failures = (uint32_t)cfg->proxy_breaker_failures;
+    ol->br_cooldown_ms = cfg->proxy_breaker_cooldown_ms;
+    char why[300] = "";
+    if (gw_routes_parse(cfg->proxy_routes, ol->routes, &ol->nroutes, why, sizeof(why)) != 0) {
+        snprintf(errbuf, errlen, "proxy.routes: %s", why);
+        free(ol);
+        return CM_EINVAL;
+    }
+    srv->ol = ol;
+    return 0;
+}
+
+void gw_overload_stop(gw_server_t *srv)
+{
+    if (!srv->ol)
+        return;
+    for (unsigned i = 0; srv->workers && i < srv->nworkers; i++)
+        CM_FREE(srv->workers[i].ol);
+    pthread_mutex_destroy(&srv->ol->mu);
+    CM_FREE(srv->ol);
+}
+
+static void on_tick(uv_timer_t *t);
+
+void gw_ol_worker_start(gw_worker_t *w)
+{
+    gw_overload_t *ol = w->srv->ol;
+    gw_ol_worker_t *o = cm_xcalloc(1, sizeof(*o));
+    o->w = w;
+    uint64_t now = now_us();
+    o->ndeps = GW_DEP_UPSTREAM + (unsigned)ol->nroutes;
+    for (unsigned i = 0; i < o->ndeps; i++) {
+        gw_alimit_init(&o->dep[i], ol->limit_init, ol->limit_min, ol->limit_max, now);
+        gw_breaker_init(&o->br[i], ol->br_failures, ol->br_cooldown_ms);
+    }
+    gw_qdelay_init(&o->q, ol->target_us, ol->interval_us, now);
+    o->rnd = now ^ ((uint64_t)w->index << 32);
+    uv_timer_init(&w->loop, &o->tick);
+    o->tick.data = o;
+    o->tick_due_us = now + GW_OL_TICK_MS * 1000u;
+    uv_timer_start(&o->tick, on_tick, GW_OL_TICK_MS, GW_OL_TICK_MS);
+    o->tick_started = true;
+    w->ol = o;
+}
+
+static void set_paused(gw_ol_worker_t *o, bool pause);
+
+static void tick_closed(uv_handle_t *h)
+{
+    (void)h; /* the state lives until gw_overload_stop: stats may still read it */
+}
+
+void gw_ol_worker_stop(gw_worker_t *w)
+{
+    gw_ol_worker_t *o = w->ol;
+    if (!o || !o->tick_started)
+        return;
+    set_paused(o, false); /* MHD_quiesce_daemon expects its listen fd in the epoll set */
+    o->tick_started = false;
+    uv_timer_stop(&o->tick);
+    uv_close((uv_handle_t *)&o->tick, tick_closed);
+}
+
+/*---- signals ----*/
+
+void gw_ol_iteration(gw_worker_t *w)
+{
+    if (w->ol)
+        w->ol->iter_start_us = now_us();
+}
+
+void gw_ol_request_head(gw_req_t *r)
+{
+    gw_ol_worker_t *o = r->w->ol;
+    if (!o)
+        return;
+    uint64_t now = now_us();
+    uint64_t in_iter = now > o->iter_start_us ? now - o->iter_start_us : 0;
+    gw_qdelay_sample(&o->q, in_iter + o->lag_us);
+}
+
+gw_level_t gw_ol_level(gw_server_t *srv)
+{
+    return srv->ol ? (gw_level_t)atomic_load_explicit(&srv->ol->level, memory_order_relaxed)
+                   : GW_LEVEL_NORMAL;
+}
+
+void gw_ol_pin(gw_server_t *srv, int level)
+{
+    gw_overload_t *ol = srv->ol;
+    pthread_mutex_lock(&ol->mu);
+    int was = atomic_load(&ol->level);
+    atomic_store(&ol->pinned, level);
+    if (level >= 0) {
+        atomic_store(&ol->level, level);
+        snprintf(ol->reason, sizeof(ol->reason), "pinned by operator");
+        ol->since_wall_ms = cm_wall_ms();
+    } else {
+        /* Automatic again: start from the current level, leave it by the rules. */
+        ol->sm.level = (gw_level_t)was;
+        ol->sm.below_since_ms = 0;
+        snprintf(ol->reason, sizeof(ol->reason), "automatic (was pinned)");
+        ol->since_wall_ms = cm_wall_ms();
+    }
+    pthread_mutex_unlock(&ol->mu);
+    cm_log_info("overload", "degrade level set by operator", "level=%s from=%d",
+                level < 0 ? "auto" : gw_level_name((gw_level_t)level), was);
+}
+
+/* Moves the process-wide level from the workers' last windows. Under ol->mu. */
+static void evaluate(gw_server_t *srv, uint64_t now)
+{
+    gw_overload_t *ol = srv->ol;
+    if (now - ol->last_eval_us < ol->interval_us)
+        return;
+    ol->last_eval_us = now;
+    if (atomic_load(&ol->pinned) >= 0)
+        return;
+    uint64_t worst = 0;
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        gw_ol_worker_t *o = srv->workers[i].ol;
+        if (!o)
+            continue;
+        uint64_t v = atomic_load_explicit(&o->q.pub_avg_us, memory_order_relaxed);
+        if (v > worst)
+            worst = v;
+    }
+    double pressure = (double)worst / (double)ol->target_us;
+    int was = atomic_load(&ol->level);
+    gw_level_t l = gw_level_sm_update(&ol->sm, now / 1000u, pressure);
+    if ((int)l != was) {
+        atomic_store(&ol->level, (int)l);
+        ol->since_wall_ms = cm_wall_ms();
+        if ((int)l > was)
+            snprintf(ol->reason, sizeof(ol->reason),
+                     "queue_delay avg=%.1fms target=%.1fms (%.2fx)", (double)worst / 1000.0,
+                     (double)ol->target_us / 1000.0, pressure);
+        else
+            snprintf(ol->reason, sizeof(ol->reason),
+                     "recovered: queue_delay avg=%.1fms below exit for %llums",
+                     (double)worst / 1000.0, (unsigned long long)ol->sm.hold_ms);
+    }
+}
+
+/* Stops or resumes accepting connections (see the top of this file). Loop thread. */
+static void set_paused(gw_ol_worker_t *o, bool pause)
+{
+    gw_worker_t *w = o->w;
+    if (o->paused == pause || !w->mhd)
+        return;
+    const union MHD_DaemonInfo *ei = MHD_get_daemon_info(w->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+    const union MHD_DaemonInfo *li = MHD_get_daemon_info(w->mhd, MHD_DAEMON_INFO_LISTEN_FD);
+    if (!ei || !li || li->listen_fd == MHD_INVALID_SOCKET)
+        return;
+    if (pause) {
+        /* Fails (ENOENT) when MHD took it out itself (at its connection limit): then
+         * MHD manages it and we do not pause. */
+        if (epoll_ctl(ei->epoll_fd, EPOLL_CTL_DEL, li->listen_fd, NULL) != 0)
+            return;
+        atomic_fetch_add_explicit(&o->accept_pauses, 1, memory_order_relaxed);
+    } else {
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = w->mhd};
+        if (epoll_ctl(ei->epoll_fd, EPOLL_CTL_ADD, li->listen_fd, &ev) != 0)
+            cm_log_error("overload", "cannot resume accepting", "worker=%u", w->index);
+    }
+    o->paused = pause;
+    atomic_store_explicit(&o->pub_paused, pause, memory_order_relaxed);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    gw_ol_worker_t *o = t->data;
+    gw_worker_t *w = o->w;
+    gw_server_t *srv = w->srv;
+    gw_overload_t *ol = srv->ol;
+    uint64_t now = now_us();
+    o->lag_us = now > o->tick_due_us ? now - o->tick_due_us : 0;
+    o->tick_due_us = now + GW_OL_TICK_MS * 1000u;
+    gw_qdelay_sample(&o->q, o->lag_us);
+    for (unsigned i = 0; i < o->ndeps; i++)
+        gw_alimit_tick(&o->dep[i], now);
+    gw_level_t level = gw_ol_level(srv);
+    bool pinned = atomic_load_explicit(&ol->pinned, memory_order_relaxed) >= 0;
+    /* DAGOR's user cut moves only once the non-critical work is already shed
+     * (level >= 2), and not when an operator pinned the level to 0 or 1. */
+    if (!gw_qdelay_tick(&o->q, now, level >= GW_LEVEL_SHED))
+        return;
+    if (pthread_mutex_trylock(&ol->mu) == 0) {
+        evaluate(srv, now);
+        pthread_mutex_unlock(&ol->mu);
+        level = gw_ol_level(srv);
+    }
+    bool pause = ol->accept_pause && level == GW_LEVEL_PROTECT && o->q.over && !pinned;
+    set_paused(o, pause);
+}
+
+/*---- admission ----*/
+
+unsigned gw_ol_retry(gw_worker_t *w)
+{
+    gw_overload_t *ol = w->srv->ol;
+    uint64_t r = w->ol ? w->ol->rnd++ : 0;
+    return gw_ol_retry_after(r ^ uv_hrtime(), ol->retry_min, ol->retry_max);
+}
+
+void gw_ol_overloaded(gw_worker_t *w, gw_resp_t *p, const char *reason, const char *msg)
+{
+    unsigned retry = gw_ol_retry(w);
+    char extra[96];
+    snprintf(extra, sizeof(extra), "\"reason\":\"%s\",\"retry_after\":%u", reason, retry);
+    gw_resp_error(p, GW_R_OVERLOADED, extra, "%s", msg);
+    gw_resp_header(p, "Retry-After", "%u", retry);
+}
+
+void gw_ol_count_shed(gw_worker_t *w, gw_crit_t c)
+{
+    if (w->ol && (unsigned)c < GW_CRIT_COUNT)
+        atomic_fetch_add_explicit(&w->ol->shed[c], 1, memory_order_relaxed);
+}
+
+bool gw_ol_buy_admit(gw_req_t *r)
+{
+    gw_ol_worker_t *o = r->w->ol;
+    if (!o || o->q.u_cut >= GW_UPRIO_LEVELS)
+        return true;
+    if (atomic_load_explicit(&r->w->srv->ol->pinned, memory_order_relaxed) >= 0 &&
+        gw_ol_level(r->w->srv) < GW_LEVEL_SHED)
+        return true;
+    unsigned prio = gw_ol_user_prio(r->res.user_id, strlen(r->res.user_id),
+                                    (uint64_t)cm_wall_ms() / 60000u);
+    if (gw_qdelay_admit_user(&o->q, prio))
+        return true;
+    atomic_fetch_add_explicit(&o->shed_users, 1, memory_order_relaxed);
+    gw_ol_overloaded(r->w, &r->resp, "queue_delay",
+                     "the gateway is overloaded; this user's turn comes again shortly");
+    return false;
+}
+
+static const char *dep_reason(unsigned dep)
+{
+    return dep == GW_DEP_REDIS ? "redis_limit" : dep == GW_DEP_SPOOL ? "spool_limit"
+                                                                     : "upstream_limit";
+}
+
+static unsigned t0_slot(unsigned dep)
+{
+    return dep < GW_DEP_UPSTREAM ? dep : 2;
+}
+
+bool gw_ol_acquire(gw_req_t *r, unsigned dep)
+{
+    gw_ol_worker_t *o = r->w->ol;
+    gw_overload_t *ol = r->w->srv->ol;
+    if (!o || dep >= o->ndeps || (r->ol_held & (1ull << dep)))
+        return true;
+    if ((dep == GW_DEP_REDIS && !ol->redis_dep) || (dep == GW_DEP_SPOOL && !ol->spool_dep))
+        return true;
+    if (dep >= GW_DEP_UPSTREAM && !gw_breaker_allow(&o->br[dep], cm_mono_ms())) {
+        gw_ol_overloaded(r->w, &r->resp, "upstream_breaker",
+                         "the upstream of this route is failing; try again shortly");
+        return false;
+    }
+    if (ol->adaptive) {
+        if (!gw_alimit_acquire(&o->dep[dep])) {
+            if (dep >= GW_DEP_UPSTREAM && o->br[dep].probing)
+                o->br[dep].probing = false; /* the probe never went out */
+            gw_ol_overloaded(r->w, &r->resp, dep_reason(dep),
+                             dep == GW_DEP_REDIS
+                                 ? "the inventory is at its concurrency limit; try again shortly"
+                                 : "a dependency is at its concurrency limit; try again shortly");
+            return false;
+        }
+    }
+    r->ol_held |= 1ull << dep;
+    r->ol_t0_us[t0_slot(dep)] = now_us();
+    return true;
+}
+
+void gw_ol_release(gw_req_t *r, unsigned dep, gw_al_outcome_t out)
+{
+    gw_ol_worker_t *o = r->w->ol;
+    if (!o || !(r->ol_held & (1ull << dep)))
+        return;
+    r->ol_held &= ~(1ull << dep);
+    uint64_t now = now_us();
+    uint64_t t0 = r->ol_t0_us[t0_slot(dep)];
+    if (r->w->srv->ol->adaptive)
+        gw_alimit_release(&o->dep[dep], now, now > t0 ? now - t0 : 0, out);
+    if (dep >= GW_DEP_UPSTREAM) {
+        if (out == GW_AL_OK)
+            gw_breaker_success(&o->br[dep]);
+        else if (out == GW_AL_DROP)
+            gw_breaker_failure(&o->br[dep], cm_mono_ms());
+        else
+            o->br[dep].probing = false;
+    }
+}
+
+void gw_ol_release_all(gw_req_t *r)
+{
+    while (r->ol_held) {
+        unsigned dep = (unsigned)__builtin_ctzll(r->ol_held);
+        gw_ol_release(r, dep, GW_AL_IGNORE);
+    }
+}
+
+/*---- stats, snapshot, summary ----*/
+
+static void dep_name(const gw_overload_t *ol, unsigned dep, char *buf, size_t len)
+{
+    if (dep == GW_DEP_REDIS)
+        snprintf(buf, len, "redis");
+    else if (dep == GW_DEP_SPOOL)
+        snprintf(buf, len, "spool_fsync");
+    else
+        snprintf(buf, len, "upstream:%.50s", ol->routes[dep - GW_DEP_UPSTREAM].prefix);
+}
+
+void gw_overload_snapshot(gw_server_t *srv, gw_ol_snapshot_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    gw_overload_t *ol = srv->ol;
+    if (!ol)
+        return;
+    pthread_mutex_lock(&ol->mu);
+    out->level = atomic_load(&ol->level);
+    out->pinned = atomic_load(&ol->pinned) >= 0;
+    snprintf(out->reason, sizeof(out->reason), "%s", ol->reason);
+    out->level_since_ms = ol->since_wall_ms;
+    out->level_changes = ol->sm.changes;
+    pthread_mutex_unlock(&ol->mu);
+    out->adaptive = ol->adaptive;
+    out->queue_target_us = ol->target_us;
+    out->buy_admit_pct = 100;
+    unsigned ndeps = GW_DEP_UPSTREAM + (unsigned)ol->nroutes;
+    out->ndeps = ndeps;
+    for (unsigned d = 0; d < ndeps; d++) {
+        dep_name(ol, d, out->deps[d].name, sizeof(out->deps[d].name));
+        out->deps[d].breaker = d >= GW_DEP_UPSTREAM ? GW_BR_CLOSED : -1;
+        out->deps[d].active = d >= GW_DEP_UPSTREAM || (d == GW_DEP_REDIS && ol->redis_dep) ||
+                              (d == GW_DEP_SPOOL && ol->spool_dep);
+    }
+    if (ol->redis_dep) {
+        uint64_t opens = 0;
+        int st = inv_redis_breaker(srv->inv, &opens);
+        out->deps[GW_DEP_REDIS].breaker = st;
+        out->deps[GW_DEP_REDIS].breaker_opens = opens;
+    }
+    for (unsigned i = 0; i < srv->nworkers && srv->workers; i++) {
+        gw_ol_worker_t *o = srv->workers[i].ol;
+        if (!o)
+            continue;
+        uint64_t qd = atomic_load_explicit(&o->q.pub_avg_us, memory_order_relaxed);
+        if (qd > out->queue_delay_us)
+            out->queue_delay_us = qd;
+        uint32_t pct = atomic_load_explicit(&o->q.pub_u_cut, memory_order_relaxed) * 100u /
+                       GW_UPRIO_LEVELS;
+        if (pct < out->buy_admit_pct)
+            out->buy_admit_pct = pct;
+        for (int c = 0; c < GW_CRIT_COUNT; c++)
+            out->shed[c] += atomic_load_explicit(&o->shed[c], memory_order_relaxed);
+        out->shed_users += atomic_load_explicit(&o->shed_users, memory_order_relaxed);
+        out->accept_pauses += atomic_load_explicit(&o->accept_pauses, memory_order_relaxed);
+        out->accept_paused += atomic_load_explicit(&o->pub_paused, memory_order_relaxed) ? 1 : 0;
+        for (unsigned d = 0; d < ndeps; d++) {
+            gw_ol_dep_snap_t *s = &out->deps[d];
+            s->limit += atomic_load_explicit(&o->dep[d].pub_limit, memory_order_relaxed);
+            s->inflight += atomic_load_explicit(&o->dep[d].pub_inflight, memory_order_relaxed);
+            s->rejected += atomic_load_explicit(&o->dep[d].pub_rejected, memory_order_relaxed);
+            s->drops += atomic_load_explicit(&o->dep[d].pub_drops, memory_order_relaxed);
+            uint64_t rtt = atomic_load_explicit(&o->dep[d].pub_rtt_us, memory_order_relaxed);
+            if (rtt > s->rtt_us)
+                s->rtt_us = rtt;
+            if (d >= GW_DEP_UPSTREAM) {
+                int st = atomic_load_explicit(&o->br[d].pub_state, memory_order_relaxed);
+                if (st == GW_BR_OPEN || (st == GW_BR_HALF_OPEN && s->breaker != GW_BR_OPEN))
+                    s->breaker = st;
+                s->breaker_opens += atomic_load_explicit(&o->br[d].pub_opens, memory_order_relaxed);
+            }
+        }
+    }
+}
+
+void gw_overload_stats(gw_server_t *srv, void *json_obj)
+{
+    gw_ol_snapshot_t *s = cm_xmalloc(sizeof(*s));
+    gw_overload_snapshot(srv, s);
+    char since[40];
+    cm_time_format_rfc3339(s->level_since_ms, since, sizeof(since));
+    json_t *deps = json_object();
+    for (unsigned d = 0; d < s->ndeps; d++) {
+        const gw_ol_dep_snap_t *p = &s->deps[d];
+        if (!p->active)
+            continue;
+        json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I}", "limit", (json_int_t)p->limit, "inflight",
+                              (json_int_t)p->inflight, "rejected", (json_int_t)p->rejected,
+                              "drops", (json_int_t)p->drops, "rtt_us", (json_int_t)p->rtt_us);
+        if (p->breaker >= 0) {
+            json_object_set_new(o, "breaker",
+                                json_string(gw_breaker_state_name((gw_br_state_t)p->breaker)));
+            json_object_set_new(o, "breaker_opens", json_integer((json_int_t)p->breaker_opens));
+        }
+        json_object_set_new(deps, p->name, o);
+    }
+    json_t *shed = json_object();
+    for (int c = 0; c < GW_CRIT_COUNT; c++)
+        json_object_set_new(shed, gw_crit_name((gw_crit_t)c), json_integer((json_int_t)s->shed[c]));
+    json_t *o = json_pack(
+        "{s:i,s:s,s:s,s:b,s:s,s:s,s:I,s:b,s:f,s:f,s:i,s:o,s:I,s:I,s:i,s:o}", "level", s->level,
+        "level_name", gw_level_name((gw_level_t)s->level), "mode", s->pinned ? "pinned" : "auto",
+        "pinned", s->pinned, "reason", s->reason, "since", since, "level_changes",
+        (json_int_t)s->level_changes, "adaptive", s->adaptive, "queue_delay_ms",
+        (double)s->queue_delay_us / 1000.0, "queue_target_ms", (double)s->queue_target_us / 1000.0,
+        "buy_admit_pct", (int)s->buy_admit_pct, "shed", shed, "shed_users",
+        (json_int_t)s->shed_users, "accept_pauses", (json_int_t)s->accept_pauses,
+        "accept_paused_workers", (int)s->accept_paused, "limits", deps);
+    json_object_set_new(json_obj, "overload", o);
+    free(s);
+}
+
+void gw_overload_log_summary(gw_server_t *srv)
+{
+    gw_overload_t *ol = srv->ol;
+    if (!ol)
+        return;
+    gw_ol_snapshot_t *s = cm_xmalloc(sizeof(*s));
+    gw_overload_snapshot(srv, s);
+    uint64_t rej = 0, shed = 0;
+    char deps[600] = "";
+    size_t n = 0;
+    for (unsigned d = 0; d < s->ndeps && d < GW_OL_DEPS_MAX; d++) {
+        uint64_t dr = s->deps[d].rejected - ol->last_rejected[d];
+        ol->last_rejected[d] = s->deps[d].rejected;
+        rej += dr;
+        if (dr && n < sizeof(deps) - 80)
+            n += (size_t)snprintf(deps + n, sizeof(deps) - n, "%s%s=%llu/%u", n ? "," : "",
+                                  s->deps[d].name, (unsigned long long)dr, s->deps[d].limit);
+    }
+    uint64_t sc[GW_CRIT_COUNT];
+    for (int c = 0; c < GW_CRIT_COUNT; c++) {
+        sc[c] = s->shed[c] - ol->last_shed[c];
+        ol->last_shed[c] = s->shed[c];
+        shed += sc[c];
+    }
+    uint64_t users = s->shed_users - ol->last_users;
+    ol->last_users = s->shed_users;
+    uint64_t pauses = s->accept_pauses - ol->last_pauses;
+    ol->last_pauses = s->accept_pauses;
+    uint64_t changes = s->level_changes - ol->last_level_changes;
+    ol->last_level_changes = s->level_changes;
+    uint64_t ropens = s->deps[GW_DEP_REDIS].breaker_opens - ol->last_redis_opens;
+    ol->last_redis_opens = s->deps[GW_DEP_REDIS].breaker_opens;
+    if (!rej && !shed && !users && !pauses && !changes && !ropens && s->level == 0) {
+        free(s);
+        return;
+    }
+    cm_log_info("overload", "summary",
+                "level=%d mode=%s reason=\"%s\" level_changes=%llu queue_delay_ms=%.1f "
+                "limit_rejected=%llu limits=\"%s\" shed_sheddable=%llu shed_degradable=%llu "
+                "shed_users=%llu buy_admit_pct=%u accept_pauses=%llu redis_breaker=%s "
+                "redis_breaker_opens=%llu",
+                s->level, s->pinned ? "pinned" : "auto", s->reason, (unsigned long long)changes,
+                (double)s->queue_delay_us / 1000.0, (unsigned long long)rej, deps,
+                (unsigned long long)sc[GW_CRIT_SHEDDABLE],
+                (unsigned long long)sc[GW_CRIT_DEGRADABLE], (unsigned long long)users,
+                s->buy_admit_pct, (unsigned long long)pauses,
+                s->deps[GW_DEP_REDIS].breaker >= 0
+                    ? gw_breaker_state_name((gw_br_state_t)s->deps[GW_DEP_REDIS].breaker)
+                    : "none",
+                (unsigned long long)ropens);
+    free(s);
+}

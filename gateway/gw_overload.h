@@ -1,0 +1,256 @@
+/*
+ * Overload control: what the gateway does when the crowd is larger than the
+ * machines (DESIGN.md "Overload model", docs/design.md "Overload control").
+ *
+ * Pure parts (no I/O, the clock is an argument, unit-tested):
+ *  - gw_alimit: an adaptive concurrency limit per dependency (Redis, each
+ *    upstream, the spool's fsync), Netflix concurrency-limits' Gradient2;
+ *  - gw_breaker: a circuit breaker with half-open probing for hard failures;
+ *  - gw_qdelay: the gateway's own queuing delay per worker loop and DAGOR's
+ *    user-priority admission for the buy path;
+ *  - gw_level_sm: degradation levels 0..3 with hysteresis;
+ *  - jittered Retry-After and the user priority hash.
+ * Server parts (gw_overload.c bottom half): the per-worker state, the admin
+ * API's degrade level, the stats JSON and a plain snapshot for metrics.
+ */
+#ifndef GW_OVERLOAD_H
+#define GW_OVERLOAD_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*---- Criticality of a route (shed the lowest first) ----*/
+
+typedef enum {
+    GW_CRIT_CRITICAL = 0,   /* buy, order status, sale info, health */
+    GW_CRIT_DEGRADABLE = 1, /* has a useful fallback or cache */
+    GW_CRIT_SHEDDABLE = 2,  /* nice to have */
+    GW_CRIT_COUNT
+} gw_crit_t;
+
+/* "critical", "degradable", "sheddable". */
+const char *gw_crit_name(gw_crit_t c);
+/* Parses a name; returns -1 if unknown. Thread-safe. */
+int gw_crit_parse(const char *s);
+
+/*---- Adaptive concurrency limit (Gradient2) ----*/
+
+/*
+ * Gradient2, after Netflix concurrency-limits' Gradient2Limit (Apache 2.0;
+ * read, not copied): a long-term average RTT (exponential, ~600 samples) is
+ * compared with the short-term RTT of the last window;
+ *   gradient = clamp(tolerance * long / short, 0.5, 1.0)
+ *   new      = limit * gradient + queue_size        (queue_size = 4)
+ *   limit    = limit * (1 - smoothing) + new * smoothing   (smoothing 0.2)
+ * so a flat latency lets the limit grow by about queue_size * smoothing per
+ * window and a rising one shrinks it by up to half the smoothing share. When
+ * the window saw fewer than limit/2 in flight the dependency was not the
+ * bottleneck and the limit stays (app-limited). When the long average is
+ * more than twice the short one (latency recovered) it decays by 5% a window.
+ * Our additions: a window closes after GW_ALIMIT_WIN_SAMPLES samples and
+ * min_window_us, or after max_window_us (fast enough for a < 100 ms step
+ * response); a window with drops (timeouts, errors) multiplies the limit by
+ * 0.5, as AIMD does on loss, because a dependency that did not answer at all
+ * gives no RTT to take a gradient of.
+ *
+ * One writer: a worker loop owns each instance (no lock). `pub_*` fields are
+ * atomics that other threads may read for stats.
+ */
+#define GW_ALIMIT_WIN_SAMPLES 16
+
+typedef struct gw_alimit {
+    double limit;
+    uint32_t min_limit, max_limit;
+    uint32_t inflight;
+    double long_rtt_us;
+    uint32_t long_n;
+    uint64_t win_start_us;
+    uint64_t win_sum_us;
+    uint32_t win_n, win_drops, win_max_inflight;
+    uint64_t min_window_us, max_window_us;
+    _Atomic uint32_t pub_limit, pub_inflight;
+    _Atomic uint64_t pub_rejected, pub_drops, pub_rtt_us;
+} gw_alimit_t;
+
+typedef enum { GW_AL_OK = 0, GW_AL_DROP = 1, GW_AL_IGNORE = 2 } gw_al_outcome_t;
+
+/* Sets up a limit starting at `initial` within [min, max]. Not thread-safe. */
+void gw_alimit_init(gw_alimit_t *l, uint32_t initial, uint32_t min, uint32_t max,
+                    uint64_t now_us);
+/*
+ * Takes a slot if fewer than the limit are in flight. Returns false (and
+ * counts a rejection) when full: answer 503 without calling the dependency.
+ * Owner thread only.
+ */
+bool gw_alimit_acquire(gw_alimit_t *l);
+/*
+ * Gives a slot back. GW_AL_OK records rtt_us as a sample, GW_AL_DROP counts
+ * a drop (timeout, error), GW_AL_IGNORE neither (the call never reached the
+ * dependency). May close the window and move the limit. Owner thread only.
+ */
+void gw_alimit_release(gw_alimit_t *l, uint64_t now_us, uint64_t rtt_us, gw_al_outcome_t o);
+/* Closes a window that timed out without new samples. Owner thread only. */
+void gw_alimit_tick(gw_alimit_t *l, uint64_t now_us);
+/* The current limit (floor, >= min). Owner thread only (others: pub_limit). */
+uint32_t gw_alimit_get(const gw_alimit_t *l);
+
+/*---- Circuit breaker for hard failures ----*/
+
+/*
+ * Closed -> open after `failures` consecutive hard failures (connection
+ * refused, timeouts in a row); open -> half-open after `cooldown_ms`, when
+ * exactly one probe is let through; the probe's success closes it, its
+ * failure opens it again for another cool-down. Owner thread only, except
+ * the pub_* atomics. Transitions are counted, never logged here.
+ */
+typedef enum { GW_BR_CLOSED = 0, GW_BR_OPEN = 1, GW_BR_HALF_OPEN = 2 } gw_br_state_t;
+
+typedef struct gw_breaker {
+    gw_br_state_t state;
+    uint32_t fails, failures;
+    uint64_t cooldown_ms, until_ms;
+    bool probing;
+    _Atomic int pub_state;
+    _Atomic uint64_t pub_opens;
+} gw_breaker_t;
+
+void gw_breaker_init(gw_breaker_t *b, uint32_t failures, uint64_t cooldown_ms);
+/* True if a call may go out now (in half-open: the one probe). */
+bool gw_breaker_allow(gw_breaker_t *b, uint64_t now_ms);
+void gw_breaker_success(gw_breaker_t *b);
+void gw_breaker_failure(gw_breaker_t *b, uint64_t now_ms);
+const char *gw_breaker_state_name(gw_br_state_t s);
+
+/*---- Queuing delay of a worker loop, DAGOR admission for buys ----*/
+
+/*
+ * The gateway's own queue: per window (interval_us) the average of the
+ * queuing-delay samples (event-loop lag, and how long a request waited in the
+ * loop iteration that read it) is compared with the target (WeChat's DAGOR
+ * sheds when the average queuing time passes 20 ms). Buys are admitted by
+ * DAGOR's user priority: a request whose user priority (0..127, a hash of the
+ * user id and the current minute) is below `u_cut` passes. While overloaded
+ * (and `shed_users` allowed by the level) u_cut shrinks by 1/8 a window; when
+ * not, it grows by 2 (DAGOR: fast decrease, slow increase). The same users
+ * keep getting through for the whole minute, so a person already admitted
+ * once is not refused half way through.
+ */
+#define GW_UPRIO_LEVELS 128
+
+typedef struct gw_qdelay {
+    uint64_t target_us, interval_us;
+    uint64_t win_start_us, win_sum_us;
+    uint32_t win_n;
+    double avg_us;          /* of the last closed window */
+    bool over;              /* last window above target */
+    uint32_t u_cut;         /* admit buys with priority < u_cut (GW_UPRIO_LEVELS = all) */
+    _Atomic uint64_t pub_avg_us;
+    _Atomic uint32_t pub_u_cut;
+} gw_qdelay_t;
+
+void gw_qdelay_init(gw_qdelay_t *q, uint64_t target_us, uint64_t interval_us, uint64_t now_us);
+void gw_qdelay_sample(gw_qdelay_t *q, uint64_t delay_us);
+/*
+ * Closes the window if interval_us passed: computes the average, and moves
+ * u_cut when `shed_users` (down while over target) or always up while under.
+ * Returns true when a window closed. Owner thread only.
+ */
+bool gw_qdelay_tick(gw_qdelay_t *q, uint64_t now_us, bool shed_users);
+/* True if a buy of user priority `prio` may go on. Owner thread only. */
+bool gw_qdelay_admit_user(const gw_qdelay_t *q, unsigned prio);
+
+/* DAGOR user priority: 0..127 from the user id and the minute (now_ms / 60000). Thread-safe. */
+unsigned gw_ol_user_prio(const char *user, size_t len, uint64_t minute);
+
+/*
+ * A Retry-After in whole seconds, uniform in [min_s, max_s] from `rnd`
+ * (any 64-bit random or hashed value), so a refused crowd does not come back
+ * in one wave. Thread-safe.
+ */
+unsigned gw_ol_retry_after(uint64_t rnd, unsigned min_s, unsigned max_s);
+
+/*---- Degradation levels with hysteresis ----*/
+
+typedef enum { GW_LEVEL_NORMAL = 0, GW_LEVEL_DEGRADE = 1, GW_LEVEL_SHED = 2, GW_LEVEL_PROTECT = 3 } gw_level_t;
+#define GW_LEVEL_COUNT 4
+
+/*
+ * Automatic level from a pressure figure (queuing delay / target, >= 0):
+ * level L (1..3) is entered when the pressure of a window reaches enter[L]
+ * (one level per window at most, so a spike climbs step by step), and left
+ * (one level down) only after the pressure stayed below exit[L] for hold_ms
+ * (exit[L] < enter[L]: no flapping around one threshold). Pure; one writer.
+ */
+typedef struct gw_level_sm {
+    gw_level_t level;
+    double enter[GW_LEVEL_COUNT], exit[GW_LEVEL_COUNT];
+    uint64_t hold_ms;
+    uint64_t below_since_ms; /* 0 = not below exit[level] */
+    uint64_t since_ms;       /* when the current level was entered */
+    uint64_t changes;
+} gw_level_sm_t;
+
+/* Defaults: enter 1.0 / 2.0 / 4.0, exit 0.5 / 1.0 / 2.0. */
+void gw_level_sm_init(gw_level_sm_t *sm, uint64_t hold_ms, uint64_t now_ms);
+/* Feeds one window's pressure; returns the (possibly new) level. */
+gw_level_t gw_level_sm_update(gw_level_sm_t *sm, uint64_t now_ms, double pressure);
+
+/*
+ * What a route of criticality `c` gets at `level` (the one table of the
+ * levels, docs/api.md "Degradation levels"):
+ *   level 0: everything served;
+ *   level 1: sheddable -> fallback (or 503), degradable -> fallback if it has one;
+ *   level 2 and 3: only critical routes served; the rest fallback or 503
+ *   (level 3 decides from the request head, before the body is read).
+ */
+typedef enum { GW_OL_SERVE = 0, GW_OL_FALLBACK = 1 } gw_ol_action_t;
+gw_ol_action_t gw_ol_route_action(gw_level_t level, gw_crit_t c, bool has_fallback);
+const char *gw_level_name(gw_level_t l);
+
+/*---- Snapshot for stats and metrics ----*/
+
+#define GW_OL_DEPS_MAX 34
+
+typedef struct gw_ol_dep_snap {
+    char name[64];      /* "redis", "spool_fsync", "upstream:/v1/recs/" */
+    bool active;        /* false: not a dependency in this configuration (memory
+                           inventory, spool durability write); figures stay 0 */
+    uint32_t limit;     /* summed over workers */
+    uint32_t inflight;  /* summed over workers */
+    uint64_t rejected;  /* 503s because the limit was full */
+    uint64_t drops;     /* timeouts and errors seen */
+    uint64_t rtt_us;    /* the last window's average, max over workers */
+    int breaker;        /* gw_br_state_t, -1 = none */
+    uint64_t breaker_opens;
+} gw_ol_dep_snap_t;
+
+typedef struct gw_ol_snapshot {
+    int level;                 /* gw_level_t in force */
+    bool pinned;               /* set by an operator */
+    bool adaptive;             /* overload.adaptive */
+    char reason[160];          /* why the level was entered */
+    int64_t level_since_ms;    /* wall clock */
+    uint64_t level_changes;
+    uint64_t queue_delay_us;   /* last window's average, max over workers */
+    uint64_t queue_target_us;
+    uint32_t buy_admit_pct;    /* share of user priorities admitted (min over workers) */
+    uint64_t shed[GW_CRIT_COUNT]; /* requests answered 503 or fallback per criticality */
+    uint64_t shed_users;       /* buys refused by user priority */
+    uint64_t accept_pauses;    /* times a worker stopped accepting connections */
+    uint32_t accept_paused;    /* workers not accepting right now */
+    unsigned ndeps;
+    gw_ol_dep_snap_t deps[GW_OL_DEPS_MAX];
+} gw_ol_snapshot_t;
+
+struct gw_server;
+/*
+ * Fills `out` with the overload state of a running server (level, reason,
+ * each dependency's limit and in-flight count summed over the workers,
+ * shed counts). Thread-safe (reads atomics and takes the level lock briefly);
+ * for /admin/v1/stats and the Prometheus exporter.
+ */
+void gw_overload_snapshot(struct gw_server *srv, gw_ol_snapshot_t *out);
+
+#endif

@@ -1,0 +1,353 @@
+/*
+ * The pure parts of overload control (gw_overload.h): adaptive limits,
+ * breaker, queuing delay and user priority, degradation levels, jitter.
+ * No I/O and no clock of their own: the caller passes the time, so the unit
+ * tests drive them with a fake one.
+ */
+#include "gateway/gw_overload.h"
+#include "common/cm_hash.h"
+
+#include <string.h>
+
+/*---- criticality ----*/
+
+static const char *const crit_names[GW_CRIT_COUNT] = {"critical", "degradable", "sheddable"};
+
+const char *gw_crit_name(gw_crit_t c)
+{
+    return (unsigned)c < GW_CRIT_COUNT ? crit_names[c] : "?";
+}
+
+int gw_crit_parse(const char *s)
+{
+    for (int i = 0; i < GW_CRIT_COUNT; i++)
+        if (strcmp(s, crit_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+/*---- Gradient2 ----*/
+
+#define G2_TOLERANCE 1.5
+#define G2_SMOOTHING 0.2
+#define G2_QUEUE_SIZE 4.0
+#define G2_LONG_WINDOW 600.0 /* samples (windows) in the long average */
+#define G2_WARMUP 10u
+#define DROP_BACKOFF 0.5
+
+static void publish(gw_alimit_t *l)
+{
+    atomic_store_explicit(&l->pub_limit, gw_alimit_get(l), memory_order_relaxed);
+    atomic_store_explicit(&l->pub_inflight, l->inflight, memory_order_relaxed);
+}
+
+void gw_alimit_init(gw_alimit_t *l, uint32_t initial, uint32_t min, uint32_t max,
+                    uint64_t now_us)
+{
+    memset(l, 0, sizeof(*l));
+    if (min < 1)
+        min = 1;
+    if (max < min)
+        max = min;
+    if (initial < min)
+        initial = min;
+    if (initial > max)
+        initial = max;
+    l->limit = initial;
+    l->min_limit = min;
+    l->max_limit = max;
+    l->min_window_us = 5000;
+    l->max_window_us = 100000;
+    l->win_start_us = now_us;
+    publish(l);
+}
+
+uint32_t gw_alimit_get(const gw_alimit_t *l)
+{
+    uint32_t v = (uint32_t)l->limit;
+    return v < l->min_limit ? l->min_limit : v;
+}
+
+bool gw_alimit_acquire(gw_alimit_t *l)
+{
+    if (l->inflight >= gw_alimit_get(l)) {
+        atomic_fetch_add_explicit(&l->pub_rejected, 1, memory_order_relaxed);
+        return false;
+    }
+    l->inflight++;
+    if (l->inflight > l->win_max_inflight)
+        l->win_max_inflight = l->inflight;
+    atomic_store_explicit(&l->pub_inflight, l->inflight, memory_order_relaxed);
+    return true;
+}
+
+static double clampd(double v, double lo, double hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* Ends the current window: moves the limit from what it saw. */
+static void close_window(gw_alimit_t *l, uint64_t now_us)
+{
+    double limit = l->limit;
+    if (l->win_drops > 0) {
+        limit *= DROP_BACKOFF;
+    } else if (l->win_n > 0) {
+        double short_rtt = (double)l->win_sum_us / l->win_n;
+        if (short_rtt < 1)
+            short_rtt = 1;
+        atomic_store_explicit(&l->pub_rtt_us, (uint64_t)short_rtt, memory_order_relaxed);
+        /* The long average: plain mean during warm-up, then exponential. */
+        l->long_n++;
+        if (l->long_n <= G2_WARMUP) {
+            l->long_rtt_us += (short_rtt - l->long_rtt_us) / l->long_n;
+        } else {
+            double f = 2.0 / (G2_LONG_WINDOW + 1.0);
+            l->long_rtt_us = l->long_rtt_us * (1 - f) + short_rtt * f;
+        }
+        if (l->long_rtt_us / short_rtt > 2.0)
+            l->long_rtt_us *= 0.95; /* recovering: let the baseline follow down */
+        /* App-limited: the dependency was not what held us back. */
+        if (l->win_max_inflight >= limit / 2) {
+            double gradient = clampd(G2_TOLERANCE * l->long_rtt_us / short_rtt, 0.5, 1.0);
+            double next = limit * gradient + G2_QUEUE_SIZE;
+            limit = limit * (1 - G2_SMOOTHING) + next * G2_SMOOTHING;
+        }
+    }
+    l->limit = clampd(limit, l->min_limit, l->max_limit);
+    l->win_start_us = now_us;
+    l->win_sum_us = 0;
+    l->win_n = 0;
+    l->win_drops = 0;
+    l->win_max_inflight = l->inflight;
+    publish(l);
+}
+
+static void maybe_close(gw_alimit_t *l, uint64_t now_us)
+{
+    uint64_t age = now_us - l->win_start_us;
+    if (now_us < l->win_start_us)
+        age = 0;
+    if ((l->win_n + l->win_drops >= GW_ALIMIT_WIN_SAMPLES && age >= l->min_window_us) ||
+        (age >= l->max_window_us && (l->win_n || l->win_drops)))
+        close_window(l, now_us);
+    else if (age >= l->max_window_us) {
+        l->win_start_us = now_us; /* an empty window: nothing learned */
+        l->win_max_inflight = l->inflight;
+    }
+}
+
+void gw_alimit_release(gw_alimit_t *l, uint64_t now_us, uint64_t rtt_us, gw_al_outcome_t o)
+{
+    if (l->inflight > 0)
+        l->inflight--;
+    if (o == GW_AL_OK) {
+        l->win_sum_us += rtt_us;
+        l->win_n++;
+    } else if (o == GW_AL_DROP) {
+        l->win_drops++;
+        atomic_fetch_add_explicit(&l->pub_drops, 1, memory_order_relaxed);
+    }
+    atomic_store_explicit(&l->pub_inflight, l->inflight, memory_order_relaxed);
+    maybe_close(l, now_us);
+}
+
+void gw_alimit_tick(gw_alimit_t *l, uint64_t now_us)
+{
+    maybe_close(l, now_us);
+}
+
+/*---- breaker ----*/
+
+static const char *const br_names[] = {"closed", "open", "half_open"};
+
+const char *gw_breaker_state_name(gw_br_state_t s)
+{
+    return (unsigned)s < 3 ? br_names[s] : "?";
+}
+
+static void br_set(gw_breaker_t *b, gw_br_state_t s)
+{
+    b->state = s;
+    atomic_store_explicit(&b->pub_state, (int)s, memory_order_relaxed);
+}
+
+void gw_breaker_init(gw_breaker_t *b, uint32_t failures, uint64_t cooldown_ms)
+{
+    memset(b, 0, sizeof(*b));
+    b->failures = failures ? failures : 1;
+    b->cooldown_ms = cooldown_ms;
+    br_set(b, GW_BR_CLOSED);
+}
+
+bool gw_breaker_allow(gw_breaker_t *b, uint64_t now_ms)
+{
+    switch (b->state) {
+    case GW_BR_CLOSED:
+        return true;
+    case GW_BR_OPEN:
+        if (now_ms < b->until_ms)
+            return false;
+        br_set(b, GW_BR_HALF_OPEN);
+        b->probing = true;
+        return true;
+    case GW_BR_HALF_OPEN:
+    default:
+        if (b->probing)
+            return false;
+        b->probing = true;
+        return true;
+    }
+}
+
+void gw_breaker_success(gw_breaker_t *b)
+{
+    b->fails = 0;
+    b->probing = false;
+    if (b->state != GW_BR_CLOSED)
+        br_set(b, GW_BR_CLOSED);
+}
+
+void gw_breaker_failure(gw_breaker_t *b, uint64_t now_ms)
+{
+    b->fails++;
+    if (b->state == GW_BR_OPEN)
+        return; /* stragglers sent before it opened do not extend the cool-down */
+    if (b->state == GW_BR_HALF_OPEN || b->fails >= b->failures) {
+        b->probing = false;
+        b->until_ms = now_ms + b->cooldown_ms;
+        br_set(b, GW_BR_OPEN);
+        atomic_fetch_add_explicit(&b->pub_opens, 1, memory_order_relaxed);
+    }
+}
+
+/*---- queuing delay and user priority ----*/
+
+void gw_qdelay_init(gw_qdelay_t *q, uint64_t target_us, uint64_t interval_us, uint64_t now_us)
+{
+    memset(q, 0, sizeof(*q));
+    q->target_us = target_us ? target_us : 1;
+    q->interval_us = interval_us ? interval_us : 1;
+    q->win_start_us = now_us;
+    q->u_cut = GW_UPRIO_LEVELS;
+    atomic_store_explicit(&q->pub_u_cut, q->u_cut, memory_order_relaxed);
+}
+
+void gw_qdelay_sample(gw_qdelay_t *q, uint64_t delay_us)
+{
+    q->win_sum_us += delay_us;
+    q->win_n++;
+}
+
+bool gw_qdelay_tick(gw_qdelay_t *q, uint64_t now_us, bool shed_users)
+{
+    if (now_us < q->win_start_us + q->interval_us)
+        return false;
+    q->avg_us = q->win_n ? (double)q->win_sum_us / q->win_n : 0;
+    q->over = q->avg_us > (double)q->target_us;
+    if (q->over && shed_users) {
+        uint32_t step = q->u_cut / 8;
+        q->u_cut -= step ? step : 1;
+        if (q->u_cut < 1)
+            q->u_cut = 1; /* never all: keep a consistent few going */
+    } else if (!q->over && q->u_cut < GW_UPRIO_LEVELS) {
+        q->u_cut += 2;
+        if (q->u_cut > GW_UPRIO_LEVELS)
+            q->u_cut = GW_UPRIO_LEVELS;
+    }
+    q->win_start_us = now_us;
+    q->win_sum_us = 0;
+    q->win_n = 0;
+    atomic_store_explicit(&q->pub_avg_us, (uint64_t)q->avg_us, memory_order_relaxed);
+    atomic_store_explicit(&q->pub_u_cut, q->u_cut, memory_order_relaxed);
+    return true;
+}
+
+bool gw_qdelay_admit_user(const gw_qdelay_t *q, unsigned prio)
+{
+    return prio < q->u_cut;
+}
+
+unsigned gw_ol_user_prio(const char *user, size_t len, uint64_t minute)
+{
+    /* A fixed key: every gateway of the fleet must rank a user the same way.
+     * (Not a secret: a user id is not chosen per request by the crowd.) */
+    static const cm_hash_key_t key = {0x6761676873616c66ull, 0x21726f6761642d65ull};
+    cm_hash_sip_t s;
+    cm_hash_sip_init(&s, &key);
+    cm_hash_sip_update(&s, &minute, sizeof(minute));
+    cm_hash_sip_update(&s, user, len);
+    return (unsigned)(cm_hash_sip_final(&s) % GW_UPRIO_LEVELS);
+}
+
+unsigned gw_ol_retry_after(uint64_t rnd, unsigned min_s, unsigned max_s)
+{
+    if (min_s < 1)
+        min_s = 1;
+    if (max_s < min_s)
+        max_s = min_s;
+    /* splitmix64 finaliser: a counter or a clock is a fine input too */
+    rnd += 0x9e3779b97f4a7c15ull;
+    rnd = (rnd ^ (rnd >> 30)) * 0xbf58476d1ce4e5b9ull;
+    rnd = (rnd ^ (rnd >> 27)) * 0x94d049bb133111ebull;
+    rnd ^= rnd >> 31;
+    return min_s + (unsigned)(rnd % (uint64_t)(max_s - min_s + 1));
+}
+
+/*---- levels ----*/
+
+static const char *const level_names[GW_LEVEL_COUNT] = {"normal", "degrade", "shed", "protect"};
+
+const char *gw_level_name(gw_level_t l)
+{
+    return (unsigned)l < GW_LEVEL_COUNT ? level_names[l] : "?";
+}
+
+void gw_level_sm_init(gw_level_sm_t *sm, uint64_t hold_ms, uint64_t now_ms)
+{
+    memset(sm, 0, sizeof(*sm));
+    static const double enter[GW_LEVEL_COUNT] = {0, 1.0, 2.0, 4.0};
+    static const double exitv[GW_LEVEL_COUNT] = {0, 0.5, 1.0, 2.0};
+    memcpy(sm->enter, enter, sizeof(enter));
+    memcpy(sm->exit, exitv, sizeof(exitv));
+    sm->hold_ms = hold_ms;
+    sm->since_ms = now_ms;
+}
+
+gw_level_t gw_level_sm_update(gw_level_sm_t *sm, uint64_t now_ms, double pressure)
+{
+    gw_level_t l = sm->level;
+    if (l < GW_LEVEL_PROTECT && pressure >= sm->enter[l + 1]) {
+        sm->level = l + 1;
+        sm->since_ms = now_ms;
+        sm->below_since_ms = 0;
+        sm->changes++;
+        return sm->level;
+    }
+    if (l == GW_LEVEL_NORMAL)
+        return l;
+    if (pressure >= sm->exit[l]) {
+        sm->below_since_ms = 0;
+        return l;
+    }
+    if (!sm->below_since_ms) {
+        sm->below_since_ms = now_ms ? now_ms : 1;
+        return l;
+    }
+    if (now_ms - sm->below_since_ms >= sm->hold_ms) {
+        sm->level = l - 1;
+        sm->since_ms = now_ms;
+        sm->below_since_ms = 0;
+        sm->changes++;
+    }
+    return sm->level;
+}
+
+gw_ol_action_t gw_ol_route_action(gw_level_t level, gw_crit_t c, bool has_fallback)
+{
+    if (c == GW_CRIT_CRITICAL || level == GW_LEVEL_NORMAL)
+        return GW_OL_SERVE;
+    if (level == GW_LEVEL_DEGRADE && c == GW_CRIT_DEGRADABLE && !has_fallback)
+        return GW_OL_SERVE; /* nothing to degrade to: still served */
+    return GW_OL_FALLBACK;
+}

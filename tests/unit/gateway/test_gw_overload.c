@@ -1,0 +1,298 @@
+/* gw_overload (pure parts, fake clock): Gradient2 up and down, bounds, drops; breaker;
+ * level hysteresis; Retry-After jitter bounds; user priority per minute; DAGOR cut. */
+#include "gateway/gw_overload.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#define MS 1000ull /* in µs */
+
+/* Drives `windows` windows of `per` samples each at `rtt_us`, keeping `conc` in flight. */
+static uint64_t drive(gw_alimit_t *l, uint64_t now, int windows, unsigned conc, uint64_t rtt_us)
+{
+    for (int w = 0; w < windows; w++) {
+        unsigned got = 0;
+        for (unsigned i = 0; i < conc; i++)
+            if (gw_alimit_acquire(l))
+                got++;
+        now += 6 * MS;
+        for (unsigned i = 0; i < got; i++)
+            gw_alimit_release(l, now, rtt_us, GW_AL_OK);
+        /* top up to a full window of samples */
+        for (unsigned i = got; i < GW_ALIMIT_WIN_SAMPLES; i++) {
+            if (gw_alimit_acquire(l))
+                gw_alimit_release(l, now, rtt_us, GW_AL_OK);
+        }
+    }
+    return now;
+}
+
+static void test_limit_grows_when_flat(void **state)
+{
+    (void)state;
+    gw_alimit_t l;
+    gw_alimit_init(&l, 10, 4, 200, 0);
+    assert_int_equal(gw_alimit_get(&l), 10);
+    /* Saturated (every slot used) at a flat 200 µs: the limit climbs. */
+    uint64_t now = drive(&l, 0, 50, 1000, 200);
+    uint32_t grown = gw_alimit_get(&l);
+    assert_true(grown > 30);
+    /* ... and never past max. */
+    drive(&l, now, 2000, 1000, 200);
+    assert_int_equal(gw_alimit_get(&l), 200);
+    assert_int_equal(atomic_load(&l.pub_limit), 200);
+}
+
+static void test_limit_shrinks_when_latency_rises(void **state)
+{
+    (void)state;
+    gw_alimit_t l;
+    gw_alimit_init(&l, 100, 4, 1000, 0);
+    uint64_t now = drive(&l, 0, 30, 1000, 200); /* baseline 200 µs */
+    uint32_t before = gw_alimit_get(&l);
+    now = drive(&l, now, 15, 1000, 5000); /* 25x slower */
+    uint32_t after = gw_alimit_get(&l);
+    assert_true(after < before);
+    assert_true(after < before * 3 / 4);
+    /* Stays slow for long: it reaches min and stays there, never below. */
+    now = drive(&l, now, 40, 1000, 50000);
+    assert_true(gw_alimit_get(&l) >= 4);
+    /* Recovers when latency comes back. */
+    uint32_t low = gw_alimit_get(&l);
+    drive(&l, now, 200, 1000, 200);
+    assert_true(gw_alimit_get(&l) > low);
+}
+
+static void test_limit_app_limited_does_not_grow(void **state)
+{
+    (void)state;
+    gw_alimit_t l;
+    gw_alimit_init(&l, 50, 4, 1000, 0);
+    /* One request at a time: the dependency is not the bottleneck. */
+    uint64_t now = 0;
+    for (int i = 0; i < 5000; i++) {
+        assert_true(gw_alimit_acquire(&l));
+        now += 1 * MS;
+        gw_alimit_release(&l, now, 200, GW_AL_OK);
+    }
+    assert_int_equal(gw_alimit_get(&l), 50);
+}
+
+static void test_limit_rejects_when_full_and_drops_halve(void **state)
+{
+    (void)state;
+    gw_alimit_t l;
+    gw_alimit_init(&l, 8, 2, 100, 0);
+    for (int i = 0; i < 8; i++)
+        assert_true(gw_alimit_acquire(&l));
+    assert_false(gw_alimit_acquire(&l));
+    assert_int_equal(atomic_load(&l.pub_rejected), 1);
+    assert_int_equal(atomic_load(&l.pub_inflight), 8);
+    /* Timeouts: the window closes on time, the limit halves, then halves again. */
+    uint64_t now = 200 * MS;
+    for (int i = 0; i < 8; i++)
+        gw_alimit_release(&l, now, 0, GW_AL_DROP);
+    assert_int_equal(gw_alimit_get(&l), 4);
+    for (int i = 0; i < 4; i++)
+        assert_true(gw_alimit_acquire(&l));
+    now += 200 * MS;
+    for (int i = 0; i < 4; i++)
+        gw_alimit_release(&l, now, 0, GW_AL_DROP);
+    assert_int_equal(gw_alimit_get(&l), 2);
+    for (int i = 0; i < 2; i++)
+        assert_true(gw_alimit_acquire(&l));
+    now += 200 * MS;
+    for (int i = 0; i < 2; i++)
+        gw_alimit_release(&l, now, 0, GW_AL_DROP);
+    assert_int_equal(gw_alimit_get(&l), 2); /* min */
+    assert_int_equal(atomic_load(&l.pub_drops), 14);
+    /* IGNORE gives the slot back without a sample */
+    assert_true(gw_alimit_acquire(&l));
+    gw_alimit_release(&l, now, 0, GW_AL_IGNORE);
+    assert_int_equal(l.inflight, 0);
+}
+
+static void test_breaker(void **state)
+{
+    (void)state;
+    gw_breaker_t b;
+    gw_breaker_init(&b, 3, 1000);
+    uint64_t t = 5000;
+    gw_breaker_failure(&b, t);
+    gw_breaker_failure(&b, t);
+    gw_breaker_success(&b); /* not in a row */
+    gw_breaker_failure(&b, t);
+    gw_breaker_failure(&b, t);
+    assert_true(gw_breaker_allow(&b, t));
+    gw_breaker_failure(&b, t);
+    assert_int_equal(b.state, GW_BR_OPEN);
+    assert_int_equal(atomic_load(&b.pub_opens), 1);
+    assert_false(gw_breaker_allow(&b, t + 999));
+    gw_breaker_failure(&b, t + 500); /* a straggler does not extend it */
+    assert_true(gw_breaker_allow(&b, t + 1000)); /* the probe */
+    assert_int_equal(b.state, GW_BR_HALF_OPEN);
+    assert_false(gw_breaker_allow(&b, t + 1001)); /* only one */
+    gw_breaker_failure(&b, t + 1100); /* probe failed: open again */
+    assert_int_equal(b.state, GW_BR_OPEN);
+    assert_false(gw_breaker_allow(&b, t + 2000));
+    assert_true(gw_breaker_allow(&b, t + 2100));
+    gw_breaker_success(&b);
+    assert_int_equal(b.state, GW_BR_CLOSED);
+    assert_true(gw_breaker_allow(&b, t + 2101));
+    assert_int_equal(atomic_load(&b.pub_opens), 2);
+    assert_string_equal(gw_breaker_state_name(GW_BR_HALF_OPEN), "half_open");
+}
+
+static void test_levels_hysteresis(void **state)
+{
+    (void)state;
+    gw_level_sm_t sm;
+    gw_level_sm_init(&sm, 2000, 1);
+    uint64_t t = 1000;
+    assert_int_equal(gw_level_sm_update(&sm, t, 0.9), 0);
+    /* One level per window, even under a big spike. */
+    assert_int_equal(gw_level_sm_update(&sm, t += 50, 10.0), 1);
+    assert_int_equal(gw_level_sm_update(&sm, t += 50, 10.0), 2);
+    assert_int_equal(gw_level_sm_update(&sm, t += 50, 10.0), 3);
+    assert_int_equal(gw_level_sm_update(&sm, t += 50, 10.0), 3);
+    assert_int_equal(sm.changes, 3);
+    /* Below enter[3] but above exit[3] = 2.0: holds 3 for ever. */
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(gw_level_sm_update(&sm, t += 50, 2.5), 3);
+    /* Below exit: leaves only after the hold time, one level at a time. */
+    assert_int_equal(gw_level_sm_update(&sm, t += 50, 1.5), 3);
+    assert_int_equal(gw_level_sm_update(&sm, t += 1900, 1.5), 3);
+    assert_int_equal(gw_level_sm_update(&sm, t += 100, 1.5), 2);
+    /* A blip above exit[2] restarts the hold. */
+    assert_int_equal(gw_level_sm_update(&sm, t += 1500, 0.5), 2);
+    assert_int_equal(gw_level_sm_update(&sm, t += 100, 1.2), 2);
+    assert_int_equal(gw_level_sm_update(&sm, t += 100, 0.5), 2);
+    assert_int_equal(gw_level_sm_update(&sm, t += 1999, 0.5), 2);
+    assert_int_equal(gw_level_sm_update(&sm, t += 1, 0.5), 1);
+    /* Oscillating between 0.6 and 0.9 at level 1 (exit 0.5, enter[2] 2.0): no flapping. */
+    for (int i = 0; i < 200; i++)
+        assert_int_equal(gw_level_sm_update(&sm, t += 50, i % 2 ? 0.6 : 0.9), 1);
+    assert_int_equal(gw_level_sm_update(&sm, t += 50, 0.1), 1);
+    assert_int_equal(gw_level_sm_update(&sm, t += 2000, 0.1), 0);
+    assert_int_equal(sm.changes, 6);
+    assert_string_equal(gw_level_name(GW_LEVEL_PROTECT), "protect");
+}
+
+static void test_route_actions(void **state)
+{
+    (void)state;
+    for (int l = 0; l < GW_LEVEL_COUNT; l++)
+        assert_int_equal(gw_ol_route_action((gw_level_t)l, GW_CRIT_CRITICAL, false), GW_OL_SERVE);
+    assert_int_equal(gw_ol_route_action(0, GW_CRIT_SHEDDABLE, true), GW_OL_SERVE);
+    assert_int_equal(gw_ol_route_action(1, GW_CRIT_SHEDDABLE, false), GW_OL_FALLBACK);
+    assert_int_equal(gw_ol_route_action(1, GW_CRIT_DEGRADABLE, true), GW_OL_FALLBACK);
+    assert_int_equal(gw_ol_route_action(1, GW_CRIT_DEGRADABLE, false), GW_OL_SERVE);
+    assert_int_equal(gw_ol_route_action(2, GW_CRIT_DEGRADABLE, false), GW_OL_FALLBACK);
+    assert_int_equal(gw_ol_route_action(3, GW_CRIT_SHEDDABLE, true), GW_OL_FALLBACK);
+    assert_int_equal(gw_crit_parse("degradable"), GW_CRIT_DEGRADABLE);
+    assert_int_equal(gw_crit_parse("Critical"), -1);
+}
+
+static void test_retry_after_jitter(void **state)
+{
+    (void)state;
+    unsigned seen[8] = {0};
+    for (uint64_t i = 0; i < 3000; i++) {
+        unsigned v = gw_ol_retry_after(i, 1, 3);
+        assert_true(v >= 1 && v <= 3);
+        seen[v]++;
+    }
+    /* Spread over the whole range (a counter as input still jitters). */
+    for (unsigned v = 1; v <= 3; v++)
+        assert_true(seen[v] > 700);
+    assert_int_equal(gw_ol_retry_after(12345, 2, 2), 2);
+    assert_int_equal(gw_ol_retry_after(12345, 0, 0), 1); /* never 0 */
+    unsigned v = gw_ol_retry_after(7, 5, 1);            /* max < min: min */
+    assert_int_equal(v, 5);
+}
+
+static void test_user_priority(void **state)
+{
+    (void)state;
+    /* Consistent within a minute, changes between minutes, spread over 0..127. */
+    unsigned hist[GW_UPRIO_LEVELS] = {0};
+    unsigned changed = 0;
+    for (int u = 0; u < 4096; u++) {
+        char id[32];
+        int n = snprintf(id, sizeof(id), "user-%d", u);
+        unsigned a = gw_ol_user_prio(id, (size_t)n, 29000000);
+        assert_int_equal(gw_ol_user_prio(id, (size_t)n, 29000000), a);
+        assert_true(a < GW_UPRIO_LEVELS);
+        hist[a]++;
+        if (gw_ol_user_prio(id, (size_t)n, 29000001) != a)
+            changed++;
+    }
+    assert_true(changed > 3900);
+    for (int i = 0; i < GW_UPRIO_LEVELS; i++)
+        assert_true(hist[i] > 5 && hist[i] < 80);
+}
+
+static void test_qdelay_dagor(void **state)
+{
+    (void)state;
+    gw_qdelay_t q;
+    gw_qdelay_init(&q, 20 * MS, 50 * MS, 0);
+    uint64_t t = 0;
+    assert_true(gw_qdelay_admit_user(&q, 127));
+    /* Not a full window yet */
+    gw_qdelay_sample(&q, 100 * MS);
+    assert_false(gw_qdelay_tick(&q, t + 10 * MS, true));
+    /* Over target but shedding users not allowed (level < 2): the cut stays. */
+    assert_true(gw_qdelay_tick(&q, t += 50 * MS, false));
+    assert_true(q.over);
+    assert_int_equal(q.u_cut, GW_UPRIO_LEVELS);
+    /* Allowed: shrinks fast */
+    for (int i = 0; i < 10; i++) {
+        gw_qdelay_sample(&q, 40 * MS);
+        gw_qdelay_sample(&q, 30 * MS);
+        assert_true(gw_qdelay_tick(&q, t += 50 * MS, true));
+    }
+    assert_true(q.u_cut < 50);
+    assert_true(q.u_cut >= 1);
+    unsigned cut = q.u_cut;
+    assert_false(gw_qdelay_admit_user(&q, cut));
+    assert_true(gw_qdelay_admit_user(&q, cut - 1));
+    assert_int_equal(atomic_load(&q.pub_avg_us), 35 * MS);
+    /* Under target (an empty window counts as no delay): grows slowly back to all. */
+    assert_true(gw_qdelay_tick(&q, t += 50 * MS, true));
+    assert_int_equal(q.u_cut, cut + 2);
+    for (int i = 0; i < 100; i++) {
+        gw_qdelay_sample(&q, 1 * MS);
+        gw_qdelay_tick(&q, t += 50 * MS, true);
+    }
+    assert_int_equal(q.u_cut, GW_UPRIO_LEVELS);
+    /* Never below 1 */
+    for (int i = 0; i < 200; i++) {
+        gw_qdelay_sample(&q, 900 * MS);
+        gw_qdelay_tick(&q, t += 50 * MS, true);
+    }
+    assert_int_equal(q.u_cut, 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_limit_grows_when_flat),
+        cmocka_unit_test(test_limit_shrinks_when_latency_rises),
+        cmocka_unit_test(test_limit_app_limited_does_not_grow),
+        cmocka_unit_test(test_limit_rejects_when_full_and_drops_halve),
+        cmocka_unit_test(test_breaker),
+        cmocka_unit_test(test_levels_hysteresis),
+        cmocka_unit_test(test_route_actions),
+        cmocka_unit_test(test_retry_after_jitter),
+        cmocka_unit_test(test_user_priority),
+        cmocka_unit_test(test_qdelay_dagor),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
