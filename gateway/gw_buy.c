@@ -459,10 +459,13 @@ static void sync_after(uv_work_t *wk, int status)
         gw_req_t *next = r->next;
         if (w->sync_result != 0) {
             /*
-             * The disk failed: the record may or may not survive, and the spool
-             * now refuses every append (the gateway stops accepting). The
-             * reservation stays (at worst undersell, never oversell) and the
-             * client hears the truth: not confirmed.
+             * The disk failed: the spool cut every record not confirmed by an
+             * fdatasync (the relay never saw them: it reads only synced ones,
+             * so this order is never settled) and now refuses every append
+             * (the gateway stops accepting). The reservation stays (at worst
+             * undersell, never oversell: if the cut itself failed, the record
+             * may come back at a restart) and the client hears the truth:
+             * not confirmed.
              */
             gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
                           "order spool fsync failed: the order is not confirmed");

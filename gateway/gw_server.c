@@ -122,6 +122,8 @@ int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
     /* Durable first, so a restart replays the release (memory inventory, or a
      * release still pending when the process stopped). */
     int rc = release_event(srv, &ord, gw_order_status_name(st), reason);
+    if (rc == 0)
+        rc = oq_spool_commit(srv->spool); /* fsync durability: on disk before the release */
     if (rc != 0)
         cm_log_error("gw", "cannot record a release in the spool", "order=%s err=%s",
                      order_id, cm_errname(rc));

@@ -1018,6 +1018,8 @@ int oq_relay_cancel(oq_relay_t *r, const oq_order_t *o, const char *reason)
         return CM_ENOMEM;
     int rc = oq_spool_append_event(r->spool, s, strlen(s));
     free(s);
+    if (rc == 0) /* in fsync durability the relay sees it only once it is on disk */
+        rc = oq_spool_commit(r->spool);
     if (rc == 0)
         wake(r);
     return rc;

@@ -128,7 +128,9 @@ void oq_relay_notify(oq_relay_t *r);
  * Appends a cancel EVENT {"type":"cancel","order_id","sale_id","user_id",
  * "qty","reason"} to the spool (durable first) and wakes the relay, which
  * produces it to kafka.topic with the sale id as key (after its order, in the
- * same partition). Returns 0, CM_EBUSY (spool full) or CM_EIO. Thread-safe.
+ * same partition). In fsync durability it also waits for the fdatasync (the
+ * relay sees only synced records). Returns 0, CM_EBUSY (spool full) or CM_EIO.
+ * May block: not on a worker loop. Thread-safe.
  */
 int oq_relay_cancel(oq_relay_t *r, const oq_order_t *o, const char *reason);
 

@@ -30,7 +30,13 @@
  * appended before it started; the others wait and share the result.
  * A roll never fsyncs on the append path: the sync leader also fdatasyncs
  * any segment rolled since the last sync (fdatasync works per inode, so it
- * reopens the old segment by name).
+ * reopens the old segment by name), and the preparer thread (prep_main)
+ * creates the next segment ahead and fsyncs the directory for its name, so
+ * the roll itself swaps in that spare under mu. An empty segment at the end is
+ * such a spare and is dropped on open.
+ * fsync durability: readers see only records before synced_pos, which the sync
+ * leader moves after a successful fdatasync; a failed one cuts the records
+ * past it off the spool (cut_unsynced_locked) and the spool refuses appends.
  */
 #include "queue/oq_spool.h"
 
@@ -240,6 +246,21 @@ struct oq_spool {
     uint64_t records;
     bool broken;                     /* a failed write or fsync: refuse appends */
     _Atomic uint64_t appended_total; /* bytes appended since open (group commit) */
+    /* fsync durability: records before synced_pos are on disk; readers (the
+     * relay) see nothing past it, so no order reaches Kafka before its fsync */
+    oq_pos_t synced_pos;
+    /* the spare: the next segment, created and its name made durable by the
+     * preparer thread, so that a roll on the append path is a swap of fds */
+    int spare_fd; /* -1: none ready */
+    uint64_t spare_seg;
+    uint64_t prep_busy_seg; /* the segment the preparer is creating now, 0: none */
+    pthread_cond_t spare_cv; /* signalled when the preparer finishes one */
+    bool prep_stop;
+    pthread_cond_t prep_cv;
+    pthread_t prep_thread;
+    bool prep_started;
+    _Atomic uint64_t rolls, rolls_inline;
+    atomic_bool fail_next_sync; /* test seam (oq__spool_fail_next_sync) */
 
     pthread_mutex_t sync_mu;
     pthread_cond_t sync_cv;
@@ -251,6 +272,8 @@ struct oq_spool {
 
     pthread_mutex_t rel_mu; /* serialises releases */
 };
+
+static void *prep_main(void *arg);
 
 static void seg_name(char *buf, size_t len, uint64_t seg)
 {
@@ -462,6 +485,19 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
         qsort(sp->segs, sp->nsegs, sizeof(seg_info_t), cmp_seg);
     if (!sp->read_only)
         unlinkat(sp->dirfd, "released.tmp", 0);
+    /* Empty segments at the end are spares made ahead of a roll (or a roll cut
+     * short): no record is in them. Dropping them keeps "a corrupt segment that
+     * is not the last one is not a torn write" true. */
+    while (sp->nsegs > 1) {
+        char name[64];
+        struct stat st;
+        seg_name(name, sizeof(name), sp->segs[sp->nsegs - 1].seg);
+        if (fstatat(sp->dirfd, name, &st, 0) != 0 || st.st_size != 0)
+            break;
+        if (!sp->read_only)
+            unlinkat(sp->dirfd, name, 0);
+        sp->nsegs--;
+    }
 
     size_t keep = 0;
     for (size_t i = 0; i < sp->nsegs; i++) {
@@ -566,6 +602,9 @@ int oq_spool_open(oq_spool_t **out, const oq_spool_opts_t *opts, char *errbuf, s
     sp->fd = -1;
     sp->lockfd = -1;
     sp->dirfd = -1;
+    sp->spare_fd = -1;
+    pthread_cond_init(&sp->prep_cv, NULL);
+    pthread_cond_init(&sp->spare_cv, NULL);
     pthread_mutex_init(&sp->mu, NULL);
     pthread_mutex_init(&sp->sync_mu, NULL);
     pthread_cond_init(&sp->sync_cv, NULL);
@@ -598,6 +637,17 @@ int oq_spool_open(oq_spool_t **out, const oq_spool_opts_t *opts, char *errbuf, s
         goto fail;
     /* the first sync also covers what an earlier process left unsynced */
     sp->sync_floor = sp->nsegs ? sp->segs[0].seg : 0;
+    if (sp->nsegs)
+        sp->synced_pos = (oq_pos_t){sp->segs[sp->nsegs - 1].seg, sp->segs[sp->nsegs - 1].size};
+    if (!sp->read_only) {
+        int e = pthread_create(&sp->prep_thread, NULL, prep_main, sp);
+        if (e != 0) {
+            errf(errbuf, errlen, "spool: cannot start the segment thread: %s", strerror(e));
+            rc = CM_EIO;
+            goto fail;
+        }
+        sp->prep_started = true;
+    }
     *out = sp;
     return 0;
 fail:
@@ -609,6 +659,19 @@ void oq_spool_close(oq_spool_t *sp)
 {
     if (sp == NULL)
         return;
+    if (sp->prep_started) {
+        pthread_mutex_lock(&sp->mu);
+        sp->prep_stop = true;
+        pthread_cond_signal(&sp->prep_cv);
+        pthread_mutex_unlock(&sp->mu);
+        pthread_join(sp->prep_thread, NULL);
+    }
+    if (sp->spare_fd >= 0) { /* unused: leave no empty file behind */
+        char name[64];
+        seg_name(name, sizeof(name), sp->spare_seg);
+        close(sp->spare_fd);
+        unlinkat(sp->dirfd, name, 0);
+    }
     if (sp->fd >= 0)
         close(sp->fd);
     if (sp->lockfd >= 0)
@@ -619,21 +682,84 @@ void oq_spool_close(oq_spool_t *sp)
     pthread_mutex_destroy(&sp->sync_mu);
     pthread_cond_destroy(&sp->sync_cv);
     pthread_mutex_destroy(&sp->rel_mu);
+    pthread_cond_destroy(&sp->prep_cv);
+    pthread_cond_destroy(&sp->spare_cv);
     free(sp->segs);
     free(sp);
 }
 
-/* Called with mu held. Starts a new segment; the old one is fsynced later by
- * the sync leader (see the file comment), never here on the append path. */
+/*
+ * The preparer thread: keeps one spare segment ready (created, its name made
+ * durable with fsync of the directory), so that a roll on the append path,
+ * under mu and on a worker loop, is a swap of file descriptors. Before, the
+ * roll created the file and fsynced the directory there, every 64 MiB,
+ * stalling every worker behind mu for the length of a directory fsync.
+ */
+static void *prep_main(void *arg)
+{
+    oq_spool_t *sp = arg;
+    pthread_setname_np(pthread_self(), "fg-spool-prep");
+    pthread_mutex_lock(&sp->mu);
+    while (!sp->prep_stop) {
+        if (sp->spare_fd >= 0 || sp->broken || sp->nsegs == 0) {
+            pthread_cond_wait(&sp->prep_cv, &sp->mu);
+            continue;
+        }
+        uint64_t seg = sp->segs[sp->nsegs - 1].seg + 1;
+        sp->prep_busy_seg = seg;
+        pthread_mutex_unlock(&sp->mu);
+        int fd = seg_create(sp, seg);
+        pthread_mutex_lock(&sp->mu);
+        sp->prep_busy_seg = 0;
+        pthread_cond_broadcast(&sp->spare_cv);
+        if (fd >= 0 && sp->spare_fd < 0 && !sp->prep_stop &&
+            sp->segs[sp->nsegs - 1].seg + 1 == seg) {
+            sp->spare_fd = fd;
+            sp->spare_seg = seg;
+        } else if (fd >= 0) { /* a roll went ahead without us: not needed */
+            char name[64];
+            seg_name(name, sizeof(name), seg);
+            close(fd);
+            unlinkat(sp->dirfd, name, 0);
+        } else { /* could not create it (disk full?): try again soon */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            pthread_cond_timedwait(&sp->prep_cv, &sp->mu, &ts);
+        }
+    }
+    pthread_mutex_unlock(&sp->mu);
+    return NULL;
+}
+
+/* Called with mu held. Starts the next segment: the spare when it is ready
+ * (the usual case: a swap), else creates it here (counted in rolls_inline).
+ * The old one is fsynced later by the sync leader, never here. */
 static int roll_locked(oq_spool_t *sp)
 {
     uint64_t seg = sp->segs[sp->nsegs - 1].seg + 1;
-    int fd = seg_create(sp, seg);
-    if (fd < 0)
-        return fd;
+    int fd;
+    bool ready = sp->spare_fd >= 0 && sp->spare_seg == seg;
+    if (!ready) /* appends outran the preparer: this roll waits for a create */
+        atomic_fetch_add_explicit(&sp->rolls_inline, 1, memory_order_relaxed);
+    /* it is making this one now: wait for it rather than race it */
+    while (sp->spare_fd < 0 && sp->prep_busy_seg == seg)
+        pthread_cond_wait(&sp->spare_cv, &sp->mu);
+    if (sp->segs[sp->nsegs - 1].seg >= seg)
+        return 0; /* another appender rolled while we waited: the caller looks again */
+    if (sp->spare_fd >= 0 && sp->spare_seg == seg) {
+        fd = sp->spare_fd;
+        sp->spare_fd = -1;
+    } else {
+        fd = seg_create(sp, seg);
+        if (fd < 0)
+            return fd;
+    }
     close(sp->fd);
     sp->fd = fd;
     segs_push(sp, seg, 0);
+    atomic_fetch_add_explicit(&sp->rolls, 1, memory_order_relaxed);
+    pthread_cond_signal(&sp->prep_cv);
     return 0;
 }
 
@@ -663,10 +789,21 @@ static int write_records(oq_spool_t *sp, const unsigned char *buf, size_t len, u
         goto out;
     }
     seg_info_t *cur = &sp->segs[sp->nsegs - 1];
-    if (cur->size > 0 && cur->size + len > sp->segment_bytes) {
+    bool rolled = false;
+    while (cur->size > 0 && cur->size + len > sp->segment_bytes) {
+        /* roll_locked may wait (mu released) for the spare; look again after it */
         if ((rc = roll_locked(sp)) != 0)
             goto out;
+        if (sp->broken) {
+            rc = CM_EIO;
+            goto out;
+        }
         cur = &sp->segs[sp->nsegs - 1];
+        rolled = true;
+    }
+    if (rolled && sp->max_bytes && sp->unreleased_bytes + len > cap_for(sp, event)) {
+        rc = CM_EBUSY; /* others appended while the roll waited */
+        goto out;
     }
     ssize_t w;
     do
@@ -779,6 +916,52 @@ static int sync_segment(oq_spool_t *sp, uint64_t seg)
     return rc;
 }
 
+/*
+ * Called with mu held after a failed fdatasync (fsync durability): removes
+ * every record past synced_pos (segments after it are deleted, its own is
+ * truncated), so neither the relay now nor a replay after a restart sees an
+ * order whose client was told it is not confirmed. A failure to cut is logged:
+ * those records may then come back at the next start.
+ */
+static void cut_unsynced_locked(oq_spool_t *sp)
+{
+    if (sp->durability != OQ_DURABILITY_FSYNC)
+        return;
+    oq_pos_t to = sp->synced_pos;
+    while (sp->nsegs > 1 && sp->segs[sp->nsegs - 1].seg > to.seg) {
+        char name[64];
+        seg_name(name, sizeof(name), sp->segs[sp->nsegs - 1].seg);
+        if (unlinkat(sp->dirfd, name, 0) != 0 && errno != ENOENT)
+            cm_log_error("oq", "spool: cannot remove an unsynced segment", "seg=%s errno=%d",
+                         name, errno);
+        sp->nsegs--;
+    }
+    seg_info_t *last = &sp->segs[sp->nsegs - 1];
+    if (last->seg == to.seg && last->size > to.off) {
+        char name[64];
+        seg_name(name, sizeof(name), last->seg);
+        int fd = openat(sp->dirfd, name, O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || ftruncate(fd, (off_t)to.off) != 0)
+            cm_log_error("oq", "spool: cannot cut unsynced records", "seg=%s errno=%d", name,
+                         errno);
+        else
+            last->size = to.off;
+        if (fd >= 0)
+            close(fd);
+    }
+    sp->unreleased_bytes = compute_unreleased(sp);
+}
+
+int oq_spool_commit(oq_spool_t *sp)
+{
+    return sp->durability == OQ_DURABILITY_FSYNC ? oq_spool_sync(sp) : 0;
+}
+
+void oq__spool_fail_next_sync(oq_spool_t *sp)
+{
+    atomic_store(&sp->fail_next_sync, true);
+}
+
 int oq_spool_sync(oq_spool_t *sp)
 {
     if (sp->read_only)
@@ -803,6 +986,7 @@ int oq_spool_sync(oq_spool_t *sp)
         pthread_mutex_lock(&sp->mu);
         uint64_t covered = atomic_load(&sp->appended_total);
         uint64_t cur = sp->segs[sp->nsegs - 1].seg;
+        oq_pos_t cover = {cur, sp->segs[sp->nsegs - 1].size};
         int fd = dup(sp->fd); /* a roll may close sp->fd while we sync */
         pthread_mutex_unlock(&sp->mu);
 
@@ -811,10 +995,18 @@ int oq_spool_sync(oq_spool_t *sp)
             rc = sync_segment(sp, s);
         if (rc == 0 && fdatasync(fd) != 0)
             rc = CM_EIO;
+        if (rc == 0 && atomic_exchange(&sp->fail_next_sync, false))
+            rc = CM_EIO;
         atomic_fetch_add_explicit(&sp->fsyncs, 1, memory_order_relaxed);
         if (fd >= 0)
             close(fd);
 
+        if (rc == 0) { /* readers may now see these records */
+            pthread_mutex_lock(&sp->mu);
+            if (oq_pos_cmp(cover, sp->synced_pos) > 0)
+                sp->synced_pos = cover;
+            pthread_mutex_unlock(&sp->mu);
+        }
         pthread_mutex_lock(&sp->sync_mu);
         sp->syncing = false;
         if (rc != 0)
@@ -824,16 +1016,23 @@ int oq_spool_sync(oq_spool_t *sp)
                 sp->synced_total = covered;
             sp->sync_floor = cur;
         }
+        if (rc != 0) {
+            /* After a failed fsync the kernel may have dropped the dirty pages:
+             * stop accepting rather than answer 202 for what may be lost, and
+             * cut off everything not known to be on disk before any waiter
+             * learns the result: its clients hear "not confirmed", so no
+             * reader may ever send those records on, not even after a
+             * restart. Done under sync_mu, so no later sync can "succeed". */
+            pthread_mutex_lock(&sp->mu);
+            sp->broken = true;
+            cut_unsynced_locked(sp);
+            pthread_mutex_unlock(&sp->mu);
+        }
         pthread_cond_broadcast(&sp->sync_cv);
         if (rc != 0) {
             pthread_mutex_unlock(&sp->sync_mu);
-            /* after a failed fsync the kernel may have dropped the dirty pages:
-             * stop accepting rather than answer 202 for what may be lost */
-            pthread_mutex_lock(&sp->mu);
-            sp->broken = true;
-            pthread_mutex_unlock(&sp->mu);
-            cm_log_error("oq", "spool: fdatasync failed; appends now refused", "dir=%s errno=%d",
-                         sp->dir, errno);
+            cm_log_error("oq", "spool: fdatasync failed; unsynced records cut, appends now refused",
+                         "dir=%s errno=%d", sp->dir, errno);
             return CM_EIO;
         }
     }
@@ -851,6 +1050,14 @@ long oq_spool_scan(oq_spool_t *sp, oq_pos_t from, int (*fn)(const oq_rec_t *rec,
     size_t nsegs = sp->nsegs;
     seg_info_t *segs = cm_xmalloc((nsegs ? nsegs : 1) * sizeof(seg_info_t));
     memcpy(segs, sp->segs, nsegs * sizeof(seg_info_t));
+    if (sp->durability == OQ_DURABILITY_FSYNC && !sp->read_only) {
+        /* only what an fdatasync confirmed: its clients were answered 202 */
+        oq_pos_t lim = sp->synced_pos;
+        while (nsegs > 0 && segs[nsegs - 1].seg > lim.seg)
+            nsegs--;
+        if (nsegs > 0 && segs[nsegs - 1].seg == lim.seg && segs[nsegs - 1].size > lim.off)
+            segs[nsegs - 1].size = lim.off;
+    }
     pthread_mutex_unlock(&sp->mu);
 
     long count = 0;
@@ -1003,6 +1210,10 @@ void oq_spool_stats(oq_spool_t *sp, oq_spool_stats_t *out)
         out->end = sp->released;
     }
     out->released = sp->released;
+    out->synced = sp->durability == OQ_DURABILITY_FSYNC ? sp->synced_pos : out->end;
+    out->rolls = atomic_load_explicit(&sp->rolls, memory_order_relaxed);
+    out->rolls_inline = atomic_load_explicit(&sp->rolls_inline, memory_order_relaxed);
+    out->spare_ready = sp->spare_fd >= 0;
     pthread_mutex_unlock(&sp->mu);
     out->syncs = atomic_load_explicit(&sp->syncs, memory_order_relaxed);
     out->fsyncs = atomic_load_explicit(&sp->fsyncs, memory_order_relaxed);

@@ -14,7 +14,10 @@
  * page cache (survives a process crash, kill -9); OQ_DURABILITY_FSYNC makes
  * the caller also call oq_spool_sync() (fdatasync) before answering, which
  * survives power loss. Appends are one write(2) each and may come from
- * several threads at once (O_APPEND; records never interleave).
+ * several threads at once (O_APPEND; records never interleave). A roll to the
+ * next segment swaps in a spare that a thread of the spool created ahead (the
+ * directory fsync that makes its name durable happens there, never on the
+ * append path).
  */
 #ifndef OQ_SPOOL_H
 #define OQ_SPOOL_H
@@ -88,6 +91,13 @@ int oq_spool_append_event(oq_spool_t *sp, const char *json, size_t len);
  */
 int oq_spool_sync(oq_spool_t *sp);
 
+/*
+ * Makes appended records visible to readers: in fsync durability an
+ * oq_spool_sync() (blocks), in write durability 0 at once. For writers of
+ * events off the worker loops (cancel, compensation). Thread-safe.
+ */
+int oq_spool_commit(oq_spool_t *sp);
+
 /* One record met while reading. `order` is set for ORDER, `event` for EVENT. */
 typedef struct oq_rec {
     oq_rec_type_t type;
@@ -104,6 +114,10 @@ typedef struct oq_rec {
  * calling fn for each; fn returns 0 to go on, non-zero to stop. Returns the
  * number of records read, or a negative cm_err_t. Thread-safe against
  * concurrent appends (reads only what was complete when it began each segment).
+ * In fsync durability a writable spool shows only records an fdatasync
+ * confirmed (oq_spool_sync): the relay never sends an order before its client
+ * could be told it is safe, and after a failed fdatasync the unconfirmed
+ * records are cut off the spool (their clients hear 503 "not confirmed").
  */
 long oq_spool_scan(oq_spool_t *sp, oq_pos_t from, int (*fn)(const oq_rec_t *rec, void *ctx),
                    void *ctx);
@@ -132,6 +146,11 @@ typedef struct oq_spool_stats {
     uint64_t segments;
     oq_pos_t end;
     oq_pos_t released;
+    oq_pos_t synced;          /* fsync durability: readers see records before it (else = end) */
+    uint64_t rolls;           /* segment rolls */
+    uint64_t rolls_inline;    /* rolls that had to create the segment on the append path
+                                 (no spare was ready: appends faster than the preparer) */
+    bool spare_ready;         /* the next segment is created and waiting */
     uint64_t syncs;           /* oq_spool_sync() calls that returned */
     uint64_t fsyncs;          /* fdatasync rounds they needed (group commit: fewer) */
 } oq_spool_stats_t;
@@ -145,6 +164,9 @@ int oq_order_to_json(const oq_order_t *o, char *buf, size_t len);
 int oq_order_from_json(const char *json, size_t len, oq_order_t *out);
 
 int oq_pos_cmp(oq_pos_t a, oq_pos_t b);
+
+/* Test seam: the next fdatasync round reports failure (as a disk error would). */
+void oq__spool_fail_next_sync(oq_spool_t *sp);
 
 /* Module-private (exposed for the unit test): CRC-32C (Castagnoli) of buf,
  * continuing from crc (start with 0). SSE4.2 when the CPU has it. Thread-safe. */

@@ -1,6 +1,8 @@
 /* The order spool: CRC-32C, append/scan, torn-tail recovery, corruption in an
- * older segment, space cap, release, rolling, group commit, kill -9 safety,
- * and a throughput printout. */
+ * older segment, space cap, release, rolling (a swap of a spare segment made
+ * ahead), group commit, kill -9 safety, fsync durability (readers see only
+ * synced records; a failed fsync cuts the rest). The throughput figures are
+ * in bench/bench_spool.c (make bench). */
 #include "common/cm_err.h"
 #include "common/cm_id.h"
 #include "common/cm_log.h"
@@ -788,43 +790,108 @@ static void test_tool_dump_and_stats(void **state)
 
 /*---- throughput (printed, not asserted) ----*/
 
-typedef struct {
-    oq_spool_t *sp;
-    int n;
-} perf_arg_t;
+/*---- the roll is a swap; fsync durability shows readers only synced records ----*/
 
-static void *perf_worker(void *arg)
+static bool wait_file(const char *path, struct stat *st)
 {
-    perf_arg_t *a = arg;
-    oq_order_t o;
-    make_order(&o, 12345);
-    for (int i = 0; i < a->n; i++)
-        if (oq_spool_append(a->sp, &o, 1) != 0)
-            abort();
-    return NULL;
+    for (int i = 0; i < 5000; i++) { /* up to 5 s on a loaded machine */
+        if (stat(path, st) == 0)
+            return true;
+        usleep(1000);
+    }
+    return false;
 }
 
-static void test_throughput_printout(void **state)
+static void test_roll_swaps_in_a_spare(void **state)
 {
     fixture_t *f = *state;
-    oq_spool_t *sp = open_spool(f->dir, 8u << 20, 0);
-    enum { N = 100000 };
-    for (int threads = 1; threads <= 2; threads++) {
-        pthread_t th[2];
-        perf_arg_t a = {sp, N / threads};
-        uint64_t t0 = cm_mono_us();
-        for (int t = 0; t < threads; t++)
-            pthread_create(&th[t], NULL, perf_worker, &a);
-        for (int t = 0; t < threads; t++)
-            pthread_join(th[t], NULL);
-        uint64_t us = cm_mono_us() - t0;
-        printf("# spool append (write durability, ~%d B records, 8 MiB segments): %d thread(s): "
-               "%.0f appends/s (%.2f us each)\n",
-               200, threads, (double)N * 1e6 / (double)(us ? us : 1), (double)us / N);
+    oq_spool_t *sp = open_spool(f->dir, 4096, 0);
+    for (int roll = 0; roll < 4; roll++) {
+        oq_spool_stats_t st;
+        oq_spool_stats(sp, &st);
+        for (int w = 0; w < 5000 && !st.spare_ready; w++) { /* up to 5 s on a loaded machine */
+            usleep(1000);
+            oq_spool_stats(sp, &st);
+        }
+        assert_true(st.spare_ready);
+        /* the next segment exists, created off the append path, before it is needed */
+        char p[512];
+        struct stat spare, now;
+        assert_true(wait_file(seg_path(f->dir, st.end.seg + 1, p, sizeof(p)), &spare));
+        assert_int_equal(spare.st_size, 0);
+        uint64_t seg = st.end.seg;
+        size_t i = 0;
+        while (st.end.seg == seg) { /* append until the roll */
+            append_n(sp, (size_t)roll * 1000 + i++, 1);
+            oq_spool_stats(sp, &st);
+        }
+        /* the roll took that very file: same inode, nothing created inline */
+        assert_int_equal(stat(seg_path(f->dir, st.end.seg, p, sizeof(p)), &now), 0);
+        assert_int_equal(now.st_ino, spare.st_ino);
+        assert_int_equal(st.rolls, (uint64_t)roll + 1);
+        assert_int_equal(st.rolls_inline, 0);
     }
     oq_spool_stats_t st;
     oq_spool_stats(sp, &st);
-    assert_int_equal(st.appended_records, 2 * N);
+    oq_spool_close(sp);
+    /* close leaves no spare behind, and a spare left by a crash is dropped on open */
+    char p[512];
+    assert_int_equal(file_size(seg_path(f->dir, st.end.seg + 1, p, sizeof(p))), -1);
+    int fd = open(seg_path(f->dir, st.end.seg + 1, p, sizeof(p)), O_CREAT | O_WRONLY, 0644);
+    assert_true(fd >= 0);
+    close(fd);
+    sp = open_spool(f->dir, 4096, 0);
+    oq_spool_stats_t st2;
+    oq_spool_stats(sp, &st2);
+    assert_int_equal(st2.end.seg, st.end.seg);
+    assert_int_equal(st2.end.off, st.end.off);
+    oq_spool_close(sp);
+}
+
+static long count_from_released(oq_spool_t *sp)
+{
+    long n;
+    collect_t *c = scan_all(sp, oq_spool_released(sp), &n);
+    free(c);
+    return n;
+}
+
+static void test_fsync_readers_see_only_synced(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_opts_t o = {.dir = f->dir, .durability = OQ_DURABILITY_FSYNC, .segment_bytes = 4096};
+    oq_spool_t *sp = NULL;
+    char err[256];
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    append_n(sp, 0, 3);
+    /* appended, not yet fsynced: its client has no answer yet, the relay must not send it */
+    assert_int_equal(count_from_released(sp), 0);
+    assert_int_equal(oq_spool_sync(sp), 0);
+    assert_int_equal(count_from_released(sp), 3);
+    /* across a roll too */
+    append_n(sp, 3, 40);
+    assert_int_equal(count_from_released(sp), 3);
+    assert_int_equal(oq_spool_sync(sp), 0);
+    assert_int_equal(count_from_released(sp), 43);
+
+    /* a failed fdatasync: its clients hear "not confirmed", so those orders are cut off the
+     * spool, never sent, not after a restart either, and the spool refuses appends */
+    append_n(sp, 43, 30);
+    oq__spool_fail_next_sync(sp);
+    assert_int_equal(oq_spool_sync(sp), CM_EIO);
+    assert_int_equal(count_from_released(sp), 43);
+    oq_order_t x;
+    make_order(&x, 99);
+    assert_int_equal(oq_spool_append(sp, &x, 1), CM_EIO);
+    assert_int_equal(oq_spool_sync(sp), CM_EIO); /* sticky: no later sync "succeeds" */
+    oq_spool_close(sp);
+    sp = NULL;
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    long n;
+    collect_t *c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 43);
+    check_orders(c, 0, 43);
+    free(c);
     oq_spool_close(sp);
 }
 
@@ -846,7 +913,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill9_answered_orders_survive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tool_dump_and_stats, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_throughput_printout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_roll_swaps_in_a_spare, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fsync_readers_see_only_synced, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
