@@ -601,6 +601,7 @@ def main():
         cases, res, ol = bench_http(tmp, bindir, scripts)
         st = bench_settle(tmp, bindir, scripts)
         rres, ceil = bench_redis(tmp, bindir, scripts)
+        spool = bench_spool(bindir)
     finally:
         stop_all()
         if os.environ.get("BENCH_KEEP", "0") in ("", "0"):
@@ -608,7 +609,7 @@ def main():
         else:
             log("kept " + tmp)
     load1 = open("/proc/loadavg").read().split()[:3]
-    report(bindir, cases, res, ol, st, rres, ceil, load0, load1, time.time() - t0)
+    report(bindir, cases, res, ol, st, rres, ceil, load0, load1, time.time() - t0, spool)
 
 
 def cpu_model():
@@ -629,7 +630,19 @@ def mix_notes(res, code=None):
                     "%s=%d" % (k or "other", v) for k, v in sorted(r["answers"].items()))))
 
 
-def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed):
+def bench_spool(bindir):
+    """The spool's own figures (moved here from its unit test): append rate and
+    what a segment roll costs an appender (bench/bench_spool.c)."""
+    exe = os.path.join(bindir, "flashgate-bench-spool")
+    if not os.access(exe, os.X_OK):
+        return "flashgate-bench-spool not built in %s" % bindir
+    log("spool append bench")
+    p = subprocess.run([exe, "1" if QUICK else str(REPS)], capture_output=True, text=True,
+                       timeout=300)
+    return p.stdout.rstrip() if p.returncode == 0 else "failed: %s" % p.stderr.strip()
+
+
+def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed, spool=""):
     print("flashgate bench, %s%s" % (time.strftime("%Y-%m-%d %H:%M %Z"),
                                     "  (BENCH_QUICK smoke pass)" if QUICK else ""))
     print("machine: %d cores (%s), kernel %s; load average %s at start, %s at end"
@@ -723,6 +736,11 @@ def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed):
     mix_notes({("redis backend", n): rres[n] for n in CONNS}, 202)
     print("  ceiling: redis-benchmark -n %d -P 64 -r 100000000 on the same redis-server, distinct "
           "users (u__rand_int__), median of %d" % (CEILING_N, len(ceil)))
+    print()
+    print("== Spool: append rate and the cost of a segment roll (bench/bench_spool.c) ==")
+    print(spool)
+    print("  rolls_inline = rolls that waited for a segment to be created (appends outran the "
+          "spool's preparer thread); the others swapped in a spare made ahead")
     print()
     print("elapsed %.0f s" % elapsed)
 
