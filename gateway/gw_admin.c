@@ -1256,7 +1256,7 @@ static enum MHD_Result send_call(admin_call_t *a)
         MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
         if (a->asset)
             MHD_add_response_header(mr, "Content-Security-Policy",
-                                    "default-src 'self'; style-src 'self' 'unsafe-inline'");
+                                    "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:");
         int status = a->p->reply == GW_R_OK && a->p->status != 200 ? a->p->status : 200;
         enum MHD_Result ret = MHD_queue_response(a->c, (unsigned)status, mr);
         MHD_destroy_response(mr);
