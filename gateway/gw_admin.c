@@ -976,6 +976,7 @@ static char *stats_json(gw_server_t *srv)
     gw_server_stats_extra(srv, o);
     gw_fleet_stats(srv, o);
     gw_overload_stats(srv, o);
+    gw_conn_stats(srv, o);
     char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12));
     json_decref(o);
     return s;
@@ -1383,7 +1384,7 @@ int gw_admin_start(gw_server_t *srv, char *errbuf, size_t errlen)
     srv->admin = gw__mhd_start((struct sockaddr *)&ss,
                                MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                                    MHD_USE_POLL,
-                               false, admin_cb, srv, 64, 30, admin_done);
+                               false, admin_cb, srv, 64, 30, admin_done, NULL, NULL);
     if (!srv->admin) {
         snprintf(errbuf, errlen, "cannot listen on %s (admin): %s", srv->cfg->admin_listen,
                  strerror(errno ? errno : EADDRINUSE));

@@ -27,6 +27,10 @@ typedef struct gw_config {
     uint64_t connection_timeout_ms; /* server.connection_timeout idle keep-alive timeout */
     uint64_t drain_grace_ms;   /* server.drain_grace: after SIGTERM, /readyz 503 while serving on */
     uint64_t drain_timeout_ms; /* server.drain_timeout: bound on the rest of a graceful stop */
+    uint64_t max_connections_per_ip; /* server.max_connections_per_ip, 0 = no cap */
+    uint64_t proxy_max_connections; /* server.proxy_max_connections per trusted proxy, 0 = no cap */
+    uint64_t head_timeout_ms;  /* server.head_timeout: the whole request head */
+    uint64_t body_min_rate;    /* server.body_min_rate bytes/s, 0 = off */
     char trusted_proxies[1024];/* server.trusted_proxies "10.0.0.0/8,127.0.0.1" CIDR list */
     uint64_t max_sales;        /* server.max_sales */
     uint64_t summary_interval_ms; /* log.summary_interval: periodic rejection summary */

@@ -72,8 +72,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
                          enum MHD_RequestTerminationCode toe)
 {
     (void)cls;
-    (void)c;
     (void)toe;
+    gw_conn_idle(gw_conn_of(c)); /* the next head's deadline starts now */
     gw_req_t *r = *req_cls;
     if (!r)
         return;
@@ -190,6 +190,8 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         r = req_alloc(w);
         r->conn = conn;
         r->t0_ns = cm_mono_ns();
+        r->cn = gw_conn_of(conn);
+        gw_conn_head_done(r->cn);
         *req_cls = r;
         inc(&w->ctr.requests, 1);
         gw_ol_request_head(r);
@@ -213,6 +215,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         return MHD_YES;
     }
     if (*upload_data_size) {
+        gw_conn_body(r->cn, *upload_data_size);
         if (r->state == GW_ST_BODY && r->route == GW_ROUTE_BUY && !r->too_large &&
             !r->bad_media) {
             size_t n = *upload_data_size;
@@ -236,6 +239,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         return MHD_YES;
     }
     /* The request is complete. */
+    gw_conn_busy(r->cn);
     if (r->state == GW_ST_BODY) {
         if (r->route == GW_ROUTE_BUY) {
             if (r->too_large) {
@@ -400,6 +404,7 @@ static void stop_try(gw_worker_t *w)
     uv_close((uv_handle_t *)&w->idle, close_cb);
     uv_close((uv_handle_t *)&w->stop_timer, close_cb);
     uv_close((uv_handle_t *)&w->wake, close_cb);
+    gw_conn_guard_close(w);
 }
 
 static void on_wake(uv_async_t *a)
@@ -455,17 +460,19 @@ int gw__parse_listen(const char *hostport, struct sockaddr_storage *ss, char *er
  */
 struct MHD_Daemon *gw__mhd_start(const struct sockaddr *sa, unsigned flags, bool reuse,
                                  MHD_AccessHandlerCallback cb, void *cls, unsigned max_conn,
-                                 unsigned timeout_s, MHD_RequestCompletedCallback done)
+                                 unsigned timeout_s, MHD_RequestCompletedCallback done,
+                                 MHD_AcceptPolicyCallback apc, const struct MHD_OptionItem *extra)
 {
+    static const struct MHD_OptionItem none[] = {{MHD_OPTION_END, 0, NULL}};
     if (sa->sa_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    return MHD_start_daemon(flags, 0, NULL, NULL, cb, cls, MHD_OPTION_SOCK_ADDR, sa,
+    return MHD_start_daemon(flags, 0, apc, cls, cb, cls, MHD_OPTION_SOCK_ADDR, sa,
                             MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)(reuse ? 1 : 0),
                             MHD_OPTION_CONNECTION_LIMIT, max_conn, MHD_OPTION_CONNECTION_TIMEOUT,
                             timeout_s, MHD_OPTION_NOTIFY_COMPLETED, done, cls,
                             MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096u,
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)GW_CONN_MEMORY,
-                            MHD_OPTION_END);
+                            MHD_OPTION_ARRAY, extra ? extra : none, MHD_OPTION_END);
 }
 
 int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
@@ -476,6 +483,7 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
         return rc;
     srv->workers = cm_xcalloc(srv->nworkers, sizeof(gw_worker_t));
     unsigned timeout_s = (unsigned)((srv->cfg->connection_timeout_ms + 999) / 1000);
+    srv->iptable = gw_ip_table_new();
     for (unsigned i = 0; i < srv->nworkers; i++) {
         gw_worker_t *w = &srv->workers[i];
         w->srv = srv;
@@ -485,12 +493,20 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
         pthread_mutex_init(&w->hh_mu, NULL);
         w->rng = (cm_mono_ns() ^ ((uint64_t)(i + 1) * 0x9E3779B97F4A7C15ull)) | 1;
         uv_loop_init(&w->loop);
+        gw_conn_guard_init(w);
+        /* Connection caps and deadlines (gw_conn.c); MHD's own limit sits above ours. */
+        struct MHD_OptionItem guard[] = {
+            {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)gw_conn_notify, w},
+            {MHD_OPTION_END, 0, NULL}};
         w->mhd = gw__mhd_start((struct sockaddr *)&ss, MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME,
-                               true, access_cb, w, (unsigned)srv->cfg->max_connections, timeout_s,
-                               on_completed);
+                               true, access_cb, w, gw_conn_mhd_limit(srv), timeout_s,
+                               on_completed, gw_conn_accept, guard);
         if (!w->mhd) {
             snprintf(errbuf, errlen, "cannot listen on %s: %s", srv->cfg->listen,
                      strerror(errno ? errno : EADDRINUSE));
+            gw_conn_guard_close(w);
+            uv_run(&w->loop, UV_RUN_DEFAULT);
+            gw_conn_guard_free(w);
             srv->nworkers = i;
             gw_workers_stop(srv);
             return CM_EIO;
@@ -576,6 +592,7 @@ void gw_workers_stop(gw_server_t *srv)
             pthread_join(w->thread, NULL);
         if (w->mhd)
             MHD_stop_daemon(w->mhd);
+        gw_conn_guard_free(w);
         if (w->listen_fd >= 0)
             close(w->listen_fd);
         uv_loop_close(&w->loop);
@@ -594,4 +611,6 @@ void gw_workers_stop(gw_server_t *srv)
         }
     }
     srv->workers_running = false;
+    gw_ip_table_free(srv->iptable);
+    srv->iptable = NULL;
 }

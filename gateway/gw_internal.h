@@ -38,6 +38,9 @@ typedef struct gw_server gw_server_t;
 typedef struct gw_worker gw_worker_t;
 typedef struct gw_req gw_req_t;
 typedef struct gw_orders gw_orders_t;
+typedef struct gw_conn gw_conn_t;
+typedef struct gw_conn_guard gw_conn_guard_t;
+typedef struct gw_ip_table gw_ip_table_t;
 typedef struct gw_releaser gw_releaser_t;
 struct oq_relay;
 struct gw_overload;
@@ -258,6 +261,7 @@ struct gw_worker {
     uint64_t rng; /* access-log sampling */
     struct gw_ol_worker *ol; /* overload control (gw_overload.c) */
     struct gw_px_worker *px; /* proxied routes (gw_proxy.c); NULL without routes */
+    gw_conn_guard_t *guard; /* gw_conn.c: caps and deadlines of this worker's connections */
 };
 
 struct gw_server {
@@ -274,6 +278,7 @@ struct gw_server {
     gw_limits_t *limits;
     gw_orders_t *orders;
     gw_proxies_t proxies;
+    gw_ip_table_t *iptable; /* gw_conn.c: open connections per client address */
     cm_id_gen_t ids;
     uint32_t node_id;
     gw_worker_t *workers;
@@ -310,6 +315,7 @@ struct gw_req {
     gw_req_t *next; /* free list / wait lists */
     gw_route_t route;
     gw_req_state_t state;
+    gw_conn_t *cn; /* the connection's guard entry (gw_conn.c), NULL if untracked */
     bool too_large, bad_media;
     struct MHD_Response *cached; /* a prepared answer (sold out, rate limited), sent instead */
     gw_reply_t cached_reply;
@@ -365,6 +371,36 @@ void gw_server_counters(gw_server_t *srv, gw_counters_t *out);
  */
 void gw_route(gw_req_t *r, const char *url, const char *method);
 
+/*---- Connection guard (gw_conn.c): per-address and total caps, head deadline, body rate ----*/
+
+/* A body gets this long before its average rate is held to server.body_min_rate. */
+#define GW_CONN_BODY_GRACE_MS 2000
+
+/* The table of open connections per client address, shared by the workers. Thread-safe. */
+gw_ip_table_t *gw_ip_table_new(void);
+void gw_ip_table_free(gw_ip_table_t *t);
+/* Starts the worker's sweep timer on w->loop. Single-threaded init, before the loop runs. */
+void gw_conn_guard_init(gw_worker_t *w);
+/* Closes the sweep timer (the loop can then end). Loop thread only. */
+void gw_conn_guard_close(gw_worker_t *w);
+/* Frees the guard; after MHD_stop_daemon of the worker's daemon. */
+void gw_conn_guard_free(gw_worker_t *w);
+/* MHD's connection limit for a worker: ours plus room for evictions in flight. */
+unsigned gw_conn_mhd_limit(const gw_server_t *srv);
+/* MHD_OPTION_ACCEPT_POLICY (cls = the worker): per-address cap, eviction at the total cap. */
+enum MHD_Result gw_conn_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen);
+/* MHD_OPTION_NOTIFY_CONNECTION (cls = the worker): tracks each connection. */
+void gw_conn_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                    enum MHD_ConnectionNotificationCode code);
+/* Hooks from the access handler and completion callback; all loop thread only, NULL-safe. */
+gw_conn_t *gw_conn_of(struct MHD_Connection *conn);
+void gw_conn_head_done(gw_conn_t *c); /* the head is in: body phase (rate held) */
+void gw_conn_body(gw_conn_t *c, size_t n);
+void gw_conn_busy(gw_conn_t *c);      /* the request is complete: being served */
+void gw_conn_idle(gw_conn_t *c);      /* answered: keep-alive, waiting for the next head */
+/* Adds "connections": {open, evicted, head_timeouts, ...} to a stats object (json_t *). Thread-safe. */
+void gw_conn_stats(gw_server_t *srv, void *json_obj);
+
 /* Workers (gw_http.c). */
 int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen);
 void gw_workers_stop(gw_server_t *srv);
@@ -419,7 +455,8 @@ int gw__parse_listen(const char *hostport, struct sockaddr_storage *ss, char *er
                      size_t errlen);
 struct MHD_Daemon *gw__mhd_start(const struct sockaddr *sa, unsigned flags, bool reuse,
                                  MHD_AccessHandlerCallback cb, void *cls, unsigned max_conn,
-                                 unsigned timeout_s, MHD_RequestCompletedCallback done);
+                                 unsigned timeout_s, MHD_RequestCompletedCallback done,
+                                 MHD_AcceptPolicyCallback apc, const struct MHD_OptionItem *extra);
 /* Adds relay/queue figures to the stats object (json_t *). */
 void gw_server_stats_extra(gw_server_t *srv, void *json_obj);
 /*

@@ -1,0 +1,489 @@
+/*
+ * Connection guard: what libmicrohttpd 0.9.75 lacks against slow and
+ * numerous connections (measured: 20,000 sockets from one address, each
+ * sending a byte every 3 s, took every slot and refused all other clients;
+ * MHD's connection timeout is an idle timeout that every byte resets).
+ *
+ *  - Per client address cap (server.max_connections_per_ip), counted across
+ *    all workers; trusted proxies (server.trusted_proxies) have their own cap
+ *    (server.proxy_max_connections, 0 = none). MHD's own
+ *    MHD_OPTION_PER_IP_CONNECTION_LIMIT is per daemon (per worker, and
+ *    SO_REUSEPORT spreads one address over all of them) and cannot exempt a
+ *    proxy, so it is not used. The check is MHD's accept policy callback.
+ *  - Total cap per worker (server.max_connections): at the cap a new
+ *    connection evicts an old one that has no request in progress (waiting
+ *    for its head, then idle keep-alive, then in a body; of the oldest 16, the
+ *    one whose address holds the most connections) instead of being refused,
+ *    so a crowd of slow sockets cannot keep new clients out. MHD's own limit
+ *    is set a little above ours so that it never refuses first.
+ *  - A deadline for the whole request head (server.head_timeout) counted
+ *    from the connection's start, or from the previous answer on a
+ *    keep-alive connection (then at least server.connection_timeout), and a
+ *    minimum body rate (server.body_min_rate bytes/s averaged from the end of
+ *    the head, after a grace of GW_CONN_BODY_GRACE_MS). Bytes do not reset
+ *    either. A uv timer per worker sweeps them.
+ *
+ * Closing from outside the access handler: 0.9.75 has no call for it (
+ * MHD_suspend/resume only applies inside the handler, which a connection
+ * still sending its head has never reached). We shutdown(2) the socket MHD
+ * gave us (MHD_CONNECTION_INFO_CONNECTION_FD): its epoll set reports the
+ * socket, recv() returns 0, and MHD closes the connection itself, through
+ * its normal path (NOTIFY_CONNECTION CLOSED, completion callback), on the
+ * next MHD_run of that worker. The socket stays MHD's; we never close() it.
+ *
+ * Threading: a worker's guard and its connections are touched only from
+ * that worker's loop thread (MHD callbacks run inside MHD_run there). The
+ * per-address table is shared by all workers: 64 shards, one mutex each.
+ */
+#include "common/cm_alloc.h"
+#include "common/cm_log.h"
+#include "common/cm_time.h"
+#include "gateway/gw_internal.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define IP_SHARDS 64
+#define IP_BUCKETS 256
+/* MHD's own connection limit sits this far above ours: room for the
+ * connections being evicted (closed on the next MHD_run) and the few that a
+ * run accepts at once, so that MHD never refuses a client before we evict. */
+#define MHD_HEADROOM 64
+/* How many of the oldest connections an eviction looks at. */
+#define EVICT_SCAN 16
+
+typedef enum { PH_HEAD = 0, PH_IDLE, PH_BODY, PH_BUSY, PH_CLOSING } phase_t;
+
+typedef struct conn_list {
+    gw_conn_t *first, *last;
+} conn_list_t;
+
+struct gw_conn {
+    gw_conn_t *prev, *next;
+    gw_conn_guard_t *g;
+    int fd;
+    uint8_t key[16];
+    uint8_t keylen;
+    uint8_t phase;
+    int64_t since_ms;    /* start of the current phase */
+    int64_t deadline_ms; /* PH_HEAD / PH_IDLE */
+    uint64_t body_bytes;
+};
+
+struct gw_conn_guard {
+    gw_worker_t *w;
+    uv_timer_t sweep;
+    conn_list_t lists[3]; /* PH_HEAD, PH_IDLE, PH_BODY: each oldest first */
+    _Atomic uint64_t open; /* read by the admin stats thread */
+    uint64_t closing;
+    uint8_t pending_key[16]; /* counted by the accept policy, not yet STARTED */
+    uint8_t pending_len;
+};
+
+typedef struct ip_entry {
+    struct ip_entry *next;
+    uint32_t count;
+    uint8_t keylen;
+    uint8_t key[16];
+} ip_entry_t;
+
+typedef struct ip_shard {
+    pthread_mutex_t mu;
+    ip_entry_t *buckets[IP_BUCKETS];
+} ip_shard_t;
+
+struct gw_ip_table {
+    ip_shard_t shards[IP_SHARDS];
+    _Atomic uint64_t evicted, head_timeouts, slow_bodies, refused_per_ip, refused_full;
+};
+
+/*---- the shared per-address table ----*/
+
+gw_ip_table_t *gw_ip_table_new(void)
+{
+    gw_ip_table_t *t = cm_xcalloc(1, sizeof(*t));
+    for (int i = 0; i < IP_SHARDS; i++)
+        pthread_mutex_init(&t->shards[i].mu, NULL);
+    return t;
+}
+
+void gw_ip_table_free(gw_ip_table_t *t)
+{
+    if (!t)
+        return;
+    for (int i = 0; i < IP_SHARDS; i++) {
+        for (int b = 0; b < IP_BUCKETS; b++) {
+            ip_entry_t *e = t->shards[i].buckets[b];
+            while (e) {
+                ip_entry_t *n = e->next;
+                free(e);
+                e = n;
+            }
+        }
+        pthread_mutex_destroy(&t->shards[i].mu);
+    }
+    free(t);
+}
+
+static uint64_t key_hash(const uint8_t *k, size_t n)
+{
+    /* Keys are client addresses an attacker picks from a few: a keyed hash
+     * is not needed to bound a chain (one entry per address, capped count). */
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= k[i];
+        h *= 1099511628211ull;
+    }
+    return h ^ (h >> 31);
+}
+
+/* Adds delta to the address's count when the result stays <= cap (cap 0 = no
+ * cap). Returns the count before, or UINT32_MAX when refused. */
+static uint32_t ip_add(gw_ip_table_t *t, const uint8_t *k, size_t n, int delta, uint32_t cap)
+{
+    uint64_t h = key_hash(k, n);
+    ip_shard_t *s = &t->shards[h % IP_SHARDS];
+    size_t b = (size_t)((h / IP_SHARDS) % IP_BUCKETS);
+    pthread_mutex_lock(&s->mu);
+    ip_entry_t **pp = &s->buckets[b], *e;
+    while ((e = *pp) && !(e->keylen == n && memcmp(e->key, k, n) == 0))
+        pp = &e->next;
+    uint32_t before = e ? e->count : 0;
+    if (delta > 0) {
+        if (cap && before >= cap) {
+            pthread_mutex_unlock(&s->mu);
+            return UINT32_MAX;
+        }
+        if (!e) {
+            e = cm_xcalloc(1, sizeof(*e));
+            e->keylen = (uint8_t)n;
+            memcpy(e->key, k, n);
+            e->next = s->buckets[b];
+            s->buckets[b] = e;
+        }
+        e->count++;
+    } else if (e) {
+        if (--e->count == 0) {
+            *pp = e->next;
+            free(e);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return before;
+}
+
+static uint32_t ip_count(gw_ip_table_t *t, const uint8_t *k, size_t n)
+{
+    uint64_t h = key_hash(k, n);
+    ip_shard_t *s = &t->shards[h % IP_SHARDS];
+    size_t b = (size_t)((h / IP_SHARDS) % IP_BUCKETS);
+    pthread_mutex_lock(&s->mu);
+    ip_entry_t *e = s->buckets[b];
+    while (e && !(e->keylen == n && memcmp(e->key, k, n) == 0))
+        e = e->next;
+    uint32_t c = e ? e->count : 0;
+    pthread_mutex_unlock(&s->mu);
+    return c;
+}
+
+/*---- per-worker lists ----*/
+
+static void list_remove(gw_conn_guard_t *g, gw_conn_t *c)
+{
+    if (c->phase > PH_BODY)
+        return;
+    conn_list_t *l = &g->lists[c->phase];
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        l->first = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        l->last = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void set_phase(gw_conn_t *c, phase_t ph, int64_t now_ms)
+{
+    gw_conn_guard_t *g = c->g;
+    if (c->phase == PH_CLOSING)
+        return;
+    list_remove(g, c);
+    c->phase = (uint8_t)ph;
+    c->since_ms = now_ms;
+    if (ph > PH_BODY)
+        return;
+    conn_list_t *l = &g->lists[ph];
+    c->prev = l->last;
+    c->next = NULL;
+    if (l->last)
+        l->last->next = c;
+    else
+        l->first = c;
+    l->last = c;
+}
+
+/* Makes MHD close c on its next run (see the head comment). Loop thread only. */
+static void conn_kill(gw_conn_t *c)
+{
+    if (c->phase == PH_CLOSING)
+        return;
+    list_remove(c->g, c);
+    c->phase = PH_CLOSING;
+    c->g->closing++;
+    if (c->fd >= 0)
+        shutdown(c->fd, SHUT_RDWR);
+}
+
+static uint64_t head_timeout_ms(const gw_server_t *srv)
+{
+    return srv->cfg->head_timeout_ms;
+}
+
+/*
+ * The connection to evict at the total cap: among the oldest few of each
+ * list (waiting for a head, idle keep-alive, in a body), the one whose address
+ * holds the most connections; on a tie the earlier list, then the older.
+ * Measured: evicting simply the oldest let 2,000 reconnecting slow sockets
+ * from one address (4,000 connects/s, most of them parked in slow bodies)
+ * evict buyers whose head was still in flight; the address that holds the
+ * most connections pays instead.
+ */
+static gw_conn_t *pick_victim(gw_conn_guard_t *g, gw_ip_table_t *t)
+{
+    gw_conn_t *best = NULL;
+    uint32_t best_n = 0;
+    for (int l = PH_HEAD; l <= PH_BODY; l++) {
+        int k = 0;
+        for (gw_conn_t *c = g->lists[l].first; c && k < EVICT_SCAN; c = c->next, k++) {
+            uint32_t n = c->keylen ? ip_count(t, c->key, c->keylen) : 0;
+            if (!best || n > best_n) {
+                best = c;
+                best_n = n;
+            }
+        }
+    }
+    return best;
+}
+
+/*---- MHD callbacks ----*/
+
+/* An accept counted for an address whose STARTED never came (MHD failed to
+ * set the connection up): give the count back. Loop thread only. */
+static void release_pending(gw_conn_guard_t *g, gw_ip_table_t *t)
+{
+    if (g->pending_len) {
+        ip_add(t, g->pending_key, g->pending_len, -1, 0);
+        g->pending_len = 0;
+    }
+}
+
+enum MHD_Result gw_conn_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    (void)addrlen;
+    gw_worker_t *w = cls;
+    gw_server_t *srv = w->srv;
+    gw_conn_guard_t *g = w->guard;
+    uint8_t key[16];
+    static const gw_proxies_t none = {0};
+    size_t n = gw_client_key(&none, addr, NULL, key);
+    gw_conn_t *victim = NULL;
+    release_pending(g, srv->iptable);
+    if (g->open - g->closing >= srv->cfg->max_connections) {
+        /* Full: make room by closing the oldest connection without a request in
+         * progress; refuse only when every one is being served. */
+        victim = pick_victim(g, srv->iptable);
+        if (!victim || g->closing >= MHD_HEADROOM / 2) {
+            atomic_fetch_add_explicit(&srv->iptable->refused_full, 1, memory_order_relaxed);
+            return MHD_NO;
+        }
+    }
+    if (n) {
+        /* Counted now, so that workers accepting at once cannot overshoot the
+         * cap; STARTED takes the count over (MHD calls it within this accept). */
+        bool proxy = gw_proxies_match(&srv->proxies, addr);
+        uint64_t cap = proxy ? srv->cfg->proxy_max_connections : srv->cfg->max_connections_per_ip;
+        if (ip_add(srv->iptable, key, n, +1, (uint32_t)(cap > UINT32_MAX ? UINT32_MAX : cap)) ==
+            UINT32_MAX) {
+            atomic_fetch_add_explicit(&srv->iptable->refused_per_ip, 1, memory_order_relaxed);
+            return MHD_NO;
+        }
+        g->pending_len = (uint8_t)n;
+        memcpy(g->pending_key, key, n);
+    }
+    if (victim) {
+        conn_kill(victim);
+        atomic_fetch_add_explicit(&srv->iptable->evicted, 1, memory_order_relaxed);
+    }
+    return MHD_YES;
+}
+
+void gw_conn_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                    enum MHD_ConnectionNotificationCode code)
+{
+    gw_worker_t *w = cls;
+    gw_server_t *srv = w->srv;
+    gw_conn_guard_t *g = w->guard;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        gw_conn_t *c = cm_xcalloc(1, sizeof(*c));
+        c->g = g;
+        c->phase = PH_BUSY;
+        const union MHD_ConnectionInfo *fi =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        c->fd = fi ? fi->connect_fd : -1;
+        const union MHD_ConnectionInfo *ai =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        static const gw_proxies_t none = {0};
+        c->keylen = (uint8_t)gw_client_key(&none, ai ? ai->client_addr : NULL, NULL, c->key);
+        if (c->keylen && g->pending_len == c->keylen &&
+            memcmp(g->pending_key, c->key, c->keylen) == 0)
+            g->pending_len = 0; /* counted by gw_conn_accept */
+        else if (c->keylen)
+            ip_add(srv->iptable, c->key, c->keylen, +1, 0);
+        int64_t now = (int64_t)cm_mono_ms();
+        c->deadline_ms = now + (int64_t)head_timeout_ms(srv);
+        set_phase(c, PH_HEAD, now);
+        g->open++;
+        *socket_context = c;
+        return;
+    }
+    gw_conn_t *c = *socket_context;
+    if (!c)
+        return;
+    *socket_context = NULL;
+    if (c->phase == PH_CLOSING)
+        g->closing--;
+    else
+        list_remove(g, c);
+    if (c->keylen)
+        ip_add(srv->iptable, c->key, c->keylen, -1, 0);
+    g->open--;
+    free(c);
+}
+
+/*---- hooks from the access handler ----*/
+
+gw_conn_t *gw_conn_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *i =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return i ? i->socket_context : NULL;
+}
+
+void gw_conn_head_done(gw_conn_t *c)
+{
+    if (c) {
+        c->body_bytes = 0;
+        set_phase(c, PH_BODY, (int64_t)cm_mono_ms());
+    }
+}
+
+void gw_conn_body(gw_conn_t *c, size_t n)
+{
+    if (c)
+        c->body_bytes += n;
+}
+
+void gw_conn_busy(gw_conn_t *c)
+{
+    if (c)
+        set_phase(c, PH_BUSY, (int64_t)cm_mono_ms());
+}
+
+void gw_conn_idle(gw_conn_t *c)
+{
+    if (!c)
+        return;
+    const gw_config_t *cfg = c->g->w->srv->cfg;
+    int64_t now = (int64_t)cm_mono_ms();
+    uint64_t t = cfg->head_timeout_ms > cfg->connection_timeout_ms ? cfg->head_timeout_ms
+                                                                     : cfg->connection_timeout_ms;
+    c->deadline_ms = now + (int64_t)t;
+    set_phase(c, PH_IDLE, now);
+}
+
+/*---- the sweep ----*/
+
+static void sweep(uv_timer_t *t)
+{
+    gw_conn_guard_t *g = t->data;
+    gw_server_t *srv = g->w->srv;
+    int64_t now = (int64_t)cm_mono_ms();
+    /* Head and idle lists are in deadline order (one timeout each). */
+    for (int l = PH_HEAD; l <= PH_IDLE; l++) {
+        gw_conn_t *c;
+        while ((c = g->lists[l].first) && c->deadline_ms <= now) {
+            conn_kill(c);
+            atomic_fetch_add_explicit(&srv->iptable->head_timeouts, 1, memory_order_relaxed);
+        }
+    }
+    uint64_t rate = srv->cfg->body_min_rate;
+    if (rate) {
+        gw_conn_t *c = g->lists[PH_BODY].first;
+        while (c) {
+            gw_conn_t *next = c->next;
+            int64_t el = now - c->since_ms;
+            if (el > GW_CONN_BODY_GRACE_MS &&
+                c->body_bytes * 1000u < rate * (uint64_t)(el - GW_CONN_BODY_GRACE_MS)) {
+                conn_kill(c);
+                atomic_fetch_add_explicit(&srv->iptable->slow_bodies, 1, memory_order_relaxed);
+            }
+            c = next;
+        }
+    }
+}
+
+unsigned gw_conn_mhd_limit(const gw_server_t *srv)
+{
+    return (unsigned)srv->cfg->max_connections + MHD_HEADROOM;
+}
+
+void gw_conn_guard_init(gw_worker_t *w)
+{
+    gw_conn_guard_t *g = cm_xcalloc(1, sizeof(*g));
+    g->w = w;
+    w->guard = g;
+    uv_timer_init(&w->loop, &g->sweep);
+    g->sweep.data = g;
+    /* A tenth of the head deadline, 50..500 ms: a connection outlives its
+     * deadline by at most that. */
+    uint64_t every = w->srv->cfg->head_timeout_ms / 10;
+    every = every < 50 ? 50 : every > 500 ? 500 : every;
+    uv_timer_start(&g->sweep, sweep, every, every);
+}
+
+void gw_conn_guard_close(gw_worker_t *w)
+{
+    if (w->guard && !uv_is_closing((uv_handle_t *)&w->guard->sweep))
+        uv_close((uv_handle_t *)&w->guard->sweep, NULL);
+}
+
+void gw_conn_guard_free(gw_worker_t *w)
+{
+    /* After MHD_stop_daemon: every connection was notified CLOSED. */
+    free(w->guard);
+    w->guard = NULL;
+}
+
+void gw_conn_stats(gw_server_t *srv, void *json_obj)
+{
+    gw_ip_table_t *t = srv->iptable;
+    if (!t)
+        return;
+    json_int_t open = 0;
+    for (unsigned i = 0; i < srv->nworkers; i++)
+        if (srv->workers && srv->workers[i].guard)
+            open += (json_int_t)atomic_load_explicit(&srv->workers[i].guard->open,
+                                                    memory_order_relaxed);
+    json_object_set_new(
+        json_obj, "connections",
+        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "open", open, "evicted",
+                  (json_int_t)atomic_load(&t->evicted), "head_timeouts",
+                  (json_int_t)atomic_load(&t->head_timeouts), "slow_bodies",
+                  (json_int_t)atomic_load(&t->slow_bodies), "refused_per_ip",
+                  (json_int_t)atomic_load(&t->refused_per_ip), "refused_full",
+                  (json_int_t)atomic_load(&t->refused_full)));
+}
