@@ -587,9 +587,9 @@ def route_flags(given, help_text, base):
     """Gateway flags that send PAGE_PATH to the upstream at base, or [] when unsupported."""
     if given:
         return [x.replace("{upstream}", base) for x in given.split()]
-    if "--routes" in help_text or "routes " in help_text:
-        return ["--routes", '[{"prefix":"/v1/page/","upstream":"%s","criticality":"sheddable"}]'
-                % base]
+    if "--proxy-routes" in help_text:
+        return ["--proxy-routes", '[{"prefix":"/v1/page/","upstream":"%s","timeout_ms":1000,'
+                '"criticality":"sheddable"}]' % base]
     return []
 
 

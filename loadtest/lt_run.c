@@ -105,9 +105,20 @@ typedef struct req {
 
 enum { C_FREE = 0, C_CONNECTING, C_IDLE, C_BUSY, C_CLOSING };
 
+/*
+ * One write of a request, with its own copy of the bytes. A write request is
+ * never shared between requests: the answer can be read (and the next request
+ * written on the connection) before libuv has run the previous write's
+ * callback, and reusing a uv_write_t still queued corrupts libuv's queue.
+ */
+typedef struct wreq {
+    uv_write_t wr;
+    struct conn *c;
+    char data[2048];
+} wreq_t;
+
 typedef struct conn {
     uv_tcp_t tcp;
-    uv_write_t wr;
     uv_connect_t cr;
     uv_timer_t deadline; /* give_up_ms of the request on it */
     struct target *tg;
@@ -115,8 +126,6 @@ typedef struct conn {
     int32_t idle_pos;    /* index in tg->idle while C_IDLE, else -1 */
     req_t *cur;
     lt_http_parser_t parser;
-    char *wbuf;
-    size_t wcap;
     char rbuf[16384];
 } conn_t;
 
@@ -538,7 +547,10 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 
 static void on_write(uv_write_t *w, int status)
 {
-    conn_t *c = w->data;
+    wreq_t *wq = w->data;
+    conn_t *c = wq->c;
+    free(wq);
+    /* a closed connection cancels its writes (status < 0, state closing): nothing to do */
     if (status < 0 && c->state == C_BUSY)
         conn_fail(c, LT_ANS_ERROR);
 }
@@ -567,26 +579,25 @@ static void conn_send(conn_t *c, req_t *q)
     char uid[64], addr[32];
     user_id(r, q->user, uid, sizeof(uid));
     user_addr(r, q->user, addr, sizeof(addr));
-    if (c->wcap < 2048) {
-        c->wcap = 2048;
-        c->wbuf = cm_xrealloc(c->wbuf, c->wcap);
-    }
+    wreq_t *wq = cm_xmalloc(sizeof(*wq));
+    wq->c = c;
+    wq->wr.data = wq;
     int n;
     if (q->kind == EV_BUY) {
         char body[160];
         int bl = snprintf(body, sizeof(body), "{\"user_id\":\"%s\",\"qty\":%u}", uid, sc->qty);
-        n = snprintf(c->wbuf, c->wcap,
+        n = snprintf(wq->data, sizeof(wq->data),
                      "POST /v1/sales/%s/orders HTTP/1.1\r\nHost: %s:%d\r\n"
                      "Content-Type: application/json\r\nContent-Length: %d\r\n"
                      "X-Forwarded-For: %s\r\nIdempotency-Key: lt-%s-%s\r\n\r\n%s",
                      sc->sale_id, c->tg->host, c->tg->port, bl, addr, sc->sale_id, uid, body);
     } else if (q->kind == EV_PAGE) {
-        n = snprintf(c->wbuf, c->wcap,
+        n = snprintf(wq->data, sizeof(wq->data),
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nX-Forwarded-For: %s\r\n\r\n",
                      sc->noncore_path, c->tg->host, c->tg->port, addr);
     } else {
         const lt_order_t *o = &r->res->orders[r->users[q->user].order];
-        n = snprintf(c->wbuf, c->wcap,
+        n = snprintf(wq->data, sizeof(wq->data),
                      "GET /v1/orders/%s HTTP/1.1\r\nHost: %s:%d\r\nX-Forwarded-For: %s\r\n\r\n",
                      o->id, c->tg->host, c->tg->port, addr);
     }
@@ -600,10 +611,13 @@ static void conn_send(conn_t *c, req_t *q)
         uint64_t left_ms = due > q->sent_ns ? (due - q->sent_ns + 999999) / 1000000ull : 0;
         uv_timer_start(&c->deadline, on_deadline, left_ms, 0);
     }
-    uv_buf_t b = uv_buf_init(c->wbuf, (unsigned)n);
-    c->wr.data = c;
-    if (uv_write(&c->wr, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0)
+    if (n < 0 || (size_t)n >= sizeof(wq->data)) /* cannot happen: ids and paths are bounded */
+        n = 0;
+    uv_buf_t b = uv_buf_init(wq->data, (unsigned)n);
+    if (uv_write(&wq->wr, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0) {
+        free(wq);
         conn_fail(c, LT_ANS_ERROR);
+    }
 }
 
 static req_t *queue_pop(target_t *tg)
@@ -657,8 +671,13 @@ static void conn_open(conn_t *c)
         r->res->max_open = r->open_total;
     r->res->connects++;
     if (uv_tcp_connect(&c->cr, &c->tcp, (struct sockaddr *)&tg->addr, on_connect) < 0) {
+        /* no socket or no local port (EMFILE, EADDRNOTAVAIL): the oldest waiting request
+         * fails, as after a refused connect, so the pump does not retry in a loop */
         r->res->connect_errors++;
         conn_close(c);
+        req_t *q = queue_pop(tg);
+        if (q)
+            finish_req(r, q, 0, -1, NULL, false, LT_ANS_ERROR);
     }
 }
 
@@ -1022,7 +1041,6 @@ out_loop:
         target_t *tg = &r->targets[t];
         for (uint32_t i = 0; tg->conns && i < tg->n_conns; i++) {
             lt_http_parser_free(&tg->conns[i].parser);
-            free(tg->conns[i].wbuf);
         }
         free(tg->conns);
         free(tg->idle);

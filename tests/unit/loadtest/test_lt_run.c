@@ -296,6 +296,29 @@ static void test_page_views(void **state)
     lt_scenario_free(&sc);
 }
 
+/*
+ * Many requests back to back on one keep-alive connection to a server that
+ * answers at once: an answer is often read before libuv has run the write
+ * callback of its request, and the next request must not reuse that write.
+ */
+static void test_back_to_back_on_one_connection(void **state)
+{
+    (void)state;
+    server_t s;
+    server_start(&s, 0);
+    lt_scenario_t sc;
+    scenario(&sc, &s, ",\"connections\":1", 4000, 0.5);
+    lt_results_t res;
+    char eb[256];
+    assert_int_equal(lt_run(&sc, true, &res, eb, sizeof(eb)), 0);
+    server_stop(&s);
+    assert_int_equal(res.answers[LT_ANS_A202], res.arrivals);
+    assert_int_equal((uint64_t)atomic_load(&s.posts), res.arrivals);
+    assert_int_equal(res.connects, 1);
+    lt_results_free(&res);
+    lt_scenario_free(&sc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -304,6 +327,7 @@ int main(void)
         cmocka_unit_test(test_give_up_closes_the_connection),
         cmocka_unit_test(test_give_up_while_queued),
         cmocka_unit_test(test_page_views),
+        cmocka_unit_test(test_back_to_back_on_one_connection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
