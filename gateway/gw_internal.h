@@ -116,6 +116,26 @@ const char *gw_route_name(gw_route_t r);
     {50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000}
 #define GW_LAT_NBOUNDS 13
 
+/* Why overload control answered 503 (the body's "reason"), for the metrics. */
+#define GW_OL_REASONS(XX)                                                                          \
+    XX(REDIS_LIMIT, "redis_limit")                                                                 \
+    XX(SPOOL_LIMIT, "spool_limit")                                                                 \
+    XX(UPSTREAM_LIMIT, "upstream_limit")                                                           \
+    XX(UPSTREAM_BREAKER, "upstream_breaker")                                                       \
+    XX(QUEUE_DELAY, "queue_delay")                                                                 \
+    XX(LEVEL_1, "level_1")                                                                         \
+    XX(LEVEL_2, "level_2")                                                                         \
+    XX(LEVEL_3, "level_3")                                                                         \
+    XX(INFLIGHT_LIMIT, "inflight_limit")                                                           \
+    XX(OTHER, "other")
+
+typedef enum {
+#define XX(n, s) GW_OLR_##n,
+    GW_OL_REASONS(XX)
+#undef XX
+        GW_OLR_COUNT
+} gw_ol_reason_t;
+
 /*
  * Counters, one set per worker (no sharing on the hot path: only the worker
  * writes them, relaxed), summed at read (stats, /metrics, the log summary).
@@ -130,6 +150,7 @@ typedef struct gw_counters {
     _Atomic uint64_t lat_buckets[GW_ROUTE_COUNT][GW_LAT_NBOUNDS + 1]; /* not cumulative */
     _Atomic uint64_t lat_sum_us[GW_ROUTE_COUNT];
     _Atomic uint64_t access_logged;
+    _Atomic uint64_t overload_reasons[GW_OLR_COUNT];
 } gw_counters_t;
 
 /* A response under construction: status, JSON body, a few headers. */
@@ -477,6 +498,8 @@ void gw__queue_notify(gw_server_t *srv);
 
 /* Counts a rejected request's user and client key as heavy hitters. Loop thread of w. */
 void gw_hitters_add(gw_worker_t *w, const char *user, const uint8_t *ipkey, size_t iplen);
+/* Counts a 503 of overload control by its reason. Loop thread of w. */
+void gw_count_overload(gw_worker_t *w, const char *reason);
 /* Merges every worker's heavy hitters. Thread-safe. */
 void gw_hitters_merge(gw_server_t *srv, cm_topk_t *users, cm_topk_t *ips);
 /* Formats a client key of gw_client_key (4 bytes IPv4, 8 bytes an IPv6 /64). */

@@ -13,6 +13,7 @@
 #include "common/cm_time.h"
 #include "gateway/gw_audit.h"
 #include "gateway/gw_internal.h"
+#include "gateway/gw_overload.h"
 #include "queue/oq_relay.h"
 
 #include <arpa/inet.h>
@@ -61,6 +62,23 @@ void gw_client_key_format(const uint8_t *key, size_t len, char *out, size_t cap)
     } else {
         snprintf(out, cap, "?");
     }
+}
+
+static const char *const ol_reason_names[GW_OLR_COUNT] = {
+#define XX(n, s) [GW_OLR_##n] = s,
+    GW_OL_REASONS(XX)
+#undef XX
+};
+
+void gw_count_overload(gw_worker_t *w, const char *reason)
+{
+    int k = GW_OLR_OTHER;
+    for (int i = 0; i < GW_OLR_OTHER; i++)
+        if (strcmp(reason, ol_reason_names[i]) == 0)
+            k = i;
+    _Atomic uint64_t *c = &w->ctr.overload_reasons[k];
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
 }
 
 /*---- the text ----*/
@@ -149,6 +167,72 @@ static void hitters(buf_t *b, const cm_topk_t *t, const char *kind, bool ip)
     }
 }
 
+/* The overload controller's state (gw_overload_snapshot): level, limits, in flight. */
+static void overload_metrics(buf_t *b, gw_server_t *srv)
+{
+    static gw_ol_snapshot_t s; /* large; under the caller's mutex */
+    memset(&s, 0, sizeof(s));
+    gw_overload_snapshot(srv, &s);
+    head(b, "flashgate_degrade_level", "gauge",
+         "Degradation level in force: 0 normal, 1 degrade, 2 shed, 3 protect.");
+    put(b, "flashgate_degrade_level %d\n", s.level);
+    head(b, "flashgate_degrade_pinned", "gauge", "1 when an operator pinned the level.");
+    put(b, "flashgate_degrade_pinned %d\n", s.pinned ? 1 : 0);
+    head(b, "flashgate_degrade_level_changes_total", "counter", "Level changes since start.");
+    put(b, "flashgate_degrade_level_changes_total %llu\n", (unsigned long long)s.level_changes);
+    head(b, "flashgate_queue_delay_seconds", "gauge",
+         "Average time a request waited before being served, last window (max over workers).");
+    put(b, "flashgate_queue_delay_seconds %.6f\n", (double)s.queue_delay_us / 1e6);
+    head(b, "flashgate_queue_delay_target_seconds", "gauge", "overload.queue_target.");
+    put(b, "flashgate_queue_delay_target_seconds %.6f\n", (double)s.queue_target_us / 1e6);
+    head(b, "flashgate_buy_admit_ratio", "gauge",
+         "Share of user priorities admitted to the buy path (1 = everyone).");
+    put(b, "flashgate_buy_admit_ratio %.2f\n", (double)s.buy_admit_pct / 100.0);
+    head(b, "flashgate_overload_shed_total", "counter",
+         "Requests answered 503 or with a fallback by the degradation level, by criticality.");
+    for (int c = 0; c < GW_CRIT_COUNT; c++)
+        put(b, "flashgate_overload_shed_total{criticality=\"%s\"} %llu\n",
+            gw_crit_name((gw_crit_t)c), (unsigned long long)s.shed[c]);
+    head(b, "flashgate_accept_paused_workers", "gauge",
+         "Workers not accepting new connections right now (level 3).");
+    put(b, "flashgate_accept_paused_workers %u\n", s.accept_paused);
+    static const struct {
+        const char *name, *type, *help;
+    } dm[] = {
+        {"flashgate_dependency_concurrency_limit", "gauge",
+         "Adaptive concurrency limit of a dependency, summed over workers."},
+        {"flashgate_dependency_inflight", "gauge", "Calls in flight to a dependency."},
+        {"flashgate_dependency_rejected_total", "counter",
+         "Requests refused because the dependency's limit was full."},
+        {"flashgate_dependency_drops_total", "counter", "Timeouts and errors of a dependency."},
+        {"flashgate_dependency_latency_seconds", "gauge",
+         "Average round trip of a dependency over the last window (Redis, spool fsync, upstreams)."},
+        {"flashgate_dependency_breaker_state", "gauge",
+         "Breaker of a dependency: 0 closed, 1 open, 2 half-open."},
+        {"flashgate_dependency_breaker_opens_total", "counter", "Times the breaker opened."},
+    };
+    for (size_t m = 0; m < CM_ARRAY_LEN(dm); m++) {
+        head(b, dm[m].name, dm[m].type, dm[m].help);
+        for (unsigned i = 0; i < s.ndeps && i < GW_OL_DEPS_MAX; i++) {
+            const gw_ol_dep_snap_t *d = &s.deps[i];
+            if (!d->active || (m >= 5 && d->breaker < 0))
+                continue;
+            char l[160];
+            lv(d->name, l, sizeof(l));
+            if (m == 4)
+                put(b, "%s{dependency=\"%s\"} %.6f\n", dm[m].name, l, (double)d->rtt_us / 1e6);
+            else
+                put(b, "%s{dependency=\"%s\"} %llu\n", dm[m].name, l,
+                    (unsigned long long)(m == 0   ? d->limit
+                                         : m == 1 ? d->inflight
+                                         : m == 2 ? d->rejected
+                                         : m == 3 ? d->drops
+                                         : m == 5 ? (uint64_t)d->breaker
+                                                  : d->breaker_opens));
+        }
+    }
+}
+
 char *gw_metrics_text(gw_server_t *srv, size_t *len)
 {
     buf_t b = {.s = cm_xmalloc(16384), .len = 0, .cap = 16384};
@@ -187,9 +271,11 @@ char *gw_metrics_text(gw_server_t *srv, size_t *len)
         put(&b, "flashgate_rate_limited_total{scope=\"%s\"} %llu\n",
             gw_scope_name((gw_scope_t)s), (unsigned long long)c.rate_limited[s]);
     head(&b, "flashgate_overload_rejected_total", "counter",
-         "Requests refused with 503 by overload protection, by reason.");
-    put(&b, "flashgate_overload_rejected_total{reason=\"in_flight\"} %llu\n",
-        (unsigned long long)c.replies[GW_R_OVERLOADED]);
+         "Requests refused with 503 overloaded, by the reason in the body.");
+    for (int k = 0; k < GW_OLR_COUNT; k++)
+        put(&b, "flashgate_overload_rejected_total{reason=\"%s\"} %llu\n", ol_reason_names[k],
+            (unsigned long long)c.overload_reasons[k]);
+    overload_metrics(&b, srv);
 
     gw_rule_t rules[GW_LIMIT_RULES_MAX];
     size_t nr = gw_limits_get_rules(srv->limits, rules, GW_LIMIT_RULES_MAX);

@@ -316,6 +316,7 @@ unsigned gw_ol_retry(gw_worker_t *w)
 void gw_ol_overloaded(gw_worker_t *w, gw_resp_t *p, const char *reason, const char *msg)
 {
     unsigned retry = gw_ol_retry(w);
+    gw_count_overload(w, reason);
     char extra[96];
     snprintf(extra, sizeof(extra), "\"reason\":\"%s\",\"retry_after\":%u", reason, retry);
     gw_resp_error(p, GW_R_OVERLOADED, extra, "%s", msg);

@@ -120,6 +120,13 @@ async function buy(user) {
     await page.waitForFunction(() => /^200/.test(document.querySelector("#f-restock .msg").textContent));
     check((await stats()).sales.find((x) => x.sale_id === SALE).stock_total === before + 5, "restock from the form");
 
+    // Pin the degrade level from the form; the page shows it, the API agrees.
+    await page.selectOption("#f-degrade [name=level]", "1");
+    await page.click("#f-degrade button");
+    await page.waitForFunction(() => /pinned/.test(document.getElementById("n-level").textContent));
+    const dg = await (await fetch(ADMIN + "/admin/v1/degrade", { headers: { Authorization: "Bearer " + TOKEN } })).json();
+    check(dg.level === 1 && dg.mode === "pinned", "degrade pinned from the form: " + JSON.stringify(dg));
+
     await sleep(1200);
     await page.screenshot({ path: process.env.FG_SHOT, fullPage: true });
     check(fs.statSync(process.env.FG_SHOT).size > 10000, "screenshot written");

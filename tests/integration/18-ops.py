@@ -91,7 +91,8 @@ try:
               ("PUT", "/admin/v1/rules/s1", {"user_rps": 1}),
               ("DELETE", "/admin/v1/rules/s1", None),
               ("POST", "/admin/v1/config/rollback", {"version": 1}),
-              ("PUT", "/admin/v1/debug/broker", {"down": True})]
+              ("PUT", "/admin/v1/debug/broker", {"down": True}),
+              ("PUT", "/admin/v1/degrade", {"level": 2})]
     for m, p, b in writes:
         for tok, want in ((None, 401), ("wrong-token-0123456789", 401), (READ_TOK, 403)):
             r = A(m, p, body=b, token=tok)
@@ -234,6 +235,19 @@ try:
           "buckets cumulative")
     check(metric(text, "flashgate_heavy_hitter_rejections", kind="user", key="bot2") is not None,
           "heavy hitter in metrics")
+    eq(metric(text, "flashgate_degrade_level"), 0.0, "degrade level metric")
+    for reason in ("redis_limit", "queue_delay", "inflight_limit"):
+        check(metric(text, "flashgate_overload_rejected_total", reason=reason) is not None,
+              "overload reason %s exported" % reason)
+    eq(A("PUT", "/admin/v1/degrade", body={"level": 2}, token=OPS_TOK).status, 200, "pin level 2")
+    text = A("GET", "/metrics").raw.decode()
+    promtool_ok(text, "gateway /metrics at level 2")
+    eq((metric(text, "flashgate_degrade_level"), metric(text, "flashgate_degrade_pinned")),
+       (2.0, 1.0), "pinned level in metrics")
+    last = audit_lines(g)[-1]
+    eq((last["what"], last["who"], last["old"]["level"], last["new"]["level"]),
+       ("degrade.set", "ops", 0, 2), "degrade change audited")
+    eq(A("PUT", "/admin/v1/degrade", body={"level": "auto"}).status, 200, "back to auto")
     check(metric(text, "flashgate_relay_oldest_unacked_age_seconds") is not None or
           "--kafka-brokers none" in os.environ.get("FLASHGATE_IT_EXTRA", ""), "relay lag metric")
 finally:

@@ -89,7 +89,7 @@ try:
     lim = g.admin("GET", "/admin/v1/limits").json
     eq((lim["user_rps"], lim["user_burst"]), (0.001, 1), "form's limits applied")
     whats = [json.loads(x)["what"] for x in open(os.path.join(g.data_dir, "audit.log"))]
-    for w in ("limits.patch", "rule.put", "sale.restock"):
+    for w in ("limits.patch", "rule.put", "sale.restock", "degrade.set"):
         check(w in whats, "the page's change audited: " + w)
 finally:
     g.cleanup()
