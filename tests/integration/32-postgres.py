@@ -23,8 +23,8 @@ need_binary("flashgate-settle")
 fgq.need_tool("kcat")
 fgq.need_tool("psql")
 if not fgq.pg_bindir():
-    print("skip: PostgreSQL server binaries not installed")
-    sys.exit(77)
+    print("FAIL: PostgreSQL server binaries not installed (deploy/install-deps.sh)")
+    sys.exit(1)
 
 STOCK = 1200
 BUYERS = 1500

@@ -7,15 +7,15 @@
 # The broker is the gateway's embedded one (flashgate writes <data-dir>/kafka.bootstrap).
 # FLASHGATE_IT_BROKER_CMD overrides it: a command that gets the data dir as its last
 # argument, runs a broker and writes kafka.bootstrap there (e.g. a small oq_embedded
-# program). Skips (77) when the binaries or kcat are missing, or when the gateway
-# writes no kafka.bootstrap.
+# program). Fails when the binaries or kcat are missing, or when the broker
+# writes no kafka.bootstrap: a missing dependency or a failed start is a failure.
 set -u
 BIN=${FLASHGATE_BIN:-$(dirname "$0")/../../build}
 SETTLE=$BIN/flashgate-settle
 for t in kcat sqlite3 python3; do
-    command -v $t >/dev/null || { echo "skip: $t not installed"; exit 77; }
+    command -v $t >/dev/null || { echo "FAIL: $t not installed (deploy/install-deps.sh)"; exit 1; }
 done
-[ -x "$SETTLE" ] || { echo "skip: $SETTLE not built"; exit 77; }
+[ -x "$SETTLE" ] || { echo "FAIL: $SETTLE not built"; exit 1; }
 
 TMP=$(mktemp -d /tmp/it-settle.XXXXXX)
 BDIR=$TMP/broker
@@ -39,20 +39,20 @@ start_broker() {
     if [ -n "${FLASHGATE_IT_BROKER_CMD:-}" ]; then
         $FLASHGATE_IT_BROKER_CMD "$BDIR" >>"$TMP/broker.log" 2>&1 &
     else
-        [ -x "$BIN/flashgate" ] || { echo "skip: $BIN/flashgate not built"; exit 77; }
+        [ -x "$BIN/flashgate" ] || { echo "FAIL: $BIN/flashgate not built"; exit 1; }
         "$BIN/flashgate" --listen "127.0.0.1:$(free_port)" --admin-listen "127.0.0.1:$(free_port)" \
             --admin-token it-settle-token --data-dir "$BDIR" --kafka-brokers embedded \
             >>"$TMP/broker.log" 2>&1 &
     fi
     BROKER_PID=$!
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 300); do
         [ -s "$BDIR/kafka.bootstrap" ] && { BOOT=$(cat "$BDIR/kafka.bootstrap"); return 0; }
         kill -0 "$BROKER_PID" 2>/dev/null || break
         sleep 0.1
     done
-    echo "skip: the broker wrote no $BDIR/kafka.bootstrap (embedded broker not available)"
+    echo "FAIL: the broker wrote no $BDIR/kafka.bootstrap in 30 s (embedded broker did not start)"
     tail -n 5 "$TMP/broker.log"
-    exit 77
+    exit 1
 }
 
 stop_broker() {

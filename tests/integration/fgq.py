@@ -35,8 +35,8 @@ def wait_until(fn, timeout, step=0.1):
 
 def need_tool(name):
     if shutil.which(name) is None:
-        print("skip: %s not installed" % name)
-        raise SystemExit(77)
+        print("FAIL: %s not installed (deploy/install-deps.sh installs it)" % name)
+        raise SystemExit(1)
 
 
 def bootstrap(data_dir, timeout=10):

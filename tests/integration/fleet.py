@@ -24,8 +24,8 @@ REDIS_SERVER = os.environ.get("FLASHGATE_REDIS_SERVER") or shutil.which("redis-s
 
 def need_redis():
     if not REDIS_SERVER or not os.access(REDIS_SERVER, os.X_OK):
-        print("skip: no redis-server")
-        sys.exit(77)
+        print("FAIL: no redis-server (deploy/install-deps.sh installs it)")
+        sys.exit(1)
 
 
 def _resp_encode(args):

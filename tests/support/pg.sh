@@ -1,7 +1,7 @@
 # PostgreSQL for integration scripts: source this file, then
 #   pg_start            # sets PG_URL, PG_PORT, PG_DIR, PG_PID; returns non-zero on failure
 #   pg_stop             # fast shutdown by PID, removes PG_DIR
-# pg_available returns 0 when the server binaries are installed (else exit 77 to skip).
+# pg_available returns 0 when the server binaries are installed (a test fails without them).
 # As root, initdb and postgres run as "nobody" (they refuse to run as root).
 
 pg_bindir() {

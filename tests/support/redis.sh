@@ -2,7 +2,7 @@
 # 127.0.0.1 at a free port in a temp dir, stopped by PID.
 #
 #   . "$FLASHGATE_SRC/tests/support/redis.sh"
-#   redis_start [aof]        # exits 77 (skip) if there is no redis-server
+#   redis_start [aof]        # fails (exit 1) if there is no redis-server
 #   ... "redis://127.0.0.1:$REDIS_PORT" ...
 #   redis_cli PING           # redis-cli against it
 #   redis_restart            # same port and dir (AOF state reloads)
@@ -64,8 +64,8 @@ redis__spawn() {
 
 redis_start() {
     if [ -z "$REDIS_SERVER_BIN" ] || [ ! -x "$REDIS_SERVER_BIN" ]; then
-        echo "no redis-server: skipped" >&2
-        exit 77
+        echo "FAIL: no redis-server (deploy/install-deps.sh installs it)" >&2
+        exit 1
     fi
     [ "${1:-}" = aof ] && REDIS_AOF=yes || REDIS_AOF=no
     REDIS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/fg-redis-XXXXXX")

@@ -5,7 +5,7 @@
  *
  *     ts_redis_t r;
  *     int rc = ts_redis_start(&r, false);
- *     if (rc == TS_REDIS_SKIP) return 77;      // no redis-server on this machine
+ *     if (rc == TS_REDIS_SKIP) return 1;       // no redis-server: a failure, not a skip
  *     ...  ts_redis_url(&r, buf, sizeof(buf), "timeout_ms=50") ...
  *     ts_redis_free(&r);                       // stop + remove the dir
  *

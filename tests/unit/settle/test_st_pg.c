@@ -264,8 +264,8 @@ static void test_bench_batch500(void **state)
 int main(void)
 {
     if (!ts_pg_available()) {
-        fprintf(stderr, "skip: PostgreSQL server binaries not installed\n");
-        return 77;
+        fprintf(stderr, "FAIL: PostgreSQL server binaries not installed (deploy/install-deps.sh)\n");
+        return 1;
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_idempotent, setup, teardown),
