@@ -213,6 +213,7 @@ class Crowd:
         self.stop = threading.Event()
         self.on_reply = on_reply
         self.next = 0
+        self.inflight = {}  # port -> requests sent and not answered yet (under lock)
 
     def _take(self):
         with self.lock:
@@ -235,6 +236,8 @@ class Crowd:
             if u is None:
                 break
             while not self.stop.is_set() and time.time() < self.deadline:
+                with self.lock:
+                    self.inflight[port] = self.inflight.get(port, 0) + 1
                 try:
                     if conn is None:
                         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -242,11 +245,14 @@ class Crowd:
                                  headers={"Content-Type": "application/json"})
                     r = conn.getresponse()
                     data = r.read()
+                    with self.lock:
+                        self.inflight[port] -= 1
                     if r.getheader("Connection", "").lower() == "close":
                         conn.close()
                         conn = None
                 except (OSError, http.client.HTTPException):
                     with self.lock:
+                        self.inflight[port] -= 1
                         self.errors += 1
                     if conn:
                         conn.close()
