@@ -319,7 +319,6 @@ static void inv_error(gw_resp_t *p, int rc, const char *why, const char *sale_id
     else {
         gw_resp_error(p, GW_R_UNAVAILABLE, NULL, "inventory: %s%s%s", cm_strerror(rc),
                       why[0] ? ": " : "", why);
-        gw_resp_header(p, "Retry-After", "1");
     }
 }
 
@@ -395,9 +394,7 @@ static void h_sale_put(admin_call_t *a)
             char why[256] = "";
             int rc = inv_sale_put(srv->inv, &d, &info, why, sizeof(why));
             if (rc == 0) {
-                sale_reply(p, GW_R_OK, &info);
-                if (!existed)
-                    p->status = 201;
+                sale_reply(p, existed ? GW_R_OK : GW_R_CREATED, &info);
                 gw_audit_record(srv, a->who, "sale.put", id, existed ? sale_obj(&before) : NULL,
                                 sale_obj(&info));
                 cm_log_info("admin", "sale defined", "sale=%s stock=%lld per_user_limit=%u",
@@ -1096,7 +1093,7 @@ static void h_order_cancel(admin_call_t *a)
             snprintf(reason, sizeof(reason), "%s", json_string_value(r));
         json_decref(j);
     }
-    gw_order_t ord;
+    oq_order_t ord;
     if (!gw_orders_get(srv->orders, id, &ord)) {
         gw_resp_error(p, GW_R_UNKNOWN_ORDER, NULL, "no order %s", id);
         return;
@@ -1111,7 +1108,7 @@ static void h_order_cancel(admin_call_t *a)
     gw_resp_init(p, rc == 0 ? GW_R_ACCEPTED : GW_R_OK);
     p->body_len = (size_t)snprintf(p->body, sizeof(p->body),
                                    "{\"order_id\":\"%s\",\"status\":\"%s\",\"cancel\":\"%s\"}", id,
-                                   gw_order_status_name(ord.status),
+                                   oq_status_name(ord.status),
                                    rc == 0 ? "requested" : "already_final");
     if (rc == 0)
         gw_audit_record(srv, a->who, "order.cancel", id, json_pack("{s:s}", "status", before),

@@ -27,7 +27,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define QTY_MAX 1000
 
 static uint64_t ceil_s(uint64_t ns)
 {
@@ -120,9 +119,9 @@ bool gw_buy_parse_body(gw_req_t *r)
     json_t *q = json_object_get(root, "qty");
     if (q) {
         json_int_t v = json_is_integer(q) ? json_integer_value(q) : 0;
-        if (v < 1 || v > QTY_MAX) {
+        if (v < 1 || v > (json_int_t)OQ_QTY_MAX) {
             gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL,
-                          "qty must be an integer from 1 to %d", QTY_MAX);
+                          "qty must be an integer from 1 to %u", OQ_QTY_MAX);
             goto out;
         }
         r->res.qty = (uint32_t)v;
@@ -135,12 +134,7 @@ out:
 
 bool gw_idem_key_valid(const char *k, size_t len)
 {
-    if (len == 0 || len > INV_IDEM_KEY_MAX)
-        return false;
-    for (size_t i = 0; i < len; i++)
-        if ((unsigned char)k[i] <= 0x20 || (unsigned char)k[i] >= 0x7f)
-            return false;
-    return true;
+    return inv_idem_key_valid(k, len); /* one rule, the inventory's */
 }
 
 static void reply_rate_limited(gw_req_t *r, const gw_limit_verdict_t *v)
@@ -173,7 +167,7 @@ static void reply_rate_limited(gw_req_t *r, const gw_limit_verdict_t *v)
     gw_resp_error(&r->resp, GW_R_RATE_LIMITED, extra,
                   "too many requests (%s limit); retry after %llu s", scope,
                   (unsigned long long)retry);
-    gw_resp_header(&r->resp, "Retry-After", "%llu", (unsigned long long)retry);
+    gw_resp_retry_after(&r->resp, retry);
     gw_resp_header(&r->resp, "RateLimit-Policy", "\"%s\";q=%llu;w=%llu", scope,
                    (unsigned long long)v->policy.burst, (unsigned long long)window);
     gw_resp_header(&r->resp, "RateLimit", "\"%s\";r=%llu;t=%llu", scope,
@@ -267,7 +261,7 @@ static bool after_reserve(gw_req_t *r, int rc)
          * spooled is harmless: settlement is idempotent by order id.
          * (Found by integration.70-nginx.)
          */
-        gw_order_t known;
+        oq_order_t known;
         uint64_t idv = 0;
         bool ours = cm_id_parse(r->res.order_id, strlen(r->res.order_id), &idv) == 0 &&
                     cm_id_node(idv) == srv->node_id;
@@ -275,7 +269,6 @@ static bool after_reserve(gw_req_t *r, int rc)
             gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
                           "the original request with this Idempotency-Key is still in progress; "
                           "retry");
-            gw_resp_header(&r->resp, "Retry-After", "1");
             return false;
         }
         if (!ours && !gw_orders_get(srv->orders, r->res.order_id, &known)) {
@@ -291,7 +284,7 @@ static bool after_reserve(gw_req_t *r, int rc)
         return false;
     }
     case INV_SOLD_OUT:
-        gw_resp_error(&r->resp, GW_R_SOLD_OUT, NULL, "sale %s is sold out", o->sale_id);
+        gw_resp_sold_out(&r->resp, o->sale_id);
         return false;
     case INV_LIMIT_REACHED:
         gw_hitters_add(w, o->user_id, NULL, 0);
@@ -304,7 +297,6 @@ static bool after_reserve(gw_req_t *r, int rc)
     default:
         gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "inventory unavailable: %s",
                       cm_strerror(rc));
-        gw_resp_header(&r->resp, "Retry-After", "1");
         return false;
     }
 }
@@ -327,7 +319,6 @@ bool gw_buy_handle(gw_req_t *r)
         /* After the drain grace, on a connection opened before: close it, so
          * the load balancer's next request opens one to another gateway. */
         gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "gateway is shutting down");
-        gw_resp_header(&r->resp, "Retry-After", "1");
         gw_resp_header(&r->resp, "Connection", "close");
         return false;
     }
@@ -359,7 +350,7 @@ bool gw_buy_handle(gw_req_t *r)
         r->cached = gw_sold_out_response(w, sale);
         r->cached_reply = GW_R_SOLD_OUT;
         if (!r->cached)
-            gw_resp_error(&r->resp, GW_R_SOLD_OUT, NULL, "sale %s is sold out", r->id);
+            gw_resp_sold_out(&r->resp, r->id);
         return false;
     }
     inv_sale_info_t info;
@@ -370,7 +361,7 @@ bool gw_buy_handle(gw_req_t *r)
         char extra[64];
         snprintf(extra, sizeof(extra), "\"retry_after\":%llu", (unsigned long long)ceil_s(wait_ns));
         gw_resp_error(&r->resp, GW_R_NOT_STARTED, extra, "sale %s has not started", r->id);
-        gw_resp_header(&r->resp, "Retry-After", "%llu", (unsigned long long)ceil_s(wait_ns));
+        gw_resp_retry_after(&r->resp, ceil_s(wait_ns));
         return false;
     }
     if (info.ends_at_ms && now_ms >= info.ends_at_ms) {
@@ -410,6 +401,7 @@ bool gw_buy_handle(gw_req_t *r)
 
     /* 5. the atomic step */
     oq_order_t *o = &r->order;
+    o->type = OQ_MSG_ORDER;
     cm_id_format(cm_id_next(&srv->ids, now_ms), o->order_id);
     memcpy(r->res.order_id, o->order_id, sizeof(o->order_id));
     memcpy(o->sale_id, r->id, sizeof(o->sale_id));
@@ -469,7 +461,6 @@ static void sync_after(uv_work_t *wk, int status)
              */
             gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
                           "order spool fsync failed: the order is not confirmed");
-            gw_resp_header(&r->resp, "Retry-After", "1");
         } else {
             gw_orders_put(w->srv->orders, &r->order);
         }
@@ -498,7 +489,7 @@ void gw_buy_loop_tick(gw_worker_t *w)
 
 void gw_order_handle(gw_req_t *r)
 {
-    gw_order_t ord;
+    oq_order_t ord;
     if (!gw_orders_get(r->w->srv->orders, r->id, &ord)) {
         gw_resp_error(&r->resp, GW_R_UNKNOWN_ORDER, NULL, "no order %s", r->id);
         return;
@@ -506,12 +497,12 @@ void gw_order_handle(gw_req_t *r)
     gw_resp_t *p = &r->resp;
     gw_resp_init(p, GW_R_OK);
     char at[40];
-    cm_time_format_rfc3339(ord.o.accepted_at_ms, at, sizeof(at));
+    cm_time_format_rfc3339(ord.accepted_at_ms, at, sizeof(at));
     size_t n = (size_t)snprintf(
         p->body, sizeof(p->body),
         "{\"order_id\":\"%s\",\"status\":\"%s\",\"sale_id\":\"%s\",\"user_id\":\"%s\","
         "\"qty\":%u,\"accepted_at\":\"%s\"",
-        ord.o.order_id, gw_order_status_name(ord.status), ord.o.sale_id, ord.o.user_id, ord.o.qty,
+        ord.order_id, oq_status_name(ord.status), ord.sale_id, ord.user_id, ord.qty,
         at);
     if (ord.reason[0]) {
         n += (size_t)snprintf(p->body + n, sizeof(p->body) - n, ",\"reason\":\"");

@@ -117,7 +117,6 @@ static void simple_handle(gw_req_t *r)
             gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "%s",
                           leaving ? "draining: shutting down"
                                                       : "starting up");
-            gw_resp_header(&r->resp, "Retry-After", "1");
         }
         break;
     case GW_ROUTE_ORDER:
@@ -280,9 +279,8 @@ struct MHD_Response *gw_sold_out_response(gw_worker_t *w, const inv_sale_t *sale
     inv_sale_info_t info;
     inv_sale_snapshot(sale, &info);
     gw_resp_t tmp;
-    gw_resp_error(&tmp, GW_R_SOLD_OUT, NULL, "sale %s is sold out", info.sale_id);
-    struct MHD_Response *mr =
-        MHD_create_response_from_buffer(tmp.body_len, tmp.body, MHD_RESPMEM_MUST_COPY);
+    gw_resp_sold_out(&tmp, info.sale_id);
+    struct MHD_Response *mr = gw_resp_prepare(&tmp);
     if (!mr)
         return NULL;
     MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");

@@ -48,33 +48,36 @@ struct gw_ol_worker;
 struct gw_px_worker;
 struct gw_px_req;
 
-/*---- Replies: the ONE table of outcomes -> HTTP status and stable code ----*/
+/*---- Replies: the ONE table of outcomes -> HTTP status, stable code, Retry-After ----*/
 
+/* name, HTTP status, stable code, default Retry-After in seconds (0 = none;
+ * gw_resp_retry_after overrides it with a computed or jittered value). */
 #define GW_REPLY_MAP(XX)                                                                           \
-    XX(OK, 200, "ok")                                                                              \
-    XX(ACCEPTED, 202, "queued")                                                                    \
-    XX(BAD_REQUEST, 400, "bad_request")                                                            \
-    XX(UNAUTHORIZED, 401, "unauthorized")                                                          \
-    XX(FORBIDDEN, 403, "forbidden")                                                                \
-    XX(NOT_FOUND, 404, "not_found")                                                                \
-    XX(UNKNOWN_SALE, 404, "unknown_sale")                                                          \
-    XX(UNKNOWN_ORDER, 404, "unknown_order")                                                        \
-    XX(UNKNOWN_RULE, 404, "unknown_rule")                                                          \
-    XX(METHOD, 405, "method_not_allowed")                                                          \
-    XX(LIMIT_PER_USER, 409, "limit_per_user")                                                      \
-    XX(CONFLICT, 409, "conflict")                                                                  \
-    XX(SOLD_OUT, 410, "sold_out")                                                                  \
-    XX(SALE_ENDED, 410, "sale_ended")                                                              \
-    XX(TOO_LARGE, 413, "payload_too_large")                                                        \
-    XX(MEDIA_TYPE, 415, "unsupported_media_type")                                                  \
-    XX(NOT_STARTED, 425, "sale_not_started")                                                       \
-    XX(RATE_LIMITED, 429, "rate_limited")                                                          \
-    XX(INTERNAL, 500, "internal")                                                                  \
-    XX(UNAVAILABLE, 503, "unavailable")                                                            \
-    XX(OVERLOADED, 503, "overloaded")
+    XX(OK, 200, "ok", 0)                                                                           \
+    XX(CREATED, 201, "created", 0)                                                                 \
+    XX(ACCEPTED, 202, "queued", 0)                                                                 \
+    XX(BAD_REQUEST, 400, "bad_request", 0)                                                         \
+    XX(UNAUTHORIZED, 401, "unauthorized", 0)                                                       \
+    XX(FORBIDDEN, 403, "forbidden", 0)                                                             \
+    XX(NOT_FOUND, 404, "not_found", 0)                                                             \
+    XX(UNKNOWN_SALE, 404, "unknown_sale", 0)                                                       \
+    XX(UNKNOWN_ORDER, 404, "unknown_order", 0)                                                     \
+    XX(UNKNOWN_RULE, 404, "unknown_rule", 0)                                                       \
+    XX(METHOD, 405, "method_not_allowed", 0)                                                       \
+    XX(LIMIT_PER_USER, 409, "limit_per_user", 0)                                                   \
+    XX(CONFLICT, 409, "conflict", 0)                                                               \
+    XX(SOLD_OUT, 410, "sold_out", 0)                                                               \
+    XX(SALE_ENDED, 410, "sale_ended", 0)                                                           \
+    XX(TOO_LARGE, 413, "payload_too_large", 0)                                                     \
+    XX(MEDIA_TYPE, 415, "unsupported_media_type", 0)                                               \
+    XX(NOT_STARTED, 425, "sale_not_started", 0)                                                    \
+    XX(RATE_LIMITED, 429, "rate_limited", 1)                                                       \
+    XX(INTERNAL, 500, "internal", 0)                                                               \
+    XX(UNAVAILABLE, 503, "unavailable", 1)                                                         \
+    XX(OVERLOADED, 503, "overloaded", 1)
 
 typedef enum {
-#define XX(n, s, c) GW_R_##n,
+#define XX(n, s, c, ra) GW_R_##n,
     GW_REPLY_MAP(XX)
 #undef XX
         GW_R_COUNT
@@ -82,6 +85,8 @@ typedef enum {
 
 int gw_reply_status(gw_reply_t r);
 const char *gw_reply_code(gw_reply_t r);
+/* The table's default Retry-After of r in seconds (0 = none). */
+unsigned gw_reply_retry_after(gw_reply_t r);
 
 /*
  * The public routes. GW_PUBLIC_ROUTES is the route table the router
@@ -163,7 +168,13 @@ typedef struct gw_resp {
     unsigned nheaders;
 } gw_resp_t;
 
+/* Starts a response for `reply`: status from the table, empty body, and the
+ * table's default Retry-After header when it has one. */
 void gw_resp_init(gw_resp_t *r, gw_reply_t reply);
+/* Sets (or replaces) the Retry-After header: `seconds` from now. */
+void gw_resp_retry_after(gw_resp_t *r, unsigned long long seconds);
+/* The one sold-out answer (410 sold_out) for sale_id. */
+void gw_resp_sold_out(gw_resp_t *r, const char *sale_id);
 void gw_resp_header(gw_resp_t *r, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Sets the body to {"error":code,"message":msg...} with extra pre-escaped JSON members. */
@@ -204,34 +215,20 @@ size_t gw_client_key(const gw_proxies_t *p, const struct sockaddr *peer, const c
 
 /*---- Orders known to this gateway (GET /v1/orders/{id}) ----*/
 
-typedef enum {
-    GW_ORDER_QUEUED = 0,
-    GW_ORDER_SETTLED = 1,
-    GW_ORDER_FAILED = 2,
-    GW_ORDER_CANCELLED = 3,
-} gw_order_status_t;
-
-typedef struct gw_order {
-    oq_order_t o;
-    gw_order_status_t status;
-    char reason[128];
-} gw_order_t;
-
 gw_orders_t *gw_orders_new(void);
 void gw_orders_free(gw_orders_t *t);
 /* Inserts if absent. Returns true if inserted. Thread-safe. */
 bool gw_orders_put(gw_orders_t *t, const oq_order_t *o);
-/* Copies the order out. Returns false if unknown. Thread-safe. */
-bool gw_orders_get(gw_orders_t *t, const char *order_id, gw_order_t *out);
+/* Copies the order out (status and reason included). Returns false if unknown. Thread-safe. */
+bool gw_orders_get(gw_orders_t *t, const char *order_id, oq_order_t *out);
 /*
  * Moves an order to a final status; returns the previous status, or -1 if the
  * order is unknown (it is then created from `o` when o is not NULL).
  * Thread-safe.
  */
 int gw_orders_set_status(gw_orders_t *t, const char *order_id, const oq_order_t *o,
-                         gw_order_status_t st, const char *reason);
+                         oq_status_t st, const char *reason);
 uint64_t gw_orders_count(gw_orders_t *t);
-const char *gw_order_status_name(gw_order_status_t s);
 
 /*---- Workers and the server ----*/
 
@@ -485,12 +482,12 @@ void gw_server_stats_extra(gw_server_t *srv, void *json_obj);
  * completes through settlement, or at once without Kafka), 1 when the order
  * was already cancelled or failed (nothing changes), or a negative cm_err_t.
  */
-int gw_server_cancel(gw_server_t *srv, const gw_order_t *ord, const char *reason);
+int gw_server_cancel(gw_server_t *srv, const oq_order_t *ord, const char *reason);
 
 /* The Kafka side (gw_queue.c): relay, outcomes, cancel commands. */
 int gw__queue_start(gw_server_t *srv, char *errbuf, size_t errlen);
 void gw__queue_stop(gw_server_t *srv);
-int gw__cancel_hook(gw_server_t *srv, const gw_order_t *ord, const char *reason);
+int gw__cancel_hook(gw_server_t *srv, const oq_order_t *ord, const char *reason);
 /* Fault injection: takes the embedded broker down or up. CM_ENOTFOUND without one. */
 int gw__broker_set_down(gw_server_t *srv, bool down);
 /* Wakes the relay after spool appends (once per loop iteration). Thread-safe. */
@@ -557,7 +554,7 @@ void gw_apply_limits(gw_server_t *srv);
  * CM_ENOTFOUND. May block (a Redis round trip): never on a worker loop.
  */
 int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
-                  gw_order_status_t st, const char *reason);
+                  oq_status_t st, const char *reason);
 /*
  * Gives back the units of an order that was reserved but never accepted (its
  * spool append failed): writes a "release" EVENT to the spool (replayed at
@@ -569,7 +566,7 @@ void gw_release_unaccepted(gw_server_t *srv, const oq_order_t *o, const char *wh
 /*
  * The releaser (gw_release.c): one thread that calls inv_release for queued
  * orders until it returns 0 or CM_ENOTFOUND, backing off 50 ms .. 2 s, then
- * sets final_status (a gw_order_status_t, or -1 for none). start/stop:
+ * sets final_status (an oq_status_t, or -1 for none). start/stop:
  * single-threaded init and shutdown; push/pending/stats: thread-safe, never
  * block beyond a short mutex.
  */

@@ -119,7 +119,7 @@ static entry_t *insert(shard_t *s, uint64_t h, const oq_order_t *o)
     e->reason = NULL;
     e->qty = o->qty;
     e->node_id = o->node_id;
-    e->status = GW_ORDER_QUEUED;
+    e->status = OQ_STATUS_QUEUED;
     e->user_off = (uint8_t)lo;
     e->sale_off = (uint8_t)(lo + lu);
     memcpy(e->ids, o->order_id, lo);
@@ -132,16 +132,16 @@ static entry_t *insert(shard_t *s, uint64_t h, const oq_order_t *o)
     return e;
 }
 
-static void expand(const entry_t *e, gw_order_t *out)
+static void expand(const entry_t *e, oq_order_t *out)
 {
-    memset(&out->o, 0, sizeof(out->o));
-    snprintf(out->o.order_id, sizeof(out->o.order_id), "%s", e->ids);
-    snprintf(out->o.user_id, sizeof(out->o.user_id), "%s", e->ids + e->user_off);
-    snprintf(out->o.sale_id, sizeof(out->o.sale_id), "%s", e->ids + e->sale_off);
-    out->o.qty = e->qty;
-    out->o.accepted_at_ms = e->accepted_at_ms;
-    out->o.node_id = e->node_id;
-    out->status = (gw_order_status_t)e->status;
+    memset(out, 0, sizeof(*out));
+    snprintf(out->order_id, sizeof(out->order_id), "%s", e->ids);
+    snprintf(out->user_id, sizeof(out->user_id), "%s", e->ids + e->user_off);
+    snprintf(out->sale_id, sizeof(out->sale_id), "%s", e->ids + e->sale_off);
+    out->qty = e->qty;
+    out->accepted_at_ms = e->accepted_at_ms;
+    out->node_id = e->node_id;
+    out->status = (oq_status_t)e->status;
     snprintf(out->reason, sizeof(out->reason), "%s", e->reason ? e->reason : "");
 }
 
@@ -159,7 +159,7 @@ bool gw_orders_put(gw_orders_t *t, const oq_order_t *o)
     return inserted;
 }
 
-bool gw_orders_get(gw_orders_t *t, const char *order_id, gw_order_t *out)
+bool gw_orders_get(gw_orders_t *t, const char *order_id, oq_order_t *out)
 {
     uint64_t h = hash_id(order_id);
     shard_t *s = &t->shards[h % SHARDS];
@@ -172,7 +172,7 @@ bool gw_orders_get(gw_orders_t *t, const char *order_id, gw_order_t *out)
 }
 
 int gw_orders_set_status(gw_orders_t *t, const char *order_id, const oq_order_t *o,
-                         gw_order_status_t st, const char *reason)
+                         oq_status_t st, const char *reason)
 {
     uint64_t h = hash_id(order_id);
     shard_t *s = &t->shards[h % SHARDS];
@@ -185,7 +185,7 @@ int gw_orders_set_status(gw_orders_t *t, const char *order_id, const oq_order_t 
         e->status = (uint8_t)st;
         CM_FREE(e->reason);
         if (reason && reason[0])
-            e->reason = cm_xstrndup(reason, sizeof(((gw_order_t *)0)->reason) - 1);
+            e->reason = cm_xstrndup(reason, OQ_REASON_MAX);
     }
     pthread_mutex_unlock(&s->lock);
     return prev;
@@ -200,19 +200,4 @@ uint64_t gw_orders_count(gw_orders_t *t)
         pthread_mutex_unlock(&t->shards[i].lock);
     }
     return n;
-}
-
-const char *gw_order_status_name(gw_order_status_t s)
-{
-    switch (s) {
-    case GW_ORDER_QUEUED:
-        return "queued";
-    case GW_ORDER_SETTLED:
-        return "settled";
-    case GW_ORDER_FAILED:
-        return "failed";
-    case GW_ORDER_CANCELLED:
-        return "cancelled";
-    }
-    return "unknown";
 }

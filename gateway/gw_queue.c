@@ -28,33 +28,23 @@ static bool release_pending(const char *order_id, void *ud)
     return gw_releaser_pending(ud, order_id);
 }
 
-static void on_outcome(const char *order_id, const char *sale_id, const char *user_id,
-                       uint32_t qty, const char *status, const char *reason, void *ud)
+static void on_outcome(const oq_order_t *oc, void *ud)
 {
     gw_server_t *srv = ud;
-    oq_order_t o;
-    memset(&o, 0, sizeof(o));
-    snprintf(o.order_id, sizeof(o.order_id), "%s", order_id);
-    snprintf(o.sale_id, sizeof(o.sale_id), "%s", sale_id ? sale_id : "");
-    snprintf(o.user_id, sizeof(o.user_id), "%s", user_id ? user_id : "");
-    o.qty = qty;
-    gw_order_t cur;
-    bool known = gw_orders_get(srv->orders, order_id, &cur);
-    if (strcmp(status, "settled") == 0) {
+    oq_order_t o = *oc;
+    o.type = OQ_MSG_ORDER;
+    o.reason[0] = '\0';
+    oq_order_t cur;
+    bool known = gw_orders_get(srv->orders, oc->order_id, &cur);
+    if (oc->status == OQ_STATUS_SETTLED) {
         /* Never move a final (failed/cancelled) order back: outcomes are re-read at start. */
-        if (!known || cur.status == GW_ORDER_QUEUED)
-            gw_orders_set_status(srv->orders, order_id, known ? NULL : &o, GW_ORDER_SETTLED,
-                                 NULL);
+        if (!known || cur.status == OQ_STATUS_QUEUED)
+            gw_orders_set_status(srv->orders, oc->order_id, known ? NULL : &o,
+                                 OQ_STATUS_SETTLED, NULL);
         return;
     }
-    gw_order_status_t st;
-    if (strcmp(status, "failed") == 0)
-        st = GW_ORDER_FAILED;
-    else if (strcmp(status, "cancelled") == 0)
-        st = GW_ORDER_CANCELLED;
-    else
-        return;
-    gw_compensate(srv, order_id, known ? &cur.o : &o, st, reason);
+    if (oq_status_releases(oc->status))
+        gw_compensate(srv, oc->order_id, known ? &cur : &o, oc->status, oc->reason);
 }
 
 int gw__queue_start(gw_server_t *srv, char *errbuf, size_t errlen)
@@ -104,12 +94,12 @@ void gw__queue_notify(gw_server_t *srv)
         oq_relay_notify(srv->relay);
 }
 
-int gw__cancel_hook(gw_server_t *srv, const gw_order_t *ord, const char *reason)
+int gw__cancel_hook(gw_server_t *srv, const oq_order_t *ord, const char *reason)
 {
     if (!srv->relay)
-        return gw_compensate(srv, ord->o.order_id, &ord->o, GW_ORDER_CANCELLED, reason);
+        return gw_compensate(srv, ord->order_id, ord, OQ_STATUS_CANCELLED, reason);
     /* Settlement decides: it cancels a settled order once and publishes the outcome. */
-    return oq_relay_cancel(srv->relay, &ord->o, reason);
+    return oq_relay_cancel(srv->relay, ord, reason);
 }
 
 int gw__broker_set_down(gw_server_t *srv, bool down)
@@ -131,7 +121,7 @@ void gw_server_stats_extra(gw_server_t *srv, void *json_obj)
     oq_relay_stats(srv->relay, &s);
     json_object_set_new(
         json_obj, "relay",
-        json_pack("{s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "bootstrap",
+        json_pack("{s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "bootstrap",
                   oq_relay_bootstrap(srv->relay), "embedded", s.embedded, "unreleased_records",
                   (json_int_t)s.spool_unreleased_records, "unreleased_bytes",
                   (json_int_t)s.spool_unreleased_bytes, "inflight", (json_int_t)s.inflight,
@@ -140,5 +130,6 @@ void gw_server_stats_extra(gw_server_t *srv, void *json_obj)
                   (json_int_t)s.produced, "delivered", (json_int_t)s.delivered, "errors",
                   (json_int_t)s.errors, "resent", (json_int_t)s.resent, "released_records",
                   (json_int_t)s.released_records, "orders_seen", (json_int_t)s.orders_seen,
-                  "outcomes_seen", (json_int_t)s.outcomes_seen));
+                  "outcomes_seen", (json_int_t)s.outcomes_seen, "invalid_messages",
+                  (json_int_t)s.invalid));
 }

@@ -36,7 +36,7 @@
 typedef struct item {
     struct item *next;
     oq_order_t o;
-    int final_status; /* gw_order_status_t to set once released, or -1 */
+    int final_status; /* oq_status_t to set once released, or -1 */
     char reason[128];
     uint64_t not_before_ms;
     uint32_t backoff_ms;
@@ -64,7 +64,7 @@ static void finish(gw_releaser_t *rl, item_t *it)
 {
     if (it->final_status >= 0)
         gw_orders_set_status(rl->srv->orders, it->o.order_id, &it->o,
-                             (gw_order_status_t)it->final_status,
+                             (oq_status_t)it->final_status,
                              it->reason[0] ? it->reason : NULL);
     atomic_fetch_add_explicit(&rl->done, 1, memory_order_relaxed);
 }

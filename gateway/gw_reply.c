@@ -17,8 +17,9 @@
 static const struct {
     int status;
     const char *code;
+    unsigned retry_after_s;
 } reply_table[GW_R_COUNT] = {
-#define XX(n, s, c) [GW_R_##n] = {s, c},
+#define XX(n, s, c, ra) [GW_R_##n] = {s, c, ra},
     GW_REPLY_MAP(XX)
 #undef XX
 };
@@ -33,6 +34,11 @@ const char *gw_reply_code(gw_reply_t r)
     return reply_table[r].code;
 }
 
+unsigned gw_reply_retry_after(gw_reply_t r)
+{
+    return reply_table[r].retry_after_s;
+}
+
 void gw_resp_init(gw_resp_t *r, gw_reply_t reply)
 {
     r->reply = reply;
@@ -40,6 +46,24 @@ void gw_resp_init(gw_resp_t *r, gw_reply_t reply)
     r->body_len = 0;
     r->body[0] = '\0';
     r->nheaders = 0;
+    if (reply_table[reply].retry_after_s)
+        gw_resp_retry_after(r, reply_table[reply].retry_after_s);
+}
+
+void gw_resp_retry_after(gw_resp_t *r, unsigned long long seconds)
+{
+    for (unsigned i = 0; i < r->nheaders; i++) {
+        if (strcmp(r->headers[i][0], "Retry-After") == 0) {
+            snprintf(r->headers[i][1], sizeof(r->headers[0][1]), "%llu", seconds);
+            return;
+        }
+    }
+    gw_resp_header(r, "Retry-After", "%llu", seconds);
+}
+
+void gw_resp_sold_out(gw_resp_t *r, const char *sale_id)
+{
+    gw_resp_error(r, GW_R_SOLD_OUT, NULL, "sale %s is sold out", sale_id);
 }
 
 void gw_resp_header(gw_resp_t *r, const char *name, const char *fmt, ...)

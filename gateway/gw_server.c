@@ -10,7 +10,7 @@
 #include "gateway/gw_internal.h"
 
 #include <errno.h>
-#include <jansson.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,46 +85,42 @@ void gw_server_counters(gw_server_t *srv, gw_counters_t *out)
 
 /* The "release" EVENT: durable record that the units of an order go back.
  * Replayed at start; the relay keeps it in the spool while it is pending. */
-static int release_event(gw_server_t *srv, const oq_order_t *o, const char *status,
+static int release_event(gw_server_t *srv, const oq_order_t *o, oq_status_t st,
                          const char *reason)
 {
-    json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:I,s:s,s:s,s:I}", "type", "release", "order_id",
-                          o->order_id, "sale_id", o->sale_id, "user_id", o->user_id, "qty",
-                          (json_int_t)o->qty, "status", status, "reason", reason ? reason : "",
-                          "at", (json_int_t)cm_wall_ms());
-    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    if (!s)
-        return CM_ENOMEM;
-    int rc = oq_spool_append_event(srv->spool, s, strlen(s));
-    free(s);
-    return rc;
-}
-
-static bool is_final(gw_order_status_t st)
-{
-    return st == GW_ORDER_FAILED || st == GW_ORDER_CANCELLED;
+    oq_order_t ev = *o;
+    ev.type = OQ_MSG_RELEASE;
+    ev.status = st;
+    ev.at_ms = cm_wall_ms();
+    ev.accepted_at_ms = 0;
+    ev.idem_key[0] = '\0';
+    snprintf(ev.reason, sizeof(ev.reason), "%s", reason ? reason : "");
+    char buf[OQ_ORDER_JSON_MAX];
+    int n = oq_order_encode(&ev, buf, sizeof(buf));
+    if (n < 0)
+        return n;
+    return oq_spool_append_event(srv->spool, buf, (size_t)n);
 }
 
 int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
-                  gw_order_status_t st, const char *reason)
+                  oq_status_t st, const char *reason)
 {
-    gw_order_t cur;
+    oq_order_t cur;
     oq_order_t ord;
     bool known = gw_orders_get(srv->orders, order_id, &cur);
     if (o)
         ord = *o;
     else if (known)
-        ord = cur.o;
+        ord = cur;
     else
         return CM_ENOTFOUND;
-    if (known && is_final(cur.status))
+    if (known && oq_status_releases(cur.status))
         return 1; /* final only once the units went back */
     if (gw_releaser_pending(srv, order_id))
         return 1; /* being given back; the releaser marks it final */
     /* Durable first, so a restart replays the release (memory inventory, or a
      * release still pending when the process stopped). */
-    int rc = release_event(srv, &ord, gw_order_status_name(st), reason);
+    int rc = release_event(srv, &ord, st, reason);
     if (rc == 0)
         rc = oq_spool_commit(srv->spool); /* fsync durability: on disk before the release */
     if (rc != 0)
@@ -142,22 +138,22 @@ int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
     }
     gw_orders_set_status(srv->orders, order_id, &ord, st, reason);
     cm_log_info("gw", "units returned to stock", "order=%s sale=%s qty=%u status=%s", order_id,
-                ord.sale_id, ord.qty, gw_order_status_name(st));
+                ord.sale_id, ord.qty, oq_status_name(st));
     return 0;
 }
 
 void gw_release_unaccepted(gw_server_t *srv, const oq_order_t *o, const char *why)
 {
-    int rc = release_event(srv, o, "failed", why);
+    int rc = release_event(srv, o, OQ_STATUS_FAILED, why);
     if (rc != 0)
         cm_log_error("gw", "cannot record a release in the spool; retried in memory only",
                      "order=%s err=%s", o->order_id, cm_errname(rc));
     gw_releaser_push(srv, o, -1, NULL);
 }
 
-int gw_server_cancel(gw_server_t *srv, const gw_order_t *ord, const char *reason)
+int gw_server_cancel(gw_server_t *srv, const oq_order_t *ord, const char *reason)
 {
-    if (ord->status == GW_ORDER_FAILED || ord->status == GW_ORDER_CANCELLED)
+    if (ord->status == OQ_STATUS_FAILED || ord->status == OQ_STATUS_CANCELLED)
         return 1;
     return gw__cancel_hook(srv, ord, reason);
 }
@@ -182,40 +178,32 @@ static int replay_one(const oq_rec_t *rec, void *arg)
         /* With the embedded broker a record is released only once settlement
          * published its outcome; a failure comes later as a release event. */
         if (rc->settled_before_release && oq_pos_cmp(rec->pos, rc->released) < 0)
-            gw_orders_set_status(srv->orders, o->order_id, NULL, GW_ORDER_SETTLED, NULL);
+            gw_orders_set_status(srv->orders, o->order_id, NULL, OQ_STATUS_SETTLED, NULL);
         uint64_t id;
         if (cm_id_parse(o->order_id, strlen(o->order_id), &id) == 0 &&
             cm_id_node(id) == srv->node_id && id > rc->max_id)
             rc->max_id = id;
         rc->orders++;
     } else if (rec->type == OQ_REC_EVENT) {
-        json_t *j = json_loadb(rec->event, rec->event_len, 0, NULL);
-        const char *type = j ? json_string_value(json_object_get(j, "type")) : NULL;
-        if (type && strcmp(type, "release") == 0) {
-            oq_order_t o;
-            memset(&o, 0, sizeof(o));
-            const char *st = json_string_value(json_object_get(j, "status"));
-            snprintf(o.order_id, sizeof(o.order_id), "%s",
-                     json_string_value(json_object_get(j, "order_id")) ?: "");
-            snprintf(o.sale_id, sizeof(o.sale_id), "%s",
-                     json_string_value(json_object_get(j, "sale_id")) ?: "");
-            snprintf(o.user_id, sizeof(o.user_id), "%s",
-                     json_string_value(json_object_get(j, "user_id")) ?: "");
-            o.qty = (uint32_t)json_integer_value(json_object_get(j, "qty"));
-            gw_order_status_t s =
-                st && strcmp(st, "failed") == 0 ? GW_ORDER_FAILED : GW_ORDER_CANCELLED;
-            const char *why = json_string_value(json_object_get(j, "reason"));
+        oq_order_t o;
+        char why[160];
+        if (oq_order_decode(rec->event, rec->event_len, &o, why, sizeof(why)) != 0) {
+            cm_log_error("gw", "spool event unreadable, skipped",
+                         "seg=%" PRIu64 " off=%" PRIu64 " reason=\"%s\"", rec->pos.seg,
+                         rec->pos.off, why);
+        } else if (o.type == OQ_MSG_RELEASE) {
+            const char *reason = o.reason[0] ? o.reason : NULL;
             int rel = inv_release(srv->inv, o.sale_id, o.user_id, o.qty, o.order_id);
-            gw_order_t known;
+            oq_order_t known;
             bool ours = gw_orders_get(srv->orders, o.order_id, &known);
             if (rel == 0 || rel == CM_ENOTFOUND) {
                 if (ours) /* an order never accepted has no status to set */
-                    gw_orders_set_status(srv->orders, o.order_id, NULL, s, why);
+                    gw_orders_set_status(srv->orders, o.order_id, NULL, o.status, reason);
             } else { /* e.g. Redis down at start: the releaser retries */
-                gw_releaser_push(srv, ours ? &known.o : &o, ours ? (int)s : -1, why);
+                o.type = OQ_MSG_ORDER;
+                gw_releaser_push(srv, &o, ours ? (int)o.status : -1, reason);
             }
         }
-        json_decref(j);
         rc->events++;
     }
     return 0;

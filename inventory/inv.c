@@ -43,9 +43,14 @@ static bool user_id_ok(const char *s)
 static bool idem_key_ok(const char *s)
 {
     size_t n = strnlen(s, INV_IDEM_KEY_MAX + 1);
-    if (n > INV_IDEM_KEY_MAX)
+    return n == 0 || inv_idem_key_valid(s, n);
+}
+
+bool inv_idem_key_valid(const char *s, size_t len)
+{
+    if (!s || len == 0 || len > INV_IDEM_KEY_MAX)
         return false;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < len; i++)
         if ((unsigned char)s[i] <= 0x20 || (unsigned char)s[i] >= 0x7f)
             return false;
     return true;

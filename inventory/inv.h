@@ -169,5 +169,7 @@ int inv_user_units(inv_t *inv, const char *sale_id, const char *user_id, uint32_
 
 /* true if s is 1..max chars of [A-Za-z0-9._-] (sale and user ids). */
 bool inv_id_valid(const char *s, size_t len, size_t max);
+/* true if s is 1..INV_IDEM_KEY_MAX bytes of printable ASCII without spaces. */
+bool inv_idem_key_valid(const char *s, size_t len);
 
 #endif

@@ -8,6 +8,7 @@
 #include "common/cm_err.h"
 #include "common/cm_time.h"
 #include "loadtest/lt_http.h"
+#include "queue/oq_order.h"
 
 #include <jansson.h>
 #include <libpq-fe.h>
@@ -286,19 +287,16 @@ static int read_topic(const lt_scenario_t *sc, idtab_t *tab, lt_audit_t *a, char
                 break;
             }
             a->topic_messages++;
-            json_t *j = json_loadb(m->payload, m->len, 0, NULL);
-            const char *type = json_string_value(json_object_get(j, "type"));
-            const char *sale = json_string_value(json_object_get(j, "sale_id"));
-            const char *oid = json_string_value(json_object_get(j, "order_id"));
-            if (type && strcmp(type, "order") != 0) {
-                if (sale && strcmp(sale, sc->sale_id) == 0)
-                    a->topic_cancels++;
-            } else if (sale && oid && strcmp(sale, sc->sale_id) == 0) {
-                json_int_t q = json_integer_value(json_object_get(j, "qty"));
-                idtab_seen(tab, oid, json_string_value(json_object_get(j, "user_id")),
-                           (uint32_t)(q > 0 ? q : 1));
+            oq_order_t o;
+            if (oq_order_decode(m->payload, m->len, &o, NULL, 0) != 0) {
+                a->topic_invalid++;
+            } else if (strcmp(o.sale_id, sc->sale_id) != 0) {
+                /* another sale's record */
+            } else if (o.type == OQ_MSG_ORDER) {
+                idtab_seen(tab, o.order_id, o.user_id, o.qty);
+            } else {
+                a->topic_cancels++;
             }
-            json_decref(j);
             if (m->partition >= 0 && m->partition < np && m->offset + 1 >= hi[m->partition]) {
                 hi[m->partition] = -1; /* reached the end offset taken at the start */
                 waiting--;
@@ -341,11 +339,12 @@ static void check_kafka(const lt_scenario_t *sc, const lt_results_t *res, lt_aud
     check_add(a, "kafka", ok ? LT_CHECK_PASS : LT_CHECK_FAIL,
               "%llu distinct orders of sale %s in %s (%llu messages read); 202 ids missing: "
               "%llu, ids never answered 202: %llu; duplicates tolerated: %llu (consumer "
-              "dedupes); cancel commands ignored: %llu%s%s",
+              "dedupes); cancel commands ignored: %llu; invalid records: %llu%s%s",
               (unsigned long long)a->topic_orders, sc->sale_id, sc->topic,
               (unsigned long long)a->topic_messages, (unsigned long long)a->topic_missing,
               (unsigned long long)a->topic_extra, (unsigned long long)a->topic_duplicates,
-              (unsigned long long)a->topic_cancels, ex[0] ? "; " : "", ex);
+              (unsigned long long)a->topic_cancels, (unsigned long long)a->topic_invalid,
+              ex[0] ? "; " : "", ex);
 }
 
 /* Reads (order_id, user_id, qty) rows of the sale into tab. Returns 0 or CM_E*. */

@@ -32,7 +32,7 @@ typedef struct lt_audit {
     uint64_t accepted_orders, accepted_units; /* from our 202 answers */
     int64_t stock_total, stock_left, admin_accepted_units, admin_accepted_orders;
     uint64_t topic_messages, topic_orders, topic_duplicates, topic_cancels, topic_missing,
-        topic_extra;
+        topic_extra, topic_invalid; /* invalid: records the order codec rejects */
     int64_t db_rows, db_missing, db_extra, db_duplicates;
     uint64_t users_over_limit;
     const char *limit_source; /* "db", "kafka" or "client" */

@@ -15,6 +15,7 @@
 #include "common/cm_time.h"
 #include "loadtest/lt_http.h"
 #include "loadtest/lt_sched.h"
+#include "queue/oq_order.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -284,7 +285,7 @@ static void record_order(run_t *r, uint64_t uid, const char *body)
         snprintf(o->id, sizeof(o->id), "%s", oid);
         o->user = uid;
         o->qty = (uint32_t)qty;
-        snprintf(o->status, sizeof(o->status), "queued");
+        snprintf(o->status, sizeof(o->status), "%s", oq_status_name(OQ_STATUS_QUEUED));
         u->order = (int32_t)res->n_orders++;
         if (u->kind != U_PERSON)
             res->orders_bots++;
@@ -395,12 +396,11 @@ static void on_poll_answer(run_t *r, req_t *q, int status, const char *body, uin
     }
     if (st && u->order >= 0)
         snprintf(res->orders[u->order].status, sizeof(res->orders[0].status), "%s", st);
-    bool final = st && (strcmp(st, "settled") == 0 || strcmp(st, "failed") == 0 ||
-                        strcmp(st, "cancelled") == 0);
-    if (final) {
-        if (strcmp(st, "settled") == 0)
+    int sv = st ? oq_status_parse(st, strlen(st)) : -1;
+    if (sv == OQ_STATUS_SETTLED || (sv >= 0 && oq_status_releases((oq_status_t)sv))) {
+        if (sv == OQ_STATUS_SETTLED)
             res->polls_settled++;
-        else if (strcmp(st, "failed") == 0)
+        else if (sv == OQ_STATUS_FAILED)
             res->polls_failed++;
         else
             res->polls_cancelled++;

@@ -37,8 +37,8 @@ static int dump_cb(const oq_rec_t *rec, void *ctx)
 {
     (void)ctx;
     if (rec->type == OQ_REC_ORDER) {
-        char buf[4096];
-        int n = oq_order_to_json(rec->order, buf, sizeof(buf));
+        char buf[OQ_ORDER_JSON_MAX];
+        int n = oq_order_encode(rec->order, buf, sizeof(buf));
         if (n < 2)
             return 1;
         buf[n - 1] = '\0'; /* drop the closing brace */

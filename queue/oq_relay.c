@@ -140,7 +140,7 @@ struct oq_relay {
     uint64_t next_seq;
     uint64_t scan_not_before_ms;
     bool rewind;
-    char buf[2048];
+    char buf[OQ_ORDER_JSON_MAX];
 
     /* the ring; guarded by mu (the relay thread writes, stats read) */
     pthread_mutex_t mu;
@@ -168,7 +168,7 @@ struct oq_relay {
 
     /* counters */
     atomic_uint_fast64_t produced, delivered, errors, resent, released_records, orders_seen,
-        outcomes_seen, inflight;
+        outcomes_seen, invalid, inflight;
 };
 
 static void wake(oq_relay_t *r)
@@ -448,27 +448,23 @@ static void ring_truncate(oq_relay_t *r, size_t i)
 }
 
 /* Reads the spool event; fills kind/order id; returns the message key (sale id) in key. */
-static int parse_event(const char *ev, size_t len, entry_t *e, char *key, size_t keylen)
+static void parse_event(const char *ev, size_t len, entry_t *e, char *key, size_t keylen)
 {
-    json_error_t jerr;
-    json_t *j = json_loadb(ev, len, 0, &jerr);
-    const char *type = NULL, *oid = NULL, *sid = NULL;
-    if (j && json_unpack(j, "{s:s, s?s, s?s}", "type", &type, "order_id", &oid, "sale_id",
-                         &sid) == 0 &&
-        strcmp(type, "cancel") == 0 && oid && sid) {
+    oq_order_t c;
+    if (oq_order_decode(ev, len, &c, NULL, 0) != 0) {
+        e->kind = K_SKIP; /* unreadable: nothing to relay */
+    } else if (c.type == OQ_MSG_CANCEL) {
         e->kind = K_CANCEL;
-        snprintf(e->order_id, sizeof(e->order_id), "%s", oid);
-        snprintf(key, keylen, "%s", sid);
-    } else if (type && strcmp(type, "release") == 0 && oid) {
+        snprintf(e->order_id, sizeof(e->order_id), "%s", c.order_id);
+        snprintf(key, keylen, "%s", c.sale_id);
+    } else if (c.type == OQ_MSG_RELEASE) {
         /* the gateway's own record of units to give back: not relayed, but
          * kept in the spool until the gateway says the release is done */
         e->kind = K_RELEASE;
-        snprintf(e->order_id, sizeof(e->order_id), "%s", oid);
+        snprintf(e->order_id, sizeof(e->order_id), "%s", c.order_id);
     } else {
         e->kind = K_SKIP; /* not ours to relay */
     }
-    json_decref(j);
-    return 0;
 }
 
 static int scan_cb(const oq_rec_t *rec, void *ctx)
@@ -481,7 +477,7 @@ static int scan_cb(const oq_rec_t *rec, void *ctx)
     const char *val = NULL;
     size_t vlen = 0;
     if (rec->type == OQ_REC_ORDER && rec->order) {
-        int n = oq_order_to_json(rec->order, r->buf, sizeof(r->buf));
+        int n = oq_order_encode(rec->order, r->buf, sizeof(r->buf));
         if (n < 0) {
             atomic_fetch_add_explicit(&r->errors, 1, memory_order_relaxed);
             e.kind = K_SKIP;
@@ -693,15 +689,16 @@ static void *relay_main(void *arg)
 
 static void handle_outcome(oq_relay_t *r, const rd_kafka_message_t *m)
 {
-    json_error_t jerr;
-    json_t *j = json_loadb(m->payload, m->len, 0, &jerr);
-    const char *oid = NULL, *sid = "", *uid = "", *status = NULL, *reason = NULL;
-    json_int_t qty = 0;
-    if (!j || json_unpack_ex(j, &jerr, 0, "{s:s, s?s, s?s, s?I, s:s, s?s}", "order_id", &oid,
-                             "sale_id", &sid, "user_id", &uid, "qty", &qty, "status", &status,
-                             "reason", &reason) != 0) {
-        cm_log_debug("oq", "bad outcome message", "err=\"%s\"", jerr.text);
-        json_decref(j);
+    oq_order_t oc;
+    char why[160];
+    int rc = oq_order_decode(m->payload, m->len, &oc, why, sizeof(why));
+    if (rc == 0 && oc.type != OQ_MSG_OUTCOME) {
+        rc = CM_EINVAL;
+        snprintf(why, sizeof(why), "type: not an outcome");
+    }
+    if (rc != 0) {
+        atomic_fetch_add_explicit(&r->invalid, 1, memory_order_relaxed);
+        cm_log_debug("oq", "bad outcome message", "err=\"%s\"", why);
         return;
     }
     atomic_fetch_add_explicit(&r->outcomes_seen, 1, memory_order_relaxed);
@@ -709,35 +706,25 @@ static void handle_outcome(oq_relay_t *r, const rd_kafka_message_t *m)
      * to the spool, and only then may the order's record be released (else a
      * crash in between would replay the order as held, with the outcome gone). */
     if (r->o.on_outcome)
-        r->o.on_outcome(oid, sid, uid, qty < 0 ? 0 : (uint32_t)qty, status, reason, r->o.cb_ud);
+        r->o.on_outcome(&oc, r->o.cb_ud);
     if (r->settle_mode) {
         unsigned bits = OUT_ANY;
-        if (strcmp(status, "cancelled") == 0 || strcmp(status, "failed") == 0)
+        if (oq_status_releases(oc.status))
             bits |= OUT_CANCELLED;
-        settle_add(r, oid, bits);
+        settle_add(r, oc.order_id, bits);
         wake(r);
     }
-    json_decref(j);
 }
 
 static void handle_order(oq_relay_t *r, const rd_kafka_message_t *m)
 {
-    /* Cancel commands share the topic: only values without "type" (or "order") are orders. */
-    const char *p = m->payload;
-    if (!p)
-        return;
-    if (memmem(p, m->len, "\"type\"", 6)) {
-        json_error_t jerr;
-        json_t *j = json_loadb(p, m->len, 0, &jerr);
-        const char *type = NULL;
-        bool is_order = j && json_unpack(j, "{s:s}", "type", &type) == 0 &&
-                        strcmp(type, "order") == 0;
-        json_decref(j);
-        if (!is_order)
-            return;
-    }
+    /* Cancel commands share the topic: only order records are orders. */
     oq_order_t o;
-    if (oq_order_from_json(p, m->len, &o) != 0)
+    if (oq_order_decode(m->payload, m->len, &o, NULL, 0) != 0) {
+        atomic_fetch_add_explicit(&r->invalid, 1, memory_order_relaxed);
+        return;
+    }
+    if (o.type != OQ_MSG_ORDER)
         return;
     atomic_fetch_add_explicit(&r->orders_seen, 1, memory_order_relaxed);
     if (r->o.on_order)
@@ -1007,17 +994,17 @@ void oq_relay_notify(oq_relay_t *r)
 
 int oq_relay_cancel(oq_relay_t *r, const oq_order_t *o, const char *reason)
 {
-    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:I, s:s}", "type", "cancel", "order_id",
-                          o->order_id, "sale_id", o->sale_id, "user_id", o->user_id, "qty",
-                          (json_int_t)o->qty, "reason", reason ? reason : "");
-    if (!j)
+    oq_order_t c = *o;
+    c.type = OQ_MSG_CANCEL;
+    c.accepted_at_ms = 0;
+    c.idem_key[0] = '\0';
+    c.at_ms = 0;
+    snprintf(c.reason, sizeof(c.reason), "%s", reason ? reason : "");
+    char buf[OQ_ORDER_JSON_MAX];
+    int n = oq_order_encode(&c, buf, sizeof(buf));
+    if (n < 0 || oq_order_check(&c, NULL, 0) != 0)
         return CM_EINVAL;
-    char *s = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    if (!s)
-        return CM_ENOMEM;
-    int rc = oq_spool_append_event(r->spool, s, strlen(s));
-    free(s);
+    int rc = oq_spool_append_event(r->spool, buf, (size_t)n);
     if (rc == 0) /* in fsync durability the relay sees it only once it is on disk */
         rc = oq_spool_commit(r->spool);
     if (rc == 0)
@@ -1054,6 +1041,7 @@ void oq_relay_stats(oq_relay_t *r, oq_relay_stats_t *out)
     out->released_records = LD(released_records);
     out->orders_seen = LD(orders_seen);
     out->outcomes_seen = LD(outcomes_seen);
+    out->invalid = LD(invalid);
 #undef LD
     out->embedded = r->embedded_mode;
 }

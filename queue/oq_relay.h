@@ -47,12 +47,10 @@ typedef struct oq_relay oq_relay_t;
 /* Called for every order record seen in kafka.topic (duplicates included). */
 typedef void (*oq_relay_order_cb)(const oq_order_t *o, void *ud);
 /*
- * Called for every outcome seen in kafka.outcomes_topic. status is "settled",
- * "failed" or "cancelled"; reason may be NULL. Strings valid during the call.
+ * Called for every outcome seen in kafka.outcomes_topic (type OQ_MSG_OUTCOME,
+ * checked by the codec). Valid during the call.
  */
-typedef void (*oq_relay_outcome_cb)(const char *order_id, const char *sale_id,
-                                    const char *user_id, uint32_t qty, const char *status,
-                                    const char *reason, void *ud);
+typedef void (*oq_relay_outcome_cb)(const oq_order_t *outcome, void *ud);
 
 typedef struct oq_relay_opts {
     const char *brokers;        /* "embedded" (NULL/"" too) or "host:port,..." */
@@ -99,6 +97,7 @@ typedef struct oq_relay_stats {
     uint64_t released_records;
     uint64_t orders_seen;         /* consumer: order messages */
     uint64_t outcomes_seen;       /* consumer: outcome messages */
+    uint64_t invalid;             /* consumer: messages the order codec rejected, skipped */
     bool embedded;
 } oq_relay_stats_t;
 
@@ -125,12 +124,12 @@ void oq_relay_close(oq_relay_t *r, int timeout_ms);
 void oq_relay_notify(oq_relay_t *r);
 
 /*
- * Appends a cancel EVENT {"type":"cancel","order_id","sale_id","user_id",
- * "qty","reason"} to the spool (durable first) and wakes the relay, which
- * produces it to kafka.topic with the sale id as key (after its order, in the
- * same partition). In fsync durability it also waits for the fdatasync (the
- * relay sees only synced records). Returns 0, CM_EBUSY (spool full) or CM_EIO.
- * May block: not on a worker loop. Thread-safe.
+ * Appends a cancel record of order `o` (oq_order.h, type cancel) to the
+ * spool (durable first) and wakes the relay, which produces it to kafka.topic
+ * with the sale id as key (after its order, in the same partition). In fsync
+ * durability it also waits for the fdatasync (the relay sees only synced
+ * records). Returns 0, CM_EINVAL (o fails the codec's checks), CM_EBUSY (spool
+ * full) or CM_EIO. May block: not on a worker loop. Thread-safe.
  */
 int oq_relay_cancel(oq_relay_t *r, const oq_order_t *o, const char *reason);
 

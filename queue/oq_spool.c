@@ -15,7 +15,7 @@
  * The CRC covers the length too, so a flipped length byte is caught rather
  * than sending the reader into the middle of the next record.
  *
- * The ORDER payload is the order's JSON (oq_order_to_json), not a compact
+ * The ORDER payload is the order's JSON (oq_order_encode), not a compact
  * binary: it is the exact Kafka value, so the relay sends the payload as it
  * is and `flashgate-spool dump` prints it as it is; it is ~200 bytes, and the
  * encoder writes it into a stack buffer without allocating. A binary form
@@ -67,7 +67,6 @@
 
 #define REC_HDR 12u
 #define REC_MAX_PAYLOAD (1u << 20)
-#define ORDER_JSON_MAX 2048u /* worst case with every byte escaped is ~1.9 KiB */
 #define SEG_DEFAULT_BYTES (64u << 20)
 #define STACK_BUF 16384u
 
@@ -839,14 +838,14 @@ int oq_spool_append(oq_spool_t *sp, const oq_order_t *orders, size_t n)
         for (;;) {
             int jl = -1;
             if (cap - len > REC_HDR)
-                jl = oq_order_to_json(&orders[i], (char *)buf + len + REC_HDR,
+                jl = oq_order_encode(&orders[i], (char *)buf + len + REC_HDR,
                                       cap - len - REC_HDR);
             if (jl > 0) {
                 rec_frame(buf + len, OQ_REC_ORDER, (uint32_t)jl);
                 len += REC_HDR + (size_t)jl;
                 break;
             }
-            if (cap - len >= REC_HDR + ORDER_JSON_MAX) { /* cannot be: the order is bad */
+            if (cap - len >= REC_HDR + OQ_ORDER_JSON_MAX) { /* cannot be: the order is bad */
                 if (buf != stack)
                     free(buf);
                 return CM_EINVAL;
@@ -1095,10 +1094,16 @@ long oq_spool_scan(oq_spool_t *sp, oq_pos_t from, int (*fn)(const oq_rec_t *rec,
             const char *payload = (const char *)map + off + REC_HDR;
             oq_order_t order;
             if (rec.type == OQ_REC_ORDER) {
-                if (oq_order_from_json(payload, len, &order) != 0) {
+                char why[160];
+                int drc = oq_order_decode(payload, len, &order, why, sizeof(why));
+                if (drc == 0 && order.type != OQ_MSG_ORDER) {
+                    drc = CM_EINVAL;
+                    snprintf(why, sizeof(why), "type: not an order");
+                }
+                if (drc != 0) {
                     cm_log_error("oq", "spool: ORDER record holds no valid order",
-                                 "dir=%s seg=%" PRIu64 " off=%" PRIu64, sp->dir, segs[i].seg,
-                                 off);
+                                 "dir=%s seg=%" PRIu64 " off=%" PRIu64 " reason=\"%s\"", sp->dir,
+                                 segs[i].seg, off, why);
                     count = CM_ECORRUPT;
                     break;
                 }
@@ -1217,4 +1222,13 @@ void oq_spool_stats(oq_spool_t *sp, oq_spool_stats_t *out)
     pthread_mutex_unlock(&sp->mu);
     out->syncs = atomic_load_explicit(&sp->syncs, memory_order_relaxed);
     out->fsyncs = atomic_load_explicit(&sp->fsyncs, memory_order_relaxed);
+}
+
+int oq_pos_cmp(oq_pos_t a, oq_pos_t b)
+{
+    if (a.seg != b.seg)
+        return a.seg < b.seg ? -1 : 1;
+    if (a.off != b.off)
+        return a.off < b.off ? -1 : 1;
+    return 0;
 }

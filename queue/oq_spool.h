@@ -22,7 +22,7 @@
 #ifndef OQ_SPOOL_H
 #define OQ_SPOOL_H
 
-#include "inventory/inv.h"
+#include "queue/oq_order.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -31,16 +31,6 @@
 typedef struct oq_spool oq_spool_t;
 
 typedef enum { OQ_DURABILITY_WRITE = 0, OQ_DURABILITY_FSYNC = 1 } oq_durability_t;
-
-typedef struct oq_order {
-    char order_id[INV_ORDER_ID_MAX + 1];
-    char sale_id[INV_SALE_ID_MAX + 1];
-    char user_id[INV_USER_ID_MAX + 1];
-    char idem_key[INV_IDEM_KEY_MAX + 1]; /* "" = none */
-    uint32_t qty;
-    int64_t accepted_at_ms;
-    uint32_t node_id;
-} oq_order_t;
 
 /* A position in the spool: segment number and byte offset in it. */
 typedef struct oq_pos {
@@ -156,13 +146,7 @@ typedef struct oq_spool_stats {
 } oq_spool_stats_t;
 void oq_spool_stats(oq_spool_t *sp, oq_spool_stats_t *out);
 
-/* Order <-> the JSON of the Kafka value and `flashgate-spool dump`:
- * {"order_id","sale_id","user_id","qty","accepted_at","node","idem_key"?}.
- * oq_order_to_json returns the length written (excluding NUL), or a negative
- * cm_err_t if buf is too small. oq_order_from_json: 0 or CM_EINVAL. */
-int oq_order_to_json(const oq_order_t *o, char *buf, size_t len);
-int oq_order_from_json(const char *json, size_t len, oq_order_t *out);
-
+/* -1, 0 or 1 as a is before, at or after b. Thread-safe. */
 int oq_pos_cmp(oq_pos_t a, oq_pos_t b);
 
 /* Test seam: the next fdatasync round reports failure (as a disk error would). */

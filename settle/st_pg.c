@@ -138,8 +138,9 @@ static int lookup(st_pg_t *s, const char *order_id, st_outcome_t *out)
         return fail(s, res, "select");
     int ret = 0;
     if (PQntuples(res) > 0) {
-        int status = st_status_parse(PQgetvalue(res, 0, 0));
-        out->status = status < 0 ? ST_FAILED : (st_status_t)status;
+        const char *sv = PQgetvalue(res, 0, 0);
+        int status = oq_status_parse(sv, strlen(sv));
+        out->status = status < 0 ? OQ_STATUS_FAILED : (oq_status_t)status;
         out->changed = false;
         snprintf(out->reason, sizeof(out->reason), "%s",
                  PQgetisnull(res, 0, 1) ? "" : PQgetvalue(res, 0, 1));
@@ -150,20 +151,20 @@ static int lookup(st_pg_t *s, const char *order_id, st_outcome_t *out)
 }
 
 /* Returns 1 (inserted), 0 (already there) or a negative cm_err_t. */
-static int insert(st_pg_t *s, const st_order_t *o, st_status_t status, const char *reason)
+static int insert(st_pg_t *s, const oq_order_t *o, oq_status_t status, const char *reason)
 {
     char qty[16], at[24], node[16], now[24];
     snprintf(qty, sizeof(qty), "%" PRIu32, o->qty);
-    snprintf(at, sizeof(at), "%" PRId64, o->is_cancel ? (int64_t)0 : o->accepted_at_ms);
-    snprintf(node, sizeof(node), "%" PRId32, o->node_id);
+    snprintf(at, sizeof(at), "%" PRId64, o->type == OQ_MSG_CANCEL ? (int64_t)0 : o->accepted_at_ms);
+    snprintf(node, sizeof(node), "%" PRIu32, o->node_id);
     snprintf(now, sizeof(now), "%" PRId64, cm_wall_ms());
     const char *vals[9] = {o->order_id,
                            o->sale_id,
                            o->user_id,
                            qty,
                            at,
-                           (o->node_id >= 0 && !o->is_cancel) ? node : NULL,
-                           st_status_name(status),
+                           (o->node_id != OQ_NODE_UNKNOWN && o->type != OQ_MSG_CANCEL) ? node : NULL,
+                           oq_status_name(status),
                            (reason && *reason) ? reason : NULL,
                            now};
     PGresult *res = PQexecPrepared(s->conn, "st_ins", 9, vals, NULL, NULL, 0);
@@ -175,7 +176,7 @@ static int insert(st_pg_t *s, const st_order_t *o, st_status_t status, const cha
 }
 
 /* 0 (ran), 1 (rejected the order: reason filled) or a negative cm_err_t. */
-static int run_user(st_pg_t *s, const st_order_t *o, char *reason, size_t rlen)
+static int run_user(st_pg_t *s, const oq_order_t *o, char *reason, size_t rlen)
 {
     int ret = exec_cmd(s, "SAVEPOINT st_order");
     if (ret)
@@ -222,18 +223,18 @@ static int pg_lookup(st_sink_t *sink, const char *order_id, st_outcome_t *out)
     return lookup((st_pg_t *)sink, order_id, out);
 }
 
-static int pg_run_user(st_sink_t *sink, const st_order_t *o, char *reason, size_t rlen)
+static int pg_run_user(st_sink_t *sink, const oq_order_t *o, char *reason, size_t rlen)
 {
     return run_user((st_pg_t *)sink, o, reason, rlen);
 }
 
-static int pg_insert(st_sink_t *sink, const st_order_t *o, st_status_t status,
+static int pg_insert(st_sink_t *sink, const oq_order_t *o, oq_status_t status,
                      const char *reason)
 {
     return insert((st_pg_t *)sink, o, status, reason);
 }
 
-static int pg_cancel(st_sink_t *sink, const st_order_t *c, st_outcome_t *out)
+static int pg_cancel(st_sink_t *sink, const oq_order_t *c, st_outcome_t *out)
 {
     st_pg_t *s = (st_pg_t *)sink;
     memset(out, 0, sizeof(*out));
@@ -247,7 +248,7 @@ static int pg_cancel(st_sink_t *sink, const st_order_t *c, st_outcome_t *out)
     int changed = atoi(PQcmdTuples(res)) > 0;
     PQclear(res);
     if (!changed) {
-        int ret = insert(s, c, ST_CANCELLED, reason);
+        int ret = insert(s, c, OQ_STATUS_CANCELLED, reason);
         if (ret < 0)
             return ret;
         changed = ret == 1;
@@ -256,7 +257,7 @@ static int pg_cancel(st_sink_t *sink, const st_order_t *c, st_outcome_t *out)
             return ret < 0 ? ret : 0;
         }
     }
-    out->status = ST_CANCELLED;
+    out->status = OQ_STATUS_CANCELLED;
     out->changed = true;
     snprintf(out->reason, sizeof(out->reason), "%s", reason);
     return 0;

@@ -27,7 +27,7 @@
 typedef struct st_msg {
     rd_kafka_message_t *m;
     bool valid;
-    st_order_t order;
+    oq_order_t order;
     st_outcome_t outcome;
 } st_msg_t;
 
@@ -54,7 +54,7 @@ struct st_settle {
 
 /*---- Small helpers ----*/
 
-int st_sink_settle(st_sink_t *s, const st_order_t *o, st_outcome_t *out)
+int st_sink_settle(st_sink_t *s, const oq_order_t *o, st_outcome_t *out)
 {
     memset(out, 0, sizeof(*out));
     int ret;
@@ -64,16 +64,16 @@ int st_sink_settle(st_sink_t *s, const st_order_t *o, st_outcome_t *out)
             return ret < 0 ? ret : 0;
         if ((ret = s->ops->run_user(s, o, out->reason, sizeof(out->reason))) < 0)
             return ret;
-        out->status = ret == 1 ? ST_FAILED : ST_SETTLED;
+        out->status = ret == 1 ? OQ_STATUS_FAILED : OQ_STATUS_SETTLED;
         if ((ret = s->ops->insert(s, o, out->status, out->reason)) < 0)
             return ret;
         out->changed = true;
         return 0;
     }
-    if ((ret = s->ops->insert(s, o, ST_SETTLED, NULL)) < 0)
+    if ((ret = s->ops->insert(s, o, OQ_STATUS_SETTLED, NULL)) < 0)
         return ret;
     if (ret == 1) {
-        out->status = ST_SETTLED;
+        out->status = OQ_STATUS_SETTLED;
         out->changed = true;
         return 0;
     }
@@ -83,32 +83,6 @@ int st_sink_settle(st_sink_t *s, const st_order_t *o, st_outcome_t *out)
         return CM_EBACKEND;
     }
     return ret < 0 ? ret : 0;
-}
-
-const char *st_status_name(st_status_t st)
-{
-    switch (st) {
-    case ST_SETTLED:
-        return "settled";
-    case ST_FAILED:
-        return "failed";
-    case ST_CANCELLED:
-        return "cancelled";
-    }
-    return "failed";
-}
-
-int st_status_parse(const char *s)
-{
-    if (!s)
-        return -1;
-    if (strcmp(s, "settled") == 0)
-        return ST_SETTLED;
-    if (strcmp(s, "failed") == 0)
-        return ST_FAILED;
-    if (strcmp(s, "cancelled") == 0)
-        return ST_CANCELLED;
-    return -1;
 }
 
 static void sleep_ms(uint64_t ms)
@@ -164,102 +138,31 @@ int st_sink_open(st_sink_t **out, const char *db, const char *data_dir, const st
 
 /*---- Message formats ----*/
 
-static int copy_str(json_t *root, const char *key, char *dst, size_t cap, bool required, char *err,
-                    size_t errlen)
+int st_order_parse(const char *json, size_t len, oq_order_t *o, char *err, size_t errlen)
 {
-    json_t *v = json_object_get(root, key);
-    if (!v) {
-        if (required) {
-            snprintf(err, errlen, "missing \"%s\"", key);
-            return CM_EINVAL;
-        }
-        dst[0] = 0;
-        return 0;
-    }
-    if (!json_is_string(v) || json_string_length(v) >= cap ||
-        (required && json_string_length(v) == 0)) {
-        snprintf(err, errlen, "\"%s\" must be a string of 1..%zu characters", key, cap - 1);
+    int rc = oq_order_decode(json, len, o, err, errlen);
+    if (rc == 0 && o->type != OQ_MSG_ORDER && o->type != OQ_MSG_CANCEL) {
+        cm_errbuf_set(err, errlen, "type: %s is not for the orders topic",
+                      oq_msg_type_name(o->type));
         return CM_EINVAL;
     }
-    memcpy(dst, json_string_value(v), json_string_length(v) + 1);
-    return 0;
+    return rc;
 }
 
-int st_order_parse(const char *json, size_t len, st_order_t *o, char *err, size_t errlen)
+char *st_outcome_format(const oq_order_t *o, const st_outcome_t *oc, int64_t at_ms)
 {
-    memset(o, 0, sizeof(*o));
-    o->node_id = -1;
-    json_error_t jerr;
-    json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root || !json_is_object(root)) {
-        snprintf(err, errlen, "not a JSON object: %s", root ? "" : jerr.text);
-        json_decref(root);
-        return CM_EINVAL;
-    }
-    int ret = CM_EINVAL;
-    json_t *type = json_object_get(root, "type");
-    if (type) {
-        if (json_is_string(type) && strcmp(json_string_value(type), "cancel") == 0) {
-            o->is_cancel = true;
-        } else if (!json_is_string(type) || strcmp(json_string_value(type), "order") != 0) {
-            snprintf(err, errlen, "unknown \"type\"");
-            goto out;
-        }
-    }
-    if (copy_str(root, "order_id", o->order_id, sizeof(o->order_id), true, err, errlen) ||
-        copy_str(root, "sale_id", o->sale_id, sizeof(o->sale_id), true, err, errlen) ||
-        copy_str(root, "user_id", o->user_id, sizeof(o->user_id), true, err, errlen) ||
-        copy_str(root, "idem_key", o->idem_key, sizeof(o->idem_key), false, err, errlen))
-        goto out;
-    json_t *qty = json_object_get(root, "qty");
-    if (qty || !o->is_cancel) {
-        if (!json_is_integer(qty) || json_integer_value(qty) < (o->is_cancel ? 0 : 1) ||
-            json_integer_value(qty) > 1000000) {
-            snprintf(err, errlen, "\"qty\" must be an integer of 1..1000000");
-            goto out;
-        }
-        o->qty = (uint32_t)json_integer_value(qty);
-    }
-    json_t *at = json_object_get(root, "accepted_at");
-    if (at || !o->is_cancel) {
-        if (!json_is_integer(at) || json_integer_value(at) < 0) {
-            snprintf(err, errlen, "\"accepted_at\" must be an integer (ms)");
-            goto out;
-        }
-        o->accepted_at_ms = json_integer_value(at);
-    }
-    json_t *node = json_object_get(root, "node");
-    if (node) {
-        if (!json_is_integer(node) || json_integer_value(node) < 0 ||
-            json_integer_value(node) > 1000000) {
-            snprintf(err, errlen, "\"node\" must be a small integer");
-            goto out;
-        }
-        o->node_id = (int32_t)json_integer_value(node);
-    }
-    json_t *reason = json_object_get(root, "reason");
-    if (json_is_string(reason))
-        snprintf(o->reason, sizeof(o->reason), "%s", json_string_value(reason));
-    ret = 0;
-out:
-    json_decref(root);
-    return ret;
-}
-
-char *st_outcome_format(const st_order_t *o, const st_outcome_t *oc, int64_t at_ms)
-{
-    json_t *obj = json_pack("{s:s, s:s, s:s, s:I, s:s, s:I}", "order_id", o->order_id, "sale_id",
-                            o->sale_id, "user_id", o->user_id, "qty", (json_int_t)o->qty, "status",
-                            st_status_name(oc->status), "at", (json_int_t)at_ms);
-    if (!obj)
-        abort();
-    if (*oc->reason)
-        json_object_set_new(obj, "reason", json_string(oc->reason));
-    char *s = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(obj);
-    if (!s)
-        abort();
-    return s;
+    oq_order_t m = *o;
+    m.type = OQ_MSG_OUTCOME;
+    m.status = oc->status;
+    m.at_ms = at_ms;
+    m.accepted_at_ms = 0;
+    m.node_id = OQ_NODE_UNKNOWN;
+    m.idem_key[0] = '\0';
+    snprintf(m.reason, sizeof(m.reason), "%s", oc->reason);
+    char buf[OQ_ORDER_JSON_MAX];
+    if (oq_order_encode(&m, buf, sizeof(buf)) < 0)
+        abort(); /* cannot be: OQ_ORDER_JSON_MAX holds any record */
+    return cm_xstrdup(buf);
 }
 
 /*---- Kafka clients ----*/
@@ -475,7 +378,7 @@ static int write_batch(st_settle_t *st)
             st_msg_t *bm = &st->batch[i];
             if (!bm->valid)
                 continue;
-            ret = bm->order.is_cancel ? st_sink_cancel(st->sink, &bm->order, &bm->outcome)
+            ret = bm->order.type == OQ_MSG_CANCEL ? st_sink_cancel(st->sink, &bm->order, &bm->outcome)
                                       : st_sink_settle(st->sink, &bm->order, &bm->outcome);
         }
         if (ret == 0)
@@ -600,8 +503,8 @@ static void process_batch(st_settle_t *st)
         if (!bm->valid)
             continue;
         _Atomic uint64_t *c = !bm->outcome.changed               ? &st->stats.duplicates
-                              : bm->outcome.status == ST_SETTLED ? &st->stats.settled
-                              : bm->outcome.status == ST_FAILED  ? &st->stats.failed
+                              : bm->outcome.status == OQ_STATUS_SETTLED ? &st->stats.settled
+                              : bm->outcome.status == OQ_STATUS_FAILED  ? &st->stats.failed
                                                                  : &st->stats.cancelled;
         atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
     }

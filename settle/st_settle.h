@@ -87,16 +87,16 @@ const st_settle_stats_t *st_settle_stats(const st_settle_t *st);
 void st_settle_free(st_settle_t *st);
 
 /*
- * Parses one orders-topic message value into `o`: an order (no "type" or
- * "type":"order") or a cancellation ("type":"cancel"). Returns 0 or CM_EINVAL
- * with the problem in err. Thread-safe.
+ * Decodes one orders-topic message value into `o` with the order codec
+ * (queue/oq_order.h): an order or a cancel command; any other record type is
+ * rejected. Returns 0 or CM_EINVAL with the problem in err. Thread-safe.
  */
-int st_order_parse(const char *json, size_t len, st_order_t *o, char *err, size_t errlen);
+int st_order_parse(const char *json, size_t len, oq_order_t *o, char *err, size_t errlen);
 
 /*
- * Formats the outcome message {"order_id","sale_id","user_id","qty","status",
- * "reason"?,"at"} into a malloc'd string (caller frees). Thread-safe.
+ * Encodes the outcome record (type outcome, oq_order.h) of order `o` into a
+ * malloc'd string (caller frees). Thread-safe.
  */
-char *st_outcome_format(const st_order_t *o, const st_outcome_t *oc, int64_t at_ms);
+char *st_outcome_format(const oq_order_t *o, const st_outcome_t *oc, int64_t at_ms);
 
 #endif

@@ -31,35 +31,21 @@
 #ifndef ST_SINK_H
 #define ST_SINK_H
 
-#include "inventory/inv.h"
+#include "queue/oq_order.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#define ST_REASON_MAX 255
-
-/* An order, or a cancellation command (is_cancel), as read from the orders topic. */
-typedef struct st_order {
-    char order_id[INV_ORDER_ID_MAX + 1];
-    char sale_id[INV_SALE_ID_MAX + 1];
-    char user_id[INV_USER_ID_MAX + 1];
-    char idem_key[INV_IDEM_KEY_MAX + 1]; /* "" = none */
-    uint32_t qty;
-    int64_t accepted_at_ms;
-    int32_t node_id; /* -1 = unknown */
-    bool is_cancel;
-    char reason[ST_REASON_MAX + 1]; /* cancel reason; "" = none */
-} st_order_t;
-
-/* Final statuses, as stored and as published ("settled", "failed", "cancelled"). */
-typedef enum { ST_SETTLED = 0, ST_FAILED = 1, ST_CANCELLED = 2 } st_status_t;
 
 /* What one settle()/cancel() decided. */
+/* Orders and cancel commands are oq_order_t records (queue/oq_order.h): type
+ * OQ_MSG_ORDER or OQ_MSG_CANCEL. Statuses are oq_status_t and are stored by
+ * their names (oq_status_name). */
 typedef struct st_outcome {
-    st_status_t status;             /* the order's status after the call */
+    oq_status_t status;             /* the order's status after the call */
     bool changed;                   /* false: the row already had this status (a duplicate) */
-    char reason[ST_REASON_MAX + 1]; /* "" = none */
+    char reason[OQ_REASON_MAX + 1]; /* "" = none */
 } st_outcome_t;
 
 typedef struct st_sink st_sink_t;
@@ -80,15 +66,15 @@ typedef struct st_sink_ops {
      * inserted, 0 already there, or a negative cm_err_t.
      */
     int (*lookup)(st_sink_t *s, const char *order_id, st_outcome_t *out);
-    int (*run_user)(st_sink_t *s, const st_order_t *o, char *reason, size_t rlen);
-    int (*insert)(st_sink_t *s, const st_order_t *o, st_status_t status, const char *reason);
+    int (*run_user)(st_sink_t *s, const oq_order_t *o, char *reason, size_t rlen);
+    int (*insert)(st_sink_t *s, const oq_order_t *o, oq_status_t status, const char *reason);
     /*
      * Cancels one order inside the batch: settled -> cancelled (once). A
      * failed or cancelled order keeps its status (out->changed false). An
      * unknown order is recorded as cancelled so that a late copy of it is
      * never settled. 0 or a negative cm_err_t.
      */
-    int (*cancel)(st_sink_t *s, const st_order_t *c, st_outcome_t *out);
+    int (*cancel)(st_sink_t *s, const oq_order_t *c, st_outcome_t *out);
     /* Commits the batch. 0 or a negative cm_err_t (then nothing of it is kept). */
     int (*commit)(st_sink_t *s);
     /* Rolls the batch back; safe to call when no batch is open. Reconnects if
@@ -144,18 +130,14 @@ int st_sink_open(st_sink_t **out, const char *db, const char *data_dir, const st
  * `out` reports the recorded status. 0 or a negative cm_err_t (the batch must
  * then be rolled back).
  */
-int st_sink_settle(st_sink_t *s, const st_order_t *o, st_outcome_t *out);
+int st_sink_settle(st_sink_t *s, const oq_order_t *o, st_outcome_t *out);
 
-/* "settled" | "failed" | "cancelled". */
-const char *st_status_name(st_status_t st);
-/* Parses a status name; returns the status or -1. */
-int st_status_parse(const char *s);
 
 static inline int st_sink_begin(st_sink_t *s)
 {
     return s->ops->begin(s);
 }
-static inline int st_sink_cancel(st_sink_t *s, const st_order_t *c, st_outcome_t *out)
+static inline int st_sink_cancel(st_sink_t *s, const oq_order_t *c, st_outcome_t *out)
 {
     return s->ops->cancel(s, c, out);
 }

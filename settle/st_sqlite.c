@@ -103,9 +103,10 @@ static int lookup(st_sqlite_t *s, const char *order_id, st_outcome_t *out)
     int rc = sqlite3_step(st);
     int ret = 0;
     if (rc == SQLITE_ROW) {
-        int status = st_status_parse((const char *)sqlite3_column_text(st, 0));
+        const char *sv = (const char *)sqlite3_column_text(st, 0);
+        int status = sv ? oq_status_parse(sv, strlen(sv)) : -1;
         const unsigned char *reason = sqlite3_column_text(st, 1);
-        out->status = status < 0 ? ST_FAILED : (st_status_t)status;
+        out->status = status < 0 ? OQ_STATUS_FAILED : (oq_status_t)status;
         out->changed = false;
         snprintf(out->reason, sizeof(out->reason), "%s", reason ? (const char *)reason : "");
         ret = 1;
@@ -119,7 +120,7 @@ static int lookup(st_sqlite_t *s, const char *order_id, st_outcome_t *out)
 }
 
 /* Inserts a row. Returns 1 (inserted), 0 (already there) or a negative cm_err_t. */
-static int insert(st_sqlite_t *s, const st_order_t *o, st_status_t status, const char *reason)
+static int insert(st_sqlite_t *s, const oq_order_t *o, oq_status_t status, const char *reason)
 {
     sqlite3_stmt *st = s->ins;
     int64_t now = cm_wall_ms();
@@ -127,12 +128,12 @@ static int insert(st_sqlite_t *s, const st_order_t *o, st_status_t status, const
     sqlite3_bind_text(st, 2, o->sale_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, o->user_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, o->qty);
-    sqlite3_bind_int64(st, 5, o->is_cancel ? 0 : o->accepted_at_ms);
-    if (o->node_id >= 0 && !o->is_cancel)
-        sqlite3_bind_int(st, 6, o->node_id);
+    sqlite3_bind_int64(st, 5, o->type == OQ_MSG_CANCEL ? 0 : o->accepted_at_ms);
+    if (o->node_id != OQ_NODE_UNKNOWN && o->type != OQ_MSG_CANCEL)
+        sqlite3_bind_int64(st, 6, o->node_id);
     else
         sqlite3_bind_null(st, 6);
-    sqlite3_bind_text(st, 7, st_status_name(status), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 7, oq_status_name(status), -1, SQLITE_STATIC);
     if (reason && *reason)
         sqlite3_bind_text(st, 8, reason, -1, SQLITE_STATIC);
     else
@@ -148,7 +149,7 @@ static int insert(st_sqlite_t *s, const st_order_t *o, st_status_t status, const
     return ret;
 }
 
-static void bind_named(sqlite3_stmt *st, const st_order_t *o)
+static void bind_named(sqlite3_stmt *st, const oq_order_t *o)
 {
     int i;
     if ((i = sqlite3_bind_parameter_index(st, ":order_id")) > 0)
@@ -167,7 +168,7 @@ static void bind_named(sqlite3_stmt *st, const st_order_t *o)
  * Runs the user's statement for one order inside a savepoint. Returns 0 (ran),
  * 1 (rejected the order: reason filled) or a negative cm_err_t.
  */
-static int run_user(st_sqlite_t *s, const st_order_t *o, char *reason, size_t rlen)
+static int run_user(st_sqlite_t *s, const oq_order_t *o, char *reason, size_t rlen)
 {
     int ret = exec(s, "SAVEPOINT st_order");
     if (ret)
@@ -213,18 +214,18 @@ static int sq_lookup(st_sink_t *sink, const char *order_id, st_outcome_t *out)
     return lookup((st_sqlite_t *)sink, order_id, out);
 }
 
-static int sq_run_user(st_sink_t *sink, const st_order_t *o, char *reason, size_t rlen)
+static int sq_run_user(st_sink_t *sink, const oq_order_t *o, char *reason, size_t rlen)
 {
     return run_user((st_sqlite_t *)sink, o, reason, rlen);
 }
 
-static int sq_insert(st_sink_t *sink, const st_order_t *o, st_status_t status,
+static int sq_insert(st_sink_t *sink, const oq_order_t *o, oq_status_t status,
                      const char *reason)
 {
     return insert((st_sqlite_t *)sink, o, status, reason);
 }
 
-static int sq_cancel(st_sink_t *sink, const st_order_t *c, st_outcome_t *out)
+static int sq_cancel(st_sink_t *sink, const oq_order_t *c, st_outcome_t *out)
 {
     st_sqlite_t *s = (st_sqlite_t *)sink;
     memset(out, 0, sizeof(*out));
@@ -242,17 +243,17 @@ static int sq_cancel(st_sink_t *sink, const st_order_t *c, st_outcome_t *out)
     if (rc != SQLITE_DONE)
         return map_rc(rc);
     if (changes > 0) {
-        out->status = ST_CANCELLED;
+        out->status = OQ_STATUS_CANCELLED;
         out->changed = true;
         snprintf(out->reason, sizeof(out->reason), "%s", reason);
         return 0;
     }
     /* Not settled: unknown (record the cancel first), or already final. */
-    int ret = insert(s, c, ST_CANCELLED, reason);
+    int ret = insert(s, c, OQ_STATUS_CANCELLED, reason);
     if (ret < 0)
         return ret;
     if (ret == 1) {
-        out->status = ST_CANCELLED;
+        out->status = OQ_STATUS_CANCELLED;
         out->changed = true;
         snprintf(out->reason, sizeof(out->reason), "%s", reason);
         return 0;

@@ -52,7 +52,7 @@ static void *appender(void *arg)
                 snprintf(o[j].sale_id, sizeof(o[j].sale_id), "s%d", w->id);
                 snprintf(o[j].user_id, sizeof(o[j].user_id), "u%d", i);
                 o[j].qty = 1;
-                o[j].accepted_at_ms = i;
+                o[j].accepted_at_ms = 1795341600000LL + i;
             }
             rc = oq_spool_append(w->sh->sp, o, k);
         }

@@ -50,7 +50,7 @@ static void order_json(char *buf, size_t len, int i, const char *sale, const cha
 {
     snprintf(buf, len,
              "{\"order_id\":\"O%04d\",\"sale_id\":\"%s\",\"user_id\":\"%s\",\"qty\":1,"
-             "\"accepted_at\":\"2026-11-22T10:00:00.000Z\",\"node\":1}",
+             "\"accepted_at\":1795341600000,\"node\":1}",
              i, sale, user);
 }
 
@@ -99,7 +99,8 @@ static int setup(void **state)
     order_json(v, sizeof(v), 5, SALE, "u7-5");
     produce(f, "flashgate.orders", SALE, v);
     produce(f, "flashgate.orders", SALE,
-            "{\"type\":\"cancel\",\"order_id\":\"O0003\",\"sale_id\":\"" SALE "\"}");
+            "{\"type\":\"cancel\",\"order_id\":\"O0003\",\"sale_id\":\"" SALE
+            "\",\"user_id\":\"u7-3\"}");
     order_json(v, sizeof(v), 900, "other-sale", "u7-900");
     produce(f, "flashgate.orders", "other-sale", v);
     produce(f, "flashgate.orders", "x", "not json");
@@ -166,6 +167,7 @@ static void test_all_present_passes(void **state)
     assert_int_equal(a->topic_orders, N_ORDERS);
     assert_int_equal(a->topic_duplicates, 1);
     assert_int_equal(a->topic_cancels, 1);
+    assert_int_equal(a->topic_invalid, 1); /* the stray non-JSON message */
     assert_non_null(strstr(find(a, "kafka")->detail, "duplicates tolerated: 1 (consumer dedupes)"));
     assert_int_equal(a->db_rows, N_ORDERS);
     assert_string_equal(a->limit_source, "db");

@@ -1,11 +1,16 @@
-/* Order <-> JSON: round trips, jansson agrees with the hand-written encoder,
- * escaping, bad input, buffer limits; position order. */
+/* The order record's one codec: exact form, round trips of every record type
+ * with worst-case fields, jansson agrees with the hand-written encoder, each
+ * malformed field rejected with a reason that names it, buffer limits, the
+ * status name table; spool position order. */
 #include "common/cm_err.h"
+#include "common/cm_id.h"
+#include "queue/oq_order.h"
 #include "queue/oq_spool.h"
 
 #include <jansson.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +31,7 @@ static oq_order_t sample(void)
 
 static void assert_order_equal(const oq_order_t *a, const oq_order_t *b)
 {
+    assert_int_equal(a->type, b->type);
     assert_string_equal(a->order_id, b->order_id);
     assert_string_equal(a->sale_id, b->sale_id);
     assert_string_equal(a->user_id, b->user_id);
@@ -33,6 +39,23 @@ static void assert_order_equal(const oq_order_t *a, const oq_order_t *b)
     assert_int_equal(a->qty, b->qty);
     assert_int_equal(a->accepted_at_ms, b->accepted_at_ms);
     assert_int_equal(a->node_id, b->node_id);
+    assert_string_equal(a->reason, b->reason);
+    if (a->type == OQ_MSG_OUTCOME || a->type == OQ_MSG_RELEASE) {
+        assert_int_equal(a->status, b->status);
+        assert_int_equal(a->at_ms, b->at_ms);
+    }
+}
+
+static int roundtrip(const oq_order_t *o, oq_order_t *back)
+{
+    char buf[OQ_ORDER_JSON_MAX], why[160] = "";
+    int n = oq_order_encode(o, buf, sizeof(buf));
+    assert_true(n > 0);
+    assert_int_equal((size_t)n, strlen(buf));
+    int rc = oq_order_decode(buf, (size_t)n, back, why, sizeof(why));
+    if (rc != 0)
+        fail_msg("decode of %s: %s", buf, why);
+    return n;
 }
 
 static void test_exact_form(void **state)
@@ -40,32 +63,60 @@ static void test_exact_form(void **state)
     (void)state;
     oq_order_t o = sample();
     char buf[512];
-    int n = oq_order_to_json(&o, buf, sizeof(buf));
+    int n = oq_order_encode(&o, buf, sizeof(buf));
     const char *want = "{\"order_id\":\"0C7PXW3K2M001\",\"sale_id\":\"sale-1\",\"user_id\":"
                        "\"user.42\",\"qty\":2,\"accepted_at\":1732269600123,\"node\":7}";
     assert_string_equal(buf, want);
     assert_int_equal(n, strlen(want));
     strcpy(o.idem_key, "k-1");
-    n = oq_order_to_json(&o, buf, sizeof(buf));
+    n = oq_order_encode(&o, buf, sizeof(buf));
     assert_non_null(strstr(buf, ",\"idem_key\":\"k-1\"}"));
     assert_int_equal(n, strlen(buf));
+
+    oq_order_t c = sample();
+    c.type = OQ_MSG_CANCEL;
+    c.accepted_at_ms = 0;
+    c.node_id = OQ_NODE_UNKNOWN;
+    strcpy(c.reason, "fraud");
+    oq_order_encode(&c, buf, sizeof(buf));
+    assert_string_equal(buf, "{\"type\":\"cancel\",\"order_id\":\"0C7PXW3K2M001\",\"sale_id\":"
+                             "\"sale-1\",\"user_id\":\"user.42\",\"qty\":2,\"reason\":\"fraud\"}");
+    c.type = OQ_MSG_OUTCOME;
+    c.status = OQ_STATUS_SETTLED;
+    c.at_ms = 5;
+    c.reason[0] = '\0';
+    oq_order_encode(&c, buf, sizeof(buf));
+    assert_string_equal(buf, "{\"type\":\"outcome\",\"order_id\":\"0C7PXW3K2M001\",\"sale_id\":"
+                             "\"sale-1\",\"user_id\":\"user.42\",\"qty\":2,\"status\":"
+                             "\"settled\",\"at\":5}");
 }
 
-static void test_round_trip_and_jansson_agrees(void **state)
+static void test_round_trip_every_type(void **state)
 {
     (void)state;
+    /* the widest legal fields: every printable byte in the idempotency key,
+     * control characters, quotes, backslashes and UTF-8 in the reason */
     oq_order_t o = sample();
-    /* every printable byte and a few control bytes in the idempotency key */
     size_t k = 0;
-    for (int c = 0x20; c < 0x7f && k < INV_IDEM_KEY_MAX - 4; c++)
+    for (int c = 0x21; c < 0x7f && k < INV_IDEM_KEY_MAX; c++)
         o.idem_key[k++] = (char)c;
-    o.idem_key[k++] = '\n';
-    o.idem_key[k++] = '\t';
-    o.idem_key[k++] = 0x01;
     o.idem_key[k] = '\0';
-    char buf[2048];
-    int n = oq_order_to_json(&o, buf, sizeof(buf));
-    assert_true(n > 0);
+    memset(o.order_id, 'Z', INV_ORDER_ID_MAX);
+    o.order_id[INV_ORDER_ID_MAX] = '\0';
+    memset(o.sale_id, '-', INV_SALE_ID_MAX);
+    o.sale_id[INV_SALE_ID_MAX] = '\0';
+    memset(o.user_id, '_', INV_USER_ID_MAX);
+    o.user_id[INV_USER_ID_MAX] = '\0';
+    o.qty = OQ_QTY_MAX;
+    o.node_id = CM_ID_NODE_MAX;
+    o.accepted_at_ms = OQ_TIME_MAX_MS;
+    oq_order_t back;
+    int n = roundtrip(&o, &back);
+    assert_order_equal(&o, &back);
+
+    /* jansson reads the same values out of the encoder's bytes */
+    char buf[OQ_ORDER_JSON_MAX];
+    oq_order_encode(&o, buf, sizeof(buf));
     json_error_t err;
     json_t *j = json_loadb(buf, (size_t)n, 0, &err);
     assert_non_null(j);
@@ -73,24 +124,35 @@ static void test_round_trip_and_jansson_agrees(void **state)
     assert_int_equal(json_integer_value(json_object_get(j, "accepted_at")), o.accepted_at_ms);
     assert_int_equal(json_object_size(j), 7);
     json_decref(j);
-    oq_order_t back;
-    assert_int_equal(oq_order_from_json(buf, (size_t)n, &back), 0);
-    assert_order_equal(&o, &back);
-    /* maximum-length fields fit in ORDER_JSON_MAX-sized buffers */
-    memset(o.order_id, '"', INV_ORDER_ID_MAX);
-    o.order_id[INV_ORDER_ID_MAX] = 0;
-    memset(o.sale_id, 0x02, INV_SALE_ID_MAX);
-    o.sale_id[INV_SALE_ID_MAX] = 0;
-    memset(o.user_id, '\\', INV_USER_ID_MAX);
-    o.user_id[INV_USER_ID_MAX] = 0;
-    memset(o.idem_key, 0x1f, INV_IDEM_KEY_MAX);
-    o.idem_key[INV_IDEM_KEY_MAX] = 0;
-    o.qty = UINT32_MAX;
-    o.accepted_at_ms = -1;
-    n = oq_order_to_json(&o, buf, sizeof(buf));
-    assert_true(n > 0 && n < 2048);
-    assert_int_equal(oq_order_from_json(buf, (size_t)n, &back), 0);
-    assert_order_equal(&o, &back);
+
+    oq_status_t st[] = {OQ_STATUS_SETTLED, OQ_STATUS_FAILED, OQ_STATUS_CANCELLED};
+    for (int t = OQ_MSG_CANCEL; t <= OQ_MSG_RELEASE; t++) {
+        for (size_t s = 0; s < 3; s++) {
+            oq_order_t m = o;
+            m.type = (oq_msg_type_t)t;
+            m.idem_key[0] = '\0';
+            m.accepted_at_ms = s == 0 ? 0 : 1732269600123LL;
+            m.node_id = s == 1 ? OQ_NODE_UNKNOWN : 3;
+            m.qty = (uint32_t)s; /* 0 is legal outside an order */
+            m.status = st[s];
+            if (t == OQ_MSG_RELEASE && st[s] == OQ_STATUS_SETTLED)
+                m.status = OQ_STATUS_FAILED;
+            m.at_ms = 1732269600999LL;
+            /* every byte 0x01..0x7f, then UTF-8 of 2, 3 and 4 bytes */
+            size_t r = 0;
+            for (int c = 1; c < 0x80; c++)
+                m.reason[r++] = (char)c;
+            strcpy(m.reason + r, "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80");
+            int len = roundtrip(&m, &back);
+            assert_true(len < OQ_ORDER_JSON_MAX);
+            assert_order_equal(&m, &back);
+            /* and the largest reason: every byte escaped as \u00XX */
+            memset(m.reason, 0x01, OQ_REASON_MAX);
+            m.reason[OQ_REASON_MAX] = '\0';
+            roundtrip(&m, &back);
+            assert_order_equal(&m, &back);
+        }
+    }
 }
 
 static void test_small_buffer(void **state)
@@ -98,44 +160,158 @@ static void test_small_buffer(void **state)
     (void)state;
     oq_order_t o = sample();
     char buf[512];
-    int n = oq_order_to_json(&o, buf, sizeof(buf));
+    int n = oq_order_encode(&o, buf, sizeof(buf));
     assert_true(n > 0);
     char small[512];
-    assert_int_equal(oq_order_to_json(&o, small, (size_t)n), CM_EINVAL); /* no room for NUL */
-    assert_int_equal(oq_order_to_json(&o, small, (size_t)n + 1), n);
-    assert_int_equal(oq_order_to_json(&o, small, 0), CM_EINVAL);
+    assert_int_equal(oq_order_encode(&o, small, (size_t)n), CM_EINVAL); /* no room for NUL */
+    assert_int_equal(oq_order_encode(&o, small, (size_t)n + 1), n);
+    assert_int_equal(oq_order_encode(&o, small, 0), CM_EINVAL);
 }
 
-static void test_from_json_rejects(void **state)
+/* Each malformed field is rejected, and the reason names the field. */
+static void test_decode_rejects(void **state)
 {
     (void)state;
-    oq_order_t o;
-    const char *bad[] = {
-        "",
-        "[]",
-        "{",
-        "{\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":1,\"accepted_at\":1}", /* no id */
-        "{\"order_id\":\"x\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":0,\"accepted_at\":1}",
-        "{\"order_id\":\"x\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":\"1\",\"accepted_at\":1}",
-        "{\"order_id\":\"x\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":1}",
-        "{\"order_id\":\"x\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":1,\"accepted_at\":\"no\"}",
-        "{\"order_id\":\"x\",\"sale_id\":\"\",\"user_id\":\"u\",\"qty\":1,\"accepted_at\":1}",
-        "{\"order_id\":\"x\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":1,\"accepted_at\":1,"
-        "\"node\":-1}",
-        "{\"order_id\":\"0123456789012345678901234567890123\",\"sale_id\":\"s\",\"user_id\":\"u\","
-        "\"qty\":1,\"accepted_at\":1}", /* id too long */
-        "{\"order_id\":\"x\",\"order_id\":\"y\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":1,"
-        "\"accepted_at\":1}",
+#define ORD(rest) "{\"order_id\":\"x\",\"sale_id\":\"s\",\"user_id\":\"u\"" rest "}"
+#define OK_REST ",\"qty\":1,\"accepted_at\":1"
+    static const struct {
+        const char *json, *why;
+    } bad[] = {
+        {"", "not JSON"},
+        {"{", "not JSON"},
+        {"[]", "not a JSON object"},
+        {"null", "not JSON"},
+        {"{\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":1,\"accepted_at\":1}", "order_id: missing"},
+        {ORD(OK_REST ",\"order_id\":\"y\""), "not JSON"}, /* duplicate member */
+        {"{\"order_id\":\"\",\"sale_id\":\"s\",\"user_id\":\"u\"" OK_REST "}", "order_id:"},
+        {"{\"order_id\":\"a b\",\"sale_id\":\"s\",\"user_id\":\"u\"" OK_REST "}", "order_id:"},
+        {"{\"order_id\":\"0123456789012345678901234567890123\",\"sale_id\":\"s\",\"user_id\":"
+         "\"u\"" OK_REST "}",
+         "order_id:"},
+        {"{\"order_id\":7,\"sale_id\":\"s\",\"user_id\":\"u\"" OK_REST "}", "order_id:"},
+        {"{\"order_id\":\"x\",\"sale_id\":\"\",\"user_id\":\"u\"" OK_REST "}", "sale_id:"},
+        {"{\"order_id\":\"x\",\"sale_id\":\"s/1\",\"user_id\":\"u\"" OK_REST "}", "sale_id:"},
+        {"{\"order_id\":\"x\",\"sale_id\":\"s\",\"user_id\":\"u\\u0000v\"" OK_REST "}", "not JSON"},
+        {"{\"order_id\":\"x\",\"sale_id\":\"s\",\"user_id\":\"\\u00e9\"" OK_REST "}", "user_id:"},
+        {"{\"order_id\":\"x\",\"sale_id\":\"s\"" OK_REST "}", "user_id: missing"},
+        {ORD(OK_REST ",\"idem_key\":\"\""), "idem_key:"},
+        {ORD(OK_REST ",\"idem_key\":\"a b\""), "idem_key:"},
+        {ORD(OK_REST ",\"idem_key\":1"), "idem_key:"},
+        {ORD(",\"accepted_at\":1"), "qty: missing"},
+        {ORD(",\"qty\":0,\"accepted_at\":1"), "qty:"},
+        {ORD(",\"qty\":1001,\"accepted_at\":1"), "qty:"},
+        {ORD(",\"qty\":4294967297,\"accepted_at\":1"), "qty:"},
+        {ORD(",\"qty\":-1,\"accepted_at\":1"), "qty:"},
+        {ORD(",\"qty\":\"1\",\"accepted_at\":1"), "qty:"},
+        {ORD(",\"qty\":1.5,\"accepted_at\":1"), "qty:"},
+        {ORD(",\"qty\":1"), "accepted_at: missing"},
+        {ORD(",\"qty\":1,\"accepted_at\":0"), "accepted_at:"},
+        {ORD(",\"qty\":1,\"accepted_at\":-5"), "accepted_at:"},
+        {ORD(",\"qty\":1,\"accepted_at\":\"2024-11-22T10:00:00.123Z\""), "accepted_at:"},
+        {ORD(",\"qty\":1,\"accepted_at\":253402300800000"), "accepted_at:"},
+        {ORD(OK_REST ",\"node\":-1"), "node:"},
+        {ORD(OK_REST ",\"node\":1024"), "node:"},
+        {ORD(OK_REST ",\"node\":\"7\""), "node:"},
+        {ORD(OK_REST ",\"type\":\"refund\""), "type:"},
+        {ORD(OK_REST ",\"type\":1"), "type:"},
+        {ORD(OK_REST ",\"reason\":5"), "reason:"},
+        {"{\"type\":\"outcome\",\"order_id\":\"x\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":1}",
+         "status: missing"},
+        {"{\"type\":\"outcome\",\"order_id\":\"x\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":1,"
+         "\"status\":\"queued\"}",
+         "status:"},
+        {"{\"type\":\"outcome\",\"order_id\":\"x\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":1,"
+         "\"status\":\"done\"}",
+         "status:"},
+        {"{\"type\":\"release\",\"order_id\":\"x\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":1,"
+         "\"status\":\"settled\"}",
+         "status:"},
+        {"{\"type\":\"outcome\",\"order_id\":\"x\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":1,"
+         "\"status\":\"settled\",\"at\":-1}",
+         "at:"},
+        {"{\"type\":\"cancel\",\"order_id\":\"x\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":1001}",
+         "qty:"},
     };
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        assert_int_equal(oq_order_from_json(bad[i], strlen(bad[i]), &o), CM_EINVAL);
-    const char *ok = "{\"order_id\":\"x\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":3,"
-                     "\"accepted_at\":\"2024-11-22T10:00:00.123Z\"}";
-    assert_int_equal(oq_order_from_json(ok, strlen(ok), &o), 0);
-    assert_int_equal(o.accepted_at_ms, 1732269600123LL);
-    assert_int_equal(o.qty, 3);
-    assert_int_equal(o.node_id, 0);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        oq_order_t o;
+        char why[160] = "";
+        int rc = oq_order_decode(bad[i].json, strlen(bad[i].json), &o, why, sizeof(why));
+        if (rc != CM_EINVAL || strncmp(why, bad[i].why, strlen(bad[i].why)) != 0)
+            fail_msg("case %zu %s: rc=%d why=\"%s\", want \"%s\"", i, bad[i].json, rc, why,
+                     bad[i].why);
+    }
+    /* a reason longer than OQ_REASON_MAX */
+    char big[600];
+    int n = snprintf(big, sizeof(big), "{\"type\":\"cancel\",\"order_id\":\"x\",\"sale_id\":\"s\","
+                                       "\"user_id\":\"u\",\"reason\":\"");
+    memset(big + n, 'r', OQ_REASON_MAX + 1);
+    strcpy(big + n + OQ_REASON_MAX + 1, "\"}");
+    oq_order_t o;
+    char why[160];
+    assert_int_equal(oq_order_decode(big, strlen(big), &o, why, sizeof(why)), CM_EINVAL);
+    assert_memory_equal(why, "reason:", 7);
+    /* the decoder reads len bytes only: a prefix of a valid record is invalid */
+    const char *ok = ORD(OK_REST);
+    assert_int_equal(oq_order_decode(ok, strlen(ok) - 1, &o, NULL, 0), CM_EINVAL);
+    assert_int_equal(oq_order_decode(NULL, 0, &o, why, sizeof(why)), CM_EINVAL);
+    /* the smallest valid records; unknown members are ignored */
+    assert_int_equal(oq_order_decode(ok, strlen(ok), &o, why, sizeof(why)), 0);
+    assert_int_equal(o.type, OQ_MSG_ORDER);
+    assert_int_equal(o.node_id, OQ_NODE_UNKNOWN);
     assert_string_equal(o.idem_key, "");
+    const char *typed = ORD(OK_REST ",\"type\":\"order\",\"future\":[1,2]");
+    assert_int_equal(oq_order_decode(typed, strlen(typed), &o, why, sizeof(why)), 0);
+    const char *cancel = "{\"type\":\"cancel\",\"order_id\":\"x\",\"sale_id\":\"s\",\"user_id\":\"u\"}";
+    assert_int_equal(oq_order_decode(cancel, strlen(cancel), &o, why, sizeof(why)), 0);
+    assert_int_equal(o.type, OQ_MSG_CANCEL);
+    assert_int_equal(o.qty, 0);
+#undef ORD
+#undef OK_REST
+}
+
+/* The encoder's input must pass the same checks; bounds are one set. */
+static void test_check_matches_decoder(void **state)
+{
+    (void)state;
+    oq_order_t o = sample();
+    char why[160];
+    assert_int_equal(oq_order_check(&o, why, sizeof(why)), 0);
+    o.qty = OQ_QTY_MAX + 1;
+    assert_int_equal(oq_order_check(&o, why, sizeof(why)), CM_EINVAL);
+    assert_memory_equal(why, "qty:", 4);
+    o = sample();
+    o.qty = 0;
+    assert_int_equal(oq_order_check(&o, why, sizeof(why)), CM_EINVAL);
+    o.type = OQ_MSG_CANCEL;
+    assert_int_equal(oq_order_check(&o, why, sizeof(why)), 0);
+    o = sample();
+    strcpy(o.reason, "\xff");
+    o.type = OQ_MSG_CANCEL;
+    assert_int_equal(oq_order_check(&o, why, sizeof(why)), CM_EINVAL);
+    assert_memory_equal(why, "reason:", 7);
+    o = sample();
+    o.node_id = 5000;
+    assert_int_equal(oq_order_check(&o, why, sizeof(why)), CM_EINVAL);
+    assert_memory_equal(why, "node:", 5);
+}
+
+static void test_status_names(void **state)
+{
+    (void)state;
+    const char *names[] = {"queued", "settled", "failed", "cancelled"};
+    for (int s = 0; s < OQ_STATUS_COUNT; s++) {
+        assert_string_equal(oq_status_name((oq_status_t)s), names[s]);
+        assert_int_equal(oq_status_parse(names[s], strlen(names[s])), s);
+    }
+    assert_int_equal(oq_status_parse("settle", 6), -1);
+    assert_int_equal(oq_status_parse("settledx", 8), -1);
+    assert_int_equal(oq_status_parse("settled", 6), -1);
+    assert_int_equal(oq_status_parse(NULL, 0), -1);
+    assert_string_equal(oq_status_name(OQ_STATUS_COUNT), "unknown");
+    assert_true(oq_status_releases(OQ_STATUS_FAILED));
+    assert_true(oq_status_releases(OQ_STATUS_CANCELLED));
+    assert_false(oq_status_releases(OQ_STATUS_SETTLED));
+    assert_false(oq_status_releases(OQ_STATUS_QUEUED));
 }
 
 static void test_pos_cmp(void **state)
@@ -155,9 +331,11 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exact_form),
-        cmocka_unit_test(test_round_trip_and_jansson_agrees),
+        cmocka_unit_test(test_round_trip_every_type),
         cmocka_unit_test(test_small_buffer),
-        cmocka_unit_test(test_from_json_rejects),
+        cmocka_unit_test(test_decode_rejects),
+        cmocka_unit_test(test_check_matches_decoder),
+        cmocka_unit_test(test_status_names),
         cmocka_unit_test(test_pos_cmp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -139,10 +139,9 @@ static void on_order(const oq_order_t *o, void *ud)
     atomic_fetch_add(&f->orders_cb, 1);
 }
 
-static void on_outcome(const char *order_id, const char *sale_id, const char *user_id,
-                       uint32_t qty, const char *status, const char *reason, void *ud)
+static void on_outcome(const oq_order_t *oc, void *ud)
 {
-    (void)order_id, (void)sale_id, (void)user_id, (void)qty, (void)status, (void)reason;
+    (void)oc;
     fx_t *f = ud;
     atomic_store(&f->last_outcome_ms, cm_mono_ms());
     atomic_fetch_add(&f->outcomes_cb, 1);
@@ -299,11 +298,16 @@ static bool has_id(msgs_t *m, const char *id)
 
 static void produce_outcome(rd_kafka_t *p, const char *order_id, const char *status)
 {
-    char v[256];
-    int n = snprintf(v, sizeof(v),
-                     "{\"order_id\":\"%s\",\"sale_id\":\"sale-1\",\"user_id\":\"u\",\"qty\":1,"
-                     "\"status\":\"%s\",\"at\":%" PRId64 "}",
-                     order_id, status, cm_wall_ms());
+    oq_order_t oc = {.type = OQ_MSG_OUTCOME, .qty = 1, .node_id = OQ_NODE_UNKNOWN,
+                     .at_ms = cm_wall_ms()};
+    snprintf(oc.order_id, sizeof(oc.order_id), "%s", order_id);
+    strcpy(oc.sale_id, "sale-1");
+    strcpy(oc.user_id, "u");
+    oc.status = (oq_status_t)oq_status_parse(status, strlen(status));
+    char v[OQ_ORDER_JSON_MAX];
+    int n = oq_order_encode(&oc, v, sizeof(v));
+    assert_true(n > 0);
+    assert_int_equal(oq_order_check(&oc, NULL, 0), 0);
     assert_int_equal(rd_kafka_producev(p, RD_KAFKA_V_TOPIC(OUTCOMES), RD_KAFKA_V_KEY("sale-1", 6),
                                        RD_KAFKA_V_VALUE(v, (size_t)n),
                                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),

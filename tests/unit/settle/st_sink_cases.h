@@ -34,7 +34,7 @@ typedef struct ts_sink_fixture {
     void *ctx;
 } ts_sink_fixture_t;
 
-static void mk_order(st_order_t *o, const char *id, const char *user)
+static void mk_order(oq_order_t *o, const char *id, const char *user)
 {
     memset(o, 0, sizeof(*o));
     snprintf(o->order_id, sizeof(o->order_id), "%s", id);
@@ -45,10 +45,10 @@ static void mk_order(st_order_t *o, const char *id, const char *user)
     o->node_id = 3;
 }
 
-static void mk_cancel(st_order_t *o, const char *id, const char *reason)
+static void mk_cancel(oq_order_t *o, const char *id, const char *reason)
 {
     mk_order(o, id, "u-cancel");
-    o->is_cancel = true;
+    o->type = OQ_MSG_CANCEL;
     o->accepted_at_ms = 0;
     snprintf(o->reason, sizeof(o->reason), "%s", reason);
 }
@@ -64,23 +64,23 @@ static void case_idempotent(ts_sink_fixture_t *f)
 {
     st_sink_t *s;
     assert_int_equal(f->open(f, NULL, &s), 0);
-    st_order_t o;
+    oq_order_t o;
     st_outcome_t oc;
     mk_order(&o, "ORD-A", "u1");
     assert_int_equal(st_sink_begin(s), 0);
     assert_int_equal(st_sink_settle(s, &o, &oc), 0);
-    assert_int_equal(oc.status, ST_SETTLED);
+    assert_int_equal(oc.status, OQ_STATUS_SETTLED);
     assert_true(oc.changed);
     /* A copy in the same batch changes nothing. */
     assert_int_equal(st_sink_settle(s, &o, &oc), 0);
-    assert_int_equal(oc.status, ST_SETTLED);
+    assert_int_equal(oc.status, OQ_STATUS_SETTLED);
     assert_false(oc.changed);
     assert_int_equal(st_sink_commit(s), 0);
     /* And a copy in a later batch (a redelivery after a crash). */
     assert_int_equal(st_sink_begin(s), 0);
     assert_int_equal(st_sink_settle(s, &o, &oc), 0);
     assert_false(oc.changed);
-    assert_int_equal(oc.status, ST_SETTLED);
+    assert_int_equal(oc.status, OQ_STATUS_SETTLED);
     assert_int_equal(st_sink_commit(s), 0);
     assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 1);
     assert_int_equal(f->query_int(f, "SELECT qty FROM orders WHERE order_id = 'ORD-A'"), 1);
@@ -92,7 +92,7 @@ static void case_rollback(ts_sink_fixture_t *f)
 {
     st_sink_t *s;
     assert_int_equal(f->open(f, NULL, &s), 0);
-    st_order_t o;
+    oq_order_t o;
     st_outcome_t oc;
     char id[32];
     assert_int_equal(st_sink_begin(s), 0);
@@ -125,7 +125,7 @@ static void case_user_sql(ts_sink_fixture_t *f)
     st_sink_t *s;
     assert_int_equal(f->open(f, f->user_sql, &s), 0);
     const char *users[] = {"good1", "bad1", "good2", "bad2", "good3"};
-    st_order_t o;
+    oq_order_t o;
     st_outcome_t oc;
     char id[32];
     assert_int_equal(st_sink_begin(s), 0);
@@ -135,11 +135,11 @@ static void case_user_sql(ts_sink_fixture_t *f)
         assert_int_equal(st_sink_settle(s, &o, &oc), 0);
         assert_true(oc.changed);
         if (users[i][0] == 'b') {
-            assert_int_equal(oc.status, ST_FAILED);
+            assert_int_equal(oc.status, OQ_STATUS_FAILED);
             assert_true(strlen(oc.reason) > 0);
             printf("# failed %s: reason \"%s\"\n", users[i], oc.reason);
         } else {
-            assert_int_equal(oc.status, ST_SETTLED);
+            assert_int_equal(oc.status, OQ_STATUS_SETTLED);
             assert_string_equal(oc.reason, "");
         }
     }
@@ -156,12 +156,12 @@ static void case_user_sql(ts_sink_fixture_t *f)
     mk_order(&o, "US-1", "bad1");
     assert_int_equal(st_sink_settle(s, &o, &oc), 0);
     assert_false(oc.changed);
-    assert_int_equal(oc.status, ST_FAILED);
+    assert_int_equal(oc.status, OQ_STATUS_FAILED);
     assert_true(strlen(oc.reason) > 0);
     mk_order(&o, "US-0", "good1");
     assert_int_equal(st_sink_settle(s, &o, &oc), 0);
     assert_false(oc.changed);
-    assert_int_equal(oc.status, ST_SETTLED);
+    assert_int_equal(oc.status, OQ_STATUS_SETTLED);
     assert_int_equal(st_sink_commit(s), 0);
     assert_int_equal(f->query_int(f, "SELECT count(*) FROM ledger"), 3);
     st_sink_close(s);
@@ -171,7 +171,7 @@ static void case_cancel(ts_sink_fixture_t *f)
 {
     st_sink_t *s;
     assert_int_equal(f->open(f, NULL, &s), 0);
-    st_order_t o;
+    oq_order_t o;
     st_outcome_t oc;
     assert_int_equal(st_sink_begin(s), 0);
     mk_order(&o, "C-1", "u1");
@@ -181,26 +181,26 @@ static void case_cancel(ts_sink_fixture_t *f)
     assert_int_equal(st_sink_begin(s), 0);
     mk_cancel(&o, "C-1", "user asked");
     assert_int_equal(st_sink_cancel(s, &o, &oc), 0);
-    assert_int_equal(oc.status, ST_CANCELLED);
+    assert_int_equal(oc.status, OQ_STATUS_CANCELLED);
     assert_true(oc.changed);
     assert_string_equal(oc.reason, "user asked");
     /* Second cancel: nothing changes, same final status reported. */
     assert_int_equal(st_sink_cancel(s, &o, &oc), 0);
-    assert_int_equal(oc.status, ST_CANCELLED);
+    assert_int_equal(oc.status, OQ_STATUS_CANCELLED);
     assert_false(oc.changed);
     /* A late copy of the order does not resurrect it. */
     mk_order(&o, "C-1", "u1");
     assert_int_equal(st_sink_settle(s, &o, &oc), 0);
-    assert_int_equal(oc.status, ST_CANCELLED);
+    assert_int_equal(oc.status, OQ_STATUS_CANCELLED);
     assert_false(oc.changed);
     /* Cancel before the order: recorded, and the order is never settled. */
     mk_cancel(&o, "C-2", "");
     assert_int_equal(st_sink_cancel(s, &o, &oc), 0);
-    assert_int_equal(oc.status, ST_CANCELLED);
+    assert_int_equal(oc.status, OQ_STATUS_CANCELLED);
     assert_true(oc.changed);
     mk_order(&o, "C-2", "u2");
     assert_int_equal(st_sink_settle(s, &o, &oc), 0);
-    assert_int_equal(oc.status, ST_CANCELLED);
+    assert_int_equal(oc.status, OQ_STATUS_CANCELLED);
     assert_false(oc.changed);
     assert_int_equal(st_sink_commit(s), 0);
     assert_int_equal(count_status(f, "cancelled"), 2);
@@ -214,15 +214,15 @@ static void case_cancel_failed(ts_sink_fixture_t *f)
     f->exec(f, f->ledger_setup);
     st_sink_t *s;
     assert_int_equal(f->open(f, f->user_sql, &s), 0);
-    st_order_t o;
+    oq_order_t o;
     st_outcome_t oc;
     assert_int_equal(st_sink_begin(s), 0);
     mk_order(&o, "CF-1", "bad9");
     assert_int_equal(st_sink_settle(s, &o, &oc), 0);
-    assert_int_equal(oc.status, ST_FAILED);
+    assert_int_equal(oc.status, OQ_STATUS_FAILED);
     mk_cancel(&o, "CF-1", "too late");
     assert_int_equal(st_sink_cancel(s, &o, &oc), 0);
-    assert_int_equal(oc.status, ST_FAILED); /* a failed order stays failed */
+    assert_int_equal(oc.status, OQ_STATUS_FAILED); /* a failed order stays failed */
     assert_false(oc.changed);
     assert_int_equal(st_sink_commit(s), 0);
     assert_int_equal(count_status(f, "failed"), 1);
@@ -234,7 +234,7 @@ static void case_bench(ts_sink_fixture_t *f, const char *label, int n, int batch
 {
     st_sink_t *s;
     assert_int_equal(f->open(f, NULL, &s), 0);
-    st_order_t o;
+    oq_order_t o;
     st_outcome_t oc;
     char id[32], user[32];
     uint64_t t0 = cm_mono_ns();

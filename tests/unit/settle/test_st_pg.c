@@ -145,7 +145,7 @@ static void test_connection_loss(void **state)
     pg_ctx_t *c = f->ctx;
     st_sink_t *s;
     assert_int_equal(pgf_open(f, NULL, &s), 0);
-    st_order_t o1, o2;
+    oq_order_t o1, o2;
     st_outcome_t oc;
     mk_order(&o1, "CL-1", "u1");
     mk_order(&o2, "CL-2", "u2");

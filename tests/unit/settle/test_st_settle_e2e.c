@@ -138,7 +138,8 @@ static void on_outcome(const char *key, size_t klen, const char *val, size_t vle
     assert_true(klen == strlen(sale) && memcmp(key, sale, klen) == 0); /* key = sale id */
     assert_true(json_is_integer(json_object_get(o, "at")));
     assert_true(json_is_integer(json_object_get(o, "qty")));
-    int st = st_status_parse(json_string_value(json_object_get(o, "status")));
+    json_t *sj = json_object_get(o, "status");
+    int st = oq_status_parse(json_string_value(sj), json_string_length(sj));
     assert_true(st >= 0);
     int i;
     if (sscanf(id, "E%d", &i) == 1 && i >= 0 && i < MAXORD) {
@@ -240,7 +241,7 @@ static void test_settle_2000_with_duplicates(void **state)
     assert_int_equal(got, N + DUP);
     for (int i = 0; i < N; i++) {
         assert_true(seen->n[i] >= 1);
-        assert_int_equal(seen->status[i], ST_SETTLED);
+        assert_int_equal(seen->status[i], OQ_STATUS_SETTLED);
     }
     assert_int_equal(seen->other, 0);
     free(seen);
@@ -289,13 +290,13 @@ static void test_cancel_and_failed(void **state)
     assert_int_equal(ts_kafka_read_all(f->k.bootstrap, ST_DEFAULT_OUTCOMES_TOPIC, on_outcome, seen),
                      n);
     assert_int_equal(seen->n[1], 3); /* settled, cancelled, cancelled */
-    assert_int_equal(seen->status[1], ST_CANCELLED);
+    assert_int_equal(seen->status[1], OQ_STATUS_CANCELLED);
     assert_string_equal(seen->reason[1], "user asked"); /* the first cancel's reason stays */
     assert_int_equal(seen->n[2], 2);
-    assert_int_equal(seen->status[2], ST_CANCELLED);
-    assert_int_equal(seen->status[3], ST_FAILED);
+    assert_int_equal(seen->status[2], OQ_STATUS_CANCELLED);
+    assert_int_equal(seen->status[3], OQ_STATUS_FAILED);
     assert_non_null(strstr(seen->reason[3], "CHECK constraint failed"));
-    assert_int_equal(seen->status[4], ST_SETTLED);
+    assert_int_equal(seen->status[4], OQ_STATUS_SETTLED);
     free(seen);
 }
 

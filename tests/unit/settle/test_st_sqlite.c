@@ -123,7 +123,7 @@ static void test_busy_is_batch_error(void **state)
     assert_int_equal(st_sink_rollback(s), 0);
     assert_int_equal(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(other);
-    st_order_t o;
+    oq_order_t o;
     st_outcome_t oc;
     mk_order(&o, "BUSY-1", "u1");
     assert_int_equal(st_sink_begin(s), 0);
