@@ -201,7 +201,6 @@ static void spool_refused(gw_req_t *r, int rc)
     gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "%s",
                   rc == CM_EBUSY ? "order spool is full; try again shortly"
                                  : "order spool write failed");
-    gw_resp_header(&r->resp, "Retry-After", "1");
     if (rc != CM_EBUSY)
         cm_log_error("gw", "spool append failed", "err=%s", cm_errname(rc));
 }
