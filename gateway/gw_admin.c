@@ -1103,7 +1103,7 @@ static void h_order_cancel(admin_call_t *a)
         gw_resp_error(p, GW_R_UNAVAILABLE, NULL, "cancel failed: %s", cm_strerror(rc));
         return;
     }
-    const char *before = gw_order_status_name(ord.status);
+    const char *before = oq_status_name(ord.status);
     gw_orders_get(srv->orders, id, &ord);
     gw_resp_init(p, rc == 0 ? GW_R_ACCEPTED : GW_R_OK);
     p->body_len = (size_t)snprintf(p->body, sizeof(p->body),

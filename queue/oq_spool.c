@@ -866,7 +866,7 @@ int oq_spool_append(oq_spool_t *sp, const oq_order_t *orders, size_t n)
     return rc;
 }
 
-/* An upper bound of the ORDER record oq_order_to_json writes for o: ids and
+/* An upper bound of the ORDER record oq_order_encode writes for o: ids and
  * numbers as they are, the idempotency key with every byte escaped. */
 static size_t order_rec_bound(const oq_order_t *o)
 {
