@@ -320,7 +320,7 @@ void gw_ol_overloaded(gw_worker_t *w, gw_resp_t *p, const char *reason, const ch
     char extra[96];
     snprintf(extra, sizeof(extra), "\"reason\":\"%s\",\"retry_after\":%u", reason, retry);
     gw_resp_error(p, GW_R_OVERLOADED, extra, "%s", msg);
-    gw_resp_header(p, "Retry-After", "%u", retry);
+    gw_resp_retry_after(p, retry); /* replaces the table default */
 }
 
 void gw_ol_count_shed(gw_worker_t *w, gw_crit_t c)
