@@ -482,8 +482,40 @@ static int commit_offsets(st_settle_t *st)
     return 0;
 }
 
+/* Lag after a batch: for each partition in it, high watermark - (last offset + 1). */
+static void update_lag(st_settle_t *st)
+{
+    int64_t lag = 0;
+    for (size_t i = 0; i < st->nbatch; i++) {
+        rd_kafka_message_t *m = st->batch[i].m;
+        bool last_of_partition = true;
+        for (size_t j = i + 1; j < st->nbatch && last_of_partition; j++)
+            if (st->batch[j].m->partition == m->partition && st->batch[j].m->rkt == m->rkt)
+                last_of_partition = false;
+        if (!last_of_partition)
+            continue;
+        int64_t lo = 0, hi = 0;
+        if (rd_kafka_get_watermark_offsets(st->consumer, rd_kafka_topic_name(m->rkt), m->partition,
+                                           &lo, &hi) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            hi > m->offset + 1)
+            lag += hi - (m->offset + 1);
+    }
+    atomic_store_explicit(&st->stats.lag, lag, memory_order_relaxed);
+}
+
+static void record_batch_latency(st_settle_t *st, uint64_t us)
+{
+    static const uint64_t bounds_ms[ST_BATCH_NBOUNDS] = ST_BATCH_BOUNDS_MS;
+    unsigned b = 0;
+    while (b < ST_BATCH_NBOUNDS && us > bounds_ms[b] * 1000)
+        b++;
+    atomic_fetch_add_explicit(&st->stats.batch_lat[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->stats.batch_lat_sum_us, us, memory_order_relaxed);
+}
+
 static void process_batch(st_settle_t *st)
 {
+    uint64_t t0 = cm_mono_us();
     for (size_t i = 0; i < st->nbatch; i++) {
         st_msg_t *bm = &st->batch[i];
         char err[200];
@@ -511,6 +543,8 @@ static void process_batch(st_settle_t *st)
     if (publish_outcomes(st) != 0)
         return;
     commit_offsets(st);
+    record_batch_latency(st, cm_mono_us() - t0);
+    update_lag(st);
     atomic_fetch_add_explicit(&st->stats.messages, st->nbatch, memory_order_relaxed);
     atomic_fetch_add_explicit(&st->stats.batches, 1, memory_order_relaxed);
 }

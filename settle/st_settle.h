@@ -50,6 +50,9 @@ typedef struct st_settle_opts {
     size_t n_kafka_props;
 } st_settle_opts_t;
 
+#define ST_BATCH_BOUNDS_MS {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000}
+#define ST_BATCH_NBOUNDS 13
+
 typedef struct st_settle_stats {
     _Atomic uint64_t messages;   /* messages processed (committed batches) */
     _Atomic uint64_t settled;    /* orders newly settled */
@@ -60,6 +63,13 @@ typedef struct st_settle_stats {
     _Atomic uint64_t batches;    /* committed batches */
     _Atomic uint64_t db_errors;  /* batches rolled back and retried */
     _Atomic uint64_t outcomes;   /* outcomes delivered */
+    /* Batch latency (database write + outcomes + offset commit), a histogram
+     * over ST_BATCH_BOUNDS_MS (last bucket: above), and its sum in microseconds. */
+    _Atomic uint64_t batch_lat[ST_BATCH_NBOUNDS + 1];
+    _Atomic uint64_t batch_lat_sum_us;
+    /* Consumer lag after the last batch: high watermark minus the next offset,
+     * summed over the partitions of that batch (librdkafka's cached watermarks). */
+    _Atomic int64_t lag;
 } st_settle_stats_t;
 
 typedef struct st_settle st_settle_t;

@@ -250,6 +250,40 @@ try:
     eq(A("PUT", "/admin/v1/degrade", body={"level": "auto"}).status, 200, "back to auto")
     check(metric(text, "flashgate_relay_oldest_unacked_age_seconds") is not None or
           "--kafka-brokers none" in os.environ.get("FLASHGATE_IT_EXTRA", ""), "relay lag metric")
+
+    # --- flashgate-settle --metrics-listen: its side, checked by promtool too ---
+    if "--kafka-brokers none" not in os.environ.get("FLASHGATE_IT_EXTRA", ""):
+        from fgq import Settle, sqlite_count, wait_until  # noqa: E402
+        from fg import free_port  # noqa: E402
+        mport = free_port()
+        st = Settle(g.data_dir, "--metrics-listen", "127.0.0.1:%d" % mport).start()
+        try:
+            accepted = A("GET", "/admin/v1/stats").json["accepted_units"]
+
+            def settled_all():
+                try:
+                    return sqlite_count(st.db_path) >= accepted
+                except Exception:
+                    return False
+            check(wait_until(settled_all, 60), "settle settled every order")
+
+            def scrape():
+                return request(mport, "GET", "/metrics").raw.decode()
+            # messages_total moves after the batch's commit, with batches_total
+            check(wait_until(lambda: metric(scrape(), "flashgate_settle_messages_total") >= accepted,
+                             30), "settle metrics count every committed message (%d)" % accepted)
+            text = scrape()
+            eq(metric(text, "flashgate_settle_settled_total"), float(accepted),
+               "settled orders in the metrics")
+            promtool_ok(text, "flashgate-settle /metrics")
+            eq(metric(text, "flashgate_settle_batch_duration_seconds_count"),
+               metric(text, "flashgate_settle_batches_total"), "one latency sample per batch")
+            check(metric(text, "flashgate_settle_batches_total") >= 1, "batches counted")
+            eq(metric(text, "flashgate_settle_consumer_lag"), 0.0, "no lag once caught up")
+            eq(request(mport, "GET", "/nope").status, 404, "settle metrics: other paths 404")
+            eq(request(mport, "POST", "/metrics").status, 405, "settle metrics: GET only")
+        finally:
+            st.cleanup()
 finally:
     g.stop()
 
