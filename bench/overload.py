@@ -346,15 +346,6 @@ class Bench:
 
 # ---------------------------------------------------------------- analysis
 
-def capacity_from_ramp(r):
-    """The highest good answers per second seen during a ramp (by completion second)."""
-    best = 0
-    for sec in r["timeline"]:
-        a = sec["answers"]
-        best = max(best, sum(a.get(k, 0) for k in GOOD_BUY))
-    return best
-
-
 def convergence_ms(r, step_s, end_s, window_bins=5, slow_max=0.05):
     """ms after the step until every 50 ms window (by scheduled time) has <= 5% slow answers.
 
@@ -428,7 +419,7 @@ def main():
     if a.give_up_ms is None:
         a.give_up_ms = 500 if a.smoke else 2000
     secs = a.seconds or (0.5 if a.smoke else 3.0 if a.quick else 5.0)
-    ramp_s = 1.0 if a.smoke else 4.0 if a.quick else 6.0
+    ramp_s = 0.5 if a.smoke else 1.5 if a.quick else 2.0
     loads = [float(x) for x in a.loads.split(",")]
     cases = [c.strip() for c in a.cases.split(",") if c.strip()]
     for c in cases:
@@ -458,6 +449,9 @@ def main():
                "mode": "smoke" if a.smoke else "quick" if a.quick else "full",
                "seconds_per_run": secs, "loads": loads, "cases": {}, "caps": []}
     try:
+        gw = bench.gateway({"name": "detect", "inventory": None})
+        bench.set_level(gw, "auto")
+        B.stop(gw.proc)
         for name in cases:
             results["cases"][name] = run_case(bench, a, name, loads, secs, ramp_s, help_text,
                                               results)
@@ -475,7 +469,7 @@ def main():
     jpath = os.path.join(outdir, "overload.json")
     slim = json.loads(json.dumps(results))
     for c in slim["cases"].values():  # the raw timelines stay, but not twice
-        for r in c.get("runs", []) + c.get("steps", []) + [c.get("ramp") or {}]:
+        for r in c.get("runs", []) + c.get("steps", []):
             if r and r.get("fine") and r.get("label") != "step":
                 r.pop("fine", None)
     json.dump(slim, open(jpath, "w"), indent=1)
@@ -497,14 +491,14 @@ def run_case(bench, a, name, loads, secs, ramp_s, help_text, results):
         results["caps"].append("dep: redis-server " + cap.desc)
         case.update(inventory="redis://127.0.0.1:%d" % rport, redis_pid=rp.pid)
         out["cap"] = cap.desc
-        guess_hi = 30000 * a.redis_cpu * 2
+        start_rps = 600.0
     elif name == "cpu":
         cap = CpuCap("gateway", a.gw_cpu)
         case["gw_cap"] = cap
         results["caps"].append("cpu: flashgate " + cap.desc)
         out["cap"] = cap.desc
         out["budget_us_per_s"] = a.gw_cpu * 1e6
-        guess_hi = 50000 * a.gw_cpu * 2
+        start_rps = 600.0
     else:
         up, uport = start_upstream(bench.tmp, a.upstream_rps)
         case["page_share"] = a.page_share
@@ -517,7 +511,6 @@ def run_case(bench, a, name, loads, secs, ramp_s, help_text, results):
             a.upstream_rps)
         results["caps"].append("mixed: no cgroup; the test upstream serves %.0f/s" %
                                a.upstream_rps)
-        guess_hi = None
 
     # 1x: capacity
     if name == "mixed":
@@ -525,17 +518,24 @@ def run_case(bench, a, name, loads, secs, ramp_s, help_text, results):
         out["capacity_how"] = ("by construction: %.0f/s x %.0f%% pages = the upstream's %.0f/s"
                                % (cap_rps, 100 * a.page_share, a.upstream_rps))
     else:
-        hi = guess_hi
-        for attempt in range(3):
-            ramp = bench.run(case, "off", [{"kind": "ramp", "duration_s": ramp_s, "rate": hi / 20,
-                                            "rate_end": hi}], "ramp")
-            cap_rps = capacity_from_ramp(ramp)
-            out["ramp"] = ramp
-            if cap_rps < 0.8 * hi * (ramp_s - 1) / ramp_s or a.smoke:
+        # plateaus of ramp_s at rates x1.5 apart, each on a fresh gateway, until one is
+        # no longer served (goodput < 90% of offered, or admitted p99 > 100 ms: a queue)
+        rate, cap_rps, probes = start_rps, 0.0, []
+        mode = "off"  # the unprotected peak is the 1x the issue compares with
+        while rate <= a.max_rate and len(probes) < (2 if a.smoke else 9):
+            r = bench.run(case, mode, [{"kind": "plateau", "duration_s": ramp_s, "rate": rate}],
+                          "probe")
+            probes.append({"offered_rps": r["offered_rps"], "goodput_rps": r["goodput_rps"],
+                           "admitted_p99_ms": r["admitted"].get("p99_ms")})
+            cap_rps = max(cap_rps, r["goodput_rps"])
+            p99 = r["admitted"].get("p99_ms") or 0
+            if r["goodput_rps"] < 0.9 * r["offered_rps"] or p99 > 100:
                 break
-            hi *= 2.5  # never saturated: ramp higher
-        out["capacity_how"] = ("highest good answers/s in one second of a ramp 0 -> %.0f/s "
-                               "over %.0f s, level 0" % (hi, ramp_s))
+            rate *= 1.5
+        out["probes"] = probes
+        out["capacity_how"] = ("best goodput of %d plateaus of %.1f s from %.0f/s, x1.5 apart, "
+                               "until one was not served (goodput < 90%% or admitted p99 > "
+                               "100 ms), protection %s" % (len(probes), ramp_s, start_rps, mode))
     out["capacity_rps"] = cap_rps
     log("%s: capacity %.0f/s (%s)" % (name, cap_rps, out["capacity_how"]))
 
@@ -706,6 +706,13 @@ def report(res, a):
             head.insert(4, "pages 200/s")
             head.insert(8, "page 200 p50/p99 ms")
         B.table(head, rows)
+        if name == "mixed":
+            mix = []
+            for r in c["runs"] + c["steps"]:
+                pg = {k: v for k, v in r["pages"].items() if v}
+                mix.append("%s %s: %s" % (r["label"], r["mode"], ", ".join(
+                    "%s %d" % kv for kv in sorted(pg.items())) or "none"))
+            print("   page answers: " + "; ".join(mix))
         if any(r.get("clipped") for r in c["runs"]):
             print("   * clipped to %.0f arrivals/s (--max-rate: what one flashgate-load loop can "
                   "send here)" % a.max_rate)
