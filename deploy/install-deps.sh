@@ -10,7 +10,7 @@ PKGS="build-essential cmake pkg-config git curl procps python3
 libmicrohttpd-dev libuv1-dev libhiredis-dev librdkafka-dev libjansson-dev libcmocka-dev
 libsqlite3-dev sqlite3 libpq-dev libsystemd-dev postgresql redis-server
 kcat wrk gnuplot-nox nginx-light varnish python3-yaml
-clang libclang-rt-14-dev
+clang libclang-rt-14-dev libssl-dev cppcheck clang-tidy
 prometheus chromium"
 
 missing=""

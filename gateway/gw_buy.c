@@ -77,12 +77,16 @@ static void reply_accepted(gw_req_t *r, const oq_order_t *o, bool replayed)
 {
     gw_resp_t *p = &r->resp;
     gw_resp_init(p, GW_R_ACCEPTED);
+    /* The status token is the only way to read the order back (order ids can be
+     * enumerated); the buyer's user id is never sent back. */
+    char tok[GW_TOKEN_LEN + 1];
+    gw_status_token(r->w->srv, o->order_id, tok);
     p->body_len = (size_t)snprintf(
         p->body, sizeof(p->body),
-        "{\"order_id\":\"%s\",\"status\":\"queued\",\"sale_id\":\"%s\",\"user_id\":\"%s\","
-        "\"qty\":%u}",
-        o->order_id, o->sale_id, o->user_id, o->qty);
-    gw_resp_header(p, "Location", "/v1/orders/%s", o->order_id);
+        "{\"order_id\":\"%s\",\"status\":\"queued\",\"sale_id\":\"%s\",\"qty\":%u,"
+        "\"status_token\":\"%s\"}",
+        o->order_id, o->sale_id, o->qty, tok);
+    gw_resp_header(p, "Location", "/v1/orders/%s?token=%s", o->order_id, tok);
     if (replayed)
         gw_resp_header(p, "Idempotent-Replayed", "true");
 }
@@ -489,7 +493,12 @@ void gw_buy_loop_tick(gw_worker_t *w)
 void gw_order_handle(gw_req_t *r)
 {
     oq_order_t ord;
-    if (!gw_orders_get(r->w->srv->orders, r->id, &ord)) {
+    /* Without the order's status token it does not exist, whether it does or not. */
+    const char *tok = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "token");
+    if (!tok)
+        tok = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Order-Token");
+    if (!gw_status_token_ok(r->w->srv, r->id, tok) ||
+        !gw_orders_get(r->w->srv->orders, r->id, &ord)) {
         gw_resp_error(&r->resp, GW_R_UNKNOWN_ORDER, NULL, "no order %s", r->id);
         return;
     }
@@ -499,10 +508,9 @@ void gw_order_handle(gw_req_t *r)
     cm_time_format_rfc3339(ord.accepted_at_ms, at, sizeof(at));
     size_t n = (size_t)snprintf(
         p->body, sizeof(p->body),
-        "{\"order_id\":\"%s\",\"status\":\"%s\",\"sale_id\":\"%s\",\"user_id\":\"%s\","
-        "\"qty\":%u,\"accepted_at\":\"%s\"",
-        ord.order_id, oq_status_name(ord.status), ord.sale_id, ord.user_id, ord.qty,
-        at);
+        "{\"order_id\":\"%s\",\"status\":\"%s\",\"sale_id\":\"%s\",\"qty\":%u,"
+        "\"accepted_at\":\"%s\"",
+        ord.order_id, oq_status_name(ord.status), ord.sale_id, ord.qty, at);
     if (ord.reason[0]) {
         n += (size_t)snprintf(p->body + n, sizeof(p->body) - n, ",\"reason\":\"");
         gw_json_escape(p->body, sizeof(p->body) - 4, &n, ord.reason);

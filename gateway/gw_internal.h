@@ -297,6 +297,7 @@ struct gw_server {
     gw_orders_t *orders;
     gw_proxies_t proxies;
     gw_ip_table_t *iptable; /* gw_conn.c: open connections per client address */
+    uint8_t *status_key; /* gw_token.c: 32 bytes in a secret page (no core dump) */
     cm_id_gen_t ids;
     uint32_t node_id;
     gw_worker_t *workers;
@@ -418,6 +419,29 @@ void gw_conn_busy(gw_conn_t *c);      /* the request is complete: being served *
 void gw_conn_idle(gw_conn_t *c);      /* answered: keep-alive, waiting for the next head */
 /* Adds "connections": {open, evicted, head_timeouts, ...} to a stats object (json_t *). Thread-safe. */
 void gw_conn_stats(gw_server_t *srv, void *json_obj);
+
+/*---- Order status tokens (gw_token.c) ----*/
+
+#define GW_TOKEN_BYTES 16 /* of the HMAC-SHA256 */
+#define GW_TOKEN_LEN 22   /* base64url characters */
+
+/*
+ * Loads <data-dir>/status.key (or creates it, mode 0600; a file readable by
+ * others is refused); with a Redis inventory, takes the fleet's key from
+ * Redis (offering ours with SET NX). Returns 0 or a negative cm_err_t with
+ * the reason in errbuf. Single-threaded init.
+ */
+int gw_status_key_load(gw_server_t *srv, char *errbuf, size_t errlen);
+void gw_status_key_free(gw_server_t *srv);
+/* Writes the order's status token (GW_TOKEN_LEN chars + NUL) to out; returns its length
+ * (0 without a key). Thread-safe. */
+size_t gw_status_token(const gw_server_t *srv, const char *order_id, char *out);
+/* Whether token is the order's status token (constant-time compare). Thread-safe. */
+bool gw_status_token_ok(const gw_server_t *srv, const char *order_id, const char *token);
+/* A page-rounded buffer kept out of core dumps (MADV_DONTDUMP), mlock'ed when
+ * allowed; NULL on failure. gw_secret_free wipes (explicit_bzero) and unmaps it. */
+void *gw_secret_alloc(size_t len);
+void gw_secret_free(void *p, size_t len);
 
 /* Workers (gw_http.c). */
 int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen);

@@ -247,6 +247,8 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
     }
     if ((rc = gw_proxies_parse(&srv->proxies, cfg->trusted_proxies, errbuf, errlen)))
         return rc;
+    if ((rc = gw_status_key_load(srv, errbuf, errlen)))
+        return rc;
     srv->orders = gw_orders_new();
     srv->limits = gw_limits_new(cfg->limiter_max_keys);
     if (!srv->limits) {
@@ -340,6 +342,7 @@ void gw_server_stop(gw_server_t *srv)
     gw_limits_free(srv->limits);
     gw_orders_free(srv->orders);
     gw_proxies_free(&srv->proxies);
+    gw_status_key_free(srv);
     CM_FREE(srv->loaded);
     free(srv->workers);
     srv->workers = NULL;

@@ -283,6 +283,8 @@ static void record_order(run_t *r, uint64_t uid, const char *body)
         lt_order_t *o = &res->orders[res->n_orders];
         memset(o, 0, sizeof(*o));
         snprintf(o->id, sizeof(o->id), "%s", oid);
+        const char *tok = json_string_value(json_object_get(j, "status_token"));
+        snprintf(o->token, sizeof(o->token), "%s", tok && strlen(tok) < sizeof(o->token) ? tok : "");
         o->user = uid;
         o->qty = (uint32_t)qty;
         snprintf(o->status, sizeof(o->status), "%s", oq_status_name(OQ_STATUS_QUEUED));
@@ -598,8 +600,9 @@ static void conn_send(conn_t *c, req_t *q)
     } else {
         const lt_order_t *o = &r->res->orders[r->users[q->user].order];
         n = snprintf(wq->data, sizeof(wq->data),
-                     "GET /v1/orders/%s HTTP/1.1\r\nHost: %s:%d\r\nX-Forwarded-For: %s\r\n\r\n",
-                     o->id, c->tg->host, c->tg->port, addr);
+                     "GET /v1/orders/%s?token=%s HTTP/1.1\r\nHost: %s:%d\r\n"
+                     "X-Forwarded-For: %s\r\n\r\n",
+                     o->id, o->token, c->tg->host, c->tg->port, addr);
     }
     c->cur = q;
     c->state = C_BUSY;

@@ -74,6 +74,7 @@ typedef struct lt_fine {
 
 typedef struct lt_order {
     char id[48];
+    char token[32]; /* status_token from the 202: GET /v1/orders/{id}?token= */
     uint64_t user;
     uint32_t qty;
     char status[12]; /* last polled status: "", queued, settled, failed, cancelled */

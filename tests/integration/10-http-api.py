@@ -39,13 +39,27 @@ try:
     eq(r.status, 202, "buy accepted")
     oid = r.json["order_id"]
     eq(r.json["status"], "queued", "accepted body status")
-    eq((r.json["sale_id"], r.json["user_id"], r.json["qty"]), ("s1", "u-1", 1), "accepted body")
-    eq(r.headers.get("location"), "/v1/orders/" + oid, "Location header")
-    r = g.get("/v1/orders/" + oid)
+    eq((r.json["sale_id"], r.json["qty"]), ("s1", 1), "accepted body")
+    check("user_id" not in r.json, "the 202 does not echo the user id")
+    tok = r.json["status_token"]
+    eq(tok, g.order_token(oid), "status token is the HMAC of the order id with the data dir's key")
+    eq(r.headers.get("location"), "/v1/orders/%s?token=%s" % (oid, tok), "Location header")
+    key = os.path.join(g.data_dir, "status.key")
+    eq(oct(os.stat(key).st_mode & 0o777), oct(0o600), "status.key is mode 0600")
+    r = g.order(oid)
     eq(r.status, 200, "GET order")
     eq((r.json["order_id"], r.json["status"], r.json["qty"]), (oid, "queued", 1), "order body")
-    eq(g.get("/v1/orders/NOSUCHORDER00").status, 404, "unknown order 404")
-    eq(g.get("/v1/orders/NOSUCHORDER00").json["error"], "unknown_order", "unknown order code")
+    check("user_id" not in r.json, "order status never shows the user id")
+    eq(g.get("/v1/orders/%s" % oid, headers={"X-Order-Token": tok}).status, 200,
+       "the token also works as a header")
+    # Without the right token an order does not exist (no oracle for enumeration).
+    for bad in ("", "?token=", "?token=" + "A" * 22, "?token=" + tok[:-1],
+                "?token=" + g.order_token(oid[:-1] + ("0" if oid[-1] != "0" else "1"))):
+        r = g.get("/v1/orders/" + oid + bad)
+        eq((r.status, r.json["error"]), (404, "unknown_order"), "no order without its token: %r" % bad)
+        check("u-1" not in r.raw.decode(), "no user id in the refusal")
+    eq(g.order("NOSUCHORDER00").status, 404, "unknown order 404")
+    eq(g.order("NOSUCHORDER00").json["error"], "unknown_order", "unknown order code")
 
     # 409 limit_per_user: limit 2, holds 1, asks 2 more
     r = g.buy("s1", "u-1", qty=2)
@@ -108,7 +122,7 @@ try:
         ("POST", "/v1/sales/later/orders", {"user_id": "cc-4"}, 425, "no-store"),
         ("POST", "/v1/sales/live/orders", {"user_id": ""}, 400, "no-store"),
         ("GET", "/v1/sales/live/orders", None, 405, "no-store"),
-        ("GET", "/v1/orders/" + oid, None, 200, "no-store"),
+        ("GET", "/v1/orders/%s?token=%s" % (oid, g.order_token(oid)), None, 200, "no-store"),
         ("GET", "/v1/orders/NOSUCHORDER00", None, 404, "no-store"),
         ("GET", "/healthz", None, 200, "no-store"),
         ("GET", "/readyz", None, 200, "no-store"),

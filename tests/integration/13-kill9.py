@@ -82,7 +82,7 @@ for mode in ("write", "fsync"):
             s = g2.admin("GET", "/admin/v1/sales/k9").json
             eq(s["accepted_orders"], len(spooled), "[%s] accepted orders rebuilt" % mode)
             eq(s["stock_left"], STOCK - len(spooled), "[%s] stock rebuilt" % mode)
-            r = g2.get("/v1/orders/" + acc1[0])
+            r = g2.order(acc1[0])
             eq((r.status, r.json and r.json["status"]), (200, "queued"), "[%s] order status after restart" % mode)
             # a user who bought before the crash cannot buy again
             first_user = None

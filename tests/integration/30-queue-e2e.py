@@ -36,7 +36,7 @@ try:
     r = g.buy("e2e", "first")
     eq(r.status, 202, "first buy")
     first = r.json["order_id"]
-    st = fgq.wait_until(lambda: g.get("/v1/orders/" + first).json.get("status") == "settled", 15)
+    st = fgq.wait_until(lambda: g.order(first).json.get("status") == "settled", 15)
     check(st, "first order settled within 15 s (group join included)")
     print("first order settled after %.2f s (consumer group join included)" % (time.time() - t0))
 
@@ -85,13 +85,13 @@ try:
 
     # 6. GET /v1/orders/{id}: settled for every 202
     def all_settled():
-        st = fgq.statuses(g.port, acc)
+        st = fgq.statuses(g, acc)
         return [i for i, v in st.items() if v != "settled"] or True
     left = fgq.wait_until(lambda: all_settled() is True, 10, step=0.3)
     if not left:
         notyet = all_settled()
         check(False, "GET /v1/orders says settled for all (%d not: %r)"
-              % (len(notyet), list(fgq.statuses(g.port, notyet[:3]).items())))
+              % (len(notyet), list(fgq.statuses(g, notyet[:3]).items())))
 
     # 7. steady state: a new order settles within 2 s of its 202 (group already joined)
     g.admin("POST", "/admin/v1/sales/e2e/restock", body={"add": 10})
@@ -103,7 +103,7 @@ try:
             check(False, "late buy %d: %r" % (i, r))
             continue
         oid = r.json["order_id"]
-        fgq.wait_until(lambda: g.get("/v1/orders/" + oid).json.get("status") == "settled", 5,
+        fgq.wait_until(lambda: g.order(oid).json.get("status") == "settled", 5,
                        step=0.02)
         lat.append(time.time() - t0)
     if lat:

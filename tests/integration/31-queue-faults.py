@@ -58,7 +58,7 @@ def warm_up(g, sale, user):
     r = g.buy(sale, user)
     eq(r.status, 202, "warm-up buy")
     oid = r.json["order_id"]
-    ok = fgq.wait_until(lambda: g.get("/v1/orders/" + oid).json.get("status") == "settled", 20)
+    ok = fgq.wait_until(lambda: g.order(oid).json.get("status") == "settled", 20)
     check(ok, "warm-up order %s settled within 20 s" % oid)
     return oid
 
@@ -95,7 +95,7 @@ def part_a():
                   % (st["unreleased_records"], st.get("oldest_unacked_age_ms"), st.get("inflight")))
         time.sleep(1.0)
         eq(fgq.sqlite_count(s.db_path), 1, "[A] nothing reaches the DB while the broker is down")
-        some = fgq.statuses(g.port, a1[:50])
+        some = fgq.statuses(g, a1[:50])
         eq(set(some.values()), {"queued"}, "[A] orders are queued while the broker is down")
         spooled = set(g.spool_ids())
         eq(len(set(a1) - spooled), 0, "[A] every 202 of the outage is in the spool")
@@ -114,7 +114,7 @@ def part_a():
         d = fgq.dups(tids)
         print("[A] topic: %d messages, %d distinct, %d ids sent more than once"
               % (len(tids), len(set(tids)), len(d)))
-        ok = fgq.wait_until(lambda: set(fgq.statuses(g.port, acc).values()) == {"settled"}, 10,
+        ok = fgq.wait_until(lambda: set(fgq.statuses(g, acc).values()) == {"settled"}, 10,
                             step=0.5)
         check(ok, "[A] GET /v1/orders says settled for all after the outage")
         ok = fgq.wait_until(lambda: fgq.stats_relay(g).get("unreleased_records") == 0, 10)
@@ -166,10 +166,10 @@ def part_b():
         if not check_db(s, acc, "B", 40, unanswered=cut):
             raise RuntimeError("[B] settlement did not resume after the restart")
         print("[B] %d orders in SQLite %.1f s after the restart" % (len(acc), time.time() - t0))
-        ok = fgq.wait_until(lambda: set(fgq.statuses(g2.port, acc).values()) == {"settled"}, 15,
+        ok = fgq.wait_until(lambda: set(fgq.statuses(g2, acc).values()) == {"settled"}, 15,
                             step=0.5)
         if not ok:
-            st = fgq.statuses(g2.port, acc)
+            st = fgq.statuses(g2, acc)
             bad = {k: v for k, v in st.items() if v != "settled"}
             check(False, "[B] GET /v1/orders settled for all after the restart (%d not, e.g. %r)"
                   % (len(bad), list(bad.items())[:3]))
@@ -210,7 +210,7 @@ def part_c():
         t0 = time.time()
         check_db(s2, acc, "C", 40)
         print("[C] all settled %.1f s after the restart" % (time.time() - t0))
-        ok = fgq.wait_until(lambda: set(fgq.statuses(g.port, acc).values()) == {"settled"}, 10,
+        ok = fgq.wait_until(lambda: set(fgq.statuses(g, acc).values()) == {"settled"}, 10,
                             step=0.5)
         check(ok, "[C] GET /v1/orders settled for all after the settle restart")
         eq(s2.stop(), 0, "[C] settle exits 0 on SIGTERM")

@@ -56,7 +56,7 @@ try:
     r = g.buy("pg", "warm")
     eq(r.status, 202, "warm-up buy")
     warm = r.json["order_id"]
-    ok = fgq.wait_until(lambda: g.get("/v1/orders/" + warm).json.get("status") == "settled", 20)
+    ok = fgq.wait_until(lambda: g.order(warm).json.get("status") == "settled", 20)
     check(ok, "warm-up order settled into PostgreSQL within 20 s")
 
     # 1. the burst
@@ -78,7 +78,7 @@ try:
     tids = fgq.topic_order_ids(boot)
     eq(len(tids), STOCK, "order messages in the topic")
     eq(set(tids), set(acc), "topic order ids == 202 order ids")
-    ok = fgq.wait_until(lambda: set(fgq.statuses(g.port, acc).values()) == {"settled"}, 10,
+    ok = fgq.wait_until(lambda: set(fgq.statuses(g, acc).values()) == {"settled"}, 10,
                         step=0.5)
     check(ok, "GET /v1/orders says settled for all")
 
@@ -90,8 +90,8 @@ try:
         r = g.buy("pg", u)
         eq(r.status, 202, "buy by %s" % u)
         bad.append(r.json["order_id"])
-    ok = fgq.wait_until(lambda: set(fgq.statuses(g.port, bad).values()) == {"failed"}, 10)
-    check(ok, "orders of blocked users fail: %r" % fgq.statuses(g.port, bad))
+    ok = fgq.wait_until(lambda: set(fgq.statuses(g, bad).values()) == {"failed"}, 10)
+    check(ok, "orders of blocked users fail: %r" % fgq.statuses(g, bad))
     rows = pg.query("SELECT status, reason FROM orders WHERE order_id IN ('%s')" % "','".join(bad))
     eq([x[0] for x in rows], ["failed", "failed"], "failed rows in PostgreSQL")
     check(all("blocked" in x[1] for x in rows), "reason is the database's message: %r" % rows)
@@ -102,7 +102,7 @@ try:
     eq(r.status, 202, "a user whose order failed can buy again")
     if r.status == 202:  # still blocked: fails again, unit back again
         again = r.json["order_id"]
-        ok = fgq.wait_until(lambda: g.get("/v1/orders/" + again).json.get("status") == "failed", 10)
+        ok = fgq.wait_until(lambda: g.order(again).json.get("status") == "failed", 10)
         check(ok, "the second order of a blocked user fails too")
     ok = fgq.wait_until(lambda: g.get("/v1/sales/pg").json["stock_left"] == left0, 5)
     check(ok, "stock_left back to %d" % left0)

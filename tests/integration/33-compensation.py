@@ -39,7 +39,7 @@ def left(gw, sale):
 
 
 def status(gw, oid):
-    r = gw.get("/v1/orders/" + oid)
+    r = gw.order(oid)
     return r.json.get("status") if r.status == 200 else r.status
 
 
@@ -110,7 +110,7 @@ try:
     wait_status(g, o1, "cancelled")
     stays(g, "cp", 10)
     eq(db_row(s, o1), ("cancelled", "customer asked"), "DB row cancelled with the reason")
-    eq(g.get("/v1/orders/" + o1).json.get("reason"), "customer asked", "GET shows the reason")
+    eq(g.order(o1).json.get("reason"), "customer asked", "GET shows the reason")
     r = cancel(g, o1)
     eq(r.status, 200, "second cancel: %r" % r)
     eq((r.json or {}).get("cancel"), "already_final", "second cancel is already_final")
@@ -146,8 +146,8 @@ try:
     eq(db_row(s, f1), ("failed", db_row(s, f1)[1] if db_row(s, f1) else None), "DB row failed")
     check("user blocked" in ((db_row(s, f1) or ("", ""))[1] or ""),
           "failed reason is the database's message: %r" % (db_row(s, f1),))
-    check("user blocked" in (g.get("/v1/orders/" + f1).json.get("reason") or ""),
-          "GET shows the failure reason: %r" % g.get("/v1/orders/" + f1).json)
+    check("user blocked" in (g.order(f1).json.get("reason") or ""),
+          "GET shows the failure reason: %r" % g.order(f1).json)
     stays(g, "cp", base)
     eq(fgq.sqlite_query(s.db_path, "SELECT count(*) FROM ledger WHERE user_id LIKE 'bad-%'")[0][0],
        0, "the failed step left nothing in the ledger")

@@ -130,7 +130,7 @@ try:
     other = next(g for g in gws if g.port != port)
     r = owner.admin("POST", "/admin/v1/orders/%s/cancel" % oid, body={"reason": "test"})
     check(r.status in (200, 202), "cancel answered %r" % r)
-    eq(owner.get("/v1/orders/" + oid).json.get("status"), "cancelled", "order shows cancelled")
+    eq(owner.order(oid).json.get("status"), "cancelled", "order shows cancelled")
     eq(redis.cmd("HGET", "{sale:f1}:meta", "left"), "1", "redis: the unit is back")
     held = redis.cmd("HGET", "{sale:f1}:users", user)
     check(held in (None, "0"), "redis: the user's mark is cleared (%r)" % held)

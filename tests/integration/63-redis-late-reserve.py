@@ -24,7 +24,7 @@ try:
     eq((a.status, a.json.get("error")), (503, "unavailable"), "the slow reserve times out")
     time.sleep(0.05)
     b = g.buy("late", "alice", key="k-late")
-    check(b.status != 202 or g.get("/v1/orders/" + b.json["order_id"]).status == 200,
+    check(b.status != 202 or g.order(b.json["order_id"]).status == 200,
           "a keyed retry never gets a 202 for an order that does not exist: %r" % b)
     t.join(10)
     time.sleep(0.5)  # the late reply arrives and is given back
@@ -36,7 +36,7 @@ try:
             break
         time.sleep(0.2)
     check(order_id is not None, "a later keyed retry is accepted")
-    eq(g.get("/v1/orders/%s" % order_id).status, 200, "the accepted order exists")
+    eq(g.order(order_id).status, 200, "the accepted order exists")
     d = g.buy("late", "alice", key="k-late")
     eq((d.status, d.json.get("order_id")), (202, order_id), "and stays the answer for the key")
     s = g.admin("GET", "/admin/v1/sales/late").json

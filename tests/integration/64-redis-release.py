@@ -117,13 +117,13 @@ try:
     try:
         c = g.admin("POST", "/admin/v1/orders/%s/cancel" % victim, body={"reason": "test"})
         check(c.status in (200, 202), "the cancel is taken: %r" % c)
-        o = g.get("/v1/orders/" + victim).json
+        o = g.order(victim).json
         check(o["status"] == "queued",
               "not final while its units are still out (got %r)" % o["status"])
         time.sleep(3.0)  # a blocking release gives up after 2 s: the retry fails too
     finally:
         redis.proc.send_signal(signal.SIGCONT)
-    ok, _ = wait_for(lambda: g.get("/v1/orders/" + victim).json["status"] == "cancelled", 20)
+    ok, _ = wait_for(lambda: g.order(victim).json["status"] == "cancelled", 20)
     check(ok, "the order is cancelled once the release went through")
     s = g.admin("GET", "/admin/v1/sales/full").json
     eq(s["stock_left"], left0 + 1, "the cancelled order's unit is back in stock")

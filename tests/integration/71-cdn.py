@@ -119,9 +119,9 @@ try:
         eq((st, h.get("x-cache"), h.get("cache-control")), (202, "PASS", "no-store"),
            "buy %d reaches the origin, not cacheable" % i)
         if st == 202:
-            ids.append(j["order_id"])
-    for oid in ids[:5] * 2:
-        st, j, h, _ = call(v.port, "GET", "/v1/orders/" + oid)
+            ids.append((j["order_id"], j["status_token"]))
+    for oid, tok in ids[:5] * 2:
+        st, j, h, _ = call(v.port, "GET", "/v1/orders/%s?token=%s" % (oid, tok))
         eq((st, j and j["order_id"], h.get("x-cache")), (200, oid, "PASS"), "order status passes")
     for _ in range(3):
         st, j, h, _ = call(v.port, "GET", "/readyz")

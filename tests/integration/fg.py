@@ -4,6 +4,9 @@
 Only loopback traffic; every wait is bounded. Standard library only.
 """
 import http.client
+import base64
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -83,6 +86,15 @@ def request(port, method, path, body=None, headers=None, timeout=10):
     out = Resp(r.status, r.getheaders(), r.read())
     c.close()
     return out
+
+
+def order_token(data_dir, oid):
+    """An order's status token from a gateway's data dir (every gateway of a fleet
+    holds the same key)."""
+    with open(os.path.join(data_dir, "status.key")) as f:
+        key = bytes.fromhex(f.read().strip())
+    mac = hmac.new(key, b"order:" + oid.encode(), hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
 class Server:
@@ -188,6 +200,16 @@ class Gateway(Server):
         body = raw if raw is not None else json.dumps(
             {"user_id": user} if qty is None else {"user_id": user, "qty": qty})
         return request(self.port, "POST", "/v1/sales/%s/orders" % sale, body=body, headers=h)
+
+    def order_token(self, oid):
+        """The order's status token, as the 202 gave it: HMAC-SHA256 of "order:<id>"
+        with <data-dir>/status.key, first 16 bytes in base64url (gateway/gw_token.c)."""
+        return order_token(self.data_dir, oid)
+
+    def order(self, oid, token=None, **kw):
+        """GET /v1/orders/{id} with its status token (computed when not given)."""
+        tok = token if token is not None else self.order_token(oid)
+        return self.get("/v1/orders/%s?token=%s" % (oid, tok), **kw)
 
     def admin(self, method, path, body=None, token="default", headers=None):
         h = dict(headers or {})

@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 
+import fg  # noqa: E402
 from fg import BIN, Server, die_with_parent, free_port
 
 TOPIC = "flashgate.orders"
@@ -282,13 +283,14 @@ def burst_async(port, sale, users, clients=4):
     return ts, accepted, counts, stop
 
 
-def statuses(port, ids, timeout=10):
-    """{order_id: status} from GET /v1/orders/{id} over one keep-alive connection."""
+def statuses(gw, ids, timeout=10):
+    """{order_id: status} from GET /v1/orders/{id}?token= over one keep-alive
+    connection to gateway gw (its data dir holds the status key)."""
     out = {}
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=timeout)
     try:
         for i in ids:
-            conn.request("GET", "/v1/orders/" + i)
+            conn.request("GET", "/v1/orders/%s?token=%s" % (i, fg.order_token(gw.data_dir, i)))
             r = conn.getresponse()
             data = r.read()
             try:

@@ -1,0 +1,269 @@
+/*
+ * Order status tokens. Order ids are time-ordered with a 12-bit sequence, so
+ * they can be enumerated; GET /v1/orders/{id} therefore needs the token the
+ * 202 gave: HMAC-SHA256(key, "order:" + id), its first 16 bytes in base64url
+ * (22 characters). The 32-byte key lives in <data-dir>/status.key (64 hex
+ * digits, mode 0600; created at first start). With a Redis inventory the
+ * fleet shares one key through Redis ({flashgate:fleet}:status_key, set once
+ * with SET NX by whichever gateway starts first), so any gateway answers for
+ * any order; the local file then holds the fleet's key.
+ *
+ * The key sits in its own page, kept out of core dumps (MADV_DONTDUMP), locked
+ * in memory when the process may (mlock), and wiped (explicit_bzero) when freed.
+ * HMAC and the constant-time compare are OpenSSL's libcrypto.
+ */
+#include "common/cm_err.h"
+#include "common/cm_log.h"
+#include "common/cm_url.h"
+#include "gateway/gw_internal.h"
+#include "inventory/inv_redis.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define KEY_LEN 32
+#define REDIS_KEY "{flashgate:fleet}:status_key"
+
+void *gw_secret_alloc(size_t len)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t sz = (len + page - 1) / page * page;
+    void *p = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    madvise(p, sz, MADV_DONTDUMP);
+    if (mlock(p, sz) != 0)
+        cm_log_debug("gw", "mlock of a secret page failed (kept out of core dumps only)",
+                     "errno=%d", errno);
+    return p;
+}
+
+void gw_secret_free(void *p, size_t len)
+{
+    if (!p)
+        return;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t sz = (len + page - 1) / page * page;
+    explicit_bzero(p, sz);
+    munlock(p, sz);
+    munmap(p, sz);
+}
+
+static int hex_decode(const char *s, size_t n, uint8_t *out)
+{
+    for (size_t i = 0; i < n / 2; i++) {
+        unsigned v = 0;
+        for (int k = 0; k < 2; k++) {
+            char c = s[2 * i + (size_t)k];
+            unsigned d = c >= '0' && c <= '9'   ? (unsigned)(c - '0')
+                         : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
+                                                : 16;
+            if (d == 16)
+                return CM_EINVAL;
+            v = v << 4 | d;
+        }
+        out[i] = (uint8_t)v;
+    }
+    return 0;
+}
+
+static void hex_encode(const uint8_t *in, size_t n, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hex[in[i] >> 4];
+        out[2 * i + 1] = hex[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+/* Reads <path>: 0 with the key, CM_ENOTFOUND if absent, else an error in errbuf. */
+static int key_read(const char *path, uint8_t *key, char *errbuf, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return CM_ENOTFOUND;
+        snprintf(errbuf, errlen, "cannot read %s: %s", path, strerror(errno));
+        return CM_EIO;
+    }
+    struct stat st;
+    char buf[2 * KEY_LEN + 2];
+    ssize_t n = fstat(fd, &st) == 0 ? read(fd, buf, sizeof(buf)) : -1;
+    close(fd);
+    int rc = 0;
+    if (n >= 0 && (st.st_mode & 077) != 0) {
+        snprintf(errbuf, errlen,
+                 "%s is readable by others (mode %03o): anyone who reads it can read every "
+                 "order's status; chmod 600 it",
+                 path, (unsigned)(st.st_mode & 0777));
+        rc = CM_EINVAL;
+    } else if (n < 2 * KEY_LEN || hex_decode(buf, 2 * KEY_LEN, key) != 0) {
+        snprintf(errbuf, errlen, "%s does not hold a key (64 hex digits)", path);
+        rc = CM_EINVAL;
+    }
+    explicit_bzero(buf, sizeof(buf));
+    return rc;
+}
+
+static int key_write(const char *path, const uint8_t *key, char *errbuf, size_t errlen)
+{
+    char tmp[700], line[2 * KEY_LEN + 2];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(errbuf, errlen, "cannot write %s: %s", tmp, strerror(errno));
+        return CM_EIO;
+    }
+    hex_encode(key, KEY_LEN, line);
+    line[2 * KEY_LEN] = '\n';
+    bool ok = write(fd, line, 2 * KEY_LEN + 1) == 2 * KEY_LEN + 1 && fsync(fd) == 0;
+    explicit_bzero(line, sizeof(line));
+    close(fd);
+    if (!ok || rename(tmp, path) != 0) {
+        snprintf(errbuf, errlen, "cannot write %s: %s", path, strerror(errno));
+        unlink(tmp);
+        return CM_EIO;
+    }
+    return 0;
+}
+
+/* With a Redis inventory: the fleet's key (ours offered with SET NX). */
+static int key_fleet(const char *url, uint32_t timeout_ms, uint8_t *key, bool *changed,
+                     char *errbuf, size_t errlen)
+{
+    cm_redis_url_t addr;
+    if (cm_redis_url_parse(url, &addr, errbuf, errlen) != 0)
+        return CM_EINVAL;
+    redisContext *c = inv_redis_connect(&addr, timeout_ms, errbuf, errlen);
+    if (!c)
+        return CM_EBACKEND;
+    char hex[2 * KEY_LEN + 1];
+    hex_encode(key, KEY_LEN, hex);
+    redisReply *r = redisCommand(c, "SET %s %s NX", REDIS_KEY, hex);
+    freeReplyObject(r);
+    r = redisCommand(c, "GET %s", REDIS_KEY);
+    int rc = 0;
+    if (!r || r->type != REDIS_REPLY_STRING || r->len != 2 * KEY_LEN) {
+        snprintf(errbuf, errlen, "redis: cannot read the fleet's status key %s: %s", REDIS_KEY,
+                 c->err ? c->errstr : "bad value");
+        rc = CM_EBACKEND;
+    } else {
+        *changed = memcmp(r->str, hex, 2 * KEY_LEN) != 0;
+        if (hex_decode(r->str, 2 * KEY_LEN, key) != 0) {
+            snprintf(errbuf, errlen, "redis: %s does not hold 64 hex digits", REDIS_KEY);
+            rc = CM_EBACKEND;
+        }
+        explicit_bzero(r->str, r->len);
+    }
+    explicit_bzero(hex, sizeof(hex));
+    freeReplyObject(r);
+    redisFree(c);
+    return rc;
+}
+
+int gw_status_key_load(gw_server_t *srv, char *errbuf, size_t errlen)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/status.key", srv->cfg->data_dir);
+    uint8_t *key = gw_secret_alloc(KEY_LEN);
+    if (!key) {
+        snprintf(errbuf, errlen, "cannot map a page for the status key");
+        return CM_ENOMEM;
+    }
+    int rc = key_read(path, key, errbuf, errlen);
+    bool fresh = rc == CM_ENOTFOUND;
+    if (fresh) {
+        if (RAND_bytes(key, KEY_LEN) != 1) {
+            snprintf(errbuf, errlen, "RAND_bytes failed");
+            rc = CM_EIO;
+        } else {
+            rc = 0;
+        }
+    }
+    bool changed = fresh;
+    if (rc == 0 && strncmp(srv->cfg->inventory, "redis://", 8) == 0) {
+        bool from_fleet = false;
+        rc = key_fleet(srv->cfg->inventory, (uint32_t)(srv->cfg->redis_timeout_ms < 1000
+                                                           ? 1000
+                                                           : srv->cfg->redis_timeout_ms),
+                       key, &from_fleet, errbuf, errlen);
+        if (rc == 0 && from_fleet) {
+            if (!fresh)
+                cm_log_warn("gw", "status key replaced by the fleet's (tokens this gateway gave "
+                            "before it joined no longer read)", "path=%s", path);
+            changed = true;
+        }
+    }
+    if (rc == 0 && changed)
+        rc = key_write(path, key, errbuf, errlen);
+    if (rc != 0) {
+        gw_secret_free(key, KEY_LEN);
+        return rc;
+    }
+    srv->status_key = key;
+    cm_log_info("gw", fresh ? "generated the order status key" : "order status key loaded",
+                "path=%s mode=0600", path);
+    return 0;
+}
+
+void gw_status_key_free(gw_server_t *srv)
+{
+    gw_secret_free(srv->status_key, KEY_LEN);
+    srv->status_key = NULL;
+}
+
+size_t gw_status_token(const gw_server_t *srv, const char *order_id, char *out)
+{
+    uint8_t mac[EVP_MAX_MD_SIZE];
+    unsigned maclen = 0;
+    char msg[INV_ORDER_ID_MAX + 8];
+    int n = snprintf(msg, sizeof(msg), "order:%s", order_id);
+    if (!srv->status_key || n < 0 ||
+        !HMAC(EVP_sha256(), srv->status_key, KEY_LEN, (const unsigned char *)msg, (size_t)n, mac,
+              &maclen)) {
+        out[0] = '\0';
+        return 0;
+    }
+    static const char b64[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    /* 16 bytes -> 22 base64url characters, no padding. */
+    size_t o = 0;
+    for (size_t i = 0; i < GW_TOKEN_BYTES; i += 3) {
+        uint32_t v = (uint32_t)mac[i] << 16;
+        if (i + 1 < GW_TOKEN_BYTES)
+            v |= (uint32_t)mac[i + 1] << 8;
+        if (i + 2 < GW_TOKEN_BYTES)
+            v |= mac[i + 2];
+        out[o++] = b64[(v >> 18) & 63];
+        out[o++] = b64[(v >> 12) & 63];
+        if (i + 1 < GW_TOKEN_BYTES)
+            out[o++] = b64[(v >> 6) & 63];
+        if (i + 2 < GW_TOKEN_BYTES)
+            out[o++] = b64[v & 63];
+    }
+    out[o] = '\0';
+    explicit_bzero(mac, sizeof(mac));
+    return o;
+}
+
+bool gw_status_token_ok(const gw_server_t *srv, const char *order_id, const char *token)
+{
+    char want[GW_TOKEN_LEN + 1];
+    size_t n = gw_status_token(srv, order_id, want);
+    /* The length is public (always 22); the bytes are compared in constant time. */
+    bool ok = n == GW_TOKEN_LEN && token && strlen(token) == n &&
+              CRYPTO_memcmp(want, token, n) == 0;
+    explicit_bzero(want, sizeof(want));
+    return ok;
+}
