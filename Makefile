@@ -2,7 +2,8 @@
 #   make            build (RelWithDebInfo) into build/
 #   make run        build, start flashgate + flashgate-settle on the embedded
 #                   defaults, rehearse a sale with flashgate-load, keep serving
-#   make test       the whole suite: dev build (-Werror) unit + integration,
+#   make test       the whole suite: dev build (-Werror) unit + integration + race
+#                   (Helgrind on the relay and settlement),
 #                   ASan+UBSan unit + integration, TSan concurrency tests,
 #                   libFuzzer targets for a bounded time (make fuzz)
 #   make fuzz       clang + libFuzzer + ASan/UBSan build in build-fuzz/, each
@@ -36,6 +37,7 @@ test-dev:
 	@cmake --build build -j$(JOBS)
 	@cd build && ctest -L unit --output-on-failure -j$(JOBS)
 	@cd build && ctest -L integration --output-on-failure
+	@cd build && ctest -L race --output-on-failure
 
 test-asan:
 	@cmake -S . -B build-asan -DFLASHGATE_WERROR=ON -DFLASHGATE_SANITIZER=address,undefined \
