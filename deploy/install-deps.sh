@@ -8,7 +8,7 @@ set -eu
 # both the real tools (Debian packages no smaller promtool or headless shell).
 # valgrind: Helgrind race-checks the relay and settlement (librdkafka crashes TSan).
 PKGS="build-essential cmake pkg-config git curl procps python3
-libmicrohttpd-dev libuv1-dev libhiredis-dev librdkafka-dev libjansson-dev libcmocka-dev
+libmicrohttpd-dev libuv1-dev libcurl4-openssl-dev libhiredis-dev librdkafka-dev libjansson-dev libcmocka-dev
 libsqlite3-dev sqlite3 libpq-dev libsystemd-dev postgresql redis-server
 kcat wrk gnuplot-nox nginx-light varnish python3-yaml valgrind
 clang libclang-rt-14-dev libssl-dev cppcheck clang-tidy

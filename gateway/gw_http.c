@@ -57,6 +57,7 @@ static void req_free(gw_req_t *r)
 {
     gw_worker_t *w = r->w;
     gw_ol_release_all(r);
+    gw_px_req_free(r);
     if (r->body != r->body_inline)
         free(r->body);
     if (w->nfree < FREE_LIST_MAX) {
@@ -178,6 +179,25 @@ static void account(gw_worker_t *w, gw_req_t *r, gw_reply_t reply, const char *m
     }
 }
 
+/* Queues the answer of a finished request: proxied, prepared or built. */
+static enum MHD_Result answer(gw_worker_t *w, gw_req_t *r, struct MHD_Connection *conn,
+                             const char *method, const char *url)
+{
+    unsigned pst;
+    gw_reply_t prep;
+    struct MHD_Response *pr = r->px ? gw_px_response(r, &pst, &prep) : NULL;
+    if (pr) {
+        account(w, r, prep, method, url);
+        return MHD_queue_response(conn, pst, pr);
+    }
+    if (r->cached) {
+        account(w, r, r->cached_reply, method, url);
+        return MHD_queue_response(conn, (unsigned)gw_reply_status(r->cached_reply), r->cached);
+    }
+    account(w, r, r->resp.reply, method, url);
+    return gw_resp_send(conn, NULL, &r->resp);
+}
+
 static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version,
                                  const char *upload_data, size_t *upload_data_size, void **req_cls)
@@ -195,7 +215,11 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         inc(&w->ctr.requests, 1);
         gw_ol_request_head(r);
         gw_route(r, url, method);
+        if (r->route == GW_ROUTE_NONE && w->px)
+            gw_px_route(r, url); /* a proxy.routes prefix: GW_ROUTE_PROXY */
         inc(&w->ctr.route_requests[r->route], 1);
+        if (r->route == GW_ROUTE_PROXY && gw_px_head(r, method))
+            return answer(w, r, conn, method, url); /* refused from the head: body unread */
         if (r->state == GW_ST_BODY && r->route == GW_ROUTE_BUY) {
             const char *cl =
                 MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -215,6 +239,8 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
     }
     if (*upload_data_size) {
         gw_conn_body(r->cn, *upload_data_size);
+        if (r->state == GW_ST_BODY && r->route == GW_ROUTE_PROXY)
+            gw_px_body(r, upload_data, *upload_data_size);
         if (r->state == GW_ST_BODY && r->route == GW_ROUTE_BUY && !r->too_large &&
             !r->bad_media) {
             size_t n = *upload_data_size;
@@ -254,6 +280,9 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
                     return MHD_YES;
                 }
             }
+        } else if (r->route == GW_ROUTE_PROXY) {
+            if (gw_px_handle(r, url, method))
+                return MHD_YES; /* suspended: the upstream works; resumed by gw_req_finish */
         } else {
             simple_handle(r);
         }
@@ -261,12 +290,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
     }
     if (r->state == GW_ST_WAIT)
         return MHD_YES; /* spurious call while suspended */
-    if (r->cached) {
-        account(w, r, r->cached_reply, method, url);
-        return MHD_queue_response(conn, (unsigned)gw_reply_status(r->cached_reply), r->cached);
-    }
-    account(w, r, r->resp.reply, method, url);
-    return gw_resp_send(conn, NULL, &r->resp);
+    return answer(w, r, conn, method, url);
 }
 
 struct MHD_Response *gw_sold_out_response(gw_worker_t *w, const inv_sale_t *sale)
@@ -395,6 +419,7 @@ static void stop_try(gw_worker_t *w)
         inv_worker_close(w->inv);
         w->inv = NULL;
     }
+    gw_px_worker_stop(w);
     uv_poll_stop(&w->poll);
     uv_close((uv_handle_t *)&w->poll, close_cb);
     uv_close((uv_handle_t *)&w->timer, close_cb);

@@ -74,7 +74,11 @@ struct gw_px_req;
     XX(RATE_LIMITED, 429, "rate_limited", 1)                                                       \
     XX(INTERNAL, 500, "internal", 0)                                                               \
     XX(UNAVAILABLE, 503, "unavailable", 1)                                                         \
-    XX(OVERLOADED, 503, "overloaded", 1)
+    XX(OVERLOADED, 503, "overloaded", 1)                                                           \
+    XX(BAD_GATEWAY, 502, "bad_gateway", 0)                                                         \
+    XX(GATEWAY_TIMEOUT, 504, "gateway_timeout", 0)                                                 \
+    XX(PROXIED, 200, "proxied", 0)   /* an upstream's answer passed through, its own status */    \
+    XX(FALLBACK, 200, "fallback", 0) /* a proxied route's configured fallback, its own status */
 
 typedef enum {
 #define XX(n, s, c, ra) GW_R_##n,
@@ -105,7 +109,8 @@ typedef enum {
 #define XX(n, name, m, p) GW_ROUTE_##n,
     GW_PUBLIC_ROUTES(XX)
 #undef XX
-        GW_ROUTE_COUNT
+        GW_ROUTE_PROXY, /* a prefix of proxy.routes (gw_proxy.c) */
+    GW_ROUTE_COUNT
 } gw_route_t;
 
 /* The Allow header (methods) and metric label of a route. */
@@ -566,6 +571,32 @@ void gw_overload_stats(gw_server_t *srv, void *json_obj);
 void gw_overload_log_summary(gw_server_t *srv);
 /* Counts a request shed or degraded for criticality c. Thread-safe. */
 void gw_ol_count_shed(gw_worker_t *w, gw_crit_t c);
+/* The parsed proxy.routes (borrowed, valid while the server runs). Thread-safe. */
+const gw_route_def_t *gw_ol_routes(const gw_server_t *srv, size_t *n);
+
+/*---- Proxied routes (gw_proxy.c) ----*/
+
+/* curl_global_init / cleanup: single-threaded init and exit. */
+int gw_px_global_init(void);
+void gw_px_global_cleanup(void);
+/* The worker's curl multi handle on its loop / its cleanup once nothing is in flight. */
+void gw_px_worker_start(gw_worker_t *w);
+void gw_px_worker_stop(gw_worker_t *w);
+/* Matches url against the routes' prefixes: true = r is GW_ROUTE_PROXY. Loop thread. */
+bool gw_px_route(gw_req_t *r, const char *url);
+/*
+ * The head of a proxied request: method, size and the degradation level.
+ * true = answer now, before reading the body (r->state is GW_ST_DONE).
+ */
+bool gw_px_head(gw_req_t *r, const char *method);
+/* A body chunk (kept up to proxy.max_body). */
+void gw_px_body(gw_req_t *r, const char *data, size_t n);
+/* The complete request: a fallback or refusal (false), or suspended for the upstream (true). */
+bool gw_px_handle(gw_req_t *r, const char *url, const char *method);
+/* The prepared answer of a proxied request (borrowed), or NULL to send r->resp. */
+struct MHD_Response *gw_px_response(gw_req_t *r, unsigned *status, gw_reply_t *reply);
+/* Frees the proxy state of r (after its transfer ended). */
+void gw_px_req_free(gw_req_t *r);
 
 /* Applies limits from the config struct to the limiter. */
 void gw_apply_limits(gw_server_t *srv);

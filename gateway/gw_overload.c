@@ -116,6 +116,11 @@ int gw_overload_start(gw_server_t *srv, char *errbuf, size_t errlen)
         free(ol);
         return CM_EINVAL;
     }
+    if (ol->nroutes && gw_px_global_init() != 0) {
+        snprintf(errbuf, errlen, "proxy.routes: libcurl failed to initialise");
+        free(ol);
+        return CM_EIO;
+    }
     srv->ol = ol;
     return 0;
 }
@@ -126,6 +131,8 @@ void gw_overload_stop(gw_server_t *srv)
         return;
     for (unsigned i = 0; srv->workers && i < srv->nworkers; i++)
         CM_FREE(srv->workers[i].ol);
+    if (srv->ol->nroutes)
+        gw_px_global_cleanup();
     pthread_mutex_destroy(&srv->ol->mu);
     CM_FREE(srv->ol);
 }
@@ -151,6 +158,8 @@ void gw_ol_worker_start(gw_worker_t *w)
     uv_timer_start(&o->tick, on_tick, GW_OL_TICK_MS, GW_OL_TICK_MS);
     o->tick_started = true;
     w->ol = o;
+    if (ol->nroutes)
+        gw_px_worker_start(w);
 }
 
 static void set_paused(gw_ol_worker_t *o, bool pause);
@@ -413,6 +422,12 @@ void gw_ol_release_all(gw_req_t *r)
         unsigned dep = (unsigned)__builtin_ctzll(r->ol_held);
         gw_ol_release(r, dep, GW_AL_IGNORE);
     }
+}
+
+const gw_route_def_t *gw_ol_routes(const gw_server_t *srv, size_t *n)
+{
+    *n = srv->ol ? srv->ol->nroutes : 0;
+    return srv->ol ? srv->ol->routes : NULL;
 }
 
 /*---- stats, snapshot, summary ----*/

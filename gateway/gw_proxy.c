@@ -1,0 +1,713 @@
+/*
+ * Non-core routes (proxy.routes): requests whose path starts with a route's
+ * prefix are reverse-proxied to its upstream without blocking the worker.
+ *
+ * libcurl's multi interface runs on each worker's own libuv loop, as in
+ * curl's docs/examples/multi-uv.c: CURLMOPT_SOCKETFUNCTION starts and stops
+ * a uv_poll per socket curl wants watched, CURLMOPT_TIMERFUNCTION arms one
+ * uv_timer, and both call curl_multi_socket_action. The MHD connection is
+ * suspended while the upstream works and resumed on the same loop
+ * (gw_req_finish), like a Redis call. Keep-alive: the multi handle keeps its
+ * connection cache for the worker's life, at most proxy.max_connections per
+ * upstream host (CURLMOPT_MAX_HOST_CONNECTIONS; more wait inside curl).
+ *
+ * Overload: each route's upstream is a dependency with an adaptive limit and
+ * a breaker (gw_overload.c); the degradation level decides from the route's
+ * criticality whether it is served, answered with its fallback, or refused
+ * (at level 3 from the request head, before the body is read). A degraded or
+ * shed answer carries X-Flashgate-Degraded: 1.
+ *
+ * Headers: hop-by-hop ones (RFC 9110 7.6.1: Connection and the fields it
+ * names, Keep-Alive, Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade) are
+ * dropped both ways; Host becomes the upstream's (curl sets it), the
+ * original goes to X-Forwarded-Host; X-Forwarded-For gets the peer appended.
+ */
+#include "common/cm_alloc.h"
+#include "common/cm_err.h"
+#include "common/cm_log.h"
+#include "gateway/gw_internal.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+typedef struct gw_px_worker {
+    gw_worker_t *w;
+    CURLM *multi;
+    uv_timer_t timer;
+    bool stopped;
+} gw_px_worker_t;
+
+/* One watched socket. */
+typedef struct px_sock {
+    uv_poll_t poll;
+    curl_socket_t fd;
+    gw_px_worker_t *px;
+} px_sock_t;
+
+typedef enum { PX_NONE = 0, PX_SERVE, PX_SHED } px_action_t;
+typedef struct gw_px_req gw_px_req_t;
+
+struct gw_px_req {
+    gw_req_t *r;
+    const gw_route_def_t *route;
+    unsigned idx;
+    px_action_t action;
+    bool too_large, head_only;
+    CURL *easy;
+    struct curl_slist *hdrs;
+    char *req_body;
+    size_t req_len, req_cap;
+    char *resp_body;
+    size_t resp_len, resp_cap;
+    bool resp_too_large;
+    char (*resp_hdrs)[2][256];
+    unsigned nresp_hdrs, cap_resp_hdrs;
+    /* the answer to send */
+    struct MHD_Response *resp;
+    unsigned status;
+    gw_reply_t reply;
+};
+
+/*---- the curl <-> libuv glue ----*/
+
+static void check_done(gw_px_worker_t *px);
+
+static void sock_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void on_sock(uv_poll_t *p, int status, int events)
+{
+    px_sock_t *s = p->data;
+    int flags = 0;
+    if (status < 0)
+        flags = CURL_CSELECT_ERR;
+    if (events & UV_READABLE)
+        flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE)
+        flags |= CURL_CSELECT_OUT;
+    int running;
+    gw_px_worker_t *px = s->px;
+    curl_multi_socket_action(px->multi, s->fd, flags, &running);
+    check_done(px);
+}
+
+static int socket_cb(CURL *easy, curl_socket_t fd, int action, void *userp, void *socketp)
+{
+    (void)easy;
+    gw_px_worker_t *px = userp;
+    px_sock_t *s = socketp;
+    if (action == CURL_POLL_REMOVE) {
+        if (s) {
+            uv_poll_stop(&s->poll);
+            uv_close((uv_handle_t *)&s->poll, sock_closed);
+            curl_multi_assign(px->multi, fd, NULL);
+        }
+        return 0;
+    }
+    if (!s) {
+        s = cm_xcalloc(1, sizeof(*s));
+        s->fd = fd;
+        s->px = px;
+        if (uv_poll_init_socket(&px->w->loop, &s->poll, fd) != 0) {
+            free(s);
+            return -1;
+        }
+        s->poll.data = s;
+        curl_multi_assign(px->multi, fd, s);
+    }
+    int ev = (action & CURL_POLL_IN ? UV_READABLE : 0) | (action & CURL_POLL_OUT ? UV_WRITABLE : 0);
+    uv_poll_start(&s->poll, ev, on_sock);
+    return 0;
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    gw_px_worker_t *px = t->data;
+    int running;
+    curl_multi_socket_action(px->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_done(px);
+}
+
+static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+    (void)multi;
+    gw_px_worker_t *px = userp;
+    if (timeout_ms < 0)
+        uv_timer_stop(&px->timer);
+    else /* 0: on the next loop iteration (never call curl from inside curl) */
+        uv_timer_start(&px->timer, on_timeout, (uint64_t)timeout_ms, 0);
+    return 0;
+}
+
+int gw_px_global_init(void)
+{
+    return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : CM_EIO;
+}
+
+void gw_px_global_cleanup(void)
+{
+    curl_global_cleanup();
+}
+
+void gw_px_worker_start(gw_worker_t *w)
+{
+    gw_px_worker_t *px = cm_xcalloc(1, sizeof(*px));
+    px->w = w;
+    px->multi = curl_multi_init();
+    curl_multi_setopt(px->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+    curl_multi_setopt(px->multi, CURLMOPT_SOCKETDATA, px);
+    curl_multi_setopt(px->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+    curl_multi_setopt(px->multi, CURLMOPT_TIMERDATA, px);
+    long maxc = (long)w->srv->cfg->proxy_max_conns;
+    curl_multi_setopt(px->multi, CURLMOPT_MAX_HOST_CONNECTIONS, maxc);
+    curl_multi_setopt(px->multi, CURLMOPT_MAXCONNECTS, maxc * GW_ROUTES_MAX);
+    uv_timer_init(&w->loop, &px->timer);
+    px->timer.data = px;
+    w->px = px;
+}
+
+static void px_timer_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void gw_px_worker_stop(gw_worker_t *w)
+{
+    gw_px_worker_t *px = w->px;
+    if (!px || px->stopped)
+        return;
+    px->stopped = true;
+    /* No transfer is left (the worker waits for its suspended requests): the
+     * cleanup closes the cached connections, whose sockets come back through
+     * socket_cb as CURL_POLL_REMOVE. */
+    curl_multi_cleanup(px->multi);
+    px->multi = NULL;
+    uv_timer_stop(&px->timer);
+    w->px = NULL;
+    uv_close((uv_handle_t *)&px->timer, px_timer_closed);
+}
+
+/*---- requests ----*/
+
+static gw_px_req_t *px_of(gw_req_t *r)
+{
+    if (!r->px) {
+        r->px = cm_xcalloc(1, sizeof(*r->px));
+        r->px->r = r;
+    }
+    return r->px;
+}
+
+void gw_px_req_free(gw_req_t *r)
+{
+    gw_px_req_t *p = r->px;
+    if (!p)
+        return;
+    if (p->easy) {
+        /* Only after the transfer ended (gw_req_finish runs after completion). */
+        curl_easy_cleanup(p->easy);
+    }
+    curl_slist_free_all(p->hdrs);
+    free(p->req_body);
+    free(p->resp_body);
+    free(p->resp_hdrs);
+    if (p->resp)
+        MHD_destroy_response(p->resp);
+    free(p);
+    r->px = NULL;
+}
+
+bool gw_px_route(gw_req_t *r, const char *url)
+{
+    const gw_server_t *srv = r->w->srv;
+    size_t n = 0;
+    const gw_route_def_t *routes = gw_ol_routes(srv, &n);
+    for (size_t i = 0; i < n; i++) {
+        size_t pl = strlen(routes[i].prefix);
+        if (strncmp(url, routes[i].prefix, pl) == 0) {
+            r->route = GW_ROUTE_PROXY;
+            r->state = GW_ST_BODY;
+            r->px_route = (unsigned)i;
+            gw_px_req_t *p = px_of(r);
+            p->route = &routes[i];
+            p->idx = (unsigned)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The fallback answer, or 503 overloaded, both marked degraded. */
+static void answer_degraded(gw_req_t *r, const char *reason)
+{
+    gw_px_req_t *p = r->px;
+    const gw_route_def_t *rt = p->route;
+    gw_ol_count_shed(r->w, (gw_crit_t)rt->crit);
+    if (rt->has_fallback) {
+        struct MHD_Response *mr = MHD_create_response_from_buffer(
+            rt->fb_len, (void *)rt->fb_body, MHD_RESPMEM_PERSISTENT);
+        if (mr) {
+            MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, rt->fb_type);
+            MHD_add_response_header(mr, "X-Flashgate-Degraded", "1");
+            MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+            if (p->resp)
+                MHD_destroy_response(p->resp);
+            p->resp = mr;
+            p->status = rt->fb_status;
+            p->reply = GW_R_FALLBACK;
+            return;
+        }
+    }
+    gw_ol_overloaded(r->w, &r->resp, reason,
+                     "this part of the page is switched off under load; try again shortly");
+    gw_resp_header(&r->resp, "X-Flashgate-Degraded", "1");
+}
+
+/* A failed upstream exchange: the fallback, else 502 / 504. */
+static void answer_failed(gw_req_t *r, bool timeout, const char *what)
+{
+    gw_px_req_t *p = r->px;
+    if (p->route->has_fallback) {
+        answer_degraded(r, "upstream_error");
+        return;
+    }
+    gw_resp_error(&r->resp, timeout ? GW_R_GATEWAY_TIMEOUT : GW_R_BAD_GATEWAY, NULL,
+                  "the upstream of %s %s", p->route->prefix, what);
+    gw_resp_header(&r->resp, "X-Flashgate-Degraded", "1");
+}
+
+bool gw_px_head(gw_req_t *r, const char *method)
+{
+    gw_px_req_t *p = r->px;
+    gw_server_t *srv = r->w->srv;
+    gw_level_t level = gw_ol_level(srv);
+    p->head_only = strcmp(method, "HEAD") == 0;
+    const char *cl =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *te = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    bool has_body = (cl && strtoull(cl, NULL, 10) > 0) || te;
+    static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"};
+    bool known = false;
+    for (size_t i = 0; i < CM_ARRAY_LEN(methods); i++)
+        known |= strcmp(method, methods[i]) == 0;
+    if (!known) {
+        gw_resp_error(&r->resp, GW_R_METHOD, NULL, "method %s is not proxied", method);
+        gw_resp_header(&r->resp, "Allow", "GET, HEAD, POST, PUT, PATCH, DELETE");
+        r->state = GW_ST_DONE;
+        return has_body; /* with a body: answer now, never read it */
+    }
+    if (cl && strtoull(cl, NULL, 10) > srv->cfg->proxy_max_body) {
+        gw_resp_error(&r->resp, GW_R_TOO_LARGE, NULL, "body is larger than %llu bytes",
+                      (unsigned long long)srv->cfg->proxy_max_body);
+        r->state = GW_ST_DONE;
+        return true;
+    }
+    if (gw_ol_route_action(level, (gw_crit_t)p->route->crit, p->route->has_fallback) ==
+        GW_OL_FALLBACK) {
+        p->action = PX_SHED;
+        if (level == GW_LEVEL_PROTECT && has_body) {
+            /* Protect: refuse from the head; answering now closes the connection,
+             * which is what a shed client with a body should get. */
+            char reason[16];
+            snprintf(reason, sizeof(reason), "level_%d", (int)level);
+            answer_degraded(r, reason);
+            r->state = GW_ST_DONE;
+            return true;
+        }
+        return false;
+    }
+    p->action = PX_SERVE;
+    return false;
+}
+
+void gw_px_body(gw_req_t *r, const char *data, size_t n)
+{
+    gw_px_req_t *p = r->px;
+    if (!p || p->action != PX_SERVE || p->too_large)
+        return;
+    uint64_t max = r->w->srv->cfg->proxy_max_body;
+    if (p->req_len + n > max) {
+        p->too_large = true;
+        return;
+    }
+    if (p->req_len + n > p->req_cap) {
+        size_t cap = p->req_cap ? p->req_cap : 4096;
+        while (cap < p->req_len + n)
+            cap *= 2;
+        p->req_body = cm_xrealloc(p->req_body, cap);
+        p->req_cap = cap;
+    }
+    memcpy(p->req_body + p->req_len, data, n);
+    p->req_len += n;
+}
+
+static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
+{
+    gw_px_req_t *p = userp;
+    size_t n = size * nmemb;
+    uint64_t max = p->r->w->srv->cfg->proxy_max_body;
+    if (p->resp_len + n > max) {
+        p->resp_too_large = true;
+        return 0; /* aborts the transfer (CURLE_WRITE_ERROR) */
+    }
+    if (p->resp_len + n > p->resp_cap) {
+        size_t cap = p->resp_cap ? p->resp_cap : 4096;
+        while (cap < p->resp_len + n)
+            cap *= 2;
+        p->resp_body = cm_xrealloc(p->resp_body, cap);
+        p->resp_cap = cap;
+    }
+    memcpy(p->resp_body + p->resp_len, data, n);
+    p->resp_len += n;
+    return n;
+}
+
+/* Hop-by-hop (RFC 9110 7.6.1) and the ones we set ourselves. */
+static bool hop_by_hop(const char *name)
+{
+    static const char *const drop[] = {"Connection", "Keep-Alive", "Proxy-Connection",
+                                       "Proxy-Authenticate", "Proxy-Authorization", "TE",
+                                       "Trailer", "Trailers", "Transfer-Encoding", "Upgrade"};
+    for (size_t i = 0; i < CM_ARRAY_LEN(drop); i++)
+        if (strcasecmp(name, drop[i]) == 0)
+            return true;
+    return false;
+}
+
+/* True if `name` is listed in a Connection header value (also hop-by-hop). */
+static bool named_by_connection(const char *conn, const char *name)
+{
+    if (!conn)
+        return false;
+    size_t nl = strlen(name);
+    for (const char *s = conn; *s;) {
+        while (*s == ' ' || *s == ',' || *s == '\t')
+            s++;
+        size_t n = strcspn(s, ", \t");
+        if (n == nl && strncasecmp(s, name, n) == 0)
+            return true;
+        s += n;
+    }
+    return false;
+}
+
+static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
+{
+    gw_px_req_t *p = userp;
+    size_t n = size * nmemb;
+    if (n >= 5 && strncmp(data, "HTTP/", 5) == 0) {
+        p->nresp_hdrs = 0; /* a new response (after 100 Continue): start over */
+        return n;
+    }
+    const char *colon = memchr(data, ':', n);
+    if (!colon || colon == data)
+        return n;
+    size_t nl = (size_t)(colon - data);
+    const char *v = colon + 1;
+    size_t vl = n - nl - 1;
+    while (vl && (*v == ' ' || *v == '\t')) {
+        v++;
+        vl--;
+    }
+    while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
+        vl--;
+    if (nl >= 256 || vl >= 256)
+        return n; /* too long to keep: dropped */
+    if (p->nresp_hdrs == p->cap_resp_hdrs) {
+        p->cap_resp_hdrs = p->cap_resp_hdrs ? p->cap_resp_hdrs * 2 : 16;
+        if (p->cap_resp_hdrs > 128)
+            return n;
+        p->resp_hdrs = cm_xrealloc(p->resp_hdrs, p->cap_resp_hdrs * sizeof(*p->resp_hdrs));
+    }
+    memcpy(p->resp_hdrs[p->nresp_hdrs][0], data, nl);
+    p->resp_hdrs[p->nresp_hdrs][0][nl] = '\0';
+    memcpy(p->resp_hdrs[p->nresp_hdrs][1], v, vl);
+    p->resp_hdrs[p->nresp_hdrs][1][vl] = '\0';
+    p->nresp_hdrs++;
+    return n;
+}
+
+typedef struct hdr_ctx {
+    gw_px_req_t *p;
+    const char *conn_hdr;
+    const char *xff;
+} hdr_ctx_t;
+
+static enum MHD_Result add_req_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value)
+{
+    (void)kind;
+    hdr_ctx_t *h = cls;
+    if (!key || hop_by_hop(key) || named_by_connection(h->conn_hdr, key) ||
+        strcasecmp(key, "Host") == 0 || strcasecmp(key, "Content-Length") == 0 ||
+        strcasecmp(key, "Expect") == 0 || strcasecmp(key, "X-Forwarded-For") == 0 ||
+        strcasecmp(key, "X-Forwarded-Host") == 0 || strcasecmp(key, "X-Forwarded-Proto") == 0)
+        return MHD_YES;
+    char line[4200];
+    snprintf(line, sizeof(line), "%s: %s", key, value ? value : "");
+    h->p->hdrs = curl_slist_append(h->p->hdrs, line);
+    return MHD_YES;
+}
+
+typedef struct query_ctx {
+    CURL *easy;
+    char *buf;
+    size_t len, cap;
+} query_ctx_t;
+
+static void q_append(query_ctx_t *q, const char *s)
+{
+    size_t n = strlen(s);
+    if (q->len + n + 1 > q->cap) {
+        size_t cap = q->cap ? q->cap : 256;
+        while (cap < q->len + n + 1)
+            cap *= 2;
+        q->buf = cm_xrealloc(q->buf, cap);
+        q->cap = cap;
+    }
+    memcpy(q->buf + q->len, s, n + 1);
+    q->len += n;
+}
+
+/* MHD decodes the path: encode what may not stand in a URL path again (RFC 3986 pchar). */
+static void q_append_path(query_ctx_t *q, const char *path)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char buf[512];
+    size_t n = 0;
+    for (const unsigned char *s = (const unsigned char *)path; *s; s++) {
+        if (n + 4 >= sizeof(buf)) {
+            buf[n] = '\0';
+            q_append(q, buf);
+            n = 0;
+        }
+        if ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+            strchr("-._~!$&'()*+,;=:@/", *s)) {
+            buf[n++] = (char)*s;
+        } else {
+            buf[n++] = '%';
+            buf[n++] = hex[*s >> 4];
+            buf[n++] = hex[*s & 15];
+        }
+    }
+    buf[n] = '\0';
+    q_append(q, buf);
+}
+
+/* MHD hands the path without its query, and the arguments decoded: encode them again. */
+static enum MHD_Result add_query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    (void)kind;
+    query_ctx_t *q = cls;
+    q_append(q, q->len ? "&" : "?");
+    char *k = curl_easy_escape(q->easy, key ? key : "", 0);
+    q_append(q, k ? k : "");
+    curl_free(k);
+    if (value) {
+        char *v = curl_easy_escape(q->easy, value, 0);
+        q_append(q, "=");
+        q_append(q, v ? v : "");
+        curl_free(v);
+    }
+    return MHD_YES;
+}
+
+static void peer_text(gw_req_t *r, char *out, size_t cap)
+{
+    out[0] = '\0';
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    if (sa && sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)cap);
+    else if (sa && sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)cap);
+}
+
+bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
+{
+    gw_px_req_t *p = r->px;
+    gw_worker_t *w = r->w;
+    gw_px_worker_t *px = w->px;
+    if (p->action == PX_SHED) {
+        char reason[16];
+        snprintf(reason, sizeof(reason), "level_%d", (int)gw_ol_level(w->srv));
+        answer_degraded(r, reason);
+        return false;
+    }
+    if (p->too_large) {
+        gw_resp_error(&r->resp, GW_R_TOO_LARGE, NULL, "body is larger than %llu bytes",
+                      (unsigned long long)w->srv->cfg->proxy_max_body);
+        return false;
+    }
+    if (!px || px->stopped || atomic_load_explicit(&w->srv->draining, memory_order_relaxed)) {
+        gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "gateway is shutting down");
+        return false;
+    }
+    if (!gw_ol_acquire(r, GW_DEP_UPSTREAM + p->idx)) {
+        /* gw_ol_acquire filled a 503 with the reason; a fallback replaces it */
+        if (p->route->has_fallback)
+            answer_degraded(r, "upstream_limit");
+        else {
+            gw_ol_count_shed(w, (gw_crit_t)p->route->crit);
+            gw_resp_header(&r->resp, "X-Flashgate-Degraded", "1");
+        }
+        return false;
+    }
+    CURL *e = curl_easy_init();
+    if (!e) {
+        gw_ol_release(r, GW_DEP_UPSTREAM + p->idx, GW_AL_IGNORE);
+        gw_resp_error(&r->resp, GW_R_INTERNAL, NULL, "cannot start the upstream request");
+        return false;
+    }
+    p->easy = e;
+    query_ctx_t q = {.easy = e};
+    q_append(&q, p->route->upstream);
+    q_append_path(&q, url);
+    size_t base = q.len;
+    q.len = 0; /* the query part is appended after `base` below */
+    char *full = q.buf;
+    q.buf = NULL;
+    q.cap = 0;
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, add_query_arg, &q);
+    if (q.len) {
+        full = cm_xrealloc(full, base + q.len + 1);
+        memcpy(full + base, q.buf, q.len + 1);
+    }
+    free(q.buf);
+    curl_easy_setopt(e, CURLOPT_URL, full);
+    free(full);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, p);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)p->route->timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)p->route->timeout_ms);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, p);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, p);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    if (strcmp(method, "HEAD") == 0) {
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else if (strcmp(method, "GET") != 0) {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, p->req_body ? p->req_body : "");
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)p->req_len);
+    }
+    hdr_ctx_t h = {.p = p,
+                   .conn_hdr = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Connection"),
+                   .xff = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                      "X-Forwarded-For")};
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, add_req_header, &h);
+    char peer[INET6_ADDRSTRLEN] = "";
+    peer_text(r, peer, sizeof(peer));
+    char line[1200];
+    if (h.xff && *h.xff)
+        snprintf(line, sizeof(line), "X-Forwarded-For: %.1000s, %s", h.xff, peer);
+    else
+        snprintf(line, sizeof(line), "X-Forwarded-For: %s", peer);
+    p->hdrs = curl_slist_append(p->hdrs, line);
+    const char *host = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Host");
+    if (host) {
+        snprintf(line, sizeof(line), "X-Forwarded-Host: %.1000s", host);
+        p->hdrs = curl_slist_append(p->hdrs, line);
+    }
+    p->hdrs = curl_slist_append(p->hdrs, "X-Forwarded-Proto: http");
+    p->hdrs = curl_slist_append(p->hdrs, "Expect:"); /* no 100-continue round trip */
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, p->hdrs);
+    /* Suspend before handing over (a completion may come before we return). */
+    r->state = GW_ST_WAIT;
+    w->suspended++;
+    MHD_suspend_connection(r->conn);
+    if (curl_multi_add_handle(px->multi, e) != CURLM_OK) {
+        gw_ol_release(r, GW_DEP_UPSTREAM + p->idx, GW_AL_IGNORE);
+        gw_resp_error(&r->resp, GW_R_INTERNAL, NULL, "cannot start the upstream request");
+        gw_req_finish(r);
+    }
+    return true;
+}
+
+/* Builds the answer from a finished transfer and resumes the request. */
+static void px_complete(gw_px_worker_t *px, gw_px_req_t *p, CURLcode rc)
+{
+    gw_req_t *r = p->r;
+    unsigned dep = GW_DEP_UPSTREAM + p->idx;
+    long status = 0;
+    curl_easy_getinfo(p->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_multi_remove_handle(px->multi, p->easy);
+    bool server_error = rc == CURLE_OK && status >= 500;
+    if (rc != CURLE_OK || server_error) {
+        cm_log_debug("proxy", "upstream failed", "route=%s curl=\"%s\" status=%ld",
+                     p->route->prefix, curl_easy_strerror(rc), status);
+        gw_ol_release(r, dep, GW_AL_DROP);
+        if (server_error && !p->route->has_fallback) {
+            /* pass the upstream's own 5xx through (below) */
+        } else {
+            answer_failed(r, rc == CURLE_OPERATION_TIMEDOUT,
+                          rc == CURLE_OPERATION_TIMEDOUT ? "timed out"
+                          : p->resp_too_large           ? "answered more than proxy.max_body"
+                          : server_error                ? "failed"
+                                                        : "is unreachable");
+            gw_req_finish(r);
+            return;
+        }
+    } else {
+        gw_ol_release(r, dep, GW_AL_OK);
+    }
+    struct MHD_Response *mr = MHD_create_response_from_buffer(
+        p->resp_len, p->resp_body ? (void *)p->resp_body : (void *)"", 
+        p->resp_body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    if (!mr) {
+        gw_resp_error(&r->resp, GW_R_INTERNAL, NULL, "cannot build the response");
+        gw_req_finish(r);
+        return;
+    }
+    p->resp_body = NULL; /* MHD owns it now */
+    const char *conn_hdr = NULL;
+    for (unsigned i = 0; i < p->nresp_hdrs; i++)
+        if (strcasecmp(p->resp_hdrs[i][0], "Connection") == 0)
+            conn_hdr = p->resp_hdrs[i][1];
+    for (unsigned i = 0; i < p->nresp_hdrs; i++) {
+        const char *k = p->resp_hdrs[i][0];
+        if (hop_by_hop(k) || named_by_connection(conn_hdr, k) ||
+            strcasecmp(k, "Content-Length") == 0 || strcasecmp(k, "Date") == 0)
+            continue;
+        MHD_add_response_header(mr, k, p->resp_hdrs[i][1]);
+    }
+    p->resp = mr;
+    p->status = (unsigned)status;
+    p->reply = GW_R_PROXIED;
+    gw_req_finish(r);
+}
+
+static void check_done(gw_px_worker_t *px)
+{
+    CURLMsg *m;
+    int left;
+    while (px->multi && (m = curl_multi_info_read(px->multi, &left))) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        gw_px_req_t *p = NULL;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&p);
+        if (p)
+            px_complete(px, p, m->data.result);
+    }
+}
+
+struct MHD_Response *gw_px_response(gw_req_t *r, unsigned *status, gw_reply_t *reply)
+{
+    gw_px_req_t *p = r->px;
+    if (!p || !p->resp)
+        return NULL;
+    *status = p->status;
+    *reply = p->reply;
+    return p->resp;
+}
