@@ -195,7 +195,7 @@ void gw_ol_request_head(gw_req_t *r)
         return;
     uint64_t now = now_us();
     uint64_t in_iter = now > o->iter_start_us ? now - o->iter_start_us : 0;
-    gw_qdelay_sample(&o->q, in_iter + o->lag_us);
+    gw_qdelay_sample(&o->q, in_iter + o->lag_us, true);
 }
 
 gw_level_t gw_ol_level(gw_server_t *srv)
@@ -240,7 +240,7 @@ static void evaluate(gw_server_t *srv, uint64_t now)
         gw_ol_worker_t *o = srv->workers[i].ol;
         if (!o)
             continue;
-        uint64_t v = atomic_load_explicit(&o->q.pub_avg_us, memory_order_relaxed);
+        uint64_t v = atomic_load_explicit(&o->q.pub_pressure_us, memory_order_relaxed);
         if (v > worst)
             worst = v;
     }
@@ -295,7 +295,7 @@ static void on_tick(uv_timer_t *t)
     uint64_t now = now_us();
     o->lag_us = now > o->tick_due_us ? now - o->tick_due_us : 0;
     o->tick_due_us = now + GW_OL_TICK_MS * 1000u;
-    gw_qdelay_sample(&o->q, o->lag_us);
+    gw_qdelay_sample(&o->q, o->lag_us, false);
     for (unsigned i = 0; i < o->ndeps; i++)
         gw_alimit_tick(&o->dep[i], now);
     gw_level_t level = gw_ol_level(srv);

@@ -136,22 +136,30 @@ const char *gw_breaker_state_name(gw_br_state_t s);
  * not, it grows by 2 (DAGOR: fast decrease, slow increase). The same users
  * keep getting through for the whole minute, so a person already admitted
  * once is not refused half way through.
+ *
+ * A window with fewer than GW_QDELAY_MIN_REQUESTS requests never counts as
+ * over target: a loop that is late because the machine is busy with other
+ * processes, but serves almost nobody, has no crowd to shed (and shedding
+ * would not help it).
  */
+#define GW_QDELAY_MIN_REQUESTS 20
 #define GW_UPRIO_LEVELS 128
 
 typedef struct gw_qdelay {
     uint64_t target_us, interval_us;
     uint64_t win_start_us, win_sum_us;
-    uint32_t win_n;
+    uint32_t win_n, win_reqs;
     double avg_us;          /* of the last closed window */
-    bool over;              /* last window above target */
+    bool over;              /* last window above target, with enough requests */
     uint32_t u_cut;         /* admit buys with priority < u_cut (GW_UPRIO_LEVELS = all) */
     _Atomic uint64_t pub_avg_us;
+    _Atomic uint64_t pub_pressure_us; /* avg_us when the window had enough requests, else 0 */
     _Atomic uint32_t pub_u_cut;
 } gw_qdelay_t;
 
 void gw_qdelay_init(gw_qdelay_t *q, uint64_t target_us, uint64_t interval_us, uint64_t now_us);
-void gw_qdelay_sample(gw_qdelay_t *q, uint64_t delay_us);
+/* One queuing-delay sample; `request`: of a request (counts toward the minimum). */
+void gw_qdelay_sample(gw_qdelay_t *q, uint64_t delay_us, bool request);
 /*
  * Closes the window if interval_us passed: computes the average, and moves
  * u_cut when `shed_users` (down while over target) or always up while under.

@@ -233,10 +233,11 @@ void gw_qdelay_init(gw_qdelay_t *q, uint64_t target_us, uint64_t interval_us, ui
     atomic_store_explicit(&q->pub_u_cut, q->u_cut, memory_order_relaxed);
 }
 
-void gw_qdelay_sample(gw_qdelay_t *q, uint64_t delay_us)
+void gw_qdelay_sample(gw_qdelay_t *q, uint64_t delay_us, bool request)
 {
     q->win_sum_us += delay_us;
     q->win_n++;
+    q->win_reqs += request ? 1u : 0u;
 }
 
 bool gw_qdelay_tick(gw_qdelay_t *q, uint64_t now_us, bool shed_users)
@@ -244,7 +245,8 @@ bool gw_qdelay_tick(gw_qdelay_t *q, uint64_t now_us, bool shed_users)
     if (now_us < q->win_start_us + q->interval_us)
         return false;
     q->avg_us = q->win_n ? (double)q->win_sum_us / q->win_n : 0;
-    q->over = q->avg_us > (double)q->target_us;
+    bool busy = q->win_reqs >= GW_QDELAY_MIN_REQUESTS;
+    q->over = busy && q->avg_us > (double)q->target_us;
     if (q->over && shed_users) {
         uint32_t step = q->u_cut / 8;
         q->u_cut -= step ? step : 1;
@@ -258,7 +260,10 @@ bool gw_qdelay_tick(gw_qdelay_t *q, uint64_t now_us, bool shed_users)
     q->win_start_us = now_us;
     q->win_sum_us = 0;
     q->win_n = 0;
+    q->win_reqs = 0;
     atomic_store_explicit(&q->pub_avg_us, (uint64_t)q->avg_us, memory_order_relaxed);
+    atomic_store_explicit(&q->pub_pressure_us, busy ? (uint64_t)q->avg_us : 0,
+                          memory_order_relaxed);
     atomic_store_explicit(&q->pub_u_cut, q->u_cut, memory_order_relaxed);
     return true;
 }

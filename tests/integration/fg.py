@@ -161,7 +161,11 @@ class Gateway(Server):
     def cmd(self):
         c = [os.path.join(BIN, "flashgate"), "--listen", "127.0.0.1:%d" % self.port,
              "--admin-listen", "127.0.0.1:%d" % self.admin_port, "--data-dir", self.data_dir,
-             "--threads", str(self.threads), "--log-level", "info"]
+             "--threads", str(self.threads), "--log-level", "info",
+             # Degradation levels pinned to 0: a loaded CI machine must not move a
+             # suite's answers (sale Cache-Control, buys shed by user priority).
+             # Tests of automatic levels pass "--overload-level", "auto".
+             "--overload-level", "0"]
         if self.token:
             c += ["--admin-token", self.token]
         # FLASHGATE_IT_EXTRA: extra flags for every gateway (e.g. "--kafka-brokers none"

@@ -246,7 +246,8 @@ static void test_qdelay_dagor(void **state)
     uint64_t t = 0;
     assert_true(gw_qdelay_admit_user(&q, 127));
     /* Not a full window yet */
-    gw_qdelay_sample(&q, 100 * MS);
+    for (int i = 0; i < GW_QDELAY_MIN_REQUESTS; i++)
+        gw_qdelay_sample(&q, 100 * MS, true);
     assert_false(gw_qdelay_tick(&q, t + 10 * MS, true));
     /* Over target but shedding users not allowed (level < 2): the cut stays. */
     assert_true(gw_qdelay_tick(&q, t += 50 * MS, false));
@@ -254,8 +255,10 @@ static void test_qdelay_dagor(void **state)
     assert_int_equal(q.u_cut, GW_UPRIO_LEVELS);
     /* Allowed: shrinks fast */
     for (int i = 0; i < 10; i++) {
-        gw_qdelay_sample(&q, 40 * MS);
-        gw_qdelay_sample(&q, 30 * MS);
+        for (int k = 0; k < GW_QDELAY_MIN_REQUESTS; k++) {
+            gw_qdelay_sample(&q, 40 * MS, true);
+            gw_qdelay_sample(&q, 30 * MS, true);
+        }
         assert_true(gw_qdelay_tick(&q, t += 50 * MS, true));
     }
     assert_true(q.u_cut < 50);
@@ -268,16 +271,28 @@ static void test_qdelay_dagor(void **state)
     assert_true(gw_qdelay_tick(&q, t += 50 * MS, true));
     assert_int_equal(q.u_cut, cut + 2);
     for (int i = 0; i < 100; i++) {
-        gw_qdelay_sample(&q, 1 * MS);
+        gw_qdelay_sample(&q, 1 * MS, true);
         gw_qdelay_tick(&q, t += 50 * MS, true);
     }
     assert_int_equal(q.u_cut, GW_UPRIO_LEVELS);
     /* Never below 1 */
     for (int i = 0; i < 200; i++) {
-        gw_qdelay_sample(&q, 900 * MS);
+        for (int k = 0; k < GW_QDELAY_MIN_REQUESTS; k++)
+            gw_qdelay_sample(&q, 900 * MS, true);
         gw_qdelay_tick(&q, t += 50 * MS, true);
     }
     assert_int_equal(q.u_cut, 1);
+    /* A late loop with almost no requests (a busy machine, an idle gateway) is not over. */
+    gw_qdelay_t idle;
+    gw_qdelay_init(&idle, 20 * MS, 50 * MS, 0);
+    for (int i = 0; i < 10; i++)
+        gw_qdelay_sample(&idle, 500 * MS, i < GW_QDELAY_MIN_REQUESTS - 1 ? false : true);
+    gw_qdelay_sample(&idle, 500 * MS, true);
+    assert_true(gw_qdelay_tick(&idle, 50 * MS, true));
+    assert_false(idle.over);
+    assert_int_equal(idle.u_cut, GW_UPRIO_LEVELS);
+    assert_int_equal(atomic_load(&idle.pub_pressure_us), 0);
+    assert_int_equal(atomic_load(&idle.pub_avg_us), 500 * MS);
 }
 
 int main(void)
