@@ -1,0 +1,166 @@
+"""A proxied route's upstream (a small HTTP server run by this test) that works,
+then becomes slow, then fails: answers pass through while it works (hop-by-hop
+headers dropped, X-Forwarded-For appended, bodies both ways); slow and failing
+answers become the route's fallback with X-Flashgate-Degraded: 1; its breaker
+opens (the upstream then sees at most the probe), closes again once it
+answers; and buys in the same run are all accepted meanwhile."""
+import http.server
+import json
+import os
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fg import Gateway, check, eq, finish, free_port, need_binary, request  # noqa: E402
+
+need_binary("flashgate")
+
+MODE = {"mode": "ok", "hits": 0}
+LOCK = threading.Lock()
+
+
+class Upstream(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self, body=b""):
+        with LOCK:
+            MODE["hits"] += 1
+            mode = MODE["mode"]
+        if mode == "slow":
+            time.sleep(0.6)
+        if mode == "fail":
+            out = b'{"error":"boom"}'
+            self.send_response(500)
+        else:
+            out = json.dumps({"path": self.path, "method": self.command,
+                              "xff": self.headers.get("X-Forwarded-For"),
+                              "secret": self.headers.get("X-Hop"),
+                              "conn": self.headers.get("Connection"),
+                              "body": body.decode()}).encode()
+            self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.send_header("X-Upstream", "yes")
+        self.send_header("Keep-Alive", "timeout=5")
+        self.end_headers()
+        try:
+            self.wfile.write(out)
+        except OSError:
+            pass
+
+    def do_GET(self):
+        self._answer()
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length", "0"))
+        self._answer(self.rfile.read(n))
+
+    def log_message(self, *a):
+        pass
+
+
+up_port = free_port()
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", up_port), Upstream)
+srv.daemon_threads = True
+threading.Thread(target=srv.serve_forever, daemon=True).start()
+
+FALLBACK = '{"items":[],"fallback":true}'
+routes = [{"prefix": "/v1/recs/", "upstream": "http://127.0.0.1:%d" % up_port,
+           "timeout_ms": 200, "criticality": "degradable",
+           "fallback": {"status": 200, "content_type": "application/json", "body": FALLBACK}}]
+g = Gateway("--kafka-brokers", "none", "--proxy-routes", json.dumps(routes),
+            "--proxy-breaker-failures", "3", "--proxy-breaker-cooldown", "600ms",
+            "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", threads=1).start()
+
+
+def recs(path="/v1/recs/x?a=1&b=x%20y"):
+    return request(g.port, "GET", path, headers={"Connection": "keep-alive, X-Hop",
+                                                 "X-Hop": "drop-me",
+                                                 "X-Forwarded-For": "203.0.113.9"})
+
+
+def up_stats():
+    return g.admin("GET", "/admin/v1/stats").json["overload"]["limits"]["upstream:/v1/recs/"]
+
+
+try:
+    g.put_sale("s", stock=1000, per_user_limit=1)
+
+    # ---- the upstream works: answers pass through ----
+    r = recs()
+    eq(r.status, 200, "proxied GET")
+    check("x-flashgate-degraded" not in r.headers, "a served answer is not marked degraded")
+    eq(r.headers.get("x-upstream"), "yes", "the upstream's own headers pass")
+    check("keep-alive" not in r.headers, "hop-by-hop response headers are dropped")
+    eq(r.json["path"], "/v1/recs/x?a=1&b=x%20y", "path and query reach the upstream")
+    eq(r.json["xff"], "203.0.113.9, 127.0.0.1", "X-Forwarded-For gets the peer appended")
+    eq(r.json["secret"], None, "a header named in Connection is dropped")
+    eq(r.json["conn"], None, "Connection itself is dropped")
+    p = request(g.port, "POST", "/v1/recs/post", body="hello upstream",
+                headers={"Content-Type": "text/plain"})
+    eq((p.status, p.json["method"], p.json["body"]), (200, "POST", "hello upstream"),
+       "a POST body reaches the upstream")
+    big = request(g.port, "POST", "/v1/recs/big", body="x" * (2 << 20),
+                  headers={"Content-Type": "text/plain"})
+    eq(big.status, 413, "a body over proxy.max_body is refused")
+    eq(up_stats()["breaker"], "closed", "breaker closed while it works")
+
+    # ---- slow (past the route's timeout): fallback, and buys meanwhile are accepted ----
+    MODE["mode"] = "slow"
+
+    def slow_one(_):
+        x = recs()
+        return x.status, x.raw.decode(), x.headers.get("x-flashgate-degraded")
+
+    def buy_one(i):
+        return g.buy("s", "u%d" % i).status
+
+    with ThreadPoolExecutor(16) as ex:
+        slow = ex.map(slow_one, range(12))
+        buys = ex.map(buy_one, range(60))
+        slow, buys = list(slow), list(buys)
+    check(all(s == (200, FALLBACK, "1") for s in slow),
+          "a slow upstream's requests get the fallback with X-Flashgate-Degraded: 1: %r" %
+          slow[:3])
+    eq(buys.count(202), 60, "every buy in the same run is accepted")
+    st = up_stats()
+    check(st["breaker_opens"] >= 1, "timeouts in a row open the breaker: %r" % st)
+    check(st["drops"] >= 3, "the timeouts are counted as drops: %r" % st)
+
+    # ---- failing (500): open breaker, the upstream sees at most probes ----
+    MODE["mode"] = "fail"
+    time.sleep(0.7)  # past the cool-down: a probe goes out and fails
+    for _ in range(3):
+        recs()
+    with LOCK:
+        hits_before = MODE["hits"]
+    outs = [recs() for _ in range(20)]
+    with LOCK:
+        hits = MODE["hits"] - hits_before
+    check(all(o.status == 200 and o.raw.decode() == FALLBACK and
+              o.headers.get("x-flashgate-degraded") == "1" for o in outs),
+          "a failing upstream's requests get the fallback")
+    check(hits <= 1, "the open breaker keeps requests off the upstream: %d reached it" % hits)
+    eq(up_stats()["breaker"] in ("open", "half_open"), True, "the breaker is open")
+    eq(g.buy("s", "after-fail").status, 202, "buys still accepted")
+
+    # ---- recovered: after the cool-down the probe succeeds and the breaker closes ----
+    MODE["mode"] = "ok"
+    deadline = time.time() + 5
+    served = None
+    while time.time() < deadline:
+        served = recs()
+        if served.headers.get("x-upstream") == "yes":
+            break
+        time.sleep(0.1)
+    check(served is not None and served.headers.get("x-upstream") == "yes",
+          "the upstream serves again after the cool-down")
+    eq(up_stats()["breaker"], "closed", "the probe's success closes the breaker")
+    log = g.logs(200000)
+    check(log.count("upstream failed") == 0, "no log line per upstream failure at info level")
+finally:
+    g.cleanup()
+    srv.shutdown()
+finish()
