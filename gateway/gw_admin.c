@@ -18,6 +18,7 @@
 #include "common/cm_log.h"
 #include "common/cm_time.h"
 #include "gateway/gw_audit.h"
+#include "gateway/gw_fair.h"
 #include "gateway/gw_fleet.h"
 #include "gateway/gw_internal.h"
 
@@ -365,6 +366,19 @@ static json_t *sale_obj(const inv_sale_info_t *info)
 
 /*---- sales ----*/
 
+/* Appends the lottery's window to a sale body (only when the sale has one). */
+static void fair_fields(gw_server_t *srv, gw_resp_t *p, const char *sale_id)
+{
+    int64_t w = 0, e = 0;
+    gw_fair_conf_get(srv->fair, sale_id, &w, &e);
+    if (w <= 0 || p->body_len < 2 || p->body[p->body_len - 1] != '}')
+        return;
+    p->body_len--;
+    p->body_len += (size_t)snprintf(p->body + p->body_len, sizeof(p->body) - p->body_len,
+                                    ",\"fair_window_ms\":%lld,\"fair_early_ms\":%lld}",
+                                    (long long)w, (long long)e);
+}
+
 static void h_sale_put(admin_call_t *a)
 {
     gw_server_t *srv = a->srv;
@@ -375,16 +389,27 @@ static void h_sale_put(admin_call_t *a)
     json_t *j = parse_object(a->ar, p);
     if (!j)
         return;
-    static const char *const keys[] = {"stock", "per_user_limit", "starts_at", "ends_at", NULL};
+    static const char *const keys[] = {"stock",          "per_user_limit", "starts_at", "ends_at",
+                                       "fair_window_ms", "fair_early_ms",  NULL};
     inv_sale_def_t d;
     memset(&d, 0, sizeof(d));
     memcpy(d.sale_id, id, strlen(id) + 1); /* id was checked: <= 64 chars */
-    int64_t stock = 0, limit = 1;
+    int64_t stock = 0, limit = 1, fwin = 0, fearly = 0;
+    gw_fair_conf_get(srv->fair, id, &fwin, &fearly); /* absent: unchanged */
     if (only_keys(j, keys, p) && get_int(j, "stock", 0, 1000000000000LL, true, &stock, p) &&
         get_int(j, "per_user_limit", 1, 1000000, false, &limit, p) &&
-        get_time(j, "starts_at", &d.starts_at_ms, p) && get_time(j, "ends_at", &d.ends_at_ms, p)) {
+        get_time(j, "starts_at", &d.starts_at_ms, p) && get_time(j, "ends_at", &d.ends_at_ms, p) &&
+        get_int(j, "fair_window_ms", 0, GW_FAIR_WINDOW_MAX_MS, false, &fwin, p) &&
+        get_int(j, "fair_early_ms", 0, GW_FAIR_EARLY_MAX_MS, false, &fearly, p)) {
         if (d.starts_at_ms && d.ends_at_ms && d.ends_at_ms <= d.starts_at_ms) {
             gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "ends_at must be after starts_at");
+        } else if (fwin > 0 && !d.starts_at_ms) {
+            gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
+                          "fair_window_ms needs starts_at: the window opens at the start");
+        } else if (fwin > 0 && strcmp(inv_backend_name(srv->inv), "memory") != 0) {
+            gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
+                          "fair_window_ms needs the memory inventory (one gateway) in this "
+                          "version");
         } else {
             d.stock = stock;
             d.per_user_limit = (uint32_t)limit;
@@ -393,8 +418,11 @@ static void h_sale_put(admin_call_t *a)
             inv_sale_info_t info;
             char why[256] = "";
             int rc = inv_sale_put(srv->inv, &d, &info, why, sizeof(why));
+            if (rc == 0)
+                rc = gw_fair_configure(srv, id, fwin, fearly, why, sizeof(why));
             if (rc == 0) {
                 sale_reply(p, existed ? GW_R_OK : GW_R_CREATED, &info);
+                fair_fields(srv, p, id);
                 gw_audit_record(srv, a->who, "sale.put", id, existed ? sale_obj(&before) : NULL,
                                 sale_obj(&info));
                 cm_log_info("admin", "sale defined", "sale=%s stock=%lld per_user_limit=%u",
@@ -413,10 +441,27 @@ static void h_sale_get(admin_call_t *a)
         return;
     inv_sale_info_t info;
     int rc = inv_sale_get(a->srv->inv, a->arg, &info);
-    if (rc == 0)
+    if (rc == 0) {
         sale_reply(a->p, GW_R_OK, &info);
-    else
+        fair_fields(a->srv, a->p, a->arg);
+    } else {
         inv_error(a->p, rc, "", a->arg);
+    }
+}
+
+/* GET /admin/v1/sales/{id}/draw: the start-window draw, auditable (gw_fair.h). */
+static void h_sale_draw(admin_call_t *a)
+{
+    if (!sale_arg(a))
+        return;
+    json_t *o = gw_fair_draw_json(a->srv->fair, a->arg);
+    if (!o) {
+        gw_resp_error(a->p, GW_R_UNKNOWN_SALE, NULL, "sale %s has no start-window lottery",
+                      a->arg);
+        return;
+    }
+    set_big(a, json_dumps(o, JSON_COMPACT));
+    json_decref(o);
 }
 
 static void h_sale_restock(admin_call_t *a)
@@ -974,6 +1019,7 @@ static char *stats_json(gw_server_t *srv)
     gw_fleet_stats(srv, o);
     gw_overload_stats(srv, o);
     gw_conn_stats(srv, o);
+    gw_fair_stats(srv->fair, o);
     char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12));
     json_decref(o);
     return s;
@@ -1184,6 +1230,7 @@ static void h_degrade_put(admin_call_t *a)
     XX("GET", "/admin/v1/sales/{sale_id}", READ, h_sale_get)                                       \
     XX("PUT", "/admin/v1/sales/{sale_id}", WRITE, h_sale_put)                                      \
     XX("POST", "/admin/v1/sales/{sale_id}/restock", WRITE, h_sale_restock)                         \
+    XX("GET", "/admin/v1/sales/{sale_id}/draw", READ, h_sale_draw)                                 \
     XX("GET", "/admin/v1/limits", READ, h_limits_get)                                              \
     XX("PATCH", "/admin/v1/limits", WRITE, h_limits_patch)                                         \
     XX("GET", "/admin/v1/rules", READ, h_rules_list)                                               \

@@ -21,6 +21,7 @@
 #include "common/cm_err.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
+#include "gateway/gw_fair.h"
 #include "gateway/gw_internal.h"
 
 #include <jansson.h>
@@ -312,6 +313,49 @@ static void on_reserved(inv_reserve_req_t *res, int outcome)
         gw_req_finish(r);
 }
 
+/* The 202 "entered" of a lottery entry (docs/api.md). */
+static void reply_entered(gw_req_t *r, const gw_fair_ticket_t *t, bool again, int64_t now_ms)
+{
+    gw_resp_t *p = &r->resp;
+    gw_resp_init(p, GW_R_ENTERED);
+    char at[40];
+    cm_time_format_rfc3339(t->draw_at_ms, at, sizeof(at));
+    char tok[GW_TOKEN_LEN + 1];
+    gw_status_token(r->w->srv, t->order_id, tok);
+    p->body_len = (size_t)snprintf(
+        p->body, sizeof(p->body),
+        "{\"order_id\":\"%s\",\"status\":\"entered\",\"sale_id\":\"%s\",\"qty\":%u,"
+        "\"status_token\":\"%s\",\"draw_at\":\"%s\"%s}",
+        t->order_id, t->sale_id, t->qty, tok, at, again ? ",\"duplicate\":true" : "");
+    gw_resp_header(p, "Location", "/v1/orders/%s?token=%s", t->order_id, tok);
+    gw_resp_header(p, "Cache-Control", "no-store");
+    int64_t wait = t->draw_at_ms > now_ms ? t->draw_at_ms - now_ms : 0;
+    gw_resp_retry_after(p, (unsigned long long)ceil_s((uint64_t)wait * 1000000ull));
+}
+
+static void fair_enter(gw_req_t *r, gw_fair_sale_t *fair, int64_t closes_at, int64_t now_ms)
+{
+    gw_fair_ticket_t t;
+    memset(&t, 0, sizeof(t));
+    cm_id_format(cm_id_next(&r->w->srv->ids, now_ms), t.order_id);
+    snprintf(t.sale_id, sizeof(t.sale_id), "%s", r->id);
+    snprintf(t.user_id, sizeof(t.user_id), "%s", r->res.user_id);
+    t.qty = r->res.qty;
+    t.entered_at_ms = now_ms;
+    t.draw_at_ms = closes_at;
+    int rc = gw_fair_enter(fair, &t, r->res.idem_key);
+    if (rc == 0 || rc == 1) {
+        reply_entered(r, &t, rc == 1, now_ms);
+    } else if (rc == CM_EBUSY) {
+        gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
+                      "the start-window draw of sale %s is running; retry", r->id);
+        gw_resp_retry_after(&r->resp, 1);
+    } else {
+        gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "lottery entry log write failed");
+        gw_resp_retry_after(&r->resp, 1);
+    }
+}
+
 bool gw_buy_handle(gw_req_t *r)
 {
     gw_worker_t *w = r->w;
@@ -359,7 +403,11 @@ bool gw_buy_handle(gw_req_t *r)
     inv_sale_info_t info;
     inv_sale_snapshot(sale, &info);
     int64_t now_ms = cm_wall_ms();
-    if (info.starts_at_ms && now_ms < info.starts_at_ms) {
+    /* A sale with a start-window lottery (gw_fair.h) takes entries from
+     * starts_at - early to starts_at + window, then first-come once drawn. */
+    gw_fair_sale_t *fair = info.starts_at_ms ? gw_fair_find(srv->fair, r->id) : NULL;
+    gw_fair_phase_t phase = fair ? gw_fair_phase(fair, info.starts_at_ms, now_ms) : GW_FAIR_OPEN;
+    if (info.starts_at_ms && now_ms < info.starts_at_ms && phase != GW_FAIR_ENTER) {
         uint64_t wait_ns = (uint64_t)(info.starts_at_ms - now_ms) * 1000000ull;
         char extra[64];
         snprintf(extra, sizeof(extra), "\"retry_after\":%llu", (unsigned long long)ceil_s(wait_ns));
@@ -399,6 +447,20 @@ bool gw_buy_handle(gw_req_t *r)
     if (!v.allowed) {
         gw_hitters_add(w, r->res.user_id, ipkey, iplen);
         reply_rate_limited(r, &v);
+        return false;
+    }
+
+    /* 4b. the lottery: an entry instead of an order, or wait for the draw */
+    if (phase == GW_FAIR_ENTER) {
+        if (now_ms < info.starts_at_ms)
+            gw_hitters_add(w, NULL, ipkey, iplen); /* early arrivals, per address */
+        fair_enter(r, fair, gw_fair_closes_at(fair, info.starts_at_ms), now_ms);
+        return false;
+    }
+    if (phase == GW_FAIR_DRAWING) {
+        gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
+                      "the start-window draw of sale %s is running; retry", r->id);
+        gw_resp_retry_after(&r->resp, 1);
         return false;
     }
 
@@ -490,6 +552,35 @@ void gw_buy_loop_tick(gw_worker_t *w)
 
 /*---- GET /v1/orders/{id}, GET /v1/sales/{id} ----*/
 
+/*
+ * GET /v1/orders/{id} of a lottery entry that is not an order: 200 "entered"
+ * until the draw, 410 sold_out with the draw position for a loser; a winner
+ * reads "queued" until its order is in the table (then it is a normal order).
+ */
+static void fair_order(gw_req_t *r, const gw_fair_ticket_t *t)
+{
+    gw_resp_t *p = &r->resp;
+    if (t->state == 2) {
+        char extra[96];
+        snprintf(extra, sizeof(extra), "\"draw_position\":%u,\"entrants\":%u", t->position,
+                 t->entrants);
+        gw_resp_error(p, GW_R_SOLD_OUT, extra,
+                      "not drawn: position %u of %u entrants in the start-window draw of sale %s",
+                      t->position, t->entrants, t->sale_id);
+    } else {
+        gw_resp_init(p, GW_R_OK);
+        char at[40], dr[40];
+        cm_time_format_rfc3339(t->entered_at_ms, at, sizeof(at));
+        cm_time_format_rfc3339(t->draw_at_ms, dr, sizeof(dr));
+        p->body_len = (size_t)snprintf(
+            p->body, sizeof(p->body),
+            "{\"order_id\":\"%s\",\"status\":\"%s\",\"sale_id\":\"%s\",\"qty\":%u,"
+            "\"entered_at\":\"%s\",\"draw_at\":\"%s\"}",
+            t->order_id, t->state == 1 ? "queued" : "entered", t->sale_id, t->qty, at, dr);
+    }
+    gw_resp_header(p, "Cache-Control", "no-store");
+}
+
 void gw_order_handle(gw_req_t *r)
 {
     oq_order_t ord;
@@ -497,8 +588,13 @@ void gw_order_handle(gw_req_t *r)
     const char *tok = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "token");
     if (!tok)
         tok = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Order-Token");
-    if (!gw_status_token_ok(r->w->srv, r->id, tok) ||
-        !gw_orders_get(r->w->srv->orders, r->id, &ord)) {
+    bool tok_ok = gw_status_token_ok(r->w->srv, r->id, tok);
+    if (!tok_ok || !gw_orders_get(r->w->srv->orders, r->id, &ord)) {
+        gw_fair_ticket_t t;
+        if (tok_ok && gw_fair_lookup(r->w->srv->fair, r->id, &t)) {
+            fair_order(r, &t);
+            return;
+        }
         gw_resp_error(&r->resp, GW_R_UNKNOWN_ORDER, NULL, "no order %s", r->id);
         return;
     }

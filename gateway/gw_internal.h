@@ -56,6 +56,7 @@ struct gw_px_req;
     XX(OK, 200, "ok", 0)                                                                           \
     XX(CREATED, 201, "created", 0)                                                                 \
     XX(ACCEPTED, 202, "queued", 0)                                                                 \
+    XX(ENTERED, 202, "entered", 0)                                                                 \
     XX(BAD_REQUEST, 400, "bad_request", 0)                                                         \
     XX(UNAUTHORIZED, 401, "unauthorized", 0)                                                       \
     XX(FORBIDDEN, 403, "forbidden", 0)                                                             \
@@ -324,6 +325,7 @@ struct gw_server {
     gw_counters_t admin_ctr;
     uv_loop_t main_loop;
     struct gw_overload *ol; /* levels, limits config, routes (gw_overload.c) */
+    struct gw_fair *fair;   /* start-window lotteries (gw_fair.c) */
 };
 
 /*

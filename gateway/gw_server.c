@@ -6,6 +6,7 @@
 #include "common/cm_err.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
+#include "gateway/gw_fair.h"
 #include "gateway/gw_fleet.h"
 #include "gateway/gw_internal.h"
 
@@ -308,6 +309,10 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
                 (unsigned long long)rctx.orders, (unsigned long long)rctx.events,
                 (unsigned long long)((cm_mono_us() - t0) / 1000));
 
+    /* After the replay: a lottery's winners are orders the replay knows. */
+    if ((rc = gw_fair_open(srv, errbuf, errlen)))
+        return rc;
+
     if ((rc = gw__queue_start(srv, errbuf, errlen)))
         return rc;
     if ((rc = gw_overload_start(srv, errbuf, errlen)))
@@ -315,6 +320,8 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
     if ((rc = gw_admin_start(srv, errbuf, errlen)))
         return rc;
     if ((rc = gw_workers_start(srv, errbuf, errlen)))
+        return rc;
+    if ((rc = gw_fair_start_thread(srv, errbuf, errlen)))
         return rc;
     atomic_store(&srv->ready, true);
     cm_log_info("gw", "flashgate ready",
@@ -329,6 +336,7 @@ void gw_server_stop(gw_server_t *srv)
 {
     atomic_store(&srv->draining, true);
     atomic_store(&srv->ready, false);
+    gw_fair_close(srv); /* its thread spools and reserves: before the workers go */
     gw_workers_stop(srv);
     gw_admin_stop(srv);
     gw_overload_stop(srv);

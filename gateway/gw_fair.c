@@ -1,0 +1,909 @@
+/*
+ * Fair start: the start-window lottery (see gw_fair.h for the rules).
+ */
+#include "gateway/gw_fair.h"
+
+#include "common/cm_alloc.h"
+#include "common/cm_err.h"
+#include "common/cm_hash.h"
+#include "common/cm_log.h"
+#include "common/cm_time.h"
+#include "gateway/gw_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FAIR_MAX_SALES 64
+#define TICK_MS 20
+
+enum { E_ENTERED = 0, E_WON = 1, E_LOST = 2 };
+
+typedef struct entry {
+    char order_id[INV_ORDER_ID_MAX + 1];
+    char user_id[INV_USER_ID_MAX + 1];
+    char idem[INV_IDEM_KEY_MAX + 1];
+    uint32_t qty;
+    int64_t at_ms;
+    uint64_t key; /* siphash(secret, user_id): the table hash and the draw's sort key */
+    uint8_t state;
+    uint32_t pos; /* 1-based draw position, 0 before the draw */
+} entry_t;
+
+struct gw_fair_sale {
+    char sale_id[INV_SALE_ID_MAX + 1];
+    _Atomic int64_t window_ms, early_ms;
+    cm_hash_key_t secret;
+    pthread_mutex_t mu; /* everything below */
+    entry_t *v;
+    size_t n, cap;
+    uint32_t *by_user, *by_id; /* open addressing: entry index + 1, 0 = empty */
+    size_t tcap;
+    int fd; /* the entry log, -1 until the first entry */
+    bool closed;             /* the draw took the entries: no more */
+    bool seeded;
+    uint64_t seed;
+    int64_t draw_started_ms, draw_done_ms;
+    uint32_t *perm;          /* the draw order once seeded */
+    size_t ndraw, next;      /* entrants of the draw, next position to allocate */
+    bool exhausted;
+    uint64_t won_orders, won_units, lost;
+    atomic_bool drawn;
+    _Atomic uint64_t duplicates;
+};
+
+struct gw_fair {
+    gw_server_t *srv;
+    pthread_mutex_t mu; /* configuration writers */
+    gw_fair_sale_t *sales[FAIR_MAX_SALES];
+    _Atomic size_t n;
+    char dir[600];
+    pthread_t thread;
+    bool running;
+    atomic_bool stop;
+    inv_worker_t *inv;
+};
+
+/*---- the pure parts: phase and draw order ----*/
+
+gw_fair_phase_t gw_fair_phase_at(int64_t starts_at_ms, int64_t early_ms, int64_t window_ms,
+                                 bool drawn, int64_t now_ms)
+{
+    if (window_ms <= 0)
+        return now_ms < starts_at_ms ? GW_FAIR_TOO_EARLY : GW_FAIR_OPEN;
+    if (now_ms < starts_at_ms - early_ms)
+        return GW_FAIR_TOO_EARLY;
+    if (now_ms < starts_at_ms + window_ms)
+        return GW_FAIR_ENTER;
+    return drawn ? GW_FAIR_OPEN : GW_FAIR_DRAWING;
+}
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+/* xoshiro256** (Blackman & Vigna). */
+static uint64_t xoshiro(uint64_t s[4])
+{
+    uint64_t r = rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return r;
+}
+
+/* Uniform in [0, n), n >= 1, without modulo bias (rejection). */
+static uint64_t bounded(uint64_t s[4], uint64_t n)
+{
+    uint64_t threshold = (0 - n) % n;
+    for (;;) {
+        uint64_t r = xoshiro(s);
+        if (r >= threshold)
+            return r % n;
+    }
+}
+
+typedef struct keyidx {
+    uint64_t key;
+    uint32_t idx;
+} keyidx_t;
+
+static int keyidx_cmp(const void *a, const void *b)
+{
+    const keyidx_t *x = a, *y = b;
+    if (x->key != y->key)
+        return x->key < y->key ? -1 : 1;
+    return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+void gw_fair_order(const uint64_t *keys, size_t n, uint64_t seed, uint32_t *perm)
+{
+    if (!n)
+        return;
+    keyidx_t *k = cm_xmalloc(n * sizeof(*k));
+    for (size_t i = 0; i < n; i++)
+        k[i] = (keyidx_t){keys[i], (uint32_t)i};
+    qsort(k, n, sizeof(*k), keyidx_cmp);
+    for (size_t i = 0; i < n; i++)
+        perm[i] = k[i].idx;
+    free(k);
+    uint64_t x = seed, s[4];
+    for (int i = 0; i < 4; i++)
+        s[i] = splitmix64(&x);
+    for (size_t i = n - 1; i > 0; i--) {
+        size_t j = (size_t)bounded(s, i + 1);
+        uint32_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+}
+
+/*---- per-sale tables ----*/
+
+static uint64_t hash_str(const gw_fair_sale_t *fs, const char *s)
+{
+    return cm_hash_sip24(&fs->secret, s, strlen(s));
+}
+
+static void table_insert(uint32_t *t, size_t cap, uint64_t h, uint32_t idx)
+{
+    size_t m = cap - 1;
+    for (size_t i = h & m;; i = (i + 1) & m)
+        if (!t[i]) {
+            t[i] = idx + 1;
+            return;
+        }
+}
+
+static void tables_grow(gw_fair_sale_t *fs)
+{
+    size_t cap = fs->tcap ? fs->tcap * 2 : 1024;
+    free(fs->by_user);
+    free(fs->by_id);
+    fs->by_user = cm_xcalloc(cap, sizeof(uint32_t));
+    fs->by_id = cm_xcalloc(cap, sizeof(uint32_t));
+    fs->tcap = cap;
+    for (size_t i = 0; i < fs->n; i++) {
+        table_insert(fs->by_user, cap, fs->v[i].key, (uint32_t)i);
+        table_insert(fs->by_id, cap, hash_str(fs, fs->v[i].order_id), (uint32_t)i);
+    }
+}
+
+static entry_t *find_user(gw_fair_sale_t *fs, const char *user, uint64_t key)
+{
+    if (!fs->tcap)
+        return NULL;
+    size_t m = fs->tcap - 1;
+    for (size_t i = key & m; fs->by_user[i]; i = (i + 1) & m) {
+        entry_t *e = &fs->v[fs->by_user[i] - 1];
+        if (e->key == key && strcmp(e->user_id, user) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+static entry_t *find_id(gw_fair_sale_t *fs, const char *order_id)
+{
+    if (!fs->tcap)
+        return NULL;
+    size_t m = fs->tcap - 1;
+    for (size_t i = hash_str(fs, order_id) & m; fs->by_id[i]; i = (i + 1) & m) {
+        entry_t *e = &fs->v[fs->by_id[i] - 1];
+        if (strcmp(e->order_id, order_id) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+/* Adds an entry to the vector and the tables (fs->mu held or single-threaded). */
+static entry_t *entry_add(gw_fair_sale_t *fs, const entry_t *e)
+{
+    if ((fs->n + 1) * 2 > fs->tcap)
+        tables_grow(fs);
+    if (fs->n == fs->cap) {
+        fs->cap = fs->cap ? fs->cap * 2 : 1024;
+        fs->v = cm_xrealloc(fs->v, fs->cap * sizeof(*fs->v));
+    }
+    entry_t *d = &fs->v[fs->n];
+    *d = *e;
+    table_insert(fs->by_user, fs->tcap, d->key, (uint32_t)fs->n);
+    table_insert(fs->by_id, fs->tcap, hash_str(fs, d->order_id), (uint32_t)fs->n);
+    fs->n++;
+    return d;
+}
+
+/*---- files ----*/
+
+static void log_path(gw_fair_t *f, const char *sale_id, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/%s.log", f->dir, sale_id);
+}
+
+static int log_open(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    if (fs->fd >= 0)
+        return 0;
+    char path[700];
+    log_path(f, fs->sale_id, path, sizeof(path));
+    fs->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    return fs->fd < 0 ? CM_EIO : 0;
+}
+
+static int log_line(gw_fair_sale_t *fs, const char *line, size_t len, bool sync)
+{
+    ssize_t w = write(fs->fd, line, len);
+    if (w != (ssize_t)len)
+        return CM_EIO;
+    if (sync && fdatasync(fs->fd) != 0)
+        return CM_EIO;
+    return 0;
+}
+
+/* Rewrites fair.json (tmp, fsync, rename). f->mu held. */
+static int conf_save(gw_fair_t *f)
+{
+    json_t *arr = json_array();
+    size_t n = atomic_load(&f->n);
+    for (size_t i = 0; i < n; i++) {
+        gw_fair_sale_t *fs = f->sales[i];
+        char k0[24], k1[24];
+        snprintf(k0, sizeof(k0), "%016llx", (unsigned long long)fs->secret.k0);
+        snprintf(k1, sizeof(k1), "%016llx", (unsigned long long)fs->secret.k1);
+        json_array_append_new(arr, json_pack("{s:s,s:I,s:I,s:s,s:s}", "sale_id", fs->sale_id,
+                                             "window_ms", (json_int_t)atomic_load(&fs->window_ms),
+                                             "early_ms", (json_int_t)atomic_load(&fs->early_ms),
+                                             "k0", k0, "k1", k1));
+    }
+    json_t *root = json_pack("{s:o}", "sales", arr);
+    char path[700], tmp[710];
+    snprintf(path, sizeof(path), "%s/fair.json", f->srv->cfg->data_dir);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int rc = CM_EIO;
+    FILE *fp = fopen(tmp, "w");
+    if (fp) {
+        bool ok = json_dumpf(root, fp, JSON_COMPACT) == 0 && fflush(fp) == 0 &&
+                  fdatasync(fileno(fp)) == 0;
+        ok = fclose(fp) == 0 && ok;
+        if (ok && rename(tmp, path) == 0)
+            rc = 0;
+    }
+    json_decref(root);
+    return rc;
+}
+
+static gw_fair_sale_t *sale_new(const char *sale_id)
+{
+    gw_fair_sale_t *fs = cm_xcalloc(1, sizeof(*fs));
+    snprintf(fs->sale_id, sizeof(fs->sale_id), "%s", sale_id);
+    pthread_mutex_init(&fs->mu, NULL);
+    fs->fd = -1;
+    return fs;
+}
+
+static gw_fair_sale_t *slot_find(gw_fair_t *f, const char *sale_id)
+{
+    size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(f->sales[i]->sale_id, sale_id) == 0)
+            return f->sales[i];
+    return NULL;
+}
+
+/* Computes the draw order of the first fs->ndraw entries from fs->seed. fs->mu held. */
+static void compute_order(gw_fair_sale_t *fs)
+{
+    free(fs->perm);
+    fs->perm = cm_xmalloc((fs->ndraw ? fs->ndraw : 1) * sizeof(uint32_t));
+    uint64_t *keys = cm_xmalloc((fs->ndraw ? fs->ndraw : 1) * sizeof(uint64_t));
+    for (size_t i = 0; i < fs->ndraw; i++)
+        keys[i] = fs->v[i].key;
+    gw_fair_order(keys, fs->ndraw, fs->seed, fs->perm);
+    free(keys);
+    for (size_t i = 0; i < fs->ndraw; i++)
+        fs->v[fs->perm[i]].pos = (uint32_t)(i + 1);
+}
+
+/* Reads one sale's entry log. Single-threaded (open). */
+static void log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
+{
+    char path[700];
+    log_path(f, fs->sale_id, path, sizeof(path));
+    FILE *fp = fopen(path, "r");
+    if (!fp)
+        return;
+    char line[512];
+    bool finished = false;
+    while (fgets(line, sizeof(line), fp)) {
+        size_t len = strlen(line);
+        if (!len || line[len - 1] != '\n')
+            break; /* a torn last line: that entry was never answered */
+        entry_t e;
+        memset(&e, 0, sizeof(e));
+        unsigned qty;
+        long long at, seedlo;
+        unsigned long long seed;
+        if (line[0] == 'E' &&
+            sscanf(line, "E %31s %64s %u %lld %128s", e.order_id, e.user_id, &qty, &at, e.idem) ==
+                5) {
+            e.qty = qty;
+            e.at_ms = at;
+            if (strcmp(e.idem, "-") == 0)
+                e.idem[0] = '\0';
+            e.key = hash_str(fs, e.user_id);
+            if (find_user(fs, e.user_id, e.key))
+                continue;
+            entry_add(fs, &e);
+            uint64_t id;
+            if (cm_id_parse(e.order_id, strlen(e.order_id), &id) == 0 && id > *max_id)
+                *max_id = id;
+        } else if (line[0] == 'D' && sscanf(line, "D %llx %lld %lld", &seed, &at, &seedlo) >= 2) {
+            fs->seeded = true;
+            fs->closed = true;
+            fs->seed = seed;
+            fs->draw_started_ms = at;
+            fs->ndraw = fs->n;
+        } else if (line[0] == 'F' && sscanf(line, "F %lld", &at) == 1) {
+            finished = true;
+            fs->draw_done_ms = at;
+        }
+    }
+    fclose(fp);
+    if (!fs->seeded)
+        return;
+    compute_order(fs);
+    /* Winners are orders the spool replay knows; the draw resumes after them. */
+    for (size_t i = 0; i < fs->ndraw; i++) {
+        entry_t *e = &fs->v[fs->perm[i]];
+        oq_order_t o;
+        if (gw_orders_get(f->srv->orders, e->order_id, &o)) {
+            e->state = E_WON;
+            fs->won_orders++;
+            fs->won_units += e->qty;
+        }
+    }
+    if (finished) {
+        for (size_t i = 0; i < fs->ndraw; i++)
+            if (fs->v[i].state != E_WON) {
+                fs->v[i].state = E_LOST;
+                fs->lost++;
+            }
+        fs->next = fs->ndraw;
+        atomic_store(&fs->drawn, true);
+    }
+}
+
+/*---- open / close ----*/
+
+static int mkdir_one(const char *p)
+{
+    return mkdir(p, 0755) == 0 || errno == EEXIST ? 0 : CM_EIO;
+}
+
+int gw_fair_open(gw_server_t *srv, char *errbuf, size_t errlen)
+{
+    gw_fair_t *f = cm_xcalloc(1, sizeof(*f));
+    f->srv = srv;
+    pthread_mutex_init(&f->mu, NULL);
+    snprintf(f->dir, sizeof(f->dir), "%s/fair", srv->cfg->data_dir);
+    srv->fair = f;
+    if (mkdir_one(f->dir) != 0) {
+        cm_errbuf_set(errbuf, errlen, "cannot create %s: %s", f->dir, strerror(errno));
+        return CM_EIO;
+    }
+    char path[700];
+    snprintf(path, sizeof(path), "%s/fair.json", srv->cfg->data_dir);
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    if (!root) {
+        if (access(path, F_OK) == 0) {
+            cm_errbuf_set(errbuf, errlen, "%s: %s", path, jerr.text);
+            return CM_EINVAL;
+        }
+        return 0;
+    }
+    uint64_t max_id = 0;
+    json_t *arr = json_object_get(root, "sales"), *it;
+    size_t i;
+    json_array_foreach(arr, i, it)
+    {
+        const char *id = json_string_value(json_object_get(it, "sale_id"));
+        const char *k0 = json_string_value(json_object_get(it, "k0"));
+        const char *k1 = json_string_value(json_object_get(it, "k1"));
+        if (!id || !k0 || !k1 || !inv_id_valid(id, strlen(id), INV_SALE_ID_MAX) ||
+            atomic_load(&f->n) == FAIR_MAX_SALES)
+            continue;
+        gw_fair_sale_t *fs = sale_new(id);
+        atomic_init(&fs->window_ms, json_integer_value(json_object_get(it, "window_ms")));
+        atomic_init(&fs->early_ms, json_integer_value(json_object_get(it, "early_ms")));
+        fs->secret.k0 = strtoull(k0, NULL, 16);
+        fs->secret.k1 = strtoull(k1, NULL, 16);
+        log_load(f, fs, &max_id);
+        if (log_open(f, fs) != 0) {
+            cm_errbuf_set(errbuf, errlen, "cannot open the lottery log of sale %s in %s", id,
+                          f->dir);
+            json_decref(root);
+            free(fs);
+            return CM_EIO;
+        }
+        f->sales[atomic_load(&f->n)] = fs;
+        atomic_fetch_add(&f->n, 1);
+        if (fs->n)
+            cm_log_info("fair", "lottery loaded", "sale=%s entries=%zu seeded=%d drawn=%d",
+                        fs->sale_id, fs->n, fs->seeded, (int)atomic_load(&fs->drawn));
+    }
+    json_decref(root);
+    /* Entry ids are order ids of this node: new ids must come after them. */
+    if (max_id > atomic_load(&srv->ids.last))
+        atomic_store(&srv->ids.last, max_id);
+    return 0;
+}
+
+static void *fair_thread(void *arg)
+{
+    gw_server_t *srv = arg;
+    gw_fair_t *f = srv->fair;
+    while (!atomic_load(&f->stop)) {
+        gw_fair_tick(srv);
+        struct timespec ts = {0, TICK_MS * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+int gw_fair_start_thread(gw_server_t *srv, char *errbuf, size_t errlen)
+{
+    gw_fair_t *f = srv->fair;
+    int rc = inv_worker_open(srv->inv, NULL, &f->inv);
+    if (rc) {
+        cm_errbuf_set(errbuf, errlen, "lottery inventory handle: %s", cm_strerror(rc));
+        return rc;
+    }
+    if (pthread_create(&f->thread, NULL, fair_thread, srv) != 0) {
+        cm_errbuf_set(errbuf, errlen, "cannot start the lottery thread");
+        return CM_ENOMEM;
+    }
+    f->running = true;
+    return 0;
+}
+
+void gw_fair_close(gw_server_t *srv)
+{
+    gw_fair_t *f = srv->fair;
+    if (!f)
+        return;
+    if (f->running) {
+        atomic_store(&f->stop, true);
+        pthread_join(f->thread, NULL);
+    }
+    if (f->inv)
+        inv_worker_close(f->inv);
+    size_t n = atomic_load(&f->n);
+    for (size_t i = 0; i < n; i++) {
+        gw_fair_sale_t *fs = f->sales[i];
+        if (fs->fd >= 0)
+            close(fs->fd);
+        free(fs->v);
+        free(fs->by_user);
+        free(fs->by_id);
+        free(fs->perm);
+        pthread_mutex_destroy(&fs->mu);
+        free(fs);
+    }
+    pthread_mutex_destroy(&f->mu);
+    free(f);
+    srv->fair = NULL;
+}
+
+/*---- the buy path ----*/
+
+gw_fair_sale_t *gw_fair_find(gw_fair_t *f, const char *sale_id)
+{
+    if (!f || !atomic_load_explicit(&f->n, memory_order_acquire))
+        return NULL;
+    gw_fair_sale_t *fs = slot_find(f, sale_id);
+    return fs && atomic_load_explicit(&fs->window_ms, memory_order_relaxed) > 0 ? fs : NULL;
+}
+
+gw_fair_phase_t gw_fair_phase(gw_fair_sale_t *fs, int64_t starts_at_ms, int64_t now_ms)
+{
+    return gw_fair_phase_at(starts_at_ms, atomic_load_explicit(&fs->early_ms, memory_order_relaxed),
+                            atomic_load_explicit(&fs->window_ms, memory_order_relaxed),
+                            atomic_load_explicit(&fs->drawn, memory_order_acquire), now_ms);
+}
+
+int64_t gw_fair_closes_at(gw_fair_sale_t *fs, int64_t starts_at_ms)
+{
+    return starts_at_ms + atomic_load_explicit(&fs->window_ms, memory_order_relaxed);
+}
+
+static void ticket_of(const gw_fair_sale_t *fs, const entry_t *e, gw_fair_ticket_t *t,
+                      int64_t draw_at)
+{
+    snprintf(t->order_id, sizeof(t->order_id), "%s", e->order_id);
+    snprintf(t->sale_id, sizeof(t->sale_id), "%s", fs->sale_id);
+    snprintf(t->user_id, sizeof(t->user_id), "%s", e->user_id);
+    t->qty = e->qty;
+    t->entered_at_ms = e->at_ms;
+    t->state = e->state;
+    t->position = e->pos;
+    t->entrants = (uint32_t)(fs->seeded ? fs->ndraw : fs->n);
+    t->draw_at_ms = draw_at;
+}
+
+int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
+{
+    int64_t draw_at = t->draw_at_ms;
+    uint64_t key = hash_str(fs, t->user_id);
+    pthread_mutex_lock(&fs->mu);
+    int rc;
+    if (fs->closed) {
+        rc = CM_EBUSY;
+        goto out;
+    }
+    entry_t *e = find_user(fs, t->user_id, key);
+    if (e) {
+        atomic_fetch_add_explicit(&fs->duplicates, 1, memory_order_relaxed);
+        ticket_of(fs, e, t, draw_at);
+        rc = 1;
+        goto out;
+    }
+    if (fs->fd < 0) {
+        rc = CM_EIO;
+        goto out;
+    }
+    entry_t ne;
+    memset(&ne, 0, sizeof(ne));
+    snprintf(ne.order_id, sizeof(ne.order_id), "%s", t->order_id);
+    snprintf(ne.user_id, sizeof(ne.user_id), "%s", t->user_id);
+    snprintf(ne.idem, sizeof(ne.idem), "%s", idem_key ? idem_key : "");
+    ne.qty = t->qty;
+    ne.at_ms = t->entered_at_ms;
+    ne.key = key;
+    char line[400];
+    int len = snprintf(line, sizeof(line), "E %s %s %u %lld %s\n", ne.order_id, ne.user_id, ne.qty,
+                       (long long)ne.at_ms, ne.idem[0] ? ne.idem : "-");
+    if (log_line(fs, line, (size_t)len, false) != 0) {
+        rc = CM_EIO;
+        goto out;
+    }
+    e = entry_add(fs, &ne);
+    ticket_of(fs, e, t, draw_at);
+    rc = 0;
+out:
+    pthread_mutex_unlock(&fs->mu);
+    return rc;
+}
+
+bool gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out)
+{
+    if (!f)
+        return false;
+    size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
+    for (size_t i = 0; i < n; i++) {
+        gw_fair_sale_t *fs = f->sales[i];
+        pthread_mutex_lock(&fs->mu);
+        entry_t *e = find_id(fs, order_id);
+        if (e) {
+            inv_sale_t *s = inv_sale_find(f->srv->inv, fs->sale_id);
+            int64_t starts = 0;
+            if (s) {
+                inv_sale_info_t info;
+                inv_sale_snapshot(s, &info);
+                starts = info.starts_at_ms;
+            }
+            ticket_of(fs, e, out, starts + atomic_load(&fs->window_ms));
+        }
+        pthread_mutex_unlock(&fs->mu);
+        if (e)
+            return true;
+    }
+    return false;
+}
+
+/*---- the draw ----*/
+
+/* Allocates stock in draw order from fs->next on. Lottery thread. */
+static void run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    gw_server_t *srv = f->srv;
+    pthread_mutex_lock(&fs->mu);
+    if (!fs->seeded) {
+        cm_hash_key_t rnd;
+        if (cm_hash_seed_random(&rnd) != 0 || log_open(f, fs) != 0) {
+            pthread_mutex_unlock(&fs->mu);
+            return;
+        }
+        fs->closed = true;
+        fs->seed = rnd.k0 ^ rotl(rnd.k1, 32);
+        fs->ndraw = fs->n;
+        fs->draw_started_ms = cm_wall_ms();
+        char line[96];
+        int len = snprintf(line, sizeof(line), "D %016llx %lld %zu\n",
+                           (unsigned long long)fs->seed, (long long)fs->draw_started_ms,
+                           fs->ndraw);
+        if (log_line(fs, line, (size_t)len, true) != 0) {
+            cm_log_error("fair", "cannot record the draw seed", "sale=%s", fs->sale_id);
+            fs->closed = false; /* nothing decided: try again */
+            pthread_mutex_unlock(&fs->mu);
+            return;
+        }
+        fs->seeded = true;
+        compute_order(fs);
+    }
+    pthread_mutex_unlock(&fs->mu);
+
+    inv_sale_t *sale = inv_sale_find(srv->inv, fs->sale_id);
+    oq_order_t *won = cm_xmalloc(sizeof(*won) * 256);
+    size_t nwon = 0, capwon = 256;
+    bool failed = false;
+    int64_t now = cm_wall_ms();
+    while (fs->next < fs->ndraw) {
+        entry_t *e = &fs->v[fs->perm[fs->next]]; /* the vector no longer grows: closed */
+        uint8_t st = e->state;
+        if (st == E_ENTERED && !fs->exhausted && sale) {
+            inv_reserve_req_t rq;
+            memset(&rq, 0, sizeof(rq));
+            rq.sale = sale;
+            snprintf(rq.user_id, sizeof(rq.user_id), "%s", e->user_id);
+            snprintf(rq.idem_key, sizeof(rq.idem_key), "%s", e->idem);
+            snprintf(rq.order_id, sizeof(rq.order_id), "%s", e->order_id);
+            rq.qty = e->qty;
+            int rc = inv_reserve(f->inv, &rq);
+            if (rc < 0) {
+                failed = true; /* the inventory is unreachable: resume at the next tick */
+                break;
+            }
+            if (rc == INV_RESERVED) {
+                oq_order_t o;
+                memset(&o, 0, sizeof(o));
+                snprintf(o.order_id, sizeof(o.order_id), "%s", e->order_id);
+                snprintf(o.sale_id, sizeof(o.sale_id), "%s", fs->sale_id);
+                snprintf(o.user_id, sizeof(o.user_id), "%s", e->user_id);
+                snprintf(o.idem_key, sizeof(o.idem_key), "%s", e->idem);
+                o.qty = e->qty;
+                o.accepted_at_ms = now;
+                o.node_id = srv->node_id;
+                int arc = oq_spool_append(srv->spool, &o, 1);
+                if (arc != 0) {
+                    gw_release_unaccepted(srv, &o, "lottery winner not accepted: spool refused");
+                    st = E_LOST;
+                } else {
+                    if (nwon == capwon) {
+                        capwon *= 2;
+                        won = cm_xrealloc(won, sizeof(*won) * capwon);
+                    }
+                    won[nwon++] = o;
+                    st = E_WON;
+                }
+            } else {
+                st = E_LOST;
+            }
+            if (rq.stock_left == 0 || inv_sale_sold_out(sale))
+                fs->exhausted = true;
+        } else if (st == E_ENTERED) {
+            st = E_LOST;
+        }
+        pthread_mutex_lock(&fs->mu);
+        if (e->state == E_ENTERED) {
+            e->state = st;
+            if (st == E_WON) {
+                fs->won_orders++;
+                fs->won_units += e->qty;
+            } else {
+                fs->lost++;
+            }
+        }
+        fs->next++;
+        pthread_mutex_unlock(&fs->mu);
+    }
+    if (nwon) {
+        int crc = oq_spool_commit(srv->spool);
+        for (size_t i = 0; i < nwon; i++) {
+            if (crc == 0)
+                gw_orders_put(srv->orders, &won[i]);
+            if (srv->workers)
+                atomic_fetch_add_explicit(&srv->workers[0].ctr.accepted_units, won[i].qty,
+                                          memory_order_relaxed);
+        }
+        gw__queue_notify(srv);
+    }
+    free(won);
+    if (failed)
+        return;
+    pthread_mutex_lock(&fs->mu);
+    fs->draw_done_ms = cm_wall_ms();
+    char line[64];
+    int len = snprintf(line, sizeof(line), "F %lld\n", (long long)fs->draw_done_ms);
+    (void)log_line(fs, line, (size_t)len, true);
+    atomic_store_explicit(&fs->drawn, true, memory_order_release);
+    pthread_mutex_unlock(&fs->mu);
+    cm_log_info("fair", "draw done",
+                "sale=%s entrants=%zu won_orders=%llu won_units=%llu seed=%016llx elapsed_ms=%lld",
+                fs->sale_id, fs->ndraw, (unsigned long long)fs->won_orders,
+                (unsigned long long)fs->won_units, (unsigned long long)fs->seed,
+                (long long)(fs->draw_done_ms - fs->draw_started_ms));
+}
+
+void gw_fair_tick(gw_server_t *srv)
+{
+    gw_fair_t *f = srv->fair;
+    if (!f)
+        return;
+    size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
+    for (size_t i = 0; i < n; i++) {
+        gw_fair_sale_t *fs = f->sales[i];
+        if (atomic_load(&fs->drawn) || atomic_load(&fs->window_ms) <= 0)
+            continue;
+        inv_sale_t *s = inv_sale_find(srv->inv, fs->sale_id);
+        if (!s)
+            continue;
+        inv_sale_info_t info;
+        inv_sale_snapshot(s, &info);
+        if (cm_wall_ms() >= info.starts_at_ms + atomic_load(&fs->window_ms))
+            run_draw(f, fs);
+    }
+}
+
+/*---- admin ----*/
+
+int gw_fair_configure(gw_server_t *srv, const char *sale_id, int64_t window_ms, int64_t early_ms,
+                      char *errbuf, size_t errlen)
+{
+    gw_fair_t *f = srv->fair;
+    if (window_ms < 0 || window_ms > GW_FAIR_WINDOW_MAX_MS || early_ms < 0 ||
+        early_ms > GW_FAIR_EARLY_MAX_MS) {
+        cm_errbuf_set(errbuf, errlen, "fair_window_ms must be 0..%d and fair_early_ms 0..%d",
+                      GW_FAIR_WINDOW_MAX_MS, GW_FAIR_EARLY_MAX_MS);
+        return CM_EINVAL;
+    }
+    if (window_ms > 0 && strcmp(inv_backend_name(srv->inv), "memory") != 0) {
+        cm_errbuf_set(errbuf, errlen,
+                      "fair_window_ms needs the memory inventory (one gateway) in this version");
+        return CM_EINVAL;
+    }
+    pthread_mutex_lock(&f->mu);
+    int rc = 0;
+    gw_fair_sale_t *fs = slot_find(f, sale_id);
+    if (!fs && window_ms == 0)
+        goto out; /* nothing to remove */
+    if (fs) {
+        pthread_mutex_lock(&fs->mu);
+        bool busy = fs->n > 0 && !atomic_load(&fs->drawn);
+        pthread_mutex_unlock(&fs->mu);
+        int64_t ow = atomic_load(&fs->window_ms), oe = atomic_load(&fs->early_ms);
+        if (busy && (ow != window_ms || oe != early_ms)) {
+            cm_errbuf_set(errbuf, errlen,
+                          "the lottery of sale %s has entries and no draw yet: its window "
+                          "cannot change now",
+                          sale_id);
+            rc = CM_EINVAL;
+            goto out;
+        }
+        atomic_store(&fs->window_ms, window_ms);
+        atomic_store(&fs->early_ms, early_ms);
+    } else {
+        if (atomic_load(&f->n) == FAIR_MAX_SALES) {
+            cm_errbuf_set(errbuf, errlen, "too many sales with a lottery (max %d)",
+                          FAIR_MAX_SALES);
+            rc = CM_EINVAL;
+            goto out;
+        }
+        fs = sale_new(sale_id);
+        if (cm_hash_seed_random(&fs->secret) != 0 || log_open(f, fs) != 0) {
+            cm_errbuf_set(errbuf, errlen, "cannot set up the lottery of sale %s", sale_id);
+            pthread_mutex_destroy(&fs->mu);
+            if (fs->fd >= 0)
+                close(fs->fd);
+            free(fs);
+            rc = CM_EIO;
+            goto out;
+        }
+        atomic_init(&fs->window_ms, window_ms);
+        atomic_init(&fs->early_ms, early_ms);
+        f->sales[atomic_load(&f->n)] = fs;
+        atomic_fetch_add_explicit(&f->n, 1, memory_order_release);
+    }
+    if (log_open(f, fs) != 0 || conf_save(f) != 0) {
+        cm_errbuf_set(errbuf, errlen, "cannot save the lottery configuration");
+        rc = CM_EIO;
+    }
+out:
+    pthread_mutex_unlock(&f->mu);
+    return rc;
+}
+
+void gw_fair_conf_get(gw_fair_t *f, const char *sale_id, int64_t *window_ms, int64_t *early_ms)
+{
+    *window_ms = *early_ms = 0;
+    gw_fair_sale_t *fs = f ? slot_find(f, sale_id) : NULL;
+    if (fs) {
+        *window_ms = atomic_load(&fs->window_ms);
+        *early_ms = atomic_load(&fs->early_ms);
+    }
+}
+
+static const char *state_name(uint8_t s)
+{
+    return s == E_WON ? "won" : s == E_LOST ? "lost" : "entered";
+}
+
+void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id)
+{
+    gw_fair_sale_t *fs = f ? slot_find(f, sale_id) : NULL;
+    if (!fs)
+        return NULL;
+    pthread_mutex_lock(&fs->mu);
+    json_t *list = json_array();
+    size_t n = fs->seeded ? fs->ndraw : fs->n;
+    for (size_t i = 0; i < n; i++) {
+        const entry_t *e = &fs->v[fs->seeded ? fs->perm[i] : i];
+        json_array_append_new(list, json_pack("{s:i,s:s,s:s,s:i,s:s}", "position",
+                                              (int)e->pos, "order_id", e->order_id, "user_id",
+                                              e->user_id, "qty", (int)e->qty, "outcome",
+                                              state_name(e->state)));
+    }
+    char seed[24] = "";
+    if (fs->seeded)
+        snprintf(seed, sizeof(seed), "%016llx", (unsigned long long)fs->seed);
+    bool drawn = atomic_load(&fs->drawn);
+    json_t *o = json_pack(
+        "{s:s,s:I,s:I,s:s,s:s?,s:I,s:I,s:I,s:I,s:I,s:o}", "sale_id", fs->sale_id,
+        "fair_window_ms", (json_int_t)atomic_load(&fs->window_ms), "fair_early_ms",
+        (json_int_t)atomic_load(&fs->early_ms), "state",
+        drawn ? "drawn" : fs->seeded ? "drawing" : "open", "seed", fs->seeded ? seed : NULL,
+        "entrants", (json_int_t)n, "duplicates", (json_int_t)atomic_load(&fs->duplicates),
+        "won_orders", (json_int_t)fs->won_orders, "won_units", (json_int_t)fs->won_units, "lost",
+        (json_int_t)fs->lost, "entries", list);
+    if (fs->draw_started_ms) {
+        char t[40];
+        cm_time_format_rfc3339(fs->draw_started_ms, t, sizeof(t));
+        json_object_set_new(o, "drawn_at", json_string(t));
+    }
+    pthread_mutex_unlock(&fs->mu);
+    return o;
+}
+
+void gw_fair_stats(gw_fair_t *f, void *json_obj)
+{
+    if (!f)
+        return;
+    json_t *o = json_object();
+    uint64_t entries = 0, dups = 0, won = 0, lost = 0;
+    size_t n = atomic_load(&f->n);
+    for (size_t i = 0; i < n; i++) {
+        gw_fair_sale_t *fs = f->sales[i];
+        pthread_mutex_lock(&fs->mu);
+        entries += fs->n;
+        won += fs->won_orders;
+        lost += fs->lost;
+        pthread_mutex_unlock(&fs->mu);
+        dups += atomic_load(&fs->duplicates);
+    }
+    json_object_set_new(o, "sales", json_integer((json_int_t)n));
+    json_object_set_new(o, "entries", json_integer((json_int_t)entries));
+    json_object_set_new(o, "duplicate_entries", json_integer((json_int_t)dups));
+    json_object_set_new(o, "won_orders", json_integer((json_int_t)won));
+    json_object_set_new(o, "lost", json_integer((json_int_t)lost));
+    json_object_set_new(json_obj, "fair", o);
+}

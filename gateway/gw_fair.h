@@ -1,0 +1,143 @@
+/*
+ * Fair start: a start-window lottery per sale (issue 14).
+ *
+ * A sale with fair_window_ms > 0 does not serve its first seconds
+ * first-come. Every valid buy that arrives in the entry window
+ *
+ *     starts_at - fair_early_ms  <=  now  <  starts_at + fair_window_ms
+ *
+ * is answered 202 with status "entered" and an entry id (the order id the
+ * entry becomes if it wins; GET /v1/orders/{id} tells). One entry per user:
+ * a second buy of the same user in the window gets the first entry back and
+ * is not counted. Before the window: 425 as without a lottery. When the
+ * window closes, one draw per sale: the entries are put in a uniformly random
+ * order (Fisher-Yates with a seeded generator over the entries sorted by a
+ * keyed hash of the user id, so the order depends on the seed only, not on
+ * arrival) and admitted in that order while stock lasts: each winner goes
+ * through the inventory's atomic step and the spool exactly as a 202 does, so
+ * settlement, Kafka and the audit see a normal order. Losers read 410
+ * sold_out with their draw position. Buys after the window and before the
+ * draw finished get 503 (Retry-After 1); after it, first-come as usual.
+ *
+ * Durability (one node, memory inventory): the configuration is kept in
+ * <data_dir>/fair.json; every entry is appended with one write(2) to
+ * <data_dir>/fair/<sale>.log before its answer (the spool's "write"
+ * durability: it survives kill -9, not a power cut), and so is the draw's
+ * seed before the first winner is reserved. A restart reloads both; winners
+ * come back from the spool replay, and a draw cut in the middle goes on
+ * from where it stopped with the same seed and the same order.
+ *
+ * Threads: the buy path (worker loops) reads the configuration and adds
+ * entries under a per-sale mutex; the draw runs on the lottery's own thread
+ * (it may block on the inventory); admin calls come from the admin thread.
+ */
+#ifndef GW_FAIR_H
+#define GW_FAIR_H
+
+#include "inventory/inv.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct gw_server;
+typedef struct gw_fair gw_fair_t;
+typedef struct gw_fair_sale gw_fair_sale_t;
+
+#define GW_FAIR_WINDOW_MAX_MS 600000   /* 10 minutes */
+#define GW_FAIR_EARLY_MAX_MS 3600000   /* an hour */
+
+/* Where a buy falls against a sale's lottery (gw_fair_phase). */
+typedef enum {
+    GW_FAIR_TOO_EARLY = 0, /* before starts_at - early: 425 */
+    GW_FAIR_ENTER = 1,     /* in the entry window: an entry */
+    GW_FAIR_DRAWING = 2,   /* window closed, draw not finished: 503 */
+    GW_FAIR_OPEN = 3,      /* draw done: first-come */
+} gw_fair_phase_t;
+
+/*
+ * The phase at now_ms for a window [starts - early, starts + window) and
+ * whether the draw is done. Pure; exported for the window-edge tests.
+ */
+gw_fair_phase_t gw_fair_phase_at(int64_t starts_at_ms, int64_t early_ms, int64_t window_ms,
+                                 bool drawn, int64_t now_ms);
+
+/*
+ * The draw order: perm[0..n) becomes a uniformly random permutation of the
+ * indexes 0..n-1 of `keys` (distinct keyed hashes of the entrants' user ids),
+ * determined by the keys' sorted order and the seed alone (xoshiro256**
+ * seeded by splitmix64, Fisher-Yates with unbiased bounded draws). Pure;
+ * thread-safe.
+ */
+void gw_fair_order(const uint64_t *keys, size_t n, uint64_t seed, uint32_t *perm);
+
+/*
+ * Opens the lottery: loads <data_dir>/fair.json and every sale's entry log.
+ * Call after the spool replay (winners are known from it) and before the
+ * workers start; gw_fair_start_thread starts the drawing thread.
+ * Returns 0 or a negative cm_err_t with a reason.
+ */
+int gw_fair_open(struct gw_server *srv, char *errbuf, size_t errlen);
+int gw_fair_start_thread(struct gw_server *srv, char *errbuf, size_t errlen);
+/* Stops the thread and frees everything. Single-threaded shutdown. */
+void gw_fair_close(struct gw_server *srv);
+
+/* The lottery of a sale, or NULL when it has none. Thread-safe, lock-free when no sale has one. */
+gw_fair_sale_t *gw_fair_find(gw_fair_t *f, const char *sale_id);
+/* The phase of a sale's lottery now. Thread-safe. */
+gw_fair_phase_t gw_fair_phase(gw_fair_sale_t *fs, int64_t starts_at_ms, int64_t now_ms);
+/* When the window closes (ms since the epoch). Thread-safe. */
+int64_t gw_fair_closes_at(gw_fair_sale_t *fs, int64_t starts_at_ms);
+
+/* An entry as the buy path adds it and GET /v1/orders/{id} reads it. */
+typedef struct gw_fair_ticket {
+    char order_id[INV_ORDER_ID_MAX + 1];
+    char sale_id[INV_SALE_ID_MAX + 1];
+    char user_id[INV_USER_ID_MAX + 1];
+    uint32_t qty;
+    int64_t entered_at_ms;
+    int state;          /* 0 entered, 1 won, 2 lost */
+    uint32_t position;  /* 1-based draw position once drawn */
+    uint32_t entrants;  /* entrants of the draw once drawn */
+    int64_t draw_at_ms; /* when the window closes */
+} gw_fair_ticket_t;
+
+/*
+ * Adds the entry of user t->user_id (t->order_id a fresh order id, t->qty,
+ * idem_key "" or the Idempotency-Key) and its log line. Returns 0 (entered;
+ * *t completed), 1 (the user has an entry already: *t is that entry, nothing
+ * counted), CM_EBUSY (the window closed meanwhile), or CM_EIO (the log write
+ * failed: not entered). Thread-safe (worker loops); one write(2).
+ */
+int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key);
+
+/*
+ * An entry by its id, for GET /v1/orders/{id} when the orders table does not
+ * know the id (entered and lost entries are not orders). Thread-safe.
+ */
+bool gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out);
+
+/*
+ * Admin: sets (creates) a sale's lottery window and early acceptance, 0/0
+ * removes it (when nobody entered yet). Persisted before it returns.
+ * Returns 0 or CM_EINVAL with a reason. Admin thread.
+ */
+int gw_fair_configure(struct gw_server *srv, const char *sale_id, int64_t window_ms,
+                      int64_t early_ms, char *errbuf, size_t errlen);
+/* The current window and early acceptance of a sale (0, 0 without a lottery). Thread-safe. */
+void gw_fair_conf_get(gw_fair_t *f, const char *sale_id, int64_t *window_ms, int64_t *early_ms);
+
+/*
+ * GET /admin/v1/sales/{id}/draw: the configuration, the seed, the entrants in
+ * draw order with their outcomes (a json_t * object, new reference), or NULL
+ * for a sale without a lottery. Thread-safe.
+ */
+void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id);
+
+/* Adds {"fair": {...}} counters to the stats (json_t *). Thread-safe. */
+void gw_fair_stats(gw_fair_t *f, void *json_obj);
+
+/* Runs the draws that are due now (the thread calls it every 20 ms; tests call it). */
+void gw_fair_tick(struct gw_server *srv);
+
+#endif

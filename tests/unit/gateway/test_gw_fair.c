@@ -1,0 +1,166 @@
+/*
+ * gw_fair: the start-window lottery's pure parts. The window's edges (the
+ * first and last millisecond of entry), and the draw order: a permutation,
+ * deterministic in the seed, independent of arrival order, and uniform
+ * (chi-square over many seeded draws, both over whole permutations and over
+ * who wins a small stock). Entries, restarts and the allocation run against
+ * the real binary in tests/integration/80-fair.py.
+ */
+#include "gateway/gw_fair.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#define START 1000000
+#define EARLY 300
+#define WINDOW 2000
+
+static void test_phase_edges(void **st)
+{
+    (void)st;
+    assert_int_equal(gw_fair_phase_at(START, EARLY, WINDOW, false, START - EARLY - 1),
+                     GW_FAIR_TOO_EARLY);
+    assert_int_equal(gw_fair_phase_at(START, EARLY, WINDOW, false, START - EARLY), GW_FAIR_ENTER);
+    assert_int_equal(gw_fair_phase_at(START, EARLY, WINDOW, false, START), GW_FAIR_ENTER);
+    assert_int_equal(gw_fair_phase_at(START, EARLY, WINDOW, false, START + WINDOW - 1),
+                     GW_FAIR_ENTER);
+    /* the window is half-open: its end belongs to the draw, then first-come */
+    assert_int_equal(gw_fair_phase_at(START, EARLY, WINDOW, false, START + WINDOW),
+                     GW_FAIR_DRAWING);
+    assert_int_equal(gw_fair_phase_at(START, EARLY, WINDOW, true, START + WINDOW), GW_FAIR_OPEN);
+    /* no early acceptance: the window starts at starts_at */
+    assert_int_equal(gw_fair_phase_at(START, 0, WINDOW, false, START - 1), GW_FAIR_TOO_EARLY);
+    assert_int_equal(gw_fair_phase_at(START, 0, WINDOW, false, START), GW_FAIR_ENTER);
+    /* no window: as without a lottery */
+    assert_int_equal(gw_fair_phase_at(START, EARLY, 0, false, START - 1), GW_FAIR_TOO_EARLY);
+    assert_int_equal(gw_fair_phase_at(START, EARLY, 0, false, START), GW_FAIR_OPEN);
+}
+
+static uint64_t key_of(unsigned i)
+{
+    /* distinct, unordered keys, as a keyed hash gives */
+    return (uint64_t)(i + 1) * 0x9e3779b97f4a7c15ull;
+}
+
+static void test_permutation_and_determinism(void **st)
+{
+    (void)st;
+    enum { N = 1000 };
+    uint64_t keys[N];
+    uint32_t p1[N], p2[N], p3[N];
+    for (unsigned i = 0; i < N; i++)
+        keys[i] = key_of(i);
+    gw_fair_order(keys, N, 42, p1);
+    gw_fair_order(keys, N, 42, p2);
+    gw_fair_order(keys, N, 43, p3);
+    unsigned char seen[N] = {0};
+    for (unsigned i = 0; i < N; i++) {
+        assert_true(p1[i] < N);
+        assert_false(seen[p1[i]]);
+        seen[p1[i]] = 1;
+    }
+    assert_memory_equal(p1, p2, sizeof(p1));
+    assert_true(memcmp(p1, p3, sizeof(p1)) != 0);
+
+    /* Arrival order does not matter: the same entrants entered in reverse give
+     * the same sequence of entrants (their keys) for the same seed. */
+    uint64_t rev[N];
+    for (unsigned i = 0; i < N; i++)
+        rev[i] = keys[N - 1 - i];
+    gw_fair_order(rev, N, 42, p2);
+    for (unsigned i = 0; i < N; i++)
+        assert_true(rev[p2[i]] == keys[p1[i]]);
+
+    /* trivial sizes */
+    gw_fair_order(keys, 0, 1, p1);
+    gw_fair_order(keys, 1, 1, p1);
+    assert_int_equal(p1[0], 0);
+}
+
+/* chi-square critical values at p = 0.001 */
+#define CHI2_23_P001 49.73
+#define CHI2_49_P001 85.35
+#define CHI2_7_P001 24.32
+
+static void test_uniform_permutations(void **st)
+{
+    (void)st;
+    /* All 24 orders of 4 entrants, 48,000 seeded draws: 2,000 expected each. */
+    enum { N = 4, DRAWS = 48000, PERMS = 24 };
+    uint64_t keys[N];
+    for (unsigned i = 0; i < N; i++)
+        keys[i] = key_of(i);
+    unsigned count[PERMS] = {0};
+    for (unsigned s = 0; s < DRAWS; s++) {
+        uint32_t p[N];
+        gw_fair_order(keys, N, 0x5eed0000ull + s, p);
+        /* Lehmer code of p -> 0..23 */
+        unsigned code = 0, fact[N] = {6, 2, 1, 1};
+        for (unsigned i = 0; i < N; i++) {
+            unsigned smaller = 0;
+            for (unsigned j = i + 1; j < N; j++)
+                smaller += p[j] < p[i];
+            code += smaller * fact[i];
+        }
+        count[code]++;
+    }
+    double e = (double)DRAWS / PERMS, chi2 = 0;
+    for (unsigned i = 0; i < PERMS; i++) {
+        assert_true(count[i] > 0); /* every order is possible (not Sattolo's cycles) */
+        chi2 += (count[i] - e) * (count[i] - e) / e;
+    }
+    printf("# permutations of 4: chi2 = %.2f (23 dof, p=0.001 critical %.2f)\n", chi2,
+           CHI2_23_P001);
+    assert_true(chi2 < CHI2_23_P001);
+}
+
+static void test_uniform_positions_and_winners(void **st)
+{
+    (void)st;
+    /* 8 entrants, 40,000 draws: each entrant at each position 5,000 times
+     * expected (49 dof), and with a stock of 3 each entrant wins 3/8 of the
+     * draws (7 dof) whatever its key or arrival. */
+    enum { N = 8, DRAWS = 40000, STOCK = 3 };
+    uint64_t keys[N];
+    for (unsigned i = 0; i < N; i++)
+        keys[i] = key_of(i * 7919u);
+    unsigned at[N][N] = {{0}}, wins[N] = {0};
+    for (unsigned s = 0; s < DRAWS; s++) {
+        uint32_t p[N];
+        gw_fair_order(keys, N, 1000003ull * s + 17, p);
+        for (unsigned pos = 0; pos < N; pos++) {
+            at[p[pos]][pos]++;
+            if (pos < STOCK)
+                wins[p[pos]]++;
+        }
+    }
+    double e = (double)DRAWS / N, chi2 = 0;
+    for (unsigned i = 0; i < N; i++)
+        for (unsigned j = 0; j < N; j++)
+            chi2 += (at[i][j] - e) * (at[i][j] - e) / e;
+    printf("# positions of 8: chi2 = %.2f (49 dof, critical %.2f)\n", chi2, CHI2_49_P001);
+    assert_true(chi2 < CHI2_49_P001);
+    /* Wins: a 2-cell test per entrant (win / lose), summed: 8 cells, 7 dof. */
+    double ew = (double)DRAWS * STOCK / N, chiw = 0;
+    for (unsigned i = 0; i < N; i++)
+        chiw += (wins[i] - ew) * (wins[i] - ew) / ew;
+    printf("# winners of 3 among 8: chi2 = %.2f (7 dof, critical %.2f)\n", chiw, CHI2_7_P001);
+    assert_true(chiw < CHI2_7_P001);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_phase_edges),
+        cmocka_unit_test(test_permutation_and_determinism),
+        cmocka_unit_test(test_uniform_permutations),
+        cmocka_unit_test(test_uniform_positions_and_winners),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
