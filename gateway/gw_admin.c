@@ -22,6 +22,7 @@
 #include "gateway/gw_fleet.h"
 #include "gateway/gw_internal.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -75,7 +76,14 @@ static const gw_admin_token_t *authenticate(gw_server_t *srv, struct MHD_Connect
 static void add_token(gw_server_t *srv, const char *name, gw_role_t role, const char *tok,
                       size_t len)
 {
-    srv->tokens = cm_xrealloc(srv->tokens, (srv->ntokens + 1) * sizeof(*srv->tokens));
+    /* Tokens live in a secret page (no core dump, mlock'ed, wiped on free). */
+    gw_admin_token_t *v = gw_secret_alloc((srv->ntokens + 1) * sizeof(*srv->tokens));
+    if (!v)
+        abort(); /* out of memory, as cm_xmalloc */
+    if (srv->ntokens)
+        memcpy(v, srv->tokens, srv->ntokens * sizeof(*srv->tokens));
+    gw_secret_free(srv->tokens, srv->ntokens * sizeof(*srv->tokens));
+    srv->tokens = v;
     gw_admin_token_t *t = &srv->tokens[srv->ntokens++];
     memset(t, 0, sizeof(*t));
     snprintf(t->name, sizeof(t->name), "%s", name);
@@ -1406,6 +1414,15 @@ static void admin_done(void *cls, struct MHD_Connection *c, void **req_cls,
     }
 }
 
+static bool is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->sa_family == AF_INET6)
+        return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+    return false;
+}
+
 int gw_admin_start(gw_server_t *srv, char *errbuf, size_t errlen)
 {
     if (srv->cfg->admin_token[0]) {
@@ -1425,6 +1442,16 @@ int gw_admin_start(gw_server_t *srv, char *errbuf, size_t errlen)
     rc = gw__parse_listen(srv->cfg->admin_listen, &ss, errbuf, errlen);
     if (rc)
         return rc;
+    /* A generated token is fine on loopback (whoever reads the data dir is the
+     * operator); anywhere else an operator must have chosen the tokens. */
+    size_t generated = srv->cfg->admin_token[0] ? 0 : 1;
+    if (!is_loopback((struct sockaddr *)&ss) && srv->ntokens <= generated) {
+        snprintf(errbuf, errlen,
+                 "admin listener %s is not on loopback: set server.admin_token "
+                 "(--admin-token / FLASHGATE_ADMIN_TOKEN) or server.admin_tokens_file first",
+                 srv->cfg->admin_listen);
+        return CM_EINVAL;
+    }
     srv->admin = gw__mhd_start((struct sockaddr *)&ss,
                                MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
                                    MHD_USE_POLL,
@@ -1444,7 +1471,7 @@ void gw_admin_stop(gw_server_t *srv)
         srv->admin = NULL;
     }
     gw_audit_close(srv);
-    free(srv->tokens);
+    gw_secret_free(srv->tokens, srv->ntokens * sizeof(*srv->tokens));
     srv->tokens = NULL;
     srv->ntokens = 0;
 }

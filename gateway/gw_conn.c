@@ -43,6 +43,7 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #define IP_SHARDS 64
@@ -292,7 +293,7 @@ enum MHD_Result gw_conn_accept(void *cls, const struct sockaddr *addr, socklen_t
     size_t n = gw_client_key(&none, addr, NULL, key);
     gw_conn_t *victim = NULL;
     release_pending(g, srv->iptable);
-    if (g->open - g->closing >= srv->cfg->max_connections) {
+    if (g->open - g->closing >= srv->max_conns) {
         /* Full: make room by closing the oldest connection without a request in
          * progress; refuse only when every one is being served. */
         victim = pick_victim(g, srv->iptable);
@@ -436,9 +437,32 @@ static void sweep(uv_timer_t *t)
     }
 }
 
-unsigned gw_conn_mhd_limit(const gw_server_t *srv)
+unsigned gw_conn_mhd_limit(gw_server_t *srv)
 {
-    return (unsigned)srv->cfg->max_connections + MHD_HEADROOM;
+    /*
+     * Every connection is a file descriptor: a cap above what RLIMIT_NOFILE
+     * allows would let connections exhaust the descriptors (accept fails with
+     * EMFILE, the spool cannot roll a segment, Redis cannot reconnect) before
+     * eviction starts. So the per-worker cap is lowered to fit, keeping a
+     * reserve for everything else, and the log says so.
+     */
+    uint64_t cap = srv->cfg->max_connections;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        uint64_t reserve = 64 + rl.rlim_cur / 8;
+        uint64_t room = rl.rlim_cur > reserve ? rl.rlim_cur - reserve : 0;
+        uint64_t per = room / (srv->nworkers ? srv->nworkers : 1);
+        per = per > MHD_HEADROOM + 8 ? per - MHD_HEADROOM : 8;
+        if (per < cap) {
+            cm_log_warn("gw", "server.max_connections lowered to fit the open-file limit",
+                        "configured=%llu per_worker=%llu nofile=%llu workers=%u",
+                        (unsigned long long)cap, (unsigned long long)per,
+                        (unsigned long long)rl.rlim_cur, srv->nworkers);
+            cap = per;
+        }
+    }
+    srv->max_conns = cap;
+    return (unsigned)cap + MHD_HEADROOM;
 }
 
 void gw_conn_guard_init(gw_worker_t *w)

@@ -507,6 +507,7 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
     srv->workers = cm_xcalloc(srv->nworkers, sizeof(gw_worker_t));
     unsigned timeout_s = (unsigned)((srv->cfg->connection_timeout_ms + 999) / 1000);
     srv->iptable = gw_ip_table_new();
+    unsigned mhd_limit = gw_conn_mhd_limit(srv);
     for (unsigned i = 0; i < srv->nworkers; i++) {
         gw_worker_t *w = &srv->workers[i];
         w->srv = srv;
@@ -522,7 +523,7 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
             {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)gw_conn_notify, w},
             {MHD_OPTION_END, 0, NULL}};
         w->mhd = gw__mhd_start((struct sockaddr *)&ss, MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME,
-                               true, access_cb, w, gw_conn_mhd_limit(srv), timeout_s,
+                               true, access_cb, w, mhd_limit, timeout_s,
                                on_completed, gw_conn_accept, guard);
         if (!w->mhd) {
             snprintf(errbuf, errlen, "cannot listen on %s: %s", srv->cfg->listen,

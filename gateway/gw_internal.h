@@ -303,6 +303,7 @@ struct gw_server {
     gw_orders_t *orders;
     gw_proxies_t proxies;
     gw_ip_table_t *iptable; /* gw_conn.c: open connections per client address */
+    uint64_t max_conns;     /* gw_conn.c: per-worker cap in force (fits RLIMIT_NOFILE) */
     uint8_t *status_key; /* gw_token.c: 32 bytes in a secret page (no core dump) */
     cm_id_gen_t ids;
     uint32_t node_id;
@@ -411,8 +412,10 @@ void gw_conn_guard_init(gw_worker_t *w);
 void gw_conn_guard_close(gw_worker_t *w);
 /* Frees the guard; after MHD_stop_daemon of the worker's daemon. */
 void gw_conn_guard_free(gw_worker_t *w);
-/* MHD's connection limit for a worker: ours plus room for evictions in flight. */
-unsigned gw_conn_mhd_limit(const gw_server_t *srv);
+/* Decides the per-worker connection cap (server.max_connections, lowered to
+ * fit RLIMIT_NOFILE) into srv->max_conns; returns MHD's connection limit for a
+ * worker: that plus room for evictions in flight. Single-threaded init. */
+unsigned gw_conn_mhd_limit(gw_server_t *srv);
 /* MHD_OPTION_ACCEPT_POLICY (cls = the worker): per-address cap, eviction at the total cap. */
 enum MHD_Result gw_conn_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen);
 /* MHD_OPTION_NOTIFY_CONNECTION (cls = the worker): tracks each connection. */

@@ -117,4 +117,23 @@ try:
     eq(A("PUT", "/admin/v1/sales/bad%20id", body={"stock": 1}).status, 400, "bad sale id")
 finally:
     g.cleanup()
+
+# The admin listener refuses a non-loopback address without a token an operator chose
+# (a generated one is only for loopback), and starts with one.
+g = Gateway(token=None)
+try:
+    g.args += ["--admin-listen", "0.0.0.0:%d" % g.admin_port]
+    g.start(wait=False)
+    rc = g.proc.wait(20)
+    check(rc != 0, "flashgate refuses to start: admin on 0.0.0.0 without a token (rc %s)" % rc)
+    check("not on loopback" in g.logs() and "server.admin_token" in g.logs(),
+          "and says why: %s" % g.logs()[-300:])
+finally:
+    g.cleanup()
+g = Gateway("--admin-listen", "0.0.0.0:0")
+try:
+    g.start(wait=True)
+    check(g.alive(), "with --admin-token it starts on 0.0.0.0")
+finally:
+    g.cleanup()
 finish()
