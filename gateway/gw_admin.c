@@ -992,6 +992,8 @@ static char *stats_json(gw_server_t *srv)
     oq_spool_stats(srv->spool, &ss);
     gw_limits_stats_t ls;
     gw_limits_stats(srv->limits, &ls);
+    gw_orders_stats_t os;
+    gw_orders_stats(srv->orders, &os);
     static cm_topk_t users, ips; /* ~12 KiB: off the small admin thread stack; under stats_mu */
     static pthread_mutex_t stats_mu = PTHREAD_MUTEX_INITIALIZER;
     pthread_mutex_lock(&stats_mu);
@@ -1008,13 +1010,22 @@ static char *stats_json(gw_server_t *srv)
         (json_int_t)ss.appended_records, "segments", (json_int_t)ss.segments, "limiter", "keys",
         (json_int_t)ls.keys, "capacity", (json_int_t)ls.capacity, "bytes", (json_int_t)ls.bytes,
         "evicted_idle", (json_int_t)ls.evicted_idle, "evicted_busy", (json_int_t)ls.evicted_busy,
-        "orders_known", (json_int_t)gw_orders_count(srv->orders), "inventory",
+        "orders_known", (json_int_t)os.known, "inventory",
         inv_backend_name(srv->inv), "workers", (json_int_t)srv->nworkers);
     uint64_t rp, rd, rr;
     gw_releaser_stats(srv, &rp, &rd, &rr);
     json_object_set_new(o, "releases",
                         json_pack("{s:I,s:I,s:I}", "pending", (json_int_t)rp, "done",
                                   (json_int_t)rd, "retries", (json_int_t)rr));
+    json_object_set_new(
+        o, "orders",
+        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "known", (json_int_t)os.known,
+                  "max_known", (json_int_t)os.max_known, "evicted", (json_int_t)os.evicted,
+                  "evicted_queued", (json_int_t)os.evicted_queued, "expired_queries",
+                  (json_int_t)os.expired_queries, "reasons_lost", (json_int_t)os.reasons_lost,
+                  "unindexed", (json_int_t)os.unindexed, "table_bytes",
+                  (json_int_t)os.table_bytes, "bytes_per_order",
+                  (json_int_t)(os.table_bytes / (os.capacity ? os.capacity : 1))));
     json_object_set_new(o, "heavy_hitters", hh);
     json_object_set_new(o, "rules", rules_arr(srv, true));
     json_object_set_new(o, "latency", latency_obj(&c));
@@ -1151,6 +1162,12 @@ static void h_order_cancel(admin_call_t *a)
     if (!gw_orders_get(srv->orders, id, &ord)) {
         gw_resp_error(p, GW_R_UNKNOWN_ORDER, NULL, "no order %s", id);
         return;
+    }
+    if (!oq_status_releases(ord.status)) {
+        /* the status table keeps no user ids. Ask the inventory (for the
+         * settlement record); if it cannot answer now, "" releases by order id. */
+        if (inv_order_user(srv->inv, ord.sale_id, ord.order_id, ord.user_id) != 0)
+            ord.user_id[0] = '\0';
     }
     int rc = gw_server_cancel(srv, &ord, reason);
     if (rc < 0) {

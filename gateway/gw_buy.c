@@ -265,17 +265,18 @@ static bool after_reserve(gw_req_t *r, int rc)
          * spooled is harmless: settlement is idempotent by order id.
          * (Found by integration.70-nginx.)
          */
-        oq_order_t known;
         uint64_t idv = 0;
         bool ours = cm_id_parse(r->res.order_id, strlen(r->res.order_id), &idv) == 0 &&
                     cm_id_node(idv) == srv->node_id;
-        if (ours && !gw_orders_get(srv->orders, r->res.order_id, &known)) {
+        /* An own order evicted from the status table was durable when it was put there. */
+        gw_orders_found_t seen = gw_orders_lookup(srv->orders, r->res.order_id, NULL);
+        if (ours && seen == GW_ORDERS_UNKNOWN) {
             gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
                           "the original request with this Idempotency-Key is still in progress; "
                           "retry");
             return false;
         }
-        if (!ours && !gw_orders_get(srv->orders, r->res.order_id, &known)) {
+        if (!ours && seen != GW_ORDERS_FOUND) {
             snprintf(o->order_id, sizeof(o->order_id), "%s", r->res.order_id);
             o->qty = r->res.qty;
             replayed = true;
@@ -589,12 +590,23 @@ void gw_order_handle(gw_req_t *r)
     if (!tok)
         tok = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Order-Token");
     bool tok_ok = gw_status_token_ok(r->w->srv, r->id, tok);
-    if (!tok_ok || !gw_orders_get(r->w->srv->orders, r->id, &ord)) {
+    gw_orders_found_t f =
+        tok_ok ? gw_orders_lookup(r->w->srv->orders, r->id, &ord) : GW_ORDERS_UNKNOWN;
+    if (f != GW_ORDERS_FOUND) {
         gw_fair_ticket_t t;
         if (tok_ok && gw_fair_lookup(r->w->srv->fair, r->id, &t)) {
             fair_order(r, &t);
             return;
         }
+    }
+    if (f == GW_ORDERS_EXPIRED) {
+        gw_resp_error(&r->resp, GW_R_UNKNOWN_ORDER, "\"expired\":true",
+                      "order %s has expired from this gateway's status table (it keeps the "
+                      "latest orders.max_known orders); the orders database has it",
+                      r->id);
+        return;
+    }
+    if (f != GW_ORDERS_FOUND) {
         gw_resp_error(&r->resp, GW_R_UNKNOWN_ORDER, NULL, "no order %s", r->id);
         return;
     }

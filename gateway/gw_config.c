@@ -541,6 +541,11 @@ const cm_opt_t gw_config_opts[] = {
     BURST("limits.ip_burst", ip_burst, "40", "per-client-IP"),
     {"limits.max_keys", CM_OPT_UINT, OFF(limiter_max_keys), 0, "1000000", 1000, 100000000, NULL,
      0, NULL, "N", "most users + IPs tracked by the limiters; idle ones are evicted first", NULL},
+    {"orders.max_known", CM_OPT_UINT, OFF(orders_max_known), 0, "1000000", 1024, 1000000000,
+     NULL, 0, NULL, "N",
+     "most orders whose status this gateway keeps (~30 bytes each, allocated at start); the "
+     "oldest settled ones are evicted first",
+     NULL},
     {"overload.level", CM_OPT_ENUM, OFF(ol_level), 0, "auto", 0, 0, ol_levels, 0, NULL, NULL,
      "degradation level at start: auto (from the queuing delay) or pinned 0..3 (see PUT "
      "/admin/v1/degrade)",

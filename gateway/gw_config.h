@@ -59,6 +59,7 @@ typedef struct gw_config {
     uint64_t user_rps, user_burst;
     uint64_t ip_rps, ip_burst;
     uint64_t limiter_max_keys; /* limits.max_keys: cap on tracked users + IPs */
+    uint64_t orders_max_known; /* orders.max_known: cap on orders GET /v1/orders answers for */
 
     /* overload control (gw_overload.h) */
     int ol_level;              /* overload.level: 0 = auto, 1..4 = pinned level 0..3 */

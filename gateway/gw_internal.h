@@ -221,11 +221,35 @@ size_t gw_client_key(const gw_proxies_t *p, const struct sockaddr *peer, const c
 
 /*---- Orders known to this gateway (GET /v1/orders/{id}) ----*/
 
-gw_orders_t *gw_orders_new(void);
+/* Bounded: see gateway/gw_orders.c for the memory budget and the eviction. */
+typedef enum {
+    GW_ORDERS_UNKNOWN = 0, /* never seen here */
+    GW_ORDERS_FOUND = 1,
+    GW_ORDERS_EXPIRED = 2, /* evicted to stay within orders.max_known */
+} gw_orders_found_t;
+
+typedef struct gw_orders_stats {
+    uint64_t known, max_known, capacity;
+    uint64_t evicted, evicted_queued; /* evicted in all; of them still queued */
+    uint64_t expired_queries;         /* lookups of an evicted order */
+    uint64_t reasons_lost;            /* reasons past the 254 distinct texts kept */
+    uint64_t unindexed;               /* ids that are not order ids (not kept) */
+    uint64_t sales;                   /* distinct sale ids interned */
+    uint64_t table_bytes;             /* allocated at start for max_known orders */
+} gw_orders_stats_t;
+
+/* Allocates the table for max_known orders (all memory up front). Single-threaded init. */
+gw_orders_t *gw_orders_new(uint64_t max_known);
 void gw_orders_free(gw_orders_t *t);
-/* Inserts if absent. Returns true if inserted. Thread-safe. */
+/* Inserts if absent (status queued), evicting the oldest final order when
+ * full. Returns true if inserted. Thread-safe. */
 bool gw_orders_put(gw_orders_t *t, const oq_order_t *o);
-/* Copies the order out (status and reason included). Returns false if unknown. Thread-safe. */
+/*
+ * Copies the order out (status and reason; accepted_at and node from the id;
+ * no user id: it is not kept). out may be NULL. Thread-safe.
+ */
+gw_orders_found_t gw_orders_lookup(gw_orders_t *t, const char *order_id, oq_order_t *out);
+/* gw_orders_lookup() == GW_ORDERS_FOUND. Thread-safe. */
 bool gw_orders_get(gw_orders_t *t, const char *order_id, oq_order_t *out);
 /*
  * Moves an order to a final status; returns the previous status, or -1 if the
@@ -235,6 +259,7 @@ bool gw_orders_get(gw_orders_t *t, const char *order_id, oq_order_t *out);
 int gw_orders_set_status(gw_orders_t *t, const char *order_id, const oq_order_t *o,
                          oq_status_t st, const char *reason);
 uint64_t gw_orders_count(gw_orders_t *t);
+void gw_orders_stats(gw_orders_t *t, gw_orders_stats_t *out);
 
 /*---- Workers and the server ----*/
 

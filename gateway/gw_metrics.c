@@ -404,7 +404,12 @@ char *gw_metrics_text(gw_server_t *srv, size_t *len)
     put(&b, "flashgate_heavy_hitter_counted_total %llu\n", (unsigned long long)users.total);
 
     head(&b, "flashgate_orders_known", "gauge", "Orders this gateway can answer status for.");
-    put(&b, "flashgate_orders_known %llu\n", (unsigned long long)gw_orders_count(srv->orders));
+    gw_orders_stats_t os;
+    gw_orders_stats(srv->orders, &os);
+    put(&b, "flashgate_orders_known %llu\n", (unsigned long long)os.known);
+    head(&b, "flashgate_orders_evicted_total", "counter",
+         "Orders evicted from the status table (orders.max_known).");
+    put(&b, "flashgate_orders_evicted_total %llu\n", (unsigned long long)os.evicted);
     head(&b, "flashgate_config_version", "gauge", "Version of the last audited admin change.");
     put(&b, "flashgate_config_version %llu\n", (unsigned long long)gw_audit_version(srv));
     head(&b, "flashgate_access_log_lines_total", "counter", "Sampled access log lines written.");

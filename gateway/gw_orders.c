@@ -3,12 +3,32 @@
  * the spool replayed at start, and (with Kafka) every order and outcome seen
  * in the topics, so any gateway of a fleet answers for any order.
  *
- * Bounded by the stock of the sales: one entry per accepted order, about
- * 100 bytes (the three ids packed after a 48-byte header; a reason only for
- * failed or cancelled orders; idempotency keys live in the inventory).
- * Striped locks: 64 shards, each a chained hash table that doubles as it fills.
+ * Memory budget, per known order: one 16-byte slot (the 64-bit order id, the
+ * sale's index, qty, status, a reason code) in an open-addressing table that
+ * is at most 3/4 full, plus the 8-byte id in its shard's arrival ring (the
+ * eviction order): 16 * 4/3 + 8 = 29.3 bytes, allocated once at start for
+ * orders.max_known orders (1,000,000 by default: 28 MiB). Nothing else is
+ * kept per order: accepted_at and the node are read from the id itself, the
+ * user id is not kept at all (the status answer does not show it), sale ids
+ * are interned (one copy per sale), and reasons are interned too: the first
+ * 254 distinct texts; an order failed or cancelled with a later new text
+ * keeps its status and loses the text ("reason_kept": false in stats).
+ *
+ * Eviction: when a shard is full, its oldest arrival goes first if it is
+ * final (settled, failed, cancelled). A queued order met at the head of the
+ * ring goes to the back (it waits for its outcome); after 64 such moves in a
+ * row the head goes anyway, and is counted as evicted while queued (a sign
+ * that orders.max_known is too small for the orders in flight). A status
+ * query for an evicted order answers 404 unknown_order saying that it
+ * expired (the id is older than the newest evicted one of its shard).
+ *
+ * Concurrency: 64 shards, one mutex each; the interned sale ids behind a
+ * read-write lock (written once per new sale), the reasons behind a mutex
+ * (taken only for failed or cancelled orders).
  */
 #include "common/cm_alloc.h"
+#include "common/cm_hash.h"
+#include "common/cm_id.h"
 #include "gateway/gw_internal.h"
 
 #include <stdio.h>
@@ -16,47 +36,91 @@
 #include <string.h>
 
 #define SHARDS 64
+#define SECOND_CHANCES 64
+#define REASONS_MAX 254     /* codes 1..254: interned texts */
+#define REASON_NOT_KEPT 255 /* a text past the first 254 distinct ones */
+#define SALES_MAX (1u << 20)
 
-typedef struct entry {
-    struct entry *next;
-    uint64_t hash;
-    int64_t accepted_at_ms;
-    char *reason; /* NULL unless failed/cancelled with a reason */
-    uint32_t qty;
-    uint32_t node_id;
+typedef struct slot {
+    uint64_t id;   /* 0 = empty (cm_id never hands out 0) */
+    uint32_t sale; /* index into the interned sale ids */
+    uint16_t qty;
     uint8_t status;
-    uint8_t user_off, sale_off; /* offsets into ids */
-    char ids[];                 /* order_id NUL user_id NUL sale_id NUL */
-} entry_t;
+    uint8_t reason; /* 0 = none, 1..254 interned, 255 not kept */
+} slot_t;
+_Static_assert(sizeof(slot_t) == 16, "a known order costs 16 bytes in the table");
 
 typedef struct shard {
     pthread_mutex_t lock;
-    entry_t **buckets;
-    size_t nbuckets, count;
+    slot_t *slots;
+    size_t nslots;
+    uint64_t *ring; /* arrival order; ring[head..head+count) */
+    size_t cap, head, count;
+    uint64_t evicted_max_id;
+    uint64_t evicted, evicted_queued;
 } shard_t;
 
 struct gw_orders {
     shard_t shards[SHARDS];
+    uint64_t max_known;
+    size_t bytes;
+    /* interned sale ids: names[i], found through idx (open addressing of i + 1) */
+    pthread_rwlock_t sales_lock;
+    char (*names)[INV_SALE_ID_MAX + 1];
+    uint32_t nnames, names_cap;
+    uint32_t *idx;
+    size_t nidx;
+    cm_hash_key_t key;
+    /* interned reasons */
+    pthread_mutex_t reasons_lock;
+    char *reasons[REASONS_MAX + 1];
+    uint32_t nreasons;
+    _Atomic uint64_t reasons_lost, unindexed, expired_queries;
 };
 
-static uint64_t hash_id(const char *s)
+static uint64_t mix(uint64_t x)
 {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a: ids are ours, not attacker-chosen keys */
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ull;
-    }
-    return h ^ (h >> 29);
+    /* splitmix64's finaliser: ids are ours (time, node, sequence), so a fixed
+     * mixer spreads them; no client can choose one */
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
 }
 
-gw_orders_t *gw_orders_new(void)
+static shard_t *shard_of(gw_orders_t *t, uint64_t id, uint64_t *h)
+{
+    *h = mix(id);
+    return &t->shards[*h >> 58]; /* top 6 bits: SHARDS = 64 */
+}
+
+static size_t home(const shard_t *s, uint64_t h)
+{
+    return (size_t)(h % s->nslots);
+}
+
+gw_orders_t *gw_orders_new(uint64_t max_known)
 {
     gw_orders_t *t = cm_xcalloc(1, sizeof(*t));
+    if (max_known < SHARDS)
+        max_known = SHARDS;
+    t->max_known = max_known;
+    size_t cap = (size_t)((max_known + SHARDS - 1) / SHARDS);
     for (int i = 0; i < SHARDS; i++) {
-        pthread_mutex_init(&t->shards[i].lock, NULL);
-        t->shards[i].nbuckets = 64;
-        t->shards[i].buckets = cm_xcalloc(64, sizeof(entry_t *));
+        shard_t *s = &t->shards[i];
+        pthread_mutex_init(&s->lock, NULL);
+        s->cap = cap;
+        s->nslots = cap + cap / 3 + 1; /* at most 3/4 full */
+        s->slots = cm_xcalloc(s->nslots, sizeof(slot_t));
+        s->ring = cm_xcalloc(cap, sizeof(uint64_t));
+        t->bytes += s->nslots * sizeof(slot_t) + cap * sizeof(uint64_t);
     }
+    pthread_rwlock_init(&t->sales_lock, NULL);
+    t->nidx = 64;
+    t->idx = cm_xcalloc(t->nidx, sizeof(uint32_t));
+    t->key = (cm_hash_key_t){0x666c617368676174ull, 0x652d73616c657321ull};
+    pthread_mutex_init(&t->reasons_lock, NULL);
     return t;
 }
 
@@ -65,127 +129,260 @@ void gw_orders_free(gw_orders_t *t)
     if (!t)
         return;
     for (int i = 0; i < SHARDS; i++) {
-        shard_t *s = &t->shards[i];
-        for (size_t b = 0; b < s->nbuckets; b++) {
-            entry_t *e = s->buckets[b];
-            while (e) {
-                entry_t *n = e->next;
-                free(e->reason);
-                free(e);
-                e = n;
-            }
-        }
-        free(s->buckets);
-        pthread_mutex_destroy(&s->lock);
+        free(t->shards[i].slots);
+        free(t->shards[i].ring);
+        pthread_mutex_destroy(&t->shards[i].lock);
     }
+    free(t->names);
+    free(t->idx);
+    for (uint32_t i = 1; i <= t->nreasons; i++)
+        free(t->reasons[i]);
+    pthread_rwlock_destroy(&t->sales_lock);
+    pthread_mutex_destroy(&t->reasons_lock);
     free(t);
 }
 
-static void grow(shard_t *s)
+/*---- interning ----*/
+
+/* Index slot of sale id s in t->idx: where it is, or the empty slot where it goes. */
+static size_t name_slot(const gw_orders_t *t, const char *s, size_t len)
 {
-    size_t nb = s->nbuckets * 2;
-    entry_t **b = cm_xcalloc(nb, sizeof(entry_t *));
-    for (size_t i = 0; i < s->nbuckets; i++) {
-        entry_t *e = s->buckets[i];
-        while (e) {
-            entry_t *n = e->next;
-            size_t j = (e->hash >> 6) & (nb - 1);
-            e->next = b[j];
-            b[j] = e;
-            e = n;
+    size_t i = (size_t)(cm_hash_sip24(&t->key, s, len) & (t->nidx - 1));
+    while (t->idx[i] && strcmp(t->names[t->idx[i] - 1], s) != 0)
+        i = (i + 1) & (t->nidx - 1);
+    return i;
+}
+
+/* The sale's index, interned on first sight. -1 past SALES_MAX. */
+static int64_t sale_index(gw_orders_t *t, const char *sale_id)
+{
+    size_t len = strlen(sale_id);
+    pthread_rwlock_rdlock(&t->sales_lock);
+    uint32_t v = t->idx[name_slot(t, sale_id, len)];
+    pthread_rwlock_unlock(&t->sales_lock);
+    if (v)
+        return v - 1;
+    pthread_rwlock_wrlock(&t->sales_lock);
+    size_t i = name_slot(t, sale_id, len);
+    if (!t->idx[i]) {
+        if (t->nnames >= SALES_MAX) {
+            pthread_rwlock_unlock(&t->sales_lock);
+            return -1;
+        }
+        if (t->nnames == t->names_cap) {
+            t->names_cap = t->names_cap ? t->names_cap * 2 : 16;
+            t->names = cm_xrealloc(t->names, t->names_cap * sizeof(*t->names));
+        }
+        snprintf(t->names[t->nnames], sizeof(t->names[0]), "%s", sale_id);
+        t->idx[i] = ++t->nnames;
+        if (t->nnames * 2 > t->nidx) { /* keep the index at most half full */
+            free(t->idx);
+            t->nidx *= 2;
+            t->idx = cm_xcalloc(t->nidx, sizeof(uint32_t));
+            for (uint32_t k = 0; k < t->nnames; k++)
+                t->idx[name_slot(t, t->names[k], strlen(t->names[k]))] = k + 1;
+        }
+        i = name_slot(t, sale_id, len);
+    }
+    v = t->idx[i];
+    pthread_rwlock_unlock(&t->sales_lock);
+    return v - 1;
+}
+
+static uint8_t reason_code(gw_orders_t *t, const char *reason)
+{
+    if (!reason || !reason[0])
+        return 0;
+    pthread_mutex_lock(&t->reasons_lock);
+    uint8_t code = REASON_NOT_KEPT;
+    for (uint32_t i = 1; i <= t->nreasons; i++) {
+        if (strcmp(t->reasons[i], reason) == 0) {
+            code = (uint8_t)i;
+            break;
         }
     }
-    free(s->buckets);
-    s->buckets = b;
-    s->nbuckets = nb;
+    if (code == REASON_NOT_KEPT && t->nreasons < REASONS_MAX) {
+        t->reasons[++t->nreasons] = cm_xstrndup(reason, OQ_REASON_MAX);
+        code = (uint8_t)t->nreasons;
+    }
+    pthread_mutex_unlock(&t->reasons_lock);
+    if (code == REASON_NOT_KEPT)
+        atomic_fetch_add_explicit(&t->reasons_lost, 1, memory_order_relaxed);
+    return code;
 }
 
-static entry_t *find(shard_t *s, uint64_t h, const char *id)
+/*---- the table ----*/
+
+static slot_t *find(shard_t *s, uint64_t h, uint64_t id)
 {
-    for (entry_t *e = s->buckets[(h >> 6) & (s->nbuckets - 1)]; e; e = e->next)
-        if (e->hash == h && strcmp(e->ids, id) == 0)
-            return e;
-    return NULL;
+    for (size_t i = home(s, h);; i = (i + 1) % s->nslots) {
+        if (s->slots[i].id == id)
+            return &s->slots[i];
+        if (s->slots[i].id == 0)
+            return NULL;
+    }
 }
 
-static entry_t *insert(shard_t *s, uint64_t h, const oq_order_t *o)
+/* Deletes slot i, shifting the entries after it back (no tombstones). */
+static void slot_delete(shard_t *s, size_t i)
 {
-    if (s->count >= s->nbuckets)
-        grow(s);
-    size_t lo = strlen(o->order_id) + 1, lu = strlen(o->user_id) + 1, ls = strlen(o->sale_id) + 1;
-    entry_t *e = cm_xmalloc(sizeof(*e) + lo + lu + ls);
-    e->hash = h;
-    e->accepted_at_ms = o->accepted_at_ms;
-    e->reason = NULL;
-    e->qty = o->qty;
-    e->node_id = o->node_id;
-    e->status = OQ_STATUS_QUEUED;
-    e->user_off = (uint8_t)lo;
-    e->sale_off = (uint8_t)(lo + lu);
-    memcpy(e->ids, o->order_id, lo);
-    memcpy(e->ids + lo, o->user_id, lu);
-    memcpy(e->ids + lo + lu, o->sale_id, ls);
-    size_t j = (h >> 6) & (s->nbuckets - 1);
-    e->next = s->buckets[j];
-    s->buckets[j] = e;
+    size_t j = i;
+    for (;;) {
+        j = (j + 1) % s->nslots;
+        if (s->slots[j].id == 0)
+            break;
+        size_t k = home(s, mix(s->slots[j].id));
+        /* the entry at j may fill the hole at i unless its home lies in (i, j] */
+        bool stays = i <= j ? (k > i && k <= j) : (k > i || k <= j);
+        if (!stays) {
+            s->slots[i] = s->slots[j];
+            i = j;
+        }
+    }
+    s->slots[i].id = 0;
+}
+
+static void ring_push(shard_t *s, uint64_t id)
+{
+    s->ring[(s->head + s->count) % s->cap] = id;
     s->count++;
+}
+
+static uint64_t ring_pop(shard_t *s)
+{
+    uint64_t id = s->ring[s->head];
+    s->head = (s->head + 1) % s->cap;
+    s->count--;
+    return id;
+}
+
+/* Makes room for one order: evicts the oldest final one (see the top). */
+static void evict_one(shard_t *s)
+{
+    for (int moves = 0; s->count > 0; moves++) {
+        uint64_t id = ring_pop(s);
+        slot_t *e = find(s, mix(id), id);
+        if (!e)
+            continue; /* cannot be: ring and table hold the same ids */
+        if (e->status == OQ_STATUS_QUEUED && moves < SECOND_CHANCES) {
+            ring_push(s, id);
+            continue;
+        }
+        if (e->status == OQ_STATUS_QUEUED)
+            s->evicted_queued++;
+        s->evicted++;
+        if (id > s->evicted_max_id)
+            s->evicted_max_id = id;
+        slot_delete(s, (size_t)(e - s->slots));
+        return;
+    }
+}
+
+static slot_t *insert(shard_t *s, uint64_t h, uint64_t id, uint32_t sale, uint32_t qty)
+{
+    if (s->count >= s->cap)
+        evict_one(s);
+    size_t i = home(s, h);
+    while (s->slots[i].id != 0)
+        i = (i + 1) % s->nslots;
+    slot_t *e = &s->slots[i];
+    *e = (slot_t){.id = id, .sale = sale, .qty = (uint16_t)qty, .status = OQ_STATUS_QUEUED};
+    ring_push(s, id);
     return e;
 }
 
-static void expand(const entry_t *e, oq_order_t *out)
+/* The numeric id of an order id, or 0 if it is not one of ours (cm_id). */
+static uint64_t parse_id(gw_orders_t *t, const char *order_id)
 {
-    memset(out, 0, sizeof(*out));
-    snprintf(out->order_id, sizeof(out->order_id), "%s", e->ids);
-    snprintf(out->user_id, sizeof(out->user_id), "%s", e->ids + e->user_off);
-    snprintf(out->sale_id, sizeof(out->sale_id), "%s", e->ids + e->sale_off);
-    out->qty = e->qty;
-    out->accepted_at_ms = e->accepted_at_ms;
-    out->node_id = e->node_id;
-    out->status = (oq_status_t)e->status;
-    snprintf(out->reason, sizeof(out->reason), "%s", e->reason ? e->reason : "");
+    uint64_t id;
+    if (cm_id_parse(order_id, strlen(order_id), &id) != 0 || id == 0) {
+        atomic_fetch_add_explicit(&t->unindexed, 1, memory_order_relaxed);
+        return 0;
+    }
+    return id;
+}
+
+static slot_t *insert_order(gw_orders_t *t, shard_t *s, uint64_t h, uint64_t id,
+                            const oq_order_t *o)
+{
+    int64_t sale = sale_index(t, o->sale_id);
+    if (sale < 0) {
+        atomic_fetch_add_explicit(&t->unindexed, 1, memory_order_relaxed);
+        return NULL;
+    }
+    return insert(s, h, id, (uint32_t)sale, o->qty);
 }
 
 bool gw_orders_put(gw_orders_t *t, const oq_order_t *o)
 {
-    uint64_t h = hash_id(o->order_id);
-    shard_t *s = &t->shards[h % SHARDS];
+    uint64_t id = parse_id(t, o->order_id), h;
+    if (!id)
+        return false;
+    shard_t *s = shard_of(t, id, &h);
     pthread_mutex_lock(&s->lock);
-    bool inserted = false;
-    if (!find(s, h, o->order_id)) {
-        insert(s, h, o);
-        inserted = true;
-    }
+    bool inserted = !find(s, h, id) && insert_order(t, s, h, id, o) != NULL;
     pthread_mutex_unlock(&s->lock);
     return inserted;
 }
 
+gw_orders_found_t gw_orders_lookup(gw_orders_t *t, const char *order_id, oq_order_t *out)
+{
+    uint64_t id;
+    if (cm_id_parse(order_id, strlen(order_id), &id) != 0 || id == 0)
+        return GW_ORDERS_UNKNOWN;
+    uint64_t h;
+    shard_t *s = shard_of(t, id, &h);
+    pthread_mutex_lock(&s->lock);
+    slot_t *e = find(s, h, id);
+    slot_t copy = e ? *e : (slot_t){0};
+    bool expired = !e && id <= s->evicted_max_id;
+    pthread_mutex_unlock(&s->lock);
+    if (!e) {
+        if (expired)
+            atomic_fetch_add_explicit(&t->expired_queries, 1, memory_order_relaxed);
+        return expired ? GW_ORDERS_EXPIRED : GW_ORDERS_UNKNOWN;
+    }
+    if (!out)
+        return GW_ORDERS_FOUND;
+    memset(out, 0, sizeof(*out));
+    out->type = OQ_MSG_ORDER;
+    cm_id_format(id, out->order_id);
+    pthread_rwlock_rdlock(&t->sales_lock);
+    snprintf(out->sale_id, sizeof(out->sale_id), "%s", t->names[copy.sale]);
+    pthread_rwlock_unlock(&t->sales_lock);
+    out->qty = copy.qty;
+    out->accepted_at_ms = cm_id_time_ms(id);
+    out->node_id = cm_id_node(id);
+    out->status = (oq_status_t)copy.status;
+    if (copy.reason && copy.reason != REASON_NOT_KEPT) {
+        pthread_mutex_lock(&t->reasons_lock);
+        snprintf(out->reason, sizeof(out->reason), "%s", t->reasons[copy.reason]);
+        pthread_mutex_unlock(&t->reasons_lock);
+    }
+    return GW_ORDERS_FOUND;
+}
+
 bool gw_orders_get(gw_orders_t *t, const char *order_id, oq_order_t *out)
 {
-    uint64_t h = hash_id(order_id);
-    shard_t *s = &t->shards[h % SHARDS];
-    pthread_mutex_lock(&s->lock);
-    entry_t *e = find(s, h, order_id);
-    if (e)
-        expand(e, out);
-    pthread_mutex_unlock(&s->lock);
-    return e != NULL;
+    return gw_orders_lookup(t, order_id, out) == GW_ORDERS_FOUND;
 }
 
 int gw_orders_set_status(gw_orders_t *t, const char *order_id, const oq_order_t *o,
                          oq_status_t st, const char *reason)
 {
-    uint64_t h = hash_id(order_id);
-    shard_t *s = &t->shards[h % SHARDS];
+    uint64_t id = parse_id(t, order_id), h;
+    if (!id)
+        return -1;
+    uint8_t code = oq_status_releases(st) ? reason_code(t, reason) : 0;
+    shard_t *s = shard_of(t, id, &h);
     pthread_mutex_lock(&s->lock);
-    entry_t *e = find(s, h, order_id);
+    slot_t *e = find(s, h, id);
     int prev = e ? (int)e->status : -1;
     if (!e && o)
-        e = insert(s, h, o);
+        e = insert_order(t, s, h, id, o);
     if (e) {
         e->status = (uint8_t)st;
-        CM_FREE(e->reason);
-        if (reason && reason[0])
-            e->reason = cm_xstrndup(reason, OQ_REASON_MAX);
+        e->reason = code;
     }
     pthread_mutex_unlock(&s->lock);
     return prev;
@@ -200,4 +397,26 @@ uint64_t gw_orders_count(gw_orders_t *t)
         pthread_mutex_unlock(&t->shards[i].lock);
     }
     return n;
+}
+
+void gw_orders_stats(gw_orders_t *t, gw_orders_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    for (int i = 0; i < SHARDS; i++) {
+        shard_t *s = &t->shards[i];
+        pthread_mutex_lock(&s->lock);
+        out->known += s->count;
+        out->evicted += s->evicted;
+        out->evicted_queued += s->evicted_queued;
+        pthread_mutex_unlock(&s->lock);
+    }
+    out->max_known = t->max_known;
+    out->capacity = t->shards[0].cap * SHARDS;
+    out->table_bytes = t->bytes;
+    out->expired_queries = atomic_load_explicit(&t->expired_queries, memory_order_relaxed);
+    out->reasons_lost = atomic_load_explicit(&t->reasons_lost, memory_order_relaxed);
+    out->unindexed = atomic_load_explicit(&t->unindexed, memory_order_relaxed);
+    pthread_rwlock_rdlock(&t->sales_lock);
+    out->sales = t->nnames;
+    pthread_rwlock_unlock(&t->sales_lock);
 }

@@ -43,8 +43,9 @@ static void on_outcome(const oq_order_t *oc, void *ud)
                                  OQ_STATUS_SETTLED, NULL);
         return;
     }
+    /* The outcome carries the user id (the status table keeps none): give back with it. */
     if (oq_status_releases(oc->status))
-        gw_compensate(srv, oc->order_id, known ? &cur : &o, oc->status, oc->reason);
+        gw_compensate(srv, oc->order_id, &o, oc->status, oc->reason);
 }
 
 int gw__queue_start(gw_server_t *srv, char *errbuf, size_t errlen)

@@ -250,7 +250,7 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
         return rc;
     if ((rc = gw_status_key_load(srv, errbuf, errlen)))
         return rc;
-    srv->orders = gw_orders_new();
+    srv->orders = gw_orders_new(cfg->orders_max_known);
     srv->limits = gw_limits_new(cfg->limiter_max_keys);
     if (!srv->limits) {
         snprintf(errbuf, errlen, "cannot allocate the limiter table for %llu keys",

@@ -404,7 +404,8 @@ int inv_sale_get(inv_t *inv, const char *sale_id, inv_sale_info_t *out)
 int inv_release(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
                 const char *order_id)
 {
-    if (!inv || !sale_id_ok(sale_id) || !user_id_ok(user_id) || !order_id || !order_id_ok(order_id))
+    if (!inv || !sale_id_ok(sale_id) || !user_id || (*user_id && !user_id_ok(user_id)) ||
+        !order_id || !order_id_ok(order_id))
         return CM_EINVAL;
     return inv->ops->release(inv, sale_id, user_id, qty, order_id);
 }
@@ -418,6 +419,14 @@ int inv_replay(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qt
     if (!inv->ops->replay)
         return 0; /* the backend keeps its own state */
     return inv->ops->replay(inv, sale_id, user_id, qty, order_id, idem_key ? idem_key : "");
+}
+
+int inv_order_user(inv_t *inv, const char *sale_id, const char *order_id, char *user_out)
+{
+    if (!inv || !user_out || !sale_id_ok(sale_id) || !order_id || !order_id_ok(order_id))
+        return CM_EINVAL;
+    user_out[0] = '\0';
+    return inv->ops->order_user(inv, sale_id, order_id, user_out);
 }
 
 int inv_user_units(inv_t *inv, const char *sale_id, const char *user_id, uint32_t *out)

@@ -147,8 +147,8 @@ int inv_restock_keyed(inv_t *inv, const char *sale_id, int64_t add, const char *
 int inv_sale_get(inv_t *inv, const char *sale_id, inv_sale_info_t *out);
 
 /*
- * Compensation: gives back the units of `order_id` (user `user_id`, `qty`
- * units) and frees the user's purchase slot. Exactly once per order: returns
+ * Compensation: gives back the units of `order_id` (user `user_id`, or ""
+ * for whoever holds it; `qty` units) and frees the user's purchase slot. Exactly once per order: returns
  * 0 the first time, CM_ENOTFOUND if the order is unknown or was released
  * already (nothing changes). Thread-safe; may block (admin/settlement path).
  */
@@ -163,6 +163,15 @@ int inv_release(inv_t *inv, const char *sale_id, const char *user_id, uint32_t q
  */
 int inv_replay(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
                const char *order_id, const char *idem_key);
+
+/*
+ * The user who holds order `order_id` of `sale_id` (accepted, not released):
+ * copies it into user_out (INV_USER_ID_MAX + 1 bytes). Returns 0, CM_ENOTFOUND
+ * or a negative cm_err_t. Admin path (an operator's cancel: the gateway's
+ * order-status table keeps no user ids); thread-safe; may block (one Redis
+ * round trip; the memory backend walks the sale's users).
+ */
+int inv_order_user(inv_t *inv, const char *sale_id, const char *order_id, char *user_out);
 
 /* Units `user_id` holds in `sale_id` (0 if none); for audits and tests. */
 int inv_user_units(inv_t *inv, const char *sale_id, const char *user_id, uint32_t *out);

@@ -42,6 +42,7 @@ typedef struct inv_ops {
     int (*replay)(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
                   const char *order_id, const char *idem_key);
     int (*user_units)(inv_t *inv, const char *sale_id, const char *user_id, uint32_t *out);
+    int (*order_user)(inv_t *inv, const char *sale_id, const char *order_id, char *user_out);
 } inv_ops_t;
 
 struct inv {

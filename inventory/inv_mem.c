@@ -708,9 +708,18 @@ static int mem_sale_get(inv_t *inv, const char *sale_id, inv_sale_info_t *out)
     return 0;
 }
 
+static int mem_order_user(inv_t *inv, const char *sale_id, const char *order_id, char *user_out);
+
 static int mem_release(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
                        const char *order_id)
 {
+    char holder[INV_USER_ID_MAX + 1];
+    if (!*user_id) { /* whoever holds it (a cancel from the status table, which keeps no users) */
+        int rc = mem_order_user(inv, sale_id, order_id, holder);
+        if (rc != 0)
+            return rc;
+        user_id = holder;
+    }
     inv_sale_t *s = inv_sale_find(inv, sale_id);
     mem_sale_t *ms = s ? sale_state(s) : NULL;
     if (!ms)
@@ -796,6 +805,29 @@ static int mem_user_units(inv_t *inv, const char *sale_id, const char *user_id, 
     return 0;
 }
 
+static int mem_order_user(inv_t *inv, const char *sale_id, const char *order_id, char *user_out)
+{
+    inv_sale_t *s = inv_sale_find(inv, sale_id);
+    mem_sale_t *ms = s ? sale_state(s) : NULL;
+    if (!ms)
+        return CM_ENOTFOUND;
+    int rc = CM_ENOTFOUND;
+    for (unsigned i = 0; i < MEM_SHARDS && rc != 0; i++) {
+        mem_shard_t *sh = &ms->shards[i];
+        pthread_mutex_lock(&sh->lock);
+        for (uint32_t b = 0; b < sh->nbuckets && rc != 0; b++) {
+            for (mem_user_t *u = sh->buckets[b]; u && rc != 0; u = u->next) {
+                if (user_order_by_id(u, order_id)) {
+                    snprintf(user_out, INV_USER_ID_MAX + 1, "%s", u->user_id);
+                    rc = 0;
+                }
+            }
+        }
+        pthread_mutex_unlock(&sh->lock);
+    }
+    return rc;
+}
+
 const inv_ops_t inv__mem_ops = {
     .name = "memory",
     .open = mem_open,
@@ -809,4 +841,5 @@ const inv_ops_t inv__mem_ops = {
     .release = mem_release,
     .replay = mem_replay,
     .user_units = mem_user_units,
+    .order_user = mem_order_user,
 };

@@ -1540,6 +1540,37 @@ out:
     return rc;
 }
 
+static int redis_order_user(inv_t *inv, const char *sale_id, const char *order_id,
+                            char *user_out)
+{
+    rb_t *rb = inv->backend;
+    char orders[KEY_MAX];
+    sale_key(orders, sale_id, "orders");
+    int err = 0, rc = CM_ENOTFOUND;
+    pthread_mutex_lock(&rb->admin_mu);
+    redisReply *r = admin_cmd(rb, &err, "HGET %s %s", orders, order_id);
+    if (!r) {
+        rc = err;
+    } else {
+        /* the record is "user qty idem" (see the reserve script) */
+        if (r->type == REDIS_REPLY_STRING) {
+            size_t n = strcspn(r->str, " ");
+            if (inv_id_valid(r->str, n, INV_USER_ID_MAX)) {
+                memcpy(user_out, r->str, n);
+                user_out[n] = '\0';
+                rc = 0;
+            } else {
+                rc = CM_EBACKEND;
+            }
+        } else if (r->type != REDIS_REPLY_NIL) {
+            rc = CM_EBACKEND;
+        }
+        freeReplyObject(r);
+    }
+    pthread_mutex_unlock(&rb->admin_mu);
+    return rc;
+}
+
 const inv_ops_t inv__redis_ops = {
     .name = "redis",
     .open = redis_open,
@@ -1553,6 +1584,7 @@ const inv_ops_t inv__redis_ops = {
     .release = redis_release,
     .replay = redis_replay,
     .user_units = redis_user_units,
+    .order_user = redis_order_user,
 };
 
 int inv_redis_breaker(struct inv *inv, uint64_t *opens)

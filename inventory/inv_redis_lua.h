@@ -61,9 +61,9 @@
     "'version')"
 
 /*
- * Release exactly once. ARGV: order id, user, sale id. The HDEL of the order
- * decides: returns -7 (CM_ENOTFOUND) if the order is unknown, released
- * already, or belongs to another user; else the stock left after giving the
+ * Release exactly once. ARGV: order id, user ("" = whoever holds it), sale
+ * id. The HDEL of the order decides: returns -7 (CM_ENOTFOUND) if the order
+ * is unknown, released already, or belongs to another user; else the stock left after giving the
  * recorded units back. The order's idempotency key goes with it (as in the
  * memory backend): a later request with that key is a new purchase.
  */
@@ -71,7 +71,7 @@
     "local rec = redis.call('HGET', KEYS[3], ARGV[1])\n"                                           \
     "if not rec then return -7 end\n"                                                              \
     "local u, q = string.match(rec, '^(%S+) (%d+)')\n"                                             \
-    "if u ~= ARGV[2] then return -7 end\n"                                                         \
+    "if ARGV[2] ~= '' and u ~= ARGV[2] then return -7 end\n"                                       \
     "redis.call('HDEL', KEYS[3], ARGV[1])\n"                                                       \
     "q = tonumber(q)\n"                                                                            \
     "local left = redis.call('HINCRBY', KEYS[1], 'left', q)\n"                                     \

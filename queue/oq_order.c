@@ -104,9 +104,14 @@ int oq_order_check(const oq_order_t *o, char *errbuf, size_t errlen)
     if (!str_fits(o->sale_id, sizeof(o->sale_id)) ||
         !inv_id_valid(o->sale_id, strlen(o->sale_id), INV_SALE_ID_MAX))
         FAIL("sale_id: must be 1..%d of [A-Za-z0-9._-]", INV_SALE_ID_MAX);
+    /* only an order must name its user: a cancel from a status table that keeps
+     * no user ids says "" (whoever holds the order), and its outcome and
+     * release repeat it */
     if (!str_fits(o->user_id, sizeof(o->user_id)) ||
-        !inv_id_valid(o->user_id, strlen(o->user_id), INV_USER_ID_MAX))
-        FAIL("user_id: must be 1..%d of [A-Za-z0-9._-]", INV_USER_ID_MAX);
+        ((o->type == OQ_MSG_ORDER || o->user_id[0]) &&
+         !inv_id_valid(o->user_id, strlen(o->user_id), INV_USER_ID_MAX)))
+        FAIL("user_id: must be 1..%d of [A-Za-z0-9._-]%s", INV_USER_ID_MAX,
+             o->type == OQ_MSG_ORDER ? "" : " or \"\"");
     if (!str_fits(o->idem_key, sizeof(o->idem_key)) ||
         (o->idem_key[0] && !inv_idem_key_valid(o->idem_key, strlen(o->idem_key))))
         FAIL("idem_key: must be 1..%d printable ASCII characters without spaces",
@@ -337,7 +342,7 @@ int oq_order_decode(const char *buf, size_t len, oq_order_t *out, char *errbuf, 
     json_int_t qty = 0, at = 0, acc = 0, node = -1;
     if (get_str(root, "order_id", o.order_id, sizeof(o.order_id), true, errbuf, errlen) ||
         get_str(root, "sale_id", o.sale_id, sizeof(o.sale_id), true, errbuf, errlen) ||
-        get_str(root, "user_id", o.user_id, sizeof(o.user_id), true, errbuf, errlen) ||
+        get_str(root, "user_id", o.user_id, sizeof(o.user_id), is_order, errbuf, errlen) ||
         get_str(root, "idem_key", o.idem_key, sizeof(o.idem_key), false, errbuf, errlen) ||
         get_str(root, "reason", o.reason, sizeof(o.reason), false, errbuf, errlen) ||
         get_int(root, "qty", is_order ? 1 : 0, OQ_QTY_MAX, is_order, &qty, errbuf, errlen) ||

@@ -18,7 +18,10 @@
  *
  * Bounds (the decoder rejects anything else, naming the field):
  *   order_id            1..INV_ORDER_ID_MAX of [A-Za-z0-9._-] (inv_id_valid)
- *   sale_id, user_id    1..64 of [A-Za-z0-9._-] (inv_id_valid)
+ *   sale_id, user_id    1..64 of [A-Za-z0-9._-] (inv_id_valid); user_id may be
+ *                       "" or absent outside an order: "whoever holds the
+ *                       order" (a cancel from a gateway, whose status table
+ *                       keeps no user ids; the inventory releases by order id)
  *   idem_key            absent, or 1..128 printable ASCII without spaces
  *   qty                 order: 1..OQ_QTY_MAX (what the buy path accepts);
  *                       other types: 0..OQ_QTY_MAX, absent = 0 (a cancel may

@@ -285,7 +285,13 @@ static void test_replay(void **state)
     /* Replay taking the last unit sets the flag; releasing a replayed order works. */
     assert_int_equal(inv_replay(inv, "s", "dave", 1, "o6", NULL), 0);
     assert_true(inv_sale_sold_out(inv_sale_find(inv, "s")));
-    assert_int_equal(inv_release(inv, "s", "bob", 3, "o2"), 0);
+    char who[INV_USER_ID_MAX + 1];
+    assert_int_equal(inv_order_user(inv, "s", "o2", who), 0);
+    assert_string_equal(who, "bob");
+    assert_int_equal(inv_order_user(inv, "s", "o404", who), CM_ENOTFOUND);
+    /* "" releases whoever holds the order (a cancel from the status table) */
+    assert_int_equal(inv_release(inv, "s", "", 3, "o2"), 0);
+    assert_int_equal(inv_release(inv, "s", "", 3, "o2"), CM_ENOTFOUND);
     assert_int_equal(inv_sale_get(inv, "s", &s), 0);
     assert_int_equal(s.stock_left, 3);
     assert_int_equal(s.accepted_units, 2);

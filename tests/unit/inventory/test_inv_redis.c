@@ -210,7 +210,12 @@ static void test_boundaries_and_keys(void **state)
 
     /* release exactly once; the wrong user cannot release; the key goes with the order */
     assert_int_equal(inv_release(fx.inv, "bnd", "bob", 2, "o1"), CM_ENOTFOUND);
-    assert_int_equal(inv_release(fx.inv, "bnd", "alice", 2, "o1"), 0);
+    char who[INV_USER_ID_MAX + 1];
+    assert_int_equal(inv_order_user(fx.inv, "bnd", "o1", who), 0);
+    assert_string_equal(who, "alice");
+    assert_int_equal(inv_order_user(fx.inv, "bnd", "o404", who), CM_ENOTFOUND);
+    /* "" releases whoever holds the order (a cancel from the status table) */
+    assert_int_equal(inv_release(fx.inv, "bnd", "", 2, "o1"), 0);
     assert_int_equal(inv_release(fx.inv, "bnd", "alice", 2, "o1"), CM_ENOTFOUND);
     assert_false(inv_sale_sold_out(inv_sale_find(fx.inv, "bnd")));
     assert_int_equal(left_of(fx.inv, "bnd"), 2);

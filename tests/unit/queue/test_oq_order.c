@@ -289,6 +289,22 @@ static void test_check_matches_decoder(void **state)
     o.type = OQ_MSG_CANCEL;
     assert_int_equal(oq_order_check(&o, why, sizeof(why)), CM_EINVAL);
     assert_memory_equal(why, "reason:", 7);
+    /* a user id is required of an order only ("" = whoever holds it) */
+    o = sample();
+    o.user_id[0] = '\0';
+    assert_int_equal(oq_order_check(&o, why, sizeof(why)), CM_EINVAL);
+    assert_memory_equal(why, "user_id:", 8);
+    o.type = OQ_MSG_CANCEL;
+    assert_int_equal(oq_order_check(&o, why, sizeof(why)), 0);
+    oq_order_t back;
+    char buf[OQ_ORDER_JSON_MAX];
+    int n = oq_order_encode(&o, buf, sizeof(buf));
+    assert_true(n > 0);
+    assert_int_equal(oq_order_decode(buf, (size_t)n, &back, why, sizeof(why)), 0);
+    assert_string_equal(back.user_id, "");
+    const char *nouser = "{\"order_id\":\"x\",\"sale_id\":\"s\",\"qty\":1,\"accepted_at\":1}";
+    assert_int_equal(oq_order_decode(nouser, strlen(nouser), &back, why, sizeof(why)), CM_EINVAL);
+    assert_string_equal(why, "user_id: missing");
     o = sample();
     o.node_id = 5000;
     assert_int_equal(oq_order_check(&o, why, sizeof(why)), CM_EINVAL);
