@@ -14,6 +14,7 @@
 #include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
 #include <sqlite3.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -510,6 +511,74 @@ static void check_per_user(const lt_scenario_t *sc, const lt_results_t *res, lt_
     free(u);
 }
 
+/*
+ * Fairness: did any crowd class win more than its share? The base is the
+ * users who got a lottery entry when the sale had a start window (the draw is
+ * over them), else every user who pressed buy. K units drawn from N base
+ * users of which n_c are in class c: under a fair draw the class's winners
+ * follow the hypergeometric distribution, mean K n_c / N and variance
+ * K (n_c/N) (1 - n_c/N) (N - K) / (N - 1). PASS when no class won more than
+ * the 3-sigma level of that distribution: the smallest count whose upper
+ * tail is below 0.135% (one-sided 3 sigma of a normal), computed exactly
+ * (lgamma), since small classes are far from normal. Enforced (FAIL fails
+ * the audit) only when the scenario has a fair window; without one it is
+ * reported, marked "not enforced".
+ */
+static double log_choose(double n, double k)
+{
+    return lgamma(n + 1) - lgamma(k + 1) - lgamma(n - k + 1);
+}
+
+/* The smallest x with P(X > x) < 0.00135 for X ~ Hypergeometric(N, n successes, K draws). */
+static double hyper_limit(double N, double n, double K)
+{
+    double lo = K - (N - n) > 0 ? K - (N - n) : 0, hi = n < K ? n : K;
+    double lnorm = log_choose(N, K), cdf = 0;
+    for (double x = lo; x <= hi; x++) {
+        cdf += exp(log_choose(n, x) + log_choose(N - n, K - x) - lnorm);
+        if (1 - cdf < 0.00135)
+            return x;
+    }
+    return hi;
+}
+static void check_fairness(const lt_scenario_t *sc, const lt_results_t *res, lt_audit_t *a)
+{
+    static const char *const names[LT_CLASS_N] = {"people", "bots", "aggressive_bots"};
+    bool by_entry = res->n_entries > 0;
+    const uint64_t *base = by_entry ? res->class_entrants : res->class_tried;
+    double n = 0, k = 0;
+    for (int c = 0; c < LT_CLASS_N; c++) {
+        n += (double)base[c];
+        k += (double)res->class_won_orders[c];
+    }
+    if (n < 1 || k < 1) {
+        check_add(a, "fairness", LT_CHECK_SKIP, "no winners to judge (%g base users, %g won)", n,
+                  k);
+        return;
+    }
+    bool ok = true;
+    char detail[520];
+    size_t len = (size_t)snprintf(detail, sizeof(detail), "%s; base %s: ",
+                                  sc->fair_window_ms ? "fair window" : "not enforced: no fair window",
+                                  by_entry ? "entrants" : "users who pressed buy");
+    for (int c = 0; c < LT_CLASS_N; c++) {
+        double nc = (double)base[c], p = nc / n;
+        double limit = hyper_limit(n, nc, k);
+        double won = (double)res->class_won_orders[c];
+        bool cls_ok = won <= limit;
+        ok = ok && cls_ok;
+        if (len < sizeof(detail))
+            len += (size_t)snprintf(detail + len, sizeof(detail) - len,
+                                    "%s%s won %.0f of %.0f (%.1f%%), share %.1f%%, max %.0f%s",
+                                    c ? "; " : "", names[c], won, k, 100 * won / k, 100 * p, limit,
+                                    cls_ok ? "" : " OVER");
+    }
+    bool was_failed = a->failed;
+    check_add(a, "fairness", ok ? LT_CHECK_PASS : LT_CHECK_FAIL, "%s", detail);
+    if (!sc->fair_window_ms)
+        a->failed = was_failed; /* reported, not enforced */
+}
+
 void lt_audit_run(const lt_scenario_t *sc, const lt_results_t *res, lt_audit_t *a)
 {
     memset(a, 0, sizeof(*a));
@@ -524,6 +593,7 @@ void lt_audit_run(const lt_scenario_t *sc, const lt_results_t *res, lt_audit_t *
     check_kafka(sc, res, a, &topic);
     check_db(sc, res, a, &db);
     check_per_user(sc, res, a, &db, &topic);
+    check_fairness(sc, res, a);
     idtab_free(&topic);
     idtab_free(&db);
 }

@@ -312,6 +312,22 @@ static json_t *figures_json(const lt_results_t *res)
     json_object_set_new(lat, "admitted", hist_json(&res->buy_good)); /* borrowed: fig holds lat */
     json_object_set_new(fig, "pages", pages_json(res));
     json_object_set_new(fig, "fine_timeline", fine_json(res));
+    /* the start-window lottery and who won, per crowd class (the fairness audit) */
+    static const char *const cls[LT_CLASS_N] = {"people", "bots", "aggressive_bots"};
+    json_t *classes = json_object();
+    for (int c = 0; c < LT_CLASS_N; c++)
+        json_object_set_new(classes, cls[c],
+                            json_pack("{s:I, s:I, s:I, s:I, s:I}", "users",
+                                      (json_int_t)res->class_users[c], "pressed_buy",
+                                      (json_int_t)res->class_tried[c], "entrants",
+                                      (json_int_t)res->class_entrants[c], "won_orders",
+                                      (json_int_t)res->class_won_orders[c], "won_units",
+                                      (json_int_t)res->class_won_units[c]));
+    json_object_set_new(fig, "fair",
+                        json_pack("{s:I, s:I, s:I, s:I, s:o}", "entries",
+                                  (json_int_t)res->n_entries, "duplicate_entries",
+                                  (json_int_t)res->dup_entries, "won", (json_int_t)res->entries_won,
+                                  "lost", (json_int_t)res->entries_lost, "classes", classes));
     return fig;
 }
 

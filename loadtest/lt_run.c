@@ -93,6 +93,7 @@ typedef struct user {
     uint16_t attempts;
     uint16_t polls;
     int32_t order; /* index in res->orders, -1 none */
+    int32_t entry; /* index in res->entries (a lottery entry), -1 none */
 } user_t;
 
 typedef struct req {
@@ -165,6 +166,7 @@ typedef struct run {
     /* progress */
     uint64_t last_answers, last_t_ns;
     size_t open_orders_cap;
+    size_t entries_cap;
     uv_timer_t giveup_sweep; /* give_up_ms of requests still waiting in a FIFO */
     uint32_t open_total;
 } run_t;
@@ -295,6 +297,76 @@ static void record_order(run_t *r, uint64_t uid, const char *body)
     json_decref(j);
 }
 
+/* A 202 "entered": the user's lottery entry (the first one; a retry gets it again). */
+static void record_entry(run_t *r, uint64_t uid, const char *body)
+{
+    lt_results_t *res = r->res;
+    user_t *u = &r->users[uid];
+    json_t *j = json_loads(body, 0, NULL);
+    const char *eid = j ? json_string_value(json_object_get(j, "order_id")) : NULL;
+    const char *tok = j ? json_string_value(json_object_get(j, "status_token")) : NULL;
+    if (eid && strlen(eid) < sizeof(res->entries[0].id)) {
+        if (u->entry >= 0) {
+            res->dup_entries++;
+        } else {
+            if (res->n_entries == r->entries_cap) {
+                r->entries_cap = r->entries_cap ? r->entries_cap * 2 : 1024;
+                res->entries = cm_xrealloc(res->entries, r->entries_cap * sizeof(*res->entries));
+            }
+            lt_entry_t *e = &res->entries[res->n_entries];
+            memset(e, 0, sizeof(*e));
+            snprintf(e->id, sizeof(e->id), "%s", eid);
+            snprintf(e->token, sizeof(e->token), "%s",
+                     tok && strlen(tok) < sizeof(e->token) ? tok : "");
+            e->user = uid;
+            int64_t qty = json_integer_value(json_object_get(j, "qty"));
+            e->qty = qty > 0 ? (uint32_t)qty : r->sc->qty;
+            u->entry = (int32_t)res->n_entries++;
+        }
+    }
+    json_decref(j);
+}
+
+/* An entry that won: its id is now an order id, audited like any 202. */
+static void entry_won(run_t *r, uint64_t uid)
+{
+    lt_results_t *res = r->res;
+    user_t *u = &r->users[uid];
+    lt_entry_t *e = &res->entries[u->entry];
+    e->outcome = 1;
+    res->entries_won++;
+    if (res->n_orders == r->open_orders_cap) {
+        r->open_orders_cap = r->open_orders_cap ? r->open_orders_cap * 2 : 1024;
+        res->orders = cm_xrealloc(res->orders, r->open_orders_cap * sizeof(*res->orders));
+    }
+    lt_order_t *o = &res->orders[res->n_orders];
+    memset(o, 0, sizeof(*o));
+    snprintf(o->id, sizeof(o->id), "%s", e->id);
+    snprintf(o->token, sizeof(o->token), "%s", e->token);
+    o->user = uid;
+    o->qty = e->qty;
+    snprintf(o->status, sizeof(o->status), "%s", oq_status_name(OQ_STATUS_QUEUED));
+    u->order = (int32_t)res->n_orders++;
+    if (u->kind != U_PERSON)
+        res->orders_bots++;
+}
+
+/* The run clock's time of the draw named in an "entered" body (now if unknown). */
+static uint64_t draw_time(const char *body, uint64_t now)
+{
+    json_t *j = json_loads(body, 0, NULL);
+    const char *at = j ? json_string_value(json_object_get(j, "draw_at")) : NULL;
+    int64_t ms = 0;
+    uint64_t t = now;
+    if (at && cm_time_parse_rfc3339(at, &ms) == 0) {
+        int64_t d = ms - cm_wall_ms();
+        if (d > 0)
+            t = now + (uint64_t)d * 1000000ull;
+    }
+    json_decref(j);
+    return t;
+}
+
 static void fine_record(run_t *r, uint64_t sched_ns, lt_ans_t a, uint64_t lat_us, bool good)
 {
     lt_results_t *res = r->res;
@@ -351,6 +423,18 @@ static void on_buy_answer(run_t *r, req_t *q, lt_ans_t a, int retry_after_s, con
     uint32_t max_retries = u->kind == U_AGGRESSIVE ? r->sc->bot_max_retries : r->sc->max_retries;
     switch (a) {
     case LT_ANS_A202:
+        if (body && strstr(body, "\"status\":\"entered\"")) {
+            /* A lottery entry: poll it just after the draw, whatever poll_max says. */
+            record_entry(r, q->user, body);
+            if (u->entry >= 0 && u->order < 0) {
+                u->state = U_POLLING;
+                u->polls = 0;
+                schedule(r, draw_time(body, now) + 100000000ull, q->user, EV_POLL);
+            } else {
+                u->state = U_DONE;
+            }
+            break;
+        }
         record_order(r, q->user, body ? body : "");
         if (u->order >= 0 && r->sc->poll_max > 0) {
             u->state = U_POLLING;
@@ -395,6 +479,35 @@ static void on_poll_answer(run_t *r, req_t *q, int status, const char *body, uin
     if (status == 200 && body) {
         j = json_loads(body, 0, NULL);
         st = json_string_value(json_object_get(j, "status"));
+    }
+    if (u->order < 0 && u->entry >= 0) {
+        /* an undecided lottery entry */
+        lt_entry_t *e = &res->entries[u->entry];
+        if (status == 410) {
+            json_t *lj = body ? json_loads(body, 0, NULL) : NULL;
+            e->outcome = 2;
+            e->position = (uint32_t)json_integer_value(json_object_get(lj, "draw_position"));
+            res->entries_lost++;
+            json_decref(lj);
+            u->state = U_DONE;
+        } else if (st && strcmp(st, "entered") != 0) {
+            entry_won(r, q->user);
+            u->polls = 0; /* from here on, an order's polls */
+        }
+        if (u->state != U_DONE && u->order < 0) {
+            /* still entered (the draw is running) or a failed poll */
+            if (u->polls < 60)
+                schedule(r, now + (uint64_t)r->sc->poll_interval_ms * 1000000ull, q->user,
+                         EV_POLL);
+            else
+                u->state = U_DONE;
+            json_decref(j);
+            return;
+        }
+        if (u->state == U_DONE) {
+            json_decref(j);
+            return;
+        }
     }
     if (st && u->order >= 0)
         snprintf(res->orders[u->order].status, sizeof(res->orders[0].status), "%s", st);
@@ -597,6 +710,12 @@ static void conn_send(conn_t *c, req_t *q)
         n = snprintf(wq->data, sizeof(wq->data),
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nX-Forwarded-For: %s\r\n\r\n",
                      sc->noncore_path, c->tg->host, c->tg->port, addr);
+    } else if (r->users[q->user].order < 0) {
+        const lt_entry_t *e = &r->res->entries[r->users[q->user].entry];
+        n = snprintf(wq->data, sizeof(wq->data),
+                     "GET /v1/orders/%s?token=%s HTTP/1.1\r\nHost: %s:%d\r\n"
+                     "X-Forwarded-For: %s\r\n\r\n",
+                     e->id, e->token, c->tg->host, c->tg->port, addr);
     } else {
         const lt_order_t *o = &r->res->orders[r->users[q->user].order];
         n = snprintf(wq->data, sizeof(wq->data),
@@ -885,9 +1004,14 @@ static int create_sale(const lt_scenario_t *sc, int64_t start_ms, char *eb, size
     char starts[40], ends[40], body[512], path[160];
     cm_time_format_rfc3339(start_ms, starts, sizeof(starts));
     cm_time_format_rfc3339(start_ms + (int64_t)(sc->sale_duration_s * 1000), ends, sizeof(ends));
-    snprintf(body, sizeof(body),
-             "{\"stock\":%lld,\"per_user_limit\":%u,\"starts_at\":\"%s\",\"ends_at\":\"%s\"}",
-             (long long)sc->sale_stock, sc->per_user_limit, starts, ends);
+    int bl = snprintf(body, sizeof(body),
+                      "{\"stock\":%lld,\"per_user_limit\":%u,\"starts_at\":\"%s\",\"ends_at\":\"%s\"",
+                      (long long)sc->sale_stock, sc->per_user_limit, starts, ends);
+    if (sc->fair_window_ms)
+        bl += snprintf(body + bl, sizeof(body) - (size_t)bl,
+                       ",\"fair_window_ms\":%u,\"fair_early_ms\":%u", sc->fair_window_ms,
+                       sc->fair_early_ms);
+    snprintf(body + bl, sizeof(body) - (size_t)bl, "}");
     snprintf(path, sizeof(path), "/admin/v1/sales/%s", sc->sale_id);
     int status;
     char *resp;
@@ -945,7 +1069,7 @@ int lt_run(const lt_scenario_t *sc, bool quiet, lt_results_t *res, char *eb, siz
     r->users = cm_xmalloc(sc->users * sizeof(*r->users));
     for (uint64_t i = 0; i < sc->users; i++) {
         user_t *u = &r->users[i];
-        *u = (user_t){.order = -1};
+        *u = (user_t){.order = -1, .entry = -1};
         /* drawn only when asked for, so scenarios without pages keep their crowd */
         if (sc->noncore_share > 0 && lt_rng_unit(&r->rng) < sc->noncore_share) {
             u->page = true;
@@ -1050,6 +1174,23 @@ out_loop:
         free(tg->free_);
     }
 out:
+    for (uint64_t i = 0; r->users && i < sc->users; i++) {
+        const user_t *u = &r->users[i];
+        if (u->page)
+            continue;
+        int c = u->kind == U_PERSON ? LT_CLASS_PERSON
+                : u->kind == U_BOT  ? LT_CLASS_BOT
+                                    : LT_CLASS_AGGRESSIVE;
+        res->class_users[c]++;
+        if (u->state != U_WAITING)
+            res->class_tried[c]++;
+        if (u->entry >= 0)
+            res->class_entrants[c]++;
+        if (u->order >= 0) {
+            res->class_won_orders[c]++;
+            res->class_won_units[c] += res->orders[u->order].qty;
+        }
+    }
     free(r->arrivals);
     free(r->users);
     free(r);
@@ -1062,5 +1203,6 @@ void lt_results_free(lt_results_t *res)
     CM_FREE(res->fine);
     res->n_fine = 0;
     CM_FREE(res->orders);
-    res->n_secs = res->n_orders = 0;
+    CM_FREE(res->entries);
+    res->n_secs = res->n_orders = res->n_entries = 0;
 }

@@ -80,6 +80,19 @@ typedef struct lt_order {
     char status[12]; /* last polled status: "", queued, settled, failed, cancelled */
 } lt_order_t;
 
+/* A start-window lottery entry (202 "entered"), polled until it is decided. */
+typedef struct lt_entry {
+    char id[48];
+    char token[32];
+    uint64_t user;
+    uint32_t qty;
+    uint8_t outcome;   /* 0 undecided, 1 won (then also in orders), 2 lost */
+    uint32_t position; /* draw position of a loser */
+} lt_entry_t;
+
+/* Crowd classes for the fairness audit. */
+enum { LT_CLASS_PERSON = 0, LT_CLASS_BOT = 1, LT_CLASS_AGGRESSIVE = 2, LT_CLASS_N = 3 };
+
 typedef struct lt_results {
     uint64_t arrivals;     /* first presses scheduled */
     uint64_t sent_buy, sent_poll;
@@ -110,6 +123,15 @@ typedef struct lt_results {
     int64_t wall_t0_ms;
     uint64_t users_bots, users_aggressive;
     uint64_t orders_bots; /* accepted orders that went to bots */
+    /* the start-window lottery */
+    lt_entry_t *entries;
+    size_t n_entries;
+    uint64_t dup_entries; /* a retry answered with the user's entry again */
+    uint64_t entries_won, entries_lost;
+    /* per crowd class (LT_CLASS_*): users, users who pressed buy, users who got an
+     * entry, orders and units they won */
+    uint64_t class_users[LT_CLASS_N], class_tried[LT_CLASS_N], class_entrants[LT_CLASS_N],
+        class_won_orders[LT_CLASS_N], class_won_units[LT_CLASS_N];
 } lt_results_t;
 
 /*

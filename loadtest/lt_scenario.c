@@ -339,8 +339,9 @@ static int parse_root(lt_scenario_t *sc, json_t *root, char *eb, size_t el)
     }
     TRY(get_section(root, "sale", &s, eb, el));
     if (s) {
-        static const char *const keys[] = {"id", "create", "stock", "per_user_limit",
-                                           "start_offset_s", "duration_s", NULL};
+        static const char *const keys[] = {"id",         "create",         "stock",
+                                           "per_user_limit", "start_offset_s", "duration_s",
+                                           "fair_window_ms", "fair_early_ms",  NULL};
         TRY(check_keys(s, "sale", keys, eb, el));
         TRY(get_str(s, "sale", "id", sc->sale_id, sizeof(sc->sale_id), NULL, eb, el));
         TRY(get_bool(s, "sale", "create", &sc->sale_create, eb, el));
@@ -348,6 +349,8 @@ static int parse_root(lt_scenario_t *sc, json_t *root, char *eb, size_t el)
         TRY(get_u32(s, "sale", "per_user_limit", 1, 1000000, &sc->per_user_limit, eb, el));
         TRY(get_num(s, "sale", "start_offset_s", 0, 3600, &sc->start_offset_s, eb, el));
         TRY(get_num(s, "sale", "duration_s", 1, 86400 * 30, &sc->sale_duration_s, eb, el));
+        TRY(get_u32(s, "sale", "fair_window_ms", 0, 600000, &sc->fair_window_ms, eb, el));
+        TRY(get_u32(s, "sale", "fair_early_ms", 0, 3600000, &sc->fair_early_ms, eb, el));
     }
     TRY(get_section(root, "crowd", &s, eb, el));
     if (s) {

@@ -59,6 +59,8 @@ typedef struct lt_scenario {
     uint32_t per_user_limit;
     double start_offset_s;  /* the sale starts this long after the run starts */
     double sale_duration_s;
+    uint32_t fair_window_ms; /* start-window lottery of the sale (0 = none); enforces fairness */
+    uint32_t fair_early_ms;  /* entries accepted this long before the start */
     /* crowd */
     uint64_t users;
     uint64_t addresses;      /* distinct X-Forwarded-For values for persons */

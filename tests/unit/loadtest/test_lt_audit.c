@@ -277,6 +277,50 @@ static void test_brokers_from_file(void **state)
     free(b);
 }
 
+/* Fairness: a class over its share of entrants + 3 hypergeometric sigma fails,
+ * only enforced with a fair window; the base is entrants when there are any. */
+static void test_fairness(void **state)
+{
+    (void)state;
+    lt_scenario_t sc;
+    memset(&sc, 0, sizeof(sc)); /* no admin, broker or database: only fairness runs */
+    snprintf(sc.sale_id, sizeof(sc.sale_id), "%s", SALE);
+    sc.per_user_limit = 1;
+    lt_results_t *res = calloc(1, sizeof(*res));
+    lt_audit_t *a = calloc(1, sizeof(*a));
+    /* 6000 people, 4000 bots entered; 500 won, split as a fair draw would:
+     * bots' mean 200, sigma = sqrt(500 * .4 * .6 * 9500 / 9999) = 10.7 */
+    res->n_entries = 10000;
+    res->class_entrants[LT_CLASS_PERSON] = 6000;
+    res->class_entrants[LT_CLASS_AGGRESSIVE] = 4000;
+    res->class_won_orders[LT_CLASS_PERSON] = 290;
+    res->class_won_orders[LT_CLASS_AGGRESSIVE] = 210;
+    sc.fair_window_ms = 2000;
+    lt_audit_run(&sc, res, a);
+    assert_int_equal(find(a, "fairness")->result, LT_CHECK_PASS);
+    assert_false(a->failed);
+    /* bots at mean + 3.5 sigma: over */
+    res->class_won_orders[LT_CLASS_PERSON] = 262;
+    res->class_won_orders[LT_CLASS_AGGRESSIVE] = 238;
+    lt_audit_run(&sc, res, a);
+    assert_int_equal(find(a, "fairness")->result, LT_CHECK_FAIL);
+    assert_true(a->failed);
+    assert_non_null(strstr(find(a, "fairness")->detail, "OVER"));
+    /* first-come without a window: reported, not enforced; base = who pressed buy */
+    sc.fair_window_ms = 0;
+    res->n_entries = 0;
+    res->class_tried[LT_CLASS_PERSON] = 6000;
+    res->class_tried[LT_CLASS_AGGRESSIVE] = 4000;
+    res->class_won_orders[LT_CLASS_PERSON] = 7;
+    res->class_won_orders[LT_CLASS_AGGRESSIVE] = 493;
+    lt_audit_run(&sc, res, a);
+    assert_int_equal(find(a, "fairness")->result, LT_CHECK_FAIL);
+    assert_false(a->failed);
+    assert_non_null(strstr(find(a, "fairness")->detail, "not enforced"));
+    free(res);
+    free(a);
+}
+
 int main(void)
 {
 #if defined(__SANITIZE_THREAD__)
@@ -292,6 +336,7 @@ int main(void)
         cmocka_unit_test(test_empty_topic_and_missing_db_fail),
         cmocka_unit_test(test_user_over_limit_fails),
         cmocka_unit_test(test_brokers_from_file),
+        cmocka_unit_test(test_fairness),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -46,6 +46,12 @@ static void test_shipped_files(void **state)
 
     load_shipped("bot-heavy.json", &sc);
     assert_true(sc.bot_fraction >= 0.3);
+    assert_int_equal(sc.fair_window_ms, 0);
+    lt_scenario_free(&sc);
+    load_shipped("bot-heavy-fair.json", &sc);
+    assert_true(sc.bot_fraction >= 0.3);
+    assert_int_equal(sc.fair_window_ms, 2000);
+    assert_int_equal(sc.fair_early_ms, 500);
     lt_scenario_free(&sc);
     load_shipped("overload-10x.json", &sc);
     lt_scenario_free(&sc);

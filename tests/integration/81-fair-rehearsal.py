@@ -1,0 +1,122 @@
+"""A small bot-heavy crowd (40% bots, most of them aggressive, from 8
+addresses, firing early and 2 ms after the start) against one real gateway
+with the embedded broker and flashgate-settle, audited by flashgate-load:
+
+  - with a start-window lottery: the audit PASSes (stock, no oversell, every
+    winner's order in the topic and the database exactly once) and its
+    fairness line PASSes: no class won more than its share of entrants plus
+    3 sigma of the hypergeometric spread (recomputed here from report.json);
+  - the same crowd first-come (no window): the fairness line FAILs (reported,
+    not enforced), so the line is not one that cannot fail.
+Bounded: 3,000 users over 3 s per run, loopback only."""
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fg import BIN, Gateway, check, eq, finish, need_binary  # noqa: E402
+from fgq import Settle, bootstrap  # noqa: E402
+
+for b in ("flashgate", "flashgate-load", "flashgate-settle"):
+    need_binary(b)
+
+SCENARIO = {
+    "name": "it-bot-heavy", "seed": 11, "duration_s": 3, "drain_s": 8,
+    "connections": 64,
+    "sale": {"create": True, "stock": 60, "per_user_limit": 1, "start_offset_s": 1.5,
+             "duration_s": 600},
+    "crowd": {"users": 3000, "addresses": 2000, "bot_fraction": 0.4, "aggressive_fraction": 0.8,
+              "bot_addresses": 8, "qty": 1, "person_reaction_ms": 300, "bot_reaction_ms": 2,
+              "bot_early_ms": 300},
+    "behaviour": {"max_retries": 3, "retry_default_ms": 500, "bot_retry_ms": 20,
+                  "bot_max_retries": 25, "poll_interval_ms": 300, "poll_max": 10},
+    "arrivals": [{"kind": "ramp", "duration_s": 1.5, "rate": 300, "rate_end": 1200},
+                 {"kind": "spike", "duration_s": 1, "rate": 1500},
+                 {"kind": "decay", "duration_s": 0.5, "rate": 600, "rate_end": 50}],
+}
+
+def hyper_limit(N, n, K):
+    """Smallest x with P(X > x) < 0.135% for X ~ Hypergeometric(N, n, K), as the audit."""
+    def lc(a, b):
+        return math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)
+    cdf = 0.0
+    for x in range(max(0, K - (N - n)), min(n, K) + 1):
+        cdf += math.exp(lc(n, x) + lc(N - n, K - x) - lc(N, K))
+        if 1 - cdf < 0.00135:
+            return x
+    return min(n, K)
+
+
+tmp = tempfile.mkdtemp(prefix="fg-fair-reh-")
+g = Gateway("--server-trusted-proxies", "127.0.0.1/32", "--threads", "2")
+st = None
+try:
+    g.start()
+    boot = bootstrap(g.data_dir, timeout=30)
+    st = Settle(g.data_dir, tmp=tmp).start()
+
+    def run(sale, window_ms):
+        sc = json.loads(json.dumps(SCENARIO))
+        sc["sale"]["id"] = sale
+        sc["targets"] = ["http://127.0.0.1:%d" % g.port]
+        sc["admin"] = "http://127.0.0.1:%d" % g.admin_port
+        if window_ms:
+            sc["sale"]["fair_window_ms"] = window_ms
+            sc["sale"]["fair_early_ms"] = 400
+        path = os.path.join(tmp, sale + ".json")
+        with open(path, "w") as f:
+            json.dump(sc, f)
+        out = os.path.join(tmp, "out-" + sale)
+        p = subprocess.run([os.path.join(BIN, "flashgate-load"), "--scenario", path,
+                            "--target", "http://127.0.0.1:%d" % g.port,
+                            "--admin", "http://127.0.0.1:%d" % g.admin_port,
+                            "--admin-token", g.token, "--kafka-brokers", boot,
+                            "--db", st.db_path, "--out", out, "--quiet"],
+                           capture_output=True, text=True, timeout=120)
+        print(p.stdout)
+        if p.returncode not in (0, 1):
+            raise RuntimeError("flashgate-load exit %d: %s" % (p.returncode, p.stderr[-2000:]))
+        lines = {ln.split(":")[0]: ln for ln in p.stdout.splitlines() if ":" in ln}
+        with open(os.path.join(out, "report.json")) as f:
+            rep = json.load(f)
+        return p.returncode, lines, rep
+
+    # --- with the window ---
+    rc, lines, rep = run("it-fair", 1000)
+    eq(rc, 0, "audit exit status with a fair window")
+    for c in ("PASS stock", "PASS no_oversell", "PASS kafka", "PASS db", "PASS per_user_limit",
+              "PASS fairness"):
+        check(c in lines, "%s (%s)" % (c, lines.get(c.split()[1], "no line")))
+    fair = rep["figures"]["fair"]
+    cls = fair["classes"]
+    n = sum(c["entrants"] for c in cls.values())
+    k = sum(c["won_orders"] for c in cls.values())
+    check(n > 200, "a crowd entered (%d)" % n)
+    eq((k, rep["figures"]["orders"]["units"]), (60, 60), "the stock went to entrants, exactly")
+    bots_n = cls["bots"]["entrants"] + cls["aggressive_bots"]["entrants"]
+    bots_won = cls["bots"]["won_orders"] + cls["aggressive_bots"]["won_orders"]
+    limit = hyper_limit(n, bots_n, k)
+    print("with window: bots %d of %d entrants (%.1f%%), won %d of %d (%.1f%%), 3-sigma limit %d"
+          % (bots_n, n, 100 * bots_n / n, bots_won, k, 100 * bots_won / k, limit))
+    check(bots_won <= limit, "bots' units within the 3-sigma level of their share of entrants")
+
+    # --- the same crowd first-come ---
+    rc, lines, rep = run("it-fcfs", 0)
+    eq(rc, 0, "first-come run: the other checks pass, fairness is not enforced")
+    fl = lines.get("FAIL fairness", "")
+    check(fl and "not enforced" in fl and "OVER" in fl,
+          "first-come: the fairness line FAILs: %r" % lines.get("PASS fairness", fl))
+    o = rep["figures"]["orders"]
+    print("first-come: bots won %d of %d units" % (o["won_by_bots"], o["units"]))
+except Exception:
+    print(g.logs())
+    raise
+finally:
+    if st:
+        st.stop()
+    g.cleanup()
+    subprocess.run(["rm", "-rf", tmp])
+finish()
