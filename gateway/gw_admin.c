@@ -457,6 +457,25 @@ static void h_sale_get(admin_call_t *a)
     }
 }
 
+/* DELETE /admin/v1/sales/{id}: an ended sale only (409 for a live or upcoming one). */
+static void h_sale_delete(admin_call_t *a)
+{
+    if (!sale_arg(a))
+        return;
+    gw_server_t *srv = a->srv;
+    inv_sale_info_t before;
+    bool had = inv_sale_get(srv->inv, a->arg, &before) == 0;
+    char why[256] = "";
+    int rc = inv_sale_delete(srv->inv, a->arg, cm_wall_ms(), why, sizeof(why));
+    if (rc != 0) {
+        inv_error(a->p, rc, why, a->arg);
+        return;
+    }
+    resp_json(a->p, GW_R_OK, "{\"deleted\":true}");
+    gw_audit_record(srv, a->who, "sale.delete", a->arg, had ? sale_obj(&before) : NULL, NULL);
+    cm_log_info("admin", "sale deleted", "sale=%s", a->arg);
+}
+
 /* GET /admin/v1/sales/{id}/draw: the start-window draw, auditable (gw_fair.h). */
 static void h_sale_draw(admin_call_t *a)
 {
@@ -1254,6 +1273,7 @@ static void h_degrade_put(admin_call_t *a)
     XX("GET", "/admin/v1/sales", READ, h_sales_list)                                               \
     XX("GET", "/admin/v1/sales/{sale_id}", READ, h_sale_get)                                       \
     XX("PUT", "/admin/v1/sales/{sale_id}", WRITE, h_sale_put)                                      \
+    XX("DELETE", "/admin/v1/sales/{sale_id}", WRITE, h_sale_delete)                                \
     XX("POST", "/admin/v1/sales/{sale_id}/restock", WRITE, h_sale_restock)                         \
     XX("GET", "/admin/v1/sales/{sale_id}/draw", READ, h_sale_draw)                                 \
     XX("GET", "/admin/v1/limits", READ, h_limits_get)                                              \

@@ -144,6 +144,11 @@ void inv_close(inv_t *inv)
         inv->ops->close(inv);
     for (uint32_t i = 0; i < inv->sales_cap; i++)
         free(inv->sales[i]);
+    while (inv->dead) {
+        inv_sale_t *n = inv->dead->dead_next;
+        free(inv->dead);
+        inv->dead = n;
+    }
     free(inv->sales);
     pthread_rwlock_destroy(&inv->sales_lock);
     free(inv->data_dir);
@@ -240,13 +245,59 @@ inv_sale_t *inv__sale_get_or_create(inv_t *inv, const char *sale_id)
     return s;
 }
 
+void inv__sale_remove(inv_t *inv, const char *sale_id)
+{
+    pthread_rwlock_wrlock(&inv->sales_lock);
+    uint32_t i = map_slot(inv, sale_id);
+    inv_sale_t *s = inv->sales[i];
+    if (s) {
+        inv->sales[i] = NULL;
+        inv->nsales--;
+        /* linear probing: re-seat the rest of the cluster (no tombstones) */
+        for (uint32_t j = (i + 1) % inv->sales_cap; inv->sales[j]; j = (j + 1) % inv->sales_cap) {
+            inv_sale_t *t = inv->sales[j];
+            inv->sales[j] = NULL;
+            inv->sales[map_slot(inv, t->sale_id)] = t;
+        }
+        atomic_store(&s->sold_out, true);
+        s->dead_next = inv->dead;
+        inv->dead = s;
+    }
+    pthread_rwlock_unlock(&inv->sales_lock);
+}
+
+int inv__sale_deletable(const inv_sale_info_t *info, int64_t now_ms, char *errbuf, size_t errlen)
+{
+    if (info->ends_at_ms == 0) {
+        cm_errbuf_set(errbuf, errlen, "sale %s has no end (ends_at): set one that has passed, "
+                      "then delete it", info->sale_id);
+        return CM_ECONFLICT;
+    }
+    if (now_ms < info->ends_at_ms) {
+        cm_errbuf_set(errbuf, errlen, "sale %s is %s until its end; only an ended sale can be "
+                      "deleted", info->sale_id,
+                      info->starts_at_ms && now_ms < info->starts_at_ms ? "upcoming" : "live");
+        return CM_ECONFLICT;
+    }
+    return 0;
+}
+
+int inv_sale_delete(inv_t *inv, const char *sale_id, int64_t now_ms, char *errbuf, size_t errlen)
+{
+    if (!inv || !sale_id_ok(sale_id)) {
+        cm_errbuf_set(errbuf, errlen, "sale_id must be 1..%d of [A-Za-z0-9._-]", INV_SALE_ID_MAX);
+        return CM_EINVAL;
+    }
+    return inv->ops->sale_delete(inv, sale_id, now_ms, errbuf, errlen);
+}
+
 void inv_sale_foreach(inv_t *inv, void (*fn)(inv_sale_t *sale, void *ctx), void *ctx)
 {
     if (!inv || !fn)
         return;
     /* Copy the pointers and call fn without the lock, so fn may call back into
-     * the inventory (find, put) without deadlocking. Sales are never removed
-     * before inv_close, so the pointers stay valid. */
+     * the inventory (find, put) without deadlocking. A deleted sale's view
+     * stays allocated until inv_close, so the pointers stay valid. */
     pthread_rwlock_rdlock(&inv->sales_lock);
     uint32_t n = 0;
     inv_sale_t **list = cm_xmalloc((inv->nsales ? inv->nsales : 1) * sizeof(*list));

@@ -173,6 +173,16 @@ int inv_replay(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qt
  */
 int inv_order_user(inv_t *inv, const char *sale_id, const char *order_id, char *user_out);
 
+/*
+ * Deletes an ended sale (ends_at set and passed): its definition, stock,
+ * purchases and idempotency keys, locally and (Redis) for the whole fleet;
+ * persisted (memory: sales.json). Its orders stay in the spool, the topics
+ * and the orders database. Returns 0, CM_ENOTFOUND, CM_ECONFLICT (live,
+ * upcoming or without an end: reason in errbuf) or a negative cm_err_t.
+ * Admin path; thread-safe; may block.
+ */
+int inv_sale_delete(inv_t *inv, const char *sale_id, int64_t now_ms, char *errbuf, size_t errlen);
+
 /* Units `user_id` holds in `sale_id` (0 if none); for audits and tests. */
 int inv_user_units(inv_t *inv, const char *sale_id, const char *user_id, uint32_t *out);
 

@@ -23,6 +23,7 @@ struct inv_sale {
     _Atomic uint64_t version;
     atomic_bool sold_out;
     void *backend; /* the backend's per-sale state */
+    struct inv_sale *dead_next; /* deleted: on inv->dead until inv_close */
 };
 
 typedef struct inv_ops {
@@ -43,6 +44,9 @@ typedef struct inv_ops {
                   const char *order_id, const char *idem_key);
     int (*user_units)(inv_t *inv, const char *sale_id, const char *user_id, uint32_t *out);
     int (*order_user)(inv_t *inv, const char *sale_id, const char *order_id, char *user_out);
+    /* Deletes an ended sale: 0, CM_ENOTFOUND, CM_ECONFLICT (not ended; reason in errbuf). */
+    int (*sale_delete)(inv_t *inv, const char *sale_id, int64_t now_ms, char *errbuf,
+                       size_t errlen);
 } inv_ops_t;
 
 struct inv {
@@ -53,6 +57,7 @@ struct inv {
     pthread_rwlock_t sales_lock; /* guards the sale map (not the sales' fields) */
     inv_sale_t **sales;          /* open-addressing map, capacity 2 * max_sales */
     uint32_t sales_cap, nsales;
+    inv_sale_t *dead; /* deleted sales: workers may still hold a pointer; freed at close */
 };
 
 struct inv_worker {
@@ -66,6 +71,10 @@ extern const inv_ops_t inv__redis_ops;
 
 /* Finds or creates the local view (admin and sync paths). NULL when max_sales is reached. */
 inv_sale_t *inv__sale_get_or_create(inv_t *inv, const char *sale_id);
+/* Takes a sale out of the map (a deleted sale); the view stays allocated until inv_close. */
+void inv__sale_remove(inv_t *inv, const char *sale_id);
+/* The rule for deleting a sale: 0 if it has ended, else CM_ECONFLICT with why. */
+int inv__sale_deletable(const inv_sale_info_t *info, int64_t now_ms, char *errbuf, size_t errlen);
 /* Copies a backend's truth into the local view and sets the sold-out flag. */
 void inv__sale_publish(inv_sale_t *sale, const inv_sale_info_t *info);
 

@@ -450,6 +450,10 @@ static void mem_close(inv_t *inv)
             s->backend = NULL;
         }
     }
+    for (inv_sale_t *s = inv->dead; s; s = s->dead_next) {
+        mem_sale_free(s->backend);
+        s->backend = NULL;
+    }
     mem_backend_t *mb = inv->backend;
     if (mb) {
         pthread_mutex_destroy(&mb->admin_lock);
@@ -828,6 +832,28 @@ static int mem_order_user(inv_t *inv, const char *sale_id, const char *order_id,
     return rc;
 }
 
+static int mem_sale_delete(inv_t *inv, const char *sale_id, int64_t now_ms, char *errbuf,
+                           size_t errlen)
+{
+    mem_backend_t *mb = inv->backend;
+    pthread_mutex_lock(&mb->admin_lock);
+    inv_sale_t *s = inv_sale_find(inv, sale_id);
+    int rc = CM_ENOTFOUND;
+    if (s && sale_state(s)) {
+        inv_sale_info_t info;
+        inv_sale_snapshot(s, &info);
+        rc = inv__sale_deletable(&info, now_ms, errbuf, errlen);
+        if (rc == 0) {
+            /* out of the map, then written down without it; its state is
+             * freed at close (a worker may still hold the view) */
+            inv__sale_remove(inv, sale_id);
+            rc = mem_persist(inv, NULL, errbuf, errlen);
+        }
+    }
+    pthread_mutex_unlock(&mb->admin_lock);
+    return rc;
+}
+
 const inv_ops_t inv__mem_ops = {
     .name = "memory",
     .open = mem_open,
@@ -842,4 +868,5 @@ const inv_ops_t inv__mem_ops = {
     .replay = mem_replay,
     .user_units = mem_user_units,
     .order_user = mem_order_user,
+    .sale_delete = mem_sale_delete,
 };

@@ -1043,8 +1043,11 @@ static void on_meta(redisAsyncContext *ac, void *reply, void *privdata)
     rb_t *rb = ac->data;
     char *sale_id = privdata;
     inv_sale_info_t info;
-    if (reply && !rb->stopping && parse_state(reply, sale_id, &info) == 0)
+    int rc = reply && !rb->stopping ? parse_state(reply, sale_id, &info) : CM_EBACKEND;
+    if (rc == 0)
         publish_local(rb, &info);
+    else if (rc == CM_ENOTFOUND) /* deleted by a gateway of the fleet */
+        inv__sale_remove(rb->inv, sale_id);
     free(sale_id);
 }
 
@@ -1571,6 +1574,39 @@ static int redis_order_user(inv_t *inv, const char *sale_id, const char *order_i
     return rc;
 }
 
+static int redis_sale_delete(inv_t *inv, const char *sale_id, int64_t now_ms, char *errbuf,
+                             size_t errlen)
+{
+    rb_t *rb = inv->backend;
+    pthread_mutex_lock(&rb->admin_mu);
+    inv_sale_info_t info;
+    int rc = admin_state(rb, sale_id, &info);
+    if (rc == 0)
+        rc = inv__sale_deletable(&info, now_ms, errbuf, errlen);
+    if (rc == 0) {
+        /* all four keys of the sale (one slot), then the index, then the news */
+        char k[4][KEY_MAX];
+        sale_key(k[0], sale_id, "meta");
+        sale_key(k[1], sale_id, "users");
+        sale_key(k[2], sale_id, "orders");
+        sale_key(k[3], sale_id, "idem");
+        int err = 0;
+        redisReply *r = admin_cmd(rb, &err, "DEL %s %s %s %s", k[0], k[1], k[2], k[3]);
+        if (!r) {
+            rc = err;
+        } else {
+            freeReplyObject(r);
+            if ((r = admin_cmd(rb, &err, "SREM %s %s", INV_REDIS_INDEX, sale_id)))
+                freeReplyObject(r);
+            if ((r = admin_cmd(rb, &err, "PUBLISH %s %s", INV_REDIS_CHANNEL, sale_id)))
+                freeReplyObject(r);
+            inv__sale_remove(inv, sale_id);
+        }
+    }
+    pthread_mutex_unlock(&rb->admin_mu);
+    return rc;
+}
+
 const inv_ops_t inv__redis_ops = {
     .name = "redis",
     .open = redis_open,
@@ -1585,6 +1621,7 @@ const inv_ops_t inv__redis_ops = {
     .replay = redis_replay,
     .user_units = redis_user_units,
     .order_user = redis_order_user,
+    .sale_delete = redis_sale_delete,
 };
 
 int inv_redis_breaker(struct inv *inv, uint64_t *opens)

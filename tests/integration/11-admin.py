@@ -112,9 +112,42 @@ try:
     r = A("GET", "/admin/v1/config")
     eq(r.json["server.admin_token"]["value"], "<set>", "config hides the token")
     eq(r.json["server.admin_token"]["source"], "flag", "config shows sources")
-    eq(A("DELETE", "/admin/v1/sales/s1").status, 405, "405")
+    eq(A("DELETE", "/admin/v1/limits").status, 405, "405")
     eq(A("GET", "/admin/v1/nope").status, 404, "404")
     eq(A("PUT", "/admin/v1/sales/bad%20id", body={"stock": 1}).status, 400, "bad sale id")
+
+    # DELETE: ended sales only; live, upcoming and open-ended ones are refused (409)
+    A("PUT", "/admin/v1/sales/old", body={"stock": 3, "starts_at": "2020-01-01T00:00:00Z",
+                                          "ends_at": "2021-01-01T00:00:00Z"})
+    A("PUT", "/admin/v1/sales/soon", body={"stock": 3, "starts_at": "2099-01-01T00:00:00Z",
+                                           "ends_at": "2099-02-01T00:00:00Z"})
+    A("PUT", "/admin/v1/sales/open", body={"stock": 3, "ends_at": "2099-02-01T00:00:00Z"})
+    for sale, word in (("s1", "no end"), ("soon", "upcoming"), ("open", "live")):
+        r = A("DELETE", "/admin/v1/sales/" + sale)
+        eq((r.status, (r.json or {}).get("error")), (409, "conflict"), "DELETE %s refused" % sale)
+        check(word in (r.json or {}).get("message", ""), "the 409 says %r: %r" % (word, r.json))
+        eq(A("GET", "/admin/v1/sales/" + sale).status, 200, "refused DELETE kept %s" % sale)
+    eq(g.buy("old", "z").status, 410, "an ended sale refuses buys")
+    r = A("DELETE", "/admin/v1/sales/old")
+    eq((r.status, r.json), (200, {"deleted": True}), "DELETE of an ended sale")
+    eq(A("GET", "/admin/v1/sales/old").status, 404, "deleted sale is gone")
+    eq(g.get("/v1/sales/old").status, 404, "and gone from the public API")
+    eq(A("DELETE", "/admin/v1/sales/old").status, 404, "a second DELETE: 404")
+    eq(A("DELETE", "/admin/v1/sales/bad%20id").status, 400, "DELETE of a bad id: 400")
+    check("old" not in [s["sale_id"] for s in A("GET", "/admin/v1/sales").json["sales"]],
+          "not listed")
+    audit = A("GET", "/admin/v1/audit").json
+    check("sale.delete" in str(audit), "the delete is audited")
+    g.stop()
+    # persisted: a restart on the same data dir does not bring it back
+    g2 = Gateway(data_dir=g.data_dir).start()
+    try:
+        eq(g2.admin("GET", "/admin/v1/sales/old").status, 404, "still gone after a restart")
+        eq(g2.admin("GET", "/admin/v1/sales/soon").status, 200, "the others are kept")
+        eq(g2.admin("PUT", "/admin/v1/sales/old", body={"stock": 1}).status, 201,
+           "the id can be used again")
+    finally:
+        g2.cleanup()
 finally:
     g.cleanup()
 

@@ -491,6 +491,52 @@ static void test_fleet_views(void **state)
     fx_close(&c);
 }
 
+/* DELETE of a sale: an ended one only; its keys go, and every gateway drops its view. */
+static void test_sale_delete(void **state)
+{
+    (void)state;
+    fx_t a, b;
+    fx_open(&a, NULL);
+    fx_open(&b, NULL);
+    inv_sale_def_t def;
+    memset(&def, 0, sizeof(def));
+    snprintf(def.sale_id, sizeof(def.sale_id), "gone");
+    def.stock = 2;
+    def.per_user_limit = 1;
+    def.starts_at_ms = 1000;
+    def.ends_at_ms = 2000;
+    char err[256] = "";
+    assert_int_equal(inv_sale_put(a.inv, &def, NULL, err, sizeof(err)), 0);
+    put(a.inv, "live", 2, 1);
+    uint64_t deadline = ms_now() + 2000;
+    while (!inv_sale_find(b.inv, "gone") && ms_now() < deadline)
+        sleep_ms(5);
+    assert_non_null(inv_sale_find(b.inv, "gone"));
+    /* live (no end) and not yet ended: refused, nothing changes */
+    assert_int_equal(inv_sale_delete(a.inv, "live", 5000, err, sizeof(err)), CM_ECONFLICT);
+    assert_non_null(strstr(err, "no end"));
+    assert_int_equal(inv_sale_delete(a.inv, "gone", 1500, err, sizeof(err)), CM_ECONFLICT);
+    assert_non_null(strstr(err, "live"));
+    assert_int_equal(inv_sale_delete(a.inv, "gone", 500, err, sizeof(err)), CM_ECONFLICT);
+    assert_non_null(strstr(err, "upcoming"));
+    /* ended: gone from Redis, from this gateway and (announced) from the other */
+    assert_int_equal(inv_sale_delete(a.inv, "gone", 2000, err, sizeof(err)), 0);
+    assert_null(inv_sale_find(a.inv, "gone"));
+    char buf[64];
+    CMD(buf, "EXISTS {sale:gone}:meta");
+    assert_string_equal(buf, "0");
+    CMD(buf, "SISMEMBER " INV_REDIS_INDEX " gone");
+    assert_string_equal(buf, "0");
+    deadline = ms_now() + 2000;
+    while (inv_sale_find(b.inv, "gone") && ms_now() < deadline)
+        sleep_ms(5);
+    assert_null(inv_sale_find(b.inv, "gone"));
+    assert_non_null(inv_sale_find(b.inv, "live"));
+    assert_int_equal(inv_sale_delete(a.inv, "gone", 2000, err, sizeof(err)), CM_ENOTFOUND);
+    fx_close(&a);
+    fx_close(&b);
+}
+
 /* A loop-less worker answers inline (blocking callers, tests). */
 static void test_blocking_worker(void **state)
 {
@@ -699,6 +745,7 @@ int main(void)
         cmocka_unit_test(test_async_many_pipelined),
         cmocka_unit_test(test_blocking_worker),
         cmocka_unit_test(test_fleet_views),
+        cmocka_unit_test(test_sale_delete),
         cmocka_unit_test(test_timeout_breaker_recovery),
         cmocka_unit_test(test_restart_recovery),
         cmocka_unit_test(test_url_and_password),
