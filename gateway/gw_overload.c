@@ -34,6 +34,7 @@
 #include <sys/epoll.h>
 
 #define GW_OL_TICK_MS 10
+#define GW_OL_PAUSE_BUSY_PCT 90
 
 typedef struct gw_ol_worker {
     gw_worker_t *w;
@@ -46,6 +47,7 @@ typedef struct gw_ol_worker {
     uint64_t tick_due_us;
     uint64_t lag_us;        /* the last measured loop lag */
     uint64_t iter_start_us; /* current loop iteration */
+    uint64_t win_idle_ns, win_start_ns; /* uv_metrics_idle_time at the window start */
     uint64_t rnd;
     bool paused;
     _Atomic bool pub_paused;
@@ -152,6 +154,9 @@ void gw_ol_worker_start(gw_worker_t *w)
     }
     gw_qdelay_init(&o->q, ol->target_us, ol->interval_us, now);
     o->rnd = now ^ ((uint64_t)w->index << 32);
+    /* Time spent waiting in epoll, to tell our own load from a starved CPU. */
+    uv_loop_configure(&w->loop, UV_METRICS_IDLE_TIME);
+    o->win_start_ns = uv_hrtime();
     uv_timer_init(&w->loop, &o->tick);
     o->tick.data = o;
     o->tick_due_us = now + GW_OL_TICK_MS * 1000u;
@@ -302,14 +307,23 @@ static void on_tick(uv_timer_t *t)
     bool pinned = atomic_load_explicit(&ol->pinned, memory_order_relaxed) >= 0;
     /* DAGOR's user cut moves only once the non-critical work is already shed
      * (level >= 2), and not when an operator pinned the level to 0 or 1. */
-    if (!gw_qdelay_tick(&o->q, now, level >= GW_LEVEL_SHED))
+    if (now < o->q.win_start_us + o->q.interval_us)
+        return;
+    uint64_t hr = uv_hrtime(), idle = uv_metrics_idle_time(&w->loop);
+    uint64_t span = hr - o->win_start_ns, idled = idle - o->win_idle_ns;
+    unsigned busy = span ? (unsigned)(100 - (idled >= span ? 100 : idled * 100 / span)) : 0;
+    o->win_start_ns = hr;
+    o->win_idle_ns = idle;
+    if (!gw_qdelay_tick(&o->q, now, level >= GW_LEVEL_SHED, busy))
         return;
     if (pthread_mutex_trylock(&ol->mu) == 0) {
         evaluate(srv, now);
         pthread_mutex_unlock(&ol->mu);
         level = gw_ol_level(srv);
     }
-    bool pause = ol->accept_pause && level == GW_LEVEL_PROTECT && o->q.over && !pinned;
+    /* Not accepting is for a loop that cannot keep up with its own work. */
+    bool pause = ol->accept_pause && level == GW_LEVEL_PROTECT && o->q.over &&
+                 o->q.busy_pct >= GW_OL_PAUSE_BUSY_PCT && !pinned;
     set_paused(o, pause);
 }
 
@@ -479,6 +493,9 @@ void gw_overload_snapshot(gw_server_t *srv, gw_ol_snapshot_t *out)
         uint64_t qd = atomic_load_explicit(&o->q.pub_avg_us, memory_order_relaxed);
         if (qd > out->queue_delay_us)
             out->queue_delay_us = qd;
+        uint32_t busy = atomic_load_explicit(&o->q.pub_busy_pct, memory_order_relaxed);
+        if (busy > out->loop_busy_pct)
+            out->loop_busy_pct = busy;
         uint32_t pct = atomic_load_explicit(&o->q.pub_u_cut, memory_order_relaxed) * 100u /
                        GW_UPRIO_LEVELS;
         if (pct < out->buy_admit_pct)
@@ -532,12 +549,13 @@ void gw_overload_stats(gw_server_t *srv, void *json_obj)
     for (int c = 0; c < GW_CRIT_COUNT; c++)
         json_object_set_new(shed, gw_crit_name((gw_crit_t)c), json_integer((json_int_t)s->shed[c]));
     json_t *o = json_pack(
-        "{s:i,s:s,s:s,s:b,s:s,s:s,s:I,s:b,s:f,s:f,s:i,s:o,s:I,s:I,s:i,s:o}", "level", s->level,
+        "{s:i,s:s,s:s,s:b,s:s,s:s,s:I,s:b,s:f,s:f,s:i,s:i,s:o,s:I,s:I,s:i,s:o}", "level",
+        s->level,
         "level_name", gw_level_name((gw_level_t)s->level), "mode", s->pinned ? "pinned" : "auto",
         "pinned", s->pinned, "reason", s->reason, "since", since, "level_changes",
         (json_int_t)s->level_changes, "adaptive", s->adaptive, "queue_delay_ms",
         (double)s->queue_delay_us / 1000.0, "queue_target_ms", (double)s->queue_target_us / 1000.0,
-        "buy_admit_pct", (int)s->buy_admit_pct, "shed", shed, "shed_users",
+        "loop_busy_pct", (int)s->loop_busy_pct, "buy_admit_pct", (int)s->buy_admit_pct, "shed", shed, "shed_users",
         (json_int_t)s->shed_users, "accept_pauses", (json_int_t)s->accept_pauses,
         "accept_paused_workers", (int)s->accept_paused, "limits", deps);
     json_object_set_new(json_obj, "overload", o);

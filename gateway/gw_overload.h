@@ -137,12 +137,15 @@ const char *gw_breaker_state_name(gw_br_state_t s);
  * keep getting through for the whole minute, so a person already admitted
  * once is not refused half way through.
  *
- * A window with fewer than GW_QDELAY_MIN_REQUESTS requests never counts as
- * over target: a loop that is late because the machine is busy with other
- * processes, but serves almost nobody, has no crowd to shed (and shedding
- * would not help it).
+ * A window counts as over target only when the loop itself was busy: with
+ * fewer than GW_QDELAY_MIN_REQUESTS requests, or with the loop busy (not
+ * waiting in epoll) less than GW_QDELAY_MIN_BUSY_PCT of the window, the delay
+ * comes from other processes taking the CPU, and shedding our own crowd would
+ * not help (measured: a load generator on the same two cores made an
+ * uncapped gateway look overloaded and shed for nothing).
  */
 #define GW_QDELAY_MIN_REQUESTS 20
+#define GW_QDELAY_MIN_BUSY_PCT 50
 #define GW_UPRIO_LEVELS 128
 
 typedef struct gw_qdelay {
@@ -150,11 +153,13 @@ typedef struct gw_qdelay {
     uint64_t win_start_us, win_sum_us;
     uint32_t win_n, win_reqs;
     double avg_us;          /* of the last closed window */
-    bool over;              /* last window above target, with enough requests */
+    bool over;              /* last window above target, with enough requests, loop busy */
+    unsigned busy_pct;      /* of the last closed window */
     uint32_t u_cut;         /* admit buys with priority < u_cut (GW_UPRIO_LEVELS = all) */
     _Atomic uint64_t pub_avg_us;
     _Atomic uint64_t pub_pressure_us; /* avg_us when the window had enough requests, else 0 */
     _Atomic uint32_t pub_u_cut;
+    _Atomic uint32_t pub_busy_pct;
 } gw_qdelay_t;
 
 void gw_qdelay_init(gw_qdelay_t *q, uint64_t target_us, uint64_t interval_us, uint64_t now_us);
@@ -163,9 +168,10 @@ void gw_qdelay_sample(gw_qdelay_t *q, uint64_t delay_us, bool request);
 /*
  * Closes the window if interval_us passed: computes the average, and moves
  * u_cut when `shed_users` (down while over target) or always up while under.
+ * `busy_pct` is the share of the window the loop spent working (0..100).
  * Returns true when a window closed. Owner thread only.
  */
-bool gw_qdelay_tick(gw_qdelay_t *q, uint64_t now_us, bool shed_users);
+bool gw_qdelay_tick(gw_qdelay_t *q, uint64_t now_us, bool shed_users, unsigned busy_pct);
 /* True if a buy of user priority `prio` may go on. Owner thread only. */
 bool gw_qdelay_admit_user(const gw_qdelay_t *q, unsigned prio);
 
@@ -243,6 +249,7 @@ typedef struct gw_ol_snapshot {
     uint64_t level_changes;
     uint64_t queue_delay_us;   /* last window's average, max over workers */
     uint64_t queue_target_us;
+    uint32_t loop_busy_pct;    /* last window, max over workers */
     uint32_t buy_admit_pct;    /* share of user priorities admitted (min over workers) */
     uint64_t shed[GW_CRIT_COUNT]; /* requests answered 503 or fallback per criticality */
     uint64_t shed_users;       /* buys refused by user priority */

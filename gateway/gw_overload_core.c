@@ -240,12 +240,14 @@ void gw_qdelay_sample(gw_qdelay_t *q, uint64_t delay_us, bool request)
     q->win_reqs += request ? 1u : 0u;
 }
 
-bool gw_qdelay_tick(gw_qdelay_t *q, uint64_t now_us, bool shed_users)
+bool gw_qdelay_tick(gw_qdelay_t *q, uint64_t now_us, bool shed_users, unsigned busy_pct)
 {
     if (now_us < q->win_start_us + q->interval_us)
         return false;
     q->avg_us = q->win_n ? (double)q->win_sum_us / q->win_n : 0;
-    bool busy = q->win_reqs >= GW_QDELAY_MIN_REQUESTS;
+    bool busy = q->win_reqs >= GW_QDELAY_MIN_REQUESTS && busy_pct >= GW_QDELAY_MIN_BUSY_PCT;
+    q->busy_pct = busy_pct;
+    atomic_store_explicit(&q->pub_busy_pct, busy_pct, memory_order_relaxed);
     q->over = busy && q->avg_us > (double)q->target_us;
     if (q->over && shed_users) {
         uint32_t step = q->u_cut / 8;

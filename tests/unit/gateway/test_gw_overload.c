@@ -248,9 +248,9 @@ static void test_qdelay_dagor(void **state)
     /* Not a full window yet */
     for (int i = 0; i < GW_QDELAY_MIN_REQUESTS; i++)
         gw_qdelay_sample(&q, 100 * MS, true);
-    assert_false(gw_qdelay_tick(&q, t + 10 * MS, true));
+    assert_false(gw_qdelay_tick(&q, t + 10 * MS, true, 100));
     /* Over target but shedding users not allowed (level < 2): the cut stays. */
-    assert_true(gw_qdelay_tick(&q, t += 50 * MS, false));
+    assert_true(gw_qdelay_tick(&q, t += 50 * MS, false, 100));
     assert_true(q.over);
     assert_int_equal(q.u_cut, GW_UPRIO_LEVELS);
     /* Allowed: shrinks fast */
@@ -259,7 +259,7 @@ static void test_qdelay_dagor(void **state)
             gw_qdelay_sample(&q, 40 * MS, true);
             gw_qdelay_sample(&q, 30 * MS, true);
         }
-        assert_true(gw_qdelay_tick(&q, t += 50 * MS, true));
+        assert_true(gw_qdelay_tick(&q, t += 50 * MS, true, 100));
     }
     assert_true(q.u_cut < 50);
     assert_true(q.u_cut >= 1);
@@ -268,18 +268,18 @@ static void test_qdelay_dagor(void **state)
     assert_true(gw_qdelay_admit_user(&q, cut - 1));
     assert_int_equal(atomic_load(&q.pub_avg_us), 35 * MS);
     /* Under target (an empty window counts as no delay): grows slowly back to all. */
-    assert_true(gw_qdelay_tick(&q, t += 50 * MS, true));
+    assert_true(gw_qdelay_tick(&q, t += 50 * MS, true, 100));
     assert_int_equal(q.u_cut, cut + 2);
     for (int i = 0; i < 100; i++) {
         gw_qdelay_sample(&q, 1 * MS, true);
-        gw_qdelay_tick(&q, t += 50 * MS, true);
+        gw_qdelay_tick(&q, t += 50 * MS, true, 100);
     }
     assert_int_equal(q.u_cut, GW_UPRIO_LEVELS);
     /* Never below 1 */
     for (int i = 0; i < 200; i++) {
         for (int k = 0; k < GW_QDELAY_MIN_REQUESTS; k++)
             gw_qdelay_sample(&q, 900 * MS, true);
-        gw_qdelay_tick(&q, t += 50 * MS, true);
+        gw_qdelay_tick(&q, t += 50 * MS, true, 100);
     }
     assert_int_equal(q.u_cut, 1);
     /* A late loop with almost no requests (a busy machine, an idle gateway) is not over. */
@@ -288,11 +288,21 @@ static void test_qdelay_dagor(void **state)
     for (int i = 0; i < 10; i++)
         gw_qdelay_sample(&idle, 500 * MS, i < GW_QDELAY_MIN_REQUESTS - 1 ? false : true);
     gw_qdelay_sample(&idle, 500 * MS, true);
-    assert_true(gw_qdelay_tick(&idle, 50 * MS, true));
+    assert_true(gw_qdelay_tick(&idle, 50 * MS, true, 100));
     assert_false(idle.over);
     assert_int_equal(idle.u_cut, GW_UPRIO_LEVELS);
     assert_int_equal(atomic_load(&idle.pub_pressure_us), 0);
     assert_int_equal(atomic_load(&idle.pub_avg_us), 500 * MS);
+    /* Many requests, a late loop, but the loop mostly waited in epoll: another
+     * process had the CPU; not ours to shed. */
+    for (int i = 0; i < 100; i++)
+        gw_qdelay_sample(&idle, 500 * MS, true);
+    assert_true(gw_qdelay_tick(&idle, 100 * MS, true, GW_QDELAY_MIN_BUSY_PCT - 1));
+    assert_false(idle.over);
+    for (int i = 0; i < 100; i++)
+        gw_qdelay_sample(&idle, 500 * MS, true);
+    assert_true(gw_qdelay_tick(&idle, 150 * MS, true, GW_QDELAY_MIN_BUSY_PCT));
+    assert_true(idle.over);
 }
 
 int main(void)
