@@ -476,6 +476,12 @@ bool gw_buy_handle(gw_req_t *r)
     o->qty = r->res.qty;
     o->accepted_at_ms = now_ms;
     o->node_id = srv->node_id;
+    /* The request context is recycled and not cleared past body_inline: the
+     * codec's other fields must not carry an earlier request's (or malloc's)
+     * bytes, or the encoder refuses the record (spool write failed, 503). */
+    o->status = OQ_STATUS_QUEUED;
+    o->at_ms = 0;
+    o->reason[0] = '\0';
     /* A full (or failed) spool refuses before the reserve: no stock taken and
      * given back, no backend round trip for an order that cannot be kept. */
     int src = oq_spool_room(srv->spool, o);
