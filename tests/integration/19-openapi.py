@@ -178,6 +178,12 @@ try:
     call("GET", S, "/admin/v1/sales/nosale", 404)
     call("GET", S, "/admin/v1/sales/bad%21", 400)
     call("GET", "/admin/v1/sales", "/admin/v1/sales", 200)
+    DR = "/admin/v1/sales/{sale_id}/draw"
+    call("PUT", S, "/admin/v1/sales/fair", 201, {"stock": 1, "starts_at": "2099-01-01T00:00:00Z",
+                                                 "fair_window_ms": 1000})
+    call("GET", DR, "/admin/v1/sales/fair/draw", 200)
+    call("GET", DR, "/admin/v1/sales/s1/draw", 404)
+    call("GET", DR, "/admin/v1/sales/bad%21/draw", 400)
     R = "/admin/v1/sales/{sale_id}/restock"
     call("POST", R, "/admin/v1/sales/s1/restock", 200, {"add": 1})
     call("POST", R, "/admin/v1/sales/s1/restock", 400, {"add": 0})
