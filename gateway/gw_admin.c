@@ -414,10 +414,6 @@ static void h_sale_put(admin_call_t *a)
         } else if (fwin > 0 && !d.starts_at_ms) {
             gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
                           "fair_window_ms needs starts_at: the window opens at the start");
-        } else if (fwin > 0 && strcmp(inv_backend_name(srv->inv), "memory") != 0) {
-            gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
-                          "fair_window_ms needs the memory inventory (one gateway) in this "
-                          "version");
         } else {
             d.stock = stock;
             d.per_user_limit = (uint32_t)limit;

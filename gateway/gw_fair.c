@@ -8,12 +8,17 @@
 #include "common/cm_hash.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
+#include "common/cm_url.h"
+#include "gateway/gw_fleet.h"
 #include "gateway/gw_internal.h"
+#include "inventory/inv_redis.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <hiredis/hiredis.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +63,7 @@ struct gw_fair_sale {
     uint64_t won_orders, won_units, lost;
     atomic_bool drawn;
     _Atomic uint64_t duplicates;
+    bool pushed; /* fleet: this gateway's entries are in Redis (lottery thread only) */
 };
 
 struct gw_fair {
@@ -70,7 +76,17 @@ struct gw_fair {
     bool running;
     atomic_bool stop;
     inv_worker_t *inv;
+    /* fleet mode (Redis inventory): the lottery thread's own connection */
+    bool fleet;
+    cm_redis_url_t addr;
+    redisContext *rc;
+    int64_t last_conf_ms, last_err_ms;
 };
+
+#define FLEET_PUSH_WAIT_MS 3000 /* the draw waits this long after the close for every gateway */
+#define FLEET_LOCK_MS 15000     /* the drawer's lock, renewed while it draws */
+#define FLEET_CONF_POLL_MS 500
+#define K_CONF "{flashgate:fair}:conf"
 
 /*---- the pure parts: phase and draw order ----*/
 
@@ -407,6 +423,14 @@ int gw_fair_open(gw_server_t *srv, char *errbuf, size_t errlen)
     pthread_mutex_init(&f->mu, NULL);
     snprintf(f->dir, sizeof(f->dir), "%s/fair", srv->cfg->data_dir);
     srv->fair = f;
+    if (strncmp(srv->cfg->inventory, "redis", 5) == 0) {
+        char why[256];
+        if (cm_redis_url_parse(srv->cfg->inventory, &f->addr, why, sizeof(why)) != 0) {
+            cm_errbuf_set(errbuf, errlen, "lottery: %s", why);
+            return CM_EINVAL;
+        }
+        f->fleet = true;
+    }
     if (mkdir_one(f->dir) != 0) {
         cm_errbuf_set(errbuf, errlen, "cannot create %s: %s", f->dir, strerror(errno));
         return CM_EIO;
@@ -498,6 +522,8 @@ void gw_fair_close(gw_server_t *srv)
     }
     if (f->inv)
         inv_worker_close(f->inv);
+    if (f->rc)
+        redisFree(f->rc);
     size_t n = atomic_load(&f->n);
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
@@ -745,11 +771,18 @@ static void run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
                 (long long)(fs->draw_done_ms - fs->draw_started_ms));
 }
 
+static void fleet_conf_sync(gw_fair_t *f);
+static void fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms);
+
 void gw_fair_tick(gw_server_t *srv)
 {
     gw_fair_t *f = srv->fair;
     if (!f)
         return;
+    if (f->fleet && cm_wall_ms() - f->last_conf_ms >= FLEET_CONF_POLL_MS) {
+        f->last_conf_ms = cm_wall_ms();
+        fleet_conf_sync(f);
+    }
     size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
@@ -760,12 +793,561 @@ void gw_fair_tick(gw_server_t *srv)
             continue;
         inv_sale_info_t info;
         inv_sale_snapshot(s, &info);
-        if (cm_wall_ms() >= info.starts_at_ms + atomic_load(&fs->window_ms))
+        int64_t closes = info.starts_at_ms + atomic_load(&fs->window_ms);
+        if (cm_wall_ms() < closes)
+            continue;
+        if (f->fleet)
+            fleet_tick_sale(f, fs, closes);
+        else
             run_draw(f, fs);
     }
 }
 
+/*---- the fleet: one draw per sale over every gateway's entries ----*/
+
+static int conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window_ms,
+                             int64_t early_ms, const cm_hash_key_t *secret, bool refuse_busy,
+                             char *errbuf, size_t errlen);
+/*
+ * Why this design: entries are taken where they arrive, logged locally, and
+ * reach Redis in one pipelined batch per gateway when the window closes, so
+ * the busiest second of the sale costs no Redis round trip per entry. Then
+ * one gateway (SET NX lock, renewed while it works) freezes the entrant set
+ * (RENAMENX, so a late push cannot change a draw in progress), records the
+ * seed once (SET NX: a drawer that dies is resumed by another with the same
+ * seed and so the same order), and admits entries in draw order through the
+ * inventory's own atomic step (the per-user limit and stock stay exact) and
+ * its own spool, recording each winner. Every gateway then recomputes the
+ * order from the entrants, the seed and the shared secret, and answers for
+ * every entry. The alternative, a draw per gateway over a leased share of
+ * the stock, would make a user's chance depend on which gateway the load
+ * balancer picked and leave unsold shares behind busy gateways.
+ *
+ * Keys (one hash slot per sale): {flashgate:fair:<sale>}:e entries (user ->
+ * "order_id qty idem node"), :drawn the frozen entrants, :pushed gateways
+ * that pushed, :lock, :seed, :won (user -> order id), :done.
+ */
+
+static void fkey(char *out, size_t cap, const char *sale, const char *what)
+{
+    snprintf(out, cap, "{flashgate:fair:%s}:%s", sale, what);
+}
+
+static void trouble(gw_fair_t *f, const char *what, const char *why)
+{
+    int64_t now = cm_wall_ms();
+    if (now - f->last_err_ms >= 5000) {
+        f->last_err_ms = now;
+        cm_log_warn("fair", "redis trouble; the draw waits", "what=%s err=\"%s\"", what, why);
+    }
+}
+
+static redisContext *fconn(gw_fair_t *f)
+{
+    if (f->rc && !f->rc->err)
+        return f->rc;
+    if (f->rc)
+        redisFree(f->rc);
+    char why[256] = "";
+    f->rc = inv_redis_connect(&f->addr, 2000, why, sizeof(why));
+    if (!f->rc)
+        trouble(f, "connect", why);
+    return f->rc;
+}
+
+/* One command; NULL (and the connection dropped) on a transport error or an error reply. */
+static redisReply *fcmd(gw_fair_t *f, const char *fmt, ...)
+{
+    redisContext *c = fconn(f);
+    if (!c)
+        return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    if (!r) {
+        trouble(f, "command", c->errstr);
+        redisFree(f->rc);
+        f->rc = NULL;
+        return NULL;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        trouble(f, "reply", r->str);
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* Reads the fleet's lottery configuration into the local table. Lottery thread. */
+static void fleet_conf_sync(gw_fair_t *f)
+{
+    redisReply *r = fcmd(f, "HGETALL %s", K_CONF);
+    if (!r)
+        return;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+        const char *sale = r->element[i]->str, *v = r->element[i + 1]->str;
+        long long w, e;
+        unsigned long long k0, k1;
+        if (!sale || !v || !inv_id_valid(sale, strlen(sale), INV_SALE_ID_MAX) ||
+            sscanf(v, "%lld %lld %llx %llx", &w, &e, &k0, &k1) != 4)
+            continue;
+        cm_hash_key_t k = {k0, k1};
+        char why[160];
+        pthread_mutex_lock(&f->mu);
+        (void)conf_apply_locked(f, sale, w, e, &k, false, why, sizeof(why));
+        pthread_mutex_unlock(&f->mu);
+    }
+    freeReplyObject(r);
+}
+
+/* Pushes this gateway's entries (closing them) in one pipeline. Lottery thread. */
+static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    redisContext *c = fconn(f);
+    if (!c)
+        return false;
+    char ke[160], kp[160];
+    fkey(ke, sizeof(ke), fs->sale_id, "e");
+    fkey(kp, sizeof(kp), fs->sale_id, "pushed");
+    pthread_mutex_lock(&fs->mu);
+    fs->closed = true;
+    size_t n = fs->n, sent = 0;
+    for (size_t i = 0; i < n; i++) {
+        const entry_t *e = &fs->v[i];
+        char val[256];
+        snprintf(val, sizeof(val), "%s %u %s %u", e->order_id, e->qty, e->idem[0] ? e->idem : "-",
+                 f->srv->node_id);
+        if (redisAppendCommand(c, "HSETNX %s %s %s", ke, e->user_id, val) == REDIS_OK)
+            sent++;
+    }
+    pthread_mutex_unlock(&fs->mu);
+    bool ok = sent == n && redisAppendCommand(c, "SADD %s %u", kp, f->srv->node_id) == REDIS_OK;
+    if (ok)
+        sent++;
+    for (size_t i = 0; i < sent; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(c, (void **)&r) != REDIS_OK) {
+            trouble(f, "push", c->errstr);
+            redisFree(f->rc);
+            f->rc = NULL;
+            return false;
+        }
+        if (r->type == REDIS_REPLY_ERROR)
+            ok = false;
+        freeReplyObject(r);
+    }
+    fs->pushed = ok;
+    if (ok)
+        cm_log_info("fair", "entries pushed to the fleet", "sale=%s entries=%zu", fs->sale_id, n);
+    return ok;
+}
+
+/* The frozen entrants, the seed and the winners, as every gateway reads them. */
+typedef struct fleet_draw {
+    entry_t *all;
+    size_t n;
+    uint64_t seed;
+    bool seeded;
+    uint32_t *perm;
+    char **won; /* sorted user ids of recorded winners */
+    size_t nwon;
+} fleet_draw_t;
+
+static void fleet_draw_free(fleet_draw_t *d)
+{
+    free(d->all);
+    free(d->perm);
+    for (size_t i = 0; i < d->nwon; i++)
+        free(d->won[i]);
+    free(d->won);
+    memset(d, 0, sizeof(*d));
+}
+
+static int strp_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool fleet_won(const fleet_draw_t *d, const char *user)
+{
+    return d->nwon && bsearch(&user, d->won, d->nwon, sizeof(char *), strp_cmp) != NULL;
+}
+
+/* Reads the draw's state. with_won: also the winners. Returns false on a Redis problem. */
+static bool fleet_read(gw_fair_t *f, gw_fair_sale_t *fs, fleet_draw_t *d, bool with_won)
+{
+    memset(d, 0, sizeof(*d));
+    char k[160];
+    fkey(k, sizeof(k), fs->sale_id, "drawn");
+    redisReply *r = fcmd(f, "HGETALL %s", k);
+    if (!r)
+        return false;
+    size_t m = r->type == REDIS_REPLY_ARRAY ? r->elements / 2 : 0;
+    d->all = cm_xcalloc(m ? m : 1, sizeof(entry_t));
+    for (size_t i = 0; i < m; i++) {
+        const char *user = r->element[2 * i]->str, *v = r->element[2 * i + 1]->str;
+        entry_t *e = &d->all[d->n];
+        unsigned qty, node;
+        if (!user || !v || strlen(user) > INV_USER_ID_MAX ||
+            sscanf(v, "%31s %u %128s %u", e->order_id, &qty, e->idem, &node) != 4)
+            continue;
+        snprintf(e->user_id, sizeof(e->user_id), "%s", user);
+        if (strcmp(e->idem, "-") == 0)
+            e->idem[0] = '\0';
+        e->qty = qty;
+        e->key = hash_str(fs, user);
+        d->n++;
+    }
+    freeReplyObject(r);
+    fkey(k, sizeof(k), fs->sale_id, "seed");
+    if (!(r = fcmd(f, "GET %s", k))) {
+        fleet_draw_free(d);
+        return false;
+    }
+    if (r->type == REDIS_REPLY_STRING) {
+        d->seed = strtoull(r->str, NULL, 16);
+        d->seeded = true;
+    }
+    freeReplyObject(r);
+    if (with_won) {
+        fkey(k, sizeof(k), fs->sale_id, "won");
+        if (!(r = fcmd(f, "HKEYS %s", k))) {
+            fleet_draw_free(d);
+            return false;
+        }
+        d->won = cm_xcalloc(r->elements ? r->elements : 1, sizeof(char *));
+        for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
+            if (r->element[i]->str)
+                d->won[d->nwon++] = cm_xstrdup(r->element[i]->str);
+        qsort(d->won, d->nwon, sizeof(char *), strp_cmp);
+        freeReplyObject(r);
+    }
+    if (d->seeded) {
+        d->perm = cm_xmalloc((d->n ? d->n : 1) * sizeof(uint32_t));
+        uint64_t *keys = cm_xmalloc((d->n ? d->n : 1) * sizeof(uint64_t));
+        for (size_t i = 0; i < d->n; i++)
+            keys[i] = d->all[i].key;
+        gw_fair_order(keys, d->n, d->seed, d->perm);
+        free(keys);
+    }
+    return true;
+}
+
+/* After the draw: every gateway learns every entry's position and outcome. */
+static void fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    fleet_draw_t d;
+    if (!fleet_read(f, fs, &d, true))
+        return;
+    if (!d.seeded) {
+        fleet_draw_free(&d);
+        return;
+    }
+    pthread_mutex_lock(&fs->mu);
+    uint32_t *perm = cm_xmalloc((d.n ? d.n : 1) * sizeof(uint32_t));
+    fs->won_orders = fs->won_units = fs->lost = 0;
+    for (size_t pos = 0; pos < d.n; pos++) {
+        entry_t *src = &d.all[d.perm[pos]];
+        uint8_t st = fleet_won(&d, src->user_id) ? E_WON : E_LOST;
+        entry_t *e = find_user(fs, src->user_id, src->key);
+        if (e && strcmp(e->order_id, src->order_id) != 0) {
+            /* this user's entry through another gateway is the one drawn */
+            e->state = E_LOST;
+            e->pos = 0;
+            e = find_id(fs, src->order_id);
+        }
+        if (!e) {
+            entry_t ne = *src;
+            e = entry_add(fs, &ne);
+        }
+        e->state = st;
+        e->pos = (uint32_t)(pos + 1);
+        perm[pos] = (uint32_t)(e - fs->v);
+        if (st == E_WON) {
+            fs->won_orders++;
+            fs->won_units += e->qty;
+        } else {
+            fs->lost++;
+        }
+    }
+    for (size_t i = 0; i < fs->n; i++)
+        if (fs->v[i].state == E_ENTERED) /* pushed too late for the draw */
+            fs->v[i].state = E_LOST;
+    free(fs->perm);
+    fs->perm = perm;
+    fs->ndraw = fs->next = d.n;
+    fs->seed = d.seed;
+    fs->seeded = true;
+    fs->closed = true;
+    if (!fs->draw_done_ms)
+        fs->draw_done_ms = cm_wall_ms();
+    atomic_store_explicit(&fs->drawn, true, memory_order_release);
+    pthread_mutex_unlock(&fs->mu);
+    cm_log_info("fair", "fleet draw known", "sale=%s entrants=%zu won_orders=%llu seed=%016llx",
+                fs->sale_id, d.n, (unsigned long long)fs->won_orders,
+                (unsigned long long)d.seed);
+    fleet_draw_free(&d);
+}
+
+/* The drawer: holds the lock. Lottery thread. */
+static void fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    gw_server_t *srv = f->srv;
+    char ke[160], kd[160], ks[160], kw[160], kl[160], kdone[160];
+    fkey(ke, sizeof(ke), fs->sale_id, "e");
+    fkey(kd, sizeof(kd), fs->sale_id, "drawn");
+    fkey(ks, sizeof(ks), fs->sale_id, "seed");
+    fkey(kw, sizeof(kw), fs->sale_id, "won");
+    fkey(kl, sizeof(kl), fs->sale_id, "lock");
+    fkey(kdone, sizeof(kdone), fs->sale_id, "done");
+    /* freeze the entrants (a no-op when a drawer before us did; an error when nobody entered) */
+    redisContext *c = fconn(f);
+    if (!c)
+        return;
+    redisReply *r = redisCommand(c, "RENAMENX %s %s", ke, kd);
+    if (!r) {
+        redisFree(f->rc);
+        f->rc = NULL;
+        return;
+    }
+    freeReplyObject(r);
+    cm_hash_key_t rnd;
+    if (cm_hash_seed_random(&rnd) != 0)
+        return;
+    char seed[24];
+    snprintf(seed, sizeof(seed), "%016llx", (unsigned long long)(rnd.k0 ^ rotl(rnd.k1, 32)));
+    if (!(r = fcmd(f, "SET %s %s NX", ks, seed)))
+        return;
+    freeReplyObject(r);
+    fleet_draw_t d;
+    if (!fleet_read(f, fs, &d, true) || !d.seeded) {
+        if (d.all)
+            fleet_draw_free(&d);
+        return;
+    }
+    int64_t t0 = cm_wall_ms();
+    inv_sale_t *sale = inv_sale_find(srv->inv, fs->sale_id);
+    bool exhausted = !sale, failed = false;
+    size_t nwon = 0;
+    for (size_t pos = 0; pos < d.n && !exhausted; pos++) {
+        entry_t *e = &d.all[d.perm[pos]];
+        if (pos % 64 == 63 && (r = fcmd(f, "PEXPIRE %s %d", kl, FLEET_LOCK_MS)))
+            freeReplyObject(r);
+        if (fleet_won(&d, e->user_id))
+            continue; /* a drawer before us admitted it */
+        inv_reserve_req_t rq;
+        memset(&rq, 0, sizeof(rq));
+        rq.sale = sale;
+        snprintf(rq.user_id, sizeof(rq.user_id), "%s", e->user_id);
+        /* a key, so a drawer that resumes after a crash finds the order, not a second one */
+        if (e->idem[0])
+            memcpy(rq.idem_key, e->idem, sizeof(rq.idem_key));
+        else
+            snprintf(rq.idem_key, sizeof(rq.idem_key), "fair-%s", e->order_id);
+        snprintf(rq.order_id, sizeof(rq.order_id), "%s", e->order_id);
+        rq.qty = e->qty;
+        int rc = inv_reserve(f->inv, &rq);
+        if (rc < 0) {
+            failed = true;
+            break;
+        }
+        if (rc == INV_RESERVED || (rc == INV_DUPLICATE && strcmp(rq.order_id, e->order_id) == 0)) {
+            oq_order_t o;
+            memset(&o, 0, sizeof(o));
+            snprintf(o.order_id, sizeof(o.order_id), "%s", e->order_id);
+            snprintf(o.sale_id, sizeof(o.sale_id), "%s", fs->sale_id);
+            snprintf(o.user_id, sizeof(o.user_id), "%s", e->user_id);
+            snprintf(o.idem_key, sizeof(o.idem_key), "%s", rq.idem_key);
+            o.qty = e->qty;
+            o.accepted_at_ms = cm_wall_ms();
+            o.node_id = srv->node_id;
+            int arc = oq_spool_append(srv->spool, &o, 1);
+            if (arc != 0) {
+                gw_release_unaccepted(srv, &o, "lottery winner not accepted: spool refused");
+                continue;
+            }
+            if (oq_spool_commit(srv->spool) != 0 || !(r = fcmd(f, "HSET %s %s %s", kw, e->user_id,
+                                                               e->order_id))) {
+                failed = true; /* spooled: a resumed draw finds it by its key */
+                break;
+            }
+            freeReplyObject(r);
+            gw_orders_put(srv->orders, &o);
+            if (srv->workers)
+                atomic_fetch_add_explicit(&srv->workers[0].ctr.accepted_units, o.qty,
+                                          memory_order_relaxed);
+            nwon++;
+        }
+        if (rq.stock_left == 0 || inv_sale_sold_out(sale))
+            exhausted = true;
+    }
+    if (nwon)
+        gw__queue_notify(srv);
+    if (!failed && (r = fcmd(f, "SET %s %llu", kdone, (unsigned long long)d.n))) {
+        freeReplyObject(r);
+        cm_log_info("fair", "fleet draw done",
+                    "sale=%s entrants=%zu won_here=%zu seed=%016llx elapsed_ms=%lld",
+                    fs->sale_id, d.n, nwon, (unsigned long long)d.seed,
+                    (long long)(cm_wall_ms() - t0));
+        pthread_mutex_lock(&fs->mu);
+        fs->draw_started_ms = t0;
+        pthread_mutex_unlock(&fs->mu);
+    }
+    fleet_draw_free(&d);
+}
+
+/* A closed window in the fleet: push, then draw (one gateway) or learn the draw. */
+static void fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms)
+{
+    if (!fs->pushed && !fleet_push(f, fs))
+        return;
+    char k[160];
+    fkey(k, sizeof(k), fs->sale_id, "done");
+    redisReply *r = fcmd(f, "EXISTS %s", k);
+    if (!r)
+        return;
+    bool done = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    freeReplyObject(r);
+    if (done) {
+        fleet_fetch(f, fs);
+        return;
+    }
+    if (cm_wall_ms() < closes_ms + FLEET_PUSH_WAIT_MS) {
+        fkey(k, sizeof(k), fs->sale_id, "pushed");
+        if (!(r = fcmd(f, "SCARD %s", k)))
+            return;
+        bool all = r->type == REDIS_REPLY_INTEGER &&
+                   r->integer >= (long long)gw_fleet_members(f->srv);
+        freeReplyObject(r);
+        if (!all)
+            return;
+    }
+    fkey(k, sizeof(k), fs->sale_id, "lock");
+    if (!(r = fcmd(f, "SET %s %u NX PX %d", k, f->srv->node_id, FLEET_LOCK_MS)))
+        return;
+    bool mine = r->type == REDIS_REPLY_STATUS;
+    freeReplyObject(r);
+    if (mine)
+        fleet_run_draw(f, fs);
+}
+
 /*---- admin ----*/
+
+/* Recomputes every entry's key after the secret changed (fs->mu held). */
+static void rekey(gw_fair_sale_t *fs)
+{
+    for (size_t i = 0; i < fs->n; i++)
+        fs->v[i].key = hash_str(fs, fs->v[i].user_id);
+    fs->tcap /= 2; /* tables_grow doubles it back */
+    tables_grow(fs);
+}
+
+/*
+ * Creates or updates a sale's lottery in the local table. secret NULL: keep
+ * (or a random one for a new sale). f->mu held. Returns 0 or a cm_err_t.
+ */
+static int conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window_ms,
+                             int64_t early_ms, const cm_hash_key_t *secret, bool refuse_busy,
+                             char *errbuf, size_t errlen)
+{
+    gw_fair_sale_t *fs = slot_find(f, sale_id);
+    if (!fs && window_ms == 0)
+        return 0; /* nothing to remove */
+    bool changed = true;
+    if (fs) {
+        int64_t ow = atomic_load(&fs->window_ms), oe = atomic_load(&fs->early_ms);
+        pthread_mutex_lock(&fs->mu);
+        bool busy = fs->n > 0 && !atomic_load(&fs->drawn);
+        if (refuse_busy && busy && (ow != window_ms || oe != early_ms)) {
+            pthread_mutex_unlock(&fs->mu);
+            cm_errbuf_set(errbuf, errlen,
+                          "the lottery of sale %s has entries and no draw yet: its window "
+                          "cannot change now",
+                          sale_id);
+            return CM_EINVAL;
+        }
+        bool rk = secret && (secret->k0 != fs->secret.k0 || secret->k1 != fs->secret.k1);
+        if (rk) {
+            fs->secret = *secret;
+            rekey(fs);
+        }
+        pthread_mutex_unlock(&fs->mu);
+        changed = rk || ow != window_ms || oe != early_ms;
+        atomic_store(&fs->window_ms, window_ms);
+        atomic_store(&fs->early_ms, early_ms);
+    } else {
+        if (atomic_load(&f->n) == FAIR_MAX_SALES) {
+            cm_errbuf_set(errbuf, errlen, "too many sales with a lottery (max %d)",
+                          FAIR_MAX_SALES);
+            return CM_EINVAL;
+        }
+        fs = sale_new(sale_id);
+        int rnd = 0;
+        if (secret)
+            fs->secret = *secret;
+        else
+            rnd = cm_hash_seed_random(&fs->secret);
+        if (rnd != 0 || log_open(f, fs) != 0) {
+            cm_errbuf_set(errbuf, errlen, "cannot set up the lottery of sale %s", sale_id);
+            pthread_mutex_destroy(&fs->mu);
+            if (fs->fd >= 0)
+                close(fs->fd);
+            free(fs);
+            return CM_EIO;
+        }
+        atomic_init(&fs->window_ms, window_ms);
+        atomic_init(&fs->early_ms, early_ms);
+        f->sales[atomic_load(&f->n)] = fs;
+        atomic_fetch_add_explicit(&f->n, 1, memory_order_release);
+    }
+    if (changed && conf_save(f) != 0) {
+        cm_errbuf_set(errbuf, errlen, "cannot save the lottery configuration");
+        return CM_EIO;
+    }
+    return 0;
+}
+
+/*
+ * Fleet: the lottery's configuration lives in one Redis hash (sale ->
+ * "window early k0 k1"); the secret is made once by the first gateway that
+ * configures the sale and shared, so every gateway orders entrants alike.
+ */
+static int fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms, int64_t early_ms,
+                          cm_hash_key_t *secret, char *errbuf, size_t errlen)
+{
+    char why[256] = "";
+    redisContext *c = inv_redis_connect(&f->addr, 2000, why, sizeof(why));
+    if (!c) {
+        cm_errbuf_set(errbuf, errlen, "redis: %s", why);
+        return CM_EBACKEND;
+    }
+    int rc = CM_EBACKEND;
+    redisReply *r = redisCommand(c, "HGET %s %s", K_CONF, sale_id);
+    unsigned long long k0, k1;
+    long long w0, e0;
+    if (r && r->type == REDIS_REPLY_STRING &&
+        sscanf(r->str, "%lld %lld %llx %llx", &w0, &e0, &k0, &k1) == 4) {
+        secret->k0 = k0;
+        secret->k1 = k1;
+    } else if (!r || r->type == REDIS_REPLY_ERROR || cm_hash_seed_random(secret) != 0) {
+        goto out;
+    }
+    freeReplyObject(r);
+    char val[96];
+    snprintf(val, sizeof(val), "%lld %lld %016llx %016llx", (long long)window_ms,
+             (long long)early_ms, (unsigned long long)secret->k0, (unsigned long long)secret->k1);
+    r = redisCommand(c, "HSET %s %s %s", K_CONF, sale_id, val);
+    if (r && r->type == REDIS_REPLY_INTEGER)
+        rc = 0;
+out:
+    if (rc)
+        cm_errbuf_set(errbuf, errlen, "redis: cannot store the lottery configuration");
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+    return rc;
+}
 
 int gw_fair_configure(gw_server_t *srv, const char *sale_id, int64_t window_ms, int64_t early_ms,
                       char *errbuf, size_t errlen)
@@ -777,58 +1359,21 @@ int gw_fair_configure(gw_server_t *srv, const char *sale_id, int64_t window_ms, 
                       GW_FAIR_WINDOW_MAX_MS, GW_FAIR_EARLY_MAX_MS);
         return CM_EINVAL;
     }
-    if (window_ms > 0 && strcmp(inv_backend_name(srv->inv), "memory") != 0) {
-        cm_errbuf_set(errbuf, errlen,
-                      "fair_window_ms needs the memory inventory (one gateway) in this version");
-        return CM_EINVAL;
+    cm_hash_key_t secret;
+    bool have_secret = false;
+    if (f->fleet) {
+        int64_t w0 = 0, e0 = 0;
+        gw_fair_conf_get(f, sale_id, &w0, &e0);
+        if (window_ms == 0 && w0 == 0 && !slot_find(f, sale_id))
+            return 0;
+        int rc = fleet_conf_put(f, sale_id, window_ms, early_ms, &secret, errbuf, errlen);
+        if (rc)
+            return rc;
+        have_secret = true;
     }
     pthread_mutex_lock(&f->mu);
-    int rc = 0;
-    gw_fair_sale_t *fs = slot_find(f, sale_id);
-    if (!fs && window_ms == 0)
-        goto out; /* nothing to remove */
-    if (fs) {
-        pthread_mutex_lock(&fs->mu);
-        bool busy = fs->n > 0 && !atomic_load(&fs->drawn);
-        pthread_mutex_unlock(&fs->mu);
-        int64_t ow = atomic_load(&fs->window_ms), oe = atomic_load(&fs->early_ms);
-        if (busy && (ow != window_ms || oe != early_ms)) {
-            cm_errbuf_set(errbuf, errlen,
-                          "the lottery of sale %s has entries and no draw yet: its window "
-                          "cannot change now",
-                          sale_id);
-            rc = CM_EINVAL;
-            goto out;
-        }
-        atomic_store(&fs->window_ms, window_ms);
-        atomic_store(&fs->early_ms, early_ms);
-    } else {
-        if (atomic_load(&f->n) == FAIR_MAX_SALES) {
-            cm_errbuf_set(errbuf, errlen, "too many sales with a lottery (max %d)",
-                          FAIR_MAX_SALES);
-            rc = CM_EINVAL;
-            goto out;
-        }
-        fs = sale_new(sale_id);
-        if (cm_hash_seed_random(&fs->secret) != 0 || log_open(f, fs) != 0) {
-            cm_errbuf_set(errbuf, errlen, "cannot set up the lottery of sale %s", sale_id);
-            pthread_mutex_destroy(&fs->mu);
-            if (fs->fd >= 0)
-                close(fs->fd);
-            free(fs);
-            rc = CM_EIO;
-            goto out;
-        }
-        atomic_init(&fs->window_ms, window_ms);
-        atomic_init(&fs->early_ms, early_ms);
-        f->sales[atomic_load(&f->n)] = fs;
-        atomic_fetch_add_explicit(&f->n, 1, memory_order_release);
-    }
-    if (log_open(f, fs) != 0 || conf_save(f) != 0) {
-        cm_errbuf_set(errbuf, errlen, "cannot save the lottery configuration");
-        rc = CM_EIO;
-    }
-out:
+    int rc = conf_apply_locked(f, sale_id, window_ms, early_ms, have_secret ? &secret : NULL,
+                               true, errbuf, errlen);
     pthread_mutex_unlock(&f->mu);
     return rc;
 }

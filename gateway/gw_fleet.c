@@ -665,6 +665,13 @@ int gw_fleet_publish_limits(struct gw_server *srv, char *errbuf, size_t errlen)
     return publish_now(f, errbuf, errlen);
 }
 
+uint32_t gw_fleet_members(struct gw_server *srv)
+{
+    gw_fleet_t *f = srv->fleet;
+    uint32_t n = f ? atomic_load(&f->members) : 1;
+    return n ? n : 1;
+}
+
 void gw_fleet_stats(struct gw_server *srv, void *json_obj)
 {
     gw_fleet_t *f = srv->fleet;

@@ -42,6 +42,8 @@ void gw_fleet_stop(struct gw_server *srv);
  * Admin thread.
  */
 int gw_fleet_publish_limits(struct gw_server *srv, char *errbuf, size_t errlen);
+/* Live gateways of the fleet as last seen (1 without a fleet). Thread-safe. */
+uint32_t gw_fleet_members(struct gw_server *srv);
 /* Adds {"fleet": {...}} (members, share, config version, node id) to a jansson object. */
 void gw_fleet_stats(struct gw_server *srv, void *json_obj);
 

@@ -1,0 +1,122 @@
+"""Start-window lottery across a fleet of three gateways on one real Redis:
+the window set through one gateway reaches all; a bot-heavy crowd enters
+through every gateway (bots send their buy to all three, repeatedly); one
+draw for the sale, not one per gateway: every gateway reports the same seed,
+entrants (each user once) and winners; the stock is allocated exactly (Redis
+and the admin views agree), every winner's order is in exactly one spool,
+every gateway answers for every entry (losers 410 with their position), and
+the bots' units stay within the 3-sigma level of their share of entrants."""
+import datetime
+import math
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fg import check, eq, finish, need_binary  # noqa: E402
+from fleet import Redis, need_redis, spool_orders, start_fleet, wait_for  # noqa: E402
+
+need_binary("flashgate")
+need_redis()
+
+STOCK = 40
+PEOPLE, BOTS = 180, 120
+
+
+def rfc3339(t):
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def hyper_limit(N, n, K):
+    """Smallest x with P(X > x) < 0.135% for X ~ Hypergeometric(N, n, K), as the audit."""
+    def lc(a, b):
+        return math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)
+    cdf = 0.0
+    for x in range(max(0, K - (N - n)), min(n, K) + 1):
+        cdf += math.exp(lc(n, x) + lc(N - n, K - x) - lc(N, K))
+        if 1 - cdf < 0.00135:
+            return x
+    return min(n, K)
+
+
+redis = Redis().start()
+gws = []
+try:
+    gws = start_fleet(redis, 3, extra=("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0"))
+    g0 = gws[0]
+    starts = int(time.time()) + 4
+    r = g0.admin("PUT", "/admin/v1/sales/ff", body={
+        "stock": STOCK, "per_user_limit": 1, "starts_at": rfc3339(starts),
+        "fair_window_ms": 2000, "fair_early_ms": 3500})
+    eq(r.status, 201, "sale with a lottery created through one gateway")
+    ok, _ = wait_for(lambda: all(g.admin("GET", "/admin/v1/sales/ff").json.get("fair_window_ms") == 2000
+                                 for g in gws), 5)
+    check(ok, "every gateway has the window within a second or so")
+
+    # --- entries through every gateway ---
+    entries, tokens, where = {}, {}, {}
+    users = ["p%03d" % i for i in range(PEOPLE)] + ["b%03d" % i for i in range(BOTS)]
+    for i, u in enumerate(users):
+        targets = gws if u.startswith("b") else [gws[i % 3]]
+        reps = 3 if u.startswith("b") else 1
+        for _ in range(reps):
+            for g in targets:
+                r = g.buy("ff", u)
+                eq((r.status, r.json.get("status")), (202, "entered"), "entry of %s" % u)
+                oid = r.json["order_id"]
+                tokens[oid] = r.json["status_token"]
+                where.setdefault(u, set()).add(oid)
+                entries.setdefault(u, oid)
+    check(time.time() < starts + 2, "entries made inside the window (else the test proves nothing)")
+
+    # --- one draw for the sale ---
+    def drawn():
+        return all(g.admin("GET", "/admin/v1/sales/ff/draw").json["state"] == "drawn" for g in gws)
+    time.sleep(max(0, starts + 2 - time.time()))
+    ok, waited = wait_for(drawn, 20)
+    check(ok, "every gateway knows the draw (%.1f s after the close)" % waited)
+    ds = [g.admin("GET", "/admin/v1/sales/ff/draw").json for g in gws]
+    eq(len({d["seed"] for d in ds}), 1, "one seed across the fleet")
+    eq([d["entrants"] for d in ds], [PEOPLE + BOTS] * 3, "each user entered once, fleet-wide")
+    orders = [[(e["position"], e["user_id"], e["outcome"]) for e in d["entries"]] for d in ds]
+    check(orders[0] == orders[1] == orders[2], "the same draw order and outcomes on every gateway")
+    won = [e for e in ds[0]["entries"] if e["outcome"] == "won"]
+    eq(len(won), STOCK, "stock exactly allocated")
+    eq(sorted(e["position"] for e in won), list(range(1, STOCK + 1)), "winners are the first drawn")
+    for g in gws:
+        s = g.admin("GET", "/admin/v1/sales/ff").json
+        eq((s["stock_left"], s["accepted_units"]), (0, STOCK), "inventory view (port %d)" % g.port)
+    spooled = []
+    for g in gws:
+        spooled += spool_orders(g, "ff")
+    eq(sorted(spooled), sorted(e["order_id"] for e in won), "every winner's order in one spool, once")
+    for e in won:
+        check(e["order_id"] in where[e["user_id"]], "a winner's order id is an entry id it was given")
+
+    # --- any gateway answers for any entry ---
+    for i, e in enumerate(ds[0]["entries"][:60]):
+        g = gws[i % 3]
+        r = g.get("/v1/orders/%s?token=%s" % (e["order_id"], tokens[e["order_id"]]))
+        if e["outcome"] == "won":
+            eq((r.status, r.json["status"]), (200, "queued"), "winner via port %d" % g.port)
+        else:
+            eq((r.status, r.json["error"], r.json["draw_position"]), (410, "sold_out", e["position"]),
+               "loser via port %d" % g.port)
+
+    # --- fairness: the bots' units against their share of entrants ---
+    bots_won = sum(1 for e in won if e["user_id"].startswith("b"))
+    limit = hyper_limit(PEOPLE + BOTS, BOTS, STOCK)
+    print("fleet: bots %d of %d entrants, won %d of %d (3-sigma level %d)"
+          % (BOTS, PEOPLE + BOTS, bots_won, STOCK, limit))
+    check(bots_won <= limit, "bots' units within the 3-sigma level of their share of entrants")
+    r = gws[1].buy("ff", "late")
+    eq((r.status, r.json["error"]), (410, "sold_out"), "after the draw: first-come")
+except Exception:
+    for g in gws:
+        print(g.logs())
+    raise
+finally:
+    for g in gws:
+        g.cleanup()
+    redis.cleanup()
+finish()
