@@ -524,7 +524,7 @@ const cm_opt_t gw_config_opts[] = {
      0, "kafka-brokers", "embedded|none|HOST:PORT,...",
      "Kafka bootstrap servers; embedded = an in-process broker (one machine, tests); none = no Kafka, the spool is the queue", v_brokers},
     {"kafka.topic", CM_OPT_STR, OFF(kafka_topic), SZ(kafka_topic), "flashgate.orders", 0, 0,
-     NULL, 0, "kafka-topic", "TOPIC", "topic accepted orders go to (key = sale id)", v_topic},
+     NULL, 0, "kafka-topic", "TOPIC", "topic accepted orders go to (key = order id)", v_topic},
     {"kafka.outcomes_topic", CM_OPT_STR, OFF(kafka_outcomes_topic), SZ(kafka_outcomes_topic),
      "flashgate.outcomes", 0, 0, NULL, 0, NULL, "TOPIC",
      "topic settlement results come back on", v_topic},

@@ -447,7 +447,7 @@ static void ring_truncate(oq_relay_t *r, size_t i)
     atomic_fetch_add_explicit(&r->resent, dropped, memory_order_relaxed);
 }
 
-/* Reads the spool event; fills kind/order id; returns the message key (sale id) in key. */
+/* Reads the spool event; fills kind/order id; returns the message key (order id) in key. */
 static void parse_event(const char *ev, size_t len, entry_t *e, char *key, size_t keylen)
 {
     oq_order_t c;
@@ -456,7 +456,7 @@ static void parse_event(const char *ev, size_t len, entry_t *e, char *key, size_
     } else if (c.type == OQ_MSG_CANCEL) {
         e->kind = K_CANCEL;
         snprintf(e->order_id, sizeof(e->order_id), "%s", c.order_id);
-        snprintf(key, keylen, "%s", c.sale_id);
+        snprintf(key, keylen, "%s", c.order_id); /* its order's partition: after the order */
     } else if (c.type == OQ_MSG_RELEASE) {
         /* the gateway's own record of units to give back: not relayed, but
          * kept in the spool until the gateway says the release is done */
@@ -485,7 +485,14 @@ static int scan_cb(const oq_rec_t *rec, void *ctx)
             e.kind = K_ORDER;
             val = r->buf;
             vlen = (size_t)n;
-            snprintf(key, sizeof(key), "%s", rec->order->sale_id);
+            /*
+             * Key = order id: the orders of one sale (a flash sale is one hot
+             * sale) spread over every partition, so settle workers in one
+             * consumer group share them; an order and its cancel (same key)
+             * stay in one partition, in order. (Key = sale id put a whole sale
+             * on one partition: one settle worker, whatever the group size.)
+             */
+            snprintf(key, sizeof(key), "%s", rec->order->order_id);
             snprintf(e.order_id, sizeof(e.order_id), "%s", rec->order->order_id);
         }
     } else if (rec->type == OQ_REC_EVENT && rec->event) {
@@ -658,10 +665,63 @@ static void handle_errors(oq_relay_t *r)
     pthread_mutex_unlock(&r->mu);
 }
 
+/*
+ * A real cluster (not the embedded broker): says once, at start, what in the
+ * orders topic's layout puts accepted orders or settlement throughput at risk
+ * (docs/kafka.md): fewer than 3 replicas (one broker lost loses acknowledged
+ * orders, whatever acks=all says), an in-sync replica set smaller than the
+ * replicas, one partition (settle workers cannot share it). Warnings only: the
+ * spool keeps every order either way. Bounded by 3 s; relay thread.
+ */
+static void check_topic_layout(oq_relay_t *r)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *t = rd_kafka_topic_new(r->rk, r->topic, NULL);
+    rd_kafka_resp_err_t err = t ? rd_kafka_metadata(r->rk, 0, t, &md, 3000)
+                                : RD_KAFKA_RESP_ERR__INVALID_ARG;
+    if (err || !md || md->topic_cnt != 1 || md->topics[0].err) {
+        cm_log_warn("relay", "cannot check the orders topic's layout", "topic=%s err=\"%s\"",
+                    r->topic,
+                    rd_kafka_err2str(err ? err : md && md->topic_cnt ? md->topics[0].err
+                                                                     : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
+    } else {
+        const rd_kafka_metadata_topic_t *mt = &md->topics[0];
+        int min_replicas = 1 << 30, min_isr = 1 << 30;
+        for (int i = 0; i < mt->partition_cnt; i++) {
+            if (mt->partitions[i].replica_cnt < min_replicas)
+                min_replicas = mt->partitions[i].replica_cnt;
+            if (mt->partitions[i].isr_cnt < min_isr)
+                min_isr = mt->partitions[i].isr_cnt;
+        }
+        if (mt->partition_cnt < 1)
+            min_replicas = min_isr = 0;
+        cm_log_info("relay", "orders topic layout", "topic=%s partitions=%d replicas=%d isr=%d",
+                    r->topic, mt->partition_cnt, min_replicas, min_isr);
+        if (min_replicas < 3)
+            cm_log_warn("relay",
+                        "orders topic has fewer than 3 replicas: losing a broker can lose "
+                        "acknowledged orders (docs/kafka.md)",
+                        "topic=%s replicas=%d", r->topic, min_replicas);
+        if (min_isr < min_replicas)
+            cm_log_warn("relay", "orders topic has partitions with replicas out of sync",
+                        "topic=%s replicas=%d isr=%d", r->topic, min_replicas, min_isr);
+        if (mt->partition_cnt < 2)
+            cm_log_warn("relay",
+                        "orders topic has one partition: only one settle worker can consume it",
+                        "topic=%s partitions=%d", r->topic, mt->partition_cnt);
+    }
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    if (t)
+        rd_kafka_topic_destroy(t);
+}
+
 static void *relay_main(void *arg)
 {
     oq_relay_t *r = arg;
     int idle = (int)r->o.idle_poll_ms;
+    if (!r->embedded_mode && r->rk)
+        check_topic_layout(r);
     while (!atomic_load(&r->stop)) {
         struct pollfd pfd = {.fd = r->wake_rd, .events = POLLIN};
         poll(&pfd, 1, idle);

@@ -282,7 +282,7 @@ static int cmp_id(const void *a, const void *b)
     return strcmp(((const msg_t *)a)->id, ((const msg_t *)b)->id);
 }
 
-/* Counts order messages: unique ids, duplicates; checks key == sale id. */
+/* Counts order messages: unique ids, duplicates; checks key == order id. */
 static void count_orders(msgs_t *m, size_t *unique, size_t *dups)
 {
     *unique = *dups = 0;
@@ -290,7 +290,7 @@ static void count_orders(msgs_t *m, size_t *unique, size_t *dups)
     for (size_t i = 0; i < m->n; i++) {
         if (m->v[i].cancel)
             continue;
-        assert_string_equal(m->v[i].key, m->v[i].sale);
+        assert_string_equal(m->v[i].key, m->v[i].id);
         if (i > 0 && strcmp(m->v[i].id, m->v[i - 1].id) == 0 && !m->v[i - 1].cancel)
             (*dups)++;
         else
@@ -677,7 +677,7 @@ static void test_cancel_after_order(void **state)
         }
         assert_non_null(ord);
         assert_non_null(can);
-        assert_string_equal(can->key, o[i].sale_id);
+        assert_string_equal(can->key, o[i].order_id);
         assert_int_equal(can->part, ord->part);
         assert_true(can->off > ord->off);
         cancels++;
