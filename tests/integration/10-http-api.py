@@ -109,6 +109,9 @@ try:
     # kept by a CDN, for as long as its state can stay the same; every other
     # answer (202s, refusals, order status, health) is no-store; nothing varies.
     g.put_sale("live", stock=5)
+    # Level 0 pinned: a loaded machine may degrade, and then sale info says
+    # max-age=5 on purpose; here the normal level's headers are checked.
+    eq(g.admin("PUT", "/admin/v1/degrade", body={"level": 0}).status, 200, "degrade level pinned")
     routes = [
         ("GET", "/v1/sales/live", None, 200, "public, max-age=1"),
         ("HEAD", "/v1/sales/live", None, 200, "public, max-age=1"),

@@ -42,7 +42,7 @@ try:
         r = g.buy("hot", "warm%d" % i)
         eq(r.status, 202, "warm-up buy")
         warm.append(r.json["order_id"])
-    ok = fgq.wait_until(lambda: set(fgq.statuses(g.port, warm).values()) == {"settled"}, 30)
+    ok = fgq.wait_until(lambda: set(fgq.statuses(g, warm).values()) == {"settled"}, 30)
     check(ok, "warm-up orders settled (group joined) within 30 s")
     time.sleep(4)   # let the second member's join settle the partition assignment
     acc, counts = fgq.burst(g.port, "hot", ["u%05d" % i for i in range(STOCK + 200)], clients=4)
