@@ -554,6 +554,7 @@ static const struct {
     {"sale_rps", GW_SCOPE_SALE, true},     {"sale_burst", GW_SCOPE_SALE, false},
     {"user_rps", GW_SCOPE_USER, true},     {"user_burst", GW_SCOPE_USER, false},
     {"ip_rps", GW_SCOPE_IP, true},         {"ip_burst", GW_SCOPE_IP, false},
+    {"subnet_rps", GW_SCOPE_SUBNET, true}, {"subnet_burst", GW_SCOPE_SUBNET, false},
 };
 
 static json_t *rate_json(uint64_t milli)
@@ -672,6 +673,8 @@ static void limits_apply(gw_server_t *srv, const cm_rate_policy_t *pol)
     srv->cfg->user_burst = pol[GW_SCOPE_USER].burst;
     srv->cfg->ip_rps = pol[GW_SCOPE_IP].rate_milli;
     srv->cfg->ip_burst = pol[GW_SCOPE_IP].burst;
+    srv->cfg->subnet_rps = pol[GW_SCOPE_SUBNET].rate_milli;
+    srv->cfg->subnet_burst = pol[GW_SCOPE_SUBNET].burst;
     pthread_mutex_unlock(&srv->cfg_mu);
     char why[256] = "";
     if (gw_fleet_publish_limits(srv, why, sizeof(why)) != 0)

@@ -539,6 +539,8 @@ const cm_opt_t gw_config_opts[] = {
     BURST("limits.user_burst", user_burst, "5", "per-user"),
     RPS("limits.ip_rps", ip_rps, "20", "per-client-IP"),
     BURST("limits.ip_burst", ip_burst, "40", "per-client-IP"),
+    RPS("limits.subnet_rps", subnet_rps, "0", "per-client-subnet (/24, IPv6 /48)"),
+    BURST("limits.subnet_burst", subnet_burst, "200", "per-client-subnet (/24, IPv6 /48)"),
     {"limits.max_keys", CM_OPT_UINT, OFF(limiter_max_keys), 0, "1000000", 1000, 100000000, NULL,
      0, NULL, "N", "most users + IPs tracked by the limiters; idle ones are evicted first", NULL},
     {"orders.max_known", CM_OPT_UINT, OFF(orders_max_known), 0, "1000000", 1024, 1000000000,
@@ -625,6 +627,7 @@ int gw_config_check(const gw_config_t *cfg, const cm_conf_t *conf, char *errbuf,
         {"limits.sale_rps", "limits.sale_burst", OFF(sale_rps), OFF(sale_burst)},
         {"limits.user_rps", "limits.user_burst", OFF(user_rps), OFF(user_burst)},
         {"limits.ip_rps", "limits.ip_burst", OFF(ip_rps), OFF(ip_burst)},
+        {"limits.subnet_rps", "limits.subnet_burst", OFF(subnet_rps), OFF(subnet_burst)},
     };
     for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
         uint64_t rate = *(const uint64_t *)((const char *)cfg + pairs[i].rate_off);

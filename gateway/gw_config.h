@@ -58,6 +58,7 @@ typedef struct gw_config {
     uint64_t sale_rps, sale_burst;
     uint64_t user_rps, user_burst;
     uint64_t ip_rps, ip_burst;
+    uint64_t subnet_rps, subnet_burst; /* per /24 (IPv4) or /48 (IPv6); 0 = off */
     uint64_t limiter_max_keys; /* limits.max_keys: cap on tracked users + IPs */
     uint64_t orders_max_known; /* orders.max_known: cap on orders GET /v1/orders answers for */
 

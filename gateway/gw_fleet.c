@@ -184,6 +184,7 @@ static const struct {
     {"sale_rps", "sale_burst", GW_SCOPE_SALE},
     {"user_rps", "user_burst", GW_SCOPE_USER},
     {"ip_rps", "ip_burst", GW_SCOPE_IP},
+    {"subnet_rps", "subnet_burst", GW_SCOPE_SUBNET},
 };
 
 static uint64_t *cfg_rate(gw_config_t *c, gw_scope_t s)
@@ -192,6 +193,7 @@ static uint64_t *cfg_rate(gw_config_t *c, gw_scope_t s)
     case GW_SCOPE_GLOBAL: return &c->global_rps;
     case GW_SCOPE_SALE: return &c->sale_rps;
     case GW_SCOPE_USER: return &c->user_rps;
+    case GW_SCOPE_SUBNET: return &c->subnet_rps;
     default: return &c->ip_rps;
     }
 }
@@ -202,6 +204,7 @@ static uint64_t *cfg_burst(gw_config_t *c, gw_scope_t s)
     case GW_SCOPE_GLOBAL: return &c->global_burst;
     case GW_SCOPE_SALE: return &c->sale_burst;
     case GW_SCOPE_USER: return &c->user_burst;
+    case GW_SCOPE_SUBNET: return &c->subnet_burst;
     default: return &c->ip_burst;
     }
 }

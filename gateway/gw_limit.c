@@ -347,8 +347,10 @@ static uint64_t key_hash(const gw_limits_t *l, gw_scope_t scope, const char *k, 
     cm_hash_sip_update(&st, &tag, 1);
     cm_hash_sip_update(&st, k, n);
     uint64_t h = cm_hash_sip_final(&st);
-    if (scope == GW_SCOPE_USER || scope == GW_SCOPE_IP)
-        h = (h & ~1ull) | (scope == GW_SCOPE_IP);
+    /* bit 0 picks the policy of the idle test on eviction: user, or IP (also the
+     * subnet's: a subnet bucket may then be reclaimed early, failing open) */
+    if (scope == GW_SCOPE_USER || scope == GW_SCOPE_IP || scope == GW_SCOPE_SUBNET)
+        h = (h & ~1ull) | (scope != GW_SCOPE_USER);
     return h ? h : 2; /* 0 means empty; 2 keeps bit 0 = user */
 }
 
@@ -522,10 +524,11 @@ static void sale_refund(gw_limits_t *l, const taken_t *tk, const cm_rate_policy_
  * pressure a rule bucket may be reclaimed early: that key fails open, as any
  * evicted busy key does); a rule's sale bucket lives among the sale slots.
  */
-enum { ST_RULE_USER, ST_USER, ST_IP, ST_RULE_SALE, ST_SALE, ST_GLOBAL, ST_N };
+enum { ST_RULE_USER, ST_USER, ST_IP, ST_SUBNET, ST_RULE_SALE, ST_SALE, ST_GLOBAL, ST_N };
 
-static const gw_scope_t step_scope[ST_N] = {GW_SCOPE_USER, GW_SCOPE_USER, GW_SCOPE_IP,
-                                            GW_SCOPE_SALE, GW_SCOPE_SALE, GW_SCOPE_GLOBAL};
+static const gw_scope_t step_scope[ST_N] = {GW_SCOPE_USER,   GW_SCOPE_USER, GW_SCOPE_IP,
+                                            GW_SCOPE_SUBNET, GW_SCOPE_SALE, GW_SCOPE_SALE,
+                                            GW_SCOPE_GLOBAL};
 
 static rule_ent_t *rule_find(gw_limits_t *l, const char *sale, size_t sale_len)
 {
@@ -546,11 +549,17 @@ void gw_limits_admit(gw_limits_t *l, const char *user, size_t user_len, const ch
     for (int s = 0; s < GW_SCOPE_COUNT; s++)
         gpol[s] = pol_load(l, (gw_scope_t)s);
     rule_ent_t *rule = rule_find(l, sale, sale_len);
-    cm_rate_policy_t pol[ST_N] = {
-        rule ? rule->r.user : (cm_rate_policy_t){0, 0}, gpol[GW_SCOPE_USER], gpol[GW_SCOPE_IP],
-        rule ? rule->r.sale : (cm_rate_policy_t){0, 0}, gpol[GW_SCOPE_SALE], gpol[GW_SCOPE_GLOBAL]};
-    const char *keys[ST_N] = {user, user, ip, sale, sale, NULL};
-    size_t lens[ST_N] = {user_len, user_len, ip_len, sale_len, sale_len, 1};
+    cm_rate_policy_t pol[ST_N] = {rule ? rule->r.user : (cm_rate_policy_t){0, 0},
+                                  gpol[GW_SCOPE_USER],
+                                  gpol[GW_SCOPE_IP],
+                                  gpol[GW_SCOPE_SUBNET],
+                                  rule ? rule->r.sale : (cm_rate_policy_t){0, 0},
+                                  gpol[GW_SCOPE_SALE],
+                                  gpol[GW_SCOPE_GLOBAL]};
+    /* the subnet: a prefix of the IP key (IPv4 /24 of 4 bytes, IPv6 /48 of the /64's 8) */
+    size_t subnet_len = ip_len == 4 ? 3 : ip_len == 8 ? 6 : ip_len;
+    const char *keys[ST_N] = {user, user, ip, ip, sale, sale, NULL};
+    size_t lens[ST_N] = {user_len, user_len, ip_len, subnet_len, sale_len, sale_len, 1};
     taken_t tk[ST_N] = {{0}};
 
     v->allowed = true;
@@ -650,6 +659,8 @@ const char *gw_scope_name(gw_scope_t s)
         return "sale";
     case GW_SCOPE_GLOBAL:
         return "global";
+    case GW_SCOPE_SUBNET:
+        return "subnet";
     default:
         return "unknown";
     }

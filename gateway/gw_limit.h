@@ -25,6 +25,7 @@ typedef enum {
     GW_SCOPE_IP = 1,
     GW_SCOPE_SALE = 2,
     GW_SCOPE_GLOBAL = 3,
+    GW_SCOPE_SUBNET = 4, /* the client's /24 (IPv4) or /48 (IPv6: per-IP is already its /64) */
     GW_SCOPE_COUNT
 } gw_scope_t;
 
@@ -75,8 +76,10 @@ void gw_limits_set_share(gw_limits_t *l, uint32_t n);
 
 /*
  * Admits one request: checks the sale's rule (if any) for the user, user,
- * IP, the rule for the sale, sale, then global (the specific ones first, so
- * an abuser never spends the shared budget). If one
+ * IP, subnet, the rule for the sale, sale, then global (the specific ones
+ * first, so an abuser never spends the shared budget). The subnet key is
+ * derived from the IP key of gw_client_key (4 bytes IPv4 -> its /24, 8 bytes
+ * of an IPv6 /64 -> its /48): no extra parsing per request. If one
  * refuses, the tokens taken by the earlier ones are given back: a refused
  * request consumes nothing. Empty keys skip their scope. Thread-safe.
  */

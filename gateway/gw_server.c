@@ -48,6 +48,8 @@ void gw_apply_limits(gw_server_t *srv)
                   (cm_rate_policy_t){.rate_milli = c->user_rps, .burst = c->user_burst});
     gw_limits_set(srv->limits, GW_SCOPE_IP,
                   (cm_rate_policy_t){.rate_milli = c->ip_rps, .burst = c->ip_burst});
+    gw_limits_set(srv->limits, GW_SCOPE_SUBNET,
+                  (cm_rate_policy_t){.rate_milli = c->subnet_rps, .burst = c->subnet_burst});
 }
 
 void gw_server_counters(gw_server_t *srv, gw_counters_t *out)

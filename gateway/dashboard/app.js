@@ -179,7 +179,7 @@
 
   form("f-limits", (e) => {
     const body = {};
-    for (const k of ["global_rps", "global_burst", "sale_rps", "sale_burst", "user_rps", "user_burst", "ip_rps", "ip_burst"]) {
+    for (const k of ["global_rps", "global_burst", "sale_rps", "sale_burst", "user_rps", "user_burst", "ip_rps", "ip_burst", "subnet_rps", "subnet_burst"]) {
       const v = num(e[k].value);
       if (v !== undefined) body[k] = v;
     }

@@ -138,6 +138,15 @@ try:
     eq(sorted(g.spool_ids()), sorted(e["order_id"] for e in won), "no winner spooled twice")
     st = g.admin("GET", "/admin/v1/stats").json["fair"]
     eq((st["entries"], st["won_orders"]), (30, STOCK), "stats")
+
+    # --- the subnet limit (a bot signal beside per-IP): off by default, then on ---
+    g.put_sale("plain", stock=100, per_user_limit=1)
+    eq(g.admin("GET", "/admin/v1/limits").json["subnet_rps"], 0, "subnet limit off by default")
+    r = g.admin("PATCH", "/admin/v1/limits", body={"subnet_rps": 0.001, "subnet_burst": 2})
+    eq(r.status, 200, "subnet limit set at run time")
+    got = [g.buy("plain", "sn%d" % i) for i in range(3)]
+    eq([x.status for x in got], [202, 202, 429], "the third buy from 127.0.0.0/24 is refused")
+    eq(got[2].json["scope"], "subnet", "refused by the subnet scope")
 except Exception:
     print(g.logs())
     raise

@@ -65,6 +65,47 @@ static void test_user_limit_exact(void **state)
     assert_true(admit(l, "bob", NULL, NULL, T0 + 1000 * SEC, NULL));
 }
 
+/* Subnet scope: keys are the binary IP keys of gw_client_key (4 bytes IPv4,
+ * 8 bytes of an IPv6 /64); addresses of one /24 (IPv6 /48) share a bucket. */
+static bool admit_ip(gw_limits_t *l, const char *u, const uint8_t *ip, size_t iplen,
+                     gw_limit_verdict_t *v)
+{
+    gw_limits_admit(l, u, strlen(u), (const char *)ip, iplen, "s1", 2, T0, v);
+    return v->allowed;
+}
+
+static void test_subnet_scope(void **state)
+{
+    gw_limits_t *l = *state;
+    gw_limits_set(l, GW_SCOPE_IP, pol(1000, 3));     /* an address: 3 at once */
+    gw_limits_set(l, GW_SCOPE_SUBNET, pol(1000, 5)); /* its /24: 5 at once */
+    gw_limit_verdict_t v;
+    uint8_t a[4] = {198, 18, 7, 1}, b[4] = {198, 18, 7, 2}, c[4] = {198, 18, 8, 1};
+    for (int i = 0; i < 3; i++)
+        assert_true(admit_ip(l, "u", a, 4, &v));
+    assert_false(admit_ip(l, "u", a, 4, &v));
+    assert_int_equal(v.scope, GW_SCOPE_IP); /* the address first */
+    assert_true(admit_ip(l, "u", b, 4, &v));
+    assert_true(admit_ip(l, "u", b, 4, &v));
+    assert_false(admit_ip(l, "u", b, 4, &v)); /* b has tokens; the /24 has none */
+    assert_int_equal(v.scope, GW_SCOPE_SUBNET);
+    assert_string_equal(gw_scope_name(v.scope), "subnet");
+    assert_true(admit_ip(l, "u", c, 4, &v)); /* another /24 */
+    /* IPv6: /64 keys of 8 bytes; the subnet is their /48 */
+    uint8_t x[8] = {0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 1}, y[8] = {0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 2},
+            z[8] = {0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 1};
+    for (int i = 0; i < 3; i++)
+        assert_true(admit_ip(l, "u", x, 8, &v));
+    assert_true(admit_ip(l, "u", y, 8, &v));
+    assert_true(admit_ip(l, "u", y, 8, &v));
+    assert_false(admit_ip(l, "u", y, 8, &v));
+    assert_int_equal(v.scope, GW_SCOPE_SUBNET);
+    assert_true(admit_ip(l, "u", z, 8, &v));
+    /* off by default: rate 0 */
+    gw_limits_set(l, GW_SCOPE_SUBNET, pol(0, 0));
+    assert_true(admit_ip(l, "u", (const uint8_t[4]){198, 18, 7, 9}, 4, &v));
+}
+
 static void test_refusal_fields_and_order(void **state)
 {
     gw_limits_t *l = *state;
@@ -297,6 +338,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_all_off_allows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_limit_exact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusal_fields_and_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_subnet_scope, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refund_on_global_refusal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runtime_change_keeps_tokens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_share, setup, teardown),
