@@ -178,6 +178,12 @@ try:
     call("GET", S, "/admin/v1/sales/nosale", 404)
     call("GET", S, "/admin/v1/sales/bad%21", 400)
     call("GET", "/admin/v1/sales", "/admin/v1/sales", 200)
+    call("PUT", S, "/admin/v1/sales/old", 201, {"stock": 1, "starts_at": "2020-01-01T00:00:00Z",
+                                                "ends_at": "2020-01-02T00:00:00Z"})
+    call("DELETE", S, "/admin/v1/sales/old", 200)
+    call("DELETE", S, "/admin/v1/sales/old", 404)
+    call("DELETE", S, "/admin/v1/sales/s1", 409)
+    call("DELETE", S, "/admin/v1/sales/bad%21", 400)
     DR = "/admin/v1/sales/{sale_id}/draw"
     call("PUT", S, "/admin/v1/sales/fair", 201, {"stock": 1, "starts_at": "2099-01-01T00:00:00Z",
                                                  "fair_window_ms": 1000})
