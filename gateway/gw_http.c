@@ -9,7 +9,7 @@
  *   last call (upload_data_size == 0): do the work; queue the answer now
  *   (inline) or suspend; after a resume MHD calls again and we queue it.
  * The answer is never queued on the first call when a body follows: 0.9.75
- * would then close the connection (FACTS.md).
+ * would then close the connection (measured; docs/design.md).
  */
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"

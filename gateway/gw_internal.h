@@ -1,7 +1,7 @@
 /*
  * Shared by the gateway sources only.
  *
- * Threading (measured in shared/FACTS.md; this is the design that won):
+ * Threading (docs/design.md "Threading model, and why": the design that won):
  * each worker is one libuv loop in its own thread that drives its own
  * libmicrohttpd daemon in external-polling mode (MHD_USE_EPOLL without an
  * internal thread: a uv_poll on MHD's epoll fd calls MHD_run(), a uv_timer

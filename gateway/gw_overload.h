@@ -1,6 +1,6 @@
 /*
  * Overload control: what the gateway does when the crowd is larger than the
- * machines (DESIGN.md "Overload model", docs/design.md "Overload control").
+ * machines (docs/design.md "Overload control").
  *
  * Pure parts (no I/O, the clock is an argument, unit-tested):
  *  - gw_alimit: an adaptive concurrency limit per dependency (Redis, each

@@ -5,7 +5,7 @@
  * kcat or any Kafka client can use it through the address written to
  * <data-dir>/kafka.bootstrap.
  *
- * Honest limits (shared/FACTS.md): the mock keeps messages in memory only,
+ * Honest limits (measured, docs/design.md): the mock keeps messages in memory only,
  * drops the oldest once a partition holds ~5 MiB or 100,000 message sets,
  * ignores acks and dedupes retried batches only for transactional producers.
  * It is never the only copy of an accepted order: the spool keeps each one
