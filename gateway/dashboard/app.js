@@ -180,7 +180,7 @@
   form("f-limits", (e) => {
     const body = {};
     for (const k of ["global_rps", "global_burst", "sale_rps", "sale_burst", "user_rps", "user_burst", "ip_rps", "ip_burst", "subnet_rps", "subnet_burst"]) {
-      const v = num(e[k].value);
+      const v = e[k] ? num(e[k].value) : undefined;
       if (v !== undefined) body[k] = v;
     }
     return api("PATCH", "/admin/v1/limits", body);

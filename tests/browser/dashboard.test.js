@@ -35,7 +35,7 @@ async function buy(user) {
   const page = ctx.pages()[0] || await ctx.newPage();
   const consoleErrors = [];
   page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
-  page.on("pageerror", (e) => consoleErrors.push(String(e)));
+  page.on("pageerror", (e) => consoleErrors.push(String(e.stack || e)));
   page.setDefaultTimeout(30000);
   try {
     const resp = await page.goto(ADMIN + "/admin/");
