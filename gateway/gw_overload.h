@@ -50,15 +50,15 @@ int gw_crit_parse(const char *s);
  * bottleneck and the limit stays (app-limited). When the long average is
  * more than twice the short one (latency recovered) it decays by 5% a window.
  * Our additions: a window closes after GW_ALIMIT_WIN_SAMPLES samples and
- * min_window_us, or after max_window_us (fast enough for a < 100 ms step
- * response); a window with drops (timeouts, errors) multiplies the limit by
+ * 50 ms, or after 250 ms (Netflix's windows are 1 s; ours must follow a step
+ * in load within a few hundred ms); a window with drops (timeouts, errors) multiplies the limit by
  * 0.5, as AIMD does on loss, because a dependency that did not answer at all
  * gives no RTT to take a gradient of.
  *
  * One writer: a worker loop owns each instance (no lock). `pub_*` fields are
  * atomics that other threads may read for stats.
  */
-#define GW_ALIMIT_WIN_SAMPLES 16
+#define GW_ALIMIT_WIN_SAMPLES 32
 
 typedef struct gw_alimit {
     double limit;

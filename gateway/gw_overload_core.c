@@ -56,8 +56,12 @@ void gw_alimit_init(gw_alimit_t *l, uint32_t initial, uint32_t min, uint32_t max
     l->limit = initial;
     l->min_limit = min;
     l->max_limit = max;
-    l->min_window_us = 5000;
-    l->max_window_us = 100000;
+    /* Long enough to average out a dependency's own jitter (a Redis under a CFS
+     * quota answers within 0.1 ms or after up to a 10 ms throttle period: 5 ms
+     * windows read that noise as rising latency and held the limit at half of
+     * what Redis could take), short enough for a step response within ~150 ms. */
+    l->min_window_us = 50000;
+    l->max_window_us = 250000;
     l->win_start_us = now_us;
     publish(l);
 }

@@ -21,7 +21,7 @@ static uint64_t drive(gw_alimit_t *l, uint64_t now, int windows, unsigned conc, 
         for (unsigned i = 0; i < conc; i++)
             if (gw_alimit_acquire(l))
                 got++;
-        now += 6 * MS;
+        now += l->min_window_us + MS;
         for (unsigned i = 0; i < got; i++)
             gw_alimit_release(l, now, rtt_us, GW_AL_OK);
         /* top up to a full window of samples */
@@ -95,19 +95,19 @@ static void test_limit_rejects_when_full_and_drops_halve(void **state)
     assert_int_equal(atomic_load(&l.pub_rejected), 1);
     assert_int_equal(atomic_load(&l.pub_inflight), 8);
     /* Timeouts: the window closes on time, the limit halves, then halves again. */
-    uint64_t now = 200 * MS;
+    uint64_t now = 300 * MS;
     for (int i = 0; i < 8; i++)
         gw_alimit_release(&l, now, 0, GW_AL_DROP);
     assert_int_equal(gw_alimit_get(&l), 4);
     for (int i = 0; i < 4; i++)
         assert_true(gw_alimit_acquire(&l));
-    now += 200 * MS;
+    now += 300 * MS;
     for (int i = 0; i < 4; i++)
         gw_alimit_release(&l, now, 0, GW_AL_DROP);
     assert_int_equal(gw_alimit_get(&l), 2);
     for (int i = 0; i < 2; i++)
         assert_true(gw_alimit_acquire(&l));
-    now += 200 * MS;
+    now += 300 * MS;
     for (int i = 0; i < 2; i++)
         gw_alimit_release(&l, now, 0, GW_AL_DROP);
     assert_int_equal(gw_alimit_get(&l), 2); /* min */
