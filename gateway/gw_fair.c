@@ -1364,8 +1364,22 @@ int gw_fair_configure(gw_server_t *srv, const char *sale_id, int64_t window_ms, 
     if (f->fleet) {
         int64_t w0 = 0, e0 = 0;
         gw_fair_conf_get(f, sale_id, &w0, &e0);
-        if (window_ms == 0 && w0 == 0 && !slot_find(f, sale_id))
+        gw_fair_sale_t *fs0 = slot_find(f, sale_id);
+        if (window_ms == 0 && w0 == 0 && !fs0)
             return 0;
+        if (fs0 && (w0 != window_ms || e0 != early_ms)) {
+            /* refused before the fleet hears of it (conf_apply_locked checks again) */
+            pthread_mutex_lock(&fs0->mu);
+            bool busy = fs0->n > 0 && !atomic_load(&fs0->drawn);
+            pthread_mutex_unlock(&fs0->mu);
+            if (busy) {
+                cm_errbuf_set(errbuf, errlen,
+                              "the lottery of sale %s has entries and no draw yet: its window "
+                              "cannot change now",
+                              sale_id);
+                return CM_EINVAL;
+            }
+        }
         int rc = fleet_conf_put(f, sale_id, window_ms, early_ms, &secret, errbuf, errlen);
         if (rc)
             return rc;
