@@ -423,10 +423,47 @@ def bench_http(tmp, bindir, scripts):
     # open loop (issue 5): flashgate-load at a fixed rate below capacity, same gateway
     log("open loop: flashgate-load at %d/s for %d s" % (OPEN_RATE, max(SECONDS, 2)))
     ol = open_loop(tmp, bindir, gw)
+    sc = bench_scrape(gw, scripts)
     stop(gwk.proc)
     stop(gw.proc)
     stop(ngx)
-    return cases, res, ol
+    return cases, res, ol, sc
+
+
+def bench_scrape(gw, scripts):
+    """Issue 12: the buy path with and without a Prometheus scraper (GET /metrics once a
+    second), runs interleaved on the same gateway; plus what one scrape costs on its own."""
+    import threading
+    out = {"off": [], "on": [], "scrapes": 0, "scrape_ms": []}
+    for rep in range(REPS):
+        for mode in ("off", "on"):
+            log("rep %d/%d: accepted orders, scraper %s" % (rep + 1, REPS, mode))
+            stop_ev = threading.Event()
+
+            def scraper():
+                while not stop_ev.wait(1.0):
+                    t = time.time()
+                    st, _ = http_req(gw.admin, "GET", "/metrics", token=TOKEN)
+                    if st == 200:
+                        out["scrapes"] += 1
+                        out["scrape_ms"].append((time.time() - t) * 1000)
+            th = threading.Thread(target=scraper, daemon=True)
+            if mode == "on":
+                th.start()
+            sale = gw.new_sale("scrape", HUGE)
+            out[mode].append(run_wrk(gw.url(), 64, SECONDS, scripts["buy"], [sale], gw.pid))
+            stop_ev.set()
+            if mode == "on":
+                th.join(5)
+    # one scrape's own server CPU: 200 back to back on the idle gateway
+    n = 50 if QUICK else 200
+    c0 = cpu_ticks(gw.pid)
+    for _ in range(n):
+        http_req(gw.admin, "GET", "/metrics", token=TOKEN)
+    out["scrape_cpu_us"] = (cpu_ticks(gw.pid) - c0) * 1e6 / CLK_TCK / n
+    st, body = http_req(gw.admin, "GET", "/metrics", token=TOKEN)
+    out["bytes"] = len(body)
+    return out
 
 
 def open_loop(tmp, bindir, gw):
@@ -598,7 +635,7 @@ def main():
     t0 = time.time()
     load0 = open("/proc/loadavg").read().split()[:3]
     try:
-        cases, res, ol = bench_http(tmp, bindir, scripts)
+        cases, res, ol, sc = bench_http(tmp, bindir, scripts)
         st = bench_settle(tmp, bindir, scripts)
         rres, ceil = bench_redis(tmp, bindir, scripts)
         spool = bench_spool(bindir)
@@ -609,7 +646,7 @@ def main():
         else:
             log("kept " + tmp)
     load1 = open("/proc/loadavg").read().split()[:3]
-    report(bindir, cases, res, ol, st, rres, ceil, load0, load1, time.time() - t0, spool)
+    report(bindir, cases, res, ol, st, rres, ceil, load0, load1, time.time() - t0, spool, sc)
 
 
 def cpu_model():
@@ -642,7 +679,7 @@ def bench_spool(bindir):
     return p.stdout.rstrip() if p.returncode == 0 else "failed: %s" % p.stderr.strip()
 
 
-def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed, spool=""):
+def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed, spool="", sc=None):
     print("flashgate bench, %s%s" % (time.strftime("%Y-%m-%d %H:%M %Z"),
                                     "  (BENCH_QUICK smoke pass)" if QUICK else ""))
     print("machine: %d cores (%s), kernel %s; load average %s at start, %s at end"
@@ -702,6 +739,31 @@ def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed, spool=
     else:
         print("  open loop: flashgate-load gave no report")
     print()
+    if sc:
+        print("== Issue 12: the buy path while Prometheus scrapes GET /metrics once a second "
+              "(accepted orders, spool only, wrk -c64, runs interleaved) ==")
+        rows = []
+        for mode in ("off", "on"):
+            rs = sc[mode]
+            rows.append(["scraper " + mode, fmt(med([r["rps"] for r in rs]), 0),
+                         fmt(med([r["p50"] for r in rs]), 2), fmt(med([r["p99"] for r in rs]), 2),
+                         fmt(med([r["cpu_us"] for r in rs]), 2),
+                         "%s-%s" % (fmt(min(r["cpu_us"] for r in rs), 2),
+                                    fmt(max(r["cpu_us"] for r in rs), 2)),
+                         "%.1f%%" % (100 * med([share(r, 202) for r in rs]))])
+        table(["run", "req/s", "p50 ms", "p99 ms", "cpu us/req", "(min-max)", "202 share"], rows)
+        off = med([r["cpu_us"] for r in sc["off"]])
+        on = med([r["cpu_us"] for r in sc["on"]])
+        rps = med([r["rps"] for r in sc["on"]])
+        print("  cpu per request with / without the scraper: %.3fx; %d scrapes, median %.2f ms each; "
+              "one scrape costs the gateway %.0f us of CPU (%d bytes of text), i.e. %.3f us per "
+              "request at %s req/s" % (on / off if off else float("nan"), sc["scrapes"],
+                                       med(sc["scrape_ms"]), sc["scrape_cpu_us"], sc["bytes"],
+                                       sc["scrape_cpu_us"] / rps if rps else float("nan"),
+                                       fmt(rps, 0)))
+        print("  (the workers only bump their own counters; a scrape sums them on the admin "
+              "thread, so the difference is within run-to-run noise)")
+        print()
     print("== Issue 3: spool + embedded Kafka + flashgate-settle into SQLite (1 run, wrk -c64, "
           "%d units) ==" % SETTLE_ORDERS)
     if st.get("settled"):
