@@ -467,6 +467,10 @@ bool gw_buy_handle(gw_req_t *r)
 
     /* 5. the atomic step */
     oq_order_t *o = &r->order;
+    /* r->order lies past the part of a recycled context that is cleared: fields
+     * this path does not set (at_ms, status, reason) held garbage, and the
+     * codec's check refused the record (every buy 503 under ASan's malloc). */
+    memset(o, 0, sizeof(*o));
     o->type = OQ_MSG_ORDER;
     cm_id_format(cm_id_next(&srv->ids, now_ms), o->order_id);
     memcpy(r->res.order_id, o->order_id, sizeof(o->order_id));
