@@ -3,7 +3,9 @@
 
 #include <ctype.h>
 #include <stdatomic.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -43,13 +45,38 @@ uint64_t cm_mono_ms(void)
     return cm_mono_ns() / 1000000u;
 }
 
+/* Fault-injection seam (tests only): a step of the wall clock without touching
+ * the system's. Set at run time by cm_time_set_wall_offset (the admin API's
+ * PUT /admin/v1/debug/clock) or at start by FLASHGATE_DEBUG_WALL_OFFSET_MS. */
+static _Atomic int64_t wall_offset;
+static pthread_once_t wall_offset_once = PTHREAD_ONCE_INIT;
+
+static void wall_offset_init(void)
+{
+    const char *e = getenv("FLASHGATE_DEBUG_WALL_OFFSET_MS");
+    if (e && *e)
+        atomic_store(&wall_offset, strtoll(e, NULL, 10));
+}
+
+void cm_time_set_wall_offset(int64_t offset_ms)
+{
+    pthread_once(&wall_offset_once, wall_offset_init);
+    atomic_store(&wall_offset, offset_ms);
+}
+
+int64_t cm_time_wall_offset(void)
+{
+    pthread_once(&wall_offset_once, wall_offset_init);
+    return atomic_load_explicit(&wall_offset, memory_order_relaxed);
+}
+
 int64_t cm_wall_ms(void)
 {
     if (atomic_load_explicit(&fake_on, memory_order_relaxed))
         return atomic_load(&fake_wall);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + cm_time_wall_offset();
 }
 
 static int digits(const char **p, int n, int *out)

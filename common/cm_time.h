@@ -25,6 +25,16 @@ void cm_time_set_fake(bool on, uint64_t fake_mono_ns, int64_t fake_wall_ms);
 void cm_time_advance_fake(uint64_t ns);
 
 /*
+ * Fault-injection seam for tests (the clock stepped backwards or forwards):
+ * cm_wall_ms() adds offset_ms to the real wall clock; the monotonic clock is
+ * untouched, as with a real step of CLOCK_REALTIME. Starts from the
+ * environment variable FLASHGATE_DEBUG_WALL_OFFSET_MS (0 if unset) and is set
+ * at run time by the admin API (PUT /admin/v1/debug/clock). Thread-safe.
+ */
+void cm_time_set_wall_offset(int64_t offset_ms);
+int64_t cm_time_wall_offset(void);
+
+/*
  * RFC 3339 / ISO 8601 timestamps ("2026-11-22T10:00:00Z", with optional
  * fraction and numeric offset). Returns 0 and sets *out_ms, or CM_EINVAL.
  */

@@ -1147,6 +1147,26 @@ static void h_broker(admin_call_t *a)
     json_decref(j);
 }
 
+/* Fault injection: steps this process's wall clock (tests; see cm_time.h). */
+static void h_clock(admin_call_t *a)
+{
+    gw_resp_t *p = a->p;
+    json_t *j = parse_object(a->ar, p);
+    json_t *d = j ? json_object_get(j, "wall_offset_ms") : NULL;
+    if (j && !json_is_integer(d)) {
+        gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "body must be {\"wall_offset_ms\": <integer>}");
+    } else if (j) {
+        cm_time_set_wall_offset((int64_t)json_integer_value(d));
+        char buf[96];
+        snprintf(buf, sizeof(buf), "{\"wall_offset_ms\":%lld}",
+                 (long long)cm_time_wall_offset());
+        resp_json(p, GW_R_OK, buf);
+        gw_audit_record(a->srv, a->who, "debug.clock", "wall", NULL,
+                        json_pack("{s:I}", "wall_offset_ms", (json_int_t)cm_time_wall_offset()));
+    }
+    json_decref(j);
+}
+
 static void h_order_cancel(admin_call_t *a)
 {
     gw_server_t *srv = a->srv;
@@ -1287,6 +1307,7 @@ static void h_degrade_put(admin_call_t *a)
     XX("POST", "/admin/v1/config/rollback", WRITE, h_rollback)                                     \
     XX("GET", "/admin/v1/audit", READ, h_audit)                                                    \
     XX("PUT", "/admin/v1/debug/broker", WRITE, h_broker)                                           \
+    XX("PUT", "/admin/v1/debug/clock", WRITE, h_clock)                                             \
     XX("POST", "/admin/v1/orders/{order_id}/cancel", WRITE, h_order_cancel)
 
 static const struct admin_route {
