@@ -265,6 +265,9 @@ try:
         call("PUT", BR, BR, 409, {"down": True})
     else:
         call("PUT", BR, BR, 200, {"down": False})
+    CK = "/admin/v1/debug/clock"
+    call("PUT", CK, CK, 400, {"wall_offset_ms": "x"})
+    call("PUT", CK, CK, 200, {"wall_offset_ms": 0})
     C = "/admin/v1/orders/{order_id}/cancel"
     call("POST", C, "/admin/v1/orders/%s/cancel" % order_id, 400, raw="{nope",
          headers={"Content-Type": "application/json"})
