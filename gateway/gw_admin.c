@@ -1030,6 +1030,11 @@ static char *stats_json(gw_server_t *srv)
         "evicted_idle", (json_int_t)ls.evicted_idle, "evicted_busy", (json_int_t)ls.evicted_busy,
         "orders_known", (json_int_t)os.known, "inventory",
         inv_backend_name(srv->inv), "workers", (json_int_t)srv->nworkers);
+    json_t *spj = json_object_get(o, "spool");
+    if (spj) { /* a roll that had to wait for its segment stalled the appending loop */
+        json_object_set_new(spj, "rolls", json_integer((json_int_t)ss.rolls));
+        json_object_set_new(spj, "rolls_inline", json_integer((json_int_t)ss.rolls_inline));
+    }
     uint64_t rp, rd, rr;
     gw_releaser_stats(srv, &rp, &rd, &rr);
     json_object_set_new(o, "releases",
