@@ -101,12 +101,12 @@ int cm_redis_url_parse(const char *url, cm_redis_url_t *out, char *errbuf, size_
         cm_errbuf_set(errbuf, errlen, "redis url: bad port '%s'", portp);
         return CM_EINVAL;
     }
-    if (!out->pass[0]) {
-        const char *env = getenv("FLASHGATE_REDIS_PASSWORD");
-        if (env && *env && copy(out->pass, sizeof(out->pass), env) != 0) {
-            cm_errbuf_set(errbuf, errlen, "FLASHGATE_REDIS_PASSWORD is too long");
-            return CM_EINVAL;
-        }
-    }
     return 0;
+}
+
+int cm_redis_url_default_password(cm_redis_url_t *u, const char *password)
+{
+    if (u->pass[0] || !password || !password[0])
+        return 0;
+    return copy(u->pass, sizeof(u->pass), password);
 }

@@ -10,7 +10,7 @@
 
 typedef struct cm_redis_url {
     char user[128];
-    char pass[256];  /* from the URL, else FLASHGATE_REDIS_PASSWORD, else "" */
+    char pass[256];  /* from the URL, else "" (see cm_redis_url_default_password) */
     char host[256];  /* without brackets for IPv6 */
     int port;        /* default 6379 */
     int db;          /* default 0 */
@@ -22,5 +22,12 @@ typedef struct cm_redis_url {
  * (rediss:// is refused: no TLS client here). Thread-safe.
  */
 int cm_redis_url_parse(const char *url, cm_redis_url_t *out, char *errbuf, size_t errlen);
+
+/*
+ * Uses `password` (a config value: inventory.redis_password) when the URL
+ * had none; the URL's wins. No environment is read here: configuration comes
+ * through the config engine only. Returns 0 or CM_EINVAL (too long).
+ */
+int cm_redis_url_default_password(cm_redis_url_t *u, const char *password);
 
 #endif

@@ -14,6 +14,7 @@
 #include "gateway/gw_config.h"
 #include "common/cm_err.h"
 #include "common/cm_rate.h"
+#include "inventory/inv.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -24,6 +25,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* a number macro as a default string: one default per fact */
+#define STR_(x) #x
+#define XSTR(x) STR_(x)
 
 /*---- Host:port and friends ----*/
 
@@ -508,10 +513,16 @@ const cm_opt_t gw_config_opts[] = {
     {"inventory.backend", CM_OPT_STR, OFF(inventory), SZ(inventory), "memory", 0, 0, NULL, 0,
      "inventory", "memory|redis://HOST:PORT[/DB]",
      "where stock lives: in this process, or Redis shared by the fleet", v_inventory},
-    {"inventory.redis_timeout", CM_OPT_MS, OFF(redis_timeout_ms), 0, "50ms", 1, 60000, NULL, 0,
-     NULL, "DURATION", "a Redis call slower than this fails (the buy path fails closed)", NULL},
-    {"inventory.redis_pool", CM_OPT_UINT, OFF(redis_pool), 0, "2", 1, 64, NULL, 0, NULL, "N",
-     "Redis connections per worker", NULL},
+    {"inventory.redis_timeout", CM_OPT_MS, OFF(redis_timeout_ms), 0,
+     XSTR(INV_REDIS_TIMEOUT_MS_DEFAULT) "ms", 1, 60000, NULL, 0, NULL, "DURATION",
+     "a Redis call slower than this fails (the buy path fails closed)", NULL},
+    {"inventory.redis_pool", CM_OPT_UINT, OFF(redis_pool), 0, XSTR(INV_REDIS_POOL_DEFAULT), 1,
+     64, NULL, 0, NULL, "N", "Redis connections per worker", NULL},
+    {"inventory.redis_password", CM_OPT_STR, OFF(redis_password), SZ(redis_password), "", 0, 0,
+     NULL, CM_OPT_SECRET, NULL, "PASSWORD",
+     "Redis password when the URL has none (inventory, fleet and keys; env "
+     "FLASHGATE_INVENTORY_REDIS_PASSWORD keeps it out of the command line)",
+     NULL},
     {"spool.durability", CM_OPT_ENUM, OFF(durability), 0, "write", 0, 0, durabilities, 0,
      "durability", NULL,
      "write: an order survives a crash of the process; fsync: also of the machine (slower)",

@@ -425,7 +425,8 @@ int gw_fair_open(gw_server_t *srv, char *errbuf, size_t errlen)
     srv->fair = f;
     if (strncmp(srv->cfg->inventory, "redis", 5) == 0) {
         char why[256];
-        if (cm_redis_url_parse(srv->cfg->inventory, &f->addr, why, sizeof(why)) != 0) {
+        if (cm_redis_url_parse(srv->cfg->inventory, &f->addr, why, sizeof(why)) != 0 ||
+            cm_redis_url_default_password(&f->addr, srv->cfg->redis_password) != 0) {
             cm_errbuf_set(errbuf, errlen, "lottery: %s", why);
             return CM_EINVAL;
         }

@@ -142,6 +142,10 @@ static int parse_url(gw_fleet_t *f, const char *url, char *errbuf, size_t errlen
         return CM_EINVAL;
     }
     /* u.query holds the inventory's own parameters: not ours. */
+    if (cm_redis_url_default_password(&u, f->srv->cfg->redis_password) != 0) {
+        cm_errbuf_set(errbuf, errlen, "fleet: redis password too long");
+        return CM_EINVAL;
+    }
     f->addr = u;
     return 0;
 }

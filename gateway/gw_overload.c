@@ -101,7 +101,7 @@ int gw_overload_start(gw_server_t *srv, char *errbuf, size_t errlen)
     ol->since_wall_ms = cm_wall_ms();
     ol->adaptive = cfg->ol_adaptive;
     ol->accept_pause = cfg->ol_accept_pause;
-    ol->redis_dep = strcmp(inv_backend_name(srv->inv), "redis") == 0;
+    ol->redis_dep = (inv_caps(srv->inv) & INV_CAP_SHARED) != 0; /* a remote store */
     ol->spool_dep = cfg->durability == GW_DURABILITY_FSYNC;
     ol->retry_min = (unsigned)cfg->ol_retry_min_s;
     ol->retry_max = (unsigned)cfg->ol_retry_max_s;

@@ -55,7 +55,7 @@ int gw__queue_start(gw_server_t *srv, char *errbuf, size_t errlen)
         cm_log_warn("gw", "kafka.brokers=none: orders stay in the spool (no relay)", NULL);
         return 0;
     }
-    bool memory = strcmp(c->inventory, "memory") == 0;
+    bool rebuilt = inv_caps(srv->inv) & INV_CAP_REBUILT_FROM_SPOOL;
     oq_relay_opts_t o = {
         .brokers = c->kafka_brokers,
         .topic = c->kafka_topic,
@@ -65,8 +65,8 @@ int gw__queue_start(gw_server_t *srv, char *errbuf, size_t errlen)
         .node_id = srv->node_id,
         .spool = srv->spool,
         .embedded_release_on_settle = true,
-        /* The memory inventory is rebuilt from the spool at start: keep the segments. */
-        .release_deletes = !memory,
+        /* An inventory rebuilt from the spool at start needs the segments kept. */
+        .release_deletes = !rebuilt,
         .consume = true,
         .on_order = on_order,
         .on_outcome = on_outcome,

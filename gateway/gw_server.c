@@ -261,17 +261,13 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
     }
     gw_apply_limits(srv);
 
-    char inv_url[700];
-    if (strncmp(cfg->inventory, "redis", 5) == 0) {
-        snprintf(inv_url, sizeof(inv_url), "%s%cpool=%llu&timeout_ms=%llu", cfg->inventory,
-                 strchr(cfg->inventory, '?') ? '&' : '?', (unsigned long long)cfg->redis_pool,
-                 (unsigned long long)cfg->redis_timeout_ms);
-    } else {
-        snprintf(inv_url, sizeof(inv_url), "%s", cfg->inventory);
-    }
+    inv_opts_t io = {.data_dir = cfg->data_dir,
+                     .max_sales = (uint32_t)cfg->max_sales,
+                     .redis_pool = (uint32_t)cfg->redis_pool,
+                     .redis_timeout_ms = (uint32_t)cfg->redis_timeout_ms,
+                     .redis_password = cfg->redis_password};
     char why[256] = "";
-    if ((rc = inv_open(&srv->inv, inv_url, cfg->data_dir, (uint32_t)cfg->max_sales, why,
-                       sizeof(why)))) {
+    if ((rc = inv_open_opts(&srv->inv, cfg->inventory, &io, why, sizeof(why)))) {
         snprintf(errbuf, errlen, "inventory %s: %s", cfg->inventory, why[0] ? why : cm_strerror(rc));
         return rc;
     }

@@ -139,11 +139,12 @@ static int key_write(const char *path, const uint8_t *key, char *errbuf, size_t 
 }
 
 /* With a Redis inventory: the fleet's key (ours offered with SET NX). */
-static int key_fleet(const char *url, uint32_t timeout_ms, uint8_t *key, bool *changed,
-                     char *errbuf, size_t errlen)
+static int key_fleet(const char *url, const char *password, uint32_t timeout_ms, uint8_t *key,
+                     bool *changed, char *errbuf, size_t errlen)
 {
     cm_redis_url_t addr;
-    if (cm_redis_url_parse(url, &addr, errbuf, errlen) != 0)
+    if (cm_redis_url_parse(url, &addr, errbuf, errlen) != 0 ||
+        cm_redis_url_default_password(&addr, password) != 0)
         return CM_EINVAL;
     redisContext *c = inv_redis_connect(&addr, timeout_ms, errbuf, errlen);
     if (!c)
@@ -194,7 +195,8 @@ int gw_status_key_load(gw_server_t *srv, char *errbuf, size_t errlen)
     bool changed = fresh;
     if (rc == 0 && strncmp(srv->cfg->inventory, "redis://", 8) == 0) {
         bool from_fleet = false;
-        rc = key_fleet(srv->cfg->inventory, (uint32_t)(srv->cfg->redis_timeout_ms < 1000
+        rc = key_fleet(srv->cfg->inventory, srv->cfg->redis_password,
+                       (uint32_t)(srv->cfg->redis_timeout_ms < 1000
                                                            ? 1000
                                                            : srv->cfg->redis_timeout_ms),
                        key, &from_fleet, errbuf, errlen);

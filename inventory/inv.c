@@ -86,6 +86,15 @@ bool inv_id_valid(const char *s, size_t len, size_t max)
 int inv_open(inv_t **out, const char *url, const char *data_dir, uint32_t max_sales,
              char *errbuf, size_t errlen)
 {
+    inv_opts_t o = {.data_dir = data_dir, .max_sales = max_sales};
+    return inv_open_opts(out, url, &o, errbuf, errlen);
+}
+
+int inv_open_opts(inv_t **out, const char *url, const inv_opts_t *opts, char *errbuf,
+                  size_t errlen)
+{
+    const char *data_dir = opts->data_dir;
+    uint32_t max_sales = opts->max_sales;
     cm_errbuf_set(errbuf, errlen, "%s", "");
     if (!out || !url) {
         cm_errbuf_set(errbuf, errlen, "inventory: no backend url");
@@ -115,6 +124,10 @@ int inv_open(inv_t **out, const char *url, const char *data_dir, uint32_t max_sa
     inv_t *inv = cm_xcalloc(1, sizeof(*inv));
     inv->ops = ops;
     inv->data_dir = data_dir && *data_dir ? cm_xstrdup(data_dir) : NULL;
+    inv->redis_pool = opts->redis_pool;
+    inv->redis_timeout_ms = opts->redis_timeout_ms;
+    snprintf(inv->redis_password, sizeof(inv->redis_password), "%s",
+             opts->redis_password ? opts->redis_password : "");
     inv->max_sales = max_sales;
     inv->sales_cap = 2 * max_sales;
     inv->sales = cm_xcalloc(inv->sales_cap, sizeof(*inv->sales));
@@ -158,6 +171,11 @@ void inv_close(inv_t *inv)
 const char *inv_backend_name(const inv_t *inv)
 {
     return inv->ops->name;
+}
+
+unsigned inv_caps(const inv_t *inv)
+{
+    return inv->ops->caps;
 }
 
 int inv_worker_open(inv_t *inv, struct uv_loop_s *loop, inv_worker_t **out)

@@ -76,6 +76,24 @@ struct inv_reserve_req {
     void *data;
 };
 
+/* One default per fact: the config table (inventory.redis_pool,
+ * inventory.redis_timeout) and the URL parameters (pool=, timeout_ms=) use these. */
+#define INV_REDIS_POOL_DEFAULT 2
+#define INV_REDIS_TIMEOUT_MS_DEFAULT 50
+
+/* What the configuration says about the backend, beside its URL. */
+typedef struct inv_opts {
+    const char *data_dir;       /* see inv_open */
+    uint32_t max_sales;
+    uint32_t redis_pool;        /* 0 = the URL's pool=, else INV_REDIS_POOL_DEFAULT */
+    uint32_t redis_timeout_ms;  /* 0 = the URL's timeout_ms=, else the default */
+    const char *redis_password; /* NULL or "" = the URL's, else none */
+} inv_opts_t;
+
+/* inv_open with the configuration's values (they win over the URL's parameters). */
+int inv_open_opts(inv_t **out, const char *url, const inv_opts_t *opts, char *errbuf,
+                  size_t errlen);
+
 /*
  * Opens the backend named by `url`: "memory" or "redis://[:password@]host:port[/db]".
  * `data_dir` is where the memory backend keeps its sale definitions (sales.json)
@@ -86,8 +104,15 @@ struct inv_reserve_req {
 int inv_open(inv_t **out, const char *url, const char *data_dir, uint32_t max_sales,
              char *errbuf, size_t errlen);
 void inv_close(inv_t *inv);
-/* "memory" or "redis". */
+/* "memory" or "redis": for logs and stats; decide on inv_caps(), not on the name. */
 const char *inv_backend_name(const inv_t *inv);
+
+/* What a backend is, for the parts that must act differently. */
+#define INV_CAP_REBUILT_FROM_SPOOL 0x1u /* keeps nothing itself: inv_replay rebuilds it at start
+                                           from the spool, whose segments must then be kept */
+#define INV_CAP_SHARED 0x2u             /* one remote store shared by a fleet of gateways */
+/* INV_CAP_* flags of the backend. Thread-safe. */
+unsigned inv_caps(const inv_t *inv);
 
 /*
  * A per-loop handle for the buy path (a Redis backend keeps its async

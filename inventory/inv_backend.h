@@ -28,6 +28,7 @@ struct inv_sale {
 
 typedef struct inv_ops {
     const char *name;
+    unsigned caps; /* INV_CAP_* */
     int (*open)(inv_t *inv, const char *url, char *errbuf, size_t errlen);
     void (*close)(inv_t *inv);
     int (*worker_open)(inv_t *inv, struct uv_loop_s *loop, inv_worker_t *w);
@@ -58,6 +59,8 @@ struct inv {
     inv_sale_t **sales;          /* open-addressing map, capacity 2 * max_sales */
     uint32_t sales_cap, nsales;
     inv_sale_t *dead; /* deleted sales: workers may still hold a pointer; freed at close */
+    uint32_t redis_pool, redis_timeout_ms; /* inv_opts_t: 0 = the URL's */
+    char redis_password[256];
 };
 
 struct inv_worker {

@@ -856,6 +856,7 @@ static int mem_sale_delete(inv_t *inv, const char *sale_id, int64_t now_ms, char
 
 const inv_ops_t inv__mem_ops = {
     .name = "memory",
+    .caps = INV_CAP_REBUILT_FROM_SPOOL,
     .open = mem_open,
     .close = mem_close,
     .worker_open = NULL, /* nothing per loop */

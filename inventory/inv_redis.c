@@ -5,9 +5,10 @@
  * inv_redis_lua.h make each step atomic.
  *
  * URL: redis://[[user]:password@]host[:port][/db][?key=value&...]
- *   password        also from FLASHGATE_REDIS_PASSWORD when the URL has none
- *   pool=2          async connections per worker loop (1..64)
- *   timeout_ms=100  per reserve call; older calls fail with CM_ETIMEOUT (1..60000)
+ *   password        also from inventory.redis_password (inv_opts_t) when the URL has none
+ *   pool=2          async connections per worker loop (1..64; INV_REDIS_POOL_DEFAULT)
+ *   timeout_ms=50   per reserve call; older calls fail with CM_ETIMEOUT (1..60000;
+ *                   INV_REDIS_TIMEOUT_MS_DEFAULT). inv_opts_t values win over these.
  *   admin_timeout_ms=2000  blocking admin calls (1..60000)
  *   breaker_failures=5     consecutive failures or timeouts that open the breaker (1..1000)
  *   breaker_cooldown_ms=250  open time before one probe is let through (1..60000)
@@ -1220,8 +1221,8 @@ static int parse_url(rb_t *rb, const char *url, char *errbuf, size_t errlen)
     rb->addr = u;
     char *query = u.query[0] ? u.query : NULL;
 
-    rb->pool = 2;
-    rb->timeout_ms = 100;
+    rb->pool = INV_REDIS_POOL_DEFAULT;
+    rb->timeout_ms = INV_REDIS_TIMEOUT_MS_DEFAULT;
     rb->admin_timeout_ms = 2000;
     rb->br_failures = 5;
     rb->br_cooldown_ms = 250;
@@ -1262,6 +1263,15 @@ static int parse_url(rb_t *rb, const char *url, char *errbuf, size_t errlen)
                     eq + 1, params[i].min, params[i].max);
             return CM_EINVAL;
         }
+    }
+    /* the configuration's values win over the URL's */
+    if (rb->inv->redis_pool)
+        rb->pool = rb->inv->redis_pool;
+    if (rb->inv->redis_timeout_ms)
+        rb->timeout_ms = rb->inv->redis_timeout_ms;
+    if (cm_redis_url_default_password(&rb->addr, rb->inv->redis_password) != 0) {
+        cm_errbuf_set(errbuf, errlen, "inventory: redis password too long");
+        return CM_EINVAL;
     }
     return 0;
 }
@@ -1609,6 +1619,7 @@ static int redis_sale_delete(inv_t *inv, const char *sale_id, int64_t now_ms, ch
 
 const inv_ops_t inv__redis_ops = {
     .name = "redis",
+    .caps = INV_CAP_SHARED,
     .open = redis_open,
     .close = redis_close,
     .worker_open = redis_worker_open,

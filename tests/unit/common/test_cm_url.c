@@ -30,7 +30,7 @@ static void test_full(void **state)
 static void test_defaults_and_v6(void **state)
 {
     (void)state;
-    unsetenv("FLASHGATE_REDIS_PASSWORD");
+    setenv("FLASHGATE_REDIS_PASSWORD", "ignored", 1); /* no side channel: never read */
     cm_redis_url_t u;
     char err[200] = "";
     assert_int_equal(cm_redis_url_parse("redis://localhost", &u, err, sizeof(err)), 0);
@@ -46,10 +46,12 @@ static void test_defaults_and_v6(void **state)
     assert_int_equal(cm_redis_url_parse("redis://:pw@h", &u, err, sizeof(err)), 0);
     assert_string_equal(u.user, "");
     assert_string_equal(u.pass, "pw");
-    setenv("FLASHGATE_REDIS_PASSWORD", "fromenv", 1);
     assert_int_equal(cm_redis_url_parse("redis://h", &u, err, sizeof(err)), 0);
-    assert_string_equal(u.pass, "fromenv");
+    assert_string_equal(u.pass, "");
+    assert_int_equal(cm_redis_url_default_password(&u, "fromconfig"), 0);
+    assert_string_equal(u.pass, "fromconfig");
     assert_int_equal(cm_redis_url_parse("redis://:url@h", &u, err, sizeof(err)), 0);
+    assert_int_equal(cm_redis_url_default_password(&u, "fromconfig"), 0);
     assert_string_equal(u.pass, "url"); /* the URL wins */
     unsetenv("FLASHGATE_REDIS_PASSWORD");
 }

@@ -584,9 +584,14 @@ static void test_url_and_password(void **state)
     assert_int_equal(inv_open(&inv, url, NULL, 8, err, sizeof(err)), 0);
     put(inv, "pw", 5, 1);
     inv_close(inv);
-    setenv("FLASHGATE_REDIS_PASSWORD", "s3cret", 1);
     snprintf(url, sizeof(url), "redis://127.0.0.1:%d/3", srv.port);
-    assert_int_equal(inv_open(&inv, url, NULL, 8, err, sizeof(err)), 0);
+    setenv("FLASHGATE_REDIS_PASSWORD", "s3cret", 1); /* not a side channel any more */
+    assert_int_equal(inv_open(&inv, url, NULL, 8, err, sizeof(err)), CM_EBACKEND);
+    unsetenv("FLASHGATE_REDIS_PASSWORD");
+    /* the configuration's password (inventory.redis_password) and pool/timeout */
+    inv_opts_t io = {.max_sales = 8, .redis_pool = 1, .redis_timeout_ms = 3000,
+                     .redis_password = "s3cret"};
+    assert_int_equal(inv_open_opts(&inv, url, &io, err, sizeof(err)), 0);
     assert_non_null(inv_sale_find(inv, "pw")); /* loaded at open, from db 3 */
     /* async workers authenticate too */
     fx_t fx;
@@ -599,7 +604,6 @@ static void test_url_and_password(void **state)
     treq_t t;
     assert_int_equal(buy(&fx, &t, "pw", "p", 1, NULL, "p1"), INV_RESERVED);
     fx_close(&fx);
-    unsetenv("FLASHGATE_REDIS_PASSWORD");
     /* ts_redis_cmd opens an unauthenticated connection: clear the password on one of our own */
     struct timeval tv = {2, 0};
     redisContext *c = redisConnectWithTimeout("127.0.0.1", srv.port, tv);
