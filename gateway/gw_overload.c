@@ -63,7 +63,7 @@ typedef struct gw_overload {
     char reason[160];
     int64_t since_wall_ms;
     uint64_t last_eval_us;
-    bool adaptive, accept_pause, redis_dep, spool_dep;
+    bool adaptive, accept_pause, shed_buys, redis_dep, spool_dep;
     unsigned retry_min, retry_max;
     uint64_t target_us, interval_us;
     uint32_t limit_min, limit_init, limit_max;
@@ -101,6 +101,7 @@ int gw_overload_start(gw_server_t *srv, char *errbuf, size_t errlen)
     ol->since_wall_ms = cm_wall_ms();
     ol->adaptive = cfg->ol_adaptive;
     ol->accept_pause = cfg->ol_accept_pause;
+    ol->shed_buys = cfg->ol_shed_buys;
     ol->redis_dep = (inv_caps(srv->inv) & INV_CAP_SHARED) != 0; /* a remote store */
     ol->spool_dep = cfg->durability == GW_DURABILITY_FSYNC;
     ol->retry_min = (unsigned)cfg->ol_retry_min_s;
@@ -314,7 +315,7 @@ static void on_tick(uv_timer_t *t)
     unsigned busy = span ? (unsigned)(100 - (idled >= span ? 100 : idled * 100 / span)) : 0;
     o->win_start_ns = hr;
     o->win_idle_ns = idle;
-    if (!gw_qdelay_tick(&o->q, now, level >= GW_LEVEL_SHED, busy))
+    if (!gw_qdelay_tick(&o->q, now, ol->shed_buys && level >= GW_LEVEL_SHED, busy))
         return;
     if (pthread_mutex_trylock(&ol->mu) == 0) {
         evaluate(srv, now);
