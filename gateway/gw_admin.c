@@ -377,14 +377,19 @@ static json_t *sale_obj(const inv_sale_info_t *info)
 /* Appends the lottery's window to a sale body (only when the sale has one). */
 static void fair_fields(gw_server_t *srv, gw_resp_t *p, const char *sale_id)
 {
-    int64_t w = 0, e = 0;
+    int64_t w = 0, e = 0, wr = gw_fair_room_rate(srv->fair, sale_id);
     gw_fair_conf_get(srv->fair, sale_id, &w, &e);
-    if (w <= 0 || p->body_len < 2 || p->body[p->body_len - 1] != '}')
-        return;
-    p->body_len--;
-    p->body_len += (size_t)snprintf(p->body + p->body_len, sizeof(p->body) - p->body_len,
-                                    ",\"fair_window_ms\":%lld,\"fair_early_ms\":%lld}",
-                                    (long long)w, (long long)e);
+    if (w > 0 && p->body_len >= 2 && p->body[p->body_len - 1] == '}') {
+        p->body_len--;
+        p->body_len += (size_t)snprintf(p->body + p->body_len, sizeof(p->body) - p->body_len,
+                                        ",\"fair_window_ms\":%lld,\"fair_early_ms\":%lld}",
+                                        (long long)w, (long long)e);
+    }
+    if (wr > 0 && p->body_len >= 2 && p->body[p->body_len - 1] == '}') {
+        p->body_len--;
+        p->body_len += (size_t)snprintf(p->body + p->body_len, sizeof(p->body) - p->body_len,
+                                        ",\"waiting_room_rate\":%lld}", (long long)wr);
+    }
 }
 
 static void h_sale_put(admin_call_t *a)
@@ -397,18 +402,21 @@ static void h_sale_put(admin_call_t *a)
     json_t *j = parse_object(a->ar, p);
     if (!j)
         return;
-    static const char *const keys[] = {"stock",          "per_user_limit", "starts_at", "ends_at",
-                                       "fair_window_ms", "fair_early_ms",  NULL};
+    static const char *const keys[] = {"stock",          "per_user_limit", "starts_at",
+                                       "ends_at",        "fair_window_ms", "fair_early_ms",
+                                       "waiting_room_rate", NULL};
     inv_sale_def_t d;
     memset(&d, 0, sizeof(d));
     memcpy(d.sale_id, id, strlen(id) + 1); /* id was checked: <= 64 chars */
     int64_t stock = 0, limit = 1, fwin = 0, fearly = 0;
     gw_fair_conf_get(srv->fair, id, &fwin, &fearly); /* absent: unchanged */
+    int64_t wr = gw_fair_room_rate(srv->fair, id);
     if (only_keys(j, keys, p) && get_int(j, "stock", 0, 1000000000000LL, true, &stock, p) &&
         get_int(j, "per_user_limit", 1, 1000000, false, &limit, p) &&
         get_time(j, "starts_at", &d.starts_at_ms, p) && get_time(j, "ends_at", &d.ends_at_ms, p) &&
         get_int(j, "fair_window_ms", 0, GW_FAIR_WINDOW_MAX_MS, false, &fwin, p) &&
-        get_int(j, "fair_early_ms", 0, GW_FAIR_EARLY_MAX_MS, false, &fearly, p)) {
+        get_int(j, "fair_early_ms", 0, GW_FAIR_EARLY_MAX_MS, false, &fearly, p) &&
+        get_int(j, "waiting_room_rate", 0, GW_WR_RATE_MAX, false, &wr, p)) {
         if (d.starts_at_ms && d.ends_at_ms && d.ends_at_ms <= d.starts_at_ms) {
             gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "ends_at must be after starts_at");
         } else if (fwin > 0 && !d.starts_at_ms) {
@@ -423,7 +431,7 @@ static void h_sale_put(admin_call_t *a)
             char why[256] = "";
             int rc = inv_sale_put(srv->inv, &d, &info, why, sizeof(why));
             if (rc == 0)
-                rc = gw_fair_configure(srv, id, fwin, fearly, why, sizeof(why));
+                rc = gw_fair_configure(srv, id, fwin, fearly, wr, why, sizeof(why));
             if (rc == 0) {
                 sale_reply(p, existed ? GW_R_OK : GW_R_CREATED, &info);
                 fair_fields(srv, p, id);

@@ -357,6 +357,26 @@ static void fair_enter(gw_req_t *r, gw_fair_sale_t *fair, int64_t closes_at, int
     }
 }
 
+/*
+ * Waiting-room tokens: a ticket "<position>.<mac>" over "q:<sale>:<user>:<pos>"
+ * and an admission token "<expiry s>.<mac>" over "a:<sale>:<user>:<expiry>",
+ * MACs of gw_token_mac (the fleet's status key), so any gateway checks them.
+ */
+static bool admission_ok(gw_req_t *r, int64_t now_ms)
+{
+    const char *t = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Admission-Token");
+    const char *dot = t ? strchr(t, '.') : NULL;
+    if (!dot || dot == t || dot - t > 12)
+        return false;
+    char *end;
+    long long exp = strtoll(t, &end, 10);
+    if (end != dot || exp < now_ms / 1000)
+        return false;
+    char msg[200];
+    snprintf(msg, sizeof(msg), "a:%s:%s:%lld", r->id, r->res.user_id, exp);
+    return gw_token_mac_ok(r->w->srv, msg, dot + 1, strlen(dot + 1));
+}
+
 bool gw_buy_handle(gw_req_t *r)
 {
     gw_worker_t *w = r->w;
@@ -424,6 +444,14 @@ bool gw_buy_handle(gw_req_t *r)
     /* 3. parse and validate the body */
     if (!gw_buy_parse_body(r))
         return false;
+    /* 3a. a sale with a waiting room needs its admission token (no shared state) */
+    if (gw_fair_room(srv->fair, r->id) && !admission_ok(r, now_ms)) {
+        gw_resp_error(&r->resp, GW_R_ADMISSION_REQUIRED, NULL,
+                      "sale %s has a waiting room: take a place with GET /v1/sales/%s/queue"
+                      "?user_id=... and buy with its admission_token in X-Admission-Token",
+                      r->id, r->id);
+        return false;
+    }
     if (r->res.qty > info.per_user_limit) {
         gw_hitters_add(w, r->res.user_id, NULL, 0);
         gw_resp_error(&r->resp, GW_R_LIMIT_PER_USER, NULL,
@@ -654,6 +682,86 @@ void gw_order_handle(gw_req_t *r)
 #define SALE_SOLD_OUT_MAX_AGE_S 10
 #define SALE_ENDED_MAX_AGE_S 60
 #define SALE_DEGRADED_MAX_AGE_S 5 /* degrade level >= 1: caches absorb more */
+
+void gw_queue_handle(gw_req_t *r)
+{
+    gw_server_t *srv = r->w->srv;
+    gw_resp_t *p = &r->resp;
+    if (!inv_sale_find(srv->inv, r->id)) {
+        gw_resp_error(p, GW_R_UNKNOWN_SALE, NULL, "no sale %s", r->id);
+        return;
+    }
+    gw_fair_sale_t *fs = gw_fair_room(srv->fair, r->id);
+    if (!fs) {
+        gw_resp_error(p, GW_R_NOT_FOUND, NULL, "sale %s has no waiting room", r->id);
+        return;
+    }
+    gw_fair_room_view_t v;
+    gw_fair_room_view(fs, &v);
+    const char *user = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "user_id");
+    if (!user) {
+        /* the queue page every client polls: the same bytes for all, cacheable */
+        gw_resp_init(p, GW_R_OK);
+        p->body_len = (size_t)snprintf(
+            p->body, sizeof(p->body),
+            "{\"sale_id\":\"%s\",\"admitting_through\":%llu,\"queued\":%llu,"
+            "\"rate_per_s\":%.3f}",
+            r->id, (unsigned long long)v.admitted_through, (unsigned long long)v.queued,
+            v.rate_per_s);
+        gw_resp_header(p, "Cache-Control", "public, max-age=1");
+        return;
+    }
+    if (!inv_id_valid(user, strlen(user), INV_USER_ID_MAX)) {
+        gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
+                      "user_id must be 1..64 characters of A-Z a-z 0-9 . _ -");
+        return;
+    }
+    char msg[200], mac[GW_TOKEN_LEN + 1];
+    uint64_t pos = 0;
+    const char *ticket = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "ticket");
+    if (ticket) {
+        const char *dot = strchr(ticket, '.');
+        char *end;
+        unsigned long long q = strtoull(ticket, &end, 10);
+        if (dot && end == dot && q > 0) {
+            snprintf(msg, sizeof(msg), "q:%s:%s:%llu", r->id, user, q);
+            if (gw_token_mac_ok(srv, msg, dot + 1, strlen(dot + 1)))
+                pos = q;
+        }
+        if (!pos) {
+            gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
+                          "ticket is not one of this sale's for this user");
+            return;
+        }
+    } else {
+        pos = gw_fair_room_join(fs);
+    }
+    snprintf(msg, sizeof(msg), "q:%s:%s:%llu", r->id, user, (unsigned long long)pos);
+    gw_token_mac(srv, msg, mac);
+    gw_resp_init(p, GW_R_OK);
+    size_t n = (size_t)snprintf(
+        p->body, sizeof(p->body),
+        "{\"sale_id\":\"%s\",\"position\":%llu,\"admitting_through\":%llu,"
+        "\"ticket\":\"%llu.%s\"",
+        r->id, (unsigned long long)pos, (unsigned long long)v.admitted_through,
+        (unsigned long long)pos, mac);
+    if (pos <= v.admitted_through) {
+        long long exp = cm_wall_ms() / 1000 + GW_WR_TOKEN_TTL_S;
+        snprintf(msg, sizeof(msg), "a:%s:%s:%lld", r->id, user, exp);
+        gw_token_mac(srv, msg, mac);
+        n += (size_t)snprintf(p->body + n, sizeof(p->body) - n,
+                              ",\"admission_token\":\"%lld.%s\",\"expires_in_s\":%d", exp, mac,
+                              GW_WR_TOKEN_TTL_S);
+    } else if (v.rate_per_s > 0) {
+        n += (size_t)snprintf(p->body + n, sizeof(p->body) - n, ",\"eta_s\":%.1f",
+                              (double)(pos - v.admitted_through) / v.rate_per_s);
+    } else {
+        n += (size_t)snprintf(p->body + n, sizeof(p->body) - n, ",\"eta_s\":null");
+    }
+    n += (size_t)snprintf(p->body + n, sizeof(p->body) - n, "}");
+    p->body_len = n;
+    gw_resp_header(p, "Cache-Control", "no-store");
+}
 
 void gw_sale_handle(gw_req_t *r)
 {

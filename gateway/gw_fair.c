@@ -64,6 +64,12 @@ struct gw_fair_sale {
     atomic_bool drawn;
     _Atomic uint64_t duplicates;
     bool pushed; /* fleet: this gateway's entries are in Redis (lottery thread only) */
+    /* waiting room */
+    _Atomic int64_t wr_rate;          /* admissions per second configured, 0 = none */
+    _Atomic uint64_t wr_next;         /* positions given */
+    _Atomic uint64_t wr_front_milli;  /* admitted through (thousandths of a position) */
+    _Atomic uint64_t wr_eff_milli;    /* the rate in force (thousandths per second) */
+    int64_t wr_last_ms;               /* lottery thread */
 };
 
 struct gw_fair {
@@ -286,10 +292,11 @@ static int conf_save(gw_fair_t *f)
         char k0[24], k1[24];
         snprintf(k0, sizeof(k0), "%016llx", (unsigned long long)fs->secret.k0);
         snprintf(k1, sizeof(k1), "%016llx", (unsigned long long)fs->secret.k1);
-        json_array_append_new(arr, json_pack("{s:s,s:I,s:I,s:s,s:s}", "sale_id", fs->sale_id,
+        json_array_append_new(arr, json_pack("{s:s,s:I,s:I,s:s,s:s,s:I}", "sale_id", fs->sale_id,
                                              "window_ms", (json_int_t)atomic_load(&fs->window_ms),
                                              "early_ms", (json_int_t)atomic_load(&fs->early_ms),
-                                             "k0", k0, "k1", k1));
+                                             "k0", k0, "k1", k1, "waiting_room_rate",
+                                             (json_int_t)atomic_load(&fs->wr_rate)));
     }
     json_t *root = json_pack("{s:o}", "sales", arr);
     char path[700], tmp[710];
@@ -461,6 +468,7 @@ int gw_fair_open(gw_server_t *srv, char *errbuf, size_t errlen)
         gw_fair_sale_t *fs = sale_new(id);
         atomic_init(&fs->window_ms, json_integer_value(json_object_get(it, "window_ms")));
         atomic_init(&fs->early_ms, json_integer_value(json_object_get(it, "early_ms")));
+        atomic_init(&fs->wr_rate, json_integer_value(json_object_get(it, "waiting_room_rate")));
         fs->secret.k0 = strtoull(k0, NULL, 16);
         fs->secret.k1 = strtoull(k1, NULL, 16);
         log_load(f, fs, &max_id);
@@ -775,6 +783,85 @@ static void run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
 static void fleet_conf_sync(gw_fair_t *f);
 static void fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms);
 
+/*---- the waiting room ----*/
+
+gw_fair_sale_t *gw_fair_room(gw_fair_t *f, const char *sale_id)
+{
+    if (!f || !atomic_load_explicit(&f->n, memory_order_acquire))
+        return NULL;
+    gw_fair_sale_t *fs = slot_find(f, sale_id);
+    return fs && atomic_load_explicit(&fs->wr_rate, memory_order_relaxed) > 0 ? fs : NULL;
+}
+
+int64_t gw_fair_room_rate(gw_fair_t *f, const char *sale_id)
+{
+    gw_fair_sale_t *fs = f ? slot_find(f, sale_id) : NULL;
+    return fs ? atomic_load(&fs->wr_rate) : 0;
+}
+
+void gw_fair_room_view(gw_fair_sale_t *fs, gw_fair_room_view_t *out)
+{
+    out->admitted_through = atomic_load_explicit(&fs->wr_front_milli, memory_order_relaxed) / 1000;
+    out->queued = atomic_load_explicit(&fs->wr_next, memory_order_relaxed);
+    out->rate_per_s = (double)atomic_load_explicit(&fs->wr_eff_milli, memory_order_relaxed) / 1000;
+}
+
+uint64_t gw_fair_room_join(gw_fair_sale_t *fs)
+{
+    return atomic_fetch_add_explicit(&fs->wr_next, 1, memory_order_relaxed) + 1;
+}
+
+/*
+ * Advances the admission front of every waiting room: the configured rate,
+ * scaled by the overload controller (level 1 halves it, 2 quarters it, 3
+ * stops admissions; times the share of users it admits), capped by what the
+ * Redis limit lets through (limit / RTT), divided among the fleet's gateways.
+ * The front never runs more than a second of admissions ahead of the queue,
+ * so an idle room does not bank a burst. Lottery thread.
+ */
+static void rooms_tick(gw_fair_t *f, int64_t now)
+{
+    size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
+    bool any = false;
+    for (size_t i = 0; i < n && !any; i++)
+        any = atomic_load(&f->sales[i]->wr_rate) > 0;
+    if (!any)
+        return;
+    gw_ol_snapshot_t *snap = cm_xcalloc(1, sizeof(*snap));
+    gw_overload_snapshot(f->srv, snap);
+    double factor = snap->level <= 0 ? 1.0 : snap->level == 1 ? 0.5 : snap->level == 2 ? 0.25 : 0;
+    if (snap->buy_admit_pct < 100)
+        factor *= snap->buy_admit_pct / 100.0;
+    double cap = -1;
+    for (unsigned d = 0; d < snap->ndeps; d++)
+        if (snap->deps[d].active && strcmp(snap->deps[d].name, "redis") == 0 &&
+            snap->deps[d].rtt_us > 0)
+            cap = snap->deps[d].limit * 1e6 / (double)snap->deps[d].rtt_us;
+    free(snap);
+    uint32_t members = gw_fleet_members(f->srv);
+    for (size_t i = 0; i < n; i++) {
+        gw_fair_sale_t *fs = f->sales[i];
+        int64_t rate = atomic_load(&fs->wr_rate);
+        int64_t dt = fs->wr_last_ms ? now - fs->wr_last_ms : 0;
+        fs->wr_last_ms = now;
+        if (rate <= 0)
+            continue;
+        inv_sale_t *s = inv_sale_find(f->srv->inv, fs->sale_id);
+        inv_sale_info_t info = {0};
+        if (s)
+            inv_sale_snapshot(s, &info);
+        double eff = (double)rate * factor / members;
+        if (cap >= 0 && eff > cap)
+            eff = cap;
+        atomic_store(&fs->wr_eff_milli, (uint64_t)(eff * 1000));
+        if (!s || (info.starts_at_ms && now < info.starts_at_ms) || dt <= 0)
+            continue; /* admissions start with the sale */
+        uint64_t front = atomic_load(&fs->wr_front_milli) + (uint64_t)(eff * (double)dt);
+        uint64_t ahead = (atomic_load(&fs->wr_next) + (uint64_t)eff) * 1000;
+        atomic_store(&fs->wr_front_milli, front < ahead ? front : ahead);
+    }
+}
+
 void gw_fair_tick(gw_server_t *srv)
 {
     gw_fair_t *f = srv->fair;
@@ -784,6 +871,7 @@ void gw_fair_tick(gw_server_t *srv)
         f->last_conf_ms = cm_wall_ms();
         fleet_conf_sync(f);
     }
+    rooms_tick(f, cm_wall_ms());
     size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
@@ -807,8 +895,8 @@ void gw_fair_tick(gw_server_t *srv)
 /*---- the fleet: one draw per sale over every gateway's entries ----*/
 
 static int conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window_ms,
-                             int64_t early_ms, const cm_hash_key_t *secret, bool refuse_busy,
-                             char *errbuf, size_t errlen);
+                             int64_t early_ms, int64_t wr_rate, const cm_hash_key_t *secret,
+                             bool refuse_busy, char *errbuf, size_t errlen);
 /*
  * Why this design: entries are taken where they arrive, logged locally, and
  * reach Redis in one pipelined batch per gateway when the window closes, so
@@ -888,15 +976,15 @@ static void fleet_conf_sync(gw_fair_t *f)
         return;
     for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
         const char *sale = r->element[i]->str, *v = r->element[i + 1]->str;
-        long long w, e;
+        long long w, e, wr = 0;
         unsigned long long k0, k1;
         if (!sale || !v || !inv_id_valid(sale, strlen(sale), INV_SALE_ID_MAX) ||
-            sscanf(v, "%lld %lld %llx %llx", &w, &e, &k0, &k1) != 4)
+            sscanf(v, "%lld %lld %llx %llx %lld", &w, &e, &k0, &k1, &wr) < 4)
             continue;
         cm_hash_key_t k = {k0, k1};
         char why[160];
         pthread_mutex_lock(&f->mu);
-        (void)conf_apply_locked(f, sale, w, e, &k, false, why, sizeof(why));
+        (void)conf_apply_locked(f, sale, w, e, wr, &k, false, why, sizeof(why));
         pthread_mutex_unlock(&f->mu);
     }
     freeReplyObject(r);
@@ -1249,11 +1337,11 @@ static void rekey(gw_fair_sale_t *fs)
  * (or a random one for a new sale). f->mu held. Returns 0 or a cm_err_t.
  */
 static int conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window_ms,
-                             int64_t early_ms, const cm_hash_key_t *secret, bool refuse_busy,
-                             char *errbuf, size_t errlen)
+                             int64_t early_ms, int64_t wr_rate, const cm_hash_key_t *secret,
+                             bool refuse_busy, char *errbuf, size_t errlen)
 {
     gw_fair_sale_t *fs = slot_find(f, sale_id);
-    if (!fs && window_ms == 0)
+    if (!fs && window_ms == 0 && wr_rate == 0)
         return 0; /* nothing to remove */
     bool changed = true;
     if (fs) {
@@ -1274,9 +1362,10 @@ static int conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window_m
             rekey(fs);
         }
         pthread_mutex_unlock(&fs->mu);
-        changed = rk || ow != window_ms || oe != early_ms;
+        changed = rk || ow != window_ms || oe != early_ms || atomic_load(&fs->wr_rate) != wr_rate;
         atomic_store(&fs->window_ms, window_ms);
         atomic_store(&fs->early_ms, early_ms);
+        atomic_store(&fs->wr_rate, wr_rate);
     } else {
         if (atomic_load(&f->n) == FAIR_MAX_SALES) {
             cm_errbuf_set(errbuf, errlen, "too many sales with a lottery (max %d)",
@@ -1299,6 +1388,7 @@ static int conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window_m
         }
         atomic_init(&fs->window_ms, window_ms);
         atomic_init(&fs->early_ms, early_ms);
+        atomic_init(&fs->wr_rate, wr_rate);
         f->sales[atomic_load(&f->n)] = fs;
         atomic_fetch_add_explicit(&f->n, 1, memory_order_release);
     }
@@ -1315,7 +1405,7 @@ static int conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window_m
  * configures the sale and shared, so every gateway orders entrants alike.
  */
 static int fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms, int64_t early_ms,
-                          cm_hash_key_t *secret, char *errbuf, size_t errlen)
+                          int64_t wr_rate, cm_hash_key_t *secret, char *errbuf, size_t errlen)
 {
     char why[256] = "";
     redisContext *c = inv_redis_connect(&f->addr, 2000, why, sizeof(why));
@@ -1336,8 +1426,9 @@ static int fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms, 
     }
     freeReplyObject(r);
     char val[96];
-    snprintf(val, sizeof(val), "%lld %lld %016llx %016llx", (long long)window_ms,
-             (long long)early_ms, (unsigned long long)secret->k0, (unsigned long long)secret->k1);
+    snprintf(val, sizeof(val), "%lld %lld %016llx %016llx %lld", (long long)window_ms,
+             (long long)early_ms, (unsigned long long)secret->k0, (unsigned long long)secret->k1,
+             (long long)wr_rate);
     r = redisCommand(c, "HSET %s %s %s", K_CONF, sale_id, val);
     if (r && r->type == REDIS_REPLY_INTEGER)
         rc = 0;
@@ -1351,7 +1442,7 @@ out:
 }
 
 int gw_fair_configure(gw_server_t *srv, const char *sale_id, int64_t window_ms, int64_t early_ms,
-                      char *errbuf, size_t errlen)
+                      int64_t wr_rate, char *errbuf, size_t errlen)
 {
     gw_fair_t *f = srv->fair;
     if (window_ms < 0 || window_ms > GW_FAIR_WINDOW_MAX_MS || early_ms < 0 ||
@@ -1360,13 +1451,17 @@ int gw_fair_configure(gw_server_t *srv, const char *sale_id, int64_t window_ms, 
                       GW_FAIR_WINDOW_MAX_MS, GW_FAIR_EARLY_MAX_MS);
         return CM_EINVAL;
     }
+    if (wr_rate < 0 || wr_rate > GW_WR_RATE_MAX) {
+        cm_errbuf_set(errbuf, errlen, "waiting_room_rate must be 0..%d", GW_WR_RATE_MAX);
+        return CM_EINVAL;
+    }
     cm_hash_key_t secret;
     bool have_secret = false;
     if (f->fleet) {
         int64_t w0 = 0, e0 = 0;
         gw_fair_conf_get(f, sale_id, &w0, &e0);
         gw_fair_sale_t *fs0 = slot_find(f, sale_id);
-        if (window_ms == 0 && w0 == 0 && !fs0)
+        if (window_ms == 0 && w0 == 0 && wr_rate == 0 && !fs0)
             return 0;
         if (fs0 && (w0 != window_ms || e0 != early_ms)) {
             /* refused before the fleet hears of it (conf_apply_locked checks again) */
@@ -1381,14 +1476,15 @@ int gw_fair_configure(gw_server_t *srv, const char *sale_id, int64_t window_ms, 
                 return CM_EINVAL;
             }
         }
-        int rc = fleet_conf_put(f, sale_id, window_ms, early_ms, &secret, errbuf, errlen);
+        int rc =
+            fleet_conf_put(f, sale_id, window_ms, early_ms, wr_rate, &secret, errbuf, errlen);
         if (rc)
             return rc;
         have_secret = true;
     }
     pthread_mutex_lock(&f->mu);
-    int rc = conf_apply_locked(f, sale_id, window_ms, early_ms, have_secret ? &secret : NULL,
-                               true, errbuf, errlen);
+    int rc = conf_apply_locked(f, sale_id, window_ms, early_ms, wr_rate,
+                               have_secret ? &secret : NULL, true, errbuf, errlen);
     pthread_mutex_unlock(&f->mu);
     return rc;
 }

@@ -119,11 +119,12 @@ bool gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out);
 
 /*
  * Admin: sets (creates) a sale's lottery window and early acceptance, 0/0
- * removes it (when nobody entered yet). Persisted before it returns.
+ * removes it (when nobody entered yet), and its waiting-room rate
+ * (admissions per second, 0 = none). Persisted before it returns.
  * Returns 0 or CM_EINVAL with a reason. Admin thread.
  */
 int gw_fair_configure(struct gw_server *srv, const char *sale_id, int64_t window_ms,
-                      int64_t early_ms, char *errbuf, size_t errlen);
+                      int64_t early_ms, int64_t wr_rate, char *errbuf, size_t errlen);
 /* The current window and early acceptance of a sale (0, 0 without a lottery). Thread-safe. */
 void gw_fair_conf_get(gw_fair_t *f, const char *sale_id, int64_t *window_ms, int64_t *early_ms);
 
@@ -133,6 +134,34 @@ void gw_fair_conf_get(gw_fair_t *f, const char *sale_id, int64_t *window_ms, int
  * for a sale without a lottery. Thread-safe.
  */
 void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id);
+
+/*
+ * Waiting room (optional per sale, independent of the lottery): buyers first
+ * take a place in the queue (GET /v1/sales/{id}/queue?user_id=U: a position,
+ * signed into a ticket so the gateway keeps nothing per user) and are admitted
+ * in position order as the admission front advances at the sale's
+ * waiting_room_rate, scaled by the overload controller's state (level,
+ * share of users admitted, the Redis limit's throughput) and divided among the
+ * fleet's gateways. An admitted user gets an admission token: an HMAC with
+ * the fleet's status key over sale, user and expiry, checked by the buy path
+ * without any shared state.
+ */
+#define GW_WR_RATE_MAX 1000000
+#define GW_WR_TOKEN_TTL_S 120
+
+/* The sale's waiting room, or NULL when it has none. Thread-safe. */
+gw_fair_sale_t *gw_fair_room(gw_fair_t *f, const char *sale_id);
+/* The waiting-room rate of a sale (0 without one). Thread-safe. */
+int64_t gw_fair_room_rate(gw_fair_t *f, const char *sale_id);
+
+typedef struct gw_fair_room_view {
+    uint64_t admitted_through; /* positions up to this one are admitted */
+    uint64_t queued;           /* positions given so far */
+    double rate_per_s;         /* the admission rate in force now (this gateway) */
+} gw_fair_room_view_t;
+void gw_fair_room_view(gw_fair_sale_t *fs, gw_fair_room_view_t *out);
+/* A new position in the queue (1-based). Thread-safe. */
+uint64_t gw_fair_room_join(gw_fair_sale_t *fs);
 
 /* Adds {"fair": {...}} counters to the stats (json_t *). Thread-safe. */
 void gw_fair_stats(gw_fair_t *f, void *json_obj);

@@ -126,6 +126,9 @@ static void simple_handle(gw_req_t *r)
     case GW_ROUTE_SALE:
         gw_sale_handle(r);
         break;
+    case GW_ROUTE_QUEUE:
+        gw_queue_handle(r);
+        break;
     default:
         gw_resp_error(&r->resp, GW_R_INTERNAL, NULL, "unrouted request");
         break;

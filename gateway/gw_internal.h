@@ -60,6 +60,7 @@ struct gw_px_req;
     XX(BAD_REQUEST, 400, "bad_request", 0)                                                         \
     XX(UNAUTHORIZED, 401, "unauthorized", 0)                                                       \
     XX(FORBIDDEN, 403, "forbidden", 0)                                                             \
+    XX(ADMISSION_REQUIRED, 403, "admission_required", 0)                                           \
     XX(NOT_FOUND, 404, "not_found", 0)                                                             \
     XX(UNKNOWN_SALE, 404, "unknown_sale", 0)                                                       \
     XX(UNKNOWN_ORDER, 404, "unknown_order", 0)                                                     \
@@ -102,6 +103,7 @@ unsigned gw_reply_retry_after(gw_reply_t r);
     XX(BUY, "buy", "POST", "/v1/sales/{sale_id}/orders")                                           \
     XX(ORDER, "order", "GET, HEAD", "/v1/orders/{order_id}")                                       \
     XX(SALE, "sale", "GET, HEAD", "/v1/sales/{sale_id}")                                           \
+    XX(QUEUE, "queue", "GET, HEAD", "/v1/sales/{sale_id}/queue")                                   \
     XX(HEALTH, "healthz", "GET, HEAD", "/healthz")                                                 \
     XX(READY, "readyz", "GET, HEAD", "/readyz")
 
@@ -471,6 +473,11 @@ void gw_status_key_free(gw_server_t *srv);
 /* Writes the order's status token (GW_TOKEN_LEN chars + NUL) to out; returns its length
  * (0 without a key). Thread-safe. */
 size_t gw_status_token(const gw_server_t *srv, const char *order_id, char *out);
+/* The same MAC (GW_TOKEN_LEN chars + NUL) over any message (waiting-room tickets
+ * and admission tokens). Thread-safe. */
+size_t gw_token_mac(const gw_server_t *srv, const char *msg, char *out);
+/* Constant-time check of a gw_token_mac of msg. */
+bool gw_token_mac_ok(const gw_server_t *srv, const char *msg, const char *mac, size_t len);
 /* Whether token is the order's status token (constant-time compare). Thread-safe. */
 bool gw_status_token_ok(const gw_server_t *srv, const char *order_id, const char *token);
 /* A page-rounded buffer kept out of core dumps (MADV_DONTDUMP), mlock'ed when
@@ -500,6 +507,8 @@ struct MHD_Response *gw_sold_out_response(gw_worker_t *w, const inv_sale_t *sale
 void gw_buy_loop_tick(gw_worker_t *w);
 void gw_order_handle(gw_req_t *req);
 void gw_sale_handle(gw_req_t *req);
+/* GET /v1/sales/{id}/queue: the waiting room (gw_fair.h). Loop thread. */
+void gw_queue_handle(gw_req_t *req);
 /* Fills the sale JSON shown by GET /v1/sales/{id} (public) or the admin API (exact). */
 size_t gw_sale_json(const inv_sale_info_t *s, bool admin, int64_t now_ms, char *buf, size_t len);
 const char *gw_sale_state(const inv_sale_info_t *s, int64_t now_ms);

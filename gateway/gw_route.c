@@ -52,6 +52,12 @@ void gw_route(gw_req_t *r, const char *url, const char *method)
             r->route = GW_ROUTE_BUY;
             if (!post)
                 allow = gw_route_methods(r->route);
+        } else if (slash && strcmp(slash, "/queue") == 0) {
+            if (!take_id(id, (size_t)(slash - id), r->id))
+                goto bad_sale;
+            r->route = GW_ROUTE_QUEUE;
+            if (!get)
+                allow = gw_route_methods(r->route);
         } else if (!slash) {
             if (!take_id(id, strlen(id), r->id))
                 goto bad_sale;

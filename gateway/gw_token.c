@@ -227,11 +227,26 @@ void gw_status_key_free(gw_server_t *srv)
 
 size_t gw_status_token(const gw_server_t *srv, const char *order_id, char *out)
 {
+    char msg[INV_ORDER_ID_MAX + 8];
+    snprintf(msg, sizeof(msg), "order:%s", order_id);
+    return gw_token_mac(srv, msg, out);
+}
+
+bool gw_token_mac_ok(const gw_server_t *srv, const char *msg, const char *mac, size_t len)
+{
+    char want[GW_TOKEN_LEN + 1];
+    size_t n = gw_token_mac(srv, msg, want);
+    bool ok = n == GW_TOKEN_LEN && mac && len == n && CRYPTO_memcmp(want, mac, n) == 0;
+    explicit_bzero(want, sizeof(want));
+    return ok;
+}
+
+size_t gw_token_mac(const gw_server_t *srv, const char *msg, char *out)
+{
     uint8_t mac[EVP_MAX_MD_SIZE];
     unsigned maclen = 0;
-    char msg[INV_ORDER_ID_MAX + 8];
-    int n = snprintf(msg, sizeof(msg), "order:%s", order_id);
-    if (!srv->status_key || n < 0 ||
+    size_t n = strlen(msg);
+    if (!srv->status_key ||
         !HMAC(EVP_sha256(), srv->status_key, KEY_LEN, (const unsigned char *)msg, (size_t)n, mac,
               &maclen)) {
         out[0] = '\0';

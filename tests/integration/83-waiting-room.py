@@ -1,0 +1,82 @@
+"""Waiting room on one gateway (issue 14): a sale with waiting_room_rate
+refuses a buy without an admission token (403 admission_required, nothing
+taken); GET /v1/sales/{id}/queue?user_id= hands out positions in arrival
+order with a signed ticket (the same position when the ticket comes back, a
+forged one refused), admission tokens for positions the front has passed, at
+about the configured rate; the token buys for its user only, not tampered, and
+the cacheable queue page says how far admission got. The front follows the
+overload controller: a pinned level 3 stops it."""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fg import Gateway, check, eq, finish, need_binary  # noqa: E402
+
+need_binary("flashgate")
+
+g = Gateway("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--kafka-brokers", "none")
+try:
+    g.start()
+    r = g.admin("PUT", "/admin/v1/sales/wr", body={"stock": 100, "waiting_room_rate": -1})
+    eq(r.status, 400, "a negative rate is refused")
+    r = g.admin("PUT", "/admin/v1/sales/wr", body={"stock": 100, "waiting_room_rate": 10})
+    eq((r.status, r.json.get("waiting_room_rate")), (201, 10), "sale with a waiting room")
+    eq(g.get("/v1/sales/wr/queue?user_id=bad%20id").status, 400, "bad user id")
+    eq(g.get("/v1/sales/nope/queue").status, 404, "unknown sale")
+
+    r = g.buy("wr", "alice")
+    eq((r.status, r.json["error"]), (403, "admission_required"), "no token, no buy")
+    eq(g.admin("GET", "/admin/v1/sales/wr").json["stock_left"], 100, "a refusal takes nothing")
+
+    q = {}
+    for i in range(40):
+        u = "u%02d" % i
+        r = g.get("/v1/sales/wr/queue?user_id=" + u)
+        eq(r.status, 200, "join %s" % u)
+        eq(r.headers.get("cache-control"), "no-store", "a personal answer is not cached")
+        q[u] = r.json
+    eq(sorted(x["position"] for x in q.values()), list(range(1, 41)), "positions in arrival order")
+    again = g.get("/v1/sales/wr/queue?user_id=u05&ticket=" + q["u05"]["ticket"]).json
+    eq(again["position"], q["u05"]["position"], "the ticket keeps the place")
+    pos, mac = q["u05"]["ticket"].split(".")
+    r = g.get("/v1/sales/wr/queue?user_id=u05&ticket=1." + mac)
+    eq(r.status, 400, "a ticket with another position is refused")
+    r = g.get("/v1/sales/wr/queue?user_id=u06&ticket=" + q["u05"]["ticket"])
+    eq(r.status, 400, "another user's ticket is refused")
+
+    # admission advances at about 10 per second; after ~1.5 s, u00..u~14 are in
+    time.sleep(1.5)
+    page = g.get("/v1/sales/wr/queue")
+    eq(page.headers.get("cache-control"), "public, max-age=1", "the queue page is cacheable")
+    front = page.json["admitting_through"]
+    check(5 <= front <= 30, "about 10 admissions per second: %d after 1.5 s" % front)
+    first = g.get("/v1/sales/wr/queue?user_id=u00&ticket=" + q["u00"]["ticket"]).json
+    last = g.get("/v1/sales/wr/queue?user_id=u39&ticket=" + q["u39"]["ticket"]).json
+    check("admission_token" in first, "position 1 is admitted: %r" % first)
+    check("admission_token" not in last and last.get("eta_s", 0) > 0,
+          "position 40 waits with an ETA: %r" % last)
+    tok = first["admission_token"]
+    r = g.buy("wr", "u01", headers={"X-Admission-Token": tok})
+    eq((r.status, r.json["error"]), (403, "admission_required"), "a token buys for its user only")
+    exp, mac = tok.split(".")
+    r = g.buy("wr", "u00", headers={"X-Admission-Token": "%d.%s" % (int(exp) + 100, mac)})
+    eq(r.status, 403, "a token with a moved expiry is refused")
+    r = g.buy("wr", "u00", headers={"X-Admission-Token": tok})
+    eq((r.status, r.json["status"]), (202, "queued"), "the admitted user buys")
+
+    # overload level 3 (pinned): admissions stop
+    eq(g.admin("PUT", "/admin/v1/degrade", body={"level": 3}).status, 200, "level 3 pinned")
+    time.sleep(0.3)
+    f1 = g.get("/v1/sales/wr/queue").json
+    time.sleep(1.0)
+    f2 = g.get("/v1/sales/wr/queue").json
+    eq((f2["admitting_through"], f2["rate_per_s"]), (f1["admitting_through"], 0),
+       "no admissions at level 3")
+    eq(g.admin("PUT", "/admin/v1/degrade", body={"level": "auto"}).status, 200, "level auto")
+except Exception:
+    print(g.logs())
+    raise
+finally:
+    g.cleanup()
+finish()
