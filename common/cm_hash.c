@@ -8,6 +8,8 @@
 #include "common/cm_err.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <unistd.h>
 #include <string.h>
 #include <sys/random.h>
 
@@ -111,4 +113,32 @@ int cm_hash_seed_random(cm_hash_key_t *out)
     out->k0 = load_le64(buf);
     out->k1 = load_le64(buf + 8);
     return 0;
+}
+
+/*---- the project's table hash ----*/
+
+static const cm_hash_key_t stable_key = {0x666c617368676174ull, 0x652d686173682d31ull};
+static cm_hash_key_t mem_key;
+static pthread_once_t mem_once = PTHREAD_ONCE_INIT;
+
+static void mem_key_init(void)
+{
+    if (cm_hash_seed_random(&mem_key) != 0) /* no kernel randomness: still a good spread */
+        mem_key = (cm_hash_key_t){stable_key.k0 ^ (uint64_t)getpid(), stable_key.k1};
+}
+
+uint64_t cm_hash_mem(const void *data, size_t len)
+{
+    pthread_once(&mem_once, mem_key_init);
+    return cm_hash_sip24(&mem_key, data, len);
+}
+
+uint64_t cm_hash_str(const char *s)
+{
+    return cm_hash_mem(s, strlen(s));
+}
+
+uint64_t cm_hash_stable(const void *data, size_t len)
+{
+    return cm_hash_sip24(&stable_key, data, len);
 }

@@ -39,6 +39,24 @@ void cm_hash_sip_update(cm_hash_sip_t *s, const void *data, size_t len);
 uint64_t cm_hash_sip_final(cm_hash_sip_t *s);
 
 /*
+ * The one string/byte hash for in-memory tables (instead of hand-copied
+ * FNV-1a): SipHash-2-4 under a key drawn at random once per process (first
+ * use), so keys a client chooses (user ids, addresses) cannot be made to
+ * collide. The value differs from process to process: never store or send it.
+ * Thread-safe.
+ */
+uint64_t cm_hash_mem(const void *data, size_t len);
+/* cm_hash_mem of a NUL-terminated string. */
+uint64_t cm_hash_str(const char *s);
+
+/*
+ * SipHash-2-4 under a fixed, public key: the same value in every process and
+ * on every host (e.g. a node id derived from a host name). Not for keys a
+ * client chooses. Thread-safe.
+ */
+uint64_t cm_hash_stable(const void *data, size_t len);
+
+/*
  * Fills *out with 16 random bytes from getrandom(2) (blocks only until the
  * kernel's pool is initialised, at early boot). Returns 0, or CM_EIO if the
  * kernel cannot provide them (*out is then unspecified). Thread-safe.

@@ -4,17 +4,15 @@
  * better still, but 64 compares cost ~40 ns and run only on rejections).
  */
 #include "common/cm_topk.h"
+#include "common/cm_hash.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-/* FNV-1a, 64-bit; never 0 (0 marks an empty slot). */
+/* The keyed table hash (keys are users and addresses); never 0 (0 marks an empty slot). */
 static uint64_t hash_key(const void *key, size_t len)
 {
-    const unsigned char *p = key;
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ p[i]) * 1099511628211ull;
+    uint64_t h = cm_hash_mem(key, len);
     return h ? h : 1;
 }
 

@@ -36,6 +36,7 @@
  * per-address table is shared by all workers: 64 shards, one mutex each.
  */
 #include "common/cm_alloc.h"
+#include "common/cm_hash.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
 #include "gateway/gw_internal.h"
@@ -130,14 +131,8 @@ void gw_ip_table_free(gw_ip_table_t *t)
 
 static uint64_t key_hash(const uint8_t *k, size_t n)
 {
-    /* Keys are client addresses an attacker picks from a few: a keyed hash
-     * is not needed to bound a chain (one entry per address, capped count). */
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) {
-        h ^= k[i];
-        h *= 1099511628211ull;
-    }
-    return h ^ (h >> 31);
+    /* client addresses: the keyed table hash, so none can be made to collide */
+    return cm_hash_mem(k, n);
 }
 
 /* Adds delta to the address's count when the result stays <= cap (cap 0 = no

@@ -70,7 +70,6 @@ struct gw_orders {
     uint32_t nnames, names_cap;
     uint32_t *idx;
     size_t nidx;
-    cm_hash_key_t key;
     /* interned reasons */
     pthread_mutex_t reasons_lock;
     char *reasons[REASONS_MAX + 1];
@@ -119,7 +118,6 @@ gw_orders_t *gw_orders_new(uint64_t max_known)
     pthread_rwlock_init(&t->sales_lock, NULL);
     t->nidx = 64;
     t->idx = cm_xcalloc(t->nidx, sizeof(uint32_t));
-    t->key = (cm_hash_key_t){0x666c617368676174ull, 0x652d73616c657321ull};
     pthread_mutex_init(&t->reasons_lock, NULL);
     return t;
 }
@@ -147,7 +145,7 @@ void gw_orders_free(gw_orders_t *t)
 /* Index slot of sale id s in t->idx: where it is, or the empty slot where it goes. */
 static size_t name_slot(const gw_orders_t *t, const char *s, size_t len)
 {
-    size_t i = (size_t)(cm_hash_sip24(&t->key, s, len) & (t->nidx - 1));
+    size_t i = (size_t)(cm_hash_mem(s, len) & (t->nidx - 1));
     while (t->idx[i] && strcmp(t->names[t->idx[i] - 1], s) != 0)
         i = (i + 1) & (t->nidx - 1);
     return i;

@@ -3,6 +3,7 @@
  * its replay, limiter, admin listener, workers) and closes them in reverse.
  */
 #include "common/cm_alloc.h"
+#include "common/cm_hash.h"
 #include "common/cm_err.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
@@ -218,10 +219,8 @@ static uint32_t derive_node_id(const gw_config_t *cfg)
     gethostname(host, sizeof(host) - 1);
     char buf[1200];
     snprintf(buf, sizeof(buf), "%s|%s|%s", host, cfg->listen, cfg->data_dir);
-    uint32_t h = 2166136261u;
-    for (const char *p = buf; *p; p++)
-        h = (h ^ (unsigned char)*p) * 16777619u;
-    return h % (CM_ID_NODE_MAX + 1);
+    /* the same on every start of this gateway: the stable (unkeyed) hash */
+    return (uint32_t)(cm_hash_stable(buf, strlen(buf)) % (CM_ID_NODE_MAX + 1));
 }
 
 /*---- start / stop ----*/

@@ -5,6 +5,7 @@
  * answers the same way.
  */
 #include "inventory/inv_backend.h"
+#include "common/cm_hash.h"
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
@@ -17,16 +18,10 @@
 /*---- Helpers ----*/
 
 
-/* FNV-1a: sale ids are short and admin-chosen; the map is sized at 2x, so
- * clustering stays low. */
+/* The sale map is sized at 2x, so clustering stays low. */
 static uint64_t id_hash(const char *s)
 {
-    uint64_t h = 14695981039346656037ULL;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ULL;
-    }
-    return h;
+    return cm_hash_str(s);
 }
 
 static bool sale_id_ok(const char *s)

@@ -22,6 +22,7 @@
  * gateway replays the accepted orders from its spool through inv_replay.
  */
 #include "inventory/inv_backend.h"
+#include "common/cm_hash.h"
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
@@ -79,15 +80,7 @@ typedef struct mem_backend {
 
 static uint64_t user_hash(const char *s)
 {
-    uint64_t h = 14695981039346656037ULL; /* FNV-1a, then a murmur finaliser */
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ULL;
-    }
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    return h;
+    return cm_hash_str(s); /* keyed: a crowd chooses user ids */
 }
 
 /*
@@ -642,9 +635,7 @@ out:
 
 static uint64_t restock_key_hash(const char *key)
 {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a: an operator's keys, not a crowd's */
-    for (; *key; key++)
-        h = (h ^ (unsigned char)*key) * 1099511628211ull;
+    uint64_t h = cm_hash_str(key); /* in memory only (not across a restart) */
     return h ? h : 1;
 }
 

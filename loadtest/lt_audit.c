@@ -3,6 +3,7 @@
  * hash table, so the audit costs O(orders) whatever the topic's size.
  */
 #include "loadtest/lt_audit.h"
+#include "common/cm_hash.h"
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
@@ -38,10 +39,7 @@ typedef struct idtab {
 
 static uint64_t hash_str(const char *s)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
+    return cm_hash_str(s);
 }
 
 static idrec_t *idtab_get(idtab_t *t, const char *id, bool create)

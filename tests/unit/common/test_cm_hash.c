@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <cmocka.h>
 
 static const uint64_t vectors[64] = {
@@ -82,6 +83,27 @@ static void test_seed_random(void **state)
     assert_false(a.k0 == 0 && a.k1 == 0);
 }
 
+/* The table hash that replaced the hand-copied FNV-1a: deterministic within a
+ * process, keyed (not the public stable key), spreads short ids. */
+static void test_table_hash(void **state)
+{
+    (void)state;
+    assert_true(cm_hash_str("user-1") == cm_hash_mem("user-1", 6));
+    assert_true(cm_hash_str("user-1") == cm_hash_str("user-1"));
+    assert_true(cm_hash_str("user-1") != cm_hash_str("user-2"));
+    assert_true(cm_hash_mem("user-1", 6) != cm_hash_stable("user-1", 6));
+    assert_true(cm_hash_stable("host|:8080|data", 15) == cm_hash_stable("host|:8080|data", 15));
+    /* 64 shards by the low bits: 6400 sequential ids land in every shard */
+    unsigned hits[64] = {0};
+    char id[32];
+    for (int i = 0; i < 6400; i++) {
+        int n = snprintf(id, sizeof(id), "u%d", i);
+        hits[cm_hash_mem(id, (size_t)n) & 63]++;
+    }
+    for (int b = 0; b < 64; b++)
+        assert_true(hits[b] > 50 && hits[b] < 160);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -89,6 +111,7 @@ int main(void)
         cmocka_unit_test(test_incremental_any_split),
         cmocka_unit_test(test_key_matters),
         cmocka_unit_test(test_seed_random),
+        cmocka_unit_test(test_table_hash),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
