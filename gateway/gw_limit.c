@@ -46,6 +46,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -102,11 +103,19 @@ struct gw_limits {
      * are freed with the limiter (no reader can hold one past that). */
     struct rules_snap *_Atomic rules;
     struct rules_snap *retired; /* guarded by cfg_mu */
+    /* Rule counters live outside the snapshots, one slot per rule's sale, so a
+     * reader still holding an old snapshot counts into the same place as the
+     * new one: counts are exact across rule changes. Assignment under cfg_mu. */
+    struct rule_ctr {
+        char sale_id[65];
+        bool used;
+        _Atomic uint64_t rejected[2], dry_run_rejected[2];
+    } rctr[GW_LIMIT_RULES_MAX];
 };
 
 typedef struct rule_ent {
     gw_rule_t r;
-    _Atomic uint64_t rejected[2], dry_run_rejected[2];
+    struct rule_ctr *ctr;
 } rule_ent_t;
 
 typedef struct rules_snap {
@@ -297,18 +306,36 @@ int gw_limits_set_rules(gw_limits_t *l, const gw_rule_t *rules, size_t n)
     s->n = n;
     pthread_mutex_lock(&l->cfg_mu);
     rules_snap_t *old = atomic_load(&l->rules);
+    bool keep[GW_LIMIT_RULES_MAX] = {false};
     for (size_t i = 0; i < n; i++) {
         s->e[i].r = rules[i];
         s->e[i].r.user = pol_normalize(rules[i].user);
         s->e[i].r.sale = pol_normalize(rules[i].sale);
-        for (size_t j = 0; old && j < old->n; j++) {
-            if (strcmp(old->e[j].r.sale_id, rules[i].sale_id) != 0)
-                continue;
-            for (int k = 0; k < 2; k++) {
-                atomic_store(&s->e[i].rejected[k], atomic_load(&old->e[j].rejected[k]));
-                atomic_store(&s->e[i].dry_run_rejected[k],
-                             atomic_load(&old->e[j].dry_run_rejected[k]));
+        for (size_t j = 0; j < GW_LIMIT_RULES_MAX && !s->e[i].ctr; j++)
+            if (l->rctr[j].used && strcmp(l->rctr[j].sale_id, rules[i].sale_id) == 0) {
+                s->e[i].ctr = &l->rctr[j];
+                keep[j] = true;
             }
+    }
+    /* A removed rule's counters are freed; a new rule starts from zero.
+     * XXX: a reader of the old set that refuses in the instant after its slot
+     * was reused counts once into the new sale's rule; rule changes are rare
+     * operator actions and this needs both at once. */
+    for (size_t j = 0; j < GW_LIMIT_RULES_MAX; j++)
+        if (!keep[j])
+            l->rctr[j].used = false;
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < GW_LIMIT_RULES_MAX && !s->e[i].ctr; j++) {
+            struct rule_ctr *c = &l->rctr[j];
+            if (c->used)
+                continue;
+            c->used = true;
+            snprintf(c->sale_id, sizeof(c->sale_id), "%s", rules[i].sale_id);
+            for (int k = 0; k < 2; k++) {
+                atomic_store(&c->rejected[k], 0);
+                atomic_store(&c->dry_run_rejected[k], 0);
+            }
+            s->e[i].ctr = c;
         }
     }
     atomic_store_explicit(&l->rules, s, memory_order_release);
@@ -328,9 +355,10 @@ size_t gw_limits_get_rules(gw_limits_t *l, gw_rule_t *out, size_t max)
     for (; s && n < s->n && n < max; n++) {
         out[n] = s->e[n].r;
         for (int k = 0; k < 2; k++) {
-            out[n].rejected[k] = atomic_load_explicit(&s->e[n].rejected[k], memory_order_relaxed);
+            out[n].rejected[k] =
+                atomic_load_explicit(&s->e[n].ctr->rejected[k], memory_order_relaxed);
             out[n].dry_run_rejected[k] =
-                atomic_load_explicit(&s->e[n].dry_run_rejected[k], memory_order_relaxed);
+                atomic_load_explicit(&s->e[n].ctr->dry_run_rejected[k], memory_order_relaxed);
         }
     }
     pthread_mutex_unlock(&l->cfg_mu);
@@ -595,13 +623,13 @@ void gw_limits_admit(gw_limits_t *l, const char *user, size_t user_len, const ch
         int part = s == ST_RULE_USER ? 0 : 1;
         if (!r.allowed && is_rule && rule->r.dry_run) {
             /* Would refuse: count it, refuse nothing (a refusal took no token). */
-            atomic_fetch_add_explicit(&rule->dry_run_rejected[part], 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&rule->ctr->dry_run_rejected[part], 1, memory_order_relaxed);
             tk[s].used = false;
             continue;
         }
         if (!r.allowed) {
             if (is_rule)
-                atomic_fetch_add_explicit(&rule->rejected[part], 1, memory_order_relaxed);
+                atomic_fetch_add_explicit(&rule->ctr->rejected[part], 1, memory_order_relaxed);
             /* Give back what the earlier steps took: a refusal costs nothing. */
             for (int e = 0; e < s; e++) {
                 if (!tk[e].used)

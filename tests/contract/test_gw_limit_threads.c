@@ -165,6 +165,55 @@ static void test_same_sale_exact_burst(void **state)
     gw_limits_free(l);
 }
 
+/*
+ * A per-sale rule under contention while the rule set is replaced again and
+ * again (the same s1 rule, another sale's dry-run rule added and removed):
+ * the rule's bucket is exact (its burst, no more) and its refusals are
+ * counted exactly, none lost to a reader still holding an old rule set.
+ */
+static _Atomic int stop_rules;
+
+static void *rule_setter(void *arg)
+{
+    gw_limits_t *l = arg;
+    gw_rule_t r[2];
+    memset(r, 0, sizeof(r));
+    snprintf(r[0].sale_id, sizeof(r[0].sale_id), "sale-1");
+    r[0].sale = (cm_rate_policy_t){1000, 300};
+    snprintf(r[1].sale_id, sizeof(r[1].sale_id), "other");
+    r[1].user = (cm_rate_policy_t){1000, 1};
+    r[1].dry_run = true;
+    for (uint32_t i = 0; !atomic_load(&stop_rules); i++)
+        gw_limits_set_rules(l, r, 1 + i % 2);
+    return NULL;
+}
+
+static void test_sale_rule_exact_while_rules_change(void **state)
+{
+    (void)state;
+    gw_limits_t *l = gw_limits_new(1000);
+    assert_non_null(l);
+    gw_rule_t r;
+    memset(&r, 0, sizeof(r));
+    snprintf(r.sale_id, sizeof(r.sale_id), "sale-1");
+    r.sale = (cm_rate_policy_t){1000, 300};
+    assert_int_equal(gw_limits_set_rules(l, &r, 1), 0);
+    atomic_store(&stop_rules, 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, rule_setter, l), 0);
+    worker_t w[NTHREADS];
+    run_all(l, SAME_SALE, 1000, w);
+    atomic_store(&stop_rules, 1);
+    pthread_join(th, NULL);
+    assert_int_equal(total(w), 300);
+    gw_rule_t out[GW_LIMIT_RULES_MAX];
+    size_t n = gw_limits_get_rules(l, out, GW_LIMIT_RULES_MAX);
+    assert_true(n >= 1);
+    assert_string_equal(out[0].sale_id, "sale-1");
+    assert_int_equal(out[0].rejected[1], (uint64_t)NTHREADS * 1000 - 300);
+    gw_limits_free(l);
+}
+
 static void *setter(void *arg)
 {
     gw_limits_t *l = arg;
@@ -259,6 +308,7 @@ int main(void)
         cmocka_unit_test(test_same_user_exact_burst),
         cmocka_unit_test(test_same_global_exact_burst_with_refunds),
         cmocka_unit_test(test_same_sale_exact_burst),
+        cmocka_unit_test(test_sale_rule_exact_while_rules_change),
         cmocka_unit_test(test_distinct_users_at_cap),
         cmocka_unit_test(test_sale_map_churn),
     };
