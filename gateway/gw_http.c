@@ -585,6 +585,7 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
             uv_run(&w->loop, UV_RUN_DEFAULT);
             MHD_stop_daemon(w->mhd);
             w->mhd = NULL;
+            gw_conn_guard_free(w);
             if (w->listen_fd >= 0)
                 close(w->listen_fd);
             w->listen_fd = -1;
@@ -602,6 +603,8 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
 void gw_workers_stop(gw_server_t *srv)
 {
     if (!srv->workers)
+        return;
+    if (srv->workers_stopped)
         return;
     for (unsigned i = 0; i < srv->nworkers; i++) {
         gw_worker_t *w = &srv->workers[i];
@@ -638,6 +641,7 @@ void gw_workers_stop(gw_server_t *srv)
         }
     }
     srv->workers_running = false;
+    srv->workers_stopped = true;
     gw_ip_table_free(srv->iptable);
     srv->iptable = NULL;
 }

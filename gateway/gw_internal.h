@@ -337,6 +337,7 @@ struct gw_server {
     gw_worker_t *workers;
     unsigned nworkers;
     bool workers_running;
+    bool workers_stopped; /* gw_workers_stop ran: a failed start stops them once, not twice */
     struct MHD_Daemon *admin;
     struct gw_admin_token *tokens; /* named admin tokens (gw_admin.c) */
     size_t ntokens;
