@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import Gateway, check, eq, finish, free_port, need_binary, request  # noqa: E402
+from fg import Gateway, check, eq, finish, need_binary, request  # noqa: E402
 
 need_binary("flashgate")
 
@@ -62,8 +62,9 @@ class Upstream(http.server.BaseHTTPRequestHandler):
         pass
 
 
-up_port = free_port()
-srv = http.server.ThreadingHTTPServer(("127.0.0.1", up_port), Upstream)
+# Port 0: the kernel picks a free port, no race with other tests.
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+up_port = srv.server_address[1]
 srv.daemon_threads = True
 threading.Thread(target=srv.serve_forever, daemon=True).start()
 
