@@ -12,7 +12,8 @@ _Atomic int cm_log_level_current = CM_LOG_INFO;
 static int log_fd = 2;
 static bool log_json;
 
-static const char *const level_names[] = {"error", "warn", "info", "debug"};
+const char *const cm_log_level_names[] = {"error", "warn", "info", "debug", NULL};
+#define level_names cm_log_level_names
 
 void cm_log_set_level(cm_log_level_t level)
 {

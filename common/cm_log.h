@@ -22,6 +22,8 @@ void cm_log_set_level(cm_log_level_t level);
 /* Parses "error|warn|info|debug"; returns the level or -1. */
 int cm_log_level_parse(const char *s);
 const char *cm_log_level_name(cm_log_level_t level);
+/* The level names in level order, NULL-terminated: the one table (config enums use it). */
+extern const char *const cm_log_level_names[];
 /* Sends lines to fd (default 2, stderr). Single-threaded init. */
 void cm_log_set_fd(int fd);
 /* "logfmt" (default) or "json". Single-threaded init. Returns 0 or CM_EINVAL. */

@@ -13,8 +13,10 @@
  */
 #include "gateway/gw_config.h"
 #include "common/cm_err.h"
+#include "common/cm_log.h"
 #include "common/cm_rate.h"
 #include "inventory/inv.h"
+#include "queue/oq_order.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -428,7 +430,6 @@ static const char *v_routes(const void *v)
 
 /*---- The table ----*/
 
-static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 static const char *const log_formats[] = {"logfmt", "json", NULL};
 static const char *const durabilities[] = {"write", "fsync", NULL};
 static const char *const ol_levels[] = {"auto", "0", "1", "2", "3", NULL};
@@ -500,7 +501,7 @@ const cm_opt_t gw_config_opts[] = {
      "most sales defined at once", NULL},
     {"server.data_dir", CM_OPT_STR, OFF(data_dir), SZ(data_dir), "./data", 0, 0, NULL, 0,
      "data-dir", "DIR", "directory for the order spool and local state", v_nonempty},
-    {"log.level", CM_OPT_ENUM, OFF(log_level), 0, "info", 0, 0, log_levels, 0, NULL, NULL,
+    {"log.level", CM_OPT_ENUM, OFF(log_level), 0, "info", 0, 0, cm_log_level_names, 0, NULL, NULL,
      "log threshold", NULL},
     {"log.format", CM_OPT_ENUM, OFF(log_format), 0, "logfmt", 0, 0, log_formats, 0, NULL, NULL,
      "log line format", NULL},
@@ -534,10 +535,10 @@ const cm_opt_t gw_config_opts[] = {
     {"kafka.brokers", CM_OPT_STR, OFF(kafka_brokers), SZ(kafka_brokers), "embedded", 0, 0, NULL,
      0, "kafka-brokers", "embedded|none|HOST:PORT,...",
      "Kafka bootstrap servers; embedded = an in-process broker (one machine, tests); none = no Kafka, the spool is the queue", v_brokers},
-    {"kafka.topic", CM_OPT_STR, OFF(kafka_topic), SZ(kafka_topic), "flashgate.orders", 0, 0,
+    {"kafka.topic", CM_OPT_STR, OFF(kafka_topic), SZ(kafka_topic), OQ_TOPIC_ORDERS, 0, 0,
      NULL, 0, "kafka-topic", "TOPIC", "topic accepted orders go to (key = order id)", v_topic},
     {"kafka.outcomes_topic", CM_OPT_STR, OFF(kafka_outcomes_topic), SZ(kafka_outcomes_topic),
-     "flashgate.outcomes", 0, 0, NULL, 0, NULL, "TOPIC",
+     OQ_TOPIC_OUTCOMES, 0, 0, NULL, 0, NULL, "TOPIC",
      "topic settlement results come back on", v_topic},
     {"kafka.properties", CM_OPT_KV, OFF(kafka_properties), SZ(kafka_properties), "", 0, 0, NULL,
      0, NULL, "KEY=VALUE",

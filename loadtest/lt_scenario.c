@@ -7,6 +7,7 @@
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
+#include "queue/oq_order.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -227,7 +228,7 @@ static void set_defaults(lt_scenario_t *sc)
     sc->poll_interval_ms = 500;
     sc->poll_max = 10;
     sc->settle_wait_s = 15;
-    sc->topic = cm_xstrdup("flashgate.orders");
+    sc->topic = cm_xstrdup(OQ_TOPIC_ORDERS);
 }
 
 #define TRY(x)                                                                                     \

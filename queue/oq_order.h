@@ -44,6 +44,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The topics' default names, the one place they are written. */
+#define OQ_TOPIC_ORDERS "flashgate.orders"     /* orders and cancel commands, key = sale id */
+#define OQ_TOPIC_OUTCOMES "flashgate.outcomes" /* settlement outcomes, key = sale id */
+
 #define OQ_QTY_MAX 1000u                 /* units in one order: the buy path's bound */
 #define OQ_REASON_MAX 255                /* bytes of a failure or cancel reason */
 #define OQ_NODE_UNKNOWN UINT32_MAX       /* node not recorded (a cancel before its order) */

@@ -57,8 +57,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DEFAULT_TOPIC "flashgate.orders"
-#define DEFAULT_OUTCOMES "flashgate.outcomes"
+#define DEFAULT_TOPIC OQ_TOPIC_ORDERS
+#define DEFAULT_OUTCOMES OQ_TOPIC_OUTCOMES
 #define CANCEL_SETTLE_GRACE_MS 30000
 #define REWIND_BACKOFF_MS 1000
 #define META_PERIOD_MS 3000

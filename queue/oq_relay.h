@@ -54,8 +54,8 @@ typedef void (*oq_relay_outcome_cb)(const oq_order_t *outcome, void *ud);
 
 typedef struct oq_relay_opts {
     const char *brokers;        /* "embedded" (NULL/"" too) or "host:port,..." */
-    const char *topic;          /* NULL = "flashgate.orders" */
-    const char *outcomes_topic; /* NULL = "flashgate.outcomes" */
+    const char *topic;          /* NULL = OQ_TOPIC_ORDERS */
+    const char *outcomes_topic; /* NULL = OQ_TOPIC_OUTCOMES */
     const char *properties;     /* "k=v" lines passed to rd_kafka_conf_set, or NULL */
     const char *data_dir;       /* for kafka.bootstrap in embedded mode */
     uint32_t node_id;

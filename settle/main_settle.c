@@ -39,8 +39,6 @@ typedef struct settle_conf {
 #define OFF(f) offsetof(settle_conf_t, f)
 #define SZ(f) sizeof(((settle_conf_t *)0)->f)
 
-static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
-
 static const cm_opt_t settle_opts[] = {
     {.key = "kafka.brokers",
      .type = CM_OPT_STR,
@@ -72,7 +70,7 @@ static const cm_opt_t settle_opts[] = {
      .offset = OFF(kafka_properties),
      .size = SZ(kafka_properties),
      .def = "",
-     .alias = "kafka-property",
+     .alias = "kafka-properties",
      .metavar = "KEY=VALUE",
      .help = "librdkafka property for both clients, or consumer.K=V / producer.K=V for one "
              "(repeatable)"},
@@ -148,7 +146,7 @@ static const cm_opt_t settle_opts[] = {
      .type = CM_OPT_ENUM,
      .offset = OFF(log_level),
      .def = "info",
-     .choices = log_levels,
+     .choices = cm_log_level_names,
      .alias = "log-level",
      .help = "log threshold"},
     {.key = NULL},

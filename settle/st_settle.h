@@ -29,8 +29,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define ST_DEFAULT_TOPIC "flashgate.orders"
-#define ST_DEFAULT_OUTCOMES_TOPIC "flashgate.outcomes"
+#define ST_DEFAULT_TOPIC OQ_TOPIC_ORDERS
+#define ST_DEFAULT_OUTCOMES_TOPIC OQ_TOPIC_OUTCOMES
 #define ST_DEFAULT_GROUP "flashgate-settle"
 
 typedef struct st_settle_opts {

@@ -86,7 +86,7 @@ wait_count() { # wait_count N SECONDS
 
 start_settle() {
     "$SETTLE" --kafka-brokers "@$BDIR/kafka.bootstrap" --data-dir "$SDIR" --log-level warn \
-        --kafka-property consumer.session.timeout.ms=6000 "$@" >>"$TMP/settle.log" 2>&1 &
+        --kafka-properties consumer.session.timeout.ms=6000 "$@" >>"$TMP/settle.log" 2>&1 &
     SETTLE_PID=$!
 }
 

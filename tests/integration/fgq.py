@@ -79,7 +79,7 @@ class Settle(Server):
              "@" + os.path.join(self.gw_data_dir, "kafka.bootstrap"), "--data-dir",
              self.data_dir, "--log-level", "info",
              # a killed member's partitions come back sooner
-             "--kafka-property", "consumer.session.timeout.ms=6000"]
+             "--kafka-properties", "consumer.session.timeout.ms=6000"]
         if self.db:
             c += ["--db", self.db]
         return c + self.args
