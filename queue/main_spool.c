@@ -8,30 +8,53 @@
  * next to a live gateway; it then sees the records complete when it started.
  * Exit status: 0 ok, 1 the spool cannot be read (missing, corrupt), 2 usage.
  */
+#include "common/cm_config.h"
 #include "common/cm_err.h"
 #include "common/cm_log.h"
 #include "queue/oq_spool.h"
 
 #include <inttypes.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static void usage(FILE *out)
-{
-    fputs("usage: flashgate-spool dump  [--data-dir DIR] [--from-start]\n"
-          "       flashgate-spool stats [--data-dir DIR]\n"
-          "       flashgate-spool --help\n"
-          "\n"
-          "Reads the order spool in DIR/spool (DIR defaults to ./data), read-only.\n"
-          "  dump        one JSON line per record not yet released: an ORDER is the order's\n"
-          "              JSON (the Kafka value) plus \"pos\":\"seg:off\"; an EVENT is\n"
-          "              {\"event\":<json>,\"pos\":\"seg:off\"}\n"
-          "  --from-start  dump every record still on disk, released ones included\n"
-          "  stats       unreleased bytes, records and segments as one JSON object\n"
-          "Exit status: 0 ok, 1 spool missing or corrupt, 2 usage error.\n",
-          out);
-}
+/* The options, on the one config engine (flags, FLASHGATE_* env, --config, --help). */
+typedef struct spool_conf {
+    char data_dir[1024];
+    bool from_start;
+} spool_conf_t;
+
+#define OFF(f) offsetof(spool_conf_t, f)
+
+static const cm_opt_t spool_opts[] = {
+    {.key = "spool.data_dir",
+     .type = CM_OPT_STR,
+     .offset = OFF(data_dir),
+     .size = sizeof(((spool_conf_t *)0)->data_dir),
+     .def = "./data",
+     .alias = "data-dir",
+     .metavar = "DIR",
+     .help = "the gateway's data directory; the spool is DIR/spool (read-only)"},
+    {.key = "spool.from_start",
+     .type = CM_OPT_BOOL,
+     .offset = OFF(from_start),
+     .def = "false",
+     .alias = "from-start",
+     .help = "dump: every record still on disk, released ones included"},
+    {.key = NULL},
+};
+
+static const char usage_text[] =
+    "usage: flashgate-spool dump  [--data-dir DIR] [--from-start]\n"
+    "       flashgate-spool stats [--data-dir DIR]\n"
+    "Reads the order spool in DIR/spool, read-only.\n"
+    "  dump   one JSON line per record not yet released: an ORDER is the order's\n"
+    "         JSON (the Kafka value) plus \"pos\":\"seg:off\"; an EVENT is\n"
+    "         {\"event\":<json>,\"pos\":\"seg:off\"}\n"
+    "  stats  unreleased bytes, records and segments as one JSON object\n"
+    "Exit status: 0 ok, 1 spool missing or corrupt, 2 usage error.\n";
 
 static int dump_cb(const oq_rec_t *rec, void *ctx)
 {
@@ -52,53 +75,64 @@ static int dump_cb(const oq_rec_t *rec, void *ctx)
 
 int main(int argc, char **argv)
 {
-    const char *cmd = NULL, *data_dir = "./data";
-    bool from_start = false;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
-            return 0;
-        } else if (strcmp(a, "--data-dir") == 0 && i + 1 < argc) {
-            data_dir = argv[++i];
-        } else if (strncmp(a, "--data-dir=", 11) == 0) {
-            data_dir = a + 11;
-        } else if (strcmp(a, "--from-start") == 0) {
-            from_start = true;
-        } else if (a[0] != '-' && cmd == NULL) {
-            cmd = a;
-        } else {
-            fprintf(stderr, "flashgate-spool: unexpected argument '%s'\n", a);
-            usage(stderr);
-            return 2;
-        }
+    spool_conf_t c;
+    memset(&c, 0, sizeof(c));
+    cm_conf_t conf;
+    char err[2048];
+    int ret = cm_conf_load(&conf, spool_opts, &c, "flashgate-spool", "FLASHGATE_", argc, argv,
+                           err, sizeof(err));
+    if (ret != 0) {
+        fprintf(stderr, "%s", err);
+        fputs(usage_text, stderr);
+        cm_conf_free(&conf);
+        return 2;
     }
-    if (cmd == NULL || (strcmp(cmd, "dump") != 0 && strcmp(cmd, "stats") != 0)) {
+    if (conf.want_help || conf.want_version || conf.want_check) {
+        if (conf.want_help)
+            cm_conf_print_help(&conf, usage_text, 1);
+        else if (conf.want_check)
+            cm_conf_print_effective(&conf, 1);
+        else
+            printf("flashgate-spool %s\n", FLASHGATE_VERSION);
+        cm_conf_free(&conf);
+        return 0;
+    }
+    const char *cmd = conf.nargs == 1 ? conf.args[0] : NULL;
+    int usage_rc = 0;
+    if (conf.nargs > 1) {
+        fprintf(stderr, "flashgate-spool: unexpected argument '%s'\n", conf.args[1]);
+        usage_rc = 2;
+    } else if (cmd == NULL || (strcmp(cmd, "dump") != 0 && strcmp(cmd, "stats") != 0)) {
         fprintf(stderr, "flashgate-spool: %s\n", cmd ? "unknown command" : "no command given");
-        usage(stderr);
-        return 2;
-    }
-    if (from_start && strcmp(cmd, "dump") != 0) {
+        usage_rc = 2;
+    } else if (c.from_start && strcmp(cmd, "dump") != 0) {
         fprintf(stderr, "flashgate-spool: --from-start only goes with dump\n");
-        return 2;
-    }
-    if (data_dir[0] == '\0') {
+        usage_rc = 2;
+    } else if (c.data_dir[0] == '\0') {
         fprintf(stderr, "flashgate-spool: --data-dir is empty\n");
-        return 2;
+        usage_rc = 2;
     }
+    if (usage_rc) {
+        fputs(usage_text, stderr);
+        cm_conf_free(&conf);
+        return usage_rc;
+    }
+    bool from_start = c.from_start;
+    bool is_dump = strcmp(cmd, "dump") == 0;
+    cm_conf_free(&conf);
 
     char dir[4096];
-    snprintf(dir, sizeof(dir), "%s/spool", data_dir);
+    snprintf(dir, sizeof(dir), "%s/spool", c.data_dir);
     oq_spool_opts_t opts = {.dir = dir, .read_only = true};
     oq_spool_t *sp = NULL;
-    char err[512] = "";
+    err[0] = '\0';
     int rc = oq_spool_open(&sp, &opts, err, sizeof(err));
     if (rc != 0) {
         fprintf(stderr, "flashgate-spool: %s\n", err[0] ? err : cm_strerror(rc));
         return 1;
     }
     int status = 0;
-    if (strcmp(cmd, "dump") == 0) {
+    if (is_dump) {
         oq_pos_t from = from_start ? (oq_pos_t){0, 0} : oq_spool_released(sp);
         long n = oq_spool_scan(sp, from, dump_cb, NULL);
         if (n < 0) {

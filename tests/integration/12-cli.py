@@ -90,4 +90,22 @@ try:
     check("cannot listen" in r.stderr + r.stdout, "reason given: %r" % (r.stderr[-300:],))
 finally:
     g.cleanup()
+
+# flashgate-spool reads its options through the same engine: --help lists them with
+# their env names, unknown flags and bad values are usage errors (2), env works
+SP = os.path.join(BIN, "flashgate-spool")
+clean = {k: v for k, v in os.environ.items() if not k.startswith("FLASHGATE_")}
+r = subprocess.run([SP, "--help"], capture_output=True, text=True, env=clean, timeout=30)
+eq(r.returncode, 0, "flashgate-spool --help")
+for text in ("--data-dir", "--from-start", "FLASHGATE_DATA_DIR", "--config", "dump", "stats"):
+    check(text in r.stdout, "flashgate-spool --help shows " + text)
+for args in (["dump", "--nope"], ["dump", "--from-start=maybe"], ["frob"], [],
+             ["stats", "--from-start"]):
+    r = subprocess.run([SP] + args, capture_output=True, text=True, env=clean, timeout=30)
+    eq(r.returncode, 2, "flashgate-spool %r is a usage error: %r" % (args, r.stderr[-200:]))
+d = os.path.join(tmp, "no-such-dir")
+r = subprocess.run([SP, "stats"], capture_output=True, text=True,
+                   env=dict(clean, FLASHGATE_DATA_DIR=d), timeout=30)
+check(r.returncode == 1 and d in r.stderr, "FLASHGATE_DATA_DIR reaches flashgate-spool: %r"
+      % r.stderr[-200:])
 finish()
