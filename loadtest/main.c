@@ -7,14 +7,15 @@
  * 4 the report could not be written.
  */
 #include "common/cm_alloc.h"
+#include "common/cm_config.h"
 #include "common/cm_time.h"
 #include "loadtest/lt_audit.h"
 #include "loadtest/lt_report.h"
 #include "loadtest/lt_run.h"
 #include "loadtest/lt_scenario.h"
 
-#include <getopt.h>
 #include <jansson.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,16 +27,64 @@
 #define LT_SOURCE_DIR "."
 #endif
 
-static void usage(FILE *f)
+static const char usage_text[] =
+    "usage: flashgate-load --scenario FILE [flags]\n"
+    "Runs a sale-peak scenario against gateways and audits the result. Flags (and\n"
+    "FLASHGATE_LOAD_* variables) override the scenario file. Exit: 0 PASS, 1 audit\n"
+    "FAIL, 2 usage/scenario, 3 run could not start, 4 report not written.\n";
+
+/* The options, on the one config engine. A flag left at its default leaves
+ * the scenario's value alone (cm_conf_source tells which were given). */
+typedef struct load_conf {
+    char scenario[1024], target[4096], admin[1024], admin_token[1024], kafka_brokers[1024];
+    char db[1024], out[1024], sale[sizeof(((lt_scenario_t *)0)->sale_id)];
+    uint64_t duration_milli, seed, connections, connections_max, give_up_ms;
+    int connection_mode;
+    bool no_create, no_audit, quiet;
+} load_conf_t;
+
+#define OFF(f) offsetof(load_conf_t, f)
+#define SZ(f) sizeof(((load_conf_t *)0)->f)
+#define STR_OPT(k, f, mv, h)                                                                       \
+    {.key = k, .type = CM_OPT_STR, .offset = OFF(f), .size = SZ(f), .def = "", .metavar = mv,      \
+     .help = h}
+#define BOOL_OPT(k, f, h) {.key = k, .type = CM_OPT_BOOL, .offset = OFF(f), .def = "false", .help = h}
+
+static const char *const conn_modes[] = {"queue", "open", NULL};
+
+static const cm_opt_t load_opts[] = {
+    STR_OPT("scenario", scenario, "FILE", "the scenario file (required)"),
+    STR_OPT("target", target, "URL,...", "gateways to send the crowd to"),
+    STR_OPT("admin", admin, "URL", "admin API for sale creation and the stock audit"),
+    {.key = "admin_token", .type = CM_OPT_STR, .offset = OFF(admin_token),
+     .size = SZ(admin_token), .def = "", .flags = CM_OPT_SECRET, .metavar = "TOKEN|@FILE",
+     .help = "admin bearer token, or @FILE to read it from a file"},
+    STR_OPT("kafka_brokers", kafka_brokers, "LIST|FILE", "brokers for the topic audit"),
+    STR_OPT("db", db, "URL|PATH", "orders database for the settlement audit"),
+    STR_OPT("out", out, "DIR", "report directory (default loadtest/results/<time>)"),
+    STR_OPT("sale", sale, "ID", "sale id"),
+    {.key = "duration", .type = CM_OPT_MILLI, .offset = OFF(duration_milli), .def = "0",
+     .min = 0, .max = 3600000, .metavar = "S", .help = "seconds of load (0.1..3600)"},
+    {.key = "seed", .type = CM_OPT_UINT, .offset = OFF(seed), .def = "0", .metavar = "N",
+     .help = "random seed"},
+    {.key = "connections", .type = CM_OPT_UINT, .offset = OFF(connections), .def = "0",
+     .max = LT_MAX_CONNECTIONS, .metavar = "N", .help = "connections (queue mode)"},
+    {.key = "connection_mode", .type = CM_OPT_ENUM, .offset = OFF(connection_mode),
+     .def = "queue", .choices = conn_modes, .help = "queue (a pool) or open (a crowd)"},
+    {.key = "connections_max", .type = CM_OPT_UINT, .offset = OFF(connections_max), .def = "0",
+     .max = LT_MAX_CONNECTIONS, .metavar = "N", .help = "most connections open at once"},
+    {.key = "give_up_ms", .type = CM_OPT_UINT, .offset = OFF(give_up_ms), .def = "0",
+     .max = 600000, .metavar = "MS", .help = "a person gives up after this"},
+    BOOL_OPT("no_create", no_create, "do not create the sale"),
+    BOOL_OPT("no_audit", no_audit, "skip the audit"),
+    BOOL_OPT("quiet", quiet, "no progress lines"),
+    {.key = NULL},
+};
+
+/* true if the flag/env/file gave `key` (not its default). */
+static bool given(const cm_conf_t *conf, const char *key)
 {
-    fprintf(f,
-            "usage: flashgate-load --scenario FILE [--target URL,...] [--admin URL]\n"
-            "         [--admin-token TOKEN|@FILE] [--kafka-brokers LIST|FILE] [--db URL|PATH]\n"
-            "         [--out DIR] [--duration S] [--seed N] [--sale ID] [--no-create]\n"
-            "         [--no-audit] [--quiet] [--connections N] [--connection-mode queue|open]\n"
-            "         [--connections-max N] [--give-up-ms MS]\n"
-            "Flags override the scenario file. Exit: 0 PASS, 1 audit FAIL, 2 usage/scenario,\n"
-            "3 run could not start, 4 report not written.\n");
+    return cm_conf_source(conf, key) > CM_SRC_DEFAULT;
 }
 
 static char *token_value(const char *v)
@@ -53,21 +102,6 @@ static char *token_value(const char *v)
     return cm_xstrdup(buf);
 }
 
-/* A flag's unsigned value within [min, max]; false (with a message) otherwise. */
-static bool flag_u32(const char *name, const char *v, unsigned long min, unsigned long max,
-                     uint32_t *out)
-{
-    char *end;
-    unsigned long n = strtoul(v, &end, 10);
-    if (!*v || *end || v[0] == '-' || n < min || n > max) {
-        fprintf(stderr, "flashgate-load: %s: must be an integer between %lu and %lu\n", name, min,
-                max);
-        return false;
-    }
-    *out = (uint32_t)n;
-    return true;
-}
-
 static void replace(char **dst, const char *v)
 {
     free(*dst);
@@ -76,51 +110,45 @@ static void replace(char **dst, const char *v)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"scenario", required_argument, NULL, 's'}, {"target", required_argument, NULL, 't'},
-        {"admin", required_argument, NULL, 'a'},    {"admin-token", required_argument, NULL, 'k'},
-        {"kafka-brokers", required_argument, NULL, 'b'}, {"db", required_argument, NULL, 'd'},
-        {"out", required_argument, NULL, 'o'},      {"duration", required_argument, NULL, 'D'},
-        {"seed", required_argument, NULL, 'S'},     {"sale", required_argument, NULL, 'i'},
-        {"no-create", no_argument, NULL, 'n'},      {"no-audit", no_argument, NULL, 'N'},
-        {"quiet", no_argument, NULL, 'q'},          {"help", no_argument, NULL, 'h'},
-        {"connections", required_argument, NULL, 'C'},
-        {"connection-mode", required_argument, NULL, 'M'},
-        {"connections-max", required_argument, NULL, 'X'},
-        {"give-up-ms", required_argument, NULL, 'G'},
-        {NULL, 0, NULL, 0}};
-    const char *scenario = NULL, *target = NULL, *admin = NULL, *token = NULL, *brokers = NULL,
-               *db = NULL, *out = NULL, *duration = NULL, *seed = NULL, *sale = NULL,
-               *conns = NULL, *mode = NULL, *conns_max = NULL, *give_up = NULL;
-    bool no_create = false, no_audit = false, quiet = false;
-    int c;
-    while ((c = getopt_long(argc, argv, "s:t:a:k:b:d:o:D:S:i:nNqhC:M:X:G:", opts, NULL)) != -1) {
-        switch (c) {
-        case 's': scenario = optarg; break;
-        case 't': target = optarg; break;
-        case 'a': admin = optarg; break;
-        case 'k': token = optarg; break;
-        case 'b': brokers = optarg; break;
-        case 'd': db = optarg; break;
-        case 'o': out = optarg; break;
-        case 'D': duration = optarg; break;
-        case 'S': seed = optarg; break;
-        case 'i': sale = optarg; break;
-        case 'n': no_create = true; break;
-        case 'N': no_audit = true; break;
-        case 'q': quiet = true; break;
-        case 'C': conns = optarg; break;
-        case 'M': mode = optarg; break;
-        case 'X': conns_max = optarg; break;
-        case 'G': give_up = optarg; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
-        }
-    }
-    if (!scenario || optind != argc) {
-        usage(stderr);
+    load_conf_t lc;
+    memset(&lc, 0, sizeof(lc));
+    cm_conf_t conf;
+    char cerr[4096];
+    if (cm_conf_load(&conf, load_opts, &lc, "flashgate-load", "FLASHGATE_LOAD_", argc, argv, cerr,
+                     sizeof(cerr)) != 0) {
+        fprintf(stderr, "%s%s", cerr, usage_text);
+        cm_conf_free(&conf);
         return 2;
     }
+    if (conf.want_help || conf.want_version || conf.want_check) {
+        if (conf.want_help)
+            cm_conf_print_help(&conf, usage_text, 1);
+        else if (conf.want_check)
+            cm_conf_print_effective(&conf, 1);
+        else
+            printf("flashgate-load %s\n", FLASHGATE_VERSION);
+        cm_conf_free(&conf);
+        return 0;
+    }
+    if (!lc.scenario[0] || conf.nargs > 0) {
+        fprintf(stderr, "flashgate-load: %s\n%s",
+                conf.nargs > 0 ? "unexpected argument" : "--scenario is required", usage_text);
+        cm_conf_free(&conf);
+        return 2;
+    }
+    const char *scenario = lc.scenario;
+    const char *target = given(&conf, "target") ? lc.target : NULL;
+    const char *admin = given(&conf, "admin") ? lc.admin : NULL;
+    const char *token = given(&conf, "admin_token") ? lc.admin_token : NULL;
+    const char *brokers = given(&conf, "kafka_brokers") ? lc.kafka_brokers : NULL;
+    const char *db = given(&conf, "db") ? lc.db : NULL;
+    const char *out = given(&conf, "out") && lc.out[0] ? lc.out : NULL;
+    const char *sale = given(&conf, "sale") ? lc.sale : NULL;
+    bool no_create = lc.no_create, no_audit = lc.no_audit, quiet = lc.quiet;
+    bool has_duration = given(&conf, "duration"), has_seed = given(&conf, "seed");
+    bool has_conns = given(&conf, "connections"), has_mode = given(&conf, "connection_mode");
+    bool has_conns_max = given(&conf, "connections_max"), has_give_up = given(&conf, "give_up_ms");
+    cm_conf_free(&conf);
     signal(SIGPIPE, SIG_IGN);
     json_object_seed(0);
     lt_scenario_t sc;
@@ -146,34 +174,28 @@ int main(int argc, char **argv)
         snprintf(sc.sale_id, sizeof(sc.sale_id), "%s", sale);
     if (no_create)
         sc.sale_create = false;
-    if (duration) {
-        char *end;
-        double d = strtod(duration, &end);
-        if (*end || d < 0.1 || d > 3600) {
+    if (has_duration) {
+        if (lc.duration_milli < 100) {
             fprintf(stderr, "flashgate-load: --duration: must be seconds between 0.1 and 3600\n");
             lt_scenario_free(&sc);
             return 2;
         }
-        sc.duration_s = d;
+        sc.duration_s = (double)lc.duration_milli / 1000.0;
     }
-    if (seed) {
-        char *end;
-        unsigned long long s = strtoull(seed, &end, 10);
-        if (*end || !*seed) {
-            fprintf(stderr, "flashgate-load: --seed: must be an unsigned integer\n");
-            lt_scenario_free(&sc);
-            return 2;
-        }
-        sc.seed = s;
-    }
-    if ((conns && !flag_u32("--connections", conns, 1, LT_MAX_CONNECTIONS, &sc.connections)) ||
-        (conns_max &&
-         !flag_u32("--connections-max", conns_max, 1, LT_MAX_CONNECTIONS, &sc.connections_max)) ||
-        (give_up && !flag_u32("--give-up-ms", give_up, 0, 600000, &sc.give_up_ms))) {
+    if (has_seed)
+        sc.seed = lc.seed;
+    if ((has_conns && lc.connections == 0) || (has_conns_max && lc.connections_max == 0)) {
+        fprintf(stderr, "flashgate-load: --connections and --connections-max must be >= 1\n");
         lt_scenario_free(&sc);
         return 2;
     }
-    if (mode && lt_conn_mode_parse(mode, &sc.connection_mode) < 0) {
+    if (has_conns)
+        sc.connections = (uint32_t)lc.connections;
+    if (has_conns_max)
+        sc.connections_max = (uint32_t)lc.connections_max;
+    if (has_give_up)
+        sc.give_up_ms = (uint32_t)lc.give_up_ms;
+    if (has_mode && lt_conn_mode_parse(conn_modes[lc.connection_mode], &sc.connection_mode) < 0) {
         fprintf(stderr, "flashgate-load: --connection-mode: must be queue or open\n");
         lt_scenario_free(&sc);
         return 2;

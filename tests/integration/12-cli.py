@@ -108,4 +108,15 @@ r = subprocess.run([SP, "stats"], capture_output=True, text=True,
                    env=dict(clean, FLASHGATE_DATA_DIR=d), timeout=30)
 check(r.returncode == 1 and d in r.stderr, "FLASHGATE_DATA_DIR reaches flashgate-spool: %r"
       % r.stderr[-200:])
+
+# flashgate-load too: one option table on the engine (it parsed argv with getopt)
+LD = os.path.join(BIN, "flashgate-load")
+r = subprocess.run([LD, "--help"], capture_output=True, text=True, env=clean, timeout=30)
+eq(r.returncode, 0, "flashgate-load --help")
+for text in ("--scenario", "--target", "--duration", "--connection-mode", "FLASHGATE_LOAD_SEED"):
+    check(text in r.stdout, "flashgate-load --help shows " + text)
+for args in ([], ["--scenario", "x", "--nope"], ["--scenario", "x", "--connection-mode", "bad"],
+             ["--scenario", "x", "--seed", "-1"], ["--scenario", "x", "extra"]):
+    r = subprocess.run([LD] + args, capture_output=True, text=True, env=clean, timeout=30)
+    eq(r.returncode, 2, "flashgate-load %r is a usage error: %r" % (args, r.stderr[-200:]))
 finish()
