@@ -5,9 +5,12 @@
 #   make test       the whole suite: dev build (-Werror) unit + integration + race
 #                   (Helgrind on the relay and settlement),
 #                   ASan+UBSan unit + integration, TSan concurrency tests,
-#                   libFuzzer targets for a bounded time (make fuzz)
+#                   libFuzzer targets for a bounded time (make fuzz), lint
 #   make fuzz       clang + libFuzzer + ASan/UBSan build in build-fuzz/, each
 #                   target FUZZ_SECONDS (10) plus every committed reproducer
+#   make lint       cppcheck and clang-tidy, clean or failing (tests/lint/)
+#   make faults     the fault suite as one table (tests/fault/run.sh)
+#   make soak       10 minutes of steady mixed load: RSS, fds, spool, p99 plotted
 #   make bench      benchmarks (bench/bench.sh), printed side by side
 #   make bench-overload  the overload benchmark (bench/overload.sh, < 10 min;
 #                   BENCH_OVERLOAD_FLAGS=--quick for ~3 min)
@@ -29,7 +32,7 @@ run: build
 rehearse: build
 	@FLASHGATE_BIN=$(CURDIR)/build sh loadtest/rehearse.sh
 
-test: test-dev test-asan test-tsan fuzz
+test: test-dev test-asan test-tsan fuzz lint
 	@echo "all test stages passed"
 
 test-dev:
@@ -46,6 +49,9 @@ test-asan:
 	@cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		ctest -L 'unit|integration' --output-on-failure -j$(JOBS)
+	@echo "soak under LeakSanitizer (30 s)"
+	@ASAN_OPTIONS=detect_leaks=1 FLASHGATE_BIN=$(CURDIR)/build-asan \
+		python3 tests/fault/soak.py --duration 30 --interval 5 --rate 150 --asan
 
 test-tsan:
 	@cmake -S . -B build-tsan -DFLASHGATE_WERROR=ON -DFLASHGATE_SANITIZER=thread \
@@ -53,6 +59,18 @@ test-tsan:
 	@cmake --build build-tsan -j$(JOBS)
 	@cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 		ctest -L concurrency --output-on-failure -j$(JOBS)
+
+lint:
+	@cmake -S . -B build -DFLASHGATE_WERROR=ON $(CMAKE_FLAGS) >/dev/null
+	@sh tests/lint/run.sh build
+
+# Ten minutes at steady mixed load, sampled and plotted (build/soak/soak.png).
+soak: build
+	@FLASHGATE_BIN=$(CURDIR)/build python3 tests/fault/soak.py
+
+# The fault scenarios (also part of the integration stage) as one table.
+faults: build
+	@bash tests/fault/run.sh build
 
 fuzz:
 	@CC=clang cmake -S . -B build-fuzz -DFLASHGATE_WERROR=ON -DFLASHGATE_FUZZ=ON \

@@ -82,6 +82,7 @@ size_t cm_topk_sorted(const cm_topk_t *t, cm_topk_entry_t *out, size_t max)
     for (size_t i = 0; i < CM_TOPK_SLOTS; i++)
         if (t->e[i].hash)
             tmp[n++] = t->e[i];
+    /* cppcheck-suppress uninitvar ; only the n entries written above are sorted */
     qsort(tmp, n, sizeof(tmp[0]), by_count_desc);
     if (n > max)
         n = max;

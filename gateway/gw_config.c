@@ -356,7 +356,8 @@ static bool route_one(json_t *o, size_t i, gw_route_def_t *r, char *errbuf, size
         if (!json_is_object(fb))
             return route_fail(errbuf, errlen, i, "%s", rule);
         json_object_foreach(fb, k, v) {
-            if (strcmp(k, "status") && strcmp(k, "content_type") && strcmp(k, "body"))
+            if (strcmp(k, "status") != 0 && strcmp(k, "content_type") != 0 &&
+                strcmp(k, "body") != 0)
                 return route_fail(errbuf, errlen, i, "%s", rule);
         }
         json_t *st = json_object_get(fb, "status");

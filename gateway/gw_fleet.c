@@ -701,9 +701,8 @@ void gw_fleet_stats(struct gw_server *srv, void *json_obj)
     uint32_t d = n ? n : 1;
     cm_rate_policy_t g = gw_limits_get(srv->limits, GW_SCOPE_GLOBAL);
     cm_rate_policy_t s = gw_limits_get(srv->limits, GW_SCOPE_SALE);
-    json_object_set_new(o, "global_rps_share",
-                        json_real((double)((g.rate_milli + d - 1) / d) / 1000.0));
-    json_object_set_new(o, "sale_rps_share",
-                        json_real((double)((s.rate_milli + d - 1) / d) / 1000.0));
+    uint64_t g_share = (g.rate_milli + d - 1) / d, s_share = (s.rate_milli + d - 1) / d;
+    json_object_set_new(o, "global_rps_share", json_real((double)g_share / 1000.0));
+    json_object_set_new(o, "sale_rps_share", json_real((double)s_share / 1000.0));
     json_object_set_new(json_obj, "fleet", o);
 }

@@ -107,7 +107,8 @@ static void simple_handle(gw_req_t *r)
         r->resp.body_len = (size_t)snprintf(r->resp.body, sizeof(r->resp.body),
                                             "{\"status\":\"alive\"}");
         break;
-    case GW_ROUTE_READY:
+    case GW_ROUTE_READY: {
+        /* braces: a declaration after a label is C23, and clang (make fuzz) refuses it in C11 */
         bool leaving = atomic_load(&srv->draining) || atomic_load(&srv->leaving);
         if (atomic_load(&srv->ready) && !leaving) {
             gw_resp_init(&r->resp, GW_R_OK);
@@ -120,6 +121,7 @@ static void simple_handle(gw_req_t *r)
                                                       : "starting up");
         }
         break;
+    }
     case GW_ROUTE_ORDER:
         gw_order_handle(r);
         break;

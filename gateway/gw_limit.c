@@ -439,10 +439,12 @@ static void table_take(gw_limits_t *l, uint64_t h, const cm_rate_policy_t *p,
             hit = idle;
             sh->evicted_idle++;
         } else {
-            hit = lru;
+            hit = lru; /* window >= 1: some slot was looked at, so lru is set */
             sh->evicted_busy++;
         }
-        hit->hash = h;
+        /* cppcheck-suppress nullPointer ; see above */
+        hit->hash = h; // NOLINT(clang-analyzer-core.NullDereference): lru is set, see above
+        /* cppcheck-suppress nullPointer ; see above */
         hit->b = (cm_bucket_t){0, 0};
     }
     cm_bucket_take(&hit->b, p, now_ns, 1, res);

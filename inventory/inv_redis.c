@@ -1022,7 +1022,10 @@ static void redis_worker_close(inv_worker_t *wk)
                     "count=%u", w->ndoubt);
     while (w->doubt.next != &w->doubt) {
         rop_t *op = w->doubt.next;
-        op->prev->next = op->next;
+        /* Unlinked before it is freed; the analyzer loses track of the sentinel
+         * list across redisAsyncFree's callbacks above (doubt_add frees only ops
+         * it does not link). */
+        op->prev->next = op->next; // NOLINT(clang-analyzer-unix.Malloc)
         op->next->prev = op->prev;
         free(op);
     }

@@ -532,7 +532,8 @@ static double hyper_limit(double N, double n, double K)
 {
     double lo = K - (N - n) > 0 ? K - (N - n) : 0, hi = n < K ? n : K;
     double lnorm = log_choose(N, K), cdf = 0;
-    for (double x = lo; x <= hi; x++) {
+    for (int64_t i = (int64_t)lo; i <= (int64_t)hi; i++) { /* counts: whole numbers */
+        double x = (double)i;
         cdf += exp(log_choose(n, x) + log_choose(N - n, K - x) - lnorm);
         if (1 - cdf < 0.00135)
             return x;

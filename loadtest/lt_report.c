@@ -348,9 +348,9 @@ static int write_data(const char *dir, const lt_results_t *res, char *eb, size_t
                 (unsigned long long)c[LT_ANS_A409], (unsigned long long)c[LT_ANS_A410],
                 (unsigned long long)c[LT_ANS_A425], (unsigned long long)c[LT_ANS_A429],
                 (unsigned long long)c[LT_ANS_A503],
-                (unsigned long long)(c[LT_ANS_A4XX] + c[LT_ANS_A404]),
+                (unsigned long long)c[LT_ANS_A4XX] + (unsigned long long)c[LT_ANS_A404],
                 (unsigned long long)c[LT_ANS_A5XX],
-                (unsigned long long)(c[LT_ANS_ERROR] + c[LT_ANS_TIMEOUT]),
+                (unsigned long long)c[LT_ANS_ERROR] + (unsigned long long)c[LT_ANS_TIMEOUT],
                 (unsigned long long)c[LT_ANS_POLL]);
     }
     fclose(f);

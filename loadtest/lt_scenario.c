@@ -130,7 +130,7 @@ static int get_str(json_t *obj, const char *sect, const char *key, char *buf, si
         if (json_string_length(v) >= maxlen)
             return fail(eb, el, "%s: must be shorter than %zu characters", f, maxlen);
         memcpy(buf, json_string_value(v), json_string_length(v) + 1);
-    } else {
+    } else if (dup) {
         free(*dup);
         *dup = cm_xstrdup(json_string_value(v));
     }

@@ -1113,7 +1113,8 @@ long oq_spool_scan(oq_spool_t *sp, oq_pos_t from, int (*fn)(const oq_rec_t *rec,
                     evcap = len + 1;
                     evbuf = cm_xrealloc(evbuf, evcap);
                 }
-                memcpy(evbuf, payload, len);
+                /* evcap starts at 0, so evbuf was allocated above */
+                memcpy(evbuf, payload, len); // NOLINT(clang-analyzer-core.NonNullParamChecker)
                 evbuf[len] = '\0';
                 rec.event = evbuf;
                 rec.event_len = len;

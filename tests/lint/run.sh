@@ -1,0 +1,25 @@
+#!/bin/sh
+# Static analysis, clean or failing: cppcheck (warnings, performance,
+# portability; suppressions in tests/lint/cppcheck.supp or inline with a
+# reason) and clang-tidy (.clang-tidy: clang's analyzer and bugprone-*; every
+# warning an error). Usage: tests/lint/run.sh BUILD_DIR (needs its
+# compile_commands.json, which every CMake build here writes).
+set -eu
+build=${1:-build}
+src=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$src"
+dirs="common gateway inventory queue settle loadtest"
+jobs=$(nproc 2>/dev/null || echo 2)
+echo "lint: cppcheck $(cppcheck --version | cut -d' ' -f2)"
+cppcheck --enable=warning,performance,portability --inline-suppr --std=c11 -q -I . \
+    -D_GNU_SOURCE --suppress=missingIncludeSystem --suppressions-list=tests/lint/cppcheck.supp \
+    --error-exitcode=1 -j "$jobs" $(for d in $dirs; do [ -d "$d" ] && echo "$d"; done)
+echo "lint: clang-tidy $(clang-tidy --version | sed -n 's/.*version \([0-9.]*\).*/\1/p' | head -1)"
+re="^$src/($(echo $dirs | tr ' ' '|'))/"
+out=$(run-clang-tidy -p "$build" -j "$jobs" -quiet "$re" 2>&1) || true
+if echo "$out" | grep -E "(warning|error): " >/dev/null; then
+    echo "$out" | grep -E -A3 "(warning|error): " >&2
+    echo "lint: clang-tidy found problems" >&2
+    exit 1
+fi
+echo "lint: clean"
