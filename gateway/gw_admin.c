@@ -1166,8 +1166,11 @@ static void h_clock(admin_call_t *a)
     gw_resp_t *p = a->p;
     json_t *j = parse_object(a->ar, p);
     json_t *d = j ? json_object_get(j, "wall_offset_ms") : NULL;
-    if (j && !json_is_integer(d)) {
-        gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "body must be {\"wall_offset_ms\": <integer>}");
+    /* A century either way: far enough for any test, and cm_wall_ms cannot overflow. */
+    const json_int_t lim = 100ll * 366 * 24 * 3600 * 1000;
+    if (j && (!json_is_integer(d) || json_integer_value(d) > lim || json_integer_value(d) < -lim)) {
+        gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
+                      "body must be {\"wall_offset_ms\": <integer within +-100 years>}");
     } else if (j) {
         cm_time_set_wall_offset((int64_t)json_integer_value(d));
         char buf[96];
