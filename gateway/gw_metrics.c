@@ -370,6 +370,20 @@ char *gw_metrics_text(gw_server_t *srv, size_t *len)
         head(&b, "flashgate_relay_awaiting_outcome", "gauge",
              "Delivered records waiting for settlement's outcome (embedded broker).");
         put(&b, "flashgate_relay_awaiting_outcome %llu\n", (unsigned long long)rs.awaiting_outcome);
+        static const uint64_t ack_bounds[OQ_ACK_NBOUNDS] = OQ_ACK_BOUNDS_MS;
+        head(&b, "flashgate_kafka_ack_duration_seconds", "histogram",
+             "Kafka latency: produce to successful delivery report (acks=all), ms resolution.");
+        uint64_t cum = 0;
+        for (int i = 0; i < OQ_ACK_NBOUNDS; i++) {
+            cum += rs.ack_buckets[i];
+            put(&b, "flashgate_kafka_ack_duration_seconds_bucket{le=\"%g\"} %llu\n",
+                (double)ack_bounds[i] / 1e3, (unsigned long long)cum);
+        }
+        cum += rs.ack_buckets[OQ_ACK_NBOUNDS];
+        put(&b, "flashgate_kafka_ack_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+            (unsigned long long)cum);
+        put(&b, "flashgate_kafka_ack_duration_seconds_sum %.3f\n", (double)rs.ack_sum_ms / 1e3);
+        put(&b, "flashgate_kafka_ack_duration_seconds_count %llu\n", (unsigned long long)cum);
         head(&b, "flashgate_relay_produced_total", "counter", "Records produced to Kafka.");
         put(&b, "flashgate_relay_produced_total %llu\n", (unsigned long long)rs.produced);
         head(&b, "flashgate_relay_delivered_total", "counter", "Successful delivery reports.");

@@ -169,6 +169,7 @@ struct oq_relay {
     /* counters */
     atomic_uint_fast64_t produced, delivered, errors, resent, released_records, orders_seen,
         outcomes_seen, invalid, inflight;
+    atomic_uint_fast64_t ack_buckets[OQ_ACK_NBOUNDS + 1], ack_sum_ms;
 };
 
 static void wake(oq_relay_t *r)
@@ -291,6 +292,13 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
             e->state = E_DELIVERED;
             e->delivered_ms = cm_mono_ms();
             atomic_fetch_add_explicit(&r->delivered, 1, memory_order_relaxed);
+            static const uint64_t bounds[OQ_ACK_NBOUNDS] = OQ_ACK_BOUNDS_MS;
+            uint64_t ms = e->delivered_ms - e->sent_ms;
+            unsigned b = 0;
+            while (b < OQ_ACK_NBOUNDS && ms > bounds[b])
+                b++;
+            atomic_fetch_add_explicit(&r->ack_buckets[b], 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&r->ack_sum_ms, ms, memory_order_relaxed);
         } else {
             e->state = E_FAILED;
             r->rewind = true;
@@ -1096,6 +1104,9 @@ void oq_relay_stats(oq_relay_t *r, oq_relay_stats_t *out)
     out->inflight = LD(inflight);
     out->produced = LD(produced);
     out->delivered = LD(delivered);
+    for (int i = 0; i <= OQ_ACK_NBOUNDS; i++)
+        out->ack_buckets[i] = LD(ack_buckets[i]);
+    out->ack_sum_ms = LD(ack_sum_ms);
     out->errors = LD(errors);
     out->resent = LD(resent);
     out->released_records = LD(released_records);

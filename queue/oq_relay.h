@@ -84,6 +84,9 @@ typedef struct oq_relay_opts {
     int embedded_partitions;    /* 0 = 4 */
 } oq_relay_opts_t;
 
+#define OQ_ACK_BOUNDS_MS {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000}
+#define OQ_ACK_NBOUNDS 12
+
 typedef struct oq_relay_stats {
     uint64_t spool_unreleased_records; /* tracked records not yet released (<= max_inflight) */
     uint64_t spool_unreleased_bytes;
@@ -99,6 +102,10 @@ typedef struct oq_relay_stats {
     uint64_t outcomes_seen;       /* consumer: outcome messages */
     uint64_t invalid;             /* consumer: messages the order codec rejected, skipped */
     bool embedded;
+    /* Kafka acknowledgement latency (produce -> successful delivery report),
+     * a histogram over OQ_ACK_BOUNDS_MS (last bucket: above), ms resolution. */
+    uint64_t ack_buckets[OQ_ACK_NBOUNDS + 1];
+    uint64_t ack_sum_ms;
 } oq_relay_stats_t;
 
 /*

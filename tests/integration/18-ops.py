@@ -248,6 +248,15 @@ try:
     eq((last["what"], last["who"], last["old"]["level"], last["new"]["level"]),
        ("degrade.set", "ops", 0, 2), "degrade change audited")
     eq(A("PUT", "/admin/v1/degrade", body={"level": "auto"}).status, 200, "back to auto")
+    if "--kafka-brokers none" not in os.environ.get("FLASHGATE_IT_EXTRA", ""):
+        from fgq import wait_until  # noqa: E402
+        accepted = A("GET", "/admin/v1/stats").json["accepted_units"]
+        check(wait_until(lambda: metric(A("GET", "/metrics").raw.decode(),
+                                        "flashgate_relay_delivered_total") >= accepted, 30),
+              "every accepted order delivered to Kafka")
+        t2 = A("GET", "/metrics").raw.decode()
+        eq(metric(t2, "flashgate_kafka_ack_duration_seconds_count"),
+           metric(t2, "flashgate_relay_delivered_total"), "one Kafka ack sample per delivery")
     check(metric(text, "flashgate_relay_oldest_unacked_age_seconds") is not None or
           "--kafka-brokers none" in os.environ.get("FLASHGATE_IT_EXTRA", ""), "relay lag metric")
 
