@@ -448,6 +448,8 @@ def main():
         res = json.load(open(a.from_json))
         for k, v in res.get("args", {}).items():
             setattr(a, k, v)
+        if a.give_up_ms is None:
+            a.give_up_ms = 500 if res.get("mode") == "smoke" else 2000
         report(res, a)
         png = plot(res, os.path.dirname(os.path.abspath(a.from_json)))
         if png:
@@ -855,9 +857,9 @@ def plot(res, outdir):
                                                  (ra or ro)["offered_rps"]))
             f.write("\n\n")
     png = os.path.join(outdir, "overload.png")
-    gp = ['set terminal pngcairo size %d,420 font "sans,10" noenhanced' % (460 * len(names)),
+    gp = ['set terminal pngcairo size %d,470 font "sans,10" noenhanced' % (460 * len(names)),
           'set output "%s"' % png, "set multiplot layout 1,%d" % len(names),
-          "set key top left", "set grid", "set logscale x", "set xtics (1,2,5,10)",
+          "set key below", "set grid", "set logscale x", "set xtics (1,2,5,10)",
           'set xlabel "load (x measured capacity)"', 'set ylabel "goodput (useful answers/s)"',
           "set yrange [0:*]", "set xrange [0.8:12]"]
     for i, n in enumerate(names):
