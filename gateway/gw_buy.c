@@ -391,7 +391,7 @@ bool gw_buy_handle(gw_req_t *r)
         return false;
     }
     if (w->suspended >= srv->max_suspended) {
-        gw_ol_overloaded(w, &r->resp, "inflight_limit", "too many requests in flight");
+        gw_ol_overloaded(r, "inflight_limit", "too many requests in flight", false);
         return false;
     }
 

@@ -636,6 +636,7 @@ void gw_workers_stop(gw_server_t *srv)
                 MHD_destroy_response(w->rl_cache[k].resp);
             w->rl_cache[k].resp = NULL;
         }
+        gw_ol_cache_free(w);
         while (w->free_reqs) {
             gw_req_t *r = w->free_reqs;
             w->free_reqs = r->next;

@@ -265,6 +265,10 @@ void gw_orders_stats(gw_orders_t *t, gw_orders_stats_t *out);
 
 /*---- Workers and the server ----*/
 
+/* Prepared 503 answers per worker: reasons x messages x Retry-After values
+ * (3 by default); a wider Retry-After range builds the rest per request. */
+#define GW_OL_CACHE 64
+
 /* A prepared 429 and what it says; reused while a scope keeps refusing alike. */
 typedef struct gw_rl_cache {
     struct MHD_Response *resp;
@@ -305,6 +309,15 @@ struct gw_worker {
     } sold_out_cache[32];
     unsigned nsold_out;
     gw_rl_cache_t rl_cache[GW_SCOPE_COUNT]; /* the last 429 per scope, prepared */
+    /* Prepared 503 overloaded answers, one per (reason, message, degraded,
+     * Retry-After): a shed crowd costs no response building (gw_overload.c). */
+    struct {
+        const char *reason, *msg;
+        unsigned retry;
+        bool degraded;
+        struct MHD_Response *resp;
+    } ol_cache[GW_OL_CACHE];
+    unsigned nol_cache;
     /* Heavy hitters among rejected requests (users, client addresses). Written
      * by this worker under hh_mu (uncontended but for a reader), merged on read. */
     pthread_mutex_t hh_mu;
@@ -597,8 +610,16 @@ bool gw_ol_acquire(gw_req_t *r, unsigned dep);
 void gw_ol_release(gw_req_t *r, unsigned dep, gw_al_outcome_t o);
 /* Gives back whatever r still holds, without samples (request freed). Loop thread. */
 void gw_ol_release_all(gw_req_t *r);
-/* Fills p with 503 overloaded, the refusing limit or level and a jittered Retry-After. */
-void gw_ol_overloaded(gw_worker_t *w, gw_resp_t *p, const char *reason, const char *msg);
+/*
+ * Answers r with 503 overloaded: the refusing limit or level and a jittered
+ * Retry-After, from the worker's prepared answers (r->cached) when it can,
+ * else built into r->resp. `reason` and `msg` must be string literals (the
+ * cache keys on their addresses); `degraded` adds X-Flashgate-Degraded: 1.
+ * Loop thread of r->w.
+ */
+void gw_ol_overloaded(gw_req_t *r, const char *reason, const char *msg, bool degraded);
+/* Frees the worker's prepared 503 answers. Loop stopped. */
+void gw_ol_cache_free(gw_worker_t *w);
 /* A jittered Retry-After in seconds. Loop thread of w. */
 unsigned gw_ol_retry(gw_worker_t *w);
 /* The level in force. Thread-safe. */

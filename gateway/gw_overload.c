@@ -337,14 +337,57 @@ unsigned gw_ol_retry(gw_worker_t *w)
     return gw_ol_retry_after(r ^ uv_hrtime(), ol->retry_min, ol->retry_max);
 }
 
-void gw_ol_overloaded(gw_worker_t *w, gw_resp_t *p, const char *reason, const char *msg)
+static void build_overloaded(gw_worker_t *w, gw_resp_t *p, const char *reason, const char *msg,
+                             unsigned retry, bool degraded)
 {
-    unsigned retry = gw_ol_retry(w);
-    gw_count_overload(w, reason);
     char extra[96];
     snprintf(extra, sizeof(extra), "\"reason\":\"%s\",\"retry_after\":%u", reason, retry);
     gw_resp_error(p, GW_R_OVERLOADED, extra, "%s", msg);
     gw_resp_retry_after(p, retry); /* replaces the table default */
+    if (degraded)
+        gw_resp_header(p, "X-Flashgate-Degraded", "1");
+    (void)w;
+}
+
+void gw_ol_overloaded(gw_req_t *r, const char *reason, const char *msg, bool degraded)
+{
+    gw_worker_t *w = r->w;
+    unsigned retry = gw_ol_retry(w);
+    gw_count_overload(w, reason);
+    /*
+     * A shed crowd gets the same few answers over and over: keep them prepared
+     * (as sold out and 429 are), so a refusal costs no formatting, no
+     * allocation and no header building. Keys are literals: pointer compares.
+     */
+    for (unsigned i = 0; i < w->nol_cache; i++) {
+        if (w->ol_cache[i].reason == reason && w->ol_cache[i].msg == msg &&
+            w->ol_cache[i].retry == retry && w->ol_cache[i].degraded == degraded) {
+            r->cached = w->ol_cache[i].resp;
+            r->cached_reply = GW_R_OVERLOADED;
+            return;
+        }
+    }
+    build_overloaded(w, &r->resp, reason, msg, retry, degraded);
+    if (w->nol_cache == GW_OL_CACHE)
+        return; /* answered from r->resp */
+    struct MHD_Response *mr = gw_resp_prepare(&r->resp);
+    if (!mr)
+        return;
+    w->ol_cache[w->nol_cache].reason = reason;
+    w->ol_cache[w->nol_cache].msg = msg;
+    w->ol_cache[w->nol_cache].retry = retry;
+    w->ol_cache[w->nol_cache].degraded = degraded;
+    w->ol_cache[w->nol_cache].resp = mr;
+    w->nol_cache++;
+    r->cached = mr;
+    r->cached_reply = GW_R_OVERLOADED;
+}
+
+void gw_ol_cache_free(gw_worker_t *w)
+{
+    for (unsigned i = 0; i < w->nol_cache; i++)
+        MHD_destroy_response(w->ol_cache[i].resp);
+    w->nol_cache = 0;
 }
 
 void gw_ol_count_shed(gw_worker_t *w, gw_crit_t c)
@@ -366,8 +409,8 @@ bool gw_ol_buy_admit(gw_req_t *r)
     if (gw_qdelay_admit_user(&o->q, prio))
         return true;
     atomic_fetch_add_explicit(&o->shed_users, 1, memory_order_relaxed);
-    gw_ol_overloaded(r->w, &r->resp, "queue_delay",
-                     "the gateway is overloaded; this user's turn comes again shortly");
+    gw_ol_overloaded(r, "queue_delay",
+                     "the gateway is overloaded; this user's turn comes again shortly", false);
     return false;
 }
 
@@ -391,18 +434,19 @@ bool gw_ol_acquire(gw_req_t *r, unsigned dep)
     if ((dep == GW_DEP_REDIS && !ol->redis_dep) || (dep == GW_DEP_SPOOL && !ol->spool_dep))
         return true;
     if (dep >= GW_DEP_UPSTREAM && !gw_breaker_allow(&o->br[dep], cm_mono_ms())) {
-        gw_ol_overloaded(r->w, &r->resp, "upstream_breaker",
-                         "the upstream of this route is failing; try again shortly");
+        gw_ol_overloaded(r, "upstream_breaker",
+                         "the upstream of this route is failing; try again shortly", true);
         return false;
     }
     if (ol->adaptive) {
         if (!gw_alimit_acquire(&o->dep[dep])) {
             if (dep >= GW_DEP_UPSTREAM && o->br[dep].probing)
                 o->br[dep].probing = false; /* the probe never went out */
-            gw_ol_overloaded(r->w, &r->resp, dep_reason(dep),
+            gw_ol_overloaded(r, dep_reason(dep),
                              dep == GW_DEP_REDIS
                                  ? "the inventory is at its concurrency limit; try again shortly"
-                                 : "a dependency is at its concurrency limit; try again shortly");
+                                 : "a dependency is at its concurrency limit; try again shortly",
+                             dep >= GW_DEP_UPSTREAM);
             return false;
         }
     }

@@ -264,9 +264,15 @@ static void answer_degraded(gw_req_t *r, const char *reason)
             return;
         }
     }
-    gw_ol_overloaded(r->w, &r->resp, reason,
-                     "this part of the page is switched off under load; try again shortly");
-    gw_resp_header(&r->resp, "X-Flashgate-Degraded", "1");
+    gw_ol_overloaded(r, reason,
+                     "this part of the page is switched off under load; try again shortly", true);
+}
+
+/* "level_N" as a literal (gw_ol_overloaded keys its prepared answers on it). */
+static const char *level_reason(gw_level_t level)
+{
+    static const char *const names[GW_LEVEL_COUNT] = {"level_0", "level_1", "level_2", "level_3"};
+    return (unsigned)level < GW_LEVEL_COUNT ? names[level] : "level_3";
 }
 
 /* A failed upstream exchange: the fallback, else 502 / 504. */
@@ -315,9 +321,7 @@ bool gw_px_head(gw_req_t *r, const char *method)
         if (level == GW_LEVEL_PROTECT && has_body) {
             /* Protect: refuse from the head; answering now closes the connection,
              * which is what a shed client with a body should get. */
-            char reason[16];
-            snprintf(reason, sizeof(reason), "level_%d", (int)level);
-            answer_degraded(r, reason);
+            answer_degraded(r, level_reason(level));
             r->state = GW_ST_DONE;
             return true;
         }
@@ -538,9 +542,7 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
     gw_worker_t *w = r->w;
     gw_px_worker_t *px = w->px;
     if (p->action == PX_SHED) {
-        char reason[16];
-        snprintf(reason, sizeof(reason), "level_%d", (int)gw_ol_level(w->srv));
-        answer_degraded(r, reason);
+        answer_degraded(r, level_reason(gw_ol_level(w->srv)));
         return false;
     }
     if (p->too_large) {
@@ -553,13 +555,11 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
         return false;
     }
     if (!gw_ol_acquire(r, GW_DEP_UPSTREAM + p->idx)) {
-        /* gw_ol_acquire filled a 503 with the reason; a fallback replaces it */
+        /* gw_ol_acquire answered a degraded 503 with the reason; a fallback replaces it */
         if (p->route->has_fallback)
             answer_degraded(r, "upstream_limit");
-        else {
+        else
             gw_ol_count_shed(w, (gw_crit_t)p->route->crit);
-            gw_resp_header(&r->resp, "X-Flashgate-Degraded", "1");
-        }
         return false;
     }
     CURL *e = curl_easy_init();
