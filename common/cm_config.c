@@ -1008,8 +1008,15 @@ static void load_flags(cm_conf_t *conf, errlist_t *errs, int argc, char **argv)
             err_add(errs, "config: --%s (flag): unknown flag%s", nm, hint);
             continue;
         }
+        bool b;
         if (!val && o && o->type == CM_OPT_BOOL) {
-            val = "true";
+            /* "--flag false" means what it says: a boolean word right after a
+             * BOOL flag is its value (no sub-command is named like one);
+             * anything else leaves the flag true and is an argument. */
+            if (i + 1 < argc && parse_bool(argv[i + 1], &b) == 0)
+                val = argv[++i];
+            else
+                val = "true";
         } else if (!val) {
             if (i + 1 >= argc) {
                 err_add(errs, "config: --%.*s (flag): needs a value", (int)nlen, name);
@@ -1086,6 +1093,20 @@ void cm_conf_free(cm_conf_t *conf)
     CM_FREE(conf->src_detail);
     CM_FREE(conf->args);
     conf->nargs = 0;
+}
+
+int cm_conf_check_args(const cm_conf_t *conf, int max_args, char *errbuf, size_t errlen)
+{
+    if (conf->nargs <= max_args)
+        return 0;
+    size_t had = errbuf && errlen ? strnlen(errbuf, errlen - 1) : 0;
+    errlist_t errs;
+    err_init(&errs, errbuf + had, errlen - had);
+    for (int i = max_args; i < conf->nargs; i++)
+        err_add(&errs, "config: \"%s\" (argument): unexpected argument (%s takes %s; values go "
+                "as --FLAG VALUE or --FLAG=VALUE)", conf->args[i], conf->prog ? conf->prog : "",
+                max_args ? "one command" : "no arguments");
+    return CM_EINVAL;
 }
 
 int cm_conf_set(cm_conf_t *conf, const char *key, const char *value, cm_src_t src, char *errbuf,
@@ -1254,6 +1275,8 @@ void cm_conf_print_help(const cm_conf_t *conf, const char *usage, int fd)
     outf(fd, "  %-36s %s\n", "--set KEY=VALUE", "set any key below (repeatable)");
     outf(fd, "  %-36s %s\n", "--check-config", "validate, print the effective configuration, exit");
     outf(fd, "  %-36s %s\n", "--help, --version", "this text; the version");
+    outf(fd, "  %-36s %s\n", "--FLAG [=BOOL]",
+         "a BOOL flag alone is true; its value as --FLAG=false or --FLAG false");
     outf(fd,
          "\nOptions (later wins: default < --config file < environment < flags; each key also\n"
          "has --KEY-WITH-DASHES and %sKEY_UPPER_CASE):\n",

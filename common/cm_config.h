@@ -85,7 +85,8 @@ typedef struct cm_conf {
  * Flags: --KEY-WITH-DASHES VALUE, --KEY=VALUE, the option's alias the same
  * way, --set KEY=VALUE, --config FILE (also -c FILE), --help (-h), --version
  * (-V), --check-config, and "--" to end options. A CM_OPT_BOOL flag without
- * "=VALUE" means true. A CM_OPT_KV flag is repeatable and appends one "k=v".
+ * "=VALUE" means true, unless the next argument is a boolean word
+ * (true/false/yes/no/on/off/1/0), which is then its value. A CM_OPT_KV flag is repeatable and appends one "k=v".
  * An option with an alias also reads <env_prefix><ALIAS> (upper case, '-' ->
  * '_'); when both that and the key's own variable are set, the key's own
  * variable wins. Unknown <env_prefix>* variables are ignored (the process
@@ -104,6 +105,15 @@ typedef struct cm_conf {
  */
 int cm_conf_load(cm_conf_t *conf, const cm_opt_t *opts, void *base, const char *prog,
                  const char *env_prefix, int argc, char **argv, char *errbuf, size_t errlen);
+/*
+ * Refuses arguments left over after the flags beyond the first `max_args`
+ * (0 for a binary without sub-commands): CM_EINVAL with one line per extra
+ * argument in errbuf (appended after what it holds), the caller exits 2.
+ * Every binary on this engine calls it: a stray word ("--flag value" for a
+ * flag that takes none) must never be silently ignored. Thread-safe on a
+ * loaded conf.
+ */
+int cm_conf_check_args(const cm_conf_t *conf, int max_args, char *errbuf, size_t errlen);
 /* Frees what cm_conf_load allocated; safe on a zeroed or already freed conf. */
 void cm_conf_free(cm_conf_t *conf);
 

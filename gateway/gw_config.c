@@ -694,5 +694,7 @@ int gw_config_load(gw_config_t *cfg, cm_conf_t *conf, int argc, char **argv, cha
      * problem is reported in one go. */
     if (gw_config_check(cfg, conf, errbuf, errlen) != 0)
         rc = CM_EINVAL;
+    if (cm_conf_check_args(conf, 0, errbuf, errlen) != 0)
+        rc = CM_EINVAL;
     return rc;
 }

@@ -130,8 +130,9 @@ int main(int argc, char **argv)
         cm_conf_free(&conf);
         return 0;
     }
-    if (!lc.scenario[0] || conf.nargs > 0) {
-        fprintf(stderr, "flashgate-load: %s\n%s",
+    cerr[0] = '\0';
+    if (cm_conf_check_args(&conf, 0, cerr, sizeof(cerr)) != 0 || !lc.scenario[0]) {
+        fprintf(stderr, "%sflashgate-load: %s\n%s", cerr,
                 conf.nargs > 0 ? "unexpected argument" : "--scenario is required", usage_text);
         cm_conf_free(&conf);
         return 2;

@@ -99,8 +99,9 @@ int main(int argc, char **argv)
     }
     const char *cmd = conf.nargs == 1 ? conf.args[0] : NULL;
     int usage_rc = 0;
-    if (conf.nargs > 1) {
-        fprintf(stderr, "flashgate-spool: unexpected argument '%s'\n", conf.args[1]);
+    err[0] = '\0';
+    if (cm_conf_check_args(&conf, 1, err, sizeof(err)) != 0) {
+        fputs(err, stderr);
         usage_rc = 2;
     } else if (cmd == NULL || (strcmp(cmd, "dump") != 0 && strcmp(cmd, "stats") != 0)) {
         fprintf(stderr, "flashgate-spool: %s\n", cmd ? "unknown command" : "no command given");

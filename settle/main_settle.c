@@ -326,9 +326,8 @@ int main(int argc, char **argv)
         cm_conf_free(&conf);
         return 0;
     }
-    if (conf.nargs > 0) {
-        fprintf(stderr, "flashgate-settle: unexpected argument \"%s\" (see --help)\n",
-                conf.args[0]);
+    if (cm_conf_check_args(&conf, 0, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%sflashgate-settle: see --help\n", err);
         cm_conf_free(&conf);
         return 2;
     }

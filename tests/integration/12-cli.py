@@ -61,6 +61,18 @@ for key, src in (("server.threads", "flag"), ("spool.durability", "flag"),
 r = run("--no-such-flag")
 eq(r.returncode, 2, "unknown flag exits 2")
 check("no-such-flag" in r.stderr, "unknown flag named")
+# a stray word is never ignored: "--overload-adaptive false" is the flag's value,
+# any other leftover argument is a usage error naming it (it once started anyway)
+r = run("--overload-adaptive", "false", "--check-config")
+check(r.returncode == 0 and "overload.adaptive = false  # flag" in r.stdout,
+      "BOOL flag takes a separate false: %r" % r.stdout[-300:])
+check("--FLAG false" in run("--help").stdout, "--help says how a BOOL flag takes a value")
+for stray, args in (("maybe", ["--overload-adaptive", "maybe"]), ("serve", ["serve"]),
+                    ("extra", ["--threads", "2", "extra", "--check-config"])):
+    r = run(*args)
+    eq(r.returncode, 2, "flashgate %r exits 2" % args)
+    check('"%s" (argument): unexpected argument' % stray in r.stderr,
+          "stray argument named: %r" % r.stderr[-300:])
 r = run("--inventory", "mysql://x")
 eq(r.returncode, 2, "bad inventory URL")
 with open(cfg, "w") as f:
@@ -100,7 +112,7 @@ eq(r.returncode, 0, "flashgate-spool --help")
 for text in ("--data-dir", "--from-start", "FLASHGATE_DATA_DIR", "--config", "dump", "stats"):
     check(text in r.stdout, "flashgate-spool --help shows " + text)
 for args in (["dump", "--nope"], ["dump", "--from-start=maybe"], ["frob"], [],
-             ["stats", "--from-start"]):
+             ["stats", "--from-start"], ["dump", "extra"]):
     r = subprocess.run([SP] + args, capture_output=True, text=True, env=clean, timeout=30)
     eq(r.returncode, 2, "flashgate-spool %r is a usage error: %r" % (args, r.stderr[-200:]))
 d = os.path.join(tmp, "no-such-dir")

@@ -391,6 +391,16 @@ static void test_bool_flag(void **state)
     assert_string_equal(f->conf.args[0], "pos1");
     assert_int_equal(load(f, "--app-debug=false", NULL), 0);
     assert_false(f->cfg.debug);
+    /* A boolean word after a bare BOOL flag is its value, not a stray argument
+     * ("--overload-adaptive false" once left the flag at its default). */
+    assert_int_equal(load(f, "--app-debug", "true", "--app-debug", "false", NULL), 0);
+    assert_false(f->cfg.debug);
+    assert_int_equal(f->conf.nargs, 0);
+    assert_int_equal(load(f, "--app-debug", "OFF", "x", NULL), 0);
+    assert_false(f->cfg.debug);
+    assert_int_equal(f->conf.nargs, 1);
+    assert_int_equal(load(f, "--app-debug", "yes", NULL), 0);
+    assert_true(f->cfg.debug);
     setenv("CMTEST_APP_DEBUG", "yes", 1);
     assert_int_equal(load(f, NULL), 0);
     assert_true(f->cfg.debug);
@@ -585,6 +595,22 @@ static void test_builtin_flags_and_args(void **state)
     assert_string_equal(f->conf.args[1], "-");
     assert_string_equal(f->conf.args[2], "--app-count");
     assert_int_equal(f->cfg.count, 10);
+    /* A binary refuses what it does not take, naming each stray word; the
+     * message goes after errors already in the buffer. */
+    assert_int_equal(cm_conf_check_args(&f->conf, 3, f->err, sizeof(f->err)), 0);
+    strcpy(f->err, "earlier\n");
+    assert_int_equal(cm_conf_check_args(&f->conf, 1, f->err, sizeof(f->err)), CM_EINVAL);
+    assert_non_null(strstr(f->err, "earlier\nconfig: \"-\" (argument): unexpected argument"));
+    assert_non_null(strstr(f->err, "\"--app-count\" (argument)"));
+    assert_null(strstr(f->err, "\"run\""));
+    assert_int_equal(lines(f->err), 3);
+    assert_int_equal(load(f, "--app-debug", "bogus", NULL), 0);
+    assert_true(f->cfg.debug);
+    assert_int_equal(cm_conf_check_args(&f->conf, 0, f->err, sizeof(f->err)), CM_EINVAL);
+    assert_non_null(strstr(f->err, "\"bogus\" (argument): unexpected argument (prog takes no"));
+    char tiny[8] = "";
+    assert_int_equal(cm_conf_check_args(&f->conf, 0, tiny, sizeof(tiny)), CM_EINVAL);
+    assert_true(strlen(tiny) < sizeof(tiny));
     /* want_* is set even when there are errors */
     assert_int_equal(load(f, "-h", "--app-count=0", NULL), CM_EINVAL);
     assert_true(f->conf.want_help);
