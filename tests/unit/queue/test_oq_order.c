@@ -215,6 +215,7 @@ static void test_decode_rejects(void **state)
         {ORD(OK_REST ",\"type\":\"refund\""), "type:"},
         {ORD(OK_REST ",\"type\":1"), "type:"},
         {ORD(OK_REST ",\"reason\":5"), "reason:"},
+        {ORD(OK_REST ",\"reason\":\"x\""), "reason:"}, /* an order has none (fuzz_order) */
         {"{\"type\":\"outcome\",\"order_id\":\"x\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":1}",
          "status: missing"},
         {"{\"type\":\"outcome\",\"order_id\":\"x\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":1,"
