@@ -441,7 +441,10 @@ bool gw_buy_handle(gw_req_t *r)
         return false;
     }
 
-    /* 3. parse and validate the body */
+    /* 3. parse and validate the body; while buys are shed by user priority, a
+     * refused user is told so before the parse (no JSON work for a 503) */
+    if (!gw_ol_buy_precheck(r))
+        return false;
     if (!gw_buy_parse_body(r))
         return false;
     /* 3a. a sale with a waiting room needs its admission token (no shared state) */

@@ -602,8 +602,16 @@ void gw_ol_worker_stop(gw_worker_t *w);
 void gw_ol_iteration(gw_worker_t *w);
 /* A request head was read: records its queuing delay. Loop thread. */
 void gw_ol_request_head(gw_req_t *r);
-/* After the buy body is parsed: DAGOR user priority. false: r->resp is a 503. Loop thread. */
+/* After the buy body is parsed: DAGOR user priority. false: answered 503. Loop thread. */
 bool gw_ol_buy_admit(gw_req_t *r);
+/*
+ * Before the buy body is parsed: while buys are being shed by user priority,
+ * finds "user_id":"..." in the raw body with a plain scan (no JSON parse) and
+ * refuses the user now when the cut would refuse it after the parse. Only
+ * ever refuses earlier: a body the scan cannot read goes on to the full parse
+ * and gw_ol_buy_admit. false: answered 503. Loop thread.
+ */
+bool gw_ol_buy_precheck(gw_req_t *r);
 /* Takes a slot of dependency `dep` for r; false: r->resp is a 503 (nothing was sent to it). */
 bool gw_ol_acquire(gw_req_t *r, unsigned dep);
 /* Gives r's slot of `dep` back (no-op if not held); the RTT is measured from the acquire. */

@@ -396,22 +396,58 @@ void gw_ol_count_shed(gw_worker_t *w, gw_crit_t c)
         atomic_fetch_add_explicit(&w->ol->shed[c], 1, memory_order_relaxed);
 }
 
-bool gw_ol_buy_admit(gw_req_t *r)
+/* True while buys are being cut by user priority (then the user id decides). */
+static bool shedding_users(gw_req_t *r)
 {
     gw_ol_worker_t *o = r->w->ol;
     if (!o || o->q.u_cut >= GW_UPRIO_LEVELS)
-        return true;
-    if (atomic_load_explicit(&r->w->srv->ol->pinned, memory_order_relaxed) >= 0 &&
-        gw_ol_level(r->w->srv) < GW_LEVEL_SHED)
-        return true;
-    unsigned prio = gw_ol_user_prio(r->res.user_id, strlen(r->res.user_id),
-                                    (uint64_t)cm_wall_ms() / 60000u);
+        return false;
+    return !(atomic_load_explicit(&r->w->srv->ol->pinned, memory_order_relaxed) >= 0 &&
+             gw_ol_level(r->w->srv) < GW_LEVEL_SHED);
+}
+
+static bool admit_user(gw_req_t *r, const char *user, size_t len)
+{
+    gw_ol_worker_t *o = r->w->ol;
+    unsigned prio = gw_ol_user_prio(user, len, (uint64_t)cm_wall_ms() / 60000u);
     if (gw_qdelay_admit_user(&o->q, prio))
         return true;
     atomic_fetch_add_explicit(&o->shed_users, 1, memory_order_relaxed);
     gw_ol_overloaded(r, "queue_delay",
                      "the gateway is overloaded; this user's turn comes again shortly", false);
     return false;
+}
+
+bool gw_ol_buy_admit(gw_req_t *r)
+{
+    if (!shedding_users(r))
+        return true;
+    return admit_user(r, r->res.user_id, strlen(r->res.user_id));
+}
+
+bool gw_ol_buy_precheck(gw_req_t *r)
+{
+    if (!shedding_users(r))
+        return true;
+    const char *b = r->body, *end = r->body + r->body_len;
+    const char *k = memmem(b, r->body_len, "\"user_id\"", 9);
+    if (!k)
+        return true;
+    const char *p = k + 9;
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+        p++;
+    if (p >= end || *p++ != ':')
+        return true;
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+        p++;
+    if (p >= end || *p++ != '"')
+        return true;
+    const char *u = p;
+    while (p < end && *p != '"' && *p != '\\' && p - u <= INV_USER_ID_MAX)
+        p++;
+    if (p >= end || *p != '"' || !inv_id_valid(u, (size_t)(p - u), INV_USER_ID_MAX))
+        return true; /* escapes, too long, odd characters: the parse decides */
+    return admit_user(r, u, (size_t)(p - u));
 }
 
 static const char *dep_reason(unsigned dep)
