@@ -1143,8 +1143,27 @@ static void h_broker(admin_call_t *a)
     gw_resp_t *p = a->p;
     json_t *j = parse_object(a->ar, p);
     json_t *d = j ? json_object_get(j, "down") : NULL;
-    if (j && !json_is_boolean(d)) {
-        gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "body must be {\"down\": true|false}");
+    json_t *rtt = j ? json_object_get(j, "rtt_ms") : NULL;
+    if (j && rtt && !d) {
+        /* A slow broker: every request answered rtt_ms late. */
+        json_int_t ms = json_is_integer(rtt) ? json_integer_value(rtt) : -1;
+        int rc = ms < 0 || ms > 60000 ? CM_EINVAL : gw__broker_set_rtt(a->srv, (int)ms);
+        if (rc == CM_EINVAL) {
+            gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "rtt_ms must be an integer of 0..60000");
+        } else if (rc == CM_ENOTFOUND) {
+            gw_resp_error(p, GW_R_CONFLICT, NULL, "no embedded broker in this process");
+        } else if (rc) {
+            gw_resp_error(p, GW_R_INTERNAL, NULL, "%s", cm_strerror(rc));
+        } else {
+            char buf[64];
+            snprintf(buf, sizeof(buf), "{\"broker\":\"up\",\"rtt_ms\":%lld}", (long long)ms);
+            resp_json(p, GW_R_OK, buf);
+            gw_audit_record(a->srv, a->who, "debug.broker", "embedded", NULL,
+                            json_pack("{s:I}", "rtt_ms", (json_int_t)ms));
+        }
+    } else if (j && !json_is_boolean(d)) {
+        gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
+                      "body must be {\"down\": true|false} or {\"rtt_ms\": 0..60000}");
     } else if (j) {
         int rc = gw__broker_set_down(a->srv, json_is_true(d));
         if (rc == CM_ENOTFOUND) {

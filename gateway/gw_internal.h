@@ -572,6 +572,8 @@ void gw__queue_stop(gw_server_t *srv);
 int gw__cancel_hook(gw_server_t *srv, const oq_order_t *ord, const char *reason);
 /* Fault injection: takes the embedded broker down or up. CM_ENOTFOUND without one. */
 int gw__broker_set_down(gw_server_t *srv, bool down);
+/* Fault injection: the embedded broker answers rtt_ms late (0 = normal). CM_ENOTFOUND without one. */
+int gw__broker_set_rtt(gw_server_t *srv, int rtt_ms);
 /* Wakes the relay after spool appends (once per loop iteration). Thread-safe. */
 void gw__queue_notify(gw_server_t *srv);
 

@@ -114,6 +114,12 @@ int gw__broker_set_down(gw_server_t *srv, bool down)
     return oq_embedded_set_down(e, down);
 }
 
+int gw__broker_set_rtt(gw_server_t *srv, int rtt_ms)
+{
+    oq_embedded_t *e = srv->relay ? oq_relay_embedded(srv->relay) : NULL;
+    return e ? oq_embedded_set_rtt(e, rtt_ms) : CM_ENOTFOUND;
+}
+
 void gw_server_stats_extra(gw_server_t *srv, void *json_obj)
 {
     if (!srv->relay)

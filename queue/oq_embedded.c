@@ -137,6 +137,18 @@ int oq_embedded_set_down(oq_embedded_t *e, bool down)
     return 0;
 }
 
+int oq_embedded_set_rtt(oq_embedded_t *e, int rtt_ms)
+{
+    rd_kafka_resp_err_t err = rd_kafka_mock_broker_set_rtt(e->mcluster, 1, rtt_ms);
+    if (err) {
+        cm_log_error("oq", "embedded broker set_rtt failed", "rtt_ms=%d err=\"%s\"", rtt_ms,
+                     rd_kafka_err2str(err));
+        return CM_EBACKEND;
+    }
+    cm_log_warn("oq", "embedded broker round trip set", "rtt_ms=%d", rtt_ms);
+    return 0;
+}
+
 void oq_embedded_stop(oq_embedded_t *e)
 {
     if (!e)

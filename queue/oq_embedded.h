@@ -49,6 +49,9 @@ const char *oq_embedded_bootstrap(const oq_embedded_t *e);
  * lets clients back in. Returns 0 or CM_EBACKEND. Thread-safe.
  */
 int oq_embedded_set_down(oq_embedded_t *e, bool down);
+/* Fault injection: the broker answers every request rtt_ms late (0 = normal);
+ * rd_kafka_mock_broker_set_rtt. Returns 0 or CM_EBACKEND. Thread-safe. */
+int oq_embedded_set_rtt(oq_embedded_t *e, int rtt_ms);
 
 /* Destroys the cluster (all its messages are lost). NULL is fine. */
 void oq_embedded_stop(oq_embedded_t *e);

@@ -15,6 +15,7 @@ rows=(
   "kill -9 gateway mid-burst|13-kill9|spool replay rebuilds stock and per-user counts; sells exactly its stock"
   "kill -9 gateway + settle|31-queue-faults|B/C: every 202 settled exactly once after restarts"
   "Kafka broker down|31-queue-faults|A: 202s keep coming into the spool; all reach the DB once it is back"
+  "Kafka broker slow (1.5 s rtt)|34-broker-slow|answers do not wait (max < 1 s); all settle once it is fast"
   "redis-server killed, restarted|61-fleet-faults|A: buy path 503 fast (fail closed), recovers by itself"
   "fleet gateway kill -9|61-fleet-faults|B: the others keep selling; no lost 202"
   "data dir disk full|17-disk-full|A: 503 names the spool; accepted again once space is freed"
@@ -37,7 +38,7 @@ for t in $(printf '%s\n' "${rows[@]}" | cut -d'|' -f2 | sort -u); do
         echo "---- $t failed (rc $rc):" >&2
         grep -E 'FAIL|Error|Traceback' "$log" | head -20 >&2
     fi
-    grep -E '^(disk full|fds|clock step|buyer|slow clients|guard|per-address):' "$log" |
+    grep -E '^(disk full|fds|clock step|slow broker|buyer|slow clients|guard|per-address):' "$log" |
         sed "s/^/  [$t] /" >>"$figs"
     rm -f "$log"
 done
