@@ -1,7 +1,8 @@
 /*
- * Fleet mode: see gw_fleet.h.
+ * Fleet mode: see gw_fleet.h. Redis itself is spoken by inventory/inv_fleet.h
+ * (keys, scripts, replies); this file keeps the policy.
  *
- * Redis keys (all in the inventory's db):
+ * Redis keys (all in the inventory's db; names owned by inv_fleet):
  *   flashgate:fleet:members   ZSET member -> expiry (Redis TIME, ms). A
  *                             member is live while its expiry is ahead; the
  *                             heartbeat refreshes it and trims the dead.
@@ -29,7 +30,7 @@
  * back (last writer wins).
  */
 #include "gateway/gw_fleet.h"
-#include "inventory/inv_redis.h"
+#include "inventory/inv_fleet.h"
 #include "gateway/gw_internal.h"
 
 #include "common/cm_alloc.h"
@@ -39,7 +40,6 @@
 #include "common/cm_time.h"
 
 #include <errno.h>
-#include <hiredis/hiredis.h>
 #include <jansson.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -49,52 +49,11 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-/* One hash tag for every fleet key: the heartbeat script touches several at
- * once, and Redis Cluster runs a script only on keys of one slot. */
-#define KEY_MEMBERS "{flashgate:fleet}:members"
-#define KEY_CONFIG "{flashgate:fleet}:config"
-#define CHAN_EVENTS "flashgate:fleet:events"
-#define KEY_NODEID_FMT "{flashgate:fleet}:nodeid:%u"
-
 #define TICK_MS 1000         /* heartbeat and config poll period */
 #define MEMBER_TTL_MS 3000   /* a member missing 3 heartbeats is gone */
 #define NODEID_TTL_MS 10000  /* a dead gateway's node id is free after 10 s */
 #define REDIS_TIMEOUT_MS 1000
 #define MIN_TICK_GAP_MS 20   /* pub/sub bursts run the tick at most this often */
-
-/* Heartbeat: KEYS members, config[, nodeid]; ARGV member, ttl_ms, nodeid_ttl_ms. */
-static const char LUA_HEARTBEAT[] =
-    "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])\n"
-    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
-    "local n = redis.call('ZCARD', KEYS[1])\n"
-    "local node = 0\n"
-    "if #KEYS >= 3 then\n"
-    "  local cur = redis.call('GET', KEYS[3])\n"
-    "  if cur == false then\n"
-    "    redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[3]) node = 2\n"
-    "  elseif cur == ARGV[1] then\n"
-    "    redis.call('PEXPIRE', KEYS[3], ARGV[3]) node = 1\n"
-    "  else node = -1 end\n"
-    "end\n"
-    "local v = redis.call('HGET', KEYS[2], 'version')\n"
-    "return {n, tonumber(v or '0'), node}\n";
-
-/* Leave: KEYS members[, nodeid]; ARGV member, channel. */
-static const char LUA_LEAVE[] =
-    "redis.call('ZREM', KEYS[1], ARGV[1])\n"
-    "if #KEYS >= 2 and redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) "
-    "end\n"
-    "redis.call('PUBLISH', ARGV[2], 'leave ' .. ARGV[1])\n"
-    "return 1\n";
-
-/* Publish: KEYS config; ARGV limits json, member, channel, wall ms. */
-static const char LUA_PUBLISH[] =
-    "local v = redis.call('HINCRBY', KEYS[1], 'version', 1)\n"
-    "redis.call('HSET', KEYS[1], 'limits', ARGV[1], 'by', ARGV[2], 'at', ARGV[4])\n"
-    "redis.call('PUBLISH', ARGV[3], 'config ' .. v)\n"
-    "return v\n";
 
 typedef struct gw_fleet {
     gw_server_t *srv;
@@ -108,14 +67,14 @@ typedef struct gw_fleet {
     int stop_fd; /* eventfd */
     atomic_bool stopping;
 
-    redisContext *cmd; /* fleet thread only (and start/stop around it) */
-    redisContext *sub; /* fleet thread only */
+    inv_fleet_conn_t *cmd; /* fleet thread only (and start/stop around it) */
+    inv_fleet_conn_t *sub; /* fleet thread only */
     bool sub_fresh;    /* re-subscribed: reload on the next tick */
     uint64_t next_tick_ms;
     uint64_t last_err_log_ms;
 
     pthread_mutex_t pub_mu; /* pub connection, dirty */
-    redisContext *pub;
+    inv_fleet_conn_t *pub;
     bool dirty; /* a local change not yet in Redis */
 
     pthread_mutex_t cfg_mu; /* srv->cfg limit fields written by us, applied_version */
@@ -152,9 +111,9 @@ static int parse_url(gw_fleet_t *f, const char *url, char *errbuf, size_t errlen
 
 /*---- connections ----*/
 
-static redisContext *connect_redis(gw_fleet_t *f, char *errbuf, size_t errlen)
+static inv_fleet_conn_t *connect_redis(gw_fleet_t *f, char *errbuf, size_t errlen)
 {
-    return inv_redis_connect(&f->addr, REDIS_TIMEOUT_MS, errbuf, errlen);
+    return inv_fleet_connect(&f->addr, REDIS_TIMEOUT_MS, errbuf, errlen);
 }
 
 /* Logs a Redis problem at most once every 5 s (a down Redis must not flood the log). */
@@ -171,10 +130,10 @@ static void redis_trouble(gw_fleet_t *f, const char *what, const char *why)
 }
 
 /* A reply that is not what we expect: drop the connection (it may be desynchronised). */
-static void drop(redisContext **c)
+static void drop(inv_fleet_conn_t **c)
 {
     if (*c)
-        redisFree(*c);
+        inv_fleet_close(*c);
     *c = NULL;
 }
 
@@ -270,22 +229,17 @@ static int apply_limits_json(gw_fleet_t *f, const char *s, size_t len)
 /*---- config: load and publish ----*/
 
 /* Reads the config hash on `c` and applies it if newer than what we have. */
-static int load_config(gw_fleet_t *f, redisContext *c, bool at_start)
+static int load_config(gw_fleet_t *f, inv_fleet_conn_t *c, bool at_start)
 {
-    redisReply *r = redisCommand(c, "HMGET %s version limits by", KEY_CONFIG);
-    if (!r)
+    uint64_t v = 0;
+    char *limits = NULL, *by = NULL;
+    size_t limits_len = 0;
+    if (inv_fleet_config_get(c, &v, &limits, &limits_len, &by) < 0)
         return CM_EBACKEND;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
-        freeReplyObject(r);
-        return CM_EBACKEND;
-    }
-    uint64_t v = r->element[0]->type == REDIS_REPLY_STRING
-                     ? strtoull(r->element[0]->str, NULL, 10)
-                     : 0;
     int rc = 0;
     pthread_mutex_lock(&f->cfg_mu);
-    if (v > f->applied_version && r->element[1]->type == REDIS_REPLY_STRING) {
-        int n = apply_limits_json(f, r->element[1]->str, r->element[1]->len);
+    if (v > f->applied_version && limits) {
+        int n = apply_limits_json(f, limits, limits_len);
         if (n < 0) {
             cm_log_warn("fleet", "fleet config limits are not a JSON object; ignored",
                         "version=%llu", (unsigned long long)v);
@@ -293,8 +247,7 @@ static int load_config(gw_fleet_t *f, redisContext *c, bool at_start)
             atomic_fetch_add(&f->config_applied, 1);
             cm_log_info("fleet", at_start ? "fleet limits loaded" : "fleet limits applied",
                         "version=%llu by=%s limits=%s scopes=%d", (unsigned long long)v,
-                        r->element[2]->type == REDIS_REPLY_STRING ? r->element[2]->str : "?",
-                        r->element[1]->str, n);
+                        by ? by : "?", limits, n);
         }
         f->applied_version = v;
     } else if (v > f->applied_version) {
@@ -302,7 +255,8 @@ static int load_config(gw_fleet_t *f, redisContext *c, bool at_start)
     }
     atomic_store(&f->version, f->applied_version);
     pthread_mutex_unlock(&f->cfg_mu);
-    freeReplyObject(r);
+    free(limits);
+    free(by);
     return rc;
 }
 
@@ -327,10 +281,9 @@ static int publish_now(gw_fleet_t *f, char *errbuf, size_t errlen)
     char *js = limits_to_json(f);
     char at[32];
     snprintf(at, sizeof(at), "%lld", (long long)cm_wall_ms());
-    redisReply *r = redisCommand(f->pub, "EVAL %s 1 %s %s %s %s %s", LUA_PUBLISH, KEY_CONFIG, js,
-                                 f->member, CHAN_EVENTS, at);
-    if (r && r->type == REDIS_REPLY_INTEGER) {
-        uint64_t v = (uint64_t)r->integer;
+    uint64_t v = 0;
+    char why[256] = "";
+    if (inv_fleet_config_publish(f->pub, js, f->member, at, &v, why, sizeof(why)) == 0) {
         if (v > f->applied_version)
             f->applied_version = v;
         atomic_store(&f->version, f->applied_version);
@@ -338,15 +291,12 @@ static int publish_now(gw_fleet_t *f, char *errbuf, size_t errlen)
         cm_log_info("fleet", "limits published to the fleet", "version=%llu limits=%s",
                     (unsigned long long)v, js);
     } else {
-        cm_errbuf_set(errbuf, errlen, "fleet: publish: %s",
-                r ? (r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply") : f->pub->errstr);
+        cm_errbuf_set(errbuf, errlen, "fleet: publish: %s", why);
         f->dirty = true;
         rc = CM_EBACKEND;
         drop(&f->pub);
     }
     pthread_mutex_unlock(&f->cfg_mu);
-    if (r)
-        freeReplyObject(r);
     free(js);
     pthread_mutex_unlock(&f->pub_mu);
     return rc;
@@ -355,29 +305,20 @@ static int publish_now(gw_fleet_t *f, char *errbuf, size_t errlen)
 /*---- node id ----*/
 
 /* Claims a free node id starting at srv->node_id (the derived one). On `c`, at start. */
-static int claim_node_id(gw_fleet_t *f, redisContext *c, char *errbuf, size_t errlen)
+static int claim_node_id(gw_fleet_t *f, inv_fleet_conn_t *c, char *errbuf, size_t errlen)
 {
     uint32_t start = f->srv->node_id % (CM_ID_NODE_MAX + 1);
     for (uint32_t i = 0; i <= CM_ID_NODE_MAX; i++) {
         uint32_t n = (start + i) % (CM_ID_NODE_MAX + 1);
-        char key[64];
-        snprintf(key, sizeof(key), KEY_NODEID_FMT, n);
-        redisReply *r =
-            redisCommand(c, "SET %s %s NX PX %d", key, f->member, NODEID_TTL_MS);
-        if (!r) {
-            cm_errbuf_set(errbuf, errlen, "fleet: node id claim: %s", c->errstr);
+        char why[200] = "";
+        int got = inv_fleet_nodeid_claim(c, n, f->member, NODEID_TTL_MS, f->node_key,
+                                         sizeof(f->node_key), why, sizeof(why));
+        if (got < 0) {
+            cm_errbuf_set(errbuf, errlen, "fleet: node id claim: %s", why);
             return CM_EBACKEND;
         }
-        bool ok = r->type == REDIS_REPLY_STATUS;
-        bool err = r->type == REDIS_REPLY_ERROR;
-        if (err)
-            cm_errbuf_set(errbuf, errlen, "fleet: node id claim: %s", r->str);
-        freeReplyObject(r);
-        if (err)
-            return CM_EBACKEND;
-        if (ok) {
+        if (got > 0) {
             f->srv->node_id = n;
-            snprintf(f->node_key, sizeof(f->node_key), "%s", key);
             f->has_node_key = true;
             return 0;
         }
@@ -391,20 +332,16 @@ static int claim_node_id(gw_fleet_t *f, redisContext *c, char *errbuf, size_t er
 static void sub_connect(gw_fleet_t *f)
 {
     char why[200] = "";
-    redisContext *c = connect_redis(f, why, sizeof(why));
+    inv_fleet_conn_t *c = connect_redis(f, why, sizeof(why));
     if (!c) {
         redis_trouble(f, "subscribe", why);
         return;
     }
-    redisReply *r = redisCommand(c, "SUBSCRIBE %s", CHAN_EVENTS);
-    if (!r || r->type != REDIS_REPLY_ARRAY) {
-        redis_trouble(f, "subscribe", r ? "unexpected reply" : c->errstr);
-        if (r)
-            freeReplyObject(r);
-        redisFree(c);
+    if (inv_fleet_subscribe(c, why, sizeof(why)) < 0) {
+        redis_trouble(f, "subscribe", why);
+        inv_fleet_close(c);
         return;
     }
-    freeReplyObject(r);
     f->sub = c;
     f->sub_fresh = true; /* anything announced while we were away: reload now */
 }
@@ -429,29 +366,16 @@ static void tick(gw_fleet_t *f)
         redis_trouble(f, "heartbeat", why);
         return;
     }
-    char ttl[16], nttl[16];
-    snprintf(ttl, sizeof(ttl), "%d", MEMBER_TTL_MS);
-    snprintf(nttl, sizeof(nttl), "%d", NODEID_TTL_MS);
-    redisReply *r;
-    if (f->has_node_key)
-        r = redisCommand(f->cmd, "EVAL %s 3 %s %s %s %s %s %s", LUA_HEARTBEAT, KEY_MEMBERS,
-                         KEY_CONFIG, f->node_key, f->member, ttl, nttl);
-    else
-        r = redisCommand(f->cmd, "EVAL %s 2 %s %s %s %s %s", LUA_HEARTBEAT, KEY_MEMBERS,
-                         KEY_CONFIG, f->member, ttl, nttl);
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
-        redis_trouble(f, "heartbeat",
-                      !r ? f->cmd->errstr
-                         : (r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply"));
-        if (r)
-            freeReplyObject(r);
+    uint32_t n = 0;
+    uint64_t v = 0;
+    long long node = 0;
+    if (inv_fleet_heartbeat(f->cmd, f->member, f->has_node_key ? f->node_key : NULL,
+                            MEMBER_TTL_MS, NODEID_TTL_MS, &n, &v, &node, why,
+                            sizeof(why)) < 0) {
+        redis_trouble(f, "heartbeat", why);
         drop(&f->cmd);
         return;
     }
-    uint32_t n = (uint32_t)r->element[0]->integer;
-    uint64_t v = (uint64_t)r->element[1]->integer;
-    long long node = r->element[2]->integer;
-    freeReplyObject(r);
     if (!atomic_exchange(&f->redis_ok, true))
         cm_log_info("fleet", "redis reachable; heartbeat running", "members=%u", n);
     atomic_fetch_add(&f->heartbeats, 1);
@@ -480,7 +404,7 @@ static void tick(gw_fleet_t *f)
     bool newer = v > f->applied_version;
     pthread_mutex_unlock(&f->cfg_mu);
     if ((newer || f->sub_fresh) && load_config(f, f->cmd, false) < 0) {
-        redis_trouble(f, "config", f->cmd->errstr);
+        redis_trouble(f, "config", inv_fleet_errstr(f->cmd));
         drop(&f->cmd);
         return;
     }
@@ -491,21 +415,11 @@ static void tick(gw_fleet_t *f)
 static bool drain_sub(gw_fleet_t *f)
 {
     bool any = false;
-    for (;;) {
-        void *rv = NULL;
-        if (redisGetReplyFromReader(f->sub, &rv) != REDIS_OK) {
-            redis_trouble(f, "subscriber", f->sub->errstr);
-            drop(&f->sub);
-            return any;
-        }
-        if (!rv)
-            return any;
-        redisReply *r = rv;
-        if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
-            r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "message") == 0)
-            any = true;
-        freeReplyObject(r);
+    if (inv_fleet_sub_drain(f->sub, &any) < 0) {
+        redis_trouble(f, "subscriber", inv_fleet_errstr(f->sub));
+        drop(&f->sub);
     }
+    return any;
 }
 
 static void *fleet_thread(void *arg)
@@ -532,12 +446,12 @@ static void *fleet_thread(void *arg)
             continue;
         }
         struct pollfd pf[2] = {{.fd = f->stop_fd, .events = POLLIN},
-                               {.fd = f->sub ? f->sub->fd : -1, .events = POLLIN}};
+                               {.fd = f->sub ? inv_fleet_fd(f->sub) : -1, .events = POLLIN}};
         int timeout = (int)(f->next_tick_ms - now);
         int n = poll(pf, 2, timeout);
         if (n > 0 && (pf[1].revents & (POLLIN | POLLERR | POLLHUP)) && f->sub) {
-            if (redisBufferRead(f->sub) != REDIS_OK) {
-                redis_trouble(f, "subscriber", f->sub->errstr);
+            if (inv_fleet_sub_read(f->sub) < 0) {
+                redis_trouble(f, "subscriber", inv_fleet_errstr(f->sub));
                 drop(&f->sub);
             }
         }
@@ -595,14 +509,13 @@ int gw_fleet_start(struct gw_server *srv, char *errbuf, size_t errlen)
     }
     /* The fleet's limits win over the local flags: a restart rejoins them. */
     if ((rc = load_config(f, f->cmd, true)) < 0) {
-        cm_errbuf_set(errbuf, errlen, "fleet: cannot read %s: %s", KEY_CONFIG, f->cmd->errstr);
+        cm_errbuf_set(errbuf, errlen, "fleet: cannot read %s: %s", INV_FLEET_KEY_CONFIG,
+                      inv_fleet_errstr(f->cmd));
         goto fail;
     }
     atomic_store(&f->redis_ok, true);
     tick(f); /* register and learn the member count before the first request */
-    redisReply *r = redisCommand(f->cmd, "PUBLISH %s join %s", CHAN_EVENTS, f->member);
-    if (r)
-        freeReplyObject(r);
+    inv_fleet_announce_join(f->cmd, f->member);
     f->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (f->stop_fd < 0) {
         cm_errbuf_set(errbuf, errlen, "fleet: eventfd: %s", strerror(errno));
@@ -622,11 +535,8 @@ int gw_fleet_start(struct gw_server *srv, char *errbuf, size_t errlen)
                 (unsigned long long)atomic_load(&f->version));
     return 0;
 fail:
-    if (f->has_node_key && f->cmd) {
-        redisReply *d = redisCommand(f->cmd, "DEL %s", f->node_key);
-        if (d)
-            freeReplyObject(d);
-    }
+    if (f->has_node_key && f->cmd)
+        inv_fleet_nodeid_release(f->cmd, f->node_key);
     fleet_free(f);
     return rc;
 }
@@ -647,14 +557,7 @@ void gw_fleet_stop(struct gw_server *srv)
     if (!f->cmd)
         f->cmd = connect_redis(f, why, sizeof(why));
     if (f->cmd) {
-        redisReply *r =
-            f->has_node_key
-                ? redisCommand(f->cmd, "EVAL %s 2 %s %s %s %s", LUA_LEAVE, KEY_MEMBERS,
-                               f->node_key, f->member, CHAN_EVENTS)
-                : redisCommand(f->cmd, "EVAL %s 1 %s %s %s", LUA_LEAVE, KEY_MEMBERS, f->member,
-                               CHAN_EVENTS);
-        if (r)
-            freeReplyObject(r);
+        inv_fleet_leave(f->cmd, f->member, f->has_node_key ? f->node_key : NULL);
         cm_log_info("fleet", "left the fleet", "member=%s", f->member);
     } else {
         cm_log_warn("fleet", "cannot deregister; the others see us leave after the TTL",

@@ -26,7 +26,7 @@
 #include "common/cm_log.h"
 #include "common/cm_time.h"
 #include "gateway/gw_internal.h"
-#include "inventory/inv_redis.h"
+#include "inventory/inv.h"
 
 #include <jansson.h>
 #include <stdio.h>

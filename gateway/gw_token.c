@@ -16,7 +16,7 @@
 #include "common/cm_log.h"
 #include "common/cm_url.h"
 #include "gateway/gw_internal.h"
-#include "inventory/inv_redis.h"
+#include "inventory/inv_fleet.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -31,7 +31,7 @@
 #include <unistd.h>
 
 #define KEY_LEN 32
-#define REDIS_KEY "{flashgate:fleet}:status_key"
+#define REDIS_KEY INV_FLEET_KEY_STATUS
 
 void *gw_secret_alloc(size_t len)
 {
@@ -146,30 +146,27 @@ static int key_fleet(const char *url, const char *password, uint32_t timeout_ms,
     if (cm_redis_url_parse(url, &addr, errbuf, errlen) != 0 ||
         cm_redis_url_default_password(&addr, password) != 0)
         return CM_EINVAL;
-    redisContext *c = inv_redis_connect(&addr, timeout_ms, errbuf, errlen);
+    inv_fleet_conn_t *c = inv_fleet_connect(&addr, timeout_ms, errbuf, errlen);
     if (!c)
         return CM_EBACKEND;
-    char hex[2 * KEY_LEN + 1];
+    char hex[2 * KEY_LEN + 1], got[2 * KEY_LEN];
     hex_encode(key, KEY_LEN, hex);
-    redisReply *r = redisCommand(c, "SET %s %s NX", REDIS_KEY, hex);
-    freeReplyObject(r);
-    r = redisCommand(c, "GET %s", REDIS_KEY);
     int rc = 0;
-    if (!r || r->type != REDIS_REPLY_STRING || r->len != 2 * KEY_LEN) {
+    if (inv_fleet_status_key(c, hex, 2 * KEY_LEN, got) < 0) {
+        const char *e = inv_fleet_errstr(c);
         snprintf(errbuf, errlen, "redis: cannot read the fleet's status key %s: %s", REDIS_KEY,
-                 c->err ? c->errstr : "bad value");
+                 *e ? e : "bad value");
         rc = CM_EBACKEND;
     } else {
-        *changed = memcmp(r->str, hex, 2 * KEY_LEN) != 0;
-        if (hex_decode(r->str, 2 * KEY_LEN, key) != 0) {
+        *changed = memcmp(got, hex, 2 * KEY_LEN) != 0;
+        if (hex_decode(got, 2 * KEY_LEN, key) != 0) {
             snprintf(errbuf, errlen, "redis: %s does not hold 64 hex digits", REDIS_KEY);
             rc = CM_EBACKEND;
         }
-        explicit_bzero(r->str, r->len);
     }
     explicit_bzero(hex, sizeof(hex));
-    freeReplyObject(r);
-    redisFree(c);
+    explicit_bzero(got, sizeof(got));
+    inv_fleet_close(c);
     return rc;
 }
 

@@ -216,4 +216,11 @@ bool inv_id_valid(const char *s, size_t len, size_t max);
 /* true if s is 1..INV_IDEM_KEY_MAX bytes of printable ASCII without spaces. */
 bool inv_idem_key_valid(const char *s, size_t len);
 
+/*
+ * The Redis backend's circuit breaker: returns its state (0 closed, 1 open,
+ * 2 half-open) and how often it opened since start in *opens, or -1 when
+ * `inv` is not the Redis backend. Thread-safe (atomics).
+ */
+int inv_redis_breaker(inv_t *inv, uint64_t *opens);
+
 #endif

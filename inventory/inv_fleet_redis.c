@@ -1,0 +1,263 @@
+/*
+ * The fleet's shared state in Redis: see inv_fleet.h. The scripts and key
+ * names were gateway/gw_fleet.c's and gw_token.c's; moved here unchanged.
+ */
+#include "inventory/inv_fleet.h"
+#include "inventory/inv_redis.h"
+
+#include "common/cm_err.h"
+
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KEY_MEMBERS "{flashgate:fleet}:members"
+#define KEY_CONFIG INV_FLEET_KEY_CONFIG
+#define CHAN_EVENTS "flashgate:fleet:events"
+#define KEY_NODEID_FMT "{flashgate:fleet}:nodeid:%u"
+
+/* Heartbeat: KEYS members, config[, nodeid]; ARGV member, ttl_ms, nodeid_ttl_ms. */
+static const char LUA_HEARTBEAT[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])\n"
+    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
+    "local n = redis.call('ZCARD', KEYS[1])\n"
+    "local node = 0\n"
+    "if #KEYS >= 3 then\n"
+    "  local cur = redis.call('GET', KEYS[3])\n"
+    "  if cur == false then\n"
+    "    redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[3]) node = 2\n"
+    "  elseif cur == ARGV[1] then\n"
+    "    redis.call('PEXPIRE', KEYS[3], ARGV[3]) node = 1\n"
+    "  else node = -1 end\n"
+    "end\n"
+    "local v = redis.call('HGET', KEYS[2], 'version')\n"
+    "return {n, tonumber(v or '0'), node}\n";
+
+/* Leave: KEYS members[, nodeid]; ARGV member, channel. */
+static const char LUA_LEAVE[] =
+    "redis.call('ZREM', KEYS[1], ARGV[1])\n"
+    "if #KEYS >= 2 and redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) "
+    "end\n"
+    "redis.call('PUBLISH', ARGV[2], 'leave ' .. ARGV[1])\n"
+    "return 1\n";
+
+/* Publish: KEYS config; ARGV limits json, member, channel, wall ms. */
+static const char LUA_PUBLISH[] =
+    "local v = redis.call('HINCRBY', KEYS[1], 'version', 1)\n"
+    "redis.call('HSET', KEYS[1], 'limits', ARGV[1], 'by', ARGV[2], 'at', ARGV[4])\n"
+    "redis.call('PUBLISH', ARGV[3], 'config ' .. v)\n"
+    "return v\n";
+
+struct inv_fleet_conn {
+    redisContext *rc;
+};
+
+inv_fleet_conn_t *inv_fleet_connect(const cm_redis_url_t *addr, uint32_t timeout_ms,
+                                    char *errbuf, size_t errlen)
+{
+    redisContext *rc = inv_redis_connect(addr, timeout_ms, errbuf, errlen);
+    if (!rc)
+        return NULL;
+    inv_fleet_conn_t *c = calloc(1, sizeof(*c));
+    if (!c) {
+        redisFree(rc);
+        cm_errbuf_set(errbuf, errlen, "redis: out of memory");
+        return NULL;
+    }
+    c->rc = rc;
+    return c;
+}
+
+void inv_fleet_close(inv_fleet_conn_t *c)
+{
+    if (!c)
+        return;
+    redisFree(c->rc);
+    free(c);
+}
+
+const char *inv_fleet_errstr(const inv_fleet_conn_t *c)
+{
+    return c->rc->err ? c->rc->errstr : "";
+}
+
+int inv_fleet_fd(const inv_fleet_conn_t *c)
+{
+    return c->rc->fd;
+}
+
+int inv_fleet_heartbeat(inv_fleet_conn_t *c, const char *member, const char *node_key,
+                        int member_ttl_ms, int nodeid_ttl_ms, uint32_t *members,
+                        uint64_t *version, long long *node, char *errbuf, size_t errlen)
+{
+    char ttl[16], nttl[16];
+    snprintf(ttl, sizeof(ttl), "%d", member_ttl_ms);
+    snprintf(nttl, sizeof(nttl), "%d", nodeid_ttl_ms);
+    redisReply *r;
+    if (node_key)
+        r = redisCommand(c->rc, "EVAL %s 3 %s %s %s %s %s %s", LUA_HEARTBEAT, KEY_MEMBERS,
+                         KEY_CONFIG, node_key, member, ttl, nttl);
+    else
+        r = redisCommand(c->rc, "EVAL %s 2 %s %s %s %s %s", LUA_HEARTBEAT, KEY_MEMBERS,
+                         KEY_CONFIG, member, ttl, nttl);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+        cm_errbuf_set(errbuf, errlen, "%s",
+                      !r ? c->rc->errstr
+                         : (r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply"));
+        if (r)
+            freeReplyObject(r);
+        return CM_EBACKEND;
+    }
+    *members = (uint32_t)r->element[0]->integer;
+    *version = (uint64_t)r->element[1]->integer;
+    *node = r->element[2]->integer;
+    freeReplyObject(r);
+    return 0;
+}
+
+int inv_fleet_config_get(inv_fleet_conn_t *c, uint64_t *version, char **limits,
+                         size_t *limits_len, char **by)
+{
+    *limits = *by = NULL;
+    *limits_len = 0;
+    redisReply *r = redisCommand(c->rc, "HMGET %s version limits by", KEY_CONFIG);
+    if (!r)
+        return CM_EBACKEND;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+        freeReplyObject(r);
+        return CM_EBACKEND;
+    }
+    *version = r->element[0]->type == REDIS_REPLY_STRING
+                   ? strtoull(r->element[0]->str, NULL, 10)
+                   : 0;
+    if (r->element[1]->type == REDIS_REPLY_STRING) {
+        *limits = malloc(r->element[1]->len + 1);
+        if (*limits) {
+            memcpy(*limits, r->element[1]->str, r->element[1]->len);
+            (*limits)[r->element[1]->len] = '\0';
+            *limits_len = r->element[1]->len;
+        }
+    }
+    if (r->element[2]->type == REDIS_REPLY_STRING)
+        *by = strdup(r->element[2]->str);
+    freeReplyObject(r);
+    return 0;
+}
+
+int inv_fleet_config_publish(inv_fleet_conn_t *c, const char *limits, const char *member,
+                             const char *at, uint64_t *version, char *errbuf, size_t errlen)
+{
+    redisReply *r = redisCommand(c->rc, "EVAL %s 1 %s %s %s %s %s", LUA_PUBLISH, KEY_CONFIG,
+                                 limits, member, CHAN_EVENTS, at);
+    int rc = 0;
+    if (r && r->type == REDIS_REPLY_INTEGER) {
+        *version = (uint64_t)r->integer;
+    } else {
+        cm_errbuf_set(errbuf, errlen, "%s",
+                      r ? (r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply")
+                        : c->rc->errstr);
+        rc = CM_EBACKEND;
+    }
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+int inv_fleet_nodeid_claim(inv_fleet_conn_t *c, uint32_t n, const char *member, int ttl_ms,
+                           char *key_out, size_t key_len, char *errbuf, size_t errlen)
+{
+    char key[64];
+    snprintf(key, sizeof(key), KEY_NODEID_FMT, n);
+    redisReply *r = redisCommand(c->rc, "SET %s %s NX PX %d", key, member, ttl_ms);
+    if (!r) {
+        cm_errbuf_set(errbuf, errlen, "%s", c->rc->errstr);
+        return CM_EBACKEND;
+    }
+    bool ok = r->type == REDIS_REPLY_STATUS;
+    bool err = r->type == REDIS_REPLY_ERROR;
+    if (err)
+        cm_errbuf_set(errbuf, errlen, "%s", r->str);
+    freeReplyObject(r);
+    if (err)
+        return CM_EBACKEND;
+    if (ok)
+        snprintf(key_out, key_len, "%s", key);
+    return ok ? 1 : 0;
+}
+
+void inv_fleet_nodeid_release(inv_fleet_conn_t *c, const char *node_key)
+{
+    redisReply *d = redisCommand(c->rc, "DEL %s", node_key);
+    if (d)
+        freeReplyObject(d);
+}
+
+void inv_fleet_announce_join(inv_fleet_conn_t *c, const char *member)
+{
+    redisReply *r = redisCommand(c->rc, "PUBLISH %s join %s", CHAN_EVENTS, member);
+    if (r)
+        freeReplyObject(r);
+}
+
+void inv_fleet_leave(inv_fleet_conn_t *c, const char *member, const char *node_key)
+{
+    redisReply *r = node_key ? redisCommand(c->rc, "EVAL %s 2 %s %s %s %s", LUA_LEAVE,
+                                            KEY_MEMBERS, node_key, member, CHAN_EVENTS)
+                             : redisCommand(c->rc, "EVAL %s 1 %s %s %s", LUA_LEAVE,
+                                            KEY_MEMBERS, member, CHAN_EVENTS);
+    if (r)
+        freeReplyObject(r);
+}
+
+int inv_fleet_subscribe(inv_fleet_conn_t *c, char *errbuf, size_t errlen)
+{
+    redisReply *r = redisCommand(c->rc, "SUBSCRIBE %s", CHAN_EVENTS);
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        cm_errbuf_set(errbuf, errlen, "%s", r ? "unexpected reply" : c->rc->errstr);
+        if (r)
+            freeReplyObject(r);
+        return CM_EBACKEND;
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+int inv_fleet_sub_read(inv_fleet_conn_t *c)
+{
+    return redisBufferRead(c->rc) == REDIS_OK ? 0 : CM_EBACKEND;
+}
+
+int inv_fleet_sub_drain(inv_fleet_conn_t *c, bool *any)
+{
+    for (;;) {
+        void *rv = NULL;
+        if (redisGetReplyFromReader(c->rc, &rv) != REDIS_OK)
+            return CM_EBACKEND;
+        if (!rv)
+            return 0;
+        redisReply *r = rv;
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+            r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "message") == 0)
+            *any = true;
+        freeReplyObject(r);
+    }
+}
+
+int inv_fleet_status_key(inv_fleet_conn_t *c, const char *hex, size_t hex_len, char *out)
+{
+    redisReply *r = redisCommand(c->rc, "SET %s %b NX", INV_FLEET_KEY_STATUS, hex, hex_len);
+    freeReplyObject(r);
+    r = redisCommand(c->rc, "GET %s", INV_FLEET_KEY_STATUS);
+    int rc = 0;
+    if (!r || r->type != REDIS_REPLY_STRING || r->len != hex_len) {
+        rc = CM_EBACKEND;
+    } else {
+        memcpy(out, r->str, hex_len);
+        explicit_bzero(r->str, r->len);
+    }
+    freeReplyObject(r);
+    return rc;
+}
