@@ -219,9 +219,8 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         *req_cls = r;
         inc(&w->ctr.requests, 1);
         gw_ol_request_head(r);
-        gw_route(r, url, method);
-        if (r->route == GW_ROUTE_NONE && w->px)
-            gw_px_route(r, url); /* a proxy.routes prefix: GW_ROUTE_PROXY */
+        if (!gw_route(r, url, method) && !(w->px && gw_px_route(r, url)))
+            gw_route_not_found(r, url); /* else a proxy.routes prefix: GW_ROUTE_PROXY */
         inc(&w->ctr.route_requests[r->route], 1);
         if (r->route == GW_ROUTE_PROXY && gw_px_head(r, method))
             return answer(w, r, conn, method, url); /* refused from the head: body unread */

@@ -435,9 +435,14 @@ void gw_server_counters(gw_server_t *srv, gw_counters_t *out);
 /*
  * Routes a request from its path and method (gw_route.c): sets r->route and
  * r->id, or fills r->resp with the 4xx answer and sets r->state GW_ST_DONE.
+ * Returns false when no built-in route has the path: r->route stays
+ * GW_ROUTE_NONE and nothing is built yet (a proxied route may take it; else
+ * gw_route_not_found answers 404, so a proxied request formats no 404 first).
  * Touches nothing but r. Thread-safe.
  */
-void gw_route(gw_req_t *r, const char *url, const char *method);
+bool gw_route(gw_req_t *r, const char *url, const char *method);
+/* Fills r->resp with 404 not_found for url and sets GW_ST_DONE. Thread-safe. */
+void gw_route_not_found(gw_req_t *r, const char *url);
 
 /*---- Connection guard (gw_conn.c): per-address and total caps, head deadline, body rate ----*/
 

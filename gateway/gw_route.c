@@ -38,7 +38,7 @@ const char *gw_route_name(gw_route_t r)
 
 /* Matches the paths of GW_PUBLIC_ROUTES (by hand, for speed) and takes the
  * allowed methods from the table. */
-void gw_route(gw_req_t *r, const char *url, const char *method)
+bool gw_route(gw_req_t *r, const char *url, const char *method)
 {
     bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     bool post = strcmp(method, "POST") == 0;
@@ -90,14 +90,21 @@ void gw_route(gw_req_t *r, const char *url, const char *method)
         gw_resp_header(&r->resp, "Allow", "%s", allow);
         r->state = GW_ST_DONE;
     }
-    return;
+    return true;
 bad_sale:
     gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL,
                   "sale_id in the path must be 1..64 characters of A-Z a-z 0-9 . _ -");
     r->state = GW_ST_DONE;
-    return;
+    return true;
 not_found:
+    r->route = GW_ROUTE_NONE;
+    return false;
+}
+
+void gw_route_not_found(gw_req_t *r, const char *url)
+{
     gw_resp_error(&r->resp, GW_R_NOT_FOUND, NULL, "no such resource: %s", url);
+    r->route = GW_ROUTE_NONE;
     r->state = GW_ST_DONE;
 }
 

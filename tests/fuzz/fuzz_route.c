@@ -39,7 +39,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         url = nl + 1;
     }
     gw_req_t *r = calloc(1, sizeof(*r));
-    gw_route(r, url, method);
+    if (!gw_route(r, url, method)) {
+        /* no built-in route: nothing built yet, the caller tries proxied routes */
+        FZ_CHECK(r->route == GW_ROUTE_NONE && r->state != GW_ST_DONE && r->resp.status == 0);
+        gw_route_not_found(r, url);
+        FZ_CHECK(r->resp.status == 404);
+    }
     if (r->state == GW_ST_DONE) {
         FZ_CHECK(r->resp.status >= 400 && r->resp.status < 500);
         check_error_body(&r->resp);
