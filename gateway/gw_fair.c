@@ -11,11 +11,10 @@
 #include "common/cm_url.h"
 #include "gateway/gw_fleet.h"
 #include "gateway/gw_internal.h"
-#include "inventory/inv_redis.h"
+#include "inventory/inv_fleet.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <hiredis/hiredis.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -85,14 +84,13 @@ struct gw_fair {
     /* fleet mode (Redis inventory): the lottery thread's own connection */
     bool fleet;
     cm_redis_url_t addr;
-    redisContext *rc;
+    inv_fleet_conn_t *rc;
     int64_t last_conf_ms, last_err_ms;
 };
 
 #define FLEET_PUSH_WAIT_MS 3000 /* the draw waits this long after the close for every gateway */
 #define FLEET_LOCK_MS 15000     /* the drawer's lock, renewed while it draws */
 #define FLEET_CONF_POLL_MS 500
-#define K_CONF "{flashgate:fair}:conf"
 
 /*---- the pure parts: phase and draw order ----*/
 
@@ -531,8 +529,7 @@ void gw_fair_close(gw_server_t *srv)
     }
     if (f->inv)
         inv_worker_close(f->inv);
-    if (f->rc)
-        redisFree(f->rc);
+    inv_fleet_close(f->rc);
     size_t n = atomic_load(&f->n);
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
@@ -917,11 +914,6 @@ static int conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window_m
  * that pushed, :lock, :seed, :won (user -> order id), :done.
  */
 
-static void fkey(char *out, size_t cap, const char *sale, const char *what)
-{
-    snprintf(out, cap, "{flashgate:fair:%s}:%s", sale, what);
-}
-
 static void trouble(gw_fair_t *f, const char *what, const char *why)
 {
     int64_t now = cm_wall_ms();
@@ -931,74 +923,66 @@ static void trouble(gw_fair_t *f, const char *what, const char *why)
     }
 }
 
-static redisContext *fconn(gw_fair_t *f)
+static inv_fleet_conn_t *fconn(gw_fair_t *f)
 {
-    if (f->rc && !f->rc->err)
+    if (f->rc && !inv_fleet_broken(f->rc))
         return f->rc;
-    if (f->rc)
-        redisFree(f->rc);
+    inv_fleet_close(f->rc);
     char why[256] = "";
-    f->rc = inv_redis_connect(&f->addr, 2000, why, sizeof(why));
+    f->rc = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
     if (!f->rc)
         trouble(f, "connect", why);
     return f->rc;
 }
 
-/* One command; NULL (and the connection dropped) on a transport error or an error reply. */
-static redisReply *fcmd(gw_fair_t *f, const char *fmt, ...)
+/*
+ * After one lottery call on f->rc: true if it succeeded; else logs (a
+ * transport error drops the connection, an error reply keeps it).
+ */
+static bool fok(gw_fair_t *f, int rc, const char *why)
 {
-    redisContext *c = fconn(f);
-    if (!c)
-        return NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(c, fmt, ap);
-    va_end(ap);
-    if (!r) {
-        trouble(f, "command", c->errstr);
-        redisFree(f->rc);
+    if (rc >= 0)
+        return true;
+    if (inv_fleet_broken(f->rc)) {
+        trouble(f, "command", why);
+        inv_fleet_close(f->rc);
         f->rc = NULL;
-        return NULL;
+    } else {
+        trouble(f, "reply", why);
     }
-    if (r->type == REDIS_REPLY_ERROR) {
-        trouble(f, "reply", r->str);
-        freeReplyObject(r);
-        return NULL;
-    }
-    return r;
+    return false;
+}
+
+static void conf_sync_one(void *ctx, const char *sale, const char *v)
+{
+    gw_fair_t *f = ctx;
+    long long w, e, wr = 0;
+    unsigned long long k0, k1;
+    if (!inv_id_valid(sale, strlen(sale), INV_SALE_ID_MAX) ||
+        sscanf(v, "%lld %lld %llx %llx %lld", &w, &e, &k0, &k1, &wr) < 4)
+        return;
+    cm_hash_key_t k = {k0, k1};
+    char why[160];
+    pthread_mutex_lock(&f->mu);
+    (void)conf_apply_locked(f, sale, w, e, wr, &k, false, why, sizeof(why));
+    pthread_mutex_unlock(&f->mu);
 }
 
 /* Reads the fleet's lottery configuration into the local table. Lottery thread. */
 static void fleet_conf_sync(gw_fair_t *f)
 {
-    redisReply *r = fcmd(f, "HGETALL %s", K_CONF);
-    if (!r)
+    if (!fconn(f))
         return;
-    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
-        const char *sale = r->element[i]->str, *v = r->element[i + 1]->str;
-        long long w, e, wr = 0;
-        unsigned long long k0, k1;
-        if (!sale || !v || !inv_id_valid(sale, strlen(sale), INV_SALE_ID_MAX) ||
-            sscanf(v, "%lld %lld %llx %llx %lld", &w, &e, &k0, &k1, &wr) < 4)
-            continue;
-        cm_hash_key_t k = {k0, k1};
-        char why[160];
-        pthread_mutex_lock(&f->mu);
-        (void)conf_apply_locked(f, sale, w, e, wr, &k, false, why, sizeof(why));
-        pthread_mutex_unlock(&f->mu);
-    }
-    freeReplyObject(r);
+    char why[256] = "";
+    fok(f, inv_lottery_conf_all(f->rc, conf_sync_one, f, why, sizeof(why)), why);
 }
 
 /* Pushes this gateway's entries (closing them) in one pipeline. Lottery thread. */
 static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
 {
-    redisContext *c = fconn(f);
+    inv_fleet_conn_t *c = fconn(f);
     if (!c)
         return false;
-    char ke[160], kp[160];
-    fkey(ke, sizeof(ke), fs->sale_id, "e");
-    fkey(kp, sizeof(kp), fs->sale_id, "pushed");
     pthread_mutex_lock(&fs->mu);
     fs->closed = true;
     size_t n = fs->n, sent = 0;
@@ -1007,25 +991,20 @@ static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
         char val[256];
         snprintf(val, sizeof(val), "%s %u %s %u", e->order_id, e->qty, e->idem[0] ? e->idem : "-",
                  f->srv->node_id);
-        if (redisAppendCommand(c, "HSETNX %s %s %s", ke, e->user_id, val) == REDIS_OK)
+        if (inv_lottery_push_add(c, fs->sale_id, e->user_id, val) == 0)
             sent++;
     }
     pthread_mutex_unlock(&fs->mu);
-    bool ok = sent == n && redisAppendCommand(c, "SADD %s %u", kp, f->srv->node_id) == REDIS_OK;
-    if (ok)
-        sent++;
-    for (size_t i = 0; i < sent; i++) {
-        redisReply *r = NULL;
-        if (redisGetReply(c, (void **)&r) != REDIS_OK) {
-            trouble(f, "push", c->errstr);
-            redisFree(f->rc);
-            f->rc = NULL;
-            return false;
-        }
-        if (r->type == REDIS_REPLY_ERROR)
-            ok = false;
-        freeReplyObject(r);
+    char why[256] = "";
+    int rc = inv_lottery_push_finish(c, fs->sale_id, f->srv->node_id, sent, sent == n, why,
+                                     sizeof(why));
+    if (rc < 0) {
+        trouble(f, "push", why);
+        inv_fleet_close(f->rc);
+        f->rc = NULL;
+        return false;
     }
+    bool ok = rc == 1;
     fs->pushed = ok;
     if (ok)
         cm_log_info("fair", "entries pushed to the fleet", "sale=%s entries=%zu", fs->sale_id, n);
@@ -1063,54 +1042,71 @@ static bool fleet_won(const fleet_draw_t *d, const char *user)
     return d->nwon && bsearch(&user, d->won, d->nwon, sizeof(char *), strp_cmp) != NULL;
 }
 
+typedef struct read_ctx {
+    gw_fair_sale_t *fs;
+    fleet_draw_t *d;
+    size_t cap;
+} read_ctx_t;
+
+static void read_entrant(void *ctx, const char *user, const char *v)
+{
+    read_ctx_t *x = ctx;
+    fleet_draw_t *d = x->d;
+    if (d->n == x->cap) {
+        x->cap *= 2;
+        d->all = cm_xrealloc(d->all, x->cap * sizeof(entry_t));
+    }
+    entry_t *e = &d->all[d->n];
+    memset(e, 0, sizeof(*e));
+    unsigned qty, node;
+    if (strlen(user) > INV_USER_ID_MAX ||
+        sscanf(v, "%31s %u %128s %u", e->order_id, &qty, e->idem, &node) != 4)
+        return;
+    snprintf(e->user_id, sizeof(e->user_id), "%s", user);
+    if (strcmp(e->idem, "-") == 0)
+        e->idem[0] = '\0';
+    e->qty = qty;
+    e->key = hash_str(x->fs, user);
+    d->n++;
+}
+
+static void read_winner(void *ctx, const char *user, const char *unused)
+{
+    (void)unused;
+    read_ctx_t *x = ctx;
+    fleet_draw_t *d = x->d;
+    if (d->nwon == x->cap) {
+        x->cap *= 2;
+        d->won = cm_xrealloc(d->won, x->cap * sizeof(char *));
+    }
+    d->won[d->nwon++] = cm_xstrdup(user);
+}
+
 /* Reads the draw's state. with_won: also the winners. Returns false on a Redis problem. */
 static bool fleet_read(gw_fair_t *f, gw_fair_sale_t *fs, fleet_draw_t *d, bool with_won)
 {
     memset(d, 0, sizeof(*d));
-    char k[160];
-    fkey(k, sizeof(k), fs->sale_id, "drawn");
-    redisReply *r = fcmd(f, "HGETALL %s", k);
-    if (!r)
+    if (!fconn(f))
         return false;
-    size_t m = r->type == REDIS_REPLY_ARRAY ? r->elements / 2 : 0;
-    d->all = cm_xcalloc(m ? m : 1, sizeof(entry_t));
-    for (size_t i = 0; i < m; i++) {
-        const char *user = r->element[2 * i]->str, *v = r->element[2 * i + 1]->str;
-        entry_t *e = &d->all[d->n];
-        unsigned qty, node;
-        if (!user || !v || strlen(user) > INV_USER_ID_MAX ||
-            sscanf(v, "%31s %u %128s %u", e->order_id, &qty, e->idem, &node) != 4)
-            continue;
-        snprintf(e->user_id, sizeof(e->user_id), "%s", user);
-        if (strcmp(e->idem, "-") == 0)
-            e->idem[0] = '\0';
-        e->qty = qty;
-        e->key = hash_str(fs, user);
-        d->n++;
-    }
-    freeReplyObject(r);
-    fkey(k, sizeof(k), fs->sale_id, "seed");
-    if (!(r = fcmd(f, "GET %s", k))) {
+    char why[256] = "";
+    read_ctx_t x = {.fs = fs, .d = d, .cap = 64};
+    d->all = cm_xcalloc(x.cap, sizeof(entry_t));
+    if (!fok(f, inv_lottery_entrants(f->rc, fs->sale_id, read_entrant, &x, why, sizeof(why)),
+             why) ||
+        !fok(f, inv_lottery_seed_get(f->rc, fs->sale_id, &d->seed, &d->seeded, why, sizeof(why)),
+             why)) {
         fleet_draw_free(d);
         return false;
     }
-    if (r->type == REDIS_REPLY_STRING) {
-        d->seed = strtoull(r->str, NULL, 16);
-        d->seeded = true;
-    }
-    freeReplyObject(r);
     if (with_won) {
-        fkey(k, sizeof(k), fs->sale_id, "won");
-        if (!(r = fcmd(f, "HKEYS %s", k))) {
+        x.cap = 64;
+        d->won = cm_xcalloc(x.cap, sizeof(char *));
+        if (!fok(f, inv_lottery_winners(f->rc, fs->sale_id, read_winner, &x, why, sizeof(why)),
+                 why)) {
             fleet_draw_free(d);
             return false;
         }
-        d->won = cm_xcalloc(r->elements ? r->elements : 1, sizeof(char *));
-        for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
-            if (r->element[i]->str)
-                d->won[d->nwon++] = cm_xstrdup(r->element[i]->str);
         qsort(d->won, d->nwon, sizeof(char *), strp_cmp);
-        freeReplyObject(r);
     }
     if (d->seeded) {
         d->perm = cm_xmalloc((d->n ? d->n : 1) * sizeof(uint32_t));
@@ -1183,32 +1179,23 @@ static void fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
 static void fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
 {
     gw_server_t *srv = f->srv;
-    char ke[160], kd[160], ks[160], kw[160], kl[160], kdone[160];
-    fkey(ke, sizeof(ke), fs->sale_id, "e");
-    fkey(kd, sizeof(kd), fs->sale_id, "drawn");
-    fkey(ks, sizeof(ks), fs->sale_id, "seed");
-    fkey(kw, sizeof(kw), fs->sale_id, "won");
-    fkey(kl, sizeof(kl), fs->sale_id, "lock");
-    fkey(kdone, sizeof(kdone), fs->sale_id, "done");
+    char why[256] = "";
     /* freeze the entrants (a no-op when a drawer before us did; an error when nobody entered) */
-    redisContext *c = fconn(f);
+    inv_fleet_conn_t *c = fconn(f);
     if (!c)
         return;
-    redisReply *r = redisCommand(c, "RENAMENX %s %s", ke, kd);
-    if (!r) {
-        redisFree(f->rc);
+    if (inv_lottery_freeze(c, fs->sale_id) < 0) {
+        inv_fleet_close(f->rc);
         f->rc = NULL;
         return;
     }
-    freeReplyObject(r);
     cm_hash_key_t rnd;
     if (cm_hash_seed_random(&rnd) != 0)
         return;
     char seed[24];
     snprintf(seed, sizeof(seed), "%016llx", (unsigned long long)(rnd.k0 ^ rotl(rnd.k1, 32)));
-    if (!(r = fcmd(f, "SET %s %s NX", ks, seed)))
+    if (!fok(f, inv_lottery_seed_offer(c, fs->sale_id, seed, why, sizeof(why)), why))
         return;
-    freeReplyObject(r);
     fleet_draw_t d;
     if (!fleet_read(f, fs, &d, true) || !d.seeded) {
         if (d.all)
@@ -1221,8 +1208,9 @@ static void fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
     size_t nwon = 0;
     for (size_t pos = 0; pos < d.n && !exhausted; pos++) {
         entry_t *e = &d.all[d.perm[pos]];
-        if (pos % 64 == 63 && (r = fcmd(f, "PEXPIRE %s %d", kl, FLEET_LOCK_MS)))
-            freeReplyObject(r);
+        if (pos % 64 == 63 && fconn(f))
+            fok(f, inv_lottery_lock_renew(f->rc, fs->sale_id, FLEET_LOCK_MS, why, sizeof(why)),
+                why);
         if (fleet_won(&d, e->user_id))
             continue; /* a drawer before us admitted it */
         inv_reserve_req_t rq;
@@ -1256,12 +1244,14 @@ static void fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
                 gw_release_unaccepted(srv, &o, "lottery winner not accepted: spool refused");
                 continue;
             }
-            if (oq_spool_commit(srv->spool) != 0 || !(r = fcmd(f, "HSET %s %s %s", kw, e->user_id,
-                                                               e->order_id))) {
+            if (oq_spool_commit(srv->spool) != 0 || !fconn(f) ||
+                !fok(f,
+                     inv_lottery_winner_put(f->rc, fs->sale_id, e->user_id, e->order_id, why,
+                                            sizeof(why)),
+                     why)) {
                 failed = true; /* spooled: a resumed draw finds it by its key */
                 break;
             }
-            freeReplyObject(r);
             gw_orders_put(srv->orders, &o);
             if (srv->workers)
                 atomic_fetch_add_explicit(&srv->workers[0].ctr.accepted_units, o.qty,
@@ -1273,8 +1263,8 @@ static void fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
     }
     if (nwon)
         gw__queue_notify(srv);
-    if (!failed && (r = fcmd(f, "SET %s %llu", kdone, (unsigned long long)d.n))) {
-        freeReplyObject(r);
+    if (!failed && fconn(f) &&
+        fok(f, inv_lottery_done_set(f->rc, fs->sale_id, d.n, why, sizeof(why)), why)) {
         cm_log_info("fair", "fleet draw done",
                     "sale=%s entrants=%zu won_here=%zu seed=%016llx elapsed_ms=%lld",
                     fs->sale_id, d.n, nwon, (unsigned long long)d.seed,
@@ -1291,32 +1281,29 @@ static void fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms)
 {
     if (!fs->pushed && !fleet_push(f, fs))
         return;
-    char k[160];
-    fkey(k, sizeof(k), fs->sale_id, "done");
-    redisReply *r = fcmd(f, "EXISTS %s", k);
-    if (!r)
+    if (!fconn(f))
         return;
-    bool done = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-    freeReplyObject(r);
+    char why[256] = "";
+    bool done = false;
+    if (!fok(f, inv_lottery_done(f->rc, fs->sale_id, &done, why, sizeof(why)), why))
+        return;
     if (done) {
         fleet_fetch(f, fs);
         return;
     }
     if (cm_wall_ms() < closes_ms + FLEET_PUSH_WAIT_MS) {
-        fkey(k, sizeof(k), fs->sale_id, "pushed");
-        if (!(r = fcmd(f, "SCARD %s", k)))
+        long long pushed = -1;
+        if (!fok(f, inv_lottery_pushed_count(f->rc, fs->sale_id, &pushed, why, sizeof(why)), why))
             return;
-        bool all = r->type == REDIS_REPLY_INTEGER &&
-                   r->integer >= (long long)gw_fleet_members(f->srv);
-        freeReplyObject(r);
-        if (!all)
+        if (pushed < (long long)gw_fleet_members(f->srv))
             return;
     }
-    fkey(k, sizeof(k), fs->sale_id, "lock");
-    if (!(r = fcmd(f, "SET %s %u NX PX %d", k, f->srv->node_id, FLEET_LOCK_MS)))
+    bool mine = false;
+    if (!fconn(f) ||
+        !fok(f, inv_lottery_lock(f->rc, fs->sale_id, f->srv->node_id, FLEET_LOCK_MS, &mine, why,
+                                 sizeof(why)),
+             why))
         return;
-    bool mine = r->type == REDIS_REPLY_STATUS;
-    freeReplyObject(r);
     if (mine)
         fleet_run_draw(f, fs);
 }
@@ -1408,36 +1395,34 @@ static int fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms, 
                           int64_t wr_rate, cm_hash_key_t *secret, char *errbuf, size_t errlen)
 {
     char why[256] = "";
-    redisContext *c = inv_redis_connect(&f->addr, 2000, why, sizeof(why));
+    inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
     if (!c) {
         cm_errbuf_set(errbuf, errlen, "redis: %s", why);
         return CM_EBACKEND;
     }
     int rc = CM_EBACKEND;
-    redisReply *r = redisCommand(c, "HGET %s %s", K_CONF, sale_id);
+    char cur[256];
+    bool found = false;
     unsigned long long k0, k1;
     long long w0, e0;
-    if (r && r->type == REDIS_REPLY_STRING &&
-        sscanf(r->str, "%lld %lld %llx %llx", &w0, &e0, &k0, &k1) == 4) {
+    if (inv_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why, sizeof(why)) < 0)
+        goto out;
+    if (found && sscanf(cur, "%lld %lld %llx %llx", &w0, &e0, &k0, &k1) == 4) {
         secret->k0 = k0;
         secret->k1 = k1;
-    } else if (!r || r->type == REDIS_REPLY_ERROR || cm_hash_seed_random(secret) != 0) {
+    } else if (cm_hash_seed_random(secret) != 0) {
         goto out;
     }
-    freeReplyObject(r);
     char val[96];
     snprintf(val, sizeof(val), "%lld %lld %016llx %016llx %lld", (long long)window_ms,
              (long long)early_ms, (unsigned long long)secret->k0, (unsigned long long)secret->k1,
              (long long)wr_rate);
-    r = redisCommand(c, "HSET %s %s %s", K_CONF, sale_id, val);
-    if (r && r->type == REDIS_REPLY_INTEGER)
+    if (inv_lottery_conf_put(c, sale_id, val, why, sizeof(why)) == 0)
         rc = 0;
 out:
     if (rc)
         cm_errbuf_set(errbuf, errlen, "redis: cannot store the lottery configuration");
-    if (r)
-        freeReplyObject(r);
-    redisFree(c);
+    inv_fleet_close(c);
     return rc;
 }
 

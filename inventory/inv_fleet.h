@@ -124,4 +124,95 @@ int inv_fleet_sub_drain(inv_fleet_conn_t *c, bool *any);
  */
 int inv_fleet_status_key(inv_fleet_conn_t *c, const char *hex, size_t hex_len, char *out);
 
+/* True when c's transport failed (it must be closed). Not thread-safe on c. */
+bool inv_fleet_broken(const inv_fleet_conn_t *c);
+
+/*---- the fair-start lottery (gateway/gw_fair.c) ----
+ *
+ * Keys: {flashgate:fair}:conf HASH sale -> "window early k0 k1 [wr_rate]";
+ * per sale {flashgate:fair:<sale>}:e (HASH user -> "order qty idem node", the
+ * entries pushed), :pushed (SET of node ids that pushed), :drawn (the entries
+ * frozen for the draw), :seed, :won (HASH user -> order), :lock (the
+ * drawer's, SET NX PX), :done (the number drawn, once the draw is complete).
+ *
+ * Unless said otherwise the calls return 0, or CM_EBACKEND with the reason in
+ * errbuf (then inv_fleet_broken tells a transport failure from an error
+ * reply). Not thread-safe on c.
+ */
+
+/* Called with each field and value of a hash (neither NULL). */
+typedef void (*inv_fleet_pair_fn)(void *ctx, const char *field, const char *value);
+
+/* Every sale's lottery configuration: fn(ctx, sale, value). */
+int inv_lottery_conf_all(inv_fleet_conn_t *c, inv_fleet_pair_fn fn, void *ctx, char *errbuf,
+                         size_t errlen);
+
+/* One sale's configuration into out (*found false when unset or not a string). */
+int inv_lottery_conf_get(inv_fleet_conn_t *c, const char *sale, char *out, size_t cap,
+                         bool *found, char *errbuf, size_t errlen);
+
+/* Stores one sale's configuration. */
+int inv_lottery_conf_put(inv_fleet_conn_t *c, const char *sale, const char *value, char *errbuf,
+                         size_t errlen);
+
+/*
+ * Pushing entries is one pipeline: inv_lottery_push_add queues one entry
+ * (HSETNX, so the first push of a user wins) and returns 0 if queued;
+ * inv_lottery_push_finish queues "node pushed" when all_added, sends, and
+ * reads the `added` replies (plus that one). Returns 1 when every reply was
+ * a success, 0 when one was an error reply, or CM_EBACKEND on a transport
+ * failure (reason in errbuf).
+ */
+int inv_lottery_push_add(inv_fleet_conn_t *c, const char *sale, const char *user,
+                         const char *value);
+int inv_lottery_push_finish(inv_fleet_conn_t *c, const char *sale, uint32_t node_id,
+                            size_t added, bool all_added, char *errbuf, size_t errlen);
+
+/* How many gateways pushed (*n is -1 on an unexpected reply). */
+int inv_lottery_pushed_count(inv_fleet_conn_t *c, const char *sale, long long *n, char *errbuf,
+                             size_t errlen);
+
+/* Whether the draw is complete. */
+int inv_lottery_done(inv_fleet_conn_t *c, const char *sale, bool *done, char *errbuf,
+                     size_t errlen);
+
+/* Marks the draw complete with n entrants. */
+int inv_lottery_done_set(inv_fleet_conn_t *c, const char *sale, size_t n, char *errbuf,
+                         size_t errlen);
+
+/* Tries to take the drawer's lock for node_id (ttl_ms); *mine when taken. */
+int inv_lottery_lock(inv_fleet_conn_t *c, const char *sale, uint32_t node_id, int ttl_ms,
+                     bool *mine, char *errbuf, size_t errlen);
+
+/* Extends the drawer's lock to ttl_ms. */
+int inv_lottery_lock_renew(inv_fleet_conn_t *c, const char *sale, int ttl_ms, char *errbuf,
+                           size_t errlen);
+
+/*
+ * Freezes the pushed entries as the draw's entrants (a no-op when a drawer
+ * before did, or nobody entered: that error reply is ignored). Returns
+ * CM_EBACKEND only on a transport failure.
+ */
+int inv_lottery_freeze(inv_fleet_conn_t *c, const char *sale);
+
+/* The frozen entrants: fn(ctx, user, "order qty idem node"). */
+int inv_lottery_entrants(inv_fleet_conn_t *c, const char *sale, inv_fleet_pair_fn fn, void *ctx,
+                         char *errbuf, size_t errlen);
+
+/* Offers seed_hex as the draw's seed (SET NX: the first drawer's stays). */
+int inv_lottery_seed_offer(inv_fleet_conn_t *c, const char *sale, const char *seed_hex,
+                           char *errbuf, size_t errlen);
+
+/* The draw's seed (*seeded false when none yet). */
+int inv_lottery_seed_get(inv_fleet_conn_t *c, const char *sale, uint64_t *seed, bool *seeded,
+                         char *errbuf, size_t errlen);
+
+/* The recorded winners: fn(ctx, user, ""). */
+int inv_lottery_winners(inv_fleet_conn_t *c, const char *sale, inv_fleet_pair_fn fn, void *ctx,
+                        char *errbuf, size_t errlen);
+
+/* Records user's winning order. */
+int inv_lottery_winner_put(inv_fleet_conn_t *c, const char *sale, const char *user,
+                           const char *order_id, char *errbuf, size_t errlen);
+
 #endif

@@ -8,6 +8,7 @@
 #include "common/cm_err.h"
 
 #include <hiredis/hiredis.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -260,4 +261,251 @@ int inv_fleet_status_key(inv_fleet_conn_t *c, const char *hex, size_t hex_len, c
     }
     freeReplyObject(r);
     return rc;
+}
+
+bool inv_fleet_broken(const inv_fleet_conn_t *c)
+{
+    return c->rc->err != 0;
+}
+
+/*---- the lottery ----*/
+
+#define K_CONF "{flashgate:fair}:conf"
+
+static void fkey(char *out, size_t cap, const char *sale, const char *what)
+{
+    snprintf(out, cap, "{flashgate:fair:%s}:%s", sale, what);
+}
+
+/* One command; NULL with the reason in errbuf on a transport error or an error reply. */
+static redisReply *fcmd(inv_fleet_conn_t *c, char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c->rc, fmt, ap);
+    va_end(ap);
+    if (!r) {
+        cm_errbuf_set(errbuf, errlen, "%s", c->rc->errstr);
+        return NULL;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        cm_errbuf_set(errbuf, errlen, "%s", r->str);
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+int inv_lottery_conf_all(inv_fleet_conn_t *c, inv_fleet_pair_fn fn, void *ctx, char *errbuf,
+                         size_t errlen)
+{
+    redisReply *r = fcmd(c, errbuf, errlen, "HGETALL %s", K_CONF);
+    if (!r)
+        return CM_EBACKEND;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2)
+        if (r->element[i]->str && r->element[i + 1]->str)
+            fn(ctx, r->element[i]->str, r->element[i + 1]->str);
+    freeReplyObject(r);
+    return 0;
+}
+
+int inv_lottery_conf_get(inv_fleet_conn_t *c, const char *sale, char *out, size_t cap,
+                         bool *found, char *errbuf, size_t errlen)
+{
+    redisReply *r = fcmd(c, errbuf, errlen, "HGET %s %s", K_CONF, sale);
+    if (!r)
+        return CM_EBACKEND;
+    *found = r->type == REDIS_REPLY_STRING;
+    if (*found)
+        snprintf(out, cap, "%s", r->str);
+    freeReplyObject(r);
+    return 0;
+}
+
+int inv_lottery_conf_put(inv_fleet_conn_t *c, const char *sale, const char *value, char *errbuf,
+                         size_t errlen)
+{
+    redisReply *r = fcmd(c, errbuf, errlen, "HSET %s %s %s", K_CONF, sale, value);
+    if (!r)
+        return CM_EBACKEND;
+    int rc = r->type == REDIS_REPLY_INTEGER ? 0 : CM_EBACKEND;
+    if (rc)
+        cm_errbuf_set(errbuf, errlen, "unexpected reply");
+    freeReplyObject(r);
+    return rc;
+}
+
+int inv_lottery_push_add(inv_fleet_conn_t *c, const char *sale, const char *user,
+                         const char *value)
+{
+    char ke[160];
+    fkey(ke, sizeof(ke), sale, "e");
+    return redisAppendCommand(c->rc, "HSETNX %s %s %s", ke, user, value) == REDIS_OK
+               ? 0
+               : CM_EBACKEND;
+}
+
+int inv_lottery_push_finish(inv_fleet_conn_t *c, const char *sale, uint32_t node_id,
+                            size_t added, bool all_added, char *errbuf, size_t errlen)
+{
+    char kp[160];
+    fkey(kp, sizeof(kp), sale, "pushed");
+    bool ok = all_added && redisAppendCommand(c->rc, "SADD %s %u", kp, node_id) == REDIS_OK;
+    size_t sent = added + (ok ? 1 : 0);
+    for (size_t i = 0; i < sent; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(c->rc, (void **)&r) != REDIS_OK) {
+            cm_errbuf_set(errbuf, errlen, "%s", c->rc->errstr);
+            return CM_EBACKEND;
+        }
+        if (r->type == REDIS_REPLY_ERROR)
+            ok = false;
+        freeReplyObject(r);
+    }
+    return ok ? 1 : 0;
+}
+
+int inv_lottery_pushed_count(inv_fleet_conn_t *c, const char *sale, long long *n, char *errbuf,
+                             size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "pushed");
+    redisReply *r = fcmd(c, errbuf, errlen, "SCARD %s", k);
+    if (!r)
+        return CM_EBACKEND;
+    *n = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    freeReplyObject(r);
+    return 0;
+}
+
+int inv_lottery_done(inv_fleet_conn_t *c, const char *sale, bool *done, char *errbuf,
+                     size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "done");
+    redisReply *r = fcmd(c, errbuf, errlen, "EXISTS %s", k);
+    if (!r)
+        return CM_EBACKEND;
+    *done = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    freeReplyObject(r);
+    return 0;
+}
+
+int inv_lottery_done_set(inv_fleet_conn_t *c, const char *sale, size_t n, char *errbuf,
+                         size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "done");
+    redisReply *r = fcmd(c, errbuf, errlen, "SET %s %llu", k, (unsigned long long)n);
+    if (!r)
+        return CM_EBACKEND;
+    freeReplyObject(r);
+    return 0;
+}
+
+int inv_lottery_lock(inv_fleet_conn_t *c, const char *sale, uint32_t node_id, int ttl_ms,
+                     bool *mine, char *errbuf, size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "lock");
+    redisReply *r = fcmd(c, errbuf, errlen, "SET %s %u NX PX %d", k, node_id, ttl_ms);
+    if (!r)
+        return CM_EBACKEND;
+    *mine = r->type == REDIS_REPLY_STATUS;
+    freeReplyObject(r);
+    return 0;
+}
+
+int inv_lottery_lock_renew(inv_fleet_conn_t *c, const char *sale, int ttl_ms, char *errbuf,
+                           size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "lock");
+    redisReply *r = fcmd(c, errbuf, errlen, "PEXPIRE %s %d", k, ttl_ms);
+    if (!r)
+        return CM_EBACKEND;
+    freeReplyObject(r);
+    return 0;
+}
+
+int inv_lottery_freeze(inv_fleet_conn_t *c, const char *sale)
+{
+    char ke[160], kd[160];
+    fkey(ke, sizeof(ke), sale, "e");
+    fkey(kd, sizeof(kd), sale, "drawn");
+    redisReply *r = redisCommand(c->rc, "RENAMENX %s %s", ke, kd);
+    if (!r)
+        return CM_EBACKEND;
+    freeReplyObject(r);
+    return 0;
+}
+
+int inv_lottery_entrants(inv_fleet_conn_t *c, const char *sale, inv_fleet_pair_fn fn, void *ctx,
+                         char *errbuf, size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "drawn");
+    redisReply *r = fcmd(c, errbuf, errlen, "HGETALL %s", k);
+    if (!r)
+        return CM_EBACKEND;
+    size_t m = r->type == REDIS_REPLY_ARRAY ? r->elements / 2 : 0;
+    for (size_t i = 0; i < m; i++)
+        if (r->element[2 * i]->str && r->element[2 * i + 1]->str)
+            fn(ctx, r->element[2 * i]->str, r->element[2 * i + 1]->str);
+    freeReplyObject(r);
+    return 0;
+}
+
+int inv_lottery_seed_offer(inv_fleet_conn_t *c, const char *sale, const char *seed_hex,
+                           char *errbuf, size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "seed");
+    redisReply *r = fcmd(c, errbuf, errlen, "SET %s %s NX", k, seed_hex);
+    if (!r)
+        return CM_EBACKEND;
+    freeReplyObject(r);
+    return 0;
+}
+
+int inv_lottery_seed_get(inv_fleet_conn_t *c, const char *sale, uint64_t *seed, bool *seeded,
+                         char *errbuf, size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "seed");
+    redisReply *r = fcmd(c, errbuf, errlen, "GET %s", k);
+    if (!r)
+        return CM_EBACKEND;
+    *seeded = r->type == REDIS_REPLY_STRING;
+    if (*seeded)
+        *seed = strtoull(r->str, NULL, 16);
+    freeReplyObject(r);
+    return 0;
+}
+
+int inv_lottery_winners(inv_fleet_conn_t *c, const char *sale, inv_fleet_pair_fn fn, void *ctx,
+                        char *errbuf, size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "won");
+    redisReply *r = fcmd(c, errbuf, errlen, "HKEYS %s", k);
+    if (!r)
+        return CM_EBACKEND;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
+        if (r->element[i]->str)
+            fn(ctx, r->element[i]->str, "");
+    freeReplyObject(r);
+    return 0;
+}
+
+int inv_lottery_winner_put(inv_fleet_conn_t *c, const char *sale, const char *user,
+                           const char *order_id, char *errbuf, size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "won");
+    redisReply *r = fcmd(c, errbuf, errlen, "HSET %s %s %s", k, user, order_id);
+    if (!r)
+        return CM_EBACKEND;
+    freeReplyObject(r);
+    return 0;
 }
