@@ -14,7 +14,7 @@
  *   flashgate:nodeid:<n>      the member that holds node id n (SET NX, PX
  *                             TTL refreshed by the heartbeat).
  *
- * One thread (fleet) owns two blocking hiredis connections: `cmd` for the
+ * One thread (fleet) owns two blocking Redis connections (inv_fleet_conn_t): `cmd` for the
  * heartbeat script and config reads, `sub` subscribed to the events channel.
  * It sleeps in poll(2) on the subscriber's socket and an eventfd (stop) for
  * at most TICK_MS, then runs a tick: one Lua script that heartbeats, counts
