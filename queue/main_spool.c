@@ -119,7 +119,7 @@ int main(int argc, char **argv)
         return usage_rc;
     }
     bool from_start = c.from_start;
-    bool is_dump = strcmp(cmd, "dump") == 0;
+    bool is_dump = cmd != NULL && strcmp(cmd, "dump") == 0; /* cmd is set past the usage checks */
     cm_conf_free(&conf);
 
     char dir[4096];
