@@ -5,7 +5,7 @@ bench/overload.sh (`make bench-overload`).
 
 Three cases, each measured for capacity first (1x) and then run open loop at
 1x, 2x, 5x and 10x of it, every load once with protection on (degrade level
-"auto") and once with the level pinned to 0 (off), side by side in one run:
+"auto") and once with no protection (off: level pinned to 0 and --overload-adaptive=false), side by side in one run:
 
   dep    dependency-bound: redis-server held to a share of one core (cgroup
          v1 cpu quota), gateway --threads 1 with the Redis inventory;
@@ -46,7 +46,7 @@ import bench as B  # noqa: E402  (shared helpers: processes, ports, HTTP, Redis,
 CG_ROOT = "/sys/fs/cgroup/cpu"
 CG_PERIOD_US = 10000
 TOKEN = B.TOKEN
-MODES = ("auto", "off")  # protection on (level auto) / level pinned to 0
+MODES = ("auto", "off")  # protection on (level auto) / off (level 0, no adaptive limits)
 GOOD_BUY = ("202", "409", "410")
 PAGE_PATH = "/v1/page/item"
 LAG_MAX_MS = 50  # a run whose send lag p99 passes this is marked: the generator fell behind
@@ -228,8 +228,12 @@ class Bench:
         self.routes_ok = None
         self.route_args = None
 
-    def gateway(self, case, extra_env=None):
+    def gateway(self, case, mode="auto", extra_env=None):
         extra = ["--kafka-brokers", "none", "--limits-user-rps", "0", "--durability", "write"]
+        if mode == "off":
+            # Off is no protection at all: level 0 (set after start) and no adaptive
+            # limits per dependency, which level 0 alone would leave on.
+            extra += ["--overload-adaptive=false"]
         if case["inventory"]:
             extra += ["--inventory", case["inventory"]]
         extra += case.get("gw_args", [])
@@ -256,7 +260,7 @@ class Bench:
 
     def run(self, case, mode, segments, label, give_up_ms=None):
         """One flashgate-load run against a fresh gateway; returns the measured figures."""
-        gw = self.gateway(case)
+        gw = self.gateway(case, mode)
         self.set_level(gw, mode)
         duration = sum(s["duration_s"] for s in segments)
         arrivals = sum(s["duration_s"] * (s["rate"] + s.get("rate_end", s["rate"])) / 2
@@ -728,7 +732,8 @@ def report(res, a):
     print("cgroup v1 cpu caps: " + ("; ".join(res["caps"]) or "none"))
     print("crowd: flashgate-load %s; %.1f s per run, a fresh gateway (--threads 1) per run" % (
         res["flashgate_load"], res["seconds_per_run"]))
-    print("protection: %s" % ("PUT /admin/v1/degrade {\"level\":\"auto\"} vs {\"level\":0}"
+    print("protection: %s" % ("PUT /admin/v1/degrade {\"level\":\"auto\"} vs {\"level\":0} "
+                              "with --overload-adaptive=false"
                               if res["protection_available"] else
                               "NOT AVAILABLE in this build (PUT /admin/v1/degrade refused): "
                               "'auto' and 'off' rows run the same gateway"))
