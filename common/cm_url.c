@@ -26,6 +26,44 @@ static int copy(char *dst, size_t cap, const char *src)
     return 0;
 }
 
+/* host, host:port, [v6] or [v6]:port, in place. */
+static int parse_hostport(char *hp, char *host, size_t cap, int *port, char *errbuf,
+                          size_t errlen)
+{
+    char *portp = NULL;
+    if (hp[0] == '[') { /* [v6]:port */
+        char *close = strchr(hp, ']');
+        if (!close) {
+            cm_errbuf_set(errbuf, errlen, "redis url: unclosed '['");
+            return CM_EINVAL;
+        }
+        *close = '\0';
+        hp++;
+        if (close[1] == ':')
+            portp = close + 2;
+    } else if ((portp = strchr(hp, ':'))) {
+        *portp++ = '\0';
+    }
+    if (!hp[0]) {
+        cm_errbuf_set(errbuf, errlen, "redis url: no host");
+        return CM_EINVAL;
+    }
+    if (copy(host, cap, hp) != 0) {
+        cm_errbuf_set(errbuf, errlen, "redis url: host too long");
+        return CM_EINVAL;
+    }
+    if (portp && parse_int(portp, 1, 65535, port) != 0) {
+        cm_errbuf_set(errbuf, errlen, "redis url: bad port '%s'", portp);
+        return CM_EINVAL;
+    }
+    return 0;
+}
+
+bool cm_redis_url_is(const char *s)
+{
+    return strncmp(s, "redis://", 8) == 0 || strncmp(s, "redis-cluster://", 16) == 0;
+}
+
 int cm_redis_url_parse(const char *url, cm_redis_url_t *out, char *errbuf, size_t errlen)
 {
     memset(out, 0, sizeof(*out));
@@ -34,12 +72,18 @@ int cm_redis_url_parse(const char *url, cm_redis_url_t *out, char *errbuf, size_
         cm_errbuf_set(errbuf, errlen, "redis url: rediss:// (TLS) is not supported; use redis://");
         return CM_EINVAL;
     }
-    if (strncmp(url, "redis://", 8) != 0) {
-        cm_errbuf_set(errbuf, errlen, "redis url: must start with redis://");
+    size_t skip;
+    if (strncmp(url, "redis://", 8) == 0) {
+        skip = 8;
+    } else if (strncmp(url, "redis-cluster://", 16) == 0) {
+        skip = 16;
+        out->cluster = true;
+    } else {
+        cm_errbuf_set(errbuf, errlen, "redis url: must start with redis:// or redis-cluster://");
         return CM_EINVAL;
     }
     char buf[1024];
-    if (copy(buf, sizeof(buf), url + 8) != 0) {
+    if (copy(buf, sizeof(buf), url + skip) != 0) {
         cm_errbuf_set(errbuf, errlen, "redis url: too long");
         return CM_EINVAL;
     }
@@ -74,33 +118,33 @@ int cm_redis_url_parse(const char *url, cm_redis_url_t *out, char *errbuf, size_
             cm_errbuf_set(errbuf, errlen, "redis url: bad db '%s'", slash + 1);
             return CM_EINVAL;
         }
-    }
-    char *portp = NULL;
-    if (hostpart[0] == '[') { /* [v6]:port */
-        char *close = strchr(hostpart, ']');
-        if (!close) {
-            cm_errbuf_set(errbuf, errlen, "redis url: unclosed '['");
+        if (out->cluster && out->db != 0) {
+            cm_errbuf_set(errbuf, errlen, "redis url: a cluster has database 0 only");
             return CM_EINVAL;
         }
-        *close = '\0';
-        hostpart++;
-        if (close[1] == ':')
-            portp = close + 2;
-    } else if ((portp = strchr(hostpart, ':'))) {
-        *portp++ = '\0';
     }
-    if (!hostpart[0]) {
+    if (!out->cluster && strchr(hostpart, ',')) {
+        cm_errbuf_set(errbuf, errlen, "redis url: a seed list wants redis-cluster://");
+        return CM_EINVAL;
+    }
+    char *save = NULL;
+    for (char *hp = strtok_r(hostpart, ",", &save); hp; hp = strtok_r(NULL, ",", &save)) {
+        if (out->nseeds == CM_REDIS_SEEDS_MAX) {
+            cm_errbuf_set(errbuf, errlen, "redis url: more than %d seeds", CM_REDIS_SEEDS_MAX);
+            return CM_EINVAL;
+        }
+        int i = out->nseeds++;
+        out->seed[i].port = 6379;
+        if (parse_hostport(hp, out->seed[i].host, sizeof(out->seed[i].host), &out->seed[i].port,
+                           errbuf, errlen) != 0)
+            return CM_EINVAL;
+    }
+    if (out->nseeds == 0) {
         cm_errbuf_set(errbuf, errlen, "redis url: no host");
         return CM_EINVAL;
     }
-    if (copy(out->host, sizeof(out->host), hostpart) != 0) {
-        cm_errbuf_set(errbuf, errlen, "redis url: host too long");
-        return CM_EINVAL;
-    }
-    if (portp && parse_int(portp, 1, 65535, &out->port) != 0) {
-        cm_errbuf_set(errbuf, errlen, "redis url: bad port '%s'", portp);
-        return CM_EINVAL;
-    }
+    memcpy(out->host, out->seed[0].host, sizeof(out->seed[0].host));
+    out->port = out->seed[0].port;
     return 0;
 }
 

@@ -1,0 +1,634 @@
+/*
+ * Redis Cluster routing: see inv_cluster.h. Our own because Debian 12 packages
+ * no C cluster client; kept to what flashgate's one-slot-per-sale keys need.
+ */
+#include "inventory/inv_cluster.h"
+#include "inventory/inv_redis.h"
+
+#include "common/cm_alloc.h"
+#include "common/cm_err.h"
+#include "common/cm_log.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define NO_NODE 0xFF
+#define RETRY_SLEEP_MS 50
+#define PING_IDLE_MS 100
+
+/*---- slots ----*/
+
+uint16_t inv_cluster_crc16(const char *buf, size_t len)
+{
+    uint16_t crc = 0;
+    for (size_t i = 0; i < len; i++) {
+        crc ^= (uint16_t)((uint8_t)buf[i] << 8);
+        for (int b = 0; b < 8; b++)
+            crc = (crc & 0x8000) ? (uint16_t)((crc << 1) ^ 0x1021) : (uint16_t)(crc << 1);
+    }
+    return crc;
+}
+
+uint16_t inv_cluster_key_slot(const char *key, size_t len)
+{
+    /* the cluster spec's rule: the first '{', the first '}' after it, and
+     * something between them; otherwise the whole key */
+    const char *open = memchr(key, '{', len);
+    if (open) {
+        size_t off = (size_t)(open - key) + 1;
+        const char *close = memchr(open + 1, '}', len - off);
+        if (close && close > open + 1)
+            return inv_cluster_crc16(open + 1, (size_t)(close - open - 1)) & 16383;
+    }
+    return inv_cluster_crc16(key, len) & 16383;
+}
+
+int inv_cluster_redirect_parse(const char *err, size_t len, uint16_t *slot, char *host,
+                               size_t cap, int *port)
+{
+    int kind;
+    size_t skip;
+    if (len > 6 && strncmp(err, "MOVED ", 6) == 0) {
+        kind = INV_CLUSTER_REDIR_MOVED;
+        skip = 6;
+    } else if (len > 4 && strncmp(err, "ASK ", 4) == 0) {
+        kind = INV_CLUSTER_REDIR_ASK;
+        skip = 4;
+    } else {
+        return INV_CLUSTER_REDIR_NONE;
+    }
+    char buf[320];
+    if (len - skip >= sizeof(buf))
+        return INV_CLUSTER_REDIR_NONE;
+    memcpy(buf, err + skip, len - skip);
+    buf[len - skip] = '\0';
+    char *end;
+    unsigned long s = strtoul(buf, &end, 10);
+    if (end == buf || *end != ' ' || s >= INV_CLUSTER_SLOTS)
+        return INV_CLUSTER_REDIR_NONE;
+    char *hp = end + 1;
+    char *colon = strrchr(hp, ':');
+    if (!colon || strchr(colon, ' '))
+        return INV_CLUSTER_REDIR_NONE;
+    unsigned long p = strtoul(colon + 1, &end, 10);
+    if (end == colon + 1 || *end || p == 0 || p > 65535)
+        return INV_CLUSTER_REDIR_NONE;
+    *colon = '\0';
+    if (hp[0] == '[' && colon > hp + 1 && colon[-1] == ']') { /* [v6]:port */
+        colon[-1] = '\0';
+        hp++;
+    }
+    if (strlen(hp) >= cap)
+        return INV_CLUSTER_REDIR_NONE;
+    strcpy(host, hp); /* NOLINT(clang-analyzer-security.insecureAPI.strcpy): length checked */
+    *slot = (uint16_t)s;
+    *port = (int)p;
+    return kind;
+}
+
+bool inv_cluster_is_transient(const char *err)
+{
+    return strncmp(err, "TRYAGAIN", 8) == 0 || strncmp(err, "CLUSTERDOWN", 11) == 0;
+}
+
+/*---- the map ----*/
+
+typedef struct cnode {
+    char host[256];
+    int port;
+} cnode_t;
+
+struct inv_cluster {
+    cm_redis_url_t addr;
+    uint32_t timeout_ms;
+    pthread_rwlock_t lock;            /* the slots and the node table */
+    uint8_t slot[INV_CLUSTER_SLOTS];  /* node index, NO_NODE when unserved */
+    cnode_t node[INV_CLUSTER_NODES_MAX];
+    int nnodes;
+    pthread_mutex_t refresh_mu;       /* one CLUSTER SLOTS at a time */
+    atomic_bool stale;
+    _Atomic uint64_t changes;
+};
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void sleep_ms(uint32_t ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Caller holds the write lock. */
+static int intern_locked(inv_cluster_t *cl, const char *host, int port)
+{
+    for (int i = 0; i < cl->nnodes; i++)
+        if (cl->node[i].port == port && strcmp(cl->node[i].host, host) == 0)
+            return i;
+    if (cl->nnodes == INV_CLUSTER_NODES_MAX || strlen(host) >= sizeof(cl->node[0].host))
+        return -1;
+    int i = cl->nnodes++;
+    snprintf(cl->node[i].host, sizeof(cl->node[i].host), "%s", host);
+    cl->node[i].port = port;
+    return i;
+}
+
+int inv_cluster_intern(inv_cluster_t *cl, const char *host, int port)
+{
+    pthread_rwlock_wrlock(&cl->lock);
+    int i = intern_locked(cl, host, port);
+    pthread_rwlock_unlock(&cl->lock);
+    return i;
+}
+
+int inv_cluster_node(inv_cluster_t *cl, int idx, char *host, size_t cap, int *port)
+{
+    int rc = -1;
+    pthread_rwlock_rdlock(&cl->lock);
+    if (idx >= 0 && idx < cl->nnodes) {
+        snprintf(host, cap, "%s", cl->node[idx].host);
+        *port = cl->node[idx].port;
+        rc = 0;
+    }
+    pthread_rwlock_unlock(&cl->lock);
+    return rc;
+}
+
+int inv_cluster_route(inv_cluster_t *cl, uint16_t slot)
+{
+    pthread_rwlock_rdlock(&cl->lock);
+    int n = cl->slot[slot % INV_CLUSTER_SLOTS];
+    pthread_rwlock_unlock(&cl->lock);
+    return n == NO_NODE ? -1 : n;
+}
+
+int inv_cluster_any(inv_cluster_t *cl, unsigned hint)
+{
+    /* a node that serves a slot is a master the map believes in */
+    pthread_rwlock_rdlock(&cl->lock);
+    int found = -1;
+    bool serves[INV_CLUSTER_NODES_MAX] = {false};
+    int nserving = 0;
+    for (int s = 0; s < INV_CLUSTER_SLOTS; s++) {
+        int n = cl->slot[s];
+        if (n != NO_NODE && !serves[n]) {
+            serves[n] = true;
+            nserving++;
+        }
+    }
+    if (nserving) {
+        unsigned k = hint % (unsigned)nserving;
+        for (int i = 0; i < cl->nnodes; i++)
+            if (serves[i] && k-- == 0) {
+                found = i;
+                break;
+            }
+    }
+    pthread_rwlock_unlock(&cl->lock);
+    return found;
+}
+
+int inv_cluster_moved(inv_cluster_t *cl, uint16_t slot, const char *host, int port)
+{
+    pthread_rwlock_wrlock(&cl->lock);
+    int i = intern_locked(cl, host, port);
+    if (i >= 0)
+        cl->slot[slot % INV_CLUSTER_SLOTS] = (uint8_t)i;
+    pthread_rwlock_unlock(&cl->lock);
+    atomic_store(&cl->stale, true);
+    return i;
+}
+
+void inv_cluster_mark_stale(inv_cluster_t *cl)
+{
+    if (cl->addr.cluster)
+        atomic_store(&cl->stale, true);
+}
+
+bool inv_cluster_take_stale(inv_cluster_t *cl)
+{
+    return atomic_exchange(&cl->stale, false);
+}
+
+uint64_t inv_cluster_changes(const inv_cluster_t *cl)
+{
+    return atomic_load(&cl->changes);
+}
+
+bool inv_cluster_enabled(const inv_cluster_t *cl)
+{
+    return cl->addr.cluster;
+}
+
+const cm_redis_url_t *inv_cluster_addr(const inv_cluster_t *cl)
+{
+    return &cl->addr;
+}
+
+static redisContext *connect_hp(const inv_cluster_t *cl, const char *host, int port,
+                                uint32_t timeout_ms, char *errbuf, size_t errlen)
+{
+    cm_redis_url_t a = cl->addr; /* the credentials and db, another host */
+    size_t n = strnlen(host, sizeof(a.host));
+    if (n == sizeof(a.host)) {
+        cm_errbuf_set(errbuf, errlen, "redis: host name too long");
+        return NULL;
+    }
+    memcpy(a.host, host, n + 1);
+    a.port = port;
+    return inv_redis_connect(&a, timeout_ms, errbuf, errlen);
+}
+
+redisContext *inv_cluster_connect_node(inv_cluster_t *cl, int idx, uint32_t timeout_ms,
+                                       char *errbuf, size_t errlen)
+{
+    char host[256];
+    int port;
+    if (inv_cluster_node(cl, idx, host, sizeof(host), &port) != 0) {
+        cm_errbuf_set(errbuf, errlen, "redis: no such cluster node");
+        return NULL;
+    }
+    return connect_hp(cl, host, port, timeout_ms, errbuf, errlen);
+}
+
+/* Reads CLUSTER SLOTS from c (whose address is host) into slots/nodes. 0 or -1. */
+static int read_slots(redisContext *c, const char *asked_host, uint8_t *slots, cnode_t *nodes,
+                      int *nnodes, char *errbuf, size_t errlen)
+{
+    redisReply *r = redisCommand(c, "CLUSTER SLOTS");
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+        cm_errbuf_set(errbuf, errlen, "CLUSTER SLOTS: %s",
+                      !r ? c->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "no slots");
+        if (r)
+            freeReplyObject(r);
+        return -1;
+    }
+    memset(slots, NO_NODE, INV_CLUSTER_SLOTS);
+    *nnodes = 0;
+    int rc = 0;
+    for (size_t i = 0; i < r->elements && rc == 0; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 3 ||
+            e->element[0]->type != REDIS_REPLY_INTEGER ||
+            e->element[1]->type != REDIS_REPLY_INTEGER ||
+            e->element[2]->type != REDIS_REPLY_ARRAY || e->element[2]->elements < 2 ||
+            e->element[2]->element[0]->type != REDIS_REPLY_STRING ||
+            e->element[2]->element[1]->type != REDIS_REPLY_INTEGER) {
+            rc = -1;
+            break;
+        }
+        long long lo = e->element[0]->integer, hi = e->element[1]->integer;
+        const char *h = e->element[2]->element[0]->str;
+        int port = (int)e->element[2]->element[1]->integer;
+        if (!h[0] || strcmp(h, "?") == 0)
+            h = asked_host; /* "the node you asked" (cluster-announce unset) */
+        if (lo < 0 || hi >= INV_CLUSTER_SLOTS || lo > hi || port <= 0 || port > 65535 ||
+            strlen(h) >= sizeof(nodes[0].host)) {
+            rc = -1;
+            break;
+        }
+        int n;
+        for (n = 0; n < *nnodes; n++)
+            if (nodes[n].port == port && strcmp(nodes[n].host, h) == 0)
+                break;
+        if (n == *nnodes) {
+            if (n == INV_CLUSTER_NODES_MAX) {
+                rc = -1;
+                break;
+            }
+            snprintf(nodes[n].host, sizeof(nodes[n].host), "%s", h);
+            nodes[n].port = port;
+            (*nnodes)++;
+        }
+        memset(slots + lo, n, (size_t)(hi - lo + 1));
+    }
+    if (rc < 0)
+        cm_errbuf_set(errbuf, errlen, "CLUSTER SLOTS: unexpected reply");
+    freeReplyObject(r);
+    return rc;
+}
+
+int inv_cluster_refresh(inv_cluster_t *cl, char *errbuf, size_t errlen)
+{
+    if (!cl->addr.cluster)
+        return 0;
+    pthread_mutex_lock(&cl->refresh_mu);
+    /* candidates: every node known (masters first, as the map has them), then the seeds */
+    cnode_t cand[INV_CLUSTER_NODES_MAX + CM_REDIS_SEEDS_MAX];
+    int ncand = 0;
+    pthread_rwlock_rdlock(&cl->lock);
+    for (int i = 0; i < cl->nnodes; i++)
+        cand[ncand++] = cl->node[i];
+    pthread_rwlock_unlock(&cl->lock);
+    for (int i = 0; i < cl->addr.nseeds; i++) {
+        snprintf(cand[ncand].host, sizeof(cand[ncand].host), "%s", cl->addr.seed[i].host);
+        cand[ncand++].port = cl->addr.seed[i].port;
+    }
+    uint8_t *slots = cm_xcalloc(INV_CLUSTER_SLOTS, 1);
+    cnode_t *nodes = cm_xcalloc(INV_CLUSTER_NODES_MAX, sizeof(*nodes));
+    int nnodes = 0, rc = -1;
+    char why[256] = "no node";
+    for (int i = 0; i < ncand && rc < 0; i++) {
+        redisContext *c = connect_hp(cl, cand[i].host, cand[i].port, cl->timeout_ms, why,
+                                     sizeof(why));
+        if (!c)
+            continue;
+        rc = read_slots(c, cand[i].host, slots, nodes, &nnodes, why, sizeof(why));
+        redisFree(c);
+    }
+    if (rc == 0) {
+        bool changed = false;
+        pthread_rwlock_wrlock(&cl->lock);
+        uint8_t map[INV_CLUSTER_NODES_MAX];
+        memset(map, NO_NODE, sizeof(map));
+        for (int n = 0; n < nnodes; n++) {
+            int idx = intern_locked(cl, nodes[n].host, nodes[n].port);
+            map[n] = idx < 0 ? NO_NODE : (uint8_t)idx;
+        }
+        for (int s = 0; s < INV_CLUSTER_SLOTS; s++) {
+            uint8_t v = slots[s] == NO_NODE ? NO_NODE : map[slots[s]];
+            if (cl->slot[s] != v) {
+                cl->slot[s] = v;
+                changed = true;
+            }
+        }
+        pthread_rwlock_unlock(&cl->lock);
+        if (changed) {
+            atomic_fetch_add(&cl->changes, 1);
+            cm_log_info("inv", "redis cluster slot map changed", "masters=%d", nnodes);
+        }
+    } else {
+        cm_errbuf_set(errbuf, errlen, "redis cluster: no seed or node gave the slot map (%s)",
+                      why);
+    }
+    pthread_mutex_unlock(&cl->refresh_mu);
+    free(slots);
+    free(nodes);
+    return rc < 0 ? CM_EBACKEND : 0;
+}
+
+inv_cluster_t *inv_cluster_open(const cm_redis_url_t *addr, uint32_t timeout_ms, char *errbuf,
+                                size_t errlen)
+{
+    inv_cluster_t *cl = cm_xcalloc(1, sizeof(*cl));
+    cl->addr = *addr;
+    cl->timeout_ms = timeout_ms;
+    pthread_rwlock_init(&cl->lock, NULL);
+    pthread_mutex_init(&cl->refresh_mu, NULL);
+    atomic_init(&cl->stale, false);
+    atomic_init(&cl->changes, 0);
+    memset(cl->slot, NO_NODE, sizeof(cl->slot));
+    if (!addr->cluster) {
+        /* one node that serves everything */
+        snprintf(cl->node[0].host, sizeof(cl->node[0].host), "%s", addr->host);
+        cl->node[0].port = addr->port;
+        cl->nnodes = 1;
+        memset(cl->slot, 0, sizeof(cl->slot));
+        return cl;
+    }
+    if (inv_cluster_refresh(cl, errbuf, errlen) != 0) {
+        inv_cluster_close(cl);
+        return NULL;
+    }
+    return cl;
+}
+
+void inv_cluster_close(inv_cluster_t *cl)
+{
+    if (!cl)
+        return;
+    pthread_rwlock_destroy(&cl->lock);
+    pthread_mutex_destroy(&cl->refresh_mu);
+    free(cl);
+}
+
+/*---- the blocking routed client ----*/
+
+struct inv_cluster_sync {
+    inv_cluster_t *cl;
+    uint32_t timeout_ms;
+    redisContext *ctx[INV_CLUSTER_NODES_MAX];
+    uint64_t used_ms[INV_CLUSTER_NODES_MAX];
+    char errstr[256];
+};
+
+inv_cluster_sync_t *inv_cluster_sync_new(inv_cluster_t *cl, uint32_t timeout_ms)
+{
+    inv_cluster_sync_t *s = cm_xcalloc(1, sizeof(*s));
+    s->cl = cl;
+    s->timeout_ms = timeout_ms;
+    return s;
+}
+
+void inv_cluster_sync_free(inv_cluster_sync_t *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; i < INV_CLUSTER_NODES_MAX; i++)
+        if (s->ctx[i])
+            redisFree(s->ctx[i]);
+    free(s);
+}
+
+const char *inv_cluster_sync_errstr(const inv_cluster_sync_t *s)
+{
+    return s->errstr;
+}
+
+static bool timed_out(const redisContext *c)
+{
+    return c->err == REDIS_ERR_IO &&
+           (strstr(c->errstr, "temporarily unavailable") || strstr(c->errstr, "timed out"));
+}
+
+static void drop_idx(inv_cluster_sync_t *s, int idx)
+{
+    if (s->ctx[idx]) {
+        redisFree(s->ctx[idx]);
+        s->ctx[idx] = NULL;
+    }
+}
+
+void inv_cluster_sync_drop(inv_cluster_sync_t *s, redisContext *c)
+{
+    for (int i = 0; i < INV_CLUSTER_NODES_MAX; i++)
+        if (s->ctx[i] == c) {
+            snprintf(s->errstr, sizeof(s->errstr), "%s", c->errstr);
+            drop_idx(s, i);
+            inv_cluster_mark_stale(s->cl);
+        }
+}
+
+/* A usable connection to node idx: connected on demand, PINGed after an idle spell. */
+static redisContext *node_ctx(inv_cluster_sync_t *s, int idx)
+{
+    uint64_t now = mono_ms();
+    if (s->ctx[idx] && now - s->used_ms[idx] >= PING_IDLE_MS) {
+        redisReply *r = redisCommand(s->ctx[idx], "PING");
+        bool ok = r && r->type == REDIS_REPLY_STATUS;
+        if (r)
+            freeReplyObject(r);
+        if (!ok)
+            drop_idx(s, idx);
+    }
+    if (!s->ctx[idx]) {
+        s->ctx[idx] = inv_cluster_connect_node(s->cl, idx, s->timeout_ms, s->errstr,
+                                               sizeof(s->errstr));
+        if (!s->ctx[idx])
+            return NULL;
+    }
+    s->used_ms[idx] = now;
+    return s->ctx[idx];
+}
+
+static int key_node(inv_cluster_sync_t *s, const char *key, unsigned attempt)
+{
+    if (!key)
+        return inv_cluster_any(s->cl, attempt);
+    return inv_cluster_route(s->cl, inv_cluster_key_slot(key, strlen(key)));
+}
+
+/* Waits a little and re-reads the map before another attempt; false once out of time. */
+static bool backoff(inv_cluster_sync_t *s, uint64_t start)
+{
+    if (!inv_cluster_enabled(s->cl) || mono_ms() - start + RETRY_SLEEP_MS > s->timeout_ms)
+        return false;
+    sleep_ms(RETRY_SLEEP_MS);
+    char why[256];
+    (void)inv_cluster_refresh(s->cl, why, sizeof(why));
+    return true;
+}
+
+redisContext *inv_cluster_sync_ctx(inv_cluster_sync_t *s, const char *key, int *err)
+{
+    uint64_t start = mono_ms();
+    for (unsigned attempt = 0;; attempt++) {
+        int idx = key_node(s, key, attempt);
+        redisContext *c = idx >= 0 ? node_ctx(s, idx) : NULL;
+        if (c)
+            return c;
+        if (idx < 0)
+            snprintf(s->errstr, sizeof(s->errstr), "no cluster node serves the key");
+        inv_cluster_mark_stale(s->cl);
+        if (!backoff(s, start)) {
+            *err = CM_EBACKEND;
+            return NULL;
+        }
+    }
+}
+
+/* Sends a formatted command (cmd, len) with the routing above. */
+static redisReply *send_formatted(inv_cluster_sync_t *s, const char *key, const char *cmd,
+                                  size_t len, int *err)
+{
+    uint64_t start = mono_ms();
+    int ask_idx = -1, redirects = 0;
+    for (unsigned attempt = 0;; attempt++) {
+        int idx = ask_idx >= 0 ? ask_idx : key_node(s, key, attempt);
+        redisContext *c = idx >= 0 ? node_ctx(s, idx) : NULL;
+        if (!c) {
+            /* nothing was sent: safe to try again once the map has moved on */
+            inv_cluster_mark_stale(s->cl);
+            ask_idx = -1;
+            if (backoff(s, start))
+                continue;
+            *err = CM_EBACKEND;
+            return NULL;
+        }
+        if (ask_idx >= 0)
+            redisAppendCommand(c, "ASKING");
+        redisAppendFormattedCommand(c, cmd, len);
+        redisReply *r = NULL;
+        void *rv = NULL;
+        if (ask_idx >= 0) {
+            if (redisGetReply(c, &rv) == REDIS_OK)
+                freeReplyObject(rv);
+            else
+                c = NULL;
+        }
+        if (c && redisGetReply(c, &rv) == REDIS_OK)
+            r = rv;
+        if (!r) {
+            /* sent, and the answer is lost: its fate is unknown, never resend */
+            redisContext *bad = s->ctx[idx];
+            *err = timed_out(bad) ? CM_ETIMEOUT : CM_EBACKEND;
+            inv_cluster_sync_drop(s, bad);
+            return NULL;
+        }
+        ask_idx = -1;
+        s->errstr[0] = '\0';
+        if (r->type != REDIS_REPLY_ERROR)
+            return r;
+        uint16_t slot;
+        char host[256];
+        int port;
+        int kind = inv_cluster_redirect_parse(r->str, r->len, &slot, host, sizeof(host), &port);
+        if (kind != INV_CLUSTER_REDIR_NONE && redirects < INV_CLUSTER_REDIRECTS_MAX) {
+            /* refused before it ran: follow it */
+            redirects++;
+            if (!host[0]) /* the node asked did not know its own address */
+                (void)inv_cluster_node(s->cl, idx, host, sizeof(host), &(int){0});
+            int to = kind == INV_CLUSTER_REDIR_MOVED ? inv_cluster_moved(s->cl, slot, host, port)
+                                                     : inv_cluster_intern(s->cl, host, port);
+            freeReplyObject(r);
+            if (to < 0) {
+                *err = CM_EBACKEND;
+                return NULL;
+            }
+            if (kind == INV_CLUSTER_REDIR_ASK)
+                ask_idx = to;
+            continue;
+        }
+        if (inv_cluster_is_transient(r->str) && backoff(s, start)) {
+            freeReplyObject(r); /* not run: a cluster between owners */
+            continue;
+        }
+        return r;
+    }
+}
+
+redisReply *inv_cluster_sync_argv(inv_cluster_sync_t *s, const char *key, int argc,
+                                  const char **argv, const size_t *argl, int *err)
+{
+    char *cmd = NULL;
+    int len = redisFormatCommandArgv(&cmd, argc, argv, argl);
+    if (len < 0) {
+        *err = CM_ENOMEM;
+        return NULL;
+    }
+    redisReply *r = send_formatted(s, key, cmd, (size_t)len, err);
+    redisFreeCommand(cmd);
+    return r;
+}
+
+redisReply *inv_cluster_sync_vcmd(inv_cluster_sync_t *s, const char *key, int *err,
+                                  const char *fmt, va_list ap)
+{
+    char *cmd = NULL;
+    int len = redisvFormatCommand(&cmd, fmt, ap);
+    if (len < 0) {
+        *err = CM_ENOMEM;
+        return NULL;
+    }
+    redisReply *r = send_formatted(s, key, cmd, (size_t)len, err);
+    redisFreeCommand(cmd);
+    return r;
+}
+
+redisReply *inv_cluster_sync_cmd(inv_cluster_sync_t *s, const char *key, int *err,
+                                 const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = inv_cluster_sync_vcmd(s, key, err, fmt, ap);
+    va_end(ap);
+    return r;
+}
