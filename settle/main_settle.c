@@ -289,6 +289,15 @@ bad:
     return NULL;
 }
 
+/* st_settle_opts_t.on_draining: the loop saw the stop. systemd then knows the
+ * worker is finishing its batch and leaving the group, not hung (the gateway
+ * says the same when it starts its drain). */
+static void on_draining(void *arg)
+{
+    (void)arg;
+    sd_notify(0, "STOPPING=1\nSTATUS=draining: finishing the batch, committing offsets");
+}
+
 static void on_signal(int sig)
 {
     (void)sig;
@@ -360,6 +369,7 @@ int main(int argc, char **argv)
         .batch_wait_ms = (uint32_t)c.batch_wait_ms,
         .kafka_props = props,
         .n_kafka_props = nprops,
+        .on_draining = on_draining,
     };
     st_settle_t *st;
     ret = st_settle_new(&st, &so, err, sizeof(err));

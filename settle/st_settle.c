@@ -46,6 +46,7 @@ struct st_settle {
     _Atomic bool brokers_down;
     bool reconnect;            /* the brokers file changed while all brokers were down */
     uint64_t stop_deadline_ms; /* 0 until a stop is seen */
+    bool drain_told;           /* opts.on_draining was called */
     uint64_t last_file_check_ms;
     /* delivery reports of the outcomes in flight (called on this thread) */
     size_t dr_pending, dr_failed;
@@ -351,10 +352,21 @@ static bool brokers_moved(st_settle_t *st)
 
 /*---- The loop ----*/
 
+/* Tells the owner, once, that the stop was seen and the drain begins. */
+static void tell_draining(st_settle_t *st)
+{
+    if (st->drain_told || !atomic_load(&st->stop))
+        return;
+    st->drain_told = true;
+    if (st->opts.on_draining)
+        st->opts.on_draining(st->opts.on_draining_arg);
+}
+
 static bool stopping_too_long(st_settle_t *st)
 {
     if (!atomic_load(&st->stop))
         return false;
+    tell_draining(st);
     uint64_t now = cm_mono_ms();
     if (!st->stop_deadline_ms)
         st->stop_deadline_ms = now + STOP_GRACE_MS;
@@ -611,11 +623,13 @@ int st_settle_run(st_settle_t *st)
             if (st->nbatch == 1)
                 deadline = now + wait_ms;
         }
+        tell_draining(st); /* before the last batch is written: that is the drain */
         if (st->nbatch > 0) {
             process_batch(st);
             batch_release(st);
         }
     }
+    tell_draining(st);
     return 0;
 }
 

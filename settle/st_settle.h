@@ -48,6 +48,12 @@ typedef struct st_settle_opts {
        "producer.key=value" for one of them. */
     const char *const *kafka_props;
     size_t n_kafka_props;
+    /* Called once, on the loop's thread, when the loop first sees a stop and
+       starts draining (the batch in progress, the offsets, leaving the group):
+       where flashgate-settle tells systemd STOPPING=1, which a signal handler
+       cannot do safely. NULL = nothing. */
+    void (*on_draining)(void *arg);
+    void *on_draining_arg;
 } st_settle_opts_t;
 
 #define ST_BATCH_BOUNDS_MS {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000}

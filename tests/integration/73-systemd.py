@@ -13,13 +13,15 @@ started. What is checked:
   server.max_connections, TimeoutStopSec above the drain bound;
 - each ExecStart's flags and each example environment file's variables are
   accepted by the binary (--check-config), every variable reaching a key;
-- flashgate-settle sends READY=1 to NOTIFY_SOCKET (flashgate's sd_notify is
+- flashgate-settle sends READY=1 to NOTIFY_SOCKET, and STOPPING=1 when a
+  SIGTERM starts its drain (flashgate's sd_notify is
   covered by integration.72-signals).
 """
 import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -160,6 +162,14 @@ try:
         except socket.timeout:
             msg = ""
         check("READY=1" in msg.split("\n"), "flashgate-settle sends READY=1 (%r)" % msg)
+        # SIGTERM: STOPPING=1 as the drain begins (as the gateway does), then a clean exit.
+        s.proc.send_signal(signal.SIGTERM)
+        try:
+            msg = sock.recv(4096).decode()
+        except socket.timeout:
+            msg = ""
+        check("STOPPING=1" in msg.split("\n"), "flashgate-settle sends STOPPING=1 on SIGTERM (%r)" % msg)
+        eq(s.proc.wait(30), 0, "flashgate-settle exits 0 after SIGTERM")
     finally:
         sock.close()
         if s:
