@@ -3,10 +3,10 @@
  * hash table, so the audit costs O(orders) whatever the topic's size.
  */
 #include "loadtest/lt_audit.h"
-#include "common/cm_hash.h"
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
+#include "common/cm_smap.h"
 #include "common/cm_time.h"
 #include "loadtest/lt_http.h"
 #include "queue/oq_order.h"
@@ -22,71 +22,43 @@
 #include <string.h>
 #include <unistd.h>
 
-/*---- id table ----*/
+/*---- id table: order id -> what a source holds of it (cm_smap values) ----*/
 
 typedef struct idrec {
-    char *id;    /* NULL: empty slot */
     char *user;
     uint32_t qty;
-    uint32_t count;  /* copies seen in the source */
-    bool ours;       /* answered 202 in this run */
+    uint32_t count; /* copies seen in the source */
+    bool ours;      /* answered 202 in this run */
 } idrec_t;
 
-typedef struct idtab {
-    idrec_t *slots;
-    size_t cap, len;
-} idtab_t;
+typedef cm_smap_t idtab_t;
 
-static uint64_t hash_str(const char *s)
+static idrec_t *idtab_get(idtab_t *t, const char *id)
 {
-    return cm_hash_str(s);
+    cm_smap_entry_t *e = cm_smap_get(t, id);
+    return e ? e->val.p : NULL;
 }
 
-static idrec_t *idtab_get(idtab_t *t, const char *id, bool create)
+static void idrec_free(cm_smap_val_t v)
 {
-    if (create && (t->len + 1) * 2 > t->cap) {
-        idtab_t n = {.cap = t->cap ? t->cap * 2 : 1024};
-        n.slots = cm_xcalloc(n.cap, sizeof(idrec_t));
-        for (size_t i = 0; i < t->cap; i++)
-            if (t->slots[i].id) {
-                size_t k = hash_str(t->slots[i].id) & (n.cap - 1);
-                while (n.slots[k].id)
-                    k = (k + 1) & (n.cap - 1);
-                n.slots[k] = t->slots[i];
-            }
-        n.len = t->len;
-        free(t->slots);
-        *t = n;
-    }
-    if (t->cap == 0)
-        return NULL;
-    size_t k = hash_str(id) & (t->cap - 1);
-    while (t->slots[k].id) {
-        if (strcmp(t->slots[k].id, id) == 0)
-            return &t->slots[k];
-        k = (k + 1) & (t->cap - 1);
-    }
-    if (!create)
-        return NULL;
-    t->slots[k] = (idrec_t){.id = cm_xstrdup(id)};
-    t->len++;
-    return &t->slots[k];
+    idrec_t *r = v.p;
+    free(r->user);
+    free(r);
 }
 
 static void idtab_free(idtab_t *t)
 {
-    for (size_t i = 0; i < t->cap; i++) {
-        free(t->slots[i].id);
-        free(t->slots[i].user);
-    }
-    CM_FREE(t->slots);
-    t->cap = t->len = 0;
+    cm_smap_free(t, idrec_free);
 }
 
 /* Adds a copy of an order seen in a source (topic or db). */
 static void idtab_seen(idtab_t *t, const char *id, const char *user, uint32_t qty)
 {
-    idrec_t *r = idtab_get(t, id, true);
+    bool created;
+    cm_smap_entry_t *e = cm_smap_put(t, id, &created);
+    if (created)
+        e->val.p = cm_xcalloc(1, sizeof(idrec_t));
+    idrec_t *r = e->val.p;
     r->count++;
     if (!r->user && user)
         r->user = cm_xstrdup(user);
@@ -101,7 +73,7 @@ static void compare(const lt_results_t *res, idtab_t *src, uint64_t *missing, ui
     *missing = *extra = *dups = 0;
     example[0] = '\0';
     for (size_t i = 0; i < res->n_orders; i++) {
-        idrec_t *r = idtab_get(src, res->orders[i].id, false);
+        idrec_t *r = idtab_get(src, res->orders[i].id);
         if (!r || r->count == 0) {
             if (!*missing)
                 snprintf(example, exlen, "missing e.g. %s", res->orders[i].id);
@@ -110,13 +82,12 @@ static void compare(const lt_results_t *res, idtab_t *src, uint64_t *missing, ui
             r->ours = true;
         }
     }
-    for (size_t i = 0; i < src->cap; i++) {
-        idrec_t *r = &src->slots[i];
-        if (!r->id)
-            continue;
+    cm_smap_entry_t *e;
+    for (size_t i = 0; (e = cm_smap_next(src, &i));) {
+        idrec_t *r = e->val.p;
         if (!r->ours) {
             if (!*extra && !*missing)
-                snprintf(example, exlen, "extra e.g. %s", r->id);
+                snprintf(example, exlen, "extra e.g. %s", e->key);
             (*extra)++;
         }
         if (r->count > 1)
@@ -333,7 +304,7 @@ static void check_kafka(const lt_scenario_t *sc, const lt_results_t *res, lt_aud
     }
     char ex[128];
     compare(res, tab, &a->topic_missing, &a->topic_extra, &a->topic_duplicates, ex, sizeof(ex));
-    a->topic_orders = tab->len;
+    a->topic_orders = cm_smap_len(tab);
     bool ok = a->topic_missing == 0 && a->topic_extra == 0;
     check_add(a, "kafka", ok ? LT_CHECK_PASS : LT_CHECK_FAIL,
               "%llu distinct orders of sale %s in %s (%llu messages read); 202 ids missing: "
@@ -425,7 +396,7 @@ static void check_db(const lt_scenario_t *sc, const lt_results_t *res, lt_audit_
     for (;;) {
         idtab_free(tab);
         rc = read_db(sc, tab, eb, sizeof(eb));
-        if ((rc == 0 && tab->len >= res->n_orders) || cm_mono_ms() >= deadline)
+        if ((rc == 0 && cm_smap_len(tab) >= res->n_orders) || cm_mono_ms() >= deadline)
             break;
         usleep(250 * 1000);
     }
@@ -436,7 +407,7 @@ static void check_db(const lt_scenario_t *sc, const lt_results_t *res, lt_audit_
     uint64_t missing, extra, dups;
     char ex[128];
     compare(res, tab, &missing, &extra, &dups, ex, sizeof(ex));
-    a->db_rows = (int64_t)tab->len;
+    a->db_rows = (int64_t)cm_smap_len(tab);
     a->db_missing = (int64_t)missing;
     a->db_extra = (int64_t)extra;
     a->db_duplicates = (int64_t)dups;
@@ -462,23 +433,24 @@ static void check_per_user(const lt_scenario_t *sc, const lt_results_t *res, lt_
                            idtab_t *db, idtab_t *topic)
 {
     idtab_t *src = NULL;
-    if (sc->db_url && db->len) {
+    if (sc->db_url && cm_smap_len(db)) {
         src = db;
         a->limit_source = "db";
-    } else if (sc->kafka_brokers && topic->len) {
+    } else if (sc->kafka_brokers && cm_smap_len(topic)) {
         src = topic;
         a->limit_source = "kafka";
     } else {
         a->limit_source = "client";
     }
-    size_t n = 0, cap = src ? src->len : res->n_orders;
+    size_t n = 0, cap = src ? cm_smap_len(src) : res->n_orders;
     ucount_t *u = cm_xcalloc(cap + 1, sizeof(*u));
     char (*names)[48] = NULL;
     if (src) {
-        for (size_t i = 0; i < src->cap; i++)
-            if (src->slots[i].id)
-                u[n++] = (ucount_t){src->slots[i].user ? src->slots[i].user : "(none)",
-                                    src->slots[i].qty};
+        cm_smap_entry_t *e;
+        for (size_t i = 0; (e = cm_smap_next(src, &i));) {
+            const idrec_t *r = e->val.p;
+            u[n++] = (ucount_t){r->user ? r->user : "(none)", r->qty};
+        }
     } else {
         names = cm_xcalloc(cap + 1, sizeof(*names));
         for (size_t i = 0; i < res->n_orders; i++) {

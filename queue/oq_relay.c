@@ -39,8 +39,8 @@
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
-#include "common/cm_hash.h"
 #include "common/cm_log.h"
+#include "common/cm_smap.h"
 #include "common/cm_time.h"
 
 #include <errno.h>
@@ -74,49 +74,10 @@ typedef struct entry {
     char order_id[INV_ORDER_ID_MAX + 1];
 } entry_t;
 
-/*---- A small string set: order ids with outcome bits ----*/
+/*---- Settled order ids with outcome bits (cm_smap values) ----*/
 
 #define OUT_ANY 0x1u
 #define OUT_CANCELLED 0x2u /* "cancelled" or "failed" */
-
-typedef struct snode {
-    struct snode *next;
-    unsigned bits;
-    char id[INV_ORDER_ID_MAX + 1];
-} snode_t;
-
-typedef struct sset {
-    snode_t **b;
-    size_t nb, n;
-} sset_t;
-
-static void sset_init(sset_t *s, size_t nb)
-{
-    s->nb = nb;
-    s->n = 0;
-    s->b = cm_xcalloc(nb, sizeof(*s->b));
-}
-
-static void sset_free(sset_t *s)
-{
-    for (size_t i = 0; i < s->nb; i++) {
-        for (snode_t *n = s->b[i], *nx; n; n = nx) {
-            nx = n->next;
-            free(n);
-        }
-    }
-    CM_FREE(s->b);
-    s->n = 0;
-}
-
-static snode_t **sset_slot(sset_t *s, const cm_hash_key_t *k, const char *id)
-{
-    size_t h = (size_t)(cm_hash_sip24(k, id, strlen(id)) % s->nb);
-    snode_t **pp = &s->b[h];
-    while (*pp && strcmp((*pp)->id, id) != 0)
-        pp = &(*pp)->next;
-    return pp;
-}
 
 /*---- The relay ----*/
 
@@ -150,8 +111,7 @@ struct oq_relay {
 
     /* settled ids: consumer thread inserts, relay thread reads/removes */
     pthread_mutex_t smu;
-    cm_hash_key_t hkey;
-    sset_t sets[2]; /* [0] current, [1] previous generation */
+    cm_smap_t sets[2]; /* [0] current, [1] previous generation */
     size_t settle_cap;
 
     /* releaser thread: the latest point to persist and how many records it covers */
@@ -186,27 +146,17 @@ static void settle_add(oq_relay_t *r, const char *id, unsigned bits)
     if (!*id || strlen(id) > INV_ORDER_ID_MAX)
         return;
     pthread_mutex_lock(&r->smu);
-    snode_t **pp = sset_slot(&r->sets[1], &r->hkey, id);
-    if (*pp) {
-        (*pp)->bits |= bits;
-    } else {
-        pp = sset_slot(&r->sets[0], &r->hkey, id);
-        if (*pp) {
-            (*pp)->bits |= bits;
-        } else {
-            if (r->sets[0].n >= r->settle_cap) { /* drop the older generation */
-                sset_free(&r->sets[1]);
-                r->sets[1] = r->sets[0];
-                sset_init(&r->sets[0], r->sets[1].nb);
-                pp = sset_slot(&r->sets[0], &r->hkey, id);
-            }
-            snode_t *n = cm_xcalloc(1, sizeof(*n));
-            snprintf(n->id, sizeof(n->id), "%s", id);
-            n->bits = bits;
-            *pp = n;
-            r->sets[0].n++;
+    cm_smap_entry_t *e = cm_smap_get(&r->sets[1], id);
+    if (!e) {
+        if (!cm_smap_get(&r->sets[0], id) && cm_smap_len(&r->sets[0]) >= r->settle_cap) {
+            /* drop the older generation */
+            cm_smap_free(&r->sets[1], NULL);
+            r->sets[1] = r->sets[0];
+            cm_smap_init(&r->sets[0], 0);
         }
+        e = cm_smap_put(&r->sets[0], id, NULL);
     }
+    e->val.u |= bits;
     pthread_mutex_unlock(&r->smu);
 }
 
@@ -222,15 +172,12 @@ static unsigned settle_get(oq_relay_t *r, const char *id, bool remove)
     unsigned bits = 0;
     pthread_mutex_lock(&r->smu);
     for (int g = 0; g < 2; g++) {
-        snode_t **pp = sset_slot(&r->sets[g], &r->hkey, id);
-        if (*pp) {
-            bits |= (*pp)->bits;
-            if (remove && !((*pp)->bits & OUT_CANCELLED)) {
-                snode_t *n = *pp;
-                *pp = n->next;
-                free(n);
-                r->sets[g].n--;
-            }
+        cm_smap_entry_t *e = cm_smap_get(&r->sets[g], id);
+        if (e) {
+            unsigned b = (unsigned)e->val.u;
+            bits |= b;
+            if (remove && !(b & OUT_CANCELLED))
+                cm_smap_del(&r->sets[g], id, NULL);
         }
     }
     pthread_mutex_unlock(&r->smu);
@@ -937,9 +884,8 @@ int oq_relay_open(oq_relay_t **out, const oq_relay_opts_t *opts, char *errbuf, s
     pthread_mutex_init(&r->smu, NULL);
     pthread_mutex_init(&r->rmu, NULL);
     pthread_cond_init(&r->rcond, NULL);
-    cm_hash_seed_random(&r->hkey);
-    sset_init(&r->sets[0], 65536);
-    sset_init(&r->sets[1], 65536);
+    cm_smap_init(&r->sets[0], 0); /* grows with the settled ids actually seen */
+    cm_smap_init(&r->sets[1], 0);
     r->wake_rd = r->wake_wr = -1;
     int rc;
 
@@ -1039,8 +985,8 @@ void oq_relay_close(oq_relay_t *r, int timeout_ms)
         close(r->wake_rd);
     if (r->wake_wr >= 0)
         close(r->wake_wr);
-    sset_free(&r->sets[0]);
-    sset_free(&r->sets[1]);
+    cm_smap_free(&r->sets[0], NULL);
+    cm_smap_free(&r->sets[1], NULL);
     pthread_mutex_destroy(&r->mu);
     pthread_mutex_destroy(&r->smu);
     pthread_mutex_destroy(&r->rmu);
