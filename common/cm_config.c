@@ -1299,6 +1299,20 @@ void cm_conf_print_help(const cm_conf_t *conf, const char *usage, int fd)
     }
 }
 
+bool cm_conf_answer_info(const cm_conf_t *conf, const char *prog, const char *usage)
+{
+    if (conf->want_help) {
+        cm_conf_print_help(conf, usage, 1);
+        return true;
+    }
+    if (conf->want_version) {
+        printf("%s %s\n", prog, FLASHGATE_VERSION);
+        fflush(stdout);
+        return true;
+    }
+    return false;
+}
+
 void cm_conf_print_effective(const cm_conf_t *conf, int fd)
 {
     for (const cm_opt_t *o = conf->opts; o->key; o++) {

@@ -171,6 +171,15 @@ size_t cm_conf_flag_name(const cm_opt_t *opt, bool alias, char *buf, size_t len)
 void cm_conf_print_help(const cm_conf_t *conf, const char *usage, int fd);
 
 /*
+ * The two informational flags every binary shares: --help prints `usage` and
+ * the options (cm_conf_print_help), --version prints "PROG VERSION". Returns
+ * true when one of them was asked for and answered on stdout: the caller frees
+ * the conf and exits 0. --check-config stays with each binary, which must
+ * validate before it says "ok".
+ */
+bool cm_conf_answer_info(const cm_conf_t *conf, const char *prog, const char *usage);
+
+/*
  * Prints the effective configuration (--check-config), one
  * "key = value  # source" line per option, e.g.
  * "server.threads = 4  # flag --threads"; secrets print as <set>, empty

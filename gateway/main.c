@@ -154,13 +154,7 @@ int main(int argc, char **argv)
     cm_conf_t conf;
     char err[16384];
     int rc = gw_config_load(&cfg, &conf, argc, argv, err, sizeof(err));
-    if (conf.want_help) {
-        cm_conf_print_help(&conf, usage, 1);
-        cm_conf_free(&conf);
-        return 0;
-    }
-    if (conf.want_version) {
-        printf("flashgate %s\n", FLASHGATE_VERSION);
+    if (cm_conf_answer_info(&conf, "flashgate", usage)) {
         cm_conf_free(&conf);
         return 0;
     }

@@ -87,13 +87,9 @@ int main(int argc, char **argv)
         cm_conf_free(&conf);
         return 2;
     }
-    if (conf.want_help || conf.want_version || conf.want_check) {
-        if (conf.want_help)
-            cm_conf_print_help(&conf, usage_text, 1);
-        else if (conf.want_check)
+    if (cm_conf_answer_info(&conf, "flashgate-spool", usage_text) || conf.want_check) {
+        if (conf.want_check)
             cm_conf_print_effective(&conf, 1);
-        else
-            printf("flashgate-spool %s\n", FLASHGATE_VERSION);
         cm_conf_free(&conf);
         return 0;
     }

@@ -317,16 +317,9 @@ int main(int argc, char **argv)
         fputs(err, stderr);
         return 2;
     }
-    if (conf.want_help) {
-        cm_conf_print_help(&conf,
-                           "usage: flashgate-settle [--config FILE] [flags]\n"
-                           "Settles accepted orders from Kafka into the order database.\n",
-                           1);
-        cm_conf_free(&conf);
-        return 0;
-    }
-    if (conf.want_version) {
-        printf("flashgate-settle %s\n", FLASHGATE_VERSION);
+    if (cm_conf_answer_info(&conf, "flashgate-settle",
+                            "usage: flashgate-settle [--config FILE] [flags]\n"
+                            "Settles accepted orders from Kafka into the order database.\n")) {
         cm_conf_free(&conf);
         return 0;
     }
