@@ -575,45 +575,158 @@ def db_count(path, sale):
         return 0
 
 
+def start_peer(tmp, mode, redis_port):
+    """The nginx + Lua peer (bench/nginx-lua.conf.in, bench/lua/peer.lua), 1 worker."""
+    d = os.path.join(tmp, "peer-" + mode)
+    os.makedirs(d, exist_ok=True)
+    port = free_port()
+    conf = open(os.path.join(SRC, "bench", "nginx-lua.conf.in")).read()
+    for k, v in (("@PREFIX@", d), ("@PORT@", str(port)), ("@MODE@", mode),
+                 ("@LUA_DIR@", os.path.join(SRC, "bench", "lua")),
+                 ("@REDIS_PORT@", str(redis_port))):
+        conf = conf.replace(k, v)
+    open(os.path.join(d, "nginx.conf"), "w").write(conf)
+    logp = os.path.join(d, "stdout.log")
+    argv = ["nginx", "-p", d, "-e", os.path.join(d, "error.log"), "-c",
+            os.path.join(d, "nginx.conf"), "-g", "daemon off; pid %s/nginx.pid;" % d]
+    p = start(argv, logp)
+    wait_http(port, "/healthz", p, logp)
+    return p, port
+
+
+def redis_info(port):
+    """INFO stats + commandstats as a dict of numbers (cmdstat_X_usec, cmdstat_X_calls)."""
+    out = {}
+    for line in redis_cmd(port, "INFO", "all").splitlines():
+        k, _, v = line.partition(":")
+        if k.startswith("cmdstat_"):
+            for kv in v.split(","):
+                a, _, b = kv.partition("=")
+                if a in ("calls", "usec"):
+                    out["%s_%s" % (k, a)] = int(b)
+        elif k in ("total_reads_processed", "total_writes_processed",
+                   "total_commands_processed"):
+            out[k] = int(v)
+    return out
+
+
+def redis_delta(i0, i1, reserves):
+    """Per reserve: the script's own time (INFO commandstats: EVALSHA + EVAL usec / calls)
+    and how many reserves each read of redis-server carried (its batching)."""
+    d = lambda k: i1.get(k, 0) - i0.get(k, 0)
+    calls = d("cmdstat_evalsha_calls") + d("cmdstat_eval_calls")
+    usec = d("cmdstat_evalsha_usec") + d("cmdstat_eval_usec")
+    reads = d("total_reads_processed")
+    return {"script_us": usec / calls if calls else float("nan"),
+            "per_read": calls / reads if reads else float("nan"),
+            "calls_per_reserve": calls / reserves if reserves else float("nan")}
+
+
+def redis_ceiling(rport, sha, nkeys_args, reps_label):
+    """redis-benchmark -P 64 EVALSHA: the most a pipelining client can get out of Redis."""
+    log("%s: redis-benchmark EVALSHA, -n %d -P 64" % (reps_label, CEILING_N))
+    c0 = cpu_ticks_of(rport)
+    i0 = redis_info(rport)
+    p = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(rport), "-n",
+                        str(CEILING_N), "-P", "64", "-r", "100000000", "-q", "EVALSHA", sha]
+                       + nkeys_args, capture_output=True, timeout=120)
+    c1 = cpu_ticks_of(rport)
+    txt = (p.stdout + p.stderr).decode("utf-8", "replace")
+    m = re.findall(r"([\d.]+) requests per second", txt)
+    if not m:
+        raise RuntimeError("redis-benchmark output not understood:\n" + txt[-1000:])
+    r = {"rps": float(m[-1]), "redis_cpu_us": (c1 - c0) * 1e6 / CLK_TCK / CEILING_N}
+    r.update(redis_delta(i0, redis_info(rport), CEILING_N))
+    return r
+
+
+REDIS_PIDS = {}  # redis port -> pid, for cpu_ticks_of
+
+
+def cpu_ticks_of(rport):
+    return cpu_ticks(REDIS_PIDS[rport])
+
+
+# the Redis section's cases, run interleaved: (label, kind, backend)
+REDIS_CASES = [
+    ("flashgate, memory", "gw", "memory"),
+    ("flashgate, Redis", "gw", "redis"),
+    ("nginx+Lua, memory", "peer", "memory"),
+    ("nginx+Lua, Redis", "peer", "redis"),
+]
+
+
 def bench_redis(tmp, bindir, scripts):
-    """Issue 4: the Redis backend through the gateway against redis-benchmark's EVALSHA ceiling."""
+    """Issues 4 and 10: accepted orders through the Redis backend, beside the same gateway's
+    memory backend, the nginx + Lua peer (memory and Redis) and redis-benchmark's EVALSHA
+    ceiling of each script, all on one redis-server in one run."""
     rs, rport = start_redis(tmp)
-    gw = Gateway(tmp, "gw-redis", os.path.join(bindir, "flashgate"),
-                 ["--kafka-brokers", "none", "--inventory", "redis://127.0.0.1:%d" % rport])
+    REDIS_PIDS[rport] = rs.pid
+    flags = ["--kafka-brokers", "none"]
+    gws = {"redis": Gateway(tmp, "gw-redis", os.path.join(bindir, "flashgate"),
+                            flags + ["--inventory", "redis://127.0.0.1:%d" % rport]),
+           "memory": Gateway(tmp, "gw-mem", os.path.join(bindir, "flashgate"), flags)}
+    peers = {m: start_peer(tmp, m, rport) for m in ("memory", "redis")}
     sha = redis_cmd(rport, "SCRIPT", "LOAD", reserve_script(tmp))
+    peer_sha = redis_cmd(rport, "SCRIPT", "LOAD", peer_script())
+    gw = gws["redis"]
     gw.put_sale("ceil", HUGE)  # the gateway writes its keys; redis-benchmark then reserves on them
     if not redis_cmd(rport, "HGET", "{sale:ceil}:meta", "left"):
         raise RuntimeError("the gateway did not write {sale:ceil}:meta into Redis")
-    res = {n: [] for n in CONNS}
-    ceil = []
+    redis_cmd(rport, "SET", "{peer:ceil}:left", str(HUGE))
+    res = {(c, n): [] for c, _, _ in REDIS_CASES for n in CONNS}
+    ceil = {"flashgate": [], "peer": []}
+    nsale = 0
     for rep in range(REPS):
         for conns in CONNS:
-            log("rep %d/%d, %d connections: accepted orders, Redis backend" % (rep + 1, REPS, conns))
-            sale = gw.new_sale("racc", HUGE)
-            c0 = cpu_ticks(rs.pid)
-            r = run_wrk(gw.url(), conns, SECONDS, scripts["buy"], [sale], gw.pid)
-            r["redis_cpu_us"] = ((cpu_ticks(rs.pid) - c0) * 1e6 / CLK_TCK /
-                                 max(r["answers"].get(202, 1), 1))
-            r["accepted_rps"] = r["answers"].get(202, 0) / r["duration_s"]
-            res[conns].append(r)
-        log("rep %d/%d: redis-benchmark EVALSHA reserve, -n %d -P 64" % (rep + 1, REPS, CEILING_N))
-        c0 = cpu_ticks(rs.pid)
-        p = subprocess.run(
-            ["redis-benchmark", "-h", "127.0.0.1", "-p", str(rport), "-n", str(CEILING_N),
-             "-P", "64", "-r", "100000000", "-q", "EVALSHA", sha, "4",
-             "{sale:ceil}:meta", "{sale:ceil}:users", "{sale:ceil}:orders", "{sale:ceil}:idem",
-             "u__rand_int__", "1", "", "o__rand_int__", "ceil"],
-            capture_output=True, timeout=120)
-        c1 = cpu_ticks(rs.pid)
-        txt = (p.stdout + p.stderr).decode("utf-8", "replace")
-        m = re.findall(r"([\d.]+) requests per second", txt)
-        if not m:
-            raise RuntimeError("redis-benchmark output not understood:\n" + txt[-1000:])
-        ceil.append({"rps": float(m[-1]),
-                     "redis_cpu_us": (c1 - c0) * 1e6 / CLK_TCK / CEILING_N})
-    stop(gw.proc)
+            for case, kind, backend in REDIS_CASES:
+                log("rep %d/%d, %d connections: accepted orders, %s" % (rep + 1, REPS, conns, case))
+                if kind == "gw":
+                    g = gws[backend]
+                    sale, url, pid, kids = g.new_sale("racc", HUGE), g.url(), g.pid, False
+                else:
+                    nsale += 1
+                    sale = "pacc-%d" % nsale
+                    p, port = peers[backend]
+                    if backend == "redis":
+                        redis_cmd(rport, "SET", "{peer:%s}:left" % sale, str(HUGE))
+                    else:
+                        st, body = http_req(port, "PUT", "/admin/sales/%s?stock=%d" % (sale, HUGE))
+                        if st != 200:
+                            raise RuntimeError("peer PUT sale: %d %s" % (st, body[:200]))
+                    url, pid, kids = "http://127.0.0.1:%d" % port, p.pid, True
+                c0 = cpu_ticks(rs.pid)
+                i0 = redis_info(rport)
+                r = run_wrk(url, conns, SECONDS, scripts["buy"], [sale], pid, kids)
+                acc = r["answers"].get(202, 0)
+                r["redis_cpu_us"] = (cpu_ticks(rs.pid) - c0) * 1e6 / CLK_TCK / max(acc, 1)
+                r.update(redis_delta(i0, redis_info(rport), acc))
+                r["accepted_rps"] = acc / r["duration_s"]
+                r["server_cpu_us"] = r["cpu_us"] * r["requests"] / max(acc, 1)  # per order
+                res[(case, conns)].append(r)
+        label = "rep %d/%d" % (rep + 1, REPS)
+        ceil["flashgate"].append(redis_ceiling(
+            rport, sha, ["4", "{sale:ceil}:meta", "{sale:ceil}:users", "{sale:ceil}:orders",
+                         "{sale:ceil}:idem", "u__rand_int__", "1", "", "o__rand_int__", "ceil"],
+            label + " flashgate's reserve"))
+        ceil["peer"].append(redis_ceiling(
+            rport, peer_sha, ["2", "{peer:ceil}:left", "{peer:ceil}:users", "u__rand_int__"],
+            label + " the peer's script"))
+    for g in gws.values():
+        stop(g.proc)
+    for p, _ in peers.values():
+        stop(p)
     stop(rs)
     return res, ceil
+
+
+def peer_script():
+    """The peer's script text, from bench/lua/peer.lua (between [[ and ]])."""
+    src = open(os.path.join(SRC, "bench", "lua", "peer.lua")).read()
+    m = re.search(r"local SCRIPT = \[\[\n(.*?)\]\]", src, re.S)
+    if not m:
+        raise RuntimeError("bench/lua/peer.lua: no SCRIPT = [[...]]")
+    return m.group(1)
 
 
 # ---------------------------------------------------------------- main
@@ -625,6 +738,10 @@ def main():
     for tool in ("nginx", "wrk", "redis-server", "redis-benchmark", "cc"):
         if not shutil.which(tool):
             sys.exit("bench: %s not found (deploy/ installs the dependencies)" % tool)
+    for mod in ("ndk_http_module.so", "ngx_http_lua_module.so"):  # the nginx+Lua peer
+        if not os.path.exists("/usr/lib/nginx/modules/" + mod):
+            sys.exit("bench: /usr/lib/nginx/modules/%s not found (libnginx-mod-http-lua; "
+                     "deploy/install-deps.sh installs it)" % mod)
     tmp = tempfile.mkdtemp(prefix="flashgate-bench-")
     scripts = {"buy": os.path.join(SRC, "loadtest", "wrk", "buy.lua"),
                "sold_out": os.path.join(SRC, "loadtest", "wrk", "sold_out.lua"),
@@ -634,11 +751,15 @@ def main():
     open(scripts["nginx"], "w").write(NGINX_LUA)
     t0 = time.time()
     load0 = open("/proc/loadavg").read().split()[:3]
+    only = os.environ.get("BENCH_ONLY", "")
     try:
-        cases, res, ol, sc = bench_http(tmp, bindir, scripts)
-        st = bench_settle(tmp, bindir, scripts)
-        rres, ceil = bench_redis(tmp, bindir, scripts)
-        spool = bench_spool(bindir)
+        if only == "redis":  # the Redis section alone (a shorter loop while working on it)
+            rres, ceil = bench_redis(tmp, bindir, scripts)
+        else:
+            cases, res, ol, sc = bench_http(tmp, bindir, scripts)
+            st = bench_settle(tmp, bindir, scripts)
+            rres, ceil = bench_redis(tmp, bindir, scripts)
+            spool = bench_spool(bindir)
     finally:
         stop_all()
         if os.environ.get("BENCH_KEEP", "0") in ("", "0"):
@@ -646,7 +767,73 @@ def main():
         else:
             log("kept " + tmp)
     load1 = open("/proc/loadavg").read().split()[:3]
+    if only == "redis":
+        report_head(bindir, load0, load1)
+        report_redis(rres, ceil)
+        print("elapsed %.0f s" % (time.time() - t0))
+        return
     report(bindir, cases, res, ol, st, rres, ceil, load0, load1, time.time() - t0, spool, sc)
+
+
+def report_redis(rres, ceil):
+    """Issues 4 and 10: the Redis backend beside memory, the nginx+Lua peer and the ceiling."""
+    print("== Issues 4, 10: accepted orders, Redis backend vs memory, the nginx+Lua peer "
+          "(bench/lua/peer.lua) and redis-benchmark's EVALSHA ceiling (one redis-server) ==")
+    cf = {k: {f: med([c[f] for c in v]) for f in ("rps", "redis_cpu_us", "script_us", "per_read")}
+          for k, v in ceil.items()}
+    rows = []
+    m = {}
+    for conns in CONNS:
+        for case, kind, backend in REDIS_CASES:
+            rs = rres[(case, conns)]
+            fig = {f: med([r[f] for r in rs]) for f in
+                   ("accepted_rps", "p50", "p99", "server_cpu_us", "redis_cpu_us", "script_us",
+                    "per_read")}
+            m[(kind, backend, conns)] = fig
+            red = backend == "redis"
+            rows.append([case, conns, fmt(fig["accepted_rps"], 0), fmt(fig["p50"], 2),
+                         fmt(fig["p99"], 2), fmt(fig["server_cpu_us"], 1),
+                         "%s-%s" % (fmt(min(r["server_cpu_us"] for r in rs)),
+                                    fmt(max(r["server_cpu_us"] for r in rs))),
+                         fmt(fig["redis_cpu_us"], 1) if red else "-",
+                         fmt(fig["script_us"], 2) if red else "-",
+                         fmt(fig["per_read"], 1) if red else "-",
+                         "%.1f%%" % (100 * med([share(r, 202) for r in rs]))])
+    for k, label in (("flashgate", "redis-benchmark -P 64, flashgate's reserve"),
+                     ("peer", "redis-benchmark -P 64, the peer's script")):
+        rows.append([label, "", fmt(cf[k]["rps"], 0), "-", "-", "-", "", fmt(cf[k]["redis_cpu_us"], 1),
+                     fmt(cf[k]["script_us"], 2), fmt(cf[k]["per_read"], 1), "-"])
+    table(["run", "conns", "orders/s", "p50 ms", "p99 ms", "server cpu us/order", "(min-max)",
+           "redis cpu us/reserve", "script us", "reserves/read", "202 share"], rows)
+    mix_notes({("acce " + c, n): rs for (c, n), rs in rres.items()}, 202)
+    print("  server cpu = the gateway's (all threads) or nginx's (master+worker) CPU / 202 answers; "
+          "redis cpu = redis-server's CPU / 202 answers (or / requests for the ceiling); script us "
+          "= INFO commandstats usec_per_call of EVALSHA+EVAL (the script alone, no I/O); "
+          "reserves/read = scripts run per read(2) of redis-server (its batching); ceiling: "
+          "redis-benchmark -n %d -P 64 -r 100000000, distinct users, median of %d"
+          % (CEILING_N, len(ceil["flashgate"])))
+    print("  targets (issue 10):")
+    for conns in CONNS:
+        gr, gm, pr = m[("gw", "redis", conns)], m[("gw", "memory", conns)], m[("peer", "redis", conns)]
+        checks = [
+            ("gateway cpu per Redis order <= 1.3x per memory order",
+             gr["server_cpu_us"] / gm["server_cpu_us"] if gm["server_cpu_us"] else float("nan"),
+             1.3, "%.2fx (%s / %s us)" % (gr["server_cpu_us"] / gm["server_cpu_us"],
+                                          fmt(gr["server_cpu_us"]), fmt(gm["server_cpu_us"]))),
+            ("redis cpu per reserve via the gateway <= 1.1x the -P 64 ceiling's",
+             gr["redis_cpu_us"] / cf["flashgate"]["redis_cpu_us"], 1.1,
+             "%.2fx (%s / %s us)" % (gr["redis_cpu_us"] / cf["flashgate"]["redis_cpu_us"],
+                                     fmt(gr["redis_cpu_us"]), fmt(cf["flashgate"]["redis_cpu_us"]))),
+            ("orders/s >= the nginx+Lua peer's (Redis)",
+             pr["accepted_rps"] / gr["accepted_rps"] if gr["accepted_rps"] else float("nan"),
+             1.0, "%s vs %s/s (%.2fx)" % (fmt(gr["accepted_rps"], 0), fmt(pr["accepted_rps"], 0),
+                                          gr["accepted_rps"] / pr["accepted_rps"]
+                                          if pr["accepted_rps"] else float("nan"))),
+        ]
+        for what, x, t, txt in checks:
+            print("    c%-4d %-68s %-34s %s" % (conns, what, txt,
+                                                "met" if x == x and x <= t else "NOT MET"))
+    print()
 
 
 def cpu_model():
@@ -679,7 +866,7 @@ def bench_spool(bindir):
     return p.stdout.rstrip() if p.returncode == 0 else "failed: %s" % p.stderr.strip()
 
 
-def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed, spool="", sc=None):
+def report_head(bindir, load0, load1):
     print("flashgate bench, %s%s" % (time.strftime("%Y-%m-%d %H:%M %Z"),
                                     "  (BENCH_QUICK smoke pass)" if QUICK else ""))
     print("machine: %d cores (%s), kernel %s; load average %s at start, %s at end"
@@ -694,6 +881,10 @@ def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed, spool=
           "server CPU = utime+stime of the server process (all threads; nginx master+worker) "
           "over the run / requests completed" % (SECONDS, REPS))
     print()
+
+
+def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed, spool="", sc=None):
+    report_head(bindir, load0, load1)
     print("== Issue 2: buy path vs nginx `return 200` (closed loop, wrk) ==")
     rows = []
     target = {"sold out (410)": 1.0, "rate limited (429)": 1.0, "accepted, spool only (202)": 2.0}
@@ -779,26 +970,7 @@ def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed, spool=
     else:
         print("  no settled rows (accepted %d): see flashgate-settle's log" % st["accepted"])
     print()
-    print("== Issue 4: Redis backend, accepted orders vs redis-benchmark EVALSHA ceiling ==")
-    cmed = med([c["rps"] for c in ceil])
-    rows = []
-    for conns in CONNS:
-        rs = rres[conns]
-        acc = med([r["accepted_rps"] for r in rs])
-        rows.append(["gateway, wrk -c%d" % conns, fmt(acc, 0), fmt(med([r["p50"] for r in rs]), 2),
-                     fmt(med([r["p99"] for r in rs]), 2), fmt(med([r["cpu_us"] for r in rs]), 1),
-                     fmt(med([r["redis_cpu_us"] for r in rs]), 1),
-                     "%.1f%%" % (100 * med([share(r, 202) for r in rs])),
-                     "%.0f%%" % (100 * acc / cmed) if cmed else "-",
-                     "ok (>= 80%)" if cmed and acc / cmed >= 0.8 else "MISS (>= 80%)"])
-    rows.append(["redis-benchmark -P 64 EVALSHA reserve", fmt(cmed, 0), "-", "-", "-",
-                 fmt(med([c["redis_cpu_us"] for c in ceil]), 1), "-", "100%", ""])
-    table(["run", "orders/s", "p50 ms", "p99 ms", "gw cpu us/req", "redis cpu us/op", "202 share",
-           "of ceiling", "target"], rows)
-    mix_notes({("redis backend", n): rres[n] for n in CONNS}, 202)
-    print("  ceiling: redis-benchmark -n %d -P 64 -r 100000000 on the same redis-server, distinct "
-          "users (u__rand_int__), median of %d" % (CEILING_N, len(ceil)))
-    print()
+    report_redis(rres, ceil)
     print("== Spool: append rate and the cost of a segment roll (bench/bench_spool.c) ==")
     print(spool)
     print("  rolls_inline = rolls that waited for a segment to be created (appends outran the "
