@@ -344,7 +344,7 @@ struct gw_server {
     gw_proxies_t proxies;
     gw_ip_table_t *iptable; /* gw_conn.c: open connections per client address */
     uint64_t max_conns;     /* gw_conn.c: per-worker cap in force (fits RLIMIT_NOFILE) */
-    uint8_t *status_key; /* gw_token.c: 32 bytes in a secret page (no core dump) */
+    struct gw_status_key *status_key; /* gw_token.c: key + HMAC pads, a secret page (no core dump) */
     cm_id_gen_t ids;
     uint32_t node_id;
     gw_worker_t *workers;
