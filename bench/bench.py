@@ -8,7 +8,9 @@ script starts is stopped by its PID at the end, also on Ctrl-C or SIGTERM.
 Environment: FLASHGATE_BIN (directory with flashgate, flashgate-settle,
 flashgate-load; default build/ of this repository), BENCH_REPS (3),
 BENCH_SECONDS (5), BENCH_QUICK=1 (1 rep of 1 s: a ~1-minute smoke pass),
-BENCH_KEEP=1 (keep the temp dir), BENCH_OPEN_RATE (open-loop arrivals/s).
+BENCH_KEEP=1 (keep the temp dir), BENCH_OPEN_RATE (open-loop arrivals/s),
+BENCH_ONLY=redis|settle (one part alone), FLASHGATE_SETTLE_BIN_OLD and
+BENCH_SETTLE_ARGS (bench/settle.py).
 bench/README.md says how to read the figures.
 """
 import http.client
@@ -735,6 +737,7 @@ def main():
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, on_signal)
     bindir = find_bin()
+    sys.modules["bench"] = sys.modules[__name__]  # bench/settle.py shares PROCS and the helpers
     for tool in ("nginx", "wrk", "redis-server", "redis-benchmark", "cc"):
         if not shutil.which(tool):
             sys.exit("bench: %s not found (deploy/ installs the dependencies)" % tool)
@@ -755,9 +758,13 @@ def main():
     try:
         if only == "redis":  # the Redis section alone (a shorter loop while working on it)
             rres, ceil = bench_redis(tmp, bindir, scripts)
+        elif only == "settle":  # the settlement sections alone (~2 min; quick: ~30 s)
+            st = bench_settle(tmp, bindir, scripts)
+            sk = bench_settle_sinks(tmp, bindir, scripts)
         else:
             cases, res, ol, sc = bench_http(tmp, bindir, scripts)
             st = bench_settle(tmp, bindir, scripts)
+            sk = bench_settle_sinks(tmp, bindir, scripts)
             rres, ceil = bench_redis(tmp, bindir, scripts)
             spool = bench_spool(bindir)
     finally:
@@ -772,7 +779,12 @@ def main():
         report_redis(rres, ceil)
         print("elapsed %.0f s" % (time.time() - t0))
         return
-    report(bindir, cases, res, ol, st, rres, ceil, load0, load1, time.time() - t0, spool, sc)
+    if only == "settle":
+        report_head(bindir, load0, load1)
+        report_settle(st, sk)
+        print("elapsed %.0f s" % (time.time() - t0))
+        return
+    report(bindir, cases, res, ol, st, rres, ceil, load0, load1, time.time() - t0, spool, sc, sk)
 
 
 def report_redis(rres, ceil):
@@ -866,6 +878,38 @@ def bench_spool(bindir):
     return p.stdout.rstrip() if p.returncode == 0 else "failed: %s" % p.stderr.strip()
 
 
+def bench_settle_sinks(tmp, bindir, scripts):
+    """Settlement per sink, SQLite and PostgreSQL (bench/settle.py)."""
+    import settle
+    try:
+        return settle.bench_settle_sinks(tmp, bindir, scripts)
+    except (RuntimeError, OSError) as e:
+        log("settlement sinks: %s" % e)
+        return {"error": str(e)}
+
+
+def report_settle(st, sk):
+    """Issues 3 and 10: the live pipeline's latency, then each sink draining a backlog."""
+    import settle
+    print("== Issue 3: spool + embedded Kafka + flashgate-settle into SQLite (1 run, wrk -c64, "
+          "%d units) ==" % SETTLE_ORDERS)
+    if st.get("settled"):
+        table(["accepted", "settled rows", "accepted orders/s", "settlement orders/s",
+               "e2e p50 ms", "e2e p99 ms", "e2e max ms", "settle cpu us/order"],
+              [[st["accepted"], st["settled"], fmt(st["accept_rate"], 0), fmt(st["settle_rate"], 0),
+                st["e2e_p50"], st["e2e_p99"], st["e2e_max"], fmt(st["settle_cpu_us"], 1)]])
+        print("  rates from orders.db: rows / span of accepted_at, rows / span of settled_at; "
+              "e2e = settled_at - accepted_at (ms clock); all on the same 2 cores as wrk")
+        if st["rows"] < st["accepted"]:
+            print("  WARNING: only %d of %d accepted orders reached the database within 60 s"
+                  % (st["rows"], st["accepted"]))
+    else:
+        print("  no settled rows (accepted %d): see flashgate-settle's log" % st["accepted"])
+    print()
+    settle.report(sk)
+    print()
+
+
 def report_head(bindir, load0, load1):
     print("flashgate bench, %s%s" % (time.strftime("%Y-%m-%d %H:%M %Z"),
                                     "  (BENCH_QUICK smoke pass)" if QUICK else ""))
@@ -883,7 +927,8 @@ def report_head(bindir, load0, load1):
     print()
 
 
-def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed, spool="", sc=None):
+def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed, spool="", sc=None,
+           sk=None):
     report_head(bindir, load0, load1)
     print("== Issue 2: buy path vs nginx `return 200` (closed loop, wrk) ==")
     rows = []
@@ -955,21 +1000,7 @@ def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed, spool=
         print("  (the workers only bump their own counters; a scrape sums them on the admin "
               "thread, so the difference is within run-to-run noise)")
         print()
-    print("== Issue 3: spool + embedded Kafka + flashgate-settle into SQLite (1 run, wrk -c64, "
-          "%d units) ==" % SETTLE_ORDERS)
-    if st.get("settled"):
-        table(["accepted", "settled rows", "accepted orders/s", "settlement orders/s",
-               "e2e p50 ms", "e2e p99 ms", "e2e max ms", "settle cpu us/order"],
-              [[st["accepted"], st["settled"], fmt(st["accept_rate"], 0), fmt(st["settle_rate"], 0),
-                st["e2e_p50"], st["e2e_p99"], st["e2e_max"], fmt(st["settle_cpu_us"], 1)]])
-        print("  rates from orders.db: rows / span of accepted_at, rows / span of settled_at; "
-              "e2e = settled_at - accepted_at (ms clock); all on the same 2 cores as wrk")
-        if st["rows"] < st["accepted"]:
-            print("  WARNING: only %d of %d accepted orders reached the database within 60 s"
-                  % (st["rows"], st["accepted"]))
-    else:
-        print("  no settled rows (accepted %d): see flashgate-settle's log" % st["accepted"])
-    print()
+    report_settle(st, sk)
     report_redis(rres, ceil)
     print("== Spool: append rate and the cost of a segment roll (bench/bench_spool.c) ==")
     print(spool)

@@ -40,6 +40,9 @@ struct st_settle {
     st_sink_t *sink;
     st_msg_t *batch;
     size_t nbatch, cap;
+    /* one run of orders between cancels, for st_sink_settle_many (cap entries) */
+    const oq_order_t **run_orders;
+    st_outcome_t **run_outs;
     cm_bucket_t bucket;
     cm_rate_policy_t policy;
     _Atomic bool stop;
@@ -84,6 +87,21 @@ int st_sink_settle(st_sink_t *s, const oq_order_t *o, st_outcome_t *out)
         return CM_EBACKEND;
     }
     return ret < 0 ? ret : 0;
+}
+
+int st_sink_settle_many(st_sink_t *s, const oq_order_t *const *orders, st_outcome_t *const *outs,
+                        size_t n)
+{
+    if (n == 0)
+        return 0;
+    if (s->ops->settle_many && !s->has_user_sql)
+        return s->ops->settle_many(s, orders, outs, n);
+    for (size_t i = 0; i < n; i++) {
+        int ret = st_sink_settle(s, orders[i], outs[i]);
+        if (ret < 0)
+            return ret;
+    }
+    return 0;
 }
 
 static void sleep_ms(uint64_t ms)
@@ -380,19 +398,40 @@ static void batch_release(st_settle_t *st)
     st->nbatch = 0;
 }
 
+/*
+ * Writes the messages from `from` on up to the next cancel: the orders of that
+ * run in one st_sink_settle_many() (a few round trips for the run, not one per
+ * order), then the cancel alone. A run stops at a cancel because the cancel's
+ * effect depends on which copies of its order came before it. Returns the
+ * index after what it wrote; *ret is 0 or a negative cm_err_t.
+ */
+static size_t write_run(st_settle_t *st, size_t from, int *ret)
+{
+    size_t n = 0, i = from;
+    for (; i < st->nbatch; i++) {
+        if (!st->batch[i].valid)
+            continue;
+        if (st->batch[i].order.type == OQ_MSG_CANCEL)
+            break;
+        st->run_orders[n] = &st->batch[i].order;
+        st->run_outs[n++] = &st->batch[i].outcome;
+    }
+    *ret = st_sink_settle_many(st->sink, st->run_orders, st->run_outs, n);
+    if (*ret == 0 && i < st->nbatch) {
+        st_msg_t *bm = &st->batch[i++];
+        *ret = st_sink_cancel(st->sink, &bm->order, &bm->outcome);
+    }
+    return i;
+}
+
 /* Writes the batch in one transaction, retrying with backoff. 0, or CM_EAGAIN when abandoned. */
 static int write_batch(st_settle_t *st)
 {
     uint64_t backoff = 50;
     for (;;) {
         int ret = st_sink_begin(st->sink);
-        for (size_t i = 0; ret == 0 && i < st->nbatch; i++) {
-            st_msg_t *bm = &st->batch[i];
-            if (!bm->valid)
-                continue;
-            ret = bm->order.type == OQ_MSG_CANCEL ? st_sink_cancel(st->sink, &bm->order, &bm->outcome)
-                                      : st_sink_settle(st->sink, &bm->order, &bm->outcome);
-        }
+        for (size_t i = 0; ret == 0 && i < st->nbatch;)
+            i = write_run(st, i, &ret);
         if (ret == 0)
             ret = st_sink_commit(st->sink);
         if (ret == 0)
@@ -617,6 +656,8 @@ int st_settle_run(st_settle_t *st)
             if (st->nbatch == st->cap) {
                 st->cap = st->cap ? st->cap * 2 : 64;
                 st->batch = cm_xrealloc(st->batch, st->cap * sizeof(*st->batch));
+                st->run_orders = cm_xrealloc(st->run_orders, st->cap * sizeof(*st->run_orders));
+                st->run_outs = cm_xrealloc(st->run_outs, st->cap * sizeof(*st->run_outs));
             }
             memset(&st->batch[st->nbatch], 0, sizeof(st->batch[0]));
             st->batch[st->nbatch++].m = m;
@@ -698,5 +739,7 @@ void st_settle_free(st_settle_t *st)
     clients_destroy(st, true);
     st_sink_close(st->sink);
     free(st->batch);
+    free(st->run_orders);
+    free(st->run_outs);
     free(st);
 }

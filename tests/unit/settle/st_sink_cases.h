@@ -18,6 +18,7 @@
 #include "settle/st_sink.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct ts_sink_fixture {
@@ -229,25 +230,114 @@ static void case_cancel_failed(ts_sink_fixture_t *f)
     st_sink_close(s);
 }
 
+/* st_sink_settle_many outcomes against the one-by-one contract: a copy inside
+   the run, a run re-delivered after its commit, a run rolled back and retried,
+   an order cancelled before its run, and ids and users that need quoting. */
+static void case_settle_many(ts_sink_fixture_t *f)
+{
+    st_sink_t *s;
+    assert_int_equal(f->open(f, NULL, &s), 0);
+    enum { N = 6 };
+    static const char *const ids[N] = {"M-A", "M-B", "M-A", "M-\"q\\", "M-B", "M-{x, y}"};
+    static const char *const users[N] = {"u1", "u2", "u1", "q\"uo\\te", "u2", "NULL"};
+    static const bool fresh[N] = {true, true, false, true, false, true};
+    oq_order_t o[N + 1];
+    st_outcome_t oc[N + 1];
+    const oq_order_t *op[N + 1];
+    st_outcome_t *ocp[N + 1];
+    for (int i = 0; i < N + 1; i++) {
+        if (i < N)
+            mk_order(&o[i], ids[i], users[i]);
+        op[i] = &o[i];
+        ocp[i] = &oc[i];
+    }
+    o[5].node_id = OQ_NODE_UNKNOWN;
+    /* Rolled back: nothing stays, and the retry settles every first copy as new. */
+    for (int pass = 0; pass < 2; pass++) {
+        assert_int_equal(st_sink_begin(s), 0);
+        assert_int_equal(st_sink_settle_many(s, op, ocp, N), 0);
+        for (int i = 0; i < N; i++) {
+            assert_int_equal(oc[i].status, OQ_STATUS_SETTLED);
+            assert_int_equal(oc[i].changed, fresh[i]);
+            assert_string_equal(oc[i].reason, "");
+        }
+        if (pass == 0) {
+            assert_int_equal(st_sink_rollback(s), 0);
+            assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 0);
+        }
+    }
+    assert_int_equal(st_sink_commit(s), 0);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 4);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders WHERE order_id = 'M-\"q\\'"
+                                     " AND user_id = 'q\"uo\\te'"),
+                     1);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders WHERE order_id = 'M-{x, y}'"
+                                     " AND user_id = 'NULL' AND node IS NULL"),
+                     1);
+    assert_int_equal(f->query_int(f, "SELECT node FROM orders WHERE order_id = 'M-A'"), 3);
+    assert_int_equal(f->query_int(f, "SELECT sum(accepted_at) - 4 * 1700000000000 FROM orders"),
+                     3 + 3 + 5 + 8);
+    /* Cancelled before its order arrives: the run reports it, does not settle it. */
+    oq_order_t c;
+    mk_cancel(&c, "M-C", "gone");
+    assert_int_equal(st_sink_begin(s), 0);
+    assert_int_equal(st_sink_cancel(s, &c, &oc[0]), 0);
+    assert_int_equal(st_sink_commit(s), 0);
+    /* The whole run again (a re-delivery after a crash before the offsets),
+       plus the cancelled order and one new order: only the new one changes. */
+    mk_order(&o[N], "M-C", "u3");
+    assert_int_equal(st_sink_begin(s), 0);
+    assert_int_equal(st_sink_settle_many(s, op, ocp, N + 1), 0);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(oc[i].status, OQ_STATUS_SETTLED);
+        assert_false(oc[i].changed);
+    }
+    assert_int_equal(oc[N].status, OQ_STATUS_CANCELLED);
+    assert_false(oc[N].changed);
+    assert_string_equal(oc[N].reason, "gone");
+    mk_order(&o[0], "M-D", "u4");
+    assert_int_equal(st_sink_settle_many(s, op, ocp, 1), 0);
+    assert_true(oc[0].changed);
+    assert_int_equal(st_sink_settle_many(s, op, ocp, 0), 0);
+    assert_int_equal(st_sink_commit(s), 0);
+    assert_int_equal(count_status(f, "settled"), 5);
+    assert_int_equal(count_status(f, "cancelled"), 1);
+    st_sink_close(s);
+}
+
 /* Settles n orders in batches of `batch` and prints the rate (for the bench). */
 static void case_bench(ts_sink_fixture_t *f, const char *label, int n, int batch)
 {
     st_sink_t *s;
     assert_int_equal(f->open(f, NULL, &s), 0);
-    oq_order_t o;
-    st_outcome_t oc;
+    oq_order_t *o = calloc((size_t)batch, sizeof(*o));
+    st_outcome_t *oc = calloc((size_t)batch, sizeof(*oc));
+    const oq_order_t **op = calloc((size_t)batch, sizeof(*op));
+    st_outcome_t **ocp = calloc((size_t)batch, sizeof(*ocp));
+    assert_non_null(o);
+    assert_non_null(oc);
+    assert_non_null(op);
+    assert_non_null(ocp);
     char id[32], user[32];
     uint64_t t0 = cm_mono_ns();
     for (int i = 0; i < n; i += batch) {
-        assert_int_equal(st_sink_begin(s), 0);
-        for (int j = i; j < i + batch && j < n; j++) {
+        int k = 0;
+        for (int j = i; j < i + batch && j < n; j++, k++) {
             snprintf(id, sizeof(id), "B%08d", j);
             snprintf(user, sizeof(user), "user%d", j);
-            mk_order(&o, id, user);
-            assert_int_equal(st_sink_settle(s, &o, &oc), 0);
+            mk_order(&o[k], id, user);
+            op[k] = &o[k];
+            ocp[k] = &oc[k];
         }
+        /* As the settle loop writes a batch with no cancel in it. */
+        assert_int_equal(st_sink_begin(s), 0);
+        assert_int_equal(st_sink_settle_many(s, op, ocp, (size_t)k), 0);
         assert_int_equal(st_sink_commit(s), 0);
     }
+    free(o);
+    free(oc);
+    free(op);
+    free(ocp);
     double secs = (double)(cm_mono_ns() - t0) / 1e9;
     printf("# bench: %s settle, batch %d: %d orders in %.3f s = %.0f orders/s\n", label, batch, n,
            secs, n / secs);

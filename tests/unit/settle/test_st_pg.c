@@ -137,6 +137,10 @@ static void test_cancel_failed(void **state)
 {
     case_cancel_failed(*state);
 }
+static void test_settle_many(void **state)
+{
+    case_settle_many(*state);
+}
 
 /* The server drops our connection mid-batch: a batch error, then rollback reconnects. */
 static void test_connection_loss(void **state)
@@ -256,9 +260,113 @@ static void test_settle_loop_into_pg(void **state)
     assert_int_equal(f->query_int(f, "SELECT sum(qty) FROM orders"), 2 * N);
 }
 
+/* Runs one settle loop (group `group`, no user SQL) until it has processed `want`
+   messages; returns its counters. */
+static st_settle_stats_t settle_until(const char *bootstrap, const char *url, const char *group,
+                                      uint64_t want)
+{
+    st_settle_opts_t o = {.brokers = bootstrap, .db = url, .group = group, .batch = 100};
+    st_settle_t *st;
+    char err[512] = "";
+    if (st_settle_new(&st, &o, err, sizeof(err)) != 0)
+        fail_msg("st_settle_new: %s", err);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, run_settle, st), 0);
+    const st_settle_stats_t *s = st_settle_stats(st);
+    for (int i = 0; i < 3000 && atomic_load(&s->messages) < want; i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    st_settle_stop(st);
+    void *ret;
+    pthread_join(th, &ret);
+    assert_int_equal((intptr_t)ret, 0);
+    st_settle_stats_t out;
+    memset(&out, 0, sizeof(out));
+    out.messages = atomic_load(&s->messages);
+    out.settled = atomic_load(&s->settled);
+    out.cancelled = atomic_load(&s->cancelled);
+    out.duplicates = atomic_load(&s->duplicates);
+    out.failed = atomic_load(&s->failed);
+    st_settle_free(st);
+    return out;
+}
+
+/* The batched path (no --sql: one INSERT per run of orders) through the whole loop:
+   copies of an order inside the same batch, a cancel between two copies of its
+   order, a cancel before its order, and then every message delivered again to a second consumer group (a
+   re-delivery after a crash before the offset commit): each order is recorded
+   once, the cancelled one stays cancelled, the second pass changes nothing. */
+static void test_settle_loop_batched_copies(void **state)
+{
+#if defined(__SANITIZE_THREAD__)
+    skip(); /* librdkafka's thrd_create threads crash TSan (see test_st_settle_e2e.c) */
+#endif
+    ts_sink_fixture_t *f = *state;
+    pg_ctx_t *c = f->ctx;
+    static const char *const topics[] = {ST_DEFAULT_TOPIC, ST_DEFAULT_OUTCOMES_TOPIC, NULL};
+    ts_kafka_t k;
+    assert_int_equal(ts_kafka_start(&k, topics, 1), 0); /* one partition: one order of messages */
+    enum { N = 200, M = N + N / 4 + 4 };
+    char *keys[M], *vals[M];
+    int m = 0;
+    for (int i = 0; i < N; i++) {
+        int copies = i % 4 == 0 ? 2 : 1; /* a copy right behind: the same batch */
+        for (int j = 0; j < copies; j++) {
+            keys[m] = strdup("s1");
+            vals[m] = malloc(200);
+            snprintf(vals[m++], 200,
+                     "{\"order_id\":\"Q%05d\",\"sale_id\":\"s1\",\"user_id\":\"u%d\","
+                     "\"qty\":1,\"accepted_at\":5,\"node\":1}",
+                     i, i);
+        }
+        if (i == 50) { /* Q00050 was just settled; cancel it, then a late copy of it */
+            keys[m] = strdup("s1");
+            vals[m++] = strdup("{\"type\":\"cancel\",\"order_id\":\"Q00050\",\"sale_id\":\"s1\","
+                               "\"user_id\":\"u50\",\"qty\":1,\"reason\":\"user asked\"}");
+            keys[m] = strdup("s1");
+            vals[m++] = strdup("{\"order_id\":\"Q00050\",\"sale_id\":\"s1\",\"user_id\":\"u50\","
+                               "\"qty\":1,\"accepted_at\":5,\"node\":1}");
+            /* A cancel before its order, in the middle of a run: never settled. */
+            keys[m] = strdup("s1");
+            vals[m++] = strdup("{\"type\":\"cancel\",\"order_id\":\"Q09999\",\"sale_id\":\"s1\","
+                               "\"user_id\":\"u9\",\"qty\":1,\"reason\":\"first\"}");
+            keys[m] = strdup("s1");
+            vals[m++] = strdup("{\"order_id\":\"Q09999\",\"sale_id\":\"s1\",\"user_id\":\"u9\","
+                               "\"qty\":1,\"accepted_at\":5,\"node\":1}");
+        }
+    }
+    assert_int_equal(m, M);
+    assert_int_equal(ts_kafka_produce(k.bootstrap, ST_DEFAULT_TOPIC, (const char *const *)keys,
+                                      (const char *const *)vals, M),
+                     0);
+    for (int i = 0; i < M; i++) {
+        free(keys[i]);
+        free(vals[i]);
+    }
+    st_settle_stats_t a = settle_until(k.bootstrap, c->url, "g1", M);
+    assert_int_equal(a.messages, M);
+    assert_int_equal(a.settled, N);
+    assert_int_equal(a.cancelled, 2);
+    assert_int_equal(a.duplicates, M - N - 2);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), N + 1);
+    assert_int_equal(count_status(f, "cancelled"), 2);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders WHERE order_id = 'Q00050'"
+                                     " AND status = 'cancelled' AND reason = 'user asked'"),
+                     1);
+    /* Everything once more: nothing changes. */
+    st_settle_stats_t b = settle_until(k.bootstrap, c->url, "g2", M);
+    assert_int_equal(b.messages, M);
+    assert_int_equal(b.settled + b.cancelled + b.failed, 0);
+    assert_int_equal(b.duplicates, M);
+    ts_kafka_stop(&k);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), N + 1);
+    assert_int_equal(count_status(f, "settled"), N - 1);
+}
+
 static void test_bench_batch500(void **state)
 {
-    case_bench(*state, "postgresql", 2000, 500);
+    case_bench(*state, "postgresql", 20000, 500);
 }
 
 int main(void)
@@ -273,10 +381,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_user_sql, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_failed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_settle_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_loss, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sink_open_dispatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bench_batch500, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settle_loop_into_pg, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_settle_loop_batched_copies, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -103,6 +103,10 @@ static void test_cancel_failed(void **state)
 {
     case_cancel_failed(*state);
 }
+static void test_settle_many(void **state)
+{
+    case_settle_many(*state);
+}
 
 /* A database error (lock held by another writer past busy_timeout) fails the batch, not the order.
  */
@@ -177,6 +181,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_user_sql, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_failed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_settle_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_busy_is_batch_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_user_sql_rejected_at_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sink_open_dispatch, setup, teardown),
