@@ -32,7 +32,7 @@ import time
 import bench as B
 
 EXTRA = os.environ.get("BENCH_SETTLE_ARGS", "").split()  # e.g. "--batch 2000", for experiments
-PG_ORDERS = 10000 if B.QUICK else 20000   # per run; the mock broker's partition holds ~5 MiB
+PG_ORDERS = 5000 if B.QUICK else 20000   # per run; the mock broker's partition holds ~5 MiB
 
 
 def pg_bindir():
@@ -190,7 +190,7 @@ def drain_runs(tmp, bindir, scripts, pg):
             s.proc.send_signal(signal.SIGSTOP)
         B.log("rep %d/%d: settlement sinks, %d orders backlog (wrk -c64), then each sink drains "
               "it alone" % (rep + 1, B.REPS, PG_ORDERS))
-        r = B.run_wrk(gw.url(), 64, max(B.SECONDS, 3), scripts["buy"], [sale], gw.pid)
+        r = B.run_wrk(gw.url(), 64, B.SECONDS, scripts["buy"], [sale], gw.pid)
         accepted = r["answers"].get(202, 0)
         time.sleep(1.0)  # the relay's last records reach the broker
         for s in sinks:
