@@ -394,63 +394,96 @@ static int admin_state(rb_t *rb, const char *sale_id, inv_sale_info_t *out)
  * commands never answer and it is never re-opened (seen after a Redis
  * restart). Here an error is handed to hiredis as readiness for what it was
  * waiting for, so its own read/connect check fails the context as usual.
+ *
+ * And one change: hiredis asks for write readiness on every command, and
+ * each uv_poll_start costs an epoll_ctl (libuv drops the fd from epoll and
+ * adds it back on the next poll), then the write waits for the next poll:
+ * two or three syscalls per reserve and a loop iteration of latency (bench/
+ * README.md, Redis). A connected context instead writes everything queued in
+ * a loop iteration at once, from a prepare handle (the phase just before the
+ * loop polls), so a burst of reserves is one write(2); the poll handle stays
+ * armed for reads and is started again only when its mask really changes:
+ * while connecting, or when the socket took only part of the buffer.
  */
 typedef struct rl_events {
     redisAsyncContext *context;
     uv_poll_t handle;
-    int events;
+    uv_prepare_t flush; /* active while a connected context has output queued */
+    int events;         /* the mask the poll handle watches now */
+    bool in_flush;      /* inside rl_flush: a new write request means "socket full" */
+    int open_handles;   /* freed when both handles are closed */
 } rl_events_t;
 
 static void rl_poll(uv_poll_t *handle, int status, int events)
 {
     rl_events_t *p = handle->data;
-    if (status != 0)
+    if (status != 0) {
         events = p->events ? p->events : UV_READABLE | UV_WRITABLE;
+        p->events = 0; /* libuv stopped the handle: the next request re-arms it */
+    }
     if (p->context != NULL && (events & UV_READABLE))
         redisAsyncHandleRead(p->context);
     if (p->context != NULL && (events & UV_WRITABLE))
         redisAsyncHandleWrite(p->context);
 }
 
-static void rl_update(rl_events_t *p)
+static void rl_set(rl_events_t *p, int events)
 {
-    if (p->events)
-        uv_poll_start(&p->handle, p->events, rl_poll);
+    if (events == p->events)
+        return;
+    p->events = events;
+    if (events)
+        uv_poll_start(&p->handle, events, rl_poll);
     else
         uv_poll_stop(&p->handle);
+}
+
+static void rl_flush(uv_prepare_t *h)
+{
+    rl_events_t *p = h->data;
+    uv_prepare_stop(h);
+    if (!p->context)
+        return;
+    p->in_flush = true;
+    redisAsyncHandleWrite(p->context); /* may free the context; p lives until both closes */
+    p->in_flush = false;
 }
 
 static void rl_add_read(void *privdata)
 {
     rl_events_t *p = privdata;
-    p->events |= UV_READABLE;
-    rl_update(p);
+    rl_set(p, p->events | UV_READABLE);
 }
 
 static void rl_del_read(void *privdata)
 {
     rl_events_t *p = privdata;
-    p->events &= ~UV_READABLE;
-    rl_update(p);
+    rl_set(p, p->events & ~UV_READABLE);
 }
 
 static void rl_add_write(void *privdata)
 {
     rl_events_t *p = privdata;
-    p->events |= UV_WRITABLE;
-    rl_update(p);
+    if (p->in_flush || !(p->context->c.flags & REDIS_CONNECTED)) {
+        rl_set(p, p->events | UV_WRITABLE); /* connecting, or the socket is full: wait */
+        return;
+    }
+    if (!(p->events & UV_WRITABLE) && !uv_is_active((uv_handle_t *)&p->flush))
+        uv_prepare_start(&p->flush, rl_flush);
 }
 
 static void rl_del_write(void *privdata)
 {
     rl_events_t *p = privdata;
-    p->events &= ~UV_WRITABLE;
-    rl_update(p);
+    uv_prepare_stop(&p->flush);
+    rl_set(p, p->events & ~UV_WRITABLE);
 }
 
 static void rl_on_close(uv_handle_t *handle)
 {
-    free(handle->data);
+    rl_events_t *p = handle->data;
+    if (--p->open_handles == 0)
+        free(p);
 }
 
 static void rl_cleanup(void *privdata)
@@ -458,6 +491,7 @@ static void rl_cleanup(void *privdata)
     rl_events_t *p = privdata;
     p->context = NULL;
     uv_close((uv_handle_t *)&p->handle, rl_on_close);
+    uv_close((uv_handle_t *)&p->flush, rl_on_close);
 }
 
 static int rl_attach(redisAsyncContext *ac, uv_loop_t *loop)
@@ -469,6 +503,9 @@ static int rl_attach(redisAsyncContext *ac, uv_loop_t *loop)
         free(p);
         return REDIS_ERR;
     }
+    uv_prepare_init(loop, &p->flush);
+    p->flush.data = p;
+    p->open_handles = 2;
     ac->ev.addRead = rl_add_read;
     ac->ev.delRead = rl_del_read;
     ac->ev.addWrite = rl_add_write;
@@ -655,10 +692,29 @@ static void op_complete(rop_t *op, int outcome)
     req->done(req, outcome);
 }
 
+/*
+ * libuv runs timers before it polls: after this thread stood still past a
+ * deadline (a busy machine, a long iteration), answers that came in time wait
+ * unread in the sockets, and expiring at once would fail them, open the
+ * breaker and release units that were sold (seen in the bench at load 20:
+ * 60-85% fast 503s). Read what is there first; only calls still unanswered
+ * time out.
+ */
+static void drain_replies(rw_t *w)
+{
+    for (uint32_t i = 0; i < w->nconns; i++) {
+        rconn_t *c = &w->conns[i];
+        if (c->ac && c->is_up)
+            redisAsyncHandleRead(c->ac); /* may drop the context: c->ac is NULL then */
+    }
+}
+
 static void tick_cb(uv_timer_t *t)
 {
     rw_t *w = t->data;
     uint64_t now = uv_now(w->loop);
+    if (w->pending.next != &w->pending && w->pending.next->deadline <= now)
+        drain_replies(w);
     while (w->pending.next != &w->pending && w->pending.next->deadline <= now) {
         br_failure(w->rb);
         op_complete(w->pending.next, CM_ETIMEOUT);

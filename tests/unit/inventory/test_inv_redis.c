@@ -2,7 +2,8 @@
  * Redis-specific behaviour of inventory/inv_redis.c against a real
  * redis-server (started here on 127.0.0.1 at a free port, AOF on, stopped by
  * PID): the Lua boundary cases and the key layout, NOSCRIPT reload after
- * SCRIPT FLUSH, many pipelined reserves on a uv loop, timeouts and the circuit
+ * SCRIPT FLUSH, many pipelined reserves on a uv loop, answers read before a
+ * late timer expires them, timeouts and the circuit
  * breaker with the server SIGSTOPped, recovery after SIGCONT and after a
  * restart, the fleet-wide sold-out flag between two inv_t, URL options and
  * passwords, and a throughput printout against redis-benchmark.
@@ -311,6 +312,47 @@ static void test_async_many_pipelined(void **state)
     assert_int_equal(left_of(fx.inv, "rush"), 0);
     assert_true(inv_sale_sold_out(inv_sale_find(fx.inv, "rush")));
     free(t);
+    fx_close(&fx);
+}
+
+/* The worker's thread stands still past the deadline while Redis answers in
+ * time (a busy machine): the timer that fires first must not fail answers that
+ * are already in the socket. */
+static void test_stall_answers_in_time(void **state)
+{
+    (void)state;
+    fx_t fx;
+    fx_open(&fx, "pool=1&timeout_ms=50");
+    put(fx.inv, "stall", 1000, 1);
+    treq_t warm;
+    assert_int_equal(buy(&fx, &warm, "stall", "warm", 1, NULL, "sw"), INV_RESERVED);
+    enum { N = 20 };
+    treq_t t[N];
+    int n = 0;
+    char user[16], order[16];
+    for (int i = 0; i < N; i++) {
+        snprintf(user, sizeof(user), "s%d", i);
+        snprintf(order, sizeof(order), "so%d", i);
+        treq_init(&t[i], &fx, "stall", user, 1, NULL, order, &n);
+        assert_int_equal(inv_reserve(fx.w, &t[i].req), INV_PENDING);
+    }
+    uv_run(&fx.loop, UV_RUN_NOWAIT); /* sends them */
+    /* Redis has run all of them once another connection reads the new stock. */
+    char buf[64] = "";
+    uint64_t until = ms_now() + 10000;
+    do {
+        CMD(buf, "HGET {sale:stall}:meta left");
+        if (strcmp(buf, "979") != 0)
+            sleep_ms(5);
+    } while (strcmp(buf, "979") != 0 && ms_now() < until);
+    assert_string_equal(buf, "979");
+    sleep_ms(100); /* now past the 50 ms deadline, with the answers in the socket */
+    run_until(&fx, &n, N, 10000);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(t[i].calls, 1);
+        assert_int_equal(t[i].outcome, INV_RESERVED);
+    }
+    assert_int_equal(left_of(fx.inv, "stall"), 979);
     fx_close(&fx);
 }
 
@@ -750,6 +792,7 @@ int main(void)
         cmocka_unit_test(test_blocking_worker),
         cmocka_unit_test(test_fleet_views),
         cmocka_unit_test(test_sale_delete),
+        cmocka_unit_test(test_stall_answers_in_time),
         cmocka_unit_test(test_timeout_breaker_recovery),
         cmocka_unit_test(test_restart_recovery),
         cmocka_unit_test(test_url_and_password),
