@@ -19,7 +19,8 @@
     XX(EXISTS, -8, "already exists")                                                               \
     XX(CORRUPT, -9, "corrupt data")                                                                \
     XX(AGAIN, -10, "try again")                                                                    \
-    XX(CONFLICT, -11, "conflict")
+    XX(CONFLICT, -11, "conflict")                                                                  \
+    XX(FULL, -12, "capacity reached")
 
 typedef enum {
     CM_OK = 0,

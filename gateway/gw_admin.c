@@ -1057,6 +1057,16 @@ static char *stats_json(gw_server_t *srv)
                   "unindexed", (json_int_t)os.unindexed, "table_bytes",
                   (json_int_t)os.table_bytes, "bytes_per_order",
                   (json_int_t)(os.table_bytes / (os.capacity ? os.capacity : 1))));
+    inv_mem_stats_t ims;
+    if (inv_mem_stats(srv->inv, &ims) == 0) /* the memory backend's held-order tables */
+        json_object_set_new(
+            o, "inventory_memory",
+            json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "held_orders", (json_int_t)ims.held_orders,
+                      "max_held_orders", (json_int_t)ims.max_held_orders, "table_bytes",
+                      (json_int_t)ims.table_bytes, "bytes_per_order",
+                      (json_int_t)(ims.held_orders ? ims.table_bytes / ims.held_orders : 0),
+                      "refused_full", (json_int_t)ims.refused_full, "over_cap_replayed",
+                      (json_int_t)ims.over_cap_replayed));
     json_object_set_new(o, "heavy_hitters", hh);
     json_object_set_new(o, "rules", rules_arr(srv, true));
     json_object_set_new(o, "latency", latency_obj(&c));

@@ -515,6 +515,12 @@ const cm_opt_t gw_config_opts[] = {
     {"inventory.backend", CM_OPT_STR, OFF(inventory), SZ(inventory), "memory", 0, 0, NULL, 0,
      "inventory", "memory|redis://HOST:PORT[/DB]",
      "where stock lives: in this process, or Redis shared by the fleet", v_inventory},
+    {"inventory.max_held_orders", CM_OPT_UINT, OFF(inv_max_held_orders), 0,
+     XSTR(INV_MEM_MAX_HELD_DEFAULT), 16,
+     4000000000, NULL, 0, NULL, "N",
+     "memory backend: most orders held at once over all sales (~24-34 bytes each); past it a "
+     "buy gets 503 until orders are released",
+     NULL},
     {"inventory.redis_timeout", CM_OPT_MS, OFF(redis_timeout_ms), 0,
      XSTR(INV_REDIS_TIMEOUT_MS_DEFAULT) "ms", 1, 60000, NULL, 0, NULL, "DURATION",
      "a Redis call slower than this fails (the buy path fails closed)", NULL},

@@ -264,7 +264,8 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
                      .max_sales = (uint32_t)cfg->max_sales,
                      .redis_pool = (uint32_t)cfg->redis_pool,
                      .redis_timeout_ms = (uint32_t)cfg->redis_timeout_ms,
-                     .redis_password = cfg->redis_password};
+                     .redis_password = cfg->redis_password,
+                     .max_held_orders = cfg->inv_max_held_orders};
     char why[256] = "";
     if ((rc = inv_open_opts(&srv->inv, cfg->inventory, &io, why, sizeof(why)))) {
         snprintf(errbuf, errlen, "inventory %s: %s", cfg->inventory, why[0] ? why : cm_strerror(rc));

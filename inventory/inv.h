@@ -88,7 +88,26 @@ typedef struct inv_opts {
     uint32_t redis_pool;        /* 0 = the URL's pool=, else INV_REDIS_POOL_DEFAULT */
     uint32_t redis_timeout_ms;  /* 0 = the URL's timeout_ms=, else the default */
     const char *redis_password; /* NULL or "" = the URL's, else none */
+    uint64_t max_held_orders;   /* memory backend: 0 = INV_MEM_MAX_HELD_DEFAULT */
 } inv_opts_t;
+
+/*
+ * The memory backend keeps each held order (accepted, not released) in 24
+ * bytes of a per-sale open-addressing table, 27-34 bytes with the table's
+ * room to grow, and at most max_held_orders of them over all sales
+ * (inventory.max_held_orders): past it a buy that would hold a new order gets
+ * CM_EFULL (the gateway answers 503), nothing is taken, and refused_full
+ * counts it. Releases make room again. A replay at start is never refused
+ * (the order was accepted): over_cap_replayed counts those past the cap.
+ */
+#define INV_MEM_MAX_HELD_DEFAULT 20000000
+typedef struct inv_mem_stats {
+    uint64_t held_orders, max_held_orders;
+    uint64_t table_bytes; /* the tables' slots, all sales */
+    uint64_t refused_full, over_cap_replayed;
+} inv_mem_stats_t;
+/* The memory backend's table figures; CM_ENOTFOUND for another backend. Thread-safe. */
+int inv_mem_stats(inv_t *inv, inv_mem_stats_t *out);
 
 /* inv_open with the configuration's values (they win over the URL's parameters). */
 int inv_open_opts(inv_t **out, const char *url, const inv_opts_t *opts, char *errbuf,
@@ -139,7 +158,8 @@ void inv_sale_foreach(inv_t *inv, void (*fn)(inv_sale_t *sale, void *ctx), void 
  * INV_LIMIT_REACHED, INV_DUPLICATE, INV_UNKNOWN_SALE when answered at once
  * (req->done is then NOT called), INV_PENDING when req->done will be called
  * later on w's loop thread with the outcome or an error, or a negative
- * cm_err_t (CM_EBACKEND, CM_ETIMEOUT: nothing was reserved).
+ * cm_err_t (CM_EBACKEND, CM_ETIMEOUT, CM_EFULL (memory: max_held_orders):
+ * nothing was reserved).
  * Loop thread of w only. The memory backend never returns INV_PENDING.
  */
 int inv_reserve(inv_worker_t *w, inv_reserve_req_t *req);
@@ -194,7 +214,8 @@ int inv_replay(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qt
  * copies it into user_out (INV_USER_ID_MAX + 1 bytes). Returns 0, CM_ENOTFOUND
  * or a negative cm_err_t. Admin path (an operator's cancel: the gateway's
  * order-status table keeps no user ids); thread-safe; may block (one Redis
- * round trip; the memory backend walks the sale's users).
+ * round trip). The memory backend keeps a keyed hash of each user id, not the
+ * id, and always answers CM_ENOTFOUND: release such an order with user "".
  */
 int inv_order_user(inv_t *inv, const char *sale_id, const char *order_id, char *user_out);
 

@@ -3,19 +3,21 @@
  *
  * The stock of a sale is the view's own `_Atomic int64_t stock_left`, taken
  * with a compare-and-swap that never lets it go below zero. Each sale keeps
- * its buyers in a table split into MEM_SHARDS shards by a hash of the user id,
- * one mutex per shard (memcached lock striping). The atomic step runs under
- * the buyer's shard lock, in this order:
+ * its held orders (accepted, not released) in a table split into MEM_SHARDS
+ * shards by a keyed hash of the user id, one mutex per shard (memcached lock
+ * striping). The atomic step runs under the buyer's shard lock, in this order:
  *
  *   1. idempotency key seen for this user   -> INV_DUPLICATE (original order)
  *   2. user units + qty > per_user_limit     -> INV_LIMIT_REACHED
- *   3. CAS stock_left -= qty fails            -> INV_SOLD_OUT (flag set at 0)
- *   4. record the order in the user's record -> INV_RESERVED
+ *   3. inventory.max_held_orders reached     -> CM_EFULL (503; sold out stays 410)
+ *   4. CAS stock_left -= qty fails            -> INV_SOLD_OUT (flag set at 0)
+ *   5. record the order in the shard's table -> INV_RESERVED
  *
  * Two requests of one user serialise on the shard lock, so the limit holds;
- * different users meet only at the CAS, so stock holds. A user record exists
- * only while the user holds units (release frees it), so memory is bounded by
- * the stock, not by the crowd.
+ * different users meet only at the CAS, so stock holds. An order is held only
+ * until it is released, so memory is bounded by the stock and by the cap, not
+ * by the crowd: 24 bytes per held order, 27-34 with the table's room to grow
+ * (mem_entry_t), no malloc per order, no chains to follow.
  *
  * Sale definitions (not orders) are written to <data_dir>/sales.json on every
  * admin change (write tmp, fsync, rename, fsync dir) and read at open; the
@@ -26,6 +28,7 @@
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
+#include "common/cm_id.h"
 #include "common/cm_log.h"
 
 #include <errno.h>
@@ -35,33 +38,56 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MEM_SHARDS 64       /* power of two; 8 workers rarely meet on one shard */
-#define MEM_BUCKETS_INIT 16 /* per shard; doubles when users > buckets */
+#define MEM_SHARDS 256      /* power of two; small shards: a growth stalls one shard briefly */
+#define MEM_SLOTS_MIN 8      /* a shard's first table (allocated on its first buyer) */
+#define MEM_LOAD_NUM 7       /* a shard grows when more than 7/8 full ... */
+#define MEM_LOAD_DEN 8
+#define MEM_GROW_DIV 4       /* ... by a quarter: 24-byte entries cost 27-34 bytes each */
+#define MEM_MMAP_MIN (64u << 10) /* tables this large are mmap'd: freed pages go back at once */
+#define MEM_FOREIGN 0x80000000u /* in mem_entry_t.qty: `order` points to a malloc'd id */
 #define MEM_FILE "sales.json"
 #define MEM_FILE_FORMAT 1
 
-typedef struct mem_order {
-    char order_id[INV_ORDER_ID_MAX + 1];
-    uint32_t qty;
-    char *idem_key; /* NULL = none */
-} mem_order_t;
+/*
+ * One held order: 24 bytes, no pointers for the gateway's own orders, no
+ * user id text. The buyer is a keyed 64-bit SipHash of the user id, the
+ * order its 64-bit cm_id value, the idempotency key a 32-bit fingerprint.
+ *
+ * What a hash instead of the text can get wrong, and how likely (n buyers of
+ * one sale): two users whose hashes are equal share a record, so the later
+ * one is refused (409) or shares a per-user limit; never an oversell, never a
+ * user above the limit. P = n^2 / 2^65: 2.7e-6 for a sale of 10 million
+ * buyers, and a client cannot aim for it (the key is random per process).
+ * A new idempotency key of a user who holds orders matches one of them by
+ * fingerprint with P = orders / 2^32 per keyed request: that user is answered
+ * with the order they already hold (as a retry would be) instead of buying
+ * again. Order ids that are not canonical cm_ids (tests, foreign callers) are
+ * kept as text behind a pointer, flagged by MEM_FOREIGN.
+ */
+typedef struct mem_entry {
+    uint64_t user;  /* keyed hash of the user id, never 0; 0 = empty slot */
+    uint64_t order; /* the cm_id value, or (MEM_FOREIGN) a char * from cm_xstrdup */
+    uint32_t idem;  /* fingerprint of the idempotency key; 0 = none */
+    uint32_t qty;   /* units of this order, | MEM_FOREIGN */
+} mem_entry_t;
+_Static_assert(sizeof(mem_entry_t) == 24, "a held order costs 24 bytes in its table");
 
-typedef struct mem_user {
-    struct mem_user *next;
-    uint64_t hash;
-    uint32_t units;
-    uint32_t norders, cap;
-    mem_order_t *orders; /* a user holds few orders: per_user_limit bounds them */
-    char user_id[INV_USER_ID_MAX + 1];
-} mem_user_t;
-
+/*
+ * A shard: an open-addressing table with Robin Hood linear probing (Celis
+ * 1986), so a lookup stops as soon as it meets an entry nearer its home than
+ * the probe is, and a miss (every new buyer) reads a few slots even 7/8 full.
+ * A user's orders share one home and so lie next to each other. Deletion
+ * shifts the entries after the hole back (no tombstones). The table grows by
+ * a quarter, not doubled, so the bytes per held order stay within 27-34.
+ */
 typedef struct mem_shard {
     _Alignas(64) pthread_mutex_t lock; /* one cache line per shard: no false sharing */
-    mem_user_t **buckets;
-    uint32_t nbuckets, nusers;
+    mem_entry_t *slots;                /* NULL until the first buyer */
+    uint32_t nslots, used;
 } mem_shard_t;
 
 typedef struct mem_sale {
@@ -75,12 +101,68 @@ typedef struct mem_backend {
     /* Serialises admin changes (put, restock) with each other and with the
      * file they write; the buy path never takes it. */
     pthread_mutex_t admin_lock;
+    uint64_t max_held; /* inventory.max_held_orders: entries over all sales */
+    _Atomic uint64_t held, table_bytes, refused_full, over_cap_replayed;
 } mem_backend_t;
 
+/* The order id as the table keeps it. */
+typedef struct order_key {
+    uint64_t id;       /* cm_id value; 0 = foreign */
+    const char *text;  /* the id as given */
+} order_key_t;
 
 static uint64_t user_hash(const char *s)
 {
-    return cm_hash_str(s); /* keyed: a crowd chooses user ids */
+    uint64_t h = cm_hash_str(s); /* keyed: a crowd chooses user ids */
+    return h ? h : 1;
+}
+
+static uint32_t idem_fp(const char *key)
+{
+    if (!key || !key[0])
+        return 0;
+    uint32_t f = (uint32_t)(cm_hash_str(key) >> 32);
+    return f ? f : 1;
+}
+
+/* A canonical cm_id is kept as its value; anything else as text. */
+static order_key_t order_key(const char *order_id)
+{
+    order_key_t k = {0, order_id};
+    uint64_t v;
+    char back[CM_ID_TEXT_LEN + 1];
+    if (cm_id_parse(order_id, strlen(order_id), &v) == 0 && v != 0) {
+        cm_id_format(v, back);
+        if (memcmp(back, order_id, CM_ID_TEXT_LEN) == 0)
+            k.id = v;
+    }
+    return k;
+}
+
+static bool entry_is(const mem_entry_t *e, const order_key_t *k)
+{
+    if (e->qty & MEM_FOREIGN)
+        return !k->id && strcmp((const char *)(uintptr_t)e->order, k->text) == 0;
+    return k->id && e->order == k->id;
+}
+
+static uint32_t entry_qty(const mem_entry_t *e)
+{
+    return e->qty & ~MEM_FOREIGN;
+}
+
+static void entry_order_text(const mem_entry_t *e, char *out)
+{
+    if (e->qty & MEM_FOREIGN)
+        snprintf(out, INV_ORDER_ID_MAX + 1, "%s", (const char *)(uintptr_t)e->order);
+    else
+        cm_id_format(e->order, out);
+}
+
+static void entry_free(mem_entry_t *e)
+{
+    if (e->qty & MEM_FOREIGN)
+        free((void *)(uintptr_t)e->order);
 }
 
 /*
@@ -93,6 +175,155 @@ static mem_sale_t *sale_state(const inv_sale_t *sale)
     return __atomic_load_n(&sale->backend, __ATOMIC_ACQUIRE);
 }
 
+/*---- The shard tables ----*/
+
+static size_t slots_bytes(uint32_t n)
+{
+    return (size_t)n * sizeof(mem_entry_t);
+}
+
+/* Zeroed slots. Large tables come from mmap so that a freed one goes back to
+ * the kernel at once (malloc would keep it, and raise its mmap threshold). */
+static mem_entry_t *slots_alloc(uint32_t n)
+{
+    size_t b = slots_bytes(n);
+    if (b < MEM_MMAP_MIN)
+        return cm_xcalloc(n, sizeof(mem_entry_t));
+    void *p = mmap(NULL, b, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        abort(); /* cm_xmalloc's policy: inventory.max_held_orders bounds memory, not NULL checks */
+    return p;
+}
+
+static void slots_free(mem_entry_t *p, uint32_t n)
+{
+    if (!p)
+        return;
+    if (slots_bytes(n) < MEM_MMAP_MIN)
+        free(p);
+    else
+        munmap(p, slots_bytes(n));
+}
+
+/* Home slot: the hash's top 32 bits scaled to nslots (Lemire's fastrange;
+ * the shard came from the low bits). */
+static uint32_t home_of(uint64_t h, uint32_t n)
+{
+    return (uint32_t)(((h >> 32) * (uint64_t)n) >> 32);
+}
+
+/* How far slot i lies from the home of the entry in it. */
+static uint32_t dist_of(uint64_t h, uint32_t i, uint32_t n)
+{
+    uint32_t home = home_of(h, n);
+    return i >= home ? i - home : i + n - home;
+}
+
+static uint32_t next_slot(uint32_t i, uint32_t n)
+{
+    return i + 1 == n ? 0 : i + 1;
+}
+
+/* Places e in a table known to have room (Robin Hood: the entry farther from
+ * its home keeps the slot). */
+static void rh_place(mem_entry_t *slots, uint32_t n, mem_entry_t e)
+{
+    uint32_t i = home_of(e.user, n), d = 0;
+    for (;;) {
+        mem_entry_t *s = &slots[i];
+        if (!s->user) {
+            *s = e;
+            return;
+        }
+        uint32_t sd = dist_of(s->user, i, n);
+        if (sd < d) {
+            mem_entry_t t = *s;
+            *s = e;
+            e = t;
+            d = sd;
+        }
+        i = next_slot(i, n);
+        d++;
+    }
+}
+
+/* Shard lock held. Room for one more entry. */
+static void shard_reserve_slot(mem_backend_t *mb, mem_shard_t *sh)
+{
+    if (sh->slots && (uint64_t)(sh->used + 1) * MEM_LOAD_DEN <= (uint64_t)sh->nslots * MEM_LOAD_NUM)
+        return;
+    uint32_t n = sh->slots ? sh->nslots + sh->nslots / MEM_GROW_DIV + 1 : MEM_SLOTS_MIN;
+    mem_entry_t *ns = slots_alloc(n);
+    for (uint32_t i = 0; sh->slots && i < sh->nslots; i++)
+        if (sh->slots[i].user)
+            rh_place(ns, n, sh->slots[i]);
+    slots_free(sh->slots, sh->nslots);
+    atomic_fetch_add(&mb->table_bytes, slots_bytes(n) - (sh->slots ? slots_bytes(sh->nslots) : 0));
+    sh->slots = ns;
+    sh->nslots = n;
+}
+
+/* Shard lock held. */
+static void shard_add(mem_backend_t *mb, mem_shard_t *sh, uint64_t user, const order_key_t *k,
+                      uint32_t qty, const char *idem)
+{
+    shard_reserve_slot(mb, sh);
+    mem_entry_t e = {.user = user, .order = k->id, .idem = idem_fp(idem), .qty = qty};
+    if (!k->id) {
+        e.order = (uint64_t)(uintptr_t)cm_xstrdup(k->text);
+        e.qty |= MEM_FOREIGN;
+    }
+    rh_place(sh->slots, sh->nslots, e);
+    sh->used++;
+}
+
+/* Shard lock held. Removes the entry at slot i (backward shift). */
+static void shard_del(mem_shard_t *sh, uint32_t i)
+{
+    entry_free(&sh->slots[i]);
+    uint32_t n = sh->nslots;
+    for (;;) {
+        uint32_t j = next_slot(i, n);
+        mem_entry_t *e = &sh->slots[j];
+        if (!e->user || dist_of(e->user, j, n) == 0)
+            break;
+        sh->slots[i] = *e;
+        i = j;
+    }
+    sh->slots[i] = (mem_entry_t){0};
+    sh->used--;
+}
+
+/* What a shard holds for one user. */
+typedef struct user_view {
+    uint32_t units;     /* sum of the user's orders' qty */
+    int64_t idem_at;    /* slot of the order with the idempotency key, else -1 */
+    int64_t order_at;   /* slot of the order looked for, else -1 */
+} user_view_t;
+
+/* Shard lock held. Visits the user's entries: from the home slot until an
+ * empty slot or an entry nearer its own home than the probe is. */
+static user_view_t user_scan(const mem_shard_t *sh, uint64_t user, uint32_t idem,
+                             const order_key_t *k)
+{
+    user_view_t v = {0, -1, -1};
+    if (!sh->slots)
+        return v;
+    uint32_t n = sh->nslots, i = home_of(user, n);
+    for (uint32_t d = 0;; d++, i = next_slot(i, n)) {
+        const mem_entry_t *e = &sh->slots[i];
+        if (!e->user || dist_of(e->user, i, n) < d)
+            return v;
+        if (e->user != user)
+            continue;
+        v.units += entry_qty(e);
+        if (idem && e->idem == idem && v.idem_at < 0)
+            v.idem_at = i;
+        if (k && v.order_at < 0 && entry_is(e, k))
+            v.order_at = i;
+    }
+}
+
 static mem_sale_t *mem_sale_new(void)
 {
     mem_sale_t *ms = aligned_alloc(64, sizeof(mem_sale_t));
@@ -101,117 +332,45 @@ static mem_sale_t *mem_sale_new(void)
         abort();
     }
     memset(ms, 0, sizeof(*ms));
-    for (int i = 0; i < MEM_SHARDS; i++) {
+    for (int i = 0; i < MEM_SHARDS; i++)
         pthread_mutex_init(&ms->shards[i].lock, NULL);
-        ms->shards[i].nbuckets = MEM_BUCKETS_INIT;
-        ms->shards[i].buckets = cm_xcalloc(MEM_BUCKETS_INIT, sizeof(mem_user_t *));
-    }
     return ms;
 }
 
-static void user_free(mem_user_t *u)
+/* Frees the held orders of a deleted sale now, not at close: a long-lived
+ * gateway that deletes its ended sales gets their memory back. A worker that
+ * still holds the view may add an order afterwards; mem_sale_free takes it. */
+static void sale_clear(mem_backend_t *mb, mem_sale_t *ms)
 {
-    for (uint32_t i = 0; i < u->norders; i++)
-        free(u->orders[i].idem_key);
-    free(u->orders);
-    free(u);
+    for (int i = 0; i < MEM_SHARDS; i++) {
+        mem_shard_t *sh = &ms->shards[i];
+        pthread_mutex_lock(&sh->lock);
+        for (uint32_t j = 0; sh->slots && j < sh->nslots; j++)
+            entry_free(&sh->slots[j]);
+        if (sh->slots) {
+            atomic_fetch_sub(&mb->table_bytes, slots_bytes(sh->nslots));
+            atomic_fetch_sub(&mb->held, sh->used);
+        }
+        slots_free(sh->slots, sh->nslots);
+        sh->slots = NULL;
+        sh->nslots = sh->used = 0;
+        pthread_mutex_unlock(&sh->lock);
+    }
 }
 
-static void mem_sale_free(mem_sale_t *ms)
+static void mem_sale_free(mem_backend_t *mb, mem_sale_t *ms)
 {
     if (!ms)
         return;
-    for (int i = 0; i < MEM_SHARDS; i++) {
-        mem_shard_t *sh = &ms->shards[i];
-        for (uint32_t b = 0; b < sh->nbuckets; b++) {
-            mem_user_t *u = sh->buckets[b];
-            while (u) {
-                mem_user_t *next = u->next;
-                user_free(u);
-                u = next;
-            }
-        }
-        free(sh->buckets);
-        pthread_mutex_destroy(&sh->lock);
-    }
+    sale_clear(mb, ms);
+    for (int i = 0; i < MEM_SHARDS; i++)
+        pthread_mutex_destroy(&ms->shards[i].lock);
     free(ms);
 }
 
 static mem_shard_t *shard_of(mem_sale_t *ms, uint64_t h)
 {
     return &ms->shards[h & (MEM_SHARDS - 1)];
-}
-
-/* Shard lock held. */
-static mem_user_t *user_find(mem_shard_t *sh, uint64_t h, const char *user_id)
-{
-    for (mem_user_t *u = sh->buckets[(h >> 6) & (sh->nbuckets - 1)]; u; u = u->next)
-        if (u->hash == h && strcmp(u->user_id, user_id) == 0)
-            return u;
-    return NULL;
-}
-
-/* Shard lock held. */
-static mem_user_t *user_add(mem_shard_t *sh, uint64_t h, const char *user_id)
-{
-    if (sh->nusers >= sh->nbuckets) {
-        uint32_t nb = sh->nbuckets * 2;
-        mem_user_t **b = cm_xcalloc(nb, sizeof(*b));
-        for (uint32_t i = 0; i < sh->nbuckets; i++) {
-            mem_user_t *u = sh->buckets[i];
-            while (u) {
-                mem_user_t *next = u->next;
-                uint32_t j = (uint32_t)((u->hash >> 6) & (nb - 1));
-                u->next = b[j];
-                b[j] = u;
-                u = next;
-            }
-        }
-        free(sh->buckets);
-        sh->buckets = b;
-        sh->nbuckets = nb;
-    }
-    mem_user_t *u = cm_xcalloc(1, sizeof(*u));
-    u->hash = h;
-    snprintf(u->user_id, sizeof(u->user_id), "%s", user_id);
-    uint32_t j = (uint32_t)((h >> 6) & (sh->nbuckets - 1));
-    u->next = sh->buckets[j];
-    sh->buckets[j] = u;
-    sh->nusers++;
-    return u;
-}
-
-/* Shard lock held. */
-static void user_remove(mem_shard_t *sh, mem_user_t *u)
-{
-    mem_user_t **pp = &sh->buckets[(u->hash >> 6) & (sh->nbuckets - 1)];
-    while (*pp != u)
-        pp = &(*pp)->next;
-    *pp = u->next;
-    sh->nusers--;
-    user_free(u);
-}
-
-/* Shard lock held. */
-static void user_add_order(mem_user_t *u, const char *order_id, uint32_t qty, const char *idem)
-{
-    if (u->norders == u->cap) {
-        u->cap = u->cap ? u->cap * 2 : 2;
-        u->orders = cm_xrealloc(u->orders, u->cap * sizeof(*u->orders));
-    }
-    mem_order_t *o = &u->orders[u->norders++];
-    snprintf(o->order_id, sizeof(o->order_id), "%s", order_id);
-    o->qty = qty;
-    o->idem_key = idem && *idem ? cm_xstrdup(idem) : NULL;
-    u->units += qty;
-}
-
-static mem_order_t *user_order_by_id(mem_user_t *u, const char *order_id)
-{
-    for (uint32_t i = 0; i < u->norders; i++)
-        if (strcmp(u->orders[i].order_id, order_id) == 0)
-            return &u->orders[i];
-    return NULL;
 }
 
 /*
@@ -436,18 +595,18 @@ out:
 
 static void mem_close(inv_t *inv)
 {
+    mem_backend_t *mb = inv->backend;
     for (uint32_t i = 0; i < inv->sales_cap; i++) {
         inv_sale_t *s = inv->sales[i];
         if (s) {
-            mem_sale_free(s->backend);
+            mem_sale_free(mb, s->backend);
             s->backend = NULL;
         }
     }
     for (inv_sale_t *s = inv->dead; s; s = s->dead_next) {
-        mem_sale_free(s->backend);
+        mem_sale_free(mb, s->backend);
         s->backend = NULL;
     }
-    mem_backend_t *mb = inv->backend;
     if (mb) {
         pthread_mutex_destroy(&mb->admin_lock);
         free(mb);
@@ -460,6 +619,7 @@ static int mem_open(inv_t *inv, const char *url, char *errbuf, size_t errlen)
     (void)url;
     mem_backend_t *mb = cm_xcalloc(1, sizeof(*mb));
     pthread_mutex_init(&mb->admin_lock, NULL);
+    mb->max_held = inv->max_held_orders ? inv->max_held_orders : INV_MEM_MAX_HELD_DEFAULT;
     inv->backend = mb;
     if (inv->data_dir) {
         if (mkdir(inv->data_dir, 0755) < 0 && errno != EEXIST) {
@@ -476,9 +636,20 @@ static int mem_open(inv_t *inv, const char *url, char *errbuf, size_t errlen)
     return 0;
 }
 
+/* Counts one more held order unless inventory.max_held_orders is reached. */
+static bool held_take(mem_backend_t *mb)
+{
+    if (atomic_fetch_add_explicit(&mb->held, 1, memory_order_relaxed) < mb->max_held)
+        return true;
+    atomic_fetch_sub_explicit(&mb->held, 1, memory_order_relaxed);
+    if (atomic_fetch_add_explicit(&mb->refused_full, 1, memory_order_relaxed) == 0)
+        cm_log_warn("inv", "inventory.max_held_orders reached: new orders get 503 until some "
+                    "are released", "max_held_orders=%llu", (unsigned long long)mb->max_held);
+    return false;
+}
+
 static int mem_reserve(inv_worker_t *w, inv_reserve_req_t *req)
 {
-    (void)w;
     inv_sale_t *sale = req->sale;
     mem_sale_t *ms = sale_state(sale);
     if (!ms)
@@ -490,42 +661,44 @@ static int mem_reserve(inv_worker_t *w, inv_reserve_req_t *req)
         return INV_SOLD_OUT;
     }
 
+    mem_backend_t *mb = w->inv->backend;
     uint64_t h = user_hash(req->user_id);
+    uint32_t fp = idem_fp(req->idem_key);
     mem_shard_t *sh = shard_of(ms, h);
     int outcome;
     int64_t left;
     pthread_mutex_lock(&sh->lock);
-    mem_user_t *u = user_find(sh, h, req->user_id);
-    uint32_t units = u ? u->units : 0;
-    if (u && req->idem_key[0]) {
-        for (uint32_t i = 0; i < u->norders; i++) {
-            const mem_order_t *o = &u->orders[i];
-            if (o->idem_key && strcmp(o->idem_key, req->idem_key) == 0) {
-                snprintf(req->order_id, sizeof(req->order_id), "%s", o->order_id);
-                req->qty = o->qty;
-                req->user_units = units;
-                pthread_mutex_unlock(&sh->lock);
-                req->stock_left = atomic_load(&sale->stock_left);
-                return INV_DUPLICATE;
-            }
-        }
+    user_view_t v = user_scan(sh, h, fp, NULL);
+    uint32_t units = v.units;
+    if (v.idem_at >= 0) {
+        const mem_entry_t *e = &sh->slots[v.idem_at];
+        entry_order_text(e, req->order_id);
+        req->qty = entry_qty(e);
+        req->user_units = units;
+        pthread_mutex_unlock(&sh->lock);
+        req->stock_left = atomic_load(&sale->stock_left);
+        return INV_DUPLICATE;
     }
     if ((uint64_t)units + req->qty > atomic_load(&sale->per_user_limit)) {
         outcome = INV_LIMIT_REACHED;
         left = atomic_load(&sale->stock_left);
+    } else if (!held_take(mb)) {
+        /* Full: sold out still answers sold out; else 503, nothing taken. */
+        left = atomic_load(&sale->stock_left);
+        outcome = left < (int64_t)req->qty ? INV_SOLD_OUT : CM_EFULL;
     } else if (!stock_take(sale, req->qty, &left)) {
+        atomic_fetch_sub_explicit(&mb->held, 1, memory_order_relaxed);
         outcome = INV_SOLD_OUT;
     } else {
-        if (!u)
-            u = user_add(sh, h, req->user_id);
-        user_add_order(u, req->order_id, req->qty, req->idem_key);
-        units = u->units;
+        order_key_t k = order_key(req->order_id);
+        shard_add(mb, sh, h, &k, req->qty, req->idem_key);
+        units += req->qty;
         atomic_fetch_add(&sale->accepted_units, req->qty);
         atomic_fetch_add(&sale->accepted_orders, 1);
         outcome = INV_RESERVED;
     }
     pthread_mutex_unlock(&sh->lock);
-    if (outcome != INV_LIMIT_REACHED && left == 0)
+    if ((outcome == INV_SOLD_OUT || outcome == INV_RESERVED) && left == 0)
         sold_out_sync(sale);
     req->stock_left = left;
     req->user_units = units;
@@ -705,41 +878,65 @@ static int mem_sale_get(inv_t *inv, const char *sale_id, inv_sale_info_t *out)
 
 static int mem_order_user(inv_t *inv, const char *sale_id, const char *order_id, char *user_out);
 
+/* Shard lock held. Gives back the order at slot i of a sale's shard. */
+static uint32_t release_at(mem_backend_t *mb, inv_sale_t *s, mem_shard_t *sh, uint32_t i)
+{
+    /* The recorded qty is the truth: giving back any other number would
+     * create or destroy stock. */
+    uint32_t held = entry_qty(&sh->slots[i]);
+    shard_del(sh, i);
+    atomic_fetch_sub_explicit(&mb->held, 1, memory_order_relaxed);
+    atomic_fetch_add(&s->stock_left, held);
+    atomic_fetch_sub(&s->accepted_units, held);
+    atomic_fetch_sub(&s->accepted_orders, 1);
+    return held;
+}
+
+/* Whoever holds order k: a walk over the whole sale (the table keeps no
+ * order index; an operator's cancel of an order whose user is not known). */
+static int release_any(mem_backend_t *mb, inv_sale_t *s, mem_sale_t *ms, const order_key_t *k,
+                       uint32_t *held)
+{
+    for (unsigned i = 0; i < MEM_SHARDS; i++) {
+        mem_shard_t *sh = &ms->shards[i];
+        pthread_mutex_lock(&sh->lock);
+        for (uint32_t j = 0; sh->slots && j < sh->nslots; j++) {
+            if (sh->slots[j].user && entry_is(&sh->slots[j], k)) {
+                *held = release_at(mb, s, sh, j);
+                pthread_mutex_unlock(&sh->lock);
+                return 0;
+            }
+        }
+        pthread_mutex_unlock(&sh->lock);
+    }
+    return CM_ENOTFOUND;
+}
+
 static int mem_release(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
                        const char *order_id)
 {
-    char holder[INV_USER_ID_MAX + 1];
-    if (!*user_id) { /* whoever holds it (a cancel from the status table, which keeps no users) */
-        int rc = mem_order_user(inv, sale_id, order_id, holder);
-        if (rc != 0)
-            return rc;
-        user_id = holder;
-    }
+    mem_backend_t *mb = inv->backend;
     inv_sale_t *s = inv_sale_find(inv, sale_id);
     mem_sale_t *ms = s ? sale_state(s) : NULL;
     if (!ms)
         return CM_ENOTFOUND;
-    uint64_t h = user_hash(user_id);
-    mem_shard_t *sh = shard_of(ms, h);
-    pthread_mutex_lock(&sh->lock);
-    mem_user_t *u = user_find(sh, h, user_id);
-    mem_order_t *o = u ? user_order_by_id(u, order_id) : NULL;
-    if (!o) {
+    order_key_t k = order_key(order_id);
+    uint32_t held = 0;
+    if (!*user_id) { /* whoever holds it (a cancel from the status table, which keeps no users) */
+        if (release_any(mb, s, ms, &k, &held) != 0)
+            return CM_ENOTFOUND;
+    } else {
+        uint64_t h = user_hash(user_id);
+        mem_shard_t *sh = shard_of(ms, h);
+        pthread_mutex_lock(&sh->lock);
+        user_view_t v = user_scan(sh, h, 0, &k);
+        if (v.order_at < 0) {
+            pthread_mutex_unlock(&sh->lock);
+            return CM_ENOTFOUND;
+        }
+        held = release_at(mb, s, sh, (uint32_t)v.order_at);
         pthread_mutex_unlock(&sh->lock);
-        return CM_ENOTFOUND;
     }
-    /* The recorded qty is the truth: giving back any other number would
-     * create or destroy stock. */
-    uint32_t held = o->qty;
-    free(o->idem_key);
-    *o = u->orders[--u->norders];
-    u->units -= held;
-    if (u->norders == 0)
-        user_remove(sh, u);
-    atomic_fetch_add(&s->stock_left, held);
-    atomic_fetch_sub(&s->accepted_units, held);
-    atomic_fetch_sub(&s->accepted_orders, 1);
-    pthread_mutex_unlock(&sh->lock);
     sold_out_sync(s);
     if (qty != held)
         cm_log_warn("inv", "release qty differs from the order", "sale=%s order=%s qty=%u held=%u",
@@ -750,29 +947,33 @@ static int mem_release(inv_t *inv, const char *sale_id, const char *user_id, uin
 static int mem_replay(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
                       const char *order_id, const char *idem_key)
 {
+    mem_backend_t *mb = inv->backend;
     inv_sale_t *s = inv_sale_find(inv, sale_id);
     mem_sale_t *ms = s ? sale_state(s) : NULL;
     if (!ms)
         return CM_ENOTFOUND;
+    if (qty & MEM_FOREIGN)
+        return CM_EINVAL;
     uint64_t h = user_hash(user_id);
+    order_key_t k = order_key(order_id);
     mem_shard_t *sh = shard_of(ms, h);
     int rc = 0;
     int64_t left = -1;
     pthread_mutex_lock(&sh->lock);
-    mem_user_t *u = user_find(sh, h, user_id);
-    if (u && user_order_by_id(u, order_id)) {
+    if (user_scan(sh, h, 0, &k).order_at >= 0) {
         pthread_mutex_unlock(&sh->lock);
         return 0; /* replayed before */
     }
     /* The order was accepted: the per-user limit (which an admin may have
-     * lowered since) does not apply. The stock does: it was never below the
-     * accepted units, so a shortfall means the spool and sales.json disagree. */
+     * lowered since) and inventory.max_held_orders (lowered since) do not
+     * apply. The stock does: it was never below the accepted units, so a
+     * shortfall means the spool and sales.json disagree. */
     if (!stock_take(s, qty, &left)) {
         rc = CM_ECONFLICT;
     } else {
-        if (!u)
-            u = user_add(sh, h, user_id);
-        user_add_order(u, order_id, qty, idem_key);
+        if (atomic_fetch_add_explicit(&mb->held, 1, memory_order_relaxed) >= mb->max_held)
+            atomic_fetch_add_explicit(&mb->over_cap_replayed, 1, memory_order_relaxed);
+        shard_add(mb, sh, h, &k, qty, idem_key);
         atomic_fetch_add(&s->accepted_units, qty);
         atomic_fetch_add(&s->accepted_orders, 1);
     }
@@ -794,33 +995,21 @@ static int mem_user_units(inv_t *inv, const char *sale_id, const char *user_id, 
     uint64_t h = user_hash(user_id);
     mem_shard_t *sh = shard_of(ms, h);
     pthread_mutex_lock(&sh->lock);
-    mem_user_t *u = user_find(sh, h, user_id);
-    *out = u ? u->units : 0;
+    *out = user_scan(sh, h, 0, NULL).units;
     pthread_mutex_unlock(&sh->lock);
     return 0;
 }
 
+/* The table keeps a keyed hash of each user id, not the id (24 bytes per
+ * order): it cannot name the holder. The admin's cancel then releases by
+ * order id alone (inv_release with user ""). */
 static int mem_order_user(inv_t *inv, const char *sale_id, const char *order_id, char *user_out)
 {
-    inv_sale_t *s = inv_sale_find(inv, sale_id);
-    mem_sale_t *ms = s ? sale_state(s) : NULL;
-    if (!ms)
-        return CM_ENOTFOUND;
-    int rc = CM_ENOTFOUND;
-    for (unsigned i = 0; i < MEM_SHARDS && rc != 0; i++) {
-        mem_shard_t *sh = &ms->shards[i];
-        pthread_mutex_lock(&sh->lock);
-        for (uint32_t b = 0; b < sh->nbuckets && rc != 0; b++) {
-            for (mem_user_t *u = sh->buckets[b]; u && rc != 0; u = u->next) {
-                if (user_order_by_id(u, order_id)) {
-                    snprintf(user_out, INV_USER_ID_MAX + 1, "%s", u->user_id);
-                    rc = 0;
-                }
-            }
-        }
-        pthread_mutex_unlock(&sh->lock);
-    }
-    return rc;
+    (void)inv;
+    (void)sale_id;
+    (void)order_id;
+    (void)user_out;
+    return CM_ENOTFOUND;
 }
 
 static int mem_sale_delete(inv_t *inv, const char *sale_id, int64_t now_ms, char *errbuf,
@@ -839,10 +1028,25 @@ static int mem_sale_delete(inv_t *inv, const char *sale_id, int64_t now_ms, char
              * freed at close (a worker may still hold the view) */
             inv__sale_remove(inv, sale_id);
             rc = mem_persist(inv, NULL, errbuf, errlen);
+            sale_clear(mb, sale_state(s));
         }
     }
     pthread_mutex_unlock(&mb->admin_lock);
     return rc;
+}
+
+int inv_mem_stats(inv_t *inv, inv_mem_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!inv || inv->ops != &inv__mem_ops || !inv->backend)
+        return CM_ENOTFOUND;
+    mem_backend_t *mb = inv->backend;
+    out->held_orders = atomic_load_explicit(&mb->held, memory_order_relaxed);
+    out->max_held_orders = mb->max_held;
+    out->table_bytes = atomic_load_explicit(&mb->table_bytes, memory_order_relaxed);
+    out->refused_full = atomic_load_explicit(&mb->refused_full, memory_order_relaxed);
+    out->over_cap_replayed = atomic_load_explicit(&mb->over_cap_replayed, memory_order_relaxed);
+    return 0;
 }
 
 const inv_ops_t inv__mem_ops = {

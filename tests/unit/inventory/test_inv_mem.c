@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "common/cm_err.h"
+#include "common/cm_id.h"
 #include "inventory/inv.h"
 
 typedef struct fx {
@@ -285,9 +286,11 @@ static void test_replay(void **state)
     /* Replay taking the last unit sets the flag; releasing a replayed order works. */
     assert_int_equal(inv_replay(inv, "s", "dave", 1, "o6", NULL), 0);
     assert_true(inv_sale_sold_out(inv_sale_find(inv, "s")));
+    /* The table keeps a hash of each user id, not the id: it cannot name the
+     * holder, and the admin's cancel then releases by order id alone. */
     char who[INV_USER_ID_MAX + 1];
-    assert_int_equal(inv_order_user(inv, "s", "o2", who), 0);
-    assert_string_equal(who, "bob");
+    assert_int_equal(inv_order_user(inv, "s", "o2", who), CM_ENOTFOUND);
+    assert_string_equal(who, "");
     assert_int_equal(inv_order_user(inv, "s", "o404", who), CM_ENOTFOUND);
     /* "" releases whoever holds the order (a cancel from the status table) */
     assert_int_equal(inv_release(inv, "s", "", 3, "o2"), 0);
@@ -296,6 +299,225 @@ static void test_replay(void **state)
     assert_int_equal(s.stock_left, 3);
     assert_int_equal(s.accepted_units, 2);
     assert_false(inv_sale_sold_out(inv_sale_find(inv, "s")));
+    inv_close(inv);
+}
+
+/*---- The held-order table (24-byte entries, Robin Hood probing, a cap) ----*/
+
+static inv_t *open_cap(uint64_t max_held)
+{
+    inv_t *inv = NULL;
+    char err[256] = "";
+    inv_opts_t o = {.max_sales = 8, .max_held_orders = max_held};
+    int rc = inv_open_opts(&inv, "memory", &o, err, sizeof(err));
+    if (rc != 0)
+        fail_msg("inv_open_opts: %s: %s", cm_strerror(rc), err);
+    return inv;
+}
+
+/* The canonical text of order number i (what the gateway hands out). */
+static const char *oid(uint64_t i, char *buf)
+{
+    cm_id_format(0x100000000ull + i, buf);
+    return buf;
+}
+
+static void test_table_growth(void **state)
+{
+    (void)state;
+    enum { N = 100000 };
+    inv_t *inv = open_cap(0);
+    assert_int_equal(put(inv, "big", 10000000, 1, 0, 0), 0);
+    char u[32], o[INV_ORDER_ID_MAX + 1];
+    for (uint64_t i = 0; i < N; i++) {
+        snprintf(u, sizeof(u), "user-%llu", (unsigned long long)i);
+        assert_int_equal(buy(inv, "big", u, 1, NULL, oid(i, o), NULL), INV_RESERVED);
+    }
+    inv_mem_stats_t st;
+    assert_int_equal(inv_mem_stats(inv, &st), 0);
+    assert_int_equal(st.held_orders, N);
+    assert_int_equal(st.max_held_orders, INV_MEM_MAX_HELD_DEFAULT);
+    /* 24 bytes a slot, at most 7/8 full, grown by a quarter: 27..34 bytes per
+     * held order, plus the first tables of the 256 shards. */
+    double per = (double)st.table_bytes / N;
+    print_message("table: %llu bytes for %d orders = %.1f B/order\n",
+                  (unsigned long long)st.table_bytes, N, per);
+    assert_true(per >= 27.0 && per <= 35.0);
+    /* Every user is found again after the growths: one order each. */
+    for (uint64_t i = 0; i < N; i += 7) {
+        snprintf(u, sizeof(u), "user-%llu", (unsigned long long)i);
+        uint32_t units = 0;
+        assert_int_equal(inv_user_units(inv, "big", u, &units), 0);
+        assert_int_equal(units, 1);
+        assert_int_equal(buy(inv, "big", u, 1, NULL, oid(N + i, o), NULL), INV_LIMIT_REACHED);
+    }
+    /* Releasing every other order (backward shift) keeps the rest findable. */
+    for (uint64_t i = 0; i < N; i += 2) {
+        snprintf(u, sizeof(u), "user-%llu", (unsigned long long)i);
+        assert_int_equal(inv_release(inv, "big", u, 1, oid(i, o)), 0);
+    }
+    for (uint64_t i = 0; i < N; i++) {
+        snprintf(u, sizeof(u), "user-%llu", (unsigned long long)i);
+        uint32_t units = 9;
+        assert_int_equal(inv_user_units(inv, "big", u, &units), 0);
+        assert_int_equal(units, i % 2 ? 1u : 0u);
+    }
+    inv_sale_info_t info;
+    assert_int_equal(inv_sale_get(inv, "big", &info), 0);
+    assert_int_equal(info.accepted_orders, N / 2);
+    assert_int_equal(info.stock_left, 10000000 - N / 2);
+    assert_int_equal(inv_mem_stats(inv, &st), 0);
+    assert_int_equal(st.held_orders, N / 2);
+    inv_close(inv);
+}
+
+/* Per-user limit across qty > 1, keys, and release, with canonical and foreign ids. */
+static void test_table_per_user(void **state)
+{
+    (void)state;
+    inv_t *inv = open_cap(0);
+    assert_int_equal(put(inv, "s", 100, 5, 0, 0), 0);
+    char o1[16], o2[16], o3[16];
+    inv_reserve_req_t r;
+    assert_int_equal(buy(inv, "s", "ann", 2, "k1", oid(1, o1), NULL), INV_RESERVED);
+    assert_int_equal(buy(inv, "s", "ann", 2, "k2", "foreign-2", &r), INV_RESERVED);
+    assert_int_equal(r.user_units, 4);
+    assert_int_equal(buy(inv, "s", "ann", 2, "k3", oid(3, o3), NULL), INV_LIMIT_REACHED);
+    assert_int_equal(buy(inv, "s", "ann", 1, "k3", oid(3, o3), NULL), INV_RESERVED);
+    /* keys give back their own order, canonical text or foreign text */
+    assert_int_equal(buy(inv, "s", "ann", 1, "k1", oid(9, o2), &r), INV_DUPLICATE);
+    assert_string_equal(r.order_id, o1);
+    assert_int_equal(r.qty, 2);
+    assert_int_equal(buy(inv, "s", "ann", 1, "k2", oid(9, o2), &r), INV_DUPLICATE);
+    assert_string_equal(r.order_id, "foreign-2");
+    /* another user's key is not ann's */
+    assert_int_equal(buy(inv, "s", "bob", 1, "k1", oid(4, o2), NULL), INV_RESERVED);
+    /* a non-canonical spelling of a cm_id is kept as given */
+    assert_int_equal(buy(inv, "s", "cid", 1, "kc", "0000000000001", NULL), INV_RESERVED);
+    assert_int_equal(buy(inv, "s", "cid", 1, "kc", oid(10, o2), &r), INV_DUPLICATE);
+    assert_string_equal(r.order_id, "0000000000001");
+    /* release: wrong user or unknown order changes nothing; the right one frees units */
+    assert_int_equal(inv_release(inv, "s", "bob", 2, o1), CM_ENOTFOUND);
+    assert_int_equal(inv_release(inv, "s", "ann", 2, "foreign-2"), 0);
+    assert_int_equal(inv_release(inv, "s", "ann", 2, "foreign-2"), CM_ENOTFOUND);
+    uint32_t units = 0;
+    assert_int_equal(inv_user_units(inv, "s", "ann", &units), 0);
+    assert_int_equal(units, 3);
+    assert_int_equal(buy(inv, "s", "ann", 2, NULL, "foreign-5", NULL), INV_RESERVED);
+    assert_int_equal(inv_release(inv, "s", "", 2, o1), 0); /* by order id alone */
+    assert_int_equal(inv_user_units(inv, "s", "ann", &units), 0);
+    assert_int_equal(units, 3);
+    inv_sale_info_t info;
+    assert_int_equal(inv_sale_get(inv, "s", &info), 0);
+    assert_int_equal(info.accepted_units, 5);
+    assert_int_equal(info.stock_left, 95);
+    inv_close(inv); /* foreign ids freed (ASan's leak check) */
+}
+
+/* The cap: past it a new order is refused (CM_EFULL), nothing taken; sold out stays sold out. */
+static void test_table_full(void **state)
+{
+    (void)state;
+    inv_t *inv = open_cap(10);
+    assert_int_equal(put(inv, "s", 12, 2, 0, 0), 0);
+    char o[16], u[16];
+    for (int i = 0; i < 10; i++) {
+        snprintf(u, sizeof(u), "u%d", i);
+        assert_int_equal(buy(inv, "s", u, 1, i == 0 ? "k0" : NULL, oid((uint64_t)i, o), NULL),
+                         INV_RESERVED);
+    }
+    inv_reserve_req_t r;
+    assert_int_equal(buy(inv, "s", "late", 1, NULL, oid(10, o), &r), CM_EFULL);
+    assert_int_equal(buy(inv, "s", "u0", 1, NULL, oid(11, o), NULL), CM_EFULL);
+    assert_int_equal(buy(inv, "s", "u0", 1, NULL, oid(0, o), NULL), CM_EFULL);
+    /* a retry with a key is still answered from the table */
+    assert_int_equal(buy(inv, "s", "u0", 1, "k0", oid(14, o), &r), INV_DUPLICATE);
+    assert_string_equal(r.order_id, oid(0, o));
+    inv_sale_info_t info;
+    assert_int_equal(inv_sale_get(inv, "s", &info), 0);
+    assert_int_equal(info.stock_left, 2);
+    assert_int_equal(info.accepted_orders, 10);
+    inv_mem_stats_t st;
+    assert_int_equal(inv_mem_stats(inv, &st), 0);
+    assert_int_equal(st.held_orders, 10);
+    assert_int_equal(st.refused_full, 3);
+    /* a release makes room */
+    assert_int_equal(inv_release(inv, "s", "u3", 1, oid(3, o)), 0);
+    assert_int_equal(buy(inv, "s", "late", 2, NULL, oid(12, o), NULL), INV_RESERVED);
+    assert_int_equal(inv_sale_get(inv, "s", &info), 0);
+    assert_int_equal(info.stock_left, 1);
+    /* full and not enough stock: sold out, not 503 */
+    assert_int_equal(buy(inv, "s", "other", 2, NULL, oid(13, o), NULL), INV_SOLD_OUT);
+    /* a replay (an accepted order) is never refused; it is counted */
+    assert_int_equal(inv_replay(inv, "s", "u3", 1, oid(3, o), NULL), 0);
+    assert_int_equal(inv_mem_stats(inv, &st), 0);
+    assert_int_equal(st.held_orders, 11);
+    assert_int_equal(st.over_cap_replayed, 1);
+    /* a deleted (ended) sale gives its orders and table back at once */
+    assert_int_equal(put(inv, "old", 5, 1, 0, 1000), 0);
+    assert_int_equal(inv_release(inv, "s", "u4", 1, oid(4, o)), 0); /* 11 held of 10 */
+    assert_int_equal(inv_release(inv, "s", "u5", 1, oid(5, o)), 0);
+    assert_int_equal(buy(inv, "old", "x", 1, NULL, "old-1", NULL), INV_RESERVED);
+    inv_mem_stats_t before;
+    assert_int_equal(inv_mem_stats(inv, &before), 0);
+    char err[128];
+    assert_int_equal(inv_sale_delete(inv, "old", 2000, err, sizeof(err)), 0);
+    assert_int_equal(inv_mem_stats(inv, &st), 0);
+    assert_int_equal(st.held_orders, before.held_orders - 1);
+    assert_true(st.table_bytes < before.table_bytes);
+    inv_close(inv);
+}
+
+/* Random buys and releases against a model: probing, growth and backward
+ * shift never lose or invent a unit. */
+static void test_table_model(void **state)
+{
+    (void)state;
+    enum { USERS = 3000, OPS = 60000, LIMIT = 4 };
+    inv_t *inv = open_cap(0);
+    assert_int_equal(put(inv, "m", 1000000, LIMIT, 0, 0), 0);
+    static uint32_t units[USERS];
+    static uint64_t held[USERS][LIMIT]; /* order numbers, 0 = none */
+    static uint32_t qtys[USERS][LIMIT];
+    memset(units, 0, sizeof(units));
+    memset(held, 0, sizeof(held));
+    uint64_t next = 1, seed = 42, total = 0;
+    char u[16], o[16];
+    for (int op = 0; op < OPS; op++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        uint32_t who = (uint32_t)(seed >> 33) % USERS, k = (uint32_t)(seed >> 20) % LIMIT;
+        uint32_t qty = 1 + (uint32_t)(seed >> 10) % 2;
+        snprintf(u, sizeof(u), "m%u", who);
+        if (held[who][k]) {
+            assert_int_equal(inv_release(inv, "m", u, qtys[who][k], oid(held[who][k], o)), 0);
+            units[who] -= qtys[who][k];
+            total -= qtys[who][k];
+            held[who][k] = 0;
+        } else {
+            int rc = buy(inv, "m", u, qty, NULL, oid(next, o), NULL);
+            if (units[who] + qty > LIMIT) {
+                assert_int_equal(rc, INV_LIMIT_REACHED);
+            } else {
+                assert_int_equal(rc, INV_RESERVED);
+                held[who][k] = next;
+                qtys[who][k] = qty;
+                units[who] += qty;
+                total += qty;
+            }
+            next++;
+        }
+        if (op % 5000 == 0 || op == OPS - 1) {
+            for (uint32_t i = 0; i < USERS; i++) {
+                uint32_t got = 99;
+                snprintf(u, sizeof(u), "m%u", i);
+                assert_int_equal(inv_user_units(inv, "m", u, &got), 0);
+                assert_int_equal(got, units[i]);
+            }
+            inv_sale_info_t info;
+            assert_int_equal(inv_sale_get(inv, "m", &info), 0);
+            assert_int_equal(info.accepted_units, (int64_t)total);
+        }
+    }
     inv_close(inv);
 }
 
@@ -335,6 +557,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_write_changes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_sales, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replay, setup, teardown),
+        cmocka_unit_test(test_table_growth),
+        cmocka_unit_test(test_table_per_user),
+        cmocka_unit_test(test_table_full),
+        cmocka_unit_test(test_table_model),
         cmocka_unit_test(test_open_rejects),
         cmocka_unit_test(test_id_valid),
     };
