@@ -5,6 +5,8 @@
 #
 #   sh bench/bench.sh                 # full run (~5 min)
 #   BENCH_QUICK=1 sh bench/bench.sh   # ~1 min smoke pass
+# then bench/bench_mem.py: bytes of gateway memory per accepted order (1M orders;
+# 50k with BENCH_QUICK=1, ~5 s).
 #
 # Environment: FLASHGATE_BIN (dir with flashgate, flashgate-settle,
 # flashgate-load; default build/), BENCH_REPS (3), BENCH_SECONDS (5),
@@ -14,4 +16,6 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 for t in python3 wrk; do
     command -v "$t" >/dev/null 2>&1 || { echo "bench: $t not found (deploy/ installs it)" >&2; exit 2; }
 done
-exec python3 "$HERE/bench.py" "$@"
+python3 "$HERE/bench.py" "$@"
+# gateway memory per accepted order (issue 10), same run
+exec python3 "$HERE/bench_mem.py"

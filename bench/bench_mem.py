@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Gateway memory per accepted order (issue 10's memory target: <= 64 bytes of
+per-user mark plus order-status entry, in a sale of 10 million units).
+
+One gateway (memory inventory, no Kafka, limits off, 2 workers), a sale of
+10,000,000 units with per_user_limit 1, and N orders from N distinct users
+bought through the real HTTP path with wrk (closed loop, chunks of 2 s until N
+are held). orders.max_known is set to N, so the status table is full at the
+end and costs what it costs at capacity. Printed, per accepted order:
+
+  - the memory inventory's held-order tables (their own byte counter,
+    /admin/v1/stats inventory_memory.table_bytes / held_orders);
+  - the order-status table (orders.table_bytes / orders.max_known);
+  - the gateway's anonymous RSS (RssAnon: heap and anonymous mmaps, not the
+    spool's page cache) after minus before, over the orders accepted: what the
+    process really grew by, allocator and connection buffers included.
+
+The RSS "before" is taken after a warm-up against a sold-out sale (connections
+and request pools allocated, no order taken), so the tables are the only thing
+that grows with the orders.
+
+Usage: bench/bench_mem.py [N] [--check]   (default 1,000,000; 50,000 with BENCH_QUICK=1;
+       --check: exit 1 when the tables' own counters exceed the budget, for CI's smoke)
+Environment: FLASHGATE_BIN (default build/), BENCH_QUICK. Called by bench.py.
+"""
+import json
+import os
+import sys
+import tempfile
+import time
+import shutil
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import bench  # noqa: E402  (Gateway, wrk, process bookkeeping)
+
+STOCK = 10000000
+TARGET = 64
+
+LUA = r"""
+-- distinct users across runs: "m<run>-<counter>"
+local counter = 0
+local sale, run = "mem", "0"
+function init(args)
+   sale, run = args[1], args[2]
+   wrk.method = "POST"
+   wrk.path = "/v1/sales/" .. sale .. "/orders"
+   wrk.headers["Content-Type"] = "application/json"
+end
+function request()
+   counter = counter + 1
+   return wrk.format(nil, nil, nil, string.format('{"user_id":"m%s-%d"}', run, counter))
+end
+"""
+
+
+def rss_anon_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    return 0
+
+
+def stats(gw):
+    st, body = bench.http_req(gw.admin, "GET", "/admin/v1/stats", token=bench.TOKEN)
+    if st != 200:
+        raise RuntimeError("stats: %d" % st)
+    return json.loads(body)
+
+
+def run(n, bindir, tmp):
+    gw = bench.Gateway(tmp, "gw-mem", os.path.join(bindir, "flashgate"),
+                       ["--kafka-brokers", "none", "--threads", "2", "--limits-user-rps", "0",
+                        "--set", "orders.max_known=%d" % n])
+    gw.put_sale("gone", 0)
+    gw.put_sale("mem", STOCK)
+    lua = os.path.join(tmp, "mem.lua")
+    open(lua, "w").write(LUA)
+    # warm-up: connections, pools and worker buffers, no order taken
+    bench.run_wrk(gw.url(), 64, 1, lua, ["gone", "w"], gw.pid)
+    time.sleep(0.2)
+    rss0 = rss_anon_kib(gw.pid)
+    s0 = stats(gw)
+    t0 = time.time()
+    chunk, held = 0, 0
+    while held < n and time.time() - t0 < (60 if bench.QUICK else 300):
+        chunk += 1
+        bench.run_wrk(gw.url(), 64, 2, lua, ["mem", str(chunk)], gw.pid)
+        held = gw.sale_info("mem").get("accepted_orders", 0)
+    time.sleep(0.2)
+    rss1 = rss_anon_kib(gw.pid)
+    s1 = stats(gw)
+    bench.stop(gw.proc)
+    # an older gateway has no inventory_memory block: RSS only
+    im = s1.get("inventory_memory", {"held_orders": 0, "table_bytes": 0})
+    om = s1["orders"]
+    held = held or im["held_orders"]
+    inv_b = im["table_bytes"] / max(held, 1)
+    known = om["known"]
+    st_b = om["table_bytes"] / max(om["max_known"], 1)
+    d_rss = (rss1 - rss0) * 1024.0 / max(held, 1)
+    return {"n": n, "held": held, "known": known, "secs": time.time() - t0,
+            "inv_bytes": im["table_bytes"], "inv_per": inv_b, "status_bytes": om["table_bytes"],
+            "status_per": st_b, "rss0": rss0, "rss1": rss1, "rss_per": d_rss,
+            "inv_bytes0": s0.get("inventory_memory", {}).get("table_bytes", 0)}
+
+
+def report(r):
+    print("  sale of %d units, per_user_limit 1; %d orders from distinct users accepted through "
+          "HTTP in %.0f s (wrk -c64, 2 workers); orders.max_known = %d"
+          % (STOCK, r["held"], r["secs"], r["n"]))
+    rows = [("held-order table (inventory)", "%d" % r["inv_bytes"], "%.1f" % r["inv_per"]),
+            ("order-status table (orders.max_known)", "%d" % r["status_bytes"],
+             "%.1f" % r["status_per"]),
+            ("sum of the tables", "%d" % (r["inv_bytes"] + r["status_bytes"]),
+             "%.1f" % (r["inv_per"] + r["status_per"])),
+            ("gateway RssAnon growth", "%d" % ((r["rss1"] - r["rss0"]) * 1024),
+             "%.1f" % r["rss_per"])]
+    bench.table(["memory per accepted order", "bytes", "B/order"], rows)
+    tot = r["inv_per"] + r["status_per"]
+    print("  target <= %d B/order (per-user mark + status entry): tables %.1f, RSS %.1f -> %s"
+          % (TARGET, tot, r["rss_per"],
+             "met" if max(tot, r["rss_per"]) <= TARGET else "NOT met"))
+    print("  RssAnon %d KiB before, %d KiB after; the status table is allocated at start and "
+          "paged in as orders land in it" % (r["rss0"], r["rss1"]))
+
+
+def main():
+    args = [a for a in sys.argv[1:] if a != "--check"]
+    n = int(args[0]) if args else (50000 if bench.QUICK else 1000000)
+    bindir = bench.find_bin()
+    tmp = tempfile.mkdtemp(prefix="flashgate-bench-mem-")
+    try:
+        r = run(n, bindir, tmp)
+    finally:
+        bench.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("== Issue 10: gateway memory per accepted order (bench/bench_mem.py) ==")
+    report(r)
+    if "--check" in sys.argv:  # the CI smoke: the tables' own counters, not a timing
+        tot = r["inv_per"] + r["status_per"]
+        if r["held"] < r["n"] or not 0 < r["inv_per"] <= 35 or tot > TARGET:
+            sys.exit("bench_mem: %d of %d orders held, %.1f + %.1f B/order (want <= 35, sum <= %d)"
+                     % (r["held"], r["n"], r["inv_per"], r["status_per"], TARGET))
+
+
+if __name__ == "__main__":
+    main()
