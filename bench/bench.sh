@@ -16,6 +16,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 for t in python3 wrk; do
     command -v "$t" >/dev/null 2>&1 || { echo "bench: $t not found (deploy/ installs it)" >&2; exit 2; }
 done
-python3 "$HERE/bench.py" "$@"
-# gateway memory per accepted order (issue 10), same run
-exec python3 "$HERE/bench_mem.py"
+[ "${BENCH_ONLY:-}" = mem ] || python3 "$HERE/bench.py" "$@"
+# gateway memory per accepted order (issue 10), same run (BENCH_ONLY=mem: alone)
+case "${BENCH_ONLY:-}" in
+""|mem) exec python3 "$HERE/bench_mem.py" ;;
+esac
