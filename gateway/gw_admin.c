@@ -1126,6 +1126,35 @@ static void h_whoami(admin_call_t *a)
                                       t && t->role == GW_ROLE_WRITE ? "write" : "read");
 }
 
+/*---- health on the admin listener (no token) ----*/
+
+/*
+ * The same answers as GET /healthz and /readyz on the public port, from the
+ * admin listener's own thread: under a crowd the public port's workers may
+ * shut their door (overload.accept_pause) or queue, and a load balancer's
+ * probe must not read that as a dead process (docs/ops/runbook.md: probe here).
+ */
+static void h_healthz(admin_call_t *a)
+{
+    gw_resp_init(a->p, GW_R_OK);
+    a->p->body_len = (size_t)snprintf(a->p->body, sizeof(a->p->body), "{\"status\":\"alive\"}");
+}
+
+static void h_readyz(admin_call_t *a)
+{
+    gw_server_t *srv = a->srv;
+    bool leaving = atomic_load(&srv->draining) || atomic_load(&srv->leaving);
+    if (atomic_load(&srv->ready) && !leaving) {
+        gw_resp_init(a->p, GW_R_OK);
+        a->p->body_len = (size_t)snprintf(a->p->body, sizeof(a->p->body),
+                                          "{\"status\":\"ready\",\"inventory\":\"%s\"}",
+                                          inv_backend_name(srv->inv));
+    } else {
+        gw_resp_error(a->p, GW_R_UNAVAILABLE, NULL, "%s",
+                      leaving ? "draining: shutting down" : "starting up");
+    }
+}
+
 /*---- the dashboard (static, embedded; holds no data, so no token) ----*/
 
 static void h_dashboard(admin_call_t *a)
@@ -1331,6 +1360,8 @@ static void h_degrade_put(admin_call_t *a)
 /* method, path ({name} = one segment), role needed, handler */
 #define GW_ADMIN_ROUTES(XX)                                                                        \
     XX("GET", "/admin/", NONE, h_dashboard)                                                        \
+    XX("GET", "/healthz", NONE, h_healthz)                                                         \
+    XX("GET", "/readyz", NONE, h_readyz)                                                           \
     XX("GET", "/admin/assets/{file}", NONE, h_asset)                                               \
     XX("GET", "/metrics", READ, h_metrics)                                                         \
     XX("GET", "/admin/v1/whoami", READ, h_whoami)                                                  \

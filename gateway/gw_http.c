@@ -333,6 +333,7 @@ static void drive(gw_worker_t *w)
     int again = 0;
     while (MHD_get_timeout(w->mhd, &to) == MHD_YES && to == 0 && again++ < 8)
         MHD_run(w->mhd);
+    gw_ol_after_run(w);
     if (MHD_get_timeout(w->mhd, &to) == MHD_YES)
         uv_timer_start(&w->timer, on_timer, to, 0);
     else
@@ -497,7 +498,7 @@ struct MHD_Daemon *gw__mhd_start(const struct sockaddr *sa, unsigned flags, bool
                             MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)(reuse ? 1 : 0),
                             MHD_OPTION_CONNECTION_LIMIT, max_conn, MHD_OPTION_CONNECTION_TIMEOUT,
                             timeout_s, MHD_OPTION_NOTIFY_COMPLETED, done, cls,
-                            MHD_OPTION_LISTEN_BACKLOG_SIZE, 4096u,
+                            MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)GW_LISTEN_BACKLOG,
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)GW_CONN_MEMORY,
                             MHD_OPTION_ARRAY, extra ? extra : none, MHD_OPTION_END);
 }

@@ -268,6 +268,8 @@ void gw_orders_stats(gw_orders_t *t, gw_orders_stats_t *out);
 /* Prepared 503 answers per worker: reasons x messages x Retry-After values
  * (3 by default); a wider Retry-After range builds the rest per request. */
 #define GW_OL_CACHE 64
+/* listen() backlog of a worker's socket (gw_http.c; gw_overload.c reopens with it). */
+#define GW_LISTEN_BACKLOG 4096
 
 /* A prepared 429 and what it says; reused while a scope keeps refusing alike. */
 typedef struct gw_rl_cache {
@@ -612,6 +614,8 @@ void gw_ol_worker_start(gw_worker_t *w);
 void gw_ol_worker_stop(gw_worker_t *w);
 /* Start of a loop iteration that runs MHD (stamps the time requests are read). Loop thread. */
 void gw_ol_iteration(gw_worker_t *w);
+/* After MHD ran: shuts or reopens the worker's door (gw_overload.c). Loop thread. */
+void gw_ol_after_run(gw_worker_t *w);
 /* A request head was read: records its queuing delay. Loop thread. */
 void gw_ol_request_head(gw_req_t *r);
 /* After the buy body is parsed: DAGOR user priority. false: answered 503. Loop thread. */

@@ -14,12 +14,20 @@
  *    the time since its loop iteration started plus the last lag;
  *  - dependency RTT: from gw_ol_acquire to gw_ol_release.
  *
- * Backpressure: at level 3, while a worker's queuing delay is over target,
- * its listening socket leaves MHD's epoll set (EPOLL_CTL_DEL; MHD puts it
- * there with data.ptr = the daemon, and we put it back the same way), so new
- * connections wait in the kernel's accept queue (and the load balancer sees a
- * slow node) instead of costing us an accept, a read and a 503 nobody waits
- * for. docs/design.md "Overload control" has the cost model.
+ * Backpressure (the "door"): when a worker's accept queue (the kernel's
+ * queue of connections it has not accepted yet, TCP_INFO's tcpi_unacked on the
+ * listening socket) holds more than overload.queue_target's worth of its
+ * measured request rate, the worker stops listening: shutdown() on the
+ * listening socket (kept bound), so the kernel answers new SYNs with a RST
+ * (connection refused) at no cost to this process, and a load balancer tries
+ * another node at once. The connections queued at that moment are reset too
+ * (they would have waited past the target). When the worker has finished what
+ * it accepted, listen() again reopens the door. Why not just pause accepting
+ * (leave them in the kernel's queue) or shrink the backlog: a queue of 4096
+ * makes every admitted request wait seconds (measured: admitted p99 ~2 s
+ * under a 5% CPU cap), and a full backlog drops SYNs silently, so the client
+ * retries after 1 s and the retried requests are the ones served, seconds
+ * late. docs/design.md "Overload control" has the cost model.
  */
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
@@ -31,10 +39,25 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 
 #define GW_OL_TICK_MS 10
-#define GW_OL_PAUSE_BUSY_PCT 90
+/* The door never shuts for fewer queued connections than this (a burst of
+ * connects at an idle worker is not an overload). */
+#define GW_OL_DOOR_MIN_QUEUE 64
+/* While shut, keep-alive connections past the budget (at least this many
+ * kept) close after their answer (door_trim). */
+#define GW_OL_DOOR_MIN_CONNS 16
+/* A shut door reopens after this many idle ticks, or after GW_OL_DOOR_HOLD_US
+ * to look whether the crowd is still there (door_reopen_maybe). */
+#define GW_OL_DOOR_IDLE_TICKS 2
+#define GW_OL_DOOR_HOLD_US 250000u
+/* The request rate that sizes the door is measured over windows this long. */
+#define GW_OL_RATE_WINDOW_US 100000u
 
 typedef struct gw_ol_worker {
     gw_worker_t *w;
@@ -49,10 +72,19 @@ typedef struct gw_ol_worker {
     uint64_t iter_start_us; /* current loop iteration */
     uint64_t win_idle_ns, win_start_ns; /* uv_metrics_idle_time at the window start */
     uint64_t rnd;
-    bool paused;
+    /* the door (top of this file) */
+    bool door_ok;           /* the port was given explicitly: listen() again keeps it */
+    bool paused;            /* the door is shut */
+    uint64_t shut_us;       /* when it was shut */
+    uint32_t begun_tick;    /* requests begun since the last tick */
+    uint32_t idle_ticks;    /* ticks in a row with the door shut and nothing to do */
+    uint64_t door_check_ms; /* uv_now of the last accept-queue look */
+    uint32_t live;          /* requests begun and not finished */
+    double rate;            /* requests/s, smoothed */
+    uint64_t rate_start_us, rate_reqs;
     _Atomic bool pub_paused;
     _Atomic uint64_t shed[GW_CRIT_COUNT];
-    _Atomic uint64_t shed_users, accept_pauses;
+    _Atomic uint64_t shed_users, accept_pauses, accept_reset, accept_trimmed;
 } gw_ol_worker_t;
 
 typedef struct gw_overload {
@@ -155,6 +187,12 @@ void gw_ol_worker_start(gw_worker_t *w)
     }
     gw_qdelay_init(&o->q, ol->target_us, ol->interval_us, now);
     o->rnd = now ^ ((uint64_t)w->index << 32);
+    /* A socket bound to port 0 gets a new port from listen() after a shutdown. */
+    char host[128];
+    unsigned port = 0;
+    o->door_ok = gw_config_split_hostport(w->srv->cfg->listen, host, sizeof(host), &port) == 0 &&
+                 port != 0;
+    o->rate_start_us = now;
     /* Time spent waiting in epoll, to tell our own load from a starved CPU. */
     uv_loop_configure(&w->loop, UV_METRICS_IDLE_TIME);
     o->win_start_ns = uv_hrtime();
@@ -194,6 +232,34 @@ void gw_ol_iteration(gw_worker_t *w)
         w->ol->iter_start_us = now_us();
 }
 
+/* What this worker serves in one queue target (at least `floor`): a deeper
+ * queue, in the kernel or in open connections, waits longer than the target. */
+static uint32_t door_budget(const gw_ol_worker_t *o, uint32_t floor)
+{
+    double fit = o->rate * (double)o->q.target_us / 1e6;
+    return fit > floor ? (uint32_t)fit : floor;
+}
+
+/*
+ * While the door is shut, a keep-alive connection still brings a request as
+ * soon as its last answer left, so the connections already open are a queue
+ * of their own (measured: 428 of them kept admitted p99 at 1.4 s with the
+ * door shut). Past the budget, this request's connection closes after its
+ * answer: a "Connection: close" added to the request makes MHD answer with
+ * Connection: close and close it (RFC 9112 9.6), and the client learns it
+ * from the answer, not from a reset under a request already sent.
+ */
+static void door_trim(gw_ol_worker_t *o, gw_req_t *r)
+{
+    const union MHD_DaemonInfo *ci =
+        MHD_get_daemon_info(o->w->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    if (!ci || !r->conn || ci->num_connections <= door_budget(o, GW_OL_DOOR_MIN_CONNS))
+        return;
+    if (MHD_set_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONNECTION, "close") ==
+        MHD_YES)
+        atomic_fetch_add_explicit(&o->accept_trimmed, 1, memory_order_relaxed);
+}
+
 void gw_ol_request_head(gw_req_t *r)
 {
     gw_ol_worker_t *o = r->w->ol;
@@ -202,6 +268,11 @@ void gw_ol_request_head(gw_req_t *r)
     uint64_t now = now_us();
     uint64_t in_iter = now > o->iter_start_us ? now - o->iter_start_us : 0;
     gw_qdelay_sample(&o->q, in_iter + o->lag_us, true);
+    o->live++;
+    o->rate_reqs++;
+    o->begun_tick++;
+    if (o->paused)
+        door_trim(o, r);
 }
 
 gw_level_t gw_ol_level(gw_server_t *srv)
@@ -267,7 +338,24 @@ static void evaluate(gw_server_t *srv, uint64_t now)
     }
 }
 
-/* Stops or resumes accepting connections (see the top of this file). Loop thread. */
+/* Connections waiting in the kernel for this worker's accept(); 0 if unknown. */
+static uint32_t accept_queue(int fd)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    memset(&ti, 0, sizeof(ti));
+    /* On a listening socket Linux reports the accept queue's length in tcpi_unacked. */
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)
+        return 0;
+    return ti.tcpi_unacked;
+}
+
+/*
+ * Shuts or reopens the door (see the top of this file). Shut: the listening
+ * socket leaves MHD's epoll set (EPOLL_CTL_DEL; MHD put it there with
+ * data.ptr = the daemon, and we put it back the same way) and stops
+ * listening; open: listen() again, back into the set. Loop thread.
+ */
 static void set_paused(gw_ol_worker_t *o, bool pause)
 {
     gw_worker_t *w = o->w;
@@ -279,17 +367,78 @@ static void set_paused(gw_ol_worker_t *o, bool pause)
         return;
     if (pause) {
         /* Fails (ENOENT) when MHD took it out itself (at its connection limit): then
-         * MHD manages it and we do not pause. */
+         * MHD manages it and we leave the door alone. */
         if (epoll_ctl(ei->epoll_fd, EPOLL_CTL_DEL, li->listen_fd, NULL) != 0)
             return;
+        uint32_t queued = accept_queue(li->listen_fd);
+        if (shutdown(li->listen_fd, SHUT_RD) != 0) {
+            struct epoll_event ev = {.events = EPOLLIN, .data.ptr = w->mhd};
+            (void)epoll_ctl(ei->epoll_fd, EPOLL_CTL_ADD, li->listen_fd, &ev);
+            return;
+        }
+        o->shut_us = now_us();
+        o->idle_ticks = 0;
         atomic_fetch_add_explicit(&o->accept_pauses, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&o->accept_reset, queued, memory_order_relaxed);
     } else {
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = w->mhd};
-        if (epoll_ctl(ei->epoll_fd, EPOLL_CTL_ADD, li->listen_fd, &ev) != 0)
-            cm_log_error("overload", "cannot resume accepting", "worker=%u", w->index);
+        if (listen(li->listen_fd, GW_LISTEN_BACKLOG) != 0 ||
+            epoll_ctl(ei->epoll_fd, EPOLL_CTL_ADD, li->listen_fd, &ev) != 0)
+            cm_log_error("overload", "cannot reopen the listening socket", "worker=%u errno=%d",
+                         w->index, errno);
     }
     o->paused = pause;
     atomic_store_explicit(&o->pub_paused, pause, memory_order_relaxed);
+}
+
+/* Whether the door may shut now: configured, automatic (an operator's pin to
+ * 0..2 turns it off; 3 "protect" keeps it), and a port that listen() keeps. */
+static bool door_allowed(gw_ol_worker_t *o)
+{
+    gw_overload_t *ol = o->w->srv->ol;
+    int pinned = atomic_load_explicit(&ol->pinned, memory_order_relaxed);
+    return ol->accept_pause && o->door_ok && (pinned < 0 || pinned == GW_LEVEL_PROTECT);
+}
+
+/*
+ * Reopens a shut door when this worker has nothing to do: GW_OL_DOOR_IDLE_TICKS
+ * ticks in a row began no request and none is in progress (but those waiting
+ * on a dependency). Counted in ticks, not in time: a process throttled by a
+ * CPU quota sees 20 ms gaps in which nothing began because it did not run.
+ * Reopens also after GW_OL_DOOR_HOLD_US, to look whether the crowd is still
+ * there. While shut, the keep-alive connections already open (a load
+ * balancer's pool, a CDN edge's) still bring requests and keep the worker
+ * busy: only new connections are refused. From the tick. Loop thread.
+ */
+static void door_reopen_maybe(gw_ol_worker_t *o, uint64_t now)
+{
+    gw_worker_t *w = o->w;
+    if (o->begun_tick == 0 && o->live <= w->suspended)
+        o->idle_ticks++;
+    else
+        o->idle_ticks = 0;
+    o->begun_tick = 0;
+    if (o->idle_ticks >= GW_OL_DOOR_IDLE_TICKS || now - o->shut_us >= GW_OL_DOOR_HOLD_US ||
+        !door_allowed(o))
+        set_paused(o, false);
+}
+
+void gw_ol_after_run(gw_worker_t *w)
+{
+    gw_ol_worker_t *o = w->ol;
+    if (!o)
+        return;
+    if (o->paused)
+        return; /* the tick reopens it */
+    uint64_t ms = uv_now(&w->loop);
+    if (ms == o->door_check_ms || !door_allowed(o))
+        return; /* at most one look a millisecond */
+    o->door_check_ms = ms;
+    const union MHD_DaemonInfo *li = MHD_get_daemon_info(w->mhd, MHD_DAEMON_INFO_LISTEN_FD);
+    if (!li || li->listen_fd == MHD_INVALID_SOCKET)
+        return;
+    if (accept_queue(li->listen_fd) > door_budget(o, GW_OL_DOOR_MIN_QUEUE))
+        set_paused(o, true);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -302,10 +451,17 @@ static void on_tick(uv_timer_t *t)
     o->lag_us = now > o->tick_due_us ? now - o->tick_due_us : 0;
     o->tick_due_us = now + GW_OL_TICK_MS * 1000u;
     gw_qdelay_sample(&o->q, o->lag_us, false);
+    if (now - o->rate_start_us >= GW_OL_RATE_WINDOW_US) {
+        double r = (double)o->rate_reqs * 1e6 / (double)(now - o->rate_start_us);
+        o->rate = o->rate > 0 ? 0.5 * o->rate + 0.5 * r : r;
+        o->rate_start_us = now;
+        o->rate_reqs = 0;
+    }
+    if (o->paused)
+        door_reopen_maybe(o, now);
     for (unsigned i = 0; i < o->ndeps; i++)
         gw_alimit_tick(&o->dep[i], now);
     gw_level_t level = gw_ol_level(srv);
-    bool pinned = atomic_load_explicit(&ol->pinned, memory_order_relaxed) >= 0;
     /* DAGOR's user cut moves only once the non-critical work is already shed
      * (level >= 2), and not when an operator pinned the level to 0 or 1. */
     if (now < o->q.win_start_us + o->q.interval_us)
@@ -320,12 +476,7 @@ static void on_tick(uv_timer_t *t)
     if (pthread_mutex_trylock(&ol->mu) == 0) {
         evaluate(srv, now);
         pthread_mutex_unlock(&ol->mu);
-        level = gw_ol_level(srv);
     }
-    /* Not accepting is for a loop that cannot keep up with its own work. */
-    bool pause = ol->accept_pause && level == GW_LEVEL_PROTECT && o->q.over &&
-                 o->q.busy_pct >= GW_OL_PAUSE_BUSY_PCT && !pinned;
-    set_paused(o, pause);
 }
 
 /*---- admission ----*/
@@ -513,6 +664,9 @@ void gw_ol_release(gw_req_t *r, unsigned dep, gw_al_outcome_t out)
 
 void gw_ol_release_all(gw_req_t *r)
 {
+    gw_ol_worker_t *o = r->w->ol;
+    if (o && o->live)
+        o->live--;
     while (r->ol_held) {
         unsigned dep = (unsigned)__builtin_ctzll(r->ol_held);
         gw_ol_release(r, dep, GW_AL_IGNORE);
@@ -585,6 +739,8 @@ void gw_overload_snapshot(gw_server_t *srv, gw_ol_snapshot_t *out)
             out->shed[c] += atomic_load_explicit(&o->shed[c], memory_order_relaxed);
         out->shed_users += atomic_load_explicit(&o->shed_users, memory_order_relaxed);
         out->accept_pauses += atomic_load_explicit(&o->accept_pauses, memory_order_relaxed);
+        out->accept_reset += atomic_load_explicit(&o->accept_reset, memory_order_relaxed);
+        out->accept_trimmed += atomic_load_explicit(&o->accept_trimmed, memory_order_relaxed);
         out->accept_paused += atomic_load_explicit(&o->pub_paused, memory_order_relaxed) ? 1 : 0;
         for (unsigned d = 0; d < ndeps; d++) {
             gw_ol_dep_snap_t *s = &out->deps[d];
@@ -630,7 +786,7 @@ void gw_overload_stats(gw_server_t *srv, void *json_obj)
     for (int c = 0; c < GW_CRIT_COUNT; c++)
         json_object_set_new(shed, gw_crit_name((gw_crit_t)c), json_integer((json_int_t)s->shed[c]));
     json_t *o = json_pack(
-        "{s:i,s:s,s:s,s:b,s:s,s:s,s:I,s:b,s:f,s:f,s:i,s:i,s:o,s:I,s:I,s:i,s:o}", "level",
+        "{s:i,s:s,s:s,s:b,s:s,s:s,s:I,s:b,s:f,s:f,s:i,s:i,s:o,s:I,s:I,s:i,s:I,s:I,s:o}", "level",
         s->level,
         "level_name", gw_level_name((gw_level_t)s->level), "mode", s->pinned ? "pinned" : "auto",
         "pinned", s->pinned, "reason", s->reason, "since", since, "level_changes",
@@ -638,7 +794,9 @@ void gw_overload_stats(gw_server_t *srv, void *json_obj)
         (double)s->queue_delay_us / 1000.0, "queue_target_ms", (double)s->queue_target_us / 1000.0,
         "loop_busy_pct", (int)s->loop_busy_pct, "buy_admit_pct", (int)s->buy_admit_pct, "shed", shed, "shed_users",
         (json_int_t)s->shed_users, "accept_pauses", (json_int_t)s->accept_pauses,
-        "accept_paused_workers", (int)s->accept_paused, "limits", deps);
+        "accept_paused_workers", (int)s->accept_paused, "accept_reset",
+        (json_int_t)s->accept_reset, "accept_closed_keepalive", (json_int_t)s->accept_trimmed,
+        "limits", deps);
     json_object_set_new(json_obj, "overload", o);
     free(s);
 }

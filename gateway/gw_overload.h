@@ -253,8 +253,10 @@ typedef struct gw_ol_snapshot {
     uint32_t buy_admit_pct;    /* share of user priorities admitted (min over workers) */
     uint64_t shed[GW_CRIT_COUNT]; /* requests answered 503 or fallback per criticality */
     uint64_t shed_users;       /* buys refused by user priority */
-    uint64_t accept_pauses;    /* times a worker stopped accepting connections */
-    uint32_t accept_paused;    /* workers not accepting right now */
+    uint64_t accept_pauses;    /* times a worker shut its door (stopped listening) */
+    uint32_t accept_paused;    /* workers not listening right now */
+    uint64_t accept_reset;     /* connections queued in the kernel when a door shut (reset) */
+    uint64_t accept_trimmed;   /* keep-alive connections closed after their answer, door shut */
     unsigned ndeps;
     gw_ol_dep_snap_t deps[GW_OL_DEPS_MAX];
 } gw_ol_snapshot_t;
