@@ -5,9 +5,10 @@
  *
  * Memory budget, per known order: one 16-byte slot (the 64-bit order id, the
  * sale's index, qty, status, a reason code) in an open-addressing table that
- * is at most 3/4 full, plus the 8-byte id in its shard's arrival ring (the
- * eviction order): 16 * 4/3 + 8 = 29.3 bytes, allocated once at start for
- * orders.max_known orders (1,000,000 by default: 28 MiB). Nothing else is
+ * is at most 7/8 full (Robin Hood probing, below), plus the 8-byte id in its
+ * shard's arrival ring (the eviction order): 16 * 8/7 + 8 = 26.3 bytes,
+ * allocated (and paged in) once at start for orders.max_known orders
+ * (1,000,000 by default: 25 MiB). Nothing else is
  * kept per order: accepted_at and the node are read from the id itself, the
  * user id is not kept at all (the status answer does not show it), sale ids
  * are interned (one copy per sale), and reasons are interned too: the first
@@ -62,6 +63,7 @@ typedef struct shard {
 
 struct gw_orders {
     shard_t shards[SHARDS];
+    uint64_t gen; /* serial number of this table, from 1 */
     uint64_t max_known;
     size_t bytes;
     /* interned sale ids: names[i], found through idx (open addressing of i + 1) */
@@ -94,14 +96,43 @@ static shard_t *shard_of(gw_orders_t *t, uint64_t id, uint64_t *h)
     return &t->shards[*h >> 58]; /* top 6 bits: SHARDS = 64 */
 }
 
+/* Home slot: the hash's low 32 bits scaled to nslots (Lemire's fastrange, no
+ * division; the shard came from the top 6 bits). */
 static size_t home(const shard_t *s, uint64_t h)
 {
-    return (size_t)(h % s->nslots);
+    return (size_t)(((h & 0xffffffffu) * (uint64_t)s->nslots) >> 32);
+}
+
+static size_t next_slot(const shard_t *s, size_t i)
+{
+    return i + 1 == s->nslots ? 0 : i + 1;
+}
+
+/* How far slot i lies from the home of the order in it. */
+static size_t dist(const shard_t *s, size_t i, uint64_t id)
+{
+    size_t k = home(s, mix(id));
+    return i >= k ? i - k : i + s->nslots - k;
+}
+
+/*
+ * Writes one byte of every page: the table is resident from the start, so the
+ * gateway's RSS does not creep up by a page per order over the first hours of
+ * traffic (the soak saw that as growth) and a machine without the memory
+ * fails at start, not mid-sale. calloc's fresh pages are only mapped.
+ */
+static void prefault(void *p, size_t n)
+{
+    volatile char *c = p;
+    for (size_t i = 0; i < n; i += 4096)
+        c[i] = 0;
 }
 
 gw_orders_t *gw_orders_new(uint64_t max_known)
 {
+    static _Atomic uint64_t tables;
     gw_orders_t *t = cm_xcalloc(1, sizeof(*t));
+    t->gen = atomic_fetch_add(&tables, 1) + 1;
     if (max_known < SHARDS)
         max_known = SHARDS;
     t->max_known = max_known;
@@ -110,9 +141,11 @@ gw_orders_t *gw_orders_new(uint64_t max_known)
         shard_t *s = &t->shards[i];
         pthread_mutex_init(&s->lock, NULL);
         s->cap = cap;
-        s->nslots = cap + cap / 3 + 1; /* at most 3/4 full */
+        s->nslots = cap + cap / 7 + 1; /* at most 7/8 full (Robin Hood keeps probes short) */
         s->slots = cm_xcalloc(s->nslots, sizeof(slot_t));
         s->ring = cm_xcalloc(cap, sizeof(uint64_t));
+        prefault(s->slots, s->nslots * sizeof(slot_t));
+        prefault(s->ring, cap * sizeof(uint64_t));
         t->bytes += s->nslots * sizeof(slot_t) + cap * sizeof(uint64_t);
     }
     pthread_rwlock_init(&t->sales_lock, NULL);
@@ -151,8 +184,32 @@ static size_t name_slot(const gw_orders_t *t, const char *s, size_t len)
     return i;
 }
 
+/* The last sale each thread interned: a worker puts run after run of one
+ * sale's orders, and an index never changes once handed out (names are never
+ * removed), so the lock and the hash are skipped while the sale is the same. */
+static _Thread_local struct {
+    uint64_t gen; /* the table's serial number: a freed table's address may come back */
+    uint32_t idx;
+    char name[INV_SALE_ID_MAX + 1];
+} last_sale;
+
+static int64_t sale_index_slow(gw_orders_t *t, const char *sale_id);
+
 /* The sale's index, interned on first sight. -1 past SALES_MAX. */
 static int64_t sale_index(gw_orders_t *t, const char *sale_id)
+{
+    if (last_sale.gen == t->gen && strcmp(last_sale.name, sale_id) == 0)
+        return last_sale.idx;
+    int64_t v = sale_index_slow(t, sale_id);
+    if (v >= 0 && strlen(sale_id) < sizeof(last_sale.name)) {
+        last_sale.gen = t->gen;
+        last_sale.idx = (uint32_t)v;
+        strcpy(last_sale.name, sale_id);
+    }
+    return v;
+}
+
+static int64_t sale_index_slow(gw_orders_t *t, const char *sale_id)
 {
     size_t len = strlen(sale_id);
     pthread_rwlock_rdlock(&t->sales_lock);
@@ -211,12 +268,20 @@ static uint8_t reason_code(gw_orders_t *t, const char *reason)
 
 /*---- the table ----*/
 
+/*
+ * Robin Hood linear probing (Celis 1986): an order never sits farther from its
+ * home than the one before it would allow, so a lookup stops at the first slot
+ * nearer its own home than the probe is, and a miss (every put) reads a slot
+ * or two even 7/8 full. Deletion shifts the run after the hole back.
+ */
 static slot_t *find(shard_t *s, uint64_t h, uint64_t id)
 {
-    for (size_t i = home(s, h);; i = (i + 1) % s->nslots) {
-        if (s->slots[i].id == id)
+    size_t i = home(s, h);
+    for (size_t d = 0;; d++, i = next_slot(s, i)) {
+        uint64_t cur = s->slots[i].id;
+        if (cur == id)
             return &s->slots[i];
-        if (s->slots[i].id == 0)
+        if (cur == 0 || dist(s, i, cur) < d)
             return NULL;
     }
 }
@@ -224,18 +289,12 @@ static slot_t *find(shard_t *s, uint64_t h, uint64_t id)
 /* Deletes slot i, shifting the entries after it back (no tombstones). */
 static void slot_delete(shard_t *s, size_t i)
 {
-    size_t j = i;
     for (;;) {
-        j = (j + 1) % s->nslots;
-        if (s->slots[j].id == 0)
+        size_t j = next_slot(s, i);
+        if (s->slots[j].id == 0 || dist(s, j, s->slots[j].id) == 0)
             break;
-        size_t k = home(s, mix(s->slots[j].id));
-        /* the entry at j may fill the hole at i unless its home lies in (i, j] */
-        bool stays = i <= j ? (k > i && k <= j) : (k > i || k <= j);
-        if (!stays) {
-            s->slots[i] = s->slots[j];
-            i = j;
-        }
+        s->slots[i] = s->slots[j];
+        i = j;
     }
     s->slots[i].id = 0;
 }
@@ -280,13 +339,29 @@ static slot_t *insert(shard_t *s, uint64_t h, uint64_t id, uint32_t sale, uint32
 {
     if (s->count >= s->cap)
         evict_one(s);
+    slot_t e = {.id = id, .sale = sale, .qty = (uint16_t)qty, .status = OQ_STATUS_QUEUED};
+    slot_t *mine = NULL; /* where the new order lands (it may be displaced on) */
     size_t i = home(s, h);
-    while (s->slots[i].id != 0)
-        i = (i + 1) % s->nslots;
-    slot_t *e = &s->slots[i];
-    *e = (slot_t){.id = id, .sale = sale, .qty = (uint16_t)qty, .status = OQ_STATUS_QUEUED};
+    for (size_t d = 0;; d++, i = next_slot(s, i)) {
+        slot_t *x = &s->slots[i];
+        if (x->id == 0) {
+            *x = e;
+            if (!mine)
+                mine = x;
+            break;
+        }
+        size_t xd = dist(s, i, x->id);
+        if (xd < d) { /* the richer entry moves on */
+            slot_t t = *x;
+            *x = e;
+            e = t;
+            d = xd;
+            if (!mine)
+                mine = x;
+        }
+    }
     ring_push(s, id);
-    return e;
+    return mine;
 }
 
 /* The numeric id of an order id, or 0 if it is not one of ours (cm_id). */
