@@ -13,7 +13,9 @@ end and costs what it costs at capacity. Printed, per accepted order:
   - the order-status table (orders.table_bytes / orders.max_known);
   - the gateway's anonymous RSS (RssAnon: heap and anonymous mmaps, not the
     spool's page cache) after minus before, over the orders accepted: what the
-    process really grew by, allocator and connection buffers included.
+    process really grew by, allocator and connection buffers included; the
+    status table is paged in at start (it is in "before"), so its per-order
+    cost is added back for the comparison with the target.
 
 The RSS "before" is taken after a warm-up against a sold-out sale (connections
 and request pools allocated, no order taken), so the tables are the only thing
@@ -110,20 +112,21 @@ def report(r):
     print("  sale of %d units, per_user_limit 1; %d orders from distinct users accepted through "
           "HTTP in %.0f s (wrk -c64, 2 workers); orders.max_known = %d"
           % (STOCK, r["held"], r["secs"], r["n"]))
+    rss_sum = r["rss_per"] + r["status_per"]
     rows = [("held-order table (inventory)", "%d" % r["inv_bytes"], "%.1f" % r["inv_per"]),
             ("order-status table (orders.max_known)", "%d" % r["status_bytes"],
              "%.1f" % r["status_per"]),
             ("sum of the tables", "%d" % (r["inv_bytes"] + r["status_bytes"]),
              "%.1f" % (r["inv_per"] + r["status_per"])),
-            ("gateway RssAnon growth", "%d" % ((r["rss1"] - r["rss0"]) * 1024),
-             "%.1f" % r["rss_per"])]
+            ("gateway RssAnon growth while buying", "%d" % ((r["rss1"] - r["rss0"]) * 1024),
+             "%.1f" % r["rss_per"]),
+            ("RssAnon growth + status table", "", "%.1f" % rss_sum)]
     bench.table(["memory per accepted order", "bytes", "B/order"], rows)
     tot = r["inv_per"] + r["status_per"]
     print("  target <= %d B/order (per-user mark + status entry): tables %.1f, RSS %.1f -> %s"
-          % (TARGET, tot, r["rss_per"],
-             "met" if max(tot, r["rss_per"]) <= TARGET else "NOT met"))
-    print("  RssAnon %d KiB before, %d KiB after; the status table is allocated at start and "
-          "paged in as orders land in it" % (r["rss0"], r["rss1"]))
+          % (TARGET, tot, rss_sum, "met" if max(tot, rss_sum) <= TARGET else "NOT met"))
+    print("  RssAnon %d KiB before, %d KiB after; the status table is paged in at start, so it "
+          "is in 'before' and added back at its per-order cost" % (r["rss0"], r["rss1"]))
 
 
 def main():
