@@ -127,6 +127,11 @@ int cm_redis_url_parse(const char *url, cm_redis_url_t *out, char *errbuf, size_
         cm_errbuf_set(errbuf, errlen, "redis url: a seed list wants redis-cluster://");
         return CM_EINVAL;
     }
+    size_t hl = strlen(hostpart);
+    if (hl && (hostpart[0] == ',' || hostpart[hl - 1] == ',' || strstr(hostpart, ",,"))) {
+        cm_errbuf_set(errbuf, errlen, "redis url: an empty seed in the list");
+        return CM_EINVAL;
+    }
     char *save = NULL;
     for (char *hp = strtok_r(hostpart, ",", &save); hp; hp = strtok_r(NULL, ",", &save)) {
         if (out->nseeds == CM_REDIS_SEEDS_MAX) {

@@ -12,9 +12,11 @@
  *   setting.
  */
 #include "gateway/gw_config.h"
+
 #include "common/cm_err.h"
 #include "common/cm_log.h"
 #include "common/cm_rate.h"
+#include "common/cm_url.h"
 #include "inventory/inv.h"
 #include "queue/oq_order.h"
 
@@ -126,13 +128,18 @@ static const char *v_nonempty(const void *v)
     return *(const char *)v ? NULL : "must not be empty";
 }
 
-/* "memory" or "redis://[user:pass@]host[:port][/db]". */
+static const char *v_inventory_cluster(const char *s, const char *rule);
+
+/* "memory", "redis://[user:pass@]host[:port][/db]" or "redis-cluster://[user:pass@]host[:port],...". */
 static const char *v_inventory(const void *v)
 {
     const char *s = v;
-    static const char rule[] = "must be \"memory\" or redis://[user:password@]HOST[:PORT][/DB]";
+    static const char rule[] = "must be \"memory\", redis://[user:password@]HOST[:PORT][/DB] or "
+                               "redis-cluster://[user:password@]HOST[:PORT][,HOST[:PORT]...]";
     if (strcmp(s, "memory") == 0)
         return NULL;
+    if (strncmp(s, "redis-cluster://", 16) == 0)
+        return v_inventory_cluster(s, rule);
     if (strncmp(s, "redis://", 8) != 0)
         return rule;
     const char *hp = s + 8;
@@ -170,6 +177,19 @@ static const char *v_inventory(const void *v)
         return host_ok(host, true) ? NULL : rule;
     }
     return host_ok(buf, false) ? NULL : rule;
+}
+
+/* A seed list: every seed a host[:port], no database but 0 (cm_url parses it the same way). */
+static const char *v_inventory_cluster(const char *s, const char *rule)
+{
+    cm_redis_url_t u;
+    char why[256];
+    if (cm_redis_url_parse(s, &u, why, sizeof(why)) != 0)
+        return rule;
+    for (int i = 0; i < u.nseeds; i++)
+        if (!host_ok(u.seed[i].host, strchr(u.seed[i].host, ':') != NULL))
+            return rule;
+    return NULL;
 }
 
 /* "embedded" or host:port[,host:port...]. */
@@ -513,8 +533,10 @@ const cm_opt_t gw_config_opts[] = {
     {"log.summary_interval", CM_OPT_MS, OFF(summary_interval_ms), 0, "10s", 0, 3600000, NULL, 0,
      NULL, "DURATION", "how often counts of rejections are logged, 0 = never", NULL},
     {"inventory.backend", CM_OPT_STR, OFF(inventory), SZ(inventory), "memory", 0, 0, NULL, 0,
-     "inventory", "memory|redis://HOST:PORT[/DB]",
-     "where stock lives: in this process, or Redis shared by the fleet", v_inventory},
+     "inventory", "memory|redis://HOST:PORT[/DB]|redis-cluster://HOST:PORT,...",
+     "where stock lives: in this process, or Redis shared by the fleet (one server, or a Redis "
+     "Cluster named by a seed list)",
+     v_inventory},
     {"inventory.max_held_orders", CM_OPT_UINT, OFF(inv_max_held_orders), 0,
      XSTR(INV_MEM_MAX_HELD_DEFAULT), 16,
      4000000000, NULL, 0, NULL, "N",

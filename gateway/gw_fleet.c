@@ -463,7 +463,7 @@ static void *fleet_thread(void *arg)
 
 static bool fleet_enabled(const gw_server_t *srv)
 {
-    return strncmp(srv->cfg->inventory, "redis://", 8) == 0;
+    return cm_redis_url_is(srv->cfg->inventory);
 }
 
 static void fleet_free(gw_fleet_t *f)

@@ -226,7 +226,7 @@ int gw_status_key_load(gw_server_t *srv, char *errbuf, size_t errlen)
         }
     }
     bool changed = fresh;
-    if (rc == 0 && strncmp(srv->cfg->inventory, "redis://", 8) == 0) {
+    if (rc == 0 && cm_redis_url_is(srv->cfg->inventory)) {
         bool from_fleet = false;
         rc = key_fleet(srv->cfg->inventory, srv->cfg->redis_password,
                        (uint32_t)(srv->cfg->redis_timeout_ms < 1000

@@ -9,6 +9,7 @@
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
+#include "common/cm_url.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -99,7 +100,7 @@ int inv_open_opts(inv_t **out, const char *url, const inv_opts_t *opts, char *er
     const inv_ops_t *ops;
     if (strcmp(url, "memory") == 0)
         ops = &inv__mem_ops;
-    else if (strncmp(url, "redis://", 8) == 0 || strncmp(url, "rediss://", 9) == 0)
+    else if (cm_redis_url_is(url) || strncmp(url, "rediss://", 9) == 0)
         ops = &inv__redis_ops;
     else {
         cm_errbuf_set(errbuf, errlen, "inventory: unknown backend '%s' (want memory or redis://...)",

@@ -1,7 +1,13 @@
 /*
  * The fleet's shared state in Redis: see inv_fleet.h. The scripts and key
  * names were gateway/gw_fleet.c's and gw_token.c's; moved here unchanged.
+ *
+ * Every command goes through inv_cluster's routed client, by its first key
+ * (each script's keys share one hash tag), so a redis-cluster:// address
+ * works as a redis:// one does; a subscriber and a pipeline use the raw
+ * connection of their node.
  */
+#include "inventory/inv_cluster.h"
 #include "inventory/inv_fleet.h"
 #include "inventory/inv_redis.h"
 
@@ -53,22 +59,58 @@ static const char LUA_PUBLISH[] =
     "return v\n";
 
 struct inv_fleet_conn {
-    redisContext *rc;
+    inv_cluster_t *cl;     /* the slot map (one node for redis://) */
+    inv_cluster_sync_t *s; /* owns the connections */
+    redisContext *rc;      /* the subscriber's or the pipeline's connection, else NULL */
+    size_t piped;          /* commands appended to rc, not yet read */
+    bool broken;           /* a transport failure: close and connect again */
+    char err[256];
 };
+
+/* One routed command; NULL on a transport failure (c is then broken). */
+static redisReply *fcall(inv_fleet_conn_t *c, const char *key, const char *fmt, ...)
+{
+    int err = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = inv_cluster_sync_vcmd(c->s, key, &err, fmt, ap);
+    va_end(ap);
+    if (!r) {
+        c->broken = true;
+        snprintf(c->err, sizeof(c->err), "%s", inv_cluster_sync_errstr(c->s));
+    }
+    return r;
+}
+
+/* A transport failure on the raw connection c->rc. */
+static void raw_failed(inv_fleet_conn_t *c)
+{
+    c->broken = true;
+    if (c->rc)
+        snprintf(c->err, sizeof(c->err), "%s", c->rc->errstr);
+}
 
 inv_fleet_conn_t *inv_fleet_connect(const cm_redis_url_t *addr, uint32_t timeout_ms,
                                     char *errbuf, size_t errlen)
 {
-    redisContext *rc = inv_redis_connect(addr, timeout_ms, errbuf, errlen);
-    if (!rc)
+    inv_cluster_t *cl = inv_cluster_open(addr, timeout_ms, errbuf, errlen);
+    if (!cl)
         return NULL;
     inv_fleet_conn_t *c = calloc(1, sizeof(*c));
     if (!c) {
-        redisFree(rc);
+        inv_cluster_close(cl);
         cm_errbuf_set(errbuf, errlen, "redis: out of memory");
         return NULL;
     }
-    c->rc = rc;
+    c->cl = cl;
+    c->s = inv_cluster_sync_new(cl, timeout_ms);
+    /* connect now, as callers expect of a connect */
+    int err = 0;
+    if (!inv_cluster_sync_ctx(c->s, NULL, &err)) {
+        cm_errbuf_set(errbuf, errlen, "%s", inv_cluster_sync_errstr(c->s));
+        inv_fleet_close(c);
+        return NULL;
+    }
     return c;
 }
 
@@ -76,18 +118,19 @@ void inv_fleet_close(inv_fleet_conn_t *c)
 {
     if (!c)
         return;
-    redisFree(c->rc);
+    inv_cluster_sync_free(c->s);
+    inv_cluster_close(c->cl);
     free(c);
 }
 
 const char *inv_fleet_errstr(const inv_fleet_conn_t *c)
 {
-    return c->rc->err ? c->rc->errstr : "";
+    return c->broken ? c->err : "";
 }
 
 int inv_fleet_fd(const inv_fleet_conn_t *c)
 {
-    return c->rc->fd;
+    return c->rc ? c->rc->fd : -1;
 }
 
 int inv_fleet_heartbeat(inv_fleet_conn_t *c, const char *member, const char *node_key,
@@ -99,15 +142,14 @@ int inv_fleet_heartbeat(inv_fleet_conn_t *c, const char *member, const char *nod
     snprintf(nttl, sizeof(nttl), "%d", nodeid_ttl_ms);
     redisReply *r;
     if (node_key)
-        r = redisCommand(c->rc, "EVAL %s 3 %s %s %s %s %s %s", LUA_HEARTBEAT, KEY_MEMBERS,
-                         KEY_CONFIG, node_key, member, ttl, nttl);
+        r = fcall(c, KEY_MEMBERS, "EVAL %s 3 %s %s %s %s %s %s", LUA_HEARTBEAT, KEY_MEMBERS,
+                  KEY_CONFIG, node_key, member, ttl, nttl);
     else
-        r = redisCommand(c->rc, "EVAL %s 2 %s %s %s %s %s", LUA_HEARTBEAT, KEY_MEMBERS,
-                         KEY_CONFIG, member, ttl, nttl);
+        r = fcall(c, KEY_MEMBERS, "EVAL %s 2 %s %s %s %s %s", LUA_HEARTBEAT, KEY_MEMBERS,
+                  KEY_CONFIG, member, ttl, nttl);
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
         cm_errbuf_set(errbuf, errlen, "%s",
-                      !r ? c->rc->errstr
-                         : (r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply"));
+                      !r ? c->err : (r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply"));
         if (r)
             freeReplyObject(r);
         return CM_EBACKEND;
@@ -124,7 +166,7 @@ int inv_fleet_config_get(inv_fleet_conn_t *c, uint64_t *version, char **limits,
 {
     *limits = *by = NULL;
     *limits_len = 0;
-    redisReply *r = redisCommand(c->rc, "HMGET %s version limits by", KEY_CONFIG);
+    redisReply *r = fcall(c, KEY_CONFIG, "HMGET %s version limits by", KEY_CONFIG);
     if (!r)
         return CM_EBACKEND;
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
@@ -151,15 +193,14 @@ int inv_fleet_config_get(inv_fleet_conn_t *c, uint64_t *version, char **limits,
 int inv_fleet_config_publish(inv_fleet_conn_t *c, const char *limits, const char *member,
                              const char *at, uint64_t *version, char *errbuf, size_t errlen)
 {
-    redisReply *r = redisCommand(c->rc, "EVAL %s 1 %s %s %s %s %s", LUA_PUBLISH, KEY_CONFIG,
-                                 limits, member, CHAN_EVENTS, at);
+    redisReply *r = fcall(c, KEY_CONFIG, "EVAL %s 1 %s %s %s %s %s", LUA_PUBLISH, KEY_CONFIG,
+                          limits, member, CHAN_EVENTS, at);
     int rc = 0;
     if (r && r->type == REDIS_REPLY_INTEGER) {
         *version = (uint64_t)r->integer;
     } else {
         cm_errbuf_set(errbuf, errlen, "%s",
-                      r ? (r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply")
-                        : c->rc->errstr);
+                      r ? (r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply") : c->err);
         rc = CM_EBACKEND;
     }
     if (r)
@@ -172,9 +213,9 @@ int inv_fleet_nodeid_claim(inv_fleet_conn_t *c, uint32_t n, const char *member, 
 {
     char key[64];
     snprintf(key, sizeof(key), KEY_NODEID_FMT, n);
-    redisReply *r = redisCommand(c->rc, "SET %s %s NX PX %d", key, member, ttl_ms);
+    redisReply *r = fcall(c, key, "SET %s %s NX PX %d", key, member, ttl_ms);
     if (!r) {
-        cm_errbuf_set(errbuf, errlen, "%s", c->rc->errstr);
+        cm_errbuf_set(errbuf, errlen, "%s", c->err);
         return CM_EBACKEND;
     }
     bool ok = r->type == REDIS_REPLY_STATUS;
@@ -191,33 +232,44 @@ int inv_fleet_nodeid_claim(inv_fleet_conn_t *c, uint32_t n, const char *member, 
 
 void inv_fleet_nodeid_release(inv_fleet_conn_t *c, const char *node_key)
 {
-    redisReply *d = redisCommand(c->rc, "DEL %s", node_key);
+    redisReply *d = fcall(c, node_key, "DEL %s", node_key);
     if (d)
         freeReplyObject(d);
 }
 
 void inv_fleet_announce_join(inv_fleet_conn_t *c, const char *member)
 {
-    redisReply *r = redisCommand(c->rc, "PUBLISH %s join %s", CHAN_EVENTS, member);
+    redisReply *r = fcall(c, NULL, "PUBLISH %s join %s", CHAN_EVENTS, member);
     if (r)
         freeReplyObject(r);
 }
 
 void inv_fleet_leave(inv_fleet_conn_t *c, const char *member, const char *node_key)
 {
-    redisReply *r = node_key ? redisCommand(c->rc, "EVAL %s 2 %s %s %s %s", LUA_LEAVE,
-                                            KEY_MEMBERS, node_key, member, CHAN_EVENTS)
-                             : redisCommand(c->rc, "EVAL %s 1 %s %s %s", LUA_LEAVE,
-                                            KEY_MEMBERS, member, CHAN_EVENTS);
+    redisReply *r = node_key ? fcall(c, KEY_MEMBERS, "EVAL %s 2 %s %s %s %s", LUA_LEAVE,
+                                     KEY_MEMBERS, node_key, member, CHAN_EVENTS)
+                             : fcall(c, KEY_MEMBERS, "EVAL %s 1 %s %s %s", LUA_LEAVE,
+                                     KEY_MEMBERS, member, CHAN_EVENTS);
     if (r)
         freeReplyObject(r);
 }
 
 int inv_fleet_subscribe(inv_fleet_conn_t *c, char *errbuf, size_t errlen)
 {
+    /* any node: a cluster forwards every PUBLISH to all of its nodes */
+    int err = 0;
+    c->rc = inv_cluster_sync_ctx(c->s, NULL, &err);
+    if (!c->rc) {
+        c->broken = true;
+        snprintf(c->err, sizeof(c->err), "%s", inv_cluster_sync_errstr(c->s));
+        cm_errbuf_set(errbuf, errlen, "%s", c->err);
+        return CM_EBACKEND;
+    }
     redisReply *r = redisCommand(c->rc, "SUBSCRIBE %s", CHAN_EVENTS);
     if (!r || r->type != REDIS_REPLY_ARRAY) {
-        cm_errbuf_set(errbuf, errlen, "%s", r ? "unexpected reply" : c->rc->errstr);
+        if (!r)
+            raw_failed(c);
+        cm_errbuf_set(errbuf, errlen, "%s", r ? "unexpected reply" : c->err);
         if (r)
             freeReplyObject(r);
         return CM_EBACKEND;
@@ -228,15 +280,23 @@ int inv_fleet_subscribe(inv_fleet_conn_t *c, char *errbuf, size_t errlen)
 
 int inv_fleet_sub_read(inv_fleet_conn_t *c)
 {
-    return redisBufferRead(c->rc) == REDIS_OK ? 0 : CM_EBACKEND;
+    if (!c->rc || redisBufferRead(c->rc) != REDIS_OK) {
+        raw_failed(c);
+        return CM_EBACKEND;
+    }
+    return 0;
 }
 
 int inv_fleet_sub_drain(inv_fleet_conn_t *c, bool *any)
 {
+    if (!c->rc)
+        return CM_EBACKEND;
     for (;;) {
         void *rv = NULL;
-        if (redisGetReplyFromReader(c->rc, &rv) != REDIS_OK)
+        if (redisGetReplyFromReader(c->rc, &rv) != REDIS_OK) {
+            raw_failed(c);
             return CM_EBACKEND;
+        }
         if (!rv)
             return 0;
         redisReply *r = rv;
@@ -249,9 +309,10 @@ int inv_fleet_sub_drain(inv_fleet_conn_t *c, bool *any)
 
 int inv_fleet_status_key(inv_fleet_conn_t *c, const char *hex, size_t hex_len, char *out)
 {
-    redisReply *r = redisCommand(c->rc, "SET %s %b NX", INV_FLEET_KEY_STATUS, hex, hex_len);
+    redisReply *r = fcall(c, INV_FLEET_KEY_STATUS, "SET %s %b NX", INV_FLEET_KEY_STATUS, hex,
+                          hex_len);
     freeReplyObject(r);
-    r = redisCommand(c->rc, "GET %s", INV_FLEET_KEY_STATUS);
+    r = fcall(c, INV_FLEET_KEY_STATUS, "GET %s", INV_FLEET_KEY_STATUS);
     int rc = 0;
     if (!r || r->type != REDIS_REPLY_STRING || r->len != hex_len) {
         rc = CM_EBACKEND;
@@ -265,7 +326,7 @@ int inv_fleet_status_key(inv_fleet_conn_t *c, const char *hex, size_t hex_len, c
 
 bool inv_fleet_broken(const inv_fleet_conn_t *c)
 {
-    return c->rc->err != 0;
+    return c->broken;
 }
 
 /*---- the lottery ----*/
@@ -277,15 +338,20 @@ static void fkey(char *out, size_t cap, const char *sale, const char *what)
     snprintf(out, cap, "{flashgate:fair:%s}:%s", sale, what);
 }
 
-/* One command; NULL with the reason in errbuf on a transport error or an error reply. */
-static redisReply *fcmd(inv_fleet_conn_t *c, char *errbuf, size_t errlen, const char *fmt, ...)
+/* One command on key's node; NULL with the reason in errbuf on a transport error or an
+ * error reply. */
+static redisReply *fcmd(inv_fleet_conn_t *c, const char *key, char *errbuf, size_t errlen,
+                        const char *fmt, ...)
 {
+    int err = 0;
     va_list ap;
     va_start(ap, fmt);
-    redisReply *r = redisvCommand(c->rc, fmt, ap);
+    redisReply *r = inv_cluster_sync_vcmd(c->s, key, &err, fmt, ap);
     va_end(ap);
     if (!r) {
-        cm_errbuf_set(errbuf, errlen, "%s", c->rc->errstr);
+        c->broken = true;
+        snprintf(c->err, sizeof(c->err), "%s", inv_cluster_sync_errstr(c->s));
+        cm_errbuf_set(errbuf, errlen, "%s", c->err);
         return NULL;
     }
     if (r->type == REDIS_REPLY_ERROR) {
@@ -299,7 +365,7 @@ static redisReply *fcmd(inv_fleet_conn_t *c, char *errbuf, size_t errlen, const 
 int inv_lottery_conf_all(inv_fleet_conn_t *c, inv_fleet_pair_fn fn, void *ctx, char *errbuf,
                          size_t errlen)
 {
-    redisReply *r = fcmd(c, errbuf, errlen, "HGETALL %s", K_CONF);
+    redisReply *r = fcmd(c, K_CONF, errbuf, errlen, "HGETALL %s", K_CONF);
     if (!r)
         return CM_EBACKEND;
     for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2)
@@ -312,7 +378,7 @@ int inv_lottery_conf_all(inv_fleet_conn_t *c, inv_fleet_pair_fn fn, void *ctx, c
 int inv_lottery_conf_get(inv_fleet_conn_t *c, const char *sale, char *out, size_t cap,
                          bool *found, char *errbuf, size_t errlen)
 {
-    redisReply *r = fcmd(c, errbuf, errlen, "HGET %s %s", K_CONF, sale);
+    redisReply *r = fcmd(c, K_CONF, errbuf, errlen, "HGET %s %s", K_CONF, sale);
     if (!r)
         return CM_EBACKEND;
     *found = r->type == REDIS_REPLY_STRING;
@@ -325,7 +391,7 @@ int inv_lottery_conf_get(inv_fleet_conn_t *c, const char *sale, char *out, size_
 int inv_lottery_conf_put(inv_fleet_conn_t *c, const char *sale, const char *value, char *errbuf,
                          size_t errlen)
 {
-    redisReply *r = fcmd(c, errbuf, errlen, "HSET %s %s %s", K_CONF, sale, value);
+    redisReply *r = fcmd(c, K_CONF, errbuf, errlen, "HSET %s %s %s", K_CONF, sale, value);
     if (!r)
         return CM_EBACKEND;
     int rc = r->type == REDIS_REPLY_INTEGER ? 0 : CM_EBACKEND;
@@ -340,9 +406,19 @@ int inv_lottery_push_add(inv_fleet_conn_t *c, const char *sale, const char *user
 {
     char ke[160];
     fkey(ke, sizeof(ke), sale, "e");
-    return redisAppendCommand(c->rc, "HSETNX %s %s %s", ke, user, value) == REDIS_OK
-               ? 0
-               : CM_EBACKEND;
+    if (c->piped == 0) { /* one connection for the whole pipeline: the sale's node */
+        int err = 0;
+        c->rc = inv_cluster_sync_ctx(c->s, ke, &err);
+        if (!c->rc) {
+            c->broken = true;
+            snprintf(c->err, sizeof(c->err), "%s", inv_cluster_sync_errstr(c->s));
+            return CM_EBACKEND;
+        }
+    }
+    if (redisAppendCommand(c->rc, "HSETNX %s %s %s", ke, user, value) != REDIS_OK)
+        return CM_EBACKEND;
+    c->piped++;
+    return 0;
 }
 
 int inv_lottery_push_finish(inv_fleet_conn_t *c, const char *sale, uint32_t node_id,
@@ -350,12 +426,25 @@ int inv_lottery_push_finish(inv_fleet_conn_t *c, const char *sale, uint32_t node
 {
     char kp[160];
     fkey(kp, sizeof(kp), sale, "pushed");
+    (void)added; /* counted by push_add */
+    if (c->piped == 0 && all_added) {
+        int err = 0;
+        c->rc = inv_cluster_sync_ctx(c->s, kp, &err);
+        if (!c->rc) {
+            c->broken = true;
+            snprintf(c->err, sizeof(c->err), "%s", inv_cluster_sync_errstr(c->s));
+            cm_errbuf_set(errbuf, errlen, "%s", c->err);
+            return CM_EBACKEND;
+        }
+    }
     bool ok = all_added && redisAppendCommand(c->rc, "SADD %s %u", kp, node_id) == REDIS_OK;
-    size_t sent = added + (ok ? 1 : 0);
+    size_t sent = c->piped + (ok ? 1 : 0);
+    c->piped = 0;
     for (size_t i = 0; i < sent; i++) {
         redisReply *r = NULL;
         if (redisGetReply(c->rc, (void **)&r) != REDIS_OK) {
-            cm_errbuf_set(errbuf, errlen, "%s", c->rc->errstr);
+            raw_failed(c);
+            cm_errbuf_set(errbuf, errlen, "%s", c->err);
             return CM_EBACKEND;
         }
         if (r->type == REDIS_REPLY_ERROR)
@@ -370,7 +459,7 @@ int inv_lottery_pushed_count(inv_fleet_conn_t *c, const char *sale, long long *n
 {
     char k[160];
     fkey(k, sizeof(k), sale, "pushed");
-    redisReply *r = fcmd(c, errbuf, errlen, "SCARD %s", k);
+    redisReply *r = fcmd(c, k, errbuf, errlen, "SCARD %s", k);
     if (!r)
         return CM_EBACKEND;
     *n = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
@@ -383,7 +472,7 @@ int inv_lottery_done(inv_fleet_conn_t *c, const char *sale, bool *done, char *er
 {
     char k[160];
     fkey(k, sizeof(k), sale, "done");
-    redisReply *r = fcmd(c, errbuf, errlen, "EXISTS %s", k);
+    redisReply *r = fcmd(c, k, errbuf, errlen, "EXISTS %s", k);
     if (!r)
         return CM_EBACKEND;
     *done = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
@@ -396,7 +485,7 @@ int inv_lottery_done_set(inv_fleet_conn_t *c, const char *sale, size_t n, char *
 {
     char k[160];
     fkey(k, sizeof(k), sale, "done");
-    redisReply *r = fcmd(c, errbuf, errlen, "SET %s %llu", k, (unsigned long long)n);
+    redisReply *r = fcmd(c, k, errbuf, errlen, "SET %s %llu", k, (unsigned long long)n);
     if (!r)
         return CM_EBACKEND;
     freeReplyObject(r);
@@ -408,7 +497,7 @@ int inv_lottery_lock(inv_fleet_conn_t *c, const char *sale, uint32_t node_id, in
 {
     char k[160];
     fkey(k, sizeof(k), sale, "lock");
-    redisReply *r = fcmd(c, errbuf, errlen, "SET %s %u NX PX %d", k, node_id, ttl_ms);
+    redisReply *r = fcmd(c, k, errbuf, errlen, "SET %s %u NX PX %d", k, node_id, ttl_ms);
     if (!r)
         return CM_EBACKEND;
     *mine = r->type == REDIS_REPLY_STATUS;
@@ -421,7 +510,7 @@ int inv_lottery_lock_renew(inv_fleet_conn_t *c, const char *sale, int ttl_ms, ch
 {
     char k[160];
     fkey(k, sizeof(k), sale, "lock");
-    redisReply *r = fcmd(c, errbuf, errlen, "PEXPIRE %s %d", k, ttl_ms);
+    redisReply *r = fcmd(c, k, errbuf, errlen, "PEXPIRE %s %d", k, ttl_ms);
     if (!r)
         return CM_EBACKEND;
     freeReplyObject(r);
@@ -433,7 +522,7 @@ int inv_lottery_freeze(inv_fleet_conn_t *c, const char *sale)
     char ke[160], kd[160];
     fkey(ke, sizeof(ke), sale, "e");
     fkey(kd, sizeof(kd), sale, "drawn");
-    redisReply *r = redisCommand(c->rc, "RENAMENX %s %s", ke, kd);
+    redisReply *r = fcall(c, ke, "RENAMENX %s %s", ke, kd);
     if (!r)
         return CM_EBACKEND;
     freeReplyObject(r);
@@ -445,7 +534,7 @@ int inv_lottery_entrants(inv_fleet_conn_t *c, const char *sale, inv_fleet_pair_f
 {
     char k[160];
     fkey(k, sizeof(k), sale, "drawn");
-    redisReply *r = fcmd(c, errbuf, errlen, "HGETALL %s", k);
+    redisReply *r = fcmd(c, k, errbuf, errlen, "HGETALL %s", k);
     if (!r)
         return CM_EBACKEND;
     size_t m = r->type == REDIS_REPLY_ARRAY ? r->elements / 2 : 0;
@@ -461,7 +550,7 @@ int inv_lottery_seed_offer(inv_fleet_conn_t *c, const char *sale, const char *se
 {
     char k[160];
     fkey(k, sizeof(k), sale, "seed");
-    redisReply *r = fcmd(c, errbuf, errlen, "SET %s %s NX", k, seed_hex);
+    redisReply *r = fcmd(c, k, errbuf, errlen, "SET %s %s NX", k, seed_hex);
     if (!r)
         return CM_EBACKEND;
     freeReplyObject(r);
@@ -473,7 +562,7 @@ int inv_lottery_seed_get(inv_fleet_conn_t *c, const char *sale, uint64_t *seed, 
 {
     char k[160];
     fkey(k, sizeof(k), sale, "seed");
-    redisReply *r = fcmd(c, errbuf, errlen, "GET %s", k);
+    redisReply *r = fcmd(c, k, errbuf, errlen, "GET %s", k);
     if (!r)
         return CM_EBACKEND;
     *seeded = r->type == REDIS_REPLY_STRING;
@@ -488,7 +577,7 @@ int inv_lottery_winners(inv_fleet_conn_t *c, const char *sale, inv_fleet_pair_fn
 {
     char k[160];
     fkey(k, sizeof(k), sale, "won");
-    redisReply *r = fcmd(c, errbuf, errlen, "HKEYS %s", k);
+    redisReply *r = fcmd(c, k, errbuf, errlen, "HKEYS %s", k);
     if (!r)
         return CM_EBACKEND;
     for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
@@ -503,7 +592,7 @@ int inv_lottery_winner_put(inv_fleet_conn_t *c, const char *sale, const char *us
 {
     char k[160];
     fkey(k, sizeof(k), sale, "won");
-    redisReply *r = fcmd(c, errbuf, errlen, "HSET %s %s %s", k, user, order_id);
+    redisReply *r = fcmd(c, k, errbuf, errlen, "HSET %s %s %s", k, user, order_id);
     if (!r)
         return CM_EBACKEND;
     freeReplyObject(r);

@@ -4,7 +4,9 @@
  * orders and the idempotency keys of every sale; the Lua scripts in
  * inv_redis_lua.h make each step atomic.
  *
- * URL: redis://[[user]:password@]host[:port][/db][?key=value&...]
+ * URL: redis://[[user]:password@]host[:port][/db][?key=value&...], or
+ *      redis-cluster://[[user]:password@]host[:port][,host[:port]...][?key=value&...]
+ *      for a Redis Cluster (a seed list; routing in inv_cluster.c)
  *   password        also from inventory.redis_password (inv_opts_t) when the URL has none
  *   pool=2          async connections per worker loop (1..64; INV_REDIS_POOL_DEFAULT)
  *   timeout_ms=50   per reserve call; older calls fail with CM_ETIMEOUT (1..60000;
@@ -12,6 +14,9 @@
  *   admin_timeout_ms=2000  blocking admin calls (1..60000)
  *   breaker_failures=5     consecutive failures or timeouts that open the breaker (1..1000)
  *   breaker_cooldown_ms=250  open time before one probe is let through (1..60000)
+ *   wait_replicas=0  a reserve is answered only once this many replicas have it
+ *                    (WAIT after the script; 0..16, 0 = off): a failover after a
+ *                    master crash then keeps every reserve that was answered
  *
  * Threads and connections:
  * - Each worker loop (inv_worker_open with a loop) has `pool` hiredis async
@@ -31,8 +36,21 @@
  * - One circuit breaker per inv_t, atomics only: after breaker_failures
  *   consecutive failures it opens and reserve fails fast with CM_EBACKEND;
  *   after the cool-down one probe goes through, whose success closes it.
+ *
+ * Redis Cluster: every key of a sale has the hash tag {sale:ID}, so each
+ * script runs on one slot. The blocking paths go through inv_cluster's routed
+ * client; the worker loops keep `pool` connections per master, opened when
+ * first routed to, and follow MOVED (the map takes the new owner at once and
+ * the sync thread re-reads CLUSTER SLOTS) and ASK (ASKING, this command only),
+ * at most INV_CLUSTER_REDIRECTS_MAX times per call. A redirect or TRYAGAIN /
+ * CLUSTERDOWN reply means the script did not run, so resending a reserve
+ * cannot take units twice; a reserve whose connection died after it was sent
+ * goes through the same release-when-back path as on a single Redis (the
+ * release is exactly-once per order id: the script's HDEL decides), routed to
+ * whichever master owns the sale by then. A plain redis:// is a map of one node.
  */
 #include "inventory/inv_backend.h"
+#include "inventory/inv_cluster.h"
 #include "inventory/inv_redis.h"
 #include "inventory/inv_redis_lua.h"
 
@@ -66,6 +84,7 @@ enum { BR_CLOSED = 0, BR_OPEN = 1, BR_HALF_OPEN = 2 };
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 2000
 #define POLL_MS 1000
+#define MAP_CHECK_MS 100 /* how soon a stale cluster map is re-read */
 
 typedef struct rb {
     inv_t *inv;
@@ -75,10 +94,13 @@ typedef struct rb {
     uint32_t admin_timeout_ms;
     uint32_t br_failures;
     uint32_t br_cooldown_ms;
+    uint32_t wait_replicas;
     char sha[SC_N][41]; /* set at open, read-only after */
 
+    inv_cluster_t *cl;  /* the slot map (one node for redis://) */
+
     pthread_mutex_t admin_mu;
-    redisContext *admin; /* guarded by admin_mu; NULL until (re)connected */
+    inv_cluster_sync_t *admin; /* guarded by admin_mu */
 
     _Atomic int br_state;
     _Atomic uint32_t br_fails;
@@ -91,8 +113,11 @@ typedef struct rb {
     uv_loop_t sloop;
     uv_async_t stop_async;
     uv_timer_t poll_timer;
+    uv_timer_t map_timer;
+    uv_async_t map_async;          /* a worker saw the map go stale */
     redisAsyncContext *sub;
-    redisAsyncContext *query;
+    inv_cluster_sync_t *query; /* blocking, on the sync thread only */
+    unsigned sub_rr;           /* which node the subscriber tries next */
     bool stopping;
 } rb_t;
 
@@ -218,12 +243,6 @@ static void br_failure(rb_t *rb)
 
 /*---- Blocking connections (admin, loop-less workers, open) ----*/
 
-static bool ctx_timed_out(const redisContext *c)
-{
-    return c->err == REDIS_ERR_IO && (strstr(c->errstr, "temporarily unavailable") ||
-                                      strstr(c->errstr, "timed out"));
-}
-
 redisContext *inv_redis_connect(const cm_redis_url_t *addr, uint32_t timeout_ms, char *errbuf,
                                 size_t errlen)
 {
@@ -264,19 +283,14 @@ fail:
     return NULL;
 }
 
-static redisContext *sync_connect(rb_t *rb, uint32_t timeout_ms, char *errbuf, size_t errlen)
-{
-    return inv_redis_connect(&rb->addr, timeout_ms, errbuf, errlen);
-}
-
 /*
  * Runs script `sc` with the 4 sale keys (or only meta for put/restock) and
- * `nargs` arguments; reloads it on NOSCRIPT. Returns the reply (caller frees)
- * or NULL with *err set (CM_ETIMEOUT or CM_EBACKEND); *c is freed and NULLed
- * on an I/O error so the next call reconnects.
+ * `nargs` arguments on the sale's node; reloads it on NOSCRIPT. Returns the
+ * reply (caller frees) or NULL with *err set (CM_ETIMEOUT or CM_EBACKEND);
+ * the routed client reconnects on the next call after an I/O error.
  */
-static redisReply *sync_eval(rb_t *rb, redisContext **c, int sc, const char *sale_id, int nkeys,
-                             int nargs, const char **args, int *err)
+static redisReply *sync_eval(inv_cluster_sync_t *c, const rb_t *rb, int sc, const char *sale_id,
+                             int nkeys, int nargs, const char **args, int *err)
 {
     char keys[4][KEY_MAX];
     static const char *const parts[4] = {"meta", "users", "orders", "idem"};
@@ -296,20 +310,17 @@ static redisReply *sync_eval(rb_t *rb, redisContext **c, int sc, const char *sal
         argv[argc++] = args[i];
     for (int i = 0; i < argc; i++)
         argl[i] = strlen(argv[i]);
-    redisReply *r = redisCommandArgv(*c, argc, argv, argl);
+    redisReply *r = inv_cluster_sync_argv(c, keys[0], argc, argv, argl, err);
     if (is_noscript(r)) {
         freeReplyObject(r);
         argv[0] = "EVAL";
         argv[1] = script_text[sc];
         argl[0] = 4;
         argl[1] = strlen(script_text[sc]);
-        r = redisCommandArgv(*c, argc, argv, argl);
+        r = inv_cluster_sync_argv(c, keys[0], argc, argv, argl, err);
     }
     if (!r) {
-        *err = ctx_timed_out(*c) ? CM_ETIMEOUT : CM_EBACKEND;
-        cm_log_warn("inv", "redis call failed", "err=\"%s\"", (*c)->errstr);
-        redisFree(*c);
-        *c = NULL;
+        cm_log_warn("inv", "redis call failed", "err=\"%s\"", inv_cluster_sync_errstr(c));
         return NULL;
     }
     if (r->type == REDIS_REPLY_ERROR) {
@@ -321,43 +332,22 @@ static redisReply *sync_eval(rb_t *rb, redisContext **c, int sc, const char *sal
     return r;
 }
 
-/* Admin connection, connected on demand. Caller holds admin_mu. */
-static int admin_ctx(rb_t *rb)
+/*
+ * A plain command on the admin connection of key's node (NULL: any node).
+ * The routed client PINGs a connection that sat idle before it risks a
+ * command on it: a server restart leaves a dead socket, and a script whose
+ * fate is unknown must not be sent (restock must not run twice). Caller
+ * holds admin_mu.
+ */
+static redisReply *admin_cmd(rb_t *rb, const char *key, int *err, const char *fmt, ...)
 {
-    if (rb->admin) {
-        /* A server restart leaves a dead socket here; find out before sending a
-         * script whose fate would be unknown (restock must not run twice). */
-        redisReply *r = redisCommand(rb->admin, "PING");
-        bool ok = r && r->type == REDIS_REPLY_STATUS;
-        if (r)
-            freeReplyObject(r);
-        if (ok)
-            return 0;
-        redisFree(rb->admin);
-        rb->admin = NULL;
-    }
-    char err[256];
-    rb->admin = sync_connect(rb, rb->admin_timeout_ms, err, sizeof(err));
-    if (!rb->admin) {
-        cm_log_warn("inv", "redis admin connect failed", "err=\"%s\"", err);
-        return CM_EBACKEND;
-    }
-    return 0;
-}
-
-/* A plain command on the admin connection. Caller holds admin_mu. */
-static redisReply *admin_cmd(rb_t *rb, int *err, const char *fmt, ...)
-{
-    if ((*err = admin_ctx(rb)) < 0)
-        return NULL;
     va_list ap;
     va_start(ap, fmt);
-    redisReply *r = redisvCommand(rb->admin, fmt, ap);
+    redisReply *r = inv_cluster_sync_vcmd(rb->admin, key, err, fmt, ap);
     va_end(ap);
     if (!r) {
-        *err = ctx_timed_out(rb->admin) ? CM_ETIMEOUT : CM_EBACKEND;
-        redisFree(rb->admin);
-        rb->admin = NULL;
+        cm_log_warn("inv", "redis admin call failed", "err=\"%s\"",
+                    inv_cluster_sync_errstr(rb->admin));
         return NULL;
     }
     if (r->type == REDIS_REPLY_ERROR) {
@@ -375,8 +365,8 @@ static int admin_state(rb_t *rb, const char *sale_id, inv_sale_info_t *out)
     char key[KEY_MAX];
     sale_key(key, sale_id, "meta");
     int err = 0;
-    redisReply *r = admin_cmd(rb, &err, "HMGET %s total left units orders limit starts ends version",
-                              key);
+    redisReply *r = admin_cmd(rb, key, &err,
+                              "HMGET %s total left units orders limit starts ends version", key);
     if (!r)
         return err;
     int rc = parse_state(r, sale_id, out);
@@ -517,12 +507,17 @@ static int rl_attach(redisAsyncContext *ac, uv_loop_t *loop)
     return REDIS_OK;
 }
 
-/* Opens an async context on `loop`, queues AUTH and SELECT. NULL if it failed at once. */
-static redisAsyncContext *async_open(rb_t *rb, uv_loop_t *loop, void *data,
+/* Opens an async context to cluster node `node` on `loop`, queues AUTH and
+ * SELECT. NULL if it failed at once. */
+static redisAsyncContext *async_open(rb_t *rb, int node, uv_loop_t *loop, void *data,
                                      redisConnectCallback *on_conn,
                                      redisDisconnectCallback *on_disc)
 {
-    redisAsyncContext *ac = redisAsyncConnect(rb->addr.host, rb->addr.port);
+    char host[256];
+    int port;
+    if (inv_cluster_node(rb->cl, node, host, sizeof(host), &port) != 0)
+        return NULL;
+    redisAsyncContext *ac = redisAsyncConnect(host, port);
     if (!ac)
         return NULL;
     if (ac->err) {
@@ -555,6 +550,8 @@ typedef struct rw rw_t;
 
 typedef struct rconn {
     rw_t *w;
+    int node;              /* the cluster node it talks to */
+    bool is_inited;        /* retry timer initialised (opened on first use) */
     redisAsyncContext *ac; /* NULL while disconnected */
     bool is_up;            /* connect callback said OK */
     uint32_t backoff_ms;
@@ -571,6 +568,11 @@ typedef struct rop {
     uint64_t deadline;
     bool is_reloaded;       /* sent again as EVAL after NOSCRIPT */
     bool is_compensation;   /* a release for a reserve answered after its timeout */
+    bool is_asking;         /* an ASK redirect: ASKING goes first, this once */
+    uint8_t redirects;      /* MOVED/ASK followed so far */
+    uint16_t slot;          /* the sale's cluster slot */
+    int64_t w_left;         /* wait_replicas: the reserve's answer, held until WAIT says */
+    uint32_t w_units;
     char sale_id[INV_SALE_ID_MAX + 1];
     char user_id[INV_USER_ID_MAX + 1];
     char qty[12];
@@ -581,9 +583,9 @@ typedef struct rop {
 struct rw {
     rb_t *rb;
     uv_loop_t *loop;
-    redisContext *sync; /* loop-less worker: blocking connection */
-    rconn_t *conns;
-    uint32_t nconns, rr;
+    inv_cluster_sync_t *sync; /* loop-less worker: blocking connection(s) */
+    rconn_t *conns;           /* `pool` per node: conns[node * pool + i], opened on first use */
+    uint32_t nconns, nnodes, rr;
     uv_timer_t tick;
     rop_t pending; /* sentinel */
     rop_t doubt;   /* sentinel: reserves whose answer was lost with the connection */
@@ -631,6 +633,15 @@ static void conn_retry(rconn_t *c)
 
 static void doubt_flush(rw_t *w);
 
+/* A node lost or refusing: on a cluster its slots may have a new master. */
+static void map_stale(rb_t *rb)
+{
+    if (!inv_cluster_enabled(rb->cl))
+        return;
+    inv_cluster_mark_stale(rb->cl);
+    uv_async_send(&rb->map_async);
+}
+
 static void conn_on_connect(const redisAsyncContext *ac, int status)
 {
     rconn_t *c = ac->data;
@@ -639,6 +650,7 @@ static void conn_on_connect(const redisAsyncContext *ac, int status)
         cm_log_debug("inv", "redis connect failed", "err=\"%s\"", ac->errstr);
         c->ac = NULL;
         c->is_up = false;
+        map_stale(c->w->rb);
         conn_retry(c);
         return;
     }
@@ -654,6 +666,8 @@ static void conn_on_disconnect(const redisAsyncContext *ac, int status)
         cm_log_warn("inv", "redis connection lost", "err=\"%s\"", ac->errstr);
     c->ac = NULL;
     c->is_up = false;
+    if (!c->w->is_closing)
+        map_stale(c->w->rb);
     conn_retry(c);
 }
 
@@ -661,9 +675,68 @@ static void conn_start(rconn_t *c)
 {
     if (c->w->is_closing || c->ac)
         return;
-    c->ac = async_open(c->w->rb, c->w->loop, c, conn_on_connect, conn_on_disconnect);
+    c->ac = async_open(c->w->rb, c->node, c->w->loop, c, conn_on_connect, conn_on_disconnect);
     if (!c->ac)
         conn_retry(c);
+}
+
+/* Sets up (once) and opens the pool of `node` on w's loop. */
+static void node_open(rw_t *w, int node)
+{
+    for (uint32_t i = 0; i < w->rb->pool; i++) {
+        rconn_t *c = &w->conns[(uint32_t)node * w->rb->pool + i];
+        if (!c->is_inited) {
+            c->w = w;
+            c->node = node;
+            uv_timer_init(w->loop, &c->retry);
+            c->retry.data = c;
+            c->is_inited = true;
+            w->open_handles++;
+            conn_start(c);
+        }
+    }
+}
+
+/*
+ * A connection to `node` for one call: round robin over its pool, one that is
+ * up first, else one still connecting (hiredis sends once it is up). With
+ * up_only, only a connection that is up. NULL if none.
+ */
+static rconn_t *node_conn(rw_t *w, int node, bool up_only)
+{
+    if (node < 0 || (uint32_t)node >= w->nnodes)
+        return NULL;
+    node_open(w, node);
+    uint32_t pool = w->rb->pool;
+    rconn_t *base = &w->conns[(uint32_t)node * pool];
+    for (int pass = 0; pass < (up_only ? 1 : 2); pass++) {
+        for (uint32_t i = 0; i < pool; i++) {
+            rconn_t *cand = &base[(w->rr + i) % pool];
+            if (cand->ac && (cand->is_up || pass == 1)) {
+                w->rr = (w->rr + i + 1) % pool;
+                return cand;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* The node that serves `slot` now (0 on a single Redis), or -1 (the map is then stale). */
+static int slot_node(rb_t *rb, uint16_t slot)
+{
+    if (!inv_cluster_enabled(rb->cl))
+        return 0;
+    int n = inv_cluster_route(rb->cl, slot);
+    if (n < 0)
+        map_stale(rb);
+    return n;
+}
+
+static uint16_t sale_slot(const char *sale_id)
+{
+    char key[KEY_MAX];
+    sale_key(key, sale_id, "meta");
+    return inv_cluster_key_slot(key, strlen(key));
 }
 
 static void pending_add(rw_t *w, rop_t *op)
@@ -724,6 +797,7 @@ static void tick_cb(uv_timer_t *t)
 }
 
 static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata);
+static void wait_reply(redisAsyncContext *ac, void *reply, void *privdata);
 
 static int op_send(rop_t *op, int sc)
 {
@@ -753,7 +827,11 @@ static int op_send(rop_t *op, int sc)
     }
     for (int i = 0; i < argc; i++)
         argl[i] = strlen(argv[i]);
-    if (!op->conn->ac)
+    if (!op->conn || !op->conn->ac)
+        return CM_EBACKEND;
+    /* ASKING applies to the next command of this connection: both are queued
+     * back to back on this loop, so nothing can come between them. */
+    if (op->is_asking && redisAsyncCommand(op->conn->ac, NULL, NULL, "ASKING") != REDIS_OK)
         return CM_EBACKEND;
     return redisAsyncCommandArgv(op->conn->ac, reserve_reply, op, argc, argv, argl) == REDIS_OK
                ? 0
@@ -765,7 +843,11 @@ static void op_compensate(rop_t *op)
 {
     op->is_compensation = true;
     op->is_reloaded = false;
-    if (op->w->is_closing || !op->conn->ac || op_send(op, SC_RELEASE) < 0) {
+    op->is_asking = false;
+    op->redirects = 0;
+    if (!op->w->is_closing && !op->conn->ac) /* elsewhere: whoever serves the sale now */
+        op->conn = node_conn(op->w, slot_node(op->w->rb, op->slot), false);
+    if (op->w->is_closing || !op->conn || op_send(op, SC_RELEASE) < 0) {
         cm_log_error("inv", "late reservation could not be released", "sale=%s order=%s",
                      op->sale_id, op->order_id);
         free(op);
@@ -795,33 +877,124 @@ static void doubt_add(rop_t *op)
     w->ndoubt++;
 }
 
-/* Sends a release for every reserve whose answer was lost, on a connection that is up. */
+/*
+ * Sends a release for every reserve whose answer was lost, each on a
+ * connection that is up to the master serving its sale now; the others wait
+ * for the next connect.
+ */
 static void doubt_flush(rw_t *w)
 {
     if (w->doubt.next == &w->doubt || w->is_closing)
         return;
-    rconn_t *c = NULL;
-    for (uint32_t i = 0; i < w->nconns && !c; i++)
-        if (w->conns[i].ac && w->conns[i].is_up)
-            c = &w->conns[i];
-    if (!c)
-        return;
-    cm_log_warn("inv", "releasing reserves whose answer was lost with the connection",
-                "count=%u", w->ndoubt);
-    while (w->doubt.next != &w->doubt) {
-        rop_t *op = w->doubt.next;
-        op->prev->next = op->next;
-        op->next->prev = op->prev;
+    /* take the whole list: what cannot go now is put back on w->doubt */
+    rop_t *head = w->doubt.next;
+    w->doubt.prev->next = NULL;
+    w->doubt.next = w->doubt.prev = &w->doubt;
+    w->ndoubt = 0;
+    uint32_t sent = 0;
+    while (head) {
+        rop_t *op = head;
+        head = op->next;
         op->prev = op->next = op;
-        w->ndoubt--;
-        op->conn = c;
+        op->conn = node_conn(w, slot_node(w->rb, op->slot), true);
         op->is_compensation = true;
         op->is_reloaded = false;
-        if (op_send(op, SC_RELEASE) < 0) {
-            doubt_add(op); /* the connection went away again: next time */
-            return;
-        }
+        op->is_asking = false;
+        op->redirects = 0;
+        if (!op->conn || op_send(op, SC_RELEASE) < 0)
+            doubt_add(op); /* its master is not up: next time */
+        else
+            sent++;
     }
+    if (sent)
+        cm_log_warn("inv", "releasing reserves whose answer was lost with the connection",
+                    "count=%u left=%u", sent, w->ndoubt);
+}
+
+/*
+ * A MOVED or ASK reply: the script did not run there, so it is sent again
+ * where the cluster says (at most INV_CLUSTER_REDIRECTS_MAX times). true if
+ * it was sent; false leaves the reply to the caller as an error.
+ */
+static bool op_redirect(rop_t *op, const redisReply *r)
+{
+    rb_t *rb = op->w->rb;
+    uint16_t slot;
+    char host[256];
+    int port;
+    int kind = inv_cluster_redirect_parse(r->str, r->len, &slot, host, sizeof(host), &port);
+    if (kind == INV_CLUSTER_REDIR_NONE || op->redirects >= INV_CLUSTER_REDIRECTS_MAX ||
+        op->w->is_closing)
+        return false;
+    if (!op->req && !op->is_compensation)
+        return false; /* timed out already, and it did not run: nothing to do */
+    op->redirects++;
+    if (!host[0] && inv_cluster_node(rb->cl, op->conn->node, host, sizeof(host), &(int){0}) != 0)
+        return false;
+    int node;
+    if (kind == INV_CLUSTER_REDIR_MOVED) {
+        node = inv_cluster_moved(rb->cl, slot, host, port);
+        map_stale(rb);
+    } else {
+        node = inv_cluster_intern(rb->cl, host, port);
+    }
+    rconn_t *c = node_conn(op->w, node, false);
+    if (!c)
+        return false;
+    op->conn = c;
+    op->is_asking = kind == INV_CLUSTER_REDIR_ASK;
+    return op_send(op, op->is_compensation ? SC_RELEASE : SC_RESERVE) == 0;
+}
+
+/* An error reply that says "not run, try later" (a release is then kept for later). */
+static bool is_retry_later(const redisReply *r)
+{
+    return r && r->type == REDIS_REPLY_ERROR &&
+           (strncmp(r->str, "LOADING", 7) == 0 || inv_cluster_is_transient(r->str) ||
+            strncmp(r->str, "MOVED", 5) == 0 || strncmp(r->str, "ASK", 3) == 0);
+}
+
+/*
+ * The WAIT after a reserve (wait_replicas): enough replicas have it, so the
+ * reserve is answered; else (too few in time, or the connection lost) the
+ * caller hears "unavailable" and the units are given back: at once, or once a
+ * connection is back. A reserve with an idempotency key is left held, as in
+ * reserve_reply: a retry with the key may have been answered with it.
+ */
+static void wait_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac;
+    const redisReply *r = reply;
+    rop_t *op = privdata;
+    rb_t *rb = op->w->rb;
+    bool acked = r && r->type == REDIS_REPLY_INTEGER && r->integer >= (long long)rb->wait_replicas;
+    if (acked && op->req) {
+        inv_reserve_req_t *req = op->req;
+        req->stock_left = op->w_left;
+        req->user_units = op->w_units;
+        if (req->stock_left == 0) {
+            atomic_store(&req->sale->stock_left, 0);
+            atomic_store_explicit(&req->sale->sold_out, true, memory_order_release);
+        }
+        op_complete(op, INV_RESERVED);
+        free(op);
+        return;
+    }
+    if (op->req) {
+        br_failure(rb);
+        op_complete(op, CM_EBACKEND);
+    }
+    if (op->w->is_closing || op->idem_key[0] != '\0') {
+        free(op);
+        return;
+    }
+    if (!r) {
+        doubt_add(op);
+        return;
+    }
+    cm_log_debug("inv", "releasing a reserve the replicas did not confirm in time",
+                 "sale=%s order=%s", op->sale_id, op->order_id);
+    op_compensate(op);
 }
 
 static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
@@ -832,12 +1005,17 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
     rb_t *rb = op->w->rb;
 
     if (is_noscript(r) && !op->is_reloaded) {
-        /* SCRIPT FLUSH or a restarted server: EVAL loads it again for everyone. */
+        /* SCRIPT FLUSH, a restarted server or another master: EVAL loads it
+         * again for everyone. */
         op->is_reloaded = true;
+        op->is_asking = false;
         if (op_send(op, op->is_compensation ? SC_RELEASE : SC_RESERVE) == 0)
             return;
         r = NULL;
     }
+    op->is_asking = false; /* ASKING covered one command */
+    if (r && r->type == REDIS_REPLY_ERROR && op_redirect(op, r))
+        return;
     if (!r && !op->w->is_closing && op->idem_key[0] == '\0') {
         /* Sent, then the connection went away (Redis killed or restarted):
          * Redis may have run it, and with AOF kept it, with no one to hold
@@ -853,9 +1031,10 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     }
     if (op->is_compensation) {
-        if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "LOADING", 7) == 0 &&
-            !op->w->is_closing) {
-            doubt_add(op); /* a restarted Redis still reading its AOF: again later */
+        if (is_retry_later(r) && !op->w->is_closing) {
+            /* a restarted Redis still reading its AOF, a cluster between
+             * masters: again later */
+            doubt_add(op);
             return;
         }
         if (!r || r->type == REDIS_REPLY_ERROR)
@@ -892,6 +1071,20 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     }
     br_success(rb);
+    if (code == INV_RESERVED && rb->wait_replicas) {
+        /* the answer waits until the replicas have the write */
+        op->w_left = r->element[1]->integer;
+        op->w_units = (uint32_t)r->element[2]->integer;
+        if (redisAsyncCommand(op->conn->ac, wait_reply, op, "WAIT %u %u", rb->wait_replicas,
+                              rb->timeout_ms) == REDIS_OK)
+            return;
+        op_complete(op, CM_EBACKEND);
+        if (op->idem_key[0] == '\0')
+            doubt_add(op);
+        else
+            free(op);
+        return;
+    }
     inv_reserve_req_t *req = op->req;
     req->stock_left = r->element[1]->integer;
     req->user_units = (uint32_t)r->element[2]->integer;
@@ -914,19 +1107,13 @@ static int sync_reserve(rw_t *w, inv_reserve_req_t *req)
     rb_t *rb = w->rb;
     if (!br_allow(rb))
         return CM_EBACKEND;
-    if (!w->sync) {
-        char err[256];
-        w->sync = sync_connect(rb, rb->timeout_ms, err, sizeof(err));
-        if (!w->sync) {
-            br_failure(rb);
-            return CM_EBACKEND;
-        }
-    }
+    if (!w->sync)
+        w->sync = inv_cluster_sync_new(rb->cl, rb->timeout_ms);
     char qty[12];
     snprintf(qty, sizeof(qty), "%u", req->qty);
     const char *args[5] = {req->user_id, qty, req->idem_key, req->order_id, req->sale->sale_id};
     int err = 0;
-    redisReply *r = sync_eval(rb, &w->sync, SC_RESERVE, req->sale->sale_id, 4, 5, args, &err);
+    redisReply *r = sync_eval(w->sync, rb, SC_RESERVE, req->sale->sale_id, 4, 5, args, &err);
     if (!r) {
         br_failure(rb);
         return err;
@@ -982,19 +1169,11 @@ static int redis_reserve(inv_worker_t *wk, inv_reserve_req_t *req)
         return CM_EINVAL;
     if (!br_allow(rb))
         return CM_EBACKEND;
-    /* Round robin over the connected contexts; a context still connecting
-     * will do too (hiredis sends once the connect completes). */
-    rconn_t *c = NULL;
-    for (int pass = 0; pass < 2 && !c; pass++) {
-        for (uint32_t i = 0; i < w->nconns; i++) {
-            rconn_t *cand = &w->conns[(w->rr + i) % w->nconns];
-            if (cand->ac && (cand->is_up || pass == 1)) {
-                c = cand;
-                w->rr = (w->rr + i + 1) % w->nconns;
-                break;
-            }
-        }
-    }
+    /* The sale's master (the only node on a single Redis): round robin over
+     * its connected contexts; one still connecting will do too (hiredis sends
+     * once the connect completes). */
+    uint16_t slot = inv_cluster_enabled(rb->cl) ? sale_slot(req->sale->sale_id) : 0;
+    rconn_t *c = node_conn(w, slot_node(rb, slot), false);
     if (!c) {
         br_failure(rb);
         return CM_EBACKEND;
@@ -1003,6 +1182,7 @@ static int redis_reserve(inv_worker_t *wk, inv_reserve_req_t *req)
     op->w = w;
     op->conn = c;
     op->req = req;
+    op->slot = slot;
     snprintf(op->sale_id, sizeof(op->sale_id), "%s", req->sale->sale_id);
     snprintf(op->user_id, sizeof(op->user_id), "%s", req->user_id);
     snprintf(op->qty, sizeof(op->qty), "%u", req->qty);
@@ -1032,19 +1212,15 @@ static int redis_worker_open(inv_t *inv, struct uv_loop_s *loop, inv_worker_t *w
     wk->backend = w;
     if (!loop)
         return 0; /* connects on first use */
-    w->nconns = rb->pool;
+    /* a pool per node; on a cluster, opened when a sale is first routed there */
+    w->nnodes = inv_cluster_enabled(rb->cl) ? INV_CLUSTER_NODES_MAX : 1;
+    w->nconns = w->nnodes * rb->pool;
     w->conns = cm_xcalloc(w->nconns, sizeof(*w->conns));
     uv_timer_init(loop, &w->tick);
     w->tick.data = w;
     w->open_handles = 1;
-    for (uint32_t i = 0; i < w->nconns; i++) {
-        rconn_t *c = &w->conns[i];
-        c->w = w;
-        uv_timer_init(loop, &c->retry);
-        c->retry.data = c;
-        w->open_handles++;
-        conn_start(c);
-    }
+    if (!inv_cluster_enabled(rb->cl))
+        node_open(w, 0);
     return 0;
 }
 
@@ -1055,7 +1231,7 @@ static void redis_worker_close(inv_worker_t *wk)
     if (!w)
         return;
     if (!w->loop) {
-        redisFree(w->sync);
+        inv_cluster_sync_free(w->sync);
         free(w);
         return;
     }
@@ -1087,6 +1263,8 @@ static void redis_worker_close(inv_worker_t *wk)
     }
     w->ndoubt = 0;
     for (uint32_t i = 0; i < w->nconns; i++) {
+        if (!w->conns[i].is_inited)
+            continue;
         uv_timer_stop(&w->conns[i].retry);
         uv_close((uv_handle_t *)&w->conns[i].retry, retry_closed);
     }
@@ -1096,39 +1274,73 @@ static void redis_worker_close(inv_worker_t *wk)
 
 /*---- The sync thread: subscriber + poll → local views ----*/
 
-static void sync_connect_all(rb_t *rb);
+/*
+ * The subscriber is asynchronous (any node: a cluster forwards every PUBLISH
+ * to all its nodes); the re-reads are blocking calls through the routed
+ * client, on this thread only, so each sale is read from its own master.
+ */
 
-static void on_meta(redisAsyncContext *ac, void *reply, void *privdata)
+/* true if sale_id is in the index (or the index cannot be read: keep the sale). */
+static bool in_index(rb_t *rb, const char *sale_id)
 {
-    rb_t *rb = ac->data;
-    char *sale_id = privdata;
-    inv_sale_info_t info;
-    int rc = reply && !rb->stopping ? parse_state(reply, sale_id, &info) : CM_EBACKEND;
-    if (rc == 0)
-        publish_local(rb, &info);
-    else if (rc == CM_ENOTFOUND) /* deleted by a gateway of the fleet */
-        inv__sale_remove(rb->inv, sale_id);
-    free(sale_id);
+    int err = 0;
+    redisReply *r = inv_cluster_sync_cmd(rb->query, INV_REDIS_INDEX, &err, "SISMEMBER %s %s",
+                                         INV_REDIS_INDEX, sale_id);
+    bool in = !r || r->type != REDIS_REPLY_INTEGER || r->integer != 0;
+    if (r)
+        freeReplyObject(r);
+    return in;
 }
 
-static void refresh_sale(rb_t *rb, const char *sale_id, size_t len)
+/*
+ * Re-reads one sale into the local view. false after a transport failure.
+ * A sale without meta is being created (the index is written first) or was
+ * deleted (the index entry goes after the keys): only a sale missing from
+ * both is taken out of the local view; `listed` says the index was just read.
+ */
+static bool refresh_sale(rb_t *rb, const char *sale_id, size_t len, bool listed)
 {
-    if (!rb->query || len == 0 || len > INV_SALE_ID_MAX)
-        return;
-    char *id = cm_xstrndup(sale_id, len);
-    if (!inv_id_valid(id, len, INV_SALE_ID_MAX)) {
-        free(id);
-        return;
-    }
+    if (rb->stopping || len == 0 || len > INV_SALE_ID_MAX)
+        return true;
+    char id[INV_SALE_ID_MAX + 1];
+    memcpy(id, sale_id, len);
+    id[len] = '\0';
+    if (!inv_id_valid(id, len, INV_SALE_ID_MAX))
+        return true;
     char key[KEY_MAX];
     sale_key(key, id, "meta");
-    if (redisAsyncCommand(rb->query, on_meta, id,
-                          "HMGET %s total left units orders limit starts ends version",
-                          key) != REDIS_OK)
-        free(id);
+    int err = 0;
+    redisReply *r = inv_cluster_sync_cmd(rb->query, key, &err,
+                                         "HMGET %s total left units orders limit starts ends version",
+                                         key);
+    if (!r)
+        return false;
+    inv_sale_info_t info;
+    int rc = parse_state(r, id, &info);
+    freeReplyObject(r);
+    if (rc == 0)
+        publish_local(rb, &info);
+    else if (rc == CM_ENOTFOUND && !listed && !in_index(rb, id)) /* deleted by the fleet */
+        inv__sale_remove(rb->inv, id);
+    return true;
 }
 
-static void on_members(redisAsyncContext *ac, void *reply, void *privdata);
+/* Re-reads every sale of the index; stops at the first transport failure. */
+static void refresh_all(rb_t *rb)
+{
+    if (rb->stopping)
+        return;
+    int err = 0;
+    redisReply *r = inv_cluster_sync_cmd(rb->query, INV_REDIS_INDEX, &err, "SMEMBERS %s",
+                                         INV_REDIS_INDEX);
+    if (!r)
+        return;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
+        if (r->element[i]->type == REDIS_REPLY_STRING &&
+            !refresh_sale(rb, r->element[i]->str, r->element[i]->len, true))
+            break;
+    freeReplyObject(r);
+}
 
 static void on_message(redisAsyncContext *ac, void *reply, void *privdata)
 {
@@ -1140,33 +1352,17 @@ static void on_message(redisAsyncContext *ac, void *reply, void *privdata)
     if (r->element[0]->type != REDIS_REPLY_STRING)
         return;
     if (strcmp(r->element[0]->str, "message") == 0 && r->element[2]->type == REDIS_REPLY_STRING)
-        refresh_sale(rb, r->element[2]->str, r->element[2]->len);
-    else if (strcmp(r->element[0]->str, "subscribe") == 0 && rb->query)
+        (void)refresh_sale(rb, r->element[2]->str, r->element[2]->len, false);
+    else if (strcmp(r->element[0]->str, "subscribe") == 0)
         /* Changes announced before the subscription took effect were missed: re-read all. */
-        redisAsyncCommand(rb->query, on_members, NULL, "SMEMBERS %s", INV_REDIS_INDEX);
-}
-
-static void on_members(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    (void)privdata;
-    rb_t *rb = ac->data;
-    redisReply *r = reply;
-    if (!r || rb->stopping || r->type != REDIS_REPLY_ARRAY)
-        return;
-    for (size_t i = 0; i < r->elements; i++)
-        if (r->element[i]->type == REDIS_REPLY_STRING)
-            refresh_sale(rb, r->element[i]->str, r->element[i]->len);
+        refresh_all(rb);
 }
 
 static void sync_on_connect(const redisAsyncContext *ac, int status)
 {
     rb_t *rb = ac->data;
-    if (status == REDIS_OK)
-        return;
-    if (ac == rb->sub)
+    if (status != REDIS_OK && ac == rb->sub)
         rb->sub = NULL;
-    if (ac == rb->query)
-        rb->query = NULL;
 }
 
 static void sync_on_disconnect(const redisAsyncContext *ac, int status)
@@ -1175,29 +1371,54 @@ static void sync_on_disconnect(const redisAsyncContext *ac, int status)
     rb_t *rb = ac->data;
     if (ac == rb->sub)
         rb->sub = NULL;
-    if (ac == rb->query)
-        rb->query = NULL;
 }
 
 static void sync_connect_all(rb_t *rb)
 {
-    if (rb->stopping)
+    if (rb->stopping || rb->sub)
         return;
-    if (!rb->query)
-        rb->query = async_open(rb, &rb->sloop, rb, sync_on_connect, sync_on_disconnect);
-    if (!rb->sub) {
-        rb->sub = async_open(rb, &rb->sloop, rb, sync_on_connect, sync_on_disconnect);
-        if (rb->sub)
-            redisAsyncCommand(rb->sub, on_message, NULL, "SUBSCRIBE %s", INV_REDIS_CHANNEL);
-    }
+    /* a node the map believes in; the next one after a failure */
+    int node = inv_cluster_enabled(rb->cl) ? inv_cluster_any(rb->cl, rb->sub_rr++) : 0;
+    if (node < 0)
+        return;
+    rb->sub = async_open(rb, node, &rb->sloop, rb, sync_on_connect, sync_on_disconnect);
+    if (rb->sub)
+        redisAsyncCommand(rb->sub, on_message, NULL, "SUBSCRIBE %s", INV_REDIS_CHANNEL);
 }
+
+static void map_check(rb_t *rb);
 
 static void poll_cb(uv_timer_t *t)
 {
     rb_t *rb = t->data;
+    map_check(rb);
     sync_connect_all(rb);
-    if (rb->query)
-        redisAsyncCommand(rb->query, on_members, NULL, "SMEMBERS %s", INV_REDIS_INDEX);
+    refresh_all(rb);
+}
+
+/* Re-reads a stale cluster map (a worker saw MOVED or lost a node). */
+static void map_check(rb_t *rb)
+{
+    if (rb->stopping || !inv_cluster_take_stale(rb->cl))
+        return;
+    char why[256];
+    if (inv_cluster_refresh(rb->cl, why, sizeof(why)) != 0) {
+        cm_log_warn("inv", "redis cluster map refresh failed", "err=\"%s\"", why);
+        inv_cluster_mark_stale(rb->cl); /* again at the next tick */
+    }
+}
+
+static void map_timer_cb(uv_timer_t *t)
+{
+    map_check(t->data);
+}
+
+static void map_async_cb(uv_async_t *a)
+{
+    /* at most one refresh per MAP_CHECK_MS however many workers call */
+    rb_t *rb = a->data;
+    if (!uv_is_active((uv_handle_t *)&rb->map_timer) && !rb->stopping)
+        uv_timer_start(&rb->map_timer, map_timer_cb, MAP_CHECK_MS, 0);
 }
 
 static void stop_cb(uv_async_t *a)
@@ -1206,15 +1427,13 @@ static void stop_cb(uv_async_t *a)
     rb->stopping = true;
     uv_timer_stop(&rb->poll_timer);
     uv_close((uv_handle_t *)&rb->poll_timer, NULL);
+    uv_timer_stop(&rb->map_timer);
+    uv_close((uv_handle_t *)&rb->map_timer, NULL);
+    uv_close((uv_handle_t *)&rb->map_async, NULL);
     uv_close((uv_handle_t *)&rb->stop_async, NULL);
     if (rb->sub) {
         redisAsyncContext *ac = rb->sub;
         rb->sub = NULL;
-        redisAsyncFree(ac);
-    }
-    if (rb->query) {
-        redisAsyncContext *ac = rb->query;
-        rb->query = NULL;
         redisAsyncFree(ac);
     }
 }
@@ -1229,8 +1448,13 @@ static int sync_start(rb_t *rb)
 {
     if (uv_loop_init(&rb->sloop) != 0)
         return CM_EBACKEND;
+    rb->query = inv_cluster_sync_new(rb->cl, rb->admin_timeout_ms);
     uv_async_init(&rb->sloop, &rb->stop_async, stop_cb);
     rb->stop_async.data = rb;
+    uv_async_init(&rb->sloop, &rb->map_async, map_async_cb);
+    rb->map_async.data = rb;
+    uv_timer_init(&rb->sloop, &rb->map_timer);
+    rb->map_timer.data = rb;
     uv_timer_init(&rb->sloop, &rb->poll_timer);
     rb->poll_timer.data = rb;
     uv_timer_start(&rb->poll_timer, poll_cb, POLL_MS, POLL_MS);
@@ -1295,6 +1519,7 @@ static int parse_url(rb_t *rb, const char *url, char *errbuf, size_t errlen)
         {"admin_timeout_ms", offsetof(rb_t, admin_timeout_ms), 1, 60000},
         {"breaker_failures", offsetof(rb_t, br_failures), 1, 1000},
         {"breaker_cooldown_ms", offsetof(rb_t, br_cooldown_ms), 1, 60000},
+        {"wait_replicas", offsetof(rb_t, wait_replicas), 0, 16},
     };
     char *save = NULL;
     for (char *kv = query ? strtok_r(query, "&", &save) : NULL; kv;
@@ -1312,7 +1537,7 @@ static int parse_url(rb_t *rb, const char *url, char *errbuf, size_t errlen)
         if (i == sizeof(params) / sizeof(params[0])) {
             cm_errbuf_set(errbuf, errlen,
                     "inventory: redis url: unknown parameter '%s' (pool, timeout_ms, "
-                    "admin_timeout_ms, breaker_failures, breaker_cooldown_ms)",
+                    "admin_timeout_ms, breaker_failures, breaker_cooldown_ms, wait_replicas)",
                     kv);
             return CM_EINVAL;
         }
@@ -1339,8 +1564,9 @@ static int parse_url(rb_t *rb, const char *url, char *errbuf, size_t errlen)
 
 static void rb_free(rb_t *rb)
 {
-    if (rb->admin)
-        redisFree(rb->admin);
+    inv_cluster_sync_free(rb->admin);
+    inv_cluster_sync_free(rb->query);
+    inv_cluster_close(rb->cl);
     pthread_mutex_destroy(&rb->admin_mu);
     free(rb);
 }
@@ -1359,16 +1585,22 @@ static int redis_open(inv_t *inv, const char *url, char *errbuf, size_t errlen)
         rb_free(rb);
         return rc;
     }
-    rb->admin = sync_connect(rb, rb->admin_timeout_ms, errbuf, errlen);
-    if (!rb->admin) {
+    rb->cl = inv_cluster_open(&rb->addr, rb->admin_timeout_ms, errbuf, errlen);
+    if (!rb->cl) {
         rb_free(rb);
         return CM_EBACKEND;
     }
+    rb->admin = inv_cluster_sync_new(rb->cl, rb->admin_timeout_ms);
+    /* On a cluster the scripts land on one master here; the others load them
+     * on their first NOSCRIPT (every caller falls back to EVAL). */
     for (int i = 0; i < SC_N; i++) {
-        redisReply *r = redisCommand(rb->admin, "SCRIPT LOAD %s", script_text[i]);
+        int err = 0;
+        redisReply *r = inv_cluster_sync_cmd(rb->admin, NULL, &err, "SCRIPT LOAD %s",
+                                             script_text[i]);
         if (!r || r->type != REDIS_REPLY_STRING || r->len != 40) {
             cm_errbuf_set(errbuf, errlen, "redis: SCRIPT LOAD: %s",
-                    r ? (r->type == REDIS_REPLY_ERROR ? r->str : "bad reply") : rb->admin->errstr);
+                    r ? (r->type == REDIS_REPLY_ERROR ? r->str : "bad reply")
+                      : inv_cluster_sync_errstr(rb->admin));
             if (r)
                 freeReplyObject(r);
             rb_free(rb);
@@ -1378,7 +1610,9 @@ static int redis_open(inv_t *inv, const char *url, char *errbuf, size_t errlen)
         freeReplyObject(r);
     }
     /* The local views of every sale the fleet knows, before the first request. */
-    redisReply *m = redisCommand(rb->admin, "SMEMBERS %s", INV_REDIS_INDEX);
+    int merr = 0;
+    redisReply *m = inv_cluster_sync_cmd(rb->admin, INV_REDIS_INDEX, &merr, "SMEMBERS %s",
+                                         INV_REDIS_INDEX);
     if (m && m->type == REDIS_REPLY_ARRAY) {
         for (size_t i = 0; i < m->elements; i++) {
             const redisReply *e = m->element[i];
@@ -1400,10 +1634,10 @@ static int redis_open(inv_t *inv, const char *url, char *errbuf, size_t errlen)
         return rc;
     }
     cm_log_info("inv", "redis inventory open",
-                "host=%s port=%d db=%d pool=%u timeout_ms=%u breaker_failures=%u "
-                "breaker_cooldown_ms=%u",
-                rb->addr.host, rb->addr.port, rb->addr.db, rb->pool, rb->timeout_ms, rb->br_failures,
-                rb->br_cooldown_ms);
+                "host=%s port=%d db=%d cluster=%s pool=%u timeout_ms=%u breaker_failures=%u "
+                "breaker_cooldown_ms=%u wait_replicas=%u",
+                rb->addr.host, rb->addr.port, rb->addr.db, rb->addr.cluster ? "yes" : "no",
+                rb->pool, rb->timeout_ms, rb->br_failures, rb->br_cooldown_ms, rb->wait_replicas);
     return 0;
 }
 
@@ -1435,22 +1669,18 @@ static int redis_sale_put(inv_t *inv, const inv_sale_def_t *def, inv_sale_info_t
     const char *args[5] = {def->sale_id, stock, limit, starts, ends};
     int err = 0, rc;
     pthread_mutex_lock(&rb->admin_mu);
-    if ((rc = admin_ctx(rb)) < 0) {
-        cm_errbuf_set(errbuf, errlen, "redis unavailable");
-        goto out;
-    }
     /* The index lies outside the sale's slot, so it is not in the script. It is
      * written first: a gateway that subscribes after the script's PUBLISH then
      * still finds the sale when it re-reads the index (a listed sale without
      * meta is skipped). */
-    redisReply *a = admin_cmd(rb, &err, "SADD %s %s", INV_REDIS_INDEX, def->sale_id);
+    redisReply *a = admin_cmd(rb, INV_REDIS_INDEX, &err, "SADD %s %s", INV_REDIS_INDEX, def->sale_id);
     if (!a) {
         cm_errbuf_set(errbuf, errlen, "redis: %s", cm_strerror(err));
         rc = err;
         goto out;
     }
     freeReplyObject(a);
-    redisReply *r = sync_eval(rb, &rb->admin, SC_PUT, def->sale_id, 1, 5, args, &err);
+    redisReply *r = sync_eval(rb->admin, rb, SC_PUT, def->sale_id, 1, 5, args, &err);
     if (!r) {
         cm_errbuf_set(errbuf, errlen, "redis: %s", cm_strerror(err));
         rc = err;
@@ -1489,11 +1719,7 @@ static int redis_restock(inv_t *inv, const char *sale_id, int64_t add, const cha
     const char *args[3] = {sale_id, addbuf, key ? key : ""};
     int err = 0, rc;
     pthread_mutex_lock(&rb->admin_mu);
-    if ((rc = admin_ctx(rb)) < 0) {
-        cm_errbuf_set(errbuf, errlen, "redis unavailable");
-        goto out;
-    }
-    redisReply *r = sync_eval(rb, &rb->admin, SC_RESTOCK, sale_id, 4, 3, args, &err);
+    redisReply *r = sync_eval(rb->admin, rb, SC_RESTOCK, sale_id, 4, 3, args, &err);
     if (!r) {
         cm_errbuf_set(errbuf, errlen, "redis: %s", cm_strerror(err));
         rc = err;
@@ -1551,9 +1777,7 @@ static int redis_release(inv_t *inv, const char *sale_id, const char *user_id, u
     const char *args[3] = {order_id, user_id, sale_id};
     int err = 0, rc;
     pthread_mutex_lock(&rb->admin_mu);
-    if ((rc = admin_ctx(rb)) < 0)
-        goto out;
-    redisReply *r = sync_eval(rb, &rb->admin, SC_RELEASE, sale_id, 4, 3, args, &err);
+    redisReply *r = sync_eval(rb->admin, rb, SC_RELEASE, sale_id, 4, 3, args, &err);
     if (!r) {
         rc = err;
         goto out;
@@ -1586,7 +1810,7 @@ static int redis_user_units(inv_t *inv, const char *sale_id, const char *user_id
     sale_key(users, sale_id, "users");
     int err = 0, rc = 0;
     pthread_mutex_lock(&rb->admin_mu);
-    redisReply *e = admin_cmd(rb, &err, "EXISTS %s", meta);
+    redisReply *e = admin_cmd(rb, meta, &err, "EXISTS %s", meta);
     if (!e) {
         rc = err;
         goto out;
@@ -1597,7 +1821,7 @@ static int redis_user_units(inv_t *inv, const char *sale_id, const char *user_id
         rc = CM_ENOTFOUND;
         goto out;
     }
-    redisReply *r = admin_cmd(rb, &err, "HGET %s %s", users, user_id);
+    redisReply *r = admin_cmd(rb, users, &err, "HGET %s %s", users, user_id);
     if (!r) {
         rc = err;
         goto out;
@@ -1620,7 +1844,7 @@ static int redis_order_user(inv_t *inv, const char *sale_id, const char *order_i
     sale_key(orders, sale_id, "orders");
     int err = 0, rc = CM_ENOTFOUND;
     pthread_mutex_lock(&rb->admin_mu);
-    redisReply *r = admin_cmd(rb, &err, "HGET %s %s", orders, order_id);
+    redisReply *r = admin_cmd(rb, orders, &err, "HGET %s %s", orders, order_id);
     if (!r) {
         rc = err;
     } else {
@@ -1660,14 +1884,14 @@ static int redis_sale_delete(inv_t *inv, const char *sale_id, int64_t now_ms, ch
         sale_key(k[2], sale_id, "orders");
         sale_key(k[3], sale_id, "idem");
         int err = 0;
-        redisReply *r = admin_cmd(rb, &err, "DEL %s %s %s %s", k[0], k[1], k[2], k[3]);
+        redisReply *r = admin_cmd(rb, k[0], &err, "DEL %s %s %s %s", k[0], k[1], k[2], k[3]);
         if (!r) {
             rc = err;
         } else {
             freeReplyObject(r);
-            if ((r = admin_cmd(rb, &err, "SREM %s %s", INV_REDIS_INDEX, sale_id)))
+            if ((r = admin_cmd(rb, INV_REDIS_INDEX, &err, "SREM %s %s", INV_REDIS_INDEX, sale_id)))
                 freeReplyObject(r);
-            if ((r = admin_cmd(rb, &err, "PUBLISH %s %s", INV_REDIS_CHANNEL, sale_id)))
+            if ((r = admin_cmd(rb, NULL, &err, "PUBLISH %s %s", INV_REDIS_CHANNEL, sale_id)))
                 freeReplyObject(r);
             inv__sale_remove(inv, sale_id);
         }

@@ -323,11 +323,17 @@ static void test_value_rules(void **state)
     good(f, "inventory.backend", "redis://127.0.0.1:6379");
     good(f, "inventory.backend", "redis://cache.internal/3");
     good(f, "inventory.backend", "redis://user:p%40ss@[::1]:6380/2");
-    bad(f, "inventory.backend", "redis://", "must be \"memory\" or redis://");
-    bad(f, "inventory.backend", "mysql://x", "must be \"memory\" or redis://");
-    bad(f, "inventory.backend", "memory2", "must be \"memory\" or redis://");
-    bad(f, "inventory.backend", "redis://h:99999", "must be \"memory\" or redis://");
-    bad(f, "inventory.backend", "redis://h:6379/x", "must be \"memory\" or redis://");
+    good(f, "inventory.backend", "redis-cluster://10.0.0.1:7000,10.0.0.2:7000,[::1]:7001");
+    good(f, "inventory.backend", "redis-cluster://:pw@redis-0.internal");
+    bad(f, "inventory.backend", "redis-cluster://h:7000/2", "redis-cluster://");
+    bad(f, "inventory.backend", "redis-cluster://h:7000,", "redis-cluster://");
+    bad(f, "inventory.backend", "redis-cluster://h:0", "redis-cluster://");
+    bad(f, "inventory.backend", "redis://a:1,b:2", "redis-cluster://");
+    bad(f, "inventory.backend", "redis://", "must be \"memory\", redis://");
+    bad(f, "inventory.backend", "mysql://x", "must be \"memory\", redis://");
+    bad(f, "inventory.backend", "memory2", "must be \"memory\", redis://");
+    bad(f, "inventory.backend", "redis://h:99999", "must be \"memory\", redis://");
+    bad(f, "inventory.backend", "redis://h:6379/x", "must be \"memory\", redis://");
     /* numbers and enums */
     good(f, "server.threads", "64");
     bad(f, "server.threads", "65", "must be between 0 and 64");

@@ -149,6 +149,8 @@ static void test_url_seeds(void **state)
         "redis://a:1,b:2",               /* a seed list wants redis-cluster:// */
         "redis-cluster://",              /* no seed */
         "redis-cluster://a:1,:2",        /* empty host */
+        "redis-cluster://a:1,",          /* empty seed */
+        "redis-cluster://a:1,,b:2",
         "redis-cluster://a:99999",       /* bad port */
         "redis-cluster://a,b,c,d,e,f,g,h,i", /* more than CM_REDIS_SEEDS_MAX */
     };
