@@ -7,6 +7,7 @@
 
 #include <ftw.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -39,6 +40,11 @@ static void *appender(void *arg)
     worker_t *w = arg;
     for (int i = 0; i < PER_APPENDER; i++) {
         int rc;
+        /* Halfway, wait for the scanner's first pass: on a loaded machine the
+         * appenders could otherwise finish before it was ever scheduled, and
+         * nothing would have run concurrently. */
+        while (i == PER_APPENDER / 2 && atomic_load(&w->sh->scans) == 0)
+            sched_yield();
         if (i % 10 == 9) {
             char ev[64];
             int n = snprintf(ev, sizeof(ev), "{\"t\":%d,\"i\":%d}", w->id, i);
@@ -99,7 +105,7 @@ static int check_cb(const oq_rec_t *rec, void *ctx)
 static void *scanner(void *arg)
 {
     shared_t *sh = arg;
-    while (atomic_load(&sh->appenders_left) > 0) {
+    do {
         check_t c;
         memset(&c, 0, sizeof(c));
         for (int t = 0; t < APPENDERS; t++)
@@ -112,7 +118,7 @@ static void *scanner(void *arg)
             atomic_fetch_add(&sh->releases, 1);
         atomic_fetch_add(&sh->scans, 1);
         usleep(500);
-    }
+    } while (atomic_load(&sh->appenders_left) > 0);
     return NULL;
 }
 
