@@ -70,6 +70,10 @@ static const gw_admin_token_t *authenticate(gw_server_t *srv, struct MHD_Connect
     for (size_t i = 0; i < srv->ntokens; i++)
         if (token_equal(h, n, srv->tokens[i].token, srv->tokens[i].len) && !found)
             found = &srv->tokens[i];
+    /* The header value lies in MHD's connection memory, which goes back to the
+     * heap unwiped when the connection ends: a core dump would show the token
+     * of every admin request made. Nothing reads the header after this. */
+    explicit_bzero((char *)(uintptr_t)h, n);
     return found;
 }
 
@@ -122,6 +126,9 @@ static int load_tokens(gw_server_t *srv, char *errbuf, size_t errlen)
         return CM_EINVAL;
     }
     FILE *f = fdopen(fd, "r");
+    /* stdio's own buffer would go back to the heap with the tokens in it */
+    char iobuf[4096];
+    setvbuf(f, iobuf, _IOFBF, sizeof(iobuf));
     char line[512];
     unsigned lineno = 0;
     while (fgets(line, sizeof(line), f)) {
@@ -162,11 +169,15 @@ static int load_tokens(gw_server_t *srv, char *errbuf, size_t errlen)
         }
         if (why) {
             fclose(f);
+            explicit_bzero(iobuf, sizeof(iobuf));
+            explicit_bzero(line, sizeof(line));
             snprintf(errbuf, errlen, "admin tokens file %s line %u: %s", path, lineno, why);
             return CM_EINVAL;
         }
     }
     fclose(f);
+    explicit_bzero(iobuf, sizeof(iobuf));
+    explicit_bzero(line, sizeof(line));
     cm_log_info("admin", "named admin tokens loaded", "path=%s tokens=%zu", path,
                 srv->ntokens - 1);
     return 0;
@@ -188,10 +199,12 @@ static int load_or_make_token(gw_server_t *srv, char *errbuf, size_t errlen)
                 n--;
             if (n >= 32) {
                 add_token(srv, "admin", GW_ROLE_WRITE, buf, (size_t)n);
+                explicit_bzero(buf, sizeof(buf));
                 cm_log_info("admin", "admin token loaded", "path=%s", srv->admin_token_path);
                 return 0;
             }
         }
+        explicit_bzero(buf, sizeof(buf));
         if (n > 0 && (st.st_mode & 077) != 0)
             cm_log_warn("admin", "admin token file is readable by others; replacing it",
                         "path=%s", srv->admin_token_path);
@@ -208,6 +221,7 @@ static int load_or_make_token(gw_server_t *srv, char *errbuf, size_t errlen)
         tokbuf[2 * i + 1] = hex[rnd[i] & 15];
     }
     tokbuf[2 * sizeof(rnd)] = '\0';
+    explicit_bzero(rnd, sizeof(rnd));
     add_token(srv, "admin", GW_ROLE_WRITE, tokbuf, 2 * sizeof(rnd));
     char tmp[640];
     snprintf(tmp, sizeof(tmp), "%s.tmp", srv->admin_token_path);
@@ -221,6 +235,8 @@ static int load_or_make_token(gw_server_t *srv, char *errbuf, size_t errlen)
     int len = snprintf(line, sizeof(line), "%s\n", tokbuf);
     bool ok = write(fd, line, (size_t)len) == len && fsync(fd) == 0;
     close(fd);
+    explicit_bzero(line, sizeof(line));
+    explicit_bzero(tokbuf, sizeof(tokbuf));
     if (!ok || rename(tmp, srv->admin_token_path) != 0) {
         snprintf(errbuf, errlen, "cannot write %s: %s", srv->admin_token_path, strerror(errno));
         unlink(tmp);
@@ -228,6 +244,63 @@ static int load_or_make_token(gw_server_t *srv, char *errbuf, size_t errlen)
     }
     cm_log_info("admin", "generated an admin token", "path=%s mode=0600",
                 srv->admin_token_path);
+    return 0;
+}
+
+/*
+ * server.admin_token_file: one line, the token (16..255 printable characters;
+ * trailing spaces and the newline are dropped). Read once, here, straight into
+ * the secret page add_token copies from; the read buffer is wiped. Mounted
+ * secrets come as 0400 or 0440 (a Kubernetes fsGroup adds the group), so the
+ * rule is: no access for others, and the file must be a regular file.
+ */
+static int load_token_file(gw_server_t *srv, char *errbuf, size_t errlen)
+{
+    const char *path = srv->cfg->admin_token_file;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(errbuf, errlen, "cannot read server.admin_token_file %s: %s", path,
+                 strerror(errno));
+        return CM_EIO;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (st.st_mode & 007) != 0) {
+        close(fd);
+        snprintf(errbuf, errlen,
+                 "server.admin_token_file %s must be a regular file without access for others "
+                 "(chmod 0400 or 0440)",
+                 path);
+        return CM_EINVAL;
+    }
+    enum { CAP = 260 };
+    char *buf = gw_secret_alloc(CAP);
+    if (!buf)
+        abort(); /* out of memory, as cm_xmalloc */
+    size_t n = 0;
+    ssize_t r;
+    while (n < CAP - 1 && (r = read(fd, buf + n, CAP - 1 - n)) != 0) {
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
+                 buf[n - 1] == '\t'))
+        n--;
+    const char *why = n < 16 || n > 255 ? "must hold one token of 16..255 characters" : NULL;
+    for (size_t i = 0; !why && i < n; i++)
+        if (!isgraph((unsigned char)buf[i]))
+            why = "the token must be printable ASCII without spaces, on one line";
+    if (!why)
+        add_token(srv, "admin", GW_ROLE_WRITE, buf, n);
+    gw_secret_free(buf, CAP);
+    if (why) {
+        snprintf(errbuf, errlen, "server.admin_token_file %s: %s", path, why);
+        return CM_EINVAL;
+    }
+    cm_log_info("admin", "admin token loaded", "path=%s", path);
     return 0;
 }
 
@@ -1558,15 +1631,27 @@ static bool is_loopback(const struct sockaddr *sa)
 
 int gw_admin_start(gw_server_t *srv, char *errbuf, size_t errlen)
 {
-    if (srv->cfg->admin_token[0]) {
+    /* The token main sealed away from argv and the environment, else the
+     * token file, else (an embedded server that never sealed) the config's own,
+     * else <data-dir>/admin.token, generated at first start. */
+    size_t sealed_len;
+    const char *sealed = gw_config_admin_token(&sealed_len);
+    bool chosen = true;
+    int rc = 0;
+    if (sealed)
+        add_token(srv, "admin", GW_ROLE_WRITE, sealed, sealed_len);
+    else if (srv->cfg->admin_token_file[0])
+        rc = load_token_file(srv, errbuf, errlen);
+    else if (srv->cfg->admin_token[0])
         add_token(srv, "admin", GW_ROLE_WRITE, srv->cfg->admin_token,
                   strlen(srv->cfg->admin_token));
-    } else {
-        int rc = load_or_make_token(srv, errbuf, errlen);
-        if (rc)
-            return rc;
+    else {
+        chosen = false;
+        rc = load_or_make_token(srv, errbuf, errlen);
     }
-    int rc = load_tokens(srv, errbuf, errlen);
+    if (rc)
+        return rc;
+    rc = load_tokens(srv, errbuf, errlen);
     if (rc)
         return rc;
     if ((rc = gw_audit_open(srv, errbuf, errlen)))
@@ -1577,11 +1662,11 @@ int gw_admin_start(gw_server_t *srv, char *errbuf, size_t errlen)
         return rc;
     /* A generated token is fine on loopback (whoever reads the data dir is the
      * operator); anywhere else an operator must have chosen the tokens. */
-    size_t generated = srv->cfg->admin_token[0] ? 0 : 1;
+    size_t generated = chosen ? 0 : 1;
     if (!is_loopback((struct sockaddr *)&ss) && srv->ntokens <= generated) {
         snprintf(errbuf, errlen,
-                 "admin listener %s is not on loopback: set server.admin_token "
-                 "(--admin-token / FLASHGATE_ADMIN_TOKEN) or server.admin_tokens_file first",
+                 "admin listener %s is not on loopback: set server.admin_token_file "
+                 "(--admin-token-file), server.admin_token or server.admin_tokens_file first",
                  srv->cfg->admin_listen);
         return CM_EINVAL;
     }

@@ -20,6 +20,8 @@
 #include "inventory/inv.h"
 #include "queue/oq_order.h"
 
+void *gw_secret_alloc(size_t len); /* gw_token.c */
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <jansson.h>
@@ -474,12 +476,19 @@ const cm_opt_t gw_config_opts[] = {
      "admin API listener; keep it on loopback or a private network", v_listen},
     {"server.admin_token", CM_OPT_STR, OFF(admin_token), SZ(admin_token), "", 0, 0, NULL,
      CM_OPT_SECRET, "admin-token", "TOKEN",
-     "bearer token the admin API requires; empty = generate one into <data-dir>/admin.token (mode 0600)",
+     "bearer token the admin API requires (better server.admin_token_file: a flag shows in ps); "
+     "empty = generate one into <data-dir>/admin.token (mode 0600)",
      v_admin_token},
     {"server.admin_tokens_file", CM_OPT_STR, OFF(admin_tokens_file), SZ(admin_tokens_file), "",
      0, 0, NULL, 0, "admin-tokens-file", "FILE",
      "named admin tokens, one name:role:token per line (role read|write), mode 0600; "
      "empty = <data-dir>/admin.tokens if it exists",
+     NULL},
+    {"server.admin_token_file", CM_OPT_STR, OFF(admin_token_file), SZ(admin_token_file), "", 0,
+     0, NULL, 0, "admin-token-file", "FILE",
+     "file holding the admin bearer token (16..255 printable characters, one line; no access "
+     "for others, e.g. mode 0400 or 0440), read once at start: keeps the token out of argv and "
+     "the environment; instead of server.admin_token",
      NULL},
     {"server.threads", CM_OPT_UINT, OFF(threads), 0, "0", 0, 64, NULL, 0, "threads", "N",
      "worker threads (one event loop each), 0 = one per CPU", NULL},
@@ -709,12 +718,111 @@ int gw_config_check(const gw_config_t *cfg, const cm_conf_t *conf, char *errbuf,
                        errlen);
         bad++;
     }
+    if (cfg->admin_token[0] && cfg->admin_token_file[0]) {
+        cm_conf_report(&view, "server.admin_token_file",
+                       "set server.admin_token or server.admin_token_file, not both", errbuf,
+                       errlen);
+        bad++;
+    }
     if (strcmp(cfg->kafka_topic, cfg->kafka_outcomes_topic) == 0) {
         cm_conf_report(&view, "kafka.outcomes_topic", "must differ from kafka.topic", errbuf,
                        errlen);
         bad++;
     }
     return bad ? CM_EINVAL : 0;
+}
+
+/*---- the admin token out of argv, the environment and the config struct ----*/
+
+#define SEALED_MARK "<set>"     /* what cfg->admin_token holds once sealed */
+#define SEALED_CHANGED "<new>"  /* a reload found another token in the config file */
+
+static struct {
+    bool sealed;
+    int src;      /* cm_src_t of the token at the first load */
+    char *token;  /* secret page, NUL-terminated; NULL = none configured */
+    size_t len;
+} admin_secret;
+
+/* Overwrites the argv strings that hold the token ("TOKEN", "--x=TOKEN",
+ * "--set=server.admin_token=TOKEN"): the kernel shows this very memory as
+ * /proc/PID/cmdline. One "*" is left where the token was, then NULs. */
+static void wipe_argv(int argc, char **argv, const char *tok, size_t n)
+{
+    for (int i = 1; i < argc; i++) {
+        size_t al = strlen(argv[i]);
+        char *at = NULL;
+        if (al == n && memcmp(argv[i], tok, n) == 0)
+            at = argv[i];
+        else if (al > n && argv[i][al - n - 1] == '=' && memcmp(argv[i] + al - n, tok, n) == 0)
+            at = argv[i] + al - n;
+        if (at) {
+            explicit_bzero(at, n);
+            at[0] = '*';
+        }
+    }
+}
+
+/* Wipes and removes the token's environment variables: /proc/PID/environ is
+ * the process's initial environment block, which unsetenv alone leaves intact. */
+static void wipe_env(const cm_conf_t *conf, const cm_opt_t *o)
+{
+    for (int alias = 0; alias <= 1; alias++) {
+        char name[128];
+        if (!cm_conf_env_name(o, conf->env_prefix, alias, name, sizeof(name)))
+            continue;
+        char *v = getenv(name);
+        if (v) {
+            explicit_bzero(v, strlen(v));
+            unsetenv(name);
+        }
+    }
+}
+
+void gw_config_seal_secrets(gw_config_t *cfg, const cm_conf_t *conf, int argc, char **argv)
+{
+    const cm_opt_t *o = cm_conf_find(gw_config_opts, "server.admin_token");
+    size_t n = strlen(cfg->admin_token);
+    admin_secret.src = cm_conf_source(conf, "server.admin_token");
+    if (n) {
+        admin_secret.token = gw_secret_alloc(n + 1);
+        if (!admin_secret.token)
+            abort(); /* out of memory, as cm_xmalloc */
+        memcpy(admin_secret.token, cfg->admin_token, n + 1);
+        admin_secret.len = n;
+        wipe_argv(argc, argv, admin_secret.token, n);
+    }
+    wipe_env(conf, o);
+    explicit_bzero(cfg->admin_token, sizeof(cfg->admin_token));
+    if (n)
+        memcpy(cfg->admin_token, SEALED_MARK, sizeof(SEALED_MARK));
+    admin_secret.sealed = true;
+}
+
+/* After a reload's parse: the marker of the first load, or of a change. */
+static void reseal(gw_config_t *cfg, const cm_conf_t *conf)
+{
+    int src = cm_conf_source(conf, "server.admin_token");
+    size_t n = strlen(cfg->admin_token);
+    const char *mark = "";
+    if (src == CM_SRC_FLAG || src == CM_SRC_ENV ||
+        (src == CM_SRC_DEFAULT && admin_secret.src == CM_SRC_ENV))
+        /* argv ("*" now) and the environment (unset now) are the first load's */
+        mark = admin_secret.token ? SEALED_MARK : "";
+    else if (n)
+        mark = admin_secret.token && n == admin_secret.len &&
+                       memcmp(cfg->admin_token, admin_secret.token, n) == 0
+                   ? SEALED_MARK
+                   : SEALED_CHANGED;
+    explicit_bzero(cfg->admin_token, sizeof(cfg->admin_token));
+    memcpy(cfg->admin_token, mark, strlen(mark) + 1);
+}
+
+const char *gw_config_admin_token(size_t *len)
+{
+    if (len)
+        *len = admin_secret.len;
+    return admin_secret.token;
 }
 
 int gw_config_load(gw_config_t *cfg, cm_conf_t *conf, int argc, char **argv, char *errbuf,
@@ -730,5 +838,7 @@ int gw_config_load(gw_config_t *cfg, cm_conf_t *conf, int argc, char **argv, cha
         rc = CM_EINVAL;
     if (cm_conf_check_args(conf, 0, errbuf, errlen) != 0)
         rc = CM_EINVAL;
+    if (admin_secret.sealed)
+        reseal(cfg, conf);
     return rc;
 }

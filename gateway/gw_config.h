@@ -20,6 +20,7 @@ typedef struct gw_config {
     char admin_listen[128];    /* server.admin_listen "127.0.0.1:9090" (--admin-listen) */
     char admin_token[256];     /* server.admin_token (--admin-token, FLASHGATE_ADMIN_TOKEN) */
     char admin_tokens_file[512]; /* server.admin_tokens_file: named read/write tokens */
+    char admin_token_file[512];  /* server.admin_token_file: the admin token, read at start */
     uint64_t threads;          /* server.threads, 0 = one per CPU (--threads) */
     uint64_t node_id;          /* server.node_id 0..1023 (--node-id); 1024 = derive */
     uint64_t body_limit;       /* server.body_limit bytes, default 4k */
@@ -128,6 +129,23 @@ int gw_config_load(gw_config_t *cfg, cm_conf_t *conf, int argc, char **argv, cha
  * Thread-safe on data the caller owns.
  */
 int gw_config_check(const gw_config_t *cfg, const cm_conf_t *conf, char *errbuf, size_t errlen);
+
+/*
+ * Takes server.admin_token out of every place a process dump, `ps` or
+ * /proc/PID/environ would show it: copies it into a secret page (mlock'ed where
+ * allowed, MADV_DONTDUMP: gw_secret_alloc), overwrites its argv copies in place
+ * with "*", wipes and unsets FLASHGATE_ADMIN_TOKEN and
+ * FLASHGATE_SERVER_ADMIN_TOKEN, and leaves "<set>" in cfg->admin_token (the
+ * config dump still says a token is set). Later gw_config_load calls (SIGHUP
+ * reload) leave the same marker: argv and the environment cannot change while
+ * the process runs; a different token in the config file reads as a change
+ * that needs a restart. Once, in main, before any thread starts.
+ */
+void gw_config_seal_secrets(gw_config_t *cfg, const cm_conf_t *conf, int argc, char **argv);
+
+/* The sealed server.admin_token (in its secret page) and its length, or NULL
+ * when none was configured or gw_config_seal_secrets never ran. */
+const char *gw_config_admin_token(size_t *len);
 
 /* Splits "host:port" / "[v6]:port" into parts (host without brackets; port
  * 0..65535). Returns 0 or CM_EINVAL. Thread-safe. */

@@ -170,6 +170,9 @@ int main(int argc, char **argv)
         cm_conf_free(&conf);
         return 0;
     }
+    /* Before any thread starts: the admin token leaves argv, the environment
+     * and cfg for a locked, undumpable page (gw_config.h). */
+    gw_config_seal_secrets(&cfg, &conf, argc, argv);
     cm_log_set_level((cm_log_level_t)cfg.log_level);
     cm_log_set_format(cfg.log_format == 1 ? "json" : "logfmt");
     signal(SIGPIPE, SIG_IGN);

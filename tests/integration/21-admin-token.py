@@ -1,0 +1,163 @@
+"""The admin token stays out of sight: given by --admin-token-file, by the
+--admin-token flag or by FLASHGATE_ADMIN_TOKEN, it appears in none of
+/proc/PID/cmdline, /proc/PID/environ, the log, the config dump (admin API and
+--check-config), nor in any memory a core dump would hold (every readable
+mapping without MADV_DONTDUMP, read through /proc/PID/mem after admin requests
+carried the token), while the admin API still requires it. A control string
+(a sale id) is found by the same scan, so the scan can fail. A SIGHUP reload
+keeps the token and needs no restart for it. A token file readable by others,
+or both a token and a token file, refuse to start."""
+import os
+import re
+import secrets
+import signal
+import subprocess
+import time
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fg import BIN, Gateway, check, eq, finish, need_binary  # noqa: E402
+
+need_binary("flashgate")
+
+
+def proc_bytes(pid, what):
+    with open("/proc/%d/%s" % (pid, what), "rb") as f:
+        return f.read()
+
+
+def dumpable_memory_has(pid, needles):
+    """Which needles occur in the process's readable mappings that a core dump
+    would include (VmFlags without dd), and how many secret (dd) mappings exist."""
+    maps, cur = [], None
+    with open("/proc/%d/smaps" % pid) as f:
+        for line in f:
+            m = re.match(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$", line)
+            if m:
+                cur = [int(m.group(1), 16), int(m.group(2), 16), m.group(3), m.group(4), ""]
+                maps.append(cur)
+            elif line.startswith("VmFlags:") and cur:
+                cur[4] = line.split(":", 1)[1].split()
+    found, dd = set(), 0
+    with open("/proc/%d/mem" % pid, "rb", buffering=0) as mem:
+        for lo, hi, perms, name, flags in maps:
+            if "dd" in flags:
+                dd += 1
+                continue
+            if "r" not in perms or name in ("[vvar]", "[vsyscall]", "[vvar_vclock]"):
+                continue
+            try:
+                mem.seek(lo)
+                data = mem.read(hi - lo)
+            except OSError:
+                continue
+            for n in needles:
+                if n in data:
+                    found.add(n)
+    return found, dd
+
+
+def no_token_visible(g, tok, what):
+    pid = g.proc.pid
+    t = tok.encode()
+    check(t not in proc_bytes(pid, "cmdline"), "%s: not in /proc/PID/cmdline" % what)
+    check(t not in proc_bytes(pid, "environ"), "%s: not in /proc/PID/environ" % what)
+    eq(g.admin("GET", "/admin/v1/stats", token=None).status, 401, "%s: no token, 401" % what)
+    eq(g.admin("GET", "/admin/v1/stats", token=tok[:-1] + "x").status, 401,
+       "%s: a wrong token, 401" % what)
+    # the token's requests last: nothing after them overwrites the memory they used
+    for path in ("/admin/v1/stats", "/admin/v1/sales"):
+        check(t not in g.admin("GET", path, token=tok).raw, "%s: not in %s" % (what, path))
+    r = g.admin("GET", "/admin/v1/config", token=tok)
+    eq(r.status, 200, "%s: config with the token" % what)
+    check(t not in r.raw, "%s: not in the config dump" % what)
+    canary = b"canary-sale-" + t[:6]
+    found, dd = dumpable_memory_has(pid, [t, canary])
+    check(canary in found, "%s: the memory scan finds a control string (the sale id)" % what)
+    check(t not in found, "%s: not in any memory a core dump would hold" % what)
+    check(dd >= 1, "%s: the token's page is marked MADV_DONTDUMP (%d such mappings)" % (what, dd))
+    with open(g.log_path, "rb") as f:
+        check(t not in f.read(), "%s: not in the log" % what)
+
+
+def run(g, tok, what):
+    try:
+        g.start()
+        r = g.admin("PUT", "/admin/v1/sales/canary-sale-" + tok[:6], token=tok,
+                    body={"stock": 10, "per_user_limit": 1})
+        eq(r.status, 201, "%s: the admin API works with the token" % what)
+        no_token_visible(g, tok, what)
+        # SIGHUP: argv and the environment were wiped; the reload must not see a change.
+        g.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 10
+        while time.time() < deadline and "configuration reloaded" not in g.logs():
+            time.sleep(0.05)
+        log = g.logs()
+        check("restart_needed=0" in log, "%s: a reload needs no restart for the token: %s"
+              % (what, log[-400:]))
+        eq(g.admin("GET", "/admin/v1/stats", token=tok).status, 200,
+           "%s: after the reload the token still works" % what)
+        with open(g.log_path, "rb") as f:
+            check(tok.encode() not in f.read(), "%s: not in the log after the reload" % what)
+    finally:
+        g.cleanup()
+
+
+# 1. --admin-token-file (mode 0400)
+tok = secrets.token_hex(24)
+g = Gateway(token=None)
+os.makedirs(g.tmp, exist_ok=True)
+path = os.path.join(g.tmp, "admin.token")
+with open(path, "w") as f:
+    f.write(tok + "\n")
+os.chmod(path, 0o400)
+g.args += ["--admin-token-file", path]
+run(g, tok, "token file")
+
+# 2. --admin-token on the command line; the environment's token (lower
+# precedence, unused) is wiped too
+tok = secrets.token_hex(24)
+other = secrets.token_hex(24)
+g = Gateway(token=tok, extra_env={"FLASHGATE_SERVER_ADMIN_TOKEN": other})
+try:
+    g.start()
+    env = proc_bytes(g.proc.pid, "environ")
+    check(other.encode() not in env, "flag: the unused environment token is wiped too")
+finally:
+    g.cleanup()
+g = Gateway(token=tok)
+run(g, tok, "flag")
+
+# 3. FLASHGATE_ADMIN_TOKEN
+tok = secrets.token_hex(24)
+run(Gateway(token=None, extra_env={"FLASHGATE_ADMIN_TOKEN": tok}), tok, "environment")
+
+# 4. refusals and --check-config
+tok = secrets.token_hex(24)
+g = Gateway(token=None)
+try:
+    os.makedirs(g.tmp, exist_ok=True)
+    path = os.path.join(g.tmp, "admin.token")
+    with open(path, "w") as f:
+        f.write(tok + "\n")
+    os.chmod(path, 0o644)
+    g.args += ["--admin-token-file", path]
+    g.start(wait=False)
+    rc = g.proc.wait(20)
+    eq(rc, 1, "a token file readable by others: no start")
+    check("without access for others" in g.logs(), "... and the log says why: %s" % g.logs()[-300:])
+    check(tok not in g.logs(), "... without the token")
+    base = [os.path.join(BIN, "flashgate"), "--data-dir", os.path.join(g.tmp, "d")]
+    p = subprocess.run(base + ["--admin-token", tok, "--admin-token-file", path],
+                       capture_output=True, text=True, timeout=20)
+    eq(p.returncode, 2, "token and token file: invalid configuration")
+    check("not both" in p.stderr and tok not in p.stderr + p.stdout,
+          "... said without the token: %s" % p.stderr)
+    p = subprocess.run(base + ["--admin-token", tok, "--check-config"], capture_output=True,
+                       text=True, timeout=20)
+    eq(p.returncode, 0, "--check-config")
+    check(tok not in p.stdout + p.stderr and "<set>" in p.stdout,
+          "--check-config shows <set>, not the token")
+finally:
+    g.cleanup()
+finish()
