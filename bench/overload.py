@@ -389,6 +389,8 @@ def convergence_ms(r, step_s, end_s, window_bins=5, slow_max=0.05):
     """ms after the step until every 50 ms window (by scheduled time) has <= 5% slow answers.
 
     slow = later than the fine timeline's slow_ms (50 ms) or no answer (timeout, error).
+    The windows slide by one bin (10 ms), so the answer has the bins' resolution, not
+    the window's (disjoint windows could only say 0, 50, 100 ms...).
     None when that never happens before the end of the 5x phase.
     """
     f = r.get("fine")
@@ -399,7 +401,7 @@ def convergence_ms(r, step_s, end_s, window_bins=5, slow_max=0.05):
     b0 = int(step_s * 1000 / binms)
     b1 = min(len(n), int(end_s * 1000 / binms))
     windows = []
-    for w in range(b0, b1 - window_bins + 1, window_bins):
+    for w in range(b0, b1 - window_bins + 1):
         nn = sum(n[w:w + window_bins])
         ss = sum(slow[w:w + window_bins])
         windows.append((w, nn == 0 or ss <= slow_max * nn))
@@ -859,7 +861,8 @@ def report(res, a):
     print("goodput = (202 + 409 + 410 buys + 200 pages) / run length; shed = 503 share of all "
           "requests; timeout = the person gave up (%d ms); admitted = 202/409/410 buy answers, "
           "shed = 503 buy answers, latency from the scheduled time." % a.give_up_ms)
-    print("convergence: after the step, ms until every 50 ms window of buy requests (by "
+    print("convergence: after the step, ms until every 50 ms window (sliding by 10 ms) of buy "
+          "requests (by "
           "scheduled time) has <= 5% answers slower than 50 ms or missing; 'never' = not "
           "within the 5x phase.")
 
