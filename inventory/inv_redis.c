@@ -650,7 +650,8 @@ static void conn_on_connect(const redisAsyncContext *ac, int status)
         cm_log_debug("inv", "redis connect failed", "err=\"%s\"", ac->errstr);
         c->ac = NULL;
         c->is_up = false;
-        map_stale(c->w->rb);
+        if (!c->w->is_closing)
+            map_stale(c->w->rb);
         conn_retry(c);
         return;
     }
