@@ -15,7 +15,9 @@ the gateway's accept rate (bench.py's latency section does the live pipeline).
                order, so the first batch is left out for both
   settle cpu = flashgate-settle's utime+stime from SIGCONT to the last row, per
                order; db cpu = the same for every postgres process (SQLite runs
-               inside flashgate-settle)
+               inside flashgate-settle); broker cpu = the same for the idle
+               gateway, i.e. its embedded broker serving the fetches, the
+               outcomes and the offset commits
 
 BENCH_SETTLE_ARGS="--batch 2000" passes flags to every worker (experiments).
 FLASHGATE_SETTLE_BIN_OLD=DIR adds a third worker, DIR/flashgate-settle, into
@@ -196,10 +198,12 @@ def drain_runs(tmp, bindir, scripts, pg):
         for s in sinks:
             c0 = B.cpu_ticks(s.proc.pid)
             p0 = pg_cpu_ticks(pg)
+            g0 = B.cpu_ticks(gw.pid)
             s.proc.send_signal(signal.SIGCONT)
             got = s.wait_rows(sale, accepted, 120)
             c1 = B.cpu_ticks(s.proc.pid)
             p1 = pg_cpu_ticks(pg)
+            g1 = B.cpu_ticks(gw.pid)
             s.proc.send_signal(signal.SIGSTOP)
             first = min(got) if got else 0
             later = sum(1 for t in got if t > first)
@@ -207,6 +211,7 @@ def drain_runs(tmp, bindir, scripts, pg):
             out = {"accepted": accepted, "rows": len(got),
                    "rate": later / span if span else float("nan"),
                    "cpu_us": (c1 - c0) * 1e6 / B.CLK_TCK / max(len(got), 1),
+                   "gw_cpu_us": (g1 - g0) * 1e6 / B.CLK_TCK / max(len(got), 1),
                    "db_cpu_us": ((p1 - p0) * 1e6 / B.CLK_TCK / max(len(got), 1)
                                  if s.pg else float("nan"))}
             res[s.name].append(out)
@@ -238,10 +243,11 @@ def report(sk):
                                 B.fmt(max(r["rate"] for r in rs), 0)),
                      B.fmt(B.med([r["cpu_us"] for r in rs]), 1),
                      B.fmt(B.med([r["db_cpu_us"] for r in rs]), 1),
+                     B.fmt(B.med([r["gw_cpu_us"] for r in rs]), 1),
                      "%d/%d" % (min(r["rows"] for r in rs), max(r["accepted"] for r in rs)),
                      target])
     B.table(["sink", "orders/s", "(min-max)", "settle cpu us/order", "postgres cpu us/order",
-             "rows/accepted", "target"], rows)
+             "broker cpu us/order", "rows/accepted", "target"], rows)
     print("  PostgreSQL %s, private cluster, fsync on; batch 500 (the default); the sinks drain "
           "one after the other on the same 2 cores, nothing else running but the idle gateway"
           % sk["pg_version"])

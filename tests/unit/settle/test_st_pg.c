@@ -175,6 +175,27 @@ static void test_connection_loss(void **state)
     assert_int_equal(st_sink_settle(s, &o2, &oc), 0);
     assert_int_equal(st_sink_commit(s), 0);
     assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 2);
+    /* The same through settle_many, whose BEGIN and INSERT share one round trip
+       (pipeline mode): the connection dies between two batches. */
+    oq_order_t o3;
+    mk_order(&o3, "CL-3", "u3");
+    const oq_order_t *op[1] = {&o3};
+    st_outcome_t *ocp[1] = {&oc};
+    assert_int_equal(st_sink_begin(s), 0);
+    admin = conn_to(c->url);
+    r = PQexec(admin, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                      " WHERE datname = current_database() AND pid <> pg_backend_pid()");
+    assert_int_equal(atoi(PQgetvalue(r, 0, 0)), 1);
+    PQclear(r);
+    PQfinish(admin);
+    assert_true(st_sink_settle_many(s, op, ocp, 1) < 0);
+    printf("# settle_many after the server dropped us: %s\n", s->errmsg);
+    assert_int_equal(st_sink_rollback(s), 0); /* reconnects */
+    assert_int_equal(st_sink_begin(s), 0);
+    assert_int_equal(st_sink_settle_many(s, op, ocp, 1), 0);
+    assert_true(oc.changed);
+    assert_int_equal(st_sink_commit(s), 0);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 3);
     st_sink_close(s);
 }
 
