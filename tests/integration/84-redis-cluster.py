@@ -27,25 +27,17 @@ sent is answered 503 and released on whichever master owns the sale by then
 """
 import os
 import random
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import check, die_with_parent, eq, finish, free_port, need_binary  # noqa: E402
-from fleet import (REDIS_SERVER, Crowd, _Reader, _resp_encode, need_redis,  # noqa: E402
-                   spool_orders, start_fleet, stats, wait_for)
+from fg import check, eq, finish, need_binary  # noqa: E402
+from fleet import (Cluster, Crowd, need_redis, rcmd, spool_orders, start_fleet,  # noqa: E402
+                   stats, wait_for)
 
 need_binary("flashgate")
 need_binary("flashgate-spool")
 need_redis()
-REDIS_CLI = shutil.which("redis-cli")
-if not REDIS_CLI:
-    print("FAIL: no redis-cli (deploy/install-deps.sh installs redis-tools)")
-    sys.exit(1)
 
 STOCK = 1500
 USERS = 6000
@@ -53,109 +45,6 @@ STOCK2 = 1000
 USERS2 = 4000
 NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set",
             "limits.global_rps=0", "--set", "limits.sale_rps=0"]
-
-
-def rcmd(port, *args, timeout=5):
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    try:
-        s.sendall(_resp_encode(args))
-        return _Reader(s).read()
-    finally:
-        s.close()
-
-
-class Cluster:
-    """Six redis-server processes joined by redis-cli --cluster create."""
-
-    def __init__(self, n=6):
-        self.dir = tempfile.mkdtemp(prefix="fg-rcluster-")
-        self.procs = {}
-        self.args = {}
-        for i in range(n):
-            for _ in range(5):
-                port = free_port()
-                if port not in self.procs and port + 10000 < 65536:
-                    break
-            d = os.path.join(self.dir, str(port))
-            os.mkdir(d)
-            args = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                    "--appendonly", "no", "--cluster-enabled", "yes",
-                    "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000",
-                    "--dir", d, "--daemonize", "no", "--logfile", os.path.join(d, "redis.log")]
-            self.args[port] = args
-            self._spawn(port)
-        self.ports = list(self.procs)
-        for p in self.ports:
-            ok, _ = wait_for(lambda: rcmd(p, "PING", timeout=0.5) == "PONG", 10)
-            if not ok:
-                raise RuntimeError("redis-server on %d did not start" % p)
-        out = subprocess.run([REDIS_CLI, "--cluster", "create"] +
-                             ["127.0.0.1:%d" % p for p in self.ports] +
-                             ["--cluster-replicas", "1", "--cluster-yes"],
-                             capture_output=True, text=True, timeout=60)
-        if out.returncode != 0:
-            raise RuntimeError("cluster create failed: %s %s" % (out.stdout, out.stderr))
-        ok, _ = wait_for(lambda: all("cluster_state:ok" in rcmd(p, "CLUSTER", "INFO")
-                                     for p in self.ports), 20, step=0.1)
-        if not ok:
-            raise RuntimeError("the cluster did not reach cluster_state:ok")
-
-    def nodes(self, via):
-        """{port: (role, master_port or None, [slot ranges])} as `via` sees it."""
-        ids, rows = {}, []
-        for line in rcmd(via, "CLUSTER", "NODES").splitlines():
-            f = line.split()
-            port = int(f[1].split("@")[0].rsplit(":", 1)[1])
-            ids[f[0]] = port
-            rows.append((port, f[2], f[3], f[8:]))
-        out = {}
-        for port, flags, master, slots in rows:
-            role = "master" if "master" in flags else "replica"
-            out[port] = (role, ids.get(master), slots)
-        return out
-
-    def master_of(self, slot, via):
-        for port, (role, _, slots) in self.nodes(via).items():
-            if role != "master":
-                continue
-            for rng in slots:
-                if rng.startswith("["):
-                    continue
-                lo, _, hi = rng.partition("-")
-                if int(lo) <= slot <= int(hi or lo):
-                    return port
-        return None
-
-    def replica_of(self, master, via):
-        for port, (role, m, _) in self.nodes(via).items():
-            if role == "replica" and m == master:
-                return port
-        return None
-
-    def _spawn(self, port):
-        self.procs[port] = subprocess.Popen(self.args[port], stdin=subprocess.DEVNULL,
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                            preexec_fn=die_with_parent)
-
-    def restart(self, port):
-        """Same port and dir: nodes.conf brings it back into the cluster."""
-        self._spawn(port)
-
-    def kill9(self, port):
-        self.procs[port].kill()
-        self.procs[port].wait(10)
-
-    def cleanup(self):
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs.values():
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Seeds:
