@@ -654,6 +654,8 @@ static int mem_reserve(inv_worker_t *w, inv_reserve_req_t *req)
     mem_sale_t *ms = sale_state(sale);
     if (!ms)
         return INV_UNKNOWN_SALE;
+    if (req->qty & MEM_FOREIGN) /* 2^31 units: no limit allows it; the bit is the table's */
+        return CM_EINVAL;
     /* Sold out and no key to look up: answer from the flag, no lock. (With a
      * key, a retry of a request that was accepted must get its order back.) */
     if (req->idem_key[0] == '\0' && atomic_load_explicit(&sale->sold_out, memory_order_acquire)) {

@@ -383,6 +383,7 @@ static void test_table_per_user(void **state)
     assert_int_equal(buy(inv, "s", "ann", 2, "k2", "foreign-2", &r), INV_RESERVED);
     assert_int_equal(r.user_units, 4);
     assert_int_equal(buy(inv, "s", "ann", 2, "k3", oid(3, o3), NULL), INV_LIMIT_REACHED);
+    assert_int_equal(buy(inv, "s", "ann", 0x80000001u, NULL, oid(3, o3), NULL), CM_EINVAL);
     assert_int_equal(buy(inv, "s", "ann", 1, "k3", oid(3, o3), NULL), INV_RESERVED);
     /* keys give back their own order, canonical text or foreign text */
     assert_int_equal(buy(inv, "s", "ann", 1, "k1", oid(9, o2), &r), INV_DUPLICATE);
