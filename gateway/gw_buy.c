@@ -260,6 +260,7 @@ static void reply_rate_limited(gw_req_t *r, const gw_limit_verdict_t *v)
     struct MHD_Response *mr = gw_resp_prepare(&r->resp);
     if (!mr)
         return; /* answered from r->resp */
+    gw_resp_redate(mr, NULL, w->date); /* kept current by gw_http.c's date_tick */
     if (c->resp)
         MHD_destroy_response(c->resp);
     c->resp = mr;

@@ -192,6 +192,11 @@ void gw_resp_error(gw_resp_t *r, gw_reply_t reply, const char *extra_json, const
 struct MHD_Response *gw_resp_prepare(const gw_resp_t *r);
 /* Queues r on the connection; counts it. Returns the MHD result. */
 enum MHD_Result gw_resp_send(struct MHD_Connection *c, gw_counters_t *ctr, const gw_resp_t *r);
+/* An HTTP Date value, "Sun, 06 Nov 1994 08:49:37 GMT" (RFC 9110 IMF-fixdate). */
+#define GW_DATE_LEN 29
+void gw_http_date(time_t t, char out[GW_DATE_LEN + 1]);
+/* Replaces a prepared response's Date header old (NULL: none) by now. */
+void gw_resp_redate(struct MHD_Response *mr, const char *old, const char *now);
 /* Appends s JSON-escaped (without quotes) to buf at *len. */
 void gw_json_escape(char *buf, size_t cap, size_t *len, const char *s);
 
@@ -311,6 +316,10 @@ struct gw_worker {
     } sold_out_cache[32];
     unsigned nsold_out;
     gw_rl_cache_t rl_cache[GW_SCOPE_COUNT]; /* the last 429 per scope, prepared */
+    /* This second's Date header (gw_http_date), set before each MHD run; the
+     * prepared 410s and 429s above carry it (gw_http.c: date_tick). */
+    char date[GW_DATE_LEN + 1];
+    time_t date_s;
     /* Prepared 503 overloaded answers, one per (reason, message, degraded,
      * Retry-After): a shed crowd costs no response building (gw_overload.c). */
     struct {

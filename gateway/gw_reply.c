@@ -78,6 +78,57 @@ void gw_resp_header(gw_resp_t *r, const char *name, const char *fmt, ...)
     r->nheaders++;
 }
 
+static char *put2(char *p, int v)
+{
+    *p++ = (char)('0' + v / 10 % 10);
+    *p++ = (char)('0' + v % 10);
+    return p;
+}
+
+static char *put_s(char *p, const char *s)
+{
+    size_t n = strlen(s);
+    memcpy(p, s, n);
+    return p + n;
+}
+
+void gw_http_date(time_t t, char out[GW_DATE_LEN + 1])
+{
+    /* Names spelled here, not strftime's %a %b: those follow the locale. */
+    static const char *const days[7] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static const char *const mons[12] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    struct tm tm;
+    if (!gmtime_r(&t, &tm)) {
+        t = 0;
+        gmtime_r(&t, &tm);
+    }
+    char *p = out;
+    p = put_s(p, days[(unsigned)tm.tm_wday % 7]);
+    p = put_s(p, ", ");
+    p = put2(p, tm.tm_mday);
+    *p++ = ' ';
+    p = put_s(p, mons[(unsigned)tm.tm_mon % 12]);
+    *p++ = ' ';
+    p = put2(p, (tm.tm_year + 1900) / 100);
+    p = put2(p, tm.tm_year + 1900);
+    *p++ = ' ';
+    p = put2(p, tm.tm_hour);
+    *p++ = ':';
+    p = put2(p, tm.tm_min);
+    *p++ = ':';
+    p = put2(p, tm.tm_sec);
+    p = put_s(p, " GMT");
+    *p = '\0';
+}
+
+void gw_resp_redate(struct MHD_Response *mr, const char *old, const char *now)
+{
+    if (old)
+        MHD_del_response_header(mr, MHD_HTTP_HEADER_DATE, old);
+    MHD_add_response_header(mr, MHD_HTTP_HEADER_DATE, now);
+}
+
 /* Length of the valid UTF-8 sequence at s (1..4), or 0 if s does not start one. */
 static size_t utf8_len(const unsigned char *s)
 {
