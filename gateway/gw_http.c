@@ -28,11 +28,15 @@
 #define FREE_LIST_MAX 256
 /*
  * MHD's per-connection memory pool holds the request head and the read and
- * write buffers. 0.9.75 clears the pool on every request of a keep-alive
- * connection: its default of 32 KiB made memset 4.6% of a sold-out answer's
- * CPU. 16 KiB still holds 12+ KiB of headers; bodies stream into our own buffer.
+ * write buffers. 0.9.75 clears the whole pool on every request of a
+ * keep-alive connection and the unused half of its read buffer once the head
+ * is read: its default of 32 KiB made memset 4.6% of a sold-out answer's CPU,
+ * and 16 KiB still cleared 24 KiB per request, half of the L1 data cache
+ * (8 KiB: 4.5 -> 4.2 us per sold-out answer, bench/README.md). 8 KiB holds
+ * ~7 KiB of request line and headers (more gets MHD's 431, docs/api.md),
+ * like nginx's 8k large_client_header_buffers; bodies stream into our own buffer.
  */
-#define GW_CONN_MEMORY (16 * 1024)
+#define GW_CONN_MEMORY (8 * 1024)
 
 /*---- request contexts ----*/
 
