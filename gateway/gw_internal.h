@@ -185,6 +185,8 @@ void gw_resp_retry_after(gw_resp_t *r, unsigned long long seconds);
 void gw_resp_sold_out(gw_resp_t *r, const char *sale_id);
 void gw_resp_header(gw_resp_t *r, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The same with a ready value (no formatting): the buy path's 202. */
+void gw_resp_header_set(gw_resp_t *r, const char *name, const char *value);
 /* Sets the body to {"error":code,"message":msg...} with extra pre-escaped JSON members. */
 void gw_resp_error(gw_resp_t *r, gw_reply_t reply, const char *extra_json, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

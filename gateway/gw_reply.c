@@ -66,11 +66,28 @@ void gw_resp_sold_out(gw_resp_t *r, const char *sale_id)
     gw_resp_error(r, GW_R_SOLD_OUT, NULL, "sale %s is sold out", sale_id);
 }
 
+/* strlcpy: copies what fits of s into out[cap], always terminated (as snprintf "%s"). */
+static void copy_str(char *out, size_t cap, const char *s)
+{
+    size_t n = strnlen(s, cap - 1);
+    memcpy(out, s, n);
+    out[n] = '\0';
+}
+
+void gw_resp_header_set(gw_resp_t *r, const char *name, const char *value)
+{
+    if (r->nheaders >= CM_ARRAY_LEN(r->headers))
+        return;
+    copy_str(r->headers[r->nheaders][0], sizeof(r->headers[0][0]), name);
+    copy_str(r->headers[r->nheaders][1], sizeof(r->headers[0][1]), value);
+    r->nheaders++;
+}
+
 void gw_resp_header(gw_resp_t *r, const char *name, const char *fmt, ...)
 {
     if (r->nheaders >= CM_ARRAY_LEN(r->headers))
         return;
-    snprintf(r->headers[r->nheaders][0], sizeof(r->headers[0][0]), "%s", name);
+    copy_str(r->headers[r->nheaders][0], sizeof(r->headers[0][0]), name);
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(r->headers[r->nheaders][1], sizeof(r->headers[0][1]), fmt, ap);
