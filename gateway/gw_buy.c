@@ -75,12 +75,12 @@ size_t gw_sale_json(const inv_sale_info_t *s, bool admin, int64_t now_ms, char *
     return (size_t)n;
 }
 
-/* Appends s at p, returns the new end; callers size the buffer for bounded ids. */
+/* Appends s at p (no NUL), returns the new end; callers size the buffer for bounded ids. */
 static char *put(char *p, const char *s)
 {
-    size_t n = strlen(s);
-    memcpy(p, s, n);
-    return p + n;
+    while (*s)
+        *p++ = *s++;
+    return p;
 }
 
 static void reply_accepted(gw_req_t *r, const oq_order_t *o, bool replayed)

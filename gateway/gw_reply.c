@@ -104,9 +104,9 @@ static char *put2(char *p, int v)
 
 static char *put_s(char *p, const char *s)
 {
-    size_t n = strlen(s);
-    memcpy(p, s, n);
-    return p + n;
+    while (*s)
+        *p++ = *s++;
+    return p;
 }
 
 void gw_http_date(time_t t, char out[GW_DATE_LEN + 1])
