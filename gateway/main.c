@@ -89,8 +89,10 @@ static void on_stop_signal(uv_signal_t *h, int signum)
         return;
     }
     o->leaving = true;
-    sd_notify(0, "STOPPING=1\nSTATUS=draining");
+    /* /readyz turns 503 before systemd (or anyone watching) hears STOPPING=1:
+     * whoever reacts to it must already see the gateway leaving. */
     gw_server_leave(o->srv);
+    sd_notify(0, "STOPPING=1\nSTATUS=draining");
     cm_log_info("gw", "signal received, draining", "signal=%s grace_ms=%llu timeout_ms=%llu",
                 strsignal(signum), (unsigned long long)o->cfg->drain_grace_ms,
                 (unsigned long long)o->cfg->drain_timeout_ms);
