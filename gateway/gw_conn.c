@@ -391,6 +391,7 @@ void gw_conn_notify(void *cls, struct MHD_Connection *conn, void **socket_contex
     gw_server_t *srv = w->srv;
     gw_conn_guard_t *g = w->guard;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        gw_ol_conn_started(w);
         gw_conn_t *c = cm_xcalloc(1, sizeof(*c));
         c->g = g;
         c->slot = -1;

@@ -627,6 +627,8 @@ void gw_ol_worker_stop(gw_worker_t *w);
 void gw_ol_iteration(gw_worker_t *w);
 /* After MHD ran: shuts or reopens the worker's door (gw_overload.c). Loop thread. */
 void gw_ol_after_run(gw_worker_t *w);
+/* A connection was accepted (gw_conn_notify): tells a crowd from a connection flood. Loop thread. */
+void gw_ol_conn_started(gw_worker_t *w);
 /* A request head was read: records its queuing delay. Loop thread. */
 void gw_ol_request_head(gw_req_t *r);
 /* After the buy body is parsed: DAGOR user priority. false: answered 503. Loop thread. */

@@ -63,6 +63,18 @@
 #define GW_OL_DOOR_HOLD_US 250000u
 /* The request rate that sizes the door is measured over windows this long. */
 #define GW_OL_RATE_WINDOW_US 100000u
+/*
+ * The door shuts only for a crowd, not for a connection flood: over the last
+ * rate window the connections this worker accepted must have begun at least
+ * this many requests each. A slow-loris address opening thousands of sockets
+ * that send nothing useful makes a long accept queue and a busy loop too;
+ * shutting the door then refuses the buyers along with the attacker (measured
+ * with tests/fault/slow-conns-bench.sh: 146-290 of ~500 buyer requests
+ * answered with the door, all of them without). Those sockets are the
+ * connection guard's to close (gw_conn.c: per-address cap, head deadline,
+ * eviction of the oldest incomplete connection).
+ */
+#define GW_OL_DOOR_MIN_REQS_PER_CONN 0.5
 
 typedef struct gw_ol_worker {
     gw_worker_t *w;
@@ -87,6 +99,8 @@ typedef struct gw_ol_worker {
     uint32_t live;          /* requests begun and not finished */
     double rate;            /* requests/s, smoothed */
     uint64_t rate_start_us, rate_reqs;
+    uint64_t rate_conns;    /* connections accepted in the rate window */
+    double reqs_per_conn;   /* requests begun per connection accepted, smoothed */
     _Atomic bool pub_paused;
     _Atomic uint64_t shed[GW_CRIT_COUNT];
     _Atomic uint64_t shed_users, accept_pauses, accept_reset, accept_trimmed;
@@ -198,6 +212,7 @@ void gw_ol_worker_start(gw_worker_t *w)
     o->door_ok = gw_config_split_hostport(w->srv->cfg->listen, host, sizeof(host), &port) == 0 &&
                  port != 0;
     o->rate_start_us = now;
+    o->reqs_per_conn = 1e9; /* no connection seen yet: nothing says flood */
     /* Time spent waiting in epoll, to tell our own load from a starved CPU. */
     uv_loop_configure(&w->loop, UV_METRICS_IDLE_TIME);
     o->win_start_ns = uv_hrtime();
@@ -263,6 +278,12 @@ static void door_trim(gw_ol_worker_t *o, gw_req_t *r)
     if (MHD_set_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONNECTION, "close") ==
         MHD_YES)
         atomic_fetch_add_explicit(&o->accept_trimmed, 1, memory_order_relaxed);
+}
+
+void gw_ol_conn_started(gw_worker_t *w)
+{
+    if (w->ol)
+        w->ol->rate_conns++;
 }
 
 void gw_ol_request_head(gw_req_t *r)
@@ -440,6 +461,8 @@ void gw_ol_after_run(gw_worker_t *w)
         return; /* at most one look a millisecond */
     if (o->q.busy_pct < GW_OL_DOOR_BUSY_PCT)
         return; /* a queue behind a loop that waits in epoll: other processes have the CPU */
+    if (o->reqs_per_conn < GW_OL_DOOR_MIN_REQS_PER_CONN)
+        return; /* a connection flood, not a crowd: the connection guard's job */
     o->door_check_ms = ms;
     const union MHD_DaemonInfo *li = MHD_get_daemon_info(w->mhd, MHD_DAEMON_INFO_LISTEN_FD);
     if (!li || li->listen_fd == MHD_INVALID_SOCKET)
@@ -461,8 +484,12 @@ static void on_tick(uv_timer_t *t)
     if (now - o->rate_start_us >= GW_OL_RATE_WINDOW_US) {
         double r = (double)o->rate_reqs * 1e6 / (double)(now - o->rate_start_us);
         o->rate = o->rate > 0 ? 0.5 * o->rate + 0.5 * r : r;
+        /* No new connection: keep-alive traffic only, a crowd by definition. */
+        double rpc = o->rate_conns ? (double)o->rate_reqs / (double)o->rate_conns : 1e9;
+        o->reqs_per_conn = 0.5 * o->reqs_per_conn + 0.5 * (rpc > 1e9 ? 1e9 : rpc);
         o->rate_start_us = now;
         o->rate_reqs = 0;
+        o->rate_conns = 0;
     }
     if (o->paused)
         door_reopen_maybe(o, now);
