@@ -212,7 +212,7 @@ void gw_ol_worker_start(gw_worker_t *w)
     o->door_ok = gw_config_split_hostport(w->srv->cfg->listen, host, sizeof(host), &port) == 0 &&
                  port != 0;
     o->rate_start_us = now;
-    o->reqs_per_conn = 1e9; /* no connection seen yet: nothing says flood */
+    o->reqs_per_conn = 4.0; /* no connection seen yet: nothing says flood */
     /* Time spent waiting in epoll, to tell our own load from a starved CPU. */
     uv_loop_configure(&w->loop, UV_METRICS_IDLE_TIME);
     o->win_start_ns = uv_hrtime();
@@ -484,9 +484,12 @@ static void on_tick(uv_timer_t *t)
     if (now - o->rate_start_us >= GW_OL_RATE_WINDOW_US) {
         double r = (double)o->rate_reqs * 1e6 / (double)(now - o->rate_start_us);
         o->rate = o->rate > 0 ? 0.5 * o->rate + 0.5 * r : r;
-        /* No new connection: keep-alive traffic only, a crowd by definition. */
-        double rpc = o->rate_conns ? (double)o->rate_reqs / (double)o->rate_conns : 1e9;
-        o->reqs_per_conn = 0.5 * o->reqs_per_conn + 0.5 * (rpc > 1e9 ? 1e9 : rpc);
+        /* No new connection: keep-alive traffic only, a crowd by definition.
+         * A flood is believed at once, a crowd again only over a few windows. */
+        double rpc = o->rate_conns ? (double)o->rate_reqs / (double)o->rate_conns : 4.0;
+        if (rpc > 4.0)
+            rpc = 4.0;
+        o->reqs_per_conn = rpc < o->reqs_per_conn ? rpc : 0.5 * o->reqs_per_conn + 0.5 * rpc;
         o->rate_start_us = now;
         o->rate_reqs = 0;
         o->rate_conns = 0;
