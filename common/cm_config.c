@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -850,6 +851,30 @@ static void strip_comments(char *s)
     }
 }
 
+/*
+ * jansson's allocator for the whole process: frees wipe the block first. A
+ * config file may hold a secret (server.admin_token), and jansson keeps the
+ * string in its tree and in the parser's buffers; a freed block stays in the
+ * heap, and so in a core dump, until it is reused. jansson is off the hot
+ * path (the buy body is read in place), so the wipe costs nothing that counts.
+ */
+static void wiping_free(void *p)
+{
+    if (p) {
+        explicit_bzero(p, malloc_usable_size(p));
+        free(p);
+    }
+}
+
+static void install_wiping_json_alloc(void)
+{
+    static bool done;
+    if (!done) {
+        json_set_alloc_funcs(malloc, wiping_free);
+        done = true;
+    }
+}
+
 static void load_file(cm_conf_t *conf, errlist_t *errs, const char *path)
 {
     copy_trunc(conf->config_file, sizeof(conf->config_file), path);
@@ -885,6 +910,7 @@ static void load_file(cm_conf_t *conf, errlist_t *errs, const char *path)
     strip_comments(text);
     json_error_t jerr;
     json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+    explicit_bzero(text, got); /* it may hold a secret */
     free(text);
     if (!root) {
         err_add(errs, "config: --config %s: line %d column %d: %s", path, jerr.line, jerr.column,
@@ -1051,6 +1077,7 @@ static void load_flags(cm_conf_t *conf, errlist_t *errs, int argc, char **argv)
 int cm_conf_load(cm_conf_t *conf, const cm_opt_t *opts, void *base, const char *prog,
                  const char *env_prefix, int argc, char **argv, char *errbuf, size_t errlen)
 {
+    install_wiping_json_alloc(); /* before any JSON: the first call is in main, single-threaded */
     memset(conf, 0, sizeof(*conf));
     conf->opts = opts;
     conf->base = base;

@@ -89,9 +89,13 @@ def no_token_visible(g, tok, what):
     eq(r.status, 200, "%s: config with the token" % what)
     check(t not in r.raw, "%s: not in the config dump" % what)
     canary = b"canary-sale-" + t[:6]
-    found, dd = dumpable_memory_has(pid, [t, canary])
+    # The tail too: malloc writes its free-list pointers over the first 16
+    # bytes of a freed block, so an unwiped copy keeps only its end.
+    tail = t[-24:]
+    found, dd = dumpable_memory_has(pid, [t, tail, canary])
     check(canary in found, "%s: the memory scan finds a control string (the sale id)" % what)
     check(t not in found, "%s: not in any memory a core dump would hold" % what)
+    check(tail not in found, "%s: not even its tail (a freed, unwiped copy)" % what)
     check(dd >= 1, "%s: the token's page is marked MADV_DONTDUMP (%d such mappings)" % (what, dd))
     with open(g.log_path, "rb") as f:
         check(t not in f.read(), "%s: not in the log" % what)
@@ -149,7 +153,19 @@ run(g, tok, "flag")
 tok = secrets.token_hex(24)
 run(Gateway(token=None, extra_env={"FLASHGATE_ADMIN_TOKEN": tok}), tok, "environment")
 
-# 4. refusals and --check-config
+# 4. server.admin_token in the JSON config file: the file's text and jansson's
+# tree held it (the loader wipes both before freeing them)
+tok = secrets.token_hex(24)
+g = Gateway(token=None)
+os.makedirs(g.tmp, exist_ok=True)
+path = os.path.join(g.tmp, "flashgate.conf")
+with open(path, "w") as f:
+    f.write('{"server": {"admin_token": "%s"}}\n' % tok)
+os.chmod(path, 0o600)
+g.args += ["--config", path]
+run(g, tok, "config file")
+
+# 5. refusals and --check-config
 tok = secrets.token_hex(24)
 g = Gateway(token=None)
 try:
