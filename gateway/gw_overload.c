@@ -46,35 +46,8 @@
 #include <sys/socket.h>
 
 #define GW_OL_TICK_MS 10
-/* The door never shuts for fewer queued connections than this (a burst of
- * connects at an idle worker is not an overload). */
-#define GW_OL_DOOR_MIN_QUEUE 64
-/* The door shuts only for a loop busy at least this share of the last queue
- * window (measured: on two cores shared with a loaded machine, an uncapped
- * gateway waiting on a capped Redis saw its accept queue grow while it was
- * descheduled, shut the door, and fell from 5,352 to 709 orders/s at 5x). */
-#define GW_OL_DOOR_BUSY_PCT 80
-/* While shut, keep-alive connections past the budget (at least this many
- * kept) close after their answer (door_trim). */
-#define GW_OL_DOOR_MIN_CONNS 16
-/* A shut door reopens after this many idle ticks, or after GW_OL_DOOR_HOLD_US
- * to look whether the crowd is still there (door_reopen_maybe). */
-#define GW_OL_DOOR_IDLE_TICKS 2
-#define GW_OL_DOOR_HOLD_US 250000u
-/* The request rate that sizes the door is measured over windows this long. */
-#define GW_OL_RATE_WINDOW_US 100000u
-/*
- * The door shuts only for a crowd, not for a connection flood: over the last
- * rate window the connections this worker accepted must have begun at least
- * this many requests each. A slow-loris address opening thousands of sockets
- * that send nothing useful makes a long accept queue and a busy loop too;
- * shutting the door then refuses the buyers along with the attacker (measured
- * with tests/fault/slow-conns-bench.sh: 146-290 of ~500 buyer requests
- * answered with the door, all of them without). Those sockets are the
- * connection guard's to close (gw_conn.c: per-address cap, head deadline,
- * eviction of the oldest incomplete connection).
- */
-#define GW_OL_DOOR_MIN_REQS_PER_CONN 0.5
+/* The door's constants and decisions are in gw_overload_core.c (gw_door_t),
+ * tested with an injected clock; this file does its sockets. */
 
 typedef struct gw_ol_worker {
     gw_worker_t *w;
@@ -91,16 +64,9 @@ typedef struct gw_ol_worker {
     uint64_t rnd;
     /* the door (top of this file) */
     bool door_ok;           /* the port was given explicitly: listen() again keeps it */
-    bool paused;            /* the door is shut */
-    uint64_t shut_us;       /* when it was shut */
-    uint32_t begun_tick;    /* requests begun since the last tick */
-    uint32_t idle_ticks;    /* ticks in a row with the door shut and nothing to do */
+    gw_door_t door;         /* its decisions; door.shut: the door is shut */
     uint64_t door_check_ms; /* uv_now of the last accept-queue look */
     uint32_t live;          /* requests begun and not finished */
-    double rate;            /* requests/s, smoothed */
-    uint64_t rate_start_us, rate_reqs;
-    uint64_t rate_conns;    /* connections accepted in the rate window */
-    double reqs_per_conn;   /* requests begun per connection accepted, smoothed */
     _Atomic bool pub_paused;
     _Atomic uint64_t shed[GW_CRIT_COUNT];
     _Atomic uint64_t shed_users, accept_pauses, accept_reset, accept_trimmed;
@@ -211,8 +177,7 @@ void gw_ol_worker_start(gw_worker_t *w)
     unsigned port = 0;
     o->door_ok = gw_config_split_hostport(w->srv->cfg->listen, host, sizeof(host), &port) == 0 &&
                  port != 0;
-    o->rate_start_us = now;
-    o->reqs_per_conn = 4.0; /* no connection seen yet: nothing says flood */
+    gw_door_init(&o->door, ol->target_us, now);
     /* Time spent waiting in epoll, to tell our own load from a starved CPU. */
     uv_loop_configure(&w->loop, UV_METRICS_IDLE_TIME);
     o->win_start_ns = uv_hrtime();
@@ -252,14 +217,6 @@ void gw_ol_iteration(gw_worker_t *w)
         w->ol->iter_start_us = now_us();
 }
 
-/* What this worker serves in one queue target (at least `floor`): a deeper
- * queue, in the kernel or in open connections, waits longer than the target. */
-static uint32_t door_budget(const gw_ol_worker_t *o, uint32_t floor)
-{
-    double fit = o->rate * (double)o->q.target_us / 1e6;
-    return fit > floor ? (uint32_t)fit : floor;
-}
-
 /*
  * While the door is shut, a keep-alive connection still brings a request as
  * soon as its last answer left, so the connections already open are a queue
@@ -273,7 +230,7 @@ static void door_trim(gw_ol_worker_t *o, gw_req_t *r)
 {
     const union MHD_DaemonInfo *ci =
         MHD_get_daemon_info(o->w->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-    if (!ci || !r->conn || ci->num_connections <= door_budget(o, GW_OL_DOOR_MIN_CONNS))
+    if (!ci || !r->conn || ci->num_connections <= gw_door_budget(&o->door, GW_DOOR_MIN_CONNS))
         return;
     if (MHD_set_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONNECTION, "close") ==
         MHD_YES)
@@ -283,7 +240,7 @@ static void door_trim(gw_ol_worker_t *o, gw_req_t *r)
 void gw_ol_conn_started(gw_worker_t *w)
 {
     if (w->ol)
-        w->ol->rate_conns++;
+        gw_door_conn(&w->ol->door);
 }
 
 void gw_ol_request_head(gw_req_t *r)
@@ -295,9 +252,8 @@ void gw_ol_request_head(gw_req_t *r)
     uint64_t in_iter = now > o->iter_start_us ? now - o->iter_start_us : 0;
     gw_qdelay_sample(&o->q, in_iter + o->lag_us, true);
     o->live++;
-    o->rate_reqs++;
-    o->begun_tick++;
-    if (o->paused)
+    gw_door_request(&o->door);
+    if (o->door.shut)
         door_trim(o, r);
 }
 
@@ -385,7 +341,7 @@ static uint32_t accept_queue(int fd)
 static void set_paused(gw_ol_worker_t *o, bool pause)
 {
     gw_worker_t *w = o->w;
-    if (o->paused == pause || !w->mhd)
+    if (o->door.shut == pause || !w->mhd)
         return;
     const union MHD_DaemonInfo *ei = MHD_get_daemon_info(w->mhd, MHD_DAEMON_INFO_EPOLL_FD);
     const union MHD_DaemonInfo *li = MHD_get_daemon_info(w->mhd, MHD_DAEMON_INFO_LISTEN_FD);
@@ -402,8 +358,6 @@ static void set_paused(gw_ol_worker_t *o, bool pause)
             (void)epoll_ctl(ei->epoll_fd, EPOLL_CTL_ADD, li->listen_fd, &ev);
             return;
         }
-        o->shut_us = now_us();
-        o->idle_ticks = 0;
         atomic_fetch_add_explicit(&o->accept_pauses, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&o->accept_reset, queued, memory_order_relaxed);
     } else {
@@ -413,7 +367,7 @@ static void set_paused(gw_ol_worker_t *o, bool pause)
             cm_log_error("overload", "cannot reopen the listening socket", "worker=%u errno=%d",
                          w->index, errno);
     }
-    o->paused = pause;
+    gw_door_set_shut(&o->door, pause, now_us());
     atomic_store_explicit(&o->pub_paused, pause, memory_order_relaxed);
 }
 
@@ -426,48 +380,24 @@ static bool door_allowed(gw_ol_worker_t *o)
     return ol->accept_pause && o->door_ok && (pinned < 0 || pinned == GW_LEVEL_PROTECT);
 }
 
-/*
- * Reopens a shut door when this worker has nothing to do: GW_OL_DOOR_IDLE_TICKS
- * ticks in a row began no request and none is in progress (but those waiting
- * on a dependency). Counted in ticks, not in time: a process throttled by a
- * CPU quota sees 20 ms gaps in which nothing began because it did not run.
- * Reopens also after GW_OL_DOOR_HOLD_US, to look whether the crowd is still
- * there. While shut, the keep-alive connections already open (a load
- * balancer's pool, a CDN edge's) still bring requests and keep the worker
- * busy: only new connections are refused. From the tick. Loop thread.
- */
-static void door_reopen_maybe(gw_ol_worker_t *o, uint64_t now)
-{
-    gw_worker_t *w = o->w;
-    if (o->begun_tick == 0 && o->live <= w->suspended)
-        o->idle_ticks++;
-    else
-        o->idle_ticks = 0;
-    o->begun_tick = 0;
-    if (o->idle_ticks >= GW_OL_DOOR_IDLE_TICKS || now - o->shut_us >= GW_OL_DOOR_HOLD_US ||
-        !door_allowed(o))
-        set_paused(o, false);
-}
-
 void gw_ol_after_run(gw_worker_t *w)
 {
     gw_ol_worker_t *o = w->ol;
     if (!o || !o->tick_started)
         return; /* stopping: gw_ol_worker_stop opened the door for MHD_quiesce_daemon */
-    if (o->paused)
+    if (o->door.shut)
         return; /* the tick reopens it */
     uint64_t ms = uv_now(&w->loop);
     if (ms == o->door_check_ms || !door_allowed(o))
         return; /* at most one look a millisecond */
-    if (o->q.busy_pct < GW_OL_DOOR_BUSY_PCT)
-        return; /* a queue behind a loop that waits in epoll: other processes have the CPU */
-    if (o->reqs_per_conn < GW_OL_DOOR_MIN_REQS_PER_CONN)
-        return; /* a connection flood, not a crowd: the connection guard's job */
+    /* The cheap checks first (busy loop, a crowd): no getsockopt when they fail. */
+    if (!gw_door_should_shut(&o->door, o->q.busy_pct, UINT32_MAX))
+        return;
     o->door_check_ms = ms;
     const union MHD_DaemonInfo *li = MHD_get_daemon_info(w->mhd, MHD_DAEMON_INFO_LISTEN_FD);
     if (!li || li->listen_fd == MHD_INVALID_SOCKET)
         return;
-    if (accept_queue(li->listen_fd) > door_budget(o, GW_OL_DOOR_MIN_QUEUE))
+    if (gw_door_should_shut(&o->door, o->q.busy_pct, accept_queue(li->listen_fd)))
         set_paused(o, true);
 }
 
@@ -481,21 +411,12 @@ static void on_tick(uv_timer_t *t)
     o->lag_us = now > o->tick_due_us ? now - o->tick_due_us : 0;
     o->tick_due_us = now + GW_OL_TICK_MS * 1000u;
     gw_qdelay_sample(&o->q, o->lag_us, false);
-    if (now - o->rate_start_us >= GW_OL_RATE_WINDOW_US) {
-        double r = (double)o->rate_reqs * 1e6 / (double)(now - o->rate_start_us);
-        o->rate = o->rate > 0 ? 0.5 * o->rate + 0.5 * r : r;
-        /* No new connection: keep-alive traffic only, a crowd by definition.
-         * A flood is believed at once, a crowd again only over a few windows. */
-        double rpc = o->rate_conns ? (double)o->rate_reqs / (double)o->rate_conns : 4.0;
-        if (rpc > 4.0)
-            rpc = 4.0;
-        o->reqs_per_conn = rpc < o->reqs_per_conn ? rpc : 0.5 * o->reqs_per_conn + 0.5 * rpc;
-        o->rate_start_us = now;
-        o->rate_reqs = 0;
-        o->rate_conns = 0;
-    }
-    if (o->paused)
-        door_reopen_maybe(o, now);
+    /* Reopen when the worker has nothing to do or to look whether the crowd is
+     * still there. While shut, the keep-alive connections already open (a load
+     * balancer's pool, a CDN edge's) still bring requests: only new
+     * connections are refused. */
+    if (gw_door_tick(&o->door, now, o->live <= w->suspended) || (o->door.shut && !door_allowed(o)))
+        set_paused(o, false);
     for (unsigned i = 0; i < o->ndeps; i++)
         gw_alimit_tick(&o->dep[i], now);
     gw_level_t level = gw_ol_level(srv);

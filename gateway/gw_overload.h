@@ -175,6 +175,57 @@ bool gw_qdelay_tick(gw_qdelay_t *q, uint64_t now_us, bool shed_users, unsigned b
 /* True if a buy of user priority `prio` may go on. Owner thread only. */
 bool gw_qdelay_admit_user(const gw_qdelay_t *q, unsigned prio);
 
+/*---- The door: connection-level backpressure (sockets in gw_overload.c) ----*/
+
+/*
+ * The door's decisions, kept apart from its sockets so that they can be tested
+ * with an injected clock. A worker shuts its door (stops listening) when its
+ * accept queue holds more than one queue target's worth of its request rate
+ * (at least GW_DOOR_MIN_QUEUE), its loop is busy (>= GW_DOOR_BUSY_PCT) and the
+ * connections it accepts bring requests (a crowd, not a connection flood:
+ * >= GW_DOOR_MIN_REQS_PER_CONN requests begun per connection accepted). A shut
+ * door reopens after GW_DOOR_IDLE_TICKS ticks in a row with nothing to do, or
+ * after GW_DOOR_HOLD_US. docs/design.md "Connection-level backpressure" has the
+ * measurements behind each constant (e.g. the flood test: a slow-loris address
+ * made a long accept queue and a busy loop too, and a shut door refused the
+ * buyers with the attacker, 146-290 of ~500 answered).
+ */
+#define GW_DOOR_MIN_QUEUE 64
+#define GW_DOOR_BUSY_PCT 80
+#define GW_DOOR_MIN_CONNS 16 /* keep-alive connections kept while shut, at least */
+#define GW_DOOR_IDLE_TICKS 2
+#define GW_DOOR_HOLD_US 250000u
+#define GW_DOOR_WINDOW_US 100000u /* the rate and the requests per connection */
+#define GW_DOOR_MIN_REQS_PER_CONN 0.5
+#define GW_DOOR_RPC_MAX 4.0 /* requests per connection are counted up to this */
+
+typedef struct gw_door {
+    uint64_t target_us;      /* the queue target: a deeper queue waits longer */
+    double rate;             /* requests begun per second, smoothed */
+    double reqs_per_conn;    /* requests begun per connection accepted, smoothed */
+    uint64_t win_start_us, win_reqs, win_conns;
+    uint32_t begun_tick;     /* requests begun since the last tick */
+    uint32_t idle_ticks;     /* ticks in a row, shut, with nothing to do */
+    uint64_t shut_us;        /* when it was shut */
+    bool shut;
+} gw_door_t;
+
+void gw_door_init(gw_door_t *d, uint64_t target_us, uint64_t now_us);
+/* A request began / a connection was accepted. Owner thread only. */
+void gw_door_request(gw_door_t *d);
+void gw_door_conn(gw_door_t *d);
+/* What the worker serves in one queue target, at least `floor` (the door's size). */
+uint32_t gw_door_budget(const gw_door_t *d, uint32_t floor);
+/* Whether an open door should shut now, `queued` connections waiting to be accepted. */
+bool gw_door_should_shut(const gw_door_t *d, unsigned busy_pct, uint32_t queued);
+void gw_door_set_shut(gw_door_t *d, bool shut, uint64_t now_us);
+/*
+ * Every tick: closes the rate window when due and, while shut, returns true
+ * when the door should reopen. `idle`: no request is in progress but those
+ * waiting on a dependency. Owner thread only.
+ */
+bool gw_door_tick(gw_door_t *d, uint64_t now_us, bool idle);
+
 /* DAGOR user priority: 0..127 from the user id and the minute (now_ms / 60000). Thread-safe. */
 unsigned gw_ol_user_prio(const char *user, size_t len, uint64_t minute);
 

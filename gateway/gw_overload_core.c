@@ -362,3 +362,77 @@ gw_ol_action_t gw_ol_route_action(gw_level_t level, gw_crit_t c, bool has_fallba
         return GW_OL_SERVE; /* nothing to degrade to: still served */
     return GW_OL_FALLBACK;
 }
+
+/*---- The door's decisions ----*/
+
+void gw_door_init(gw_door_t *d, uint64_t target_us, uint64_t now_us)
+{
+    memset(d, 0, sizeof(*d));
+    d->target_us = target_us;
+    d->win_start_us = now_us;
+    d->reqs_per_conn = GW_DOOR_RPC_MAX; /* no connection seen yet: nothing says flood */
+}
+
+void gw_door_request(gw_door_t *d)
+{
+    d->win_reqs++;
+    d->begun_tick++;
+}
+
+void gw_door_conn(gw_door_t *d)
+{
+    d->win_conns++;
+}
+
+uint32_t gw_door_budget(const gw_door_t *d, uint32_t floor)
+{
+    double fit = d->rate * (double)d->target_us / 1e6;
+    return fit > floor ? (uint32_t)fit : floor;
+}
+
+bool gw_door_should_shut(const gw_door_t *d, unsigned busy_pct, uint32_t queued)
+{
+    if (d->shut)
+        return false;
+    /* A queue behind a loop that waits in epoll: other processes have the CPU. */
+    if (busy_pct < GW_DOOR_BUSY_PCT)
+        return false;
+    /* A connection flood, not a crowd: the connection guard's job. */
+    if (d->reqs_per_conn < GW_DOOR_MIN_REQS_PER_CONN)
+        return false;
+    return queued > gw_door_budget(d, GW_DOOR_MIN_QUEUE);
+}
+
+void gw_door_set_shut(gw_door_t *d, bool shut, uint64_t now_us)
+{
+    if (shut && !d->shut) {
+        d->shut_us = now_us;
+        d->idle_ticks = 0;
+    }
+    d->shut = shut;
+}
+
+bool gw_door_tick(gw_door_t *d, uint64_t now_us, bool idle)
+{
+    if (now_us - d->win_start_us >= GW_DOOR_WINDOW_US) {
+        double span = (double)(now_us - d->win_start_us);
+        double r = (double)d->win_reqs * 1e6 / span;
+        d->rate = d->rate > 0 ? 0.5 * d->rate + 0.5 * r : r;
+        /* No new connection: keep-alive traffic only, a crowd by definition.
+         * A flood is believed at once, a crowd again only over a few windows. */
+        double rpc = d->win_conns ? (double)d->win_reqs / (double)d->win_conns : GW_DOOR_RPC_MAX;
+        if (rpc > GW_DOOR_RPC_MAX)
+            rpc = GW_DOOR_RPC_MAX;
+        d->reqs_per_conn = rpc < d->reqs_per_conn ? rpc : 0.5 * d->reqs_per_conn + 0.5 * rpc;
+        d->win_start_us = now_us;
+        d->win_reqs = d->win_conns = 0;
+    }
+    bool began = d->begun_tick > 0;
+    d->begun_tick = 0;
+    if (!d->shut)
+        return false;
+    /* Counted in ticks, not in time: a process throttled by a CPU quota sees
+     * 20 ms gaps in which nothing began because it did not run. */
+    d->idle_ticks = !began && idle ? d->idle_ticks + 1 : 0;
+    return d->idle_ticks >= GW_DOOR_IDLE_TICKS || now_us - d->shut_us >= GW_DOOR_HOLD_US;
+}

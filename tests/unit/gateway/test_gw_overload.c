@@ -305,9 +305,103 @@ static void test_qdelay_dagor(void **state)
     assert_true(idle.over);
 }
 
+
+/* The door shuts for a crowd past its budget on a busy loop, never for a connection flood. */
+static void test_door_shuts_for_a_crowd_not_a_flood(void **state)
+{
+    (void)state;
+    gw_door_t d;
+    uint64_t t = 1000 * MS;
+    gw_door_init(&d, 20 * MS, t);
+    /* No rate measured yet: the budget is the floor. */
+    assert_int_equal(gw_door_budget(&d, GW_DOOR_MIN_QUEUE), GW_DOOR_MIN_QUEUE);
+    assert_false(gw_door_should_shut(&d, 100, GW_DOOR_MIN_QUEUE));
+    assert_true(gw_door_should_shut(&d, 100, GW_DOOR_MIN_QUEUE + 1));
+    /* A loop waiting in epoll (other processes have the CPU): never. */
+    assert_false(gw_door_should_shut(&d, GW_DOOR_BUSY_PCT - 1, 100000));
+    /* A crowd: 10,000 requests/s on 2,000 new connections/s; budget = 10,000 * 20 ms = 200. */
+    for (int win = 0; win < 6; win++) {
+        for (int i = 0; i < 1000; i++)
+            gw_door_request(&d);
+        for (int i = 0; i < 200; i++)
+            gw_door_conn(&d);
+        t += GW_DOOR_WINDOW_US;
+        assert_false(gw_door_tick(&d, t, false));
+    }
+    assert_in_range(gw_door_budget(&d, GW_DOOR_MIN_QUEUE), 190, 200);
+    assert_false(gw_door_should_shut(&d, 100, 150));
+    assert_true(gw_door_should_shut(&d, 100, 500));
+    /* A flood: one window of many connections bringing almost no requests is
+     * believed at once... */
+    for (int i = 0; i < 5; i++)
+        gw_door_request(&d);
+    for (int i = 0; i < 5000; i++)
+        gw_door_conn(&d);
+    t += GW_DOOR_WINDOW_US;
+    gw_door_tick(&d, t, false);
+    assert_true(d.reqs_per_conn < GW_DOOR_MIN_REQS_PER_CONN);
+    assert_false(gw_door_should_shut(&d, 100, 100000));
+    /* ... and a crowd again only over a few windows. */
+    int windows = 0;
+    while (!gw_door_should_shut(&d, 100, 100000)) {
+        for (int i = 0; i < 1000; i++)
+            gw_door_request(&d);
+        for (int i = 0; i < 200; i++)
+            gw_door_conn(&d);
+        t += GW_DOOR_WINDOW_US;
+        gw_door_tick(&d, t, false);
+        windows++;
+        assert_true(windows < 10);
+    }
+    assert_in_range(windows, 1, 3);
+    /* Keep-alive traffic only (no new connection) counts as a crowd. */
+    gw_door_init(&d, 20 * MS, t);
+    for (int i = 0; i < 100; i++)
+        gw_door_request(&d);
+    t += GW_DOOR_WINDOW_US;
+    gw_door_tick(&d, t, false);
+    assert_true(d.reqs_per_conn >= GW_DOOR_MIN_REQS_PER_CONN);
+}
+
+/* A shut door reopens after GW_DOOR_IDLE_TICKS idle ticks in a row, or after the hold. */
+static void test_door_reopens(void **state)
+{
+    (void)state;
+    gw_door_t d;
+    uint64_t t = 5000 * MS;
+    gw_door_init(&d, 20 * MS, t);
+    assert_false(gw_door_tick(&d, t += 10 * MS, true)); /* open: nothing to reopen */
+    gw_door_set_shut(&d, true, t);
+    assert_true(d.shut);
+    assert_false(gw_door_should_shut(&d, 100, 100000)); /* already shut */
+    /* Busy ticks (requests begin) keep it shut; an idle tick between busy ones does not count. */
+    for (int i = 0; i < 5; i++) {
+        gw_door_request(&d);
+        assert_false(gw_door_tick(&d, t += 10 * MS, true));
+        assert_false(gw_door_tick(&d, t += 10 * MS, false)); /* requests still in progress */
+    }
+    /* Idle ticks in a row reopen it. */
+    for (int i = 1; i < GW_DOOR_IDLE_TICKS; i++)
+        assert_false(gw_door_tick(&d, t += 10 * MS, true));
+    assert_true(gw_door_tick(&d, t += 10 * MS, true));
+    gw_door_set_shut(&d, false, t);
+    /* Never idle: the hold reopens it, to look whether the crowd is still there. */
+    gw_door_set_shut(&d, true, t);
+    uint64_t shut_at = t;
+    bool reopened = false;
+    while (!reopened) {
+        gw_door_request(&d);
+        reopened = gw_door_tick(&d, t += 10 * MS, false);
+        assert_true(t - shut_at <= GW_DOOR_HOLD_US);
+    }
+    assert_int_equal(t - shut_at, GW_DOOR_HOLD_US);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_door_shuts_for_a_crowd_not_a_flood),
+        cmocka_unit_test(test_door_reopens),
         cmocka_unit_test(test_limit_grows_when_flat),
         cmocka_unit_test(test_limit_shrinks_when_latency_rises),
         cmocka_unit_test(test_limit_app_limited_does_not_grow),
