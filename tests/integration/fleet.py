@@ -183,15 +183,26 @@ class Cluster:
         self.dir = tempfile.mkdtemp(prefix="fg-rcluster-")
         self.procs = {}
         self.args = {}
-        for _ in range(n):
-            for _ in range(5):
-                port = free_port()
-                if port not in self.procs and port + 10000 < 65536:
-                    break
+        # Each node needs two ports: its client port and its cluster bus port.
+        # The bus port defaults to port + 10000, which may be out of range or
+        # taken by another test's server, so both are taken from the kernel
+        # (all 2n sockets held open at once, so they are distinct) and the bus
+        # port is passed with --cluster-port.
+        held = []
+        for _ in range(2 * n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            held.append(s)
+        free = [s.getsockname()[1] for s in held]
+        for s in held:
+            s.close()
+        for i in range(n):
+            port, bus = free[2 * i], free[2 * i + 1]
             d = os.path.join(self.dir, str(port))
             os.mkdir(d)
             args = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                     "--appendonly", "no", "--cluster-enabled", "yes",
+                    "--cluster-port", str(bus),
                     "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000",
                     "--dir", d, "--daemonize", "no", "--logfile", os.path.join(d, "redis.log")]
             self.args[port] = args
@@ -200,7 +211,13 @@ class Cluster:
         for p in self.ports:
             ok, _ = wait_for(lambda: rcmd(p, "PING", timeout=0.5) == "PONG", 10)
             if not ok:
-                raise RuntimeError("redis-server on %d did not start" % p)
+                try:
+                    with open(os.path.join(self.dir, str(p), "redis.log")) as f:
+                        tail = f.read()[-2000:]
+                except OSError:
+                    tail = "(no log)"
+                raise RuntimeError("redis-server on %d did not start (exit %s):\n%s"
+                                   % (p, self.procs[p].poll(), tail))
         out = subprocess.run([REDIS_CLI, "--cluster", "create"] +
                              ["127.0.0.1:%d" % p for p in self.ports] +
                              ["--cluster-replicas", str(replicas), "--cluster-yes"],
