@@ -16,51 +16,21 @@ automatic (the harness pins 0; this test passes "auto"):
     the stats say it recovered;
   - no door shut (off), public /healthz answers after the load.
 cgroups must be available (CI runs as root): their absence is a failure."""
-import json
 import os
-import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import BIN, Gateway, check, eq, finish, need_binary, request  # noqa: E402
+from crowd import Cgroup, run_crowd  # noqa: E402
+from fg import Gateway, check, eq, finish, need_binary, request  # noqa: E402
 
 need_binary("flashgate")
 need_binary("flashgate-load")
 
-CG_ROOT = "/sys/fs/cgroup/cpu"
 QUOTA_PCT = 5          # of one core: the gateway serves ~1.5k buys/s here, ASan builds less
 RATE = 4000            # arrivals/s: several times what the capped gateway serves
 LOAD_S = 5
 STOCK = 300
-
-
-class Cgroup:
-    def __init__(self, name, pct):
-        self.path = os.path.join(CG_ROOT, name)
-        if not os.path.isdir(CG_ROOT):
-            raise RuntimeError("cgroup v1 cpu controller not mounted at %s" % CG_ROOT)
-        os.mkdir(self.path)
-        # the kernel's smallest quota is 1 ms: 5% is 1 ms per 20 ms
-        self._w("cpu.cfs_period_us", 100000 // pct)
-        self._w("cpu.cfs_quota_us", 1000)
-
-    def _w(self, f, v):
-        with open(os.path.join(self.path, f), "w") as fh:
-            fh.write("%d\n" % v)
-
-    def add(self, pid):
-        self._w("cgroup.procs", pid)
-
-    def remove(self):
-        try:
-            for pid in open(os.path.join(self.path, "cgroup.procs")).read().split():
-                with open(os.path.join(CG_ROOT, "cgroup.procs"), "w") as fh:
-                    fh.write(pid + "\n")
-            os.rmdir(self.path)
-        except OSError as e:
-            print("warning: cgroup %s not removed: %s" % (self.path, e), file=sys.stderr)
 
 
 g = Gateway("--kafka-brokers", "none", "--overload-level", "auto",
@@ -71,71 +41,41 @@ g = Gateway("--kafka-brokers", "none", "--overload-level", "auto",
 cg = None
 try:
     g.start()
-    cg = Cgroup.__new__(Cgroup)
-    cg.__init__("flashgate-it79-%d" % os.getpid(), QUOTA_PCT)
+    cg = Cgroup("flashgate-it79-%d" % os.getpid(), QUOTA_PCT)
     cg.add(g.proc.pid)
     st = g.admin("GET", "/admin/v1/stats").json["overload"]
     eq((st["level"], st["mode"]), (0, "auto"), "automatic levels, idle at 0")
     g.put_sale("s79", stock=STOCK, per_user_limit=1)
-
-    scen = {
-        "name": "it79", "seed": 79, "duration_s": LOAD_S, "drain_s": 2,
-        "targets": ["http://127.0.0.1:%d" % g.port],
-        "admin": "http://127.0.0.1:%d" % g.admin_port, "admin_token": g.token,
-        "connections": 32, "connection_mode": "open", "connections_max": 1024,
-        "give_up_ms": 2000, "request_timeout_ms": 2000,
-        "sale": {"id": "s79", "create": False},
-        "crowd": {"users": 200000, "addresses": 5000, "qty": 1},
-        "behaviour": {"max_retries": 0, "poll_max": 0, "settle_wait_s": 0},
-        "arrivals": [{"kind": "plateau", "duration_s": LOAD_S, "rate": RATE}],
-    }
-    path = os.path.join(g.tmp, "scenario.json")
-    with open(path, "w") as f:
-        json.dump(scen, f)
-    out = os.path.join(g.tmp, "load")
-    load = subprocess.Popen([os.path.join(BIN, "flashgate-load"), "--scenario", path,
-                             "--out", out, "--no-audit", "--no-create", "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     # Watch while the crowd runs: levels, reasons, pauses; health and admin answers.
     seen = {"max_level": 0, "reasons": set(), "pauses": 0, "paused_workers": 0,
             "health": [], "admin": [], "public": []}
 
     def watch():
-        while load.poll() is None:
-            try:
-                r = g.admin("GET", "/admin/v1/stats")
-                seen["admin"].append(r.status)
-                if r.status == 200:
-                    o = r.json["overload"]
-                    seen["max_level"] = max(seen["max_level"], o["level"])
-                    if o["level"] > 0:
-                        seen["reasons"].add(o["reason"])
-                    seen["pauses"] = max(seen["pauses"], o["accept_pauses"])
-                    seen["paused_workers"] = max(seen["paused_workers"],
-                                                 o["accept_paused_workers"])
-            except OSError as e:
-                seen["admin"].append(repr(e))
-            try:
-                seen["health"].append(request(g.admin_port, "GET", "/healthz", timeout=10).status)
-                seen["health"].append(request(g.admin_port, "GET", "/readyz", timeout=10).status)
-            except OSError as e:
-                seen["health"].append(repr(e))
-            try:  # refused while the door is shut: recorded, not required
-                seen["public"].append(request(g.port, "GET", "/healthz", timeout=10).status)
-            except OSError as e:
-                seen["public"].append(type(e).__name__)
-            time.sleep(0.2)
+        try:
+            r = g.admin("GET", "/admin/v1/stats")
+            seen["admin"].append(r.status)
+            if r.status == 200:
+                o = r.json["overload"]
+                seen["max_level"] = max(seen["max_level"], o["level"])
+                if o["level"] > 0:
+                    seen["reasons"].add(o["reason"])
+                seen["pauses"] = max(seen["pauses"], o["accept_pauses"])
+                seen["paused_workers"] = max(seen["paused_workers"],
+                                             o["accept_paused_workers"])
+        except OSError as e:
+            seen["admin"].append(repr(e))
+        try:
+            seen["health"].append(request(g.admin_port, "GET", "/healthz", timeout=10).status)
+            seen["health"].append(request(g.admin_port, "GET", "/readyz", timeout=10).status)
+        except OSError as e:
+            seen["health"].append(repr(e))
+        try:  # refused while the door is shut: recorded, not required
+            seen["public"].append(request(g.port, "GET", "/healthz", timeout=10).status)
+        except OSError as e:
+            seen["public"].append(type(e).__name__)
 
-    t = threading.Thread(target=watch)
-    t.start()
-    try:
-        lo, _ = load.communicate(timeout=LOAD_S + 40)
-    except subprocess.TimeoutExpired:
-        load.kill()
-        lo, _ = load.communicate()
-    t.join(timeout=30)
-    check(load.returncode == 0, "flashgate-load ran: rc %s %s" % (load.returncode, lo[-600:]))
+    codes = run_crowd(g, "s79", "auto", 79, LOAD_S, RATE, watch)
 
     check(len(seen["admin"]) >= 3 and all(s == 200 for s in seen["admin"]),
           "the admin API answered during the overload: %r" % seen["admin"])
@@ -143,9 +83,6 @@ try:
           "/healthz and /readyz on the admin listener answered during the overload: %r"
           % seen["health"])
 
-    rep = json.load(open(os.path.join(out, "report.json")))
-    codes = rep["figures"]["answers"]
-    print("load answers:", json.dumps(codes))
     check(codes.get("503", 0) > 0, "the crowd was shed with 503s: %r" % codes)
     sale = g.admin("GET", "/admin/v1/sales/s79").json
     left = sale.get("stock_left", sale.get("remaining"))

@@ -13,104 +13,42 @@ internet crowd (new connections when none is idle, people who give up after
   - with the level pinned to 0 by an operator the door stays open under the
     same crowd (the operator's "off").
 cgroups must be available (CI runs as root): their absence is a failure."""
-import json
 import os
-import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import BIN, Gateway, check, eq, finish, need_binary, request  # noqa: E402
+from crowd import Cgroup, run_crowd  # noqa: E402
+from fg import Gateway, check, eq, finish, need_binary, request  # noqa: E402
 
 need_binary("flashgate")
 need_binary("flashgate-load")
 
-CG_ROOT = "/sys/fs/cgroup/cpu"
 RATE = 4000            # arrivals/s: several times what the capped gateway serves (~1.5k/s)
 LOAD_S = 3
 STOCK = 300
 
 
-class Cgroup:
-    """5% of one core: the kernel's smallest quota is 1 ms, so 1 ms per 20 ms."""
-
-    def __init__(self, name):
-        if not os.path.isdir(CG_ROOT):
-            raise RuntimeError("cgroup v1 cpu controller not mounted at %s" % CG_ROOT)
-        self.path = os.path.join(CG_ROOT, name)
-        os.mkdir(self.path)
-        self._w("cpu.cfs_period_us", 20000)
-        self._w("cpu.cfs_quota_us", 1000)
-
-    def _w(self, f, v):
-        with open(os.path.join(self.path, f), "w") as fh:
-            fh.write("%d\n" % v)
-
-    def add(self, pid):
-        self._w("cgroup.procs", pid)
-
-    def remove(self):
-        try:
-            for pid in open(os.path.join(self.path, "cgroup.procs")).read().split():
-                with open(os.path.join(CG_ROOT, "cgroup.procs"), "w") as fh:
-                    fh.write(pid + "\n")
-            os.rmdir(self.path)
-        except OSError as e:
-            print("warning: cgroup %s not removed: %s" % (self.path, e), file=sys.stderr)
-
-
 def crowd(g, sale, tag):
     """Runs the crowd for LOAD_S while probing health and the admin API; returns what it saw."""
-    scen = {
-        "name": "it79door-" + tag, "seed": 791, "duration_s": LOAD_S, "drain_s": 2,
-        "targets": ["http://127.0.0.1:%d" % g.port],
-        "admin": "http://127.0.0.1:%d" % g.admin_port, "admin_token": g.token,
-        "connections": 32, "connection_mode": "open", "connections_max": 1024,
-        "give_up_ms": 2000, "request_timeout_ms": 2000,
-        "sale": {"id": sale, "create": False},
-        "crowd": {"users": 200000, "addresses": 5000, "qty": 1},
-        "behaviour": {"max_retries": 0, "poll_max": 0, "settle_wait_s": 0},
-        "arrivals": [{"kind": "plateau", "duration_s": LOAD_S, "rate": RATE}],
-    }
-    path = os.path.join(g.tmp, "scenario-%s.json" % tag)
-    with open(path, "w") as f:
-        json.dump(scen, f)
-    out = os.path.join(g.tmp, "load-" + tag)
-    load = subprocess.Popen([os.path.join(BIN, "flashgate-load"), "--scenario", path,
-                             "--out", out, "--no-audit", "--no-create", "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = {"health": [], "admin": [], "shut_seen": 0}
 
     def watch():
-        while load.poll() is None:
+        try:
+            r = g.admin("GET", "/admin/v1/stats")
+            seen["admin"].append(r.status)
+            if r.status == 200:
+                seen["shut_seen"] = max(seen["shut_seen"],
+                                        r.json["overload"]["accept_paused_workers"])
+        except OSError as e:
+            seen["admin"].append(repr(e))
+        for path_ in ("/healthz", "/readyz"):
             try:
-                r = g.admin("GET", "/admin/v1/stats")
-                seen["admin"].append(r.status)
-                if r.status == 200:
-                    seen["shut_seen"] = max(seen["shut_seen"],
-                                            r.json["overload"]["accept_paused_workers"])
+                seen["health"].append(request(g.admin_port, "GET", path_, timeout=10).status)
             except OSError as e:
-                seen["admin"].append(repr(e))
-            for path_ in ("/healthz", "/readyz"):
-                try:
-                    seen["health"].append(request(g.admin_port, "GET", path_, timeout=10).status)
-                except OSError as e:
-                    seen["health"].append(repr(e))
-            time.sleep(0.2)
+                seen["health"].append(repr(e))
 
-    t = threading.Thread(target=watch)
-    t.start()
-    try:
-        lo, _ = load.communicate(timeout=LOAD_S + 40)
-    except subprocess.TimeoutExpired:
-        load.kill()
-        lo, _ = load.communicate()
-    t.join(timeout=30)
-    check(load.returncode == 0, "flashgate-load ran (%s): rc %s %s" % (tag, load.returncode,
-                                                                      lo[-600:]))
-    seen["codes"] = json.load(open(os.path.join(out, "report.json")))["figures"]["answers"]
-    print("%s: answers %s" % (tag, json.dumps(seen["codes"])))
+    seen["codes"] = run_crowd(g, sale, "door-" + tag, 791, LOAD_S, RATE, watch)
     return seen
 
 
@@ -126,8 +64,7 @@ try:
     r = request(g.admin_port, "GET", "/readyz")
     eq(r.status, 200, "GET /readyz on the admin listener")
     eq((r.json or {}).get("status"), "ready", "readyz says ready")
-    cg = Cgroup.__new__(Cgroup)
-    cg.__init__("flashgate-it79door-%d" % os.getpid())
+    cg = Cgroup("flashgate-it79door-%d" % os.getpid())
     cg.add(g.proc.pid)
     g.put_sale("s79d", stock=STOCK, per_user_limit=1)
 

@@ -1,0 +1,94 @@
+"""The overload tests' shared set-up: a gateway capped with a cgroup v1 CPU
+quota and flashgate-load's internet crowd (connection_mode open: a new
+connection when none is idle, people who give up after 2 s), run while a
+watcher probes the gateway. Used by the 79-overload-* tests.
+
+cgroups must be available (CI runs as root): their absence is a failure.
+"""
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fg import BIN, check  # noqa: E402
+
+CG_ROOT = "/sys/fs/cgroup/cpu"
+
+
+class Cgroup:
+    """`pct` percent of one core. The kernel's smallest quota is 1 ms, so the
+    period stretches instead: 5% is 1 ms per 20 ms."""
+
+    def __init__(self, name, pct=5):
+        if not os.path.isdir(CG_ROOT):
+            raise RuntimeError("cgroup v1 cpu controller not mounted at %s" % CG_ROOT)
+        self.path = os.path.join(CG_ROOT, name)
+        os.mkdir(self.path)
+        try:
+            self._w("cpu.cfs_period_us", 100000 // pct)
+            self._w("cpu.cfs_quota_us", 1000)
+        except OSError:
+            os.rmdir(self.path)  # nobody else holds it yet
+            raise
+
+    def _w(self, f, v):
+        with open(os.path.join(self.path, f), "w") as fh:
+            fh.write("%d\n" % v)
+
+    def add(self, pid):
+        self._w("cgroup.procs", pid)
+
+    def remove(self):
+        try:
+            for pid in open(os.path.join(self.path, "cgroup.procs")).read().split():
+                with open(os.path.join(CG_ROOT, "cgroup.procs"), "w") as fh:
+                    fh.write(pid + "\n")
+            os.rmdir(self.path)
+        except OSError as e:
+            print("warning: cgroup %s not removed: %s" % (self.path, e), file=sys.stderr)
+
+
+def run_crowd(g, sale, tag, seed, load_s, rate, watch, every=0.2):
+    """Runs `rate` buy arrivals/s at gateway `g` for `load_s` seconds, calling
+    watch() every `every` seconds while the crowd runs; checks that the load
+    generator ran and returns its answer counts ({"202": n, "503": n, ...})."""
+    scen = {
+        "name": "it-" + tag, "seed": seed, "duration_s": load_s, "drain_s": 2,
+        "targets": ["http://127.0.0.1:%d" % g.port],
+        "admin": "http://127.0.0.1:%d" % g.admin_port, "admin_token": g.token,
+        "connections": 32, "connection_mode": "open", "connections_max": 1024,
+        "give_up_ms": 2000, "request_timeout_ms": 2000,
+        "sale": {"id": sale, "create": False},
+        "crowd": {"users": 200000, "addresses": 5000, "qty": 1},
+        "behaviour": {"max_retries": 0, "poll_max": 0, "settle_wait_s": 0},
+        "arrivals": [{"kind": "plateau", "duration_s": load_s, "rate": rate}],
+    }
+    path = os.path.join(g.tmp, "scenario-%s.json" % tag)
+    with open(path, "w") as f:
+        json.dump(scen, f)
+    out = os.path.join(g.tmp, "load-" + tag)
+    load = subprocess.Popen([os.path.join(BIN, "flashgate-load"), "--scenario", path,
+                             "--out", out, "--no-audit", "--no-create", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def loop():
+        while load.poll() is None:
+            watch()
+            time.sleep(every)
+
+    t = threading.Thread(target=loop)
+    t.start()
+    try:
+        lo, _ = load.communicate(timeout=load_s + 40)
+    except subprocess.TimeoutExpired:
+        load.kill()
+        lo, _ = load.communicate()
+    t.join(timeout=30)
+    check(load.returncode == 0, "flashgate-load ran (%s): rc %s %s" % (tag, load.returncode,
+                                                                      lo[-600:]))
+    codes = json.load(open(os.path.join(out, "report.json")))["figures"]["answers"]
+    print("%s: answers %s" % (tag, json.dumps(codes)))
+    return codes
