@@ -226,6 +226,8 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         if (!gw_route(r, url, method) && !(w->px && gw_px_route(r, url)))
             gw_route_not_found(r, url); /* else a proxy.routes prefix: GW_ROUTE_PROXY */
         inc(&w->ctr.route_requests[r->route], 1);
+        if (gw_ol_too_late(r))
+            return answer(w, r, conn, method, url); /* waited past its time: body unread */
         if (r->route == GW_ROUTE_PROXY && gw_px_head(r, method))
             return answer(w, r, conn, method, url); /* refused from the head: body unread */
         if (r->state == GW_ST_BODY && r->route == GW_ROUTE_BUY) {

@@ -140,6 +140,7 @@ const char *gw_route_name(gw_route_t r);
     XX(LEVEL_2, "level_2")                                                                         \
     XX(LEVEL_3, "level_3")                                                                         \
     XX(INFLIGHT_LIMIT, "inflight_limit")                                                           \
+    XX(QUEUE_TIME, "queue_time")                                                                   \
     XX(OTHER, "other")
 
 typedef enum {
@@ -631,6 +632,13 @@ void gw_ol_after_run(gw_worker_t *w);
 void gw_ol_conn_started(gw_worker_t *w);
 /* A request head was read: records its queuing delay. Loop thread. */
 void gw_ol_request_head(gw_req_t *r);
+/*
+ * After routing: true when the request already waited too long in the kernel
+ * to be served in time (gw_late_shed): r holds a prepared 503 queue_time,
+ * state GW_ST_DONE, to be answered now with its body unread (the connection
+ * closes). Loop thread.
+ */
+bool gw_ol_too_late(gw_req_t *r);
 /* After the buy body is parsed: DAGOR user priority. false: answered 503. Loop thread. */
 bool gw_ol_buy_admit(gw_req_t *r);
 /*

@@ -37,6 +37,7 @@
 #include "inventory/inv.h"
 
 #include <jansson.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <errno.h>
@@ -69,7 +70,7 @@ typedef struct gw_ol_worker {
     uint32_t live;          /* requests begun and not finished */
     _Atomic bool pub_paused;
     _Atomic uint64_t shed[GW_CRIT_COUNT];
-    _Atomic uint64_t shed_users, accept_pauses, accept_reset, accept_trimmed;
+    _Atomic uint64_t shed_users, accept_pauses, accept_reset, accept_trimmed, shed_late;
 } gw_ol_worker_t;
 
 typedef struct gw_overload {
@@ -371,13 +372,21 @@ static void set_paused(gw_ol_worker_t *o, bool pause)
     atomic_store_explicit(&o->pub_paused, pause, memory_order_relaxed);
 }
 
-/* Whether the door may shut now: configured, automatic (an operator's pin to
- * 0..2 turns it off; 3 "protect" keeps it), and a port that listen() keeps. */
-static bool door_allowed(gw_ol_worker_t *o)
+/* Whether the edge's backpressure (the door, the too-late check) is on:
+ * configured and automatic (an operator's pin to 0..2 turns it off; 3
+ * "protect" keeps it). */
+static bool edge_allowed(const gw_ol_worker_t *o)
 {
     gw_overload_t *ol = o->w->srv->ol;
     int pinned = atomic_load_explicit(&ol->pinned, memory_order_relaxed);
-    return ol->accept_pause && o->door_ok && (pinned < 0 || pinned == GW_LEVEL_PROTECT);
+    return ol->accept_pause && (pinned < 0 || pinned == GW_LEVEL_PROTECT);
+}
+
+/* Whether the door may shut now: the edge's backpressure is on and listen()
+ * keeps the port. */
+static bool door_allowed(gw_ol_worker_t *o)
+{
+    return o->door_ok && edge_allowed(o);
 }
 
 void gw_ol_after_run(gw_worker_t *w)
@@ -435,6 +444,44 @@ static void on_tick(uv_timer_t *t)
         evaluate(srv, now);
         pthread_mutex_unlock(&ol->mu);
     }
+}
+
+/* How long the bytes of r's request have waited in the kernel (ms resolution);
+ * false if the kernel does not say. */
+static bool request_waited(gw_req_t *r, uint64_t *us)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci || ci->connect_fd == MHD_INVALID_SOCKET)
+        return false;
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    memset(&ti, 0, sizeof(ti));
+    if (getsockopt(ci->connect_fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
+        len < offsetof(struct tcp_info, tcpi_last_data_recv) + sizeof(ti.tcpi_last_data_recv))
+        return false;
+    *us = (uint64_t)ti.tcpi_last_data_recv * 1000u;
+    return true;
+}
+
+bool gw_ol_too_late(gw_req_t *r)
+{
+    gw_ol_worker_t *o = r->w->ol;
+    if (!o || !r->conn || !edge_allowed(o) ||
+        !gw_late_look(o->lag_us, (uint64_t)o->q.avg_us, o->door.shut, o->q.target_us))
+        return false;
+    uint64_t waited;
+    if (!request_waited(r, &waited) || !gw_late_shed(waited, o->q.target_us))
+        return false;
+    atomic_fetch_add_explicit(&o->shed_late, 1, memory_order_relaxed);
+    gw_ol_overloaded(r, "queue_time",
+                     "this request waited too long in the gateway's queue; try again shortly",
+                     false);
+    /* The connection closes after the answer: it brought a request that had
+     * waited, the next one would wait as long. */
+    (void)MHD_set_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONNECTION, "close");
+    r->state = GW_ST_DONE;
+    return true;
 }
 
 /*---- admission ----*/
@@ -699,6 +746,7 @@ void gw_overload_snapshot(gw_server_t *srv, gw_ol_snapshot_t *out)
         out->accept_pauses += atomic_load_explicit(&o->accept_pauses, memory_order_relaxed);
         out->accept_reset += atomic_load_explicit(&o->accept_reset, memory_order_relaxed);
         out->accept_trimmed += atomic_load_explicit(&o->accept_trimmed, memory_order_relaxed);
+        out->shed_late += atomic_load_explicit(&o->shed_late, memory_order_relaxed);
         out->accept_paused += atomic_load_explicit(&o->pub_paused, memory_order_relaxed) ? 1 : 0;
         for (unsigned d = 0; d < ndeps; d++) {
             gw_ol_dep_snap_t *s = &out->deps[d];
@@ -744,14 +792,14 @@ void gw_overload_stats(gw_server_t *srv, void *json_obj)
     for (int c = 0; c < GW_CRIT_COUNT; c++)
         json_object_set_new(shed, gw_crit_name((gw_crit_t)c), json_integer((json_int_t)s->shed[c]));
     json_t *o = json_pack(
-        "{s:i,s:s,s:s,s:b,s:s,s:s,s:I,s:b,s:f,s:f,s:i,s:i,s:o,s:I,s:I,s:i,s:I,s:I,s:o}", "level",
+        "{s:i,s:s,s:s,s:b,s:s,s:s,s:I,s:b,s:f,s:f,s:i,s:i,s:o,s:I,s:I,s:I,s:i,s:I,s:I,s:o}", "level",
         s->level,
         "level_name", gw_level_name((gw_level_t)s->level), "mode", s->pinned ? "pinned" : "auto",
         "pinned", s->pinned, "reason", s->reason, "since", since, "level_changes",
         (json_int_t)s->level_changes, "adaptive", s->adaptive, "queue_delay_ms",
         (double)s->queue_delay_us / 1000.0, "queue_target_ms", (double)s->queue_target_us / 1000.0,
         "loop_busy_pct", (int)s->loop_busy_pct, "buy_admit_pct", (int)s->buy_admit_pct, "shed", shed, "shed_users",
-        (json_int_t)s->shed_users, "accept_pauses", (json_int_t)s->accept_pauses,
+        (json_int_t)s->shed_users, "shed_late", (json_int_t)s->shed_late, "accept_pauses", (json_int_t)s->accept_pauses,
         "accept_paused_workers", (int)s->accept_paused, "accept_reset",
         (json_int_t)s->accept_reset, "accept_closed_keepalive", (json_int_t)s->accept_trimmed,
         "limits", deps);

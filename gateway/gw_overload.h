@@ -181,7 +181,8 @@ bool gw_qdelay_admit_user(const gw_qdelay_t *q, unsigned prio);
  * The door's decisions, kept apart from its sockets so that they can be tested
  * with an injected clock. A worker shuts its door (stops listening) when its
  * accept queue holds more than one queue target's worth of its request rate
- * (at least GW_DOOR_MIN_QUEUE), its loop is busy (>= GW_DOOR_BUSY_PCT) and the
+ * (at least GW_DOOR_MIN_QUEUE), its loop is busy (>= GW_DOOR_BUSY_PCT, not
+ * asked within GW_DOOR_RECENT_US of a reopen: the crowd is still believed) and the
  * connections it accepts bring requests (a crowd, not a connection flood:
  * >= GW_DOOR_MIN_REQS_PER_CONN requests begun per connection accepted). A shut
  * door reopens after GW_DOOR_IDLE_TICKS ticks in a row with nothing to do, or
@@ -195,6 +196,7 @@ bool gw_qdelay_admit_user(const gw_qdelay_t *q, unsigned prio);
 #define GW_DOOR_MIN_CONNS 16 /* keep-alive connections kept while shut, at least */
 #define GW_DOOR_IDLE_TICKS 2
 #define GW_DOOR_HOLD_US 250000u
+#define GW_DOOR_RECENT_US (2u * GW_DOOR_HOLD_US) /* after a reopen: the crowd is believed */
 #define GW_DOOR_WINDOW_US 100000u /* the rate and the requests per connection */
 #define GW_DOOR_MIN_REQS_PER_CONN 0.5
 #define GW_DOOR_RPC_MAX 4.0 /* requests per connection are counted up to this */
@@ -207,6 +209,8 @@ typedef struct gw_door {
     uint32_t begun_tick;     /* requests begun since the last tick */
     uint32_t idle_ticks;     /* ticks in a row, shut, with nothing to do */
     uint64_t shut_us;        /* when it was shut */
+    uint64_t opened_us;      /* when it last reopened */
+    bool crowd_recent;       /* reopened less than GW_DOOR_RECENT_US ago: no busy check */
     bool shut;
 } gw_door_t;
 
@@ -225,6 +229,27 @@ void gw_door_set_shut(gw_door_t *d, bool shut, uint64_t now_us);
  * waiting on a dependency. Owner thread only.
  */
 bool gw_door_tick(gw_door_t *d, uint64_t now_us, bool idle);
+
+/*
+ * Too late to serve: the kernel knows how long a request's bytes have waited
+ * in its socket (TCP_INFO's tcpi_last_data_recv: ms since the last segment
+ * arrived, jiffy resolution), which covers the accept queue and the socket
+ * buffer, the waits the gateway cannot see. A request that has already
+ * waited GW_LATE_TARGETS queue targets (50 ms at the default 20 ms) is
+ * answered a prepared 503 `queue_time` before its body is read, and its
+ * connection closes: served, it would arrive past the 100 ms a person can be
+ * kept waiting (CoDel's and DAGOR's queue-time shedding, at the edge). The
+ * getsockopt is spent only while the worker shows a queue: its loop late by
+ * GW_LATE_LOOK_LAG_PCT of the target, its last window's queuing delay past half
+ * the target, or its door shut.
+ */
+#define GW_LATE_TARGETS 2.5
+#define GW_LATE_LOOK_LAG_PCT 25
+
+/* Whether to ask the kernel how long this request waited. Pure. */
+bool gw_late_look(uint64_t lag_us, uint64_t qdelay_avg_us, bool door_shut, uint64_t target_us);
+/* Whether a request that waited `waited_us` before the gateway saw it is too late. Pure. */
+bool gw_late_shed(uint64_t waited_us, uint64_t target_us);
 
 /* DAGOR user priority: 0..127 from the user id and the minute (now_ms / 60000). Thread-safe. */
 unsigned gw_ol_user_prio(const char *user, size_t len, uint64_t minute);
@@ -304,6 +329,7 @@ typedef struct gw_ol_snapshot {
     uint32_t buy_admit_pct;    /* share of user priorities admitted (min over workers) */
     uint64_t shed[GW_CRIT_COUNT]; /* requests answered 503 or fallback per criticality */
     uint64_t shed_users;       /* buys refused by user priority */
+    uint64_t shed_late;        /* requests that waited too long before we saw them (queue_time) */
     uint64_t accept_pauses;    /* times a worker shut its door (stopped listening) */
     uint32_t accept_paused;    /* workers not listening right now */
     uint64_t accept_reset;     /* connections queued in the kernel when a door shut (reset) */

@@ -85,7 +85,11 @@ try:
         time.sleep(0.1)
     check(o.get("accept_pauses", 0) >= 1, "the door shut (accept_pauses counted): %r" % o)
     check(isinstance(o.get("accept_reset"), int) and
-          isinstance(o.get("accept_closed_keepalive"), int), "door figures in the stats: %r" % o)
+          isinstance(o.get("accept_closed_keepalive"), int) and
+          isinstance(o.get("shed_late"), int), "door figures in the stats: %r" % o)
+    print("door: shut %d, reset %d, keep-alive closed %d, too late (503 queue_time) %d" % (
+        o.get("accept_pauses", 0), o.get("accept_reset", 0), o.get("accept_closed_keepalive", 0),
+        o.get("shed_late", 0)))
     eq(o.get("accept_paused_workers"), 0, "every door open again after the crowd")
     eq(request(g.port, "GET", "/healthz", timeout=5).status, 200, "public /healthz after the crowd")
 

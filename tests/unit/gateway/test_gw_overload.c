@@ -395,6 +395,42 @@ static void test_door_reopens(void **state)
         assert_true(t - shut_at <= GW_DOOR_HOLD_US);
     }
     assert_int_equal(t - shut_at, GW_DOOR_HOLD_US);
+    /* Just reopened on a crowd: the busy check is not asked again (its window was
+     * spent shut), so a new queue shuts it at once; GW_DOOR_RECENT_US later it is. */
+    gw_door_set_shut(&d, false, t);
+    uint64_t opened = t;
+    assert_true(gw_door_should_shut(&d, 0, 100000));
+    assert_false(gw_door_should_shut(&d, 0, GW_DOOR_MIN_QUEUE)); /* still past the budget only */
+    while (t - opened < GW_DOOR_RECENT_US) {
+        assert_true(gw_door_should_shut(&d, 0, 100000));
+        gw_door_request(&d);
+        assert_false(gw_door_tick(&d, t += 10 * MS, false));
+    }
+    assert_false(gw_door_should_shut(&d, 0, 100000));
+    assert_true(gw_door_should_shut(&d, 100, 100000));
+}
+
+/* Too late: looked at only while the worker shows a queue; shed from 2.5 queue targets. */
+static void test_late_check(void **state)
+{
+    (void)state;
+    const uint64_t target = 20 * MS;
+    /* A calm worker: no lag, no queuing delay, door open: the kernel is not asked. */
+    assert_false(gw_late_look(0, 0, false, target));
+    assert_false(gw_late_look(4 * MS, 10 * MS, false, target));
+    /* Any sign of a queue: a late loop (a CPU quota's throttled period), the last
+     * window's delay past half the target, or a shut door. */
+    assert_true(gw_late_look(5 * MS, 0, false, target));
+    assert_true(gw_late_look(0, 10 * MS + 1, false, target));
+    assert_true(gw_late_look(0, 0, true, target));
+    /* 2.5 targets: 50 ms at 20 ms, whatever the target. */
+    assert_false(gw_late_shed(0, target));
+    assert_false(gw_late_shed(49 * MS, target));
+    assert_true(gw_late_shed(50 * MS, target));
+    assert_true(gw_late_shed(2000 * MS, target));
+    assert_false(gw_late_shed(24 * MS, 10 * MS));
+    assert_true(gw_late_shed(25 * MS, 10 * MS));
+    assert_false(gw_late_shed(1000 * MS, 0)); /* no target: never */
 }
 
 int main(void)
@@ -402,6 +438,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_door_shuts_for_a_crowd_not_a_flood),
         cmocka_unit_test(test_door_reopens),
+        cmocka_unit_test(test_late_check),
         cmocka_unit_test(test_limit_grows_when_flat),
         cmocka_unit_test(test_limit_shrinks_when_latency_rises),
         cmocka_unit_test(test_limit_app_limited_does_not_grow),
