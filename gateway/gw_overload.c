@@ -41,6 +41,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
@@ -49,6 +52,18 @@
 #define GW_OL_TICK_MS 10
 /* The door's constants and decisions are in gw_overload_core.c (gw_door_t),
  * tested with an injected clock; this file does its sockets. */
+
+/*
+ * What the kernel says about a worker thread's window: its CPU time and its
+ * run-queue wait (/proc/thread-self/schedstat), and its cgroup's throttled
+ * time (cpu.stat), for gw_busy_own_pct. Loop thread only; fds opened lazily on
+ * the thread they describe; -1 = not open, -2 = not available.
+ */
+typedef struct gw_ol_sched {
+    int self_fd, cg_fd;
+    uint64_t cg_look_us;     /* when the cgroup path was last resolved */
+    uint64_t cpu_ns, delay_ns, throttled_ns; /* at the window start */
+} gw_ol_sched_t;
 
 typedef struct gw_ol_worker {
     gw_worker_t *w;
@@ -62,6 +77,7 @@ typedef struct gw_ol_worker {
     uint64_t lag_us;        /* the last measured loop lag */
     uint64_t iter_start_us; /* current loop iteration */
     uint64_t win_idle_ns, win_start_ns; /* uv_metrics_idle_time at the window start */
+    gw_ol_sched_t sched;    /* our load or the machine's (gw_busy_own_pct) */
     uint64_t rnd;
     /* the door (top of this file) */
     bool door_ok;           /* the port was given explicitly: listen() again keeps it */
@@ -182,6 +198,7 @@ void gw_ol_worker_start(gw_worker_t *w)
     /* Time spent waiting in epoll, to tell our own load from a starved CPU. */
     uv_loop_configure(&w->loop, UV_METRICS_IDLE_TIME);
     o->win_start_ns = uv_hrtime();
+    o->sched.self_fd = o->sched.cg_fd = -1;
     uv_timer_init(&w->loop, &o->tick);
     o->tick.data = o;
     o->tick_due_us = now + GW_OL_TICK_MS * 1000u;
@@ -193,6 +210,7 @@ void gw_ol_worker_start(gw_worker_t *w)
 }
 
 static void set_paused(gw_ol_worker_t *o, bool pause);
+static void sched_close(gw_ol_sched_t *sc);
 
 static void tick_closed(uv_handle_t *h)
 {
@@ -206,6 +224,7 @@ void gw_ol_worker_stop(gw_worker_t *w)
         return;
     set_paused(o, false); /* MHD_quiesce_daemon expects its listen fd in the epoll set */
     o->tick_started = false;
+    sched_close(&o->sched);
     uv_timer_stop(&o->tick);
     uv_close((uv_handle_t *)&o->tick, tick_closed);
 }
@@ -410,6 +429,117 @@ void gw_ol_after_run(gw_worker_t *w)
         set_paused(o, true);
 }
 
+/*---- our load or the machine's ----*/
+
+#define GW_OL_CG_LOOK_US 1000000u /* the cgroup is looked up again every second */
+
+static bool read_small(int fd, char *buf, size_t len)
+{
+    ssize_t n = pread(fd, buf, len - 1, 0);
+    if (n <= 0)
+        return false;
+    buf[n] = '\0';
+    return true;
+}
+
+/* The cpu.stat of this process's CPU cgroup (v1 "cpu" controller or v2), -2 if none. */
+static int open_cg_stat(void)
+{
+    FILE *f = fopen("/proc/self/cgroup", "re");
+    if (!f)
+        return -2;
+    char line[512], path[640];
+    int fd = -2;
+    while (fd < 0 && fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = '\0';
+        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2)
+            continue;
+        *c2 = '\0';
+        const char *ctrl = c1 + 1, *cg = c2 + 1;
+        if (*ctrl == '\0') { /* v2 */
+            snprintf(path, sizeof(path), "/sys/fs/cgroup%s/cpu.stat", cg);
+        } else if (strcmp(ctrl, "cpu") == 0 || strstr(ctrl, "cpu,") == ctrl ||
+                   strstr(ctrl, ",cpu,") || (strlen(ctrl) > 4 &&
+                                             strcmp(ctrl + strlen(ctrl) - 4, ",cpu") == 0)) {
+            snprintf(path, sizeof(path), "/sys/fs/cgroup/cpu%s/cpu.stat", cg);
+        } else {
+            continue;
+        }
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            fd = -2;
+    }
+    fclose(f);
+    return fd;
+}
+
+/* The cgroup's throttled time in ns (v1 throttled_time, v2 throttled_usec); 0 if unknown. */
+static uint64_t cg_throttled_ns(int fd)
+{
+    char buf[1024];
+    if (fd < 0 || !read_small(fd, buf, sizeof(buf)))
+        return 0;
+    const char *p = strstr(buf, "throttled_time ");
+    if (p)
+        return strtoull(p + 15, NULL, 10);
+    p = strstr(buf, "throttled_usec ");
+    return p ? strtoull(p + 15, NULL, 10) * 1000u : 0;
+}
+
+/* The thread's CPU time and run-queue wait in ns; false if unknown. */
+static bool self_sched(gw_ol_sched_t *sc, uint64_t *cpu, uint64_t *delay)
+{
+    if (sc->self_fd == -1) {
+        sc->self_fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+        if (sc->self_fd < 0)
+            sc->self_fd = -2;
+    }
+    char buf[128];
+    if (sc->self_fd < 0 || !read_small(sc->self_fd, buf, sizeof(buf)))
+        return false;
+    unsigned long long c = 0, d = 0;
+    if (sscanf(buf, "%llu %llu", &c, &d) != 2)
+        return false;
+    *cpu = c;
+    *delay = d;
+    return true;
+}
+
+/* The loop's busy share of the window just closed, without its wait behind
+ * other processes (gw_busy_own_pct); starts the next window. */
+static unsigned own_busy(gw_ol_sched_t *sc, unsigned busy, uint64_t span_ns, uint64_t now)
+{
+    if (now - sc->cg_look_us >= GW_OL_CG_LOOK_US || sc->cg_fd == -1) {
+        /* A process may be moved into a cgroup after it started (the benchmark does). */
+        if (sc->cg_fd >= 0)
+            close(sc->cg_fd);
+        sc->cg_fd = open_cg_stat();
+        sc->cg_look_us = now;
+        sc->throttled_ns = cg_throttled_ns(sc->cg_fd);
+    }
+    uint64_t cpu, delay, thr = cg_throttled_ns(sc->cg_fd);
+    if (!self_sched(sc, &cpu, &delay))
+        return busy;
+    unsigned own = busy;
+    if (sc->cpu_ns || sc->delay_ns)
+        own = gw_busy_own_pct(busy, span_ns, cpu - sc->cpu_ns, delay - sc->delay_ns,
+                              thr >= sc->throttled_ns ? thr - sc->throttled_ns : 0);
+    sc->cpu_ns = cpu;
+    sc->delay_ns = delay;
+    sc->throttled_ns = thr;
+    return own;
+}
+
+static void sched_close(gw_ol_sched_t *sc)
+{
+    if (sc->self_fd >= 0)
+        close(sc->self_fd);
+    if (sc->cg_fd >= 0)
+        close(sc->cg_fd);
+    sc->self_fd = sc->cg_fd = -2;
+}
+
 static void on_tick(uv_timer_t *t)
 {
     gw_ol_worker_t *o = t->data;
@@ -438,6 +568,7 @@ static void on_tick(uv_timer_t *t)
     unsigned busy = span ? (unsigned)(100 - (idled >= span ? 100 : idled * 100 / span)) : 0;
     o->win_start_ns = hr;
     o->win_idle_ns = idle;
+    busy = own_busy(&o->sched, busy, span, now);
     if (!gw_qdelay_tick(&o->q, now, ol->shed_buys && level >= GW_LEVEL_SHED, busy))
         return;
     if (pthread_mutex_trylock(&ol->mu) == 0) {

@@ -251,6 +251,24 @@ bool gw_late_look(uint64_t lag_us, uint64_t qdelay_avg_us, bool door_shut, uint6
 /* Whether a request that waited `waited_us` before the gateway saw it is too late. Pure. */
 bool gw_late_shed(uint64_t waited_us, uint64_t target_us);
 
+/*
+ * Our own load or the machine's: a loop that is not waiting in epoll is busy
+ * either working, throttled by its own CPU quota, or runnable and waiting for
+ * a CPU that other processes hold. The last is the machine's load, and
+ * shedding our own crowd would not help it (measured: at load 17 the door shut
+ * 7 times in the uncapped dependency-bound case at 2x). Per window, from the
+ * thread's schedstat (its CPU time and its run-queue wait, which on Linux
+ * includes the time its cgroup was throttled) and the cgroup's throttled time:
+ * machine wait = run-queue wait - throttled. When the machine wait exceeds the
+ * time the thread ran or was throttled, the loop's busy share is counted
+ * without it. Measured on this kernel (6.18): a spinning thread held to 5% of
+ * a core ran 47 ms, was throttled 772 ms and waited 954 ms in 1 s (machine
+ * wait 182 ms: ours); uncapped beside other work it ran 767 ms and waited
+ * 230 ms (ours too). Pure; all figures in ns over a window of `span_ns`.
+ */
+unsigned gw_busy_own_pct(unsigned busy_pct, uint64_t span_ns, uint64_t cpu_ns,
+                         uint64_t run_delay_ns, uint64_t throttled_ns);
+
 /* DAGOR user priority: 0..127 from the user id and the minute (now_ms / 60000). Thread-safe. */
 unsigned gw_ol_user_prio(const char *user, size_t len, uint64_t minute);
 

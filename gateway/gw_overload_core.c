@@ -458,3 +458,13 @@ bool gw_late_shed(uint64_t waited_us, uint64_t target_us)
 {
     return target_us > 0 && (double)waited_us >= GW_LATE_TARGETS * (double)target_us;
 }
+
+unsigned gw_busy_own_pct(unsigned busy_pct, uint64_t span_ns, uint64_t cpu_ns,
+                         uint64_t run_delay_ns, uint64_t throttled_ns)
+{
+    uint64_t machine = run_delay_ns > throttled_ns ? run_delay_ns - throttled_ns : 0;
+    if (!span_ns || machine <= cpu_ns + throttled_ns)
+        return busy_pct; /* mostly our own work or our own quota */
+    uint64_t m_pct = machine >= span_ns ? 100 : machine * 100 / span_ns;
+    return busy_pct > m_pct ? busy_pct - (unsigned)m_pct : 0;
+}

@@ -433,12 +433,35 @@ static void test_late_check(void **state)
     assert_false(gw_late_shed(1000 * MS, 0)); /* no target: never */
 }
 
+/* The loop's busy share without the time it waited behind other processes. */
+static void test_busy_own(void **state)
+{
+    (void)state;
+    const uint64_t S = 1000000000ull; /* a 1 s window, in ns */
+    /* Held to 5% by its own cgroup quota (measured): ran 47 ms, throttled 772 ms,
+     * run-queue wait 954 ms: the machine wait (182 ms) is less than ours: all ours. */
+    assert_int_equal(gw_busy_own_pct(100, S, 47000000, 954000000, 772000000), 100);
+    /* Uncapped and working beside other processes (measured): ran 767, waited 230. */
+    assert_int_equal(gw_busy_own_pct(100, S, 767000000, 230000000, 0), 100);
+    /* A loop that mostly waited for a CPU others hold (a loaded machine, little work
+     * of its own): the wait is not its busy time. */
+    assert_int_equal(gw_busy_own_pct(95, S, 50000000, 850000000, 0), 10);
+    assert_int_equal(gw_busy_own_pct(90, S, 10000000, 950000000, 0), 0);
+    assert_true(gw_busy_own_pct(100, S, 300000000, 600000000, 0) < GW_DOOR_BUSY_PCT);
+    /* An idle loop stays idle; no window: unchanged. */
+    assert_int_equal(gw_busy_own_pct(5, S, 1000000, 2000000, 0), 5);
+    assert_int_equal(gw_busy_own_pct(70, 0, 0, 5, 0), 70);
+    /* Throttled time larger than the wait (its own accounting): ours. */
+    assert_int_equal(gw_busy_own_pct(100, S, 0, 500000000, 600000000), 100);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_door_shuts_for_a_crowd_not_a_flood),
         cmocka_unit_test(test_door_reopens),
         cmocka_unit_test(test_late_check),
+        cmocka_unit_test(test_busy_own),
         cmocka_unit_test(test_limit_grows_when_flat),
         cmocka_unit_test(test_limit_shrinks_when_latency_rises),
         cmocka_unit_test(test_limit_app_limited_does_not_grow),
