@@ -2,15 +2,27 @@
  * PostgreSQL settlement sink (libpq, synchronous, prepared statements).
  *
  * Without --sql, the orders of a batch go in one statement per run of orders
- * (settle_many): their fields as six text-format arrays, unnest()ed into one
- * INSERT ... ON CONFLICT (order_id) DO NOTHING RETURNING order_id, then one
- * SELECT for the ids that were not inserted (copies). That is 2-3 round trips
- * and one executor run for a batch of 500 instead of 500-1000 of each: the
- * per-order round trip capped the sink at 6-16k orders/s on loopback
- * (bench/README.md, settlement). The primary key still decides everything:
- * a copy inside the run conflicts with the row the run's first copy inserted
- * (DO NOTHING takes intra-statement duplicates; the rows go in in the batch's
- * order), a copy of an earlier batch with the row that batch committed.
+ * (settle_many): the first copy of each order id in the run (copies are
+ * dropped here), their fields as six text-format arrays, unnest()ed into one
+ * INSERT ... SELECT ... WHERE (the id in orders) IS NULL RETURNING order_id,
+ * then one SELECT for the ids that were not inserted (copies). That
+ * is 2-3 round trips and one executor run for a batch of 500 instead of
+ * 500-1000 of each: the per-order round trip capped the sink at 6-16k
+ * orders/s on loopback (bench/README.md, settlement). The test is a scalar
+ * subquery, not NOT EXISTS: the planner turned that into a hash anti join
+ * reading the whole table once per batch whenever the batch looked big beside
+ * the table's statistics (a new table); the subquery probes the primary key
+ * once per order whatever the statistics say.
+ *
+ * Not ON CONFLICT DO NOTHING: its speculative insertion (a lock, a second
+ * index probe and a confirm WAL record per row) cost ~1 us of the server's
+ * ~10 us per order (bench/README.md, settlement, finding 3). The primary key
+ * still decides everything: an id committed before the statement's snapshot
+ * is skipped by that probe; one that another transaction inserts
+ * meanwhile (two workers on the same order during a rebalance) fails the
+ * statement with a unique violation (23505), the batch is rolled back and
+ * retried, and that retry (only) uses ON CONFLICT DO NOTHING, which waits
+ * for the other transaction and skips its rows. Exactly once either way.
  *
  * A batch is one BEGIN ... COMMIT. The user's statement (--sql) runs inside a
  * SAVEPOINT per order with $1 order_id text, $2 sale_id text, $3 user_id text,
@@ -60,13 +72,31 @@ typedef struct st_pg {
     bool *claimed;        /* per returned id: its first copy in the run took it */
     const char **ins_ids; /* the ids the insert returned, sorted */
     size_t pend_cap, ins_cap;
+    struct pg_pos *sorted; /* the run by order id, to find first copies (pend_cap entries) */
+    bool *first;           /* per order of the run: the first copy of its id (pend_cap) */
+    bool on_conflict_next; /* a unique violation failed the last batch: retry with ON CONFLICT */
 } st_pg_t;
 
+/* An order of the run and its position, sorted by id then position. */
+typedef struct pg_pos {
+    const char *id;
+    size_t i;
+} pg_pos_t;
+
+/*
+ * COLLATE "C" on the ids (byte order, as SQLite's BINARY): they are ASCII
+ * tokens, and the primary key's comparisons then are memcmp, not strcoll
+ * (~0.8 us of the server's CPU per order, bench/README.md, settlement). The
+ * per-sale index is on sale_id alone: (sale_id, user_id) put every new row at
+ * a random place in the index and cost 2.5 us per order; a sale's rows under
+ * one key go in at its end. Tables created by an older version keep their
+ * definitions (IF NOT EXISTS) and work the same, at the old cost.
+ */
 static const char pg_schema_sql[] =
     "CREATE TABLE IF NOT EXISTS orders ("
-    " order_id TEXT PRIMARY KEY,"
-    " sale_id TEXT NOT NULL,"
-    " user_id TEXT NOT NULL,"
+    " order_id TEXT COLLATE \"C\" PRIMARY KEY,"
+    " sale_id TEXT COLLATE \"C\" NOT NULL,"
+    " user_id TEXT COLLATE \"C\" NOT NULL,"
     " qty INTEGER NOT NULL,"
     " accepted_at BIGINT NOT NULL,"
     " node INT,"
@@ -74,7 +104,7 @@ static const char pg_schema_sql[] =
     " reason TEXT,"
     " settled_at BIGINT NOT NULL,"
     " updated_at BIGINT NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS orders_sale ON orders(sale_id, user_id);";
+    "CREATE INDEX IF NOT EXISTS orders_sale ON orders(sale_id);";
 
 static bool is_order_error(const char *sqlstate)
 {
@@ -139,12 +169,20 @@ static int prepare_all(st_pg_t *s)
                            " WHERE order_id = $3 AND status = 'settled'",
                            3, cancel_types)))
         return ret;
-    /* settle_many: ORDER BY i inserts in the batch's order, so of two copies in
-     * one run the first is the one recorded (they carry the same order). */
+    /* settle_many: the run's first copies, each id once (see the top). */
     static const Oid many_types[] = {OID_TEXT_ARRAY, OID_TEXT_ARRAY, OID_TEXT_ARRAY,
                                      OID_INT4_ARRAY, OID_INT8_ARRAY, OID_INT4_ARRAY, OID_INT8};
     static const Oid ids_types[] = {OID_TEXT_ARRAY};
-    if ((ret = prepare_one(s, "st_ins_many",
+    if ((ret = prepare_one(s, "st_ins_new",
+                           "INSERT INTO orders (order_id, sale_id, user_id, qty, accepted_at, node,"
+                           " status, reason, settled_at, updated_at)"
+                           " SELECT o, sa, u, q, a, n, 'settled', NULL, $7, $7"
+                           " FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[],"
+                           " $5::int8[], $6::int4[]) AS b(o, sa, u, q, a, n)"
+                           " WHERE (SELECT 1 FROM orders x WHERE x.order_id = b.o) IS NULL"
+                           " RETURNING order_id",
+                           7, many_types)) ||
+        (ret = prepare_one(s, "st_ins_many",
                            "INSERT INTO orders (order_id, sale_id, user_id, qty, accepted_at, node,"
                            " status, reason, settled_at, updated_at)"
                            " SELECT o, sa, u, q, a, n, 'settled', NULL, $7, $7"
@@ -316,6 +354,8 @@ static void grow_scratch(st_pg_t *s, size_t n)
     if (n > s->pend_cap) {
         s->pend_cap = n;
         s->pending = cm_xrealloc(s->pending, n * sizeof(*s->pending));
+        s->sorted = cm_xrealloc(s->sorted, n * sizeof(*s->sorted));
+        s->first = cm_xrealloc(s->first, n * sizeof(*s->first));
     }
     if (n > s->ins_cap) {
         s->ins_cap = n;
@@ -359,15 +399,36 @@ static int lookup_many(st_pg_t *s, const oq_order_t *const *orders, st_outcome_t
     return 0;
 }
 
+static int cmp_pos(const void *a, const void *b)
+{
+    const pg_pos_t *x = a, *y = b;
+    int c = strcmp(x->id, y->id);
+    return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+
+/* s->first[i]: orders[i] is the first copy of its id in the run. */
+static void mark_first_copies(st_pg_t *s, const oq_order_t *const *orders, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        s->sorted[i] = (pg_pos_t){orders[i]->order_id, i};
+    qsort(s->sorted, n, sizeof(*s->sorted), cmp_pos);
+    for (size_t k = 0; k < n; k++)
+        s->first[s->sorted[k].i] = k == 0 || strcmp(s->sorted[k].id, s->sorted[k - 1].id) != 0;
+}
+
 static int pg_settle_many(st_sink_t *sink, const oq_order_t *const *orders,
                           st_outcome_t *const *outs, size_t n)
 {
     st_pg_t *s = (st_pg_t *)sink;
+    grow_scratch(s, n);
+    mark_first_copies(s, orders, n);
     for (int c = 0; c < PG_MANY_COLS; c++)
         buf_start(&s->cols[c]);
     for (size_t i = 0; i < n; i++) {
         const oq_order_t *o = orders[i];
         memset(outs[i], 0, sizeof(*outs[i]));
+        if (!s->first[i])
+            continue;
         buf_elem(&s->cols[0], o->order_id);
         buf_elem(&s->cols[1], o->sale_id);
         buf_elem(&s->cols[2], o->user_id);
@@ -386,13 +447,19 @@ static int pg_settle_many(st_sink_t *sink, const oq_order_t *const *orders,
     for (int c = 0; c < PG_MANY_COLS; c++)
         vals[c] = s->cols[c].p;
     vals[PG_MANY_COLS] = now;
-    PGresult *res = PQexecPrepared(s->conn, "st_ins_many", PG_MANY_COLS + 1, vals, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+    const char *stmt = s->on_conflict_next ? "st_ins_many" : "st_ins_new";
+    PGresult *res = PQexecPrepared(s->conn, stmt, PG_MANY_COLS + 1, vals, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        if (state && strcmp(state, "23505") == 0)
+            s->on_conflict_next = true; /* another writer had one of the ids in flight */
         return fail(s, res, "insert many");
+    }
+    s->on_conflict_next = false;
     /* Each returned id was inserted by the first copy of it in the run; every
      * other copy, and every id not returned, reports the recorded row. */
     size_t nins = (size_t)PQntuples(res), np = 0;
-    grow_scratch(s, n > nins ? n : nins);
+    grow_scratch(s, nins);
     for (size_t r = 0; r < nins; r++)
         s->ins_ids[r] = PQgetvalue(res, (int)r, 0);
     qsort(s->ins_ids, nins, sizeof(*s->ins_ids), cmp_str);
@@ -511,6 +578,8 @@ static void pg_close(st_sink_t *sink)
         free(s->cols[c].p);
     free(s->ids.p);
     free(s->pending);
+    free(s->sorted);
+    free(s->first);
     free(s->claimed);
     free(s->ins_ids);
     free(s);

@@ -9,15 +9,17 @@
  * makes a cancellation happen once.
  *
  *   CREATE TABLE orders (
- *       order_id    TEXT PRIMARY KEY,
+ *       order_id    TEXT PRIMARY KEY,  -- PostgreSQL: COLLATE "C" for the ids
  *       sale_id     TEXT NOT NULL,
  *       user_id     TEXT NOT NULL,
  *       qty         INTEGER NOT NULL,
- *       accepted_at BIGINT NOT NULL,   -- ms since the epoch, from the gateway (0: cancel came
- * first) node        INT,               -- gateway node id (NULL: cancel came first) status TEXT
- * NOT NULL,     -- 'settled' | 'failed' | 'cancelled' reason      TEXT,              -- why failed
- * / cancelled, else NULL settled_at  BIGINT NOT NULL,   -- ms, when the row was first written
+ *       accepted_at BIGINT NOT NULL,   -- ms since the epoch (0: the cancel came first)
+ *       node        INT,               -- gateway node id (NULL: the cancel came first)
+ *       status      TEXT NOT NULL,     -- 'settled' | 'failed' | 'cancelled'
+ *       reason      TEXT,              -- why failed / cancelled, else NULL
+ *       settled_at  BIGINT NOT NULL,   -- ms, when the row was first written
  *       updated_at  BIGINT NOT NULL);  -- ms, last status change
+ *   CREATE INDEX orders_sale ON orders(sale_id);
  *
  * A batch is one transaction: begin, then settle()/cancel() per message, then
  * commit() (or rollback() on any error). An order that the user's own SQL

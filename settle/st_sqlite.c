@@ -27,6 +27,8 @@ typedef struct st_sqlite {
     bool in_tx;
 } st_sqlite_t;
 
+/* The per-sale index on sale_id alone, as in PostgreSQL (st_pg.c: a sale's new
+ * rows go in at the end of its key instead of at random user_id places). */
 static const char schema_sql[] =
     "CREATE TABLE IF NOT EXISTS orders ("
     " order_id TEXT PRIMARY KEY,"
@@ -39,7 +41,7 @@ static const char schema_sql[] =
     " reason TEXT,"
     " settled_at BIGINT NOT NULL,"
     " updated_at BIGINT NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS orders_sale ON orders(sale_id, user_id);";
+    "CREATE INDEX IF NOT EXISTS orders_sale ON orders(sale_id);";
 
 static void set_err(st_sqlite_t *s, const char *what)
 {

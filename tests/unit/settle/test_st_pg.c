@@ -175,8 +175,7 @@ static void test_connection_loss(void **state)
     assert_int_equal(st_sink_settle(s, &o2, &oc), 0);
     assert_int_equal(st_sink_commit(s), 0);
     assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 2);
-    /* The same through settle_many, whose BEGIN and INSERT share one round trip
-       (pipeline mode): the connection dies between two batches. */
+    /* The same through settle_many: the connection dies between two batches. */
     oq_order_t o3;
     mk_order(&o3, "CL-3", "u3");
     const oq_order_t *op[1] = {&o3};
@@ -195,6 +194,106 @@ static void test_connection_loss(void **state)
     assert_int_equal(st_sink_settle_many(s, op, ocp, 1), 0);
     assert_true(oc.changed);
     assert_int_equal(st_sink_commit(s), 0);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 3);
+    st_sink_close(s);
+}
+
+/*
+ * Another writer holds one of the run's ids in an open transaction (two
+ * workers on one order during a rebalance) and commits once our insert waits
+ * on it: the fast insert (no ON CONFLICT) fails with a unique violation and
+ * the batch rolls back; the retry uses ON CONFLICT, so a second writer in
+ * flight then is waited for and skipped instead of failing it again. Every id
+ * is recorded once, and the copies report the recorded row.
+ */
+typedef struct race_writer {
+    const char *url, *order_id;
+    PGconn *conn;
+    pthread_t thread;
+} race_writer_t;
+
+static void *race_commit_when_waited(void *arg)
+{
+    race_writer_t *w = arg;
+    PGconn *watch = conn_to(w->url);
+    for (int i = 0; i < 1000; i++) { /* at most ~10 s */
+        PGresult *r = PQexec(watch, "SELECT count(*) FROM pg_stat_activity WHERE"
+                                    " datname = current_database() AND wait_event_type = 'Lock'");
+        int waiting = PQresultStatus(r) == PGRES_TUPLES_OK && atoi(PQgetvalue(r, 0, 0)) > 0;
+        PQclear(r);
+        if (waiting)
+            break;
+        nanosleep(&(struct timespec){.tv_nsec = 10 * 1000000L}, NULL);
+    }
+    PQfinish(watch);
+    PQclear(PQexec(w->conn, "COMMIT"));
+    return NULL;
+}
+
+static void race_writer_start(race_writer_t *w, const char *url, const char *order_id)
+{
+    w->url = url;
+    w->order_id = order_id;
+    w->conn = conn_to(url);
+    char q[512];
+    snprintf(q, sizeof(q),
+             "BEGIN; INSERT INTO orders (order_id, sale_id, user_id, qty, accepted_at, node,"
+             " status, reason, settled_at, updated_at)"
+             " VALUES ('%s', 's1', 'other', 1, 1, 3, 'settled', NULL, 1, 1)",
+             order_id);
+    PGresult *r = PQexec(w->conn, q);
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    assert_int_equal(pthread_create(&w->thread, NULL, race_commit_when_waited, w), 0);
+}
+
+static void race_writer_join(race_writer_t *w)
+{
+    pthread_join(w->thread, NULL);
+    PQfinish(w->conn);
+}
+
+static void test_unique_race(void **state)
+{
+    ts_sink_fixture_t *f = *state;
+    pg_ctx_t *c = f->ctx;
+    st_sink_t *s;
+    assert_int_equal(pgf_open(f, NULL, &s), 0);
+    oq_order_t o[3];
+    st_outcome_t oc[3];
+    const oq_order_t *op[3] = {&o[0], &o[1], &o[2]};
+    st_outcome_t *ocp[3] = {&oc[0], &oc[1], &oc[2]};
+    mk_order(&o[0], "R-1", "u1");
+    mk_order(&o[1], "R-2", "u2");
+    mk_order(&o[2], "R-1", "u1"); /* a copy in the same run */
+    race_writer_t w;
+    race_writer_start(&w, c->url, "R-2");
+    assert_int_equal(st_sink_begin(s), 0);
+    int ret = st_sink_settle_many(s, op, ocp, 3);
+    race_writer_join(&w);
+    assert_true(ret < 0);
+    printf("# the other writer's id: %s\n", s->errmsg);
+    assert_int_equal(st_sink_rollback(s), 0);
+    /* The retry meets a second writer in flight, on R-1 now: waited for, skipped. */
+    race_writer_start(&w, c->url, "R-1");
+    assert_int_equal(st_sink_begin(s), 0);
+    ret = st_sink_settle_many(s, op, ocp, 3);
+    race_writer_join(&w);
+    assert_int_equal(ret, 0);
+    assert_int_equal(st_sink_commit(s), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(oc[i].status, OQ_STATUS_SETTLED);
+        assert_false(oc[i].changed);
+    }
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 2);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders WHERE user_id = 'other'"), 2);
+    /* Back on the fast insert: a new order and a copy of a recorded one. */
+    mk_order(&o[0], "R-3", "u3");
+    assert_int_equal(st_sink_begin(s), 0);
+    assert_int_equal(st_sink_settle_many(s, op, ocp, 2), 0);
+    assert_int_equal(st_sink_commit(s), 0);
+    assert_true(oc[0].changed);
+    assert_false(oc[1].changed);
     assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 3);
     st_sink_close(s);
 }
@@ -404,6 +503,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel_failed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settle_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_loss, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unique_race, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sink_open_dispatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bench_batch500, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settle_loop_into_pg, setup, teardown),
