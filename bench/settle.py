@@ -13,13 +13,20 @@ the gateway's accept rate (bench.py's latency section does the live pipeline).
   orders/s   = orders committed after the first batch's stamp / span of the
                stamps (settled_at); PostgreSQL stamps a batch once, SQLite each
                order, so the first batch is left out for both
-  settle cpu = flashgate-settle's utime+stime from SIGCONT to the last row, per
-               order; db cpu = the same for every postgres process (SQLite runs
-               inside flashgate-settle); broker cpu = the same for the idle
-               gateway, i.e. its embedded broker serving the fetches, the
-               outcomes and the offset commits
+  settle cpu = flashgate-settle's utime+stime from SIGCONT until its
+               /metrics count every message committed, per order; db cpu = the
+               same for every postgres process (SQLite runs inside
+               flashgate-settle); gateway cpu = the same for the idle gateway:
+               its embedded broker serving the fetches, the outcomes and the
+               offset commits, and its own consumer of those outcomes (the
+               log line per drain splits it by thread)
 
 BENCH_SETTLE_ARGS="--batch 2000" passes flags to every worker (experiments).
+BENCH_PG_CONF="shared_buffers=256MB wal_compression=on" passes settings to the
+cluster (experiments; -c per word). BENCH_SETTLE_PROFILE=DIR records each
+PostgreSQL drain with `perf record -e cpu-clock -g` (the worker, every postgres
+process and the gateway) into DIR, loads pg_stat_statements and prints the
+statements' executor time per order at the end.
 FLASHGATE_SETTLE_BIN_OLD=DIR adds a third worker, DIR/flashgate-settle, into
 its own database on the same cluster: the code before a change, side by side.
 """
@@ -35,6 +42,8 @@ import bench as B
 
 EXTRA = os.environ.get("BENCH_SETTLE_ARGS", "").split()  # e.g. "--batch 2000", for experiments
 PG_ORDERS = 5000 if B.QUICK else 20000   # per run; the mock broker's partition holds ~5 MiB
+PG_CONF = os.environ.get("BENCH_PG_CONF", "").split()
+PROFILE = os.environ.get("BENCH_SETTLE_PROFILE", "")
 
 
 def pg_bindir():
@@ -76,15 +85,22 @@ class Postgres:
             raise RuntimeError("initdb failed: %s" % (r.stdout + r.stderr)[-2000:])
         self.port = B.free_port()
         self.log = os.path.join(self.dir, "postgres.log")
-        self.proc = B.start(as_user([os.path.join(self.bin, "postgres"), "-D", data, "-k", self.dir,
-                                     "-p", str(self.port), "-h", "127.0.0.1",
-                                     "-c", "max_connections=20"]), self.log)
+        conf = ["max_connections=20"] + PG_CONF
+        if PROFILE:
+            conf.append("shared_preload_libraries=pg_stat_statements")
+        argv = [os.path.join(self.bin, "postgres"), "-D", data, "-k", self.dir,
+                "-p", str(self.port), "-h", "127.0.0.1"]
+        for c in conf:
+            argv += ["-c", c]
+        self.proc = B.start(as_user(argv), self.log)
         t_end = time.time() + 30
         while time.time() < t_end:
             if self.proc.poll() is not None:
                 break
             if subprocess.run([os.path.join(self.bin, "pg_isready"), "-q", "-h", "127.0.0.1",
                                "-p", str(self.port)]).returncode == 0:
+                if PROFILE:
+                    self.query("CREATE EXTENSION pg_stat_statements")
                 return
             time.sleep(0.1)
         raise RuntimeError("postgres did not start: %s" % open(self.log).read()[-2000:])
@@ -126,6 +142,27 @@ class Sink:
             argv += ["--db", pg.url(db)]
         self.proc = B.start(argv, os.path.join(self.dir, "settle.log"))
 
+    def messages(self):
+        """flashgate_settle_messages_total: messages whose batch is committed (rows, outcomes
+        and offsets), from the worker's /metrics; polling it costs the database nothing."""
+        try:
+            _, body = B.http_req(self.metrics_port, "GET", "/metrics")
+        except OSError:
+            return -1
+        text = body.decode() if isinstance(body, bytes) else str(body)
+        for line in text.splitlines():
+            if line.startswith("flashgate_settle_messages_total "):
+                return int(float(line.split()[1]))
+        return -1
+
+    def wait_messages(self, n, secs):
+        t_end = time.time() + secs
+        while time.time() < t_end:
+            if self.messages() >= n:
+                return True
+            time.sleep(0.02)
+        return False
+
     def rows(self, sale):
         """(count, [settled_at...]) of the sale's rows."""
         q = "SELECT settled_at FROM orders WHERE sale_id = '%s'" % sale
@@ -152,6 +189,75 @@ class Sink:
                 break
             time.sleep(0.05)
         return got
+
+
+def children(pid):
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                st = open("/proc/%s/stat" % d).read()
+            except OSError:
+                continue
+            if int(st[st.rindex(")") + 2:].split()[1]) == pid:
+                out.append(int(d))
+    return out
+
+
+def perf_start(s, pg, gw, rep):
+    """perf record of one PostgreSQL drain (BENCH_SETTLE_PROFILE)."""
+    if not PROFILE or not s.pg:
+        return None
+    os.makedirs(PROFILE, exist_ok=True)
+    pids = [s.proc.pid, gw.pid, pg.proc.pid] + children(pg.proc.pid)
+    out = os.path.join(PROFILE, "%s-rep%d.data" % (s.name, rep + 1))
+    p = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-g", "-o", out, "-p",
+                          ",".join(str(p) for p in pids)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # attached before the worker thaws (it is stopped: nothing is lost)
+    return p
+
+
+def perf_stop(p):
+    if p:
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=60)
+
+
+def pgss_report(pg, sinks, orders):
+    """Executor time per order of each statement, per database (BENCH_SETTLE_PROFILE)."""
+    for s in sinks:
+        if not s.pg:
+            continue
+        rows = pg.query("SELECT calls, round(total_exec_time::numeric, 1), rows,"
+                        " left(regexp_replace(query, '\\s+', ' ', 'g'), 90)"
+                        " FROM pg_stat_statements JOIN pg_database d ON d.oid = dbid"
+                        " WHERE d.datname = '%s' ORDER BY total_exec_time DESC LIMIT 8" % s.db)
+        B.log("pg_stat_statements, %s (%d orders): calls, exec ms, us/order, rows, query"
+              % (s.db, orders))
+        for r in rows:
+            B.log("  %8s %9s %6.2f %8s  %s" % (r[0], r[1], float(r[1]) * 1000 / orders, r[2],
+                                              r[3]))
+
+
+def thread_ticks(pid):
+    """utime+stime per thread name of one process, in clock ticks."""
+    out = {}
+    for t in os.listdir("/proc/%d/task" % pid):
+        try:
+            st = open("/proc/%d/task/%s/stat" % (pid, t)).read()
+        except OSError:
+            continue
+        name = st[st.index("(") + 1:st.rindex(")")]
+        f = st[st.rindex(")") + 2:].split()
+        out[name] = out.get(name, 0) + int(f[11]) + int(f[12])
+    return out
+
+
+def ticks_diff(a, b, n):
+    """us per order per thread name, largest first, as text."""
+    d = sorted(((b.get(k, 0) - a.get(k, 0), k) for k in b), reverse=True)
+    return ", ".join("%s %.1f" % (k, v * 1e6 / B.CLK_TCK / n) for v, k in d if v > 0)
 
 
 def pg_cpu_ticks(pg):
@@ -188,23 +294,42 @@ def drain_runs(tmp, bindir, scripts, pg):
     res = {s.name: [] for s in sinks}
     for rep in range(B.REPS):
         sale = gw.new_sale("sinks", PG_ORDERS)
+        m0 = {s.name: s.messages() for s in sinks}
         for s in sinks:
             s.proc.send_signal(signal.SIGSTOP)
         B.log("rep %d/%d: settlement sinks, %d orders backlog (wrk -c64), then each sink drains "
               "it alone" % (rep + 1, B.REPS, PG_ORDERS))
+        f0 = thread_ticks(gw.pid)
         r = B.run_wrk(gw.url(), 64, B.SECONDS, scripts["buy"], [sale], gw.pid)
         accepted = r["answers"].get(202, 0)
+        B.log("  producer (the gateway filling the backlog: HTTP, reserve, spool, relay, broker): "
+              "%d requests, %d accepted; cpu us/request by thread: %s"
+              % (r["requests"], accepted, ticks_diff(f0, thread_ticks(gw.pid),
+                                                     max(r["requests"], 1))))
         time.sleep(1.0)  # the relay's last records reach the broker
         for s in sinks:
             c0 = B.cpu_ticks(s.proc.pid)
             p0 = pg_cpu_ticks(pg)
             g0 = B.cpu_ticks(gw.pid)
+            gt0, st0 = thread_ticks(gw.pid), thread_ticks(s.proc.pid)
+            perf = perf_start(s, pg, gw, rep)
             s.proc.send_signal(signal.SIGCONT)
-            got = s.wait_rows(sale, accepted, 120)
+            # The worker's counter, not the table: polling with psql cost the database
+            # ~1 us per order of this bench's own queries (and a backend per poll).
+            if m0[s.name] < 0 or not s.wait_messages(m0[s.name] + accepted, 120):
+                B.log("  %s: metrics did not show %d messages; polling the table" %
+                      (s.name, accepted))
+                s.wait_rows(sale, accepted, 120)
+            perf_stop(perf)
             c1 = B.cpu_ticks(s.proc.pid)
             p1 = pg_cpu_ticks(pg)
             g1 = B.cpu_ticks(gw.pid)
+            gt1, st1 = thread_ticks(gw.pid), thread_ticks(s.proc.pid)
             s.proc.send_signal(signal.SIGSTOP)
+            got = s.rows(sale)
+            n = max(len(got), 1)
+            B.log("  %s cpu us/order by thread: worker: %s; gateway: %s"
+                  % (s.name, ticks_diff(st0, st1, n), ticks_diff(gt0, gt1, n)))
             first = min(got) if got else 0
             later = sum(1 for t in got if t > first)
             span = (max(got) - first) / 1000 if got else 0
@@ -216,6 +341,8 @@ def drain_runs(tmp, bindir, scripts, pg):
                                  if s.pg else float("nan"))}
             res[s.name].append(out)
             B.log("  %s: %d/%d rows, %.0f orders/s" % (s.name, len(got), accepted, out["rate"]))
+    if PROFILE:
+        pgss_report(pg, sinks, PG_ORDERS * B.REPS)
     for s in sinks:
         s.proc.send_signal(signal.SIGCONT)
         B.stop(s.proc)
@@ -247,7 +374,9 @@ def report(sk):
                      "%d/%d" % (min(r["rows"] for r in rs), max(r["accepted"] for r in rs)),
                      target])
     B.table(["sink", "orders/s", "(min-max)", "settle cpu us/order", "postgres cpu us/order",
-             "broker cpu us/order", "rows/accepted", "target"], rows)
+             "gateway cpu us/order", "rows/accepted", "target"], rows)
     print("  PostgreSQL %s, private cluster, fsync on; batch 500 (the default); the sinks drain "
           "one after the other on the same 2 cores, nothing else running but the idle gateway"
           % sk["pg_version"])
+    print("  gateway cpu = the idle gateway over the drain: its embedded broker (fetches, outcomes, "
+          "offset commits) and its own outcome consumer (most of it; per thread in the log)")
