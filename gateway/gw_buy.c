@@ -589,7 +589,7 @@ bool gw_buy_handle(gw_req_t *r)
                                  ipkey);
     gw_limit_verdict_t v;
     gw_limits_admit(srv->limits, r->res.user_id, strlen(r->res.user_id), (const char *)ipkey,
-                    iplen, r->id, strlen(r->id), cm_mono_ns(), &v);
+                    iplen, r->id, strlen(r->id), w->now_ns, &v);
     if (!v.allowed) {
         gw_hitters_add(w, r->res.user_id, ipkey, iplen);
         reply_rate_limited(r, &v);

@@ -266,6 +266,13 @@ static void list_remove(gw_conn_guard_t *g, gw_conn_t *c)
     c->prev = c->next = NULL;
 }
 
+/* The per-request stamps take the loop's clock of this MHD run (gw_worker_t.now_ns):
+ * a deadline starts at most one run early. The sweep reads the clock itself. */
+static int64_t run_ms(const gw_conn_guard_t *g)
+{
+    return (int64_t)(g->w->now_ns / 1000000u);
+}
+
 static void set_phase(gw_conn_t *c, phase_t ph, int64_t now_ms)
 {
     gw_conn_guard_t *g = c->g;
@@ -408,7 +415,7 @@ void gw_conn_notify(void *cls, struct MHD_Connection *conn, void **socket_contex
             g->pending_len = 0; /* counted by gw_conn_accept */
         else if (c->keylen)
             ip_add(srv->iptable, c->key, c->keylen, +1, 0);
-        int64_t now = (int64_t)cm_mono_ms();
+        int64_t now = run_ms(g);
         c->deadline_ms = now + (int64_t)head_timeout_ms(srv);
         set_phase(c, PH_HEAD, now);
         g->open++;
@@ -442,7 +449,7 @@ void gw_conn_head_done(gw_conn_t *c)
 {
     if (c) {
         c->body_bytes = 0;
-        set_phase(c, PH_BODY, (int64_t)cm_mono_ms());
+        set_phase(c, PH_BODY, run_ms(c->g));
     }
 }
 
@@ -455,7 +462,7 @@ void gw_conn_body(gw_conn_t *c, size_t n)
 void gw_conn_busy(gw_conn_t *c)
 {
     if (c)
-        set_phase(c, PH_BUSY, (int64_t)cm_mono_ms());
+        set_phase(c, PH_BUSY, run_ms(c->g));
 }
 
 void gw_conn_idle(gw_conn_t *c)
@@ -463,7 +470,7 @@ void gw_conn_idle(gw_conn_t *c)
     if (!c)
         return;
     const gw_config_t *cfg = c->g->w->srv->cfg;
-    int64_t now = (int64_t)cm_mono_ms();
+    int64_t now = run_ms(c->g);
     uint64_t t = cfg->head_timeout_ms > cfg->connection_timeout_ms ? cfg->head_timeout_ms
                                                                      : cfg->connection_timeout_ms;
     c->deadline_ms = now + (int64_t)t;

@@ -217,7 +217,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
     if (!r) {
         r = req_alloc(w);
         r->conn = conn;
-        r->t0_ns = cm_mono_ns();
+        r->t0_ns = w->now_ns; /* the run's start: waiting behind the run's earlier requests counts */
         r->cn = gw_conn_of(conn);
         gw_conn_head_done(r->cn);
         *req_cls = r;
@@ -356,11 +356,14 @@ static void drive(gw_worker_t *w)
     w->need_run = false;
     date_tick(w);
     gw_ol_iteration(w);
+    w->now_ns = cm_mono_ns();
     MHD_run(w->mhd);
     MHD_UNSIGNED_LONG_LONG to;
     int again = 0;
-    while (MHD_get_timeout(w->mhd, &to) == MHD_YES && to == 0 && again++ < 8)
+    while (MHD_get_timeout(w->mhd, &to) == MHD_YES && to == 0 && again++ < 8) {
+        w->now_ns = cm_mono_ns();
         MHD_run(w->mhd);
+    }
     gw_ol_after_run(w);
     if (MHD_get_timeout(w->mhd, &to) == MHD_YES)
         uv_timer_start(&w->timer, on_timer, to, 0);

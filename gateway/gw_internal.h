@@ -298,6 +298,10 @@ struct gw_worker {
     uv_timer_t stop_timer;
     bool need_run;
     bool notify_relay; /* appends happened this iteration */
+    /* cm_mono_ns() read once before each MHD_run: the time every request of that
+     * run is stamped with (arrival, connection deadlines, rate limits). A clock
+     * read is ~20 ns and an answer took 5 of ours (bench/README.md). */
+    uint64_t now_ns;
     int listen_fd; /* -1 until quiesced */
     struct MHD_Daemon *mhd;
     inv_worker_t *inv;
