@@ -204,7 +204,7 @@ static enum MHD_Result answer(gw_worker_t *w, gw_req_t *r, struct MHD_Connection
         return MHD_queue_response(conn, (unsigned)gw_reply_status(r->cached_reply), r->cached);
     }
     account(w, r, r->resp.reply, method, url);
-    return gw_resp_send(conn, NULL, &r->resp);
+    return gw_resp_send_req(conn, &r->resp);
 }
 
 static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
@@ -239,7 +239,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
                               (unsigned long long)w->srv->body_limit);
                 r->state = GW_ST_DONE;
                 account(w, r, r->resp.reply, method, url);
-                return gw_resp_send(conn, NULL, &r->resp);
+                return gw_resp_send_req(conn, &r->resp);
             }
             if (!json_media_type(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                              MHD_HTTP_HEADER_CONTENT_TYPE)))

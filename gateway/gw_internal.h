@@ -195,6 +195,8 @@ void gw_resp_error(gw_resp_t *r, gw_reply_t reply, const char *extra_json, const
 struct MHD_Response *gw_resp_prepare(const gw_resp_t *r);
 /* Queues r on the connection; counts it. Returns the MHD result. */
 enum MHD_Result gw_resp_send(struct MHD_Connection *c, gw_counters_t *ctr, const gw_resp_t *r);
+/* The same for a request's own answer (r inside a gw_req_t): its body is not copied. */
+enum MHD_Result gw_resp_send_req(struct MHD_Connection *c, const gw_resp_t *r);
 /* An HTTP Date value, "Sun, 06 Nov 1994 08:49:37 GMT" (RFC 9110 IMF-fixdate). */
 #define GW_DATE_LEN 29
 void gw_http_date(time_t t, char out[GW_DATE_LEN + 1]);

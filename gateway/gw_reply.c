@@ -234,10 +234,9 @@ void gw_resp_error(gw_resp_t *r, gw_reply_t reply, const char *extra_json, const
     r->body_len = n;
 }
 
-struct MHD_Response *gw_resp_prepare(const gw_resp_t *r)
+static struct MHD_Response *resp_build(const gw_resp_t *r, enum MHD_ResponseMemoryMode mode)
 {
-    struct MHD_Response *mr =
-        MHD_create_response_from_buffer(r->body_len, (void *)r->body, MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *mr = MHD_create_response_from_buffer(r->body_len, (void *)r->body, mode);
     if (!mr)
         return NULL;
     MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
@@ -253,9 +252,15 @@ struct MHD_Response *gw_resp_prepare(const gw_resp_t *r)
     return mr;
 }
 
-enum MHD_Result gw_resp_send(struct MHD_Connection *c, gw_counters_t *ctr, const gw_resp_t *r)
+struct MHD_Response *gw_resp_prepare(const gw_resp_t *r)
 {
-    struct MHD_Response *mr = gw_resp_prepare(r);
+    return resp_build(r, MHD_RESPMEM_MUST_COPY);
+}
+
+static enum MHD_Result resp_queue(struct MHD_Connection *c, gw_counters_t *ctr,
+                                  const gw_resp_t *r, enum MHD_ResponseMemoryMode mode)
+{
+    struct MHD_Response *mr = resp_build(r, mode);
     if (!mr)
         return MHD_NO;
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, mr);
@@ -263,6 +268,22 @@ enum MHD_Result gw_resp_send(struct MHD_Connection *c, gw_counters_t *ctr, const
     if (ctr)
         atomic_fetch_add_explicit(&ctr->replies[r->reply], 1, memory_order_relaxed);
     return ret;
+}
+
+enum MHD_Result gw_resp_send(struct MHD_Connection *c, gw_counters_t *ctr, const gw_resp_t *r)
+{
+    return resp_queue(c, ctr, r, MHD_RESPMEM_MUST_COPY);
+}
+
+/*
+ * For an answer that lives in the request's context (gw_req_t.resp): MHD sends
+ * the body from there instead of a malloc'd copy. The context is recycled only
+ * in the request-completed callback, after the last byte went out or the
+ * connection died (gw_http.c on_completed).
+ */
+enum MHD_Result gw_resp_send_req(struct MHD_Connection *c, const gw_resp_t *r)
+{
+    return resp_queue(c, NULL, r, MHD_RESPMEM_PERSISTENT);
 }
 
 /*---- Trusted proxies ----*/
