@@ -9,7 +9,7 @@ Environment: FLASHGATE_BIN (directory with flashgate, flashgate-settle,
 flashgate-load; default build/ of this repository), BENCH_REPS (3),
 BENCH_SECONDS (5), BENCH_QUICK=1 (1 rep of 1 s: a ~1-minute smoke pass),
 BENCH_KEEP=1 (keep the temp dir), BENCH_OPEN_RATE (open-loop arrivals/s),
-BENCH_ONLY=redis|settle|settle-e2e (one part alone), FLASHGATE_SETTLE_BIN_OLD and
+BENCH_ONLY=redis|settle|settle-e2e|settle-stmt (one part alone), FLASHGATE_SETTLE_BIN_OLD and
 BENCH_SETTLE_ARGS (bench/settle.py).
 bench/README.md says how to read the figures.
 """
@@ -783,6 +783,8 @@ def main():
     try:
         if only == "redis":  # the Redis section alone (a shorter loop while working on it)
             rres, ceil = bench_redis(tmp, bindir, scripts)
+        elif only == "settle-stmt":  # the sink's statement, part by part (~1 min)
+            stmt = bench_settle_stmt(tmp, bindir)
         elif only in ("settle", "settle-e2e"):  # settlement alone (~2 min; quick: ~30 s)
             st = bench_settle(tmp, bindir, scripts)
             sk = bench_settle_sinks(tmp, bindir, scripts) if only == "settle" else None
@@ -802,6 +804,12 @@ def main():
     if only == "redis":
         report_head(bindir, load0, load1)
         report_redis(rres, ceil)
+        print("elapsed %.0f s" % (time.time() - t0))
+        return
+    if only == "settle-stmt":
+        report_head(bindir, load0, load1)
+        print("== The PostgreSQL sink's batch insert, part by part (bench/settle_stmt.c) ==")
+        print(stmt)
         print("elapsed %.0f s" % (time.time() - t0))
         return
     if only in ("settle", "settle-e2e"):
@@ -914,6 +922,12 @@ def bench_settle_sinks(tmp, bindir, scripts):
     except (RuntimeError, OSError) as e:
         log("settlement sinks: %s" % e)
         return {"error": str(e)}
+
+
+def bench_settle_stmt(tmp, bindir):
+    """What each part of the sink's insert costs the server (bench/settle.py)."""
+    import settle
+    return settle.bench_stmt(tmp, bindir)
 
 
 def report_settle(st, sk):

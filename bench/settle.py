@@ -265,6 +265,22 @@ def pg_cpu_ticks(pg):
     return B.cpu_ticks(pg.proc.pid, with_children=True)
 
 
+def bench_stmt(tmp, bindir):
+    """bench/settle_stmt.c against a private cluster (BENCH_ONLY=settle-stmt): the server's
+    CPU per order of each variant of the batch insert, 100 batches of 500 each, interleaved."""
+    pg = Postgres(tmp)
+    try:
+        r = subprocess.run([os.path.join(bindir, "flashgate-bench-settle-stmt"), pg.url(),
+                            os.environ.get("BENCH_STMT_BATCHES", "20" if B.QUICK else "100")],
+                           capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError("settle_stmt: %s" % r.stderr[-2000:])
+        return r.stdout.rstrip() + "\n  PostgreSQL %s, fsync on; tables of 200,000 rows" % (
+            pg.version())
+    finally:
+        pg.stop()
+
+
 def bench_settle_sinks(tmp, bindir, scripts):
     pg = Postgres(tmp)
     try:
