@@ -599,7 +599,8 @@ bool gw_ol_too_late(gw_req_t *r)
 {
     gw_ol_worker_t *o = r->w->ol;
     if (!o || !r->conn || !edge_allowed(o) ||
-        !gw_late_look(o->lag_us, (uint64_t)o->q.avg_us, o->door.shut, o->q.target_us))
+        !gw_late_look(o->lag_us, (uint64_t)o->q.avg_us, o->door.shut, o->q.busy_pct,
+                      o->q.target_us))
         return false;
     uint64_t waited;
     if (!request_waited(r, &waited) || !gw_late_shed(waited, o->q.target_us))

@@ -239,15 +239,19 @@ bool gw_door_tick(gw_door_t *d, uint64_t now_us, bool idle);
  * answered a prepared 503 `queue_time` before its body is read, and its
  * connection closes: served, it would arrive past the 100 ms a person can be
  * kept waiting (CoDel's and DAGOR's queue-time shedding, at the edge). The
- * getsockopt is spent only while the worker shows a queue: its loop late by
- * GW_LATE_LOOK_LAG_PCT of the target, its last window's queuing delay past half
- * the target, or its door shut.
+ * getsockopt is spent only while the worker shows a queue of its own: its door
+ * shut, or its loop busy on its own account (gw_busy_own_pct >=
+ * GW_QDELAY_MIN_BUSY_PCT) and late by GW_LATE_LOOK_LAG_PCT of the target or its
+ * last window's queuing delay past half the target. A request late because
+ * other processes held the CPU is served: refusing it would cost about as much
+ * and save nothing (the loop has time once it runs).
  */
 #define GW_LATE_TARGETS 2.5
 #define GW_LATE_LOOK_LAG_PCT 25
 
 /* Whether to ask the kernel how long this request waited. Pure. */
-bool gw_late_look(uint64_t lag_us, uint64_t qdelay_avg_us, bool door_shut, uint64_t target_us);
+bool gw_late_look(uint64_t lag_us, uint64_t qdelay_avg_us, bool door_shut, unsigned busy_pct,
+                  uint64_t target_us);
 /* Whether a request that waited `waited_us` before the gateway saw it is too late. Pure. */
 bool gw_late_shed(uint64_t waited_us, uint64_t target_us);
 

@@ -448,10 +448,14 @@ bool gw_door_tick(gw_door_t *d, uint64_t now_us, bool idle)
     return d->idle_ticks >= GW_DOOR_IDLE_TICKS || now_us - d->shut_us >= GW_DOOR_HOLD_US;
 }
 
-bool gw_late_look(uint64_t lag_us, uint64_t qdelay_avg_us, bool door_shut, uint64_t target_us)
+bool gw_late_look(uint64_t lag_us, uint64_t qdelay_avg_us, bool door_shut, unsigned busy_pct,
+                  uint64_t target_us)
 {
-    return door_shut || lag_us * 100u >= target_us * GW_LATE_LOOK_LAG_PCT ||
-           2u * qdelay_avg_us > target_us;
+    if (door_shut)
+        return true;
+    if (busy_pct < GW_QDELAY_MIN_BUSY_PCT)
+        return false; /* late, if at all, because others have the CPU */
+    return lag_us * 100u >= target_us * GW_LATE_LOOK_LAG_PCT || 2u * qdelay_avg_us > target_us;
 }
 
 bool gw_late_shed(uint64_t waited_us, uint64_t target_us)

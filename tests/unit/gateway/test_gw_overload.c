@@ -416,13 +416,17 @@ static void test_late_check(void **state)
     (void)state;
     const uint64_t target = 20 * MS;
     /* A calm worker: no lag, no queuing delay, door open: the kernel is not asked. */
-    assert_false(gw_late_look(0, 0, false, target));
-    assert_false(gw_late_look(4 * MS, 10 * MS, false, target));
-    /* Any sign of a queue: a late loop (a CPU quota's throttled period), the last
-     * window's delay past half the target, or a shut door. */
-    assert_true(gw_late_look(5 * MS, 0, false, target));
-    assert_true(gw_late_look(0, 10 * MS + 1, false, target));
-    assert_true(gw_late_look(0, 0, true, target));
+    assert_false(gw_late_look(0, 0, false, 100, target));
+    assert_false(gw_late_look(4 * MS, 10 * MS, false, 100, target));
+    /* Any sign of a queue of its own: a late loop (a CPU quota's throttled period) or the
+     * last window's delay past half the target, on a loop busy on its own account; or a
+     * shut door. */
+    assert_true(gw_late_look(5 * MS, 0, false, 100, target));
+    assert_true(gw_late_look(0, 10 * MS + 1, false, GW_QDELAY_MIN_BUSY_PCT, target));
+    assert_true(gw_late_look(0, 0, true, 0, target));
+    /* Late because other processes have the CPU (its own busy share low): served. */
+    assert_false(gw_late_look(50 * MS, 40 * MS, false, GW_QDELAY_MIN_BUSY_PCT - 1, target));
+    assert_false(gw_late_look(50 * MS, 40 * MS, false, 0, target));
     /* 2.5 targets: 50 ms at 20 ms, whatever the target. */
     assert_false(gw_late_shed(0, target));
     assert_false(gw_late_shed(49 * MS, target));
