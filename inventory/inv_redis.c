@@ -63,6 +63,7 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -573,7 +574,7 @@ typedef struct rop {
     uint16_t slot;          /* the sale's cluster slot */
     int64_t w_left;         /* wait_replicas: the reserve's answer, held until WAIT says */
     uint32_t w_units;
-    char sale_id[INV_SALE_ID_MAX + 1];
+    char sale_id[INV_SALE_ID_MAX + 1]; /* from here on set at allocation; above, zeroed */
     char user_id[INV_USER_ID_MAX + 1];
     char qty[12];
     char idem_key[INV_IDEM_KEY_MAX + 1];
@@ -913,6 +914,20 @@ static void copy_str(char *dst, size_t cap, const char *src)
     size_t n = strnlen(src, cap - 1);
     memcpy(dst, src, n);
     dst[n] = '\0';
+}
+
+/* A uint32 in decimal, NUL-terminated, into 11+ bytes (no snprintf on the buy path). */
+static void u32_text(uint32_t v, char *out)
+{
+    char t[10];
+    size_t n = 0;
+    do {
+        t[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        out[i] = t[n - 1 - i];
+    out[n] = '\0';
 }
 
 /* A reserve that reserved after its caller was told "timed out": give the units back. */
@@ -1255,14 +1270,18 @@ static int redis_reserve(inv_worker_t *wk, inv_reserve_req_t *req)
         br_failure(rb);
         return CM_EBACKEND;
     }
-    rop_t *op = cm_xcalloc(1, sizeof(*op));
+    /* malloc, not calloc: glibc's calloc skips the per-thread cache and clears
+     * the ~450 bytes; only the fields before the strings need zeroing (the
+     * strings are all copied below). ~1k instructions a Redis order (callgrind). */
+    rop_t *op = cm_xmalloc(sizeof(*op));
+    memset(op, 0, offsetof(rop_t, sale_id));
     op->w = w;
     op->conn = c;
     op->req = req;
     op->slot = slot;
     copy_str(op->sale_id, sizeof(op->sale_id), req->sale->sale_id);
     copy_str(op->user_id, sizeof(op->user_id), req->user_id);
-    snprintf(op->qty, sizeof(op->qty), "%u", req->qty);
+    u32_text(req->qty, op->qty);
     copy_str(op->idem_key, sizeof(op->idem_key), req->idem_key);
     copy_str(op->order_id, sizeof(op->order_id), req->order_id);
     if (op_send(op, SC_RESERVE) < 0) {
