@@ -568,7 +568,9 @@ static void on_tick(uv_timer_t *t)
     unsigned busy = span ? (unsigned)(100 - (idled >= span ? 100 : idled * 100 / span)) : 0;
     o->win_start_ns = hr;
     o->win_idle_ns = idle;
-    busy = own_busy(&o->sched, busy, span, now);
+    unsigned own = own_busy(&o->sched, busy, span, now);
+    gw_door_machine(&o->door, own < busy);
+    busy = own;
     if (!gw_qdelay_tick(&o->q, now, ol->shed_buys && level >= GW_LEVEL_SHED, busy))
         return;
     if (pthread_mutex_trylock(&ol->mu) == 0) {

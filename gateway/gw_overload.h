@@ -211,6 +211,7 @@ typedef struct gw_door {
     uint64_t shut_us;        /* when it was shut */
     uint64_t opened_us;      /* when it last reopened */
     bool crowd_recent;       /* reopened less than GW_DOOR_RECENT_US ago: no busy check */
+    bool machine;            /* the last window's loop mostly waited for a CPU others hold */
     bool shut;
 } gw_door_t;
 
@@ -223,6 +224,13 @@ uint32_t gw_door_budget(const gw_door_t *d, uint32_t floor);
 /* Whether an open door should shut now, `queued` connections waiting to be accepted. */
 bool gw_door_should_shut(const gw_door_t *d, unsigned busy_pct, uint32_t queued);
 void gw_door_set_shut(gw_door_t *d, bool shut, uint64_t now_us);
+/*
+ * Per queue window: whether the loop's time went mostly to waiting for a CPU
+ * that other processes hold (gw_busy_own_pct took it out). Such a window never
+ * shuts the door, not even just after a reopen on a crowd: the queue is the
+ * machine's. Owner thread only.
+ */
+void gw_door_machine(gw_door_t *d, bool machine);
 /*
  * Every tick: closes the rate window when due and, while shut, returns true
  * when the door should reopen. `idle`: no request is in progress but those

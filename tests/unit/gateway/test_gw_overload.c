@@ -408,6 +408,15 @@ static void test_door_reopens(void **state)
     }
     assert_false(gw_door_should_shut(&d, 0, 100000));
     assert_true(gw_door_should_shut(&d, 100, 100000));
+    /* A window whose loop mostly waited for a CPU others hold: never, even just reopened. */
+    gw_door_set_shut(&d, true, t);
+    gw_door_set_shut(&d, false, t += 10 * MS);
+    assert_true(gw_door_should_shut(&d, 0, 100000));
+    gw_door_machine(&d, true);
+    assert_false(gw_door_should_shut(&d, 0, 100000));
+    assert_false(gw_door_should_shut(&d, 100, 100000));
+    gw_door_machine(&d, false);
+    assert_true(gw_door_should_shut(&d, 0, 100000));
 }
 
 /* Too late: looked at only while the worker shows a queue; shed from 2.5 queue targets. */
