@@ -19,7 +19,9 @@
  * final (settled, failed, cancelled). A queued order met at the head of the
  * ring goes to the back (it waits for its outcome); after 64 such moves in a
  * row the head goes anyway, and is counted as evicted while queued (a sign
- * that orders.max_known is too small for the orders in flight). A status
+ * that orders.max_known is too small for the orders in flight); after that the
+ * shard evicts its head without second chances until one of its orders turns
+ * final (a table full of queued orders would else probe 64 per new order). A status
  * query for an evicted order answers 404 unknown_order saying that it
  * expired (the id is older than the newest evicted one of its shard).
  *
@@ -59,6 +61,11 @@ typedef struct shard {
     size_t cap, head, count;
     uint64_t evicted_max_id;
     uint64_t evicted, evicted_queued;
+    /* The last eviction met SECOND_CHANCES queued orders in a row: until an order
+     * of this shard turns final, none gets another chance (each would cost a
+     * probe, a cache miss: with nothing settling, 64 per new order, which
+     * doubled an accepted order's CPU once the table was full; bench/README.md). */
+    bool all_queued;
 } shard_t;
 
 struct gw_orders {
@@ -316,15 +323,17 @@ static uint64_t ring_pop(shard_t *s)
 /* Makes room for one order: evicts the oldest final one (see the top). */
 static void evict_one(shard_t *s)
 {
+    int chances = s->all_queued ? 0 : SECOND_CHANCES;
     for (int moves = 0; s->count > 0; moves++) {
         uint64_t id = ring_pop(s);
         slot_t *e = find(s, mix(id), id);
         if (!e)
             continue; /* cannot be: ring and table hold the same ids */
-        if (e->status == OQ_STATUS_QUEUED && moves < SECOND_CHANCES) {
+        if (e->status == OQ_STATUS_QUEUED && moves < chances) {
             ring_push(s, id);
             continue;
         }
+        s->all_queued = e->status == OQ_STATUS_QUEUED;
         if (e->status == OQ_STATUS_QUEUED)
             s->evicted_queued++;
         s->evicted++;
@@ -456,6 +465,8 @@ int gw_orders_set_status(gw_orders_t *t, const char *order_id, const oq_order_t 
     if (e) {
         e->status = (uint8_t)st;
         e->reason = code;
+        if (st != OQ_STATUS_QUEUED)
+            s->all_queued = false; /* something to evict besides queued orders again */
     }
     pthread_mutex_unlock(&s->lock);
     return prev;
