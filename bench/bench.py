@@ -130,18 +130,23 @@ def wait_http(port, path, proc, logpath, secs=15.0):
     raise RuntimeError("server on port %d did not answer %s:\n%s" % (port, path, tail))
 
 
+def children(pid):
+    """The PIDs whose parent is `pid` (from /proc)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                st = open("/proc/%s/stat" % d).read()
+            except OSError:
+                continue
+            if int(st[st.rindex(")") + 2:].split()[1]) == pid:
+                out.append(int(d))
+    return out
+
+
 def cpu_ticks(pid, with_children=False):
     """utime+stime of the process (all its threads), in clock ticks."""
-    pids = [pid]
-    if with_children:
-        for d in os.listdir("/proc"):
-            if d.isdigit():
-                try:
-                    st = open("/proc/%s/stat" % d).read()
-                except OSError:
-                    continue
-                if int(st[st.rindex(")") + 2:].split()[1]) == pid:
-                    pids.append(int(d))
+    pids = [pid] + (children(pid) if with_children else [])
     total = 0
     for p in pids:
         st = open("/proc/%d/stat" % p).read()

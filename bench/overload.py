@@ -42,15 +42,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import bench as B  # noqa: E402  (shared helpers: processes, ports, HTTP, Redis, tables)
+from cpucap import CpuCap, remove_all as remove_cgroups  # noqa: E402
 
-CG_ROOT = "/sys/fs/cgroup/cpu"
-CG_PERIOD_US = 10000
 TOKEN = B.TOKEN
 MODES = ("auto", "off")  # protection on (level auto) / off (level 0, no adaptive limits)
 GOOD_BUY = ("202", "409", "410")
 PAGE_PATH = "/v1/page/item"
 LAG_MAX_MS = 50  # a run whose send lag p99 passes this is marked: the generator fell behind
-CGROUPS = []  # every cgroup we made, removed in cleanup()
 
 
 def die_with_parent():
@@ -79,53 +77,9 @@ def log(msg):
 
 # ---------------------------------------------------------------- cgroups
 
-class CpuCap:
-    """A cgroup v1 cpu quota: share (0.1 = 10% of one core) for the PIDs put in it."""
-
-    def __init__(self, name, share):
-        self.share = share
-        self.path = os.path.join(CG_ROOT, "flashgate-bench-%d-%s" % (os.getpid(), name))
-        if not os.access(CG_ROOT, os.W_OK):
-            raise RuntimeError("cgroup v1 cpu controller not writable at %s (needs root); "
-                               "the overload bench caps processes with it" % CG_ROOT)
-        os.makedirs(self.path, exist_ok=True)
-        CGROUPS.append(self)
-        quota = int(round(share * CG_PERIOD_US))
-        period = CG_PERIOD_US
-        if quota < 1000:  # the kernel's minimum quota is 1 ms: stretch the period instead
-            period = int(round(1000 / share))
-            quota = 1000
-        self._w("cpu.cfs_period_us", period)
-        self._w("cpu.cfs_quota_us", quota)
-        self.desc = "%s: cpu.cfs_quota_us=%d cpu.cfs_period_us=%d (%.0f%% of one core)" % (
-            os.path.basename(self.path), quota, period, share * 100)
-
-    def _w(self, f, v):
-        with open(os.path.join(self.path, f), "w") as fh:
-            fh.write("%s\n" % v)
-
-    def add(self, pid):
-        self._w("cgroup.procs", pid)
-
-    def remove(self):
-        try:
-            for pid in open(os.path.join(self.path, "cgroup.procs")).read().split():
-                try:
-                    with open(os.path.join(CG_ROOT, "cgroup.procs"), "w") as fh:
-                        fh.write(pid + "\n")
-                except OSError:
-                    pass
-            os.rmdir(self.path)
-        except OSError:
-            pass
-        if self in CGROUPS:
-            CGROUPS.remove(self)
-
-
 def cleanup():
     B.stop_all()
-    for cg in list(CGROUPS):
-        cg.remove()
+    remove_cgroups()
 
 
 # ---------------------------------------------------------------- processes
@@ -556,14 +510,14 @@ def run_case(bench, a, name, loads, secs, ramp_s, help_text, results):
     out = {"runs": [], "steps": []}
     if name == "dep":
         rp, rport = B.start_redis(bench.tmp)
-        cap = CpuCap("redis", a.redis_cpu)
+        cap = CpuCap("flashgate-bench-%d-redis" % os.getpid(), a.redis_cpu)
         cap.add(rp.pid)
         results["caps"].append("dep: redis-server " + cap.desc)
         case.update(inventory="redis://127.0.0.1:%d" % rport, redis_pid=rp.pid)
         out["cap"] = cap.desc
         start_rps = 600.0
     elif name == "cpu":
-        cap = CpuCap("gateway", a.gw_cpu)
+        cap = CpuCap("flashgate-bench-%d-gateway" % os.getpid(), a.gw_cpu)
         case["gw_cap"] = cap
         results["caps"].append("cpu: flashgate " + cap.desc)
         out["cap"] = cap.desc

@@ -191,25 +191,12 @@ class Sink:
         return got
 
 
-def children(pid):
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                st = open("/proc/%s/stat" % d).read()
-            except OSError:
-                continue
-            if int(st[st.rindex(")") + 2:].split()[1]) == pid:
-                out.append(int(d))
-    return out
-
-
 def perf_start(s, pg, gw, rep):
     """perf record of one PostgreSQL drain (BENCH_SETTLE_PROFILE)."""
     if not PROFILE or not s.pg:
         return None
     os.makedirs(PROFILE, exist_ok=True)
-    pids = [s.proc.pid, gw.pid, pg.proc.pid] + children(pg.proc.pid)
+    pids = [s.proc.pid, gw.pid, pg.proc.pid] + B.children(pg.proc.pid)
     out = os.path.join(PROFILE, "%s-rep%d.data" % (s.name, rep + 1))
     p = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-g", "-o", out, "-p",
                           ",".join(str(p) for p in pids)],

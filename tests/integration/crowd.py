@@ -12,43 +12,18 @@ import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.append(os.path.join(HERE, "..", "..", "bench"))
 from fg import BIN, check  # noqa: E402
+from cpucap import CpuCap  # noqa: E402  (the overload bench caps the same way)
 
-CG_ROOT = "/sys/fs/cgroup/cpu"
 
-
-class Cgroup:
-    """`pct` percent of one core. The kernel's smallest quota is 1 ms, so the
-    period stretches instead: 5% is 1 ms per 20 ms."""
+class Cgroup(CpuCap):
+    """`pct` percent of one core (bench/cpucap.py: 5% is 1 ms per 20 ms)."""
 
     def __init__(self, name, pct=5):
-        if not os.path.isdir(CG_ROOT):
-            raise RuntimeError("cgroup v1 cpu controller not mounted at %s" % CG_ROOT)
-        self.path = os.path.join(CG_ROOT, name)
-        os.mkdir(self.path)
-        try:
-            self._w("cpu.cfs_period_us", 100000 // pct)
-            self._w("cpu.cfs_quota_us", 1000)
-        except OSError:
-            os.rmdir(self.path)  # nobody else holds it yet
-            raise
-
-    def _w(self, f, v):
-        with open(os.path.join(self.path, f), "w") as fh:
-            fh.write("%d\n" % v)
-
-    def add(self, pid):
-        self._w("cgroup.procs", pid)
-
-    def remove(self):
-        try:
-            for pid in open(os.path.join(self.path, "cgroup.procs")).read().split():
-                with open(os.path.join(CG_ROOT, "cgroup.procs"), "w") as fh:
-                    fh.write(pid + "\n")
-            os.rmdir(self.path)
-        except OSError as e:
-            print("warning: cgroup %s not removed: %s" % (self.path, e), file=sys.stderr)
+        CpuCap.__init__(self, name, pct / 100.0)
 
 
 def run_crowd(g, sale, tag, seed, load_s, rate, watch, every=0.2):

@@ -1,0 +1,66 @@
+"""A cgroup v1 CPU quota for a process under test, shared by the overload bench
+(bench/overload.py) and the overload integration tests (tests/integration/crowd.py),
+so that both cap a process the same way.
+
+share 0.05 = 5% of one core. The quota is taken per CG_PERIOD_US (10 ms); the
+kernel's smallest quota is 1 ms, so a smaller share stretches the period instead
+(5% is 1 ms per 20 ms). Needs root and the v1 cpu controller at CG_ROOT: its
+absence is an error, never a skip.
+"""
+import os
+
+CG_ROOT = "/sys/fs/cgroup/cpu"
+CG_PERIOD_US = 10000
+LIVE = []  # every cap made and not yet removed (remove_all() at exit)
+
+
+class CpuCap:
+    def __init__(self, name, share):
+        if not os.access(CG_ROOT, os.W_OK):
+            raise RuntimeError("cgroup v1 cpu controller not writable at %s (needs root)" % CG_ROOT)
+        self.share = share
+        self.path = os.path.join(CG_ROOT, name)
+        os.makedirs(self.path, exist_ok=True)
+        LIVE.append(self)
+        quota = int(round(share * CG_PERIOD_US))
+        period = CG_PERIOD_US
+        if quota < 1000:
+            period = int(round(1000 / share))
+            quota = 1000
+        try:
+            self._w("cpu.cfs_period_us", period)
+            self._w("cpu.cfs_quota_us", quota)
+        except OSError:
+            self.remove()  # nobody is in it yet
+            raise
+        self.desc = "%s: cpu.cfs_quota_us=%d cpu.cfs_period_us=%d (%.0f%% of one core)" % (
+            os.path.basename(self.path), quota, period, share * 100)
+
+    def _w(self, f, v):
+        with open(os.path.join(self.path, f), "w") as fh:
+            fh.write("%s\n" % v)
+
+    def add(self, pid):
+        self._w("cgroup.procs", pid)
+
+    def remove(self):
+        """Moves whoever is left back to the root group, then removes the cgroup.
+        A process that already exited cannot be moved; that is fine."""
+        try:
+            for pid in open(os.path.join(self.path, "cgroup.procs")).read().split():
+                try:
+                    with open(os.path.join(CG_ROOT, "cgroup.procs"), "w") as fh:
+                        fh.write(pid + "\n")
+                except OSError:
+                    pass
+            os.rmdir(self.path)
+        except OSError as e:
+            if os.path.isdir(self.path):
+                print("warning: cgroup %s not removed: %s" % (self.path, e))
+        if self in LIVE:
+            LIVE.remove(self)
+
+
+def remove_all():
+    for cg in list(LIVE):
+        cg.remove()
