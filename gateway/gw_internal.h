@@ -5,7 +5,8 @@
  * each worker is one libuv loop in its own thread that drives its own
  * libmicrohttpd daemon in external-polling mode (MHD_USE_EPOLL without an
  * internal thread: a uv_poll on MHD's epoll fd calls MHD_run(), a uv_timer
- * follows MHD_get_timeout()). Workers bind the same port with SO_REUSEPORT and
+ * follows MHD_get_timeout(); while its runs keep answering, MHD is run again
+ * without going back to libuv's wait, gw_http.c: drive). Workers bind the same port with SO_REUSEPORT and
  * share only atomics and striped locks (limiter, stock, order table, spool
  * O_APPEND). Answers that need no wait are given inline, in the handler call
  * that completes the body: every rejection, and an accept whose spool record
@@ -304,6 +305,7 @@ struct gw_worker {
      * run is stamped with (arrival, connection deadlines, rate limits). A clock
      * read is ~20 ns and an answer took 5 of ours (bench/README.md). */
     uint64_t now_ns;
+    uint64_t answers; /* requests completed (MHD's completed callback): drive() looks */
     int listen_fd; /* -1 until quiesced */
     struct MHD_Daemon *mhd;
     inv_worker_t *inv;
