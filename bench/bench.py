@@ -17,6 +17,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -667,6 +668,18 @@ def redis_ceiling(rport, sha, nkeys_args, reps_label):
 REDIS_PIDS = {}  # redis port -> pid, for cpu_ticks_of
 
 
+def children_cpu_s():
+    """utime+stime of this script's reaped children (wrk, after run_wrk), in seconds."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def machine_busy():
+    """(busy, total) jiffies of all CPUs from /proc/stat: the whole machine, other load included."""
+    v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return sum(v) - v[3] - v[4], sum(v)
+
+
 def cpu_ticks_of(rport):
     return cpu_ticks(REDIS_PIDS[rport])
 
@@ -729,8 +742,12 @@ def bench_redis(tmp, bindir, scripts):
                     url, pid, kids = "http://127.0.0.1:%d" % port, p.pid, True
                 c0 = cpu_ticks(rs.pid)
                 i0 = redis_info(rport)
+                w0, b0 = children_cpu_s(), machine_busy()
                 r = run_wrk(url, conns, SECONDS, scripts["buy"], [sale], pid, kids)
+                w1, b1 = children_cpu_s(), machine_busy()
                 acc = r["answers"].get(202, 0)
+                r["wrk_cpu_us"] = (w1 - w0) * 1e6 / max(acc, 1)  # wrk is the only child reaped
+                r["busy"] = (b1[0] - b0[0]) / max(b1[1] - b0[1], 1)
                 r["redis_cpu_us"] = (cpu_ticks(rs.pid) - c0) * 1e6 / CLK_TCK / max(acc, 1)
                 r.update(redis_delta(i0, redis_info(rport), acc))
                 r["accepted_rps"] = acc / r["duration_s"]
@@ -838,7 +855,7 @@ def report_redis(rres, ceil):
             rs = rres[(case, conns)]
             fig = {f: med([r[f] for r in rs]) for f in
                    ("accepted_rps", "p50", "p99", "server_cpu_us", "redis_cpu_us", "script_us",
-                    "per_read")}
+                    "per_read", "wrk_cpu_us", "busy")}
             m[(kind, backend, conns)] = fig
             red = backend.startswith("redis")
             rows.append([case, conns, fmt(fig["accepted_rps"], 0), fmt(fig["p50"], 2),
@@ -848,13 +865,15 @@ def report_redis(rres, ceil):
                          fmt(fig["redis_cpu_us"], 1) if red else "-",
                          fmt(fig["script_us"], 2) if red else "-",
                          fmt(fig["per_read"], 1) if red else "-",
+                         fmt(fig["wrk_cpu_us"], 1), "%.0f%%" % (100 * fig["busy"]),
                          "%.1f%%" % (100 * med([share(r, 202) for r in rs]))])
     for k, label in (("flashgate", "redis-benchmark -P 64, flashgate's reserve"),
                      ("peer", "redis-benchmark -P 64, the peer's script")):
         rows.append([label, "", fmt(cf[k]["rps"], 0), "-", "-", "-", "", fmt(cf[k]["redis_cpu_us"], 1),
-                     fmt(cf[k]["script_us"], 2), fmt(cf[k]["per_read"], 1), "-"])
+                     fmt(cf[k]["script_us"], 2), fmt(cf[k]["per_read"], 1), "-", "-", "-"])
     table(["run", "conns", "orders/s", "p50 ms", "p99 ms", "server cpu us/order", "(min-max)",
-           "redis cpu us/reserve", "script us", "reserves/read", "202 share"], rows)
+           "redis cpu us/reserve", "script us", "reserves/read", "wrk cpu us/order", "busy",
+           "202 share"], rows)
     mix_notes({("acce " + c, n): rs for (c, n), rs in rres.items()}, 202)
     print("  flashgate rows but 'defaults' run with %s, as the peer (a 1 s timeout, no "
           "adaptive limit); 'defaults' = 50 ms Redis timeout, breaker and Gradient2 limit on "
@@ -862,7 +881,10 @@ def report_redis(rres, ceil):
     print("  server cpu = the gateway's (all threads) or nginx's (master+worker) CPU / 202 answers; "
           "redis cpu = redis-server's CPU / 202 answers (or / requests for the ceiling); script us "
           "= INFO commandstats usec_per_call of EVALSHA+EVAL (the script alone, no I/O); "
-          "reserves/read = scripts run per read(2) of redis-server (its batching); ceiling: "
+          "reserves/read = scripts run per read(2) of redis-server (its batching); wrk cpu = "
+          "wrk's CPU / 202 answers; busy = the machine's CPUs busy over the run (/proc/stat, "
+          "all processes: under 100%% the three processes wait on each other or on the "
+          "scheduler, see bench/README.md, Redis); ceiling: "
           "redis-benchmark -n %d -P 64 -r 100000000, distinct users, median of %d"
           % (CEILING_N, len(ceil["flashgate"])))
     print("  targets (issue 10):")

@@ -70,13 +70,14 @@
 #include <time.h>
 #include <uv.h>
 
-enum { SC_RESERVE, SC_RELEASE, SC_PUT, SC_RESTOCK, SC_N };
+enum { SC_RESERVE, SC_RELEASE, SC_PUT, SC_RESTOCK, SC_READ, SC_N };
 
 static const char *const script_text[SC_N] = {
     INV_REDIS_LUA_RESERVE,
     INV_REDIS_LUA_RELEASE,
     INV_REDIS_LUA_PUT,
     INV_REDIS_LUA_RESTOCK,
+    INV_REDIS_LUA_READ,
 };
 
 enum { BR_CLOSED = 0, BR_OPEN = 1, BR_HALF_OPEN = 2 };
@@ -285,13 +286,15 @@ fail:
 }
 
 /*
- * Runs script `sc` with the 4 sale keys (or only meta for put/restock) and
- * `nargs` arguments on the sale's node; reloads it on NOSCRIPT. Returns the
- * reply (caller frees) or NULL with *err set (CM_ETIMEOUT or CM_EBACKEND);
- * the routed client reconnects on the next call after an I/O error.
+ * Runs script `sc` with the sale's first `nkeys` keys (meta, users, orders,
+ * idem) and `nargs` arguments on the sale's node; reloads it on NOSCRIPT.
+ * Returns the reply (caller frees) or NULL with *err set (CM_ETIMEOUT or
+ * CM_EBACKEND); the routed client reconnects on the next call after an I/O
+ * error. `quiet`: a transport failure is not logged (the caller retries).
  */
-static redisReply *sync_eval(inv_cluster_sync_t *c, const rb_t *rb, int sc, const char *sale_id,
-                             int nkeys, int nargs, const char **args, int *err)
+static redisReply *sync_eval_log(inv_cluster_sync_t *c, const rb_t *rb, int sc,
+                                 const char *sale_id, int nkeys, int nargs, const char **args,
+                                 int *err, bool quiet)
 {
     char keys[4][KEY_MAX];
     static const char *const parts[4] = {"meta", "users", "orders", "idem"};
@@ -321,7 +324,8 @@ static redisReply *sync_eval(inv_cluster_sync_t *c, const rb_t *rb, int sc, cons
         r = inv_cluster_sync_argv(c, keys[0], argc, argv, argl, err);
     }
     if (!r) {
-        cm_log_warn("inv", "redis call failed", "err=\"%s\"", inv_cluster_sync_errstr(c));
+        if (!quiet)
+            cm_log_warn("inv", "redis call failed", "err=\"%s\"", inv_cluster_sync_errstr(c));
         return NULL;
     }
     if (r->type == REDIS_REPLY_ERROR) {
@@ -331,6 +335,12 @@ static redisReply *sync_eval(inv_cluster_sync_t *c, const rb_t *rb, int sc, cons
         return NULL;
     }
     return r;
+}
+
+static redisReply *sync_eval(inv_cluster_sync_t *c, const rb_t *rb, int sc, const char *sale_id,
+                             int nkeys, int nargs, const char **args, int *err)
+{
+    return sync_eval_log(c, rb, sc, sale_id, nkeys, nargs, args, err, false);
 }
 
 /*
@@ -363,11 +373,9 @@ static redisReply *admin_cmd(rb_t *rb, const char *key, int *err, const char *fm
 /* Reads a sale's state on the admin connection. Caller holds admin_mu. */
 static int admin_state(rb_t *rb, const char *sale_id, inv_sale_info_t *out)
 {
-    char key[KEY_MAX];
-    sale_key(key, sale_id, "meta");
     int err = 0;
-    redisReply *r = admin_cmd(rb, key, &err,
-                              "HMGET %s total left units orders limit starts ends version", key);
+    /* a script: the units and orders are derived from meta and the orders hash at once */
+    redisReply *r = sync_eval(rb->admin, rb, SC_READ, sale_id, 3, 0, NULL, &err);
     if (!r)
         return err;
     int rc = parse_state(r, sale_id, out);
@@ -1403,12 +1411,9 @@ static bool refresh_sale(rb_t *rb, const char *sale_id, size_t len, bool listed)
     id[len] = '\0';
     if (!inv_id_valid(id, len, INV_SALE_ID_MAX))
         return true;
-    char key[KEY_MAX];
-    sale_key(key, id, "meta");
     int err = 0;
-    redisReply *r = inv_cluster_sync_cmd(rb->query, key, &err,
-                                         "HMGET %s total left units orders limit starts ends version",
-                                         key);
+    /* quiet: the sync thread retries every second while Redis is away */
+    redisReply *r = sync_eval_log(rb->query, rb, SC_READ, id, 3, 0, NULL, &err, true);
     if (!r)
         return false;
     inv_sale_info_t info;
@@ -1776,7 +1781,7 @@ static int redis_sale_put(inv_t *inv, const inv_sale_def_t *def, inv_sale_info_t
         goto out;
     }
     freeReplyObject(a);
-    redisReply *r = sync_eval(rb->admin, rb, SC_PUT, def->sale_id, 1, 5, args, &err);
+    redisReply *r = sync_eval(rb->admin, rb, SC_PUT, def->sale_id, 3, 5, args, &err);
     if (!r) {
         cm_errbuf_set(errbuf, errlen, "redis: %s", cm_strerror(err));
         rc = err;

@@ -5,11 +5,17 @@
  *
  * Every script touches only the keys of one sale, which share the hash tag
  * {sale:ID}, so a sale lives on one Redis Cluster slot:
- *   KEYS[1] {sale:ID}:meta    hash: id total left units orders limit starts ends version
+ *   KEYS[1] {sale:ID}:meta    hash: id total left limit starts ends version
  *   KEYS[2] {sale:ID}:users   hash: user -> units held
  *   KEYS[3] {sale:ID}:orders  hash: order -> "user qty idem"
  *   KEYS[4] {sale:ID}:idem    hash: "user\nkey" -> "order qty"
- * Invariants: left = total - units >= 0; units = sum(users) = sum of order qty.
+ * Invariants: units = total - left = sum(users) = sum of order qty, left >= 0;
+ * orders = HLEN of the orders hash. The accepted units and orders are derived
+ * (INV_REDIS_LUA_STATE), not counted: the two HINCRBYs per reserve and per
+ * release were 15% of redis-server's CPU per reserve, the resource that bounds
+ * orders/s when Redis shares the gateway's cores (bench/README.md, Redis).
+ * Sales written before that change keep stale `units` and `orders` fields in
+ * meta, which nothing reads.
  * Numbers that Lua computes are written with string.format('%d') (Lua's own
  * number-to-string keeps only 14 digits).
  */
@@ -47,18 +53,30 @@
     "if have + qty > limit then return {2, left, have} end\n"                                      \
     "if left < qty then return {1, left, have} end\n"                                              \
     "left = redis.call('HINCRBY', KEYS[1], 'left', -qty)\n"                                        \
-    "redis.call('HINCRBY', KEYS[1], 'units', qty)\n"                                               \
-    "redis.call('HINCRBY', KEYS[1], 'orders', 1)\n"                                                \
     "have = redis.call('HINCRBY', KEYS[2], ARGV[1], qty)\n"                                        \
     "redis.call('HSET', KEYS[3], ARGV[4], ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3])\n"          \
     "if ik then redis.call('HSET', KEYS[4], ik, ARGV[4] .. ' ' .. ARGV[2]) end\n"                  \
     "if left == 0 then redis.call('PUBLISH', '" INV_REDIS_CHANNEL "', ARGV[5]) end\n"              \
     "return {0, left, have}\n"
 
-/* The state every admin script returns: 8 bulk strings, in inv_sale_info_t order. */
+/*
+ * The state every admin script returns, in inv_sale_info_t order: total,
+ * left, units, orders, limit, starts, ends, version (all nil for a sale
+ * without meta). Needs KEYS[1] and KEYS[3]. A Lua expression (a function
+ * called at once), so that scripts can `return` it.
+ */
 #define INV_REDIS_LUA_STATE                                                                        \
-    "redis.call('HMGET', KEYS[1], 'total', 'left', 'units', 'orders', 'limit', 'starts', 'ends', " \
-    "'version')"
+    "(function()\n"                                                                                \
+    "  local s = redis.call('HMGET', KEYS[1], 'total', 'left', 'limit', 'starts', 'ends', "        \
+    "'version')\n"                                                                                 \
+    "  if not s[1] then return {false, false, false, false, false, false, false, false} end\n"     \
+    "  local units = string.format('%d', tonumber(s[1]) - tonumber(s[2] or '0'))\n"               \
+    "  return {s[1], s[2], units, redis.call('HLEN', KEYS[3]), s[3], s[4], s[5], s[6]}\n"          \
+    "end)()"
+
+/* A sale's state alone (KEYS: meta, users, orders), read-only: the admin reads and the sync
+ * thread's re-reads. */
+#define INV_REDIS_LUA_READ "return " INV_REDIS_LUA_STATE "\n"
 
 /*
  * Release exactly once. ARGV: order id, user ("" = whoever holds it), sale
@@ -75,8 +93,6 @@
     "redis.call('HDEL', KEYS[3], ARGV[1])\n"                                                       \
     "q = tonumber(q)\n"                                                                            \
     "local left = redis.call('HINCRBY', KEYS[1], 'left', q)\n"                                     \
-    "redis.call('HINCRBY', KEYS[1], 'units', -q)\n"                                                \
-    "redis.call('HINCRBY', KEYS[1], 'orders', -1)\n"                                               \
     "if redis.call('HINCRBY', KEYS[2], u, -q) <= 0 then redis.call('HDEL', KEYS[2], u) end\n"      \
     "local k = string.match(rec, '^%S+ %d+ (%S+)$')\n"                                             \
     "if k then redis.call('HDEL', KEYS[4], u .. '\\n' .. k) end\n"                                  \
@@ -84,19 +100,19 @@
     "return left\n"
 
 /*
- * Create or update a sale. ARGV: sale id, stock, per_user_limit, starts, ends.
+ * Create or update a sale. KEYS: meta, users, orders. ARGV: sale id, stock, per_user_limit,
+ * starts, ends.
  * Refuses (returns the accepted units as {-2, units}) a stock below the units
  * already accepted; else keeps the accepted units and orders, sets the rest,
  * bumps the version, announces the change and returns the state.
  */
 #define INV_REDIS_LUA_PUT                                                                          \
-    "local units = tonumber(redis.call('HGET', KEYS[1], 'units') or '0')\n"                        \
+    "local m = redis.call('HMGET', KEYS[1], 'total', 'left')\n"                                    \
+    "local units = m[1] and (tonumber(m[1]) - tonumber(m[2] or '0')) or 0\n"                       \
     "local stock = tonumber(ARGV[2])\n"                                                            \
     "if stock < units then return {-2, units} end\n"                                               \
     "redis.call('HSET', KEYS[1], 'id', ARGV[1], 'total', ARGV[2], 'left', "                        \
-    "string.format('%d', stock - units), 'units', string.format('%d', units), "                    \
-    "'limit', ARGV[3], 'starts', ARGV[4], 'ends', ARGV[5])\n"                                      \
-    "redis.call('HSETNX', KEYS[1], 'orders', '0')\n"                                               \
+    "string.format('%d', stock - units), 'limit', ARGV[3], 'starts', ARGV[4], 'ends', ARGV[5])\n"   \
     "redis.call('HINCRBY', KEYS[1], 'version', 1)\n"                                               \
     "redis.call('PUBLISH', '" INV_REDIS_CHANNEL "', ARGV[1])\n"                                    \
     "return " INV_REDIS_LUA_STATE "\n"
