@@ -22,6 +22,18 @@
  *    minimum body rate (server.body_min_rate bytes/s averaged from the end of
  *    the head, after a grace of GW_CONN_BODY_GRACE_MS). Bytes do not reset
  *    either. A uv timer per worker sweeps them.
+ *  - An answer the client does not read: once it has been unsent for
+ *    server.connection_timeout, the connection is closed as soon as a further
+ *    connection_timeout passes without the client acknowledging a byte
+ *    (TCP_INFO's bytes_acked, read only then).
+ *
+ * With a minimum body rate, these cover every phase MHD's own connection
+ * timeout did (an idle timeout that every byte resets), so MHD's is off
+ * (gw_workers_start): in 0.9.75 each activity update of a connection with a
+ * timeout reads the clock and moves it in a mutex-guarded list, several
+ * times per request, 7% of a sold-out answer's instructions (bench/README.md,
+ * third pass). With body_min_rate 0 a stalled body has only MHD's timeout,
+ * so it stays on.
  *
  * The sweep's cost follows what expires, never how many connections are open:
  * the head and idle lists are in deadline order (one timeout each), so a tick
@@ -72,7 +84,7 @@
  * wheel waits in its last slot and is looked at again then. */
 #define WHEEL_SLOTS 64
 
-typedef enum { PH_HEAD = 0, PH_IDLE, PH_BODY, PH_BUSY, PH_CLOSING } phase_t;
+typedef enum { PH_HEAD = 0, PH_IDLE, PH_BODY, PH_WRITE, PH_BUSY, PH_CLOSING } phase_t;
 
 typedef struct conn_list {
     gw_conn_t *first, *last;
@@ -88,14 +100,15 @@ struct gw_conn {
     uint8_t keylen;
     uint8_t phase;
     int64_t since_ms;    /* start of the current phase */
-    int64_t deadline_ms; /* PH_HEAD / PH_IDLE */
+    int64_t deadline_ms; /* PH_HEAD / PH_IDLE / PH_WRITE */
     uint64_t body_bytes;
+    uint64_t acked; /* PH_WRITE: the client's bytes_acked at the last look */
 };
 
 struct gw_conn_guard {
     gw_worker_t *w;
     uv_timer_t sweep;
-    conn_list_t lists[3]; /* PH_HEAD, PH_IDLE, PH_BODY: each oldest first */
+    conn_list_t lists[4]; /* PH_HEAD, PH_IDLE, PH_BODY, PH_WRITE: each oldest first */
     conn_list_t wheel[WHEEL_SLOTS];
     int64_t every;      /* sweep period and wheel slot width, ms */
     int64_t wheel_next; /* the next wheel tick (time / every) to look at */
@@ -119,7 +132,7 @@ typedef struct ip_shard {
 
 struct gw_ip_table {
     ip_shard_t shards[IP_SHARDS];
-    _Atomic uint64_t evicted, head_timeouts, slow_bodies, refused_per_ip, refused_full;
+    _Atomic uint64_t evicted, head_timeouts, slow_bodies, slow_reads, refused_per_ip, refused_full;
 };
 
 /*---- the shared per-address table ----*/
@@ -252,7 +265,7 @@ static void wheel_add(gw_conn_guard_t *g, gw_conn_t *c, int64_t due_ms)
 static void list_remove(gw_conn_guard_t *g, gw_conn_t *c)
 {
     wheel_remove(g, c);
-    if (c->phase > PH_BODY)
+    if (c->phase > PH_WRITE)
         return;
     conn_list_t *l = &g->lists[c->phase];
     if (c->prev)
@@ -281,7 +294,7 @@ static void set_phase(gw_conn_t *c, phase_t ph, int64_t now_ms)
     list_remove(g, c);
     c->phase = (uint8_t)ph;
     c->since_ms = now_ms;
-    if (ph > PH_BODY)
+    if (ph > PH_WRITE)
         return;
     uint64_t rate = g->w->srv->cfg->body_min_rate;
     if (ph == PH_BODY && rate)
@@ -465,6 +478,16 @@ void gw_conn_busy(gw_conn_t *c)
         set_phase(c, PH_BUSY, run_ms(c->g));
 }
 
+void gw_conn_writing(gw_conn_t *c)
+{
+    if (!c)
+        return;
+    int64_t now = run_ms(c->g);
+    c->deadline_ms = now + (int64_t)c->g->w->srv->cfg->connection_timeout_ms;
+    c->acked = UINT64_MAX - 1; /* not looked at yet */
+    set_phase(c, PH_WRITE, now);
+}
+
 void gw_conn_idle(gw_conn_t *c)
 {
     if (!c)
@@ -493,6 +516,32 @@ static bool sweep_deadlines(gw_conn_guard_t *g, int64_t now, int *budget)
             (*budget)--;
             atomic_fetch_add_explicit(&t->head_timeouts, 1, memory_order_relaxed);
         }
+    }
+    return true;
+}
+
+/* Answers unsent past their deadline: closed if the client acknowledged
+ * nothing since the last look, else looked at again a timeout later. */
+static bool sweep_writes(gw_conn_guard_t *g, int64_t now, int *budget)
+{
+    gw_ip_table_t *t = g->w->srv->iptable;
+    int64_t timeout = (int64_t)g->w->srv->cfg->connection_timeout_ms;
+    gw_conn_t *c;
+    while ((c = g->lists[PH_WRITE].first) && c->deadline_ms <= now) {
+        if (*budget <= 0)
+            return false;
+        (*budget)--;
+        uint64_t acked = gw_tcp_bytes_acked(c->fd); /* UINT64_MAX: unknown, counts as progress */
+        if (acked != c->acked || acked == UINT64_MAX) {
+            c->acked = acked;
+            c->deadline_ms = now + timeout;
+            int64_t since = c->since_ms;
+            set_phase(c, PH_WRITE, now); /* to the list's end, in deadline order */
+            c->since_ms = since;
+            continue;
+        }
+        conn_kill(c);
+        atomic_fetch_add_explicit(&t->slow_reads, 1, memory_order_relaxed);
     }
     return true;
 }
@@ -531,6 +580,8 @@ static void sweep(uv_timer_t *t)
     int64_t now = (int64_t)cm_mono_ms();
     int budget = SWEEP_BATCH;
     bool done = sweep_deadlines(g, now, &budget);
+    if (done)
+        done = sweep_writes(g, now, &budget);
     if (done)
         done = sweep_bodies(g, now, &budget);
     if (!done) /* more is due: after the loop has polled once */
@@ -606,10 +657,11 @@ void gw_conn_stats(gw_server_t *srv, void *json_obj)
                                                     memory_order_relaxed);
     json_object_set_new(
         json_obj, "connections",
-        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "open", open, "evicted",
+        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "open", open, "evicted",
                   (json_int_t)atomic_load(&t->evicted), "head_timeouts",
                   (json_int_t)atomic_load(&t->head_timeouts), "slow_bodies",
-                  (json_int_t)atomic_load(&t->slow_bodies), "refused_per_ip",
+                  (json_int_t)atomic_load(&t->slow_bodies), "slow_reads",
+                  (json_int_t)atomic_load(&t->slow_reads), "refused_per_ip",
                   (json_int_t)atomic_load(&t->refused_per_ip), "refused_full",
                   (json_int_t)atomic_load(&t->refused_full)));
 }

@@ -195,6 +195,7 @@ static enum MHD_Result answer(gw_worker_t *w, gw_req_t *r, struct MHD_Connection
 {
     unsigned pst;
     gw_reply_t prep;
+    gw_conn_writing(r->cn);
     struct MHD_Response *pr = r->px ? gw_px_response(r, &pst, &prep) : NULL;
     if (pr) {
         account(w, r, prep, method, url);
@@ -240,6 +241,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
                               (unsigned long long)w->srv->body_limit);
                 r->state = GW_ST_DONE;
                 account(w, r, r->resp.reply, method, url);
+                gw_conn_writing(r->cn);
                 return gw_resp_send_req(conn, &r->resp);
             }
             if (!json_media_type(MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
@@ -578,7 +580,11 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
     if (rc)
         return rc;
     srv->workers = cm_xcalloc(srv->nworkers, sizeof(gw_worker_t));
-    unsigned timeout_s = (unsigned)((srv->cfg->connection_timeout_ms + 999) / 1000);
+    /* MHD's idle timeout only where the connection guard does not cover every
+     * phase (no minimum body rate: a stalled body); gw_conn.c says why. */
+    unsigned timeout_s = srv->cfg->body_min_rate
+                             ? 0
+                             : (unsigned)((srv->cfg->connection_timeout_ms + 999) / 1000);
     srv->iptable = gw_ip_table_new();
     unsigned mhd_limit = gw_conn_mhd_limit(srv);
     for (unsigned i = 0; i < srv->nworkers; i++) {

@@ -494,7 +494,10 @@ gw_conn_t *gw_conn_of(struct MHD_Connection *conn);
 void gw_conn_head_done(gw_conn_t *c); /* the head is in: body phase (rate held) */
 void gw_conn_body(gw_conn_t *c, size_t n);
 void gw_conn_busy(gw_conn_t *c);      /* the request is complete: being served */
+void gw_conn_writing(gw_conn_t *c);   /* the answer is queued: MHD sends it */
 void gw_conn_idle(gw_conn_t *c);      /* answered: keep-alive, waiting for the next head */
+/* TCP_INFO's bytes_acked of a socket; UINT64_MAX if the kernel does not say (gw_tcp.c). */
+uint64_t gw_tcp_bytes_acked(int fd);
 /* Adds "connections": {open, evicted, head_timeouts, ...} to a stats object (json_t *). Thread-safe. */
 void gw_conn_stats(gw_server_t *srv, void *json_obj);
 
