@@ -478,7 +478,7 @@ static void fair_enter(gw_req_t *r, gw_fair_sale_t *fair, int64_t closes_at, int
  */
 static bool admission_ok(gw_req_t *r, int64_t now_ms)
 {
-    const char *t = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Admission-Token");
+    const char *t = r->hdr.admission;
     const char *dot = t ? strchr(t, '.') : NULL;
     if (!dot || dot == t || dot - t > 12)
         return false;
@@ -511,7 +511,7 @@ bool gw_buy_handle(gw_req_t *r)
 
     /* 2. the idempotency key, then the sale's state from the local view: both
      * need only the request head, so a sold-out crowd costs no body parsing. */
-    const char *ik = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Idempotency-Key");
+    const char *ik = r->hdr.idem_key; /* the head's headers: gw_http.c, buy_header */
     r->res.idem_key[0] = '\0';
     if (ik) {
         size_t iklen = strlen(ik);
@@ -583,10 +583,8 @@ bool gw_buy_handle(gw_req_t *r)
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     uint8_t ipkey[16];
-    size_t iplen = gw_client_key(&srv->proxies, ci ? ci->client_addr : NULL,
-                                 MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-                                                             "X-Forwarded-For"),
-                                 ipkey);
+    size_t iplen =
+        gw_client_key(&srv->proxies, ci ? ci->client_addr : NULL, r->hdr.xff, ipkey);
     gw_limit_verdict_t v;
     gw_limits_admit(srv->limits, r->res.user_id, strlen(r->res.user_id), (const char *)ipkey,
                     iplen, r->id, strlen(r->id), w->now_ns, &v);

@@ -414,6 +414,13 @@ struct gw_req {
     uint64_t ol_t0_us[3]; /* when the redis / spool / upstream slot was taken */
     struct gw_px_req *px; /* a proxied request in flight (gw_proxy.c) */
     unsigned px_route;    /* index into the routes, for GW_ROUTE_PROXY */
+    /* The buy route's request headers, read in one pass over MHD's list when
+     * its head is in (gw_http.c: buy_header); NULL = absent, else the first of
+     * that name, as MHD_lookup_connection_value would give it. MHD's strings,
+     * valid until the request completes. */
+    struct {
+        const char *content_length, *content_type, *idem_key, *xff, *admission;
+    } hdr;
     char id[INV_SALE_ID_MAX + 1]; /* sale or order id from the path (checked) */
     size_t body_len, body_cap;
     char *body;
