@@ -682,6 +682,12 @@ struct rw {
     uint32_t ndoubt;
     bool is_closing;
     int open_handles;
+    /* The RESP of a reserve up to its arguments (EVALSHA, the SHA, the key
+     * count, the sale's 4 keys) is the same for every reserve of a sale: kept
+     * for the last sale this worker reserved on (see op_format). */
+    char pfx_sale[INV_SALE_ID_MAX + 1];
+    size_t pfx_len; /* 0: none */
+    char pfx[4 * (KEY_MAX + 16) + 96];
 };
 
 static void conn_start(rconn_t *c);
@@ -960,17 +966,29 @@ static size_t op_format(const rop_t *op, int sc, char *buf, size_t cap)
         args[nargs++] = op->sale_id;
     }
     resp_t b = {buf, cap, 0};
-    const char *body = op->is_reloaded ? script_text[sc] : op->w->rb->sha[sc];
-    resp_num(&b, '*', (size_t)(3 + 4 + nargs));
-    if (op->is_reloaded)
-        resp_arg(&b, "EVAL", 4);
-    else
-        resp_arg(&b, "EVALSHA", 7);
-    resp_arg(&b, body, strlen(body));
-    resp_arg(&b, "4", 1);
-    size_t idlen = strlen(op->sale_id);
-    for (int i = 0; i < 4; i++)
-        resp_key(&b, op->sale_id, idlen, parts[i]);
+    rw_t *w = op->w;
+    bool cacheable = sc == SC_RESERVE && !op->is_reloaded;
+    if (cacheable && w->pfx_len && strcmp(w->pfx_sale, op->sale_id) == 0) {
+        /* a copy instead of ~15 formatted pieces: ~1k instructions a reserve (callgrind) */
+        resp_put(&b, w->pfx, w->pfx_len);
+    } else {
+        const char *body = op->is_reloaded ? script_text[sc] : w->rb->sha[sc];
+        resp_num(&b, '*', (size_t)(3 + 4 + nargs));
+        if (op->is_reloaded)
+            resp_arg(&b, "EVAL", 4);
+        else
+            resp_arg(&b, "EVALSHA", 7);
+        resp_arg(&b, body, strlen(body));
+        resp_arg(&b, "4", 1);
+        size_t idlen = strlen(op->sale_id);
+        for (int i = 0; i < 4; i++)
+            resp_key(&b, op->sale_id, idlen, parts[i]);
+        if (cacheable && b.need <= b.cap && b.need <= sizeof(w->pfx)) {
+            memcpy(w->pfx, buf, b.need);
+            w->pfx_len = b.need;
+            memcpy(w->pfx_sale, op->sale_id, idlen + 1);
+        }
+    }
     for (int i = 0; i < nargs; i++)
         resp_arg(&b, args[i], strlen(args[i]));
     return b.need;
