@@ -1,11 +1,13 @@
 """The connection guard's deadlines after the head (gw_conn.c), which replace
 libmicrohttpd's own idle timeout on the public listener when a minimum body
-rate is set (the default): with server.connection_timeout=1s,
- 1. an idle keep-alive connection is closed by the server, not before 1 s;
+rate is set (the default): with server.connection_timeout=2s,
+ 1. an idle keep-alive connection is closed by the server, not before 2 s;
  2. a client that pipelines requests and never reads the answers is closed
     (counted as slow_reads) once its answer made no progress for a timeout;
- 3. a client that reads slowly but steadily is not;
-and the gateway keeps serving others. About 10 s."""
+ 3. a client that reads slowly but steadily is not (it may stall for less
+    than the timeout: a loaded machine deschedules it; 2 s, not the minimum
+    1 s, for that reason);
+and the gateway keeps serving others. About 12 s."""
 import os
 import socket
 import sys
@@ -41,7 +43,7 @@ def pipeline(port):
     return s
 
 
-g = Gateway("--set", "server.connection_timeout=1s", "--set", "server.head_timeout=1s",
+g = Gateway("--set", "server.connection_timeout=2s", "--set", "server.head_timeout=2s",
             "--set", "limits.ip_rps=0", threads=1).start()
 try:
     # --- 1. idle keep-alive ---
@@ -61,12 +63,12 @@ try:
     s.close()
     print("idle keep-alive closed after %.2f s" % idle)
     check(got.startswith(b"HTTP/1.1 200"), "the keep-alive request was answered")
-    check(0.9 <= idle < 15, "an idle keep-alive connection is closed after connection_timeout")
+    check(1.9 <= idle < 15, "an idle keep-alive connection is closed after connection_timeout")
 
     # --- 2. answers never read ---
     before = stats(g)["slow_reads"]
     s = pipeline(g.port)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 20
     while stats(g)["slow_reads"] == before and time.monotonic() < deadline:
         time.sleep(0.1)
     st = stats(g)
@@ -88,7 +90,7 @@ try:
             read += len(b)
         except OSError:
             alive = False
-        time.sleep(0.25)
+        time.sleep(0.1)
     st = stats(g)
     print("slow reader: %d bytes in 4 s, %s" % (read, st))
     check(alive, "a slow but steady reader is not closed")
