@@ -395,6 +395,9 @@ static void run_mhd(gw_worker_t *w)
     w->need_run = false;
     date_tick(w);
     gw_ol_iteration(w);
+    /* The door first: after a quota's throttled period the accept queue holds
+     * its arrivals, and one MHD_run can take several periods to come back. */
+    gw_ol_door_look(w);
     w->now_ns = cm_mono_ns();
     MHD_run(w->mhd);
     MHD_UNSIGNED_LONG_LONG to;
@@ -403,7 +406,7 @@ static void run_mhd(gw_worker_t *w)
         w->now_ns = cm_mono_ns();
         MHD_run(w->mhd);
     }
-    gw_ol_after_run(w);
+    gw_ol_door_look(w);
     /* Requests handled just now may wait for an fsync or the relay: start those
      * here, whichever phase of the loop called us (a timer's drive would else
      * wait for the check phase after the next, possibly blocking, poll). */

@@ -644,8 +644,8 @@ void gw_ol_worker_start(gw_worker_t *w);
 void gw_ol_worker_stop(gw_worker_t *w);
 /* Start of a loop iteration that runs MHD (stamps the time requests are read). Loop thread. */
 void gw_ol_iteration(gw_worker_t *w);
-/* After MHD ran: shuts or reopens the worker's door (gw_overload.c). Loop thread. */
-void gw_ol_after_run(gw_worker_t *w);
+/* Before and after MHD runs: whether the worker's door should shut (gw_overload.c). Loop thread. */
+void gw_ol_door_look(gw_worker_t *w);
 /* A connection was accepted (gw_conn_notify): tells a crowd from a connection flood. Loop thread. */
 void gw_ol_conn_started(gw_worker_t *w);
 /* A request head was read: records its queuing delay. Loop thread. */

@@ -59,10 +59,17 @@
  * time (cpu.stat), for gw_busy_own_pct. Loop thread only; fds opened lazily on
  * the thread they describe; -1 = not open, -2 = not available.
  */
+typedef struct gw_ol_cgstat {
+    uint64_t periods, throttled, throttled_ns; /* quota periods, those that ran out, time */
+} gw_ol_cgstat_t;
+
 typedef struct gw_ol_sched {
     int self_fd, cg_fd;
     uint64_t cg_look_us;     /* when the cgroup path was last resolved */
-    uint64_t cpu_ns, delay_ns, throttled_ns; /* at the window start */
+    uint64_t cpu_ns, delay_ns; /* at the window start */
+    gw_ol_cgstat_t cg;       /* at the window start */
+    bool quota_hit;          /* the quota ran out in the last window */
+    bool saturated;          /* ... in at least half of its periods */
 } gw_ol_sched_t;
 
 typedef struct gw_ol_worker {
@@ -352,6 +359,15 @@ static uint32_t accept_queue(int fd)
     return ti.tcpi_unacked;
 }
 
+/* The same, for a worker's listening socket. */
+static uint32_t listen_queue(gw_worker_t *w)
+{
+    const union MHD_DaemonInfo *li = MHD_get_daemon_info(w->mhd, MHD_DAEMON_INFO_LISTEN_FD);
+    if (!li || li->listen_fd == MHD_INVALID_SOCKET)
+        return 0;
+    return accept_queue(li->listen_fd);
+}
+
 /*
  * Shuts or reopens the door (see the top of this file). Shut: the listening
  * socket leaves MHD's epoll set (EPOLL_CTL_DEL; MHD put it there with
@@ -408,7 +424,30 @@ static bool door_allowed(gw_ol_worker_t *o)
     return o->door_ok && edge_allowed(o);
 }
 
-void gw_ol_after_run(gw_worker_t *w)
+static bool quota_ran_out(gw_ol_sched_t *sc);
+
+/*
+ * A worker held by a CPU quota: its loop's busy share reads low (a throttled
+ * period is often spent in the return from epoll_wait), so the busy check
+ * would let the queue grow for a window or two first (measured: 3,000-4,000
+ * connections queued at the first shut at 10x, whose resets took the quota of
+ * 14-20 periods, 340-440 ms in which no thread of the process ran, the admin
+ * listener's included). When the quota ran out in this or the last window,
+ * the door shuts from GW_DOOR_QUOTA_QUEUE budgets. At most one look a
+ * millisecond; the cgroup's cpu.stat is read only past that queue.
+ */
+static bool quota_shut(gw_ol_worker_t *o, uint64_t ms)
+{
+    if (o->sched.cg_fd < 0 || !gw_door_should_shut_quota(&o->door, UINT32_MAX))
+        return false;
+    o->door_check_ms = ms;
+    if (!gw_door_should_shut_quota(&o->door, listen_queue(o->w)) || !quota_ran_out(&o->sched))
+        return false;
+    set_paused(o, true);
+    return o->door.shut;
+}
+
+void gw_ol_door_look(gw_worker_t *w)
 {
     gw_ol_worker_t *o = w->ol;
     if (!o || !o->tick_started)
@@ -419,8 +458,10 @@ void gw_ol_after_run(gw_worker_t *w)
     if (ms == o->door_check_ms || !door_allowed(o))
         return; /* at most one look a millisecond */
     /* The cheap checks first (busy loop, a crowd): no getsockopt when they fail. */
-    if (!gw_door_should_shut(&o->door, o->q.busy_pct, UINT32_MAX))
+    if (!gw_door_should_shut(&o->door, o->q.busy_pct, UINT32_MAX)) {
+        (void)quota_shut(o, ms);
         return;
+    }
     o->door_check_ms = ms;
     const union MHD_DaemonInfo *li = MHD_get_daemon_info(w->mhd, MHD_DAEMON_INFO_LISTEN_FD);
     if (!li || li->listen_fd == MHD_INVALID_SOCKET)
@@ -474,17 +515,25 @@ static int open_cg_stat(void)
     return fd;
 }
 
-/* The cgroup's throttled time in ns (v1 throttled_time, v2 throttled_usec); 0 if unknown. */
-static uint64_t cg_throttled_ns(int fd)
+static uint64_t cg_field(const char *buf, const char *key)
 {
+    const char *p = strstr(buf, key);
+    return p ? strtoull(p + strlen(key), NULL, 10) : 0;
+}
+
+/* The cgroup's quota periods, those throttled, and the throttled time in ns
+ * (v1 throttled_time, v2 throttled_usec); zeros if unknown. */
+static gw_ol_cgstat_t cg_stat(int fd)
+{
+    gw_ol_cgstat_t st = {0, 0, 0};
     char buf[1024];
     if (fd < 0 || !read_small(fd, buf, sizeof(buf)))
-        return 0;
-    const char *p = strstr(buf, "throttled_time ");
-    if (p)
-        return strtoull(p + 15, NULL, 10);
-    p = strstr(buf, "throttled_usec ");
-    return p ? strtoull(p + 15, NULL, 10) * 1000u : 0;
+        return st;
+    st.periods = cg_field(buf, "nr_periods ");
+    st.throttled = cg_field(buf, "nr_throttled ");
+    st.throttled_ns = strstr(buf, "throttled_time ") ? cg_field(buf, "throttled_time ")
+                                                      : cg_field(buf, "throttled_usec ") * 1000u;
+    return st;
 }
 
 /* The thread's CPU time and run-queue wait in ns; false if unknown. */
@@ -510,25 +559,45 @@ static bool self_sched(gw_ol_sched_t *sc, uint64_t *cpu, uint64_t *delay)
  * other processes (gw_busy_own_pct); starts the next window. */
 static unsigned own_busy(gw_ol_sched_t *sc, unsigned busy, uint64_t span_ns, uint64_t now)
 {
+    /* The window's figures from the cgroup it began in, then (every second)
+     * the cgroup looked up again as the next window's base: a process may be
+     * moved into one after it started (the benchmark does). Taking the base
+     * from the new look instead lost the window's throttles once a second, and
+     * a quota-bound worker looked starved by others (a "machine" window, its
+     * door kept open while 2,000 connections queued). */
+    gw_ol_cgstat_t cg = cg_stat(sc->cg_fd);
+    uint64_t periods = cg.periods >= sc->cg.periods ? cg.periods - sc->cg.periods : 0;
+    uint64_t throttled = cg.throttled >= sc->cg.throttled ? cg.throttled - sc->cg.throttled : 0;
+    uint64_t thr_ns = cg.throttled_ns >= sc->cg.throttled_ns ? cg.throttled_ns - sc->cg.throttled_ns
+                                                             : 0;
+    sc->quota_hit = throttled > 0;
+    sc->saturated = periods > 0 && 2 * throttled >= periods;
+    sc->cg = cg;
     if (now - sc->cg_look_us >= GW_OL_CG_LOOK_US || sc->cg_fd == -1) {
-        /* A process may be moved into a cgroup after it started (the benchmark does). */
         if (sc->cg_fd >= 0)
             close(sc->cg_fd);
         sc->cg_fd = open_cg_stat();
         sc->cg_look_us = now;
-        sc->throttled_ns = cg_throttled_ns(sc->cg_fd);
+        sc->cg = cg_stat(sc->cg_fd);
     }
-    uint64_t cpu, delay, thr = cg_throttled_ns(sc->cg_fd);
+    uint64_t cpu, delay;
     if (!self_sched(sc, &cpu, &delay))
         return busy;
     unsigned own = busy;
     if (sc->cpu_ns || sc->delay_ns)
-        own = gw_busy_own_pct(busy, span_ns, cpu - sc->cpu_ns, delay - sc->delay_ns,
-                              thr >= sc->throttled_ns ? thr - sc->throttled_ns : 0);
+        own = gw_busy_own_pct(busy, span_ns, cpu - sc->cpu_ns, delay - sc->delay_ns, thr_ns);
     sc->cpu_ns = cpu;
     sc->delay_ns = delay;
-    sc->throttled_ns = thr;
     return own;
+}
+
+/* Whether the CPU quota ran out in the last window or since it closed. */
+static bool quota_ran_out(gw_ol_sched_t *sc)
+{
+    if (sc->quota_hit)
+        return true;
+    gw_ol_cgstat_t cg = cg_stat(sc->cg_fd);
+    return cg.throttled > sc->cg.throttled;
 }
 
 static void sched_close(gw_ol_sched_t *sc)
@@ -569,7 +638,16 @@ static void on_tick(uv_timer_t *t)
     o->win_start_ns = hr;
     o->win_idle_ns = idle;
     unsigned own = own_busy(&o->sched, busy, span, now);
-    gw_door_machine(&o->door, own < busy);
+    /* A quota that ran out says the wait was ours, whatever the run-queue
+     * figures say (a throttle is counted when it ends: a period that straddles
+     * the window's edge made a quota-bound worker look starved by others). */
+    if (o->sched.quota_hit)
+        own = busy;
+    gw_door_machine(&o->door, gw_busy_machine(busy, own));
+    /* Only a quota says "saturated": an uncapped loop busy >= 80% may as well be
+     * a loaded machine's (the dependency-bound case), and holding its door
+     * shut for seconds would cost it the crowd it can serve. */
+    gw_door_saturated(&o->door, o->sched.saturated);
     busy = own;
     if (!gw_qdelay_tick(&o->q, now, ol->shed_buys && level >= GW_LEVEL_SHED, busy))
         return;

@@ -200,6 +200,11 @@ bool gw_qdelay_admit_user(const gw_qdelay_t *q, unsigned prio);
 #define GW_DOOR_WINDOW_US 100000u /* the rate and the requests per connection */
 #define GW_DOOR_MIN_REQS_PER_CONN 0.5
 #define GW_DOOR_RPC_MAX 4.0 /* requests per connection are counted up to this */
+/* While the connections it already has keep the worker saturated, the hold is
+ * extended up to this (a look would only let in a queue to reset). */
+#define GW_DOOR_HOLD_MAX_US 2000000u
+/* A CPU quota that ran out: the queue is ours once it holds this many budgets. */
+#define GW_DOOR_QUOTA_QUEUE 4u
 
 typedef struct gw_door {
     uint64_t target_us;      /* the queue target: a deeper queue waits longer */
@@ -212,6 +217,8 @@ typedef struct gw_door {
     uint64_t opened_us;      /* when it last reopened */
     bool crowd_recent;       /* reopened less than GW_DOOR_RECENT_US ago: no busy check */
     bool machine;            /* the last window's loop mostly waited for a CPU others hold */
+    bool saturated;          /* the last window used all the CPU it had (gw_door_saturated) */
+    double shut_rate;        /* the request rate when it was shut */
     bool shut;
 } gw_door_t;
 
@@ -231,6 +238,27 @@ void gw_door_set_shut(gw_door_t *d, bool shut, uint64_t now_us);
  * machine's. Owner thread only.
  */
 void gw_door_machine(gw_door_t *d, bool machine);
+/*
+ * Per queue window: whether the worker used all the CPU it had: its CPU quota
+ * ran out in at least half of the window's quota periods (an uncapped loop's
+ * busy share does not say it: a loaded machine's wait looks the same). A door
+ * shut on a crowd stays shut past GW_DOOR_HOLD_US (up to GW_DOOR_HOLD_MAX_US)
+ * while the keep-alive connections it kept saturate the worker and still bring
+ * at least half the request rate it had when it shut: reopening to look would
+ * only queue new connections it cannot serve, reset at the next shut
+ * (measured, CPU-bound case: 150-1,000 resets a look at 2x-10x, ~4.5 us each
+ * on loopback, and the quota's stall after them delayed the admin listener's
+ * probes). Owner thread only.
+ */
+void gw_door_saturated(gw_door_t *d, bool saturated);
+/*
+ * Whether an open door should shut now for a worker whose CPU quota ran out
+ * in this or the last window (its loop's busy share, measured from epoll,
+ * reads low under a quota: a throttled period is often spent inside
+ * epoll_wait's return). The queue must hold GW_DOOR_QUOTA_QUEUE budgets: one
+ * quota period's arrivals wait in the queue even at capacity. Pure.
+ */
+bool gw_door_should_shut_quota(const gw_door_t *d, uint32_t queued);
 /*
  * Every tick: closes the rate window when due and, while shut, returns true
  * when the door should reopen. `idle`: no request is in progress but those
@@ -280,6 +308,15 @@ bool gw_late_shed(uint64_t waited_us, uint64_t target_us);
  */
 unsigned gw_busy_own_pct(unsigned busy_pct, uint64_t span_ns, uint64_t cpu_ns,
                          uint64_t run_delay_ns, uint64_t throttled_ns);
+/*
+ * Whether a window's loop mostly waited for a CPU others hold (gw_door_machine):
+ * gw_busy_own_pct took that wait out of a loop busy at least
+ * GW_BUSY_MACHINE_PCT of the window. An idle loop is not starved: before, 1%
+ * busy with 0% its own counted, and kept a door reopened on a crowd open while
+ * 1,500 connections queued (measured, CPU-bound case at 10x). Pure.
+ */
+#define GW_BUSY_MACHINE_PCT 10
+bool gw_busy_machine(unsigned busy_pct, unsigned own_pct);
 
 /* DAGOR user priority: 0..127 from the user id and the minute (now_ms / 60000). Thread-safe. */
 unsigned gw_ol_user_prio(const char *user, size_t len, uint64_t minute);

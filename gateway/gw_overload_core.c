@@ -407,9 +407,21 @@ bool gw_door_should_shut(const gw_door_t *d, unsigned busy_pct, uint32_t queued)
     return queued > gw_door_budget(d, GW_DOOR_MIN_QUEUE);
 }
 
+bool gw_door_should_shut_quota(const gw_door_t *d, uint32_t queued)
+{
+    if (d->shut || d->machine || d->reqs_per_conn < GW_DOOR_MIN_REQS_PER_CONN)
+        return false;
+    return queued > GW_DOOR_QUOTA_QUEUE * gw_door_budget(d, GW_DOOR_MIN_QUEUE);
+}
+
 void gw_door_machine(gw_door_t *d, bool machine)
 {
     d->machine = machine;
+}
+
+void gw_door_saturated(gw_door_t *d, bool saturated)
+{
+    d->saturated = saturated;
 }
 
 void gw_door_set_shut(gw_door_t *d, bool shut, uint64_t now_us)
@@ -417,6 +429,7 @@ void gw_door_set_shut(gw_door_t *d, bool shut, uint64_t now_us)
     if (shut && !d->shut) {
         d->shut_us = now_us;
         d->idle_ticks = 0;
+        d->shut_rate = d->rate;
     }
     if (!shut && d->shut) {
         d->opened_us = now_us;
@@ -450,7 +463,14 @@ bool gw_door_tick(gw_door_t *d, uint64_t now_us, bool idle)
     /* Counted in ticks, not in time: a process throttled by a CPU quota sees
      * 20 ms gaps in which nothing began because it did not run. */
     d->idle_ticks = !began && idle ? d->idle_ticks + 1 : 0;
-    return d->idle_ticks >= GW_DOOR_IDLE_TICKS || now_us - d->shut_us >= GW_DOOR_HOLD_US;
+    if (d->idle_ticks >= GW_DOOR_IDLE_TICKS)
+        return true;
+    /* Saturated by the kept connections: the hold is extended while they still
+     * bring the crowd (not dwindled to a few). */
+    uint64_t held = now_us - d->shut_us;
+    if (d->saturated && 2.0 * d->rate >= d->shut_rate)
+        return held >= GW_DOOR_HOLD_MAX_US;
+    return held >= GW_DOOR_HOLD_US;
 }
 
 bool gw_late_look(uint64_t lag_us, uint64_t qdelay_avg_us, bool door_shut, unsigned busy_pct,
@@ -476,4 +496,9 @@ unsigned gw_busy_own_pct(unsigned busy_pct, uint64_t span_ns, uint64_t cpu_ns,
         return busy_pct; /* mostly our own work or our own quota */
     uint64_t m_pct = machine >= span_ns ? 100 : machine * 100 / span_ns;
     return busy_pct > m_pct ? busy_pct - (unsigned)m_pct : 0;
+}
+
+bool gw_busy_machine(unsigned busy_pct, unsigned own_pct)
+{
+    return busy_pct >= GW_BUSY_MACHINE_PCT && own_pct < busy_pct;
 }

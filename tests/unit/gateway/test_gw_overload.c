@@ -419,6 +419,110 @@ static void test_door_reopens(void **state)
     assert_true(gw_door_should_shut(&d, 0, 100000));
 }
 
+/*
+ * A worker that its kept keep-alive connections saturate (its CPU quota spent
+ * in most periods) holds the door shut past the hold, up to
+ * GW_DOOR_HOLD_MAX_US, while they bring at least half the rate it shut at; an
+ * idle worker still reopens at once; not saturated, the usual hold.
+ */
+static void test_door_holds_while_saturated(void **state)
+{
+    (void)state;
+    gw_door_t d;
+    uint64_t t = 9000 * MS;
+    gw_door_init(&d, 20 * MS, t);
+    gw_door_set_shut(&d, true, t);
+    uint64_t shut_at = t;
+    gw_door_saturated(&d, true);
+    /* Past the hold, saturated: still shut, until the longest hold. */
+    while (t - shut_at < GW_DOOR_HOLD_MAX_US - 10 * MS) {
+        gw_door_request(&d);
+        assert_false(gw_door_tick(&d, t += 10 * MS, false));
+    }
+    assert_true(t - shut_at > GW_DOOR_HOLD_US);
+    gw_door_request(&d);
+    assert_true(gw_door_tick(&d, t += 10 * MS, false));
+    assert_int_equal(t - shut_at, GW_DOOR_HOLD_MAX_US);
+    /* Saturated no more past the hold: it reopens at the next tick. */
+    gw_door_set_shut(&d, false, t);
+    gw_door_set_shut(&d, true, t);
+    shut_at = t;
+    while (t - shut_at < GW_DOOR_HOLD_US + 50 * MS) {
+        gw_door_request(&d);
+        assert_false(gw_door_tick(&d, t += 10 * MS, false));
+    }
+    gw_door_saturated(&d, false);
+    gw_door_request(&d);
+    assert_true(gw_door_tick(&d, t += 10 * MS, false));
+    /* Saturated, but the kept connections bring less than half the rate it shut
+     * at (they dwindled): the hold is the usual one. */
+    gw_door_set_shut(&d, false, t);
+    gw_door_saturated(&d, true);
+    for (int w = 0; w < 4; w++) { /* 1,000 requests/s */
+        for (int i = 0; i < 100; i++)
+            gw_door_request(&d);
+        gw_door_tick(&d, t += GW_DOOR_WINDOW_US, false);
+    }
+    gw_door_set_shut(&d, true, t);
+    shut_at = t;
+    bool reopened = false;
+    while (!reopened) {
+        for (int i = 0; i < 2; i++) /* 200 requests/s */
+            gw_door_request(&d);
+        reopened = gw_door_tick(&d, t += 10 * MS, false);
+        assert_true(t - shut_at <= GW_DOOR_HOLD_US);
+    }
+    assert_int_equal(t - shut_at, GW_DOOR_HOLD_US);
+    /* Idle ticks reopen it, saturated or not (the kept connections closed). */
+    gw_door_set_shut(&d, false, t);
+    gw_door_set_shut(&d, true, t);
+    for (int i = 1; i < GW_DOOR_IDLE_TICKS; i++)
+        assert_false(gw_door_tick(&d, t += 10 * MS, true));
+    assert_true(gw_door_tick(&d, t += 10 * MS, true));
+}
+
+/*
+ * A worker whose CPU quota ran out shuts from GW_DOOR_QUOTA_QUEUE budgets
+ * whatever its loop's busy share says; never for a flood, a "machine" window
+ * or a shut door.
+ */
+static void test_door_quota_shut(void **state)
+{
+    (void)state;
+    gw_door_t d;
+    uint64_t t = 1000 * MS;
+    gw_door_init(&d, 20 * MS, t);
+    uint32_t two = GW_DOOR_QUOTA_QUEUE * GW_DOOR_MIN_QUEUE;
+    assert_false(gw_door_should_shut_quota(&d, two));
+    assert_true(gw_door_should_shut_quota(&d, two + 1));
+    /* One quota period's arrivals at capacity (a budget) are not a crowd. */
+    assert_false(gw_door_should_shut_quota(&d, GW_DOOR_MIN_QUEUE + 1));
+    gw_door_machine(&d, true);
+    assert_false(gw_door_should_shut_quota(&d, 100000));
+    gw_door_machine(&d, false);
+    /* A flood: the connection guard's. */
+    for (int i = 0; i < 5000; i++)
+        gw_door_conn(&d);
+    gw_door_tick(&d, t += GW_DOOR_WINDOW_US, false);
+    assert_false(gw_door_should_shut_quota(&d, 100000));
+    gw_door_init(&d, 20 * MS, t);
+    gw_door_set_shut(&d, true, t);
+    assert_false(gw_door_should_shut_quota(&d, 100000));
+}
+
+/* An idle window is not a starved one: the machine mark needs a real wait. */
+static void test_busy_machine(void **state)
+{
+    (void)state;
+    assert_false(gw_busy_machine(1, 0)); /* idle: measured to block a shut at 10x */
+    assert_false(gw_busy_machine(GW_BUSY_MACHINE_PCT - 1, 0));
+    assert_true(gw_busy_machine(GW_BUSY_MACHINE_PCT, 0));
+    assert_true(gw_busy_machine(100, 5));
+    assert_true(gw_busy_machine(90, 85)); /* as before for a busy loop */
+    assert_false(gw_busy_machine(100, 100));
+    assert_false(gw_busy_machine(50, 60));
+}
+
 /* Too late: looked at only while the worker shows a queue; shed from 2.5 queue targets. */
 static void test_late_check(void **state)
 {
@@ -473,6 +577,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_door_shuts_for_a_crowd_not_a_flood),
         cmocka_unit_test(test_door_reopens),
+        cmocka_unit_test(test_door_holds_while_saturated),
+        cmocka_unit_test(test_door_quota_shut),
+        cmocka_unit_test(test_busy_machine),
         cmocka_unit_test(test_late_check),
         cmocka_unit_test(test_busy_own),
         cmocka_unit_test(test_limit_grows_when_flat),
