@@ -522,7 +522,7 @@ bool gw_buy_handle(gw_req_t *r)
         }
         memcpy(r->res.idem_key, ik, iklen + 1);
     }
-    inv_sale_t *sale = inv_sale_find(srv->inv, r->id);
+    inv_sale_t *sale = inv_sale_find_memo(srv->inv, &w->sale_memo, r->id);
     if (!sale) {
         gw_resp_error(&r->resp, GW_R_UNKNOWN_SALE, NULL, "no sale %s", r->id);
         return false;

@@ -306,6 +306,7 @@ struct gw_worker {
      * read is ~20 ns and an answer took 5 of ours (bench/README.md). */
     uint64_t now_ns;
     uint64_t answers; /* requests completed (MHD's completed callback): drive() looks */
+    inv_sale_memo_t sale_memo; /* the buy path's last sale (inv_sale_find_memo) */
     int listen_fd; /* -1 until quiesced */
     struct MHD_Daemon *mhd;
     inv_worker_t *inv;

@@ -237,6 +237,21 @@ inv_sale_t *inv_sale_find(inv_t *inv, const char *sale_id)
     return s;
 }
 
+inv_sale_t *inv_sale_find_memo(inv_t *inv, inv_sale_memo_t *m, const char *sale_id)
+{
+    /* Read before the lookup: a removal after it makes the memo stale next time. */
+    uint64_t removals = atomic_load_explicit(&inv->removals, memory_order_acquire);
+    if (m->sale && sale_id && m->removals == removals && strcmp(m->id, sale_id) == 0)
+        return m->sale;
+    inv_sale_t *s = inv_sale_find(inv, sale_id);
+    if (s) {
+        m->sale = s;
+        m->removals = removals;
+        memcpy(m->id, s->sale_id, sizeof(m->id));
+    }
+    return s;
+}
+
 inv_sale_t *inv__sale_get_or_create(inv_t *inv, const char *sale_id)
 {
     if (!sale_id_ok(sale_id))
@@ -282,6 +297,7 @@ void inv__sale_remove(inv_t *inv, const char *sale_id)
             inv->sales[map_slot(inv, t->sale_id)] = t;
         }
         atomic_store(&s->sold_out, true);
+        atomic_fetch_add_explicit(&inv->removals, 1, memory_order_release);
         s->dead_next = inv->dead;
         inv->dead = s;
     }

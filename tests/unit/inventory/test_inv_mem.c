@@ -469,6 +469,34 @@ static void test_table_full(void **state)
     inv_close(inv);
 }
 
+/* The buy path's one-sale memo: a hit while the sale stands, looked up
+ * again once a sale was deleted (and its id reused by a new sale). */
+static void test_sale_memo(void **state)
+{
+    (void)state;
+    inv_t *inv = open_cap(0);
+    inv_sale_memo_t m;
+    memset(&m, 0, sizeof(m));
+    assert_null(inv_sale_find_memo(inv, &m, "old"));
+    assert_int_equal(put(inv, "old", 5, 1, 0, 1000), 0);
+    assert_int_equal(put(inv, "other", 5, 1, 0, 0), 0);
+    inv_sale_t *old = inv_sale_find(inv, "old");
+    assert_non_null(old);
+    assert_ptr_equal(inv_sale_find_memo(inv, &m, "old"), old);
+    assert_ptr_equal(inv_sale_find_memo(inv, &m, "old"), old);
+    assert_ptr_equal(inv_sale_find_memo(inv, &m, "other"), inv_sale_find(inv, "other"));
+    assert_ptr_equal(inv_sale_find_memo(inv, &m, "old"), old);
+    char err[128];
+    assert_int_equal(inv_sale_delete(inv, "old", 2000, err, sizeof(err)), 0);
+    assert_null(inv_sale_find_memo(inv, &m, "old"));
+    assert_int_equal(put(inv, "old", 7, 1, 0, 0), 0);
+    inv_sale_t *again = inv_sale_find(inv, "old");
+    assert_non_null(again);
+    assert_true(again != old);
+    assert_ptr_equal(inv_sale_find_memo(inv, &m, "old"), again);
+    inv_close(inv);
+}
+
 /* Random buys and releases against a model: probing, growth and backward
  * shift never lose or invent a unit. */
 static void test_table_model(void **state)
@@ -562,6 +590,7 @@ int main(void)
         cmocka_unit_test(test_table_per_user),
         cmocka_unit_test(test_table_full),
         cmocka_unit_test(test_table_model),
+        cmocka_unit_test(test_sale_memo),
         cmocka_unit_test(test_open_rejects),
         cmocka_unit_test(test_id_valid),
     };
