@@ -129,4 +129,15 @@ int oq_order_encode(const oq_order_t *o, char *buf, size_t len);
  */
 int oq_order_decode(const char *buf, size_t len, oq_order_t *out, char *errbuf, size_t errlen);
 
+/*
+ * The two halves of oq_order_decode, for tests and the fuzz target:
+ * oq_order_decode_fast reads only the encoder's exact form (no jansson, no
+ * allocation) and returns -1 for anything else; oq_order_decode_json is the
+ * jansson decoder, the judge: whatever the fast half accepts, it accepts with
+ * the same fields.
+ */
+int oq_order_decode_fast(const char *buf, size_t len, oq_order_t *out);
+int oq_order_decode_json(const char *buf, size_t len, oq_order_t *out, char *errbuf,
+                         size_t errlen);
+
 #endif

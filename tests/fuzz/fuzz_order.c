@@ -3,34 +3,46 @@
  * Kafka values of both topics, `flashgate-spool dump`). Promises: never
  * crashes; whatever the decoder accepts passes oq_order_check, encodes, and
  * decodes again to the same record (the codec is its own inverse); the
- * decoder names the field it refuses; flashgate-settle's fast path
- * (st_order_parse_fast) takes nothing the decoder refuses and reads what it
- * takes as the decoder does.
+ * decoder names the field it refuses; the two fast paths (flashgate-settle's
+ * st_order_parse_fast, and oq_order_decode_fast, oq_order_decode's reader of
+ * the encoder's form) take nothing the jansson decoder refuses and read what
+ * they take as it does.
  */
 #include "queue/oq_order.h"
 #include "settle/st_settle.h"
 #include "tests/fuzz/fuzz.h"
 
+#include <stdbool.h>
 #include <string.h>
+
+static bool same(const oq_order_t *f, const oq_order_t *a)
+{
+    return f->type == a->type && strcmp(f->order_id, a->order_id) == 0 &&
+           strcmp(f->sale_id, a->sale_id) == 0 && strcmp(f->user_id, a->user_id) == 0 &&
+           strcmp(f->idem_key, a->idem_key) == 0 && strcmp(f->reason, a->reason) == 0 &&
+           f->qty == a->qty && f->accepted_at_ms == a->accepted_at_ms &&
+           f->node_id == a->node_id && f->status == a->status && f->at_ms == a->at_ms;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size > 8192)
         return 0;
-    oq_order_t a, b, f;
+    oq_order_t a, b, f, g;
     char why[160] = "";
     int fast = st_order_parse_fast((const char *)data, size, &f);
-    if (oq_order_decode((const char *)data, size, &a, why, sizeof(why)) != 0) {
+    int gen = oq_order_decode_fast((const char *)data, size, &g);
+    if (oq_order_decode_json((const char *)data, size, &a, why, sizeof(why)) != 0) {
         FZ_CHECK(why[0] != '\0');
         FZ_CHECK(fast != 0);
+        FZ_CHECK(gen != 0);
         return 0;
     }
     if (fast == 0)
-        FZ_CHECK(f.type == a.type && strcmp(f.order_id, a.order_id) == 0 &&
-                 strcmp(f.sale_id, a.sale_id) == 0 && strcmp(f.user_id, a.user_id) == 0 &&
-                 strcmp(f.idem_key, a.idem_key) == 0 && strcmp(f.reason, a.reason) == 0 &&
-                 f.qty == a.qty && f.accepted_at_ms == a.accepted_at_ms &&
-                 f.node_id == a.node_id && f.status == a.status && f.at_ms == a.at_ms);
+        FZ_CHECK(same(&f, &a));
+    if (gen == 0)
+        FZ_CHECK(same(&g, &a));
+    FZ_CHECK(oq_order_decode((const char *)data, size, &b, why, sizeof(why)) == 0 && same(&b, &a));
     FZ_CHECK(oq_order_check(&a, NULL, 0) == 0);
     char buf[OQ_ORDER_JSON_MAX];
     int n = oq_order_encode(&a, buf, sizeof(buf));

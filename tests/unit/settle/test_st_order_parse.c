@@ -79,7 +79,7 @@ static int agree(const char *buf, size_t len)
     char why[160];
     if (st_order_parse_fast(buf, len, &f) != 0)
         return 0;
-    if (oq_order_decode(buf, len, &d, why, sizeof(why)) != 0)
+    if (oq_order_decode_json(buf, len, &d, why, sizeof(why)) != 0)
         fail_msg("fast path took what the decoder refuses (%s): %.*s", why, (int)len, buf);
     assert_same(&f, &d);
     return 1;
@@ -180,7 +180,7 @@ static void test_refused(void **state)
         oq_order_t o;
         char why[160];
         assert_int_equal(st_order_parse_fast(bad[i], strlen(bad[i]), &o), -1);
-        assert_int_not_equal(oq_order_decode(bad[i], strlen(bad[i]), &o, why, sizeof(why)), 0);
+        assert_int_not_equal(oq_order_decode_json(bad[i], strlen(bad[i]), &o, why, sizeof(why)), 0);
     }
     oq_order_t o;
     assert_int_equal(st_order_parse_fast(NULL, 0, &o), -1);
