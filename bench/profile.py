@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Per-answer costs of one buy-path case, for comparing two builds (bench/README.md,
+"Third pass"); Python 3 stdlib, wrk, valgrind (calls) or perf (sys).
+
+  python3 bench/profile.py BIN_DIR CASE MODE [SECONDS [CONNS]]
+
+CASE: sold (410), rate (429), acc (202, spool only). One `flashgate --threads 1`
+with the bench's flags, a 1 s warm-up, then `wrk -t1 -cCONNS -dSECONDS`. MODE:
+  cpu    the gateway's utime+stime per answer (load-dependent: compare within a run)
+  calls  callgrind, instrumentation on only during the wrk run: user-space
+         instructions per answer, with and without memset (valgrind counts each
+         byte of glibc's `rep stosb` memset as an instruction; MHD clears ~12 KiB
+         per request); load-independent, but valgrind slows the gateway ~50x, so
+         a few answers are 503s of the overload module (printed)
+  sys    `perf stat` syscall tracepoints per answer, epoll_wait split per epoll fd
+         (the lower fd is libuv's loop, the higher MHD's); run it on a quiet
+         machine: how many answers one wait finds depends on the load
+Run it under `flock /work/bench.lock` like every benchmark here. Prints one JSON line.
+"""
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench import RATE_LIMITED_LUA, free_port  # noqa: E402
+
+TOKEN = "profile-token-0123456789abcdef"
+HUGE = 10 ** 9
+SYSCALLS = ["recvfrom", "sendmsg", "writev", "write", "read", "epoll_ctl", "epoll_wait",
+            "clock_gettime", "futex", "accept4", "close"]
+
+
+def http(port, method, path, body=None, tok=None):
+    h = {"Content-Type": "application/json"}
+    if tok:
+        h["Authorization"] = "Bearer " + tok
+    r = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), method=method,
+                               data=json.dumps(body).encode() if body is not None else None,
+                               headers=h)
+    try:
+        with urllib.request.urlopen(r, timeout=5) as f:
+            return f.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def ticks(pid):
+    f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return int(f[11]) + int(f[12])
+
+
+def wrk(port, conns, secs, script, sale):
+    out = subprocess.run(["wrk", "-t1", "-c%d" % conns, "-d%ds" % secs, "-s", script,
+                          "http://127.0.0.1:%d" % port, "--", sale],
+                         capture_output=True, text=True).stdout
+    m = re.search(r"(\d+) requests in", out)
+    if not m:
+        sys.exit("profile: wrk gave no count:\n" + out)
+    return int(m.group(1)), out
+
+
+def perf_stat(pid):
+    evs = ["-e", ",".join("syscalls:sys_enter_" + s for s in SYSCALLS)]
+    eps = []
+    for fd in glob.glob("/proc/%d/fd/*" % pid):
+        try:
+            if "eventpoll" in os.readlink(fd):
+                eps.append(int(fd.rsplit("/", 1)[1]))
+        except OSError:
+            pass
+    for fd in sorted(eps):
+        evs += ["-e", "syscalls:sys_enter_epoll_wait", "--filter", "epfd == %d" % fd]
+    p = subprocess.Popen(["perf", "stat", "-x,"] + evs + ["-p", str(pid)],
+                         stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    return p, sorted(eps)
+
+
+def main():
+    if len(sys.argv) < 4:
+        sys.exit(__doc__)
+    bindir, case, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+    secs = int(sys.argv[4]) if len(sys.argv) > 4 else 4
+    conns = int(sys.argv[5]) if len(sys.argv) > 5 else 64
+    tmp = tempfile.mkdtemp(prefix="flashgate-profile-")
+    port, admin = free_port(), free_port()
+    argv = [os.path.join(bindir, "flashgate"), "--listen", "127.0.0.1:%d" % port,
+            "--admin-listen", "127.0.0.1:%d" % admin, "--admin-token", TOKEN,
+            "--data-dir", os.path.join(tmp, "data"), "--threads", "1",
+            "--server-trusted-proxies", "127.0.0.1/32", "--limits-ip-rps", "0",
+            "--log-level", "warn", "--kafka-brokers", "none", "--limits-user-rps", "1"]
+    cg = os.path.join(tmp, "callgrind.out")
+    if mode == "calls":
+        argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                "--callgrind-out-file=" + cg] + argv
+    log = open(os.path.join(tmp, "flashgate.log"), "w")
+    gw = subprocess.Popen(argv, stdout=log, stderr=log)
+    try:
+        for _ in range(600):
+            try:
+                if http(port, "GET", "/readyz") == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        for sale, stock in (("so", 0), ("rl", HUGE), ("acc", HUGE), ("warm", HUGE)):
+            http(admin, "PUT", "/admin/v1/sales/" + sale, {"stock": stock, "per_user_limit": 1},
+                 TOKEN)
+        rate = os.path.join(tmp, "rate.lua")
+        with open(rate, "w") as f:
+            f.write(RATE_LIMITED_LUA)
+        wrkdir = os.path.join(HERE, "..", "loadtest", "wrk")
+        script, sale = {"sold": (os.path.join(wrkdir, "sold_out.lua"), "so"),
+                        "rate": (rate, "rl"),
+                        "acc": (os.path.join(wrkdir, "buy.lua"), "acc")}[case]
+        # warm-up (the accepted case on its own sale: buy.lua's users restart at 1)
+        wrk(port, conns, 1, script, "warm" if case == "acc" else sale)
+        perf, eps = perf_stat(gw.pid) if mode == "sys" else (None, [])
+        t0 = ticks(gw.pid)
+        if mode == "calls":
+            subprocess.run(["callgrind_control", "-i", "on", str(gw.pid)], capture_output=True)
+        n, out = wrk(port, conns, secs, script, sale)
+        if mode == "calls":
+            subprocess.run(["callgrind_control", "-i", "off", str(gw.pid)], capture_output=True)
+        res = {"case": case, "mode": mode, "conns": conns, "answers": n,
+               "cpu_us_per_answer": round((ticks(gw.pid) - t0) * 1e6 /
+                                          os.sysconf("SC_CLK_TCK") / n, 2)}
+        bad = re.search(r"(\d+ answers were not \d+.*|answers:.*)", out)
+        if bad:
+            res["wrk"] = bad.group(1)[:160]
+        if perf:
+            perf.send_signal(signal.SIGINT)
+            _, err = perf.communicate()
+            k = 0
+            for line in err.splitlines():
+                f = line.split(",")
+                if len(f) > 2 and f[0].strip().isdigit():
+                    name = f[2].replace("syscalls:sys_enter_", "")
+                    if name in res:  # the filtered epoll_wait events, in fd order
+                        name = "epoll_wait(fd %d)" % eps[k]
+                        k += 1
+                    if int(f[0]):
+                        res[name] = round(int(f[0]) / n, 3)
+    finally:
+        gw.send_signal(signal.SIGTERM)
+        gw.wait(timeout=120)
+    if mode == "calls":
+        a = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", cg],
+                           capture_output=True, text=True).stdout
+        tot = int(re.search(r"([\d,]+)\s+(?:\(100.0%\)\s+)?PROGRAM TOTALS", a)
+                  .group(1).replace(",", ""))
+        ms = sum(int(m.group(1).replace(",", ""))
+                 for m in re.finditer(r"^\s*([\d,]+)\s.*memset", a, re.M))
+        res["instructions_per_answer"] = round(tot / n)
+        res["without_memset"] = round((tot - ms) / n)
+        res["callgrind_out"] = cg
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
