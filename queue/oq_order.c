@@ -399,8 +399,8 @@ out:
  * returns -1 for anything else, which then goes to jansson; it only accepts
  * what oq_order_decode_json accepts, with the same fields (unit.oq_order_fast
  * over generated and mutated records, and fuzz_order, check it), and runs
- * oq_order_check as the decoder does. settle/st_settle.c's
- * st_order_parse_fast is the same idea for the orders topic alone.
+ * oq_order_check as the decoder does. Every reader goes through it: the relay,
+ * spool replay, the audit and flashgate-settle's orders topic.
  */
 static const char *f_lit(const char *p, const char *end, const char *lit, size_t n)
 {

@@ -159,95 +159,12 @@ int st_sink_open(st_sink_t **out, const char *db, const char *data_dir, const st
 /*---- Message formats ----*/
 
 /*
- * The fast path: jansson (a json_t per record and per member, then the
- * copies) was ~40% of the worker's CPU per order (bench/README.md,
- * settlement, finding 3). Anything outside the encoder's exact form goes to
- * oq_order_decode, which stays the one judge of what is valid: this path only
- * accepts what the decoder would accept with the same fields, and it runs
- * oq_order_check on the result as the decoder does.
+ * The orders topic carries orders and cancels. oq_order_decode reads the
+ * encoder's exact form without jansson (that was ~40% of the worker's CPU per
+ * order: bench/README.md, settlement, finding 3) and anything else with it.
  */
-static const char *fast_lit(const char *p, const char *end, const char *lit, size_t n)
-{
-    return p && (size_t)(end - p) >= n && memcmp(p, lit, n) == 0 ? p + n : NULL;
-}
-
-/* A string of printable ASCII other than " and \ (no escapes), shorter than cap. */
-static const char *fast_str(const char *p, const char *end, char *dst, size_t cap)
-{
-    if (!p || p >= end || *p != '"')
-        return NULL;
-    size_t n = 0;
-    for (p++; p < end && *p != '"'; p++) {
-        unsigned char c = (unsigned char)*p;
-        if (c < 0x20 || c > 0x7e || c == '\\' || n + 1 >= cap)
-            return NULL;
-        dst[n++] = (char)c;
-    }
-    if (p >= end)
-        return NULL;
-    dst[n] = '\0';
-    return p + 1;
-}
-
-/* A JSON integer in [0, max] without sign, leading zero, fraction or exponent
- * (what follows must be the next literal, so "1.5" or "1e3" fail there). */
-static const char *fast_uint(const char *p, const char *end, int64_t max, int64_t *out)
-{
-    if (!p || p >= end || *p < '0' || *p > '9' ||
-        (*p == '0' && p + 1 < end && p[1] >= '0' && p[1] <= '9'))
-        return NULL;
-    int64_t v = 0;
-    for (int digits = 0; p < end && *p >= '0' && *p <= '9'; p++) {
-        if (++digits > 18)
-            return NULL;
-        v = v * 10 + (*p - '0');
-    }
-    if (v > max)
-        return NULL;
-    *out = v;
-    return p;
-}
-
-#define FAST_LIT(p, s) fast_lit((p), end, (s), sizeof(s) - 1)
-
-int st_order_parse_fast(const char *json, size_t len, oq_order_t *o)
-{
-    if (!json)
-        return -1;
-    const char *p = json, *end = json + len, *q;
-    oq_order_t r;
-    memset(&r, 0, sizeof(r));
-    r.type = OQ_MSG_ORDER;
-    r.node_id = OQ_NODE_UNKNOWN;
-    int64_t qty = 0, at = 0, node = 0;
-    p = fast_str(FAST_LIT(p, "{\"order_id\":"), end, r.order_id, sizeof(r.order_id));
-    p = fast_str(FAST_LIT(p, ",\"sale_id\":"), end, r.sale_id, sizeof(r.sale_id));
-    p = fast_str(FAST_LIT(p, ",\"user_id\":"), end, r.user_id, sizeof(r.user_id));
-    p = fast_uint(FAST_LIT(p, ",\"qty\":"), end, OQ_QTY_MAX, &qty);
-    p = fast_uint(FAST_LIT(p, ",\"accepted_at\":"), end, OQ_TIME_MAX_MS, &at);
-    if ((q = FAST_LIT(p, ",\"node\":")) != NULL) {
-        p = fast_uint(q, end, CM_ID_NODE_MAX, &node);
-        r.node_id = (uint32_t)node;
-    }
-    if ((q = FAST_LIT(p, ",\"idem_key\":")) != NULL) {
-        p = fast_str(q, end, r.idem_key, sizeof(r.idem_key));
-        if (p && !r.idem_key[0]) /* the decoder refuses an empty one */
-            return -1;
-    }
-    if (!p || end - p != 1 || *p != '}' || qty < 1 || at < 1)
-        return -1;
-    r.qty = (uint32_t)qty;
-    r.accepted_at_ms = at;
-    if (oq_order_check(&r, NULL, 0) != 0)
-        return -1;
-    *o = r;
-    return 0;
-}
-
 int st_order_parse(const char *json, size_t len, oq_order_t *o, char *err, size_t errlen)
 {
-    if (st_order_parse_fast(json, len, o) == 0)
-        return 0;
     int rc = oq_order_decode(json, len, o, err, errlen);
     if (rc == 0 && o->type != OQ_MSG_ORDER && o->type != OQ_MSG_CANCEL) {
         cm_errbuf_set(err, errlen, "type: %s is not for the orders topic",

@@ -118,15 +118,6 @@ void st_settle_free(st_settle_t *st);
 int st_order_parse(const char *json, size_t len, oq_order_t *o, char *err, size_t errlen);
 
 /*
- * st_order_parse's fast path: an order record exactly as oq_order_encode
- * writes it (its keys in its order, no whitespace, ids of printable ASCII
- * without escapes), decoded by hand. Returns 0 and `o` (then oq_order_decode
- * gives the same record), or -1 for anything else, which st_order_parse hands
- * to oq_order_decode. Exposed for its differential test. Thread-safe.
- */
-int st_order_parse_fast(const char *json, size_t len, oq_order_t *o);
-
-/*
  * Encodes the outcome record (type outcome, oq_order.h) of order `o` into a
  * malloc'd string (caller frees). Thread-safe.
  */

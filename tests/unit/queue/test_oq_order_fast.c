@@ -228,12 +228,43 @@ static void test_refused(void **state)
     assert_int_equal(oq_order_decode_fast(NULL, 0, &o), -1);
 }
 
+/* Order records at the edges of what the judge takes: the fast half refuses
+ * each one the judge refuses (zero or too large numbers, a leading zero, a
+ * fraction, an empty idem key, a reason on an order, an id with a space). */
+static void test_order_edges(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "{\"order_id\":\"A\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":01,\"accepted_at\":5}",
+        "{\"order_id\":\"A\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":0,\"accepted_at\":5}",
+        "{\"order_id\":\"A\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":1001,\"accepted_at\":5}",
+        "{\"order_id\":\"A\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":1,\"accepted_at\":0}",
+        "{\"order_id\":\"A\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":1,\"accepted_at\":5,"
+        "\"node\":1024}",
+        "{\"order_id\":\"A\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":1,\"accepted_at\":5,"
+        "\"idem_key\":\"\"}",
+        "{\"order_id\":\"A B\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":1,\"accepted_at\":5}",
+        "{\"order_id\":\"\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":1,\"accepted_at\":5}",
+        "{\"order_id\":\"A\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":1,\"accepted_at\":5}x",
+        "{\"order_id\":\"A\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":1,\"accepted_at\":5.0}",
+        "{\"order_id\":\"A\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":1,"
+        "\"accepted_at\":1234567890123456789}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        oq_order_t o;
+        char why[160];
+        assert_int_equal(oq_order_decode_fast(bad[i], strlen(bad[i]), &o), -1);
+        assert_int_not_equal(oq_order_decode_json(bad[i], strlen(bad[i]), &o, why, sizeof(why)), 0);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_encoder_output),
         cmocka_unit_test(test_mutations),
         cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_order_edges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
