@@ -4,8 +4,11 @@
 
   python3 bench/profile.py BIN_DIR CASE MODE [SECONDS [CONNS]]
 
-CASE: sold (410), rate (429), acc (202, spool only). One `flashgate --threads 1`
-with the bench's flags, a 1 s warm-up, then `wrk -t1 -cCONNS -dSECONDS`. MODE:
+CASE: sold (410), rate (429), acc (202, spool only), and the Redis target's pair
+(bench.py's bench_redis flags, PEER_LIKE: no adaptive overload shedding, so no 503s
+under valgrind): mem (202, memory backend) and redis (202, Redis backend, on a
+redis-server started here as bench.py does). One `flashgate --threads 1` with the
+bench's flags, a 1 s warm-up, then `wrk -t1 -cCONNS -dSECONDS`. MODE:
   cpu    the gateway's utime+stime per answer (load-dependent: compare within a run)
   calls  callgrind, instrumentation on only during the wrk run: user-space
          instructions per answer, with and without memset (valgrind counts each
@@ -32,7 +35,7 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench import RATE_LIMITED_LUA, free_port  # noqa: E402
+from bench import PEER_LIKE, RATE_LIMITED_LUA, free_port, start_redis, stop  # noqa: E402
 
 TOKEN = "profile-token-0123456789abcdef"
 HUGE = 10 ** 9
@@ -99,6 +102,12 @@ def main():
             "--data-dir", os.path.join(tmp, "data"), "--threads", "1",
             "--server-trusted-proxies", "127.0.0.1/32", "--limits-ip-rps", "0",
             "--log-level", "warn", "--kafka-brokers", "none", "--limits-user-rps", "1"]
+    rs = None
+    if case in ("mem", "redis"):
+        argv += PEER_LIKE
+    if case == "redis":
+        rs, rport = start_redis(tmp)
+        argv += ["--inventory", "redis://127.0.0.1:%d" % rport]
     cg = os.path.join(tmp, "callgrind.out")
     if mode == "calls":
         argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
@@ -122,9 +131,11 @@ def main():
         wrkdir = os.path.join(HERE, "..", "loadtest", "wrk")
         script, sale = {"sold": (os.path.join(wrkdir, "sold_out.lua"), "so"),
                         "rate": (rate, "rl"),
-                        "acc": (os.path.join(wrkdir, "buy.lua"), "acc")}[case]
+                        "acc": (os.path.join(wrkdir, "buy.lua"), "acc"),
+                        "mem": (os.path.join(wrkdir, "buy.lua"), "acc"),
+                        "redis": (os.path.join(wrkdir, "buy.lua"), "acc")}[case]
         # warm-up (the accepted case on its own sale: buy.lua's users restart at 1)
-        wrk(port, conns, 1, script, "warm" if case == "acc" else sale)
+        wrk(port, conns, 1, script, "warm" if case in ("acc", "mem", "redis") else sale)
         perf, eps = perf_stat(gw.pid) if mode == "sys" else (None, [])
         t0 = ticks(gw.pid)
         if mode == "calls":
@@ -154,6 +165,8 @@ def main():
     finally:
         gw.send_signal(signal.SIGTERM)
         gw.wait(timeout=120)
+        if rs:
+            stop(rs)
     if mode == "calls":
         a = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", cg],
                            capture_output=True, text=True).stdout

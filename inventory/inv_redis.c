@@ -688,9 +688,56 @@ struct rw {
     char pfx_sale[INV_SALE_ID_MAX + 1];
     size_t pfx_len; /* 0: none */
     char pfx[4 * (KEY_MAX + 16) + 96];
+    /* Ops of finished calls, for the next ones (see op_new). */
+    rop_t *free_ops;
+    uint32_t nfree_ops;
 };
 
 static void conn_start(rconn_t *c);
+
+/*
+ * A reserve's op lives from its send until its reply, so a worker has a whole
+ * pipeline of them (the connections' in-flight requests) allocated at once,
+ * and a batch of replies frees them together: more than glibc's per-thread
+ * cache holds per size (7), so most of them went through _int_malloc and
+ * _int_free (~300 instructions a Redis order, callgrind; bench/README.md,
+ * Redis). The worker keeps the ones it freed; the list is bounded, and emptied
+ * once the worker closes (ops freed from then on go back to malloc).
+ */
+#define FREE_OPS_MAX 1024
+
+static rop_t *op_new(rw_t *w)
+{
+    rop_t *op = w->free_ops;
+    if (op) {
+        w->free_ops = op->next;
+        w->nfree_ops--;
+        return op;
+    }
+    return cm_xmalloc(sizeof(*op));
+}
+
+static void op_free(rop_t *op)
+{
+    rw_t *w = op->w;
+    if (w->is_closing || w->nfree_ops >= FREE_OPS_MAX) {
+        free(op);
+        return;
+    }
+    op->next = w->free_ops;
+    w->free_ops = op;
+    w->nfree_ops++;
+}
+
+static void free_ops_drain(rw_t *w)
+{
+    while (w->free_ops) {
+        rop_t *op = w->free_ops;
+        w->free_ops = op->next;
+        free(op);
+    }
+    w->nfree_ops = 0;
+}
 
 static void rw_release(rw_t *w)
 {
@@ -1049,7 +1096,7 @@ static void op_compensate(rop_t *op)
     if (op->w->is_closing || !op->conn || op_send(op, SC_RELEASE) < 0) {
         cm_log_error("inv", "late reservation could not be released", "sale=%s order=%s",
                      op->sale_id, op->order_id);
-        free(op);
+        op_free(op);
         return;
     }
     /* Under overload this happens per request: debug only (the timeouts are
@@ -1066,7 +1113,7 @@ static void doubt_add(rop_t *op)
     if (w->ndoubt >= DOUBT_MAX) {
         cm_log_error("inv", "too many reserves with a lost answer; this one stays held",
                      "sale=%s order=%s", op->sale_id, op->order_id);
-        free(op);
+        op_free(op);
         return;
     }
     op->prev = w->doubt.prev;
@@ -1176,7 +1223,7 @@ static void wait_reply(redisAsyncContext *ac, void *reply, void *privdata)
             atomic_store_explicit(&req->sale->sold_out, true, memory_order_release);
         }
         op_complete(op, INV_RESERVED);
-        free(op);
+        op_free(op);
         return;
     }
     if (op->req) {
@@ -1184,7 +1231,7 @@ static void wait_reply(redisAsyncContext *ac, void *reply, void *privdata)
         op_complete(op, CM_EBACKEND);
     }
     if (op->w->is_closing || op->idem_key[0] != '\0') {
-        free(op);
+        op_free(op);
         return;
     }
     if (!r) {
@@ -1239,7 +1286,7 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
         if (!r || r->type == REDIS_REPLY_ERROR)
             cm_log_error("inv", "late reservation could not be released", "sale=%s order=%s",
                          op->sale_id, op->order_id);
-        free(op);
+        op_free(op);
         return;
     }
     bool ok = r && r->type == REDIS_REPLY_ARRAY && r->elements >= 3 &&
@@ -1258,7 +1305,7 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
         if (ok && code == INV_RESERVED)
             op_compensate(op);
         else
-            free(op);
+            op_free(op);
         return;
     }
     if (!ok) {
@@ -1266,7 +1313,7 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
             cm_log_error("inv", "redis reserve error", "err=\"%s\"", r->str);
         br_failure(rb);
         op_complete(op, CM_EBACKEND);
-        free(op);
+        op_free(op);
         return;
     }
     br_success(rb);
@@ -1281,7 +1328,7 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
         if (op->idem_key[0] == '\0')
             doubt_add(op);
         else
-            free(op);
+            op_free(op);
         return;
     }
     inv_reserve_req_t *req = op->req;
@@ -1298,7 +1345,7 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
         atomic_store_explicit(&req->sale->sold_out, true, memory_order_release);
     }
     op_complete(op, code);
-    free(op);
+    op_free(op);
 }
 
 static int sync_reserve(rw_t *w, inv_reserve_req_t *req)
@@ -1380,7 +1427,7 @@ static int redis_reserve(inv_worker_t *wk, inv_reserve_req_t *req)
     /* malloc, not calloc: glibc's calloc skips the per-thread cache and clears
      * the ~450 bytes; only the fields before the strings need zeroing (the
      * strings are all copied below). ~1k instructions a Redis order (callgrind). */
-    rop_t *op = cm_xmalloc(sizeof(*op));
+    rop_t *op = op_new(w);
     memset(op, 0, offsetof(rop_t, sale_id));
     op->w = w;
     op->conn = c;
@@ -1392,7 +1439,7 @@ static int redis_reserve(inv_worker_t *wk, inv_reserve_req_t *req)
     copy_str(op->idem_key, sizeof(op->idem_key), req->idem_key);
     copy_str(op->order_id, sizeof(op->order_id), req->order_id);
     if (op_send(op, SC_RESERVE) < 0) {
-        free(op);
+        op_free(op);
         br_failure(rb);
         return CM_EBACKEND;
     }
@@ -1439,6 +1486,7 @@ static void redis_worker_close(inv_worker_t *wk)
         return;
     }
     w->is_closing = true;
+    free_ops_drain(w);
     /* Freeing a context calls every callback still pending with a NULL reply:
      * the pending requests complete with CM_EBACKEND, and the ops are freed. */
     for (uint32_t i = 0; i < w->nconns; i++) {
@@ -1462,7 +1510,7 @@ static void redis_worker_close(inv_worker_t *wk)
          * it does not link). */
         op->prev->next = op->next; // NOLINT(clang-analyzer-unix.Malloc)
         op->next->prev = op->prev;
-        free(op);
+        free(op); /* closing: op_free would too */
     }
     w->ndoubt = 0;
     for (uint32_t i = 0; i < w->nconns; i++) {
