@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import Gateway, check, eq, finish, need_binary  # noqa: E402
+from fg import Gateway, check, eq, finish, need_binary, request  # noqa: E402
 from fleet import Redis  # noqa: E402
 
 need_binary("flashgate")
@@ -92,6 +92,34 @@ try:
         eq(len(limited), 0, "without the limit nothing is refused before Redis")
         check("redis" not in stats(g)["limits"] or stats(g)["limits"]["redis"]["rejected"] == 0,
               "and no refusal is counted")
+    finally:
+        g.cleanup()
+
+    # ---- a slow admin operation does not hold up the admin /healthz ----
+    # The admin listener runs on a fixed pool of threads (gw_admin.c): two admin
+    # writes stuck behind a stalled Redis (one in its call, one on the admin lock)
+    # hold two of them; a load balancer's probe must still be answered meanwhile.
+    g = Gateway(*COMMON, "--inventory-redis-timeout", "5s").start()
+    try:
+        g.put_sale("slow", stock=10, per_user_limit=1)
+        sleeper = threading.Thread(target=lambda: redis.cmd("DEBUG", "SLEEP", "1.5", timeout=10))
+        sleeper.start()
+        time.sleep(0.1)
+        writes = [threading.Thread(target=g.put_sale, args=("w%d" % i,),
+                                   kwargs={"stock": 5, "per_user_limit": 1}) for i in range(2)]
+        for t in writes:  # apart, so that each is accepted by a thread of its own
+            t.start()
+            time.sleep(0.1)
+        pending = sum(1 for t in writes if t.is_alive())
+        h = [request(g.admin_port, "GET", "/healthz", timeout=5).status for _ in range(5)]
+        still = sum(1 for t in writes if t.is_alive())
+        eq(pending, 2, "both admin writes wait for the stalled Redis")
+        eq(h, [200] * 5, "the admin /healthz answers while they wait")
+        eq(still, 2, "and it answered before either write finished")
+        for t in writes:
+            t.join(10)
+        sleeper.join(10)
+        eq(g.admin("GET", "/admin/v1/sales/w1").status, 200, "the writes went through after")
     finally:
         g.cleanup()
 finally:
