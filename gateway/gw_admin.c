@@ -5,8 +5,8 @@
  * load_tokens). A read token on a write route gets 403 and changes nothing.
  *
  * Admin traffic is small and its operations may block (a Redis round trip),
- * so this daemon runs on a small fixed pool of its own threads (MHD's thread
- * pool), away from the worker loops; it never stalls the buy path. Changes are serialised by admin_lock,
+ * so this daemon uses MHD's thread-per-connection mode, away from the worker
+ * loops; it never stalls the buy path. Changes are serialised by admin_lock,
  * validated completely before anything is applied (atomic), and each one is
  * versioned and appended to the audit log (gw_audit.h) before the answer.
  *
@@ -36,7 +36,6 @@
 #include <unistd.h>
 
 #define ADMIN_BODY_MAX 65536
-#define GW_ADMIN_THREADS 4 /* the admin listener's fixed thread pool (see gw_admin_start) */
 
 typedef struct admin_req {
     char *body;
@@ -1671,17 +1670,10 @@ int gw_admin_start(gw_server_t *srv, char *errbuf, size_t errlen)
                  srv->cfg->admin_listen);
         return CM_EINVAL;
     }
-    /* A fixed pool, not a thread per connection: under a CPU quota every probe's
-     * thread start and exit was paid from the same 1 ms periods as the workers
-     * (docs/design.md, "Health checks"). A thread blocked in a slow operation
-     * polls nothing, so the others accept the next connections (/healthz stays
-     * answered while one Redis call waits); GW_ADMIN_THREADS bounds how many
-     * slow operations can be in flight before a probe waits. */
-    static const struct MHD_OptionItem pool[] = {
-        {MHD_OPTION_THREAD_POOL_SIZE, GW_ADMIN_THREADS, NULL}, {MHD_OPTION_END, 0, NULL}};
     srv->admin = gw__mhd_start((struct sockaddr *)&ss,
-                               MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL, false, admin_cb,
-                               srv, 64, 30, admin_done, NULL, pool);
+                               MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                                   MHD_USE_POLL,
+                               false, admin_cb, srv, 64, 30, admin_done, NULL, NULL);
     if (!srv->admin) {
         snprintf(errbuf, errlen, "cannot listen on %s (admin): %s", srv->cfg->admin_listen,
                  strerror(errno ? errno : EADDRINUSE));
