@@ -8,6 +8,7 @@
  */
 #include "common/cm_id.h"
 #include "queue/oq_order.h"
+#include "tests/support/ts_order.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,34 +20,15 @@
 
 #include <cmocka.h>
 
-static uint64_t g_rng = 0x2545F4914F6CDD1Dull;
-
-static uint32_t rnd(uint32_t n)
-{
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return (uint32_t)(g_rng % n);
-}
-
-static void rnd_id(char *dst, size_t max)
-{
-    static const char cs[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-";
-    size_t n = rnd(4) == 0 ? max : 1 + rnd((uint32_t)max);
-    for (size_t i = 0; i < n; i++)
-        dst[i] = cs[rnd(sizeof(cs) - 1)];
-    dst[n] = '\0';
-}
-
 /* printable ASCII with '"' and '\\' now and then (the encoder escapes those:
  * the judge's records), or a byte above 0x7f, up to max */
 static void rnd_text(char *dst, size_t max, bool allow_empty)
 {
-    size_t n = (allow_empty && rnd(4) == 0) ? 0 : 1 + rnd((uint32_t)max);
+    size_t n = (allow_empty && ts_rnd(4) == 0) ? 0 : 1 + ts_rnd((uint32_t)max);
     for (size_t i = 0; i < n; i++)
-        dst[i] = (char)(rnd(40) == 0 ? '\\' : ' ' + rnd('~' - ' ' + 1));
-    if (n && rnd(10) == 0)
-        dst[rnd((uint32_t)n)] = '\n';
+        dst[i] = (char)(ts_rnd(40) == 0 ? '\\' : ' ' + ts_rnd('~' - ' ' + 1));
+    if (n && ts_rnd(10) == 0)
+        dst[ts_rnd((uint32_t)n)] = '\n';
     dst[n] = '\0';
 }
 
@@ -56,42 +38,27 @@ static void rnd_record(oq_order_t *o)
     static const int64_t ats[] = {1, 9, 10, 1763830000123LL, OQ_TIME_MAX_MS};
     for (;;) {
         memset(o, 0, sizeof(*o));
-        o->type = (oq_msg_type_t)rnd(4);
-        rnd_id(o->order_id, INV_ORDER_ID_MAX);
-        rnd_id(o->sale_id, INV_SALE_ID_MAX);
-        if (o->type == OQ_MSG_ORDER || rnd(4) != 0)
-            rnd_id(o->user_id, INV_USER_ID_MAX);
+        o->type = (oq_msg_type_t)ts_rnd(4);
+        ts_rnd_id(o->order_id, INV_ORDER_ID_MAX);
+        ts_rnd_id(o->sale_id, INV_SALE_ID_MAX);
+        if (o->type == OQ_MSG_ORDER || ts_rnd(4) != 0)
+            ts_rnd_id(o->user_id, INV_USER_ID_MAX);
         static const uint32_t qtys[] = {1, 2, 9, 10, 999, OQ_QTY_MAX};
-        o->qty = (o->type != OQ_MSG_ORDER && rnd(5) == 0) ? 0 : qtys[rnd(6)];
-        if (o->type == OQ_MSG_ORDER || rnd(2) == 0)
-            o->accepted_at_ms = ats[rnd(5)];
-        o->node_id = rnd(3) == 0 ? OQ_NODE_UNKNOWN : rnd(CM_ID_NODE_MAX + 1);
-        if (rnd(3) == 0)
+        o->qty = (o->type != OQ_MSG_ORDER && ts_rnd(5) == 0) ? 0 : qtys[ts_rnd(6)];
+        if (o->type == OQ_MSG_ORDER || ts_rnd(2) == 0)
+            o->accepted_at_ms = ats[ts_rnd(5)];
+        o->node_id = ts_rnd(3) == 0 ? OQ_NODE_UNKNOWN : ts_rnd(CM_ID_NODE_MAX + 1);
+        if (ts_rnd(3) == 0)
             rnd_text(o->idem_key, INV_IDEM_KEY_MAX, false);
         if (o->type == OQ_MSG_OUTCOME || o->type == OQ_MSG_RELEASE) {
-            o->status = (oq_status_t)rnd(OQ_STATUS_COUNT);
-            o->at_ms = rnd(5) == 0 ? 0 : ats[rnd(5)];
+            o->status = (oq_status_t)ts_rnd(OQ_STATUS_COUNT);
+            o->at_ms = ts_rnd(5) == 0 ? 0 : ats[ts_rnd(5)];
         }
-        if (o->type != OQ_MSG_ORDER && rnd(2) == 0)
-            rnd_text(o->reason, rnd(3) == 0 ? OQ_REASON_MAX : 40, true);
+        if (o->type != OQ_MSG_ORDER && ts_rnd(2) == 0)
+            rnd_text(o->reason, ts_rnd(3) == 0 ? OQ_REASON_MAX : 40, true);
         if (oq_order_check(o, NULL, 0) == 0)
             return;
     }
-}
-
-static void assert_same(const oq_order_t *a, const oq_order_t *b)
-{
-    assert_int_equal(a->type, b->type);
-    assert_string_equal(a->order_id, b->order_id);
-    assert_string_equal(a->sale_id, b->sale_id);
-    assert_string_equal(a->user_id, b->user_id);
-    assert_string_equal(a->idem_key, b->idem_key);
-    assert_string_equal(a->reason, b->reason);
-    assert_int_equal(a->qty, b->qty);
-    assert_int_equal(a->node_id, b->node_id);
-    assert_int_equal(a->accepted_at_ms, b->accepted_at_ms);
-    assert_int_equal(a->status, b->status);
-    assert_int_equal(a->at_ms, b->at_ms);
 }
 
 /* The fast half agrees with the judge on buf: accepted only with the same record. */
@@ -103,7 +70,7 @@ static int agree(const char *buf, size_t len)
         return 0;
     if (oq_order_decode_json(buf, len, &d, why, sizeof(why)) != 0)
         fail_msg("fast half took what the judge refuses (%s): %.*s", why, (int)len, buf);
-    assert_same(&f, &d);
+    ts_order_assert_same(&f, &d);
     return 1;
 }
 
@@ -130,12 +97,12 @@ static void test_encoder_output(void **state)
             assert_int_equal(oq_order_decode_fast(buf, (size_t)n, &got), -1);
         } else {
             assert_int_equal(oq_order_decode_fast(buf, (size_t)n, &got), 0);
-            assert_same(&got, &o);
+            ts_order_assert_same(&got, &o);
             fast[o.type] += agree(buf, (size_t)n);
         }
         /* oq_order_decode gives the record either way */
         assert_int_equal(oq_order_decode(buf, (size_t)n, &got, why, sizeof(why)), 0);
-        assert_same(&got, &o);
+        ts_order_assert_same(&got, &o);
     }
     printf("# fast half: %d orders, %d cancels, %d outcomes, %d releases; %d with escapes by "
            "the judge\n", fast[0], fast[1], fast[2], fast[3], escaped);
@@ -260,6 +227,7 @@ static void test_order_edges(void **state)
 
 int main(void)
 {
+    ts_rnd_seed(0x2545F4914F6CDD1Dull);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_encoder_output),
         cmocka_unit_test(test_mutations),

@@ -8,6 +8,7 @@
 #include "common/cm_id.h"
 #include "queue/oq_order.h"
 #include "settle/st_settle.h"
+#include "tests/support/ts_order.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,59 +19,25 @@
 
 #include <cmocka.h>
 
-static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
-
-static uint32_t rnd(uint32_t n)
-{
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return (uint32_t)(g_rng % n);
-}
-
-static void rnd_id(char *dst, size_t max)
-{
-    static const char cs[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-";
-    size_t n = rnd(4) == 0 ? max : 1 + rnd((uint32_t)max);
-    for (size_t i = 0; i < n; i++)
-        dst[i] = cs[rnd(sizeof(cs) - 1)];
-    dst[n] = '\0';
-}
-
 static void rnd_order(oq_order_t *o)
 {
     memset(o, 0, sizeof(*o));
     o->type = OQ_MSG_ORDER;
-    rnd_id(o->order_id, INV_ORDER_ID_MAX);
-    rnd_id(o->sale_id, INV_SALE_ID_MAX);
-    rnd_id(o->user_id, INV_USER_ID_MAX);
+    ts_rnd_id(o->order_id, INV_ORDER_ID_MAX);
+    ts_rnd_id(o->sale_id, INV_SALE_ID_MAX);
+    ts_rnd_id(o->user_id, INV_USER_ID_MAX);
     static const uint32_t qtys[] = {1, 2, 9, 10, 999, OQ_QTY_MAX};
-    o->qty = qtys[rnd(6)];
+    o->qty = qtys[ts_rnd(6)];
     static const int64_t ats[] = {1, 9, 10, 1763830000123LL, OQ_TIME_MAX_MS};
-    o->accepted_at_ms = ats[rnd(5)];
-    o->node_id = rnd(3) == 0 ? OQ_NODE_UNKNOWN : rnd(CM_ID_NODE_MAX + 1);
-    if (rnd(3) == 0) {
+    o->accepted_at_ms = ats[ts_rnd(5)];
+    o->node_id = ts_rnd(3) == 0 ? OQ_NODE_UNKNOWN : ts_rnd(CM_ID_NODE_MAX + 1);
+    if (ts_rnd(3) == 0) {
         /* printable, no space; '"' and '\\' come out escaped: the slow path's */
-        size_t n = 1 + rnd(INV_IDEM_KEY_MAX);
+        size_t n = 1 + ts_rnd(INV_IDEM_KEY_MAX);
         for (size_t i = 0; i < n; i++)
-            o->idem_key[i] = (char)('!' + rnd('~' - '!' + 1));
+            o->idem_key[i] = (char)('!' + ts_rnd('~' - '!' + 1));
         o->idem_key[n] = '\0';
     }
-}
-
-static void assert_same(const oq_order_t *a, const oq_order_t *b)
-{
-    assert_int_equal(a->type, b->type);
-    assert_string_equal(a->order_id, b->order_id);
-    assert_string_equal(a->sale_id, b->sale_id);
-    assert_string_equal(a->user_id, b->user_id);
-    assert_string_equal(a->idem_key, b->idem_key);
-    assert_string_equal(a->reason, b->reason);
-    assert_int_equal(a->qty, b->qty);
-    assert_int_equal(a->node_id, b->node_id);
-    assert_int_equal(a->accepted_at_ms, b->accepted_at_ms);
-    assert_int_equal(a->status, b->status);
-    assert_int_equal(a->at_ms, b->at_ms);
 }
 
 /* The encoder's own orders, with and without escaped idem keys (the two halves of the codec). */
@@ -86,7 +53,7 @@ static void test_encoder_output(void **state)
         assert_true(n > 0);
         escaped += strpbrk(o.idem_key, "\"\\") != NULL;
         assert_int_equal(st_order_parse(buf, (size_t)n, &got, why, sizeof(why)), 0);
-        assert_same(&got, &o);
+        ts_order_assert_same(&got, &o);
     }
     assert_true(escaped > 0);
 }
@@ -110,7 +77,7 @@ static void test_types(void **state)
         int rc = st_order_parse(buf, (size_t)n, &got, why, sizeof(why));
         if (t == OQ_MSG_ORDER || t == OQ_MSG_CANCEL) {
             assert_int_equal(rc, 0);
-            assert_same(&got, &o);
+            ts_order_assert_same(&got, &o);
         } else {
             assert_int_not_equal(rc, 0);
             assert_non_null(strstr(why, "not for the orders topic"));
@@ -149,6 +116,7 @@ static void test_refused(void **state)
 
 int main(void)
 {
+    ts_rnd_seed(0x9E3779B97F4A7C15ull);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_encoder_output),
         cmocka_unit_test(test_types),
