@@ -501,7 +501,11 @@ const cm_opt_t gw_config_opts[] = {
      "open connections per worker; past it a new one evicts the oldest without a request in "
      "progress", NULL},
     {"server.connection_timeout", CM_OPT_MS, OFF(connection_timeout_ms), 0, "30s", 1000, 3600000,
-     NULL, 0, NULL, "DURATION", "idle keep-alive connections are closed after this", NULL},
+     NULL, 0, NULL, "DURATION",
+     "idle keep-alive connections are closed after this; so is a connection whose answer stays "
+     "unsent this long and then this long again without the client reading a byte "
+     "(connections.slow_reads)",
+     NULL},
     {"server.drain_grace", CM_OPT_MS, OFF(drain_grace_ms), 0, "0s", 0, 600000, NULL, 0, NULL,
      "DURATION",
      "after SIGTERM, /readyz answers 503 this long while every other route serves on, so load balancers stop sending first",
