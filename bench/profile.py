@@ -13,8 +13,10 @@ bench's flags, a 1 s warm-up, then `wrk -t1 -cCONNS -dSECONDS`. MODE:
   calls  callgrind, instrumentation on only during the wrk run: user-space
          instructions per answer, with and without memset (valgrind counts each
          byte of glibc's `rep stosb` memset as an instruction; MHD clears ~12 KiB
-         per request); load-independent, but valgrind slows the gateway ~50x, so
-         a few answers are 503s of the overload module (printed)
+         per request); load-independent. Valgrind slows the gateway ~50x, which
+         the overload module reads as queueing (503 queue_time, a cheaper answer
+         in the mix): this mode runs with --overload-accept-pause=false
+         --overload-adaptive=false so that every answer is the case's
   sys    `perf stat` syscall tracepoints per answer, epoll_wait split per epoll fd
          (the lower fd is libuv's loop, the higher MHD's); run it on a quiet
          machine: how many answers one wait finds depends on the load
@@ -110,6 +112,7 @@ def main():
         argv += ["--inventory", "redis://127.0.0.1:%d" % rport]
     cg = os.path.join(tmp, "callgrind.out")
     if mode == "calls":
+        argv += ["--overload-accept-pause=false", "--overload-adaptive=false"]
         argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
                 "--callgrind-out-file=" + cg] + argv
     log = open(os.path.join(tmp, "flashgate.log"), "w")

@@ -142,3 +142,53 @@ uint64_t cm_hash_stable(const void *data, size_t len)
 {
     return cm_hash_sip24(&stable_key, data, len);
 }
+
+/*---- the unkeyed pre-filter hash (cm_hash.h says where it is allowed) ----*/
+
+static inline uint64_t fmix64(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return h;
+}
+
+static inline uint64_t load64(const uint8_t *p)
+{
+    uint64_t m;
+    memcpy(&m, p, 8); /* one load, host byte order (the value is never kept) */
+    return m;
+}
+
+static inline uint64_t load32(const uint8_t *p)
+{
+    uint32_t m;
+    memcpy(&m, p, 4);
+    return m;
+}
+
+static inline uint64_t fast_mix(uint64_t h, uint64_t m)
+{
+    return ROTL(h ^ (m * 0x87c37b91114253d5ull), 31) * 0x4cf5ad432745937full;
+}
+
+uint64_t cm_hash_fast(const void *data, size_t len)
+{
+    const uint8_t *p = data, *end = p + len;
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ (uint64_t)len;
+    /* The last partial word is read as whole loads that overlap bytes already
+     * mixed in (as the length is too, every byte counts exactly once more). */
+    if (len >= 8) {
+        for (; end - p >= 8; p += 8)
+            h = fast_mix(h, load64(p));
+        if (p < end)
+            h = fast_mix(h, load64(end - 8));
+    } else if (len >= 4) {
+        h = fast_mix(h, load32(p) | load32(end - 4) << 32);
+    } else if (len) {
+        h = fast_mix(h, (uint64_t)p[0] | (uint64_t)p[len / 2] << 8 | (uint64_t)end[-1] << 16);
+    }
+    return fmix64(h);
+}

@@ -50,6 +50,29 @@ uint64_t cm_hash_mem(const void *data, size_t len);
 uint64_t cm_hash_str(const char *s);
 
 /*
+ * An unkeyed hash (a multiply-xorshift mix of 8-byte words, then MurmurHash3's
+ * 64-bit finaliser): ~30 instructions for a 20-byte id against ~200 for
+ * cm_hash_mem. Deterministic for a given build and machine (it reads words in
+ * the host's byte order): never store or send it.
+ *
+ * When a keyed hash is required, and when this one is allowed:
+ *  - cm_hash_mem (keyed) wherever the hash of a client-chosen key decides
+ *    where the key goes: a hash table's bucket or probe sequence, a shard.
+ *    There an attacker who can compute the hash chooses keys that all land
+ *    in one place, and the cost of every operation (a probe window, a chain
+ *    walk) or the memory of one bucket grows with the number of such keys:
+ *    hash flooding. The key makes the placement unpredictable.
+ *  - cm_hash_fast is allowed only where the hash merely pre-filters an exact
+ *    compare of the key and the worst case does not depend on it: a fixed,
+ *    small structure scanned in full whatever the hash (cm_topk's 64 slots).
+ *    Colliding keys there cost at most one memcmp per slot, a bound known in
+ *    advance (64 compares of at most 64 bytes), and change no result, since
+ *    equality is decided by the compare. Placement never follows this hash.
+ * In doubt, cm_hash_mem.
+ */
+uint64_t cm_hash_fast(const void *data, size_t len);
+
+/*
  * SipHash-2-4 under a fixed, public key: the same value in every process and
  * on every host (e.g. a node id derived from a host name). Not for keys a
  * client chooses. Thread-safe.

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <cmocka.h>
 
 static const uint64_t vectors[64] = {
@@ -104,6 +105,35 @@ static void test_table_hash(void **state)
         assert_true(hits[b] > 50 && hits[b] < 160);
 }
 
+/* The unkeyed pre-filter hash: deterministic, every byte and the length count,
+ * alignment does not, and short ids spread like the keyed one's. */
+static void test_fast_hash(void **state)
+{
+    (void)state;
+    char buf[80];
+    memcpy(buf + 1, "user-1234567890", 15);
+    assert_true(cm_hash_fast("user-1234567890", 15) == cm_hash_fast(buf + 1, 15));
+    assert_true(cm_hash_fast("a", 1) != cm_hash_fast("a\0", 2));
+    assert_true(cm_hash_fast("", 0) != cm_hash_fast("\0", 1));
+    for (size_t len = 1; len <= 64; len++) {
+        memset(buf, 'x', sizeof(buf));
+        uint64_t h = cm_hash_fast(buf, len);
+        for (size_t i = 0; i < len; i++) {
+            buf[i] ^= 1;
+            assert_true(cm_hash_fast(buf, len) != h);
+            buf[i] ^= 1;
+        }
+        assert_true(cm_hash_fast(buf, len) == h);
+    }
+    unsigned hits[64] = {0};
+    for (int i = 0; i < 6400; i++) {
+        int n = snprintf(buf, sizeof(buf), "u%d", i);
+        hits[cm_hash_fast(buf, (size_t)n) & 63]++;
+    }
+    for (int b = 0; b < 64; b++)
+        assert_true(hits[b] > 50 && hits[b] < 160);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -112,6 +142,7 @@ int main(void)
         cmocka_unit_test(test_key_matters),
         cmocka_unit_test(test_seed_random),
         cmocka_unit_test(test_table_hash),
+        cmocka_unit_test(test_fast_hash),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
