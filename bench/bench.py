@@ -9,7 +9,7 @@ Environment: FLASHGATE_BIN (directory with flashgate, flashgate-settle,
 flashgate-load; default build/ of this repository), BENCH_REPS (3),
 BENCH_SECONDS (5), BENCH_QUICK=1 (1 rep of 1 s: a ~1-minute smoke pass),
 BENCH_KEEP=1 (keep the temp dir), BENCH_OPEN_RATE (open-loop arrivals/s),
-BENCH_ONLY=redis|settle|settle-e2e|settle-stmt (one part alone), FLASHGATE_SETTLE_BIN_OLD and
+BENCH_ONLY=http|redis|settle|settle-e2e|settle-stmt (one part alone), FLASHGATE_SETTLE_BIN_OLD and
 BENCH_SETTLE_ARGS (bench/settle.py).
 bench/README.md says how to read the figures.
 """
@@ -33,6 +33,7 @@ QUICK = os.environ.get("BENCH_QUICK", "0") not in ("", "0")
 REPS = int(os.environ.get("BENCH_REPS", "1" if QUICK else "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "1" if QUICK else "5"))
 CONNS = (64, 256)
+FLOOR = "libmicrohttpd floor (410)"
 SETTLE_ORDERS = 5000 if QUICK else 20000   # one partition of the mock broker holds ~5 MiB
 CEILING_N = 50000 if QUICK else 200000    # redis-benchmark requests per measurement
 OPEN_RATE = int(os.environ.get("BENCH_OPEN_RATE", "2000" if QUICK else "5000"))
@@ -214,6 +215,27 @@ def start_nginx(tmp):
     p = start(argv, logp)
     wait_http(port, "/", p, logp)
     return p, port
+
+
+def start_floor(tmp, bindir):
+    """flashgate-bench-mhd-floor (bench/mhd_floor.c): libmicrohttpd alone, answering the
+    bytes of flashgate's prepared 410 to every request. None if it was not built."""
+    exe = os.path.join(bindir, "flashgate-bench-mhd-floor")
+    if not os.access(exe, os.X_OK):
+        return None, None
+    port = free_port()
+    logp = os.path.join(tmp, "mhd-floor.log")
+    p = start([exe, str(port)], logp)
+    t_end = time.time() + 15
+    while time.time() < t_end and p.poll() is None:
+        try:
+            if http_req(port, "POST", "/v1/sales/so/orders", {"user_id": "u"}, timeout=1.0)[0] == 410:
+                return p, port
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("flashgate-bench-mhd-floor did not answer: " +
+                       open(logp, "rb").read()[-2000:].decode("utf-8", "replace"))
 
 
 def start_redis(tmp):
@@ -398,14 +420,17 @@ def version(argv):
 def bench_http(tmp, bindir, scripts):
     """Issue 2 (+5): nginx vs flashgate's buy path, closed loop; then one open-loop run."""
     ngx, ngx_port = start_nginx(tmp)
+    floor, floor_port = start_floor(tmp, bindir)
     gw = Gateway(tmp, "gw-spool", os.path.join(bindir, "flashgate"),
                  ["--kafka-brokers", "none", "--limits-user-rps", "1"])
     gwk = Gateway(tmp, "gw-relay", os.path.join(bindir, "flashgate"),
                   ["--kafka-brokers", "embedded", "--limits-user-rps", "1"])
     gw.put_sale("so", 0)
     gw.put_sale("rl", HUGE)
-    cases = [
-        ("nginx return 200", None),
+    cases = [("nginx return 200", None)]
+    if floor:
+        cases.append((FLOOR, 410))
+    cases += [
         ("sold out (410)", 410),
         ("rate limited (429)", 429),
         ("accepted, spool only (202)", 202),
@@ -419,6 +444,9 @@ def bench_http(tmp, bindir, scripts):
                 if case.startswith("nginx"):
                     r = run_wrk("http://127.0.0.1:%d/" % ngx_port, conns, SECONDS,
                                 scripts["nginx"], pid=ngx.pid, pid_children=True)
+                elif case == FLOOR:
+                    r = run_wrk("http://127.0.0.1:%d" % floor_port, conns, SECONDS,
+                                scripts["sold_out"], ["so"], floor.pid)
                 elif case.startswith("sold"):
                     r = run_wrk(gw.url(), conns, SECONDS, scripts["sold_out"], ["so"], gw.pid)
                 elif case.startswith("rate"):
@@ -435,6 +463,8 @@ def bench_http(tmp, bindir, scripts):
     stop(gwk.proc)
     stop(gw.proc)
     stop(ngx)
+    if floor:
+        stop(floor)
     return cases, res, ol, sc
 
 
@@ -810,6 +840,10 @@ def main():
         elif only in ("settle", "settle-e2e"):  # settlement alone (~2 min; quick: ~30 s)
             st = bench_settle(tmp, bindir, scripts)
             sk = bench_settle_sinks(tmp, bindir, scripts) if only == "settle" else None
+        elif only == "http":  # the buy path against nginx alone (~3 min; quick: ~15 s)
+            cases, res, ol, sc = bench_http(tmp, bindir, scripts)
+            st = sk = rres = ceil = None
+            spool = ""
         else:
             cases, res, ol, sc = bench_http(tmp, bindir, scripts)
             st = bench_settle(tmp, bindir, scripts)
@@ -1032,6 +1066,19 @@ def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed, spool=
     print("  'expected' = share of answers with the case's status (median); nginx is a POST "
           "with the same JSON body; the relay case's CPU includes the producer, the embedded "
           "broker and the gateway's own consumer threads (same process).")
+    if any(c == FLOOR for c, _ in cases):
+        print("  %s = flashgate-bench-mhd-floor (bench/mhd_floor.c): libmicrohttpd alone, set "
+              "up as flashgate's listener, answering the bytes of flashgate's 410 and nothing "
+              "else; sold out minus the floor is flashgate's own work per answer, the floor "
+              "minus nginx the library's." % FLOOR)
+        for conns in CONNS:
+            fl = med([r["cpu_us"] for r in res[(FLOOR, conns)]])
+            so = med([r["cpu_us"] for r in res[("sold out (410)", conns)]])
+            ngx = med([r["cpu_us"] for r in res[("nginx return 200", conns)]])
+            if fl == fl and so == so and ngx == ngx and ngx:
+                print("  c%d: floor %.2fx nginx; flashgate's own work on a sold-out answer "
+                      "%.1f us (%.2fx nginx's whole answer)" % (conns, fl / ngx, so - fl,
+                                                                (so - fl) / ngx))
     print()
     print("== Issue 5: open loop (flashgate-load) next to closed loop (wrk), accepted orders, "
           "spool only, 64 connections ==")
@@ -1075,6 +1122,9 @@ def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed, spool=
         print("  (the workers only bump their own counters; a scrape sums them on the admin "
               "thread, so the difference is within run-to-run noise)")
         print()
+    if st is None:  # BENCH_ONLY=http
+        print("elapsed %.0f s" % elapsed)
+        return
     report_settle(st, sk)
     report_redis(rres, ceil)
     print("== Spool: append rate and the cost of a segment roll (bench/bench_spool.c) ==")
