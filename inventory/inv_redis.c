@@ -517,22 +517,38 @@ static int rl_attach(redisAsyncContext *ac, uv_loop_t *loop)
 }
 
 /*
- * hiredis's reply objects for the async contexts, in hiredis's own layout (so
- * that it frees them with freeReplyObject, as it does after every callback)
- * but from malloc instead of calloc: glibc's calloc never uses the per-thread
- * cache, and a reserve's answer is five objects (the array, its element
- * vector, three integers): ~900 instructions of allocator work per Redis order
- * under callgrind (bench/README.md, Redis). An object is linked into its
- * parent only once it is whole, so a failed allocation frees nothing twice.
+ * hiredis's reply objects for the async contexts, in hiredis's own layout (the
+ * callbacks read them as usual) but allocated our way: an array is one block
+ * that also holds its element vector and a slot per element, so a reserve's
+ * answer (an array of three integers) is one malloc instead of five (the
+ * array, its vector, three integers), and only a string element adds its
+ * text. hiredis frees a reply after its callback through ro_free (roots
+ * only). Before: glibc's calloc per object (no per-thread cache), then a
+ * malloc per object; with 20-60 reserves answered per read the objects outlived
+ * the per-thread cache and their frees fed the fast bins that the next large
+ * allocation consolidated (bench/README.md, Redis). An element is linked into
+ * its parent only once it is whole, so a failed allocation frees nothing twice.
  */
-static redisReply *ro_alloc(int type)
+static redisReply *ro_alloc(int type, size_t extra)
 {
-    redisReply *r = malloc(sizeof(*r));
+    redisReply *r = malloc(sizeof(*r) + extra);
     if (r) {
         memset(r, 0, sizeof(*r));
         r->type = type;
     }
     return r;
+}
+
+/* Element idx's slot inside its parent's block (see ro_array), or NULL for a root. */
+static redisReply *ro_slot(const redisReadTask *task)
+{
+    if (!task->parent)
+        return NULL;
+    redisReply *parent = task->parent->obj;
+    redisReply *slots = (redisReply *)(void *)(parent->element + parent->elements);
+    redisReply *s = &slots[task->idx];
+    memset(s, 0, sizeof(*s));
+    return s;
 }
 
 static void *ro_link(const redisReadTask *task, redisReply *r)
@@ -546,10 +562,14 @@ static void *ro_link(const redisReadTask *task, redisReply *r)
 
 static void *ro_string(const redisReadTask *task, char *str, size_t len)
 {
-    redisReply *r = ro_alloc(task->type);
-    char *buf = r ? malloc(len + 1) : NULL;
-    if (!buf) {
-        free(r);
+    char *buf = malloc(len + 1);
+    if (!buf)
+        return NULL;
+    redisReply *r = ro_slot(task);
+    if (r) {
+        r->type = task->type;
+    } else if (!(r = ro_alloc(task->type, 0))) {
+        free(buf);
         return NULL;
     }
     memcpy(buf, str, len);
@@ -561,40 +581,61 @@ static void *ro_string(const redisReadTask *task, char *str, size_t len)
 
 static void *ro_array(const redisReadTask *task, int elements)
 {
-    redisReply *r = ro_alloc(REDIS_REPLY_ARRAY);
+    size_t n = elements > 0 ? (size_t)elements : 0;
+    /* the element vector, then a slot per element: same alignment as the header */
+    redisReply *r = ro_alloc(REDIS_REPLY_ARRAY, n * (sizeof(redisReply *) + sizeof(redisReply)));
     if (!r)
         return NULL;
-    if (elements > 0) {
-        size_t n = (size_t)elements * sizeof(*r->element);
-        r->element = malloc(n);
-        if (!r->element) {
-            free(r);
-            return NULL;
-        }
-        memset(r->element, 0, n); /* freeReplyObject walks a half-read array */
-        r->elements = (size_t)elements;
+    if (n) {
+        r->element = (redisReply **)(void *)(r + 1);
+        memset(r->element, 0, n * sizeof(*r->element)); /* ro_free walks a half-read array */
+        r->elements = n;
     }
     return ro_link(task, r);
 }
 
 static void *ro_integer(const redisReadTask *task, long long value)
 {
-    redisReply *r = ro_alloc(REDIS_REPLY_INTEGER);
-    if (!r)
+    redisReply *r = ro_slot(task);
+    if (!r && !(r = ro_alloc(REDIS_REPLY_INTEGER, 0)))
         return NULL;
+    r->type = REDIS_REPLY_INTEGER;
     r->integer = value;
     return ro_link(task, r);
 }
 
 static void *ro_nil(const redisReadTask *task)
 {
-    redisReply *r = ro_alloc(REDIS_REPLY_NIL);
-    return r ? ro_link(task, r) : NULL;
+    redisReply *r = ro_slot(task);
+    if (!r && !(r = ro_alloc(REDIS_REPLY_NIL, 0)))
+        return NULL;
+    r->type = REDIS_REPLY_NIL;
+    return ro_link(task, r);
+}
+
+/* Frees r's text and elements; r itself too unless it sits in its parent's block. */
+static void ro_free_tree(redisReply *r, bool in_block)
+{
+    if (r->type == REDIS_REPLY_ARRAY && r->elements) {
+        redisReply *slots = (redisReply *)(void *)(r->element + r->elements);
+        for (size_t i = 0; i < r->elements; i++)
+            if (r->element[i])
+                ro_free_tree(r->element[i], r->element[i] == &slots[i]);
+    } else {
+        free(r->str); /* NULL for integers and nils */
+    }
+    if (!in_block)
+        free(r);
+}
+
+static void ro_free(void *reply)
+{
+    if (reply)
+        ro_free_tree(reply, false);
 }
 
 /* hiredis keeps a non-const pointer to it; nothing writes it */
-static redisReplyObjectFunctions ro_fns = {ro_string, ro_array, ro_integer, ro_nil,
-                                           freeReplyObject};
+static redisReplyObjectFunctions ro_fns = {ro_string, ro_array, ro_integer, ro_nil, ro_free};
 
 /* Opens an async context to cluster node `node` on `loop`, queues AUTH and
  * SELECT. NULL if it failed at once. */
