@@ -94,7 +94,8 @@ typedef struct inv_opts {
 /*
  * The memory backend keeps each held order (accepted, not released) in 24
  * bytes of a per-sale open-addressing table, 27-34 bytes with the table's
- * room to grow, and at most max_held_orders of them over all sales
+ * room to grow (up to 64 in a sale of 30,000-60,000 orders, whose 256 shard
+ * tables are a page or two each), and at most max_held_orders of them over all sales
  * (inventory.max_held_orders): past it a buy that would hold a new order gets
  * CM_EFULL (the gateway answers 503), nothing is taken, and refused_full
  * counts it. Releases make room again. A replay at start is never refused

@@ -47,7 +47,7 @@
 #define MEM_LOAD_NUM 7       /* a shard grows when more than 7/8 full ... */
 #define MEM_LOAD_DEN 8
 #define MEM_GROW_DIV 4       /* ... by a quarter: 24-byte entries cost 27-34 bytes each */
-#define MEM_MMAP_MIN (64u << 10) /* tables this large are mmap'd: freed pages go back at once */
+#define MEM_PAGE 4096u /* tables of a page or more are mmap'd whole pages (slots_alloc) */
 #define MEM_FOREIGN 0x80000000u /* in mem_entry_t.qty: `order` points to a malloc'd id */
 #define MEM_FILE "sales.json"
 #define MEM_FILE_FORMAT 1
@@ -82,7 +82,9 @@ _Static_assert(sizeof(mem_entry_t) == 24, "a held order costs 24 bytes in its ta
  * the probe is, and a miss (every new buyer) reads a few slots even 7/8 full.
  * A user's orders share one home and so lie next to each other. Deletion
  * shifts the entries after the hole back (no tombstones). The table grows by
- * a quarter, not doubled, so the bytes per held order stay within 27-34.
+ * a quarter, not doubled, so the bytes per held order stay within 27-34 (35-37
+ * with whole pages in a sale of 60,000-200,000 orders; up to 64 at ~33,000,
+ * where the 256 shards' tables first pass a page: 2 MiB in all).
  */
 typedef struct mem_shard {
     _Alignas(64) pthread_mutex_t lock; /* one cache line per shard: no false sharing */
@@ -182,14 +184,35 @@ static size_t slots_bytes(uint32_t n)
     return (size_t)n * sizeof(mem_entry_t);
 }
 
-/* Zeroed slots. Large tables come from mmap so that a freed one goes back to
- * the kernel at once (malloc would keep it, and raise its mmap threshold). */
+/*
+ * Zeroed slots. A table of a page or more is its own mmap of whole pages, so
+ * that a grown table's old copy goes back to the kernel at once. Below a page
+ * it comes from malloc. (The threshold was 64 KiB: the 256 shards' tables under
+ * it, growing by a quarter, left the workers' malloc arenas at ~10 MiB each,
+ * and once the tables moved to mmap that memory stayed resident as free
+ * chunks, pinned by a few small live allocations above them: 2-9 bytes per
+ * order of a 1M-order sale, measured with malloc_info in bench/README.md.)
+ */
+static bool slots_mapped(uint32_t n)
+{
+    return slots_bytes(n) >= MEM_PAGE;
+}
+
+/* A table's slot count for at least n entries: a mapped table fills its last
+ * page (the page is resident anyway; the slots lower the load for free). */
+static uint32_t slots_round(uint32_t n)
+{
+    if (!slots_mapped(n))
+        return n;
+    size_t pages = (slots_bytes(n) + MEM_PAGE - 1) / MEM_PAGE;
+    return (uint32_t)(pages * MEM_PAGE / sizeof(mem_entry_t));
+}
+
 static mem_entry_t *slots_alloc(uint32_t n)
 {
-    size_t b = slots_bytes(n);
-    if (b < MEM_MMAP_MIN)
+    if (!slots_mapped(n))
         return cm_xcalloc(n, sizeof(mem_entry_t));
-    void *p = mmap(NULL, b, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *p = mmap(NULL, slots_bytes(n), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         abort(); /* cm_xmalloc's policy: inventory.max_held_orders bounds memory, not NULL checks */
     return p;
@@ -199,7 +222,7 @@ static void slots_free(mem_entry_t *p, uint32_t n)
 {
     if (!p)
         return;
-    if (slots_bytes(n) < MEM_MMAP_MIN)
+    if (!slots_mapped(n))
         free(p);
     else
         munmap(p, slots_bytes(n));
@@ -252,7 +275,7 @@ static void shard_reserve_slot(mem_backend_t *mb, mem_shard_t *sh)
 {
     if (sh->slots && (uint64_t)(sh->used + 1) * MEM_LOAD_DEN <= (uint64_t)sh->nslots * MEM_LOAD_NUM)
         return;
-    uint32_t n = sh->slots ? sh->nslots + sh->nslots / MEM_GROW_DIV + 1 : MEM_SLOTS_MIN;
+    uint32_t n = slots_round(sh->slots ? sh->nslots + sh->nslots / MEM_GROW_DIV + 1 : MEM_SLOTS_MIN);
     mem_entry_t *ns = slots_alloc(n);
     for (uint32_t i = 0; sh->slots && i < sh->nslots; i++)
         if (sh->slots[i].user)
