@@ -77,10 +77,11 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
                          enum MHD_RequestTerminationCode toe)
 {
     (void)toe;
-    gw_conn_idle(gw_conn_of(c)); /* the next head's deadline starts now */
     gw_worker_t *w = cls;
     w->answers++;
     gw_req_t *r = *req_cls;
+    /* the next head's deadline starts now (r->cn is this connection's guard entry) */
+    gw_conn_idle(r ? r->cn : gw_conn_of(c));
     if (!r)
         return;
     *req_cls = NULL;
@@ -137,6 +138,23 @@ static enum MHD_Result buy_header(void *cls, enum MHD_ValueKind kind, const char
     if (slot && !*slot)
         *slot = value;
     return MHD_YES;
+}
+
+/*
+ * Content-Length's value. MHD 0.9.75 answered 400 (or 413 past 2^64) before
+ * calling us unless the first Content-Length, the one buy_header keeps, is all
+ * digits: a plain loop, not strtoull's locale and base handling (~130
+ * instructions a buy). Saturates all the same.
+ */
+static uint64_t content_length(const char *s)
+{
+    uint64_t v = 0;
+    for (; *s >= '0' && *s <= '9'; s++) {
+        if (v > (UINT64_MAX - 9) / 10)
+            return UINT64_MAX;
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    return v;
 }
 
 static void simple_handle(gw_req_t *r)
@@ -271,7 +289,7 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         if (r->state == GW_ST_BODY && r->route == GW_ROUTE_BUY) {
             MHD_get_connection_values_n(conn, MHD_HEADER_KIND, buy_header, r);
             const char *cl = r->hdr.content_length;
-            if (cl && strtoull(cl, NULL, 10) > w->srv->body_limit) {
+            if (cl && content_length(cl) > w->srv->body_limit) {
                 /* Refuse before reading: answering now closes the connection, as it should. */
                 gw_resp_error(&r->resp, GW_R_TOO_LARGE, NULL, "body is larger than %llu bytes",
                               (unsigned long long)w->srv->body_limit);
@@ -311,8 +329,9 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         *upload_data_size = 0;
         return MHD_YES;
     }
-    /* The request is complete. */
-    gw_conn_busy(r->cn);
+    /* The request is complete. The connection guard moves it to "busy" only
+     * when it waits (suspended); answered now, it goes from its body to
+     * "writing" in answer() with no move in between. */
     if (r->state == GW_ST_BODY) {
         if (r->route == GW_ROUTE_BUY) {
             if (r->too_large) {
@@ -325,12 +344,15 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
                 r->body[r->body_len] = '\0';
                 if (gw_buy_handle(r)) {
                     /* Suspended: waiting for Redis or an fsync; resumed by gw_req_finish. */
+                    gw_conn_busy(r->cn);
                     return MHD_YES;
                 }
             }
         } else if (r->route == GW_ROUTE_PROXY) {
-            if (gw_px_handle(r, url, method))
+            if (gw_px_handle(r, url, method)) {
+                gw_conn_busy(r->cn);
                 return MHD_YES; /* suspended: the upstream works; resumed by gw_req_finish */
+            }
         } else {
             simple_handle(r);
         }
