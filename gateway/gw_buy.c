@@ -75,13 +75,21 @@ size_t gw_sale_json(const inv_sale_info_t *s, bool admin, int64_t now_ms, char *
     return (size_t)n;
 }
 
-/* Appends s at p (no NUL), returns the new end; callers size the buffer for bounded ids. */
+/* Appends n bytes of s at p (no NUL), returns the new end; callers size the
+ * buffer for bounded ids. One memcpy per part: the byte loop this replaced was
+ * ~600 of an accepted order's instructions (callgrind, bench/README.md session 7). */
+static char *put_n(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
 static char *put(char *p, const char *s)
 {
-    while (*s)
-        *p++ = *s++;
-    return p;
+    return put_n(p, s, strlen(s));
 }
+
+#define PUT_LIT(p, lit) put_n(p, lit, sizeof(lit) - 1)
 
 static void reply_accepted(gw_req_t *r, const oq_order_t *o, bool replayed)
 {
@@ -90,7 +98,7 @@ static void reply_accepted(gw_req_t *r, const oq_order_t *o, bool replayed)
     /* The status token is the only way to read the order back (order ids can be
      * enumerated); the buyer's user id is never sent back. */
     char tok[GW_TOKEN_LEN + 1];
-    gw_status_token(r->w->srv, o->order_id, tok);
+    size_t toklen = gw_status_token(r->w->srv, o->order_id, tok);
     /* Every 202 goes through here: its body and Location are copied together,
      * not printf-formatted (snprintf was a third of this function's work).
      * Their parts are bounded: 2 ids, a sale id, a token, qty <= OQ_QTY_MAX. */
@@ -103,23 +111,24 @@ static void reply_accepted(gw_req_t *r, const oq_order_t *o, bool replayed)
     do
         *--d = (char)('0' + q % 10);
     while (q /= 10);
+    size_t idlen = strlen(o->order_id);
     char *b = p->body;
-    b = put(b, "{\"order_id\":\"");
-    b = put(b, o->order_id);
-    b = put(b, "\",\"status\":\"queued\",\"sale_id\":\"");
+    b = PUT_LIT(b, "{\"order_id\":\"");
+    b = put_n(b, o->order_id, idlen);
+    b = PUT_LIT(b, "\",\"status\":\"queued\",\"sale_id\":\"");
     b = put(b, o->sale_id);
-    b = put(b, "\",\"qty\":");
-    b = put(b, d);
-    b = put(b, ",\"status_token\":\"");
-    b = put(b, tok);
-    b = put(b, "\"}");
+    b = PUT_LIT(b, "\",\"qty\":");
+    b = put_n(b, d, (size_t)(qty + sizeof(qty) - 1 - d));
+    b = PUT_LIT(b, ",\"status_token\":\"");
+    b = put_n(b, tok, toklen);
+    b = PUT_LIT(b, "\"}");
     *b = '\0';
     p->body_len = (size_t)(b - p->body);
     char loc[24 + INV_ORDER_ID_MAX + GW_TOKEN_LEN];
-    b = put(loc, "/v1/orders/");
-    b = put(b, o->order_id);
-    b = put(b, "?token=");
-    b = put(b, tok);
+    b = PUT_LIT(loc, "/v1/orders/");
+    b = put_n(b, o->order_id, idlen);
+    b = PUT_LIT(b, "?token=");
+    b = put_n(b, tok, toklen);
     *b = '\0';
     gw_resp_header_set(p, "Location", loc);
     if (replayed)
