@@ -28,12 +28,17 @@ The RSS "before" is taken after a warm-up against a sold-out sale (connections
 and request pools allocated, no order taken), so what grows is what the orders
 cost.
 
-Usage: bench/bench_mem.py [N] [--check]   (default 1,000,000; 50,000 with BENCH_QUICK=1;
-       --check: exit 1 when the tables' own counters exceed the budget, for CI's smoke)
+Usage: bench/bench_mem.py [N] [--check] [--arenas]   (default 1,000,000; 50,000 with BENCH_QUICK=1;
+       --check: exit 1 when the tables' own counters exceed the budget, for CI's smoke;
+       --arenas: also glibc's malloc_info(3) of the gateway before and after, taken
+       with gdb attached, per arena: bytes from the system, free, peak; what found
+       the "other" growth of bench/README.md)
 Environment: FLASHGATE_BIN (default build/), BENCH_QUICK. Called by bench.py.
 """
 import json
+import xml.etree.ElementTree as ET
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -71,6 +76,42 @@ def rss_anon_kib(pid):
     return 0
 
 
+def malloc_info(pid, path):
+    """glibc's malloc_info(3) of a running process, written to path by gdb attached
+    to it (a debugger stop of a fraction of a second); per arena {nr: (system, free,
+    peak)}, or {} when gdb cannot attach."""
+    cmd = ["gdb", "-p", str(pid), "-batch", "-nx",
+           "-ex", 'call (void *)fopen("%s", "w")' % path,
+           "-ex", "call (int)malloc_info(0, $1)", "-ex", "call (int)fclose($1)"]
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return {}
+    out = {}
+    for h in root.findall("heap"):
+        sysb = {e.get("type"): int(e.get("size")) for e in h.findall("system")}
+        free = sum(int(e.get("size")) for e in h.findall("total")
+                   if e.get("type") in ("fast", "rest"))
+        out[h.get("nr")] = (sysb.get("current", 0), free, sysb.get("max", 0))
+    return out
+
+
+def arenas_report(a0, a1):
+    if not a1:
+        print("  --arenas: gdb could not attach (ptrace_scope?): no malloc_info")
+        return
+    rows = []
+    for nr in sorted(set(a0) | set(a1), key=int):
+        c0, f0, _ = a0.get(nr, (0, 0, 0))
+        c1, f1, m1 = a1.get(nr, (0, 0, 0))
+        rows.append(("arena %s%s" % (nr, " (main)" if nr == "0" else ""),
+                     "%d -> %d" % (c0 >> 10, c1 >> 10), "%d" % (m1 >> 10),
+                     "%d -> %d" % (f0 >> 10, f1 >> 10),
+                     "%d -> %d" % ((c0 - f0) >> 10, (c1 - f1) >> 10)))
+    bench.table(["malloc_info", "system KiB", "peak KiB", "free KiB", "in use KiB"], rows)
+
+
 def stats(gw):
     st, body = bench.http_req(gw.admin, "GET", "/admin/v1/stats", token=bench.TOKEN)
     if st != 200:
@@ -89,6 +130,8 @@ def run(n, bindir, tmp):
     # warm-up: connections, pools and worker buffers, no order taken
     bench.run_wrk(gw.url(), 64, 1, lua, ["gone", "w"], gw.pid)
     time.sleep(0.2)
+    arenas = "--arenas" in sys.argv
+    a0 = malloc_info(gw.pid, os.path.join(tmp, "mi0.xml")) if arenas else {}
     rss0 = rss_anon_kib(gw.pid)
     s0 = stats(gw)
     t0 = time.time()
@@ -99,6 +142,7 @@ def run(n, bindir, tmp):
         held = gw.sale_info("mem").get("accepted_orders", 0)
     time.sleep(0.2)
     rss1 = rss_anon_kib(gw.pid)
+    a1 = malloc_info(gw.pid, os.path.join(tmp, "mi1.xml")) if arenas else {}
     s1 = stats(gw)
     bench.stop(gw.proc)
     # an older gateway has no inventory_memory block: RSS only
@@ -112,7 +156,8 @@ def run(n, bindir, tmp):
     return {"n": n, "held": held, "known": known, "secs": time.time() - t0,
             "inv_bytes": im["table_bytes"], "inv_per": inv_b, "status_bytes": om["table_bytes"],
             "status_per": st_b, "rss0": rss0, "rss1": rss1, "rss_per": d_rss,
-            "inv_bytes0": s0.get("inventory_memory", {}).get("table_bytes", 0)}
+            "inv_bytes0": s0.get("inventory_memory", {}).get("table_bytes", 0),
+            "arenas": (a0, a1) if arenas else None}
 
 
 def honest(r):
@@ -153,10 +198,12 @@ def report(r):
         print("  RssAnon %d KiB before is less than the status table's %d KiB: not paged in at "
               "start, so its touched pages are in the growth and it is not added again"
               % (r["rss0"], r["status_bytes"] // 1024))
+    if r.get("arenas"):
+        arenas_report(*r["arenas"])
 
 
 def main():
-    args = [a for a in sys.argv[1:] if a != "--check"]
+    args = [a for a in sys.argv[1:] if a not in ("--check", "--arenas")]
     n = int(args[0]) if args else (50000 if bench.QUICK else 1000000)
     bindir = bench.find_bin()
     tmp = tempfile.mkdtemp(prefix="flashgate-bench-mem-")
