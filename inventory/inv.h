@@ -94,8 +94,10 @@ typedef struct inv_opts {
 /*
  * The memory backend keeps each held order (accepted, not released) in 24
  * bytes of a per-sale open-addressing table, 27-34 bytes with the table's
- * room to grow (up to 64 in a sale of 30,000-60,000 orders, whose 256 shard
- * tables are a page or two each), and at most max_held_orders of them over all sales
+ * room to grow in a sale of some thousands of orders or more (more in small
+ * sales: each of 256 shards starts at 192 bytes; and up to ~55-64 between
+ * ~30,000 and ~60,000 orders, while the shards' tables cross into whole
+ * pages), and at most max_held_orders of them over all sales
  * (inventory.max_held_orders): past it a buy that would hold a new order gets
  * CM_EFULL (the gateway answers 503), nothing is taken, and refused_full
  * counts it. Releases make room again. A replay at start is never refused

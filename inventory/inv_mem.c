@@ -47,7 +47,6 @@
 #define MEM_LOAD_NUM 7       /* a shard grows when more than 7/8 full ... */
 #define MEM_LOAD_DEN 8
 #define MEM_GROW_DIV 4       /* ... by a quarter: 24-byte entries cost 27-34 bytes each */
-#define MEM_PAGE 4096u /* tables of a page or more are mmap'd whole pages (slots_alloc) */
 #define MEM_FOREIGN 0x80000000u /* in mem_entry_t.qty: `order` points to a malloc'd id */
 #define MEM_FILE "sales.json"
 #define MEM_FILE_FORMAT 1
@@ -82,9 +81,13 @@ _Static_assert(sizeof(mem_entry_t) == 24, "a held order costs 24 bytes in its ta
  * the probe is, and a miss (every new buyer) reads a few slots even 7/8 full.
  * A user's orders share one home and so lie next to each other. Deletion
  * shifts the entries after the hole back (no tombstones). The table grows by
- * a quarter, not doubled, so the bytes per held order stay within 27-34 (35-37
- * with whole pages in a sale of 60,000-200,000 orders; up to 64 at ~33,000,
- * where the 256 shards' tables first pass a page: 2 MiB in all).
+ * a quarter, not doubled, so the bytes per held order stay within 27-34 in a
+ * sale of some thousands of orders or more. Below that the shards' first
+ * tables dominate (8 slots, 192 bytes, on a shard's first buyer: measured ~170
+ * bytes per order at 100 orders, ~50 at 1,000); and while the 256 shards'
+ * tables cross into whole pages (slots_alloc), between ~30,000 and ~60,000
+ * orders, a sale costs up to ~55-64 per order (54 measured at 37,000; 29-37
+ * from 60,000 orders on).
  */
 typedef struct mem_shard {
     _Alignas(64) pthread_mutex_t lock; /* one cache line per shard: no false sharing */
@@ -193,9 +196,16 @@ static size_t slots_bytes(uint32_t n)
  * chunks, pinned by a few small live allocations above them: 2-9 bytes per
  * order of a 1M-order sale, measured with malloc_info in bench/README.md.)
  */
+/* Read on growth only (rare): sysconf, not a constant, for 16/64 KiB-page kernels. */
+static size_t page_size(void)
+{
+    long p = sysconf(_SC_PAGESIZE);
+    return p > 0 ? (size_t)p : 4096;
+}
+
 static bool slots_mapped(uint32_t n)
 {
-    return slots_bytes(n) >= MEM_PAGE;
+    return slots_bytes(n) >= page_size();
 }
 
 /* A table's slot count for at least n entries: a mapped table fills its last
@@ -204,8 +214,9 @@ static uint32_t slots_round(uint32_t n)
 {
     if (!slots_mapped(n))
         return n;
-    size_t pages = (slots_bytes(n) + MEM_PAGE - 1) / MEM_PAGE;
-    return (uint32_t)(pages * MEM_PAGE / sizeof(mem_entry_t));
+    size_t page = page_size();
+    size_t pages = (slots_bytes(n) + page - 1) / page;
+    return (uint32_t)(pages * page / sizeof(mem_entry_t));
 }
 
 static mem_entry_t *slots_alloc(uint32_t n)
