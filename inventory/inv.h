@@ -60,6 +60,7 @@ typedef enum {
 } inv_outcome_t;
 
 typedef struct inv_reserve_req inv_reserve_req_t;
+#define INV_RTT_NONE UINT64_MAX
 typedef void (*inv_reserve_cb)(inv_reserve_req_t *req, int outcome);
 
 struct inv_reserve_req {
@@ -71,6 +72,11 @@ struct inv_reserve_req {
     /* out */
     int64_t stock_left;                        /* after the step, when known (else -1) */
     uint32_t user_units;                       /* units the user holds after the step */
+    /* The backend's own time for the call, when it has one: from the write
+     * that carried the command to the kernel's receive stamp of the answer
+     * (inv_redis.c), so the caller's loop queueing is not in it.
+     * INV_RTT_NONE when answered inline or unknown. */
+    uint64_t rtt_us;
     /* asynchronous completion (Redis): called once, on the worker's loop thread */
     inv_reserve_cb done;
     void *data;

@@ -68,6 +68,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
@@ -406,8 +407,12 @@ static int admin_state(rb_t *rb, const char *sale_id, inv_sale_info_t *out)
  * armed for reads and is started again only when its mask really changes:
  * while connecting, or when the socket took only part of the buffer.
  */
+struct rw;
+static void rw_read_stamp(struct rw *w, int fd);
+
 typedef struct rl_events {
     redisAsyncContext *context;
+    struct rw *w;       /* a worker's connection: its replies are timed (rw_read_stamp) */
     uv_poll_t handle;
     uv_prepare_t flush; /* active while a connected context has output queued */
     int events;         /* the mask the poll handle watches now */
@@ -422,8 +427,11 @@ static void rl_poll(uv_poll_t *handle, int status, int events)
         events = p->events ? p->events : UV_READABLE | UV_WRITABLE;
         p->events = 0; /* libuv stopped the handle: the next request re-arms it */
     }
-    if (p->context != NULL && (events & UV_READABLE))
+    if (p->context != NULL && (events & UV_READABLE)) {
+        if (p->w)
+            rw_read_stamp(p->w, p->context->c.fd);
         redisAsyncHandleRead(p->context);
+    }
     if (p->context != NULL && (events & UV_WRITABLE))
         redisAsyncHandleWrite(p->context);
 }
@@ -743,6 +751,7 @@ typedef struct rop {
     bool is_asking;         /* an ASK redirect: ASKING goes first, this once */
     uint8_t redirects;      /* MOVED/ASK followed so far */
     uint16_t slot;          /* the sale's cluster slot */
+    uint64_t sent_us;       /* when the write that carried it left, wall clock (0: not yet) */
     int64_t w_left;         /* wait_replicas: the reserve's answer, held until WAIT says */
     uint32_t w_units;
     char sale_id[INV_SALE_ID_MAX + 1]; /* from here on set at allocation; above, zeroed */
@@ -759,6 +768,8 @@ struct rw {
     rconn_t *conns;           /* `pool` per node: conns[node * pool + i], opened on first use */
     uint32_t nconns, nnodes, rr;
     uv_timer_t tick;
+    uv_prepare_t send_prep;  /* stamps the sends (rw_send_cb) */
+    uint64_t arrival_us;     /* of the replies being read now (rw_read_stamp), 0: unknown */
     rop_t pending; /* sentinel */
     rop_t doubt;   /* sentinel: reserves whose answer was lost with the connection */
     uint32_t ndoubt;
@@ -834,6 +845,87 @@ static void tick_closed(uv_handle_t *h)
     rw_release(h->data);
 }
 
+/*
+ * A reserve's own time (inv_reserve_req_t.rtt_us): from the write that carried
+ * it to the moment its reply reached this host, both on the wall clock; not
+ * from the caller's request to the callback. The gateway's adaptive limit for
+ * Redis reacts to it. Timed to the callback, it measured the gateway's own
+ * loop on a busy machine: a command waits for the end of the iteration to be
+ * written, its reply waits in the socket while the loop works, a batch's
+ * callbacks run one after the other (25-40 ms against 1-3 ms in Redis), and
+ * the limit fell to 6-24 with Redis idle (bench/README.md, Redis, finding 4).
+ * An event loop cannot tell when bytes arrived; the kernel can: with
+ * SO_TIMESTAMPNS a TCP socket stamps what it receives, and a 1-byte
+ * recvmsg(MSG_PEEK) before hiredis reads returns the stamp of the unread data
+ * (of the newest segment, when the kernel merged several while we did not
+ * read: an upper bound for the older replies of the batch). One syscall per
+ * read of a batch of replies, not per reply.
+ */
+static uint64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Asks the kernel to stamp what the socket receives; best effort (no stamp: no sample). */
+static void rx_stamps_on(int fd)
+{
+    int on = 1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on));
+}
+
+/* When the unread data of `fd` arrived (wall clock, µs), 0 if unknown. */
+static uint64_t rx_stamp_us(int fd)
+{
+    char byte;
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union {
+        char buf[CMSG_SPACE(sizeof(struct timespec))];
+        struct cmsghdr align;
+    } u;
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                       .msg_controllen = sizeof(u.buf)};
+    if (fd < 0 || recvmsg(fd, &m, MSG_PEEK | MSG_DONTWAIT) <= 0)
+        return 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(c), sizeof(ts));
+            return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+        }
+    }
+    return 0;
+}
+
+/*
+ * The prepare phase, just before the loop polls: the connections' flushes
+ * write everything queued in this iteration (rl_flush), so that is each new
+ * op's send time. Ops are appended to the pending list as they are queued;
+ * the walk stops at the first one already stamped (a resent op keeps its
+ * first send).
+ */
+static void rw_send_cb(uv_prepare_t *h)
+{
+    rw_t *w = h->data;
+    if (w->pending.prev == &w->pending || w->pending.prev->sent_us)
+        return;
+    uint64_t now = wall_us();
+    for (rop_t *op = w->pending.prev; op != &w->pending && !op->sent_us; op = op->prev)
+        op->sent_us = now;
+}
+
+static void rw_read_stamp(struct rw *w, int fd)
+{
+    w->arrival_us = rx_stamp_us(fd);
+}
+
+static void op_rtt(const rop_t *op, inv_reserve_req_t *req)
+{
+    if (op->sent_us && op->w->arrival_us)
+        req->rtt_us = op->w->arrival_us > op->sent_us ? op->w->arrival_us - op->sent_us : 0;
+}
+
 static void retry_closed(uv_handle_t *h)
 {
     rconn_t *c = h->data;
@@ -904,6 +996,10 @@ static void conn_start(rconn_t *c)
     c->ac = async_open(c->w->rb, c->node, c->w->loop, c, conn_on_connect, conn_on_disconnect);
     if (!c->ac)
         conn_retry(c);
+    else {
+        ((rl_events_t *)c->ac->ev.data)->w = c->w;
+        rx_stamps_on(c->ac->c.fd);
+    }
 }
 
 /* Sets up (once) and opens the pool of `node` on w's loop. */
@@ -1003,8 +1099,10 @@ static void drain_replies(rw_t *w)
 {
     for (uint32_t i = 0; i < w->nconns; i++) {
         rconn_t *c = &w->conns[i];
-        if (c->ac && c->is_up)
+        if (c->ac && c->is_up) {
+            rw_read_stamp(w, c->ac->c.fd);
             redisAsyncHandleRead(c->ac); /* may drop the context: c->ac is NULL then */
+        }
     }
 }
 
@@ -1300,6 +1398,7 @@ static void wait_reply(redisAsyncContext *ac, void *reply, void *privdata)
         inv_reserve_req_t *req = op->req;
         req->stock_left = op->w_left;
         req->user_units = op->w_units;
+        op_rtt(op, req);
         if (req->stock_left == 0) {
             atomic_store(&req->sale->stock_left, 0);
             atomic_store_explicit(&req->sale->sold_out, true, memory_order_release);
@@ -1414,6 +1513,7 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     }
     inv_reserve_req_t *req = op->req;
+    op_rtt(op, req);
     req->stock_left = r->element[1]->integer;
     req->user_units = (uint32_t)r->element[2]->integer;
     if (code == INV_DUPLICATE) {
@@ -1550,7 +1650,10 @@ static int redis_worker_open(inv_t *inv, struct uv_loop_s *loop, inv_worker_t *w
     w->conns = cm_xcalloc(w->nconns, sizeof(*w->conns));
     uv_timer_init(loop, &w->tick);
     w->tick.data = w;
-    w->open_handles = 1;
+    uv_prepare_init(loop, &w->send_prep);
+    w->send_prep.data = w;
+    uv_prepare_start(&w->send_prep, rw_send_cb);
+    w->open_handles = 2;
     if (!inv_cluster_enabled(rb->cl))
         node_open(w, 0);
     return 0;
@@ -1603,6 +1706,8 @@ static void redis_worker_close(inv_worker_t *wk)
     }
     uv_timer_stop(&w->tick);
     uv_close((uv_handle_t *)&w->tick, tick_closed);
+    uv_prepare_stop(&w->send_prep);
+    uv_close((uv_handle_t *)&w->send_prep, tick_closed);
 }
 
 /*---- The sync thread: subscriber + poll → local views ----*/
