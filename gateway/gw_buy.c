@@ -432,7 +432,9 @@ static bool after_reserve(gw_req_t *r, int rc)
 static void on_reserved(inv_reserve_req_t *res, int outcome)
 {
     gw_req_t *r = res->data;
-    gw_ol_release(r, GW_DEP_REDIS, outcome < 0 ? GW_AL_DROP : GW_AL_OK);
+    /* Redis's own time, not this loop's queueing (inv_reserve_req_t.rtt_us). */
+    gw_ol_release_rtt(r, GW_DEP_REDIS, outcome < 0 ? GW_AL_DROP : GW_AL_OK,
+                      res->rtt_us == INV_RTT_NONE ? GW_OL_RTT_MEASURE : res->rtt_us);
     if (!after_reserve(r, outcome))
         gw_req_finish(r);
 }

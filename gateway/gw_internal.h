@@ -672,6 +672,14 @@ bool gw_ol_buy_precheck(gw_req_t *r);
 bool gw_ol_acquire(gw_req_t *r, unsigned dep);
 /* Gives r's slot of `dep` back (no-op if not held); the RTT is measured from the acquire. */
 void gw_ol_release(gw_req_t *r, unsigned dep, gw_al_outcome_t o);
+/*
+ * The same with the dependency's own time as the sample, when the client
+ * measured one (the Redis backend's inv_reserve_req_t.rtt_us: its write to
+ * its reply's arrival, without this loop's queueing); GW_OL_RTT_MEASURE: from
+ * the acquire, as gw_ol_release. Loop thread.
+ */
+#define GW_OL_RTT_MEASURE UINT64_MAX
+void gw_ol_release_rtt(gw_req_t *r, unsigned dep, gw_al_outcome_t o, uint64_t rtt_us);
 /* Gives back whatever r still holds, without samples (request freed). Loop thread. */
 void gw_ol_release_all(gw_req_t *r);
 /*

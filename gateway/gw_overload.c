@@ -12,7 +12,9 @@
  *    the loop looks at it);
  *  - request queuing delay: when the access handler first sees a request,
  *    the time since its loop iteration started plus the last lag;
- *  - dependency RTT: from gw_ol_acquire to gw_ol_release.
+ *  - dependency RTT: the dependency's own time when its client measures one
+ *    (Redis: from the write to the kernel's receive stamp of the reply), else from
+ *    gw_ol_acquire to gw_ol_release.
  *
  * Backpressure (the "door"): when a worker's accept queue (the kernel's
  * queue of connections it has not accepted yet, TCP_INFO's tcpi_unacked on the
@@ -192,6 +194,9 @@ void gw_ol_worker_start(gw_worker_t *w)
     o->ndeps = GW_DEP_UPSTREAM + (unsigned)ol->nroutes;
     for (unsigned i = 0; i < o->ndeps; i++) {
         gw_alimit_init(&o->dep[i], ol->limit_init, ol->limit_min, ol->limit_max, now);
+        /* A dependency that answers within a quarter of the gateway's own queue
+         * target costs a buyer nothing worth a refusal (gw_overload.h). */
+        gw_alimit_set_floor(&o->dep[i], ol->target_us / 4);
         gw_breaker_init(&o->br[i], ol->br_failures, ol->br_cooldown_ms);
     }
     gw_qdelay_init(&o->q, ol->target_us, ol->interval_us, now);
@@ -861,14 +866,21 @@ bool gw_ol_acquire(gw_req_t *r, unsigned dep)
 
 void gw_ol_release(gw_req_t *r, unsigned dep, gw_al_outcome_t out)
 {
+    gw_ol_release_rtt(r, dep, out, GW_OL_RTT_MEASURE);
+}
+
+void gw_ol_release_rtt(gw_req_t *r, unsigned dep, gw_al_outcome_t out, uint64_t rtt_us)
+{
     gw_ol_worker_t *o = r->w->ol;
     if (!o || !(r->ol_held & (1ull << dep)))
         return;
     r->ol_held &= ~(1ull << dep);
     uint64_t now = now_us();
     uint64_t t0 = r->ol_t0_us[t0_slot(dep)];
+    if (rtt_us == GW_OL_RTT_MEASURE)
+        rtt_us = now > t0 ? now - t0 : 0;
     if (r->w->srv->ol->adaptive)
-        gw_alimit_release(&o->dep[dep], now, now > t0 ? now - t0 : 0, out);
+        gw_alimit_release(&o->dep[dep], now, rtt_us, out);
     if (dep >= GW_DEP_UPSTREAM) {
         if (out == GW_AL_OK)
             gw_breaker_success(&o->br[dep]);

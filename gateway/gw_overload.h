@@ -41,15 +41,25 @@ int gw_crit_parse(const char *s);
  * Gradient2, after Netflix concurrency-limits' Gradient2Limit (Apache 2.0;
  * read, not copied): a long-term average RTT (exponential, ~600 samples) is
  * compared with the short-term RTT of the last window;
- *   gradient = clamp(tolerance * long / short, 0.5, 1.0)
- *   new      = limit * gradient + queue_size        (queue_size = 4)
+ *   gradient = clamp(max(tolerance * long, floor) / short, 0.5, 1.0)
+ *   new      = limit * gradient + queue_size   (queue_size = max(4, sqrt(limit)))
  *   limit    = limit * (1 - smoothing) + new * smoothing   (smoothing 0.2)
  * so a flat latency lets the limit grow by about queue_size * smoothing per
  * window and a rising one shrinks it by up to half the smoothing share. When
  * the window saw fewer than limit/2 in flight the dependency was not the
  * bottleneck and the limit stays (app-limited). When the long average is
  * more than twice the short one (latency recovered) it decays by 5% a window.
- * Our additions: a window closes after GW_ALIMIT_WIN_SAMPLES samples and
+ * Our additions: the floor (gw_alimit_set_floor; 0 = none), an RTT below
+ * which the limit never shrinks: a pipelined Redis answers a batch of N in N
+ * times its service time, so its RTT rises with the batch at any load, and
+ * the long average, learnt from small batches (or dragged down by the
+ * recovery decay in windows of single calls, 16-40 µs), read a batch of 50 at
+ * 0.5 ms as a queue 2-3 times over and held the limit at 15-20 with Redis
+ * 30% busy (bench/README.md, Redis, finding 4). Queue size sqrt(limit) above
+ * 16 (Netflix's GradientLimit default, an option of Gradient2Limit): a limit
+ * that fell in a burst climbs back in seconds, not tens of seconds; it still
+ * settles where RTT = max(tolerance * long, floor) once the dependency is
+ * the bottleneck. A window closes after GW_ALIMIT_WIN_SAMPLES samples and
  * 50 ms, or after 250 ms (Netflix's windows are 1 s; ours must follow a step
  * in load within a few hundred ms); a window with drops (timeouts, errors) multiplies the limit by
  * 0.5, as AIMD does on loss, because a dependency that did not answer at all
@@ -70,6 +80,7 @@ typedef struct gw_alimit {
     uint64_t win_sum_us;
     uint32_t win_n, win_drops, win_max_inflight;
     uint64_t min_window_us, max_window_us;
+    uint64_t rtt_floor_us;
     _Atomic uint32_t pub_limit, pub_inflight;
     _Atomic uint64_t pub_rejected, pub_drops, pub_rtt_us;
 } gw_alimit_t;
@@ -79,6 +90,8 @@ typedef enum { GW_AL_OK = 0, GW_AL_DROP = 1, GW_AL_IGNORE = 2 } gw_al_outcome_t;
 /* Sets up a limit starting at `initial` within [min, max]. Not thread-safe. */
 void gw_alimit_init(gw_alimit_t *l, uint32_t initial, uint32_t min, uint32_t max,
                     uint64_t now_us);
+/* An RTT below which the limit never shrinks (0: none, pure Gradient2). Owner thread only. */
+void gw_alimit_set_floor(gw_alimit_t *l, uint64_t rtt_floor_us);
 /*
  * Takes a slot if fewer than the limit are in flight. Returns false (and
  * counts a rejection) when full: answer 503 without calling the dependency.

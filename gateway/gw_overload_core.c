@@ -7,6 +7,7 @@
 #include "gateway/gw_overload.h"
 #include "common/cm_hash.h"
 
+#include <math.h>
 #include <string.h>
 
 /*---- criticality ----*/
@@ -30,7 +31,7 @@ int gw_crit_parse(const char *s)
 
 #define G2_TOLERANCE 1.5
 #define G2_SMOOTHING 0.2
-#define G2_QUEUE_SIZE 4.0
+#define G2_QUEUE_SIZE 4.0 /* at least; sqrt(limit) above 16 (gw_overload.h) */
 #define G2_LONG_WINDOW 600.0 /* samples (windows) in the long average */
 #define G2_WARMUP 10u
 #define DROP_BACKOFF 0.5
@@ -64,6 +65,11 @@ void gw_alimit_init(gw_alimit_t *l, uint32_t initial, uint32_t min, uint32_t max
     l->max_window_us = 250000;
     l->win_start_us = now_us;
     publish(l);
+}
+
+void gw_alimit_set_floor(gw_alimit_t *l, uint64_t rtt_floor_us)
+{
+    l->rtt_floor_us = rtt_floor_us;
 }
 
 uint32_t gw_alimit_get(const gw_alimit_t *l)
@@ -113,8 +119,13 @@ static void close_window(gw_alimit_t *l, uint64_t now_us)
             l->long_rtt_us *= 0.95; /* recovering: let the baseline follow down */
         /* App-limited: the dependency was not what held us back. */
         if (l->win_max_inflight >= limit / 2) {
-            double gradient = clampd(G2_TOLERANCE * l->long_rtt_us / short_rtt, 0.5, 1.0);
-            double next = limit * gradient + G2_QUEUE_SIZE;
+            /* An RTT within the floor is no queue worth shedding for, whatever the baseline. */
+            double ref = G2_TOLERANCE * l->long_rtt_us;
+            if (ref < (double)l->rtt_floor_us)
+                ref = (double)l->rtt_floor_us;
+            double gradient = clampd(ref / short_rtt, 0.5, 1.0);
+            double queue = sqrt(limit);
+            double next = limit * gradient + (queue > G2_QUEUE_SIZE ? queue : G2_QUEUE_SIZE);
             limit = limit * (1 - G2_SMOOTHING) + next * G2_SMOOTHING;
         }
     }

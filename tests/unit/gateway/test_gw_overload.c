@@ -1,4 +1,4 @@
-/* gw_overload (pure parts, fake clock): Gradient2 up and down, bounds, drops; breaker;
+/* gw_overload (pure parts, fake clock): Gradient2 up and down, bounds, drops, the RTT floor; breaker;
  * level hysteresis; Retry-After jitter bounds; user priority per minute; DAGOR cut. */
 #include "gateway/gw_overload.h"
 
@@ -116,6 +116,85 @@ static void test_limit_rejects_when_full_and_drops_halve(void **state)
     assert_true(gw_alimit_acquire(&l));
     gw_alimit_release(&l, now, 0, GW_AL_IGNORE);
     assert_int_equal(l.inflight, 0);
+}
+
+/*
+ * The gateway's own queue is not the dependency's (bench/README.md, Redis,
+ * finding 4). A worker loop saturated by its crowd sends a batch each
+ * iteration to a Redis that answers within 1 ms and reads the replies in the
+ * next iteration, after its own work; then the machine gets busy and an
+ * iteration takes 30 ms instead of 5. Timed from the request to its callback
+ * (what the limit was fed before), the samples follow the iteration and the
+ * limit falls to a few slots although Redis is as fast as ever: a delay the
+ * limit cannot shorten holds it near queue_size / (1 - gradient). Fed Redis's
+ * own time (the Redis backend's rtt_us: its send to the kernel's receive
+ * stamp of the reply), it stays.
+ */
+static void test_limit_holds_when_the_loop_is_slow(void **state)
+{
+    (void)state;
+    gw_alimit_t by_callback, by_dependency;
+    gw_alimit_init(&by_callback, 256, 4, 1000, 0);
+    gw_alimit_init(&by_dependency, 256, 4, 1000, 0);
+    uint64_t now = 1000 * MS;
+    for (int k = 0; k < 600; k++) {
+        uint64_t iter = k < 200 ? 5 * MS : 30 * MS;
+        uint64_t sent = now;
+        unsigned n1 = 0, n2 = 0;
+        for (unsigned i = 0; i < 256; i++) {
+            n1 += gw_alimit_acquire(&by_callback);
+            n2 += gw_alimit_acquire(&by_dependency);
+        }
+        now += iter; /* the loop's work; the replies arrived 1 ms after the send */
+        for (unsigned i = 0; i < n1; i++)
+            gw_alimit_release(&by_callback, now, now - sent, GW_AL_OK);
+        for (unsigned i = 0; i < n2; i++)
+            gw_alimit_release(&by_dependency, now, 1 * MS, GW_AL_OK);
+    }
+    assert_true(gw_alimit_get(&by_callback) < 64); /* the collapse the bench saw */
+    assert_true(gw_alimit_get(&by_dependency) >= 256);
+}
+
+/*
+ * A pipelined Redis answers a batch of N in N times its service time, so its
+ * own RTT rises with the batch while it is far from busy: a baseline learnt at
+ * 0.2 ms (batches of 18), then batches of 50 at 0.5 ms, with windows of single
+ * calls at 20 µs between them (bench/README.md, Redis, finding 4). Without a
+ * floor that reads as a queue and the limit falls by more than half; with the
+ * floor (5 ms: a quarter of the queue target) it stays. Past the floor, a
+ * dependency that really queues still shrinks it.
+ */
+static void drive_mix(gw_alimit_t *l, uint64_t *now, int windows, uint64_t rtt_us)
+{
+    for (int w = 0; w < windows; w++) {
+        *now = drive(l, *now, 1, 1000, rtt_us);
+        /* a window of single calls: one in flight at a time, 20 µs each */
+        for (int i = 0; i < 40; i++) {
+            assert_true(gw_alimit_acquire(l));
+            *now += 2 * MS;
+            gw_alimit_release(l, *now, 20, GW_AL_OK);
+        }
+    }
+}
+
+static void test_limit_floor(void **state)
+{
+    (void)state;
+    gw_alimit_t plain, floored;
+    gw_alimit_init(&plain, 256, 4, 1000, 0);
+    gw_alimit_init(&floored, 256, 4, 1000, 0);
+    gw_alimit_set_floor(&floored, 5 * MS);
+    uint64_t t1 = 0, t2 = 0;
+    drive_mix(&plain, &t1, 20, 200);
+    drive_mix(&floored, &t2, 20, 200);
+    drive_mix(&plain, &t1, 40, 500);
+    drive_mix(&floored, &t2, 40, 500);
+    assert_true(gw_alimit_get(&plain) < 128); /* (sqrt(limit) growth brings it back in time) */
+    assert_true(gw_alimit_get(&floored) >= 256);
+    /* Redis really slow (a queue of 40 ms): the floor does not hide it. */
+    uint32_t before = gw_alimit_get(&floored);
+    drive(&floored, t2, 30, 1000, 40 * MS);
+    assert_true(gw_alimit_get(&floored) < before / 2);
 }
 
 static void test_breaker(void **state)
@@ -586,6 +665,8 @@ int main(void)
         cmocka_unit_test(test_limit_shrinks_when_latency_rises),
         cmocka_unit_test(test_limit_app_limited_does_not_grow),
         cmocka_unit_test(test_limit_rejects_when_full_and_drops_halve),
+        cmocka_unit_test(test_limit_holds_when_the_loop_is_slow),
+        cmocka_unit_test(test_limit_floor),
         cmocka_unit_test(test_breaker),
         cmocka_unit_test(test_levels_hysteresis),
         cmocka_unit_test(test_route_actions),
