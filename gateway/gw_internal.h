@@ -224,6 +224,14 @@ int gw_proxies_parse(gw_proxies_t *p, const char *list, char *errbuf, size_t err
 void gw_proxies_free(gw_proxies_t *p);
 bool gw_proxies_match(const gw_proxies_t *p, const struct sockaddr *sa);
 /*
+ * The usual dotted quad, read by hand: true with the 4 bytes only for a string
+ * inet_pton(AF_INET) takes with the same value (four parts of 1-3 digits, each
+ * <= 255, no leading zero); anything else is false and goes to inet_pton, which
+ * stays the judge (fuzz_headers checks the two agree). glibc's inet_pton was
+ * ~250 instructions for each X-Forwarded-For hop of a buy. Thread-safe.
+ */
+bool gw_ipv4_parse(const char *s, uint8_t out[4]);
+/*
  * The client address of a request: the peer, or, when the peer is a trusted
  * proxy, the right-most address in X-Forwarded-For that is not a trusted
  * proxy. Writes a limiter key (4 bytes for IPv4, the /64 prefix for IPv6) to

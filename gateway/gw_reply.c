@@ -288,10 +288,34 @@ enum MHD_Result gw_resp_send_req(struct MHD_Connection *c, const gw_resp_t *r)
 
 /*---- Trusted proxies ----*/
 
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+bool gw_ipv4_parse(const char *s, uint8_t out[4])
+{
+    for (int i = 0; i < 4; i++) {
+        if (!is_digit(*s))
+            return false;
+        unsigned v = (unsigned)(*s++ - '0');
+        if (v == 0 && is_digit(*s))
+            return false; /* a leading zero: inet_pton refuses it */
+        for (int k = 0; k < 2 && is_digit(*s); k++)
+            v = v * 10 + (unsigned)(*s++ - '0');
+        if (v > 255 || is_digit(*s))
+            return false;
+        out[i] = (uint8_t)v;
+        if (i < 3 && *s++ != '.')
+            return false;
+    }
+    return *s == '\0';
+}
+
 static int parse_addr(const char *s, gw_cidr_t *out)
 {
     memset(out, 0, sizeof(*out));
-    if (inet_pton(AF_INET, s, out->addr) == 1) {
+    if (gw_ipv4_parse(s, out->addr) || inet_pton(AF_INET, s, out->addr) == 1) {
         out->family = AF_INET;
         out->prefix = 32;
         return 0;

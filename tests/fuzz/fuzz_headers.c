@@ -4,7 +4,8 @@
  * (gw_client_key). Input: byte 0 picks the peer; then three fields separated
  * by '\n': Idempotency-Key, trusted proxies, X-Forwarded-For.
  * Promises: a valid key is 1..128 visible ASCII; a client key is 0, 4 or 8
- * bytes; an untrusted peer is always its own client whatever XFF says.
+ * bytes; an untrusted peer is always its own client whatever XFF says; an
+ * address gw_ipv4_parse reads is one inet_pton reads the same.
  */
 #include "gateway/gw_internal.h"
 #include "tests/fuzz/fuzz.h"
@@ -53,6 +54,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else {
         a4->sin_family = AF_INET;
         inet_pton(AF_INET, peer, &a4->sin_addr);
+    }
+    /* The hand-read IPv4 takes only what inet_pton takes, with the same bytes. */
+    for (int i = 0; i < 3; i++) {
+        uint8_t a[4], b[4];
+        if (gw_ipv4_parse(fields[i], a))
+            FZ_CHECK(inet_pton(AF_INET, fields[i], b) == 1 && memcmp(a, b, 4) == 0);
     }
     uint8_t key[16], own[16];
     size_t n = gw_client_key(&px, (struct sockaddr *)&ss, (pick & 0x80) ? NULL : fields[2], key);
