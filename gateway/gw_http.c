@@ -141,20 +141,23 @@ static enum MHD_Result buy_header(void *cls, enum MHD_ValueKind kind, const char
 }
 
 /*
- * Content-Length's value. MHD 0.9.75 answered 400 (or 413 past 2^64) before
- * calling us unless the first Content-Length, the one buy_header keeps, is all
- * digits: a plain loop, not strtoull's locale and base handling (~130
- * instructions a buy). Saturates all the same.
+ * Content-Length's value: a plain loop, not strtoull's locale and base
+ * handling (~130 instructions a buy). MHD 0.9.75 answers 400 (413 past 2^64)
+ * before calling us when the first Content-Length is not all digits, except
+ * beside a Transfer-Encoding, where it reads the body chunked and never looks
+ * at Content-Length: there "-1" or "+99" reach us, and anything but digits
+ * reads as too large (413), as strtoull's saturation did before.
  */
 static uint64_t content_length(const char *s)
 {
     uint64_t v = 0;
-    for (; *s >= '0' && *s <= '9'; s++) {
+    const char *p = s;
+    for (; *p >= '0' && *p <= '9'; p++) {
         if (v > (UINT64_MAX - 9) / 10)
             return UINT64_MAX;
-        v = v * 10 + (uint64_t)(*s - '0');
+        v = v * 10 + (uint64_t)(*p - '0');
     }
-    return v;
+    return p == s || *p != '\0' ? UINT64_MAX : v;
 }
 
 static void simple_handle(gw_req_t *r)
