@@ -455,10 +455,12 @@ static void rl_del_write(void *privdata);
  * next command starts a new one, which then doubles its way up (a realloc per
  * doubling) to the size of a loop iteration's reserves: 5-8 KiB at 20-60
  * reserves, and glibc consolidates its fast bins on every allocation of 1 KiB
- * or more (bench/README.md, Redis). When the socket takes the whole buffer,
- * we write it here and keep the buffer (up to OBUF_KEEP; hiredis's way above
- * that); anything else (part taken, EAGAIN, an error) is left to hiredis's
- * write as before. true if everything was written.
+ * or more (bench/README.md, Redis). So the flush writes the buffer here and,
+ * once it is all written, keeps it (up to OBUF_KEEP; hiredis's way above
+ * that). A part taken or EAGAIN does what hiredis's write does then (the rest
+ * stays in the buffer, wait for writable, read meanwhile); an error is left to
+ * hiredis's write, which meets it again and disconnects (a reset peer then
+ * reads as EPIPE there, not ECONNRESET). true if the write was handled here.
  */
 #define OBUF_KEEP (64 * 1024)
 
@@ -469,11 +471,14 @@ static bool rl_write_all(rl_events_t *p)
     if (c->err || !(c->flags & REDIS_CONNECTED) || len == 0)
         return false;
     ssize_t n = write(c->fd, c->obuf, len);
-    if (n <= 0)
-        return false;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        n = 0;
+    else if (n <= 0)
+        return false; /* an error (or EINTR): hiredis's write */
     if ((size_t)n < len) {
         sdsrange(c->obuf, n, -1);
-        return false;
+        rl_set(p, p->events | UV_WRITABLE | UV_READABLE);
+        return true;
     }
     sds empty = sdsAllocSize(c->obuf) > OBUF_KEEP ? sdsempty() : NULL;
     if (empty) {
@@ -575,8 +580,10 @@ static int rl_attach(redisAsyncContext *ac, uv_loop_t *loop)
  * text. hiredis frees a reply after its callback through ro_free (roots
  * only). Before: glibc's calloc per object (no per-thread cache), then a
  * malloc and a free per object: ~600 instructions a Redis order (callgrind,
- * bench/README.md, Redis). An element is linked into its parent only once it
- * is whole, so a failed allocation frees nothing twice.
+ * bench/README.md, Redis). A scalar element is linked into its parent only
+ * once it is whole; a nested array is linked before its elements are read,
+ * and its vector starts zeroed, so ro_free walks a half-read reply (a failed
+ * allocation, a protocol error) and frees each part once.
  */
 static redisReply *ro_alloc(int type, size_t extra)
 {
@@ -631,6 +638,9 @@ static void *ro_string(const redisReadTask *task, char *str, size_t len)
 static void *ro_array(const redisReadTask *task, int elements)
 {
     size_t n = elements > 0 ? (size_t)elements : 0;
+    /* A server's "*<n>" must not wrap the size (a 32-bit build): out of memory. */
+    if (n > (SIZE_MAX - sizeof(redisReply)) / (sizeof(redisReply *) + sizeof(redisReply)))
+        return NULL;
     /* the element vector, then a slot per element: same alignment as the header */
     redisReply *r = ro_alloc(REDIS_REPLY_ARRAY, n * (sizeof(redisReply *) + sizeof(redisReply)));
     if (!r)
