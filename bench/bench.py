@@ -723,8 +723,8 @@ REDIS_CASES = [
     ("nginx+Lua, Redis", "peer", "redis"),
 ]
 # What the peer does too: a 1 s Redis timeout (its cosocket timeout) and no adaptive
-# concurrency limit. The "defaults" row keeps flashgate's 50 ms and Gradient2 limit: on a
-# busy 2-core machine scheduling stalls turn those into 503s (bench/README.md, Redis).
+# concurrency limit. The "defaults" row keeps flashgate's 50 ms and Gradient2 limit, which
+# must not refuse a healthy sale (bench/README.md, Redis: "The defaults row").
 PEER_LIKE = ["--inventory-redis-timeout", "1s", "--overload-adaptive=false"]
 
 
@@ -911,7 +911,8 @@ def report_redis(rres, ceil):
     mix_notes({("acce " + c, n): rs for (c, n), rs in rres.items()}, 202)
     print("  flashgate rows but 'defaults' run with %s, as the peer (a 1 s timeout, no "
           "adaptive limit); 'defaults' = 50 ms Redis timeout, breaker and Gradient2 limit on "
-          "(its 503s are the overload control's answer to a busy machine)" % " ".join(PEER_LIKE))
+          "(a 503 there is the overload control refusing: Redis or the machine stalled)"
+          % " ".join(PEER_LIKE))
     print("  server cpu = the gateway's (all threads) or nginx's (master+worker) CPU / 202 answers; "
           "redis cpu = redis-server's CPU / 202 answers (or / requests for the ceiling); script us "
           "= INFO commandstats usec_per_call of EVALSHA+EVAL (the script alone, no I/O); "

@@ -621,7 +621,8 @@ const cm_opt_t gw_config_opts[] = {
      "connection work), and refusing buys lowered goodput",
      NULL},
     {"overload.queue_target", CM_OPT_MS, OFF(ol_queue_target_ms), 0, "20ms", 1, 10000, NULL, 0,
-     NULL, "DURATION", "average queuing delay of a worker past which it sheds (DAGOR: 20 ms)",
+     NULL, "DURATION", "average queuing delay of a worker past which it sheds (DAGOR: 20 ms); a "
+     "quarter of it is the dependency RTT below which an adaptive limit never shrinks",
      NULL},
     {"overload.queue_interval", CM_OPT_MS, OFF(ol_queue_interval_ms), 0, "50ms", 10, 10000, NULL,
      0, NULL, "DURATION", "window over which the queuing delay is averaged", NULL},
