@@ -163,6 +163,21 @@ static int64_t left_of(inv_t *inv, const char *sale)
 /* One command on a fresh connection; its reply as text in buf. */
 #define CMD(buf, ...) assert_int_equal(ts_redis_cmd(&srv, buf, sizeof(buf), __VA_ARGS__), 0)
 
+/* Waits (at most 10 s) until Redis itself holds `left` units of the sale, read
+ * on a connection of its own: then it has run every reserve sent before. */
+static void wait_left(const char *sale, const char *left)
+{
+    char buf[64] = "";
+    uint64_t until = ms_now() + 10000;
+    for (;;) {
+        CMD(buf, "HGET {sale:%s}:meta left", sale);
+        if (strcmp(buf, left) == 0 || ms_now() >= until)
+            break;
+        sleep_ms(2);
+    }
+    assert_string_equal(buf, left);
+}
+
 /*---- Cases ----*/
 
 /* The Lua boundary cases, and what the script leaves in Redis under the hash-tagged keys. */
@@ -394,14 +409,7 @@ static void test_stall_answers_in_time(void **state)
     }
     uv_run(&fx.loop, UV_RUN_NOWAIT); /* sends them */
     /* Redis has run all of them once another connection reads the new stock. */
-    char buf[64] = "";
-    uint64_t until = ms_now() + 10000;
-    do {
-        CMD(buf, "HGET {sale:stall}:meta left");
-        if (strcmp(buf, "979") != 0)
-            sleep_ms(5);
-    } while (strcmp(buf, "979") != 0 && ms_now() < until);
-    assert_string_equal(buf, "979");
+    wait_left("stall", "979");
     sleep_ms(100); /* now past the 50 ms deadline, with the answers in the socket */
     run_until(&fx, &n, N, 10000);
     for (int i = 0; i < N; i++) {
@@ -445,14 +453,7 @@ static void test_rtt_is_redis_time(void **state)
         assert_int_equal(inv_reserve(fx.w, &t[i].req), INV_PENDING);
     }
     uv_run(&fx.loop, UV_RUN_NOWAIT); /* sends them (the prepare phase) */
-    char buf[64] = "";
-    uint64_t until = ms_now() + 10000;
-    do {
-        CMD(buf, "HGET {sale:rtt}:meta left");
-        if (strcmp(buf, "980") != 0)
-            sleep_ms(2);
-    } while (strcmp(buf, "980") != 0 && ms_now() < until);
-    assert_string_equal(buf, "980");
+    wait_left("rtt", "980");
     uint64_t answered = wall_us_now(); /* Redis has answered them all by now */
     sleep_ms(500);                     /* the loop's thread busy elsewhere */
     uint64_t stalled = wall_us_now();
