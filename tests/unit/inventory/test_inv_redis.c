@@ -356,8 +356,10 @@ static void test_burst_fills_the_socket(void **state)
         /* ~400 bytes a command */
         snprintf(user, sizeof(user), "burst-user-%05d-", i);
         memset(user + strlen(user), 'u', sizeof(user) - 1 - strlen(user));
+        user[sizeof(user) - 1] = '\0';
         snprintf(key, sizeof(key), "burst-key-%05d-", i);
         memset(key + strlen(key), 'k', sizeof(key) - 1 - strlen(key));
+        key[sizeof(key) - 1] = '\0';
         snprintf(order, sizeof(order), "bo%d", i);
         treq_init(&t[i], &fx, "burst", user, 1, key, order, &n);
         int rc = inv_reserve(fx.w, &t[i].req);
