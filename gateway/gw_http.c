@@ -125,9 +125,14 @@ static enum MHD_Result buy_header(void *cls, enum MHD_ValueKind kind, const char
     (void)value_size;
     gw_req_t *r = cls;
     const char **slot = NULL;
-    if (HDR_IS(key, key_size, MHD_HTTP_HEADER_CONTENT_LENGTH))
+    if (HDR_IS(key, key_size, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
         slot = &r->hdr.content_length;
-    else if (HDR_IS(key, key_size, MHD_HTTP_HEADER_CONTENT_TYPE))
+        if (*slot && strcmp(*slot, value) != 0)
+            r->hdr.cl_conflict = true;
+    } else if (HDR_IS(key, key_size, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+        slot = &r->hdr.transfer_encoding;
+        r->hdr.te_count++;
+    } else if (HDR_IS(key, key_size, MHD_HTTP_HEADER_CONTENT_TYPE))
         slot = &r->hdr.content_type;
     else if (HDR_IS(key, key_size, "Idempotency-Key"))
         slot = &r->hdr.idem_key;
@@ -144,9 +149,9 @@ static enum MHD_Result buy_header(void *cls, enum MHD_ValueKind kind, const char
  * Content-Length's value: a plain loop, not strtoull's locale and base
  * handling (~130 instructions a buy). MHD 0.9.75 answers 400 (413 past 2^64)
  * before calling us when the first Content-Length is not all digits, except
- * beside a Transfer-Encoding, where it reads the body chunked and never looks
- * at Content-Length: there "-1" or "+99" reach us, and anything but digits
- * reads as too large (413), as strtoull's saturation did before.
+ * beside a Transfer-Encoding (refused first, framing_refused) and in a second
+ * Content-Length, where "-1" or "+99" reach us: anything but digits reads as
+ * too large (413), as strtoull's saturation did before.
  */
 static uint64_t content_length(const char *s)
 {
@@ -158,6 +163,40 @@ static uint64_t content_length(const char *s)
         v = v * 10 + (uint64_t)(*p - '0');
     }
     return p == s || *p != '\0' ? UINT64_MAX : v;
+}
+
+/*
+ * The body's framing, judged before a byte of it is read (RFC 9112 6.1, 6.3).
+ * Two different Content-Lengths, or one beside a Transfer-Encoding, are the
+ * request-smuggling frames: a proxy in front may have read the other length,
+ * and the bytes we would take for the next request are part of this body (or
+ * the reverse). MHD 0.9.75 takes the first Content-Length, or the chunked
+ * coding, and goes on: a buy hidden that way was accepted
+ * (tests/integration/14-http1.py). A Transfer-Encoding other than exactly
+ * "chunked" MHD reads up to the close: nothing we can decode. Refused with
+ * the reason; answering on the first call closes the connection, whose next
+ * bytes cannot be trusted.
+ */
+static bool framing_refused(gw_req_t *r)
+{
+    const char *te = r->hdr.transfer_encoding;
+    if (te && (r->hdr.te_count > 1 || strcasecmp(te, "chunked") != 0)) {
+        gw_resp_error(&r->resp, GW_R_NOT_IMPLEMENTED, NULL,
+                      "Transfer-Encoding '%.64s%s' is not supported: send chunked or a Content-Length",
+                      te, r->hdr.te_count > 1 ? ", ..." : "");
+        return true;
+    }
+    if (te && r->hdr.content_length) {
+        gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL,
+                      "Content-Length and Transfer-Encoding together: send one of them");
+        return true;
+    }
+    if (r->hdr.cl_conflict) {
+        gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL,
+                      "two Content-Length headers with different values");
+        return true;
+    }
+    return false;
 }
 
 static void simple_handle(gw_req_t *r)
@@ -292,10 +331,14 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         if (r->state == GW_ST_BODY && r->route == GW_ROUTE_BUY) {
             MHD_get_connection_values_n(conn, MHD_HEADER_KIND, buy_header, r);
             const char *cl = r->hdr.content_length;
-            if (cl && content_length(cl) > w->srv->body_limit) {
-                /* Refuse before reading: answering now closes the connection, as it should. */
+            bool refuse = framing_refused(r);
+            if (!refuse && cl && content_length(cl) > w->srv->body_limit) {
                 gw_resp_error(&r->resp, GW_R_TOO_LARGE, NULL, "body is larger than %llu bytes",
                               (unsigned long long)w->srv->body_limit);
+                refuse = true;
+            }
+            if (refuse) {
+                /* Refuse before reading: answering now closes the connection, as it should. */
                 r->state = GW_ST_DONE;
                 account(w, r, r->resp.reply, method, url);
                 gw_conn_writing(r->cn);

@@ -76,6 +76,7 @@ struct gw_px_req;
     XX(NOT_STARTED, 425, "sale_not_started", 0)                                                    \
     XX(RATE_LIMITED, 429, "rate_limited", 1)                                                       \
     XX(INTERNAL, 500, "internal", 0)                                                               \
+    XX(NOT_IMPLEMENTED, 501, "not_implemented", 0)                                                 \
     XX(UNAVAILABLE, 503, "unavailable", 1)                                                         \
     XX(OVERLOADED, 503, "overloaded", 1)                                                           \
     XX(BAD_GATEWAY, 502, "bad_gateway", 0)                                                         \
@@ -426,9 +427,13 @@ struct gw_req {
     /* The buy route's request headers, read in one pass over MHD's list when
      * its head is in (gw_http.c: buy_header); NULL = absent, else the first of
      * that name, as MHD_lookup_connection_value would give it. MHD's strings,
-     * valid until the request completes. */
+     * valid until the request completes. cl_conflict: a second Content-Length
+     * with another value; te_count: Transfer-Encoding headers seen. */
     struct {
         const char *content_length, *content_type, *idem_key, *xff, *admission;
+        const char *transfer_encoding;
+        bool cl_conflict;
+        unsigned te_count;
     } hdr;
     char id[INV_SALE_ID_MAX + 1]; /* sale or order id from the path (checked) */
     size_t body_len, body_cap;

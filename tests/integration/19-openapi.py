@@ -213,6 +213,8 @@ try:
     call("POST", B, "/v1/sales/one/orders", 410, {"user_id": "u2"}, token=None)
     call("POST", B, "/v1/sales/s1/orders", 413, token=None, raw='{"user_id":"%s"}' % ("x" * 5000),
          headers={"Content-Type": "application/json"})
+    call("POST", B, "/v1/sales/s1/orders", 501, token=None, raw='{"user_id":"u1"}',
+         headers={"Content-Type": "application/json", "Transfer-Encoding": "gzip"})
     call("POST", B, "/v1/sales/s1/orders", 415, token=None, raw='{"user_id":"u1"}',
          headers={"Content-Type": "text/plain"})
     call("POST", B, "/v1/sales/later/orders", 425, {"user_id": "u1"}, token=None)
