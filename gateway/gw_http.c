@@ -166,7 +166,8 @@ static uint64_t content_length(const char *s)
 }
 
 /*
- * The body's framing, judged before a byte of it is read (RFC 9112 6.1, 6.3).
+ * The body's framing on the routes that read one (buy, proxied), judged
+ * before a byte of it is read (RFC 9112 6.1, 6.3).
  * Two different Content-Lengths, or one beside a Transfer-Encoding, are the
  * request-smuggling frames: a proxy in front may have read the other length,
  * and the bytes we would take for the next request are part of this body (or
@@ -305,6 +306,16 @@ static enum MHD_Result answer(gw_worker_t *w, gw_req_t *r, struct MHD_Connection
     return gw_resp_send_req(conn, &r->resp);
 }
 
+/* Answers r->resp before the body is read: MHD then closes the connection, as it should. */
+static enum MHD_Result refuse_unread(gw_worker_t *w, gw_req_t *r, struct MHD_Connection *conn,
+                                     const char *method, const char *url)
+{
+    r->state = GW_ST_DONE;
+    account(w, r, r->resp.reply, method, url);
+    gw_conn_writing(r->cn);
+    return gw_resp_send_req(conn, &r->resp);
+}
+
 static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version,
                                  const char *upload_data, size_t *upload_data_size, void **req_cls)
@@ -326,23 +337,21 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         inc(&w->ctr.route_requests[r->route], 1);
         if (gw_ol_too_late(r))
             return answer(w, r, conn, method, url); /* waited past its time: body unread */
+        bool body_route = r->route == GW_ROUTE_BUY || r->route == GW_ROUTE_PROXY;
+        if (r->state == GW_ST_BODY && body_route) {
+            /* the proxy reads no r->hdr field: the walk is for the framing there */
+            MHD_get_connection_values_n(conn, MHD_HEADER_KIND, buy_header, r);
+            if (framing_refused(r))
+                return refuse_unread(w, r, conn, method, url);
+        }
         if (r->route == GW_ROUTE_PROXY && gw_px_head(r, method))
             return answer(w, r, conn, method, url); /* refused from the head: body unread */
         if (r->state == GW_ST_BODY && r->route == GW_ROUTE_BUY) {
-            MHD_get_connection_values_n(conn, MHD_HEADER_KIND, buy_header, r);
             const char *cl = r->hdr.content_length;
-            bool refuse = framing_refused(r);
-            if (!refuse && cl && content_length(cl) > w->srv->body_limit) {
+            if (cl && content_length(cl) > w->srv->body_limit) {
                 gw_resp_error(&r->resp, GW_R_TOO_LARGE, NULL, "body is larger than %llu bytes",
                               (unsigned long long)w->srv->body_limit);
-                refuse = true;
-            }
-            if (refuse) {
-                /* Refuse before reading: answering now closes the connection, as it should. */
-                r->state = GW_ST_DONE;
-                account(w, r, r->resp.reply, method, url);
-                gw_conn_writing(r->cn);
-                return gw_resp_send_req(conn, &r->resp);
+                return refuse_unread(w, r, conn, method, url);
             }
             if (!json_media_type(r->hdr.content_type))
                 r->bad_media = true;
