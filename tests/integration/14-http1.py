@@ -164,6 +164,7 @@ class Conn:
         if len(parts) < 2 or parts[0] != b"HTTP/1.1" or not parts[1].isdigit() or len(parts[1]) != 3:
             raise Problem("bad status line %r" % lines[0][:80])
         status = int(parts[1])
+        reason = parts[2].decode("latin-1") if len(parts) > 2 else ""
         headers = []
         for ln in lines[1:]:
             if b":" not in ln or ln[:1] in (b" ", b"\t"):
@@ -175,7 +176,7 @@ class Conn:
             raise Problem("answer is chunked; the contract is Content-Length framing")
         if 100 <= status < 200:
             self.buf = rest
-            return Answer(status, parts[2:] and parts[2].decode("latin-1"), headers, b"", head)
+            return Answer(status, reason, headers, b"", head)
         cls = [v for k, v in headers if k == "content-length"]
         if len(cls) != 1 or not cls[0].isdigit():
             raise Problem("answer %d without exactly one numeric Content-Length: %r" %
@@ -186,7 +187,7 @@ class Conn:
                 raise Problem("connection closed %d bytes into a %d-byte body" % (len(rest), n))
             rest = self.buf.split(b"\r\n\r\n", 1)[1]
         body, self.buf = rest[:n], rest[n:]
-        return Answer(status, parts[2:] and parts[2].decode("latin-1"), headers, body,
+        return Answer(status, reason, headers, body,
                       head + b"\r\n\r\n" + body)
 
     def closed_after(self, timeout=GUARD_S):
