@@ -166,8 +166,9 @@ static uint64_t content_length(const char *s)
 }
 
 /*
- * The body's framing on the routes that read one (buy, proxied), judged
- * before a byte of it is read (RFC 9112 6.1, 6.3).
+ * A request body's framing, judged before a byte of it is read (RFC 9112
+ * 6.1, 6.3), on every route (a GET's body is read and dropped, but it frames
+ * the next request all the same).
  * Two different Content-Lengths, or one beside a Transfer-Encoding, are the
  * request-smuggling frames: a proxy in front may have read the other length,
  * and the bytes we would take for the next request are part of this body (or
@@ -337,9 +338,10 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         inc(&w->ctr.route_requests[r->route], 1);
         if (gw_ol_too_late(r))
             return answer(w, r, conn, method, url); /* waited past its time: body unread */
-        bool body_route = r->route == GW_ROUTE_BUY || r->route == GW_ROUTE_PROXY;
-        if (r->state == GW_ST_BODY && body_route) {
-            /* the proxy reads no r->hdr field: the walk is for the framing there */
+        if (r->state == GW_ST_BODY) {
+            /* Every routed request, not only those that read a body: a GET whose
+             * body MHD reads and drops frames the connection's next request as
+             * much as a buy does. Only the buy route reads r->hdr afterwards. */
             MHD_get_connection_values_n(conn, MHD_HEADER_KIND, buy_header, r);
             if (framing_refused(r))
                 return refuse_unread(w, r, conn, method, url);

@@ -424,7 +424,7 @@ struct gw_req {
     uint64_t ol_t0_us[3]; /* when the redis / spool / upstream slot was taken */
     struct gw_px_req *px; /* a proxied request in flight (gw_proxy.c) */
     unsigned px_route;    /* index into the routes, for GW_ROUTE_PROXY */
-    /* The buy route's request headers (a proxied route's framing ones), read in
+    /* The buy route's request headers (every route's framing ones), read in
      * one pass over MHD's list when its head is in (gw_http.c: buy_header); NULL = absent, else the first of
      * that name, as MHD_lookup_connection_value would give it. MHD's strings,
      * valid until the request completes. cl_conflict: a second Content-Length

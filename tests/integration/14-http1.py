@@ -426,8 +426,9 @@ try:
     c.close()
     named("pipeline.mixed-in-one-send", p)
 
-    # 40 asynchronous buys interleaved with 40 synchronous sale infos, one send.
-    n = 40
+    # 60 asynchronous buys interleaved with 60 synchronous sale infos, one send
+    # of ~10 KiB: more than one read buffer (8 KiB today) of pipelined requests.
+    n = 60
     data = b"".join(buy_req(OK, "pipe-many-%d" % i) + get_req("/v1/sales/" + OK) for i in range(n))
     c = Conn(g.port)
     p = []
@@ -643,6 +644,18 @@ try:
         c.close()
         named(name, p)
     eq(len(Upstream.seen), seen, "the refused proxied frames never reached the upstream")
+    # The same frames on a GET route (a body is read and dropped there): the
+    # bytes after them cannot be trusted either.
+    for name, hdrs in (("body.get-route-cl-two-different", b"Content-Length: 3\r\nContent-Length: 30\r\n"),
+                       ("body.get-route-cl-and-transfer-encoding",
+                        b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n")):
+        a, p, c = exchange(g.port, b"GET /v1/sales/ok HTTP/1.1\r\nHost: t\r\n" + hdrs +
+                           b"\r\n3\r\nabc\r\n0\r\n\r\n" + buy_req(BAD, "after-get-frame"))
+        if a:
+            p += json_error(a[0], "bad_request", 400)
+            p += c.closed_after()
+        c.close()
+        named(name, p)
     # Equal duplicates are one length (RFC 9112 6.3 allows either answer):
     # whichever, nothing is left unread on the connection.
     body = json.dumps({"user_id": "two-same-cl"}).encode()
@@ -700,6 +713,17 @@ try:
               "http_version_not_supported", 505)
     head_case("head.h2-preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "http_version_not_supported", 505)
     head_case("head.http09", b"GET /v1/sales/ok\r\n\r\n", "bad_request", 400)
+
+    # Served as documented: no Host, a later HTTP/1.x minor version.
+    for name, req in (("head.no-host-served", b"GET /v1/sales/ok HTTP/1.1\r\nConnection: close\r\n\r\n"),
+                      ("head.http1x-served-as-11", b"GET /v1/sales/ok HTTP/1.9\r\nHost: t\r\nConnection: close\r\n\r\n")):
+        a, p, c = exchange(g.port, req)
+        if a:
+            if a[0].status != 200 or (a[0].json() or {}).get("sale_id") != OK:
+                p.append("want the sale info, got %r" % a[0])
+            p += c.closed_after()
+        c.close()
+        named(name, p)
 
     # Bare LF line ends are read as CRLF (RFC 9112 2.2 allows it; nginx and curl do).
     a, p, c = exchange(g.port, b"GET /v1/sales/ok HTTP/1.1\nHost: t\nConnection: close\n\n")
