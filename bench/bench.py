@@ -34,6 +34,7 @@ REPS = int(os.environ.get("BENCH_REPS", "1" if QUICK else "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "1" if QUICK else "5"))
 CONNS = (64, 256)
 FLOOR = "libmicrohttpd floor (410)"
+UV_FLOOR = "libuv+http_parser floor (410)"
 SETTLE_ORDERS = 5000 if QUICK else 20000   # one partition of the mock broker holds ~5 MiB
 CEILING_N = 50000 if QUICK else 200000    # redis-benchmark requests per measurement
 OPEN_RATE = int(os.environ.get("BENCH_OPEN_RATE", "2000" if QUICK else "5000"))
@@ -217,14 +218,15 @@ def start_nginx(tmp):
     return p, port
 
 
-def start_floor(tmp, bindir):
+def start_floor(tmp, bindir, name="mhd-floor"):
     """flashgate-bench-mhd-floor (bench/mhd_floor.c): libmicrohttpd alone, answering the
-    bytes of flashgate's prepared 410 to every request. None if it was not built."""
-    exe = os.path.join(bindir, "flashgate-bench-mhd-floor")
+    bytes of flashgate's prepared 410 to every request; name "uv-floor": the same with a
+    libuv loop and http_parser (bench/uv_floor.c). None if it was not built."""
+    exe = os.path.join(bindir, "flashgate-bench-" + name)
     if not os.access(exe, os.X_OK):
         return None, None
     port = free_port()
-    logp = os.path.join(tmp, "mhd-floor.log")
+    logp = os.path.join(tmp, name + ".log")
     p = start([exe, str(port)], logp)
     t_end = time.time() + 15
     while time.time() < t_end and p.poll() is None:
@@ -234,7 +236,7 @@ def start_floor(tmp, bindir):
         except OSError:
             pass
         time.sleep(0.05)
-    raise RuntimeError("flashgate-bench-mhd-floor did not answer: " +
+    raise RuntimeError("flashgate-bench-" + name + " did not answer: " +
                        open(logp, "rb").read()[-2000:].decode("utf-8", "replace"))
 
 
@@ -421,6 +423,7 @@ def bench_http(tmp, bindir, scripts):
     """Issue 2 (+5): nginx vs flashgate's buy path, closed loop; then one open-loop run."""
     ngx, ngx_port = start_nginx(tmp)
     floor, floor_port = start_floor(tmp, bindir)
+    uvf, uvf_port = start_floor(tmp, bindir, "uv-floor")
     gw = Gateway(tmp, "gw-spool", os.path.join(bindir, "flashgate"),
                  ["--kafka-brokers", "none", "--limits-user-rps", "1"])
     gwk = Gateway(tmp, "gw-relay", os.path.join(bindir, "flashgate"),
@@ -430,6 +433,8 @@ def bench_http(tmp, bindir, scripts):
     cases = [("nginx return 200", None)]
     if floor:
         cases.append((FLOOR, 410))
+    if uvf:
+        cases.append((UV_FLOOR, 410))
     cases += [
         ("sold out (410)", 410),
         ("rate limited (429)", 429),
@@ -447,6 +452,9 @@ def bench_http(tmp, bindir, scripts):
                 elif case == FLOOR:
                     r = run_wrk("http://127.0.0.1:%d" % floor_port, conns, SECONDS,
                                 scripts["sold_out"], ["so"], floor.pid)
+                elif case == UV_FLOOR:
+                    r = run_wrk("http://127.0.0.1:%d" % uvf_port, conns, SECONDS,
+                                scripts["sold_out"], ["so"], uvf.pid)
                 elif case.startswith("sold"):
                     r = run_wrk(gw.url(), conns, SECONDS, scripts["sold_out"], ["so"], gw.pid)
                 elif case.startswith("rate"):
@@ -465,6 +473,8 @@ def bench_http(tmp, bindir, scripts):
     stop(ngx)
     if floor:
         stop(floor)
+    if uvf:
+        stop(uvf)
     return cases, res, ol, sc
 
 
@@ -1080,6 +1090,16 @@ def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed, spool=
                 print("  c%d: floor %.2fx nginx; flashgate's own work on a sold-out answer "
                       "%.1f us (%.2fx nginx's whole answer)" % (conns, fl / ngx, so - fl,
                                                                 (so - fl) / ngx))
+    if any(c == UV_FLOOR for c, _ in cases):
+        print("  %s = flashgate-bench-uv-floor (bench/uv_floor.c): one libuv loop, a struct "
+              "per connection with an 8 KiB read buffer, http_parser 2.9, keep-alive, answers "
+              "written with uv_try_write: the same bytes, nothing else; the floor of a "
+              "hand-written listener." % UV_FLOOR)
+        for conns in CONNS:
+            fl = med([r["cpu_us"] for r in res[(UV_FLOOR, conns)]])
+            ngx = med([r["cpu_us"] for r in res[("nginx return 200", conns)]])
+            if fl == fl and ngx == ngx and ngx:
+                print("  c%d: libuv+http_parser floor %.2fx nginx" % (conns, fl / ngx))
     print()
     print("== Issue 5: open loop (flashgate-load) next to closed loop (wrk), accepted orders, "
           "spool only, 64 connections ==")
