@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <microhttpd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,57 @@ typedef struct admin_req {
 } admin_req_t;
 
 static pthread_mutex_t admin_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/*---- libmicrohttpd: the admin listener's (the public one is gw_h1.c's) ----*/
+
+/* MHD's per-connection pool: request line, headers and buffers (more gets MHD's 431). */
+#define ADMIN_CONN_MEMORY (8 * 1024)
+
+static struct MHD_Response *resp_build(const gw_resp_t *r)
+{
+    struct MHD_Response *mr =
+        MHD_create_response_from_buffer(r->body_len, (void *)r->body, MHD_RESPMEM_MUST_COPY);
+    if (!mr)
+        return NULL;
+    MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    bool cache_control = false;
+    for (unsigned i = 0; i < r->nheaders; i++) {
+        MHD_add_response_header(mr, r->headers[i][0], r->headers[i][1]);
+        cache_control |= strcasecmp(r->headers[i][0], "Cache-Control") == 0;
+    }
+    if (!cache_control)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    return mr;
+}
+
+/* Queues r on the connection; counts it. Returns the MHD result. */
+static enum MHD_Result gw_resp_send(struct MHD_Connection *c, gw_counters_t *ctr,
+                                    const gw_resp_t *r)
+{
+    struct MHD_Response *mr = resp_build(r);
+    if (!mr)
+        return MHD_NO;
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, mr);
+    MHD_destroy_response(mr);
+    if (ctr)
+        atomic_fetch_add_explicit(&ctr->replies[r->reply], 1, memory_order_relaxed);
+    return ret;
+}
+
+static struct MHD_Daemon *mhd_start(const struct sockaddr *sa, unsigned flags,
+                                    MHD_AccessHandlerCallback cb, void *cls, unsigned max_conn,
+                                    unsigned timeout_s, MHD_RequestCompletedCallback done)
+{
+    if (sa->sa_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    return MHD_start_daemon(flags, 0, NULL, NULL, cb, cls, MHD_OPTION_SOCK_ADDR, sa,
+                            MHD_OPTION_LISTENING_ADDRESS_REUSE, 0u,
+                            MHD_OPTION_CONNECTION_LIMIT, max_conn, MHD_OPTION_CONNECTION_TIMEOUT,
+                            timeout_s, MHD_OPTION_NOTIFY_COMPLETED, done, cls,
+                            MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)GW_LISTEN_BACKLOG,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_CONN_MEMORY,
+                            MHD_OPTION_END);
+}
 
 /*---- tokens ----*/
 
@@ -1670,10 +1722,10 @@ int gw_admin_start(gw_server_t *srv, char *errbuf, size_t errlen)
                  srv->cfg->admin_listen);
         return CM_EINVAL;
     }
-    srv->admin = gw__mhd_start((struct sockaddr *)&ss,
-                               MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                                   MHD_USE_POLL,
-                               false, admin_cb, srv, 64, 30, admin_done, NULL, NULL);
+    srv->admin = mhd_start((struct sockaddr *)&ss,
+                           MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                               MHD_USE_POLL,
+                           admin_cb, srv, 64, 30, admin_done);
     if (!srv->admin) {
         snprintf(errbuf, errlen, "cannot listen on %s (admin): %s", srv->cfg->admin_listen,
                  strerror(errno ? errno : EADDRINUSE));

@@ -299,12 +299,8 @@ static void reply_rate_limited(gw_req_t *r, const gw_limit_verdict_t *v)
                    (unsigned long long)v->policy.burst, (unsigned long long)window);
     gw_resp_header(&r->resp, "RateLimit", "\"%s\";r=%llu;t=%llu", scope,
                    (unsigned long long)v->remaining, (unsigned long long)retry);
-    struct MHD_Response *mr = gw_resp_prepare(&r->resp);
-    if (!mr)
-        return; /* answered from r->resp */
-    gw_resp_redate(mr, NULL, w->date); /* kept current by gw_http.c's date_tick */
-    if (c->resp)
-        MHD_destroy_response(c->resp);
+    gw_prep_t *mr = gw_prep_new(&r->resp, w); /* its Date follows w's (gw_prep_redate) */
+    gw_prep_free(c->resp);
     c->resp = mr;
     c->retry = retry;
     c->burst = v->policy.burst;
@@ -318,9 +314,8 @@ static void suspend(gw_req_t *r)
 {
     if (r->state == GW_ST_WAIT)
         return;
-    r->state = GW_ST_WAIT;
+    r->state = GW_ST_WAIT; /* held: its connection reads nothing until gw_req_finish */
     r->w->suspended++;
-    MHD_suspend_connection(r->conn);
 }
 
 /* 503 for a spool that cannot take the order (full, or refusing after a failure). */
@@ -369,7 +364,6 @@ static bool after_reserve(gw_req_t *r, int rc)
             r->next = NULL;
             *w->sync_wait_tail = r;
             w->sync_wait_tail = &r->next;
-            w->need_run = true;
             return true;
         }
         return false;
@@ -512,7 +506,7 @@ bool gw_buy_handle(gw_req_t *r)
         /* After the drain grace, on a connection opened before: close it, so
          * the load balancer's next request opens one to another gateway. */
         gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "gateway is shutting down");
-        gw_resp_header(&r->resp, "Connection", "close");
+        r->close_after = true;
         return false;
     }
     if (w->suspended >= srv->max_suspended) {
@@ -591,11 +585,8 @@ bool gw_buy_handle(gw_req_t *r)
         return false;
 
     /* 4. rate limits */
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     uint8_t ipkey[16];
-    size_t iplen =
-        gw_client_key(&srv->proxies, ci ? ci->client_addr : NULL, r->hdr.xff, ipkey);
+    size_t iplen = gw_client_key(&srv->proxies, gw_req_peer(r), r->hdr.xff, ipkey);
     gw_limit_verdict_t v;
     gw_limits_admit(srv->limits, r->res.user_id, strlen(r->res.user_id), (const char *)ipkey,
                     iplen, r->id, strlen(r->id), w->now_ns, &v);
@@ -750,9 +741,9 @@ void gw_order_handle(gw_req_t *r)
 {
     oq_order_t ord;
     /* Without the order's status token it does not exist, whether it does or not. */
-    const char *tok = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "token");
+    const char *tok = gw_req_arg(r, "token");
     if (!tok)
-        tok = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Order-Token");
+        tok = gw_req_header(r, "X-Order-Token");
     bool tok_ok = gw_status_token_ok(r->w->srv, r->id, tok);
     gw_orders_found_t f =
         tok_ok ? gw_orders_lookup(r->w->srv->orders, r->id, &ord) : GW_ORDERS_UNKNOWN;
@@ -824,7 +815,7 @@ void gw_queue_handle(gw_req_t *r)
     }
     gw_fair_room_view_t v;
     gw_fair_room_view(fs, &v);
-    const char *user = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "user_id");
+    const char *user = gw_req_arg(r, "user_id");
     if (!user) {
         /* the queue page every client polls: the same bytes for all, cacheable */
         gw_resp_init(p, GW_R_OK);
@@ -844,7 +835,7 @@ void gw_queue_handle(gw_req_t *r)
     }
     char msg[200], mac[GW_TOKEN_LEN + 1];
     uint64_t pos = 0;
-    const char *ticket = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "ticket");
+    const char *ticket = gw_req_arg(r, "ticket");
     if (ticket) {
         const char *dot = strchr(ticket, '.');
         char *end;

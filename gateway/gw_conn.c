@@ -1,39 +1,30 @@
 /*
- * Connection guard: what libmicrohttpd 0.9.75 lacks against slow and
- * numerous connections (measured: 20,000 sockets from one address, each
- * sending a byte every 3 s, took every slot and refused all other clients;
- * MHD's connection timeout is an idle timeout that every byte resets).
+ * Connection guard: caps and deadlines against slow and numerous connections
+ * (measured under libmicrohttpd: 20,000 sockets from one address, each
+ * sending a byte every 3 s, took every slot and refused all other clients; an
+ * idle timeout that every byte resets does not stop them).
  *
  *  - Per client address cap (server.max_connections_per_ip), counted across
- *    all workers; trusted proxies (server.trusted_proxies) have their own cap
- *    (server.proxy_max_connections, 0 = none). MHD's own
- *    MHD_OPTION_PER_IP_CONNECTION_LIMIT is per daemon (per worker, and
- *    SO_REUSEPORT spreads one address over all of them) and cannot exempt a
- *    proxy, so it is not used. The check is MHD's accept policy callback.
+ *    all workers (SO_REUSEPORT spreads one address over all of them);
+ *    trusted proxies (server.trusted_proxies) have their own cap
+ *    (server.proxy_max_connections, 0 = none). Checked at accept
+ *    (gw_conn_open), before the connection has a handle or a buffer.
  *  - Total cap per worker (server.max_connections): at the cap a new
  *    connection evicts an old one that has no request in progress (waiting
  *    for its head, then idle keep-alive, then in a body; of the oldest 16, the
  *    one whose address holds the most connections) instead of being refused,
- *    so a crowd of slow sockets cannot keep new clients out. MHD's own limit
- *    is set a little above ours so that it never refuses first.
+ *    so a crowd of slow sockets cannot keep new clients out.
  *  - A deadline for the whole request head (server.head_timeout) counted
  *    from the connection's start, or from the previous answer on a
  *    keep-alive connection (then at least server.connection_timeout), and a
  *    minimum body rate (server.body_min_rate bytes/s averaged from the end of
- *    the head, after a grace of GW_CONN_BODY_GRACE_MS). Bytes do not reset
- *    either. A uv timer per worker sweeps them.
+ *    the head, after a grace of GW_CONN_BODY_GRACE_MS); with no minimum rate,
+ *    a body that brings no byte for server.connection_timeout. Bytes do not
+ *    reset the head's deadline. A uv timer per worker sweeps them.
  *  - An answer the client does not read: once it has been unsent for
  *    server.connection_timeout, the connection is closed as soon as a further
  *    connection_timeout passes without the client acknowledging a byte
  *    (TCP_INFO's bytes_acked, read only then).
- *
- * With a minimum body rate, these cover every phase MHD's own connection
- * timeout did (an idle timeout that every byte resets), so MHD's is off
- * (gw_workers_start): in 0.9.75 each activity update of a connection with a
- * timeout reads the clock and moves it in a mutex-guarded list, several
- * times per request, 7% of a sold-out answer's instructions (bench/README.md,
- * third pass). With body_min_rate 0 a stalled body has only MHD's timeout,
- * so it stays on.
  *
  * The sweep's cost follows what expires, never how many connections are open:
  * the head and idle lists are in deadline order (one timeout each), so a tick
@@ -43,20 +34,15 @@
  * have to go, and put back further on if its bytes kept up). And a tick kills
  * at most SWEEP_BATCH connections, then comes back after 1 ms: measured, 9,000
  * slow heads opened together expired together, and one sweep that shut them
- * all down held the loop for 275-343 ms (and MHD's next run closing them for
- * 45 ms of CPU): every buyer of that worker waited behind it.
+ * all down held the loop for 275-343 ms: every buyer of that worker waited
+ * behind it.
  *
- * Closing from outside the access handler: 0.9.75 has no call for it (
- * MHD_suspend/resume only applies inside the handler, which a connection
- * still sending its head has never reached). We shutdown(2) the socket MHD
- * gave us (MHD_CONNECTION_INFO_CONNECTION_FD): its epoll set reports the
- * socket, recv() returns 0, and MHD closes the connection itself, through
- * its normal path (NOTIFY_CONNECTION CLOSED, completion callback), on the
- * next MHD_run of that worker. The socket stays MHD's; we never close() it.
+ * Closing: the guard forgets the entry and closes the connection's handle
+ * (gw_h1_kill): a plain close of our own socket.
  *
  * Threading: a worker's guard and its connections are touched only from
- * that worker's loop thread (MHD callbacks run inside MHD_run there). The
- * per-address table is shared by all workers: 64 shards, one mutex each.
+ * that worker's loop thread. The per-address table is shared by all
+ * workers: 64 shards, one mutex each.
  */
 #include "common/cm_alloc.h"
 #include "common/cm_hash.h"
@@ -72,10 +58,8 @@
 
 #define IP_SHARDS 64
 #define IP_BUCKETS 256
-/* MHD's own connection limit sits this far above ours: room for the
- * connections being evicted (closed on the next MHD_run) and the few that a
- * run accepts at once, so that MHD never refuses a client before we evict. */
-#define MHD_HEADROOM 64
+/* File descriptors kept per worker beyond the cap (evictions close at once). */
+#define FD_HEADROOM 64
 /* How many of the oldest connections an eviction looks at. */
 #define EVICT_SCAN 16
 /* Connections killed per sweep callback (then the loop serves I/O for a ms). */
@@ -95,13 +79,14 @@ struct gw_conn {
     gw_conn_t *wprev, *wnext; /* in a body wheel slot (PH_BODY, rate on) */
     int slot;                 /* its wheel slot, -1 = none */
     gw_conn_guard_t *g;
-    int fd;
+    gw_h1_t *owner;
     uint8_t key[16];
     uint8_t keylen;
     uint8_t phase;
     int64_t since_ms;    /* start of the current phase */
     int64_t deadline_ms; /* PH_HEAD / PH_IDLE / PH_WRITE */
     uint64_t body_bytes;
+    int64_t last_byte_ms; /* PH_BODY without a minimum rate: an idle timeout */
     uint64_t acked; /* PH_WRITE: the client's bytes_acked at the last look */
 };
 
@@ -113,9 +98,6 @@ struct gw_conn_guard {
     int64_t every;      /* sweep period and wheel slot width, ms */
     int64_t wheel_next; /* the next wheel tick (time / every) to look at */
     _Atomic uint64_t open; /* read by the admin stats thread */
-    uint64_t closing;
-    uint8_t pending_key[16]; /* counted by the accept policy, not yet STARTED */
-    uint8_t pending_len;
 };
 
 typedef struct ip_entry {
@@ -279,8 +261,8 @@ static void list_remove(gw_conn_guard_t *g, gw_conn_t *c)
     c->prev = c->next = NULL;
 }
 
-/* The per-request stamps take the loop's clock of this MHD run (gw_worker_t.now_ns):
- * a deadline starts at most one run early. The sweep reads the clock itself. */
+/* The per-request stamps take the loop iteration's clock (gw_worker_t.now_ns):
+ * a deadline starts at most one iteration early. The sweep reads the clock itself. */
 static int64_t run_ms(const gw_conn_guard_t *g)
 {
     return (int64_t)(g->w->now_ns / 1000000u);
@@ -297,8 +279,11 @@ static void set_phase(gw_conn_t *c, phase_t ph, int64_t now_ms)
     if (ph > PH_WRITE)
         return;
     uint64_t rate = g->w->srv->cfg->body_min_rate;
-    if (ph == PH_BODY && rate)
-        wheel_add(g, c, body_due_ms(c, rate));
+    if (ph == PH_BODY) {
+        c->last_byte_ms = now_ms;
+        wheel_add(g, c, rate ? body_due_ms(c, rate)
+                             : now_ms + (int64_t)g->w->srv->cfg->connection_timeout_ms);
+    }
     conn_list_t *l = &g->lists[ph];
     c->prev = l->last;
     c->next = NULL;
@@ -309,16 +294,13 @@ static void set_phase(gw_conn_t *c, phase_t ph, int64_t now_ms)
     l->last = c;
 }
 
-/* Makes MHD close c on its next run (see the head comment). Loop thread only. */
+/* Closes c's connection, whose close releases c (gw_conn_release). Loop thread only. */
 static void conn_kill(gw_conn_t *c)
 {
-    if (c->phase == PH_CLOSING)
-        return;
     list_remove(c->g, c);
     c->phase = PH_CLOSING;
-    c->g->closing++;
-    if (c->fd >= 0)
-        shutdown(c->fd, SHUT_RDWR);
+    if (c->owner)
+        gw_h1_kill(c->owner); /* always set right after gw_conn_open */
 }
 
 static uint64_t head_timeout_ms(const gw_server_t *srv)
@@ -352,111 +334,71 @@ static gw_conn_t *pick_victim(gw_conn_guard_t *g, gw_ip_table_t *t)
     return best;
 }
 
-/*---- MHD callbacks ----*/
+/*---- accept and close ----*/
 
-/* An accept counted for an address whose STARTED never came (MHD failed to
- * set the connection up): give the count back. Loop thread only. */
-static void release_pending(gw_conn_guard_t *g, gw_ip_table_t *t)
+gw_conn_t *gw_conn_open(gw_worker_t *w, const struct sockaddr *addr)
 {
-    if (g->pending_len) {
-        ip_add(t, g->pending_key, g->pending_len, -1, 0);
-        g->pending_len = 0;
-    }
-}
-
-enum MHD_Result gw_conn_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
-{
-    (void)addrlen;
-    gw_worker_t *w = cls;
     gw_server_t *srv = w->srv;
     gw_conn_guard_t *g = w->guard;
     uint8_t key[16];
     static const gw_proxies_t none = {0};
     size_t n = gw_client_key(&none, addr, NULL, key);
     gw_conn_t *victim = NULL;
-    release_pending(g, srv->iptable);
-    if (g->open - g->closing >= srv->max_conns) {
+    if (g->open >= srv->max_conns) {
         /* Full: make room by closing the oldest connection without a request in
          * progress; refuse only when every one is being served. */
         victim = pick_victim(g, srv->iptable);
-        if (!victim || g->closing >= MHD_HEADROOM / 2) {
+        if (!victim) {
             atomic_fetch_add_explicit(&srv->iptable->refused_full, 1, memory_order_relaxed);
-            return MHD_NO;
+            return NULL;
         }
     }
     if (n) {
-        /* Counted now, so that workers accepting at once cannot overshoot the
-         * cap; STARTED takes the count over (MHD calls it within this accept). */
+        /* Counted now, so that workers accepting at once cannot overshoot the cap. */
         bool proxy = gw_proxies_match(&srv->proxies, addr);
         uint64_t cap = proxy ? srv->cfg->proxy_max_connections : srv->cfg->max_connections_per_ip;
         if (ip_add(srv->iptable, key, n, +1, (uint32_t)(cap > UINT32_MAX ? UINT32_MAX : cap)) ==
             UINT32_MAX) {
             atomic_fetch_add_explicit(&srv->iptable->refused_per_ip, 1, memory_order_relaxed);
-            return MHD_NO;
+            return NULL;
         }
-        g->pending_len = (uint8_t)n;
-        memcpy(g->pending_key, key, n);
     }
     if (victim) {
         conn_kill(victim);
         atomic_fetch_add_explicit(&srv->iptable->evicted, 1, memory_order_relaxed);
     }
-    return MHD_YES;
+    gw_ol_conn_started(w);
+    gw_conn_t *c = cm_xcalloc(1, sizeof(*c));
+    c->g = g;
+    c->slot = -1;
+    c->phase = PH_BUSY;
+    c->keylen = (uint8_t)n;
+    memcpy(c->key, key, n);
+    int64_t now = run_ms(g);
+    c->deadline_ms = now + (int64_t)head_timeout_ms(srv);
+    set_phase(c, PH_HEAD, now);
+    g->open++;
+    return c;
 }
 
-void gw_conn_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
-                    enum MHD_ConnectionNotificationCode code)
+void gw_conn_set_owner(gw_conn_t *c, gw_h1_t *owner)
 {
-    gw_worker_t *w = cls;
-    gw_server_t *srv = w->srv;
-    gw_conn_guard_t *g = w->guard;
-    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-        gw_ol_conn_started(w);
-        gw_conn_t *c = cm_xcalloc(1, sizeof(*c));
-        c->g = g;
-        c->slot = -1;
-        c->phase = PH_BUSY;
-        const union MHD_ConnectionInfo *fi =
-            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-        c->fd = fi ? fi->connect_fd : -1;
-        const union MHD_ConnectionInfo *ai =
-            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-        static const gw_proxies_t none = {0};
-        c->keylen = (uint8_t)gw_client_key(&none, ai ? ai->client_addr : NULL, NULL, c->key);
-        if (c->keylen && g->pending_len == c->keylen &&
-            memcmp(g->pending_key, c->key, c->keylen) == 0)
-            g->pending_len = 0; /* counted by gw_conn_accept */
-        else if (c->keylen)
-            ip_add(srv->iptable, c->key, c->keylen, +1, 0);
-        int64_t now = run_ms(g);
-        c->deadline_ms = now + (int64_t)head_timeout_ms(srv);
-        set_phase(c, PH_HEAD, now);
-        g->open++;
-        *socket_context = c;
-        return;
-    }
-    gw_conn_t *c = *socket_context;
+    c->owner = owner;
+}
+
+void gw_conn_release(gw_conn_t *c)
+{
     if (!c)
         return;
-    *socket_context = NULL;
-    if (c->phase == PH_CLOSING)
-        g->closing--;
-    else
-        list_remove(g, c);
+    gw_conn_guard_t *g = c->g;
+    list_remove(g, c);
     if (c->keylen)
-        ip_add(srv->iptable, c->key, c->keylen, -1, 0);
+        ip_add(g->w->srv->iptable, c->key, c->keylen, -1, 0);
     g->open--;
     free(c);
 }
 
-/*---- hooks from the access handler ----*/
-
-gw_conn_t *gw_conn_of(struct MHD_Connection *conn)
-{
-    const union MHD_ConnectionInfo *i =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    return i ? i->socket_context : NULL;
-}
+/*---- hooks from the connection layer ----*/
 
 void gw_conn_head_done(gw_conn_t *c)
 {
@@ -468,8 +410,10 @@ void gw_conn_head_done(gw_conn_t *c)
 
 void gw_conn_body(gw_conn_t *c, size_t n)
 {
-    if (c)
+    if (c) {
         c->body_bytes += n;
+        c->last_byte_ms = run_ms(c->g);
+    }
 }
 
 void gw_conn_busy(gw_conn_t *c)
@@ -531,7 +475,8 @@ static bool sweep_writes(gw_conn_guard_t *g, int64_t now, int *budget)
         if (*budget <= 0)
             return false;
         (*budget)--;
-        uint64_t acked = gw_tcp_bytes_acked(c->fd); /* UINT64_MAX: unknown, counts as progress */
+        /* UINT64_MAX: unknown, counts as progress */
+        uint64_t acked = c->owner ? gw_tcp_bytes_acked(gw_h1_fd(c->owner)) : UINT64_MAX;
         if (acked != c->acked || acked == UINT64_MAX) {
             c->acked = acked;
             c->deadline_ms = now + timeout;
@@ -558,15 +503,17 @@ static bool sweep_bodies(gw_conn_guard_t *g, int64_t now, int *budget)
                 return false;
             wheel_remove(g, c);
             int64_t el = now - c->since_ms;
-            if (el > GW_CONN_BODY_GRACE_MS &&
-                c->body_bytes * 1000u < rate * (uint64_t)(el - GW_CONN_BODY_GRACE_MS)) {
+            int64_t idle_due = c->last_byte_ms + (int64_t)g->w->srv->cfg->connection_timeout_ms;
+            if (rate ? el > GW_CONN_BODY_GRACE_MS &&
+                           c->body_bytes * 1000u < rate * (uint64_t)(el - GW_CONN_BODY_GRACE_MS)
+                     : idle_due <= now) {
                 conn_kill(c);
                 (*budget)--;
                 atomic_fetch_add_explicit(&t->slow_bodies, 1, memory_order_relaxed);
             } else {
                 /* Its bytes kept up: due after now, so a later tick than this
                  * one (at most WHEEL_SLOTS - 1 on: never this slot again). */
-                int64_t due = body_due_ms(c, rate);
+                int64_t due = rate ? body_due_ms(c, rate) : idle_due;
                 wheel_add(g, c, due > now ? due : now + 1);
             }
         }
@@ -588,7 +535,7 @@ static void sweep(uv_timer_t *t)
         uv_timer_start(&g->sweep, sweep, 1, (uint64_t)g->every);
 }
 
-unsigned gw_conn_mhd_limit(gw_server_t *srv)
+void gw_conn_limit(gw_server_t *srv)
 {
     /*
      * Every connection is a file descriptor: a cap above what RLIMIT_NOFILE
@@ -603,7 +550,7 @@ unsigned gw_conn_mhd_limit(gw_server_t *srv)
         uint64_t reserve = 64 + rl.rlim_cur / 8;
         uint64_t room = rl.rlim_cur > reserve ? rl.rlim_cur - reserve : 0;
         uint64_t per = room / (srv->nworkers ? srv->nworkers : 1);
-        per = per > MHD_HEADROOM + 8 ? per - MHD_HEADROOM : 8;
+        per = per > FD_HEADROOM + 8 ? per - FD_HEADROOM : 8;
         if (per < cap) {
             cm_log_warn("gw", "server.max_connections lowered to fit the open-file limit",
                         "configured=%llu per_worker=%llu nofile=%llu workers=%u",
@@ -613,7 +560,6 @@ unsigned gw_conn_mhd_limit(gw_server_t *srv)
         }
     }
     srv->max_conns = cap;
-    return (unsigned)cap + MHD_HEADROOM;
 }
 
 void gw_conn_guard_init(gw_worker_t *w)
@@ -640,7 +586,7 @@ void gw_conn_guard_close(gw_worker_t *w)
 
 void gw_conn_guard_free(gw_worker_t *w)
 {
-    /* After MHD_stop_daemon: every connection was notified CLOSED. */
+    /* After the loop closed every connection (gw_h1_stop). */
     free(w->guard);
     w->guard = NULL;
 }

@@ -1,15 +1,14 @@
 /*
- * HTTP workers: one libuv loop per thread, each driving its own
- * libmicrohttpd daemon in external-polling (epoll) mode on the shared port
- * (SO_REUSEPORT). See gw_internal.h for why this design.
+ * HTTP workers: one libuv loop per thread, each with its own listening socket
+ * on the shared port (SO_REUSEPORT) and its own connections (gw_h1.c). See
+ * gw_internal.h for why this design.
  *
- * Request lifecycle (MHD calls the access handler several times):
- *   1st call, *req_cls == NULL: allocate the context, route, check headers.
- *   body calls: copy at most body_limit bytes, drop the rest.
- *   last call (upload_data_size == 0): do the work; queue the answer now
- *   (inline) or suspend; after a resume MHD calls again and we queue it.
- * The answer is never queued on the first call when a body follows: 0.9.75
- * would then close the connection (measured; docs/design.md).
+ * Request lifecycle (gw_h1.c calls these as the parser goes):
+ *   gw_http_head: the head is in: allocate the context, route, check headers;
+ *     may answer at once (too large, too late, refused proxy), body unread.
+ *   gw_http_body: copy at most body_limit bytes, drop the rest.
+ *   gw_http_complete: do the work; answer now (GW_ST_DONE) or wait
+ *     (GW_ST_WAIT) until gw_req_finish.
  */
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
@@ -26,21 +25,10 @@
 #include <unistd.h>
 
 #define FREE_LIST_MAX 256
-/*
- * MHD's per-connection memory pool holds the request head and the read and
- * write buffers. 0.9.75 clears the whole pool on every request of a
- * keep-alive connection and the unused half of its read buffer once the head
- * is read: its default of 32 KiB made memset 4.6% of a sold-out answer's CPU,
- * and 16 KiB still cleared 24 KiB per request, half of the L1 data cache
- * (8 KiB: 4.5 -> 4.2 us per sold-out answer, bench/README.md). 8 KiB holds
- * ~7 KiB of request line and headers (more gets MHD's 431, docs/api.md),
- * like nginx's 8k large_client_header_buffers; bodies stream into our own buffer.
- */
-#define GW_CONN_MEMORY (8 * 1024)
 
 /*---- request contexts ----*/
 
-static gw_req_t *req_alloc(gw_worker_t *w)
+gw_req_t *gw_http_req_new(gw_worker_t *w, gw_h1_t *c)
 {
     gw_req_t *r = w->free_reqs;
     if (r) {
@@ -52,12 +40,13 @@ static gw_req_t *req_alloc(gw_worker_t *w)
     /* Only the header part needs clearing; buffers are written before read. */
     memset(r, 0, offsetof(gw_req_t, body_inline));
     r->w = w;
+    r->conn = c;
     r->body = r->body_inline;
     r->body_cap = sizeof(r->body_inline);
     return r;
 }
 
-static void req_free(gw_req_t *r)
+void gw_http_req_free(gw_req_t *r)
 {
     gw_worker_t *w = r->w;
     gw_ol_release_all(r);
@@ -73,26 +62,6 @@ static void req_free(gw_req_t *r)
     }
 }
 
-static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
-                         enum MHD_RequestTerminationCode toe)
-{
-    (void)toe;
-    gw_worker_t *w = cls;
-    w->answers++;
-    gw_req_t *r = *req_cls;
-    /* the next head's deadline starts now (r->cn is this connection's guard entry) */
-    gw_conn_idle(r ? r->cn : gw_conn_of(c));
-    if (!r)
-        return;
-    *req_cls = NULL;
-    if (r->state == GW_ST_WAIT) {
-        /* The connection died while suspended: the waiter still holds r. */
-        r->conn = NULL;
-        return;
-    }
-    req_free(r);
-}
-
 static bool json_media_type(const char *ct)
 {
     if (!ct)
@@ -105,11 +74,9 @@ static bool json_media_type(const char *ct)
 }
 
 /*
- * One pass over the request headers for the buy route. Each
- * MHD_lookup_connection_value walks MHD's header list with a caseless compare
- * per entry (~200 instructions a lookup here, 3-4 per buy: ~5% of a sold-out
- * answer, bench/README.md third pass); one walk with our own test, length
- * first, finds them all.
+ * One pass over the request headers for the buy route: one walk with a
+ * length test first finds all five (a lookup per name walked the list 3-4
+ * times per buy: ~5% of a sold-out answer, bench/README.md third pass).
  */
 static bool hdr_is(const char *key, size_t len, const char *name, size_t nlen)
 {
@@ -118,40 +85,38 @@ static bool hdr_is(const char *key, size_t len, const char *name, size_t nlen)
 
 #define HDR_IS(key, len, lit) hdr_is(key, len, lit, sizeof(lit) - 1)
 
-static enum MHD_Result buy_header(void *cls, enum MHD_ValueKind kind, const char *key,
-                                  size_t key_size, const char *value, size_t value_size)
+static void buy_headers(gw_req_t *r)
 {
-    (void)kind;
-    (void)value_size;
-    gw_req_t *r = cls;
-    const char **slot = NULL;
-    if (HDR_IS(key, key_size, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
-        slot = &r->hdr.content_length;
-        if (*slot && strcmp(*slot, value) != 0)
-            r->hdr.cl_conflict = true;
-    } else if (HDR_IS(key, key_size, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
-        slot = &r->hdr.transfer_encoding;
-        r->hdr.te_count++;
-    } else if (HDR_IS(key, key_size, MHD_HTTP_HEADER_CONTENT_TYPE))
-        slot = &r->hdr.content_type;
-    else if (HDR_IS(key, key_size, "Idempotency-Key"))
-        slot = &r->hdr.idem_key;
-    else if (HDR_IS(key, key_size, "X-Forwarded-For"))
-        slot = &r->hdr.xff;
-    else if (HDR_IS(key, key_size, "X-Admission-Token"))
-        slot = &r->hdr.admission;
-    if (slot && !*slot)
-        *slot = value;
-    return MHD_YES;
+    unsigned n;
+    const gw_hdr_t *h = gw_req_headers(r, &n);
+    for (unsigned i = 0; i < n; i++) {
+        const char **slot = NULL;
+        if (HDR_IS(h[i].name, h[i].nlen, "Content-Length")) {
+            slot = &r->hdr.content_length;
+            if (*slot && strcmp(*slot, h[i].value) != 0)
+                r->hdr.cl_conflict = true;
+        } else if (HDR_IS(h[i].name, h[i].nlen, "Transfer-Encoding")) {
+            slot = &r->hdr.transfer_encoding;
+            r->hdr.te_count++;
+        } else if (HDR_IS(h[i].name, h[i].nlen, "Content-Type"))
+            slot = &r->hdr.content_type;
+        else if (HDR_IS(h[i].name, h[i].nlen, "Idempotency-Key"))
+            slot = &r->hdr.idem_key;
+        else if (HDR_IS(h[i].name, h[i].nlen, "X-Forwarded-For"))
+            slot = &r->hdr.xff;
+        else if (HDR_IS(h[i].name, h[i].nlen, "X-Admission-Token"))
+            slot = &r->hdr.admission;
+        if (slot && !*slot)
+            *slot = h[i].value;
+    }
 }
 
 /*
  * Content-Length's value: a plain loop, not strtoull's locale and base
- * handling (~130 instructions a buy). MHD 0.9.75 answers 400 (413 past 2^64)
- * before calling us when the first Content-Length is not all digits, except
- * beside a Transfer-Encoding (refused first, framing_refused) and in a second
- * Content-Length, where "-1" or "+99" reach us: anything but digits reads as
- * too large (413), as strtoull's saturation did before.
+ * handling (~130 instructions a buy). http_parser refuses a Content-Length
+ * that is not all digits (400), two of them and one beside
+ * Transfer-Encoding: chunked; anything but digits reads as too large (413)
+ * here all the same.
  */
 static uint64_t content_length(const char *s)
 {
@@ -168,16 +133,13 @@ static uint64_t content_length(const char *s)
 /*
  * A request body's framing, judged before a byte of it is read (RFC 9112
  * 6.1, 6.3), on every route (a GET's body is read and dropped, but it frames
- * the next request all the same).
- * Two different Content-Lengths, or one beside a Transfer-Encoding, are the
- * request-smuggling frames: a proxy in front may have read the other length,
- * and the bytes we would take for the next request are part of this body (or
- * the reverse). MHD 0.9.75 takes the first Content-Length, or the chunked
- * coding, and goes on: a buy hidden that way was accepted
- * (tests/integration/14-http1.py). A Transfer-Encoding other than exactly
- * "chunked" MHD reads up to the close: nothing we can decode. Refused with
- * the reason; answering on the first call closes the connection, whose next
- * bytes cannot be trusted.
+ * the next request all the same). Two different
+ * Content-Lengths, or one beside a Transfer-Encoding, are the
+ * request-smuggling frames (http_parser refuses both first; kept here so the
+ * rule does not depend on the parser's version). A Transfer-Encoding other
+ * than exactly "chunked" (http_parser takes "gzip, chunked" as chunked):
+ * nothing we can decode, 501. Refused with the reason; the connection closes
+ * after the answer (its next bytes cannot be trusted).
  */
 static bool framing_refused(gw_req_t *r)
 {
@@ -263,9 +225,10 @@ static uint64_t next_rand(gw_worker_t *w)
 }
 
 /* Counts an answer per route and status, its latency, and samples the access log. */
-static void account(gw_worker_t *w, gw_req_t *r, gw_reply_t reply, const char *method,
-                    const char *url)
+void gw_http_account(gw_req_t *r, gw_reply_t reply)
 {
+    gw_worker_t *w = r->w;
+    const char *method = r->method, *url = r->url;
     gw_counters_t *c = &w->ctr;
     uint64_t us = (cm_mono_ns() - r->t0_ns) / 1000;
     unsigned b = 0;
@@ -287,140 +250,103 @@ static void account(gw_worker_t *w, gw_req_t *r, gw_reply_t reply, const char *m
     }
 }
 
-/* Queues the answer of a finished request: proxied, prepared or built. */
-static enum MHD_Result answer(gw_worker_t *w, gw_req_t *r, struct MHD_Connection *conn,
-                             const char *method, const char *url)
+void gw_http_head(gw_req_t *r)
 {
-    unsigned pst;
-    gw_reply_t prep;
-    gw_conn_writing(r->cn);
-    struct MHD_Response *pr = r->px ? gw_px_response(r, &pst, &prep) : NULL;
-    if (pr) {
-        account(w, r, prep, method, url);
-        return MHD_queue_response(conn, pst, pr);
-    }
-    if (r->cached) {
-        account(w, r, r->cached_reply, method, url);
-        return MHD_queue_response(conn, (unsigned)gw_reply_status(r->cached_reply), r->cached);
-    }
-    account(w, r, r->resp.reply, method, url);
-    return gw_resp_send_req(conn, &r->resp);
-}
-
-/* Answers r->resp before the body is read: MHD then closes the connection, as it should. */
-static enum MHD_Result refuse_unread(gw_worker_t *w, gw_req_t *r, struct MHD_Connection *conn,
-                                     const char *method, const char *url)
-{
-    r->state = GW_ST_DONE;
-    account(w, r, r->resp.reply, method, url);
-    gw_conn_writing(r->cn);
-    return gw_resp_send_req(conn, &r->resp);
-}
-
-static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
-                                 const char *method, const char *version,
-                                 const char *upload_data, size_t *upload_data_size, void **req_cls)
-{
-    (void)version;
-    gw_worker_t *w = cls;
-    gw_req_t *r = *req_cls;
-    if (!r) {
-        r = req_alloc(w);
-        r->conn = conn;
-        r->t0_ns = w->now_ns; /* the run's start: waiting behind the run's earlier requests counts */
-        r->cn = gw_conn_of(conn);
-        gw_conn_head_done(r->cn);
-        *req_cls = r;
-        inc(&w->ctr.requests, 1);
-        gw_ol_request_head(r);
-        if (!gw_route(r, url, method) && !(w->px && gw_px_route(r, url)))
-            gw_route_not_found(r, url); /* else a proxy.routes prefix: GW_ROUTE_PROXY */
-        inc(&w->ctr.route_requests[r->route], 1);
-        if (gw_ol_too_late(r))
-            return answer(w, r, conn, method, url); /* waited past its time: body unread */
-        if (r->state == GW_ST_BODY) {
-            /* Every routed request, not only those that read a body: a GET whose
-             * body MHD reads and drops frames the connection's next request as
-             * much as a buy does. Only the buy route reads r->hdr afterwards. */
-            MHD_get_connection_values_n(conn, MHD_HEADER_KIND, buy_header, r);
-            if (framing_refused(r))
-                return refuse_unread(w, r, conn, method, url);
-        }
-        if (r->route == GW_ROUTE_PROXY && gw_px_head(r, method))
-            return answer(w, r, conn, method, url); /* refused from the head: body unread */
-        if (r->state == GW_ST_BODY && r->route == GW_ROUTE_BUY) {
-            const char *cl = r->hdr.content_length;
-            if (cl && content_length(cl) > w->srv->body_limit) {
-                gw_resp_error(&r->resp, GW_R_TOO_LARGE, NULL, "body is larger than %llu bytes",
-                              (unsigned long long)w->srv->body_limit);
-                return refuse_unread(w, r, conn, method, url);
-            }
-            if (!json_media_type(r->hdr.content_type))
-                r->bad_media = true;
-        }
-        return MHD_YES;
-    }
-    if (*upload_data_size) {
-        gw_conn_body(r->cn, *upload_data_size);
-        if (r->state == GW_ST_BODY && r->route == GW_ROUTE_PROXY)
-            gw_px_body(r, upload_data, *upload_data_size);
-        if (r->state == GW_ST_BODY && r->route == GW_ROUTE_BUY && !r->too_large &&
-            !r->bad_media) {
-            size_t n = *upload_data_size;
-            if (r->body_len + n > w->srv->body_limit) {
-                r->too_large = true;
-            } else {
-                if (r->body_len + n + 1 > r->body_cap) {
-                    size_t cap = w->srv->body_limit + 1;
-                    char *b = cm_xmalloc(cap);
-                    memcpy(b, r->body, r->body_len);
-                    if (r->body != r->body_inline)
-                        free(r->body);
-                    r->body = b;
-                    r->body_cap = cap;
-                }
-                memcpy(r->body + r->body_len, upload_data, n);
-                r->body_len += n;
-            }
-        }
-        *upload_data_size = 0;
-        return MHD_YES;
-    }
-    /* The request is complete. The connection guard moves it to "busy" only
-     * when it waits (suspended); answered now, it goes from its body to
-     * "writing" in answer() with no move in between. */
+    gw_worker_t *w = r->w;
+    r->t0_ns = w->now_ns; /* the iteration's start: waiting behind its earlier requests counts */
+    r->cn = gw_h1_guard(r->conn);
+    gw_conn_head_done(r->cn);
+    inc(&w->ctr.requests, 1);
+    gw_ol_request_head(r);
+    if (!gw_route(r, r->url, r->method) && !(w->px && gw_px_route(r, r->url)))
+        gw_route_not_found(r, r->url); /* else a proxy.routes prefix: GW_ROUTE_PROXY */
+    inc(&w->ctr.route_requests[r->route], 1);
+    if (gw_ol_too_late(r))
+        return; /* waited past its time: answered, body unread */
     if (r->state == GW_ST_BODY) {
-        if (r->route == GW_ROUTE_BUY) {
-            if (r->too_large) {
-                gw_resp_error(&r->resp, GW_R_TOO_LARGE, NULL, "body is larger than %llu bytes",
-                              (unsigned long long)w->srv->body_limit);
-            } else if (r->bad_media) {
-                gw_resp_error(&r->resp, GW_R_MEDIA_TYPE, NULL,
-                              "Content-Type must be application/json");
-            } else {
-                r->body[r->body_len] = '\0';
-                if (gw_buy_handle(r)) {
-                    /* Suspended: waiting for Redis or an fsync; resumed by gw_req_finish. */
-                    gw_conn_busy(r->cn);
-                    return MHD_YES;
-                }
-            }
-        } else if (r->route == GW_ROUTE_PROXY) {
-            if (gw_px_handle(r, url, method)) {
-                gw_conn_busy(r->cn);
-                return MHD_YES; /* suspended: the upstream works; resumed by gw_req_finish */
-            }
-        } else {
-            simple_handle(r);
+        /* Every routed request, not only those that read a body: a GET's body
+         * is read and dropped, but it frames the connection's next request as
+         * much as a buy's does. Only the buy route reads r->hdr afterwards. */
+        buy_headers(r);
+        if (framing_refused(r)) {
+            r->state = GW_ST_DONE; /* answered, body unread: the connection closes */
+            r->close_after = true;
+            return;
         }
-        r->state = GW_ST_DONE;
     }
-    if (r->state == GW_ST_WAIT)
-        return MHD_YES; /* spurious call while suspended */
-    return answer(w, r, conn, method, url);
+    if (r->route == GW_ROUTE_PROXY && gw_px_head(r, r->method)) {
+        r->close_after = true; /* refused from the head: body unread */
+        return;
+    }
+    if (r->state == GW_ST_BODY && r->route == GW_ROUTE_BUY) {
+        const char *cl = r->hdr.content_length;
+        if (cl && content_length(cl) > w->srv->body_limit) {
+            /* Refuse before reading: the connection closes after the answer. */
+            gw_resp_error(&r->resp, GW_R_TOO_LARGE, NULL, "body is larger than %llu bytes",
+                          (unsigned long long)w->srv->body_limit);
+            r->state = GW_ST_DONE;
+            r->close_after = true; /* refused before reading: the body stays unread */
+            return;
+        }
+        if (!json_media_type(r->hdr.content_type))
+            r->bad_media = true;
+    }
 }
 
-struct MHD_Response *gw_sold_out_response(gw_worker_t *w, const inv_sale_t *sale)
+void gw_http_body(gw_req_t *r, const char *data, size_t n)
+{
+    gw_worker_t *w = r->w;
+    gw_conn_body(r->cn, n);
+    if (r->state != GW_ST_BODY)
+        return;
+    if (r->route == GW_ROUTE_PROXY)
+        gw_px_body(r, data, n);
+    if (r->route != GW_ROUTE_BUY || r->too_large || r->bad_media)
+        return;
+    if (r->body_len + n > w->srv->body_limit) {
+        r->too_large = true;
+        return;
+    }
+    if (r->body_len + n + 1 > r->body_cap) {
+        size_t cap = w->srv->body_limit + 1;
+        char *b = cm_xmalloc(cap);
+        memcpy(b, r->body, r->body_len);
+        if (r->body != r->body_inline)
+            free(r->body);
+        r->body = b;
+        r->body_cap = cap;
+    }
+    memcpy(r->body + r->body_len, data, n);
+    r->body_len += n;
+}
+
+void gw_http_complete(gw_req_t *r)
+{
+    gw_worker_t *w = r->w;
+    if (r->state != GW_ST_BODY)
+        return;
+    if (r->route == GW_ROUTE_BUY) {
+        if (r->too_large) {
+            gw_resp_error(&r->resp, GW_R_TOO_LARGE, NULL, "body is larger than %llu bytes",
+                          (unsigned long long)w->srv->body_limit);
+        } else if (r->bad_media) {
+            gw_resp_error(&r->resp, GW_R_MEDIA_TYPE, NULL,
+                          "Content-Type must be application/json");
+        } else {
+            r->body[r->body_len] = '\0';
+            if (gw_buy_handle(r))
+                return; /* waiting for Redis or an fsync: gw_req_finish answers */
+        }
+    } else if (r->route == GW_ROUTE_PROXY) {
+        if (gw_px_handle(r, r->url, r->method))
+            return; /* the upstream works: gw_req_finish answers */
+    } else {
+        simple_handle(r);
+    }
+    r->state = GW_ST_DONE;
+}
+
+gw_prep_t *gw_sold_out_response(gw_worker_t *w, const inv_sale_t *sale)
 {
     for (unsigned i = 0; i < w->nsold_out; i++)
         if (w->sold_out_cache[i].sale == sale)
@@ -431,10 +357,7 @@ struct MHD_Response *gw_sold_out_response(gw_worker_t *w, const inv_sale_t *sale
     inv_sale_snapshot(sale, &info);
     gw_resp_t tmp;
     gw_resp_sold_out(&tmp, info.sale_id);
-    struct MHD_Response *mr = gw_resp_prepare(&tmp); /* Content-Type, no-store */
-    if (!mr)
-        return NULL;
-    gw_resp_redate(mr, NULL, w->date);
+    gw_prep_t *mr = gw_prep_new(&tmp, w); /* Content-Type, no-store */
     w->sold_out_cache[w->nsold_out].sale = sale;
     w->sold_out_cache[w->nsold_out].resp = mr;
     w->nsold_out++;
@@ -443,52 +366,42 @@ struct MHD_Response *gw_sold_out_response(gw_worker_t *w, const inv_sale_t *sale
 
 /*---- the loop ----*/
 
-static void on_timer(uv_timer_t *t);
-
 /*
- * The Date of the prepared answers, formatted once a second: MHD formats one
- * per answer with gmtime_r, whose time-zone lock and conversion were ~3% of a
- * sold-out answer's CPU (perf). A response that carries a Date gets none from
- * MHD; answers built per request keep MHD's (adding ours would cost as much).
+ * The Date of every answer, formatted once a second (a gmtime_r per answer,
+ * with its time-zone lock, was ~3% of a sold-out answer's CPU under
+ * libmicrohttpd, perf); prepared answers copy it in on use.
  */
 static void date_tick(gw_worker_t *w)
 {
     time_t now = time(NULL);
     if (now == w->date_s)
         return;
-    char old[sizeof(w->date)];
-    memcpy(old, w->date, sizeof(old));
     w->date_s = now;
     gw_http_date(now, w->date);
-    for (unsigned i = 0; i < w->nsold_out; i++)
-        gw_resp_redate(w->sold_out_cache[i].resp, old, w->date);
-    for (unsigned k = 0; k < GW_SCOPE_COUNT; k++)
-        if (w->rl_cache[k].resp)
-            gw_resp_redate(w->rl_cache[k].resp, old, w->date);
 }
 
-/* One MHD run and what goes with each: the Date, the clock of the run, the
- * overload module's look at the run, fsync batches and the relay's nudge. */
-static void run_mhd(gw_worker_t *w)
+void gw_http_iteration(gw_worker_t *w)
 {
-    w->need_run = false;
+    if (w->in_iter)
+        return;
+    w->in_iter = true;
     date_tick(w);
     gw_ol_iteration(w);
     /* The door first: after a quota's throttled period the accept queue holds
-     * its arrivals, and one MHD_run can take several periods to come back. */
+     * its arrivals. */
     gw_ol_door_look(w);
     w->now_ns = cm_mono_ns();
-    MHD_run(w->mhd);
-    MHD_UNSIGNED_LONG_LONG to;
-    int again = 0;
-    while (MHD_get_timeout(w->mhd, &to) == MHD_YES && to == 0 && again++ < 8) {
-        w->now_ns = cm_mono_ns();
-        MHD_run(w->mhd);
+}
+
+/* After every loop iteration's I/O callbacks: the door's second look, the
+ * fsync batch of the accepts just written, the relay's nudge. */
+static void on_check(uv_check_t *c)
+{
+    gw_worker_t *w = c->data;
+    if (w->in_iter) {
+        w->in_iter = false;
+        gw_ol_door_look(w);
     }
-    gw_ol_door_look(w);
-    /* Requests handled just now may wait for an fsync or the relay: start those
-     * here, whichever phase of the loop called us (a timer's drive would else
-     * wait for the check phase after the next, possibly blocking, poll). */
     gw_buy_loop_tick(w);
     if (w->notify_relay) {
         w->notify_relay = false;
@@ -496,89 +409,18 @@ static void run_mhd(gw_worker_t *w)
     }
 }
 
-/*
- * Runs MHD while it has work, then re-arms the timer from MHD's own timeout.
- * Loop thread only.
- *
- * Each libuv iteration waits on MHD's epoll fd (the poll phase) and MHD_run
- * then waits again on the same set (epoll_wait with timeout 0): two waits and
- * the kernel's nested-epoll poll per iteration, ~4% of a sold-out answer
- * (bench/README.md, third pass). While runs keep answering requests, the next
- * run's own epoll_wait(0) is the only wait needed, so we run MHD again right
- * here, and go back to libuv (whose wait blocks, and whose idle time is the
- * overload module's measure of our load) when a run found nothing, when a
- * request waits on libuv's I/O (Redis, an upstream, an fsync), when a libuv
- * timer is due, and after GW_DRIVE_RUNS runs in any case (libuv's own I/O).
- */
-#define GW_DRIVE_RUNS 32
-
-static void drive(gw_worker_t *w)
-{
-    int t = uv_backend_timeout(&w->loop);
-    uint64_t due = t < 0 ? UINT64_MAX : uv_now(&w->loop) + (uint64_t)t;
-    for (unsigned runs = 1;; runs++) {
-        uint64_t before = w->answers;
-        run_mhd(w);
-        /* A run that answered nothing: the crowd is thin (or only slow bytes
-         * came), and another run now would most likely be an empty wait. */
-        if (w->answers == before || runs >= GW_DRIVE_RUNS ||
-            w->suspended > 0 || atomic_load_explicit(&w->stopping, memory_order_relaxed))
-            break;
-        uv_update_time(&w->loop);
-        if (uv_now(&w->loop) >= due)
-            break;
-    }
-    MHD_UNSIGNED_LONG_LONG to;
-    if (MHD_get_timeout(w->mhd, &to) == MHD_YES)
-        uv_timer_start(&w->timer, on_timer, to, 0);
-    else
-        uv_timer_stop(&w->timer);
-}
-
-static void on_timer(uv_timer_t *t)
-{
-    drive(t->data);
-}
-
-static void on_poll(uv_poll_t *p, int status, int events)
-{
-    (void)status;
-    (void)events;
-    drive(p->data);
-}
-
-static void on_idle(uv_idle_t *h)
-{
-    (void)h; /* only keeps the poll from blocking while a resume waits */
-}
-
-/* After every loop iteration's I/O callbacks: run MHD once for all resumed requests. */
-static void on_check(uv_check_t *c)
-{
-    gw_worker_t *w = c->data;
-    if (w->need_run)
-        drive(w);
-    uv_idle_stop(&w->idle);
-}
-
 void gw_req_finish(gw_req_t *r)
 {
     gw_worker_t *w = r->w;
     w->suspended--;
+    r->state = GW_ST_DONE;
     if (!r->conn) {
-        /* The client went away while we waited; MHD already forgot it. */
-        req_free(r);
+        /* The client went away while we waited. */
+        gw_http_req_free(r);
         return;
     }
-    r->state = GW_ST_DONE;
-    MHD_resume_connection(r->conn);
-    w->need_run = true;
-    /* The check phase runs MHD only after the next poll: when we are called
-     * from a timer (a Redis call timing out), that poll would block until
-     * unrelated I/O and the answer would wait. An active idle handle makes the
-     * poll return at once (no syscall, no extra MHD run); on_check stops it. */
-    if (!uv_is_active((uv_handle_t *)&w->idle))
-        uv_idle_start(&w->idle, on_idle);
+    date_tick(w); /* called from a Redis reply, a timer or a thread's completion */
+    gw_h1_finish(r);
 }
 
 static void close_cb(uv_handle_t *h)
@@ -596,27 +438,19 @@ static void on_stop_timer(uv_timer_t *t)
 /* Stops the loop once no request waits; re-checks every few ms until then. */
 static void stop_try(gw_worker_t *w)
 {
-    gw_ol_worker_stop(w); /* accepting again, so that MHD can quiesce */
-    if (w->mhd && w->listen_fd < 0) {
-        /* Stop accepting (loop thread: MHD is not thread-safe in external mode). */
-        MHD_socket fd = MHD_quiesce_daemon(w->mhd);
-        w->listen_fd = fd == MHD_INVALID_SOCKET ? -2 : fd;
-    }
+    gw_ol_worker_stop(w);
+    gw_h1_stop_accepting(w);
     if (w->suspended > 0) {
-        drive(w);
         uv_timer_start(&w->stop_timer, on_stop_timer, 5, 0);
         return;
     }
+    gw_h1_stop(w);
     if (w->inv) {
         inv_worker_close(w->inv);
         w->inv = NULL;
     }
     gw_px_worker_stop(w);
-    uv_poll_stop(&w->poll);
-    uv_close((uv_handle_t *)&w->poll, close_cb);
-    uv_close((uv_handle_t *)&w->timer, close_cb);
     uv_close((uv_handle_t *)&w->check, close_cb);
-    uv_close((uv_handle_t *)&w->idle, close_cb);
     uv_close((uv_handle_t *)&w->stop_timer, close_cb);
     uv_close((uv_handle_t *)&w->wake, close_cb);
     gw_conn_guard_close(w);
@@ -635,7 +469,6 @@ static void *worker_main(void *arg)
     char name[16];
     snprintf(name, sizeof(name), "fg-worker-%u", w->index);
     pthread_setname_np(pthread_self(), name);
-    drive(w); /* accept whatever arrived before the loop started */
     uv_run(&w->loop, UV_RUN_DEFAULT);
     return NULL;
 }
@@ -669,27 +502,6 @@ int gw__parse_listen(const char *hostport, struct sockaddr_storage *ss, char *er
     return 0;
 }
 
-/*
- * Starts one MHD daemon per worker on the shared port. MHD_USE_EPOLL without
- * MHD_USE_INTERNAL_POLLING_THREAD = external polling through MHD's epoll fd.
- */
-struct MHD_Daemon *gw__mhd_start(const struct sockaddr *sa, unsigned flags, bool reuse,
-                                 MHD_AccessHandlerCallback cb, void *cls, unsigned max_conn,
-                                 unsigned timeout_s, MHD_RequestCompletedCallback done,
-                                 MHD_AcceptPolicyCallback apc, const struct MHD_OptionItem *extra)
-{
-    static const struct MHD_OptionItem none[] = {{MHD_OPTION_END, 0, NULL}};
-    if (sa->sa_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
-    return MHD_start_daemon(flags, 0, apc, cls, cb, cls, MHD_OPTION_SOCK_ADDR, sa,
-                            MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)(reuse ? 1 : 0),
-                            MHD_OPTION_CONNECTION_LIMIT, max_conn, MHD_OPTION_CONNECTION_TIMEOUT,
-                            timeout_s, MHD_OPTION_NOTIFY_COMPLETED, done, cls,
-                            MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)GW_LISTEN_BACKLOG,
-                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)GW_CONN_MEMORY,
-                            MHD_OPTION_ARRAY, extra ? extra : none, MHD_OPTION_END);
-}
-
 int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
 {
     struct sockaddr_storage ss;
@@ -697,58 +509,32 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
     if (rc)
         return rc;
     srv->workers = cm_xcalloc(srv->nworkers, sizeof(gw_worker_t));
-    /* MHD's idle timeout only where the connection guard does not cover every
-     * phase (no minimum body rate: a stalled body); gw_conn.c says why. */
-    unsigned timeout_s = srv->cfg->body_min_rate
-                             ? 0
-                             : (unsigned)((srv->cfg->connection_timeout_ms + 999) / 1000);
     srv->iptable = gw_ip_table_new();
-    unsigned mhd_limit = gw_conn_mhd_limit(srv);
+    gw_conn_limit(srv);
+    for (unsigned i = 0; i < srv->nworkers; i++)
+        srv->workers[i].lfd = -1;
     for (unsigned i = 0; i < srv->nworkers; i++) {
         gw_worker_t *w = &srv->workers[i];
         w->srv = srv;
         w->index = i;
-        w->listen_fd = -1;
         w->sync_wait_tail = &w->sync_wait;
         pthread_mutex_init(&w->hh_mu, NULL);
         w->rng = (cm_mono_ns() ^ ((uint64_t)(i + 1) * 0x9E3779B97F4A7C15ull)) | 1;
         uv_loop_init(&w->loop);
         gw_conn_guard_init(w);
-        /* Connection caps and deadlines (gw_conn.c); MHD's own limit sits above ours. */
-        struct MHD_OptionItem guard[] = {
-            {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)gw_conn_notify, w},
-            {MHD_OPTION_END, 0, NULL}};
-        w->mhd = gw__mhd_start((struct sockaddr *)&ss, MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME,
-                               true, access_cb, w, mhd_limit, timeout_s,
-                               on_completed, gw_conn_accept, guard);
-        if (!w->mhd) {
-            snprintf(errbuf, errlen, "cannot listen on %s: %s", srv->cfg->listen,
-                     strerror(errno ? errno : EADDRINUSE));
+        /* Connection caps and deadlines (gw_conn.c), on our own accept (gw_h1.c). */
+        if (gw_h1_listen(w, (struct sockaddr *)&ss, errbuf, errlen) != 0) {
             gw_conn_guard_close(w);
             uv_run(&w->loop, UV_RUN_DEFAULT);
             gw_conn_guard_free(w);
-            srv->nworkers = i;
-            gw_workers_stop(srv);
-            return CM_EIO;
-        }
-        const union MHD_DaemonInfo *info = MHD_get_daemon_info(w->mhd, MHD_DAEMON_INFO_EPOLL_FD);
-        if (!info || info->epoll_fd < 0) {
-            snprintf(errbuf, errlen, "libmicrohttpd gave no epoll fd for %s", srv->cfg->listen);
-            MHD_stop_daemon(w->mhd);
-            w->mhd = NULL;
             uv_loop_close(&w->loop);
             srv->nworkers = i;
             gw_workers_stop(srv);
             return CM_EIO;
         }
-        uv_poll_init(&w->loop, &w->poll, info->epoll_fd);
-        w->poll.data = w;
-        uv_poll_start(&w->poll, UV_READABLE, on_poll);
-        uv_timer_init(&w->loop, &w->timer);
-        w->timer.data = w;
+        date_tick(w);
         uv_timer_init(&w->loop, &w->stop_timer);
         w->stop_timer.data = w;
-        uv_idle_init(&w->loop, &w->idle);
         uv_check_init(&w->loop, &w->check);
         w->check.data = w;
         uv_check_start(&w->check, on_check);
@@ -776,12 +562,7 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
             atomic_store(&w->stopping, true);
             stop_try(w);
             uv_run(&w->loop, UV_RUN_DEFAULT);
-            MHD_stop_daemon(w->mhd);
-            w->mhd = NULL;
             gw_conn_guard_free(w);
-            if (w->listen_fd >= 0)
-                close(w->listen_fd);
-            w->listen_fd = -1;
             uv_loop_close(&w->loop);
         }
         srv->nworkers = i;
@@ -813,18 +594,13 @@ void gw_workers_stop(gw_server_t *srv)
         gw_worker_t *w = &srv->workers[i];
         if (srv->workers_running)
             pthread_join(w->thread, NULL);
-        if (w->mhd)
-            MHD_stop_daemon(w->mhd);
         gw_conn_guard_free(w);
-        if (w->listen_fd >= 0)
-            close(w->listen_fd);
         uv_loop_close(&w->loop);
         for (unsigned k = 0; k < w->nsold_out; k++)
-            MHD_destroy_response(w->sold_out_cache[k].resp);
+            gw_prep_free(w->sold_out_cache[k].resp);
         w->nsold_out = 0;
         for (unsigned k = 0; k < GW_SCOPE_COUNT; k++) {
-            if (w->rl_cache[k].resp)
-                MHD_destroy_response(w->rl_cache[k].resp);
+            gw_prep_free(w->rl_cache[k].resp);
             w->rl_cache[k].resp = NULL;
         }
         gw_ol_cache_free(w);

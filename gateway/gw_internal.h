@@ -2,18 +2,15 @@
  * Shared by the gateway sources only.
  *
  * Threading (docs/design.md "Threading model, and why": the design that won):
- * each worker is one libuv loop in its own thread that drives its own
- * libmicrohttpd daemon in external-polling mode (MHD_USE_EPOLL without an
- * internal thread: a uv_poll on MHD's epoll fd calls MHD_run(), a uv_timer
- * follows MHD_get_timeout(); while its runs keep answering, MHD is run again
- * without going back to libuv's wait, gw_http.c: drive). Workers bind the same port with SO_REUSEPORT and
- * share only atomics and striped locks (limiter, stock, order table, spool
- * O_APPEND). Answers that need no wait are given inline, in the handler call
+ * each worker is one libuv loop in its own thread with its own listening
+ * socket on the shared port (SO_REUSEPORT) and its own HTTP/1.1 connections
+ * (gw_h1.c: http_parser, answers written with uv_try_write). Workers share
+ * only atomics and striped locks (limiter, stock, order table, spool
+ * O_APPEND). Answers that need no wait are given inline, in the parser's pass
  * that completes the body: every rejection, and an accept whose spool record
  * is a plain write(2) (durability "write"). Real waits (fsync group commit in
- * durability "fsync", Redis) suspend the connection; the work is batched per
- * loop iteration and the connection is resumed on the same loop, after which
- * we call MHD_run() ourselves (a resume does not wake our own loop).
+ * durability "fsync", Redis, an upstream) hold the request (its connection
+ * stops reading) until their callback answers it on the same loop.
  * Measured against nginx "return 200" in bench/bench.sh.
  */
 #ifndef GW_INTERNAL_H
@@ -27,7 +24,7 @@
 #include "inventory/inv.h"
 #include "queue/oq_spool.h"
 
-#include <microhttpd.h>
+#include <http_parser.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -72,6 +69,9 @@ struct gw_px_req;
     XX(SOLD_OUT, 410, "sold_out", 0)                                                               \
     XX(SALE_ENDED, 410, "sale_ended", 0)                                                           \
     XX(TOO_LARGE, 413, "payload_too_large", 0)                                                     \
+    XX(URI_TOO_LONG, 414, "uri_too_long", 0)                                                       \
+    XX(HEAD_TOO_LARGE, 431, "headers_too_large", 0)                                                \
+    XX(HTTP_VERSION, 505, "http_version_not_supported", 0)                                         \
     XX(MEDIA_TYPE, 415, "unsupported_media_type", 0)                                               \
     XX(NOT_STARTED, 425, "sale_not_started", 0)                                                    \
     XX(RATE_LIMITED, 429, "rate_limited", 1)                                                       \
@@ -193,17 +193,32 @@ void gw_resp_header_set(gw_resp_t *r, const char *name, const char *value);
 /* Sets the body to {"error":code,"message":msg...} with extra pre-escaped JSON members. */
 void gw_resp_error(gw_resp_t *r, gw_reply_t reply, const char *extra_json, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-/* Builds an MHD response from r (a new reference; NULL on failure). */
-struct MHD_Response *gw_resp_prepare(const gw_resp_t *r);
-/* Queues r on the connection; counts it. Returns the MHD result. */
-enum MHD_Result gw_resp_send(struct MHD_Connection *c, gw_counters_t *ctr, const gw_resp_t *r);
-/* The same for a request's own answer (r inside a gw_req_t): its body is not copied. */
-enum MHD_Result gw_resp_send_req(struct MHD_Connection *c, const gw_resp_t *r);
 /* An HTTP Date value, "Sun, 06 Nov 1994 08:49:37 GMT" (RFC 9110 IMF-fixdate). */
 #define GW_DATE_LEN 29
 void gw_http_date(time_t t, char out[GW_DATE_LEN + 1]);
-/* Replaces a prepared response's Date header old (NULL: none) by now. */
-void gw_resp_redate(struct MHD_Response *mr, const char *old, const char *now);
+/* Room gw_resp_render needs for any gw_resp_t's head (status line and headers). */
+#define GW_RESP_HEAD_MAX 2560
+/*
+ * Renders r's status line and headers (Date, Content-Type, r's headers,
+ * Cache-Control: no-store unless r has one, Content-Length), without the
+ * blank line, into out (at least GW_RESP_HEAD_MAX bytes). Returns the length;
+ * *date_off (if not NULL) gets the Date value's offset. No printf.
+ */
+size_t gw_resp_render(const gw_resp_t *r, const char *date, char *out, size_t cap,
+                      size_t *date_off);
+/* A prepared answer: bytes rendered once, the Date brought to the second on use. */
+typedef struct gw_prep {
+    char *buf;       /* head (no blank line), then "\r\n" and the body */
+    size_t len;      /* all of buf */
+    size_t head_len; /* the head's bytes */
+    size_t date_off; /* the Date value in the head */
+    time_t date_s;   /* the second the Date says */
+} gw_prep_t;
+/* A prepared copy of r dated w's second; NULL on failure. Loop thread of w. */
+gw_prep_t *gw_prep_new(const gw_resp_t *r, const gw_worker_t *w);
+/* Writes w's Date into p if its second has passed. Loop thread of w. */
+void gw_prep_redate(gw_prep_t *p, const gw_worker_t *w);
+void gw_prep_free(gw_prep_t *p);
 /* Appends s JSON-escaped (without quotes) to buf at *len. */
 void gw_json_escape(char *buf, size_t cap, size_t *len, const char *s);
 
@@ -293,7 +308,7 @@ void gw_orders_stats(gw_orders_t *t, gw_orders_stats_t *out);
 
 /* A prepared 429 and what it says; reused while a scope keeps refusing alike. */
 typedef struct gw_rl_cache {
-    struct MHD_Response *resp;
+    gw_prep_t *resp;
     uint64_t retry, burst, window, remaining;
 } gw_rl_cache_t;
 
@@ -302,22 +317,22 @@ struct gw_worker {
     unsigned index;
     pthread_t thread;
     uv_loop_t loop;
-    uv_poll_t poll;
-    uv_timer_t timer;
+    uv_poll_t lpoll;  /* the listening socket (gw_h1.c) */
+    int lfd;          /* its fd, -1 once closed */
+    bool accepting;   /* lpoll started (the overload door shuts it) */
+    struct gw_h1 *h1_conns; /* open connections (gw_h1.c) */
+    uint64_t h1_open;
     uv_async_t wake; /* stop */
-    uv_check_t check; /* once per loop iteration: MHD_run for resumed requests */
-    uv_idle_t idle;   /* active while a resume waits for the check phase */
+    uv_check_t check; /* end of a loop iteration: the fsync batch, the relay's nudge */
     uv_timer_t stop_timer;
-    bool need_run;
+    bool in_iter;      /* the iteration's first read or accept was stamped */
     bool notify_relay; /* appends happened this iteration */
-    /* cm_mono_ns() read once before each MHD_run: the time every request of that
-     * run is stamped with (arrival, connection deadlines, rate limits). A clock
-     * read is ~20 ns and an answer took 5 of ours (bench/README.md). */
+    /* cm_mono_ns() read once per loop iteration, at its first read or accept:
+     * the time every request of that iteration is stamped with (arrival,
+     * connection deadlines, rate limits). A clock read is ~20 ns and an
+     * answer took 5 of ours (bench/README.md). */
     uint64_t now_ns;
-    uint64_t answers; /* requests completed (MHD's completed callback): drive() looks */
     inv_sale_memo_t sale_memo; /* the buy path's last sale (inv_sale_find_memo) */
-    int listen_fd; /* -1 until quiesced */
-    struct MHD_Daemon *mhd;
     inv_worker_t *inv;
     gw_counters_t ctr;
     gw_req_t *free_reqs; /* per-worker free list of request contexts */
@@ -333,12 +348,12 @@ struct gw_worker {
     /* Prepared 410 sold_out answers, one per sale: 99% of a sale's crowd gets one. */
     struct {
         const inv_sale_t *sale;
-        struct MHD_Response *resp;
+        gw_prep_t *resp;
     } sold_out_cache[32];
     unsigned nsold_out;
     gw_rl_cache_t rl_cache[GW_SCOPE_COUNT]; /* the last 429 per scope, prepared */
-    /* This second's Date header (gw_http_date), set before each MHD run; the
-     * prepared 410s and 429s above carry it (gw_http.c: date_tick). */
+    /* This second's Date header (gw_http_date), set at the start of each loop
+     * iteration's I/O; the prepared answers take it on use (gw_prep_redate). */
     char date[GW_DATE_LEN + 1];
     time_t date_s;
     /* Prepared 503 overloaded answers, one per (reason, message, degraded,
@@ -347,7 +362,7 @@ struct gw_worker {
         const char *reason, *msg;
         unsigned retry;
         bool degraded;
-        struct MHD_Response *resp;
+        gw_prep_t *resp;
     } ol_cache[GW_OL_CACHE];
     unsigned nol_cache;
     /* Heavy hitters among rejected requests (users, client addresses). Written
@@ -403,21 +418,25 @@ struct gw_server {
 };
 
 /*
- * Per-request context: allocated on MHD's first handler call, freed in
- * NOTIFY_COMPLETED, recycled through a per-worker free list. Fields before
- * body_inline are zeroed on reuse; the rest is written before it is read.
+ * Per-request context: allocated when its head is in (gw_h1.c), freed once its
+ * answer is rendered or its connection closed, recycled through a per-worker
+ * free list. Fields before body_inline are zeroed on reuse; the rest is
+ * written before it is read.
  */
 typedef enum { GW_ST_BODY = 0, GW_ST_WAIT, GW_ST_DONE } gw_req_state_t;
 
 struct gw_req {
     gw_worker_t *w;
-    struct MHD_Connection *conn;
+    struct gw_h1 *conn; /* NULL once the connection closed (a waiter keeps r) */
+    const char *method, *url; /* the decoded path, without its query */
+    bool head_only;   /* HEAD: the answer's head only */
+    bool close_after; /* the connection closes after this answer */
     gw_req_t *next; /* free list / wait lists */
     gw_route_t route;
     gw_req_state_t state;
     gw_conn_t *cn; /* the connection's guard entry (gw_conn.c), NULL if untracked */
     bool too_large, bad_media;
-    struct MHD_Response *cached; /* a prepared answer (sold out, rate limited), sent instead */
+    gw_prep_t *cached; /* a prepared answer (sold out, rate limited), sent instead */
     gw_reply_t cached_reply;
     uint64_t t0_ns; /* first handler call (latency histogram) */
     uint64_t ol_held;     /* dependency slots held (bit = gw_ol dependency index) */
@@ -425,10 +444,10 @@ struct gw_req {
     struct gw_px_req *px; /* a proxied request in flight (gw_proxy.c) */
     unsigned px_route;    /* index into the routes, for GW_ROUTE_PROXY */
     /* The buy route's request headers (every route's framing ones), read in
-     * one pass over MHD's list when its head is in (gw_http.c: buy_header); NULL = absent, else the first of
-     * that name, as MHD_lookup_connection_value would give it. MHD's strings,
-     * valid until the request completes. cl_conflict: a second Content-Length
-     * with another value; te_count: Transfer-Encoding headers seen. */
+     * one pass over the head's list when it is in (gw_http.c: buy_headers);
+     * NULL = absent, else the first of that name. Strings in the connection's
+     * buffer, valid until the answer. cl_conflict: a second Content-Length with
+     * another value; te_count: Transfer-Encoding headers seen. */
     struct {
         const char *content_length, *content_type, *idem_key, *xff, *admission;
         const char *transfer_encoding;
@@ -499,23 +518,26 @@ void gw_ip_table_free(gw_ip_table_t *t);
 void gw_conn_guard_init(gw_worker_t *w);
 /* Closes the sweep timer (the loop can then end). Loop thread only. */
 void gw_conn_guard_close(gw_worker_t *w);
-/* Frees the guard; after MHD_stop_daemon of the worker's daemon. */
+/* Frees the guard; after the worker's connections closed. */
 void gw_conn_guard_free(gw_worker_t *w);
 /* Decides the per-worker connection cap (server.max_connections, lowered to
- * fit RLIMIT_NOFILE) into srv->max_conns; returns MHD's connection limit for a
- * worker: that plus room for evictions in flight. Single-threaded init. */
-unsigned gw_conn_mhd_limit(gw_server_t *srv);
-/* MHD_OPTION_ACCEPT_POLICY (cls = the worker): per-address cap, eviction at the total cap. */
-enum MHD_Result gw_conn_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen);
-/* MHD_OPTION_NOTIFY_CONNECTION (cls = the worker): tracks each connection. */
-void gw_conn_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
-                    enum MHD_ConnectionNotificationCode code);
-/* Hooks from the access handler and completion callback; all loop thread only, NULL-safe. */
-gw_conn_t *gw_conn_of(struct MHD_Connection *conn);
+ * fit RLIMIT_NOFILE) into srv->max_conns. Single-threaded init. */
+void gw_conn_limit(gw_server_t *srv);
+/*
+ * An accepted socket from peer: the per-address cap and, at the total cap,
+ * the eviction of an old connection. Returns the guard's entry (head phase),
+ * or NULL: refused (close the socket). Loop thread.
+ */
+gw_conn_t *gw_conn_open(gw_worker_t *w, const struct sockaddr *peer);
+/* The connection gw_h1_kill closes when the guard gives up on it. */
+void gw_conn_set_owner(gw_conn_t *c, struct gw_h1 *owner);
+/* The connection closed: forgets the entry (frees it). */
+void gw_conn_release(gw_conn_t *c);
+/* Hooks from the connection layer; all loop thread only, NULL-safe. */
 void gw_conn_head_done(gw_conn_t *c); /* the head is in: body phase (rate held) */
 void gw_conn_body(gw_conn_t *c, size_t n);
 void gw_conn_busy(gw_conn_t *c);      /* the request is complete: being served */
-void gw_conn_writing(gw_conn_t *c);   /* the answer is queued: MHD sends it */
+void gw_conn_writing(gw_conn_t *c);   /* the answer is unsent: the client must read it */
 void gw_conn_idle(gw_conn_t *c);      /* answered: keep-alive, waiting for the next head */
 /* TCP_INFO's bytes_acked of a socket; UINT64_MAX if the kernel does not say (gw_tcp.c). */
 uint64_t gw_tcp_bytes_acked(int fd);
@@ -553,8 +575,104 @@ void gw_secret_free(void *p, size_t len);
 /* Workers (gw_http.c). */
 int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen);
 void gw_workers_stop(gw_server_t *srv);
-/* Resumes a suspended request whose response is ready. Loop thread of req->w only. */
+/* Answers a request that waited (Redis, fsync, an upstream): r->resp or
+ * r->cached is ready. Loop thread of req->w only. */
 void gw_req_finish(gw_req_t *req);
+
+/*---- The public listener's HTTP/1.1 layer (gw_h1.c) ----*/
+
+#define GW_H1_READ_BUF 8192  /* a connection's read buffer: the largest head (else 431) */
+#define GW_H1_MAX_HEADERS 64 /* header fields per request (else 431) */
+#define GW_H1_MAX_ARGS 32    /* query arguments kept per request (more are ignored) */
+#define GW_H1_METHOD_MAX 31  /* a method token http_parser does not know (longer: 400) */
+typedef struct gw_h1 gw_h1_t;
+/* A header field of the head, NUL-terminated in the connection's buffer. */
+typedef struct gw_hdr {
+    const char *name, *value;
+    size_t nlen, vlen;
+} gw_hdr_t;
+/* A query argument, %XX-decoded in place; value NULL: no '='. */
+typedef struct gw_arg {
+    const char *name, *value;
+} gw_arg_t;
+/*
+ * The request parser's state and the head it read: http_parser over a
+ * connection's buffer, header and URL spans recorded as they come (a span a
+ * read cut in two continues in the buffer), NUL-terminated in place when the
+ * head is in (the bytes after each span are consumed: ' ', ':', CR, LF), the
+ * query split and the path %XX-decoded. on_head runs then (it may pause the
+ * parser: http_parser_pause), on_body for each body chunk; the parser pauses
+ * itself at each message's end. gw_h1.c drives it per connection,
+ * tests/fuzz/fuzz_h1.c with reads cut anywhere.
+ */
+typedef struct gw_h1_head {
+    http_parser parser;
+    char *buf; /* where the bytes are: spans are offsets into it */
+    void *owner;
+    void (*on_head)(struct gw_h1_head *h);
+    void (*on_body)(struct gw_h1_head *h, const char *at, size_t len);
+    gw_hdr_t hdrs[GW_H1_MAX_HEADERS];
+    unsigned nhdrs;
+    bool in_value; /* the last span was a header value */
+    bool too_many; /* more header fields than GW_H1_MAX_HEADERS: the parser pauses (431) */
+    bool bad_name; /* a field name empty or ending in whitespace: the parser pauses (400) */
+    bool head_in;  /* the head is complete */
+    bool msg_done; /* the message is complete (the parser paused after it) */
+    size_t url_off, url_len;
+    const char *url; /* the decoded path, once the head is in */
+    gw_arg_t args[GW_H1_MAX_ARGS];
+    unsigned nargs;
+    size_t head_end; /* the buffer's bytes the head's strings need */
+} gw_h1_head_t;
+void gw_h1_head_init(gw_h1_head_t *h, char *buf, void *owner);
+/* Parses buf[off, off + n): http_parser_execute's count (less on a pause or an error). */
+size_t gw_h1_head_execute(gw_h1_head_t *h, size_t off, size_t n);
+/* After a message: unpauses for the next one (whose bytes the caller moved to buf[0]). */
+void gw_h1_head_next(gw_h1_head_t *h);
+/* The first header field of that name (caseless), or NULL. */
+const char *gw_h1_head_find(const gw_h1_head_t *h, const char *name);
+/* Opens w's listening socket on sa (SO_REUSEPORT) on w's loop. -1 with errbuf. Init. */
+int gw_h1_listen(gw_worker_t *w, const struct sockaddr *sa, char *errbuf, size_t errlen);
+/* Starts or stops accepting (the overload door). Loop thread. */
+void gw_h1_accepting(gw_worker_t *w, bool on);
+/* Closes the listening socket (stop: no new connections). Loop thread. */
+void gw_h1_stop_accepting(gw_worker_t *w);
+/* Closes the listening socket and every connection. Loop thread. */
+void gw_h1_stop(gw_worker_t *w);
+/* Closes c now (the guard's deadlines and evictions). Loop thread. */
+void gw_h1_kill(gw_h1_t *c);
+int gw_h1_fd(gw_h1_t *c);
+/* c's guard entry (gw_conn.c), NULL-safe. */
+gw_conn_t *gw_h1_guard(gw_h1_t *c);
+/* A waiting request's answer is ready: render it, go on with the connection. */
+void gw_h1_finish(gw_req_t *r);
+/* The reason phrase of a status code. */
+const char *gw_h1_reason(unsigned status);
+/* %XX-decodes s in place (other bytes as they are); returns the new length. */
+size_t gw_h1_unescape(char *s);
+/* Splits a query string in place into at most max arguments; returns how many. */
+unsigned gw_h1_parse_query(char *q, gw_arg_t *args, unsigned max);
+/* An answer built piece by piece (the proxy's): status line and Date, headers,
+ * then Content-Length, Connection and the body (none for HEAD). */
+void gw_h1_status(gw_req_t *r, unsigned status);
+void gw_h1_header(gw_req_t *r, const char *name, const char *value);
+void gw_h1_body(gw_req_t *r, const char *body, size_t len);
+/* What a handler reads of its request; valid until the answer. */
+const char *gw_req_header(const gw_req_t *r, const char *name); /* the first, or NULL */
+const gw_hdr_t *gw_req_headers(const gw_req_t *r, unsigned *n);
+const char *gw_req_arg(const gw_req_t *r, const char *name); /* "" for a bare name */
+const gw_arg_t *gw_req_args(const gw_req_t *r, unsigned *n);
+const struct sockaddr *gw_req_peer(const gw_req_t *r);
+int gw_req_fd(const gw_req_t *r);
+/* gw_http.c's side of a request, called by gw_h1.c. Loop thread. */
+gw_req_t *gw_http_req_new(gw_worker_t *w, gw_h1_t *c);
+void gw_http_req_free(gw_req_t *r);
+void gw_http_head(gw_req_t *r);  /* routes; may answer (GW_ST_DONE) before the body */
+void gw_http_body(gw_req_t *r, const char *data, size_t n);
+void gw_http_complete(gw_req_t *r); /* answers now (GW_ST_DONE) or waits (GW_ST_WAIT) */
+void gw_http_account(gw_req_t *r, gw_reply_t reply);
+/* The first read or accept of a loop iteration: the clock, the Date, the overload stamps. */
+void gw_http_iteration(gw_worker_t *w);
 
 /* The public routes (gw_buy.c). Fill req->resp or suspend (return true if suspended). */
 bool gw_buy_handle(gw_req_t *req);
@@ -572,7 +690,7 @@ bool gw_buy_parse_body_json(gw_req_t *r);
 /* An Idempotency-Key: 1..INV_IDEM_KEY_MAX visible ASCII characters. Thread-safe. */
 bool gw_idem_key_valid(const char *k, size_t len);
 /* The worker's prepared sold-out answer for sale, or NULL. Loop thread only. */
-struct MHD_Response *gw_sold_out_response(gw_worker_t *w, const inv_sale_t *sale);
+gw_prep_t *gw_sold_out_response(gw_worker_t *w, const inv_sale_t *sale);
 /* Once per loop iteration: starts the fsync of the waiting accepts (group commit). */
 void gw_buy_loop_tick(gw_worker_t *w);
 void gw_order_handle(gw_req_t *req);
@@ -609,10 +727,6 @@ void gw_admin_stop(gw_server_t *srv);
 /* Parses a listen address "host:port" / "[v6]:port" into ss. */
 int gw__parse_listen(const char *hostport, struct sockaddr_storage *ss, char *errbuf,
                      size_t errlen);
-struct MHD_Daemon *gw__mhd_start(const struct sockaddr *sa, unsigned flags, bool reuse,
-                                 MHD_AccessHandlerCallback cb, void *cls, unsigned max_conn,
-                                 unsigned timeout_s, MHD_RequestCompletedCallback done,
-                                 MHD_AcceptPolicyCallback apc, const struct MHD_OptionItem *extra);
 /* Adds relay/queue figures to the stats object (json_t *). */
 void gw_server_stats_extra(gw_server_t *srv, void *json_obj);
 /*
@@ -656,11 +770,11 @@ void gw_overload_stop(gw_server_t *srv);
 /* Per-worker state and its timer on w->loop. Before the loop runs / loop thread at stop. */
 void gw_ol_worker_start(gw_worker_t *w);
 void gw_ol_worker_stop(gw_worker_t *w);
-/* Start of a loop iteration that runs MHD (stamps the time requests are read). Loop thread. */
+/* Start of a loop iteration's I/O (stamps the time requests are read). Loop thread. */
 void gw_ol_iteration(gw_worker_t *w);
-/* Before and after MHD runs: whether the worker's door should shut (gw_overload.c). Loop thread. */
+/* At the start and end of a loop iteration's I/O: whether the worker's door should shut (gw_overload.c). Loop thread. */
 void gw_ol_door_look(gw_worker_t *w);
-/* A connection was accepted (gw_conn_notify): tells a crowd from a connection flood. Loop thread. */
+/* A connection was accepted (gw_conn_open): tells a crowd from a connection flood. Loop thread. */
 void gw_ol_conn_started(gw_worker_t *w);
 /* A request head was read: records its queuing delay. Loop thread. */
 void gw_ol_request_head(gw_req_t *r);
@@ -739,8 +853,9 @@ bool gw_px_head(gw_req_t *r, const char *method);
 void gw_px_body(gw_req_t *r, const char *data, size_t n);
 /* The complete request: a fallback or refusal (false), or suspended for the upstream (true). */
 bool gw_px_handle(gw_req_t *r, const char *url, const char *method);
-/* The prepared answer of a proxied request (borrowed), or NULL to send r->resp. */
-struct MHD_Response *gw_px_response(gw_req_t *r, unsigned *status, gw_reply_t *reply);
+/* Renders a proxied request's own answer (an upstream's, a fallback) into its
+ * connection's output: true with *reply; false: send r->resp / r->cached. */
+bool gw_px_render(gw_req_t *r, gw_reply_t *reply);
 /* Frees the proxy state of r (after its transfer ended). */
 void gw_px_req_free(gw_req_t *r);
 

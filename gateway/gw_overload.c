@@ -234,7 +234,7 @@ void gw_ol_worker_stop(gw_worker_t *w)
     gw_ol_worker_t *o = w->ol;
     if (!o || !o->tick_started)
         return;
-    set_paused(o, false); /* MHD_quiesce_daemon expects its listen fd in the epoll set */
+    set_paused(o, false); /* the stop closes the listening socket itself */
     o->tick_started = false;
     sched_close(&o->sched);
     uv_timer_stop(&o->tick);
@@ -254,19 +254,17 @@ void gw_ol_iteration(gw_worker_t *w)
  * soon as its last answer left, so the connections already open are a queue
  * of their own (measured: 428 of them kept admitted p99 at 1.4 s with the
  * door shut). Past the budget, this request's connection closes after its
- * answer: a "Connection: close" added to the request makes MHD answer with
- * Connection: close and close it (RFC 9112 9.6), and the client learns it
- * from the answer, not from a reset under a request already sent.
+ * answer: it answers with Connection: close and closes (RFC 9112 9.6), and
+ * the client learns it from the answer, not from a reset under a request
+ * already sent.
  */
 static void door_trim(gw_ol_worker_t *o, gw_req_t *r)
 {
-    const union MHD_DaemonInfo *ci =
-        MHD_get_daemon_info(o->w->mhd, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-    if (!ci || !r->conn || ci->num_connections <= gw_door_budget(&o->door, GW_DOOR_MIN_CONNS))
+    if (!r->conn || o->w->h1_open <= gw_door_budget(&o->door, GW_DOOR_MIN_CONNS) ||
+        r->close_after)
         return;
-    if (MHD_set_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONNECTION, "close") ==
-        MHD_YES)
-        atomic_fetch_add_explicit(&o->accept_trimmed, 1, memory_order_relaxed);
+    r->close_after = true;
+    atomic_fetch_add_explicit(&o->accept_trimmed, 1, memory_order_relaxed);
 }
 
 void gw_ol_conn_started(gw_worker_t *w)
@@ -367,46 +365,33 @@ static uint32_t accept_queue(int fd)
 /* The same, for a worker's listening socket. */
 static uint32_t listen_queue(gw_worker_t *w)
 {
-    const union MHD_DaemonInfo *li = MHD_get_daemon_info(w->mhd, MHD_DAEMON_INFO_LISTEN_FD);
-    if (!li || li->listen_fd == MHD_INVALID_SOCKET)
-        return 0;
-    return accept_queue(li->listen_fd);
+    return w->lfd >= 0 ? accept_queue(w->lfd) : 0;
 }
 
 /*
- * Shuts or reopens the door (see the top of this file). Shut: the listening
- * socket leaves MHD's epoll set (EPOLL_CTL_DEL; MHD put it there with
- * data.ptr = the daemon, and we put it back the same way) and stops
- * listening; open: listen() again, back into the set. Loop thread.
+ * Shuts or reopens the door (see the top of this file). Shut: the worker
+ * stops polling its listening socket (gw_h1_accepting) and the socket stops
+ * listening (shutdown: the kernel resets the queue); open: listen() again and
+ * poll it. Loop thread.
  */
 static void set_paused(gw_ol_worker_t *o, bool pause)
 {
     gw_worker_t *w = o->w;
-    if (o->door.shut == pause || !w->mhd)
-        return;
-    const union MHD_DaemonInfo *ei = MHD_get_daemon_info(w->mhd, MHD_DAEMON_INFO_EPOLL_FD);
-    const union MHD_DaemonInfo *li = MHD_get_daemon_info(w->mhd, MHD_DAEMON_INFO_LISTEN_FD);
-    if (!ei || !li || li->listen_fd == MHD_INVALID_SOCKET)
+    if (o->door.shut == pause || w->lfd < 0)
         return;
     if (pause) {
-        /* Fails (ENOENT) when MHD took it out itself (at its connection limit): then
-         * MHD manages it and we leave the door alone. */
-        if (epoll_ctl(ei->epoll_fd, EPOLL_CTL_DEL, li->listen_fd, NULL) != 0)
+        uint32_t queued = accept_queue(w->lfd);
+        if (shutdown(w->lfd, SHUT_RD) != 0)
             return;
-        uint32_t queued = accept_queue(li->listen_fd);
-        if (shutdown(li->listen_fd, SHUT_RD) != 0) {
-            struct epoll_event ev = {.events = EPOLLIN, .data.ptr = w->mhd};
-            (void)epoll_ctl(ei->epoll_fd, EPOLL_CTL_ADD, li->listen_fd, &ev);
-            return;
-        }
+        gw_h1_accepting(w, false);
         atomic_fetch_add_explicit(&o->accept_pauses, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&o->accept_reset, queued, memory_order_relaxed);
     } else {
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = w->mhd};
-        if (listen(li->listen_fd, GW_LISTEN_BACKLOG) != 0 ||
-            epoll_ctl(ei->epoll_fd, EPOLL_CTL_ADD, li->listen_fd, &ev) != 0)
+        if (listen(w->lfd, GW_LISTEN_BACKLOG) != 0)
             cm_log_error("overload", "cannot reopen the listening socket", "worker=%u errno=%d",
                          w->index, errno);
+        else
+            gw_h1_accepting(w, true);
     }
     gw_door_set_shut(&o->door, pause, now_us());
     atomic_store_explicit(&o->pub_paused, pause, memory_order_relaxed);
@@ -456,7 +441,7 @@ void gw_ol_door_look(gw_worker_t *w)
 {
     gw_ol_worker_t *o = w->ol;
     if (!o || !o->tick_started)
-        return; /* stopping: gw_ol_worker_stop opened the door for MHD_quiesce_daemon */
+        return; /* stopping: gw_ol_worker_stop opened the door */
     if (o->door.shut)
         return; /* the tick reopens it */
     uint64_t ms = uv_now(&w->loop);
@@ -468,10 +453,9 @@ void gw_ol_door_look(gw_worker_t *w)
         return;
     }
     o->door_check_ms = ms;
-    const union MHD_DaemonInfo *li = MHD_get_daemon_info(w->mhd, MHD_DAEMON_INFO_LISTEN_FD);
-    if (!li || li->listen_fd == MHD_INVALID_SOCKET)
+    if (w->lfd < 0)
         return;
-    if (gw_door_should_shut(&o->door, o->q.busy_pct, accept_queue(li->listen_fd)))
+    if (gw_door_should_shut(&o->door, o->q.busy_pct, accept_queue(w->lfd)))
         set_paused(o, true);
 }
 
@@ -666,14 +650,13 @@ static void on_tick(uv_timer_t *t)
  * false if the kernel does not say. */
 static bool request_waited(gw_req_t *r, uint64_t *us)
 {
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (!ci || ci->connect_fd == MHD_INVALID_SOCKET)
+    int fd = gw_req_fd(r);
+    if (fd < 0)
         return false;
     struct tcp_info ti;
     socklen_t len = sizeof(ti);
     memset(&ti, 0, sizeof(ti));
-    if (getsockopt(ci->connect_fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
         len < offsetof(struct tcp_info, tcpi_last_data_recv) + sizeof(ti.tcpi_last_data_recv))
         return false;
     *us = (uint64_t)ti.tcpi_last_data_recv * 1000u;
@@ -696,7 +679,7 @@ bool gw_ol_too_late(gw_req_t *r)
                      false);
     /* The connection closes after the answer: it brought a request that had
      * waited, the next one would wait as long. */
-    (void)MHD_set_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONNECTION, "close");
+    r->close_after = true;
     r->state = GW_ST_DONE;
     return true;
 }
@@ -743,9 +726,7 @@ void gw_ol_overloaded(gw_req_t *r, const char *reason, const char *msg, bool deg
     build_overloaded(w, &r->resp, reason, msg, retry, degraded);
     if (w->nol_cache == GW_OL_CACHE)
         return; /* answered from r->resp */
-    struct MHD_Response *mr = gw_resp_prepare(&r->resp);
-    if (!mr)
-        return;
+    gw_prep_t *mr = gw_prep_new(&r->resp, w);
     w->ol_cache[w->nol_cache].reason = reason;
     w->ol_cache[w->nol_cache].msg = msg;
     w->ol_cache[w->nol_cache].retry = retry;
@@ -759,7 +740,7 @@ void gw_ol_overloaded(gw_req_t *r, const char *reason, const char *msg, bool deg
 void gw_ol_cache_free(gw_worker_t *w)
 {
     for (unsigned i = 0; i < w->nol_cache; i++)
-        MHD_destroy_response(w->ol_cache[i].resp);
+        gw_prep_free(w->ol_cache[i].resp);
     w->nol_cache = 0;
 }
 

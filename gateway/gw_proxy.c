@@ -5,9 +5,9 @@
  * libcurl's multi interface runs on each worker's own libuv loop, as in
  * curl's docs/examples/multi-uv.c: CURLMOPT_SOCKETFUNCTION starts and stops
  * a uv_poll per socket curl wants watched, CURLMOPT_TIMERFUNCTION arms one
- * uv_timer, and both call curl_multi_socket_action. The MHD connection is
- * suspended while the upstream works and resumed on the same loop
- * (gw_req_finish), like a Redis call. Keep-alive: the multi handle keeps its
+ * uv_timer, and both call curl_multi_socket_action. The request is held
+ * (its connection reads nothing) while the upstream works and answered on
+ * the same loop (gw_req_finish), like a Redis call. Keep-alive: the multi handle keeps its
  * connection cache for the worker's life, at most proxy.max_connections per
  * upstream host (CURLMOPT_MAX_HOST_CONNECTIONS; more wait inside curl).
  *
@@ -66,8 +66,8 @@ struct gw_px_req {
     bool resp_too_large;
     char (*resp_hdrs)[2][256];
     unsigned nresp_hdrs, cap_resp_hdrs;
-    /* the answer to send */
-    struct MHD_Response *resp;
+    /* the answer to send: an upstream's (resp_hdrs, resp_body) or the fallback */
+    bool answered, fallback;
     unsigned status;
     gw_reply_t reply;
 };
@@ -217,8 +217,6 @@ void gw_px_req_free(gw_req_t *r)
     free(p->req_body);
     free(p->resp_body);
     free(p->resp_hdrs);
-    if (p->resp)
-        MHD_destroy_response(p->resp);
     free(p);
     r->px = NULL;
 }
@@ -250,19 +248,10 @@ static void answer_degraded(gw_req_t *r, const char *reason)
     const gw_route_def_t *rt = p->route;
     gw_ol_count_shed(r->w, (gw_crit_t)rt->crit);
     if (rt->has_fallback) {
-        struct MHD_Response *mr = MHD_create_response_from_buffer(
-            rt->fb_len, (void *)rt->fb_body, MHD_RESPMEM_PERSISTENT);
-        if (mr) {
-            MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, rt->fb_type);
-            MHD_add_response_header(mr, "X-Flashgate-Degraded", "1");
-            MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-            if (p->resp)
-                MHD_destroy_response(p->resp);
-            p->resp = mr;
-            p->status = rt->fb_status;
-            p->reply = GW_R_FALLBACK;
-            return;
-        }
+        p->answered = p->fallback = true;
+        p->status = rt->fb_status;
+        p->reply = GW_R_FALLBACK;
+        return;
     }
     gw_ol_overloaded(r, reason,
                      "this part of the page is switched off under load; try again shortly", true);
@@ -294,10 +283,8 @@ bool gw_px_head(gw_req_t *r, const char *method)
     gw_server_t *srv = r->w->srv;
     gw_level_t level = gw_ol_level(srv);
     p->head_only = strcmp(method, "HEAD") == 0;
-    const char *cl =
-        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    const char *te = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    const char *cl = gw_req_header(r, "Content-Length");
+    const char *te = gw_req_header(r, "Transfer-Encoding");
     bool has_body = (cl && strtoull(cl, NULL, 10) > 0) || te;
     static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"};
     bool known = false;
@@ -444,20 +431,16 @@ typedef struct hdr_ctx {
     const char *xff;
 } hdr_ctx_t;
 
-static enum MHD_Result add_req_header(void *cls, enum MHD_ValueKind kind, const char *key,
-                                      const char *value)
+static void add_req_header(hdr_ctx_t *h, const char *key, const char *value)
 {
-    (void)kind;
-    hdr_ctx_t *h = cls;
     if (!key || hop_by_hop(key) || named_by_connection(h->conn_hdr, key) ||
         strcasecmp(key, "Host") == 0 || strcasecmp(key, "Content-Length") == 0 ||
         strcasecmp(key, "Expect") == 0 || strcasecmp(key, "X-Forwarded-For") == 0 ||
         strcasecmp(key, "X-Forwarded-Host") == 0 || strcasecmp(key, "X-Forwarded-Proto") == 0)
-        return MHD_YES;
-    char line[4200];
+        return;
+    char line[8300];
     snprintf(line, sizeof(line), "%s: %s", key, value ? value : "");
     h->p->hdrs = curl_slist_append(h->p->hdrs, line);
-    return MHD_YES;
 }
 
 typedef struct query_ctx {
@@ -480,7 +463,7 @@ static void q_append(query_ctx_t *q, const char *s)
     q->len += n;
 }
 
-/* MHD decodes the path: encode what may not stand in a URL path again (RFC 3986 pchar). */
+/* The path arrives decoded: encode what may not stand in a URL path again (RFC 3986 pchar). */
 static void q_append_path(query_ctx_t *q, const char *path)
 {
     static const char hex[] = "0123456789ABCDEF";
@@ -505,12 +488,9 @@ static void q_append_path(query_ctx_t *q, const char *path)
     q_append(q, buf);
 }
 
-/* MHD hands the path without its query, and the arguments decoded: encode them again. */
-static enum MHD_Result add_query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
-                                     const char *value)
+/* The path comes without its query, and the arguments decoded: encode them again. */
+static void add_query_arg(query_ctx_t *q, const char *key, const char *value)
 {
-    (void)kind;
-    query_ctx_t *q = cls;
     q_append(q, q->len ? "&" : "?");
     char *k = curl_easy_escape(q->easy, key ? key : "", 0);
     q_append(q, k ? k : "");
@@ -521,15 +501,12 @@ static enum MHD_Result add_query_arg(void *cls, enum MHD_ValueKind kind, const c
         q_append(q, v ? v : "");
         curl_free(v);
     }
-    return MHD_YES;
 }
 
 static void peer_text(gw_req_t *r, char *out, size_t cap)
 {
     out[0] = '\0';
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    const struct sockaddr *sa = gw_req_peer(r);
     if (sa && sa->sa_family == AF_INET)
         inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)cap);
     else if (sa && sa->sa_family == AF_INET6)
@@ -577,7 +554,10 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
     char *full = q.buf;
     q.buf = NULL;
     q.cap = 0;
-    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, add_query_arg, &q);
+    unsigned na;
+    const gw_arg_t *args = gw_req_args(r, &na);
+    for (unsigned i = 0; i < na; i++)
+        add_query_arg(&q, args[i].name, args[i].value);
     if (q.len) {
         full = cm_xrealloc(full, base + q.len + 1);
         memcpy(full + base, q.buf, q.len + 1);
@@ -603,10 +583,12 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)p->req_len);
     }
     hdr_ctx_t h = {.p = p,
-                   .conn_hdr = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Connection"),
-                   .xff = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-                                                      "X-Forwarded-For")};
-    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, add_req_header, &h);
+                   .conn_hdr = gw_req_header(r, "Connection"),
+                   .xff = gw_req_header(r, "X-Forwarded-For")};
+    unsigned nh;
+    const gw_hdr_t *hs = gw_req_headers(r, &nh);
+    for (unsigned i = 0; i < nh; i++)
+        add_req_header(&h, hs[i].name, hs[i].value);
     char peer[INET6_ADDRSTRLEN] = "";
     peer_text(r, peer, sizeof(peer));
     char line[1200];
@@ -615,7 +597,7 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
     else
         snprintf(line, sizeof(line), "X-Forwarded-For: %s", peer);
     p->hdrs = curl_slist_append(p->hdrs, line);
-    const char *host = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Host");
+    const char *host = gw_req_header(r, "Host");
     if (host) {
         snprintf(line, sizeof(line), "X-Forwarded-Host: %.1000s", host);
         p->hdrs = curl_slist_append(p->hdrs, line);
@@ -623,10 +605,9 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
     p->hdrs = curl_slist_append(p->hdrs, "X-Forwarded-Proto: http");
     p->hdrs = curl_slist_append(p->hdrs, "Expect:"); /* no 100-continue round trip */
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, p->hdrs);
-    /* Suspend before handing over (a completion may come before we return). */
+    /* Held before handing over (a completion may come before we return). */
     r->state = GW_ST_WAIT;
     w->suspended++;
-    MHD_suspend_connection(r->conn);
     if (curl_multi_add_handle(px->multi, e) != CURLM_OK) {
         gw_ol_release(r, GW_DEP_UPSTREAM + p->idx, GW_AL_IGNORE);
         gw_resp_error(&r->resp, GW_R_INTERNAL, NULL, "cannot start the upstream request");
@@ -662,27 +643,7 @@ static void px_complete(gw_px_worker_t *px, gw_px_req_t *p, CURLcode rc)
     } else {
         gw_ol_release(r, dep, GW_AL_OK);
     }
-    struct MHD_Response *mr = MHD_create_response_from_buffer(
-        p->resp_len, p->resp_body ? (void *)p->resp_body : (void *)"", 
-        p->resp_body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
-    if (!mr) {
-        gw_resp_error(&r->resp, GW_R_INTERNAL, NULL, "cannot build the response");
-        gw_req_finish(r);
-        return;
-    }
-    p->resp_body = NULL; /* MHD owns it now */
-    const char *conn_hdr = NULL;
-    for (unsigned i = 0; i < p->nresp_hdrs; i++)
-        if (strcasecmp(p->resp_hdrs[i][0], "Connection") == 0)
-            conn_hdr = p->resp_hdrs[i][1];
-    for (unsigned i = 0; i < p->nresp_hdrs; i++) {
-        const char *k = p->resp_hdrs[i][0];
-        if (hop_by_hop(k) || named_by_connection(conn_hdr, k) ||
-            strcasecmp(k, "Content-Length") == 0 || strcasecmp(k, "Date") == 0)
-            continue;
-        MHD_add_response_header(mr, k, p->resp_hdrs[i][1]);
-    }
-    p->resp = mr;
+    p->answered = true;
     p->status = (unsigned)status;
     p->reply = GW_R_PROXIED;
     gw_req_finish(r);
@@ -702,12 +663,32 @@ static void check_done(gw_px_worker_t *px)
     }
 }
 
-struct MHD_Response *gw_px_response(gw_req_t *r, unsigned *status, gw_reply_t *reply)
+bool gw_px_render(gw_req_t *r, gw_reply_t *reply)
 {
     gw_px_req_t *p = r->px;
-    if (!p || !p->resp)
-        return NULL;
-    *status = p->status;
+    if (!p || !p->answered)
+        return false;
     *reply = p->reply;
-    return p->resp;
+    gw_h1_status(r, p->status);
+    if (p->fallback) {
+        const gw_route_def_t *rt = p->route;
+        gw_h1_header(r, "Content-Type", rt->fb_type);
+        gw_h1_header(r, "X-Flashgate-Degraded", "1");
+        gw_h1_header(r, "Cache-Control", "no-store");
+        gw_h1_body(r, rt->fb_body, rt->fb_len);
+        return true;
+    }
+    const char *conn_hdr = NULL;
+    for (unsigned i = 0; i < p->nresp_hdrs; i++)
+        if (strcasecmp(p->resp_hdrs[i][0], "Connection") == 0)
+            conn_hdr = p->resp_hdrs[i][1];
+    for (unsigned i = 0; i < p->nresp_hdrs; i++) {
+        const char *k = p->resp_hdrs[i][0];
+        if (hop_by_hop(k) || named_by_connection(conn_hdr, k) ||
+            strcasecmp(k, "Content-Length") == 0 || strcasecmp(k, "Date") == 0)
+            continue;
+        gw_h1_header(r, k, p->resp_hdrs[i][1]);
+    }
+    gw_h1_body(r, p->resp_body ? p->resp_body : "", p->resp_len);
+    return true;
 }

@@ -139,13 +139,6 @@ void gw_http_date(time_t t, char out[GW_DATE_LEN + 1])
     *p = '\0';
 }
 
-void gw_resp_redate(struct MHD_Response *mr, const char *old, const char *now)
-{
-    if (old)
-        MHD_del_response_header(mr, MHD_HTTP_HEADER_DATE, old);
-    MHD_add_response_header(mr, MHD_HTTP_HEADER_DATE, now);
-}
-
 /* Length of the valid UTF-8 sequence at s (1..4), or 0 if s does not start one. */
 static size_t utf8_len(const unsigned char *s)
 {
@@ -234,56 +227,91 @@ void gw_resp_error(gw_resp_t *r, gw_reply_t reply, const char *extra_json, const
     r->body_len = n;
 }
 
-static struct MHD_Response *resp_build(const gw_resp_t *r, enum MHD_ResponseMemoryMode mode)
+static char *put_n(char *p, const char *s, size_t n)
 {
-    struct MHD_Response *mr = MHD_create_response_from_buffer(r->body_len, (void *)r->body, mode);
-    if (!mr)
-        return NULL;
-    MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    memcpy(p, s, n);
+    return p + n;
+}
+
+#define PUT_LIT(p, lit) put_n(p, lit, sizeof(lit) - 1)
+
+static char *put_u(char *p, uint64_t v)
+{
+    char tmp[24];
+    size_t n = sizeof(tmp);
+    do {
+        tmp[--n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return put_n(p, tmp + n, sizeof(tmp) - n);
+}
+
+size_t gw_resp_render(const gw_resp_t *r, const char *date, char *out, size_t cap,
+                      size_t *date_off)
+{
+    /* Bounded by construction: header names and values are < 160 bytes each
+     * (gw_resp_t), at most 6 of them: < GW_RESP_HEAD_MAX in all. */
+    (void)cap;
+    char *p = out;
+    p = PUT_LIT(p, "HTTP/1.1 ");
+    p = put_u(p, (uint64_t)r->status);
+    *p++ = ' ';
+    const char *reason = gw_h1_reason((unsigned)r->status);
+    p = put_n(p, reason, strlen(reason));
+    p = PUT_LIT(p, "\r\nDate: ");
+    if (date_off)
+        *date_off = (size_t)(p - out);
+    p = put_n(p, date, GW_DATE_LEN);
+    p = PUT_LIT(p, "\r\nContent-Type: application/json\r\n");
     bool cache_control = false;
     for (unsigned i = 0; i < r->nheaders; i++) {
-        MHD_add_response_header(mr, r->headers[i][0], r->headers[i][1]);
+        p = put_n(p, r->headers[i][0], strnlen(r->headers[i][0], sizeof(r->headers[0][0])));
+        p = PUT_LIT(p, ": ");
+        p = put_n(p, r->headers[i][1], strnlen(r->headers[i][1], sizeof(r->headers[0][1])));
+        p = PUT_LIT(p, "\r\n");
         cache_control |= strcasecmp(r->headers[i][0], "Cache-Control") == 0;
     }
     /* Nothing is cacheable unless its handler says so (only sale info does,
      * docs/cdn.md): a cached 202, 429 or 503 would answer the next person. */
     if (!cache_control)
-        MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-    return mr;
+        p = PUT_LIT(p, "Cache-Control: no-store\r\n");
+    p = PUT_LIT(p, "Content-Length: ");
+    p = put_u(p, r->body_len);
+    p = PUT_LIT(p, "\r\n");
+    return (size_t)(p - out);
 }
 
-struct MHD_Response *gw_resp_prepare(const gw_resp_t *r)
+gw_prep_t *gw_prep_new(const gw_resp_t *r, const gw_worker_t *w)
 {
-    return resp_build(r, MHD_RESPMEM_MUST_COPY);
+    char head[GW_RESP_HEAD_MAX];
+    size_t date_off;
+    size_t hl = gw_resp_render(r, w->date, head, sizeof(head), &date_off);
+    gw_prep_t *p = cm_xmalloc(sizeof(*p));
+    p->len = hl + 2 + r->body_len;
+    p->buf = cm_xmalloc(p->len);
+    memcpy(p->buf, head, hl);
+    memcpy(p->buf + hl, "\r\n", 2);
+    memcpy(p->buf + hl + 2, r->body, r->body_len);
+    p->head_len = hl;
+    p->date_off = date_off;
+    p->date_s = w->date_s;
+    return p;
 }
 
-static enum MHD_Result resp_queue(struct MHD_Connection *c, gw_counters_t *ctr,
-                                  const gw_resp_t *r, enum MHD_ResponseMemoryMode mode)
+void gw_prep_redate(gw_prep_t *p, const gw_worker_t *w)
 {
-    struct MHD_Response *mr = resp_build(r, mode);
-    if (!mr)
-        return MHD_NO;
-    enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, mr);
-    MHD_destroy_response(mr);
-    if (ctr)
-        atomic_fetch_add_explicit(&ctr->replies[r->reply], 1, memory_order_relaxed);
-    return ret;
+    if (p->date_s == w->date_s)
+        return;
+    memcpy(p->buf + p->date_off, w->date, GW_DATE_LEN);
+    p->date_s = w->date_s;
 }
 
-enum MHD_Result gw_resp_send(struct MHD_Connection *c, gw_counters_t *ctr, const gw_resp_t *r)
+void gw_prep_free(gw_prep_t *p)
 {
-    return resp_queue(c, ctr, r, MHD_RESPMEM_MUST_COPY);
-}
-
-/*
- * For an answer that lives in the request's context (gw_req_t.resp): MHD sends
- * the body from there instead of a malloc'd copy. The context is recycled only
- * in the request-completed callback, after the last byte went out or the
- * connection died (gw_http.c on_completed).
- */
-enum MHD_Result gw_resp_send_req(struct MHD_Connection *c, const gw_resp_t *r)
-{
-    return resp_queue(c, NULL, r, MHD_RESPMEM_PERSISTENT);
+    if (!p)
+        return;
+    free(p->buf);
+    free(p);
 }
 
 /*---- Trusted proxies ----*/

@@ -179,9 +179,9 @@ try:
     eq(r.status, 415, "415 without Content-Type")
     eq(g.get("/nope").status, 404, "unknown route")
     eq(g.get("/v1/sales/s2/other").status, 404, "unknown sub-route")
-    # Beside Transfer-Encoding, libmicrohttpd never checks Content-Length: the
-    # pair is refused as a smuggling frame (400), not read as 0 (gw_http.c
-    # framing_refused; tests/integration/14-http1.py has the other frames)
+    # A Content-Length beside Transfer-Encoding is a smuggling frame (RFC 9112
+    # 6.1): refused (400), never read as 0 (the parser refuses it; gw_http.c
+    # framing_refused the frames it takes; tests/integration/14-http1.py has the others)
     with socket.create_connection(("127.0.0.1", g.port), timeout=5) as s:
         s.sendall(b"POST /v1/sales/s2/orders HTTP/1.1\r\nHost: x\r\n"
                   b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"

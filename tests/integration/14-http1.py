@@ -41,35 +41,9 @@ from fg import Gateway, check, eq, finish, free_port, need_binary  # noqa: E402
 
 need_binary("flashgate")
 
-# Checks that libmicrohttpd 0.9.75 fails today, by name, with what it does.
-# The new HTTP/1.1 layer empties this list; never add to it to pass a test.
-KNOWN_MHD_DEVIATIONS = {
-    # MHD's own error pages: an HTML body (or none), not the JSON error.
-    "head.uri-too-long": "414 with MHD's HTML page, not JSON",
-    "head.header-too-long": "431 with MHD's HTML page, not JSON",
-    "head.many-headers-too-long": "431 with MHD's HTML page, not JSON",
-    "head.no-colon": "400 with MHD's HTML page, not JSON",
-    "head.bare-cr": "400 with MHD's HTML page, not JSON",
-    "head.http2": "505 with MHD's HTML page, not JSON",
-    "head.h2-preface": "505 with MHD's HTML page, not JSON",
-    "head.http09": "400 with MHD's HTML page, not JSON",
-    "body.chunked-bad-size": "400 with MHD's HTML page, not JSON",
-    # No answer at all: MHD closes the connection silently.
-    "head.malformed-request-line": "the connection is closed without an answer",
-    # Wrong frames: MHD writes its status line and headers twice, so its
-    # Content-Length covers the second copy and the page runs past it.
-    "body.cl-not-a-number": "400 sent with its head twice (bad frame), HTML page",
-    "body.cl-negative": "400 sent with its head twice (bad frame), HTML page",
-    "body.cl-plus-sign": "400 sent with its head twice (bad frame), HTML page",
-    "body.cl-too-large-number": "413 sent with its head twice (bad frame), HTML page",
-    # A header line with an empty name ends MHD's head: the request is served
-    # with the headers before it, and the rest is read as a second request.
-    "head.empty-header-name": "served (200), then the next line answered 400 as a new request",
-    # Accepted where RFC 9112 says reject (field syntax):
-    "head.space-before-colon": "accepted (RFC 9112 5.1: MUST be 400)",
-    "head.nul-in-header": "accepted: MHD ends the value at the NUL",
-    "head.nul-in-uri": "accepted: MHD ends the target at the NUL",
-}
+# Checks that libmicrohttpd 0.9.75 failed, by name, with what it did: emptied
+# by flashgate's own HTTP/1.1 layer (gateway/gw_h1.c). Never add to it to pass a test.
+KNOWN_MHD_DEVIATIONS = {}
 
 GUARD_S = float(os.environ.get("FG_IT_GUARD_S", "10"))  # hang guard per read, not a timing check
 CLOSE_GUARD_S = 1.5  # how long a connection that should stay open is watched

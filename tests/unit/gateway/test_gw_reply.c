@@ -7,6 +7,8 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -88,6 +90,93 @@ static void test_ipv4_parse(void **state)
     }
 }
 
+/* The rendered head: status line and reason, Date, Content-Type, the
+ * response's headers, no-store unless it has a Cache-Control, Content-Length. */
+static void test_render(void **state)
+{
+    (void)state;
+    gw_resp_t r;
+    gw_resp_sold_out(&r, "s1");
+    char date[GW_DATE_LEN + 1];
+    gw_http_date(784111777, date);
+    char out[GW_RESP_HEAD_MAX];
+    size_t off = 0;
+    size_t n = gw_resp_render(&r, date, out, sizeof(out), &off);
+    out[n] = '\0';
+    char want[512];
+    snprintf(want, sizeof(want),
+             "HTTP/1.1 410 Gone\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
+             "Content-Type: application/json\r\nCache-Control: no-store\r\n"
+             "Content-Length: %zu\r\n",
+             r.body_len);
+    assert_string_equal(out, want);
+    assert_memory_equal(out + off, date, GW_DATE_LEN);
+    gw_resp_init(&r, GW_R_OK);
+    gw_resp_header(&r, "Cache-Control", "public, max-age=%d", 1);
+    n = gw_resp_render(&r, date, out, sizeof(out), NULL);
+    out[n] = '\0';
+    assert_non_null(strstr(out, "Cache-Control: public, max-age=1\r\n"));
+    assert_null(strstr(out, "no-store"));
+    assert_non_null(strstr(out, "Content-Length: 0\r\n"));
+    /* the largest response fits the documented room */
+    gw_resp_init(&r, GW_R_RATE_LIMITED);
+    char big[200];
+    memset(big, 'v', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    while (r.nheaders < 6)
+        gw_resp_header(&r, "X-Long-Name-Of-A-Header-That-Is-Long", "%s", big);
+    r.status = 999;
+    n = gw_resp_render(&r, date, out, sizeof(out), NULL);
+    assert_true(n < GW_RESP_HEAD_MAX);
+}
+
+/* A prepared answer takes the worker's Date when its second passed, in place. */
+static void test_prep_redate(void **state)
+{
+    (void)state;
+    gw_worker_t *w = calloc(1, sizeof(*w));
+    w->date_s = 784111777;
+    gw_http_date(w->date_s, w->date);
+    gw_resp_t r;
+    gw_resp_sold_out(&r, "s1");
+    gw_prep_t *p = gw_prep_new(&r, w);
+    assert_int_equal(p->len, p->head_len + 2 + r.body_len);
+    assert_memory_equal(p->buf + p->head_len, "\r\n", 2);
+    assert_memory_equal(p->buf + p->head_len + 2, r.body, r.body_len);
+    w->date_s += 61;
+    gw_http_date(w->date_s, w->date);
+    gw_prep_redate(p, w);
+    assert_memory_equal(p->buf + p->date_off, "Sun, 06 Nov 1994 08:50:38 GMT", GW_DATE_LEN);
+    assert_int_equal(p->date_s, w->date_s);
+    gw_prep_free(p);
+    free(w);
+}
+
+/* %XX decoding (bad escapes stay as they are) and the query's arguments. */
+static void test_unescape_and_query(void **state)
+{
+    (void)state;
+    char s[] = "/v1/a%20b%2Fc%zz%4";
+    gw_h1_unescape(s);
+    assert_string_equal(s, "/v1/a b/c%zz%4");
+    char q[] = "user_id=u%2D1&ticket&&x=&token=a%3Db=c";
+    gw_arg_t args[4];
+    unsigned n = gw_h1_parse_query(q, args, 4);
+    assert_int_equal(n, 4);
+    assert_string_equal(args[0].name, "user_id");
+    assert_string_equal(args[0].value, "u-1");
+    assert_string_equal(args[1].name, "ticket");
+    assert_null(args[1].value);
+    assert_string_equal(args[2].name, "x");
+    assert_string_equal(args[2].value, "");
+    assert_string_equal(args[3].name, "token");
+    assert_string_equal(args[3].value, "a=b=c");
+    char q2[] = "a=1&b=2&c=3";
+    assert_int_equal(gw_h1_parse_query(q2, args, 2), 2); /* past max: ignored */
+    assert_string_equal(gw_h1_reason(431), "Request Header Fields Too Large");
+    assert_string_equal(gw_h1_reason(418), "Client Error");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -95,6 +184,9 @@ int main(void)
         cmocka_unit_test(test_retry_after_override_replaces),
         cmocka_unit_test(test_created_and_sold_out),
         cmocka_unit_test(test_ipv4_parse),
+        cmocka_unit_test(test_render),
+        cmocka_unit_test(test_prep_redate),
+        cmocka_unit_test(test_unescape_and_query),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

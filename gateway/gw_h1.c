@@ -1,0 +1,1116 @@
+/*
+ * The public listener's HTTP/1.1 connection layer: each worker's own listening
+ * socket (SO_REUSEPORT) and connections on its libuv loop, requests parsed by
+ * nodejs/http-parser (Debian's libhttp-parser-dev 2.9).
+ *
+ * Why hand-written: what one answer costs decides how many machines a sale
+ * needs (issue 10: a sold-out or rate-limited answer at most nginx's CPU). On
+ * libmicrohttpd 0.9.75 the library alone, answering a constant, cost
+ * 1.01-1.03x nginx (bench/mhd_floor.c); a libuv loop with http_parser and the
+ * same bytes measured well below it (bench/uv_floor.c, bench/README.md). A
+ * connection here is what flashgate needs and nothing more:
+ *
+ *  - one struct per socket with an 8 KiB read buffer (nginx's
+ *    large_client_header_buffers): a head that does not fit gets 431 (JSON);
+ *    the head stays in the buffer while its request lives (header and query
+ *    values point into it, NUL-terminated in place once the head is in);
+ *  - bodies go to the request's own buffer through gw_http.c (body limit:
+ *    413), body bytes never stay in the read buffer;
+ *  - one request at a time per connection: at its end the parser pauses, so
+ *    pipelined requests wait in the buffer and are answered in order; a
+ *    request that waits (Redis, fsync, an upstream) is simply held until its
+ *    callback (no suspend/resume: reading goes on into the buffer, so a
+ *    client that leaves is seen); reading stops while an answer is unsent
+ *    (backpressure: a client that does not read gets nothing more read) and
+ *    when the buffer is full;
+ *  - answers are rendered into one output buffer (status line, headers, body)
+ *    and written with uv_try_write, the rest with uv_write; prepared answers
+ *    (sold out, rate limited, overloaded) are bytes with the Date refreshed
+ *    once a second (gw_reply.c, gw_prep_t);
+ *  - keep-alive per RFC 9112 (HTTP/1.0 closes unless it asked to keep alive),
+ *    Expect: 100-continue answered before the body is read, chunked bodies
+ *    decoded by the parser;
+ *  - a connection closed after an answer is shut down for writing and read
+ *    until the client closes (or the guard's deadline), so that unread bytes
+ *    cannot turn the close into a reset that destroys the answer in flight.
+ *
+ * The connection guard (gw_conn.c) keeps its caps and deadlines; it closes a
+ * connection by calling gw_h1_kill, a plain close of our handle. Accepting is
+ * ours too: the overload door (gw_overload.c) stops polling the listening
+ * socket and resets its queue, and opens it again.
+ */
+#include "common/cm_alloc.h"
+#include "common/cm_log.h"
+#include "common/cm_time.h"
+#include "gateway/gw_internal.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <http_parser.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define OUT_INLINE 2048
+/* Accepts per readiness of the listening socket before the loop serves I/O. */
+#define ACCEPT_BATCH 64
+
+struct gw_h1 {
+    uv_tcp_t tcp;
+    gw_worker_t *w;
+    gw_h1_t *prev, *next; /* the worker's connections */
+    gw_conn_t *guard; /* gw_conn.c entry; NULL once released */
+    gw_h1_head_t h;   /* the parser and the head it read (spans into rbuf) */
+    gw_req_t *req;    /* the request being read or served */
+    struct sockaddr_storage peer;
+    uv_write_t wr;
+    /* read buffer: [0, h.head_end) the current head, [parsed, rlen) unparsed */
+    size_t rlen, parsed;
+    bool writing;       /* a uv_write is in flight */
+    bool reading;
+    bool close_after;   /* close once the output is out */
+    bool lingering;     /* shut down for writing: read and drop until EOF */
+    bool closing;
+    bool in_parse;      /* inside conn_parse: gw_req_finish only marks */
+    bool continue_sent; /* 100 Continue sent for this request */
+    char method[GW_H1_METHOD_MAX + 1]; /* a method http_parser does not know (else "") */
+    size_t olen, owritten;
+    size_t ocap;
+    char *out;
+    char out_inline[OUT_INLINE];
+    char rbuf[GW_H1_READ_BUF];
+};
+
+static void conn_parse(gw_h1_t *c);
+static void conn_close(gw_h1_t *c);
+
+/*---- output ----*/
+
+static void out_reserve(gw_h1_t *c, size_t more)
+{
+    if (c->olen + more <= c->ocap)
+        return;
+    size_t cap = c->ocap * 2;
+    while (cap < c->olen + more)
+        cap *= 2;
+    if (c->out == c->out_inline) {
+        char *n = cm_xmalloc(cap);
+        memcpy(n, c->out, c->olen);
+        c->out = n;
+    } else {
+        c->out = cm_xrealloc(c->out, cap);
+    }
+    c->ocap = cap;
+}
+
+static void out_put(gw_h1_t *c, const char *s, size_t n)
+{
+    out_reserve(c, n);
+    memcpy(c->out + c->olen, s, n);
+    c->olen += n;
+}
+
+#define OUT_LIT(c, lit) out_put(c, lit, sizeof(lit) - 1)
+
+static void out_str(gw_h1_t *c, const char *s)
+{
+    out_put(c, s, strlen(s));
+}
+
+static void out_uint(gw_h1_t *c, uint64_t v)
+{
+    char tmp[24];
+    size_t n = sizeof(tmp);
+    do {
+        tmp[--n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    out_put(c, tmp + n, sizeof(tmp) - n);
+}
+
+const char *gw_h1_reason(unsigned status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 425: return "Too Early";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return status < 200 ? "Informational" : status < 300 ? "Success"
+                    : status < 400 ? "Redirection" : status < 500 ? "Client Error"
+                    : "Server Error";
+    }
+}
+
+/* Whether the connection stays open after this answer, and the header that says so. */
+static void out_connection(gw_h1_t *c, gw_req_t *r)
+{
+    if (r && r->close_after)
+        c->close_after = true;
+    if (c->close_after) {
+        OUT_LIT(c, "Connection: close\r\n");
+    } else if (c->h.parser.http_major == 1 && c->h.parser.http_minor == 0) {
+        OUT_LIT(c, "Connection: keep-alive\r\n"); /* a 1.0 client that asked for it */
+    }
+}
+
+void gw_h1_status(gw_req_t *r, unsigned status)
+{
+    gw_h1_t *c = r->conn;
+    OUT_LIT(c, "HTTP/1.1 ");
+    out_uint(c, status);
+    out_put(c, " ", 1);
+    out_str(c, gw_h1_reason(status));
+    OUT_LIT(c, "\r\nDate: ");
+    out_put(c, r->w->date, GW_DATE_LEN);
+    OUT_LIT(c, "\r\n");
+}
+
+void gw_h1_header(gw_req_t *r, const char *name, const char *value)
+{
+    gw_h1_t *c = r->conn;
+    out_str(c, name);
+    OUT_LIT(c, ": ");
+    out_str(c, value);
+    OUT_LIT(c, "\r\n");
+}
+
+void gw_h1_body(gw_req_t *r, const char *body, size_t len)
+{
+    gw_h1_t *c = r->conn;
+    OUT_LIT(c, "Content-Length: ");
+    out_uint(c, len);
+    OUT_LIT(c, "\r\n");
+    out_connection(c, r);
+    OUT_LIT(c, "\r\n");
+    if (!r->head_only && len)
+        out_put(c, body, len);
+}
+
+/* A gw_resp_t answer: rendered by gw_reply.c into our buffer. */
+static void out_resp(gw_h1_t *c, gw_req_t *r, const gw_resp_t *p)
+{
+    out_reserve(c, GW_RESP_HEAD_MAX + p->body_len + 64);
+    c->olen += gw_resp_render(p, r->w->date, c->out + c->olen, GW_RESP_HEAD_MAX, NULL);
+    out_connection(c, r);
+    OUT_LIT(c, "\r\n");
+    if (!r->head_only)
+        out_put(c, p->body, p->body_len);
+}
+
+/* A prepared answer: its bytes, the Date brought to this second first. */
+static void out_prep(gw_h1_t *c, gw_req_t *r, gw_prep_t *p)
+{
+    gw_prep_redate(p, r->w);
+    out_reserve(c, p->len + 32);
+    memcpy(c->out + c->olen, p->buf, p->head_len);
+    c->olen += p->head_len;
+    out_connection(c, r);
+    size_t tail = r->head_only ? 2 : p->len - p->head_len;
+    memcpy(c->out + c->olen, p->buf + p->head_len, tail);
+    c->olen += tail;
+}
+
+/* A protocol error of ours (no request context): JSON body, then close. */
+static void out_error(gw_h1_t *c, gw_reply_t reply, const char *msg)
+{
+    gw_resp_t p;
+    gw_resp_error(&p, reply, NULL, "%s", msg);
+    c->close_after = true;
+    out_reserve(c, GW_RESP_HEAD_MAX + p.body_len + 64);
+    c->olen += gw_resp_render(&p, c->w->date, c->out + c->olen, GW_RESP_HEAD_MAX, NULL);
+    OUT_LIT(c, "Connection: close\r\n\r\n");
+    out_put(c, p.body, p.body_len);
+    atomic_fetch_add_explicit(&c->w->ctr.replies[reply], 1, memory_order_relaxed);
+}
+
+static void on_written(uv_write_t *wr, int status);
+
+static void linger(gw_h1_t *c);
+
+/* Writes what the output holds: at once when the socket takes it, else the
+ * rest with uv_write (reading stops meanwhile: gw_conn.c watches the client
+ * read it). Then closes when asked. */
+static void flush(gw_h1_t *c)
+{
+    if (c->closing || c->writing)
+        return;
+    if (c->olen > c->owritten) {
+        uv_buf_t b = uv_buf_init(c->out + c->owritten, (unsigned)(c->olen - c->owritten));
+        int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (n < 0 && n != UV_EAGAIN) {
+            conn_close(c);
+            return;
+        }
+        if (n > 0)
+            c->owritten += (size_t)n;
+        if (c->owritten < c->olen) {
+            b = uv_buf_init(c->out + c->owritten, (unsigned)(c->olen - c->owritten));
+            c->writing = true;
+            c->wr.data = c;
+            if (c->reading) {
+                uv_read_stop((uv_stream_t *)&c->tcp);
+                c->reading = false;
+            }
+            gw_conn_writing(c->guard);
+            if (uv_write(&c->wr, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
+                c->writing = false;
+                conn_close(c);
+            }
+            return;
+        }
+    }
+    c->olen = c->owritten = 0;
+    if (c->close_after)
+        linger(c);
+}
+
+static void on_written(uv_write_t *wr, int status)
+{
+    gw_h1_t *c = wr->data;
+    c->writing = false;
+    if (status < 0 || c->closing) {
+        conn_close(c);
+        return;
+    }
+    c->olen = c->owritten = 0;
+    if (c->close_after) {
+        linger(c);
+        return;
+    }
+    gw_conn_idle(c->guard);
+    conn_parse(c);
+}
+
+/*---- closing ----*/
+
+static void on_closed(uv_handle_t *h)
+{
+    gw_h1_t *c = h->data;
+    if (c->out != c->out_inline)
+        free(c->out);
+    free(c);
+}
+
+static void req_drop(gw_h1_t *c)
+{
+    gw_req_t *r = c->req;
+    if (!r)
+        return;
+    c->req = NULL;
+    r->conn = NULL;
+    if (r->state != GW_ST_WAIT)
+        gw_http_req_free(r); /* a waiting one is freed by gw_req_finish */
+}
+
+static void conn_close(gw_h1_t *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    req_drop(c);
+    gw_worker_t *w = c->w;
+    w->h1_open--;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->h1_conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    if (c->guard) {
+        gw_conn_release(c->guard);
+        c->guard = NULL;
+    }
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+void gw_h1_kill(gw_h1_t *c)
+{
+    conn_close(c);
+}
+
+static void on_shutdown(uv_shutdown_t *s, int status)
+{
+    (void)status;
+    free(s);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+
+/* The answer is out and the connection ends: FIN now, drop what the client
+ * still sends until it closes; the guard's idle deadline ends a client that
+ * never does. */
+static void linger(gw_h1_t *c)
+{
+    if (c->lingering || c->closing)
+        return;
+    c->lingering = true;
+    req_drop(c);
+    uv_shutdown_t *s = cm_xmalloc(sizeof(*s));
+    if (uv_shutdown(s, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+        free(s);
+        conn_close(c);
+        return;
+    }
+    gw_conn_idle(c->guard);
+    c->rlen = c->parsed = 0;
+    if (!c->reading && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+        c->reading = true;
+}
+
+/*---- the parser: the head's spans (gw_h1_head_t, also driven by fuzz_h1) ----*/
+
+static gw_h1_head_t *head_of(http_parser *p)
+{
+    return p->data;
+}
+
+static size_t off_of(const gw_h1_head_t *h, const char *at)
+{
+    return (size_t)(at - h->buf);
+}
+
+static int on_message_begin(http_parser *p)
+{
+    gw_h1_head_t *h = head_of(p);
+    h->nhdrs = 0;
+    h->nargs = 0;
+    h->in_value = false;
+    h->too_many = false;
+    h->bad_name = false;
+    h->url_len = 0;
+    h->url = NULL;
+    h->head_in = false;
+    h->msg_done = false;
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    gw_h1_head_t *h = head_of(p);
+    if (h->url_len == 0)
+        h->url_off = off_of(h, at);
+    h->url_len += len; /* a span cut by a read continues where it stopped */
+    return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    gw_h1_head_t *h = head_of(p);
+    if (h->in_value || h->nhdrs == 0) {
+        /* a new field (http_parser calls on_header_value, with 0 bytes for an
+         * empty value, before the next field) */
+        if (h->nhdrs == GW_H1_MAX_HEADERS) {
+            h->too_many = true;
+            return 0;
+        }
+        gw_hdr_t *f = &h->hdrs[h->nhdrs++];
+        f->name = at;
+        f->nlen = 0;
+        f->value = NULL;
+        f->vlen = 0;
+        h->in_value = false;
+    }
+    if (h->too_many)
+        return 0;
+    h->hdrs[h->nhdrs - 1].nlen += len;
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    gw_h1_head_t *h = head_of(p);
+    if (h->too_many || h->nhdrs == 0)
+        return 0;
+    gw_hdr_t *f = &h->hdrs[h->nhdrs - 1];
+    if (!h->in_value) {
+        f->value = at;
+        f->vlen = 0;
+        h->in_value = true;
+    }
+    f->vlen += len;
+    return 0;
+}
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+size_t gw_h1_unescape(char *s)
+{
+    char *o = s;
+    for (const char *i = s; *i; i++) {
+        int hi, lo;
+        if (*i == '%' && (hi = hexval(i[1])) >= 0 && (lo = hexval(i[2])) >= 0) {
+            *o++ = (char)(hi << 4 | lo);
+            i += 2;
+        } else {
+            *o++ = *i;
+        }
+    }
+    *o = '\0';
+    return (size_t)(o - s);
+}
+
+unsigned gw_h1_parse_query(char *q, gw_arg_t *args, unsigned max)
+{
+    unsigned n = 0;
+    while (q && *q && n < max) {
+        char *amp = strchr(q, '&');
+        if (amp)
+            *amp = '\0';
+        if (*q) {
+            char *eq = strchr(q, '=');
+            if (eq)
+                *eq = '\0';
+            args[n].name = q;
+            args[n].value = eq ? eq + 1 : NULL;
+            gw_h1_unescape(q);
+            if (eq)
+                gw_h1_unescape(eq + 1);
+            n++;
+        }
+        q = amp ? amp + 1 : NULL;
+    }
+    return n;
+}
+
+/* The head is in: NUL-terminate its spans in place (each is followed by a
+ * byte the parser has consumed: ' ', ':', CR, LF), split the query, decode
+ * the path. */
+static void head_strings(gw_h1_head_t *h)
+{
+    /* past the last span's terminator: what the buffer keeps while the body
+     * streams through it (the head's final CRLF may go) */
+    size_t end = h->url_off + h->url_len + 1;
+    for (unsigned i = 0; i < h->nhdrs; i++) {
+        gw_hdr_t *f = &h->hdrs[i];
+        /* http_parser takes "Name :" (RFC 9112 5.1: MUST be 400) */
+        if (f->nlen == 0 || f->name[f->nlen - 1] == ' ' || f->name[f->nlen - 1] == '\t')
+            h->bad_name = true;
+        ((char *)f->name)[f->nlen] = '\0';
+        if (off_of(h, f->name) + f->nlen + 1 > end)
+            end = off_of(h, f->name) + f->nlen + 1;
+        if (!f->value) {
+            f->value = "";
+            continue;
+        }
+        size_t vend = off_of(h, f->value) + f->vlen + 1;
+        if (vend > end)
+            end = vend;
+        while (f->vlen && (f->value[f->vlen - 1] == ' ' || f->value[f->vlen - 1] == '\t'))
+            f->vlen--;
+        ((char *)f->value)[f->vlen] = '\0';
+    }
+    h->head_end = end;
+    char *url = h->buf + h->url_off;
+    url[h->url_len] = '\0';
+    /* one pass: the query, a fragment, whether the path has escapes at all */
+    bool escaped = false;
+    for (char *p = url; *p; p++) {
+        if (*p == '?') {
+            *p = '\0';
+            h->nargs = gw_h1_parse_query(p + 1, h->args, GW_H1_MAX_ARGS);
+            break;
+        }
+        if (*p == '#') {
+            *p = '\0';
+            break;
+        }
+        escaped |= *p == '%';
+    }
+    if (escaped)
+        gw_h1_unescape(url);
+    h->url = url;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    gw_h1_head_t *h = head_of(p);
+    h->head_in = true;
+    if (h->too_many) {
+        http_parser_pause(p, 1);
+        return 0;
+    }
+    head_strings(h);
+    if (h->bad_name) {
+        http_parser_pause(p, 1);
+        return 0;
+    }
+    if (h->on_head)
+        h->on_head(h);
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    gw_h1_head_t *h = head_of(p);
+    if (h->on_body)
+        h->on_body(h, at, len);
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    gw_h1_head_t *h = head_of(p);
+    h->msg_done = true;
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+static const http_parser_settings settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+void gw_h1_head_init(gw_h1_head_t *h, char *buf, void *owner)
+{
+    memset(h, 0, sizeof(*h));
+    http_parser_init(&h->parser, HTTP_REQUEST);
+    h->parser.data = h;
+    h->buf = buf;
+    h->owner = owner;
+}
+
+size_t gw_h1_head_execute(gw_h1_head_t *h, size_t off, size_t n)
+{
+    return http_parser_execute(&h->parser, &settings, h->buf + off, n);
+}
+
+void gw_h1_head_next(gw_h1_head_t *h)
+{
+    h->head_end = 0;
+    h->head_in = false;
+    h->msg_done = false;
+    http_parser_pause(&h->parser, 0);
+}
+
+const char *gw_h1_head_find(const gw_h1_head_t *h, const char *name)
+{
+    size_t n = strlen(name);
+    for (unsigned i = 0; i < h->nhdrs; i++)
+        if (h->hdrs[i].nlen == n && strncasecmp(h->hdrs[i].name, name, n) == 0)
+            return h->hdrs[i].value;
+    return NULL;
+}
+
+/*---- the connection's side of a head ----*/
+
+static bool expects_continue(gw_h1_t *c, gw_req_t *r)
+{
+    const char *e = gw_req_header(r, "Expect");
+    return e && c->h.parser.http_major == 1 && c->h.parser.http_minor >= 1 &&
+           strcasecmp(e, "100-continue") == 0;
+}
+
+static bool has_body(const http_parser *p)
+{
+    return (p->flags & F_CHUNKED) || (p->content_length > 0 && p->content_length != ULLONG_MAX);
+}
+
+static void conn_on_head(gw_h1_head_t *h)
+{
+    gw_h1_t *c = h->owner;
+    http_parser *p = &h->parser;
+    c->continue_sent = false;
+    gw_req_t *r = gw_http_req_new(c->w, c);
+    c->req = r;
+    r->method = c->method[0] ? c->method : http_method_str((enum http_method)p->method);
+    r->url = h->url;
+    r->head_only = p->method == HTTP_HEAD && !c->method[0];
+    if (!http_should_keep_alive(p))
+        r->close_after = true;
+    if (p->http_major == 0) {
+        gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL,
+                      "the request line has no HTTP version (HTTP/0.9 is not served)");
+        r->close_after = true;
+        r->state = GW_ST_DONE;
+    } else if (p->http_major != 1) {
+        gw_resp_error(&r->resp, GW_R_HTTP_VERSION, NULL, "HTTP version %u.%u is not supported",
+                      p->http_major, p->http_minor);
+        r->close_after = true;
+        r->state = GW_ST_DONE;
+    } else if (p->upgrade || p->method == HTTP_CONNECT) {
+        gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL, "protocol upgrades are not served");
+        r->state = GW_ST_DONE;
+    } else {
+        gw_http_head(r);
+    }
+    if (r->state == GW_ST_DONE && has_body(p) &&
+        (r->close_after || (p->flags & F_CHUNKED) || p->content_length > c->w->srv->body_limit)) {
+        /* Answered from the head and refused to read the body (413, the
+         * framing refusals, queue_time, a refused proxied route), or one too
+         * large to skip: the parser stops inside this message and the
+         * connection closes after the answer (its next bytes are the unread
+         * body). */
+        r->close_after = true;
+        http_parser_pause(p, 1);
+        return;
+    }
+    if (r->state == GW_ST_DONE)
+        return; /* the router's 404/405/400: a small body is read and dropped, the connection goes on */
+    if (expects_continue(c, r) && has_body(p)) {
+        OUT_LIT(c, "HTTP/1.1 100 Continue\r\n\r\n");
+        c->continue_sent = true;
+    }
+}
+
+static void conn_on_body(gw_h1_head_t *h, const char *at, size_t len)
+{
+    gw_h1_t *c = h->owner;
+    if (c->req)
+        gw_http_body(c->req, at, len);
+}
+
+/*---- the request's answer ----*/
+
+/* Renders r's answer into the output, accounts it, frees r. */
+static void answer(gw_h1_t *c, gw_req_t *r)
+{
+    gw_reply_t reply;
+    if (r->px && gw_px_render(r, &reply)) {
+        /* rendered by the proxy (an upstream's answer or a fallback) */
+    } else if (r->cached) {
+        reply = r->cached_reply;
+        out_prep(c, r, r->cached);
+    } else {
+        reply = r->resp.reply;
+        out_resp(c, r, &r->resp);
+    }
+    gw_http_account(r, reply);
+    /* the next head's deadline starts now (flush moves to "writing" if the
+     * answer does not go out at once, a pipelined head to "body") */
+    gw_conn_idle(c->guard);
+    c->req = NULL;
+    r->conn = NULL;
+    gw_http_req_free(r);
+}
+
+/* The head, body and end of the current request are read and the parser is
+ * paused after it: the unparsed rest moves to the buffer's start. */
+static void next_request(gw_h1_t *c)
+{
+    c->method[0] = '\0';
+    size_t rest = c->rlen - c->parsed;
+    if (rest && c->parsed)
+        memmove(c->rbuf, c->rbuf + c->parsed, rest);
+    c->rlen = rest;
+    c->parsed = 0;
+    gw_h1_head_next(&c->h);
+}
+
+static void start_reading(gw_h1_t *c)
+{
+    if (!c->reading && !c->closing &&
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+        c->reading = true;
+}
+
+static void stop_reading(gw_h1_t *c)
+{
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+    }
+}
+
+/*
+ * A request method http_parser does not know (it knows a fixed list): when the
+ * request line starts with a token of 3..GW_H1_METHOD_MAX characters and a
+ * space, the token is kept and its bytes become line ends and "GET" (the
+ * parser skips line ends before a request), so the head parses and the route
+ * answers 405 with its Allow on a connection that goes on. Returns 1 (parse
+ * again), 0 (the token's end is not in yet) or -1 (not a method: 400).
+ */
+static int other_method(gw_h1_t *c)
+{
+    static const char tchar[] = "!#$%&'*+-.^_`|~";
+    /* the message starts at the buffer's start (next_request): skip line ends */
+    char *start = c->rbuf, *end = c->rbuf + c->rlen;
+    /* whatever comes of it, the parser starts this message again */
+    http_parser_init(&c->h.parser, HTTP_REQUEST);
+    c->h.parser.data = &c->h;
+    c->parsed = 0;
+    while (start < end && (*start == '\r' || *start == '\n'))
+        start++;
+    char *p = start;
+    while (p < end && p - start <= GW_H1_METHOD_MAX &&
+           ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+            (*p && strchr(tchar, *p))))
+        p++;
+    if (p == end)
+        return p - start <= GW_H1_METHOD_MAX ? 0 : -1;
+    size_t n = (size_t)(p - start);
+    if (*p != ' ' || n < 3 || n > GW_H1_METHOD_MAX)
+        return -1;
+    memcpy(c->method, start, n);
+    c->method[n] = '\0';
+    memset(start, '\n', n - 3);
+    memcpy(p - 3, "GET", 3);
+    return 1;
+}
+
+/* A request the parser refused: the JSON error that says why, then the close. */
+static void parse_error(gw_h1_t *c, enum http_errno e)
+{
+    switch (e) {
+    case HPE_HEADER_OVERFLOW:
+        out_error(c, GW_R_HEAD_TOO_LARGE, "the request line and headers exceed 8 KiB");
+        return;
+    case HPE_INVALID_TRANSFER_ENCODING:
+        out_error(c, GW_R_NOT_IMPLEMENTED,
+                  "Transfer-Encoding other than chunked is not supported: send chunked or a "
+                  "Content-Length");
+        return;
+    case HPE_UNEXPECTED_CONTENT_LENGTH:
+        out_error(c, GW_R_BAD_REQUEST,
+                  "two Content-Length headers, or Content-Length with Transfer-Encoding: "
+                  "send one length");
+        return;
+    case HPE_INVALID_CONTENT_LENGTH: {
+        /* all digits but past 2^64: too large, as a number that fits would be */
+        const char *p = c->rbuf + c->parsed, *q = p;
+        while (q > c->rbuf && q[-1] >= '0' && q[-1] <= '9')
+            q--;
+        if (p - q >= 19 && *p >= '0' && *p <= '9') {
+            out_error(c, GW_R_TOO_LARGE, "Content-Length is larger than the body limit");
+            return;
+        }
+        out_error(c, GW_R_BAD_REQUEST, "Content-Length is not a decimal number");
+        return;
+    }
+    default:
+        out_error(c, GW_R_BAD_REQUEST, http_errno_description(e));
+    }
+}
+
+/*
+ * Parses what the buffer holds and serves the requests it completes, in order,
+ * one at a time; stops at a request that waits, at an unsent answer, at a
+ * close. Then flushes. Loop thread.
+ */
+static void conn_parse(gw_h1_t *c)
+{
+    if (c->in_parse)
+        return;
+    c->in_parse = true;
+    while (!c->closing && !c->lingering && !c->writing) {
+        gw_req_t *r = c->req;
+        if (r && r->state == GW_ST_WAIT)
+            break; /* gw_req_finish comes back here */
+        if (r && r->state == GW_ST_DONE) {
+            answer(c, r);
+            if (c->close_after)
+                break;
+            next_request(c);
+            if (c->olen >= GW_H1_READ_BUF) {
+                flush(c); /* a deep pipeline: write as we go */
+                continue;
+            }
+            continue;
+        }
+        if (c->parsed == c->rlen)
+            break; /* need bytes */
+        size_t avail = c->rlen - c->parsed;
+        size_t n = gw_h1_head_execute(&c->h, c->parsed, avail);
+        enum http_errno e = HTTP_PARSER_ERRNO(&c->h.parser);
+        c->parsed += n;
+        if (e == HPE_PAUSED) {
+            if (c->h.too_many) {
+                out_error(c, GW_R_HEAD_TOO_LARGE, "the request has more than 64 header fields");
+                break;
+            }
+            if (c->h.bad_name) {
+                out_error(c, GW_R_BAD_REQUEST, "a header field name is empty or ends in whitespace");
+                break;
+            }
+            r = c->req;
+            if (c->h.msg_done && r && r->state == GW_ST_BODY) {
+                gw_conn_busy(c->guard);
+                gw_http_complete(r); /* answers now (GW_ST_DONE) or waits (GW_ST_WAIT) */
+            }
+            continue;
+        }
+        if (e == HPE_INVALID_METHOD && !c->h.head_in) {
+            int m = other_method(c);
+            if (m > 0)
+                continue; /* parsed again as a method http_parser knows */
+            if (m == 0)
+                break; /* the method's end has not come yet */
+        }
+        if (e != HPE_OK) {
+            req_drop(c);
+            parse_error(c, e);
+            break;
+        }
+        if (c->h.head_in && c->req) {
+            /* in a body: its bytes went to the request, the buffer keeps the head */
+            c->rlen = c->parsed = c->h.head_end;
+        }
+    }
+    if (!c->closing && !c->lingering) {
+        /* Reading goes on while a request waits (its bytes wait in the buffer,
+         * unparsed; no epoll_ctl per held request, and a client that leaves
+         * is seen), and stops while an answer is unsent, before a close, and
+         * when the buffer is full. */
+        bool need = !c->writing && !c->close_after;
+        if (need && c->rlen == GW_H1_READ_BUF) {
+            if (!c->h.head_in && !memchr(c->rbuf, '\n', c->rlen))
+                out_error(c, GW_R_URI_TOO_LONG, "the request line exceeds 8 KiB");
+            else if (!c->h.head_in)
+                out_error(c, GW_R_HEAD_TOO_LARGE, "the request line and headers exceed 8 KiB");
+            need = false;
+        }
+        if (need)
+            start_reading(c);
+        else
+            stop_reading(c);
+    }
+    c->in_parse = false;
+    flush(c);
+}
+
+void gw_h1_finish(gw_req_t *r)
+{
+    gw_h1_t *c = r->conn;
+    if (!c || c->in_parse)
+        return; /* conn_parse sees GW_ST_DONE when the handler returns */
+    conn_parse(c);
+}
+
+/*---- reading ----*/
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    (void)hint;
+    gw_h1_t *c = h->data;
+    if (c->lingering) {
+        c->rlen = 0;
+        *buf = uv_buf_init(c->rbuf, GW_H1_READ_BUF);
+        return;
+    }
+    *buf = uv_buf_init(c->rbuf + c->rlen, (unsigned)(GW_H1_READ_BUF - c->rlen));
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    (void)buf;
+    gw_h1_t *c = s->data;
+    gw_worker_t *w = c->w;
+    if (n == 0)
+        return;
+    if (n < 0 || c->lingering) {
+        if (n < 0)
+            conn_close(c);
+        return;
+    }
+    gw_http_iteration(w);
+    c->rlen += (size_t)n;
+    conn_parse(c);
+}
+
+/*---- accepting ----*/
+
+static void on_accept(uv_poll_t *p, int status, int events)
+{
+    (void)events;
+    gw_worker_t *w = p->data;
+    if (status < 0)
+        return;
+    gw_http_iteration(w);
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(w->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE)
+                cm_log_warn("gw", "accept: out of file descriptors", "worker=%u", w->index);
+            return; /* EAGAIN and the rest: wait for the next readiness */
+        }
+        gw_conn_t *g = gw_conn_open(w, (const struct sockaddr *)&ss);
+        if (!g) {
+            close(fd); /* refused by the guard's caps: no handle, no buffers */
+            continue;
+        }
+        gw_h1_t *c = cm_xmalloc(sizeof(*c));
+        memset(c, 0, offsetof(gw_h1_t, out_inline));
+        c->guard = g;
+        gw_conn_set_owner(g, c);
+        c->w = w;
+        c->next = w->h1_conns;
+        if (c->next)
+            c->next->prev = c;
+        w->h1_conns = c;
+        memcpy(&c->peer, &ss, sl);
+        c->out = c->out_inline;
+        c->ocap = OUT_INLINE;
+        uv_tcp_init(&w->loop, &c->tcp);
+        c->tcp.data = c;
+        if (uv_tcp_open(&c->tcp, fd) != 0) {
+            close(fd);
+            w->h1_open++;
+            conn_close(c);
+            continue;
+        }
+        uv_tcp_nodelay(&c->tcp, 1);
+        gw_h1_head_init(&c->h, c->rbuf, c);
+        c->h.on_head = conn_on_head;
+        c->h.on_body = conn_on_body;
+        w->h1_open++;
+        start_reading(c);
+    }
+}
+
+int gw_h1_listen(gw_worker_t *w, const struct sockaddr *sa, char *errbuf, size_t errlen)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    socklen_t sl = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                             : sizeof(struct sockaddr_in);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        bind(fd, sa, sl) != 0 || listen(fd, GW_LISTEN_BACKLOG) != 0) {
+        snprintf(errbuf, errlen, "cannot listen on %s: %s", w->srv->cfg->listen,
+                 strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    w->lfd = fd;
+    uv_poll_init(&w->loop, &w->lpoll, fd);
+    w->lpoll.data = w;
+    w->accepting = true;
+    uv_poll_start(&w->lpoll, UV_READABLE, on_accept);
+    return 0;
+}
+
+void gw_h1_accepting(gw_worker_t *w, bool on)
+{
+    if (w->lfd < 0 || w->accepting == on)
+        return;
+    w->accepting = on;
+    if (on)
+        uv_poll_start(&w->lpoll, UV_READABLE, on_accept);
+    else
+        uv_poll_stop(&w->lpoll);
+}
+
+void gw_h1_stop_accepting(gw_worker_t *w)
+{
+    if (w->lfd >= 0) {
+        uv_poll_stop(&w->lpoll);
+        uv_close((uv_handle_t *)&w->lpoll, NULL);
+        close(w->lfd);
+        w->lfd = -1;
+        w->accepting = false;
+    }
+}
+
+void gw_h1_stop(gw_worker_t *w)
+{
+    gw_h1_stop_accepting(w);
+    while (w->h1_conns)
+        conn_close(w->h1_conns);
+}
+
+/*---- what the handlers read of a request ----*/
+
+const char *gw_req_header(const gw_req_t *r, const char *name)
+{
+    return r->conn ? gw_h1_head_find(&r->conn->h, name) : NULL;
+}
+
+const gw_hdr_t *gw_req_headers(const gw_req_t *r, unsigned *n)
+{
+    const gw_h1_t *c = r->conn;
+    *n = c ? c->h.nhdrs : 0;
+    return c ? c->h.hdrs : NULL;
+}
+
+const char *gw_req_arg(const gw_req_t *r, const char *name)
+{
+    const gw_h1_t *c = r->conn;
+    if (!c)
+        return NULL;
+    for (unsigned i = 0; i < c->h.nargs; i++)
+        if (strcmp(c->h.args[i].name, name) == 0)
+            return c->h.args[i].value ? c->h.args[i].value : "";
+    return NULL;
+}
+
+const gw_arg_t *gw_req_args(const gw_req_t *r, unsigned *n)
+{
+    const gw_h1_t *c = r->conn;
+    *n = c ? c->h.nargs : 0;
+    return c ? c->h.args : NULL;
+}
+
+const struct sockaddr *gw_req_peer(const gw_req_t *r)
+{
+    return r->conn ? (const struct sockaddr *)&r->conn->peer : NULL;
+}
+
+int gw_req_fd(const gw_req_t *r)
+{
+    uv_os_fd_t fd;
+    if (!r->conn || uv_fileno((const uv_handle_t *)&r->conn->tcp, &fd) != 0)
+        return -1;
+    return fd;
+}
+
+int gw_h1_fd(gw_h1_t *c)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0)
+        return -1;
+    return fd;
+}
+
+gw_conn_t *gw_h1_guard(gw_h1_t *c)
+{
+    return c ? c->guard : NULL;
+}

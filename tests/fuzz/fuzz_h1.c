@@ -1,0 +1,152 @@
+/*
+ * Fuzz target: the public listener's request parser (gw_h1_head_t, gw_h1.c)
+ * driven as a connection drives it: bytes appended to an 8 KiB buffer,
+ * parsed as they arrive, body bytes dropped from the buffer once delivered,
+ * the rest moved to the front after each message (pipelining).
+ * Input: byte 0 seeds where the reads are cut; the rest is the byte stream.
+ * Promises: the same stream gives the same requests (method, path, headers,
+ * query arguments, body) and the same stop (error or buffer full) whether it
+ * arrives in one read or cut anywhere (a span cut by a read continues in the
+ * buffer); every header name and value is NUL-terminated at its length inside
+ * the buffer; names hold no ':' and no NUL; at most GW_H1_MAX_HEADERS fields.
+ */
+#include "gateway/gw_internal.h"
+#include "tests/fuzz/fuzz.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct run {
+    char buf[GW_H1_READ_BUF];
+    gw_h1_head_t h;
+    char log[65536]; /* what was parsed, request by request */
+    size_t loglen;
+    size_t body;
+} run_t;
+
+static void logf_(run_t *r, const char *s, size_t n)
+{
+    if (r->loglen + n + 1 > sizeof(r->log))
+        n = sizeof(r->log) - r->loglen - 1;
+    memcpy(r->log + r->loglen, s, n);
+    r->loglen += n;
+    r->log[r->loglen] = '\0';
+}
+
+static void logs(run_t *r, const char *s)
+{
+    logf_(r, s, strlen(s));
+}
+
+static void on_head(gw_h1_head_t *h)
+{
+    run_t *r = h->owner;
+    char tmp[64];
+    logs(r, "\n>");
+    logs(r, http_method_str((enum http_method)h->parser.method));
+    logs(r, " ");
+    logs(r, h->url);
+    FZ_CHECK(h->nhdrs <= GW_H1_MAX_HEADERS);
+    for (unsigned i = 0; i < h->nhdrs; i++) {
+        const gw_hdr_t *f = &h->hdrs[i];
+        FZ_CHECK(f->name >= h->buf && f->name + f->nlen < h->buf + GW_H1_READ_BUF);
+        FZ_CHECK(strlen(f->name) == f->nlen);
+        FZ_CHECK(memchr(f->name, ':', f->nlen) == NULL);
+        FZ_CHECK(strlen(f->value) <= f->vlen);
+        logs(r, "|");
+        logs(r, f->name);
+        logs(r, "=");
+        logs(r, f->value);
+    }
+    for (unsigned i = 0; i < h->nargs; i++) {
+        logs(r, "&");
+        logs(r, h->args[i].name);
+        logs(r, h->args[i].value ? "=" : "");
+        logs(r, h->args[i].value ? h->args[i].value : "");
+    }
+    snprintf(tmp, sizeof(tmp), " v%u.%u", h->parser.http_major, h->parser.http_minor);
+    logs(r, tmp);
+    logs(r, " body:");
+    FZ_CHECK(h->head_end <= GW_H1_READ_BUF);
+    r->body = 0;
+}
+
+static void on_body(gw_h1_head_t *h, const char *at, size_t len)
+{
+    run_t *r = h->owner;
+    FZ_CHECK(at >= h->buf && at + len <= h->buf + GW_H1_READ_BUF);
+    r->body += len;
+    /* body bytes in order, whatever the cuts: the log gets them, the cuts do not show */
+    logf_(r, at, len);
+}
+
+/* Feeds data in reads whose sizes come from seed (0: one read). Returns how it stopped. */
+static const char *feed(run_t *r, const uint8_t *data, size_t size, unsigned seed)
+{
+    gw_h1_head_init(&r->h, r->buf, r);
+    r->h.on_head = on_head;
+    r->h.on_body = on_body;
+    r->loglen = 0;
+    r->log[0] = '\0';
+    size_t rlen = 0, parsed = 0, off = 0;
+    uint32_t x = seed * 2654435761u + 1;
+    while (off < size || parsed < rlen) {
+        if (off < size) {
+            size_t room = GW_H1_READ_BUF - rlen;
+            if (room == 0)
+                return "full";
+            x = x * 1103515245u + 12345u;
+            size_t n = seed ? 1 + (x >> 16) % 37 : size - off;
+            if (n > size - off)
+                n = size - off;
+            if (n > room)
+                n = room;
+            memcpy(r->buf + rlen, data + off, n);
+            rlen += n;
+            off += n;
+        }
+        while (parsed < rlen) {
+            size_t n = gw_h1_head_execute(&r->h, parsed, rlen - parsed);
+            enum http_errno e = HTTP_PARSER_ERRNO(&r->h.parser);
+            parsed += n;
+            if (e == HPE_PAUSED) {
+                if (r->h.too_many)
+                    return "too many headers";
+                FZ_CHECK(r->h.msg_done);
+                logs(r, "<done");
+                memmove(r->buf, r->buf + parsed, rlen - parsed);
+                rlen -= parsed;
+                parsed = 0;
+                gw_h1_head_next(&r->h);
+                continue;
+            }
+            if (e != HPE_OK)
+                return http_errno_name(e);
+            FZ_CHECK(n == rlen - (parsed - n));
+            if (r->h.head_in) {
+                /* in a body: the head's strings stay, the delivered body goes */
+                FZ_CHECK(r->h.head_end <= parsed);
+                rlen = parsed = r->h.head_end;
+            }
+        }
+    }
+    return "end";
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 1 || size > 65536)
+        return 0;
+    static run_t a, b;
+    const char *sa = feed(&a, data + 1, size - 1, 0);
+    const char *sb = feed(&b, data + 1, size - 1, data[0] | 1u);
+    /* "full" depends on the cuts only when one read brought more than fits:
+     * then the one-read run stops earlier; compare only what both parsed. */
+    if (strcmp(sa, "full") != 0 && strcmp(sb, "full") != 0) {
+        if (strcmp(sa, sb) != 0 || a.loglen != b.loglen || memcmp(a.log, b.log, a.loglen) != 0)
+            fprintf(stderr, "one read: %s%s\ncut: %s%s\n", a.log, sa, b.log, sb);
+        FZ_CHECK(strcmp(sa, sb) == 0);
+        FZ_CHECK(a.loglen == b.loglen && memcmp(a.log, b.log, a.loglen) == 0);
+    }
+    return 0;
+}
