@@ -219,7 +219,12 @@ void gw_h1_body(gw_req_t *r, const char *body, size_t len)
 /* A gw_resp_t answer: rendered by gw_reply.c into our buffer. */
 static void out_resp(gw_h1_t *c, gw_req_t *r, const gw_resp_t *p)
 {
-    out_reserve(c, GW_RESP_HEAD_MAX + p->body_len + 64);
+    /* the head's bound (not GW_RESP_HEAD_MAX): a 202 stays in out_inline. Status
+     * line, Date, Content-Type, Cache-Control, Content-Length: < 260 bytes. */
+    size_t need = 320 + p->body_len;
+    for (unsigned i = 0; i < p->nheaders; i++)
+        need += strlen(p->headers[i][0]) + strlen(p->headers[i][1]) + 4;
+    out_reserve(c, need);
     c->olen += gw_resp_render(p, r->w->date, c->out + c->olen, GW_RESP_HEAD_MAX, NULL);
     out_connection(c, r);
     OUT_LIT(c, "\r\n");
@@ -255,6 +260,17 @@ static void out_error(gw_h1_t *c, gw_reply_t reply, const char *msg)
 
 static void on_written(uv_write_t *wr, int status);
 
+/* All written: the buffer is empty again; a large one (a proxied answer) goes back. */
+static void out_reset(gw_h1_t *c)
+{
+    c->olen = c->owritten = 0;
+    if (c->out != c->out_inline && c->ocap > 64 * 1024) {
+        free(c->out);
+        c->out = c->out_inline;
+        c->ocap = OUT_INLINE;
+    }
+}
+
 static void linger(gw_h1_t *c);
 
 /* Writes what the output holds: at once when the socket takes it, else the
@@ -289,7 +305,7 @@ static void flush(gw_h1_t *c)
             return;
         }
     }
-    c->olen = c->owritten = 0;
+    out_reset(c);
     if (c->close_after)
         linger(c);
 }
@@ -302,7 +318,7 @@ static void on_written(uv_write_t *wr, int status)
         conn_close(c);
         return;
     }
-    c->olen = c->owritten = 0;
+    out_reset(c);
     if (c->close_after) {
         linger(c);
         return;
@@ -528,8 +544,11 @@ static void head_strings(gw_h1_head_t *h)
         ((char *)f->name)[f->nlen] = '\0';
         if (off_of(h, f->name) + f->nlen + 1 > end)
             end = off_of(h, f->name) + f->nlen + 1;
-        if (!f->value) {
+        if (!f->value || f->vlen == 0) {
+            /* an empty value: its span may point at the next field's first
+             * byte (a bare CR ends a line for the lenient parser) */
             f->value = "";
+            f->vlen = 0;
             continue;
         }
         size_t vend = off_of(h, f->value) + f->vlen + 1;
@@ -788,7 +807,9 @@ static int other_method(gw_h1_t *c)
     memcpy(c->method, start, n);
     c->method[n] = '\0';
     memset(start, '\n', n - 3);
-    memcpy(p - 3, "GET", 3);
+    p[-3] = 'G'; /* "GET", a method http_parser knows, right before the space */
+    p[-2] = 'E';
+    p[-1] = 'T';
     return 1;
 }
 

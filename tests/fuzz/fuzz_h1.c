@@ -112,6 +112,8 @@ static const char *feed(run_t *r, const uint8_t *data, size_t size, unsigned see
             if (e == HPE_PAUSED) {
                 if (r->h.too_many)
                     return "too many headers";
+                if (r->h.bad_name)
+                    return "bad header name";
                 FZ_CHECK(r->h.msg_done);
                 logs(r, "<done");
                 memmove(r->buf, r->buf + parsed, rlen - parsed);
