@@ -1,7 +1,7 @@
 """The public listener's HTTP/1.1 contract, black box, over raw sockets (no
 HTTP client library: framing is what is tested). Whatever implements the
-listener (libmicrohttpd today, flashgate's own HTTP/1.1 layer tomorrow) is
-held to it:
+listener (flashgate's own HTTP/1.1 layer, gateway/gw_h1.c; libmicrohttpd
+until it replaced it) is held to it:
 
   - keep-alive, HTTP/1.0, Connection: close;
   - pipelining: N requests in one send get N complete answers in order, with
@@ -18,8 +18,8 @@ held to it:
   - after all of it: no crash, the sale the garbage aimed at is unchanged,
     every accepted order is accounted for, and the gateway still sells.
 
-Each check is named. Where today's libmicrohttpd listener is known not to
-meet the contract, the check's name is in KNOWN_MHD_DEVIATIONS with why: the
+Each check is named. Where a listener is known not to meet the contract
+(libmicrohttpd did not, gw_h1.c does), the check's name is in KNOWN_MHD_DEVIATIONS with why: the
 check is then reported, not failed, and a listed check that passes FAILS
 (so the list stays true: empty it as the new listener meets the contract).
 The hard invariants (no crash, no hang past a guard, no state change, the
