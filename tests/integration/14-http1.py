@@ -679,6 +679,14 @@ try:
     head_case("head.space-before-colon", b"GET /v1/sales/ok HTTP/1.1\r\nHost: t\r\nX-A : b\r\n\r\n",
               "bad_request", 400)
     head_case("head.bare-cr", b"GET /v1/sales/ok HTTP/1.1\rHost: t\r\n\r\n", "bad_request", 400)
+    # A bare CR inside a header line: 400, and never passed on to an upstream
+    # (one that reads it as a line end would see a header the client made up).
+    seen = len(Upstream.seen)
+    head_case("head.bare-cr-in-header-line", b"GET /v1/sales/ok HTTP/1.1\r\nHost: t\r\nX-A: a\rX-B: b\r\n\r\n",
+              "bad_request", 400)
+    head_case("head.bare-cr-in-proxied-header-line",
+              b"GET /v1/recs/cr HTTP/1.1\r\nHost: t\r\nX-A: a\rX-Injected: 1\r\n\r\n", "bad_request", 400)
+    eq(len(Upstream.seen), seen, "a header line with a bare CR never reached the upstream")
     head_case("head.nul-in-header", b"GET /v1/sales/ok HTTP/1.1\r\nHost: t\r\nX-A: a\x00b\r\n\r\n",
               "bad_request", 400)
     head_case("head.nul-in-uri", b"GET /v1/sales/ok\x00x HTTP/1.1\r\nHost: t\r\n\r\n",
