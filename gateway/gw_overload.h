@@ -69,16 +69,28 @@ int gw_crit_parse(const char *s);
  * atomics that other threads may read for stats.
  */
 #define GW_ALIMIT_WIN_SAMPLES 32
+/* An unused limit decays towards twice its use, not below this (gw_overload_core.c validate()). */
+#define GW_ALIMIT_RESTART 32
+/* Answers counted per ms for slow start's rate check (gw_overload_core.c slow_start()). */
+#define GW_ALIMIT_DONE_BINS 32
+/* Slow start ends on a round whose first this many answers were all slower than the tolerated RTT. */
+#define GW_ALIMIT_SS_SAMPLES 8
 
 typedef struct gw_alimit {
     double limit;
-    uint32_t min_limit, max_limit;
+    double ssthresh;    /* slow start climbs back to this (see validate(), slow_start()) */
+    uint32_t min_limit, max_limit, init_limit;
     uint32_t inflight;
     double long_rtt_us;
     uint32_t long_n;
     uint64_t win_start_us;
     uint64_t win_sum_us;
     uint32_t win_n, win_drops, win_max_inflight;
+    bool win_full;      /* the limit was reached (or refused) in this window */
+    uint32_t ss_left, ss_n; /* slow start: answers left in this round, seen of its first ones */
+    uint64_t ss_min_us;     /* slow start: the minimum RTT of the round's first answers */
+    uint64_t done_ms;       /* answers per ms over the last GW_ALIMIT_DONE_BINS ms */
+    uint32_t done_bin[GW_ALIMIT_DONE_BINS];
     uint64_t min_window_us, max_window_us;
     uint64_t rtt_floor_us;
     _Atomic uint32_t pub_limit, pub_inflight;
