@@ -47,7 +47,17 @@ int gw_crit_parse(const char *s);
  * so a flat latency lets the limit grow by about queue_size * smoothing per
  * window and a rising one shrinks it by up to half the smoothing share. When
  * the window saw fewer than limit/2 in flight the dependency was not the
- * bottleneck and the limit stays (app-limited). When the long average is
+ * bottleneck (app-limited): Gradient2 leaves the limit there; ours lets it
+ * decay half way to twice the most in flight (not below GW_ALIMIT_RESTART),
+ * as TCP validates an unused congestion window (RFC 2861, RFC 7661), and
+ * remembers the old value as ssthresh: when the crowd fills it again and the
+ * dependency answers within max(tolerance * long, floor), it grows by one per
+ * such answer (slow start, RFC 5681), up to ssthresh and to twice what the
+ * dependency answered in the last two such RTTs; a round whose first answers
+ * were all slower ends it (HyStart++, RFC 9406). Measured: a limit left at its
+ * initial 256 at half load sent 256 reserves at once when the crowd came to a
+ * Redis held to 10% of a core, a queue past the 50 ms timeout, and the step
+ * to 5x took 30-260 ms to converge (bench/README.md, 2026-11-23). When the long average is
  * more than twice the short one (latency recovered) it decays by 5% a window.
  * Our additions: the floor (gw_alimit_set_floor; 0 = none), an RTT below
  * which the limit never shrinks: a pipelined Redis answers a batch of N in N
