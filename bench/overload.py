@@ -402,6 +402,10 @@ def main():
     ap.add_argument("--cases", default="dep,cpu,mixed")
     ap.add_argument("--loads", default="1,2,5,10", help="multiples of the measured capacity")
     ap.add_argument("--seconds", type=float, help="length of each load run")
+    ap.add_argument("--steps", type=int, default=1,
+                    help="dep: step runs (0.5x -> 5x) with protection on, each on a fresh "
+                         "gateway; the convergence target is judged on every one (1; the step "
+                         "is noisy on a shared machine: bench/README.md)")
     ap.add_argument("--redis-cpu", type=float, default=0.10,
                     help="dep: redis-server's cgroup quota, share of one core (0.10)")
     ap.add_argument("--gw-cpu", type=float, default=0.05,
@@ -590,7 +594,7 @@ def run_case(bench, a, name, loads, secs, ramp_s, help_text, results):
     lo, hi5 = cap_rps * 0.5, min(cap_rps * 5, a.max_rate)
     t_lo = 0.3 if a.smoke else 2.0
     t_hi = 0.3 if a.smoke else 3.0 if not a.quick else 2.0
-    for mode in MODES:
+    for mode in ("auto",) * (max(1, a.steps) if name == "dep" else 1) + MODES[1:]:
         r = bench.run(case, mode, [{"kind": "plateau", "duration_s": t_lo, "rate": lo},
                                    {"kind": "spike", "duration_s": t_hi, "rate": hi5}], "step")
         r["convergence_ms"] = convergence_ms(r, t_lo, t_lo + t_hi)
@@ -646,8 +650,7 @@ def targets_for(name, c, a):
     cap = c["capacity_rps"]
     runs = {(r["label"], r["mode"]): r for r in c["runs"]}
     peak = runs.get(("1x", "auto"), {}).get("accepted_rps") or cap
-    step = {r["mode"]: r for r in c["steps"]}
-    conv = step.get("auto", {}).get("convergence_ms")
+    convs = [r.get("convergence_ms") for r in c["steps"] if r["mode"] == "auto"]
     if name == "dep":
         for m in ("5x", "10x"):
             r = runs.get((m, "auto"))
@@ -659,8 +662,16 @@ def targets_for(name, c, a):
                 p99 = r["all_buy"].get("p99_ms")
                 rows.append(("p99 of all buy answers at %s < 50 ms" % m,
                              "%s ms%s" % (ms(p99), lagged(r)), p99 is not None and p99 < 50))
-        rows.append(("convergence after 0.5x -> 5x < 100 ms",
-                     "never" if conv is None else "%d ms" % conv, conv is not None and conv < 100))
+        txt = ", ".join("never" if cv is None else "%d" % cv for cv in convs)
+        if len(convs) > 1:
+            known = sorted(cv if cv is not None else float("inf") for cv in convs)
+            med = known[len(known) // 2]
+            txt = "%s ms (median %s)" % (txt, "never" if med == float("inf") else "%d" % med)
+        else:
+            txt += "" if convs == [None] else " ms"
+        rows.append(("convergence after 0.5x -> 5x < 100 ms%s" % (
+            " (every one of %d runs)" % len(convs) if len(convs) > 1 else ""),
+                     txt, bool(convs) and all(cv is not None and cv < 100 for cv in convs)))
     elif name == "cpu":
         r2 = runs.get(("2x", "auto"))
         bound = c.get("bound_2x")
