@@ -244,7 +244,8 @@ static json_t *fine_json(const lt_results_t *res)
     while (n && res->fine[n - 1].n == 0)
         n--;
     json_t *a_n = json_array(), *a_good = json_array(), *a_shed = json_array(),
-           *a_slow = json_array(), *a_max = json_array();
+           *a_slow = json_array(), *a_max = json_array(), *a_err = json_array(),
+           *a_ref = json_array(), *a_to = json_array();
     for (size_t i = 0; i < n; i++) {
         const lt_fine_t *f = &res->fine[i];
         json_array_append_new(a_n, json_integer(f->n));
@@ -252,10 +253,14 @@ static json_t *fine_json(const lt_results_t *res)
         json_array_append_new(a_shed, json_integer(f->shed));
         json_array_append_new(a_slow, json_integer(f->slow));
         json_array_append_new(a_max, json_integer(f->max_ms));
+        json_array_append_new(a_err, json_integer(f->error));
+        json_array_append_new(a_ref, json_integer(f->refused));
+        json_array_append_new(a_to, json_integer(f->timeout));
     }
-    return json_pack("{s:i, s:i, s:o, s:o, s:o, s:o, s:o}", "bin_ms", LT_FINE_BIN_MS, "slow_ms",
-                     LT_FINE_SLOW_MS, "n", a_n, "good", a_good, "shed", a_shed, "slow", a_slow,
-                     "max_ms", a_max);
+    return json_pack("{s:i, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "bin_ms",
+                     LT_FINE_BIN_MS, "slow_ms", LT_FINE_SLOW_MS, "n", a_n, "good", a_good, "shed",
+                     a_shed, "slow", a_slow, "max_ms", a_max, "error", a_err, "refused", a_ref,
+                     "timeout", a_to);
 }
 
 static json_t *figures_json(const lt_results_t *res)

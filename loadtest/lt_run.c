@@ -163,6 +163,7 @@ typedef struct run {
     uint64_t stop_ns;
     uint64_t profile_end_ns;
     bool stopping, quiet;
+    bool refusing; /* finish_req is failing a request whose new connection was refused */
     /* progress */
     uint64_t last_answers, last_t_ns;
     size_t open_orders_cap;
@@ -387,6 +388,12 @@ static void fine_record(run_t *r, uint64_t sched_ns, lt_ans_t a, uint64_t lat_us
         f->shed++;
     if (lat_us > LT_FINE_SLOW_MS * 1000u || a == LT_ANS_TIMEOUT || a == LT_ANS_ERROR)
         f->slow++;
+    if (a == LT_ANS_ERROR)
+        f->error++;
+    if (a == LT_ANS_TIMEOUT)
+        f->timeout++;
+    if (a == LT_ANS_ERROR && r->refusing)
+        f->refused++;
     if (lat_us / 1000u > f->max_ms)
         f->max_ms = (uint32_t)(lat_us / 1000u);
 }
@@ -767,8 +774,11 @@ static void on_connect(uv_connect_t *cr, int status)
         conn_close(c);
         /* fail the oldest waiting request so a dead target does not stall the run */
         req_t *q = queue_pop(tg);
-        if (q)
+        if (q) {
+            r->refusing = true; /* the fine timeline tells refused from reset */
             finish_req(r, q, 0, -1, NULL, false, LT_ANS_ERROR);
+            r->refusing = false;
+        }
         return;
     }
     tg->connecting--;

@@ -69,6 +69,9 @@ typedef struct lt_fine {
     uint32_t good;  /* 202, 409, 410 */
     uint32_t shed;  /* 503 */
     uint32_t slow;  /* later than LT_FINE_SLOW_MS, or timeout / error */
+    uint32_t error; /* transport errors: refused, reset, closed under the request */
+    uint32_t refused; /* ... of them, failed because a new connection was refused */
+    uint32_t timeout; /* the person gave up */
     uint32_t max_ms;
 } lt_fine_t;
 
