@@ -96,6 +96,7 @@ typedef struct gw_ol_worker {
     _Atomic bool pub_paused;
     _Atomic uint64_t shed[GW_CRIT_COUNT];
     _Atomic uint64_t shed_users, accept_pauses, accept_reset, accept_trimmed, shed_late;
+    _Atomic uint64_t accept_conns;
 } gw_ol_worker_t;
 
 typedef struct gw_overload {
@@ -241,6 +242,12 @@ void gw_ol_worker_stop(gw_worker_t *w)
     uv_close((uv_handle_t *)&o->tick, tick_closed);
 }
 
+/* A tick counts as idle only on time: gw_overload.h says why. */
+bool gw_door_idle_tick(bool nothing_in_progress, uint64_t lag_us)
+{
+    return nothing_in_progress && lag_us < GW_DOOR_LATE_TICK_US;
+}
+
 /*---- signals ----*/
 
 void gw_ol_iteration(gw_worker_t *w)
@@ -269,8 +276,10 @@ static void door_trim(gw_ol_worker_t *o, gw_req_t *r)
 
 void gw_ol_conn_started(gw_worker_t *w)
 {
-    if (w->ol)
-        gw_door_conn(&w->ol->door);
+    if (!w->ol)
+        return;
+    gw_door_conn(&w->ol->door);
+    atomic_fetch_add_explicit(&w->ol->accept_conns, 1, memory_order_relaxed);
 }
 
 void gw_ol_request_head(gw_req_t *r)
@@ -612,7 +621,8 @@ static void on_tick(uv_timer_t *t)
      * still there. While shut, the keep-alive connections already open (a load
      * balancer's pool, a CDN edge's) still bring requests: only new
      * connections are refused. */
-    if (gw_door_tick(&o->door, now, o->live <= w->suspended) || (o->door.shut && !door_allowed(o)))
+    if (gw_door_tick(&o->door, now, gw_door_idle_tick(o->live <= w->suspended, o->lag_us)) ||
+        (o->door.shut && !door_allowed(o)))
         set_paused(o, false);
     for (unsigned i = 0; i < o->ndeps; i++)
         gw_alimit_tick(&o->dep[i], now);
@@ -952,6 +962,7 @@ void gw_overload_snapshot(gw_server_t *srv, gw_ol_snapshot_t *out)
         out->accept_reset += atomic_load_explicit(&o->accept_reset, memory_order_relaxed);
         out->accept_trimmed += atomic_load_explicit(&o->accept_trimmed, memory_order_relaxed);
         out->shed_late += atomic_load_explicit(&o->shed_late, memory_order_relaxed);
+        out->accept_conns += atomic_load_explicit(&o->accept_conns, memory_order_relaxed);
         out->accept_paused += atomic_load_explicit(&o->pub_paused, memory_order_relaxed) ? 1 : 0;
         for (unsigned d = 0; d < ndeps; d++) {
             gw_ol_dep_snap_t *s = &out->deps[d];
@@ -997,7 +1008,7 @@ void gw_overload_stats(gw_server_t *srv, void *json_obj)
     for (int c = 0; c < GW_CRIT_COUNT; c++)
         json_object_set_new(shed, gw_crit_name((gw_crit_t)c), json_integer((json_int_t)s->shed[c]));
     json_t *o = json_pack(
-        "{s:i,s:s,s:s,s:b,s:s,s:s,s:I,s:b,s:f,s:f,s:i,s:i,s:o,s:I,s:I,s:I,s:i,s:I,s:I,s:o}", "level",
+        "{s:i,s:s,s:s,s:b,s:s,s:s,s:I,s:b,s:f,s:f,s:i,s:i,s:o,s:I,s:I,s:I,s:i,s:I,s:I,s:I,s:o}", "level",
         s->level,
         "level_name", gw_level_name((gw_level_t)s->level), "mode", s->pinned ? "pinned" : "auto",
         "pinned", s->pinned, "reason", s->reason, "since", since, "level_changes",
@@ -1007,6 +1018,7 @@ void gw_overload_stats(gw_server_t *srv, void *json_obj)
         (json_int_t)s->shed_users, "shed_late", (json_int_t)s->shed_late, "accept_pauses", (json_int_t)s->accept_pauses,
         "accept_paused_workers", (int)s->accept_paused, "accept_reset",
         (json_int_t)s->accept_reset, "accept_closed_keepalive", (json_int_t)s->accept_trimmed,
+        "accept_conns", (json_int_t)s->accept_conns,
         "limits", deps);
     json_object_set_new(json_obj, "overload", o);
     free(s);

@@ -300,6 +300,18 @@ bool gw_door_should_shut_quota(const gw_door_t *d, uint32_t queued);
  * waiting on a dependency. Owner thread only.
  */
 bool gw_door_tick(gw_door_t *d, uint64_t now_us, bool idle);
+/*
+ * Whether a tick may count as idle for gw_door_tick: nothing in progress (but
+ * what waits on a dependency) and the tick fired on time, less than
+ * GW_DOOR_LATE_TICK_US after it was due. A late tick means the loop did not run
+ * (its CPU quota spent, or the CPU held by others): that nothing began in that
+ * gap says nothing about the crowd. Measured (CPU-bound case, 2x): a door shut
+ * on a crowd reopened after 10-80 ms on two such ticks while its kept
+ * connections still saturated it, and shut again 10-100 ms later on 70-180 new
+ * connections to reset. In gw_overload.c; pure.
+ */
+#define GW_DOOR_LATE_TICK_US 5000u
+bool gw_door_idle_tick(bool nothing_in_progress, uint64_t lag_us);
 
 /*
  * Too late to serve: the kernel knows how long a request's bytes have waited
@@ -436,6 +448,7 @@ typedef struct gw_ol_snapshot {
     uint32_t accept_paused;    /* workers not listening right now */
     uint64_t accept_reset;     /* connections queued in the kernel when a door shut (reset) */
     uint64_t accept_trimmed;   /* keep-alive connections closed after their answer, door shut */
+    uint64_t accept_conns;     /* connections the workers accepted */
     unsigned ndeps;
     gw_ol_dep_snap_t deps[GW_OL_DEPS_MAX];
 } gw_ol_snapshot_t;

@@ -630,6 +630,45 @@ static void test_door_reopens(void **state)
 }
 
 /*
+ * Under a CPU quota the loop does not run for most of each period: a tick that
+ * fires late (the loop was throttled) does not count as idle, even with
+ * nothing in progress, so a door shut on a crowd is not reopened by the
+ * quota's gaps; on-time idle ticks still reopen it (injected clock).
+ */
+static void test_door_late_ticks_are_not_idle(void **state)
+{
+    (void)state;
+    assert_true(gw_door_idle_tick(true, 0));
+    assert_true(gw_door_idle_tick(true, GW_DOOR_LATE_TICK_US - 1));
+    assert_false(gw_door_idle_tick(true, GW_DOOR_LATE_TICK_US));
+    assert_false(gw_door_idle_tick(false, 0));
+    gw_door_t d;
+    uint64_t t = 5000 * MS;
+    gw_door_init(&d, 20 * MS, t);
+    gw_door_set_shut(&d, true, t);
+    uint64_t shut_at = t;
+    /* Throttled: each tick comes 25 ms after the last, 15 ms late, nothing began in
+     * the gap. The door stays shut until the hold, not two ticks. */
+    bool reopened = false;
+    while (!reopened) {
+        t += 25 * MS;
+        reopened = gw_door_tick(&d, t, gw_door_idle_tick(true, 15 * MS));
+        assert_true(t - shut_at <= GW_DOOR_HOLD_US);
+    }
+    assert_int_equal(t - shut_at, GW_DOOR_HOLD_US);
+    /* Really idle: ticks on time with nothing to do reopen it after GW_DOOR_IDLE_TICKS. */
+    gw_door_set_shut(&d, false, t);
+    gw_door_set_shut(&d, true, t);
+    for (int i = 1; i < GW_DOOR_IDLE_TICKS; i++)
+        assert_false(gw_door_tick(&d, t += 10 * MS, gw_door_idle_tick(true, 200)));
+    /* A late tick between idle ones starts the count again. */
+    assert_false(gw_door_tick(&d, t += 20 * MS, gw_door_idle_tick(true, 10 * MS)));
+    for (int i = 1; i < GW_DOOR_IDLE_TICKS; i++)
+        assert_false(gw_door_tick(&d, t += 10 * MS, gw_door_idle_tick(true, 200)));
+    assert_true(gw_door_tick(&d, t += 10 * MS, gw_door_idle_tick(true, 200)));
+}
+
+/*
  * A worker that its kept keep-alive connections saturate (its CPU quota spent
  * in most periods) holds the door shut past the hold, up to
  * GW_DOOR_HOLD_MAX_US, while they bring at least half the rate it shut at; an
@@ -787,6 +826,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_door_shuts_for_a_crowd_not_a_flood),
         cmocka_unit_test(test_door_reopens),
+        cmocka_unit_test(test_door_late_ticks_are_not_idle),
         cmocka_unit_test(test_door_holds_while_saturated),
         cmocka_unit_test(test_door_quota_shut),
         cmocka_unit_test(test_busy_machine),
