@@ -552,7 +552,7 @@ def trace_rows(r, first_s=2.0, bin_s=0.1):
                      "gw_cpu_ms": cpu, "periods": per_n, "throttled": thr,
                      "gw_202": d["202"] if st else None, "gw_shuts": d["shuts"],
                      "gw_reset": d["reset"], "gw_late": d["late"], "gw_conns": d["conns"],
-                     "gw_trimmed": d["trimmed"], "gw_fds": ins[-1][5] if ins else 0})
+                     "gw_trimmed": d["trimmed"], "gw_fds": ins[-1][5] if ins and len(ins[-1]) > 5 else 0})
     return rows
 
 
