@@ -97,6 +97,7 @@ typedef struct gw_alimit {
     uint64_t win_sum_us;
     uint32_t win_n, win_drops, win_max_inflight;
     bool win_full;      /* the limit was reached (or refused) in this window */
+    uint32_t win_ignored; /* released without a call (GW_AL_IGNORE): a crowd all the same */
     uint32_t ss_left, ss_n; /* slow start: answers left in this round, seen of its first ones */
     uint64_t ss_min_us;     /* slow start: the minimum RTT of the round's first answers */
     uint64_t done_ms;       /* answers per ms over the last GW_ALIMIT_DONE_BINS ms */

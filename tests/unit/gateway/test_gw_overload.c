@@ -208,6 +208,18 @@ static void test_limit_idle_decays_and_slow_starts(void **state)
     round_trips(&l, &now, 5, 256, 300, 16);
     assert_true(gw_alimit_get(&l) >= 256);
 
+    /* a crowd answered without the dependency (its breaker open: acquire, then
+     * released as IGNORE) is not an unused limit: no decay */
+    round_trips(&l, &now, 5, 256, 300, 0);
+    uint32_t before = gw_alimit_get(&l);
+    for (int i = 0; i < 1000; i++) {
+        assert_true(gw_alimit_acquire(&l));
+        now += 1 * MS;
+        gw_alimit_release(&l, now, 0, GW_AL_IGNORE);
+        gw_alimit_tick(&l, now);
+    }
+    assert_true(gw_alimit_get(&l) >= before);
+
     /* decayed again, then a slow one (8 ms, over the 5 ms floor): no slow start */
     idle(&l, &now, 3000);
     uint32_t low = gw_alimit_get(&l);
