@@ -12,13 +12,15 @@ bench's flags, a 1 s warm-up, then `wrk -t1 -cCONNS -dSECONDS`. MODE:
   cpu    the gateway's utime+stime per answer (load-dependent: compare within a run)
   calls  callgrind, instrumentation on only during the wrk run: user-space
          instructions per answer, with and without memset (valgrind counts each
-         byte of glibc's `rep stosb` memset as an instruction; MHD clears ~12 KiB
-         per request); load-independent. Valgrind slows the gateway ~50x, which
+         byte of glibc's `rep stosb` memset as an instruction; libmicrohttpd, the
+         public listener before session 8, cleared ~12 KiB per request);
+         load-independent. Valgrind slows the gateway ~50x, which
          the overload module reads as queueing (503 queue_time, a cheaper answer
          in the mix): this mode runs with --overload-accept-pause=false
          --overload-adaptive=false so that every answer is the case's
   sys    `perf stat` syscall tracepoints per answer, epoll_wait split per epoll fd
-         (the lower fd is libuv's loop, the higher MHD's); run it on a quiet
+         (one per libuv loop: the main thread's and the worker's, and with Redis
+         the backend's own; before session 8 libmicrohttpd had one more); run it on a quiet
          machine: how many answers one wait finds depends on the load
 Run it under `flock /work/bench.lock` like every benchmark here. Prints one JSON line.
 """

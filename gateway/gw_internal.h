@@ -10,7 +10,8 @@
  * that completes the body: every rejection, and an accept whose spool record
  * is a plain write(2) (durability "write"). Real waits (fsync group commit in
  * durability "fsync", Redis, an upstream) hold the request (its connection
- * stops reading) until their callback answers it on the same loop.
+ * goes on reading into its buffer, unparsed) until their callback answers it
+ * on the same loop.
  * Measured against nginx "return 200" in bench/bench.sh.
  */
 #ifndef GW_INTERNAL_H
@@ -679,7 +680,7 @@ bool gw_buy_handle(gw_req_t *req);
 /*
  * Validates the buy body r->body (NUL-terminated, r->body_len bytes): fills
  * r->res.user_id and r->res.qty and returns true, or returns false with the
- * 400 in r->resp. Pure (no MHD call); thread-safe on r.
+ * 400 in r->resp. Pure (no socket or server state); thread-safe on r.
  */
 bool gw_buy_parse_body(gw_req_t *r);
 /* Its two halves (the fuzz target compares them): the in-place reading of the usual

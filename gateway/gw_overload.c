@@ -10,8 +10,8 @@
  * Signals, and where they are measured:
  *  - loop lag: the tick timer's lateness (how long a new event waits before
  *    the loop looks at it);
- *  - request queuing delay: when the access handler first sees a request,
- *    the time since its loop iteration started plus the last lag;
+ *  - request queuing delay: when a request's head is in (gw_http_head), the
+ *    time since its loop iteration started plus the last lag;
  *  - dependency RTT: the dependency's own time when its client measures one
  *    (Redis: from the write to the kernel's receive stamp of the reply), else from
  *    gw_ol_acquire to gw_ol_release.

@@ -1,6 +1,7 @@
 /*
  * Routing of the public listener: path and method -> route and path id, or
- * the 4xx answer. Pure (no MHD call), so the fuzz target drives it directly.
+ * the 4xx answer. Pure (no socket, no connection), so the fuzz target drives
+ * it directly.
  */
 #include "gateway/gw_internal.h"
 

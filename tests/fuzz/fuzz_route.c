@@ -1,6 +1,7 @@
 /*
  * Fuzz target: the public router (gw_route) and its path parameters.
- * Input: "METHOD\nURL" (URL as MHD hands it over: decoded, any bytes but NUL).
+ * Input: "METHOD\nURL" (URL as gw_h1.c hands it over: the path
+ * without its query, percent-decoded, any bytes but NUL).
  * Promises: a routed request carries a valid id for the routes that take one;
  * a refused one is a 4xx whose body is a JSON object {"error","message"}.
  */

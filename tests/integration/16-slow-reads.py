@@ -1,6 +1,6 @@
-"""The connection guard's deadlines after the head (gw_conn.c), which replace
-libmicrohttpd's own idle timeout on the public listener when a minimum body
-rate is set (the default): with server.connection_timeout=2s,
+"""The connection guard's deadlines after the head (gw_conn.c), the only
+timeouts of the public listener (gw_h1.c has none of its own): with
+server.connection_timeout=2s,
  1. an idle keep-alive connection is closed by the server, not before 2 s;
  2. a client that pipelines requests and never reads the answers is closed
     (counted as slow_reads) once its answer made no progress for a timeout;
