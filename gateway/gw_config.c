@@ -473,7 +473,10 @@ const cm_opt_t gw_config_opts[] = {
      v_listen},
     {"server.admin_listen", CM_OPT_STR, OFF(admin_listen), SZ(admin_listen), "127.0.0.1:9090", 0,
      0, NULL, 0, "admin-listen", "HOST:PORT",
-     "admin API listener; keep it on loopback or a private network", v_listen},
+     "admin API listener (a thread per connection, at most 64 connections, 30 s idle timeout: "
+     "the server.* connection limits and deadlines are the public listener's); keep it on "
+     "loopback or a private network",
+     v_listen},
     {"server.admin_token", CM_OPT_STR, OFF(admin_token), SZ(admin_token), "", 0, 0, NULL,
      CM_OPT_SECRET, "admin-token", "TOKEN",
      "bearer token the admin API requires (better server.admin_token_file: a flag shows in ps); "
@@ -495,16 +498,17 @@ const cm_opt_t gw_config_opts[] = {
     {"server.node_id", CM_OPT_UINT, OFF(node_id), 0, "1024", 0, 1024, NULL, 0, "node-id", "N",
      "node id in order ids, unique per gateway in the fleet: 0..1023; 1024 = derive one", NULL},
     {"server.body_limit", CM_OPT_SIZE, OFF(body_limit), 0, "4k", 256, 1u << 20, NULL, 0, NULL,
-     "SIZE", "largest request body accepted; larger gets 413", NULL},
+     "SIZE", "largest request body the public listener accepts; larger gets 413 (admin API: 64k)",
+     NULL},
     {"server.max_connections", CM_OPT_UINT, OFF(max_connections), 0, "10000", 1, 1000000, NULL,
      0, NULL, "N",
-     "open connections per worker; past it a new one evicts the oldest without a request in "
-     "progress", NULL},
+     "public listener: open connections per worker; past it a new one evicts the oldest without "
+     "a request in progress", NULL},
     {"server.connection_timeout", CM_OPT_MS, OFF(connection_timeout_ms), 0, "30s", 1000, 3600000,
      NULL, 0, NULL, "DURATION",
-     "idle keep-alive connections are closed after this; so is a connection whose answer stays "
-     "unsent this long and then this long again without the client reading a byte "
-     "(connections.slow_reads)",
+     "public listener: idle keep-alive connections are closed after this; so is a connection "
+     "whose answer stays unsent this long and then this long again without the client reading "
+     "a byte (connections.slow_reads)",
      NULL},
     {"server.drain_grace", CM_OPT_MS, OFF(drain_grace_ms), 0, "0s", 0, 600000, NULL, 0, NULL,
      "DURATION",
@@ -516,17 +520,21 @@ const cm_opt_t gw_config_opts[] = {
      NULL},
     {"server.max_connections_per_ip", CM_OPT_UINT, OFF(max_connections_per_ip), 0, "1024", 0,
      1000000, NULL, 0, NULL, "N",
-     "open connections per client address (IPv6: per /64) over all workers; 0 = no cap", NULL},
+     "public listener: open connections per client address (IPv6: per /64) over all workers; "
+     "0 = no cap", NULL},
     {"server.proxy_max_connections", CM_OPT_UINT, OFF(proxy_max_connections), 0, "0", 0, 1000000,
      NULL, 0, NULL, "N",
      "open connections per trusted proxy address (server.trusted_proxies); 0 = no cap", NULL},
     {"server.head_timeout", CM_OPT_MS, OFF(head_timeout_ms), 0, "10s", 100, 3600000, NULL, 0,
      NULL, "DURATION",
-     "the whole request head must arrive within this (bytes do not reset it); after an answer "
-     "on a keep-alive connection, within the larger of this and connection_timeout", NULL},
+     "public listener: the whole request head must arrive within this (bytes do not reset it); "
+     "after an answer on a keep-alive connection, within the larger of this and "
+     "connection_timeout",
+     NULL},
     {"server.body_min_rate", CM_OPT_SIZE, OFF(body_min_rate), 0, "1k", 0, 1u << 30, NULL, 0,
      NULL, "SIZE",
-     "a request body must arrive at this many bytes/s on average after a 2 s grace; 0 = off",
+     "public listener: a request body must arrive at this many bytes/s on average after a 2 s "
+     "grace; 0 = off (then a body that brings no byte for connection_timeout is closed)",
      NULL},
     {"server.trusted_proxies", CM_OPT_STR, OFF(trusted_proxies), SZ(trusted_proxies), "", 0, 0,
      NULL, 0, NULL, "CIDR,...",
