@@ -655,6 +655,18 @@ const char *gw_h1_head_find(const gw_h1_head_t *h, const char *name)
     return NULL;
 }
 
+/* Two Host fields: which one names the target depends on who reads it (a
+ * proxy in front, our X-Forwarded-Host to an upstream); RFC 9112 3.2: a server
+ * MUST answer 400. One length compare per field. */
+static bool two_hosts(const gw_h1_head_t *h)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < h->nhdrs; i++)
+        if (h->hdrs[i].nlen == 4 && strncasecmp(h->hdrs[i].name, "Host", 4) == 0 && ++n == 2)
+            return true;
+    return false;
+}
+
 /*---- the connection's side of a head ----*/
 
 static bool expects_continue(gw_h1_t *c, gw_req_t *r)
@@ -689,6 +701,10 @@ static void conn_on_head(gw_h1_head_t *h)
     } else if (p->http_major != 1) {
         gw_resp_error(&r->resp, GW_R_HTTP_VERSION, NULL, "HTTP version %u.%u is not supported",
                       p->http_major, p->http_minor);
+        r->close_after = true;
+        r->state = GW_ST_DONE;
+    } else if (two_hosts(h)) {
+        gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL, "more than one Host header");
         r->close_after = true;
         r->state = GW_ST_DONE;
     } else if (p->upgrade || p->method == HTTP_CONNECT) {
