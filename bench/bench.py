@@ -220,8 +220,9 @@ def start_nginx(tmp):
 
 def start_floor(tmp, bindir, name="mhd-floor"):
     """flashgate-bench-mhd-floor (bench/mhd_floor.c): libmicrohttpd alone, answering the
-    bytes of flashgate's prepared 410 to every request; name "uv-floor": the same with a
-    libuv loop and http_parser (bench/uv_floor.c). None if it was not built."""
+    bytes of flashgate's prepared 410 to every request (the public listener before session
+    8); name "uv-floor": the same with a libuv loop and http_parser (bench/uv_floor.c, the
+    public listener's shape now). None if it was not built."""
     exe = os.path.join(bindir, "flashgate-bench-" + name)
     if not os.access(exe, os.X_OK):
         return None, None
@@ -1079,27 +1080,28 @@ def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed, spool=
           "broker and the gateway's own consumer threads (same process).")
     if any(c == FLOOR for c, _ in cases):
         print("  %s = flashgate-bench-mhd-floor (bench/mhd_floor.c): libmicrohttpd alone, set "
-              "up as flashgate's listener, answering the bytes of flashgate's 410 and nothing "
-              "else; sold out minus the floor is flashgate's own work per answer, the floor "
-              "minus nginx the library's." % FLOOR)
+              "up as flashgate's public listener was until session 8 (the admin listener still "
+              "is), answering the bytes of flashgate's 410 and nothing else: the before-row of "
+              "the listener's replacement." % FLOOR)
         for conns in CONNS:
             fl = med([r["cpu_us"] for r in res[(FLOOR, conns)]])
-            so = med([r["cpu_us"] for r in res[("sold out (410)", conns)]])
             ngx = med([r["cpu_us"] for r in res[("nginx return 200", conns)]])
-            if fl == fl and so == so and ngx == ngx and ngx:
-                print("  c%d: floor %.2fx nginx; flashgate's own work on a sold-out answer "
-                      "%.1f us (%.2fx nginx's whole answer)" % (conns, fl / ngx, so - fl,
-                                                                (so - fl) / ngx))
+            if fl == fl and ngx == ngx and ngx:
+                print("  c%d: libmicrohttpd floor %.2fx nginx" % (conns, fl / ngx))
     if any(c == UV_FLOOR for c, _ in cases):
         print("  %s = flashgate-bench-uv-floor (bench/uv_floor.c): one libuv loop, a struct "
               "per connection with an 8 KiB read buffer, http_parser 2.9, keep-alive, answers "
-              "written with uv_try_write: the same bytes, nothing else; the floor of a "
-              "hand-written listener." % UV_FLOOR)
+              "written with uv_try_write: the same bytes, nothing else; the shape of the public "
+              "listener (gateway/gw_h1.c), so sold out minus the floor is flashgate's own work "
+              "per answer, the floor minus nginx the listener's." % UV_FLOOR)
         for conns in CONNS:
             fl = med([r["cpu_us"] for r in res[(UV_FLOOR, conns)]])
+            so = med([r["cpu_us"] for r in res[("sold out (410)", conns)]])
             ngx = med([r["cpu_us"] for r in res[("nginx return 200", conns)]])
-            if fl == fl and ngx == ngx and ngx:
-                print("  c%d: libuv+http_parser floor %.2fx nginx" % (conns, fl / ngx))
+            if fl == fl and so == so and ngx == ngx and ngx:
+                print("  c%d: libuv+http_parser floor %.2fx nginx; flashgate's own work on a "
+                      "sold-out answer %.1f us (%.2fx nginx's whole answer)"
+                      % (conns, fl / ngx, so - fl, (so - fl) / ngx))
     print()
     print("== Issue 5: open loop (flashgate-load) next to closed loop (wrk), accepted orders, "
           "spool only, 64 connections ==")

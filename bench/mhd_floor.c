@@ -3,16 +3,16 @@
  *
  * bench/bench.py runs it beside nginx and flashgate's sold-out case: one
  * libmicrohttpd 0.9.75 daemon, configured and driven as flashgate's public
- * listener is (one thread waiting on MHD's epoll fd, then MHD_run; an 8 KiB
- * connection pool; no connection timeout), answering every request with the bytes of flashgate's prepared
- * 410 (the same status, headers and body length; the Date formatted once a
- * second, as flashgate does). It reads the body and drops it, and does nothing
+ * listener was until session 8 (one thread waiting on MHD's epoll fd, then
+ * MHD_run; an 8 KiB connection pool; no connection timeout), answering
+ * every request with the bytes of flashgate's prepared 410 (the same status,
+ * headers and body length; the Date formatted once a second, as flashgate
+ * does). It reads the body and drops it, and does nothing
  * else: no routing, no parsing of the JSON, no limits, no inventory. Its CPU
  * per answer is the floor under which no change to flashgate's own code can
- * take the sold-out case while the public listener is libmicrohttpd; the gap
- * between the floor and the sold-out row is flashgate's own work (and the
- * libuv loop that drives MHD), the gap between nginx and the floor is the
- * library's.
+ * take the sold-out case on libmicrohttpd, the gap between nginx and the
+ * floor is the library's: the before-row of the public listener's
+ * replacement (bench/uv_floor.c is the floor of the one it has now).
  *
  *   flashgate-bench-mhd-floor PORT      (127.0.0.1 only; SIGTERM stops it)
  */

@@ -4,9 +4,9 @@
  *
  * bench/bench.py runs it beside nginx, the libmicrohttpd floor and flashgate's
  * sold-out case. It has the shape of a hand-written HTTP/1.1 connection layer
- * (the one the public listener would need to get under nginx's cost per
- * answer): one libuv loop, one struct per connection with an 8 KiB read
- * buffer, http_parser (Debian's libhttp-parser-dev 2.9.4) in HTTP_REQUEST mode
+ * (the shape gateway/gw_h1.c, the public listener since session 8, took):
+ * one libuv loop, one struct per connection with an 8 KiB read buffer,
+ * http_parser (Debian's libhttp-parser-dev 2.9.4) in HTTP_REQUEST mode
  * with static settings, keep-alive, every answer rendered into one output
  * buffer and written with uv_try_write (uv_write for the rest). Every request
  * gets the bytes of flashgate's prepared 410 (status, headers, body length, a
