@@ -304,7 +304,8 @@ void gw_orders_stats(gw_orders_t *t, gw_orders_stats_t *out);
 /* Prepared 503 answers per worker: reasons x messages x Retry-After values
  * (3 by default); a wider Retry-After range builds the rest per request. */
 #define GW_OL_CACHE 64
-/* listen() backlog of a worker's socket (gw_http.c; gw_overload.c reopens with it). */
+/* listen() backlog of a worker's socket (gw_h1.c; gw_overload.c reopens with it) and of
+ * the admin listener (gw_admin.c). */
 #define GW_LISTEN_BACKLOG 4096
 
 /* A prepared 429 and what it says; reused while a scope keeps refusing alike. */
