@@ -75,6 +75,7 @@ struct gw_h1 {
     bool reading;
     bool close_after;   /* close once the output is out */
     bool lingering;     /* shut down for writing: read and drop until EOF */
+    bool eof;           /* the client shut down its side: answer what it sent, then close */
     bool closing;
     bool in_parse;      /* inside conn_parse: gw_req_finish only marks */
     bool continue_sent; /* 100 Continue sent for this request */
@@ -932,7 +933,14 @@ static void conn_parse(gw_h1_t *c)
          * unparsed; no epoll_ctl per held request, and a client that leaves
          * is seen), and stops while an answer is unsent, before a close, and
          * when the buffer is full. */
-        bool need = !c->writing && !c->close_after;
+        bool need = !c->writing && !c->close_after && !c->eof;
+        if (c->eof && !c->writing && !(c->req && c->req->state == GW_ST_WAIT) &&
+            c->parsed == c->rlen) {
+            /* the client's last complete request is answered (an incomplete
+             * one never will be): close once the output is out */
+            req_drop(c);
+            c->close_after = true;
+        }
         if (need && c->rlen == GW_H1_READ_BUF) {
             if (!c->h.head_in && !memchr(c->rbuf, '\n', c->rlen))
                 out_error(c, GW_R_URI_TOO_LONG, "the request line exceeds 8 KiB");
@@ -978,6 +986,15 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     gw_worker_t *w = c->w;
     if (n == 0)
         return;
+    if (n == UV_EOF && !c->lingering && (c->req || c->parsed < c->rlen)) {
+        /* A half-close after requests (printf ... | nc): they still get their
+         * answers, in order, and the connection closes after the last. */
+        c->eof = true;
+        stop_reading(c);
+        gw_http_iteration(w);
+        conn_parse(c);
+        return;
+    }
     if (n < 0 || c->lingering) {
         if (n < 0)
             conn_close(c);
