@@ -478,6 +478,26 @@ try:
     c.close()
     named("pipeline.proxied-between-buys", p)
 
+    # A half-close after the requests (printf ... | nc): every one is answered, in
+    # order (the buy in the middle waits for the spool's fsync), then the close.
+    c = Conn(g.port)
+    p = []
+    try:
+        c.send(get_req("/healthz") + buy_req(OK, "half-close") + get_req("/v1/sales/" + OK))
+        c.s.shutdown(socket.SHUT_WR)
+        a = c.read_answer()
+        if a.status != 200:
+            p.append("healthz: %r" % a)
+        p += accepted_buy(c.read_answer(), what="buy before the half-close")
+        a = c.read_answer()
+        if a.status != 200 or (a.json() or {}).get("sale_id") != OK:
+            p.append("sale info: %r" % a)
+        p += c.closed_after()
+    except (Problem, OSError) as e:
+        p.append(str(e))
+    c.close()
+    named("pipeline.half-close", p)
+
     # ---------------- split sends ----------------
     def split_all(name, req, chk):
         p = []
