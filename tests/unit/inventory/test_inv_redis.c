@@ -431,8 +431,8 @@ static uint64_t wall_us_now(void)
 
 /*
  * A reserve's rtt_us is Redis's time, not the loop's: the answers arrive while
- * the worker's thread is busy elsewhere for 500 ms, and are read after it.
- * Timed to the callback, each would say >= 500 ms (what fed the gateway's
+ * the worker's thread is busy elsewhere for 2 s, and are read after it.
+ * Timed to the callback, each would say >= 2 s (what fed the gateway's
  * adaptive limit before, and held it at a few slots with Redis idle: bench/
  * README.md, Redis, finding 4); the kernel's receive stamp says when Redis's
  * answer came, before the stall.
@@ -456,17 +456,19 @@ static void test_rtt_is_redis_time(void **state)
     }
     uv_run(&fx.loop, UV_RUN_NOWAIT); /* sends them (the prepare phase) */
     wait_left("rtt", "980");
-    uint64_t answered = wall_us_now(); /* Redis has answered them all by now */
-    sleep_ms(500);                     /* the loop's thread busy elsewhere */
+    uint64_t answered = wall_us_now(); /* Redis has applied them all by now */
+    sleep_ms(2000);                    /* the loop's thread busy elsewhere */
     uint64_t stalled = wall_us_now();
     run_until(&fx, &n, N, 10000);
     for (int i = 0; i < N; i++) {
         assert_int_equal(t[i].outcome, INV_RESERVED);
         assert_true(t[i].req.rtt_us != INV_RTT_NONE);
-        /* not more than it took Redis (with 100 ms to spare for its writes),
-         * and none of the stall that its callback waited through */
-        assert_true(t[i].req.rtt_us <= answered - t0 + 100000);
-        assert_true(t[i].req.rtt_us + 400000 <= stalled - t0);
+        /* not more than it took Redis (with 1 s to spare for writing its
+         * replies: a redis-server descheduled between applying and writing,
+         * under ASan on a loaded machine, missed a 100 ms spare), and none
+         * of the 2 s stall that its callback waited through */
+        assert_true(t[i].req.rtt_us <= answered - t0 + 1000000);
+        assert_true(t[i].req.rtt_us + 1000000 <= stalled - t0);
     }
     fx_close(&fx);
 }
