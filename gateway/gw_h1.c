@@ -715,18 +715,23 @@ static void conn_on_head(gw_h1_head_t *h)
         gw_http_head(r);
     }
     if (r->state == GW_ST_DONE && has_body(p) &&
-        (r->close_after || (p->flags & F_CHUNKED) || p->content_length > c->w->srv->body_limit)) {
+        (r->close_after || (p->flags & F_CHUNKED) || p->content_length > c->w->srv->body_limit ||
+         expects_continue(c, r))) {
         /* Answered from the head and refused to read the body (413, the
-         * framing refusals, queue_time, a refused proxied route), or one too
-         * large to skip: the parser stops inside this message and the
-         * connection closes after the answer (its next bytes are the unread
-         * body). */
+         * framing refusals, queue_time, a refused proxied route), one too
+         * large to skip, or one the client waits to be asked for (Expect:
+         * 100-continue: it may never come, or come after our answer and be
+         * read as the next request): the parser stops inside this message
+         * and the connection closes after the answer (its next bytes are the
+         * unread body). */
         r->close_after = true;
         http_parser_pause(p, 1);
         return;
     }
     if (r->state == GW_ST_DONE)
-        return; /* the router's 404/405/400: a small body is read and dropped, the connection goes on */
+        return; /* the router's 404/405/400: a small body is read and dropped
+                 * (answered once the parser reached its end: conn_parse), the
+                 * connection goes on */
     if (expects_continue(c, r) && has_body(p)) {
         OUT_LIT(c, "HTTP/1.1 100 Continue\r\n\r\n");
         c->continue_sent = true;
@@ -878,7 +883,12 @@ static void conn_parse(gw_h1_t *c)
         gw_req_t *r = c->req;
         if (r && r->state == GW_ST_WAIT)
             break; /* gw_req_finish comes back here */
-        if (r && r->state == GW_ST_DONE) {
+        /* Answered only at the message's end (or when the connection closes
+         * after it): a body still coming for a request answered from its head
+         * must first be read and dropped by this request, else its rest
+         * would end a message with no request and the parser would stay
+         * paused. */
+        if (r && r->state == GW_ST_DONE && (c->h.msg_done || r->close_after || c->close_after)) {
             answer(c, r);
             if (c->close_after)
                 break;
@@ -908,6 +918,12 @@ static void conn_parse(gw_h1_t *c)
             if (c->h.msg_done && r && r->state == GW_ST_BODY) {
                 gw_conn_busy(c->guard);
                 gw_http_complete(r); /* answers now (GW_ST_DONE) or waits (GW_ST_WAIT) */
+            }
+            if (!r) {
+                /* paused with no request to answer and resume it: nothing
+                 * would ever move the parser again (a spinning worker) */
+                out_error(c, GW_R_INTERNAL, "the connection lost its request");
+                break;
             }
             continue;
         }
