@@ -441,9 +441,14 @@ static int on_url(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+/* Fields after the head are a chunked body's trailers: ignored (docs/api.md).
+ * Kept, they would join the head's fields after head_strings ran (not
+ * NUL-terminated, in bytes the body overwrites) and count toward its 64. */
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     gw_h1_head_t *h = head_of(p);
+    if (h->head_in)
+        return 0;
     if (h->in_value || h->nhdrs == 0) {
         /* a new field (http_parser calls on_header_value, with 0 bytes for an
          * empty value, before the next field) */
@@ -467,7 +472,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     gw_h1_head_t *h = head_of(p);
-    if (h->too_many || h->nhdrs == 0)
+    if (h->head_in || h->too_many || h->nhdrs == 0)
         return 0;
     gw_hdr_t *f = &h->hdrs[h->nhdrs - 1];
     if (!h->in_value) {

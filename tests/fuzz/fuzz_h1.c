@@ -8,7 +8,8 @@
  * query arguments, body) and the same stop (error or buffer full) whether it
  * arrives in one read or cut anywhere (a span cut by a read continues in the
  * buffer); every header name and value is NUL-terminated at its length inside
- * the buffer; names hold no ':' and no NUL; at most GW_H1_MAX_HEADERS fields.
+ * the buffer; names hold no ':' and no NUL; at most GW_H1_MAX_HEADERS fields;
+ * a chunked body's trailers add no field to the head's.
  */
 #include "gateway/gw_internal.h"
 #include "tests/fuzz/fuzz.h"
@@ -22,6 +23,7 @@ typedef struct run {
     char log[65536]; /* what was parsed, request by request */
     size_t loglen;
     size_t body;
+    unsigned nhdrs; /* the head's fields: trailers add none */
 } run_t;
 
 static void logf_(run_t *r, const char *s, size_t n)
@@ -69,6 +71,7 @@ static void on_head(gw_h1_head_t *h)
     logs(r, " body:");
     FZ_CHECK(h->head_end <= GW_H1_READ_BUF);
     r->body = 0;
+    r->nhdrs = h->nhdrs;
 }
 
 static void on_body(gw_h1_head_t *h, const char *at, size_t len)
@@ -115,6 +118,7 @@ static const char *feed(run_t *r, const uint8_t *data, size_t size, unsigned see
                 if (r->h.bad_name)
                     return "bad header name";
                 FZ_CHECK(r->h.msg_done);
+                FZ_CHECK(r->h.nhdrs == r->nhdrs); /* a chunked body's trailers are ignored */
                 logs(r, "<done");
                 memmove(r->buf, r->buf + parsed, rlen - parsed);
                 rlen -= parsed;
