@@ -1028,6 +1028,41 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 
 /*---- accepting ----*/
 
+/* Out of file descriptors: how long the listening socket is left alone. The
+ * connections in its queue wait (the kernel keeps them); one that closes
+ * frees a descriptor for them. */
+#define FD_STARVED_RETRY_MS 100
+
+static void on_accept(uv_poll_t *p, int status, int events);
+
+static void on_accept_retry(uv_timer_t *t)
+{
+    gw_worker_t *w = t->data;
+    w->fd_starved = false;
+    if (w->accepting && w->lfd >= 0)
+        uv_poll_start(&w->lpoll, UV_READABLE, on_accept);
+}
+
+/* accept4 failed for want of a descriptor: the socket stays readable, and a
+ * level-triggered poll would call us again at once, forever (a worker at
+ * 100% CPU and a warning per call). Stop polling it for a while instead,
+ * and say so once a second. */
+static void fd_starved(gw_worker_t *w)
+{
+    w->fd_starved_n++;
+    if (w->now_ns - w->fd_starved_logged_ns >= 1000000000u || w->fd_starved_logged_ns == 0) {
+        cm_log_warn("gw", "accept: out of file descriptors", "worker=%u failed_accepts=%llu",
+                    w->index, (unsigned long long)w->fd_starved_n);
+        w->fd_starved_n = 0;
+        w->fd_starved_logged_ns = w->now_ns ? w->now_ns : 1;
+    }
+    if (w->fd_starved)
+        return;
+    w->fd_starved = true;
+    uv_poll_stop(&w->lpoll);
+    uv_timer_start(&w->accept_timer, on_accept_retry, FD_STARVED_RETRY_MS, 0);
+}
+
 static void on_accept(uv_poll_t *p, int status, int events)
 {
     (void)events;
@@ -1043,7 +1078,7 @@ static void on_accept(uv_poll_t *p, int status, int events)
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
             if (errno == EMFILE || errno == ENFILE)
-                cm_log_warn("gw", "accept: out of file descriptors", "worker=%u", w->index);
+                fd_starved(w);
             return; /* EAGAIN and the rest: wait for the next readiness */
         }
         gw_conn_t *g = gw_conn_open(w, (const struct sockaddr *)&ss);
@@ -1098,6 +1133,9 @@ int gw_h1_listen(gw_worker_t *w, const struct sockaddr *sa, char *errbuf, size_t
     w->lfd = fd;
     uv_poll_init(&w->loop, &w->lpoll, fd);
     w->lpoll.data = w;
+    uv_timer_init(&w->loop, &w->accept_timer);
+    w->accept_timer.data = w;
+    w->fd_starved = false;
     w->accepting = true;
     uv_poll_start(&w->lpoll, UV_READABLE, on_accept);
     return 0;
@@ -1108,7 +1146,7 @@ void gw_h1_accepting(gw_worker_t *w, bool on)
     if (w->lfd < 0 || w->accepting == on)
         return;
     w->accepting = on;
-    if (on)
+    if (on && !w->fd_starved) /* else on_accept_retry starts polling */
         uv_poll_start(&w->lpoll, UV_READABLE, on_accept);
     else
         uv_poll_stop(&w->lpoll);
@@ -1119,6 +1157,7 @@ void gw_h1_stop_accepting(gw_worker_t *w)
     if (w->lfd >= 0) {
         uv_poll_stop(&w->lpoll);
         uv_close((uv_handle_t *)&w->lpoll, NULL);
+        uv_close((uv_handle_t *)&w->accept_timer, NULL);
         close(w->lfd);
         w->lfd = -1;
         w->accepting = false;

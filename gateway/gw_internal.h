@@ -322,6 +322,12 @@ struct gw_worker {
     uv_poll_t lpoll;  /* the listening socket (gw_h1.c) */
     int lfd;          /* its fd, -1 once closed */
     bool accepting;   /* lpoll started (the overload door shuts it) */
+    /* out of file descriptors (EMFILE/ENFILE): lpoll stopped until accept_timer
+     * polls again (the level-triggered readiness would spin the loop); the
+     * warning once a second with how many accepts failed meanwhile */
+    bool fd_starved;
+    uv_timer_t accept_timer;
+    uint64_t fd_starved_n, fd_starved_logged_ns;
     struct gw_h1 *h1_conns; /* open connections (gw_h1.c) */
     uint64_t h1_open;
     uv_async_t wake; /* stop */
