@@ -885,6 +885,36 @@ try:
     c.close()
     named("head.head-of-get-route-no-body", p)
 
+    # ---------------- half-close ----------------
+    # The client sends its requests and shuts its side down (shutdown(SHUT_WR),
+    # `printf ... | nc`): what it sent complete is still answered, then the
+    # connection closes (gw_h1.c once closed at the EOF, dropping a request
+    # held on the upstream, and a buy accepted on the fsync lost its 202).
+    def half_close(name, data, checks):
+        c = Conn(g.port)
+        p = []
+        i = 0
+        try:
+            c.send(data)
+            c.s.shutdown(socket.SHUT_WR)
+            for i, chk in enumerate(checks):
+                p += ["answer %d: %s" % (i, x) for x in chk(c.read_answer())]
+            p += c.closed_after()
+        except (Problem, OSError) as e:
+            p.append("after %d answers: %s" % (i, e))
+        c.close()
+        named(name, p)
+
+    half_close("halfclose.held-proxied-request-answered",
+               get_req("/v1/recs/slow/1", close=True), [proxied("/v1/recs/slow/1")])
+    half_close("halfclose.pipelined-behind-held-answered",
+               get_req("/v1/recs/slow/2") + buy_req(OK, "half-close-1") + get_req("/healthz"),
+               [proxied("/v1/recs/slow/2"), lambda a: accepted_buy(a, what="buy after a held request"),
+                lambda a: [] if a.status == 200 else ["healthz: %r" % a]])
+    half_close("halfclose.cut-request-dropped",
+               get_req("/v1/recs/slow/3") + buy_req(BAD, "half-cut")[:-3],
+               [proxied("/v1/recs/slow/3")])
+
     # ---------------- memory per idle connection ----------------
     # 64 keep-alive connections, each after a 900 KiB proxied answer, idle:
     # the output buffer that answer needed goes back once it is written
