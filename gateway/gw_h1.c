@@ -429,6 +429,8 @@ static int on_message_begin(http_parser *p)
     h->url = NULL;
     h->head_in = false;
     h->msg_done = false;
+    h->chunk_left = 0;
+    h->crlf_want = 0;
     return 0;
 }
 
@@ -604,11 +606,43 @@ static int on_headers_complete(http_parser *p)
     return 0;
 }
 
+/* Checks the chunk terminator's bytes from `at` on, as far as they are in;
+ * the rest is checked at the next execute. false: not CRLF. */
+static bool crlf_check(gw_h1_head_t *h, const char *at)
+{
+    while (h->crlf_want && at < h->exec_end) {
+        if (*at != (h->crlf_want == 2 ? '\r' : '\n')) {
+            h->bad_chunk = true;
+            h->crlf_want = 0;
+            return false;
+        }
+        at++;
+        h->crlf_want--;
+    }
+    return true;
+}
+
+static int on_chunk_header(http_parser *p)
+{
+    gw_h1_head_t *h = head_of(p);
+    h->chunk_left = p->content_length; /* 0: the last chunk (no data, no CRLF of its own) */
+    return 0;
+}
+
 static int on_body(http_parser *p, const char *at, size_t len)
 {
     gw_h1_head_t *h = head_of(p);
     if (h->on_body)
         h->on_body(h, at, len);
+    if ((p->flags & F_CHUNKED) && h->chunk_left) {
+        h->chunk_left -= len < h->chunk_left ? len : h->chunk_left;
+        if (h->chunk_left == 0) {
+            /* "smuggling": "2\r\n{}XX0\r\n\r\n" would end the body at XX */
+            h->crlf_want = 2;
+            if (!crlf_check(h, at + len))
+                return -1;
+        }
+    }
     return 0;
 }
 
@@ -628,6 +662,7 @@ static const http_parser_settings settings = {
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
     .on_message_complete = on_message_complete,
+    .on_chunk_header = on_chunk_header,
 };
 
 void gw_h1_head_init(gw_h1_head_t *h, char *buf, void *owner)
@@ -641,7 +676,15 @@ void gw_h1_head_init(gw_h1_head_t *h, char *buf, void *owner)
 
 size_t gw_h1_head_execute(gw_h1_head_t *h, size_t off, size_t n)
 {
-    return http_parser_execute(&h->parser, &settings, h->buf + off, n);
+    h->exec_end = h->buf + off + n;
+    if (h->crlf_want && HTTP_PARSER_ERRNO(&h->parser) == HPE_OK && !crlf_check(h, h->buf + off)) {
+        h->parser.http_errno = HPE_STRICT;
+        return 0;
+    }
+    size_t done = http_parser_execute(&h->parser, &settings, h->buf + off, n);
+    if (h->bad_chunk)
+        h->parser.http_errno = HPE_STRICT; /* not on_body's HPE_CB_body */
+    return done;
 }
 
 void gw_h1_head_next(gw_h1_head_t *h)
@@ -851,6 +894,9 @@ static void parse_error(gw_h1_t *c, enum http_errno e)
         out_error(c, GW_R_NOT_IMPLEMENTED,
                   "Transfer-Encoding other than chunked is not supported: send chunked or a "
                   "Content-Length");
+        return;
+    case HPE_STRICT:
+        out_error(c, GW_R_BAD_REQUEST, "a chunk's data is not followed by CRLF");
         return;
     case HPE_UNEXPECTED_CONTENT_LENGTH:
         out_error(c, GW_R_BAD_REQUEST,

@@ -631,6 +631,12 @@ typedef struct gw_h1_head {
     gw_arg_t args[GW_H1_MAX_ARGS];
     unsigned nargs;
     size_t head_end; /* the buffer's bytes the head's strings need */
+    /* Debian's http_parser is built non-strict: it takes any two bytes after
+     * a chunk's data as its CRLF. We check them, across reads: */
+    uint64_t chunk_left; /* the current chunk's data bytes not delivered yet */
+    const char *exec_end; /* the end of the bytes being parsed */
+    uint8_t crlf_want;   /* terminator bytes still to check: 2 "\r\n", 1 "\n", 0 none */
+    bool bad_chunk;      /* they were not CRLF: the parse fails (HPE_STRICT, 400) */
 } gw_h1_head_t;
 void gw_h1_head_init(gw_h1_head_t *h, char *buf, void *owner);
 /* Parses buf[off, off + n): http_parser_execute's count (less on a pause or an error). */
