@@ -431,6 +431,7 @@ static int on_message_begin(http_parser *p)
     h->msg_done = false;
     h->chunk_left = 0;
     h->crlf_want = 0;
+    h->folded = false;
     return 0;
 }
 
@@ -481,6 +482,12 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
         f->value = at;
         f->vlen = 0;
         h->in_value = true;
+    } else if (at != f->value + f->vlen) {
+        /* A value continued away from where it stopped: an obs-fold (a line
+         * starting with SP or HT). Kept, the span would hold the CRLF and be
+         * cut short; RFC 9112 5.2 lets a server refuse it: 400. */
+        h->folded = true;
+        return -1;
     }
     f->vlen += len;
     return 0;
@@ -894,6 +901,11 @@ static void parse_error(gw_h1_t *c, enum http_errno e)
         out_error(c, GW_R_NOT_IMPLEMENTED,
                   "Transfer-Encoding other than chunked is not supported: send chunked or a "
                   "Content-Length");
+        return;
+    case HPE_CB_header_value:
+        /* the only refusal of on_header_value */
+        out_error(c, GW_R_BAD_REQUEST,
+                  "a header value folded onto the next line (obs-fold) is not accepted");
         return;
     case HPE_STRICT:
         out_error(c, GW_R_BAD_REQUEST, "a chunk's data is not followed by CRLF");

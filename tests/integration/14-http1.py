@@ -49,11 +49,6 @@ KNOWN_MHD_DEVIATIONS = {}
 # Checks gw_h1.c fails, found after it replaced libmicrohttpd: the same rule
 # (reported, not failed; a listed check that passes fails). Fix, then remove.
 KNOWN_H1_GAPS = {
-    # RFC 9112 5.2: a server MUST reject obs-fold with 400 or replace it with SP
-    # before reading or forwarding the value; the continuation line is kept, and
-    # the proxy sends the upstream a line of its own (' X-Injected:').
-    "head.obs-fold": "served (200)",
-    "head.obs-fold-proxied": "proxied: the upstream got the continuation line as a header line",
 }
 
 GUARD_S = float(os.environ.get("FG_IT_GUARD_S", "10"))  # hang guard per read, not a timing check
@@ -783,6 +778,12 @@ try:
               b"Connection: close\r\n\r\n", "bad_request", 400)
     head_case("head.space-before-colon", b"GET /v1/sales/ok HTTP/1.1\r\nHost: t\r\nX-A : b\r\n\r\n",
               "bad_request", 400)
+    # obs-fold (RFC 9112 5.2: refuse or replace with SP): refused, and the
+    # upstream of a proxied route never gets the value cut with its CRLF.
+    seen = len(Upstream.seen)
+    head_case("head.obs-fold-400", b"GET /v1/recs/fold HTTP/1.1\r\nHost: t\r\nX-A: first\r\n"
+              b"  second-part-of-value\r\n\r\n", "bad_request", 400)
+    eq(len(Upstream.seen), seen, "the folded header never reached the upstream")
     head_case("head.bare-cr", b"GET /v1/sales/ok HTTP/1.1\rHost: t\r\n\r\n", "bad_request", 400)
     # A bare CR inside a header line: 400, and never passed on to an upstream
     # (one that reads it as a line end would see a header the client made up).
