@@ -324,7 +324,16 @@ static void on_written(uv_write_t *wr, int status)
         linger(c);
         return;
     }
-    gw_conn_idle(c->guard);
+    /* Back to the phase of what the connection holds: a 100 Continue went
+     * out while its body is still to come (held to the body's rate again,
+     * its clock from now), answers went out while the next request waits
+     * (Redis, fsync, an upstream: busy, no deadline), or nothing (idle). */
+    if (!c->req)
+        gw_conn_idle(c->guard);
+    else if (!c->h.msg_done)
+        gw_conn_head_done(c->guard);
+    else
+        gw_conn_busy(c->guard);
     conn_parse(c);
 }
 
