@@ -491,12 +491,14 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
         f->value = at;
         f->vlen = 0;
         h->in_value = true;
-    } else if (at != f->value + f->vlen) {
+    } else if (h->folded || at != f->value + f->vlen) {
         /* A value continued away from where it stopped: an obs-fold (a line
          * starting with SP or HT). Kept, the span would hold the CRLF and be
-         * cut short; RFC 9112 5.2 lets a server refuse it: 400. */
+         * cut short; RFC 9112 5.2 lets a server refuse it: 400 once the head
+         * is in (as bad_name: the same answer wherever the reads were cut,
+         * a bad byte later in the head being found first either way). */
         h->folded = true;
-        return -1;
+        return 0;
     }
     f->vlen += len;
     return 0;
@@ -608,7 +610,7 @@ static int on_headers_complete(http_parser *p)
 {
     gw_h1_head_t *h = head_of(p);
     h->head_in = true;
-    if (h->too_many) {
+    if (h->too_many || h->folded) {
         http_parser_pause(p, 1);
         return 0;
     }
@@ -911,11 +913,6 @@ static void parse_error(gw_h1_t *c, enum http_errno e)
                   "Transfer-Encoding other than chunked is not supported: send chunked or a "
                   "Content-Length");
         return;
-    case HPE_CB_header_value:
-        /* the only refusal of on_header_value */
-        out_error(c, GW_R_BAD_REQUEST,
-                  "a header value folded onto the next line (obs-fold) is not accepted");
-        return;
     case HPE_STRICT:
         out_error(c, GW_R_BAD_REQUEST, "a chunk's data is not followed by CRLF");
         return;
@@ -980,6 +977,11 @@ static void conn_parse(gw_h1_t *c)
         if (e == HPE_PAUSED) {
             if (c->h.too_many) {
                 out_error(c, GW_R_HEAD_TOO_LARGE, "the request has more than 64 header fields");
+                break;
+            }
+            if (c->h.folded) {
+                out_error(c, GW_R_BAD_REQUEST,
+                          "a header value folded onto the next line (obs-fold) is not accepted");
                 break;
             }
             if (c->h.bad_name) {

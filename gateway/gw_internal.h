@@ -624,7 +624,7 @@ typedef struct gw_h1_head {
     bool in_value; /* the last span was a header value */
     bool too_many; /* more header fields than GW_H1_MAX_HEADERS: the parser pauses (431) */
     bool bad_name; /* a field name empty or ending in whitespace: the parser pauses (400) */
-    bool folded;   /* a value folded onto the next line (obs-fold): the parse fails (400) */
+    bool folded;   /* a value folded onto the next line (obs-fold): the parser pauses (400) */
     bool head_in;  /* the head is complete */
     bool msg_done; /* the message is complete (the parser paused after it) */
     size_t url_off, url_len;

@@ -117,6 +117,8 @@ static const char *feed(run_t *r, const uint8_t *data, size_t size, unsigned see
                     return "too many headers";
                 if (r->h.bad_name)
                     return "bad header name";
+                if (r->h.folded)
+                    return "obs-fold";
                 FZ_CHECK(r->h.msg_done);
                 FZ_CHECK(r->h.nhdrs == r->nhdrs); /* a chunked body's trailers are ignored */
                 logs(r, "<done");
