@@ -43,7 +43,13 @@ cases=${CASES:-C A B}
 read -r -a gw_extra <<<"${GW_EXTRA:-}"
 ulimit -n "$(ulimit -Hn)"
 tok=bench-token-0123456789abcdef0123456789abcdef
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+# Distinct free ports, all held open until all are picked: two separate picks can get the
+# same port back (the first socket is closed before the second binds; seen once in CI:
+# "server.admin_listen ... must differ from server.listen").
+free_ports() { python3 -c 'import socket,sys
+ss=[socket.socket() for _ in range(int(sys.argv[1]))]
+for s in ss: s.bind(("127.0.0.1",0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"; }
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //') x $(nproc); shared machine"
@@ -69,7 +75,7 @@ run_case() {
     local tmp port admin gw load slow=$n
     [ "$name" = C ] && slow=0
     tmp=$(mktemp -d)
-    port=$(free_port); admin=$(free_port)
+    read -r port admin <<< "$(free_ports 2)"
     load=$(cut -d' ' -f1 /proc/loadavg)
     nice -n "$prio" "$bin/flashgate" --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$admin --data-dir "$tmp" \
         --threads 2 --admin-token $tok --kafka-brokers none --log-level warn \

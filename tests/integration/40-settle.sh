@@ -32,7 +32,13 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; echo "--- settle log"; tail -n 30 "$TMP/settle.log" 2>/dev/null; exit 1; }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Distinct free ports, all held open until all are picked: two separate picks can get the
+# same port back (the first socket is closed before the second binds; seen once in CI:
+# "server.admin_listen ... must differ from server.listen").
+free_ports() { python3 -c 'import socket,sys
+ss=[socket.socket() for _ in range(int(sys.argv[1]))]
+for s in ss: s.bind(("127.0.0.1",0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"; }
 
 start_broker() {
     rm -f "$BDIR/kafka.bootstrap"
@@ -40,7 +46,9 @@ start_broker() {
         $FLASHGATE_IT_BROKER_CMD "$BDIR" >>"$TMP/broker.log" 2>&1 &
     else
         [ -x "$BIN/flashgate" ] || { echo "FAIL: $BIN/flashgate not built"; exit 1; }
-        "$BIN/flashgate" --listen "127.0.0.1:$(free_port)" --admin-listen "127.0.0.1:$(free_port)" \
+        local gport aport
+        read -r gport aport <<< "$(free_ports 2)"
+        "$BIN/flashgate" --listen "127.0.0.1:$gport" --admin-listen "127.0.0.1:$aport" \
             --admin-token it-settle-token --data-dir "$BDIR" --kafka-brokers embedded \
             >>"$TMP/broker.log" 2>&1 &
     fi

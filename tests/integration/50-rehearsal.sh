@@ -27,13 +27,18 @@ cleanup() {
 trap cleanup EXIT
 ok() { passed=$((passed + 1)); echo "ok: $*"; }
 bad() { failed=$((failed + 1)); echo "FAIL: $*" >&2; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Distinct free ports, all held open until all are picked: two separate picks can get the
+# same port back (the first socket is closed before the second binds; seen once in CI:
+# "server.admin_listen ... must differ from server.listen").
+free_ports() { python3 -c 'import socket,sys
+ss=[socket.socket() for _ in range(int(sys.argv[1]))]
+for s in ss: s.bind(("127.0.0.1",0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"; }
 
 # start_gateway NAME -> sets ${NAME}_PORT ${NAME}_ADMIN, data in $TMP/NAME
 start_gateway() {
     local name=$1 port admin
-    port=$(free_port)
-    admin=$(free_port)
+    read -r port admin <<< "$(free_ports 2)"
     mkdir -p "$TMP/$name"
     "$FG" --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$admin --data-dir "$TMP/$name" \
         --admin-token $TOKEN --server-trusted-proxies 127.0.0.1/32 --threads 1 \
