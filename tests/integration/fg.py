@@ -34,12 +34,22 @@ def die_with_parent():
         pass
 
 
+_GIVEN = set()
+
+
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+    """A free loopback port not handed out before in this process: a port is free
+    again once its probe socket closes, so two picks in a row can return the same
+    one (seen once: a gateway refused admin_listen == listen)."""
+    for _ in range(100):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        p = s.getsockname()[1]
+        s.close()
+        if p not in _GIVEN:
+            _GIVEN.add(p)
+            return p
+    raise RuntimeError("no fresh free port in 100 tries")
 
 
 def check(cond, what):
