@@ -125,13 +125,8 @@ static void out_str(gw_h1_t *c, const char *s)
 
 static void out_uint(gw_h1_t *c, uint64_t v)
 {
-    char tmp[24];
-    size_t n = sizeof(tmp);
-    do {
-        tmp[--n] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    out_put(c, tmp + n, sizeof(tmp) - n);
+    char tmp[20];
+    out_put(c, tmp, (size_t)(gw_put_u64(tmp, v) - tmp));
 }
 
 const char *gw_h1_reason(unsigned status)

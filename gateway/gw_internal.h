@@ -197,6 +197,8 @@ void gw_resp_error(gw_resp_t *r, gw_reply_t reply, const char *extra_json, const
 /* An HTTP Date value, "Sun, 06 Nov 1994 08:49:37 GMT" (RFC 9110 IMF-fixdate). */
 #define GW_DATE_LEN 29
 void gw_http_date(time_t t, char out[GW_DATE_LEN + 1]);
+/* Writes v in decimal at p (at most 20 bytes, no NUL); returns the end. Any thread. */
+char *gw_put_u64(char *p, uint64_t v);
 /* Room gw_resp_render needs for any gw_resp_t's head (status line and headers). */
 #define GW_RESP_HEAD_MAX 2560
 /*

@@ -235,7 +235,7 @@ static char *put_n(char *p, const char *s, size_t n)
 
 #define PUT_LIT(p, lit) put_n(p, lit, sizeof(lit) - 1)
 
-static char *put_u(char *p, uint64_t v)
+char *gw_put_u64(char *p, uint64_t v)
 {
     char tmp[24];
     size_t n = sizeof(tmp);
@@ -254,7 +254,7 @@ size_t gw_resp_render(const gw_resp_t *r, const char *date, char *out, size_t ca
     (void)cap;
     char *p = out;
     p = PUT_LIT(p, "HTTP/1.1 ");
-    p = put_u(p, (uint64_t)r->status);
+    p = gw_put_u64(p, (uint64_t)r->status);
     *p++ = ' ';
     const char *reason = gw_h1_reason((unsigned)r->status);
     p = put_n(p, reason, strlen(reason));
@@ -276,7 +276,7 @@ size_t gw_resp_render(const gw_resp_t *r, const char *date, char *out, size_t ca
     if (!cache_control)
         p = PUT_LIT(p, "Cache-Control: no-store\r\n");
     p = PUT_LIT(p, "Content-Length: ");
-    p = put_u(p, r->body_len);
+    p = gw_put_u64(p, r->body_len);
     p = PUT_LIT(p, "\r\n");
     return (size_t)(p - out);
 }
