@@ -241,6 +241,14 @@ try:
     call("GET", SP, "/v1/sales/nosale", 404, token=None)
     call("GET", "/healthz", "/healthz", 200, token=None)
     call("GET", "/readyz", "/readyz", 200, token=None)
+    # The HTTP/1.1 layer answers before any route: a request line over the 8 KiB read buffer
+    # is 414, request line and headers over it 431, on every public route alike.
+    for m, tpl, path, body in (("POST", B, "/v1/sales/s1/orders", {"user_id": "u1"}),
+                               ("GET", O, "/v1/orders/0AAAAAAAAAAAA", None),
+                               ("GET", SP, "/v1/sales/s1", None),
+                               ("GET", Q, "/v1/sales/room/queue", None)):
+        call(m, tpl, path + "?pad=" + "p" * 9000, 414, body, token=None)
+        call(m, tpl, path, 431, body, token=None, headers={"X-Pad": "p" * 9000})
 
     # rules, stats, audit, rollback, degrade, config, whoami, metrics, dashboard
     for i in range(63):
@@ -295,6 +303,9 @@ try:
         ("PUT", BR, "200"): "only with an embedded broker",
         ("POST", C, "200"): "an already final order: 33-compensation",
     }
+    for tpl, m in ((B, "POST"), (O, "GET"), (SP, "GET"), (Q, "GET")):
+        elsewhere[(m, tpl, "505")] = "an HTTP/2 request line, raw socket: 14-http1"
+    elsewhere[("GET", O, "400")] = "bad framing (e.g. two Content-Lengths), raw socket: 14-http1"
     for (m, tpl), op in sorted(documented.items()):
         for st in op["responses"]:
             if (m, tpl, st) not in covered and (m, tpl, st) not in elsewhere:
