@@ -44,21 +44,26 @@ class CpuCap:
         self._w("cgroup.procs", pid)
 
     def remove(self):
-        """Moves whoever is left back to the root group, then removes the cgroup.
-        A process that already exited cannot be moved; that is fine."""
-        try:
-            for pid in open(os.path.join(self.path, "cgroup.procs")).read().split():
-                try:
-                    with open(os.path.join(CG_ROOT, "cgroup.procs"), "w") as fh:
-                        fh.write(pid + "\n")
-                except OSError:
-                    pass
-            os.rmdir(self.path)
-        except OSError as e:
-            if os.path.isdir(self.path):
-                print("warning: cgroup %s not removed: %s" % (self.path, e))
+        remove_group(self.path, CG_ROOT, lambda m: print("warning: " + m))
         if self in LIVE:
             LIVE.remove(self)
+
+
+def remove_group(path, root, warn):
+    """Moves whoever is left in the v1 cgroup at path back to root's group, then removes it.
+    A process that already exited cannot be moved; that is fine. Used for the cpu
+    controller's groups here and for the bench's cpuacct ones (bench/overload.py)."""
+    try:
+        for pid in open(os.path.join(path, "cgroup.procs")).read().split():
+            try:
+                with open(os.path.join(root, "cgroup.procs"), "w") as fh:
+                    fh.write(pid + "\n")
+            except OSError:
+                pass
+        os.rmdir(path)
+    except OSError as e:
+        if os.path.isdir(path):
+            warn("cgroup %s not removed: %s" % (path, e))
 
 
 def remove_all():

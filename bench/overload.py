@@ -42,7 +42,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import bench as B  # noqa: E402  (shared helpers: processes, ports, HTTP, Redis, tables)
-from cpucap import CpuCap, remove_all as remove_cgroups  # noqa: E402
+from cpucap import CpuCap, remove_group, remove_all as remove_cgroups  # noqa: E402
 
 TOKEN = B.TOKEN
 MODES = ("auto", "off")  # protection on (level auto) / off (level 0, no adaptive limits)
@@ -105,17 +105,7 @@ class CpuAcct:
         return int(open(os.path.join(self.path, "cpuacct.usage")).read()) / 1e9
 
     def remove(self):
-        try:
-            for pid in open(os.path.join(self.path, "cgroup.procs")).read().split():
-                try:
-                    with open(os.path.join(self.ROOT, "cgroup.procs"), "w") as fh:
-                        fh.write(pid + "\n")
-                except OSError:
-                    pass
-            os.rmdir(self.path)
-        except OSError as e:
-            if os.path.isdir(self.path):
-                log("cgroup %s not removed: %s" % (self.path, e))
+        remove_group(self.path, self.ROOT, log)
         if self in CpuAcct.LIVE:
             CpuAcct.LIVE.remove(self)
 
