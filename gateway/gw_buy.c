@@ -15,7 +15,8 @@
  *   5. the inventory's atomic step (stock, per-user limit, idempotency key),
  *      within the adaptive concurrency limits of Redis and the spool's fsync:
  *      past them 503 overloaded at once, before Redis sees anything
- *   6. the durable spool record, before the answer
+ *   6. the durable spool record, before the answer: one write(2) per loop
+ *      iteration for the orders reserved in it (spool_flush)
  *   7. 202 with the order id and its status URL
  * Plus GET /v1/orders/{id} and GET /v1/sales/{id}.
  */
@@ -328,46 +329,34 @@ static void spool_refused(gw_req_t *r, int rc)
         cm_log_error("gw", "spool append failed", "err=%s", cm_errname(rc));
 }
 
-/* Steps 6 and 7 once the inventory has answered. Returns true if r must wait (fsync). */
+/*
+ * Step 6 for a reserved order: it joins this loop iteration's spool batch and
+ * is held; spool_flush (end of the iteration) writes the batch's records with
+ * one write(2), then answers each (step 7). One write per order was ~6% of an
+ * accepted order's CPU, the syscall and ext4's per-write work (perf,
+ * bench/README.md session 9). An order is still in the spool before its 202.
+ */
+static bool spool_later(gw_req_t *r, bool replayed)
+{
+    gw_worker_t *w = r->w;
+    suspend(r);
+    r->replayed = replayed;
+    r->next = NULL;
+    *w->spool_wait_tail = r;
+    w->spool_wait_tail = &r->next;
+    return true;
+}
+
+/* Steps 6 and 7 once the inventory has answered. Returns true if r is held
+ * (its record waits for the iteration's spool write). */
 static bool after_reserve(gw_req_t *r, int rc)
 {
     gw_worker_t *w = r->w;
     gw_server_t *srv = w->srv;
     oq_order_t *o = &r->order;
-    bool replayed = false;
     switch (rc) {
     case INV_RESERVED:
-    spool: {
-        int arc = oq_spool_append(srv->spool, o, 1);
-        if (arc != 0) {
-            /* Not durable, so not accepted: the units go back (a replayed order
-             * belongs to its first request: keep it), off this loop (a Redis
-             * release blocks), durably recorded and retried until done. Rare:
-             * the room was checked before the reserve. */
-            if (!replayed)
-                gw_release_unaccepted(srv, o, arc == CM_EBUSY
-                                                  ? "not accepted: spool full"
-                                                  : "not accepted: spool write failed");
-            spool_refused(r, arc);
-            return false;
-        }
-        w->notify_relay = true;
-        if (!replayed)
-            atomic_fetch_add_explicit(&w->ctr.accepted_units, o->qty, memory_order_relaxed);
-        reply_accepted(r, o, replayed);
-        if (srv->cfg->durability != GW_DURABILITY_FSYNC) {
-            /* Known (and replayable by its key) only once it is durable. */
-            gw_orders_put(srv->orders, o);
-        } else {
-            /* Group commit: the answer goes out after the next fdatasync. */
-            suspend(r);
-            r->next = NULL;
-            *w->sync_wait_tail = r;
-            w->sync_wait_tail = &r->next;
-            return true;
-        }
-        return false;
-    }
+        return spool_later(r, false);
     case INV_DUPLICATE: {
         /*
          * The key was used before. Replay the 202 only for an order known to
@@ -396,8 +385,7 @@ static bool after_reserve(gw_req_t *r, int rc)
         if (!ours && seen != GW_ORDERS_FOUND) {
             snprintf(o->order_id, sizeof(o->order_id), "%s", r->res.order_id);
             o->qty = r->res.qty;
-            replayed = true;
-            goto spool;
+            return spool_later(r, true);
         }
         oq_order_t orig = *o;
         snprintf(orig.order_id, sizeof(orig.order_id), "%s", r->res.order_id);
@@ -694,8 +682,70 @@ static void sync_after(uv_work_t *wk, int status)
     gw_buy_loop_tick(w);
 }
 
+/* Step 7 for one order of a spool batch written with result rc. */
+static void spooled(gw_req_t *r, int rc)
+{
+    gw_worker_t *w = r->w;
+    gw_server_t *srv = w->srv;
+    oq_order_t *o = &r->order;
+    if (rc != 0) {
+        /* Not durable, so not accepted: the units go back (a replayed order
+         * belongs to its first request: keep it), off this loop (a Redis
+         * release blocks), durably recorded and retried until done. Rare:
+         * the room was checked before the reserve. */
+        if (!r->replayed)
+            gw_release_unaccepted(srv, o, rc == CM_EBUSY ? "not accepted: spool full"
+                                                         : "not accepted: spool write failed");
+        spool_refused(r, rc);
+        gw_req_finish(r);
+        return;
+    }
+    w->notify_relay = true;
+    if (!r->replayed)
+        atomic_fetch_add_explicit(&w->ctr.accepted_units, o->qty, memory_order_relaxed);
+    reply_accepted(r, o, r->replayed);
+    if (srv->cfg->durability == GW_DURABILITY_FSYNC) {
+        /* Group commit: the answer goes out after the next fdatasync. */
+        r->next = NULL;
+        *w->sync_wait_tail = r;
+        w->sync_wait_tail = &r->next;
+        return;
+    }
+    gw_orders_put(srv->orders, o); /* known (and replayable by its key) once durable */
+    gw_req_finish(r);
+}
+
+#define SPOOL_BATCH 64 /* orders per write(2): ~16 KiB of records */
+
+/* The spool batch: the records of the orders reserved since the last flush,
+ * SPOOL_BATCH per write(2), each order answered after its write. An answer may
+ * let its connection parse a pipelined buy, which joins the next batch: the
+ * loop runs until none is left. */
+static void spool_flush(gw_worker_t *w)
+{
+    while (w->spool_wait) {
+        gw_req_t *r = w->spool_wait;
+        w->spool_wait = NULL;
+        w->spool_wait_tail = &w->spool_wait;
+        while (r) {
+            const oq_order_t *orders[SPOOL_BATCH];
+            gw_req_t *first = r;
+            size_t n = 0;
+            for (; r && n < SPOOL_BATCH; r = r->next)
+                orders[n++] = &r->order;
+            int rc = oq_spool_append_batch(w->srv->spool, orders, n);
+            for (gw_req_t *q = first; q != r;) {
+                gw_req_t *next = q->next; /* q may be freed and reused by its answer */
+                spooled(q, rc);
+                q = next;
+            }
+        }
+    }
+}
+
 void gw_buy_loop_tick(gw_worker_t *w)
 {
+    spool_flush(w);
     if (w->sync_running || !w->sync_wait)
         return;
     w->sync_batch = w->sync_wait;

@@ -394,7 +394,8 @@ void gw_http_iteration(gw_worker_t *w)
 }
 
 /* After every loop iteration's I/O callbacks: the door's second look, the
- * fsync batch of the accepts just written, the relay's nudge. */
+ * spool write of the orders just reserved and the fsync batch, the relay's
+ * nudge. */
 static void on_check(uv_check_t *c)
 {
     gw_worker_t *w = c->data;
@@ -517,6 +518,7 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
         gw_worker_t *w = &srv->workers[i];
         w->srv = srv;
         w->index = i;
+        w->spool_wait_tail = &w->spool_wait;
         w->sync_wait_tail = &w->sync_wait;
         pthread_mutex_init(&w->hh_mu, NULL);
         w->rng = (cm_mono_ns() ^ ((uint64_t)(i + 1) * 0x9E3779B97F4A7C15ull)) | 1;

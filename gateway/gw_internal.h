@@ -333,7 +333,7 @@ struct gw_worker {
     struct gw_h1 *h1_conns; /* open connections (gw_h1.c) */
     uint64_t h1_open;
     uv_async_t wake; /* stop */
-    uv_check_t check; /* end of a loop iteration: the fsync batch, the relay's nudge */
+    uv_check_t check; /* end of a loop iteration: the spool and fsync batches, the relay's nudge */
     uv_timer_t stop_timer;
     bool in_iter;      /* the iteration's first read or accept was stamped */
     bool notify_relay; /* appends happened this iteration */
@@ -347,6 +347,9 @@ struct gw_worker {
     gw_counters_t ctr;
     gw_req_t *free_reqs; /* per-worker free list of request contexts */
     unsigned nfree;
+    /* The spool batch (gw_buy.c): reserved orders held until the end of the
+     * loop iteration writes their records with one write(2) */
+    gw_req_t *spool_wait, **spool_wait_tail;
     /* fsync group commit: requests whose record is written and waits for a sync */
     gw_req_t *sync_wait, **sync_wait_tail;
     bool sync_running;
@@ -446,6 +449,7 @@ struct gw_req {
     gw_req_state_t state;
     gw_conn_t *cn; /* the connection's guard entry (gw_conn.c), NULL if untracked */
     bool too_large, bad_media;
+    bool replayed; /* a buy in the spool batch answers Idempotent-Replayed (gw_buy.c) */
     gw_prep_t *cached; /* a prepared answer (sold out, rate limited), sent instead */
     gw_reply_t cached_reply;
     uint64_t t0_ns; /* first handler call (latency histogram) */

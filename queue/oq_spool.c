@@ -68,7 +68,7 @@
 #define REC_HDR 12u
 #define REC_MAX_PAYLOAD (1u << 20)
 #define SEG_DEFAULT_BYTES (64u << 20)
-#define STACK_BUF 16384u
+#define STACK_BUF 32768u /* ~120 orders: a loop iteration's batch (gw_buy.c) */
 
 /*---- CRC-32C ----*/
 
@@ -827,7 +827,9 @@ out:
     return rc;
 }
 
-int oq_spool_append(oq_spool_t *sp, const oq_order_t *orders, size_t n)
+/* Encodes orders[i] (or *ptrs[i]) as ORDER records and appends them with one write(2). */
+static int append_orders(oq_spool_t *sp, const oq_order_t *orders, const oq_order_t *const *ptrs,
+                         size_t n)
 {
     if (n == 0)
         return 0;
@@ -835,11 +837,11 @@ int oq_spool_append(oq_spool_t *sp, const oq_order_t *orders, size_t n)
     unsigned char *buf = stack;
     size_t cap = sizeof(stack), len = 0;
     for (size_t i = 0; i < n; i++) {
+        const oq_order_t *o = ptrs ? ptrs[i] : &orders[i];
         for (;;) {
             int jl = -1;
             if (cap - len > REC_HDR)
-                jl = oq_order_encode(&orders[i], (char *)buf + len + REC_HDR,
-                                      cap - len - REC_HDR);
+                jl = oq_order_encode(o, (char *)buf + len + REC_HDR, cap - len - REC_HDR);
             if (jl > 0) {
                 rec_frame(buf + len, OQ_REC_ORDER, (uint32_t)jl);
                 len += REC_HDR + (size_t)jl;
@@ -864,6 +866,16 @@ int oq_spool_append(oq_spool_t *sp, const oq_order_t *orders, size_t n)
     if (buf != stack)
         free(buf);
     return rc;
+}
+
+int oq_spool_append(oq_spool_t *sp, const oq_order_t *orders, size_t n)
+{
+    return append_orders(sp, orders, NULL, n);
+}
+
+int oq_spool_append_batch(oq_spool_t *sp, const oq_order_t *const *orders, size_t n)
+{
+    return append_orders(sp, NULL, orders, n);
 }
 
 /* An upper bound of the ORDER record oq_order_encode writes for o: ids and

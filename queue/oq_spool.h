@@ -59,6 +59,8 @@ void oq_spool_close(oq_spool_t *sp);
  * Does not fsync: in fsync durability, call oq_spool_sync() before answering.
  */
 int oq_spool_append(oq_spool_t *sp, const oq_order_t *orders, size_t n);
+/* The same for orders that do not lie in one array (a worker's batch of requests). */
+int oq_spool_append_batch(oq_spool_t *sp, const oq_order_t *const *orders, size_t n);
 /*
  * Would an ORDER record for o fit now? Returns 0, CM_EBUSY (past max_bytes) or
  * CM_EIO (the spool refuses appends after a failed write or fsync). An upper

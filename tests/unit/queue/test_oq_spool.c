@@ -279,6 +279,39 @@ static void test_append_scan_round_trip(void **state)
     oq_spool_close(sp);
 }
 
+/* The gateway's batch: orders that do not lie in one array, in the pointers'
+ * order, with one write; more than the stack buffer holds takes the heap. */
+static void test_append_batch_pointers(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_t *sp = open_spool(f->dir, 0, 0);
+    enum { N = 300 }; /* ~70 KiB of records, past the 32 KiB stack buffer */
+    oq_order_t *orders = calloc(N, sizeof(*orders));
+    const oq_order_t *ptrs[N];
+    for (size_t i = 0; i < N; i++) {
+        make_order(&orders[i], i);
+        ptrs[i] = &orders[N - 1 - i]; /* the records follow ptrs, not the array */
+    }
+    assert_int_equal(oq_spool_append_batch(sp, ptrs, 0), 0);
+    assert_int_equal(oq_spool_append_batch(sp, ptrs, N), 0);
+    long n;
+    collect_t *c = scan_all(sp, oq_spool_released(sp), &n);
+    assert_int_equal(n, N);
+    for (size_t i = 0; i < N; i++)
+        assert_string_equal(c->recs[i].order->order_id, orders[N - 1 - i].order_id);
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    assert_int_equal(st.appended_records, N);
+    /* one bad order refuses the whole batch, nothing written */
+    orders[5].qty = 0;
+    assert_int_equal(oq_spool_append_batch(sp, ptrs, N), CM_EINVAL);
+    oq_spool_stats(sp, &st);
+    assert_int_equal(st.appended_records, N);
+    free(c);
+    free(orders);
+    oq_spool_close(sp);
+}
+
 /*---- recovery ----*/
 
 static void test_torn_tail_garbage(void **state)
@@ -904,6 +937,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_crc32c_vectors),
         cmocka_unit_test_setup_teardown(test_append_scan_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_append_batch_pointers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_tail_garbage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_tail_mid_record_and_bitflip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_older_segment_is_an_error, setup, teardown),
