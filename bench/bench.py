@@ -34,7 +34,7 @@ REPS = int(os.environ.get("BENCH_REPS", "1" if QUICK else "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "1" if QUICK else "5"))
 CONNS = (64, 256)
 FLOOR = "libmicrohttpd floor (410)"
-UV_FLOOR = "libuv+http_parser floor (410)"
+UV_FLOOR = "libuv+llhttp floor (410)"
 SETTLE_ORDERS = 5000 if QUICK else 20000   # one partition of the mock broker holds ~5 MiB
 CEILING_N = 50000 if QUICK else 200000    # redis-benchmark requests per measurement
 OPEN_RATE = int(os.environ.get("BENCH_OPEN_RATE", "2000" if QUICK else "5000"))
@@ -221,7 +221,7 @@ def start_nginx(tmp):
 def start_floor(tmp, bindir, name="mhd-floor"):
     """flashgate-bench-mhd-floor (bench/mhd_floor.c): libmicrohttpd alone, answering the
     bytes of flashgate's prepared 410 to every request (the public listener before session
-    8); name "uv-floor": the same with a libuv loop and http_parser (bench/uv_floor.c, the
+    8); name "uv-floor": the same with a libuv loop and llhttp (bench/uv_floor.c, the
     public listener's shape now). None if it was not built."""
     exe = os.path.join(bindir, "flashgate-bench-" + name)
     if not os.access(exe, os.X_OK):
@@ -1090,7 +1090,7 @@ def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed, spool=
                 print("  c%d: libmicrohttpd floor %.2fx nginx" % (conns, fl / ngx))
     if any(c == UV_FLOOR for c, _ in cases):
         print("  %s = flashgate-bench-uv-floor (bench/uv_floor.c): one libuv loop, a struct "
-              "per connection with an 8 KiB read buffer, http_parser 2.9, keep-alive, answers "
+              "per connection with an 8 KiB read buffer, llhttp 8.1, keep-alive, answers "
               "written with uv_try_write: the same bytes, nothing else; the shape of the public "
               "listener (gateway/gw_h1.c), so sold out minus the floor is flashgate's own work "
               "per answer, the floor minus nginx the listener's." % UV_FLOOR)
@@ -1099,7 +1099,7 @@ def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed, spool=
             so = med([r["cpu_us"] for r in res[("sold out (410)", conns)]])
             ngx = med([r["cpu_us"] for r in res[("nginx return 200", conns)]])
             if fl == fl and so == so and ngx == ngx and ngx:
-                print("  c%d: libuv+http_parser floor %.2fx nginx; flashgate's own work on a "
+                print("  c%d: libuv+llhttp floor %.2fx nginx; flashgate's own work on a "
                       "sold-out answer %.1f us (%.2fx nginx's whole answer)"
                       % (conns, fl / ngx, so - fl, (so - fl) / ngx))
     print()

@@ -1,12 +1,12 @@
 /*
- * flashgate-bench-uv-floor: what a libuv loop + nodejs/http-parser responder
+ * flashgate-bench-uv-floor: what a libuv loop + llhttp responder
  * costs per answer, beside bench/mhd_floor.c (libmicrohttpd's).
  *
  * bench/bench.py runs it beside nginx, the libmicrohttpd floor and flashgate's
  * sold-out case. It has the shape of a hand-written HTTP/1.1 connection layer
  * (the shape gateway/gw_h1.c, the public listener since session 8, took):
  * one libuv loop, one struct per connection with an 8 KiB read buffer,
- * http_parser (Debian's libhttp-parser-dev 2.9.4) in HTTP_REQUEST mode
+ * llhttp (8.1, built from Debian's node-llhttp sources) in HTTP_REQUEST mode
  * with static settings, keep-alive, every answer rendered into one output
  * buffer and written with uv_try_write (uv_write for the rest). Every request
  * gets the bytes of flashgate's prepared 410 (status, headers, body length, a
@@ -15,7 +15,7 @@
  *
  *   flashgate-bench-uv-floor PORT      (127.0.0.1 only; SIGTERM stops it)
  */
-#include <http_parser.h>
+#include <llhttp.h>
 #include <uv.h>
 
 #include <signal.h>
@@ -32,7 +32,7 @@ static const char body[] = "{\"error\":\"sold_out\",\"message\":\"sale so is sol
 
 typedef struct {
     uv_tcp_t tcp;
-    http_parser parser;
+    llhttp_t parser;
     uv_write_t wr;
     int writing;         /* a uv_write is in flight: reading is stopped */
     size_t wlen;         /* rendered bytes not yet written */
@@ -77,18 +77,18 @@ static void conn_close(conn_t *c)
         uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
 
-static int on_complete(http_parser *p)
+static int on_complete(llhttp_t *p)
 {
     conn_t *c = p->data;
     redate();
     if (c->wlen + answer_len > WBUF)
-        return 1; /* a pipeline deeper than the output buffer: drop the connection */
+        return -1; /* a pipeline deeper than the output buffer: drop the connection */
     memcpy(c->wbuf + c->wlen, answer, answer_len);
     c->wlen += answer_len;
     return 0;
 }
 
-static const http_parser_settings settings = {.on_message_complete = on_complete};
+static const llhttp_settings_t settings = {.on_message_complete = on_complete};
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
 
@@ -145,8 +145,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     }
     if (n == 0)
         return;
-    size_t used = http_parser_execute(&c->parser, &settings, buf->base, (size_t)n);
-    if (used != (size_t)n || HTTP_PARSER_ERRNO(&c->parser) != HPE_OK) {
+    if (llhttp_execute(&c->parser, buf->base, (size_t)n) != HPE_OK) {
         conn_close(c);
         return;
     }
@@ -170,7 +169,7 @@ static void on_conn(uv_stream_t *l, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    http_parser_init(&c->parser, HTTP_REQUEST);
+    llhttp_init(&c->parser, HTTP_REQUEST, &settings);
     c->parser.data = c;
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }

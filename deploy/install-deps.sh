@@ -6,11 +6,13 @@ set -eu
 # prometheus (~96 MB installed) is there for `promtool check metrics` in the tests;
 # chromium (~290 MB) for the dashboard's browser test (tests/browser/). Both big,
 # both the real tools (Debian packages no smaller promtool or headless shell).
+# node-llhttp: llhttp's generated C sources (Debian ships no library of it), built
+# into the gateway by CMakeLists.txt.
 # valgrind: Helgrind race-checks the relay and settlement (librdkafka crashes TSan).
 # libnginx-mod-http-lua (pulls libnginx-mod-http-ndk and lua-resty-core): the bench's
 # nginx + Lua peer (bench/lua/peer.lua), loaded into nginx-light with load_module.
 PKGS="build-essential cmake pkg-config git curl procps python3
-libmicrohttpd-dev libuv1-dev libhttp-parser-dev libcurl4-openssl-dev libhiredis-dev librdkafka-dev libjansson-dev libcmocka-dev
+libmicrohttpd-dev libuv1-dev node-llhttp libcurl4-openssl-dev libhiredis-dev librdkafka-dev libjansson-dev libcmocka-dev
 libsqlite3-dev sqlite3 libpq-dev libsystemd-dev postgresql redis-server
 kcat wrk gnuplot-nox nginx-light libnginx-mod-http-lua varnish python3-yaml valgrind
 clang libclang-rt-14-dev libssl-dev cppcheck clang-tidy

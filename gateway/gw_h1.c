@@ -1,12 +1,13 @@
 /*
  * The public listener's HTTP/1.1 connection layer: each worker's own listening
  * socket (SO_REUSEPORT) and connections on its libuv loop, requests parsed by
- * nodejs/http-parser (Debian's libhttp-parser-dev 2.9).
+ * llhttp (Node's parser; Debian's node-llhttp ships its generated C, built
+ * here: CMakeLists.txt).
  *
  * Why hand-written: what one answer costs decides how many machines a sale
  * needs (issue 10: a sold-out or rate-limited answer at most nginx's CPU). On
  * libmicrohttpd 0.9.75 the library alone, answering a constant, cost
- * 1.01-1.03x nginx (bench/mhd_floor.c); a libuv loop with http_parser and the
+ * 1.01-1.03x nginx (bench/mhd_floor.c); a libuv loop with an HTTP parser and the
  * same bytes measured well below it (bench/uv_floor.c, bench/README.md). A
  * connection here is what flashgate needs and nothing more:
  *
@@ -46,7 +47,6 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <http_parser.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -79,7 +79,7 @@ struct gw_h1 {
     bool closing;
     bool in_parse;      /* inside conn_parse: gw_req_finish only marks */
     bool continue_sent; /* 100 Continue sent for this request */
-    char method[GW_H1_METHOD_MAX + 1]; /* a method http_parser does not know (else "") */
+    char method[GW_H1_METHOD_MAX + 1]; /* a method llhttp does not know (else "") */
     size_t olen, owritten;
     size_t ocap;
     char *out;
@@ -411,7 +411,7 @@ static void linger(gw_h1_t *c)
 
 /*---- the parser: the head's spans (gw_h1_head_t, also driven by fuzz_h1) ----*/
 
-static gw_h1_head_t *head_of(http_parser *p)
+static gw_h1_head_t *head_of(llhttp_t *p)
 {
     return p->data;
 }
@@ -421,7 +421,7 @@ static size_t off_of(const gw_h1_head_t *h, const char *at)
     return (size_t)(at - h->buf);
 }
 
-static int on_message_begin(http_parser *p)
+static int on_message_begin(llhttp_t *p)
 {
     gw_h1_head_t *h = head_of(p);
     h->nhdrs = 0;
@@ -433,13 +433,11 @@ static int on_message_begin(http_parser *p)
     h->url = NULL;
     h->head_in = false;
     h->msg_done = false;
-    h->chunk_left = 0;
-    h->crlf_want = 0;
     h->folded = false;
     return 0;
 }
 
-static int on_url(http_parser *p, const char *at, size_t len)
+static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     gw_h1_head_t *h = head_of(p);
     if (h->url_len == 0)
@@ -451,13 +449,13 @@ static int on_url(http_parser *p, const char *at, size_t len)
 /* Fields after the head are a chunked body's trailers: ignored (docs/api.md).
  * Kept, they would join the head's fields after head_strings ran (not
  * NUL-terminated, in bytes the body overwrites) and count toward its 64. */
-static int on_header_field(http_parser *p, const char *at, size_t len)
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     gw_h1_head_t *h = head_of(p);
     if (h->head_in)
         return 0;
     if (h->in_value || h->nhdrs == 0) {
-        /* a new field (http_parser calls on_header_value, with 0 bytes for an
+        /* a new field (llhttp calls on_header_value, with 0 bytes for an
          * empty value, before the next field) */
         if (h->nhdrs == GW_H1_MAX_HEADERS) {
             h->too_many = true;
@@ -476,7 +474,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
-static int on_header_value(http_parser *p, const char *at, size_t len)
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     gw_h1_head_t *h = head_of(p);
     if (h->head_in || h->too_many || h->nhdrs == 0)
@@ -488,10 +486,11 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
         h->in_value = true;
     } else if (h->folded || at != f->value + f->vlen) {
         /* A value continued away from where it stopped: an obs-fold (a line
-         * starting with SP or HT). Kept, the span would hold the CRLF and be
-         * cut short; RFC 9112 5.2 lets a server refuse it: 400 once the head
-         * is in (as bad_name: the same answer wherever the reads were cut,
-         * a bad byte later in the head being found first either way). */
+         * starting with SP or HT; llhttp passes it on as more of the value).
+         * Kept, the span would hold the CRLF and be cut short; RFC 9112 5.2
+         * lets a server refuse it: 400 once the head is in (as bad_name: the
+         * same answer wherever the reads were cut, a bad byte later in the
+         * head being found first either way). */
         h->folded = true;
         return 0;
     }
@@ -559,15 +558,14 @@ static void head_strings(gw_h1_head_t *h)
     size_t end = h->url_off + h->url_len + 1;
     for (unsigned i = 0; i < h->nhdrs; i++) {
         gw_hdr_t *f = &h->hdrs[i];
-        /* http_parser takes "Name :" (RFC 9112 5.1: MUST be 400) */
-        if (f->nlen == 0 || f->name[f->nlen - 1] == ' ' || f->name[f->nlen - 1] == '\t')
+        /* llhttp refuses whitespace before the colon (RFC 9112 5.1) but
+         * takes an empty name */
+        if (f->nlen == 0)
             h->bad_name = true;
         ((char *)f->name)[f->nlen] = '\0';
         if (off_of(h, f->name) + f->nlen + 1 > end)
             end = off_of(h, f->name) + f->nlen + 1;
         if (!f->value || f->vlen == 0) {
-            /* an empty value: its span may point at the next field's first
-             * byte (a bare CR ends a line for the lenient parser) */
             f->value = "";
             f->vlen = 0;
             continue;
@@ -601,73 +599,42 @@ static void head_strings(gw_h1_head_t *h)
     h->url = url;
 }
 
-static int on_headers_complete(http_parser *p)
+/* HPE_PAUSED pauses the parser right here (llhttp_resume goes on). */
+static int on_headers_complete(llhttp_t *p)
 {
     gw_h1_head_t *h = head_of(p);
     h->head_in = true;
-    if (h->too_many || h->folded) {
-        http_parser_pause(p, 1);
-        return 0;
-    }
+    if (h->too_many || h->folded)
+        return HPE_PAUSED;
     head_strings(h);
-    if (h->bad_name) {
-        http_parser_pause(p, 1);
-        return 0;
-    }
-    if (h->on_head)
-        h->on_head(h);
-    return 0;
+    if (h->bad_name)
+        return HPE_PAUSED;
+    bool pause = h->on_head && h->on_head(h);
+    /* Upgrades are refused (gw_h1.c answers 400): the message is read as a
+     * plain one (its body, then the next request), not left to another
+     * protocol (llhttp would pause with HPE_PAUSED_UPGRADE at its end). */
+    p->upgrade = 0;
+    return pause ? HPE_PAUSED : 0;
 }
 
-/* Checks the chunk terminator's bytes from `at` on, as far as they are in;
- * the rest is checked at the next execute. false: not CRLF. */
-static bool crlf_check(gw_h1_head_t *h, const char *at)
-{
-    while (h->crlf_want && at < h->exec_end) {
-        if (*at != (h->crlf_want == 2 ? '\r' : '\n')) {
-            h->bad_chunk = true;
-            h->crlf_want = 0;
-            return false;
-        }
-        at++;
-        h->crlf_want--;
-    }
-    return true;
-}
-
-static int on_chunk_header(http_parser *p)
-{
-    gw_h1_head_t *h = head_of(p);
-    h->chunk_left = p->content_length; /* 0: the last chunk (no data, no CRLF of its own) */
-    return 0;
-}
-
-static int on_body(http_parser *p, const char *at, size_t len)
+static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     gw_h1_head_t *h = head_of(p);
     if (h->on_body)
         h->on_body(h, at, len);
-    if ((p->flags & F_CHUNKED) && h->chunk_left) {
-        h->chunk_left -= len < h->chunk_left ? len : h->chunk_left;
-        if (h->chunk_left == 0) {
-            /* "smuggling": "2\r\n{}XX0\r\n\r\n" would end the body at XX */
-            h->crlf_want = 2;
-            if (!crlf_check(h, at + len))
-                return -1;
-        }
-    }
     return 0;
 }
 
-static int on_message_complete(http_parser *p)
+static int on_message_complete(llhttp_t *p)
 {
     gw_h1_head_t *h = head_of(p);
     h->msg_done = true;
-    http_parser_pause(p, 1);
-    return 0;
+    return HPE_PAUSED;
 }
 
-static const http_parser_settings settings = {
+/* llhttp_settings_init's zeroes for what we do not use (chunk headers, extensions,
+ * the *_complete callbacks) */
+static const llhttp_settings_t settings = {
     .on_message_begin = on_message_begin,
     .on_url = on_url,
     .on_header_field = on_header_field,
@@ -675,29 +642,28 @@ static const http_parser_settings settings = {
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
     .on_message_complete = on_message_complete,
-    .on_chunk_header = on_chunk_header,
 };
 
 void gw_h1_head_init(gw_h1_head_t *h, char *buf, void *owner)
 {
     memset(h, 0, sizeof(*h));
-    http_parser_init(&h->parser, HTTP_REQUEST);
+    llhttp_init(&h->parser, HTTP_REQUEST, &settings);
     h->parser.data = h;
     h->buf = buf;
     h->owner = owner;
 }
 
-size_t gw_h1_head_execute(gw_h1_head_t *h, size_t off, size_t n)
+void gw_h1_head_restart(gw_h1_head_t *h)
 {
-    h->exec_end = h->buf + off + n;
-    if (h->crlf_want && HTTP_PARSER_ERRNO(&h->parser) == HPE_OK && !crlf_check(h, h->buf + off)) {
-        h->parser.http_errno = HPE_STRICT;
-        return 0;
-    }
-    size_t done = http_parser_execute(&h->parser, &settings, h->buf + off, n);
-    if (h->bad_chunk)
-        h->parser.http_errno = HPE_STRICT; /* not on_body's HPE_CB_body */
-    return done;
+    llhttp_reset(&h->parser); /* keeps the settings, the type and data */
+}
+
+size_t gw_h1_head_execute(gw_h1_head_t *h, size_t off, size_t n, llhttp_errno_t *err)
+{
+    const char *at = h->buf + off;
+    *err = llhttp_execute(&h->parser, at, n);
+    /* a pause or an error stops at llhttp_get_error_pos */
+    return *err == HPE_OK ? n : (size_t)(llhttp_get_error_pos(&h->parser) - at);
 }
 
 void gw_h1_head_next(gw_h1_head_t *h)
@@ -705,7 +671,7 @@ void gw_h1_head_next(gw_h1_head_t *h)
     h->head_end = 0;
     h->head_in = false;
     h->msg_done = false;
-    http_parser_pause(&h->parser, 0);
+    llhttp_resume(&h->parser);
 }
 
 const char *gw_h1_head_find(const gw_h1_head_t *h, const char *name)
@@ -738,22 +704,24 @@ static bool expects_continue(gw_h1_t *c, gw_req_t *r)
            strcasecmp(e, "100-continue") == 0;
 }
 
-static bool has_body(const http_parser *p)
+static bool has_body(const llhttp_t *p)
 {
-    return (p->flags & F_CHUNKED) || (p->content_length > 0 && p->content_length != ULLONG_MAX);
+    return (p->flags & F_CHUNKED) || p->content_length > 0;
 }
 
-static void conn_on_head(gw_h1_head_t *h)
+/* Returns true to pause the parser inside this message (the connection closes
+ * after the answer). */
+static bool conn_on_head(gw_h1_head_t *h)
 {
     gw_h1_t *c = h->owner;
-    http_parser *p = &h->parser;
+    llhttp_t *p = &h->parser;
     c->continue_sent = false;
     gw_req_t *r = gw_http_req_new(c->w, c);
     c->req = r;
-    r->method = c->method[0] ? c->method : http_method_str((enum http_method)p->method);
+    r->method = c->method[0] ? c->method : llhttp_method_name((llhttp_method_t)p->method);
     r->url = h->url;
     r->head_only = p->method == HTTP_HEAD && !c->method[0];
-    if (!http_should_keep_alive(p))
+    if (!llhttp_should_keep_alive(p))
         r->close_after = true;
     if (p->http_major == 0) {
         gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL,
@@ -786,17 +754,17 @@ static void conn_on_head(gw_h1_head_t *h)
          * and the connection closes after the answer (its next bytes are the
          * unread body). */
         r->close_after = true;
-        http_parser_pause(p, 1);
-        return;
+        return true;
     }
     if (r->state == GW_ST_DONE)
-        return; /* the router's 404/405/400: a small body is read and dropped
+        return false; /* the router's 404/405/400: a small body is read and dropped
                  * (answered once the parser reached its end: conn_parse), the
                  * connection goes on */
     if (expects_continue(c, r) && has_body(p)) {
         OUT_LIT(c, "HTTP/1.1 100 Continue\r\n\r\n");
         c->continue_sent = true;
     }
+    return false;
 }
 
 static void conn_on_body(gw_h1_head_t *h, const char *at, size_t len)
@@ -859,7 +827,7 @@ static void stop_reading(gw_h1_t *c)
 }
 
 /*
- * A request method http_parser does not know (it knows a fixed list): when the
+ * A request method llhttp does not know (it knows a fixed list): when the
  * request line starts with a token of 3..GW_H1_METHOD_MAX characters and a
  * space, the token is kept and its bytes become line ends and "GET" (the
  * parser skips line ends before a request), so the head parses and the route
@@ -872,8 +840,7 @@ static int other_method(gw_h1_t *c)
     /* the message starts at the buffer's start (next_request): skip line ends */
     char *start = c->rbuf, *end = c->rbuf + c->rlen;
     /* whatever comes of it, the parser starts this message again */
-    http_parser_init(&c->h.parser, HTTP_REQUEST);
-    c->h.parser.data = &c->h;
+    gw_h1_head_restart(&c->h);
     c->parsed = 0;
     while (start < end && (*start == '\r' || *start == '\n'))
         start++;
@@ -890,26 +857,21 @@ static int other_method(gw_h1_t *c)
     memcpy(c->method, start, n);
     c->method[n] = '\0';
     memset(start, '\n', n - 3);
-    p[-3] = 'G'; /* "GET", a method http_parser knows, right before the space */
+    p[-3] = 'G'; /* "GET", a method llhttp knows, right before the space */
     p[-2] = 'E';
     p[-1] = 'T';
     return 1;
 }
 
 /* A request the parser refused: the JSON error that says why, then the close. */
-static void parse_error(gw_h1_t *c, enum http_errno e)
+static void parse_error(gw_h1_t *c, llhttp_errno_t e)
 {
+    const char *why = llhttp_get_error_reason(&c->h.parser);
     switch (e) {
-    case HPE_HEADER_OVERFLOW:
-        out_error(c, GW_R_HEAD_TOO_LARGE, "the request line and headers exceed 8 KiB");
-        return;
     case HPE_INVALID_TRANSFER_ENCODING:
         out_error(c, GW_R_NOT_IMPLEMENTED,
                   "Transfer-Encoding other than chunked is not supported: send chunked or a "
                   "Content-Length");
-        return;
-    case HPE_STRICT:
-        out_error(c, GW_R_BAD_REQUEST, "a chunk's data is not followed by CRLF");
         return;
     case HPE_UNEXPECTED_CONTENT_LENGTH:
         out_error(c, GW_R_BAD_REQUEST,
@@ -928,9 +890,21 @@ static void parse_error(gw_h1_t *c, enum http_errno e)
         out_error(c, GW_R_BAD_REQUEST, "Content-Length is not a decimal number");
         return;
     }
+    case HPE_INVALID_VERSION:
+        /* a well-formed HTTP/x.y llhttp does not serve (1.2 and up; 0.9 and
+         * 2.0 it parses, and conn_on_head refuses them), not a garbled line */
+        if (why && strcmp(why, "Invalid HTTP version") == 0) {
+            out_error(c, GW_R_HTTP_VERSION, "only HTTP/1.0 and HTTP/1.1 are served");
+            return;
+        }
+        break;
+    case HPE_PAUSED_H2_UPGRADE: /* the HTTP/2 preface, "PRI * HTTP/2.0" */
+        out_error(c, GW_R_HTTP_VERSION, "HTTP/2 is not served");
+        return;
     default:
-        out_error(c, GW_R_BAD_REQUEST, http_errno_description(e));
+        break;
     }
+    out_error(c, GW_R_BAD_REQUEST, why ? why : llhttp_errno_name(e));
 }
 
 /*
@@ -966,8 +940,8 @@ static void conn_parse(gw_h1_t *c)
         if (c->parsed == c->rlen)
             break; /* need bytes */
         size_t avail = c->rlen - c->parsed;
-        size_t n = gw_h1_head_execute(&c->h, c->parsed, avail);
-        enum http_errno e = HTTP_PARSER_ERRNO(&c->h.parser);
+        llhttp_errno_t e;
+        size_t n = gw_h1_head_execute(&c->h, c->parsed, avail, &e);
         c->parsed += n;
         if (e == HPE_PAUSED) {
             if (c->h.too_many) {
@@ -996,10 +970,14 @@ static void conn_parse(gw_h1_t *c)
             }
             continue;
         }
-        if (e == HPE_INVALID_METHOD && !c->h.head_in) {
+        if ((e == HPE_INVALID_METHOD || (e == HPE_INVALID_CONSTANT && !c->method[0])) &&
+            !c->h.head_in) {
+            /* HPE_INVALID_CONSTANT: a method llhttp knows for another
+             * protocol (RTSP's DESCRIBE), found at the version; once only:
+             * the same error again is the request line's own */
             int m = other_method(c);
             if (m > 0)
-                continue; /* parsed again as a method http_parser knows */
+                continue; /* parsed again as a method llhttp knows */
             if (m == 0)
                 break; /* the method's end has not come yet */
         }

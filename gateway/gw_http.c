@@ -113,7 +113,7 @@ static void buy_headers(gw_req_t *r)
 
 /*
  * Content-Length's value: a plain loop, not strtoull's locale and base
- * handling (~130 instructions a buy). http_parser refuses a Content-Length
+ * handling (~130 instructions a buy). llhttp refuses a Content-Length
  * that is not all digits (400), two of them and one beside
  * Transfer-Encoding: chunked; anything but digits reads as too large (413)
  * here all the same.
@@ -135,9 +135,9 @@ static uint64_t content_length(const char *s)
  * 6.1, 6.3), on every route (a GET's body is read and dropped, but it frames
  * the next request all the same). Two different
  * Content-Lengths, or one beside a Transfer-Encoding, are the
- * request-smuggling frames (http_parser refuses both first; kept here so the
+ * request-smuggling frames (llhttp refuses both first; kept here so the
  * rule does not depend on the parser's version). A Transfer-Encoding other
- * than exactly "chunked" (http_parser takes "gzip, chunked" as chunked):
+ * than exactly "chunked" (llhttp takes "gzip, chunked" as chunked):
  * nothing we can decode, 501. Refused with the reason; the connection closes
  * after the answer (its next bytes cannot be trusted).
  */

@@ -4,7 +4,7 @@
  * Threading (docs/design.md "Threading model, and why": the design that won):
  * each worker is one libuv loop in its own thread with its own listening
  * socket on the shared port (SO_REUSEPORT) and its own HTTP/1.1 connections
- * (gw_h1.c: http_parser, answers written with uv_try_write). Workers share
+ * (gw_h1.c: llhttp, answers written with uv_try_write). Workers share
  * only atomics and striped locks (limiter, stock, order table, spool
  * O_APPEND). Answers that need no wait are given inline, in the parser's pass
  * that completes the body: every rejection, and an accept whose spool record
@@ -25,7 +25,7 @@
 #include "inventory/inv.h"
 #include "queue/oq_spool.h"
 
-#include <http_parser.h>
+#include <llhttp.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -598,7 +598,7 @@ void gw_req_finish(gw_req_t *req);
 #define GW_H1_READ_BUF 8192  /* a connection's read buffer: the largest head (else 431) */
 #define GW_H1_MAX_HEADERS 64 /* header fields per request (else 431) */
 #define GW_H1_MAX_ARGS 32    /* query arguments kept per request (more are ignored) */
-#define GW_H1_METHOD_MAX 31  /* a method token http_parser does not know (longer: 400) */
+#define GW_H1_METHOD_MAX 31  /* a method token llhttp does not know (longer: 400) */
 typedef struct gw_h1 gw_h1_t;
 /* A header field of the head, NUL-terminated in the connection's buffer. */
 typedef struct gw_hdr {
@@ -610,26 +610,27 @@ typedef struct gw_arg {
     const char *name, *value;
 } gw_arg_t;
 /*
- * The request parser's state and the head it read: http_parser over a
+ * The request parser's state and the head it read: llhttp over a
  * connection's buffer, header and URL spans recorded as they come (a span a
  * read cut in two continues in the buffer), NUL-terminated in place when the
  * head is in (the bytes after each span are consumed: ' ', ':', CR, LF), the
- * query split and the path %XX-decoded. on_head runs then (it may pause the
- * parser: http_parser_pause), on_body for each body chunk; the parser pauses
- * itself at each message's end. gw_h1.c drives it per connection,
- * tests/fuzz/fuzz_h1.c with reads cut anywhere.
+ * query split and the path %XX-decoded. on_head runs then (returning true
+ * pauses the parser inside the message: the request ends there), on_body for
+ * each body chunk; the parser pauses itself at each message's end (HPE_PAUSED).
+ * gw_h1.c drives it per connection, tests/fuzz/fuzz_h1.c with reads cut
+ * anywhere.
  */
 typedef struct gw_h1_head {
-    http_parser parser;
+    llhttp_t parser;
     char *buf; /* where the bytes are: spans are offsets into it */
     void *owner;
-    void (*on_head)(struct gw_h1_head *h);
+    bool (*on_head)(struct gw_h1_head *h);
     void (*on_body)(struct gw_h1_head *h, const char *at, size_t len);
     gw_hdr_t hdrs[GW_H1_MAX_HEADERS];
     unsigned nhdrs;
     bool in_value; /* the last span was a header value */
     bool too_many; /* more header fields than GW_H1_MAX_HEADERS: the parser pauses (431) */
-    bool bad_name; /* a field name empty or ending in whitespace: the parser pauses (400) */
+    bool bad_name; /* an empty field name (": x", llhttp takes it): the parser pauses (400) */
     bool folded;   /* a value folded onto the next line (obs-fold): the parser pauses (400) */
     bool head_in;  /* the head is complete */
     bool msg_done; /* the message is complete (the parser paused after it) */
@@ -638,16 +639,13 @@ typedef struct gw_h1_head {
     gw_arg_t args[GW_H1_MAX_ARGS];
     unsigned nargs;
     size_t head_end; /* the buffer's bytes the head's strings need */
-    /* Debian's http_parser is built non-strict: it takes any two bytes after
-     * a chunk's data as its CRLF. We check them, across reads: */
-    uint64_t chunk_left; /* the current chunk's data bytes not delivered yet */
-    const char *exec_end; /* the end of the bytes being parsed */
-    uint8_t crlf_want;   /* terminator bytes still to check: 2 "\r\n", 1 "\n", 0 none */
-    bool bad_chunk;      /* they were not CRLF: the parse fails (HPE_STRICT, 400) */
 } gw_h1_head_t;
 void gw_h1_head_init(gw_h1_head_t *h, char *buf, void *owner);
-/* Parses buf[off, off + n): http_parser_execute's count (less on a pause or an error). */
-size_t gw_h1_head_execute(gw_h1_head_t *h, size_t off, size_t n);
+/* Parses buf[off, off + n): the bytes consumed (less on a pause or an error), *err
+ * llhttp's errno (HPE_OK, HPE_PAUSED, or the error). */
+size_t gw_h1_head_execute(gw_h1_head_t *h, size_t off, size_t n, llhttp_errno_t *err);
+/* The parser starts the current message again from buf[0] (gw_h1.c's other_method). */
+void gw_h1_head_restart(gw_h1_head_t *h);
 /* After a message: unpauses for the next one (whose bytes the caller moved to buf[0]). */
 void gw_h1_head_next(gw_h1_head_t *h);
 /* The first header field of that name (caseless), or NULL. */

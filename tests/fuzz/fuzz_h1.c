@@ -40,12 +40,12 @@ static void logs(run_t *r, const char *s)
     logf_(r, s, strlen(s));
 }
 
-static void on_head(gw_h1_head_t *h)
+static bool on_head(gw_h1_head_t *h)
 {
     run_t *r = h->owner;
     char tmp[64];
     logs(r, "\n>");
-    logs(r, http_method_str((enum http_method)h->parser.method));
+    logs(r, llhttp_method_name((llhttp_method_t)h->parser.method));
     logs(r, " ");
     logs(r, h->url);
     FZ_CHECK(h->nhdrs <= GW_H1_MAX_HEADERS);
@@ -72,6 +72,7 @@ static void on_head(gw_h1_head_t *h)
     FZ_CHECK(h->head_end <= GW_H1_READ_BUF);
     r->body = 0;
     r->nhdrs = h->nhdrs;
+    return false;
 }
 
 static void on_body(gw_h1_head_t *h, const char *at, size_t len)
@@ -109,8 +110,8 @@ static const char *feed(run_t *r, const uint8_t *data, size_t size, unsigned see
             off += n;
         }
         while (parsed < rlen) {
-            size_t n = gw_h1_head_execute(&r->h, parsed, rlen - parsed);
-            enum http_errno e = HTTP_PARSER_ERRNO(&r->h.parser);
+            llhttp_errno_t e;
+            size_t n = gw_h1_head_execute(&r->h, parsed, rlen - parsed, &e);
             parsed += n;
             if (e == HPE_PAUSED) {
                 if (r->h.too_many)
@@ -129,7 +130,7 @@ static const char *feed(run_t *r, const uint8_t *data, size_t size, unsigned see
                 continue;
             }
             if (e != HPE_OK)
-                return http_errno_name(e);
+                return llhttp_errno_name(e);
             FZ_CHECK(n == rlen - (parsed - n));
             if (r->h.head_in) {
                 /* in a body: the head's strings stay, the delivered body goes */
