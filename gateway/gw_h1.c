@@ -718,9 +718,18 @@ static bool conn_on_head(gw_h1_head_t *h)
     c->continue_sent = false;
     gw_req_t *r = gw_http_req_new(c->w, c);
     c->req = r;
-    r->method = c->method[0] ? c->method : llhttp_method_name((llhttp_method_t)p->method);
     r->url = h->url;
-    r->head_only = p->method == HTTP_HEAD && !c->method[0];
+    if (c->method[0]) {
+        r->method = c->method;
+        r->verb = GW_VERB_OTHER;
+    } else {
+        r->method = llhttp_method_name((llhttp_method_t)p->method);
+        r->verb = p->method == HTTP_GET    ? GW_VERB_GET
+                  : p->method == HTTP_POST ? GW_VERB_POST
+                  : p->method == HTTP_HEAD ? GW_VERB_HEAD
+                                           : GW_VERB_OTHER;
+    }
+    r->head_only = r->verb == GW_VERB_HEAD;
     if (!llhttp_should_keep_alive(p))
         r->close_after = true;
     if (p->http_major == 0) {

@@ -258,7 +258,7 @@ void gw_http_head(gw_req_t *r)
     gw_conn_head_done(r->cn);
     inc(&w->ctr.requests, 1);
     gw_ol_request_head(r);
-    if (!gw_route(r, r->url, r->method) && !(w->px && gw_px_route(r, r->url)))
+    if (!gw_route(r, r->url) && !(w->px && gw_px_route(r, r->url)))
         gw_route_not_found(r, r->url); /* else a proxy.routes prefix: GW_ROUTE_PROXY */
     inc(&w->ctr.route_requests[r->route], 1);
     if (gw_ol_too_late(r))

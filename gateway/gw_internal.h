@@ -437,11 +437,15 @@ struct gw_server {
  * written before it is read.
  */
 typedef enum { GW_ST_BODY = 0, GW_ST_WAIT, GW_ST_DONE } gw_req_state_t;
+/* The methods the built-in routes take, from the parser's method number (no
+ * string compares per request); any other is GW_VERB_OTHER (r->method names it). */
+typedef enum { GW_VERB_OTHER = 0, GW_VERB_GET, GW_VERB_HEAD, GW_VERB_POST } gw_verb_t;
 
 struct gw_req {
     gw_worker_t *w;
     struct gw_h1 *conn; /* NULL once the connection closed (a waiter keeps r) */
     const char *method, *url; /* the decoded path, without its query */
+    gw_verb_t verb;   /* r->method as the router asks it */
     bool head_only;   /* HEAD: the answer's head only */
     bool close_after; /* the connection closes after this answer */
     gw_req_t *next; /* free list / wait lists */
@@ -509,14 +513,17 @@ int gw_server_reload(gw_server_t *srv, int argc, char **argv, unsigned *applied,
 void gw_server_counters(gw_server_t *srv, gw_counters_t *out);
 
 /*
- * Routes a request from its path and method (gw_route.c): sets r->route and
+ * Routes a request from its path and r->verb (gw_route.c; r->method names it
+ * in a 405): sets r->route and
  * r->id, or fills r->resp with the 4xx answer and sets r->state GW_ST_DONE.
  * Returns false when no built-in route has the path: r->route stays
  * GW_ROUTE_NONE and nothing is built yet (a proxied route may take it; else
  * gw_route_not_found answers 404, so a proxied request formats no 404 first).
  * Touches nothing but r. Thread-safe.
  */
-bool gw_route(gw_req_t *r, const char *url, const char *method);
+bool gw_route(gw_req_t *r, const char *url);
+/* The verb of a method name (case-sensitive, as methods are). */
+gw_verb_t gw_verb_of(const char *method);
 /* Fills r->resp with 404 not_found for url and sets GW_ST_DONE. Thread-safe. */
 void gw_route_not_found(gw_req_t *r, const char *url);
 

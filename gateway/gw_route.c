@@ -37,12 +37,20 @@ const char *gw_route_name(gw_route_t r)
     return route_info[r].name;
 }
 
+gw_verb_t gw_verb_of(const char *method)
+{
+    return strcmp(method, "GET") == 0    ? GW_VERB_GET
+           : strcmp(method, "HEAD") == 0 ? GW_VERB_HEAD
+           : strcmp(method, "POST") == 0 ? GW_VERB_POST
+                                         : GW_VERB_OTHER;
+}
+
 /* Matches the paths of GW_PUBLIC_ROUTES (by hand, for speed) and takes the
  * allowed methods from the table. */
-bool gw_route(gw_req_t *r, const char *url, const char *method)
+bool gw_route(gw_req_t *r, const char *url)
 {
-    bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
-    bool post = strcmp(method, "POST") == 0;
+    bool get = r->verb == GW_VERB_GET || r->verb == GW_VERB_HEAD;
+    bool post = r->verb == GW_VERB_POST;
     const char *allow = NULL;
     if (strncmp(url, "/v1/sales/", 10) == 0) {
         const char *id = url + 10;
@@ -86,7 +94,7 @@ bool gw_route(gw_req_t *r, const char *url, const char *method)
         goto not_found;
     }
     if (allow) {
-        gw_resp_error(&r->resp, GW_R_METHOD, NULL, "method %s is not allowed here; use %s", method,
+        gw_resp_error(&r->resp, GW_R_METHOD, NULL, "method %s is not allowed here; use %s", r->method,
                       allow);
         gw_resp_header(&r->resp, "Allow", "%s", allow);
         r->state = GW_ST_DONE;

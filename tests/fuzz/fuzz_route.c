@@ -40,7 +40,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         url = nl + 1;
     }
     gw_req_t *r = calloc(1, sizeof(*r));
-    if (!gw_route(r, url, method)) {
+    r->method = method;
+    r->verb = gw_verb_of(method);
+    if (!gw_route(r, url)) {
         /* no built-in route: nothing built yet, the caller tries proxied routes */
         FZ_CHECK(r->route == GW_ROUTE_NONE && r->state != GW_ST_DONE && r->resp.status == 0);
         gw_route_not_found(r, url);
