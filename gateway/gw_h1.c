@@ -968,8 +968,11 @@ static void conn_parse(gw_h1_t *c)
             }
             r = c->req;
             if (c->h.msg_done && r && r->state == GW_ST_BODY) {
-                gw_conn_busy(c->guard);
                 gw_http_complete(r); /* answers now (GW_ST_DONE) or waits (GW_ST_WAIT) */
+                /* the guard's busy phase only for a wait: an answer given
+                 * now moves it to idle (answer) in this pass */
+                if (r->state == GW_ST_WAIT)
+                    gw_conn_busy(c->guard);
             }
             if (!r) {
                 /* paused with no request to answer and resume it: nothing
