@@ -548,11 +548,66 @@ unsigned gw_h1_parse_query(char *q, gw_arg_t *args, unsigned max)
     return n;
 }
 
+static bool name_is(const gw_hdr_t *f, const char *name, size_t n)
+{
+    return f->nlen == n && strncasecmp(f->name, name, n) == 0;
+}
+
+#define NAME_IS(f, lit) name_is(f, lit, sizeof(lit) - 1)
+
+/* The fields the gateway reads on every request (gw_known_hdrs_t, Expect,
+ * Host), told apart by length first: one walk over the head (each lookup by
+ * name walked the list again: two_hosts, Expect, the buy route's five). */
+static void known_field(gw_h1_head_t *h, const gw_hdr_t *f)
+{
+    gw_known_hdrs_t *k = &h->known;
+    const char **slot = NULL;
+    switch (f->nlen) {
+    case 4:
+        if (NAME_IS(f, "Host"))
+            h->nhost++;
+        return;
+    case 6:
+        slot = NAME_IS(f, "Expect") ? &h->expect : NULL;
+        break;
+    case 12:
+        slot = NAME_IS(f, "Content-Type") ? &k->content_type : NULL;
+        break;
+    case 14:
+        if (!NAME_IS(f, "Content-Length"))
+            return;
+        if (k->content_length && strcmp(k->content_length, f->value) != 0)
+            k->cl_conflict = true; /* llhttp refuses a second one first */
+        slot = &k->content_length;
+        break;
+    case 15:
+        slot = NAME_IS(f, "Idempotency-Key")   ? &k->idem_key
+               : NAME_IS(f, "X-Forwarded-For") ? &k->xff
+                                               : NULL;
+        break;
+    case 17:
+        if (NAME_IS(f, "Transfer-Encoding")) {
+            k->te_count++;
+            slot = &k->transfer_encoding;
+        } else if (NAME_IS(f, "X-Admission-Token")) {
+            slot = &k->admission;
+        }
+        break;
+    default:
+        return;
+    }
+    if (slot && !*slot)
+        *slot = f->value;
+}
+
 /* The head is in: NUL-terminate its spans in place (each is followed by a
- * byte the parser has consumed: ' ', ':', CR, LF), split the query, decode
- * the path. */
+ * byte the parser has consumed: ' ', ':', CR, LF), find the known fields,
+ * split the query, decode the path. */
 static void head_strings(gw_h1_head_t *h)
 {
+    memset(&h->known, 0, sizeof(h->known));
+    h->expect = NULL;
+    h->nhost = 0;
     /* past the last span's terminator: what the buffer keeps while the body
      * streams through it (the head's final CRLF may go) */
     size_t end = h->url_off + h->url_len + 1;
@@ -568,14 +623,15 @@ static void head_strings(gw_h1_head_t *h)
         if (!f->value || f->vlen == 0) {
             f->value = "";
             f->vlen = 0;
-            continue;
+        } else {
+            size_t vend = off_of(h, f->value) + f->vlen + 1;
+            if (vend > end)
+                end = vend;
+            while (f->vlen && (f->value[f->vlen - 1] == ' ' || f->value[f->vlen - 1] == '\t'))
+                f->vlen--;
+            ((char *)f->value)[f->vlen] = '\0';
         }
-        size_t vend = off_of(h, f->value) + f->vlen + 1;
-        if (vend > end)
-            end = vend;
-        while (f->vlen && (f->value[f->vlen - 1] == ' ' || f->value[f->vlen - 1] == '\t'))
-            f->vlen--;
-        ((char *)f->value)[f->vlen] = '\0';
+        known_field(h, f);
     }
     h->head_end = end;
     char *url = h->buf + h->url_off;
@@ -683,23 +739,11 @@ const char *gw_h1_head_find(const gw_h1_head_t *h, const char *name)
     return NULL;
 }
 
-/* Two Host fields: which one names the target depends on who reads it (a
- * proxy in front, our X-Forwarded-Host to an upstream); RFC 9112 3.2: a server
- * MUST answer 400. One length compare per field. */
-static bool two_hosts(const gw_h1_head_t *h)
-{
-    unsigned n = 0;
-    for (unsigned i = 0; i < h->nhdrs; i++)
-        if (h->hdrs[i].nlen == 4 && strncasecmp(h->hdrs[i].name, "Host", 4) == 0 && ++n == 2)
-            return true;
-    return false;
-}
-
 /*---- the connection's side of a head ----*/
 
-static bool expects_continue(gw_h1_t *c, gw_req_t *r)
+static bool expects_continue(const gw_h1_t *c)
 {
-    const char *e = gw_req_header(r, "Expect");
+    const char *e = c->h.expect;
     return e && c->h.parser.http_major == 1 && c->h.parser.http_minor >= 1 &&
            strcasecmp(e, "100-continue") == 0;
 }
@@ -730,6 +774,7 @@ static bool conn_on_head(gw_h1_head_t *h)
                                            : GW_VERB_OTHER;
     }
     r->head_only = r->verb == GW_VERB_HEAD;
+    r->hdr = h->known;
     if (!llhttp_should_keep_alive(p))
         r->close_after = true;
     if (p->http_major == 0) {
@@ -742,7 +787,9 @@ static bool conn_on_head(gw_h1_head_t *h)
                       p->http_major, p->http_minor);
         r->close_after = true;
         r->state = GW_ST_DONE;
-    } else if (two_hosts(h)) {
+    } else if (h->nhost > 1) {
+        /* which one names the target depends on who reads it (a proxy in
+         * front, our X-Forwarded-Host to an upstream): RFC 9112 3.2, 400 */
         gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL, "more than one Host header");
         r->close_after = true;
         r->state = GW_ST_DONE;
@@ -754,7 +801,7 @@ static bool conn_on_head(gw_h1_head_t *h)
     }
     if (r->state == GW_ST_DONE && has_body(p) &&
         (r->close_after || (p->flags & F_CHUNKED) || p->content_length > c->w->srv->body_limit ||
-         expects_continue(c, r))) {
+         expects_continue(c))) {
         /* Answered from the head and refused to read the body (413, the
          * framing refusals, queue_time, a refused proxied route), one too
          * large to skip, or one the client waits to be asked for (Expect:
@@ -769,7 +816,7 @@ static bool conn_on_head(gw_h1_head_t *h)
         return false; /* the router's 404/405/400: a small body is read and dropped
                  * (answered once the parser reached its end: conn_parse), the
                  * connection goes on */
-    if (expects_continue(c, r) && has_body(p)) {
+    if (expects_continue(c) && has_body(p)) {
         OUT_LIT(c, "HTTP/1.1 100 Continue\r\n\r\n");
         c->continue_sent = true;
     }

@@ -74,44 +74,6 @@ static bool json_media_type(const char *ct)
 }
 
 /*
- * One pass over the request headers for the buy route: one walk with a
- * length test first finds all five (a lookup per name walked the list 3-4
- * times per buy: ~5% of a sold-out answer, bench/README.md third pass).
- */
-static bool hdr_is(const char *key, size_t len, const char *name, size_t nlen)
-{
-    return len == nlen && strncasecmp(key, name, nlen) == 0;
-}
-
-#define HDR_IS(key, len, lit) hdr_is(key, len, lit, sizeof(lit) - 1)
-
-static void buy_headers(gw_req_t *r)
-{
-    unsigned n;
-    const gw_hdr_t *h = gw_req_headers(r, &n);
-    for (unsigned i = 0; i < n; i++) {
-        const char **slot = NULL;
-        if (HDR_IS(h[i].name, h[i].nlen, "Content-Length")) {
-            slot = &r->hdr.content_length;
-            if (*slot && strcmp(*slot, h[i].value) != 0)
-                r->hdr.cl_conflict = true;
-        } else if (HDR_IS(h[i].name, h[i].nlen, "Transfer-Encoding")) {
-            slot = &r->hdr.transfer_encoding;
-            r->hdr.te_count++;
-        } else if (HDR_IS(h[i].name, h[i].nlen, "Content-Type"))
-            slot = &r->hdr.content_type;
-        else if (HDR_IS(h[i].name, h[i].nlen, "Idempotency-Key"))
-            slot = &r->hdr.idem_key;
-        else if (HDR_IS(h[i].name, h[i].nlen, "X-Forwarded-For"))
-            slot = &r->hdr.xff;
-        else if (HDR_IS(h[i].name, h[i].nlen, "X-Admission-Token"))
-            slot = &r->hdr.admission;
-        if (slot && !*slot)
-            *slot = h[i].value;
-    }
-}
-
-/*
  * Content-Length's value: a plain loop, not strtoull's locale and base
  * handling (~130 instructions a buy). llhttp refuses a Content-Length
  * that is not all digits (400), two of them and one beside
@@ -267,7 +229,6 @@ void gw_http_head(gw_req_t *r)
         /* Every routed request, not only those that read a body: a GET's body
          * is read and dropped, but it frames the connection's next request as
          * much as a buy's does. Only the buy route reads r->hdr afterwards. */
-        buy_headers(r);
         if (framing_refused(r)) {
             r->state = GW_ST_DONE; /* answered, body unread: the connection closes */
             r->close_after = true;

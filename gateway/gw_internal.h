@@ -437,6 +437,18 @@ struct gw_server {
  * written before it is read.
  */
 typedef enum { GW_ST_BODY = 0, GW_ST_WAIT, GW_ST_DONE } gw_req_state_t;
+/* The request header fields the gateway reads on every request (the buy
+ * route's, every route's framing ones), found in the one walk over the
+ * head's fields when it is in (gw_h1.c: head_strings); NULL = absent, else the
+ * first of that name. Strings in the connection's buffer, valid until the
+ * answer. cl_conflict: a second Content-Length with another value; te_count:
+ * Transfer-Encoding headers seen. */
+typedef struct gw_known_hdrs {
+    const char *content_length, *content_type, *idem_key, *xff, *admission;
+    const char *transfer_encoding;
+    bool cl_conflict;
+    unsigned te_count;
+} gw_known_hdrs_t;
 /* The methods the built-in routes take, from the parser's method number (no
  * string compares per request); any other is GW_VERB_OTHER (r->method names it). */
 typedef enum { GW_VERB_OTHER = 0, GW_VERB_GET, GW_VERB_HEAD, GW_VERB_POST } gw_verb_t;
@@ -461,17 +473,7 @@ struct gw_req {
     uint64_t ol_t0_us[3]; /* when the redis / spool / upstream slot was taken */
     struct gw_px_req *px; /* a proxied request in flight (gw_proxy.c) */
     unsigned px_route;    /* index into the routes, for GW_ROUTE_PROXY */
-    /* The buy route's request headers (every route's framing ones), read in
-     * one pass over the head's list when it is in (gw_http.c: buy_headers);
-     * NULL = absent, else the first of that name. Strings in the connection's
-     * buffer, valid until the answer. cl_conflict: a second Content-Length with
-     * another value; te_count: Transfer-Encoding headers seen. */
-    struct {
-        const char *content_length, *content_type, *idem_key, *xff, *admission;
-        const char *transfer_encoding;
-        bool cl_conflict;
-        unsigned te_count;
-    } hdr;
+    gw_known_hdrs_t hdr; /* the head's known fields (gw_h1.c copies them in) */
     char id[INV_SALE_ID_MAX + 1]; /* sale or order id from the path (checked) */
     size_t body_len, body_cap;
     char *body;
@@ -646,6 +648,10 @@ typedef struct gw_h1_head {
     gw_arg_t args[GW_H1_MAX_ARGS];
     unsigned nargs;
     size_t head_end; /* the buffer's bytes the head's strings need */
+    /* found in head_strings' walk over the fields, with the buffer's strings */
+    gw_known_hdrs_t known;
+    const char *expect; /* the first Expect, or NULL */
+    unsigned nhost;     /* Host fields (two: 400) */
 } gw_h1_head_t;
 void gw_h1_head_init(gw_h1_head_t *h, char *buf, void *owner);
 /* Parses buf[off, off + n): the bytes consumed (less on a pause or an error), *err
