@@ -548,9 +548,10 @@ unsigned gw_h1_parse_query(char *q, gw_arg_t *args, unsigned max)
     return n;
 }
 
+/* The name as spelled here first (what clients send), then caseless. */
 static bool name_is(const gw_hdr_t *f, const char *name, size_t n)
 {
-    return f->nlen == n && strncasecmp(f->name, name, n) == 0;
+    return f->nlen == n && (memcmp(f->name, name, n) == 0 || strncasecmp(f->name, name, n) == 0);
 }
 
 #define NAME_IS(f, lit) name_is(f, lit, sizeof(lit) - 1)
@@ -636,20 +637,14 @@ static void head_strings(gw_h1_head_t *h)
     h->head_end = end;
     char *url = h->buf + h->url_off;
     url[h->url_len] = '\0';
-    /* one pass: the query, a fragment, whether the path has escapes at all */
-    bool escaped = false;
-    for (char *p = url; *p; p++) {
-        if (*p == '?') {
-            *p = '\0';
-            h->nargs = gw_h1_parse_query(p + 1, h->args, GW_H1_MAX_ARGS);
-            break;
-        }
-        if (*p == '#') {
-            *p = '\0';
-            break;
-        }
-        escaped |= *p == '%';
-    }
+    /* where the query or a fragment starts, whether the path has escapes at
+     * all: strcspn and memchr scan by words (a byte loop here cost ~200
+     * instructions of a sold-out answer's path, callgrind) */
+    char *stop = url + strcspn(url, "?#");
+    bool escaped = memchr(url, '%', (size_t)(stop - url)) != NULL;
+    if (*stop == '?')
+        h->nargs = gw_h1_parse_query(stop + 1, h->args, GW_H1_MAX_ARGS);
+    *stop = '\0';
     if (escaped)
         gw_h1_unescape(url);
     h->url = url;
