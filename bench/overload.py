@@ -110,23 +110,6 @@ class CpuAcct:
             CpuAcct.LIVE.remove(self)
 
 
-def admin_own_cgroup(pid, cap):
-    """--admin-cpu: the gateway's admin listener thread (libmicrohttpd's, named MHD-listen;
-    the thread it starts per connection inherits its cgroup) moved into a cpu cgroup of its
-    own (v1 moves one thread by its id in `tasks`), out of the gateway's quota: the deployment
-    docs/runbook.md describes for an admin listener that must answer within a period."""
-    for tid in os.listdir("/proc/%d/task" % pid):
-        try:
-            comm = open("/proc/%d/task/%s/comm" % (pid, tid)).read().strip()
-        except OSError:
-            continue
-        if comm == "MHD-listen":
-            with open(os.path.join(cap.path, "tasks"), "w") as fh:
-                fh.write(tid + "\n")
-            return
-    raise RuntimeError("--admin-cpu: no MHD-listen thread in the gateway %d" % pid)
-
-
 def cleanup():
     B.stop_all()
     remove_cgroups()
@@ -303,6 +286,10 @@ class Bench:
         if case["inventory"]:
             extra += ["--inventory", case["inventory"]]
         extra += case.get("gw_args", [])
+        if case.get("admin_cap"):
+            # --admin-cpu: the admin listener's threads in a cpu cgroup of their own, out
+            # of the gateway's quota (server.admin_cgroup; docs/runbook.md "CPU quotas").
+            extra += ["--admin-cgroup", case["admin_cap"].path]
         self.nrun += 1
         # The capped gateway starts in its cgroup, as under a container's or a systemd
         # unit's quota. Moved in after it started (as before 2026-11-23), it knew its
@@ -317,8 +304,6 @@ class Bench:
         gw = B.Gateway(self.tmp, "gw-%d-%s" % (self.nrun, case["name"]),
                        os.path.join(self.bindir, "flashgate"), extra)
         del _START_IN[:]
-        if case.get("admin_cap"):
-            admin_own_cgroup(gw.pid, case["admin_cap"])
         return gw
 
     def set_level(self, gw, mode):
@@ -667,9 +652,12 @@ def main():
     ap.add_argument("--gw-cpu", type=float, default=0.05,
                     help="cpu: the gateway's cgroup quota, share of one core (0.05: its "
                          "capacity x 10 must stay within what the generator can send)")
-    ap.add_argument("--admin-cpu", type=float, default=0,
-                    help="cpu: the gateway's admin listener thread in a cgroup of its own with "
-                         "this share of one core (0, the default: it shares the gateway's quota)")
+    ap.add_argument("--admin-cpu", type=float, default=0.05,
+                    help="cpu: the gateway's admin listener threads in a cgroup of their own "
+                         "with this share of one core (server.admin_cgroup, the deployment "
+                         "docs/runbook.md 'CPU quotas' gives a gateway under a quota; 0.05); "
+                         "0: they share the gateway's quota, and its health checks wait whole "
+                         "quota periods while it uses all of it")
     ap.add_argument("--upstream-rps", type=float, default=2000)
     ap.add_argument("--page-share", type=float, default=0.7)
     ap.add_argument("--give-up-ms", type=int,

@@ -32,8 +32,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <pthread.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define ADMIN_BODY_MAX 65536
@@ -1681,6 +1683,93 @@ static bool is_loopback(const struct sockaddr *sa)
     return false;
 }
 
+/*
+ * server.admin_cgroup. Under a CPU quota every thread of the process shares
+ * it, and a gateway that uses all of it makes its own admin listener wait
+ * whole quota periods for a turn (docs/runbook.md, "CPU quotas"). A thread
+ * inherits its creator's cgroup, and libmicrohttpd starts the listener's thread
+ * from the thread that calls MHD_start_daemon (the per-connection threads come
+ * from the listener's): so a short-lived thread joins the cgroup first, by its
+ * own id, and starts the daemon. No other thread of the process moves.
+ */
+typedef struct admin_boot {
+    const char *cgroup;
+    const struct sockaddr *sa;
+    gw_server_t *srv;
+    struct MHD_Daemon *daemon;
+    int err;        /* MHD_start_daemon's errno (thread-local: carried back) */
+    int rc;         /* joining the cgroup failed: CM_E* and what[] */
+    char what[768];
+} admin_boot_t;
+
+static int join_cgroup(const char *dir, char *what, size_t len)
+{
+    /* cgroup v1 moves one thread through `tasks`; v2 through `cgroup.threads`
+     * of a threaded group. */
+    static const char *const files[] = {"tasks", "cgroup.threads"};
+    char path[600], tid[24];
+    int n = snprintf(tid, sizeof(tid), "%ld\n", (long)syscall(SYS_gettid));
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT)
+            continue;
+        ssize_t w = fd < 0 ? -1 : write(fd, tid, (size_t)n);
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        if (w == n)
+            return 0;
+        snprintf(what, len, "server.admin_cgroup: cannot move the admin listener's thread into %s: %s",
+                 path, strerror(e));
+        return CM_EIO;
+    }
+    snprintf(what, len,
+             "server.admin_cgroup: %s has neither tasks (cgroup v1) nor cgroup.threads (v2)", dir);
+    return CM_EINVAL;
+}
+
+static struct MHD_Daemon *admin_daemon(gw_server_t *srv, const struct sockaddr *sa)
+{
+    return mhd_start(sa, MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                             MHD_USE_POLL,
+                     admin_cb, srv, 64, 30, admin_done);
+}
+
+static void *admin_boot(void *arg)
+{
+    admin_boot_t *b = arg;
+    b->rc = join_cgroup(b->cgroup, b->what, sizeof(b->what));
+    if (b->rc == 0) {
+        errno = 0;
+        b->daemon = admin_daemon(b->srv, b->sa);
+        b->err = errno;
+    }
+    return NULL;
+}
+
+/* The admin daemon, its threads in server.admin_cgroup when one is set. */
+static int admin_listen(gw_server_t *srv, const struct sockaddr *sa, char *errbuf, size_t errlen)
+{
+    const char *cg = srv->cfg->admin_cgroup;
+    if (!cg[0]) {
+        srv->admin = admin_daemon(srv, sa);
+        return srv->admin ? 0 : (errno ? errno : EADDRINUSE);
+    }
+    admin_boot_t b = {.cgroup = cg, .sa = sa, .srv = srv};
+    pthread_t t;
+    int e = pthread_create(&t, NULL, admin_boot, &b);
+    if (e)
+        return e;
+    pthread_join(t, NULL);
+    if (b.rc) {
+        snprintf(errbuf, errlen, "%s", b.what);
+        return -1;
+    }
+    srv->admin = b.daemon;
+    return srv->admin ? 0 : (b.err ? b.err : EADDRINUSE);
+}
+
 int gw_admin_start(gw_server_t *srv, char *errbuf, size_t errlen)
 {
     /* The token main sealed away from argv and the environment, else the
@@ -1722,13 +1811,12 @@ int gw_admin_start(gw_server_t *srv, char *errbuf, size_t errlen)
                  srv->cfg->admin_listen);
         return CM_EINVAL;
     }
-    srv->admin = mhd_start((struct sockaddr *)&ss,
-                           MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                               MHD_USE_POLL,
-                           admin_cb, srv, 64, 30, admin_done);
-    if (!srv->admin) {
+    int e = admin_listen(srv, (struct sockaddr *)&ss, errbuf, errlen);
+    if (e < 0)
+        return CM_EINVAL; /* errbuf says why: the cgroup */
+    if (e) {
         snprintf(errbuf, errlen, "cannot listen on %s (admin): %s", srv->cfg->admin_listen,
-                 strerror(errno ? errno : EADDRINUSE));
+                 strerror(e));
         return CM_EIO;
     }
     return 0;

@@ -493,6 +493,13 @@ const cm_opt_t gw_config_opts[] = {
      "for others, e.g. mode 0400 or 0440), read once at start: keeps the token out of argv and "
      "the environment; instead of server.admin_token",
      NULL},
+    {"server.admin_cgroup", CM_OPT_STR, OFF(admin_cgroup), SZ(admin_cgroup), "", 0, 0, NULL, 0,
+     "admin-cgroup", "DIR",
+     "a CPU cgroup directory for the admin listener's threads (cgroup v1 cpu, or a v2 threaded "
+     "group): under a CPU quota every thread shares it, and a gateway that uses all of it "
+     "delays its own health checks by whole quota periods (docs/runbook.md, CPU quotas); "
+     "empty = the process's own cgroup",
+     NULL},
     {"server.threads", CM_OPT_UINT, OFF(threads), 0, "0", 0, 64, NULL, 0, "threads", "N",
      "worker threads (one event loop each), 0 = one per CPU", NULL},
     {"server.node_id", CM_OPT_UINT, OFF(node_id), 0, "1024", 0, 1024, NULL, 0, "node-id", "N",
