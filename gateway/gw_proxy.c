@@ -604,6 +604,11 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
     }
     p->hdrs = curl_slist_append(p->hdrs, "X-Forwarded-Proto: http");
     p->hdrs = curl_slist_append(p->hdrs, "Expect:"); /* no 100-continue round trip */
+    /* A body the client sent without a Content-Type goes on without one:
+     * libcurl would label a POSTFIELDS body application/x-www-form-urlencoded. */
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0 &&
+        !gw_req_header(r, "Content-Type"))
+        p->hdrs = curl_slist_append(p->hdrs, "Content-Type:");
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, p->hdrs);
     /* Held before handing over (a completion may come before we return). */
     r->state = GW_ST_WAIT;
