@@ -206,7 +206,11 @@ class Probe(threading.Thread):
                         "shuts": o.get("accept_pauses", 0), "reset": o.get("accept_reset", 0),
                         "late": o.get("shed_late", 0),
                         "conns": o.get("accept_conns", 0),
-                        "trimmed": o.get("accept_closed_keepalive", 0)}))
+                        "trimmed": o.get("accept_closed_keepalive", 0),
+                        "level": o.get("level", 0), "busy": o.get("loop_busy_pct", 0),
+                        "qdelay_ms": o.get("queue_delay_ms", 0),
+                        "paused": o.get("accept_paused_workers", 0),
+                        "shed": o.get("shed", {})}))
                 except ValueError:
                     pass
 
@@ -245,7 +249,7 @@ class Sampler(threading.Thread):
             cpu = int((self.acct.usage_s() if self.acct else cpu_s(self.pid)) * 1e9)
             st = {}
             try:
-                for line in open(os.path.join(self.cg, "cpu.stat")):
+                for line in (open(os.path.join(self.cg, "cpu.stat")) if self.cg else ()):
                     key, v = line.split()
                     st[key] = int(v)
             except (OSError, ValueError):
@@ -353,7 +357,7 @@ class Bench:
         rss0 = rss_kib(gw.pid)
         acct = case.get("gw_acct")
         gw_cpu = acct.usage_s if acct else (lambda: cpu_s(gw.pid))
-        trace = self.a.trace and case.get("gw_cap") is not None
+        trace = self.a.trace and (case.get("gw_cap") is not None or case["name"] == "mixed")
         probe = Probe(gw, trace)
         probe.start()
         idle_us_per_s = None
@@ -367,7 +371,8 @@ class Bench:
         w_cpu0 = time.time()
         cpu0 = gw_cpu()
         rcpu0 = cpu_s(case["redis_pid"]) if case.get("redis_pid") else 0
-        sampler = Sampler(gw.pid, case["gw_cap"].path, acct) if trace else None
+        sampler = Sampler(gw.pid, case["gw_cap"].path if case.get("gw_cap") else None,
+                          acct) if trace else None
         if sampler:
             sampler.start()
         t0 = time.time()
@@ -574,6 +579,34 @@ def print_trace(r, budget_us_per_s):
                   s[-1][3] - s[0][3], s[-1][2] - s[0][2]))
 
 
+def print_trace_mixed(r):
+    """--trace, mixed case (no quota): per 100 ms bin the crowd's arrivals and what they
+    got, the gateway's CPU (uncapped: up to 100 ms a bin), its door and its level."""
+    rows = trace_rows(r, first_s=min(3.0, r["duration_s"]))
+    if not rows:
+        return
+    tr = r["trace"]
+    t0 = iso_s(tr["started_at"])
+    print("   trace %s %s (first 3 s, 100 ms bins; crowd by scheduled time, gateway by wall "
+          "time):" % (r["label"], r["mode"]))
+    print("     t ms  arrivals  good   503  refused  reset  timeout | gw cpu ms  conns  shuts"
+          "  resets  closed  late503  level  busy%  qdelay  paused  shed sheddable")
+    for b, x in enumerate(rows):
+        w0, w1 = t0 + b * 0.1, t0 + (b + 1) * 0.1
+        st = [z for z in tr["stats"] if w0 <= z[0] < w1]
+        st0 = [z for z in tr["stats"] if z[0] < w0]
+        last = st[-1][1] if st else {}
+        sh = last.get("shed", {}).get("sheddable", 0) - (
+            st0[-1][1].get("shed", {}).get("sheddable", 0) if st0 else 0) if st else 0
+        print("   %6d  %8d %5d %5d %8d %6d %8d | %9.2f  %5d %6d %7d %7d %8d  %5s  %5s  %6s"
+              "  %6s  %6d" % (
+                  x["t_ms"], x["n"], x["good"], x["503"], x["refused"], x["reset"],
+                  x["timeout"], x["gw_cpu_ms"], x["gw_conns"], x["gw_shuts"], x["gw_reset"],
+                  x["gw_trimmed"], x["gw_late"], last.get("level", "-"), last.get("busy", "-"),
+                  "%.1f" % last["qdelay_ms"] if "qdelay_ms" in last else "-",
+                  last.get("paused", "-"), sh))
+
+
 def slow_probes(r, over_ms=60.0):
     """--trace: each admin-listener probe slower than over_ms, against the cgroup's
     quota periods while it waited (from the 5 ms samples): throttled in every period
@@ -671,7 +704,7 @@ def main():
                     help="extra gateway flags that route %s to the upstream; {upstream} is "
                          "replaced by its base URL (default: from --help)" % PAGE_PATH)
     ap.add_argument("--trace", action="store_true",
-                    help="cpu case: sample the gateway's CPU and its cgroup's cpu.stat every "
+                    help="cpu and mixed cases: sample the gateway's CPU (and the cpu case's cgroup cpu.stat) every "
                          "5 ms and the probe's /admin/v1/stats, and print the first 2 s of "
                          "each run in 100 ms bins (what the crowd got, what the gateway did)")
     ap.add_argument("--out", help="results directory (default bench/results/overload-<UTC>)")
@@ -1116,6 +1149,9 @@ def report(res, a):
             for r in c["runs"]:
                 print_trace(r, B_q)
                 print_slow_probes(r)
+        if name == "mixed":
+            for r in c["runs"] + c["steps"]:
+                print_trace_mixed(r)
         if not a.smoke:
             print("   targets (protection on):")
             for label, meas, ok in targets_for(name, c, a):
