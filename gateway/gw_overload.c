@@ -647,6 +647,7 @@ static void on_tick(uv_timer_t *t)
      * a loaded machine's (the dependency-bound case), and holding its door
      * shut for seconds would cost it the crowd it can serve. */
     gw_door_saturated(&o->door, o->sched.saturated);
+    gw_door_quota(&o->door, o->sched.quota_hit, now);
     busy = own;
     if (!gw_qdelay_tick(&o->q, now, ol->shed_buys && level >= GW_LEVEL_SHED, busy))
         return;

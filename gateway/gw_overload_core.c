@@ -537,7 +537,7 @@ bool gw_door_should_shut(const gw_door_t *d, unsigned busy_pct, uint32_t queued)
      * reads was spent shut (idle by our choice), and waiting for a busy one let
      * a 50 ms queue of new connections in, all reset at the next shut (measured:
      * ~2,000 resets a shut at 10x, 4.5 us each on loopback, half the CPU quota). */
-    if (d->machine || (busy_pct < GW_DOOR_BUSY_PCT && !d->crowd_recent))
+    if (d->machine || (busy_pct < GW_DOOR_BUSY_PCT && !(d->crowd_recent && d->capped)))
         return false;
     /* A connection flood, not a crowd: the connection guard's job. */
     if (d->reqs_per_conn < GW_DOOR_MIN_REQS_PER_CONN)
@@ -560,6 +560,13 @@ void gw_door_machine(gw_door_t *d, bool machine)
 void gw_door_saturated(gw_door_t *d, bool saturated)
 {
     d->saturated = saturated;
+}
+
+void gw_door_quota(gw_door_t *d, bool ran_out, uint64_t now_us)
+{
+    if (ran_out)
+        d->quota_us = now_us ? now_us : 1;
+    d->capped = d->quota_us && now_us - d->quota_us < GW_DOOR_CAPPED_US;
 }
 
 void gw_door_set_shut(gw_door_t *d, bool shut, uint64_t now_us)

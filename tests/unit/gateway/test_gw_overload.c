@@ -617,8 +617,10 @@ static void test_door_reopens(void **state)
         assert_true(t - shut_at <= GW_DOOR_HOLD_US);
     }
     assert_int_equal(t - shut_at, GW_DOOR_HOLD_US);
-    /* Just reopened on a crowd: the busy check is not asked again (its window was
-     * spent shut), so a new queue shuts it at once; GW_DOOR_RECENT_US later it is. */
+    /* Just reopened on a crowd, under a CPU quota that ran out: the busy check is
+     * not asked again (its window was spent shut), so a new queue shuts it at
+     * once; GW_DOOR_RECENT_US later it is. */
+    gw_door_quota(&d, true, t);
     gw_door_set_shut(&d, false, t);
     uint64_t opened = t;
     assert_true(gw_door_should_shut(&d, 0, 100000));
@@ -639,6 +641,44 @@ static void test_door_reopens(void **state)
     assert_false(gw_door_should_shut(&d, 100, 100000));
     gw_door_machine(&d, false);
     assert_true(gw_door_should_shut(&d, 0, 100000));
+}
+
+/*
+ * A worker without a CPU quota (or whose quota has not run out for
+ * GW_DOOR_CAPPED_US) is asked the busy check just after a reopen too: its loop
+ * served the kept connections while shut, and a loop 20% busy is not a crowd
+ * it cannot serve. Before, the door of the uncapped mixed case shut again
+ * 10-60 ms after each reopen on loops 18-23% busy (injected clock).
+ */
+static void test_door_uncapped_reopen_asks_busy(void **state)
+{
+    (void)state;
+    gw_door_t d;
+    uint64_t t = 5000 * MS;
+    gw_door_init(&d, 20 * MS, t);
+    gw_door_quota(&d, false, t);
+    assert_true(gw_door_should_shut(&d, 100, 100000));
+    gw_door_set_shut(&d, true, t);
+    while (!gw_door_tick(&d, t += 10 * MS, false))
+        gw_door_request(&d); /* the kept connections: held until the hold */
+    gw_door_set_shut(&d, false, t);
+    gw_door_quota(&d, false, t += 10 * MS);
+    assert_false(gw_door_should_shut(&d, 20, 100000));
+    assert_false(gw_door_should_shut(&d, GW_DOOR_BUSY_PCT - 1, 100000));
+    assert_true(gw_door_should_shut(&d, GW_DOOR_BUSY_PCT, 100000));
+    /* A quota that ran out long ago says nothing now. */
+    gw_door_quota(&d, true, t);
+    gw_door_quota(&d, false, t += GW_DOOR_CAPPED_US);
+    assert_false(d.capped);
+    gw_door_set_shut(&d, true, t);
+    gw_door_set_shut(&d, false, t += 10 * MS);
+    assert_false(gw_door_should_shut(&d, 20, 100000));
+    /* Ran out within GW_DOOR_CAPPED_US (a long hold ago): capped, the crowd is
+     * believed again. */
+    gw_door_quota(&d, true, t);
+    gw_door_quota(&d, false, t += GW_DOOR_CAPPED_US - 50 * MS);
+    assert_true(d.capped);
+    assert_true(gw_door_should_shut(&d, 20, 100000));
 }
 
 /*
@@ -838,6 +878,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_door_shuts_for_a_crowd_not_a_flood),
         cmocka_unit_test(test_door_reopens),
+        cmocka_unit_test(test_door_uncapped_reopen_asks_busy),
         cmocka_unit_test(test_door_late_ticks_are_not_idle),
         cmocka_unit_test(test_door_holds_while_saturated),
         cmocka_unit_test(test_door_quota_shut),
