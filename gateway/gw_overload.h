@@ -54,7 +54,10 @@ int gw_crit_parse(const char *s);
  * dependency answers within max(tolerance * long, floor), it grows by one per
  * such answer (slow start, RFC 5681), up to ssthresh and to twice what the
  * dependency answered in the last two such RTTs; a round whose first answers
- * were all slower ends it (HyStart++, RFC 9406). Measured: a limit left at its
+ * were all slower ends it (HyStart++, RFC 9406), but not below a limit a
+ * window validated (used half of at a healthy RTT, no drops) in the last
+ * GW_ALIMIT_NVP_US, which a lull also restores ssthresh to (RFC 7661's
+ * non-validated phase: the c256 burst after a lull). Measured: a limit left at its
  * initial 256 at half load sent 256 reserves at once when the crowd came to a
  * Redis held to 10% of a core, a queue past the 50 ms timeout, and the step
  * to 5x took 30-260 ms to converge (bench/README.md, 2026-11-23). When the long average is
@@ -85,10 +88,15 @@ int gw_crit_parse(const char *s);
 #define GW_ALIMIT_DONE_BINS 32
 /* Slow start ends on a round whose first this many answers were all slower than the tolerated RTT. */
 #define GW_ALIMIT_SS_SAMPLES 8
+/* A validated limit is trusted for this long after the window that validated it
+ * (RFC 7661's non-validated phase, 5 minutes there too; gw_overload_core.c validate()). */
+#define GW_ALIMIT_NVP_US (300ull * 1000 * 1000)
 
 typedef struct gw_alimit {
     double limit;
     double ssthresh;    /* slow start climbs back to this (see validate(), slow_start()) */
+    double valid;       /* a limit a window used half of at a healthy RTT (0: none) ... */
+    uint64_t valid_us;  /* ... and when: trusted for GW_ALIMIT_NVP_US (validate()) */
     uint32_t min_limit, max_limit, init_limit;
     uint32_t inflight;
     double long_rtt_us;

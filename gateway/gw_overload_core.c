@@ -109,6 +109,12 @@ static double clampd(double v, double lo, double hi)
     return v < lo ? lo : v > hi ? hi : v;
 }
 
+/* Whether a limit was validated (see validate()) recently enough to trust. */
+static bool valid_fresh(const gw_alimit_t *l, uint64_t now_us)
+{
+    return l->valid > 0 && now_us >= l->valid_us && now_us - l->valid_us < GW_ALIMIT_NVP_US;
+}
+
 /*
  * An app-limited window (fewer than half the slots used) validated no more
  * than it used: the limit falls half way to twice the most it had in flight
@@ -117,8 +123,20 @@ static double clampd(double v, double lo, double hi)
  * RFC 7661). What it was is kept as ssthresh, so slow start climbs back to
  * it within a few RTTs once the crowd uses it again and the dependency still
  * answers within ref_rtt().
+ *
+ * And a limit the dependency was seen to take (l->valid: a window that used
+ * at least half of it at an RTT within ref_rtt(), without drops) in the last
+ * GW_ALIMIT_NVP_US is where slow start goes back to after a lull, whatever
+ * drops of an earlier burst did to ssthresh (a machine that stalled Redis
+ * past its timeout halves both), and a slow round below it does not end slow
+ * start (slow_start()): RFC 7661 trusts a validated cwnd through its
+ * non-validated phase. Measured: a c256 burst after a lull, on a busy
+ * machine, had slow start end near 32 on one slow round, or after a burst
+ * with Redis timeouts climb only to the halved limit; Gradient2's growth then
+ * refused 10-90% of it (bench/README.md 2026-11-23). The initial limit is not
+ * validated: the step from half load still meets twice what it used.
  */
-static double validate(gw_alimit_t *l, double limit)
+static double validate(gw_alimit_t *l, double limit, uint64_t now_us)
 {
     /* Callers that were answered without the dependency (its breaker open, an
      * answer known locally) are a crowd, not an idle client: measured, the
@@ -131,10 +149,13 @@ static double validate(gw_alimit_t *l, double limit)
         rest = l->init_limit; /* a limit set up below the restart value stays there */
     if (used < rest)
         used = rest;
+    if (valid_fresh(l, now_us) && l->ssthresh < l->valid)
+        l->ssthresh = l->valid;
     if (limit <= used)
         return limit;
     if (l->ssthresh < limit)
         l->ssthresh = limit;
+    l->ss_left = 0; /* the crowd that comes back starts a new round (slow_start()) */
     return (limit + used) / 2;
 }
 
@@ -162,13 +183,18 @@ static void close_window(gw_alimit_t *l, uint64_t now_us)
             l->long_rtt_us *= 0.95; /* recovering: let the baseline follow down */
         /* App-limited: the dependency was not what held us back. */
         if (l->win_max_inflight >= limit / 2) {
+            /* Used, and answered within what we tolerate: validated (validate()). */
+            if (short_rtt <= ref_rtt(l) && (limit >= l->valid || !valid_fresh(l, now_us))) {
+                l->valid = limit;
+                l->valid_us = now_us;
+            }
             /* An RTT within the floor is no queue worth shedding for, whatever the baseline. */
             double gradient = clampd(ref_rtt(l) / short_rtt, 0.5, 1.0);
             double queue = sqrt(limit);
             double next = limit * gradient + (queue > G2_QUEUE_SIZE ? queue : G2_QUEUE_SIZE);
             limit = limit * (1 - G2_SMOOTHING) + next * G2_SMOOTHING;
         } else {
-            limit = validate(l, limit);
+            limit = validate(l, limit, now_us);
         }
     }
     l->limit = clampd(limit, l->min_limit, l->max_limit);
@@ -193,7 +219,7 @@ static void maybe_close(gw_alimit_t *l, uint64_t now_us)
     else if (age >= l->max_window_us) {
         /* An empty window: no RTT learned, but nothing used either. */
         if (l->win_max_inflight < l->limit / 2) {
-            l->limit = clampd(validate(l, l->limit), l->min_limit, l->max_limit);
+            l->limit = clampd(validate(l, l->limit, now_us), l->min_limit, l->max_limit);
             publish(l);
         }
         l->win_start_us = now_us;
@@ -245,7 +271,7 @@ static void count_done(gw_alimit_t *l, uint64_t now_us)
     l->done_bin[ms % GW_ALIMIT_DONE_BINS]++;
 }
 
-static void slow_start(gw_alimit_t *l, uint64_t rtt_us)
+static void slow_start(gw_alimit_t *l, uint64_t now_us, uint64_t rtt_us)
 {
     double ref = ref_rtt(l);
     if (!l->win_full || l->limit >= l->ssthresh || ref <= 0)
@@ -259,7 +285,10 @@ static void slow_start(gw_alimit_t *l, uint64_t rtt_us)
     if (l->ss_n < GW_ALIMIT_SS_SAMPLES) {
         if (rtt_us < l->ss_min_us)
             l->ss_min_us = rtt_us;
-        if (++l->ss_n == GW_ALIMIT_SS_SAMPLES && (double)l->ss_min_us > ref) {
+        /* Below a limit validated recently, a slow round is not a queue of
+         * ours: the dependency took that many at a healthy RTT (validate()). */
+        if (++l->ss_n == GW_ALIMIT_SS_SAMPLES && (double)l->ss_min_us > ref &&
+            !(valid_fresh(l, now_us) && l->limit < l->valid)) {
             l->ssthresh = l->limit;
             l->ss_left = 0;
             return;
@@ -283,7 +312,7 @@ void gw_alimit_release(gw_alimit_t *l, uint64_t now_us, uint64_t rtt_us, gw_al_o
         l->win_sum_us += rtt_us;
         l->win_n++;
         count_done(l, now_us);
-        slow_start(l, rtt_us);
+        slow_start(l, now_us, rtt_us);
     } else if (o == GW_AL_IGNORE) {
         l->win_ignored++;
     } else if (o == GW_AL_DROP) {

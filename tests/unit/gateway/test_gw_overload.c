@@ -227,6 +227,47 @@ static void test_limit_idle_decays_and_slow_starts(void **state)
     assert_true(gw_alimit_get(&l) <= low + 4);
 }
 
+/*
+ * A limit the dependency was seen to take (validated) is where slow start goes
+ * back to after a lull, whatever drops of a burst in between did to ssthresh,
+ * and a slow round below it does not end slow start (RFC 7661's restore; the
+ * c256 burst after a lull on a busy machine). The step from half load
+ * (test_limit_step_from_half_load) has nothing validated at 256.
+ */
+static void test_limit_lull_restores_validated(void **state)
+{
+    (void)state;
+    gw_alimit_t l;
+    gw_alimit_init(&l, 256, 4, 1000, 0);
+    gw_alimit_set_floor(&l, 5 * MS);
+    uint64_t now = 0;
+    idle(&l, &now, 3000);
+    /* a healthy sale at 256 callers for 100 ms: 256 in flight at 300 us, validated */
+    round_trips(&l, &now, 4 + 333, 256, 300, 0);
+    assert_true(gw_alimit_get(&l) >= 256);
+    /* the machine stalls Redis past its timeout: a whole limit dropped, halved */
+    unsigned got = 0;
+    for (unsigned i = 0; i < 300; i++)
+        got += gw_alimit_acquire(&l);
+    now += 300 * MS;
+    for (unsigned i = 0; i < got; i++)
+        gw_alimit_release(&l, now, 0, GW_AL_DROP);
+    assert_true(gw_alimit_get(&l) <= 160);
+    /* a lull, then the crowd again; its first round slow (a busy machine) */
+    idle(&l, &now, 3000);
+    assert_int_equal(gw_alimit_get(&l), GW_ALIMIT_RESTART);
+    round_trips(&l, &now, 1, 256, 8 * MS, 0);
+    round_trips(&l, &now, 5, 256, 300, 0);
+    assert_true(gw_alimit_get(&l) >= 256);
+    /* validated limits age out: after the non-validated phase, a slow round ends it again */
+    for (uint64_t t = 0; t < GW_ALIMIT_NVP_US / (3000 * MS) + 1; t++)
+        idle(&l, &now, 3000);
+    assert_int_equal(gw_alimit_get(&l), GW_ALIMIT_RESTART);
+    round_trips(&l, &now, 1, 256, 8 * MS, 0);
+    round_trips(&l, &now, 5, 256, 300, 0);
+    assert_true(gw_alimit_get(&l) < 64);
+}
+
 static void test_limit_rejects_when_full_and_drops_halve(void **state)
 {
     (void)state;
@@ -890,6 +931,7 @@ int main(void)
         cmocka_unit_test(test_limit_app_limited_does_not_grow),
         cmocka_unit_test(test_limit_step_from_half_load),
         cmocka_unit_test(test_limit_idle_decays_and_slow_starts),
+        cmocka_unit_test(test_limit_lull_restores_validated),
         cmocka_unit_test(test_limit_rejects_when_full_and_drops_halve),
         cmocka_unit_test(test_limit_holds_when_the_loop_is_slow),
         cmocka_unit_test(test_limit_floor),
