@@ -79,6 +79,8 @@ struct gw_h1 {
     bool closing;
     bool in_parse;      /* inside conn_parse: gw_req_finish only marks */
     bool continue_sent; /* 100 Continue sent for this request */
+    bool body_phase;    /* the guard holds this request's body to its rate */
+    size_t body_early;  /* body bytes read before that (guard_body) */
     char method[GW_H1_METHOD_MAX + 1]; /* a method llhttp does not know (else "") */
     size_t olen, owritten;
     size_t ocap;
@@ -326,7 +328,7 @@ static void on_written(uv_write_t *wr, int status)
     if (!c->req)
         gw_conn_idle(c->guard);
     else if (!c->h.msg_done)
-        gw_conn_head_done(c->guard);
+        gw_conn_head_done(c->guard); /* c->body_phase is already set */
     else
         gw_conn_busy(c->guard);
     conn_parse(c);
@@ -755,6 +757,8 @@ static bool conn_on_head(gw_h1_head_t *h)
     gw_h1_t *c = h->owner;
     llhttp_t *p = &h->parser;
     c->continue_sent = false;
+    c->body_phase = false;
+    c->body_early = 0;
     gw_req_t *r = gw_http_req_new(c->w, c);
     c->req = r;
     r->url = h->url;
@@ -821,8 +825,29 @@ static bool conn_on_head(gw_h1_head_t *h)
 static void conn_on_body(gw_h1_head_t *h, const char *at, size_t len)
 {
     gw_h1_t *c = h->owner;
-    if (c->req)
-        gw_http_body(c->req, at, len);
+    if (!c->req)
+        return;
+    if (c->body_phase)
+        gw_conn_body(c->guard, len);
+    else
+        c->body_early += len;
+    gw_http_body(c->req, at, len);
+}
+
+/*
+ * A parse pass ended inside a request's body: from now the guard holds the
+ * body to its rate (the bytes read with the head count toward it). Not at the
+ * head: a request whose body came with it (nearly every buy) is answered in
+ * the same pass and never enters the phase (two guard list moves saved).
+ */
+static void guard_body(gw_h1_t *c)
+{
+    c->body_phase = true;
+    gw_conn_head_done(c->guard);
+    if (c->body_early) {
+        gw_conn_body(c->guard, c->body_early);
+        c->body_early = 0;
+    }
 }
 
 /*---- the request's answer ----*/
@@ -1043,6 +1068,8 @@ static void conn_parse(gw_h1_t *c)
         if (c->h.head_in && c->req) {
             /* in a body: its bytes went to the request, the buffer keeps the head */
             c->rlen = c->parsed = c->h.head_end;
+            if (!c->body_phase)
+                guard_body(c);
         }
     }
     if (!c->closing && !c->lingering) {

@@ -216,8 +216,7 @@ void gw_http_head(gw_req_t *r)
 {
     gw_worker_t *w = r->w;
     r->t0_ns = w->now_ns; /* the iteration's start: waiting behind its earlier requests counts */
-    r->cn = gw_h1_guard(r->conn);
-    gw_conn_head_done(r->cn);
+    r->cn = gw_h1_guard(r->conn); /* its phases: gw_h1.c's (the body's: guard_body) */
     inc(&w->ctr.requests, 1);
     gw_ol_request_head(r);
     if (!gw_route(r, r->url) && !(w->px && gw_px_route(r, r->url)))
@@ -257,7 +256,6 @@ void gw_http_head(gw_req_t *r)
 void gw_http_body(gw_req_t *r, const char *data, size_t n)
 {
     gw_worker_t *w = r->w;
-    gw_conn_body(r->cn, n);
     if (r->state != GW_ST_BODY)
         return;
     if (r->route == GW_ROUTE_PROXY)
