@@ -284,6 +284,8 @@ void gw_orders_free(gw_orders_t *t);
 /* Inserts if absent (status queued), evicting the oldest final order when
  * full. Returns true if inserted. Thread-safe. */
 bool gw_orders_put(gw_orders_t *t, const oq_order_t *o);
+/* A hint: the put of order id (its cm_id value) comes soon. Thread-safe. */
+void gw_orders_prefetch(gw_orders_t *t, uint64_t id);
 /*
  * Copies the order out (status and reason; accepted_at and node from the id;
  * no user id: it is not kept). out may be NULL. Thread-safe.

@@ -395,6 +395,20 @@ static slot_t *insert_order(gw_orders_t *t, shard_t *s, uint64_t h, uint64_t id,
     return insert(s, h, id, (uint32_t)sale, o->qty);
 }
 
+/*
+ * The slot where a new order's probe starts, pulled into the cache ahead of
+ * its put: with a new order id per put every put missed the cache there
+ * (the 25 MiB table of 1M orders), ~3.5% of an accepted order's CPU in perf.
+ * No lock: a shard's slots and nslots never change after gw_orders_new, and a
+ * prefetch reads nothing.
+ */
+void gw_orders_prefetch(gw_orders_t *t, uint64_t id)
+{
+    uint64_t h;
+    const shard_t *s = shard_of(t, id, &h);
+    __builtin_prefetch(&s->slots[home(s, h)], 1);
+}
+
 bool gw_orders_put(gw_orders_t *t, const oq_order_t *o)
 {
     uint64_t id = parse_id(t, o->order_id), h;

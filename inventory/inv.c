@@ -412,6 +412,12 @@ int inv_reserve(inv_worker_t *w, inv_reserve_req_t *req)
     return w->inv->ops->reserve(w, req);
 }
 
+void inv_prefetch(inv_worker_t *w, inv_sale_t *sale, const char *user_id)
+{
+    if (w && sale && w->inv->ops->prefetch)
+        w->inv->ops->prefetch(w, sale, user_id);
+}
+
 static int check_def(const inv_sale_def_t *def, char *errbuf, size_t errlen)
 {
     if (!sale_id_ok(def->sale_id)) {

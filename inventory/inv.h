@@ -189,6 +189,13 @@ void inv_sale_foreach(inv_t *inv, void (*fn)(inv_sale_t *sale, void *ctx), void 
  * Loop thread of w only. The memory backend never returns INV_PENDING.
  */
 int inv_reserve(inv_worker_t *w, inv_reserve_req_t *req);
+/*
+ * A hint that inv_reserve of user_id (a valid id) in sale comes soon: the
+ * memory backend fetches the user's place in its table into the cache, so
+ * that the reserve's cache miss overlaps the caller's work in between.
+ * Changes nothing. Loop thread of w only.
+ */
+void inv_prefetch(inv_worker_t *w, inv_sale_t *sale, const char *user_id);
 
 /*
  * Admin operations. They may block (a Redis round trip) and so run on the
