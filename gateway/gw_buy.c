@@ -311,7 +311,7 @@ static void reply_rate_limited(gw_req_t *r, const gw_limit_verdict_t *v)
     r->cached_reply = GW_R_RATE_LIMITED;
 }
 
-static void suspend(gw_req_t *r)
+static void hold(gw_req_t *r)
 {
     if (r->state == GW_ST_WAIT)
         return;
@@ -339,7 +339,7 @@ static void spool_refused(gw_req_t *r, int rc)
 static bool spool_later(gw_req_t *r, bool replayed)
 {
     gw_worker_t *w = r->w;
-    suspend(r);
+    hold(r);
     r->replayed = replayed;
     r->next = NULL;
     *w->spool_wait_tail = r;
@@ -497,7 +497,7 @@ bool gw_buy_handle(gw_req_t *r)
         r->close_after = true;
         return false;
     }
-    if (w->suspended >= srv->max_suspended) {
+    if (w->suspended >= srv->max_held) {
         gw_ol_overloaded(r, "inflight_limit", "too many requests in flight", false);
         return false;
     }
@@ -642,7 +642,7 @@ bool gw_buy_handle(gw_req_t *r)
         return false;
     int rc = inv_reserve(w->inv, &r->res);
     if (rc == INV_PENDING) {
-        suspend(r);
+        hold(r);
         return true;
     }
     gw_ol_release(r, GW_DEP_REDIS, GW_AL_IGNORE); /* answered without a round trip */

@@ -358,6 +358,8 @@ struct gw_worker {
     uv_work_t sync_work;
     gw_req_t *sync_batch;
     int sync_result;
+    /* Requests held (waiting for the spool write, Redis, an fsync, an upstream)
+     * until gw_req_finish. (Named in libmicrohttpd's days; gw_overload.c reads it.) */
     uint32_t suspended;
     atomic_bool stopping;
     /* Prepared 410 sold_out answers, one per sale: 99% of a sale's crowd gets one. */
@@ -420,7 +422,7 @@ struct gw_server {
     struct gw_audit *audit; /* versioned changes and the audit log (gw_audit.c) */
     uint64_t access_sample_ppm; /* sampled access log: lines per million requests */
     uint64_t body_limit;
-    uint32_t max_suspended; /* per worker: past it, buys are shed with 503 */
+    uint32_t max_held; /* held requests per worker: past it, buys are shed with 503 */
     atomic_bool ready;
     atomic_bool draining;
     atomic_bool leaving;    /* SIGTERM seen: /readyz 503 through server.drain_grace, the rest serves on */
@@ -708,7 +710,7 @@ void gw_http_account(gw_req_t *r, gw_reply_t reply);
 /* The first read or accept of a loop iteration: the clock, the Date, the overload stamps. */
 void gw_http_iteration(gw_worker_t *w);
 
-/* The public routes (gw_buy.c). Fill req->resp or suspend (return true if suspended). */
+/* The public routes (gw_buy.c). Fill req->resp, or hold req (return true if held). */
 bool gw_buy_handle(gw_req_t *req);
 /*
  * Validates the buy body r->body (NUL-terminated, r->body_len bytes): fills
@@ -885,7 +887,7 @@ bool gw_px_route(gw_req_t *r, const char *url);
 bool gw_px_head(gw_req_t *r, const char *method);
 /* A body chunk (kept up to proxy.max_body). */
 void gw_px_body(gw_req_t *r, const char *data, size_t n);
-/* The complete request: a fallback or refusal (false), or suspended for the upstream (true). */
+/* The complete request: a fallback or refusal (false), or held for the upstream (true). */
 bool gw_px_handle(gw_req_t *r, const char *url, const char *method);
 /* Renders a proxied request's own answer (an upstream's, a fallback) into its
  * connection's output: true with *reply; false: send r->resp / r->cached. */

@@ -183,7 +183,7 @@ void gw_px_worker_stop(gw_worker_t *w)
     if (!px || px->stopped)
         return;
     px->stopped = true;
-    /* No transfer is left (the worker waits for its suspended requests): the
+    /* No transfer is left (the worker waits for its held requests): the
      * cleanup closes the cached connections, whose sockets come back through
      * socket_cb as CURL_POLL_REMOVE. */
     curl_multi_cleanup(px->multi);

@@ -19,7 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MAX_SUSPENDED_PER_WORKER 4096
+#define MAX_HELD_PER_WORKER 4096
 
 static int mkdir_p(const char *path)
 {
@@ -234,7 +234,7 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
     pthread_mutex_init(&srv->cfg_mu, NULL);
     srv->started_ms = cm_wall_ms();
     srv->body_limit = cfg->body_limit;
-    srv->max_suspended = MAX_SUSPENDED_PER_WORKER;
+    srv->max_held = MAX_HELD_PER_WORKER;
     srv->access_sample_ppm = cfg->access_sample_milli * 1000; /* thousandths of 1 -> ppm */
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     srv->nworkers = cfg->threads ? (unsigned)cfg->threads : (unsigned)(ncpu > 0 ? ncpu : 1);
