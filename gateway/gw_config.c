@@ -614,7 +614,7 @@ const cm_opt_t gw_config_opts[] = {
      0, NULL, "N", "most users + IPs tracked by the limiters; idle ones are evicted first", NULL},
     {"orders.max_known", CM_OPT_UINT, OFF(orders_max_known), 0, "1000000", 1024, 1000000000,
      NULL, 0, NULL, "N",
-     "most orders whose status this gateway keeps (~26 bytes each, resident from the start); the "
+     "most orders whose status this gateway keeps (~29 bytes each, resident from the start); the "
      "oldest settled ones are evicted first",
      NULL},
     {"overload.level", CM_OPT_ENUM, OFF(ol_level), 0, "auto", 0, 0, ol_levels, 0, NULL, NULL,

@@ -5,10 +5,10 @@
  *
  * Memory budget, per known order: one 16-byte slot (the 64-bit order id, the
  * sale's index, qty, status, a reason code) in an open-addressing table that
- * is at most 7/8 full (Robin Hood probing, below), plus the 8-byte id in its
- * shard's arrival ring (the eviction order): 16 * 8/7 + 8 = 26.3 bytes,
+ * is at most 3/4 full (Robin Hood probing, below), plus the 8-byte id in its
+ * shard's arrival ring (the eviction order): 16 * 4/3 + 8 = 29.3 bytes,
  * allocated (and paged in) once at start for orders.max_known orders
- * (1,000,000 by default: 25 MiB). Nothing else is
+ * (1,000,000 by default: 28 MiB). Nothing else is
  * kept per order: accepted_at and the node are read from the id itself, the
  * user id is not kept at all (the status answer does not show it), sale ids
  * are interned (one copy per sale), and reasons are interned too: the first
@@ -148,7 +148,11 @@ gw_orders_t *gw_orders_new(uint64_t max_known)
         shard_t *s = &t->shards[i];
         pthread_mutex_init(&s->lock, NULL);
         s->cap = cap;
-        s->nslots = cap + cap / 7 + 1; /* at most 7/8 full (Robin Hood keeps probes short) */
+        /* At most 3/4 full: an insert shifts the run up to the next empty slot,
+         * (1 + 1/(1-load)^2)/2 slots on average: ~8 at 3/4, ~32 at 7/8, where
+         * a full table (the eviction steady state) spent ~0.3 us more per
+         * order in insert (perf, bench/README.md session 9) for 3 bytes less. */
+        s->nslots = cap + cap / 3 + 1;
         s->slots = cm_xcalloc(s->nslots, sizeof(slot_t));
         s->ring = cm_xcalloc(cap, sizeof(uint64_t));
         prefault(s->slots, s->nslots * sizeof(slot_t));
@@ -279,7 +283,7 @@ static uint8_t reason_code(gw_orders_t *t, const char *reason)
  * Robin Hood linear probing (Celis 1986): an order never sits farther from its
  * home than the one before it would allow, so a lookup stops at the first slot
  * nearer its own home than the probe is, and a miss (every put) reads a slot
- * or two even 7/8 full. Deletion shifts the run after the hole back.
+ * or two even 3/4 full. Deletion shifts the run after the hole back.
  */
 static slot_t *find(shard_t *s, uint64_t h, uint64_t id)
 {
@@ -395,10 +399,19 @@ static slot_t *insert_order(gw_orders_t *t, shard_t *s, uint64_t h, uint64_t id,
     return insert(s, h, id, (uint32_t)sale, o->qty);
 }
 
+/* The two cache lines from slot i: an insert's probe walks to the next empty
+ * slot, often into the next line. */
+static void prefetch_run(const shard_t *s, size_t i)
+{
+    size_t j = i + 64 / sizeof(slot_t);
+    __builtin_prefetch(&s->slots[i], 1);
+    __builtin_prefetch(&s->slots[j < s->nslots ? j : j - s->nslots], 1);
+}
+
 /*
  * The slot where a new order's probe starts, pulled into the cache ahead of
  * its put: with a new order id per put every put missed the cache there
- * (the 25 MiB table of 1M orders), ~3.5% of an accepted order's CPU in perf.
+ * (the 28 MiB table of 1M orders), ~3.5% of an accepted order's CPU in perf.
  * No lock: a shard's slots and nslots never change after gw_orders_new, and a
  * prefetch reads nothing.
  */
@@ -406,7 +419,7 @@ void gw_orders_prefetch(gw_orders_t *t, uint64_t id)
 {
     uint64_t h;
     const shard_t *s = shard_of(t, id, &h);
-    __builtin_prefetch(&s->slots[home(s, h)], 1);
+    prefetch_run(s, home(s, h));
 }
 
 bool gw_orders_put(gw_orders_t *t, const oq_order_t *o)

@@ -171,9 +171,9 @@ static void test_bytes_per_order(void **state)
            (unsigned long long)st.capacity, (double)st.table_bytes / (double)st.capacity);
     assert_int_equal(st.known, st.capacity);
     if (used == 0) /* a sanitizer's allocator: mallinfo2 does not see it */
-        assert_true((double)st.table_bytes / (double)st.capacity <= 27.0);
+        assert_true((double)st.table_bytes / (double)st.capacity <= 30.0);
     else
-        assert_true(per <= 27.0);
+        assert_true(per <= 30.0); /* 16 * 4/3 + 8 = 29.3 (gw_orders.c) */
     gw_orders_free(t);
 }
 
