@@ -54,6 +54,7 @@
 #define GW_LIMIT_SHARDS 256
 #define GW_LIMIT_WINDOW 16
 #define GW_LIMIT_SALE_SLOTS 256
+#define GW_LIMIT_MEMO_MAX 64 /* user ids up to this length are memoised (INV_USER_ID_MAX) */
 
 /* hash 0 = empty. Bit 0: 0 = user, 1 = IP. */
 typedef struct slot {
@@ -81,6 +82,7 @@ typedef struct sale_slot {
 
 struct gw_limits {
     cm_hash_key_t key;
+    uint64_t serial; /* of this limiter, from 1: the thread's user memo checks it */
     _Atomic uint64_t pol[GW_SCOPE_COUNT]; /* effective policies, packed */
 
     pthread_mutex_t cfg_mu; /* serialises writers of base/share/pol */
@@ -241,6 +243,8 @@ gw_limits_t *gw_limits_new(uint64_t max_keys)
     void *mem = mmap(NULL, l->slot_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                      -1, 0);
     l->slot_mem = mem == MAP_FAILED ? NULL : mem;
+    static _Atomic uint64_t serials;
+    l->serial = atomic_fetch_add(&serials, 1) + 1;
     if (!l->shards || !l->slot_mem || cm_hash_seed_random(&l->key) != 0) {
         if (l->slot_mem)
             munmap(l->slot_mem, l->slot_bytes);
@@ -398,6 +402,26 @@ static uint64_t rule_hash(const gw_limits_t *l, uint8_t tag, const char *sale, s
     return h ? h : 2;
 }
 
+/*
+ * The user scope's hash of the last user this thread prefetched: the buy path
+ * hashes the buyer for gw_limits_prefetch_user and again, a few hundred
+ * instructions later, in gw_limits_admit (a keyed SipHash, ~420 instructions).
+ * Keyed by the limiter's serial (a freed limiter's address may come back with
+ * another key) and the user id's bytes.
+ */
+static _Thread_local struct {
+    uint64_t serial, hash;
+    size_t len;
+    char user[GW_LIMIT_MEMO_MAX];
+} user_memo;
+
+static uint64_t user_key_hash(const gw_limits_t *l, const char *user, size_t len)
+{
+    if (user_memo.serial == l->serial && user_memo.len == len && memcmp(user_memo.user, user, len) == 0)
+        return user_memo.hash;
+    return key_hash(l, GW_SCOPE_USER, user, len);
+}
+
 /*---- user / IP table ----*/
 
 typedef struct taken {
@@ -466,6 +490,12 @@ void gw_limits_prefetch_user(gw_limits_t *l, const char *user, size_t user_len)
     if (pol_load(l, GW_SCOPE_USER).rate_milli == 0 || user_len == 0)
         return;
     uint64_t h = key_hash(l, GW_SCOPE_USER, user, user_len);
+    if (user_len <= sizeof(user_memo.user)) {
+        user_memo.serial = l->serial;
+        user_memo.hash = h;
+        user_memo.len = user_len;
+        memcpy(user_memo.user, user, user_len);
+    }
     const shard_t *sh = &l->shards[h >> 56];
     uint32_t home = (uint32_t)(((uint64_t)(uint32_t)(h >> 1) * sh->nslots) >> 32);
     /* the window, wrapping at the shard's end as table_take does */
@@ -641,8 +671,10 @@ void gw_limits_admit(gw_limits_t *l, const char *user, size_t user_len, const ch
             table_take(l, rule_hash(l, 4, sale, sale_len, user, user_len), &pol[s],
                        &gpol[GW_SCOPE_USER], &gpol[GW_SCOPE_IP], now_ns, &r, &tk[s]);
         } else {
-            table_take(l, key_hash(l, step_scope[s], keys[s], lens[s]), &pol[s],
-                       &gpol[GW_SCOPE_USER], &gpol[GW_SCOPE_IP], now_ns, &r, &tk[s]);
+            uint64_t h = s == ST_USER ? user_key_hash(l, keys[s], lens[s])
+                                      : key_hash(l, step_scope[s], keys[s], lens[s]);
+            table_take(l, h, &pol[s], &gpol[GW_SCOPE_USER], &gpol[GW_SCOPE_IP], now_ns, &r,
+                       &tk[s]);
         }
         bool is_rule = s == ST_RULE_USER || s == ST_RULE_SALE;
         int part = s == ST_RULE_USER ? 0 : 1;

@@ -122,6 +122,23 @@ static uint64_t user_hash(const char *s)
     return h ? h : 1;
 }
 
+/*
+ * The last buyer this thread hashed for mem_prefetch, which the reserve that
+ * follows hashes again (~240 instructions; the process's hash key never
+ * changes once set, so an id's hash never does).
+ */
+static _Thread_local struct {
+    uint64_t hash; /* 0: none */
+    char id[INV_USER_ID_MAX + 1];
+} prefetched_user;
+
+static uint64_t user_hash_memo(const char *s)
+{
+    if (prefetched_user.hash && strcmp(prefetched_user.id, s) == 0)
+        return prefetched_user.hash;
+    return user_hash(s);
+}
+
 static uint32_t idem_fp(const char *key)
 {
     if (!key || !key[0])
@@ -700,7 +717,7 @@ static int mem_reserve(inv_worker_t *w, inv_reserve_req_t *req)
     }
 
     mem_backend_t *mb = w->inv->backend;
-    uint64_t h = user_hash(req->user_id);
+    uint64_t h = user_hash_memo(req->user_id);
     uint32_t fp = idem_fp(req->idem_key);
     mem_shard_t *sh = shard_of(ms, h);
     int outcome;
@@ -759,6 +776,11 @@ static void mem_prefetch(inv_worker_t *w, inv_sale_t *sale, const char *user_id)
     if (!ms)
         return;
     uint64_t h = user_hash(user_id);
+    size_t len = strlen(user_id);
+    if (len < sizeof(prefetched_user.id)) {
+        memcpy(prefetched_user.id, user_id, len + 1);
+        prefetched_user.hash = h;
+    }
     const mem_shard_t *sh = shard_of(ms, h);
     uint32_t n = __atomic_load_n(&sh->nslots, __ATOMIC_ACQUIRE);
     const mem_entry_t *slots = __atomic_load_n(&sh->slots, __ATOMIC_RELAXED);

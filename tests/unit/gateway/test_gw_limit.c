@@ -74,6 +74,29 @@ static bool admit_ip(gw_limits_t *l, const char *u, const uint8_t *ip, size_t ip
     return v->allowed;
 }
 
+/* gw_limits_prefetch_user's memo of the user's hash is for that user and
+ * that limiter only: another user (same length), or the same one on another
+ * limiter, gets its own bucket. */
+static void test_prefetch_memo(void **state)
+{
+    gw_limits_t *l = *state;
+    gw_limit_verdict_t v;
+    gw_limits_set(l, GW_SCOPE_USER, pol(1, 1)); /* one at once */
+    gw_limits_prefetch_user(l, "alice", 5);
+    assert_true(admit(l, "alice", NULL, "s1", T0, &v));
+    gw_limits_prefetch_user(l, "alice", 5);
+    assert_false(admit(l, "alice", NULL, "s1", T0, &v)); /* her bucket, memoised */
+    assert_true(admit(l, "alicf", NULL, "s1", T0, &v)); /* not hers: the memo is alice's */
+    /* another limiter hashes with its own key: bob's memo from l is not his hash there */
+    gw_limits_t *l2 = gw_limits_new(10000);
+    gw_limits_set(l2, GW_SCOPE_USER, pol(1, 1));
+    gw_limits_prefetch_user(l2, "bob", 3);
+    assert_true(admit(l2, "bob", NULL, "s1", T0, &v));
+    gw_limits_prefetch_user(l, "bob", 3);
+    assert_false(admit(l2, "bob", NULL, "s1", T0, &v)); /* l's hash would find a fresh slot */
+    gw_limits_free(l2);
+}
+
 static void test_subnet_scope(void **state)
 {
     gw_limits_t *l = *state;
@@ -337,6 +360,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_all_off_allows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_limit_exact, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prefetch_memo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusal_fields_and_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_subnet_scope, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refund_on_global_refusal, setup, teardown),

@@ -426,6 +426,27 @@ static void test_table_per_user(void **state)
     inv_close(inv); /* foreign ids freed (ASan's leak check) */
 }
 
+/* inv_prefetch's memo of the buyer's hash serves that buyer only. */
+static void test_prefetch_memo(void **state)
+{
+    (void)state;
+    inv_t *inv = open_cap(0);
+    assert_int_equal(put(inv, "s", 100, 1, 0, 0), 0);
+    inv_worker_t *w = NULL;
+    assert_int_equal(inv_worker_open(inv, NULL, &w), 0);
+    inv_sale_t *sale = inv_sale_find(inv, "s");
+    char o[16];
+    inv_prefetch(w, sale, "ann");
+    assert_int_equal(buy(inv, "s", "ann", 1, NULL, oid(1, o), NULL), INV_RESERVED);
+    inv_prefetch(w, sale, "ann");
+    assert_int_equal(buy(inv, "s", "ann", 1, NULL, oid(2, o), NULL), INV_LIMIT_REACHED);
+    inv_prefetch(w, sale, "ann");
+    assert_int_equal(buy(inv, "s", "anm", 1, NULL, oid(3, o), NULL), INV_RESERVED); /* not ann */
+    inv_prefetch(w, inv_sale_find(inv, "nope"), "ann"); /* no sale: a no-op */
+    inv_worker_close(w);
+    inv_close(inv);
+}
+
 /* The cap: past it a new order is refused (CM_EFULL), nothing taken; sold out stays sold out. */
 static void test_table_full(void **state)
 {
@@ -599,6 +620,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_replay, setup, teardown),
         cmocka_unit_test(test_table_growth),
         cmocka_unit_test(test_table_per_user),
+        cmocka_unit_test(test_prefetch_memo),
         cmocka_unit_test(test_table_full),
         cmocka_unit_test(test_table_model),
         cmocka_unit_test(test_sale_memo),
