@@ -29,6 +29,8 @@ import tempfile
 import time
 
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ports import free_port  # noqa: E402,F401  (B.free_port for the benches built on this)
 QUICK = os.environ.get("BENCH_QUICK", "0") not in ("", "0")
 REPS = int(os.environ.get("BENCH_REPS", "1" if QUICK else "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "1" if QUICK else "5"))
@@ -58,14 +60,6 @@ def find_bin():
             return d
     sys.exit("bench: flashgate, flashgate-settle, flashgate-load not found in %s "
              "(run `make build`, or set FLASHGATE_BIN)" % cands[0])
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def start(argv, logpath, **kw):

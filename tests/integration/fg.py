@@ -19,6 +19,8 @@ import time
 
 SRC = os.environ.get("FLASHGATE_SRC", os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 BIN = os.environ.get("FLASHGATE_BIN", os.path.join(SRC, "build"))
+sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench"))
+from ports import free_port  # noqa: E402,F401  (the tests import it from here)
 TOKEN = "integration-test-token-0123456789abcdef"
 FAILS = []
 PASSES = [0]
@@ -32,24 +34,6 @@ def die_with_parent():
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
-
-
-_GIVEN = set()
-
-
-def free_port():
-    """A free loopback port not handed out before in this process: a port is free
-    again once its probe socket closes, so two picks in a row can return the same
-    one (seen once: a gateway refused admin_listen == listen)."""
-    for _ in range(100):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        p = s.getsockname()[1]
-        s.close()
-        if p not in _GIVEN:
-            _GIVEN.add(p)
-            return p
-    raise RuntimeError("no fresh free port in 100 tries")
 
 
 def check(cond, what):
