@@ -81,6 +81,10 @@ struct gw_h1 {
     bool continue_sent; /* 100 Continue sent for this request */
     bool body_phase;    /* the guard holds this request's body to its rate */
     size_t body_early;  /* body bytes read before that (guard_body) */
+    /* the bare-LF scan of the head (head_bare_lf): checked up to lf_scan */
+    bool lf_started, lf_done;
+    size_t lf_scan;
+    char last_byte; /* the last byte parsed by the previous execute */
     char method[GW_H1_METHOD_MAX + 1]; /* a method llhttp does not know (else "") */
     size_t olen, owritten;
     size_t ocap;
@@ -603,6 +607,24 @@ static void known_field(gw_h1_head_t *h, const gw_hdr_t *f)
         *slot = f->value;
 }
 
+/* An absolute-form target (RFC 9112 3.2.2, a server MUST accept it): its
+ * path and query ("/" when it has none; the authority's last byte becomes
+ * the '/'). The routes are the path's, whatever the authority. */
+static char *origin_form(char *url)
+{
+    size_t skip = strncasecmp(url, "http://", 7) == 0    ? 7
+                  : strncasecmp(url, "https://", 8) == 0 ? 8
+                                                         : 0;
+    if (!skip)
+        return url;
+    char *end = url + skip + strcspn(url + skip, "/?#");
+    if (*end != '/') {
+        end--;
+        *end = '/';
+    }
+    return end;
+}
+
 /* The head is in: NUL-terminate its spans in place (each is followed by a
  * byte the parser has consumed: ' ', ':', CR, LF), find the known fields,
  * split the query, decode the path. */
@@ -639,6 +661,7 @@ static void head_strings(gw_h1_head_t *h)
     h->head_end = end;
     char *url = h->buf + h->url_off;
     url[h->url_len] = '\0';
+    url = origin_form(url);
     /* where the query or a fragment starts, whether the path has escapes at
      * all: strcspn and memchr scan by words (a byte loop here cost ~200
      * instructions of a sold-out answer's path, callgrind) */
@@ -663,8 +686,9 @@ static int on_headers_complete(llhttp_t *p)
     if (h->bad_name)
         return HPE_PAUSED;
     bool pause = h->on_head && h->on_head(h);
-    /* Upgrades are refused (gw_h1.c answers 400): the message is read as a
-     * plain one (its body, then the next request), not left to another
+    /* Upgrade offers are ignored (RFC 9110 7.8: answered over HTTP/1.1),
+     * CONNECT refused (gw_h1.c answers 400): either way the message is read
+     * as a plain one (its body, then the next request), not left to another
      * protocol (llhttp would pause with HPE_PAUSED_UPGRADE at its end). */
     p->upgrade = 0;
     return pause ? HPE_PAUSED : 0;
@@ -750,6 +774,18 @@ static bool has_body(const llhttp_t *p)
     return (p->flags & F_CHUNKED) || p->content_length > 0;
 }
 
+/* While a body streams, the buffer keeps the head and reads the body into
+ * what is left: a head that nearly fills it would leave a few bytes per read
+ * (a read, a parse per 3 bytes: ~280x the CPU per body byte). A body larger
+ * than the room left, behind a head that leaves less than this, is 431. */
+#define H1_BODY_ROOM_MIN 1024
+
+static bool body_room_small(const gw_h1_t *c, const llhttp_t *p)
+{
+    size_t room = GW_H1_READ_BUF - c->h.head_end;
+    return room < H1_BODY_ROOM_MIN && ((p->flags & F_CHUNKED) || p->content_length > room);
+}
+
 /* Returns true to pause the parser inside this message (the connection closes
  * after the answer). */
 static bool conn_on_head(gw_h1_head_t *h)
@@ -776,9 +812,23 @@ static bool conn_on_head(gw_h1_head_t *h)
     r->hdr = h->known;
     if (!llhttp_should_keep_alive(p))
         r->close_after = true;
+    /* llhttp keeps a 1.0 request with keep-alive and close alive; RFC 9112
+     * 9.3: close wins */
+    if (p->flags & F_CONNECTION_CLOSE)
+        r->close_after = true;
+    /* RFC 9112 6.1: a Transfer-Encoding in HTTP/1.0 is faulty framing (a 1.0
+     * hop in front may frame the bytes otherwise): read it, answer, close */
+    if (p->http_major == 1 && p->http_minor == 0 && (p->flags & F_TRANSFER_ENCODING))
+        r->close_after = true;
     if (p->http_major == 0) {
         gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL,
                       "the request line has no HTTP version (HTTP/0.9 is not served)");
+        r->close_after = true;
+        r->state = GW_ST_DONE;
+    } else if (memcmp(h->buf + h->url_off + h->url_len + 1, "HTTP/", 5) != 0) {
+        /* llhttp also parses RTSP/x.y and ICE/x.y request lines, as versions */
+        gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL,
+                      "the request line's protocol is not HTTP");
         r->close_after = true;
         r->state = GW_ST_DONE;
     } else if (p->http_major != 1) {
@@ -792,8 +842,17 @@ static bool conn_on_head(gw_h1_head_t *h)
         gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL, "more than one Host header");
         r->close_after = true;
         r->state = GW_ST_DONE;
-    } else if (p->upgrade || p->method == HTTP_CONNECT) {
-        gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL, "protocol upgrades are not served");
+    } else if (p->method == HTTP_CONNECT) {
+        /* an Upgrade offer (h2c from curl --http2) is ignored, as RFC 9110
+         * 7.8 lets a server: answered over HTTP/1.1 (on_headers_complete) */
+        gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL, "CONNECT (tunnels) is not served");
+        r->state = GW_ST_DONE;
+    } else if (body_room_small(c, p)) {
+        gw_resp_error(&r->resp, GW_R_HEAD_TOO_LARGE, NULL,
+                      "the request line and headers leave less than %u bytes of the %u-byte "
+                      "buffer for the body: send shorter headers",
+                      (unsigned)H1_BODY_ROOM_MIN, (unsigned)GW_H1_READ_BUF);
+        r->close_after = true;
         r->state = GW_ST_DONE;
     } else {
         gw_http_head(r);
@@ -879,6 +938,8 @@ static void answer(gw_h1_t *c, gw_req_t *r)
 static void next_request(gw_h1_t *c)
 {
     c->method[0] = '\0';
+    c->lf_started = c->lf_done = false;
+    c->lf_scan = 0;
     size_t rest = c->rlen - c->parsed;
     if (rest && c->parsed)
         memmove(c->rbuf, c->rbuf + c->parsed, rest);
@@ -937,6 +998,53 @@ static int other_method(gw_h1_t *c)
     p[-2] = 'E';
     p[-1] = 'T';
     return 1;
+}
+
+/*
+ * docs/api.md: lines end in CRLF. llhttp 8.1 refuses a bare LF only after a
+ * header value; the request line's and the head's final empty line's are
+ * found here, in the bytes not yet scanned up to the head's end (CRLFCRLF).
+ * Line ends before the request line (RFC 9112 2.2 lets a server skip them;
+ * other_method writes LFs there too) are skipped. True: a bare LF.
+ */
+static bool head_bare_lf(gw_h1_t *c)
+{
+    size_t i = c->lf_scan;
+    if (c->lf_done)
+        return false;
+    if (!c->lf_started) {
+        while (i < c->rlen && (c->rbuf[i] == '\r' || c->rbuf[i] == '\n'))
+            i++;
+        c->lf_started = i < c->rlen;
+    }
+    while (i < c->rlen) {
+        const char *lf = memchr(c->rbuf + i, '\n', c->rlen - i);
+        if (!lf) {
+            i = c->rlen;
+            break;
+        }
+        /* the line's first byte is not a line end: k - 1 and k - 2 are in it */
+        size_t k = (size_t)(lf - c->rbuf);
+        if (c->rbuf[k - 1] != '\r')
+            return true;
+        i = k + 1;
+        if (c->rbuf[k - 2] == '\n') {
+            c->lf_done = true; /* the empty line: the body's lines are llhttp's */
+            break;
+        }
+    }
+    c->lf_scan = i;
+    return false;
+}
+
+/* A chunked message's end: the trailer section's empty line (llhttp takes a
+ * bare LF there). parsed is past its LF; from is where this execute began. */
+static bool trailer_bare_lf(const gw_h1_t *c, size_t from)
+{
+    if (!(c->h.parser.flags & F_CHUNKED) || c->parsed < from + 1)
+        return false;
+    char before = c->parsed >= from + 2 ? c->rbuf[c->parsed - 2] : c->last_byte;
+    return before != '\r';
 }
 
 /* A request the parser refused: the JSON error that says why, then the close. */
@@ -1015,10 +1123,22 @@ static void conn_parse(gw_h1_t *c)
         }
         if (c->parsed == c->rlen)
             break; /* need bytes */
-        size_t avail = c->rlen - c->parsed;
+        if (!c->h.head_in && head_bare_lf(c)) {
+            req_drop(c);
+            out_error(c, GW_R_BAD_REQUEST, "a line of the request head ends in a bare LF, not CRLF");
+            break;
+        }
+        size_t avail = c->rlen - c->parsed, from = c->parsed;
         llhttp_errno_t e;
         size_t n = gw_h1_head_execute(&c->h, c->parsed, avail, &e);
         c->parsed += n;
+        if (e == HPE_PAUSED && c->h.msg_done && trailer_bare_lf(c, from)) {
+            req_drop(c);
+            out_error(c, GW_R_BAD_REQUEST, "the trailer section ends in a bare LF, not CRLF");
+            break;
+        }
+        if (n)
+            c->last_byte = c->rbuf[c->parsed - 1];
         if (e == HPE_PAUSED) {
             if (c->h.too_many) {
                 out_error(c, GW_R_HEAD_TOO_LARGE, "the request has more than 64 header fields");
