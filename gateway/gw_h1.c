@@ -846,6 +846,7 @@ static bool conn_on_head(gw_h1_head_t *h)
         /* an Upgrade offer (h2c from curl --http2) is ignored, as RFC 9110
          * 7.8 lets a server: answered over HTTP/1.1 (on_headers_complete) */
         gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL, "CONNECT (tunnels) is not served");
+        r->close_after = true; /* what follows may be the tunnel's bytes, not requests */
         r->state = GW_ST_DONE;
     } else if (body_room_small(c, p)) {
         gw_resp_error(&r->resp, GW_R_HEAD_TOO_LARGE, NULL,

@@ -868,6 +868,9 @@ try:
     head_case("head.rtsp-version-400", b"GET /v1/sales/ok RTSP/1.1\r\nHost: t\r\n\r\n" +
               get_req("/healthz"), "bad_request", 400)
     head_case("head.ice-version-400", b"SOURCE /v1/sales/ok ICE/1.0\r\n\r\n", "bad_request", 400)
+    # CONNECT: 400, and the close (a client may send the tunnel's bytes at once).
+    head_case("head.connect-400-closes", b"CONNECT t:443 HTTP/1.1\r\nHost: t:443\r\n\r\n" +
+              get_req("/healthz"), "bad_request", 400)
 
     # A head that leaves less than 1 KiB of the 8 KiB buffer for a longer body
     # (read a few bytes at a time behind it, ~280x the CPU per byte): 431.
