@@ -344,6 +344,7 @@ static bool spool_later(gw_req_t *r, bool replayed)
     r->next = NULL;
     *w->spool_wait_tail = r;
     w->spool_wait_tail = &r->next;
+    w->spool_wait_bytes += oq_spool_order_bound(&r->order);
     return true;
 }
 
@@ -629,8 +630,12 @@ bool gw_buy_handle(gw_req_t *r)
     o->at_ms = 0;
     o->reason[0] = '\0';
     /* A full (or failed) spool refuses before the reserve: no stock taken and
-     * given back, no backend round trip for an order that cannot be kept. */
-    int src = oq_spool_room(srv->spool, o);
+     * given back, no backend round trip for an order that cannot be kept. The
+     * iteration's batch counts: its records are not written yet, and an order
+     * that fits only without them would be reserved, then refused at the
+     * batch's write (its units given back by a release event that eats the
+     * room). */
+    int src = oq_spool_room(srv->spool, o, w->spool_wait_bytes);
     if (src != 0) {
         spool_refused(r, src);
         return false;
@@ -701,7 +706,9 @@ static void spooled(gw_req_t *r, int rc)
         /* Not durable, so not accepted: the units go back (a replayed order
          * belongs to its first request: keep it), off this loop (a Redis
          * release blocks), durably recorded and retried until done. Rare:
-         * the room was checked before the reserve. */
+         * the room was checked before the reserve with the batch counted
+         * (left: other workers' appends, Redis reserves still in flight at
+         * that check, a failed write). */
         if (!r->replayed)
             gw_release_unaccepted(srv, o, rc == CM_EBUSY ? "not accepted: spool full"
                                                          : "not accepted: spool write failed");
@@ -729,23 +736,28 @@ static void spooled(gw_req_t *r, int rc)
 /* The spool batch: the records of the orders reserved since the last flush,
  * SPOOL_BATCH per write(2), each order answered after its write. An answer may
  * let its connection parse a pipelined buy, which joins the next batch: the
- * loop runs until none is left. */
+ * loop runs until none is left. The write is not all or nothing: the orders
+ * whose records it kept (those that fit under the cap, the whole records of a
+ * short write) are accepted and only the others refused, so the answers agree
+ * with what the spool replays. */
 static void spool_flush(gw_worker_t *w)
 {
     while (w->spool_wait) {
         gw_req_t *r = w->spool_wait;
         w->spool_wait = NULL;
         w->spool_wait_tail = &w->spool_wait;
+        w->spool_wait_bytes = 0;
         while (r) {
             const oq_order_t *orders[SPOOL_BATCH];
             gw_req_t *first = r;
-            size_t n = 0;
+            size_t n = 0, kept = 0;
             for (; r && n < SPOOL_BATCH; r = r->next)
                 orders[n++] = &r->order;
-            int rc = oq_spool_append_batch(w->srv->spool, orders, n);
-            for (gw_req_t *q = first; q != r;) {
+            int rc = oq_spool_append_batch(w->srv->spool, orders, n, &kept);
+            size_t i = 0;
+            for (gw_req_t *q = first; q != r; i++) {
                 gw_req_t *next = q->next; /* q may be freed and reused by its answer */
-                spooled(q, rc);
+                spooled(q, i < kept ? 0 : rc);
                 q = next;
             }
         }

@@ -352,6 +352,7 @@ struct gw_worker {
     /* The spool batch (gw_buy.c): reserved orders held until the end of the
      * loop iteration writes their records with one write(2) */
     gw_req_t *spool_wait, **spool_wait_tail;
+    uint64_t spool_wait_bytes; /* their records' bound (oq_spool_order_bound): the room they hold */
     /* fsync group commit: requests whose record is written and waits for a sync */
     gw_req_t *sync_wait, **sync_wait_tail;
     bool sync_running;

@@ -260,6 +260,8 @@ struct oq_spool {
     bool prep_started;
     _Atomic uint64_t rolls, rolls_inline;
     atomic_bool fail_next_sync; /* test seam (oq__spool_fail_next_sync) */
+    size_t fault_short; /* test seam (oq__spool_short_next_write), under mu */
+    bool fault_trunc;
 
     pthread_mutex_t sync_mu;
     pthread_cond_t sync_cv;
@@ -771,10 +773,52 @@ static uint64_t cap_for(const oq_spool_t *sp, bool event)
     return event ? sp->max_bytes + sp->max_bytes / 8 : sp->max_bytes;
 }
 
-/* Appends len bytes of framed records with one write(2). */
-static int write_records(oq_spool_t *sp, const unsigned char *buf, size_t len, uint64_t nrec,
-                         bool event)
+/* The bytes of buf's leading whole records that lie in its first limit bytes;
+ * their count in *nrec. */
+static size_t whole_prefix(const unsigned char *buf, size_t limit, uint64_t *nrec)
 {
+    size_t off = 0;
+    uint64_t k = 0;
+    while (limit - off >= REC_HDR) {
+        size_t rl = REC_HDR + (size_t)get_le32(buf + off);
+        if (rl > limit - off)
+            break;
+        off += rl;
+        k++;
+    }
+    *nrec = k;
+    return off;
+}
+
+/* How much of buf (len bytes, *nrec records) goes under the cap: all of it, or
+ * with `prefix` the leading whole records that fit (*nrec their count), else 0. */
+static size_t fit_locked(const oq_spool_t *sp, const unsigned char *buf, size_t len,
+                         uint64_t *nrec, bool event, bool prefix)
+{
+    uint64_t cap = cap_for(sp, event);
+    if (!sp->max_bytes || sp->unreleased_bytes + len <= cap)
+        return len;
+    if (!prefix || sp->unreleased_bytes >= cap)
+        return 0;
+    return whole_prefix(buf, (size_t)(cap - sp->unreleased_bytes), nrec);
+}
+
+/*
+ * Appends len bytes of framed records (nrec of them) with one write(2).
+ * With `kept` (a batch whose records each answer a client), *kept is set to
+ * how many leading records are in the spool whatever the result: on CM_EBUSY
+ * those that fit under the cap were written, on a short write the whole
+ * records that reached the file are kept and only the torn tail is cut; if
+ * that cut fails, the tail stays (a restart's recovery drops it: it is torn)
+ * and the spool refuses appends. Without `kept` it is all or nothing (a
+ * short write is cut back whole; a record that survives a failed cut is torn
+ * only if nrec is 1).
+ */
+static int write_records(oq_spool_t *sp, const unsigned char *buf, size_t len, uint64_t nrec,
+                         bool event, uint64_t *kept)
+{
+    if (kept)
+        *kept = 0;
     if (sp->read_only)
         return CM_EINVAL;
     pthread_mutex_lock(&sp->mu);
@@ -783,13 +827,14 @@ static int write_records(oq_spool_t *sp, const unsigned char *buf, size_t len, u
         rc = CM_EIO;
         goto out;
     }
-    if (sp->max_bytes && sp->unreleased_bytes + len > cap_for(sp, event)) {
+    size_t want = fit_locked(sp, buf, len, &nrec, event, kept != NULL);
+    if (want == 0) {
         rc = CM_EBUSY;
         goto out;
     }
     seg_info_t *cur = &sp->segs[sp->nsegs - 1];
     bool rolled = false;
-    while (cur->size > 0 && cur->size + len > sp->segment_bytes) {
+    while (cur->size > 0 && cur->size + want > sp->segment_bytes) {
         /* roll_locked may wait (mu released) for the spare; look again after it */
         if ((rc = roll_locked(sp)) != 0)
             goto out;
@@ -800,37 +845,62 @@ static int write_records(oq_spool_t *sp, const unsigned char *buf, size_t len, u
         cur = &sp->segs[sp->nsegs - 1];
         rolled = true;
     }
-    if (rolled && sp->max_bytes && sp->unreleased_bytes + len > cap_for(sp, event)) {
+    if (rolled && (want = fit_locked(sp, buf, want, &nrec, event, kept != NULL)) == 0) {
         rc = CM_EBUSY; /* others appended while the roll waited */
         goto out;
     }
     ssize_t w;
+    size_t wlen = want;
+    if (sp->fault_short && sp->fault_short < want) /* test seam: a short write */
+        wlen = sp->fault_short;
     do
-        w = write(sp->fd, buf, len);
+        w = write(sp->fd, buf, wlen);
     while (w < 0 && errno == EINTR);
-    if (w != (ssize_t)len) {
+    if (wlen < want)
+        sp->fault_short = 0;
+    if (w != (ssize_t)want) {
         int e = w < 0 ? errno : ENOSPC;
-        /* undo a partial write so that the next record starts on a boundary */
-        if (w > 0 && ftruncate(sp->fd, (off_t)cur->size) != 0)
-            sp->broken = true;
-        cm_log_error("oq", "spool: append failed", "dir=%s errno=%d written=%zd of=%zu",
-                     sp->dir, e, w, len);
+        /* Keep the whole records that reached the file (their clients are
+         * answered 202: they are as durable as any), cut the torn tail so the
+         * next record starts on a boundary. */
+        uint64_t k = 0;
+        size_t keep = w > 0 && kept ? whole_prefix(buf, (size_t)w, &k) : 0;
+        bool cut_fails = sp->fault_trunc;
+        sp->fault_trunc = false;
+        if (w > 0 && (size_t)w > keep &&
+            (cut_fails || ftruncate(sp->fd, (off_t)(cur->size + keep)) != 0))
+            sp->broken = true; /* the torn tail stays until a restart cuts it */
+        cm_log_error("oq", "spool: append failed", "dir=%s errno=%d written=%zd of=%zu kept=%zu",
+                     sp->dir, e, w, want, keep);
+        cur->size += keep;
+        sp->unreleased_bytes += keep;
+        sp->records += k;
+        atomic_fetch_add_explicit(&sp->appended_total, keep, memory_order_relaxed);
+        if (kept)
+            *kept = k;
         rc = CM_EIO;
         goto out;
     }
-    cur->size += len;
-    sp->unreleased_bytes += len;
+    cur->size += want;
+    sp->unreleased_bytes += want;
     sp->records += nrec;
-    atomic_fetch_add_explicit(&sp->appended_total, len, memory_order_relaxed);
+    atomic_fetch_add_explicit(&sp->appended_total, want, memory_order_relaxed);
+    if (kept)
+        *kept = nrec;
+    if (want < len)
+        rc = CM_EBUSY; /* the records past the cap were not written */
 out:
     pthread_mutex_unlock(&sp->mu);
     return rc;
 }
 
-/* Encodes orders[i] (or *ptrs[i]) as ORDER records and appends them with one write(2). */
+/* Encodes orders[i] (or *ptrs[i]) as ORDER records and appends them with one
+ * write(2) (write_records says what `kept` means). */
 static int append_orders(oq_spool_t *sp, const oq_order_t *orders, const oq_order_t *const *ptrs,
-                         size_t n)
+                         size_t n, size_t *kept)
 {
+    if (kept)
+        *kept = 0;
     if (n == 0)
         return 0;
     unsigned char stack[STACK_BUF];
@@ -862,7 +932,10 @@ static int append_orders(oq_spool_t *sp, const oq_order_t *orders, const oq_orde
             cap = ncap;
         }
     }
-    int rc = write_records(sp, buf, len, n, false);
+    uint64_t k = 0;
+    int rc = write_records(sp, buf, len, n, false, kept ? &k : NULL);
+    if (kept)
+        *kept = (size_t)k;
     if (buf != stack)
         free(buf);
     return rc;
@@ -870,12 +943,13 @@ static int append_orders(oq_spool_t *sp, const oq_order_t *orders, const oq_orde
 
 int oq_spool_append(oq_spool_t *sp, const oq_order_t *orders, size_t n)
 {
-    return append_orders(sp, orders, NULL, n);
+    return append_orders(sp, orders, NULL, n, NULL);
 }
 
-int oq_spool_append_batch(oq_spool_t *sp, const oq_order_t *const *orders, size_t n)
+int oq_spool_append_batch(oq_spool_t *sp, const oq_order_t *const *orders, size_t n,
+                          size_t *kept)
 {
-    return append_orders(sp, NULL, orders, n);
+    return append_orders(sp, NULL, orders, n, kept);
 }
 
 /* An upper bound of the ORDER record oq_order_encode writes for o: ids and
@@ -887,11 +961,16 @@ static size_t order_rec_bound(const oq_order_t *o)
            6 * strnlen(o->idem_key, sizeof(o->idem_key));
 }
 
-int oq_spool_room(oq_spool_t *sp, const oq_order_t *o)
+size_t oq_spool_order_bound(const oq_order_t *o)
+{
+    return order_rec_bound(o);
+}
+
+int oq_spool_room(oq_spool_t *sp, const oq_order_t *o, uint64_t pending)
 {
     if (sp->read_only)
         return CM_EINVAL;
-    size_t need = order_rec_bound(o);
+    uint64_t need = order_rec_bound(o) + pending;
     pthread_mutex_lock(&sp->mu);
     int rc = sp->broken ? CM_EIO
              : sp->max_bytes && sp->unreleased_bytes + need > sp->max_bytes ? CM_EBUSY
@@ -908,7 +987,7 @@ int oq_spool_append_event(oq_spool_t *sp, const char *json, size_t len)
     unsigned char *buf = len + REC_HDR <= sizeof(stack) ? stack : cm_xmalloc(len + REC_HDR);
     memcpy(buf + REC_HDR, json, len);
     rec_frame(buf, OQ_REC_EVENT, (uint32_t)len);
-    int rc = write_records(sp, buf, len + REC_HDR, 1, true);
+    int rc = write_records(sp, buf, len + REC_HDR, 1, true, NULL);
     if (buf != stack)
         free(buf);
     return rc;
@@ -971,6 +1050,14 @@ int oq_spool_commit(oq_spool_t *sp)
 void oq__spool_fail_next_sync(oq_spool_t *sp)
 {
     atomic_store(&sp->fail_next_sync, true);
+}
+
+void oq__spool_short_next_write(oq_spool_t *sp, size_t bytes, bool cut_fails)
+{
+    pthread_mutex_lock(&sp->mu);
+    sp->fault_short = bytes;
+    sp->fault_trunc = cut_fails;
+    pthread_mutex_unlock(&sp->mu);
 }
 
 int oq_spool_sync(oq_spool_t *sp)

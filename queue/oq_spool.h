@@ -54,22 +54,40 @@ int oq_spool_open(oq_spool_t **out, const oq_spool_opts_t *opts, char *errbuf, s
 void oq_spool_close(oq_spool_t *sp);
 
 /*
- * Encodes and appends orders as ORDER records with one write(2). Returns 0,
- * CM_EBUSY (past max_bytes: nothing written), or CM_EIO. Thread-safe.
+ * Encodes and appends orders as ORDER records with one write(2), all or
+ * nothing: returns 0, CM_EBUSY (past max_bytes: nothing written), or CM_EIO
+ * (a short write is cut back; if that cut fails, only a single record is
+ * sure to be torn and dropped at the next open: callers with n > 1 whose
+ * records answer clients use oq_spool_append_batch). Thread-safe.
  * Does not fsync: in fsync durability, call oq_spool_sync() before answering.
  */
 int oq_spool_append(oq_spool_t *sp, const oq_order_t *orders, size_t n);
-/* The same for orders that do not lie in one array (a worker's batch of requests). */
-int oq_spool_append_batch(oq_spool_t *sp, const oq_order_t *const *orders, size_t n);
 /*
- * Would an ORDER record for o fit now? Returns 0, CM_EBUSY (past max_bytes) or
- * CM_EIO (the spool refuses appends after a failed write or fsync). An upper
- * bound of the record's size is used, so a 0 here and a CM_EBUSY from the
- * append that follows happen only when other threads appended in between.
- * The buy path asks before it reserves stock, so a full spool costs no
- * reserve. Thread-safe, never blocks beyond the append mutex.
+ * The same for orders that do not lie in one array (a worker's batch of
+ * requests, each answered by its own record), and not all or nothing:
+ * *kept is set to how many leading orders are in the spool whatever the
+ * result (n on 0). On CM_EBUSY those that fit under max_bytes were written;
+ * on CM_EIO after a short write the whole records that reached the file are
+ * kept (as durable as any other) and only the torn tail is cut (if that cut
+ * fails too, the spool refuses appends and a restart's recovery drops the torn
+ * tail). So orders [0, *kept) are accepted and the others are not, whatever
+ * happened. Thread-safe.
  */
-int oq_spool_room(oq_spool_t *sp, const oq_order_t *o);
+int oq_spool_append_batch(oq_spool_t *sp, const oq_order_t *const *orders, size_t n,
+                          size_t *kept);
+/*
+ * Would an ORDER record for o fit now, after `pending` bytes the caller holds
+ * for records not yet appended (oq_spool_order_bound of each)? Returns 0,
+ * CM_EBUSY (past max_bytes) or CM_EIO (the spool refuses appends after a
+ * failed write or fsync). An upper bound of the record's size is used, so a 0
+ * here and a CM_EBUSY from the append that follows happen only when other
+ * threads appended in between. The buy path asks before it reserves stock, so
+ * a full spool costs no reserve. Thread-safe, never blocks beyond the append
+ * mutex.
+ */
+int oq_spool_room(oq_spool_t *sp, const oq_order_t *o, uint64_t pending);
+/* The upper bound of o's ORDER record that oq_spool_room counts. */
+size_t oq_spool_order_bound(const oq_order_t *o);
 /*
  * Appends one EVENT record (payload: a JSON object text). Events may go past
  * max_bytes by an eighth of it (a release must fit when orders filled the
@@ -153,6 +171,9 @@ int oq_pos_cmp(oq_pos_t a, oq_pos_t b);
 
 /* Test seam: the next fdatasync round reports failure (as a disk error would). */
 void oq__spool_fail_next_sync(oq_spool_t *sp);
+/* Test seam: the next append longer than `bytes` writes only its first `bytes`
+ * (as a full disk would), and with cut_fails the ftruncate that undoes it fails. */
+void oq__spool_short_next_write(oq_spool_t *sp, size_t bytes, bool cut_fails);
 
 /* Module-private (exposed for the unit test): CRC-32C (Castagnoli) of buf,
  * continuing from crc (start with 0). SSE4.2 when the CPU has it. Thread-safe. */

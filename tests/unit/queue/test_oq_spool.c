@@ -1,7 +1,8 @@
 /* The order spool: CRC-32C, append/scan, torn-tail recovery, corruption in an
  * older segment, space cap, release, rolling (a swap of a spare segment made
  * ahead), group commit, kill -9 safety, fsync durability (readers see only
- * synced records; a failed fsync cuts the rest). The throughput figures are
+ * synced records; a failed fsync cuts the rest), a batch near the cap or cut
+ * short keeping exactly the records it reports. The throughput figures are
  * in bench/bench_spool.c (make bench). */
 #include "common/cm_err.h"
 #include "common/cm_id.h"
@@ -292,8 +293,11 @@ static void test_append_batch_pointers(void **state)
         make_order(&orders[i], i);
         ptrs[i] = &orders[N - 1 - i]; /* the records follow ptrs, not the array */
     }
-    assert_int_equal(oq_spool_append_batch(sp, ptrs, 0), 0);
-    assert_int_equal(oq_spool_append_batch(sp, ptrs, N), 0);
+    size_t kept = 99;
+    assert_int_equal(oq_spool_append_batch(sp, ptrs, 0, &kept), 0);
+    assert_int_equal(kept, 0);
+    assert_int_equal(oq_spool_append_batch(sp, ptrs, N, &kept), 0);
+    assert_int_equal(kept, N);
     long n;
     collect_t *c = scan_all(sp, oq_spool_released(sp), &n);
     assert_int_equal(n, N);
@@ -304,12 +308,103 @@ static void test_append_batch_pointers(void **state)
     assert_int_equal(st.appended_records, N);
     /* one bad order refuses the whole batch, nothing written */
     orders[5].qty = 0;
-    assert_int_equal(oq_spool_append_batch(sp, ptrs, N), CM_EINVAL);
+    assert_int_equal(oq_spool_append_batch(sp, ptrs, N, &kept), CM_EINVAL);
+    assert_int_equal(kept, 0);
     oq_spool_stats(sp, &st);
     assert_int_equal(st.appended_records, N);
     free(c);
     free(orders);
     oq_spool_close(sp);
+}
+
+/* Near the cap a batch is not refused whole: the orders that fit are written
+ * (and accepted by the caller), only the rest are refused (review s9 #1). */
+static void test_batch_near_cap_keeps_what_fits(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_t *sp = open_spool(f->dir, 0, 4096);
+    enum { N = 40 }; /* ~10 KiB of records against a 4 KiB cap */
+    oq_order_t orders[N];
+    const oq_order_t *ptrs[N];
+    for (size_t i = 0; i < N; i++) {
+        make_order(&orders[i], i);
+        ptrs[i] = &orders[i];
+    }
+    size_t kept = 0;
+    assert_int_equal(oq_spool_append_batch(sp, ptrs, N, &kept), CM_EBUSY);
+    assert_true(kept > 5 && kept < N);
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    assert_true(st.unreleased_bytes <= 4096);
+    assert_int_equal(st.appended_records, kept);
+    /* the next one did not fit: the cap is filled to the record */
+    size_t more = 99;
+    assert_int_equal(oq_spool_append_batch(sp, ptrs + kept, 1, &more), CM_EBUSY);
+    assert_int_equal(more, 0);
+    long n;
+    collect_t *c = scan_all(sp, oq_spool_released(sp), &n);
+    assert_int_equal(n, (long)kept);
+    check_orders(c, 0, kept);
+    free(c);
+    oq_spool_close(sp);
+}
+
+/* A batch write cut short (a full disk): the whole records that reached the
+ * file are kept and reported, the torn tail is cut; if the cut fails too, the
+ * spool refuses appends and the next open drops the torn tail. Either way what
+ * a restart replays is exactly the orders reported kept (review s9 #9: with the
+ * batch refused whole, a failed cut left complete records of orders answered
+ * 503, replayed as accepted). */
+static void short_batch_write(const char *dir, bool cut_fails)
+{
+    oq_spool_t *sp = open_spool(dir, 0, 0);
+    append_n(sp, 0, 3);
+    enum { N = 20 };
+    oq_order_t orders[N];
+    const oq_order_t *ptrs[N];
+    for (size_t i = 0; i < N; i++) {
+        make_order(&orders[i], 3 + i);
+        ptrs[i] = &orders[i];
+    }
+    oq__spool_short_next_write(sp, 2000, cut_fails); /* ~14 of 20 records, the 15th torn */
+    size_t kept = 0;
+    assert_int_equal(oq_spool_append_batch(sp, ptrs, N, &kept), CM_EIO);
+    assert_true(kept > 2 && kept < N);
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    assert_int_equal(st.appended_records, 3 + kept);
+    long n;
+    collect_t *c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, (long)(3 + kept));
+    check_orders(c, 0, 3 + kept);
+    free(c);
+    size_t more = 0;
+    if (cut_fails) { /* the torn tail is still there: nothing may follow it */
+        assert_int_equal(oq_spool_append_batch(sp, ptrs + kept, 2, &more), CM_EIO);
+        assert_int_equal(more, 0);
+    } else {
+        assert_int_equal(oq_spool_append_batch(sp, ptrs + kept, 2, &more), 0);
+        assert_int_equal(more, 2);
+    }
+    oq_spool_close(sp);
+    sp = open_spool(dir, 0, 0); /* the restart: what it replays */
+    c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, (long)(3 + kept + more));
+    check_orders(c, 0, 3 + kept + more);
+    free(c);
+    oq_spool_close(sp);
+}
+
+static void test_short_batch_write_kept_records(void **state)
+{
+    fixture_t *f = *state;
+    short_batch_write(f->dir, false);
+}
+
+static void test_short_batch_write_cut_fails(void **state)
+{
+    fixture_t *f = *state;
+    short_batch_write(f->dir, true);
 }
 
 /*---- recovery ----*/
@@ -949,6 +1044,9 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_tool_dump_and_stats, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roll_swaps_in_a_spare, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsync_readers_see_only_synced, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_near_cap_keeps_what_fits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_short_batch_write_kept_records, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_short_batch_write_cut_fails, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
