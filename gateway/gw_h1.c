@@ -612,6 +612,8 @@ static void known_field(gw_h1_head_t *h, const gw_hdr_t *f)
  * the '/'). The routes are the path's, whatever the authority. */
 static char *origin_form(char *url)
 {
+    if (*url == '/')
+        return url; /* origin-form, nearly every request: no two caseless compares */
     size_t skip = strncasecmp(url, "http://", 7) == 0    ? 7
                   : strncasecmp(url, "https://", 8) == 0 ? 8
                                                          : 0;
