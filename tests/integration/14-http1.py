@@ -572,33 +572,29 @@ try:
     c.close()
     named("body.chunked-bad-size", p)
 
+    def bad_chunked_buy(name, user, frame):
+        """A chunked buy at sale OK whose framing is wrong: 400 and the close, the buy
+        never made (counted if accepted, so a listener that takes it fails this check,
+        not the final state's). frame(body) gives the chunked bytes."""
+        body = json.dumps({"user_id": user}).encode()
+        a, p, c = exchange(g.port, chunked_buy(OK, frame(body)))
+        if a:
+            if a[0].status == 202:
+                accepted_buy(a[0])
+            p += json_error(a[0], "bad_request", 400)
+            if not p:
+                p += c.closed_after()
+        c.close()
+        named(name, p)
+
     # A chunk size followed by a space ("2 \r\n"): not a chunk-size line
     # (RFC 9112 7.1 allows no whitespace there; a proxy in front may read the
-    # size differently): 400 and the close, the buy never made.
-    body = json.dumps({"user_id": "chunk-size-space"}).encode()
-    a, p, c = exchange(g.port, chunked_buy(OK, b"%x \r\n" % len(body) + body + b"\r\n0\r\n\r\n"))
-    if a:
-        if a[0].status == 202:
-            accepted_buy(a[0])
-        p += json_error(a[0], "bad_request", 400)
-        if not p:
-            p += c.closed_after()
-    c.close()
-    named("body.chunk-size-then-space-400", p)
-
+    # size differently).
+    bad_chunked_buy("body.chunk-size-then-space-400", "chunk-size-space",
+                    lambda b: b"%x \r\n" % len(b) + b + b"\r\n0\r\n\r\n")
     # A chunk's data must end in CRLF: anything else is a bad frame, not a buy.
-    # (Aimed at sale OK and counted if accepted, so that a listener that takes
-    # it fails this check, not the final state's.)
-    body = json.dumps({"user_id": "chunk-no-crlf"}).encode()
-    a, p, c = exchange(g.port, chunked_buy(OK, b"%x\r\n" % len(body) + body + b"XX0\r\n\r\n"))
-    if a:
-        if a[0].status == 202:
-            accepted_buy(a[0])
-        p += json_error(a[0], "bad_request", 400)
-        if not p:
-            p += c.closed_after()
-    c.close()
-    named("body.chunk-data-without-crlf", p)
+    bad_chunked_buy("body.chunk-data-without-crlf", "chunk-no-crlf",
+                    lambda b: b"%x\r\n" % len(b) + b + b"XX0\r\n\r\n")
 
     # A chunk's data must end in CRLF (http-parser 2.9, built non-strict, and
     # llhttp's loose variant take any two bytes): else "2\r\n{}XX0\r\n\r\n" ends the body at XX for
