@@ -171,6 +171,44 @@ static bool reply_i64(const redisReply *r, int64_t *out)
     return false;
 }
 
+/* A reserve's answer (INV_REDIS_LUA_RESERVE): the code, the stock left, the user's units. */
+typedef struct reserve_ans {
+    int code;
+    int64_t left;
+    int64_t units;
+} reserve_ans_t;
+
+/*
+ * Reads a reserve's reply: a reservation packed into one integer, or the
+ * array {code, left, units[, order, qty]} (a duplicate must carry the order
+ * and qty). false for anything else (an error reply, a protocol surprise).
+ */
+static bool reserve_parse(const redisReply *r, reserve_ans_t *out)
+{
+    if (!r)
+        return false;
+    if (r->type == REDIS_REPLY_INTEGER) {
+        if (r->integer < 0)
+            return false;
+        out->code = INV_RESERVED;
+        out->left = r->integer >> INV_REDIS_RESERVED_SHIFT;
+        out->units = r->integer & ((1LL << INV_REDIS_RESERVED_SHIFT) - 1);
+        return true;
+    }
+    int64_t code;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 || !reply_i64(r->element[0], &code) ||
+        !reply_i64(r->element[1], &out->left) || !reply_i64(r->element[2], &out->units))
+        return false;
+    if (code < INV_RESERVED || code > INV_UNKNOWN_SALE)
+        return false;
+    if (code == INV_DUPLICATE &&
+        (r->elements < 5 || r->element[3]->type != REDIS_REPLY_STRING ||
+         r->element[4]->type != REDIS_REPLY_INTEGER))
+        return false;
+    out->code = (int)code;
+    return true;
+}
+
 /* Parses the 8 fields of INV_REDIS_LUA_STATE (HMGET order). CM_ENOTFOUND if the sale has none. */
 static int parse_state(const redisReply *r, const char *sale_id, inv_sale_info_t *out)
 {
@@ -1480,17 +1518,9 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
         op_free(op);
         return;
     }
-    bool ok = r && r->type == REDIS_REPLY_ARRAY && r->elements >= 3 &&
-              r->element[0]->type == REDIS_REPLY_INTEGER &&
-              r->element[1]->type == REDIS_REPLY_INTEGER &&
-              r->element[2]->type == REDIS_REPLY_INTEGER;
-    int code = ok ? (int)r->element[0]->integer : -1;
-    if (ok && code == INV_DUPLICATE &&
-        (r->elements < 5 || r->element[3]->type != REDIS_REPLY_STRING ||
-         r->element[4]->type != REDIS_REPLY_INTEGER))
-        ok = false;
-    if (ok && (code < INV_RESERVED || code > INV_UNKNOWN_SALE))
-        ok = false;
+    reserve_ans_t ans;
+    bool ok = reserve_parse(r, &ans);
+    int code = ok ? ans.code : -1;
 
     if (!op->req) { /* timed out before: the answer is news only if it took units */
         if (ok && code == INV_RESERVED)
@@ -1510,8 +1540,8 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
     br_success(rb);
     if (code == INV_RESERVED && rb->wait_replicas) {
         /* the answer waits until the replicas have the write */
-        op->w_left = r->element[1]->integer;
-        op->w_units = (uint32_t)r->element[2]->integer;
+        op->w_left = ans.left;
+        op->w_units = (uint32_t)ans.units;
         if (redisAsyncCommand(op->conn->ac, wait_reply, op, "WAIT %u %u", rb->wait_replicas,
                               rb->timeout_ms) == REDIS_OK)
             return;
@@ -1524,8 +1554,8 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
     }
     inv_reserve_req_t *req = op->req;
     op_rtt(op, req);
-    req->stock_left = r->element[1]->integer;
-    req->user_units = (uint32_t)r->element[2]->integer;
+    req->stock_left = ans.left;
+    req->user_units = (uint32_t)ans.units;
     if (code == INV_DUPLICATE) {
         snprintf(req->order_id, sizeof(req->order_id), "%.*s", (int)r->element[3]->len,
                  r->element[3]->str);
@@ -1557,28 +1587,19 @@ static int sync_reserve(rw_t *w, inv_reserve_req_t *req)
         return err;
     }
     int rc = CM_EBACKEND;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 3) {
-        int64_t code, left, units;
-        if (reply_i64(r->element[0], &code) && reply_i64(r->element[1], &left) &&
-            reply_i64(r->element[2], &units) && code >= INV_RESERVED && code <= INV_UNKNOWN_SALE) {
-            rc = (int)code;
-            req->stock_left = left;
-            req->user_units = (uint32_t)units;
-            if (code == INV_DUPLICATE) {
-                int64_t q;
-                if (r->elements >= 5 && r->element[3]->type == REDIS_REPLY_STRING &&
-                    reply_i64(r->element[4], &q)) {
-                    snprintf(req->order_id, sizeof(req->order_id), "%.*s",
-                             (int)r->element[3]->len, r->element[3]->str);
-                    req->qty = (uint32_t)q;
-                } else {
-                    rc = CM_EBACKEND;
-                }
-            }
-            if ((code == INV_RESERVED || code == INV_SOLD_OUT) && left == 0) {
-                atomic_store(&req->sale->stock_left, 0);
-                atomic_store(&req->sale->sold_out, true);
-            }
+    reserve_ans_t ans;
+    if (reserve_parse(r, &ans)) {
+        rc = ans.code;
+        req->stock_left = ans.left;
+        req->user_units = (uint32_t)ans.units;
+        if (ans.code == INV_DUPLICATE) {
+            snprintf(req->order_id, sizeof(req->order_id), "%.*s", (int)r->element[3]->len,
+                     r->element[3]->str);
+            req->qty = (uint32_t)r->element[4]->integer;
+        }
+        if ((ans.code == INV_RESERVED || ans.code == INV_SOLD_OUT) && ans.left == 0) {
+            atomic_store(&req->sale->stock_left, 0);
+            atomic_store(&req->sale->sold_out, true);
         }
     }
     freeReplyObject(r);

@@ -32,7 +32,16 @@
  * Returns {code, left, user_units[, order, qty]}: code 0 reserved, 1 sold out,
  * 2 limit reached, 3 duplicate (with the original order and qty), 4 unknown sale.
  * Order of checks: unknown sale, duplicate key, per-user limit, stock.
+ * A reservation (code 0) whose left < 2^32 and user_units < 2^20 is one
+ * integer instead, left * 2^INV_REDIS_RESERVED_SHIFT + user_units (exact in
+ * Lua's doubles: < 2^52): Redis builds a Lua table's reply with a deferred
+ * array length, ~0.8 us of redis-server CPU per reserve (9% of it) that an
+ * integer does not cost, and at c64 redis-server's CPU is what bounds orders/s
+ * when it shares a core with the clients (bench/README.md, Session 10). A
+ * gateway reads only the replies of the script text it loaded itself (by its
+ * SHA), so gateways of both formats can share a Redis.
  */
+#define INV_REDIS_RESERVED_SHIFT 20
 #define INV_REDIS_LUA_RESERVE                                                                      \
     "local m = redis.call('HMGET', KEYS[1], 'left', 'limit')\n"                                    \
     "if not m[1] then return {4, -1, 0} end\n"                                                     \
@@ -57,6 +66,7 @@
     "redis.call('HSET', KEYS[3], ARGV[4], ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3])\n"          \
     "if ik then redis.call('HSET', KEYS[4], ik, ARGV[4] .. ' ' .. ARGV[2]) end\n"                  \
     "if left == 0 then redis.call('PUBLISH', '" INV_REDIS_CHANNEL "', ARGV[5]) end\n"              \
+    "if left < 4294967296 and have < 1048576 then return left * 1048576 + have end\n"              \
     "return {0, left, have}\n"
 
 /*

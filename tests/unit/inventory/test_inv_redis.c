@@ -716,6 +716,62 @@ static void test_blocking_worker(void **state)
     fx_close(&fx);
 }
 
+/*
+ * A reservation's reply is one integer, left << 20 | the user's units, not
+ * the array {0, left, units}: Redis builds a Lua table's reply with a
+ * deferred length, ~0.8 us of redis-server CPU per reserve (bench/README.md,
+ * Session 10). Left >= 2^32 does not fit and keeps the array. Both shapes
+ * read the same through the async and the blocking worker.
+ */
+static void test_reserved_reply_is_one_integer(void **state)
+{
+    (void)state;
+    fx_t fx;
+    fx_open(&fx, NULL);
+    const int64_t big = 4294967296LL + 5;
+    put(fx.inv, "pk", 1000, 3);
+    put(fx.inv, "pkbig", big, 3);
+    char sha[64], buf[64];
+    assert_int_equal(ts_redis_cmd(&srv, sha, sizeof(sha), "SCRIPT LOAD %s", INV_REDIS_LUA_RESERVE),
+                     0);
+    assert_int_equal(strlen(sha), 40);
+    /* the raw replies: an integer (digits), then an array of 3 (ts_redis_cmd prints its size) */
+    CMD(buf, "EVALSHA %s 4 {sale:pk}:meta {sale:pk}:users {sale:pk}:orders {sale:pk}:idem "
+             "%s %s %s %s %s", sha, "u1", "2", "", "o1", "pk");
+    char want[64];
+    snprintf(want, sizeof(want), "%lld", (998LL << INV_REDIS_RESERVED_SHIFT) | 2);
+    assert_string_equal(buf, want);
+    CMD(buf, "EVALSHA %s 4 {sale:pkbig}:meta {sale:pkbig}:users {sale:pkbig}:orders "
+             "{sale:pkbig}:idem %s %s %s %s %s", sha, "u1", "1", "", "o1", "pkbig");
+    assert_string_equal(buf, "3");
+
+    /* through the worker on a loop: the packed reply and the array */
+    treq_t t;
+    assert_int_equal(buy(&fx, &t, "pk", "u2", 3, NULL, "o2"), INV_RESERVED);
+    assert_int_equal(t.req.stock_left, 995);
+    assert_int_equal(t.req.user_units, 3);
+    assert_int_equal(buy(&fx, &t, "pk", "u1", 1, "k", "o3"), INV_RESERVED);
+    assert_int_equal(t.req.stock_left, 994);
+    assert_int_equal(t.req.user_units, 3);
+    assert_int_equal(buy(&fx, &t, "pkbig", "u2", 2, NULL, "o4"), INV_RESERVED);
+    assert_int_equal(t.req.stock_left, big - 3);
+    assert_int_equal(t.req.user_units, 2);
+    /* and through a worker without a loop (blocking) */
+    inv_worker_t *w;
+    assert_int_equal(inv_worker_open(fx.inv, NULL, &w), 0);
+    treq_init(&t, &fx, "pk", "u3", 2, NULL, "o5", NULL);
+    assert_int_equal(inv_reserve(w, &t.req), INV_RESERVED);
+    assert_int_equal(t.req.stock_left, 992);
+    assert_int_equal(t.req.user_units, 2);
+    treq_init(&t, &fx, "pkbig", "u3", 1, NULL, "o6", NULL);
+    assert_int_equal(inv_reserve(w, &t.req), INV_RESERVED);
+    assert_int_equal(t.req.stock_left, big - 4);
+    assert_int_equal(t.req.user_units, 1);
+    inv_worker_close(w);
+    assert_int_equal(left_of(fx.inv, "pk"), 992);
+    fx_close(&fx);
+}
+
 /* URL options are checked; the password comes from the URL or the environment. */
 static void test_url_and_password(void **state)
 {
@@ -908,6 +964,7 @@ int main(void)
         cmocka_unit_test(test_async_many_pipelined),
         cmocka_unit_test(test_burst_fills_the_socket),
         cmocka_unit_test(test_blocking_worker),
+        cmocka_unit_test(test_reserved_reply_is_one_integer),
         cmocka_unit_test(test_fleet_views),
         cmocka_unit_test(test_sale_delete),
         cmocka_unit_test(test_stall_answers_in_time),
