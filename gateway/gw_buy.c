@@ -555,13 +555,13 @@ bool gw_buy_handle(gw_req_t *r)
         return false;
     if (!gw_buy_parse_body(r))
         return false;
-    /* The user's bucket and inventory slot, fetched into the cache now: with a
-     * new buyer per order each was a cache miss, one after the other; this
-     * way they overlap each other and the checks in between (bench/README.md
-     * session 9). Hints only: nothing is read or changed. */
+    /* The user's bucket, fetched into the cache now (its inventory slot once
+     * the limits let the buy through, step 4): with a new buyer per order each
+     * was a cache miss, one after the other; this way they overlap the checks
+     * in between (bench/README.md session 9). Hints only: nothing is read or
+     * changed. */
     size_t user_len = strlen(r->res.user_id);
     gw_limits_prefetch_user(srv->limits, r->res.user_id, user_len);
-    inv_prefetch(w->inv, sale, r->res.user_id);
     /* 3a. a sale with a waiting room needs its admission token (no shared state) */
     if (gw_fair_room(srv->fair, r->id) && !admission_ok(r, now_ms)) {
         gw_resp_error(&r->resp, GW_R_ADMISSION_REQUIRED, NULL,
@@ -591,6 +591,10 @@ bool gw_buy_handle(gw_req_t *r)
         reply_rate_limited(r, &v);
         return false;
     }
+    /* Not before: a 429 had no use for it (its hash, ~300 instructions of a
+     * refusal; the reserve is still ~600 instructions away, bench/README.md
+     * session 10). */
+    inv_prefetch(w->inv, sale, r->res.user_id);
 
     /* 4b. the lottery: an entry instead of an order, or wait for the draw */
     if (phase == GW_FAIR_ENTER) {

@@ -81,9 +81,6 @@ struct gw_h1 {
     bool continue_sent; /* 100 Continue sent for this request */
     bool body_phase;    /* the guard holds this request's body to its rate */
     size_t body_early;  /* body bytes read before that (guard_body) */
-    /* the bare-LF scan of the head (head_bare_lf): checked up to lf_scan */
-    bool lf_started, lf_done;
-    size_t lf_scan;
     char last_byte; /* the last byte parsed by the previous execute */
     char method[GW_H1_METHOD_MAX + 1]; /* a method llhttp does not know (else "") */
     size_t olen, owritten;
@@ -440,6 +437,7 @@ static int on_message_begin(llhttp_t *p)
     h->head_in = false;
     h->msg_done = false;
     h->folded = false;
+    h->bare_lf = false;
     return 0;
 }
 
@@ -677,12 +675,45 @@ static void head_strings(gw_h1_head_t *h)
     h->url = url;
 }
 
+/* Where the line holding buf[at] ends (its LF: the parser read it). */
+static const char *line_end(const gw_h1_head_t *h, const char *at)
+{
+    const char *lf = memchr(at, '\n', (size_t)(h->buf + GW_H1_READ_BUF - at));
+    return lf ? lf : h->buf + GW_H1_READ_BUF - 1; /* not reached: the parser saw it */
+}
+
+/*
+ * docs/api.md: lines end in CRLF. llhttp 8.1 refuses a bare LF after a header
+ * value (empty or not) but takes one ending the request line and the head's
+ * final empty line: those two are looked at here, a few bytes past the URL's
+ * and the last field's spans, before head_strings writes its NULs there
+ * (a scan of every line of the head before each parse cost ~220 instructions
+ * a request, bench/README.md session 10). Line ends before the request line
+ * (RFC 9112 2.2 lets a server skip them; other_method writes LFs there) are
+ * not looked at. True: a bare LF.
+ */
+static bool head_bare_lf(const gw_h1_head_t *h)
+{
+    const char *lf = line_end(h, h->buf + h->url_off + h->url_len);
+    if (lf[-1] != '\r')
+        return true; /* the request line's */
+    if (h->nhdrs) {
+        const gw_hdr_t *f = &h->hdrs[h->nhdrs - 1];
+        /* llhttp checked this line's own end; its LF is the last but one */
+        lf = line_end(h, f->value && f->vlen ? f->value + f->vlen : f->name + f->nlen);
+    }
+    return lf[1] != '\r'; /* the final empty line's (llhttp wants its LF after a CR) */
+}
+
 /* HPE_PAUSED pauses the parser right here (llhttp_resume goes on). */
 static int on_headers_complete(llhttp_t *p)
 {
     gw_h1_head_t *h = head_of(p);
     h->head_in = true;
     if (h->too_many || h->folded)
+        return HPE_PAUSED;
+    h->bare_lf = head_bare_lf(h);
+    if (h->bare_lf)
         return HPE_PAUSED;
     head_strings(h);
     if (h->bad_name)
@@ -941,8 +972,6 @@ static void answer(gw_h1_t *c, gw_req_t *r)
 static void next_request(gw_h1_t *c)
 {
     c->method[0] = '\0';
-    c->lf_started = c->lf_done = false;
-    c->lf_scan = 0;
     size_t rest = c->rlen - c->parsed;
     if (rest && c->parsed)
         memmove(c->rbuf, c->rbuf + c->parsed, rest);
@@ -1001,43 +1030,6 @@ static int other_method(gw_h1_t *c)
     p[-2] = 'E';
     p[-1] = 'T';
     return 1;
-}
-
-/*
- * docs/api.md: lines end in CRLF. llhttp 8.1 refuses a bare LF only after a
- * header value; the request line's and the head's final empty line's are
- * found here, in the bytes not yet scanned up to the head's end (CRLFCRLF).
- * Line ends before the request line (RFC 9112 2.2 lets a server skip them;
- * other_method writes LFs there too) are skipped. True: a bare LF.
- */
-static bool head_bare_lf(gw_h1_t *c)
-{
-    size_t i = c->lf_scan;
-    if (c->lf_done)
-        return false;
-    if (!c->lf_started) {
-        while (i < c->rlen && (c->rbuf[i] == '\r' || c->rbuf[i] == '\n'))
-            i++;
-        c->lf_started = i < c->rlen;
-    }
-    while (i < c->rlen) {
-        const char *lf = memchr(c->rbuf + i, '\n', c->rlen - i);
-        if (!lf) {
-            i = c->rlen;
-            break;
-        }
-        /* the line's first byte is not a line end: k - 1 and k - 2 are in it */
-        size_t k = (size_t)(lf - c->rbuf);
-        if (c->rbuf[k - 1] != '\r')
-            return true;
-        i = k + 1;
-        if (c->rbuf[k - 2] == '\n') {
-            c->lf_done = true; /* the empty line: the body's lines are llhttp's */
-            break;
-        }
-    }
-    c->lf_scan = i;
-    return false;
 }
 
 /* A chunked message's end: the trailer section's empty line (llhttp takes a
@@ -1126,11 +1118,6 @@ static void conn_parse(gw_h1_t *c)
         }
         if (c->parsed == c->rlen)
             break; /* need bytes */
-        if (!c->h.head_in && head_bare_lf(c)) {
-            req_drop(c);
-            out_error(c, GW_R_BAD_REQUEST, "a line of the request head ends in a bare LF, not CRLF");
-            break;
-        }
         size_t avail = c->rlen - c->parsed, from = c->parsed;
         llhttp_errno_t e;
         size_t n = gw_h1_head_execute(&c->h, c->parsed, avail, &e);
@@ -1154,6 +1141,10 @@ static void conn_parse(gw_h1_t *c)
             }
             if (c->h.bad_name) {
                 out_error(c, GW_R_BAD_REQUEST, "a header field name is empty or ends in whitespace");
+                break;
+            }
+            if (c->h.bare_lf) {
+                out_error(c, GW_R_BAD_REQUEST, "a line of the request head ends in a bare LF, not CRLF");
                 break;
             }
             r = c->req;

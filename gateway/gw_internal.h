@@ -646,6 +646,7 @@ typedef struct gw_h1_head {
     bool too_many; /* more header fields than GW_H1_MAX_HEADERS: the parser pauses (431) */
     bool bad_name; /* an empty field name (": x", llhttp takes it): the parser pauses (400) */
     bool folded;   /* a value folded onto the next line (obs-fold): the parser pauses (400) */
+    bool bare_lf;  /* the request line or the final empty line ends in a bare LF (400) */
     bool head_in;  /* the head is complete */
     bool msg_done; /* the message is complete (the parser paused after it) */
     size_t url_off, url_len;

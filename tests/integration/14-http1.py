@@ -856,6 +856,13 @@ try:
               get_req("/healthz"), "bad_request", 400)
     head_case("head.bare-lf-head-end-no-header-400", b"GET /v1/sales/ok HTTP/1.1\r\n\n",
               "bad_request", 400)
+    # found a few bytes past the spans (the last field's name when its value
+    # is empty, the URL's when there is no field)
+    head_case("head.bare-lf-head-end-empty-value-400",
+              b"GET /v1/sales/ok HTTP/1.1\r\nHost: t\r\nX-Empty:\r\n\n" + get_req("/healthz"),
+              "bad_request", 400)
+    head_case("head.bare-lf-request-line-no-header-400", b"GET /v1/sales/ok HTTP/1.1\n\r\n",
+              "bad_request", 400)
     body = json.dumps({"user_id": "trailer-lf"}).encode()
     head_case("body.trailer-bare-lf-end-400",
               chunked_buy(BAD, b"%x\r\n" % len(body) + body + b"\r\n0\r\n\n").replace(
