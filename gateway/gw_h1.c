@@ -11,10 +11,12 @@
  * same bytes measured well below it (bench/uv_floor.c, bench/README.md). A
  * connection here is what flashgate needs and nothing more:
  *
- *  - one struct per socket with an 8 KiB read buffer (nginx's
- *    large_client_header_buffers): a head that does not fit gets 431 (JSON);
- *    the head stays in the buffer while its request lives (header and query
- *    values point into it, NUL-terminated in place once the head is in);
+ *  - one small struct per socket; an 8 KiB read buffer (nginx's
+ *    large_client_header_buffers) with the parser and the output buffer only
+ *    while the connection holds something (gw_h1_buf_t, from the worker's
+ *    free list): a head that does not fit gets 431 (JSON); the head stays in
+ *    the buffer while its request lives (header and query values point into
+ *    it, NUL-terminated in place once the head is in);
  *  - bodies go to the request's own buffer through gw_http.c (body limit:
  *    413), body bytes never stay in the read buffer;
  *  - one request at a time per connection: at its end the parser pauses, so
@@ -59,18 +61,48 @@
 #define OUT_INLINE 2048
 /* Accepts per readiness of the listening socket before the loop serves I/O. */
 #define ACCEPT_BATCH 64
+/* Buffers a worker keeps for reuse (h1_buf_t, ~13 KiB each): more are freed. */
+#define BUF_FREE_MAX 256
 
+/*
+ * What a connection needs only while it holds something: a request's head
+ * and parser state, unparsed bytes, an unsent answer. Taken from the worker's
+ * free list when a read comes (on_alloc) and given back once all of it is
+ * done (conn_settle), so an idle keep-alive connection is its gw_h1_t alone
+ * (456 bytes; 13.8 KiB with the buffers inline until session 10: 10,000 idle
+ * keep-alive connections took 97 MB of RSS, now 6 MB) and the answers of a
+ * loop iteration reuse the same few buffers, warm in the caches, as nginx
+ * does with its client_header_buffer (bench/README.md, session 10).
+ * A request that waits (Redis, the spool's batch, an upstream), a head or a
+ * body cut by a read, pipelined bytes: the connection keeps its buffer,
+ * whose strings the request points into, until they are done with.
+ */
+typedef struct gw_h1_buf {
+    gw_h1_head_t h; /* the parser and the head it read (spans into rbuf) */
+    struct gw_h1_buf *next_free;
+    /* the parser is between two messages of a keep-alive connection, as a
+     * fresh one (llhttp resumed after a keep-alive message runs
+     * llhttp__after_message_complete, which clears its flags, then starts
+     * the next request): reused as is, else initialized again */
+    bool clean;
+    char out[OUT_INLINE];
+    char rbuf[GW_H1_READ_BUF];
+    uv_write_t wr; /* only while an answer is unsent */
+} gw_h1_buf_t;
+
+/* The fields every answer touches first, libuv's handle after them. */
 struct gw_h1 {
-    uv_tcp_t tcp;
     gw_worker_t *w;
-    gw_h1_t *prev, *next; /* the worker's connections */
-    gw_conn_t *guard; /* gw_conn.c entry; NULL once released */
-    gw_h1_head_t h;   /* the parser and the head it read (spans into rbuf) */
+    gw_h1_buf_t *buf; /* NULL while the connection holds nothing (idle) */
+    gw_h1_head_t *h;  /* &buf->h */
+    char *rbuf;       /* buf->rbuf */
     gw_req_t *req;    /* the request being read or served */
-    struct sockaddr_storage peer;
-    uv_write_t wr;
-    /* read buffer: [0, h.head_end) the current head, [parsed, rlen) unparsed */
+    gw_conn_t *guard; /* gw_conn.c entry; NULL once released */
+    /* read buffer: [0, h->head_end) the current head, [parsed, rlen) unparsed */
     size_t rlen, parsed;
+    size_t olen, owritten;
+    size_t ocap;
+    char *out;          /* buf->out, or a larger heap buffer */
     bool writing;       /* a uv_write is in flight */
     bool reading;
     bool close_after;   /* close once the output is out */
@@ -80,29 +112,143 @@ struct gw_h1 {
     bool in_parse;      /* inside conn_parse: gw_req_finish only marks */
     bool continue_sent; /* 100 Continue sent for this request */
     bool body_phase;    /* the guard holds this request's body to its rate */
+    bool keep_buf;      /* a dropped request still waits and points into buf: kept until close */
+    bool spare;         /* buf is a lingering read's spare, from on_alloc to on_read */
+    char last_byte;     /* the last byte parsed by the previous execute */
     size_t body_early;  /* body bytes read before that (guard_body) */
-    char last_byte; /* the last byte parsed by the previous execute */
+    uv_tcp_t tcp;
+    gw_h1_t *prev, *next; /* the worker's connections */
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } peer;
     char method[GW_H1_METHOD_MAX + 1]; /* a method llhttp does not know (else "") */
-    size_t olen, owritten;
-    size_t ocap;
-    char *out;
-    char out_inline[OUT_INLINE];
-    char rbuf[GW_H1_READ_BUF];
 };
 
 static void conn_parse(gw_h1_t *c);
 static void conn_close(gw_h1_t *c);
+static bool conn_on_head(gw_h1_head_t *h);
+static void conn_on_body(gw_h1_head_t *h, const char *at, size_t len);
+
+/*---- buffers ----*/
+
+/* The buffer the worker freed last (warm in the caches), or a new one; as it is. */
+static gw_h1_buf_t *spare_take(gw_worker_t *w)
+{
+    gw_h1_buf_t *b = w->h1_free;
+    if (b) {
+        w->h1_free = b->next_free;
+        w->h1_nfree--;
+    } else {
+        b = cm_xmalloc(sizeof(*b));
+        b->clean = false;
+    }
+    return b;
+}
+
+/* Back to the worker's list (at most BUF_FREE_MAX kept: the memory a worker
+ * holds stays bounded by its connections plus that). */
+static void spare_give(gw_worker_t *w, gw_h1_buf_t *b)
+{
+    if (w->h1_nfree >= BUF_FREE_MAX) {
+        free(b);
+        return;
+    }
+    b->next_free = w->h1_free;
+    w->h1_free = b;
+    w->h1_nfree++;
+}
+
+/* c gets a buffer, its parser ready for a request. */
+static void buf_take(gw_h1_t *c)
+{
+    gw_h1_buf_t *b = spare_take(c->w);
+    if (!b->clean) {
+        gw_h1_head_init(&b->h, b->rbuf, c);
+        b->h.on_head = conn_on_head;
+        b->h.on_body = conn_on_body;
+    }
+    b->h.owner = c;
+    c->buf = b;
+    c->h = &b->h;
+    c->rbuf = b->rbuf;
+    c->out = b->out;
+    c->ocap = OUT_INLINE;
+}
+
+/* c's buffer goes back to the worker. clean: its parser waits for a new
+ * message as a fresh one would (parser_between), else it is initialized again
+ * when taken. */
+static void buf_give(gw_h1_t *c, bool clean)
+{
+    gw_h1_buf_t *b = c->buf;
+    if (c->out != b->out)
+        free(c->out);
+    c->buf = NULL;
+    c->h = NULL;
+    c->rbuf = NULL;
+    c->out = NULL;
+    c->ocap = 0;
+    c->olen = c->owritten = 0;
+    c->rlen = c->parsed = 0;
+    b->clean = clean;
+    spare_give(c->w, b);
+}
+
+/* c's parser is between two messages of a connection that goes on, where a
+ * fresh parser would be: no message begun, nothing unparsed, no error or
+ * close ahead (those linger or close first). */
+static bool parser_between(const gw_h1_t *c)
+{
+    return !c->lingering && !c->close_after && !c->eof && !c->keep_buf && !c->req &&
+           c->parsed == c->rlen && !c->h->in_msg;
+}
+
+/*
+ * Gives c's buffer back when nothing in it is needed any more: no request
+ * (its head's strings point into it), no message begun (a head or a body cut
+ * by a read), no unparsed bytes (pipelined requests), no unsent answer. A
+ * connection that lingers keeps none (what it reads is dropped), unless a
+ * request it dropped still waits (keep_buf: until the close, as before).
+ */
+static void conn_settle(gw_h1_t *c)
+{
+    if (!c->buf || c->in_parse || c->closing || c->writing || c->olen || c->keep_buf)
+        return;
+    if (c->lingering) {
+        buf_give(c, false);
+        return;
+    }
+    if (!parser_between(c))
+        return;
+    c->method[0] = '\0';
+    c->last_byte = 0;
+    buf_give(c, true);
+}
+
+void gw_h1_worker_free(gw_worker_t *w)
+{
+    while (w->h1_free) {
+        gw_h1_buf_t *b = w->h1_free;
+        w->h1_free = b->next_free;
+        free(b);
+    }
+    w->h1_nfree = 0;
+}
 
 /*---- output ----*/
 
 static void out_reserve(gw_h1_t *c, size_t more)
 {
+    if (!c->buf)
+        buf_take(c); /* not expected: output comes from a request or the parser */
     if (c->olen + more <= c->ocap)
         return;
     size_t cap = c->ocap * 2;
     while (cap < c->olen + more)
         cap *= 2;
-    if (c->out == c->out_inline) {
+    if (c->out == c->buf->out) {
         char *n = cm_xmalloc(cap);
         memcpy(n, c->out, c->olen);
         c->out = n;
@@ -177,7 +323,7 @@ static void out_connection(gw_h1_t *c, gw_req_t *r)
         c->close_after = true;
     if (c->close_after) {
         OUT_LIT(c, "Connection: close\r\n");
-    } else if (c->h.parser.http_major == 1 && c->h.parser.http_minor == 0) {
+    } else if (c->h->parser.http_major == 1 && c->h->parser.http_minor == 0) {
         OUT_LIT(c, "Connection: keep-alive\r\n"); /* a 1.0 client that asked for it */
     }
 }
@@ -263,9 +409,9 @@ static void on_written(uv_write_t *wr, int status);
 static void out_reset(gw_h1_t *c)
 {
     c->olen = c->owritten = 0;
-    if (c->out != c->out_inline && c->ocap > 64 * 1024) {
+    if (c->out != c->buf->out && c->ocap > 64 * 1024) {
         free(c->out);
-        c->out = c->out_inline;
+        c->out = c->buf->out;
         c->ocap = OUT_INLINE;
     }
 }
@@ -291,13 +437,13 @@ static void flush(gw_h1_t *c)
         if (c->owritten < c->olen) {
             b = uv_buf_init(c->out + c->owritten, (unsigned)(c->olen - c->owritten));
             c->writing = true;
-            c->wr.data = c;
+            c->buf->wr.data = c;
             if (c->reading) {
                 uv_read_stop((uv_stream_t *)&c->tcp);
                 c->reading = false;
             }
             gw_conn_writing(c->guard);
-            if (uv_write(&c->wr, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
+            if (uv_write(&c->buf->wr, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
                 c->writing = false;
                 conn_close(c);
             }
@@ -328,7 +474,7 @@ static void on_written(uv_write_t *wr, int status)
      * (Redis, fsync, an upstream: busy, no deadline), or nothing (idle). */
     if (!c->req)
         gw_conn_idle(c->guard);
-    else if (!c->h.msg_done)
+    else if (!c->h->msg_done)
         gw_conn_head_done(c->guard); /* c->body_phase is already set */
     else
         gw_conn_busy(c->guard);
@@ -340,8 +486,8 @@ static void on_written(uv_write_t *wr, int status)
 static void on_closed(uv_handle_t *h)
 {
     gw_h1_t *c = h->data;
-    if (c->out != c->out_inline)
-        free(c->out);
+    if (c->buf)
+        buf_give(c, parser_between(c)); /* an idle one closed: clean */
     free(c);
 }
 
@@ -354,6 +500,8 @@ static void req_drop(gw_h1_t *c)
     r->conn = NULL;
     if (r->state != GW_ST_WAIT)
         gw_http_req_free(r); /* a waiting one is freed by gw_req_finish */
+    else
+        c->keep_buf = true; /* its strings point into the buffer */
 }
 
 static void conn_close(gw_h1_t *c)
@@ -410,6 +558,7 @@ static void linger(gw_h1_t *c)
     c->rlen = c->parsed = 0;
     if (!c->reading && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
         c->reading = true;
+    conn_settle(c);
 }
 
 /*---- the parser: the head's spans (gw_h1_head_t, also driven by fuzz_h1) ----*/
@@ -427,6 +576,7 @@ static size_t off_of(const gw_h1_head_t *h, const char *at)
 static int on_message_begin(llhttp_t *p)
 {
     gw_h1_head_t *h = head_of(p);
+    h->in_msg = true;
     h->nhdrs = 0;
     h->nargs = 0;
     h->in_value = false;
@@ -779,6 +929,7 @@ size_t gw_h1_head_execute(gw_h1_head_t *h, size_t off, size_t n, llhttp_errno_t 
 void gw_h1_head_next(gw_h1_head_t *h)
 {
     h->head_end = 0;
+    h->in_msg = false;
     h->head_in = false;
     h->msg_done = false;
     llhttp_resume(&h->parser);
@@ -797,8 +948,8 @@ const char *gw_h1_head_find(const gw_h1_head_t *h, const char *name)
 
 static bool expects_continue(const gw_h1_t *c)
 {
-    const char *e = c->h.expect;
-    return e && c->h.parser.http_major == 1 && c->h.parser.http_minor >= 1 &&
+    const char *e = c->h->expect;
+    return e && c->h->parser.http_major == 1 && c->h->parser.http_minor >= 1 &&
            strcasecmp(e, "100-continue") == 0;
 }
 
@@ -815,7 +966,7 @@ static bool has_body(const llhttp_t *p)
 
 static bool body_room_small(const gw_h1_t *c, const llhttp_t *p)
 {
-    size_t room = GW_H1_READ_BUF - c->h.head_end;
+    size_t room = GW_H1_READ_BUF - c->h->head_end;
     return room < H1_BODY_ROOM_MIN && ((p->flags & F_CHUNKED) || p->content_length > room);
 }
 
@@ -977,7 +1128,7 @@ static void next_request(gw_h1_t *c)
         memmove(c->rbuf, c->rbuf + c->parsed, rest);
     c->rlen = rest;
     c->parsed = 0;
-    gw_h1_head_next(&c->h);
+    gw_h1_head_next(c->h);
 }
 
 static void start_reading(gw_h1_t *c)
@@ -1009,7 +1160,7 @@ static int other_method(gw_h1_t *c)
     /* the message starts at the buffer's start (next_request): skip line ends */
     char *start = c->rbuf, *end = c->rbuf + c->rlen;
     /* whatever comes of it, the parser starts this message again */
-    gw_h1_head_restart(&c->h);
+    gw_h1_head_restart(c->h);
     c->parsed = 0;
     while (start < end && (*start == '\r' || *start == '\n'))
         start++;
@@ -1036,7 +1187,7 @@ static int other_method(gw_h1_t *c)
  * bare LF there). parsed is past its LF; from is where this execute began. */
 static bool trailer_bare_lf(const gw_h1_t *c, size_t from)
 {
-    if (!(c->h.parser.flags & F_CHUNKED) || c->parsed < from + 1)
+    if (!(c->h->parser.flags & F_CHUNKED) || c->parsed < from + 1)
         return false;
     char before = c->parsed >= from + 2 ? c->rbuf[c->parsed - 2] : c->last_byte;
     return before != '\r';
@@ -1045,7 +1196,7 @@ static bool trailer_bare_lf(const gw_h1_t *c, size_t from)
 /* A request the parser refused: the JSON error that says why, then the close. */
 static void parse_error(gw_h1_t *c, llhttp_errno_t e)
 {
-    const char *why = llhttp_get_error_reason(&c->h.parser);
+    const char *why = llhttp_get_error_reason(&c->h->parser);
     switch (e) {
     case HPE_INVALID_TRANSFER_ENCODING:
         out_error(c, GW_R_NOT_IMPLEMENTED,
@@ -1105,7 +1256,7 @@ static void conn_parse(gw_h1_t *c)
          * must first be read and dropped by this request, else its rest
          * would end a message with no request and the parser would stay
          * paused. */
-        if (r && r->state == GW_ST_DONE && (c->h.msg_done || r->close_after || c->close_after)) {
+        if (r && r->state == GW_ST_DONE && (c->h->msg_done || r->close_after || c->close_after)) {
             answer(c, r);
             if (c->close_after)
                 break;
@@ -1116,13 +1267,13 @@ static void conn_parse(gw_h1_t *c)
             }
             continue;
         }
-        if (c->parsed == c->rlen)
-            break; /* need bytes */
+        if (c->parsed == c->rlen || !c->rbuf)
+            break; /* need bytes (no buffer: none held, rlen is 0) */
         size_t avail = c->rlen - c->parsed, from = c->parsed;
         llhttp_errno_t e;
-        size_t n = gw_h1_head_execute(&c->h, c->parsed, avail, &e);
+        size_t n = gw_h1_head_execute(c->h, c->parsed, avail, &e);
         c->parsed += n;
-        if (e == HPE_PAUSED && c->h.msg_done && trailer_bare_lf(c, from)) {
+        if (e == HPE_PAUSED && c->h->msg_done && trailer_bare_lf(c, from)) {
             req_drop(c);
             out_error(c, GW_R_BAD_REQUEST, "the trailer section ends in a bare LF, not CRLF");
             break;
@@ -1130,25 +1281,25 @@ static void conn_parse(gw_h1_t *c)
         if (n)
             c->last_byte = c->rbuf[c->parsed - 1];
         if (e == HPE_PAUSED) {
-            if (c->h.too_many) {
+            if (c->h->too_many) {
                 out_error(c, GW_R_HEAD_TOO_LARGE, "the request has more than 64 header fields");
                 break;
             }
-            if (c->h.folded) {
+            if (c->h->folded) {
                 out_error(c, GW_R_BAD_REQUEST,
                           "a header value folded onto the next line (obs-fold) is not accepted");
                 break;
             }
-            if (c->h.bad_name) {
+            if (c->h->bad_name) {
                 out_error(c, GW_R_BAD_REQUEST, "a header field name is empty or ends in whitespace");
                 break;
             }
-            if (c->h.bare_lf) {
+            if (c->h->bare_lf) {
                 out_error(c, GW_R_BAD_REQUEST, "a line of the request head ends in a bare LF, not CRLF");
                 break;
             }
             r = c->req;
-            if (c->h.msg_done && r && r->state == GW_ST_BODY) {
+            if (c->h->msg_done && r && r->state == GW_ST_BODY) {
                 gw_http_complete(r); /* answers now (GW_ST_DONE) or waits (GW_ST_WAIT) */
                 /* the guard's busy phase only for a wait: an answer given
                  * now moves it to idle (answer) in this pass */
@@ -1164,7 +1315,7 @@ static void conn_parse(gw_h1_t *c)
             continue;
         }
         if ((e == HPE_INVALID_METHOD || (e == HPE_INVALID_CONSTANT && !c->method[0])) &&
-            !c->h.head_in) {
+            !c->h->head_in) {
             /* HPE_INVALID_CONSTANT: a method llhttp knows for another
              * protocol (RTSP's DESCRIBE), found at the version; once only:
              * the same error again is the request line's own */
@@ -1179,9 +1330,9 @@ static void conn_parse(gw_h1_t *c)
             parse_error(c, e);
             break;
         }
-        if (c->h.head_in && c->req) {
+        if (c->h->head_in && c->req) {
             /* in a body: its bytes went to the request, the buffer keeps the head */
-            c->rlen = c->parsed = c->h.head_end;
+            c->rlen = c->parsed = c->h->head_end;
             if (!c->body_phase)
                 guard_body(c);
         }
@@ -1199,10 +1350,10 @@ static void conn_parse(gw_h1_t *c)
             req_drop(c);
             c->close_after = true;
         }
-        if (need && c->rlen == GW_H1_READ_BUF) {
-            if (!c->h.head_in && !memchr(c->rbuf, '\n', c->rlen))
+        if (need && c->rlen == GW_H1_READ_BUF && c->rbuf) {
+            if (!c->h->head_in && !memchr(c->rbuf, '\n', c->rlen))
                 out_error(c, GW_R_URI_TOO_LONG, "the request line exceeds 8 KiB");
-            else if (!c->h.head_in)
+            else if (!c->h->head_in)
                 out_error(c, GW_R_HEAD_TOO_LARGE, "the request line and headers exceed 8 KiB");
             need = false;
         }
@@ -1213,6 +1364,7 @@ static void conn_parse(gw_h1_t *c)
     }
     c->in_parse = false;
     flush(c);
+    conn_settle(c);
 }
 
 void gw_h1_finish(gw_req_t *r)
@@ -1230,10 +1382,19 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     (void)hint;
     gw_h1_t *c = h->data;
     if (c->lingering) {
+        /* bytes to drop: into a spare buffer, parser untouched, given back
+         * by on_read (or the buffer kept for a dropped request, keep_buf) */
+        if (!c->buf) {
+            c->buf = spare_take(c->w);
+            c->rbuf = c->buf->rbuf;
+            c->spare = true;
+        }
         c->rlen = 0;
         *buf = uv_buf_init(c->rbuf, GW_H1_READ_BUF);
         return;
     }
+    if (!c->buf)
+        buf_take(c); /* given back after the read if it holds nothing then */
     *buf = uv_buf_init(c->rbuf + c->rlen, (unsigned)(GW_H1_READ_BUF - c->rlen));
 }
 
@@ -1242,8 +1403,16 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     (void)buf;
     gw_h1_t *c = s->data;
     gw_worker_t *w = c->w;
-    if (n == 0)
+    if (c->spare) {
+        spare_give(w, c->buf);
+        c->buf = NULL;
+        c->rbuf = NULL;
+        c->spare = false;
+    }
+    if (n == 0) {
+        conn_settle(c);
         return;
+    }
     if (n == UV_EOF && !c->lingering && (c->req || c->parsed < c->rlen)) {
         /* A half-close after requests (printf ... | nc): they still get their
          * answers, in order, and the connection closes after the last. */
@@ -1256,6 +1425,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     if (n < 0 || c->lingering) {
         if (n < 0)
             conn_close(c);
+        else
+            conn_settle(c);
         return;
     }
     gw_http_iteration(w);
@@ -1324,7 +1495,7 @@ static void on_accept(uv_poll_t *p, int status, int events)
             continue;
         }
         gw_h1_t *c = cm_xmalloc(sizeof(*c));
-        memset(c, 0, offsetof(gw_h1_t, out_inline));
+        memset(c, 0, sizeof(*c)); /* no buffer yet: the first read takes one */
         c->guard = g;
         gw_conn_set_owner(g, c);
         c->w = w;
@@ -1332,9 +1503,7 @@ static void on_accept(uv_poll_t *p, int status, int events)
         if (c->next)
             c->next->prev = c;
         w->h1_conns = c;
-        memcpy(&c->peer, &ss, sl);
-        c->out = c->out_inline;
-        c->ocap = OUT_INLINE;
+        memcpy(&c->peer, &ss, sl < sizeof(c->peer) ? sl : sizeof(c->peer));
         uv_tcp_init(&w->loop, &c->tcp);
         c->tcp.data = c;
         if (uv_tcp_open(&c->tcp, fd) != 0) {
@@ -1344,9 +1513,6 @@ static void on_accept(uv_poll_t *p, int status, int events)
             continue;
         }
         uv_tcp_nodelay(&c->tcp, 1);
-        gw_h1_head_init(&c->h, c->rbuf, c);
-        c->h.on_head = conn_on_head;
-        c->h.on_body = conn_on_body;
         w->h1_open++;
         start_reading(c);
     }
@@ -1412,14 +1578,14 @@ void gw_h1_stop(gw_worker_t *w)
 
 const char *gw_req_header(const gw_req_t *r, const char *name)
 {
-    return r->conn ? gw_h1_head_find(&r->conn->h, name) : NULL;
+    return r->conn ? gw_h1_head_find(r->conn->h, name) : NULL;
 }
 
 const gw_hdr_t *gw_req_headers(const gw_req_t *r, unsigned *n)
 {
     const gw_h1_t *c = r->conn;
-    *n = c ? c->h.nhdrs : 0;
-    return c ? c->h.hdrs : NULL;
+    *n = c ? c->h->nhdrs : 0;
+    return c ? c->h->hdrs : NULL;
 }
 
 const char *gw_req_arg(const gw_req_t *r, const char *name)
@@ -1427,17 +1593,17 @@ const char *gw_req_arg(const gw_req_t *r, const char *name)
     const gw_h1_t *c = r->conn;
     if (!c)
         return NULL;
-    for (unsigned i = 0; i < c->h.nargs; i++)
-        if (strcmp(c->h.args[i].name, name) == 0)
-            return c->h.args[i].value ? c->h.args[i].value : "";
+    for (unsigned i = 0; i < c->h->nargs; i++)
+        if (strcmp(c->h->args[i].name, name) == 0)
+            return c->h->args[i].value ? c->h->args[i].value : "";
     return NULL;
 }
 
 const gw_arg_t *gw_req_args(const gw_req_t *r, unsigned *n)
 {
     const gw_h1_t *c = r->conn;
-    *n = c ? c->h.nargs : 0;
-    return c ? c->h.args : NULL;
+    *n = c ? c->h->nargs : 0;
+    return c ? c->h->args : NULL;
 }
 
 const struct sockaddr *gw_req_peer(const gw_req_t *r)

@@ -572,6 +572,7 @@ void gw_workers_stop(gw_server_t *srv)
             w->free_reqs = r->next;
             free(r);
         }
+        gw_h1_worker_free(w);
     }
     srv->workers_running = false;
     srv->workers_stopped = true;

@@ -334,6 +334,8 @@ struct gw_worker {
     uint64_t fd_starved_n, fd_starved_logged_ns;
     struct gw_h1 *h1_conns; /* open connections (gw_h1.c) */
     uint64_t h1_open;
+    struct gw_h1_buf *h1_free; /* buffers for reuse (gw_h1.c), at most 256 */
+    unsigned h1_nfree;
     uv_async_t wake; /* stop */
     uv_check_t check; /* end of a loop iteration: the spool and fsync batches, the relay's nudge */
     uv_timer_t stop_timer;
@@ -647,6 +649,7 @@ typedef struct gw_h1_head {
     bool bad_name; /* an empty field name (": x", llhttp takes it): the parser pauses (400) */
     bool folded;   /* a value folded onto the next line (obs-fold): the parser pauses (400) */
     bool bare_lf;  /* the request line or the final empty line ends in a bare LF (400) */
+    bool in_msg;   /* a message has begun (its first byte), until gw_h1_head_next */
     bool head_in;  /* the head is complete */
     bool msg_done; /* the message is complete (the parser paused after it) */
     size_t url_off, url_len;
@@ -677,6 +680,8 @@ void gw_h1_accepting(gw_worker_t *w, bool on);
 void gw_h1_stop_accepting(gw_worker_t *w);
 /* Closes the listening socket and every connection. Loop thread. */
 void gw_h1_stop(gw_worker_t *w);
+/* Frees w's spare connection buffers (after its loop closed every connection). */
+void gw_h1_worker_free(gw_worker_t *w);
 /* Closes c now (the guard's deadlines and evictions). Loop thread. */
 void gw_h1_kill(gw_h1_t *c);
 int gw_h1_fd(gw_h1_t *c);
