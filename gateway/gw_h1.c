@@ -1299,6 +1299,12 @@ static void conn_parse(gw_h1_t *c)
                 break;
             }
             r = c->req;
+            /* A trailer section can say Connection: close (llhttp reads it
+             * like a head field): llhttp will refuse the next message, so the
+             * connection ends after this answer, and its parser never goes
+             * back to the free list as a clean one. */
+            if (c->h->msg_done && r && !llhttp_should_keep_alive(&c->h->parser))
+                r->close_after = true;
             if (c->h->msg_done && r && r->state == GW_ST_BODY) {
                 gw_http_complete(r); /* answers now (GW_ST_DONE) or waits (GW_ST_WAIT) */
                 /* the guard's busy phase only for a wait: an answer given

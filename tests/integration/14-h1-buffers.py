@@ -15,7 +15,10 @@ connections:
   - sold-out answers churn the free list meanwhile (each takes a buffer and
     gives it back at once), with connections that end after their answer
     (Connection: close, a malformed request) giving back buffers whose
-    parser stopped in another state.
+    parser stopped in another state;
+  - chunked requests whose trailer section says Connection: close (the
+    parser then refuses any next message): the next connection's request
+    must not inherit that.
 
 Every answer must be its own request's, in order, on its own connection: a
 202's sale_id is its URL's and its order reads back with its token under that
@@ -244,6 +247,25 @@ try:
         want_202(c.answer(), s, "pipelined %d: 2nd (buy)" % i, key=("p-%d" % i, "kp-%d" % i))
         want_sale(c.answer(), s, "pipelined %d: 3rd (GET)" % i)
         want_410(c.answer(), "pipelined %d: 4th" % i)
+
+    # 6. a trailer section that says the connection ends (llhttp then refuses
+    # any further message on that parser): its buffer must not go back as a
+    # clean one, or the next connection's first request gets a 400. The free
+    # list is LIFO on one worker, so the next connection takes that buffer.
+    for i, tr in enumerate([b"Connection: close", b"connection: CLOSE",
+                            b"Connection: keep-alive, close", b"Proxy-Connection: close"]):
+        a = opened()
+        body = json.dumps({"user_id": "t-%d" % i, "qty": 1}).encode()
+        a.send(b"POST /v1/sales/gone/orders HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(body) + body +
+               b"\r\n0\r\n" + tr + b"\r\n\r\n")
+        st, hdrs, body = a.answer()
+        want(st == 410, "trailer %r: want 410, got %d %r" % (tr, st, body[:120]))
+        want(hdrs.get("connection", "").lower() == "close",
+             "trailer %r: the answer must end the connection, got %r" % (tr, hdrs.get("connection")))
+        b = opened()
+        b.send(buy("gone", "after-trailer-%d" % i))
+        want_410(b.answer(), "the next connection after trailer %r" % tr)
 
     # the connections are still usable, and each order is what its answer said
     for order_id, (s, token, key) in sorted(accepted.items()):
