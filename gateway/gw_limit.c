@@ -498,13 +498,18 @@ void gw_limits_prefetch_user(gw_limits_t *l, const char *user, size_t user_len)
     }
     const shard_t *sh = &l->shards[h >> 56];
     uint32_t home = (uint32_t)(((uint64_t)(uint32_t)(h >> 1) * sh->nslots) >> 32);
-    /* the window, wrapping at the shard's end as table_take does */
-    for (uint32_t i = 0; i < sh->window; i += 64 / sizeof(slot_t)) {
-        uint32_t j = home + i < sh->nslots ? home + i : home + i - sh->nslots;
-        __builtin_prefetch(&sh->slots[j], 1);
-    }
+    /* The window's cache lines, one prefetch each (a prefetch per two slots
+     * and its wrap test cost ~80 instructions, ~1/3 of them on a 429); it
+     * wraps at the shard's end as table_take does. */
     uint32_t last = home + sh->window - 1;
-    __builtin_prefetch(&sh->slots[last < sh->nslots ? last : last - sh->nslots], 1);
+    uint32_t wrapped = last < sh->nslots ? 0 : last + 1 - sh->nslots;
+    uintptr_t a = (uintptr_t)&sh->slots[home] & ~(uintptr_t)63;
+    uintptr_t end = (uintptr_t)&sh->slots[last + 1 - wrapped];
+    for (; a < end; a += 64)
+        __builtin_prefetch((const void *)a, 1);
+    end = (uintptr_t)&sh->slots[wrapped];
+    for (a = (uintptr_t)sh->slots; a < end; a += 64)
+        __builtin_prefetch((const void *)a, 1);
 }
 
 static void table_refund(gw_limits_t *l, const taken_t *tk, const cm_rate_policy_t *p)
