@@ -61,19 +61,21 @@
 #define OUT_INLINE 2048
 /* Accepts per readiness of the listening socket before the loop serves I/O. */
 #define ACCEPT_BATCH 64
-/* Buffers a worker keeps for reuse (h1_buf_t, ~13 KiB each): more are freed. */
+/* Buffers a worker keeps for reuse (gw_h1_buf_t, ~13 KiB each): more are freed. */
 #define BUF_FREE_MAX 256
+/* How often a connection idle since the last look gives its buffer back. */
+#define BUF_SWEEP_MS 1000
 
 /*
  * What a connection needs only while it holds something: a request's head
  * and parser state, unparsed bytes, an unsent answer. Taken from the worker's
  * free list when a read comes (on_alloc) and given back once all of it is
- * done (conn_settle), so an idle keep-alive connection is its gw_h1_t alone
- * (456 bytes; 13.8 KiB with the buffers inline until session 10: 10,000 idle
- * keep-alive connections took 97 MB of RSS, now 6 MB) and the answers of a
- * loop iteration reuse the same few buffers, warm in the caches, as nginx
- * does with its client_header_buffer (bench/README.md, session 10).
- * A request that waits (Redis, the spool's batch, an upstream), a head or a
+ * done and the connection read nothing for a second (conn_settle from
+ * on_buf_sweep; at once when it lingers or closes), so an idle keep-alive
+ * connection is its gw_h1_t alone (456 bytes; 13.8 KiB with the buffers
+ * inline until session 10: 10,000 idle keep-alive connections took 97 MB of
+ * RSS, now 6 MB; bench/README.md, session 10), as nginx frees an idle
+ * connection's client_header_buffer. A request that waits (Redis, the spool's batch, an upstream), a head or a
  * body cut by a read, pipelined bytes: the connection keeps its buffer,
  * whose strings the request points into, until they are done with.
  */
@@ -114,6 +116,7 @@ struct gw_h1 {
     bool body_phase;    /* the guard holds this request's body to its rate */
     bool keep_buf;      /* a dropped request still waits and points into buf: kept until close */
     bool spare;         /* buf is a lingering read's spare, from on_alloc to on_read */
+    bool busy;          /* read since the last buffer sweep (on_buf_sweep) */
     char last_byte;     /* the last byte parsed by the previous execute */
     size_t body_early;  /* body bytes read before that (guard_body) */
     uv_tcp_t tcp;
@@ -185,12 +188,11 @@ static void buf_give(gw_h1_t *c, bool clean)
     gw_h1_buf_t *b = c->buf;
     if (c->out != b->out)
         free(c->out);
+    /* c->h and c->out go stale: they are read only while c->buf is set
+     * (buf_take sets them again); the output is empty (conn_settle, or c is
+     * about to be freed) */
     c->buf = NULL;
-    c->h = NULL;
     c->rbuf = NULL;
-    c->out = NULL;
-    c->ocap = 0;
-    c->olen = c->owritten = 0;
     c->rlen = c->parsed = 0;
     b->clean = clean;
     spare_give(c->w, b);
@@ -214,17 +216,37 @@ static bool parser_between(const gw_h1_t *c)
  */
 static void conn_settle(gw_h1_t *c)
 {
-    if (!c->buf || c->in_parse || c->closing || c->writing || c->olen || c->keep_buf)
+    /* olen: an answer unsent (or being written: c->writing) */
+    if (!c->buf || c->olen || c->in_parse || c->closing || c->keep_buf)
         return;
     if (c->lingering) {
         buf_give(c, false);
         return;
     }
-    if (!parser_between(c))
+    /* parser_between, without what was checked above; c->method is "" and
+     * c->last_byte unread outside a message (next_request, trailer_bare_lf) */
+    if (c->req || c->parsed != c->rlen || c->h->in_msg || c->close_after || c->eof)
         return;
-    c->method[0] = '\0';
-    c->last_byte = 0;
     buf_give(c, true);
+}
+
+/*
+ * Once a second: a connection that read nothing since the last sweep and
+ * holds nothing in its buffer gives it back. Not after every answer: the
+ * take and give cost ~100 instructions per answer (4,381 -> 4,480 for a sold
+ * out, callgrind) and sharing a few warm buffers among 256 busy connections
+ * bought no CPU we could measure; what an idle keep-alive connection holds is
+ * what counts (RSS), and it is one second's.
+ */
+static void on_buf_sweep(uv_timer_t *t)
+{
+    gw_worker_t *w = t->data;
+    for (gw_h1_t *c = w->h1_conns; c; c = c->next) {
+        if (c->busy)
+            c->busy = false;
+        else if (c->buf)
+            conn_settle(c);
+    }
 }
 
 void gw_h1_worker_free(gw_worker_t *w)
@@ -450,7 +472,8 @@ static void flush(gw_h1_t *c)
             return;
         }
     }
-    out_reset(c);
+    if (c->olen)
+        out_reset(c); /* (nothing written: c may hold no buffer) */
     if (c->close_after)
         linger(c);
 }
@@ -1370,7 +1393,6 @@ static void conn_parse(gw_h1_t *c)
     }
     c->in_parse = false;
     flush(c);
-    conn_settle(c);
 }
 
 void gw_h1_finish(gw_req_t *r)
@@ -1415,10 +1437,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         c->rbuf = NULL;
         c->spare = false;
     }
-    if (n == 0) {
-        conn_settle(c);
+    if (n == 0)
         return;
-    }
     if (n == UV_EOF && !c->lingering && (c->req || c->parsed < c->rlen)) {
         /* A half-close after requests (printf ... | nc): they still get their
          * answers, in order, and the connection closes after the last. */
@@ -1436,6 +1456,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         return;
     }
     gw_http_iteration(w);
+    c->busy = true;
     c->rlen += (size_t)n;
     conn_parse(c);
 }
@@ -1544,6 +1565,9 @@ int gw_h1_listen(gw_worker_t *w, const struct sockaddr *sa, char *errbuf, size_t
     w->lpoll.data = w;
     uv_timer_init(&w->loop, &w->accept_timer);
     w->accept_timer.data = w;
+    uv_timer_init(&w->loop, &w->h1_sweep);
+    w->h1_sweep.data = w;
+    uv_timer_start(&w->h1_sweep, on_buf_sweep, BUF_SWEEP_MS, BUF_SWEEP_MS);
     w->fd_starved = false;
     w->accepting = true;
     uv_poll_start(&w->lpoll, UV_READABLE, on_accept);
@@ -1567,6 +1591,7 @@ void gw_h1_stop_accepting(gw_worker_t *w)
         uv_poll_stop(&w->lpoll);
         uv_close((uv_handle_t *)&w->lpoll, NULL);
         uv_close((uv_handle_t *)&w->accept_timer, NULL);
+        uv_close((uv_handle_t *)&w->h1_sweep, NULL);
         close(w->lfd);
         w->lfd = -1;
         w->accepting = false;

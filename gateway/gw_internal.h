@@ -335,6 +335,7 @@ struct gw_worker {
     struct gw_h1 *h1_conns; /* open connections (gw_h1.c) */
     uint64_t h1_open;
     struct gw_h1_buf *h1_free; /* buffers for reuse (gw_h1.c), at most 256 */
+    uv_timer_t h1_sweep;       /* idle connections give their buffer back (gw_h1.c) */
     unsigned h1_nfree;
     uv_async_t wake; /* stop */
     uv_check_t check; /* end of a loop iteration: the spool and fsync batches, the relay's nudge */

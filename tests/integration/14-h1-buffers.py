@@ -1,7 +1,8 @@
 """The public listener's connection buffers (gateway/gw_h1.c): a connection holds
 a buffer (its parser, the head its request's strings point into, unparsed bytes,
 the unsent answer) only while it holds something, and gives it back to its
-worker's free list when drained; the next connection that reads takes it. Held
+worker's free list once drained and idle for a sweep (1 s), at once when it
+ends; the next connection that reads takes it. Held
 here against what a buffer given back or shared too early would do, on one
 worker (--threads 1: every connection takes from the same free list), with a
 Redis inventory whose DEBUG SLEEP keeps buys suspended while, on other
@@ -12,10 +13,10 @@ connections:
   - heads cut in the middle, and chunked bodies cut between chunks, complete
     later;
   - pipelined requests (410, a buy that waits, a GET, 410) in one send;
-  - sold-out answers churn the free list meanwhile (each takes a buffer and
-    gives it back at once), with connections that end after their answer
-    (Connection: close, a malformed request) giving back buffers whose
-    parser stopped in another state;
+  - buffer sweeps pass while all of that is held;
+  - sold-out answers on other connections meanwhile, and connections that
+    end after their answer (Connection: close, a malformed request) giving
+    back buffers whose parser stopped in another state to the next one;
   - chunked requests whose trailer section says Connection: close (the
     parser then refuses any next message): the next connection's request
     must not inherit that.
@@ -23,10 +24,12 @@ connections:
 Every answer must be its own request's, in order, on its own connection: a
 202's sale_id is its URL's and its order reads back with its token under that
 sale, an Idempotency-Key replayed later gives the same order, a GET names its
-sale, a 410 is sold_out; then the sales' held orders are exactly the buys sent.
-Then a clean exit (under ASan: no buffer leaked). Bounded: loopback, one gateway, one redis-server, ~120 connections, a few
-seconds. No timed assertion: sleeps only order the steps, timeouts are hang
-guards.
+sale, a 410 is sold_out; after two sweeps the idle connections take buffers
+again (another's, reused) for pipelined requests and a head cut across two
+sweeps; then the sales' held orders are exactly the buys sent, and the exit is
+clean (under ASan: no buffer leaked). Bounded: loopback, one gateway, one
+redis-server, ~130 connections, ~8 s. No timed assertion: sleeps only order
+the steps, timeouts are hang guards.
 """
 import json
 import os
@@ -43,7 +46,10 @@ need_binary("flashgate")
 
 GUARD_S = float(os.environ.get("FG_IT_GUARD_S", "10"))  # hang guard per read
 SALES = ["hb%d" % i for i in range(8)]
-SLEEP_S = 1.5  # Redis held this long: every step below happens meanwhile
+SLEEP_S = 2.5  # Redis held this long: every step below happens meanwhile, and at
+# least two of the buffer sweeps (gw_h1.c, BUF_SWEEP_MS 1 s: a connection idle
+# since the previous one gives its buffer back), which must leave every held one
+SWEEP_S = 1.0
 
 
 class Conn:
@@ -266,6 +272,22 @@ try:
         b = opened()
         b.send(buy("gone", "after-trailer-%d" % i))
         want_410(b.answer(), "the next connection after trailer %r" % tr)
+
+    # two sweeps later every idle connection has given its buffer back: each
+    # takes one again (another connection's, its parser reused as is) for a
+    # sold out, a GET and a buy pipelined, and a head cut in two
+    time.sleep(2 * SWEEP_S + 0.2)
+    for c, s, i in waiters:
+        c.send(buy("gone", "again-%d" % i) + get_sale(s) + buy(s, "again-%d" % i)[:30])
+    for c, s, i in waiters:
+        want_410(c.answer(), "waiter %d after the sweep: 1st" % i)
+        want_sale(c.answer(), s, "waiter %d after the sweep: 2nd" % i)
+    time.sleep(2 * SWEEP_S + 0.2)  # the cut head must stay through the sweeps
+    for c, s, i in waiters:
+        c.send(buy(s, "again-%d" % i)[30:])
+        sent[s] += 1
+    for c, s, i in waiters:
+        want_202(c.answer(), s, "waiter %d after the sweep: 3rd (buy)" % i)
 
     # the connections are still usable, and each order is what its answer said
     for order_id, (s, token, key) in sorted(accepted.items()):
