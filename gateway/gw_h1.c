@@ -49,6 +49,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -65,6 +66,8 @@
 #define BUF_FREE_MAX 256
 /* How often a connection idle since the last look gives its buffer back. */
 #define BUF_SWEEP_MS 1000
+/* Buffers freed (past the free list) since the last malloc_trim that make a sweep trim. */
+#define BUF_TRIM_MIN 64
 
 /*
  * What a connection needs only while it holds something: a request's head
@@ -156,6 +159,7 @@ static void spare_give(gw_worker_t *w, gw_h1_buf_t *b)
 {
     if (w->h1_nfree >= BUF_FREE_MAX) {
         free(b);
+        w->h1_freed++;
         return;
     }
     b->next_free = w->h1_free;
@@ -246,6 +250,13 @@ static void on_buf_sweep(uv_timer_t *t)
             c->busy = false;
         else if (c->buf)
             conn_settle(c);
+    }
+    /* Buffers freed past the free list (a burst of connections that each
+     * had a request, now idle or gone) stay in malloc's heap, resident,
+     * unless given back: 10,000 of them kept 95 MB resident. */
+    if (w->h1_freed >= BUF_TRIM_MIN) {
+        w->h1_freed = 0;
+        malloc_trim(0);
     }
 }
 
