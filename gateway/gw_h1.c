@@ -237,9 +237,9 @@ static void conn_settle(gw_h1_t *c)
 /*
  * Once a second: a connection that read nothing since the last sweep and
  * holds nothing in its buffer gives it back. Not after every answer: the
- * take and give cost ~100 instructions per answer (4,381 -> 4,480 for a sold
- * out, callgrind) and sharing a few warm buffers among 256 busy connections
- * bought no CPU we could measure; what an idle keep-alive connection holds is
+ * take and give cost ~100-120 instructions per answer (a sold out 4,381 ->
+ * 4,478-4,500, callgrind) and sharing a few warm buffers among 256 busy
+ * connections bought no CPU we could measure; what an idle keep-alive connection holds is
  * what counts (RSS), and it is one second's.
  */
 static void on_buf_sweep(uv_timer_t *t)
