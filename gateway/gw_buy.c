@@ -529,8 +529,8 @@ bool gw_buy_handle(gw_req_t *r)
             gw_resp_sold_out(&r->resp, r->id);
         return false;
     }
-    inv_sale_info_t info;
-    inv_sale_snapshot(sale, &info);
+    inv_sale_terms_t info;
+    inv_sale_terms(sale, &info);
     int64_t now_ms = cm_wall_ms();
     /* A sale with a start-window lottery (gw_fair.h) takes entries from
      * starts_at - early to starts_at + window, then first-come once drawn. */

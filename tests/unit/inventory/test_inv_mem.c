@@ -137,6 +137,16 @@ static void test_definitions_survive_restart(void **state)
     assert_int_equal(b.starts_at_ms, 0);
     assert_int_equal(b.ends_at_ms, 1900000000000LL);
     assert_int_equal(b.version, 2);
+    /* the buy path's read of the same (inv_sale_terms) */
+    inv_sale_terms_t ta, tb;
+    inv_sale_terms(inv_sale_find(inv, "sale-a"), &ta);
+    inv_sale_terms(inv_sale_find(inv, "sale-b"), &tb);
+    assert_int_equal(ta.per_user_limit, 2);
+    assert_int_equal(ta.starts_at_ms, 1900000000000LL);
+    assert_int_equal(ta.ends_at_ms, 1900000360000LL);
+    assert_int_equal(tb.per_user_limit, 3);
+    assert_int_equal(tb.starts_at_ms, 0);
+    assert_int_equal(tb.ends_at_ms, 1900000000000LL);
     assert_false(inv_sale_sold_out(inv_sale_find(inv, "sale-a")));
 
     /* Changes after a restart keep counting versions from where they were. */
