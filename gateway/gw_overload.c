@@ -267,7 +267,7 @@ void gw_ol_iteration(gw_worker_t *w)
  */
 static void door_trim(gw_ol_worker_t *o, gw_req_t *r)
 {
-    if (!r->conn || o->w->h1_open <= gw_door_budget(&o->door, GW_DOOR_MIN_CONNS) ||
+    if (!r->conn || o->w->h1_open <= gw_door_keep(&o->door) ||
         r->close_after)
         return;
     r->close_after = true;
@@ -683,6 +683,10 @@ bool gw_ol_too_late(gw_req_t *r)
         return false;
     uint64_t waited;
     if (!request_waited(r, &waited) || !gw_late_shed(waited, o->q.target_us))
+        return false;
+    /* A connection the shut door keeps (door_trim, in gw_ol_request_head, left it
+     * open) is the worker's supply of work: shed later (gw_late_shed_kept). */
+    if (o->door.shut && !r->close_after && !gw_late_shed_kept(waited, o->q.target_us))
         return false;
     atomic_fetch_add_explicit(&o->shed_late, 1, memory_order_relaxed);
     gw_ol_overloaded(r, "queue_time",

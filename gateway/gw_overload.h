@@ -266,6 +266,7 @@ typedef struct gw_door {
     bool machine;            /* the last window's loop mostly waited for a CPU others hold */
     bool saturated;          /* the last window used all the CPU it had (gw_door_saturated) */
     double shut_rate;        /* the request rate when it was shut */
+    double rate_peak;        /* the highest window's rate, decaying by GW_DOOR_PEAK_DECAY a window */
     bool shut;
 } gw_door_t;
 
@@ -275,6 +276,20 @@ void gw_door_request(gw_door_t *d);
 void gw_door_conn(gw_door_t *d);
 /* What the worker serves in one queue target, at least `floor` (the door's size). */
 uint32_t gw_door_budget(const gw_door_t *d, uint32_t floor);
+/*
+ * The keep-alive connections a shut door keeps (door_trim closes the others):
+ * one queue target at the highest of the rate now, the rate it shut at (the
+ * first shut's if it shuts again within GW_DOOR_RECENT_US of a reopen) and the
+ * recent peak window's (halved in ~0.7 s), at least GW_DOOR_MIN_CONNS. Not the
+ * rate now alone: a shut's resets and the quota debt around them leave windows
+ * in which few requests begin, the rate's average halves with each, and the
+ * trim followed it down to the floor; with the door shut no connection comes
+ * back, so a CPU-capped worker served the rest of the crowd through 8-28
+ * connections, few requests per wakeup, at 15-22 us of CPU an answer where
+ * 40-63 connections took 10.8-14 (bench/README.md "Session 10").
+ */
+uint32_t gw_door_keep(const gw_door_t *d);
+#define GW_DOOR_PEAK_DECAY 0.9
 /* Whether an open door should shut now, `queued` connections waiting to be accepted. */
 bool gw_door_should_shut(const gw_door_t *d, unsigned busy_pct, uint32_t queued);
 void gw_door_set_shut(gw_door_t *d, bool shut, uint64_t now_us);
@@ -364,6 +379,20 @@ bool gw_late_look(uint64_t lag_us, uint64_t qdelay_avg_us, bool door_shut, unsig
                   uint64_t target_us);
 /* Whether a request that waited `waited_us` before the gateway saw it is too late. Pure. */
 bool gw_late_shed(uint64_t waited_us, uint64_t target_us);
+/*
+ * The same for a request on a connection a shut door keeps (kept = not trimmed:
+ * the worker's open connections within gw_door_keep). Those connections are the
+ * worker's whole supply of work while shut, and the queue they make is at most
+ * one target's worth, so such a request is shed only from GW_LATE_KEPT_TARGETS:
+ * served before that, it still answers within the 100 ms (its wait plus at most
+ * the target). Shed at 2.5 targets, each kept connection that waited through the
+ * shut's backlog closed (its body is unread), and the worker could run out of
+ * connections, idle, reopen, let a new queue in to reset at the next shut, and
+ * do it again every 100-300 ms (measured: 16 shuts and 2,586 resets in a 3 s
+ * run at 2x; bench/README.md "Session 10").
+ */
+#define GW_LATE_KEPT_TARGETS 4.0
+bool gw_late_shed_kept(uint64_t waited_us, uint64_t target_us);
 
 /*
  * Our own load or the machine's: a loop that is not waiting in epoll is busy

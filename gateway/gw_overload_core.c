@@ -557,6 +557,15 @@ uint32_t gw_door_budget(const gw_door_t *d, uint32_t floor)
     return fit > floor ? (uint32_t)fit : floor;
 }
 
+uint32_t gw_door_keep(const gw_door_t *d)
+{
+    double rate = d->shut && d->shut_rate > d->rate ? d->shut_rate : d->rate;
+    if (d->rate_peak > rate)
+        rate = d->rate_peak;
+    double fit = rate * (double)d->target_us / 1e6;
+    return fit > GW_DOOR_MIN_CONNS ? (uint32_t)fit : GW_DOOR_MIN_CONNS;
+}
+
 bool gw_door_should_shut(const gw_door_t *d, unsigned busy_pct, uint32_t queued)
 {
     if (d->shut)
@@ -603,7 +612,12 @@ void gw_door_set_shut(gw_door_t *d, bool shut, uint64_t now_us)
     if (shut && !d->shut) {
         d->shut_us = now_us;
         d->idle_ticks = 0;
-        d->shut_rate = d->rate;
+        /* Shut again within GW_DOOR_RECENT_US of a reopen: the windows since
+         * were the shut's and the reopen's (few requests, the rate's average
+         * low), the crowd is the one it shut on; its rate still sizes what the
+         * door keeps (gw_door_keep). */
+        double prev = d->crowd_recent ? d->shut_rate : 0;
+        d->shut_rate = d->rate > prev ? d->rate : prev;
     }
     if (!shut && d->shut) {
         d->opened_us = now_us;
@@ -618,6 +632,7 @@ bool gw_door_tick(gw_door_t *d, uint64_t now_us, bool idle)
         double span = (double)(now_us - d->win_start_us);
         double r = (double)d->win_reqs * 1e6 / span;
         d->rate = d->rate > 0 ? 0.5 * d->rate + 0.5 * r : r;
+        d->rate_peak = r > GW_DOOR_PEAK_DECAY * d->rate_peak ? r : GW_DOOR_PEAK_DECAY * d->rate_peak;
         /* No new connection: keep-alive traffic only, a crowd by definition.
          * A flood is believed at once, a crowd again only over a few windows. */
         double rpc = d->win_conns ? (double)d->win_reqs / (double)d->win_conns : GW_DOOR_RPC_MAX;
@@ -660,6 +675,11 @@ bool gw_late_look(uint64_t lag_us, uint64_t qdelay_avg_us, bool door_shut, unsig
 bool gw_late_shed(uint64_t waited_us, uint64_t target_us)
 {
     return target_us > 0 && (double)waited_us >= GW_LATE_TARGETS * (double)target_us;
+}
+
+bool gw_late_shed_kept(uint64_t waited_us, uint64_t target_us)
+{
+    return target_us > 0 && (double)waited_us >= GW_LATE_KEPT_TARGETS * (double)target_us;
 }
 
 unsigned gw_busy_own_pct(unsigned busy_pct, uint64_t span_ns, uint64_t cpu_ns,
