@@ -62,14 +62,19 @@ def die_with_parent():
 
 _start = B.start
 _START_IN = []  # a cgroup directory the next child starts in (Bench.gateway, cpu case)
+_PIN_NEXT = []  # the CPUs the next child (and every thread it makes) may run on
 
 
 def start_child(argv, logpath, **kw):
     cgs = list(_START_IN)
     del _START_IN[:]
+    pin = list(_PIN_NEXT)
+    del _PIN_NEXT[:]
 
     def pre():
         die_with_parent()
+        if pin:
+            os.sched_setaffinity(0, pin)
         for cg in cgs:  # before exec: the process never runs outside its quota
             with open(os.path.join(cg, "cgroup.procs"), "w") as fh:
                 fh.write("%d\n" % os.getpid())
@@ -117,21 +122,30 @@ def admin_acct_own(pid, acct):
     threads it starts per connection follow it) joins a cpuacct group of its own. Else
     the bound's fixed cost c holds the probes' admin calls that the quota no longer
     pays, B = quota - c comes out too small, and goodput reads over 100% of it."""
-    for tid in os.listdir("/proc/%d/task" % pid):
-        try:
-            comm = open("/proc/%d/task/%s/comm" % (pid, tid)).read().strip()
-        except OSError:
-            continue
-        if comm == "MHD-listen":
-            with open(os.path.join(acct.path, "tasks"), "w") as fh:
-                fh.write(tid + "\n")
-            return
-    raise RuntimeError("--admin-cpu: no MHD-listen thread in the gateway %d" % pid)
+    t_end = time.time() + 5  # the admin listener may start after the public port answers
+    while True:
+        for tid in os.listdir("/proc/%d/task" % pid):
+            try:
+                comm = open("/proc/%d/task/%s/comm" % (pid, tid)).read().strip()
+            except OSError:
+                continue
+            if comm == "MHD-listen":
+                with open(os.path.join(acct.path, "tasks"), "w") as fh:
+                    fh.write(tid + "\n")
+                return
+        if time.time() > t_end:
+            raise RuntimeError("--admin-cpu: no MHD-listen thread in the gateway %d" % pid)
+        time.sleep(0.02)
+
+
+SOFTIRQ_TRACES = []
 
 
 def cleanup():
     B.stop_all()
     remove_cgroups()
+    for t in SOFTIRQ_TRACES:
+        t.remove()
     for cg in list(CpuAcct.LIVE):
         cg.remove()
 
@@ -160,6 +174,31 @@ def cpu_s(pid):
     except OSError:
         return B.cpu_ticks(pid) / os.sysconf("SC_CLK_TCK")
     return total / 1e9
+
+
+def worker_tids(pid):
+    """{comm: (tid, se.nr_migrations)} of the gateway's threads (the worker is fg-worker-0)."""
+    out = {}
+    try:
+        for t in os.listdir("/proc/%d/task" % pid):
+            try:
+                comm = open("/proc/%d/task/%s/comm" % (pid, t)).read().strip()
+            except OSError:
+                continue
+            out["%s/%s" % (comm, t)] = (t, migrations(pid, t))
+    except OSError:
+        pass
+    return out
+
+
+def migrations(pid, tid):
+    try:
+        for line in open("/proc/%d/task/%s/sched" % (pid, tid)):
+            if line.startswith("se.nr_migrations"):
+                return int(line.split(":")[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def rss_kib(pid):
@@ -254,7 +293,23 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.cg, self.acct = pid, cg_path, acct
         self.stop_ev = threading.Event()
-        self.samples = []  # (wall s, cpu ns, nr_periods, nr_throttled, throttled ns, open fds)
+        self.samples = []  # (wall s, cpu ns, nr_periods, nr_throttled, throttled ns, open fds,
+        #                     the CPU the worker last ran on, the CPU the generator last ran on)
+        self.gen_pid = None
+        self.wtid = None
+        try:
+            for t in os.listdir("/proc/%d/task" % pid):
+                if open("/proc/%d/task/%s/comm" % (pid, t)).read().startswith("fg-worker"):
+                    self.wtid = t
+        except OSError:
+            pass
+
+    @staticmethod
+    def _cpu_of(path):
+        try:
+            return int(open(path).read().rsplit(")", 1)[1].split()[36])
+        except (OSError, ValueError, IndexError):
+            return -1
 
     def run(self):
         nfd, n = 0, 0
@@ -273,12 +328,137 @@ class Sampler(threading.Thread):
                     st[key] = int(v)
             except (OSError, ValueError):
                 pass
+            wcpu = self._cpu_of("/proc/%d/task/%s/stat" % (self.pid, self.wtid)) \
+                if self.wtid else -1
+            gcpu = self._cpu_of("/proc/%d/stat" % self.gen_pid) if self.gen_pid else -1
             self.samples.append((time.time(), cpu, st.get("nr_periods", 0),
-                                 st.get("nr_throttled", 0), st.get("throttled_time", 0), nfd))
+                                 st.get("nr_throttled", 0), st.get("throttled_time", 0), nfd,
+                                 wcpu, gcpu))
 
     def stop(self):
         self.stop_ev.set()
         self.join(5)
+
+
+class SysDiag:
+    """--trace (cpu case): what the machine did during a run, as deltas of counters read
+    before and after it (bench/README.md "Session 10: the 2x goodput's two modes"): per
+    CPU the time in user, system, softirq and steal (/proc/stat, ticks), softirqs raised
+    (/proc/softirqs), the IPIs (/proc/interrupts RES/CAL), the TCP counters of the
+    refusals (/proc/net/snmp, /proc/net/netstat), and for the gateway's and the
+    generator's cpuacct groups the user/system split and the CPU each spent on each
+    core (cpuacct.usage_user/_sys/_percpu, ns)."""
+    NET = (("Tcp", "ActiveOpens"), ("Tcp", "PassiveOpens"), ("Tcp", "AttemptFails"),
+           ("Tcp", "EstabResets"), ("Tcp", "OutRsts"), ("TcpExt", "ListenOverflows"),
+           ("TcpExt", "ListenDrops"), ("TcpExt", "TCPAbortOnData"),
+           ("TcpExt", "TCPAbortOnClose"), ("TcpExt", "TW"), ("TcpExt", "TCPTimeouts"))
+
+    @staticmethod
+    def snap(groups):
+        d = {}
+        for line in open("/proc/stat"):
+            f = line.split()
+            if f[0].startswith("cpu") and f[0] != "cpu":
+                # user nice system idle iowait irq softirq steal
+                d["stat." + f[0]] = [int(x) for x in f[1:9]]
+        for line in open("/proc/softirqs").readlines()[1:]:
+            f = line.split()
+            d["softirq." + f[0].rstrip(":")] = [int(x) for x in f[1:]]
+        for line in open("/proc/interrupts"):
+            f = line.split()
+            if f and f[0] in ("RES:", "CAL:", "LOC:"):
+                d["irq." + f[0].rstrip(":")] = [int(x) for x in f[1:1 + os.cpu_count()]]
+        for fn in ("/proc/net/snmp", "/proc/net/netstat"):
+            lines = open(fn).read().splitlines()
+            for hdr, val in zip(lines[0::2], lines[1::2]):
+                k, v = hdr.split(), val.split()
+                for name, x in zip(k[1:], v[1:]):
+                    d["net.%s%s" % (k[0].rstrip(":"), name)] = int(x)
+        for g, path in groups.items():
+            for f in ("usage_user", "usage_sys"):
+                try:
+                    d["%s.%s" % (g, f)] = int(open(os.path.join(path, "cpuacct." + f)).read())
+                except OSError:
+                    pass
+            try:
+                d[g + ".percpu"] = [int(x) for x in open(
+                    os.path.join(path, "cpuacct.usage_percpu")).read().split()]
+            except OSError:
+                pass
+        return d
+
+    @staticmethod
+    def delta(a, b):
+        out = {}
+        for k, v in b.items():
+            if k not in a:
+                continue
+            out[k] = [y - x for x, y in zip(a[k], v)] if isinstance(v, list) else v - a[k]
+        return out
+
+
+class SoftirqTrace:
+    """OVL_FTRACE=1 with --trace: the kernel's softirq_entry/exit events in an ftrace
+    instance of our own, to sum the softirq time run in each task's context (this kernel
+    has no IRQ time accounting: a softirq's time is charged to whichever task it
+    interrupted or ran in, and so to that task's CPU quota)."""
+
+    def __init__(self):
+        self.path = "/sys/kernel/tracing/instances/flashgate-ovl-%d" % os.getpid()
+        os.makedirs(self.path, exist_ok=True)
+        self._w("buffer_size_kb", 65536)
+        self._w("events/irq/softirq_entry/enable", 1)
+        self._w("events/irq/softirq_exit/enable", 1)
+
+    def _w(self, f, v):
+        with open(os.path.join(self.path, f), "w") as fh:
+            fh.write("%s\n" % v)
+
+    def start(self):
+        self._w("trace", "")
+        self._w("tracing_on", 1)
+
+    def stop(self):
+        """{(pid, vec): [count, us]}, and the events lost (buffer overrun)."""
+        self._w("tracing_on", 0)
+        res, open_ = {}, {}
+        lost = 0
+        with open(os.path.join(self.path, "trace")) as fh:
+            for line in fh:
+                if line.startswith("#"):
+                    if "entries-in-buffer" in line:
+                        try:
+                            w = line.split("/")
+                            lost = int(w[1].split()[0]) - int(w[0].split()[-1])
+                        except (IndexError, ValueError):
+                            pass
+                    continue
+                try:
+                    head, ev = line.split(": softirq_", 1)
+                    task, rest = head.rsplit("[", 1)
+                    cpu = int(rest.split("]")[0])
+                    ts = float(rest.split()[-1].rstrip(":"))
+                    pid = int(task.strip().rsplit("-", 1)[1])
+                    vec = ev.split("action=")[1].rstrip("]\n")
+                except (ValueError, IndexError):
+                    continue
+                if ev.startswith("entry"):
+                    open_[cpu] = (ts, pid, vec)
+                elif cpu in open_:
+                    t0, p0, v0 = open_.pop(cpu)
+                    e = res.setdefault((p0, v0), [0, 0.0])
+                    e[0] += 1
+                    e[1] += (ts - t0) * 1e6
+        return res, lost
+
+    def remove(self):
+        try:
+            self._w("tracing_on", 0)
+            self._w("events/irq/softirq_entry/enable", 0)
+            self._w("events/irq/softirq_exit/enable", 0)
+            os.rmdir(self.path)
+        except OSError:
+            pass
 
 
 def pct(xs, p):
@@ -324,9 +504,12 @@ class Bench:
             _START_IN.append(case["gw_cap"].path)
             if case.get("gw_acct"):
                 _START_IN.append(case["gw_acct"].path)
+        if case.get("pin"):
+            _PIN_NEXT[:] = case["pin"][0]
         gw = B.Gateway(self.tmp, "gw-%d-%s" % (self.nrun, case["name"]),
                        os.path.join(self.bindir, "flashgate"), extra)
         del _START_IN[:]
+        del _PIN_NEXT[:]
         if case.get("admin_acct"):
             admin_acct_own(gw.pid, case["admin_acct"])
         return gw
@@ -345,8 +528,9 @@ class Bench:
                     "both modes run the same code" % st)
         return ok
 
-    def run(self, case, mode, segments, label, give_up_ms=None):
-        """One flashgate-load run against a fresh gateway; returns the measured figures."""
+    def run(self, case, mode, segments, label, give_up_ms=None, crowd=None):
+        """One flashgate-load run against a fresh gateway; returns the measured figures.
+        crowd: scenario keys that replace the open crowd's (the cpu case's saturation run)."""
         gw = self.gateway(case, mode)
         self.set_level(gw, mode)
         duration = sum(s["duration_s"] for s in segments)
@@ -370,6 +554,7 @@ class Bench:
         }
         if case.get("page_share"):
             sc["noncore"] = {"share": case["page_share"], "path": PAGE_PATH}
+        sc.update(crowd or {})
         d = os.path.join(self.tmp, "run-%d" % self.nrun)
         os.makedirs(d, exist_ok=True)
         scp = os.path.join(d, "scenario.json")
@@ -394,16 +579,62 @@ class Bench:
         rcpu0 = cpu_s(case["redis_pid"]) if case.get("redis_pid") else 0
         sampler = Sampler(gw.pid, case["gw_cap"].path if case.get("gw_cap") else None,
                           acct) if trace else None
+        gen_acct = case.get("gen_acct") if trace else None
+        groups = {"gw": acct.path} if acct and trace else {}
+        if gen_acct:
+            groups["gen"] = gen_acct.path
+        sirq = case.get("softirq_trace") if trace else None
+        gw_tids = worker_tids(gw.pid) if trace else {}
+        diag0 = SysDiag.snap(groups) if trace else None
+        if sirq:
+            sirq.start()
         if sampler:
             sampler.start()
         t0 = time.time()
-        p = subprocess.run([os.path.join(self.bindir, "flashgate-load"), "--scenario", scp,
-                            "--out", os.path.join(d, "report"), "--no-audit", "--quiet"],
-                           capture_output=True, text=True, timeout=duration + give_up / 1000 + 60)
+        gen_cg = [gen_acct.path] if gen_acct else []
+
+        gen_pin = case["pin"][1] if case.get("pin") else None
+
+        def gen_pre():
+            die_with_parent()
+            if gen_pin:
+                os.sched_setaffinity(0, gen_pin)
+            for cg in gen_cg:
+                with open(os.path.join(cg, "cgroup.procs"), "w") as fh:
+                    fh.write("%d\n" % os.getpid())
+        gen = subprocess.Popen([os.path.join(self.bindir, "flashgate-load"), "--scenario", scp,
+                                "--out", os.path.join(d, "report"), "--no-audit", "--quiet"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=gen_pre)
+        if sampler:
+            sampler.gen_pid = gen.pid
+        try:
+            out_, err_ = gen.communicate(timeout=duration + give_up / 1000 + 60)
+        except subprocess.TimeoutExpired:
+            gen.kill()
+            out_, err_ = gen.communicate()
+        p = subprocess.CompletedProcess(gen.args, gen.returncode, out_, err_)
         wall = time.time() - t0
         probe.stop()
         if sampler:
             sampler.stop()
+        diag = None
+        if trace:
+            diag = SysDiag.delta(diag0, SysDiag.snap(groups))
+            diag["gw_migrations"] = {k: migrations(gw.pid, t) - v for k, (t, v) in
+                                     gw_tids.items()}
+            if sirq:
+                res_, lost = sirq.stop()
+                tids = {t for t, _ in gw_tids.values()}
+                by = {}
+                for (pid, vec), (n_, us) in res_.items():
+                    who = ("gw" if str(pid) in tids or pid == gw.pid else
+                           "gen" if pid == gen.pid else "idle" if pid == 0 else "other")
+                    e = by.setdefault(who, {}).setdefault(vec, [0, 0.0])
+                    e[0] += n_
+                    e[1] += us
+                diag["softirq_by_task"] = by
+                diag["softirq_lost"] = lost
         cpu1 = gw_cpu()
         cpu_span = time.time() - w_cpu0
         rcpu1 = cpu_s(case["redis_pid"]) if case.get("redis_pid") else 0
@@ -479,6 +710,7 @@ class Bench:
             "wall_s": wall, "protection": self.protection,
         }
         if trace:
+            r["diag"] = diag
             r["trace"] = {"started_at": rep.get("started_at"), "t0": t0,
                           "samples": sampler.samples, "stats": probe.stats,
                           "probes": probe.stamps}
@@ -600,6 +832,90 @@ def print_trace(r, budget_us_per_s):
                   s[-1][3] - s[0][3], s[-1][2] - s[0][2]))
 
 
+def diag_summary(r):
+    """--trace, cpu case: the figures of SysDiag/SoftirqTrace that tell a run's modes apart."""
+    d = r.get("diag")
+    if not d:
+        return None
+    out = {}
+    gw_u, gw_s = d.get("gw.usage_user"), d.get("gw.usage_sys")
+    if gw_u is not None:
+        out["gw_user_ms"], out["gw_sys_ms"] = gw_u / 1e6, gw_s / 1e6
+    for g in ("gw", "gen"):
+        pc = d.get(g + ".percpu")
+        if pc and sum(pc):
+            out[g + "_ms"] = sum(pc) / 1e6
+            out[g + "_cpu_share"] = [x / sum(pc) for x in pc]
+    if d.get("gen.usage_user") is not None:
+        out["gen_user_ms"], out["gen_sys_ms"] = d["gen.usage_user"] / 1e6, d["gen.usage_sys"] / 1e6
+    s = r.get("trace", {}).get("samples", [])
+    both = [(x[6], x[7]) for x in s if len(x) > 7 and x[6] >= 0 and x[7] >= 0]
+    if both:
+        out["same_cpu_share"] = sum(1 for w, g in both if w == g) / len(both)
+        out["gw_cpu_moves"] = sum(1 for a, b in zip(both, both[1:]) if a[0] != b[0])
+        out["gen_cpu_moves"] = sum(1 for a, b in zip(both, both[1:]) if a[1] != b[1])
+    out["gw_migrations"] = sum(d.get("gw_migrations", {}).values())
+    st = [v for k, v in sorted(d.items()) if k.startswith("stat.cpu")]
+    if st:  # ticks of USER_HZ (10 ms): user nice system idle iowait irq softirq steal
+        out["softirq_ticks"] = [x[6] for x in st]
+        out["steal_ticks"] = [x[7] for x in st]
+        out["busy_ticks"] = [x[0] + x[1] + x[2] + x[5] + x[6] for x in st]
+    for k in ("NET_RX", "TIMER", "RCU", "SCHED"):
+        if "softirq." + k in d:
+            out["n_" + k] = sum(d["softirq." + k])
+    for k in ("RES", "CAL"):
+        if "irq." + k in d:
+            out["ipi_" + k] = sum(d["irq." + k])
+    for k in ("TcpActiveOpens", "TcpAttemptFails", "TcpOutRsts", "TcpEstabResets",
+              "TcpExtListenOverflows", "TcpExtListenDrops", "TcpExtTCPAbortOnData",
+              "TcpExtTCPAbortOnClose", "TcpExtTW"):
+        if "net." + k in d:
+            out[k] = d["net." + k]
+    if d.get("softirq_by_task"):
+        out["softirq_us"] = {who: sum(v[1] for v in vecs.values())
+                             for who, vecs in d["softirq_by_task"].items()}
+        out["softirq_gw"] = {vec: v for vec, v in d["softirq_by_task"].get("gw", {}).items()}
+        out["softirq_lost"] = d.get("softirq_lost", 0)
+    return out
+
+
+def print_diag(r):
+    x = diag_summary(r)
+    if not x:
+        return
+    n202 = r.get("gw_accepted") or 0
+    print("   machine %s %s: gateway CPU %.1f ms (user %.1f, sys+softirq %.1f: %.0f%% sys), "
+          "%.1f us per 202 (%d); on cpu0/cpu1 %s; worker migrations %d, sampled moves %d" % (
+              r["label"], r["mode"], x.get("gw_ms", 0), x.get("gw_user_ms", 0),
+              x.get("gw_sys_ms", 0),
+              100 * x.get("gw_sys_ms", 0) / max(1e-9, x.get("gw_user_ms", 0) + x.get("gw_sys_ms", 0)),
+              r["gw_cpu_s"] * 1e6 / n202 if n202 else 0, n202,
+              "/".join("%.0f%%" % (100 * v) for v in x.get("gw_cpu_share", [])),
+              x.get("gw_migrations", 0), x.get("gw_cpu_moves", 0)))
+    print("     generator CPU %.0f ms (user %.0f, sys %.0f), on cpu0/cpu1 %s, sampled moves %d; "
+          "worker and generator last on the same CPU in %.0f%% of 5 ms samples" % (
+              x.get("gen_ms", 0), x.get("gen_user_ms", 0), x.get("gen_sys_ms", 0),
+              "/".join("%.0f%%" % (100 * v) for v in x.get("gen_cpu_share", [])),
+              x.get("gen_cpu_moves", 0), 100 * x.get("same_cpu_share", 0)))
+    print("     both CPUs: busy/softirq/steal ticks (10 ms) %s / %s / %s; softirqs NET_RX %d "
+          "TIMER %d RCU %d SCHED %d; IPIs RES %d CAL %d" % (
+              x.get("busy_ticks"), x.get("softirq_ticks"), x.get("steal_ticks"),
+              x.get("n_NET_RX", 0), x.get("n_TIMER", 0), x.get("n_RCU", 0), x.get("n_SCHED", 0),
+              x.get("ipi_RES", 0), x.get("ipi_CAL", 0)))
+    print("     tcp: active opens %d, attempt fails %d, RSTs sent %d, estab resets %d, "
+          "listen overflows %d drops %d, abort on data %d close %d, TIME-WAIT %d" % tuple(
+              x.get(k, 0) for k in ("TcpActiveOpens", "TcpAttemptFails", "TcpOutRsts",
+                                    "TcpEstabResets", "TcpExtListenOverflows",
+                                    "TcpExtListenDrops", "TcpExtTCPAbortOnData",
+                                    "TcpExtTCPAbortOnClose", "TcpExtTW")))
+    if x.get("softirq_us"):
+        print("     softirq time by the task it ran in (ms): %s; in the gateway's: %s%s" % (
+            ", ".join("%s %.1f" % (k, v / 1e3) for k, v in sorted(x["softirq_us"].items())),
+            ", ".join("%s %d x %.1f ms" % (k, v[0], v[1] / 1e3)
+                      for k, v in sorted(x["softirq_gw"].items())),
+            " (%d events lost)" % x["softirq_lost"] if x.get("softirq_lost") else ""))
+
+
 def print_trace_mixed(r):
     """--trace, mixed case (no quota): per 100 ms bin the crowd's arrivals and what they
     got, the gateway's CPU (uncapped: up to 100 ms a bin), its door and its level."""
@@ -712,6 +1028,11 @@ def main():
                          "docs/runbook.md 'CPU quotas' gives a gateway under a quota; 0.05); "
                          "0: they share the gateway's quota, and its health checks wait whole "
                          "quota periods while it uses all of it")
+    ap.add_argument("--pin", choices=("none", "apart", "same"), default="apart",
+                    help="cpu: pin the capped gateway to the last CPU and the generator to "
+                         "CPU 0 (apart, the default: where the scheduler put the two decided "
+                         "the cost of an answer by up to 1.6x, bench/README.md \"Session 10\") "
+                         "or to the gateway's (same); none: the scheduler's choice")
     ap.add_argument("--upstream-rps", type=float, default=2000)
     ap.add_argument("--page-share", type=float, default=0.7)
     ap.add_argument("--give-up-ms", type=int,
@@ -835,6 +1156,16 @@ def run_case(bench, a, name, loads, secs, ramp_s, help_text, results):
             case["admin_acct"] = CpuAcct("flashgate-bench-%d-admin" % os.getpid())
             results["caps"].append("cpu: the gateway's admin listener thread in a cgroup of its "
                                    "own, " + case["admin_cap"].desc)
+        if a.trace:
+            case["gen_acct"] = CpuAcct("flashgate-bench-%d-load" % os.getpid())
+            if os.environ.get("OVL_FTRACE") == "1":
+                case["softirq_trace"] = SoftirqTrace()
+                SOFTIRQ_TRACES.append(case["softirq_trace"])
+        if a.pin != "none":
+            ncpu = os.cpu_count()
+            case["pin"] = ([ncpu - 1], [ncpu - 1] if a.pin == "same" else [0])
+            results["caps"].append("cpu: the gateway pinned to CPU %d, the generator to CPU %d"
+                                   % (case["pin"][0][0], case["pin"][1][0]))
         out["cap"] = cap.desc
         out["budget_us_per_s"] = a.gw_cpu * 1e6
         start_rps = 600.0
@@ -888,6 +1219,18 @@ def run_case(bench, a, name, loads, secs, ramp_s, help_text, results):
                                "50 ms), protection %s" % (len(probes), ramp_s, start_rps, mode))
     out["capacity_rps"] = cap_rps
     log("%s: capacity %.0f/s (%s)" % (name, cap_rps, out["capacity_how"]))
+    if name == "cpu":
+        # The cost of an accept at saturation, for the physical bound: the quota spent on
+        # accepts alone, over kept connections (64, a pool the crowd queues for: no new
+        # connection, no refusal), at 1.5x so that it never waits, with a patience longer
+        # than the queue gets (a request given up closes its connection: with 500 ms, 70%
+        # of them did, and the reconnects' accepts were in the cost). The capacity
+        # plateaus' fitted cost is not it: below saturation each request wakes the loop
+        # for itself (bench/README.md "Session 10").
+        out["sat_run"] = bench.run(
+            case, "off", [{"kind": "plateau", "duration_s": secs, "rate": 1.5 * cap_rps}],
+            "sat", give_up_ms=500 if a.smoke else max(4000, int(secs * 1000)),
+            crowd={"connection_mode": "queue", "connections": 64})
 
     for mult in loads:
         rate = cap_rps * mult
@@ -968,6 +1311,11 @@ def fit_costs(out):
         fit = "a x 202 (no 503 to fit r)"
     out["cost_accept_us"] = a_us
     out["cost_503_us"] = r_us if r_us is None or r_us > 0 else None
+    sat = out.get("sat_run")
+    out["cost_accept_sat_us"] = None
+    if sat and sat.get("gw_accepted"):
+        out["cost_accept_sat_us"] = (sat["gw_cpu_s"] - (c_us or 0) * 1e-6 *
+                                     sat.get("gw_cpu_span_s", 0)) * 1e6 / sat["gw_accepted"]
     out["cost_how"] = ("least squares over %d runs (%d shedding > 5%%): gateway CPU (%s)%s = "
                        "%s, counts from /admin/v1/stats" % (
                            len(runs), n_shed, runs[0].get("gw_cpu_how", "schedstat"),
@@ -1140,6 +1488,18 @@ def report(res, a):
                       "admin calls, measured idle before each run" % (B_q, fixed), ms(acc, 1),
                       ms(r503, 1),
                       c.get("cost_how", "")))
+            a_sat = c.get("cost_accept_sat_us")
+            sat = c.get("sat_run")
+            if a_sat and sat:
+                print("   a at saturation = %.1f us per accept: the 'sat' run, %.0f/s offered over "
+                      "64 kept connections (the crowd queues for them; %.1f%% gave up), "
+                      "protection off: %d 202s "
+                      "for %.1f ms of gateway CPU less c; what the bound's B/a uses (the fitted "
+                      "a above is the plateaus', below saturation)" % (
+                          a_sat, sat["offered_rps"], 100 * sat["timeout_share"],
+                          sat["gw_accepted"],
+                          (sat["gw_cpu_s"] - (fixed or 0) * 1e-6 * sat.get("gw_cpu_span_s", 0))
+                          * 1e3))
             for r in c["runs"]:
                 if r["mode"] != "auto":
                     continue
@@ -1147,10 +1507,11 @@ def report(res, a):
                 if acc and acc * L <= B_us:
                     bound = L
                     how = "L (a*L = %.0f <= B: everything can be accepted)" % (acc * L)
-                elif acc and r.get("door_shuts"):
-                    bound = min(L, B_us / acc)
-                    how = "B/a (the door refuses at no cost to the gateway) = %.0f/%.1f" % (
-                        B_us, acc)
+                elif (a_sat or acc) and r.get("door_shuts"):
+                    a_b = a_sat or acc
+                    bound = min(L, B_us / a_b)
+                    how = "B/a%s (the door refuses at no cost to the gateway) = %.0f/%.1f" % (
+                        " at saturation" if a_sat else "", B_us, a_b)
                 elif acc and r503 is not None and acc > r503:
                     bound = max(0.0, min(L, (B_us - r503 * L) / (acc - r503)))
                     how = "(B - r*L)/(a - r) = (%.0f - %.1f*%.0f)/(%.1f - %.1f)" % (
@@ -1165,11 +1526,32 @@ def report(res, a):
                 r["physical_bound_rps"] = bound
                 if r["label"] == "2x":
                     c["bound_2x"] = bound
-                print("     %-4s L = %.0f/s: bound = %s = %.0f/s; goodput %.0f/s = %.0f%% of it" % (
+                if a_sat and acc and r.get("door_shuts") and acc * L > B_us:
+                    how_fit = " (%.0f%% of B/a with the plateaus' fitted a, %.0f/s)" % (
+                        100 * r["goodput_rps"] * acc / B_us, B_us / acc)
+                else:
+                    how_fit = ""
+                print("     %-4s L = %.0f/s: bound = %s = %.0f/s; goodput %.0f/s = %.0f%% of it%s" % (
                     r["label"], L, how, bound, r["goodput_rps"],
-                    100 * r["goodput_rps"] / bound if bound else 0))
+                    100 * r["goodput_rps"] / bound if bound else 0, how_fit))
+            for r in c.get("probe_runs", []) + ([c["sat_run"]] if c.get("sat_run") else []) + \
+                    c["steps"]:
+                x = diag_summary(r)
+                if x and r.get("gw_accepted"):
+                    print("   machine %-5s %-4s %5.0f/s: %.1f us per 202 (%d), %.0f%% sys; "
+                          "gateway on cpu0/cpu1 %s, with the generator %.0f%% of samples%s" % (
+                              r["label"], r["mode"], r["offered_rps"],
+                              r["gw_cpu_s"] * 1e6 / r["gw_accepted"], r["gw_accepted"],
+                              100 * x.get("gw_sys_ms", 0) / max(1e-9, x.get("gw_user_ms", 0) +
+                                                                x.get("gw_sys_ms", 0)),
+                              "/".join("%.0f%%" % (100 * v) for v in x.get("gw_cpu_share", [])),
+                              100 * x.get("same_cpu_share", 0),
+                              "; softirq in the gateway %.1f ms" % (
+                                  x["softirq_us"].get("gw", 0) / 1e3) if x.get("softirq_us")
+                              else ""))
             for r in c["runs"]:
                 print_trace(r, B_q)
+                print_diag(r)
                 print_slow_probes(r)
         if name == "mixed":
             for r in c["runs"] + c["steps"]:
