@@ -32,14 +32,23 @@ typedef struct cm_topk_entry {
     char key[CM_TOPK_KEY_MAX];
 } cm_topk_entry_t;
 
+/* The counters by field, not by entry: an add compares every slot's hash
+ * (64 x 8 bytes: 8 cache lines) and, for a key not tracked, every count,
+ * never the keys of slots whose hash differs. */
 typedef struct cm_topk {
-    uint64_t total; /* items counted */
-    cm_topk_entry_t e[CM_TOPK_SLOTS];
+    uint64_t total;                 /* items counted */
+    size_t last;                    /* the slot the last add found or took: tried first */
+    uint64_t hash[CM_TOPK_SLOTS];   /* 0 = empty slot */
+    uint64_t count[CM_TOPK_SLOTS];
+    uint64_t error[CM_TOPK_SLOTS];
+    uint8_t len[CM_TOPK_SLOTS];
+    char key[CM_TOPK_SLOTS][CM_TOPK_KEY_MAX];
 } cm_topk_t;
 
 /* Empties t. */
 void cm_topk_init(cm_topk_t *t);
-/* Counts one occurrence of key. O(CM_TOPK_SLOTS) compares of a 64-bit hash. */
+/* Counts one occurrence of key. O(CM_TOPK_SLOTS) compares of a 64-bit hash
+ * (and of a count, when the key is not tracked). */
 void cm_topk_add(cm_topk_t *t, const void *key, size_t len);
 /*
  * Adds every counter of src into dst as if src's items had been added to dst

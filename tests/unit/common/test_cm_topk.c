@@ -58,10 +58,10 @@ static void check_guarantees(const cm_topk_t *t, const uint64_t *exact, uint64_t
     uint64_t bound = n / CM_TOPK_SLOTS;
     assert_int_equal(t->total, n);
     /* Every tracked key: true <= count <= true + error, error <= N/k. */
-    for (size_t i = 0; i < CM_TOPK_SLOTS; i++) {
-        const cm_topk_entry_t *e = &t->e[i];
-        if (!e->hash)
-            continue;
+    static cm_topk_entry_t top[CM_TOPK_SLOTS];
+    size_t ntop = cm_topk_sorted(t, top, CM_TOPK_SLOTS);
+    for (size_t i = 0; i < ntop; i++) {
+        const cm_topk_entry_t *e = &top[i];
         unsigned k;
         char tmp[CM_TOPK_KEY_MAX + 1];
         memcpy(tmp, e->key, e->len);
@@ -79,8 +79,8 @@ static void check_guarantees(const cm_topk_t *t, const uint64_t *exact, uint64_t
         size_t len;
         key_of(k, buf, &len);
         int found = 0;
-        for (size_t i = 0; i < CM_TOPK_SLOTS; i++)
-            if (t->e[i].hash && t->e[i].len == len && memcmp(t->e[i].key, buf, len) == 0)
+        for (size_t i = 0; i < ntop; i++)
+            if (top[i].len == len && memcmp(top[i].key, buf, len) == 0)
                 found = 1;
         assert_true(found);
     }
