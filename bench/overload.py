@@ -1222,14 +1222,15 @@ def run_case(bench, a, name, loads, secs, ramp_s, help_text, results):
     if name == "cpu":
         # The cost of an accept at saturation, for the physical bound: the quota spent on
         # accepts alone, over kept connections (64, a pool the crowd queues for: no new
-        # connection, no refusal), at 1.5x so that it never waits, with a patience longer
-        # than the queue gets (a request given up closes its connection: with 500 ms, 70%
-        # of them did, and the reconnects' accepts were in the cost). The capacity
-        # plateaus' fitted cost is not it: below saturation each request wakes the loop
-        # for itself (bench/README.md "Session 10").
+        # connection, no refusal), at 2x so that it never waits even when the plateaus
+        # stopped early (1.5x of a 2,091/s "capacity" left it unsaturated: 14.7 us against
+        # 10.0-10.6), with a patience longer than the queue gets (a request given up closes
+        # its connection: with 500 ms, 70% of them did, and the reconnects' accepts were in
+        # the cost). The capacity plateaus' fitted cost is not it: below saturation each
+        # request wakes the loop for itself (bench/README.md "Session 10").
         out["sat_run"] = bench.run(
-            case, "off", [{"kind": "plateau", "duration_s": secs, "rate": 1.5 * cap_rps}],
-            "sat", give_up_ms=500 if a.smoke else max(4000, int(secs * 1000)),
+            case, "off", [{"kind": "plateau", "duration_s": secs, "rate": 2 * cap_rps}],
+            "sat", give_up_ms=500 if a.smoke else max(5000, int(secs * 1500)),
             crowd={"connection_mode": "queue", "connections": 64})
 
     for mult in loads:
@@ -1492,12 +1493,14 @@ def report(res, a):
             sat = c.get("sat_run")
             if a_sat and sat:
                 print("   a at saturation = %.1f us per accept: the 'sat' run, %.0f/s offered over "
-                      "64 kept connections (the crowd queues for them; %.1f%% gave up), "
+                      "64 kept connections (the crowd queues for them; %.1f%% gave up; the "
+                      "gateway used %.0f%% of its quota over the run and its drain), "
                       "protection off: %d 202s "
                       "for %.1f ms of gateway CPU less c; what the bound's B/a uses (the fitted "
                       "a above is the plateaus', below saturation)" % (
                           a_sat, sat["offered_rps"], 100 * sat["timeout_share"],
-                          sat["gw_accepted"],
+                          100 * sat["gw_cpu_s"] / (B_q * 1e-6 * sat["gw_cpu_span_s"])
+                          if sat.get("gw_cpu_span_s") else 0, sat["gw_accepted"],
                           (sat["gw_cpu_s"] - (fixed or 0) * 1e-6 * sat.get("gw_cpu_span_s", 0))
                           * 1e3))
             for r in c["runs"]:
