@@ -32,6 +32,11 @@
  * Returns {code, left, user_units[, order, qty]}: code 0 reserved, 1 sold out,
  * 2 limit reached, 3 duplicate (with the original order and qty), 4 unknown sale.
  * Order of checks: unknown sale, duplicate key, per-user limit, stock.
+ * With the stock there, the user's count is bumped first and the bump undone
+ * (within the script: atomic, never visible) if it passes the limit, instead
+ * of an HGET before the HINCRBY: one redis.call less per reservation, -0.85
+ * us of redis-server CPU (9%; bench/README.md, "the reserve script's steps").
+ * A limit refusal pays a write and its undo instead.
  * A reservation (code 0) whose left < 2^32 and user_units < 2^20 is one
  * integer instead, left * 2^INV_REDIS_RESERVED_SHIFT + user_units (exact in
  * Lua's doubles: < 2^52): Redis builds a Lua table's reply with a deferred
@@ -58,11 +63,18 @@
     "    return {3, left, h, o, tonumber(q)}\n"                                                    \
     "  end\n"                                                                                      \
     "end\n"                                                                                        \
-    "local have = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')\n"                          \
-    "if have + qty > limit then return {2, left, have} end\n"                                      \
-    "if left < qty then return {1, left, have} end\n"                                              \
+    "if left < qty then\n"                                                                         \
+    "  local have = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')\n"                        \
+    "  if have + qty > limit then return {2, left, have} end\n"                                    \
+    "  return {1, left, have}\n"                                                                   \
+    "end\n"                                                                                        \
+    "local have = redis.call('HINCRBY', KEYS[2], ARGV[1], qty)\n"                                  \
+    "if have > limit then\n"                                                                       \
+    "  if have == qty then redis.call('HDEL', KEYS[2], ARGV[1])\n"                                 \
+    "  else redis.call('HINCRBY', KEYS[2], ARGV[1], -qty) end\n"                                   \
+    "  return {2, left, have - qty}\n"                                                             \
+    "end\n"                                                                                        \
     "left = redis.call('HINCRBY', KEYS[1], 'left', -qty)\n"                                        \
-    "have = redis.call('HINCRBY', KEYS[2], ARGV[1], qty)\n"                                        \
     "redis.call('HSET', KEYS[3], ARGV[4], ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. ARGV[3])\n"          \
     "if ik then redis.call('HSET', KEYS[4], ik, ARGV[4] .. ' ' .. ARGV[2]) end\n"                  \
     "if left == 0 then redis.call('PUBLISH', '" INV_REDIS_CHANNEL "', ARGV[5]) end\n"              \
