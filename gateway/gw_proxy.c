@@ -412,9 +412,9 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
     if (nl >= 256 || vl >= 256)
         return n; /* too long to keep: dropped */
     if (p->nresp_hdrs == p->cap_resp_hdrs) {
+        if (p->cap_resp_hdrs >= 128)
+            return n; /* kept: the first 128; the rest dropped */
         p->cap_resp_hdrs = p->cap_resp_hdrs ? p->cap_resp_hdrs * 2 : 16;
-        if (p->cap_resp_hdrs > 128)
-            return n;
         p->resp_hdrs = cm_xrealloc(p->resp_hdrs, p->cap_resp_hdrs * sizeof(*p->resp_hdrs));
     }
     memcpy(p->resp_hdrs[p->nresp_hdrs][0], data, nl);
