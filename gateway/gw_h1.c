@@ -622,6 +622,7 @@ static int on_message_begin(llhttp_t *p)
     h->msg_done = false;
     h->folded = false;
     h->bare_lf = false;
+    h->bad_path = false;
     return 0;
 }
 
@@ -812,6 +813,37 @@ static char *origin_form(char *url)
 /* The head is in: NUL-terminate its spans in place (each is followed by a
  * byte the parser has consumed: ' ', ':', CR, LF), find the known fields,
  * split the query, decode the path. */
+/*
+ * Routing and the proxy work on the decoded path, and an upstream (libcurl,
+ * then the upstream's own router) resolves dot segments and decodes again: a
+ * path that means something else once decoded or normalised would let a
+ * request reach what the gateway did not route it to (/v1/recs/../admin past
+ * a proxied prefix, /healthz%00/x answered as /healthz). Such paths have no
+ * use on this API and are refused (400), as an edge that normalises would
+ * see a different path than the gateway does.
+ */
+static bool escaped_slash_or_nul(const char *path)
+{
+    for (const char *p = strchr(path, '%'); p; p = strchr(p + 1, '%'))
+        if ((p[1] == '0' && p[2] == '0') || (p[1] == '2' && (p[2] == 'f' || p[2] == 'F')) ||
+            (p[1] == '5' && (p[2] == 'c' || p[2] == 'C')))
+            return true;
+    return false;
+}
+
+/* A "." or ".." segment (RFC 3986 3.3), or a backslash some servers take
+ * for a slash, in the decoded path. */
+static bool has_dot_segment(const char *path)
+{
+    for (const char *p = path; (p = strchr(p, '.')) != NULL; p++) {
+        bool starts = p == path || p[-1] == '/' || p[-1] == '\\';
+        const char *e = p[1] == '.' ? p + 2 : p + 1;
+        if (starts && (*e == '\0' || *e == '/' || *e == '\\'))
+            return true;
+    }
+    return false;
+}
+
 static void head_strings(gw_h1_head_t *h)
 {
     memset(&h->known, 0, sizeof(h->known));
@@ -854,8 +886,13 @@ static void head_strings(gw_h1_head_t *h)
     if (*stop == '?')
         h->nargs = gw_h1_parse_query(stop + 1, h->args, GW_H1_MAX_ARGS);
     *stop = '\0';
-    if (escaped)
-        gw_h1_unescape(url);
+    size_t len = (size_t)(stop - url);
+    if (escaped) {
+        h->bad_path = escaped_slash_or_nul(url);
+        len = gw_h1_unescape(url);
+    }
+    if (memchr(url, '.', len) && has_dot_segment(url))
+        h->bad_path = true;
     h->url = url;
 }
 
@@ -900,7 +937,7 @@ static int on_headers_complete(llhttp_t *p)
     if (h->bare_lf)
         return HPE_PAUSED;
     head_strings(h);
-    if (h->bad_name)
+    if (h->bad_name || h->bad_path)
         return HPE_PAUSED;
     bool pause = h->on_head && h->on_head(h);
     /* Upgrade offers are ignored (RFC 9110 7.8: answered over HTTP/1.1),
@@ -1244,10 +1281,14 @@ static void parse_error(gw_h1_t *c, llhttp_errno_t e)
         return;
     case HPE_INVALID_CONTENT_LENGTH: {
         /* all digits but past 2^64: too large, as a number that fits would be */
-        const char *p = c->rbuf + c->parsed, *q = p;
+        /* llhttp stops at the digit that overflowed or one past it (a 20-digit
+         * value): measure the whole run of digits around the error position */
+        const char *p = c->rbuf + c->parsed, *q = p, *d = p, *end = c->rbuf + c->rlen;
         while (q > c->rbuf && q[-1] >= '0' && q[-1] <= '9')
             q--;
-        if (p - q >= 19 && *p >= '0' && *p <= '9') {
+        while (d < end && *d >= '0' && *d <= '9')
+            d++;
+        if (d - q >= 20 && (d == end || *d == '\r' || *d == '\n' || *d == ' ' || *d == '\t')) {
             out_error(c, GW_R_TOO_LARGE, "Content-Length is larger than the body limit");
             return;
         }
@@ -1330,6 +1371,12 @@ static void conn_parse(gw_h1_t *c)
             }
             if (c->h->bare_lf) {
                 out_error(c, GW_R_BAD_REQUEST, "a line of the request head ends in a bare LF, not CRLF");
+                break;
+            }
+            if (c->h->bad_path) {
+                out_error(c, GW_R_BAD_REQUEST,
+                          "the path has a \".\" or \"..\" segment, an encoded slash, backslash "
+                          "or NUL: send the path it means");
                 break;
             }
             r = c->req;

@@ -651,6 +651,7 @@ typedef struct gw_h1_head {
     bool bad_name; /* an empty field name (": x", llhttp takes it): the parser pauses (400) */
     bool folded;   /* a value folded onto the next line (obs-fold): the parser pauses (400) */
     bool bare_lf;  /* the request line or the final empty line ends in a bare LF (400) */
+    bool bad_path; /* a dot segment, an encoded slash or an encoded NUL in the path (400) */
     bool in_msg;   /* a message has begun (its first byte), until gw_h1_head_next */
     bool head_in;  /* the head is complete */
     bool msg_done; /* the message is complete (the parser paused after it) */

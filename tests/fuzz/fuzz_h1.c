@@ -122,6 +122,8 @@ static const char *feed(run_t *r, const uint8_t *data, size_t size, unsigned see
                     return "obs-fold";
                 if (r->h.bare_lf)
                     return "bare LF";
+                if (r->h.bad_path)
+                    return "bad path";
                 FZ_CHECK(r->h.msg_done);
                 FZ_CHECK(r->h.nhdrs == r->nhdrs); /* a chunked body's trailers are ignored */
                 logs(r, "<done");

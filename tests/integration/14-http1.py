@@ -274,6 +274,9 @@ class Upstream(http.server.BaseHTTPRequestHandler):
                           "pad": "p" * (900 * 1024 if self.path == "/v1/recs/big" else 0)}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
+        if self.path == "/v1/recs/many-headers":
+            for i in range(300):
+                self.send_header("X-Many-%d" % i, "v" * 40)
         self.send_header("Content-Length", str(len(out)))
         self.end_headers()
         if self.command != "HEAD":
@@ -699,6 +702,11 @@ try:
     framing_case("body.cl-plus-sign", b"Content-Length: +30\r\n", "bad_request", 400)
     framing_case("body.cl-too-large-number", b"Content-Length: 99999999999999999999999\r\n",
                  "payload_too_large", 413)
+    # 20 digits past 2^64: llhttp stops one past the digit that overflowed
+    framing_case("body.cl-2^64", b"Content-Length: 18446744073709551616\r\n", "payload_too_large", 413)
+    framing_case("body.cl-20-nines", b"Content-Length: 99999999999999999999\r\n", "payload_too_large", 413)
+    framing_case("body.cl-20-digits-then-junk", b"Content-Length: 99999999999999999999x\r\n",
+                 "bad_request", 400)
     # Two Content-Lengths that differ, Content-Length beside Transfer-Encoding:
     # the classic request-smuggling frames (RFC 9112 6.3): refused, and the
     # connection closed (the body's end is unknown).
@@ -728,6 +736,44 @@ try:
         c.close()
         named(name, p)
     eq(len(Upstream.seen), seen, "the refused proxied frames never reached the upstream")
+    # Paths that mean something else once decoded or normalised (a proxied
+    # prefix escaped with dot segments, an encoded slash or NUL): 400 before
+    # routing, and the upstream never hears of them.
+    seen = len(Upstream.seen)
+    for name, path in (("path.dot-dot", b"/v1/recs/../../internal/secret"),
+                       ("path.dot-dot-encoded", b"/v1/recs/%2E%2E/%2e%2e/internal/secret"),
+                       ("path.dot", b"/v1/recs/./x"),
+                       ("path.trailing-dot-dot", b"/v1/recs/x/.."),
+                       ("path.encoded-slash", b"/v1/recs/a%2Fb"),
+                       ("path.encoded-backslash", b"/v1/recs/..%5Cx"),
+                       ("path.encoded-nul", b"/v1/recs/a%00b"),
+                       ("path.encoded-nul-healthz", b"/healthz%00/../x"),
+                       ("path.encoded-slash-buy", b"/v1/sales/" + OK.encode() + b"%2Forders")):
+        a, p, c = exchange(g.port, b"GET " + path + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+        if a:
+            p += json_error(a[0], "bad_request", 400)
+            p += c.closed_after()
+        c.close()
+        named(name, p)
+    eq(len(Upstream.seen), seen, "the refused paths never reached the upstream")
+    # dots inside a segment are plain characters
+    a, p, c = exchange(g.port, b"GET /v1/recs/a.b/..c/.d HTTP/1.1\r\nHost: t\r\n\r\n")
+    if a:
+        if a[0].status != 200 or json.loads(a[0].body).get("path") != "/v1/recs/a.b/..c/.d":
+            p.append("want 200 with the path as sent, got %r" % a[0])
+    c.close()
+    named("path.dots-inside-segments", p)
+    # An upstream answering with more header fields than the gateway keeps
+    # (128): the rest are dropped, the answer goes through, the gateway lives.
+    a, p, c = exchange(g.port, b"GET /v1/recs/many-headers HTTP/1.1\r\nHost: t\r\n\r\n")
+    if a and a[0].status != 200:
+        p.append("want 200 from the upstream with 300 header fields, got %r" % a[0])
+    c.close()
+    a, p2, c = exchange(g.port, get_req("/healthz"))
+    if a and a[0].status != 200:
+        p2.append("want /healthz 200 after it, got %r" % a[0])
+    c.close()
+    named("proxy.upstream-many-headers", p + p2)
     # The same frames on a GET route (a body is read and dropped there): the
     # bytes after them cannot be trusted either.
     for name, hdrs in (("body.get-route-cl-two-different", b"Content-Length: 3\r\nContent-Length: 30\r\n"),
