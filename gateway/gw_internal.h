@@ -337,6 +337,8 @@ struct gw_worker {
     struct gw_h1_buf *h1_free; /* buffers for reuse (gw_h1.c), at most 256 */
     uv_timer_t h1_sweep;       /* idle connections give their buffer back (gw_h1.c) */
     unsigned h1_freed;         /* buffers freed past the free list since the last trim */
+    uv_work_t h1_trim;         /* malloc_trim off the loop (gw_h1.c) */
+    bool h1_trimming;          /* h1_trim is queued or running */
     unsigned h1_nfree;
     uv_async_t wake; /* stop */
     uv_check_t check; /* end of a loop iteration: the spool and fsync batches, the relay's nudge */
