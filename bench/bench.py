@@ -791,7 +791,7 @@ def bench_redis(tmp, bindir, scripts):
         label = "rep %d/%d" % (rep + 1, REPS)
         ceil["flashgate"].append(redis_ceiling(
             rport, sha, ["4", "{sale:ceil}:meta", "{sale:ceil}:users", "{sale:ceil}:orders",
-                         "{sale:ceil}:idem", "u__rand_int__", "1", "", "o__rand_int__", "ceil"],
+                         "{sale:ceil}:idem", "u__rand_int__", "1", "", "o__rand_int__"],
             label + " flashgate's reserve"))
         ceil["peer"].append(redis_ceiling(
             rport, peer_sha, ["2", "{peer:ceil}:left", "{peer:ceil}:users", "u__rand_int__"],

@@ -11,6 +11,7 @@ v(name, text, args=None) in scope, to add rows. N=calls per run (200000), ROUNDS
 RESERVE=FILE prices FILE's text as "as shipped" instead. The tables in the README:
   RESERVE=bench/lua/reserve_169d8da.lua python3 bench/script_steps.py bench/lua/reserve_steps.py
   python3 bench/script_steps.py bench/lua/reserve_ab.py      (169d8da's text against the header's)
+  python3 bench/script_steps.py bench/lua/reserve_s11.py     (ed847e4's text against the header's)
 """
 import os
 import socket
@@ -23,8 +24,15 @@ import time
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N = int(os.environ.get("N", "200000"))
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
+# CALLGRIND=1: redis-server under callgrind, instructions per call instead of CPU (noise-free;
+# N=20000 ROUNDS=1 is enough, ~10 s a variant)
+CALLGRIND = os.environ.get("CALLGRIND", "0") not in ("", "0")
+# the reserve script's keys and arguments (the older texts in bench/lua/ take the sale id as
+# a fifth argument, OLD_ARGS: they only PUBLISH it on a sell-out)
 STD = ["4", "{sale:c}:meta", "{sale:c}:users", "{sale:c}:orders", "{sale:c}:idem",
-       "u__rand_int__", "1", "", "o__rand_int__", "c"]
+       "u__rand_int__", "1", "", "o__rand_int__"]
+STD_KEY = STD[:7] + ["k__rand_int__", STD[8]]
+OLD_ARGS = STD + ["c"]
 
 
 def shipped(tmp):
@@ -39,33 +47,47 @@ def shipped(tmp):
 def main():
     tmp = tempfile.mkdtemp(prefix="script-steps-")
     full = open(os.environ["RESERVE"]).read() if os.environ.get("RESERVE") else shipped(tmp)
-    variants = [("as shipped", full, None),
-                ("as shipped, with an idempotency key", full, STD[:7] + ["k__rand_int__"] + STD[8:]),
-                ("as shipped, one user over the limit (refusals)", full, STD[:5] + ["u1"] + STD[6:]),
+    base = OLD_ARGS if "ARGV[5]" in full else STD  # RESERVE= an older text (sale id sent)
+    variants = [("as shipped", full, base),
+                ("as shipped, with an idempotency key", full, base[:7] + ["k__rand_int__"] + base[8:]),
+                ("as shipped, one user over the limit (refusals)", full, base[:5] + ["u1"] + base[6:]),
                 ("return 1, the same keys and arguments", "return 1\n", None)]
     if len(sys.argv) > 1:
-        env = {"FULL": full, "STD": STD, "SRC": SRC, "os": os,
+        env = {"FULL": full, "STD": base, "OLD_ARGS": OLD_ARGS, "SRC": SRC, "os": os,
                "v": lambda name, text, args=None: variants.append((name, text, args))}
         exec(open(sys.argv[1]).read(), env)
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    rs = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                           "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL)
+    vg = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + os.path.join(tmp, "cg.out")]
+    rs = subprocess.Popen((vg if CALLGRIND else []) +
+                          ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                           "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL if CALLGRIND else None)
     hz = os.sysconf("SC_CLK_TCK")
+    ndump = [0]
 
     def cli(*a):
         return subprocess.run(["redis-cli", "-p", str(port)] + list(a), capture_output=True,
                               check=True).stdout.decode().strip()
 
     def ticks():
+        if CALLGRIND:  # instructions since the last zeroing (callgrind_control -z)
+            ndump[0] += 1
+            subprocess.run(["callgrind_control", "-d", str(rs.pid)], check=True,
+                           capture_output=True)
+            path = os.path.join(tmp, "cg.out.%d" % ndump[0])
+            ir = [int(ln.split()[1]) for ln in open(path) if ln.startswith(("summary:", "totals:"))]
+            subprocess.run(["callgrind_control", "-z", str(rs.pid)], check=True,
+                           capture_output=True)
+            return ir[0]
         f = open("/proc/%d/stat" % rs.pid).read().rsplit(")", 1)[1].split()
         return int(f[11]) + int(f[12])
 
     res = {name: [] for name, _, _ in variants}
     try:
-        for _ in range(50):
+        for _ in range(300):
             try:
                 cli("PING")
                 break
@@ -87,12 +109,15 @@ def main():
                     raise RuntimeError("%s: %s" % (name, (p.stdout + p.stderr)[-400:]))
                 if "errorstat_" in cli("INFO", "errorstats"):
                     raise RuntimeError("%s: the script failed in Redis" % name)
-                res[name].append((c1 - c0) * 1e6 / hz / N)
+                res[name].append(c1 / N if CALLGRIND else (c1 - c0) * 1e6 / hz / N)
         base = statistics.median(res["as shipped"])
         for name, _, _ in variants:
             m = statistics.median(res[name])
-            print("%-60s %6.2f us %+6.2f  [%s]" % (name, m, m - base,
-                                                    " ".join("%.2f" % x for x in res[name])))
+            if CALLGRIND:
+                print("%-60s %7.0f instructions %+6.0f" % (name, m, m - base))
+            else:
+                print("%-60s %6.2f us %+6.2f  [%s]" % (name, m, m - base,
+                                                        " ".join("%.2f" % x for x in res[name])))
         print("load average: %s" % open("/proc/loadavg").read().strip())
     finally:
         rs.terminate()

@@ -1227,14 +1227,13 @@ static void resp_key(resp_t *b, const char *sale_id, size_t idlen, const char *p
 static size_t op_format(const rop_t *op, int sc, char *buf, size_t cap)
 {
     static const char *const parts[4] = {"meta", "users", "orders", "idem"};
-    const char *args[5];
+    const char *args[4];
     int nargs = 0;
-    if (sc == SC_RESERVE) {
+    if (sc == SC_RESERVE) { /* the sale id is in the keys: the script cuts it out of KEYS[1] */
         args[nargs++] = op->user_id;
         args[nargs++] = op->qty;
         args[nargs++] = op->idem_key;
         args[nargs++] = op->order_id;
-        args[nargs++] = op->sale_id;
     } else {
         args[nargs++] = op->order_id;
         args[nargs++] = op->user_id;
@@ -1579,9 +1578,9 @@ static int sync_reserve(rw_t *w, inv_reserve_req_t *req)
         w->sync = inv_cluster_sync_new(rb->cl, rb->timeout_ms);
     char qty[12];
     snprintf(qty, sizeof(qty), "%u", req->qty);
-    const char *args[5] = {req->user_id, qty, req->idem_key, req->order_id, req->sale->sale_id};
+    const char *args[4] = {req->user_id, qty, req->idem_key, req->order_id};
     int err = 0;
-    redisReply *r = sync_eval(w->sync, rb, SC_RESERVE, req->sale->sale_id, 4, 5, args, &err);
+    redisReply *r = sync_eval(w->sync, rb, SC_RESERVE, req->sale->sale_id, 4, 4, args, &err);
     if (!r) {
         br_failure(rb);
         return err;
