@@ -8,7 +8,7 @@
  *      redis-cluster://[[user]:password@]host[:port][,host[:port]...][?key=value&...]
  *      for a Redis Cluster (a seed list; routing in inv_cluster.c)
  *   password        also from inventory.redis_password (inv_opts_t) when the URL has none
- *   pool=2          async connections per worker loop (1..64; INV_REDIS_POOL_DEFAULT)
+ *   pool=1          async connections per worker loop (1..64; INV_REDIS_POOL_DEFAULT)
  *   timeout_ms=50   per reserve call; older calls fail with CM_ETIMEOUT (1..60000;
  *                   INV_REDIS_TIMEOUT_MS_DEFAULT). inv_opts_t values win over these.
  *   admin_timeout_ms=2000  blocking admin calls (1..60000)

@@ -1027,7 +1027,7 @@ static void test_throughput_printout(void **state)
                      0);
     assert_int_equal(strlen(sha), 40);
     double ceiling = redis_benchmark_rps(sha, n);
-    printf("# inv_redis: %d async reserves, 64 in flight, one loop, pool 2: %.0f/s\n", n, ours);
+    printf("# inv_redis: %d async reserves, 64 in flight, one loop, pool 1: %.0f/s\n", n, ours);
     if (ceiling > 0)
         printf("# redis-benchmark -n %d -P 64 EVALSHA reserve: %.0f/s; ratio %.0f%%\n", n,
                ceiling, 100.0 * ours / ceiling);
