@@ -17,7 +17,10 @@ bench's flags, a 1 s warm-up, then `wrk -t1 -cCONNS -dSECONDS`. MODE:
          load-independent. Valgrind slows the gateway ~50x, which
          the overload module reads as queueing (503 queue_time, a cheaper answer
          in the mix): this mode runs with --overload-accept-pause=false
-         --overload-adaptive=false so that every answer is the case's
+         --overload-adaptive=false so that every answer is the case's.
+         PROFILE_CG_ARGS adds valgrind options, e.g. "--cache-sim=yes
+         --D1=49152,12,64 --LL=1048576,16,64" (the LL level sized as one
+         core's L2): then each simulated event per answer is printed too
   sys    `perf stat` syscall tracepoints per answer, epoll_wait split per epoll fd
          (one per libuv loop: the main thread's and the worker's, and with Redis
          the backend's own; before session 8 libmicrohttpd had one more); run it on a quiet
@@ -115,8 +118,9 @@ def main():
     cg = os.path.join(tmp, "callgrind.out")
     if mode == "calls":
         argv += ["--overload-accept-pause=false", "--overload-adaptive=false"]
-        argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
-                "--callgrind-out-file=" + cg] + argv
+        argv = (["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                 "--callgrind-out-file=" + cg] + os.environ.get("PROFILE_CG_ARGS", "").split() +
+                argv)
     log = open(os.path.join(tmp, "flashgate.log"), "w")
     gw = subprocess.Popen(argv, stdout=log, stderr=log)
     try:
@@ -175,8 +179,13 @@ def main():
     if mode == "calls":
         a = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", cg],
                            capture_output=True, text=True).stdout
-        tot = int(re.search(r"([\d,]+)\s+(?:\(100.0%\)\s+)?PROGRAM TOTALS", a)
-                  .group(1).replace(",", ""))
+        events = re.search(r"^Events shown:\s+(.*)$", a, re.M).group(1).split()
+        totals = [int(x.replace(",", "")) for x in
+                  re.search(r"^([\d,\s()%.]+)PROGRAM TOTALS", a, re.M).group(1).split()
+                  if x[0].isdigit()]
+        tot = totals[0]
+        for ev, v in zip(events[1:], totals[1:]):  # --cache-sim=yes: misses per answer
+            res[ev + "_per_answer"] = round(v / n, 2)
         ms = sum(int(m.group(1).replace(",", ""))
                  for m in re.finditer(r"^\s*([\d,]+)\s.*memset", a, re.M))
         res["instructions_per_answer"] = round(tot / n)
