@@ -926,7 +926,27 @@ void gw_queue_handle(gw_req_t *r)
             return;
         }
     } else {
-        pos = gw_fair_room_join(fs);
+        /* A join takes a place, which every later buyer waits behind: it goes
+         * through the buy's limiters (per IP, per user, the sale's rule), and a
+         * user who holds a place gets it back. HEAD takes none: its head is
+         * the one a join would get now. */
+        size_t user_len = strlen(user);
+        bool take = r->verb != GW_VERB_HEAD;
+        if (take) {
+            uint8_t ipkey[16];
+            size_t iplen = gw_client_key(&srv->proxies, gw_req_peer(r), r->hdr.xff, ipkey);
+            gw_limit_verdict_t lv;
+            gw_limits_admit(srv->limits, user, user_len, (const char *)ipkey, iplen, r->id,
+                            strlen(r->id), r->w->now_ns, &lv);
+            if (!lv.allowed) {
+                gw_hitters_add(r->w, user, ipkey, iplen);
+                reply_rate_limited(r, &lv);
+                return;
+            }
+        }
+        pos = gw_fair_room_join(fs, user, user_len, take);
+        if (!pos)
+            pos = v.queued + 1;
     }
     snprintf(msg, sizeof(msg), "q:%s:%s:%llu", r->id, user, (unsigned long long)pos);
     gw_token_mac(srv, msg, mac);

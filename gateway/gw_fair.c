@@ -69,6 +69,24 @@ struct gw_fair_sale {
     _Atomic uint64_t wr_front_milli;  /* admitted through (thousandths of a position) */
     _Atomic uint64_t wr_eff_milli;    /* the rate in force (thousandths per second) */
     int64_t wr_last_ms;               /* lottery thread */
+    pthread_mutex_t wr_mu;            /* wr_places */
+    struct wr_place *wr_places;       /* WR_PLACES slots, allocated at the first join */
+};
+
+/*
+ * The places the waiting room gave, by user, so that a user who joins again
+ * gets the place they hold instead of a new one at the back. Bounded: a fixed
+ * table of WR_PLACES slots (16 bytes each, 1 MiB per room) in buckets of
+ * WR_WAYS; a full bucket gives up its lowest position (the oldest place, the
+ * first to be admitted), so a user whose place was given up that way joins at
+ * the back again. The per-IP and per-user limiters bound how fast anyone can
+ * push places out.
+ */
+#define WR_PLACES 65536
+#define WR_WAYS 4
+struct wr_place {
+    uint64_t tag; /* siphash(secret, user_id) | 1, 0 = empty */
+    uint64_t pos;
 };
 
 struct gw_fair {
@@ -318,6 +336,7 @@ static gw_fair_sale_t *sale_new(const char *sale_id)
     gw_fair_sale_t *fs = cm_xcalloc(1, sizeof(*fs));
     snprintf(fs->sale_id, sizeof(fs->sale_id), "%s", sale_id);
     pthread_mutex_init(&fs->mu, NULL);
+    pthread_mutex_init(&fs->wr_mu, NULL);
     fs->fd = -1;
     return fs;
 }
@@ -539,7 +558,9 @@ void gw_fair_close(gw_server_t *srv)
         free(fs->by_user);
         free(fs->by_id);
         free(fs->perm);
+        free(fs->wr_places);
         pthread_mutex_destroy(&fs->mu);
+        pthread_mutex_destroy(&fs->wr_mu);
         free(fs);
     }
     pthread_mutex_destroy(&f->mu);
@@ -803,9 +824,36 @@ void gw_fair_room_view(gw_fair_sale_t *fs, gw_fair_room_view_t *out)
     out->rate_per_s = (double)atomic_load_explicit(&fs->wr_eff_milli, memory_order_relaxed) / 1000;
 }
 
-uint64_t gw_fair_room_join(gw_fair_sale_t *fs)
+/* The position of tag in its bucket, else a new one there (take) or 0. fs->wr_mu held. */
+static uint64_t place_find(gw_fair_sale_t *fs, struct wr_place *bucket, uint64_t tag, bool take)
 {
-    return atomic_fetch_add_explicit(&fs->wr_next, 1, memory_order_relaxed) + 1;
+    struct wr_place *oldest = bucket;
+    for (size_t i = 0; i < WR_WAYS; i++) {
+        if (bucket[i].tag == tag)
+            return bucket[i].pos;
+        if (bucket[i].pos < oldest->pos)
+            oldest = bucket + i; /* an empty slot has position 0: taken first */
+    }
+    if (!take)
+        return 0;
+    oldest->tag = tag;
+    oldest->pos = atomic_fetch_add_explicit(&fs->wr_next, 1, memory_order_relaxed) + 1;
+    return oldest->pos;
+}
+
+uint64_t gw_fair_room_join(gw_fair_sale_t *fs, const char *user_id, size_t len, bool take)
+{
+    uint64_t tag = cm_hash_sip24(&fs->secret, user_id, len) | 1;
+    size_t b = (size_t)(tag >> 32) & (WR_PLACES - WR_WAYS);
+    uint64_t pos = 0;
+    pthread_mutex_lock(&fs->wr_mu);
+    if (!fs->wr_places && take)
+        fs->wr_places = cm_xcalloc(WR_PLACES, sizeof(*fs->wr_places));
+    struct wr_place *places = fs->wr_places;
+    if (places)
+        pos = place_find(fs, places + b, tag, take);
+    pthread_mutex_unlock(&fs->wr_mu);
+    return pos;
 }
 
 /*

@@ -138,7 +138,8 @@ void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id);
 /*
  * Waiting room (optional per sale, independent of the lottery): buyers first
  * take a place in the queue (GET /v1/sales/{id}/queue?user_id=U: a position,
- * signed into a ticket so the gateway keeps nothing per user) and are admitted
+ * signed into a ticket; a user who joins again gets the place they hold, from a
+ * bounded table per room) and are admitted
  * in position order as the admission front advances at the sale's
  * waiting_room_rate, scaled by the overload controller's state (level,
  * share of users admitted, the Redis limit's throughput) and divided among the
@@ -160,8 +161,12 @@ typedef struct gw_fair_room_view {
     double rate_per_s;         /* the admission rate in force now (this gateway) */
 } gw_fair_room_view_t;
 void gw_fair_room_view(gw_fair_sale_t *fs, gw_fair_room_view_t *out);
-/* A new position in the queue (1-based). Thread-safe. */
-uint64_t gw_fair_room_join(gw_fair_sale_t *fs);
+/*
+ * The position (1-based) user_id holds in the queue. A user without one gets
+ * a new one at the back when take is true, else 0. A user keeps their place
+ * while the room's bounded table holds it (see gw_fair.c). Thread-safe.
+ */
+uint64_t gw_fair_room_join(gw_fair_sale_t *fs, const char *user_id, size_t len, bool take);
 
 /* Adds {"fair": {...}} counters to the stats (json_t *). Thread-safe. */
 void gw_fair_stats(gw_fair_t *f, void *json_obj);

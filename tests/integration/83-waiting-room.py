@@ -11,7 +11,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import Gateway, check, eq, finish, need_binary  # noqa: E402
+from fg import Gateway, check, eq, finish, need_binary, request  # noqa: E402
 
 need_binary("flashgate")
 
@@ -37,6 +37,12 @@ try:
         eq(r.headers.get("cache-control"), "no-store", "a personal answer is not cached")
         q[u] = r.json
     eq(sorted(x["position"] for x in q.values()), list(range(1, 41)), "positions in arrival order")
+    r = g.get("/v1/sales/wr/queue?user_id=u05")
+    eq((r.status, r.json["position"]), (200, q["u05"]["position"]),
+       "a user who joins again gets the place they hold, not a new one at the back")
+    r = request(g.port, "HEAD", "/v1/sales/wr/queue?user_id=u40")
+    eq(r.status, 200, "HEAD of a join")
+    eq(g.get("/v1/sales/wr/queue").json["queued"], 40, "HEAD and a second join take no place")
     again = g.get("/v1/sales/wr/queue?user_id=u05&ticket=" + q["u05"]["ticket"]).json
     eq(again["position"], q["u05"]["position"], "the ticket keeps the place")
     pos, mac = q["u05"]["ticket"].split(".")
@@ -74,6 +80,25 @@ try:
     eq((f2["admitting_through"], f2["rate_per_s"]), (f1["admitting_through"], 0),
        "no admissions at level 3")
     eq(g.admin("PUT", "/admin/v1/degrade", body={"level": "auto"}).status, 200, "level auto")
+except Exception:
+    print(g.logs())
+    raise
+finally:
+    g.cleanup()
+
+# A join takes a place every later buyer waits behind: it goes through the
+# buy's limiters (here per IP: burst 10), and a refusal takes no place.
+g = Gateway("--set", "limits.user_rps=0", "--set", "limits.ip_rps=1", "--set",
+            "limits.ip_burst=10", "--kafka-brokers", "none")
+try:
+    g.start()
+    r = g.admin("PUT", "/admin/v1/sales/wr", body={"stock": 100, "waiting_room_rate": 1})
+    eq(r.status, 201, "sale with a waiting room")
+    codes = [g.get("/v1/sales/wr/queue?user_id=bot%d" % i).status for i in range(30)]
+    check(codes.count(200) <= 12 and codes.count(429) >= 18,
+          "joins are rate-limited per IP: %r" % codes)
+    queued = g.get("/v1/sales/wr/queue").json["queued"]
+    eq(queued, codes.count(200), "a refused join takes no place")
 except Exception:
     print(g.logs())
     raise
