@@ -550,10 +550,12 @@ static void req_drop(gw_h1_t *c)
         return;
     c->req = NULL;
     r->conn = NULL;
-    if (r->state != GW_ST_WAIT)
+    if (r->state != GW_ST_WAIT) {
         gw_http_req_free(r); /* a waiting one is freed by gw_req_finish */
-    else
-        c->keep_buf = true; /* its strings point into the buffer */
+    } else {
+        gw_http_req_orphan(r); /* the buffer goes back at the close */
+        c->keep_buf = true;    /* the sweep leaves the buffer to the close */
+    }
 }
 
 static void conn_close(gw_h1_t *c)

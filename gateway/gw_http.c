@@ -46,6 +46,14 @@ gw_req_t *gw_http_req_new(gw_worker_t *w, gw_h1_t *c)
     return r;
 }
 
+void gw_http_req_orphan(gw_req_t *r)
+{
+    r->conn = NULL;
+    r->method = NULL;
+    r->url = NULL;
+    memset(&r->hdr, 0, sizeof(r->hdr));
+}
+
 void gw_http_req_free(gw_req_t *r)
 {
     gw_worker_t *w = r->w;

@@ -715,6 +715,13 @@ int gw_req_fd(const gw_req_t *r);
 /* gw_http.c's side of a request, called by gw_h1.c. Loop thread. */
 gw_req_t *gw_http_req_new(gw_worker_t *w, gw_h1_t *c);
 void gw_http_req_free(gw_req_t *r);
+/* The connection of a request still waiting (Redis, the spool) closed: its
+ * method, path and header strings pointed into the connection's buffer,
+ * which goes back to the free list for another connection to write. Sets
+ * them and r->conn to NULL, so that a later reader crashes instead of reading
+ * another connection's bytes (nothing reads them after the handler: the buy
+ * copied what it needs into r->res and r->order). */
+void gw_http_req_orphan(gw_req_t *r);
 void gw_http_head(gw_req_t *r);  /* routes; may answer (GW_ST_DONE) before the body */
 void gw_http_body(gw_req_t *r, const char *data, size_t n);
 void gw_http_complete(gw_req_t *r); /* answers now (GW_ST_DONE) or waits (GW_ST_WAIT) */
