@@ -11,6 +11,8 @@
 #include "common/cm_err.h"
 #include "common/cm_url.h"
 
+#include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -275,6 +277,7 @@ inv_sale_t *inv__sale_get_or_create(inv_t *inv, const char *sale_id)
         atomic_init(&s->starts_at_ms, 0);
         atomic_init(&s->ends_at_ms, 0);
         atomic_init(&s->version, 0);
+        atomic_init(&s->seq, 0);
         inv->sales[i] = s;
         inv->nsales++;
     }
@@ -348,43 +351,77 @@ void inv_sale_foreach(inv_t *inv, void (*fn)(inv_sale_t *sale, void *ctx), void 
     free(list);
 }
 
+/*
+ * A seqlock (Boehm, "Can seqlocks get along with programming language memory
+ * models?", 2012, without fences, which TSan does not model): the publisher
+ * makes seq odd, stores the fields with release (none moves above the odd
+ * seq), and makes seq even again with release; a reader loads seq with
+ * acquire, the fields with acquire (the second load of seq stays below them),
+ * and seq again: the same even value both times = no publish overlapped its
+ * loads. On x86 these are plain moves. Reservations change stock_left and the
+ * counters outside it: those may be one step apart, which the snapshot's
+ * "may lag" allows.
+ */
+static pthread_mutex_t publish_mu = PTHREAD_MUTEX_INITIALIZER; /* one publisher at a time */
+
+#define REL memory_order_release
+#define ACQ memory_order_acquire
+
 void inv__sale_publish(inv_sale_t *sale, const inv_sale_info_t *info)
 {
-    atomic_store(&sale->stock_total, info->stock_total);
-    atomic_store(&sale->stock_left, info->stock_left < 0 ? 0 : info->stock_left);
-    atomic_store(&sale->accepted_units, info->accepted_units);
-    atomic_store(&sale->accepted_orders, info->accepted_orders);
-    atomic_store(&sale->per_user_limit, info->per_user_limit);
-    atomic_store(&sale->starts_at_ms, info->starts_at_ms);
-    atomic_store(&sale->ends_at_ms, info->ends_at_ms);
-    atomic_store(&sale->version, info->version);
+    pthread_mutex_lock(&publish_mu);
+    uint32_t q = atomic_load_explicit(&sale->seq, memory_order_relaxed);
+    atomic_store_explicit(&sale->seq, q + 1, memory_order_relaxed);
+    atomic_store_explicit(&sale->stock_total, info->stock_total, REL);
+    atomic_store_explicit(&sale->stock_left, info->stock_left < 0 ? 0 : info->stock_left, REL);
+    atomic_store_explicit(&sale->accepted_units, info->accepted_units, REL);
+    atomic_store_explicit(&sale->accepted_orders, info->accepted_orders, REL);
+    atomic_store_explicit(&sale->per_user_limit, info->per_user_limit, REL);
+    atomic_store_explicit(&sale->starts_at_ms, info->starts_at_ms, REL);
+    atomic_store_explicit(&sale->ends_at_ms, info->ends_at_ms, REL);
+    atomic_store_explicit(&sale->version, info->version, REL);
+    atomic_store_explicit(&sale->seq, q + 2, REL);
+    /* after the fields: a buy that sees the flag clear reads the new terms */
     atomic_store(&sale->sold_out, info->stock_left <= 0);
+    pthread_mutex_unlock(&publish_mu);
+}
+
+/* The seqlock's read side: begin returns the even sequence to check against
+ * (waiting out a publish in progress), retry says whether to read again. */
+static uint32_t read_begin(inv_sale_t *s)
+{
+    uint32_t q;
+    while ((q = atomic_load_explicit(&s->seq, ACQ)) & 1)
+        sched_yield(); /* a publisher is writing: a few stores, rare */
+    return q;
+}
+
+static bool read_retry(inv_sale_t *s, uint32_t q)
+{
+    return atomic_load_explicit(&s->seq, memory_order_relaxed) != q;
 }
 
 void inv_sale_snapshot(const inv_sale_t *sale, inv_sale_info_t *out)
 {
-    /* The fields are read one by one; an admin change racing with the read can
-     * mix two versions, so read until the version is stable (admin changes are
-     * rare). Reservations do not bump the version: stock_left and
-     * accepted_units may be one step apart under load, which the header's
-     * "may lag" allows. */
+    /* Consistent against publishes (the seqlock above); reservations do not
+     * take it: stock_left and accepted_units may be one step apart under
+     * load, which the header's "may lag" allows. */
     inv_sale_t *s = (inv_sale_t *)sale; /* atomics are read-only here */
     memset(out, 0, sizeof(*out));
     /* a copy, not snprintf: every buy takes a snapshot (~550 instructions saved) */
     memcpy(out->sale_id, s->sale_id, strnlen(s->sale_id, sizeof(out->sale_id) - 1));
-    for (int tries = 0; tries < 8; tries++) {
-        uint64_t v = atomic_load(&s->version);
-        out->stock_total = atomic_load(&s->stock_total);
-        out->stock_left = atomic_load(&s->stock_left);
-        out->accepted_units = atomic_load(&s->accepted_units);
-        out->accepted_orders = atomic_load(&s->accepted_orders);
-        out->per_user_limit = atomic_load(&s->per_user_limit);
-        out->starts_at_ms = atomic_load(&s->starts_at_ms);
-        out->ends_at_ms = atomic_load(&s->ends_at_ms);
-        out->version = v;
-        if (atomic_load(&s->version) == v)
-            break;
-    }
+    uint32_t q;
+    do {
+        q = read_begin(s);
+        out->stock_total = atomic_load_explicit(&s->stock_total, ACQ);
+        out->stock_left = atomic_load_explicit(&s->stock_left, ACQ);
+        out->accepted_units = atomic_load_explicit(&s->accepted_units, ACQ);
+        out->accepted_orders = atomic_load_explicit(&s->accepted_orders, ACQ);
+        out->per_user_limit = atomic_load_explicit(&s->per_user_limit, ACQ);
+        out->starts_at_ms = atomic_load_explicit(&s->starts_at_ms, ACQ);
+        out->ends_at_ms = atomic_load_explicit(&s->ends_at_ms, ACQ);
+        out->version = atomic_load_explicit(&s->version, ACQ);
+    } while (read_retry(s, q));
     if (out->stock_left < 0)
         out->stock_left = 0;
 }
@@ -394,14 +431,13 @@ void inv_sale_snapshot(const inv_sale_t *sale, inv_sale_info_t *out)
 void inv_sale_terms(const inv_sale_t *sale, inv_sale_terms_t *out)
 {
     inv_sale_t *s = (inv_sale_t *)sale; /* atomics are read-only here */
-    for (int tries = 0; tries < 8; tries++) {
-        uint64_t v = atomic_load(&s->version);
-        out->per_user_limit = atomic_load(&s->per_user_limit);
-        out->starts_at_ms = atomic_load(&s->starts_at_ms);
-        out->ends_at_ms = atomic_load(&s->ends_at_ms);
-        if (atomic_load(&s->version) == v)
-            break;
-    }
+    uint32_t q;
+    do {
+        q = read_begin(s);
+        out->per_user_limit = atomic_load_explicit(&s->per_user_limit, ACQ);
+        out->starts_at_ms = atomic_load_explicit(&s->starts_at_ms, ACQ);
+        out->ends_at_ms = atomic_load_explicit(&s->ends_at_ms, ACQ);
+    } while (read_retry(s, q));
 }
 
 bool inv_sale_sold_out(const inv_sale_t *sale)

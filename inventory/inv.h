@@ -179,8 +179,9 @@ typedef struct inv_sale_memo {
 inv_sale_t *inv_sale_find_memo(inv_t *inv, inv_sale_memo_t *m, const char *sale_id);
 /* Fills *out from the local view (may lag the backend by < 1 s in a fleet). Thread-safe. */
 void inv_sale_snapshot(const inv_sale_t *sale, inv_sale_info_t *out);
-/* What a buy checks of its sale, read as inv_sale_snapshot reads it (a stable
- * version): the buy path's snapshot without the copies it does not read. */
+/* What a buy checks of its sale, read as inv_sale_snapshot reads it (under
+ * the sale view's seqlock: one publish's terms, never a mix of two): the buy
+ * path's snapshot without the copies it does not read. */
 typedef struct inv_sale_terms {
     int64_t starts_at_ms, ends_at_ms;
     uint32_t per_user_limit;

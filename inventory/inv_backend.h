@@ -21,6 +21,10 @@ struct inv_sale {
     _Atomic int64_t starts_at_ms;
     _Atomic int64_t ends_at_ms;
     _Atomic uint64_t version;
+    /* The seqlock over the fields inv__sale_publish writes: odd while a
+     * publisher (one at a time) writes them; readers retry until they saw
+     * the same even value before and after. */
+    _Atomic uint32_t seq;
     atomic_bool sold_out;
     void *backend; /* the backend's per-sale state */
     struct inv_sale *dead_next; /* deleted: on inv->dead until inv_close */
@@ -82,7 +86,9 @@ inv_sale_t *inv__sale_get_or_create(inv_t *inv, const char *sale_id);
 void inv__sale_remove(inv_t *inv, const char *sale_id);
 /* The rule for deleting a sale: 0 if it has ended, else CM_ECONFLICT with why. */
 int inv__sale_deletable(const inv_sale_info_t *info, int64_t now_ms, char *errbuf, size_t errlen);
-/* Copies a backend's truth into the local view and sets the sold-out flag. */
+/* Copies a backend's truth into the local view and sets the sold-out flag,
+ * under the sale's seqlock; publishers (admin PUT, the sync thread) take
+ * turns on one lock. Thread-safe. */
 void inv__sale_publish(inv_sale_t *sale, const inv_sale_info_t *info);
 
 #endif
