@@ -222,6 +222,15 @@ void gw_http_account(gw_req_t *r, gw_reply_t reply)
     }
 }
 
+/* 413, and the connection closes after it: the body's rest stays unread. */
+static void too_large(gw_req_t *r)
+{
+    gw_resp_error(&r->resp, GW_R_TOO_LARGE, NULL, "body is larger than %llu bytes",
+                  (unsigned long long)r->w->srv->body_limit);
+    r->state = GW_ST_DONE;
+    r->close_after = true;
+}
+
 void gw_http_head(gw_req_t *r)
 {
     gw_worker_t *w = r->w;
@@ -248,17 +257,15 @@ void gw_http_head(gw_req_t *r)
         r->close_after = true; /* refused from the head: body unread */
         return;
     }
-    if (r->state == GW_ST_BODY && r->route == GW_ROUTE_BUY) {
+    if (r->state == GW_ST_BODY && r->route != GW_ROUTE_PROXY) {
+        /* Every route that reads a body or drops it (a GET's): no reading
+         * past the limit, whatever the route (the proxy has proxy.max_body). */
         const char *cl = r->hdr.content_length;
         if (cl && content_length(cl) > w->srv->body_limit) {
-            /* Refuse before reading: the connection closes after the answer. */
-            gw_resp_error(&r->resp, GW_R_TOO_LARGE, NULL, "body is larger than %llu bytes",
-                          (unsigned long long)w->srv->body_limit);
-            r->state = GW_ST_DONE;
-            r->close_after = true; /* refused before reading: the body stays unread */
+            too_large(r); /* refused before reading: the body stays unread */
             return;
         }
-        if (!json_media_type(r->hdr.content_type))
+        if (r->route == GW_ROUTE_BUY && !json_media_type(r->hdr.content_type))
             r->bad_media = true;
     }
 }
@@ -268,12 +275,20 @@ void gw_http_body(gw_req_t *r, const char *data, size_t n)
     gw_worker_t *w = r->w;
     if (r->state != GW_ST_BODY)
         return;
-    if (r->route == GW_ROUTE_PROXY)
+    if (r->route == GW_ROUTE_PROXY) {
         gw_px_body(r, data, n);
-    if (r->route != GW_ROUTE_BUY || r->too_large || r->bad_media)
         return;
+    }
     if (r->body_len + n > w->srv->body_limit) {
-        r->too_large = true;
+        /* A chunked body (or one the head did not announce) passed the
+         * limit: 413 now and close with the rest unread, as nginx's
+         * client_max_body_size does; reading on to the end let one client
+         * keep the worker parsing for as long as it kept sending. */
+        too_large(r);
+        return;
+    }
+    if (r->route != GW_ROUTE_BUY || r->bad_media) {
+        r->body_len += n; /* counted toward the limit, not kept */
         return;
     }
     if (r->body_len + n + 1 > r->body_cap) {
@@ -291,14 +306,10 @@ void gw_http_body(gw_req_t *r, const char *data, size_t n)
 
 void gw_http_complete(gw_req_t *r)
 {
-    gw_worker_t *w = r->w;
     if (r->state != GW_ST_BODY)
         return;
     if (r->route == GW_ROUTE_BUY) {
-        if (r->too_large) {
-            gw_resp_error(&r->resp, GW_R_TOO_LARGE, NULL, "body is larger than %llu bytes",
-                          (unsigned long long)w->srv->body_limit);
-        } else if (r->bad_media) {
+        if (r->bad_media) {
             gw_resp_error(&r->resp, GW_R_MEDIA_TYPE, NULL,
                           "Content-Type must be application/json");
         } else {

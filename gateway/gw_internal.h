@@ -475,7 +475,7 @@ struct gw_req {
     gw_route_t route;
     gw_req_state_t state;
     gw_conn_t *cn; /* the connection's guard entry (gw_conn.c), NULL if untracked */
-    bool too_large, bad_media;
+    bool bad_media;
     bool replayed; /* a buy in the spool batch answers Idempotent-Replayed (gw_buy.c) */
     gw_prep_t *cached; /* a prepared answer (sold out, rate limited), sent instead */
     gw_reply_t cached_reply;
