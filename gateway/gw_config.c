@@ -627,7 +627,8 @@ const cm_opt_t gw_config_opts[] = {
     {"overload.accept_pause", CM_OPT_BOOL, OFF(ol_accept_pause), 0, "true", 0, 0, NULL, 0, NULL,
      NULL, "when a worker's accept queue holds more than a queue target of its request rate, "
      "stop listening (the kernel refuses new connections at once) until it catches up, and "
-     "answer 503 queue_time to a request that already waited 2.5 queue targets in the kernel; "
+     "answer 503 queue_time to a request whose bytes arrived 2.5 queue targets before its head "
+     "was read (4 on a connection the shut door keeps); "
      "off while the level is pinned to 0, 1 or 2",
      NULL},
     {"overload.shed_buys", CM_OPT_BOOL, OFF(ol_shed_buys), 0, "false", 0, 0, NULL, 0, NULL, NULL,
