@@ -426,18 +426,32 @@ void inv_sale_snapshot(const inv_sale_t *sale, inv_sale_info_t *out)
         out->stock_left = 0;
 }
 
-/* Every buy reads these: the snapshot's memset, id copy and counters were
- * ~85 of its ~110 instructions (bench/README.md session 10). */
-void inv_sale_terms(const inv_sale_t *sale, inv_sale_terms_t *out)
+static inline void terms_read(inv_sale_t *s, inv_sale_terms_t *out)
 {
-    inv_sale_t *s = (inv_sale_t *)sale; /* atomics are read-only here */
+    out->per_user_limit = atomic_load_explicit(&s->per_user_limit, ACQ);
+    out->starts_at_ms = atomic_load_explicit(&s->starts_at_ms, ACQ);
+    out->ends_at_ms = atomic_load_explicit(&s->ends_at_ms, ACQ);
+}
+
+__attribute__((noinline, cold)) static void terms_retry(inv_sale_t *s, inv_sale_terms_t *out)
+{
     uint32_t q;
     do {
         q = read_begin(s);
-        out->per_user_limit = atomic_load_explicit(&s->per_user_limit, ACQ);
-        out->starts_at_ms = atomic_load_explicit(&s->starts_at_ms, ACQ);
-        out->ends_at_ms = atomic_load_explicit(&s->ends_at_ms, ACQ);
+        terms_read(s, out);
     } while (read_retry(s, q));
+}
+
+/* Every buy reads these: the snapshot's memset, id copy and counters were
+ * ~85 of its ~110 instructions (bench/README.md session 10). One try in line
+ * (plain loads on x86), the seqlock's waits and retries out of line. */
+void inv_sale_terms(const inv_sale_t *sale, inv_sale_terms_t *out)
+{
+    inv_sale_t *s = (inv_sale_t *)sale; /* atomics are read-only here */
+    uint32_t q = atomic_load_explicit(&s->seq, ACQ);
+    terms_read(s, out);
+    if ((q & 1) || read_retry(s, q))
+        terms_retry(s, out); /* a publish overlapped the loads: rare */
 }
 
 bool inv_sale_sold_out(const inv_sale_t *sale)
