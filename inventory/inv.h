@@ -87,7 +87,7 @@ struct inv_reserve_req {
  * One connection per worker: every reserve of a loop iteration goes out in one
  * write and redis-server reads and answers it with one read and one write; two
  * connections took a read and a write each per wakeup of redis-server, and at
- * 64 connections that was +0.3-0.5 us of its system time per reserve (bench/
+ * 64 connections that was +0.2-0.5 us of its system time per reserve (bench/
  * README.md, Session 11: Redis). */
 #define INV_REDIS_POOL_DEFAULT 1
 #define INV_REDIS_TIMEOUT_MS_DEFAULT 50
