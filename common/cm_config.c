@@ -558,12 +558,11 @@ static void fmt_range(const cm_opt_t *o, char *buf, size_t len)
  * KV text separate pairs with commas. Returns NULL or the rule broken
  * (rulebuf may be used for it).
  */
-static const char *apply_text(cm_conf_t *conf, const cm_opt_t *o, const char *text,
-                              bool kv_append, bool kv_commas, char *rulebuf, size_t rulelen)
+static const char *apply_trimmed(cm_conf_t *conf, const cm_opt_t *o, const char *text,
+                                 const char *t, bool kv_append, bool kv_commas, char *rulebuf,
+                                 size_t rulelen)
 {
     parsed_t v = {0};
-    char tb[TEXT_MAX];
-    const char *t = trim(text, tb, sizeof(tb));
     int r;
     switch (o->type) {
     case CM_OPT_STR: {
@@ -675,6 +674,21 @@ static void shown_value(const cm_opt_t *o, const char *text, char *buf, size_t l
     for (char *p = buf; *p; p++)
         if (*p == '\n')
             *p = ',';
+}
+
+/* apply_trimmed with `t`, the text without its surrounding whitespace, in a
+ * stack copy wiped after: the value may be a secret (the admin token). The
+ * copy stayed readable in the process (integration.21-admin-token found it
+ * once link-time optimisation moved the stack frames, bench/README.md
+ * session 11). */
+static const char *apply_text(cm_conf_t *conf, const cm_opt_t *o, const char *text,
+                              bool kv_append, bool kv_commas, char *rulebuf, size_t rulelen)
+{
+    char tb[TEXT_MAX];
+    const char *rule = apply_trimmed(conf, o, text, trim(text, tb, sizeof(tb)), kv_append,
+                                     kv_commas, rulebuf, rulelen);
+    explicit_bzero(tb, sizeof(tb));
+    return rule;
 }
 
 /* Applies text from a source; records the source or reports the problem. */
