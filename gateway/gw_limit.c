@@ -373,12 +373,23 @@ size_t gw_limits_get_rules(gw_limits_t *l, gw_rule_t *out, size_t max)
 
 static uint64_t key_hash(const gw_limits_t *l, gw_scope_t scope, const char *k, size_t n)
 {
-    cm_hash_sip_t st;
     uint8_t tag = (uint8_t)scope; /* domain separation: user "1.2.3.4" != IP "1.2.3.4" */
-    cm_hash_sip_init(&st, &l->key);
-    cm_hash_sip_update(&st, &tag, 1);
-    cm_hash_sip_update(&st, k, n);
-    uint64_t h = cm_hash_sip_final(&st);
+    uint64_t h;
+    uint8_t buf[1 + 128];
+    if (n < sizeof(buf)) {
+        /* tag and key in one buffer for the one-shot hash (the incremental
+         * form's per-byte tail cost ~120 more instructions a call): the
+         * same value as the incremental form's below */
+        buf[0] = tag;
+        memcpy(buf + 1, k, n);
+        h = cm_hash_sip24(&l->key, buf, 1 + n);
+    } else {
+        cm_hash_sip_t st;
+        cm_hash_sip_init(&st, &l->key);
+        cm_hash_sip_update(&st, &tag, 1);
+        cm_hash_sip_update(&st, k, n);
+        h = cm_hash_sip_final(&st);
+    }
     /* bit 0 picks the policy of the idle test on eviction: user, or IP (also the
      * subnet's: a subnet bucket may then be reclaimed early, failing open) */
     if (scope == GW_SCOPE_USER || scope == GW_SCOPE_IP || scope == GW_SCOPE_SUBNET)
