@@ -4,12 +4,15 @@
 
   python3 bench/profile.py BIN_DIR CASE MODE [SECONDS [CONNS]]
 
-CASE: sold (410), rate (429), acc (202, spool only), and the Redis target's pair
+CASE: sold (410), rate (429), acc (202, spool only), floor (bench/uv_floor.c, the
+libuv+llhttp floor, with sold out's wrk script: BIN_DIR's flashgate-bench-uv-floor), and
+the Redis target's pair
 (bench.py's bench_redis flags, PEER_LIKE: no adaptive overload shedding, so no 503s
 under valgrind): mem (202, memory backend) and redis (202, Redis backend, on a
 redis-server started here as bench.py does). One `flashgate --threads 1` with the
 bench's flags, a 1 s warm-up, then `wrk -t1 -cCONNS -dSECONDS`. MODE:
-  cpu    the gateway's utime+stime per answer (load-dependent: compare within a run)
+  cpu    the gateway's utime+stime per answer, and each alone (load-dependent: compare
+         within a run)
   calls  callgrind, instrumentation on only during the wrk run: user-space
          instructions per answer, with and without memset (valgrind counts each
          byte of glibc's `rep stosb` memset as an instruction; libmicrohttpd, the
@@ -65,8 +68,9 @@ def http(port, method, path, body=None, tok=None):
 
 
 def ticks(pid):
+    """utime, stime of pid in clock ticks"""
     f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
-    return int(f[11]) + int(f[12])
+    return int(f[11]), int(f[12])
 
 
 def wrk(port, conns, secs, script, sale):
@@ -115,9 +119,12 @@ def main():
     if case == "redis":
         rs, rport = start_redis(tmp)
         argv += ["--inventory", "redis://127.0.0.1:%d" % rport]
+    if case == "floor":
+        argv = [os.path.join(bindir, "flashgate-bench-uv-floor"), str(port)]
     cg = os.path.join(tmp, "callgrind.out")
     if mode == "calls":
-        argv += ["--overload-accept-pause=false", "--overload-adaptive=false"]
+        if case != "floor":
+            argv += ["--overload-accept-pause=false", "--overload-adaptive=false"]
         argv = (["valgrind", "--tool=callgrind", "--instr-atstart=no",
                  "--callgrind-out-file=" + cg] + os.environ.get("PROFILE_CG_ARGS", "").split() +
                 argv)
@@ -126,19 +133,23 @@ def main():
     try:
         for _ in range(600):
             try:
-                if http(port, "GET", "/readyz") == 200:
+                if case == "floor" and http(port, "POST", "/v1/sales/so/orders", {}) == 410:
+                    break
+                if case != "floor" and http(port, "GET", "/readyz") == 200:
                     break
             except OSError:
                 pass
             time.sleep(0.1)
         for sale, stock in (("so", 0), ("rl", HUGE), ("acc", HUGE), ("warm", HUGE)):
-            http(admin, "PUT", "/admin/v1/sales/" + sale, {"stock": stock, "per_user_limit": 1},
-                 TOKEN)
+            if case != "floor":
+                http(admin, "PUT", "/admin/v1/sales/" + sale,
+                     {"stock": stock, "per_user_limit": 1}, TOKEN)
         rate = os.path.join(tmp, "rate.lua")
         with open(rate, "w") as f:
             f.write(RATE_LIMITED_LUA)
         wrkdir = os.path.join(HERE, "..", "loadtest", "wrk")
         script, sale = {"sold": (os.path.join(wrkdir, "sold_out.lua"), "so"),
+                        "floor": (os.path.join(wrkdir, "sold_out.lua"), "so"),
                         "rate": (rate, "rl"),
                         "acc": (os.path.join(wrkdir, "buy.lua"), "acc"),
                         "mem": (os.path.join(wrkdir, "buy.lua"), "acc"),
@@ -152,9 +163,10 @@ def main():
         n, out = wrk(port, conns, secs, script, sale)
         if mode == "calls":
             subprocess.run(["callgrind_control", "-i", "off", str(gw.pid)], capture_output=True)
+        t1, us = ticks(gw.pid), 1e6 / os.sysconf("SC_CLK_TCK") / n
         res = {"case": case, "mode": mode, "conns": conns, "answers": n,
-               "cpu_us_per_answer": round((ticks(gw.pid) - t0) * 1e6 /
-                                          os.sysconf("SC_CLK_TCK") / n, 2)}
+               "cpu_us_per_answer": round((sum(t1) - sum(t0)) * us, 2),
+               "user_us": round((t1[0] - t0[0]) * us, 2), "sys_us": round((t1[1] - t0[1]) * us, 2)}
         bad = re.search(r"(\d+ answers were not \d+.*|answers:.*)", out)
         if bad:
             res["wrk"] = bad.group(1)[:160]
