@@ -334,7 +334,6 @@ struct gw_worker {
     uint64_t fd_starved_n, fd_starved_logged_ns;
     struct gw_h1 *h1_conns; /* open connections (gw_h1.c) */
     uint64_t h1_open;
-    uint64_t h1_leaving; /* of those, closing once their output is out (close_after) */
     struct gw_h1_buf *h1_free; /* buffers for reuse (gw_h1.c), at most 256 */
     uv_timer_t h1_sweep;       /* idle connections give their buffer back (gw_h1.c) */
     unsigned h1_freed;         /* buffers freed past the free list since the last trim */

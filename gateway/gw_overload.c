@@ -263,15 +263,11 @@ void gw_ol_iteration(gw_worker_t *w)
  * door shut). Past the budget, this request's connection closes after its
  * answer: it answers with Connection: close and closes (RFC 9112 9.6), and
  * the client learns it from the answer, not from a reset under a request
- * already sent. Counted against the connections that stay (h1_open less those
- * already closing after their answer, h1_leaving): the closes come after the
- * writes, in a later iteration, so every request of one iteration's burst saw
- * the same h1_open and each was trimmed (measured: 99 connections to 1 in one
- * 100 ms bin after a shut, with a budget of at least 16).
+ * already sent.
  */
 static void door_trim(gw_ol_worker_t *o, gw_req_t *r)
 {
-    if (!r->conn || o->w->h1_open - o->w->h1_leaving <= gw_door_keep(&o->door) ||
+    if (!r->conn || o->w->h1_open <= gw_door_keep(&o->door) ||
         r->close_after)
         return;
     r->close_after = true;
@@ -685,13 +681,12 @@ bool gw_ol_too_late(gw_req_t *r)
         !gw_late_look(o->lag_us, (uint64_t)o->q.avg_us, o->door.shut, o->q.busy_pct,
                       o->q.target_us))
         return false;
-    /* A connection the shut door keeps (door_trim, in gw_ol_request_head, left it
-     * open) is the worker's supply of work: served whatever its wait (gw_overload.h
-     * says why). No getsockopt either. */
-    if (o->door.shut && !r->close_after)
-        return false;
     uint64_t waited;
     if (!request_waited(r, &waited) || !gw_late_shed(waited, o->q.target_us))
+        return false;
+    /* A connection the shut door keeps (door_trim, in gw_ol_request_head, left it
+     * open) is the worker's supply of work: shed later (gw_late_shed_kept). */
+    if (o->door.shut && !r->close_after && !gw_late_shed_kept(waited, o->q.target_us))
         return false;
     atomic_fetch_add_explicit(&o->shed_late, 1, memory_order_relaxed);
     gw_ol_overloaded(r, "queue_time",

@@ -238,12 +238,7 @@ bool gw_qdelay_admit_user(const gw_qdelay_t *q, unsigned prio);
  */
 #define GW_DOOR_MIN_QUEUE 64
 #define GW_DOOR_BUSY_PCT 80
-/* Keep-alive connections kept while shut, at least: as many as the accept queue
- * the door lets wait (GW_DOOR_MIN_QUEUE). Under a CPU quota the kept connections
- * are the worker's whole supply of work, and few of them make each burst of its
- * quota find few requests: with the rate-sized budget alone 11-36 were kept at
- * 17-38 us of CPU an answer, 64 cost 13-22 (bench/README.md "Session 11"). */
-#define GW_DOOR_MIN_CONNS GW_DOOR_MIN_QUEUE
+#define GW_DOOR_MIN_CONNS 16 /* keep-alive connections kept while shut, at least */
 #define GW_DOOR_IDLE_TICKS 2
 #define GW_DOOR_HOLD_US 250000u
 #define GW_DOOR_RECENT_US (2u * GW_DOOR_HOLD_US) /* after a reopen: the crowd is believed */
@@ -385,17 +380,19 @@ bool gw_late_look(uint64_t lag_us, uint64_t qdelay_avg_us, bool door_shut, unsig
 /* Whether a request that waited `waited_us` before the gateway saw it is too late. Pure. */
 bool gw_late_shed(uint64_t waited_us, uint64_t target_us);
 /*
- * A request on a connection a shut door keeps (kept = not trimmed: the worker's
- * open connections within gw_door_keep) is served whatever its wait, not asked
- * (gw_ol_too_late): those connections are the worker's whole supply of work
- * while shut, the queue they make is bounded by how many are kept, and a 503
- * still costs a read, a parse and a write: shedding one saves little CPU and
- * closes the connection (its body unread). Shed from 80 ms, as until
- * session 11, the kept connections that waited through the first shut's
- * backlog were closed, and the worker served the rest of the crowd through
- * 2-36 connections at 17-38 us of CPU an answer instead of 13-22 through 64
- * (bench/README.md "Session 11").
+ * The same for a request on a connection a shut door keeps (kept = not trimmed:
+ * the worker's open connections within gw_door_keep). Those connections are the
+ * worker's whole supply of work while shut, and the queue they make is at most
+ * one target's worth, so such a request is shed only from GW_LATE_KEPT_TARGETS:
+ * served before that, it still answers within the 100 ms (its wait plus at most
+ * the target). Shed at 2.5 targets, each kept connection that waited through the
+ * shut's backlog closed (its body is unread), and the worker could run out of
+ * connections, idle, reopen, let a new queue in to reset at the next shut, and
+ * do it again every 100-300 ms (measured: 16 shuts and 2,586 resets in a 3 s
+ * run at 2x; bench/README.md "Session 10").
  */
+#define GW_LATE_KEPT_TARGETS 4.0
+bool gw_late_shed_kept(uint64_t waited_us, uint64_t target_us);
 
 /*
  * Our own load or the machine's: a loop that is not waiting in epoll is busy

@@ -677,6 +677,11 @@ bool gw_late_shed(uint64_t waited_us, uint64_t target_us)
     return target_us > 0 && (double)waited_us >= GW_LATE_TARGETS * (double)target_us;
 }
 
+bool gw_late_shed_kept(uint64_t waited_us, uint64_t target_us)
+{
+    return target_us > 0 && (double)waited_us >= GW_LATE_KEPT_TARGETS * (double)target_us;
+}
+
 unsigned gw_busy_own_pct(unsigned busy_pct, uint64_t span_ns, uint64_t cpu_ns,
                          uint64_t run_delay_ns, uint64_t throttled_ns)
 {
