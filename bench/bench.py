@@ -682,14 +682,16 @@ def redis_delta(i0, i1, reserves):
             "calls_per_reserve": calls / reserves if reserves else float("nan")}
 
 
-def redis_ceiling(rport, sha, nkeys_args, reps_label):
-    """redis-benchmark -P 64 EVALSHA: the most a pipelining client can get out of Redis."""
-    log("%s: redis-benchmark EVALSHA, -n %d -P 64" % (reps_label, CEILING_N))
+def redis_ceiling(rport, sha, nkeys_args, reps_label, clients=50):
+    """redis-benchmark -P 64 EVALSHA: the most a pipelining client can get out of Redis
+    (redis-benchmark's default 50 connections; clients=1 is one connection of 64 in flight,
+    as the gateway's one connection per worker at 64 wrk connections)."""
+    log("%s: redis-benchmark EVALSHA, -n %d -P 64 -c %d" % (reps_label, CEILING_N, clients))
     c0 = cpu_ticks_of(rport)
     i0 = redis_info(rport)
     p = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(rport), "-n",
-                        str(CEILING_N), "-P", "64", "-r", "100000000", "-q", "EVALSHA", sha]
-                       + nkeys_args, capture_output=True, timeout=120)
+                        str(CEILING_N), "-P", "64", "-c", str(clients), "-r", "100000000", "-q",
+                        "EVALSHA", sha] + nkeys_args, capture_output=True, timeout=120)
     c1 = cpu_ticks_of(rport)
     txt = (p.stdout + p.stderr).decode("utf-8", "replace")
     m = re.findall(r"([\d.]+) requests per second", txt)
@@ -750,12 +752,9 @@ def bench_redis(tmp, bindir, scripts):
     sha = redis_cmd(rport, "SCRIPT", "LOAD", reserve_script(tmp))
     peer_sha = redis_cmd(rport, "SCRIPT", "LOAD", peer_script())
     gw = gws["redis"]
-    gw.put_sale("ceil", HUGE)  # the gateway writes its keys; redis-benchmark then reserves on them
-    if not redis_cmd(rport, "HGET", "{sale:ceil}:meta", "left"):
-        raise RuntimeError("the gateway did not write {sale:ceil}:meta into Redis")
     redis_cmd(rport, "SET", "{peer:ceil}:left", str(HUGE))
     res = {(c, n): [] for c, _, _ in REDIS_CASES for n in CONNS}
-    ceil = {"flashgate": [], "peer": []}
+    ceil = {"flashgate": [], "flashgate-c1": [], "peer": []}
     nsale = 0
     for rep in range(REPS):
         for conns in CONNS:
@@ -790,9 +789,9 @@ def bench_redis(tmp, bindir, scripts):
                 res[(case, conns)].append(r)
         label = "rep %d/%d" % (rep + 1, REPS)
         ceil["flashgate"].append(redis_ceiling(
-            rport, sha, ["4", "{sale:ceil}:meta", "{sale:ceil}:users", "{sale:ceil}:orders",
-                         "{sale:ceil}:idem", "u__rand_int__", "1", "", "o__rand_int__"],
-            label + " flashgate's reserve"))
+            rport, sha, ceiling_args(gw, rport), label + " flashgate's reserve"))
+        ceil["flashgate-c1"].append(redis_ceiling(  # 64 in flight on one connection, as the c64 rows
+            rport, sha, ceiling_args(gw, rport), label + " flashgate's reserve, one connection", 1))
         ceil["peer"].append(redis_ceiling(
             rport, peer_sha, ["2", "{peer:ceil}:left", "{peer:ceil}:users", "u__rand_int__"],
             label + " the peer's script"))
@@ -802,6 +801,20 @@ def bench_redis(tmp, bindir, scripts):
         stop(p)
     stop(rs)
     return res, ceil
+
+
+def ceiling_args(gw, rport):
+    """The reserve's keys and arguments for redis-benchmark, on a fresh sale written by the
+    gateway: like each gateway row, which starts a fresh sale, so the script works on hashes
+    of the same sizes (the ceiling used to reserve on one sale whose hashes grew to 600k
+    orders over its rounds), with a sale id, user and order id of about the gateway's
+    lengths (acc-ceil-N / acc-redis-N; u + 12 digits / wrk-0-N; o + 12 digits / 13 chars)."""
+    sale = gw.new_sale("acc-ceil", HUGE)
+    k = "{sale:%s}:" % sale
+    if not redis_cmd(rport, "HGET", k + "meta", "left"):
+        raise RuntimeError("the gateway did not write %smeta into Redis" % k)
+    return ["4", k + "meta", k + "users", k + "orders", k + "idem",
+            "u__rand_int__", "1", "", "o__rand_int__"]
 
 
 def peer_script():
@@ -907,6 +920,7 @@ def report_redis(rres, ceil):
                          fmt(fig["wrk_cpu_us"], 1), "%.0f%%" % (100 * fig["busy"]),
                          "%.1f%%" % (100 * med([share(r, 202) for r in rs]))])
     for k, label in (("flashgate", "redis-benchmark -P 64, flashgate's reserve"),
+                     ("flashgate-c1", "redis-benchmark -P 64 -c 1, flashgate's reserve"),
                      ("peer", "redis-benchmark -P 64, the peer's script")):
         rows.append([label, "", fmt(cf[k]["rps"], 0), "-", "-", "-", "", fmt(cf[k]["redis_cpu_us"], 1),
                      fmt(cf[k]["script_us"], 2), fmt(cf[k]["per_read"], 1), "-", "-", "-"])
@@ -925,7 +939,9 @@ def report_redis(rres, ceil):
           "wrk's CPU / 202 answers; busy = the machine's CPUs busy over the run (/proc/stat, "
           "all processes: under 100%% the three processes wait on each other or on the "
           "scheduler, see bench/README.md, Redis); ceiling: "
-          "redis-benchmark -n %d -P 64 -r 100000000, distinct users, median of %d"
+          "redis-benchmark -n %d -P 64 -r 100000000 (50 connections; -c 1: one connection, 64 "
+          "in flight, as the gateway's one connection at 64 wrk connections), distinct users, "
+          "each round on a fresh sale as each gateway row, median of %d"
           % (CEILING_N, len(ceil["flashgate"])))
     print("  targets (issue 10):")
     for conns in CONNS:
@@ -948,6 +964,10 @@ def report_redis(rres, ceil):
         for what, x, t, txt in checks:
             print("    c%-4d %-68s %-34s %s" % (conns, what, txt,
                                                 "met" if x == x and x <= t else "NOT MET"))
+        c1 = cf["flashgate-c1"]["redis_cpu_us"]
+        print("    c%-4d %-68s %.2fx (%s / %s us)" % (
+            conns, "(not a target) redis cpu per reserve vs the -P 64 -c 1 ceiling's", gr["redis_cpu_us"] / c1,
+            fmt(gr["redis_cpu_us"]), fmt(c1)))
     print()
 
 
