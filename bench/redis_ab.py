@@ -13,7 +13,9 @@ bench.py's Redis-row flags (--threads 1, a 1 s Redis timeout, no adaptive limit)
 CONNS (64), REPS (3), SECS (5), CEIL=0 skips the ceiling; CEIL_C (50): redis-benchmark's
 connections for the ceiling, a list ("50,1": the first is what the ratios are taken against);
 CEIL_MODES (fresh): "fresh" a fresh sale a round (as bench.py), "grown" the old ceiling on one
-sale whose hashes grow over the rounds, "fresh,grown" both; PERF=1: redis-server's syscalls and switches per reserve (perf stat tracepoints).
+sale whose hashes grow over the rounds, "fresh,grown" both; PERF=1: redis-server's syscalls and switches per reserve (perf stat tracepoints);
+PIN_REDIS=CPU: redis-server on that CPU (e.g. `taskset -c 0 env PIN_REDIS=1 python3 ...`: the
+gateway, wrk and redis-benchmark on CPU 0, redis-server alone on CPU 1).
 """
 import os
 import shutil
@@ -95,6 +97,8 @@ def main():
         variants.append((label, bindir, flags.split() if flags.strip() else [], envs))
     rs, rport = B.start_redis(tmp)
     B.REDIS_PIDS[rport] = rs.pid
+    if os.environ.get("PIN_REDIS"):  # redis-server on a CPU of its own (run the script under taskset)
+        os.sched_setaffinity(rs.pid, {int(os.environ["PIN_REDIS"])})
     base = ["--kafka-brokers", "none", "--inventory", "redis://127.0.0.1:%d" % rport] + B.PEER_LIKE
     gws = {}
     for label, bindir, flags, envs in variants:
