@@ -682,15 +682,15 @@ def redis_delta(i0, i1, reserves):
             "calls_per_reserve": calls / reserves if reserves else float("nan")}
 
 
-def redis_ceiling(rport, sha, nkeys_args, reps_label, clients=50):
+def redis_ceiling(rport, sha, nkeys_args, reps_label, clients=50, pipeline=64):
     """redis-benchmark -P 64 EVALSHA: the most a pipelining client can get out of Redis
     (redis-benchmark's default 50 connections; clients=1 is one connection of 64 in flight,
     as the gateway's one connection per worker at 64 wrk connections)."""
-    log("%s: redis-benchmark EVALSHA, -n %d -P 64 -c %d" % (reps_label, CEILING_N, clients))
+    log("%s: redis-benchmark EVALSHA, -n %d -P %d -c %d" % (reps_label, CEILING_N, pipeline, clients))
     c0 = cpu_ticks_of(rport)
     i0 = redis_info(rport)
     p = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(rport), "-n",
-                        str(CEILING_N), "-P", "64", "-c", str(clients), "-r", "100000000", "-q",
+                        str(CEILING_N), "-P", str(pipeline), "-c", str(clients), "-r", "100000000", "-q",
                         "EVALSHA", sha] + nkeys_args, capture_output=True, timeout=120)
     c1 = cpu_ticks_of(rport)
     txt = (p.stdout + p.stderr).decode("utf-8", "replace")

@@ -11,7 +11,8 @@ redis-server (its voluntary context switches) and its preemptions per 1,000 rese
 VARIANTS: label|bindir|extra flags[|ENV=value ...], ';'-separated; every gateway runs
 bench.py's Redis-row flags (--threads 1, a 1 s Redis timeout, no adaptive limit).
 CONNS (64), REPS (3), SECS (5), CEIL=0 skips the ceiling; CEIL_C (50): redis-benchmark's
-connections for the ceiling, a list ("50,1": the first is what the ratios are taken against);
+connections for the ceiling, a list ("50,1,1x32": C or CxP for -c C -P P, -P 64 by default; the
+first is what the ratios are taken against);
 CEIL_MODES (fresh): "fresh" a fresh sale a round (as bench.py), "grown" the old ceiling on one
 sale whose hashes grow over the rounds, "fresh,grown" both; PERF=1: redis-server's syscalls and switches per reserve (perf stat tracepoints);
 PIN_REDIS=CPU: redis-server on that CPU (e.g. `taskset -c 0 env PIN_REDIS=1 python3 ...`: the
@@ -109,7 +110,7 @@ def main():
     buy = os.path.join(SRC, "loadtest", "wrk", "buy.lua")
     res = {}
     ceil = {}
-    ceil_c = [int(x) for x in os.environ.get("CEIL_C", "50").split(",")]
+    ceil_c = [x if "x" in x else x + "x64" for x in os.environ.get("CEIL_C", "50").split(",")]
     modes = os.environ.get("CEIL_MODES", "fresh").split(",")
     ceil_grown = []
     try:
@@ -148,15 +149,15 @@ def main():
                         args = ["4", "{sale:ceil}:meta", "{sale:ceil}:users", "{sale:ceil}:orders",
                                 "{sale:ceil}:idem", "u__rand_int__", "1", "", "o__rand_int__"]
                     u0, s0 = ut_st(rs.pid); v0, n0 = ctxsw(rs.pid)
-                    pf = perf_start(rs.pid, "ceil-%s-c%d-%d" % (mode, cc, rep + 1))
-                    cr = B.redis_ceiling(rport, sha, args, "ceiling", cc)
+                    pf = perf_start(rs.pid, "ceil-%s-c%s-%d" % (mode, cc, rep + 1))
+                    cr = B.redis_ceiling(rport, sha, args, "ceiling", *map(int, cc.split("x")))
                     sc = perf_stop(pf, B.CEILING_N)
                     u1, s1 = ut_st(rs.pid); v1, n1 = ctxsw(rs.pid)
                     cr["per_wake"] = B.CEILING_N / max(v1 - v0, 1)
                     k = 1e6 / B.CLK_TCK / B.CEILING_N
                     cr["ru"], cr["rsys"] = (u1 - u0) * k, (s1 - s0) * k
                     ceil.setdefault((mode, cc), []).append(cr)
-                    print("rep %d ceiling-%s-c%-3d %7.0f/s redis %.2f (u %.2f s %.2f) script %.2f per_read %.1f per_wake %.1f%s" % (
+                    print("rep %d ceiling-%s-c%-5s %7.0f/s redis %.2f (u %.2f s %.2f) script %.2f per_read %.1f per_wake %.1f%s" % (
                         rep + 1, mode, cc, cr["rps"], cr["redis_cpu_us"], cr["ru"], cr["rsys"], cr["script_us"], cr["per_read"], cr["per_wake"], sc), flush=True)
         print("load %s" % open("/proc/loadavg").read().strip())
         med = lambda xs: statistics.median(xs)
@@ -165,7 +166,7 @@ def main():
             m = med([x["redis_cpu_us"] for x in cs])
             if (mode, cc) == (modes[0], ceil_c[0]):
                 cm = m
-            print("medians; ceiling %s -c %d redis %.2f us (u %.2f s %.2f) script %.2f per_read %.1f per_wake %.1f" % (
+            print("medians; ceiling %s -c/-P %s redis %.2f us (u %.2f s %.2f) script %.2f per_read %.1f per_wake %.1f" % (
                 mode, cc, m, med([x["ru"] for x in cs]), med([x["rsys"] for x in cs]),
                 med([x["script_us"] for x in cs]), med([x["per_read"] for x in cs]), med([x["per_wake"] for x in cs])))
         for (label, c), rows in res.items():
