@@ -5,14 +5,18 @@
   python3 bench/profile.py BIN_DIR CASE MODE [SECONDS [CONNS]]
 
 CASE: sold (410), rate (429), acc (202, spool only), floor (bench/uv_floor.c, the
-libuv+llhttp floor, with sold out's wrk script: BIN_DIR's flashgate-bench-uv-floor), and
+libuv+llhttp floor, with sold out's wrk script: BIN_DIR's flashgate-bench-uv-floor), nginx
+(bench/nginx.conf.in's one worker, `return 200`, with sold out's wrk script too), and
 the Redis target's pair
 (bench.py's bench_redis flags, PEER_LIKE: no adaptive overload shedding, so no 503s
 under valgrind): mem (202, memory backend) and redis (202, Redis backend, on a
 redis-server started here as bench.py does). One `flashgate --threads 1` with the
 bench's flags, a 1 s warm-up, then `wrk -t1 -cCONNS -dSECONDS`. MODE:
   cpu    the gateway's utime+stime per answer, and each alone (load-dependent: compare
-         within a run)
+         within a run), and its voluntary context switches per answer (sleeps: how
+         often the loop waited in epoll_wait with nothing to do and was woken); every
+         mode also prints wrk's own CPU per answer and its share of one CPU (wrk_busy:
+         near 1.0, wrk is the slower side of the closed loop)
   calls  callgrind, instrumentation on only during the wrk run: user-space
          instructions per answer, with and without memset (valgrind counts each
          byte of glibc's `rep stosb` memset as an instruction; libmicrohttpd, the
@@ -24,6 +28,12 @@ bench's flags, a 1 s warm-up, then `wrk -t1 -cCONNS -dSECONDS`. MODE:
          PROFILE_CG_ARGS adds valgrind options, e.g. "--cache-sim=yes
          --D1=49152,12,64 --LL=1048576,16,64" (the LL level sized as one
          core's L2): then each simulated event per answer is printed too
+  perf   `perf record -e cpu-clock -p` during the run: the top symbols (kernel and
+         user, [u]) as us per answer (their share of the sample times cpu_us_per_answer);
+         irq-disabled kernel time shows up in pvm_irq_enable (the guest's paravirt
+         irq enable, where the sampling interrupt gets in)
+  perfg  the same with call graphs (-g), each symbol with what it called (--children):
+         what each syscall, the sleep and the wake-up cost per answer
   sys    `perf stat` syscall tracepoints per answer, epoll_wait split per epoll fd
          (one per libuv loop: the main thread's and the worker's, and with Redis
          the backend's own; before session 8 libmicrohttpd had one more); run it on a quiet
@@ -34,6 +44,7 @@ import glob
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -45,7 +56,8 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench import PEER_LIKE, RATE_LIMITED_LUA, free_port, start_redis, stop  # noqa: E402
+from bench import (PEER_LIKE, RATE_LIMITED_LUA, free_port, start_nginx, start_redis,  # noqa: E402
+                   stop)
 
 TOKEN = "profile-token-0123456789abcdef"
 HUGE = 10 ** 9
@@ -67,16 +79,59 @@ def http(port, method, path, body=None, tok=None):
         return e.code
 
 
+def ctxsw(pid):
+    """voluntary (sleeps) and involuntary context switches of all of pid's threads"""
+    v = n = 0
+    for st in glob.glob("/proc/%d/task/*/status" % pid):
+        for line in open(st):
+            if line.startswith("voluntary_ctxt_switches"):
+                v += int(line.split()[1])
+            elif line.startswith("nonvoluntary_ctxt_switches"):
+                n += int(line.split()[1])
+    return v, n
+
+
+def nginx_worker(master):
+    for _ in range(100):
+        kids = open("/proc/%d/task/%d/children" % (master, master)).read().split()
+        if kids:
+            return int(kids[0])
+        time.sleep(0.05)
+    sys.exit("profile: nginx started no worker")
+
+
+def perf_top(data, n, cpu_us, top=25, children=False):
+    """perf report of a cpu-clock recording: each symbol's share (self, or with
+    children: what it called too) as us per answer"""
+    out = subprocess.run(["perf", "report", "-i", data, "--stdio", "-g", "none"] +
+                         (["--children"] if children else
+                          ["--no-children", "-F", "overhead,sym"]) + ["--sort", "sym"],
+                         capture_output=True, text=True).stdout
+    rows = []
+    for line in out.splitlines():  # (with children: "children% self% [k] sym")
+        m = re.match(r"\s*([\d.]+)%\s+(?:[\d.]+%\s+)?\[(.)\]\s+(\S+)", line)
+        if m:
+            rows.append((m.group(3) + ("" if m.group(2) == "k" else " [u]"),
+                         round(float(m.group(1)) / 100 * cpu_us, 3)))
+    return sorted(rows, key=lambda r: -r[1])[:top]
+
+
 def ticks(pid):
     """utime, stime of pid in clock ticks"""
     f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
     return int(f[11]), int(f[12])
 
 
+WRK_CPU = [0.0]  # the last wrk run's utime+stime, seconds
+
+
 def wrk(port, conns, secs, script, sale):
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(["wrk", "-t1", "-c%d" % conns, "-d%ds" % secs, "-s", script,
                           "http://127.0.0.1:%d" % port, "--", sale],
                          capture_output=True, text=True).stdout
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    WRK_CPU[0] = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
     m = re.search(r"(\d+) requests in", out)
     if not m:
         sys.exit("profile: wrk gave no count:\n" + out)
@@ -121,6 +176,10 @@ def main():
         argv += ["--inventory", "redis://127.0.0.1:%d" % rport]
     if case == "floor":
         argv = [os.path.join(bindir, "flashgate-bench-uv-floor"), str(port)]
+    if case == "nginx":  # bench/nginx.conf.in's worker, under sold out's wrk script
+        if mode == "calls":
+            sys.exit("profile: no calls mode for nginx")
+        argv = None
     cg = os.path.join(tmp, "callgrind.out")
     if mode == "calls":
         if case != "floor":
@@ -129,9 +188,14 @@ def main():
                  "--callgrind-out-file=" + cg] + os.environ.get("PROFILE_CG_ARGS", "").split() +
                 argv)
     log = open(os.path.join(tmp, "flashgate.log"), "w")
-    gw = subprocess.Popen(argv, stdout=log, stderr=log)
+    if argv:
+        gw = subprocess.Popen(argv, stdout=log, stderr=log)
+        target = gw.pid
+    else:
+        gw, port = start_nginx(tmp)
+        target = nginx_worker(gw.pid)
     try:
-        for _ in range(600):
+        for _ in range(600 if argv else 0):
             try:
                 if case == "floor" and http(port, "POST", "/v1/sales/so/orders", {}) == 410:
                     break
@@ -141,7 +205,7 @@ def main():
                 pass
             time.sleep(0.1)
         for sale, stock in (("so", 0), ("rl", HUGE), ("acc", HUGE), ("warm", HUGE)):
-            if case != "floor":
+            if case not in ("floor", "nginx"):
                 http(admin, "PUT", "/admin/v1/sales/" + sale,
                      {"stock": stock, "per_user_limit": 1}, TOKEN)
         rate = os.path.join(tmp, "rate.lua")
@@ -150,23 +214,41 @@ def main():
         wrkdir = os.path.join(HERE, "..", "loadtest", "wrk")
         script, sale = {"sold": (os.path.join(wrkdir, "sold_out.lua"), "so"),
                         "floor": (os.path.join(wrkdir, "sold_out.lua"), "so"),
+                        "nginx": (os.path.join(wrkdir, "sold_out.lua"), "so"),
                         "rate": (rate, "rl"),
                         "acc": (os.path.join(wrkdir, "buy.lua"), "acc"),
                         "mem": (os.path.join(wrkdir, "buy.lua"), "acc"),
                         "redis": (os.path.join(wrkdir, "buy.lua"), "acc")}[case]
         # warm-up (the accepted case on its own sale: buy.lua's users restart at 1)
         wrk(port, conns, 1, script, "warm" if case in ("acc", "mem", "redis") else sale)
-        perf, eps = perf_stat(gw.pid) if mode == "sys" else (None, [])
-        t0 = ticks(gw.pid)
+        perf, eps = perf_stat(target) if mode == "sys" else (None, [])
+        pdata = os.path.join(tmp, "perf.data")
+        if mode in ("perf", "perfg"):
+            rec = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "4999"] +
+                                   (["-g"] if mode == "perfg" else []) + [
+                                    "-o", pdata, "-p", str(target)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.3)
+        t0, s0 = ticks(target), ctxsw(target)
         if mode == "calls":
             subprocess.run(["callgrind_control", "-i", "on", str(gw.pid)], capture_output=True)
         n, out = wrk(port, conns, secs, script, sale)
         if mode == "calls":
             subprocess.run(["callgrind_control", "-i", "off", str(gw.pid)], capture_output=True)
-        t1, us = ticks(gw.pid), 1e6 / os.sysconf("SC_CLK_TCK") / n
+        t1, us = ticks(target), 1e6 / os.sysconf("SC_CLK_TCK") / n
+        s1 = ctxsw(target)
         res = {"case": case, "mode": mode, "conns": conns, "answers": n,
                "cpu_us_per_answer": round((sum(t1) - sum(t0)) * us, 2),
-               "user_us": round((t1[0] - t0[0]) * us, 2), "sys_us": round((t1[1] - t0[1]) * us, 2)}
+               "user_us": round((t1[0] - t0[0]) * us, 2), "sys_us": round((t1[1] - t0[1]) * us, 2),
+               "sleeps_per_answer": round((s1[0] - s0[0]) / n, 3),
+               "preempted_per_answer": round((s1[1] - s0[1]) / n, 3),
+               "wrk_cpu_us": round(WRK_CPU[0] * 1e6 / n, 2),
+               "wrk_busy": round(WRK_CPU[0] / secs, 3)}
+        if mode in ("perf", "perfg"):
+            rec.send_signal(signal.SIGINT)
+            rec.wait(timeout=120)
+            res["top"] = perf_top(pdata, n, res["cpu_us_per_answer"],
+                                  *((60, True) if mode == "perfg" else ()))
         bad = re.search(r"(\d+ answers were not \d+.*|answers:.*)", out)
         if bad:
             res["wrk"] = bad.group(1)[:160]

@@ -14,6 +14,11 @@
  * nothing else: no routing, no limits, no inventory, no connection guard.
  *
  *   flashgate-bench-uv-floor PORT      (127.0.0.1 only; SIGTERM stops it)
+ *
+ * With UV_FLOOR_METRICS=1 in the environment the loop keeps libuv's idle-time
+ * metrics (uv_loop_configure(UV_METRICS_IDLE_TIME)), as flashgate's workers did
+ * before session 12: libuv then polls with a zero timeout first and, when that
+ * finds nothing, polls again to sleep (bench/README.md, session 12).
  */
 #include <llhttp.h>
 #include <uv.h>
@@ -201,6 +206,9 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     redate();
     loop = uv_default_loop();
+    const char *m = getenv("UV_FLOOR_METRICS");
+    if (m && strcmp(m, "1") == 0)
+        uv_loop_configure(loop, UV_METRICS_IDLE_TIME);
     struct sockaddr_in a;
     uv_ip4_addr("127.0.0.1", port, &a);
     uv_tcp_init(loop, &listener);
