@@ -367,11 +367,21 @@ const char *gw_h1_reason(unsigned status)
     }
 }
 
+/* The connection closes once its output is out; counted in w->h1_leaving
+ * until it does (the door's trim counts the connections that stay). */
+static void conn_leaving(gw_h1_t *c)
+{
+    if (!c->close_after) {
+        c->close_after = true;
+        c->w->h1_leaving++;
+    }
+}
+
 /* Whether the connection stays open after this answer, and the header that says so. */
 static void out_connection(gw_h1_t *c, gw_req_t *r)
 {
     if (r && r->close_after)
-        c->close_after = true;
+        conn_leaving(c);
     if (c->close_after) {
         OUT_LIT(c, "Connection: close\r\n");
     } else if (c->h->parser.http_major == 1 && c->h->parser.http_minor == 0) {
@@ -446,7 +456,7 @@ static void out_error(gw_h1_t *c, gw_reply_t reply, const char *msg)
 {
     gw_resp_t p;
     gw_resp_error(&p, reply, NULL, "%s", msg);
-    c->close_after = true;
+    conn_leaving(c);
     out_reserve(c, GW_RESP_HEAD_MAX + p.body_len + 64);
     c->olen += gw_resp_render(&p, c->w->date, c->out + c->olen, GW_RESP_HEAD_MAX, NULL);
     OUT_LIT(c, "Connection: close\r\n\r\n");
@@ -566,6 +576,8 @@ static void conn_close(gw_h1_t *c)
     req_drop(c);
     gw_worker_t *w = c->w;
     w->h1_open--;
+    if (c->close_after)
+        w->h1_leaving--;
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -1455,7 +1467,7 @@ static void conn_parse(gw_h1_t *c)
             /* the client's last complete request is answered (an incomplete
              * one never will be): close once the output is out */
             req_drop(c);
-            c->close_after = true;
+            conn_leaving(c);
         }
         if (need && c->rlen == GW_H1_READ_BUF && c->rbuf) {
             if (!c->h->head_in && !memchr(c->rbuf, '\n', c->rlen))

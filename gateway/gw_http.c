@@ -373,17 +373,21 @@ void gw_http_iteration(gw_worker_t *w)
     w->now_ns = cm_mono_ns();
 }
 
-/* After every loop iteration's I/O callbacks: the door's second look, the
- * spool write of the orders just reserved and the fsync batch, the relay's
+/* After every loop iteration's I/O callbacks: the spool write of the orders
+ * just reserved and the fsync batch, the door's second look, the relay's
  * nudge. */
 static void on_check(uv_check_t *c)
 {
     gw_worker_t *w = c->data;
+    /* The answers first: a shut resets the accept queue in one shutdown() the
+     * CPU quota cannot cut (~4.5 us a connection), and the debt it leaves can
+     * hold the thread for 100-200 ms; the 202s of the iteration that shut
+     * waited through it (bench/README.md "Session 12"). */
+    gw_buy_loop_tick(w);
     if (w->in_iter) {
         w->in_iter = false;
         gw_ol_door_look(w);
     }
-    gw_buy_loop_tick(w);
     if (w->notify_relay) {
         w->notify_relay = false;
         gw__queue_notify(w->srv);

@@ -334,6 +334,7 @@ struct gw_worker {
     uint64_t fd_starved_n, fd_starved_logged_ns;
     struct gw_h1 *h1_conns; /* open connections (gw_h1.c) */
     uint64_t h1_open;
+    uint64_t h1_leaving; /* of those, closing once their output is out (close_after) */
     struct gw_h1_buf *h1_free; /* buffers for reuse (gw_h1.c), at most 256 */
     uv_timer_t h1_sweep;       /* idle connections give their buffer back (gw_h1.c) */
     unsigned h1_freed;         /* buffers freed past the free list since the last trim */
@@ -835,9 +836,10 @@ void gw_ol_conn_started(gw_worker_t *w);
 void gw_ol_request_head(gw_req_t *r);
 /*
  * After routing: true when the request already waited too long in the kernel
- * to be served in time (gw_late_shed): r holds a prepared 503 queue_time,
+ * to be served in time (gw_late_verdict): r holds a prepared 503 queue_time,
  * state GW_ST_DONE, to be answered now with its body unread (the connection
- * closes). Loop thread.
+ * closes), or, on a connection a shut door keeps, its small body read and
+ * dropped (the connection stays). Loop thread.
  */
 bool gw_ol_too_late(gw_req_t *r);
 /* After the buy body is parsed: DAGOR user priority. false: answered 503. Loop thread. */

@@ -267,8 +267,8 @@ void gw_ol_iteration(gw_worker_t *w)
  */
 static void door_trim(gw_ol_worker_t *o, gw_req_t *r)
 {
-    if (!r->conn || o->w->h1_open <= gw_door_keep(&o->door) ||
-        r->close_after)
+    if (!r->conn || r->close_after ||
+        !gw_door_trims(o->w->h1_open, o->w->h1_leaving, gw_door_keep(&o->door)))
         return;
     r->close_after = true;
     atomic_fetch_add_explicit(&o->accept_trimmed, 1, memory_order_relaxed);
@@ -682,19 +682,22 @@ bool gw_ol_too_late(gw_req_t *r)
                       o->q.target_us))
         return false;
     uint64_t waited;
-    if (!request_waited(r, &waited) || !gw_late_shed(waited, o->q.target_us))
+    if (!request_waited(r, &waited))
         return false;
     /* A connection the shut door keeps (door_trim, in gw_ol_request_head, left it
-     * open) is the worker's supply of work: shed later (gw_late_shed_kept). */
-    if (o->door.shut && !r->close_after && !gw_late_shed_kept(waited, o->q.target_us))
+     * open) is the worker's supply of work: shed later, and kept (gw_overload.h). */
+    gw_late_verdict_t v = gw_late_verdict(waited, o->q.target_us, o->door.shut && !r->close_after);
+    if (v == GW_LATE_SERVE)
         return false;
     atomic_fetch_add_explicit(&o->shed_late, 1, memory_order_relaxed);
     gw_ol_overloaded(r, "queue_time",
                      "this request waited too long in the gateway's queue; try again shortly",
                      false);
-    /* The connection closes after the answer: it brought a request that had
-     * waited, the next one would wait as long. */
-    r->close_after = true;
+    /* Else the connection closes after the answer: it brought a request that
+     * had waited, the next one would wait as long. Kept, its body (if small:
+     * gw_h1.c's conn_on_head) is read and dropped and it stays open. */
+    if (v == GW_LATE_SHED_CLOSE)
+        r->close_after = true;
     r->state = GW_ST_DONE;
     return true;
 }

@@ -238,7 +238,11 @@ bool gw_qdelay_admit_user(const gw_qdelay_t *q, unsigned prio);
  */
 #define GW_DOOR_MIN_QUEUE 64
 #define GW_DOOR_BUSY_PCT 80
-#define GW_DOOR_MIN_CONNS 16 /* keep-alive connections kept while shut, at least */
+/* Keep-alive connections kept while shut, at least: as many as the accept queue
+ * the door lets wait (GW_DOOR_MIN_QUEUE). Under a CPU quota the kept connections
+ * are the worker's whole supply of work, and few of them make each burst of its
+ * quota find few requests (bench/README.md "Session 11" and "Session 12"). */
+#define GW_DOOR_MIN_CONNS GW_DOOR_MIN_QUEUE
 #define GW_DOOR_IDLE_TICKS 2
 #define GW_DOOR_HOLD_US 250000u
 #define GW_DOOR_RECENT_US (2u * GW_DOOR_HOLD_US) /* after a reopen: the crowd is believed */
@@ -289,6 +293,15 @@ uint32_t gw_door_budget(const gw_door_t *d, uint32_t floor);
  * 40-63 connections took 10.8-14 (bench/README.md "Session 10").
  */
 uint32_t gw_door_keep(const gw_door_t *d);
+/*
+ * Whether a request that begins on a shut door's worker closes its connection
+ * after its answer (the trim): when the connections that stay, `open` less the
+ * `leaving` ones already closing after their answer, are more than `keep`. Not
+ * `open` alone: a connection closes after its write, in a later loop iteration,
+ * so every request of one iteration's burst saw the same count and each was
+ * trimmed (measured: 99 connections to 1 in one 100 ms bin after a shut). Pure.
+ */
+bool gw_door_trims(uint64_t open, uint64_t leaving, uint32_t keep);
 #define GW_DOOR_PEAK_DECAY 0.9
 /* Whether an open door should shut now, `queued` connections waiting to be accepted. */
 bool gw_door_should_shut(const gw_door_t *d, unsigned busy_pct, uint32_t queued);
@@ -393,6 +406,19 @@ bool gw_late_shed(uint64_t waited_us, uint64_t target_us);
  */
 #define GW_LATE_KEPT_TARGETS 4.0
 bool gw_late_shed_kept(uint64_t waited_us, uint64_t target_us);
+/*
+ * What the too-late check does with a request that waited `waited_us`: serve
+ * it; shed it (503 queue_time) and close its connection (its body unread); or,
+ * on a connection a shut door keeps (`kept`), shed it from GW_LATE_KEPT_TARGETS
+ * and keep the connection: its small body is read and dropped and it brings
+ * the next request. A kept connection closed with its late request left the
+ * worker with fewer connections than its quota can serve in a burst (2-36 of
+ * a budget of 64 kept, 17-38 us of CPU an answer against 11-13 at 64), and
+ * one served whatever its wait admitted the first shut's backlog late (10x
+ * admitted p99 98-159 ms: bench/README.md "Session 11"). Pure.
+ */
+typedef enum { GW_LATE_SERVE, GW_LATE_SHED_CLOSE, GW_LATE_SHED_KEEP } gw_late_verdict_t;
+gw_late_verdict_t gw_late_verdict(uint64_t waited_us, uint64_t target_us, bool kept);
 
 /*
  * Our own load or the machine's: a loop that is not waiting in epoll is busy

@@ -682,6 +682,18 @@ bool gw_late_shed_kept(uint64_t waited_us, uint64_t target_us)
     return target_us > 0 && (double)waited_us >= GW_LATE_KEPT_TARGETS * (double)target_us;
 }
 
+gw_late_verdict_t gw_late_verdict(uint64_t waited_us, uint64_t target_us, bool kept)
+{
+    if (!kept)
+        return gw_late_shed(waited_us, target_us) ? GW_LATE_SHED_CLOSE : GW_LATE_SERVE;
+    return gw_late_shed_kept(waited_us, target_us) ? GW_LATE_SHED_KEEP : GW_LATE_SERVE;
+}
+
+bool gw_door_trims(uint64_t open, uint64_t leaving, uint32_t keep)
+{
+    return open > leaving && open - leaving > keep;
+}
+
 unsigned gw_busy_own_pct(unsigned busy_pct, uint64_t span_ns, uint64_t cpu_ns,
                          uint64_t run_delay_ns, uint64_t throttled_ns)
 {

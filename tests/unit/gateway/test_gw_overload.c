@@ -776,26 +776,26 @@ static void test_door_keep_from_shut_rate(void **state)
     uint64_t t = 5000 * MS;
     gw_door_init(&d, 20 * MS, t);
     assert_int_equal(gw_door_keep(&d), GW_DOOR_MIN_CONNS); /* no rate yet: the floor */
-    for (int w = 0; w < 6; w++) { /* 3,000 requests/s: 60 connections in 20 ms */
-        for (int i = 0; i < 300; i++)
+    for (int w = 0; w < 6; w++) { /* 6,000 requests/s: 120 connections in 20 ms */
+        for (int i = 0; i < 600; i++)
             gw_door_request(&d);
         gw_door_tick(&d, t += GW_DOOR_WINDOW_US, false);
     }
-    assert_in_range(gw_door_keep(&d), 58, 60);
+    assert_in_range(gw_door_keep(&d), 117, 120);
     gw_door_set_shut(&d, true, t);
     for (int w = 0; w < 4; w++) { /* the windows after the shut: 200 requests/s */
         for (int i = 0; i < 20; i++)
             gw_door_request(&d);
         gw_door_tick(&d, t += GW_DOOR_WINDOW_US, false);
     }
-    assert_true(gw_door_budget(&d, GW_DOOR_MIN_CONNS) < 30); /* the rate's average fell */
-    assert_in_range(gw_door_keep(&d), 58, 60);              /* what the door keeps did not */
+    assert_true(gw_door_budget(&d, 0) < 30);    /* the rate's average fell */
+    assert_in_range(gw_door_keep(&d), 117, 120); /* what the door keeps did not */
     /* The peak: a crowd whose rate had already fallen when the door shut (the
      * queue's quota debt before the shut) is kept at its recent peak's size. */
     gw_door_t p;
     uint64_t tp = 7000 * MS;
     gw_door_init(&p, 20 * MS, tp);
-    for (int i = 0; i < 400; i++) /* one window at 4,000/s */
+    for (int i = 0; i < 800; i++) /* one window at 8,000/s */
         gw_door_request(&p);
     gw_door_tick(&p, tp += GW_DOOR_WINDOW_US, false);
     for (int w = 0; w < 3; w++) { /* then 300/s */
@@ -804,14 +804,14 @@ static void test_door_keep_from_shut_rate(void **state)
         gw_door_tick(&p, tp += GW_DOOR_WINDOW_US, false);
     }
     gw_door_set_shut(&p, true, tp);
-    assert_true(gw_door_budget(&p, GW_DOOR_MIN_CONNS) < 30);
-    assert_in_range(gw_door_keep(&p), 57, 59); /* 4,000/s x 0.9^3 x 20 ms */
+    assert_true(gw_door_budget(&p, 0) < 30);
+    assert_in_range(gw_door_keep(&p), 115, 117); /* 8,000/s x 0.9^3 x 20 ms */
     for (int w = 0; w < 6; w++) { /* higher than at the shut: the rate now */
-        for (int i = 0; i < 500; i++)
+        for (int i = 0; i < 1000; i++)
             gw_door_request(&d);
         gw_door_tick(&d, t += GW_DOOR_WINDOW_US, false);
     }
-    assert_in_range(gw_door_keep(&d), 95, 100);
+    assert_in_range(gw_door_keep(&d), 195, 200);
     /* Reopened, and shut again 200 ms later on the same crowd after windows of
      * few requests: what it keeps is still sized by the rate it shut at. */
     gw_door_set_shut(&d, false, t);
@@ -821,7 +821,7 @@ static void test_door_keep_from_shut_rate(void **state)
         gw_door_tick(&d, t += GW_DOOR_WINDOW_US, false);
     }
     gw_door_set_shut(&d, true, t);
-    assert_true(gw_door_keep(&d) >= 58);
+    assert_true(gw_door_keep(&d) >= 118);
     /* Open for longer than GW_DOOR_RECENT_US and the peak long past: the rate now only. */
     gw_door_set_shut(&d, false, t);
     for (int w = 0; w < 50; w++) {
@@ -966,6 +966,40 @@ static void test_late_check(void **state)
     assert_false(gw_late_shed_kept(1000 * MS, 0));
     for (uint64_t w = 0; w < 200 * MS; w += MS) /* never shed where the open door's would not */
         assert_true(!gw_late_shed_kept(w, target) || gw_late_shed(w, target));
+    /* What is done with it: a connection the shut door keeps stays open when its late
+     * request is shed (it is the worker's supply of work); any other closes. */
+    assert_int_equal(gw_late_verdict(49 * MS, target, false), GW_LATE_SERVE);
+    assert_int_equal(gw_late_verdict(50 * MS, target, false), GW_LATE_SHED_CLOSE);
+    assert_int_equal(gw_late_verdict(50 * MS, target, true), GW_LATE_SERVE);
+    assert_int_equal(gw_late_verdict(79 * MS, target, true), GW_LATE_SERVE);
+    assert_int_equal(gw_late_verdict(80 * MS, target, true), GW_LATE_SHED_KEEP);
+    assert_int_equal(gw_late_verdict(2000 * MS, target, true), GW_LATE_SHED_KEEP);
+    assert_int_equal(gw_late_verdict(2000 * MS, 0, true), GW_LATE_SERVE);
+    assert_int_equal(gw_late_verdict(2000 * MS, 0, false), GW_LATE_SERVE);
+}
+
+/* The trim counts the connections that stay: one loop iteration's burst of requests
+ * on 100 open connections, a budget of 64, trims 36 of them, not all 100 (each
+ * trimmed connection closes only after its answer, in a later iteration). */
+static void test_door_trim_counts_leaving(void **state)
+{
+    (void)state;
+    uint64_t open = 100, leaving = 0;
+    unsigned trimmed = 0;
+    for (int i = 0; i < 100; i++) {
+        if (gw_door_trims(open, leaving, GW_DOOR_MIN_CONNS)) {
+            leaving++;
+            trimmed++;
+        }
+    }
+    assert_int_equal(trimmed, 100 - GW_DOOR_MIN_CONNS);
+    assert_false(gw_door_trims(64, 0, 64));
+    assert_true(gw_door_trims(65, 0, 64));
+    assert_false(gw_door_trims(65, 1, 64));
+    assert_false(gw_door_trims(3, 5, 0)); /* never wraps */
+    /* The floor: a shut door keeps at least as many connections as the accept
+     * queue it lets wait. */
+    assert_int_equal(GW_DOOR_MIN_CONNS, GW_DOOR_MIN_QUEUE);
 }
 
 /* The loop's busy share without the time it waited behind other processes. */
@@ -1001,6 +1035,7 @@ int main(void)
         cmocka_unit_test(test_door_quota_shut),
         cmocka_unit_test(test_busy_machine),
         cmocka_unit_test(test_late_check),
+        cmocka_unit_test(test_door_trim_counts_leaving),
         cmocka_unit_test(test_door_keep_from_shut_rate),
         cmocka_unit_test(test_busy_own),
         cmocka_unit_test(test_limit_grows_when_flat),
