@@ -69,3 +69,28 @@ def remove_group(path, root, warn):
 def remove_all():
     for cg in list(LIVE):
         cg.remove()
+
+
+def remove_stale(prefix, roots, warn):
+    """Removes the empty groups named PREFIX<pid>-... under each root whose <pid> is no
+    longer alive: a run killed with SIGKILL cannot remove its own (its children die with
+    it: PR_SET_PDEATHSIG), and they would stay until the machine restarts. A group that
+    still holds a process is left alone. Returns the paths removed."""
+    gone = []
+    for root in roots:
+        if not os.path.isdir(root):
+            continue
+        for d in os.listdir(root):
+            pid = d[len(prefix):].split("-", 1)[0]
+            if not d.startswith(prefix) or not pid.isdigit() or \
+                    os.path.exists("/proc/" + pid):
+                continue
+            path = os.path.join(root, d)
+            try:
+                if open(os.path.join(path, "cgroup.procs")).read().split():
+                    continue
+                os.rmdir(path)
+                gone.append(path)
+            except OSError as e:
+                warn("stale cgroup %s not removed: %s" % (path, e))
+    return gone

@@ -43,7 +43,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import bench as B  # noqa: E402  (shared helpers: processes, ports, HTTP, Redis, tables)
-from cpucap import CpuCap, remove_group, remove_all as remove_cgroups  # noqa: E402
+from cpucap import (CG_ROOT, CpuCap, remove_group, remove_stale,  # noqa: E402
+                    remove_all as remove_cgroups)
 
 TOKEN = B.TOKEN
 MODES = ("auto", "off")  # protection on (level auto) / off (level 0, no adaptive limits)
@@ -1114,6 +1115,8 @@ def main():
         if c not in ("dep", "cpu", "mixed"):
             sys.exit("bench-overload: unknown case %s (dep, cpu, mixed)" % c)
     bindir = find_bins()
+    for g in remove_stale("flashgate-bench-", (CG_ROOT, CpuAcct.ROOT), log):
+        log("removed %s, left by a run that was killed" % g)
     if "dep" in cases and not shutil.which("redis-server"):
         sys.exit("bench-overload: redis-server not found (deploy/install-deps.sh installs it)")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
