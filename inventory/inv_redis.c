@@ -1776,10 +1776,21 @@ static bool refresh_sale(rb_t *rb, const char *sale_id, size_t len, bool listed)
     if (!inv_id_valid(id, len, INV_SALE_ID_MAX))
         return true;
     int err = 0;
+    /*
+     * The read and its publish under admin_mu, as an admin change holds it
+     * around its script and its own publish: else a read taken before a
+     * release, published after the release's, put the stale "sold out" back
+     * (the release's news corrects it one round trip later; seen under ASan
+     * in unit.inv_redis). The lock is held for one small script (two when
+     * the sale is gone).
+     */
+    pthread_mutex_lock(&rb->admin_mu);
     /* quiet: the sync thread retries every second while Redis is away */
     redisReply *r = sync_eval_log(rb->query, rb, SC_READ, id, 3, 0, NULL, &err, true);
-    if (!r)
+    if (!r) {
+        pthread_mutex_unlock(&rb->admin_mu);
         return false;
+    }
     inv_sale_info_t info;
     int rc = parse_state(r, id, &info);
     freeReplyObject(r);
@@ -1787,6 +1798,7 @@ static bool refresh_sale(rb_t *rb, const char *sale_id, size_t len, bool listed)
         publish_local(rb, &info);
     else if (rc == CM_ENOTFOUND && !listed && !in_index(rb, id)) /* deleted by the fleet */
         inv__sale_remove(rb->inv, id);
+    pthread_mutex_unlock(&rb->admin_mu);
     return true;
 }
 
