@@ -39,7 +39,7 @@ test-dev:
 	@cmake -S . -B build -DFLASHGATE_WERROR=ON $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build -j$(JOBS)
 	@cd build && ctest -L unit --output-on-failure -j$(JOBS)
-	@cd build && ctest -L integration --output-on-failure
+	@cd build && ctest -L integration --output-on-failure -j$(JOBS)
 	@cd build && ctest -L race --output-on-failure
 
 test-asan:
