@@ -309,10 +309,11 @@ static json_t *figures_json(const lt_results_t *res)
         (json_int_t)res->unfinished, "connects", (json_int_t)res->connects, "connect_errors",
         (json_int_t)res->connect_errors, "timeline", timeline);
     json_object_set_new(fig, "connections",
-                        json_pack("{s:I, s:I, s:i, s:I}", "connects", (json_int_t)res->connects,
-                                  "errors", (json_int_t)res->connect_errors, "max_open",
-                                  (int)res->max_open, "idle_closed",
-                                  (json_int_t)res->idle_closed));
+                        json_pack("{s:I, s:I, s:i, s:I, s:i}", "connects",
+                                  (json_int_t)res->connects, "errors",
+                                  (json_int_t)res->connect_errors, "max_open", (int)res->max_open,
+                                  "idle_closed", (json_int_t)res->idle_closed, "warm_open",
+                                  (int)res->warm_open));
     json_object_set_new(fig, "gave_up", json_integer((json_int_t)res->gave_up));
     json_object_set_new(lat, "admitted", hist_json(&res->buy_good)); /* borrowed: fig holds lat */
     json_object_set_new(fig, "pages", pages_json(res));

@@ -117,7 +117,8 @@ typedef struct lt_results {
     uint64_t second_202;   /* a user got 202 with a different order id again */
     uint64_t polls_settled, polls_failed, polls_cancelled, polls_unfinished;
     uint64_t unfinished;   /* requests still in flight when the run stopped */
-    uint64_t connects, connect_errors;
+    uint64_t connects, connect_errors; /* during the run (not the warm-up's) */
+    uint32_t warm_open;      /* connections the warm-up had open when the first arrival came */
     uint64_t gave_up;        /* requests abandoned at give_up_ms (also counted as timeout) */
     uint32_t max_open;       /* most connections open at once, all targets */
     uint64_t idle_closed;    /* open mode: closed after an answer, the idle cache being full */

@@ -290,6 +290,7 @@ static int parse_root(lt_scenario_t *sc, json_t *root, char *eb, size_t el)
                                       "targets", "admin", "admin_token", "kafka_brokers", "db",
                                       "topic", "connections", "request_timeout_ms",
                                       "connection_mode", "connections_max", "give_up_ms",
+                                      "warm_connections",
                                       "noncore", "sale", "crowd", "behaviour", "arrivals",
                                       NULL};
     TRY(check_keys(root, NULL, top, eb, el));
@@ -328,6 +329,8 @@ static int parse_root(lt_scenario_t *sc, json_t *root, char *eb, size_t el)
     TRY(get_u32(root, NULL, "connections_max", 1, LT_MAX_CONNECTIONS, &sc->connections_max, eb,
                 el));
     TRY(get_u32(root, NULL, "give_up_ms", 0, 600000, &sc->give_up_ms, eb, el));
+    TRY(get_u32(root, NULL, "warm_connections", 0, LT_MAX_CONNECTIONS, &sc->warm_connections,
+                eb, el));
 
     json_t *s;
     TRY(get_section(root, "noncore", &s, eb, el));
@@ -452,6 +455,9 @@ int lt_scenario_validate(const lt_scenario_t *sc, char *eb, size_t el)
         (sc->connections_max < sc->connections || sc->connections_max > LT_MAX_CONNECTIONS))
         return fail(eb, el, "connections_max: must be between connections (%u) and %d in open mode",
                     sc->connections, LT_MAX_CONNECTIONS);
+    if (sc->warm_connections > sc->connections)
+        return fail(eb, el, "warm_connections: at most connections (%u): the pool, or the idle "
+                    "cache in open mode", sc->connections);
     if (sc->noncore_share > 0 && sc->noncore_path[0] != '/')
         return fail(eb, el, "noncore.path: must start with / when noncore.share > 0");
     for (const char *c = sc->noncore_path; *c; c++)

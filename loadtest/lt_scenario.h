@@ -49,6 +49,7 @@ typedef struct lt_scenario {
     lt_conn_mode_t connection_mode;
     uint32_t connections_max;     /* open mode: most connections per target at once */
     uint32_t give_up_ms;          /* per-request deadline from the scheduled time, 0 = none */
+    uint32_t warm_connections;    /* per target: opened before the first arrival, 0 = none */
     /* non-core page views mixed into the crowd */
     double noncore_share;         /* share of users who GET noncore_path instead of buying */
     char noncore_path[256];

@@ -317,6 +317,45 @@ static void test_back_to_back_on_one_connection(void **state)
     lt_scenario_free(&sc);
 }
 
+/*
+ * warm_connections: the pool is open before the first arrival (a CDN edge's is
+ * when the sale opens), so a crowd that never needs more opens nothing during
+ * the run; the run's connects count only what the run itself opened.
+ */
+static void test_warm_pool_before_the_first_arrival(void **state)
+{
+    (void)state;
+    server_t s;
+    server_start(&s, 0);
+    lt_scenario_t sc;
+    scenario(&sc, &s,
+             ",\"connections\":8,\"connection_mode\":\"open\",\"connections_max\":64,"
+             "\"warm_connections\":8",
+             80, 0.25);
+    lt_results_t res;
+    char eb[256];
+    assert_int_equal(lt_run(&sc, true, &res, eb, sizeof(eb)), 0);
+    server_stop(&s);
+    assert_true(res.arrivals > 3);
+    assert_int_equal(res.answers[LT_ANS_A202], res.arrivals);
+    assert_int_equal(res.warm_open, 8);
+    assert_int_equal(res.connects, 0);
+    assert_int_equal(res.max_open, 8);
+    lt_results_free(&res);
+    lt_scenario_free(&sc);
+
+    /* the same crowd cold: its first request opens a connection */
+    server_start(&s, 0);
+    scenario(&sc, &s, ",\"connections\":8,\"connection_mode\":\"open\",\"connections_max\":64",
+             80, 0.25);
+    assert_int_equal(lt_run(&sc, true, &res, eb, sizeof(eb)), 0);
+    server_stop(&s);
+    assert_int_equal(res.warm_open, 0);
+    assert_true(res.connects >= 1);
+    lt_results_free(&res);
+    lt_scenario_free(&sc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -326,6 +365,7 @@ int main(void)
         cmocka_unit_test(test_give_up_while_queued),
         cmocka_unit_test(test_page_views),
         cmocka_unit_test(test_back_to_back_on_one_connection),
+        cmocka_unit_test(test_warm_pool_before_the_first_arrival),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

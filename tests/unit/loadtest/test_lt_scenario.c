@@ -115,6 +115,12 @@ static const struct {
     {"{\"connection_mode\":\"open\",\"connections\":100,\"connections_max\":50,"
      "\"sale\":{\"create\":false},\"arrivals\":[{\"kind\":\"spike\",\"duration_s\":1,\"rate\":5}]}",
      "scenario: connections_max: must be between connections (100) and 20000 in open mode"},
+    {"{\"warm_connections\":-1}",
+     "scenario: warm_connections: must be an integer between 0 and 20000"},
+    {"{\"connections\":8,\"warm_connections\":9,\"sale\":{\"create\":false},"
+     "\"arrivals\":[{\"kind\":\"spike\",\"duration_s\":1,\"rate\":5}]}",
+     "scenario: warm_connections: at most connections (8): the pool, or the idle cache in open "
+     "mode"},
     {"{\"give_up_ms\":3000,\"request_timeout_ms\":2000,\"sale\":{\"create\":false},"
      "\"arrivals\":[{\"kind\":\"spike\",\"duration_s\":1,\"rate\":5}]}",
      "scenario: give_up_ms: must not exceed request_timeout_ms (2000)"},
