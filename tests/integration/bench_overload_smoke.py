@@ -41,8 +41,9 @@ fg.eq(p.returncode, 0, "bench/overload.py --smoke exit status")
 for case in ("== dep:", "== cpu:", "== mixed:"):
     fg.check(case in p.stdout, "the table has the case %s" % case)
 fg.check("THE MACHINE IS SHARED" in p.stdout, "the output says the machine is shared")
-fg.check("cpu.cfs_quota_us=1000 cpu.cfs_period_us=10000 (10% of one core)" in p.stdout,
-         "the output names the cgroup cap of redis-server")
+fg.check("dep: redis-server flashgate-bench-%d-redis: cpu.cfs_quota_us=1000 "
+         "cpu.cfs_period_us=20000 (5%% of one core)" % proc.pid in p.stdout,
+         "the output names the cgroup cap of redis-server (--redis-cpu's default, 5%)")
 fg.check("physical bound: B = " in p.stdout, "the CPU-bound case prints its physical bound")
 jpath = os.path.join(out, "overload.json")
 fg.check(os.path.exists(jpath), "raw results written")
