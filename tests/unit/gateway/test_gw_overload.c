@@ -104,9 +104,11 @@ static void test_limit_app_limited_does_not_grow(void **state)
  * The model: FIFO, `rate` calls per ms, a call older than 50 ms is a drop.
  */
 #define SIM_Q 4096
-static void sim_step(gw_alimit_t *l, uint64_t *now, double lo_per_ms, double hi_per_ms,
-                     int lo_ms, int hi_ms, double rate_per_ms, uint64_t *max_rtt,
-                     unsigned *timeouts, unsigned *served)
+/* The dependency serves `per_period` calls at the start of every `period_ms`
+ * (1: a steady `per_period` a ms, an idle server banking at most one call). */
+static void sim_run(gw_alimit_t *l, uint64_t *now, double lo_per_ms, double hi_per_ms,
+                    int lo_ms, int hi_ms, unsigned period_ms, double per_period,
+                    uint64_t *max_rtt, unsigned *timeouts, unsigned *served)
 {
     static uint64_t sent[SIM_Q];
     unsigned head = 0, tail = 0;
@@ -127,7 +129,8 @@ static void sim_step(gw_alimit_t *l, uint64_t *now, double lo_per_ms, double hi_
             (*timeouts)++;
             gw_alimit_release(l, *now, 0, GW_AL_DROP);
         }
-        cap += rate_per_ms;
+        if ((unsigned)t % period_ms == 0)
+            cap += per_period;
         for (; cap >= 1 && head != tail; cap -= 1) {
             uint64_t rtt = *now - sent[head++ % SIM_Q] + 100;
             if (t >= lo_ms && rtt > *max_rtt)
@@ -135,10 +138,20 @@ static void sim_step(gw_alimit_t *l, uint64_t *now, double lo_per_ms, double hi_
             (*served)++;
             gw_alimit_release(l, *now, rtt, GW_AL_OK);
         }
-        if (cap > 1)
-            cap = 1; /* an idle server banks no capacity */
+        /* an idle server banks no capacity; a throttled one runs only at its period's start */
+        double bank = period_ms > 1 ? 0 : 1;
+        if (cap > bank)
+            cap = bank;
         gw_alimit_tick(l, *now);
     }
+}
+
+static void sim_step(gw_alimit_t *l, uint64_t *now, double lo_per_ms, double hi_per_ms,
+                     int lo_ms, int hi_ms, double rate_per_ms, uint64_t *max_rtt,
+                     unsigned *timeouts, unsigned *served)
+{
+    sim_run(l, now, lo_per_ms, hi_per_ms, lo_ms, hi_ms, 1, rate_per_ms, max_rtt, timeouts,
+            served);
 }
 
 static void test_limit_step_from_half_load(void **state)
@@ -165,58 +178,19 @@ static void test_limit_step_from_half_load(void **state)
  * sees is 0-20 ms at any load; a limit past what two periods serve queues
  * calls past the 50 ms timeout.
  */
-static void sim_step_quota(gw_alimit_t *l, uint64_t *now, double lo_per_ms, double hi_per_ms,
-                           int lo_ms, int hi_ms, unsigned period_ms, double burst,
-                           uint64_t *max_rtt, unsigned *timeouts, unsigned *served)
-{
-    static uint64_t sent[SIM_Q];
-    unsigned head = 0, tail = 0;
-    double arr = 0;
-    *max_rtt = 0;
-    *timeouts = *served = 0;
-    for (int t = 0; t < lo_ms + hi_ms; t++) {
-        *now += MS;
-        arr += t < lo_ms ? lo_per_ms : hi_per_ms;
-        for (; arr >= 1; arr -= 1)
-            if (gw_alimit_acquire(l)) {
-                assert_true(tail - head < SIM_Q);
-                sent[tail++ % SIM_Q] = *now;
-            }
-        while (head != tail && *now - sent[head % SIM_Q] >= 50 * MS) {
-            head++;
-            (*timeouts)++;
-            gw_alimit_release(l, *now, 0, GW_AL_DROP);
-        }
-        if ((unsigned)t % period_ms == 0) {
-            for (double cap = burst; cap >= 1 && head != tail; cap -= 1) {
-                uint64_t rtt = *now - sent[head++ % SIM_Q] + 100;
-                if (t >= lo_ms && rtt > *max_rtt)
-                    *max_rtt = rtt;
-                (*served)++;
-                gw_alimit_release(l, *now, rtt, GW_AL_OK);
-            }
-        }
-        gw_alimit_tick(l, *now);
-    }
-}
-
 static void test_limit_step_quota_period(void **state)
 {
     (void)state;
-    for (int run = 0; run < 2; run++) {
-        gw_alimit_t l;
-        gw_alimit_init(&l, 256, 4, 1000, 0);
-        gw_alimit_set_floor(&l, 5 * MS);
-        uint64_t now = 0, max_rtt;
-        unsigned timeouts, served;
-        /* 2 s at 0.5x (1 a ms), then 2 s at 5x, of a dependency serving 2 a ms */
-        sim_step_quota(&l, &now, 1.0, 10.0, 2000, 2000, 20, 40, &max_rtt, &timeouts, &served);
-        print_message("# quota period step: %u timeouts, max rtt %.1f ms, %u served, limit %u\n",
-                      timeouts, max_rtt / 1000.0, served, gw_alimit_get(&l));
-        assert_int_equal(timeouts, 0);
-        assert_true(max_rtt < 50 * MS);
-        assert_true(served > (2000 * 1.0 + 2000 * 2.0) * 0.9);
-    }
+    gw_alimit_t l;
+    gw_alimit_init(&l, 256, 4, 1000, 0);
+    gw_alimit_set_floor(&l, 5 * MS);
+    uint64_t now = 0, max_rtt;
+    unsigned timeouts, served;
+    /* 2 s at 0.5x (1 a ms), then 2 s at 5x, of a dependency serving 2 a ms */
+    sim_run(&l, &now, 1.0, 10.0, 2000, 2000, 20, 40, &max_rtt, &timeouts, &served);
+    assert_int_equal(timeouts, 0);
+    assert_true(max_rtt < 50 * MS);
+    assert_true(served > (2000 * 1.0 + 2000 * 2.0) * 0.9);
 }
 
 /*
