@@ -169,6 +169,8 @@ typedef struct run {
     size_t open_orders_cap;
     size_t entries_cap;
     uv_timer_t giveup_sweep; /* give_up_ms of requests still waiting in a FIFO */
+    uv_timer_t warm_timer;   /* ends warm_up() that waits for a connect that never ends */
+    bool warm_timer_init;
     uint32_t open_total;
 } run_t;
 
@@ -864,6 +866,11 @@ static void on_giveup_sweep(uv_timer_t *t)
  * on both sides of loopback) put the whole dependency-bound run 100-400 ms
  * late from its first bin on (bench/README.md "Session 13").
  */
+static void on_warm_timer(uv_timer_t *t)
+{
+    (void)t; /* its firing is what ends the wait */
+}
+
 static void warm_up(run_t *r)
 {
     const lt_scenario_t *sc = r->sc;
@@ -874,15 +881,21 @@ static void warm_up(run_t *r)
         for (uint32_t i = 0; i < sc->warm_connections && tg->n_free; i++)
             conn_open(&tg->conns[tg->free_[--tg->n_free]]);
     }
+    /* a connect that hangs (a target dropping SYNs) would block UV_RUN_ONCE:
+     * the timer wakes the loop when the 5 s are up */
+    uv_timer_init(&r->loop, &r->warm_timer);
+    r->warm_timer_init = true;
+    uv_timer_start(&r->warm_timer, on_warm_timer, 5000, 0);
     uint64_t t0 = cm_mono_ns();
     for (;;) {
         uint32_t connecting = 0;
         for (size_t t = 0; t < sc->n_targets; t++)
             connecting += r->targets[t].connecting;
-        if (!connecting || cm_mono_ns() - t0 > 5000000000ull)
+        if (!connecting || cm_mono_ns() - t0 >= 5000000000ull)
             break;
         uv_run(&r->loop, UV_RUN_ONCE);
     }
+    uv_timer_stop(&r->warm_timer);
     /* what the run counts starts now; the warm connections stay open, idle */
     r->res->warm_open = r->open_total;
     r->res->connects = 0;
@@ -952,6 +965,8 @@ static void stop_run(run_t *r)
     uv_timer_stop(&r->progress);
     uv_close((uv_handle_t *)&r->progress, NULL);
     uv_close((uv_handle_t *)&r->giveup_sweep, NULL);
+    if (r->warm_timer_init)
+        uv_close((uv_handle_t *)&r->warm_timer, NULL);
     r->res->unfinished = r->inflight;
     for (size_t t = 0; t < r->sc->n_targets; t++) {
         target_t *tg = &r->targets[t];
