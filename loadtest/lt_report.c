@@ -164,6 +164,8 @@ static json_t *scenario_json(const lt_scenario_t *sc, const char *path)
                         json_string(lt_conn_mode_name(sc->connection_mode)));
     json_object_set_new(j, "connections_max", json_integer(sc->connections_max));
     json_object_set_new(j, "give_up_ms", json_integer(sc->give_up_ms));
+    json_object_set_new(j, "warm_connections", json_integer(sc->warm_connections));
+    json_object_set_new(j, "loops", json_integer(sc->loops));
     json_object_set_new(j, "noncore", json_pack("{s:f, s:s}", "share", sc->noncore_share, "path",
                                                 sc->noncore_path));
     return j;

@@ -7,6 +7,14 @@
  * way the wait is part of its latency, because latency is always taken from
  * the scheduled send time. Idle and free connections are kept on stacks, so
  * handing a request over costs O(1) whatever the pool size.
+ *
+ * With `loops` > 1 the crowd is dealt over that many such loops, one thread
+ * each: user i belongs to loop i % loops (its arrival, retries and polls),
+ * each loop has its own share of the connections, and all share one clock.
+ * One loop carries ~25,000 requests/s on the machines we rehearse on; past
+ * that it falls behind its own schedule and sends in bursts, and what it
+ * measures is itself (bench/README.md "Session 14"). Results are merged
+ * after the run; progress lines sum what each loop publishes.
  */
 #include "loadtest/lt_run.h"
 
@@ -19,6 +27,8 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,8 +156,37 @@ typedef struct target {
     size_t qlen;
 } target_t;
 
+struct run;
+
+/* What the loops share: read-only during the run, except each user's entry,
+ * which only its own loop touches. */
+typedef struct crowd {
+    const lt_scenario_t *sc;
+    user_t *users;
+    uint64_t *arrivals;
+    size_t n_arrivals;
+    struct sockaddr_storage addr[LT_MAX_TARGETS];
+    char host[LT_MAX_TARGETS][256];
+    int port[LT_MAX_TARGETS];
+    int64_t start_ms;    /* the sale's start, wall clock */
+    uint64_t t0_ns;      /* the shared clock's zero (cm_mono_ns base) */
+    int64_t wall_t0_ms;
+    bool quiet;
+    pthread_barrier_t go; /* every loop warmed up: the clock starts */
+    size_t n_loops;
+    struct run *loops[LT_MAX_LOOPS];
+} crowd_t;
+
+/* A loop's counters for the progress line, summed by loop 0. */
+typedef struct pub {
+    _Atomic uint64_t answers[LT_ANS_N], pages[LT_PAGE_N], inflight, open, p99_us;
+} pub_t;
+
 typedef struct run {
     const lt_scenario_t *sc;
+    crowd_t *crowd;
+    size_t idx;          /* this loop's index, 0 .. crowd->n_loops */
+    pub_t pub;
     lt_results_t *res;
     uv_loop_t loop;
     lt_ticker_t ticker;
@@ -165,7 +204,7 @@ typedef struct run {
     bool stopping, quiet;
     bool refusing; /* finish_req is failing a request whose new connection was refused */
     /* progress */
-    uint64_t last_answers, last_t_ns;
+    uint64_t last_answers, last_t_ns, last_pub_ns;
     size_t open_orders_cap;
     size_t entries_cap;
     uv_timer_t giveup_sweep; /* give_up_ms of requests still waiting in a FIFO */
@@ -857,7 +896,8 @@ static void on_giveup_sweep(uv_timer_t *t)
 }
 
 /*
- * Opens sc->warm_connections per target and runs the loop until each is
+ * Opens `warm` connections per target (this loop's share of
+ * sc->warm_connections) and runs the loop until each is
  * connected or has failed (5 s at most), before the first arrival: a CDN
  * edge's keep-alive pool to the origin is warm when a sale opens (the sale's
  * page, its countdown and the polls used it), and a crowd that starts with no
@@ -871,14 +911,14 @@ static void on_warm_timer(uv_timer_t *t)
     (void)t; /* its firing is what ends the wait */
 }
 
-static void warm_up(run_t *r)
+static void warm_up(run_t *r, uint32_t warm)
 {
     const lt_scenario_t *sc = r->sc;
-    if (!sc->warm_connections)
+    if (!warm)
         return;
     for (size_t t = 0; t < sc->n_targets; t++) {
         target_t *tg = &r->targets[t];
-        for (uint32_t i = 0; i < sc->warm_connections && tg->n_free; i++)
+        for (uint32_t i = 0; i < warm && tg->n_free; i++)
             conn_open(&tg->conns[tg->free_[--tg->n_free]]);
     }
     /* a connect that hangs (a target dropping SYNs) would block UV_RUN_ONCE:
@@ -985,12 +1025,42 @@ static void stop_run(run_t *r)
     }
 }
 
+/* This loop's figures for loop 0's progress line. */
+static void publish(run_t *r)
+{
+    pub_t *p = &r->pub;
+    for (int a = 0; a < LT_ANS_N; a++)
+        atomic_store_explicit(&p->answers[a], r->res->answers[a], memory_order_relaxed);
+    for (int a = 0; a < LT_PAGE_N; a++)
+        atomic_store_explicit(&p->pages[a], r->res->page_answers[a], memory_order_relaxed);
+    atomic_store_explicit(&p->inflight, r->inflight, memory_order_relaxed);
+    atomic_store_explicit(&p->open, r->open_total, memory_order_relaxed);
+    atomic_store_explicit(&p->p99_us, cm_hist_percentile(&r->res->buy_all, 99),
+                          memory_order_relaxed);
+}
+
+/* Loop 0 prints the crowd's progress: the sum of every loop's last figures (the
+ * p99 is the worst loop's). */
 static void print_progress(run_t *r, uint64_t now)
 {
-    lt_results_t *res = r->res;
+    crowd_t *cw = r->crowd;
+    publish(r);
+    uint64_t ans[LT_ANS_N] = {0}, pg[LT_PAGE_N] = {0}, inflight = 0, open = 0, p99 = 0;
+    for (size_t k = 0; k < cw->n_loops; k++) {
+        pub_t *p = &cw->loops[k]->pub;
+        for (int a = 0; a < LT_ANS_N; a++)
+            ans[a] += atomic_load_explicit(&p->answers[a], memory_order_relaxed);
+        for (int a = 0; a < LT_PAGE_N; a++)
+            pg[a] += atomic_load_explicit(&p->pages[a], memory_order_relaxed);
+        inflight += atomic_load_explicit(&p->inflight, memory_order_relaxed);
+        open += atomic_load_explicit(&p->open, memory_order_relaxed);
+        uint64_t q = atomic_load_explicit(&p->p99_us, memory_order_relaxed);
+        if (q > p99)
+            p99 = q;
+    }
     uint64_t total = 0;
     for (int a = 0; a < LT_ANS_N; a++)
-        total += res->answers[a];
+        total += ans[a];
     double dt = (double)(now - r->last_t_ns) / 1e9;
     double rate = dt > 0 ? (double)(total - r->last_answers) / dt : 0;
     r->last_answers = total;
@@ -998,31 +1068,24 @@ static void print_progress(run_t *r, uint64_t now)
     char pages[200] = "";
     if (r->sc->noncore_share > 0)
         snprintf(pages, sizeof(pages), " | pages 200 %llu degraded %llu 503 %llu other %llu",
-                 (unsigned long long)res->page_answers[LT_PAGE_OK],
-                 (unsigned long long)res->page_answers[LT_PAGE_DEGRADED],
-                 (unsigned long long)res->page_answers[LT_PAGE_P503],
-                 (unsigned long long)(res->page_answers[LT_PAGE_P4XX] +
-                                      res->page_answers[LT_PAGE_P5XX] +
-                                      res->page_answers[LT_PAGE_ERROR] +
-                                      res->page_answers[LT_PAGE_TIMEOUT]));
+                 (unsigned long long)pg[LT_PAGE_OK], (unsigned long long)pg[LT_PAGE_DEGRADED],
+                 (unsigned long long)pg[LT_PAGE_P503],
+                 (unsigned long long)(pg[LT_PAGE_P4XX] + pg[LT_PAGE_P5XX] + pg[LT_PAGE_ERROR] +
+                                      pg[LT_PAGE_TIMEOUT]));
     if (r->sc->connection_mode == LT_CONN_OPEN)
-        snprintf(pages + strlen(pages), sizeof(pages) - strlen(pages), " | open %u",
-                 r->open_total);
+        snprintf(pages + strlen(pages), sizeof(pages) - strlen(pages), " | open %llu",
+                 (unsigned long long)open);
     fprintf(stderr,
             "[%5.1fs] %7.0f ans/s | 202 %llu 409 %llu 410 %llu 425 %llu 429 %llu 503 %llu "
             "other %llu neterr %llu tmo %llu poll %llu | inflight %llu | p99 %.1f ms%s\n",
-            (double)now / 1e9, rate, (unsigned long long)res->answers[LT_ANS_A202],
-            (unsigned long long)res->answers[LT_ANS_A409],
-            (unsigned long long)res->answers[LT_ANS_A410],
-            (unsigned long long)res->answers[LT_ANS_A425],
-            (unsigned long long)res->answers[LT_ANS_A429],
-            (unsigned long long)res->answers[LT_ANS_A503],
-            (unsigned long long)(res->answers[LT_ANS_A5XX] + res->answers[LT_ANS_A4XX] +
-                                 res->answers[LT_ANS_A404]),
-            (unsigned long long)res->answers[LT_ANS_ERROR],
-            (unsigned long long)res->answers[LT_ANS_TIMEOUT],
-            (unsigned long long)res->answers[LT_ANS_POLL], (unsigned long long)r->inflight,
-            (double)cm_hist_percentile(&res->buy_all, 99) / 1000.0, pages);
+            (double)now / 1e9, rate, (unsigned long long)ans[LT_ANS_A202],
+            (unsigned long long)ans[LT_ANS_A409], (unsigned long long)ans[LT_ANS_A410],
+            (unsigned long long)ans[LT_ANS_A425], (unsigned long long)ans[LT_ANS_A429],
+            (unsigned long long)ans[LT_ANS_A503],
+            (unsigned long long)(ans[LT_ANS_A5XX] + ans[LT_ANS_A4XX] + ans[LT_ANS_A404]),
+            (unsigned long long)ans[LT_ANS_ERROR], (unsigned long long)ans[LT_ANS_TIMEOUT],
+            (unsigned long long)ans[LT_ANS_POLL], (unsigned long long)inflight,
+            (double)p99 / 1000.0, pages);
 }
 
 /* 100 ms housekeeping: timeouts, end of run, progress once a second. */
@@ -1047,11 +1110,16 @@ static void on_progress(uv_timer_t *t)
             finish_req(r, q, 0, -1, NULL, false, LT_ANS_TIMEOUT);
         }
     }
+    if (now - r->last_pub_ns >= 500000000ull) {
+        publish(r);
+        r->last_pub_ns = now;
+    }
     if (!r->quiet && now - r->last_t_ns >= 1000000000ull)
         print_progress(r, now);
     bool done = now >= r->stop_ns ||
                 (now >= r->profile_end_ns && lt_ticker_idle(&r->ticker) && r->inflight == 0);
     if (done) {
+        publish(r);
         if (!r->quiet)
             print_progress(r, now);
         r->res->elapsed_s = (double)now / 1e9;
@@ -1110,7 +1178,7 @@ static int64_t existing_start_ms(const lt_scenario_t *sc)
     return ms;
 }
 
-int lt_run(const lt_scenario_t *sc, bool quiet, lt_results_t *res, char *eb, size_t el)
+static void results_init(lt_results_t *res)
 {
     memset(res, 0, sizeof(*res));
     for (int a = 0; a < LT_ANS_N; a++)
@@ -1120,122 +1188,113 @@ int lt_run(const lt_scenario_t *sc, bool quiet, lt_results_t *res, char *eb, siz
     cm_hist_init(&res->buy_all);
     cm_hist_init(&res->buy_good);
     cm_hist_init(&res->send_lag);
+}
 
-    run_t *r = cm_xcalloc(1, sizeof(*r));
-    r->sc = sc;
-    r->res = res;
-    r->quiet = quiet;
-    lt_rng_seed(&r->rng, sc->seed ^ 0x5eedull);
-    r->users = cm_xmalloc(sc->users * sizeof(*r->users));
-    for (uint64_t i = 0; i < sc->users; i++) {
-        user_t *u = &r->users[i];
-        *u = (user_t){.order = -1, .entry = -1};
-        /* drawn only when asked for, so scenarios without pages keep their crowd */
-        if (sc->noncore_share > 0 && lt_rng_unit(&r->rng) < sc->noncore_share) {
-            u->page = true;
-            continue;
-        }
-        if (lt_rng_unit(&r->rng) < sc->bot_fraction) {
-            u->kind = lt_rng_unit(&r->rng) < sc->aggressive_fraction ? U_AGGRESSIVE : U_BOT;
-            res->users_bots++;
-            if (u->kind == U_AGGRESSIVE)
-                res->users_aggressive++;
-        }
+/* Adds one loop's results into d (the run's); s keeps nothing afterwards. */
+static void results_merge(lt_results_t *d, lt_results_t *s)
+{
+    d->arrivals += s->arrivals;
+    d->sent_buy += s->sent_buy;
+    d->sent_poll += s->sent_poll;
+    for (int a = 0; a < LT_ANS_N; a++) {
+        d->answers[a] += s->answers[a];
+        cm_hist_merge(&d->hist[a], &s->hist[a]);
     }
-    r->arrivals = lt_sched_arrivals(sc->segments, sc->n_segments, sc->duration_s, sc->users,
-                                    sc->seed, &r->n_arrivals);
-    int rc = uv_loop_init(&r->loop);
-    if (rc < 0) {
-        snprintf(eb, el, "uv_loop_init: %s", uv_strerror(rc));
-        goto out;
+    cm_hist_merge(&d->buy_all, &s->buy_all);
+    cm_hist_merge(&d->buy_good, &s->buy_good);
+    d->page_sent += s->page_sent;
+    for (int a = 0; a < LT_PAGE_N; a++) {
+        d->page_answers[a] += s->page_answers[a];
+        cm_hist_merge(&d->page_hist[a], &s->page_hist[a]);
     }
-    for (size_t t = 0; t < sc->n_targets; t++) {
-        target_t *tg = &r->targets[t];
-        tg->run = r;
-        if (lt_http_parse_url(sc->targets[t], tg->host, sizeof(tg->host), &tg->port) < 0 ||
-            (uv_ip4_addr(tg->host, tg->port, (struct sockaddr_in *)&tg->addr) < 0 &&
-             uv_ip6_addr(tg->host, tg->port, (struct sockaddr_in6 *)&tg->addr) < 0)) {
-            snprintf(eb, el, "target %s: need http://IP:port (numeric address)", sc->targets[t]);
-            rc = CM_EINVAL;
-            goto out_loop;
-        }
-        bool open_mode = sc->connection_mode == LT_CONN_OPEN;
-        tg->n_conns = open_mode ? sc->connections_max : sc->connections;
-        tg->keep_idle = open_mode ? sc->connections : 0;
-        tg->conns = cm_xcalloc(tg->n_conns, sizeof(conn_t));
-        tg->idle = cm_xcalloc(tg->n_conns, sizeof(uint32_t));
-        tg->free_ = cm_xcalloc(tg->n_conns, sizeof(uint32_t));
-        for (uint32_t i = 0; i < tg->n_conns; i++) {
-            conn_t *c = &tg->conns[i];
-            c->tg = tg;
-            c->idle_pos = -1;
-            lt_http_parser_init(&c->parser, false);
-            uv_timer_init(&r->loop, &c->deadline);
-            c->deadline.data = c;
-            tg->free_[tg->n_free++] = tg->n_conns - 1 - i; /* slot 0 is used first */
-        }
+    if (s->n_fine > d->n_fine) {
+        d->fine = cm_xrealloc(d->fine, s->n_fine * sizeof(*d->fine));
+        memset(d->fine + d->n_fine, 0, (s->n_fine - d->n_fine) * sizeof(*d->fine));
+        d->n_fine = s->n_fine;
     }
+    for (size_t i = 0; i < s->n_fine; i++) {
+        lt_fine_t *f = &d->fine[i];
+        const lt_fine_t *g = &s->fine[i];
+        f->n += g->n;
+        f->good += g->good;
+        f->shed += g->shed;
+        f->slow += g->slow;
+        f->error += g->error;
+        f->refused += g->refused;
+        f->timeout += g->timeout;
+        if (g->max_ms > f->max_ms)
+            f->max_ms = g->max_ms;
+    }
+    cm_hist_merge(&d->send_lag, &s->send_lag);
+    if (s->n_secs > d->n_secs) {
+        d->secs = cm_xrealloc(d->secs, s->n_secs * sizeof(*d->secs));
+        for (size_t i = d->n_secs; i < s->n_secs; i++) {
+            memset(&d->secs[i], 0, offsetof(lt_second_t, buy));
+            cm_hist_init(&d->secs[i].buy);
+        }
+        d->n_secs = s->n_secs;
+    }
+    for (size_t i = 0; i < s->n_secs; i++) {
+        d->secs[i].sent += s->secs[i].sent;
+        for (int a = 0; a < LT_ANS_N; a++)
+            d->secs[i].counts[a] += s->secs[i].counts[a];
+        for (int a = 0; a < LT_PAGE_N; a++)
+            d->secs[i].page[a] += s->secs[i].page[a];
+        cm_hist_merge(&d->secs[i].buy, &s->secs[i].buy);
+    }
+    if (s->n_orders) {
+        d->orders = cm_xrealloc(d->orders, (d->n_orders + s->n_orders) * sizeof(*d->orders));
+        memcpy(d->orders + d->n_orders, s->orders, s->n_orders * sizeof(*d->orders));
+        d->n_orders += s->n_orders;
+    }
+    if (s->n_entries) {
+        d->entries =
+            cm_xrealloc(d->entries, (d->n_entries + s->n_entries) * sizeof(*d->entries));
+        memcpy(d->entries + d->n_entries, s->entries, s->n_entries * sizeof(*d->entries));
+        d->n_entries += s->n_entries;
+    }
+    d->dup_202 += s->dup_202;
+    d->second_202 += s->second_202;
+    d->polls_settled += s->polls_settled;
+    d->polls_failed += s->polls_failed;
+    d->polls_cancelled += s->polls_cancelled;
+    d->polls_unfinished += s->polls_unfinished;
+    d->unfinished += s->unfinished;
+    d->connects += s->connects;
+    d->connect_errors += s->connect_errors;
+    d->warm_open += s->warm_open;
+    d->gave_up += s->gave_up;
+    d->max_open += s->max_open; /* each loop's most at once: an upper bound of the crowd's */
+    d->idle_closed += s->idle_closed;
+    if (s->elapsed_s > d->elapsed_s)
+        d->elapsed_s = s->elapsed_s;
+    d->orders_bots += s->orders_bots;
+    d->dup_entries += s->dup_entries;
+    d->entries_won += s->entries_won;
+    d->entries_lost += s->entries_lost;
+    for (int c = 0; c < LT_CLASS_N; c++) {
+        d->class_users[c] += s->class_users[c];
+        d->class_tried[c] += s->class_tried[c];
+        d->class_entrants[c] += s->class_entrants[c];
+        d->class_won_orders[c] += s->class_won_orders[c];
+        d->class_won_units[c] += s->class_won_units[c];
+    }
+    lt_results_free(s);
+}
 
-    int64_t wall_now = cm_wall_ms();
-    int64_t start_ms;
-    if (sc->sale_create) {
-        start_ms = wall_now + (int64_t)(sc->start_offset_s * 1000);
-        rc = create_sale(sc, start_ms, eb, el);
-        if (rc < 0)
-            goto out_loop;
-    } else {
-        start_ms = existing_start_ms(sc);
-        if (start_ms == 0)
-            start_ms = wall_now + (int64_t)(sc->start_offset_s * 1000);
-    }
-    warm_up(r);
-    lt_ticker_init(&r->ticker, &r->loop, r->arrivals, r->n_arrivals, on_fire, r);
-    lt_ticker_start(&r->ticker);
-    res->wall_t0_ms = cm_wall_ms();
-    int64_t rel = start_ms - res->wall_t0_ms;
-    r->sale_start_ns = rel > 0 ? (uint64_t)rel * 1000000ull : 0;
-    res->sale_start_s = (double)r->sale_start_ns / 1e9;
-    double prof = lt_scenario_profile_s(sc);
-    r->profile_end_ns = (uint64_t)(prof * 1e9);
-    if (r->profile_end_ns < r->sale_start_ns)
-        r->profile_end_ns = r->sale_start_ns;
-    r->stop_ns = r->profile_end_ns + (uint64_t)(sc->drain_s * 1e9);
-    uv_timer_init(&r->loop, &r->progress);
-    r->progress.data = r;
-    uv_timer_start(&r->progress, on_progress, 100, 100);
-    uv_timer_init(&r->loop, &r->giveup_sweep);
-    r->giveup_sweep.data = r;
-    if (sc->give_up_ms)
-        uv_timer_start(&r->giveup_sweep, on_giveup_sweep, 5, 5);
-    if (!quiet)
-        fprintf(stderr,
-                "flashgate-load: %s: %zu arrivals of %llu users (%llu bots) over %.1fs, sale %s "
-                "starts at +%.1fs, %zu target(s) x %u connections (%s%s)\n",
-                sc->name, r->n_arrivals, (unsigned long long)sc->users,
-                (unsigned long long)res->users_bots, prof, sc->sale_id, res->sale_start_s,
-                sc->n_targets, sc->connections, lt_conn_mode_name(sc->connection_mode),
-                sc->connection_mode == LT_CONN_OPEN ? ", more opened on demand" : "");
-    uv_run(&r->loop, UV_RUN_DEFAULT);
-    rc = 0;
-out_loop:
-    if (rc < 0) { /* the run never started: close the timers made so far */
-        for (size_t t = 0; t < sc->n_targets; t++)
-            for (uint32_t i = 0; r->targets[t].conns && i < r->targets[t].n_conns; i++)
-                uv_close((uv_handle_t *)&r->targets[t].conns[i].deadline, NULL);
-    }
-    uv_run(&r->loop, UV_RUN_DEFAULT);
-    uv_loop_close(&r->loop);
-    for (size_t t = 0; t < sc->n_targets; t++) {
-        target_t *tg = &r->targets[t];
-        for (uint32_t i = 0; tg->conns && i < tg->n_conns; i++) {
-            lt_http_parser_free(&tg->conns[i].parser);
-        }
-        free(tg->conns);
-        free(tg->idle);
-        free(tg->free_);
-    }
-out:
-    for (uint64_t i = 0; r->users && i < sc->users; i++) {
+/* Loop k's share of n (k < loops): n split as evenly as it goes, the first loops
+ * taking the remainder. */
+static uint32_t share_of(uint32_t n, size_t k, size_t loops)
+{
+    return (uint32_t)(n / loops + (k < n % loops ? 1 : 0));
+}
+
+/* The crowd classes of this loop's users (every loops-th from idx), for the audit. */
+static void class_stats(run_t *r)
+{
+    lt_results_t *res = r->res;
+    size_t n = r->crowd->n_loops;
+    for (uint64_t i = r->idx; i < r->sc->users; i += n) {
         const user_t *u = &r->users[i];
         if (u->page)
             continue;
@@ -1252,9 +1311,194 @@ out:
             res->class_won_units[c] += res->orders[u->order].qty;
         }
     }
-    free(r->arrivals);
-    free(r->users);
-    free(r);
+}
+
+/* One loop: its connections, its warm-up, then its deal of the crowd to the end. */
+static void *loop_main(void *arg)
+{
+    run_t *r = arg;
+    crowd_t *cw = r->crowd;
+    const lt_scenario_t *sc = r->sc;
+    size_t k = r->idx, n = cw->n_loops;
+    bool open_mode = sc->connection_mode == LT_CONN_OPEN;
+    int rc = uv_loop_init(&r->loop);
+    if (rc < 0) /* cannot happen short of no file descriptors: the loop sits the run out */
+        fprintf(stderr, "flashgate-load: loop %zu: uv_loop_init: %s\n", k, uv_strerror(rc));
+    for (size_t t = 0; rc == 0 && t < sc->n_targets; t++) {
+        target_t *tg = &r->targets[t];
+        tg->run = r;
+        snprintf(tg->host, sizeof(tg->host), "%s", cw->host[t]);
+        tg->port = cw->port[t];
+        tg->addr = cw->addr[t];
+        tg->n_conns = share_of(open_mode ? sc->connections_max : sc->connections, k, n);
+        tg->keep_idle = open_mode ? share_of(sc->connections, k, n) : 0;
+        tg->conns = cm_xcalloc(tg->n_conns, sizeof(conn_t));
+        tg->idle = cm_xcalloc(tg->n_conns, sizeof(uint32_t));
+        tg->free_ = cm_xcalloc(tg->n_conns, sizeof(uint32_t));
+        for (uint32_t i = 0; i < tg->n_conns; i++) {
+            conn_t *c = &tg->conns[i];
+            c->tg = tg;
+            c->idle_pos = -1;
+            lt_http_parser_init(&c->parser, false);
+            uv_timer_init(&r->loop, &c->deadline);
+            c->deadline.data = c;
+            tg->free_[tg->n_free++] = tg->n_conns - 1 - i; /* slot 0 is used first */
+        }
+    }
+    if (rc == 0)
+        warm_up(r, share_of(sc->warm_connections, k, n));
+    /* the clock starts when every loop is warm: the serial thread reads it */
+    if (pthread_barrier_wait(&cw->go) == PTHREAD_BARRIER_SERIAL_THREAD) {
+        cw->t0_ns = cm_mono_ns();
+        cw->wall_t0_ms = cm_wall_ms();
+    }
+    pthread_barrier_wait(&cw->go);
+    if (rc < 0)
+        return NULL;
+    lt_results_t *res = r->res;
+    lt_ticker_init(&r->ticker, &r->loop, cw->arrivals, cw->n_arrivals, on_fire, r);
+    lt_ticker_deal(&r->ticker, k, n);
+    lt_ticker_start_at(&r->ticker, cw->t0_ns);
+    res->wall_t0_ms = cw->wall_t0_ms;
+    int64_t rel = cw->start_ms - cw->wall_t0_ms;
+    r->sale_start_ns = rel > 0 ? (uint64_t)rel * 1000000ull : 0;
+    res->sale_start_s = (double)r->sale_start_ns / 1e9;
+    double prof = lt_scenario_profile_s(sc);
+    r->profile_end_ns = (uint64_t)(prof * 1e9);
+    if (r->profile_end_ns < r->sale_start_ns)
+        r->profile_end_ns = r->sale_start_ns;
+    r->stop_ns = r->profile_end_ns + (uint64_t)(sc->drain_s * 1e9);
+    uv_timer_init(&r->loop, &r->progress);
+    r->progress.data = r;
+    uv_timer_start(&r->progress, on_progress, 100, 100);
+    uv_timer_init(&r->loop, &r->giveup_sweep);
+    r->giveup_sweep.data = r;
+    if (sc->give_up_ms)
+        uv_timer_start(&r->giveup_sweep, on_giveup_sweep, 5, 5);
+    if (!r->quiet)
+        fprintf(stderr,
+                "flashgate-load: %s: %zu arrivals of %llu users (%llu bots) over %.1fs, sale %s "
+                "starts at +%.1fs, %zu target(s) x %u connections (%s%s)%s\n",
+                sc->name, cw->n_arrivals, (unsigned long long)sc->users,
+                (unsigned long long)res->users_bots, prof, sc->sale_id, res->sale_start_s,
+                sc->n_targets, sc->connections, lt_conn_mode_name(sc->connection_mode),
+                open_mode ? ", more opened on demand" : "",
+                n > 1 ? ", dealt over several loops" : "");
+    uv_run(&r->loop, UV_RUN_DEFAULT);
+    uv_run(&r->loop, UV_RUN_DEFAULT); /* the closes stop_run started */
+    uv_loop_close(&r->loop);
+    class_stats(r);
+    return NULL;
+}
+
+int lt_run(const lt_scenario_t *sc, bool quiet, lt_results_t *res, char *eb, size_t el)
+{
+    results_init(res);
+    crowd_t *cw = cm_xcalloc(1, sizeof(*cw));
+    cw->sc = sc;
+    cw->quiet = quiet;
+    cw->n_loops = sc->loops ? sc->loops : 1;
+    if (cw->n_loops > LT_MAX_LOOPS)
+        cw->n_loops = LT_MAX_LOOPS;
+    lt_rng_t rng;
+    lt_rng_seed(&rng, sc->seed ^ 0x5eedull);
+    cw->users = cm_xmalloc(sc->users * sizeof(*cw->users));
+    for (uint64_t i = 0; i < sc->users; i++) {
+        user_t *u = &cw->users[i];
+        *u = (user_t){.order = -1, .entry = -1};
+        /* drawn only when asked for, so scenarios without pages keep their crowd */
+        if (sc->noncore_share > 0 && lt_rng_unit(&rng) < sc->noncore_share) {
+            u->page = true;
+            continue;
+        }
+        if (lt_rng_unit(&rng) < sc->bot_fraction) {
+            u->kind = lt_rng_unit(&rng) < sc->aggressive_fraction ? U_AGGRESSIVE : U_BOT;
+            res->users_bots++;
+            if (u->kind == U_AGGRESSIVE)
+                res->users_aggressive++;
+        }
+    }
+    cw->arrivals = lt_sched_arrivals(sc->segments, sc->n_segments, sc->duration_s, sc->users,
+                                     sc->seed, &cw->n_arrivals);
+    int rc = 0;
+    for (size_t k = 0; k < cw->n_loops; k++) {
+        run_t *r = cm_xcalloc(1, sizeof(*r));
+        r->sc = sc;
+        r->crowd = cw;
+        r->idx = k;
+        r->quiet = quiet || k > 0; /* loop 0 speaks for the crowd */
+        r->users = cw->users;
+        r->res = cm_xmalloc(sizeof(*r->res));
+        results_init(r->res);
+        r->res->users_bots = res->users_bots;
+        /* loop 0 goes on with the crowd's draw (one loop: the same run as ever) */
+        r->rng = rng;
+        if (k > 0)
+            lt_rng_seed(&r->rng, sc->seed ^ 0x5eedull ^ (0x9e3779b97f4a7c15ull * k));
+        cw->loops[k] = r;
+    }
+    for (size_t t = 0; t < sc->n_targets; t++) {
+        if (lt_http_parse_url(sc->targets[t], cw->host[t], sizeof(cw->host[t]), &cw->port[t]) < 0 ||
+            (uv_ip4_addr(cw->host[t], cw->port[t], (struct sockaddr_in *)&cw->addr[t]) < 0 &&
+             uv_ip6_addr(cw->host[t], cw->port[t], (struct sockaddr_in6 *)&cw->addr[t]) < 0)) {
+            snprintf(eb, el, "target %s: need http://IP:port (numeric address)", sc->targets[t]);
+            rc = CM_EINVAL;
+            goto out;
+        }
+    }
+    int64_t wall_now = cm_wall_ms();
+    if (sc->sale_create) {
+        cw->start_ms = wall_now + (int64_t)(sc->start_offset_s * 1000);
+        rc = create_sale(sc, cw->start_ms, eb, el);
+        if (rc < 0)
+            goto out;
+    } else {
+        cw->start_ms = existing_start_ms(sc);
+        if (cw->start_ms == 0)
+            cw->start_ms = wall_now + (int64_t)(sc->start_offset_s * 1000);
+    }
+    pthread_barrier_init(&cw->go, NULL, (unsigned)cw->n_loops);
+    pthread_t th[LT_MAX_LOOPS];
+    size_t started = 0;
+    for (size_t k = 1; k < cw->n_loops; k++) {
+        if (pthread_create(&th[k], NULL, loop_main, cw->loops[k]) != 0) {
+            /* the barrier counts every loop: with one missing, nobody would start */
+            fprintf(stderr, "flashgate-load: cannot start loop %zu of %zu\n", k + 1, cw->n_loops);
+            abort();
+        }
+        started++;
+    }
+    loop_main(cw->loops[0]);
+    for (size_t k = 1; k <= started; k++)
+        pthread_join(th[k], NULL);
+    pthread_barrier_destroy(&cw->go);
+    for (size_t k = 0; k < cw->n_loops; k++) {
+        lt_results_t *lr = cw->loops[k]->res;
+        if (k == 0) {
+            res->wall_t0_ms = lr->wall_t0_ms;
+            res->sale_start_s = lr->sale_start_s;
+        }
+        results_merge(res, lr);
+    }
+out:
+    for (size_t k = 0; k < cw->n_loops; k++) {
+        run_t *r = cw->loops[k];
+        for (size_t t = 0; t < sc->n_targets; t++) {
+            target_t *tg = &r->targets[t];
+            for (uint32_t i = 0; tg->conns && i < tg->n_conns; i++)
+                lt_http_parser_free(&tg->conns[i].parser);
+            free(tg->conns);
+            free(tg->idle);
+            free(tg->free_);
+        }
+        if (rc < 0)
+            lt_results_free(r->res);
+        free(r->res);
+        free(r);
+    }
+    free(cw->arrivals);
+    free(cw->users);
+    free(cw);
     return rc;
 }
 

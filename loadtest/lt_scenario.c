@@ -206,6 +206,7 @@ static void set_defaults(lt_scenario_t *sc)
     sc->request_timeout_ms = 5000;
     sc->connection_mode = LT_CONN_QUEUE;
     sc->connections_max = 4096;
+    sc->loops = 1;
     snprintf(sc->sale_id, sizeof(sc->sale_id), "rehearsal");
     sc->sale_create = true;
     sc->sale_stock = 1000;
@@ -290,7 +291,7 @@ static int parse_root(lt_scenario_t *sc, json_t *root, char *eb, size_t el)
                                       "targets", "admin", "admin_token", "kafka_brokers", "db",
                                       "topic", "connections", "request_timeout_ms",
                                       "connection_mode", "connections_max", "give_up_ms",
-                                      "warm_connections",
+                                      "warm_connections", "loops",
                                       "noncore", "sale", "crowd", "behaviour", "arrivals",
                                       NULL};
     TRY(check_keys(root, NULL, top, eb, el));
@@ -331,6 +332,7 @@ static int parse_root(lt_scenario_t *sc, json_t *root, char *eb, size_t el)
     TRY(get_u32(root, NULL, "give_up_ms", 0, 600000, &sc->give_up_ms, eb, el));
     TRY(get_u32(root, NULL, "warm_connections", 0, LT_MAX_CONNECTIONS, &sc->warm_connections,
                 eb, el));
+    TRY(get_u32(root, NULL, "loops", 1, LT_MAX_LOOPS, &sc->loops, eb, el));
 
     json_t *s;
     TRY(get_section(root, "noncore", &s, eb, el));
@@ -458,6 +460,9 @@ int lt_scenario_validate(const lt_scenario_t *sc, char *eb, size_t el)
     if (sc->warm_connections > sc->connections)
         return fail(eb, el, "warm_connections: at most connections (%u): the pool, or the idle "
                     "cache in open mode", sc->connections);
+    if (sc->loops > sc->connections)
+        return fail(eb, el, "loops: at most connections (%u): each loop has its own share of "
+                    "the connections", sc->connections);
     if (sc->noncore_share > 0 && sc->noncore_path[0] != '/')
         return fail(eb, el, "noncore.path: must start with / when noncore.share > 0");
     for (const char *c = sc->noncore_path; *c; c++)

@@ -13,6 +13,7 @@
 #define LT_MAX_TARGETS 16
 #define LT_MAX_SEGMENTS 32
 #define LT_MAX_CONNECTIONS 20000 /* per target, either mode */
+#define LT_MAX_LOOPS 16
 
 typedef enum { LT_SEG_RAMP, LT_SEG_SPIKE, LT_SEG_PLATEAU, LT_SEG_DECAY, LT_SEG_PAUSE } lt_seg_kind_t;
 
@@ -50,6 +51,7 @@ typedef struct lt_scenario {
     uint32_t connections_max;     /* open mode: most connections per target at once */
     uint32_t give_up_ms;          /* per-request deadline from the scheduled time, 0 = none */
     uint32_t warm_connections;    /* per target: opened before the first arrival, 0 = none */
+    uint32_t loops;               /* event loops (threads) the crowd is dealt over, 1 = one */
     /* non-core page views mixed into the crowd */
     double noncore_share;         /* share of users who GET noncore_path instead of buying */
     char noncore_path[256];

@@ -166,7 +166,7 @@ static void on_check(uv_check_t *check)
 void lt_ticker_init(lt_ticker_t *t, uv_loop_t *loop, const uint64_t *arrivals, size_t n,
                     lt_fire_cb cb, void *ctx)
 {
-    *t = (lt_ticker_t){.arrivals = arrivals, .n_arrivals = n, .cb = cb, .ctx = ctx};
+    *t = (lt_ticker_t){.arrivals = arrivals, .n_arrivals = n, .stride = 1, .cb = cb, .ctx = ctx};
     if (loop) {
         uv_timer_init(loop, &t->timer);
         t->timer.data = t;
@@ -175,9 +175,20 @@ void lt_ticker_init(lt_ticker_t *t, uv_loop_t *loop, const uint64_t *arrivals, s
     }
 }
 
+void lt_ticker_deal(lt_ticker_t *t, size_t first, size_t stride)
+{
+    t->next_arrival = first;
+    t->stride = stride ? stride : 1;
+}
+
 void lt_ticker_start(lt_ticker_t *t)
 {
-    t->t0_ns = cm_mono_ns();
+    lt_ticker_start_at(t, cm_mono_ns());
+}
+
+void lt_ticker_start_at(lt_ticker_t *t, uint64_t t0_ns)
+{
+    t->t0_ns = t0_ns;
     t->running = true;
     uv_timer_start(&t->timer, on_tick, 0, 1);
     uv_check_start(&t->check, on_check);
@@ -198,7 +209,8 @@ size_t lt_ticker_run_due(lt_ticker_t *t, uint64_t now_ns)
         if (!arr_due && !heap_due)
             break;
         if (arr_due && (!heap_due || t->arrivals[t->next_arrival] <= h->at_ns)) {
-            size_t i = t->next_arrival++;
+            size_t i = t->next_arrival;
+            t->next_arrival += t->stride;
             t->cb(t->ctx, t->arrivals[i], now_ns, true, i);
         } else {
             lt_event_t ev;

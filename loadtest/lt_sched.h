@@ -67,6 +67,7 @@ typedef struct lt_ticker {
     uv_check_t check; /* also fires due events after every I/O wake-up */
     const uint64_t *arrivals; /* borrowed, ascending */
     size_t n_arrivals, next_arrival;
+    size_t stride; /* fires arrivals next_arrival, +stride, ... (one loop's deal) */
     lt_heap_t heap;
     uint64_t t0_ns; /* cm_mono_ns() at start */
     lt_fire_cb cb;
@@ -78,11 +79,18 @@ typedef struct lt_ticker {
 void lt_ticker_init(lt_ticker_t *t, uv_loop_t *loop, const uint64_t *arrivals, size_t n,
                     lt_fire_cb cb, void *ctx);
 /*
+ * Fires only arrivals first, first + stride, first + 2 stride, ...: the share
+ * of one of `stride` loops that deal the crowd between them. Before start.
+ */
+void lt_ticker_deal(lt_ticker_t *t, size_t first, size_t stride);
+/*
  * Starts the clock (t0 = now), a 1 ms repeating timer and a check handle on
  * the loop, so due events fire at the next tick or the next I/O wake-up,
  * whichever comes first.
  */
 void lt_ticker_start(lt_ticker_t *t);
+/* The same with a given t0 (cm_mono_ns() base): loops that share one clock. */
+void lt_ticker_start_at(lt_ticker_t *t, uint64_t t0_ns);
 /* Schedules a follow-up at sched_ns (relative to t0). */
 void lt_ticker_add(lt_ticker_t *t, uint64_t sched_ns, uint64_t payload);
 /*

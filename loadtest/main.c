@@ -38,7 +38,7 @@ static const char usage_text[] =
 typedef struct load_conf {
     char scenario[1024], target[4096], admin[1024], admin_token[1024], kafka_brokers[1024];
     char db[1024], out[1024], sale[sizeof(((lt_scenario_t *)0)->sale_id)];
-    uint64_t duration_milli, seed, connections, connections_max, give_up_ms;
+    uint64_t duration_milli, seed, connections, connections_max, give_up_ms, loops;
     int connection_mode;
     bool no_create, no_audit, quiet;
 } load_conf_t;
@@ -75,6 +75,8 @@ static const cm_opt_t load_opts[] = {
      .max = LT_MAX_CONNECTIONS, .metavar = "N", .help = "most connections open at once"},
     {.key = "give_up_ms", .type = CM_OPT_UINT, .offset = OFF(give_up_ms), .def = "0",
      .max = 600000, .metavar = "MS", .help = "a person gives up after this"},
+    {.key = "loops", .type = CM_OPT_UINT, .offset = OFF(loops), .def = "0", .max = LT_MAX_LOOPS,
+     .metavar = "N", .help = "event loops (threads) to deal the crowd over"},
     BOOL_OPT("no_create", no_create, "do not create the sale"),
     BOOL_OPT("no_audit", no_audit, "skip the audit"),
     BOOL_OPT("quiet", quiet, "no progress lines"),
@@ -145,6 +147,7 @@ int main(int argc, char **argv)
     bool has_duration = given(&conf, "duration"), has_seed = given(&conf, "seed");
     bool has_conns = given(&conf, "connections"), has_mode = given(&conf, "connection_mode");
     bool has_conns_max = given(&conf, "connections_max"), has_give_up = given(&conf, "give_up_ms");
+    bool has_loops = given(&conf, "loops");
     cm_conf_free(&conf);
     signal(SIGPIPE, SIG_IGN);
     json_object_seed(0);
@@ -192,6 +195,14 @@ int main(int argc, char **argv)
         sc.connections_max = (uint32_t)lc.connections_max;
     if (has_give_up)
         sc.give_up_ms = (uint32_t)lc.give_up_ms;
+    if (has_loops) {
+        if (lc.loops == 0) {
+            fprintf(stderr, "flashgate-load: --loops: must be between 1 and %d\n", LT_MAX_LOOPS);
+            lt_scenario_free(&sc);
+            return 2;
+        }
+        sc.loops = (uint32_t)lc.loops;
+    }
     if (has_mode && lt_conn_mode_parse(conn_modes[lc.connection_mode], &sc.connection_mode) < 0) {
         fprintf(stderr, "flashgate-load: --connection-mode: must be queue or open\n");
         lt_scenario_free(&sc);

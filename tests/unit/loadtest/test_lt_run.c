@@ -356,6 +356,66 @@ static void test_warm_pool_before_the_first_arrival(void **state)
     lt_scenario_free(&sc);
 }
 
+/*
+ * loops: the crowd dealt over three loops (threads) gives the run one loop
+ * gives: the same arrivals, every one answered once, merged counts that agree
+ * with each other, and each loop on connections of its own.
+ */
+static void test_loops_deal_the_crowd(void **state)
+{
+    (void)state;
+    const char *page = ",\"noncore\":{\"share\":0.3,\"path\":\"/v1/page/x\"}";
+    char extra[256];
+    server_t s;
+    lt_scenario_t sc;
+    lt_results_t one, three;
+    char eb[256];
+    server_start(&s, 0);
+    snprintf(extra, sizeof(extra), ",\"connections\":3%s", page);
+    scenario(&sc, &s, extra, 1200, 0.5);
+    assert_int_equal(lt_run(&sc, true, &one, eb, sizeof(eb)), 0);
+    server_stop(&s);
+    lt_scenario_free(&sc);
+
+    server_start(&s, 0);
+    snprintf(extra, sizeof(extra), ",\"connections\":3,\"loops\":3%s", page);
+    scenario(&sc, &s, extra, 1200, 0.5);
+    assert_int_equal(sc.loops, 3);
+    assert_int_equal(lt_run(&sc, true, &three, eb, sizeof(eb)), 0);
+    server_stop(&s);
+
+    assert_true(three.arrivals > 400);
+    assert_int_equal(three.arrivals, one.arrivals); /* one schedule, dealt */
+    assert_int_equal(three.sent_buy, one.sent_buy); /* the same users buy */
+    assert_int_equal(three.page_sent + three.sent_buy, three.arrivals);
+    assert_int_equal(three.answers[LT_ANS_A202], three.sent_buy);
+    assert_int_equal(three.page_answers[LT_PAGE_OK], three.page_sent);
+    assert_int_equal((uint64_t)atomic_load(&s.posts), three.sent_buy);
+    assert_int_equal((uint64_t)atomic_load(&s.gets_page), three.page_sent);
+    assert_int_equal(three.buy_all.count, three.sent_buy);
+    assert_int_equal(three.send_lag.count, three.arrivals);
+    uint64_t fine = 0, secs = 0;
+    for (size_t i = 0; i < three.n_fine; i++)
+        fine += three.fine[i].n;
+    for (size_t i = 0; i < three.n_secs; i++)
+        secs += three.secs[i].counts[LT_ANS_A202];
+    assert_int_equal(fine, three.sent_buy);
+    assert_int_equal(secs, three.sent_buy);
+    /* one connection per loop: each loop opened its own, none more */
+    assert_int_equal(three.connects, 3);
+    assert_true(three.max_open <= 3);
+    /* the crowd classes, counted by each loop over its own users */
+    uint64_t tried = 0;
+    for (int c = 0; c < LT_CLASS_N; c++) {
+        assert_int_equal(three.class_users[c], one.class_users[c]);
+        tried += three.class_tried[c];
+    }
+    assert_int_equal(tried, three.sent_buy);
+    lt_results_free(&one);
+    lt_results_free(&three);
+    lt_scenario_free(&sc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -366,6 +426,7 @@ int main(void)
         cmocka_unit_test(test_page_views),
         cmocka_unit_test(test_back_to_back_on_one_connection),
         cmocka_unit_test(test_warm_pool_before_the_first_arrival),
+        cmocka_unit_test(test_loops_deal_the_crowd),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -163,6 +163,49 @@ static void test_fake_clock_schedule(void **state)
     free(f);
 }
 
+/* lt_ticker_deal: three loops' tickers over one schedule fire each arrival exactly once,
+ * loop k the arrivals k, k+3, k+6, ..., each with its own index as payload. */
+typedef struct dealt {
+    uint64_t payload[4000];
+    size_t n;
+} dealt_t;
+
+static void on_dealt(void *ctx, uint64_t sched_ns, uint64_t now_ns, bool is_arrival,
+                     uint64_t payload)
+{
+    dealt_t *d = ctx;
+    (void)sched_ns;
+    (void)now_ns;
+    assert_true(is_arrival);
+    if (d->n < 4000)
+        d->payload[d->n++] = payload;
+}
+
+static void test_deal_over_loops(void **state)
+{
+    (void)state;
+    const lt_segment_t seg[] = {{LT_SEG_PLATEAU, 1.0, 1000, 1000}};
+    size_t n;
+    uint64_t *arr = lt_sched_arrivals(seg, 1, 1.0, UINT64_MAX, 7, &n);
+    assert_true(n > 900 && n < 1100);
+    dealt_t *d = calloc(3, sizeof(*d));
+    lt_ticker_t t[3];
+    for (size_t k = 0; k < 3; k++) {
+        lt_ticker_init(&t[k], NULL, arr, n, on_dealt, &d[k]);
+        lt_ticker_deal(&t[k], k, 3);
+        lt_ticker_run_due(&t[k], 2000000000ull);
+        assert_true(lt_ticker_idle(&t[k]));
+    }
+    assert_int_equal(d[0].n + d[1].n + d[2].n, n);
+    for (size_t k = 0; k < 3; k++) {
+        assert_int_equal(d[k].n, (n - k + 2) / 3);
+        for (size_t i = 0; i < d[k].n; i++)
+            assert_int_equal(d[k].payload[i], k + 3 * i);
+    }
+    free(d);
+    free(arr);
+}
+
 /* One real run of n sends over 1 s on a libuv loop; returns the p99 lag in us. */
 static uint64_t real_run(uint64_t seed)
 {
@@ -218,6 +261,7 @@ int main(void)
         cmocka_unit_test(test_caps),
         cmocka_unit_test(test_heap_order),
         cmocka_unit_test(test_fake_clock_schedule),
+        cmocka_unit_test(test_deal_over_loops),
         cmocka_unit_test(test_real_one_second_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
