@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What one flashgate-load loop and the gateway cost per request at given arrival rates, on the
+"""What flashgate-load (one loop, or LOOPS) and the gateway cost per request at given arrival rates, on the
 cheapest answer there is: a sold-out sale (410), memory inventory, nothing capped, the overload
 bench's crowd (connection_mode open, 64 idle, give_up_ms 2000, no retries). It tells how far
 this machine's crowd can go before the generator falls behind and the connects of its late
@@ -9,7 +9,8 @@ below that). Python 3 stdlib; the helpers are bench.py's.
   flock /work/bench.lock env FLASHGATE_BIN=build python3 bench/crowd_cost.py [20000,25000,30000]
 
 RATES as the argument (arrivals/s, comma-separated; 3 s each, a fresh sale per rate on one
-gateway); WARM (0): connections opened before each run's first arrival.
+gateway); WARM (0): connections opened before each run's first arrival; LOOPS (1): the loops
+(threads) flashgate-load deals the crowd over.
 Prints per rate: the generator's user and system CPU per request (its rusage), the gateway's CPU
 per request (schedstat of its threads), the generator's send lag p99 and the connects it made.
 """
@@ -32,12 +33,14 @@ def main():
     rates = [float(x) for x in (sys.argv[1] if len(sys.argv) > 1 else "20000,25000,30000").split(",")]
     bindir = os.path.abspath(os.environ.get("FLASHGATE_BIN", os.path.join(SRC, "build")))
     warm = int(os.environ.get("WARM", "0"))
+    loops = int(os.environ.get("LOOPS", "1"))
     secs = 3.0
     tmp = tempfile.mkdtemp(prefix="fg-crowd-cost-")
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
                 if l.startswith("model name")), platform.processor())
     print("CPU: %s, %d cores, kernel %s; load average %s; the machine is shared: quote medians"
           % (cpu, os.cpu_count(), platform.release(), open("/proc/loadavg").read().split()[0]))
+    print("flashgate-load: %d loop(s), %d warm connections" % (loops, warm))
     gw = B.Gateway(tmp, "gw", os.path.join(bindir, "flashgate"),
                    ["--kafka-brokers", "none", "--limits-user-rps", "0", "--durability", "write"])
     try:
@@ -49,7 +52,7 @@ def main():
                   "targets": [gw.url()], "admin": "http://127.0.0.1:%d" % gw.admin,
                   "admin_token": B.TOKEN, "connections": 64, "connection_mode": "open",
                   "connections_max": 4096, "give_up_ms": 2000, "request_timeout_ms": 3000,
-                  "warm_connections": warm,
+                  "warm_connections": warm, "loops": loops,
                   "sale": {"id": "cc%d" % i, "create": True, "stock": 0, "per_user_limit": 1,
                            "start_offset_s": 0, "duration_s": 3600},
                   "crowd": {"users": int(rate * secs * 1.3) + 1000, "addresses": 100000},

@@ -27,6 +27,7 @@ bench/README.md says how to read it.
 """
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -561,6 +562,7 @@ class Bench:
         sc.update(crowd or {})
         # the edge's keep-alive pool is warm when the sale opens (loadtest/README.md)
         sc["warm_connections"] = min(self.a.crowd_warm, sc["connections"])
+        sc["loops"] = crowd_loops(self.a.crowd_loops, segments)
         d = os.path.join(self.tmp, "run-%d" % self.nrun)
         os.makedirs(d, exist_ok=True)
         scp = os.path.join(d, "scenario.json")
@@ -722,7 +724,7 @@ class Bench:
             "connections": fig.get("connections", {}), "gave_up": fig.get("gave_up", 0),
             "timeline": fig["timeline"], "fine": fig.get("fine_timeline"),
             "wall_s": wall, "protection": self.protection,
-            "gen_cpu_s": gen_cpu_s, "upstream_cpu_s": up_cpu_s, "load1_after": load_after,
+            "gen_cpu_s": gen_cpu_s, "gen_loops": sc["loops"], "upstream_cpu_s": up_cpu_s, "load1_after": load_after,
         }
         if trace:
             r["diag"] = diag
@@ -731,12 +733,12 @@ class Bench:
                           "probes": probe.stamps}
         log("%-5s %-9s %-4s offered %7.0f/s goodput %7.0f/s shed %5.1f%% timeout %5.1f%% "
             "admitted p99 %7.1f ms gw cpu %.2fs door shut %d reset %d errors %d; "
-            "lag p99 %.1f ms, generator cpu %.2fs%s, wall %.1fs, load %s" % (
+            "lag p99 %.1f ms, generator cpu %.2fs (%d loop%s)%s, wall %.1fs, load %s" % (
                 case["name"], label, mode, r["offered_rps"], r["goodput_rps"],
                 100 * r["shed_share"], 100 * r["timeout_share"],
                 r["admitted"].get("p99_ms", 0) or 0, gw_cpu_s, r["door_shuts"],
                 r["door_reset"], ans.get("error", 0), r["send_lag_p99_ms"], gen_cpu_s,
-                "" if up_cpu_s is None else ", upstream cpu %.2fs" % up_cpu_s, wall,
+                sc["loops"], "" if sc["loops"] == 1 else "s", "" if up_cpu_s is None else ", upstream cpu %.2fs" % up_cpu_s, wall,
                 load_after))
         return r
 
@@ -1016,16 +1018,27 @@ def pub_health(r):
     return "%.0f%%" % (100.0 * h["ok"] / h["n"])
 
 
+LOOP_RATE = 25000  # arrivals/s one flashgate-load loop keeps on schedule here (Session 13-14)
+
+
+def crowd_loops(given, segments):
+    """The loops of a run's crowd: as given, or one per LOOP_RATE of its peak rate."""
+    if given:
+        return given
+    peak = max(max(s["rate"], s.get("rate_end", s["rate"])) for s in segments)
+    return max(1, min(4, int(math.ceil(peak / LOOP_RATE))))
+
+
 GEN_BUSY_MAX = 0.85  # generator CPU / wall past this: the crowd was bound by its own core
 
 
 def gen_busy(r):
-    """The generator's CPU over its run's wall time (None when not measured). flashgate-load
-    is one libuv loop: at ~1.0 it had no more to give, and what it measured is its own
-    limit (bench/README.md "Session 12": the mixed case at 10x)."""
+    """The generator's CPU over its run's wall time, per loop (None when not measured).
+    Each flashgate-load loop is one thread: at ~1.0 it had no more to give, and what it
+    measured is its own limit (bench/README.md "Session 12": the mixed case at 10x)."""
     if not r.get("gen_cpu_s") or not r.get("wall_s"):
         return None
-    return r["gen_cpu_s"] / r["wall_s"]
+    return r["gen_cpu_s"] / r["wall_s"] / r.get("gen_loops", 1)
 
 
 def lagged(r):
@@ -1033,7 +1046,8 @@ def lagged(r):
     s = " (lag %.0f ms!)" % lag if lag > LAG_MAX_MS else ""
     g = gen_busy(r)
     if g is not None and g >= GEN_BUSY_MAX:
-        s += " (generator %.0f%% of a core!)" % (100 * g)
+        s += " (generator %.0f%% of a core%s!)" % (
+            100 * g, " per loop" if r.get("gen_loops", 1) > 1 else "")
     return s
 
 
@@ -1085,6 +1099,12 @@ def main():
                          "edge's pool to the origin is warm when a sale opens (64, at most "
                          "--crowd-idle; 0: a cold crowd, every request of the first "
                          "milliseconds a connect)")
+    ap.add_argument("--crowd-loops", type=int, default=0,
+                    help="event loops (threads) flashgate-load deals the crowd over; each has "
+                         "its share of the connections. 0 (default): one loop per %d "
+                         "arrivals/s of the run's peak rate, the most one loop sends on "
+                         "schedule here (a second loop costs both sides more CPU per request "
+                         "at lower rates: bench/README.md \"Session 14\")" % LOOP_RATE)
     ap.add_argument("--conn-max", type=int, default=4096,
                     help="connections the crowd may open at once (4096)")
     ap.add_argument("--max-rate", type=float, default=30000,
@@ -1147,9 +1167,11 @@ def main():
     results = {"started": stamp, "cpu": cpu_model, "cores": os.cpu_count(),
                "kernel": platform.release(), "shared_machine": True,
                "flashgate_load": "connection_mode open, connections %d idle (%d warm at the "
-                                 "start), connections_max %d, give_up_ms %d, no retries" % (
+                                 "start), connections_max %d, give_up_ms %d, no retries, "
+                                 "%s" % (
                                      a.crowd_idle, min(a.crowd_warm, a.crowd_idle), a.conn_max,
-                                     a.give_up_ms),
+                                     a.give_up_ms, "%d loop(s)" % a.crowd_loops if a.crowd_loops
+                                     else "one loop (thread) per %d arrivals/s" % LOOP_RATE),
                "mode": "smoke" if a.smoke else "quick" if a.quick else "full",
                "seconds_per_run": secs, "loads": loads, "cases": {}, "caps": [],
                "args": {k: getattr(a, k) for k in ("smoke", "page_share", "give_up_ms",
