@@ -1065,6 +1065,10 @@ def main():
                     help="dep: step runs (0.5x -> 5x) with protection on, each on a fresh "
                          "gateway; the convergence target is judged on every one (1; the step "
                          "is noisy on a shared machine: bench/README.md)")
+    ap.add_argument("--capacity", type=float, default=0,
+                    help="dep and cpu: take this many arrivals/s as 1x instead of probing for "
+                         "it (the probe moves from run to run on a shared machine; equal loads "
+                         "make an A/B of two builds or settings comparable)")
     ap.add_argument("--redis-cpu", type=float, default=0.05,
                     help="dep: redis-server's cgroup quota, share of one core (0.05: its "
                          "capacity x 10 must stay within what the generator can send; 0.10, "
@@ -1272,6 +1276,9 @@ def run_case(bench, a, name, loads, secs, ramp_s, help_text, results):
         cap_rps = a.upstream_rps / a.page_share  # the upstream is exactly saturated at 1x
         out["capacity_how"] = ("by construction: %.0f/s x %.0f%% pages = the upstream's %.0f/s"
                                % (cap_rps, 100 * a.page_share, a.upstream_rps))
+    elif a.capacity:
+        cap_rps = a.capacity
+        out["capacity_how"] = "given (--capacity), not measured: for A/B runs at equal loads"
     else:
         # plateaus of ramp_s at rates x1.5 apart, each on a fresh gateway, until one is
         # no longer served (goodput < 90% of offered, or admitted p99 > 100 ms: a queue)
