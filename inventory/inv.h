@@ -88,9 +88,15 @@ struct inv_reserve_req {
  * write and redis-server reads and answers it with one read and one write; two
  * connections took a read and a write each per wakeup of redis-server, and at
  * 64 connections that was +0.2-0.5 us of its system time per reserve (bench/
- * README.md, Session 11: Redis). */
+ * README.md, Session 11: Redis).
+ * The timeout sits inside the buy path's latency budget (p99 < 50 ms) with
+ * 10 ms to spare for the gateway's own queue and work: at 50 ms every call
+ * that timed out was answered past the budget, and a Redis stall longer than
+ * the timeout showed as a window of 503s at 50-56 ms (bench/README.md,
+ * "Session 14": 40 ms converged 9 of 9 dependency-bound steps against 6 of 9,
+ * at the same goodput). */
 #define INV_REDIS_POOL_DEFAULT 1
-#define INV_REDIS_TIMEOUT_MS_DEFAULT 50
+#define INV_REDIS_TIMEOUT_MS_DEFAULT 40
 
 /* What the configuration says about the backend, beside its URL. */
 typedef struct inv_opts {

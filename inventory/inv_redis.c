@@ -9,7 +9,7 @@
  *      for a Redis Cluster (a seed list; routing in inv_cluster.c)
  *   password        also from inventory.redis_password (inv_opts_t) when the URL has none
  *   pool=1          async connections per worker loop (1..64; INV_REDIS_POOL_DEFAULT)
- *   timeout_ms=50   per reserve call; older calls fail with CM_ETIMEOUT (1..60000;
+ *   timeout_ms=40   per reserve call; older calls fail with CM_ETIMEOUT (1..60000;
  *                   INV_REDIS_TIMEOUT_MS_DEFAULT). inv_opts_t values win over these.
  *   admin_timeout_ms=2000  blocking admin calls (1..60000)
  *   breaker_failures=5     consecutive failures or timeouts that open the breaker (1..1000)

@@ -134,7 +134,7 @@ static void test_defaults(void **state)
     assert_int_equal(c->log_level, 2); /* info = CM_LOG_INFO */
     assert_int_equal(c->log_format, 0);
     assert_string_equal(c->inventory, "memory");
-    assert_int_equal(c->redis_timeout_ms, 50);
+    assert_int_equal(c->redis_timeout_ms, 40);
     assert_int_equal(c->redis_pool, 1);
     assert_int_equal(c->durability, GW_DURABILITY_WRITE);
     assert_int_equal(c->spool_max_bytes, 1ull << 30);
