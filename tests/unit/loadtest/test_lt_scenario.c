@@ -121,6 +121,11 @@ static const struct {
      "\"arrivals\":[{\"kind\":\"spike\",\"duration_s\":1,\"rate\":5}]}",
      "scenario: warm_connections: at most connections (8): the pool, or the idle cache in open "
      "mode"},
+    {"{\"loops\":0}", "scenario: loops: must be an integer between 1 and 16"},
+    {"{\"loops\":17}", "scenario: loops: must be an integer between 1 and 16"},
+    {"{\"connections\":2,\"loops\":3,\"sale\":{\"create\":false},"
+     "\"arrivals\":[{\"kind\":\"spike\",\"duration_s\":1,\"rate\":5}]}",
+     "scenario: loops: at most connections (2): each loop has its own share of the connections"},
     {"{\"give_up_ms\":3000,\"request_timeout_ms\":2000,\"sale\":{\"create\":false},"
      "\"arrivals\":[{\"kind\":\"spike\",\"duration_s\":1,\"rate\":5}]}",
      "scenario: give_up_ms: must not exceed request_timeout_ms (2000)"},
