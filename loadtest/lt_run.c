@@ -161,8 +161,8 @@ struct run;
 /* What the loops share: read-only during the run, except each user's entry,
  * which only its own loop touches. */
 typedef struct crowd {
-    const lt_scenario_t *sc;
     user_t *users;
+    uint64_t users_bots;
     uint64_t *arrivals;
     size_t n_arrivals;
     struct sockaddr_storage addr[LT_MAX_TARGETS];
@@ -171,7 +171,6 @@ typedef struct crowd {
     int64_t start_ms;    /* the sale's start, wall clock */
     uint64_t t0_ns;      /* the shared clock's zero (cm_mono_ns base) */
     int64_t wall_t0_ms;
-    bool quiet;
     pthread_barrier_t go; /* every loop warmed up: the clock starts */
     size_t n_loops;
     struct run *loops[LT_MAX_LOOPS];
@@ -1381,7 +1380,7 @@ static void *loop_main(void *arg)
                 "flashgate-load: %s: %zu arrivals of %llu users (%llu bots) over %.1fs, sale %s "
                 "starts at +%.1fs, %zu target(s) x %u connections (%s%s)%s\n",
                 sc->name, cw->n_arrivals, (unsigned long long)sc->users,
-                (unsigned long long)res->users_bots, prof, sc->sale_id, res->sale_start_s,
+                (unsigned long long)cw->users_bots, prof, sc->sale_id, res->sale_start_s,
                 sc->n_targets, sc->connections, lt_conn_mode_name(sc->connection_mode),
                 open_mode ? ", more opened on demand" : "",
                 n > 1 ? ", dealt over several loops" : "");
@@ -1396,8 +1395,6 @@ int lt_run(const lt_scenario_t *sc, bool quiet, lt_results_t *res, char *eb, siz
 {
     results_init(res);
     crowd_t *cw = cm_xcalloc(1, sizeof(*cw));
-    cw->sc = sc;
-    cw->quiet = quiet;
     cw->n_loops = sc->loops ? sc->loops : 1;
     if (cw->n_loops > LT_MAX_LOOPS)
         cw->n_loops = LT_MAX_LOOPS;
@@ -1419,6 +1416,7 @@ int lt_run(const lt_scenario_t *sc, bool quiet, lt_results_t *res, char *eb, siz
                 res->users_aggressive++;
         }
     }
+    cw->users_bots = res->users_bots;
     cw->arrivals = lt_sched_arrivals(sc->segments, sc->n_segments, sc->duration_s, sc->users,
                                      sc->seed, &cw->n_arrivals);
     int rc = 0;
@@ -1431,7 +1429,6 @@ int lt_run(const lt_scenario_t *sc, bool quiet, lt_results_t *res, char *eb, siz
         r->users = cw->users;
         r->res = cm_xmalloc(sizeof(*r->res));
         results_init(r->res);
-        r->res->users_bots = res->users_bots;
         /* loop 0 goes on with the crowd's draw (one loop: the same run as ever) */
         r->rng = rng;
         if (k > 0)
