@@ -620,11 +620,22 @@ class Bench:
                                preexec_fn=gen_pre)
         if sampler:
             sampler.gen_pid = gen.pid
+        perf = None
+        if self.a.perf:
+            os.makedirs(self.a.perf, exist_ok=True)
+            perf = subprocess.Popen(
+                ["perf", "record", "-q", "-e", "cpu-clock", "-F", "4000", "-g", "-p",
+                 str(gw.pid), "-o", os.path.join(self.a.perf, "%s-%s-%s-%d.data" % (
+                     case["name"], label, mode, self.nrun))],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             out_, err_ = gen.communicate(timeout=duration + give_up / 1000 + 60)
         except subprocess.TimeoutExpired:
             gen.kill()
             out_, err_ = gen.communicate()
+        if perf:
+            perf.send_signal(signal.SIGINT)
+            perf.wait(timeout=30)
         p = subprocess.CompletedProcess(gen.args, gen.returncode, out_, err_)
         wall = time.time() - t0
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -1124,6 +1135,10 @@ def main():
                     help="cpu and mixed cases: sample the gateway's CPU (and the cpu case's cgroup cpu.stat) every "
                          "5 ms and the probe's /admin/v1/stats, and print the first 2 s of "
                          "each run in 100 ms bins (what the crowd got, what the gateway did)")
+    ap.add_argument("--perf", metavar="DIR",
+                    help="record each run's gateway with perf (cpu-clock, call graphs, from the "
+                         "crowd's start to its end) into DIR/<case>-<label>-<mode>-<n>.data, "
+                         "for `perf report -i`; the sampling costs the capped gateway quota")
     ap.add_argument("--out", help="results directory (default bench/results/overload-<UTC>)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
     ap.add_argument("--from-json", metavar="FILE",
