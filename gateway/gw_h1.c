@@ -1595,7 +1595,7 @@ static void on_accept(uv_poll_t *p, int status, int events)
     if (status < 0)
         return;
     gw_http_iteration(w);
-    for (int i = 0; i < ACCEPT_BATCH; i++) {
+    for (int i = 0; i < ACCEPT_BATCH && w->accepting; i++) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
         int fd = accept4(w->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);

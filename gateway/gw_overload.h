@@ -271,6 +271,12 @@ typedef struct gw_door {
     bool saturated;          /* the last window used all the CPU it had (gw_door_saturated) */
     double shut_rate;        /* the request rate when it was shut */
     double rate_peak;        /* the highest window's rate, decaying by GW_DOOR_PEAK_DECAY a window */
+    bool look_next;          /* the tick reopens after the longest hold: the reopen is a look */
+    bool look;               /* reopened to look, the crowd still believed (gw_door_should_shut) */
+    uint32_t look_conns;     /* connections accepted since that reopen */
+    uint32_t win_late;       /* requests shed too late (gw_ol_too_late) in this window */
+    bool pool_set;           /* gw_door_pool was told the worker's pool */
+    uint64_t pool;           /* its open connections less those leaving, at the last tick */
     bool shut;
 } gw_door_t;
 
@@ -303,8 +309,31 @@ uint32_t gw_door_keep(const gw_door_t *d);
  */
 bool gw_door_trims(uint64_t open, uint64_t leaving, uint32_t keep);
 #define GW_DOOR_PEAK_DECAY 0.9
-/* Whether an open door should shut now, `queued` connections waiting to be accepted. */
+/*
+ * Whether an open door should shut now, `queued` connections waiting to be
+ * accepted. Also, whatever the queue: the door reopened after the longest
+ * hold (GW_DOOR_HOLD_MAX_US, its kept connections still saturating a capped
+ * worker) only to look whether the crowd is still there, and since then more
+ * than a budget of new connections came while the worker stays saturated and
+ * capped. A look is not a queue: the worker accepts each new connection at
+ * once, so the accept queue stays short while the connections it accepts grow
+ * its keep-alive pool, a queue the kernel does not count (each one more request
+ * in flight behind the same CPU). Measured (cpu case, 2x, 5% of a core): after
+ * the look at 2.2 s the accept queue never reached its budget; 100 ms later the
+ * crowd's requests waited past 2.5 targets (209 late 503s in a 100 ms bin),
+ * the door shut 250 ms after the look on 144 queued connections to reset, and
+ * the 400 ms around the look answered ~100 of 1,100 in time, where the bins
+ * around them answered ~215 of ~265 each (bench/README.md "Session 15").
+ */
 bool gw_door_should_shut(const gw_door_t *d, unsigned busy_pct, uint32_t queued);
+/*
+ * That part alone, asked at each accept (gw_ol_conn_started): a capped worker's
+ * loop iteration can span several quota periods (~100 ready connections at
+ * ~20 us each is 2 ms of CPU, two periods' quota at 5% of a core), and the door
+ * looked only at iteration edges saw 137 queued and 38 accepted at its first
+ * chance. Pure.
+ */
+bool gw_door_look_seen(const gw_door_t *d);
 void gw_door_set_shut(gw_door_t *d, bool shut, uint64_t now_us);
 /*
  * Per queue window: whether the loop's time went mostly to waiting for a CPU
@@ -349,6 +378,36 @@ void gw_door_quota(gw_door_t *d, bool ran_out, uint64_t now_us);
  * quota period's arrivals wait in the queue even at capacity. Pure.
  */
 bool gw_door_should_shut_quota(const gw_door_t *d, uint32_t queued);
+/*
+ * A request was shed for having waited GW_LATE_TARGETS queue targets in the
+ * kernel (gw_ol_too_late); and whether an open door should shut on what the
+ * window's late sheds say, for a worker whose CPU quota ran out (the caller
+ * asks cpu.stat): GW_DOOR_LATE_SHUT of them are a queue, whatever its place.
+ * The accept queue is not the only one: a worker accepts the connections its
+ * loop sees at once, and those it accepted queue their requests in their
+ * socket buffers, out of the accept queue's count. Measured (cpu case, 2x, 5%
+ * of a core): at the sale's start the pool grew from 64 to ~180 connections
+ * while the accept queue stayed under the quota rule's four budgets for
+ * 250-300 ms; 55-64 late 503s a 100 ms bin came first, then the shut reset
+ * 355-518 queued connections, and the first 300 ms answered ~200 of ~790 in
+ * time (bench/README.md "Session 15"). Never for a flood or a "machine"
+ * window. Owner thread only / pure.
+ */
+#define GW_DOOR_LATE_SHUT 8u
+void gw_door_late(gw_door_t *d);
+bool gw_door_should_shut_late(const gw_door_t *d);
+/*
+ * Before each tick: the worker's open connections less those already closing
+ * after their answer. A shut door whose pool fell below half of what it keeps
+ * (gw_door_keep) reopens at the next tick, as a look (gw_door_should_shut): its
+ * trim and the clients' own pools both close the connections past what each
+ * keeps (a CDN edge or nginx keeps so many idle and closes the rest; so does
+ * flashgate-load), and the two together left a capped worker 13-19 connections
+ * of the 64 it keeps, each quota period finding few requests: 150-165 answers a
+ * 100 ms bin for the rest of the run where 62 connections served 215 (cpu case,
+ * 2x; bench/README.md "Session 15"). Owner thread only.
+ */
+void gw_door_pool(gw_door_t *d, uint64_t pool);
 /*
  * Every tick: closes the rate window when due and, while shut, returns true
  * when the door should reopen. `idle`: no request is in progress but those

@@ -549,6 +549,8 @@ void gw_door_request(gw_door_t *d)
 void gw_door_conn(gw_door_t *d)
 {
     d->win_conns++;
+    if (d->look)
+        d->look_conns++;
 }
 
 uint32_t gw_door_budget(const gw_door_t *d, uint32_t floor)
@@ -580,7 +582,16 @@ bool gw_door_should_shut(const gw_door_t *d, unsigned busy_pct, uint32_t queued)
     /* A connection flood, not a crowd: the connection guard's job. */
     if (d->reqs_per_conn < GW_DOOR_MIN_REQS_PER_CONN)
         return false;
+    if (gw_door_look_seen(d))
+        return true;
     return queued > gw_door_budget(d, GW_DOOR_MIN_QUEUE);
+}
+
+bool gw_door_look_seen(const gw_door_t *d)
+{
+    return d->look && !d->shut && d->capped && d->saturated && !d->machine &&
+           d->reqs_per_conn >= GW_DOOR_MIN_REQS_PER_CONN &&
+           d->look_conns > gw_door_budget(d, GW_DOOR_MIN_QUEUE);
 }
 
 bool gw_door_should_shut_quota(const gw_door_t *d, uint32_t queued)
@@ -588,6 +599,17 @@ bool gw_door_should_shut_quota(const gw_door_t *d, uint32_t queued)
     if (d->shut || d->machine || d->reqs_per_conn < GW_DOOR_MIN_REQS_PER_CONN)
         return false;
     return queued > GW_DOOR_QUOTA_QUEUE * gw_door_budget(d, GW_DOOR_MIN_QUEUE);
+}
+
+void gw_door_late(gw_door_t *d)
+{
+    d->win_late++;
+}
+
+bool gw_door_should_shut_late(const gw_door_t *d)
+{
+    return !d->shut && !d->machine && d->reqs_per_conn >= GW_DOOR_MIN_REQS_PER_CONN &&
+           d->win_late >= GW_DOOR_LATE_SHUT;
 }
 
 void gw_door_machine(gw_door_t *d, bool machine)
@@ -622,8 +644,20 @@ void gw_door_set_shut(gw_door_t *d, bool shut, uint64_t now_us)
     if (!shut && d->shut) {
         d->opened_us = now_us;
         d->crowd_recent = true;
+        d->look = d->look_next;
+        d->look_conns = 0;
+        d->win_late = 0; /* those of the shut say nothing of the reopened door */
     }
+    if (shut)
+        d->look = false;
+    d->look_next = false;
     d->shut = shut;
+}
+
+void gw_door_pool(gw_door_t *d, uint64_t pool)
+{
+    d->pool = pool;
+    d->pool_set = true;
 }
 
 bool gw_door_tick(gw_door_t *d, uint64_t now_us, bool idle)
@@ -640,13 +674,13 @@ bool gw_door_tick(gw_door_t *d, uint64_t now_us, bool idle)
             rpc = GW_DOOR_RPC_MAX;
         d->reqs_per_conn = rpc < d->reqs_per_conn ? rpc : 0.5 * d->reqs_per_conn + 0.5 * rpc;
         d->win_start_us = now_us;
-        d->win_reqs = d->win_conns = 0;
+        d->win_reqs = d->win_conns = d->win_late = 0;
     }
     bool began = d->begun_tick > 0;
     d->begun_tick = 0;
     if (!d->shut) {
         if (d->crowd_recent && now_us - d->opened_us >= GW_DOOR_RECENT_US)
-            d->crowd_recent = false;
+            d->crowd_recent = d->look = false;
         return false;
     }
     /* Counted in ticks, not in time: a process throttled by a CPU quota sees
@@ -654,11 +688,13 @@ bool gw_door_tick(gw_door_t *d, uint64_t now_us, bool idle)
     d->idle_ticks = !began && idle ? d->idle_ticks + 1 : 0;
     if (d->idle_ticks >= GW_DOOR_IDLE_TICKS)
         return true;
+    if (d->pool_set && 2u * d->pool < gw_door_keep(d))
+        return d->look_next = true; /* the pool ran low: gw_door_pool */
     /* Saturated by the kept connections: the hold is extended while they still
      * bring the crowd (not dwindled to a few). */
     uint64_t held = now_us - d->shut_us;
     if (d->saturated && 2.0 * d->rate >= d->shut_rate)
-        return held >= GW_DOOR_HOLD_MAX_US;
+        return d->look_next = held >= GW_DOOR_HOLD_MAX_US;
     return held >= GW_DOOR_HOLD_US;
 }
 

@@ -927,6 +927,122 @@ static void test_door_holds_while_saturated(void **state)
 }
 
 /*
+ * The reopen after the longest hold is a look: the worker accepts each new
+ * connection at once (no accept queue), so the door shuts again once more than
+ * a budget of them came while it stays capped and saturated; a reopen after the
+ * usual hold or on idle ticks is no look, and neither is a look whose worker
+ * has CPU to spare or that is GW_DOOR_RECENT_US old (injected clock).
+ */
+static void test_door_look_after_longest_hold(void **state)
+{
+    (void)state;
+    gw_door_t d;
+    uint64_t t = 9000 * MS;
+    gw_door_init(&d, 20 * MS, t);
+    gw_door_quota(&d, true, t);
+    gw_door_saturated(&d, true);
+    uint32_t budget = gw_door_budget(&d, GW_DOOR_MIN_QUEUE);
+    gw_door_set_shut(&d, true, t);
+    while (!gw_door_tick(&d, t += 10 * MS, false))
+        gw_door_request(&d);
+    gw_door_set_shut(&d, false, t);
+    assert_true(d.look);
+    /* New connections, accepted as they come: none waits in the accept queue. */
+    for (uint32_t i = 0; i < budget; i++) {
+        gw_door_conn(&d);
+        assert_false(gw_door_should_shut(&d, 0, 0));
+    }
+    assert_false(gw_door_look_seen(&d));
+    gw_door_conn(&d);
+    assert_true(gw_door_should_shut(&d, 0, 0));
+    assert_true(gw_door_look_seen(&d)); /* asked at each accept */
+    gw_door_machine(&d, true);          /* starved by others: not the crowd */
+    assert_false(gw_door_look_seen(&d));
+    gw_door_machine(&d, false);
+    /* CPU to spare (the window after the reopen was not saturated): served, no shut. */
+    gw_door_saturated(&d, false);
+    assert_false(gw_door_should_shut(&d, 0, 0));
+    gw_door_saturated(&d, true);
+    assert_true(gw_door_should_shut(&d, 0, 0));
+    /* A flood is still the connection guard's. */
+    gw_door_t f = d;
+    f.reqs_per_conn = 0;
+    assert_false(gw_door_should_shut(&f, 100, 100000));
+    /* The look ends GW_DOOR_RECENT_US after the reopen. */
+    uint64_t opened = t;
+    while (t - opened < GW_DOOR_RECENT_US)
+        gw_door_tick(&d, t += 10 * MS, false);
+    assert_false(d.look);
+    assert_false(gw_door_should_shut(&d, 100, 0));
+    /* A shut ends it too, and the next reopen by idle ticks is no look. */
+    gw_door_set_shut(&d, true, t);
+    for (int i = 0; i < GW_DOOR_IDLE_TICKS; i++)
+        gw_door_tick(&d, t += 10 * MS, true);
+    gw_door_set_shut(&d, false, t);
+    assert_false(d.look);
+    for (uint32_t i = 0; i < 4 * budget; i++)
+        gw_door_conn(&d);
+    assert_false(gw_door_should_shut(&d, 0, 0));
+    /* Nor a reopen after the usual hold (not saturated). */
+    gw_door_saturated(&d, false);
+    gw_door_set_shut(&d, true, t);
+    while (!gw_door_tick(&d, t += 10 * MS, false))
+        gw_door_request(&d);
+    gw_door_set_shut(&d, false, t);
+    assert_false(d.look);
+    /* A shut door whose pool ran below half of what it keeps reopens at the
+     * next tick, as a look; at half or more it holds. */
+    gw_door_saturated(&d, true);
+    gw_door_set_shut(&d, true, t);
+    uint32_t keep = gw_door_keep(&d);
+    gw_door_pool(&d, keep / 2 + keep % 2);
+    for (int i = 0; i < 10; i++) {
+        gw_door_request(&d);
+        assert_false(gw_door_tick(&d, t += 10 * MS, false));
+    }
+    gw_door_pool(&d, (keep - 1) / 2);
+    gw_door_request(&d);
+    assert_true(gw_door_tick(&d, t += 10 * MS, false));
+    gw_door_set_shut(&d, false, t);
+    assert_true(d.look);
+}
+
+/*
+ * GW_DOOR_LATE_SHUT late sheds in one window shut an open door (the caller has
+ * asked the quota); fewer do not, nor those of an earlier window, of a shut
+ * door, of a flood or of a "machine" window (injected clock).
+ */
+static void test_door_late_shut(void **state)
+{
+    (void)state;
+    gw_door_t d;
+    uint64_t t = 3000 * MS;
+    gw_door_init(&d, 20 * MS, t);
+    for (uint32_t i = 1; i < GW_DOOR_LATE_SHUT; i++)
+        gw_door_late(&d);
+    assert_false(gw_door_should_shut_late(&d));
+    gw_door_late(&d);
+    assert_true(gw_door_should_shut_late(&d));
+    gw_door_machine(&d, true);
+    assert_false(gw_door_should_shut_late(&d));
+    gw_door_machine(&d, false);
+    gw_door_t f = d;
+    f.reqs_per_conn = 0;
+    assert_false(gw_door_should_shut_late(&f));
+    /* A new window starts the count again. */
+    gw_door_request(&d);
+    gw_door_tick(&d, t += GW_DOOR_WINDOW_US, false);
+    assert_false(gw_door_should_shut_late(&d));
+    /* Shut: its late sheds (the kept connections') do not count after the reopen. */
+    gw_door_set_shut(&d, true, t);
+    for (uint32_t i = 0; i < 2 * GW_DOOR_LATE_SHUT; i++)
+        gw_door_late(&d);
+    assert_false(gw_door_should_shut_late(&d));
+    gw_door_set_shut(&d, false, t += 10 * MS);
+    assert_false(gw_door_should_shut_late(&d));
+}
+
+/*
  * A worker whose CPU quota ran out shuts from GW_DOOR_QUOTA_QUEUE budgets
  * whatever its loop's busy share says; never for a flood, a "machine" window
  * or a shut door.
@@ -1068,6 +1184,8 @@ int main(void)
         cmocka_unit_test(test_door_uncapped_reopen_asks_busy),
         cmocka_unit_test(test_door_late_ticks_are_not_idle),
         cmocka_unit_test(test_door_holds_while_saturated),
+        cmocka_unit_test(test_door_look_after_longest_hold),
+        cmocka_unit_test(test_door_late_shut),
         cmocka_unit_test(test_door_quota_shut),
         cmocka_unit_test(test_busy_machine),
         cmocka_unit_test(test_late_check),
