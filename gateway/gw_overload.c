@@ -92,7 +92,6 @@ typedef struct gw_ol_worker {
     bool door_ok;           /* the port was given explicitly: listen() again keeps it */
     gw_door_t door;         /* its decisions; door.shut: the door is shut */
     uint64_t door_check_ms; /* uv_now of the last accept-queue look */
-    bool look_backlog;      /* listening with a look's backlog (set_paused) */
     uint32_t live;          /* requests begun and not finished */
     _Atomic bool pub_paused;
     _Atomic uint64_t shed[GW_CRIT_COUNT];
@@ -401,17 +400,7 @@ static void set_paused(gw_ol_worker_t *o, bool pause)
         atomic_fetch_add_explicit(&o->accept_pauses, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&o->accept_reset, queued, memory_order_relaxed);
     } else {
-        /* A look (gw_door_t.look) listens with a backlog of one budget: a capped
-         * worker's loop iteration can span several quota periods, and the
-         * connections that came meanwhile, past what it accepts before the look
-         * shuts again, were reset at the shut (65-184 a look, measured). Past a
-         * look's backlog the kernel drops the SYN and the client's retry, 1 s
-         * later, finds the door shut again or open. The full backlog is back
-         * when the look ends (on_tick). */
-        o->look_backlog = o->door.look_next;
-        int backlog = o->look_backlog ? (int)gw_door_budget(&o->door, GW_DOOR_MIN_QUEUE)
-                                       : GW_LISTEN_BACKLOG;
-        if (listen(w->lfd, backlog) != 0)
+        if (listen(w->lfd, GW_LISTEN_BACKLOG) != 0)
             cm_log_error("overload", "cannot reopen the listening socket", "worker=%u errno=%d",
                          w->index, errno);
         else
@@ -636,12 +625,6 @@ static void on_tick(uv_timer_t *t)
      * still there. While shut, the keep-alive connections already open (a load
      * balancer's pool, a CDN edge's) still bring requests: only new
      * connections are refused. */
-    if (o->look_backlog && !o->door.shut && !o->door.look) {
-        o->look_backlog = false; /* the look is over: the full backlog (set_paused) */
-        if (w->lfd >= 0 && listen(w->lfd, GW_LISTEN_BACKLOG) != 0)
-            cm_log_error("overload", "cannot restore the listen backlog", "worker=%u errno=%d",
-                         w->index, errno);
-    }
     gw_door_pool(&o->door, w->h1_open > w->h1_leaving ? w->h1_open - w->h1_leaving : 0);
     if (gw_door_tick(&o->door, now, gw_door_idle_tick(o->live <= w->suspended, o->lag_us)) ||
         (o->door.shut && !door_allowed(o)))
@@ -713,13 +696,8 @@ bool gw_ol_too_late(gw_req_t *r)
     if (!request_waited(r, &waited))
         return false;
     /* A connection the shut door keeps (door_trim, in gw_ol_request_head, left it
-     * open) is the worker's supply of work: shed later, and kept (gw_overload.h).
-     * So is every connection while the door is open only to look (gw_door_t.look):
-     * the look's new connections queue the kept ones' requests too, and closing
-     * those left 19 connections of 62 after the next shut's trim, the rest of
-     * the run served at 165 answers per 100 ms where 62 had served 215. */
-    bool kept = (o->door.shut || o->door.look) && !r->close_after;
-    gw_late_verdict_t v = gw_late_verdict(waited, o->q.target_us, kept);
+     * open) is the worker's supply of work: shed later, and kept (gw_overload.h). */
+    gw_late_verdict_t v = gw_late_verdict(waited, o->q.target_us, o->door.shut && !r->close_after);
     if (v == GW_LATE_SERVE)
         return false;
     atomic_fetch_add_explicit(&o->shed_late, 1, memory_order_relaxed);
