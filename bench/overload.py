@@ -623,11 +623,18 @@ class Bench:
         perf = None
         if self.a.perf:
             os.makedirs(self.a.perf, exist_ok=True)
-            perf = subprocess.Popen(
-                ["perf", "record", "-q", "-e", "cpu-clock", "-F", "4000", "-g", "-p",
-                 str(gw.pid), "-o", os.path.join(self.a.perf, "%s-%s-%s-%d.data" % (
-                     case["name"], label, mode, self.nrun))],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            base = os.path.join(self.a.perf, "%s-%s-%s-%d" % (case["name"], label, mode, self.nrun))
+            if self.a.perf_stat:
+                # counts, not samples: how many of each call the gateway made per answer
+                perf = subprocess.Popen(
+                    ["perf", "stat", "-x", ",", "-e", ",".join(PERF_STAT_EVENTS), "-p",
+                     str(gw.pid), "-o", base + ".stat"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            else:
+                perf = subprocess.Popen(
+                    ["perf", "record", "-q", "-e", "cpu-clock", "-F", "4000", "-g", "-p",
+                     str(gw.pid), "-o", base + ".data"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             out_, err_ = gen.communicate(timeout=duration + give_up / 1000 + 60)
         except subprocess.TimeoutExpired:
@@ -839,12 +846,22 @@ def trace_rows(r, first_s=2.0, bin_s=0.1):
     return rows
 
 
+TRACE_S = 3.0  # --trace-seconds
+# --perf DIR --perf-stat: the gateway's system calls and scheduling, counted per run
+PERF_STAT_EVENTS = ["task-clock", "context-switches", "syscalls:sys_enter_epoll_wait",
+                    "syscalls:sys_enter_read", "syscalls:sys_enter_write",
+                    "syscalls:sys_enter_writev", "syscalls:sys_enter_getsockopt",
+                    "syscalls:sys_enter_accept4", "syscalls:sys_enter_close",
+                    "syscalls:sys_enter_shutdown"]
+
+
 def print_trace(r, budget_us_per_s):
-    rows = trace_rows(r, first_s=min(3.0, r["duration_s"]))
+    rows = trace_rows(r, first_s=min(TRACE_S, r["duration_s"]))
     if not rows:
         return
-    print("   trace %s %s (first 3 s, 100 ms bins; crowd by scheduled time, gateway by wall "
-          "time; quota %.1f ms CPU per bin):" % (r["label"], r["mode"], budget_us_per_s / 1e4))
+    print("   trace %s %s (first %g s, 100 ms bins; crowd by scheduled time, gateway by wall "
+          "time; quota %.1f ms CPU per bin):" % (r["label"], r["mode"], TRACE_S,
+                                                  budget_us_per_s / 1e4))
     print("     t ms  arrivals  good   503  refused  reset  timeout | gw cpu ms  thr/periods"
           "  gw 202  shuts  resets  late503  conns  closed  fds")
     for x in rows:
@@ -950,13 +967,13 @@ def print_diag(r):
 def print_trace_mixed(r):
     """--trace, mixed case (no quota): per 100 ms bin the crowd's arrivals and what they
     got, the gateway's CPU (uncapped: up to 100 ms a bin), its door and its level."""
-    rows = trace_rows(r, first_s=min(3.0, r["duration_s"]))
+    rows = trace_rows(r, first_s=min(TRACE_S, r["duration_s"]))
     if not rows:
         return
     tr = r["trace"]
     t0 = iso_s(tr["started_at"])
-    print("   trace %s %s (first 3 s, 100 ms bins; crowd by scheduled time, gateway by wall "
-          "time):" % (r["label"], r["mode"]))
+    print("   trace %s %s (first %g s, 100 ms bins; crowd by scheduled time, gateway by wall "
+          "time):" % (r["label"], r["mode"], TRACE_S))
     print("     t ms  arrivals  good   503  refused  reset  timeout | gw cpu ms  conns  shuts"
           "  resets  closed  late503  level  busy%  qdelay  paused  shed sheddable")
     for b, x in enumerate(rows):
@@ -1133,8 +1150,14 @@ def main():
                          "replaced by its base URL (default: from --help)" % PAGE_PATH)
     ap.add_argument("--trace", action="store_true",
                     help="cpu and mixed cases: sample the gateway's CPU (and the cpu case's cgroup cpu.stat) every "
-                         "5 ms and the probe's /admin/v1/stats, and print the first 2 s of "
-                         "each run in 100 ms bins (what the crowd got, what the gateway did)")
+                         "5 ms and the probe's /admin/v1/stats, and print the first "
+                         "--trace-seconds of each run in 100 ms bins (what the crowd got, what "
+                         "the gateway did)")
+    ap.add_argument("--perf-stat", action="store_true",
+                    help="with --perf: count the gateway's system calls and context switches "
+                         "(perf stat, DIR/<case>-<label>-<mode>-<n>.stat) instead of sampling")
+    ap.add_argument("--trace-seconds", type=float, default=3.0,
+                    help="--trace: how much of each run to print (3 s)")
     ap.add_argument("--perf", metavar="DIR",
                     help="record each run's gateway with perf (cpu-clock, call graphs, from the "
                          "crowd's start to its end) into DIR/<case>-<label>-<mode>-<n>.data, "
@@ -1145,6 +1168,8 @@ def main():
                     help="print the table (and redraw the PNG beside FILE) from a run's "
                          "overload.json; runs nothing")
     a = ap.parse_args()
+    global TRACE_S
+    TRACE_S = a.trace_seconds
     if a.from_json:
         res = json.load(open(a.from_json))
         for k, v in res.get("args", {}).items():
