@@ -271,7 +271,8 @@ class Probe(threading.Thread):
                         "level": o.get("level", 0), "busy": o.get("loop_busy_pct", 0),
                         "qdelay_ms": o.get("queue_delay_ms", 0),
                         "paused": o.get("accept_paused_workers", 0),
-                        "shed": o.get("shed", {})}))
+                        "shed": o.get("shed", {}),
+                        "guard": j.get("connections", {})}))
                 except ValueError:
                     pass
 

@@ -336,8 +336,6 @@ static void evaluate(gw_server_t *srv, uint64_t now)
     if (now - ol->last_eval_us < ol->interval_us)
         return;
     ol->last_eval_us = now;
-    if (atomic_load(&ol->pinned) >= 0)
-        return;
     uint64_t worst = 0, pauses = 0;
     for (unsigned i = 0; i < srv->nworkers; i++) {
         gw_ol_worker_t *o = srv->workers[i].ol;
@@ -348,8 +346,12 @@ static void evaluate(gw_server_t *srv, uint64_t now)
             worst = v;
         pauses += atomic_load_explicit(&o->accept_pauses, memory_order_relaxed);
     }
-    bool door = pauses != ol->eval_pauses; /* a door shut since the last look */
+    /* A door shut since the last look; counted while pinned too, so that the
+     * shuts of a pinned level 3 do not count again when it is unpinned. */
+    bool door = pauses != ol->eval_pauses;
     ol->eval_pauses = pauses;
+    if (atomic_load(&ol->pinned) >= 0)
+        return;
     double pressure = gw_level_pressure(&ol->sm, (double)worst / (double)ol->target_us, door);
     int was = atomic_load(&ol->level);
     gw_level_t l = gw_level_sm_update(&ol->sm, now / 1000u, pressure);
