@@ -645,11 +645,6 @@ const cm_opt_t gw_config_opts[] = {
     {"overload.exit_hold", CM_OPT_MS, OFF(ol_exit_hold_ms), 0, "2s", 0, 600000, NULL, 0, NULL,
      "DURATION", "a level is left only after the delay stayed below its exit threshold this long",
      NULL},
-    {"overload.exit_hold_max", CM_OPT_MS, OFF(ol_exit_hold_max_ms), 0, "30s", 0, 3600000, NULL, 0,
-     NULL, "DURATION",
-     "a level entered again within one hold of leaving it doubles the hold, up to this long "
-     "(halved again after two holds at level 0); at most overload.exit_hold: no backoff",
-     NULL},
     {"overload.limit_min", CM_OPT_UINT, OFF(ol_limit_min), 0, "4", 1, 100000, NULL, 0, NULL, "N",
      "lowest concurrency limit per dependency per worker", NULL},
     {"overload.limit_initial", CM_OPT_UINT, OFF(ol_limit_initial), 0, "256", 1, 1000000, NULL, 0,

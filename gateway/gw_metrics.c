@@ -180,10 +180,6 @@ static void overload_metrics(buf_t *b, gw_server_t *srv)
     put(b, "flashgate_degrade_pinned %d\n", s.pinned ? 1 : 0);
     head(b, "flashgate_degrade_level_changes_total", "counter", "Level changes since start.");
     put(b, "flashgate_degrade_level_changes_total %llu\n", (unsigned long long)s.level_changes);
-    head(b, "flashgate_degrade_exit_hold_seconds", "gauge",
-         "How long the pressure must stay low before a level is left (doubles on a quick "
-         "re-entry, up to overload.exit_hold_max).");
-    put(b, "flashgate_degrade_exit_hold_seconds %.3f\n", (double)s.exit_hold_ms / 1e3);
     head(b, "flashgate_queue_delay_seconds", "gauge",
          "Average time a request waited before being served, last window (max over workers).");
     put(b, "flashgate_queue_delay_seconds %.6f\n", (double)s.queue_delay_us / 1e6);

@@ -118,7 +118,6 @@ typedef struct gw_overload {
     /* for the periodic summary */
     uint64_t last_shed[GW_CRIT_COUNT], last_users, last_rejected[GW_OL_DEPS_MAX], last_pauses;
     uint64_t last_level_changes;
-    uint64_t eval_pauses; /* door shuts seen by the last evaluate() */
     uint64_t last_redis_opens;
 } gw_overload_t;
 
@@ -134,7 +133,7 @@ int gw_overload_start(gw_server_t *srv, char *errbuf, size_t errlen)
     const gw_config_t *cfg = srv->cfg;
     gw_overload_t *ol = cm_xcalloc(1, sizeof(*ol));
     pthread_mutex_init(&ol->mu, NULL);
-    gw_level_sm_init(&ol->sm, cfg->ol_exit_hold_ms, cfg->ol_exit_hold_max_ms, cm_mono_ms());
+    gw_level_sm_init(&ol->sm, cfg->ol_exit_hold_ms, cm_mono_ms());
     atomic_init(&ol->level, 0);
     atomic_init(&ol->pinned, cfg->ol_level == 0 ? -1 : cfg->ol_level - 1);
     if (cfg->ol_level != 0) {
@@ -336,7 +335,9 @@ static void evaluate(gw_server_t *srv, uint64_t now)
     if (now - ol->last_eval_us < ol->interval_us)
         return;
     ol->last_eval_us = now;
-    uint64_t worst = 0, pauses = 0;
+    if (atomic_load(&ol->pinned) >= 0)
+        return;
+    uint64_t worst = 0;
     for (unsigned i = 0; i < srv->nworkers; i++) {
         gw_ol_worker_t *o = srv->workers[i].ol;
         if (!o)
@@ -344,25 +345,14 @@ static void evaluate(gw_server_t *srv, uint64_t now)
         uint64_t v = atomic_load_explicit(&o->q.pub_pressure_us, memory_order_relaxed);
         if (v > worst)
             worst = v;
-        pauses += atomic_load_explicit(&o->accept_pauses, memory_order_relaxed);
     }
-    /* A door shut since the last look; counted while pinned too, so that the
-     * shuts of a pinned level 3 do not count again when it is unpinned. */
-    bool door = pauses != ol->eval_pauses;
-    ol->eval_pauses = pauses;
-    if (atomic_load(&ol->pinned) >= 0)
-        return;
-    double pressure = gw_level_pressure(&ol->sm, (double)worst / (double)ol->target_us, door);
+    double pressure = (double)worst / (double)ol->target_us;
     int was = atomic_load(&ol->level);
     gw_level_t l = gw_level_sm_update(&ol->sm, now / 1000u, pressure);
     if ((int)l != was) {
         atomic_store(&ol->level, (int)l);
         ol->since_wall_ms = cm_wall_ms();
-        if ((int)l > was && door)
-            snprintf(ol->reason, sizeof(ol->reason),
-                     "door shut: accept queue past target; queue_delay avg=%.1fms target=%.1fms",
-                     (double)worst / 1000.0, (double)ol->target_us / 1000.0);
-        else if ((int)l > was)
+        if ((int)l > was)
             snprintf(ol->reason, sizeof(ol->reason),
                      "queue_delay avg=%.1fms target=%.1fms (%.2fx)", (double)worst / 1000.0,
                      (double)ol->target_us / 1000.0, pressure);
@@ -957,8 +947,6 @@ void gw_overload_snapshot(gw_server_t *srv, gw_ol_snapshot_t *out)
     snprintf(out->reason, sizeof(out->reason), "%s", ol->reason);
     out->level_since_ms = ol->since_wall_ms;
     out->level_changes = ol->sm.changes;
-    out->exit_hold_ms = ol->sm.hold_ms;
-    out->exit_hold_backoffs = ol->sm.backoffs;
     pthread_mutex_unlock(&ol->mu);
     out->adaptive = ol->adaptive;
     out->queue_target_us = ol->target_us;
@@ -1044,12 +1032,11 @@ void gw_overload_stats(gw_server_t *srv, void *json_obj)
     for (int c = 0; c < GW_CRIT_COUNT; c++)
         json_object_set_new(shed, gw_crit_name((gw_crit_t)c), json_integer((json_int_t)s->shed[c]));
     json_t *o = json_pack(
-        "{s:i,s:s,s:s,s:b,s:s,s:s,s:I,s:I,s:I,s:b,s:f,s:f,s:i,s:i,s:o,s:I,s:I,s:I,s:i,s:I,s:I,s:I,s:o}", "level",
+        "{s:i,s:s,s:s,s:b,s:s,s:s,s:I,s:b,s:f,s:f,s:i,s:i,s:o,s:I,s:I,s:I,s:i,s:I,s:I,s:I,s:o}", "level",
         s->level,
         "level_name", gw_level_name((gw_level_t)s->level), "mode", s->pinned ? "pinned" : "auto",
         "pinned", s->pinned, "reason", s->reason, "since", since, "level_changes",
-        (json_int_t)s->level_changes, "exit_hold_ms", (json_int_t)s->exit_hold_ms,
-        "exit_hold_backoffs", (json_int_t)s->exit_hold_backoffs, "adaptive", s->adaptive, "queue_delay_ms",
+        (json_int_t)s->level_changes, "adaptive", s->adaptive, "queue_delay_ms",
         (double)s->queue_delay_us / 1000.0, "queue_target_ms", (double)s->queue_target_us / 1000.0,
         "loop_busy_pct", (int)s->loop_busy_pct, "buy_admit_pct", (int)s->buy_admit_pct, "shed", shed, "shed_users",
         (json_int_t)s->shed_users, "shed_late", (json_int_t)s->shed_late, "accept_pauses", (json_int_t)s->accept_pauses,

@@ -527,47 +527,20 @@ typedef enum { GW_LEVEL_NORMAL = 0, GW_LEVEL_DEGRADE = 1, GW_LEVEL_SHED = 2, GW_
  * (one level per window at most, so a spike climbs step by step), and left
  * (one level down) only after the pressure stayed below exit[L] for hold_ms
  * (exit[L] < enter[L]: no flapping around one threshold). Pure; one writer.
- *
- * The hold backs off (route-flap dampening): a level entered again within
- * one hold of the last step down doubles the hold, up to hold_max_ms, and
- * after two holds at level 0 with no new entry it halves again, down to the
- * configured one. The pressure a shed level measures is low because it sheds;
- * leaving it brings the shed work back, and a crowd that is still there
- * overloads the gateway again within a few windows (measured in the mixed
- * overload case at 10x: every 2.2 s a step to 0, then 200-300 ms of reset
- * connections and buys answered 80-130 ms late). Backing off keeps the cost
- * of finding out whether the crowd left to a few such windows per minute.
  */
 typedef struct gw_level_sm {
     gw_level_t level;
     double enter[GW_LEVEL_COUNT], exit[GW_LEVEL_COUNT];
-    uint64_t hold_ms;        /* in force: hold_base_ms .. hold_max_ms */
-    uint64_t hold_base_ms, hold_max_ms;
+    uint64_t hold_ms;
     uint64_t below_since_ms; /* 0 = not below exit[level] */
     uint64_t since_ms;       /* when the current level was entered */
-    uint64_t down_ms;        /* the last step down (0 = none yet) */
-    uint64_t decay_ms;       /* the hold's last halving */
     uint64_t changes;
-    uint64_t backoffs;       /* times the hold doubled */
 } gw_level_sm_t;
 
-/* Defaults: enter 1.0 / 2.0 / 4.0, exit 0.5 / 1.0 / 2.0. hold_max_ms below
- * hold_ms is taken as hold_ms (no backoff). */
-void gw_level_sm_init(gw_level_sm_t *sm, uint64_t hold_ms, uint64_t hold_max_ms,
-                      uint64_t now_ms);
+/* Defaults: enter 1.0 / 2.0 / 4.0, exit 0.5 / 1.0 / 2.0. */
+void gw_level_sm_init(gw_level_sm_t *sm, uint64_t hold_ms, uint64_t now_ms);
 /* Feeds one window's pressure; returns the (possibly new) level. */
 gw_level_t gw_level_sm_update(gw_level_sm_t *sm, uint64_t now_ms, double pressure);
-
-/*
- * The pressure of a window: the worst worker's queuing delay / target, at
- * least the first level's entry pressure when a door shut in the window. A
- * shut door saw a queue past the target in the kernel, where the queuing
- * delay cannot see it (it shuts only on its own worker's crowd, never on a
- * starved CPU or a connection flood). Without it, a gateway that left level 1
- * while a crowd of sheddable requests was still there stayed at 0, and its
- * door reset connections for seconds (mixed overload case at 10x). Pure.
- */
-double gw_level_pressure(const gw_level_sm_t *sm, double queue_pressure, bool door_shut);
 
 /*
  * What a route of criticality `c` gets at `level` (the one table of the
@@ -605,8 +578,6 @@ typedef struct gw_ol_snapshot {
     char reason[160];          /* why the level was entered */
     int64_t level_since_ms;    /* wall clock */
     uint64_t level_changes;
-    uint64_t exit_hold_ms;       /* the hold in force (doubles on a quick re-entry) */
-    uint64_t exit_hold_backoffs; /* times it doubled */
     uint64_t queue_delay_us;   /* last window's average, max over workers */
     uint64_t queue_target_us;
     uint32_t loop_busy_pct;    /* last window, max over workers */

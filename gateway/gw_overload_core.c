@@ -481,16 +481,14 @@ const char *gw_level_name(gw_level_t l)
     return (unsigned)l < GW_LEVEL_COUNT ? level_names[l] : "?";
 }
 
-void gw_level_sm_init(gw_level_sm_t *sm, uint64_t hold_ms, uint64_t hold_max_ms,
-                      uint64_t now_ms)
+void gw_level_sm_init(gw_level_sm_t *sm, uint64_t hold_ms, uint64_t now_ms)
 {
     memset(sm, 0, sizeof(*sm));
     static const double enter[GW_LEVEL_COUNT] = {0, 1.0, 2.0, 4.0};
     static const double exitv[GW_LEVEL_COUNT] = {0, 0.5, 1.0, 2.0};
     memcpy(sm->enter, enter, sizeof(enter));
     memcpy(sm->exit, exitv, sizeof(exitv));
-    sm->hold_ms = sm->hold_base_ms = hold_ms;
-    sm->hold_max_ms = hold_max_ms > hold_ms ? hold_max_ms : hold_ms;
+    sm->hold_ms = hold_ms;
     sm->since_ms = now_ms;
 }
 
@@ -498,27 +496,14 @@ gw_level_t gw_level_sm_update(gw_level_sm_t *sm, uint64_t now_ms, double pressur
 {
     gw_level_t l = sm->level;
     if (l < GW_LEVEL_PROTECT && pressure >= sm->enter[l + 1]) {
-        /* Back again within one hold of a step down: the crowd had not left. */
-        if (sm->down_ms && now_ms - sm->down_ms < sm->hold_ms && sm->hold_ms < sm->hold_max_ms) {
-            sm->hold_ms = sm->hold_ms * 2 < sm->hold_max_ms ? sm->hold_ms * 2 : sm->hold_max_ms;
-            sm->backoffs++;
-        }
-        sm->down_ms = 0;
         sm->level = l + 1;
         sm->since_ms = now_ms;
         sm->below_since_ms = 0;
         sm->changes++;
         return sm->level;
     }
-    if (l == GW_LEVEL_NORMAL) {
-        /* Calm at 0 for two holds: forget one doubling. */
-        uint64_t calm = sm->decay_ms > sm->since_ms ? sm->decay_ms : sm->since_ms;
-        if (sm->hold_ms > sm->hold_base_ms && now_ms - calm >= 2 * sm->hold_ms) {
-            sm->hold_ms = sm->hold_ms / 2 > sm->hold_base_ms ? sm->hold_ms / 2 : sm->hold_base_ms;
-            sm->decay_ms = now_ms;
-        }
+    if (l == GW_LEVEL_NORMAL)
         return l;
-    }
     if (pressure >= sm->exit[l]) {
         sm->below_since_ms = 0;
         return l;
@@ -529,17 +514,11 @@ gw_level_t gw_level_sm_update(gw_level_sm_t *sm, uint64_t now_ms, double pressur
     }
     if (now_ms - sm->below_since_ms >= sm->hold_ms) {
         sm->level = l - 1;
-        sm->since_ms = sm->down_ms = now_ms;
+        sm->since_ms = now_ms;
         sm->below_since_ms = 0;
         sm->changes++;
     }
     return sm->level;
-}
-
-double gw_level_pressure(const gw_level_sm_t *sm, double queue_pressure, bool door_shut)
-{
-    double floor = sm->enter[GW_LEVEL_DEGRADE];
-    return door_shut && queue_pressure < floor ? floor : queue_pressure;
 }
 
 gw_ol_action_t gw_ol_route_action(gw_level_t level, gw_crit_t c, bool has_fallback)

@@ -84,10 +84,6 @@ try:
             break
         time.sleep(0.1)
     check(o.get("accept_pauses", 0) >= 1, "the door shut (accept_pauses counted): %r" % o)
-    # a shut counts as the first level's pressure: the level moved
-    check(o.get("level_changes", 0) >= 1, "the level moved with the door: %r" % o)
-    check(isinstance(o.get("exit_hold_ms"), int) and o["exit_hold_ms"] >= 2000 and
-          isinstance(o.get("exit_hold_backoffs"), int), "the exit hold in force is reported: %r" % o)
     check(isinstance(o.get("accept_reset"), int) and
           isinstance(o.get("accept_closed_keepalive"), int) and
           isinstance(o.get("shed_late"), int), "door figures in the stats: %r" % o)

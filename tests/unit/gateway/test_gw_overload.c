@@ -452,7 +452,7 @@ static void test_levels_hysteresis(void **state)
 {
     (void)state;
     gw_level_sm_t sm;
-    gw_level_sm_init(&sm, 2000, 2000, 1);
+    gw_level_sm_init(&sm, 2000, 1);
     uint64_t t = 1000;
     assert_int_equal(gw_level_sm_update(&sm, t, 0.9), 0);
     /* One level per window, even under a big spike. */
@@ -481,80 +481,6 @@ static void test_levels_hysteresis(void **state)
     assert_int_equal(gw_level_sm_update(&sm, t += 2000, 0.1), 0);
     assert_int_equal(sm.changes, 6);
     assert_string_equal(gw_level_name(GW_LEVEL_PROTECT), "protect");
-}
-
-/* A level entered again within one hold of leaving it doubles the hold (up to
- * the max); two holds calm at level 0 halve it again. */
-static void test_levels_hold_backoff(void **state)
-{
-    (void)state;
-    gw_level_sm_t sm;
-    gw_level_sm_init(&sm, 2000, 8000, 1);
-    uint64_t t = 1000;
-    assert_int_equal(gw_level_sm_update(&sm, t += 50, 1.0), 1);
-    /* Leaves after the 2 s hold. */
-    assert_int_equal(gw_level_sm_update(&sm, t += 50, 0.1), 1);
-    assert_int_equal(gw_level_sm_update(&sm, t += 2000, 0.1), 0);
-    assert_int_equal(sm.hold_ms, 2000);
-    /* The crowd was still there: back at once, the hold doubles. */
-    assert_int_equal(gw_level_sm_update(&sm, t += 200, 1.5), 1);
-    assert_int_equal(sm.hold_ms, 4000);
-    assert_int_equal(sm.backoffs, 1);
-    assert_int_equal(gw_level_sm_update(&sm, t += 50, 0.1), 1);
-    assert_int_equal(gw_level_sm_update(&sm, t += 2000, 0.1), 1); /* 2 s is no longer enough */
-    assert_int_equal(gw_level_sm_update(&sm, t += 2000, 0.1), 0);
-    /* Again: 8 s, and the max holds it there. */
-    assert_int_equal(gw_level_sm_update(&sm, t += 3999, 1.0), 1);
-    assert_int_equal(sm.hold_ms, 8000);
-    assert_int_equal(gw_level_sm_update(&sm, t += 50, 0.1), 1);
-    assert_int_equal(gw_level_sm_update(&sm, t += 8000, 0.1), 0);
-    assert_int_equal(gw_level_sm_update(&sm, t += 100, 1.0), 1);
-    assert_int_equal(sm.hold_ms, 8000);
-    assert_int_equal(sm.backoffs, 2);
-    assert_int_equal(gw_level_sm_update(&sm, t += 50, 0.1), 1);
-    assert_int_equal(gw_level_sm_update(&sm, t += 8000, 0.1), 0);
-    /* A re-entry after more than one hold is a new crowd: no doubling. */
-    assert_int_equal(gw_level_sm_update(&sm, t += 8000, 0.1), 0);
-    assert_int_equal(sm.hold_ms, 8000); /* calm for one hold: not yet halved */
-    assert_int_equal(gw_level_sm_update(&sm, t += 1, 1.0), 1);
-    assert_int_equal(sm.hold_ms, 8000);
-    assert_int_equal(sm.backoffs, 2);
-    /* Calm at 0: halved after two holds, and again after two of the new hold. */
-    assert_int_equal(gw_level_sm_update(&sm, t += 50, 0.1), 1);
-    assert_int_equal(gw_level_sm_update(&sm, t += 8000, 0.1), 0);
-    assert_int_equal(gw_level_sm_update(&sm, t += 15999, 0.1), 0);
-    assert_int_equal(sm.hold_ms, 8000);
-    assert_int_equal(gw_level_sm_update(&sm, t += 1, 0.1), 0);
-    assert_int_equal(sm.hold_ms, 4000);
-    assert_int_equal(gw_level_sm_update(&sm, t += 8000, 0.1), 0);
-    assert_int_equal(sm.hold_ms, 2000);
-    assert_int_equal(gw_level_sm_update(&sm, t += 60000, 0.1), 0);
-    assert_int_equal(sm.hold_ms, 2000); /* never below the configured hold */
-    /* Without a max above the hold: no backoff at all. */
-    gw_level_sm_init(&sm, 2000, 0, 1);
-    t = 1000;
-    assert_int_equal(gw_level_sm_update(&sm, t += 50, 1.0), 1);
-    assert_int_equal(gw_level_sm_update(&sm, t += 50, 0.1), 1);
-    assert_int_equal(gw_level_sm_update(&sm, t += 2000, 0.1), 0);
-    assert_int_equal(gw_level_sm_update(&sm, t += 50, 1.0), 1);
-    assert_int_equal(sm.hold_ms, 2000);
-    assert_int_equal(sm.backoffs, 0);
-}
-
-/* A door shut in the window lifts its pressure to level 1's entry, no further. */
-static void test_levels_door_pressure(void **state)
-{
-    (void)state;
-    gw_level_sm_t sm;
-    gw_level_sm_init(&sm, 2000, 30000, 1);
-    assert_true(gw_level_pressure(&sm, 0.1, false) == 0.1);
-    assert_true(gw_level_pressure(&sm, 0.1, true) == 1.0);
-    assert_true(gw_level_pressure(&sm, 3.0, true) == 3.0);
-    /* A shut holds level 1 (pressure 1.0 >= exit 0.5) but cannot climb to 2. */
-    uint64_t t = 1000;
-    assert_int_equal(gw_level_sm_update(&sm, t += 50, gw_level_pressure(&sm, 0.0, true)), 1);
-    for (int i = 0; i < 10; i++)
-        assert_int_equal(gw_level_sm_update(&sm, t += 50, gw_level_pressure(&sm, 0.0, true)), 1);
 }
 
 static void test_route_actions(void **state)
@@ -1278,8 +1204,6 @@ int main(void)
         cmocka_unit_test(test_limit_floor),
         cmocka_unit_test(test_breaker),
         cmocka_unit_test(test_levels_hysteresis),
-        cmocka_unit_test(test_levels_hold_backoff),
-        cmocka_unit_test(test_levels_door_pressure),
         cmocka_unit_test(test_route_actions),
         cmocka_unit_test(test_retry_after_jitter),
         cmocka_unit_test(test_user_priority),
