@@ -70,24 +70,17 @@ struct gw_fair_sale {
     _Atomic uint64_t wr_eff_milli;    /* the rate in force (thousandths per second) */
     int64_t wr_last_ms;               /* lottery thread */
     pthread_mutex_t wr_mu;            /* wr_places */
-    struct wr_place *wr_places;       /* WR_PLACES slots, allocated at the first join */
+    gw_wr_place_t *wr_places;         /* WR_PLACES slots, allocated at the first join */
 };
 
 /*
  * The places the waiting room gave, by user, so that a user who joins again
  * gets the place they hold instead of a new one at the back. Bounded: a fixed
  * table of WR_PLACES slots (16 bytes each, 1 MiB per room) in buckets of
- * WR_WAYS; a full bucket gives up its lowest position (the oldest place, the
- * first to be admitted), so a user whose place was given up that way joins at
- * the back again. The per-IP and per-user limiters bound how fast anyone can
- * push places out.
+ * GW_WR_WAYS (gw_wr_place_find). The per-IP and per-user limiters bound how
+ * fast anyone can push places out.
  */
 #define WR_PLACES 65536
-#define WR_WAYS 4
-struct wr_place {
-    uint64_t tag; /* siphash(secret, user_id) | 1, 0 = empty */
-    uint64_t pos;
-};
 
 struct gw_fair {
     gw_server_t *srv;
@@ -824,11 +817,10 @@ void gw_fair_room_view(gw_fair_sale_t *fs, gw_fair_room_view_t *out)
     out->rate_per_s = (double)atomic_load_explicit(&fs->wr_eff_milli, memory_order_relaxed) / 1000;
 }
 
-/* The position of tag in its bucket, else a new one there (take) or 0. fs->wr_mu held. */
-static uint64_t place_find(gw_fair_sale_t *fs, struct wr_place *bucket, uint64_t tag, bool take)
+uint64_t gw_wr_place_find(gw_wr_place_t *bucket, uint64_t tag, bool take, _Atomic uint64_t *next)
 {
-    struct wr_place *oldest = bucket;
-    for (size_t i = 0; i < WR_WAYS; i++) {
+    gw_wr_place_t *oldest = bucket;
+    for (size_t i = 0; i < GW_WR_WAYS; i++) {
         if (bucket[i].tag == tag)
             return bucket[i].pos;
         if (bucket[i].pos < oldest->pos)
@@ -837,21 +829,21 @@ static uint64_t place_find(gw_fair_sale_t *fs, struct wr_place *bucket, uint64_t
     if (!take)
         return 0;
     oldest->tag = tag;
-    oldest->pos = atomic_fetch_add_explicit(&fs->wr_next, 1, memory_order_relaxed) + 1;
+    oldest->pos = atomic_fetch_add_explicit(next, 1, memory_order_relaxed) + 1;
     return oldest->pos;
 }
 
 uint64_t gw_fair_room_join(gw_fair_sale_t *fs, const char *user_id, size_t len, bool take)
 {
     uint64_t tag = cm_hash_sip24(&fs->secret, user_id, len) | 1;
-    size_t b = (size_t)(tag >> 32) & (WR_PLACES - WR_WAYS);
+    size_t b = (size_t)(tag >> 32) & (WR_PLACES - GW_WR_WAYS);
     uint64_t pos = 0;
     pthread_mutex_lock(&fs->wr_mu);
     if (!fs->wr_places && take)
         fs->wr_places = cm_xcalloc(WR_PLACES, sizeof(*fs->wr_places));
-    struct wr_place *places = fs->wr_places;
+    gw_wr_place_t *places = fs->wr_places;
     if (places)
-        pos = place_find(fs, places + b, tag, take);
+        pos = gw_wr_place_find(places + b, tag, take, &fs->wr_next);
     pthread_mutex_unlock(&fs->wr_mu);
     return pos;
 }

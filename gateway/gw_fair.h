@@ -168,6 +168,21 @@ void gw_fair_room_view(gw_fair_sale_t *fs, gw_fair_room_view_t *out);
  */
 uint64_t gw_fair_room_join(gw_fair_sale_t *fs, const char *user_id, size_t len, bool take);
 
+/*
+ * One bucket of a room's place table (gw_fair.c): the position held by the
+ * user whose tag (siphash(secret, user_id) | 1; 0 = an empty slot) is tag,
+ * else, with take, a new position at the back (from *next) in the slot of the
+ * bucket's lowest position: an empty slot first, then the oldest place, the
+ * first to be admitted (its user joins at the back again if they come back);
+ * without take, 0. Caller holds the room's lock; *next is also read unlocked.
+ */
+#define GW_WR_WAYS 4
+typedef struct gw_wr_place {
+    uint64_t tag;
+    uint64_t pos;
+} gw_wr_place_t;
+uint64_t gw_wr_place_find(gw_wr_place_t *bucket, uint64_t tag, bool take, _Atomic uint64_t *next);
+
 /* Adds {"fair": {...}} counters to the stats (json_t *). Thread-safe. */
 void gw_fair_stats(gw_fair_t *f, void *json_obj);
 

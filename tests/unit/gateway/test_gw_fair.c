@@ -21,6 +21,46 @@
 #define EARLY 300
 #define WINDOW 2000
 
+/* The waiting room's place table, one bucket: a user who joins again keeps
+ * their place; a full bucket gives up its lowest position (the oldest place),
+ * and that user joins at the back if they come back; a look without take
+ * changes nothing. */
+static void test_room_places_bounded(void **st)
+{
+    (void)st;
+    gw_wr_place_t b[GW_WR_WAYS];
+    memset(b, 0, sizeof(b));
+    _Atomic uint64_t next = 0;
+    assert_int_equal(gw_wr_place_find(b, 11, false, &next), 0); /* a look takes nothing */
+    assert_int_equal(next, 0);
+    for (uint64_t u = 1; u <= GW_WR_WAYS; u++)
+        assert_int_equal(gw_wr_place_find(b, u * 10 + 1, true, &next), u);
+    /* Joining again: the same place, no new position given. */
+    assert_int_equal(gw_wr_place_find(b, 31, true, &next), 3);
+    assert_int_equal(gw_wr_place_find(b, 11, false, &next), 1);
+    assert_int_equal(next, GW_WR_WAYS);
+    /* Full: a new user takes the slot of the lowest position (user 11's)... */
+    assert_int_equal(gw_wr_place_find(b, 51, true, &next), 5);
+    assert_int_equal(gw_wr_place_find(b, 11, false, &next), 0);
+    assert_int_equal(gw_wr_place_find(b, 21, false, &next), 2);
+    /* ...and user 11, back, joins at the back, pushing out the next oldest (21). */
+    assert_int_equal(gw_wr_place_find(b, 11, true, &next), 6);
+    assert_int_equal(gw_wr_place_find(b, 21, false, &next), 0);
+    assert_int_equal(gw_wr_place_find(b, 31, false, &next), 3);
+    assert_int_equal(gw_wr_place_find(b, 41, false, &next), 4);
+    assert_int_equal(gw_wr_place_find(b, 51, false, &next), 5);
+    /* Never more than GW_WR_WAYS places held, whatever the number of users. */
+    for (uint64_t u = 100; u < 1100; u++)
+        gw_wr_place_find(b, u * 2 + 1, true, &next);
+    size_t held = 0;
+    for (size_t i = 0; i < GW_WR_WAYS; i++) {
+        held += b[i].tag != 0;
+        assert_true(b[i].pos > next - GW_WR_WAYS); /* the newest places stay */
+    }
+    assert_int_equal(held, GW_WR_WAYS);
+    assert_int_equal(next, 1006);
+}
+
 static void test_phase_edges(void **st)
 {
     (void)st;
@@ -158,6 +198,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_phase_edges),
+        cmocka_unit_test(test_room_places_bounded),
         cmocka_unit_test(test_permutation_and_determinism),
         cmocka_unit_test(test_uniform_permutations),
         cmocka_unit_test(test_uniform_positions_and_winners),
