@@ -60,6 +60,23 @@ bool gw_route(gw_req_t *r, const char *url)
     bool post = r->verb == GW_VERB_POST;
     const char *allow = NULL;
     size_t n = strlen(url);
+    if (IS(url, n, "*")) {
+        /* The asterisk form asks about the server as a whole, and only OPTIONS
+         * may use it (RFC 9112 3.2.4, RFC 9110 9.3.7): the methods of the
+         * gateway's own routes (a proxied prefix's are its upstream's). */
+        r->route = GW_ROUTE_NONE;
+        if (strcmp(r->method, "OPTIONS") == 0) {
+            gw_resp_init(&r->resp, GW_R_OK);
+            r->resp.body_len = (size_t)snprintf(r->resp.body, sizeof(r->resp.body),
+                                                "{\"allow\":\"GET, HEAD, POST\"}");
+            gw_resp_header(&r->resp, "Allow", "GET, HEAD, POST");
+        } else {
+            gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL,
+                          "the request target * is only for OPTIONS");
+        }
+        r->state = GW_ST_DONE;
+        return true;
+    }
     if (STARTS(url, n, "/v1/sales/")) {
         const char *id = url + 10;
         const char *slash = memchr(id, '/', n - 10);

@@ -1029,6 +1029,24 @@ try:
         c.close()
         named(name, p)
 
+    # The asterisk form: OPTIONS * asks about the server (200 with Allow); any
+    # other method with it is a bad request. The connection stays open.
+    a, p, c = exchange(g.port, get_req("*", method=b"OPTIONS") + get_req("/healthz"), n=2)
+    if a:
+        if a[0].status != 200 or a[0].header("allow") != "GET, HEAD, POST":
+            p.append("OPTIONS *: want 200 with Allow: GET, HEAD, POST, got %r" % a[0])
+    if len(a) == 2 and a[1].status != 200:
+        p.append("the next request on the connection: %r" % a[1])
+    c.close()
+    named("head.options-asterisk", p)
+    a, p, c = exchange(g.port, get_req("*") + get_req("/healthz"), n=2)
+    if a:
+        p += json_error(a[0], "bad_request", 400)
+    if len(a) == 2 and a[1].status != 200:
+        p.append("the next request on the connection: %r" % a[1])
+    c.close()
+    named("head.get-asterisk-400", p)
+
     # A body on a route answered from its head (404), arriving in two reads
     # (the pause only makes two reads likely, it is not a timing check): the
     # body is read and dropped and the next request on the connection is
