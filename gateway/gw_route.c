@@ -45,6 +45,9 @@ gw_verb_t gw_verb_of(const char *method)
                                          : GW_VERB_OTHER;
 }
 
+/* What OPTIONS * answers: the methods of the gateway's own routes. */
+#define SERVER_METHODS "GET, HEAD, POST"
+
 /* The path is (at least) n bytes long and starts with lit. */
 #define STARTS(path, n, lit) ((n) >= sizeof(lit) - 1 && memcmp(path, lit, sizeof(lit) - 1) == 0)
 /* The n-byte path is lit. */
@@ -60,23 +63,6 @@ bool gw_route(gw_req_t *r, const char *url)
     bool post = r->verb == GW_VERB_POST;
     const char *allow = NULL;
     size_t n = strlen(url);
-    if (IS(url, n, "*")) {
-        /* The asterisk form asks about the server as a whole, and only OPTIONS
-         * may use it (RFC 9112 3.2.4, RFC 9110 9.3.7): the methods of the
-         * gateway's own routes (a proxied prefix's are its upstream's). */
-        r->route = GW_ROUTE_NONE;
-        if (strcmp(r->method, "OPTIONS") == 0) {
-            gw_resp_init(&r->resp, GW_R_OK);
-            r->resp.body_len = (size_t)snprintf(r->resp.body, sizeof(r->resp.body),
-                                                "{\"allow\":\"GET, HEAD, POST\"}");
-            gw_resp_header(&r->resp, "Allow", "GET, HEAD, POST");
-        } else {
-            gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL,
-                          "the request target * is only for OPTIONS");
-        }
-        r->state = GW_ST_DONE;
-        return true;
-    }
     if (STARTS(url, n, "/v1/sales/")) {
         const char *id = url + 10;
         const char *slash = memchr(id, '/', n - 10);
@@ -116,6 +102,23 @@ bool gw_route(gw_req_t *r, const char *url)
         r->route = GW_ROUTE_READY;
         if (!get)
             allow = gw_route_methods(r->route);
+    } else if (IS(url, n, "*")) {
+        /* The asterisk form asks about the server as a whole, and only OPTIONS
+         * may use it (RFC 9112 3.2.4, RFC 9110 9.3.7): the methods of the
+         * gateway's own routes (a proxied prefix's are its upstream's). Last,
+         * so the buy path's routing pays nothing for it. */
+        r->route = GW_ROUTE_NONE;
+        if (strcmp(r->method, "OPTIONS") == 0) {
+            gw_resp_init(&r->resp, GW_R_OK);
+            r->resp.body_len = (size_t)snprintf(r->resp.body, sizeof(r->resp.body),
+                                                "{\"allow\":\"" SERVER_METHODS "\"}");
+            gw_resp_header(&r->resp, "Allow", "%s", SERVER_METHODS);
+        } else {
+            gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL,
+                          "the request target * is only for OPTIONS");
+        }
+        r->state = GW_ST_DONE;
+        return true;
     } else {
         goto not_found;
     }
