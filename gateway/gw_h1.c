@@ -121,6 +121,8 @@ struct gw_h1 {
     bool spare;         /* buf is a lingering read's spare, from on_alloc to on_read */
     bool busy;          /* read since the last buffer sweep (on_buf_sweep) */
     char last_byte;     /* the last byte parsed by the previous execute */
+    uint64_t read_iter; /* w->iter_no when reading last started */
+    uint64_t read_after_ns; /* the last read's bytes arrived after it (0: not known) */
     size_t body_early;  /* body bytes read before that (guard_body) */
     uv_tcp_t tcp;
     gw_h1_t *prev, *next; /* the worker's connections */
@@ -622,8 +624,10 @@ static void linger(gw_h1_t *c)
     }
     gw_conn_idle(c->guard);
     c->rlen = c->parsed = 0;
-    if (!c->reading && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+    if (!c->reading && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) {
         c->reading = true;
+        c->read_iter = c->w->iter_no;
+    }
     conn_settle(c);
 }
 
@@ -1237,8 +1241,10 @@ static void next_request(gw_h1_t *c)
 static void start_reading(gw_h1_t *c)
 {
     if (!c->reading && !c->closing &&
-        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) {
         c->reading = true;
+        c->read_iter = c->w->iter_no;
+    }
 }
 
 static void stop_reading(gw_h1_t *c)
@@ -1516,6 +1522,34 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     *buf = uv_buf_init(c->rbuf + c->rlen, (unsigned)(GW_H1_READ_BUF - c->rlen));
 }
 
+/*
+ * A time the bytes just read arrived after, from the loop alone (0: not
+ * known). libuv registers a reading connection with epoll before its next
+ * poll, and a level-triggered poll reports bytes that are there: on a
+ * connection reading since two iterations ago (its registration was in place
+ * for the previous poll), bytes read in this iteration were not there when
+ * the previous poll looked, which began after the end of the iteration before
+ * it (w->stamp_prev_ns, a time stamped in or before it). So the wait of a
+ * request read now is at most now - that time, and the too-late check
+ * (gw_ol_too_late) needs the kernel's figure (getsockopt TCP_INFO, ~0.55 us
+ * here) only when that bound is past its threshold: a connection the shut
+ * door keeps costs it no system call per answer. A new connection, or one
+ * that stopped reading meanwhile, is "not known": its bytes may have waited
+ * in the kernel for any time. A read that fills the buffer leaves bytes
+ * behind, read later: those of a pipelining client, for which the kernel's
+ * figure (its last segment's time) is no truer.
+ */
+static uint64_t read_after(const gw_h1_t *c)
+{
+    const gw_worker_t *w = c->w;
+    return c->read_iter + 2 <= w->iter_no ? w->stamp_prev_ns : 0;
+}
+
+uint64_t gw_h1_read_after_ns(const gw_h1_t *c)
+{
+    return c->read_after_ns;
+}
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     (void)buf;
@@ -1548,6 +1582,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     gw_http_iteration(w);
     c->busy = true;
     c->rlen += (size_t)n;
+    c->read_after_ns = read_after(c);
     conn_parse(c);
 }
 

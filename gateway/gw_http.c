@@ -379,6 +379,10 @@ void gw_http_iteration(gw_worker_t *w)
 static void on_check(uv_check_t *c)
 {
     gw_worker_t *w = c->data;
+    /* First, so that a read started below counts from the next iteration. */
+    w->iter_no++;
+    w->stamp_prev_ns = w->stamp_last_ns;
+    w->stamp_last_ns = w->now_ns;
     /* The answers first: a shut resets the accept queue in one shutdown() the
      * CPU quota cannot cut (~4.5 us a connection), and the debt it leaves can
      * hold the thread for 100-200 ms; the 202s of the iteration that shut

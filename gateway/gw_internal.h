@@ -351,6 +351,12 @@ struct gw_worker {
      * connection deadlines, rate limits). A clock read is ~20 ns and an
      * answer took 5 of ours (bench/README.md). */
     uint64_t now_ns;
+    /* Loop iterations ended (on_check counts them) and now_ns as it was at the
+     * end of the one before last: a time before this iteration's poll began,
+     * so bytes read now on a connection reading since then arrived after it
+     * (gw_h1_read_after_ns: the too-late check without a getsockopt). */
+    uint64_t iter_no;
+    uint64_t stamp_last_ns, stamp_prev_ns;
     inv_sale_memo_t sale_memo; /* the buy path's last sale (inv_sale_find_memo) */
     inv_worker_t *inv;
     gw_counters_t ctr;
@@ -691,6 +697,8 @@ void gw_h1_worker_free(gw_worker_t *w);
 /* Closes c now (the guard's deadlines and evictions). Loop thread. */
 void gw_h1_kill(gw_h1_t *c);
 int gw_h1_fd(gw_h1_t *c);
+/* A time c's last read's bytes arrived after (0: not known; gw_h1.c). */
+uint64_t gw_h1_read_after_ns(const gw_h1_t *c);
 /* c's guard entry (gw_conn.c), NULL-safe. */
 gw_conn_t *gw_h1_guard(gw_h1_t *c);
 /* A waiting request's answer is ready: render it, go on with the connection. */

@@ -97,6 +97,8 @@ typedef struct gw_ol_worker {
     _Atomic uint64_t shed[GW_CRIT_COUNT];
     _Atomic uint64_t shed_users, accept_pauses, accept_reset, accept_trimmed, shed_late;
     _Atomic uint64_t accept_conns;
+    /* too-late checks answered by the loop's bound, and by the kernel's figure */
+    _Atomic uint64_t late_looks_loop, late_looks_kernel;
 } gw_ol_worker_t;
 
 typedef struct gw_overload {
@@ -692,12 +694,22 @@ bool gw_ol_too_late(gw_req_t *r)
     if (!r->conn || !edge_allowed(o) ||
         !gw_late_look(o->lag_us, (uint64_t)o->q.avg_us, o->door.shut, busy, o->q.target_us))
         return false;
+    /* A connection the shut door keeps (door_trim, in gw_ol_request_head, left it
+     * open) is the worker's supply of work: shed later, and kept (gw_overload.h). */
+    bool kept = o->door.shut && !r->close_after;
+    /* The loop's bound on the wait first: when even it is within the
+     * threshold, the kernel would say "serve" too (gw_h1_read_after_ns). */
+    uint64_t after = gw_h1_read_after_ns(r->conn), now = after ? cm_mono_ns() : 0;
+    if (now > after &&
+        gw_late_verdict((now - after) / 1000u, o->q.target_us, kept) == GW_LATE_SERVE) {
+        atomic_fetch_add_explicit(&o->late_looks_loop, 1, memory_order_relaxed);
+        return false;
+    }
     uint64_t waited;
     if (!request_waited(r, &waited))
         return false;
-    /* A connection the shut door keeps (door_trim, in gw_ol_request_head, left it
-     * open) is the worker's supply of work: shed later, and kept (gw_overload.h). */
-    gw_late_verdict_t v = gw_late_verdict(waited, o->q.target_us, o->door.shut && !r->close_after);
+    atomic_fetch_add_explicit(&o->late_looks_kernel, 1, memory_order_relaxed);
+    gw_late_verdict_t v = gw_late_verdict(waited, o->q.target_us, kept);
     if (v == GW_LATE_SERVE)
         return false;
     atomic_fetch_add_explicit(&o->shed_late, 1, memory_order_relaxed);
@@ -987,6 +999,8 @@ void gw_overload_snapshot(gw_server_t *srv, gw_ol_snapshot_t *out)
         out->accept_trimmed += atomic_load_explicit(&o->accept_trimmed, memory_order_relaxed);
         out->shed_late += atomic_load_explicit(&o->shed_late, memory_order_relaxed);
         out->accept_conns += atomic_load_explicit(&o->accept_conns, memory_order_relaxed);
+        out->late_looks_loop += atomic_load_explicit(&o->late_looks_loop, memory_order_relaxed);
+        out->late_looks_kernel += atomic_load_explicit(&o->late_looks_kernel, memory_order_relaxed);
         out->accept_paused += atomic_load_explicit(&o->pub_paused, memory_order_relaxed) ? 1 : 0;
         for (unsigned d = 0; d < ndeps; d++) {
             gw_ol_dep_snap_t *s = &out->deps[d];
@@ -1044,6 +1058,9 @@ void gw_overload_stats(gw_server_t *srv, void *json_obj)
         (json_int_t)s->accept_reset, "accept_closed_keepalive", (json_int_t)s->accept_trimmed,
         "accept_conns", (json_int_t)s->accept_conns,
         "limits", deps);
+    json_object_set_new(o, "late_checks",
+                        json_pack("{s:I,s:I}", "loop", (json_int_t)s->late_looks_loop, "kernel",
+                                  (json_int_t)s->late_looks_kernel));
     json_object_set_new(json_obj, "overload", o);
     free(s);
 }

@@ -585,6 +585,9 @@ typedef struct gw_ol_snapshot {
     uint64_t shed[GW_CRIT_COUNT]; /* requests answered 503 or fallback per criticality */
     uint64_t shed_users;       /* buys refused by user priority */
     uint64_t shed_late;        /* requests that waited too long before we saw them (queue_time) */
+    /* too-late checks answered from the loop's bound on the wait (no system
+     * call), and from the kernel's TCP_INFO */
+    uint64_t late_looks_loop, late_looks_kernel;
     uint64_t accept_pauses;    /* times a worker shut its door (stopped listening) */
     uint32_t accept_paused;    /* workers not listening right now */
     uint64_t accept_reset;     /* connections queued in the kernel when a door shut (reset) */
