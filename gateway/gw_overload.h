@@ -274,6 +274,7 @@ typedef struct gw_door {
     bool look_next;          /* the tick reopens after the longest hold: the reopen is a look */
     bool look;               /* reopened to look, the crowd still believed (gw_door_should_shut) */
     uint32_t look_conns;     /* connections accepted since that reopen */
+    uint32_t look_want;      /* a refill look: the connections the pool lacked (0: a look at the crowd) */
     uint32_t win_late;       /* requests shed too late (gw_ol_too_late) in this window */
     bool pool_set;           /* gw_door_pool was told the worker's pool */
     uint64_t pool;           /* its open connections less those leaving, at the last tick */
@@ -398,15 +399,21 @@ void gw_door_late(gw_door_t *d);
 bool gw_door_should_shut_late(const gw_door_t *d);
 /*
  * Before each tick: the worker's open connections less those already closing
- * after their answer. A shut door whose pool fell below half of what it keeps
- * (gw_door_keep) reopens at the next tick, as a look (gw_door_should_shut): its
- * trim and the clients' own pools both close the connections past what each
- * keeps (a CDN edge or nginx keeps so many idle and closes the rest; so does
+ * after their answer. A shut door whose pool fell below GW_DOOR_REFILL_NUM /
+ * GW_DOOR_REFILL_DEN of what it keeps (gw_door_keep) reopens at the next tick
+ * for a refill look, which shuts again (gw_door_look_seen) as soon as it has
+ * accepted what the pool lacked (look_want), not a budget of them: its trim
+ * and the clients' own pools both close the connections past what each keeps
+ * (a CDN edge or nginx keeps so many idle and closes the rest; so does
  * flashgate-load), and the two together left a capped worker 13-19 connections
- * of the 64 it keeps, each quota period finding few requests: 150-165 answers a
- * 100 ms bin for the rest of the run where 62 connections served 215 (cpu case,
- * 2x; bench/README.md "Session 15"). Owner thread only.
+ * of the 64 it keeps, each quota period finding few requests: 150-165 answers
+ * a 100 ms bin for the rest of the run where 62 connections served 215 (cpu
+ * case, 2x; bench/README.md "Session 15"). At half, the pool settled just
+ * above it: 34 connections, one request each per 20 ms quota period, ~250
+ * answers a bin where the quota serves ~420 (session 17). Owner thread only.
  */
+#define GW_DOOR_REFILL_NUM 3u
+#define GW_DOOR_REFILL_DEN 4u
 void gw_door_pool(gw_door_t *d, uint64_t pool);
 /*
  * Every tick: closes the rate window when due and, while shut, returns true

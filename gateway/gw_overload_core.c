@@ -589,9 +589,13 @@ bool gw_door_should_shut(const gw_door_t *d, unsigned busy_pct, uint32_t queued)
 
 bool gw_door_look_seen(const gw_door_t *d)
 {
-    return d->look && !d->shut && d->capped && d->saturated && !d->machine &&
-           d->reqs_per_conn >= GW_DOOR_MIN_REQS_PER_CONN &&
-           d->look_conns > gw_door_budget(d, GW_DOOR_MIN_QUEUE);
+    if (!d->look || d->shut || !d->capped || !d->saturated || d->machine ||
+        d->reqs_per_conn < GW_DOOR_MIN_REQS_PER_CONN)
+        return false;
+    /* A refill has what it came for; a look at the crowd, a budget's proof. */
+    if (d->look_want)
+        return d->look_conns >= d->look_want;
+    return d->look_conns > gw_door_budget(d, GW_DOOR_MIN_QUEUE);
 }
 
 bool gw_door_should_shut_quota(const gw_door_t *d, uint32_t queued)
@@ -648,8 +652,10 @@ void gw_door_set_shut(gw_door_t *d, bool shut, uint64_t now_us)
         d->look_conns = 0;
         d->win_late = 0; /* those of the shut say nothing of the reopened door */
     }
-    if (shut)
+    if (shut) {
         d->look = false;
+        d->look_want = 0;
+    }
     d->look_next = false;
     d->shut = shut;
 }
@@ -679,8 +685,10 @@ bool gw_door_tick(gw_door_t *d, uint64_t now_us, bool idle)
     bool began = d->begun_tick > 0;
     d->begun_tick = 0;
     if (!d->shut) {
-        if (d->crowd_recent && now_us - d->opened_us >= GW_DOOR_RECENT_US)
+        if (d->crowd_recent && now_us - d->opened_us >= GW_DOOR_RECENT_US) {
             d->crowd_recent = d->look = false;
+            d->look_want = 0;
+        }
         return false;
     }
     /* Counted in ticks, not in time: a process throttled by a CPU quota sees
@@ -688,8 +696,12 @@ bool gw_door_tick(gw_door_t *d, uint64_t now_us, bool idle)
     d->idle_ticks = !began && idle ? d->idle_ticks + 1 : 0;
     if (d->idle_ticks >= GW_DOOR_IDLE_TICKS)
         return true;
-    if (d->pool_set && 2u * d->pool < gw_door_keep(d))
-        return d->look_next = true; /* the pool ran low: gw_door_pool */
+    d->look_want = 0;
+    uint32_t keep = gw_door_keep(d);
+    if (d->pool_set && GW_DOOR_REFILL_DEN * d->pool < GW_DOOR_REFILL_NUM * (uint64_t)keep) {
+        d->look_want = (uint32_t)(keep - d->pool); /* the pool ran low: gw_door_pool */
+        return d->look_next = true;
+    }
     /* Saturated by the kept connections: the hold is extended while they still
      * bring the crowd (not dwindled to a few). */
     uint64_t held = now_us - d->shut_us;

@@ -990,21 +990,46 @@ static void test_door_look_after_longest_hold(void **state)
         gw_door_request(&d);
     gw_door_set_shut(&d, false, t);
     assert_false(d.look);
-    /* A shut door whose pool ran below half of what it keeps reopens at the
-     * next tick, as a look; at half or more it holds. */
+    /* A shut door whose pool ran below 3/4 of what it keeps reopens at the
+     * next tick, as a refill look; at 3/4 or more it holds. */
     gw_door_saturated(&d, true);
     gw_door_set_shut(&d, true, t);
     uint32_t keep = gw_door_keep(&d);
-    gw_door_pool(&d, keep / 2 + keep % 2);
+    uint32_t enough = (GW_DOOR_REFILL_NUM * keep + GW_DOOR_REFILL_DEN - 1) / GW_DOOR_REFILL_DEN;
+    gw_door_pool(&d, enough);
     for (int i = 0; i < 10; i++) {
         gw_door_request(&d);
         assert_false(gw_door_tick(&d, t += 10 * MS, false));
     }
-    gw_door_pool(&d, (keep - 1) / 2);
+    gw_door_pool(&d, enough - 1);
     gw_door_request(&d);
     assert_true(gw_door_tick(&d, t += 10 * MS, false));
     gw_door_set_shut(&d, false, t);
     assert_true(d.look);
+    /* The refill shuts again once it has what the pool lacked, not a budget. */
+    gw_door_quota(&d, true, t);
+    assert_true(d.capped);
+    uint32_t want = keep - (enough - 1);
+    assert_int_equal(d.look_want, want);
+    for (uint32_t i = 1; i < want; i++) {
+        gw_door_conn(&d);
+        assert_false(gw_door_look_seen(&d));
+    }
+    gw_door_conn(&d);
+    assert_true(gw_door_look_seen(&d));
+    assert_true(gw_door_should_shut(&d, 100, 0));
+    gw_door_set_shut(&d, true, t);
+    assert_int_equal(d.look_want, 0);
+    /* A look at the crowd (the longest hold's end) still wants a budget. */
+    gw_door_pool(&d, keep);
+    while (!gw_door_tick(&d, t += 10 * MS, false))
+        gw_door_request(&d);
+    assert_true(d.look_next);
+    assert_int_equal(d.look_want, 0);
+    gw_door_set_shut(&d, false, t);
+    for (uint32_t i = 0; i < want; i++)
+        gw_door_conn(&d);
+    assert_false(gw_door_look_seen(&d));
 }
 
 /*
