@@ -606,6 +606,7 @@ static void on_shutdown(uv_shutdown_t *s, int status)
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+static void start_reading(gw_h1_t *c);
 
 /* The answer is out and the connection ends: FIN now, drop what the client
  * still sends until it closes; the guard's idle deadline ends a client that
@@ -624,10 +625,7 @@ static void linger(gw_h1_t *c)
     }
     gw_conn_idle(c->guard);
     c->rlen = c->parsed = 0;
-    if (!c->reading && uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) {
-        c->reading = true;
-        c->read_iter = c->w->iter_no;
-    }
+    start_reading(c);
     conn_settle(c);
 }
 
