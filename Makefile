@@ -57,7 +57,7 @@ test-tsan:
 	@cmake -S . -B build-tsan -DFLASHGATE_WERROR=ON -DFLASHGATE_SANITIZER=thread \
 		-DCMAKE_BUILD_TYPE=Debug $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build-tsan -j$(JOBS)
-	@cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	@cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp \
 		ctest -L concurrency --output-on-failure -j$(JOBS)
 
 lint:

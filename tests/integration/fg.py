@@ -131,6 +131,11 @@ class Server:
         return self.stop(signal.SIGKILL)
 
     def cleanup(self):
+        if self.proc and self.proc.poll() is not None:
+            # it died by itself (a crash, a sanitizer's report): its log goes
+            # with the temp dir, so show its end first
+            sys.stderr.write("%s exited by itself (%s); its log ends:\n%s\n" % (
+                os.path.basename(self.proc.args[0]), self.proc.returncode, self.logs()))
         self.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
