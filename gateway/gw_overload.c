@@ -681,6 +681,19 @@ static bool request_waited(gw_req_t *r, uint64_t *us)
     return true;
 }
 
+/* A connection within what the worker keeps is its supply of work: kept when
+ * its request is shed, and while the door is shut shed later (gw_overload.h). */
+static gw_conn_place_t conn_place(gw_ol_worker_t *o, const gw_req_t *r)
+{
+    if (r->close_after)
+        return GW_CONN_EXTRA; /* trimmed by the shut door (door_trim), or closing anyway */
+    if (o->door.shut)
+        return GW_CONN_KEPT_SHUT;
+    return gw_door_trims(r->w->h1_open, r->w->h1_leaving, gw_door_keep(&o->door))
+               ? GW_CONN_EXTRA
+               : GW_CONN_KEPT_OPEN;
+}
+
 bool gw_ol_too_late(gw_req_t *r)
 {
     gw_ol_worker_t *o = r->w->ol;
@@ -694,14 +707,12 @@ bool gw_ol_too_late(gw_req_t *r)
     if (!r->conn || !edge_allowed(o) ||
         !gw_late_look(o->lag_us, (uint64_t)o->q.avg_us, o->door.shut, busy, o->q.target_us))
         return false;
-    /* A connection the shut door keeps (door_trim, in gw_ol_request_head, left it
-     * open) is the worker's supply of work: shed later, and kept (gw_overload.h). */
-    bool kept = o->door.shut && !r->close_after;
+    gw_conn_place_t place = conn_place(o, r);
     /* The loop's bound on the wait first: when even it is within the
      * threshold, the kernel would say "serve" too (gw_h1_read_after_ns). */
     uint64_t after = gw_h1_read_after_ns(r->conn), now = after ? cm_mono_ns() : 0;
     if (now > after &&
-        gw_late_verdict((now - after) / 1000u, o->q.target_us, kept) == GW_LATE_SERVE) {
+        gw_late_verdict((now - after) / 1000u, o->q.target_us, place) == GW_LATE_SERVE) {
         atomic_fetch_add_explicit(&o->late_looks_loop, 1, memory_order_relaxed);
         return false;
     }
@@ -709,15 +720,19 @@ bool gw_ol_too_late(gw_req_t *r)
     if (!request_waited(r, &waited))
         return false;
     atomic_fetch_add_explicit(&o->late_looks_kernel, 1, memory_order_relaxed);
-    gw_late_verdict_t v = gw_late_verdict(waited, o->q.target_us, kept);
+    gw_late_verdict_t v = gw_late_verdict(waited, o->q.target_us, place);
     if (v == GW_LATE_SERVE)
         return false;
     atomic_fetch_add_explicit(&o->shed_late, 1, memory_order_relaxed);
-    gw_door_late(&o->door);
-    /* Late sheds are a queue the accept queue does not show (gw_overload.h). */
-    if (gw_door_should_shut_late(&o->door) && o->sched.cg_fd >= 0 && door_allowed(o) &&
-        quota_ran_out(&o->sched))
-        set_paused(o, true);
+    /* Late sheds beyond the connections kept are a queue the accept queue does
+     * not show (gw_overload.h); within them the queue is at most the budget's,
+     * and a shut would only refuse the health checks and anyone who comes. */
+    if (v == GW_LATE_SHED_CLOSE) {
+        gw_door_late(&o->door);
+        if (gw_door_should_shut_late(&o->door) && o->sched.cg_fd >= 0 && door_allowed(o) &&
+            quota_ran_out(&o->sched))
+            set_paused(o, true);
+    }
     gw_ol_overloaded(r, "queue_time",
                      "this request waited too long in the gateway's queue; try again shortly",
                      false);

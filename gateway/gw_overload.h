@@ -380,8 +380,8 @@ void gw_door_quota(gw_door_t *d, bool ran_out, uint64_t now_us);
  */
 bool gw_door_should_shut_quota(const gw_door_t *d, uint32_t queued);
 /*
- * A request was shed for having waited GW_LATE_TARGETS queue targets in the
- * kernel (gw_ol_too_late); and whether an open door should shut on what the
+ * A request beyond the connections kept was shed for having waited
+ * GW_LATE_TARGETS queue targets in the kernel (gw_ol_too_late); and whether an open door should shut on what the
  * window's late sheds say, for a worker whose CPU quota ran out (the caller
  * asks cpu.stat): GW_DOOR_LATE_SHUT of them are a queue, whatever its place.
  * The accept queue is not the only one: a worker accepts the connections its
@@ -473,18 +473,37 @@ bool gw_late_shed(uint64_t waited_us, uint64_t target_us);
 #define GW_LATE_KEPT_TARGETS 4.0
 bool gw_late_shed_kept(uint64_t waited_us, uint64_t target_us);
 /*
+ * Where a late request's connection stands: beyond the connections the worker
+ * keeps (gw_door_keep; trimmed while shut), within them with the door open, or
+ * within them with the door shut.
+ */
+typedef enum { GW_CONN_EXTRA, GW_CONN_KEPT_OPEN, GW_CONN_KEPT_SHUT } gw_conn_place_t;
+/*
  * What the too-late check does with a request that waited `waited_us`: serve
- * it; shed it (503 queue_time) and close its connection (its body unread); or,
- * on a connection a shut door keeps (`kept`), shed it from GW_LATE_KEPT_TARGETS
- * and keep the connection: its small body is read and dropped and it brings
- * the next request. A kept connection closed with its late request left the
- * worker with fewer connections than its quota can serve in a burst (2-36 of
- * a budget of 64 kept, 17-38 us of CPU an answer against 11-13 at 64), and
- * one served whatever its wait admitted the first shut's backlog late (10x
- * admitted p99 98-159 ms: bench/README.md "Session 11"). Pure.
+ * it; shed it (503 queue_time) and close its connection (its body unread); or
+ * shed it and keep the connection (its small body is read and dropped and it
+ * brings the next request).
+ * - Beyond the connections kept: shed from 2.5 targets and closed; it belonged
+ *   to a queue, and the next request on it would wait as long.
+ * - Kept, door shut: shed only from GW_LATE_KEPT_TARGETS, and kept. A kept
+ *   connection closed with its late request left the worker with fewer
+ *   connections than its quota can serve in a burst (2-36 of a budget of 64
+ *   kept, 17-38 us of CPU an answer against 11-13 at 64), and one served
+ *   whatever its wait admitted the first shut's backlog late (10x admitted p99
+ *   98-159 ms: bench/README.md "Session 11").
+ * - Kept, door open: shed from 2.5 targets, and kept. Within the budget the
+ *   queue those connections make is at most a target's worth, so the wait was
+ *   a burst's (a sale's first quota periods), not a queue the next request
+ *   would meet; and such connections are often a load balancer's fixed pool,
+ *   which reconnects at once: closed, each one came back to a door the late
+ *   sheds had shut, and its slot failed every request it took while the door
+ *   stayed shut (measured behind a 64-connection pool at 2x of a 5% quota:
+ *   8 late sheds at the start, then 8,753 refused reconnects and half the
+ *   202s of the same crowd without protection; bench/README.md "Session 19").
+ * Pure.
  */
 typedef enum { GW_LATE_SERVE, GW_LATE_SHED_CLOSE, GW_LATE_SHED_KEEP } gw_late_verdict_t;
-gw_late_verdict_t gw_late_verdict(uint64_t waited_us, uint64_t target_us, bool kept);
+gw_late_verdict_t gw_late_verdict(uint64_t waited_us, uint64_t target_us, gw_conn_place_t place);
 
 /*
  * Our own load or the machine's: a loop that is not waiting in epoll is busy

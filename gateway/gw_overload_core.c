@@ -730,11 +730,13 @@ bool gw_late_shed_kept(uint64_t waited_us, uint64_t target_us)
     return target_us > 0 && (double)waited_us >= GW_LATE_KEPT_TARGETS * (double)target_us;
 }
 
-gw_late_verdict_t gw_late_verdict(uint64_t waited_us, uint64_t target_us, bool kept)
+gw_late_verdict_t gw_late_verdict(uint64_t waited_us, uint64_t target_us, gw_conn_place_t place)
 {
-    if (!kept)
-        return gw_late_shed(waited_us, target_us) ? GW_LATE_SHED_CLOSE : GW_LATE_SERVE;
-    return gw_late_shed_kept(waited_us, target_us) ? GW_LATE_SHED_KEEP : GW_LATE_SERVE;
+    if (place == GW_CONN_KEPT_SHUT)
+        return gw_late_shed_kept(waited_us, target_us) ? GW_LATE_SHED_KEEP : GW_LATE_SERVE;
+    if (!gw_late_shed(waited_us, target_us))
+        return GW_LATE_SERVE;
+    return place == GW_CONN_KEPT_OPEN ? GW_LATE_SHED_KEEP : GW_LATE_SHED_CLOSE;
 }
 
 bool gw_door_trims(uint64_t open, uint64_t leaving, uint32_t keep)

@@ -1143,16 +1143,21 @@ static void test_late_check(void **state)
     assert_false(gw_late_shed_kept(1000 * MS, 0));
     for (uint64_t w = 0; w < 200 * MS; w += MS) /* never shed where the open door's would not */
         assert_true(!gw_late_shed_kept(w, target) || gw_late_shed(w, target));
-    /* What is done with it: a connection the shut door keeps stays open when its late
-     * request is shed (it is the worker's supply of work); any other closes. */
-    assert_int_equal(gw_late_verdict(49 * MS, target, false), GW_LATE_SERVE);
-    assert_int_equal(gw_late_verdict(50 * MS, target, false), GW_LATE_SHED_CLOSE);
-    assert_int_equal(gw_late_verdict(50 * MS, target, true), GW_LATE_SERVE);
-    assert_int_equal(gw_late_verdict(79 * MS, target, true), GW_LATE_SERVE);
-    assert_int_equal(gw_late_verdict(80 * MS, target, true), GW_LATE_SHED_KEEP);
-    assert_int_equal(gw_late_verdict(2000 * MS, target, true), GW_LATE_SHED_KEEP);
-    assert_int_equal(gw_late_verdict(2000 * MS, 0, true), GW_LATE_SERVE);
-    assert_int_equal(gw_late_verdict(2000 * MS, 0, false), GW_LATE_SERVE);
+    /* What is done with it: beyond the connections kept, shed from 2.5 targets and
+     * closed; within them, kept open (they are the worker's supply of work, often a
+     * load balancer's pool that would reconnect at once), shed from 2.5 targets with
+     * the door open and from 4 with it shut. */
+    assert_int_equal(gw_late_verdict(49 * MS, target, GW_CONN_EXTRA), GW_LATE_SERVE);
+    assert_int_equal(gw_late_verdict(50 * MS, target, GW_CONN_EXTRA), GW_LATE_SHED_CLOSE);
+    assert_int_equal(gw_late_verdict(49 * MS, target, GW_CONN_KEPT_OPEN), GW_LATE_SERVE);
+    assert_int_equal(gw_late_verdict(50 * MS, target, GW_CONN_KEPT_OPEN), GW_LATE_SHED_KEEP);
+    assert_int_equal(gw_late_verdict(2000 * MS, target, GW_CONN_KEPT_OPEN), GW_LATE_SHED_KEEP);
+    assert_int_equal(gw_late_verdict(50 * MS, target, GW_CONN_KEPT_SHUT), GW_LATE_SERVE);
+    assert_int_equal(gw_late_verdict(79 * MS, target, GW_CONN_KEPT_SHUT), GW_LATE_SERVE);
+    assert_int_equal(gw_late_verdict(80 * MS, target, GW_CONN_KEPT_SHUT), GW_LATE_SHED_KEEP);
+    assert_int_equal(gw_late_verdict(2000 * MS, target, GW_CONN_KEPT_SHUT), GW_LATE_SHED_KEEP);
+    for (int p = GW_CONN_EXTRA; p <= GW_CONN_KEPT_SHUT; p++) /* no target: never */
+        assert_int_equal(gw_late_verdict(2000 * MS, 0, (gw_conn_place_t)p), GW_LATE_SERVE);
 }
 
 /* The trim counts the connections that stay: one loop iteration's burst of requests
