@@ -26,10 +26,12 @@ class Cgroup(CpuCap):
         CpuCap.__init__(self, name, pct / 100.0)
 
 
-def run_crowd(g, sale, tag, seed, load_s, rate, watch, every=0.2):
+def run_crowd(g, sale, tag, seed, load_s, rate, watch, every=0.2, scenario=None, figures=None):
     """Runs `rate` buy arrivals/s at gateway `g` for `load_s` seconds, calling
     watch() every `every` seconds while the crowd runs; checks that the load
-    generator ran and returns its answer counts ({"202": n, "503": n, ...})."""
+    generator ran and returns its answer counts ({"202": n, "503": n, ...}).
+    `scenario` overrides keys of the scenario (e.g. a fixed pool of connections);
+    `figures`, a dict, receives the report's whole figures."""
     scen = {
         "name": "it-" + tag, "seed": seed, "duration_s": load_s, "drain_s": 2,
         "targets": ["http://127.0.0.1:%d" % g.port],
@@ -41,6 +43,7 @@ def run_crowd(g, sale, tag, seed, load_s, rate, watch, every=0.2):
         "behaviour": {"max_retries": 0, "poll_max": 0, "settle_wait_s": 0},
         "arrivals": [{"kind": "plateau", "duration_s": load_s, "rate": rate}],
     }
+    scen.update(scenario or {})
     path = os.path.join(g.tmp, "scenario-%s.json" % tag)
     with open(path, "w") as f:
         json.dump(scen, f)
@@ -64,6 +67,9 @@ def run_crowd(g, sale, tag, seed, load_s, rate, watch, every=0.2):
     t.join(timeout=30)
     check(load.returncode == 0, "flashgate-load ran (%s): rc %s %s" % (tag, load.returncode,
                                                                       lo[-600:]))
-    codes = json.load(open(os.path.join(out, "report.json")))["figures"]["answers"]
+    figs = json.load(open(os.path.join(out, "report.json")))["figures"]
+    if figures is not None:
+        figures.update(figs)
+    codes = figs["answers"]
     print("%s: answers %s" % (tag, json.dumps(codes)))
     return codes
