@@ -1372,6 +1372,14 @@ def run_case(bench, a, name, loads, secs, ramp_s, help_text, results):
             "sat", give_up_ms=500 if a.smoke else max(5000, int(secs * 1500)),
             crowd={"connection_mode": "queue", "connections": 64})
             for _ in range(1 if a.smoke else max(1, a.sat_runs))]
+        # The same crowd with protection on: a load balancer's fixed pool, which
+        # must lose nothing to the door or the too-late check (docs/design.md,
+        # "Too late to serve": closing a late request's connection once cost such
+        # a pool thousands of refused reconnects and a third of its goodput).
+        out["pool_run"] = bench.run(
+            case, "auto", [{"kind": "plateau", "duration_s": secs, "rate": 2 * cap_rps}],
+            "pool", give_up_ms=500 if a.smoke else max(5000, int(secs * 1500)),
+            crowd={"connection_mode": "queue", "connections": 64})
 
     for mult in loads:
         rate = cap_rps * mult
@@ -1651,6 +1659,20 @@ def report(res, a):
                           if sat.get("gw_cpu_span_s") else 0, sat["gw_accepted"],
                           (sat["gw_cpu_s"] - (fixed or 0) * 1e-6 * sat.get("gw_cpu_span_s", 0))
                           * 1e3))
+            pool = c.get("pool_run")
+            sats = c.get("sat_runs") or []
+            if pool and sats:
+                un = sorted(x["goodput_rps"] for x in sats)[(len(sats) - 1) // 2]
+                cn = pool.get("connections") or {}
+                print("   behind a fixed pool (the 'sat' crowd: 64 connections that queue the "
+                      "crowd, never more), protected: %.0f/s = %.0f%% of the same crowd "
+                      "unprotected (%.0f/s%s); %d requests failed on their connection, %d "
+                      "reconnects, %d answered 503, door shut %d" % (
+                          pool["goodput_rps"], 100 * pool["goodput_rps"] / un if un else 0, un,
+                          ", the median of %d" % len(sats) if len(sats) > 1 else "",
+                          pool["answers"].get("error", 0), cn.get("connects", 0),
+                          pool["answers"].get("503", 0),
+                          pool.get("door_shuts", 0)))
             for r in c["runs"]:
                 if r["mode"] != "auto":
                     continue
