@@ -682,22 +682,27 @@ static bool request_waited(gw_req_t *r, uint64_t *us)
 }
 
 /* A connection within what the worker keeps is its supply of work: kept when
- * its request is shed, and while the door is shut shed later (gw_overload.h).
- * With the door open, only for a worker under a CPU quota that ran out: its
- * late sheds shut the door, so a closed connection came back to a shut one;
- * an uncapped worker's never do (the closed one reconnects to an open door),
- * and keeping them there measured no better in the mixed case at 10x (buy p99
- * 97 / 286 / 105 ms against 87 / 97 / 59, three interleaved pairs). */
-static gw_conn_place_t conn_place(gw_ol_worker_t *o, const gw_req_t *r)
+ * its request is shed, and while the door is shut shed later (gw_overload.h). */
+static gw_conn_place_t conn_place(const gw_ol_worker_t *o, const gw_req_t *r)
 {
     if (r->close_after)
         return GW_CONN_EXTRA; /* trimmed by the shut door (door_trim), or closing anyway */
     if (o->door.shut)
         return GW_CONN_KEPT_SHUT;
-    if (!o->door.capped ||
-        gw_door_trims(r->w->h1_open, r->w->h1_leaving, gw_door_keep(&o->door)))
-        return GW_CONN_EXTRA;
-    return GW_CONN_KEPT_OPEN;
+    return gw_door_trims(r->w->h1_open, r->w->h1_leaving, gw_door_keep(&o->door))
+               ? GW_CONN_EXTRA
+               : GW_CONN_KEPT_OPEN;
+}
+
+/* With the door open a kept connection stays after a late shed only for a
+ * worker whose CPU quota runs out, the same test as the late-shed shut's (a
+ * closed one would come back to the door those sheds shut). An uncapped
+ * worker's late sheds never shut its door, and keeping them there measured no
+ * better in the mixed case at 10x (buy p99 97 / 286 / 105 ms against 87 / 97 /
+ * 59, three interleaved pairs). Asked only of a shed: it may read cpu.stat. */
+static bool keeps_open(gw_ol_worker_t *o)
+{
+    return o->door.capped || (o->sched.cg_fd >= 0 && quota_ran_out(&o->sched));
 }
 
 bool gw_ol_too_late(gw_req_t *r)
@@ -729,6 +734,8 @@ bool gw_ol_too_late(gw_req_t *r)
     gw_late_verdict_t v = gw_late_verdict(waited, o->q.target_us, place);
     if (v == GW_LATE_SERVE)
         return false;
+    if (place == GW_CONN_KEPT_OPEN && !keeps_open(o))
+        v = GW_LATE_SHED_CLOSE;
     atomic_fetch_add_explicit(&o->shed_late, 1, memory_order_relaxed);
     /* Late sheds beyond the connections kept are a queue the accept queue does
      * not show (gw_overload.h); within them the queue is at most the budget's,

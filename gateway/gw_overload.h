@@ -491,9 +491,9 @@ typedef enum { GW_CONN_EXTRA, GW_CONN_KEPT_OPEN, GW_CONN_KEPT_SHUT } gw_conn_pla
  *   kept, 17-38 us of CPU an answer against 11-13 at 64), and one served
  *   whatever its wait admitted the first shut's backlog late (10x admitted p99
  *   98-159 ms: bench/README.md "Session 11").
- * - Kept, door open (a worker whose CPU quota ran out: gw_door_t.capped; an
- *   uncapped worker's late sheds never shut its door, and its connections
- *   count as beyond): shed from 2.5 targets, and kept. Within the budget the
+ * - Kept, door open: shed from 2.5 targets, and kept (the caller keeps it
+ *   only for a worker whose CPU quota runs out: an uncapped worker's late
+ *   sheds never shut its door, so it closes them as beyond). Within the budget the
  *   queue those connections make is at most a target's worth, so the wait was
  *   a burst's (a sale's first quota periods), not a queue the next request
  *   would meet; and such connections are often a load balancer's fixed pool,

@@ -9,7 +9,7 @@ what the worker keeps, so it stays open:
     reconnect: every connection it opened before the sale carries the run;
   - the pool's requests are served (202s) and some were shed as too late, so
     the check above ran under overload;
-  - the stock lost is what was accepted.
+  - the stock lost is what was accepted (and what was given up on, at most).
 Before, each late shed closed its connection; the pool reconnected to a door
 the late sheds had shut, and each such slot failed every request it took while
 the door stayed shut (thousands in a 3 s run, half the 202s of the same crowd
@@ -64,9 +64,12 @@ try:
           "tested under overload): %d" % late)
     acc = int(codes.get("202", 0))
     check(acc > 0, "the pool's requests were served: %r" % codes)
+    # a request the pool gave up on (timeout) may still be accepted after it left
     sale = g.admin("GET", "/admin/v1/sales/s79p").json
-    eq(STOCK - sale.get("stock_left", sale.get("remaining")), acc,
-       "units accepted == what the stock lost")
+    lost = STOCK - sale.get("stock_left", sale.get("remaining"))
+    check(acc <= lost <= acc + codes.get("timeout", 0),
+          "the stock lost %d: the 202s (%d) and at most the requests given up on (%d)" % (
+              lost, acc, codes.get("timeout", 0)))
 finally:
     g.cleanup()
     if cg:
