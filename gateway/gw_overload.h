@@ -381,8 +381,9 @@ void gw_door_quota(gw_door_t *d, bool ran_out, uint64_t now_us);
 bool gw_door_should_shut_quota(const gw_door_t *d, uint32_t queued);
 /*
  * A request beyond the connections kept was shed for having waited
- * GW_LATE_TARGETS queue targets in the kernel (gw_ol_too_late); and whether an open door should shut on what the
- * window's late sheds say, for a worker whose CPU quota ran out (the caller
+ * GW_LATE_TARGETS queue targets in the kernel (gw_ol_too_late); and whether
+ * an open door should shut on what the window's late sheds say, for a worker
+ * whose CPU quota ran out (the caller
  * asks cpu.stat): GW_DOOR_LATE_SHUT of them are a queue, whatever its place.
  * The accept queue is not the only one: a worker accepts the connections its
  * loop sees at once, and those it accepted queue their requests in their
@@ -493,8 +494,8 @@ typedef enum { GW_CONN_EXTRA, GW_CONN_KEPT_OPEN, GW_CONN_KEPT_SHUT } gw_conn_pla
  *   98-159 ms: bench/README.md "Session 11").
  * - Kept, door open: shed from 2.5 targets, and kept (the caller keeps it
  *   only for a worker whose CPU quota runs out: an uncapped worker's late
- *   sheds never shut its door, so it closes them as beyond). Within the budget the
- *   queue those connections make is at most a target's worth, so the wait was
+ *   sheds never shut its door, so it closes them as beyond). Within the
+ *   budget the queue those connections make is at most a target's worth, so the wait was
  *   a burst's (a sale's first quota periods), not a queue the next request
  *   would meet; and such connections are often a load balancer's fixed pool,
  *   which reconnects at once: closed, each one came back to a door the late
