@@ -631,6 +631,13 @@ class Bench:
                     ["perf", "stat", "-x", ",", "-e", ",".join(PERF_STAT_EVENTS), "-p",
                      str(gw.pid), "-o", base + ".stat"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            elif self.a.perf_sched:
+                # every CPU's scheduler events (who ran, who waited to run), for
+                # `perf sched timehist -i`: the first seconds only, they are many
+                perf = subprocess.Popen(
+                    ["perf", "sched", "record", "-a", "-o", base + ".data", "--", "sleep",
+                     str(self.a.perf_sched)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             else:
                 perf = subprocess.Popen(
                     ["perf", "record", "-q", "-e", "cpu-clock", "-F", "4000", "-g", "-p",
@@ -1157,6 +1164,11 @@ def main():
     ap.add_argument("--perf-stat", action="store_true",
                     help="with --perf: count the gateway's system calls and context switches "
                          "(perf stat, DIR/<case>-<label>-<mode>-<n>.stat) instead of sampling")
+    ap.add_argument("--perf-sched", type=float, metavar="SECONDS",
+                    help="with --perf: record the scheduler on every CPU for the first SECONDS "
+                         "of each run (perf sched record -a; DIR/<case>-<label>-<mode>-<n>.data, "
+                         "for `perf sched timehist -i`): how long the gateway ran, waited to "
+                         "run and slept, and what ran instead")
     ap.add_argument("--trace-seconds", type=float, default=3.0,
                     help="--trace: how much of each run to print (3 s)")
     ap.add_argument("--perf", metavar="DIR",
