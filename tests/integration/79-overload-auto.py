@@ -21,8 +21,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from crowd import Cgroup, run_crowd  # noqa: E402
-from fg import Gateway, check, eq, finish, need_binary, request  # noqa: E402
+from crowd import Cgroup, crowd_gateway, run_crowd  # noqa: E402
+from fg import check, eq, finish, need_binary, request  # noqa: E402
 
 need_binary("flashgate")
 need_binary("flashgate-load")
@@ -33,11 +33,8 @@ LOAD_S = 5
 STOCK = 300
 
 
-g = Gateway("--kafka-brokers", "none", "--overload-level", "auto",
-            "--overload-shed-buys=true", "--overload-exit-hold", "1s",
-            "--overload-accept-pause=false",
-            "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0",
-            "--server-trusted-proxies", "127.0.0.1/32", "--log-level", "warn", threads=1)
+g = crowd_gateway("--overload-shed-buys=true", "--overload-exit-hold", "1s",
+                  "--overload-accept-pause=false", "--server-trusted-proxies", "127.0.0.1/32")
 cg = None
 try:
     g.start()

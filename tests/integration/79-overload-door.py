@@ -18,8 +18,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from crowd import Cgroup, run_crowd  # noqa: E402
-from fg import Gateway, check, eq, finish, need_binary, request  # noqa: E402
+from crowd import Cgroup, crowd_gateway, run_crowd  # noqa: E402
+from fg import check, eq, finish, need_binary, request  # noqa: E402
 
 need_binary("flashgate")
 need_binary("flashgate-load")
@@ -52,9 +52,7 @@ def crowd(g, sale, tag):
     return seen
 
 
-g = Gateway("--kafka-brokers", "none", "--overload-level", "auto",
-            "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0",
-            "--server-trusted-proxies", "127.0.0.1/32", "--log-level", "warn", threads=1)
+g = crowd_gateway("--server-trusted-proxies", "127.0.0.1/32")
 cg = None
 try:
     g.start()

@@ -19,8 +19,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from crowd import Cgroup, run_crowd  # noqa: E402
-from fg import Gateway, check, eq, finish, need_binary  # noqa: E402
+from crowd import Cgroup, crowd_gateway, run_crowd  # noqa: E402
+from fg import check, eq, finish, need_binary  # noqa: E402
 
 need_binary("flashgate")
 need_binary("flashgate-load")
@@ -40,9 +40,7 @@ PATIENCE_MS = 60000
 # A queue target of 5 ms (too late from 12.5 ms): under the quota's 20 ms
 # periods the pool's requests wait past it in every run, not only in those whose
 # first periods ran into debt.
-g = Gateway("--kafka-brokers", "none", "--overload-level", "auto",
-            "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0",
-            "--set", "overload.queue_target=5ms", "--log-level", "warn", threads=1)
+g = crowd_gateway("--set", "overload.queue_target=5ms")
 cg = None
 try:
     g.start()

@@ -15,7 +15,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.append(os.path.join(HERE, "..", "..", "bench"))
-from fg import BIN, check  # noqa: E402
+from fg import BIN, Gateway, check  # noqa: E402
 from cpucap import CpuCap  # noqa: E402  (the overload bench caps the same way)
 
 
@@ -24,6 +24,15 @@ class Cgroup(CpuCap):
 
     def __init__(self, name, pct=5):
         CpuCap.__init__(self, name, pct / 100.0)
+
+
+def crowd_gateway(*extra):
+    """A one-worker gateway for a crowd: no Kafka, levels automatic, no per-user
+    or per-IP rate limit (the crowd's users and addresses are few); `extra`
+    flags are added."""
+    return Gateway("--kafka-brokers", "none", "--overload-level", "auto",
+                   "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0",
+                   "--log-level", "warn", *extra, threads=1)
 
 
 def run_crowd(g, sale, tag, seed, load_s, rate, watch, every=0.2, scenario=None, figures=None):
