@@ -382,8 +382,10 @@ static void conn_leaving(gw_h1_t *c)
 /* Whether the connection stays open after this answer, and the header that says so. */
 static void out_connection(gw_h1_t *c, gw_req_t *r)
 {
-    if (r && r->close_after)
+    if (r && r->close_after) {
+        gw_ol_trim_done(r); /* counted in h1_leaving from here */
         conn_leaving(c);
+    }
     if (c->close_after) {
         OUT_LIT(c, "Connection: close\r\n");
     } else if (c->h->parser.http_major == 1 && c->h->parser.http_minor == 0) {

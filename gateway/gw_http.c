@@ -48,6 +48,7 @@ gw_req_t *gw_http_req_new(gw_worker_t *w, gw_h1_t *c)
 
 void gw_http_req_orphan(gw_req_t *r)
 {
+    gw_ol_trim_done(r); /* its connection closed: h1_open no longer counts it */
     r->conn = NULL;
     r->method = NULL;
     r->url = NULL;
@@ -57,6 +58,7 @@ void gw_http_req_orphan(gw_req_t *r)
 void gw_http_req_free(gw_req_t *r)
 {
     gw_worker_t *w = r->w;
+    gw_ol_trim_done(r);
     gw_ol_release_all(r);
     gw_px_req_free(r);
     if (r->body != r->body_inline)

@@ -335,6 +335,7 @@ struct gw_worker {
     struct gw_h1 *h1_conns; /* open connections (gw_h1.c) */
     uint64_t h1_open;
     uint64_t h1_leaving; /* of those, closing once their output is out (close_after) */
+    uint64_t h1_door_trims; /* requests the door trimmed whose answer is not out yet */
     struct gw_h1_buf *h1_free; /* buffers for reuse (gw_h1.c), at most 256 */
     uv_timer_t h1_sweep;       /* idle connections give their buffer back (gw_h1.c) */
     unsigned h1_freed;         /* buffers freed past the free list since the last trim */
@@ -478,6 +479,8 @@ struct gw_req {
     gw_verb_t verb;   /* r->method as the router asks it */
     bool head_only;   /* HEAD: the answer's head only */
     bool close_after; /* the connection closes after this answer */
+    bool trimmed;     /* close_after from the shut door's trim, the answer not out yet
+                       * (counted in w->h1_door_trims until it is: gw_ol_trim_done) */
     gw_req_t *next; /* free list / wait lists */
     gw_route_t route;
     gw_req_state_t state;
@@ -842,6 +845,10 @@ void gw_ol_door_look(gw_worker_t *w);
 void gw_ol_conn_started(gw_worker_t *w);
 /* A request head was read: records its queuing delay. Loop thread. */
 void gw_ol_request_head(gw_req_t *r);
+/* r's trim (the shut door closes its connection after the answer) is no longer
+ * pending: its answer is out (counted in h1_leaving now), or r is orphaned or
+ * freed. No-op for an untrimmed r. Loop thread. */
+void gw_ol_trim_done(gw_req_t *r);
 /*
  * After routing: true when the request already waited too long in the kernel
  * to be served in time (gw_late_verdict): r holds a prepared 503 queue_time,
