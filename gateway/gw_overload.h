@@ -303,10 +303,12 @@ uint32_t gw_door_keep(const gw_door_t *d);
 /*
  * Whether a request that begins on a shut door's worker closes its connection
  * after its answer (the trim): when the connections that stay, `open` less the
- * `leaving` ones already closing after their answer, are more than `keep`. Not
- * `open` alone: a connection closes after its write, in a later loop iteration,
- * so every request of one iteration's burst saw the same count and each was
- * trimmed (measured: 99 connections to 1 in one 100 ms bin after a shut). Pure.
+ * `leaving` ones (closing after their answer, or trimmed with the answer still
+ * to come), are more than `keep`. Not `open` alone: a connection closes after
+ * its write, in a later loop iteration, so every request of one iteration's
+ * burst saw the same count and each was trimmed (measured: 99 connections to 1
+ * in one 100 ms bin after a shut); the same for a trim counted only at its
+ * answer, as a held buy's is at the iteration's end. Pure.
  */
 bool gw_door_trims(uint64_t open, uint64_t leaving, uint32_t keep);
 #define GW_DOOR_PEAK_DECAY 0.9
