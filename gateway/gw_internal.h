@@ -479,6 +479,7 @@ struct gw_req {
     gw_verb_t verb;   /* r->method as the router asks it */
     bool head_only;   /* HEAD: the answer's head only */
     bool close_after; /* the connection closes after this answer */
+    bool ol_live;     /* counted in the worker's requests in progress (gw_ol_request_head) */
     bool trimmed;     /* close_after from the shut door's trim, the answer not out yet
                        * (counted in w->h1_door_trims until it is: gw_ol_trim_done) */
     gw_req_t *next; /* free list / wait lists */

@@ -92,6 +92,7 @@ typedef struct gw_ol_worker {
     bool door_ok;           /* the port was given explicitly: listen() again keeps it */
     gw_door_t door;         /* its decisions; door.shut: the door is shut */
     uint64_t door_check_ms; /* uv_now of the last accept-queue look */
+    uint64_t listen_err_ms; /* uv_now of the last failed reopen's log line */
     uint32_t live;          /* requests begun and not finished */
     _Atomic bool pub_paused;
     _Atomic uint64_t shed[GW_CRIT_COUNT];
@@ -238,7 +239,13 @@ void gw_ol_worker_stop(gw_worker_t *w)
     gw_ol_worker_t *o = w->ol;
     if (!o || !o->tick_started)
         return;
-    set_paused(o, false); /* the stop closes the listening socket itself */
+    /* Marked open, not listening again: the stop closes the listening socket,
+     * and connections queued in between would be reset rather than sent by
+     * the kernel to a worker still listening. */
+    if (o->door.shut) {
+        gw_door_set_shut(&o->door, false, now_us());
+        atomic_store_explicit(&o->pub_paused, false, memory_order_relaxed);
+    }
     o->tick_started = false;
     sched_close(&o->sched);
     uv_timer_stop(&o->tick);
@@ -318,6 +325,7 @@ void gw_ol_request_head(gw_req_t *r)
     uint64_t in_iter = now > o->iter_start_us ? now - o->iter_start_us : 0;
     gw_qdelay_sample(&o->q, in_iter + o->lag_us, true);
     o->live++;
+    r->ol_live = true;
     gw_door_request(&o->door);
     if (o->door.shut)
         door_trim(o, r);
@@ -422,12 +430,17 @@ static void set_paused(gw_ol_worker_t *o, bool pause)
         gw_h1_accepting(w, false);
         atomic_fetch_add_explicit(&o->accept_pauses, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&o->accept_reset, queued, memory_order_relaxed);
-    } else {
-        if (listen(w->lfd, GW_LISTEN_BACKLOG) != 0)
+    } else if (listen(w->lfd, GW_LISTEN_BACKLOG) != 0) {
+        /* Still shut: the next tick tries again (a line a second at most). */
+        uint64_t ms = uv_now(&w->loop);
+        if (!o->listen_err_ms || ms - o->listen_err_ms >= 1000) {
+            o->listen_err_ms = ms;
             cm_log_error("overload", "cannot reopen the listening socket", "worker=%u errno=%d",
                          w->index, errno);
-        else
-            gw_h1_accepting(w, true);
+        }
+        return;
+    } else {
+        gw_h1_accepting(w, true);
     }
     gw_door_set_shut(&o->door, pause, now_us());
     atomic_store_explicit(&o->pub_paused, pause, memory_order_relaxed);
@@ -477,7 +490,7 @@ void gw_ol_door_look(gw_worker_t *w)
 {
     gw_ol_worker_t *o = w->ol;
     if (!o || !o->tick_started)
-        return; /* stopping: gw_ol_worker_stop opened the door */
+        return; /* stopping: gw_ol_worker_stop marked the door open */
     if (o->door.shut)
         return; /* the tick reopens it */
     uint64_t ms = uv_now(&w->loop);
@@ -970,8 +983,12 @@ void gw_ol_release_rtt(gw_req_t *r, unsigned dep, gw_al_outcome_t out, uint64_t 
 void gw_ol_release_all(gw_req_t *r)
 {
     gw_ol_worker_t *o = r->w->ol;
-    if (o && o->live)
+    /* Only a request it counted: one refused from its head (gw_h1.c) never was,
+     * and the count would drift low, a worker reading bodies looking idle. */
+    if (o && r->ol_live) {
+        r->ol_live = false;
         o->live--;
+    }
     while (r->ol_held) {
         unsigned dep = (unsigned)__builtin_ctzll(r->ol_held);
         gw_ol_release(r, dep, GW_AL_IGNORE);

@@ -402,7 +402,8 @@ void gw_door_late(gw_door_t *d);
 bool gw_door_should_shut_late(const gw_door_t *d);
 /*
  * Before each tick: the worker's open connections less those already closing
- * after their answer. A shut door whose pool fell below GW_DOOR_REFILL_NUM /
+ * after their answer. A shut door of a worker held by its CPU quota and
+ * saturated (the case below) whose pool fell below GW_DOOR_REFILL_NUM /
  * GW_DOOR_REFILL_DEN of what it keeps (gw_door_keep) reopens at the next tick
  * for a refill look, which shuts again (gw_door_look_seen) as soon as it has
  * accepted what the pool lacked (look_want), not a budget of them: its trim

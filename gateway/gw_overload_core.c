@@ -698,7 +698,11 @@ bool gw_door_tick(gw_door_t *d, uint64_t now_us, bool idle)
         return true;
     d->look_want = 0;
     uint32_t keep = gw_door_keep(d);
-    if (d->pool_set && GW_DOOR_REFILL_DEN * d->pool < GW_DOOR_REFILL_NUM * (uint64_t)keep) {
+    /* A refill only where its look can end (gw_door_look_seen): without a
+     * quota the worker's own shut decides, and a short pool that left it idle
+     * reopens by the idle ticks anyway. */
+    if (d->pool_set && d->capped && d->saturated &&
+        GW_DOOR_REFILL_DEN * d->pool < GW_DOOR_REFILL_NUM * (uint64_t)keep) {
         d->look_want = (uint32_t)(keep - d->pool); /* the pool ran low: gw_door_pool */
         return d->look_next = true;
     }

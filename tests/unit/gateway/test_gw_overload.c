@@ -1002,6 +1002,13 @@ static void test_door_look_after_longest_hold(void **state)
         assert_false(gw_door_tick(&d, t += 10 * MS, false));
     }
     gw_door_pool(&d, enough - 1);
+    /* Not for a worker whose quota did not run out: its look could not end by
+     * gw_door_look_seen (the door would reopen every tick). */
+    bool capped = d.capped;
+    d.capped = false;
+    gw_door_request(&d);
+    assert_false(gw_door_tick(&d, t += 10 * MS, false));
+    d.capped = capped;
     gw_door_request(&d);
     assert_true(gw_door_tick(&d, t += 10 * MS, false));
     gw_door_set_shut(&d, false, t);
