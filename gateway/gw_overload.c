@@ -24,7 +24,8 @@
  * (connection refused) at no cost to this process, and a load balancer tries
  * another node at once. The connections queued at that moment are reset too
  * (they would have waited past the target). When the worker has finished what
- * it accepted, listen() again reopens the door. Why not just pause accepting
+ * it accepted, or after a hold (gw_overload.h, gw_door_tick), listen() again
+ * reopens the door. Why not just pause accepting
  * (leave them in the kernel's queue) or shrink the backlog: a queue of 4096
  * makes every admitted request wait seconds (measured: admitted p99 ~2 s
  * under a 5% CPU cap), and a full backlog drops SYNs silently, so the client

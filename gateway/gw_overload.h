@@ -231,7 +231,8 @@ bool gw_qdelay_admit_user(const gw_qdelay_t *q, unsigned prio);
  * connections it accepts bring requests (a crowd, not a connection flood:
  * >= GW_DOOR_MIN_REQS_PER_CONN requests begun per connection accepted). A shut
  * door reopens after GW_DOOR_IDLE_TICKS ticks in a row with nothing to do, or
- * after GW_DOOR_HOLD_US. docs/design.md "Connection-level backpressure" has the
+ * after GW_DOOR_HOLD_US (up to GW_DOOR_HOLD_MAX_US while a capped worker's kept
+ * connections saturate it), or at once for a refill look (gw_door_pool). docs/design.md "Connection-level backpressure" has the
  * measurements behind each constant (e.g. the flood test: a slow-loris address
  * made a long accept queue and a busy loop too, and a shut door refused the
  * buyers with the attacker, 146-290 of ~500 answered).
@@ -271,11 +272,11 @@ typedef struct gw_door {
     bool saturated;          /* the last window used all the CPU it had (gw_door_saturated) */
     double shut_rate;        /* the request rate when it was shut */
     double rate_peak;        /* the highest window's rate, decaying by GW_DOOR_PEAK_DECAY a window */
-    bool look_next;          /* the tick reopens after the longest hold: the reopen is a look */
+    bool look_next;          /* the tick reopens after the longest hold or for a refill: a look */
     bool look;               /* reopened to look, the crowd still believed (gw_door_should_shut) */
     uint32_t look_conns;     /* connections accepted since that reopen */
     uint32_t look_want;      /* a refill look: the connections the pool lacked (0: a look at the crowd) */
-    uint32_t win_late;       /* requests shed too late (gw_ol_too_late) in this window */
+    uint32_t win_late;       /* late sheds that closed their connection, this window (gw_door_late) */
     bool pool_set;           /* gw_door_pool was told the worker's pool */
     uint64_t pool;           /* its open connections less those leaving, at the last tick */
     bool shut;
@@ -290,7 +291,7 @@ uint32_t gw_door_budget(const gw_door_t *d, uint32_t floor);
 /*
  * The keep-alive connections a shut door keeps (door_trim closes the others):
  * one queue target at the highest of the rate now, the rate it shut at (the
- * first shut's if it shuts again within GW_DOOR_RECENT_US of a reopen) and the
+ * highest of its shuts' while each came within GW_DOOR_RECENT_US of a reopen) and the
  * recent peak window's (halved in ~0.7 s), at least GW_DOOR_MIN_CONNS. Not the
  * rate now alone: a shut's resets and the quota debt around them leave windows
  * in which few requests begin, the rate's average halves with each, and the
@@ -382,8 +383,8 @@ void gw_door_quota(gw_door_t *d, bool ran_out, uint64_t now_us);
  */
 bool gw_door_should_shut_quota(const gw_door_t *d, uint32_t queued);
 /*
- * A request beyond the connections kept was shed for having waited
- * GW_LATE_TARGETS queue targets in the kernel (gw_ol_too_late); and whether
+ * A late shed closed its connection (gw_ol_too_late: beyond the connections
+ * kept, or within them for a worker whose quota did not run out); and whether
  * an open door should shut on what the window's late sheds say, for a worker
  * whose CPU quota ran out (the caller
  * asks cpu.stat): GW_DOOR_LATE_SHUT of them are a queue, whatever its place.
