@@ -291,7 +291,8 @@ static uint64_t leaving(const gw_worker_t *w)
 static void door_trim(gw_ol_worker_t *o, gw_req_t *r)
 {
     gw_worker_t *w = o->w;
-    if (!r->conn || r->close_after || !gw_door_trims(w->h1_open, leaving(w), gw_door_keep(&o->door)))
+    if (!r->conn || r->close_after ||
+        !gw_door_trims(w->h1_open, leaving(w), gw_door_keep(&o->door)))
         return;
     r->close_after = r->trimmed = true;
     w->h1_door_trims++;

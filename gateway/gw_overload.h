@@ -232,8 +232,9 @@ bool gw_qdelay_admit_user(const gw_qdelay_t *q, unsigned prio);
  * >= GW_DOOR_MIN_REQS_PER_CONN requests begun per connection accepted). A shut
  * door reopens after GW_DOOR_IDLE_TICKS ticks in a row with nothing to do, or
  * after GW_DOOR_HOLD_US (up to GW_DOOR_HOLD_MAX_US while a capped worker's kept
- * connections saturate it), or at once for a refill look (gw_door_pool). docs/design.md "Connection-level backpressure" has the
- * measurements behind each constant (e.g. the flood test: a slow-loris address
+ * connections saturate it), or at once for a refill look (gw_door_pool).
+ * docs/design.md "Connection-level backpressure" has the measurements behind
+ * each constant (e.g. the flood test: a slow-loris address
  * made a long accept queue and a busy loop too, and a shut door refused the
  * buyers with the attacker, 146-290 of ~500 answered).
  */
