@@ -21,6 +21,9 @@
  * names, Keep-Alive, Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade) are
  * dropped both ways; Host becomes the upstream's (curl sets it), the
  * original goes to X-Forwarded-Host; X-Forwarded-For gets the peer appended.
+ * The upstream's answer fields are checked before they are passed on
+ * (on_header). Bodies both ways are capped at proxy.max_body: a request body
+ * past it is a 413 and the connection closes, its rest unread.
  */
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
@@ -33,6 +36,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+/* The upstream's answer header block we keep, at most (nginx's proxy_buffer_size
+ * is 4-8 KiB; a JWT Set-Cookie or a long Content-Security-Policy fits): past
+ * it the exchange fails with a 502, as nginx's "upstream sent too big header". */
+#define PX_HDR_BYTES_MAX (16u * 1024u)
+#define PX_HDRS_MAX 128u
 
 typedef struct gw_px_worker {
     gw_worker_t *w;
@@ -56,7 +65,7 @@ struct gw_px_req {
     const gw_route_def_t *route;
     unsigned idx;
     px_action_t action;
-    bool too_large, head_only;
+    bool head_only;
     CURL *easy;
     struct curl_slist *hdrs;
     char *req_body;
@@ -64,8 +73,10 @@ struct gw_px_req {
     char *resp_body;
     size_t resp_len, resp_cap;
     bool resp_too_large;
-    char (*resp_hdrs)[2][256];
+    const char *resp_bad;     /* why the upstream's header block was refused (502), or NULL */
+    char *(*resp_hdrs)[2];    /* name and value, one allocation each header (name first) */
     unsigned nresp_hdrs, cap_resp_hdrs;
+    size_t resp_hdr_bytes;    /* their total, at most PX_HDR_BYTES_MAX */
     /* the answer to send: an upstream's (resp_hdrs, resp_body) or the fallback */
     bool answered, fallback;
     unsigned status;
@@ -204,6 +215,14 @@ static gw_px_req_t *px_of(gw_req_t *r)
     return r->px;
 }
 
+static void resp_hdrs_clear(gw_px_req_t *p)
+{
+    for (unsigned i = 0; i < p->nresp_hdrs; i++)
+        free(p->resp_hdrs[i][0]); /* the value shares the name's allocation */
+    p->nresp_hdrs = 0;
+    p->resp_hdr_bytes = 0;
+}
+
 void gw_px_req_free(gw_req_t *r)
 {
     gw_px_req_t *p = r->px;
@@ -216,6 +235,7 @@ void gw_px_req_free(gw_req_t *r)
     curl_slist_free_all(p->hdrs);
     free(p->req_body);
     free(p->resp_body);
+    resp_hdrs_clear(p);
     free(p->resp_hdrs);
     free(p);
     r->px = NULL;
@@ -321,11 +341,22 @@ bool gw_px_head(gw_req_t *r, const char *method)
 void gw_px_body(gw_req_t *r, const char *data, size_t n)
 {
     gw_px_req_t *p = r->px;
-    if (!p || p->action != PX_SERVE || p->too_large)
+    if (!p)
         return;
     uint64_t max = r->w->srv->cfg->proxy_max_body;
     if (p->req_len + n > max) {
-        p->too_large = true;
+        /* A chunked body (or one the head did not announce) passed the limit:
+         * 413 now and close with the rest unread, as the core routes do
+         * (gw_http.c too_large): reading on let a client keep the worker
+         * parsing for as long as it kept sending. */
+        gw_resp_error(&r->resp, GW_R_TOO_LARGE, NULL, "body is larger than %llu bytes",
+                      (unsigned long long)max);
+        r->state = GW_ST_DONE;
+        r->close_after = true;
+        return;
+    }
+    if (p->action != PX_SERVE) {
+        p->req_len += n; /* a shed request's body: counted toward the limit, not kept */
         return;
     }
     if (p->req_len + n > p->req_cap) {
@@ -363,9 +394,10 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userp)
 /* Hop-by-hop (RFC 9110 7.6.1) and the ones we set ourselves. */
 static bool hop_by_hop(const char *name)
 {
-    static const char *const drop[] = {"Connection", "Keep-Alive", "Proxy-Connection",
-                                       "Proxy-Authenticate", "Proxy-Authorization", "TE",
-                                       "Trailer", "Trailers", "Transfer-Encoding", "Upgrade"};
+    static const char *const drop[] = {"Connection", "Keep-Alive",        "TE",
+                                       "Trailer",    "Transfer-Encoding", "Upgrade"};
+    if (strncasecmp(name, "Proxy-", 6) == 0)
+        return true;
     for (size_t i = 0; i < CM_ARRAY_LEN(drop); i++)
         if (strcasecmp(name, drop[i]) == 0)
             return true;
@@ -389,39 +421,76 @@ static bool named_by_connection(const char *conn, const char *name)
     return false;
 }
 
+/* RFC 9110 5.6.2: the characters of a token (a field name). */
+static bool tchar(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/* Ends the exchange (curl: CURLE_WRITE_ERROR): answered 502, or the fallback. */
+static size_t resp_refuse(gw_px_req_t *p, const char *why)
+{
+    p->resp_bad = why;
+    return 0;
+}
+
+/*
+ * One line of the upstream's answer head. Kept only if it is a field a client
+ * can be given as it is: a token name and a value without control characters
+ * (HTAB aside). A bare CR inside a value would end the line for some clients
+ * (a header the upstream injects), and an obs-fold continuation (RFC 9112 5.2)
+ * is refused as a proxy may: both end the exchange with a 502, as does a
+ * header block past PX_HDR_BYTES_MAX, rather than a line dropped unseen.
+ */
 static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
 {
     gw_px_req_t *p = userp;
     size_t n = size * nmemb;
     if (n >= 5 && strncmp(data, "HTTP/", 5) == 0) {
-        p->nresp_hdrs = 0; /* a new response (after 100 Continue): start over */
+        resp_hdrs_clear(p); /* a new response (after 100 Continue): start over */
         return n;
     }
-    const char *colon = memchr(data, ':', n);
-    if (!colon || colon == data)
-        return n;
-    size_t nl = (size_t)(colon - data);
+    size_t ln = n;
+    while (ln && (data[ln - 1] == '\n' || data[ln - 1] == '\r'))
+        ln--;
+    if (ln == 0)
+        return n; /* the empty line that ends the head */
+    const char *colon = memchr(data, ':', ln);
+    size_t nl = colon ? (size_t)(colon - data) : 0;
+    if (nl == 0)
+        return resp_refuse(p, "sent an invalid header");
+    for (size_t i = 0; i < nl; i++)
+        if (!tchar((unsigned char)data[i]))
+            return resp_refuse(p, "sent an invalid header");
     const char *v = colon + 1;
-    size_t vl = n - nl - 1;
+    size_t vl = ln - nl - 1;
     while (vl && (*v == ' ' || *v == '\t')) {
         v++;
         vl--;
     }
-    while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
+    while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
         vl--;
-    if (nl >= 256 || vl >= 256)
-        return n; /* too long to keep: dropped */
+    for (size_t i = 0; i < vl; i++) {
+        unsigned char c = (unsigned char)v[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f)
+            return resp_refuse(p, "sent an invalid header");
+    }
+    if (p->nresp_hdrs == PX_HDRS_MAX || p->resp_hdr_bytes + nl + vl + 2 > PX_HDR_BYTES_MAX)
+        return resp_refuse(p, "sent too big a header block");
     if (p->nresp_hdrs == p->cap_resp_hdrs) {
-        if (p->cap_resp_hdrs >= 128)
-            return n; /* kept: the first 128; the rest dropped */
         p->cap_resp_hdrs = p->cap_resp_hdrs ? p->cap_resp_hdrs * 2 : 16;
         p->resp_hdrs = cm_xrealloc(p->resp_hdrs, p->cap_resp_hdrs * sizeof(*p->resp_hdrs));
     }
-    memcpy(p->resp_hdrs[p->nresp_hdrs][0], data, nl);
-    p->resp_hdrs[p->nresp_hdrs][0][nl] = '\0';
-    memcpy(p->resp_hdrs[p->nresp_hdrs][1], v, vl);
-    p->resp_hdrs[p->nresp_hdrs][1][vl] = '\0';
+    char *b = cm_xmalloc(nl + vl + 2);
+    memcpy(b, data, nl);
+    b[nl] = '\0';
+    memcpy(b + nl + 1, v, vl);
+    b[nl + 1 + vl] = '\0';
+    p->resp_hdrs[p->nresp_hdrs][0] = b;
+    p->resp_hdrs[p->nresp_hdrs][1] = b + nl + 1;
     p->nresp_hdrs++;
+    p->resp_hdr_bytes += nl + vl + 2;
     return n;
 }
 
@@ -520,11 +589,6 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
     gw_px_worker_t *px = w->px;
     if (p->action == PX_SHED) {
         answer_degraded(r, level_reason(gw_ol_level(w->srv)));
-        return false;
-    }
-    if (p->too_large) {
-        gw_resp_error(&r->resp, GW_R_TOO_LARGE, NULL, "body is larger than %llu bytes",
-                      (unsigned long long)w->srv->cfg->proxy_max_body);
         return false;
     }
     if (!px || px->stopped || atomic_load_explicit(&w->srv->draining, memory_order_relaxed)) {
@@ -639,6 +703,7 @@ static void px_complete(gw_px_worker_t *px, gw_px_req_t *p, CURLcode rc)
         } else {
             answer_failed(r, rc == CURLE_OPERATION_TIMEDOUT,
                           rc == CURLE_OPERATION_TIMEDOUT ? "timed out"
+                          : p->resp_bad                 ? p->resp_bad
                           : p->resp_too_large           ? "answered more than proxy.max_body"
                           : server_error                ? "failed"
                                                         : "is unreachable");
