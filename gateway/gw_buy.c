@@ -373,8 +373,13 @@ static bool after_reserve(gw_req_t *r, int rc)
          * (Found by integration.70-nginx.)
          */
         uint64_t idv = 0;
+        /* Ours: minted by this node since this process started. One minted
+         * before (the node id is the same on every start) belongs to an
+         * incarnation that may have died between its reserve and its spool
+         * write: like another gateway's, it is spooled here; asked to retry,
+         * the client was answered 503 for ever. */
         bool ours = cm_id_parse(r->res.order_id, strlen(r->res.order_id), &idv) == 0 &&
-                    cm_id_node(idv) == srv->node_id;
+                    cm_id_node(idv) == srv->node_id && cm_id_time_ms(idv) >= srv->started_ms;
         /* An own order evicted from the status table was durable when it was put there. */
         gw_orders_found_t seen = gw_orders_lookup(srv->orders, r->res.order_id, NULL);
         if (ours && seen == GW_ORDERS_UNKNOWN) {
