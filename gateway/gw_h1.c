@@ -649,6 +649,8 @@ static int on_message_begin(llhttp_t *p)
     h->in_msg = true;
     h->nhdrs = 0;
     h->nargs = 0;
+    h->query = NULL;
+    h->args_parsed = false;
     h->in_value = false;
     h->too_many = false;
     h->bad_name = false;
@@ -919,8 +921,11 @@ static void head_strings(gw_h1_head_t *h)
      * instructions of a sold-out answer's path, callgrind) */
     char *stop = url + strcspn(url, "?#");
     bool escaped = memchr(url, '%', (size_t)(stop - url)) != NULL;
-    if (*stop == '?')
-        h->nargs = gw_h1_parse_query(stop + 1, h->args, GW_H1_MAX_ARGS);
+    if (*stop == '?') {
+        /* parsed when first asked (gw_req_arg): a proxied route passes it on as sent */
+        h->query = stop + 1;
+        h->query[strcspn(h->query, "#")] = '\0';
+    }
     *stop = '\0';
     size_t len = (size_t)(stop - url);
     if (escaped) {
@@ -1744,11 +1749,28 @@ const gw_hdr_t *gw_req_headers(const gw_req_t *r, unsigned *n)
     return c ? c->h->hdrs : NULL;
 }
 
+/* The query's arguments, parsed (in place, decoded) on the first ask. */
+static void args_parse(gw_h1_head_t *h)
+{
+    if (h->args_parsed)
+        return;
+    h->args_parsed = true;
+    h->nargs = gw_h1_parse_query(h->query, h->args, GW_H1_MAX_ARGS);
+    h->query = NULL; /* no longer as sent */
+}
+
+const char *gw_req_query(const gw_req_t *r)
+{
+    const gw_h1_t *c = r->conn;
+    return c && !c->h->args_parsed ? c->h->query : NULL;
+}
+
 const char *gw_req_arg(const gw_req_t *r, const char *name)
 {
     const gw_h1_t *c = r->conn;
     if (!c)
         return NULL;
+    args_parse(c->h);
     for (unsigned i = 0; i < c->h->nargs; i++)
         if (strcmp(c->h->args[i].name, name) == 0)
             return c->h->args[i].value ? c->h->args[i].value : "";
@@ -1758,6 +1780,8 @@ const char *gw_req_arg(const gw_req_t *r, const char *name)
 const gw_arg_t *gw_req_args(const gw_req_t *r, unsigned *n)
 {
     const gw_h1_t *c = r->conn;
+    if (c)
+        args_parse(c->h);
     *n = c ? c->h->nargs : 0;
     return c ? c->h->args : NULL;
 }

@@ -670,6 +670,9 @@ typedef struct gw_h1_head {
     bool msg_done; /* the message is complete (the parser paused after it) */
     size_t url_off, url_len;
     const char *url; /* the decoded path, once the head is in */
+    char *query;     /* the query as sent (no '?', no fragment), or NULL; parsed in place
+                      * into args on the first gw_req_arg(s): read it before that */
+    bool args_parsed;
     gw_arg_t args[GW_H1_MAX_ARGS];
     unsigned nargs;
     size_t head_end; /* the buffer's bytes the head's strings need */
@@ -723,6 +726,8 @@ const char *gw_req_header(const gw_req_t *r, const char *name); /* the first, or
 const gw_hdr_t *gw_req_headers(const gw_req_t *r, unsigned *n);
 const char *gw_req_arg(const gw_req_t *r, const char *name); /* "" for a bare name */
 const gw_arg_t *gw_req_args(const gw_req_t *r, unsigned *n);
+/* The query as the client sent it (no '?'), or NULL: none, or gw_req_arg(s) parsed it. */
+const char *gw_req_query(const gw_req_t *r);
 const struct sockaddr *gw_req_peer(const gw_req_t *r);
 int gw_req_fd(const gw_req_t *r);
 /* gw_http.c's side of a request, called by gw_h1.c. Loop thread. */

@@ -513,7 +513,6 @@ static void add_req_header(hdr_ctx_t *h, const char *key, const char *value)
 }
 
 typedef struct query_ctx {
-    CURL *easy;
     char *buf;
     size_t len, cap;
 } query_ctx_t;
@@ -557,21 +556,6 @@ static void q_append_path(query_ctx_t *q, const char *path)
     q_append(q, buf);
 }
 
-/* The path comes without its query, and the arguments decoded: encode them again. */
-static void add_query_arg(query_ctx_t *q, const char *key, const char *value)
-{
-    q_append(q, q->len ? "&" : "?");
-    char *k = curl_easy_escape(q->easy, key ? key : "", 0);
-    q_append(q, k ? k : "");
-    curl_free(k);
-    if (value) {
-        char *v = curl_easy_escape(q->easy, value, 0);
-        q_append(q, "=");
-        q_append(q, v ? v : "");
-        curl_free(v);
-    }
-}
-
 static void peer_text(gw_req_t *r, char *out, size_t cap)
 {
     out[0] = '\0';
@@ -610,23 +594,18 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
         return false;
     }
     p->easy = e;
-    query_ctx_t q = {.easy = e};
+    query_ctx_t q = {0};
     q_append(&q, p->route->upstream);
     q_append_path(&q, url);
-    size_t base = q.len;
-    q.len = 0; /* the query part is appended after `base` below */
-    char *full = q.buf;
-    q.buf = NULL;
-    q.cap = 0;
-    unsigned na;
-    const gw_arg_t *args = gw_req_args(r, &na);
-    for (unsigned i = 0; i < na; i++)
-        add_query_arg(&q, args[i].name, args[i].value);
-    if (q.len) {
-        full = cm_xrealloc(full, base + q.len + 1);
-        memcpy(full + base, q.buf, q.len + 1);
+    /* The query as sent (llhttp checked its characters): decoded and encoded
+     * again, "q=red+shoes" became "q=red%2Bshoes" (a literal plus), empty
+     * pairs were lost and arguments past the 32nd dropped. */
+    const char *query = gw_req_query(r);
+    if (query && *query) {
+        q_append(&q, "?");
+        q_append(&q, query);
     }
-    free(q.buf);
+    char *full = q.buf;
     curl_easy_setopt(e, CURLOPT_URL, full);
     free(full);
     curl_easy_setopt(e, CURLOPT_PRIVATE, p);

@@ -60,6 +60,14 @@ static bool on_head(gw_h1_head_t *h)
         logs(r, "=");
         logs(r, f->value);
     }
+    /* The query is parsed when a handler first asks (gw_h1.c args_parse): here, now. */
+    if (h->query) {
+        FZ_CHECK(h->query > h->buf && h->query < h->buf + GW_H1_READ_BUF);
+        FZ_CHECK(strchr(h->query, '#') == NULL);
+        h->nargs = gw_h1_parse_query(h->query, h->args, GW_H1_MAX_ARGS);
+        h->args_parsed = true;
+        h->query = NULL;
+    }
     for (unsigned i = 0; i < h->nargs; i++) {
         logs(r, "&");
         logs(r, h->args[i].name);

@@ -98,6 +98,11 @@ try:
     eq(r.headers.get("x-upstream"), "yes", "the upstream's own headers pass")
     check("keep-alive" not in r.headers, "hop-by-hop response headers are dropped")
     eq(r.json["path"], "/v1/recs/x?a=1&b=x%20y", "path and query reach the upstream")
+    # The query as sent: a '+' stays a '+' (decoded and encoded again it became
+    # %2B, a literal plus), an empty pair stays, nothing past the 32nd argument is cut.
+    q = "q=red+shoes&&c=%2B&" + "&".join("a%d=%d" % (i, i) for i in range(40))
+    eq(recs("/v1/recs/q?" + q + "#frag").json["path"], "/v1/recs/q?" + q,
+       "the query reaches the upstream as sent, without the fragment")
     eq(r.json["xff"], "203.0.113.9, 127.0.0.1", "X-Forwarded-For gets the peer appended")
     eq(r.json["secret"], None, "a header named in Connection is dropped")
     eq(r.json["conn"], None, "Connection itself is dropped")
