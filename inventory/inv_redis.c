@@ -1431,8 +1431,12 @@ static bool is_retry_later(const redisReply *r)
  * The WAIT after a reserve (wait_replicas): enough replicas have it, so the
  * reserve is answered; else (too few in time, or the connection lost) the
  * caller hears "unavailable" and the units are given back: at once, or once a
- * connection is back. A reserve with an idempotency key is left held, as in
- * reserve_reply: a retry with the key may have been answered with it.
+ * connection is back. A reserve with an idempotency key is left held: a retry
+ * with the key may have been answered with it (another gateway of the fleet
+ * spools an order it finds held in Redis, gw_buy.c after_reserve). A late
+ * reserve_reply gives keyed reserves back all the same, and that can release
+ * an order another gateway already answered 202 for: the give-back needs a
+ * claim it respects (bench/README.md, "Session 20", open).
  */
 static void wait_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
