@@ -414,12 +414,14 @@ void gw_h1_header(gw_req_t *r, const char *name, const char *value)
     OUT_LIT(c, "\r\n");
 }
 
-void gw_h1_body(gw_req_t *r, const char *body, size_t len)
+void gw_h1_body(gw_req_t *r, const char *body, size_t len, int64_t announce)
 {
     gw_h1_t *c = r->conn;
-    OUT_LIT(c, "Content-Length: ");
-    out_uint(c, len);
-    OUT_LIT(c, "\r\n");
+    if (announce >= 0) {
+        OUT_LIT(c, "Content-Length: ");
+        out_uint(c, (uint64_t)announce);
+        OUT_LIT(c, "\r\n");
+    }
     out_connection(c, r);
     OUT_LIT(c, "\r\n");
     if (!r->head_only && len)

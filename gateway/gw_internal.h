@@ -717,10 +717,11 @@ size_t gw_h1_unescape(char *s);
 /* Splits a query string in place into at most max arguments; returns how many. */
 unsigned gw_h1_parse_query(char *q, gw_arg_t *args, unsigned max);
 /* An answer built piece by piece (the proxy's): status line and Date, headers,
- * then Content-Length, Connection and the body (none for HEAD). */
+ * then Content-Length (`announce`, none if < 0: a 204, or a HEAD whose length
+ * is unknown), Connection and the body (none for HEAD). */
 void gw_h1_status(gw_req_t *r, unsigned status);
 void gw_h1_header(gw_req_t *r, const char *name, const char *value);
-void gw_h1_body(gw_req_t *r, const char *body, size_t len);
+void gw_h1_body(gw_req_t *r, const char *body, size_t len, int64_t announce);
 /* What a handler reads of its request; valid until the answer. */
 const char *gw_req_header(const gw_req_t *r, const char *name); /* the first, or NULL */
 const gw_hdr_t *gw_req_headers(const gw_req_t *r, unsigned *n);

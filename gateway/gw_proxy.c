@@ -712,6 +712,34 @@ static void check_done(gw_px_worker_t *px)
     }
 }
 
+/* The upstream's own Content-Length, or -1 if it sent none (or not a number). */
+static int64_t upstream_length(const gw_px_req_t *p)
+{
+    for (unsigned i = 0; i < p->nresp_hdrs; i++) {
+        if (strcasecmp(p->resp_hdrs[i][0], "Content-Length") != 0)
+            continue;
+        const char *v = p->resp_hdrs[i][1];
+        char *end;
+        unsigned long long n = strtoull(v, &end, 10);
+        return *v >= '0' && *v <= '9' && *end == '\0' && n <= INT64_MAX ? (int64_t)n : -1;
+    }
+    return -1;
+}
+
+/*
+ * The Content-Length of an upstream's answer passed on (RFC 9110 8.6): none
+ * for a 1xx or 204; the upstream's own for a HEAD (the GET's length, which
+ * curl did not fetch) and a 304 (the representation's); else the body's.
+ */
+static int64_t announced_length(const gw_px_req_t *p)
+{
+    if (p->status < 200 || p->status == 204)
+        return -1;
+    if (p->head_only || p->status == 304)
+        return upstream_length(p);
+    return (int64_t)p->resp_len;
+}
+
 bool gw_px_render(gw_req_t *r, gw_reply_t *reply)
 {
     gw_px_req_t *p = r->px;
@@ -724,7 +752,7 @@ bool gw_px_render(gw_req_t *r, gw_reply_t *reply)
         gw_h1_header(r, "Content-Type", rt->fb_type);
         gw_h1_header(r, "X-Flashgate-Degraded", "1");
         gw_h1_header(r, "Cache-Control", "no-store");
-        gw_h1_body(r, rt->fb_body, rt->fb_len);
+        gw_h1_body(r, rt->fb_body, rt->fb_len, (int64_t)rt->fb_len);
         return true;
     }
     const char *conn_hdr = NULL;
@@ -738,6 +766,6 @@ bool gw_px_render(gw_req_t *r, gw_reply_t *reply)
             continue;
         gw_h1_header(r, k, p->resp_hdrs[i][1]);
     }
-    gw_h1_body(r, p->resp_body ? p->resp_body : "", p->resp_len);
+    gw_h1_body(r, p->resp_body ? p->resp_body : "", p->resp_len, announced_length(p));
     return true;
 }
