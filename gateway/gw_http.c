@@ -225,10 +225,10 @@ void gw_http_account(gw_req_t *r, gw_reply_t reply)
 }
 
 /* 413, and the connection closes after it: the body's rest stays unread. */
-static void too_large(gw_req_t *r)
+void gw_http_too_large(gw_req_t *r, uint64_t limit)
 {
     gw_resp_error(&r->resp, GW_R_TOO_LARGE, NULL, "body is larger than %llu bytes",
-                  (unsigned long long)r->w->srv->body_limit);
+                  (unsigned long long)limit);
     r->state = GW_ST_DONE;
     r->close_after = true;
 }
@@ -264,7 +264,8 @@ void gw_http_head(gw_req_t *r)
          * past the limit, whatever the route (the proxy has proxy.max_body). */
         const char *cl = r->hdr.content_length;
         if (cl && content_length(cl) > w->srv->body_limit) {
-            too_large(r); /* refused before reading: the body stays unread */
+            /* refused before reading: the body stays unread */
+            gw_http_too_large(r, w->srv->body_limit);
             return;
         }
         if (r->route == GW_ROUTE_BUY && !json_media_type(r->hdr.content_type))
@@ -286,7 +287,7 @@ void gw_http_body(gw_req_t *r, const char *data, size_t n)
          * limit: 413 now and close with the rest unread, as nginx's
          * client_max_body_size does; reading on to the end let one client
          * keep the worker parsing for as long as it kept sending. */
-        too_large(r);
+        gw_http_too_large(r, w->srv->body_limit);
         return;
     }
     if (r->route != GW_ROUTE_BUY || r->bad_media) {

@@ -741,6 +741,9 @@ void gw_http_req_free(gw_req_t *r);
  * another connection's bytes (nothing reads them after the handler: the buy
  * copied what it needs into r->res and r->order). */
 void gw_http_req_orphan(gw_req_t *r);
+/* A body past `limit` (chunked, or not announced): 413 now, the connection
+ * closing with the rest unread, as nginx's client_max_body_size. Loop thread. */
+void gw_http_too_large(gw_req_t *r, uint64_t limit);
 void gw_http_head(gw_req_t *r);  /* routes; may answer (GW_ST_DONE) before the body */
 void gw_http_body(gw_req_t *r, const char *data, size_t n);
 void gw_http_complete(gw_req_t *r); /* answers now (GW_ST_DONE) or waits (GW_ST_WAIT) */

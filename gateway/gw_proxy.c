@@ -317,9 +317,7 @@ bool gw_px_head(gw_req_t *r, const char *method)
         return has_body; /* with a body: answer now, never read it */
     }
     if (cl && strtoull(cl, NULL, 10) > srv->cfg->proxy_max_body) {
-        gw_resp_error(&r->resp, GW_R_TOO_LARGE, NULL, "body is larger than %llu bytes",
-                      (unsigned long long)srv->cfg->proxy_max_body);
-        r->state = GW_ST_DONE;
+        gw_http_too_large(r, srv->cfg->proxy_max_body);
         return true;
     }
     if (gw_ol_route_action(level, (gw_crit_t)p->route->crit, p->route->has_fallback) ==
@@ -345,14 +343,9 @@ void gw_px_body(gw_req_t *r, const char *data, size_t n)
         return;
     uint64_t max = r->w->srv->cfg->proxy_max_body;
     if (p->req_len + n > max) {
-        /* A chunked body (or one the head did not announce) passed the limit:
-         * 413 now and close with the rest unread, as the core routes do
-         * (gw_http.c too_large): reading on let a client keep the worker
-         * parsing for as long as it kept sending. */
-        gw_resp_error(&r->resp, GW_R_TOO_LARGE, NULL, "body is larger than %llu bytes",
-                      (unsigned long long)max);
-        r->state = GW_ST_DONE;
-        r->close_after = true;
+        /* as the core routes do: reading on let a client keep the worker
+         * parsing for as long as it kept sending */
+        gw_http_too_large(r, max);
         return;
     }
     if (p->action != PX_SERVE) {
