@@ -134,6 +134,8 @@ int oq_order_check(const oq_order_t *o, char *errbuf, size_t errlen)
         FAIL("status: an outcome is settled, failed or cancelled");
     if (o->type == OQ_MSG_RELEASE && !oq_status_releases(o->status))
         FAIL("status: a release is failed or cancelled");
+    if (o->giveback && o->type != OQ_MSG_RELEASE)
+        FAIL("giveback: only a release is one");
     if (!str_fits(o->reason, sizeof(o->reason)))
         FAIL("reason: at most %d bytes", OQ_REASON_MAX);
     const unsigned char *r = (const unsigned char *)o->reason;
@@ -271,6 +273,8 @@ int oq_order_encode(const oq_order_t *o, char *buf, size_t len)
         LIT("\",\"at\":");
         jb_i64(&b, o->at_ms);
     }
+    if (o->giveback)
+        LIT(",\"giveback\":true");
     if (o->type != OQ_MSG_ORDER && (o->reason[0] || o->type == OQ_MSG_CANCEL)) {
         LIT(",\"reason\":");
         jb_str(&b, o->reason);
@@ -381,6 +385,12 @@ int oq_order_decode_json(const char *buf, size_t len, oq_order_t *out, char *err
     o.accepted_at_ms = acc;
     o.at_ms = at;
     o.node_id = node < 0 ? OQ_NODE_UNKNOWN : (uint32_t)node;
+    json_t *gb = json_object_get(root, "giveback");
+    if (gb && !json_is_true(gb)) {
+        cm_errbuf_set(errbuf, errlen, "giveback: must be true or absent");
+        goto out;
+    }
+    o.giveback = gb != NULL;
     json_t *st = json_object_get(root, "status");
     if (has_status) {
         int s = json_is_string(st) ? oq_status_parse(json_string_value(st), json_string_length(st))
@@ -518,6 +528,10 @@ int oq_order_decode_fast(const char *buf, size_t len, oq_order_t *out)
     }
     if (r.type == OQ_MSG_OUTCOME || r.type == OQ_MSG_RELEASE)
         p = f_status(p, end, &r);
+    if ((q = F_LIT(p, ",\"giveback\":true")) != NULL) {
+        p = q;
+        r.giveback = true; /* oq_order_check refuses it on another type */
+    }
     if (!is_order && (q = F_LIT(p, ",\"reason\":")) != NULL)
         p = f_str(q, end, r.reason, sizeof(r.reason));
     if (!p || end - p != 1 || *p != '}')

@@ -104,6 +104,9 @@ typedef struct oq_order {
     oq_status_t status;     /* outcome, release */
     int64_t at_ms;          /* outcome, release: when it was decided */
     char reason[OQ_REASON_MAX + 1]; /* cancel, outcome, release; "" = none */
+    /* release: a give-back (inv_giveback: the order was never answered 202
+     * by this gateway), written "giveback":true; false for every other type */
+    bool giveback;
 } oq_order_t;
 
 /*

@@ -21,7 +21,8 @@ static bool same(const oq_order_t *f, const oq_order_t *a)
            strcmp(f->sale_id, a->sale_id) == 0 && strcmp(f->user_id, a->user_id) == 0 &&
            strcmp(f->idem_key, a->idem_key) == 0 && strcmp(f->reason, a->reason) == 0 &&
            f->qty == a->qty && f->accepted_at_ms == a->accepted_at_ms &&
-           f->node_id == a->node_id && f->status == a->status && f->at_ms == a->at_ms;
+           f->node_id == a->node_id && f->status == a->status && f->at_ms == a->at_ms &&
+           f->giveback == a->giveback;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -52,7 +53,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FZ_CHECK(a.type == b.type && strcmp(a.order_id, b.order_id) == 0 &&
              strcmp(a.sale_id, b.sale_id) == 0 && strcmp(a.user_id, b.user_id) == 0 &&
              strcmp(a.idem_key, b.idem_key) == 0 && strcmp(a.reason, b.reason) == 0);
-    FZ_CHECK(a.qty == b.qty && a.accepted_at_ms == b.accepted_at_ms && a.node_id == b.node_id);
+    FZ_CHECK(a.qty == b.qty && a.accepted_at_ms == b.accepted_at_ms && a.node_id == b.node_id &&
+             a.giveback == b.giveback);
     if (a.type == OQ_MSG_OUTCOME || a.type == OQ_MSG_RELEASE)
         FZ_CHECK(a.status == b.status && a.at_ms == b.at_ms);
     return 0;

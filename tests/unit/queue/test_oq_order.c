@@ -40,6 +40,7 @@ static void assert_order_equal(const oq_order_t *a, const oq_order_t *b)
     assert_int_equal(a->accepted_at_ms, b->accepted_at_ms);
     assert_int_equal(a->node_id, b->node_id);
     assert_string_equal(a->reason, b->reason);
+    assert_int_equal(a->giveback, b->giveback);
     if (a->type == OQ_MSG_OUTCOME || a->type == OQ_MSG_RELEASE) {
         assert_int_equal(a->status, b->status);
         assert_int_equal(a->at_ms, b->at_ms);
@@ -89,6 +90,21 @@ static void test_exact_form(void **state)
     assert_string_equal(buf, "{\"type\":\"outcome\",\"order_id\":\"0C7PXW3K2M001\",\"sale_id\":"
                              "\"sale-1\",\"user_id\":\"user.42\",\"qty\":2,\"status\":"
                              "\"settled\",\"at\":5}");
+    /* a give-back release (gw_release_unaccepted) says so; only a release can */
+    c.type = OQ_MSG_RELEASE;
+    c.status = OQ_STATUS_FAILED;
+    c.giveback = true;
+    strcpy(c.reason, "not accepted: spool full");
+    n = oq_order_encode(&c, buf, sizeof(buf));
+    assert_string_equal(buf, "{\"type\":\"release\",\"order_id\":\"0C7PXW3K2M001\",\"sale_id\":"
+                             "\"sale-1\",\"user_id\":\"user.42\",\"qty\":2,\"status\":"
+                             "\"failed\",\"at\":5,\"giveback\":true,\"reason\":"
+                             "\"not accepted: spool full\"}");
+    oq_order_t back;
+    assert_int_equal(oq_order_decode_fast(buf, (size_t)n, &back), 0);
+    assert_order_equal(&c, &back);
+    c.type = OQ_MSG_OUTCOME;
+    assert_int_equal(oq_order_encode(&c, buf, sizeof(buf)), CM_EINVAL);
 }
 
 static void test_round_trip_every_type(void **state)
@@ -198,6 +214,10 @@ static void test_decode_rejects(void **state)
         {ORD(OK_REST ",\"idem_key\":\"a b\""), "idem_key:"},
         {ORD(OK_REST ",\"idem_key\":1"), "idem_key:"},
         {ORD(",\"accepted_at\":1"), "qty: missing"},
+        {ORD(OK_REST ",\"giveback\":true"), "giveback: only a release"},
+        {"{\"type\":\"release\",\"order_id\":\"x\",\"sale_id\":\"s\",\"status\":\"failed\","
+         "\"giveback\":false}",
+         "giveback: must be true"},
         {ORD(",\"qty\":0,\"accepted_at\":1"), "qty:"},
         {ORD(",\"qty\":1001,\"accepted_at\":1"), "qty:"},
         {ORD(",\"qty\":4294967297,\"accepted_at\":1"), "qty:"},
