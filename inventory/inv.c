@@ -569,7 +569,30 @@ int inv_release(inv_t *inv, const char *sale_id, const char *user_id, uint32_t q
     if (!inv || !sale_id_ok(sale_id) || !user_id || (*user_id && !user_id_ok(user_id)) ||
         !order_id || !order_id_ok(order_id))
         return CM_EINVAL;
-    return inv->ops->release(inv, sale_id, user_id, qty, order_id);
+    return inv->ops->release(inv, sale_id, user_id, qty, order_id, false);
+}
+
+int inv_giveback(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
+                 const char *order_id)
+{
+    if (!inv || !sale_id_ok(sale_id) || !user_id || (*user_id && !user_id_ok(user_id)) ||
+        !order_id || !order_id_ok(order_id))
+        return CM_EINVAL;
+    return inv->ops->release(inv, sale_id, user_id, qty, order_id, true);
+}
+
+int inv_claim(inv_worker_t *w, inv_reserve_req_t *req)
+{
+    if (!w || !req)
+        return CM_EINVAL;
+    req->rtt_us = INV_RTT_NONE;
+    if (!req->sale)
+        return CM_ENOTFOUND;
+    if (!user_id_ok(req->user_id) || !order_id_ok(req->order_id))
+        return CM_EINVAL;
+    if (!w->inv->ops->claim)
+        return INV_RESERVED;
+    return w->inv->ops->claim(w, req);
 }
 
 int inv_replay(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,

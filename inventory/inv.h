@@ -72,6 +72,7 @@ struct inv_reserve_req {
     /* out */
     int64_t stock_left;                        /* after the step, when known (else -1) */
     uint32_t user_units;                       /* units the user holds after the step */
+    bool claimed; /* on INV_DUPLICATE: a gateway claimed the order (inv_claim) */
     /* The backend's own time for the call, when it has one: from the write
      * that carried the command to the kernel's receive stamp of the answer
      * (inv_redis.c), so the caller's loop queueing is not in it.
@@ -251,6 +252,29 @@ int inv_sale_get(inv_t *inv, const char *sale_id, inv_sale_info_t *out);
  */
 int inv_release(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
                 const char *order_id);
+
+/*
+ * A give-back: inv_release of an order whose client was not told 202 (its
+ * reserve answered too late, or its spool write failed). Returns what
+ * inv_release returns, or CM_ECONFLICT, nothing changed, if a gateway claimed
+ * the order (inv_claim): a keyed retry found it and was answered 202 for it,
+ * so it stays held. A backend of one gateway has no claims: inv_release.
+ */
+int inv_giveback(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
+                 const char *order_id);
+
+/*
+ * Claims order req->order_id of req->user_id in req->sale, found held by a
+ * keyed retry (INV_DUPLICATE) that the caller is about to accept as its own:
+ * another gateway of the fleet, or an earlier life of this one, reserved it,
+ * and its client was perhaps never told 202. From then on a give-back leaves
+ * it held. Returns INV_RESERVED (claimed: the order is held and may be
+ * answered 202), CM_ENOTFOUND (given back meanwhile: the key is free, no
+ * 202), INV_PENDING (req->done is called later on w's loop thread with one of
+ * those or an error), or another negative cm_err_t. A backend of one gateway
+ * answers INV_RESERVED at once. Loop thread of w only.
+ */
+int inv_claim(inv_worker_t *w, inv_reserve_req_t *req);
 
 /*
  * Start-up replay (memory backend): records an order that the spool says was

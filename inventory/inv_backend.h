@@ -45,10 +45,13 @@ typedef struct inv_ops {
     int (*restock)(inv_t *inv, const char *sale_id, int64_t add, const char *key,
                    inv_sale_info_t *out, char *errbuf, size_t errlen);
     int (*sale_get)(inv_t *inv, const char *sale_id, inv_sale_info_t *out);
+    /* giveback: inv_giveback (a backend without claims releases as inv_release) */
     int (*release)(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
-                   const char *order_id);
+                   const char *order_id, bool giveback);
     int (*replay)(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
                   const char *order_id, const char *idem_key);
+    /* optional: inv_claim (NULL: a backend of one gateway, nothing to claim) */
+    int (*claim)(inv_worker_t *w, inv_reserve_req_t *req);
     int (*user_units)(inv_t *inv, const char *sale_id, const char *user_id, uint32_t *out);
     int (*order_user)(inv_t *inv, const char *sale_id, const char *order_id, char *user_out);
     /* Deletes an ended sale: 0, CM_ENOTFOUND, CM_ECONFLICT (not ended; reason in errbuf). */

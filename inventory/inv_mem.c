@@ -995,9 +995,11 @@ static int release_any(mem_backend_t *mb, inv_sale_t *s, mem_sale_t *ms, const o
     return CM_ENOTFOUND;
 }
 
+/* giveback: one gateway's own orders only, never claimed by another: a plain release. */
 static int mem_release(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
-                       const char *order_id)
+                       const char *order_id, bool giveback)
 {
+    (void)giveback;
     mem_backend_t *mb = inv->backend;
     inv_sale_t *s = inv_sale_find(inv, sale_id);
     mem_sale_t *ms = s ? sale_state(s) : NULL;

@@ -73,7 +73,7 @@
 #include <unistd.h>
 #include <uv.h>
 
-enum { SC_RESERVE, SC_RELEASE, SC_PUT, SC_RESTOCK, SC_READ, SC_N };
+enum { SC_RESERVE, SC_RELEASE, SC_PUT, SC_RESTOCK, SC_READ, SC_CLAIM, SC_N };
 
 static const char *const script_text[SC_N] = {
     INV_REDIS_LUA_RESERVE,
@@ -81,6 +81,7 @@ static const char *const script_text[SC_N] = {
     INV_REDIS_LUA_PUT,
     INV_REDIS_LUA_RESTOCK,
     INV_REDIS_LUA_READ,
+    INV_REDIS_LUA_CLAIM,
 };
 
 enum { BR_CLOSED = 0, BR_OPEN = 1, BR_HALF_OPEN = 2 };
@@ -176,12 +177,13 @@ typedef struct reserve_ans {
     int code;
     int64_t left;
     int64_t units;
+    bool claimed; /* a duplicate's order carries a claim mark (INV_REDIS_CLAIM) */
 } reserve_ans_t;
 
 /*
  * Reads a reserve's reply: a reservation packed into one integer, or the
- * array {code, left, units[, order, qty]} (a duplicate must carry the order
- * and qty). false for anything else (an error reply, a protocol surprise).
+ * array {code, left, units[, order, qty, claimed]} (a duplicate must carry the
+ * order and qty). false for anything else (an error reply, a protocol surprise).
  */
 static bool reserve_parse(const redisReply *r, reserve_ans_t *out)
 {
@@ -191,6 +193,7 @@ static bool reserve_parse(const redisReply *r, reserve_ans_t *out)
         if (r->integer < 0)
             return false;
         out->code = INV_RESERVED;
+        out->claimed = false;
         out->left = r->integer >> INV_REDIS_RESERVED_SHIFT;
         out->units = r->integer & ((1LL << INV_REDIS_RESERVED_SHIFT) - 1);
         return true;
@@ -206,6 +209,8 @@ static bool reserve_parse(const redisReply *r, reserve_ans_t *out)
          r->element[4]->type != REDIS_REPLY_INTEGER))
         return false;
     out->code = (int)code;
+    out->claimed = code == INV_DUPLICATE && r->elements >= 6 &&
+                   r->element[5]->type == REDIS_REPLY_INTEGER && r->element[5]->integer == 1;
     return true;
 }
 
@@ -795,7 +800,9 @@ typedef struct rop {
     inv_reserve_req_t *req; /* NULL once req->done was called */
     uint64_t deadline;
     bool is_reloaded;       /* sent again as EVAL after NOSCRIPT */
-    bool is_compensation;   /* a release for a reserve answered after its timeout */
+    bool is_compensation;   /* a give-back: the release of a reserve whose caller did not
+                               hear INV_RESERVED (INV_REDIS_CLAIM) */
+    bool is_claim;          /* inv_claim's call (SC_CLAIM), not a reserve */
     bool is_asking;         /* an ASK redirect: ASKING goes first, this once */
     uint8_t redirects;      /* MOVED/ASK followed so far */
     uint16_t slot;          /* the sale's cluster slot */
@@ -1234,10 +1241,12 @@ static size_t op_format(const rop_t *op, int sc, char *buf, size_t cap)
         args[nargs++] = op->qty;
         args[nargs++] = op->idem_key;
         args[nargs++] = op->order_id;
-    } else {
+    } else { /* SC_RELEASE (from a loop, always a give-back) or SC_CLAIM */
         args[nargs++] = op->order_id;
         args[nargs++] = op->user_id;
         args[nargs++] = op->sale_id;
+        if (sc == SC_RELEASE)
+            args[nargs++] = "1";
     }
     resp_t b = {buf, cap, 0};
     rw_t *w = op->w;
@@ -1266,6 +1275,12 @@ static size_t op_format(const rop_t *op, int sc, char *buf, size_t cap)
     for (int i = 0; i < nargs; i++)
         resp_arg(&b, args[i], strlen(args[i]));
     return b.need;
+}
+
+/* The script an op runs: a reserve, its give-back, or a claim. */
+static int op_script(const rop_t *op)
+{
+    return op->is_compensation ? SC_RELEASE : op->is_claim ? SC_CLAIM : SC_RESERVE;
 }
 
 static int op_send(rop_t *op, int sc)
@@ -1315,6 +1330,7 @@ static void u32_text(uint32_t v, char *out)
 static void op_compensate(rop_t *op)
 {
     op->is_compensation = true;
+    op->is_claim = false;
     op->is_reloaded = false;
     op->is_asking = false;
     op->redirects = 0;
@@ -1416,7 +1432,7 @@ static bool op_redirect(rop_t *op, const redisReply *r)
         return false;
     op->conn = c;
     op->is_asking = kind == INV_CLUSTER_REDIR_ASK;
-    return op_send(op, op->is_compensation ? SC_RELEASE : SC_RESERVE) == 0;
+    return op_send(op, op_script(op)) == 0;
 }
 
 /* An error reply that says "not run, try later" (a release is then kept for later). */
@@ -1431,12 +1447,10 @@ static bool is_retry_later(const redisReply *r)
  * The WAIT after a reserve (wait_replicas): enough replicas have it, so the
  * reserve is answered; else (too few in time, or the connection lost) the
  * caller hears "unavailable" and the units are given back: at once, or once a
- * connection is back. A reserve with an idempotency key is left held: a retry
- * with the key may have been answered with it (another gateway of the fleet
- * spools an order it finds held in Redis, gw_buy.c after_reserve). A late
- * reserve_reply gives keyed reserves back all the same, and that can release
- * an order another gateway already answered 202 for: the give-back needs a
- * claim it respects (bench/README.md, "Session 20", open).
+ * connection is back. A keyed reserve too: a retry with its key that another
+ * gateway of the fleet answered 202 for (gw_buy.c after_reserve) claimed the
+ * order first, and the give-back leaves a claimed order held
+ * (INV_REDIS_CLAIM).
  */
 static void wait_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
@@ -1462,7 +1476,7 @@ static void wait_reply(redisAsyncContext *ac, void *reply, void *privdata)
         br_failure(rb);
         op_complete(op, CM_EBACKEND);
     }
-    if (op->w->is_closing || op->idem_key[0] != '\0') {
+    if (op->w->is_closing) {
         op_free(op);
         return;
     }
@@ -1487,20 +1501,40 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
          * again for everyone. */
         op->is_reloaded = true;
         op->is_asking = false;
-        if (op_send(op, op->is_compensation ? SC_RELEASE : SC_RESERVE) == 0)
+        if (op_send(op, op_script(op)) == 0)
             return;
         r = NULL;
     }
     op->is_asking = false; /* ASKING covered one command */
     if (r && r->type == REDIS_REPLY_ERROR && op_redirect(op, r))
         return;
-    if (!r && !op->w->is_closing && op->idem_key[0] == '\0') {
+    if (op->is_claim) {
+        /* A claim answered after its timeout, or lost with its connection,
+         * may have set the mark: the order then stays held, and the client's
+         * next retry with the key claims it again (a no-op) and spools it. */
+        if (op->req) {
+            int rc = CM_EBACKEND;
+            if (r && r->type == REDIS_REPLY_INTEGER && r->integer == 0)
+                rc = INV_RESERVED;
+            else if (r && r->type == REDIS_REPLY_INTEGER && r->integer == CM_ENOTFOUND)
+                rc = CM_ENOTFOUND;
+            if (rc == CM_EBACKEND)
+                br_failure(rb);
+            else
+                br_success(rb);
+            op_rtt(op, op->req);
+            op_complete(op, rc);
+        }
+        op_free(op);
+        return;
+    }
+    if (!r && !op->w->is_closing) {
         /* Sent, then the connection went away (Redis killed or restarted):
          * Redis may have run it, and with AOF kept it, with no one to hold
          * the order. The caller hears "unavailable"; the release is sent
          * once a connection is back (a no-op if it never reserved). With an
-         * idempotency key a retry may have claimed the order meanwhile, so
-         * those are left alone (XXX: a lost hold then stays held). */
+         * idempotency key a retry may have claimed the order meanwhile: the
+         * give-back then leaves it held (INV_REDIS_CLAIM). */
         if (op->req) {
             br_failure(rb);
             op_complete(op, CM_EBACKEND);
@@ -1549,10 +1583,7 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
                               rb->timeout_ms) == REDIS_OK)
             return;
         op_complete(op, CM_EBACKEND);
-        if (op->idem_key[0] == '\0')
-            doubt_add(op);
-        else
-            op_free(op);
+        doubt_add(op);
         return;
     }
     inv_reserve_req_t *req = op->req;
@@ -1563,6 +1594,7 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
         snprintf(req->order_id, sizeof(req->order_id), "%.*s", (int)r->element[3]->len,
                  r->element[3]->str);
         req->qty = (uint32_t)r->element[4]->integer;
+        req->claimed = ans.claimed;
     }
     if ((code == INV_RESERVED || code == INV_SOLD_OUT) && req->stock_left == 0) {
         /* This gateway knows at once; the others learn from the script's PUBLISH. */
@@ -1599,6 +1631,7 @@ static int sync_reserve(rw_t *w, inv_reserve_req_t *req)
             snprintf(req->order_id, sizeof(req->order_id), "%.*s", (int)r->element[3]->len,
                      r->element[3]->str);
             req->qty = (uint32_t)r->element[4]->integer;
+            req->claimed = ans.claimed;
         }
         if ((ans.code == INV_RESERVED || ans.code == INV_SOLD_OUT) && ans.left == 0) {
             atomic_store(&req->sale->stock_left, 0);
@@ -1612,6 +1645,8 @@ static int sync_reserve(rw_t *w, inv_reserve_req_t *req)
         br_success(rb);
     return rc;
 }
+
+static int op_start(rw_t *w, inv_reserve_req_t *req, bool is_claim);
 
 static int redis_reserve(inv_worker_t *wk, inv_reserve_req_t *req)
 {
@@ -1631,6 +1666,13 @@ static int redis_reserve(inv_worker_t *wk, inv_reserve_req_t *req)
         return CM_EINVAL;
     if (!br_allow(rb))
         return CM_EBACKEND;
+    return op_start(w, req, false);
+}
+
+/* Sends req's reserve (or claim) on w's loop; INV_PENDING or CM_EBACKEND. */
+static int op_start(rw_t *w, inv_reserve_req_t *req, bool is_claim)
+{
+    rb_t *rb = w->rb;
     /* The sale's master (the only node on a single Redis): round robin over
      * its connected contexts; one still connecting will do too (hiredis sends
      * once the connect completes). */
@@ -1649,12 +1691,13 @@ static int redis_reserve(inv_worker_t *wk, inv_reserve_req_t *req)
     op->conn = c;
     op->req = req;
     op->slot = slot;
+    op->is_claim = is_claim;
     copy_str(op->sale_id, sizeof(op->sale_id), req->sale->sale_id);
     copy_str(op->user_id, sizeof(op->user_id), req->user_id);
     u32_text(req->qty, op->qty);
     copy_str(op->idem_key, sizeof(op->idem_key), req->idem_key);
     copy_str(op->order_id, sizeof(op->order_id), req->order_id);
-    if (op_send(op, SC_RESERVE) < 0) {
+    if (op_send(op, is_claim ? SC_CLAIM : SC_RESERVE) < 0) {
         op_free(op);
         br_failure(rb);
         return CM_EBACKEND;
@@ -1665,6 +1708,40 @@ static int redis_reserve(inv_worker_t *wk, inv_reserve_req_t *req)
     if (was_empty)
         uv_timer_start(&w->tick, tick_cb, rb->timeout_ms, 0);
     return INV_PENDING;
+}
+
+static int redis_claim(inv_worker_t *wk, inv_reserve_req_t *req)
+{
+    rw_t *w = wk->backend;
+    rb_t *rb = w->rb;
+    if (w->loop) {
+        if (!req->done)
+            return CM_EINVAL;
+        if (!br_allow(rb))
+            return CM_EBACKEND;
+        return op_start(w, req, true);
+    }
+    if (!br_allow(rb))
+        return CM_EBACKEND;
+    if (!w->sync)
+        w->sync = inv_cluster_sync_new(rb->cl, rb->timeout_ms);
+    const char *args[3] = {req->order_id, req->user_id, req->sale->sale_id};
+    int err = 0;
+    redisReply *r = sync_eval(w->sync, rb, SC_CLAIM, req->sale->sale_id, 4, 3, args, &err);
+    if (!r) {
+        br_failure(rb);
+        return err;
+    }
+    int rc = r->type != REDIS_REPLY_INTEGER ? CM_EBACKEND
+             : r->integer == 0               ? INV_RESERVED
+             : r->integer == CM_ENOTFOUND    ? CM_ENOTFOUND
+                                             : CM_EBACKEND;
+    freeReplyObject(r);
+    if (rc == CM_EBACKEND)
+        br_failure(rb);
+    else
+        br_success(rb);
+    return rc;
 }
 
 static int redis_worker_open(inv_t *inv, struct uv_loop_s *loop, inv_worker_t *wk)
@@ -2251,19 +2328,20 @@ static int redis_sale_get(inv_t *inv, const char *sale_id, inv_sale_info_t *out)
 }
 
 static int redis_release(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
-                         const char *order_id)
+                         const char *order_id, bool giveback)
 {
     (void)qty; /* the recorded qty is the truth */
     rb_t *rb = inv->backend;
-    const char *args[3] = {order_id, user_id, sale_id};
+    const char *args[4] = {order_id, user_id, sale_id, giveback ? "1" : "0"};
     int err = 0, rc;
     pthread_mutex_lock(&rb->admin_mu);
-    redisReply *r = sync_eval(rb->admin, rb, SC_RELEASE, sale_id, 4, 3, args, &err);
+    redisReply *r = sync_eval(rb->admin, rb, SC_RELEASE, sale_id, 4, 4, args, &err);
     if (!r) {
         rc = err;
         goto out;
     }
     rc = r->type != REDIS_REPLY_INTEGER ? CM_EBACKEND
+         : r->integer == CM_ECONFLICT   ? CM_ECONFLICT
          : r->integer < 0               ? CM_ENOTFOUND
                                         : 0;
     freeReplyObject(r);
@@ -2394,6 +2472,7 @@ const inv_ops_t inv__redis_ops = {
     .sale_get = redis_sale_get,
     .release = redis_release,
     .replay = redis_replay,
+    .claim = redis_claim,
     .user_units = redis_user_units,
     .order_user = redis_order_user,
     .sale_delete = redis_sale_delete,

@@ -28,14 +28,31 @@
 #define INV_REDIS_INDEX "flashgate:sale-ids"
 
 /*
+ * The claim mark of an order: the field INV_REDIS_CLAIM .. order id of the
+ * idem hash (byte 2 first, which no user id can start with, as the restock
+ * keys' byte 1). A gateway sets it before it spools and answers 202 for an
+ * order another gateway (or an earlier life of itself) reserved: one a keyed
+ * retry found. A give-back (the release of a reserve whose client was not told
+ * 202: it answered after its timeout, its connection was lost, its spool write
+ * failed) leaves a claimed order held, since a 202 may be out for it; an
+ * operator's cancel or a settlement failure releases it all the same.
+ * Without the mark, gateway A's give-back of a reserve that timed out on A
+ * could undo an order that gateway B, asked again with the key, had already
+ * answered 202 for: an oversell, and the user past the limit.
+ * The mark goes with the order's release.
+ */
+#define INV_REDIS_CLAIM "\\2claim\\n"
+
+/*
  * Reserve. ARGV: user, qty, idem key ("" = none), order id. The sale id,
  * needed only for the sell-out's PUBLISH, is cut out of KEYS[1]
  * ("{sale:ID}:meta") instead of sent: one argument less for every call,
  * -2% of redis-server's instructions per reservation (callgrind;
  * bench/README.md, Session 11: Redis). Handing Lua the order record ready-made
  * as an argument instead of concatenating it cost more than it saved there.
- * Returns {code, left, user_units[, order, qty]}: code 0 reserved, 1 sold out,
- * 2 limit reached, 3 duplicate (with the original order and qty), 4 unknown sale.
+ * Returns {code, left, user_units[, order, qty, claimed]}: code 0 reserved, 1 sold out,
+ * 2 limit reached, 3 duplicate (with the original order, its qty and 1 if a
+ * gateway claimed it, INV_REDIS_LUA_CLAIM), 4 unknown sale.
  * Order of checks: unknown sale, duplicate key, per-user limit, stock.
  * With the stock there, the user's count is bumped first and the bump undone
  * (within the script: atomic, never visible) if it passes the limit, instead
@@ -65,7 +82,8 @@
     "  if prev then\n"                                                                             \
     "    local o, q = string.match(prev, '^(%S+) (%d+)$')\n"                                       \
     "    local h = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')\n"                         \
-    "    return {3, left, h, o, tonumber(q)}\n"                                                    \
+    "    local c = redis.call('HEXISTS', KEYS[4], '" INV_REDIS_CLAIM "' .. o)\n"                   \
+    "    return {3, left, h, o, tonumber(q), c}\n"                                                 \
     "  end\n"                                                                                      \
     "end\n"                                                                                        \
     "if left < qty then\n"                                                                         \
@@ -107,17 +125,35 @@
 #define INV_REDIS_LUA_READ "return " INV_REDIS_LUA_STATE "\n"
 
 /*
+ * Claim (see INV_REDIS_CLAIM). ARGV: order id, user ("" = whoever holds it),
+ * sale id. Returns 0 with the order held and marked, or -7 (CM_ENOTFOUND) if
+ * the order is no longer held (given back: the caller must not answer 202).
+ */
+#define INV_REDIS_LUA_CLAIM                                                                        \
+    "local rec = redis.call('HGET', KEYS[3], ARGV[1])\n"                                           \
+    "if not rec then return -7 end\n"                                                              \
+    "if ARGV[2] ~= '' and string.match(rec, '^(%S+) ') ~= ARGV[2] then return -7 end\n"           \
+    "redis.call('HSET', KEYS[4], '" INV_REDIS_CLAIM "' .. ARGV[1], '1')\n"                        \
+    "return 0\n"
+
+/*
  * Release exactly once. ARGV: order id, user ("" = whoever holds it), sale
- * id. The HDEL of the order decides: returns -7 (CM_ENOTFOUND) if the order
- * is unknown, released already, or belongs to another user; else the stock left after giving the
- * recorded units back. The order's idempotency key goes with it (as in the
- * memory backend): a later request with that key is a new purchase.
+ * id, give-back ('1': refuse a claimed order, INV_REDIS_CLAIM). The HDEL of
+ * the order decides: returns -7 (CM_ENOTFOUND) if the order is unknown,
+ * released already, or belongs to another user; -11 (CM_ECONFLICT) for a
+ * give-back of a claimed order (nothing changes); else the stock left after
+ * giving the recorded units back. The order's idempotency key and claim mark
+ * go with it (as in the memory backend): a later request with that key is a
+ * new purchase.
  */
 #define INV_REDIS_LUA_RELEASE                                                                      \
     "local rec = redis.call('HGET', KEYS[3], ARGV[1])\n"                                           \
     "if not rec then return -7 end\n"                                                              \
     "local u, q = string.match(rec, '^(%S+) (%d+)')\n"                                             \
     "if ARGV[2] ~= '' and u ~= ARGV[2] then return -7 end\n"                                       \
+    "local ck = '" INV_REDIS_CLAIM "' .. ARGV[1]\n"                                                \
+    "if ARGV[4] == '1' and redis.call('HEXISTS', KEYS[4], ck) == 1 then return -11 end\n"          \
+    "redis.call('HDEL', KEYS[4], ck)\n"                                                            \
     "redis.call('HDEL', KEYS[3], ARGV[1])\n"                                                       \
     "q = tonumber(q)\n"                                                                            \
     "local left = redis.call('HINCRBY', KEYS[1], 'left', q)\n"                                     \

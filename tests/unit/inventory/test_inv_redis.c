@@ -668,6 +668,90 @@ static void test_fleet_views(void **state)
     fx_close(&c);
 }
 
+/* One claim, waited for (inv_claim of `order` held by `user`). */
+static int claim(fx_t *fx, treq_t *t, const char *sale, const char *user, const char *order)
+{
+    int n = 0;
+    treq_init(t, fx, sale, user, 1, NULL, order, &n);
+    int rc = inv_claim(fx->w, &t->req);
+    if (rc != INV_PENDING) {
+        assert_int_equal(t->calls, 0);
+        return rc;
+    }
+    run_until(fx, &n, 1, 10000);
+    assert_int_equal(t->calls, 1);
+    return t->outcome;
+}
+
+/*
+ * The claim mark (INV_REDIS_CLAIM): gateway b claims an order gateway a
+ * reserved (a keyed retry found it); a's give-back of it is then refused and
+ * the order stays held, while an operator's release still releases it and
+ * takes the mark along. A give-back of an unclaimed order releases it; a
+ * claim of a given-back order is refused. Both through a loop and blocking.
+ */
+static void test_claim_and_giveback(void **state)
+{
+    (void)state;
+    fx_t a, b;
+    fx_open(&a, NULL);
+    fx_open(&b, NULL);
+    put(a.inv, "clm", 5, 1);
+    assert_true(wait_for(b.inv, "clm", 0, 1000));
+    treq_t t;
+    char buf[64];
+
+    assert_int_equal(buy(&a, &t, "clm", "alice", 1, "k1", "c1"), INV_RESERVED);
+    assert_int_equal(buy(&b, &t, "clm", "alice", 1, "k1", "c2"), INV_DUPLICATE);
+    assert_string_equal(t.req.order_id, "c1");
+    assert_false(t.req.claimed);
+    assert_int_equal(claim(&b, &t, "clm", "alice", "c1"), INV_RESERVED);
+    assert_int_equal(ts_redis_cmd(&srv, buf, sizeof(buf), "HEXISTS {sale:clm}:idem %s",
+                                  "\2claim\nc1"), 0);
+    assert_string_equal(buf, "1");
+    assert_int_equal(claim(&b, &t, "clm", "alice", "c1"), INV_RESERVED); /* again: a no-op */
+    assert_int_equal(buy(&b, &t, "clm", "alice", 1, "k1", "c3"), INV_DUPLICATE);
+    assert_true(t.req.claimed);
+    /* a's give-back (its reserve was answered too late, say) leaves it held */
+    assert_int_equal(inv_giveback(a.inv, "clm", "alice", 1, "c1"), CM_ECONFLICT);
+    assert_int_equal(left_of(a.inv, "clm"), 4);
+    uint32_t units = 0;
+    assert_int_equal(inv_user_units(a.inv, "clm", "alice", &units), 0);
+    assert_int_equal(units, 1);
+    /* an operator's cancel releases it all the same, mark and key with it */
+    assert_int_equal(inv_release(a.inv, "clm", "", 1, "c1"), 0);
+    assert_int_equal(left_of(a.inv, "clm"), 5);
+    assert_int_equal(ts_redis_cmd(&srv, buf, sizeof(buf), "HLEN {sale:clm}:idem"), 0);
+    assert_string_equal(buf, "0");
+    /* a claim of a released order is refused: no 202 may go out for it */
+    assert_int_equal(claim(&b, &t, "clm", "alice", "c1"), CM_ENOTFOUND);
+
+    /* unclaimed: the give-back releases; then the claim comes too late */
+    assert_int_equal(buy(&a, &t, "clm", "bob", 1, "k2", "c4"), INV_RESERVED);
+    assert_int_equal(claim(&b, &t, "clm", "carol", "c4"), CM_ENOTFOUND); /* not carol's */
+    assert_int_equal(inv_giveback(a.inv, "clm", "bob", 1, "c4"), 0);
+    assert_int_equal(claim(&b, &t, "clm", "bob", "c4"), CM_ENOTFOUND);
+    assert_int_equal(left_of(a.inv, "clm"), 5);
+    assert_int_equal(buy(&b, &t, "clm", "bob", 1, "k2", "c5"), INV_RESERVED); /* key is free */
+
+    /* a worker without a loop claims inline */
+    inv_worker_t *bw = NULL;
+    assert_int_equal(inv_worker_open(b.inv, NULL, &bw), 0);
+    inv_reserve_req_t rq;
+    memset(&rq, 0, sizeof(rq));
+    rq.sale = inv_sale_find(b.inv, "clm");
+    snprintf(rq.user_id, sizeof(rq.user_id), "bob");
+    snprintf(rq.order_id, sizeof(rq.order_id), "c5");
+    assert_int_equal(inv_claim(bw, &rq), INV_RESERVED);
+    snprintf(rq.order_id, sizeof(rq.order_id), "c404");
+    assert_int_equal(inv_claim(bw, &rq), CM_ENOTFOUND);
+    inv_worker_close(bw);
+    assert_int_equal(inv_giveback(a.inv, "clm", "bob", 1, "c5"), CM_ECONFLICT);
+    assert_int_equal(left_of(a.inv, "clm"), 4);
+    fx_close(&a);
+    fx_close(&b);
+}
+
 /* DELETE of a sale: an ended one only; its keys go, and every gateway drops its view. */
 static void test_sale_delete(void **state)
 {
@@ -1060,6 +1144,7 @@ int main(void)
         cmocka_unit_test(test_reserved_reply_is_one_integer),
         cmocka_unit_test(test_record_and_sell_out_news),
         cmocka_unit_test(test_fleet_views),
+        cmocka_unit_test(test_claim_and_giveback),
         cmocka_unit_test(test_sale_delete),
         cmocka_unit_test(test_stall_answers_in_time),
         cmocka_unit_test(test_rtt_is_redis_time),
