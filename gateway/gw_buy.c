@@ -348,6 +348,44 @@ static bool spool_later(gw_req_t *r, bool replayed)
     return true;
 }
 
+/* The claim's answer: the order is spooled here and replayed, or the client
+ * hears why not. Returns true if r is held (spool_later). */
+static bool after_claim(gw_req_t *r, int rc)
+{
+    if (rc == INV_RESERVED)
+        return spool_later(r, true);
+    if (rc == CM_ENOTFOUND) {
+        gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
+                      "the order of this Idempotency-Key was not accepted and its units went "
+                      "back; retry to buy again");
+        gw_resp_retry_after(&r->resp, 1);
+        return false;
+    }
+    gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "inventory unavailable: %s", cm_strerror(rc));
+    return false;
+}
+
+static void on_claimed(inv_reserve_req_t *res, int outcome)
+{
+    gw_req_t *r = res->data;
+    if (!after_claim(r, outcome))
+        gw_req_finish(r);
+}
+
+/* Claims the order a keyed retry found (r->res: its id and user), then spools
+ * it as a replay. Returns true if r is held. */
+static bool claim(gw_req_t *r)
+{
+    r->res.done = on_claimed;
+    r->res.data = r;
+    int rc = inv_claim(r->w->inv, &r->res);
+    if (rc == INV_PENDING) {
+        hold(r);
+        return true;
+    }
+    return after_claim(r, rc);
+}
+
 /* Steps 6 and 7 once the inventory has answered. Returns true if r is held
  * (its record waits for the iteration's spool write). */
 static bool after_reserve(gw_req_t *r, int rc)
@@ -370,7 +408,11 @@ static bool after_reserve(gw_req_t *r, int rc)
          * load balancer, the client retrying elsewhere with its key) Redis
          * holds an order no spool has. A second copy of an order that was
          * spooled is harmless: settlement is idempotent by order id.
-         * (Found by integration.70-nginx.)
+         * (Found by integration.70-nginx.) Such an order is claimed first
+         * (inv_claim): its gateway may still give it back (its reserve
+         * answered after its timeout, or its spool refused it), and the claim
+         * makes that give-back leave it held, or tells this one it was given
+         * back already (integration.66-fleet-claim).
          */
         uint64_t idv = 0;
         /* Ours: minted by this node since this process started. One minted
@@ -382,16 +424,18 @@ static bool after_reserve(gw_req_t *r, int rc)
                     cm_id_node(idv) == srv->node_id && cm_id_time_ms(idv) >= srv->started_ms;
         /* An own order evicted from the status table was durable when it was put there. */
         gw_orders_found_t seen = gw_orders_lookup(srv->orders, r->res.order_id, NULL);
-        if (ours && seen == GW_ORDERS_UNKNOWN) {
+        if (ours && seen == GW_ORDERS_UNKNOWN && !r->res.claimed) {
             gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
                           "the original request with this Idempotency-Key is still in progress; "
                           "retry");
             return false;
         }
-        if (!ours && seen != GW_ORDERS_FOUND) {
+        if (seen != GW_ORDERS_FOUND && (!ours || seen == GW_ORDERS_UNKNOWN)) {
+            /* (ours and claimed: a gateway took it over after this one's own
+             * attempt failed; spooled here too) */
             snprintf(o->order_id, sizeof(o->order_id), "%s", r->res.order_id);
             o->qty = r->res.qty;
-            return spool_later(r, true);
+            return claim(r);
         }
         oq_order_t orig = *o;
         snprintf(orig.order_id, sizeof(orig.order_id), "%s", r->res.order_id);

@@ -3,8 +3,9 @@
  * loops, and retries until the inventory says done.
  *
  * Who hands units back: the buy path when an order was reserved but could not
- * be spooled (it was never accepted), and compensation (a failed or cancelled
- * order). For the Redis backend a release is a blocking EVAL plus the admin
+ * be spooled (it was never accepted: a give-back, oq_order_t.giveback, which
+ * leaves an order held that a keyed retry claimed on another gateway,
+ * inv_giveback), and compensation (a failed or cancelled order). For the Redis backend a release is a blocking EVAL plus the admin
  * state lock, which must never run on a worker loop; and a release that fails
  * (Redis down, a timeout) must not lose the unit. So each release is first
  * written to the spool as a "release" EVENT (durable: replayed at start, and
@@ -101,9 +102,15 @@ static void *releaser_main(void *arg)
         rl->busy = it;
         pthread_mutex_unlock(&rl->mu);
 
-        int rc = inv_release(rl->srv->inv, it->o.sale_id, it->o.user_id, it->o.qty,
-                             it->o.order_id);
-        bool ok = rc == 0 || rc == CM_ENOTFOUND;
+        const oq_order_t *o = &it->o;
+        int rc = o->giveback ? inv_giveback(rl->srv->inv, o->sale_id, o->user_id, o->qty,
+                                            o->order_id)
+                             : inv_release(rl->srv->inv, o->sale_id, o->user_id, o->qty,
+                                           o->order_id);
+        if (o->giveback && rc == CM_ECONFLICT) /* claimed: answered 202 elsewhere, kept */
+            cm_log_info("gw", "give-back refused: a keyed retry was accepted with the order",
+                        "order=%s sale=%s", o->order_id, o->sale_id);
+        bool ok = rc == 0 || rc == CM_ENOTFOUND || (o->giveback && rc == CM_ECONFLICT);
         if (ok) {
             finish(rl, it);
             if (it->tries)

@@ -90,10 +90,11 @@ void gw_server_counters(gw_server_t *srv, gw_counters_t *out)
 /* The "release" EVENT: durable record that the units of an order go back.
  * Replayed at start; the relay keeps it in the spool while it is pending. */
 static int release_event(gw_server_t *srv, const oq_order_t *o, oq_status_t st,
-                         const char *reason)
+                         const char *reason, bool giveback)
 {
     oq_order_t ev = *o;
     ev.type = OQ_MSG_RELEASE;
+    ev.giveback = giveback;
     ev.status = st;
     ev.at_ms = cm_wall_ms();
     ev.accepted_at_ms = 0;
@@ -124,7 +125,8 @@ int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
         return 1; /* being given back; the releaser marks it final */
     /* Durable first, so a restart replays the release (memory inventory, or a
      * release still pending when the process stopped). */
-    int rc = release_event(srv, &ord, st, reason);
+    ord.giveback = false;
+    int rc = release_event(srv, &ord, st, reason, false);
     if (rc == 0)
         rc = oq_spool_commit(srv->spool); /* fsync durability: on disk before the release */
     if (rc != 0)
@@ -148,11 +150,15 @@ int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
 
 void gw_release_unaccepted(gw_server_t *srv, const oq_order_t *o, const char *why)
 {
-    int rc = release_event(srv, o, OQ_STATUS_FAILED, why);
+    /* A give-back: a keyed retry may have found the order on another gateway
+     * and been answered 202 for it there (inv_claim); then it stays held. */
+    oq_order_t gb = *o;
+    gb.giveback = true;
+    int rc = release_event(srv, &gb, OQ_STATUS_FAILED, why, true);
     if (rc != 0)
         cm_log_error("gw", "cannot record a release in the spool; retried in memory only",
                      "order=%s err=%s", o->order_id, cm_errname(rc));
-    gw_releaser_push(srv, o, -1, NULL);
+    gw_releaser_push(srv, &gb, -1, NULL);
 }
 
 int gw_server_cancel(gw_server_t *srv, const oq_order_t *ord, const char *reason)
@@ -197,11 +203,16 @@ static int replay_one(const oq_rec_t *rec, void *arg)
                          rec->pos.off, why);
         } else if (o.type == OQ_MSG_RELEASE) {
             const char *reason = o.reason[0] ? o.reason : NULL;
-            int rel = inv_release(srv->inv, o.sale_id, o.user_id, o.qty, o.order_id);
+            int rel = o.giveback
+                          ? inv_giveback(srv->inv, o.sale_id, o.user_id, o.qty, o.order_id)
+                          : inv_release(srv->inv, o.sale_id, o.user_id, o.qty, o.order_id);
             oq_order_t known;
-            bool ours = gw_orders_get(srv->orders, o.order_id, &known);
-            if (rel == 0 || rel == CM_ENOTFOUND) {
-                if (ours) /* an order never accepted has no status to set */
+            /* A give-back's order was never accepted here, so it has no status
+             * to set; it is known only if a keyed retry claimed it here after,
+             * and then it stays held (CM_ECONFLICT). */
+            bool ours = !o.giveback && gw_orders_get(srv->orders, o.order_id, &known);
+            if (rel == 0 || rel == CM_ENOTFOUND || (o.giveback && rel == CM_ECONFLICT)) {
+                if (ours)
                     gw_orders_set_status(srv->orders, o.order_id, NULL, o.status, reason);
             } else { /* e.g. Redis down at start: the releaser retries */
                 o.type = OQ_MSG_ORDER;
