@@ -811,9 +811,12 @@ static void known_field(gw_h1_head_t *h, const gw_hdr_t *f)
         slot = &k->content_length;
         break;
     case 15:
-        slot = NAME_IS(f, "Idempotency-Key")   ? &k->idem_key
-               : NAME_IS(f, "X-Forwarded-For") ? &k->xff
-                                               : NULL;
+        if (NAME_IS(f, "X-Forwarded-For")) {
+            k->xff = f->value; /* the last: the one the nearest proxy wrote */
+            k->xff_count++;
+            return;
+        }
+        slot = NAME_IS(f, "Idempotency-Key") ? &k->idem_key : NULL;
         break;
     case 17:
         if (NAME_IS(f, "Transfer-Encoding")) {
@@ -1749,6 +1752,30 @@ const gw_hdr_t *gw_req_headers(const gw_req_t *r, unsigned *n)
     const gw_h1_t *c = r->conn;
     *n = c ? c->h->nhdrs : 0;
     return c ? c->h->hdrs : NULL;
+}
+
+const char *gw_req_xff(const gw_req_t *r, char *buf, size_t cap)
+{
+    if (r->hdr.xff_count <= 1 || cap == 0)
+        return r->hdr.xff;
+    unsigned n;
+    const gw_hdr_t *hs = gw_req_headers(r, &n);
+    size_t len = 0;
+    buf[0] = '\0';
+    for (unsigned i = 0; i < n; i++) {
+        if (!name_is(&hs[i], "X-Forwarded-For", 15))
+            continue;
+        size_t vl = strlen(hs[i].value);
+        if (len + 2 + vl + 1 > cap)
+            return r->hdr.xff; /* cannot be: cap holds a whole head */
+        if (len) {
+            memcpy(buf + len, ", ", 2);
+            len += 2;
+        }
+        memcpy(buf + len, hs[i].value, vl + 1);
+        len += vl;
+    }
+    return buf;
 }
 
 /* The query's arguments, parsed (in place, decoded) on the first ask. */

@@ -459,14 +459,16 @@ typedef enum { GW_ST_BODY = 0, GW_ST_WAIT, GW_ST_DONE } gw_req_state_t;
 /* The request header fields the gateway reads on every request (the buy
  * route's, every route's framing ones), found in the one walk over the
  * head's fields when it is in (gw_h1.c: head_strings); NULL = absent, else the
- * first of that name. Strings in the connection's buffer, valid until the
- * answer. cl_conflict: a second Content-Length with another value; te_count:
- * Transfer-Encoding headers seen. */
+ * first of that name, but for xff: the last X-Forwarded-For field (read
+ * through gw_req_xff, which joins them all when there are several).
+ * Strings in the connection's buffer, valid until the answer. cl_conflict: a
+ * second Content-Length with another value; te_count: Transfer-Encoding
+ * headers seen; xff_count: X-Forwarded-For fields seen. */
 typedef struct gw_known_hdrs {
     const char *content_length, *content_type, *idem_key, *xff, *admission;
     const char *transfer_encoding;
     bool cl_conflict;
-    unsigned te_count;
+    unsigned te_count, xff_count;
 } gw_known_hdrs_t;
 /* The methods the built-in routes take, from the parser's method number (no
  * string compares per request); any other is GW_VERB_OTHER (r->method names it). */
@@ -725,6 +727,11 @@ void gw_h1_body(gw_req_t *r, const char *body, size_t len, int64_t announce);
 /* What a handler reads of its request; valid until the answer. */
 const char *gw_req_header(const gw_req_t *r, const char *name); /* the first, or NULL */
 const gw_hdr_t *gw_req_headers(const gw_req_t *r, unsigned *n);
+/* X-Forwarded-For as one list: r->hdr.xff when the request has at most one
+ * such field, else all of them joined in order with ", " into buf (a proxy
+ * that adds its own field, as HAProxy's `option forwardfor` does, leaves the
+ * client's before it: the first field alone is the client's to forge). */
+const char *gw_req_xff(const gw_req_t *r, char *buf, size_t cap);
 const char *gw_req_arg(const gw_req_t *r, const char *name); /* "" for a bare name */
 const gw_arg_t *gw_req_args(const gw_req_t *r, unsigned *n);
 /* The query as the client sent it (no '?'), or NULL: none, or gw_req_arg(s) parsed it. */
@@ -938,6 +945,7 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method);
 /* Renders a proxied request's own answer (an upstream's, a fallback) into its
  * connection's output: true with *reply; false: send r->resp / r->cached. */
 bool gw_px_render(gw_req_t *r, gw_reply_t *reply);
+
 /* Frees the proxy state of r (after its transfer ended). */
 void gw_px_req_free(gw_req_t *r);
 

@@ -490,7 +490,6 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
 typedef struct hdr_ctx {
     gw_px_req_t *p;
     const char *conn_hdr;
-    const char *xff;
 } hdr_ctx_t;
 
 static void add_req_header(hdr_ctx_t *h, const char *key, const char *value)
@@ -547,6 +546,42 @@ static void q_append_path(query_ctx_t *q, const char *path)
     }
     buf[n] = '\0';
     q_append(q, buf);
+}
+
+/*
+ * X-Forwarded-For to the upstream: every such field of the request, in order,
+ * as one list (RFC 9110 5.3: several fields of a list header are one list),
+ * then the peer, as nginx's $proxy_add_x_forwarded_for. Nothing is cut: the
+ * request head is at most the read buffer (8 KiB), and the right-most entries
+ * are the ones an upstream trusts (the hops nearest to it): the first field
+ * alone, cut at 1,000 bytes from the right, lost exactly those.
+ */
+static void append_xff(gw_px_req_t *p, const gw_hdr_t *hs, unsigned nh, const char *peer)
+{
+    query_ctx_t b = {0};
+    q_append(&b, "X-Forwarded-For: ");
+    for (unsigned i = 0; i < nh; i++) {
+        if (!hs[i].name || strcasecmp(hs[i].name, "X-Forwarded-For") != 0 || !hs[i].value)
+            continue;
+        const char *v = hs[i].value;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        size_t n = strlen(v);
+        while (n && (v[n - 1] == ' ' || v[n - 1] == '\t' || v[n - 1] == ','))
+            n--;
+        if (!n)
+            continue;
+        char part[8200];
+        if (n >= sizeof(part))
+            n = sizeof(part) - 1; /* cannot be: a head is at most 8 KiB */
+        memcpy(part, v, n);
+        part[n] = '\0';
+        q_append(&b, part);
+        q_append(&b, ", ");
+    }
+    q_append(&b, peer);
+    p->hdrs = curl_slist_append(p->hdrs, b.buf);
+    free(b.buf);
 }
 
 static void peer_text(gw_req_t *r, char *out, size_t cap)
@@ -618,21 +653,15 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, p->req_body ? p->req_body : "");
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)p->req_len);
     }
-    hdr_ctx_t h = {.p = p,
-                   .conn_hdr = gw_req_header(r, "Connection"),
-                   .xff = gw_req_header(r, "X-Forwarded-For")};
+    hdr_ctx_t h = {.p = p, .conn_hdr = gw_req_header(r, "Connection")};
     unsigned nh;
     const gw_hdr_t *hs = gw_req_headers(r, &nh);
     for (unsigned i = 0; i < nh; i++)
         add_req_header(&h, hs[i].name, hs[i].value);
     char peer[INET6_ADDRSTRLEN] = "";
     peer_text(r, peer, sizeof(peer));
+    append_xff(p, hs, nh, peer);
     char line[1200];
-    if (h.xff && *h.xff)
-        snprintf(line, sizeof(line), "X-Forwarded-For: %.1000s, %s", h.xff, peer);
-    else
-        snprintf(line, sizeof(line), "X-Forwarded-For: %s", peer);
-    p->hdrs = curl_slist_append(p->hdrs, line);
     const char *host = gw_req_header(r, "Host");
     if (host) {
         snprintf(line, sizeof(line), "X-Forwarded-Host: %.1000s", host);

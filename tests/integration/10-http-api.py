@@ -1,6 +1,8 @@
 """Every status code of the public API against the real binary, idempotent
 retries, trusted X-Forwarded-For, and bad input that changes nothing."""
 import datetime
+import http.client
+import json
 import os
 import socket
 import sys
@@ -226,6 +228,23 @@ try:
     eq(g.buy("r1", "c3", headers={"X-Forwarded-For": "203.0.113.8"}).status, 202, "other client IP")
     eq(g.buy("r1", "c4", headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.7"}).status, 429,
        "right-most untrusted hop is the client")
+    # A trusted proxy that adds a field of its own (HAProxy's `option forwardfor`)
+    # leaves the client's forged one first: the fields are one list, walked from
+    # the right, so the forged address does not escape the limit (it did when only
+    # the first field was read).
+    hc = http.client.HTTPConnection("127.0.0.1", g.port, timeout=10)
+    body = json.dumps({"user_id": "c5"}).encode()
+    hc.putrequest("POST", "/v1/sales/r1/orders")
+    hc.putheader("Content-Type", "application/json")
+    hc.putheader("X-Forwarded-For", "198.51.100.99")
+    hc.putheader("X-Forwarded-For", "203.0.113.7")
+    hc.putheader("Content-Length", str(len(body)))
+    hc.endheaders(body)
+    hr = hc.getresponse()
+    hbody = json.loads(hr.read() or b"{}")
+    hc.close()
+    eq((hr.status, hbody.get("scope")), (429, "ip"),
+       "two X-Forwarded-For fields: the client is the right-most untrusted hop of both")
 
     # per-sale and global
     r = g.admin("PATCH", "/admin/v1/limits", body={"ip_rps": 0, "sale_rps": 1, "sale_burst": 1})

@@ -3,11 +3,14 @@ then becomes slow, then fails: answers pass through while it works (hop-by-hop
 headers dropped, X-Forwarded-For appended, bodies both ways); slow and failing
 answers become the route's fallback with X-Flashgate-Degraded: 1; its breaker
 opens (the upstream then sees at most the probe), closes again once it
-answers; and buys in the same run are all accepted meanwhile."""
+answers; and buys in the same run are all accepted meanwhile. X-Forwarded-For
+fields reach the upstream joined and whole; a client that resets its
+connection ends its transfer."""
 import http.server
 import json
 import os
 import socket
+import struct
 import sys
 import threading
 import time
@@ -15,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fg import Gateway, check, eq, finish, need_binary, request  # noqa: E402
+from fleet import wait_for  # noqa: E402
 
 need_binary("flashgate")
 
@@ -26,9 +30,14 @@ class Upstream(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def _answer(self, body=b""):
-        with LOCK:
-            MODE["hits"] += 1
-            mode = MODE["mode"]
+        if self.path.startswith("/v1/hang/"):
+            # holds the transfer far past the client's patience, within the route's timeout
+            time.sleep(3)
+            mode = "ok"
+        else:
+            with LOCK:
+                MODE["hits"] += 1
+                mode = MODE["mode"]
         if mode == "slow":
             time.sleep(0.6)
         if mode == "fail":
@@ -72,7 +81,9 @@ threading.Thread(target=srv.serve_forever, daemon=True).start()
 FALLBACK = '{"items":[],"fallback":true}'
 routes = [{"prefix": "/v1/recs/", "upstream": "http://127.0.0.1:%d" % up_port,
            "timeout_ms": 200, "criticality": "degradable",
-           "fallback": {"status": 200, "content_type": "application/json", "body": FALLBACK}}]
+           "fallback": {"status": 200, "content_type": "application/json", "body": FALLBACK}},
+          {"prefix": "/v1/hang/", "upstream": "http://127.0.0.1:%d" % up_port,
+           "timeout_ms": 5000, "criticality": "sheddable"}]
 g = Gateway("--kafka-brokers", "none", "--proxy-routes", json.dumps(routes),
             "--proxy-breaker-failures", "3", "--proxy-breaker-cooldown", "600ms",
             "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", threads=1).start()
@@ -84,8 +95,22 @@ def recs(path="/v1/recs/x?a=1&b=x%20y"):
                                                  "X-Forwarded-For": "203.0.113.9"})
 
 
-def up_stats():
-    return g.admin("GET", "/admin/v1/stats").json["overload"]["limits"]["upstream:/v1/recs/"]
+def up_stats(route="/v1/recs/"):
+    return g.admin("GET", "/admin/v1/stats").json["overload"]["limits"]["upstream:" + route]
+
+
+def raw_exchange(data):
+    """Sends data on a new connection, reads until the server closes; the body."""
+    sk = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+    sk.sendall(data)
+    out = b""
+    while True:
+        chunk = sk.recv(65536)
+        if not chunk:
+            break
+        out += chunk
+    sk.close()
+    return out.split(b"\r\n\r\n", 1)
 
 
 try:
@@ -142,6 +167,24 @@ try:
     sk.close()
     check(head.startswith(b"HTTP/1.1 413"), "a body over proxy.max_body is refused: %r" % head[:40])
     eq(up_stats()["breaker"], "closed", "breaker closed while it works")
+
+    # X-Forwarded-For: every field of the request, in order, as one list, then the
+    # peer; nothing cut, so the right-most hops (those an upstream trusts) reach it.
+    # Before, only the first field was passed on, cut to its first 1,000 bytes.
+    head, body = raw_exchange(b"GET /v1/recs/xff HTTP/1.1\r\nHost: x\r\n"
+                              b"X-Forwarded-For: 203.0.113.9\r\n"
+                              b"X-Forwarded-For: 198.51.100.7, 198.51.100.8\r\n"
+                              b"Connection: close\r\n\r\n")
+    eq(json.loads(body)["xff"], "203.0.113.9, 198.51.100.7, 198.51.100.8, 127.0.0.1",
+       "X-Forwarded-For fields are joined in order and the peer appended")
+    long_xff = ", ".join("198.51.100.%d" % (i % 250 + 1) for i in range(300))
+    head, body = raw_exchange(b"GET /v1/recs/xff HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: " +
+                              long_xff.encode() + b"\r\nConnection: close\r\n\r\n")
+    got = json.loads(body)["xff"] or ""
+    check(got == long_xff + ", 127.0.0.1",
+          "a %d-byte X-Forwarded-For reaches the upstream whole: got %d bytes ending %r" %
+          (len(long_xff), len(got), got[-40:]))
+
 
     # ---- slow (past the route's timeout): fallback, and buys meanwhile are accepted ----
     MODE["mode"] = "slow"
