@@ -53,6 +53,11 @@ void gw_http_req_orphan(gw_req_t *r)
     r->method = NULL;
     r->url = NULL;
     memset(&r->hdr, 0, sizeof(r->hdr));
+    /* Nobody waits for a proxied answer: its transfer would hold an upstream
+     * slot and connection until the route's timeout (nginx's
+     * proxy_ignore_client_abort off). A buy is not ended: its reserve and
+     * spool write go on, whoever hears the answer. Frees r. */
+    gw_px_abort(r);
 }
 
 void gw_http_req_free(gw_req_t *r)

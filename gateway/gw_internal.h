@@ -168,6 +168,7 @@ typedef struct gw_counters {
     _Atomic uint64_t lat_sum_us[GW_ROUTE_COUNT];
     _Atomic uint64_t access_logged;
     _Atomic uint64_t overload_reasons[GW_OLR_COUNT];
+    _Atomic uint64_t proxy_client_aborts; /* transfers ended because their client left */
 } gw_counters_t;
 
 /* A response under construction: status, JSON body, a few headers. */
@@ -945,7 +946,10 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method);
 /* Renders a proxied request's own answer (an upstream's, a fallback) into its
  * connection's output: true with *reply; false: send r->resp / r->cached. */
 bool gw_px_render(gw_req_t *r, gw_reply_t *reply);
-
+/* r's connection closed (reset, error, the gateway's own close) while its
+ * upstream transfer runs: the transfer ends now and r is finished (freed: r
+ * is orphaned). false if r has no transfer running. Loop thread. */
+bool gw_px_abort(gw_req_t *r);
 /* Frees the proxy state of r (after its transfer ended). */
 void gw_px_req_free(gw_req_t *r);
 

@@ -428,6 +428,10 @@ char *gw_metrics_text(gw_server_t *srv, size_t *len)
     put(&b, "flashgate_config_version %llu\n", (unsigned long long)gw_audit_version(srv));
     head(&b, "flashgate_access_log_lines_total", "counter", "Sampled access log lines written.");
     put(&b, "flashgate_access_log_lines_total %llu\n", (unsigned long long)c.access_logged);
+    head(&b, "flashgate_proxy_client_aborts_total", "counter",
+         "Upstream transfers ended because their client's connection closed.");
+    put(&b, "flashgate_proxy_client_aborts_total %llu\n",
+        (unsigned long long)c.proxy_client_aborts);
     head(&b, "flashgate_admin_responses_total", "counter", "Answers of the admin API by code.");
     for (int k = 0; k < GW_R_COUNT; k++) {
         uint64_t n = atomic_load_explicit(&srv->admin_ctr.replies[k], memory_order_relaxed);

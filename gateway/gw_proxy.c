@@ -79,6 +79,7 @@ struct gw_px_req {
     size_t resp_hdr_bytes;    /* their total, at most PX_HDR_BYTES_MAX */
     /* the answer to send: an upstream's (resp_hdrs, resp_body) or the fallback */
     bool answered, fallback;
+    bool in_multi; /* the transfer runs (added to the worker's multi handle) */
     unsigned status;
     gw_reply_t reply;
 };
@@ -678,7 +679,9 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
     /* Held before handing over (a completion may come before we return). */
     r->state = GW_ST_WAIT;
     w->suspended++;
+    p->in_multi = true;
     if (curl_multi_add_handle(px->multi, e) != CURLM_OK) {
+        p->in_multi = false;
         gw_ol_release(r, GW_DEP_UPSTREAM + p->idx, GW_AL_IGNORE);
         gw_resp_error(&r->resp, GW_R_INTERNAL, NULL, "cannot start the upstream request");
         gw_req_finish(r);
@@ -694,6 +697,7 @@ static void px_complete(gw_px_worker_t *px, gw_px_req_t *p, CURLcode rc)
     long status = 0;
     curl_easy_getinfo(p->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_multi_remove_handle(px->multi, p->easy);
+    p->in_multi = false;
     bool server_error = rc == CURLE_OK && status >= 500;
     if (rc != CURLE_OK || server_error) {
         cm_log_debug("proxy", "upstream failed", "route=%s curl=\"%s\" status=%ld",
@@ -718,6 +722,21 @@ static void px_complete(gw_px_worker_t *px, gw_px_req_t *p, CURLcode rc)
     p->status = (unsigned)status;
     p->reply = GW_R_PROXIED;
     gw_req_finish(r);
+}
+
+bool gw_px_abort(gw_req_t *r)
+{
+    gw_px_req_t *p = r->px;
+    gw_px_worker_t *px = r->w->px;
+    if (!p || !p->in_multi || !px || !px->multi)
+        return false;
+    curl_multi_remove_handle(px->multi, p->easy); /* closes its upstream connection */
+    p->in_multi = false;
+    /* the upstream did nothing wrong: its limit learns nothing from it */
+    gw_ol_release(r, GW_DEP_UPSTREAM + p->idx, GW_AL_IGNORE);
+    atomic_fetch_add_explicit(&r->w->ctr.proxy_client_aborts, 1, memory_order_relaxed);
+    gw_req_finish(r);
+    return true;
 }
 
 static void check_done(gw_px_worker_t *px)

@@ -185,6 +185,23 @@ try:
           "a %d-byte X-Forwarded-For reaches the upstream whole: got %d bytes ending %r" %
           (len(long_xff), len(got), got[-40:]))
 
+    # A client that resets its connection while its transfer runs: the transfer
+    # ends then (its upstream slot free, counted), not at the upstream's answer
+    # (3 s) or the route's timeout (5 s). A half-close still gets its answer
+    # (14-http1 "halfclose.*").
+    aborts_before = g.admin("GET", "/admin/v1/stats").json.get("proxy_client_aborts")
+    sk = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+    sk.sendall(b"GET /v1/hang/1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    ok, _ = wait_for(lambda: up_stats("/v1/hang/")["inflight"] == 1, 2)
+    check(ok, "the transfer runs")
+    sk.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sk.close()  # RST
+    ok, waited = wait_for(lambda: up_stats("/v1/hang/")["inflight"] == 0, 2)
+    check(ok, "the transfer ends when its client resets, not at the upstream's answer: %r" %
+          (up_stats("/v1/hang/"),))
+    eq(g.admin("GET", "/admin/v1/stats").json.get("proxy_client_aborts"), aborts_before + 1,
+       "and is counted")
+    eq(up_stats("/v1/hang/")["drops"], 0, "a client's abort is not the upstream's drop")
 
     # ---- slow (past the route's timeout): fallback, and buys meanwhile are accepted ----
     MODE["mode"] = "slow"
