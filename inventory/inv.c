@@ -468,6 +468,7 @@ int inv_reserve(inv_worker_t *w, inv_reserve_req_t *req)
         return CM_EINVAL;
     req->stock_left = -1;
     req->user_units = 0;
+    req->claimed = false;
     req->rtt_us = INV_RTT_NONE;
     if (!req->sale)
         return INV_UNKNOWN_SALE;
