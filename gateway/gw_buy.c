@@ -631,9 +631,7 @@ bool gw_buy_handle(gw_req_t *r)
 
     /* 4. rate limits */
     uint8_t ipkey[16];
-    char xffs[GW_H1_READ_BUF];
-    size_t iplen =
-        gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r, xffs, sizeof(xffs)), ipkey);
+    size_t iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
     gw_limit_verdict_t v;
     gw_limits_admit(srv->limits, r->res.user_id, user_len, (const char *)ipkey,
                     iplen, r->id, strlen(r->id), w->now_ns, &v);
@@ -985,9 +983,7 @@ void gw_queue_handle(gw_req_t *r)
         bool take = r->verb != GW_VERB_HEAD;
         if (take) {
             uint8_t ipkey[16];
-            char xffs[GW_H1_READ_BUF];
-            size_t iplen = gw_client_key(&srv->proxies, gw_req_peer(r),
-                                         gw_req_xff(r, xffs, sizeof(xffs)), ipkey);
+            size_t iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
             gw_limit_verdict_t lv;
             gw_limits_admit(srv->limits, user, user_len, (const char *)ipkey, iplen, r->id,
                             strlen(r->id), r->w->now_ns, &lv);

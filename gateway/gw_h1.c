@@ -1754,10 +1754,15 @@ const gw_hdr_t *gw_req_headers(const gw_req_t *r, unsigned *n)
     return c ? c->h->hdrs : NULL;
 }
 
-const char *gw_req_xff(const gw_req_t *r, char *buf, size_t cap)
+const char *gw_req_xff(const gw_req_t *r)
 {
-    if (r->hdr.xff_count <= 1 || cap == 0)
+    if (r->hdr.xff_count <= 1)
         return r->hdr.xff;
+    gw_worker_t *w = r->w;
+    if (!w->xff_join)
+        w->xff_join = cm_xmalloc(GW_H1_READ_BUF);
+    char *buf = w->xff_join;
+    size_t cap = GW_H1_READ_BUF; /* the fields and their ", " fit: they were one head */
     unsigned n;
     const gw_hdr_t *hs = gw_req_headers(r, &n);
     size_t len = 0;

@@ -602,6 +602,8 @@ void gw_workers_stop(gw_server_t *srv)
             w->rl_cache[k].resp = NULL;
         }
         gw_ol_cache_free(w);
+        free(w->xff_join);
+        w->xff_join = NULL;
         while (w->free_reqs) {
             gw_req_t *r = w->free_reqs;
             w->free_reqs = r->next;

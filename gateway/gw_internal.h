@@ -320,6 +320,7 @@ typedef struct gw_rl_cache {
 } gw_rl_cache_t;
 
 struct gw_worker {
+    char *xff_join; /* gw_req_xff's buffer (GW_H1_READ_BUF), allocated on first use */
     gw_server_t *srv;
     unsigned index;
     pthread_t thread;
@@ -729,10 +730,11 @@ void gw_h1_body(gw_req_t *r, const char *body, size_t len, int64_t announce);
 const char *gw_req_header(const gw_req_t *r, const char *name); /* the first, or NULL */
 const gw_hdr_t *gw_req_headers(const gw_req_t *r, unsigned *n);
 /* X-Forwarded-For as one list: r->hdr.xff when the request has at most one
- * such field, else all of them joined in order with ", " into buf (a proxy
- * that adds its own field, as HAProxy's `option forwardfor` does, leaves the
- * client's before it: the first field alone is the client's to forge). */
-const char *gw_req_xff(const gw_req_t *r, char *buf, size_t cap);
+ * such field, else all of them joined in order with ", " (a proxy that adds
+ * its own field, as HAProxy's `option forwardfor` does, leaves the client's
+ * before it: the first field alone is the client's to forge), in the
+ * worker's xff_join, valid until the next call. Loop thread. */
+const char *gw_req_xff(const gw_req_t *r);
 const char *gw_req_arg(const gw_req_t *r, const char *name); /* "" for a bare name */
 const gw_arg_t *gw_req_args(const gw_req_t *r, unsigned *n);
 /* The query as the client sent it (no '?'), or NULL: none, or gw_req_arg(s) parsed it. */
