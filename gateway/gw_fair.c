@@ -1269,7 +1269,16 @@ static void fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
             failed = true;
             break;
         }
-        if (rc == INV_RESERVED || (rc == INV_DUPLICATE && strcmp(rq.order_id, e->order_id) == 0)) {
+        bool again = rc == INV_DUPLICATE && strcmp(rq.order_id, e->order_id) == 0;
+        /* Found held (a drawer that died after its reserve, or whose spool
+         * refused the order and whose give-back is still pending): claimed
+         * before it is spooled, so that give-back leaves it held; given back
+         * already, the next tick reserves it anew (its key is free). */
+        if (again && inv_claim(f->inv, &rq) != INV_RESERVED) {
+            failed = true;
+            break;
+        }
+        if (rc == INV_RESERVED || again) {
             oq_order_t o;
             memset(&o, 0, sizeof(o));
             snprintf(o.order_id, sizeof(o.order_id), "%s", e->order_id);

@@ -986,8 +986,10 @@ int gw_releaser_start(gw_server_t *srv, char *errbuf, size_t errlen);
 void gw_releaser_stop(gw_server_t *srv);
 void gw_releaser_push(gw_server_t *srv, const oq_order_t *o, int final_status,
                       const char *reason);
-/* true while a release for order_id is queued or running. */
-bool gw_releaser_pending(gw_server_t *srv, const char *order_id);
+/* true while a release for order_id is queued or running; a give-back
+ * (oq_order_t.giveback) counts only if `givebacks`: one may end refused
+ * (CM_ECONFLICT, a claimed order), so it does not stand for a cancel. */
+bool gw_releaser_pending(gw_server_t *srv, const char *order_id, bool givebacks);
 void gw_releaser_stats(gw_server_t *srv, uint64_t *pending, uint64_t *done, uint64_t *retries);
 
 #endif

@@ -25,7 +25,7 @@ static void on_order(const oq_order_t *o, void *ud)
 
 static bool release_pending(const char *order_id, void *ud)
 {
-    return gw_releaser_pending(ud, order_id);
+    return gw_releaser_pending(ud, order_id, true);
 }
 
 static void on_outcome(const oq_order_t *oc, void *ud)

@@ -204,15 +204,15 @@ void gw_releaser_push(gw_server_t *srv, const oq_order_t *o, int final_status,
     pthread_mutex_unlock(&rl->mu);
 }
 
-bool gw_releaser_pending(gw_server_t *srv, const char *order_id)
+bool gw_releaser_pending(gw_server_t *srv, const char *order_id, bool givebacks)
 {
     gw_releaser_t *rl = srv->releaser;
     if (!rl || atomic_load_explicit(&rl->pending, memory_order_relaxed) == 0)
         return false;
     pthread_mutex_lock(&rl->mu);
-    bool found = same_order(rl->busy, order_id);
+    bool found = same_order(rl->busy, order_id) && (givebacks || !rl->busy->o.giveback);
     for (item_t *it = rl->head; it && !found; it = it->next)
-        found = same_order(it, order_id);
+        found = same_order(it, order_id) && (givebacks || !it->o.giveback);
     pthread_mutex_unlock(&rl->mu);
     return found;
 }

@@ -123,7 +123,10 @@ int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
         return CM_ENOTFOUND;
     if (known && oq_status_releases(cur.status))
         return 1; /* final only once the units went back */
-    if (gw_releaser_pending(srv, order_id))
+    /* A pending give-back may end refused (a claimed order: a keyed retry was
+     * accepted with it), so a cancel goes on beside it: the release is
+     * exactly once per order id, whichever comes first. */
+    if (gw_releaser_pending(srv, order_id, false))
         return 1; /* being given back; the releaser marks it final */
     /* Durable first, so a restart replays the release (memory inventory, or a
      * release still pending when the process stopped). */
