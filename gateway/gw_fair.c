@@ -28,6 +28,7 @@
 
 #define FAIR_MAX_SALES 64
 #define TICK_MS 20
+#define IDLE_TICK_MS 100 /* while no sale has a lottery or a waiting room */
 
 enum { E_ENTERED = 0, E_WON = 1, E_LOST = 2 };
 
@@ -508,7 +509,11 @@ static void *fair_thread(void *arg)
     gw_fair_t *f = srv->fair;
     while (!atomic_load(&f->stop)) {
         gw_fair_tick(srv);
-        struct timespec ts = {0, TICK_MS * 1000000L};
+        /* No lottery or waiting room yet: nothing to draw or admit, and the
+         * fleet's lottery settings are polled every FLEET_CONF_POLL_MS
+         * anyway, so 50 wakeups a second of an idle gateway buy nothing. */
+        long ms = atomic_load_explicit(&f->n, memory_order_acquire) ? TICK_MS : IDLE_TICK_MS;
+        struct timespec ts = {0, ms * 1000000L};
         nanosleep(&ts, NULL);
     }
     return NULL;

@@ -53,6 +53,14 @@
 #include <sys/socket.h>
 
 #define GW_OL_TICK_MS 10
+/* An idle worker ticks every GW_OL_IDLE_TICK_MS, once it has had no request
+ * for GW_OL_IDLE_AFTER ticks with nothing in progress, its door open and the
+ * level 0: 100 wakeups a second of an idle gateway were most of its idle
+ * CPU (~3 ms/s), which a CPU quota pays from its budget. The first
+ * connection or read on the loop (gw_ol_iteration) puts it back to
+ * GW_OL_TICK_MS before its request is served, so no signal waits for it. */
+#define GW_OL_IDLE_TICK_MS 100
+#define GW_OL_IDLE_AFTER 100
 /* The door's constants and decisions are in gw_overload_core.c (gw_door_t),
  * tested with an injected clock; this file does its sockets. */
 
@@ -83,6 +91,9 @@ typedef struct gw_ol_worker {
     gw_qdelay_t q;
     uv_timer_t tick;
     bool tick_started;
+    bool tick_slow;         /* ticking every GW_OL_IDLE_TICK_MS */
+    bool traffic;           /* a connection or read since the last tick */
+    unsigned idle_ticks;    /* ticks in a row with no traffic, nothing in progress */
     uint64_t tick_due_us;
     uint64_t lag_us;        /* the last measured loop lag */
     uint64_t iter_start_us; /* current loop iteration */
@@ -263,8 +274,32 @@ bool gw_door_idle_tick(bool nothing_in_progress, uint64_t lag_us)
 
 void gw_ol_iteration(gw_worker_t *w)
 {
-    if (w->ol)
-        w->ol->iter_start_us = now_us();
+    gw_ol_worker_t *o = w->ol;
+    if (!o)
+        return;
+    o->iter_start_us = now_us();
+    o->traffic = true;
+    if (o->tick_slow && o->tick_started) {
+        o->tick_slow = false;
+        o->idle_ticks = 0;
+        o->tick_due_us = o->iter_start_us + GW_OL_TICK_MS * 1000u;
+        uv_timer_start(&o->tick, on_tick, GW_OL_TICK_MS, GW_OL_TICK_MS);
+    }
+}
+
+/* Slows the tick of a worker that has been idle for GW_OL_IDLE_AFTER ticks. */
+static void tick_idle_check(gw_ol_worker_t *o, gw_level_t level, uint64_t now)
+{
+    gw_worker_t *w = o->w;
+    bool idle = !o->traffic && o->live == 0 && w->suspended == 0 && !o->door.shut &&
+                level == GW_LEVEL_NORMAL;
+    o->traffic = false;
+    o->idle_ticks = idle ? o->idle_ticks + 1 : 0;
+    if (o->tick_slow || o->idle_ticks < GW_OL_IDLE_AFTER)
+        return;
+    o->tick_slow = true;
+    o->tick_due_us = now + GW_OL_IDLE_TICK_MS * 1000u;
+    uv_timer_start(&o->tick, on_tick, GW_OL_IDLE_TICK_MS, GW_OL_IDLE_TICK_MS);
 }
 
 /*
@@ -657,7 +692,7 @@ static void on_tick(uv_timer_t *t)
     gw_overload_t *ol = srv->ol;
     uint64_t now = now_us();
     o->lag_us = now > o->tick_due_us ? now - o->tick_due_us : 0;
-    o->tick_due_us = now + GW_OL_TICK_MS * 1000u;
+    o->tick_due_us = now + (o->tick_slow ? GW_OL_IDLE_TICK_MS : GW_OL_TICK_MS) * 1000u;
     gw_qdelay_sample(&o->q, o->lag_us, false);
     /* Reopen when the worker has nothing to do or to look whether the crowd is
      * still there. While shut, the keep-alive connections already open (a load
@@ -670,6 +705,7 @@ static void on_tick(uv_timer_t *t)
     for (unsigned i = 0; i < o->ndeps; i++)
         gw_alimit_tick(&o->dep[i], now);
     gw_level_t level = gw_ol_level(srv);
+    tick_idle_check(o, level, now);
     /* DAGOR's user cut moves only once the non-critical work is already shed
      * (level >= 2), and not when an operator pinned the level to 0 or 1. */
     if (now < o->q.win_start_us + o->q.interval_us)
