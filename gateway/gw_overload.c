@@ -111,7 +111,7 @@ typedef struct gw_ol_worker {
     _Atomic uint64_t shed_users, accept_pauses, accept_reset, accept_trimmed, shed_late;
     _Atomic uint64_t accept_conns;
     /* too-late checks answered by the loop's bound, and by the kernel's figure */
-    _Atomic uint64_t late_looks_loop, late_looks_kernel;
+    _Atomic uint64_t late_looks_loop, late_looks_kernel, shed_late_upstream;
 } gw_ol_worker_t;
 
 typedef struct gw_overload {
@@ -777,6 +777,15 @@ static bool keeps_open(gw_ol_worker_t *o)
     return o->door.capped || (o->sched.cg_fd >= 0 && quota_ran_out(&o->sched));
 }
 
+/* The wait in a trusted balancer's queue, from X-Request-Start (gw_overload.h). */
+static bool upstream_waited(gw_req_t *r, uint64_t *waited_us)
+{
+    const gw_server_t *srv = r->w->srv;
+    if (!r->hdr.req_start || srv->proxies.n == 0 || !gw_proxies_match(&srv->proxies, gw_req_peer(r)))
+        return false;
+    return gw_upstream_waited(r->hdr.req_start, (uint64_t)cm_wall_ms() * 1000u, waited_us);
+}
+
 bool gw_ol_too_late(gw_req_t *r)
 {
     gw_ol_worker_t *o = r->w->ol;
@@ -787,8 +796,23 @@ bool gw_ol_too_late(gw_req_t *r)
      * the late sheds are the first sign of the queue its pool hides
      * (gw_door_should_shut_late). */
     unsigned busy = o->door.capped ? 100u : o->q.busy_pct;
-    if (!r->conn || !edge_allowed(o) ||
-        !gw_late_look(o->lag_us, (uint64_t)o->q.avg_us, o->door.shut, busy, o->q.target_us))
+    if (!r->conn || !edge_allowed(o))
+        return false;
+    uint64_t up;
+    if (r->hdr.req_start && gw_late_upstream_look(o->door.shut, busy) && upstream_waited(r, &up) &&
+        gw_late_shed(up, o->q.target_us)) {
+        /* The balancer's queue, not this connection's: it stays (its small
+         * body is read and dropped), and no door counts it. */
+        atomic_fetch_add_explicit(&o->shed_late, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&o->shed_late_upstream, 1, memory_order_relaxed);
+        gw_ol_overloaded(r, "queue_time",
+                         "this request waited too long before it reached the gateway "
+                         "(X-Request-Start); try again shortly",
+                         false);
+        r->state = GW_ST_DONE;
+        return true;
+    }
+    if (!gw_late_look(o->lag_us, (uint64_t)o->q.avg_us, o->door.shut, busy, o->q.target_us))
         return false;
     gw_conn_place_t place = conn_place(o, r);
     /* The loop's bound on the wait first: when even it is within the
@@ -1105,6 +1129,8 @@ void gw_overload_snapshot(gw_server_t *srv, gw_ol_snapshot_t *out)
         out->accept_conns += atomic_load_explicit(&o->accept_conns, memory_order_relaxed);
         out->late_looks_loop += atomic_load_explicit(&o->late_looks_loop, memory_order_relaxed);
         out->late_looks_kernel += atomic_load_explicit(&o->late_looks_kernel, memory_order_relaxed);
+        out->shed_late_upstream +=
+            atomic_load_explicit(&o->shed_late_upstream, memory_order_relaxed);
         out->accept_paused += atomic_load_explicit(&o->pub_paused, memory_order_relaxed) ? 1 : 0;
         for (unsigned d = 0; d < ndeps; d++) {
             gw_ol_dep_snap_t *s = &out->deps[d];
@@ -1165,6 +1191,7 @@ void gw_overload_stats(gw_server_t *srv, void *json_obj)
     json_object_set_new(o, "late_checks",
                         json_pack("{s:I,s:I}", "loop", (json_int_t)s->late_looks_loop, "kernel",
                                   (json_int_t)s->late_looks_kernel));
+    json_object_set_new(o, "shed_late_upstream", json_integer((json_int_t)s->shed_late_upstream));
     json_object_set_new(json_obj, "overload", o);
     free(s);
 }

@@ -478,6 +478,36 @@ bool gw_late_shed(uint64_t waited_us, uint64_t target_us);
  */
 #define GW_LATE_KEPT_TARGETS 4.0
 bool gw_late_shed_kept(uint64_t waited_us, uint64_t target_us);
+
+/*
+ * The wait before the gateway: a load balancer with a fixed pool of
+ * connections (nginx `max_conns` with a queue, HAProxy `maxconn`) holds the
+ * crowd in its own queue, where neither the kernel nor the loop can see it.
+ * It can say when it took the request: `X-Request-Start`, as nginx's
+ * `proxy_set_header X-Request-Start "t=${msec}"` writes it (Heroku's router
+ * and New Relic read the same field). Believed only from a trusted proxy
+ * (server.trusted_proxies). A request that waited GW_LATE_TARGETS queue
+ * targets since then, while the worker is busy on its own account
+ * (gw_late_upstream_look), is answered 503 `queue_time` before its body is
+ * read, and its connection stays: it is the balancer's pool, and the wait
+ * was the balancer's queue, not the connection's (counted in
+ * shed_late_upstream). Served, it would answer past the 100 ms; shed, it
+ * costs a 503's CPU instead of an accept's, and the queue behind it drains.
+ *
+ * gw_request_start_us reads the field's value: "t=" (optional) then seconds
+ * with a fraction ("1732269600.123", nginx's ${msec}) or an integer of
+ * seconds, milliseconds, microseconds or nanoseconds since the epoch, told
+ * apart by size (as New Relic does). Returns false for anything else. Pure.
+ */
+bool gw_request_start_us(const char *v, uint64_t *out_us);
+/* How long before now_us the request was taken, from the field's value; false
+ * if it is unreadable or more than a minute in the future (a clock that far
+ * off is not to be believed; a start up to that is taken as 0). Pure. */
+bool gw_upstream_waited(const char *v, uint64_t now_us, uint64_t *waited_us);
+/* Whether a busy worker asks: busy on its own account (gw_busy_own_pct >=
+ * GW_QDELAY_MIN_BUSY_PCT) or its door shut. A balancer's queue exists when the
+ * gateway is what is slow; an idle one serves whatever the stamp says. Pure. */
+bool gw_late_upstream_look(bool door_shut, unsigned busy_pct);
 /*
  * Where a late request's connection stands: beyond the connections the worker
  * keeps (gw_door_keep; trimmed while shut), within them with the door open, or
@@ -622,6 +652,7 @@ typedef struct gw_ol_snapshot {
     /* too-late checks answered from the loop's bound on the wait (no system
      * call), and from the kernel's TCP_INFO */
     uint64_t late_looks_loop, late_looks_kernel;
+    uint64_t shed_late_upstream; /* of shed_late: waited in a balancer's queue (X-Request-Start) */
     uint64_t accept_pauses;    /* times a worker shut its door (stopped listening) */
     uint32_t accept_paused;    /* workers not listening right now */
     uint64_t accept_reset;     /* connections queued in the kernel when a door shut (reset) */

@@ -729,6 +729,71 @@ bool gw_late_shed(uint64_t waited_us, uint64_t target_us)
     return target_us > 0 && (double)waited_us >= GW_LATE_TARGETS * (double)target_us;
 }
 
+bool gw_request_start_us(const char *v, uint64_t *out_us)
+{
+    if (!v)
+        return false;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    if (v[0] == 't' && v[1] == '=')
+        v += 2;
+    uint64_t whole = 0, frac = 0, scale = 1;
+    int digits = 0, fdigits = 0;
+    for (; *v >= '0' && *v <= '9'; v++) {
+        if (++digits > 19)
+            return false;
+        whole = whole * 10u + (uint64_t)(*v - '0');
+    }
+    if (digits == 0)
+        return false;
+    bool has_frac = *v == '.';
+    if (has_frac) {
+        for (v++; *v >= '0' && *v <= '9'; v++) {
+            if (fdigits < 6) { /* microseconds at most */
+                frac = frac * 10u + (uint64_t)(*v - '0');
+                scale *= 10u;
+                fdigits++;
+            }
+        }
+        if (fdigits == 0)
+            return false;
+    }
+    while (*v == ' ' || *v == '\t')
+        v++;
+    if (*v != '\0')
+        return false;
+    uint64_t us;
+    if (has_frac) { /* seconds */
+        if (whole > UINT64_MAX / 1000000u)
+            return false;
+        us = whole * 1000000u + frac * (1000000u / scale);
+    } else if (whole >= 1000000000000000000ull) { /* nanoseconds */
+        us = whole / 1000u;
+    } else if (whole >= 1000000000000000ull) { /* microseconds */
+        us = whole;
+    } else if (whole >= 1000000000000ull) { /* milliseconds */
+        us = whole * 1000u;
+    } else { /* seconds */
+        us = whole * 1000000u;
+    }
+    *out_us = us;
+    return true;
+}
+
+bool gw_upstream_waited(const char *v, uint64_t now_us, uint64_t *waited_us)
+{
+    uint64_t start;
+    if (!gw_request_start_us(v, &start) || start > now_us + 60u * 1000000u)
+        return false;
+    *waited_us = start >= now_us ? 0 : now_us - start;
+    return true;
+}
+
+bool gw_late_upstream_look(bool door_shut, unsigned busy_pct)
+{
+    return door_shut || busy_pct >= GW_QDELAY_MIN_BUSY_PCT;
+}
+
 bool gw_late_shed_kept(uint64_t waited_us, uint64_t target_us)
 {
     return target_us > 0 && (double)waited_us >= GW_LATE_KEPT_TARGETS * (double)target_us;

@@ -2,7 +2,8 @@
  * Fuzz target: the buy path's header inputs: Idempotency-Key, the trusted
  * proxy list (server.trusted_proxies) and X-Forwarded-For resolution
  * (gw_client_key). Input: byte 0 picks the peer; then three fields separated
- * by '\n': Idempotency-Key, trusted proxies, X-Forwarded-For.
+ * by '\n': Idempotency-Key, trusted proxies, X-Forwarded-For (also read as an
+ * X-Request-Start value: gw_request_start_us, gw_upstream_waited).
  * Promises: a valid key is 1..128 visible ASCII; a client key is 0, 4 or 8
  * bytes; an untrusted peer is always its own client whatever XFF says; an
  * address gw_ipv4_parse reads is one inet_pton reads the same.
@@ -68,6 +69,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t own_n = gw_client_key(&none, (struct sockaddr *)&ss, fields[2], own);
     if (!gw_proxies_match(&px, (struct sockaddr *)&ss))
         FZ_CHECK(own_n == n && memcmp(own, key, n) == 0);
+    /* The third field as an X-Request-Start value: read or refused, never a
+     * wait longer than its distance from now, never a start a minute ahead. */
+    uint64_t start, waited;
+    const uint64_t now = 1732269600000000ull;
+    bool read = gw_request_start_us(fields[2], &start);
+    if (gw_upstream_waited(fields[2], now, &waited)) {
+        FZ_CHECK(read && start <= now + 60u * 1000000u);
+        FZ_CHECK(waited == (start >= now ? 0 : now - start));
+    }
     gw_proxies_free(&px);
     free(s);
     return 0;

@@ -1117,6 +1117,47 @@ static void test_busy_machine(void **state)
 }
 
 /* Too late: looked at only while the worker shows a queue; shed from 2.5 queue targets. */
+/* X-Request-Start: the forms balancers write, and what is refused. */
+static void test_request_start(void **state)
+{
+    (void)state;
+    uint64_t us = 0;
+    assert_true(gw_request_start_us("t=1732269600.123", &us)); /* nginx ${msec} */
+    assert_int_equal(us, 1732269600123000ull);
+    assert_true(gw_request_start_us("1732269600.5", &us));
+    assert_int_equal(us, 1732269600500000ull);
+    assert_true(gw_request_start_us("t=1732269600.1234567", &us)); /* past us: cut */
+    assert_int_equal(us, 1732269600123456ull);
+    assert_true(gw_request_start_us("t=1732269600123", &us)); /* ms (HAProxy date(0,ms)) */
+    assert_int_equal(us, 1732269600123000ull);
+    assert_true(gw_request_start_us("t=1732269600123456", &us)); /* us */
+    assert_int_equal(us, 1732269600123456ull);
+    assert_true(gw_request_start_us("1732269600123456789", &us)); /* ns */
+    assert_int_equal(us, 1732269600123456ull);
+    assert_true(gw_request_start_us(" t=1732269600 ", &us)); /* s */
+    assert_int_equal(us, 1732269600000000ull);
+    const char *bad[] = {NULL, "", "t=", "t=abc", "1732269600.", "1.2.3", "-5", "t=12x",
+                         "t= 1", "12345678901234567890", "0x10", "t=1e9"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_false(gw_request_start_us(bad[i], &us));
+
+    uint64_t now = 1732269601000000ull, w = 99;
+    assert_true(gw_upstream_waited("t=1732269600.900", now, &w));
+    assert_int_equal(w, 100000); /* 100 ms in the balancer's queue */
+    assert_true(gw_upstream_waited("t=1732269601.500", now, &w)); /* a clock ahead: 0 */
+    assert_int_equal(w, 0);
+    assert_false(gw_upstream_waited("t=1732269700", now, &w)); /* 99 s ahead: not believed */
+    assert_false(gw_upstream_waited("nope", now, &w));
+    /* shed from 2.5 targets, as the kernel's wait */
+    assert_false(gw_late_shed(49 * MS, 20 * MS));
+    assert_true(gw_late_shed(50 * MS, 20 * MS));
+    /* asked only of a worker busy on its own account, or shut */
+    assert_false(gw_late_upstream_look(false, 0));
+    assert_false(gw_late_upstream_look(false, GW_QDELAY_MIN_BUSY_PCT - 1));
+    assert_true(gw_late_upstream_look(false, GW_QDELAY_MIN_BUSY_PCT));
+    assert_true(gw_late_upstream_look(true, 0));
+}
+
 static void test_late_check(void **state)
 {
     (void)state;
@@ -1226,6 +1267,7 @@ int main(void)
         cmocka_unit_test(test_door_quota_shut),
         cmocka_unit_test(test_busy_machine),
         cmocka_unit_test(test_late_check),
+        cmocka_unit_test(test_request_start),
         cmocka_unit_test(test_door_trim_counts_leaving),
         cmocka_unit_test(test_door_keep_from_shut_rate),
         cmocka_unit_test(test_busy_own),
