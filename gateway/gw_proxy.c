@@ -727,8 +727,10 @@ static void px_complete(gw_px_worker_t *px, gw_px_req_t *p, CURLcode rc)
 bool gw_px_abort(gw_req_t *r)
 {
     gw_px_req_t *p = r->px;
+    if (!p || !p->in_multi || !r->w)
+        return false;
     gw_px_worker_t *px = r->w->px;
-    if (!p || !p->in_multi || !px || !px->multi)
+    if (!px || !px->multi)
         return false;
     curl_multi_remove_handle(px->multi, p->easy); /* closes its upstream connection */
     p->in_multi = false;

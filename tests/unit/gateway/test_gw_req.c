@@ -28,6 +28,8 @@ static void test_orphan_forgets_the_buffer(void **state)
     r->hdr.admission = buf + 57;
     r->hdr.transfer_encoding = buf + 59;
     r->hdr.te_count = 1;
+    r->hdr.req_start = buf + 57;
+    r->hdr.xff_count = 1;
     r->state = GW_ST_WAIT;
     snprintf(r->id, sizeof(r->id), "s1");
     gw_http_req_orphan(r);
@@ -38,6 +40,7 @@ static void test_orphan_forgets_the_buffer(void **state)
     assert_null(r->hdr.content_type);
     assert_null(r->hdr.idem_key);
     assert_null(r->hdr.xff);
+    assert_null(r->hdr.req_start);
     assert_null(r->hdr.admission);
     assert_null(r->hdr.transfer_encoding);
     assert_int_equal(r->hdr.te_count, 0);
