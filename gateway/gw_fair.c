@@ -503,16 +503,29 @@ int gw_fair_open(gw_server_t *srv, char *errbuf, size_t errlen)
     return 0;
 }
 
+/* A sale whose lottery is not drawn yet, or that has a waiting room. */
+static bool fair_busy(gw_fair_t *f)
+{
+    size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
+    for (size_t i = 0; i < n; i++) {
+        gw_fair_sale_t *fs = f->sales[i];
+        if ((atomic_load(&fs->window_ms) > 0 && !atomic_load(&fs->drawn)) ||
+            atomic_load(&fs->wr_rate) > 0)
+            return true;
+    }
+    return false;
+}
+
 static void *fair_thread(void *arg)
 {
     gw_server_t *srv = arg;
     gw_fair_t *f = srv->fair;
     while (!atomic_load(&f->stop)) {
         gw_fair_tick(srv);
-        /* No lottery or waiting room yet: nothing to draw or admit, and the
-         * fleet's lottery settings are polled every FLEET_CONF_POLL_MS
+        /* No lottery to draw and no waiting room: nothing to do at 20 ms, and
+         * the fleet's lottery settings are polled every FLEET_CONF_POLL_MS
          * anyway, so 50 wakeups a second of an idle gateway buy nothing. */
-        long ms = atomic_load_explicit(&f->n, memory_order_acquire) ? TICK_MS : IDLE_TICK_MS;
+        long ms = fair_busy(f) ? TICK_MS : IDLE_TICK_MS;
         struct timespec ts = {0, ms * 1000000L};
         nanosleep(&ts, NULL);
     }

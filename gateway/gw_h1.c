@@ -816,9 +816,11 @@ static void known_field(gw_h1_head_t *h, const gw_hdr_t *f)
             k->xff_count++;
             return;
         }
-        slot = NAME_IS(f, "Idempotency-Key")   ? &k->idem_key
-               : NAME_IS(f, "X-Request-Start") ? &k->req_start
-                                               : NULL;
+        if (NAME_IS(f, "X-Request-Start")) {
+            k->req_start = f->value; /* the last: the nearest proxy's */
+            return;
+        }
+        slot = NAME_IS(f, "Idempotency-Key") ? &k->idem_key : NULL;
         break;
     case 17:
         if (NAME_IS(f, "Transfer-Encoding")) {

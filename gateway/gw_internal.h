@@ -469,7 +469,7 @@ typedef enum { GW_ST_BODY = 0, GW_ST_WAIT, GW_ST_DONE } gw_req_state_t;
 typedef struct gw_known_hdrs {
     const char *content_length, *content_type, *idem_key, *xff, *admission;
     const char *transfer_encoding;
-    const char *req_start; /* X-Request-Start (gw_ol_too_late) */
+    const char *req_start; /* the last X-Request-Start (gw_ol_too_late) */
     bool cl_conflict;
     unsigned te_count, xff_count;
 } gw_known_hdrs_t;

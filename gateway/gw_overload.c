@@ -112,6 +112,7 @@ typedef struct gw_ol_worker {
     _Atomic uint64_t accept_conns;
     /* too-late checks answered by the loop's bound, and by the kernel's figure */
     _Atomic uint64_t late_looks_loop, late_looks_kernel, shed_late_upstream;
+    gw_rs_base_t rs_base; /* X-Request-Start's baseline (gw_rs_base_learn); loop thread */
 } gw_ol_worker_t;
 
 typedef struct gw_overload {
@@ -799,18 +800,21 @@ bool gw_ol_too_late(gw_req_t *r)
     if (!r->conn || !edge_allowed(o))
         return false;
     uint64_t up;
-    if (r->hdr.req_start && gw_late_upstream_look(o->door.shut, busy) && upstream_waited(r, &up) &&
-        gw_late_shed(up, o->q.target_us)) {
-        /* The balancer's queue, not this connection's: it stays (its small
-         * body is read and dropped), and no door counts it. */
-        atomic_fetch_add_explicit(&o->shed_late, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&o->shed_late_upstream, 1, memory_order_relaxed);
-        gw_ol_overloaded(r, "queue_time",
-                         "this request waited too long before it reached the gateway "
-                         "(X-Request-Start); try again shortly",
-                         false);
-        r->state = GW_ST_DONE;
-        return true;
+    if (r->hdr.req_start && upstream_waited(r, &up)) {
+        if (!gw_late_upstream_look(o->door.shut, busy)) {
+            gw_rs_base_learn(&o->rs_base, up); /* not busy: the balancer queues nothing */
+        } else if (gw_rs_late(&o->rs_base, up, o->q.target_us)) {
+            /* The balancer's queue, not this connection's: it stays (its
+             * small body is read and dropped), and no door counts it. */
+            atomic_fetch_add_explicit(&o->shed_late, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&o->shed_late_upstream, 1, memory_order_relaxed);
+            gw_ol_overloaded(r, "queue_time",
+                             "this request waited too long before it reached the gateway "
+                             "(X-Request-Start); try again shortly",
+                             false);
+            r->state = GW_ST_DONE;
+            return true;
+        }
     }
     if (!gw_late_look(o->lag_us, (uint64_t)o->q.avg_us, o->door.shut, busy, o->q.target_us))
         return false;

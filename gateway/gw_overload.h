@@ -509,6 +509,24 @@ bool gw_upstream_waited(const char *v, uint64_t now_us, uint64_t *waited_us);
  * gateway is what is slow; an idle one serves whatever the stamp says. Pure. */
 bool gw_late_upstream_look(bool door_shut, unsigned busy_pct);
 /*
+ * The stamp is the balancer's clock, the wait is read on the gateway's: a
+ * skew between the two would read as a wait (50 ms of it would shed every
+ * stamped request of a busy worker). So each worker learns its baseline, the
+ * least wait it has seen on a stamp while it was not busy (when a pool's
+ * balancer queues nothing: skew plus the network), rising by 1/GW_RS_BASE_RISE
+ * of a larger wait so that it follows a clock's drift, and a stamp counts only
+ * for what it waited past that baseline. No baseline yet (stamps seen only
+ * while busy): nothing is shed for a stamp. Pure.
+ */
+#define GW_RS_BASE_RISE 1024u
+typedef struct gw_rs_base {
+    uint64_t us;
+    bool known;
+} gw_rs_base_t;
+void gw_rs_base_learn(gw_rs_base_t *b, uint64_t waited_us);
+/* Whether a stamp that says `waited_us` is late past the baseline. */
+bool gw_rs_late(const gw_rs_base_t *b, uint64_t waited_us, uint64_t target_us);
+/*
  * Where a late request's connection stands: beyond the connections the worker
  * keeps (gw_door_keep; trimmed while shut), within them with the door open, or
  * within them with the door shut.

@@ -764,7 +764,7 @@ bool gw_request_start_us(const char *v, uint64_t *out_us)
         return false;
     uint64_t us;
     if (has_frac) { /* seconds */
-        if (whole > UINT64_MAX / 1000000u)
+        if (whole > (UINT64_MAX - 999999u) / 1000000u)
             return false;
         us = whole * 1000000u + frac * (1000000u / scale);
     } else if (whole >= 1000000000000000000ull) { /* nanoseconds */
@@ -792,6 +792,21 @@ bool gw_upstream_waited(const char *v, uint64_t now_us, uint64_t *waited_us)
 bool gw_late_upstream_look(bool door_shut, unsigned busy_pct)
 {
     return door_shut || busy_pct >= GW_QDELAY_MIN_BUSY_PCT;
+}
+
+void gw_rs_base_learn(gw_rs_base_t *b, uint64_t waited_us)
+{
+    if (!b->known || waited_us < b->us) {
+        b->us = waited_us;
+        b->known = true;
+        return;
+    }
+    b->us += (waited_us - b->us) / GW_RS_BASE_RISE; /* a clock that drifts the other way */
+}
+
+bool gw_rs_late(const gw_rs_base_t *b, uint64_t waited_us, uint64_t target_us)
+{
+    return b->known && waited_us > b->us && gw_late_shed(waited_us - b->us, target_us);
 }
 
 bool gw_late_shed_kept(uint64_t waited_us, uint64_t target_us)

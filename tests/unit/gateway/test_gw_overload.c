@@ -1116,8 +1116,7 @@ static void test_busy_machine(void **state)
     assert_false(gw_busy_machine(50, 60));
 }
 
-/* Too late: looked at only while the worker shows a queue; shed from 2.5 queue targets. */
-/* X-Request-Start: the forms balancers write, and what is refused. */
+/* X-Request-Start: the forms balancers write, what is refused, and the baseline. */
 static void test_request_start(void **state)
 {
     (void)state;
@@ -1156,8 +1155,31 @@ static void test_request_start(void **state)
     assert_false(gw_late_upstream_look(false, GW_QDELAY_MIN_BUSY_PCT - 1));
     assert_true(gw_late_upstream_look(false, GW_QDELAY_MIN_BUSY_PCT));
     assert_true(gw_late_upstream_look(true, 0));
+    /* seconds with a fraction past what 64 bits of us hold: refused, not wrapped */
+    assert_false(gw_request_start_us("18446744073709.999999", &us));
+    assert_false(gw_request_start_us("18446744073709.0", &us));
+    assert_true(gw_request_start_us("18446744073708.5", &us)); /* fits: far ahead, so */
+    assert_false(gw_upstream_waited("18446744073708.5", now, &w)); /* not believed */
+
+    /* The baseline: a gateway clock 80 ms ahead of the balancer's reads 80 ms
+     * on every stamp; learned while not busy, only the excess counts. */
+    gw_rs_base_t b = {0};
+    assert_false(gw_rs_late(&b, 10 * 1000 * MS, 20 * MS)); /* nothing learned: never */
+    gw_rs_base_learn(&b, 95 * MS);
+    gw_rs_base_learn(&b, 80 * MS);
+    gw_rs_base_learn(&b, 90 * MS);
+    assert_true(b.known);
+    assert_true(b.us >= 80 * MS && b.us < 81 * MS); /* the least, risen by 1/1024 of 10 ms */
+    assert_false(gw_rs_late(&b, 120 * MS, 20 * MS)); /* 40 ms past it: served */
+    assert_true(gw_rs_late(&b, 131 * MS, 20 * MS));  /* 50 ms past it: shed */
+    assert_false(gw_rs_late(&b, 10 * MS, 20 * MS));  /* under the baseline */
+    /* a drift upward is followed, slowly */
+    for (int i = 0; i < 5000; i++)
+        gw_rs_base_learn(&b, 100 * MS);
+    assert_true(b.us > 98 * MS && b.us <= 100 * MS); /* within 1 ms: integer steps */
 }
 
+/* Too late: looked at only while the worker shows a queue; shed from 2.5 queue targets. */
 static void test_late_check(void **state)
 {
     (void)state;
