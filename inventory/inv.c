@@ -564,22 +564,25 @@ int inv_sale_get(inv_t *inv, const char *sale_id, inv_sale_info_t *out)
     return inv->ops->sale_get(inv, sale_id, out);
 }
 
-int inv_release(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
-                const char *order_id)
+static int release(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
+                   const char *order_id, bool giveback)
 {
     if (!inv || !sale_id_ok(sale_id) || !user_id || (*user_id && !user_id_ok(user_id)) ||
         !order_id || !order_id_ok(order_id))
         return CM_EINVAL;
-    return inv->ops->release(inv, sale_id, user_id, qty, order_id, false);
+    return inv->ops->release(inv, sale_id, user_id, qty, order_id, giveback);
+}
+
+int inv_release(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
+                const char *order_id)
+{
+    return release(inv, sale_id, user_id, qty, order_id, false);
 }
 
 int inv_giveback(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
                  const char *order_id)
 {
-    if (!inv || !sale_id_ok(sale_id) || !user_id || (*user_id && !user_id_ok(user_id)) ||
-        !order_id || !order_id_ok(order_id))
-        return CM_EINVAL;
-    return inv->ops->release(inv, sale_id, user_id, qty, order_id, true);
+    return release(inv, sale_id, user_id, qty, order_id, true);
 }
 
 int inv_claim(inv_worker_t *w, inv_reserve_req_t *req)

@@ -124,13 +124,14 @@ static void treq_init(treq_t *t, fx_t *fx, const char *sale, const char *user, u
     t->outcome = -1000;
 }
 
-/* One reserve, waited for: the outcome (immediate or through done). */
-static int buy(fx_t *fx, treq_t *t, const char *sale, const char *user, uint32_t qty,
-               const char *key, const char *order)
+/* One call (inv_reserve or inv_claim), waited for: the outcome (immediate or through done). */
+static int call(fx_t *fx, treq_t *t, int (*fn)(inv_worker_t *, inv_reserve_req_t *),
+                const char *sale, const char *user, uint32_t qty, const char *key,
+                const char *order)
 {
     int n = 0;
     treq_init(t, fx, sale, user, qty, key, order, &n);
-    int rc = inv_reserve(fx->w, &t->req);
+    int rc = fn(fx->w, &t->req);
     if (rc != INV_PENDING) {
         assert_int_equal(t->calls, 0);
         return rc;
@@ -138,6 +139,13 @@ static int buy(fx_t *fx, treq_t *t, const char *sale, const char *user, uint32_t
     run_until(fx, &n, 1, 10000);
     assert_int_equal(t->calls, 1);
     return t->outcome;
+}
+
+/* One reserve, waited for. */
+static int buy(fx_t *fx, treq_t *t, const char *sale, const char *user, uint32_t qty,
+               const char *key, const char *order)
+{
+    return call(fx, t, inv_reserve, sale, user, qty, key, order);
 }
 
 static void put(inv_t *inv, const char *sale, int64_t stock, uint32_t limit)
@@ -671,16 +679,7 @@ static void test_fleet_views(void **state)
 /* One claim, waited for (inv_claim of `order` held by `user`). */
 static int claim(fx_t *fx, treq_t *t, const char *sale, const char *user, const char *order)
 {
-    int n = 0;
-    treq_init(t, fx, sale, user, 1, NULL, order, &n);
-    int rc = inv_claim(fx->w, &t->req);
-    if (rc != INV_PENDING) {
-        assert_int_equal(t->calls, 0);
-        return rc;
-    }
-    run_until(fx, &n, 1, 10000);
-    assert_int_equal(t->calls, 1);
-    return t->outcome;
+    return call(fx, t, inv_claim, sale, user, 1, NULL, order);
 }
 
 /*
