@@ -550,34 +550,18 @@ static void q_append_path(query_ctx_t *q, const char *path)
 }
 
 /*
- * X-Forwarded-For to the upstream: every such field of the request, in order,
- * as one list (RFC 9110 5.3: several fields of a list header are one list),
- * then the peer, as nginx's $proxy_add_x_forwarded_for. Nothing is cut: the
- * request head is at most the read buffer (8 KiB), and the right-most entries
- * are the ones an upstream trusts (the hops nearest to it): the first field
- * alone, cut at 1,000 bytes from the right, lost exactly those.
+ * X-Forwarded-For to the upstream: the request's list (gw_req_xff: every such
+ * field, in order) then the peer, as nginx's $proxy_add_x_forwarded_for.
+ * Nothing is cut: the request head is at most the read buffer (8 KiB), and the
+ * right-most entries are the ones an upstream trusts (the hops nearest to it):
+ * the first field alone, cut at 1,000 bytes from the right, lost exactly those.
  */
-static void append_xff(gw_px_req_t *p, const gw_hdr_t *hs, unsigned nh, const char *peer)
+static void append_xff(gw_px_req_t *p, const char *xff, const char *peer)
 {
     query_ctx_t b = {0};
     q_append(&b, "X-Forwarded-For: ");
-    for (unsigned i = 0; i < nh; i++) {
-        if (!hs[i].name || strcasecmp(hs[i].name, "X-Forwarded-For") != 0 || !hs[i].value)
-            continue;
-        const char *v = hs[i].value;
-        while (*v == ' ' || *v == '\t')
-            v++;
-        size_t n = strlen(v);
-        while (n && (v[n - 1] == ' ' || v[n - 1] == '\t' || v[n - 1] == ','))
-            n--;
-        if (!n)
-            continue;
-        char part[8200];
-        if (n >= sizeof(part))
-            n = sizeof(part) - 1; /* cannot be: a head is at most 8 KiB */
-        memcpy(part, v, n);
-        part[n] = '\0';
-        q_append(&b, part);
+    if (xff && *xff) {
+        q_append(&b, xff);
         q_append(&b, ", ");
     }
     q_append(&b, peer);
@@ -661,7 +645,7 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
         add_req_header(&h, hs[i].name, hs[i].value);
     char peer[INET6_ADDRSTRLEN] = "";
     peer_text(r, peer, sizeof(peer));
-    append_xff(p, hs, nh, peer);
+    append_xff(p, gw_req_xff(r), peer);
     char line[1200];
     const char *host = gw_req_header(r, "Host");
     if (host) {

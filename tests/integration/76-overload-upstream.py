@@ -138,17 +138,9 @@ try:
     eq(p.json["ctype"], "text/plain", "the client's Content-Type reaches the upstream")
     # No Content-Type from the client, none to the upstream (libcurl would add
     # application/x-www-form-urlencoded to a POST body of its own accord).
-    sk = socket.create_connection(("127.0.0.1", g.port), timeout=5)
-    sk.sendall(b"POST /v1/recs/bare HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
-               b"Connection: close\r\n\r\nhi")
-    raw = b""
-    while True:
-        chunk = sk.recv(65536)
-        if not chunk:
-            break
-        raw += chunk
-    sk.close()
-    bare = json.loads(raw.split(b"\r\n\r\n", 1)[1] or b"{}")
+    _, raw = raw_exchange(b"POST /v1/recs/bare HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                          b"Connection: close\r\n\r\nhi")
+    bare = json.loads(raw or b"{}")
     eq((bare.get("body"), bare.get("ctype")), ("hi", None),
        "a body without a Content-Type reaches the upstream without one")
     # A body over proxy.max_body is refused from its head (the body is never read).
