@@ -37,6 +37,13 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "1" if QUICK else "5"))
 CONNS = (64, 256)
 FLOOR = "libmicrohttpd floor (410)"
 UV_FLOOR = "libuv+llhttp floor (410)"
+NGX_SO = "nginx, sold out's requests"
+NGX_RL = "nginx, rate limited's requests"
+NGX_BUY = "nginx, the buy storm's requests"
+# The nginx run each case is measured against: the same wrk script, the run before it.
+PEER = {"sold out (410)": NGX_SO, FLOOR: NGX_SO, UV_FLOOR: NGX_SO, "rate limited (429)": NGX_RL,
+        "accepted, spool only (202)": NGX_BUY, "accepted, spool+relay (202)": NGX_BUY,
+        NGX_SO: "nginx return 200", NGX_RL: "nginx return 200", NGX_BUY: "nginx return 200"}
 SETTLE_ORDERS = 5000 if QUICK else 20000   # one partition of the mock broker holds ~5 MiB
 CEILING_N = 50000 if QUICK else 200000    # redis-benchmark requests per measurement
 OPEN_RATE = int(os.environ.get("BENCH_OPEN_RATE", "2000" if QUICK else "5000"))
@@ -425,14 +432,19 @@ def bench_http(tmp, bindir, scripts):
                   ["--kafka-brokers", "embedded", "--limits-user-rps", "1"])
     gw.put_sale("so", 0)
     gw.put_sale("rl", HUGE)
-    cases = [("nginx return 200", None)]
+    # Each case runs right after nginx answering the same wrk script's requests
+    # (PEER): the client's own cost per request moves the server's (bench/README.md
+    # "Session 22"), and adjacent runs see the same machine.
+    cases = [("nginx return 200", None), (NGX_SO, None)]
     if floor:
         cases.append((FLOOR, 410))
     if uvf:
         cases.append((UV_FLOOR, 410))
     cases += [
         ("sold out (410)", 410),
+        (NGX_RL, None),
         ("rate limited (429)", 429),
+        (NGX_BUY, None),
         ("accepted, spool only (202)", 202),
         ("accepted, spool+relay (202)", 202),
     ]
@@ -442,8 +454,10 @@ def bench_http(tmp, bindir, scripts):
             for case, _ in cases:
                 log("rep %d/%d, %d connections: %s" % (rep + 1, REPS, conns, case))
                 if case.startswith("nginx"):
-                    r = run_wrk("http://127.0.0.1:%d/" % ngx_port, conns, SECONDS,
-                                scripts["nginx"], pid=ngx.pid, pid_children=True)
+                    script, args = {NGX_SO: ("sold_out", ["so"]), NGX_RL: ("rate", ["rl"]),
+                                    NGX_BUY: ("buy", ["ngx"])}.get(case, ("nginx", []))
+                    r = run_wrk("http://127.0.0.1:%d" % ngx_port, conns, SECONDS,
+                                scripts[script], args, pid=ngx.pid, pid_children=True)
                 elif case == FLOOR:
                     r = run_wrk("http://127.0.0.1:%d" % floor_port, conns, SECONDS,
                                 scripts["sold_out"], ["so"], floor.pid)
@@ -978,6 +992,15 @@ def cpu_model():
     return "?"
 
 
+def paired(res, case, peer, conns):
+    """The median over the runs of case's CPU per request / its peer's in the same
+    round (adjacent runs: the machine drifts between rounds, bench/README.md
+    "Session 22")."""
+    rs = [a["cpu_us"] / b["cpu_us"] for a, b in zip(res[(case, conns)], res[(peer, conns)])
+          if a["cpu_us"] == a["cpu_us"] and b["cpu_us"] == b["cpu_us"] and b["cpu_us"]]
+    return med(rs) if rs else float("nan")
+
+
 def mix_notes(res, code=None):
     """Prints the answer mix of every run whose expected status is under 99%."""
     want = {"sold": 410, "rate": 429, "acce": 202}
@@ -1073,7 +1096,8 @@ def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed, spool=
         for case, code in cases:
             rs = res[(case, conns)]
             cpu = med([r["cpu_us"] for r in rs])
-            ratio = cpu / ngx if ngx == ngx and ngx else float("nan")
+            one = cpu / ngx if ngx == ngx and ngx else float("nan")
+            ratio = paired(res, case, PEER[case], conns) if case in PEER else one
             t = target.get(case)
             verdict = "" if t is None else ("%s (<= %gx)" % ("ok" if ratio <= t else "MISS", t))
             shr = "" if code is None else "%.1f%%" % (100 * med([share(r, code) for r in rs]))
@@ -1081,27 +1105,30 @@ def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed, spool=
                          fmt(med([r["p50"] for r in rs]), 2), fmt(med([r["p99"] for r in rs]), 2),
                          fmt(cpu, 1), "%s-%s" % (fmt(min(r["cpu_us"] for r in rs)),
                                                  fmt(max(r["cpu_us"] for r in rs))),
-                         "%.2f" % ratio, shr, verdict])
+                         "%.2f" % ratio, "%.2f" % one, shr, verdict])
     table(["case", "conns", "req/s", "p50 ms", "p99 ms", "cpu us/req", "(min-max)", "x nginx",
-           "expected", "target"], rows)
+           "x 1 body", "expected", "target"], rows)
     mix_notes(res)
     errs = ["%s c%d: %s" % (c, n, r["socket_errors"]) for (c, n), rs in res.items() for r in rs
             if r["socket_errors"]]
     for e in errs[:6]:
         print("  wrk socket errors: " + e)
-    print("  'expected' = share of answers with the case's status (median); nginx is a POST "
-          "with the same JSON body; the relay case's CPU includes the producer, the embedded "
-          "broker and the gateway's own consumer threads (same process).")
+    print("  'x nginx' = the median over the runs of the case's CPU per request / nginx's in "
+          "the run just before it, answering the same wrk script's requests (nginx, ...'s "
+          "requests; for those rows: / nginx return 200); 'x 1 body' = the case's median / "
+          "nginx return 200's, a POST with one JSON body sent again and again (the figure "
+          "before session 22: a wrk script that formats each request costs wrk more, and "
+          "nginx's own CPU per request rose with it, ~1.1x). 'expected' = share of answers "
+          "with the case's status (median); the relay case's CPU includes the producer, the "
+          "embedded broker and the gateway's own consumer threads (same process).")
     if any(c == FLOOR for c, _ in cases):
         print("  %s = flashgate-bench-mhd-floor (bench/mhd_floor.c): libmicrohttpd alone, set "
               "up as flashgate's public listener was until session 8 (the admin listener still "
               "is), answering the bytes of flashgate's 410 and nothing else: the before-row of "
               "the listener's replacement." % FLOOR)
         for conns in CONNS:
-            fl = med([r["cpu_us"] for r in res[(FLOOR, conns)]])
-            ngx = med([r["cpu_us"] for r in res[("nginx return 200", conns)]])
-            if fl == fl and ngx == ngx and ngx:
-                print("  c%d: libmicrohttpd floor %.2fx nginx" % (conns, fl / ngx))
+            print("  c%d: libmicrohttpd floor %.2fx nginx" % (conns, paired(res, FLOOR, NGX_SO,
+                                                                        conns)))
     if any(c == UV_FLOOR for c, _ in cases):
         print("  %s = flashgate-bench-uv-floor (bench/uv_floor.c): one libuv loop, a struct "
               "per connection with an 8 KiB read buffer, llhttp 8.1, keep-alive, answers "
@@ -1111,11 +1138,11 @@ def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed, spool=
         for conns in CONNS:
             fl = med([r["cpu_us"] for r in res[(UV_FLOOR, conns)]])
             so = med([r["cpu_us"] for r in res[("sold out (410)", conns)]])
-            ngx = med([r["cpu_us"] for r in res[("nginx return 200", conns)]])
+            ngx = med([r["cpu_us"] for r in res[(NGX_SO, conns)]])
             if fl == fl and so == so and ngx == ngx and ngx:
                 print("  c%d: libuv+llhttp floor %.2fx nginx; flashgate's own work on a "
                       "sold-out answer %.1f us (%.2fx nginx's whole answer)"
-                      % (conns, fl / ngx, so - fl, (so - fl) / ngx))
+                      % (conns, paired(res, UV_FLOOR, NGX_SO, conns), so - fl, (so - fl) / ngx))
     print()
     print("== Issue 5: open loop (flashgate-load) next to closed loop (wrk), accepted orders, "
           "spool only, 64 connections ==")
