@@ -844,7 +844,10 @@ def trace_rows(r, first_s=2.0, bin_s=0.1):
             d["202"] = z_["replies"].get("202_queued", 0) - a_["replies"].get("202_queued", 0)
             for k in ("shuts", "reset", "late", "conns", "trimmed"):
                 d[k] = z_.get(k, 0) - a_.get(k, 0)
+        lag = f.get("lag_max_ms", [])[lo:hi]
         rows.append({"t_ms": int(b * bin_s * 1000), "n": fs("n"), "good": fs("good"),
+                     "slow": fs("slow") - fs("error") - fs("timeout"),
+                     "lag_max_ms": max(lag) if lag else 0,
                      "503": fs("shed"), "refused": fs("refused"),
                      "reset": fs("error") - fs("refused"), "timeout": fs("timeout"),
                      "gw_cpu_ms": cpu, "periods": per_n, "throttled": thr,
@@ -982,8 +985,8 @@ def print_trace_mixed(r):
     t0 = iso_s(tr["started_at"])
     print("   trace %s %s (first %g s, 100 ms bins; crowd by scheduled time, gateway by wall "
           "time):" % (r["label"], r["mode"], TRACE_S))
-    print("     t ms  arrivals  good   503  refused  reset  timeout | gw cpu ms  conns  shuts"
-          "  resets  closed  late503  level  busy%  qdelay  paused  shed sheddable")
+    print("     t ms  arrivals  good   503  refused  reset  timeout  >50ms  lag max | gw cpu ms"
+          "  conns  shuts  resets  closed  late503  level  busy%  qdelay  paused  shed sheddable")
     for b, x in enumerate(rows):
         w0, w1 = t0 + b * 0.1, t0 + (b + 1) * 0.1
         st = [z for z in tr["stats"] if w0 <= z[0] < w1]
@@ -991,10 +994,10 @@ def print_trace_mixed(r):
         last = st[-1][1] if st else {}
         sh = last.get("shed", {}).get("sheddable", 0) - (
             st0[-1][1].get("shed", {}).get("sheddable", 0) if st0 else 0) if st else 0
-        print("   %6d  %8d %5d %5d %8d %6d %8d | %9.2f  %5d %6d %7d %7d %8d  %5s  %5s  %6s"
-              "  %6s  %6d" % (
+        print("   %6d  %8d %5d %5d %8d %6d %8d %6d %8d | %9.2f  %5d %6d %7d %7d %8d  %5s  %5s"
+              "  %6s  %6s  %6d" % (
                   x["t_ms"], x["n"], x["good"], x["503"], x["refused"], x["reset"],
-                  x["timeout"], x["gw_cpu_ms"], x["gw_conns"], x["gw_shuts"], x["gw_reset"],
+                  x["timeout"], x["slow"], x["lag_max_ms"], x["gw_cpu_ms"], x["gw_conns"], x["gw_shuts"], x["gw_reset"],
                   x["gw_trimmed"], x["gw_late"], last.get("level", "-"), last.get("busy", "-"),
                   "%.1f" % last["qdelay_ms"] if "qdelay_ms" in last else "-",
                   last.get("paused", "-"), sh))

@@ -247,7 +247,7 @@ static json_t *fine_json(const lt_results_t *res)
         n--;
     json_t *a_n = json_array(), *a_good = json_array(), *a_shed = json_array(),
            *a_slow = json_array(), *a_max = json_array(), *a_err = json_array(),
-           *a_ref = json_array(), *a_to = json_array();
+           *a_ref = json_array(), *a_to = json_array(), *a_lag = json_array();
     for (size_t i = 0; i < n; i++) {
         const lt_fine_t *f = &res->fine[i];
         json_array_append_new(a_n, json_integer(f->n));
@@ -258,11 +258,12 @@ static json_t *fine_json(const lt_results_t *res)
         json_array_append_new(a_err, json_integer(f->error));
         json_array_append_new(a_ref, json_integer(f->refused));
         json_array_append_new(a_to, json_integer(f->timeout));
+        json_array_append_new(a_lag, json_integer(f->lag_max_ms));
     }
-    return json_pack("{s:i, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "bin_ms",
+    return json_pack("{s:i, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "bin_ms",
                      LT_FINE_BIN_MS, "slow_ms", LT_FINE_SLOW_MS, "n", a_n, "good", a_good, "shed",
                      a_shed, "slow", a_slow, "max_ms", a_max, "error", a_err, "refused", a_ref,
-                     "timeout", a_to);
+                     "timeout", a_to, "lag_max_ms", a_lag);
 }
 
 static json_t *figures_json(const lt_results_t *res)

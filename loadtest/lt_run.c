@@ -408,10 +408,10 @@ static uint64_t draw_time(const char *body, uint64_t now)
     return t;
 }
 
-static void fine_record(run_t *r, uint64_t sched_ns, lt_ans_t a, uint64_t lat_us, bool good)
+static void fine_record(run_t *r, const req_t *q, lt_ans_t a, uint64_t lat_us, bool good)
 {
     lt_results_t *res = r->res;
-    size_t b = (size_t)(sched_ns / (LT_FINE_BIN_MS * 1000000ull));
+    size_t b = (size_t)(q->sched_ns / (LT_FINE_BIN_MS * 1000000ull));
     if (b >= 360000) /* an hour of bins is the most a scenario can schedule */
         return;
     if (b >= res->n_fine) {
@@ -436,6 +436,9 @@ static void fine_record(run_t *r, uint64_t sched_ns, lt_ans_t a, uint64_t lat_us
         f->refused++;
     if (lat_us / 1000u > f->max_ms)
         f->max_ms = (uint32_t)(lat_us / 1000u);
+    uint64_t lag_ms = q->sent_ns > q->sched_ns ? (q->sent_ns - q->sched_ns) / 1000000u : 0;
+    if (lag_ms > f->lag_max_ms)
+        f->lag_max_ms = (uint32_t)lag_ms;
 }
 
 static void on_page_answer(run_t *r, req_t *q, int status, bool degraded, lt_ans_t transport,
@@ -463,7 +466,7 @@ static void on_buy_answer(run_t *r, req_t *q, lt_ans_t a, int retry_after_s, con
     bool good = a == LT_ANS_A202 || a == LT_ANS_A409 || a == LT_ANS_A410;
     if (good)
         cm_hist_record(&res->buy_good, lat_us);
-    fine_record(r, q->sched_ns, a, lat_us, good);
+    fine_record(r, q, a, lat_us, good);
     lt_second_t *s = second_at(r, now);
     s->counts[a]++;
     cm_hist_record(&s->buy, lat_us);
@@ -1223,6 +1226,8 @@ static void results_merge(lt_results_t *d, lt_results_t *s)
         f->timeout += g->timeout;
         if (g->max_ms > f->max_ms)
             f->max_ms = g->max_ms;
+        if (g->lag_max_ms > f->lag_max_ms)
+            f->lag_max_ms = g->lag_max_ms;
     }
     cm_hist_merge(&d->send_lag, &s->send_lag);
     if (s->n_secs > d->n_secs) {

@@ -73,6 +73,10 @@ typedef struct lt_fine {
     uint32_t refused; /* ... of them, failed because a new connection was refused */
     uint32_t timeout; /* the person gave up */
     uint32_t max_ms;
+    /* The latest a request of the bin was written to a connection after its
+     * scheduled time: the generator's own lag, a new connection's connect, and
+     * in queue mode the wait for a pooled connection (0: never sent). */
+    uint32_t lag_max_ms;
 } lt_fine_t;
 
 typedef struct lt_order {

@@ -77,6 +77,14 @@ def run_crowd(g, sale, tag, seed, load_s, rate, watch, every=0.2, scenario=None,
     check(load.returncode == 0, "flashgate-load ran (%s): rc %s %s" % (tag, load.returncode,
                                                                       lo[-600:]))
     figs = json.load(open(os.path.join(out, "report.json")))["figures"]
+    # The fine timeline's send delay per bin: one per bin, and never past the bin's
+    # slowest answer (an answer's latency counts from the same scheduled time).
+    fine = figs.get("fine_timeline") or {}
+    lags, worst = fine.get("lag_max_ms", []), fine.get("max_ms", [])
+    check(len(lags) == len(worst) == len(fine.get("n", [])),
+          "fine_timeline: a lag_max_ms per bin (%s)" % tag)
+    bad = [(i, a, b) for i, (a, b) in enumerate(zip(lags, worst)) if a > b]
+    check(not bad, "fine_timeline: lag_max_ms <= max_ms in every bin (%s): %s" % (tag, bad[:3]))
     if figures is not None:
         figures.update(figs)
     codes = figs["answers"]
