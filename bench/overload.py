@@ -1395,6 +1395,13 @@ def run_case(bench, a, name, loads, secs, ramp_s, help_text, results):
             case, "auto", [{"kind": "plateau", "duration_s": secs, "rate": 2 * cap_rps}],
             "pool", give_up_ms=500 if a.smoke else max(5000, int(secs * 1500)),
             crowd={"connection_mode": "queue", "connections": 64})
+        # The same pool whose balancer says when it took each request (X-Request-Start:
+        # the gateway trusts 127.0.0.1): its queue, invisible to the gateway above, is
+        # shed at its head (docs/design.md "Too late to serve").
+        out["pool_stamped_run"] = bench.run(
+            case, "auto", [{"kind": "plateau", "duration_s": secs, "rate": 2 * cap_rps}],
+            "pool+stamp", give_up_ms=500 if a.smoke else max(5000, int(secs * 1500)),
+            crowd={"connection_mode": "queue", "connections": 64, "request_start": True})
 
     for mult in loads:
         rate = cap_rps * mult
@@ -1688,6 +1695,15 @@ def report(res, a):
                           pool["answers"].get("error", 0), cn.get("connects", 0),
                           pool["answers"].get("503", 0),
                           pool.get("door_shuts", 0)))
+                for lab, p_ in (("without", pool), ("with", c.get("pool_stamped_run"))):
+                    if not p_:
+                        continue
+                    ad = p_.get("admitted") or {}
+                    print("     %s X-Request-Start: goodput %.0f/s, admitted p50/p99 %.1f / %.1f "
+                          "ms (from the scheduled time: the pool's queue included), %d answered "
+                          "503, %d failed" % (
+                              lab, p_["goodput_rps"], ad.get("p50_ms", 0), ad.get("p99_ms", 0),
+                              p_["answers"].get("503", 0), p_["answers"].get("error", 0)))
             for r in c["runs"]:
                 if r["mode"] != "auto":
                     continue

@@ -28,6 +28,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
+#include <time.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -171,6 +172,7 @@ typedef struct crowd {
     int64_t start_ms;    /* the sale's start, wall clock */
     uint64_t t0_ns;      /* the shared clock's zero (cm_mono_ns base) */
     int64_t wall_t0_ms;
+    int64_t wall_t0_us; /* the same, in microseconds (X-Request-Start) */
     pthread_barrier_t go; /* every loop warmed up: the clock starts */
     size_t n_loops;
     struct run *loops[LT_MAX_LOOPS];
@@ -202,6 +204,7 @@ typedef struct run {
     uint64_t profile_end_ns;
     bool stopping, quiet;
     bool refusing; /* finish_req is failing a request whose new connection was refused */
+    int64_t wall_t0_us; /* the wall clock at the shared zero (X-Request-Start stamps) */
     /* progress */
     uint64_t last_answers, last_t_ns, last_pub_ns;
     size_t open_orders_cap;
@@ -747,6 +750,13 @@ static void conn_send(conn_t *c, req_t *q)
     wreq_t *wq = cm_xmalloc(sizeof(*wq));
     wq->c = c;
     wq->wr.data = wq;
+    /* A balancer that queued the request says when it took it: here, when it was due. */
+    char stamp[64] = "";
+    if (sc->request_start) {
+        int64_t us = r->wall_t0_us + (int64_t)(q->sched_ns / 1000u);
+        snprintf(stamp, sizeof(stamp), "X-Request-Start: t=%lld.%06lld\r\n",
+                 (long long)(us / 1000000), (long long)(us % 1000000));
+    }
     int n;
     if (q->kind == EV_BUY) {
         char body[160];
@@ -754,24 +764,25 @@ static void conn_send(conn_t *c, req_t *q)
         n = snprintf(wq->data, sizeof(wq->data),
                      "POST /v1/sales/%s/orders HTTP/1.1\r\nHost: %s:%d\r\n"
                      "Content-Type: application/json\r\nContent-Length: %d\r\n"
-                     "X-Forwarded-For: %s\r\nIdempotency-Key: lt-%s-%s\r\n\r\n%s",
-                     sc->sale_id, c->tg->host, c->tg->port, bl, addr, sc->sale_id, uid, body);
+                     "X-Forwarded-For: %s\r\nIdempotency-Key: lt-%s-%s\r\n%s\r\n%s",
+                     sc->sale_id, c->tg->host, c->tg->port, bl, addr, sc->sale_id, uid, stamp,
+                     body);
     } else if (q->kind == EV_PAGE) {
         n = snprintf(wq->data, sizeof(wq->data),
-                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nX-Forwarded-For: %s\r\n\r\n",
-                     sc->noncore_path, c->tg->host, c->tg->port, addr);
+                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nX-Forwarded-For: %s\r\n%s\r\n",
+                     sc->noncore_path, c->tg->host, c->tg->port, addr, stamp);
     } else if (r->users[q->user].order < 0) {
         const lt_entry_t *e = &r->res->entries[r->users[q->user].entry];
         n = snprintf(wq->data, sizeof(wq->data),
                      "GET /v1/orders/%s?token=%s HTTP/1.1\r\nHost: %s:%d\r\n"
-                     "X-Forwarded-For: %s\r\n\r\n",
-                     e->id, e->token, c->tg->host, c->tg->port, addr);
+                     "X-Forwarded-For: %s\r\n%s\r\n",
+                     e->id, e->token, c->tg->host, c->tg->port, addr, stamp);
     } else {
         const lt_order_t *o = &r->res->orders[r->users[q->user].order];
         n = snprintf(wq->data, sizeof(wq->data),
                      "GET /v1/orders/%s?token=%s HTTP/1.1\r\nHost: %s:%d\r\n"
-                     "X-Forwarded-For: %s\r\n\r\n",
-                     o->id, o->token, c->tg->host, c->tg->port, addr);
+                     "X-Forwarded-For: %s\r\n%s\r\n",
+                     o->id, o->token, c->tg->host, c->tg->port, addr, stamp);
     }
     c->cur = q;
     c->state = C_BUSY;
@@ -1356,6 +1367,9 @@ static void *loop_main(void *arg)
     if (k == 0) {
         cw->t0_ns = cm_mono_ns();
         cw->wall_t0_ms = cm_wall_ms();
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        cw->wall_t0_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
     }
     pthread_barrier_wait(&cw->go);
     if (rc < 0)
@@ -1365,6 +1379,7 @@ static void *loop_main(void *arg)
     lt_ticker_deal(&r->ticker, k, n);
     lt_ticker_start_at(&r->ticker, cw->t0_ns);
     res->wall_t0_ms = cw->wall_t0_ms;
+    r->wall_t0_us = cw->wall_t0_us;
     int64_t rel = cw->start_ms - cw->wall_t0_ms;
     r->sale_start_ns = rel > 0 ? (uint64_t)rel * 1000000ull : 0;
     res->sale_start_s = (double)r->sale_start_ns / 1e9;

@@ -291,7 +291,7 @@ static int parse_root(lt_scenario_t *sc, json_t *root, char *eb, size_t el)
                                       "targets", "admin", "admin_token", "kafka_brokers", "db",
                                       "topic", "connections", "request_timeout_ms",
                                       "connection_mode", "connections_max", "give_up_ms",
-                                      "warm_connections", "loops",
+                                      "warm_connections", "loops", "request_start",
                                       "noncore", "sale", "crowd", "behaviour", "arrivals",
                                       NULL};
     TRY(check_keys(root, NULL, top, eb, el));
@@ -333,6 +333,7 @@ static int parse_root(lt_scenario_t *sc, json_t *root, char *eb, size_t el)
     TRY(get_u32(root, NULL, "warm_connections", 0, LT_MAX_CONNECTIONS, &sc->warm_connections,
                 eb, el));
     TRY(get_u32(root, NULL, "loops", 1, LT_MAX_LOOPS, &sc->loops, eb, el));
+    TRY(get_bool(root, NULL, "request_start", &sc->request_start, eb, el));
 
     json_t *s;
     TRY(get_section(root, "noncore", &s, eb, el));

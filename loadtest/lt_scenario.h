@@ -52,6 +52,9 @@ typedef struct lt_scenario {
     uint32_t give_up_ms;          /* per-request deadline from the scheduled time, 0 = none */
     uint32_t warm_connections;    /* per target: opened before the first arrival, 0 = none */
     uint32_t loops;               /* event loops (threads) the crowd is dealt over, 1 = one */
+    /* every request says when it was due, as a balancer that queues them says when it took
+     * each: X-Request-Start: t=<seconds.micros> of its scheduled time */
+    bool request_start;
     /* non-core page views mixed into the crowd */
     double noncore_share;         /* share of users who GET noncore_path instead of buying */
     char noncore_path[256];

@@ -35,6 +35,9 @@ typedef struct server {
     atomic_int inflight, max_inflight; /* requests read and not yet answered */
     atomic_int gets_page; /* GET of the page path */
     atomic_int posts;
+    atomic_int stamped;      /* requests with X-Request-Start: t=... */
+    atomic_int stamp_bad;    /* ... whose stamp is not a time of the last 10 s */
+    atomic_int stamp_wait_max_ms; /* the longest a stamped request came after its stamp */
 } server_t;
 
 typedef struct sconn {
@@ -77,6 +80,19 @@ static void *conn_main(void *arg)
             if (n <= 0)
                 goto out;
             len += (size_t)n;
+        }
+        char *st = strcasestr(buf, "\r\nX-Request-Start: t=");
+        if (st && st < end) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            double now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+            double at = strtod(st + 21, NULL), wait_ms = (now - at) * 1000.0;
+            atomic_fetch_add(&s->stamped, 1);
+            if (wait_ms < -50.0 || wait_ms > 10000.0)
+                atomic_fetch_add(&s->stamp_bad, 1);
+            int w = (int)wait_ms, prev = atomic_load(&s->stamp_wait_max_ms);
+            while (w > prev && !atomic_compare_exchange_weak(&s->stamp_wait_max_ms, &prev, w)) {
+            }
         }
         bool post = strncmp(buf, "POST ", 5) == 0;
         if (post)
@@ -195,6 +211,37 @@ static void test_queue_mode_keeps_its_pool(void **state)
     assert_int_equal(res.gave_up, 0);
     lt_results_free(&res);
     lt_scenario_free(&sc);
+}
+
+/*
+ * request_start: every request says when it was due (X-Request-Start, as a
+ * balancer that queued it), so the stamps of those that waited in the pool's
+ * queue are older than their send. Without it, no request carries one.
+ */
+static void test_request_start_stamps(void **state)
+{
+    (void)state;
+    for (int on = 0; on < 2; on++) {
+        server_t s;
+        server_start(&s, 20);
+        lt_scenario_t sc;
+        scenario(&sc, &s, on ? ",\"connections\":3,\"request_start\":true" : ",\"connections\":3",
+                 400, 0.25);
+        assert_int_equal(sc.request_start, on);
+        lt_results_t res;
+        char eb[256];
+        assert_int_equal(lt_run(&sc, true, &res, eb, sizeof(eb)), 0);
+        server_stop(&s);
+        assert_int_equal(res.answers[LT_ANS_A202], res.arrivals);
+        assert_int_equal((uint64_t)atomic_load(&s.stamped), on ? res.arrivals : 0);
+        assert_int_equal(atomic_load(&s.stamp_bad), 0);
+        /* ~100 arrivals against 3 connections of 20 ms: the last ones wait a few
+         * hundred ms in the pool's queue, and their stamps say so */
+        if (on)
+            assert_true(atomic_load(&s.stamp_wait_max_ms) >= 100);
+        lt_results_free(&res);
+        lt_scenario_free(&sc);
+    }
 }
 
 /* Open mode: new connections on demand up to the cap; at most `connections` stay idle. */
@@ -420,6 +467,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_queue_mode_keeps_its_pool),
+        cmocka_unit_test(test_request_start_stamps),
         cmocka_unit_test(test_open_mode_opens_up_to_the_cap),
         cmocka_unit_test(test_give_up_closes_the_connection),
         cmocka_unit_test(test_give_up_while_queued),

@@ -121,6 +121,7 @@ static const struct {
      "\"arrivals\":[{\"kind\":\"spike\",\"duration_s\":1,\"rate\":5}]}",
      "scenario: warm_connections: at most connections (8): the pool, or the idle cache in open "
      "mode"},
+    {"{\"request_start\":1}", "scenario: request_start: must be true or false"},
     {"{\"loops\":0}", "scenario: loops: must be an integer between 1 and 16"},
     {"{\"loops\":17}", "scenario: loops: must be an integer between 1 and 16"},
     {"{\"connections\":2,\"loops\":3,\"sale\":{\"create\":false},"
