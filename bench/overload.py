@@ -752,6 +752,7 @@ class Bench:
             "wall_s": wall, "protection": self.protection,
             "gen_cpu_s": gen_cpu_s, "gen_loops": sc["loops"], "upstream_cpu_s": up_cpu_s, "load1_after": load_after,
         }
+        r["slow_bin_lag_ms"] = slow_bin_lag(r)  # kept when the JSON drops the fine timeline
         if trace:
             r["diag"] = diag
             r["trace"] = {"started_at": rep.get("started_at"), "t0": t0,
@@ -1080,9 +1081,27 @@ def gen_busy(r):
     return r["gen_cpu_s"] / r["wall_s"] / r.get("gen_loops", 1)
 
 
+SLOW_BIN_LAG_MS = 25  # half the buy target gone before the gateway could see the request
+
+
+def slow_bin_lag(r):
+    """The latest send (ms after its scheduled time) among the fine timeline's 10 ms bins
+    that hold admitted buys slower than its slow_ms: a slow tail whose requests left the
+    crowd late is the crowd's as much as the gateway's (bench/README.md "Session 22")."""
+    f = r.get("fine") or {}
+    lags = f.get("lag_max_ms") or []
+    rows = zip(lags, f.get("slow", []), f.get("error", []), f.get("timeout", []))
+    return max((lag for lag, sl, er, to in rows if sl - er - to > 0), default=0)
+
+
 def lagged(r):
     lag = r.get("send_lag_p99_ms", 0)
     s = " (lag %.0f ms!)" % lag if lag > LAG_MAX_MS else ""
+    sb = r.get("slow_bin_lag_ms")
+    if sb is None:
+        sb = slow_bin_lag(r)
+    if sb > SLOW_BIN_LAG_MS:
+        s += " (sent %d ms late in its slow bins!)" % sb
     g = gen_busy(r)
     if g is not None and g >= GEN_BUSY_MAX:
         s += " (generator %.0f%% of a core%s!)" % (
