@@ -1410,17 +1410,15 @@ def run_case(bench, a, name, loads, secs, ramp_s, help_text, results):
         # must lose nothing to the door or the too-late check (docs/design.md,
         # "Too late to serve": closing a late request's connection once cost such
         # a pool thousands of refused reconnects and a third of its goodput).
-        out["pool_run"] = bench.run(
-            case, "auto", [{"kind": "plateau", "duration_s": secs, "rate": 2 * cap_rps}],
-            "pool", give_up_ms=500 if a.smoke else max(5000, int(secs * 1500)),
-            crowd={"connection_mode": "queue", "connections": 64})
-        # The same pool whose balancer says when it took each request (X-Request-Start:
-        # the gateway trusts 127.0.0.1): its queue, invisible to the gateway above, is
-        # shed at its head (docs/design.md "Too late to serve").
-        out["pool_stamped_run"] = bench.run(
-            case, "auto", [{"kind": "plateau", "duration_s": secs, "rate": 2 * cap_rps}],
-            "pool+stamp", give_up_ms=500 if a.smoke else max(5000, int(secs * 1500)),
-            crowd={"connection_mode": "queue", "connections": 64, "request_start": True})
+        # Then the same pool whose balancer says when it took each request
+        # (X-Request-Start; the gateway trusts 127.0.0.1): its queue, invisible to the
+        # gateway otherwise, is shed at its head (docs/design.md "Too late to serve").
+        for key, label, stamp in (("pool_run", "pool", False),
+                                  ("pool_stamped_run", "pool+stamp", True)):
+            out[key] = bench.run(
+                case, "auto", [{"kind": "plateau", "duration_s": secs, "rate": 2 * cap_rps}],
+                label, give_up_ms=500 if a.smoke else max(5000, int(secs * 1500)),
+                crowd={"connection_mode": "queue", "connections": 64, "request_start": stamp})
 
     for mult in loads:
         rate = cap_rps * mult

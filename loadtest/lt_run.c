@@ -28,7 +28,6 @@
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
-#include <time.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,7 +171,6 @@ typedef struct crowd {
     int64_t start_ms;    /* the sale's start, wall clock */
     uint64_t t0_ns;      /* the shared clock's zero (cm_mono_ns base) */
     int64_t wall_t0_ms;
-    int64_t wall_t0_us; /* the same, in microseconds (X-Request-Start) */
     pthread_barrier_t go; /* every loop warmed up: the clock starts */
     size_t n_loops;
     struct run *loops[LT_MAX_LOOPS];
@@ -204,7 +202,6 @@ typedef struct run {
     uint64_t profile_end_ns;
     bool stopping, quiet;
     bool refusing; /* finish_req is failing a request whose new connection was refused */
-    int64_t wall_t0_us; /* the wall clock at the shared zero (X-Request-Start stamps) */
     /* progress */
     uint64_t last_answers, last_t_ns, last_pub_ns;
     size_t open_orders_cap;
@@ -750,10 +747,11 @@ static void conn_send(conn_t *c, req_t *q)
     wreq_t *wq = cm_xmalloc(sizeof(*wq));
     wq->c = c;
     wq->wr.data = wq;
-    /* A balancer that queued the request says when it took it: here, when it was due. */
+    /* A balancer that queued the request says when it took it: here, when it was due
+     * (on the run's wall-clock zero, which has millisecond steps). */
     char stamp[64] = "";
     if (sc->request_start) {
-        int64_t us = r->wall_t0_us + (int64_t)(q->sched_ns / 1000u);
+        int64_t us = r->res->wall_t0_ms * 1000 + (int64_t)(q->sched_ns / 1000u);
         snprintf(stamp, sizeof(stamp), "X-Request-Start: t=%lld.%06lld\r\n",
                  (long long)(us / 1000000), (long long)(us % 1000000));
     }
@@ -1367,9 +1365,6 @@ static void *loop_main(void *arg)
     if (k == 0) {
         cw->t0_ns = cm_mono_ns();
         cw->wall_t0_ms = cm_wall_ms();
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        cw->wall_t0_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
     }
     pthread_barrier_wait(&cw->go);
     if (rc < 0)
@@ -1379,7 +1374,6 @@ static void *loop_main(void *arg)
     lt_ticker_deal(&r->ticker, k, n);
     lt_ticker_start_at(&r->ticker, cw->t0_ns);
     res->wall_t0_ms = cw->wall_t0_ms;
-    r->wall_t0_us = cw->wall_t0_us;
     int64_t rel = cw->start_ms - cw->wall_t0_ms;
     r->sale_start_ns = rel > 0 ? (uint64_t)rel * 1000000ull : 0;
     res->sale_start_s = (double)r->sale_start_ns / 1e9;
