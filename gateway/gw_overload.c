@@ -799,13 +799,18 @@ bool gw_ol_too_late(gw_req_t *r)
     unsigned busy = o->door.capped ? 100u : o->q.busy_pct;
     if (!r->conn || !edge_allowed(o))
         return false;
-    uint64_t up;
+    uint64_t up, own;
     if (r->hdr.req_start && upstream_waited(r, &up)) {
         if (!gw_late_upstream_look(o->door.shut, busy)) {
             gw_rs_base_learn(&o->rs_base, up); /* not busy: the balancer queues nothing */
-        } else if (gw_rs_late(&o->rs_base, up, o->q.target_us)) {
+        } else if (gw_rs_late(&o->rs_base, up, o->q.target_us) &&
+                   (!request_waited(r, &own) ||
+                    gw_rs_late(&o->rs_base, gw_rs_before_us(up, own), o->q.target_us))) {
             /* The balancer's queue, not this connection's: it stays (its
-             * small body is read and dropped), and no door counts it. */
+             * small body is read and dropped), and no door counts it. What it
+             * waited here (the kernel's) is not the balancer's: a request
+             * stamped in time that sat in a busy worker's accept queue goes
+             * to the gateway's own late check below, as an unstamped one. */
             atomic_fetch_add_explicit(&o->shed_late, 1, memory_order_relaxed);
             atomic_fetch_add_explicit(&o->shed_late_upstream, 1, memory_order_relaxed);
             gw_ol_overloaded(r, "queue_time",

@@ -491,7 +491,11 @@ bool gw_late_shed_kept(uint64_t waited_us, uint64_t target_us);
  * (gw_late_upstream_look), is answered 503 `queue_time` before its body is
  * read, and its connection stays: it is the balancer's pool, and the wait
  * was the balancer's queue, not the connection's (counted in
- * shed_late_upstream). Served, it would answer past the 100 ms; shed, it
+ * shed_late_upstream). What the request then waited in this host's kernel
+ * (its bytes unread in the socket, or its connection in the accept queue
+ * while the door was shut) is the gateway's own queue, not the balancer's: it
+ * is taken off the stamp's wait (gw_rs_before_us), and the gateway's own late
+ * check below judges it. Served, it would answer past the 100 ms; shed, it
  * costs a 503's CPU instead of an accept's, and the queue behind it drains.
  *
  * gw_request_start_us reads the field's value: "t=" (optional) then seconds
@@ -526,6 +530,10 @@ typedef struct gw_rs_base {
 void gw_rs_base_learn(gw_rs_base_t *b, uint64_t waited_us);
 /* Whether a stamp that says `waited_us` is late past the baseline. */
 bool gw_rs_late(const gw_rs_base_t *b, uint64_t waited_us, uint64_t target_us);
+/* The part of a stamp's wait `stamp_us` spent before the request reached this
+ * host, given what it has waited in the kernel since (`kernel_us`, read
+ * from TCP_INFO only when the stamp alone says late). Pure. */
+uint64_t gw_rs_before_us(uint64_t stamp_us, uint64_t kernel_us);
 /*
  * Where a late request's connection stands: beyond the connections the worker
  * keeps (gw_door_keep; trimmed while shut), within them with the door open, or

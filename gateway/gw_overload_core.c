@@ -809,6 +809,11 @@ bool gw_rs_late(const gw_rs_base_t *b, uint64_t waited_us, uint64_t target_us)
     return b->known && waited_us > b->us && gw_late_shed(waited_us - b->us, target_us);
 }
 
+uint64_t gw_rs_before_us(uint64_t stamp_us, uint64_t kernel_us)
+{
+    return stamp_us > kernel_us ? stamp_us - kernel_us : 0;
+}
+
 bool gw_late_shed_kept(uint64_t waited_us, uint64_t target_us)
 {
     return target_us > 0 && (double)waited_us >= GW_LATE_KEPT_TARGETS * (double)target_us;

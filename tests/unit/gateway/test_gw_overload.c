@@ -1177,6 +1177,13 @@ static void test_request_start(void **state)
     for (int i = 0; i < 5000; i++)
         gw_rs_base_learn(&b, 100 * MS);
     assert_true(b.us > 98 * MS && b.us <= 100 * MS); /* within 1 ms: integer steps */
+    /* A stamp 300 ms past the baseline whose request sat 280 ms in this host's
+     * kernel (a busy worker's accept queue) waited 20 ms before the gateway:
+     * not the balancer's queue. One that sat 100 ms waited 200 there: late. */
+    assert_true(gw_rs_late(&b, b.us + 300 * MS, 20 * MS));
+    assert_false(gw_rs_late(&b, gw_rs_before_us(b.us + 300 * MS, 280 * MS), 20 * MS));
+    assert_true(gw_rs_late(&b, gw_rs_before_us(b.us + 300 * MS, 100 * MS), 20 * MS));
+    assert_int_equal(gw_rs_before_us(5 * MS, 9 * MS), 0); /* never below 0 */
 }
 
 /* Too late: looked at only while the worker shows a queue; shed from 2.5 queue targets. */
