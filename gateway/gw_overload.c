@@ -787,6 +787,26 @@ static bool upstream_waited(gw_req_t *r, uint64_t *waited_us)
     return gw_upstream_waited(r->hdr.req_start, (uint64_t)cm_wall_ms() * 1000u, waited_us);
 }
 
+/* Whether a stamp that waited `up` is late for the balancer's queue alone.
+ * What the request waited in this host (the kernel's: in the socket, or in
+ * the accept queue behind a shut door) is not the balancer's; a request
+ * stamped in time that sat there goes to the gateway's own late check, as an
+ * unstamped one. The loop's bound on that wait first (gw_h1_read_after_ns):
+ * if the stamp is late even with all of it taken off, it is late, and a
+ * balancer's kept connection costs no system call; else the kernel's figure. */
+static bool stamp_late(gw_ol_worker_t *o, gw_req_t *r, uint64_t up)
+{
+    if (!gw_rs_late(&o->rs_base, up, o->q.target_us))
+        return false;
+    uint64_t after = gw_h1_read_after_ns(r->conn), now = after ? cm_mono_ns() : 0;
+    if (now > after &&
+        gw_rs_late(&o->rs_base, gw_rs_before_us(up, (now - after) / 1000u), o->q.target_us))
+        return true;
+    uint64_t own;
+    return !request_waited(r, &own) ||
+           gw_rs_late(&o->rs_base, gw_rs_before_us(up, own), o->q.target_us);
+}
+
 bool gw_ol_too_late(gw_req_t *r)
 {
     gw_ol_worker_t *o = r->w->ol;
@@ -799,18 +819,13 @@ bool gw_ol_too_late(gw_req_t *r)
     unsigned busy = o->door.capped ? 100u : o->q.busy_pct;
     if (!r->conn || !edge_allowed(o))
         return false;
-    uint64_t up, own;
+    uint64_t up;
     if (r->hdr.req_start && upstream_waited(r, &up)) {
         if (!gw_late_upstream_look(o->door.shut, busy)) {
             gw_rs_base_learn(&o->rs_base, up); /* not busy: the balancer queues nothing */
-        } else if (gw_rs_late(&o->rs_base, up, o->q.target_us) &&
-                   (!request_waited(r, &own) ||
-                    gw_rs_late(&o->rs_base, gw_rs_before_us(up, own), o->q.target_us))) {
+        } else if (stamp_late(o, r, up)) {
             /* The balancer's queue, not this connection's: it stays (its
-             * small body is read and dropped), and no door counts it. What it
-             * waited here (the kernel's) is not the balancer's: a request
-             * stamped in time that sat in a busy worker's accept queue goes
-             * to the gateway's own late check below, as an unstamped one. */
+             * small body is read and dropped), and no door counts it. */
             atomic_fetch_add_explicit(&o->shed_late, 1, memory_order_relaxed);
             atomic_fetch_add_explicit(&o->shed_late_upstream, 1, memory_order_relaxed);
             gw_ol_overloaded(r, "queue_time",
