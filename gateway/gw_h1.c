@@ -526,6 +526,12 @@ static void flush(gw_h1_t *c)
 static void on_written(uv_write_t *wr, int status)
 {
     gw_h1_t *c = wr->data;
+    /* An I/O callback that may serve the requests the buffer holds and set
+     * the guard's deadlines: the iteration's clock, as a read's. Without it an
+     * iteration of write completions alone used the last read's time, and an
+     * idle deadline set here could be due at once for a worker that had only
+     * slow readers to write to for a while. */
+    gw_http_iteration(c->w);
     c->writing = false;
     if (status < 0 || c->closing) {
         conn_close(c);
