@@ -794,13 +794,24 @@ static bool upstream_waited(gw_req_t *r, uint64_t *waited_us)
  * unstamped one. The loop's bound on that wait first (gw_h1_read_after_ns):
  * if the stamp is late even with all of it taken off, it is late, and a
  * balancer's kept connection costs no system call; else the kernel's figure. */
+/* The loop's bound on how long the request's bytes waited unread here
+ * (gw_h1_read_after_ns), without a system call; false if not known. */
+static bool loop_waited(gw_req_t *r, uint64_t *us)
+{
+    uint64_t after = gw_h1_read_after_ns(r->conn), now = after ? cm_mono_ns() : 0;
+    if (now <= after)
+        return false;
+    *us = (now - after) / 1000u;
+    return true;
+}
+
 static bool stamp_late(gw_ol_worker_t *o, gw_req_t *r, uint64_t up)
 {
     if (!gw_rs_late(&o->rs_base, up, o->q.target_us))
         return false;
-    uint64_t after = gw_h1_read_after_ns(r->conn), now = after ? cm_mono_ns() : 0;
-    if (now > after &&
-        gw_rs_late(&o->rs_base, gw_rs_before_us(up, (now - after) / 1000u), o->q.target_us))
+    uint64_t bound;
+    if (loop_waited(r, &bound) &&
+        gw_rs_late(&o->rs_base, gw_rs_before_us(up, bound), o->q.target_us))
         return true;
     uint64_t own;
     return !request_waited(r, &own) ||
@@ -841,9 +852,8 @@ bool gw_ol_too_late(gw_req_t *r)
     gw_conn_place_t place = conn_place(o, r);
     /* The loop's bound on the wait first: when even it is within the
      * threshold, the kernel would say "serve" too (gw_h1_read_after_ns). */
-    uint64_t after = gw_h1_read_after_ns(r->conn), now = after ? cm_mono_ns() : 0;
-    if (now > after &&
-        gw_late_verdict((now - after) / 1000u, o->q.target_us, place) == GW_LATE_SERVE) {
+    uint64_t bound;
+    if (loop_waited(r, &bound) && gw_late_verdict(bound, o->q.target_us, place) == GW_LATE_SERVE) {
         atomic_fetch_add_explicit(&o->late_looks_loop, 1, memory_order_relaxed);
         return false;
     }

@@ -496,8 +496,9 @@ bool gw_late_shed_kept(uint64_t waited_us, uint64_t target_us);
  * while the door was shut) is the gateway's own queue, not the balancer's: it
  * is taken off the stamp's wait (gw_rs_before_us: the loop's bound on it
  * first, the kernel's TCP_INFO figure only when that bound decides nothing),
- * and the gateway's own late check judges it. Served, it would answer past the 100 ms; shed, it
- * costs a 503's CPU instead of an accept's, and the queue behind it drains.
+ * and the gateway's own late check judges it. Served, it would answer past
+ * the 100 ms; shed, it costs a 503's CPU instead of an accept's, and the
+ * queue behind it drains.
  *
  * gw_request_start_us reads the field's value: "t=" (optional) then seconds
  * with a fraction ("1732269600.123", nginx's ${msec}) or an integer of

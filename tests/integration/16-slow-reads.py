@@ -21,9 +21,9 @@ need_binary("flashgate")
 REQ = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
 PIPELINED = 80000  # ~12 MB of answers: more than the socket buffers hold (tcp_wmem max 4 MB)
 # The client's receive buffer, fixed (no autotuning): with net.ipv4.tcp_rmem's max at
-# 32 MB (as on some kernels' defaults) a client that reads autotunes it past the 12 MB,
-# every answer is in the kernel early, and the gateway's connection is idle, not slow:
-# case 3 then met the idle deadline once in CI (head_timeouts, not slow_reads).
+# 32 MB (as on some kernels' defaults) a client that reads could autotune it past the
+# 12 MB, every answer would be in the kernel early, and case 3 would measure an idle
+# connection, not a slow one.
 RCVBUF = 256 * 1024
 
 
