@@ -73,7 +73,7 @@
 #include <unistd.h>
 #include <uv.h>
 
-enum { SC_RESERVE, SC_RELEASE, SC_PUT, SC_RESTOCK, SC_READ, SC_CLAIM, SC_N };
+enum { SC_RESERVE, SC_RELEASE, SC_PUT, SC_RESTOCK, SC_READ, SC_CLAIM, SC_RESERVE_BATCH, SC_N };
 
 static const char *const script_text[SC_N] = {
     INV_REDIS_LUA_RESERVE,
@@ -82,11 +82,17 @@ static const char *const script_text[SC_N] = {
     INV_REDIS_LUA_RESTOCK,
     INV_REDIS_LUA_READ,
     INV_REDIS_LUA_CLAIM,
+    INV_REDIS_LUA_RESERVE_BATCH,
 };
 
 enum { BR_CLOSED = 0, BR_OPEN = 1, BR_HALF_OPEN = 2 };
 
 #define KEY_MAX (INV_SALE_ID_MAX + 16)
+/* Reserves per batch call (URL `batch=`): see INV_REDIS_LUA_RESERVE_BATCH. 64
+ * holds a wrk -c64 iteration's (29-49 a flush, bench/README.md); redis-server
+ * runs a full batch in ~0.3 ms. */
+#define INV_REDIS_BATCH_DEFAULT 64
+#define INV_REDIS_BATCH_MAX 256
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 2000
 #define POLL_MS 1000
@@ -96,6 +102,7 @@ typedef struct rb {
     inv_t *inv;
     cm_redis_url_t addr; /* host, port, db, user, password */
     uint32_t pool;
+    uint32_t batch; /* reserves of one sale per script call at most (1: one call each) */
     uint32_t timeout_ms;
     uint32_t admin_timeout_ms;
     uint32_t br_failures;
@@ -807,6 +814,7 @@ typedef struct rop {
     uint8_t redirects;      /* MOVED/ASK followed so far */
     uint16_t slot;          /* the sale's cluster slot */
     uint64_t sent_us;       /* when the write that carried it left, wall clock (0: not yet) */
+    struct rop *qnext;      /* the worker's queue of unsent reserves, then its batch */
     int64_t w_left;         /* wait_replicas: the reserve's answer, held until WAIT says */
     uint32_t w_units;
     char sale_id[INV_SALE_ID_MAX + 1]; /* from here on set at allocation; above, zeroed */
@@ -826,6 +834,9 @@ struct rw {
     uv_prepare_t send_prep;  /* stamps the sends (rw_send_cb) */
     uint64_t arrival_us;     /* of the replies being read now (rw_read_stamp), 0: unknown */
     rop_t pending; /* sentinel */
+    /* Reserves queued in this loop iteration, sent in batches from the prepare
+     * phase (queue_send), oldest first. */
+    rop_t *q_head, *q_tail;
     rop_t doubt;   /* sentinel: reserves whose answer was lost with the connection */
     uint32_t ndoubt;
     bool is_closing;
@@ -953,8 +964,11 @@ static uint64_t rx_stamp_us(int fd)
     return 0;
 }
 
+static void queue_send(rw_t *w);
+
 /*
- * The prepare phase, just before the loop polls: the connections' flushes
+ * The prepare phase, just before the loop polls: the worker's queued reserves
+ * go out (queue_send), and the connections' flushes
  * write everything queued in this iteration (rl_flush), so that is each new
  * op's send time. Ops are appended to the pending list as they are queued;
  * the walk stops at the first one already stamped (a resent op keeps its
@@ -963,6 +977,8 @@ static uint64_t rx_stamp_us(int fd)
 static void rw_send_cb(uv_prepare_t *h)
 {
     rw_t *w = h->data;
+    if (w->q_head)
+        queue_send(w);
     if (w->pending.prev == &w->pending || w->pending.prev->sent_us)
         return;
     uint64_t now = wall_us();
@@ -1605,6 +1621,216 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
     op_free(op);
 }
 
+/*---- Batches: a sale's reserves of one loop iteration in one script call ----*/
+
+/*
+ * op_start queues a reserve instead of sending it; the worker's prepare
+ * handle (rw_send_cb, once per iteration, just before the loop polls) sends
+ * the queue: consecutive reserves of one sale, up to rb->batch, as one
+ * EVALSHA of INV_REDIS_LUA_RESERVE_BATCH, a lone one as the plain reserve.
+ * The reserves waited for the end of the iteration before too (the flush is in
+ * the prepare phase), so a batch adds no latency. What changes is the reply:
+ * one array for the batch, whose elements go to reserve_reply one by one, so
+ * each op is handled exactly as if it had been sent alone. A batch that did
+ * not run (NOSCRIPT: sent again as EVAL; MOVED, ASK, LOADING, a cluster in
+ * transit: each op follows it alone) or whose fate is unknown (the connection
+ * lost, a script error, a reply of the wrong shape: each op's caller hears
+ * "unavailable" and its units are given back, a no-op for a reserve that did
+ * not run) ends as the ops would have alone.
+ */
+typedef struct rbatch {
+    rw_t *w;
+    rconn_t *conn;
+    rop_t *ops; /* linked by qnext, in ARGV order */
+    uint32_t n;
+    bool is_reloaded; /* sent again as EVAL after NOSCRIPT */
+} rbatch_t;
+
+static void batch_reply(redisAsyncContext *ac, void *reply, void *privdata);
+
+static size_t batch_format(const rbatch_t *b, char *buf, size_t cap)
+{
+    static const char *const parts[4] = {"meta", "users", "orders", "idem"};
+    resp_t o = {buf, cap, 0};
+    const char *sale = b->ops->sale_id;
+    size_t idlen = strlen(sale);
+    resp_num(&o, '*', (size_t)(3 + 4 + 4 * b->n));
+    if (b->is_reloaded) {
+        resp_arg(&o, "EVAL", 4);
+        resp_arg(&o, script_text[SC_RESERVE_BATCH], strlen(script_text[SC_RESERVE_BATCH]));
+    } else {
+        resp_arg(&o, "EVALSHA", 7);
+        resp_arg(&o, b->w->rb->sha[SC_RESERVE_BATCH], 40);
+    }
+    resp_arg(&o, "4", 1);
+    for (int i = 0; i < 4; i++)
+        resp_key(&o, sale, idlen, parts[i]);
+    for (const rop_t *op = b->ops; op; op = op->qnext) {
+        resp_arg(&o, op->user_id, strlen(op->user_id));
+        resp_arg(&o, op->qty, strlen(op->qty));
+        resp_arg(&o, op->idem_key, strlen(op->idem_key));
+        resp_arg(&o, op->order_id, strlen(op->order_id));
+    }
+    return o.need;
+}
+
+static int batch_send(rbatch_t *b)
+{
+    if (!b->conn->ac)
+        return CM_EBACKEND;
+    char stack[8192];
+    char *buf = stack;
+    size_t len = batch_format(b, stack, sizeof(stack));
+    if (len > sizeof(stack)) {
+        buf = cm_xmalloc(len);
+        batch_format(b, buf, len);
+    }
+    int rc = redisAsyncFormattedCommand(b->conn->ac, batch_reply, b, buf, len);
+    if (buf != stack)
+        free(buf);
+    return rc == REDIS_OK ? 0 : CM_EBACKEND;
+}
+
+/* An op that never left: its caller hears "unavailable" (nothing ran in Redis). */
+static void op_unsent(rop_t *op)
+{
+    if (op->req) {
+        br_failure(op->w->rb);
+        op_complete(op, CM_EBACKEND);
+    }
+    op_free(op);
+}
+
+/* Hands each op of b its part of the reply r (the whole r for each when r is
+ * not the batch's array), then frees b. reserve_reply may free an op. */
+static void batch_each(redisAsyncContext *ac, rbatch_t *b, redisReply *r, bool split)
+{
+    rop_t *op = b->ops;
+    for (uint32_t i = 0; op; i++) {
+        rop_t *next = op->qnext;
+        op->qnext = NULL;
+        reserve_reply(ac, split ? r->element[i] : r, op);
+        op = next;
+    }
+    free(b);
+}
+
+static void batch_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    redisReply *r = reply;
+    rbatch_t *b = privdata;
+    if (is_noscript(r) && !b->is_reloaded) {
+        b->is_reloaded = true;
+        if (batch_send(b) == 0)
+            return;
+        r = NULL;
+    }
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == b->n) {
+        batch_each(ac, b, r, true);
+        return;
+    }
+    if (r && r->type == REDIS_REPLY_ERROR && is_retry_later(r)) {
+        batch_each(ac, b, r, false); /* did not run: a redirect each, or an error each */
+        return;
+    }
+    if (r)
+        cm_log_error("inv", "redis batch reserve error; its reserves are given back",
+                     "reserves=%u err=\"%.*s\"", b->n,
+                     r->type == REDIS_REPLY_ERROR ? (int)r->len : 0,
+                     r->type == REDIS_REPLY_ERROR ? r->str : "");
+    /* The fate of each reserve is unknown (the script may have stopped half
+     * way): as with a lost connection, "unavailable" and a give-back each. */
+    batch_each(ac, b, NULL, false);
+}
+
+/* Sends n queued ops of one sale, starting at head, linked by qnext. */
+static void batch_go(rw_t *w, rop_t *head, uint32_t n)
+{
+    rconn_t *c = head->conn;
+    if (!c || !c->ac)
+        c = node_conn(w, slot_node(w->rb, head->slot), false);
+    if (!c) {
+        while (head) {
+            rop_t *next = head->qnext;
+            op_unsent(head);
+            head = next;
+        }
+        return;
+    }
+    for (rop_t *op = head; op; op = op->qnext)
+        op->conn = c;
+    if (n == 1) {
+        if (op_send(head, SC_RESERVE) < 0)
+            op_unsent(head);
+        return;
+    }
+    rbatch_t *b = cm_xmalloc(sizeof(*b));
+    *b = (rbatch_t){.w = w, .conn = c, .ops = head, .n = n};
+    if (batch_send(b) < 0) {
+        free(b);
+        while (head) {
+            rop_t *next = head->qnext;
+            op_unsent(head);
+            head = next;
+        }
+    }
+}
+
+/*
+ * Sends the worker's queue: runs of one sale in batches. An op whose caller
+ * heard its timeout while it waited here (an iteration longer than the
+ * timeout) is dropped unsent. Then the connections' output is written now:
+ * a flush handle started from this prepare phase would run only in the next
+ * iteration, after the loop has slept.
+ */
+static void queue_send(rw_t *w)
+{
+    rop_t *op = w->q_head;
+    w->q_head = w->q_tail = NULL;
+    while (op) {
+        rop_t *head = NULL, *tail = NULL;
+        uint32_t n = 0;
+        while (op && n < w->rb->batch && (!head || strcmp(op->sale_id, head->sale_id) == 0)) {
+            rop_t *next = op->qnext;
+            op->qnext = NULL;
+            if (!op->req) {
+                op_free(op);
+            } else {
+                if (tail)
+                    tail->qnext = op;
+                else
+                    head = op;
+                tail = op;
+                n++;
+            }
+            op = next;
+        }
+        if (head)
+            batch_go(w, head, n);
+    }
+    for (uint32_t i = 0; i < w->nconns; i++) {
+        rconn_t *c = &w->conns[i];
+        if (c->ac && (c->ac->c.flags & REDIS_CONNECTED)) {
+            rl_events_t *p = c->ac->ev.data;
+            if (uv_is_active((uv_handle_t *)&p->flush))
+                rl_flush(&p->flush);
+        }
+    }
+}
+
+/* Ops still queued when the worker closes: never sent. */
+static void queue_drop(rw_t *w)
+{
+    rop_t *op = w->q_head;
+    w->q_head = w->q_tail = NULL;
+    while (op) {
+        rop_t *next = op->qnext;
+        op->qnext = NULL;
+        op_unsent(op);
+        op = next;
+    }
+}
+
 static int sync_reserve(rw_t *w, inv_reserve_req_t *req)
 {
     rb_t *rb = w->rb;
@@ -1697,7 +1923,15 @@ static int op_start(rw_t *w, inv_reserve_req_t *req, bool is_claim)
     u32_text(req->qty, op->qty);
     copy_str(op->idem_key, sizeof(op->idem_key), req->idem_key);
     copy_str(op->order_id, sizeof(op->order_id), req->order_id);
-    if (op_send(op, is_claim ? SC_CLAIM : SC_RESERVE) < 0) {
+    if (!is_claim && rb->batch > 1) {
+        /* sent from the prepare phase with the iteration's other reserves */
+        op->qnext = NULL;
+        if (w->q_tail)
+            w->q_tail->qnext = op;
+        else
+            w->q_head = op;
+        w->q_tail = op;
+    } else if (op_send(op, is_claim ? SC_CLAIM : SC_RESERVE) < 0) {
         op_free(op);
         br_failure(rb);
         return CM_EBACKEND;
@@ -1782,6 +2016,7 @@ static void redis_worker_close(inv_worker_t *wk)
         return;
     }
     w->is_closing = true;
+    queue_drop(w);
     free_ops_drain(w);
     /* Freeing a context calls every callback still pending with a NULL reply:
      * the pending requests complete with CM_EBACKEND, and the ops are freed. */
@@ -2063,6 +2298,7 @@ static int parse_url(rb_t *rb, const char *url, char *errbuf, size_t errlen)
     char *query = u.query[0] ? u.query : NULL;
 
     rb->pool = INV_REDIS_POOL_DEFAULT;
+    rb->batch = INV_REDIS_BATCH_DEFAULT;
     rb->timeout_ms = INV_REDIS_TIMEOUT_MS_DEFAULT;
     rb->admin_timeout_ms = 2000;
     rb->br_failures = 5;
@@ -2073,6 +2309,7 @@ static int parse_url(rb_t *rb, const char *url, char *errbuf, size_t errlen)
         uint32_t min, max;
     } params[] = {
         {"pool", offsetof(rb_t, pool), 1, 64},
+        {"batch", offsetof(rb_t, batch), 1, INV_REDIS_BATCH_MAX},
         {"timeout_ms", offsetof(rb_t, timeout_ms), 1, 60000},
         {"admin_timeout_ms", offsetof(rb_t, admin_timeout_ms), 1, 60000},
         {"breaker_failures", offsetof(rb_t, br_failures), 1, 1000},
@@ -2094,7 +2331,7 @@ static int parse_url(rb_t *rb, const char *url, char *errbuf, size_t errlen)
                 break;
         if (i == sizeof(params) / sizeof(params[0])) {
             cm_errbuf_set(errbuf, errlen,
-                    "inventory: redis url: unknown parameter '%s' (pool, timeout_ms, "
+                    "inventory: redis url: unknown parameter '%s' (pool, batch, timeout_ms, "
                     "admin_timeout_ms, breaker_failures, breaker_cooldown_ms, wait_replicas)",
                     kv);
             return CM_EINVAL;

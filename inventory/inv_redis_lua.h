@@ -106,6 +106,78 @@
     "return {0, left, have}\n"
 
 /*
+ * Reserve, a batch: the reserves of one sale that a worker queued in one loop
+ * iteration (inv_redis.c queue_send), run in one call. ARGV: 4 per reserve,
+ * as INV_REDIS_LUA_RESERVE's (user, qty, idem key, order id), in the order
+ * they were queued. Returns an array with one element per reserve, each
+ * exactly what INV_REDIS_LUA_RESERVE would have returned for it had the calls
+ * run one after the other: the same checks in the same order, against the
+ * stock the earlier reserves of the batch left.
+ * Why: redis-server's CPU per reserve is what bounds a fleet's orders/s (one
+ * Redis for every gateway), and a third of it was the call, not the work:
+ * parsing a command, building KEYS and ARGV, entering Lua, and the HMGET and
+ * HINCRBY of meta that every reserve repeated. One call for 32 reserves cost
+ * redis-server 4.6-5.2 us a reserve against 7.5-8.4 us for 32 pipelined calls
+ * (bench/README.md, Session 24). `left` is read once and moved once, by the
+ * batch's total (HINCRBY: exact where Lua's doubles are not, past 2^53).
+ * A batch holds at most a worker's `batch` reserves (inv_redis.c), so
+ * redis-server is held for that many reserves at once (~5 us each).
+ */
+#define INV_REDIS_LUA_RESERVE_BATCH                                                                \
+    "local m = redis.call('HMGET', KEYS[1], 'left', 'limit')\n"                                    \
+    "local n = #ARGV / 4\n"                                                                        \
+    "local out = {}\n"                                                                             \
+    "if not m[1] then\n"                                                                           \
+    "  for i = 1, n do out[i] = {4, -1, 0} end\n"                                                  \
+    "  return out\n"                                                                               \
+    "end\n"                                                                                        \
+    "local left0 = tonumber(m[1])\n"                                                               \
+    "local left = left0\n"                                                                         \
+    "local limit = tonumber(m[2])\n"                                                               \
+    "for i = 1, n do\n"                                                                            \
+    "  local b = i * 4 - 3\n"                                                                      \
+    "  local user, q, key, order = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]\n"               \
+    "  local qty = tonumber(q)\n"                                                                  \
+    "  local ik = nil\n"                                                                           \
+    "  local r = nil\n"                                                                            \
+    "  if key ~= '' then\n"                                                                        \
+    "    ik = user .. '\\n' .. key\n"                                                              \
+    "    local prev = redis.call('HGET', KEYS[4], ik)\n"                                           \
+    "    if prev then\n"                                                                           \
+    "      local o, pq = string.match(prev, '^(%S+) (%d+)$')\n"                                    \
+    "      local h = tonumber(redis.call('HGET', KEYS[2], user) or '0')\n"                         \
+    "      local c = redis.call('HEXISTS', KEYS[4], '" INV_REDIS_CLAIM "' .. o)\n"                 \
+    "      r = {3, left, h, o, tonumber(pq), c}\n"                                                 \
+    "    end\n"                                                                                    \
+    "  end\n"                                                                                      \
+    "  if not r and left < qty then\n"                                                             \
+    "    local have = tonumber(redis.call('HGET', KEYS[2], user) or '0')\n"                        \
+    "    if have + qty > limit then r = {2, left, have} else r = {1, left, have} end\n"            \
+    "  end\n"                                                                                      \
+    "  if not r then\n"                                                                            \
+    "    local have = redis.call('HINCRBY', KEYS[2], user, qty)\n"                                 \
+    "    if have > limit then\n"                                                                   \
+    "      if have == qty then redis.call('HDEL', KEYS[2], user)\n"                                \
+    "      else redis.call('HINCRBY', KEYS[2], user, -qty) end\n"                                  \
+    "      r = {2, left, have - qty}\n"                                                            \
+    "    else\n"                                                                                   \
+    "      left = left - qty\n"                                                                    \
+    "      redis.call('HSET', KEYS[3], order, user .. ' ' .. q .. ' ' .. key)\n"                   \
+    "      if ik then redis.call('HSET', KEYS[4], ik, order .. ' ' .. q) end\n"                    \
+    "      if left < 4294967296 and have < 1048576 then r = left * 1048576 + have\n"               \
+    "      else r = {0, left, have} end\n"                                                         \
+    "    end\n"                                                                                    \
+    "  end\n"                                                                                      \
+    "  out[i] = r\n"                                                                               \
+    "end\n"                                                                                        \
+    "if left ~= left0 then\n"                                                                      \
+    "  local now = redis.call('HINCRBY', KEYS[1], 'left', string.format('%d', left - left0))\n"    \
+    "  if now == 0 then redis.call('PUBLISH', '" INV_REDIS_CHANNEL "', "                           \
+    "string.sub(KEYS[1], 7, -7)) end\n"                                                            \
+    "end\n"                                                                                        \
+    "return out\n"
+
+/*
  * The state every admin script returns, in inv_sale_info_t order: total,
  * left, units, orders, limit, starts, ends, version (all nil for a sale
  * without meta). Needs KEYS[1] and KEYS[3]. A Lua expression (a function
