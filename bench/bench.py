@@ -286,12 +286,13 @@ def redis_cmd(port, *args):
     return head[1:].decode()
 
 
-def reserve_script(tmp):
-    """The reserve script's exact text, from inventory/inv_redis_lua.h via cc."""
-    c = os.path.join(tmp, "lua.c")
-    exe = os.path.join(tmp, "lua")
+def reserve_script(tmp, macro="INV_REDIS_LUA_RESERVE"):
+    """A reserve script's exact text (the one-call reserve, or INV_REDIS_LUA_RESERVE_BATCH),
+    from inventory/inv_redis_lua.h via cc."""
+    c = os.path.join(tmp, "lua-%s.c" % macro)
+    exe = os.path.join(tmp, "lua-%s" % macro)
     open(c, "w").write('#include <stdio.h>\n#include "inventory/inv_redis_lua.h"\n'
-                       'int main(void) { fputs(INV_REDIS_LUA_RESERVE, stdout); return 0; }\n')
+                       'int main(void) { fputs(%s, stdout); return 0; }\n' % macro)
     subprocess.run(["cc", "-I", SRC, "-o", exe, c], check=True)
     return subprocess.run([exe], check=True, capture_output=True).stdout
 
@@ -685,34 +686,40 @@ def redis_info(port):
 
 
 def redis_delta(i0, i1, reserves):
-    """Per reserve: the script's own time (INFO commandstats: EVALSHA + EVAL usec / calls)
-    and how many reserves each read of redis-server carried (its batching)."""
+    """Per reserve: the scripts' own time (INFO commandstats: EVALSHA + EVAL usec / reserves),
+    how many reserves each read of redis-server carried (its batching) and each script call
+    (the gateway sends an iteration's reserves of a sale in one call: inv_redis.c)."""
     d = lambda k: i1.get(k, 0) - i0.get(k, 0)
     calls = d("cmdstat_evalsha_calls") + d("cmdstat_eval_calls")
     usec = d("cmdstat_evalsha_usec") + d("cmdstat_eval_usec")
     reads = d("total_reads_processed")
-    return {"script_us": usec / calls if calls else float("nan"),
-            "per_read": calls / reads if reads else float("nan"),
+    return {"script_us": usec / reserves if reserves else float("nan"),
+            "per_read": reserves / reads if reads else float("nan"),
+            "per_call": reserves / calls if calls else float("nan"),
             "calls_per_reserve": calls / reserves if reserves else float("nan")}
 
 
-def redis_ceiling(rport, sha, nkeys_args, reps_label, clients=50, pipeline=64):
+def redis_ceiling(rport, sha, nkeys_args, reps_label, clients=50, pipeline=64, per_call=1):
     """redis-benchmark -P 64 EVALSHA: the most a pipelining client can get out of Redis
     (redis-benchmark's default 50 connections; clients=1 is one connection of 64 in flight,
-    as the gateway's one connection per worker at 64 wrk connections)."""
-    log("%s: redis-benchmark EVALSHA, -n %d -P %d -c %d" % (reps_label, CEILING_N, pipeline, clients))
+    as the gateway's one connection per worker at 64 wrk connections). per_call: reserves
+    per call (the batch script's), so CEILING_N reserves are CEILING_N / per_call calls."""
+    ncalls = CEILING_N // per_call
+    log("%s: redis-benchmark EVALSHA, -n %d -P %d -c %d, %d reserves a call"
+        % (reps_label, ncalls, pipeline, clients, per_call))
     c0 = cpu_ticks_of(rport)
     i0 = redis_info(rport)
     p = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(rport), "-n",
-                        str(CEILING_N), "-P", str(pipeline), "-c", str(clients), "-r", "100000000", "-q",
+                        str(ncalls), "-P", str(pipeline), "-c", str(clients), "-r", "100000000", "-q",
                         "EVALSHA", sha] + nkeys_args, capture_output=True, timeout=120)
     c1 = cpu_ticks_of(rport)
     txt = (p.stdout + p.stderr).decode("utf-8", "replace")
     m = re.findall(r"([\d.]+) requests per second", txt)
     if not m:
         raise RuntimeError("redis-benchmark output not understood:\n" + txt[-1000:])
-    r = {"rps": float(m[-1]), "redis_cpu_us": (c1 - c0) * 1e6 / CLK_TCK / CEILING_N}
-    r.update(redis_delta(i0, redis_info(rport), CEILING_N))
+    r = {"rps": float(m[-1]) * per_call,
+         "redis_cpu_us": (c1 - c0) * 1e6 / CLK_TCK / (ncalls * per_call)}
+    r.update(redis_delta(i0, redis_info(rport), ncalls * per_call))
     return r
 
 
@@ -764,11 +771,12 @@ def bench_redis(tmp, bindir, scripts):
            "memory": Gateway(tmp, "gw-mem", os.path.join(bindir, "flashgate"), flags + PEER_LIKE)}
     peers = {m: start_peer(tmp, m, rport) for m in ("memory", "redis")}
     sha = redis_cmd(rport, "SCRIPT", "LOAD", reserve_script(tmp))
+    batch_sha = redis_cmd(rport, "SCRIPT", "LOAD", reserve_script(tmp, "INV_REDIS_LUA_RESERVE_BATCH"))
     peer_sha = redis_cmd(rport, "SCRIPT", "LOAD", peer_script())
     gw = gws["redis"]
     redis_cmd(rport, "SET", "{peer:ceil}:left", str(HUGE))
     res = {(c, n): [] for c, _, _ in REDIS_CASES for n in CONNS}
-    ceil = {"flashgate": [], "flashgate-c1": [], "peer": []}
+    ceil = {"flashgate": [], "flashgate-c1": [], "flashgate-batch": [], "peer": []}
     nsale = 0
     for rep in range(REPS):
         for conns in CONNS:
@@ -806,6 +814,9 @@ def bench_redis(tmp, bindir, scripts):
             rport, sha, ceiling_args(gw, rport), label + " flashgate's reserve"))
         ceil["flashgate-c1"].append(redis_ceiling(  # 64 in flight on one connection, as the c64 rows
             rport, sha, ceiling_args(gw, rport), label + " flashgate's reserve, one connection", 1))
+        ceil["flashgate-batch"].append(redis_ceiling(  # the script the gateway sends, full batches
+            rport, batch_sha, ceiling_args(gw, rport, BATCH_CEIL), label + " flashgate's batch",
+            pipeline=4, per_call=BATCH_CEIL))
         ceil["peer"].append(redis_ceiling(
             rport, peer_sha, ["2", "{peer:ceil}:left", "{peer:ceil}:users", "u__rand_int__"],
             label + " the peer's script"))
@@ -817,7 +828,10 @@ def bench_redis(tmp, bindir, scripts):
     return res, ceil
 
 
-def ceiling_args(gw, rport):
+BATCH_CEIL = 32  # reserves a call in the batch ceiling: about a c64 loop iteration's
+
+
+def ceiling_args(gw, rport, per_call=0):
     """The reserve's keys and arguments for redis-benchmark, on a fresh sale written by the
     gateway: like each gateway row, which starts a fresh sale, so the script works on hashes
     of the same sizes (the ceiling used to reserve on one sale whose hashes grew to 600k
@@ -827,8 +841,8 @@ def ceiling_args(gw, rport):
     k = "{sale:%s}:" % sale
     if not redis_cmd(rport, "HGET", k + "meta", "left"):
         raise RuntimeError("the gateway did not write %smeta into Redis" % k)
-    return ["4", k + "meta", k + "users", k + "orders", k + "idem",
-            "u__rand_int__", "1", "", "o__rand_int__"]
+    one = ["u__rand_int__", "1", "", "o__rand_int__"]  # each __rand_int__ is drawn anew
+    return ["4", k + "meta", k + "users", k + "orders", k + "idem"] + one * max(per_call, 1)
 
 
 def peer_script():
@@ -912,8 +926,9 @@ def report_redis(rres, ceil):
     """Issues 4 and 10: the Redis backend beside memory, the nginx+Lua peer and the ceiling."""
     print("== Issues 4, 10: accepted orders, Redis backend vs memory, the nginx+Lua peer "
           "(bench/lua/peer.lua) and redis-benchmark's EVALSHA ceiling (one redis-server) ==")
-    cf = {k: {f: med([c[f] for c in v]) for f in ("rps", "redis_cpu_us", "script_us", "per_read")}
-          for k, v in ceil.items()}
+    cf = {k: {f: med([c[f] for c in v]) for f in ("rps", "redis_cpu_us", "script_us", "per_read",
+                                                   "per_call")}
+          for k, v in ceil.items() if v}
     rows = []
     m = {}
     for conns in CONNS:
@@ -921,7 +936,7 @@ def report_redis(rres, ceil):
             rs = rres[(case, conns)]
             fig = {f: med([r[f] for r in rs]) for f in
                    ("accepted_rps", "p50", "p99", "server_cpu_us", "redis_cpu_us", "script_us",
-                    "per_read", "wrk_cpu_us", "busy")}
+                    "per_read", "per_call", "wrk_cpu_us", "busy")}
             m[(kind, backend, conns)] = fig
             red = backend.startswith("redis")
             rows.append([case, conns, fmt(fig["accepted_rps"], 0), fmt(fig["p50"], 2),
@@ -931,32 +946,39 @@ def report_redis(rres, ceil):
                          fmt(fig["redis_cpu_us"], 1) if red else "-",
                          fmt(fig["script_us"], 2) if red else "-",
                          fmt(fig["per_read"], 1) if red else "-",
+                         fmt(fig["per_call"], 1) if red else "-",
                          fmt(fig["wrk_cpu_us"], 1), "%.0f%%" % (100 * fig["busy"]),
                          "%.1f%%" % (100 * med([share(r, 202) for r in rs]))])
     for k, label in (("flashgate", "redis-benchmark -P 64, flashgate's reserve"),
                      ("flashgate-c1", "redis-benchmark -P 64 -c 1, flashgate's reserve"),
+                     ("flashgate-batch", "redis-benchmark -P 4, flashgate's batch of %d" % BATCH_CEIL),
                      ("peer", "redis-benchmark -P 64, the peer's script")):
+        if k not in cf:
+            continue
         rows.append([label, "", fmt(cf[k]["rps"], 0), "-", "-", "-", "", fmt(cf[k]["redis_cpu_us"], 1),
-                     fmt(cf[k]["script_us"], 2), fmt(cf[k]["per_read"], 1), "-", "-", "-"])
+                     fmt(cf[k]["script_us"], 2), fmt(cf[k]["per_read"], 1),
+                     fmt(cf[k]["per_call"], 1), "-", "-", "-"])
     table(["run", "conns", "orders/s", "p50 ms", "p99 ms", "server cpu us/order", "(min-max)",
-           "redis cpu us/reserve", "script us", "reserves/read", "wrk cpu us/order", "busy",
-           "202 share"], rows)
+           "redis cpu us/reserve", "script us/reserve", "reserves/read", "reserves/call",
+           "wrk cpu us/order", "busy", "202 share"], rows)
     mix_notes({("acce " + c, n): rs for (c, n), rs in rres.items()}, 202)
     print("  flashgate rows but 'defaults' run with %s, as the peer (a 1 s timeout, no "
           "adaptive limit); 'defaults' = 50 ms Redis timeout, breaker and Gradient2 limit on "
           "(a 503 there is the overload control refusing: Redis or the machine stalled)"
           % " ".join(PEER_LIKE))
     print("  server cpu = the gateway's (all threads) or nginx's (master+worker) CPU / 202 answers; "
-          "redis cpu = redis-server's CPU / 202 answers (or / requests for the ceiling); script us "
-          "= INFO commandstats usec_per_call of EVALSHA+EVAL (the script alone, no I/O); "
-          "reserves/read = scripts run per read(2) of redis-server (its batching); wrk cpu = "
+          "redis cpu = redis-server's CPU / 202 answers (or / reserves for the ceiling); script us "
+          "= INFO commandstats usec of EVALSHA+EVAL / reserves (the scripts alone, no I/O); "
+          "reserves/read = reserves per read(2) of redis-server (its batching); reserves/call = "
+          "per script call (the gateway's batch script: inv_redis.c); wrk cpu = "
           "wrk's CPU / 202 answers; busy = the machine's CPUs busy over the run (/proc/stat, "
           "all processes: under 100%% the three processes wait on each other or on the "
           "scheduler, see bench/README.md, Redis); ceiling: "
           "redis-benchmark -n %d -P 64 -r 100000000 (50 connections; -c 1: one connection, 64 "
-          "in flight, as the gateway's one connection at 64 wrk connections), distinct users, "
+          "in flight, as the gateway's one connection at 64 wrk connections; the batch row: %d "
+          "reserves a call, 4 calls in flight a connection), distinct users, "
           "each round on a fresh sale as each gateway row, median of %d"
-          % (CEILING_N, len(ceil["flashgate"])))
+          % (CEILING_N, BATCH_CEIL, len(ceil["flashgate"])))
     print("  targets (issue 10):")
     for conns in CONNS:
         gr, gm, pr = m[("gw", "redis", conns)], m[("gw", "memory", conns)], m[("peer", "redis", conns)]
@@ -982,6 +1004,10 @@ def report_redis(rres, ceil):
         print("    c%-4d %-68s %.2fx (%s / %s us)" % (
             conns, "(not a target) redis cpu per reserve vs the -P 64 -c 1 ceiling's", gr["redis_cpu_us"] / c1,
             fmt(gr["redis_cpu_us"]), fmt(c1)))
+        cb = cf.get("flashgate-batch", {}).get("redis_cpu_us", float("nan"))
+        print("    c%-4d %-68s %.2fx (%s / %s us; %s reserves a call through the gateway)" % (
+            conns, "(not a target) vs the batch script's ceiling (%d a call)" % BATCH_CEIL,
+            gr["redis_cpu_us"] / cb, fmt(gr["redis_cpu_us"]), fmt(cb), fmt(gr["per_call"], 1)))
     print()
 
 
