@@ -1119,6 +1119,9 @@ def main():
     ap.add_argument("--cases", default="dep,cpu,mixed")
     ap.add_argument("--loads", default="1,2,5,10", help="multiples of the measured capacity")
     ap.add_argument("--seconds", type=float, help="length of each load run")
+    ap.add_argument("--redis-batch", type=int, default=0,
+                    help="dep: the gateways' inventory.redis_batch (1: one script call per "
+                         "reserve; 0: the default; docs/fleet.md)")
     ap.add_argument("--steps", type=int, default=1,
                     help="dep: step runs (0.5x -> 5x) with protection on, each on a fresh "
                          "gateway; the convergence target is judged on every one (1; the step "
@@ -1300,6 +1303,9 @@ def run_case(bench, a, name, loads, secs, ramp_s, help_text, results):
         cap.add(rp.pid)
         results["caps"].append("dep: redis-server " + cap.desc)
         case.update(inventory="redis://127.0.0.1:%d" % rport, redis_pid=rp.pid)
+        if a.redis_batch:
+            case["gw_args"] = case.get("gw_args", []) + ["--inventory-redis-batch",
+                                                         str(a.redis_batch)]
         out["cap"] = cap.desc
         start_rps = 600.0
     elif name == "cpu":

@@ -576,6 +576,11 @@ const cm_opt_t gw_config_opts[] = {
      "a Redis call slower than this fails (the buy path fails closed)", NULL},
     {"inventory.redis_pool", CM_OPT_UINT, OFF(redis_pool), 0, XSTR(INV_REDIS_POOL_DEFAULT), 1,
      64, NULL, 0, NULL, "N", "Redis connections per worker", NULL},
+    {"inventory.redis_batch", CM_OPT_UINT, OFF(redis_batch), 0, XSTR(INV_REDIS_BATCH_DEFAULT), 1,
+     INV_REDIS_BATCH_MAX, NULL, 0, NULL, "N",
+     "a loop iteration's reserves of one sale go to Redis as one script call of at most this "
+     "many (1: a call each; docs/fleet.md)",
+     NULL},
     {"inventory.redis_password", CM_OPT_STR, OFF(redis_password), SZ(redis_password), "", 0, 0,
      NULL, CM_OPT_SECRET, NULL, "PASSWORD",
      "Redis password when the URL has none (inventory, fleet and keys; env "

@@ -45,6 +45,7 @@ typedef struct gw_config {
     char inventory[512];       /* inventory.backend "memory" | "redis://host:port[/db]" (--inventory) */
     uint64_t redis_timeout_ms; /* inventory.redis_timeout */
     uint64_t redis_pool;       /* inventory.redis_pool connections per worker */
+    uint64_t redis_batch;      /* inventory.redis_batch reserves per script call at most */
     uint64_t inv_max_held_orders; /* inventory.max_held_orders (memory backend) */
     char redis_password[256];  /* inventory.redis_password (secret); "" = the URL's */
 

@@ -279,6 +279,7 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
     inv_opts_t io = {.data_dir = cfg->data_dir,
                      .max_sales = (uint32_t)cfg->max_sales,
                      .redis_pool = (uint32_t)cfg->redis_pool,
+                     .redis_batch = (uint32_t)cfg->redis_batch,
                      .redis_timeout_ms = (uint32_t)cfg->redis_timeout_ms,
                      .redis_password = cfg->redis_password,
                      .max_held_orders = cfg->inv_max_held_orders};

@@ -131,6 +131,7 @@ int inv_open_opts(inv_t **out, const char *url, const inv_opts_t *opts, char *er
     inv->data_dir = data_dir && *data_dir ? cm_xstrdup(data_dir) : NULL;
     inv->redis_pool = opts->redis_pool;
     inv->redis_timeout_ms = opts->redis_timeout_ms;
+    inv->redis_batch = opts->redis_batch;
     inv->max_held_orders = opts->max_held_orders;
     snprintf(inv->redis_password, sizeof(inv->redis_password), "%s",
              opts->redis_password ? opts->redis_password : "");

@@ -84,7 +84,8 @@ struct inv_reserve_req {
 };
 
 /* One default per fact: the config table (inventory.redis_pool,
- * inventory.redis_timeout) and the URL parameters (pool=, timeout_ms=) use these.
+ * inventory.redis_timeout, inventory.redis_batch) and the URL parameters (pool=,
+ * timeout_ms=, batch=) use these.
  * One connection per worker: every reserve of a loop iteration goes out in one
  * write and redis-server reads and answers it with one read and one write; two
  * connections took a read and a write each per wakeup of redis-server, and at
@@ -98,12 +99,21 @@ struct inv_reserve_req {
  * at the same goodput). */
 #define INV_REDIS_POOL_DEFAULT 1
 #define INV_REDIS_TIMEOUT_MS_DEFAULT 40
+/* Reserves of one sale per script call at most (inventory.redis_batch, the URL's
+ * batch=; 1: a call each): a loop iteration's reserves of a sale go out as one
+ * call of INV_REDIS_LUA_RESERVE_BATCH, 4.5 against 8.3 us of redis-server CPU
+ * a reserve at 32 a call (bench/README.md, Session 24). 64 holds the 12-30
+ * reserves of a wrk -c64 iteration; redis-server runs a full batch in ~0.3 ms,
+ * and holds every other client that long. */
+#define INV_REDIS_BATCH_DEFAULT 64
+#define INV_REDIS_BATCH_MAX 256
 
 /* What the configuration says about the backend, beside its URL. */
 typedef struct inv_opts {
     const char *data_dir;       /* see inv_open */
     uint32_t max_sales;
     uint32_t redis_pool;        /* 0 = the URL's pool=, else INV_REDIS_POOL_DEFAULT */
+    uint32_t redis_batch;       /* 0 = the URL's batch=, else INV_REDIS_BATCH_DEFAULT */
     uint32_t redis_timeout_ms;  /* 0 = the URL's timeout_ms=, else the default */
     const char *redis_password; /* NULL or "" = the URL's, else none */
     uint64_t max_held_orders;   /* memory backend: 0 = INV_MEM_MAX_HELD_DEFAULT */

@@ -88,11 +88,6 @@ static const char *const script_text[SC_N] = {
 enum { BR_CLOSED = 0, BR_OPEN = 1, BR_HALF_OPEN = 2 };
 
 #define KEY_MAX (INV_SALE_ID_MAX + 16)
-/* Reserves per batch call (URL `batch=`): see INV_REDIS_LUA_RESERVE_BATCH. 64
- * holds a wrk -c64 iteration's (29-49 a flush, bench/README.md); redis-server
- * runs a full batch in ~0.3 ms. */
-#define INV_REDIS_BATCH_DEFAULT 64
-#define INV_REDIS_BATCH_MAX 256
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 2000
 #define POLL_MS 1000
@@ -1606,7 +1601,7 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
     op_rtt(op, req);
     req->stock_left = ans.left;
     req->user_units = (uint32_t)ans.units;
-    if (code == INV_DUPLICATE) {
+    if (code == INV_DUPLICATE && r) { /* r: parsed (the analyzer loses that across calls) */
         snprintf(req->order_id, sizeof(req->order_id), "%.*s", (int)r->element[3]->len,
                  r->element[3]->str);
         req->qty = (uint32_t)r->element[4]->integer;
@@ -1709,7 +1704,7 @@ static void batch_each(redisAsyncContext *ac, rbatch_t *b, redisReply *r, bool s
     for (uint32_t i = 0; op; i++) {
         rop_t *next = op->qnext;
         op->qnext = NULL;
-        reserve_reply(ac, split ? r->element[i] : r, op);
+        reserve_reply(ac, split && r ? r->element[i] : r, op);
         op = next;
     }
     free(b);
@@ -2348,6 +2343,8 @@ static int parse_url(rb_t *rb, const char *url, char *errbuf, size_t errlen)
         rb->pool = rb->inv->redis_pool;
     if (rb->inv->redis_timeout_ms)
         rb->timeout_ms = rb->inv->redis_timeout_ms;
+    if (rb->inv->redis_batch)
+        rb->batch = rb->inv->redis_batch;
     if (cm_redis_url_default_password(&rb->addr, rb->inv->redis_password) != 0) {
         cm_errbuf_set(errbuf, errlen, "inventory: redis password too long");
         return CM_EINVAL;

@@ -136,6 +136,7 @@ static void test_defaults(void **state)
     assert_string_equal(c->inventory, "memory");
     assert_int_equal(c->redis_timeout_ms, 40);
     assert_int_equal(c->redis_pool, 1);
+    assert_int_equal(c->redis_batch, 64);
     assert_int_equal(c->durability, GW_DURABILITY_WRITE);
     assert_int_equal(c->spool_max_bytes, 1ull << 30);
     assert_int_equal(c->spool_segment_bytes, 64ull << 20);

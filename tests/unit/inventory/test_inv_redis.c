@@ -1077,7 +1077,7 @@ static void test_url_and_password(void **state)
     (void)state;
     inv_t *inv = NULL;
     char url[256], err[256];
-    const char *bad[] = {"pool=0", "pool=65", "timeout_ms=x", "nope=1", "pool"};
+    const char *bad[] = {"pool=0", "pool=65", "batch=0", "batch=257", "timeout_ms=x", "nope=1", "pool"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         ts_redis_url(&srv, url, sizeof(url), bad[i]);
         err[0] = '\0';
