@@ -832,6 +832,9 @@ struct rw {
     /* Reserves queued in this loop iteration, sent in batches from the prepare
      * phase (queue_send), oldest first. */
     rop_t *q_head, *q_tail;
+    /* While batch_each hands out a batch's reply: its reserves that wait for
+     * the replicas (wait_replicas), for one WAIT after the last. */
+    rop_t **wait_batch;
     rop_t doubt;   /* sentinel: reserves whose answer was lost with the connection */
     uint32_t ndoubt;
     bool is_closing;
@@ -1590,6 +1593,11 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
         /* the answer waits until the replicas have the write */
         op->w_left = ans.left;
         op->w_units = (uint32_t)ans.units;
+        if (op->w->wait_batch) { /* a batch's reply: one WAIT for all of it (batch_each) */
+            op->qnext = *op->w->wait_batch;
+            *op->w->wait_batch = op;
+            return;
+        }
         if (redisAsyncCommand(op->conn->ac, wait_reply, op, "WAIT %u %u", rb->wait_replicas,
                               rb->timeout_ms) == REDIS_OK)
             return;
@@ -1696,10 +1704,32 @@ static void op_unsent(rop_t *op)
     op_free(op);
 }
 
-/* Hands each op of b its part of the reply r (the whole r for each when r is
- * not the batch's array), then frees b. reserve_reply may free an op. */
+/* One WAIT's reply for every reserve of a batch that waited for it: each hears
+ * it as if the WAIT had been its own (wait_reply). */
+static void wait_batch_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    rop_t *op = privdata;
+    while (op) {
+        rop_t *next = op->qnext;
+        op->qnext = NULL;
+        wait_reply(ac, reply, op);
+        op = next;
+    }
+}
+
+/*
+ * Hands each op of b its part of the reply r (the whole r for each when r is
+ * not the batch's array), then frees b. reserve_reply may free an op. With
+ * wait_replicas, the reserves it took wait for one WAIT sent after the last
+ * (WAIT counts the replicas that have every write this connection made before
+ * it): one command a batch instead of one a reserve.
+ */
 static void batch_each(redisAsyncContext *ac, rbatch_t *b, redisReply *r, bool split)
 {
+    rw_t *w = b->w;
+    rconn_t *c = b->conn;
+    rop_t *waiting = NULL;
+    w->wait_batch = &waiting;
     rop_t *op = b->ops;
     for (uint32_t i = 0; op; i++) {
         rop_t *next = op->qnext;
@@ -1707,7 +1737,20 @@ static void batch_each(redisAsyncContext *ac, rbatch_t *b, redisReply *r, bool s
         reserve_reply(ac, split && r ? r->element[i] : r, op);
         op = next;
     }
+    w->wait_batch = NULL;
     free(b);
+    if (!waiting)
+        return;
+    if (c->ac && redisAsyncCommand(c->ac, wait_batch_reply, waiting, "WAIT %u %u",
+                                   w->rb->wait_replicas, w->rb->timeout_ms) == REDIS_OK)
+        return;
+    while (waiting) { /* as reserve_reply does when its WAIT cannot be sent */
+        op = waiting;
+        waiting = op->qnext;
+        op->qnext = NULL;
+        op_complete(op, CM_EBACKEND);
+        doubt_add(op);
+    }
 }
 
 static void batch_reply(redisAsyncContext *ac, void *reply, void *privdata)

@@ -1071,6 +1071,80 @@ static void test_batch_error_gives_back(void **state)
     fx_close(&fx);
 }
 
+/*
+ * With wait_replicas, a batch's reserves wait for one WAIT after the batch
+ * (inv_redis.c batch_each), not one each: with a replica attached all five are
+ * answered reserved after a single WAIT; with the replica gone (WAIT counts
+ * 0), all five hear "unavailable" (or the timeout, which WAIT's equals) and
+ * are given back.
+ */
+static void test_batch_waits_once(void **state)
+{
+    (void)state;
+    ts_redis_t rep;
+    assert_int_equal(ts_redis_start(&rep, false), 0);
+    char buf[256];
+    assert_int_equal(ts_redis_cmd(&rep, buf, sizeof(buf), "REPLICAOF 127.0.0.1 %d", srv.port), 0);
+    uint64_t until = ms_now() + 10000;
+    for (;;) { /* until the replica has synced */
+        char info[8192] = "";
+        CMD(info, "INFO replication");
+        if (strstr(info, "connected_slaves:1") && strstr(info, "state=online"))
+            break;
+        assert_true(ms_now() < until);
+        sleep_ms(20);
+    }
+    fx_t fx;
+    fx_open(&fx, "timeout_ms=3000&wait_replicas=1");
+    put(fx.inv, "wb", 20, 1);
+    enum { N = 5 };
+    char user[16], order[16];
+    for (int round = 0; round < 2; round++) {
+        treq_t t[N];
+        int n = 0;
+        CMD(buf, "CONFIG RESETSTAT");
+        for (int i = 0; i < N; i++) {
+            snprintf(user, sizeof(user), "w%d-%d", round, i);
+            snprintf(order, sizeof(order), "wo%d-%d", round, i);
+            treq_init(&t[i], &fx, "wb", user, 1, NULL, order, &n);
+            assert_int_equal(inv_reserve(fx.w, &t[i].req), INV_PENDING);
+        }
+        run_until(&fx, &n, N, 10000);
+        for (int i = 0; i < N; i++) {
+            assert_int_equal(t[i].calls, 1);
+            if (round == 0)
+                assert_int_equal(t[i].outcome, INV_RESERVED);
+            else /* WAIT's own timeout is the call's: either may come first */
+                assert_true(t[i].outcome == CM_EBACKEND || t[i].outcome == CM_ETIMEOUT);
+        }
+        assert_int_equal(cmd_calls("wait"), 1);
+        if (round == 0) {
+            assert_int_equal(left_of(fx.inv, "wb"), 20 - N);
+            ts_redis_free(&rep); /* WAIT now counts no replica */
+            until = ms_now() + 10000;
+            for (;;) {
+                char info[8192] = "";
+                CMD(info, "INFO replication");
+                if (strstr(info, "connected_slaves:0"))
+                    break;
+                assert_true(ms_now() < until);
+                sleep_ms(20);
+            }
+        }
+    }
+    /* the second round's five are given back once WAIT answers 0 (the loop sends the releases) */
+    until = ms_now() + 10000;
+    for (;;) {
+        uv_run(&fx.loop, UV_RUN_NOWAIT);
+        CMD(buf, "HGET {sale:wb}:meta left");
+        if (strcmp(buf, "15") == 0 || ms_now() >= until)
+            break;
+        sleep_ms(2);
+    }
+    assert_string_equal(buf, "15");
+    fx_close(&fx);
+}
+
 /* URL options are checked; the password comes from the URL or the environment. */
 static void test_url_and_password(void **state)
 {
@@ -1266,6 +1340,7 @@ int main(void)
         cmocka_unit_test(test_reserved_reply_is_one_integer),
         cmocka_unit_test(test_batch_matches_one_by_one),
         cmocka_unit_test(test_batch_error_gives_back),
+        cmocka_unit_test(test_batch_waits_once),
         cmocka_unit_test(test_record_and_sell_out_news),
         cmocka_unit_test(test_fleet_views),
         cmocka_unit_test(test_claim_and_giveback),
