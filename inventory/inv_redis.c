@@ -1244,10 +1244,28 @@ static void resp_key(resp_t *b, const char *sale_id, size_t idlen, const char *p
     resp_put(b, "\r\n", 2);
 }
 
+/* A script call up to its arguments: EVALSHA (EVAL with the text after
+ * NOSCRIPT), the script, and the sale's 4 keys; nargs arguments follow. */
+static void script_head(resp_t *b, const rb_t *rb, int sc, bool reloaded, size_t nargs,
+                        const char *sale_id)
+{
+    static const char *const parts[4] = {"meta", "users", "orders", "idem"};
+    const char *body = reloaded ? script_text[sc] : rb->sha[sc];
+    resp_num(b, '*', 3 + 4 + nargs);
+    if (reloaded)
+        resp_arg(b, "EVAL", 4);
+    else
+        resp_arg(b, "EVALSHA", 7);
+    resp_arg(b, body, strlen(body));
+    resp_arg(b, "4", 1);
+    size_t idlen = strlen(sale_id);
+    for (int i = 0; i < 4; i++)
+        resp_key(b, sale_id, idlen, parts[i]);
+}
+
 /* EVALSHA (EVAL after NOSCRIPT) of script sc with the sale's 4 keys; returns the length. */
 static size_t op_format(const rop_t *op, int sc, char *buf, size_t cap)
 {
-    static const char *const parts[4] = {"meta", "users", "orders", "idem"};
     const char *args[4];
     int nargs = 0;
     if (sc == SC_RESERVE) { /* the sale id is in the keys: the script cuts it out of KEYS[1] */
@@ -1269,21 +1287,11 @@ static size_t op_format(const rop_t *op, int sc, char *buf, size_t cap)
         /* a copy instead of ~15 formatted pieces: ~1k instructions a reserve (callgrind) */
         resp_put(&b, w->pfx, w->pfx_len);
     } else {
-        const char *body = op->is_reloaded ? script_text[sc] : w->rb->sha[sc];
-        resp_num(&b, '*', (size_t)(3 + 4 + nargs));
-        if (op->is_reloaded)
-            resp_arg(&b, "EVAL", 4);
-        else
-            resp_arg(&b, "EVALSHA", 7);
-        resp_arg(&b, body, strlen(body));
-        resp_arg(&b, "4", 1);
-        size_t idlen = strlen(op->sale_id);
-        for (int i = 0; i < 4; i++)
-            resp_key(&b, op->sale_id, idlen, parts[i]);
+        script_head(&b, w->rb, sc, op->is_reloaded, (size_t)nargs, op->sale_id);
         if (cacheable && b.need <= b.cap && b.need <= sizeof(w->pfx)) {
             memcpy(w->pfx, buf, b.need);
             w->pfx_len = b.need;
-            memcpy(w->pfx_sale, op->sale_id, idlen + 1);
+            memcpy(w->pfx_sale, op->sale_id, strlen(op->sale_id) + 1);
         }
     }
     for (int i = 0; i < nargs; i++)
@@ -1653,21 +1661,9 @@ static void batch_reply(redisAsyncContext *ac, void *reply, void *privdata);
 
 static size_t batch_format(const rbatch_t *b, char *buf, size_t cap)
 {
-    static const char *const parts[4] = {"meta", "users", "orders", "idem"};
     resp_t o = {buf, cap, 0};
-    const char *sale = b->ops->sale_id;
-    size_t idlen = strlen(sale);
-    resp_num(&o, '*', (size_t)(3 + 4 + 4 * b->n));
-    if (b->is_reloaded) {
-        resp_arg(&o, "EVAL", 4);
-        resp_arg(&o, script_text[SC_RESERVE_BATCH], strlen(script_text[SC_RESERVE_BATCH]));
-    } else {
-        resp_arg(&o, "EVALSHA", 7);
-        resp_arg(&o, b->w->rb->sha[SC_RESERVE_BATCH], 40);
-    }
-    resp_arg(&o, "4", 1);
-    for (int i = 0; i < 4; i++)
-        resp_key(&o, sale, idlen, parts[i]);
+    script_head(&o, b->w->rb, SC_RESERVE_BATCH, b->is_reloaded, 4 * (size_t)b->n,
+                b->ops->sale_id);
     for (const rop_t *op = b->ops; op; op = op->qnext) {
         resp_arg(&o, op->user_id, strlen(op->user_id));
         resp_arg(&o, op->qty, strlen(op->qty));
@@ -1694,14 +1690,19 @@ static int batch_send(rbatch_t *b)
     return rc == REDIS_OK ? 0 : CM_EBACKEND;
 }
 
-/* An op that never left: its caller hears "unavailable" (nothing ran in Redis). */
-static void op_unsent(rop_t *op)
+/* Ops that never left, linked by qnext: each caller hears "unavailable" (nothing ran in Redis). */
+static void ops_unsent(rop_t *op)
 {
-    if (op->req) {
-        br_failure(op->w->rb);
-        op_complete(op, CM_EBACKEND);
+    while (op) {
+        rop_t *next = op->qnext;
+        op->qnext = NULL;
+        if (op->req) {
+            br_failure(op->w->rb);
+            op_complete(op, CM_EBACKEND);
+        }
+        op_free(op);
+        op = next;
     }
-    op_free(op);
 }
 
 /* One WAIT's reply for every reserve of a batch that waited for it: each hears
@@ -1788,29 +1789,21 @@ static void batch_go(rw_t *w, rop_t *head, uint32_t n)
     if (!c || !c->ac)
         c = node_conn(w, slot_node(w->rb, head->slot), false);
     if (!c) {
-        while (head) {
-            rop_t *next = head->qnext;
-            op_unsent(head);
-            head = next;
-        }
+        ops_unsent(head);
         return;
     }
     for (rop_t *op = head; op; op = op->qnext)
         op->conn = c;
     if (n == 1) {
         if (op_send(head, SC_RESERVE) < 0)
-            op_unsent(head);
+            ops_unsent(head);
         return;
     }
     rbatch_t *b = cm_xmalloc(sizeof(*b));
     *b = (rbatch_t){.w = w, .conn = c, .ops = head, .n = n};
     if (batch_send(b) < 0) {
         free(b);
-        while (head) {
-            rop_t *next = head->qnext;
-            op_unsent(head);
-            head = next;
-        }
+        ops_unsent(head);
     }
 }
 
@@ -1856,18 +1849,6 @@ static void queue_send(rw_t *w)
     }
 }
 
-/* Ops still queued when the worker closes: never sent. */
-static void queue_drop(rw_t *w)
-{
-    rop_t *op = w->q_head;
-    w->q_head = w->q_tail = NULL;
-    while (op) {
-        rop_t *next = op->qnext;
-        op->qnext = NULL;
-        op_unsent(op);
-        op = next;
-    }
-}
 
 static int sync_reserve(rw_t *w, inv_reserve_req_t *req)
 {
@@ -2054,7 +2035,9 @@ static void redis_worker_close(inv_worker_t *wk)
         return;
     }
     w->is_closing = true;
-    queue_drop(w);
+    rop_t *queued = w->q_head; /* never sent */
+    w->q_head = w->q_tail = NULL;
+    ops_unsent(queued);
     free_ops_drain(w);
     /* Freeing a context calls every callback still pending with a NULL reply:
      * the pending requests complete with CM_EBACKEND, and the ops are freed. */
