@@ -671,20 +671,13 @@ static void check_topic_layout(oq_relay_t *r)
         rd_kafka_topic_destroy(t);
 }
 
-/*
- * The embedded broker: only learn the orders topic now (a real cluster's is
- * learnt by check_topic_layout). librdkafka (2.0) asks for a topic it has not
- * seen only at its once-a-second topic scan after the first produce to it, so
- * the first order after a start reached the broker ~1 s late (measured: 984
- * ms, against a few ms for the next). Bounded by 1 s; relay thread.
- */
-static void learn_topic(oq_relay_t *r)
+void oq_kafka_learn_topic(void *rk, const char *topic, int timeout_ms)
 {
-    rd_kafka_topic_t *t = rd_kafka_topic_new(r->rk, r->topic, NULL);
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
     if (!t)
         return;
     const struct rd_kafka_metadata *md = NULL;
-    if (rd_kafka_metadata(r->rk, 0, t, &md, 1000) == RD_KAFKA_RESP_ERR_NO_ERROR && md)
+    if (rd_kafka_metadata(rk, 0, t, &md, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR && md)
         rd_kafka_metadata_destroy(md);
     rd_kafka_topic_destroy(t);
 }
@@ -695,8 +688,8 @@ static void *relay_main(void *arg)
     int idle = (int)r->o.idle_poll_ms;
     if (!r->embedded_mode && r->rk)
         check_topic_layout(r);
-    else if (r->rk)
-        learn_topic(r);
+    else if (r->rk) /* the embedded broker: a real cluster's is learnt just above */
+        oq_kafka_learn_topic(r->rk, r->topic, 1000);
     while (!atomic_load(&r->stop)) {
         struct pollfd pfd = {.fd = r->wake_rd, .events = POLLIN};
         poll(&pfd, 1, idle);

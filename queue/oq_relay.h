@@ -156,4 +156,14 @@ const char *oq_relay_bootstrap(oq_relay_t *r);
  */
 int oq_relay_apply_properties(void *conf, const char *properties, char *errbuf, size_t errlen);
 
+/*
+ * Makes the client rk (an rd_kafka_t *) learn topic's partitions now, waiting
+ * at most timeout_ms; best effort. librdkafka (2.0) asks for a topic it has not
+ * seen only at its once-a-second topic scan after the first produce to it, so
+ * a producer's first message after a start waited ~1 s (the relay's first
+ * order: 984 ms; flashgate-settle's first batch of outcomes: ~850 ms, and the
+ * batches behind it). Call it once the producer exists.
+ */
+void oq_kafka_learn_topic(void *rk, const char *topic, int timeout_ms);
+
 #endif

@@ -11,6 +11,7 @@
 #include "common/cm_log.h"
 #include "common/cm_rate.h"
 #include "common/cm_time.h"
+#include "queue/oq_relay.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -38,7 +39,6 @@ struct st_settle {
     char brokers_file[1024]; /* "" when brokers were given literally */
     char brokers[1024];      /* the list in use */
     rd_kafka_t *consumer, *producer;
-    rd_kafka_topic_t *outcomes_rkt; /* held so the producer knows the topic (clients_create) */
     st_sink_t *sink;
     st_msg_t *batch;
     size_t nbatch, cap;
@@ -299,9 +299,6 @@ static void clients_destroy(st_settle_t *st, bool leave_group)
     }
     if (st->producer) {
         rd_kafka_flush(st->producer, leave_group ? 2000 : 0);
-        if (st->outcomes_rkt)
-            rd_kafka_topic_destroy(st->outcomes_rkt);
-        st->outcomes_rkt = NULL;
         rd_kafka_destroy(st->producer);
         st->producer = NULL;
     }
@@ -332,24 +329,9 @@ static int clients_create(st_settle_t *st, char *err, size_t errlen)
         snprintf(err, errlen, "kafka producer: %s", e);
         return CM_EBACKEND;
     }
-    /*
-     * Learn the outcomes topic's partitions now. librdkafka (2.0) asks for a
-     * topic it has not seen only at its once-a-second topic scan after the
-     * first produce to it, so the first batch after every start held its
-     * offsets commit, and the batches behind it, ~0.85 s for its outcomes: the
-     * first sale's accept-to-settled p50 read ~700 ms in the bench against
-     * ~20 ms for the next (bench/README.md, Session 24). Best effort and
-     * bounded: a broker that does not answer leaves it to that scan.
-     */
-    st->outcomes_rkt = rd_kafka_topic_new(st->producer, st->outcomes_topic, NULL);
-    if (st->outcomes_rkt) {
-        const struct rd_kafka_metadata *md = NULL;
-        rd_kafka_resp_err_t merr = rd_kafka_metadata(st->producer, 0, st->outcomes_rkt, &md, 1000);
-        if (merr)
-            cm_log_debug(MOD, "outcomes topic metadata", "err=%s", rd_kafka_err2name(merr));
-        if (md)
-            rd_kafka_metadata_destroy(md);
-    }
+    /* its first batch's outcomes would wait ~0.85 s for librdkafka's topic
+     * scan, and the offsets commit and every batch behind them with it */
+    oq_kafka_learn_topic(st->producer, st->outcomes_topic, 1000);
     rd_kafka_conf_t *cc = base_conf(st, true, err, errlen);
     if (!cc)
         return CM_EINVAL;
