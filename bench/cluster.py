@@ -1,9 +1,12 @@
 """What Redis Cluster costs the buy path, side by side in one run.
 
-Three backends, each behind one flashgate (2 workers, limits off, no Kafka):
+Four backends, each behind one flashgate (2 workers, limits off, no Kafka):
   redis         one redis-server (appendonly no)
   cluster       3 masters, no replicas (redis-cluster://), the sale on one of them
   cluster+wait  3 masters + 3 replicas, ?wait_replicas=1 (a 202 waits for the replica)
+  wait,batch=1  the same cluster and URL with inventory.redis_batch=1: one script call and
+                one WAIT per reserve, where the default sends a loop iteration's reserves of
+                a sale as one call and one WAIT (docs/fleet.md)
 Rounds are interleaved (each backend once per round) and the medians printed:
 202/s under wrk -c64 with a new user per request (every request a real
 reserve), the gateway's CPU per 202 and the redis-servers' (all of them) CPU
@@ -89,21 +92,23 @@ def main():
     single = Redis(aof=False).start()
     c3 = Cluster(n=3, replicas=0)
     c6 = Cluster(n=6, replicas=1)
-    setups = [("redis", single.url, [single.proc.pid]),
+    wait_url = "redis-cluster://127.0.0.1:%d?wait_replicas=1" % c6.ports[0]
+    c6_pids = [p.pid for p in c6.procs.values()]
+    setups = [("redis", single.url, [single.proc.pid], []),
               ("cluster", "redis-cluster://127.0.0.1:%d" % c3.ports[0],
-               [p.pid for p in c3.procs.values()]),
-              ("cluster+wait", "redis-cluster://127.0.0.1:%d?wait_replicas=1" % c6.ports[0],
-               [p.pid for p in c6.procs.values()])]
+               [p.pid for p in c3.procs.values()], []),
+              ("cluster+wait", wait_url, c6_pids, []),
+              ("wait,batch=1", wait_url, c6_pids, ["--inventory-redis-batch", "1"])]
     gws = {}
     try:
-        for name, url, _ in setups:
-            g = Gateway("--inventory", url, *NOLIMITS, threads=2)
+        for name, url, _, extra in setups:
+            g = Gateway("--inventory", url, *NOLIMITS, *extra, threads=2)
             g.start()
             g.put_sale("b", stock=1000000000, per_user_limit=1)
             gws[name] = g
-        res = {name: [] for name, _, _ in setups}
+        res = {name: [] for name, _, _, _ in setups}
         for rnd in range(ROUNDS):
-            for name, _, pids in setups:
+            for name, _, pids, _ in setups:
                 r = run(gws[name], pids, script)
                 res[name].append(r)
                 print("round %d %-13s %8.0f 202/s  gw %6.1f us  redis %6.1f us  non-202 %.1f%% %r"
@@ -115,7 +120,7 @@ def main():
               (SECS, ROUNDS))
         print("| backend | 202/s | gateway cpu us/202 | redis cpu us/202 (all servers) | non-202 |")
         print("|---|---|---|---|---|")
-        for name, _, _ in setups:
+        for name, _, _, _ in setups:
             m = {k: statistics.median(r[k] for r in res[name])
                  for k in ("rps", "gw_us", "redis_us", "other")}
             print("| %s | %.0f | %.1f | %.1f | %.1f%% |" %
