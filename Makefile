@@ -12,7 +12,7 @@
 #   make faults     the fault suite as one table (tests/fault/run.sh)
 #   make soak       10 minutes of steady mixed load: RSS, fds, spool, p99 plotted
 #   make bench      benchmarks (bench/bench.sh), printed side by side
-#   make bench-overload  the overload benchmark (bench/overload.sh, ~15 min: 3 rounds;
+#   make bench-overload  the overload benchmark (bench/overload.sh, ~12 min: 3 rounds;
 #                   BENCH_OVERLOAD_FLAGS=--quick for ~3 min)
 #   make rehearse   the standard rehearsal against a fresh local gateway
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)

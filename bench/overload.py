@@ -20,7 +20,7 @@ no idle connection opens one, up to a cap) with a per-request deadline
 127.0.0.1 at free ports in a temp dir; every process the script starts is
 stopped by its PID, every cgroup it made is removed, on Ctrl-C too.
 
-  python3 bench/overload.py            # full run (~15 min: 3 rounds of every load,
+  python3 bench/overload.py            # full run (~12 min: 3 rounds of every load,
                                        # each target judged on their median)
   python3 bench/overload.py --quick    # ~2-3 min
   python3 bench/overload.py --smoke    # a few seconds per case, no targets (CI)
@@ -1290,7 +1290,8 @@ def main():
     jpath = os.path.join(outdir, "overload.json")
     slim = json.loads(json.dumps(results))
     for c in slim["cases"].values():  # the raw timelines stay, but not twice
-        for r in c.get("runs", []) + c.get("steps", []) + c.get("probe_runs", []):
+        for r in (c.get("runs", []) + c.get("rep_runs", []) + c.get("steps", []) +
+                  c.get("probe_runs", [])):
             if r and r.get("fine") and r.get("label") != "step" and not r.get("trace"):
                 r.pop("fine", None)
     json.dump(slim, open(jpath, "w"), indent=1)
@@ -1537,8 +1538,8 @@ def lstsq(rows, ys):
 
 def fit_costs(out):
     """a (CPU per accept) and r (CPU per 503) in us, by least squares over every run of
-    the case (every round of --reps): gateway CPU - c x seconds = a x 202 answers + r x 503 answers, the answers as
-    the gateway counted them (/admin/v1/stats replies, so answers the crowd gave up on are
+    the case (each round of --reps): gateway CPU - c x seconds = a x 202 answers + r x 503
+    answers, the answers as the gateway counted them (/admin/v1/stats replies, so answers the crowd gave up on are
     counted too). c is the gateway's CPU per second that no answer pays for (its timers,
     the probes' admin calls), measured before each run with the probes and no crowd
     (median over the runs); the CPU is cpuacct's, every thread's. Before 2026-11-23 the

@@ -3,7 +3,7 @@
 # page load at 1x, 2x, 5x and 10x of the measured capacity, protection on and
 # off side by side. Caps processes with cgroup v1 cpu quotas (needs root).
 #
-#   sh bench/overload.sh            # full run (~15 min: 3 rounds of every load)
+#   sh bench/overload.sh            # full run (~12 min: 3 rounds of every load)
 #   sh bench/overload.sh --quick    # ~3 min
 #   sh bench/overload.sh --smoke    # ~20 s, no targets (what the test suite runs)
 #
