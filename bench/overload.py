@@ -1599,7 +1599,10 @@ def targets_for(name, c, a):
     rows = []
     cap = c["capacity_rps"]
     runs = {(r["label"], r["mode"]): r for r in c["runs"]}
-    peak = runs.get(("1x", "auto"), {}).get("accepted_rps") or cap
+    # The 1x peak is the better of the two 1x rows: when protection itself costs
+    # goodput at 1x (a Redis limit held low), judging 5x and 10x against the
+    # protected row alone would make them look better than they are.
+    peak = max((runs.get(("1x", m), {}).get("accepted_rps") or 0) for m in MODES) or cap
     convs = [r.get("convergence_ms") for r in c["steps"] if r["mode"] == "auto"]
     if name == "dep":
         for m in ("5x", "10x"):
