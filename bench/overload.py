@@ -274,6 +274,7 @@ class Probe(threading.Thread):
                         "qdelay_ms": o.get("queue_delay_ms", 0),
                         "paused": o.get("accept_paused_workers", 0),
                         "shed": o.get("shed", {}),
+                        "redis": o.get("limits", {}).get("redis", {}),
                         "guard": j.get("connections", {})}))
                 except ValueError:
                     pass
@@ -574,7 +575,7 @@ class Bench:
         rss0 = rss_kib(gw.pid)
         acct = case.get("gw_acct")
         gw_cpu = acct.usage_s if acct else (lambda: cpu_s(gw.pid))
-        trace = self.a.trace and (case.get("gw_cap") is not None or case["name"] == "mixed")
+        trace = self.a.trace and (case.get("gw_cap") is not None or case["name"] in ("mixed", "dep"))
         probe = Probe(gw, trace)
         probe.start()
         idle_us_per_s = None
@@ -979,8 +980,11 @@ def print_diag(r):
 
 
 def print_trace_mixed(r):
-    """--trace, mixed case (no quota): per 100 ms bin the crowd's arrivals and what they
-    got, the gateway's CPU (uncapped: up to 100 ms a bin), its door and its level."""
+    """--trace, mixed and dep cases (no quota on the gateway): per 100 ms bin the crowd's
+    arrivals and what they got, the gateway's CPU (uncapped: up to 100 ms a bin), its door
+    and its level; in the dep case also the Redis limit, its in-flight count and RTT at the
+    bin's last probe (session 26 read them with a wrapper: the protected goodput follows
+    limit / RTT)."""
     rows = trace_rows(r, first_s=min(TRACE_S, r["duration_s"]))
     if not rows:
         return
@@ -989,12 +993,14 @@ def print_trace_mixed(r):
     print("   trace %s %s (first %g s, 100 ms bins; crowd by scheduled time, gateway by wall "
           "time):" % (r["label"], r["mode"], TRACE_S))
     print("     t ms  arrivals  good   503  refused  reset  timeout  >50ms  lag max | gw cpu ms"
-          "  conns  shuts  resets  closed  late503  level  busy%  qdelay  paused  shed sheddable")
+          "  conns  shuts  resets  closed  late503  level  busy%  qdelay  paused  shed sheddable"
+          + ("  redis limit/inflight/rtt ms" if r["case"] == "dep" else ""))
     for b, x in enumerate(rows):
         w0, w1 = t0 + b * 0.1, t0 + (b + 1) * 0.1
         st = [z for z in tr["stats"] if w0 <= z[0] < w1]
         st0 = [z for z in tr["stats"] if z[0] < w0]
         last = st[-1][1] if st else {}
+        rd = last.get("redis", {})
         sh = last.get("shed", {}).get("sheddable", 0) - (
             st0[-1][1].get("shed", {}).get("sheddable", 0) if st0 else 0) if st else 0
         print("   %6d  %8d %5d %5d %8d %6d %8d %6d %8d | %9.2f  %5d %6d %7d %7d %8d  %5s  %5s"
@@ -1003,7 +1009,10 @@ def print_trace_mixed(r):
                   x["timeout"], x["slow"], x["lag_max_ms"], x["gw_cpu_ms"], x["gw_conns"], x["gw_shuts"], x["gw_reset"],
                   x["gw_trimmed"], x["gw_late"], last.get("level", "-"), last.get("busy", "-"),
                   "%.1f" % last["qdelay_ms"] if "qdelay_ms" in last else "-",
-                  last.get("paused", "-"), sh))
+                  last.get("paused", "-"), sh)
+              + ("  %5s/%s/%s" % (rd.get("limit", "-"), rd.get("inflight", "-"),
+                                 "%.1f" % (rd["rtt_us"] / 1000) if "rtt_us" in rd else "-")
+                 if r["case"] == "dep" else ""))
 
 
 def slow_probes(r, over_ms=60.0):
@@ -1187,10 +1196,10 @@ def main():
                     help="extra gateway flags that route %s to the upstream; {upstream} is "
                          "replaced by its base URL (default: from --help)" % PAGE_PATH)
     ap.add_argument("--trace", action="store_true",
-                    help="cpu and mixed cases: sample the gateway's CPU (and the cpu case's cgroup cpu.stat) every "
+                    help="sample the gateway's CPU (and the cpu case's cgroup cpu.stat) every "
                          "5 ms and the probe's /admin/v1/stats, and print the first "
                          "--trace-seconds of each run in 100 ms bins (what the crowd got, what "
-                         "the gateway did)")
+                         "the gateway did; the dep case: also the Redis limit, in flight, RTT)")
     ap.add_argument("--perf-stat", action="store_true",
                     help="with --perf: count the gateway's system calls and context switches "
                          "(perf stat, DIR/<case>-<label>-<mode>-<n>.stat) instead of sampling")
@@ -1864,7 +1873,7 @@ def report(res, a):
                 print_trace(r, B_q)
                 print_diag(r)
                 print_slow_probes(r)
-        if name == "mixed":
+        if name in ("mixed", "dep"):
             for r in c["runs"] + c["steps"]:
                 print_trace_mixed(r)
         if not a.smoke:
