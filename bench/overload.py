@@ -1010,8 +1010,9 @@ def print_trace_mixed(r):
                   x["gw_trimmed"], x["gw_late"], last.get("level", "-"), last.get("busy", "-"),
                   "%.1f" % last["qdelay_ms"] if "qdelay_ms" in last else "-",
                   last.get("paused", "-"), sh)
-              + ("  %5s/%s/%s" % (rd.get("limit", "-"), rd.get("inflight", "-"),
-                                 "%.1f" % (rd["rtt_us"] / 1000) if "rtt_us" in rd else "-")
+              + (("  %5s/%s/%s" % (rd.get("limit", "-"), rd.get("inflight", "-"),
+                                  "%.1f" % (rd["rtt_us"] / 1000) if "rtt_us" in rd else "-")
+                  if r["mode"] == "auto" else "  (no adaptive limit)")
                  if r["case"] == "dep" else ""))
 
 
