@@ -6,7 +6,8 @@
 
 CASE: sold (410), rate (429), acc (202, spool only), floor (bench/uv_floor.c, the
 libuv+llhttp floor, with sold out's wrk script: BIN_DIR's flashgate-bench-uv-floor), nginx
-(bench/nginx.conf.in's one worker, `return 200`, with sold out's wrk script too), and
+(bench/nginx.conf.in's one worker, `return 200`, with sold out's wrk script too), nginx-rate
+(the same nginx under rate's wrk script: the 429's peer in bench.py), and
 the Redis target's pair
 (bench.py's bench_redis flags, PEER_LIKE: no adaptive overload shedding, so no 503s
 under valgrind): mem (202, memory backend) and redis (202, Redis backend, on a
@@ -176,7 +177,7 @@ def main():
         argv += ["--inventory", "redis://127.0.0.1:%d" % rport]
     if case == "floor":
         argv = [os.path.join(bindir, "flashgate-bench-uv-floor"), str(port)]
-    if case == "nginx":  # bench/nginx.conf.in's worker, under sold out's wrk script
+    if case in ("nginx", "nginx-rate"):  # bench/nginx.conf.in's worker
         if mode == "calls":
             sys.exit("profile: no calls mode for nginx")
         argv = None
@@ -205,7 +206,7 @@ def main():
                 pass
             time.sleep(0.1)
         for sale, stock in (("so", 0), ("rl", HUGE), ("acc", HUGE), ("warm", HUGE)):
-            if case not in ("floor", "nginx"):
+            if case not in ("floor", "nginx", "nginx-rate"):
                 http(admin, "PUT", "/admin/v1/sales/" + sale,
                      {"stock": stock, "per_user_limit": 1}, TOKEN)
         rate = os.path.join(tmp, "rate.lua")
@@ -216,6 +217,7 @@ def main():
                         "floor": (os.path.join(wrkdir, "sold_out.lua"), "so"),
                         "nginx": (os.path.join(wrkdir, "sold_out.lua"), "so"),
                         "rate": (rate, "rl"),
+                        "nginx-rate": (rate, "rl"),  # the 429's peer in bench.py
                         "acc": (os.path.join(wrkdir, "buy.lua"), "acc"),
                         "mem": (os.path.join(wrkdir, "buy.lua"), "acc"),
                         "redis": (os.path.join(wrkdir, "buy.lua"), "acc")}[case]
