@@ -280,6 +280,10 @@ typedef struct gw_door {
     uint32_t win_late;       /* late sheds that closed their connection, this window (gw_door_late) */
     bool pool_set;           /* gw_door_pool was told the worker's pool */
     uint64_t pool;           /* its open connections less those leaving, at the last tick */
+    uint64_t refill_us;      /* when the last refill was decided (0: none since a full reopen) */
+    uint64_t refill_pool;    /* the pool then */
+    uint32_t refill_want;    /* and what it lacked */
+    uint64_t pool_cap;       /* the most the crowd keeps open (0: not seen; gw_door_tick) */
     bool shut;
 } gw_door_t;
 
@@ -416,10 +420,25 @@ bool gw_door_should_shut_late(const gw_door_t *d);
  * a 100 ms bin for the rest of the run where 62 connections served 215 (cpu
  * case, 2x; bench/README.md "Session 15"). At half, the pool settled just
  * above it: 34 connections, one request each per 20 ms quota period, ~250
- * answers a bin where the quota serves ~420 (session 17). Owner thread only.
+ * answers a bin where the quota serves ~420 (session 17).
+ * A refill the crowd undoes is not tried again: when a refill is due within
+ * GW_DOOR_REFILL_MEMORY_US of the last one and the pool is no smaller than it
+ * was then but kept less than half of what that refill lacked, the crowd
+ * closed what the refill let in (its own pool is full:
+ * flashgate-load keeps 64 idle, nginx `keepalive N` as many), and that pool
+ * is the crowd's cap (pool_cap): the rule then asks for 3/4 of the cap, not
+ * of what the door keeps, until the pool grows past the cap or the door
+ * reopens in full. Measured before (session 28, cpu case at 2x, each door
+ * event logged): the door kept 91 (4,573/s x 20 ms) where the crowd holds 64,
+ * so the rule reopened it every 40 ms, 108 times in a 5 s run, to accept ~27
+ * connections the crowd then closed and to reset the ~30 queued behind them at
+ * each shut (2,400-2,800 resets a run); 2x goodput 4,354 / 3,170 / 4,309/s
+ * against 4,548 / 4,787 / 4,637/s with the cap (3 interleaved pairs, 4 shuts
+ * a run). Owner thread only.
  */
 #define GW_DOOR_REFILL_NUM 3u
 #define GW_DOOR_REFILL_DEN 4u
+#define GW_DOOR_REFILL_MEMORY_US 100000u
 void gw_door_pool(gw_door_t *d, uint64_t pool);
 /*
  * Every tick: closes the rate window when due and, while shut, returns true

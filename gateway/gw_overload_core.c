@@ -646,6 +646,8 @@ void gw_door_set_shut(gw_door_t *d, bool shut, uint64_t now_us)
         d->shut_rate = d->rate > prev ? d->rate : prev;
     }
     if (!shut && d->shut) {
+        if (!d->look_next) /* a full reopen: the crowd's pool may be another */
+            d->refill_us = d->pool_cap = 0;
         d->opened_us = now_us;
         d->crowd_recent = true;
         d->look = d->look_next;
@@ -701,10 +703,24 @@ bool gw_door_tick(gw_door_t *d, uint64_t now_us, bool idle)
     /* A refill only where its look can end (gw_door_look_seen): without a
      * quota the worker's own shut decides, and a short pool that left it idle
      * reopens by the idle ticks anyway. */
+    if (d->pool_cap && d->pool > d->pool_cap)
+        d->pool_cap = 0; /* the crowd keeps more now */
+    uint64_t full = d->pool_cap && d->pool_cap < keep ? d->pool_cap : keep;
     if (d->pool_set && d->capped && d->saturated &&
-        GW_DOOR_REFILL_DEN * d->pool < GW_DOOR_REFILL_NUM * (uint64_t)keep) {
-        d->look_want = (uint32_t)(keep - d->pool); /* the pool ran low: gw_door_pool */
-        return d->look_next = true;
+        GW_DOOR_REFILL_DEN * d->pool < GW_DOOR_REFILL_NUM * full) {
+        /* The last refill, just now, left the pool where it found it (less
+         * than half of what it let in stayed, and none lost since): the
+         * crowd closed the rest, and this pool is all it keeps. */
+        if (d->refill_us && now_us - d->refill_us < GW_DOOR_REFILL_MEMORY_US &&
+            d->pool >= d->refill_pool && d->pool < d->refill_pool + d->refill_want / 2) {
+            d->pool_cap = d->pool;
+        } else {
+            d->look_want = (uint32_t)(full - d->pool); /* the pool ran low: gw_door_pool */
+            d->refill_us = now_us;
+            d->refill_pool = d->pool;
+            d->refill_want = d->look_want;
+            return d->look_next = true;
+        }
     }
     /* Saturated by the kept connections: the hold is extended while they still
      * bring the crowd (not dwindled to a few). */

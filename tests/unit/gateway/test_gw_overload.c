@@ -1040,6 +1040,86 @@ static void test_door_look_after_longest_hold(void **state)
 }
 
 /*
+ * A refill the crowd undoes (its own pool is full, so it closes what the
+ * refill let in) is not tried again while the pool stays where the crowd
+ * keeps it; a pool that falls well below that is refilled, toward the crowd's
+ * cap rather than the door's keep; a full reopen forgets the cap (injected
+ * clock).
+ */
+static void crowd_tick(gw_door_t *d)
+{
+    for (int i = 0; i < 50; i++)
+        gw_door_request(d);
+}
+
+static void test_door_refill_crowd_cap(void **state)
+{
+    (void)state;
+    gw_door_t d;
+    uint64_t t = 5000 * MS;
+    /* Each tick sees the crowd's 50 requests (5,000/s): the hold lasts. */
+#define TICK(idle) (crowd_tick(&d), gw_door_tick(&d, t += 10 * MS, idle))
+    gw_door_init(&d, 20 * MS, t);
+    gw_door_quota(&d, true, t);
+    gw_door_saturated(&d, true);
+    /* 5,000 requests/s over two windows: the door keeps 100 (5,000/s x 20 ms). */
+    for (int w = 0; w < 2; w++) {
+        for (int i = 0; i < 500; i++)
+            gw_door_request(&d);
+        t += GW_DOOR_WINDOW_US;
+        gw_door_tick(&d, t, false);
+    }
+    uint32_t keep = gw_door_keep(&d);
+    assert_int_equal(keep, 100);
+    gw_door_set_shut(&d, true, t);
+    /* The crowd holds 64: below 3/4 of 100, so the first look refills. */
+    gw_door_pool(&d, 63);
+    assert_true(TICK(false));
+    assert_int_equal(d.look_want, 37);
+    gw_door_set_shut(&d, false, t);
+    for (int i = 0; i < 37; i++)
+        gw_door_conn(&d);
+    assert_true(gw_door_look_seen(&d));
+    gw_door_set_shut(&d, true, t);
+    /* The crowd closed them again: the pool is back at 64. No second refill,
+     * now or later, while it stays there. */
+    gw_door_pool(&d, 64);
+    for (int i = 0; i < 50; i++)
+        assert_false(TICK(false));
+    assert_int_equal(d.pool_cap, 64);
+    /* Down to 49 (3/4 of 64 is 48): still no refill. */
+    gw_door_pool(&d, 49);
+    assert_false(TICK(false));
+    /* Down to 40: a refill of what the crowd keeps, not of the door's 100. */
+    gw_door_pool(&d, 40);
+    assert_true(TICK(false));
+    assert_int_equal(d.look_want, 24);
+    gw_door_set_shut(&d, false, t);
+    for (int i = 0; i < 24; i++)
+        gw_door_conn(&d);
+    gw_door_set_shut(&d, true, t);
+    /* The crowd kept them and more: the cap is gone, the door's keep counts again. */
+    gw_door_pool(&d, 70);
+    assert_true(TICK(false));
+    assert_int_equal(d.pool_cap, 0);
+    assert_int_equal(d.look_want, 30);
+    gw_door_set_shut(&d, false, t);
+    gw_door_set_shut(&d, true, t);
+    /* The same pool within the memory: the cap again. A full reopen (idle
+     * ticks) forgets it. */
+    gw_door_pool(&d, 70);
+    assert_false(TICK(false));
+    assert_int_equal(d.pool_cap, 70);
+    for (int i = 0; i < GW_DOOR_IDLE_TICKS; i++)
+        gw_door_tick(&d, t += 10 * MS, true);
+    gw_door_set_shut(&d, false, t);
+    assert_false(d.look);
+    assert_int_equal(d.pool_cap, 0);
+    assert_int_equal(d.refill_us, 0);
+#undef TICK
+}
+
+/*
  * GW_DOOR_LATE_SHUT late sheds in one window shut an open door (the caller has
  * asked the quota); fewer do not, nor those of an earlier window, of a shut
  * door, of a flood or of a "machine" window (injected clock).
@@ -1292,6 +1372,7 @@ int main(void)
         cmocka_unit_test(test_door_late_ticks_are_not_idle),
         cmocka_unit_test(test_door_holds_while_saturated),
         cmocka_unit_test(test_door_look_after_longest_hold),
+        cmocka_unit_test(test_door_refill_crowd_cap),
         cmocka_unit_test(test_door_late_shut),
         cmocka_unit_test(test_door_quota_shut),
         cmocka_unit_test(test_busy_machine),
