@@ -1052,6 +1052,18 @@ static void crowd_tick(gw_door_t *d)
         gw_door_request(d);
 }
 
+/* A refill as the worker runs it: reopen, accept n, shut; whether the look
+ * had what it came for before the shut. */
+static bool refill_takes(gw_door_t *d, int n, uint64_t t)
+{
+    gw_door_set_shut(d, false, t);
+    for (int i = 0; i < n; i++)
+        gw_door_conn(d);
+    bool seen = gw_door_look_seen(d);
+    gw_door_set_shut(d, true, t);
+    return seen;
+}
+
 static void test_door_refill_crowd_cap(void **state)
 {
     (void)state;
@@ -1076,11 +1088,7 @@ static void test_door_refill_crowd_cap(void **state)
     gw_door_pool(&d, 63);
     assert_true(TICK(false));
     assert_int_equal(d.look_want, 37);
-    gw_door_set_shut(&d, false, t);
-    for (int i = 0; i < 37; i++)
-        gw_door_conn(&d);
-    assert_true(gw_door_look_seen(&d));
-    gw_door_set_shut(&d, true, t);
+    assert_true(refill_takes(&d, 37, t));
     /* The crowd closed them again: the pool is back at 64. No second refill,
      * now or later, while it stays there. */
     gw_door_pool(&d, 64);
@@ -1094,10 +1102,7 @@ static void test_door_refill_crowd_cap(void **state)
     gw_door_pool(&d, 40);
     assert_true(TICK(false));
     assert_int_equal(d.look_want, 24);
-    gw_door_set_shut(&d, false, t);
-    for (int i = 0; i < 24; i++)
-        gw_door_conn(&d);
-    gw_door_set_shut(&d, true, t);
+    (void)refill_takes(&d, 24, t);
     /* The crowd kept them and more: the cap is gone, the door's keep counts again. */
     gw_door_pool(&d, 70);
     assert_true(TICK(false));
