@@ -26,8 +26,13 @@
  *    client that leaves is seen); reading stops while an answer is unsent
  *    (backpressure: a client that does not read gets nothing more read) and
  *    when the buffer is full;
+ *  - the socket is ours, polled by libuv (uv_poll_t, level-triggered) and read
+ *    and written with recv(2) and send(2): libuv's stream layer (uv_tcp_t:
+ *    read(2) through the VFS, its read and write request machinery) cost a
+ *    sold-out answer ~0.1 us more at the floor (bench/uv_floor.c FLOOR_EPOLL=2,
+ *    bench/README.md "Session 30");
  *  - answers are rendered into one output buffer (status line, headers, body)
- *    and written with uv_try_write, the rest with uv_write; prepared answers
+ *    and sent at once, the rest when the poll finds room; prepared answers
  *    (sold out, rate limited, overloaded) are bytes with the Date refreshed
  *    once a second (gw_reply.c, gw_prep_t);
  *  - keep-alive per RFC 9112 (HTTP/1.0 closes unless it asked to keep alive),
@@ -92,7 +97,6 @@ typedef struct gw_h1_buf {
     bool clean;
     char out[OUT_INLINE];
     char rbuf[GW_H1_READ_BUF];
-    uv_write_t wr; /* only while an answer is unsent */
 } gw_h1_buf_t;
 
 /* The fields every answer touches first, libuv's handle after them. */
@@ -108,7 +112,7 @@ struct gw_h1 {
     size_t olen, owritten;
     size_t ocap;
     char *out;          /* buf->out, or a larger heap buffer */
-    bool writing;       /* a uv_write is in flight */
+    bool writing;       /* an answer is partly sent: the poll waits for room */
     bool reading;
     bool close_after;   /* close once the output is out */
     bool lingering;     /* shut down for writing: read and drop until EOF */
@@ -124,7 +128,9 @@ struct gw_h1 {
     uint64_t read_iter; /* w->iter_no when reading last started */
     uint64_t read_after_ns; /* the last read's bytes arrived after it (0: not known) */
     size_t body_early;  /* body bytes read before that (guard_body) */
-    uv_tcp_t tcp;
+    int fd;
+    int polled;           /* the events c->poll watches (UV_READABLE, UV_WRITABLE) */
+    uv_poll_t poll;
     gw_h1_t *prev, *next; /* the worker's connections */
     union {
         struct sockaddr sa;
@@ -470,7 +476,32 @@ static void out_error(gw_h1_t *c, gw_reply_t reply, const char *msg)
     atomic_fetch_add_explicit(&c->w->ctr.replies[reply], 1, memory_order_relaxed);
 }
 
-static void on_written(uv_write_t *wr, int status);
+static void on_io(uv_poll_t *p, int status, int events);
+
+/* What the poll watches follows what the connection does: reading, and/or
+ * waiting for room for an unsent answer (libuv applies a change at its next
+ * poll, with one epoll_ctl). */
+static void io_update(gw_h1_t *c)
+{
+    int want = (c->reading ? UV_READABLE : 0) | (c->writing ? UV_WRITABLE : 0);
+    if (want == c->polled || c->closing)
+        return;
+    c->polled = want;
+    if (want)
+        uv_poll_start(&c->poll, want, on_io);
+    else
+        uv_poll_stop(&c->poll);
+}
+
+/* One send(2) of what the output holds past owritten: bytes sent, or -1 (errno). */
+static ssize_t out_send(gw_h1_t *c)
+{
+    ssize_t n;
+    do
+        n = send(c->fd, c->out + c->owritten, c->olen - c->owritten, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    return n;
+}
 
 /* All written: the buffer is empty again; a large one (a proxied answer) goes back. */
 static void out_reset(gw_h1_t *c)
@@ -486,34 +517,25 @@ static void out_reset(gw_h1_t *c)
 static void linger(gw_h1_t *c);
 
 /* Writes what the output holds: at once when the socket takes it, else the
- * rest with uv_write (reading stops meanwhile: gw_conn.c watches the client
- * read it). Then closes when asked. */
+ * rest when the poll finds room (reading stops meanwhile: gw_conn.c watches
+ * the client read it). Then closes when asked. */
 static void flush(gw_h1_t *c)
 {
     if (c->closing || c->writing)
         return;
     if (c->olen > c->owritten) {
-        uv_buf_t b = uv_buf_init(c->out + c->owritten, (unsigned)(c->olen - c->owritten));
-        int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-        if (n < 0 && n != UV_EAGAIN) {
+        ssize_t n = out_send(c);
+        if (n < 0 && errno != EAGAIN) {
             conn_close(c);
             return;
         }
         if (n > 0)
             c->owritten += (size_t)n;
         if (c->owritten < c->olen) {
-            b = uv_buf_init(c->out + c->owritten, (unsigned)(c->olen - c->owritten));
             c->writing = true;
-            c->buf->wr.data = c;
-            if (c->reading) {
-                uv_read_stop((uv_stream_t *)&c->tcp);
-                c->reading = false;
-            }
+            c->reading = false;
+            io_update(c);
             gw_conn_writing(c->guard);
-            if (uv_write(&c->buf->wr, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
-                c->writing = false;
-                conn_close(c);
-            }
             return;
         }
     }
@@ -523,20 +545,27 @@ static void flush(gw_h1_t *c)
         linger(c);
 }
 
-static void on_written(uv_write_t *wr, int status)
+/* The poll found room for an unsent answer. */
+static void write_more(gw_h1_t *c)
 {
-    gw_h1_t *c = wr->data;
+    ssize_t n = out_send(c);
+    if (n < 0 && errno == EAGAIN)
+        return;
     /* An I/O callback that may serve the requests the buffer holds and set
      * the guard's deadlines: the iteration's clock, as a read's. Without it an
      * iteration of write completions alone used the last read's time, and an
      * idle deadline set here could be due at once for a worker that had only
      * slow readers to write to for a while. */
     gw_http_iteration(c->w);
-    c->writing = false;
-    if (status < 0 || c->closing) {
+    if (n < 0) {
         conn_close(c);
         return;
     }
+    c->owritten += (size_t)n;
+    if (c->owritten < c->olen)
+        return;
+    c->writing = false;
+    io_update(c);
     out_reset(c);
     if (c->close_after) {
         linger(c);
@@ -560,6 +589,7 @@ static void on_written(uv_write_t *wr, int status)
 static void on_closed(uv_handle_t *h)
 {
     gw_h1_t *c = h->data;
+    close(c->fd); /* only now: libuv polled it until the handle closed */
     if (c->buf)
         buf_give(c, parser_between(c)); /* an idle one closed: clean */
     free(c);
@@ -600,7 +630,23 @@ static void conn_close(gw_h1_t *c)
         gw_conn_release(c->guard);
         c->guard = NULL;
     }
-    uv_close((uv_handle_t *)&c->tcp, on_closed);
+    uv_close((uv_handle_t *)&c->poll, on_closed);
+}
+
+/* An accepted socket libuv would not poll: conn_close's bookkeeping, no handle. */
+static void conn_close_unpolled(gw_h1_t *c)
+{
+    gw_worker_t *w = c->w;
+    w->h1_open--;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->h1_conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    gw_conn_release(c->guard);
+    close(c->fd);
+    free(c);
 }
 
 void gw_h1_kill(gw_h1_t *c)
@@ -608,14 +654,6 @@ void gw_h1_kill(gw_h1_t *c)
     conn_close(c);
 }
 
-static void on_shutdown(uv_shutdown_t *s, int status)
-{
-    (void)status;
-    free(s);
-}
-
-static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
-static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
 static void start_reading(gw_h1_t *c);
 
 /* The answer is out and the connection ends: FIN now, drop what the client
@@ -627,9 +665,7 @@ static void linger(gw_h1_t *c)
         return;
     c->lingering = true;
     req_drop(c);
-    uv_shutdown_t *s = cm_xmalloc(sizeof(*s));
-    if (uv_shutdown(s, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
-        free(s);
+    if (shutdown(c->fd, SHUT_WR) != 0) { /* the output is all out (flush) */
         conn_close(c);
         return;
     }
@@ -1260,18 +1296,18 @@ static void next_request(gw_h1_t *c)
 
 static void start_reading(gw_h1_t *c)
 {
-    if (!c->reading && !c->closing &&
-        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) {
+    if (!c->reading && !c->closing) {
         c->reading = true;
         c->read_iter = c->w->iter_no;
+        io_update(c);
     }
 }
 
 static void stop_reading(gw_h1_t *c)
 {
     if (c->reading) {
-        uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = false;
+        io_update(c);
     }
 }
 
@@ -1521,10 +1557,8 @@ void gw_h1_finish(gw_req_t *r)
 
 /*---- reading ----*/
 
-static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+static void on_alloc(gw_h1_t *c, uv_buf_t *buf)
 {
-    (void)hint;
-    gw_h1_t *c = h->data;
     if (c->lingering) {
         /* bytes to drop: into a spare buffer, parser untouched, given back
          * by on_read (or the buffer kept for a dropped request, keep_buf) */
@@ -1570,10 +1604,8 @@ uint64_t gw_h1_read_after_ns(const gw_h1_t *c)
     return c->read_after_ns;
 }
 
-static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+static void on_read(gw_h1_t *c, ssize_t n)
 {
-    (void)buf;
-    gw_h1_t *c = s->data;
     gw_worker_t *w = c->w;
     if (c->spare) {
         spare_give(w, c->buf);
@@ -1604,6 +1636,37 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     c->rlen += (size_t)n;
     c->read_after_ns = read_after(c);
     conn_parse(c);
+}
+
+/* The poll found bytes (or the end, or an error) to read: one recv(2) into
+ * what on_alloc gives; a level-triggered poll calls again while more wait. */
+static void read_once(gw_h1_t *c)
+{
+    uv_buf_t b;
+    on_alloc(c, &b);
+    ssize_t n;
+    do
+        n = recv(c->fd, b.base, b.len, 0);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        n = errno == EAGAIN ? 0 : -errno;
+    else if (n == 0)
+        n = UV_EOF;
+    on_read(c, n);
+}
+
+static void on_io(uv_poll_t *p, int status, int events)
+{
+    gw_h1_t *c = p->data;
+    if (status < 0) { /* the socket's error (libuv stopped the poll): a reset */
+        c->polled = 0;
+        conn_close(c);
+        return;
+    }
+    if ((events & UV_WRITABLE) && c->writing)
+        write_more(c);
+    if ((events & UV_READABLE) && c->reading && !c->closing)
+        read_once(c);
 }
 
 /*---- accepting ----*/
@@ -1676,16 +1739,14 @@ static void on_accept(uv_poll_t *p, int status, int events)
             c->next->prev = c;
         w->h1_conns = c;
         memcpy(&c->peer, &ss, sl < sizeof(c->peer) ? sl : sizeof(c->peer));
-        uv_tcp_init(&w->loop, &c->tcp);
-        c->tcp.data = c;
-        if (uv_tcp_open(&c->tcp, fd) != 0) {
-            close(fd);
-            w->h1_open++;
-            conn_close(c);
+        c->fd = fd;
+        w->h1_open++;
+        if (uv_poll_init_socket(&w->loop, &c->poll, fd) != 0) {
+            conn_close_unpolled(c); /* no handle to close */
             continue;
         }
-        uv_tcp_nodelay(&c->tcp, 1);
-        w->h1_open++;
+        c->poll.data = c;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
         start_reading(c);
     }
 }
@@ -1837,18 +1898,12 @@ const struct sockaddr *gw_req_peer(const gw_req_t *r)
 
 int gw_req_fd(const gw_req_t *r)
 {
-    uv_os_fd_t fd;
-    if (!r->conn || uv_fileno((const uv_handle_t *)&r->conn->tcp, &fd) != 0)
-        return -1;
-    return fd;
+    return r->conn && !r->conn->closing ? r->conn->fd : -1;
 }
 
 int gw_h1_fd(gw_h1_t *c)
 {
-    uv_os_fd_t fd;
-    if (uv_fileno((const uv_handle_t *)&c->tcp, &fd) != 0)
-        return -1;
-    return fd;
+    return c->closing ? -1 : c->fd;
 }
 
 gw_conn_t *gw_h1_guard(gw_h1_t *c)

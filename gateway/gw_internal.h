@@ -4,7 +4,7 @@
  * Threading (docs/design.md "Threading model, and why": the design that won):
  * each worker is one libuv loop in its own thread with its own listening
  * socket on the shared port (SO_REUSEPORT) and its own HTTP/1.1 connections
- * (gw_h1.c: llhttp, answers written with uv_try_write). Workers share
+ * (gw_h1.c: llhttp, sockets polled by libuv and written with send(2)). Workers share
  * only atomics and striped locks (limiter, stock, order table, spool
  * O_APPEND). Answers that need no wait are given inline, in the parser's pass
  * that completes the body: every rejection, and an accept whose spool record
