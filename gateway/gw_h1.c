@@ -26,13 +26,14 @@
  *    client that leaves is seen); reading stops while an answer is unsent
  *    (backpressure: a client that does not read gets nothing more read) and
  *    when the buffer is full;
- *  - the socket is ours, polled by libuv (uv_poll_t, level-triggered) and read
- *    and written with recv(2) and send(2): libuv's stream layer (uv_tcp_t:
- *    read(2) through the VFS, its read and write request machinery) cost a
- *    sold-out answer ~0.1 us more at the floor (bench/uv_floor.c FLOOR_EPOLL=2,
- *    bench/README.md "Session 30");
+ *  - the loop is ours (gw_h1_run): the sockets are in the worker's own epoll
+ *    set, edge-triggered, read and written with recv(2) and send(2), and
+ *    libuv (timers, Redis, upstreams, the thread pool) runs inside it when it
+ *    has work. libuv's streams (uv_tcp_t: level-triggered, read(2) through the
+ *    VFS, its read and write request machinery) cost the floor ~0.2 us a
+ *    sold-out answer more (bench/uv_floor.c, bench/README.md "Session 30");
  *  - answers are rendered into one output buffer (status line, headers, body)
- *    and sent at once, the rest when the poll finds room; prepared answers
+ *    and sent at once, the rest when EPOLLOUT's edge says there is room; prepared answers
  *    (sold out, rate limited, overloaded) are bytes with the Date refreshed
  *    once a second (gw_reply.c, gw_prep_t);
  *  - keep-alive per RFC 9112 (HTTP/1.0 closes unless it asked to keep alive),
@@ -43,9 +44,10 @@
  *    cannot turn the close into a reset that destroys the answer in flight.
  *
  * The connection guard (gw_conn.c) keeps its caps and deadlines; it closes a
- * connection by calling gw_h1_kill, a plain close of our handle. Accepting is
- * ours too: the overload door (gw_overload.c) stops polling the listening
- * socket and resets its queue, and opens it again.
+ * connection by calling gw_h1_kill, a plain close of the socket (the struct
+ * is freed at the end of the iteration: events already harvested may name
+ * it). Accepting is ours too: the overload door (gw_overload.c) stops polling
+ * the listening socket and resets its queue, and opens it again.
  */
 #include "common/cm_alloc.h"
 #include "common/cm_log.h"
@@ -61,6 +63,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -112,7 +115,7 @@ struct gw_h1 {
     size_t olen, owritten;
     size_t ocap;
     char *out;          /* buf->out, or a larger heap buffer */
-    bool writing;       /* an answer is partly sent: the poll waits for room */
+    bool writing;       /* an answer is partly sent: EPOLLOUT's edge says when there is room */
     bool reading;
     bool close_after;   /* close once the output is out */
     bool lingering;     /* shut down for writing: read and drop until EOF */
@@ -128,9 +131,11 @@ struct gw_h1 {
     uint64_t read_iter; /* w->iter_no when reading last started */
     uint64_t read_after_ns; /* the last read's bytes arrived after it (0: not known) */
     size_t body_early;  /* body bytes read before that (guard_body) */
-    int fd;
-    int polled;           /* the events c->poll watches (UV_READABLE, UV_WRITABLE) */
-    uv_poll_t poll;
+    int fd;               /* -1 once closed */
+    bool rready;          /* an edge said readable and no read found it drained since */
+    bool rdhup;           /* the client's FIN came (EPOLLRDHUP): read to the end */
+    bool posted;          /* on w->h1_posted */
+    gw_h1_t *post_next, *dead_next;
     gw_h1_t *prev, *next; /* the worker's connections */
     union {
         struct sockaddr sa;
@@ -294,6 +299,9 @@ void gw_h1_worker_free(gw_worker_t *w)
         free(b);
     }
     w->h1_nfree = 0;
+    if (w->efd >= 0)
+        close(w->efd);
+    w->efd = -1;
 }
 
 /*---- output ----*/
@@ -476,21 +484,15 @@ static void out_error(gw_h1_t *c, gw_reply_t reply, const char *msg)
     atomic_fetch_add_explicit(&c->w->ctr.replies[reply], 1, memory_order_relaxed);
 }
 
-static void on_io(uv_poll_t *p, int status, int events);
-
-/* What the poll watches follows what the connection does: reading, and/or
- * waiting for room for an unsent answer (libuv applies a change at its next
- * poll, with one epoll_ctl). */
-static void io_update(gw_h1_t *c)
+/* c has bytes to read that no edge will announce again (reading starts
+ * again, a read filled the buffer): read in the next iteration. */
+static void post(gw_h1_t *c)
 {
-    int want = (c->reading ? UV_READABLE : 0) | (c->writing ? UV_WRITABLE : 0);
-    if (want == c->polled || c->closing)
+    if (c->posted || c->closing)
         return;
-    c->polled = want;
-    if (want)
-        uv_poll_start(&c->poll, want, on_io);
-    else
-        uv_poll_stop(&c->poll);
+    c->posted = true;
+    c->post_next = c->w->h1_posted;
+    c->w->h1_posted = c;
 }
 
 /* One send(2) of what the output holds past owritten: bytes sent, or -1 (errno). */
@@ -517,8 +519,8 @@ static void out_reset(gw_h1_t *c)
 static void linger(gw_h1_t *c);
 
 /* Writes what the output holds: at once when the socket takes it, else the
- * rest when the poll finds room (reading stops meanwhile: gw_conn.c watches
- * the client read it). Then closes when asked. */
+ * rest when EPOLLOUT's edge says there is room (reading stops meanwhile:
+ * gw_conn.c watches the client read it). Then closes when asked. */
 static void flush(gw_h1_t *c)
 {
     if (c->closing || c->writing)
@@ -532,9 +534,9 @@ static void flush(gw_h1_t *c)
         if (n > 0)
             c->owritten += (size_t)n;
         if (c->owritten < c->olen) {
+            /* send(2) set the socket's SOCK_NOSPACE: EPOLLOUT's edge comes with room */
             c->writing = true;
             c->reading = false;
-            io_update(c);
             gw_conn_writing(c->guard);
             return;
         }
@@ -545,7 +547,7 @@ static void flush(gw_h1_t *c)
         linger(c);
 }
 
-/* The poll found room for an unsent answer. */
+/* EPOLLOUT's edge: room for an unsent answer. */
 static void write_more(gw_h1_t *c)
 {
     ssize_t n = out_send(c);
@@ -565,7 +567,6 @@ static void write_more(gw_h1_t *c)
     if (c->owritten < c->olen)
         return;
     c->writing = false;
-    io_update(c);
     out_reset(c);
     if (c->close_after) {
         linger(c);
@@ -586,10 +587,10 @@ static void write_more(gw_h1_t *c)
 
 /*---- closing ----*/
 
-static void on_closed(uv_handle_t *h)
+/* At the end of the iteration that closed c: the events it harvested may
+ * still name c, and c's request may still be posted. */
+static void conn_free(gw_h1_t *c)
 {
-    gw_h1_t *c = h->data;
-    close(c->fd); /* only now: libuv polled it until the handle closed */
     if (c->buf)
         buf_give(c, parser_between(c)); /* an idle one closed: clean */
     free(c);
@@ -630,23 +631,10 @@ static void conn_close(gw_h1_t *c)
         gw_conn_release(c->guard);
         c->guard = NULL;
     }
-    uv_close((uv_handle_t *)&c->poll, on_closed);
-}
-
-/* An accepted socket libuv would not poll: conn_close's bookkeeping, no handle. */
-static void conn_close_unpolled(gw_h1_t *c)
-{
-    gw_worker_t *w = c->w;
-    w->h1_open--;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        w->h1_conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    gw_conn_release(c->guard);
-    close(c->fd);
-    free(c);
+    close(c->fd); /* out of the epoll set with it */
+    c->fd = -1;
+    c->dead_next = w->h1_dead;
+    w->h1_dead = c;
 }
 
 void gw_h1_kill(gw_h1_t *c)
@@ -1294,21 +1282,22 @@ static void next_request(gw_h1_t *c)
     gw_h1_head_next(c->h);
 }
 
+/* Reading is a flag: the socket stays in the epoll set, edge-triggered, and
+ * bytes an edge announced while reading was stopped are read when it starts
+ * again (post). */
 static void start_reading(gw_h1_t *c)
 {
     if (!c->reading && !c->closing) {
         c->reading = true;
         c->read_iter = c->w->iter_no;
-        io_update(c);
+        if (c->rready)
+            post(c);
     }
 }
 
 static void stop_reading(gw_h1_t *c)
 {
-    if (c->reading) {
-        c->reading = false;
-        io_update(c);
-    }
+    c->reading = false;
 }
 
 /*
@@ -1578,20 +1567,20 @@ static void on_alloc(gw_h1_t *c, uv_buf_t *buf)
 
 /*
  * A time the bytes just read arrived after, from the loop alone (0: not
- * known). libuv registers a reading connection with epoll before its next
- * poll, and a level-triggered poll reports bytes that are there: on a
- * connection reading since two iterations ago (its registration was in place
- * for the previous poll), bytes read in this iteration were not there when
- * the previous poll looked, which began after the end of the iteration before
- * it (w->stamp_prev_ns, a time stamped in or before it). So the wait of a
- * request read now is at most now - that time, and the too-late check
- * (gw_ol_too_late) needs the kernel's figure (getsockopt TCP_INFO, ~0.55 us
- * here) only when that bound is past its threshold: a connection the shut
- * door keeps costs it no system call per answer. A new connection, or one
- * that stopped reading meanwhile, is "not known": its bytes may have waited
- * in the kernel for any time. A read that fills the buffer leaves bytes
- * behind, read later: those of a pipelining client, for which the kernel's
- * figure (its last segment's time) is no truer.
+ * known). A connection is in the worker's epoll set from its accept,
+ * edge-triggered, and while it reads, every edge is read in the iteration
+ * that reports it: on a connection reading since two iterations ago, bytes
+ * read in this iteration were not there when the previous poll harvested its
+ * edges (they would have been reported and read then), and that poll began
+ * after the end of the iteration before it (w->stamp_prev_ns, a time stamped
+ * in or before it). So the wait of a request read now is at most now - that
+ * time, and the too-late check (gw_ol_too_late) needs the kernel's figure
+ * (getsockopt TCP_INFO, ~0.55 us here) only when that bound is past its
+ * threshold: a connection the shut door keeps costs it no system call per
+ * answer. A new connection, or one that stopped reading meanwhile, is "not
+ * known": its bytes may have waited in the kernel for any time. A read that
+ * fills the buffer leaves bytes behind, read later: those of a pipelining
+ * client, for which the kernel's figure (its last segment's time) is no truer.
  */
 static uint64_t read_after(const gw_h1_t *c)
 {
@@ -1638,8 +1627,10 @@ static void on_read(gw_h1_t *c, ssize_t n)
     conn_parse(c);
 }
 
-/* The poll found bytes (or the end, or an error) to read: one recv(2) into
- * what on_alloc gives; a level-triggered poll calls again while more wait. */
+/* Bytes (or the end, or an error) to read: one recv(2) into what on_alloc
+ * gives. A read that leaves the buffer's room unfilled found the socket
+ * drained (as nginx assumes, unless the client's FIN came: then on to the
+ * end); a full one leaves bytes behind, read in the next iteration. */
 static void read_once(gw_h1_t *c)
 {
     uv_buf_t b;
@@ -1648,24 +1639,32 @@ static void read_once(gw_h1_t *c)
     do
         n = recv(c->fd, b.base, b.len, 0);
     while (n < 0 && errno == EINTR);
-    if (n < 0)
-        n = errno == EAGAIN ? 0 : -errno;
-    else if (n == 0)
+    if (n < 0 && errno == EAGAIN) {
+        c->rready = false;
+        n = 0;
+    } else if (n < 0) {
+        n = -errno;
+    } else if (n == 0) {
         n = UV_EOF;
+    } else if ((size_t)n < b.len && !c->rdhup) {
+        c->rready = false;
+    }
     on_read(c, n);
+    if (c->rready && c->reading)
+        post(c);
 }
 
-static void on_io(uv_poll_t *p, int status, int events)
+static void conn_event(gw_h1_t *c, uint32_t ev)
 {
-    gw_h1_t *c = p->data;
-    if (status < 0) { /* the socket's error (libuv stopped the poll): a reset */
-        c->polled = 0;
-        conn_close(c);
+    if (c->closing)
         return;
-    }
-    if ((events & UV_WRITABLE) && c->writing)
+    if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
+        c->rready = true;
+    if (ev & (EPOLLRDHUP | EPOLLHUP))
+        c->rdhup = true;
+    if ((ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && c->writing)
         write_more(c);
-    if ((events & UV_READABLE) && c->reading && !c->closing)
+    if (c->rready && c->reading && !c->closing)
         read_once(c);
 }
 
@@ -1676,18 +1675,30 @@ static void on_io(uv_poll_t *p, int status, int events)
  * frees a descriptor for them. */
 #define FD_STARVED_RETRY_MS 100
 
-static void on_accept(uv_poll_t *p, int status, int events);
+/* The listening socket in the worker's epoll set or out of it (level-triggered:
+ * a queue left unaccepted is reported again). */
+static void lpoll(gw_worker_t *w, bool on)
+{
+    if (w->lfd < 0 || w->lpolled == on)
+        return;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &w->lfd};
+    if (epoll_ctl(w->efd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, w->lfd, &ev) == 0)
+        w->lpolled = on;
+    else
+        cm_log_warn("gw", "epoll_ctl on the listening socket failed", "worker=%u error=%s",
+                    w->index, strerror(errno));
+}
 
 static void on_accept_retry(uv_timer_t *t)
 {
     gw_worker_t *w = t->data;
     w->fd_starved = false;
-    if (w->accepting && w->lfd >= 0)
-        uv_poll_start(&w->lpoll, UV_READABLE, on_accept);
+    if (w->accepting)
+        lpoll(w, true);
 }
 
 /* accept4 failed for want of a descriptor: the socket stays readable, and a
- * level-triggered poll would call us again at once, forever (a worker at
+ * level-triggered poll would report it again at once, forever (a worker at
  * 100% CPU and a warning per call). Stop polling it for a while instead,
  * and say so once a second. */
 static void fd_starved(gw_worker_t *w)
@@ -1702,16 +1713,29 @@ static void fd_starved(gw_worker_t *w)
     if (w->fd_starved)
         return;
     w->fd_starved = true;
-    uv_poll_stop(&w->lpoll);
+    lpoll(w, false);
     uv_timer_start(&w->accept_timer, on_accept_retry, FD_STARVED_RETRY_MS, 0);
 }
 
-static void on_accept(uv_poll_t *p, int status, int events)
+/* An accepted socket that could not join the epoll set: conn_close's
+ * bookkeeping, nothing harvested names it yet. */
+static void conn_close_unpolled(gw_h1_t *c)
 {
-    (void)events;
-    gw_worker_t *w = p->data;
-    if (status < 0)
-        return;
+    gw_worker_t *w = c->w;
+    w->h1_open--;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->h1_conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    gw_conn_release(c->guard);
+    close(c->fd);
+    free(c);
+}
+
+static void on_accept(gw_worker_t *w)
+{
     gw_http_iteration(w);
     for (int i = 0; i < ACCEPT_BATCH && w->accepting; i++) {
         struct sockaddr_storage ss;
@@ -1726,7 +1750,7 @@ static void on_accept(uv_poll_t *p, int status, int events)
         }
         gw_conn_t *g = gw_conn_open(w, (const struct sockaddr *)&ss);
         if (!g) {
-            close(fd); /* refused by the guard's caps: no handle, no buffers */
+            close(fd); /* refused by the guard's caps: no buffers */
             continue;
         }
         gw_h1_t *c = cm_xmalloc(sizeof(*c));
@@ -1741,12 +1765,16 @@ static void on_accept(uv_poll_t *p, int status, int events)
         memcpy(&c->peer, &ss, sl < sizeof(c->peer) ? sl : sizeof(c->peer));
         c->fd = fd;
         w->h1_open++;
-        if (uv_poll_init_socket(&w->loop, &c->poll, fd) != 0) {
-            conn_close_unpolled(c); /* no handle to close */
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
+        /* Registered once for all it will ever wait for, edge-triggered (as
+         * nginx): no epoll_ctl when reading stops or an answer waits for room.
+         * Bytes already in are reported by the next epoll_wait. */
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+                                 .data.ptr = c};
+        if (epoll_ctl(w->efd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            conn_close_unpolled(c);
             continue;
         }
-        c->poll.data = c;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
         start_reading(c);
     }
 }
@@ -1766,9 +1794,20 @@ int gw_h1_listen(gw_worker_t *w, const struct sockaddr *sa, char *errbuf, size_t
             close(fd);
         return -1;
     }
+    /* The worker's epoll set: its public sockets, its listening socket, and
+     * libuv's own epoll fd (readable when libuv has I/O to run). */
+    w->efd = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &w->loop};
+    if (w->efd < 0 || epoll_ctl(w->efd, EPOLL_CTL_ADD, uv_backend_fd(&w->loop), &ev) != 0) {
+        snprintf(errbuf, errlen, "worker epoll: %s", strerror(errno));
+        if (w->efd >= 0)
+            close(w->efd);
+        w->efd = -1;
+        close(fd);
+        return -1;
+    }
     w->lfd = fd;
-    uv_poll_init(&w->loop, &w->lpoll, fd);
-    w->lpoll.data = w;
+    w->lpolled = false;
     uv_timer_init(&w->loop, &w->accept_timer);
     w->accept_timer.data = w;
     uv_timer_init(&w->loop, &w->h1_sweep);
@@ -1776,7 +1815,7 @@ int gw_h1_listen(gw_worker_t *w, const struct sockaddr *sa, char *errbuf, size_t
     uv_timer_start(&w->h1_sweep, on_buf_sweep, BUF_SWEEP_MS, BUF_SWEEP_MS);
     w->fd_starved = false;
     w->accepting = true;
-    uv_poll_start(&w->lpoll, UV_READABLE, on_accept);
+    lpoll(w, true);
     return 0;
 }
 
@@ -1785,17 +1824,16 @@ void gw_h1_accepting(gw_worker_t *w, bool on)
     if (w->lfd < 0 || w->accepting == on)
         return;
     w->accepting = on;
-    if (on && !w->fd_starved) /* else on_accept_retry starts polling */
-        uv_poll_start(&w->lpoll, UV_READABLE, on_accept);
-    else
-        uv_poll_stop(&w->lpoll);
+    if (on && !w->fd_starved) /* else on_accept_retry polls again */
+        lpoll(w, true);
+    else if (!on)
+        lpoll(w, false);
 }
 
 void gw_h1_stop_accepting(gw_worker_t *w)
 {
     if (w->lfd >= 0) {
-        uv_poll_stop(&w->lpoll);
-        uv_close((uv_handle_t *)&w->lpoll, NULL);
+        lpoll(w, false);
         uv_close((uv_handle_t *)&w->accept_timer, NULL);
         uv_close((uv_handle_t *)&w->h1_sweep, NULL);
         close(w->lfd);
@@ -1809,6 +1847,107 @@ void gw_h1_stop(gw_worker_t *w)
     gw_h1_stop_accepting(w);
     while (w->h1_conns)
         conn_close(w->h1_conns);
+}
+
+/*---- the worker's loop ----*/
+
+/*
+ * Whether libuv has work to run now without an fd saying so: a watcher it
+ * changed outside uv_run (uv_poll_start, a timer's or Redis's, applied with
+ * epoll_ctl only at its next poll), a pending or closing handle, an idle
+ * one, a timer due. uv.h has no call for the first: the queue is in
+ * UV_LOOP_PRIVATE_FIELDS (libuv 1.44, Debian 12; 1.45 made it a struct whose
+ * first member is the same next pointer), empty when it points at itself.
+ */
+static bool uv_due(uv_loop_t *l)
+{
+    return l->watcher_queue[0] != (void *)&l->watcher_queue || uv_backend_timeout(l) == 0;
+}
+
+#define EVENTS_MAX 512
+
+/*
+ * The worker's loop: libuv runs inside it rather than around it. Public
+ * connections are in the worker's own epoll set, edge-triggered (EPOLLET:
+ * each socket registered once, no re-poll of a socket that was reported and
+ * drained; recv/send as nginx), beside the listening socket and libuv's epoll
+ * fd, which is readable when libuv's own I/O (Redis, upstreams, the thread
+ * pool's and other threads' wakeups) is ready. One epoll_wait an iteration;
+ * uv_run(UV_RUN_NOWAIT) only in iterations where libuv has something to do
+ * (its fd, a timer due, a change to apply), which the buy path's answers do
+ * not make. Measured against libuv's streams at the floor (bench/uv_floor.c,
+ * FLOOR_EPOLL=1 against 0): ~0.2 us less a sold-out answer, 4-6%
+ * (bench/README.md "Session 30").
+ */
+void gw_h1_run(gw_worker_t *w)
+{
+    uv_loop_t *l = &w->loop;
+    struct epoll_event ev[EVENTS_MAX];
+    bool run_uv = true;
+    for (;;) {
+        if (run_uv || uv_due(l)) {
+            int alive = uv_run(l, UV_RUN_NOWAIT);
+            if (!alive && !w->h1_conns && w->lfd < 0 && !w->h1_dead)
+                break;
+        }
+        /* the iteration's end: the spool and fsync batches, the door, the relay */
+        gw_http_check(w);
+        gw_h1_t *dead = w->h1_dead;
+        w->h1_dead = NULL;
+        while (dead) {
+            gw_h1_t *c = dead;
+            dead = c->dead_next;
+            if (c->posted) { /* freed once the posted list lets go of it (below) */
+                c->dead_next = w->h1_dead;
+                w->h1_dead = c;
+            } else {
+                conn_free(c);
+            }
+        }
+        int timeout = 0;
+        if (!w->h1_posted && !w->h1_dead) {
+            uv_update_time(l);
+            timeout = uv_due(l) ? 0 : uv_backend_timeout(l);
+        }
+        /* the time asleep, for the overload signals' busy share (as libuv's
+         * UV_METRICS_IDLE_TIME measured its own poll: a wait of 0 is work) */
+        uint64_t t0 = timeout ? uv_hrtime() : 0;
+        int n = epoll_wait(w->efd, ev, EVENTS_MAX, timeout);
+        if (timeout)
+            w->idle_ns += uv_hrtime() - t0;
+        if (n < 0 && errno != EINTR) {
+            cm_log_error("gw", "epoll_wait failed", "worker=%u error=%s", w->index,
+                         strerror(errno));
+            n = 0;
+        }
+        uv_update_time(l);
+        run_uv = n <= 0;
+        for (int i = 0; i < n; i++) {
+            void *p = ev[i].data.ptr;
+            if (p == l)
+                run_uv = true;
+            else if (p == &w->lfd)
+                on_accept(w);
+            else
+                conn_event(p, ev[i].events);
+        }
+        /* bytes no edge will announce again: once each, in arrival order of
+         * their posting (a connection posted again waits for the next round) */
+        gw_h1_t *posted = w->h1_posted;
+        w->h1_posted = NULL;
+        while (posted) {
+            gw_h1_t *c = posted;
+            posted = c->post_next;
+            c->posted = false;
+            if (!c->closing && c->reading && c->rready)
+                read_once(c);
+        }
+    }
+    while (w->h1_dead) {
+        gw_h1_t *c = w->h1_dead;
+        w->h1_dead = c->dead_next;
+        conn_free(c);
+    }
 }
 
 /*---- what the handlers read of a request ----*/

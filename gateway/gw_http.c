@@ -381,12 +381,11 @@ void gw_http_iteration(gw_worker_t *w)
     w->now_ns = cm_mono_ns();
 }
 
-/* After every loop iteration's I/O callbacks: the spool write of the orders
- * just reserved and the fsync batch, the door's second look, the relay's
- * nudge. */
-static void on_check(uv_check_t *c)
+/* After every loop iteration's I/O callbacks (gw_h1_run): the spool write of
+ * the orders just reserved and the fsync batch, the door's second look, the
+ * relay's nudge. */
+void gw_http_check(gw_worker_t *w)
 {
-    gw_worker_t *w = c->data;
     /* First, so that a read started below counts from the next iteration. */
     w->iter_no++;
     w->stamp_prev_ns = w->stamp_last_ns;
@@ -447,7 +446,6 @@ static void stop_try(gw_worker_t *w)
         w->inv = NULL;
     }
     gw_px_worker_stop(w);
-    uv_close((uv_handle_t *)&w->check, close_cb);
     uv_close((uv_handle_t *)&w->stop_timer, close_cb);
     uv_close((uv_handle_t *)&w->wake, close_cb);
     gw_conn_guard_close(w);
@@ -466,7 +464,7 @@ static void *worker_main(void *arg)
     char name[16];
     snprintf(name, sizeof(name), "fg-worker-%u", w->index);
     pthread_setname_np(pthread_self(), name);
-    uv_run(&w->loop, UV_RUN_DEFAULT);
+    gw_h1_run(w);
     return NULL;
 }
 
@@ -509,7 +507,7 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
     srv->iptable = gw_ip_table_new();
     gw_conn_limit(srv);
     for (unsigned i = 0; i < srv->nworkers; i++)
-        srv->workers[i].lfd = -1;
+        srv->workers[i].lfd = srv->workers[i].efd = -1;
     for (unsigned i = 0; i < srv->nworkers; i++) {
         gw_worker_t *w = &srv->workers[i];
         w->srv = srv;
@@ -533,9 +531,6 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
         date_tick(w);
         uv_timer_init(&w->loop, &w->stop_timer);
         w->stop_timer.data = w;
-        uv_check_init(&w->loop, &w->check);
-        w->check.data = w;
-        uv_check_start(&w->check, on_check);
         uv_async_init(&w->loop, &w->wake, on_wake);
         w->wake.data = w;
         gw_ol_worker_start(w);
@@ -559,7 +554,7 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
             gw_worker_t *w = &srv->workers[k];
             atomic_store(&w->stopping, true);
             stop_try(w);
-            uv_run(&w->loop, UV_RUN_DEFAULT);
+            gw_h1_run(w);
             gw_conn_guard_free(w);
             uv_loop_close(&w->loop);
         }
@@ -585,7 +580,7 @@ void gw_workers_stop(gw_server_t *srv)
             uv_async_send(&w->wake);
         } else {
             stop_try(w);
-            uv_run(&w->loop, UV_RUN_DEFAULT);
+            gw_h1_run(w);
         }
     }
     for (unsigned i = 0; i < srv->nworkers; i++) {

@@ -2,9 +2,10 @@
  * Shared by the gateway sources only.
  *
  * Threading (docs/design.md "Threading model, and why": the design that won):
- * each worker is one libuv loop in its own thread with its own listening
- * socket on the shared port (SO_REUSEPORT) and its own HTTP/1.1 connections
- * (gw_h1.c: llhttp, sockets polled by libuv and written with send(2)). Workers share
+ * each worker is one event loop (gw_h1_run: its own epoll, libuv inside) in
+ * its own thread with its own listening socket on the shared port
+ * (SO_REUSEPORT) and its own HTTP/1.1 connections (gw_h1.c: llhttp, sockets
+ * edge-triggered, recv(2) and send(2)). Workers share
  * only atomics and striped locks (limiter, stock, order table, spool
  * O_APPEND). Answers that need no wait are given inline, in the parser's pass
  * that completes the body: every rejection, and an accept whose spool record
@@ -324,17 +325,21 @@ struct gw_worker {
     gw_server_t *srv;
     unsigned index;
     pthread_t thread;
-    uv_loop_t loop;
-    uv_poll_t lpoll;  /* the listening socket (gw_h1.c) */
-    int lfd;          /* its fd, -1 once closed */
-    bool accepting;   /* lpoll started (the overload door shuts it) */
-    /* out of file descriptors (EMFILE/ENFILE): lpoll stopped until accept_timer
+    uv_loop_t loop;   /* timers, Redis, upstreams, the thread pool: run by gw_h1_run */
+    int efd;          /* the worker's own epoll: public sockets, lfd, libuv's (gw_h1.c) */
+    uint64_t idle_ns; /* time the loop slept in epoll_wait (uv_hrtime's clock) */
+    int lfd;          /* the listening socket, -1 once closed */
+    bool lpolled;     /* lfd is in efd */
+    bool accepting;   /* lfd polled (the overload door shuts it) */
+    /* out of file descriptors (EMFILE/ENFILE): lfd unpolled until accept_timer
      * polls again (the level-triggered readiness would spin the loop); the
      * warning once a second with how many accepts failed meanwhile */
     bool fd_starved;
     uv_timer_t accept_timer;
     uint64_t fd_starved_n, fd_starved_logged_ns;
     struct gw_h1 *h1_conns; /* open connections (gw_h1.c) */
+    struct gw_h1 *h1_posted; /* to read without an edge (gw_h1.c) */
+    struct gw_h1 *h1_dead;   /* closed, freed at the iteration's end (gw_h1.c) */
     uint64_t h1_open;
     uint64_t h1_leaving; /* of those, closing once their output is out (close_after) */
     uint64_t h1_door_trims; /* requests the door trimmed whose answer is not out yet */
@@ -345,7 +350,6 @@ struct gw_worker {
     bool h1_trimming;          /* h1_trim is queued or running */
     unsigned h1_nfree;
     uv_async_t wake; /* stop */
-    uv_check_t check; /* end of a loop iteration: the spool and fsync batches, the relay's nudge */
     uv_timer_t stop_timer;
     bool in_iter;      /* the iteration's first read or accept was stamped */
     bool notify_relay; /* appends happened this iteration */
@@ -698,6 +702,10 @@ void gw_h1_head_next(gw_h1_head_t *h);
 const char *gw_h1_head_find(const gw_h1_head_t *h, const char *name);
 /* Opens w's listening socket on sa (SO_REUSEPORT) on w's loop. -1 with errbuf. Init. */
 int gw_h1_listen(gw_worker_t *w, const struct sockaddr *sa, char *errbuf, size_t errlen);
+/* The worker's loop (gw_h1.c): until stopped and everything is closed. */
+void gw_h1_run(gw_worker_t *w);
+/* The end of each loop iteration (gw_http.c). */
+void gw_http_check(gw_worker_t *w);
 /* Starts or stops accepting (the overload door). Loop thread. */
 void gw_h1_accepting(gw_worker_t *w, bool on);
 /* Closes the listening socket (stop: no new connections). Loop thread. */

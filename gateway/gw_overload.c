@@ -97,7 +97,7 @@ typedef struct gw_ol_worker {
     uint64_t tick_due_us;
     uint64_t lag_us;        /* the last measured loop lag */
     uint64_t iter_start_us; /* current loop iteration */
-    uint64_t win_idle_ns, win_start_ns; /* uv_metrics_idle_time at the window start */
+    uint64_t win_idle_ns, win_start_ns; /* w->idle_ns at the window start */
     gw_ol_sched_t sched;    /* our load or the machine's (gw_busy_own_pct) */
     uint64_t rnd;
     /* the door (top of this file) */
@@ -224,9 +224,10 @@ void gw_ol_worker_start(gw_worker_t *w)
     o->door_ok = gw_config_split_hostport(w->srv->cfg->listen, host, sizeof(host), &port) == 0 &&
                  port != 0;
     gw_door_init(&o->door, ol->target_us, now);
-    /* Time spent waiting in epoll, to tell our own load from a starved CPU. */
-    uv_loop_configure(&w->loop, UV_METRICS_IDLE_TIME);
+    /* Time spent waiting in epoll (w->idle_ns, gw_h1_run), to tell our own
+     * load from a starved CPU. */
     o->win_start_ns = uv_hrtime();
+    o->win_idle_ns = w->idle_ns;
     o->sched.self_fd = o->sched.cg_fd = -1;
     uv_timer_init(&w->loop, &o->tick);
     o->tick.data = o;
@@ -711,7 +712,7 @@ static void on_tick(uv_timer_t *t)
      * (level >= 2), and not when an operator pinned the level to 0 or 1. */
     if (now < o->q.win_start_us + o->q.interval_us)
         return;
-    uint64_t hr = uv_hrtime(), idle = uv_metrics_idle_time(&w->loop);
+    uint64_t hr = uv_hrtime(), idle = w->idle_ns;
     uint64_t span = hr - o->win_start_ns, idled = idle - o->win_idle_ns;
     unsigned busy = span ? (unsigned)(100 - (idled >= span ? 100 : idled * 100 / span)) : 0;
     o->win_start_ns = hr;
