@@ -415,7 +415,9 @@ void gw_req_finish(gw_req_t *r)
         gw_http_req_free(r);
         return;
     }
-    date_tick(w); /* called from a Redis reply, a timer or a thread's completion */
+    /* called from a Redis reply, a timer or a thread's completion: the
+     * iteration's clock (and Date) as a read's, for the guard's deadlines */
+    gw_http_iteration(w);
     gw_h1_finish(r);
 }
 

@@ -270,7 +270,9 @@ class Upstream(http.server.BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else b""
         Upstream.seen.append((self.command, self.path, body, self.headers.items()))
-        if self.path.startswith("/v1/recs/slow"):
+        if self.path.startswith("/v1/recs/slow-2500"):
+            time.sleep(2.5)
+        elif self.path.startswith("/v1/recs/slow"):
             time.sleep(0.5)
         if self.path == "/v1/recs/no-content":
             self.send_response(204)
@@ -1315,6 +1317,32 @@ try:
     print("known deviations of this listener (%d): %s" % (len(DEVIATIONS_SEEN), ", ".join(DEVIATIONS_SEEN)))
     # a sanitizer's report (ASan build) makes the exit code non-zero
     eq(g.stop(), 0, "flashgate exits 0 on SIGTERM")
+
+    # An answer given after a wait (an upstream, 2.5 s here) starts its
+    # connection's idle deadline (2 s) from the answer, not from the last
+    # read: the deadline once came from the loop's clock of that read, already
+    # past, and the guard closed the connection right after the answer (the
+    # client's next request on it got no answer).
+    g2 = Gateway(*NOLIMITS, "--server-connection-timeout", "2s", "--server-head-timeout", "1s",
+                 "--proxy-routes", ROUTES).start()
+    try:
+        c = Conn(g2.port)
+        p = []
+        try:
+            c.send(get_req("/v1/recs/slow-2500"))
+            p += ["slow answer: %s" % x for x in proxied("/v1/recs/slow-2500")(c.read_answer())]
+            p += c.open_after(timeout=1.0)
+            c.send(get_req("/healthz"))
+            a = c.read_answer()
+            if a.status != 200:
+                p.append("next request on the connection: %r" % a)
+        except (Problem, OSError) as e:
+            p.append(str(e))
+        c.close()
+        named("keepalive.idle-deadline-from-a-waited-answer", p)
+        eq(g2.stop(), 0, "the second flashgate exits 0 on SIGTERM")
+    finally:
+        g2.cleanup()
 finally:
     g.cleanup()
     up.shutdown()
