@@ -1492,8 +1492,11 @@ static void conn_parse(gw_h1_t *c)
             int m = other_method(c);
             if (m > 0)
                 continue; /* parsed again as a method llhttp knows */
-            if (m == 0)
+            if (m == 0) {
+                if (c->eof)
+                    c->parsed = c->rlen; /* it never will: the EOF path below closes */
                 break; /* the method's end has not come yet */
+            }
         }
         if (e != HPE_OK) {
             req_drop(c);

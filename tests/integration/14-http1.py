@@ -1220,6 +1220,21 @@ try:
                get_req("/v1/recs/slow/3") + buy_req(BAD, "half-cut")[:-3],
                [proxied("/v1/recs/slow/3")])
 
+    # An unknown method cut before its end, then the client's FIN: the method's
+    # end never comes, so the connection closes at once (it once waited for
+    # the head deadline, 10 s, holding its slot and its per-IP count).
+    c = Conn(g.port)
+    p = []
+    try:
+        c.send(b"FOOBAR")
+        time.sleep(0.2)
+        c.s.shutdown(socket.SHUT_WR)
+        p += c.closed_after(timeout=3)
+    except (Problem, OSError) as e:
+        p.append(str(e))
+    c.close()
+    named("halfclose.cut-unknown-method-closes", p)
+
     # ---------------- memory per idle connection ----------------
     # 64 keep-alive connections, each after a 900 KiB proxied answer, idle:
     # the output buffer that answer needed goes back once it is written
