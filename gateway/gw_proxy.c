@@ -682,8 +682,14 @@ static void px_complete(gw_px_worker_t *px, gw_px_req_t *p, CURLcode rc)
     curl_easy_getinfo(p->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_multi_remove_handle(px->multi, p->easy);
     p->in_multi = false;
-    bool server_error = rc == CURLE_OK && status >= 500;
-    if (rc != CURLE_OK || server_error) {
+    bool server_error = rc == CURLE_OK && status >= 500 && status <= 599;
+    /* libcurl ends with any status 100..999: a 101 it did not ask for is
+     * "final" (its body read until the close), and 600-999 pass its parser.
+     * A client reads no body after a 1xx, so the upstream's bytes would be
+     * taken for the connection's next answer; none of them is an answer a
+     * client can be given. */
+    bool bad_status = rc == CURLE_OK && (status < 200 || status > 599);
+    if (rc != CURLE_OK || server_error || bad_status) {
         cm_log_debug("proxy", "upstream failed", "route=%s curl=\"%s\" status=%ld",
                      p->route->prefix, curl_easy_strerror(rc), status);
         gw_ol_release(r, dep, GW_AL_DROP);
@@ -694,6 +700,7 @@ static void px_complete(gw_px_worker_t *px, gw_px_req_t *p, CURLcode rc)
                           rc == CURLE_OPERATION_TIMEDOUT ? "timed out"
                           : p->resp_bad                 ? p->resp_bad
                           : p->resp_too_large           ? "answered more than proxy.max_body"
+                          : bad_status                  ? "sent an invalid status"
                           : server_error                ? "failed"
                                                         : "is unreachable");
             gw_req_finish(r);
@@ -755,8 +762,9 @@ static int64_t upstream_length(const gw_px_req_t *p)
 
 /*
  * The Content-Length of an upstream's answer passed on (RFC 9110 8.6): none
- * for a 1xx or 204; the upstream's own for a HEAD (the GET's length, which
- * curl did not fetch) and a 304 (the representation's); else the body's.
+ * for a 204 (a 1xx never gets here: px_complete); the upstream's own for a
+ * HEAD (the GET's length, which curl did not fetch) and a 304 (the
+ * representation's); else the body's.
  */
 static int64_t announced_length(const gw_px_req_t *p)
 {

@@ -1,0 +1,186 @@
+"""Proxied routes behind an upstream that misbehaves on purpose: a raw-socket
+server in this test, one behaviour per path (the part after the route's prefix).
+
+- a status outside 200..599 (a 101 whose "body" is a forged next response,
+  600, 999) is a failed exchange (502), never passed on, and the keep-alive
+  connection's next answer is the gateway's own."""
+import json
+import os
+import socket
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fg import Gateway, check, eq, finish, need_binary  # noqa: E402
+
+need_binary("flashgate")
+
+
+def read_head(c):
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = c.recv(65536)
+        if not d:
+            return None, b""
+        buf += d
+    return buf.split(b"\r\n\r\n", 1)
+
+
+def serve(c):
+    """One upstream connection: answers by the path's second segment."""
+    try:
+        c.settimeout(10)
+        while True:
+            head, rest = read_head(c)
+            if head is None:
+                return
+            target = head.split(b"\r\n", 1)[0].split(b" ")[1].decode()
+            for line in head.split(b"\r\n")[1:]:
+                k, _, v = line.partition(b":")
+                if k.strip().lower() == b"content-length":
+                    while len(rest) < int(v):
+                        rest += c.recv(65536)
+            what = target.split("/")[2] if target.startswith("/") else "absolute"
+            if what == "ok":
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Upstream: yes\r\n\r\nok")
+            elif what == "s101f":
+                # curl ends with a 101 it did not ask for; its "body" (read until
+                # the close) is a forged response for the client's next request
+                c.sendall(b"HTTP/1.1 101 Switching Protocols\r\n\r\n"
+                          b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nX-Injected: yes\r\n\r\nforged")
+                return
+            elif what == "status":
+                c.sendall(b"HTTP/1.1 %s Whatever\r\nContent-Length: 2\r\n\r\nok" %
+                          target.split("/")[3].encode())
+            else:
+                c.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+    except OSError:
+        pass
+    finally:
+        c.close()
+
+
+def start_upstream():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(128)
+
+    def loop():
+        while True:
+            c, _ = s.accept()
+            threading.Thread(target=serve, args=(c,), daemon=True).start()
+    threading.Thread(target=loop, daemon=True).start()
+    return s.getsockname()[1]
+
+
+up = "http://127.0.0.1:%d" % start_upstream()
+routes = [{"prefix": "/bad/", "upstream": up, "timeout_ms": 2000}]
+g = Gateway("--kafka-brokers", "none", "--proxy-routes", json.dumps(routes),
+            "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", threads=1).start()
+
+
+class Client:
+    """A raw keep-alive connection to the gateway that frames answers as an
+    HTTP/1.1 client does: a 1xx, 204 or 304 ends at its head, else
+    Content-Length, else chunked, else the close. Bytes past an answer stay
+    for the next one (an answer that lies about its end shows up there)."""
+
+    def __init__(self):
+        self.sk = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+        self.buf = b""
+
+    def _fill(self):
+        d = self.sk.recv(65536)
+        if not d:
+            raise EOFError
+        self.buf += d
+
+    def _take(self, n):
+        while len(self.buf) < n:
+            self._fill()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            self._fill()
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def ask(self, path, extra=b""):
+        """(status, [(name, value)], body) of a GET of path; extra: more head lines."""
+        self.sk.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (path.encode(), extra))
+        status = int(self._line().split(b" ")[1])
+        hdrs = []
+        while True:
+            line = self._line()
+            if not line:
+                break
+            k, _, v = line.partition(b":")
+            hdrs.append((k.decode().lower(), v.strip().decode()))
+        h = dict(hdrs)
+        if status < 200 or status in (204, 304):
+            body = b""
+        elif "content-length" in h:
+            body = self._take(int(h["content-length"]))
+        elif h.get("transfer-encoding") == "chunked":
+            body = b""
+            while True:
+                n = int(self._line().split(b";")[0], 16)
+                if n == 0:
+                    while self._line():
+                        pass
+                    break
+                body += self._take(n)
+                self._take(2)
+        else:
+            try:
+                while True:
+                    self._fill()
+            except EOFError:
+                pass
+            body, self.buf = self.buf, b""
+        return status, hdrs, body
+
+    def close(self):
+        self.sk.close()
+
+
+def field(body, key):
+    """body's JSON field key, or None if body is not a JSON object."""
+    try:
+        return json.loads(body).get(key)
+    except (ValueError, AttributeError):
+        return None
+
+
+def ask(path, extra=b""):
+    c = Client()
+    try:
+        return c.ask(path, extra)
+    finally:
+        c.close()
+
+
+try:
+    # ---- statuses outside 200..599 ----
+    c = Client()
+    st, _, body = c.ask("/bad/s101f")
+    eq(st, 502, "an upstream's 101 is a failed exchange")
+    check(b"sent an invalid status" in body, "and says why: %r" % body[:200])
+    try:
+        st, hdrs, body = c.ask("/healthz")
+    except (EOFError, OSError):  # the gateway may close after a 502: fine
+        c.close()
+        c = Client()
+        st, hdrs, body = c.ask("/healthz")
+    c.close()
+    eq((st, "x-injected" in dict(hdrs), field(body, "status")),
+       (200, False, "alive"),
+       "the connection's next answer is the gateway's, not the upstream's forged one")
+    for code in (600, 999):
+        st, _, body = ask("/bad/status/%d" % code)
+        eq(st, 502, "an upstream's status %d is a failed exchange: %r" % (code, body[:80]))
+finally:
+    g.cleanup()
+finish()
