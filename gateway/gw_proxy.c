@@ -22,7 +22,7 @@
  * dropped both ways; Host becomes the upstream's (curl sets it), the
  * original goes to X-Forwarded-Host; X-Forwarded-For gets the peer appended.
  * The upstream's answer fields are checked before they are passed on
- * (on_header). Bodies both ways are capped at proxy.max_body: a request body
+ * (on_header); trailer fields are dropped. Bodies both ways are capped at proxy.max_body: a request body
  * past it is a 413 and the connection closes, its rest unread.
  */
 #include "common/cm_alloc.h"
@@ -77,6 +77,7 @@ struct gw_px_req {
     char *(*resp_hdrs)[2];    /* name and value, one allocation each header (name first) */
     unsigned nresp_hdrs, cap_resp_hdrs;
     size_t resp_hdr_bytes;    /* their total, at most PX_HDR_BYTES_MAX */
+    bool head_done;           /* the empty line after the head came: later fields are trailers */
     /* the answer to send: an upstream's (resp_hdrs, resp_body) or the fallback */
     bool answered, fallback;
     bool in_multi; /* the transfer runs (added to the worker's multi handle) */
@@ -442,14 +443,24 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
     gw_px_req_t *p = userp;
     size_t n = size * nmemb;
     if (n >= 5 && strncmp(data, "HTTP/", 5) == 0) {
-        resp_hdrs_clear(p); /* a new response (after 100 Continue): start over */
+        /* a new response (the final one after a 1xx): start over */
+        resp_hdrs_clear(p);
+        p->head_done = false;
         return n;
     }
+    /* libcurl passes a chunked body's trailer fields here too, after the
+     * body: RFC 9110 6.5.1 forbids merging them into the header section (an
+     * upstream's trailer could set a cookie or a CSP its head never did), and
+     * the client's answer has a Content-Length, not chunks to carry them. */
+    if (p->head_done)
+        return n;
     size_t ln = n;
     while (ln && (data[ln - 1] == '\n' || data[ln - 1] == '\r'))
         ln--;
-    if (ln == 0)
-        return n; /* the empty line that ends the head */
+    if (ln == 0) {
+        p->head_done = true; /* the empty line that ends the head */
+        return n;
+    }
     const char *colon = memchr(data, ':', ln);
     size_t nl = colon ? (size_t)(colon - data) : 0;
     if (nl == 0)

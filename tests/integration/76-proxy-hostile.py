@@ -3,7 +3,10 @@ server in this test, one behaviour per path (the part after the route's prefix).
 
 - a status outside 200..599 (a 101 whose "body" is a forged next response,
   600, 999) is a failed exchange (502), never passed on, and the keep-alive
-  connection's next answer is the gateway's own."""
+  connection's next answer is the gateway's own;
+- the trailer fields of a chunked answer never reach the client's header
+  section (an upstream could set cookies there), while the head of a final
+  answer after a 103 still passes, without the 103's fields."""
 import json
 import os
 import socket
@@ -49,6 +52,14 @@ def serve(c):
                 c.sendall(b"HTTP/1.1 101 Switching Protocols\r\n\r\n"
                           b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nX-Injected: yes\r\n\r\nforged")
                 return
+            elif what == "trailer":
+                c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Evil\r\n"
+                          b"X-Head: yes\r\n\r\n5\r\nhello\r\n0\r\n"
+                          b"X-Evil: from-trailer\r\nSet-Cookie: sid=attacker\r\n\r\n")
+            elif what == "s103":
+                c.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+                          b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Final: yes\r\n\r\n"
+                          b"2\r\nok\r\n0\r\nX-Evil: from-trailer\r\n\r\n")
             elif what == "status":
                 c.sendall(b"HTTP/1.1 %s Whatever\r\nContent-Length: 2\r\n\r\nok" %
                           target.split("/")[3].encode())
@@ -74,7 +85,8 @@ def start_upstream():
 
 
 up = "http://127.0.0.1:%d" % start_upstream()
-routes = [{"prefix": "/bad/", "upstream": up, "timeout_ms": 2000}]
+routes = [{"prefix": "/bad/", "upstream": up, "timeout_ms": 2000},
+          {"prefix": "/p/", "upstream": up, "timeout_ms": 2000}]
 g = Gateway("--kafka-brokers", "none", "--proxy-routes", json.dumps(routes),
             "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", threads=1).start()
 
@@ -181,6 +193,19 @@ try:
     for code in (600, 999):
         st, _, body = ask("/bad/status/%d" % code)
         eq(st, 502, "an upstream's status %d is a failed exchange: %r" % (code, body[:80]))
+
+    # ---- chunked trailers ----
+    st, hdrs, body = ask("/p/trailer")
+    names = [k for k, _ in hdrs]
+    eq((st, body, dict(hdrs).get("x-head")), (200, b"hello", "yes"), "a chunked answer passes")
+    check("x-evil" not in names and "set-cookie" not in names,
+          "its trailer fields are not made headers: %r" % hdrs)
+    st, hdrs, body = ask("/p/s103")
+    names = [k for k, _ in hdrs]
+    eq((st, body, dict(hdrs).get("x-final")), (200, b"ok", "yes"),
+       "the final answer after a 103 passes with its head")
+    check("link" not in names and "x-evil" not in names,
+          "without the 103's fields or the trailer's: %r" % hdrs)
 finally:
     g.cleanup()
 finish()
