@@ -499,23 +499,6 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
     return n;
 }
 
-typedef struct hdr_ctx {
-    gw_px_req_t *p;
-    const char *conn_hdr;
-} hdr_ctx_t;
-
-static void add_req_header(hdr_ctx_t *h, const char *key, const char *value)
-{
-    if (!key || hop_by_hop(key) || named_by_connection(h->conn_hdr, key) ||
-        strcasecmp(key, "Host") == 0 || strcasecmp(key, "Content-Length") == 0 ||
-        strcasecmp(key, "Expect") == 0 || strcasecmp(key, "X-Forwarded-For") == 0 ||
-        strcasecmp(key, "X-Forwarded-Host") == 0 || strcasecmp(key, "X-Forwarded-Proto") == 0)
-        return;
-    char line[8300];
-    snprintf(line, sizeof(line), "%s: %s", key, value ? value : "");
-    h->p->hdrs = curl_slist_append(h->p->hdrs, line);
-}
-
 typedef struct query_ctx {
     char *buf;
     size_t len, cap;
@@ -533,6 +516,35 @@ static void q_append(query_ctx_t *q, const char *s)
     }
     memcpy(q->buf + q->len, s, n + 1);
     q->len += n;
+}
+
+/*
+ * Appends one Connection field's value to the list of them (RFC 9110 7.6.1:
+ * the list may be split over several fields, and every one of them names
+ * hop-by-hop fields; reading only the first or the last let the others' pass).
+ */
+static void conn_join(query_ctx_t *q, const char *value)
+{
+    if (q->len)
+        q_append(q, ", ");
+    q_append(q, value);
+}
+
+typedef struct hdr_ctx {
+    gw_px_req_t *p;
+    const char *conn_hdr; /* every Connection field of the request, joined */
+} hdr_ctx_t;
+
+static void add_req_header(hdr_ctx_t *h, const char *key, const char *value)
+{
+    if (!key || hop_by_hop(key) || named_by_connection(h->conn_hdr, key) ||
+        strcasecmp(key, "Host") == 0 || strcasecmp(key, "Content-Length") == 0 ||
+        strcasecmp(key, "Expect") == 0 || strcasecmp(key, "X-Forwarded-For") == 0 ||
+        strcasecmp(key, "X-Forwarded-Host") == 0 || strcasecmp(key, "X-Forwarded-Proto") == 0)
+        return;
+    char line[8300];
+    snprintf(line, sizeof(line), "%s: %s", key, value ? value : "");
+    h->p->hdrs = curl_slist_append(h->p->hdrs, line);
 }
 
 /* The path arrives decoded: encode what may not stand in a URL path again (RFC 3986 pchar). */
@@ -649,11 +661,16 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, p->req_body ? p->req_body : "");
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)p->req_len);
     }
-    hdr_ctx_t h = {.p = p, .conn_hdr = gw_req_header(r, "Connection")};
     unsigned nh;
     const gw_hdr_t *hs = gw_req_headers(r, &nh);
+    query_ctx_t conn = {0};
+    for (unsigned i = 0; i < nh; i++)
+        if (hs[i].name && strcasecmp(hs[i].name, "Connection") == 0)
+            conn_join(&conn, hs[i].value ? hs[i].value : "");
+    hdr_ctx_t h = {.p = p, .conn_hdr = conn.buf};
     for (unsigned i = 0; i < nh; i++)
         add_req_header(&h, hs[i].name, hs[i].value);
+    free(conn.buf);
     char peer[INET6_ADDRSTRLEN] = "";
     peer_text(r, peer, sizeof(peer));
     append_xff(p, gw_req_xff(r), peer);
@@ -801,17 +818,18 @@ bool gw_px_render(gw_req_t *r, gw_reply_t *reply)
         gw_h1_body(r, rt->fb_body, rt->fb_len, (int64_t)rt->fb_len);
         return true;
     }
-    const char *conn_hdr = NULL;
+    query_ctx_t conn = {0};
     for (unsigned i = 0; i < p->nresp_hdrs; i++)
         if (strcasecmp(p->resp_hdrs[i][0], "Connection") == 0)
-            conn_hdr = p->resp_hdrs[i][1];
+            conn_join(&conn, p->resp_hdrs[i][1]);
     for (unsigned i = 0; i < p->nresp_hdrs; i++) {
         const char *k = p->resp_hdrs[i][0];
-        if (hop_by_hop(k) || named_by_connection(conn_hdr, k) ||
+        if (hop_by_hop(k) || named_by_connection(conn.buf, k) ||
             strcasecmp(k, "Content-Length") == 0 || strcasecmp(k, "Date") == 0)
             continue;
         gw_h1_header(r, k, p->resp_hdrs[i][1]);
     }
+    free(conn.buf);
     gw_h1_body(r, p->resp_body ? p->resp_body : "", p->resp_len, announced_length(p));
     return true;
 }

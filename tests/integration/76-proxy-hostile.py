@@ -6,7 +6,9 @@ server in this test, one behaviour per path (the part after the route's prefix).
   connection's next answer is the gateway's own;
 - the trailer fields of a chunked answer never reach the client's header
   section (an upstream could set cookies there), while the head of a final
-  answer after a 103 still passes, without the 103's fields."""
+  answer after a 103 still passes, without the 103's fields;
+- hop-by-hop removal reads every Connection field, not the first (request)
+  or the last (answer)."""
 import json
 import os
 import socket
@@ -60,6 +62,11 @@ def serve(c):
                 c.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
                           b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Final: yes\r\n\r\n"
                           b"2\r\nok\r\n0\r\nX-Evil: from-trailer\r\n\r\n")
+            elif what == "echo":  # the head as received, as the body
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(head) + head)
+            elif what == "conn2":
+                c.sendall(b"HTTP/1.1 200 OK\r\nConnection: X-Secret-A\r\nConnection: keep-alive\r\n"
+                          b"X-Secret-A: hop-by-hop\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok")
             elif what == "status":
                 c.sendall(b"HTTP/1.1 %s Whatever\r\nContent-Length: 2\r\n\r\nok" %
                           target.split("/")[3].encode())
@@ -206,6 +213,17 @@ try:
        "the final answer after a 103 passes with its head")
     check("link" not in names and "x-evil" not in names,
           "without the 103's fields or the trailer's: %r" % hdrs)
+
+    # ---- every Connection field ----
+    st, _, body = ask("/p/echo", b"Connection: keep-alive\r\nConnection: X-Hop\r\n"
+                      b"X-Hop: must-not-reach-upstream\r\nX-Kept: yes\r\n")
+    seen = body.lower()
+    check(st == 200 and b"\r\nx-kept: yes" in seen and b"x-hop" not in seen,
+          "a field named by the request's second Connection field is dropped: %r" % body)
+    st, hdrs, _ = ask("/p/conn2")
+    names = [k for k, _ in hdrs]
+    check(st == 200 and "x-kept" in names and "x-secret-a" not in names,
+          "a field named by the answer's first Connection field is dropped: %r" % hdrs)
 finally:
     g.cleanup()
 finish()
