@@ -720,7 +720,21 @@ static void px_complete(gw_px_worker_t *px, gw_px_req_t *p, CURLcode rc)
     if (rc != CURLE_OK || server_error || bad_status) {
         cm_log_debug("proxy", "upstream failed", "route=%s curl=\"%s\" status=%ld",
                      p->route->prefix, curl_easy_strerror(rc), status);
-        gw_ol_release(r, dep, GW_AL_DROP);
+        /*
+         * An answer cut at proxy.max_body is the gateway's policy, not the
+         * upstream failing: a drop would let a client open the route's
+         * breaker for everyone (proxy.breaker_failures large objects in a
+         * row) and halve its limit. Nor is it an OK: its time is that of
+         * max_body bytes streamed, a measure of the body's size rather than
+         * of the upstream's queue (as an RTT sample it would push Gradient2
+         * down all the same), and a breaker success would reset the failure
+         * count of an upstream failing everyone else's requests, or close
+         * its half-open breaker. IGNORE gives the slot back and teaches
+         * neither (the probe, if it was one, is free again). A 5xx or
+         * invalid status is the upstream failing, whatever its size.
+         */
+        bool cut = p->resp_too_large && status >= 200 && status <= 499;
+        gw_ol_release(r, dep, cut ? GW_AL_IGNORE : GW_AL_DROP);
         if (server_error && !p->route->has_fallback) {
             /* pass the upstream's own 5xx through (below) */
         } else {

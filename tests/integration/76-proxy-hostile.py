@@ -8,7 +8,10 @@ server in this test, one behaviour per path (the part after the route's prefix).
   section (an upstream could set cookies there), while the head of a final
   answer after a 103 still passes, without the 103's fields;
 - hop-by-hop removal reads every Connection field, not the first (request)
-  or the last (answer)."""
+  or the last (answer);
+- an answer past proxy.max_body (the gateway's own policy) is a 502 but
+  neither a breaker failure nor a drop for the route's adaptive limit: a
+  client asking for large objects cannot open the breaker for everyone."""
 import json
 import os
 import socket
@@ -67,6 +70,10 @@ def serve(c):
             elif what == "conn2":
                 c.sendall(b"HTTP/1.1 200 OK\r\nConnection: X-Secret-A\r\nConnection: keep-alive\r\n"
                           b"X-Secret-A: hop-by-hop\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok")
+            elif what == "huge":  # 1 MiB, past the gateway's proxy.max_body
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (1 << 20))
+                for _ in range(16):
+                    c.sendall(b"x" * 65536)
             elif what == "status":
                 c.sendall(b"HTTP/1.1 %s Whatever\r\nContent-Length: 2\r\n\r\nok" %
                           target.split("/")[3].encode())
@@ -93,8 +100,10 @@ def start_upstream():
 
 up = "http://127.0.0.1:%d" % start_upstream()
 routes = [{"prefix": "/bad/", "upstream": up, "timeout_ms": 2000},
-          {"prefix": "/p/", "upstream": up, "timeout_ms": 2000}]
+          {"prefix": "/p/", "upstream": up, "timeout_ms": 2000},
+          {"prefix": "/h/", "upstream": up, "timeout_ms": 2000}]
 g = Gateway("--kafka-brokers", "none", "--proxy-routes", json.dumps(routes),
+            "--proxy-breaker-failures", "3", "--set", "proxy.max_body=64k",
             "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", threads=1).start()
 
 
@@ -173,6 +182,10 @@ def field(body, key):
         return None
 
 
+def up_stats(route):
+    return g.admin("GET", "/admin/v1/stats").json["overload"]["limits"]["upstream:" + route]
+
+
 def ask(path, extra=b""):
     c = Client()
     try:
@@ -224,6 +237,16 @@ try:
     names = [k for k, _ in hdrs]
     check(st == 200 and "x-kept" in names and "x-secret-a" not in names,
           "a field named by the answer's first Connection field is dropped: %r" % hdrs)
+
+    # ---- an answer past proxy.max_body ----
+    for i in range(4):  # one more than --proxy-breaker-failures
+        st, _, body = ask("/h/huge/%d" % i)
+        check(st == 502 and b"more than proxy.max_body" in body,
+              "an answer past proxy.max_body is a 502: %d %r" % (st, body[:120]))
+    hs = up_stats("/h/")
+    eq((hs["drops"], hs["breaker"], hs["breaker_opens"]), (0, "closed", 0),
+       "and neither a drop nor a breaker failure")
+    eq(ask("/h/ok")[0], 200, "the route still serves")
 finally:
     g.cleanup()
 finish()
