@@ -398,11 +398,20 @@ void gw_ol_pin(gw_server_t *srv, int level)
                 level < 0 ? "auto" : gw_level_name((gw_level_t)level), was);
 }
 
-/* Moves the process-wide level from the workers' last windows. Under ol->mu. */
-static void evaluate(gw_server_t *srv, uint64_t now)
+/*
+ * Moves the process-wide level from the workers' last windows. Under ol->mu.
+ * The clock is read here, under the lock: a worker's tick reads it long
+ * before (file reads, a descheduling in between), and another worker may have
+ * evaluated at a later time meanwhile. With that older time the unsigned
+ * interval test wrapped and evaluated again, moving last_eval_us back: two
+ * levels up in one window, or the exit hold skipped (gw_level_sm_update).
+ * A time before the last one (it cannot be, read here) is refused all the same.
+ */
+static void evaluate(gw_server_t *srv)
 {
     gw_overload_t *ol = srv->ol;
-    if (now - ol->last_eval_us < ol->interval_us)
+    uint64_t now = now_us();
+    if (now < ol->last_eval_us || now - ol->last_eval_us < ol->interval_us)
         return;
     ol->last_eval_us = now;
     if (atomic_load(&ol->pinned) >= 0)
@@ -733,7 +742,7 @@ static void on_tick(uv_timer_t *t)
     if (!gw_qdelay_tick(&o->q, now, ol->shed_buys && level >= GW_LEVEL_SHED, busy))
         return;
     if (pthread_mutex_trylock(&ol->mu) == 0) {
-        evaluate(srv, now);
+        evaluate(srv);
         pthread_mutex_unlock(&ol->mu);
     }
 }

@@ -645,12 +645,14 @@ typedef struct gw_level_sm {
     uint64_t hold_ms;
     uint64_t below_since_ms; /* 0 = not below exit[level] */
     uint64_t since_ms;       /* when the current level was entered */
+    uint64_t last_ms;        /* the last sample's time (0: none): an older one is ignored */
     uint64_t changes;
 } gw_level_sm_t;
 
 /* Defaults: enter 1.0 / 2.0 / 4.0, exit 0.5 / 1.0 / 2.0. */
 void gw_level_sm_init(gw_level_sm_t *sm, uint64_t hold_ms, uint64_t now_ms);
-/* Feeds one window's pressure; returns the (possibly new) level. */
+/* Feeds one window's pressure; returns the (possibly new) level. A now_ms
+ * before the last sample's changes nothing. */
 gw_level_t gw_level_sm_update(gw_level_sm_t *sm, uint64_t now_ms, double pressure);
 
 /*

@@ -494,6 +494,12 @@ void gw_level_sm_init(gw_level_sm_t *sm, uint64_t hold_ms, uint64_t now_ms)
 
 gw_level_t gw_level_sm_update(gw_level_sm_t *sm, uint64_t now_ms, double pressure)
 {
+    /* A sample older than the last one is stale (a clock read before another
+     * thread's update): now_ms - below_since_ms would wrap and leave a level
+     * at once, without its hold, or it would climb twice in one window. */
+    if (now_ms < sm->last_ms)
+        return sm->level;
+    sm->last_ms = now_ms;
     gw_level_t l = sm->level;
     if (l < GW_LEVEL_PROTECT && pressure >= sm->enter[l + 1]) {
         sm->level = l + 1;

@@ -483,6 +483,37 @@ static void test_levels_hysteresis(void **state)
     assert_string_equal(gw_level_name(GW_LEVEL_PROTECT), "protect");
 }
 
+/*
+ * A sample older than the last one (a worker that read its clock, was
+ * descheduled, and evaluated after another worker's later sample) moves
+ * nothing: before, now_ms - below_since_ms wrapped and the level dropped at
+ * once, without its exit hold, and a stale spike climbed a second level.
+ */
+static void test_levels_backward_time(void **state)
+{
+    (void)state;
+    gw_level_sm_t sm;
+    gw_level_sm_init(&sm, 2000, 1);
+    uint64_t t = 1000;
+    assert_int_equal(gw_level_sm_update(&sm, t, 10.0), 1);
+    assert_int_equal(gw_level_sm_update(&sm, t += 50, 10.0), 2);
+    /* below exit[2] from 5000 on */
+    assert_int_equal(gw_level_sm_update(&sm, 5000, 0.1), 2);
+    assert_int_equal(sm.below_since_ms, 5000);
+    /* 1 ms older: the hold (2 s) is not over, nothing moves */
+    assert_int_equal(gw_level_sm_update(&sm, 4999, 0.1), 2);
+    assert_int_equal(sm.below_since_ms, 5000);
+    /* nor does an older spike climb */
+    assert_int_equal(gw_level_sm_update(&sm, 4999, 10.0), 2);
+    assert_int_equal(sm.changes, 2);
+    /* the hold runs from 5000 as if the stale samples never came */
+    assert_int_equal(gw_level_sm_update(&sm, 6999, 0.1), 2);
+    assert_int_equal(gw_level_sm_update(&sm, 7000, 0.1), 1);
+    /* and time going on as before works as before */
+    assert_int_equal(gw_level_sm_update(&sm, 7050, 10.0), 2);
+    assert_int_equal(sm.changes, 4);
+}
+
 static void test_route_actions(void **state)
 {
     (void)state;
@@ -1398,6 +1429,7 @@ int main(void)
         cmocka_unit_test(test_limit_floor),
         cmocka_unit_test(test_breaker),
         cmocka_unit_test(test_levels_hysteresis),
+        cmocka_unit_test(test_levels_backward_time),
         cmocka_unit_test(test_route_actions),
         cmocka_unit_test(test_retry_after_jitter),
         cmocka_unit_test(test_user_priority),
