@@ -649,6 +649,13 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)p->route->timeout_ms);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)p->route->timeout_ms);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    /* No proxy: unset, libcurl takes one from the environment (http_proxy,
+     * HTTPS_PROXY, ALL_PROXY), common on hosts with an egress proxy. Every
+     * upstream exchange, 127.0.0.1's included, would go through it: the
+     * clients' cookies, Authorization and X-Forwarded-For to a third party,
+     * and the per-host connection cap and timeouts applied to the proxy. An
+     * empty string turns that off whatever the environment says. */
+    curl_easy_setopt(e, CURLOPT_PROXY, "");
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, p);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);

@@ -11,7 +11,10 @@ server in this test, one behaviour per path (the part after the route's prefix).
   or the last (answer);
 - an answer past proxy.max_body (the gateway's own policy) is a 502 but
   neither a breaker failure nor a drop for the route's adaptive limit: a
-  client asking for large objects cannot open the breaker for everyone."""
+  client asking for large objects cannot open the breaker for everyone;
+- libcurl takes no proxy from the gateway's environment (http_proxy,
+  ALL_PROXY): a route to a port where nothing listens is a 502, not an
+  answer from the proxy the environment names."""
 import json
 import os
 import socket
@@ -19,7 +22,7 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import Gateway, check, eq, finish, need_binary  # noqa: E402
+from fg import Gateway, check, eq, finish, free_port, need_binary  # noqa: E402
 
 need_binary("flashgate")
 
@@ -77,6 +80,8 @@ def serve(c):
             elif what == "status":
                 c.sendall(b"HTTP/1.1 %s Whatever\r\nContent-Length: 2\r\n\r\nok" %
                           target.split("/")[3].encode())
+            elif what == "absolute":  # asked as a proxy (absolute-form target)
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nvia-proxy")
             else:
                 c.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
     except OSError:
@@ -98,7 +103,8 @@ def start_upstream():
     return s.getsockname()[1]
 
 
-up = "http://127.0.0.1:%d" % start_upstream()
+up_port = start_upstream()
+up = "http://127.0.0.1:%d" % up_port
 routes = [{"prefix": "/bad/", "upstream": up, "timeout_ms": 2000},
           {"prefix": "/p/", "upstream": up, "timeout_ms": 2000},
           {"prefix": "/h/", "upstream": up, "timeout_ms": 2000}]
@@ -247,6 +253,22 @@ try:
     eq((hs["drops"], hs["breaker"], hs["breaker_opens"]), (0, "closed", 0),
        "and neither a drop nor a breaker failure")
     eq(ask("/h/ok")[0], 200, "the route still serves")
+finally:
+    g.cleanup()
+
+# ---- no proxy from the environment ----
+dead = free_port()  # nothing listens there
+proxy = "http://127.0.0.1:%d" % up_port
+g = Gateway("--kafka-brokers", "none", "--proxy-routes",
+            json.dumps([{"prefix": "/d/", "upstream": "http://127.0.0.1:%d" % dead,
+                         "timeout_ms": 2000}]), threads=1,
+            extra_env={"http_proxy": proxy, "HTTP_PROXY": proxy, "ALL_PROXY": proxy,
+                       "all_proxy": proxy, "no_proxy": "", "NO_PROXY": ""}).start()
+try:
+    st, _, body = ask("/d/ok")
+    check(st == 502 and b"via-proxy" not in body,
+          "an upstream where nothing listens is a 502, not the environment's proxy: %d %r" %
+          (st, body[:120]))
 finally:
     g.cleanup()
 finish()
