@@ -543,7 +543,13 @@ static void add_req_header(hdr_ctx_t *h, const char *key, const char *value)
         strcasecmp(key, "X-Forwarded-Host") == 0 || strcasecmp(key, "X-Forwarded-Proto") == 0)
         return;
     char line[8300];
-    snprintf(line, sizeof(line), "%s: %s", key, value ? value : "");
+    if (!value || !value[strspn(value, " \t")])
+        /* curl reads "Name:" (nothing but blanks after it) as "remove this
+         * field": X-Empty was lost and an empty Accept only removed curl's
+         * own. "Name;" is its syntax for the field sent with an empty value. */
+        snprintf(line, sizeof(line), "%s;", key);
+    else
+        snprintf(line, sizeof(line), "%s: %s", key, value);
     h->p->hdrs = curl_slist_append(h->p->hdrs, line);
 }
 

@@ -14,7 +14,10 @@ server in this test, one behaviour per path (the part after the route's prefix).
   client asking for large objects cannot open the breaker for everyone;
 - libcurl takes no proxy from the gateway's environment (http_proxy,
   ALL_PROXY): a route to a port where nothing listens is a 502, not an
-  answer from the proxy the environment names."""
+  answer from the proxy the environment names;
+- a request field with an empty value reaches the upstream, empty (curl
+  read "Name: " as "remove this field": X-Empty was lost, and an empty
+  Accept only removed curl's own)."""
 import json
 import os
 import socket
@@ -243,6 +246,13 @@ try:
     names = [k for k, _ in hdrs]
     check(st == 200 and "x-kept" in names and "x-secret-a" not in names,
           "a field named by the answer's first Connection field is dropped: %r" % hdrs)
+
+    # ---- request fields with an empty value ----
+    st, _, body = ask("/p/echo", b"X-Empty:\r\nUser-Agent:\r\nAccept:\r\nX-Blank: \t \r\n")
+    got = [(k.strip().lower(), v.strip()) for k, _, v in
+           (line.decode().partition(":") for line in body.split(b"\r\n")[1:])]
+    for name in ("x-empty", "user-agent", "accept", "x-blank"):
+        eq([v for k, v in got if k == name], [""], "an empty %s reaches the upstream, empty" % name)
 
     # ---- an answer past proxy.max_body ----
     for i in range(4):  # one more than --proxy-breaker-failures
