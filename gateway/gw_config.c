@@ -374,7 +374,7 @@ static bool route_one(json_t *o, size_t i, gw_route_def_t *r, char *errbuf, size
     if (fb) {
         static const char rule[] =
             "fallback must be {\"status\":200..599,\"content_type\":\"...\",\"body\":\"...\"} "
-            "(body at most 1023 bytes)";
+            "(not 204 or 304; body at most 1023 bytes)";
         if (!json_is_object(fb))
             return route_fail(errbuf, errlen, i, "%s", rule);
         json_object_foreach(fb, k, v) {
@@ -390,6 +390,18 @@ static bool route_one(json_t *o, size_t i, gw_route_def_t *r, char *errbuf, size
                     strpbrk(json_string_value(ct), "\r\n"))) ||
             (body && (!json_is_string(body) || json_string_length(body) >= sizeof(r->fb_body))))
             return route_fail(errbuf, errlen, i, "%s", rule);
+        /* A fallback is an answer with a body (gw_px_render sends its
+         * Content-Type, Content-Length and body); a 204 or 304 ends at its
+         * head (RFC 9112 6.3), so the body would be read as the keep-alive
+         * connection's next answer. Refused here rather than rendered
+         * without its body: the operator's body would vanish unseen, and a
+         * 304 answers a conditional request the route never checks. */
+        json_int_t status = json_integer_value(st);
+        if (status == 204 || status == 304)
+            return route_fail(errbuf, errlen, i,
+                              "fallback.status %d cannot be used: a 204 or 304 answer carries no "
+                              "body (use 200, with an empty body if need be)",
+                              (int)status);
         r->has_fallback = true;
         r->fb_status = (unsigned)json_integer_value(st);
         snprintf(r->fb_type, sizeof(r->fb_type), "%s",

@@ -371,6 +371,17 @@ static void test_value_rules(void **state)
     bad(f, "server.data_dir", "", "must not be empty");
     bad(f, "server.admin_token", "two words", "printable ASCII");
     assert_null(strstr(f->err, "two words")); /* the secret is not echoed */
+    /* proxy.routes: a fallback's status carries its body; 204 and 304 cannot */
+#define ROUTE_FB(st, body)                                                                         \
+    "[{\"prefix\":\"/v1/recs/\",\"upstream\":\"http://127.0.0.1:9\",\"fallback\":{\"status\":" st \
+    body "}}]"
+    good(f, "proxy.routes", ROUTE_FB("200", ",\"body\":\"{}\""));
+    good(f, "proxy.routes", ROUTE_FB("503", ""));
+    bad(f, "proxy.routes", ROUTE_FB("204", ",\"body\":\"{}\""), "route 0: fallback.status 204");
+    bad(f, "proxy.routes", ROUTE_FB("204", ""), "route 0: fallback.status 204");
+    bad(f, "proxy.routes", ROUTE_FB("304", ""), "route 0: fallback.status 304");
+    bad(f, "proxy.routes", ROUTE_FB("199", ""), "fallback must be {\"status\":200..599");
+#undef ROUTE_FB
 }
 
 static void test_the_documented_error_line(void **state)
