@@ -88,6 +88,8 @@ typedef struct gw_ol_worker {
     unsigned ndeps;
     gw_alimit_t dep[GW_OL_DEPS_MAX];
     gw_breaker_t br[GW_OL_DEPS_MAX]; /* upstreams only */
+    /* the request that holds br[dep]'s half-open probe (compared, never read) */
+    const gw_req_t *probe[GW_OL_DEPS_MAX];
     gw_qdelay_t q;
     uv_timer_t tick;
     bool tick_started;
@@ -1037,15 +1039,22 @@ bool gw_ol_acquire(gw_req_t *r, unsigned dep)
         return true;
     if ((dep == GW_DEP_REDIS && !ol->redis_dep) || (dep == GW_DEP_SPOOL && !ol->spool_dep))
         return true;
-    if (dep >= GW_DEP_UPSTREAM && !gw_breaker_allow(&o->br[dep], cm_mono_ms())) {
-        gw_ol_overloaded(r, "upstream_breaker",
-                         "the upstream of this route is failing; try again shortly", true);
-        return false;
+    if (dep >= GW_DEP_UPSTREAM) {
+        bool probing = o->br[dep].probing;
+        if (!gw_breaker_allow(&o->br[dep], cm_mono_ms())) {
+            gw_ol_overloaded(r, "upstream_breaker",
+                             "the upstream of this route is failing; try again shortly", true);
+            return false;
+        }
+        if (!probing && o->br[dep].probing)
+            o->probe[dep] = r; /* this request is the half-open breaker's probe */
     }
     if (ol->adaptive) {
         if (!gw_alimit_acquire(&o->dep[dep])) {
-            if (dep >= GW_DEP_UPSTREAM && o->br[dep].probing)
+            if (dep >= GW_DEP_UPSTREAM && o->probe[dep] == r) {
                 o->br[dep].probing = false; /* the probe never went out */
+                o->probe[dep] = NULL;
+            }
             gw_ol_overloaded(r, dep_reason(dep),
                              dep == GW_DEP_REDIS
                                  ? "the inventory is at its concurrency limit; try again shortly"
@@ -1077,11 +1086,19 @@ void gw_ol_release_rtt(gw_req_t *r, unsigned dep, gw_al_outcome_t out, uint64_t 
     if (r->w->srv->ol->adaptive)
         gw_alimit_release(&o->dep[dep], now, rtt_us, out);
     if (dep >= GW_DEP_UPSTREAM) {
+        bool was_probe = o->probe[dep] == r;
+        if (was_probe)
+            o->probe[dep] = NULL;
         if (out == GW_AL_OK)
             gw_breaker_success(&o->br[dep]);
         else if (out == GW_AL_DROP)
             gw_breaker_failure(&o->br[dep], cm_mono_ms());
-        else
+        else if (was_probe)
+            /* The probe ended without an answer (its client left, a local
+             * refusal): the next request probes instead. Only the probe's
+             * own: a straggler sent before the breaker opened, released so,
+             * freed the place while the probe was still out, and a second
+             * probe went to the failing upstream. */
             o->br[dep].probing = false;
     }
 }

@@ -17,15 +17,20 @@ server in this test, one behaviour per path (the part after the route's prefix).
   answer from the proxy the environment names;
 - a request field with an empty value reaches the upstream, empty (curl
   read "Name: " as "remove this field": X-Empty was lost, and an empty
-  Accept only removed curl's own)."""
+  Accept only removed curl's own);
+- a half-open breaker sends one probe: a straggler from before it opened
+  whose client goes away does not free the probe's place for a second one."""
 import json
 import os
 import socket
+import struct
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fg import Gateway, check, eq, finish, free_port, need_binary  # noqa: E402
+from fleet import wait_for  # noqa: E402
 
 need_binary("flashgate")
 
@@ -83,6 +88,11 @@ def serve(c):
             elif what == "status":
                 c.sendall(b"HTTP/1.1 %s Whatever\r\nContent-Length: 2\r\n\r\nok" %
                           target.split("/")[3].encode())
+            elif what == "hang":  # answers within the route's timeout, but late
+                time.sleep(4)
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            elif what == "fail":
+                c.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\nboom")
             elif what == "absolute":  # asked as a proxy (absolute-form target)
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nvia-proxy")
             else:
@@ -110,9 +120,11 @@ up_port = start_upstream()
 up = "http://127.0.0.1:%d" % up_port
 routes = [{"prefix": "/bad/", "upstream": up, "timeout_ms": 2000},
           {"prefix": "/p/", "upstream": up, "timeout_ms": 2000},
-          {"prefix": "/h/", "upstream": up, "timeout_ms": 2000}]
+          {"prefix": "/h/", "upstream": up, "timeout_ms": 2000},
+          {"prefix": "/b/", "upstream": up, "timeout_ms": 8000}]
 g = Gateway("--kafka-brokers", "none", "--proxy-routes", json.dumps(routes),
-            "--proxy-breaker-failures", "3", "--set", "proxy.max_body=64k",
+            "--proxy-breaker-failures", "3", "--proxy-breaker-cooldown", "300ms",
+            "--set", "proxy.max_body=64k",
             "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", threads=1).start()
 
 
@@ -195,6 +207,18 @@ def up_stats(route):
     return g.admin("GET", "/admin/v1/stats").json["overload"]["limits"]["upstream:" + route]
 
 
+def hold(path):
+    """A connection whose request waits on the upstream."""
+    sk = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+    sk.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+    return sk
+
+
+def reset(sk):
+    sk.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sk.close()
+
+
 def ask(path, extra=b""):
     c = Client()
     try:
@@ -263,6 +287,27 @@ try:
     eq((hs["drops"], hs["breaker"], hs["breaker_opens"]), (0, "closed", 0),
        "and neither a drop nor a breaker failure")
     eq(ask("/h/ok")[0], 200, "the route still serves")
+
+    # ---- one probe at a time in half-open ----
+    def inflight(n):
+        ok, _ = wait_for(lambda: up_stats("/b/")["inflight"] == n, 3)
+        return ok
+    straggler = hold("/b/hang/straggler")  # in flight from before the breaker opens
+    check(inflight(1), "the straggler's transfer runs")
+    for _ in range(3):
+        eq(ask("/b/fail")[0], 500, "a failing upstream's 500 passes")
+    eq(up_stats("/b/")["breaker"], "open", "three failures in a row open the breaker")
+    time.sleep(0.4)  # past the cool-down: the next request is the probe
+    probe = hold("/b/hang/probe")
+    check(inflight(2), "the probe's transfer runs: %r" % up_stats("/b/"))
+    eq(up_stats("/b/")["breaker"], "half_open", "the breaker is half-open")
+    reset(straggler)  # its client goes away: released without an outcome
+    check(inflight(1), "the straggler's transfer ends with its client")
+    st, hdrs, body = ask("/b/ok")
+    check(st == 503 and field(body, "reason") == "upstream_breaker",
+          "a second request while the probe is out is refused: %d %r" % (st, body[:120]))
+    reset(probe)
+    check(inflight(0), "the probe ends with its client")
 finally:
     g.cleanup()
 
