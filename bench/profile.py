@@ -62,7 +62,7 @@ from bench import (PEER_LIKE, RATE_LIMITED_LUA, free_port, start_nginx, start_re
 
 TOKEN = "profile-token-0123456789abcdef"
 HUGE = 10 ** 9
-SYSCALLS = ["recvfrom", "sendmsg", "writev", "write", "read", "epoll_ctl", "epoll_wait",
+SYSCALLS = ["recvfrom", "sendto", "sendmsg", "writev", "write", "read", "epoll_ctl", "epoll_wait",
             "clock_gettime", "futex", "accept4", "close"]
 
 
