@@ -495,14 +495,20 @@ static void post(gw_h1_t *c)
     c->w->h1_posted = c;
 }
 
-/* One send(2) of what the output holds past owritten: bytes sent, or -1 (errno). */
-static ssize_t out_send(gw_h1_t *c)
+/* Sends what the output holds past owritten until it is all out (0) or the
+ * socket takes no more (EAGAIN) or fails: the errno. Edge-triggered, a send
+ * that stops short must end in EAGAIN: that sets the socket's SOCK_NOSPACE,
+ * and only then does room bring an EPOLLOUT edge. */
+static int out_send(gw_h1_t *c)
 {
-    ssize_t n;
-    do
-        n = send(c->fd, c->out + c->owritten, c->olen - c->owritten, MSG_NOSIGNAL);
-    while (n < 0 && errno == EINTR);
-    return n;
+    while (c->owritten < c->olen) {
+        ssize_t n = send(c->fd, c->out + c->owritten, c->olen - c->owritten, MSG_NOSIGNAL);
+        if (n >= 0)
+            c->owritten += (size_t)n;
+        else if (errno != EINTR)
+            return errno;
+    }
+    return 0;
 }
 
 /* All written: the buffer is empty again; a large one (a proxied answer) goes back. */
@@ -526,15 +532,12 @@ static void flush(gw_h1_t *c)
     if (c->closing || c->writing)
         return;
     if (c->olen > c->owritten) {
-        ssize_t n = out_send(c);
-        if (n < 0 && errno != EAGAIN) {
+        int e = out_send(c);
+        if (e && e != EAGAIN) {
             conn_close(c);
             return;
         }
-        if (n > 0)
-            c->owritten += (size_t)n;
         if (c->owritten < c->olen) {
-            /* send(2) set the socket's SOCK_NOSPACE: EPOLLOUT's edge comes with room */
             c->writing = true;
             c->reading = false;
             gw_conn_writing(c->guard);
@@ -550,8 +553,9 @@ static void flush(gw_h1_t *c)
 /* EPOLLOUT's edge: room for an unsent answer. */
 static void write_more(gw_h1_t *c)
 {
-    ssize_t n = out_send(c);
-    if (n < 0 && errno == EAGAIN)
+    size_t before = c->owritten;
+    int e = out_send(c);
+    if (e == EAGAIN && c->owritten == before)
         return;
     /* An I/O callback that may serve the requests the buffer holds and set
      * the guard's deadlines: the iteration's clock, as a read's. Without it an
@@ -559,11 +563,10 @@ static void write_more(gw_h1_t *c)
      * idle deadline set here could be due at once for a worker that had only
      * slow readers to write to for a while. */
     gw_http_iteration(c->w);
-    if (n < 0) {
+    if (e && e != EAGAIN) {
         conn_close(c);
         return;
     }
-    c->owritten += (size_t)n;
     if (c->owritten < c->olen)
         return;
     c->writing = false;
