@@ -36,7 +36,7 @@ REPS = int(os.environ.get("BENCH_REPS", "1" if QUICK else "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "1" if QUICK else "5"))
 CONNS = (64, 256)
 FLOOR = "libmicrohttpd floor (410)"
-UV_FLOOR = "libuv+llhttp floor (410)"
+UV_FLOOR = "epoll+llhttp floor (410)"
 NGX_SO = "nginx, sold out's requests"
 NGX_RL = "nginx, rate limited's requests"
 NGX_BUY = "nginx, the buy storm's requests"
@@ -219,17 +219,19 @@ def start_nginx(tmp):
     return p, port
 
 
-def start_floor(tmp, bindir, name="mhd-floor"):
+def start_floor(tmp, bindir, name="mhd-floor", env=None):
     """flashgate-bench-mhd-floor (bench/mhd_floor.c): libmicrohttpd alone, answering the
     bytes of flashgate's prepared 410 to every request (the public listener before session
-    8); name "uv-floor": the same with a libuv loop and llhttp (bench/uv_floor.c, the
-    public listener's shape now). None if it was not built."""
+    8); name "uv-floor": the same with llhttp on an event loop (bench/uv_floor.c; env
+    FLOOR_EPOLL=1: an edge-triggered epoll loop of its own, the public listener's shape
+    since session 30; unset: libuv's streams, its shape from session 8 to 29). None if it
+    was not built."""
     exe = os.path.join(bindir, "flashgate-bench-" + name)
     if not os.access(exe, os.X_OK):
         return None, None
     port = free_port()
     logp = os.path.join(tmp, name + ".log")
-    p = start([exe, str(port)], logp)
+    p = start([exe, str(port)], logp, env=dict(os.environ, **(env or {})))
     t_end = time.time() + 15
     while time.time() < t_end and p.poll() is None:
         try:
@@ -426,7 +428,7 @@ def bench_http(tmp, bindir, scripts):
     """Issue 2 (+5): nginx vs flashgate's buy path, closed loop; then one open-loop run."""
     ngx, ngx_port = start_nginx(tmp)
     floor, floor_port = start_floor(tmp, bindir)
-    uvf, uvf_port = start_floor(tmp, bindir, "uv-floor")
+    uvf, uvf_port = start_floor(tmp, bindir, "uv-floor", {"FLOOR_EPOLL": "1"})
     gw = Gateway(tmp, "gw-spool", os.path.join(bindir, "flashgate"),
                  ["--kafka-brokers", "none", "--limits-user-rps", "1"])
     gwk = Gateway(tmp, "gw-relay", os.path.join(bindir, "flashgate"),
@@ -1156,17 +1158,18 @@ def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed, spool=
             print("  c%d: libmicrohttpd floor %.2fx nginx" % (conns, paired(res, FLOOR, NGX_SO,
                                                                         conns)))
     if any(c == UV_FLOOR for c, _ in cases):
-        print("  %s = flashgate-bench-uv-floor (bench/uv_floor.c): one libuv loop, a struct "
-              "per connection with an 8 KiB read buffer, llhttp 8.1, keep-alive, answers "
-              "written with uv_try_write: the same bytes, nothing else; the shape of the public "
-              "listener (gateway/gw_h1.c), so sold out minus the floor is flashgate's own work "
-              "per answer, the floor minus nginx the listener's." % UV_FLOOR)
+        print("  %s = flashgate-bench-uv-floor with FLOOR_EPOLL=1 (bench/uv_floor.c): one "
+              "epoll loop, edge-triggered, a struct per connection with an 8 KiB read buffer, "
+              "llhttp 8.1, keep-alive, recv(2) and send(2): the same bytes, nothing else; the "
+              "shape of the public listener (gateway/gw_h1.c, gw_h1_run), so sold out minus "
+              "the floor is flashgate's own work per answer, the floor minus nginx the "
+              "listener's." % UV_FLOOR)
         for conns in CONNS:
             fl = med([r["cpu_us"] for r in res[(UV_FLOOR, conns)]])
             so = med([r["cpu_us"] for r in res[("sold out (410)", conns)]])
             ngx = med([r["cpu_us"] for r in res[(NGX_SO, conns)]])
             if fl == fl and so == so and ngx == ngx and ngx:
-                print("  c%d: libuv+llhttp floor %.2fx nginx; flashgate's own work on a "
+                print("  c%d: epoll+llhttp floor %.2fx nginx; flashgate's own work on a "
                       "sold-out answer %.1f us (%.2fx nginx's whole answer)"
                       % (conns, paired(res, UV_FLOOR, NGX_SO, conns), so - fl, (so - fl) / ngx))
     print()
