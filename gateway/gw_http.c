@@ -395,6 +395,9 @@ void gw_http_check(gw_worker_t *w)
      * hold the thread for 100-200 ms; the 202s of the iteration that shut
      * waited through it (bench/README.md "Session 12"). */
     gw_buy_loop_tick(w);
+    /* the Redis reserves queued in this iteration go out now, before the loop
+     * sleeps (libuv's prepare phase did it when uv_run was the loop) */
+    inv_flush(w->inv);
     if (w->in_iter) {
         w->in_iter = false;
         gw_ol_door_look(w);

@@ -479,6 +479,12 @@ int inv_reserve(inv_worker_t *w, inv_reserve_req_t *req)
     return w->inv->ops->reserve(w, req);
 }
 
+void inv_flush(inv_worker_t *w)
+{
+    if (w && w->inv->ops->flush)
+        w->inv->ops->flush(w);
+}
+
 void inv_prefetch(inv_worker_t *w, inv_sale_t *sale, const char *user_id)
 {
     if (w && sale && w->inv->ops->prefetch)

@@ -171,6 +171,15 @@ unsigned inv_caps(const inv_t *inv);
  */
 int inv_worker_open(inv_t *inv, struct uv_loop_s *loop, inv_worker_t **out);
 void inv_worker_close(inv_worker_t *w);
+/*
+ * Sends the reserves this loop iteration queued (a Redis backend batches them
+ * per iteration). A libuv loop run by uv_run does it by itself, in its prepare
+ * phase; a loop that runs libuv inside its own (gw_h1_run: uv_run only when
+ * libuv has I/O or a timer due, so its prepare phase does not come every
+ * iteration) calls this at the end of each iteration, before it sleeps.
+ * No-op for a backend that queues nothing, and for w NULL.
+ */
+void inv_flush(inv_worker_t *w);
 
 /*
  * The local view of a sale, or NULL if unknown. The pointer stays valid until

@@ -38,6 +38,8 @@ typedef struct inv_ops {
     int (*worker_open)(inv_t *inv, struct uv_loop_s *loop, inv_worker_t *w);
     void (*worker_close)(inv_worker_t *w);
     int (*reserve)(inv_worker_t *w, inv_reserve_req_t *req);
+    /* optional: inv_flush (sends what the loop iteration queued) */
+    void (*flush)(inv_worker_t *w);
     /* optional: inv_prefetch's hint */
     void (*prefetch)(inv_worker_t *w, inv_sale_t *sale, const char *user_id);
     int (*sale_put)(inv_t *inv, const inv_sale_def_t *def, inv_sale_info_t *out, char *errbuf,

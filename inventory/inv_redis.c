@@ -1893,6 +1893,15 @@ static int sync_reserve(rw_t *w, inv_reserve_req_t *req)
 
 static int op_start(rw_t *w, inv_reserve_req_t *req, bool is_claim);
 
+/* inv_flush: the prepare phase's work (rw_send_cb), for a loop that runs libuv
+ * inside its own and calls this at the end of each iteration. */
+static void redis_flush(inv_worker_t *wk)
+{
+    rw_t *w = wk->backend;
+    if (w->loop)
+        rw_send_cb(&w->send_prep);
+}
+
 static int redis_reserve(inv_worker_t *wk, inv_reserve_req_t *req)
 {
     rw_t *w = wk->backend;
@@ -2726,6 +2735,7 @@ const inv_ops_t inv__redis_ops = {
     .close = redis_close,
     .worker_open = redis_worker_open,
     .worker_close = redis_worker_close,
+    .flush = redis_flush,
     .reserve = redis_reserve,
     .sale_put = redis_sale_put,
     .restock = redis_restock,
