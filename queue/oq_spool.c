@@ -561,8 +561,28 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
     }
     sp->nsegs = keep;
 
+    /* The release point past the end of the data. Durability `write` never
+     * fsyncs a segment but write_released() fsyncs the point, so a power loss
+     * can keep the point and lose the segment's tail (or all of it, and an
+     * empty segment at the end is dropped above as a spare). Those records
+     * were relayed already. Appending below the point would put new orders
+     * where every reader takes them as released, never to be relayed, and once
+     * the file grew past the point a read would start inside a record. So the
+     * appends go to a fresh segment after the point's: readers skip the short
+     * one (the point is at or past its end) and read the new one from 0. */
+    oq_pos_t end = sp->released;
+    if (sp->nsegs > 0)
+        end = (oq_pos_t){sp->segs[sp->nsegs - 1].seg, sp->segs[sp->nsegs - 1].size};
+    bool past = oq_pos_cmp(sp->released, end) > 0;
+    if (past)
+        cm_log_warn("oq", "spool: the release point is past the end of the data (a power loss)",
+                    "dir=%s released=%" PRIu64 ":%" PRIu64 " end=%" PRIu64 ":%" PRIu64 "%s",
+                    sp->dir, sp->released.seg, sp->released.off, end.seg, end.off,
+                    sp->read_only ? " read_only=1" : " next_segment=1");
+
     if (!sp->read_only) {
-        if (sp->nsegs == 0) {
+        if (sp->nsegs == 0 || past) {
+            /* past: the last segment is the point's or an older one */
             uint64_t seg = sp->released.seg + 1;
             int fd = seg_create(sp, seg);
             if (fd < 0) {

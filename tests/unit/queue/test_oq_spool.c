@@ -136,6 +136,8 @@ static void check_orders(const collect_t *c, size_t first, size_t n)
     }
 }
 
+static long count_from_released(oq_spool_t *sp);
+
 static void append_n(oq_spool_t *sp, size_t first, size_t n)
 {
     for (size_t i = first; i < first + n; i++) {
@@ -514,6 +516,96 @@ static void test_corrupt_older_segment_is_an_error(void **state)
     assert_non_null(strstr(err, "spool-0000000000000002.log"));
     assert_non_null(strstr(err, "not the last segment"));
     assert_int_equal(file_size(path), size); /* nothing was cut */
+}
+
+/*---- a power loss in write durability: the release point past the data ----*/
+
+/*
+ * In durability `write` no segment is ever fsynced, but the release point is
+ * (write_released). A power loss can therefore keep a release point that lies
+ * past the data that came back: the tail of the released segment is lost, or
+ * the whole file is empty. Those records had been relayed, so losing them is
+ * fine; the orders accepted after the restart are not: every one of them must
+ * reach the relay, which reads from the release point on and then from where
+ * its last scan ended, and a restart before their release replays them.
+ */
+static void relay_sees_orders_after_reopen(const char *dir, uint64_t seg_bytes)
+{
+    oq_spool_t *sp = open_spool(dir, seg_bytes, 0);
+    oq_spool_stats_t st;
+    append_n(sp, 1000, 3);
+    long n;
+    collect_t *c = scan_all(sp, oq_spool_released(sp), &n); /* the relay's first scan */
+    assert_int_equal(n, 3);
+    check_orders(c, 1000, 3);
+    oq_pos_t next = c->recs[2].next;
+    free(c);
+    append_n(sp, 1003, 4); /* then it reads on from where that scan stopped */
+    c = scan_all(sp, next, &n);
+    assert_int_equal(n, 4);
+    check_orders(c, 1003, 4);
+    free(c);
+    oq_spool_stats(sp, &st);
+    assert_true(oq_pos_cmp(st.released, st.end) < 0);
+    oq_spool_close(sp);
+
+    /* a restart before the relay released them sends all seven again */
+    sp = open_spool(dir, seg_bytes, 0);
+    c = scan_all(sp, oq_spool_released(sp), &n);
+    assert_int_equal(n, 7);
+    check_orders(c, 1000, 7);
+    oq_pos_t end = c->recs[6].next;
+    free(c);
+    assert_int_equal(oq_spool_release(sp, end), 0);
+    oq_spool_stats(sp, &st);
+    assert_int_equal(st.unreleased_bytes, 0);
+    assert_int_equal(st.segments, 1); /* the short segment went with the release */
+    oq_spool_close(sp);
+    sp = open_spool(dir, seg_bytes, 0);
+    assert_int_equal(count_from_released(sp), 0);
+    oq_spool_close(sp);
+}
+
+static void test_power_loss_below_release_point(void **state)
+{
+    fixture_t *f = *state;
+    char path[512];
+    /* 1. the released segment comes back empty (ext4 after a crash) */
+    oq_spool_t *sp = open_spool(f->dir, 0, 0);
+    append_n(sp, 0, 4);
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    assert_int_equal(oq_spool_release(sp, st.end), 0);
+    oq_spool_close(sp);
+    assert_int_equal(truncate(seg_path(f->dir, st.end.seg, path, sizeof(path)), 0), 0);
+    relay_sees_orders_after_reopen(f->dir, 0);
+
+    /* 2. it comes back cut in the middle of a record below the release point: nothing
+     * may be written after those torn bytes, nor read from the middle of them */
+    sp = open_spool(f->dir, 0, 0);
+    append_n(sp, 0, 6);
+    long n;
+    collect_t *c = scan_all(sp, oq_spool_released(sp), &n);
+    assert_int_equal(n, 6);
+    oq_pos_t end = c->recs[5].next, cut = c->recs[4].pos; /* 9 bytes into record 4 */
+    free(c);
+    assert_int_equal(oq_spool_release(sp, end), 0);
+    oq_spool_close(sp);
+    assert_int_equal(truncate(seg_path(f->dir, cut.seg, path, sizeof(path)), (off_t)cut.off + 9),
+                     0);
+    relay_sees_orders_after_reopen(f->dir, 0);
+
+    /* 3. older segments kept (oq_spool_release_keep) and the released one empty: it
+     * looks like a spare made ahead of a roll and is dropped at open, so the release
+     * point's segment is past the last one on disk */
+    sp = open_spool(f->dir, 1500, 0);
+    append_n(sp, 0, 30);
+    oq_spool_stats(sp, &st);
+    assert_true(st.segments >= 3);
+    assert_int_equal(oq_spool_release_keep(sp, st.end), 0);
+    oq_spool_close(sp);
+    assert_int_equal(truncate(seg_path(f->dir, st.end.seg, path, sizeof(path)), 0), 0);
+    relay_sees_orders_after_reopen(f->dir, 1500);
 }
 
 /*---- space cap, release, rolling ----*/
@@ -1036,6 +1128,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_torn_tail_garbage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_tail_mid_record_and_bitflip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_older_segment_is_an_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_power_loss_below_release_point, setup, teardown),
         cmocka_unit_test_setup_teardown(test_space_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_and_rolling, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_keep, setup, teardown),
