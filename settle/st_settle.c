@@ -73,6 +73,16 @@ int st_sink_settle(st_sink_t *s, const oq_order_t *o, st_outcome_t *out)
         out->status = ret == 1 ? OQ_STATUS_FAILED : OQ_STATUS_SETTLED;
         if ((ret = s->ops->insert(s, o, out->status, out->reason)) < 0)
             return ret;
+        if (ret == 0) {
+            /* Not there at the lookup, there now: another worker settled it
+             * meanwhile (a rebalance; PostgreSQL's insert waited for its
+             * commit). Our run of the user's statement must not be kept, nor
+             * our decision published: the caller rolls the batch back, and the
+             * retry's lookup finds that worker's row. */
+            snprintf(s->errmsg, sizeof(s->errmsg),
+                     "order %s was settled by another worker meanwhile", o->order_id);
+            return CM_ECONFLICT;
+        }
         out->changed = true;
         return 0;
     }

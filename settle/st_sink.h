@@ -141,7 +141,8 @@ int st_sink_open(st_sink_t **out, const char *db, const char *data_dir, const st
  * any, which decides settled or failed) unless its id is already recorded, in
  * which case nothing changes (the user's SQL does not run for a copy) and
  * `out` reports the recorded status. 0 or a negative cm_err_t (the batch must
- * then be rolled back).
+ * then be rolled back); CM_ECONFLICT: with user SQL, another writer recorded
+ * the id between the lookup and the insert, and the retry reports its row.
  */
 int st_sink_settle(st_sink_t *s, const oq_order_t *o, st_outcome_t *out);
 

@@ -212,20 +212,27 @@ typedef struct race_writer {
     pthread_t thread;
 } race_writer_t;
 
+/* Waits (at most ~10 s) until a session of the database waits on a lock. */
+static bool await_lock_waiter(const char *url)
+{
+    PGconn *watch = conn_to(url);
+    bool waiting = false;
+    for (int i = 0; i < 1000 && !waiting; i++) {
+        PGresult *r = PQexec(watch, "SELECT count(*) FROM pg_stat_activity WHERE"
+                                    " datname = current_database() AND wait_event_type = 'Lock'");
+        waiting = PQresultStatus(r) == PGRES_TUPLES_OK && atoi(PQgetvalue(r, 0, 0)) > 0;
+        PQclear(r);
+        if (!waiting)
+            nanosleep(&(struct timespec){.tv_nsec = 10 * 1000000L}, NULL);
+    }
+    PQfinish(watch);
+    return waiting;
+}
+
 static void *race_commit_when_waited(void *arg)
 {
     race_writer_t *w = arg;
-    PGconn *watch = conn_to(w->url);
-    for (int i = 0; i < 1000; i++) { /* at most ~10 s */
-        PGresult *r = PQexec(watch, "SELECT count(*) FROM pg_stat_activity WHERE"
-                                    " datname = current_database() AND wait_event_type = 'Lock'");
-        int waiting = PQresultStatus(r) == PGRES_TUPLES_OK && atoi(PQgetvalue(r, 0, 0)) > 0;
-        PQclear(r);
-        if (waiting)
-            break;
-        nanosleep(&(struct timespec){.tv_nsec = 10 * 1000000L}, NULL);
-    }
-    PQfinish(watch);
+    await_lock_waiter(w->url);
     PQclear(PQexec(w->conn, "COMMIT"));
     return NULL;
 }
@@ -296,6 +303,95 @@ static void test_unique_race(void **state)
     assert_false(oc[1].changed);
     assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 3);
     st_sink_close(s);
+}
+
+/*
+ * With --sql, two workers settle one order at once (a rebalance hands its
+ * partition over while the old owner still has the batch open): both look it
+ * up before either commits, so both run the user's statement. The second one's
+ * insert waits for the first and then finds the row: that is a conflict, not a
+ * settled order. Its batch is rolled back (its user SQL with it) and the retry
+ * reports the recorded row, unchanged: the user's statement ran once, and
+ * both workers publish the outcome that is stored.
+ */
+typedef struct user_sql_worker {
+    st_sink_t *s;
+    oq_order_t o;
+    st_outcome_t oc;
+    int ret;
+    pthread_t thread;
+} user_sql_worker_t;
+
+static void *user_sql_settle(void *arg)
+{
+    user_sql_worker_t *w = arg;
+    w->ret = st_sink_begin(w->s);
+    if (w->ret == 0)
+        w->ret = st_sink_settle(w->s, &w->o, &w->oc); /* waits in the insert for worker A */
+    return NULL;
+}
+
+/* Worker A has settled o in its open batch (oca); worker B settles it meanwhile, A
+ * commits while B's insert waits, and B goes on as write_batch() does. */
+static void second_worker_races(ts_sink_fixture_t *f, st_sink_t *a, st_sink_t *b,
+                                const oq_order_t *o, const st_outcome_t *oca, st_outcome_t *ocb)
+{
+    pg_ctx_t *c = f->ctx;
+    user_sql_worker_t w = {.s = b, .o = *o};
+    assert_int_equal(pthread_create(&w.thread, NULL, user_sql_settle, &w), 0);
+    assert_true(await_lock_waiter(c->url));
+    assert_int_equal(st_sink_commit(a), 0);
+    pthread_join(w.thread, NULL);
+    assert_int_equal(w.ret, CM_ECONFLICT);
+    printf("# the second worker: %s (%s)\n", cm_errname(w.ret), b->errmsg);
+    /* what write_batch() does: roll back, begin again */
+    assert_int_equal(st_sink_rollback(b), 0);
+    assert_int_equal(st_sink_begin(b), 0);
+    assert_int_equal(st_sink_settle(b, o, ocb), 0);
+    assert_int_equal(st_sink_commit(b), 0);
+    assert_false(ocb->changed);
+    assert_int_equal(ocb->status, oca->status);
+    assert_string_equal(ocb->reason, oca->reason);
+}
+
+static void test_user_sql_two_workers(void **state)
+{
+    ts_sink_fixture_t *f = *state;
+    f->exec(f, "CREATE TABLE ledger (order_id TEXT, user_id TEXT, qty INT);"
+               "CREATE TABLE blocked (user_id TEXT);"
+               "CREATE FUNCTION settle_order(p_order text, p_user text, p_qty int) RETURNS void"
+               " LANGUAGE plpgsql AS $$ BEGIN"
+               "  IF EXISTS (SELECT 1 FROM blocked WHERE user_id = p_user) THEN"
+               "   RAISE EXCEPTION 'user % is blocked', p_user; END IF;"
+               "  INSERT INTO ledger VALUES (p_order, p_user, p_qty);"
+               " END $$");
+    st_sink_t *a, *b;
+    assert_int_equal(pgf_open(f, f->user_sql, &a), 0);
+    assert_int_equal(pgf_open(f, f->user_sql, &b), 0);
+    oq_order_t o;
+    st_outcome_t oca, ocb;
+    /* both would settle it: the ledger is charged once */
+    mk_order(&o, "TW-1", "u1");
+    assert_int_equal(st_sink_begin(a), 0);
+    assert_int_equal(st_sink_settle(a, &o, &oca), 0); /* row and ledger in, not committed */
+    assert_true(oca.changed);
+    assert_int_equal(oca.status, OQ_STATUS_SETTLED);
+    second_worker_races(f, a, b, &o, &oca, &ocb);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM ledger WHERE order_id = 'TW-1'"), 1);
+    /* A's statement rejects it, then the user is unblocked and B's would accept it:
+     * B publishes the stored failed too, and charges nothing */
+    mk_order(&o, "TW-2", "u2");
+    f->exec(f, "INSERT INTO blocked VALUES ('u2')");
+    assert_int_equal(st_sink_begin(a), 0);
+    assert_int_equal(st_sink_settle(a, &o, &oca), 0);
+    assert_int_equal(oca.status, OQ_STATUS_FAILED);
+    f->exec(f, "DELETE FROM blocked");
+    second_worker_races(f, a, b, &o, &oca, &ocb);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM ledger WHERE order_id = 'TW-2'"), 0);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 2);
+    assert_int_equal(count_status(f, "failed"), 1);
+    st_sink_close(a);
+    st_sink_close(b);
 }
 
 static void test_sink_open_dispatch(void **state)
@@ -504,6 +600,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_settle_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_loss, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unique_race, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_sql_two_workers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sink_open_dispatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bench_batch500, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settle_loop_into_pg, setup, teardown),
