@@ -31,7 +31,9 @@
  * P0 (PL/pgSQL RAISE) reject that one order (FAILED, with the server's message
  * as reason); anything else (connection lost, serialization failure, ...)
  * fails the batch, which the caller rolls back and retries. A lost connection
- * is re-established by rollback().
+ * is re-established by rollback() (or begin()), and begin() prepares the
+ * statements again whenever the session may lack some: after a reconnect,
+ * after a round of them that failed part way, after a "does not exist".
  */
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
@@ -75,6 +77,7 @@ typedef struct st_pg {
     struct pg_pos *sorted; /* the run by order id, to find first copies (pend_cap entries) */
     bool *first;           /* per order of the run: the first copy of its id (pend_cap) */
     bool on_conflict_next; /* a unique violation failed the last batch: retry with ON CONFLICT */
+    bool prepared;         /* the session holds every statement: false after a (re)connect */
 } st_pg_t;
 
 /* An order of the run and its position, sorted by id then position. */
@@ -121,6 +124,9 @@ static bool is_order_error(const char *sqlstate)
 static int fail(st_pg_t *s, PGresult *res, const char *what)
 {
     const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(s->conn);
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (state && strcmp(state, "26000") == 0) /* a prepared statement is gone: prepare again */
+        s->prepared = false;
     snprintf(s->base.errmsg, sizeof(s->base.errmsg), "postgresql %s: %s", what,
              msg && *msg ? msg : PQerrorMessage(s->conn));
     size_t n = strlen(s->base.errmsg);
@@ -148,15 +154,23 @@ static int prepare_one(st_pg_t *s, const char *name, const char *sql, int n, con
     return 0;
 }
 
-/* Prepared statements belong to the session: done at connect and after a reconnect. */
+/*
+ * Prepared statements belong to the session: done at connect, and at the next
+ * begin whenever the session may lack some (a reconnect, or an earlier round
+ * that failed part way: a lock timeout behind an ALTER TABLE, the user's
+ * function being replaced). That round may have left some of them, so this
+ * one starts from none.
+ */
 static int prepare_all(st_pg_t *s)
 {
     static const Oid ins_types[] = {OID_TEXT, OID_TEXT, OID_TEXT, OID_INT4, OID_INT8,
                                     OID_INT4, OID_TEXT, OID_TEXT, OID_INT8};
     static const Oid user_types[] = {OID_TEXT, OID_TEXT, OID_TEXT, OID_INT4, OID_INT8};
     static const Oid cancel_types[] = {OID_TEXT, OID_INT8, OID_TEXT};
+    s->prepared = false;
     int ret;
-    if ((ret = prepare_one(s, "st_sel", "SELECT status, reason FROM orders WHERE order_id = $1", 1,
+    if ((ret = exec_cmd(s, "DEALLOCATE ALL")) ||
+        (ret = prepare_one(s, "st_sel", "SELECT status, reason FROM orders WHERE order_id = $1", 1,
                            user_types)) ||
         (ret = prepare_one(s, "st_ins",
                            "INSERT INTO orders (order_id, sale_id, user_id, qty, accepted_at, node,"
@@ -199,6 +213,7 @@ static int prepare_all(st_pg_t *s)
         return ret;
     if (s->user_sql && (ret = prepare_one(s, "st_user", s->user_sql, 5, user_types)))
         return ret;
+    s->prepared = true;
     return 0;
 }
 
@@ -206,6 +221,7 @@ static int connect_db(st_pg_t *s)
 {
     if (s->conn)
         PQfinish(s->conn);
+    s->prepared = false;
     s->conn = PQconnectdb(s->conninfo);
     if (!s->conn)
         return CM_ENOMEM;
@@ -214,6 +230,20 @@ static int connect_db(st_pg_t *s)
     PGresult *res = PQexec(s->conn, "SET client_min_messages = warning");
     PQclear(res);
     return 0;
+}
+
+/* Reconnects a lost connection and prepares the statements if the session
+ * lacks them. 0 or a negative cm_err_t. */
+static int ready(st_pg_t *s)
+{
+    if (PQstatus(s->conn) != CONNECTION_OK) {
+        s->prepared = false;
+        PQreset(s->conn);
+        if (PQstatus(s->conn) != CONNECTION_OK)
+            return fail(s, NULL, "reconnect");
+        PQclear(PQexec(s->conn, "SET client_min_messages = warning"));
+    }
+    return s->prepared ? 0 : prepare_all(s);
 }
 
 /* Returns 1 (found), 0 (not found) or a negative cm_err_t. */
@@ -483,15 +513,8 @@ static int pg_settle_many(st_sink_t *sink, const oq_order_t *const *orders,
 static int pg_begin(st_sink_t *sink)
 {
     st_pg_t *s = (st_pg_t *)sink;
-    if (PQstatus(s->conn) != CONNECTION_OK) {
-        PQreset(s->conn);
-        if (PQstatus(s->conn) != CONNECTION_OK)
-            return fail(s, NULL, "reconnect");
-        int ret = prepare_all(s);
-        if (ret)
-            return ret;
-    }
-    return exec_cmd(s, "BEGIN");
+    int ret = ready(s);
+    return ret ? ret : exec_cmd(s, "BEGIN");
 }
 
 /* The vtable's primitives: the step itself is st_sink_settle(). */
@@ -554,12 +577,8 @@ static int pg_commit(st_sink_t *sink)
 static int pg_rollback(st_sink_t *sink)
 {
     st_pg_t *s = (st_pg_t *)sink;
-    if (PQstatus(s->conn) != CONNECTION_OK) {
-        PQreset(s->conn);
-        if (PQstatus(s->conn) != CONNECTION_OK)
-            return fail(s, NULL, "reconnect");
-        return prepare_all(s);
-    }
+    if (PQstatus(s->conn) != CONNECTION_OK)
+        return ready(s);
     if (PQtransactionStatus(s->conn) == PQTRANS_IDLE)
         return 0;
     return exec_cmd(s, "ROLLBACK");

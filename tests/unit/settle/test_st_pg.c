@@ -78,6 +78,14 @@ static int group_teardown(void **state)
     return 0;
 }
 
+/* The user's function of the fixture's ledger (users "bad*" are refused). */
+#define SETTLE_ORDER_FN                                                                            \
+    "CREATE FUNCTION settle_order(p_order text, p_user text, p_qty int) RETURNS void"              \
+    " LANGUAGE plpgsql AS $$ BEGIN"                                                                \
+    "  IF p_user LIKE 'bad%' THEN RAISE EXCEPTION 'user % is blocked', p_user; END IF;"            \
+    "  INSERT INTO ledger VALUES (p_order, p_user, p_qty);"                                        \
+    " END $$"
+
 static int setup(void **state)
 {
     pg_ctx_t *c = calloc(1, sizeof(*c));
@@ -96,13 +104,7 @@ static int setup(void **state)
     f->open = pgf_open;
     f->query_int = pgf_query_int;
     f->exec = pgf_exec;
-    f->ledger_setup =
-        "CREATE TABLE ledger (order_id TEXT, user_id TEXT, qty INT);"
-        "CREATE FUNCTION settle_order(p_order text, p_user text, p_qty int) RETURNS void"
-        " LANGUAGE plpgsql AS $$ BEGIN"
-        "  IF p_user LIKE 'bad%' THEN RAISE EXCEPTION 'user % is blocked', p_user; END IF;"
-        "  INSERT INTO ledger VALUES (p_order, p_user, p_qty);"
-        " END $$";
+    f->ledger_setup = "CREATE TABLE ledger (order_id TEXT, user_id TEXT, qty INT);" SETTLE_ORDER_FN;
     f->user_sql = "SELECT settle_order($1, $3, $4)";
     f->ctx = c;
     *state = f;
@@ -195,6 +197,84 @@ static void test_connection_loss(void **state)
     assert_true(oc.changed);
     assert_int_equal(st_sink_commit(s), 0);
     assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 3);
+    st_sink_close(s);
+}
+
+/* Kills every other session of the database (the sink's). */
+static void drop_sessions(const char *url)
+{
+    PGconn *admin = conn_to(url);
+    PGresult *r = PQexec(admin, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                                " WHERE datname = current_database() AND pid <> pg_backend_pid()");
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    assert_int_equal(atoi(PQgetvalue(r, 0, 0)), 1);
+    PQclear(r);
+    PQfinish(admin);
+}
+
+/* One batch of one order, as write_batch() runs it. */
+static int settle_batch(st_sink_t *s, const char *id)
+{
+    oq_order_t o;
+    st_outcome_t oc;
+    mk_order(&o, id, "u1");
+    const oq_order_t *op[1] = {&o};
+    st_outcome_t *ocp[1] = {&oc};
+    int ret = st_sink_begin(s);
+    if (ret == 0)
+        ret = st_sink_settle_many(s, op, ocp, 1);
+    if (ret == 0)
+        ret = st_sink_commit(s);
+    if (ret != 0) {
+        printf("# batch %s: %s (%s)\n", id, cm_errname(ret), s->errmsg);
+        st_sink_rollback(s);
+    }
+    return ret;
+}
+
+/*
+ * The connection drops and the reconnect cannot prepare the statements (the
+ * table locked by an ALTER TABLE past lock_timeout; the user's function being
+ * replaced): the batch fails, and the next one prepares them again, however
+ * many of them the failed round left in the session.
+ */
+static void test_reprepare_after_reconnect(void **state)
+{
+    ts_sink_fixture_t *f = *state;
+    pg_ctx_t *c = f->ctx;
+    char url[300];
+    snprintf(url, sizeof(url), "%s?options=-c%%20lock_timeout%%3D300", c->url);
+    st_sink_t *s;
+    char err[512] = "";
+    assert_int_equal(st_pg_open(&s, url, NULL, err, sizeof(err)), 0);
+    assert_int_equal(settle_batch(s, "RP-1"), 0);
+    /* 1. no statement prepared: the first one waits on the lock */
+    drop_sessions(c->url);
+    PGconn *locker = conn_to(c->url);
+    PQclear(PQexec(locker, "BEGIN"));
+    PGresult *r = PQexec(locker, "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE");
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    assert_true(settle_batch(s, "RP-2") < 0); /* lost connection; rollback's prepare times out */
+    assert_non_null(strstr(s->errmsg, "lock timeout"));
+    PQclear(PQexec(locker, "COMMIT"));
+    PQfinish(locker);
+    assert_int_equal(settle_batch(s, "RP-2"), 0);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 2);
+    st_sink_close(s);
+
+    /* 2. every statement but the user's prepared: its function is gone for a moment */
+    f->exec(f, f->ledger_setup);
+    assert_int_equal(pgf_open(f, f->user_sql, &s), 0);
+    assert_int_equal(settle_batch(s, "RP-3"), 0);
+    drop_sessions(c->url);
+    f->exec(f, "DROP FUNCTION settle_order(text, text, int)");
+    assert_true(settle_batch(s, "RP-4") < 0);
+    assert_non_null(strstr(s->errmsg, "settle_order"));
+    f->exec(f, SETTLE_ORDER_FN);
+    assert_int_equal(settle_batch(s, "RP-4"), 0);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM ledger"), 2);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 4);
     st_sink_close(s);
 }
 
@@ -599,6 +679,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel_failed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settle_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_loss, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reprepare_after_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unique_race, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_sql_two_workers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sink_open_dispatch, setup, teardown),
