@@ -459,6 +459,7 @@ static size_t write_run(st_settle_t *st, size_t from, int *ret)
 static int write_batch(st_settle_t *st)
 {
     uint64_t backoff = 50;
+    size_t quick = 0;
     for (;;) {
         int ret = st_sink_begin(st->sink);
         for (size_t i = 0; ret == 0 && i < st->nbatch;)
@@ -473,6 +474,11 @@ static int write_batch(st_settle_t *st)
         st_sink_rollback(st->sink);
         if (atomic_load(&st->stop) || brokers_moved(st))
             return CM_EAGAIN;
+        /* CM_EAGAIN from the sink: the retry goes further (an order whose
+         * user statement rolled the batch back is failed without it), so no
+         * wait; one such retry per order at most, then the backoff again. */
+        if (ret == CM_EAGAIN && quick++ < st->nbatch)
+            continue;
         sleep_ms(backoff);
         backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
     }

@@ -27,6 +27,9 @@
  * database's message as reason, and the batch goes on (a savepoint per order);
  * any other error (connection lost, disk full, lock timeout) is returned as a
  * negative cm_err_t: the caller rolls the batch back and retries it later.
+ * CM_EAGAIN: the user's SQL rejected an order by rolling back the whole
+ * transaction (SQLite's RAISE(ROLLBACK)); the sink remembers the order and the
+ * retry, which may come at once, stores it as FAILED without running it.
  *
  * A sink is used by one thread at a time. See docs/settlement.md.
  */

@@ -5,7 +5,10 @@
  * database commit, so a commit that a power loss could undo would lose an
  * order), busy_timeout for the rare second writer. A batch is one
  * BEGIN IMMEDIATE ... COMMIT; the user's statement runs inside a savepoint per
- * order so that one rejected order does not undo the others.
+ * order so that one rejected order does not undo the others. A rejection that
+ * rolls back the whole transaction instead (RAISE(ROLLBACK), INSERT OR
+ * ROLLBACK) fails the batch with CM_EAGAIN and the order is remembered: the
+ * retry stores it as failed without running the statement for it again.
  */
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
@@ -17,6 +20,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+typedef struct sq_rejected {
+    char order_id[INV_ORDER_ID_MAX + 1];
+    char reason[OQ_REASON_MAX + 1];
+} sq_rejected_t;
+
 typedef struct st_sqlite {
     st_sink_t base;
     sqlite3 *db;
@@ -25,6 +33,10 @@ typedef struct st_sqlite {
     sqlite3_stmt *cancel; /* settled -> cancelled */
     sqlite3_stmt *user;   /* the user's statement, or NULL */
     bool in_tx;
+    /* orders whose user statement rolled the whole transaction back, with its
+     * message: failed without running it again (forgotten at a commit) */
+    sq_rejected_t *rejected;
+    size_t nrejected, caprejected;
 } st_sqlite_t;
 
 /* The per-sale index on sale_id alone, as in PostgreSQL (st_pg.c: a sale's new
@@ -166,12 +178,38 @@ static void bind_named(sqlite3_stmt *st, const oq_order_t *o)
         sqlite3_bind_int64(st, i, o->accepted_at_ms);
 }
 
+static const sq_rejected_t *find_rejected(const st_sqlite_t *s, const char *order_id)
+{
+    for (size_t i = 0; i < s->nrejected; i++)
+        if (strcmp(s->rejected[i].order_id, order_id) == 0)
+            return &s->rejected[i];
+    return NULL;
+}
+
+static void remember_rejected(st_sqlite_t *s, const char *order_id, const char *reason)
+{
+    if (find_rejected(s, order_id))
+        return;
+    if (s->nrejected == s->caprejected) {
+        s->caprejected = s->caprejected ? s->caprejected * 2 : 8;
+        s->rejected = cm_xrealloc(s->rejected, s->caprejected * sizeof(*s->rejected));
+    }
+    sq_rejected_t *r = &s->rejected[s->nrejected++];
+    snprintf(r->order_id, sizeof(r->order_id), "%s", order_id);
+    snprintf(r->reason, sizeof(r->reason), "%s", reason);
+}
+
 /*
  * Runs the user's statement for one order inside a savepoint. Returns 0 (ran),
  * 1 (rejected the order: reason filled) or a negative cm_err_t.
  */
 static int run_user(st_sqlite_t *s, const oq_order_t *o, char *reason, size_t rlen)
 {
+    const sq_rejected_t *rej = find_rejected(s, o->order_id);
+    if (rej) { /* rejected by an earlier try of this batch: not run again */
+        snprintf(reason, rlen, "%s", rej->reason);
+        return 1;
+    }
     int ret = exec(s, "SAVEPOINT st_order");
     if (ret)
         return ret;
@@ -190,6 +228,19 @@ static int run_user(st_sqlite_t *s, const oq_order_t *o, char *reason, size_t rl
     }
     sqlite3_reset(s->user);
     sqlite3_clear_bindings(s->user);
+    if (ret == 1 && sqlite3_get_autocommit(s->db)) {
+        /* RAISE(ROLLBACK) or OR ROLLBACK: SQLite rolled back the whole
+         * transaction, the batch's other orders with it, so there is no
+         * savepoint to go back to. The order still fails alone: remembered
+         * here, the batch's retry stores it as failed. */
+        remember_rejected(s, o->order_id, reason);
+        s->in_tx = false;
+        snprintf(s->base.errmsg, sizeof(s->base.errmsg),
+                 "sqlite user sql rolled the batch back: order %s rejected (%s); the retry "
+                 "stores it as failed",
+                 o->order_id, reason);
+        return CM_EAGAIN;
+    }
     if (ret < 0)
         return ret;
     if (ret == 1) {
@@ -272,6 +323,8 @@ static int sq_commit(st_sink_t *sink)
         /* A failed COMMIT may leave the transaction open: end it. */
         if (!sqlite3_get_autocommit(s->db))
             sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    } else {
+        s->nrejected = 0; /* their failures are recorded now */
     }
     s->in_tx = false;
     return ret;
@@ -298,6 +351,7 @@ static void sq_close(st_sink_t *sink)
     sqlite3_finalize(s->cancel);
     sqlite3_finalize(s->user);
     sqlite3_close(s->db);
+    free(s->rejected);
     free(s);
 }
 

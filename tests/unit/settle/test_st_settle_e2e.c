@@ -301,6 +301,75 @@ static void test_cancel_and_failed(void **state)
 }
 
 /*
+ * The user's statement rejects orders with RAISE(ROLLBACK), which rolls the
+ * whole batch transaction back in SQLite. Each such order fails alone: its
+ * batch is retried at once, and the retry stores it as failed without running
+ * the statement for it again (one rollback per rejected order). Before, the
+ * batch was retried with the same rollback forever and nothing behind it
+ * settled. All on one partition, so the rejections meet in one batch or few
+ * (12 retries of one batch with the backoff's doubling waits would take over
+ * the 30 s wait_messages allows; at once they take milliseconds).
+ */
+static void test_user_sql_raise_rollback(void **state)
+{
+    fx_t *f = *state;
+    enum { N = 40 };
+    char *keys[N], *vals[N];
+    int nbad = 0;
+    for (int i = 0; i < N; i++) {
+        char u[32];
+        bool bad = i % 10 == 3 || i % 10 == 7 || i % 10 == 8;
+        snprintf(u, sizeof(u), "%s-%d", bad ? "blocked" : "user", i);
+        nbad += bad;
+        keys[i] = sale_key(1);
+        vals[i] = order_json(i, u);
+    }
+    produce(f, keys, vals, N);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->db, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "CREATE TABLE ledger (user_id TEXT, qty INT);"
+                                  "CREATE TRIGGER blocked BEFORE INSERT ON ledger"
+                                  " WHEN NEW.user_id LIKE 'blocked%'"
+                                  " BEGIN SELECT RAISE(ROLLBACK, 'user is blocked'); END;",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+
+    runner_t r;
+    st_settle_opts_t o = {.batch = 500, .sql = "INSERT INTO ledger VALUES (:user_id, :qty)"};
+    uint64_t t0 = cm_mono_ns();
+    start_settle(&r, f, &o);
+    wait_messages(&r, N);
+    const st_settle_stats_t *s = st_settle_stats(r.st);
+    printf("# %d orders, %d rolled back by the user's statement: %.2f s incl. group join, "
+           "batches=%llu rollbacks=%llu\n",
+           N, nbad, (double)(cm_mono_ns() - t0) / 1e9, (unsigned long long)atomic_load(&s->batches),
+           (unsigned long long)atomic_load(&s->db_errors));
+    assert_int_equal(atomic_load(&s->failed), nbad);
+    assert_int_equal(atomic_load(&s->settled), N - nbad);
+    assert_int_equal(atomic_load(&s->db_errors), nbad); /* once per rejected order */
+    stop_settle(&r);
+
+    assert_int_equal(db_int(f->db, "SELECT count(*) FROM orders"), N);
+    assert_int_equal(db_int(f->db, "SELECT count(*) FROM orders WHERE status = 'failed'"
+                                   " AND reason = 'user is blocked'"),
+                     nbad);
+    assert_int_equal(db_int(f->db, "SELECT count(*) FROM ledger"), N - nbad);
+    seen_t *seen = calloc(1, sizeof(*seen));
+    assert_int_equal(ts_kafka_read_all(f->k.bootstrap, ST_DEFAULT_OUTCOMES_TOPIC, on_outcome, seen),
+                     N);
+    for (int i = 0; i < N; i++) {
+        bool bad = i % 10 == 3 || i % 10 == 7 || i % 10 == 8;
+        assert_int_equal(seen->n[i], 1);
+        assert_int_equal(seen->status[i], bad ? OQ_STATUS_FAILED : OQ_STATUS_SETTLED);
+        if (bad)
+            assert_string_equal(seen->reason[i], "user is blocked");
+    }
+    free(seen);
+}
+
+/*
  * max_rate 200/s is a token bucket of burst 20 (a tenth of a second). On the
  * fake clock it is exact and does not depend on how loaded the machine is:
  * frozen, exactly 20 orders settle and then none; every 100 ms of clock lets
@@ -354,6 +423,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_settle_2000_with_duplicates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_and_failed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_sql_raise_rollback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_rate, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

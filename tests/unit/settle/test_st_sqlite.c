@@ -137,6 +137,86 @@ static void test_busy_is_batch_error(void **state)
     st_sink_close(s);
 }
 
+/* One batch as write_batch() runs it, retried until it commits (at most `tries`
+ * attempts); returns the attempts it took, or -1. */
+static int settle_until_committed(st_sink_t *s, const oq_order_t *o, st_outcome_t *oc, size_t n,
+                                  int tries)
+{
+    for (int attempt = 1; attempt <= tries; attempt++) {
+        int ret = st_sink_begin(s);
+        for (size_t i = 0; ret == 0 && i < n; i++)
+            ret = st_sink_settle(s, &o[i], &oc[i]);
+        if (ret == 0)
+            ret = st_sink_commit(s);
+        if (ret == 0)
+            return attempt;
+        printf("# attempt %d: %s (%s)\n", attempt, cm_errname(ret), s->errmsg);
+        assert_int_equal(ret, CM_EAGAIN); /* the retry goes further: no backoff needed */
+        assert_int_equal(st_sink_rollback(s), 0);
+    }
+    return -1;
+}
+
+/*
+ * The user's statement rejects an order with RAISE(ROLLBACK) or INSERT OR
+ * ROLLBACK: SQLite rolls the whole batch transaction back, not just the
+ * order's savepoint. That order still fails alone: the batch fails once per
+ * such order and its retry stores the order as failed, with the message,
+ * without running the statement for it again; the other orders settle.
+ */
+static void test_user_sql_rolls_back_the_batch(void **state)
+{
+    ts_sink_fixture_t *f = *state;
+    f->exec(f, "CREATE TABLE ledger (order_id TEXT, user_id TEXT UNIQUE, qty INTEGER);"
+               "CREATE TRIGGER blocked BEFORE INSERT ON ledger WHEN NEW.user_id LIKE 'bad%'"
+               " BEGIN SELECT RAISE(ROLLBACK, 'user is blocked'); END;");
+    st_sink_t *s;
+    assert_int_equal(f->open(f, "INSERT INTO ledger VALUES (:order_id, :user_id, :qty)", &s), 0);
+    oq_order_t o[5];
+    st_outcome_t oc[5];
+    mk_order(&o[0], "RR-1", "good1");
+    mk_order(&o[1], "RR-2", "bad1");
+    mk_order(&o[2], "RR-3", "good2");
+    mk_order(&o[3], "RR-4", "bad2");
+    mk_order(&o[4], "RR-5", "good3");
+    assert_int_equal(settle_until_committed(s, o, oc, 5, 5), 3); /* two orders rolled it back */
+    for (int i = 0; i < 5; i++) {
+        assert_true(oc[i].changed);
+        if (i % 2) {
+            assert_int_equal(oc[i].status, OQ_STATUS_FAILED);
+            assert_string_equal(oc[i].reason, "user is blocked");
+        } else {
+            assert_int_equal(oc[i].status, OQ_STATUS_SETTLED);
+        }
+    }
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM ledger"), 3);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 5);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders WHERE status = 'failed'"
+                                     " AND reason = 'user is blocked'"),
+                     2);
+    /* a copy later: the stored failure, the statement not run */
+    assert_int_equal(settle_until_committed(s, &o[1], &oc[1], 1, 1), 1);
+    assert_false(oc[1].changed);
+    assert_int_equal(oc[1].status, OQ_STATUS_FAILED);
+    assert_string_equal(oc[1].reason, "user is blocked");
+    st_sink_close(s);
+
+    /* INSERT OR ROLLBACK: a second order of a user meets the UNIQUE user_id */
+    assert_int_equal(
+        f->open(f, "INSERT OR ROLLBACK INTO ledger VALUES (:order_id, :user_id, :qty)", &s), 0);
+    mk_order(&o[0], "OR-1", "good4");
+    mk_order(&o[1], "OR-2", "good4");
+    mk_order(&o[2], "OR-3", "good5");
+    assert_int_equal(settle_until_committed(s, o, oc, 3, 3), 2);
+    assert_int_equal(oc[0].status, OQ_STATUS_SETTLED);
+    assert_int_equal(oc[1].status, OQ_STATUS_FAILED);
+    assert_non_null(strstr(oc[1].reason, "UNIQUE"));
+    assert_int_equal(oc[2].status, OQ_STATUS_SETTLED);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM ledger"), 5);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 8);
+    st_sink_close(s);
+}
+
 static void test_bad_user_sql_rejected_at_open(void **state)
 {
     ts_sink_fixture_t *f = *state;
@@ -183,6 +263,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel_failed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settle_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_busy_is_batch_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_sql_rolls_back_the_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_user_sql_rejected_at_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sink_open_dispatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bench_batch500, setup, teardown),
