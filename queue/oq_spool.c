@@ -400,7 +400,15 @@ static int write_released(oq_spool_t *sp, oq_pos_t pos)
     return 0;
 }
 
-/* Maps a segment for reading. *map is NULL for an empty one. */
+/*
+ * Maps a segment for reading. *map is NULL for an empty one; seg_unmap()
+ * gives it back. A read-only spool (flashgate-spool next to a live gateway)
+ * reads the file into memory instead: the gateway may cut records off the end
+ * meanwhile (a failed fsync's cut_unsynced_locked), and touching a mapped page
+ * that then lies past the end of the file raises SIGBUS. A read that comes
+ * back short ends the segment there. The writer's own readers never map past
+ * what the writer keeps.
+ */
 static int seg_map(oq_spool_t *sp, uint64_t seg, uint64_t *size, const unsigned char **map)
 {
     char name[64];
@@ -416,7 +424,25 @@ static int seg_map(oq_spool_t *sp, uint64_t seg, uint64_t *size, const unsigned 
     if (*size == UINT64_MAX || *size > (uint64_t)st.st_size)
         *size = (uint64_t)st.st_size;
     *map = NULL;
-    if (*size > 0) {
+    if (*size > 0 && sp->read_only) {
+        unsigned char *buf = cm_xmalloc((size_t)*size);
+        uint64_t got = 0;
+        while (got < *size) {
+            ssize_t r = pread(fd, buf + got, (size_t)(*size - got), (off_t)got);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r < 0) {
+                free(buf);
+                close(fd);
+                return CM_EIO;
+            }
+            if (r == 0)
+                break;
+            got += (uint64_t)r;
+        }
+        *size = got;
+        *map = buf;
+    } else if (*size > 0) {
         void *m = mmap(NULL, (size_t)*size, PROT_READ, MAP_SHARED, fd, 0);
         if (m == MAP_FAILED) {
             close(fd);
@@ -426,6 +452,16 @@ static int seg_map(oq_spool_t *sp, uint64_t seg, uint64_t *size, const unsigned 
     }
     close(fd);
     return 0;
+}
+
+static void seg_unmap(const oq_spool_t *sp, const unsigned char *map, uint64_t size)
+{
+    if (map == NULL)
+        return;
+    if (sp->read_only)
+        free((void *)map);
+    else
+        munmap((void *)map, (size_t)size);
 }
 
 /* Verifies the records of one segment from `start`; *good is where the
@@ -506,20 +542,25 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
         bool last = i + 1 == sp->nsegs;
         char name[64];
         seg_name(name, sizeof(name), s->seg);
+        struct stat sst;
+        if (fstatat(sp->dirfd, name, &sst, 0) != 0) {
+            errf(errbuf, errlen, "spool: cannot read %s/%s: %s", sp->dir, name, strerror(errno));
+            return CM_EIO;
+        }
+        s->size = (uint64_t)sst.st_size;
+        if (seg_released(s, last, sp->released)) {
+            /* Wholly released: a crash cut the deletion short, or the relay
+             * keeps them (oq_spool_release_keep). Not verified (nothing will
+             * be sent from them), not read; the next oq_spool_release
+             * deletes them. */
+            sp->segs[keep++] = *s;
+            continue;
+        }
         const unsigned char *map;
         int rc = seg_map(sp, s->seg, &s->size, &map);
         if (rc != 0) {
             errf(errbuf, errlen, "spool: cannot read %s/%s: %s", sp->dir, name, cm_strerror(rc));
             return rc;
-        }
-        if (seg_released(s, last, sp->released)) {
-            /* Wholly released: a crash cut the deletion short, or the relay
-             * keeps them (oq_spool_release_keep). Not verified (nothing will
-             * be sent from them); the next oq_spool_release deletes them. */
-            if (map)
-                munmap((void *)map, (size_t)s->size);
-            sp->segs[keep++] = *s;
-            continue;
         }
         uint64_t start = s->seg == sp->released.seg ? sp->released.off : 0;
         uint64_t good = start, nrec = 0;
@@ -528,8 +569,7 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
             st = seg_verify(map, s->size, start, &good, &nrec);
         else
             good = s->size;
-        if (map)
-            munmap((void *)map, (size_t)s->size);
+        seg_unmap(sp, map, s->size);
         if (st != REC_OK) {
             if (!last) {
                 errf(errbuf, errlen,
@@ -1242,8 +1282,7 @@ long oq_spool_scan(oq_spool_t *sp, oq_pos_t from, int (*fn)(const oq_rec_t *rec,
             stop = fn(&rec, ctx) != 0;
             off = rec.next.off;
         }
-        if (map)
-            munmap((void *)map, (size_t)size);
+        seg_unmap(sp, map, size);
         if (stop || count < 0)
             break;
     }

@@ -46,7 +46,8 @@ typedef struct oq_spool_opts {
     uint64_t segment_bytes;   /* roll to a new segment past this size */
     uint64_t max_bytes;       /* unreleased bytes past which appends fail with CM_EBUSY */
     bool read_only;           /* inspect only (flashgate-spool): no recovery cut, no lock,
-                                 appends and releases fail with CM_EINVAL */
+                                 appends and releases fail with CM_EINVAL; segments are
+                                 read into memory, not mapped (a live writer may cut them) */
 } oq_spool_opts_t;
 
 /* Opens (recovering a torn tail). Returns 0 or a negative cm_err_t with a reason. */

@@ -1115,6 +1115,80 @@ static void test_fsync_readers_see_only_synced(void **state)
     oq_spool_close(sp);
 }
 
+/*
+ * flashgate-spool reads a live gateway's spool. In fsync durability a reader
+ * that opened read-only sees the records not synced yet, and a failed fsync
+ * makes the gateway cut them (cut_unsynced_locked) while the reader is in the
+ * middle of them: the reader must not die of SIGBUS on a page of its
+ * mapping that now lies past the end of the file. The reader is a child
+ * process, as the tool is; the parent, the gateway, cuts when told.
+ */
+typedef struct cut_ctx {
+    int tell, wait; /* pipes to and from the parent */
+    long seen;
+} cut_ctx_t;
+
+static int cut_while_reading(const oq_rec_t *rec, void *arg)
+{
+    (void)rec;
+    cut_ctx_t *c = arg;
+    char b = 0;
+    if (++c->seen == 200 && /* pages in: the gateway's fsync fails now */
+        (write(c->tell, &b, 1) != 1 || read(c->wait, &b, 1) != 1))
+        _exit(3);
+    return 0;
+}
+
+static void test_reader_survives_a_cut(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_opts_t o = {.dir = f->dir, .durability = OQ_DURABILITY_FSYNC};
+    oq_spool_t *sp = NULL;
+    char err[256];
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    append_n(sp, 0, 5);
+    assert_int_equal(oq_spool_sync(sp), 0);
+    append_n(sp, 5, 400); /* ~60 KiB, not synced */
+    char path[512];
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    assert_true(file_size(seg_path(f->dir, st.end.seg, path, sizeof(path))) > 8 * 4096);
+    int up[2], down[2];
+    assert_int_equal(pipe(up), 0);
+    assert_int_equal(pipe(down), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        signal(SIGBUS, SIG_DFL); /* not cmocka's handler: die of it, for the parent to see */
+        signal(SIGSEGV, SIG_DFL);
+        oq_spool_opts_t ro = {.dir = f->dir, .read_only = true};
+        oq_spool_t *reader = NULL;
+        if (oq_spool_open(&reader, &ro, NULL, 0) != 0)
+            _exit(4);
+        cut_ctx_t c = {.tell = up[1], .wait = down[0]};
+        long n = oq_spool_scan(reader, (oq_pos_t){0, 0}, cut_while_reading, &c);
+        _exit(n >= 200 ? 0 : 5); /* what it read when it started, or an error */
+    }
+    close(up[1]);
+    close(down[0]);
+    char b;
+    assert_int_equal(read(up[0], &b, 1), 1);
+    oq__spool_fail_next_sync(sp);
+    assert_int_equal(oq_spool_sync(sp), CM_EIO); /* cuts the unsynced records */
+    assert_true(file_size(path) < 4096);
+    assert_int_equal(write(down[1], &b, 1), 1);
+    int wst;
+    assert_int_equal(waitpid(pid, &wst, 0), pid);
+    close(up[0]);
+    close(down[1]);
+    if (WIFSIGNALED(wst))
+        fail_msg("the reader died of signal %d (%s)", WTERMSIG(wst), strsignal(WTERMSIG(wst)));
+    assert_true(WIFEXITED(wst));
+    assert_int_equal(WEXITSTATUS(wst), 0);
+    oq_spool_close(sp);
+}
+
 int main(int argc, char **argv)
 {
     snprintf(g_self, sizeof(g_self), "%s", argv[0]);
@@ -1137,6 +1211,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_tool_dump_and_stats, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roll_swaps_in_a_spare, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsync_readers_see_only_synced, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reader_survives_a_cut, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_near_cap_keeps_what_fits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_short_batch_write_kept_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_short_batch_write_cut_fails, setup, teardown),
