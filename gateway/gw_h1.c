@@ -1723,23 +1723,6 @@ static void fd_starved(gw_worker_t *w)
     uv_timer_start(&w->accept_timer, on_accept_retry, FD_STARVED_RETRY_MS, 0);
 }
 
-/* An accepted socket that could not join the epoll set: conn_close's
- * bookkeeping, nothing harvested names it yet. */
-static void conn_close_unpolled(gw_h1_t *c)
-{
-    gw_worker_t *w = c->w;
-    w->h1_open--;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        w->h1_conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    gw_conn_release(c->guard);
-    close(c->fd);
-    free(c);
-}
-
 static void on_accept(gw_worker_t *w)
 {
     gw_http_iteration(w);
@@ -1778,7 +1761,7 @@ static void on_accept(gw_worker_t *w)
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
                                  .data.ptr = c};
         if (epoll_ctl(w->efd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            conn_close_unpolled(c);
+            conn_close(c); /* freed with the iteration's closed ones */
             continue;
         }
         start_reading(c);
