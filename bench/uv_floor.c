@@ -97,15 +97,23 @@ static void conn_close(conn_t *c)
         uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
 
+/* The answer after what the output holds; -1 for a pipeline deeper than the
+ * output buffer (the connection is dropped). Every way of driving the sockets
+ * answers with it. */
+static int put_answer(char *wbuf, size_t *wlen)
+{
+    redate();
+    if (*wlen + answer_len > WBUF)
+        return -1;
+    memcpy(wbuf + *wlen, answer, answer_len);
+    *wlen += answer_len;
+    return 0;
+}
+
 static int on_complete(llhttp_t *p)
 {
     conn_t *c = p->data;
-    redate();
-    if (c->wlen + answer_len > WBUF)
-        return -1; /* a pipeline deeper than the output buffer: drop the connection */
-    memcpy(c->wbuf + c->wlen, answer, answer_len);
-    c->wlen += answer_len;
-    return 0;
+    return put_answer(c->wbuf, &c->wlen);
 }
 
 static const llhttp_settings_t settings = {.on_message_complete = on_complete};
@@ -226,12 +234,7 @@ typedef struct {
 static int on_complete_e(llhttp_t *p)
 {
     econn_t *c = p->data;
-    redate();
-    if (c->wlen + answer_len > WBUF)
-        return -1;
-    memcpy(c->wbuf + c->wlen, answer, answer_len);
-    c->wlen += answer_len;
-    return 0;
+    return put_answer(c->wbuf, &c->wlen);
 }
 
 static const llhttp_settings_t esettings = {.on_message_complete = on_complete_e};
@@ -368,12 +371,7 @@ typedef struct {
 static int on_complete_p(llhttp_t *p)
 {
     pconn_t *c = p->data;
-    redate();
-    if (c->wlen + answer_len > WBUF)
-        return -1;
-    memcpy(c->wbuf + c->wlen, answer, answer_len);
-    c->wlen += answer_len;
-    return 0;
+    return put_answer(c->wbuf, &c->wlen);
 }
 
 static const llhttp_settings_t psettings = {.on_message_complete = on_complete_p};
