@@ -144,6 +144,18 @@ static void test_settle_many(void **state)
     case_settle_many(*state);
 }
 
+/* Kills every other session of the database (the sink's). */
+static void drop_sessions(const char *url)
+{
+    PGconn *admin = conn_to(url);
+    PGresult *r = PQexec(admin, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                                " WHERE datname = current_database() AND pid <> pg_backend_pid()");
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    assert_int_equal(atoi(PQgetvalue(r, 0, 0)), 1);
+    PQclear(r);
+    PQfinish(admin);
+}
+
 /* The server drops our connection mid-batch: a batch error, then rollback reconnects. */
 static void test_connection_loss(void **state)
 {
@@ -157,13 +169,7 @@ static void test_connection_loss(void **state)
     mk_order(&o2, "CL-2", "u2");
     assert_int_equal(st_sink_begin(s), 0);
     assert_int_equal(st_sink_settle(s, &o1, &oc), 0);
-    PGconn *admin = conn_to(c->url);
-    PGresult *r = PQexec(admin, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                                " WHERE datname = current_database() AND pid <> pg_backend_pid()");
-    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
-    assert_int_equal(atoi(PQgetvalue(r, 0, 0)), 1);
-    PQclear(r);
-    PQfinish(admin);
+    drop_sessions(c->url);
     int ret = st_sink_settle(s, &o2, &oc);
     if (ret == 0)
         ret = st_sink_commit(s);
@@ -183,12 +189,7 @@ static void test_connection_loss(void **state)
     const oq_order_t *op[1] = {&o3};
     st_outcome_t *ocp[1] = {&oc};
     assert_int_equal(st_sink_begin(s), 0);
-    admin = conn_to(c->url);
-    r = PQexec(admin, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                      " WHERE datname = current_database() AND pid <> pg_backend_pid()");
-    assert_int_equal(atoi(PQgetvalue(r, 0, 0)), 1);
-    PQclear(r);
-    PQfinish(admin);
+    drop_sessions(c->url);
     assert_true(st_sink_settle_many(s, op, ocp, 1) < 0);
     printf("# settle_many after the server dropped us: %s\n", s->errmsg);
     assert_int_equal(st_sink_rollback(s), 0); /* reconnects */
@@ -198,18 +199,6 @@ static void test_connection_loss(void **state)
     assert_int_equal(st_sink_commit(s), 0);
     assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 3);
     st_sink_close(s);
-}
-
-/* Kills every other session of the database (the sink's). */
-static void drop_sessions(const char *url)
-{
-    PGconn *admin = conn_to(url);
-    PGresult *r = PQexec(admin, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                                " WHERE datname = current_database() AND pid <> pg_backend_pid()");
-    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
-    assert_int_equal(atoi(PQgetvalue(r, 0, 0)), 1);
-    PQclear(r);
-    PQfinish(admin);
 }
 
 /* One batch of one order, as write_batch() runs it. */
