@@ -39,6 +39,9 @@ bench's flags, a 1 s warm-up, then `wrk -t1 -cCONNS -dSECONDS`. MODE:
          (one per libuv loop: the main thread's and the worker's, and with Redis
          the backend's own; before session 8 libmicrohttpd had one more); run it on a quiet
          machine: how many answers one wait finds depends on the load
+PROFILE_CAP=QUOTA_US/PERIOD_US (e.g. 1000/20000, overload.py's cpu cap) puts the gateway
+in a cgroup v1 cpu group with that CFS quota, pinned to CPU 1 with wrk on CPU 0: the cost
+of an answer to a throttled process, over wrk's kept connections.
 Run it under `flock /work/bench.lock` like every benchmark here. Prints one JSON line.
 """
 import glob
@@ -126,9 +129,28 @@ def ticks(pid):
 WRK_CPU = [0.0]  # the last wrk run's utime+stime, seconds
 
 
+def cap(pid, spec, tmp):
+    """PROFILE_CAP=QUOTA_US/PERIOD_US: every thread of pid into a cgroup v1 cpu group of
+    its own with that CFS quota, pinned to CPU 1 (wrk to CPU 0), as bench/overload.py's
+    cpu case caps the gateway: what an answer costs a throttled process."""
+    quota, period = (int(x) for x in spec.split("/"))
+    g = "/sys/fs/cgroup/cpu/flashgate-profile-%d" % os.getpid()
+    os.makedirs(g, exist_ok=True)
+    with open(os.path.join(g, "cpu.cfs_period_us"), "w") as f:
+        f.write(str(period))
+    with open(os.path.join(g, "cpu.cfs_quota_us"), "w") as f:
+        f.write(str(quota))
+    for t in os.listdir("/proc/%d/task" % pid):
+        with open(os.path.join(g, "tasks"), "w") as f:
+            f.write(t)
+        os.sched_setaffinity(int(t), {1})
+    return g
+
+
 def wrk(port, conns, secs, script, sale):
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(["wrk", "-t1", "-c%d" % conns, "-d%ds" % secs, "-s", script,
+    out = subprocess.run((["taskset", "-c", "0"] if os.environ.get("PROFILE_CAP") else []) +
+                         ["wrk", "-t1", "-c%d" % conns, "-d%ds" % secs, "-s", script,
                           "http://127.0.0.1:%d" % port, "--", sale],
                          capture_output=True, text=True).stdout
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -169,7 +191,7 @@ def main():
             "--data-dir", os.path.join(tmp, "data"), "--threads", "1",
             "--server-trusted-proxies", "127.0.0.1/32", "--limits-ip-rps", "0",
             "--log-level", "warn", "--kafka-brokers", "none", "--limits-user-rps", "1"]
-    rs = None
+    rs, group = None, None
     if case in ("mem", "redis"):
         argv += PEER_LIKE
     if case == "redis":
@@ -221,6 +243,8 @@ def main():
                         "acc": (os.path.join(wrkdir, "buy.lua"), "acc"),
                         "mem": (os.path.join(wrkdir, "buy.lua"), "acc"),
                         "redis": (os.path.join(wrkdir, "buy.lua"), "acc")}[case]
+        group = cap(target, os.environ["PROFILE_CAP"], tmp) if os.environ.get("PROFILE_CAP") \
+            else None
         # warm-up (the accepted case on its own sale: buy.lua's users restart at 1)
         wrk(port, conns, 1, script, "warm" if case in ("acc", "mem", "redis") else sale)
         perf, eps = perf_stat(target) if mode == "sys" else (None, [])
@@ -270,6 +294,8 @@ def main():
     finally:
         gw.send_signal(signal.SIGTERM)
         gw.wait(timeout=120)
+        if group:
+            os.rmdir(group)
         if rs:
             stop(rs)
     if mode == "calls":
