@@ -646,6 +646,19 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
     return 0;
 }
 
+/* fdatasync of one closed segment, by name. A missing one was released. */
+static int sync_segment(oq_spool_t *sp, uint64_t seg)
+{
+    char name[64];
+    seg_name(name, sizeof(name), seg);
+    int fd = openat(sp->dirfd, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : CM_EIO;
+    int rc = fdatasync(fd) == 0 ? 0 : CM_EIO;
+    close(fd);
+    return rc;
+}
+
 int oq_spool_open(oq_spool_t **out, const oq_spool_opts_t *opts, char *errbuf, size_t errlen)
 {
     *out = NULL;
@@ -696,8 +709,30 @@ int oq_spool_open(oq_spool_t **out, const oq_spool_opts_t *opts, char *errbuf, s
         goto fail;
     if ((rc = recover(sp, errbuf, errlen)) != 0)
         goto fail;
-    /* the first sync also covers what an earlier process left unsynced */
-    sp->sync_floor = sp->nsegs ? sp->segs[0].seg : 0;
+    /* What an earlier process left may include records it appended but never
+     * fsynced (it died between the write and the sync: their clients got no
+     * 202). fsync durability shows readers only what is on disk, so those
+     * segments are fdatasynced here, before synced_pos is put at their end:
+     * otherwise the relay could send such a record on from the page cache,
+     * and a power loss then leave a spool that disagrees with Kafka. A segment
+     * already on disk costs a no-op fdatasync; a failed one refuses the open,
+     * as a failed sync on the append path refuses appends. */
+    sp->sync_floor = sp->nsegs ? sp->segs[0].seg : 0; /* the first sync covers them */
+    if (sp->nsegs && !sp->read_only && sp->durability == OQ_DURABILITY_FSYNC) {
+        for (size_t i = 0; i < sp->nsegs; i++) {
+            if (seg_released(&sp->segs[i], i + 1 == sp->nsegs, sp->released))
+                continue;
+            if ((rc = sync_segment(sp, sp->segs[i].seg)) != 0) {
+                char name[64];
+                seg_name(name, sizeof(name), sp->segs[i].seg);
+                errf(errbuf, errlen, "spool: cannot fdatasync %s/%s, left by an earlier process: %s",
+                     sp->dir, name, strerror(errno));
+                goto fail;
+            }
+        }
+        atomic_fetch_add_explicit(&sp->fsyncs, 1, memory_order_relaxed);
+        sp->sync_floor = sp->segs[sp->nsegs - 1].seg;
+    }
     if (sp->nsegs)
         sp->synced_pos = (oq_pos_t){sp->segs[sp->nsegs - 1].seg, sp->segs[sp->nsegs - 1].size};
     if (!sp->read_only) {
@@ -1050,19 +1085,6 @@ int oq_spool_append_event(oq_spool_t *sp, const char *json, size_t len)
     int rc = write_records(sp, buf, len + REC_HDR, 1, true, NULL);
     if (buf != stack)
         free(buf);
-    return rc;
-}
-
-/* fdatasync of one closed segment, by name. A missing one was released. */
-static int sync_segment(oq_spool_t *sp, uint64_t seg)
-{
-    char name[64];
-    seg_name(name, sizeof(name), seg);
-    int fd = openat(sp->dirfd, name, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return errno == ENOENT ? 0 : CM_EIO;
-    int rc = fdatasync(fd) == 0 ? 0 : CM_EIO;
-    close(fd);
     return rc;
 }
 

@@ -1116,6 +1116,43 @@ static void test_fsync_readers_see_only_synced(void **state)
 }
 
 /*
+ * A gateway that died between an append and its fdatasync left records whose
+ * clients never got a 202, in the page cache only. The next open in fsync
+ * durability fdatasyncs what it found before readers may see it: the relay
+ * must never send on what a power loss could still take from the spool.
+ */
+static void test_fsync_reopen_syncs_what_was_left(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_opts_t o = {.dir = f->dir, .durability = OQ_DURABILITY_FSYNC, .segment_bytes = 4096};
+    oq_spool_t *sp = NULL;
+    char err[256];
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    append_n(sp, 0, 3);
+    assert_int_equal(oq_spool_sync(sp), 0);
+    append_n(sp, 3, 40); /* across a roll, never synced: the process dies here */
+    assert_int_equal(count_from_released(sp), 3);
+    oq_spool_close(sp);
+
+    sp = NULL;
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    assert_true(st.fsyncs >= 1); /* before any oq_spool_sync: the open's own */
+    assert_int_equal(count_from_released(sp), 43);
+    oq_spool_close(sp);
+
+    /* durability `write` promises no fsync, so its open makes none */
+    o.durability = OQ_DURABILITY_WRITE;
+    sp = NULL;
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    oq_spool_stats(sp, &st);
+    assert_int_equal(st.fsyncs, 0);
+    assert_int_equal(count_from_released(sp), 43);
+    oq_spool_close(sp);
+}
+
+/*
  * flashgate-spool reads a live gateway's spool. In fsync durability a reader
  * that opened read-only sees the records not synced yet, and a failed fsync
  * makes the gateway cut them (cut_unsynced_locked) while the reader is in the
@@ -1211,6 +1248,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_tool_dump_and_stats, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roll_swaps_in_a_spare, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsync_readers_see_only_synced, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fsync_reopen_syncs_what_was_left, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_survives_a_cut, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_near_cap_keeps_what_fits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_short_batch_write_kept_records, setup, teardown),
