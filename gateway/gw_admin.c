@@ -1169,6 +1169,8 @@ static char *stats_json(gw_server_t *srv)
     if (spj) { /* a roll that had to wait for its segment stalled the appending loop */
         json_object_set_new(spj, "rolls", json_integer((json_int_t)ss.rolls));
         json_object_set_new(spj, "rolls_inline", json_integer((json_int_t)ss.rolls_inline));
+        json_object_set_new(spj, "segment_flushes",
+                            json_integer((json_int_t)ss.segment_flushes));
     }
     uint64_t rp, rd, rr;
     gw_releaser_stats(srv, &rp, &rd, &rr);

@@ -258,6 +258,13 @@ struct oq_spool {
     pthread_cond_t prep_cv;
     pthread_t prep_thread;
     bool prep_started;
+    /* durability write: the preparer fdatasyncs each rolled segment, off the
+     * append path, as Kafka flushes a log segment after its roll. Nothing
+     * waits for it; it keeps a power loss from tearing the middle of the
+     * spool (a torn segment that is not the last one refuses the open). */
+    uint64_t flush_below;   /* segments below it are to be flushed */
+    uint64_t flushed_below; /* the preparer has flushed those below it */
+    _Atomic uint64_t seg_flushes;
     _Atomic uint64_t rolls, rolls_inline;
     atomic_bool fail_next_sync; /* test seam (oq__spool_fail_next_sync) */
     size_t fault_short; /* test seam (oq__spool_short_next_write), under mu */
@@ -735,6 +742,10 @@ int oq_spool_open(oq_spool_t **out, const oq_spool_opts_t *opts, char *errbuf, s
     }
     if (sp->nsegs)
         sp->synced_pos = (oq_pos_t){sp->segs[sp->nsegs - 1].seg, sp->segs[sp->nsegs - 1].size};
+    if (sp->nsegs && sp->durability == OQ_DURABILITY_WRITE) { /* what an earlier process rolled */
+        sp->flushed_below = sp->segs[0].seg;
+        sp->flush_below = sp->segs[sp->nsegs - 1].seg;
+    }
     if (!sp->read_only) {
         int e = pthread_create(&sp->prep_thread, NULL, prep_main, sp);
         if (e != 0) {
@@ -798,6 +809,23 @@ static void *prep_main(void *arg)
     pthread_mutex_lock(&sp->mu);
     while (!sp->prep_stop) {
         if (sp->spare_fd >= 0 || sp->broken || sp->nsegs == 0) {
+            if (sp->flushed_below < sp->flush_below) { /* the spare first: appends wait for it */
+                uint64_t from = sp->flushed_below, to = sp->flush_below;
+                pthread_mutex_unlock(&sp->mu);
+                for (uint64_t g = from; g < to; g++) {
+                    if (sync_segment(sp, g) != 0) {
+                        char name[64];
+                        seg_name(name, sizeof(name), g);
+                        cm_log_error("oq", "spool: fdatasync of a rolled segment failed; a power "
+                                     "loss may tear it", "seg=%s errno=%d", name, errno);
+                    }
+                }
+                atomic_fetch_add_explicit(&sp->seg_flushes, to - from, memory_order_relaxed);
+                pthread_mutex_lock(&sp->mu);
+                if (to > sp->flushed_below)
+                    sp->flushed_below = to;
+                continue;
+            }
             pthread_cond_wait(&sp->prep_cv, &sp->mu);
             continue;
         }
@@ -854,6 +882,8 @@ static int roll_locked(oq_spool_t *sp)
     close(sp->fd);
     sp->fd = fd;
     segs_push(sp, seg, 0);
+    if (sp->durability == OQ_DURABILITY_WRITE)
+        sp->flush_below = seg;
     atomic_fetch_add_explicit(&sp->rolls, 1, memory_order_relaxed);
     pthread_cond_signal(&sp->prep_cv);
     return 0;
@@ -1399,6 +1429,7 @@ void oq_spool_stats(oq_spool_t *sp, oq_spool_stats_t *out)
     out->synced = sp->durability == OQ_DURABILITY_FSYNC ? sp->synced_pos : out->end;
     out->rolls = atomic_load_explicit(&sp->rolls, memory_order_relaxed);
     out->rolls_inline = atomic_load_explicit(&sp->rolls_inline, memory_order_relaxed);
+    out->segment_flushes = atomic_load_explicit(&sp->seg_flushes, memory_order_relaxed);
     out->spare_ready = sp->spare_fd >= 0;
     pthread_mutex_unlock(&sp->mu);
     out->syncs = atomic_load_explicit(&sp->syncs, memory_order_relaxed);

@@ -13,7 +13,9 @@
  * Durability: OQ_DURABILITY_WRITE returns once the record is in the kernel's
  * page cache (survives a process crash, kill -9); OQ_DURABILITY_FSYNC makes
  * the caller also call oq_spool_sync() (fdatasync) before answering, which
- * survives power loss. Appends are one write(2) each and may come from
+ * survives power loss. In durability write a rolled segment is fdatasynced
+ * in the background by the preparer thread, waited for by nobody, so that a
+ * power loss tears the spool's tail and not its middle. Appends are one write(2) each and may come from
  * several threads at once (O_APPEND; records never interleave). A roll to the
  * next segment swaps in a spare that a thread of the spool created ahead (the
  * directory fsync that makes its name durable happens there, never on the
@@ -162,6 +164,8 @@ typedef struct oq_spool_stats {
     uint64_t rolls_inline;    /* rolls that had to create the segment on the append path
                                  (no spare was ready: appends faster than the preparer) */
     bool spare_ready;         /* the next segment is created and waiting */
+    uint64_t segment_flushes; /* durability write: rolled segments fdatasynced off the append
+                                 path (by the preparer thread) */
     uint64_t syncs;           /* oq_spool_sync() calls that returned */
     uint64_t fsyncs;          /* fdatasync rounds they needed (group commit: fewer) */
 } oq_spool_stats_t;

@@ -1116,6 +1116,33 @@ static void test_fsync_readers_see_only_synced(void **state)
 }
 
 /*
+ * Durability write never fsyncs on the append path, but each rolled segment is
+ * fdatasynced by the preparer thread soon after its roll, so a power loss can
+ * tear only the tail, never a segment in the middle (that refuses the open).
+ */
+static void test_write_rolled_segments_are_flushed(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_opts_t o = {.dir = f->dir, .durability = OQ_DURABILITY_WRITE, .segment_bytes = 4096};
+    oq_spool_t *sp = NULL;
+    char err[256];
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    append_n(sp, 0, 80); /* ~12 KiB: two rolls or more */
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    assert_true(st.rolls >= 2);
+    for (int i = 0; i < 500; i++) { /* the preparer's, not the append path's: wait for it */
+        oq_spool_stats(sp, &st);
+        if (st.segment_flushes >= st.rolls)
+            break;
+        usleep(10 * 1000);
+    }
+    assert_int_equal(st.segment_flushes, st.rolls);
+    assert_int_equal(st.fsyncs, 0); /* nobody waited for one */
+    oq_spool_close(sp);
+}
+
+/*
  * A gateway that died between an append and its fdatasync left records whose
  * clients never got a 202, in the page cache only. The next open in fsync
  * durability fdatasyncs what it found before readers may see it: the relay
@@ -1249,6 +1276,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_roll_swaps_in_a_spare, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsync_readers_see_only_synced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsync_reopen_syncs_what_was_left, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_rolled_segments_are_flushed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_survives_a_cut, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_near_cap_keeps_what_fits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_short_batch_write_kept_records, setup, teardown),
