@@ -41,7 +41,8 @@ bench's flags, a 1 s warm-up, then `wrk -t1 -cCONNS -dSECONDS`. MODE:
          machine: how many answers one wait finds depends on the load
 PROFILE_CAP=QUOTA_US/PERIOD_US (e.g. 1000/20000, overload.py's cpu cap) puts the gateway
 in a cgroup v1 cpu group with that CFS quota, pinned to CPU 1 with wrk on CPU 0: the cost
-of an answer to a throttled process, over wrk's kept connections.
+of an answer to a throttled process, over wrk's kept connections, with the overload
+protection off (level 0, no adaptive limit, no door) as overload.py's `sat` run.
 Run it under `flock /work/bench.lock` like every benchmark here. Prints one JSON line.
 """
 import glob
@@ -197,6 +198,10 @@ def main():
     if case == "redis":
         rs, rport = start_redis(tmp)
         argv += ["--inventory", "redis://127.0.0.1:%d" % rport]
+    if os.environ.get("PROFILE_CAP") and case != "floor":
+        # protection off, as overload.py's `sat` run: every answer is the case's
+        argv += ["--overload-level", "0", "--overload-adaptive=false",
+                 "--overload-accept-pause=false"]
     if case == "floor":
         argv = [os.path.join(bindir, "flashgate-bench-uv-floor"), str(port)]
     if case in ("nginx", "nginx-rate"):  # bench/nginx.conf.in's worker
