@@ -260,6 +260,13 @@ bool gw_ipv4_parse(const char *s, uint8_t out[4]);
  */
 size_t gw_client_key(const gw_proxies_t *p, const struct sockaddr *peer, const char *xff,
                      uint8_t *key);
+/*
+ * The same client address, whole (an IPv6 one not cut to its /64): its family
+ * (AF_INET, AF_INET6; 0 if unknown) and its 4 or 16 bytes in addr. The proxy
+ * passes it on as X-Real-IP.
+ */
+int gw_client_addr(const gw_proxies_t *p, const struct sockaddr *peer, const char *xff,
+                   uint8_t addr[16]);
 
 /*---- Orders known to this gateway (GET /v1/orders/{id}) ----*/
 

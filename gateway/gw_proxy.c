@@ -20,7 +20,9 @@
  * Headers: hop-by-hop ones (RFC 9110 7.6.1: Connection and the fields it
  * names, Keep-Alive, Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade) are
  * dropped both ways; Host becomes the upstream's (curl sets it), the
- * original goes to X-Forwarded-Host; X-Forwarded-For gets the peer appended.
+ * original goes to X-Forwarded-Host; X-Forwarded-For gets the peer appended;
+ * X-Real-IP is the client address the gateway decided on and the client's
+ * Forwarded is dropped (client_addr_field).
  * The upstream's answer fields are checked before they are passed on
  * (on_header); trailer fields are dropped. Bodies both ways are capped at proxy.max_body: a request body
  * past it is a 413 and the connection closes, its rest unread.
@@ -535,12 +537,29 @@ typedef struct hdr_ctx {
     const char *conn_hdr; /* every Connection field of the request, joined */
 } hdr_ctx_t;
 
+/*
+ * The fields that say who the client is: the gateway sets them, whatever the
+ * request said. X-Real-IP becomes the address the gateway decided on
+ * (real_ip_text). Forwarded (RFC 7239) is dropped, not rewritten: nginx and
+ * Envoy pass it through untouched, so an upstream that reads it (Spring's
+ * ForwardedHeaderFilter and Keycloak prefer it to X-Forwarded-*) took the
+ * client's own "for=" and "host=" for the gateway's. The gateway decides from
+ * X-Forwarded-For alone; a Forwarded built from that list would carry its
+ * unchecked entries again (RFC 7239 quoting for IPv6 and tokens that are not
+ * addresses). Without one an upstream falls back to X-Forwarded-* or the peer.
+ */
+static bool client_addr_field(const char *key)
+{
+    return strcasecmp(key, "X-Forwarded-For") == 0 || strcasecmp(key, "X-Forwarded-Host") == 0 ||
+           strcasecmp(key, "X-Forwarded-Proto") == 0 || strcasecmp(key, "X-Real-IP") == 0 ||
+           strcasecmp(key, "Forwarded") == 0;
+}
+
 static void add_req_header(hdr_ctx_t *h, const char *key, const char *value)
 {
     if (!key || hop_by_hop(key) || named_by_connection(h->conn_hdr, key) ||
         strcasecmp(key, "Host") == 0 || strcasecmp(key, "Content-Length") == 0 ||
-        strcasecmp(key, "Expect") == 0 || strcasecmp(key, "X-Forwarded-For") == 0 ||
-        strcasecmp(key, "X-Forwarded-Host") == 0 || strcasecmp(key, "X-Forwarded-Proto") == 0)
+        strcasecmp(key, "Expect") == 0 || client_addr_field(key))
         return;
     char line[8300];
     if (!value || !value[strspn(value, " \t")])
@@ -606,6 +625,21 @@ static void peer_text(gw_req_t *r, char *out, size_t cap)
         inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)cap);
     else if (sa && sa->sa_family == AF_INET6)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)cap);
+}
+
+/*
+ * The client address as the per-IP limiter decides it (gw_client_addr): the
+ * peer, or behind a server.trusted_proxies peer the right-most untrusted
+ * X-Forwarded-For entry; whole (an IPv6 address not cut to the limiter's /64),
+ * as nginx's realip module sets $remote_addr for its X-Real-IP. Empty if unknown.
+ */
+static void real_ip_text(gw_req_t *r, char *out, size_t cap)
+{
+    uint8_t addr[16];
+    int fam = gw_client_addr(&r->w->srv->proxies, gw_req_peer(r), gw_req_xff(r), addr);
+    out[0] = '\0';
+    if (fam)
+        inet_ntop(fam, addr, out, (socklen_t)cap);
 }
 
 bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
@@ -688,6 +722,12 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
     peer_text(r, peer, sizeof(peer));
     append_xff(p, gw_req_xff(r), peer);
     char line[1200];
+    char real_ip[INET6_ADDRSTRLEN];
+    real_ip_text(r, real_ip, sizeof(real_ip));
+    if (*real_ip) {
+        snprintf(line, sizeof(line), "X-Real-IP: %s", real_ip);
+        p->hdrs = curl_slist_append(p->hdrs, line);
+    }
     const char *host = gw_req_header(r, "Host");
     if (host) {
         snprintf(line, sizeof(line), "X-Forwarded-Host: %.1000s", host);

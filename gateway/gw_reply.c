@@ -466,15 +466,15 @@ static size_t key_of(int family, const uint8_t *raw, uint8_t *key)
     return 8;
 }
 
-size_t gw_client_key(const gw_proxies_t *p, const struct sockaddr *peer, const char *xff,
-                     uint8_t *key)
+/* gw_client_addr's walk; static so gw_client_key (every buy) keeps it inlined. */
+static int client_addr(const gw_proxies_t *p, const struct sockaddr *peer, const char *xff,
+                       uint8_t *raw)
 {
-    uint8_t raw[16];
     int fam = sa_raw(peer, raw);
     if (!fam)
         return 0;
     if (!xff || p->n == 0 || !match_raw(p, fam, raw))
-        return key_of(fam, raw, key);
+        return fam;
     /* Walk X-Forwarded-For from the right; the first untrusted hop is the client. */
     size_t len = strlen(xff);
     while (len > 0) {
@@ -503,5 +503,19 @@ size_t gw_client_key(const gw_proxies_t *p, const struct sockaddr *peer, const c
         if (len > 0)
             len--; /* skip the comma */
     }
-    return key_of(fam, raw, key);
+    return fam;
+}
+
+int gw_client_addr(const gw_proxies_t *p, const struct sockaddr *peer, const char *xff,
+                   uint8_t addr[16])
+{
+    return client_addr(p, peer, xff, addr);
+}
+
+size_t gw_client_key(const gw_proxies_t *p, const struct sockaddr *peer, const char *xff,
+                     uint8_t *key)
+{
+    uint8_t raw[16];
+    int fam = client_addr(p, peer, xff, raw);
+    return fam ? key_of(fam, raw, key) : 0;
 }

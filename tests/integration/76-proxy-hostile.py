@@ -15,6 +15,9 @@ server in this test, one behaviour per path (the part after the route's prefix).
 - libcurl takes no proxy from the gateway's environment (http_proxy,
   ALL_PROXY): a route to a port where nothing listens is a 502, not an
   answer from the proxy the environment names;
+- X-Real-IP is the client address the gateway decided on (the peer, or
+  behind a trusted proxy the right-most untrusted X-Forwarded-For entry),
+  never the client's, and the client's Forwarded never reaches the upstream;
 - a request field with an empty value reaches the upstream, empty (curl
   read "Name: " as "remove this field": X-Empty was lost, and an empty
   Accept only removed curl's own);
@@ -203,6 +206,12 @@ def field(body, key):
         return None
 
 
+def upstream_fields(head):
+    """[(name, value)] of the request head an echo upstream answered with."""
+    return [(k.strip().lower(), v.strip()) for k, _, v in
+            (line.decode().partition(":") for line in head.split(b"\r\n")[1:])]
+
+
 def up_stats(route):
     return g.admin("GET", "/admin/v1/stats").json["overload"]["limits"]["upstream:" + route]
 
@@ -273,10 +282,23 @@ try:
 
     # ---- request fields with an empty value ----
     st, _, body = ask("/p/echo", b"X-Empty:\r\nUser-Agent:\r\nAccept:\r\nX-Blank: \t \r\n")
-    got = [(k.strip().lower(), v.strip()) for k, _, v in
-           (line.decode().partition(":") for line in body.split(b"\r\n")[1:])]
+    got = upstream_fields(body)
     for name in ("x-empty", "user-agent", "accept", "x-blank"):
         eq([v for k, v in got if k == name], [""], "an empty %s reaches the upstream, empty" % name)
+
+    # ---- the client address: X-Real-IP and Forwarded ----
+    # No trusted proxy here: the client is the peer, whatever it claims.
+    st, _, body = ask("/p/echo", b"X-Real-IP: 198.51.100.66\r\nx-real-ip: 198.51.100.67\r\n"
+                      b"Forwarded: for=198.51.100.66;host=evil.example;proto=https\r\n"
+                      b"X-Forwarded-For: 203.0.113.9\r\n")
+    got = upstream_fields(body)
+    eq(st, 200, "a request naming its own address is proxied")
+    eq([v for k, v in got if k == "x-real-ip"], ["127.0.0.1"],
+       "X-Real-IP is the client address the gateway decided on, not the client's own")
+    eq([v for k, v in got if k == "forwarded"], [],
+       "the client's Forwarded never reaches the upstream")
+    eq([v for k, v in got if k == "x-forwarded-for"], ["203.0.113.9, 127.0.0.1"],
+       "X-Forwarded-For still gets the peer appended")
 
     # ---- an answer past proxy.max_body ----
     for i in range(4):  # one more than --proxy-breaker-failures
@@ -308,6 +330,30 @@ try:
           "a second request while the probe is out is refused: %d %r" % (st, body[:120]))
     reset(probe)
     check(inflight(0), "the probe ends with its client")
+finally:
+    g.cleanup()
+
+# ---- X-Real-IP behind a trusted proxy ----
+# The peer (127.0.0.1) is trusted: the client is the right-most address of
+# X-Forwarded-For that is not a trusted proxy, as for the per-IP limiter.
+g = Gateway("--kafka-brokers", "none", "--proxy-routes",
+            json.dumps([{"prefix": "/p/", "upstream": up, "timeout_ms": 2000}]),
+            "--set", "server.trusted_proxies=127.0.0.1",
+            "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", threads=1).start()
+try:
+    for xff, real in (("203.0.113.9", "203.0.113.9"),
+                      ("198.51.100.7, 203.0.113.9, 127.0.0.1", "203.0.113.9"),
+                      ("2001:db8::1", "2001:db8::1"),  # whole, not the limiter's /64
+                      ("not-an-address", "127.0.0.1"),
+                      (None, "127.0.0.1")):
+        extra = b"X-Real-IP: 198.51.100.66\r\nForwarded: for=198.51.100.66\r\n"
+        if xff is not None:
+            extra += b"X-Forwarded-For: %s\r\n" % xff.encode()
+        st, _, body = ask("/p/echo", extra)
+        got = upstream_fields(body)
+        eq((st, [v for k, v in got if k == "x-real-ip"], [v for k, v in got if k == "forwarded"]),
+           (200, [real], []), "behind a trusted proxy, X-Forwarded-For %r: X-Real-IP %s" %
+           (xff, real))
 finally:
     g.cleanup()
 
