@@ -24,8 +24,9 @@
  * X-Real-IP is the client address the gateway decided on and the client's
  * Forwarded is dropped (client_addr_field).
  * The upstream's answer fields are checked before they are passed on
- * (on_header); trailer fields are dropped. Bodies both ways are capped at proxy.max_body: a request body
- * past it is a 413 and the connection closes, its rest unread.
+ * (on_header); trailer fields are dropped. Bodies both ways are capped at proxy.max_body: a request
+ * body past it is a 413 and the connection closes, its rest unread. A GET or HEAD whose head
+ * announces a body is a 400 the same way (gw_px_head).
  */
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
@@ -319,6 +320,25 @@ bool gw_px_head(gw_req_t *r, const char *method)
         gw_resp_header(&r->resp, "Allow", "GET, HEAD, POST, PUT, PATCH, DELETE");
         r->state = GW_ST_DONE;
         return has_body; /* with a body: answer now, never read it */
+    }
+    if (has_body && (p->head_only || strcmp(method, "GET") == 0)) {
+        /*
+         * Refused, neither forwarded nor dropped. Dropped (libcurl sends a GET
+         * or a NOBODY HEAD without one), the client got a 2xx for a body no
+         * one read. Forwarded, it has no defined meaning (RFC 9110 9.3.1) and
+         * servers disagree on whether they read it: one that does not takes
+         * it for the next request on the kept connection, which curl's cache
+         * shares with other clients' requests (RFC 9110 9.3.1 names the
+         * smuggling risk; CloudFront refuses such a GET with a 403). From the
+         * head, the body unread: the connection closes, so none of its bytes
+         * is read as a request here either.
+         */
+        gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL,
+                      "a %s request to a proxied route cannot carry a body (Content-Length "
+                      "above 0 or Transfer-Encoding)",
+                      method);
+        r->state = GW_ST_DONE;
+        return true;
     }
     if (cl && strtoull(cl, NULL, 10) > srv->cfg->proxy_max_body) {
         gw_http_too_large(r, srv->cfg->proxy_max_body);

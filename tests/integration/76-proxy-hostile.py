@@ -15,6 +15,10 @@ server in this test, one behaviour per path (the part after the route's prefix).
 - libcurl takes no proxy from the gateway's environment (http_proxy,
   ALL_PROXY): a route to a port where nothing listens is a 502, not an
   answer from the proxy the environment names;
+- a GET or HEAD that announces a body (Content-Length or chunked) is a 400
+  and the close, the body unread: dropped, it was lost under a 2xx, and
+  forwarded, an upstream reading no GET body takes it for the next request;
+  a DELETE's body reaches the upstream with its length;
 - X-Real-IP is the client address the gateway decided on (the peer, or
   behind a trusted proxy the right-most untrusted X-Forwarded-For entry),
   never the client's, and the client's Forwarded never reaches the upstream;
@@ -81,6 +85,9 @@ def serve(c):
                           b"2\r\nok\r\n0\r\nX-Evil: from-trailer\r\n\r\n")
             elif what == "echo":  # the head as received, as the body
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(head) + head)
+            elif what == "echob":  # the head and the body as received
+                got = head + b"\r\n\r\n" + rest
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(got) + got)
             elif what == "conn2":
                 c.sendall(b"HTTP/1.1 200 OK\r\nConnection: X-Secret-A\r\nConnection: keep-alive\r\n"
                           b"X-Secret-A: hop-by-hop\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok")
@@ -162,6 +169,10 @@ class Client:
     def ask(self, path, extra=b""):
         """(status, [(name, value)], body) of a GET of path; extra: more head lines."""
         self.sk.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n%s\r\n" % (path.encode(), extra))
+        return self.answer()
+
+    def answer(self, head_only=False):
+        """(status, [(name, value)], body) of the next answer; head_only: to a HEAD."""
         status = int(self._line().split(b" ")[1])
         hdrs = []
         while True:
@@ -171,7 +182,7 @@ class Client:
             k, _, v = line.partition(b":")
             hdrs.append((k.decode().lower(), v.strip().decode()))
         h = dict(hdrs)
-        if status < 200 or status in (204, 304):
+        if head_only or status < 200 or status in (204, 304):
             body = b""
         elif "content-length" in h:
             body = self._take(int(h["content-length"]))
@@ -193,6 +204,17 @@ class Client:
                 pass
             body, self.buf = self.buf, b""
         return status, hdrs, body
+
+    def closed(self):
+        """True if the gateway closes the connection with nothing more to read."""
+        self.sk.settimeout(2)
+        try:
+            self._fill()
+        except (EOFError, ConnectionResetError):
+            return self.buf == b""
+        except socket.timeout:  # still open, waiting for more
+            pass
+        return False
 
     def close(self):
         self.sk.close()
@@ -299,6 +321,35 @@ try:
        "the client's Forwarded never reaches the upstream")
     eq([v for k, v in got if k == "x-forwarded-for"], ["203.0.113.9, 127.0.0.1"],
        "X-Forwarded-For still gets the peer appended")
+
+    # ---- a body on a GET or HEAD ----
+    # Refused from the head, the connection closed with the body unread: an
+    # upstream that reads no GET body would take it for the next request on a
+    # kept connection; dropped, the client got a 2xx for a body nobody saw.
+    bodies = ((b"Content-Length: 5\r\n\r\nhello", "Content-Length"),
+              (b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", "chunked"),
+              (b"Content-Length: 37\r\n\r\nGET /p/smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+               "a request as its body"))
+    for method in (b"GET", b"HEAD"):
+        for framing, what in bodies:
+            c = Client()
+            c.sk.sendall(method + b" /p/echob HTTP/1.1\r\nHost: x\r\n" + framing)
+            st, _, body = c.answer(head_only=method == b"HEAD")
+            check(st == 400 and (method == b"HEAD" or (field(body, "error") == "bad_request" and
+                                                       b"body" in body)),
+                  "a %s with a body (%s) is refused: %d %r" % (method.decode(), what, st, body))
+            check(c.closed(), "and its connection closes, the body unread (%s %s)" %
+                  (method.decode(), what))
+            c.close()
+    st, _, body = ask("/p/echob", b"Content-Length: 0\r\n")
+    eq(st, 200, "a GET with Content-Length: 0 carries no body: proxied")
+    c = Client()
+    c.sk.sendall(b"DELETE /p/echob HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+    st, _, body = c.answer()
+    c.close()
+    check(st == 200 and body.endswith(b"\r\n\r\nhello") and
+          ("content-length", "5") in upstream_fields(body.rsplit(b"\r\n\r\n", 1)[0]),
+          "a DELETE body reaches the upstream whole, its length with it: %d %r" % (st, body))
 
     # ---- an answer past proxy.max_body ----
     for i in range(4):  # one more than --proxy-breaker-failures
