@@ -1,12 +1,14 @@
 /*
  * Fuzz target: the buy path's header inputs: Idempotency-Key, the trusted
  * proxy list (server.trusted_proxies) and X-Forwarded-For resolution
- * (gw_client_key). Input: byte 0 picks the peer; then three fields separated
- * by '\n': Idempotency-Key, trusted proxies, X-Forwarded-For (also read as an
- * X-Request-Start value: gw_request_start_us, gw_upstream_waited).
+ * (gw_client_key, gw_client_addr). Input: byte 0 picks the peer; then three
+ * fields separated by '\n': Idempotency-Key, trusted proxies, X-Forwarded-For
+ * (also read as an X-Request-Start value: gw_request_start_us,
+ * gw_upstream_waited).
  * Promises: a valid key is 1..128 visible ASCII; a client key is 0, 4 or 8
- * bytes; an untrusted peer is always its own client whatever XFF says; an
- * address gw_ipv4_parse reads is one inet_pton reads the same.
+ * bytes, the start of gw_client_addr's address; an untrusted peer is always
+ * its own client whatever XFF says; an address gw_ipv4_parse reads is one
+ * inet_pton reads the same.
  */
 #include "gateway/gw_internal.h"
 #include "tests/fuzz/fuzz.h"
@@ -69,6 +71,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t own_n = gw_client_key(&none, (struct sockaddr *)&ss, fields[2], own);
     if (!gw_proxies_match(&px, (struct sockaddr *)&ss))
         FZ_CHECK(own_n == n && memcmp(own, key, n) == 0);
+    /* The whole address (the proxy's X-Real-IP) is the one the limiter keys
+     * on: the key is its first 4 (IPv4) or 8 (an IPv6 /64) bytes. */
+    uint8_t addr[16];
+    int fam = gw_client_addr(&px, (struct sockaddr *)&ss, (pick & 0x80) ? NULL : fields[2], addr);
+    FZ_CHECK((fam == AF_INET && n == 4) || (fam == AF_INET6 && n == 8));
+    FZ_CHECK(memcmp(addr, key, n) == 0);
     /* The third field as an X-Request-Start value: read or refused, never a
      * wait longer than its distance from now, never a start a minute ahead. */
     uint64_t start, waited;
