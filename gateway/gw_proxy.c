@@ -68,6 +68,9 @@ struct gw_px_req {
     const gw_route_def_t *route;
     unsigned idx;
     px_action_t action;
+    /* the level that decided PX_SHED: the answer's reason and counter name it,
+     * not the level in force once the body has come (it may have moved since) */
+    gw_level_t shed_level;
     bool head_only;
     CURL *easy;
     struct curl_slist *hdrs;
@@ -347,6 +350,7 @@ bool gw_px_head(gw_req_t *r, const char *method)
     if (gw_ol_route_action(level, (gw_crit_t)p->route->crit, p->route->has_fallback) ==
         GW_OL_FALLBACK) {
         p->action = PX_SHED;
+        p->shed_level = level;
         if (level == GW_LEVEL_PROTECT && has_body) {
             /* Protect: refuse from the head; answering now closes the connection,
              * which is what a shed client with a body should get. */
@@ -668,7 +672,7 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
     gw_worker_t *w = r->w;
     gw_px_worker_t *px = w->px;
     if (p->action == PX_SHED) {
-        answer_degraded(r, level_reason(gw_ol_level(w->srv)));
+        answer_degraded(r, level_reason(p->shed_level));
         return false;
     }
     if (!px || px->stopped || atomic_load_explicit(&w->srv->draining, memory_order_relaxed)) {

@@ -12,6 +12,7 @@ import os
 import socket
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fg import Gateway, check, eq, finish, need_binary, request  # noqa: E402
@@ -124,6 +125,44 @@ try:
         pass
     s.close()
     check(data.startswith(b"HTTP/1.1 503"), "level 3 refuses before the body: %r" % data[:40])
+
+    # A shed decided from the head is answered (and counted) with the level that
+    # decided it, not the one in force when its body has come: shed at level 1,
+    # answered after an operator set level 0, it still says level_1.
+    def rejected(reason):
+        text = g.admin("GET", "/metrics").raw.decode()
+        key = 'flashgate_overload_rejected_total{reason="%s"} ' % reason
+        return sum(int(l[len(key):]) for l in text.splitlines() if l.startswith(key))
+
+    before = {k: rejected(k) for k in ("level_1", "other")}
+    eq(set_level(1).status, 200, "pin 1 for the slow body")
+    s = socket.create_connection(("127.0.0.1", g.port), timeout=5)
+    s.sendall(b"POST /v1/reviews/x HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+              b"Content-Length: 5\r\n\r\n")
+    time.sleep(0.3)  # the head is read and the shed decided at level 1
+    eq(set_level(0).status, 200, "pin 0 before the body comes")
+    s.sendall(b"hello")
+    data = b""
+    try:
+        while True:
+            head, sep, rest = data.partition(b"\r\n\r\n")
+            cl = [int(l.split(b":", 1)[1]) for l in head.lower().split(b"\r\n")
+                  if l.startswith(b"content-length:")]
+            if sep and cl and len(rest) >= cl[0]:
+                break
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except socket.timeout:
+        pass
+    s.close()
+    check(data.startswith(b"HTTP/1.1 503"), "shed at level 1 stays shed: %r" % data[:40])
+    body = json.loads(data.partition(b"\r\n\r\n")[2] or b"{}")
+    eq(body.get("reason"), "level_1", "the 503 names the level that shed it")
+    eq((rejected("level_1") - before["level_1"], rejected("other") - before["other"]), (1, 0),
+       "counted under level_1, not other")
+    eq(set_level(3).status, 200, "back to level 3")
 
     # bad input changes nothing
     for bad in ({"level": 4}, {"level": -1}, {"level": "2"}, {"level": None}, {"lvl": 1}, {}):
