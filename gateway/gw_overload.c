@@ -719,8 +719,9 @@ static void on_tick(uv_timer_t *t)
         gw_alimit_tick(&o->dep[i], now);
     gw_level_t level = gw_ol_level(srv);
     tick_idle_check(o, level, now);
-    /* DAGOR's user cut moves only once the non-critical work is already shed
-     * (level >= 2), and not when an operator pinned the level to 0 or 1. */
+    /* DAGOR's user cut moves down only once the non-critical work is already
+     * shed (level >= 2), and not when an operator pinned the level to 0 or 1;
+     * below that it grows back (gw_qdelay_tick). */
     if (now < o->q.win_start_us + o->q.interval_us)
         return;
     uint64_t hr = uv_hrtime(), idle = w->idle_ns;

@@ -176,8 +176,10 @@ const char *gw_breaker_state_name(gw_br_state_t s);
  * sheds when the average queuing time passes 20 ms). Buys are admitted by
  * DAGOR's user priority: a request whose user priority (0..127, a hash of the
  * user id and the current minute) is below `u_cut` passes. While overloaded
- * (and `shed_users` allowed by the level) u_cut shrinks by 1/8 a window; when
- * not, it grows by 2 (DAGOR: fast decrease, slow increase). The same users
+ * (and `shed_users` allowed by the level) u_cut shrinks by 1/8 a window; in
+ * any other window it grows by 2 (DAGOR: fast decrease, slow increase), also
+ * over target below level 2, so a cut left by level 2 fades out at level 1
+ * instead of staying while level 1's queue is over target. The same users
  * keep getting through for the whole minute, so a person already admitted
  * once is not refused half way through.
  *
@@ -211,7 +213,7 @@ void gw_qdelay_init(gw_qdelay_t *q, uint64_t target_us, uint64_t interval_us, ui
 void gw_qdelay_sample(gw_qdelay_t *q, uint64_t delay_us, bool request);
 /*
  * Closes the window if interval_us passed: computes the average, and moves
- * u_cut when `shed_users` (down while over target) or always up while under.
+ * u_cut down when over target and `shed_users`, else up (to GW_UPRIO_LEVELS).
  * `busy_pct` is the share of the window the loop spent working (0..100).
  * Returns true when a window closed. Owner thread only.
  */

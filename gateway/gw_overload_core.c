@@ -425,7 +425,11 @@ bool gw_qdelay_tick(gw_qdelay_t *q, uint64_t now_us, bool shed_users, unsigned b
         q->u_cut -= step ? step : 1;
         if (q->u_cut < 1)
             q->u_cut = 1; /* never all: keep a consistent few going */
-    } else if (!q->over && q->u_cut < GW_UPRIO_LEVELS) {
+    } else if (q->u_cut < GW_UPRIO_LEVELS) {
+        /* Also over target when the level does not let the cut move down:
+         * level 1 holds with its queue over target (pressure 1 to 2), and a
+         * cut that level 2 left and only a calm window could raise kept
+         * refusing buyers there for as long as level 1 lasted. */
         q->u_cut += 2;
         if (q->u_cut > GW_UPRIO_LEVELS)
             q->u_cut = GW_UPRIO_LEVELS;

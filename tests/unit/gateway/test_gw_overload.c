@@ -579,7 +579,7 @@ static void test_qdelay_dagor(void **state)
     for (int i = 0; i < GW_QDELAY_MIN_REQUESTS; i++)
         gw_qdelay_sample(&q, 100 * MS, true);
     assert_false(gw_qdelay_tick(&q, t + 10 * MS, true, 100));
-    /* Over target but shedding users not allowed (level < 2): the cut stays. */
+    /* Over target but shedding users not allowed (level < 2): the cut does not fall. */
     assert_true(gw_qdelay_tick(&q, t += 50 * MS, false, 100));
     assert_true(q.over);
     assert_int_equal(q.u_cut, GW_UPRIO_LEVELS);
@@ -635,6 +635,61 @@ static void test_qdelay_dagor(void **state)
     assert_true(idle.over);
 }
 
+
+/* One window of a worker as on_tick runs it: samples at `pressure` x target, the
+ * cut moved only at level >= 2 (shed_buys on), then the level from that window. */
+static gw_level_t dagor_window(gw_qdelay_t *q, gw_level_sm_t *sm, uint64_t *t, double pressure)
+{
+    gw_level_t level = sm->level;
+    for (int k = 0; k < GW_QDELAY_MIN_REQUESTS; k++)
+        gw_qdelay_sample(q, (uint64_t)(pressure * (double)q->target_us), true);
+    *t += q->interval_us;
+    assert_true(gw_qdelay_tick(q, *t, level >= GW_LEVEL_SHED, 100));
+    return gw_level_sm_update(sm, *t / 1000u, (double)atomic_load(&q->pub_pressure_us) /
+                                                  (double)q->target_us);
+}
+
+/*
+ * The cut that level 2 made does not stay at level 1. Level 1 holds while the
+ * pressure is between its exit (0.5) and level 2's entry (2.0), so its windows
+ * may be over target (pressure 1 to 2); before, such a window neither shrank
+ * the cut (not allowed below level 2) nor grew it (over target), and the buyers
+ * that level 2 cut off stayed refused at level 1 for as long as it lasted,
+ * although level 1 serves every buy (docs/api.md).
+ */
+static void test_qdelay_dagor_cut_fades_below_level_2(void **state)
+{
+    (void)state;
+    gw_qdelay_t q;
+    gw_level_sm_t sm;
+    uint64_t t = 1000 * MS;
+    gw_qdelay_init(&q, 20 * MS, 50 * MS, t);
+    gw_level_sm_init(&sm, 2000, t / 1000u);
+    /* A crowd: up to level 2 and the cut falls fast. */
+    for (int i = 0; i < 20; i++)
+        dagor_window(&q, &sm, &t, 3.0);
+    assert_int_equal(sm.level, GW_LEVEL_SHED);
+    assert_true(q.u_cut < 16);
+    /* Calmer (below level 2's exit, 1.0) for the 2 s hold: back to level 1, the
+     * cut growing by 2 a window but not yet all. */
+    while (sm.level == GW_LEVEL_SHED)
+        dagor_window(&q, &sm, &t, 0.8);
+    assert_int_equal(sm.level, GW_LEVEL_DEGRADE);
+    assert_true(q.u_cut < GW_UPRIO_LEVELS);
+    /* Level 1 with its queue over target (pressure 1.5: not level 2's 2.0): the
+     * cut keeps growing back and lets everyone in within 64 windows. */
+    for (int i = 0; i < GW_UPRIO_LEVELS / 2; i++)
+        assert_int_equal(dagor_window(&q, &sm, &t, 1.5), GW_LEVEL_DEGRADE);
+    assert_true(q.over);
+    assert_int_equal(q.u_cut, GW_UPRIO_LEVELS);
+    assert_int_equal(atomic_load(&q.pub_u_cut), GW_UPRIO_LEVELS);
+    assert_true(gw_qdelay_admit_user(&q, GW_UPRIO_LEVELS - 1));
+    /* Level 2 again: the cut falls again from all. */
+    while (sm.level < GW_LEVEL_SHED)
+        dagor_window(&q, &sm, &t, 3.0);
+    dagor_window(&q, &sm, &t, 3.0);
+    assert_int_equal(q.u_cut, GW_UPRIO_LEVELS - GW_UPRIO_LEVELS / 8);
+}
 
 /* The door shuts for a crowd past its budget on a busy loop, never for a connection flood. */
 static void test_door_shuts_for_a_crowd_not_a_flood(void **state)
@@ -1434,6 +1489,7 @@ int main(void)
         cmocka_unit_test(test_retry_after_jitter),
         cmocka_unit_test(test_user_priority),
         cmocka_unit_test(test_qdelay_dagor),
+        cmocka_unit_test(test_qdelay_dagor_cut_fades_below_level_2),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
