@@ -641,14 +641,21 @@ static void append_xff(gw_px_req_t *p, const char *xff, const char *peer)
     free(b.buf);
 }
 
+/*
+ * The peer as X-Forwarded-For names it: normalised as gw_client_addr does (no
+ * proxy trusted, so the peer itself), an IPv4 client on a dual-stack listener
+ * as 1.2.3.4, not ::ffff:1.2.3.4. Its entry then agrees with the X-Real-IP of
+ * the same request and reads as nginx's $remote_addr; an upstream matching it
+ * against an IPv4 allow-list or trusted-proxy CIDR would miss the mapped form.
+ */
 static void peer_text(gw_req_t *r, char *out, size_t cap)
 {
+    static const gw_proxies_t none = {0};
+    uint8_t addr[16];
+    int fam = gw_client_addr(&none, gw_req_peer(r), NULL, addr);
     out[0] = '\0';
-    const struct sockaddr *sa = gw_req_peer(r);
-    if (sa && sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)cap);
-    else if (sa && sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)cap);
+    if (fam)
+        inet_ntop(fam, addr, out, (socklen_t)cap);
 }
 
 /*

@@ -22,6 +22,8 @@ server in this test, one behaviour per path (the part after the route's prefix).
 - X-Real-IP is the client address the gateway decided on (the peer, or
   behind a trusted proxy the right-most untrusted X-Forwarded-For entry),
   never the client's, and the client's Forwarded never reaches the upstream;
+- on a dual-stack listener an IPv4 client's X-Forwarded-For entry is the
+  address X-Real-IP names (1.2.3.4, not ::ffff:1.2.3.4);
 - a request field with an empty value reaches the upstream, empty (curl
   read "Name: " as "remove this field": X-Empty was lost, and an empty
   Accept only removed curl's own);
@@ -405,6 +407,23 @@ try:
         eq((st, [v for k, v in got if k == "x-real-ip"], [v for k, v in got if k == "forwarded"]),
            (200, [real], []), "behind a trusted proxy, X-Forwarded-For %r: X-Real-IP %s" %
            (xff, real))
+finally:
+    g.cleanup()
+
+# ---- an IPv4 client on a dual-stack listener ----
+# The socket's peer is ::ffff:127.0.0.1; X-Forwarded-For gets the address
+# X-Real-IP names, as nginx's $remote_addr gives it.
+g = Gateway("--kafka-brokers", "none", "--proxy-routes",
+            json.dumps([{"prefix": "/p/", "upstream": up, "timeout_ms": 2000}]),
+            "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", threads=1)
+g.args += ["--listen", "[::]:%d" % g.port]
+try:
+    g.start()
+    st, _, body = ask("/p/echo", b"X-Forwarded-For: 203.0.113.9\r\n")
+    got = upstream_fields(body)
+    eq((st, [v for k, v in got if k == "x-forwarded-for"], [v for k, v in got if k == "x-real-ip"]),
+       (200, ["203.0.113.9, 127.0.0.1"], ["127.0.0.1"]),
+       "an IPv4 peer on a dual-stack socket: X-Forwarded-For and X-Real-IP agree")
 finally:
     g.cleanup()
 
