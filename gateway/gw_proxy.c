@@ -21,8 +21,10 @@
  * names, Keep-Alive, Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade) are
  * dropped both ways; Host becomes the upstream's (curl sets it), the
  * original goes to X-Forwarded-Host; X-Forwarded-For gets the peer appended;
- * X-Real-IP is the client address the gateway decided on and the client's
- * Forwarded is dropped (client_addr_field).
+ * X-Real-IP is the client address the gateway decided on; the other fields
+ * that name the client, its scheme or the path to serve are the gateway's,
+ * dropped from the request (gateway_field), X-Forwarded-Proto/Port/Ssl kept
+ * only from a trusted proxy (scheme_fields).
  * The upstream's answer fields are checked before they are passed on
  * (on_header); trailer fields are dropped. Bodies both ways are capped at proxy.max_body: a request
  * body past it is a 413 and the connection closes, its rest unread. A GET or HEAD whose head
@@ -34,6 +36,7 @@
 #include "gateway/gw_internal.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -562,28 +565,74 @@ typedef struct hdr_ctx {
 } hdr_ctx_t;
 
 /*
- * The fields that say who the client is: the gateway sets them, whatever the
- * request said. X-Real-IP becomes the address the gateway decided on
- * (real_ip_text). Forwarded (RFC 7239) is dropped, not rewritten: nginx and
- * Envoy pass it through untouched, so an upstream that reads it (Spring's
- * ForwardedHeaderFilter and Keycloak prefer it to X-Forwarded-*) took the
- * client's own "for=" and "host=" for the gateway's. The gateway decides from
- * X-Forwarded-For alone; a Forwarded built from that list would carry its
- * unchecked entries again (RFC 7239 quoting for IPv6 and tokens that are not
- * addresses). Without one an upstream falls back to X-Forwarded-* or the peer.
+ * The fields that say who the client is, how it reached the gateway and what
+ * it asked for are the gateway's to set, never the client's: upstream
+ * frameworks build redirects and absolute links, decide "this is https"
+ * (secure cookies, HSTS, OAuth redirect URIs) and check addresses on them,
+ * and cannot tell a field the gateway set from one a client sent along.
+ *
+ * Dropped from every request, a trusted proxy's too:
+ * - the client address under any name: X-Real-IP (set to the address the
+ *   gateway decided on, real_ip_text), X-Client-IP, True-Client-IP,
+ *   CF-Connecting-IP, X-Cluster-Client-IP (Rack's request.ip and many
+ *   log/geo/rate-limit middlewares read one of them first). The gateway
+ *   decides the client from X-Forwarded-For alone (server.trusted_proxies);
+ *   another name would be a second answer it did not check.
+ * - Forwarded (RFC 7239), not rewritten: nginx and Envoy pass it through
+ *   untouched, so an upstream that reads it (Spring's ForwardedHeaderFilter
+ *   and Keycloak prefer it to X-Forwarded-*) took the client's own "for=",
+ *   "host=" and "proto=". One built from X-Forwarded-For would carry that
+ *   list's unchecked entries again (RFC 7239 quoting for IPv6 and tokens that
+ *   are not addresses); without one an upstream reads X-Forwarded-*.
+ * - X-Original-URL, X-Rewrite-URL: IIS URL Rewrite and Symfony serve the path
+ *   they name instead of the request line's. The gateway routed, limited and
+ *   shed by the path it forwards; an override would reach behind that (a
+ *   proxied /v1/recs/ call asking its upstream for /admin).
+ * - X-Forwarded-Prefix, X-Forwarded-Server: the gateway forwards the path as
+ *   routed and strips no prefix, so a prefix for Spring's or Rack's links, or
+ *   a server name, describes a rewrite the gateway did not make. A deployment
+ *   that mounts an upstream under a prefix configures it there.
+ * - X-Forwarded-For, X-Forwarded-Host: rebuilt (append_xff; the Host asked for).
+ * The scheme fields, X-Forwarded-Proto, X-Forwarded-Port and X-Forwarded-Ssl
+ * (Spring, Rack's ssl?, Django's SECURE_PROXY_SSL_HEADER), are set by
+ * scheme_fields: the gateway's listener is plain HTTP, so from a peer not in
+ * server.trusted_proxies the scheme is "http" and no port or ssl is claimed.
+ * A trusted proxy in front is where TLS ended: only it knows the scheme and
+ * port the client used, so its values are kept as its X-Forwarded-For is
+ * believed (it must set them, not pass a client's through, as it must append
+ * to X-Forwarded-For).
+ *
+ * Names compare with '_' as '-': Rack, PHP and Django (CGI's HTTP_* variables)
+ * read X_Forwarded_Proto as X-Forwarded-Proto (nginx drops names with an
+ * underscore by default for that reason).
  */
-static bool client_addr_field(const char *key)
+static bool gateway_field(const char *key)
 {
-    return strcasecmp(key, "X-Forwarded-For") == 0 || strcasecmp(key, "X-Forwarded-Host") == 0 ||
-           strcasecmp(key, "X-Forwarded-Proto") == 0 || strcasecmp(key, "X-Real-IP") == 0 ||
-           strcasecmp(key, "Forwarded") == 0;
+    static const char *const owned[] = {
+        "X-Forwarded-For",     "X-Forwarded-Host",   "X-Forwarded-Proto",  "X-Forwarded-Port",
+        "X-Forwarded-Ssl",     "X-Forwarded-Prefix", "X-Forwarded-Server", "Forwarded",
+        "X-Real-IP",           "X-Client-IP",        "True-Client-IP",     "CF-Connecting-IP",
+        "X-Cluster-Client-IP", "X-Original-URL",     "X-Rewrite-URL"};
+    for (size_t i = 0; i < CM_ARRAY_LEN(owned); i++) {
+        const char *a = key, *b = owned[i];
+        while (*a && *b) {
+            char ca = *a == '_' ? '-' : *a;
+            if (tolower((unsigned char)ca) != tolower((unsigned char)*b))
+                break;
+            a++;
+            b++;
+        }
+        if (!*a && !*b)
+            return true;
+    }
+    return false;
 }
 
 static void add_req_header(hdr_ctx_t *h, const char *key, const char *value)
 {
     if (!key || hop_by_hop(key) || named_by_connection(h->conn_hdr, key) ||
         strcasecmp(key, "Host") == 0 || strcasecmp(key, "Content-Length") == 0 ||
-        strcasecmp(key, "Expect") == 0 || client_addr_field(key))
+        strcasecmp(key, "Expect") == 0 || gateway_field(key))
         return;
     char line[8300];
     if (!value || !value[strspn(value, " \t")])
@@ -671,6 +720,72 @@ static void real_ip_text(gw_req_t *r, char *out, size_t cap)
     out[0] = '\0';
     if (fam)
         inet_ntop(fam, addr, out, (socklen_t)cap);
+}
+
+/*
+ * The right-most element of the request's last `name` field (trimmed) into
+ * out; false if there is none, it is empty or longer than cap - 1. A trusted
+ * proxy that appends to a client's list puts its own value last, one that
+ * sets the field sends only its own: either way the value of the hop the
+ * gateway trusts (an upstream reading the first would take the client's).
+ */
+static bool last_element(gw_req_t *r, const char *name, char *out, size_t cap)
+{
+    unsigned nh;
+    const gw_hdr_t *hs = gw_req_headers(r, &nh);
+    const char *v = NULL;
+    for (unsigned i = 0; i < nh; i++)
+        if (hs[i].name && strcasecmp(hs[i].name, name) == 0)
+            v = hs[i].value ? hs[i].value : "";
+    if (!v)
+        return false;
+    const char *comma = strrchr(v, ',');
+    const char *s = comma ? comma + 1 : v;
+    s += strspn(s, " \t");
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        n--;
+    if (n == 0 || n >= cap)
+        return false;
+    memcpy(out, s, n);
+    out[n] = '\0';
+    return true;
+}
+
+/*
+ * X-Forwarded-Proto, -Port and -Ssl (see gateway_field). From a peer not in
+ * server.trusted_proxies: "http", the gateway's own listener, and no port or
+ * ssl (a client's "https" made Spring and Rack build https links and secure
+ * cookies for a plain connection, or believe it was encrypted). From a
+ * trusted proxy, the scheme it says, which the gateway cannot see: its
+ * right-most value of each, only if it is one the field can hold (http or
+ * https; a port 1..65535; on or off), else "http" and nothing, as from a
+ * client. One value each: frameworks disagree on which element of a list
+ * they read.
+ */
+static void scheme_fields(gw_req_t *r, gw_px_req_t *p)
+{
+    const char *proto = "http";
+    char v[16], line[64];
+    if (gw_proxies_match(&r->w->srv->proxies, gw_req_peer(r))) {
+        if (last_element(r, "X-Forwarded-Proto", v, sizeof(v)) && strcasecmp(v, "https") == 0)
+            proto = "https";
+        unsigned long port = 0;
+        if (last_element(r, "X-Forwarded-Port", v, 6) && strspn(v, "0123456789") == strlen(v))
+            port = strtoul(v, NULL, 10); /* at most 5 digits */
+        if (port >= 1 && port <= 65535) {
+            snprintf(line, sizeof(line), "X-Forwarded-Port: %lu", port);
+            p->hdrs = curl_slist_append(p->hdrs, line);
+        }
+        if (last_element(r, "X-Forwarded-Ssl", v, sizeof(v)) &&
+            (strcasecmp(v, "on") == 0 || strcasecmp(v, "off") == 0)) {
+            snprintf(line, sizeof(line), "X-Forwarded-Ssl: %s",
+                     strcasecmp(v, "on") == 0 ? "on" : "off");
+            p->hdrs = curl_slist_append(p->hdrs, line);
+        }
+    }
+    snprintf(line, sizeof(line), "X-Forwarded-Proto: %s", proto);
+    p->hdrs = curl_slist_append(p->hdrs, line);
 }
 
 bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
@@ -764,7 +879,7 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
         snprintf(line, sizeof(line), "X-Forwarded-Host: %.1000s", host);
         p->hdrs = curl_slist_append(p->hdrs, line);
     }
-    p->hdrs = curl_slist_append(p->hdrs, "X-Forwarded-Proto: http");
+    scheme_fields(r, p);
     p->hdrs = curl_slist_append(p->hdrs, "Expect:"); /* no 100-continue round trip */
     /* A body the client sent without a Content-Type goes on without one:
      * libcurl would label a POSTFIELDS body application/x-www-form-urlencoded. */

@@ -22,6 +22,13 @@ server in this test, one behaviour per path (the part after the route's prefix).
 - X-Real-IP is the client address the gateway decided on (the peer, or
   behind a trusted proxy the right-most untrusted X-Forwarded-For entry),
   never the client's, and the client's Forwarded never reaches the upstream;
+- the other fields an upstream takes for the client's address, scheme, port
+  or path (X-Client-IP, True-Client-IP, CF-Connecting-IP,
+  X-Cluster-Client-IP, X-Forwarded-Server/-Prefix, X-Original-URL,
+  X-Rewrite-URL, also spelt with underscores) never reach it from a
+  client; X-Forwarded-Proto is http and the client's X-Forwarded-Port and
+  X-Forwarded-Ssl are dropped, unless the peer is a trusted proxy (it ended
+  TLS): then its right-most valid value of each is kept;
 - on a dual-stack listener an IPv4 client's X-Forwarded-For entry is the
   address X-Real-IP names (1.2.3.4, not ::ffff:1.2.3.4);
 - a request field with an empty value reaches the upstream, empty (curl
@@ -324,6 +331,29 @@ try:
     eq([v for k, v in got if k == "x-forwarded-for"], ["203.0.113.9, 127.0.0.1"],
        "X-Forwarded-For still gets the peer appended")
 
+    # ---- the other fields that name the client, its scheme or the path ----
+    # Spring, Rack, Django, IIS and Symfony believe these; from a client they
+    # are a claim nobody checked. The underscore spellings are the same CGI
+    # variable (HTTP_X_FORWARDED_PROTO) to Rack, PHP and Django.
+    spoofed = (b"X-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\nX-Forwarded-Ssl: on\r\n"
+               b"X-Forwarded-Prefix: /evil\r\nX-Forwarded-Server: evil.example\r\n"
+               b"X-Client-IP: 198.51.100.66\r\nTrue-Client-IP: 198.51.100.66\r\n"
+               b"CF-Connecting-IP: 198.51.100.66\r\nX-Cluster-Client-IP: 198.51.100.66\r\n"
+               b"X-Original-URL: /admin\r\nX-Rewrite-URL: /admin\r\n"
+               b"X_Forwarded_Proto: https\r\nx_real_ip: 198.51.100.66\r\n"
+               b"X-Kept: yes\r\n")
+    st, _, body = ask("/p/echo", spoofed)
+    got = upstream_fields(body)
+    eq(st, 200, "a request with spoofed forwarding fields is proxied")
+    for name in ("x-forwarded-port", "x-forwarded-ssl", "x-forwarded-prefix",
+                 "x-forwarded-server", "x-client-ip", "true-client-ip", "cf-connecting-ip",
+                 "x-cluster-client-ip", "x-original-url", "x-rewrite-url", "x_forwarded_proto",
+                 "x_real_ip"):
+        eq([v for k, v in got if k == name], [], "a client's %s never reaches the upstream" % name)
+    eq([v for k, v in got if k == "x-forwarded-proto"], ["http"],
+       "X-Forwarded-Proto is the gateway's own scheme, not the client's https")
+    eq([v for k, v in got if k == "x-kept"], ["yes"], "other fields still pass")
+
     # ---- a body on a GET or HEAD ----
     # Refused from the head, the connection closed with the body unread: an
     # upstream that reads no GET body would take it for the next request on a
@@ -407,6 +437,25 @@ try:
         eq((st, [v for k, v in got if k == "x-real-ip"], [v for k, v in got if k == "forwarded"]),
            (200, [real], []), "behind a trusted proxy, X-Forwarded-For %r: X-Real-IP %s" %
            (xff, real))
+    # The trusted proxy ended TLS: the scheme, port and "ssl" it says are kept,
+    # its right-most value of each (the one it appended or set), when valid.
+    for sent, want in (
+            (b"", {"x-forwarded-proto": ["http"]}),
+            (b"X-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\nX-Forwarded-Ssl: on\r\n",
+             {"x-forwarded-proto": ["https"], "x-forwarded-port": ["443"],
+              "x-forwarded-ssl": ["on"]}),
+            (b"X-Forwarded-Proto: http\r\nX-Forwarded-Proto: HTTPS\r\nX-Forwarded-Port: 1, 8443\r\n",
+             {"x-forwarded-proto": ["https"], "x-forwarded-port": ["8443"]}),
+            (b"X-Forwarded-Proto: https, javascript\r\nX-Forwarded-Port: 99999\r\n"
+             b"X-Forwarded-Ssl: yes\r\n", {"x-forwarded-proto": ["http"]}),
+            (b"X_Forwarded_Proto: https\r\n", {"x-forwarded-proto": ["http"]})):
+        st, _, body = ask("/p/echo", sent + b"X-Forwarded-Prefix: /evil\r\n"
+                          b"X-Original-URL: /admin\r\nTrue-Client-IP: 198.51.100.66\r\n")
+        got = upstream_fields(body)
+        names = ("x-forwarded-proto", "x-forwarded-port", "x-forwarded-ssl", "x-forwarded-prefix",
+                 "x-original-url", "true-client-ip")
+        eq((st, {n: [v for k, v in got if k == n] for n in names if any(k == n for k, _ in got)}),
+           (200, want), "behind a trusted proxy, %r reaches the upstream as" % sent)
 finally:
     g.cleanup()
 
