@@ -75,6 +75,7 @@ struct gw_px_req {
      * not the level in force once the body has come (it may have moved since) */
     gw_level_t shed_level;
     bool head_only;
+    bool has_body; /* the head announced one (Content-Length above 0 or Transfer-Encoding) */
     CURL *easy;
     struct curl_slist *hdrs;
     char *req_body;
@@ -317,13 +318,17 @@ bool gw_px_head(gw_req_t *r, const char *method)
     const char *cl = gw_req_header(r, "Content-Length");
     const char *te = gw_req_header(r, "Transfer-Encoding");
     bool has_body = (cl && strtoull(cl, NULL, 10) > 0) || te;
-    static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"};
+    p->has_body = has_body;
+    /* OPTIONS too: a browser's CORS preflight for the others, which only the
+     * upstream can answer (its Access-Control-Allow-* fields). */
+    static const char *const methods[] = {"GET",   "HEAD",   "POST",   "PUT",
+                                          "PATCH", "DELETE", "OPTIONS"};
     bool known = false;
     for (size_t i = 0; i < CM_ARRAY_LEN(methods); i++)
         known |= strcmp(method, methods[i]) == 0;
     if (!known) {
         gw_resp_error(&r->resp, GW_R_METHOD, NULL, "method %s is not proxied", method);
-        gw_resp_header(&r->resp, "Allow", "GET, HEAD, POST, PUT, PATCH, DELETE");
+        gw_resp_header(&r->resp, "Allow", "%s", gw_route_methods(GW_ROUTE_PROXY));
         r->state = GW_ST_DONE;
         return has_body; /* with a body: answer now, never read it */
     }
@@ -849,6 +854,11 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     if (strcmp(method, "HEAD") == 0) {
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else if (strcmp(method, "OPTIONS") == 0 && !p->has_body) {
+        /* As sent: without a body or a Content-Length (POSTFIELDS would add
+         * "Content-Length: 0"). One that announces a body carries it as the
+         * methods below do. */
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
     } else if (strcmp(method, "GET") != 0) {
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, p->req_body ? p->req_body : "");

@@ -24,7 +24,7 @@ static const struct {
 #define XX(n, name, m, p) [GW_ROUTE_##n] = {name, m},
     GW_PUBLIC_ROUTES(XX)
 #undef XX
-    [GW_ROUTE_PROXY] = {"proxy", "GET, HEAD, POST, PUT, PATCH, DELETE"},
+    [GW_ROUTE_PROXY] = {"proxy", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"},
 };
 
 const char *gw_route_methods(gw_route_t r)

@@ -31,6 +31,8 @@ server in this test, one behaviour per path (the part after the route's prefix).
   TLS): then its right-most valid value of each is kept;
 - on a dual-stack listener an IPv4 client's X-Forwarded-For entry is the
   address X-Real-IP names (1.2.3.4, not ::ffff:1.2.3.4);
+- OPTIONS (a CORS preflight) is proxied like the other methods: without a
+  body unless one is sent, then with it and its length;
 - a request field with an empty value reaches the upstream, empty (curl
   read "Name: " as "remove this field": X-Empty was lost, and an empty
   Accept only removed curl's own);
@@ -353,6 +355,34 @@ try:
     eq([v for k, v in got if k == "x-forwarded-proto"], ["http"],
        "X-Forwarded-Proto is the gateway's own scheme, not the client's https")
     eq([v for k, v in got if k == "x-kept"], ["yes"], "other fields still pass")
+
+    # ---- OPTIONS (a CORS preflight) ----
+    preflight = (b"Origin: https://shop.example\r\nAccess-Control-Request-Method: POST\r\n"
+                 b"Access-Control-Request-Headers: content-type\r\n")
+    c = Client()
+    c.sk.sendall(b"OPTIONS /p/echob HTTP/1.1\r\nHost: x\r\n" + preflight + b"\r\n")
+    st, hdrs, body = c.answer()
+    head, _, sent = body.partition(b"\r\n\r\n")
+    got = upstream_fields(head)
+    check(st == 200 and head.startswith(b"OPTIONS /p/echob ") and sent == b"" and
+          ("access-control-request-method", "POST") in got and
+          ("origin", "https://shop.example") in got and
+          not any(k in ("content-length", "transfer-encoding", "content-type") for k, _ in got),
+          "an OPTIONS reaches the upstream as it was sent, without a body: %d %r" % (st, body))
+    c.sk.sendall(b"OPTIONS /p/echob HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                 b"Content-Type: text/plain\r\n\r\nhello")
+    st, _, body = c.answer()
+    head, _, sent = body.partition(b"\r\n\r\n")
+    check(st == 200 and head.startswith(b"OPTIONS /p/echob ") and sent == b"hello" and
+          ("content-length", "5") in upstream_fields(head),
+          "an OPTIONS with a body has it forwarded whole, its length with it: %d %r" % (st, body))
+    c.close()
+    c = Client()
+    c.sk.sendall(b"BREW /p/echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    st, hdrs, _ = c.answer()
+    c.close()
+    eq((st, dict(hdrs).get("allow")), (405, "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+       "another method is still a 405, its Allow naming OPTIONS")
 
     # ---- a body on a GET or HEAD ----
     # Refused from the head, the connection closed with the body unread: an
