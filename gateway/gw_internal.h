@@ -905,6 +905,16 @@ bool gw_ol_buy_admit(gw_req_t *r);
 bool gw_ol_buy_precheck(gw_req_t *r);
 /* Takes a slot of dependency `dep` for r; false: r->resp is a 503 (nothing was sent to it). */
 bool gw_ol_acquire(gw_req_t *r, unsigned dep);
+typedef enum { GW_OL_TAKEN = 0, GW_OL_LIMIT, GW_OL_BREAKER } gw_ol_take_t;
+/*
+ * The same without answering a refusal: which one it was (the limit is full,
+ * the upstream's breaker is open). Nothing is counted but the limit's own
+ * refusals: a caller with another answer than the 503 (a proxied route's
+ * fallback) counts that answer; else gw_ol_refuse. Loop thread.
+ */
+gw_ol_take_t gw_ol_try_acquire(gw_req_t *r, unsigned dep);
+/* Answers and counts gw_ol_try_acquire's refusal `why` of `dep` as its 503. Loop thread. */
+void gw_ol_refuse(gw_req_t *r, unsigned dep, gw_ol_take_t why);
 /* Gives r's slot of `dep` back (no-op if not held); the RTT is measured from the acquire. */
 void gw_ol_release(gw_req_t *r, unsigned dep, gw_al_outcome_t o);
 /*

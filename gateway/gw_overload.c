@@ -1032,21 +1032,18 @@ static unsigned t0_slot(unsigned dep)
     return dep < GW_DEP_UPSTREAM ? dep : 2;
 }
 
-bool gw_ol_acquire(gw_req_t *r, unsigned dep)
+gw_ol_take_t gw_ol_try_acquire(gw_req_t *r, unsigned dep)
 {
     gw_ol_worker_t *o = r->w->ol;
     gw_overload_t *ol = r->w->srv->ol;
     if (!o || dep >= o->ndeps || (r->ol_held & (1ull << dep)))
-        return true;
+        return GW_OL_TAKEN;
     if ((dep == GW_DEP_REDIS && !ol->redis_dep) || (dep == GW_DEP_SPOOL && !ol->spool_dep))
-        return true;
+        return GW_OL_TAKEN;
     if (dep >= GW_DEP_UPSTREAM) {
         bool probing = o->br[dep].probing;
-        if (!gw_breaker_allow(&o->br[dep], cm_mono_ms())) {
-            gw_ol_overloaded(r, "upstream_breaker",
-                             "the upstream of this route is failing; try again shortly", true);
-            return false;
-        }
+        if (!gw_breaker_allow(&o->br[dep], cm_mono_ms()))
+            return GW_OL_BREAKER;
         if (!probing && o->br[dep].probing)
             o->probe[dep] = r; /* this request is the half-open breaker's probe */
     }
@@ -1056,17 +1053,34 @@ bool gw_ol_acquire(gw_req_t *r, unsigned dep)
                 o->br[dep].probing = false; /* the probe never went out */
                 o->probe[dep] = NULL;
             }
-            gw_ol_overloaded(r, dep_reason(dep),
-                             dep == GW_DEP_REDIS
-                                 ? "the inventory is at its concurrency limit; try again shortly"
-                                 : "a dependency is at its concurrency limit; try again shortly",
-                             dep >= GW_DEP_UPSTREAM);
-            return false;
+            return GW_OL_LIMIT;
         }
     }
     r->ol_held |= 1ull << dep;
     r->ol_t0_us[t0_slot(dep)] = now_us();
-    return true;
+    return GW_OL_TAKEN;
+}
+
+void gw_ol_refuse(gw_req_t *r, unsigned dep, gw_ol_take_t why)
+{
+    if (why == GW_OL_BREAKER)
+        gw_ol_overloaded(r, "upstream_breaker",
+                         "the upstream of this route is failing; try again shortly", true);
+    else
+        gw_ol_overloaded(r, dep_reason(dep),
+                         dep == GW_DEP_REDIS
+                             ? "the inventory is at its concurrency limit; try again shortly"
+                             : "a dependency is at its concurrency limit; try again shortly",
+                         dep >= GW_DEP_UPSTREAM);
+}
+
+bool gw_ol_acquire(gw_req_t *r, unsigned dep)
+{
+    gw_ol_take_t why = gw_ol_try_acquire(r, dep);
+    if (why == GW_OL_TAKEN)
+        return true;
+    gw_ol_refuse(r, dep, why);
+    return false;
 }
 
 void gw_ol_release(gw_req_t *r, unsigned dep, gw_al_outcome_t out)
