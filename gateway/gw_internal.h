@@ -949,6 +949,9 @@ void gw_overload_stats(gw_server_t *srv, void *json_obj);
 void gw_overload_log_summary(gw_server_t *srv);
 /* Counts a request shed or degraded for criticality c. Thread-safe. */
 void gw_ol_count_shed(gw_worker_t *w, gw_crit_t c);
+/* Counts a fallback answered for `cause` (never a 503: gw_ol_overloaded
+ * counts those). Thread-safe. */
+void gw_ol_count_degraded(gw_worker_t *w, gw_degrade_cause_t cause);
 /* The parsed proxy.routes (borrowed, valid while the server runs). Thread-safe. */
 const gw_route_def_t *gw_ol_routes(const gw_server_t *srv, size_t *n);
 

@@ -189,10 +189,19 @@ static void overload_metrics(buf_t *b, gw_server_t *srv)
          "Share of user priorities admitted to the buy path (1 = everyone).");
     put(b, "flashgate_buy_admit_ratio %.2f\n", (double)s.buy_admit_pct / 100.0);
     head(b, "flashgate_overload_shed_total", "counter",
-         "Requests answered 503 or with a fallback by the degradation level, by criticality.");
+         "Proxied requests answered 503 overloaded or their fallback (level, upstream limit or "
+         "breaker, upstream failure), by criticality.");
     for (int c = 0; c < GW_CRIT_COUNT; c++)
         put(b, "flashgate_overload_shed_total{criticality=\"%s\"} %llu\n",
             gw_crit_name((gw_crit_t)c), (unsigned long long)s.shed[c]);
+    /* next to flashgate_overload_rejected_total, which never counts these: a
+     * fallback stands in for the 503 of the same reason, it is not one */
+    head(b, "flashgate_overload_degraded_total", "counter",
+         "Proxied requests answered with their route's fallback, by cause (a 503 reason, or the "
+         "upstream's error or timeout).");
+    for (int c = 0; c < GW_DEG_COUNT; c++)
+        put(b, "flashgate_overload_degraded_total{reason=\"%s\"} %llu\n",
+            gw_degrade_cause_name((gw_degrade_cause_t)c), (unsigned long long)s.degraded[c]);
     head(b, "flashgate_accept_paused_workers", "gauge",
          "Workers not accepting new connections right now (level 3).");
     put(b, "flashgate_accept_paused_workers %u\n", s.accept_paused);
@@ -203,7 +212,8 @@ static void overload_metrics(buf_t *b, gw_server_t *srv)
          "Adaptive concurrency limit of a dependency, summed over workers."},
         {"flashgate_dependency_inflight", "gauge", "Calls in flight to a dependency."},
         {"flashgate_dependency_rejected_total", "counter",
-         "Requests refused because the dependency's limit was full."},
+         "Requests refused because the dependency's limit was full (a 503, or a route's "
+         "fallback)."},
         {"flashgate_dependency_drops_total", "counter", "Timeouts and errors of a dependency."},
         {"flashgate_dependency_latency_seconds", "gauge",
          "Average round trip of a dependency over the last window (Redis, spool fsync, upstreams)."},

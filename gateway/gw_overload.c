@@ -110,6 +110,7 @@ typedef struct gw_ol_worker {
     uint32_t live;          /* requests begun and not finished */
     _Atomic bool pub_paused;
     _Atomic uint64_t shed[GW_CRIT_COUNT];
+    _Atomic uint64_t degraded[GW_DEG_COUNT]; /* fallbacks by cause (gw_ol_count_degraded) */
     _Atomic uint64_t shed_users, accept_pauses, accept_reset, accept_trimmed, shed_late;
     _Atomic uint64_t accept_conns;
     /* too-late checks answered by the loop's bound, and by the kernel's figure */
@@ -967,6 +968,12 @@ void gw_ol_count_shed(gw_worker_t *w, gw_crit_t c)
         atomic_fetch_add_explicit(&w->ol->shed[c], 1, memory_order_relaxed);
 }
 
+void gw_ol_count_degraded(gw_worker_t *w, gw_degrade_cause_t c)
+{
+    if (w->ol && (unsigned)c < GW_DEG_COUNT)
+        atomic_fetch_add_explicit(&w->ol->degraded[c], 1, memory_order_relaxed);
+}
+
 /* True while buys are being cut by user priority (then the user id decides). */
 static bool shedding_users(gw_req_t *r)
 {
@@ -1197,6 +1204,8 @@ void gw_overload_snapshot(gw_server_t *srv, gw_ol_snapshot_t *out)
             out->buy_admit_pct = pct;
         for (int c = 0; c < GW_CRIT_COUNT; c++)
             out->shed[c] += atomic_load_explicit(&o->shed[c], memory_order_relaxed);
+        for (int c = 0; c < GW_DEG_COUNT; c++)
+            out->degraded[c] += atomic_load_explicit(&o->degraded[c], memory_order_relaxed);
         out->shed_users += atomic_load_explicit(&o->shed_users, memory_order_relaxed);
         out->accept_pauses += atomic_load_explicit(&o->accept_pauses, memory_order_relaxed);
         out->accept_reset += atomic_load_explicit(&o->accept_reset, memory_order_relaxed);
@@ -1268,6 +1277,11 @@ void gw_overload_stats(gw_server_t *srv, void *json_obj)
                         json_pack("{s:I,s:I}", "loop", (json_int_t)s->late_looks_loop, "kernel",
                                   (json_int_t)s->late_looks_kernel));
     json_object_set_new(o, "shed_late_upstream", json_integer((json_int_t)s->shed_late_upstream));
+    json_t *deg = json_object();
+    for (int c = 0; c < GW_DEG_COUNT; c++)
+        json_object_set_new(deg, gw_degrade_cause_name((gw_degrade_cause_t)c),
+                            json_integer((json_int_t)s->degraded[c]));
+    json_object_set_new(o, "degraded", deg);
     json_object_set_new(json_obj, "overload", o);
     free(s);
 }

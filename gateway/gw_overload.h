@@ -35,6 +35,32 @@ const char *gw_crit_name(gw_crit_t c);
 /* Parses a name; returns -1 if unknown. Thread-safe. */
 int gw_crit_parse(const char *s);
 
+/*
+ * Why a proxied route answered its fallback instead of its upstream's answer
+ * (the "degraded" counters). A fallback is never counted as the 503 it stands
+ * in for: the names are those of the 503 reasons the route would have got
+ * without a fallback (upstream_limit, upstream_breaker, level_N), plus the
+ * upstream's own failures (otherwise a 502 or 504).
+ */
+#define GW_DEGRADE_CAUSES(XX)                                                                      \
+    XX(UPSTREAM_LIMIT, "upstream_limit")                                                           \
+    XX(UPSTREAM_BREAKER, "upstream_breaker")                                                       \
+    XX(UPSTREAM_ERROR, "upstream_error")                                                           \
+    XX(UPSTREAM_TIMEOUT, "upstream_timeout")                                                       \
+    XX(LEVEL_1, "level_1")                                                                         \
+    XX(LEVEL_2, "level_2")                                                                         \
+    XX(LEVEL_3, "level_3")
+
+typedef enum {
+#define XX(n, s) GW_DEG_##n,
+    GW_DEGRADE_CAUSES(XX)
+#undef XX
+        GW_DEG_COUNT
+} gw_degrade_cause_t;
+
+/* "upstream_limit", ..., "level_3". */
+const char *gw_degrade_cause_name(gw_degrade_cause_t c);
+
 /*---- Adaptive concurrency limit (Gradient2) ----*/
 
 /*
@@ -679,7 +705,7 @@ typedef struct gw_ol_dep_snap {
                            inventory, spool durability write); figures stay 0 */
     uint32_t limit;     /* summed over workers */
     uint32_t inflight;  /* summed over workers */
-    uint64_t rejected;  /* 503s because the limit was full */
+    uint64_t rejected;  /* requests the full limit refused (a 503, or a route's fallback) */
     uint64_t drops;     /* timeouts and errors seen */
     uint64_t rtt_us;    /* the last window's average, max over workers */
     int breaker;        /* gw_br_state_t, -1 = none */
@@ -697,7 +723,10 @@ typedef struct gw_ol_snapshot {
     uint64_t queue_target_us;
     uint32_t loop_busy_pct;    /* last window, max over workers */
     uint32_t buy_admit_pct;    /* share of user priorities admitted (min over workers) */
-    uint64_t shed[GW_CRIT_COUNT]; /* requests answered 503 or fallback per criticality */
+    /* proxied requests answered 503 overloaded or their fallback (level, limit,
+     * breaker, or the upstream's failure), per criticality */
+    uint64_t shed[GW_CRIT_COUNT];
+    uint64_t degraded[GW_DEG_COUNT]; /* fallbacks answered, by cause (never counted as 503s) */
     uint64_t shed_users;       /* buys refused by user priority */
     uint64_t shed_late;        /* requests that waited too long before we saw them (queue_time) */
     /* too-late checks answered from the loop's bound on the wait (no system

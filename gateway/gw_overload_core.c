@@ -27,6 +27,17 @@ int gw_crit_parse(const char *s)
     return -1;
 }
 
+static const char *const degrade_names[GW_DEG_COUNT] = {
+#define XX(n, s) [GW_DEG_##n] = s,
+    GW_DEGRADE_CAUSES(XX)
+#undef XX
+};
+
+const char *gw_degrade_cause_name(gw_degrade_cause_t c)
+{
+    return (unsigned)c < GW_DEG_COUNT ? degrade_names[c] : "?";
+}
+
 /*---- Gradient2 ----*/
 
 #define G2_TOLERANCE 1.5

@@ -15,7 +15,8 @@
  * a breaker (gw_overload.c); the degradation level decides from the route's
  * criticality whether it is served, answered with its fallback, or refused
  * (at level 3 from the request head, before the body is read). A degraded or
- * shed answer carries X-Flashgate-Degraded: 1.
+ * shed answer carries X-Flashgate-Degraded: 1. A fallback is counted as
+ * degraded by its cause (answer_fallback), never as the 503 it stands in for.
  *
  * Headers: hop-by-hop ones (RFC 9110 7.6.1: Connection and the fields it
  * names, Keep-Alive, Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade) are
@@ -273,20 +274,22 @@ bool gw_px_route(gw_req_t *r, const char *url)
     return false;
 }
 
-/* The fallback answer, or 503 overloaded, both marked degraded. */
-static void answer_degraded(gw_req_t *r, const char *reason)
+/*
+ * The route's fallback (marked degraded when rendered), counted as degraded
+ * by its cause and as shed for the route's criticality. Never as a 503: the
+ * client gets none, whether a level, its upstream's limit or breaker, or a
+ * failure decided it (a limit or breaker refusal had been counted as the 503
+ * it replaced, a level's had not).
+ */
+static void answer_fallback(gw_req_t *r, gw_degrade_cause_t cause)
 {
     gw_px_req_t *p = r->px;
     const gw_route_def_t *rt = p->route;
     gw_ol_count_shed(r->w, (gw_crit_t)rt->crit);
-    if (rt->has_fallback) {
-        p->answered = p->fallback = true;
-        p->status = rt->fb_status;
-        p->reply = GW_R_FALLBACK;
-        return;
-    }
-    gw_ol_overloaded(r, reason,
-                     "this part of the page is switched off under load; try again shortly", true);
+    gw_ol_count_degraded(r->w, cause);
+    p->answered = p->fallback = true;
+    p->status = rt->fb_status;
+    p->reply = GW_R_FALLBACK;
 }
 
 /* "level_N" as a literal (gw_ol_overloaded keys its prepared answers on it). */
@@ -296,12 +299,40 @@ static const char *level_reason(gw_level_t level)
     return (unsigned)level < GW_LEVEL_COUNT ? names[level] : "level_3";
 }
 
+/* Shed by the level: the fallback, else 503 overloaded level_N, both marked degraded. */
+static void answer_shed(gw_req_t *r, gw_level_t level)
+{
+    gw_px_req_t *p = r->px;
+    if (p->route->has_fallback) {
+        /* level 0 serves every route (gw_ol_route_action): never a cause here */
+        answer_fallback(r, level <= GW_LEVEL_DEGRADE ? GW_DEG_LEVEL_1
+                           : level == GW_LEVEL_SHED  ? GW_DEG_LEVEL_2
+                                                     : GW_DEG_LEVEL_3);
+        return;
+    }
+    gw_ol_count_shed(r->w, (gw_crit_t)p->route->crit);
+    gw_ol_overloaded(r, level_reason(level),
+                     "this part of the page is switched off under load; try again shortly", true);
+}
+
+/* Refused by its upstream's limit or breaker: the fallback, else the 503 of the refusal. */
+static void answer_refused(gw_req_t *r, gw_ol_take_t why)
+{
+    gw_px_req_t *p = r->px;
+    if (p->route->has_fallback) {
+        answer_fallback(r, why == GW_OL_BREAKER ? GW_DEG_UPSTREAM_BREAKER : GW_DEG_UPSTREAM_LIMIT);
+        return;
+    }
+    gw_ol_count_shed(r->w, (gw_crit_t)p->route->crit);
+    gw_ol_refuse(r, GW_DEP_UPSTREAM + p->idx, why);
+}
+
 /* A failed upstream exchange: the fallback, else 502 / 504. */
 static void answer_failed(gw_req_t *r, bool timeout, const char *what)
 {
     gw_px_req_t *p = r->px;
     if (p->route->has_fallback) {
-        answer_degraded(r, "upstream_error");
+        answer_fallback(r, timeout ? GW_DEG_UPSTREAM_TIMEOUT : GW_DEG_UPSTREAM_ERROR);
         return;
     }
     gw_resp_error(&r->resp, timeout ? GW_R_GATEWAY_TIMEOUT : GW_R_BAD_GATEWAY, NULL,
@@ -362,7 +393,7 @@ bool gw_px_head(gw_req_t *r, const char *method)
         if (level == GW_LEVEL_PROTECT && has_body) {
             /* Protect: refuse from the head; answering now closes the connection,
              * which is what a shed client with a body should get. */
-            answer_degraded(r, level_reason(level));
+            answer_shed(r, level);
             r->state = GW_ST_DONE;
             return true;
         }
@@ -799,19 +830,16 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
     gw_worker_t *w = r->w;
     gw_px_worker_t *px = w->px;
     if (p->action == PX_SHED) {
-        answer_degraded(r, level_reason(p->shed_level));
+        answer_shed(r, p->shed_level);
         return false;
     }
     if (!px || px->stopped || atomic_load_explicit(&w->srv->draining, memory_order_relaxed)) {
         gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "gateway is shutting down");
         return false;
     }
-    if (!gw_ol_acquire(r, GW_DEP_UPSTREAM + p->idx)) {
-        /* gw_ol_acquire answered a degraded 503 with the reason; a fallback replaces it */
-        if (p->route->has_fallback)
-            answer_degraded(r, "upstream_limit");
-        else
-            gw_ol_count_shed(w, (gw_crit_t)p->route->crit);
+    gw_ol_take_t why = gw_ol_try_acquire(r, GW_DEP_UPSTREAM + p->idx);
+    if (why != GW_OL_TAKEN) {
+        answer_refused(r, why);
         return false;
     }
     CURL *e = curl_easy_init();

@@ -5,7 +5,9 @@ answers become the route's fallback with X-Flashgate-Degraded: 1; its breaker
 opens (the upstream then sees at most the probe), closes again once it
 answers; and buys in the same run are all accepted meanwhile. X-Forwarded-For
 fields reach the upstream joined and whole; a client that resets its
-connection ends its transfer."""
+connection ends its transfer. Every fallback is counted as degraded with its
+cause (timeout, error, breaker, a full limit on a second gateway, the level),
+in /metrics and /admin/v1/stats alike, and none as a 503 rejection."""
 import http.server
 import json
 import os
@@ -24,6 +26,7 @@ need_binary("flashgate")
 
 MODE = {"mode": "ok", "hits": 0}
 LOCK = threading.Lock()
+HOLD = threading.Event()  # /hold/...: answered once set (holds a limit's only slot)
 
 
 class Upstream(http.server.BaseHTTPRequestHandler):
@@ -33,6 +36,9 @@ class Upstream(http.server.BaseHTTPRequestHandler):
         if self.path.startswith("/v1/hang/"):
             # holds the transfer far past the client's patience, within the route's timeout
             time.sleep(3)
+            mode = "ok"
+        elif self.path.startswith("/hold/"):
+            HOLD.wait(5)
             mode = "ok"
         else:
             with LOCK:
@@ -97,6 +103,49 @@ def recs(path="/v1/recs/x?a=1&b=x%20y"):
 
 def up_stats(route="/v1/recs/"):
     return g.admin("GET", "/admin/v1/stats").json["overload"]["limits"]["upstream:" + route]
+
+
+def answers(gw):
+    """What the gateway counted of its answers: 503 overloaded by reason
+    (flashgate_overload_rejected_total) and fallbacks by cause
+    (flashgate_overload_degraded_total) from /metrics; the same fallbacks
+    (overload.degraded), the replies and the upstream limits from the stats."""
+    rej, deg = {}, {}
+    for line in gw.admin("GET", "/metrics").raw.decode().splitlines():
+        for name, into in (('flashgate_overload_rejected_total{reason="', rej),
+                           ('flashgate_overload_degraded_total{reason="', deg)):
+            if line.startswith(name):
+                reason, _, val = line[len(name):].partition('"} ')
+                into[reason] = int(float(val))
+    st = gw.admin("GET", "/admin/v1/stats").json
+    return {"rejected": rej, "degraded": deg,
+            "stats_degraded": dict(st["overload"].get("degraded") or {}),
+            "replies": st["replies"], "limits": st["overload"]["limits"]}
+
+
+def grew(before, after, kind):
+    """The counters of `kind` that moved between two answers() snapshots."""
+    keys = set(before[kind]) | set(after[kind])
+    d = {k: after[kind].get(k, 0) - before[kind].get(k, 0) for k in keys}
+    return {k: v for k, v in d.items() if v}
+
+
+def counted_as_degraded(before, after, want, what):
+    """Between the snapshots exactly `want` ({cause: n}) fallbacks were answered:
+    counted as degraded with those causes in both endpoints, none as a 503.
+    Before, a fallback for a full limit or an open breaker was counted as the
+    503 it replaced (upstream_limit, upstream_breaker) and not as a fallback."""
+    want = {k: v for k, v in want.items() if v}
+    eq(grew(before, after, "degraded"), want,
+       what + ": the fallbacks by cause in flashgate_overload_degraded_total")
+    eq(grew(before, after, "stats_degraded"), want,
+       what + ": the fallbacks by cause in the stats' overload.degraded")
+    eq(grew(before, after, "rejected"), {},
+       what + ": no 503 rejection counted (flashgate_overload_rejected_total)")
+    replies = {k: v for k, v in grew(before, after, "replies").items()
+               if k.endswith(("_fallback", "_overloaded"))}  # buys may run meanwhile
+    eq(replies, {"200_fallback": sum(want.values())},
+       what + ": every answer was the fallback, none a 503")
 
 
 def raw_exchange(data):
@@ -197,6 +246,7 @@ try:
 
     # ---- slow (past the route's timeout): fallback, and buys meanwhile are accepted ----
     MODE["mode"] = "slow"
+    before = answers(g)
 
     def slow_one(_):
         x = recs()
@@ -216,6 +266,12 @@ try:
     st = up_stats()
     check(st["breaker_opens"] >= 1, "timeouts in a row open the breaker: %r" % st)
     check(st["drops"] >= 3, "the timeouts are counted as drops: %r" % st)
+    after = answers(g)
+    # each timeout is a drop; what came after the breaker opened, its refusal
+    timeouts = after["limits"]["upstream:/v1/recs/"]["drops"] - \
+        before["limits"]["upstream:/v1/recs/"]["drops"]
+    counted_as_degraded(before, after, {"upstream_timeout": timeouts,
+                                        "upstream_breaker": 12 - timeouts}, "a slow upstream")
 
     # ---- failing (500): open breaker, the upstream sees at most probes ----
     MODE["mode"] = "fail"
@@ -224,13 +280,18 @@ try:
         recs()
     with LOCK:
         hits_before = MODE["hits"]
+    before = answers(g)
     outs = [recs() for _ in range(20)]
+    after = answers(g)
     with LOCK:
         hits = MODE["hits"] - hits_before
     check(all(o.status == 200 and o.raw.decode() == FALLBACK and
               o.headers.get("x-flashgate-degraded") == "1" for o in outs),
           "a failing upstream's requests get the fallback")
     check(hits <= 1, "the open breaker keeps requests off the upstream: %d reached it" % hits)
+    # the breaker refused all but a probe (whose 500 is the upstream's error)
+    counted_as_degraded(before, after, {"upstream_breaker": 20 - hits, "upstream_error": hits},
+                        "an open breaker")
     eq(up_stats()["breaker"] in ("open", "half_open"), True, "the breaker is open")
     eq(g.buy("s", "after-fail").status, 202, "buys still accepted")
 
@@ -248,7 +309,59 @@ try:
     eq(up_stats()["breaker"], "closed", "the probe's success closes the breaker")
     log = g.logs(200000)
     check(log.count("upstream failed") == 0, "no log line per upstream failure at info level")
+    end = answers(g)
+    eq(sum(end["degraded"].values()), end["replies"].get("200_fallback", 0),
+       "every fallback of the run is counted as degraded, once")
+    eq(end["stats_degraded"], end["degraded"], "the stats and /metrics count the same fallbacks")
 finally:
     g.cleanup()
+
+# ---- a full limit: a second gateway whose upstream limit is one request ----
+# The held request takes the only slot; the others are refused by the limit and
+# answered with the fallback. The dependency's `rejected` still counts them (the
+# limit refused them, whatever the route answered instead).
+held_routes = [{"prefix": "/v1/held/", "upstream": "http://127.0.0.1:%d/hold" % up_port,
+                "timeout_ms": 5000, "criticality": "degradable",
+                "fallback": {"status": 200, "content_type": "application/json",
+                             "body": FALLBACK}}]
+g2 = Gateway("--kafka-brokers", "none", "--proxy-routes", json.dumps(held_routes),
+             "--set", "overload.limit_min=1", "--set", "overload.limit_max=1",
+             "--set", "overload.limit_initial=1",
+             "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", threads=1).start()
+try:
+    def held_stats():
+        return g2.admin("GET", "/admin/v1/stats").json["overload"]["limits"]["upstream:/v1/held/"]
+
+    HOLD.clear()
+    with ThreadPoolExecutor(1) as ex:
+        first = ex.submit(request, g2.port, "GET", "/v1/held/first")
+        ok, _ = wait_for(lambda: held_stats()["inflight"] == 1, 3)
+        check(ok, "the held request takes the limit's only slot: %r" % (held_stats(),))
+        before = answers(g2)
+        outs = [request(g2.port, "GET", "/v1/held/%d" % i) for i in range(5)]
+        after = answers(g2)
+        HOLD.set()
+        first = first.result()
+    check(all(o.status == 200 and o.raw.decode() == FALLBACK and
+              o.headers.get("x-flashgate-degraded") == "1" for o in outs),
+          "a full limit's refusals get the fallback: %r" % [(o.status, o.raw[:60]) for o in outs])
+    eq((first.status, first.headers.get("x-upstream")), (200, "yes"),
+       "the held request is served by the upstream")
+    counted_as_degraded(before, after, {"upstream_limit": 5}, "a full limit")
+    eq(after["limits"]["upstream:/v1/held/"]["rejected"] -
+       before["limits"]["upstream:/v1/held/"]["rejected"], 5,
+       "the limit's own count of its refusals")
+
+    # the level: a degradable route with a fallback is degraded at level 1
+    before = answers(g2)
+    eq(g2.admin("PUT", "/admin/v1/degrade", body={"level": 1}).status, 200, "pin level 1")
+    lv = request(g2.port, "GET", "/v1/held/level")
+    eq(g2.admin("PUT", "/admin/v1/degrade", body={"level": 0}).status, 200, "pin level 0")
+    eq((lv.status, lv.raw.decode(), lv.headers.get("x-flashgate-degraded")),
+       (200, FALLBACK, "1"), "level 1 answers the fallback")
+    counted_as_degraded(before, answers(g2), {"level_1": 1}, "level 1")
+finally:
+    HOLD.set()
+    g2.cleanup()
     srv.shutdown()
 finish()
