@@ -1,8 +1,10 @@
 #include "common/cm_alloc.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 static void oom(size_t n)
@@ -51,4 +53,47 @@ char *cm_xstrndup(const char *s, size_t n)
     memcpy(p, s, len);
     p[len] = '\0';
     return p;
+}
+
+#define HUGE_PAGE ((size_t)2 << 20)
+
+void *cm_xmap_huge(size_t n, size_t *len)
+{
+    void *p = cm_map_huge(n, len);
+    if (!p)
+        oom(n);
+    return p;
+}
+
+void *cm_map_huge(size_t n, size_t *len)
+{
+    size_t want = (n + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    if (want == 0)
+        want = HUGE_PAGE;
+    /* one huge page more, so that an aligned start fits; the ends are given back */
+    char *p = mmap(NULL, want + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    char *a = (char *)(((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+    if (a > p)
+        munmap(p, (size_t)(a - p));
+    if (a + want < p + want + HUGE_PAGE)
+        munmap(a + want, (size_t)(p + want + HUGE_PAGE - (a + want)));
+    (void)madvise(a, want, MADV_HUGEPAGE); /* advice: EINVAL where THP is not built in */
+    *len = want;
+    return a;
+}
+
+void cm_unmap(void *p, size_t len)
+{
+    if (p)
+        munmap(p, len);
+}
+
+void cm_prefault(void *p, size_t n)
+{
+    volatile char *c = p;
+    for (size_t i = 0; i < n; i += 4096)
+        c[i] = 0;
 }

@@ -628,7 +628,10 @@ const cm_opt_t gw_config_opts[] = {
     RPS("limits.subnet_rps", subnet_rps, "0", "per-client-subnet (/24, IPv6 /48)"),
     BURST("limits.subnet_burst", subnet_burst, "200", "per-client-subnet (/24, IPv6 /48)"),
     {"limits.max_keys", CM_OPT_UINT, OFF(limiter_max_keys), 0, "1000000", 1000, 100000000, NULL,
-     0, NULL, "N", "most users + IPs tracked by the limiters; idle ones are evicted first", NULL},
+     0, NULL, "N",
+     "most users + IPs tracked by the limiters (32 bytes each, paged in at start); idle ones are "
+     "evicted first",
+     NULL},
     {"orders.max_known", CM_OPT_UINT, OFF(orders_max_known), 0, "1000000", 1024, 1000000000,
      NULL, 0, NULL, "N",
      "most orders whose status this gateway keeps (~29 bytes each, resident from the start); the "

@@ -73,6 +73,8 @@ struct gw_orders {
     uint64_t gen; /* serial number of this table, from 1 */
     uint64_t max_known;
     size_t bytes;
+    void *mem; /* every shard's slots then every ring: one mapping (cm_xmap_huge) */
+    size_t mem_len;
     /* interned sale ids: names[i], found through idx (open addressing of i + 1) */
     pthread_rwlock_t sales_lock;
     char (*names)[INV_SALE_ID_MAX + 1];
@@ -122,19 +124,6 @@ static size_t dist(const shard_t *s, size_t i, uint64_t id)
     return i >= k ? i - k : i + s->nslots - k;
 }
 
-/*
- * Writes one byte of every page: the table is resident from the start, so the
- * gateway's RSS does not creep up by a page per order over the first hours of
- * traffic (the soak saw that as growth) and a machine without the memory
- * fails at start, not mid-sale. calloc's fresh pages are only mapped.
- */
-static void prefault(void *p, size_t n)
-{
-    volatile char *c = p;
-    for (size_t i = 0; i < n; i += 4096)
-        c[i] = 0;
-}
-
 gw_orders_t *gw_orders_new(uint64_t max_known)
 {
     static _Atomic uint64_t tables;
@@ -144,6 +133,12 @@ gw_orders_t *gw_orders_new(uint64_t max_known)
         max_known = SHARDS;
     t->max_known = max_known;
     size_t cap = (size_t)((max_known + SHARDS - 1) / SHARDS);
+    size_t nslots = cap + cap / 3 + 1;
+    /* Huge pages: a lookup or an insert probes a random slot of ~21 MiB (the
+     * default 1,000,000 orders), a TLB miss at 4 KiB pages (cm_alloc.h). */
+    t->mem = cm_xmap_huge(SHARDS * (nslots * sizeof(slot_t) + cap * sizeof(uint64_t)),
+                          &t->mem_len);
+    cm_prefault(t->mem, t->mem_len); /* resident from the start (cm_alloc.h) */
     for (int i = 0; i < SHARDS; i++) {
         shard_t *s = &t->shards[i];
         pthread_mutex_init(&s->lock, NULL);
@@ -152,11 +147,9 @@ gw_orders_t *gw_orders_new(uint64_t max_known)
          * (1 + 1/(1-load)^2)/2 slots on average: ~8 at 3/4, ~32 at 7/8, where
          * a full table (the eviction steady state) spent ~0.3 us more per
          * order in insert (perf, bench/README.md session 9) for 3 bytes less. */
-        s->nslots = cap + cap / 3 + 1;
-        s->slots = cm_xcalloc(s->nslots, sizeof(slot_t));
-        s->ring = cm_xcalloc(cap, sizeof(uint64_t));
-        prefault(s->slots, s->nslots * sizeof(slot_t));
-        prefault(s->ring, cap * sizeof(uint64_t));
+        s->nslots = nslots;
+        s->slots = (slot_t *)t->mem + (size_t)i * nslots;
+        s->ring = (uint64_t *)((slot_t *)t->mem + SHARDS * nslots) + (size_t)i * cap;
         t->bytes += s->nslots * sizeof(slot_t) + cap * sizeof(uint64_t);
     }
     pthread_rwlock_init(&t->sales_lock, NULL);
@@ -171,10 +164,9 @@ void gw_orders_free(gw_orders_t *t)
     if (!t)
         return;
     for (int i = 0; i < SHARDS; i++) {
-        free(t->shards[i].slots);
-        free(t->shards[i].ring);
         pthread_mutex_destroy(&t->shards[i].lock);
     }
+    cm_unmap(t->mem, t->mem_len);
     free(t->names);
     free(t->idx);
     for (uint32_t i = 1; i <= t->nreasons; i++)
