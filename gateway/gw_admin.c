@@ -1130,11 +1130,24 @@ static char *stats_json(gw_server_t *srv)
     json_t *replies = json_object();
     for (int i = 0; i < GW_R_COUNT; i++) {
         uint64_t n = atomic_load(&c.replies[i]);
-        if (n) {
-            char key[48];
+        if (!n)
+            continue;
+        char key[48];
+        int kind = gw_px_kind((gw_reply_t)i);
+        if (kind < 0) {
             snprintf(key, sizeof(key), "%d_%s", gw_reply_status((gw_reply_t)i),
                      gw_reply_code((gw_reply_t)i));
             json_object_set_new(replies, key, json_integer((json_int_t)n));
+            continue;
+        }
+        /* proxied: by the status sent ("404_proxied", "503_fallback") */
+        for (int s = 0; s < GW_PX_STATUS_SPAN; s++) {
+            uint64_t m = atomic_load(&c.px_status[kind][s]);
+            if (m) {
+                snprintf(key, sizeof(key), "%d_%s", GW_PX_STATUS_MIN + s,
+                         gw_reply_code((gw_reply_t)i));
+                json_object_set_new(replies, key, json_integer((json_int_t)m));
+            }
         }
     }
     json_t *rl = json_object();

@@ -1254,16 +1254,19 @@ static void guard_body(gw_h1_t *c)
 static void answer(gw_h1_t *c, gw_req_t *r)
 {
     gw_reply_t reply;
-    if (r->px && gw_px_render(r, &reply)) {
+    int status;
+    if (r->px && gw_px_render(r, &reply, &status)) {
         /* rendered by the proxy (an upstream's answer or a fallback) */
     } else if (r->cached) {
         reply = r->cached_reply;
+        status = gw_reply_status(reply);
         out_prep(c, r, r->cached);
     } else {
         reply = r->resp.reply;
+        status = r->resp.status;
         out_resp(c, r, &r->resp);
     }
-    gw_http_account(r, reply);
+    gw_http_account(r, reply, status);
     /* the next head's deadline starts now (flush moves to "writing" if the
      * answer does not go out at once, a pipelined head to "body") */
     gw_conn_idle(c->guard);

@@ -204,7 +204,7 @@ static uint64_t next_rand(gw_worker_t *w)
 }
 
 /* Counts an answer per route and status, its latency, and samples the access log. */
-void gw_http_account(gw_req_t *r, gw_reply_t reply)
+void gw_http_account(gw_req_t *r, gw_reply_t reply, int status)
 {
     gw_worker_t *w = r->w;
     const char *method = r->method, *url = r->url;
@@ -215,6 +215,12 @@ void gw_http_account(gw_req_t *r, gw_reply_t reply)
         b++;
     inc(&c->replies[reply], 1);
     inc(&c->route_replies[r->route][reply], 1);
+    /* an upstream's answer or a fallback: by the status it went out with (a
+     * 404 passed through, a 503 fallback), not the table's 200. Both are in
+     * 200..599 (GW_PX_STATUS_MIN); the bound only guards the index. */
+    int kind = gw_px_kind(reply);
+    if (kind >= 0 && status >= GW_PX_STATUS_MIN && status <= GW_PX_STATUS_MAX)
+        inc(&c->px_status[kind][status - GW_PX_STATUS_MIN], 1);
     inc(&c->lat_buckets[r->route][b], 1);
     inc(&c->lat_sum_us[r->route], us);
     uint64_t ppm = w->srv->access_sample_ppm;
@@ -224,8 +230,8 @@ void gw_http_account(gw_req_t *r, gw_reply_t reply)
         cm_log_quote(path, 0, sizeof(path), url);
         cm_log_info("access", "request",
                     "method=%s path=%s route=%s status=%d code=%s latency_us=%llu worker=%u",
-                    method, path, gw_route_name(r->route), gw_reply_status(reply),
-                    gw_reply_code(reply), (unsigned long long)us, w->index);
+                    method, path, gw_route_name(r->route), status, gw_reply_code(reply),
+                    (unsigned long long)us, w->index);
     }
 }
 

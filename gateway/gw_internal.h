@@ -86,6 +86,17 @@ struct gw_px_req;
     XX(PROXIED, 200, "proxied", 0)   /* an upstream's answer passed through, its own status */    \
     XX(FALLBACK, 200, "fallback", 0) /* a proxied route's configured fallback, its own status */
 
+/*
+ * The statuses a proxied answer can be sent with (GW_R_PROXIED: px_complete
+ * fails any other upstream status; GW_R_FALLBACK: gw_config refuses any other
+ * fallback.status). Their 200 above is only a default: the counters key them
+ * by the status sent (gw_counters_t.px_status), which the table cannot know.
+ */
+#define GW_PX_STATUS_MIN 200
+#define GW_PX_STATUS_MAX 599
+#define GW_PX_STATUS_SPAN (GW_PX_STATUS_MAX - GW_PX_STATUS_MIN + 1)
+#define GW_PX_KINDS 2 /* GW_R_PROXIED, GW_R_FALLBACK: gw_px_kind */
+
 typedef enum {
 #define XX(n, s, c, ra) GW_R_##n,
     GW_REPLY_MAP(XX)
@@ -97,6 +108,12 @@ int gw_reply_status(gw_reply_t r);
 const char *gw_reply_code(gw_reply_t r);
 /* The table's default Retry-After of r in seconds (0 = none). */
 unsigned gw_reply_retry_after(gw_reply_t r);
+/* The gw_counters_t.px_status row of a proxied answer (0 an upstream's, 1 a
+ * fallback), or -1: any other reply is sent with its table status. */
+static inline int gw_px_kind(gw_reply_t r)
+{
+    return r == GW_R_PROXIED ? 0 : r == GW_R_FALLBACK ? 1 : -1;
+}
 
 /*
  * The public routes. GW_PUBLIC_ROUTES is the route table the router
@@ -170,6 +187,11 @@ typedef struct gw_counters {
     _Atomic uint64_t access_logged;
     _Atomic uint64_t overload_reasons[GW_OLR_COUNT];
     _Atomic uint64_t proxy_client_aborts; /* transfers ended because their client left */
+    /* GW_R_PROXIED [0] and GW_R_FALLBACK [1] answers by the status sent (index
+     * status - GW_PX_STATUS_MIN; gw_px_kind): the reply table's 200 is not
+     * theirs. Only GW_ROUTE_PROXY answers them, so no per-route copy. Last:
+     * 6.4 KB that every buy's counters (above) need not be spread across. */
+    _Atomic uint64_t px_status[GW_PX_KINDS][GW_PX_STATUS_SPAN];
 } gw_counters_t;
 
 /* A response under construction: status, JSON body, a few headers. */
@@ -773,7 +795,9 @@ void gw_http_too_large(gw_req_t *r, uint64_t limit);
 void gw_http_head(gw_req_t *r);  /* routes; may answer (GW_ST_DONE) before the body */
 void gw_http_body(gw_req_t *r, const char *data, size_t n);
 void gw_http_complete(gw_req_t *r); /* answers now (GW_ST_DONE) or waits (GW_ST_WAIT) */
-void gw_http_account(gw_req_t *r, gw_reply_t reply);
+/* Counts r's answer: reply, sent with `status` (the table's, but for a
+ * proxied answer: see gw_counters_t.px_status). */
+void gw_http_account(gw_req_t *r, gw_reply_t reply, int status);
 /* The first read or accept of a loop iteration: the clock, the Date, the overload stamps. */
 void gw_http_iteration(gw_worker_t *w);
 
@@ -975,8 +999,9 @@ void gw_px_body(gw_req_t *r, const char *data, size_t n);
 /* The complete request: a fallback or refusal (false), or held for the upstream (true). */
 bool gw_px_handle(gw_req_t *r, const char *url, const char *method);
 /* Renders a proxied request's own answer (an upstream's, a fallback) into its
- * connection's output: true with *reply; false: send r->resp / r->cached. */
-bool gw_px_render(gw_req_t *r, gw_reply_t *reply);
+ * connection's output: true with *reply and the *status sent (the upstream's
+ * or the fallback's, not the reply table's); false: send r->resp / r->cached. */
+bool gw_px_render(gw_req_t *r, gw_reply_t *reply, int *status);
 /* r's connection closed (reset, error, the gateway's own close) while its
  * upstream transfer runs: the transfer ends now and r is finished (freed: r
  * is orphaned). false if r has no transfer running. Loop thread. */

@@ -109,6 +109,13 @@ static void head(buf_t *b, const char *name, const char *type, const char *help)
     put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
+/* One flashgate_responses_total line: n answers of `reply` sent with `status`. */
+static void responses_line(buf_t *b, gw_route_t route, int status, gw_reply_t reply, uint64_t n)
+{
+    put(b, "flashgate_responses_total{route=\"%s\",status=\"%d\",code=\"%s\"} %llu\n",
+        gw_route_name(route), status, gw_reply_code(reply), (unsigned long long)n);
+}
+
 /* A label value: \ " and newline escaped. */
 static const char *lv(const char *s, char *out, size_t cap)
 {
@@ -267,11 +274,22 @@ char *gw_metrics_text(gw_server_t *srv, size_t *len)
     head(&b, "flashgate_responses_total", "counter",
          "Answers on the public listener by route, HTTP status and error code.");
     for (int r = 0; r < GW_ROUTE_COUNT; r++)
-        for (int k = 0; k < GW_R_COUNT; k++)
-            if (c.route_replies[r][k])
-                put(&b, "flashgate_responses_total{route=\"%s\",status=\"%d\",code=\"%s\"} %llu\n",
-                    gw_route_name((gw_route_t)r), gw_reply_status((gw_reply_t)k),
-                    gw_reply_code((gw_reply_t)k), (unsigned long long)c.route_replies[r][k]);
+        for (int k = 0; k < GW_R_COUNT; k++) {
+            if (!c.route_replies[r][k])
+                continue;
+            int kind = gw_px_kind((gw_reply_t)k);
+            if (kind < 0) {
+                responses_line(&b, (gw_route_t)r, gw_reply_status((gw_reply_t)k), (gw_reply_t)k,
+                               c.route_replies[r][k]);
+                continue;
+            }
+            /* an upstream's answer or a fallback: by the status sent (only the
+             * proxy route answers them, so px_status is all this route's) */
+            for (int s = 0; s < GW_PX_STATUS_SPAN; s++)
+                if (c.px_status[kind][s])
+                    responses_line(&b, (gw_route_t)r, GW_PX_STATUS_MIN + s, (gw_reply_t)k,
+                                   c.px_status[kind][s]);
+        }
     head(&b, "flashgate_accepted_units_total", "counter", "Units accepted (answered 202).");
     put(&b, "flashgate_accepted_units_total %llu\n", (unsigned long long)c.accepted_units);
 

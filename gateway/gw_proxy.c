@@ -1054,12 +1054,13 @@ static int64_t announced_length(const gw_px_req_t *p)
     return (int64_t)p->resp_len;
 }
 
-bool gw_px_render(gw_req_t *r, gw_reply_t *reply)
+bool gw_px_render(gw_req_t *r, gw_reply_t *reply, int *status)
 {
     gw_px_req_t *p = r->px;
     if (!p || !p->answered)
         return false;
     *reply = p->reply;
+    *status = (int)p->status;
     gw_h1_status(r, p->status);
     if (p->fallback) {
         const gw_route_def_t *rt = p->route;

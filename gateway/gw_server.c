@@ -62,6 +62,10 @@ void gw_server_counters(gw_server_t *srv, gw_counters_t *out)
         gw_counters_t *c = &srv->workers[i].ctr;
         for (int r = 0; r < GW_R_COUNT; r++)
             out->replies[r] += atomic_load_explicit(&c->replies[r], memory_order_relaxed);
+        for (int k = 0; k < GW_PX_KINDS; k++)
+            for (int s = 0; s < GW_PX_STATUS_SPAN; s++)
+                out->px_status[k][s] +=
+                    atomic_load_explicit(&c->px_status[k][s], memory_order_relaxed);
         for (int s = 0; s < GW_SCOPE_COUNT; s++)
             out->rate_limited[s] +=
                 atomic_load_explicit(&c->rate_limited[s], memory_order_relaxed);
