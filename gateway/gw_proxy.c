@@ -327,7 +327,14 @@ static void answer_refused(gw_req_t *r, gw_ol_take_t why)
     gw_ol_refuse(r, GW_DEP_UPSTREAM + p->idx, why);
 }
 
-/* A failed upstream exchange: the fallback, else 502 / 504. */
+/*
+ * A failed upstream exchange: the fallback, else 502 / 504. Those are not
+ * degraded answers: no X-Flashgate-Degraded (promised for a fallback or a
+ * shed answer only), nor counted as shed or degraded. The upstream failed,
+ * the gateway decided nothing: the status says so, as an upstream's own 5xx
+ * passed through does; they count as 502_bad_gateway / 504_gateway_timeout
+ * and as the upstream's drops.
+ */
 static void answer_failed(gw_req_t *r, bool timeout, const char *what)
 {
     gw_px_req_t *p = r->px;
@@ -337,7 +344,6 @@ static void answer_failed(gw_req_t *r, bool timeout, const char *what)
     }
     gw_resp_error(&r->resp, timeout ? GW_R_GATEWAY_TIMEOUT : GW_R_BAD_GATEWAY, NULL,
                   "the upstream of %s %s", p->route->prefix, what);
-    gw_resp_header(&r->resp, "X-Flashgate-Degraded", "1");
 }
 
 bool gw_px_head(gw_req_t *r, const char *method)

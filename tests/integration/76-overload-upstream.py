@@ -10,7 +10,8 @@ cause (timeout, error, breaker, a full limit on a second gateway, the level),
 in /metrics and /admin/v1/stats alike, and none as a 503 rejection. Every
 proxied answer is counted with the status it was sent with (a fallback's own
 status, an upstream's 404 or 500), in the replies, flashgate_responses_total
-and the access log."""
+and the access log; a failed exchange without a fallback (502, 504) is not a
+degraded answer."""
 import http.server
 import json
 import os
@@ -391,6 +392,9 @@ finally:
 # replies and flashgate_responses_total alike (the `<status>_<code>` keys).
 # Before, every fallback counted as 200_fallback (a 503 or 429 fallback too)
 # and every upstream answer as 200_proxied (a 404 or 500 passed through too).
+# A failed exchange on a route without a fallback is a 502 or 504: not marked
+# X-Flashgate-Degraded (promised for fallbacks and shed answers only), nor
+# counted as shed or degraded; before, it was marked and counted nowhere.
 # A socket bound but not listening: connections to it are refused (ours, no
 # other test can take its port meanwhile).
 dead = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -405,7 +409,12 @@ code_routes = [
      "timeout_ms": 2000, "criticality": "degradable",
      "fallback": {"status": 429, "content_type": "application/json", "body": FB429}},
     {"prefix": "/v1/code/", "upstream": "http://127.0.0.1:%d/status" % up_port,
-     "timeout_ms": 2000, "criticality": "degradable"}]
+     "timeout_ms": 2000, "criticality": "degradable"},
+    {"prefix": "/v1/dead/", "upstream": "http://127.0.0.1:%d" % dead_port,
+     "timeout_ms": 2000, "criticality": "degradable"},
+    # the upstream's /v1/hang/ answers after 3 s: past this route's 200 ms
+    {"prefix": "/v1/late/", "upstream": "http://127.0.0.1:%d/v1/hang" % up_port,
+     "timeout_ms": 200, "criticality": "sheddable"}]
 g3 = Gateway("--kafka-brokers", "none", "--proxy-routes", json.dumps(code_routes),
              "--proxy-breaker-failures", "10", "--access-log-sample", "1",
              "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", threads=1).start()
@@ -413,7 +422,7 @@ try:
     before = answers(g3)
     got = {}
     for path in ("/v1/fb503/500", "/v1/fb503/500", "/v1/fb429/x", "/v1/code/404",
-                 "/v1/code/500", "/v1/code/201", "/v1/code/200"):
+                 "/v1/code/500", "/v1/code/201", "/v1/code/200", "/v1/dead/x", "/v1/late/x"):
         o = request(g3.port, "GET", path)
         got.setdefault(path, []).append((o.status, o.headers.get("x-flashgate-degraded")))
         if path.startswith("/v1/fb"):
@@ -421,20 +430,21 @@ try:
     after = answers(g3)
     eq(got, {"/v1/fb503/500": [(503, "1")] * 2, "/v1/fb429/x": [(429, "1")],
              "/v1/code/404": [(404, None)], "/v1/code/500": [(500, None)],
-             "/v1/code/201": [(201, None)], "/v1/code/200": [(200, None)]},
+             "/v1/code/201": [(201, None)], "/v1/code/200": [(200, None)],
+             "/v1/dead/x": [(502, None)], "/v1/late/x": [(504, None)]},
        "each answer's status, and X-Flashgate-Degraded only on the fallbacks")
     sent = {"503_fallback": 2, "429_fallback": 1, "404_proxied": 1, "500_proxied": 1,
-            "201_proxied": 1, "200_proxied": 1}
+            "201_proxied": 1, "200_proxied": 1, "502_bad_gateway": 1, "504_gateway_timeout": 1}
     eq(grew(before, after, "replies"), sent,
        "the stats' replies count each answer with the status sent")
     eq(grew(before, after, "responses"), sent,
        "flashgate_responses_total{route=\"proxy\"} counts each answer with the status sent")
     eq(grew(before, after, "degraded"), {"upstream_error": 3},
-       "the fallbacks by cause")
+       "the fallbacks by cause; the 502 and 504 are not degraded answers")
     eq(grew(before, after, "stats_degraded"), {"upstream_error": 3},
        "the stats' overload.degraded alike")
     eq(grew(before, after, "shed"), {"sheddable": 2, "degradable": 1},
-       "shed: the fallbacks")
+       "shed: the fallbacks, not the 502 or 504")
     eq(grew(before, after, "rejected"), {}, "no 503 overloaded counted")
     # Keyed by status and code, not path: after a failed exchange the path can
     # come out garbled in the access log (a separate problem, not this one's).
