@@ -136,6 +136,7 @@ typedef struct gw_overload {
     gw_route_def_t routes[GW_ROUTES_MAX];
     /* for the periodic summary */
     uint64_t last_shed[GW_CRIT_COUNT], last_users, last_rejected[GW_OL_DEPS_MAX], last_pauses;
+    uint64_t last_degraded[GW_DEG_COUNT];
     uint64_t last_level_changes;
     uint64_t last_redis_opens;
 } gw_overload_t;
@@ -1310,6 +1311,20 @@ void gw_overload_log_summary(gw_server_t *srv)
         ol->last_shed[c] = s->shed[c];
         shed += sc[c];
     }
+    /* the fallbacks by cause, only those that moved ("upstream_error=3,level_1=40"):
+     * without them the line told a 503 from a fallback nowhere */
+    char degs[320] = ""; /* all seven causes at 20 digits fit */
+    size_t dn = 0;
+    uint64_t deg = 0;
+    for (int c = 0; c < GW_DEG_COUNT; c++) {
+        uint64_t dc = s->degraded[c] - ol->last_degraded[c];
+        ol->last_degraded[c] = s->degraded[c];
+        deg += dc;
+        if (dc && dn < sizeof(degs) - 40)
+            dn += (size_t)snprintf(degs + dn, sizeof(degs) - dn, "%s%s=%llu", dn ? "," : "",
+                                   gw_degrade_cause_name((gw_degrade_cause_t)c),
+                                   (unsigned long long)dc);
+    }
     uint64_t users = s->shed_users - ol->last_users;
     ol->last_users = s->shed_users;
     uint64_t pauses = s->accept_pauses - ol->last_pauses;
@@ -1318,19 +1333,22 @@ void gw_overload_log_summary(gw_server_t *srv)
     ol->last_level_changes = s->level_changes;
     uint64_t ropens = s->deps[GW_DEP_REDIS].breaker_opens - ol->last_redis_opens;
     ol->last_redis_opens = s->deps[GW_DEP_REDIS].breaker_opens;
-    if (!rej && !shed && !users && !pauses && !changes && !ropens && s->level == 0) {
+    if (!rej && !shed && !deg && !users && !pauses && !changes && !ropens && s->level == 0) {
         free(s);
         return;
     }
     cm_log_info("overload", "summary",
                 "level=%d mode=%s reason=\"%s\" level_changes=%llu queue_delay_ms=%.1f "
                 "limit_rejected=%llu limits=\"%s\" shed_sheddable=%llu shed_degradable=%llu "
+                "shed_critical=%llu degraded=%llu degraded_by=\"%s\" "
                 "shed_users=%llu buy_admit_pct=%u accept_pauses=%llu redis_breaker=%s "
                 "redis_breaker_opens=%llu",
                 s->level, s->pinned ? "pinned" : "auto", s->reason, (unsigned long long)changes,
                 (double)s->queue_delay_us / 1000.0, (unsigned long long)rej, deps,
                 (unsigned long long)sc[GW_CRIT_SHEDDABLE],
-                (unsigned long long)sc[GW_CRIT_DEGRADABLE], (unsigned long long)users,
+                (unsigned long long)sc[GW_CRIT_DEGRADABLE],
+                (unsigned long long)sc[GW_CRIT_CRITICAL], (unsigned long long)deg, degs,
+                (unsigned long long)users,
                 s->buy_admit_pct, (unsigned long long)pauses,
                 s->deps[GW_DEP_REDIS].breaker >= 0
                     ? gw_breaker_state_name((gw_br_state_t)s->deps[GW_DEP_REDIS].breaker)

@@ -11,7 +11,7 @@ in /metrics and /admin/v1/stats alike, and none as a 503 rejection. Every
 proxied answer is counted with the status it was sent with (a fallback's own
 status, an upstream's 404 or 500), in the replies, flashgate_responses_total
 and the access log; a failed exchange without a fallback (502, 504) is not a
-degraded answer."""
+degraded answer; the overload summary line reports the fallbacks by cause."""
 import http.server
 import json
 import os
@@ -417,6 +417,7 @@ code_routes = [
      "timeout_ms": 200, "criticality": "sheddable"}]
 g3 = Gateway("--kafka-brokers", "none", "--proxy-routes", json.dumps(code_routes),
              "--proxy-breaker-failures", "10", "--access-log-sample", "1",
+             "--log-summary-interval", "200ms",
              "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", threads=1).start()
 try:
     before = answers(g3)
@@ -454,6 +455,22 @@ try:
         logged[k] = logged.get(k, 0) + 1
     eq(logged, sent, "the access log (sampled at 1) has each answer with the status sent")
 
+    # The overload summary line (every 200 ms here) reports the fallbacks by
+    # cause; they may fall in two summaries, so they are summed.
+    def summed():
+        n, by = 0, {}
+        for m in re.finditer(r'mod=overload msg=summary .*? degraded=(\d+) degraded_by="([^"]*)"',
+                             g3.logs(200000)):
+            n += int(m.group(1))
+            for kv in filter(None, m.group(2).split(",")):
+                k, _, v = kv.partition("=")
+                by[k] = by.get(k, 0) + int(v)
+        return n, by
+
+    ok, _ = wait_for(lambda: summed()[0] >= 3, 3)
+    eq(summed(), (3, {"upstream_error": 3}),
+       "the overload summary reports the fallbacks by cause: %r" %
+       re.findall(r"mod=overload msg=summary .*", g3.logs(200000))[-2:])
 finally:
     g3.cleanup()
     dead.close()
