@@ -227,7 +227,10 @@ void gw_http_account(gw_req_t *r, gw_reply_t reply, int status)
     if (ppm && next_rand(w) % 1000000 < ppm) {
         inc(&c->access_logged, 1);
         char path[160];
-        cm_log_quote(path, 0, sizeof(path), url);
+        /* cm_log_quote appends and does not terminate: without the NUL, %s
+         * read on into whatever the stack held (a path logged with junk
+         * after it, or past the array) */
+        path[cm_log_quote(path, 0, sizeof(path), url)] = '\0';
         cm_log_info("access", "request",
                     "method=%s path=%s route=%s status=%d code=%s latency_us=%llu worker=%u",
                     method, path, gw_route_name(r->route), status, gw_reply_code(reply),
