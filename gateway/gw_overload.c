@@ -1348,8 +1348,7 @@ void gw_overload_log_summary(gw_server_t *srv)
                 (unsigned long long)sc[GW_CRIT_SHEDDABLE],
                 (unsigned long long)sc[GW_CRIT_DEGRADABLE],
                 (unsigned long long)sc[GW_CRIT_CRITICAL], (unsigned long long)deg, degs,
-                (unsigned long long)users,
-                s->buy_admit_pct, (unsigned long long)pauses,
+                (unsigned long long)users, s->buy_admit_pct, (unsigned long long)pauses,
                 s->deps[GW_DEP_REDIS].breaker >= 0
                     ? gw_breaker_state_name((gw_br_state_t)s->deps[GW_DEP_REDIS].breaker)
                     : "none",
