@@ -6,7 +6,7 @@ draw for the sale, not one per gateway: every gateway reports the same seed,
 entrants (each user once) and winners; the stock is allocated exactly (Redis
 and the admin views agree), every winner's order is in exactly one spool,
 every gateway answers for every entry (losers 410 with their position), and
-the bots' units stay within the 3-sigma level of their share of entrants."""
+the bots' units stay within the 5-sigma level of their share of entrants."""
 import datetime
 import math
 import os
@@ -29,13 +29,13 @@ def rfc3339(t):
 
 
 def hyper_limit(N, n, K):
-    """Smallest x with P(X > x) < 0.135% for X ~ Hypergeometric(N, n, K), as the audit."""
+    """Smallest x with P(X > x) < 2.87e-7 (5 sigma) for X ~ Hypergeometric(N, n, K), as the audit."""
     def lc(a, b):
         return math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)
     cdf = 0.0
     for x in range(max(0, K - (N - n)), min(n, K) + 1):
         cdf += math.exp(lc(n, x) + lc(N - n, K - x) - lc(N, K))
-        if 1 - cdf < 0.00135:
+        if 1 - cdf < 2.87e-7:
             return x
     return min(n, K)
 
@@ -116,9 +116,9 @@ try:
     # --- fairness: the bots' units against their share of entrants ---
     bots_won = sum(1 for e in won if e["user_id"].startswith("b"))
     limit = hyper_limit(PEOPLE + BOTS, BOTS, STOCK)
-    print("fleet: bots %d of %d entrants, won %d of %d (3-sigma level %d)"
+    print("fleet: bots %d of %d entrants, won %d of %d (5-sigma level %d)"
           % (BOTS, PEOPLE + BOTS, bots_won, STOCK, limit))
-    check(bots_won <= limit, "bots' units within the 3-sigma level of their share of entrants")
+    check(bots_won <= limit, "bots' units within the 5-sigma level of their share of entrants")
     r = gws[1].buy("ff", "late")
     eq((r.status, r.json["error"]), (410, "sold_out"), "after the draw: first-come")
 except Exception:
