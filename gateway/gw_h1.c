@@ -1706,16 +1706,24 @@ static void on_accept_retry(uv_timer_t *t)
         lpoll(w, true);
 }
 
-/* accept4 failed for want of a descriptor: the socket stays readable, and a
- * level-triggered poll would report it again at once, forever (a worker at
- * 100% CPU and a warning per call). Stop polling it for a while instead,
- * and say so once a second. */
-static void fd_starved(gw_worker_t *w)
+/* accept4 failed for want of a resource: a descriptor (EMFILE, ENFILE) or
+ * kernel memory (ENOBUFS, ENOMEM), or with an error that no retry mends
+ * (EBADF, EINVAL, ...). The connection stays in the queue, so the socket
+ * stays readable, and a level-triggered poll would report it again at once,
+ * forever (a worker at 100% CPU, and a warning per call where one is
+ * printed). Stop polling it for a while instead, and say so once a second.
+ * nginx does the same for EMFILE/ENFILE (ngx_event_accept.c,
+ * ngx_disable_accept_events); the other errors spin it just the same. */
+static void accept_pause(gw_worker_t *w, int err)
 {
     w->fd_starved_n++;
     if (w->now_ns - w->fd_starved_logged_ns >= 1000000000u || w->fd_starved_logged_ns == 0) {
-        cm_log_warn("gw", "accept: out of file descriptors", "worker=%u failed_accepts=%llu",
-                    w->index, (unsigned long long)w->fd_starved_n);
+        cm_log_warn("gw",
+                    err == EMFILE || err == ENFILE    ? "accept: out of file descriptors"
+                    : err == ENOBUFS || err == ENOMEM ? "accept: out of kernel memory"
+                                                      : "accept failed",
+                    "worker=%u error=%s failed_accepts=%llu", w->index, strerror(err),
+                    (unsigned long long)w->fd_starved_n);
         w->fd_starved_n = 0;
         w->fd_starved_logged_ns = w->now_ns ? w->now_ns : 1;
     }
@@ -1726,6 +1734,38 @@ static void fd_starved(gw_worker_t *w)
     uv_timer_start(&w->accept_timer, on_accept_retry, FD_STARVED_RETRY_MS, 0);
 }
 
+/* What an accept4 error leaves: the connection already gone from the queue
+ * (the next one may be fine: go on), nothing queued (wait for readiness), or
+ * a connection that the same call would fail on again (pause). Linux hands
+ * the new socket's pending network errors to accept (accept(2), "Error
+ * handling"); a firewall's refusal is EPERM. */
+typedef enum { ACCEPT_NEXT, ACCEPT_WAIT, ACCEPT_PAUSE } accept_err_t;
+
+static accept_err_t accept_error(int err)
+{
+    switch (err) {
+    case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+    case EWOULDBLOCK:
+#endif
+        return ACCEPT_WAIT;
+    case EINTR:
+    case ECONNABORTED:
+    case EPROTO:
+    case EPERM:
+    case ENETDOWN:
+    case ENOPROTOOPT:
+    case EHOSTDOWN:
+    case ENONET:
+    case EHOSTUNREACH:
+    case EOPNOTSUPP:
+    case ENETUNREACH:
+        return ACCEPT_NEXT;
+    default: /* EMFILE, ENFILE, ENOBUFS, ENOMEM, and what is a bug here */
+        return ACCEPT_PAUSE;
+    }
+}
+
 static void on_accept(gw_worker_t *w)
 {
     gw_http_iteration(w);
@@ -1734,11 +1774,13 @@ static void on_accept(gw_worker_t *w)
         socklen_t sl = sizeof(ss);
         int fd = accept4(w->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
+            int err = errno;
+            accept_err_t what = accept_error(err);
+            if (what == ACCEPT_NEXT)
                 continue;
-            if (errno == EMFILE || errno == ENFILE)
-                fd_starved(w);
-            return; /* EAGAIN and the rest: wait for the next readiness */
+            if (what == ACCEPT_PAUSE)
+                accept_pause(w, err);
+            return;
         }
         gw_conn_t *g = gw_conn_open(w, (const struct sockaddr *)&ss);
         if (!g) {

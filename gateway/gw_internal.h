@@ -360,7 +360,8 @@ struct gw_worker {
     int lfd;          /* the listening socket, -1 once closed */
     bool lpolled;     /* lfd is in efd */
     bool accepting;   /* lfd polled (the overload door shuts it) */
-    /* out of file descriptors (EMFILE/ENFILE): lfd unpolled until accept_timer
+    /* accept4 failed in a way a retry does not mend (out of descriptors or
+     * kernel memory, gw_h1.c accept_pause): lfd unpolled until accept_timer
      * polls again (the level-triggered readiness would spin the loop); the
      * warning once a second with how many accepts failed meanwhile */
     bool fd_starved;
