@@ -958,7 +958,7 @@ static void h_rule_put(admin_call_t *a)
             set_big(a, json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12)));
             json_decref(o);
             if (i == n)
-                a->p->status = 201;
+                gw_resp_init(a->p, GW_R_CREATED); /* the body is set_big's */
             cm_log_info("admin", "rule set", "sale=%s dry_run=%d", r.sale_id, r.dry_run);
         }
     }
@@ -1565,7 +1565,10 @@ static bool path_match(const char *pat, const char *url, char *arg, size_t cap)
 static enum MHD_Result send_call(admin_call_t *a)
 {
     gw_server_t *srv = a->srv;
-    if (a->big_type && !a->big && a->p->reply == GW_R_OK) {
+    /* a body of our own (set_big) or an asset: 200, or 201 for a creation,
+     * counted under its own code */
+    bool ok = a->p->reply == GW_R_OK || a->p->reply == GW_R_CREATED;
+    if (a->big_type && !a->big && ok) {
         /* json_dumps (or the metrics buffer) failed to allocate: a 500 from
          * the reply table rather than an empty 200 */
         gw_resp_error(a->p, GW_R_INTERNAL, NULL, "cannot build the response (out of memory)");
@@ -1586,10 +1589,10 @@ static enum MHD_Result send_call(admin_call_t *a)
         if (a->asset)
             MHD_add_response_header(mr, "Content-Security-Policy",
                                     "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:");
-        int status = a->p->reply == GW_R_OK && a->p->status != 200 ? a->p->status : 200;
-        enum MHD_Result ret = MHD_queue_response(a->c, (unsigned)status, mr);
+        gw_reply_t k = a->p->reply == GW_R_CREATED ? GW_R_CREATED : GW_R_OK;
+        enum MHD_Result ret = MHD_queue_response(a->c, (unsigned)gw_reply_status(k), mr);
         MHD_destroy_response(mr);
-        atomic_fetch_add_explicit(&srv->admin_ctr.replies[GW_R_OK], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&srv->admin_ctr.replies[k], 1, memory_order_relaxed);
         return ret;
     }
     return gw_resp_send(a->c, &srv->admin_ctr, a->p);

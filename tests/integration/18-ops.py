@@ -118,6 +118,8 @@ try:
     eq(A("GET", "/admin/v1/rules").json["rules"], [], "refused rules made nothing")
 
     # --- dry run: rejects nothing, counts exactly ---
+    created_before = metric(A("GET", "/metrics", token=READ_TOK).raw.decode(),
+                            "flashgate_admin_responses_total", status="201", code="created") or 0
     v_before_rule = A("GET", "/admin/v1/audit").json["version"]
     r = A("PUT", "/admin/v1/rules/s1", body={"user_rps": 0.001, "user_burst": 2, "dry_run": True},
           token=OPS_TOK)
@@ -226,6 +228,10 @@ try:
     for mode, key in (("dry_run", "dry_run_rejected"), ("enforce", "rejected")):
         eq(metric(text, "flashgate_rule_rejected_total", sale="s1", scope="user", mode=mode),
            float(rule[key]["user"]), "rule %s count in metrics = rules API" % mode)
+    # two rules and the sale s2 created since created_before: each counted as the
+    # 201 it was (a created rule was counted as a 200 "ok")
+    eq(metric(text, "flashgate_admin_responses_total", status="201", code="created"),
+       created_before + 3, "admin 201s in metrics: two rules and a sale created")
     eq(metric(text, "flashgate_sale_stock_left", sale="s1"),
        float(A("GET", "/admin/v1/sales/s1").json["stock_left"]), "stock left per sale")
     eq(metric(text, "flashgate_request_duration_seconds_bucket", route="buy", le="+Inf"),
