@@ -21,7 +21,8 @@
  * Headers: hop-by-hop ones (RFC 9110 7.6.1: Connection and the fields it
  * names, Keep-Alive, Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade) are
  * dropped both ways; Host becomes the upstream's (curl sets it), the
- * original goes to X-Forwarded-Host; X-Forwarded-For gets the peer appended;
+ * original goes to X-Forwarded-Host (a trusted proxy's own X-Forwarded-Host
+ * instead, forwarded_host); X-Forwarded-For gets the peer appended;
  * X-Real-IP is the client address the gateway decided on; the other fields
  * that name the client, its scheme or the path to serve are the gateway's,
  * dropped from the request (gateway_field), X-Forwarded-Proto/Port/Ssl kept
@@ -634,7 +635,7 @@ typedef struct hdr_ctx {
  *   routed and strips no prefix, so a prefix for Spring's or Rack's links, or
  *   a server name, describes a rewrite the gateway did not make. A deployment
  *   that mounts an upstream under a prefix configures it there.
- * - X-Forwarded-For, X-Forwarded-Host: rebuilt (append_xff; the Host asked for).
+ * - X-Forwarded-For, X-Forwarded-Host: rebuilt (append_xff; forwarded_host).
  * The scheme fields, X-Forwarded-Proto, X-Forwarded-Port and X-Forwarded-Ssl
  * (Spring, Rack's ssl?, Django's SECURE_PROXY_SSL_HEADER), are set by
  * scheme_fields: the gateway's listener is plain HTTP, so from a peer not in
@@ -795,6 +796,26 @@ static bool last_element(gw_req_t *r, const char *name, char *out, size_t cap)
 }
 
 /*
+ * The host the client asked for, for X-Forwarded-Host. From a peer not in
+ * server.trusted_proxies, its Host (a client's own X-Forwarded-Host is
+ * dropped: Django and Rails build absolute links and password-reset mails
+ * from it). Behind a trusted proxy, its right-most X-Forwarded-Host if it
+ * is one: a CDN that rewrites Host to the origin's name says there which
+ * name the person typed, and only that hop knows. It must read as a host
+ * (RFC 3986 reg-name letters, an IPv6 literal, an optional port), else the
+ * Host as from a client.
+ */
+static const char *forwarded_host(gw_req_t *r, char *buf, size_t cap)
+{
+    if (gw_proxies_match(&r->w->srv->proxies, gw_req_peer(r)) &&
+        last_element(r, "X-Forwarded-Host", buf, cap) &&
+        strspn(buf, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_:[]") ==
+            strlen(buf))
+        return buf;
+    return gw_req_header(r, "Host");
+}
+
+/*
  * X-Forwarded-Proto, -Port and -Ssl (see gateway_field). From a peer not in
  * server.trusted_proxies: "http", the gateway's own listener, and no port or
  * ssl (a client's "https" made Spring and Rack build https links and secure
@@ -918,7 +939,8 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
         snprintf(line, sizeof(line), "X-Real-IP: %s", real_ip);
         p->hdrs = curl_slist_append(p->hdrs, line);
     }
-    const char *host = gw_req_header(r, "Host");
+    char fwd_host[256];
+    const char *host = forwarded_host(r, fwd_host, sizeof(fwd_host));
     if (host) {
         snprintf(line, sizeof(line), "X-Forwarded-Host: %.1000s", host);
         p->hdrs = curl_slist_append(p->hdrs, line);

@@ -28,7 +28,9 @@ server in this test, one behaviour per path (the part after the route's prefix).
   X-Rewrite-URL, also spelt with underscores) never reach it from a
   client; X-Forwarded-Proto is http and the client's X-Forwarded-Port and
   X-Forwarded-Ssl are dropped, unless the peer is a trusted proxy (it ended
-  TLS): then its right-most valid value of each is kept;
+  TLS): then its right-most valid value of each is kept; X-Forwarded-Host
+  is the Host asked for, or a trusted proxy's right-most one if it reads as
+  a host;
 - on a dual-stack listener an IPv4 client's X-Forwarded-For entry is the
   address X-Real-IP names (1.2.3.4, not ::ffff:1.2.3.4);
 - OPTIONS (a CORS preflight) is proxied like the other methods: without a
@@ -355,6 +357,11 @@ try:
     eq([v for k, v in got if k == "x-forwarded-proto"], ["http"],
        "X-Forwarded-Proto is the gateway's own scheme, not the client's https")
     eq([v for k, v in got if k == "x-kept"], ["yes"], "other fields still pass")
+    # A client's X-Forwarded-Host (password-reset links built from it) is
+    # replaced by the Host it asked for.
+    st, _, body = ask("/p/echo", b"X-Forwarded-Host: evil.example\r\n")
+    eq((st, [v for k, v in upstream_fields(body) if k == "x-forwarded-host"]), (200, ["x"]),
+       "X-Forwarded-Host is the Host asked for, not the client's own")
 
     # ---- OPTIONS (a CORS preflight) ----
     preflight = (b"Origin: https://shop.example\r\nAccess-Control-Request-Method: POST\r\n"
@@ -486,6 +493,19 @@ try:
                  "x-original-url", "true-client-ip")
         eq((st, {n: [v for k, v in got if k == n] for n in names if any(k == n for k, _ in got)}),
            (200, want), "behind a trusted proxy, %r reaches the upstream as" % sent)
+    # A CDN that rewrote Host to the origin's name says in X-Forwarded-Host
+    # which name the person used: its right-most one is kept when it reads as
+    # a host, else the Host (here "x").
+    for sent, want in ((b"", "x"),
+                       (b"X-Forwarded-Host: shop.example\r\n", "shop.example"),
+                       (b"X-Forwarded-Host: evil.example, shop.example:8443\r\n",
+                        "shop.example:8443"),
+                       (b"X-Forwarded-Host: [2001:db8::1]:443\r\n", "[2001:db8::1]:443"),
+                       (b"X-Forwarded-Host: shop.example/evil?x=<script>\r\n", "x"),
+                       (b"X-Forwarded-Host: \r\n", "x")):
+        st, _, body = ask("/p/echo", sent)
+        eq((st, [v for k, v in upstream_fields(body) if k == "x-forwarded-host"]), (200, [want]),
+           "behind a trusted proxy, %r: X-Forwarded-Host %s" % (sent, want))
 finally:
     g.cleanup()
 
