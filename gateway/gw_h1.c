@@ -1890,12 +1890,17 @@ void gw_h1_stop(gw_worker_t *w)
  * changed outside uv_run (uv_poll_start, a timer's or Redis's, applied with
  * epoll_ctl only at its next poll), a pending or closing handle, an idle
  * one, a timer due. uv.h has no call for the first: the queue is in
- * UV_LOOP_PRIVATE_FIELDS (libuv 1.44, Debian 12; 1.45 made it a struct whose
- * first member is the same next pointer), empty when it points at itself.
+ * UV_LOOP_PRIVATE_FIELDS (libuv 1.44, Debian 12, an array of two pointers;
+ * 1.45 made it a struct uv__queue), empty when its next points at itself.
  */
 static bool uv_due(uv_loop_t *l)
 {
-    return l->watcher_queue[0] != (void *)&l->watcher_queue || uv_backend_timeout(l) == 0;
+#if UV_VERSION_HEX >= 0x012d00 /* 1.45: struct uv__queue {next, prev} */
+    bool changed = (void *)l->watcher_queue.next != (void *)&l->watcher_queue;
+#else /* void *watcher_queue[2]: {next, prev} */
+    bool changed = l->watcher_queue[0] != (void *)&l->watcher_queue;
+#endif
+    return changed || uv_backend_timeout(l) == 0;
 }
 
 #define EVENTS_MAX 512
