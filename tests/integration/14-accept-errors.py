@@ -72,13 +72,8 @@ try:
           "(a pause of 100 ms makes about 10)" % failed)
 
     # the connection that waited through it is served once accept4 works again
-    data = b""
-    while True:
-        b = c.recv(4096)
-        if not b:
-            break
-        data += b
-    c.close()
+    with c, c.makefile("rb") as f:
+        data = f.read()  # to the end: the request asked to close
     check(data.startswith(b"HTTP/1.1 200"), "the waiting connection was served: %r" % data[:60])
 
     log = g.logs(100000)
