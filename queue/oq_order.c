@@ -145,6 +145,30 @@ int oq_order_check(const oq_order_t *o, char *errbuf, size_t errlen)
     return 0;
 }
 
+size_t oq_reason_copy(char *dst, size_t cap, const char *src)
+{
+    size_t n = 0, left = src ? strlen(src) : 0;
+    if (cap == 0)
+        return 0;
+    if (cap > OQ_REASON_MAX + 1)
+        cap = OQ_REASON_MAX + 1;
+    while (left > 0) {
+        size_t k = utf8_len((const unsigned char *)src, left);
+        size_t w = k ? k : 1;
+        if (n + w >= cap)
+            break; /* a character is kept whole or not at all */
+        if (k)
+            memcpy(dst + n, src, k);
+        else
+            dst[n] = '?';
+        n += w;
+        src += w;
+        left -= w;
+    }
+    dst[n] = '\0';
+    return n;
+}
+
 /*---- encoder ----*/
 
 typedef struct {

@@ -133,6 +133,15 @@ int oq_order_encode(const oq_order_t *o, char *buf, size_t len);
 int oq_order_decode(const char *buf, size_t len, oq_order_t *out, char *errbuf, size_t errlen);
 
 /*
+ * Copies src into dst (cap bytes with the NUL, at most OQ_REASON_MAX + 1) as a
+ * reason oq_order_check accepts: cut before the first character that does not
+ * fit whole, a byte that is not UTF-8 written as '?'. For text from outside
+ * the codec: a database's error message, a reason read back from a table.
+ * Returns the length written. Thread-safe.
+ */
+size_t oq_reason_copy(char *dst, size_t cap, const char *src);
+
+/*
  * The two halves of oq_order_decode, for tests and the fuzz target:
  * oq_order_decode_fast reads only the encoder's exact form (no jansson, no
  * allocation) and returns -1 for anything else; oq_order_decode_json is the

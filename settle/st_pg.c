@@ -259,8 +259,9 @@ static int lookup(st_pg_t *s, const char *order_id, st_outcome_t *out)
         int status = oq_status_parse(sv, strlen(sv));
         out->status = status < 0 ? OQ_STATUS_FAILED : (oq_status_t)status;
         out->changed = false;
-        snprintf(out->reason, sizeof(out->reason), "%s",
-                 PQgetisnull(res, 0, 1) ? "" : PQgetvalue(res, 0, 1));
+        /* a reason stored by hand or by an older version must still encode */
+        oq_reason_copy(out->reason, sizeof(out->reason),
+                       PQgetisnull(res, 0, 1) ? "" : PQgetvalue(res, 0, 1));
         ret = 1;
     }
     PQclear(res);
@@ -312,7 +313,9 @@ static int run_user(st_pg_t *s, const oq_order_t *o, char *reason, size_t rlen)
     if (PQstatus(s->conn) != CONNECTION_OK || !is_order_error(state))
         return fail(s, res, "user sql");
     const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-    snprintf(reason, rlen, "%s", msg ? msg : "rejected");
+    /* cut on a character: a byte-wise cut of a long message is not UTF-8,
+     * which the insert of the failed row refuses (22021) batch after batch */
+    oq_reason_copy(reason, rlen, msg ? msg : "rejected");
     PQclear(res);
     if ((ret = exec_cmd(s, "ROLLBACK TO SAVEPOINT st_order")) ||
         (ret = exec_cmd(s, "RELEASE SAVEPOINT st_order")))
@@ -416,8 +419,8 @@ static int lookup_many(st_pg_t *s, const oq_order_t *const *orders, st_outcome_t
         int status = oq_status_parse(sv, strlen(sv));
         out->status = status < 0 ? OQ_STATUS_FAILED : (oq_status_t)status;
         out->changed = false;
-        snprintf(out->reason, sizeof(out->reason), "%s",
-                 PQgetisnull(res, r, 2) ? "" : PQgetvalue(res, r, 2));
+        oq_reason_copy(out->reason, sizeof(out->reason),
+                       PQgetisnull(res, r, 2) ? "" : PQgetvalue(res, r, 2));
         found++;
     }
     PQclear(res);

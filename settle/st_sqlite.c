@@ -122,7 +122,8 @@ static int lookup(st_sqlite_t *s, const char *order_id, st_outcome_t *out)
         const unsigned char *reason = sqlite3_column_text(st, 1);
         out->status = status < 0 ? OQ_STATUS_FAILED : (oq_status_t)status;
         out->changed = false;
-        snprintf(out->reason, sizeof(out->reason), "%s", reason ? (const char *)reason : "");
+        /* a reason stored by hand or by an older version must still encode */
+        oq_reason_copy(out->reason, sizeof(out->reason), (const char *)reason);
         ret = 1;
     } else if (rc != SQLITE_DONE) {
         set_err(s, "select");
@@ -220,7 +221,9 @@ static int run_user(st_sqlite_t *s, const oq_order_t *o, char *reason, size_t rl
     if (rc == SQLITE_DONE) {
         ret = 0;
     } else if (is_order_error(rc)) {
-        snprintf(reason, rlen, "%s", sqlite3_errmsg(s->db));
+        /* cut on a character: a byte-wise cut of a long message is not UTF-8,
+         * and the outcome carrying it could not be encoded */
+        oq_reason_copy(reason, rlen, sqlite3_errmsg(s->db));
         ret = 1;
     } else {
         set_err(s, "user sql");

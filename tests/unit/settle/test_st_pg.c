@@ -463,6 +463,45 @@ static void test_user_sql_two_workers(void **state)
     st_sink_close(b);
 }
 
+/*
+ * The user's function rejects an order with a message longer than a reason
+ * holds (255 bytes), a two-byte character across the cut. The reason is cut
+ * before that character: half of it is not UTF-8, which a UTF8 database
+ * refuses in the failed row (22021, the batch retried forever) and a
+ * SQL_ASCII one stores, for st_outcome_format to abort on at every restart.
+ */
+static void test_user_sql_long_utf8_reason(void **state)
+{
+    ts_sink_fixture_t *f = *state;
+    f->exec(f, "CREATE FUNCTION settle_order(p_order text, p_user text, p_qty int) RETURNS void"
+               " LANGUAGE plpgsql AS $$ BEGIN"
+               "  RAISE EXCEPTION '%', 'xx' || repeat(U&'\\00E9', 200);"
+               " END $$");
+    st_sink_t *s;
+    assert_int_equal(pgf_open(f, f->user_sql, &s), 0);
+    oq_order_t o;
+    st_outcome_t oc;
+    mk_order(&o, "LONG-1", "u1");
+    for (int copy = 0; copy < 2; copy++) { /* the decision, then the stored row */
+        assert_int_equal(st_sink_begin(s), 0);
+        int ret = st_sink_settle(s, &o, &oc);
+        if (ret)
+            fail_msg("settle: %s (%s)", cm_errname(ret), s->errmsg);
+        assert_int_equal(st_sink_commit(s), 0);
+        assert_int_equal(oc.status, OQ_STATUS_FAILED);
+        assert_int_equal(oc.changed, copy == 0);
+        assert_int_equal(strlen(oc.reason), 2 + 2 * 126); /* whole characters only */
+        assert_memory_equal(oc.reason, "xx\xc3\xa9", 4);
+        oq_order_t out = o;
+        out.type = OQ_MSG_OUTCOME;
+        out.status = oc.status;
+        snprintf(out.reason, sizeof(out.reason), "%s", oc.reason);
+        assert_int_equal(oq_order_check(&out, NULL, 0), 0);
+        free(st_outcome_format(&o, &oc, 1700000000000));
+    }
+    st_sink_close(s);
+}
+
 static void test_sink_open_dispatch(void **state)
 {
     ts_sink_fixture_t *f = *state;
@@ -671,6 +710,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reprepare_after_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unique_race, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_sql_two_workers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_sql_long_utf8_reason, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sink_open_dispatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bench_batch500, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settle_loop_into_pg, setup, teardown),

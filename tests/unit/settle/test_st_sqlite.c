@@ -4,6 +4,7 @@
 #include "st_sink_cases.h"
 
 #include "common/cm_err.h"
+#include "settle/st_settle.h"
 
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -217,6 +218,48 @@ static void test_user_sql_rolls_back_the_batch(void **state)
     st_sink_close(s);
 }
 
+/*
+ * The user's statement rejects an order with a message longer than a reason
+ * holds (255 bytes), a two-byte character across the cut. The reason is cut
+ * before that character: half of it is not UTF-8, the outcome could not be
+ * encoded (st_outcome_format aborted) and, stored, it did so again from the
+ * database after every restart of the worker.
+ */
+static void test_user_sql_long_utf8_reason(void **state)
+{
+    ts_sink_fixture_t *f = *state;
+    char msg[512] = "xx", sql[1024];
+    for (int i = 0; i < 200; i++)
+        strcat(msg, "\xc3\xa9"); /* U+00E9 */
+    snprintf(sql, sizeof(sql),
+             "CREATE TABLE ledger (order_id TEXT, user_id TEXT, qty INTEGER);"
+             "CREATE TRIGGER blocked BEFORE INSERT ON ledger"
+             " BEGIN SELECT RAISE(ABORT, '%s'); END;",
+             msg);
+    f->exec(f, sql);
+    st_sink_t *s;
+    assert_int_equal(f->open(f, "INSERT INTO ledger VALUES (:order_id, :user_id, :qty)", &s), 0);
+    oq_order_t o;
+    st_outcome_t oc;
+    mk_order(&o, "LONG-1", "u1");
+    for (int copy = 0; copy < 2; copy++) { /* the decision, then the stored row */
+        assert_int_equal(st_sink_begin(s), 0);
+        assert_int_equal(st_sink_settle(s, &o, &oc), 0);
+        assert_int_equal(st_sink_commit(s), 0);
+        assert_int_equal(oc.status, OQ_STATUS_FAILED);
+        assert_int_equal(oc.changed, copy == 0);
+        assert_int_equal(strlen(oc.reason), 2 + 2 * 126); /* whole characters only */
+        assert_memory_equal(oc.reason, msg, strlen(oc.reason));
+        oq_order_t out = o;
+        out.type = OQ_MSG_OUTCOME;
+        out.status = oc.status;
+        snprintf(out.reason, sizeof(out.reason), "%s", oc.reason);
+        assert_int_equal(oq_order_check(&out, NULL, 0), 0);
+        free(st_outcome_format(&o, &oc, 1700000000000));
+    }
+    st_sink_close(s);
+}
+
 static void test_bad_user_sql_rejected_at_open(void **state)
 {
     ts_sink_fixture_t *f = *state;
@@ -264,6 +307,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_settle_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_busy_is_batch_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_sql_rolls_back_the_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_sql_long_utf8_reason, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_user_sql_rejected_at_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sink_open_dispatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bench_batch500, setup, teardown),
