@@ -49,7 +49,7 @@ struct st_settle {
     cm_rate_policy_t policy;
     _Atomic bool stop;
     _Atomic bool brokers_down;
-    bool reconnect;            /* the brokers file changed while all brokers were down */
+    bool reconnect;            /* new clients: the brokers file changed, or no producer */
     uint64_t stop_deadline_ms; /* 0 until a stop is seen */
     bool drain_told;           /* opts.on_draining was called */
     uint64_t last_file_check_ms;
@@ -314,16 +314,10 @@ static void clients_destroy(st_settle_t *st, bool leave_group)
     }
 }
 
-static int clients_create(st_settle_t *st, char *err, size_t errlen)
+/* The outcomes producer, on st->brokers. */
+static int producer_create(st_settle_t *st, char *err, size_t errlen)
 {
     char e[512];
-    if (*st->brokers_file) {
-        int r = read_brokers_file(st->brokers_file, st->brokers, sizeof(st->brokers));
-        if (r) {
-            snprintf(err, errlen, "cannot read brokers from %s", st->brokers_file);
-            return r;
-        }
-    }
     rd_kafka_conf_t *pc = base_conf(st, false, err, errlen);
     if (!pc)
         return CM_EINVAL;
@@ -342,6 +336,22 @@ static int clients_create(st_settle_t *st, char *err, size_t errlen)
     /* its first batch's outcomes would wait ~0.85 s for librdkafka's topic
      * scan, and the offsets commit and every batch behind them with it */
     oq_kafka_learn_topic(st->producer, st->outcomes_topic, 1000);
+    return 0;
+}
+
+static int clients_create(st_settle_t *st, char *err, size_t errlen)
+{
+    char e[512];
+    if (*st->brokers_file) {
+        int r = read_brokers_file(st->brokers_file, st->brokers, sizeof(st->brokers));
+        if (r) {
+            snprintf(err, errlen, "cannot read brokers from %s", st->brokers_file);
+            return r;
+        }
+    }
+    int r = producer_create(st, err, errlen);
+    if (r)
+        return r;
     rd_kafka_conf_t *cc = base_conf(st, true, err, errlen);
     if (!cc)
         return CM_EINVAL;
@@ -484,6 +494,32 @@ static int write_batch(st_settle_t *st)
     }
 }
 
+/*
+ * An idempotent producer's fatal error (a sequence desynchronization with the
+ * broker, OUT_OF_ORDER_SEQUENCE_NUMBER) fails every later produce with
+ * _FATAL: without a new producer the worker retried its batch's outcomes
+ * forever and never committed an offset again. The consumer is kept (a new
+ * one would wait out the old member's session in the group). 0, or CM_EAGAIN
+ * when no producer could be made (the loop then makes new clients).
+ */
+static int producer_renew_if_fatal(st_settle_t *st)
+{
+    char why[512];
+    if (!st->producer || !rd_kafka_fatal_error(st->producer, why, sizeof(why)))
+        return 0;
+    cm_log_error(MOD, "kafka producer fatal error, recreating it", "reason=\"%s\"", why);
+    rd_kafka_purge(st->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_destroy(st->producer);
+    st->producer = NULL;
+    char err[512];
+    if (producer_create(st, err, sizeof(err)) != 0) {
+        cm_log_error(MOD, "cannot recreate the kafka producer", "err=\"%s\"", err);
+        st->reconnect = true;
+        return CM_EAGAIN;
+    }
+    return 0;
+}
+
 /* Publishes one outcome per valid message and waits for all deliveries. 0 or CM_EAGAIN. */
 static int publish_outcomes(st_settle_t *st)
 {
@@ -523,7 +559,7 @@ static int publish_outcomes(st_settle_t *st)
         }
         if (st->dr_failed == 0)
             return 0;
-        if (stopping_too_long(st) || brokers_moved(st))
+        if (stopping_too_long(st) || brokers_moved(st) || producer_renew_if_fatal(st) != 0)
             return CM_EAGAIN;
         sleep_ms(backoff);
         backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;

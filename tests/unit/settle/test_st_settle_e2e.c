@@ -16,6 +16,8 @@
 #include "tests/support/ts_kafka.h"
 
 #include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -408,6 +410,52 @@ static void test_max_rate(void **state)
     assert_int_equal(db_int(f->db, "SELECT count(*) FROM orders"), N);
 }
 
+/*
+ * The broker answers one of the worker's outcome batches with
+ * OUT_OF_ORDER_SEQUENCE_NUMBER: librdkafka makes that a fatal error of the
+ * idempotent producer, and every produce after it fails. The worker makes a
+ * new producer and goes on; it retried the same outcomes forever before,
+ * its offsets never committed again.
+ */
+static void test_outcome_producer_fatal_error(void **state)
+{
+    fx_t *f = *state;
+    enum { N = 10 };
+    char *keys[N], *vals[N];
+    keys[0] = sale_key(0);
+    vals[0] = order_json(0, NULL);
+    produce(f, keys, vals, 1);
+    runner_t r;
+    st_settle_opts_t o = {.batch = 100};
+    start_settle(&r, f, &o);
+    wait_messages(&r, 1); /* its producer has a producer id and sequence numbers */
+
+    /* Hold the next batch in the database until the error is queued, so that
+     * the error meets the worker's outcomes, not the orders produced here. */
+    sqlite3 *lock;
+    assert_int_equal(sqlite3_open(f->db, &lock), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(lock, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    for (int i = 1; i < N; i++) {
+        keys[i - 1] = sale_key(i);
+        vals[i - 1] = order_json(i, NULL);
+    }
+    produce(f, keys, vals, N - 1);
+    rd_kafka_mock_push_request_errors(f->k.mc, 0 /* Produce */, 1,
+                                      RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER);
+    assert_int_equal(sqlite3_exec(lock, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(lock);
+
+    wait_messages(&r, N);
+    stop_settle(&r);
+    assert_int_equal(db_int(f->db, "SELECT count(*) FROM orders WHERE status = 'settled'"), N);
+    seen_t *seen = calloc(1, sizeof(*seen));
+    assert_true(ts_kafka_read_all(f->k.bootstrap, ST_DEFAULT_OUTCOMES_TOPIC, on_outcome, seen) >=
+                N);
+    for (int i = 0; i < N; i++)
+        assert_true(seen->n[i] >= 1);
+    free(seen);
+}
+
 int main(int argc, char **argv)
 {
 #if defined(__SANITIZE_THREAD__)
@@ -425,6 +473,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_cancel_and_failed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_sql_raise_rollback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_rate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outcome_producer_fatal_error, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
