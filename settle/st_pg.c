@@ -169,6 +169,19 @@ static int prepare_all(st_pg_t *s)
     static const Oid cancel_types[] = {OID_TEXT, OID_INT8, OID_TEXT};
     s->prepared = false;
     int ret;
+    /*
+     * Not a prepared statement, but a setting the session must hold before its
+     * first batch, so here, where every new session passes. The worker commits
+     * a batch's Kafka offsets as soon as its COMMIT returns, so COMMIT must
+     * mean flushed (as synchronous=FULL in SQLite); synchronous_commit = off (a
+     * database, role or server default, a common tuning) returned before the
+     * WAL flush, and a server crash then lost batches whose offsets were
+     * committed. Only "off" is raised, to "on": "local" flushes too, and
+     * remote_write / remote_apply ask for more.
+     */
+    if ((ret = exec_cmd(s, "SELECT set_config('synchronous_commit', 'on', false)"
+                           " WHERE current_setting('synchronous_commit') = 'off'")))
+        return ret;
     if ((ret = exec_cmd(s, "DEALLOCATE ALL")) ||
         (ret = prepare_one(s, "st_sel", "SELECT status, reason FROM orders WHERE order_id = $1", 1,
                            user_types)) ||

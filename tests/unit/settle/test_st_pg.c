@@ -502,6 +502,43 @@ static void test_user_sql_long_utf8_reason(void **state)
     st_sink_close(s);
 }
 
+/*
+ * The database (or the server, or the role) says synchronous_commit = off, a
+ * common tuning: COMMIT then returns before the WAL is flushed, and a server
+ * crash in the next few hundred ms loses the batch, whose Kafka offsets the
+ * worker has committed right after that COMMIT: lost orders. The sink's
+ * session turns it back on (what synchronous=FULL is to SQLite), and only
+ * when it is off: remote_write or remote_apply stay as configured.
+ */
+static void test_synchronous_commit_forced_on(void **state)
+{
+    ts_sink_fixture_t *f = *state;
+    pg_ctx_t *c = f->ctx;
+    char q[320];
+    const char *db = strrchr(c->url, '/') + 1;
+    f->exec(f, "CREATE TABLE seen (setting TEXT)");
+    const char *sql = "INSERT INTO seen SELECT current_setting('synchronous_commit')"
+                      " WHERE $1::text IS NOT NULL";
+    const char *configured[] = {"off", "remote_apply"}, *want[] = {"on", "remote_apply"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(q, sizeof(q), "ALTER DATABASE %s SET synchronous_commit = %s", db, configured[k]);
+        f->exec(f, q);
+        st_sink_t *s;
+        assert_int_equal(pgf_open(f, sql, &s), 0);
+        oq_order_t o;
+        st_outcome_t oc;
+        char id[16];
+        snprintf(id, sizeof(id), "SC-%d", k);
+        mk_order(&o, id, "u1");
+        assert_int_equal(st_sink_begin(s), 0);
+        assert_int_equal(st_sink_settle(s, &o, &oc), 0);
+        assert_int_equal(st_sink_commit(s), 0);
+        st_sink_close(s);
+        snprintf(q, sizeof(q), "SELECT count(*) FROM seen WHERE setting = '%s'", want[k]);
+        assert_int_equal(f->query_int(f, q), 1);
+    }
+}
+
 static void test_sink_open_dispatch(void **state)
 {
     ts_sink_fixture_t *f = *state;
@@ -711,6 +748,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unique_race, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_sql_two_workers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_sql_long_utf8_reason, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_synchronous_commit_forced_on, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sink_open_dispatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bench_batch500, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settle_loop_into_pg, setup, teardown),
