@@ -351,6 +351,30 @@ static void test_status_names(void **state)
     assert_false(oq_status_releases(OQ_STATUS_QUEUED));
 }
 
+/* Text from outside the codec made a reason: cut on a character, bad bytes '?'. */
+static void test_reason_copy(void **state)
+{
+    (void)state;
+    char src[600], dst[OQ_REASON_MAX + 1];
+    strcpy(src, "x");
+    for (int i = 0; i < 200; i++)
+        strcat(src, "\xe2\x82\xac");                                     /* U+20AC, 3 bytes */
+    assert_int_equal(oq_reason_copy(dst, sizeof(dst), src), 1 + 3 * 84); /* 85th: 1 byte short */
+    oq_order_t o = sample();
+    o.type = OQ_MSG_OUTCOME;
+    o.status = OQ_STATUS_FAILED;
+    strcpy(o.reason, dst);
+    assert_int_equal(oq_order_check(&o, NULL, 0), 0);
+    assert_int_equal(oq_reason_copy(dst, 4, "abcdef"), 3);
+    assert_string_equal(dst, "abc");
+    oq_reason_copy(dst, sizeof(dst),
+                   "a\xff"
+                   "b\xc3(\xed\xa0\x80z"); /* stray, cut, surrogate */
+    assert_string_equal(dst, "a?b?(???z");
+    oq_reason_copy(dst, sizeof(dst), NULL);
+    assert_string_equal(dst, "");
+}
+
 static void test_pos_cmp(void **state)
 {
     (void)state;
@@ -373,6 +397,7 @@ int main(void)
         cmocka_unit_test(test_decode_rejects),
         cmocka_unit_test(test_check_matches_decoder),
         cmocka_unit_test(test_status_names),
+        cmocka_unit_test(test_reason_copy),
         cmocka_unit_test(test_pos_cmp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
