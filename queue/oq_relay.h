@@ -4,7 +4,7 @@
  * One relay per process, with one thread of its own. It tails the spool from
  * its release point (oq_spool_scan), produces every record with librdkafka's
  * idempotent producer (enable.idempotence=true, acks=all, linger.ms=5) to
- * kafka.topic, keyed by sale id, and moves the spool's release point over the
+ * kafka.topic, keyed by order id, and moves the spool's release point over the
  * contiguous prefix of records that are done (deliveries complete out of
  * order across partitions). Records not released when the process stops are
  * sent again at the next start; consumers dedupe by order id.
@@ -133,7 +133,7 @@ void oq_relay_notify(oq_relay_t *r);
 /*
  * Appends a cancel record of order `o` (oq_order.h, type cancel) to the
  * spool (durable first) and wakes the relay, which produces it to kafka.topic
- * with the sale id as key (after its order, in the same partition). In fsync
+ * with the order id as key (after its order, in the same partition). In fsync
  * durability it also waits for the fdatasync (the relay sees only synced
  * records). Returns 0, CM_EINVAL (o fails the codec's checks), CM_EBUSY (spool
  * full) or CM_EIO. May block: not on a worker loop. Thread-safe.
