@@ -241,7 +241,9 @@ void inv_prefetch(inv_worker_t *w, inv_sale_t *sale, const char *user_id);
  * admin thread, never on a worker loop. Each returns 0 and the sale's new
  * state in *out (may be NULL), or a negative cm_err_t with a reason in errbuf
  * (CM_EINVAL: the request breaks a rule, nothing changed; CM_ENOTFOUND;
- * CM_EBACKEND). Thread-safe.
+ * CM_EBACKEND; inv_sale_put: CM_ECONFLICT for the id of a sale deleted with
+ * orders held from a memory backend with a data_dir: the spool replays them).
+ * Thread-safe.
  */
 int inv_sale_put(inv_t *inv, const inv_sale_def_t *def, inv_sale_info_t *out, char *errbuf,
                  size_t errlen);

@@ -106,6 +106,13 @@ typedef struct mem_backend {
     /* Serialises admin changes (put, restock) with each other and with the
      * file they write; the buy path never takes it. */
     pthread_mutex_t admin_lock;
+    /* Ids of sales deleted with orders held (admin_lock; in sales.json with
+     * a data_dir): those orders stay in the spool, and the gateway's start-up
+     * replay (inv_replay) would give them, their units, per-user counts and
+     * idempotency keys, to a new sale of the same id. So the id is not
+     * defined again (mem_sale_put). */
+    char (*deleted)[INV_SALE_ID_MAX + 1];
+    uint32_t ndeleted, deleted_cap;
     uint64_t max_held; /* inventory.max_held_orders: entries over all sales */
     _Atomic uint64_t held, table_bytes, refused_full, over_cap_replayed;
 } mem_backend_t;
@@ -392,11 +399,13 @@ static mem_sale_t *mem_sale_new(void)
 /* Frees the held orders of a deleted sale now, not at close: a long-lived
  * gateway that deletes its ended sales gets their memory back. A worker that
  * still holds the view may add an order afterwards; mem_sale_free takes it. */
-static void sale_clear(mem_backend_t *mb, mem_sale_t *ms)
+static uint64_t sale_clear(mem_backend_t *mb, mem_sale_t *ms)
 {
+    uint64_t cleared = 0;
     for (int i = 0; i < MEM_SHARDS; i++) {
         mem_shard_t *sh = &ms->shards[i];
         pthread_mutex_lock(&sh->lock);
+        cleared += sh->used;
         for (uint32_t j = 0; sh->slots && j < sh->nslots; j++)
             entry_free(&sh->slots[j]);
         if (sh->slots) {
@@ -409,6 +418,7 @@ static void sale_clear(mem_backend_t *mb, mem_sale_t *ms)
         sh->used = 0;
         pthread_mutex_unlock(&sh->lock);
     }
+    return cleared;
 }
 
 static void mem_sale_free(mem_backend_t *mb, mem_sale_t *ms)
@@ -484,15 +494,37 @@ static int write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
+/* Caller holds admin_lock (or is mem_load). */
+static bool is_deleted(const mem_backend_t *mb, const char *sale_id)
+{
+    for (uint32_t i = 0; i < mb->ndeleted; i++)
+        if (strcmp(mb->deleted[i], sale_id) == 0)
+            return true;
+    return false;
+}
+
+static void deleted_add(mem_backend_t *mb, const char *sale_id)
+{
+    if (is_deleted(mb, sale_id))
+        return;
+    if (mb->ndeleted == mb->deleted_cap) {
+        mb->deleted_cap = mb->deleted_cap ? mb->deleted_cap * 2 : 8;
+        mb->deleted = cm_xrealloc(mb->deleted, mb->deleted_cap * sizeof(*mb->deleted));
+    }
+    snprintf(mb->deleted[mb->ndeleted++], sizeof(mb->deleted[0]), "%s", sale_id);
+}
+
 /*
  * Writes every defined sale to <data_dir>/sales.json, with `pending` (a sale
- * about to be created or changed) in place of its current definition.
- * Caller holds admin_lock. Atomic: readers see the old or the new file.
+ * about to be created or changed) in place of its current definition, and the
+ * ids of the deleted sales. Caller holds admin_lock. Atomic: readers see the
+ * old or the new file.
  */
 static int mem_persist(inv_t *inv, const inv_sale_info_t *pending, char *errbuf, size_t errlen)
 {
     if (!inv->data_dir)
         return 0;
+    const mem_backend_t *mb = inv->backend;
     json_t *arr = json_array();
     bool pending_done = false;
     pthread_rwlock_rdlock(&inv->sales_lock);
@@ -513,6 +545,12 @@ static int mem_persist(inv_t *inv, const inv_sale_info_t *pending, char *errbuf,
     if (pending && !pending_done)
         json_array_append_new(arr, def_json(pending));
     json_t *root = json_pack("{s:i, s:o}", "format", MEM_FILE_FORMAT, "sales", arr);
+    if (mb->ndeleted) { /* absent when none: the file stays as it was (older readers) */
+        json_t *del = json_array();
+        for (uint32_t i = 0; i < mb->ndeleted; i++)
+            json_array_append_new(del, json_string(mb->deleted[i]));
+        json_object_set_new(root, "deleted", del);
+    }
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(root);
     if (!text) {
@@ -600,6 +638,22 @@ static int mem_load(inv_t *inv, char *errbuf, size_t errlen)
     }
     size_t i;
     json_t *e;
+    json_t *del = json_object_get(root, "deleted");
+    if (del && !json_is_array(del)) {
+        cm_errbuf_set(errbuf, errlen, "%s: want \"deleted\":[sale ids]", path);
+        rc = CM_ECORRUPT;
+        goto out;
+    }
+    json_array_foreach(del, i, e)
+    {
+        const char *id = json_string_value(e);
+        if (!id || !inv_id_valid(id, strlen(id), INV_SALE_ID_MAX)) {
+            cm_errbuf_set(errbuf, errlen, "%s: deleted[%zu]: not a sale id", path, i);
+            rc = CM_ECORRUPT;
+            goto out;
+        }
+        deleted_add(inv->backend, id);
+    }
     json_array_foreach(arr, i, e)
     {
         const char *id = NULL;
@@ -662,6 +716,7 @@ static void mem_close(inv_t *inv)
     }
     if (mb) {
         pthread_mutex_destroy(&mb->admin_lock);
+        free(mb->deleted);
         free(mb);
         inv->backend = NULL;
     }
@@ -808,6 +863,15 @@ static int mem_sale_put(inv_t *inv, const inv_sale_def_t *def, inv_sale_info_t *
     inv_sale_t *s = inv_sale_find(inv, def->sale_id);
     if (!s || !sale_state(s)) {
         /* A new sale: write it down first, then show it. */
+        if (inv->data_dir && is_deleted(mb, def->sale_id)) {
+            cm_errbuf_set(
+                errbuf, errlen,
+                "sale %s was deleted with orders held: they stay in the spool, which gives "
+                "them to a sale of that id at every start; use a new id",
+                def->sale_id);
+            rc = CM_ECONFLICT;
+            goto out;
+        }
         if (!s) {
             pthread_rwlock_rdlock(&inv->sales_lock);
             bool full = inv->nsales >= inv->max_sales;
@@ -1110,10 +1174,16 @@ static int mem_sale_delete(inv_t *inv, const char *sale_id, int64_t now_ms, char
         rc = inv__sale_deletable(&info, now_ms, errbuf, errlen);
         if (rc == 0) {
             /* out of the map, then written down without it; its state is
-             * freed at close (a worker may still hold the view) */
+             * freed at close (a worker may still hold the view). A sale that
+             * held orders keeps its id from being defined again (see
+             * mem_backend_t.deleted); one that held none leaves nothing for
+             * the replay to give back (a released order's release event
+             * follows it in the spool). */
             inv__sale_remove(inv, sale_id);
+            uint64_t held = sale_clear(mb, sale_state(s));
+            if (held || atomic_load(&s->accepted_orders) > 0)
+                deleted_add(mb, sale_id);
             rc = mem_persist(inv, NULL, errbuf, errlen);
-            sale_clear(mb, sale_state(s));
         }
     }
     pthread_mutex_unlock(&mb->admin_lock);

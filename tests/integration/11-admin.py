@@ -4,6 +4,7 @@ are validated and refused requests change nothing."""
 import os
 import stat
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fg import Gateway, check, eq, finish, need_binary, request  # noqa: E402
@@ -133,6 +134,18 @@ try:
     eq(A("GET", "/admin/v1/sales/old").status, 404, "deleted sale is gone")
     eq(g.get("/v1/sales/old").status, 404, "and gone from the public API")
     eq(A("DELETE", "/admin/v1/sales/old").status, 404, "a second DELETE: 404")
+    # A sale deleted with orders held: the spool replays them at every start
+    # into the sale of their id, so the memory inventory keeps the id unused.
+    ends = int(time.time()) + 2
+    end_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ends))
+    A("PUT", "/admin/v1/sales/sold", body={"stock": 5, "per_user_limit": 5, "ends_at": end_at})
+    eq(g.buy("sold", "u1", qty=3).status, 202, "a buy before the end")
+    time.sleep(max(0.0, ends - time.time()) + 0.2)
+    eq(A("DELETE", "/admin/v1/sales/sold").status, 200, "DELETE of an ended sale with orders")
+    r = A("PUT", "/admin/v1/sales/sold", body={"stock": 5, "per_user_limit": 5})
+    eq((r.status, (r.json or {}).get("error")), (409, "conflict"),
+       "the id of a sale deleted with orders is not defined again")
+    eq(A("GET", "/admin/v1/sales/sold").status, 404, "the refused PUT created nothing")
     eq(A("DELETE", "/admin/v1/sales/bad%20id").status, 400, "DELETE of a bad id: 400")
     check("old" not in [s["sale_id"] for s in A("GET", "/admin/v1/sales").json["sales"]],
           "not listed")
@@ -146,6 +159,8 @@ try:
         eq(g2.admin("GET", "/admin/v1/sales/soon").status, 200, "the others are kept")
         eq(g2.admin("PUT", "/admin/v1/sales/old", body={"stock": 1}).status, 201,
            "the id can be used again")
+        eq(g2.admin("PUT", "/admin/v1/sales/sold", body={"stock": 5}).status, 409,
+           "not the id of a sale deleted with orders, after a restart too")
     finally:
         g2.cleanup()
 finally:
