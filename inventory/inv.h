@@ -300,8 +300,9 @@ int inv_claim(inv_worker_t *w, inv_reserve_req_t *req);
 /*
  * Start-up replay (memory backend): records an order that the spool says was
  * accepted before a restart, taking its units as the original step did, even
- * if that leaves stock_left at 0. A no-op for backends that keep their own
- * state (Redis). Single-threaded init.
+ * beyond the stock the sale has now (the release events that follow it in the
+ * spool give units back; until then the sale reads 0 left and sold out). A
+ * no-op for backends that keep their own state (Redis). Single-threaded init.
  */
 int inv_replay(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
                const char *order_id, const char *idem_key);

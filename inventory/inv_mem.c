@@ -2,7 +2,8 @@
  * The memory backend: one node, all state in this process.
  *
  * The stock of a sale is the view's own `_Atomic int64_t stock_left`, taken
- * with a compare-and-swap that never lets it go below zero. Each sale keeps
+ * with a compare-and-swap that never lets it go below zero (only the start-up
+ * replay may, mem_replay). Each sale keeps
  * its held orders (accepted, not released) in a table split into MEM_SHARDS
  * shards by a keyed hash of the user id, one mutex per shard (memcached lock
  * striping). The atomic step runs under the buyer's shard lock, in this order:
@@ -786,7 +787,8 @@ static int mem_reserve(inv_worker_t *w, inv_reserve_req_t *req)
         req->qty = entry_qty(e);
         req->user_units = units;
         pthread_mutex_unlock(&sh->lock);
-        req->stock_left = atomic_load(&sale->stock_left);
+        int64_t left_now = atomic_load(&sale->stock_left);
+        req->stock_left = left_now < 0 ? 0 : left_now;
         return INV_DUPLICATE;
     }
     if ((uint64_t)units + req->qty > atomic_load(&sale->per_user_limit)) {
@@ -808,9 +810,10 @@ static int mem_reserve(inv_worker_t *w, inv_reserve_req_t *req)
         outcome = INV_RESERVED;
     }
     pthread_mutex_unlock(&sh->lock);
-    if ((outcome == INV_SOLD_OUT || outcome == INV_RESERVED) && left == 0)
+    if ((outcome == INV_SOLD_OUT || outcome == INV_RESERVED) && left <= 0)
         sold_out_sync(sale);
-    req->stock_left = left;
+    /* below 0 only while replayed orders wait for their releases (mem_replay) */
+    req->stock_left = left < 0 ? 0 : left;
     req->user_units = units;
     return outcome;
 }
@@ -849,8 +852,9 @@ static int info_exact(inv_t *inv, inv_sale_t *s, inv_sale_info_t *out)
     /* Caller holds admin_lock, so stock_total cannot move; the units held are
      * total - left at the instant stock_left is read. */
     inv_sale_snapshot(s, out);
-    out->stock_left = atomic_load(&s->stock_left);
-    out->accepted_units = out->stock_total - out->stock_left;
+    int64_t left = atomic_load(&s->stock_left); /* below 0: see mem_replay */
+    out->stock_left = left < 0 ? 0 : left;
+    out->accepted_units = out->stock_total - left;
     return 0;
 }
 
@@ -1106,33 +1110,35 @@ static int mem_replay(inv_t *inv, const char *sale_id, const char *user_id, uint
     uint64_t h = user_hash(user_id);
     order_key_t k = order_key(order_id);
     mem_shard_t *sh = shard_of(ms, h);
-    int rc = 0;
-    int64_t left = -1;
     pthread_mutex_lock(&sh->lock);
     if (user_scan(sh, h, 0, &k).order_at >= 0) {
         pthread_mutex_unlock(&sh->lock);
         return 0; /* replayed before */
     }
     /* The order was accepted: the per-user limit (which an admin may have
-     * lowered since) and inventory.max_held_orders (lowered since) do not
-     * apply. The stock does: it was never below the accepted units, so a
-     * shortfall means the spool and sales.json disagree. */
-    if (!stock_take(s, qty, &left)) {
-        rc = CM_ECONFLICT;
-    } else {
-        if (atomic_fetch_add_explicit(&mb->held, 1, memory_order_relaxed) >= mb->max_held)
-            atomic_fetch_add_explicit(&mb->over_cap_replayed, 1, memory_order_relaxed);
-        shard_add(mb, sh, h, &k, qty, idem_key);
-        atomic_fetch_add(&s->accepted_units, qty);
-        atomic_fetch_add(&s->accepted_orders, 1);
-    }
+     * lowered since), inventory.max_held_orders (lowered since) and the stock
+     * do not apply. The spool replays orders and releases in the order they
+     * happened, against the stock the sale has now: 10 sold, 5 cancelled and
+     * the stock lowered to 5 holds 10 units before the 5 releases come. An
+     * order left out would free its units for a second buyer (an oversell),
+     * so stock_left may dip below 0 until the releases (buys see it sold out;
+     * reads show 0). */
+    int64_t before = atomic_fetch_sub(&s->stock_left, (int64_t)qty);
+    int64_t left = before - (int64_t)qty;
+    if (atomic_fetch_add_explicit(&mb->held, 1, memory_order_relaxed) >= mb->max_held)
+        atomic_fetch_add_explicit(&mb->over_cap_replayed, 1, memory_order_relaxed);
+    shard_add(mb, sh, h, &k, qty, idem_key);
+    atomic_fetch_add(&s->accepted_units, qty);
+    atomic_fetch_add(&s->accepted_orders, 1);
     pthread_mutex_unlock(&sh->lock);
-    if (rc < 0)
-        cm_log_error("inv", "replayed order exceeds the stock", "sale=%s order=%s qty=%u left=%lld",
-                     sale_id, order_id, qty, (long long)left);
-    else if (left == 0)
+    if (left < 0 && before >= 0)
+        cm_log_warn("inv",
+                    "replayed orders hold more than the stock; the releases that follow "
+                    "them in the spool give units back",
+                    "sale=%s order=%s qty=%u left=%lld", sale_id, order_id, qty, (long long)left);
+    if (left <= 0)
         sold_out_sync(s);
-    return rc;
+    return 0;
 }
 
 static int mem_user_units(inv_t *inv, const char *sale_id, const char *user_id, uint32_t *out)
