@@ -302,6 +302,7 @@ try:
         ("PUT", BR, "409"): "only without an embedded broker (the TSan stage's gateways)",
         ("PUT", BR, "200"): "only with an embedded broker",
         ("POST", C, "200"): "an already final order: 33-compensation",
+        ("PUT", S, "409"): "a memory sale deleted with orders held, after its end: 11-admin",
     }
     for tpl, m in ((B, "POST"), (O, "GET"), (SP, "GET"), (Q, "GET")):
         elsewhere[(m, tpl, "505")] = "an HTTP/2 request line, raw socket: 14-http1"
