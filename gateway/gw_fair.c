@@ -53,6 +53,7 @@ struct gw_fair_sale {
     uint32_t *by_user, *by_id; /* open addressing: entry index + 1, 0 = empty */
     size_t tcap;
     int fd; /* the entry log, -1 until the first entry */
+    off_t log_len;           /* its length: where a short write is cut back to */
     bool closed;             /* the draw took the entries: no more */
     bool seeded;
     uint64_t seed;
@@ -279,14 +280,35 @@ static int log_open(gw_fair_t *f, gw_fair_sale_t *fs)
     char path[700];
     log_path(f, fs->sale_id, path, sizeof(path));
     fs->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    return fs->fd < 0 ? CM_EIO : 0;
+    if (fs->fd < 0)
+        return CM_EIO;
+    struct stat st;
+    if (fstat(fs->fd, &st) != 0) {
+        close(fs->fd);
+        fs->fd = -1;
+        return CM_EIO;
+    }
+    fs->log_len = st.st_size;
+    return 0;
 }
 
+/* Appends one line (fs->mu held or single-threaded). */
 static int log_line(gw_fair_sale_t *fs, const char *line, size_t len, bool sync)
 {
     ssize_t w = write(fs->fd, line, len);
-    if (w != (ssize_t)len)
+    if (w != (ssize_t)len) {
+        /* A short write (a full disk) left part of a line: the next line
+         * appended after it would be glued to it and lost at the next load,
+         * though answered. Cut it off; if that fails too, no more lines. */
+        if (w > 0 && ftruncate(fs->fd, fs->log_len) != 0) {
+            cm_log_error("fair", "cannot cut a torn line off the entry log", "sale=%s err=%s",
+                         fs->sale_id, strerror(errno));
+            close(fs->fd);
+            fs->fd = -1;
+        }
         return CM_EIO;
+    }
+    fs->log_len += (off_t)len;
     if (sync && fdatasync(fs->fd) != 0)
         return CM_EIO;
     return 0;
@@ -368,10 +390,19 @@ static void log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
         return;
     char line[512];
     bool finished = false;
+    long good = 0; /* the end of the last whole line */
     while (fgets(line, sizeof(line), fp)) {
         size_t len = strlen(line);
-        if (!len || line[len - 1] != '\n')
-            break; /* a torn last line: that entry was never answered */
+        if (!len || line[len - 1] != '\n') {
+            /* A torn last line (a crash or a full disk in its write): that
+             * entry was never answered. Cut it off before lines are appended
+             * again, or the next one is glued to it and lost at the next load. */
+            if (feof(fp) && truncate(path, good) != 0)
+                cm_log_error("fair", "cannot cut a torn line off the entry log", "sale=%s err=%s",
+                             fs->sale_id, strerror(errno));
+            break;
+        }
+        good += (long)len;
         entry_t e;
         memset(&e, 0, sizeof(e));
         unsigned qty;
