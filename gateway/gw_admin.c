@@ -556,7 +556,12 @@ static void h_sale_put(admin_call_t *a)
             bool existed = inv_sale_get(srv->inv, id, &before) == 0;
             inv_sale_info_t info;
             char why[256] = "";
-            int rc = inv_sale_put(srv->inv, &d, &info, why, sizeof(why));
+            /* The lottery's refusals first: a 400 must leave the sale as it
+             * was (a new sale not made, an existing one's stock and start
+             * not moved under the entries it has taken). */
+            int rc = gw_fair_configure_check(srv, id, fwin, fearly, wr, why, sizeof(why));
+            if (rc == 0)
+                rc = inv_sale_put(srv->inv, &d, &info, why, sizeof(why));
             if (rc == 0)
                 rc = gw_fair_configure(srv, id, fwin, fearly, wr, why, sizeof(why));
             if (rc == 0) {

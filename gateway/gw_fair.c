@@ -1524,6 +1524,43 @@ out:
     return rc;
 }
 
+int gw_fair_configure_check(gw_server_t *srv, const char *sale_id, int64_t window_ms,
+                            int64_t early_ms, int64_t wr_rate, char *errbuf, size_t errlen)
+{
+    gw_fair_t *f = srv->fair;
+    if (window_ms < 0 || window_ms > GW_FAIR_WINDOW_MAX_MS || early_ms < 0 ||
+        early_ms > GW_FAIR_EARLY_MAX_MS) {
+        cm_errbuf_set(errbuf, errlen, "fair_window_ms must be 0..%d and fair_early_ms 0..%d",
+                      GW_FAIR_WINDOW_MAX_MS, GW_FAIR_EARLY_MAX_MS);
+        return CM_EINVAL;
+    }
+    if (wr_rate < 0 || wr_rate > GW_WR_RATE_MAX) {
+        cm_errbuf_set(errbuf, errlen, "waiting_room_rate must be 0..%d", GW_WR_RATE_MAX);
+        return CM_EINVAL;
+    }
+    gw_fair_sale_t *fs = slot_find(f, sale_id);
+    if (!fs) {
+        if ((window_ms || wr_rate) && atomic_load(&f->n) == FAIR_MAX_SALES) {
+            cm_errbuf_set(errbuf, errlen, "too many sales with a lottery (max %d)", FAIR_MAX_SALES);
+            return CM_EINVAL;
+        }
+        return 0;
+    }
+    if (atomic_load(&fs->window_ms) == window_ms && atomic_load(&fs->early_ms) == early_ms)
+        return 0;
+    pthread_mutex_lock(&fs->mu);
+    bool busy = fs->n > 0 && !atomic_load(&fs->drawn);
+    pthread_mutex_unlock(&fs->mu);
+    if (busy) {
+        cm_errbuf_set(errbuf, errlen,
+                      "the lottery of sale %s has entries and no draw yet: its window "
+                      "cannot change now",
+                      sale_id);
+        return CM_EINVAL;
+    }
+    return 0;
+}
+
 int gw_fair_configure(gw_server_t *srv, const char *sale_id, int64_t window_ms, int64_t early_ms,
                       int64_t wr_rate, char *errbuf, size_t errlen)
 {

@@ -125,6 +125,14 @@ bool gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out);
  */
 int gw_fair_configure(struct gw_server *srv, const char *sale_id, int64_t window_ms,
                       int64_t early_ms, int64_t wr_rate, char *errbuf, size_t errlen);
+/*
+ * Whether gw_fair_configure would refuse these settings as input (CM_EINVAL
+ * with the reason; 0 if not), changing nothing: the admin API asks before it
+ * changes the sale, so that a refused PUT leaves the sale as it was. Admin
+ * thread.
+ */
+int gw_fair_configure_check(struct gw_server *srv, const char *sale_id, int64_t window_ms,
+                            int64_t early_ms, int64_t wr_rate, char *errbuf, size_t errlen);
 /* The current window and early acceptance of a sale (0, 0 without a lottery). Thread-safe. */
 void gw_fair_conf_get(gw_fair_t *f, const char *sale_id, int64_t *window_ms, int64_t *early_ms);
 

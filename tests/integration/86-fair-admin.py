@@ -1,0 +1,62 @@
+"""Start-window lottery, admin API: a PUT the lottery refuses (400) changes
+nothing, not even the sale's own fields. The sale used to be written first
+and the lottery asked after: a refused window change still moved the stock
+and starts_at under the entries taken (and with them the draw's time), and
+a new sale refused a lottery (the table of 64 is full) was made anyway,
+selling first-come."""
+import datetime
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fg import Gateway, eq, finish, need_binary  # noqa: E402
+
+need_binary("flashgate")
+
+NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--kafka-brokers", "none"]
+
+
+def rfc3339(t):
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+g = Gateway(*NOLIMITS).start()
+try:
+    starts = rfc3339(time.time() + 600)
+    g.put_sale("fa", stock=5, per_user_limit=1, starts_at=starts, fair_window_ms=2000,
+               fair_early_ms=3600000)
+    r = g.buy("fa", "u1")
+    eq((r.status, r.json["status"]), (202, "entered"), "an entry")
+    before = g.admin("GET", "/admin/v1/sales/fa").json
+
+    # --- a window change while the lottery has entries: refused, nothing changed ---
+    r = g.admin("PUT", "/admin/v1/sales/fa", body={
+        "stock": 50, "per_user_limit": 1, "starts_at": rfc3339(time.time() + 900),
+        "fair_window_ms": 5000, "fair_early_ms": 3600000})
+    eq((r.status, r.json["error"]), (400, "bad_request"), "window change with entries refused")
+    after = g.admin("GET", "/admin/v1/sales/fa").json
+    eq({k: after[k] for k in ("stock_total", "starts_at", "fair_window_ms")},
+       {k: before[k] for k in ("stock_total", "starts_at", "fair_window_ms")},
+       "the refused PUT left the sale as it was")
+    # a PUT that leaves the window alone still changes the sale
+    r = g.admin("PUT", "/admin/v1/sales/fa", body={
+        "stock": 6, "per_user_limit": 1, "starts_at": starts})
+    eq((r.status, r.json["stock_total"], r.json["fair_window_ms"]), (200, 6, 2000),
+       "a PUT without a window change goes through")
+
+    # --- the 65th lottery is refused: the sale is not made either ---
+    for i in range(63):
+        r = g.admin("PUT", "/admin/v1/sales/w%02d" % i, body={"stock": 1, "waiting_room_rate": 10})
+        eq(r.status, 201, "room %d" % i)
+    r = g.admin("PUT", "/admin/v1/sales/x65", body={
+        "stock": 5, "starts_at": rfc3339(time.time() - 10), "fair_window_ms": 2000})
+    eq(r.status, 400, "the 65th lottery is refused")
+    eq(g.admin("GET", "/admin/v1/sales/x65").status, 404, "and its sale was not made")
+    eq(g.buy("x65", "u1").status, 404, "nobody buys first-come from a refused sale")
+except Exception:
+    print(g.logs())
+    raise
+finally:
+    g.cleanup()
+finish()
