@@ -65,6 +65,7 @@ struct gw_fair_sale {
     atomic_bool drawn;
     _Atomic uint64_t duplicates;
     bool pushed; /* fleet: this gateway's entries are in Redis (lottery thread only) */
+    bool marked; /* fleet: Redis knows this gateway holds entries (lottery thread only) */
     /* waiting room */
     _Atomic int64_t wr_rate;          /* admissions per second configured, 0 = none */
     _Atomic uint64_t wr_next;         /* positions given */
@@ -842,6 +843,7 @@ static void run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
 
 static void fleet_conf_sync(gw_fair_t *f);
 static void fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms);
+static void fleet_mark(gw_fair_t *f, gw_fair_sale_t *fs);
 
 /*---- the waiting room ----*/
 
@@ -963,6 +965,8 @@ void gw_fair_tick(gw_server_t *srv)
         gw_fair_sale_t *fs = f->sales[i];
         if (atomic_load(&fs->drawn) || atomic_load(&fs->window_ms) <= 0)
             continue;
+        if (f->fleet && !fs->marked)
+            fleet_mark(f, fs);
         inv_sale_t *s = inv_sale_find(srv->inv, fs->sale_id);
         if (!s)
             continue;
@@ -1055,6 +1059,23 @@ static void conf_sync_one(void *ctx, const char *sale, const char *v)
     pthread_mutex_lock(&f->mu);
     (void)conf_apply_locked(f, sale, w, e, wr, &k, false, why, sizeof(why));
     pthread_mutex_unlock(&f->mu);
+}
+
+/*
+ * Tells the fleet this gateway holds entries of the sale, once it has one:
+ * the window can then not change through any gateway (entries stay local
+ * until the close, so the one asked would not know). Lottery thread.
+ */
+static void fleet_mark(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    pthread_mutex_lock(&fs->mu);
+    bool any = fs->n > 0;
+    pthread_mutex_unlock(&fs->mu);
+    char why[256] = "";
+    if (any && fconn(f) &&
+        fok(f, inv_lottery_entered_mark(f->rc, fs->sale_id, f->srv->node_id, why, sizeof(why)),
+            why))
+        fs->marked = true;
 }
 
 /* Reads the fleet's lottery configuration into the local table. Lottery thread. */
@@ -1539,18 +1560,30 @@ int gw_fair_configure_check(gw_server_t *srv, const char *sale_id, int64_t windo
         return CM_EINVAL;
     }
     gw_fair_sale_t *fs = slot_find(f, sale_id);
-    if (!fs) {
-        if ((window_ms || wr_rate) && atomic_load(&f->n) == FAIR_MAX_SALES) {
-            cm_errbuf_set(errbuf, errlen, "too many sales with a lottery (max %d)", FAIR_MAX_SALES);
-            return CM_EINVAL;
-        }
-        return 0;
+    if (!fs && (window_ms || wr_rate) && atomic_load(&f->n) == FAIR_MAX_SALES) {
+        cm_errbuf_set(errbuf, errlen, "too many sales with a lottery (max %d)", FAIR_MAX_SALES);
+        return CM_EINVAL;
     }
-    if (atomic_load(&fs->window_ms) == window_ms && atomic_load(&fs->early_ms) == early_ms)
+    if (fs ? atomic_load(&fs->window_ms) == window_ms && atomic_load(&fs->early_ms) == early_ms
+           : window_ms == 0)
         return 0;
-    pthread_mutex_lock(&fs->mu);
-    bool busy = fs->n > 0 && !atomic_load(&fs->drawn);
-    pthread_mutex_unlock(&fs->mu);
+    bool busy = false;
+    if (fs) {
+        pthread_mutex_lock(&fs->mu);
+        busy = fs->n > 0 && !atomic_load(&fs->drawn);
+        pthread_mutex_unlock(&fs->mu);
+    }
+    if (!busy && f->fleet) {
+        /* Other gateways keep their entries until the close: ask the fleet. */
+        char why[256] = "";
+        inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
+        int rc = c ? inv_lottery_entered(c, sale_id, &busy, why, sizeof(why)) : CM_EBACKEND;
+        inv_fleet_close(c);
+        if (rc) {
+            cm_errbuf_set(errbuf, errlen, "redis: %s", why);
+            return CM_EBACKEND;
+        }
+    }
     if (busy) {
         cm_errbuf_set(errbuf, errlen,
                       "the lottery of sale %s has entries and no draw yet: its window "

@@ -128,8 +128,9 @@ int gw_fair_configure(struct gw_server *srv, const char *sale_id, int64_t window
 /*
  * Whether gw_fair_configure would refuse these settings as input (CM_EINVAL
  * with the reason; 0 if not), changing nothing: the admin API asks before it
- * changes the sale, so that a refused PUT leaves the sale as it was. Admin
- * thread.
+ * changes the sale, so that a refused PUT leaves the sale as it was. In a
+ * fleet a window change also asks Redis whether any gateway holds entries
+ * (CM_EBACKEND when it cannot tell). Admin thread.
  */
 int gw_fair_configure_check(struct gw_server *srv, const char *sale_id, int64_t window_ms,
                             int64_t early_ms, int64_t wr_rate, char *errbuf, size_t errlen);

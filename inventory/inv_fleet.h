@@ -133,7 +133,8 @@ bool inv_fleet_broken(const inv_fleet_conn_t *c);
  * per sale {flashgate:fair:<sale>}:e (HASH user -> "order qty idem node", the
  * entries pushed), :pushed (SET of node ids that pushed), :drawn (the entries
  * frozen for the draw), :seed, :won (HASH user -> order), :lock (the
- * drawer's, SET NX PX), :done (the number drawn, once the draw is complete).
+ * drawer's, SET NX PX), :done (the number drawn, once the draw is complete),
+ * :entered (SET of node ids that took an entry, before they push).
  *
  * Unless said otherwise the calls return 0, or CM_EBACKEND with the reason in
  * errbuf (then inv_fleet_broken tells a transport failure from an error
@@ -179,6 +180,15 @@ int inv_lottery_done(inv_fleet_conn_t *c, const char *sale, bool *done, char *er
 /* Marks the draw complete with n entrants. */
 int inv_lottery_done_set(inv_fleet_conn_t *c, const char *sale, size_t n, char *errbuf,
                          size_t errlen);
+
+/*
+ * Marks that node_id holds entries of the sale (its window cannot change any
+ * more); *busy: whether some gateway holds entries and the draw is not done.
+ */
+int inv_lottery_entered_mark(inv_fleet_conn_t *c, const char *sale, uint32_t node_id, char *errbuf,
+                             size_t errlen);
+int inv_lottery_entered(inv_fleet_conn_t *c, const char *sale, bool *busy, char *errbuf,
+                        size_t errlen);
 
 /* Tries to take the drawer's lock for node_id (ttl_ms); *mine when taken. */
 int inv_lottery_lock(inv_fleet_conn_t *c, const char *sale, uint32_t node_id, int ttl_ms,

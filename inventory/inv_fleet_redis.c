@@ -492,6 +492,35 @@ int inv_lottery_done_set(inv_fleet_conn_t *c, const char *sale, size_t n, char *
     return 0;
 }
 
+int inv_lottery_entered_mark(inv_fleet_conn_t *c, const char *sale, uint32_t node_id, char *errbuf,
+                             size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "entered");
+    redisReply *r = fcmd(c, k, errbuf, errlen, "SADD %s %u", k, node_id);
+    if (!r)
+        return CM_EBACKEND;
+    freeReplyObject(r);
+    return 0;
+}
+
+int inv_lottery_entered(inv_fleet_conn_t *c, const char *sale, bool *busy, char *errbuf,
+                        size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "entered");
+    redisReply *r = fcmd(c, k, errbuf, errlen, "EXISTS %s", k);
+    if (!r)
+        return CM_EBACKEND;
+    bool entered = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    freeReplyObject(r);
+    bool done = false;
+    if (entered && inv_lottery_done(c, sale, &done, errbuf, errlen) != 0)
+        return CM_EBACKEND;
+    *busy = entered && !done;
+    return 0;
+}
+
 int inv_lottery_lock(inv_fleet_conn_t *c, const char *sale, uint32_t node_id, int ttl_ms,
                      bool *mine, char *errbuf, size_t errlen)
 {
