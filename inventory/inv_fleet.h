@@ -190,7 +190,8 @@ int inv_lottery_entered_mark(inv_fleet_conn_t *c, const char *sale, uint32_t nod
 int inv_lottery_entered(inv_fleet_conn_t *c, const char *sale, bool *busy, char *errbuf,
                         size_t errlen);
 
-/* Tries to take the drawer's lock for node_id (ttl_ms); *mine when taken. */
+/* Tries to take the drawer's lock for node_id (ttl_ms); *mine when taken or node_id's already
+ * (then extended). */
 int inv_lottery_lock(inv_fleet_conn_t *c, const char *sale, uint32_t node_id, int ttl_ms,
                      bool *mine, char *errbuf, size_t errlen);
 

@@ -526,10 +526,17 @@ int inv_lottery_lock(inv_fleet_conn_t *c, const char *sale, uint32_t node_id, in
 {
     char k[160];
     fkey(k, sizeof(k), sale, "lock");
-    redisReply *r = fcmd(c, k, errbuf, errlen, "SET %s %u NX PX %d", k, node_id, ttl_ms);
+    /* Taken, or held by this node already: a drawer whose draw stopped on a
+     * Redis error resumes at its next tick instead of waiting out its own
+     * lock (nobody else may take it meanwhile either). */
+    static const char script[] =
+        "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end "
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+        "redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end return 0";
+    redisReply *r = fcmd(c, k, errbuf, errlen, "EVAL %s 1 %s %u %d", script, k, node_id, ttl_ms);
     if (!r)
         return CM_EBACKEND;
-    *mine = r->type == REDIS_REPLY_STATUS;
+    *mine = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
     freeReplyObject(r);
     return 0;
 }
