@@ -58,6 +58,7 @@ struct gw_fair_sale {
     bool seeded;
     uint64_t seed;
     int64_t draw_started_ms, draw_done_ms;
+    int64_t draw_retry_ms; /* fleet: no new try of a failed draw before this (lottery thread) */
     uint32_t *perm;          /* the draw order once seeded */
     size_t ndraw, next;      /* entrants of the draw, next position to allocate */
     bool exhausted;
@@ -105,6 +106,10 @@ struct gw_fair {
 #define FLEET_PUSH_WAIT_MS 3000 /* the draw waits this long after the close for every gateway */
 #define FLEET_LOCK_MS 15000     /* the drawer's lock, renewed while it draws */
 #define FLEET_CONF_POLL_MS 500
+/* A drawer whose draw stopped on a Redis error tries again after this, not at
+ * every tick: each try reads every entrant back, and an error that persists
+ * (a key of the wrong type, a full Redis) would have it do so 50 times a second. */
+#define FLEET_DRAW_RETRY_MS 250
 
 /*---- the pure parts: phase and draw order ----*/
 
@@ -1286,31 +1291,32 @@ static void fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
 }
 
 /* The drawer: holds the lock. Lottery thread. */
-static void fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
+/* The fleet's draw by the lock's holder; true when it is done (:done set). */
+static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
 {
     gw_server_t *srv = f->srv;
     char why[256] = "";
     /* freeze the entrants (a no-op when a drawer before us did; an error when nobody entered) */
     inv_fleet_conn_t *c = fconn(f);
     if (!c)
-        return;
+        return false;
     if (inv_lottery_freeze(c, fs->sale_id) < 0) {
         inv_fleet_close(f->rc);
         f->rc = NULL;
-        return;
+        return false;
     }
     cm_hash_key_t rnd;
     if (cm_hash_seed_random(&rnd) != 0)
-        return;
+        return false;
     char seed[24];
     snprintf(seed, sizeof(seed), "%016llx", (unsigned long long)(rnd.k0 ^ rotl(rnd.k1, 32)));
     if (!fok(f, inv_lottery_seed_offer(c, fs->sale_id, seed, why, sizeof(why)), why))
-        return;
+        return false;
     fleet_draw_t d;
     if (!fleet_read(f, fs, &d, true) || !d.seeded) {
         if (d.all)
             fleet_draw_free(&d);
-        return;
+        return false;
     }
     int64_t t0 = cm_wall_ms();
     inv_sale_t *sale = inv_sale_find(srv->inv, fs->sale_id);
@@ -1382,8 +1388,10 @@ static void fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
     }
     if (nwon)
         gw__queue_notify(srv);
+    bool done = false;
     if (!failed && fconn(f) &&
         fok(f, inv_lottery_done_set(f->rc, fs->sale_id, d.n, why, sizeof(why)), why)) {
+        done = true;
         cm_log_info("fair", "fleet draw done",
                     "sale=%s entrants=%zu won_here=%zu seed=%016llx elapsed_ms=%lld",
                     fs->sale_id, d.n, nwon, (unsigned long long)d.seed,
@@ -1393,6 +1401,7 @@ static void fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
         pthread_mutex_unlock(&fs->mu);
     }
     fleet_draw_free(&d);
+    return done;
 }
 
 /* A closed window in the fleet: push, then draw (one gateway) or learn the draw. */
@@ -1417,14 +1426,16 @@ static void fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms)
         if (pushed < (long long)gw_fleet_members(f->srv))
             return;
     }
+    if (cm_wall_ms() < fs->draw_retry_ms)
+        return;
     bool mine = false;
     if (!fconn(f) ||
         !fok(f, inv_lottery_lock(f->rc, fs->sale_id, f->srv->node_id, FLEET_LOCK_MS, &mine, why,
                                  sizeof(why)),
              why))
         return;
-    if (mine)
-        fleet_run_draw(f, fs);
+    if (mine && !fleet_run_draw(f, fs))
+        fs->draw_retry_ms = cm_wall_ms() + FLEET_DRAW_RETRY_MS;
 }
 
 /*---- admin ----*/
