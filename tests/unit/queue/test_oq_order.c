@@ -355,7 +355,7 @@ static void test_status_names(void **state)
 static void test_reason_copy(void **state)
 {
     (void)state;
-    char src[600], dst[OQ_REASON_MAX + 1];
+    char src[1 + 200 * 3 + 1], dst[OQ_REASON_MAX + 1];
     strcpy(src, "x");
     for (int i = 0; i < 200; i++)
         strcat(src, "\xe2\x82\xac");                                     /* U+20AC, 3 bytes */
