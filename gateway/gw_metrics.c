@@ -420,6 +420,10 @@ char *gw_metrics_text(gw_server_t *srv, size_t *len)
         put(&b, "flashgate_relay_errors_total %llu\n", (unsigned long long)rs.errors);
         head(&b, "flashgate_relay_resent_total", "counter", "Records produced again after an error.");
         put(&b, "flashgate_relay_resent_total %llu\n", (unsigned long long)rs.resent);
+        head(&b, "flashgate_relay_retention_resent_total", "counter",
+             "Records produced again because the broker dropped them before settle read them.");
+        put(&b, "flashgate_relay_retention_resent_total %llu\n",
+            (unsigned long long)rs.retention_resent);
     }
 
     gw_limits_stats_t ls;

@@ -128,15 +128,15 @@ void gw_server_stats_extra(gw_server_t *srv, void *json_obj)
     oq_relay_stats(srv->relay, &s);
     json_object_set_new(
         json_obj, "relay",
-        json_pack("{s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "bootstrap",
+        json_pack("{s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "bootstrap",
                   oq_relay_bootstrap(srv->relay), "embedded", s.embedded, "unreleased_records",
                   (json_int_t)s.spool_unreleased_records, "unreleased_bytes",
                   (json_int_t)s.spool_unreleased_bytes, "inflight", (json_int_t)s.inflight,
-                  "oldest_unacked_age_ms", (json_int_t)s.oldest_unacked_age_ms,
-                  "awaiting_outcome", (json_int_t)s.awaiting_outcome, "produced",
-                  (json_int_t)s.produced, "delivered", (json_int_t)s.delivered, "errors",
-                  (json_int_t)s.errors, "resent", (json_int_t)s.resent, "released_records",
-                  (json_int_t)s.released_records, "orders_seen", (json_int_t)s.orders_seen,
-                  "outcomes_seen", (json_int_t)s.outcomes_seen, "invalid_messages",
-                  (json_int_t)s.invalid));
+                  "oldest_unacked_age_ms", (json_int_t)s.oldest_unacked_age_ms, "awaiting_outcome",
+                  (json_int_t)s.awaiting_outcome, "produced", (json_int_t)s.produced, "delivered",
+                  (json_int_t)s.delivered, "errors", (json_int_t)s.errors, "resent",
+                  (json_int_t)s.resent, "retention_resent", (json_int_t)s.retention_resent,
+                  "released_records", (json_int_t)s.released_records, "orders_seen",
+                  (json_int_t)s.orders_seen, "outcomes_seen", (json_int_t)s.outcomes_seen,
+                  "invalid_messages", (json_int_t)s.invalid));
 }

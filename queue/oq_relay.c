@@ -62,6 +62,12 @@
 #define CANCEL_SETTLE_GRACE_MS 30000
 #define REWIND_BACKOFF_MS 1000
 #define META_PERIOD_MS 3000
+/* Low watermarks of the orders topic: how often they are read, for how many partitions. */
+#define WM_PERIOD_MS 1000
+#define WM_MAX_PARTS 1024
+/* A record that fell out of the log again after a resend waits 1, 2, 4 ... 64 s. */
+#define RETAIN_RESEND_MIN_MS 1000
+#define RETAIN_RESEND_MAX_SHIFT 6
 
 enum { E_INFLIGHT = 0, E_DELIVERED = 1, E_FAILED = 2 };
 enum { K_ORDER = 0, K_CANCEL = 1, K_SKIP = 2, K_RELEASE = 3 };
@@ -70,7 +76,11 @@ typedef struct entry {
     uint64_t seq;
     oq_pos_t pos, next;
     uint64_t sent_ms, delivered_ms;
+    int64_t offset; /* where the broker put it (delivered), else -1 */
+    int32_t partition;
     uint8_t state, kind;
+    uint8_t retain_resends; /* times produced again because it fell out of the log */
+    bool resend;            /* marked by retain_check for retain_cb */
     char order_id[INV_ORDER_ID_MAX + 1];
 } entry_t;
 
@@ -125,10 +135,27 @@ struct oq_relay {
 
     /* consumer: consumer thread only */
     rd_kafka_t *ck;
+    atomic_int orders_parts; /* partitions of the orders topic the consumer knows */
+
+    /*
+     * Retention (release on settle): the watermark thread reads each orders
+     * partition's low watermark (log start) while records wait for their
+     * outcome; the relay thread produces again the waiting records whose
+     * offset fell below it (the broker dropped them before settle read them).
+     */
+    pthread_t wmthr;
+    bool wmthr_started;
+    pthread_mutex_t wmu;
+    pthread_cond_t wcond;
+    atomic_int_fast64_t lowmark[WM_MAX_PARTS]; /* -1 = not known */
+    atomic_uint_fast64_t wm_gen;               /* bumped when a low watermark rises */
+    uint64_t wm_seen;                          /* relay thread: the last gen acted on */
+    bool retain_deferred;                      /* relay thread: records left for a later check */
+    uint64_t retain_next_ms; /* relay thread: earliest next check without a new gen */
 
     /* counters */
-    atomic_uint_fast64_t produced, delivered, errors, resent, released_records, orders_seen,
-        outcomes_seen, invalid, inflight;
+    atomic_uint_fast64_t produced, delivered, errors, resent, retention_resent, released_records,
+        orders_seen, outcomes_seen, invalid, inflight;
     atomic_uint_fast64_t ack_buckets[OQ_ACK_NBOUNDS + 1], ack_sum_ms;
 };
 
@@ -238,6 +265,8 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
             e->state = E_DELIVERED;
             e->delivered_ms = cm_mono_ms();
+            e->partition = m->partition;
+            e->offset = m->offset;
             atomic_fetch_add_explicit(&r->delivered, 1, memory_order_relaxed);
             static const uint64_t bounds[OQ_ACK_NBOUNDS] = OQ_ACK_BOUNDS_MS;
             uint64_t ms = e->delivered_ms - e->sent_ms;
@@ -422,22 +451,24 @@ static void parse_event(const char *ev, size_t len, entry_t *e, char *key, size_
     }
 }
 
-static int scan_cb(const oq_rec_t *rec, void *ctx)
+/*
+ * What record rec is (e->kind, e->order_id) and the message to produce for it:
+ * key (the order id) and *val / *vlen (NULL for a kind that is not relayed).
+ * An order is encoded into r->buf.
+ */
+static void rec_message(oq_relay_t *r, const oq_rec_t *rec, entry_t *e, char *key, size_t keylen,
+                        const char **pval, size_t *pvlen)
 {
-    oq_relay_t *r = ctx;
-    if (r->count >= r->max_inflight || atomic_load_explicit(&r->stop, memory_order_relaxed))
-        return 1;
-    entry_t e = {.seq = r->next_seq, .pos = rec->pos, .next = rec->next};
-    char key[INV_SALE_ID_MAX + 1] = "";
     const char *val = NULL;
     size_t vlen = 0;
+    key[0] = '\0';
     if (rec->type == OQ_REC_ORDER && rec->order) {
         int n = oq_order_encode(rec->order, r->buf, sizeof(r->buf));
         if (n < 0) {
             atomic_fetch_add_explicit(&r->errors, 1, memory_order_relaxed);
-            e.kind = K_SKIP;
+            e->kind = K_SKIP;
         } else {
-            e.kind = K_ORDER;
+            e->kind = K_ORDER;
             val = r->buf;
             vlen = (size_t)n;
             /*
@@ -447,26 +478,46 @@ static int scan_cb(const oq_rec_t *rec, void *ctx)
              * stay in one partition, in order. (Key = sale id put a whole sale
              * on one partition: one settle worker, whatever the group size.)
              */
-            snprintf(key, sizeof(key), "%s", rec->order->order_id);
-            snprintf(e.order_id, sizeof(e.order_id), "%s", rec->order->order_id);
+            snprintf(key, keylen, "%s", rec->order->order_id);
+            snprintf(e->order_id, sizeof(e->order_id), "%s", rec->order->order_id);
         }
     } else if (rec->type == OQ_REC_EVENT && rec->event) {
-        parse_event(rec->event, rec->event_len, &e, key, sizeof(key));
+        parse_event(rec->event, rec->event_len, e, key, keylen);
         val = rec->event;
         vlen = rec->event_len;
     } else {
-        e.kind = K_SKIP;
+        e->kind = K_SKIP;
     }
+    *pval = val;
+    *pvlen = vlen;
+}
+
+static rd_kafka_resp_err_t produce_msg(oq_relay_t *r, const char *key, const char *val, size_t vlen,
+                                       uint64_t seq)
+{
+    return rd_kafka_producev(r->rk, RD_KAFKA_V_TOPIC(r->topic), RD_KAFKA_V_KEY(key, strlen(key)),
+                             RD_KAFKA_V_VALUE((void *)val, vlen),
+                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                             RD_KAFKA_V_OPAQUE((void *)(uintptr_t)seq), RD_KAFKA_V_END);
+}
+
+static int scan_cb(const oq_rec_t *rec, void *ctx)
+{
+    oq_relay_t *r = ctx;
+    if (r->count >= r->max_inflight || atomic_load_explicit(&r->stop, memory_order_relaxed))
+        return 1;
+    entry_t e = {.seq = r->next_seq, .pos = rec->pos, .next = rec->next, .offset = -1};
+    char key[INV_SALE_ID_MAX + 1];
+    const char *val;
+    size_t vlen;
+    rec_message(r, rec, &e, key, sizeof(key), &val, &vlen);
 
     uint64_t now = cm_mono_ms();
     if (e.kind == K_SKIP || e.kind == K_RELEASE) {
         e.state = E_DELIVERED;
         e.delivered_ms = now;
     } else {
-        rd_kafka_resp_err_t err = rd_kafka_producev(
-            r->rk, RD_KAFKA_V_TOPIC(r->topic), RD_KAFKA_V_KEY(key, strlen(key)),
-            RD_KAFKA_V_VALUE((void *)val, vlen), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_OPAQUE((void *)(uintptr_t)e.seq), RD_KAFKA_V_END);
+        rd_kafka_resp_err_t err = produce_msg(r, key, val, vlen, e.seq);
         if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
             return 1; /* retried at the next wake-up */
         if (err) {
@@ -682,6 +733,181 @@ void oq_kafka_learn_topic(void *rk, const char *topic, int timeout_ms)
     rd_kafka_topic_destroy(t);
 }
 
+/*---- retention: records the broker dropped before settle read them ----*/
+
+typedef struct retain_ctx {
+    oq_relay_t *r;
+    size_t i, last; /* ring cursor and the last marked index */
+    uint64_t now, sent;
+    bool stopped;
+} retain_ctx_t;
+
+/* oq_spool_scan callback: produces again the marked ring entries, in spool order. */
+static int retain_cb(const oq_rec_t *rec, void *ctx)
+{
+    retain_ctx_t *c = ctx;
+    oq_relay_t *r = c->r;
+    while (c->i <= c->last && oq_pos_cmp(ring_at(r, c->i)->pos, rec->pos) < 0)
+        c->i++;
+    if (c->i > c->last)
+        return 1;
+    entry_t *e = ring_at(r, c->i);
+    if (oq_pos_cmp(e->pos, rec->pos) != 0 || !e->resend)
+        return 0;
+    entry_t cur = {.offset = -1};
+    char key[INV_SALE_ID_MAX + 1];
+    const char *val;
+    size_t vlen;
+    rec_message(r, rec, &cur, key, sizeof(key), &val, &vlen);
+    if (!val || cur.kind != e->kind || strcmp(cur.order_id, e->order_id) != 0) {
+        e->resend = false; /* not the record it was read as: leave it alone */
+        return 0;
+    }
+    rd_kafka_resp_err_t err = produce_msg(r, key, val, vlen, e->seq);
+    if (err) {
+        /* queue full or a produce error: the next check finds it again */
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            atomic_fetch_add_explicit(&r->errors, 1, memory_order_relaxed);
+        c->stopped = true;
+        return 1;
+    }
+    /* dr_cb (this thread) finds it by its sequence number and records its new offset */
+    pthread_mutex_lock(&r->mu);
+    e->resend = false;
+    e->state = E_INFLIGHT;
+    e->sent_ms = c->now;
+    e->offset = -1;
+    if (e->retain_resends < UINT8_MAX)
+        e->retain_resends++;
+    pthread_mutex_unlock(&r->mu);
+    atomic_fetch_add_explicit(&r->inflight, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->produced, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->retention_resent, 1, memory_order_relaxed);
+    c->sent++;
+    return 0;
+}
+
+/*
+ * Release on settle: a record delivered but still waiting for its outcome
+ * whose offset is below its partition's low watermark is gone from the broker
+ * (the embedded broker's 5 MiB a partition, a real cluster's retention.ms or
+ * retention.bytes) before settle read it. Nothing else would ever send it
+ * again: it would wait unsettled in the spool, holding the release point,
+ * until a restart. Produce it again (settle dedupes by order id). Relay
+ * thread, when the watermark thread saw a low watermark rise, or
+ * WM_PERIOD_MS after a check that left records for later: one pass over the
+ * ring and one spool read from the first record to produce to the last.
+ * A record that falls out again (settle still stopped, the log still full)
+ * waits 1, 2, 4 ... 64 s after its last delivery, so a long stop does not
+ * keep the whole ring going round the broker.
+ */
+static void retain_check(oq_relay_t *r)
+{
+    uint64_t gen = atomic_load(&r->wm_gen), now = cm_mono_ms();
+    if (gen == r->wm_seen && !(r->retain_deferred && now >= r->retain_next_ms))
+        return;
+    r->wm_seen = gen;
+    r->retain_deferred = false;
+    r->retain_next_ms = now + WM_PERIOD_MS;
+    size_t first = SIZE_MAX, last = 0, n = 0;
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; i < r->count; i++) {
+        entry_t *e = ring_at(r, i);
+        e->resend = false;
+        if (e->state != E_DELIVERED || (e->kind != K_ORDER && e->kind != K_CANCEL) ||
+            e->offset < 0 || e->partition < 0 || e->partition >= WM_MAX_PARTS ||
+            e->offset >= atomic_load_explicit(&r->lowmark[e->partition], memory_order_relaxed))
+            continue;
+        unsigned bits = settle_get(r, e->order_id, false);
+        if (e->kind == K_ORDER ? (bits & OUT_ANY) : (bits & OUT_CANCELLED))
+            continue; /* settle read it in time */
+        unsigned shift = e->retain_resends < RETAIN_RESEND_MAX_SHIFT ? e->retain_resends
+                                                                     : RETAIN_RESEND_MAX_SHIFT;
+        if (now - e->delivered_ms < ((uint64_t)RETAIN_RESEND_MIN_MS << shift)) {
+            r->retain_deferred = true;
+            continue;
+        }
+        e->resend = true;
+        if (first == SIZE_MAX)
+            first = i;
+        last = i;
+        n++;
+    }
+    oq_pos_t from = n ? ring_at(r, first)->pos : (oq_pos_t){0, 0};
+    pthread_mutex_unlock(&r->mu);
+    if (!n)
+        return;
+    /* The ring does not change meanwhile: only this thread pushes, releases and
+     * runs dr_cb (rd_kafka_poll). */
+    retain_ctx_t c = {.r = r, .i = first, .last = last, .now = now};
+    long rc = oq_spool_scan(r->spool, from, retain_cb, &c);
+    if (rc < 0) {
+        atomic_fetch_add_explicit(&r->errors, 1, memory_order_relaxed);
+        cm_log_error("oq", "spool scan failed", "err=%s", cm_errname((int)rc));
+    }
+    if (c.sent < n)
+        r->retain_deferred = true;
+    cm_log_warn("oq",
+                "the broker dropped orders before settle read them; producing them again "
+                "(settle behind the broker's retention)",
+                "records=%" PRIu64 " of=%zu", c.sent, n);
+}
+
+/*
+ * The watermark thread: while records are unreleased, reads the low watermark
+ * (ListOffsets, earliest) of every partition of the orders topic every
+ * WM_PERIOD_MS, on the consumer's handle (thread-safe), and wakes the relay
+ * when one rose. Its own thread: on a real cluster a query is a round trip per
+ * partition, which neither the relay (produce, delivery reports) nor the
+ * consumer (outcomes) should wait for.
+ */
+static void *wm_main(void *arg)
+{
+    oq_relay_t *r = arg;
+    for (;;) {
+        pthread_mutex_lock(&r->wmu);
+        if (!atomic_load(&r->stop)) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += (long)(WM_PERIOD_MS % 1000) * 1000000L;
+            ts.tv_sec += WM_PERIOD_MS / 1000 + ts.tv_nsec / 1000000000L;
+            ts.tv_nsec %= 1000000000L;
+            pthread_cond_timedwait(&r->wcond, &r->wmu, &ts);
+        }
+        pthread_mutex_unlock(&r->wmu);
+        if (atomic_load(&r->stop))
+            break;
+        pthread_mutex_lock(&r->mu);
+        bool waiting = r->count > 0;
+        pthread_mutex_unlock(&r->mu);
+        if (!waiting)
+            continue;
+        int parts = atomic_load(&r->orders_parts);
+        if (parts > WM_MAX_PARTS)
+            parts = WM_MAX_PARTS;
+        bool rose = false;
+        for (int p = 0; p < parts && !atomic_load(&r->stop); p++) {
+            int64_t lo = -1, hi = -1;
+            rd_kafka_resp_err_t err =
+                rd_kafka_query_watermark_offsets(r->ck, r->topic, p, &lo, &hi, 1000);
+            if (err) {
+                cm_log_debug("oq", "low watermark query failed", "partition=%d err=\"%s\"", p,
+                             rd_kafka_err2str(err));
+                continue;
+            }
+            if (lo > atomic_load(&r->lowmark[p])) {
+                atomic_store(&r->lowmark[p], lo);
+                rose = true;
+            }
+        }
+        if (rose) {
+            atomic_fetch_add(&r->wm_gen, 1);
+            wake(r);
+        }
+    }
+    return NULL;
+}
+
 static void *relay_main(void *arg)
 {
     oq_relay_t *r = arg;
@@ -709,6 +935,8 @@ static void *relay_main(void *arg)
             }
         }
         release_prefix(r);
+        if (r->settle_mode)
+            retain_check(r);
     }
     return NULL;
 }
@@ -813,6 +1041,7 @@ static void *consumer_main(void *arg)
         uint64_t now = cm_mono_ms();
         if (now >= next_meta) {
             refresh_assignment(r, known);
+            atomic_store(&r->orders_parts, known[0]);
             next_meta = now + (known[0] && known[1] ? META_PERIOD_MS : 500);
         }
         rd_kafka_message_t *m = rd_kafka_consumer_poll(r->ck, 100);
@@ -897,6 +1126,10 @@ int oq_relay_open(oq_relay_t **out, const oq_relay_opts_t *opts, char *errbuf, s
     pthread_mutex_init(&r->smu, NULL);
     pthread_mutex_init(&r->rmu, NULL);
     pthread_cond_init(&r->rcond, NULL);
+    pthread_mutex_init(&r->wmu, NULL);
+    pthread_cond_init(&r->wcond, NULL);
+    for (int p = 0; p < WM_MAX_PARTS; p++)
+        atomic_init(&r->lowmark[p], -1);
     cm_smap_init(&r->sets[0], 0); /* grows with the settled ids actually seen */
     cm_smap_init(&r->sets[1], 0);
     r->wake_rd = r->wake_wr = -1;
@@ -956,6 +1189,14 @@ int oq_relay_open(oq_relay_t **out, const oq_relay_opts_t *opts, char *errbuf, s
         }
         r->cthr_started = true;
     }
+    if (r->settle_mode) {
+        if (pthread_create(&r->wmthr, NULL, wm_main, r) != 0) {
+            snprintf(errbuf, errlen, "relay: pthread_create failed");
+            rc = CM_EIO;
+            goto fail;
+        }
+        r->wmthr_started = true;
+    }
     cm_log_info("oq", "relay started", "brokers=%s topic=%s outcomes=%s release=%s",
                 r->brokers, r->topic, r->outcomes_topic,
                 r->settle_mode ? "on_settle" : "on_delivery");
@@ -977,6 +1218,12 @@ void oq_relay_close(oq_relay_t *r, int timeout_ms)
         pthread_join(r->thr, NULL);
     if (r->cthr_started)
         pthread_join(r->cthr, NULL);
+    if (r->wmthr_started) {
+        pthread_mutex_lock(&r->wmu);
+        pthread_cond_signal(&r->wcond);
+        pthread_mutex_unlock(&r->wmu);
+        pthread_join(r->wmthr, NULL);
+    }
     if (r->rk) {
         rd_kafka_flush(r->rk, timeout_ms); /* runs dr_cb on this thread */
         release_prefix(r);
@@ -1004,6 +1251,8 @@ void oq_relay_close(oq_relay_t *r, int timeout_ms)
     pthread_mutex_destroy(&r->smu);
     pthread_mutex_destroy(&r->rmu);
     pthread_cond_destroy(&r->rcond);
+    pthread_mutex_destroy(&r->wmu);
+    pthread_cond_destroy(&r->wcond);
     free(r->ring);
     free(r->topic);
     free(r->outcomes_topic);
@@ -1068,6 +1317,7 @@ void oq_relay_stats(oq_relay_t *r, oq_relay_stats_t *out)
     out->ack_sum_ms = LD(ack_sum_ms);
     out->errors = LD(errors);
     out->resent = LD(resent);
+    out->retention_resent = LD(retention_resent);
     out->released_records = LD(released_records);
     out->orders_seen = LD(orders_seen);
     out->outcomes_seen = LD(outcomes_seen);

@@ -97,6 +97,8 @@ typedef struct oq_relay_stats {
     uint64_t delivered;           /* successful delivery reports */
     uint64_t errors;              /* failed deliveries, produce errors, spool errors */
     uint64_t resent;              /* records produced again after an error */
+    uint64_t retention_resent;    /* produced again: the broker dropped them (below the
+                                     partition's log start) before settle read them */
     uint64_t released_records;
     uint64_t orders_seen;         /* consumer: order messages */
     uint64_t outcomes_seen;       /* consumer: outcome messages */
