@@ -33,7 +33,9 @@
  * a delivered ORDER record is done when its id is in the set; a cancel EVENT
  * when a "cancelled" or "failed" outcome for its order is there, or 30 s after
  * delivery. Released ids are removed from the set, except those with a
- * cancelled/failed outcome (see settle_get).
+ * cancelled/failed outcome (see settle_get). A third thread (wm_main)
+ * reads the orders partitions' low watermarks; a waiting record the broker
+ * dropped before settle read it is produced again (retain_check).
  */
 #include "queue/oq_relay.h"
 

@@ -20,6 +20,9 @@
  *     spool, not the mock, is the copy that survives a crash of the gateway.
  *     A cancel EVENT is done on a "cancelled" or "failed" outcome for its
  *     order, or 30 s after its delivery if settle published none (logged).
+ *     A delivered record still waiting whose offset falls below its
+ *     partition's low watermark (the broker dropped it before settle read
+ *     it) is produced again (docs/kafka.md; stats.retention_resent).
  *
  * It never blocks the gateway: when the broker is down or slow, records stay
  * in the spool, which refuses appends past spool.max_bytes (CM_EBUSY, the
