@@ -741,7 +741,6 @@ typedef struct retain_ctx {
     oq_relay_t *r;
     size_t i, last; /* ring cursor and the last marked index */
     uint64_t now, sent;
-    bool stopped;
 } retain_ctx_t;
 
 /* oq_spool_scan callback: produces again the marked ring entries, in spool order. */
@@ -768,9 +767,10 @@ static int retain_cb(const oq_rec_t *rec, void *ctx)
     rd_kafka_resp_err_t err = produce_msg(r, key, val, vlen, e->seq);
     if (err) {
         /* queue full or a produce error: the next check finds it again */
-        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
             atomic_fetch_add_explicit(&r->errors, 1, memory_order_relaxed);
-        c->stopped = true;
+            cm_log_warn("oq", "produce failed, will retry", "err=\"%s\"", rd_kafka_err2str(err));
+        }
         return 1;
     }
     /* dr_cb (this thread) finds it by its sequence number and records its new offset */
