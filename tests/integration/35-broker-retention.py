@@ -4,7 +4,9 @@ librdkafka 2.0.2's mock cluster keeps at most 5 MiB (or 100,000 message sets)
 per partition and drops the oldest message sets past that. With settle stopped,
 the gateway accepts orders, then filler (garbage that settle and the gateway
 skip) is written to every partition of the orders topic until the orders fall
-below the partitions' log start. Settle is started: every accepted order must
+below the partitions' log start. The relay produces them again, settle
+still stopped; a second filler pushes them out again, and they come back
+again (after a back-off). Settle is started: every accepted order must
 still reach SQLite (the relay sees its order's offset fall below the low
 watermark and produces it again from the spool), the spool must release them
 all, and the gateway's relay.retention_resent must count the resends.
@@ -50,13 +52,28 @@ try:
     with open(filler, "w") as f:
         for i in range(FILLER_PER_PART):
             f.write(("filler-%d-" % i) + "x" * (FILLER_BYTES - 20) + "\n")
-    for p in range(PARTITIONS):
-        out = subprocess.run(["kcat", "-P", "-b", boot, "-t", fgq.TOPIC, "-p", str(p),
-                              "-X", "message.max.bytes=1000000", "-l", filler],
-                             capture_output=True, text=True, timeout=30)
-        eq(out.returncode, 0, "kcat -P partition %d (%s)" % (p, out.stderr[-300:]))
-    left = [i for i in fgq.topic_order_ids(boot) if i in set(acc)]
-    eq(len(left), 0, "accepted orders still held by the broker after the filler")
+
+    def push_out(what):
+        for p in range(PARTITIONS):
+            out = subprocess.run(["kcat", "-P", "-b", boot, "-t", fgq.TOPIC, "-p", str(p),
+                                  "-X", "message.max.bytes=1000000", "-l", filler],
+                                 capture_output=True, text=True, timeout=30)
+            eq(out.returncode, 0, "kcat -P partition %d (%s)" % (p, out.stderr[-300:]))
+        left = [i for i in fgq.topic_order_ids(boot) if i in set(acc)]
+        eq(len(left), 0, "accepted orders still held by the broker after the %s filler" % what)
+
+    push_out("first")
+    # still no settle: the relay puts them back (1 s after their delivery) ...
+    ok = fgq.wait_until(lambda: fgq.stats_relay(g).get("retention_resent", 0) >= ORDERS, 10)
+    check(ok, "orders produced again while settle is stopped (%r)" % fgq.stats_relay(g))
+    ok = fgq.wait_until(lambda: len(set(fgq.topic_order_ids(boot)) & set(acc)) == ORDERS, 10)
+    check(ok, "every accepted order is back in the topic")
+    # ... and once more when they fall out again (after a 2 s back-off)
+    push_out("second")
+    t1 = time.time()
+    ok = fgq.wait_until(lambda: fgq.stats_relay(g).get("retention_resent", 0) >= 2 * ORDERS, 10)
+    check(ok, "produced again after falling out twice (%r)" % fgq.stats_relay(g))
+    print("second resend %.1f s after the second filler" % (time.time() - t1))
 
     # 3. settle starts: every accepted order reaches SQLite all the same
     t0 = time.time()
@@ -73,7 +90,7 @@ try:
     ok = fgq.wait_until(lambda: fgq.stats_relay(g).get("unreleased_records") == 0, 15)
     rs = fgq.stats_relay(g)
     check(ok, "the spool releases every order (%r)" % rs)
-    check(rs.get("retention_resent", 0) >= ORDERS,
+    check(rs.get("retention_resent", 0) >= 2 * ORDERS,
           "relay.retention_resent counts the resends (%r)" % rs.get("retention_resent"))
     st = fgq.statuses(g, acc[:20])
     eq(sorted(set(st.values())), ["settled"], "GET /v1/orders says settled")
