@@ -496,6 +496,14 @@ static int client_addr(const gw_proxies_t *p, const struct sockaddr *peer, const
         gw_cidr_t c;
         if (parse_addr(item, &c) != 0)
             break;
+        /* A dual-stack proxy writes an IPv4 client as ::ffff:a.b.c.d: the IPv4
+         * address, as sa_raw makes of such a peer. Left IPv6, its /64 key is
+         * zero for every IPv4 client: one per-IP bucket for them all. */
+        static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (c.family == AF_INET6 && memcmp(c.addr, mapped, 12) == 0) {
+            c.family = AF_INET;
+            memmove(c.addr, c.addr + 12, 4);
+        }
         fam = c.family;
         memcpy(raw, c.addr, 16);
         if (!match_raw(p, fam, raw))

@@ -177,6 +177,37 @@ static void test_unescape_and_query(void **state)
     assert_string_equal(gw_h1_reason(418), "Client Error");
 }
 
+/* A trusted proxy on a dual-stack socket writes an IPv4 client into
+ * X-Forwarded-For as ::ffff:a.b.c.d. That client is the IPv4 address, as it
+ * is when it is the socket's peer: its own 4-byte limiter key, not the /64 of
+ * the mapped form, whose first 8 bytes are zero for every IPv4 client (one
+ * per-IP bucket for all of them). A mapped hop is a trusted proxy if its IPv4
+ * address is one. */
+static void test_client_key_v4_mapped_xff(void **state)
+{
+    (void)state;
+    gw_proxies_t px;
+    char err[128];
+    assert_int_equal(gw_proxies_parse(&px, "10.0.0.0/8", err, sizeof(err)), 0);
+    struct sockaddr_in peer = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "10.0.0.1", &peer.sin_addr);
+    const struct sockaddr *sa = (const struct sockaddr *)&peer;
+    uint8_t a[16], b[16];
+    assert_int_equal(gw_client_key(&px, sa, "::ffff:203.0.113.5", a), 4);
+    assert_memory_equal(a, ((const uint8_t[]){203, 0, 113, 5}), 4);
+    assert_int_equal(gw_client_key(&px, sa, "::ffff:198.51.100.7", b), 4);
+    assert_memory_not_equal(a, b, 4);
+    /* the mapped form of a trusted proxy is walked past */
+    assert_int_equal(gw_client_key(&px, sa, "203.0.113.5, ::ffff:10.0.0.2", b), 4);
+    assert_memory_equal(b, a, 4);
+    /* X-Real-IP gets the IPv4 address too */
+    assert_int_equal(gw_client_addr(&px, sa, "::ffff:203.0.113.5", b), AF_INET);
+    assert_memory_equal(b, a, 4);
+    /* a real IPv6 client keeps its /64 */
+    assert_int_equal(gw_client_key(&px, sa, "2001:db8:1:2::5", b), 8);
+    gw_proxies_free(&px);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -187,6 +218,7 @@ int main(void)
         cmocka_unit_test(test_render),
         cmocka_unit_test(test_prep_redate),
         cmocka_unit_test(test_unescape_and_query),
+        cmocka_unit_test(test_client_key_v4_mapped_xff),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
