@@ -21,6 +21,7 @@
 #include "gateway/gw_fair.h"
 #include "gateway/gw_fleet.h"
 #include "gateway/gw_internal.h"
+#include "queue/oq_order.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -1414,8 +1415,10 @@ static void h_order_cancel(admin_call_t *a)
             json_decref(j);
             return;
         }
+        /* Cut before a character, never inside one: a cut UTF-8 sequence
+         * made the cancel event invalid (a 503 for a long reason). */
         if (r)
-            snprintf(reason, sizeof(reason), "%s", json_string_value(r));
+            oq_reason_copy(reason, sizeof(reason), json_string_value(r));
         json_decref(j);
     }
     oq_order_t ord;

@@ -135,6 +135,18 @@ try:
     ok = fgq.wait_until(lambda: fgq.stats_relay(g).get("unreleased_records") == 0, 5)
     check(ok, "spool released after a double cancel: %r" % fgq.stats_relay(g))
 
+    # 2b. a reason longer than the 127 bytes kept is cut before a character, not
+    # inside one: a cut UTF-8 sequence made the cancel a 503 (its event is refused)
+    o3 = buy(g, "cp", "carol")
+    wait_status(g, o3, "settled")
+    r = cancel(g, o3, body={"reason": "x" * 126 + "\u00e9t\u00e9"})
+    eq(r.status, 202, "cancel with a long non-ASCII reason: %r" % r)
+    wait_status(g, o3, "cancelled")
+    eq(db_row(s, o3), ("cancelled", "x" * 126), "the reason cut before a whole character")
+    last = g.admin("GET", "/admin/v1/audit?limit=1").json["entries"][-1]
+    eq((last["what"], (last["new"] or {}).get("reason")), ("order.cancel", "x" * 126),
+       "the audit records the cut reason")
+
     # 3. unknown order
     r = cancel(g, "0AAAAAAAAAAAA")
     eq(r.status, 404, "cancel of an unknown order: %r" % r)
@@ -191,7 +203,7 @@ try:
     if o6:
         wait_status(g2, o6, "settled", 30)
     stays(g2, "cp", before["cp"] - 1)
-    eq(fgq.sqlite_count(s.db_path, "status = 'cancelled'"), 2, "cancelled rows in the DB")
+    eq(fgq.sqlite_count(s.db_path, "status = 'cancelled'"), 3, "cancelled rows in the DB")
     eq(s.stop(), 0, "settle exits 0 on SIGTERM")
 finally:
     if FAILS:
