@@ -741,6 +741,8 @@ static bool rate_milli(json_t *v, uint64_t *out)
         uint64_t m = (uint64_t)(d + 0.5);
         if (d - (double)m > 1e-6 || (double)m - d > 1e-6)
             return false; /* more than 3 decimals */
+        if (m == 0 && d != 0)
+            return false; /* a rate > 0 below 0.001: the slack above must not make it "off" */
         *out = m;
         return true;
     }

@@ -261,7 +261,9 @@ try:
     # invalid PATCH changes nothing
     before = g.admin("GET", "/admin/v1/limits").json
     for bad in ({"user_rps": -1}, {"user_rps": "5"}, {"nope": 1}, {"user_burst": 1.5},
-                {"user_rps": 5, "user_burst": 0}, {"user_rps": 0.0001}):
+                {"user_rps": 5, "user_burst": 0}, {"user_rps": 0.0001},
+                # within the rounding slack of 0, but not 0: not "off"
+                {"global_rps": 1e-10}):
         r = g.admin("PATCH", "/admin/v1/limits", body=bad)
         eq(r.status, 400, "invalid PATCH %r refused" % bad)
     eq(g.admin("GET", "/admin/v1/limits").json, before, "refused PATCHes changed nothing")
