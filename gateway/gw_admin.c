@@ -930,6 +930,12 @@ static bool rule_parse(json_t *j, const char *sale_id, gw_rule_t *r, gw_resp_t *
         gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "a burst must be >= 1 when its rate is > 0");
         return false;
     }
+    /* A part that is off keeps no burst (gw_limits_set_rules stores it as 0):
+     * the answer and the audit's "new" show the rule as it is in force. */
+    if (!r->user.rate_milli)
+        r->user.burst = 0;
+    if (!r->sale.rate_milli)
+        r->sale.burst = 0;
     return true;
 }
 

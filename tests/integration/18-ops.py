@@ -147,6 +147,13 @@ try:
        "sale rule")
     eq([g.buy("s2", "u%d" % i).status for i in range(5)], [202, 202, 202, 429, 429],
        "sale rule refuses past its burst")
+    # A burst without its rate is not kept (the part is off): the answer and the
+    # audit say what is in force, as GET does.
+    r = A("PUT", "/admin/v1/rules/s2", body={"sale_rps": 0.001, "sale_burst": 3, "user_burst": 7})
+    got = [x for x in A("GET", "/admin/v1/rules").json["rules"] if x["sale_id"] == "s2"][0]
+    last = audit_lines(g)[-1]
+    eq((r.status, r.json["user_burst"], got["user_burst"], last["new"]["user_burst"]),
+       (200, 0, 0, 0), "a rule's burst of a part that is off: answer, GET and audit agree")
 
     # --- heavy hitters ---
     st = A("GET", "/admin/v1/stats").json
