@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 struct gw_audit {
@@ -56,6 +57,39 @@ static int last_version(json_t *j, void *ctx)
     return 0;
 }
 
+/*
+ * A torn last line (a crash or a full disk in its write) is cut off: scan
+ * skips it, but the next line appended after it would be glued to it and
+ * unreadable, lost to the audit list and rollback, and its version given
+ * out again at the next start. Cuts the file after its last newline.
+ */
+static int cut_torn_tail(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return CM_EIO;
+    char buf[4096];
+    off_t end = st.st_size;
+    while (end > 0) {
+        size_t n = end < (off_t)sizeof(buf) ? (size_t)end : sizeof(buf);
+        if (pread(fd, buf, n, end - (off_t)n) != (ssize_t)n)
+            return CM_EIO;
+        size_t i = n;
+        while (i > 0 && buf[i - 1] != '\n')
+            i--;
+        if (i > 0) {
+            end = end - (off_t)n + (off_t)i;
+            break;
+        }
+        end -= (off_t)n;
+    }
+    if (end == st.st_size)
+        return 0;
+    cm_log_warn("audit", "cutting a torn last line off the audit log", "bytes=%lld",
+                (long long)(st.st_size - end));
+    return ftruncate(fd, end) == 0 ? 0 : CM_EIO;
+}
+
 int gw_audit_open(gw_server_t *srv, char *errbuf, size_t errlen)
 {
     gw_audit_t *a = cm_xcalloc(1, sizeof(*a));
@@ -68,9 +102,11 @@ int gw_audit_open(gw_server_t *srv, char *errbuf, size_t errlen)
         return CM_EIO;
     }
     atomic_store(&a->version, v);
-    a->fd = open(a->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-    if (a->fd < 0) {
+    a->fd = open(a->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (a->fd < 0 || cut_torn_tail(a->fd) != 0) {
         snprintf(errbuf, errlen, "cannot open %s: %s", a->path, strerror(errno));
+        if (a->fd >= 0)
+            close(a->fd);
         free(a);
         return CM_EIO;
     }
@@ -119,7 +155,19 @@ uint64_t gw_audit_record(gw_server_t *srv, const char *who, const char *what, co
     if (s) {
         size_t len = strlen(s);
         s[len] = '\n'; /* json_dumps leaves room only for the NUL: rewrite it */
-        ok = write(a->fd, s, len + 1) == (ssize_t)(len + 1) && fdatasync(a->fd) == 0;
+        struct stat st;
+        bool sized = fstat(a->fd, &st) == 0;
+        ssize_t w = write(a->fd, s, len + 1);
+        ok = w == (ssize_t)(len + 1) && fdatasync(a->fd) == 0;
+        /* A short write (a full disk) left part of a line: cut it off, or
+         * the next line is glued to it (see cut_torn_tail). */
+        if (w > 0 && w < (ssize_t)(len + 1) && sized) {
+            int e = errno; /* the write's, for the log below */
+            if (ftruncate(a->fd, st.st_size) != 0)
+                cm_log_error("audit", "cannot cut a torn line off the audit log", "path=%s",
+                             a->path);
+            errno = e;
+        }
         free(s);
     }
     if (ok)
