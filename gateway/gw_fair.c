@@ -46,8 +46,12 @@ typedef struct entry {
 struct gw_fair_sale {
     char sale_id[INV_SALE_ID_MAX + 1];
     _Atomic int64_t window_ms, early_ms;
-    cm_hash_key_t secret;
     pthread_mutex_t mu; /* everything below */
+    /* The fleet's shared key: conf_apply_locked changes it (and re-keys the
+     * entries) when the fleet's configuration comes back with another one, so
+     * a key is only taken from it under mu, or an entry could be filed under
+     * the old key and the same user enter twice. */
+    cm_hash_key_t secret;
     entry_t *v;
     size_t n, cap;
     uint32_t *by_user, *by_id; /* open addressing: entry index + 1, 0 = empty */
@@ -75,6 +79,11 @@ struct gw_fair_sale {
     int64_t wr_last_ms;               /* lottery thread */
     pthread_mutex_t wr_mu;            /* wr_places */
     gw_wr_place_t *wr_places;         /* WR_PLACES slots, allocated at the first join */
+    /* The place table's key: this gateway's own (the table is local and not
+     * kept across a restart), set before the sale is published and never
+     * changed, so a join needs no lock for it and a re-keyed secret does not
+     * move anyone's place. */
+    cm_hash_key_t wr_key;
 };
 
 /*
@@ -357,6 +366,8 @@ static gw_fair_sale_t *sale_new(const char *sale_id)
 {
     gw_fair_sale_t *fs = cm_xcalloc(1, sizeof(*fs));
     snprintf(fs->sale_id, sizeof(fs->sale_id), "%s", sale_id);
+    if (cm_hash_seed_random(&fs->wr_key) != 0) /* never fails on Linux; a fixed key still works */
+        fs->wr_key = (cm_hash_key_t){0x9e3779b97f4a7c15ull, (uint64_t)(uintptr_t)fs};
     pthread_mutex_init(&fs->mu, NULL);
     pthread_mutex_init(&fs->wr_mu, NULL);
     fs->fd = -1;
@@ -655,8 +666,8 @@ static void ticket_of(const gw_fair_sale_t *fs, const entry_t *e, gw_fair_ticket
 int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
 {
     int64_t draw_at = t->draw_at_ms;
-    uint64_t key = hash_str(fs, t->user_id);
     pthread_mutex_lock(&fs->mu);
+    uint64_t key = hash_str(fs, t->user_id); /* under mu: the secret may be re-keyed */
     int rc;
     if (fs->closed) {
         rc = CM_EBUSY;
@@ -891,7 +902,7 @@ uint64_t gw_wr_place_find(gw_wr_place_t *bucket, uint64_t tag, bool take, _Atomi
 
 uint64_t gw_fair_room_join(gw_fair_sale_t *fs, const char *user_id, size_t len, bool take)
 {
-    uint64_t tag = cm_hash_sip24(&fs->secret, user_id, len) | 1;
+    uint64_t tag = cm_hash_sip24(&fs->wr_key, user_id, len) | 1;
     size_t b = (size_t)(tag >> 32) & (WR_PLACES - GW_WR_WAYS);
     uint64_t pos = 0;
     pthread_mutex_lock(&fs->wr_mu);
@@ -1066,6 +1077,19 @@ static void conf_sync_one(void *ctx, const char *sale, const char *v)
     pthread_mutex_unlock(&f->mu);
 }
 
+void gw__fair_set_secret(gw_fair_t *f, const char *sale_id, uint64_t k0, uint64_t k1)
+{
+    gw_fair_sale_t *fs = slot_find(f, sale_id);
+    if (!fs)
+        return;
+    cm_hash_key_t k = {k0, k1};
+    char why[160];
+    pthread_mutex_lock(&f->mu);
+    (void)conf_apply_locked(f, sale_id, atomic_load(&fs->window_ms), atomic_load(&fs->early_ms),
+                            atomic_load(&fs->wr_rate), &k, false, why, sizeof(why));
+    pthread_mutex_unlock(&f->mu);
+}
+
 /*
  * Tells the fleet this gateway holds entries of the sale, once it has one:
  * the window can then not change through any gateway (entries stay local
@@ -1158,7 +1182,7 @@ static bool fleet_won(const fleet_draw_t *d, const char *user)
 }
 
 typedef struct read_ctx {
-    gw_fair_sale_t *fs;
+    cm_hash_key_t secret; /* fs->secret, copied under fs->mu */
     fleet_draw_t *d;
     size_t cap;
 } read_ctx_t;
@@ -1181,7 +1205,7 @@ static void read_entrant(void *ctx, const char *user, const char *v)
     if (strcmp(e->idem, "-") == 0)
         e->idem[0] = '\0';
     e->qty = qty;
-    e->key = hash_str(x->fs, user);
+    e->key = cm_hash_sip24(&x->secret, user, strlen(user));
     d->n++;
 }
 
@@ -1204,7 +1228,10 @@ static bool fleet_read(gw_fair_t *f, gw_fair_sale_t *fs, fleet_draw_t *d, bool w
     if (!fconn(f))
         return false;
     char why[256] = "";
-    read_ctx_t x = {.fs = fs, .d = d, .cap = 64};
+    read_ctx_t x = {.d = d, .cap = 64};
+    pthread_mutex_lock(&fs->mu);
+    x.secret = fs->secret;
+    pthread_mutex_unlock(&fs->mu);
     d->all = cm_xcalloc(x.cap, sizeof(entry_t));
     if (!fok(f, inv_lottery_entrants(f->rc, fs->sale_id, read_entrant, &x, why, sizeof(why)),
              why) ||

@@ -179,7 +179,7 @@ uint64_t gw_fair_room_join(gw_fair_sale_t *fs, const char *user_id, size_t len, 
 
 /*
  * One bucket of a room's place table (gw_fair.c): the position held by the
- * user whose tag (siphash(secret, user_id) | 1; 0 = an empty slot) is tag,
+ * user whose tag (siphash(the room's own key, user_id) | 1; 0 = an empty slot) is tag,
  * else, with take, a new position at the back (from *next) in the slot of the
  * bucket's lowest position: an empty slot first, then the oldest place, the
  * first to be admitted (its user joins at the back again if they come back);
@@ -197,5 +197,11 @@ void gw_fair_stats(gw_fair_t *f, void *json_obj);
 
 /* Runs the draws that are due now (the thread calls it every 20 ms; tests call it). */
 void gw_fair_tick(struct gw_server *srv);
+
+/*
+ * Test seam: what the lottery thread does when the fleet's configuration
+ * comes back with another secret for the sale (its entries are re-keyed).
+ */
+void gw__fair_set_secret(gw_fair_t *f, const char *sale_id, uint64_t k0, uint64_t k1);
 
 #endif
