@@ -831,14 +831,36 @@ static void run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
     }
     if (nwon) {
         int crc = oq_spool_commit(srv->spool);
-        for (size_t i = 0; i < nwon; i++) {
-            if (crc == 0)
-                gw_orders_put(srv->orders, &won[i]);
+        if (crc != 0) {
+            /* The fdatasync failed (fsync durability): the spool cut these
+             * records and refuses appends from now on, so after a restart they
+             * are no orders and the entries read lost. Say so now rather than
+             * "won" with an order that reads queued for ever. The units stay
+             * held, as the buy path leaves those of its 503s after a failed
+             * fsync (gw_buy.c, sync_after): if the cut failed too the record
+             * may come back at a restart, so undersell, never oversell. */
+            cm_log_error("fair", "spool fsync failed: the draw's winners are not accepted",
+                         "sale=%s orders=%zu", fs->sale_id, nwon);
+            pthread_mutex_lock(&fs->mu);
+            for (size_t i = 0; i < nwon; i++) {
+                entry_t *e = find_id(fs, won[i].order_id);
+                if (e && e->state == E_WON) {
+                    e->state = E_LOST;
+                    fs->won_orders--;
+                    fs->won_units -= e->qty;
+                    fs->lost++;
+                }
+            }
+            pthread_mutex_unlock(&fs->mu);
+        }
+        for (size_t i = 0; i < nwon && crc == 0; i++) {
+            gw_orders_put(srv->orders, &won[i]);
             if (srv->workers)
                 atomic_fetch_add_explicit(&srv->workers[0].ctr.accepted_units, won[i].qty,
                                           memory_order_relaxed);
         }
-        gw__queue_notify(srv);
+        if (crc == 0)
+            gw__queue_notify(srv);
     }
     free(won);
     if (failed)
