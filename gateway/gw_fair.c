@@ -214,6 +214,30 @@ static uint64_t hash_str(const gw_fair_sale_t *fs, const char *s)
     return cm_hash_sip24(&fs->secret, s, strlen(s));
 }
 
+/*
+ * The Idempotency-Key as the entry log and the fleet push write it: "-" for
+ * none (a token cannot be empty), and a key that is itself "-" (valid: one
+ * visible character) is followed by a marker field "k", or it would come back
+ * as no key. Lines and values without the marker read as before, so older
+ * logs and older gateways' pushes still load (their "-" was always none).
+ */
+static const char *idem_out(const char *idem)
+{
+    return idem[0] ? idem : "-";
+}
+
+static const char *idem_mark(const char *idem)
+{
+    return strcmp(idem, "-") == 0 ? " k" : "";
+}
+
+/* Turns the field read back into the key: "-" without the marker is none. */
+static void idem_in(char *idem, int nfields, int want, const char *mark)
+{
+    if (strcmp(idem, "-") == 0 && !(nfields == want && strcmp(mark, "k") == 0))
+        idem[0] = '\0';
+}
+
 static void table_insert(uint32_t *t, size_t cap, uint64_t h, uint32_t idx)
 {
     size_t m = cap - 1;
@@ -425,13 +449,13 @@ static void log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
         unsigned qty;
         long long at, seedlo;
         unsigned long long seed;
-        if (line[0] == 'E' &&
-            sscanf(line, "E %31s %64s %u %lld %128s", e.order_id, e.user_id, &qty, &at, e.idem) ==
-                5) {
+        char mark[2] = "";
+        int nf;
+        if (line[0] == 'E' && (nf = sscanf(line, "E %31s %64s %u %lld %128s %1s", e.order_id,
+                                           e.user_id, &qty, &at, e.idem, mark)) >= 5) {
             e.qty = qty;
             e.at_ms = at;
-            if (strcmp(e.idem, "-") == 0)
-                e.idem[0] = '\0';
+            idem_in(e.idem, nf, 6, mark);
             e.key = hash_str(fs, e.user_id);
             if (find_user(fs, e.user_id, e.key))
                 continue;
@@ -693,8 +717,8 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
     ne.at_ms = t->entered_at_ms;
     ne.key = key;
     char line[400];
-    int len = snprintf(line, sizeof(line), "E %s %s %u %lld %s\n", ne.order_id, ne.user_id, ne.qty,
-                       (long long)ne.at_ms, ne.idem[0] ? ne.idem : "-");
+    int len = snprintf(line, sizeof(line), "E %s %s %u %lld %s%s\n", ne.order_id, ne.user_id,
+                       ne.qty, (long long)ne.at_ms, idem_out(ne.idem), idem_mark(ne.idem));
     if (log_line(fs, line, (size_t)len, false) != 0) {
         rc = CM_EIO;
         goto out;
@@ -1150,8 +1174,8 @@ static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
     for (size_t i = 0; i < n; i++) {
         const entry_t *e = &fs->v[i];
         char val[256];
-        snprintf(val, sizeof(val), "%s %u %s %u", e->order_id, e->qty, e->idem[0] ? e->idem : "-",
-                 f->srv->node_id);
+        snprintf(val, sizeof(val), "%s %u %s %u%s", e->order_id, e->qty, idem_out(e->idem),
+                 f->srv->node_id, idem_mark(e->idem));
         if (inv_lottery_push_add(c, fs->sale_id, e->user_id, val) == 0)
             sent++;
     }
@@ -1220,12 +1244,14 @@ static void read_entrant(void *ctx, const char *user, const char *v)
     entry_t *e = &d->all[d->n];
     memset(e, 0, sizeof(*e));
     unsigned qty, node;
-    if (strlen(user) > INV_USER_ID_MAX ||
-        sscanf(v, "%31s %u %128s %u", e->order_id, &qty, e->idem, &node) != 4)
+    char mark[2] = "";
+    int nf = strlen(user) > INV_USER_ID_MAX
+                 ? 0
+                 : sscanf(v, "%31s %u %128s %u %1s", e->order_id, &qty, e->idem, &node, mark);
+    if (nf < 4)
         return;
     snprintf(e->user_id, sizeof(e->user_id), "%s", user);
-    if (strcmp(e->idem, "-") == 0)
-        e->idem[0] = '\0';
+    idem_in(e->idem, nf, 5, mark);
     e->qty = qty;
     e->key = cm_hash_sip24(&x->secret, user, strlen(user));
     d->n++;

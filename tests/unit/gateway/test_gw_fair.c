@@ -285,6 +285,82 @@ static void test_draw_commit_fails(void **st)
     free(m);
 }
 
+typedef struct idem_seen {
+    char idem[3][INV_IDEM_KEY_MAX + 1]; /* by user u0..u2 */
+    int orders;
+} idem_seen_t;
+
+static int idem_cb(const oq_rec_t *rec, void *ctx)
+{
+    idem_seen_t *x = ctx;
+    if (rec->type == OQ_REC_ORDER && rec->order->user_id[0] == 'u') {
+        int u = rec->order->user_id[1] - '0';
+        if (u >= 0 && u < 3) {
+            snprintf(x->idem[u], sizeof(x->idem[u]), "%s", rec->order->idem_key);
+            x->orders++;
+        }
+    }
+    return 0;
+}
+
+/* The entry log keeps an Idempotency-Key that is "-" (a valid key, and also
+ * the log's word for "no key") through a restart: the winner's order carries
+ * it, as it carries "" for an entry without a key and other keys as they are.
+ * An older log line, where "-" always meant none, still reads as none. */
+static void test_idem_dash_survives_restart(void **st)
+{
+    (void)st;
+    mini_t *m = calloc(1, sizeof(*m));
+    mini_open(m);
+    char why[256] = "";
+    int64_t now = cm_wall_ms();
+    inv_sale_def_t def = {
+        .stock = 10, .per_user_limit = 1, .starts_at_ms = now - 10000, .ends_at_ms = now + 3600000};
+    snprintf(def.sale_id, sizeof(def.sale_id), "s1");
+    inv_sale_info_t info;
+    assert_int_equal(inv_sale_put(m->srv.inv, &def, &info, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_configure(&m->srv, "s1", 1000, 0, 0, why, sizeof(why)), 0);
+    gw_fair_sale_t *fs = gw_fair_find(m->srv.fair, "s1");
+    const char *keys[2] = {NULL, "-"};
+    for (int i = 0; i < 2; i++) {
+        gw_fair_ticket_t t;
+        memset(&t, 0, sizeof(t));
+        snprintf(t.order_id, sizeof(t.order_id), "0AM0AZFQKEG0%d", i);
+        snprintf(t.user_id, sizeof(t.user_id), "u%d", i);
+        t.qty = 1;
+        t.entered_at_ms = now - 9000;
+        assert_int_equal(gw_fair_enter(fs, &t, keys[i]), 0);
+    }
+    /* A line as an older gateway wrote it for an entry without a key. */
+    char path[160];
+    snprintf(path, sizeof(path), "%s/fair/s1.log", m->dir);
+    FILE *fp = fopen(path, "a");
+    assert_non_null(fp);
+    fprintf(fp, "E 0AM0AZFQKEG02 u2 1 %lld -\n", (long long)(now - 9000));
+    assert_int_equal(fclose(fp), 0);
+
+    gw_fair_close(&m->srv); /* a restart of the lottery: the log is read back */
+    assert_int_equal(gw_fair_open(&m->srv, why, sizeof(why)), 0);
+    fs = gw_fair_find(m->srv.fair, "s1");
+    assert_non_null(fs);
+    assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
+    for (int i = 0; i < 500 && gw_fair_phase(fs, def.starts_at_ms, cm_wall_ms()) != GW_FAIR_OPEN;
+         i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(gw_fair_phase(fs, def.starts_at_ms, cm_wall_ms()), GW_FAIR_OPEN);
+    idem_seen_t seen;
+    memset(&seen, 0, sizeof(seen));
+    oq_spool_scan(m->srv.spool, (oq_pos_t){0, 0}, idem_cb, &seen);
+    assert_int_equal(seen.orders, 3);
+    assert_string_equal(seen.idem[0], "");
+    assert_string_equal(seen.idem[1], "-");
+    assert_string_equal(seen.idem[2], "");
+    mini_close(m);
+    free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -294,6 +370,7 @@ int main(void)
         cmocka_unit_test(test_uniform_permutations),
         cmocka_unit_test(test_uniform_positions_and_winners),
         cmocka_unit_test(test_draw_commit_fails),
+        cmocka_unit_test(test_idem_dash_survives_restart),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
