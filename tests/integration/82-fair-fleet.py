@@ -8,14 +8,16 @@ and the admin views agree), every winner's order is in exactly one spool,
 every gateway answers for every entry (losers 410 with their position), and
 the bots' units stay within the 5-sigma level of their share of entrants."""
 import datetime
+import json
 import math
 import os
+import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fg import check, eq, finish, need_binary  # noqa: E402
-from fleet import Redis, need_redis, spool_orders, start_fleet, wait_for  # noqa: E402
+from fleet import BIN, Redis, need_redis, spool_orders, start_fleet, wait_for  # noqa: E402
 
 need_binary("flashgate")
 need_redis()
@@ -60,12 +62,15 @@ try:
     # --- entries through every gateway ---
     entries, tokens, where = {}, {}, {}
     users = ["p%03d" % i for i in range(PEOPLE)] + ["b%03d" % i for i in range(BOTS)]
+    # every other person sends Idempotency-Key "-": a valid key, and the word the
+    # entry log and the fleet push once used for "no key" too
+    dash = {u for i, u in enumerate(users) if u.startswith("p") and i % 2 == 0}
     for i, u in enumerate(users):
         targets = gws if u.startswith("b") else [gws[i % 3]]
         reps = 3 if u.startswith("b") else 1
         for _ in range(reps):
             for g in targets:
-                r = g.buy("ff", u)
+                r = g.buy("ff", u, key="-" if u in dash else None)
                 eq((r.status, r.json.get("status")), (202, "entered"), "entry of %s" % u)
                 oid = r.json["order_id"]
                 tokens[oid] = r.json["status_token"]
@@ -102,6 +107,18 @@ try:
     eq(sorted(spooled), sorted(e["order_id"] for e in won), "every winner's order in one spool, once")
     for e in won:
         check(e["order_id"] in where[e["user_id"]], "a winner's order id is an entry id it was given")
+    keys = {}
+    for g in gws:
+        out = subprocess.run([os.path.join(BIN, "flashgate-spool"), "dump", "--data-dir", g.data_dir],
+                             capture_output=True, text=True, timeout=60, check=True)
+        for line in out.stdout.splitlines():
+            rec = json.loads(line)
+            if "order_id" in rec:
+                keys[rec["order_id"]] = rec.get("idem_key", "")
+    won_dash = [e for e in won if e["user_id"] in dash]
+    check(len(won_dash) > 0, "some winners entered with Idempotency-Key \"-\"")
+    eq({keys[e["order_id"]] for e in won_dash}, {"-"},
+       "a winner's order keeps the Idempotency-Key \"-\" it entered with (through the fleet push)")
 
     # --- any gateway answers for any entry ---
     for i, e in enumerate(ds[0]["entries"][:60]):
