@@ -1631,10 +1631,10 @@ out:
     return rc;
 }
 
-int gw_fair_configure_check(gw_server_t *srv, const char *sale_id, int64_t window_ms,
-                            int64_t early_ms, int64_t wr_rate, char *errbuf, size_t errlen)
+/* The ranges of a lottery's and a waiting room's settings. */
+static int range_check(int64_t window_ms, int64_t early_ms, int64_t wr_rate, char *errbuf,
+                       size_t errlen)
 {
-    gw_fair_t *f = srv->fair;
     if (window_ms < 0 || window_ms > GW_FAIR_WINDOW_MAX_MS || early_ms < 0 ||
         early_ms > GW_FAIR_EARLY_MAX_MS) {
         cm_errbuf_set(errbuf, errlen, "fair_window_ms must be 0..%d and fair_early_ms 0..%d",
@@ -1645,6 +1645,16 @@ int gw_fair_configure_check(gw_server_t *srv, const char *sale_id, int64_t windo
         cm_errbuf_set(errbuf, errlen, "waiting_room_rate must be 0..%d", GW_WR_RATE_MAX);
         return CM_EINVAL;
     }
+    return 0;
+}
+
+int gw_fair_configure_check(gw_server_t *srv, const char *sale_id, int64_t window_ms,
+                            int64_t early_ms, int64_t wr_rate, char *errbuf, size_t errlen)
+{
+    gw_fair_t *f = srv->fair;
+    int rc = range_check(window_ms, early_ms, wr_rate, errbuf, errlen);
+    if (rc)
+        return rc;
     gw_fair_sale_t *fs = slot_find(f, sale_id);
     if (!fs && (window_ms || wr_rate) && atomic_load(&f->n) == FAIR_MAX_SALES) {
         cm_errbuf_set(errbuf, errlen, "too many sales with a lottery (max %d)", FAIR_MAX_SALES);
@@ -1663,7 +1673,7 @@ int gw_fair_configure_check(gw_server_t *srv, const char *sale_id, int64_t windo
         /* Other gateways keep their entries until the close: ask the fleet. */
         char why[256] = "";
         inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
-        int rc = c ? inv_lottery_entered(c, sale_id, &busy, why, sizeof(why)) : CM_EBACKEND;
+        rc = c ? inv_lottery_entered(c, sale_id, &busy, why, sizeof(why)) : CM_EBACKEND;
         inv_fleet_close(c);
         if (rc) {
             cm_errbuf_set(errbuf, errlen, "redis: %s", why);
@@ -1684,16 +1694,9 @@ int gw_fair_configure(gw_server_t *srv, const char *sale_id, int64_t window_ms, 
                       int64_t wr_rate, char *errbuf, size_t errlen)
 {
     gw_fair_t *f = srv->fair;
-    if (window_ms < 0 || window_ms > GW_FAIR_WINDOW_MAX_MS || early_ms < 0 ||
-        early_ms > GW_FAIR_EARLY_MAX_MS) {
-        cm_errbuf_set(errbuf, errlen, "fair_window_ms must be 0..%d and fair_early_ms 0..%d",
-                      GW_FAIR_WINDOW_MAX_MS, GW_FAIR_EARLY_MAX_MS);
-        return CM_EINVAL;
-    }
-    if (wr_rate < 0 || wr_rate > GW_WR_RATE_MAX) {
-        cm_errbuf_set(errbuf, errlen, "waiting_room_rate must be 0..%d", GW_WR_RATE_MAX);
-        return CM_EINVAL;
-    }
+    int rc = range_check(window_ms, early_ms, wr_rate, errbuf, errlen);
+    if (rc)
+        return rc;
     cm_hash_key_t secret;
     bool have_secret = false;
     if (f->fleet) {
@@ -1715,14 +1718,13 @@ int gw_fair_configure(gw_server_t *srv, const char *sale_id, int64_t window_ms, 
                 return CM_EINVAL;
             }
         }
-        int rc =
-            fleet_conf_put(f, sale_id, window_ms, early_ms, wr_rate, &secret, errbuf, errlen);
+        rc = fleet_conf_put(f, sale_id, window_ms, early_ms, wr_rate, &secret, errbuf, errlen);
         if (rc)
             return rc;
         have_secret = true;
     }
     pthread_mutex_lock(&f->mu);
-    int rc = conf_apply_locked(f, sale_id, window_ms, early_ms, wr_rate,
+    rc = conf_apply_locked(f, sale_id, window_ms, early_ms, wr_rate,
                                have_secret ? &secret : NULL, true, errbuf, errlen);
     pthread_mutex_unlock(&f->mu);
     return rc;

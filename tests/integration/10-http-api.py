@@ -1,6 +1,5 @@
 """Every status code of the public API against the real binary, idempotent
 retries, trusted X-Forwarded-For, and bad input that changes nothing."""
-import datetime
 import http.client
 import json
 import os
@@ -9,15 +8,11 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import Gateway, check, eq, finish, need_binary, request  # noqa: E402
+from fg import check, eq, finish, Gateway, need_binary, request, rfc3339  # noqa: E402
 
 need_binary("flashgate")
 
 NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0"]
-
-
-def rfc3339(t):
-    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 g = Gateway(*NOLIMITS, "--server-trusted-proxies", "127.0.0.1").start()

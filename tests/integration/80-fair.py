@@ -4,23 +4,18 @@ entries that survive a kill -9 in the middle of the window, one seeded draw
 that allocates the stock exactly (winners are orders in the spool, losers read
 410 sold_out with their draw position), first-come after, and the same draw
 after another restart."""
-import datetime
 import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import Gateway, check, eq, finish, need_binary  # noqa: E402
+from fg import check, eq, finish, Gateway, need_binary, rfc3339  # noqa: E402
 
 need_binary("flashgate")
 
 NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--kafka-brokers", "none"]
 STOCK = 5
-
-
-def rfc3339(t):
-    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 tokens = {}

@@ -7,7 +7,6 @@ entrants (each user once) and winners; the stock is allocated exactly (Redis
 and the admin views agree), every winner's order is in exactly one spool,
 every gateway answers for every entry (losers 410 with their position), and
 the bots' units stay within the 5-sigma level of their share of entrants."""
-import datetime
 import json
 import math
 import os
@@ -16,7 +15,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import check, eq, finish, need_binary  # noqa: E402
+from fg import check, eq, finish, need_binary, rfc3339  # noqa: E402
 from fleet import BIN, Redis, need_redis, spool_orders, start_fleet, wait_for  # noqa: E402
 
 need_binary("flashgate")
@@ -24,10 +23,6 @@ need_redis()
 
 STOCK = 40
 PEOPLE, BOTS = 180, 120
-
-
-def rfc3339(t):
-    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def hyper_limit(N, n, K):

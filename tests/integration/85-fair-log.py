@@ -3,21 +3,16 @@ disk) in the middle of an entry's write(2) leaves part of a line at the end
 of <data-dir>/fair/<sale>.log; that entry was never answered. Entries taken
 after the restart are appended to the same file: they must not be glued to
 the torn piece, or the next restart loses entries that were answered 202."""
-import datetime
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import Gateway, eq, finish, need_binary  # noqa: E402
+from fg import eq, finish, Gateway, need_binary, rfc3339  # noqa: E402
 
 need_binary("flashgate")
 
 NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--kafka-brokers", "none"]
-
-
-def rfc3339(t):
-    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 g = Gateway(*NOLIMITS).start()

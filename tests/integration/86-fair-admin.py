@@ -4,21 +4,16 @@ and the lottery asked after: a refused window change still moved the stock
 and starts_at under the entries taken (and with them the draw's time), and
 a new sale refused a lottery (the table of 64 is full) was made anyway,
 selling first-come."""
-import datetime
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import Gateway, eq, finish, need_binary  # noqa: E402
+from fg import eq, finish, Gateway, need_binary, rfc3339  # noqa: E402
 
 need_binary("flashgate")
 
 NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--kafka-brokers", "none"]
-
-
-def rfc3339(t):
-    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 g = Gateway(*NOLIMITS).start()

@@ -5,21 +5,16 @@ the window saw none of them, accepted it, and every gateway applied it from
 Redis within half a second, moving the window under the entries taken
 elsewhere. Each gateway now marks a sale with entries in Redis; a change is
 refused while the mark is there and the draw is not done."""
-import datetime
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import eq, finish, need_binary  # noqa: E402
+from fg import eq, finish, need_binary, rfc3339  # noqa: E402
 from fleet import Redis, need_redis, start_fleet, wait_for  # noqa: E402
 
 need_binary("flashgate")
 need_redis()
-
-
-def rfc3339(t):
-    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 redis = Redis().start()

@@ -3,21 +3,16 @@ error (here a :won key of the wrong type, then put right) resumes at its
 next tick. It used to keep the drawer's lock (SET NX PX 15 s) it already
 held: nobody, itself included, could take it, so one failed command left
 the sale answering 503 "draw running" for the lock's 15 s."""
-import datetime
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import check, eq, finish, need_binary  # noqa: E402
+from fg import check, eq, finish, need_binary, rfc3339  # noqa: E402
 from fleet import Redis, need_redis, rcmd, start_fleet, wait_for  # noqa: E402
 
 need_binary("flashgate")
 need_redis()
-
-
-def rfc3339(t):
-    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 redis = Redis().start()

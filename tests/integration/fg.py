@@ -7,6 +7,7 @@ import http.client
 import base64
 import hashlib
 import hmac
+import datetime
 import json
 import os
 import shutil
@@ -238,6 +239,11 @@ class Gateway(Server):
             if "order_id" in rec:
                 ids.append(rec["order_id"])
         return ids
+
+
+def rfc3339(t):
+    """Unix time t as the API's timestamps (RFC 3339, UTC, whole seconds)."""
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def need_binary(name):
