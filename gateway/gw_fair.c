@@ -1046,6 +1046,24 @@ void gw_fair_tick(gw_server_t *srv)
 
 /*---- the fleet: one draw per sale over every gateway's entries ----*/
 
+/* A lottery that took entries and has not drawn yet: its window may not move. */
+static bool undrawn_entries(gw_fair_sale_t *fs)
+{
+    pthread_mutex_lock(&fs->mu);
+    bool busy = fs->n > 0 && !atomic_load(&fs->drawn);
+    pthread_mutex_unlock(&fs->mu);
+    return busy;
+}
+
+static int busy_refusal(const char *sale_id, char *errbuf, size_t errlen)
+{
+    cm_errbuf_set(errbuf, errlen,
+                  "the lottery of sale %s has entries and no draw yet: its window cannot "
+                  "change now",
+                  sale_id);
+    return CM_EINVAL;
+}
+
 static int conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window_ms,
                              int64_t early_ms, int64_t wr_rate, const cm_hash_key_t *secret,
                              bool refuse_busy, char *errbuf, size_t errlen);
@@ -1542,11 +1560,7 @@ static int conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window_m
         bool busy = fs->n > 0 && !atomic_load(&fs->drawn);
         if (refuse_busy && busy && (ow != window_ms || oe != early_ms)) {
             pthread_mutex_unlock(&fs->mu);
-            cm_errbuf_set(errbuf, errlen,
-                          "the lottery of sale %s has entries and no draw yet: its window "
-                          "cannot change now",
-                          sale_id);
-            return CM_EINVAL;
+            return busy_refusal(sale_id, errbuf, errlen);
         }
         bool rk = secret && (secret->k0 != fs->secret.k0 || secret->k1 != fs->secret.k1);
         if (rk) {
@@ -1663,12 +1677,7 @@ int gw_fair_configure_check(gw_server_t *srv, const char *sale_id, int64_t windo
     if (fs ? atomic_load(&fs->window_ms) == window_ms && atomic_load(&fs->early_ms) == early_ms
            : window_ms == 0)
         return 0;
-    bool busy = false;
-    if (fs) {
-        pthread_mutex_lock(&fs->mu);
-        busy = fs->n > 0 && !atomic_load(&fs->drawn);
-        pthread_mutex_unlock(&fs->mu);
-    }
+    bool busy = fs && undrawn_entries(fs);
     if (!busy && f->fleet) {
         /* Other gateways keep their entries until the close: ask the fleet. */
         char why[256] = "";
@@ -1680,14 +1689,7 @@ int gw_fair_configure_check(gw_server_t *srv, const char *sale_id, int64_t windo
             return CM_EBACKEND;
         }
     }
-    if (busy) {
-        cm_errbuf_set(errbuf, errlen,
-                      "the lottery of sale %s has entries and no draw yet: its window "
-                      "cannot change now",
-                      sale_id);
-        return CM_EINVAL;
-    }
-    return 0;
+    return busy ? busy_refusal(sale_id, errbuf, errlen) : 0;
 }
 
 int gw_fair_configure(gw_server_t *srv, const char *sale_id, int64_t window_ms, int64_t early_ms,
@@ -1707,16 +1709,8 @@ int gw_fair_configure(gw_server_t *srv, const char *sale_id, int64_t window_ms, 
             return 0;
         if (fs0 && (w0 != window_ms || e0 != early_ms)) {
             /* refused before the fleet hears of it (conf_apply_locked checks again) */
-            pthread_mutex_lock(&fs0->mu);
-            bool busy = fs0->n > 0 && !atomic_load(&fs0->drawn);
-            pthread_mutex_unlock(&fs0->mu);
-            if (busy) {
-                cm_errbuf_set(errbuf, errlen,
-                              "the lottery of sale %s has entries and no draw yet: its window "
-                              "cannot change now",
-                              sale_id);
-                return CM_EINVAL;
-            }
+            if (undrawn_entries(fs0))
+                return busy_refusal(sale_id, errbuf, errlen);
         }
         rc = fleet_conf_put(f, sale_id, window_ms, early_ms, wr_rate, &secret, errbuf, errlen);
         if (rc)

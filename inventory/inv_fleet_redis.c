@@ -467,17 +467,24 @@ int inv_lottery_pushed_count(inv_fleet_conn_t *c, const char *sale, long long *n
     return 0;
 }
 
-int inv_lottery_done(inv_fleet_conn_t *c, const char *sale, bool *done, char *errbuf,
-                     size_t errlen)
+/* Whether the sale's lottery key `name` exists. */
+static int lottery_key_exists(inv_fleet_conn_t *c, const char *sale, const char *name, bool *out,
+                              char *errbuf, size_t errlen)
 {
     char k[160];
-    fkey(k, sizeof(k), sale, "done");
+    fkey(k, sizeof(k), sale, name);
     redisReply *r = fcmd(c, k, errbuf, errlen, "EXISTS %s", k);
     if (!r)
         return CM_EBACKEND;
-    *done = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    *out = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
     freeReplyObject(r);
     return 0;
+}
+
+int inv_lottery_done(inv_fleet_conn_t *c, const char *sale, bool *done, char *errbuf,
+                     size_t errlen)
+{
+    return lottery_key_exists(c, sale, "done", done, errbuf, errlen);
 }
 
 int inv_lottery_done_set(inv_fleet_conn_t *c, const char *sale, size_t n, char *errbuf,
@@ -507,15 +514,9 @@ int inv_lottery_entered_mark(inv_fleet_conn_t *c, const char *sale, uint32_t nod
 int inv_lottery_entered(inv_fleet_conn_t *c, const char *sale, bool *busy, char *errbuf,
                         size_t errlen)
 {
-    char k[160];
-    fkey(k, sizeof(k), sale, "entered");
-    redisReply *r = fcmd(c, k, errbuf, errlen, "EXISTS %s", k);
-    if (!r)
-        return CM_EBACKEND;
-    bool entered = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-    freeReplyObject(r);
-    bool done = false;
-    if (entered && inv_lottery_done(c, sale, &done, errbuf, errlen) != 0)
+    bool entered = false, done = false;
+    if (lottery_key_exists(c, sale, "entered", &entered, errbuf, errlen) != 0 ||
+        (entered && lottery_key_exists(c, sale, "done", &done, errbuf, errlen) != 0))
         return CM_EBACKEND;
     *busy = entered && !done;
     return 0;
