@@ -14,7 +14,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { LT_CHECK_SKIP = -1, LT_CHECK_FAIL = 0, LT_CHECK_PASS = 1 } lt_check_result_t;
+/* WARN: a check that is reported but not enforced by this scenario found what
+ * it looks for (fairness without a fair window): printed, never fails the audit. */
+typedef enum {
+    LT_CHECK_SKIP = -1,
+    LT_CHECK_FAIL = 0,
+    LT_CHECK_PASS = 1,
+    LT_CHECK_WARN = 2
+} lt_check_result_t;
+
+/* "PASS", "FAIL", "WARN" or "SKIP": the word the text, JSON and HTML reports print. */
+const char *lt_check_result_name(lt_check_result_t r);
 
 typedef struct lt_check {
     const char *name; /* static: "stock", "no_oversell", "kafka", "db", "per_user_limit" */

@@ -179,10 +179,7 @@ static json_t *audit_json(const lt_audit_t *a)
     for (size_t i = 0; i < a->n_checks; i++) {
         const lt_check_t *c = &a->checks[i];
         json_array_append_new(checks, json_pack("{s:s, s:s, s:s}", "name", c->name, "result",
-                                                c->result == LT_CHECK_PASS   ? "PASS"
-                                                : c->result == LT_CHECK_FAIL ? "FAIL"
-                                                                             : "SKIP",
-                                                "detail", c->detail));
+                                                lt_check_result_name(c->result), "detail", c->detail));
     }
     return json_pack("{s:s, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
                      " s:I, s:I, s:s?}}",
@@ -482,9 +479,7 @@ static char *html_tables(const lt_scenario_t *sc, const lt_results_t *res, const
         sb_add(&b, "<table><tr><th>check</th><th>result</th><th>detail</th></tr>\n", false);
         for (size_t i = 0; i < a->n_checks; i++) {
             const lt_check_t *c = &a->checks[i];
-            const char *r = c->result == LT_CHECK_PASS   ? "PASS"
-                            : c->result == LT_CHECK_FAIL ? "FAIL"
-                                                         : "SKIP";
+            const char *r = lt_check_result_name(c->result);
             sb_fmt(&b, false, "<tr><td>%s</td><td class=\"%s\">%s</td><td>", c->name, r, r);
             sb_add(&b, c->detail, true);
             sb_add(&b, "</td></tr>\n", false);
