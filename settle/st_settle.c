@@ -549,6 +549,15 @@ static int publish_outcomes(st_settle_t *st)
                     st->dr_failed++;
                     break;
                 }
+                /* Room comes only with delivery reports, and a broker that
+                 * takes nothing sends none before message.timeout.ms (300 s
+                 * by default): give up on a stop or a broker move as the
+                 * waits below do. The offsets stay uncommitted, so the batch
+                 * is read again and its outcomes published again. */
+                if (stopping_too_long(st) || brokers_moved(st)) {
+                    free(val);
+                    return CM_EAGAIN;
+                }
                 rd_kafka_poll(st->producer, 10);
             }
         }

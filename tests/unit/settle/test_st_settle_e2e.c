@@ -456,6 +456,82 @@ static void test_outcome_producer_fatal_error(void **state)
     free(seen);
 }
 
+/*
+ * A stop while the outcomes producer's queue is full. The broker refuses
+ * every Produce (NOT_ENOUGH_REPLICAS, retried until message.timeout.ms) and
+ * the producer's queue holds one message, so the batch's second outcome gets
+ * QUEUE_FULL. The wait for room observed no stop: SIGTERM was held until the
+ * first outcome timed out (message.timeout.ms, 300 s by default, here 15 s),
+ * past systemd's TimeoutStopSec. Now it gives up like the other waits of a
+ * stop, within STOP_GRACE_MS (5 s), offsets not committed: a restart reads the
+ * batch again, finds it in the database and publishes its outcomes.
+ */
+static void test_stop_with_full_produce_queue(void **state)
+{
+    fx_t *f = *state;
+    enum { N = 2 };
+    char *keys[N], *vals[N];
+    for (int i = 0; i < N; i++) {
+        keys[i] = sale_key(1); /* one partition: one batch */
+        vals[i] = order_json(i, NULL);
+    }
+    produce(f, keys, vals, N);
+    /* from now on every Produce fails (retriably): the outcomes never leave */
+    rd_kafka_resp_err_t errs[1000];
+    for (size_t i = 0; i < sizeof(errs) / sizeof(errs[0]); i++)
+        errs[i] = RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS;
+    rd_kafka_mock_push_request_errors_array(f->k.mc, 0 /* Produce */,
+                                            sizeof(errs) / sizeof(errs[0]), errs);
+    runner_t r;
+    /* session.timeout.ms: the mock broker keeps a member that left for its
+       session (45 s by default) before the restart below can join */
+    static const char *const props[] = {"producer.queue.buffering.max.messages=1",
+                                        "producer.message.timeout.ms=15000",
+                                        "consumer.session.timeout.ms=6000"};
+    /* one batch of both: closed when full, long before its wait */
+    st_settle_opts_t o = {
+        .batch = N, .batch_wait_ms = 5000, .kafka_props = props, .n_kafka_props = 3};
+    start_settle(&r, f, &o);
+    const st_settle_stats_t *s = st_settle_stats(r.st);
+    /* the batch is in the database: its outcomes are being published */
+    for (int i = 0; i < 3000 && atomic_load(&s->settled) < N; i++)
+        msleep(10);
+    assert_int_equal(atomic_load(&s->settled), N);
+    /* wherever the loop is now, its publishing meets the full queue before it can end */
+    uint64_t t0 = cm_mono_ms();
+    st_settle_stop(r.st);
+    pthread_join(r.th, NULL);
+    uint64_t t1 = cm_mono_ms();
+    assert_int_equal(r.ret, 0);
+    assert_int_equal(atomic_load(&s->messages), 0); /* nothing committed */
+    st_settle_free(r.st);
+    uint64_t t2 = cm_mono_ms();
+    printf("# stop with a full produce queue: run() returned in %llu ms, free in %llu ms\n",
+           (unsigned long long)(t1 - t0), (unsigned long long)(t2 - t1));
+    /* STOP_GRACE_MS (5 s) and room for a loaded machine; it was message.timeout.ms and more */
+    assert_true(t1 - t0 < 10000);
+    assert_true(t2 - t1 < 5000); /* the producer's last flush: 2 s */
+    assert_int_equal(db_int(f->db, "SELECT count(*) FROM orders WHERE status = 'settled'"), N);
+
+    /* The broker takes outcomes again: a restart publishes what was held back. */
+    rd_kafka_mock_clear_request_errors(f->k.mc, 0 /* Produce */);
+    st_settle_opts_t o2 = {.batch = 10};
+    start_settle(&r, f, &o2);
+    wait_messages(&r, N);
+    s = st_settle_stats(r.st);
+    assert_int_equal(atomic_load(&s->duplicates), N); /* already in the database */
+    stop_settle(&r);
+    assert_int_equal(db_int(f->db, "SELECT count(*) FROM orders"), N);
+    seen_t *seen = calloc(1, sizeof(*seen));
+    assert_true(ts_kafka_read_all(f->k.bootstrap, ST_DEFAULT_OUTCOMES_TOPIC, on_outcome, seen) >=
+                N);
+    for (int i = 0; i < N; i++) {
+        assert_true(seen->n[i] >= 1);
+        assert_int_equal(seen->status[i], OQ_STATUS_SETTLED);
+    }
+    free(seen);
+}
+
 int main(int argc, char **argv)
 {
 #if defined(__SANITIZE_THREAD__)
@@ -474,6 +550,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_user_sql_raise_rollback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_rate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outcome_producer_fatal_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_with_full_produce_queue, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
