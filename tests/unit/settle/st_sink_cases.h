@@ -305,6 +305,104 @@ static void case_settle_many(ts_sink_fixture_t *f)
     st_sink_close(s);
 }
 
+/*
+ * The gateway's relay sends an order to Kafka again (relay.retention_resent:
+ * the broker dropped it below its low watermark before its outcome came back)
+ * after settlement already cancelled it: a settled order cancelled since, and
+ * an order whose cancel came first (recorded as a cancelled row). Each late
+ * copy, in a later batch, in a run of orders (st_sink_settle_many: one INSERT
+ * in PostgreSQL) and one by one, reports the recorded `cancelled` with the
+ * first cancel's reason as a duplicate (changed false: counted once, and its
+ * outcome is a repeat, which the gateway ignores: its units went back once),
+ * rewrites nothing (updated_at stays, on the fake clock), and with --sql the
+ * user's statement does not run for it.
+ */
+static void case_resent_after_cancel(ts_sink_fixture_t *f, bool with_sql)
+{
+    if (with_sql)
+        f->exec(f, f->ledger_setup);
+    cm_time_set_fake(true, 1000 * 1000000000ull, 1700000000000);
+    st_sink_t *s;
+    assert_int_equal(f->open(f, with_sql ? f->user_sql : NULL, &s), 0);
+    enum { N = 5 };
+    oq_order_t o[N], c;
+    st_outcome_t oc[N];
+    const oq_order_t *op[N];
+    st_outcome_t *ocp[N];
+    for (int i = 0; i < N; i++) {
+        op[i] = &o[i];
+        ocp[i] = &oc[i];
+    }
+    /* batch 1: R-1 settles */
+    mk_order(&o[0], "R-1", "u1");
+    assert_int_equal(st_sink_begin(s), 0);
+    assert_int_equal(st_sink_settle_many(s, op, ocp, 1), 0);
+    assert_int_equal(oc[0].status, OQ_STATUS_SETTLED);
+    assert_true(oc[0].changed);
+    assert_int_equal(st_sink_commit(s), 0);
+    /* batch 2: R-1 cancelled; the cancel of R-2 comes before R-2 */
+    cm_time_advance_fake(1000 * 1000000ull);
+    assert_int_equal(st_sink_begin(s), 0);
+    mk_cancel(&c, "R-1", "user asked");
+    assert_int_equal(st_sink_cancel(s, &c, &oc[0]), 0);
+    assert_int_equal(oc[0].status, OQ_STATUS_CANCELLED);
+    assert_true(oc[0].changed);
+    mk_cancel(&c, "R-2", "timeout");
+    c.node_id = OQ_NODE_UNKNOWN; /* as decoded: a cancel names no node */
+    assert_int_equal(st_sink_cancel(s, &c, &oc[0]), 0);
+    assert_int_equal(oc[0].status, OQ_STATUS_CANCELLED);
+    assert_true(oc[0].changed);
+    assert_int_equal(st_sink_commit(s), 0);
+    const long cancelled_at = f->query_int(f, "SELECT max(updated_at) FROM orders");
+    assert_int_equal(cancelled_at, 1700000001000);
+    /* batches 3 and 4: the resends, twice each, beside a new order R-3; first as
+       one run, then one by one */
+    static const char *const ids[N] = {"R-1", "R-2", "R-3", "R-1", "R-2"};
+    static const char *const users[N] = {"u1", "u2", "u3", "u1", "u2"};
+    static const oq_status_t want[N] = {OQ_STATUS_CANCELLED, OQ_STATUS_CANCELLED, OQ_STATUS_SETTLED,
+                                        OQ_STATUS_CANCELLED, OQ_STATUS_CANCELLED};
+    static const char *const reasons[N] = {"user asked", "timeout", "", "user asked", "timeout"};
+    for (int pass = 0; pass < 2; pass++) {
+        cm_time_advance_fake(1000 * 1000000ull);
+        for (int i = 0; i < N; i++)
+            mk_order(&o[i], ids[i], users[i]);
+        assert_int_equal(st_sink_begin(s), 0);
+        if (pass == 0) {
+            assert_int_equal(st_sink_settle_many(s, op, ocp, N), 0);
+        } else {
+            for (int i = 0; i < N; i++)
+                assert_int_equal(st_sink_settle(s, &o[i], &oc[i]), 0);
+        }
+        assert_int_equal(st_sink_commit(s), 0);
+        for (int i = 0; i < N; i++) {
+            assert_int_equal(oc[i].status, want[i]);
+            assert_int_equal(oc[i].changed, pass == 0 && i == 2); /* only R-3, once */
+            assert_string_equal(oc[i].reason, reasons[i]);
+        }
+    }
+    cm_time_set_fake(false, 0, 0);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 3);
+    assert_int_equal(count_status(f, "cancelled"), 2);
+    assert_int_equal(count_status(f, "settled"), 1);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders WHERE order_id = 'R-1'"
+                                     " AND reason = 'user asked' AND accepted_at > 0 AND node = 3"),
+                     1);
+    /* R-2 keeps the cancel's row: never settled, so never accepted here */
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders WHERE order_id = 'R-2'"
+                                     " AND reason = 'timeout' AND accepted_at = 0"
+                                     " AND node IS NULL AND user_id = 'u-cancel'"),
+                     1);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders WHERE order_id <> 'R-3'"
+                                     " AND updated_at <> 1700000001000"),
+                     0);
+    if (with_sql) {
+        assert_int_equal(f->query_int(f, "SELECT count(*) FROM ledger WHERE order_id = 'R-1'"), 1);
+        assert_int_equal(f->query_int(f, "SELECT count(*) FROM ledger WHERE order_id = 'R-2'"), 0);
+        assert_int_equal(f->query_int(f, "SELECT count(*) FROM ledger"), 2);
+    }
+    st_sink_close(s);
+}
+
 /* Settles n orders in batches of `batch` and prints the rate (for the bench). */
 static void case_bench(ts_sink_fixture_t *f, const char *label, int n, int batch)
 {

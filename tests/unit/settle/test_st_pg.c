@@ -143,6 +143,14 @@ static void test_settle_many(void **state)
 {
     case_settle_many(*state);
 }
+static void test_resent_after_cancel(void **state)
+{
+    case_resent_after_cancel(*state, false);
+}
+static void test_resent_after_cancel_user_sql(void **state)
+{
+    case_resent_after_cancel(*state, true);
+}
 
 /* Kills every other session of the database (the sink's). */
 static void drop_sessions(const char *url)
@@ -743,6 +751,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_failed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settle_many, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resent_after_cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resent_after_cancel_user_sql, setup, teardown),
         cmocka_unit_test_setup_teardown(test_connection_loss, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reprepare_after_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unique_race, setup, teardown),

@@ -532,6 +532,72 @@ static void test_stop_with_full_produce_queue(void **state)
     free(seen);
 }
 
+/*
+ * The gateway's relay sends an order again (relay.retention_resent: the broker
+ * dropped it below its low watermark before its outcome came back) after
+ * settlement cancelled it: E000001 settled and cancelled, E000002 cancelled
+ * before it ever came. Their late copies, in later batches, change nothing in
+ * the database, count as duplicates (not as cancellations: the gateway's
+ * release is once), re-publish `cancelled` with the first reason, and are
+ * acknowledged: a restart in the same group reads only what came after them.
+ */
+static void test_resent_after_cancel(void **state)
+{
+    fx_t *f = *state;
+    char *keys[4], *vals[4];
+    keys[0] = sale_key(1), vals[0] = order_json(1, NULL);
+    keys[1] = sale_key(1), vals[1] = cancel_json(1, "user asked");
+    keys[2] = sale_key(1), vals[2] = cancel_json(2, "timeout");
+    produce(f, keys, vals, 3);
+    runner_t r;
+    static const char *const props[] = {"consumer.session.timeout.ms=6000"}; /* the restart */
+    st_settle_opts_t o = {.batch = 10, .kafka_props = props, .n_kafka_props = 1};
+    start_settle(&r, f, &o);
+    wait_messages(&r, 3);
+    /* the relay's resends, later (one partition: they are read after the cancels) */
+    keys[0] = sale_key(1), vals[0] = order_json(1, NULL);
+    keys[1] = sale_key(1), vals[1] = order_json(2, NULL);
+    keys[2] = sale_key(1), vals[2] = order_json(1, NULL);
+    produce(f, keys, vals, 3);
+    wait_messages(&r, 6);
+    const st_settle_stats_t *s = st_settle_stats(r.st);
+    assert_int_equal(atomic_load(&s->settled), 1);
+    assert_int_equal(atomic_load(&s->cancelled), 2);
+    assert_int_equal(atomic_load(&s->duplicates), 3);
+    assert_int_equal(atomic_load(&s->db_errors), 0);
+    stop_settle(&r);
+
+    assert_int_equal(db_int(f->db, "SELECT count(*) FROM orders"), 2);
+    assert_int_equal(db_int(f->db, "SELECT count(*) FROM orders WHERE status = 'cancelled'"), 2);
+    assert_int_equal(db_int(f->db, "SELECT count(*) FROM orders WHERE order_id = 'E000001'"
+                                   " AND reason = 'user asked' AND accepted_at > 0"),
+                     1);
+    assert_int_equal(db_int(f->db, "SELECT count(*) FROM orders WHERE order_id = 'E000002'"
+                                   " AND reason = 'timeout' AND accepted_at = 0"),
+                     1);
+    seen_t *seen = calloc(1, sizeof(*seen));
+    assert_int_equal(ts_kafka_read_all(f->k.bootstrap, ST_DEFAULT_OUTCOMES_TOPIC, on_outcome, seen),
+                     6);
+    assert_int_equal(seen->n[1], 4); /* settled, cancelled, then cancelled twice again */
+    assert_int_equal(seen->status[1], OQ_STATUS_CANCELLED);
+    assert_string_equal(seen->reason[1], "user asked");
+    assert_int_equal(seen->n[2], 2); /* cancelled, cancelled again */
+    assert_int_equal(seen->status[2], OQ_STATUS_CANCELLED);
+    assert_string_equal(seen->reason[2], "timeout");
+    free(seen);
+
+    /* Acknowledged: the same group restarted reads only the order behind them. */
+    keys[0] = sale_key(1), vals[0] = order_json(3, NULL);
+    produce(f, keys, vals, 1);
+    st_settle_opts_t o2 = {.batch = 10};
+    start_settle(&r, f, &o2);
+    wait_messages(&r, 1);
+    s = st_settle_stats(r.st);
+    assert_int_equal(atomic_load(&s->settled), 1);
+    assert_int_equal(atomic_load(&s->duplicates), 0);
+    stop_settle(&r);
+}
+
 int main(int argc, char **argv)
 {
 #if defined(__SANITIZE_THREAD__)
@@ -551,6 +617,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_max_rate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outcome_producer_fatal_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_with_full_produce_queue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resent_after_cancel, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -108,6 +108,14 @@ static void test_settle_many(void **state)
 {
     case_settle_many(*state);
 }
+static void test_resent_after_cancel(void **state)
+{
+    case_resent_after_cancel(*state, false);
+}
+static void test_resent_after_cancel_user_sql(void **state)
+{
+    case_resent_after_cancel(*state, true);
+}
 
 /* A database error (lock held by another writer past busy_timeout) fails the batch, not the order.
  */
@@ -305,6 +313,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_failed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settle_many, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resent_after_cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resent_after_cancel_user_sql, setup, teardown),
         cmocka_unit_test_setup_teardown(test_busy_is_batch_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_sql_rolls_back_the_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_sql_long_utf8_reason, setup, teardown),
