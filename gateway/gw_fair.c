@@ -40,6 +40,7 @@ typedef struct entry {
     int64_t at_ms;
     uint64_t key; /* siphash(secret, user_id): the table hash and the draw's sort key */
     uint8_t state;
+    bool wlogged; /* the entry log has its "W" line (a winner's order is durable) */
     uint32_t pos; /* 1-based draw position, 0 before the draw */
 } entry_t;
 
@@ -421,7 +422,29 @@ static void compute_order(gw_fair_sale_t *fs)
         fs->v[fs->perm[i]].pos = (uint32_t)(i + 1);
 }
 
-/* Reads one sale's entry log. Single-threaded (open). */
+/* Counts an entry of the draw as won (once). fs->mu held or single-threaded. */
+static void mark_won(gw_fair_sale_t *fs, entry_t *e)
+{
+    if (e->state == E_WON)
+        return;
+    e->state = E_WON;
+    fs->won_orders++;
+    fs->won_units += e->qty;
+}
+
+/*
+ * Reads one sale's entry log. Single-threaded (open).
+ *
+ * The log's lines: "E order user qty at idem" an entry; "D seed at n" the
+ * draw's seed, written (fdatasync) before its first reserve; "W order" a
+ * winner whose order is durable in the spool (written after the spool's
+ * commit); "F at" the draw done, written after every winner's "W" line. A
+ * finished draw thus knows its winners from its own log. A draw cut by a
+ * crash (a "D" and no "F") learns them from the spool (fair_cut_winners), not
+ * from the status table: that table is bounded (orders.max_known) and may
+ * have evicted them, and a winner taken for an entrant would be reserved a
+ * second time when the draw resumes.
+ */
 static void log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
 {
     char path[700];
@@ -469,6 +492,13 @@ static void log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
             fs->seed = seed;
             fs->draw_started_ms = at;
             fs->ndraw = fs->n;
+        } else if (line[0] == 'W' && fs->seeded) {
+            char id[INV_ORDER_ID_MAX + 1];
+            entry_t *w = sscanf(line, "W %31s", id) == 1 ? find_id(fs, id) : NULL;
+            if (w && w < fs->v + fs->ndraw) {
+                mark_won(fs, w);
+                w->wlogged = true;
+            }
         } else if (line[0] == 'F' && sscanf(line, "F %lld", &at) == 1) {
             finished = true;
             fs->draw_done_ms = at;
@@ -478,16 +508,11 @@ static void log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
     if (!fs->seeded)
         return;
     compute_order(fs);
-    /* Winners are orders the spool replay knows; the draw resumes after them. */
-    for (size_t i = 0; i < fs->ndraw; i++) {
-        entry_t *e = &fs->v[fs->perm[i]];
-        oq_order_t o;
-        if (gw_orders_get(f->srv->orders, e->order_id, &o)) {
-            e->state = E_WON;
-            fs->won_orders++;
-            fs->won_units += e->qty;
-        }
-    }
+    /* A log written before the "W" lines: its winners are the orders the
+     * status table still knows (an order it knows is one, whatever else). */
+    for (size_t i = 0; i < fs->ndraw; i++)
+        if (gw_orders_get(f->srv->orders, fs->v[i].order_id, NULL))
+            mark_won(fs, &fs->v[i]);
     if (finished) {
         for (size_t i = 0; i < fs->ndraw; i++)
             if (fs->v[i].state != E_WON) {
@@ -496,6 +521,54 @@ static void log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
             }
         fs->next = fs->ndraw;
         atomic_store(&fs->drawn, true);
+    }
+}
+
+/* An order of the spool that is an entry of a cut draw: that entry won. */
+static int cut_winner_one(const oq_rec_t *rec, void *ctx)
+{
+    gw_fair_t *f = ctx;
+    if (rec->type != OQ_REC_ORDER)
+        return 0;
+    const oq_order_t *o = rec->order;
+    gw_fair_sale_t *fs = slot_find(f, o->sale_id);
+    if (!fs || !fs->seeded || atomic_load(&fs->drawn))
+        return 0;
+    entry_t *e = find_id(fs, o->order_id);
+    if (e && e < fs->v + fs->ndraw && strcmp(e->user_id, o->user_id) == 0)
+        mark_won(fs, e);
+    return 0;
+}
+
+/*
+ * The winners of draws cut by a crash (seeded, not finished), from the spool:
+ * the draw reserves a winner and spools its order before it goes on, and the
+ * memory inventory's reservations are exactly the spool's orders (it is
+ * rebuilt from them at start), so an entry whose order is in the spool was
+ * reserved, and the resumed draw must skip it, and one whose order is not
+ * holds nothing. One more read of the spool, only after such a crash.
+ * Single-threaded (open).
+ */
+static void fair_cut_winners(gw_fair_t *f)
+{
+    size_t n = atomic_load(&f->n);
+    bool cut = false;
+    for (size_t i = 0; i < n && !cut; i++)
+        cut = f->sales[i]->seeded && !atomic_load(&f->sales[i]->drawn);
+    if (!cut || !f->srv->spool)
+        return;
+    uint64_t t0 = cm_mono_us();
+    long rc = oq_spool_scan(f->srv->spool, (oq_pos_t){0, 0}, cut_winner_one, f);
+    if (rc < 0)
+        cm_log_error("fair", "cannot read the spool for the winners of a cut draw", "err=%s",
+                     cm_strerror((int)rc));
+    for (size_t i = 0; i < n; i++) {
+        gw_fair_sale_t *fs = f->sales[i];
+        if (fs->seeded && !atomic_load(&fs->drawn))
+            cm_log_info("fair", "draw cut by a restart resumes",
+                        "sale=%s entrants=%zu won_orders=%llu elapsed_ms=%llu", fs->sale_id,
+                        fs->ndraw, (unsigned long long)fs->won_orders,
+                        (unsigned long long)((cm_mono_us() - t0) / 1000));
     }
 }
 
@@ -569,6 +642,7 @@ int gw_fair_open(gw_server_t *srv, char *errbuf, size_t errlen)
                         fs->sale_id, fs->n, fs->seeded, (int)atomic_load(&fs->drawn));
     }
     json_decref(root);
+    fair_cut_winners(f);
     /* Entry ids are order ids of this node: new ids must come after them. */
     if (max_id > atomic_load(&srv->ids.last))
         atomic_store(&srv->ids.last, max_id);
@@ -759,6 +833,36 @@ bool gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out)
 
 /*---- the draw ----*/
 
+/*
+ * Appends a "W" line for every winner of the draw that has none yet (its
+ * order is durable: spooled and committed, or replayed from the spool), a
+ * batch of lines per write(2). fs->mu held. Returns 0 or CM_EIO.
+ */
+static int log_winners(gw_fair_sale_t *fs)
+{
+    char buf[4096];
+    size_t len = 0;
+    size_t first = 0; /* winners in buf start at this index */
+    for (size_t i = 0; i <= fs->ndraw; i++) {
+        entry_t *e = i < fs->ndraw ? &fs->v[i] : NULL;
+        bool add = e && e->state == E_WON && !e->wlogged;
+        if (len && (!e || (add && len + INV_ORDER_ID_MAX + 4 > sizeof(buf)))) {
+            if (fs->fd < 0 || log_line(fs, buf, len, false) != 0)
+                return CM_EIO;
+            for (size_t j = first; j < i; j++)
+                if (fs->v[j].state == E_WON)
+                    fs->v[j].wlogged = true;
+            len = 0;
+        }
+        if (add) {
+            if (!len)
+                first = i;
+            len += (size_t)snprintf(buf + len, sizeof(buf) - len, "W %s\n", e->order_id);
+        }
+    }
+    return 0;
+}
+
 /* Allocates stock in draw order from fs->next on. Lottery thread. */
 static void run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
 {
@@ -891,9 +995,19 @@ static void run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
         return;
     pthread_mutex_lock(&fs->mu);
     fs->draw_done_ms = cm_wall_ms();
-    char line[64];
-    int len = snprintf(line, sizeof(line), "F %lld\n", (long long)fs->draw_done_ms);
-    (void)log_line(fs, line, (size_t)len, true);
+    /* Every winner's "W" line, then "F": a finished draw's log names all its
+     * winners. Without them all, no "F": a restart then reads the winners
+     * from the spool, as after a crash in the middle of the draw. */
+    if (log_winners(fs) == 0) {
+        char line[64];
+        int len = snprintf(line, sizeof(line), "F %lld\n", (long long)fs->draw_done_ms);
+        if (log_line(fs, line, (size_t)len, true) != 0)
+            cm_log_error("fair", "cannot record the end of the draw", "sale=%s", fs->sale_id);
+    } else {
+        cm_log_error("fair",
+                     "cannot record the draw's winners; a restart reads them from the spool",
+                     "sale=%s", fs->sale_id);
+    }
     atomic_store_explicit(&fs->drawn, true, memory_order_release);
     pthread_mutex_unlock(&fs->mu);
     cm_log_info("fair", "draw done",

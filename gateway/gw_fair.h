@@ -23,9 +23,12 @@
  * <data_dir>/fair.json; every entry is appended with one write(2) to
  * <data_dir>/fair/<sale>.log before its answer (the spool's "write"
  * durability: it survives kill -9, not a power cut), and so is the draw's
- * seed before the first winner is reserved. A restart reloads both; winners
- * come back from the spool replay, and a draw cut in the middle goes on
- * from where it stopped with the same seed and the same order.
+ * seed before the first winner is reserved, and each winner once its order
+ * is committed to the spool, then the draw's end. A restart reloads them; a
+ * draw cut in the middle goes on with the same seed and the same order, and
+ * takes its winners so far from the spool (the memory inventory's
+ * reservations are exactly the spool's orders), never from the bounded
+ * status table, so no entrant is reserved twice.
  *
  * Threads: the buy path (worker loops) reads the configuration and adds
  * entries under a per-sale mutex; the draw runs on the lottery's own thread

@@ -5,10 +5,13 @@
  * (chi-square over many seeded draws, both over whole permutations and over
  * who wins a small stock). Entries, restarts and the allocation run against
  * the real binary in tests/integration/80-fair.py; a draw whose spool commit
- * fails runs here, on a gateway's parts (the fault needs the spool's seam).
+ * fails, and a draw cut by a crash and resumed over a status table that kept
+ * none of its winners, run here, on a gateway's parts (the faults need the
+ * spool's seam and a restart's replay done by hand).
  */
 #include "gateway/gw_fair.h"
 
+#include "common/cm_id.h"
 #include "common/cm_time.h"
 #include "gateway/gw_internal.h"
 #include "queue/oq_spool.h"
@@ -22,6 +25,8 @@
 #include <string.h>
 #include <time.h>
 #include <cmocka.h>
+#include <jansson.h>
+#include <unistd.h>
 
 #define START 1000000
 #define EARLY 300
@@ -361,6 +366,196 @@ static void test_idem_dash_survives_restart(void **st)
     free(m);
 }
 
+/* Waits (bounded) until the lottery of `fs` has drawn. */
+static void wait_drawn(gw_fair_sale_t *fs, int64_t starts_at_ms)
+{
+    for (int i = 0; i < 500 && gw_fair_phase(fs, starts_at_ms, cm_wall_ms()) != GW_FAIR_OPEN;
+         i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(gw_fair_phase(fs, starts_at_ms, cm_wall_ms()), GW_FAIR_OPEN);
+}
+
+/* Cuts the entry log of sale s1 after its line that starts with `tag`: what a
+ * kill -9 right after that line leaves. */
+static void log_cut_after(const mini_t *m, char tag)
+{
+    char path[160], line[512];
+    snprintf(path, sizeof(path), "%s/fair/s1.log", m->dir);
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    long keep = -1, at = 0;
+    while (fgets(line, sizeof(line), fp)) {
+        at += (long)strlen(line);
+        if (line[0] == tag)
+            keep = at;
+    }
+    fclose(fp);
+    assert_true(keep > 0);
+    assert_int_equal(truncate(path, keep), 0);
+}
+
+typedef struct spool_count {
+    char ids[8][INV_ORDER_ID_MAX + 1];
+    int n[8];
+    int orders;
+} spool_count_t;
+
+static int count_cb(const oq_rec_t *rec, void *ctx)
+{
+    spool_count_t *x = ctx;
+    if (rec->type != OQ_REC_ORDER)
+        return 0;
+    x->orders++;
+    for (int i = 0; i < 8; i++)
+        if (strcmp(x->ids[i], rec->order->order_id) == 0)
+            x->n[i]++;
+    return 0;
+}
+
+static int replay_cb(const oq_rec_t *rec, void *ctx)
+{
+    mini_t *m = ctx;
+    if (rec->type == OQ_REC_ORDER) {
+        const oq_order_t *o = rec->order;
+        inv_replay(m->srv.inv, o->sale_id, o->user_id, o->qty, o->order_id, o->idem_key);
+        gw_orders_put(m->srv.orders, o);
+        gw_orders_set_status(m->srv.orders, o->order_id, NULL, OQ_STATUS_SETTLED, NULL);
+    }
+    return 0;
+}
+
+/* What gw_server_start does before the lottery opens: a new memory inventory
+ * and status table, rebuilt from the spool. */
+static void mini_replay(mini_t *m, const inv_sale_def_t *def, uint64_t max_known)
+{
+    char why[256] = "";
+    inv_close(m->srv.inv);
+    assert_int_equal(inv_open(&m->srv.inv, "memory", NULL, 16, why, sizeof(why)), 0);
+    inv_sale_info_t info;
+    assert_int_equal(inv_sale_put(m->srv.inv, def, &info, why, sizeof(why)), 0);
+    gw_orders_free(m->srv.orders);
+    m->srv.orders = gw_orders_new(max_known);
+    oq_spool_close(m->srv.spool);
+    char spdir[128];
+    snprintf(spdir, sizeof(spdir), "%s/spool", m->dir);
+    oq_spool_opts_t so = {.dir = spdir, .durability = OQ_DURABILITY_FSYNC};
+    assert_int_equal(oq_spool_open(&m->srv.spool, &so, why, sizeof(why)), 0);
+    oq_spool_scan(m->srv.spool, (oq_pos_t){0, 0}, replay_cb, m);
+}
+
+/*
+ * A draw cut by a crash after its winners were reserved and spooled, then
+ * resumed at the next start, while the status table kept none of them (it
+ * is bounded: orders.max_known; here every winner was evicted by the orders
+ * replayed after it). The resumed draw must not reserve any entrant twice:
+ * each winner holds one unit and has one order in the spool, the stock is
+ * taken once per winner, and every winner reads won (not lost) after it.
+ * The per-user limit is 2, so a second reservation of a winner would pass it.
+ */
+static void test_resumed_draw_reserves_once(void **st)
+{
+    (void)st;
+    enum { N = 3 };
+    mini_t *m = calloc(1, sizeof(*m));
+    mini_open(m);
+    char why[256] = "";
+    int64_t now = cm_wall_ms();
+    inv_sale_def_t def = {
+        .stock = 10, .per_user_limit = 2, .starts_at_ms = now - 10000, .ends_at_ms = now + 3600000};
+    snprintf(def.sale_id, sizeof(def.sale_id), "s1");
+    inv_sale_info_t info;
+    assert_int_equal(inv_sale_put(m->srv.inv, &def, &info, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_configure(&m->srv, "s1", 1000, 0, 0, why, sizeof(why)), 0);
+    gw_fair_sale_t *fs = gw_fair_find(m->srv.fair, "s1");
+    assert_non_null(fs);
+    spool_count_t cnt;
+    memset(&cnt, 0, sizeof(cnt));
+    for (int i = 0; i < N; i++) {
+        gw_fair_ticket_t t;
+        memset(&t, 0, sizeof(t));
+        snprintf(t.order_id, sizeof(t.order_id), "0AM0AZFQKEG0%d", i);
+        snprintf(cnt.ids[i], sizeof(cnt.ids[i]), "%s", t.order_id);
+        snprintf(t.user_id, sizeof(t.user_id), "u%d", i);
+        t.qty = 1;
+        t.entered_at_ms = now - 9000;
+        assert_int_equal(gw_fair_enter(fs, &t, NULL), 0);
+    }
+    assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
+    wait_drawn(fs, def.starts_at_ms);
+    gw_fair_close(&m->srv);
+
+    /* kill -9 in the middle of the draw: every winner is in the spool, the
+     * entry log has the seed and nothing after it */
+    log_cut_after(m, 'D');
+    mini_replay(m, &def, 64);
+    /* orders replayed after the winners push them out of the status table */
+    cm_id_gen_t ids;
+    cm_id_gen_init(&ids, 2);
+    for (int i = 0; i < 64 * 40; i++) {
+        oq_order_t o;
+        memset(&o, 0, sizeof(o));
+        cm_id_format(cm_id_next(&ids, now), o.order_id);
+        snprintf(o.sale_id, sizeof(o.sale_id), "other");
+        snprintf(o.user_id, sizeof(o.user_id), "x%d", i);
+        o.qty = 1;
+        o.status = OQ_STATUS_SETTLED;
+        gw_orders_put(m->srv.orders, &o);
+    }
+    for (int i = 0; i < N; i++)
+        assert_int_equal(gw_orders_lookup(m->srv.orders, cnt.ids[i], NULL), GW_ORDERS_EXPIRED);
+    assert_int_equal(inv_sale_get(m->srv.inv, "s1", &info), 0);
+    assert_int_equal(info.accepted_units, N); /* the winners, held again by the replay */
+
+    assert_int_equal(gw_fair_open(&m->srv, why, sizeof(why)), 0);
+    fs = gw_fair_find(m->srv.fair, "s1");
+    assert_non_null(fs);
+    assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
+    wait_drawn(fs, def.starts_at_ms);
+
+    oq_spool_scan(m->srv.spool, (oq_pos_t){0, 0}, count_cb, &cnt);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(cnt.n[i], 1); /* one order per winner */
+        gw_fair_ticket_t t;
+        assert_true(gw_fair_lookup(m->srv.fair, cnt.ids[i], &t));
+        assert_int_equal(t.state, 1); /* won */
+    }
+    assert_int_equal(cnt.orders, N);
+    assert_int_equal(inv_sale_get(m->srv.inv, "s1", &info), 0);
+    assert_int_equal(info.accepted_units, N);
+    assert_int_equal(info.stock_left, 10 - N);
+    json_t *d = gw_fair_draw_json(m->srv.fair, "s1");
+    assert_int_equal(json_integer_value(json_object_get(d, "won_orders")), N);
+    assert_int_equal(json_integer_value(json_object_get(d, "won_units")), N);
+    assert_int_equal(json_integer_value(json_object_get(d, "lost")), 0);
+    json_decref(d);
+
+    /* A restart after the resumed draw: the winners still read won, though
+     * the status table (replayed, then flooded again) keeps none of them. */
+    gw_fair_close(&m->srv);
+    mini_replay(m, &def, 64);
+    for (int i = 0; i < 64 * 40; i++) {
+        oq_order_t o;
+        memset(&o, 0, sizeof(o));
+        cm_id_format(cm_id_next(&ids, now), o.order_id);
+        snprintf(o.sale_id, sizeof(o.sale_id), "other");
+        snprintf(o.user_id, sizeof(o.user_id), "y%d", i);
+        o.qty = 1;
+        o.status = OQ_STATUS_SETTLED;
+        gw_orders_put(m->srv.orders, &o);
+    }
+    assert_int_equal(gw_fair_open(&m->srv, why, sizeof(why)), 0);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(gw_orders_lookup(m->srv.orders, cnt.ids[i], NULL), GW_ORDERS_EXPIRED);
+        gw_fair_ticket_t t;
+        assert_true(gw_fair_lookup(m->srv.fair, cnt.ids[i], &t));
+        assert_int_equal(t.state, 1); /* won */
+    }
+    mini_close(m);
+    free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -371,6 +566,7 @@ int main(void)
         cmocka_unit_test(test_uniform_positions_and_winners),
         cmocka_unit_test(test_draw_commit_fails),
         cmocka_unit_test(test_idem_dash_survives_restart),
+        cmocka_unit_test(test_resumed_draw_reserves_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
