@@ -560,12 +560,18 @@ static void h_sale_put(admin_call_t *a)
             /* The lottery's refusals first: a 400 must leave the sale as it
              * was (a new sale not made, an existing one's stock and start
              * not moved under the entries it has taken). */
-            int rc = gw_fair_configure_check(srv, id, fwin, fearly, wr, why, sizeof(why));
+            int rc = gw_fair_configure_check(srv, id, d.starts_at_ms, fwin, fearly, wr, why,
+                                             sizeof(why));
+            bool drawn = rc == CM_ECONFLICT; /* the lottery has had its one draw */
             if (rc == 0)
                 rc = inv_sale_put(srv->inv, &d, &info, why, sizeof(why));
-            if (rc == 0)
-                rc = gw_fair_configure(srv, id, fwin, fearly, wr, why, sizeof(why));
             if (rc == 0) {
+                rc = gw_fair_configure(srv, id, fwin, fearly, wr, why, sizeof(why));
+                drawn = rc == CM_ECONFLICT;
+            }
+            if (drawn) {
+                gw_resp_error(p, GW_R_CONFLICT, "\"reason\":\"lottery_drawn\"", "%s", why);
+            } else if (rc == 0) {
                 sale_reply(p, existed ? GW_R_OK : GW_R_CREATED, &info);
                 fair_fields(srv, p, id);
                 gw_audit_record(srv, a->who, "sale.put", id, existed ? sale_obj(&before) : NULL,

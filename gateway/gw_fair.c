@@ -1776,8 +1776,61 @@ static int range_check(int64_t window_ms, int64_t early_ms, int64_t wr_rate, cha
     return 0;
 }
 
-int gw_fair_configure_check(gw_server_t *srv, const char *sale_id, int64_t window_ms,
-                            int64_t early_ms, int64_t wr_rate, char *errbuf, size_t errlen)
+/* Whether this gateway knows the sale's lottery drawn (or drawing: seeded). */
+static bool drawn_here(gw_fair_sale_t *fs)
+{
+    if (atomic_load(&fs->drawn))
+        return true;
+    pthread_mutex_lock(&fs->mu);
+    bool seeded = fs->seeded;
+    pthread_mutex_unlock(&fs->mu);
+    return seeded;
+}
+
+static int drawn_refusal(const char *sale_id, char *errbuf, size_t errlen)
+{
+    cm_errbuf_set(errbuf, errlen,
+                  "the start-window lottery of sale %s has drawn, and a sale has one draw: its "
+                  "window cannot change or open again (units freed since go first-come; a new "
+                  "lottery needs a new sale)",
+                  sale_id);
+    return CM_ECONFLICT;
+}
+
+/*
+ * One draw per sale: once a lottery has drawn (or is drawing), a PUT may not
+ * change its window or early acceptance, nor move starts_at so that the
+ * window would close again in the future. The draw's record (the seed, the
+ * entrants, every entry's position and outcome, GET .../draw and each entry's
+ * answer) is the sale's, once: the entry log, the fleet's keys and the entry
+ * ids have no round to tell a second draw from the first, and the window
+ * would only have answered 503 "the draw is running" to every buy in it. In
+ * a fleet the fleet's record decides (Redis :done), as a gateway learns the
+ * draw a tick after it. Returns 0, CM_ECONFLICT or CM_EBACKEND.
+ */
+static int drawn_check(gw_fair_t *f, gw_fair_sale_t *fs, int64_t starts_at_ms, int64_t window_ms,
+                       int64_t early_ms, char *errbuf, size_t errlen)
+{
+    bool moved = atomic_load(&fs->window_ms) != window_ms || atomic_load(&fs->early_ms) != early_ms;
+    if (!moved && !(window_ms > 0 && starts_at_ms + window_ms > cm_wall_ms()))
+        return 0;
+    bool drawn = drawn_here(fs);
+    if (!drawn && f->fleet) {
+        char why[256] = "";
+        inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
+        int rc = c ? inv_lottery_done(c, fs->sale_id, &drawn, why, sizeof(why)) : CM_EBACKEND;
+        inv_fleet_close(c);
+        if (rc) {
+            cm_errbuf_set(errbuf, errlen, "redis: %s", why);
+            return CM_EBACKEND;
+        }
+    }
+    return drawn ? drawn_refusal(fs->sale_id, errbuf, errlen) : 0;
+}
+
+int gw_fair_configure_check(gw_server_t *srv, const char *sale_id, int64_t starts_at_ms,
+                            int64_t window_ms, int64_t early_ms, int64_t wr_rate, char *errbuf,
+                            size_t errlen)
 {
     gw_fair_t *f = srv->fair;
     int rc = range_check(window_ms, early_ms, wr_rate, errbuf, errlen);
@@ -1788,6 +1841,8 @@ int gw_fair_configure_check(gw_server_t *srv, const char *sale_id, int64_t windo
         cm_errbuf_set(errbuf, errlen, "too many sales with a lottery (max %d)", FAIR_MAX_SALES);
         return CM_EINVAL;
     }
+    if (fs && (rc = drawn_check(f, fs, starts_at_ms, window_ms, early_ms, errbuf, errlen)) != 0)
+        return rc;
     if (fs ? atomic_load(&fs->window_ms) == window_ms && atomic_load(&fs->early_ms) == early_ms
            : window_ms == 0)
         return 0;
@@ -1813,6 +1868,10 @@ int gw_fair_configure(gw_server_t *srv, const char *sale_id, int64_t window_ms, 
     int rc = range_check(window_ms, early_ms, wr_rate, errbuf, errlen);
     if (rc)
         return rc;
+    gw_fair_sale_t *fs = slot_find(f, sale_id);
+    if (fs && drawn_here(fs) &&
+        (atomic_load(&fs->window_ms) != window_ms || atomic_load(&fs->early_ms) != early_ms))
+        return drawn_refusal(sale_id, errbuf, errlen); /* one draw per sale (drawn_check) */
     cm_hash_key_t secret;
     bool have_secret = false;
     if (f->fleet) {

@@ -133,10 +133,15 @@ int gw_fair_configure(struct gw_server *srv, const char *sale_id, int64_t window
  * with the reason; 0 if not), changing nothing: the admin API asks before it
  * changes the sale, so that a refused PUT leaves the sale as it was. In a
  * fleet a window change also asks Redis whether any gateway holds entries
- * (CM_EBACKEND when it cannot tell). Admin thread.
+ * (CM_EBACKEND when it cannot tell). A sale has one draw: once its lottery
+ * has drawn, a change of the window or early acceptance, or a starts_at_ms
+ * (the sale's start after the PUT) that would put the window's close in the
+ * future, is CM_ECONFLICT with the reason (in a fleet Redis says whether
+ * the draw is done). Admin thread.
  */
-int gw_fair_configure_check(struct gw_server *srv, const char *sale_id, int64_t window_ms,
-                            int64_t early_ms, int64_t wr_rate, char *errbuf, size_t errlen);
+int gw_fair_configure_check(struct gw_server *srv, const char *sale_id, int64_t starts_at_ms,
+                            int64_t window_ms, int64_t early_ms, int64_t wr_rate, char *errbuf,
+                            size_t errlen);
 /* The current window and early acceptance of a sale (0, 0 without a lottery). Thread-safe. */
 void gw_fair_conf_get(gw_fair_t *f, const char *sale_id, int64_t *window_ms, int64_t *early_ms);
 
