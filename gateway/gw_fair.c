@@ -1790,9 +1790,9 @@ static bool drawn_here(gw_fair_sale_t *fs)
 static int drawn_refusal(const char *sale_id, char *errbuf, size_t errlen)
 {
     cm_errbuf_set(errbuf, errlen,
-                  "the start-window lottery of sale %s has drawn, and a sale has one draw: its "
-                  "window cannot change or open again (units freed since go first-come; a new "
-                  "lottery needs a new sale)",
+                  "the start-window lottery of sale %s has drawn (or is drawing), and a sale "
+                  "has one draw: its window cannot change or open again (units freed since go "
+                  "first-come; a new lottery needs a new sale)",
                   sale_id);
     return CM_ECONFLICT;
 }
