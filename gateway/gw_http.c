@@ -25,6 +25,8 @@
 #include <unistd.h>
 
 #define FREE_LIST_MAX 256
+/* A stopping worker waits this long at most for the replies of its inventory calls. */
+#define GW_STOP_INV_WAIT_MS 2000
 
 /*---- request contexts ----*/
 
@@ -445,7 +447,31 @@ static void on_stop_timer(uv_timer_t *t)
     stop_try(t->data);
 }
 
-/* Stops the loop once no request waits; re-checks every few ms until then. */
+/*
+ * A reserve whose outcome the closing worker cannot know (inv_orphan_fn): Redis
+ * may hold its units for an order nobody has. Given back like an order the
+ * spool refused: a give-back event in the spool (the next start replays it if
+ * the releaser cannot send it before the process ends), then the releaser.
+ */
+static void on_orphan(void *ctx, const char *sale_id, const char *user_id, uint32_t qty,
+                      const char *order_id)
+{
+    gw_worker_t *w = ctx;
+    oq_order_t o;
+    memset(&o, 0, sizeof(o));
+    o.type = OQ_MSG_ORDER;
+    snprintf(o.sale_id, sizeof(o.sale_id), "%s", sale_id);
+    snprintf(o.user_id, sizeof(o.user_id), "%s", user_id);
+    snprintf(o.order_id, sizeof(o.order_id), "%s", order_id);
+    o.qty = qty;
+    uint64_t idv;
+    if (cm_id_parse(order_id, strlen(order_id), &idv) == 0)
+        o.node_id = cm_id_node(idv);
+    gw_release_unaccepted(w->srv, &o, "reserve outcome unknown at shutdown");
+}
+
+/* Stops the loop once no request waits and the inventory's calls are
+ * answered (for at most GW_STOP_INV_WAIT_MS); re-checks every few ms until then. */
 static void stop_try(gw_worker_t *w)
 {
     gw_ol_worker_stop(w);
@@ -454,9 +480,20 @@ static void stop_try(gw_worker_t *w)
         uv_timer_start(&w->stop_timer, on_stop_timer, 5, 0);
         return;
     }
+    /* Replies still due (a reserve that timed out, a give-back under way):
+     * closing now would lose them, and their units with them. */
+    if (w->inv && inv_worker_inflight(w->inv) > 0) {
+        uint64_t now = cm_mono_ms();
+        if (!w->stop_inv_until_ms)
+            w->stop_inv_until_ms = now + GW_STOP_INV_WAIT_MS;
+        if (now < w->stop_inv_until_ms) {
+            uv_timer_start(&w->stop_timer, on_stop_timer, 5, 0);
+            return;
+        }
+    }
     gw_h1_stop(w);
     if (w->inv) {
-        inv_worker_close(w->inv);
+        inv_worker_close_orphans(w->inv, on_orphan, w);
         w->inv = NULL;
     }
     gw_px_worker_stop(w);

@@ -381,6 +381,7 @@ struct gw_worker {
     unsigned h1_nfree;
     uv_async_t wake; /* stop */
     uv_timer_t stop_timer;
+    uint64_t stop_inv_until_ms; /* stopping: wait for the inventory's calls until (mono ms) */
     bool in_iter;      /* the iteration's first read or accept was stamped */
     bool notify_relay; /* appends happened this iteration */
     /* cm_mono_ns() read once per loop iteration, at its first read or accept:

@@ -33,6 +33,7 @@
 
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 2000
+#define RELEASER_STOP_WAIT_MS 2000 /* a stop still tries the queued releases this long */
 
 typedef struct item {
     struct item *next;
@@ -52,6 +53,7 @@ struct gw_releaser {
     item_t *head, **tail; /* FIFO of pending releases (mu) */
     item_t *busy;         /* the one being released now (mu) */
     bool stop;
+    uint64_t stop_until_ms; /* stopping: what is queued is still tried until then (mono) */
     bool started;
     _Atomic uint64_t pending, done, retries;
 };
@@ -75,9 +77,14 @@ static void *releaser_main(void *arg)
     gw_releaser_t *rl = arg;
     pthread_setname_np(pthread_self(), "fg-release");
     pthread_mutex_lock(&rl->mu);
-    while (!rl->stop) {
+    for (;;) {
         uint64_t now = cm_mono_ms();
         item_t *it = rl->head;
+        /* Stopping: the releases queued (the give-backs of the workers' last
+         * reserves among them) are still tried, for a bounded time; what is
+         * left then is in the spool, replayed at the next start. */
+        if (rl->stop && (!it || now >= rl->stop_until_ms))
+            break;
         if (!it) {
             pthread_cond_wait(&rl->cv, &rl->mu);
             continue;
@@ -86,7 +93,10 @@ static void *releaser_main(void *arg)
             /* the head waits longest; a short sleep keeps this simple and cheap */
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
-            uint64_t wait = it->not_before_ms - now;
+            uint64_t until = it->not_before_ms;
+            if (rl->stop && until > rl->stop_until_ms)
+                until = rl->stop_until_ms;
+            uint64_t wait = until - now;
             ts.tv_sec += (time_t)(wait / 1000);
             ts.tv_nsec += (long)(wait % 1000) * 1000000L;
             if (ts.tv_nsec >= 1000000000L) {
@@ -167,6 +177,7 @@ void gw_releaser_stop(gw_server_t *srv)
         return;
     pthread_mutex_lock(&rl->mu);
     rl->stop = true;
+    rl->stop_until_ms = cm_mono_ms() + RELEASER_STOP_WAIT_MS;
     pthread_cond_broadcast(&rl->cv);
     pthread_mutex_unlock(&rl->mu);
     if (rl->started)

@@ -204,6 +204,20 @@ int inv_worker_open(inv_t *inv, struct uv_loop_s *loop, inv_worker_t **out)
     return 0;
 }
 
+size_t inv_worker_inflight(inv_worker_t *w)
+{
+    return w && w->inv->ops->worker_inflight ? w->inv->ops->worker_inflight(w) : 0;
+}
+
+void inv_worker_close_orphans(inv_worker_t *w, inv_orphan_fn fn, void *ctx)
+{
+    if (!w)
+        return;
+    w->orphan = fn;
+    w->orphan_ctx = ctx;
+    inv_worker_close(w);
+}
+
 void inv_worker_close(inv_worker_t *w)
 {
     if (!w)

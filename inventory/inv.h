@@ -172,6 +172,29 @@ unsigned inv_caps(const inv_t *inv);
 int inv_worker_open(inv_t *inv, struct uv_loop_s *loop, inv_worker_t **out);
 void inv_worker_close(inv_worker_t *w);
 /*
+ * A reserve whose outcome is unknown when its worker closes: it was sent and
+ * its answer never came (or came after its caller heard "unavailable"), or its
+ * give-back still waited for a connection. Redis may hold its units with no
+ * order behind them; the callee gives them back (inv_giveback, durably: the
+ * gateway spools a give-back event and its releaser sends it).
+ */
+typedef void (*inv_orphan_fn)(void *ctx, const char *sale_id, const char *user_id, uint32_t qty,
+                              const char *order_id);
+/*
+ * Calls still in flight on w: reserves, claims and give-backs sent and not
+ * answered, and give-backs waiting for a connection (these are retried now
+ * if one is up). 0 for a backend that answers inline. A worker that closes
+ * gracefully runs its loop until this is 0, for a bounded time, then closes
+ * with inv_worker_close_orphans. Loop thread of w only.
+ */
+size_t inv_worker_inflight(inv_worker_t *w);
+/*
+ * inv_worker_close, handing fn every reserve whose outcome is still unknown
+ * (inv_orphan_fn) instead of leaving its units held. fn runs before this
+ * returns, on the calling thread; NULL: they are logged and stay held.
+ */
+void inv_worker_close_orphans(inv_worker_t *w, inv_orphan_fn fn, void *ctx);
+/*
  * Sends the reserves this loop iteration queued (a Redis backend batches them
  * per iteration). A libuv loop run by uv_run does it by itself, in its prepare
  * phase; a loop that runs libuv inside its own (gw_h1_run: uv_run only when

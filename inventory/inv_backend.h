@@ -37,6 +37,8 @@ typedef struct inv_ops {
     void (*close)(inv_t *inv);
     int (*worker_open)(inv_t *inv, struct uv_loop_s *loop, inv_worker_t *w);
     void (*worker_close)(inv_worker_t *w);
+    /* optional: inv_worker_inflight (NULL: 0) */
+    size_t (*worker_inflight)(inv_worker_t *w);
     int (*reserve)(inv_worker_t *w, inv_reserve_req_t *req);
     /* optional: inv_flush (sends what the loop iteration queued) */
     void (*flush)(inv_worker_t *w);
@@ -80,6 +82,8 @@ struct inv_worker {
     inv_t *inv;
     struct uv_loop_s *loop;
     void *backend;
+    inv_orphan_fn orphan; /* set for worker_close by inv_worker_close_orphans */
+    void *orphan_ctx;
 };
 
 extern const inv_ops_t inv__mem_ops;

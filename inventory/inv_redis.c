@@ -837,6 +837,10 @@ struct rw {
     rop_t **wait_batch;
     rop_t doubt;   /* sentinel: reserves whose answer was lost with the connection */
     uint32_t ndoubt;
+    uint32_t nops;             /* ops allocated and not freed: calls in flight, doubts */
+    uint64_t doubt_retry_ms;   /* inv_worker_inflight's last doubt_flush (loop time) */
+    inv_orphan_fn orphan;      /* at close: who gets the reserves still in doubt */
+    void *orphan_ctx;
     bool is_closing;
     int open_handles;
     /* The RESP of a reserve up to its arguments (EVALSHA, the SHA, the key
@@ -866,6 +870,7 @@ static void conn_start(rconn_t *c);
 static rop_t *op_new(rw_t *w)
 {
     rop_t *op = w->free_ops;
+    w->nops++;
     if (op) {
         w->free_ops = op->next;
         w->nfree_ops--;
@@ -877,6 +882,7 @@ static rop_t *op_new(rw_t *w)
 static void op_free(rop_t *op)
 {
     rw_t *w = op->w;
+    w->nops--;
     if (w->is_closing || w->nfree_ops >= FREE_OPS_MAX) {
         free(op);
         return;
@@ -1348,6 +1354,8 @@ static void u32_text(uint32_t v, char *out)
     out[n] = '\0';
 }
 
+static void doubt_add(rop_t *op);
+
 /* A reserve that reserved after its caller was told "timed out": give the units back. */
 static void op_compensate(rop_t *op)
 {
@@ -1359,9 +1367,8 @@ static void op_compensate(rop_t *op)
     if (!op->w->is_closing && !op->conn->ac) /* elsewhere: whoever serves the sale now */
         op->conn = node_conn(op->w, slot_node(op->w->rb, op->slot), false);
     if (op->w->is_closing || !op->conn || op_send(op, SC_RELEASE) < 0) {
-        cm_log_error("inv", "late reservation could not be released", "sale=%s order=%s",
-                     op->sale_id, op->order_id);
-        op_free(op);
+        /* sent once a connection is back; a closing worker hands it to its orphan callback */
+        doubt_add(op);
         return;
     }
     /* Under overload this happens per request: debug only (the timeouts are
@@ -1498,11 +1505,7 @@ static void wait_reply(redisAsyncContext *ac, void *reply, void *privdata)
         br_failure(rb);
         op_complete(op, CM_EBACKEND);
     }
-    if (op->w->is_closing) {
-        op_free(op);
-        return;
-    }
-    if (!r) {
+    if (!r || op->w->is_closing) { /* given back once a connection is back, or at close */
         doubt_add(op);
         return;
     }
@@ -1550,11 +1553,12 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
         op_free(op);
         return;
     }
-    if (!r && !op->w->is_closing) {
-        /* Sent, then the connection went away (Redis killed or restarted):
-         * Redis may have run it, and with AOF kept it, with no one to hold
-         * the order. The caller hears "unavailable"; the release is sent
-         * once a connection is back (a no-op if it never reserved). With an
+    if (!r) {
+        /* Sent, then the connection went away (Redis killed or restarted, or
+         * the worker closing): Redis may have run it, and with AOF kept it,
+         * with no one to hold the order. The caller hears "unavailable"; the
+         * release is sent once a connection is back (a no-op if it never
+         * reserved), or at close handed to the orphan callback. With an
          * idempotency key a retry may have claimed the order meanwhile: the
          * give-back then leaves it held (INV_REDIS_CLAIM). */
         if (op->req) {
@@ -1565,7 +1569,7 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     }
     if (op->is_compensation) {
-        if (is_retry_later(r) && !op->w->is_closing) {
+        if (is_retry_later(r)) {
             /* a restarted Redis still reading its AOF, a cluster between
              * masters: again later */
             doubt_add(op);
@@ -2032,6 +2036,22 @@ static int redis_worker_open(inv_t *inv, struct uv_loop_s *loop, inv_worker_t *w
     return 0;
 }
 
+/* inv_worker_inflight: every op not freed (sent and unanswered, or in doubt). */
+static size_t redis_worker_inflight(inv_worker_t *wk)
+{
+    rw_t *w = wk->backend;
+    if (!w || !w->loop)
+        return 0;
+    /* doubts wait for a connect; one that is up already gets them now (at
+     * most every 100 ms: a Redis still LOADING answers each "later") */
+    uint64_t now = uv_now(w->loop);
+    if (w->ndoubt && now - w->doubt_retry_ms >= 100) {
+        w->doubt_retry_ms = now;
+        doubt_flush(w);
+    }
+    return w->nops;
+}
+
 static void redis_worker_close(inv_worker_t *wk)
 {
     rw_t *w = wk->backend;
@@ -2043,13 +2063,16 @@ static void redis_worker_close(inv_worker_t *wk)
         free(w);
         return;
     }
+    w->orphan = wk->orphan;
+    w->orphan_ctx = wk->orphan_ctx;
     w->is_closing = true;
     rop_t *queued = w->q_head; /* never sent */
     w->q_head = w->q_tail = NULL;
     ops_unsent(queued);
     free_ops_drain(w);
     /* Freeing a context calls every callback still pending with a NULL reply:
-     * the pending requests complete with CM_EBACKEND, and the ops are freed. */
+     * the pending requests complete with CM_EBACKEND, and the ops are freed,
+     * or, a reserve or give-back whose outcome is now unknown, put in doubt. */
     for (uint32_t i = 0; i < w->nconns; i++) {
         rconn_t *c = &w->conns[i];
         if (c->ac) {
@@ -2061,7 +2084,10 @@ static void redis_worker_close(inv_worker_t *wk)
     }
     while (w->pending.next != &w->pending)
         op_complete(w->pending.next, CM_EBACKEND); /* cannot happen; belt and braces */
-    if (w->ndoubt)
+    if (w->ndoubt && w->orphan)
+        cm_log_warn("inv", "closing with reserves whose outcome is unknown; giving them back",
+                    "count=%u", w->ndoubt);
+    else if (w->ndoubt)
         cm_log_warn("inv", "closing with reserves whose answer was lost; they stay held",
                     "count=%u", w->ndoubt);
     while (w->doubt.next != &w->doubt) {
@@ -2071,6 +2097,10 @@ static void redis_worker_close(inv_worker_t *wk)
          * it does not link). */
         op->prev->next = op->next; // NOLINT(clang-analyzer-unix.Malloc)
         op->next->prev = op->prev;
+        if (w->orphan)
+            w->orphan(w->orphan_ctx, op->sale_id, op->user_id,
+                      (uint32_t)strtoul(op->qty, NULL, 10), op->order_id);
+        w->nops--;
         free(op); /* closing: op_free would too */
     }
     w->ndoubt = 0;
@@ -2735,6 +2765,7 @@ const inv_ops_t inv__redis_ops = {
     .close = redis_close,
     .worker_open = redis_worker_open,
     .worker_close = redis_worker_close,
+    .worker_inflight = redis_worker_inflight,
     .flush = redis_flush,
     .reserve = redis_reserve,
     .sale_put = redis_sale_put,
