@@ -18,19 +18,81 @@
 /* Crockford base32: no I, L, O, U. Ascending ASCII, so text order = value order. */
 static const char crockford[32] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
+#define LEASE_NODE_BITS 10
+
+static uint64_t lease_of(uint32_t node_id, uint64_t last_ts)
+{
+    return ((last_ts + 1) << LEASE_NODE_BITS) | (node_id & CM_ID_NODE_MAX);
+}
+
+/* Milliseconds since the epoch of wall-clock ms, clamped to the id's range. */
+static uint64_t rel_ts(int64_t ms)
+{
+    int64_t rel = ms - CM_ID_EPOCH_MS;
+    uint64_t ts = rel < 0 ? 0 : (uint64_t)rel;
+    return ts > ID_TS_MAX ? ID_TS_MAX : ts;
+}
+
 void cm_id_gen_init(cm_id_gen_t *g, uint32_t node_id)
 {
     atomic_init(&g->last, 0);
-    g->node_id = node_id & CM_ID_NODE_MAX;
+    atomic_init(&g->lease, lease_of(node_id, ID_TS_MAX));
+}
+
+void cm_id_gen_lease(cm_id_gen_t *g, uint32_t node_id, int64_t until_ms)
+{
+    atomic_store(&g->lease, lease_of(node_id, rel_ts(until_ms)));
+}
+
+void cm_id_gen_revoke(cm_id_gen_t *g)
+{
+    atomic_store(&g->lease, atomic_load(&g->lease) & CM_ID_NODE_MAX);
+}
+
+uint32_t cm_id_gen_node(const cm_id_gen_t *g)
+{
+    return (uint32_t)(atomic_load(&g->lease) & CM_ID_NODE_MAX);
+}
+
+int64_t cm_id_gen_last_ms(const cm_id_gen_t *g)
+{
+    uint64_t last = atomic_load(&g->last);
+    return last ? cm_id_time_ms(last) : 0;
+}
+
+/* An id's place in a generator's order: its millisecond and sequence, not its node. */
+static uint64_t id_order(uint64_t id)
+{
+    return ((id >> ID_TS_SHIFT) << ID_SEQ_BITS) | (id & ID_SEQ_MAX);
+}
+
+void cm_id_gen_after(cm_id_gen_t *g, uint64_t id)
+{
+    uint64_t old = atomic_load(&g->last);
+    while (old == 0 || id_order(old) < id_order(id))
+        if (atomic_compare_exchange_weak(&g->last, &old, id))
+            return;
+}
+
+void cm_id_gen_after_ms(cm_id_gen_t *g, int64_t ms)
+{
+    /* the last sequence of that millisecond: the next id borrows the one after */
+    if (ms > CM_ID_EPOCH_MS)
+        cm_id_gen_after(g, (rel_ts(ms) << ID_TS_SHIFT) | ID_SEQ_MAX);
 }
 
 uint64_t cm_id_next(cm_id_gen_t *g, int64_t now_ms)
 {
-    int64_t rel = now_ms - CM_ID_EPOCH_MS;
-    uint64_t ts = rel < 0 ? 0 : (uint64_t)rel;
-    if (ts > ID_TS_MAX)
-        ts = ID_TS_MAX;
-    uint64_t node = (uint64_t)g->node_id << ID_NODE_SHIFT;
+    uint64_t ts = rel_ts(now_ms);
+    /* The lease first, then `last`: a new lease (cm_id_gen_lease) is stored
+     * after the generator was moved past the node's floor (cm_id_gen_after),
+     * so an id made under the new lease comes after that floor; one made under
+     * the old lease stays within the old lease's end, which its floor covers. */
+    uint64_t lease = atomic_load(&g->lease);
+    uint64_t end = lease >> LEASE_NODE_BITS; /* last ms allowed + 1; 0: none */
+    if (end == 0)
+        return 0;
+    uint64_t node = (lease & CM_ID_NODE_MAX) << ID_NODE_SHIFT;
     uint64_t old = atomic_load_explicit(&g->last, memory_order_relaxed);
     for (;;) {
         uint64_t old_ts = old >> ID_TS_SHIFT;
@@ -48,6 +110,8 @@ uint64_t cm_id_next(cm_id_gen_t *g, int64_t now_ms)
             nts = old_ts + 1;
             nseq = 0;
         }
+        if (nts >= end)
+            return 0; /* past the lease: not ours to hand out */
         uint64_t id = (nts << ID_TS_SHIFT) | node | nseq;
         /* relaxed is enough: `last` is the only shared state and the CAS
          * itself makes every id unique; nothing else is published with it. */

@@ -24,6 +24,7 @@
 #include "common/cm_log.h"
 #include "common/cm_time.h"
 #include "gateway/gw_fair.h"
+#include "gateway/gw_fleet.h"
 #include "gateway/gw_internal.h"
 
 #include <jansson.h>
@@ -471,6 +472,14 @@ static void on_reserved(inv_reserve_req_t *res, int outcome)
         gw_req_finish(r);
 }
 
+/* No order id to give (gw_fleet_ids_refused): 503 with the cause, nothing reserved. */
+static void ids_refused(gw_req_t *r)
+{
+    gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "order ids paused: %s; retry",
+                  gw_fleet_ids_refused(r->w->srv));
+    gw_resp_retry_after(&r->resp, 1);
+}
+
 /* The 202 "entered" of a lottery entry (docs/api.md). */
 static void reply_entered(gw_req_t *r, const gw_fair_ticket_t *t, bool again, int64_t now_ms)
 {
@@ -495,7 +504,12 @@ static void fair_enter(gw_req_t *r, gw_fair_sale_t *fair, int64_t closes_at, int
 {
     gw_fair_ticket_t t;
     memset(&t, 0, sizeof(t));
-    cm_id_format(cm_id_next(&r->w->srv->ids, now_ms), t.order_id);
+    uint64_t idv = cm_id_next(&r->w->srv->ids, now_ms);
+    if (!idv) {
+        ids_refused(r);
+        return;
+    }
+    cm_id_format(idv, t.order_id);
     snprintf(t.sale_id, sizeof(t.sale_id), "%s", r->id);
     snprintf(t.user_id, sizeof(t.user_id), "%s", r->res.user_id);
     t.qty = r->res.qty;
@@ -660,13 +674,17 @@ bool gw_buy_handle(gw_req_t *r)
     }
 
     /* 5. the atomic step */
+    uint64_t idv = cm_id_next(&srv->ids, now_ms);
+    if (!idv) {
+        ids_refused(r);
+        return false;
+    }
     oq_order_t *o = &r->order;
     /* r->order lies past the part of a recycled context that is cleared: fields
      * this path does not set (at_ms, status, reason) held garbage, and the
      * codec's check refused the record (every buy 503 under ASan's malloc). */
     memset(o, 0, sizeof(*o));
     o->type = OQ_MSG_ORDER;
-    uint64_t idv = cm_id_next(&srv->ids, now_ms);
     cm_id_format(idv, o->order_id);
     gw_orders_prefetch(srv->orders, idv); /* its put comes after the spool write */
     memcpy(r->res.order_id, o->order_id, sizeof(o->order_id));
@@ -675,7 +693,7 @@ bool gw_buy_handle(gw_req_t *r)
     memcpy(o->idem_key, r->res.idem_key, sizeof(o->idem_key));
     o->qty = r->res.qty;
     o->accepted_at_ms = now_ms;
-    o->node_id = srv->node_id;
+    o->node_id = cm_id_node(idv);
     /* The request context is recycled and not cleared past body_inline: the
      * codec's other fields must not carry an earlier request's (or malloc's)
      * bytes, or the encoder refuses the record (spool write failed, 503). */

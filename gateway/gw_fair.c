@@ -644,8 +644,8 @@ int gw_fair_open(gw_server_t *srv, char *errbuf, size_t errlen)
     json_decref(root);
     fair_cut_winners(f);
     /* Entry ids are order ids of this node: new ids must come after them. */
-    if (max_id > atomic_load(&srv->ids.last))
-        atomic_store(&srv->ids.last, max_id);
+    if (max_id)
+        cm_id_gen_after(&srv->ids, max_id);
     return 0;
 }
 

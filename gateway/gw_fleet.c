@@ -13,6 +13,22 @@
  *                             run its tick at once.
  *   flashgate:nodeid:<n>      the member that holds node id n (SET NX, PX
  *                             TTL refreshed by the heartbeat).
+ *   {flashgate:fleet}:nodeid_floor  HASH n -> the last millisecond a holder of
+ *                             node id n may have put in an order id.
+ *
+ * Node ids: order ids carry the node id (common/cm_id.h), so a node id held by
+ * two gateways at once could repeat an order id. The key can vanish under a
+ * live holder (paused past its TTL, DEL, a failover that lost it) and be taken
+ * by another gateway. So the generator only makes ids under a lease: every
+ * heartbeat that finds the key ours first raises the node id's floor in Redis
+ * to now + NODEID_LEASE_MS, then lets the generator make ids up to that
+ * millisecond (cm_id_gen_lease); whoever claims the node id starts after the
+ * floor (cm_id_gen_after_ms). The holder's ids are all <= the floor it wrote,
+ * the next holder's all > it: they cannot meet, whenever the loss is noticed.
+ * A heartbeat that finds the key another gateway's revokes the lease (buys
+ * answer 503 naming the cause) and claims a free node id, its own first; a
+ * heartbeat that cannot run lets the lease run out (503) within
+ * NODEID_LEASE_MS.
  *
  * One thread (fleet) owns two blocking Redis connections (inv_fleet_conn_t): `cmd` for the
  * heartbeat script and config reads, `sub` subscribed to the events channel.
@@ -52,6 +68,7 @@
 #define TICK_MS 1000         /* heartbeat and config poll period */
 #define MEMBER_TTL_MS 3000   /* a member missing 3 heartbeats is gone */
 #define NODEID_TTL_MS 10000  /* a dead gateway's node id is free after 10 s */
+#define NODEID_LEASE_MS 5000 /* order ids run at most this far past the last heartbeat */
 #define REDIS_TIMEOUT_MS 1000
 #define MIN_TICK_GAP_MS 20   /* pub/sub bursts run the tick at most this often */
 
@@ -59,8 +76,15 @@ typedef struct gw_fleet {
     gw_server_t *srv;
     cm_redis_url_t addr; /* host, port, db, user, password */
     char member[320];
-    bool has_node_key; /* we hold flashgate:nodeid:<node_id> */
-    char node_key[64];
+    atomic_bool has_node_key; /* we hold flashgate:nodeid:<node_n> */
+    char node_key[64];        /* fleet thread (and start/stop around it) */
+    uint32_t node_n;          /* the node id we hold or held last */
+    int64_t floor_mine;       /* the highest floor of node_n we wrote (wall ms) */
+    _Atomic int node_state;   /* NODE_* */
+    _Atomic int64_t lease_until_ms; /* the generator's lease (wall ms) */
+    _Atomic uint64_t node_lost;     /* times the node id was found gone or another's */
+    _Atomic uint64_t node_refused;  /* buys refused for want of an order id */
+    uint64_t last_claim_log_ms;
 
     pthread_t thread;
     bool thread_started;
@@ -87,7 +111,6 @@ typedef struct gw_fleet {
     _Atomic uint64_t errors;
     _Atomic uint64_t config_applied;
     _Atomic int64_t last_heartbeat_ms;
-    atomic_bool node_conflict;
 } gw_fleet_t;
 
 /*---- URL: redis://[[user]:password@]host[:port][/db][?params] ----*/
@@ -304,27 +327,89 @@ static int publish_now(gw_fleet_t *f, char *errbuf, size_t errlen)
 
 /*---- node id ----*/
 
-/* Claims a free node id starting at srv->node_id (the derived one). On `c`, at start. */
-static int claim_node_id(gw_fleet_t *f, inv_fleet_conn_t *c, char *errbuf, size_t errlen)
+enum { NODE_FIXED = 0, NODE_HELD = 1, NODE_LOST = 2 };
+
+/*
+ * Node id n is ours, its floor raised to `limit` (the floor before: `floor`):
+ * the generator makes ids of n up to limit. A fresh claim, or a floor raised
+ * by someone else since we wrote it, means another gateway may have made ids
+ * of n up to that floor: ours start after it. The generator is moved first
+ * and the lease stored after (cm_id_next reads them in the other order).
+ */
+static void node_adopt(gw_fleet_t *f, uint32_t n, int64_t floor, int64_t limit, bool fresh)
 {
-    uint32_t start = f->srv->node_id % (CM_ID_NODE_MAX + 1);
+    cm_id_gen_t *g = &f->srv->ids;
+    if (fresh || floor > f->floor_mine)
+        cm_id_gen_after_ms(g, floor);
+    if (fresh || limit > f->floor_mine)
+        f->floor_mine = limit;
+    f->node_n = n;
+    atomic_store(&f->srv->node_id, n);
+    cm_id_gen_lease(g, n, limit);
+    atomic_store(&f->lease_until_ms, limit);
+    atomic_store(&f->has_node_key, true);
+    atomic_store(&f->node_state, NODE_HELD);
+}
+
+/*
+ * Claims a free node id starting at `start` (the derived one at start; our
+ * lost one after a loss, so it is taken again if free). On `c`.
+ */
+static int claim_node_id(gw_fleet_t *f, inv_fleet_conn_t *c, uint32_t start, char *errbuf,
+                         size_t errlen)
+{
+    start %= CM_ID_NODE_MAX + 1;
     for (uint32_t i = 0; i <= CM_ID_NODE_MAX; i++) {
         uint32_t n = (start + i) % (CM_ID_NODE_MAX + 1);
         char why[200] = "";
-        int got = inv_fleet_nodeid_claim(c, n, f->member, NODEID_TTL_MS, f->node_key,
-                                         sizeof(f->node_key), why, sizeof(why));
+        int64_t limit = cm_wall_ms() + NODEID_LEASE_MS, floor = 0;
+        int got = inv_fleet_nodeid_claim(c, n, f->member, NODEID_TTL_MS, limit, &floor,
+                                         f->node_key, sizeof(f->node_key), why, sizeof(why));
         if (got < 0) {
             cm_errbuf_set(errbuf, errlen, "fleet: node id claim: %s", why);
             return CM_EBACKEND;
         }
         if (got > 0) {
-            f->srv->node_id = n;
-            f->has_node_key = true;
+            node_adopt(f, n, floor, limit, true);
             return 0;
         }
     }
     cm_errbuf_set(errbuf, errlen, "fleet: all %u node ids are taken", CM_ID_NODE_MAX + 1);
     return CM_EBUSY;
+}
+
+/* Another gateway holds our node id: no more ids under it, from now on. */
+static void node_lost(gw_fleet_t *f)
+{
+    cm_id_gen_revoke(&f->srv->ids);
+    atomic_store(&f->node_state, NODE_LOST);
+    atomic_store(&f->has_node_key, false);
+    atomic_fetch_add(&f->node_lost, 1);
+    cm_log_error("fleet",
+                 "another gateway holds our node id (ours vanished from redis: paused past its "
+                 "TTL, or lost); no order ids under it from now on, buys answer 503 until a "
+                 "free node id is claimed",
+                 "key=%s node_id=%u", f->node_key, f->node_n);
+}
+
+/* After a loss: claims our node id again if it is free, else another free one. */
+static void node_reclaim(gw_fleet_t *f)
+{
+    char why[256] = "";
+    uint32_t was = f->node_n;
+    int rc = claim_node_id(f, f->cmd, was, why, sizeof(why));
+    if (rc == 0) {
+        cm_log_warn("fleet", "node id claimed after a loss; order ids again", "node_id=%u was=%u",
+                    f->node_n, was);
+        return;
+    }
+    if (rc == CM_EBACKEND)
+        drop(&f->cmd);
+    uint64_t now = cm_mono_ms();
+    if (now - f->last_claim_log_ms >= 5000) {
+        f->last_claim_log_ms = now;
+        cm_log_error("fleet", "no node id to claim; buys answer 503", "err=\"%s\"", why);
+    }
 }
 
 /*---- the thread ----*/
@@ -369,8 +454,12 @@ static void tick(gw_fleet_t *f)
     uint32_t n = 0;
     uint64_t v = 0;
     long long node = 0;
-    if (inv_fleet_heartbeat(f->cmd, f->member, f->has_node_key ? f->node_key : NULL,
-                            MEMBER_TTL_MS, NODEID_TTL_MS, &n, &v, &node, why,
+    int64_t floor = 0;
+    bool held = atomic_load(&f->has_node_key);
+    /* the lease this heartbeat asks for, from before it is sent */
+    int64_t limit = cm_wall_ms() + NODEID_LEASE_MS;
+    if (inv_fleet_heartbeat(f->cmd, f->member, held ? f->node_key : NULL, f->node_n, limit,
+                            MEMBER_TTL_MS, NODEID_TTL_MS, &n, &v, &node, &floor, why,
                             sizeof(why)) < 0) {
         redis_trouble(f, "heartbeat", why);
         drop(&f->cmd);
@@ -381,14 +470,24 @@ static void tick(gw_fleet_t *f)
     atomic_fetch_add(&f->heartbeats, 1);
     atomic_store(&f->last_heartbeat_ms, cm_wall_ms());
     apply_members(f, n);
-    if (node < 0 && !atomic_exchange(&f->node_conflict, true))
-        cm_log_error("fleet", "another gateway holds our node id (ours expired while away); "
-                              "order ids may collide until one of us restarts",
-                     "key=%s", f->node_key);
-    else if (node == 2)
-        cm_log_warn("fleet", "node id had expired in redis; claimed again", "key=%s", f->node_key);
-    if (node > 0)
-        atomic_store(&f->node_conflict, false);
+    if (held && node == 1) {
+        node_adopt(f, f->node_n, floor, limit, false);
+    } else if (held && node == 2) {
+        /* gone and taken again by this heartbeat: if another gateway held it
+         * meanwhile, its floor is above ours and our ids start after it */
+        atomic_fetch_add(&f->node_lost, 1);
+        cm_log_warn("fleet", "node id had vanished from redis (expired or lost); claimed again",
+                    "key=%s floor_ms=%lld ours_ms=%lld", f->node_key, (long long)floor,
+                    (long long)f->floor_mine);
+        node_adopt(f, f->node_n, floor, limit, false);
+    } else if (held && node < 0) {
+        node_lost(f);
+    }
+    if (atomic_load(&f->node_state) == NODE_LOST) {
+        node_reclaim(f);
+        if (!f->cmd)
+            return;
+    }
 
     pthread_mutex_lock(&f->pub_mu);
     bool dirty = f->dirty;
@@ -503,7 +602,8 @@ int gw_fleet_start(struct gw_server *srv, char *errbuf, size_t errlen)
         goto fail;
     }
     if (srv->cfg->node_id > CM_ID_NODE_MAX) {
-        if ((rc = claim_node_id(f, f->cmd, errbuf, errlen)) < 0)
+        cm_id_gen_revoke(&srv->ids); /* until a node id is ours */
+        if ((rc = claim_node_id(f, f->cmd, srv->node_id, errbuf, errlen)) < 0)
             goto fail;
         cm_log_info("fleet", "node id claimed", "node_id=%u key=%s", srv->node_id, f->node_key);
     }
@@ -535,7 +635,7 @@ int gw_fleet_start(struct gw_server *srv, char *errbuf, size_t errlen)
                 (unsigned long long)atomic_load(&f->version));
     return 0;
 fail:
-    if (f->has_node_key && f->cmd)
+    if (atomic_load(&f->has_node_key) && f->cmd)
         inv_fleet_nodeid_release(f->cmd, f->node_key);
     fleet_free(f);
     return rc;
@@ -557,7 +657,9 @@ void gw_fleet_stop(struct gw_server *srv)
     if (!f->cmd)
         f->cmd = connect_redis(f, why, sizeof(why));
     if (f->cmd) {
-        inv_fleet_leave(f->cmd, f->member, f->has_node_key ? f->node_key : NULL);
+        /* the workers are stopped: no id comes after the generator's last */
+        inv_fleet_leave(f->cmd, f->member, atomic_load(&f->has_node_key) ? f->node_key : NULL,
+                        f->node_n, f->floor_mine, cm_id_gen_last_ms(&srv->ids));
         cm_log_info("fleet", "left the fleet", "member=%s", f->member);
     } else {
         cm_log_warn("fleet", "cannot deregister; the others see us leave after the TTL",
@@ -589,11 +691,18 @@ void gw_fleet_stats(struct gw_server *srv, void *json_obj)
         return;
     uint32_t n = atomic_load(&f->members);
     int64_t last = atomic_load(&f->last_heartbeat_ms);
+    int state = atomic_load(&f->node_state);
+    int64_t lease = atomic_load(&f->lease_until_ms);
     json_t *o = json_pack(
-        "{s:b,s:s,s:I,s:I,s:I,s:I,s:b,s:b,s:b,s:I,s:I,s:I,s:I}", "enabled", 1, "member",
-        f->member, "members", (json_int_t)n, "share", (json_int_t)n, "config_version",
+        "{s:b,s:s,s:I,s:I,s:I,s:I,s:b,s:b,s:s,s:I,s:I,s:I,s:b,s:I,s:I,s:I,s:I}", "enabled", 1,
+        "member", f->member, "members", (json_int_t)n, "share", (json_int_t)n, "config_version",
         (json_int_t)atomic_load(&f->version), "node_id", (json_int_t)srv->node_id,
-        "node_id_claimed", f->has_node_key, "node_id_conflict", atomic_load(&f->node_conflict),
+        "node_id_claimed", atomic_load(&f->has_node_key), "node_id_conflict",
+        state == NODE_LOST, "node_id_state",
+        state == NODE_FIXED ? "fixed" : state == NODE_LOST ? "lost" : "held", "node_id_lost",
+        (json_int_t)atomic_load(&f->node_lost), "node_id_refused",
+        (json_int_t)atomic_load(&f->node_refused), "node_id_lease_ms",
+        (json_int_t)(state == NODE_FIXED ? -1 : lease - cm_wall_ms()),
         "redis_ok", atomic_load(&f->redis_ok), "heartbeats",
         (json_int_t)atomic_load(&f->heartbeats), "errors", (json_int_t)atomic_load(&f->errors),
         "config_applied", (json_int_t)atomic_load(&f->config_applied), "last_heartbeat_ms_ago",
@@ -608,4 +717,26 @@ void gw_fleet_stats(struct gw_server *srv, void *json_obj)
     json_object_set_new(o, "global_rps_share", json_real((double)g_share / 1000.0));
     json_object_set_new(o, "sale_rps_share", json_real((double)s_share / 1000.0));
     json_object_set_new(json_obj, "fleet", o);
+}
+
+const char *gw_fleet_ids_refused(struct gw_server *srv)
+{
+    gw_fleet_t *f = srv->fleet;
+    if (!f)
+        return "no order id can be made";
+    atomic_fetch_add_explicit(&f->node_refused, 1, memory_order_relaxed);
+    return atomic_load(&f->node_state) == NODE_LOST
+               ? "this gateway's node id was taken by another gateway and no free one is "
+                 "claimed yet, so it cannot make order ids that are unique"
+               : "this gateway's node id was not confirmed in redis in time (fleet heartbeat "
+                 "late), so it cannot make order ids that are unique";
+}
+
+void gw_fleet_node_counters(struct gw_server *srv, uint64_t *lost, uint64_t *refused,
+                            int *held)
+{
+    gw_fleet_t *f = srv->fleet;
+    *lost = f ? atomic_load(&f->node_lost) : 0;
+    *refused = f ? atomic_load(&f->node_refused) : 0;
+    *held = !f || atomic_load(&f->node_state) != NODE_LOST;
 }

@@ -46,5 +46,15 @@ int gw_fleet_publish_limits(struct gw_server *srv, char *errbuf, size_t errlen);
 uint32_t gw_fleet_members(struct gw_server *srv);
 /* Adds {"fleet": {...}} (members, share, config version, node id) to a jansson object. */
 void gw_fleet_stats(struct gw_server *srv, void *json_obj);
+/*
+ * The generator made no order id (cm_id_next returned 0: the node id was
+ * found another gateway's, or its lease ran out): counts the refusal and
+ * returns its cause, for the 503. Thread-safe.
+ */
+const char *gw_fleet_ids_refused(struct gw_server *srv);
+/* Node id losses, buys refused for want of an order id, and whether a node id is held
+ * (1 without a fleet). Thread-safe. */
+void gw_fleet_node_counters(struct gw_server *srv, uint64_t *lost, uint64_t *refused,
+                            int *held);
 
 #endif

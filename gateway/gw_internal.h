@@ -462,7 +462,7 @@ struct gw_server {
     uint64_t max_conns;     /* gw_conn.c: per-worker cap in force (fits RLIMIT_NOFILE) */
     struct gw_status_key *status_key; /* gw_token.c: key + HMAC pads, a secret page (no core dump) */
     cm_id_gen_t ids;
-    uint32_t node_id;
+    _Atomic uint32_t node_id; /* the order ids' node (the fleet may claim another at run time) */
     gw_worker_t *workers;
     unsigned nworkers;
     bool workers_running;

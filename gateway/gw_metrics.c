@@ -12,6 +12,7 @@
 #include "common/cm_alloc.h"
 #include "common/cm_time.h"
 #include "gateway/gw_audit.h"
+#include "gateway/gw_fleet.h"
 #include "gateway/gw_internal.h"
 #include "gateway/gw_overload.h"
 #include "queue/oq_relay.h"
@@ -304,6 +305,21 @@ char *gw_metrics_text(gw_server_t *srv, size_t *len)
         put(&b, "flashgate_overload_rejected_total{reason=\"%s\"} %llu\n", ol_reason_names[k],
             (unsigned long long)c.overload_reasons[k]);
     overload_metrics(&b, srv);
+
+    uint64_t nid_lost = 0, nid_refused = 0;
+    int nid_held = 1;
+    gw_fleet_node_counters(srv, &nid_lost, &nid_refused, &nid_held);
+    head(&b, "flashgate_fleet_node_id_lost_total", "counter",
+         "Times this gateway found its node id gone from Redis or held by another gateway.");
+    put(&b, "flashgate_fleet_node_id_lost_total %llu\n", (unsigned long long)nid_lost);
+    head(&b, "flashgate_fleet_node_id_refused_total", "counter",
+         "Buys answered 503 because no unique order id could be made (node id lost, or its "
+         "lease not renewed).");
+    put(&b, "flashgate_fleet_node_id_refused_total %llu\n", (unsigned long long)nid_refused);
+    head(&b, "flashgate_fleet_node_id_held", "gauge",
+         "1 while this gateway holds a node id (or has a fixed one), 0 after a loss until it "
+         "claims one.");
+    put(&b, "flashgate_fleet_node_id_held %d\n", nid_held);
 
     gw_rule_t rules[GW_LIMIT_RULES_MAX];
     size_t nr = gw_limits_get_rules(srv->limits, rules, GW_LIMIT_RULES_MAX);

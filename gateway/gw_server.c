@@ -293,10 +293,10 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
         return rc;
     }
 
-    /* Fleet membership may claim a node id, so ids are made only after it. */
+    /* Fleet membership may claim a node id and leases the generator to it. */
+    cm_id_gen_init(&srv->ids, srv->node_id);
     if ((rc = gw_fleet_start(srv, errbuf, errlen)))
         return rc;
-    cm_id_gen_init(&srv->ids, srv->node_id);
 
     if ((rc = gw_releaser_start(srv, errbuf, errlen)))
         return rc;
@@ -323,7 +323,7 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
         return (int)n;
     }
     if (rctx.max_id)
-        atomic_store(&srv->ids.last, rctx.max_id);
+        cm_id_gen_after(&srv->ids, rctx.max_id);
     cm_log_info("gw", "spool replayed", "orders=%llu events=%llu elapsed_ms=%llu",
                 (unsigned long long)rctx.orders, (unsigned long long)rctx.events,
                 (unsigned long long)((cm_mono_us() - t0) / 1000));

@@ -11,6 +11,9 @@
  *   flashgate:fleet:events        pub/sub channel: "config <v>", "join <m>",
  *                                 "leave <m>".
  *   {flashgate:fleet}:nodeid:<n>  the member holding node id n (SET NX PX).
+ *   {flashgate:fleet}:nodeid_floor HASH n -> the last millisecond (wall, ms) up
+ *                                 to which a holder of node id n may have made
+ *                                 order ids: a new holder starts after it.
  *   {flashgate:fleet}:status_key  the fleet's order status key (SET NX).
  *
  * A connection is used by one thread at a time (callers serialise); the
@@ -29,6 +32,7 @@
 
 #define INV_FLEET_KEY_CONFIG "{flashgate:fleet}:config"
 #define INV_FLEET_KEY_STATUS "{flashgate:fleet}:status_key"
+#define INV_FLEET_KEY_FLOORS "{flashgate:fleet}:nodeid_floor"
 
 typedef struct inv_fleet_conn inv_fleet_conn_t;
 
@@ -52,14 +56,16 @@ int inv_fleet_fd(const inv_fleet_conn_t *c);
 /*
  * One heartbeat: refreshes `member` (live member_ttl_ms), trims the dead,
  * counts the live members into *members, returns the config version in
- * *version; with node_key, also holds that node id key (nodeid_ttl_ms) and
- * sets *node to 1 (held), 2 (was free, claimed again) or -1 (held by another);
- * else *node is 0. Returns 0, or CM_EBACKEND with the reason in errbuf.
- * Not thread-safe on c.
+ * *version; with node_key (node id node_id), also holds that node id key
+ * (nodeid_ttl_ms) and sets *node to 1 (held), 2 (was free, claimed again) or
+ * -1 (held by another); when held, raises the node id's floor to limit_ms and
+ * returns the floor before in *floor. Without node_key *node and *floor are 0.
+ * Returns 0, or CM_EBACKEND with the reason in errbuf. Not thread-safe on c.
  */
 int inv_fleet_heartbeat(inv_fleet_conn_t *c, const char *member, const char *node_key,
-                        int member_ttl_ms, int nodeid_ttl_ms, uint32_t *members,
-                        uint64_t *version, long long *node, char *errbuf, size_t errlen);
+                        uint32_t node_id, int64_t limit_ms, int member_ttl_ms,
+                        int nodeid_ttl_ms, uint32_t *members, uint64_t *version,
+                        long long *node, int64_t *floor, char *errbuf, size_t errlen);
 
 /*
  * Reads the shared config: *version (0 if unset), *limits (the JSON text,
@@ -79,12 +85,14 @@ int inv_fleet_config_publish(inv_fleet_conn_t *c, const char *limits, const char
                              const char *at, uint64_t *version, char *errbuf, size_t errlen);
 
 /*
- * Tries to claim node id n for member (SET NX PX ttl_ms). Returns 1 claimed
- * (its key in key_out), 0 taken, or CM_EBACKEND with the reason in errbuf.
- * Not thread-safe on c.
+ * Tries to claim node id n for member (SET NX PX ttl_ms) and raises its floor
+ * to limit_ms. Returns 1 claimed (its key in key_out, the floor before in
+ * *floor: the claimer's ids must come after it), 0 taken, or CM_EBACKEND with
+ * the reason in errbuf. Not thread-safe on c.
  */
 int inv_fleet_nodeid_claim(inv_fleet_conn_t *c, uint32_t n, const char *member, int ttl_ms,
-                           char *key_out, size_t key_len, char *errbuf, size_t errlen);
+                           int64_t limit_ms, int64_t *floor, char *key_out, size_t key_len,
+                           char *errbuf, size_t errlen);
 
 /* Deletes a node id key (best effort). Not thread-safe on c. */
 void inv_fleet_nodeid_release(inv_fleet_conn_t *c, const char *node_key);
@@ -93,10 +101,13 @@ void inv_fleet_nodeid_release(inv_fleet_conn_t *c, const char *node_key);
 void inv_fleet_announce_join(inv_fleet_conn_t *c, const char *member);
 
 /*
- * Leaves: removes member, frees node_key (when given and still ours) and
- * announces "leave <member>" (best effort). Not thread-safe on c.
+ * Leaves: removes member, frees node_key (when given and still ours; its
+ * floor, if still mine_ms, the last floor we wrote, comes down to last_ms,
+ * the millisecond of our last id) and announces "leave <member>" (best
+ * effort). Not thread-safe on c.
  */
-void inv_fleet_leave(inv_fleet_conn_t *c, const char *member, const char *node_key);
+void inv_fleet_leave(inv_fleet_conn_t *c, const char *member, const char *node_key,
+                     uint32_t node_id, int64_t mine_ms, int64_t last_ms);
 
 /*
  * Subscribes c to the events channel; c is then a subscriber only. Returns 0,

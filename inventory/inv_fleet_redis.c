@@ -23,8 +23,13 @@
 #define KEY_CONFIG INV_FLEET_KEY_CONFIG
 #define CHAN_EVENTS "flashgate:fleet:events"
 #define KEY_NODEID_FMT "{flashgate:fleet}:nodeid:%u"
+#define KEY_FLOORS INV_FLEET_KEY_FLOORS
 
-/* Heartbeat: KEYS members, config[, nodeid]; ARGV member, ttl_ms, nodeid_ttl_ms. */
+/*
+ * Heartbeat: KEYS members, config[, nodeid, floors]; ARGV member, ttl_ms,
+ * nodeid_ttl_ms[, n, limit_ms]. With the node id key held (or free, and taken
+ * again), its floor is raised to limit_ms; the floor before is returned.
+ */
 static const char LUA_HEARTBEAT[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
@@ -32,21 +37,40 @@ static const char LUA_HEARTBEAT[] =
     "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
     "local n = redis.call('ZCARD', KEYS[1])\n"
     "local node = 0\n"
-    "if #KEYS >= 3 then\n"
+    "local floor = 0\n"
+    "if #KEYS >= 4 then\n"
     "  local cur = redis.call('GET', KEYS[3])\n"
     "  if cur == false then\n"
     "    redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[3]) node = 2\n"
     "  elseif cur == ARGV[1] then\n"
     "    redis.call('PEXPIRE', KEYS[3], ARGV[3]) node = 1\n"
     "  else node = -1 end\n"
+    "  if node > 0 then\n"
+    "    floor = tonumber(redis.call('HGET', KEYS[4], ARGV[4]) or '0')\n"
+    "    if tonumber(ARGV[5]) > floor then redis.call('HSET', KEYS[4], ARGV[4], ARGV[5]) end\n"
+    "  end\n"
     "end\n"
     "local v = redis.call('HGET', KEYS[2], 'version')\n"
-    "return {n, tonumber(v or '0'), node}\n";
+    "return {n, tonumber(v or '0'), node, floor}\n";
 
-/* Leave: KEYS members[, nodeid]; ARGV member, channel. */
+/* Claim: KEYS nodeid, floors; ARGV member, ttl_ms, n, limit_ms. The floor before, or -1: taken. */
+static const char LUA_CLAIM[] =
+    "if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return -1 end\n"
+    "local floor = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0')\n"
+    "if tonumber(ARGV[4]) > floor then redis.call('HSET', KEYS[2], ARGV[3], ARGV[4]) end\n"
+    "return floor\n";
+
+/*
+ * Leave: KEYS members[, nodeid, floors]; ARGV member, channel[, n, mine, last_ms]. A
+ * floor still at what we wrote (`mine`: nobody raised it since) comes down to the
+ * millisecond of our last id, so a quick restart does not start its ids in the future.
+ */
 static const char LUA_LEAVE[] =
     "redis.call('ZREM', KEYS[1], ARGV[1])\n"
-    "if #KEYS >= 2 and redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) "
+    "if #KEYS >= 3 and redis.call('GET', KEYS[2]) == ARGV[1] then\n"
+    "  redis.call('DEL', KEYS[2])\n"
+    "  if redis.call('HGET', KEYS[3], ARGV[3]) == ARGV[4] then\n"
+    "    redis.call('HSET', KEYS[3], ARGV[3], ARGV[5]) end\n"
     "end\n"
     "redis.call('PUBLISH', ARGV[2], 'leave ' .. ARGV[1])\n"
     "return 1\n";
@@ -134,20 +158,23 @@ int inv_fleet_fd(const inv_fleet_conn_t *c)
 }
 
 int inv_fleet_heartbeat(inv_fleet_conn_t *c, const char *member, const char *node_key,
-                        int member_ttl_ms, int nodeid_ttl_ms, uint32_t *members,
-                        uint64_t *version, long long *node, char *errbuf, size_t errlen)
+                        uint32_t node_id, int64_t limit_ms, int member_ttl_ms,
+                        int nodeid_ttl_ms, uint32_t *members, uint64_t *version,
+                        long long *node, int64_t *floor, char *errbuf, size_t errlen)
 {
-    char ttl[16], nttl[16];
+    char ttl[16], nttl[16], n[16], lim[24];
     snprintf(ttl, sizeof(ttl), "%d", member_ttl_ms);
     snprintf(nttl, sizeof(nttl), "%d", nodeid_ttl_ms);
+    snprintf(n, sizeof(n), "%u", node_id);
+    snprintf(lim, sizeof(lim), "%lld", (long long)limit_ms);
     redisReply *r;
     if (node_key)
-        r = fcall(c, KEY_MEMBERS, "EVAL %s 3 %s %s %s %s %s %s", LUA_HEARTBEAT, KEY_MEMBERS,
-                  KEY_CONFIG, node_key, member, ttl, nttl);
+        r = fcall(c, KEY_MEMBERS, "EVAL %s 4 %s %s %s %s %s %s %s %s %s", LUA_HEARTBEAT,
+                  KEY_MEMBERS, KEY_CONFIG, node_key, KEY_FLOORS, member, ttl, nttl, n, lim);
     else
         r = fcall(c, KEY_MEMBERS, "EVAL %s 2 %s %s %s %s %s", LUA_HEARTBEAT, KEY_MEMBERS,
                   KEY_CONFIG, member, ttl, nttl);
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
         cm_errbuf_set(errbuf, errlen, "%s",
                       !r ? c->err : (r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply"));
         if (r)
@@ -157,6 +184,7 @@ int inv_fleet_heartbeat(inv_fleet_conn_t *c, const char *member, const char *nod
     *members = (uint32_t)r->element[0]->integer;
     *version = (uint64_t)r->element[1]->integer;
     *node = r->element[2]->integer;
+    *floor = r->element[3]->integer;
     freeReplyObject(r);
     return 0;
 }
@@ -209,24 +237,32 @@ int inv_fleet_config_publish(inv_fleet_conn_t *c, const char *limits, const char
 }
 
 int inv_fleet_nodeid_claim(inv_fleet_conn_t *c, uint32_t n, const char *member, int ttl_ms,
-                           char *key_out, size_t key_len, char *errbuf, size_t errlen)
+                           int64_t limit_ms, int64_t *floor, char *key_out, size_t key_len,
+                           char *errbuf, size_t errlen)
 {
-    char key[64];
+    char key[64], nb[16], ttl[16], lim[24];
     snprintf(key, sizeof(key), KEY_NODEID_FMT, n);
-    redisReply *r = fcall(c, key, "SET %s %s NX PX %d", key, member, ttl_ms);
+    snprintf(nb, sizeof(nb), "%u", n);
+    snprintf(ttl, sizeof(ttl), "%d", ttl_ms);
+    snprintf(lim, sizeof(lim), "%lld", (long long)limit_ms);
+    redisReply *r = fcall(c, key, "EVAL %s 2 %s %s %s %s %s %s", LUA_CLAIM, key, KEY_FLOORS,
+                          member, ttl, nb, lim);
     if (!r) {
         cm_errbuf_set(errbuf, errlen, "%s", c->err);
         return CM_EBACKEND;
     }
-    bool ok = r->type == REDIS_REPLY_STATUS;
-    bool err = r->type == REDIS_REPLY_ERROR;
-    if (err)
-        cm_errbuf_set(errbuf, errlen, "%s", r->str);
-    freeReplyObject(r);
-    if (err)
+    if (r->type != REDIS_REPLY_INTEGER) {
+        cm_errbuf_set(errbuf, errlen, "%s",
+                      r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        freeReplyObject(r);
         return CM_EBACKEND;
-    if (ok)
+    }
+    bool ok = r->integer >= 0;
+    if (ok) {
+        *floor = r->integer;
         snprintf(key_out, key_len, "%s", key);
+    }
+    freeReplyObject(r);
     return ok ? 1 : 0;
 }
 
@@ -244,10 +280,16 @@ void inv_fleet_announce_join(inv_fleet_conn_t *c, const char *member)
         freeReplyObject(r);
 }
 
-void inv_fleet_leave(inv_fleet_conn_t *c, const char *member, const char *node_key)
+void inv_fleet_leave(inv_fleet_conn_t *c, const char *member, const char *node_key,
+                     uint32_t node_id, int64_t mine_ms, int64_t last_ms)
 {
-    redisReply *r = node_key ? fcall(c, KEY_MEMBERS, "EVAL %s 2 %s %s %s %s", LUA_LEAVE,
-                                     KEY_MEMBERS, node_key, member, CHAN_EVENTS)
+    char nb[16], mine[24], last[24];
+    snprintf(nb, sizeof(nb), "%u", node_id);
+    snprintf(mine, sizeof(mine), "%lld", (long long)mine_ms);
+    snprintf(last, sizeof(last), "%lld", (long long)last_ms);
+    redisReply *r = node_key ? fcall(c, KEY_MEMBERS, "EVAL %s 3 %s %s %s %s %s %s %s %s",
+                                     LUA_LEAVE, KEY_MEMBERS, node_key, KEY_FLOORS, member,
+                                     CHAN_EVENTS, nb, mine, last)
                              : fcall(c, KEY_MEMBERS, "EVAL %s 1 %s %s %s", LUA_LEAVE,
                                      KEY_MEMBERS, member, CHAN_EVENTS);
     if (r)

@@ -174,6 +174,61 @@ static void test_distinct_nodes_never_collide(void **state)
     }
 }
 
+/* A lease bounds the ids: none past its end, none once revoked, the node of the lease. */
+static void test_lease_bounds_ids(void **state)
+{
+    (void)state;
+    cm_id_gen_t g;
+    cm_id_gen_init(&g, 5);
+    cm_id_gen_lease(&g, 6, T0 + 10);
+    uint64_t a = cm_id_next(&g, T0);
+    assert_int_equal(cm_id_node(a), 6);
+    assert_int_equal(cm_id_gen_node(&g), 6);
+    assert_int_equal(cm_id_next(&g, T0 + 11), 0); /* past the end: nothing handed out */
+    assert_int_equal(cm_id_gen_last_ms(&g), T0);
+    uint64_t b = cm_id_next(&g, T0 + 10);
+    assert_true(b > a);
+    /* 4096 more in the lease's last ms would borrow past its end: refused */
+    int made = 0;
+    for (int i = 0; i < 5000; i++)
+        made += cm_id_next(&g, T0 + 10) != 0;
+    assert_int_equal(made, 4095);
+    cm_id_gen_revoke(&g);
+    assert_int_equal(cm_id_next(&g, T0 + 5), 0);
+    assert_int_equal(cm_id_gen_node(&g), 6);
+    cm_id_gen_lease(&g, 7, T0 + 100);
+    uint64_t c = cm_id_next(&g, T0 + 20);
+    assert_int_equal(cm_id_node(c), 7);
+    assert_int_equal(cm_id_time_ms(c), T0 + 20);
+}
+
+/* A node id taken over: the new holder starts after the floor the old one wrote, so
+ * their ids never meet even when both make ids in the same milliseconds. */
+static void test_after_floor_no_repeat(void **state)
+{
+    (void)state;
+    cm_id_gen_t old, nu;
+    cm_id_gen_init(&old, 9);
+    cm_id_gen_init(&nu, 9);
+    int64_t floor = T0 + 50;
+    cm_id_gen_lease(&old, 9, floor);
+    cm_id_gen_after_ms(&nu, floor);
+    cm_id_gen_lease(&nu, 9, T0 + 1000);
+    uint64_t first = cm_id_next(&nu, T0);
+    assert_int_equal(cm_id_time_ms(first), floor + 1); /* borrowed past the floor */
+    for (int64_t t = T0; t < T0 + 100; t++) {
+        uint64_t a = cm_id_next(&old, t);
+        uint64_t b = cm_id_next(&nu, t);
+        assert_true(b != 0);
+        assert_true(a == 0 || cm_id_time_ms(a) <= floor);
+        assert_true(cm_id_time_ms(b) > floor);
+        assert_true(a != b);
+    }
+    /* cm_id_gen_after never moves back */
+    cm_id_gen_after(&nu, first);
+    assert_true(cm_id_next(&nu, T0) > first);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -183,6 +238,8 @@ int main(void)
         cmocka_unit_test(test_format_parse_round_trip),
         cmocka_unit_test(test_text_order_is_numeric_order),
         cmocka_unit_test(test_distinct_nodes_never_collide),
+        cmocka_unit_test(test_lease_bounds_ids),
+        cmocka_unit_test(test_after_floor_no_repeat),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
