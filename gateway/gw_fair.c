@@ -694,7 +694,7 @@ int gw_fair_start_thread(gw_server_t *srv, char *errbuf, size_t errlen)
     return 0;
 }
 
-void gw_fair_close(gw_server_t *srv)
+void gw_fair_stop_thread(gw_server_t *srv)
 {
     gw_fair_t *f = srv->fair;
     if (!f)
@@ -702,9 +702,19 @@ void gw_fair_close(gw_server_t *srv)
     if (f->running) {
         atomic_store(&f->stop, true);
         pthread_join(f->thread, NULL);
+        f->running = false;
     }
     if (f->inv)
         inv_worker_close(f->inv);
+    f->inv = NULL;
+}
+
+void gw_fair_close(gw_server_t *srv)
+{
+    gw_fair_t *f = srv->fair;
+    if (!f)
+        return;
+    gw_fair_stop_thread(srv);
     inv_fleet_close(f->rc);
     size_t n = atomic_load(&f->n);
     for (size_t i = 0; i < n; i++) {

@@ -82,7 +82,10 @@ void gw_fair_order(const uint64_t *keys, size_t n, uint64_t seed, uint32_t *perm
  */
 int gw_fair_open(struct gw_server *srv, char *errbuf, size_t errlen);
 int gw_fair_start_thread(struct gw_server *srv, char *errbuf, size_t errlen);
-/* Stops the thread and frees everything. Single-threaded shutdown. */
+/* Stops the thread (it spools and reserves: before the workers stop). */
+void gw_fair_stop_thread(struct gw_server *srv);
+/* Stops the thread if still running and frees everything: after the workers and the admin
+ * API stopped (the buy path and the admin read the lotteries). Single-threaded shutdown. */
 void gw_fair_close(struct gw_server *srv);
 
 /* The lottery of a sale, or NULL when it has none. Thread-safe, lock-free when no sale has one. */

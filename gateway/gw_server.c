@@ -355,9 +355,10 @@ void gw_server_stop(gw_server_t *srv)
 {
     atomic_store(&srv->draining, true);
     atomic_store(&srv->ready, false);
-    gw_fair_close(srv); /* its thread spools and reserves: before the workers go */
+    gw_fair_stop_thread(srv); /* it spools and reserves: before the workers go */
     gw_workers_stop(srv);
     gw_admin_stop(srv);
+    gw_fair_close(srv); /* the workers and the admin read it until they stop */
     gw_overload_stop(srv);
     gw_fleet_stop(srv);
     gw__queue_stop(srv);
