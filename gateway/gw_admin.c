@@ -211,7 +211,7 @@ static int load_tokens(gw_server_t *srv, char *errbuf, size_t errlen)
                 why = "name must be 1..32 characters of A-Z a-z 0-9 . _ -";
             else if (r == GW_ROLE_NONE)
                 why = "role must be read or write";
-            else if (tl < 16 || tl > 256)
+            else if (tl < GW_ADMIN_TOKEN_MIN || tl > 256)
                 why = "token must be 16..256 characters";
             for (size_t i = 0; !why && i < tl; i++)
                 if (!isgraph((unsigned char)tok[i]))
@@ -344,7 +344,8 @@ static int load_token_file(gw_server_t *srv, char *errbuf, size_t errlen)
     while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
                  buf[n - 1] == '\t'))
         n--;
-    const char *why = n < 16 || n > 255 ? "must hold one token of 16..255 characters" : NULL;
+    const char *why =
+        n < GW_ADMIN_TOKEN_MIN || n > 255 ? "must hold one token of 16..255 characters" : NULL;
     for (size_t i = 0; !why && i < n; i++)
         if (!isgraph((unsigned char)buf[i]))
             why = "the token must be printable ASCII without spaces, on one line";
@@ -1824,10 +1825,16 @@ int gw_admin_start(gw_server_t *srv, char *errbuf, size_t errlen)
         add_token(srv, "admin", GW_ROLE_WRITE, sealed, sealed_len);
     else if (srv->cfg->admin_token_file[0])
         rc = load_token_file(srv, errbuf, errlen);
-    else if (srv->cfg->admin_token[0])
-        add_token(srv, "admin", GW_ROLE_WRITE, srv->cfg->admin_token,
-                  strlen(srv->cfg->admin_token));
-    else {
+    else if (srv->cfg->admin_token[0]) {
+        /* gw_config_check refuses it at load; a struct filled another way too */
+        size_t n = strlen(srv->cfg->admin_token);
+        if (n < GW_ADMIN_TOKEN_MIN) {
+            snprintf(errbuf, errlen, "server.admin_token must be at least %d characters",
+                     GW_ADMIN_TOKEN_MIN);
+            return CM_EINVAL;
+        }
+        add_token(srv, "admin", GW_ROLE_WRITE, srv->cfg->admin_token, n);
+    } else {
         chosen = false;
         rc = load_or_make_token(srv, errbuf, errlen);
     }

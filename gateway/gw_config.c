@@ -491,17 +491,20 @@ const cm_opt_t gw_config_opts[] = {
      v_listen},
     {"server.admin_token", CM_OPT_STR, OFF(admin_token), SZ(admin_token), "", 0, 0, NULL,
      CM_OPT_SECRET, "admin-token", "TOKEN",
-     "bearer token the admin API requires (better server.admin_token_file: a flag shows in ps); "
-     "empty = generate one into <data-dir>/admin.token (mode 0600)",
+     "bearer token the admin API requires, " XSTR(GW_ADMIN_TOKEN_MIN) "..255 printable "
+     "characters (better server.admin_token_file: a flag shows in ps); empty = generate one into "
+     "<data-dir>/admin.token (mode 0600)",
      v_admin_token},
     {"server.admin_tokens_file", CM_OPT_STR, OFF(admin_tokens_file), SZ(admin_tokens_file), "",
      0, 0, NULL, 0, "admin-tokens-file", "FILE",
-     "named admin tokens, one name:role:token per line (role read|write), mode 0600; "
+     "named admin tokens, one name:role:token per line (role read|write, token "
+     XSTR(GW_ADMIN_TOKEN_MIN) "..256 printable characters), mode 0600; "
      "empty = <data-dir>/admin.tokens if it exists",
      NULL},
     {"server.admin_token_file", CM_OPT_STR, OFF(admin_token_file), SZ(admin_token_file), "", 0,
      0, NULL, 0, "admin-token-file", "FILE",
-     "file holding the admin bearer token (16..255 printable characters, one line; no access "
+     "file holding the admin bearer token (" XSTR(GW_ADMIN_TOKEN_MIN) "..255 printable "
+     "characters, one line; no access "
      "for others, e.g. mode 0400 or 0440), read once at start: keeps the token out of argv and "
      "the environment; instead of server.admin_token",
      NULL},
@@ -699,6 +702,29 @@ const cm_opt_t gw_config_opts[] = {
 
 /*---- Cross-key rules ----*/
 
+/* The admin token sealed by gw_config_seal_secrets (below). */
+static struct {
+    bool sealed;
+    int src;      /* cm_src_t of the token at the first load */
+    char *token;  /* secret page, NUL-terminated; NULL = none configured */
+    size_t len;
+} admin_secret;
+
+/* server.admin_token's length rule, or NULL. Once sealed, a flag's value is
+ * the "*" wipe_argv left in argv and the environment's is gone: the token
+ * they carried was checked at the first load and is the one in use. */
+static const char *admin_token_rule(const gw_config_t *cfg, const cm_conf_t *conf)
+{
+    size_t n = strlen(cfg->admin_token);
+    if (n == 0 || n >= GW_ADMIN_TOKEN_MIN)
+        return NULL;
+    int src = cm_conf_source(conf, "server.admin_token");
+    if (admin_secret.sealed && (src == CM_SRC_FLAG || src == CM_SRC_ENV))
+        return NULL;
+    return "must be at least " XSTR(GW_ADMIN_TOKEN_MIN) " characters (a short bearer token can "
+           "be guessed), or empty to generate one into <data-dir>/admin.token";
+}
+
 static bool same_listener(const char *a, const char *b)
 {
     char ha[256], hb[256];
@@ -760,6 +786,11 @@ int gw_config_check(const gw_config_t *cfg, const cm_conf_t *conf, char *errbuf,
                        errlen);
         bad++;
     }
+    const char *why = admin_token_rule(cfg, conf);
+    if (why) {
+        cm_conf_report(&view, "server.admin_token", why, errbuf, errlen);
+        bad++;
+    }
     if (cfg->admin_token[0] && cfg->admin_token_file[0]) {
         cm_conf_report(&view, "server.admin_token_file",
                        "set server.admin_token or server.admin_token_file, not both", errbuf,
@@ -778,13 +809,6 @@ int gw_config_check(const gw_config_t *cfg, const cm_conf_t *conf, char *errbuf,
 
 #define SEALED_MARK "<set>"     /* what cfg->admin_token holds once sealed */
 #define SEALED_CHANGED "<new>"  /* a reload found another token in the config file */
-
-static struct {
-    bool sealed;
-    int src;      /* cm_src_t of the token at the first load */
-    char *token;  /* secret page, NUL-terminated; NULL = none configured */
-    size_t len;
-} admin_secret;
 
 /* Overwrites the argv strings that hold the token ("TOKEN", "--x=TOKEN",
  * "--set=server.admin_token=TOKEN"): the kernel shows this very memory as

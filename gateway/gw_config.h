@@ -14,6 +14,11 @@
 
 typedef enum { GW_DURABILITY_WRITE = 0, GW_DURABILITY_FSYNC = 1 } gw_durability_t;
 
+/* The shortest admin bearer token accepted wherever one enters (server.admin_token
+ * by flag, environment or file, server.admin_token_file, server.admin_tokens_file):
+ * 16 characters. A generated one is 64 hex digits. */
+#define GW_ADMIN_TOKEN_MIN 16
+
 typedef struct gw_config {
     /* server */
     char listen[128];          /* server.listen "0.0.0.0:8080" (flag --listen) */
@@ -121,7 +126,11 @@ int gw_config_load(gw_config_t *cfg, cm_conf_t *conf, int argc, char **argv, cha
 
 /*
  * The cross-key rules (a rate > 0 needs a burst >= 1, listen != admin_listen,
- * spool.segment_bytes <= spool.max_bytes, kafka.topic != kafka.outcomes_topic).
+ * spool.segment_bytes <= spool.max_bytes, kafka.topic != kafka.outcomes_topic,
+ * server.admin_token empty or at least GW_ADMIN_TOKEN_MIN characters: checked
+ * here, not by the option's value rule, because after gw_config_seal_secrets
+ * a reload reads "*" from the wiped argv, which is the sealed token, not a new
+ * one; a token in the config file is checked at every load).
  * Appends one "config: ..." line per broken rule to the NUL-terminated text
  * in errbuf (sources from `conf`) and returns CM_EINVAL, or returns 0. `cfg`
  * need not be conf->base: the admin API copies the struct, applies changes

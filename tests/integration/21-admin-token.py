@@ -6,7 +6,9 @@ mapping without MADV_DONTDUMP, read through /proc/PID/mem after admin requests
 carried the token), while the admin API still requires it. A control string
 (a sale id) is found by the same scan, so the scan can fail. A SIGHUP reload
 keeps the token and needs no restart for it. A token file readable by others,
-or both a token and a token file, refuse to start."""
+or both a token and a token file, refuse to start. So does a token shorter
+than 16 characters, however it is given, and a SIGHUP reload that finds one in
+the config file is refused and keeps the token in use."""
 import os
 import re
 import secrets
@@ -16,7 +18,7 @@ import time
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import BIN, Gateway, check, eq, finish, need_binary  # noqa: E402
+from fg import BIN, Gateway, check, die_with_parent, eq, finish, need_binary  # noqa: E402
 
 need_binary("flashgate")
 
@@ -106,6 +108,20 @@ def no_token_visible(g, tok, what, freed_wiped=False):
     check(dd >= 1, "%s: the token's page is marked MADV_DONTDUMP (%d such mappings)" % (what, dd))
     with open(g.log_path, "rb") as f:
         check(t not in f.read(), "%s: not in the log" % what)
+
+
+def refused(cmd, env):
+    """Runs a flashgate that should refuse to start: (exit code, output). One
+    that starts instead is stopped after 20 s, with exit code None."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                         preexec_fn=die_with_parent)
+    try:
+        out, _ = p.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+        return None, out.decode(errors="replace")
+    return p.returncode, out.decode(errors="replace")
 
 
 def run(g, tok, what, freed_wiped=False):
@@ -198,6 +214,84 @@ try:
     eq(p.returncode, 0, "--check-config")
     check(tok not in p.stdout + p.stderr and "<set>" in p.stdout,
           "--check-config shows <set>, not the token")
+finally:
+    g.cleanup()
+# 6. a short token: no start, whichever way it comes; the error names the key and
+# the rule, not the token. A reload that finds one in the config file is refused.
+short = "Sh0rtTok" + secrets.token_hex(3)  # 14 characters
+g = Gateway(token=None)
+try:
+    os.makedirs(g.tmp, exist_ok=True)
+    base = [os.path.join(BIN, "flashgate"), "--data-dir", os.path.join(g.tmp, "d"),
+            "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
+    conf = os.path.join(g.tmp, "short.conf")
+    with open(conf, "w") as f:
+        f.write('{"server": {"admin_token": "%s"}}\n' % short)
+    tfile = os.path.join(g.tmp, "short.token")
+    with open(tfile, "w") as f:
+        f.write(short + "\n")
+    os.chmod(tfile, 0o400)
+    env = dict(os.environ)
+    env.pop("FLASHGATE_ADMIN_TOKEN", None)
+    env.pop("FLASHGATE_SERVER_ADMIN_TOKEN", None)
+    cases = [("flag", ["--admin-token", short], {}, "(flag --admin-token)"),
+             ("flag =", ["--admin-token=" + short], {}, "(flag --admin-token)"),
+             ("--set", ["--set", "server.admin_token=" + short], {}, "(flag --set)"),
+             ("environment", [], {"FLASHGATE_ADMIN_TOKEN": short}, "(env FLASHGATE_ADMIN_TOKEN)"),
+             ("environment, long name", [], {"FLASHGATE_SERVER_ADMIN_TOKEN": short},
+              "(env FLASHGATE_SERVER_ADMIN_TOKEN)"),
+             ("config file", ["--config", conf], {}, "(file %s)" % conf)]
+    for what, args, extra, where in cases:
+        e = dict(env)
+        e.update(extra)
+        rc, out = refused(base + args, e)
+        eq(rc, 2, "a short token by %s: no start" % what)
+        check("config: server.admin_token=<set> %s: must be at least 16 characters" % where
+              in out, "... and it says which option and the rule: %s" % out[-300:])
+        check(short not in out, "... without the token")
+    rc, out = refused(base + ["--admin-token-file", tfile], env)
+    eq(rc, 1, "a short token in server.admin_token_file: no start")
+    check("server.admin_token_file %s: must hold one token of 16..255 characters" % tfile
+          in out and short not in out, "... and it says why: %s" % out[-300:])
+    tsfile = os.path.join(g.tmp, "admin.tokens")
+    with open(tsfile, "w") as f:
+        f.write("viewer:read:%s\n" % short)
+    os.chmod(tsfile, 0o600)
+    rc, out = refused(base + ["--admin-token", tok, "--admin-tokens-file", tsfile], env)
+    eq(rc, 1, "a short token in server.admin_tokens_file: no start")
+    check("line 1: token must be 16..256 characters" in out and short not in out,
+          "... and it says why: %s" % out[-300:])
+finally:
+    g.cleanup()
+
+tok = secrets.token_hex(24)
+g = Gateway(token=None)
+try:
+    os.makedirs(g.tmp, exist_ok=True)
+    conf = os.path.join(g.tmp, "flashgate.conf")
+    with open(conf, "w") as f:
+        f.write('{"server": {"admin_token": "%s"}}\n' % tok)
+    os.chmod(conf, 0o600)
+    g.args += ["--config", conf]
+    g.start()
+    eq(g.admin("GET", "/admin/v1/stats", token=tok).status, 200, "config file token works")
+    with open(conf, "w") as f:
+        f.write('{"server": {"admin_token": "%s"}}\n' % short)
+    g.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 10
+    while time.time() < deadline and not re.search(r"reload refused|configuration reloaded",
+                                                   g.logs()):
+        time.sleep(0.05)
+    log = g.logs()
+    check("reload refused, nothing changed" in log and "configuration reloaded" not in log,
+          "a reload with a short token in the config file is refused: %s" % log[-600:])
+    check("server.admin_token=<set> (file %s): must be at least 16 characters" % conf in log,
+          "... and the log says which option and the rule: %s" % log[-600:])
+    check(short not in log, "... without the token")
+    eq(g.admin("GET", "/admin/v1/stats", token=tok).status, 200,
+       "after the refused reload the old token still works")
+    eq(g.admin("GET", "/admin/v1/stats", token=short).status, 401, "the short one does not")
+    check(g.alive(), "the gateway still runs")
 finally:
     g.cleanup()
 finish()

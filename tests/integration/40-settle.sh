@@ -49,7 +49,7 @@ start_broker() {
         local gport aport
         read -r gport aport <<< "$(free_ports 2)"
         "$BIN/flashgate" --listen "127.0.0.1:$gport" --admin-listen "127.0.0.1:$aport" \
-            --admin-token it-settle-token --data-dir "$BDIR" --kafka-brokers embedded \
+            --admin-token it-settle-token-0123456789 --data-dir "$BDIR" --kafka-brokers embedded \
             >>"$TMP/broker.log" 2>&1 &
     fi
     BROKER_PID=$!

@@ -159,7 +159,7 @@ static void test_required_flags(void **state)
 {
     fx_t *f = *state;
     int rc = load(f, "--listen", "127.0.0.1:18080", "--admin-listen=[::1]:19090",
-                  "--admin-token", "tok-123", "--inventory", "redis://127.0.0.1:6379/0",
+                  "--admin-token", "tok-0123456789abcdef", "--inventory", "redis://127.0.0.1:6379/0",
                   "--data-dir=/var/lib/fg", "--threads", "4", "--durability", "fsync",
                   "--node-id", "1023", "--kafka-brokers", "k1:9092,k2:9092", "--kafka-topic=t.o",
                   "--set", "limits.user_rps=2.5", "--set=log.level=debug", NULL);
@@ -168,7 +168,7 @@ static void test_required_flags(void **state)
     gw_config_t *c = &f->cfg;
     assert_string_equal(c->listen, "127.0.0.1:18080");
     assert_string_equal(c->admin_listen, "[::1]:19090");
-    assert_string_equal(c->admin_token, "tok-123");
+    assert_string_equal(c->admin_token, "tok-0123456789abcdef");
     assert_string_equal(c->inventory, "redis://127.0.0.1:6379/0");
     assert_string_equal(c->data_dir, "/var/lib/fg");
     assert_int_equal(c->threads, 4);
@@ -207,13 +207,13 @@ static void test_env_aliases(void **state)
         cm_conf_env_name(o, "FLASHGATE_", o->alias != NULL, name, sizeof(name));
         assert_string_equal(name, want[i].env);
     }
-    setenv("FLASHGATE_ADMIN_TOKEN", "from-env", 1);
+    setenv("FLASHGATE_ADMIN_TOKEN", "from-env-0123456789", 1);
     setenv("FLASHGATE_LISTEN", "127.0.0.1:1234", 1);
     setenv("FLASHGATE_DATA_DIR", "/tmp/d", 1);
     setenv("FLASHGATE_LIMITS_USER_BURST", "9", 1);
     if (load(f, NULL) != 0)
         fail_msg("%s", f->err);
-    assert_string_equal(f->cfg.admin_token, "from-env");
+    assert_string_equal(f->cfg.admin_token, "from-env-0123456789");
     assert_string_equal(f->cfg.listen, "127.0.0.1:1234");
     assert_string_equal(f->cfg.data_dir, "/tmp/d");
     assert_int_equal(f->cfg.user_burst, 9);
@@ -470,6 +470,75 @@ static void test_runtime_change(void **state)
             assert_true(o->flags & CM_OPT_RUNTIME);
 }
 
+/* server.admin_token is empty (generated) or at least 16 characters, wherever it
+ * comes from; the error names the key, its source and the rule, never the token. */
+static void test_admin_token_length(void **state)
+{
+    fx_t *f = *state;
+    bad(f, "server.admin_token", "x", "must be at least 16 characters");
+    bad(f, "server.admin_token", "abcdefghijklmno", "must be at least 16 characters");
+    good(f, "server.admin_token", "abcdefghijklmnop");
+    assert_string_equal(f->cfg.admin_token, "abcdefghijklmnop");
+    good(f, "server.admin_token", "");
+    static const char *const from[][2] = {{"FLASHGATE_ADMIN_TOKEN", "env FLASHGATE_ADMIN_TOKEN"},
+                                          {"FLASHGATE_SERVER_ADMIN_TOKEN",
+                                           "env FLASHGATE_SERVER_ADMIN_TOKEN"}};
+    for (size_t i = 0; i < 2; i++) {
+        setenv(from[i][0], "shortTok9", 1);
+        assert_int_equal(load(f, NULL), CM_EINVAL);
+        char want[200];
+        snprintf(want, sizeof(want), "config: server.admin_token=<set> (%s): must be at least 16",
+                 from[i][1]);
+        if (!strstr(f->err, want))
+            fail_msg("'%s' lacks '%s'", f->err, want);
+        assert_null(strstr(f->err, "shortTok9"));
+        unsetenv(from[i][0]);
+    }
+    assert_int_equal(load(f, "--admin-token", "shortTok9", NULL), CM_EINVAL);
+    assert_non_null(strstr(f->err, "config: server.admin_token=<set> (flag --admin-token): "
+                                   "must be at least 16 characters"));
+    assert_null(strstr(f->err, "shortTok9"));
+    assert_int_equal(lines(f->err), 1);
+    write_file(f, "{\"server\": {\"admin_token\": \"shortTok9\"}}\n");
+    assert_int_equal(load(f, "--config", f->path, NULL), CM_EINVAL);
+    assert_non_null(strstr(f->err, "config: server.admin_token=<set> (file "));
+    assert_non_null(strstr(f->err, "must be at least 16 characters"));
+    assert_null(strstr(f->err, "shortTok9"));
+    /* --check-config goes through the same load */
+    assert_int_equal(load(f, "--admin-token", "shortTok9", "--check-config", NULL), CM_EINVAL);
+}
+
+/*
+ * After gw_config_seal_secrets a reload (gw_config_load again, same argv) reads
+ * the "*" left in argv: that is the sealed token, not a short new one, and the
+ * reload goes through. A short token in the config file is still refused.
+ * Seals the process's token once: the last test of the group.
+ */
+static void test_admin_token_sealed_reload(void **state)
+{
+    fx_t *f = *state;
+    char a0[] = "flashgate", a1[] = "--admin-token", a2[] = "sealed-token-0123456789";
+    char *argv[] = {a0, a1, a2, NULL};
+    cm_conf_free(&f->conf);
+    assert_int_equal(gw_config_load(&f->cfg, &f->conf, 3, argv, f->err, sizeof(f->err)), 0);
+    gw_config_seal_secrets(&f->cfg, &f->conf, 3, argv);
+    assert_string_equal(argv[2], "*");
+    assert_string_equal(f->cfg.admin_token, "<set>");
+    size_t len = 0;
+    assert_string_equal(gw_config_admin_token(&len), "sealed-token-0123456789");
+    /* the reload */
+    cm_conf_free(&f->conf);
+    if (gw_config_load(&f->cfg, &f->conf, 3, argv, f->err, sizeof(f->err)) != 0)
+        fail_msg("reload refused: %s", f->err);
+    assert_string_equal(f->cfg.admin_token, "<set>");
+    /* a config file's short token is refused on a reload too */
+    write_file(f, "{\"server\": {\"admin_token\": \"shortTok9\"}}\n");
+    assert_int_equal(load(f, "--config", f->path, NULL), CM_EINVAL);
+    assert_non_null(strstr(f->err, "config: server.admin_token=<set> (file "));
+    assert_null(strstr(f->err, "shortTok9"));
+    assert_string_equal(gw_config_admin_token(&len), "sealed-token-0123456789");
+}
+
 static char *read_all(int fd)
 {
     off_t n = lseek(fd, 0, SEEK_END);
@@ -625,6 +694,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_check_config_output, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sample_config, setup, teardown),
         cmocka_unit_test_setup_teardown(test_split_hostport, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_admin_token_length, setup, teardown),
+        /* last: seals the process's admin token */
+        cmocka_unit_test_setup_teardown(test_admin_token_sealed_reload, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
