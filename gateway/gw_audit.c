@@ -183,38 +183,149 @@ uint64_t gw_audit_record(gw_server_t *srv, const char *who, const char *what, co
     return v;
 }
 
+/*
+ * Reading for GET /admin/v1/audit and rollback. The log is append-only and a
+ * line's bytes never change once the append that wrote them returned, so a
+ * reader takes the writers' mutex only to read the file's length (that waits
+ * for an append in flight and no longer), then reads [0, length) without it:
+ * an admin change is never held up by a reader's scan. Lines are read from the
+ * end backwards, and only a line that can match is parsed: its version is read
+ * straight off the text when it is the writer's own shape (quick_version).
+ * The answer is the one a forward scan of every parsed line gives: the newest
+ * `limit` lines that parse and whose version > since, oldest first; an
+ * unparseable line (a torn one) is skipped and counts for nothing. O(bytes
+ * read), and the bytes read stop once `limit` entries are found.
+ */
+
+/* The file's length with no append in flight; -1 on error. */
+static off_t snapshot_end(gw_audit_t *a)
+{
+    struct stat st;
+    pthread_mutex_lock(&a->mu);
+    int rc = fstat(a->fd, &st);
+    pthread_mutex_unlock(&a->mu);
+    return rc == 0 ? st.st_size : -1;
+}
+
+/*
+ * The version of a line in the writer's shape, {"version":N,... (gw_audit_record's
+ * json_dumps, "version" first), without parsing it: true with *v when that
+ * prefix is there and the rest of the line can name no other "version" (no
+ * further "version" token, no \u escape that could spell one), so that a
+ * parse would find the same top-level version if the line parses at all (a
+ * line that does not, 09 say, is skipped either way). False: the line must be
+ * parsed to know.
+ */
+static bool quick_version(const char *s, size_t n, int64_t *v)
+{
+    static const char head[] = "{\"version\":";
+    size_t h = sizeof(head) - 1, i = h;
+    if (n < h + 2 || memcmp(s, head, h) != 0)
+        return false;
+    int64_t x = 0;
+    while (i < n && s[i] >= '0' && s[i] <= '9' && i - h < 18)
+        x = x * 10 + (s[i++] - '0');
+    if (i == h || i >= n || (s[i] != ',' && s[i] != '}'))
+        return false; /* no digits, too many (they may not fit), or not a number's end */
+    const char *rest = s + i;
+    size_t rn = n - i;
+    if (memmem(rest, rn, "\"version\"", 9) || memmem(rest, rn, "\\u", 2))
+        return false;
+    *v = x;
+    return true;
+}
+
+/*
+ * Calls fn for each line of fd's [0, end), the last one first (a line with its
+ * '\n'; the last may have none, as getline returns it) until fn returns
+ * nonzero. 0, fn's negative return, or CM_EIO.
+ */
+static int lines_backward(int fd, off_t end, int (*fn)(const char *line, size_t n, void *ctx),
+                          void *ctx)
+{
+    enum { CHUNK = 64 * 1024 };
+    size_t cap = 2 * CHUNK, len = 0; /* buf[0, len) holds the file's [lo, lo + len) */
+    char *buf = cm_xmalloc(cap);
+    off_t lo = end;
+    int rc = 0;
+    while (rc == 0) {
+        /* the last line: after the last '\n' before the final byte */
+        const char *nl = len > 1 ? memrchr(buf, '\n', len - 1) : NULL;
+        if (nl) {
+            size_t at = (size_t)(nl + 1 - buf);
+            rc = fn(buf + at, len - at, ctx);
+            len = at;
+            continue;
+        }
+        if (lo == 0) {
+            if (len > 0)
+                rc = fn(buf, len, ctx);
+            break;
+        }
+        /* the first line in buf starts further back: read the chunk before it */
+        size_t k = lo < CHUNK ? (size_t)lo : CHUNK;
+        if (len + k > cap) {
+            cap = 2 * (len + k);
+            buf = cm_xrealloc(buf, cap);
+        }
+        memmove(buf + k, buf, len);
+        for (size_t got = 0; got < k;) {
+            ssize_t r = pread(fd, buf + got, k - got, lo - (off_t)k + (off_t)got);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0) {
+                rc = CM_EIO;
+                break;
+            }
+            got += (size_t)r;
+        }
+        lo -= (off_t)k;
+        len += k;
+    }
+    free(buf);
+    return rc < 0 ? rc : 0;
+}
+
 typedef struct list_ctx {
     uint64_t since;
     size_t limit;
-    json_t *arr;
+    json_t *newest_first;
 } list_ctx_t;
 
-static int list_one(json_t *j, void *ctx)
+static int list_one(const char *line, size_t n, void *ctx)
 {
     list_ctx_t *c = ctx;
-    json_int_t v = json_integer_value(json_object_get(j, "version"));
-    if (v <= 0 || (uint64_t)v <= c->since)
+    int64_t q;
+    if (quick_version(line, n, &q) && (q <= 0 || (uint64_t)q <= c->since))
         return 0;
-    json_array_append(c->arr, j);
-    if (json_array_size(c->arr) > c->limit)
-        json_array_remove(c->arr, 0);
-    return 0;
+    json_t *j = json_loadb(line, n, 0, NULL);
+    if (!j)
+        return 0; /* a torn line: skipped */
+    json_int_t v = json_integer_value(json_object_get(j, "version"));
+    if (v <= 0 || (uint64_t)v <= c->since) {
+        json_decref(j);
+        return 0;
+    }
+    json_array_append_new(c->newest_first, j);
+    return json_array_size(c->newest_first) >= c->limit;
 }
 
 void *gw_audit_list(gw_server_t *srv, uint64_t since, size_t limit)
 {
     gw_audit_t *a = srv->audit;
-    list_ctx_t c = {.since = since, .limit = limit ? limit : 1, .arr = json_array()};
     if (!a)
-        return c.arr;
-    pthread_mutex_lock(&a->mu);
-    int rc = scan(a, list_one, &c);
-    pthread_mutex_unlock(&a->mu);
-    if (rc != 0) {
-        json_decref(c.arr);
-        return NULL;
+        return json_array();
+    list_ctx_t c = {.since = since, .limit = limit ? limit : 1, .newest_first = json_array()};
+    off_t end = snapshot_end(a);
+    int rc = end < 0 ? CM_EIO : lines_backward(a->fd, end, list_one, &c);
+    json_t *arr = NULL;
+    if (rc == 0) {
+        arr = json_array();
+        for (size_t i = json_array_size(c.newest_first); i-- > 0;)
+            json_array_append(arr, json_array_get(c.newest_first, i));
     }
-    return c.arr;
+    json_decref(c.newest_first);
+    return arr;
 }
 
 typedef struct find_ctx {
@@ -222,18 +333,23 @@ typedef struct find_ctx {
     json_t *config;
 } find_ctx_t;
 
-static int find_one(json_t *j, void *ctx)
+/* The last line of the version with a "config" object is the one (as a forward scan keeps). */
+static int find_one(const char *line, size_t n, void *ctx)
 {
     find_ctx_t *c = ctx;
-    json_int_t v = json_integer_value(json_object_get(j, "version"));
-    if (v <= 0 || (uint64_t)v != c->version)
+    int64_t q;
+    if (quick_version(line, n, &q) && (q <= 0 || (uint64_t)q != c->version))
         return 0;
+    json_t *j = json_loadb(line, n, 0, NULL);
+    if (!j)
+        return 0;
+    json_int_t v = json_integer_value(json_object_get(j, "version"));
     json_t *cfg = json_object_get(j, "config");
-    if (json_is_object(cfg)) {
-        json_decref(c->config);
+    int done = v > 0 && (uint64_t)v == c->version && json_is_object(cfg);
+    if (done)
         c->config = json_incref(cfg);
-    }
-    return 0;
+    json_decref(j);
+    return done;
 }
 
 void *gw_audit_config_at(gw_server_t *srv, uint64_t version)
@@ -242,8 +358,8 @@ void *gw_audit_config_at(gw_server_t *srv, uint64_t version)
     if (!a)
         return NULL;
     find_ctx_t c = {.version = version};
-    pthread_mutex_lock(&a->mu);
-    scan(a, find_one, &c);
-    pthread_mutex_unlock(&a->mu);
+    off_t end = snapshot_end(a);
+    if (end >= 0)
+        lines_backward(a->fd, end, find_one, &c);
     return c.config;
 }

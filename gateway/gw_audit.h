@@ -13,8 +13,10 @@
  * log's last line); each start appends a "start" line with the configured
  * limits, as the process then runs with those.
  *
- * Callers serialise changes (the admin API's lock); the log's own mutex only
- * protects readers. Admin thread only.
+ * Callers serialise changes (the admin API's lock). The log's own mutex covers
+ * one append (write, fdatasync, the cut of a torn write); a reader holds it only
+ * to read the file's length, and reads the lines before it without: a GET of
+ * the audit never holds up a change. Admin threads only.
  */
 #ifndef GW_AUDIT_H
 #define GW_AUDIT_H
@@ -42,6 +44,9 @@ uint64_t gw_audit_version(struct gw_server *srv);
 /*
  * The entries with version > since, oldest first, at most `limit` (the
  * newest ones when more match), as a new jansson array; NULL on I/O error.
+ * Lines that do not parse (a torn one) are skipped. Reads the log from its end
+ * and parses only lines that can match: O(bytes read), which stop once `limit`
+ * entries are found.
  */
 void *gw_audit_list(struct gw_server *srv, uint64_t since, size_t limit);
 /* The "config" object recorded at `version` (a new reference), or NULL if unknown. */

@@ -1,0 +1,403 @@
+/*
+ * The audit log's readers (gw_audit.h): GET /admin/v1/audit's list and the
+ * rollback's config_at answer exactly what a forward scan of every line gave
+ * (the reference below is that scan: getline, json_loadb, the version filter,
+ * the last `limit` kept), for hand-made logs with every odd line the format
+ * allows and for random ones, across since/limit edges; and a list holds no
+ * lock an append needs while it reads.
+ *
+ * Linked with --wrap=json_loadb (tests/CMakeLists.txt): the list parses lines
+ * with json_loadb, so the wrapper below can stop one list mid-read and append
+ * a change from another thread.
+ */
+#include "common/cm_err.h"
+#include "gateway/gw_audit.h"
+#include "gateway/gw_internal.h"
+#include "gateway/gw_limit.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+/*---- json_loadb, wrapped ----*/
+
+json_t *__real_json_loadb(const char *buffer, size_t buflen, size_t flags, json_error_t *error);
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool armed;      /* the next json_loadb starts the writer and waits for it */
+    bool done;       /* the writer's append returned */
+    bool in_time;    /* ... while the list was stopped in json_loadb */
+    uint64_t written; /* the version it got */
+    gw_server_t *srv;
+} hook = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static void *writer(void *arg)
+{
+    (void)arg;
+    uint64_t v = gw_audit_record(hook.srv, "test", "writer", "during-a-list", NULL, NULL);
+    pthread_mutex_lock(&hook.mu);
+    hook.written = v;
+    hook.done = true;
+    pthread_cond_broadcast(&hook.cv);
+    pthread_mutex_unlock(&hook.mu);
+    return NULL;
+}
+
+static pthread_t writer_thread;
+
+json_t *__wrap_json_loadb(const char *buffer, size_t buflen, size_t flags, json_error_t *error);
+json_t *__wrap_json_loadb(const char *buffer, size_t buflen, size_t flags, json_error_t *error)
+{
+    pthread_mutex_lock(&hook.mu);
+    bool armed = hook.armed;
+    hook.armed = false;
+    pthread_mutex_unlock(&hook.mu);
+    if (armed) {
+        assert_int_equal(pthread_create(&writer_thread, NULL, writer, NULL), 0);
+        /* Bounded: an append that waits for this list never comes back here. */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 10;
+        pthread_mutex_lock(&hook.mu);
+        int rc = 0;
+        while (!hook.done && rc != ETIMEDOUT)
+            rc = pthread_cond_timedwait(&hook.cv, &hook.mu, &until);
+        hook.in_time = hook.done;
+        pthread_mutex_unlock(&hook.mu);
+    }
+    return __real_json_loadb(buffer, buflen, flags, error);
+}
+
+/*---- a gateway's parts as the audit uses them ----*/
+
+typedef struct mini {
+    char dir[64];
+    char path[128];
+    gw_config_t cfg;
+    gw_server_t srv;
+} mini_t;
+
+static void mini_init(mini_t *m)
+{
+    memset(m, 0, sizeof(*m));
+    snprintf(m->dir, sizeof(m->dir), "/tmp/fg-audit-unit-XXXXXX");
+    assert_non_null(mkdtemp(m->dir));
+    snprintf(m->cfg.data_dir, sizeof(m->cfg.data_dir), "%s", m->dir);
+    snprintf(m->path, sizeof(m->path), "%s/audit.log", m->dir);
+    m->srv.cfg = &m->cfg;
+    m->srv.limits = gw_limits_new(1000);
+}
+
+static void mini_open(mini_t *m)
+{
+    char why[256] = "";
+    if (gw_audit_open(&m->srv, why, sizeof(why)) != 0)
+        fail_msg("gw_audit_open: %s", why);
+}
+
+static void mini_close(mini_t *m)
+{
+    gw_audit_close(&m->srv);
+    gw_limits_free(m->srv.limits);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", m->dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void write_log(mini_t *m, const char *text, size_t len)
+{
+    FILE *f = fopen(m->path, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(text, 1, len, f), len);
+    fclose(f);
+}
+
+/*---- the reference: the forward scan the list and config_at did before ----*/
+
+static json_t *ref_list(const char *path, uint64_t since, size_t limit)
+{
+    if (limit == 0)
+        limit = 1;
+    json_t *arr = json_array();
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while ((n = getline(&line, &cap, f)) > 0) {
+        json_t *j = __real_json_loadb(line, (size_t)n, 0, NULL);
+        if (!j)
+            continue;
+        json_int_t v = json_integer_value(json_object_get(j, "version"));
+        if (v > 0 && (uint64_t)v > since) {
+            json_array_append(arr, j);
+            if (json_array_size(arr) > limit)
+                json_array_remove(arr, 0);
+        }
+        json_decref(j);
+    }
+    free(line);
+    fclose(f);
+    return arr;
+}
+
+static json_t *ref_config_at(const char *path, uint64_t version)
+{
+    json_t *found = NULL;
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while ((n = getline(&line, &cap, f)) > 0) {
+        json_t *j = __real_json_loadb(line, (size_t)n, 0, NULL);
+        if (!j)
+            continue;
+        json_int_t v = json_integer_value(json_object_get(j, "version"));
+        json_t *cfg = json_object_get(j, "config");
+        if (v > 0 && (uint64_t)v == version && json_is_object(cfg)) {
+            json_decref(found);
+            found = json_incref(cfg);
+        }
+        json_decref(j);
+    }
+    free(line);
+    fclose(f);
+    return found;
+}
+
+static void same_list(mini_t *m, uint64_t since, size_t limit)
+{
+    json_t *want = ref_list(m->path, since, limit);
+    json_t *got = gw_audit_list(&m->srv, since, limit);
+    assert_non_null(got);
+    if (!json_equal(want, got)) {
+        char *w = json_dumps(want, JSON_COMPACT), *g = json_dumps(got, JSON_COMPACT);
+        fail_msg("since=%llu limit=%zu:\n want %.2000s\n got  %.2000s", (unsigned long long)since,
+                 limit, w, g);
+    }
+    json_decref(want);
+    json_decref(got);
+}
+
+static void same_config_at(mini_t *m, uint64_t version)
+{
+    json_t *want = ref_config_at(m->path, version);
+    json_t *got = gw_audit_config_at(&m->srv, version);
+    if (!(want ? got && json_equal(want, got) : !got))
+        fail_msg("config_at(%llu) differs", (unsigned long long)version);
+    json_decref(want);
+    json_decref(got);
+}
+
+/*---- the tests ----*/
+
+#define CFG(x) ",\"config\":{\"limits\":{\"user_rps\":" #x "},\"rules\":[]}"
+
+/* Every odd line the file can hold, each where a reader could get it wrong. */
+static void test_odd_lines(void **state)
+{
+    (void)state;
+    static mini_t m;
+    mini_init(&m);
+    char *big = malloc(200 * 1024);
+    memset(big, 'x', 200 * 1024 - 1);
+    big[200 * 1024 - 1] = '\0';
+    char *log = malloc(300 * 1024);
+    size_t n = 0;
+#define L(s) n += (size_t)sprintf(log + n, "%s\n", s)
+    L("{\"version\":1,\"at\":\"t\",\"who\":\"a\",\"what\":\"start\",\"target\":\"\"" CFG(1) "}");
+    L("{\"version\":2,\"what\":\"limits.patch\"" CFG(2) "}");
+    L("{\"version\":2,\"what\":\"the same version again (an append whose fdatasync failed)\"" CFG(22) "}");
+    L("{\"version\":3,\"what\":\"torn, then glued to the next");
+    L("{\"version\":3,\"what\":\"rule.put\"" CFG(3) "}");
+    L("{\"version\":4,\"what\":\"no config\"}");
+    L(" {\"version\": 5, \"what\": \"spaced\"" CFG(5) "}");
+    L("{\"version\":6,\"new\":{\"version\":1},\"what\":\"a nested version\"" CFG(6) "}");
+    L("{\"version\":1,\"what\":\"two versions\",\"version\":7}");
+    L("{\"version\":1,\"\\u0076ersion\":8,\"what\":\"an escaped second version\"}");
+    L("{\"version\":\"9\",\"what\":\"a string\"}");
+    L("{\"version\":9.0,\"what\":\"a real\"}");
+    L("{\"version\":-9,\"what\":\"negative\"}");
+    L("{\"version\":0,\"what\":\"zero\"}");
+    L("{\"version\":09,\"what\":\"a leading zero\"}");
+    L("{\"version\":99999999999999999999,\"what\":\"too big\"}");
+    L("{\"version\":10}garbage");
+    L("[{\"version\":11}]");
+    L("12");
+    L("");
+    L("{\"version\":13,\"what\":\"crlf\"}\r");
+    L("{\"version\":14,\"what\":\"version\"" CFG(14) "}");
+    L("{\"version\":15,\"target\":\"a \\\"version\\\": 99\"}");
+    L("{\"version\":16,\"target\":\"a line longer than a read chunk\",\"big\":\"BIG\"}");
+    L("{\"version\":17,\"what\":\"config not an object\",\"config\":[1]}");
+    L("{\"version\":17,\"what\":\"config of 17\"" CFG(17) "}");
+    L("{\"version\":17,\"what\":\"later 17, no config\"}");
+    L("{\"version\":18}");
+    L("{\"version\":1000000000000000000,\"what\":\"19 digits\"}");
+    L("{\"version\":999999999999999999,\"what\":\"18 digits, after a larger one\"" CFG(18) "}");
+    n += (size_t)sprintf(log + n, "{\"version\":20,\"what\":\"torn tail, cut at open\"");
+#undef L
+    /* the big line: its "BIG" replaced by 200 KiB of x */
+    char *at = strstr(log, "\"BIG\"");
+    assert_non_null(at);
+    size_t tail = n - (size_t)(at + 5 - log);
+    char *full = malloc(n + 200 * 1024 + 8);
+    size_t head = (size_t)(at + 1 - log);
+    memcpy(full, log, head);
+    size_t bl = strlen(big);
+    memcpy(full + head, big, bl);
+    memcpy(full + head + bl, at + 4, tail + 1);
+    write_log(&m, full, head + bl + tail + 1);
+    free(big);
+    free(log);
+    free(full);
+
+    mini_open(&m); /* cuts the torn tail, appends a start line */
+    uint64_t top = gw_audit_version(&m.srv);
+    assert_int_equal(top, 1000000000000000001ull);
+    static const uint64_t sinces[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 13, 14, 15, 16, 17, 18,
+                                      19, 20, 999999999999999998ull, 999999999999999999ull,
+                                      1000000000000000000ull, 1000000000000000001ull,
+                                      UINT64_MAX / 2};
+    for (size_t i = 0; i < sizeof(sinces) / sizeof(sinces[0]); i++)
+        for (size_t limit = 0; limit <= 40; limit++)
+            same_list(&m, sinces[i], limit);
+    for (size_t i = 0; i < sizeof(sinces) / sizeof(sinces[0]); i++)
+        same_list(&m, sinces[i], 10000);
+    for (uint64_t v = 0; v <= 21; v++)
+        same_config_at(&m, v);
+    same_config_at(&m, 999999999999999999ull);
+    same_config_at(&m, 1000000000000000000ull);
+    same_config_at(&m, top);
+    /* spot checks of what the reference says */
+    json_t *a = gw_audit_list(&m.srv, 16, 3);
+    assert_int_equal(json_array_size(a), 3);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(a, 2), "version")),
+                     (json_int_t)top);
+    json_decref(a);
+    json_t *c = gw_audit_config_at(&m.srv, 17);
+    assert_non_null(c);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(c, "limits"),
+                                                        "user_rps")),
+                     17);
+    json_decref(c);
+    mini_close(&m);
+}
+
+/* Random logs: the writer's lines with runs of repeated versions, odd lines
+ * among them, a version going back; random since and limit, and every edge. */
+static void test_random_logs(void **state)
+{
+    (void)state;
+    /* odd lines: each is before, the version, after (NULL: a blank line) */
+    static const char *const odd[][2] = {
+        {"{\"version\":", ",\"what\":\"torn"}, {" {\"version\": ", "}"},
+        {"{\"version\":", "}x"}, {"[{\"version\":", "}]"}, {NULL, NULL},
+        {"{\"version\":\"", "\"}"}, {"{\"version\":0", "}"},
+        {"{\"version\":1,\"version\":", "}"}, {"{\"version\":", ",\"new\":{\"version\":3}}"}};
+    unsigned seed = 12345;
+    for (int round = 0; round < 6; round++) {
+        static mini_t m;
+        mini_init(&m);
+        size_t cap = 4 << 20, n = 0;
+        char *log = malloc(cap);
+        int v = 0, lines = 200 + (int)(rand_r(&seed) % 2000);
+        for (int i = 0; i < lines; i++) {
+            unsigned r = rand_r(&seed) % 100;
+            if (r < 80)
+                v++;
+            else if (r < 83 && v > 3)
+                v -= 3; /* a version going back: nothing the writer does, but the reader must not care */
+            char what[64];
+            snprintf(what, sizeof(what), "line %d", i);
+            const char *const *o = odd[rand_r(&seed) % 9];
+            if (r >= 90) {
+                if (o[0]) /* else a blank line */
+                    n += (size_t)snprintf(log + n, cap - n, "%s%d%s", o[0], v, o[1]);
+            } else if (r % 3 == 0)
+                n += (size_t)snprintf(log + n, cap - n,
+                                      "{\"version\":%d,\"what\":\"%s\"" CFG(%d) "}", v, what, i);
+            else
+                n += (size_t)snprintf(log + n, cap - n, "{\"version\":%d,\"what\":\"%s\"}", v,
+                                      what);
+            log[n++] = '\n';
+        }
+        write_log(&m, log, n);
+        free(log);
+        mini_open(&m);
+        uint64_t top = gw_audit_version(&m.srv);
+        for (int k = 0; k < 60; k++) {
+            uint64_t since = rand_r(&seed) % (top + 3);
+            size_t limit = rand_r(&seed) % 4 == 0 ? (size_t)(rand_r(&seed) % 5)
+                                                  : (size_t)rand_r(&seed) % (size_t)(lines + 10);
+            same_list(&m, since, limit);
+        }
+        for (uint64_t since = 0; since <= top + 1; since += top / 7 + 1) {
+            same_list(&m, since, 1);
+            same_list(&m, since, (size_t)lines);
+            same_list(&m, since, 10000);
+        }
+        same_list(&m, top - 1, 1);
+        same_list(&m, top, 1);
+        for (int k = 0; k < 20; k++)
+            same_config_at(&m, rand_r(&seed) % (top + 2));
+        mini_close(&m);
+    }
+}
+
+/* An append during a list goes through at once (the list holds no lock it
+ * needs while it reads), and the list answers the log as it was when it began. */
+static void test_list_does_not_hold_up_an_append(void **state)
+{
+    (void)state;
+    static mini_t m;
+    mini_init(&m);
+    mini_open(&m);
+    for (int i = 0; i < 50; i++)
+        assert_true(gw_audit_record(&m.srv, "test", "limits.patch", "limits", NULL, NULL) > 0);
+    uint64_t before = gw_audit_version(&m.srv);
+    hook.srv = &m.srv;
+    hook.done = hook.in_time = false;
+    hook.armed = true;
+    json_t *a = gw_audit_list(&m.srv, 0, 10000);
+    assert_false(hook.armed); /* the list parsed a line: the writer ran */
+    pthread_join(writer_thread, NULL);
+    assert_true(hook.done);
+    if (!hook.in_time)
+        fail_msg("an append waited for a list of the audit log to finish");
+    assert_int_equal(hook.written, before + 1);
+    assert_non_null(a);
+    assert_int_equal(json_array_size(a), before);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(a, before - 1), "version")),
+                     (json_int_t)before);
+    json_decref(a);
+    a = gw_audit_list(&m.srv, before, 10);
+    assert_int_equal(json_array_size(a), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(a, 0), "target")),
+                        "during-a-list");
+    json_decref(a);
+    mini_close(&m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_odd_lines),
+        cmocka_unit_test(test_random_logs),
+        cmocka_unit_test(test_list_does_not_hold_up_an_append),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
