@@ -53,6 +53,9 @@ try:
     ok, _ = wait_for(lambda: all(g.admin("GET", "/admin/v1/sales/ff").json.get("fair_window_ms") == 3000
                                  for g in gws), 5)
     check(ok, "every gateway has the window within a second or so")
+    # starts_at is whole seconds: the early window may open up to ~0.5 s from now
+    # (an entry before it is 425 not_started, as it should be)
+    time.sleep(max(0.0, starts - 3.5 + 0.05 - time.time()))
 
     # --- entries through every gateway ---
     entries, tokens, where = {}, {}, {}
