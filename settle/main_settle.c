@@ -185,6 +185,9 @@ static size_t metrics_text(const st_settle_t *st, char *b, size_t cap)
         {"flashgate_settle_db_errors_total", "Batches rolled back and retried.",
          offsetof(st_settle_stats_t, db_errors)},
         {"flashgate_settle_outcomes_total", "Outcomes delivered.", offsetof(st_settle_stats_t, outcomes)},
+        {"flashgate_settle_poisoned_total",
+         "Orders or cancels that alone failed their batch again and again, recorded as failed.",
+         offsetof(st_settle_stats_t, poisoned)},
     };
     for (size_t i = 0; i < sizeof(ctrs) / sizeof(ctrs[0]); i++) {
         const _Atomic uint64_t *c = (const _Atomic uint64_t *)((const char *)s + ctrs[i].off);
@@ -204,6 +207,10 @@ static size_t metrics_text(const st_settle_t *st, char *b, size_t cap)
     PUT("flashgate_settle_batch_duration_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
     PUT("flashgate_settle_batch_duration_seconds_sum %.6f\n", (double)L(batch_lat_sum_us) / 1e6);
     PUT("flashgate_settle_batch_duration_seconds_count %llu\n", (unsigned long long)cum);
+    PUT("# HELP flashgate_settle_stalled 1 while the batch in progress fails for every order in it "
+        "(a systemic database or --sql error: retried, nothing failed).\n"
+        "# TYPE flashgate_settle_stalled gauge\nflashgate_settle_stalled %llu\n",
+        (unsigned long long)atomic_load_explicit(&s->stalled, memory_order_relaxed));
     PUT("# HELP flashgate_settle_consumer_lag Messages behind the high watermark after the last "
         "batch.\n# TYPE flashgate_settle_consumer_lag gauge\nflashgate_settle_consumer_lag %lld\n",
         (long long)atomic_load_explicit(&s->lag, memory_order_relaxed));

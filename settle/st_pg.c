@@ -120,6 +120,30 @@ static bool is_order_error(const char *sqlstate)
     return false;
 }
 
+/*
+ * Errors that a retry may not meet again (st_sink_t.err_final is false for
+ * them): connection exceptions (08), transaction rollbacks: deadlock,
+ * serialization failure (40), resources (53), operator intervention (57:
+ * statement timeout 57014, admin/crash shutdown 57P01-03), lock not available
+ * (55P03), a prepared statement gone (26000, prepared again), a unique
+ * violation of settle_many (23505 from another worker's batch in flight: the
+ * retry uses ON CONFLICT), system errors (58) and internal errors (XX).
+ * Anything else (42xxx from the user's dynamic SQL, 2F005, 54001, 22P05 of a
+ * cancel's reason) comes back the same way at each try: it is final, and a
+ * batch that keeps failing with it is probed for a poison order.
+ */
+static bool is_transient_error(const char *state)
+{
+    if (!state || strlen(state) != 5)
+        return true;
+    static const char *const classes[] = {"08", "40", "53", "57", "58", "XX"};
+    for (size_t i = 0; i < CM_ARRAY_LEN(classes); i++)
+        if (strncmp(state, classes[i], 2) == 0)
+            return true;
+    return strcmp(state, "55P03") == 0 || strcmp(state, "26000") == 0 ||
+           strcmp(state, "23505") == 0;
+}
+
 /* Records the error of `res` (or of the connection) and returns the cm_err_t for it. */
 static int fail(st_pg_t *s, PGresult *res, const char *what)
 {
@@ -127,6 +151,9 @@ static int fail(st_pg_t *s, PGresult *res, const char *what)
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     if (state && strcmp(state, "26000") == 0) /* a prepared statement is gone: prepare again */
         s->prepared = false;
+    s->base.err_final = PQstatus(s->conn) == CONNECTION_OK && !is_transient_error(state);
+    const char *primary = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    oq_reason_copy(s->base.err_reason, sizeof(s->base.err_reason), primary ? primary : "");
     snprintf(s->base.errmsg, sizeof(s->base.errmsg), "postgresql %s: %s", what,
              msg && *msg ? msg : PQerrorMessage(s->conn));
     size_t n = strlen(s->base.errmsg);
@@ -440,6 +467,7 @@ static int lookup_many(st_pg_t *s, const oq_order_t *const *orders, st_outcome_t
     if (found != np) { /* cannot be inside our transaction: a conflict means a row */
         snprintf(s->base.errmsg, sizeof(s->base.errmsg), "%zu of %zu orders vanished", np - found,
                  np);
+        s->base.err_final = false;
         return CM_EBACKEND;
     }
     return 0;

@@ -43,8 +43,9 @@ struct st_settle {
     st_msg_t *batch;
     size_t nbatch, cap;
     /* one run of orders between cancels, for st_sink_settle_many (cap entries) */
-    const oq_order_t **run_orders;
-    st_outcome_t **run_outs;
+    const oq_order_t **msg_orders;
+    st_outcome_t **msg_outs;
+    st_batch_writer_t writer;
     cm_bucket_t bucket;
     cm_rate_policy_t policy;
     _Atomic bool stop;
@@ -60,15 +61,28 @@ struct st_settle {
 
 /*---- Small helpers ----*/
 
+static const st_poison_t *poison_find(const st_sink_t *s, const oq_order_t *o)
+{
+    bool cancel = o->type == OQ_MSG_CANCEL;
+    for (size_t i = 0; i < s->npoison; i++)
+        if (s->poison[i].cancel == cancel && strcmp(s->poison[i].order_id, o->order_id) == 0)
+            return &s->poison[i];
+    return NULL;
+}
+
 int st_sink_settle(st_sink_t *s, const oq_order_t *o, st_outcome_t *out)
 {
     memset(out, 0, sizeof(*out));
     int ret;
-    if (s->has_user_sql) {
+    const st_poison_t *poison = poison_find(s, o);
+    if (s->has_user_sql || poison) {
         /* Look first: the user's statement must not run for a copy. */
         if ((ret = s->ops->lookup(s, o->order_id, out)) != 0)
             return ret < 0 ? ret : 0;
-        if ((ret = s->ops->run_user(s, o, out->reason, sizeof(out->reason))) < 0)
+        if (poison) { /* failed alone, deterministically: not run again */
+            oq_reason_copy(out->reason, sizeof(out->reason), poison->reason);
+            ret = 1;
+        } else if ((ret = s->ops->run_user(s, o, out->reason, sizeof(out->reason))) < 0)
             return ret;
         out->status = ret == 1 ? OQ_STATUS_FAILED : OQ_STATUS_SETTLED;
         if ((ret = s->ops->insert(s, o, out->status, out->reason)) < 0)
@@ -106,7 +120,7 @@ int st_sink_settle_many(st_sink_t *s, const oq_order_t *const *orders, st_outcom
 {
     if (n == 0)
         return 0;
-    if (s->ops->settle_many && !s->has_user_sql)
+    if (s->ops->settle_many && !s->has_user_sql && s->npoison == 0)
         return s->ops->settle_many(s, orders, outs, n);
     for (size_t i = 0; i < n; i++) {
         int ret = st_sink_settle(s, orders[i], outs[i]);
@@ -439,51 +453,241 @@ static void batch_release(st_settle_t *st)
     st->nbatch = 0;
 }
 
-/*
- * Writes the messages from `from` on up to the next cancel: the orders of that
- * run in one st_sink_settle_many() (a few round trips for the run, not one per
- * order), then the cancel alone. A run stops at a cancel because the cancel's
- * effect depends on which copies of its order came before it. Returns the
- * index after what it wrote; *ret is 0 or a negative cm_err_t.
- */
-static size_t write_run(st_settle_t *st, size_t from, int *ret)
+/*---- Writing a batch, and poison isolation (st_sink.h) ----*/
+
+/* Cancels one order; a cancel on the poison list goes in with the plain
+ * reason (its own could not be stored: 22P05 in a non-UTF8 database). */
+static int cancel_one(st_sink_t *s, const oq_order_t *c, st_outcome_t *out)
 {
-    size_t n = 0, i = from;
-    for (; i < st->nbatch; i++) {
-        if (!st->batch[i].valid)
-            continue;
-        if (st->batch[i].order.type == OQ_MSG_CANCEL)
-            break;
-        st->run_orders[n] = &st->batch[i].order;
-        st->run_outs[n++] = &st->batch[i].outcome;
+    if (!poison_find(s, c))
+        return st_sink_cancel(s, c, out);
+    oq_order_t plain = *c;
+    plain.reason[0] = '\0';
+    return st_sink_cancel(s, &plain, out);
+}
+
+/*
+ * Writes msgs[from..] up to the next cancel: the orders of that run in one
+ * st_sink_settle_many() (a few round trips for the run, not one per order),
+ * then the cancel alone. A run stops at a cancel because the cancel's effect
+ * depends on which copies of its order came before it. Returns the index
+ * after what it wrote; *ret is 0 or a negative cm_err_t.
+ */
+static size_t write_run(st_batch_writer_t *w, st_sink_t *s, const oq_order_t *const *msgs,
+                        st_outcome_t *const *outs, size_t n, size_t from, int *ret)
+{
+    size_t k = 0, i = from;
+    for (; i < n && msgs[i]->type != OQ_MSG_CANCEL; i++) {
+        w->run_orders[k] = msgs[i];
+        w->run_outs[k++] = outs[i];
     }
-    *ret = st_sink_settle_many(st->sink, st->run_orders, st->run_outs, n);
-    if (*ret == 0 && i < st->nbatch) {
-        st_msg_t *bm = &st->batch[i++];
-        *ret = st_sink_cancel(st->sink, &bm->order, &bm->outcome);
+    *ret = st_sink_settle_many(s, w->run_orders, w->run_outs, k);
+    if (*ret == 0 && i < n) {
+        *ret = cancel_one(s, msgs[i], outs[i]);
+        i++;
     }
     return i;
 }
 
-/* Writes the batch in one transaction, retrying with backoff. 0, or CM_EAGAIN when abandoned. */
+/* One transaction over msgs[0..n): 0 committed, or a negative cm_err_t
+ * (not rolled back yet). */
+static int write_tx(st_batch_writer_t *w, st_sink_t *s, const oq_order_t *const *msgs,
+                    st_outcome_t *const *outs, size_t n)
+{
+    s->err_final = false;
+    int ret = st_sink_begin(s);
+    for (size_t i = 0; ret == 0 && i < n;)
+        i = write_run(w, s, msgs, outs, n, i, &ret);
+    if (ret == 0)
+        ret = st_sink_commit(s);
+    return ret;
+}
+
+static bool is_final(const st_sink_t *s, int ret)
+{
+    /* CM_EAGAIN: the retry goes further (SQLite's RAISE(ROLLBACK));
+     * CM_ECONFLICT: another worker's row, which the retry reports. */
+    return ret != CM_EAGAIN && ret != CM_ECONFLICT && s->err_final;
+}
+
+static void poison_add(st_batch_writer_t *w, const oq_order_t *o, const char *reason)
+{
+    if (w->npoison == w->cappoison) {
+        w->cappoison = w->cappoison ? w->cappoison * 2 : 4;
+        w->poison = cm_xrealloc(w->poison, w->cappoison * sizeof(*w->poison));
+    }
+    st_poison_t *p = &w->poison[w->npoison++];
+    memset(p, 0, sizeof(*p));
+    snprintf(p->order_id, sizeof(p->order_id), "%s", o->order_id);
+    p->cancel = o->type == OQ_MSG_CANCEL;
+    oq_reason_copy(p->reason, sizeof(p->reason), *reason ? reason : "rejected by the database");
+}
+
+/*
+ * Each message alone in its own transaction, rolled back: which ones fail by
+ * themselves, deterministically? A transient error stops the probe (no
+ * conclusion). Lists the poison messages and returns how many; sets
+ * note->systemic when every message failed.
+ */
+static size_t probe(st_batch_writer_t *w, st_sink_t *s, const oq_order_t *const *msgs,
+                    size_t n, st_batch_note_t *note)
+{
+    size_t nfail = 0, nok = 0, first_new = w->npoison;
+    note->probed = true;
+    for (size_t i = 0; i < n; i++) {
+        st_outcome_t scratch;
+        st_outcome_t *one_out = &scratch;
+        if (poison_find(s, msgs[i])) { /* already listed: goes in as failed */
+            nok++;
+            continue;
+        }
+        s->err_final = false;
+        int ret = st_sink_begin(s);
+        if (ret == 0)
+            ret = msgs[i]->type == OQ_MSG_CANCEL ? cancel_one(s, msgs[i], one_out)
+                                                 : st_sink_settle_many(s, &msgs[i], &one_out, 1);
+        bool final = ret != 0 && is_final(s, ret);
+        char reason[OQ_REASON_MAX + 1];
+        snprintf(reason, sizeof(reason), "%s", s->err_reason);
+        st_sink_rollback(s);
+        if (ret == 0) {
+            nok++;
+        } else if (final) {
+            nfail++;
+            poison_add(w, msgs[i], reason);
+            s->poison = w->poison; /* may have moved; s->npoison still first_new */
+        } else { /* transient: no conclusion from this probe */
+            w->npoison = first_new;
+            return 0;
+        }
+    }
+    if (nfail > 0 && nok == 0 && !(n == 1 && w->last_settled)) {
+        w->npoison = first_new; /* every message fails: the statement, not an order */
+        note->systemic = true;
+        return 0;
+    }
+    for (size_t k = first_new; k < w->npoison; k++)
+        cm_log_error(MOD, "poison message: it alone fails its batch, recording it as failed",
+                     "order_id=%s cancel=%d reason=\"%s\"", w->poison[k].order_id,
+                     (int)w->poison[k].cancel, w->poison[k].reason);
+    s->poison = w->poison;
+    s->npoison = w->npoison;
+    return nfail;
+}
+
+int st_batch_write(st_batch_writer_t *w, st_sink_t *s, const oq_order_t *const *msgs,
+                   st_outcome_t *const *outs, size_t n, st_batch_note_t *note)
+{
+    memset(note, 0, sizeof(*note));
+    if (n > w->cap) {
+        w->cap = n;
+        w->run_orders = cm_xrealloc(w->run_orders, n * sizeof(*w->run_orders));
+        w->run_outs = cm_xrealloc(w->run_outs, n * sizeof(*w->run_outs));
+    }
+    s->poison = w->poison;
+    s->npoison = w->npoison;
+    int ret = write_tx(w, s, msgs, outs, n);
+    if (ret == 0) {
+        w->last_settled = false;
+        for (size_t i = 0; i < n; i++)
+            if (msgs[i]->type == OQ_MSG_ORDER && outs[i]->changed &&
+                outs[i]->status == OQ_STATUS_SETTLED)
+                w->last_settled = true;
+        return 0;
+    }
+    note->final = is_final(s, ret);
+    st_sink_rollback(s);
+    w->final_streak = note->final ? w->final_streak + 1 : 0;
+    if (w->final_streak >= ST_POISON_AFTER &&
+        (w->final_streak - ST_POISON_AFTER) % ST_POISON_REPROBE == 0) {
+        char errmsg[sizeof(s->errmsg)];
+        memcpy(errmsg, s->errmsg, sizeof(errmsg)); /* the batch's error, for the caller's log */
+        note->poisoned = probe(w, s, msgs, n, note);
+        memcpy(s->errmsg, errmsg, sizeof(errmsg));
+        if (note->poisoned)
+            w->final_streak = 0;
+    }
+    return ret;
+}
+
+void st_batch_writer_done(st_batch_writer_t *w, st_sink_t *s)
+{
+    w->npoison = 0;
+    w->final_streak = 0;
+    s->poison = NULL;
+    s->npoison = 0;
+}
+
+void st_batch_writer_free(st_batch_writer_t *w)
+{
+    free(w->poison);
+    free(w->run_orders);
+    free(w->run_outs);
+    memset(w, 0, sizeof(*w));
+}
+
+/*
+ * Writes the batch in one transaction, retrying with backoff. 0, or CM_EAGAIN
+ * when abandoned. A batch that keeps failing is logged once, then as a summary
+ * every STALL_LOG_MS (a line per retry would flood the log during a stall).
+ */
+#define STALL_LOG_MS 30000
 static int write_batch(st_settle_t *st)
 {
     uint64_t backoff = 50;
-    size_t quick = 0;
+    size_t quick = 0, n = 0;
+    for (size_t i = 0; i < st->nbatch; i++) {
+        if (!st->batch[i].valid)
+            continue;
+        st->msg_orders[n] = &st->batch[i].order;
+        st->msg_outs[n++] = &st->batch[i].outcome;
+    }
+    uint64_t fails = 0, fails_logged = 0, first_fail_ms = 0, next_log_ms = 0;
+    bool stalled = false;
     for (;;) {
-        int ret = st_sink_begin(st->sink);
-        for (size_t i = 0; ret == 0 && i < st->nbatch;)
-            i = write_run(st, i, &ret);
-        if (ret == 0)
-            ret = st_sink_commit(st->sink);
-        if (ret == 0)
+        st_batch_note_t note;
+        int ret = st_batch_write(&st->writer, st->sink, st->msg_orders, st->msg_outs, n, &note);
+        if (ret == 0) {
+            if (fails > 0)
+                cm_log_info(MOD, "batch written after retries",
+                            "retries=%llu seconds=%llu orders=%zu", (unsigned long long)fails,
+                            (unsigned long long)((cm_mono_ms() - first_fail_ms) / 1000), n);
+            if (stalled)
+                atomic_fetch_sub_explicit(&st->stats.stalled, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&st->stats.poisoned, st->writer.npoison,
+                                      memory_order_relaxed);
+            st_batch_writer_done(&st->writer, st->sink);
             return 0;
+        }
         atomic_fetch_add_explicit(&st->stats.db_errors, 1, memory_order_relaxed);
-        cm_log_warn(MOD, "batch rolled back, will retry", "err=%s detail=\"%s\" orders=%zu",
-                    cm_errname(ret), st->sink->errmsg, st->nbatch);
-        st_sink_rollback(st->sink);
-        if (atomic_load(&st->stop) || brokers_moved(st))
+        uint64_t now = cm_mono_ms();
+        if (fails++ == 0)
+            first_fail_ms = now;
+        if (note.systemic && !stalled) {
+            stalled = true;
+            atomic_fetch_add_explicit(&st->stats.stalled, 1, memory_order_relaxed);
+            cm_log_error(MOD, "batch stalled: every order in it fails alone too, none is failed; "
+                         "retrying until the database or --sql is fixed",
+                         "err=%s detail=\"%s\" orders=%zu", cm_errname(ret), st->sink->errmsg, n);
+        }
+        if (now >= next_log_ms) {
+            cm_log_warn(MOD, "batch rolled back, will retry",
+                        "err=%s detail=\"%s\" orders=%zu retries=%llu since_last_log=%llu "
+                        "seconds=%llu final=%d",
+                        cm_errname(ret), st->sink->errmsg, n, (unsigned long long)fails,
+                        (unsigned long long)(fails - fails_logged),
+                        (unsigned long long)((now - first_fail_ms) / 1000), (int)note.final);
+            fails_logged = fails;
+            next_log_ms = now + STALL_LOG_MS;
+        }
+        if (atomic_load(&st->stop) || brokers_moved(st)) {
+            if (stalled)
+                atomic_fetch_sub_explicit(&st->stats.stalled, 1, memory_order_relaxed);
+            st_batch_writer_done(&st->writer, st->sink);
             return CM_EAGAIN;
+        }
+        if (note.poisoned)
+            continue; /* the retry fails the poison and settles the rest */
         /* CM_EAGAIN from the sink: the retry goes further (an order whose
          * user statement rolled the batch back is failed without it), so no
          * wait; one such retry per order at most, then the backoff again. */
@@ -741,8 +945,8 @@ int st_settle_run(st_settle_t *st)
             if (st->nbatch == st->cap) {
                 st->cap = st->cap ? st->cap * 2 : 64;
                 st->batch = cm_xrealloc(st->batch, st->cap * sizeof(*st->batch));
-                st->run_orders = cm_xrealloc(st->run_orders, st->cap * sizeof(*st->run_orders));
-                st->run_outs = cm_xrealloc(st->run_outs, st->cap * sizeof(*st->run_outs));
+                st->msg_orders = cm_xrealloc(st->msg_orders, st->cap * sizeof(*st->msg_orders));
+                st->msg_outs = cm_xrealloc(st->msg_outs, st->cap * sizeof(*st->msg_outs));
             }
             memset(&st->batch[st->nbatch], 0, sizeof(st->batch[0]));
             st->batch[st->nbatch++].m = m;
@@ -824,7 +1028,8 @@ void st_settle_free(st_settle_t *st)
     clients_destroy(st, true);
     st_sink_close(st->sink);
     free(st->batch);
-    free(st->run_orders);
-    free(st->run_outs);
+    free(st->msg_orders);
+    free(st->msg_outs);
+    st_batch_writer_free(&st->writer);
     free(st);
 }

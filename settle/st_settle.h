@@ -77,6 +77,8 @@ typedef struct st_settle_stats {
     _Atomic uint64_t batches;    /* committed batches */
     _Atomic uint64_t db_errors;  /* batches rolled back and retried */
     _Atomic uint64_t outcomes;   /* outcomes delivered */
+    _Atomic uint64_t poisoned;   /* messages failed alone by poison isolation (st_sink.h) */
+    _Atomic uint64_t stalled;    /* 1 while the batch fails for every order (systemic), else 0 */
     /* Batch latency (database write + outcomes + offset commit), a histogram
      * over ST_BATCH_BOUNDS_MS (last bucket: above), and its sum in microseconds. */
     _Atomic uint64_t batch_lat[ST_BATCH_NBOUNDS + 1];

@@ -100,11 +100,32 @@ typedef struct st_sink_ops {
     void (*close)(st_sink_t *s);
 } st_sink_ops_t;
 
+/* An order (or cancel) that failed alone, deterministically, batch after
+ * batch: see st_batch_write(). */
+typedef struct st_poison {
+    char order_id[INV_ORDER_ID_MAX + 1];
+    bool cancel;                    /* the cancel command, not the order */
+    char reason[OQ_REASON_MAX + 1]; /* the database's message */
+} st_poison_t;
+
 /* Backends embed this as their first member. */
 struct st_sink {
     const st_sink_ops_t *ops;
     bool has_user_sql; /* --sql given: run_user before insert */
     char errmsg[256];  /* last error, for logs */
+    /* Set by the backend with each error it returns: true when the database
+     * refused the statement for a reason that a retry does not change (not a
+     * lost connection, deadlock, serialization failure, lock or statement
+     * timeout, resource shortage, shutdown or internal error); err_reason
+     * then holds its message, cut between UTF-8 characters. */
+    bool err_final;
+    char err_reason[OQ_REASON_MAX + 1];
+    /* The batch's poison list (owned by the st_batch_writer_t): an order
+     * listed here is recorded FAILED with its reason instead of running the
+     * user's statement; a listed cancel is applied with the plain reason
+     * "cancelled". NULL/0 = none. */
+    const st_poison_t *poison;
+    size_t npoison;
 };
 
 typedef struct st_sink_opts {
@@ -159,6 +180,52 @@ int st_sink_settle(st_sink_t *s, const oq_order_t *o, st_outcome_t *out);
 int st_sink_settle_many(st_sink_t *s, const oq_order_t *const *orders, st_outcome_t *const *outs,
                         size_t n);
 
+/*
+ * Poison isolation (docs/settlement.md, "Poison orders"). A batch that fails
+ * ST_POISON_AFTER times in a row with a final error (err_final) is probed:
+ * each message alone in its own transaction, rolled back. If some pass and
+ * some fail with a final error, those are the poison: listed, and the next
+ * try of the batch records each as FAILED with the database's message (a
+ * cancel goes in with the plain reason) while the others settle. If every
+ * message fails (the statement is broken for all: a missing table), nothing
+ * is failed and the batch is retried as before: a stall the operator fixes.
+ * A lone message that fails counts as poison only when the previous batch
+ * newly settled an order (the statement worked a moment ago).
+ */
+#define ST_POISON_AFTER 3
+#define ST_POISON_REPROBE 12 /* final failures between probes of a stalled batch */
+
+typedef struct st_batch_writer {
+    st_poison_t *poison;
+    size_t npoison, cappoison;
+    unsigned final_streak; /* consecutive final failures of the batch in progress */
+    bool last_settled;     /* the last committed batch newly settled an order */
+    /* scratch: the valid messages' run of orders (grown to n) */
+    const oq_order_t **run_orders;
+    st_outcome_t **run_outs;
+    size_t cap;
+} st_batch_writer_t;
+
+/* What one st_batch_write() try did besides its return value. */
+typedef struct st_batch_note {
+    bool final;       /* the failure was final (err_final) */
+    bool probed;      /* the batch was probed after this failure */
+    size_t poisoned;  /* poison messages the probe found (retry at once) */
+    bool systemic;    /* the probe found every message failing: a stall */
+} st_batch_note_t;
+
+/*
+ * One try of a batch of n messages (orders and cancels, in their order) in
+ * one transaction: 0 committed (outs filled), or a negative cm_err_t after a
+ * rollback (note says whether it was final and what a probe found; the caller
+ * retries, with back-off unless note->poisoned). Call again with the same
+ * batch until 0, then st_batch_writer_done().
+ */
+int st_batch_write(st_batch_writer_t *w, st_sink_t *s, const oq_order_t *const *msgs,
+                   st_outcome_t *const *outs, size_t n, st_batch_note_t *note);
+/* The batch committed (or was abandoned): forget its poison list and streak. */
+void st_batch_writer_done(st_batch_writer_t *w, st_sink_t *s);
+void st_batch_writer_free(st_batch_writer_t *w);
 
 static inline int st_sink_begin(st_sink_t *s)
 {

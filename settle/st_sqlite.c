@@ -55,9 +55,26 @@ static const char schema_sql[] =
     " updated_at BIGINT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS orders_sale ON orders(sale_id);";
 
+static int map_rc(int rc);
+
+/*
+ * A final error (st_sink_t.err_final) is one that the next try meets again:
+ * the user's statement or a trigger refusing (SQLITE_ERROR, CONSTRAINT,
+ * MISMATCH, TOOBIG, RANGE, reaching here outside run_user's savepoint, e.g.
+ * from a trigger on orders, or SQLITE_AUTH, SCHEMA...), not a busy or locked
+ * database, I/O, a full disk, memory, corruption or an interrupt.
+ */
+static void note_err(st_sqlite_t *s, int rc, const char *msg)
+{
+    s->base.err_final = map_rc(rc) == CM_EBACKEND && (rc & 0xff) != SQLITE_INTERRUPT &&
+                        (rc & 0xff) != SQLITE_ABORT;
+    oq_reason_copy(s->base.err_reason, sizeof(s->base.err_reason), msg ? msg : "");
+}
+
 static void set_err(st_sqlite_t *s, const char *what)
 {
     snprintf(s->base.errmsg, sizeof(s->base.errmsg), "sqlite %s: %s", what, sqlite3_errmsg(s->db));
+    note_err(s, sqlite3_extended_errcode(s->db), sqlite3_errmsg(s->db));
 }
 
 /* Errors that reject one order (the user's constraint or RAISE) rather than the batch. */
@@ -103,6 +120,7 @@ static int exec(st_sqlite_t *s, const char *sql)
     if (rc != SQLITE_OK) {
         snprintf(s->base.errmsg, sizeof(s->base.errmsg), "sqlite %s: %s", sql,
                  msg ? msg : sqlite3_errstr(rc));
+        note_err(s, rc, msg ? msg : sqlite3_errstr(rc));
         sqlite3_free(msg);
         return map_rc(rc);
     }

@@ -54,6 +54,31 @@ static void mk_cancel(oq_order_t *o, const char *id, const char *reason)
     snprintf(o->reason, sizeof(o->reason), "%s", reason);
 }
 
+/* Poison isolation (st_batch_write): the batch tried as the settle loop does. */
+#define POISON_MAX_TRIES 10
+
+/* Tries the batch up to POISON_MAX_TRIES times; returns the try that
+ * committed (1-based) or 0. *systemic: a probe found every message failing. */
+static int write_tries(st_batch_writer_t *w, st_sink_t *s, const oq_order_t *const *msgs,
+                       st_outcome_t *const *outs, size_t n, bool *systemic, size_t *poisoned)
+{
+    *systemic = false;
+    *poisoned = 0;
+    for (int t = 1; t <= POISON_MAX_TRIES; t++) {
+        st_batch_note_t note;
+        int ret = st_batch_write(w, s, msgs, outs, n, &note);
+        *systemic |= note.systemic;
+        *poisoned += note.poisoned;
+        if (ret == 0) {
+            st_batch_writer_done(w, s);
+            return t;
+        }
+        assert_true(note.final); /* 2F005 is not transient */
+    }
+    st_batch_writer_done(w, s);
+    return 0;
+}
+
 static long count_status(ts_sink_fixture_t *f, const char *status)
 {
     char q[128];

@@ -511,6 +511,166 @@ static void test_user_sql_long_utf8_reason(void **state)
 }
 
 /*
+ * Poison isolation (st_batch_write). The user's function raises, for one
+ * order only, a SQLSTATE outside the per-order classes (2F005, as a plpgsql
+ * function whose branch ends without RETURN): that error fails the batch,
+ * not the order, and before poison isolation the batch was rolled back and
+ * retried forever, stalling every partition of the worker.
+ */
+#define POISON_FN(cond)                                                                            \
+    "CREATE TABLE ledger (order_id TEXT, user_id TEXT, qty INT);"                                 \
+    "CREATE FUNCTION settle_order(p_order text, p_user text, p_qty int) RETURNS void"              \
+    " LANGUAGE plpgsql AS $$ BEGIN"                                                                \
+    "  IF " cond " THEN RAISE EXCEPTION 'order % cannot be booked', p_order"                      \
+    "   USING ERRCODE = '2F005'; END IF;"                                                          \
+    "  INSERT INTO ledger VALUES (p_order, p_user, p_qty);"                                        \
+    " END $$"
+
+static void test_poison_order_isolated(void **state)
+{
+    ts_sink_fixture_t *f = *state;
+    f->exec(f, POISON_FN("p_order = 'POISON-2'"));
+    st_sink_t *s;
+    assert_int_equal(pgf_open(f, f->user_sql, &s), 0);
+    oq_order_t o[4];
+    st_outcome_t oc[4];
+    mk_order(&o[0], "ORD-1", "u1");
+    mk_order(&o[1], "POISON-2", "u2");
+    mk_order(&o[2], "ORD-3", "u3");
+    mk_cancel(&o[3], "ORD-3", "user asked");
+    const oq_order_t *msgs[4] = {&o[0], &o[1], &o[2], &o[3]};
+    st_outcome_t *outs[4] = {&oc[0], &oc[1], &oc[2], &oc[3]};
+    st_batch_writer_t w = {0};
+    bool systemic;
+    size_t poisoned;
+    int tries = write_tries(&w, s, msgs, outs, 4, &systemic, &poisoned);
+    if (tries == 0)
+        fail_msg("the batch never settled in %d tries: %s", POISON_MAX_TRIES, s->errmsg);
+    assert_int_equal(tries, ST_POISON_AFTER + 1); /* probed after the K-th failure */
+    assert_false(systemic);
+    assert_int_equal(poisoned, 1);
+    assert_int_equal(oc[0].status, OQ_STATUS_SETTLED);
+    assert_true(oc[0].changed);
+    assert_int_equal(oc[1].status, OQ_STATUS_FAILED);
+    assert_true(oc[1].changed);
+    assert_string_equal(oc[1].reason, "order POISON-2 cannot be booked");
+    assert_int_equal(oc[2].status, OQ_STATUS_SETTLED);
+    assert_int_equal(oc[3].status, OQ_STATUS_CANCELLED);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders WHERE order_id = 'POISON-2'"
+                                     " AND status = 'failed'"
+                                     " AND reason = 'order POISON-2 cannot be booked'"),
+                     1);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM ledger"), 2);
+    /* A copy later reports the stored decision and runs nothing. */
+    assert_int_equal(write_tries(&w, s, msgs + 1, outs + 1, 1, &systemic, &poisoned), 1);
+    assert_int_equal(oc[1].status, OQ_STATUS_FAILED);
+    assert_false(oc[1].changed);
+    st_batch_writer_free(&w);
+    st_sink_close(s);
+}
+
+/* The statement fails for every order (systemic): nothing is failed, the
+ * batch stays unsettled (retried), and it settles once the function is fixed. */
+static void test_poison_systemic_not_failed(void **state)
+{
+    ts_sink_fixture_t *f = *state;
+    f->exec(f, POISON_FN("true"));
+    st_sink_t *s;
+    assert_int_equal(pgf_open(f, f->user_sql, &s), 0);
+    oq_order_t o[3];
+    st_outcome_t oc[3];
+    mk_order(&o[0], "ORD-1", "u1");
+    mk_order(&o[1], "ORD-2", "u2");
+    mk_order(&o[2], "ORD-3", "u3");
+    const oq_order_t *msgs[3] = {&o[0], &o[1], &o[2]};
+    st_outcome_t *outs[3] = {&oc[0], &oc[1], &oc[2]};
+    st_batch_writer_t w = {0};
+    bool systemic;
+    size_t poisoned;
+    assert_int_equal(write_tries(&w, s, msgs, outs, 3, &systemic, &poisoned), 0);
+    assert_true(systemic);
+    assert_int_equal(poisoned, 0);
+    /* a lone order after nothing settled: systemic too */
+    assert_int_equal(write_tries(&w, s, msgs, outs, 1, &systemic, &poisoned), 0);
+    assert_true(systemic);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 0);
+    f->exec(f, "CREATE OR REPLACE FUNCTION settle_order(p_order text, p_user text, p_qty int)"
+               " RETURNS void LANGUAGE plpgsql AS $$ BEGIN"
+               "  INSERT INTO ledger VALUES (p_order, p_user, p_qty); END $$");
+    assert_int_equal(write_tries(&w, s, msgs, outs, 3, &systemic, &poisoned), 1);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(oc[i].status, OQ_STATUS_SETTLED);
+    st_batch_writer_free(&w);
+    st_sink_close(s);
+}
+
+/* A lone poison order right after a batch that settled: isolated as well. */
+static void test_poison_lone_order(void **state)
+{
+    ts_sink_fixture_t *f = *state;
+    f->exec(f, POISON_FN("p_order LIKE 'POISON%'"));
+    st_sink_t *s;
+    assert_int_equal(pgf_open(f, f->user_sql, &s), 0);
+    oq_order_t o[2];
+    st_outcome_t oc[2];
+    mk_order(&o[0], "ORD-1", "u1");
+    mk_order(&o[1], "POISON-2", "u2");
+    const oq_order_t *m0[1] = {&o[0]}, *m1[1] = {&o[1]};
+    st_outcome_t *out0[1] = {&oc[0]}, *out1[1] = {&oc[1]};
+    st_batch_writer_t w = {0};
+    bool systemic;
+    size_t poisoned;
+    assert_int_equal(write_tries(&w, s, m0, out0, 1, &systemic, &poisoned), 1);
+    assert_int_equal(write_tries(&w, s, m1, out1, 1, &systemic, &poisoned), ST_POISON_AFTER + 1);
+    assert_int_equal(oc[1].status, OQ_STATUS_FAILED);
+    assert_string_equal(oc[1].reason, "order POISON-2 cannot be booked");
+    st_batch_writer_free(&w);
+    st_sink_close(s);
+}
+
+/* A cancel whose reason the database cannot encode (22P05: a UTF-8 session on
+ * a LATIN1 database) has no savepoint: isolated, it goes in with the plain
+ * reason while the batch's orders settle. */
+static void test_poison_cancel_reason(void **state)
+{
+    ts_sink_fixture_t *f = *state;
+    pg_ctx_t *c = f->ctx;
+    char q[160];
+    snprintf(q, sizeof(q), "CREATE DATABASE l%d ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'"
+                           " TEMPLATE template0", g_dbseq);
+    f->exec(f, q);
+    snprintf(q, sizeof(q), "ALTER DATABASE l%d SET client_encoding = 'UTF8'", g_dbseq);
+    f->exec(f, q);
+    char *at = strrchr(c->url, '/');
+    snprintf(at + 1, sizeof(c->url) - (size_t)(at + 1 - c->url), "l%d", g_dbseq);
+    st_sink_t *s;
+    assert_int_equal(pgf_open(f, NULL, &s), 0);
+    oq_order_t o[3];
+    st_outcome_t oc[3];
+    mk_order(&o[0], "ORD-1", "u1");
+    mk_cancel(&o[1], "ORD-1", "remboursement \xe2\x82\xac"); /* the euro sign: not in LATIN1 */
+    mk_order(&o[2], "ORD-3", "u3");
+    const oq_order_t *msgs[3] = {&o[0], &o[1], &o[2]};
+    st_outcome_t *outs[3] = {&oc[0], &oc[1], &oc[2]};
+    st_batch_writer_t w = {0};
+    bool systemic;
+    size_t poisoned;
+    int tries = write_tries(&w, s, msgs, outs, 3, &systemic, &poisoned);
+    if (tries == 0)
+        fail_msg("the batch never settled: %s", s->errmsg);
+    assert_int_equal(tries, ST_POISON_AFTER + 1);
+    assert_int_equal(poisoned, 1);
+    assert_int_equal(oc[0].status, OQ_STATUS_SETTLED);
+    assert_int_equal(oc[1].status, OQ_STATUS_CANCELLED);
+    assert_true(oc[1].changed);
+    assert_string_equal(oc[1].reason, "cancelled");
+    assert_int_equal(oc[2].status, OQ_STATUS_SETTLED);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders WHERE status = 'cancelled'"), 1);
+    st_batch_writer_free(&w);
+    st_sink_close(s);
+}
+
+/*
  * The database (or the server, or the role) says synchronous_commit = off, a
  * common tuning: COMMIT then returns before the WAL is flushed, and a server
  * crash in the next few hundred ms loses the batch, whose Kafka offsets the
@@ -758,6 +918,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unique_race, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_sql_two_workers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_sql_long_utf8_reason, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_poison_order_isolated, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_poison_systemic_not_failed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_poison_lone_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_poison_cancel_reason, setup, teardown),
         cmocka_unit_test_setup_teardown(test_synchronous_commit_forced_on, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sink_open_dispatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bench_batch500, setup, teardown),

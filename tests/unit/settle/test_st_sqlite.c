@@ -304,6 +304,45 @@ static void test_bench_batch500(void **state)
     case_bench(*state, "sqlite", 20000, 500);
 }
 
+/*
+ * Poison isolation on SQLite: a trigger on the orders table (the operator's)
+ * refuses one order's settled row. The refusal comes from the insert, outside
+ * any savepoint, so it failed the whole batch at every try; isolated, that
+ * order is recorded as failed with the trigger's message (its failed row
+ * passes the trigger) and the others settle.
+ */
+static void test_poison_order_isolated(void **state)
+{
+    ts_sink_fixture_t *f = *state;
+    st_sink_t *s;
+    assert_int_equal(sq_open(f, NULL, &s), 0);
+    f->exec(f, "CREATE TRIGGER no_poison BEFORE INSERT ON orders"
+               " WHEN NEW.order_id = 'POISON-2' AND NEW.status = 'settled'"
+               " BEGIN SELECT RAISE(ABORT, 'order cannot be booked'); END");
+    oq_order_t o[3];
+    st_outcome_t oc[3];
+    mk_order(&o[0], "ORD-1", "u1");
+    mk_order(&o[1], "POISON-2", "u2");
+    mk_order(&o[2], "ORD-3", "u3");
+    const oq_order_t *msgs[3] = {&o[0], &o[1], &o[2]};
+    st_outcome_t *outs[3] = {&oc[0], &oc[1], &oc[2]};
+    st_batch_writer_t w = {0};
+    bool systemic;
+    size_t poisoned;
+    int tries = write_tries(&w, s, msgs, outs, 3, &systemic, &poisoned);
+    if (tries == 0)
+        fail_msg("the batch never settled in %d tries: %s", POISON_MAX_TRIES, s->errmsg);
+    assert_int_equal(tries, ST_POISON_AFTER + 1);
+    assert_int_equal(poisoned, 1);
+    assert_int_equal(oc[0].status, OQ_STATUS_SETTLED);
+    assert_int_equal(oc[1].status, OQ_STATUS_FAILED);
+    assert_string_equal(oc[1].reason, "order cannot be booked");
+    assert_int_equal(oc[2].status, OQ_STATUS_SETTLED);
+    assert_int_equal(count_status(f, "settled"), 2);
+    st_batch_writer_free(&w);
+    st_sink_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -320,6 +359,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_user_sql_long_utf8_reason, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_user_sql_rejected_at_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sink_open_dispatch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_poison_order_isolated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bench_batch500, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
