@@ -30,7 +30,9 @@
  * 23 (integrity constraint), 27/09 (triggered actions), 44 (check option) and
  * P0 (PL/pgSQL RAISE) reject that one order (FAILED, with the server's message
  * as reason); anything else (connection lost, serialization failure, ...)
- * fails the batch, which the caller rolls back and retries. A lost connection
+ * fails the batch, which the caller rolls back and retries (an error that a
+ * retry meets again is "final", st_sink_t.err_final: a batch that keeps
+ * failing with one is probed for a poison order, st_batch_write). A lost connection
  * is re-established by rollback() (or begin()), and begin() prepares the
  * statements again whenever the session may lack some: after a reconnect,
  * after a round of them that failed part way, after a "does not exist".

@@ -26,7 +26,8 @@
  * (--sql) rejects with a constraint or raised error is FAILED, with the
  * database's message as reason, and the batch goes on (a savepoint per order);
  * any other error (connection lost, disk full, lock timeout) is returned as a
- * negative cm_err_t: the caller rolls the batch back and retries it later.
+ * negative cm_err_t: the caller rolls the batch back and retries it later
+ * (st_batch_write: one order failing the batch at every try is isolated).
  * CM_EAGAIN: the user's SQL rejected an order by rolling back the whole
  * transaction (SQLite's RAISE(ROLLBACK)); the sink remembers the order and the
  * retry, which may come at once, stores it as FAILED without running it.
