@@ -789,6 +789,117 @@ static void test_settle_loop_into_pg(void **state)
     assert_int_equal(f->query_int(f, "SELECT sum(qty) FROM orders"), 2 * N);
 }
 
+/* Produces orders P00000..P<n-1> (users good<i>) to the orders topic. */
+static void produce_orders(const char *bootstrap, int n)
+{
+    char **keys = calloc((size_t)n, sizeof(*keys)), **vals = calloc((size_t)n, sizeof(*vals));
+    for (int i = 0; i < n; i++) {
+        keys[i] = malloc(16);
+        snprintf(keys[i], 16, "s%d", i % 4);
+        vals[i] = malloc(200);
+        snprintf(vals[i], 200,
+                 "{\"order_id\":\"P%05d\",\"sale_id\":\"s%d\",\"user_id\":\"good%d\",\"qty\":1,"
+                 "\"accepted_at\":5,\"node\":1}",
+                 i, i % 4, i);
+    }
+    assert_int_equal(ts_kafka_produce(bootstrap, ST_DEFAULT_TOPIC, (const char *const *)keys,
+                                      (const char *const *)vals, (size_t)n),
+                     0);
+    for (int i = 0; i < n; i++) {
+        free(keys[i]);
+        free(vals[i]);
+    }
+    free(keys);
+    free(vals);
+}
+
+/* The loop with a poison order (its --sql raises 2F005 for P00007 only): every
+ * other order settles, P00007 is failed with the message, and the stats count
+ * it. Before poison isolation no batch holding P00007 ever committed. */
+static void test_settle_loop_poison(void **state)
+{
+#if defined(__SANITIZE_THREAD__)
+    skip();
+#endif
+    ts_sink_fixture_t *f = *state;
+    pg_ctx_t *c = f->ctx;
+    f->exec(f, POISON_FN("p_order = 'P00007'"));
+    static const char *const topics[] = {ST_DEFAULT_TOPIC, ST_DEFAULT_OUTCOMES_TOPIC, NULL};
+    ts_kafka_t k;
+    assert_int_equal(ts_kafka_start(&k, topics, 3), 0);
+    enum { N = 100 };
+    produce_orders(k.bootstrap, N);
+    st_settle_opts_t o = {.brokers = k.bootstrap, .db = c->url, .sql = f->user_sql, .batch = 32};
+    st_settle_t *st;
+    char err[512] = "";
+    if (st_settle_new(&st, &o, err, sizeof(err)) != 0)
+        fail_msg("st_settle_new: %s", err);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, run_settle, st), 0);
+    const st_settle_stats_t *s = st_settle_stats(st);
+    for (int i = 0; i < 3000 && atomic_load(&s->messages) < N; i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    st_settle_stop(st);
+    void *ret;
+    pthread_join(th, &ret);
+    assert_int_equal((intptr_t)ret, 0);
+    assert_int_equal(atomic_load(&s->messages), N);
+    assert_int_equal(atomic_load(&s->settled), N - 1);
+    assert_int_equal(atomic_load(&s->failed), 1);
+    assert_int_equal(atomic_load(&s->poisoned), 1);
+    assert_int_equal(atomic_load(&s->stalled), 0);
+    assert_true(atomic_load(&s->db_errors) >= ST_POISON_AFTER);
+    st_settle_free(st);
+    ts_kafka_stop(&k);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders WHERE status = 'failed'"
+                                     " AND order_id = 'P00007'"
+                                     " AND reason = 'order P00007 cannot be booked'"),
+                     1);
+    assert_int_equal(count_status(f, "settled"), N - 1);
+}
+
+/* The loop with a statement that fails for every order: nothing is failed,
+ * nothing committed, and the stall shows in the stats while it lasts. */
+static void test_settle_loop_systemic_stall(void **state)
+{
+#if defined(__SANITIZE_THREAD__)
+    skip();
+#endif
+    ts_sink_fixture_t *f = *state;
+    pg_ctx_t *c = f->ctx;
+    f->exec(f, POISON_FN("true"));
+    static const char *const topics[] = {ST_DEFAULT_TOPIC, ST_DEFAULT_OUTCOMES_TOPIC, NULL};
+    ts_kafka_t k;
+    assert_int_equal(ts_kafka_start(&k, topics, 1), 0);
+    produce_orders(k.bootstrap, 5);
+    st_settle_opts_t o = {.brokers = k.bootstrap, .db = c->url, .sql = f->user_sql, .batch = 32};
+    st_settle_t *st;
+    char err[512] = "";
+    if (st_settle_new(&st, &o, err, sizeof(err)) != 0)
+        fail_msg("st_settle_new: %s", err);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, run_settle, st), 0);
+    const st_settle_stats_t *s = st_settle_stats(st);
+    for (int i = 0; i < 1000 && atomic_load(&s->stalled) == 0; i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(atomic_load(&s->stalled), 1);
+    st_settle_stop(st);
+    void *ret;
+    pthread_join(th, &ret);
+    assert_int_equal((intptr_t)ret, 0);
+    assert_int_equal(atomic_load(&s->messages), 0);
+    assert_int_equal(atomic_load(&s->failed), 0);
+    assert_int_equal(atomic_load(&s->poisoned), 0);
+    assert_int_equal(atomic_load(&s->stalled), 0); /* the stall ended with the stop */
+    st_settle_free(st);
+    ts_kafka_stop(&k);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 0);
+}
+
 /* Runs one settle loop (group `group`, no user SQL) until it has processed `want`
    messages; returns its counters. */
 static st_settle_stats_t settle_until(const char *bootstrap, const char *url, const char *group,
@@ -926,6 +1037,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sink_open_dispatch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bench_batch500, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settle_loop_into_pg, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_settle_loop_poison, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_settle_loop_systemic_stall, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settle_loop_batched_copies, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
