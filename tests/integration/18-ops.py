@@ -302,6 +302,8 @@ try:
                metric(text, "flashgate_settle_batches_total"), "one latency sample per batch")
             check(metric(text, "flashgate_settle_batches_total") >= 1, "batches counted")
             eq(metric(text, "flashgate_settle_consumer_lag"), 0.0, "no lag once caught up")
+            eq(metric(text, "flashgate_settle_poisoned_total"), 0.0, "no poison order")
+            eq(metric(text, "flashgate_settle_stalled"), 0.0, "not stalled")
             eq(request(mport, "GET", "/nope").status, 404, "settle metrics: other paths 404")
             eq(request(mport, "POST", "/metrics").status, 405, "settle metrics: GET only")
         finally:
