@@ -54,13 +54,19 @@ try:
             f.write(("filler-%d-" % i) + "x" * (FILLER_BYTES - 20) + "\n")
 
     def push_out(what):
+        r0 = fgq.stats_relay(g).get("retention_resent", 0)
         for p in range(PARTITIONS):
             out = subprocess.run(["kcat", "-P", "-b", boot, "-t", fgq.TOPIC, "-p", str(p),
                                   "-X", "message.max.bytes=1000000", "-l", filler],
                                  capture_output=True, text=True, timeout=30)
             eq(out.returncode, 0, "kcat -P partition %d (%s)" % (p, out.stderr[-300:]))
         left = [i for i in fgq.topic_order_ids(boot) if i in set(acc)]
-        eq(len(left), 0, "accepted orders still held by the broker after the %s filler" % what)
+        # the relay may already have produced the first partitions' orders again
+        # (its watermark look is once a second; a slow run, e.g. under ASan, sees
+        # it before reading the topic): whatever is still there must be a resend
+        again = fgq.stats_relay(g).get("retention_resent", 0) - r0
+        check(len(left) <= again, "accepted orders still held by the broker after the %s "
+              "filler: %d, of which produced again since it began: %d" % (what, len(left), again))
 
     push_out("first")
     # still no settle: the relay puts them back (1 s after their delivery) ...
