@@ -207,8 +207,9 @@ static size_t metrics_text(const st_settle_t *st, char *b, size_t cap)
     PUT("flashgate_settle_batch_duration_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
     PUT("flashgate_settle_batch_duration_seconds_sum %.6f\n", (double)L(batch_lat_sum_us) / 1e6);
     PUT("flashgate_settle_batch_duration_seconds_count %llu\n", (unsigned long long)cum);
-    PUT("# HELP flashgate_settle_stalled 1 while the batch in progress fails for every order in it "
-        "(a systemic database or --sql error: retried, nothing failed).\n"
+    PUT("# HELP flashgate_settle_stalled 1 while the batch in progress is stalled: no order in it "
+        "to blame (a broken database or --sql), or failing for 30 s (a database timing out): "
+        "retried, nothing failed.\n"
         "# TYPE flashgate_settle_stalled gauge\nflashgate_settle_stalled %llu\n",
         (unsigned long long)atomic_load_explicit(&s->stalled, memory_order_relaxed));
     PUT("# HELP flashgate_settle_consumer_lag Messages behind the high watermark after the last "
@@ -374,7 +375,9 @@ int main(int argc, char **argv)
     st_settle_t *st;
     ret = st_settle_new(&st, &so, err, sizeof(err));
     if (ret != 0) {
-        cm_log_error("settle", "cannot start", "err=%s detail=\"%s\"", cm_errname(ret), err);
+        char detail[2 * sizeof(err) + 3]; /* the database's words: escaped */
+        cm_log_error("settle", "cannot start", "err=%s detail=%s", cm_errname(ret),
+                     st_log_value(detail, sizeof(detail), err));
         cm_conf_free(&conf);
         return 1;
     }

@@ -609,13 +609,44 @@ static int pg_cancel(st_sink_t *sink, const oq_order_t *c, st_outcome_t *out)
     return 0;
 }
 
+/*
+ * An error at COMMIT (or at the check that runs COMMIT's checks early) comes
+ * from what was deferred to it: a DEFERRABLE INITIALLY DEFERRED constraint or
+ * constraint trigger. It is classified as a statement's error, with one
+ * difference: a unique violation (23505) there is a deferred unique
+ * constraint, final, not the batched insert racing another worker (the
+ * orders primary key is checked at the insert). Transient ones stay transient:
+ * a lost connection, a serialization failure (40001), a deadlock (40P01).
+ */
+static int fail_deferred(st_pg_t *s, PGresult *res, const char *what)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    bool unique = state && strcmp(state, "23505") == 0;
+    int ret = fail(s, res, what);
+    if (unique && PQstatus(s->conn) == CONNECTION_OK)
+        s->base.err_final = true;
+    return ret;
+}
+
 static int pg_commit(st_sink_t *sink)
 {
     st_pg_t *s = (st_pg_t *)sink;
     PGresult *res = PQexec(s->conn, "COMMIT");
     /* COMMIT of an aborted transaction answers "ROLLBACK": nothing was kept. */
     if (PQresultStatus(res) != PGRES_COMMAND_OK || strcmp(PQcmdStatus(res), "COMMIT") != 0)
-        return fail(s, res, "commit");
+        return fail_deferred(s, res, "commit");
+    PQclear(res);
+    return 0;
+}
+
+/* The deferred checks now: what COMMIT would raise, raised here (for the
+ * poison probe, whose transaction is rolled back instead of committed). */
+static int pg_check(st_sink_t *sink)
+{
+    st_pg_t *s = (st_pg_t *)sink;
+    PGresult *res = PQexec(s->conn, "SET CONSTRAINTS ALL IMMEDIATE");
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        return fail_deferred(s, res, "deferred check");
     PQclear(res);
     return 0;
 }
@@ -659,6 +690,7 @@ static const st_sink_ops_t pg_ops = {
     .cancel = pg_cancel,
     .settle_many = pg_settle_many,
     .commit = pg_commit,
+    .check = pg_check,
     .rollback = pg_rollback,
     .close = pg_close,
 };

@@ -42,6 +42,7 @@ struct st_settle {
     st_sink_t *sink;
     st_msg_t *batch;
     size_t nbatch, cap;
+    size_t max_batch; /* --batch */
     /* one run of orders between cancels, for st_sink_settle_many (cap entries) */
     const oq_order_t **msg_orders;
     st_outcome_t **msg_outs;
@@ -60,6 +61,12 @@ struct st_settle {
 };
 
 /*---- Small helpers ----*/
+
+const char *st_log_value(char *buf, size_t cap, const char *s)
+{
+    buf[cm_log_quote(buf, 0, cap, s ? s : "")] = '\0';
+    return buf;
+}
 
 static const st_poison_t *poison_find(const st_sink_t *s, const oq_order_t *o)
 {
@@ -234,14 +241,18 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
     st_settle_t *st = opaque;
     (void)rk;
+    char val[1024]; /* a broker's words: escaped (cut, if ever, at the line's end) */
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
         atomic_store(&st->brokers_down, true);
-        cm_log_warn(MOD, "all kafka brokers down", "reason=\"%s\"", reason);
+        cm_log_warn(MOD, "all kafka brokers down", "reason=%s",
+                    st_log_value(val, sizeof(val), reason));
     } else if (err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__RESOLVE) {
         /* librdkafka logs these itself and retries. */
-        cm_log_debug(MOD, "kafka error", "err=%s reason=\"%s\"", rd_kafka_err2name(err), reason);
+        cm_log_debug(MOD, "kafka error", "err=%s reason=%s", rd_kafka_err2name(err),
+                     st_log_value(val, sizeof(val), reason));
     } else {
-        cm_log_warn(MOD, "kafka error", "err=%s reason=\"%s\"", rd_kafka_err2name(err), reason);
+        cm_log_warn(MOD, "kafka error", "err=%s reason=%s", rd_kafka_err2name(err),
+                    st_log_value(val, sizeof(val), reason));
     }
 }
 
@@ -524,55 +535,79 @@ static void poison_add(st_batch_writer_t *w, const oq_order_t *o, const char *re
 }
 
 /*
- * Each message alone in its own transaction, rolled back: which ones fail by
- * themselves, deterministically? A transient error stops the probe (no
- * conclusion). Lists the poison messages and returns how many; sets
- * note->systemic when every message failed.
+ * Each message alone in its own transaction, with the checks COMMIT would run,
+ * rolled back: which ones fail by themselves, deterministically, while the
+ * statement demonstrably works for another order? A transient error stops the
+ * probe (no conclusion). Lists the poison messages and returns how many; sets
+ * note->systemic when it finds none to blame (a stall).
  */
 static size_t probe(st_batch_writer_t *w, st_sink_t *s, const oq_order_t *const *msgs,
                     size_t n, st_batch_note_t *note)
 {
-    size_t nfail = 0, nok = 0, first_new = w->npoison;
+    size_t nfail = 0, first_new = w->npoison;
     note->probed = true;
+    w->probed_n = n;
     for (size_t i = 0; i < n; i++) {
-        st_outcome_t scratch;
-        st_outcome_t *one_out = &scratch;
-        if (poison_find(s, msgs[i])) { /* already listed: goes in as failed */
-            nok++;
+        st_probe_res_t *r = &w->probe_res[i];
+        r->state = 0;
+        r->reason[0] = '\0';
+        if (poison_find(s, msgs[i])) /* already listed: goes in as failed, proves nothing */
             continue;
-        }
+        st_outcome_t one;
+        st_outcome_t *one_out = &one;
+        memset(&one, 0, sizeof(one));
         s->err_final = false;
         int ret = st_sink_begin(s);
         if (ret == 0)
             ret = msgs[i]->type == OQ_MSG_CANCEL ? cancel_one(s, msgs[i], one_out)
                                                  : st_sink_settle_many(s, &msgs[i], &one_out, 1);
+        if (ret == 0 && s->ops->check)
+            ret = s->ops->check(s); /* what only COMMIT would raise (deferred constraints) */
         bool final = ret != 0 && is_final(s, ret);
-        char reason[OQ_REASON_MAX + 1];
-        snprintf(reason, sizeof(reason), "%s", s->err_reason);
+        snprintf(r->reason, sizeof(r->reason), "%s", s->err_reason);
         st_sink_rollback(s);
         if (ret == 0) {
-            nok++;
+            /* newly written: the statement (or the insert) ran for it and passed */
+            r->state = one.changed ? 1 : 2;
         } else if (final) {
+            r->state = -1;
             nfail++;
-            poison_add(w, msgs[i], reason);
-            s->poison = w->poison; /* may have moved; s->npoison still first_new */
         } else { /* transient: no conclusion from this probe */
-            w->npoison = first_new;
             return 0;
         }
     }
-    if (nfail > 0 && nok == 0 && !(n == 1 && w->last_settled)) {
-        w->npoison = first_new; /* every message fails: the statement, not an order */
+    /* The evidence: another order newly written (for an order), another
+     * message newly written (for a cancel: listed, it only loses its reason). */
+    for (size_t i = 0; i < n; i++) {
+        if (w->probe_res[i].state != -1)
+            continue;
+        bool cancel = msgs[i]->type == OQ_MSG_CANCEL, evidence = false;
+        for (size_t j = 0; j < n && !evidence; j++)
+            evidence = j != i && w->probe_res[j].state == 1 &&
+                       (cancel || msgs[j]->type == OQ_MSG_ORDER);
+        if (evidence && !poison_find(s, msgs[i])) { /* a copy is listed once */
+            poison_add(w, msgs[i], w->probe_res[i].reason);
+            s->poison = w->poison; /* may have moved; s->npoison still first_new */
+        }
+    }
+    if (w->npoison == first_new) {
+        /* Every failing message fails without evidence against it (the
+         * statement is broken for all, or the order is alone), or none fails
+         * alone while the batch does: nothing is failed, a stall. */
         note->systemic = true;
         return 0;
     }
-    for (size_t k = first_new; k < w->npoison; k++)
+    for (size_t k = first_new; k < w->npoison; k++) {
+        char reason[2 * OQ_REASON_MAX + 3];
         cm_log_error(MOD, "poison message: it alone fails its batch, recording it as failed",
-                     "order_id=%s cancel=%d reason=\"%s\"", w->poison[k].order_id,
-                     (int)w->poison[k].cancel, w->poison[k].reason);
+                     "order_id=%s cancel=%d reason=%s", w->poison[k].order_id,
+                     (int)w->poison[k].cancel,
+                     st_log_value(reason, sizeof(reason), w->poison[k].reason));
+    }
     s->poison = w->poison;
     s->npoison = w->npoison;
-    return nfail;
+    (void)nfail;
+    return w->npoison - first_new;
 }
 
 int st_batch_write(st_batch_writer_t *w, st_sink_t *s, const oq_order_t *const *msgs,
@@ -583,23 +618,21 @@ int st_batch_write(st_batch_writer_t *w, st_sink_t *s, const oq_order_t *const *
         w->cap = n;
         w->run_orders = cm_xrealloc(w->run_orders, n * sizeof(*w->run_orders));
         w->run_outs = cm_xrealloc(w->run_outs, n * sizeof(*w->run_outs));
+        w->probe_res = cm_xrealloc(w->probe_res, n * sizeof(*w->probe_res));
     }
     s->poison = w->poison;
     s->npoison = w->npoison;
     int ret = write_tx(w, s, msgs, outs, n);
-    if (ret == 0) {
-        w->last_settled = false;
-        for (size_t i = 0; i < n; i++)
-            if (msgs[i]->type == OQ_MSG_ORDER && outs[i]->changed &&
-                outs[i]->status == OQ_STATUS_SETTLED)
-                w->last_settled = true;
+    if (ret == 0)
         return 0;
-    }
     note->final = is_final(s, ret);
     st_sink_rollback(s);
     w->final_streak = note->final ? w->final_streak + 1 : 0;
+    /* Probe at the K-th final failure in a row, then every REPROBE more, and
+     * at once when the batch has grown since its last probe (new evidence). */
+    bool grown = w->probed_n > 0 && n > w->probed_n;
     if (w->final_streak >= ST_POISON_AFTER &&
-        (w->final_streak - ST_POISON_AFTER) % ST_POISON_REPROBE == 0) {
+        (grown || (w->final_streak - ST_POISON_AFTER) % ST_POISON_REPROBE == 0)) {
         char errmsg[sizeof(s->errmsg)];
         memcpy(errmsg, s->errmsg, sizeof(errmsg)); /* the batch's error, for the caller's log */
         note->poisoned = probe(w, s, msgs, n, note);
@@ -614,6 +647,7 @@ void st_batch_writer_done(st_batch_writer_t *w, st_sink_t *s)
 {
     w->npoison = 0;
     w->final_streak = 0;
+    w->probed_n = 0;
     s->poison = NULL;
     s->npoison = 0;
 }
@@ -623,27 +657,100 @@ void st_batch_writer_free(st_batch_writer_t *w)
     free(w->poison);
     free(w->run_orders);
     free(w->run_outs);
+    free(w->probe_res);
     memset(w, 0, sizeof(*w));
 }
 
-/*
- * Writes the batch in one transaction, retrying with backoff. 0, or CM_EAGAIN
- * when abandoned. A batch that keeps failing is logged once, then as a summary
- * every STALL_LOG_MS (a line per retry would flood the log during a stall).
- */
-#define STALL_LOG_MS 30000
-static int write_batch(st_settle_t *st)
+/* Points msg_orders/msg_outs at the valid messages of the batch; returns how many. */
+static size_t batch_collect(st_settle_t *st)
 {
-    uint64_t backoff = 50;
-    size_t quick = 0, n = 0;
+    size_t n = 0;
     for (size_t i = 0; i < st->nbatch; i++) {
         if (!st->batch[i].valid)
             continue;
         st->msg_orders[n] = &st->batch[i].order;
         st->msg_outs[n++] = &st->batch[i].outcome;
     }
+    return n;
+}
+
+/* Decodes one message of the batch (an invalid one is counted, logged, skipped). */
+static void batch_parse(st_settle_t *st, st_msg_t *bm)
+{
+    char err[200], val[2 * sizeof(err) + 3];
+    bm->valid = bm->m->payload &&
+                st_order_parse(bm->m->payload, bm->m->len, &bm->order, err, sizeof(err)) == 0;
+    if (!bm->valid) {
+        atomic_fetch_add_explicit(&st->stats.invalid, 1, memory_order_relaxed);
+        cm_log_warn(MOD, "skipping invalid message", "partition=%d offset=%lld err=%s",
+                    (int)bm->m->partition, (long long)bm->m->offset,
+                    st_log_value(val, sizeof(val), bm->m->payload ? err : "empty"));
+    }
+}
+
+static void batch_push(st_settle_t *st, rd_kafka_message_t *m)
+{
+    if (st->nbatch == st->cap) {
+        st->cap = st->cap ? st->cap * 2 : 64;
+        st->batch = cm_xrealloc(st->batch, st->cap * sizeof(*st->batch));
+        st->msg_orders = cm_xrealloc(st->msg_orders, st->cap * sizeof(*st->msg_orders));
+        st->msg_outs = cm_xrealloc(st->msg_outs, st->cap * sizeof(*st->msg_outs));
+    }
+    memset(&st->batch[st->nbatch], 0, sizeof(st->batch[0]));
+    st->batch[st->nbatch++].m = m;
+}
+
+/*
+ * A batch stalled without an order to blame (a lone order that fails alone:
+ * it, or the statement for everyone?) takes in the messages already fetched,
+ * up to --batch (and --max-rate): the next probe then has other orders, whose
+ * passing is the evidence that the first one is poison, or whose failing too
+ * confirms the stall. They are committed with the batch, offsets in order.
+ * Returns how many were added.
+ */
+static size_t batch_extend(st_settle_t *st)
+{
+    size_t added = 0;
+    while (st->nbatch < st->max_batch && st->consumer) {
+        if (st->policy.rate_milli) {
+            cm_rate_result_t res;
+            cm_bucket_take(&st->bucket, &st->policy, cm_mono_ns(), 1, &res);
+            if (!res.allowed)
+                break;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(st->consumer, 0);
+        if (!m || m->err) {
+            if (st->policy.rate_milli)
+                cm_bucket_refund(&st->bucket, &st->policy, 1);
+            if (m)
+                rd_kafka_message_destroy(m);
+            break;
+        }
+        batch_push(st, m);
+        batch_parse(st, &st->batch[st->nbatch - 1]);
+        added++;
+    }
+    return added;
+}
+
+/*
+ * Writes the batch in one transaction, retrying with backoff. 0, or CM_EAGAIN
+ * when abandoned. A batch that keeps failing is logged once, then as a summary
+ * every STALL_LOG_MS (a line per retry would flood the log during a stall).
+ * It counts as stalled (stats.stalled, one error line) when a probe finds no
+ * order to blame, or when it has failed for longer than stall_after_ms with
+ * any error (a database that times out at every try: never a reason to fail
+ * an order, but an operator must see it).
+ */
+#define STALL_LOG_MS 30000
+static int write_batch(st_settle_t *st)
+{
+    uint64_t backoff = 50;
+    size_t quick = 0, n = batch_collect(st);
     uint64_t fails = 0, fails_logged = 0, first_fail_ms = 0, next_log_ms = 0;
-    bool stalled = false;
+    uint64_t stall_after = st->opts.stall_after_ms ? st->opts.stall_after_ms : ST_STALL_AFTER_MS;
+    bool stalled = false, unblamed = false;
+    char detail[2 * sizeof(st->sink->errmsg) + 3];
     for (;;) {
         st_batch_note_t note;
         int ret = st_batch_write(&st->writer, st->sink, st->msg_orders, st->msg_outs, n, &note);
@@ -663,18 +770,29 @@ static int write_batch(st_settle_t *st)
         uint64_t now = cm_mono_ms();
         if (fails++ == 0)
             first_fail_ms = now;
-        if (note.systemic && !stalled) {
+        st_log_value(detail, sizeof(detail), st->sink->errmsg);
+        if (note.probed)
+            unblamed = note.systemic;
+        if (!stalled && (note.systemic || now - first_fail_ms >= stall_after)) {
             stalled = true;
             atomic_fetch_add_explicit(&st->stats.stalled, 1, memory_order_relaxed);
-            cm_log_error(MOD, "batch stalled: every order in it fails alone too, none is failed; "
-                         "retrying until the database or --sql is fixed",
-                         "err=%s detail=\"%s\" orders=%zu", cm_errname(ret), st->sink->errmsg, n);
+            if (note.systemic)
+                cm_log_error(MOD, "batch stalled: no order in it fails alone while another "
+                             "passes, none is failed; retrying until the database or --sql is "
+                             "fixed",
+                             "err=%s detail=%s orders=%zu", cm_errname(ret), detail, n);
+            else
+                cm_log_error(MOD, "batch stalled: it keeps failing, none of its orders is failed; "
+                             "retrying until the database answers",
+                             "err=%s detail=%s orders=%zu retries=%llu seconds=%llu final=%d",
+                             cm_errname(ret), detail, n, (unsigned long long)fails,
+                             (unsigned long long)((now - first_fail_ms) / 1000), (int)note.final);
         }
         if (now >= next_log_ms) {
             cm_log_warn(MOD, "batch rolled back, will retry",
-                        "err=%s detail=\"%s\" orders=%zu retries=%llu since_last_log=%llu "
+                        "err=%s detail=%s orders=%zu retries=%llu since_last_log=%llu "
                         "seconds=%llu final=%d",
-                        cm_errname(ret), st->sink->errmsg, n, (unsigned long long)fails,
+                        cm_errname(ret), detail, n, (unsigned long long)fails,
                         (unsigned long long)(fails - fails_logged),
                         (unsigned long long)((now - first_fail_ms) / 1000), (int)note.final);
             fails_logged = fails;
@@ -688,6 +806,8 @@ static int write_batch(st_settle_t *st)
         }
         if (note.poisoned)
             continue; /* the retry fails the poison and settles the rest */
+        if (unblamed && batch_extend(st) > 0)
+            n = batch_collect(st); /* the next failure probes the grown batch */
         /* CM_EAGAIN from the sink: the retry goes further (an order whose
          * user statement rolled the batch back is failed without it), so no
          * wait; one such retry per order at most, then the backoff again. */
@@ -711,13 +831,16 @@ static int producer_renew_if_fatal(st_settle_t *st)
     char why[512];
     if (!st->producer || !rd_kafka_fatal_error(st->producer, why, sizeof(why)))
         return 0;
-    cm_log_error(MOD, "kafka producer fatal error, recreating it", "reason=\"%s\"", why);
+    char val[2 * sizeof(why) + 3];
+    cm_log_error(MOD, "kafka producer fatal error, recreating it", "reason=%s",
+                 st_log_value(val, sizeof(val), why));
     rd_kafka_purge(st->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     rd_kafka_destroy(st->producer);
     st->producer = NULL;
     char err[512];
     if (producer_create(st, err, sizeof(err)) != 0) {
-        cm_log_error(MOD, "cannot recreate the kafka producer", "err=\"%s\"", err);
+        cm_log_error(MOD, "cannot recreate the kafka producer", "err=%s",
+                     st_log_value(val, sizeof(val), err));
         st->reconnect = true;
         return CM_EAGAIN;
     }
@@ -853,18 +976,8 @@ static void record_batch_latency(st_settle_t *st, uint64_t us)
 static void process_batch(st_settle_t *st)
 {
     uint64_t t0 = cm_mono_us();
-    for (size_t i = 0; i < st->nbatch; i++) {
-        st_msg_t *bm = &st->batch[i];
-        char err[200];
-        bm->valid = bm->m->payload &&
-                    st_order_parse(bm->m->payload, bm->m->len, &bm->order, err, sizeof(err)) == 0;
-        if (!bm->valid) {
-            atomic_fetch_add_explicit(&st->stats.invalid, 1, memory_order_relaxed);
-            cm_log_warn(MOD, "skipping invalid message", "partition=%d offset=%lld err=\"%s\"",
-                        (int)bm->m->partition, (long long)bm->m->offset,
-                        bm->m->payload ? err : "empty");
-        }
-    }
+    for (size_t i = 0; i < st->nbatch; i++)
+        batch_parse(st, &st->batch[i]);
     if (write_batch(st) != 0)
         return;
     for (size_t i = 0; i < st->nbatch; i++) {
@@ -888,7 +1001,7 @@ static void process_batch(st_settle_t *st)
 
 int st_settle_run(st_settle_t *st)
 {
-    uint32_t max = st->opts.batch ? st->opts.batch : 500;
+    uint32_t max = (uint32_t)st->max_batch;
     /* A batch closes when full (max) or wait_ms after its first message: under
      * a backlog batches are full and the wait never runs; at a steady rate below
      * the worker's capacity the wait bounds what an order adds to its latency. */
@@ -906,7 +1019,8 @@ int st_settle_run(st_settle_t *st)
                 continue;
             }
             if (r != 0) {
-                cm_log_error(MOD, "kafka clients", "err=\"%s\"", err);
+                char val[2 * sizeof(err) + 3];
+                cm_log_error(MOD, "kafka clients", "err=%s", st_log_value(val, sizeof(val), err));
                 clients_destroy(st, false);
                 return CM_EBACKEND;
             }
@@ -942,14 +1056,7 @@ int st_settle_run(st_settle_t *st)
                 continue;
             }
             atomic_store(&st->brokers_down, false);
-            if (st->nbatch == st->cap) {
-                st->cap = st->cap ? st->cap * 2 : 64;
-                st->batch = cm_xrealloc(st->batch, st->cap * sizeof(*st->batch));
-                st->msg_orders = cm_xrealloc(st->msg_orders, st->cap * sizeof(*st->msg_orders));
-                st->msg_outs = cm_xrealloc(st->msg_outs, st->cap * sizeof(*st->msg_outs));
-            }
-            memset(&st->batch[st->nbatch], 0, sizeof(st->batch[0]));
-            st->batch[st->nbatch++].m = m;
+            batch_push(st, m);
             if (st->nbatch == 1)
                 deadline = now + wait_ms;
         }
@@ -974,6 +1081,7 @@ int st_settle_new(st_settle_t **out, const st_settle_opts_t *opts, char *err, si
     }
     st_settle_t *st = cm_xcalloc(1, sizeof(*st));
     st->opts = *opts;
+    st->max_batch = opts->batch ? opts->batch : 500;
     snprintf(st->topic, sizeof(st->topic), "%s", opts->topic ? opts->topic : ST_DEFAULT_TOPIC);
     snprintf(st->outcomes_topic, sizeof(st->outcomes_topic), "%s",
              opts->outcomes_topic ? opts->outcomes_topic : ST_DEFAULT_OUTCOMES_TOPIC);

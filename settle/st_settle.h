@@ -41,6 +41,11 @@
  */
 #define ST_DEFAULT_BATCH_WAIT_MS 20
 
+/* A batch failing for this long, whatever the error (a statement timeout at
+ * every try), counts as stalled (stats.stalled) and is logged as an error
+ * once; it is retried, never failed (docs/settlement.md, "Poison orders"). */
+#define ST_STALL_AFTER_MS 30000
+
 typedef struct st_settle_opts {
     const char *brokers;        /* "host:port,...", "@FILE" or "embedded" */
     const char *topic;          /* NULL = ST_DEFAULT_TOPIC */
@@ -62,6 +67,9 @@ typedef struct st_settle_opts {
        cannot do safely. NULL = nothing. */
     void (*on_draining)(void *arg);
     void *on_draining_arg;
+    /* A batch failing for longer than this (transient errors too: a database
+       that times out at every try) sets stats.stalled; 0 = ST_STALL_AFTER_MS. */
+    uint32_t stall_after_ms;
 } st_settle_opts_t;
 
 #define ST_BATCH_BOUNDS_MS {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000}
@@ -78,7 +86,8 @@ typedef struct st_settle_stats {
     _Atomic uint64_t db_errors;  /* batches rolled back and retried */
     _Atomic uint64_t outcomes;   /* outcomes delivered */
     _Atomic uint64_t poisoned;   /* messages failed alone by poison isolation (st_sink.h) */
-    _Atomic uint64_t stalled;    /* 1 while the batch fails for every order (systemic), else 0 */
+    _Atomic uint64_t stalled;    /* 1 while the batch in progress is stalled (no order to blame,
+                                    or failing for stall_after_ms), else 0 */
     /* Batch latency (database write + outcomes + offset commit), a histogram
      * over ST_BATCH_BOUNDS_MS (last bucket: above), and its sum in microseconds. */
     _Atomic uint64_t batch_lat[ST_BATCH_NBOUNDS + 1];
@@ -105,6 +114,15 @@ int st_settle_run(st_settle_t *st);
 
 /* Asks the loop to stop. Thread-safe and async-signal-safe. */
 void st_settle_stop(st_settle_t *st);
+
+/*
+ * `s` as one logfmt value in buf (cm_log_quote: bare, or quoted with '"', '\\'
+ * and newlines escaped and control bytes replaced), NUL-terminated; returns
+ * buf. For untrusted text in log fields (the database's error messages, Kafka's
+ * reasons): embedded raw in "%s" they could close the quote and forge fields
+ * or, with a newline, whole lines. cap >= 2 * strlen(s) + 3 never cuts.
+ */
+const char *st_log_value(char *buf, size_t cap, const char *s);
 
 /* Counters, readable at any time from any thread. */
 const st_settle_stats_t *st_settle_stats(const st_settle_t *st);

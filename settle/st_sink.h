@@ -94,6 +94,15 @@ typedef struct st_sink_ops {
                        size_t n);
     /* Commits the batch. 0 or a negative cm_err_t (then nothing of it is kept). */
     int (*commit)(st_sink_t *s);
+    /*
+     * Optional (NULL: the database defers no check to COMMIT). Runs now,
+     * inside the batch, the checks that COMMIT would run (PostgreSQL: the
+     * DEFERRABLE INITIALLY DEFERRED constraints and constraint triggers of
+     * the schema or the user's statement), so that the poison probe, whose
+     * transactions are rolled back, meets the errors a COMMIT would raise.
+     * 0 or a negative cm_err_t, classified as commit() classifies it.
+     */
+    int (*check)(st_sink_t *s);
     /* Rolls the batch back; safe to call when no batch is open. Reconnects if
        the connection was lost. 0 or a negative cm_err_t. */
     int (*rollback)(st_sink_t *s);
@@ -183,27 +192,40 @@ int st_sink_settle_many(st_sink_t *s, const oq_order_t *const *orders, st_outcom
 
 /*
  * Poison isolation (docs/settlement.md, "Poison orders"). A batch that fails
- * ST_POISON_AFTER times in a row with a final error (err_final) is probed:
- * each message alone in its own transaction, rolled back. If some pass and
- * some fail with a final error, those are the poison: listed, and the next
- * try of the batch records each as FAILED with the database's message (a
- * cancel goes in with the plain reason) while the others settle. If every
- * message fails (the statement is broken for all: a missing table), nothing
- * is failed and the batch is retried as before: a stall the operator fixes.
- * A lone message that fails counts as poison only when the previous batch
- * newly settled an order (the statement worked a moment ago).
+ * ST_POISON_AFTER times in a row with a final error (err_final; at a statement
+ * or at COMMIT) is probed: each message alone in its own transaction, with
+ * the checks COMMIT would run (ops->check), rolled back. An order that fails
+ * alone with a final error is poison only when there is evidence that the
+ * statement works: another order of the same probe passed alone and was newly
+ * written (a copy of a recorded order, a cancel or an order already listed do
+ * not count: they run no statement). A cancel that fails alone is listed when
+ * any other message was newly written (it then goes in with the plain reason:
+ * nothing is lost). The listed messages are recorded FAILED at the next try
+ * with the database's message, while the others settle. Without evidence (a
+ * lone order, every order failing: the statement is broken for all, or every
+ * message passing alone while the batch fails) nothing is failed: the batch
+ * stalls (note.systemic) and is retried; it is probed again every
+ * ST_POISON_REPROBE final failures, and at once when it has grown (the loop
+ * adds the messages that arrived meanwhile, which bring the evidence).
  */
 #define ST_POISON_AFTER 3
 #define ST_POISON_REPROBE 12 /* final failures between probes of a stalled batch */
+
+/* One message's result in a probe. */
+typedef struct st_probe_res {
+    signed char state; /* 0 not tried / already listed, 1 newly written, 2 passed unchanged, -1 failed */
+    char reason[OQ_REASON_MAX + 1];
+} st_probe_res_t;
 
 typedef struct st_batch_writer {
     st_poison_t *poison;
     size_t npoison, cappoison;
     unsigned final_streak; /* consecutive final failures of the batch in progress */
-    bool last_settled;     /* the last committed batch newly settled an order */
+    size_t probed_n;       /* messages in the batch at its last probe (0: none yet) */
     /* scratch: the valid messages' run of orders (grown to n) */
     const oq_order_t **run_orders;
     st_outcome_t **run_outs;
+    st_probe_res_t *probe_res;
     size_t cap;
 } st_batch_writer_t;
 
@@ -212,7 +234,7 @@ typedef struct st_batch_note {
     bool final;       /* the failure was final (err_final) */
     bool probed;      /* the batch was probed after this failure */
     size_t poisoned;  /* poison messages the probe found (retry at once) */
-    bool systemic;    /* the probe found every message failing: a stall */
+    bool systemic;    /* the probe found no message to blame: a stall */
 } st_batch_note_t;
 
 /*

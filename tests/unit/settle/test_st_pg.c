@@ -6,6 +6,7 @@
 #include "st_sink_cases.h"
 
 #include "common/cm_err.h"
+#include "common/cm_log.h"
 #include "settle/st_settle.h"
 #include "tests/support/ts_kafka.h"
 #include "tests/support/ts_pg.h"
@@ -14,6 +15,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 static ts_pg_t g_pg;
 static int g_dbseq;
@@ -604,26 +606,279 @@ static void test_poison_systemic_not_failed(void **state)
     st_sink_close(s);
 }
 
-/* A lone poison order right after a batch that settled: isolated as well. */
+/* Fails until note.systemic (the probe found no evidence against any order);
+ * returns the tries, 0 if it never stalled within POISON_MAX_TRIES. */
+static int write_until_stall(st_batch_writer_t *w, st_sink_t *s, const oq_order_t *const *msgs,
+                             st_outcome_t *const *outs, size_t n)
+{
+    for (int t = 1; t <= POISON_MAX_TRIES; t++) {
+        st_batch_note_t note;
+        assert_int_not_equal(st_batch_write(w, s, msgs, outs, n, &note), 0);
+        assert_int_equal(note.poisoned, 0);
+        if (note.systemic)
+            return t;
+    }
+    return 0;
+}
+
+/*
+ * A lone poison order, even right after a batch that settled, is no evidence
+ * by itself (the statement could have broken for everyone a moment ago): the
+ * batch stalls. Once the stalled batch holds another order (the loop adds the
+ * messages that arrived meanwhile), the very next failure probes it again, the
+ * other order passes alone, and the poison is isolated.
+ */
 static void test_poison_lone_order(void **state)
 {
     ts_sink_fixture_t *f = *state;
     f->exec(f, POISON_FN("p_order LIKE 'POISON%'"));
     st_sink_t *s;
     assert_int_equal(pgf_open(f, f->user_sql, &s), 0);
-    oq_order_t o[2];
-    st_outcome_t oc[2];
+    oq_order_t o[3];
+    st_outcome_t oc[3];
     mk_order(&o[0], "ORD-1", "u1");
     mk_order(&o[1], "POISON-2", "u2");
-    const oq_order_t *m0[1] = {&o[0]}, *m1[1] = {&o[1]};
-    st_outcome_t *out0[1] = {&oc[0]}, *out1[1] = {&oc[1]};
+    mk_order(&o[2], "ORD-3", "u3");
+    const oq_order_t *m0[1] = {&o[0]}, *m12[2] = {&o[1], &o[2]};
+    st_outcome_t *out0[1] = {&oc[0]}, *out12[2] = {&oc[1], &oc[2]};
     st_batch_writer_t w = {0};
     bool systemic;
     size_t poisoned;
     assert_int_equal(write_tries(&w, s, m0, out0, 1, &systemic, &poisoned), 1);
-    assert_int_equal(write_tries(&w, s, m1, out1, 1, &systemic, &poisoned), ST_POISON_AFTER + 1);
+    assert_int_equal(write_until_stall(&w, s, m12, out12, 1), ST_POISON_AFTER);
+    assert_int_equal(count_status(f, "failed"), 0);
+    st_batch_note_t note;
+    assert_int_not_equal(st_batch_write(&w, s, m12, out12, 2, &note), 0);
+    assert_true(note.probed); /* at once: the batch grew */
+    assert_int_equal(note.poisoned, 1);
+    assert_int_equal(st_batch_write(&w, s, m12, out12, 2, &note), 0);
+    st_batch_writer_done(&w, s);
     assert_int_equal(oc[1].status, OQ_STATUS_FAILED);
     assert_string_equal(oc[1].reason, "order POISON-2 cannot be booked");
+    assert_int_equal(oc[2].status, OQ_STATUS_SETTLED);
+    st_batch_writer_free(&w);
+    st_sink_close(s);
+}
+
+/*
+ * The statement breaks for every order just after a batch settled (a function
+ * replaced by a broken one, a table dropped): no order may be failed for it.
+ * Before, a lone order right after a settled batch was judged poison; so was
+ * an order next to a copy of an order already recorded (the copy "passed"
+ * without running the statement), or next to a cancel (which does not run it).
+ */
+static void test_poison_needs_evidence(void **state)
+{
+    ts_sink_fixture_t *f = *state;
+    f->exec(f, f->ledger_setup);
+    st_sink_t *s;
+    assert_int_equal(pgf_open(f, f->user_sql, &s), 0);
+    oq_order_t o[4];
+    st_outcome_t oc[4];
+    mk_order(&o[0], "ORD-1", "u1");
+    mk_order(&o[1], "ORD-2", "u2");
+    mk_cancel(&o[2], "ORD-9", "user asked");
+    mk_order(&o[3], "ORD-3", "u3");
+    st_batch_writer_t w = {0};
+    bool systemic;
+    size_t poisoned;
+    const oq_order_t *m0[1] = {&o[0]};
+    st_outcome_t *out0[1] = {&oc[0]};
+    assert_int_equal(write_tries(&w, s, m0, out0, 1, &systemic, &poisoned), 1);
+    f->exec(f, "CREATE OR REPLACE FUNCTION settle_order(p_order text, p_user text, p_qty int)"
+               " RETURNS void LANGUAGE plpgsql AS $$ BEGIN"
+               "  RAISE EXCEPTION 'ledger is gone' USING ERRCODE = '2F005'; END $$");
+    const oq_order_t *lone[1] = {&o[1]}, *with_copy[2] = {&o[0], &o[1]},
+                     *with_cancel[2] = {&o[1], &o[2]};
+    st_outcome_t *out1[1] = {&oc[1]}, *outs2[2] = {&oc[0], &oc[1]}, *outs3[2] = {&oc[1], &oc[2]};
+    assert_int_equal(write_tries(&w, s, lone, out1, 1, &systemic, &poisoned), 0);
+    assert_true(systemic);
+    assert_int_equal(poisoned, 0);
+    assert_int_equal(write_tries(&w, s, with_copy, outs2, 2, &systemic, &poisoned), 0);
+    assert_true(systemic);
+    assert_int_equal(poisoned, 0);
+    assert_int_equal(write_tries(&w, s, with_cancel, outs3, 2, &systemic, &poisoned), 0);
+    assert_true(systemic);
+    assert_int_equal(poisoned, 0);
+    assert_int_equal(count_status(f, "failed"), 0);
+    /* fixed: everything settles */
+    f->exec(f, "CREATE OR REPLACE FUNCTION settle_order(p_order text, p_user text, p_qty int)"
+               " RETURNS void LANGUAGE plpgsql AS $$ BEGIN"
+               "  INSERT INTO ledger VALUES (p_order, p_user, p_qty); END $$");
+    const oq_order_t *all[3] = {&o[1], &o[2], &o[3]};
+    st_outcome_t *outs_all[3] = {&oc[1], &oc[2], &oc[3]};
+    assert_int_equal(write_tries(&w, s, all, outs_all, 3, &systemic, &poisoned), 1);
+    assert_int_equal(count_status(f, "settled"), 3);
+    assert_int_equal(count_status(f, "failed"), 0);
+    st_batch_writer_free(&w);
+    st_sink_close(s);
+}
+
+/*
+ * Errors raised only at COMMIT (a DEFERRABLE INITIALLY DEFERRED constraint or
+ * constraint trigger that the user's statement meets): the batch fails at its
+ * COMMIT, and the probe, whose transactions are rolled back, never met them:
+ * the batch was retried forever. Each case: POISON-2 is refused at COMMIT
+ * only, ORD-1 and ORD-3 are fine.
+ */
+static void commit_poison_case(ts_sink_fixture_t *f, const char *schema, const char *reason_has,
+                               long ledger_before)
+{
+    f->exec(f, schema);
+    st_sink_t *s;
+    assert_int_equal(pgf_open(f, "INSERT INTO ledger VALUES ($1, $3, $4)", &s), 0);
+    oq_order_t o[3];
+    st_outcome_t oc[3];
+    mk_order(&o[0], "ORD-1", "u1");
+    mk_order(&o[1], "POISON-2", "u2");
+    mk_order(&o[2], "ORD-3", "u3");
+    const oq_order_t *msgs[3] = {&o[0], &o[1], &o[2]};
+    st_outcome_t *outs[3] = {&oc[0], &oc[1], &oc[2]};
+    st_batch_writer_t w = {0};
+    bool systemic;
+    size_t poisoned;
+    int tries = write_tries(&w, s, msgs, outs, 3, &systemic, &poisoned);
+    if (tries == 0)
+        fail_msg("the batch never settled in %d tries: %s", POISON_MAX_TRIES, s->errmsg);
+    assert_int_equal(tries, ST_POISON_AFTER + 1);
+    assert_int_equal(poisoned, 1);
+    assert_int_equal(oc[0].status, OQ_STATUS_SETTLED);
+    assert_int_equal(oc[1].status, OQ_STATUS_FAILED);
+    if (!strstr(oc[1].reason, reason_has))
+        fail_msg("reason \"%s\" lacks \"%s\"", oc[1].reason, reason_has);
+    assert_int_equal(oc[2].status, OQ_STATUS_SETTLED);
+    assert_int_equal(count_status(f, "settled"), 2);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM ledger"), ledger_before + 2);
+    st_batch_writer_free(&w);
+    st_sink_close(s);
+}
+
+static void test_poison_at_commit_deferred_fk(void **state)
+{
+    commit_poison_case(*state,
+                       "CREATE TABLE users (user_id TEXT PRIMARY KEY);"
+                       "INSERT INTO users VALUES ('u1'), ('u3');"
+                       "CREATE TABLE ledger (order_id TEXT, user_id TEXT REFERENCES users"
+                       " DEFERRABLE INITIALLY DEFERRED, qty INT)",
+                       "foreign key", 0);
+}
+
+/* 23505 at COMMIT is a deferred unique constraint, not the batched insert
+ * racing another worker (that one is immediate): final, not transient. */
+static void test_poison_at_commit_deferred_unique(void **state)
+{
+    commit_poison_case(*state,
+                       "CREATE TABLE ledger (order_id TEXT, user_id TEXT UNIQUE"
+                       " DEFERRABLE INITIALLY DEFERRED, qty INT);"
+                       "INSERT INTO ledger VALUES ('OLD-1', 'u2', 1)",
+                       "duplicate key", 1);
+}
+
+static void test_poison_at_commit_deferred_trigger(void **state)
+{
+    commit_poison_case(*state,
+                       "CREATE TABLE ledger (order_id TEXT, user_id TEXT, qty INT);"
+                       "CREATE FUNCTION ledger_check() RETURNS trigger LANGUAGE plpgsql AS $$"
+                       " BEGIN IF NEW.order_id = 'POISON-2' THEN"
+                       "  RAISE EXCEPTION 'order % refused at commit', NEW.order_id"
+                       "  USING ERRCODE = '2F005'; END IF; RETURN NULL; END $$;"
+                       "CREATE CONSTRAINT TRIGGER ledger_check AFTER INSERT ON ledger"
+                       " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ledger_check()",
+                       "refused at commit", 0);
+}
+
+/* A COMMIT that fails transiently (serialization failure 40001, deadlock
+ * 40P01, raised here by a deferred trigger a few times) is retried, never
+ * counted towards poison, and the order settles once it passes. */
+static void test_commit_transient_not_poisoned(void **state)
+{
+    ts_sink_fixture_t *f = *state;
+    f->exec(f, "CREATE TABLE ledger (order_id TEXT, user_id TEXT, qty INT);"
+               "CREATE SEQUENCE flaky;"
+               "CREATE FUNCTION ledger_check() RETURNS trigger LANGUAGE plpgsql AS $$"
+               " DECLARE n bigint; BEGIN"
+               "  IF NEW.order_id = 'ORD-2' THEN n := nextval('flaky');"
+               "   IF n <= 8 THEN RAISE EXCEPTION 'transient %', n"
+               "    USING ERRCODE = CASE WHEN n % 2 = 0 THEN '40001' ELSE '40P01' END;"
+               "  END IF; END IF; RETURN NULL; END $$;"
+               "CREATE CONSTRAINT TRIGGER ledger_check AFTER INSERT ON ledger"
+               " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ledger_check()");
+    st_sink_t *s;
+    assert_int_equal(pgf_open(f, "INSERT INTO ledger VALUES ($1, $3, $4)", &s), 0);
+    oq_order_t o[2];
+    st_outcome_t oc[2];
+    mk_order(&o[0], "ORD-1", "u1");
+    mk_order(&o[1], "ORD-2", "u2");
+    const oq_order_t *msgs[2] = {&o[0], &o[1]};
+    st_outcome_t *outs[2] = {&oc[0], &oc[1]};
+    st_batch_writer_t w = {0};
+    int fails = 0, ret;
+    st_batch_note_t note;
+    while ((ret = st_batch_write(&w, s, msgs, outs, 2, &note)) != 0 && fails < 20) {
+        fails++;
+        assert_false(note.final);
+        assert_false(note.probed);
+        assert_int_equal(note.poisoned, 0);
+    }
+    assert_int_equal(ret, 0);
+    assert_int_equal(fails, 8);
+    st_batch_writer_done(&w, s);
+    assert_int_equal(oc[0].status, OQ_STATUS_SETTLED);
+    assert_int_equal(oc[1].status, OQ_STATUS_SETTLED);
+    assert_int_equal(count_status(f, "settled"), 2);
+    st_batch_writer_free(&w);
+    st_sink_close(s);
+}
+
+/*
+ * The database's message goes into log fields: a message with quotes, a
+ * newline and '=' (the user's RAISE, a constraint name) must not forge
+ * fields or lines. Before, the poison line embedded it raw inside "...".
+ */
+static void test_log_escapes_db_message(void **state)
+{
+    ts_sink_fixture_t *f = *state;
+    f->exec(f, "CREATE TABLE ledger (order_id TEXT, user_id TEXT, qty INT);"
+               "CREATE FUNCTION settle_order(p_order text, p_user text, p_qty int) RETURNS void"
+               " LANGUAGE plpgsql AS $$ BEGIN"
+               "  IF p_order = 'POISON-2' THEN RAISE EXCEPTION USING ERRCODE = '2F005',"
+               "   MESSAGE = E'bad \" order=x\\nts=forged level=error msg=\"forged\"'; END IF;"
+               "  INSERT INTO ledger VALUES (p_order, p_user, p_qty);"
+               " END $$");
+    char path[] = "/tmp/st_pg_log_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    cm_log_set_fd(fd);
+    st_sink_t *s;
+    assert_int_equal(pgf_open(f, f->user_sql, &s), 0);
+    oq_order_t o[2];
+    st_outcome_t oc[2];
+    mk_order(&o[0], "ORD-1", "u1");
+    mk_order(&o[1], "POISON-2", "u2");
+    const oq_order_t *msgs[2] = {&o[0], &o[1]};
+    st_outcome_t *outs[2] = {&oc[0], &oc[1]};
+    st_batch_writer_t w = {0};
+    bool systemic;
+    size_t poisoned;
+    assert_int_equal(write_tries(&w, s, msgs, outs, 2, &systemic, &poisoned), ST_POISON_AFTER + 1);
+    assert_int_equal(poisoned, 1);
+    cm_log_set_fd(2);
+    char buf[8192];
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+    close(fd);
+    unlink(path);
+    assert_true(n > 0);
+    buf[n] = 0;
+    if (!strstr(buf, "poison message"))
+        fail_msg("no poison line in: %s", buf);
+    /* every line is one of ours: none starts with the forged fields */
+    for (char *line = buf; *line; line = strchr(line, '\n') + 1) {
+        if (strncmp(line, "ts=forged", 9) == 0)
+            fail_msg("forged log line: %s", buf);
+        if (!strchr(line, '\n'))
+            break;
+    }
+    assert_non_null(strstr(buf, "reason=\"bad \\\" order=x\\nts=forged level=error msg=\\\"forged\\\"\""));
     st_batch_writer_free(&w);
     st_sink_close(s);
 }
@@ -789,8 +1044,8 @@ static void test_settle_loop_into_pg(void **state)
     assert_int_equal(f->query_int(f, "SELECT sum(qty) FROM orders"), 2 * N);
 }
 
-/* Produces orders P00000..P<n-1> (users good<i>) to the orders topic. */
-static void produce_orders(const char *bootstrap, int n)
+/* Produces orders P<first>..P<first+n-1> (users good<i>) to the orders topic. */
+static void produce_range(const char *bootstrap, int first, int n)
 {
     char **keys = calloc((size_t)n, sizeof(*keys)), **vals = calloc((size_t)n, sizeof(*vals));
     for (int i = 0; i < n; i++) {
@@ -800,7 +1055,7 @@ static void produce_orders(const char *bootstrap, int n)
         snprintf(vals[i], 200,
                  "{\"order_id\":\"P%05d\",\"sale_id\":\"s%d\",\"user_id\":\"good%d\",\"qty\":1,"
                  "\"accepted_at\":5,\"node\":1}",
-                 i, i % 4, i);
+                 first + i, (first + i) % 4, first + i);
     }
     assert_int_equal(ts_kafka_produce(bootstrap, ST_DEFAULT_TOPIC, (const char *const *)keys,
                                       (const char *const *)vals, (size_t)n),
@@ -811,6 +1066,11 @@ static void produce_orders(const char *bootstrap, int n)
     }
     free(keys);
     free(vals);
+}
+
+static void produce_orders(const char *bootstrap, int n)
+{
+    produce_range(bootstrap, 0, n);
 }
 
 /* The loop with a poison order (its --sql raises 2F005 for P00007 only): every
@@ -898,6 +1158,169 @@ static void test_settle_loop_systemic_stall(void **state)
     st_settle_free(st);
     ts_kafka_stop(&k);
     assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders"), 0);
+}
+
+
+/* Polls until *v reaches want (at most ms); returns the last value. */
+static uint64_t await_stat(_Atomic uint64_t *v, uint64_t want, int ms)
+{
+    for (int i = 0; i < ms / 10 && atomic_load(v) < want; i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return atomic_load(v);
+}
+
+static st_settle_t *loop_start(const char *bootstrap, const char *url, const char *sql,
+                               uint32_t stall_after_ms, pthread_t *th)
+{
+    st_settle_opts_t o = {.brokers = bootstrap, .db = url, .sql = sql, .batch = 32,
+                          .stall_after_ms = stall_after_ms};
+    st_settle_t *st;
+    char err[512] = "";
+    if (st_settle_new(&st, &o, err, sizeof(err)) != 0)
+        fail_msg("st_settle_new: %s", err);
+    assert_int_equal(pthread_create(th, NULL, run_settle, st), 0);
+    return st;
+}
+
+static void loop_stop(st_settle_t *st, pthread_t th)
+{
+    st_settle_stop(st);
+    void *ret;
+    pthread_join(th, &ret);
+    assert_int_equal((intptr_t)ret, 0);
+}
+
+/*
+ * Through the loop: an order settles, then the user's function is replaced by
+ * one that fails for every order, and a single order comes. It must stall
+ * (flashgate_settle_stalled), not be failed: before, a lone order right after
+ * a settled batch was judged poison and failed. Orders arriving meanwhile
+ * join the stalled batch and fail too: still a stall. Fixed, all settle.
+ */
+static void test_settle_loop_broken_statement(void **state)
+{
+#if defined(__SANITIZE_THREAD__)
+    skip();
+#endif
+    ts_sink_fixture_t *f = *state;
+    pg_ctx_t *c = f->ctx;
+    f->exec(f, f->ledger_setup);
+    static const char *const topics[] = {ST_DEFAULT_TOPIC, ST_DEFAULT_OUTCOMES_TOPIC, NULL};
+    ts_kafka_t k;
+    assert_int_equal(ts_kafka_start(&k, topics, 1), 0);
+    pthread_t th;
+    st_settle_t *st = loop_start(k.bootstrap, c->url, f->user_sql, 0, &th);
+    st_settle_stats_t *s = (st_settle_stats_t *)st_settle_stats(st);
+    produce_range(k.bootstrap, 0, 1);
+    assert_int_equal(await_stat(&s->settled, 1, 30000), 1);
+    f->exec(f, "CREATE OR REPLACE FUNCTION settle_order(p_order text, p_user text, p_qty int)"
+               " RETURNS void LANGUAGE plpgsql AS $$ BEGIN"
+               "  RAISE EXCEPTION 'ledger is gone' USING ERRCODE = '2F005'; END $$");
+    produce_range(k.bootstrap, 1, 1);
+    assert_int_equal(await_stat(&s->stalled, 1, 10000), 1);
+    produce_range(k.bootstrap, 2, 2);
+    /* the new orders join the stalled batch and its next probe: still a stall */
+    uint64_t errs = atomic_load(&s->db_errors);
+    await_stat(&s->db_errors, errs + ST_POISON_AFTER, 10000);
+    assert_int_equal(atomic_load(&s->stalled), 1);
+    assert_int_equal(atomic_load(&s->failed), 0);
+    assert_int_equal(atomic_load(&s->poisoned), 0);
+    f->exec(f, "CREATE OR REPLACE FUNCTION settle_order(p_order text, p_user text, p_qty int)"
+               " RETURNS void LANGUAGE plpgsql AS $$ BEGIN"
+               "  INSERT INTO ledger VALUES (p_order, p_user, p_qty); END $$");
+    assert_int_equal(await_stat(&s->messages, 4, 30000), 4);
+    loop_stop(st, th);
+    assert_int_equal(atomic_load(&s->settled), 4);
+    assert_int_equal(atomic_load(&s->failed), 0);
+    assert_int_equal(atomic_load(&s->stalled), 0);
+    st_settle_free(st);
+    ts_kafka_stop(&k);
+    assert_int_equal(count_status(f, "settled"), 4);
+}
+
+/*
+ * Through the loop: a lone poison order stalls (no evidence yet) until another
+ * order arrives; that order joins the stalled batch, passes alone in the next
+ * probe, and the poison is failed while both others settle.
+ */
+static void test_settle_loop_lone_poison(void **state)
+{
+#if defined(__SANITIZE_THREAD__)
+    skip();
+#endif
+    ts_sink_fixture_t *f = *state;
+    pg_ctx_t *c = f->ctx;
+    f->exec(f, POISON_FN("p_order = 'P00001'"));
+    static const char *const topics[] = {ST_DEFAULT_TOPIC, ST_DEFAULT_OUTCOMES_TOPIC, NULL};
+    ts_kafka_t k;
+    assert_int_equal(ts_kafka_start(&k, topics, 1), 0);
+    pthread_t th;
+    st_settle_t *st = loop_start(k.bootstrap, c->url, f->user_sql, 0, &th);
+    st_settle_stats_t *s = (st_settle_stats_t *)st_settle_stats(st);
+    produce_range(k.bootstrap, 0, 1);
+    assert_int_equal(await_stat(&s->settled, 1, 30000), 1);
+    produce_range(k.bootstrap, 1, 1);
+    assert_int_equal(await_stat(&s->stalled, 1, 10000), 1);
+    assert_int_equal(atomic_load(&s->failed), 0);
+    produce_range(k.bootstrap, 2, 1);
+    assert_int_equal(await_stat(&s->messages, 3, 30000), 3);
+    loop_stop(st, th);
+    assert_int_equal(atomic_load(&s->settled), 2);
+    assert_int_equal(atomic_load(&s->failed), 1);
+    assert_int_equal(atomic_load(&s->poisoned), 1);
+    assert_int_equal(atomic_load(&s->stalled), 0);
+    st_settle_free(st);
+    ts_kafka_stop(&k);
+    assert_int_equal(f->query_int(f, "SELECT count(*) FROM orders WHERE status = 'failed'"
+                                     " AND order_id = 'P00001'"),
+                     1);
+}
+
+/*
+ * A database too slow for the batch (57014, statement timeout) is transient:
+ * retried, never failing an order. But a batch that keeps timing out must be
+ * visible: flashgate_settle_stalled goes to 1 once it has failed for longer
+ * than the stall threshold, and back to 0 when it goes through. Before, the
+ * gauge stayed 0 (only a probe's "every order fails" set it).
+ */
+static void test_settle_loop_timeout_stall(void **state)
+{
+#if defined(__SANITIZE_THREAD__)
+    skip();
+#endif
+    ts_sink_fixture_t *f = *state;
+    pg_ctx_t *c = f->ctx;
+    char q[160];
+    f->exec(f, "CREATE TABLE ledger (order_id TEXT, user_id TEXT, qty INT);"
+               "CREATE FUNCTION settle_order(p_order text, p_user text, p_qty int) RETURNS void"
+               " LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(2);"
+               "  INSERT INTO ledger VALUES (p_order, p_user, p_qty); END $$");
+    snprintf(q, sizeof(q), "ALTER DATABASE %s SET statement_timeout = '100ms'",
+             strrchr(c->url, '/') + 1);
+    f->exec(f, q);
+    static const char *const topics[] = {ST_DEFAULT_TOPIC, ST_DEFAULT_OUTCOMES_TOPIC, NULL};
+    ts_kafka_t k;
+    assert_int_equal(ts_kafka_start(&k, topics, 1), 0);
+    produce_range(k.bootstrap, 0, 3);
+    pthread_t th;
+    st_settle_t *st = loop_start(k.bootstrap, c->url, f->user_sql, 500, &th);
+    st_settle_stats_t *s = (st_settle_stats_t *)st_settle_stats(st);
+    assert_int_equal(await_stat(&s->stalled, 1, 30000), 1);
+    assert_int_equal(atomic_load(&s->messages), 0);
+    assert_int_equal(atomic_load(&s->failed), 0);
+    assert_int_equal(atomic_load(&s->poisoned), 0);
+    f->exec(f, "CREATE OR REPLACE FUNCTION settle_order(p_order text, p_user text, p_qty int)"
+               " RETURNS void LANGUAGE plpgsql AS $$ BEGIN"
+               "  INSERT INTO ledger VALUES (p_order, p_user, p_qty); END $$");
+    assert_int_equal(await_stat(&s->messages, 3, 30000), 3);
+    loop_stop(st, th);
+    assert_int_equal(atomic_load(&s->settled), 3);
+    assert_int_equal(atomic_load(&s->failed), 0);
+    assert_int_equal(atomic_load(&s->stalled), 0);
+    st_settle_free(st);
+    ts_kafka_stop(&k);
 }
 
 /* Runs one settle loop (group `group`, no user SQL) until it has processed `want`
@@ -1032,6 +1455,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_poison_order_isolated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_poison_systemic_not_failed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_poison_lone_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_poison_needs_evidence, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_poison_at_commit_deferred_fk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_poison_at_commit_deferred_unique, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_poison_at_commit_deferred_trigger, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_transient_not_poisoned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_escapes_db_message, setup, teardown),
         cmocka_unit_test_setup_teardown(test_poison_cancel_reason, setup, teardown),
         cmocka_unit_test_setup_teardown(test_synchronous_commit_forced_on, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sink_open_dispatch, setup, teardown),
@@ -1039,6 +1468,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_settle_loop_into_pg, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settle_loop_poison, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settle_loop_systemic_stall, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_settle_loop_broken_statement, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_settle_loop_lone_poison, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_settle_loop_timeout_stall, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settle_loop_batched_copies, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
