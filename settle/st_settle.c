@@ -544,7 +544,7 @@ static void poison_add(st_batch_writer_t *w, const oq_order_t *o, const char *re
 static size_t probe(st_batch_writer_t *w, st_sink_t *s, const oq_order_t *const *msgs,
                     size_t n, st_batch_note_t *note)
 {
-    size_t nfail = 0, first_new = w->npoison;
+    size_t first_new = w->npoison;
     note->probed = true;
     w->probed_n = n;
     for (size_t i = 0; i < n; i++) {
@@ -571,7 +571,6 @@ static size_t probe(st_batch_writer_t *w, st_sink_t *s, const oq_order_t *const 
             r->state = one.changed ? 1 : 2;
         } else if (final) {
             r->state = -1;
-            nfail++;
         } else { /* transient: no conclusion from this probe */
             return 0;
         }
@@ -585,7 +584,11 @@ static size_t probe(st_batch_writer_t *w, st_sink_t *s, const oq_order_t *const 
         for (size_t j = 0; j < n && !evidence; j++)
             evidence = j != i && w->probe_res[j].state == 1 &&
                        (cancel || msgs[j]->type == OQ_MSG_ORDER);
-        if (evidence && !poison_find(s, msgs[i])) { /* a copy is listed once */
+        bool listed = false; /* a copy of it failed too: listed once */
+        for (size_t k = first_new; k < w->npoison && !listed; k++)
+            listed = w->poison[k].cancel == cancel &&
+                     strcmp(w->poison[k].order_id, msgs[i]->order_id) == 0;
+        if (evidence && !listed) {
             poison_add(w, msgs[i], w->probe_res[i].reason);
             s->poison = w->poison; /* may have moved; s->npoison still first_new */
         }
@@ -606,7 +609,6 @@ static size_t probe(st_batch_writer_t *w, st_sink_t *s, const oq_order_t *const 
     }
     s->poison = w->poison;
     s->npoison = w->npoison;
-    (void)nfail;
     return w->npoison - first_new;
 }
 

@@ -571,6 +571,35 @@ static void test_poison_order_isolated(void **state)
     st_sink_close(s);
 }
 
+/* Two copies of a poison order in one batch (a resend): listed, counted and
+ * logged once; the first copy is failed, the second reports that row. */
+static void test_poison_copy_listed_once(void **state)
+{
+    ts_sink_fixture_t *f = *state;
+    f->exec(f, POISON_FN("p_order = 'POISON-2'"));
+    st_sink_t *s;
+    assert_int_equal(pgf_open(f, f->user_sql, &s), 0);
+    oq_order_t o[3];
+    st_outcome_t oc[3];
+    mk_order(&o[0], "ORD-1", "u1");
+    mk_order(&o[1], "POISON-2", "u2");
+    o[2] = o[1];
+    const oq_order_t *msgs[3] = {&o[0], &o[1], &o[2]};
+    st_outcome_t *outs[3] = {&oc[0], &oc[1], &oc[2]};
+    st_batch_writer_t w = {0};
+    bool systemic;
+    size_t poisoned;
+    assert_int_equal(write_tries(&w, s, msgs, outs, 3, &systemic, &poisoned), ST_POISON_AFTER + 1);
+    assert_int_equal(poisoned, 1);
+    assert_int_equal(oc[0].status, OQ_STATUS_SETTLED);
+    assert_int_equal(oc[1].status, OQ_STATUS_FAILED);
+    assert_true(oc[1].changed);
+    assert_int_equal(oc[2].status, OQ_STATUS_FAILED);
+    assert_false(oc[2].changed);
+    st_batch_writer_free(&w);
+    st_sink_close(s);
+}
+
 /* The statement fails for every order (systemic): nothing is failed, the
  * batch stays unsettled (retried), and it settles once the function is fixed. */
 static void test_poison_systemic_not_failed(void **state)
@@ -1432,8 +1461,10 @@ static void test_bench_batch500(void **state)
     case_bench(*state, "postgresql", 20000, 500);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc > 2 && strcmp(argv[1], "--only") == 0) /* one test (or a glob of them) */
+        cmocka_set_test_filter(argv[2]);
     if (!ts_pg_available()) {
         fprintf(stderr, "FAIL: PostgreSQL server binaries not installed (deploy/install-deps.sh)\n");
         return 1;
@@ -1453,6 +1484,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_user_sql_two_workers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_sql_long_utf8_reason, setup, teardown),
         cmocka_unit_test_setup_teardown(test_poison_order_isolated, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_poison_copy_listed_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_poison_systemic_not_failed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_poison_lone_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_poison_needs_evidence, setup, teardown),
