@@ -129,7 +129,8 @@ static bool is_order_error(const char *sqlstate)
  * statement timeout 57014, admin/crash shutdown 57P01-03), lock not available
  * (55P03), a prepared statement gone (26000, prepared again), a unique
  * violation of settle_many (23505 from another worker's batch in flight: the
- * retry uses ON CONFLICT), system errors (58) and internal errors (XX).
+ * retry uses ON CONFLICT; at COMMIT a 23505 is final, fail_deferred), system
+ * errors (58) and internal errors (XX).
  * Anything else (42xxx from the user's dynamic SQL, 2F005, 54001, 22P05 of a
  * cancel's reason) comes back the same way at each try: it is final, and a
  * batch that keeps failing with it is probed for a poison order.
