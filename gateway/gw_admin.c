@@ -1189,7 +1189,7 @@ static char *stats_json(gw_server_t *srv)
                            hitters_arr(&ips, true, 10), "counted", (json_int_t)users.total);
     pthread_mutex_unlock(&stats_mu);
     json_t *o = json_pack(
-        "{s:I,s:I,s:I,s:o,s:o,s:{s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I,s:I},s:I,s:s,s:I}",
+        "{s:I,s:I,s:I,s:o,s:o,s:{s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I,s:I,s:I},s:I,s:s,s:I}",
         "uptime_ms", (json_int_t)(cm_wall_ms() - srv->started_ms), "requests",
         (json_int_t)atomic_load(&c.requests), "accepted_units",
         (json_int_t)atomic_load(&c.accepted_units), "replies", replies, "rate_limited", rl,
@@ -1197,7 +1197,7 @@ static char *stats_json(gw_server_t *srv)
         (json_int_t)ss.appended_records, "segments", (json_int_t)ss.segments, "limiter", "keys",
         (json_int_t)ls.keys, "capacity", (json_int_t)ls.capacity, "bytes", (json_int_t)ls.bytes,
         "evicted_idle", (json_int_t)ls.evicted_idle, "evicted_busy", (json_int_t)ls.evicted_busy,
-        "orders_known", (json_int_t)os.known, "inventory",
+        "rule_sets", (json_int_t)ls.rule_sets, "orders_known", (json_int_t)os.known, "inventory",
         inv_backend_name(srv->inv), "workers", (json_int_t)srv->nworkers);
     json_t *spj = json_object_get(o, "spool");
     if (spj) { /* a roll that had to wait for its segment stalled the appending loop */

@@ -106,6 +106,7 @@ struct gw_limits {
      * are freed with the limiter (no reader can hold one past that). */
     struct rules_snap *_Atomic rules;
     struct rules_snap *retired; /* guarded by cfg_mu */
+    uint64_t rule_sets;         /* allocated: in force + retired; guarded by cfg_mu */
     /* Rule counters live outside the snapshots, one slot per rule's sale, so a
      * reader still holding an old snapshot counts into the same place as the
      * new one: counts are exact across rule changes. Assignment under cfg_mu. */
@@ -311,6 +312,7 @@ int gw_limits_set_rules(gw_limits_t *l, const gw_rule_t *rules, size_t n)
         return CM_ENOMEM;
     s->n = n;
     pthread_mutex_lock(&l->cfg_mu);
+    l->rule_sets++;
     rules_snap_t *old = atomic_load(&l->rules);
     bool keep[GW_LIMIT_RULES_MAX] = {false};
     for (size_t i = 0; i < n; i++) {
@@ -749,6 +751,9 @@ void gw_limits_stats(gw_limits_t *l, gw_limits_stats_t *out)
     }
     out->capacity = l->capacity;
     out->bytes = l->bytes;
+    pthread_mutex_lock(&l->cfg_mu);
+    out->rule_sets = l->rule_sets;
+    pthread_mutex_unlock(&l->cfg_mu);
 }
 
 const char *gw_scope_name(gw_scope_t s)

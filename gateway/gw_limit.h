@@ -101,9 +101,11 @@ int gw_limits_set_rules(gw_limits_t *l, const gw_rule_t *rules, size_t n);
 /* Copies the rules with their counters into out (at most max); returns the count. Thread-safe. */
 size_t gw_limits_get_rules(gw_limits_t *l, gw_rule_t *out, size_t max);
 
-/* Table occupancy and evictions, for stats. Thread-safe. */
+/* Table occupancy and evictions, for stats; rule_sets: rule sets allocated
+ * (the one in force and replaced ones not yet freed). Thread-safe. */
 typedef struct gw_limits_stats {
     uint64_t keys, capacity, evicted_idle, evicted_busy, bytes;
+    uint64_t rule_sets;
 } gw_limits_stats_t;
 void gw_limits_stats(gw_limits_t *l, gw_limits_stats_t *out);
 
