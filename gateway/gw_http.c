@@ -638,7 +638,6 @@ void gw_workers_stop(gw_server_t *srv)
         gw_worker_t *w = &srv->workers[i];
         if (srv->workers_running)
             pthread_join(w->thread, NULL);
-        gw_conn_guard_free(w);
         uv_loop_close(&w->loop);
         for (unsigned k = 0; k < w->nsold_out; k++)
             gw_prep_free(w->sold_out_cache[k].resp);
@@ -659,6 +658,12 @@ void gw_workers_stop(gw_server_t *srv)
     }
     srv->workers_running = false;
     srv->workers_stopped = true;
+}
+
+void gw_workers_free_guards(gw_server_t *srv)
+{
+    for (unsigned i = 0; srv->workers && i < srv->nworkers; i++)
+        gw_conn_guard_free(&srv->workers[i]);
     gw_ip_table_free(srv->iptable);
     srv->iptable = NULL;
 }

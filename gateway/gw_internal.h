@@ -660,6 +660,10 @@ void gw_secret_free(void *p, size_t len);
 /* Workers (gw_http.c). */
 int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen);
 void gw_workers_stop(gw_server_t *srv);
+/* The connection guards and the per-address table, which GET /admin/v1/stats
+ * reads (gw_conn_stats): freed after the admin listener stopped, not with the
+ * workers (gw_server_stop). */
+void gw_workers_free_guards(gw_server_t *srv);
 /* Answers a request that waited (Redis, fsync, an upstream): r->resp or
  * r->cached is ready. Loop thread of req->w only. */
 void gw_req_finish(gw_req_t *req);

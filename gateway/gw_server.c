@@ -358,6 +358,7 @@ void gw_server_stop(gw_server_t *srv)
     gw_fair_stop_thread(srv); /* it spools and reserves: before the workers go */
     gw_workers_stop(srv);
     gw_admin_stop(srv);
+    gw_workers_free_guards(srv); /* the admin's stats read them until it stops */
     gw_fair_close(srv); /* the workers and the admin read it until they stop */
     gw_overload_stop(srv);
     gw_fleet_stop(srv);
