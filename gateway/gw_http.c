@@ -417,6 +417,8 @@ void gw_http_check(gw_worker_t *w)
         w->notify_relay = false;
         gw__queue_notify(w->srv);
     }
+    /* between requests: this worker holds no per-sale rule set (gw_limit.h) */
+    gw_limits_quiescent(w->srv->limits, w->index);
 }
 
 void gw_req_finish(gw_req_t *r)
@@ -606,6 +608,7 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
             atomic_store(&w->stopping, true);
             stop_try(w);
             gw_h1_run(w);
+            gw_limits_reader_offline(srv->limits, k);
             gw_conn_guard_free(w);
             uv_loop_close(&w->loop);
         }
@@ -638,6 +641,7 @@ void gw_workers_stop(gw_server_t *srv)
         gw_worker_t *w = &srv->workers[i];
         if (srv->workers_running)
             pthread_join(w->thread, NULL);
+        gw_limits_reader_offline(srv->limits, w->index); /* reads no rule set any more */
         uv_loop_close(&w->loop);
         for (unsigned k = 0; k < w->nsold_out; k++)
             gw_prep_free(w->sold_out_cache[k].resp);

@@ -102,11 +102,17 @@ struct gw_limits {
     _Alignas(64) pthread_mutex_t global_mu;
     cm_bucket_t global;
 
-    /* Per-sale rules: an immutable snapshot swapped atomically; retired ones
-     * are freed with the limiter (no reader can hold one past that). */
+    /* Per-sale rules: an immutable snapshot swapped atomically. A replaced one
+     * is retired with the grace period it waits for and freed once every
+     * reader has passed a quiescent point since (see "Grace periods" below). */
     struct rules_snap *_Atomic rules;
-    struct rules_snap *retired; /* guarded by cfg_mu */
+    struct rules_snap *retired; /* newest first; guarded by cfg_mu */
     uint64_t rule_sets;         /* allocated: in force + retired; guarded by cfg_mu */
+    /* Grace periods: the swap count (written under cfg_mu), and per reader the
+     * count it saw at its last quiescent point (UINT64_MAX: offline). */
+    _Alignas(64) _Atomic uint64_t epoch;
+    struct reader_slot *readers; /* NULL: readers undeclared, retired sets kept */
+    unsigned nreaders;
     /* Rule counters live outside the snapshots, one slot per rule's sale, so a
      * reader still holding an old snapshot counts into the same place as the
      * new one: counts are exact across rule changes. Assignment under cfg_mu. */
@@ -124,9 +130,16 @@ typedef struct rule_ent {
 
 typedef struct rules_snap {
     struct rules_snap *next_retired;
+    uint64_t grace; /* retired: freed once every reader has seen epoch >= grace */
     size_t n;
     rule_ent_t e[];
 } rules_snap_t;
+
+/* One reader's announcement, on a cache line of its own: the writer reads it,
+ * only its reader writes it, and only when the epoch moved. */
+struct reader_slot {
+    _Alignas(64) _Atomic uint64_t seen;
+};
 
 /*---- policies ----*/
 
@@ -275,6 +288,7 @@ gw_limits_t *gw_limits_new(uint64_t max_keys)
     l->share = 1;
     for (int s = 0; s < GW_SCOPE_COUNT; s++)
         atomic_init(&l->pol[s], 0);
+    atomic_init(&l->epoch, 0);
     return l;
 }
 
@@ -291,6 +305,7 @@ void gw_limits_free(gw_limits_t *l)
     pthread_mutex_destroy(&l->cfg_mu);
     cm_unmap(l->slot_mem, l->slot_bytes);
     free(l->shards);
+    free(l->readers);
     rules_snap_t *cur = atomic_load(&l->rules);
     free(cur);
     while (l->retired) {
@@ -299,6 +314,94 @@ void gw_limits_free(gw_limits_t *l)
         l->retired = n;
     }
     free(l);
+}
+
+/*---- per-sale rules: grace periods ----*/
+
+/*
+ * Quiescent-state-based reclamation (as userspace RCU's QSBR flavour, with
+ * counters instead of its grace-period thread). The readers are the threads
+ * that call gw_limits_admit while the rules may change: the gateway's
+ * workers. gw_limits_admit holds a rule set only within the call, so a
+ * reader between two calls holds none: that is its quiescent point, which a
+ * worker announces once per loop iteration (gw_limits_quiescent), a loop
+ * that turns at least every 100 ms when idle (its overload tick).
+ *
+ * The writer (under cfg_mu) publishes the new set, then bumps the epoch to E
+ * with a release store, and retires the old set with grace = E. A reader's
+ * quiescent point loads the epoch (acquire) and stores it in its slot
+ * (release). When the writer loads a slot (acquire) and finds >= E:
+ *  - every access that reader made to the old set came before its store, so
+ *    it happens before the writer's free;
+ *  - and its later calls cannot load the old pointer: its acquire load of an
+ *    epoch >= E synchronised with a release store that came after the new
+ *    pointer's store.
+ * So the set can be freed. A reader that never reaches a quiescent point
+ * only delays the frees (memory, never safety). The cost to a reader: one
+ * load of the epoch and one of its own slot per loop iteration, a store only
+ * when the epoch moved; gw_limits_admit itself is unchanged (one acquire load
+ * of the set), with no lock and no atomic read-modify-write.
+ */
+
+/* Frees the retired sets whose grace period is over. Caller holds cfg_mu. */
+static void rules_reclaim(gw_limits_t *l)
+{
+    if (!l->readers || !l->retired)
+        return;
+    uint64_t min_seen = UINT64_MAX;
+    for (unsigned i = 0; i < l->nreaders; i++) {
+        uint64_t e = atomic_load_explicit(&l->readers[i].seen, memory_order_acquire);
+        if (e < min_seen)
+            min_seen = e;
+    }
+    /* newest first: the sets after the first one whose grace is over are older */
+    rules_snap_t **pp = &l->retired;
+    while (*pp && (*pp)->grace > min_seen)
+        pp = &(*pp)->next_retired;
+    rules_snap_t *s = *pp;
+    *pp = NULL;
+    while (s) {
+        rules_snap_t *n = s->next_retired;
+        free(s);
+        l->rule_sets--;
+        s = n;
+    }
+}
+
+int gw_limits_set_readers(gw_limits_t *l, unsigned n)
+{
+    if (l->readers || n == 0)
+        return CM_EINVAL;
+    struct reader_slot *r = aligned_zalloc(sizeof(*r) * n);
+    if (!r)
+        return CM_ENOMEM;
+    for (unsigned i = 0; i < n; i++)
+        atomic_init(&r[i].seen, 0); /* no point passed yet: holds back every free */
+    pthread_mutex_lock(&l->cfg_mu);
+    l->readers = r;
+    l->nreaders = n;
+    pthread_mutex_unlock(&l->cfg_mu);
+    return 0;
+}
+
+void gw_limits_quiescent(gw_limits_t *l, unsigned reader)
+{
+    if (reader >= l->nreaders)
+        return;
+    _Atomic uint64_t *seen = &l->readers[reader].seen;
+    uint64_t e = atomic_load_explicit(&l->epoch, memory_order_acquire);
+    if (atomic_load_explicit(seen, memory_order_relaxed) != e)
+        atomic_store_explicit(seen, e, memory_order_release);
+}
+
+void gw_limits_reader_offline(gw_limits_t *l, unsigned reader)
+{
+    if (reader >= l->nreaders)
+        return;
+    atomic_store_explicit(&l->readers[reader].seen, UINT64_MAX, memory_order_release);
+    pthread_mutex_lock(&l->cfg_mu);
+    rules_reclaim(l);
+    pthread_mutex_unlock(&l->cfg_mu);
 }
 
 /*---- per-sale rules ----*/
@@ -348,9 +451,14 @@ int gw_limits_set_rules(gw_limits_t *l, const gw_rule_t *rules, size_t n)
     }
     atomic_store_explicit(&l->rules, s, memory_order_release);
     if (old) {
+        /* after the new set's store: a reader that sees this epoch sees the new set */
+        uint64_t e = atomic_load_explicit(&l->epoch, memory_order_relaxed) + 1;
+        atomic_store_explicit(&l->epoch, e, memory_order_release);
+        old->grace = e;
         old->next_retired = l->retired;
         l->retired = old;
     }
+    rules_reclaim(l);
     pthread_mutex_unlock(&l->cfg_mu);
     return 0;
 }
@@ -752,6 +860,7 @@ void gw_limits_stats(gw_limits_t *l, gw_limits_stats_t *out)
     out->capacity = l->capacity;
     out->bytes = l->bytes;
     pthread_mutex_lock(&l->cfg_mu);
+    rules_reclaim(l); /* what the readers have passed since the last change */
     out->rule_sets = l->rule_sets;
     pthread_mutex_unlock(&l->cfg_mu);
 }

@@ -93,11 +93,29 @@ void gw_limits_prefetch_user(gw_limits_t *l, const char *user, size_t user_len);
 /*
  * Replaces the rule set: at most GW_LIMIT_RULES_MAX rules, one per sale
  * (the caller validates). Counters of a sale's rule carry over; its buckets
- * keep their tokens. Readers switch to the new set at once; old sets are
- * kept until gw_limits_free (rule changes are rare operator actions).
- * Returns 0 or CM_EINVAL (too many). Thread-safe.
+ * keep their tokens. Readers switch to the new set at once; the old set is
+ * freed once every declared reader has passed a quiescent point
+ * (gw_limits_set_readers; without declared readers, old sets are kept until
+ * gw_limits_free). Returns 0 or CM_EINVAL (too many). Thread-safe.
  */
 int gw_limits_set_rules(gw_limits_t *l, const gw_rule_t *rules, size_t n);
+/*
+ * Readers (the threads that call gw_limits_admit while the rules may change:
+ * the gateway's workers) are declared once, numbered 0..n-1, before any of
+ * them reads; each starts holding back every free until its first quiescent
+ * point. gw_limits_quiescent(l, i): reader i holds no rule set now (between
+ * two gw_limits_admit calls, e.g. at the end of each loop iteration); two
+ * loads, a store when the rules changed since, no lock. Only reader i may
+ * call it for i. gw_limits_reader_offline(l, i): reader i reads no more
+ * (its thread has ended). Replaced sets are freed by gw_limits_set_rules,
+ * gw_limits_stats and gw_limits_reader_offline once every reader has passed a
+ * quiescent point since the replacement; a reader that passes none only
+ * delays that. set_readers returns 0, CM_EINVAL (n = 0 or called twice) or
+ * CM_ENOMEM; it is not thread-safe (before the readers start).
+ */
+int gw_limits_set_readers(gw_limits_t *l, unsigned n);
+void gw_limits_quiescent(gw_limits_t *l, unsigned reader);
+void gw_limits_reader_offline(gw_limits_t *l, unsigned reader);
 /* Copies the rules with their counters into out (at most max); returns the count. Thread-safe. */
 size_t gw_limits_get_rules(gw_limits_t *l, gw_rule_t *out, size_t max);
 

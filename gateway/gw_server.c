@@ -278,6 +278,12 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
                  (unsigned long long)cfg->limiter_max_keys);
         return CM_ENOMEM;
     }
+    /* The workers read the per-sale rules; a replaced set is freed once each
+     * has passed the end of a loop iteration (gw_http_check). */
+    if (gw_limits_set_readers(srv->limits, srv->nworkers) != 0) {
+        snprintf(errbuf, errlen, "cannot allocate the limiter's reader slots");
+        return CM_ENOMEM;
+    }
     gw_apply_limits(srv);
 
     inv_opts_t io = {.data_dir = cfg->data_dir,

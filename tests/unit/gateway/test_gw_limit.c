@@ -1,6 +1,8 @@
 /* gw_limit: scope order, refunds, verdict fields, runtime changes, share, eviction, memory. */
 #include "gateway/gw_limit.h"
 
+#include "common/cm_err.h"
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -355,6 +357,103 @@ static void test_ten_million_keys_memory(void **state)
     gw_limits_free(l);
 }
 
+static uint64_t rule_sets(gw_limits_t *l)
+{
+    gw_limits_stats_t st;
+    gw_limits_stats(l, &st);
+    return st.rule_sets;
+}
+
+static void set_rule(gw_limits_t *l, uint64_t sale_rate_milli)
+{
+    gw_rule_t r;
+    memset(&r, 0, sizeof(r));
+    snprintf(r.sale_id, sizeof(r.sale_id), "s1");
+    r.sale = pol(sale_rate_milli, 3);
+    assert_int_equal(gw_limits_set_rules(l, &r, 1), 0);
+}
+
+/*
+ * Replaced rule sets are freed once every declared reader has passed a
+ * quiescent point since the replacement, and not before: a reader that has
+ * not holds back every set replaced since its last one (it may still be
+ * reading any of them); an offline reader holds back none.
+ */
+static void test_rule_sets_grace_period(void **state)
+{
+    (void)state;
+    gw_limits_t *l = gw_limits_new(1000);
+    assert_non_null(l);
+    assert_int_equal(gw_limits_set_readers(l, 2), 0);
+    assert_int_equal(gw_limits_set_readers(l, 3), CM_EINVAL); /* once */
+    assert_int_equal(rule_sets(l), 0);
+    set_rule(l, 1000);
+    assert_int_equal(rule_sets(l), 1);
+    set_rule(l, 2000); /* the first set retired: neither reader has passed a point */
+    assert_int_equal(rule_sets(l), 2);
+    gw_limits_quiescent(l, 0);
+    assert_int_equal(rule_sets(l), 2); /* reader 1 may still hold it */
+    gw_limits_quiescent(l, 1);
+    assert_int_equal(rule_sets(l), 1);
+    /* Reader 0 passes a point between two changes, reader 1 none: all wait for 1. */
+    set_rule(l, 3000);
+    gw_limits_quiescent(l, 0);
+    set_rule(l, 4000);
+    set_rule(l, 5000);
+    assert_int_equal(rule_sets(l), 4);
+    gw_limits_quiescent(l, 1); /* reader 0 has not seen the last two changes */
+    assert_int_equal(rule_sets(l), 3);
+    gw_limits_quiescent(l, 0);
+    assert_int_equal(rule_sets(l), 1);
+    /* An offline reader holds nothing back; out-of-range readers are ignored. */
+    gw_limits_reader_offline(l, 0);
+    gw_limits_quiescent(l, 7);
+    gw_limits_reader_offline(l, 7);
+    set_rule(l, 6000);
+    assert_int_equal(rule_sets(l), 2);
+    gw_limits_quiescent(l, 1);
+    assert_int_equal(rule_sets(l), 1);
+    /* The set in force is the last one written. */
+    gw_limit_verdict_t v;
+    for (int i = 0; i < 3; i++)
+        assert_true(admit(l, "u", NULL, "s1", T0, &v));
+    assert_false(admit(l, "u", NULL, "s1", T0, &v));
+    assert_true(v.by_rule);
+    assert_int_equal(v.policy.rate_milli, 6000);
+    gw_limits_free(l);
+}
+
+/* Memory does not grow with the number of rule changes: 10,000 edits with the
+ * readers passing their points leave at most the set in force and the one
+ * replaced last; without declared readers, every set is kept (as before). */
+static void test_rule_sets_do_not_grow(void **state)
+{
+    (void)state;
+    gw_limits_t *l = gw_limits_new(1000);
+    assert_non_null(l);
+    assert_int_equal(gw_limits_set_readers(l, 2), 0);
+    uint64_t most = 0;
+    for (int i = 0; i < 10000; i++) {
+        set_rule(l, 1000 + (uint64_t)i);
+        uint64_t n = rule_sets(l);
+        most = n > most ? n : most;
+        gw_limit_verdict_t v;
+        admit(l, "u", NULL, "s1", T0, &v);
+        gw_limits_quiescent(l, (unsigned)i % 2);
+        gw_limits_quiescent(l, (unsigned)(i + 1) % 2);
+    }
+    assert_true(most <= 2);
+    assert_int_equal(rule_sets(l), 1);
+    gw_limits_free(l);
+
+    l = gw_limits_new(1000);
+    assert_non_null(l);
+    for (int i = 0; i < 100; i++)
+        set_rule(l, 1000 + (uint64_t)i);
+    assert_int_equal(rule_sets(l), 100);
+    gw_limits_free(l); /* frees them all (ASan/LSan: no leak) */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -370,6 +469,8 @@ int main(void)
         cmocka_unit_test(test_eviction),
         cmocka_unit_test(test_lru_keeps_hot_key),
         cmocka_unit_test(test_ten_million_keys_memory),
+        cmocka_unit_test(test_rule_sets_grace_period),
+        cmocka_unit_test(test_rule_sets_do_not_grow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
