@@ -26,39 +26,38 @@ struct gw_audit {
     _Atomic uint64_t version;
 };
 
-/* Reads every line; calls fn for each parsed object until it returns nonzero. */
-static int scan(gw_audit_t *a, int (*fn)(json_t *line, void *ctx), void *ctx)
-{
-    FILE *f = fopen(a->path, "r");
-    if (!f)
-        return errno == ENOENT ? 0 : CM_EIO;
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n;
-    int rc = 0;
-    while (rc == 0 && (n = getline(&line, &cap, f)) > 0) {
-        json_t *j = json_loadb(line, (size_t)n, 0, NULL);
-        if (!j)
-            continue; /* a torn last line after a crash: skipped */
-        rc = fn(j, ctx);
-        json_decref(j);
-    }
-    free(line);
-    fclose(f);
-    return rc < 0 ? rc : 0;
-}
+static bool quick_version(const char *s, size_t n, int64_t *v);
+static int lines_backward(int fd, off_t end, int (*fn)(const char *line, size_t n, void *ctx),
+                          void *ctx);
 
-static int last_version(json_t *j, void *ctx)
+/*
+ * The version to continue from: that of the last line that parses and has a
+ * version > 0 (a torn last line is skipped, as every reader skips it, unless
+ * it parses). The writer's versions never go back along the file (each append
+ * takes the last one + 1; one whose fdatasync failed stays, and the next takes
+ * its version again), so that line holds the largest: opening reads the log
+ * from its end and stops there, whatever the log's length, where it once
+ * parsed every line (about 1 s at 100,000 lines, bench/audit_list.py).
+ */
+static int last_version(const char *line, size_t n, void *ctx)
 {
     uint64_t *v = ctx;
-    json_int_t n = json_integer_value(json_object_get(j, "version"));
-    if (n > 0 && (uint64_t)n > *v)
-        *v = (uint64_t)n;
-    return 0;
+    int64_t q;
+    if (quick_version(line, n, &q) && q <= 0)
+        return 0; /* no positive version, whether or not it parses */
+    json_t *j = json_loadb(line, n, 0, NULL);
+    if (!j)
+        return 0;
+    json_int_t x = json_integer_value(json_object_get(j, "version"));
+    json_decref(j);
+    if (x <= 0)
+        return 0;
+    *v = (uint64_t)x;
+    return 1;
 }
 
 /*
- * A torn last line (a crash or a full disk in its write) is cut off: scan
+ * A torn last line (a crash or a full disk in its write) is cut off: every reader
  * skips it, but the next line appended after it would be glued to it and
  * unreadable, lost to the audit list and rollback, and its version given
  * out again at the next start. Cuts the file after its last newline.
@@ -95,18 +94,29 @@ int gw_audit_open(gw_server_t *srv, char *errbuf, size_t errlen)
     gw_audit_t *a = cm_xcalloc(1, sizeof(*a));
     pthread_mutex_init(&a->mu, NULL);
     snprintf(a->path, sizeof(a->path), "%s/audit.log", srv->cfg->data_dir);
+    a->fd = open(a->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (a->fd < 0) {
+        snprintf(errbuf, errlen, "cannot open %s: %s", a->path, strerror(errno));
+        pthread_mutex_destroy(&a->mu);
+        free(a);
+        return CM_EIO;
+    }
+    /* the version first, from the file as found (its torn tail included, as a
+     * forward scan of every line counted it when it parses), then the cut */
     uint64_t v = 0;
-    if (scan(a, last_version, &v) != 0) {
+    struct stat st;
+    if (fstat(a->fd, &st) != 0 || lines_backward(a->fd, st.st_size, last_version, &v) != 0) {
         snprintf(errbuf, errlen, "cannot read %s: %s", a->path, strerror(errno));
+        close(a->fd);
+        pthread_mutex_destroy(&a->mu);
         free(a);
         return CM_EIO;
     }
     atomic_store(&a->version, v);
-    a->fd = open(a->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-    if (a->fd < 0 || cut_torn_tail(a->fd) != 0) {
+    if (cut_torn_tail(a->fd) != 0) {
         snprintf(errbuf, errlen, "cannot open %s: %s", a->path, strerror(errno));
-        if (a->fd >= 0)
-            close(a->fd);
+        close(a->fd);
+        pthread_mutex_destroy(&a->mu);
         free(a);
         return CM_EIO;
     }

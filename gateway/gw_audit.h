@@ -9,9 +9,12 @@
  * "config" is the set of limits and rules in force after the change, so that
  * POST /admin/v1/config/rollback can restore the set of any version. Stock
  * and sales are never rolled back (units may have been sold since): they are
- * audited only. The version counter continues across restarts (read from the
- * log's last line); each start appends a "start" line with the configured
- * limits, as the process then runs with those.
+ * audited only. The version counter continues across restarts: from the
+ * log's last line that parses with a version (the writer's versions never go
+ * back), read from the end of the file, so that opening costs the same
+ * whatever the log's length; a torn last line is then cut off. Each start
+ * appends a "start" line with the configured limits, as the process then
+ * runs with those.
  *
  * Callers serialise changes (the admin API's lock). The log's own mutex covers
  * one append (write, fdatasync, the cut of a torn write); a reader holds it only

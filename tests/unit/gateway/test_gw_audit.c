@@ -58,8 +58,11 @@ static void *writer(void *arg)
 static pthread_t writer_thread;
 
 json_t *__wrap_json_loadb(const char *buffer, size_t buflen, size_t flags, json_error_t *error);
+static unsigned long loads; /* json_loadb calls (main thread only: the writer parses none) */
+
 json_t *__wrap_json_loadb(const char *buffer, size_t buflen, size_t flags, json_error_t *error)
 {
+    loads++;
     pthread_mutex_lock(&hook.mu);
     bool armed = hook.armed;
     hook.armed = false;
@@ -202,6 +205,30 @@ static void same_config_at(mini_t *m, uint64_t version)
     json_decref(got);
 }
 
+/* The version the open continues from, by a forward scan of every line: that
+ * of the last line that parses with a version > 0. */
+static uint64_t ref_last_version(const char *path)
+{
+    uint64_t last = 0;
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while ((n = getline(&line, &cap, f)) > 0) {
+        json_t *j = __real_json_loadb(line, (size_t)n, 0, NULL);
+        if (!j)
+            continue;
+        json_int_t v = json_integer_value(json_object_get(j, "version"));
+        if (v > 0)
+            last = (uint64_t)v;
+        json_decref(j);
+    }
+    free(line);
+    fclose(f);
+    return last;
+}
+
 /*---- the tests ----*/
 
 #define CFG(x) ",\"config\":{\"limits\":{\"user_rps\":" #x "},\"rules\":[]}"
@@ -267,7 +294,11 @@ static void test_odd_lines(void **state)
 
     mini_open(&m); /* cuts the torn tail, appends a start line */
     uint64_t top = gw_audit_version(&m.srv);
-    assert_int_equal(top, 1000000000000000001ull);
+    /* The start line continues from the last line that parses with a version
+     * (999999999999999999), not from the largest anywhere (10^18 on the line
+     * before): opening reads the log from its end only. A writer's versions
+     * never go back, so for its logs the two are the same. */
+    assert_int_equal(top, 1000000000000000000ull);
     static const uint64_t sinces[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 13, 14, 15, 16, 17, 18,
                                       19, 20, 999999999999999998ull, 999999999999999999ull,
                                       1000000000000000000ull, 1000000000000000001ull,
@@ -337,8 +368,10 @@ static void test_random_logs(void **state)
         }
         write_log(&m, log, n);
         free(log);
+        uint64_t last = ref_last_version(m.path);
         mini_open(&m);
         uint64_t top = gw_audit_version(&m.srv);
+        assert_int_equal(top, last + 1); /* the start line continues from the last version */
         for (int k = 0; k < 60; k++) {
             uint64_t since = rand_r(&seed) % (top + 3);
             size_t limit = rand_r(&seed) % 4 == 0 ? (size_t)(rand_r(&seed) % 5)
@@ -392,12 +425,84 @@ static void test_list_does_not_hold_up_an_append(void **state)
     mini_close(&m);
 }
 
+/* Reads a file whole. */
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    buf[n] = '\0';
+    fclose(f);
+    *len = (size_t)n;
+    return buf;
+}
+
+/*
+ * Opening a long log reads its end only: 20,000 of the writer's lines and a
+ * torn tail, and the open parses at most the torn tail and the last line
+ * (it parsed every line before: 20,001 json_loadb calls), cuts the tail as
+ * before, and the start line takes the next version. A torn tail that parses
+ * (only its newline missing) counts, as the forward scan counted it, and is
+ * cut all the same.
+ */
+static void test_open_reads_only_the_tail(void **state)
+{
+    (void)state;
+    enum { LINES = 20000 };
+    for (int parses = 0; parses < 2; parses++) {
+        static mini_t m;
+        mini_init(&m);
+        size_t cap = (size_t)LINES * 200 + 256, n = 0;
+        char *log = malloc(cap);
+        for (int v = 1; v <= LINES; v++)
+            n += (size_t)snprintf(log + n, cap - n,
+                                  "{\"version\":%d,\"at\":\"2026-11-26T10:00:00.000Z\",\"who\":\"ops\","
+                                  "\"what\":\"rule.put\",\"target\":\"s1\",\"old\":null,"
+                                  "\"new\":{\"user_rps\":%d}" CFG(1) "}\n",
+                                  v, v);
+        size_t whole = n;
+        if (parses)
+            n += (size_t)snprintf(log + n, cap - n, "{\"version\":%d,\"what\":\"no newline\"}",
+                                  LINES + 1);
+        else
+            n += (size_t)snprintf(log + n, cap - n, "{\"version\":%d,\"at\":\"2026-", LINES + 1);
+        write_log(&m, log, n);
+        loads = 0;
+        mini_open(&m);
+        if (loads > 2)
+            fail_msg("opening a log of %d lines parsed %lu of them", LINES, loads);
+        uint64_t top = gw_audit_version(&m.srv);
+        assert_int_equal(top, (uint64_t)LINES + 1 + (uint64_t)parses);
+        /* the torn tail is gone, the lines before it are as they were, then the start line */
+        size_t len;
+        char *now = slurp(m.path, &len);
+        assert_true(len > whole);
+        assert_memory_equal(now, log, whole);
+        json_t *start = __real_json_loadb(now + whole, len - whole, 0, NULL);
+        assert_non_null(start);
+        assert_string_equal(json_string_value(json_object_get(start, "what")), "start");
+        assert_int_equal(json_integer_value(json_object_get(start, "version")), (json_int_t)top);
+        json_decref(start);
+        free(now);
+        free(log);
+        /* and the next change continues from it */
+        assert_int_equal(gw_audit_record(&m.srv, "test", "limits.patch", "limits", NULL, NULL),
+                         top + 1);
+        mini_close(&m);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_odd_lines),
         cmocka_unit_test(test_random_logs),
         cmocka_unit_test(test_list_does_not_hold_up_an_append),
+        cmocka_unit_test(test_open_reads_only_the_tail),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
