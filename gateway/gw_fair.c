@@ -1557,10 +1557,26 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
             snprintf(rq.idem_key, sizeof(rq.idem_key), "fair-%s", e->order_id);
         snprintf(rq.order_id, sizeof(rq.order_id), "%s", e->order_id);
         rq.qty = e->qty;
-        int rc = inv_reserve(f->inv, &rq);
+        /* once per order id: reserved before and released since (a drawer
+         * died between this winner's reserve and :won, and its order failed
+         * or was cancelled meanwhile, which took its key with it), it is a
+         * winner already, not an entrant to reserve again */
+        int rc = inv_reserve_once(f->inv, &rq);
         if (rc < 0) {
             failed = true;
             break;
+        }
+        if (rc == INV_RESERVED_BEFORE) {
+            if (!fconn(f) || !fok(f,
+                                  inv_lottery_winner_put(f->rc, fs->sale_id, e->user_id,
+                                                         e->order_id, why, sizeof(why)),
+                                  why)) {
+                failed = true;
+                break;
+            }
+            cm_log_info("fair", "fleet draw: a winner's order was released before the resume",
+                        "sale=%s order=%s", fs->sale_id, e->order_id);
+            continue;
         }
         bool again = rc == INV_DUPLICATE && strcmp(rq.order_id, e->order_id) == 0;
         /* Found held (a drawer that died after its reserve, or whose spool

@@ -493,6 +493,24 @@ int inv_reserve(inv_worker_t *w, inv_reserve_req_t *req)
     return w->inv->ops->reserve(w, req);
 }
 
+int inv_reserve_once(inv_worker_t *w, inv_reserve_req_t *req)
+{
+    if (!w || !req)
+        return CM_EINVAL;
+    if (!w->inv->ops->reserve_once)
+        return inv_reserve(w, req);
+    req->stock_left = -1;
+    req->user_units = 0;
+    req->claimed = false;
+    req->rtt_us = INV_RTT_NONE;
+    if (!req->sale)
+        return INV_UNKNOWN_SALE;
+    if (req->qty == 0 || !user_id_ok(req->user_id) || !idem_key_ok(req->idem_key) ||
+        !order_id_ok(req->order_id) || !req->idem_key[0])
+        return CM_EINVAL;
+    return w->inv->ops->reserve_once(w, req);
+}
+
 void inv_flush(inv_worker_t *w)
 {
     if (w && w->inv->ops->flush)

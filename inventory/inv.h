@@ -252,6 +252,19 @@ void inv_sale_foreach(inv_t *inv, void (*fn)(inv_sale_t *sale, void *ctx), void 
  */
 int inv_reserve(inv_worker_t *w, inv_reserve_req_t *req);
 /*
+ * inv_reserve for an order id that must never be reserved twice, whatever
+ * happened to its first reservation (the fleet draw's winners, gw_fair.c):
+ * besides inv_reserve's outcomes, INV_RESERVED_BEFORE when this call reserved
+ * the order id before and it has been released since (failed, cancelled,
+ * given back): nothing changed. A reservation and its mark are one atomic
+ * step; no release removes the mark (it goes with the sale). req->idem_key
+ * must be set (a held order is found by it: INV_DUPLICATE). The Redis backend
+ * needs a loop-less handle (inv_worker_open with no loop): a blocking call.
+ * A backend of one gateway (memory) just reserves. Not the buy path's step.
+ */
+#define INV_RESERVED_BEFORE 6
+int inv_reserve_once(inv_worker_t *w, inv_reserve_req_t *req);
+/*
  * A hint that inv_reserve of user_id (a valid id) in sale comes soon: the
  * memory backend fetches the user's place in its table into the cache, so
  * that the reserve's cache miss overlaps the caller's work in between.

@@ -54,6 +54,9 @@ typedef struct inv_ops {
                    const char *order_id, bool giveback);
     int (*replay)(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
                   const char *order_id, const char *idem_key);
+    /* optional: inv_reserve_once (NULL: reserve; a backend of one gateway, whose
+     * lottery finds its winners in the spool) */
+    int (*reserve_once)(inv_worker_t *w, inv_reserve_req_t *req);
     /* optional: inv_claim (NULL: a backend of one gateway, nothing to claim) */
     int (*claim)(inv_worker_t *w, inv_reserve_req_t *req);
     int (*user_units)(inv_t *inv, const char *sale_id, const char *user_id, uint32_t *out);

@@ -73,7 +73,17 @@
 #include <unistd.h>
 #include <uv.h>
 
-enum { SC_RESERVE, SC_RELEASE, SC_PUT, SC_RESTOCK, SC_READ, SC_CLAIM, SC_RESERVE_BATCH, SC_N };
+enum {
+    SC_RESERVE,
+    SC_RELEASE,
+    SC_PUT,
+    SC_RESTOCK,
+    SC_READ,
+    SC_CLAIM,
+    SC_RESERVE_BATCH,
+    SC_RESERVE_ONCE,
+    SC_N
+};
 
 static const char *const script_text[SC_N] = {
     INV_REDIS_LUA_RESERVE,
@@ -83,6 +93,7 @@ static const char *const script_text[SC_N] = {
     INV_REDIS_LUA_READ,
     INV_REDIS_LUA_CLAIM,
     INV_REDIS_LUA_RESERVE_BATCH,
+    INV_REDIS_LUA_RESERVE_ONCE,
 };
 
 enum { BR_CLOSED = 0, BR_OPEN = 1, BR_HALF_OPEN = 2 };
@@ -204,7 +215,7 @@ static bool reserve_parse(const redisReply *r, reserve_ans_t *out)
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 || !reply_i64(r->element[0], &code) ||
         !reply_i64(r->element[1], &out->left) || !reply_i64(r->element[2], &out->units))
         return false;
-    if (code < INV_RESERVED || code > INV_UNKNOWN_SALE)
+    if ((code < INV_RESERVED || code > INV_UNKNOWN_SALE) && code != INV_RESERVED_BEFORE)
         return false;
     if (code == INV_DUPLICATE &&
         (r->elements < 5 || r->element[3]->type != REDIS_REPLY_STRING ||
@@ -1854,7 +1865,8 @@ static void queue_send(rw_t *w)
 }
 
 
-static int sync_reserve(rw_t *w, inv_reserve_req_t *req)
+/* sc: SC_RESERVE, or SC_RESERVE_ONCE (inv_reserve_once) */
+static int sync_reserve(rw_t *w, inv_reserve_req_t *req, int sc)
 {
     rb_t *rb = w->rb;
     if (!br_allow(rb))
@@ -1865,7 +1877,7 @@ static int sync_reserve(rw_t *w, inv_reserve_req_t *req)
     snprintf(qty, sizeof(qty), "%u", req->qty);
     const char *args[4] = {req->user_id, qty, req->idem_key, req->order_id};
     int err = 0;
-    redisReply *r = sync_eval(w->sync, rb, SC_RESERVE, req->sale->sale_id, 4, 4, args, &err);
+    redisReply *r = sync_eval(w->sync, rb, sc, req->sale->sale_id, 4, 4, args, &err);
     if (!r) {
         br_failure(rb);
         return err;
@@ -1917,7 +1929,7 @@ static int redis_reserve(inv_worker_t *wk, inv_reserve_req_t *req)
         return INV_SOLD_OUT;
     }
     if (!w->loop)
-        return sync_reserve(w, req);
+        return sync_reserve(w, req, SC_RESERVE);
     if (w->ndoubt)
         doubt_flush(w); /* e.g. Redis answered LOADING when the connection came back */
     if (!req->done)
@@ -1974,6 +1986,15 @@ static int op_start(rw_t *w, inv_reserve_req_t *req, bool is_claim)
     if (was_empty)
         uv_timer_start(&w->tick, tick_cb, rb->timeout_ms, 0);
     return INV_PENDING;
+}
+
+/* inv_reserve_once: a blocking call (a loop-less handle: the lottery thread's). */
+static int redis_reserve_once(inv_worker_t *wk, inv_reserve_req_t *req)
+{
+    rw_t *w = wk->backend;
+    if (w->loop)
+        return CM_EINVAL;
+    return sync_reserve(w, req, SC_RESERVE_ONCE);
 }
 
 static int redis_claim(inv_worker_t *wk, inv_reserve_req_t *req)
@@ -2768,6 +2789,7 @@ const inv_ops_t inv__redis_ops = {
     .worker_inflight = redis_worker_inflight,
     .flush = redis_flush,
     .reserve = redis_reserve,
+    .reserve_once = redis_reserve_once,
     .sale_put = redis_sale_put,
     .restock = redis_restock,
     .sale_get = redis_sale_get,

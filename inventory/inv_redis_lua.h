@@ -8,7 +8,9 @@
  *   KEYS[1] {sale:ID}:meta    hash: id total left limit starts ends version
  *   KEYS[2] {sale:ID}:users   hash: user -> units held
  *   KEYS[3] {sale:ID}:orders  hash: order -> "user qty idem"
- *   KEYS[4] {sale:ID}:idem    hash: "user\nkey" -> "order qty"
+ *   KEYS[4] {sale:ID}:idem    hash: "user\nkey" -> "order qty"; also the restock keys,
+ *                              the claim marks and the lottery's marks (INV_REDIS_CLAIM,
+ *                              INV_REDIS_FAIR: fields no user id can start)
  * Invariants: units = total - left = sum(users) = sum of order qty, left >= 0;
  * orders = HLEN of the orders hash. The accepted units and orders are derived
  * (INV_REDIS_LUA_STATE), not counted: the two HINCRBYs per reserve and per
@@ -104,6 +106,36 @@
     "end\n"                                                                                        \
     "if left < 4294967296 and have < 1048576 then return left * 1048576 + have end\n"              \
     "return {0, left, have}\n"
+
+/*
+ * The lottery mark of an order: the field INV_REDIS_FAIR .. order id of the
+ * idem hash (byte 3 first, which no user id can start with, as the restock's
+ * byte 1 and the claim's byte 2), set by INV_REDIS_LUA_RESERVE_ONCE in the
+ * same script as the reservation. No release deletes it (it goes with the
+ * sale): a fleet draw that resumes after its drawer died between a winner's
+ * reserve and its :won record tells "reserved before, released since" (the
+ * order failed or was cancelled meanwhile, and its idempotency key went with
+ * the release) from "never reserved", and does not reserve that entrant again.
+ */
+#define INV_REDIS_FAIR "\\3fair\\n"
+
+/*
+ * Reserve once per order id (the fleet draw's winners, gw_fair.c): as
+ * INV_REDIS_LUA_RESERVE, with the same ARGV and answers, plus code 6
+ * (INV_RESERVED_BEFORE) {6, left, 0} when this order id was reserved by this
+ * script before and is no longer held. A reservation sets the order's mark
+ * (INV_REDIS_FAIR) in the same script. Only the lottery thread's blocking
+ * calls run it; the buy path's script is unchanged.
+ */
+#define INV_REDIS_LUA_RESERVE_ONCE                                                                 \
+    "local fk = '" INV_REDIS_FAIR "' .. ARGV[4]\n"                                                \
+    "if redis.call('HEXISTS', KEYS[4], fk) == 1 and redis.call('HEXISTS', KEYS[3], ARGV[4]) == 0 " \
+    "then\n"                                                                                      \
+    "  return {6, tonumber(redis.call('HGET', KEYS[1], 'left') or '-1'), 0}\n"                    \
+    "end\n"                                                                                       \
+    "local r = (function()\n" INV_REDIS_LUA_RESERVE "end)()\n"                                   \
+    "if type(r) == 'number' or r[1] == 0 then redis.call('HSET', KEYS[4], fk, '1') end\n"         \
+    "return r\n"
 
 /*
  * Reserve, a batch: the reserves of one sale that a worker queued in one loop
