@@ -611,6 +611,25 @@ static void h_sale_delete(admin_call_t *a)
     bool had = inv_sale_get(srv->inv, a->arg, &before) == 0;
     char why[256] = "";
     int rc = inv_sale_delete(srv->inv, a->arg, cm_wall_ms(), why, sizeof(why));
+    if (rc == 0 || rc == CM_ENOTFOUND) {
+        /* The sale's lottery goes with it (gw_fair_sale_deleted): left behind, it would make
+         * a sale created again under the id answer 409 lottery_drawn, or take its draw. A
+         * DELETE of a sale that is gone clears what a failed clean-up left. */
+        char fwhy[256] = "";
+        int frc = gw_fair_sale_deleted(srv, a->arg, rc == CM_ENOTFOUND, fwhy, sizeof(fwhy));
+        if (frc != 0 && frc != CM_ENOTFOUND) {
+            gw_resp_error(a->p, GW_R_UNAVAILABLE, NULL,
+                          "sale %s %s, but its lottery could not be cleared (%s): DELETE it "
+                          "again",
+                          a->arg, rc == 0 ? "is deleted" : "was deleted", fwhy);
+            if (rc == 0)
+                gw_audit_record(srv, a->who, "sale.delete", a->arg,
+                                had ? sale_obj(&before) : NULL, NULL);
+            return;
+        }
+        if (rc == CM_ENOTFOUND && frc == 0)
+            rc = 0; /* what its lottery left is gone now */
+    }
     if (rc != 0) {
         inv_error(a->p, rc, why, a->arg);
         return;

@@ -98,6 +98,10 @@ struct gw_fair_sale {
 
 struct gw_fair {
     gw_server_t *srv;
+    /* Held by gw_fair_tick for a whole tick, and by the admin thread while it
+     * drops a deleted sale's lottery (sale_reset): the draw never runs on a
+     * lottery that is being emptied. Taken before mu. */
+    pthread_mutex_t tick_mu;
     pthread_mutex_t mu; /* configuration writers */
     gw_fair_sale_t *sales[FAIR_MAX_SALES];
     _Atomic size_t n;
@@ -408,6 +412,66 @@ static gw_fair_sale_t *slot_find(gw_fair_t *f, const char *sale_id)
     return NULL;
 }
 
+/*
+ * Drops everything a lottery and a waiting room hold (entries, the draw, the
+ * fleet flags, the places) and its entry log, and sets its window, early
+ * acceptance and rate to 0: what a deleted sale leaves, so that a sale created
+ * again under the id starts a new lottery. The slot itself stays (the buy path
+ * reads it without a lock); with a window of 0 it is not a lottery. Caller
+ * holds f->tick_mu (or is single-threaded) and f->mu; fs->mu and wr_mu are
+ * taken here. Returns 0 or CM_EIO (the log could not be emptied).
+ */
+static int sale_reset(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    atomic_store(&fs->window_ms, 0);
+    atomic_store(&fs->early_ms, 0);
+    atomic_store(&fs->wr_rate, 0);
+    pthread_mutex_lock(&fs->mu);
+    free(fs->v);
+    free(fs->by_user);
+    free(fs->by_id);
+    free(fs->perm);
+    fs->v = NULL;
+    fs->by_user = fs->by_id = NULL;
+    fs->perm = NULL;
+    fs->n = fs->cap = fs->tcap = 0;
+    fs->closed = fs->seeded = fs->exhausted = false;
+    fs->seed = 0;
+    fs->draw_started_ms = fs->draw_done_ms = fs->draw_retry_ms = 0;
+    fs->ndraw = fs->next = 0;
+    fs->won_orders = fs->won_units = fs->lost = 0;
+    atomic_store(&fs->drawn, false);
+    atomic_store(&fs->duplicates, 0);
+    fs->pushed = fs->marked = false;
+    /* a new, empty log: the old lines (entries, seed, winners, end) must not load again */
+    if (fs->fd >= 0)
+        close(fs->fd);
+    fs->fd = -1;
+    char path[700];
+    log_path(f, fs->sale_id, path, sizeof(path));
+    int rc = unlink(path) == 0 || errno == ENOENT ? log_open(f, fs) : CM_EIO;
+    pthread_mutex_unlock(&fs->mu);
+    pthread_mutex_lock(&fs->wr_mu);
+    if (fs->wr_places)
+        memset(fs->wr_places, 0, WR_PLACES * sizeof(*fs->wr_places));
+    atomic_store(&fs->wr_next, 0);
+    atomic_store(&fs->wr_front_milli, 0);
+    atomic_store(&fs->wr_eff_milli, 0);
+    fs->wr_last_ms = 0;
+    pthread_mutex_unlock(&fs->wr_mu);
+    if (rc)
+        cm_log_error("fair", "cannot empty the entry log of a deleted sale", "sale=%s err=%s",
+                     fs->sale_id, strerror(errno));
+    return rc;
+}
+
+/* Whether the lottery is past its close here (its entries pushed or drawn): a new secret from
+ * the fleet then means a new lottery, not a re-key. fs->mu held. */
+static bool past_close(gw_fair_sale_t *fs)
+{
+    return fs->closed || fs->seeded || atomic_load(&fs->drawn);
+}
+
 /* Computes the draw order of the first fs->ndraw entries from fs->seed. fs->mu held. */
 static void compute_order(gw_fair_sale_t *fs)
 {
@@ -583,6 +647,7 @@ int gw_fair_open(gw_server_t *srv, char *errbuf, size_t errlen)
 {
     gw_fair_t *f = cm_xcalloc(1, sizeof(*f));
     f->srv = srv;
+    pthread_mutex_init(&f->tick_mu, NULL);
     pthread_mutex_init(&f->mu, NULL);
     snprintf(f->dir, sizeof(f->dir), "%s/fair", srv->cfg->data_dir);
     srv->fair = f;
@@ -731,6 +796,7 @@ void gw_fair_close(gw_server_t *srv)
         free(fs);
     }
     pthread_mutex_destroy(&f->mu);
+    pthread_mutex_destroy(&f->tick_mu);
     free(f);
     srv->fair = NULL;
 }
@@ -1136,11 +1202,20 @@ static void rooms_tick(gw_fair_t *f, int64_t now)
     }
 }
 
+static void fair_tick_locked(gw_server_t *srv, gw_fair_t *f);
+
 void gw_fair_tick(gw_server_t *srv)
 {
     gw_fair_t *f = srv->fair;
     if (!f)
         return;
+    pthread_mutex_lock(&f->tick_mu);
+    fair_tick_locked(srv, f);
+    pthread_mutex_unlock(&f->tick_mu);
+}
+
+static void fair_tick_locked(gw_server_t *srv, gw_fair_t *f)
+{
     if (f->fleet && cm_wall_ms() - f->last_conf_ms >= FLEET_CONF_POLL_MS) {
         f->last_conf_ms = cm_wall_ms();
         fleet_conf_sync(f);
@@ -1250,18 +1325,40 @@ static bool fok(gw_fair_t *f, int rc, const char *why)
     return false;
 }
 
+/* The lottery thread (f->tick_mu held), or the admin thread holding it. */
 static void conf_sync_one(void *ctx, const char *sale, const char *v)
 {
     gw_fair_t *f = ctx;
     long long w, e, wr = 0;
     unsigned long long k0, k1;
-    if (!inv_id_valid(sale, strlen(sale), INV_SALE_ID_MAX) ||
-        sscanf(v, "%lld %lld %llx %llx %lld", &w, &e, &k0, &k1, &wr) < 4)
+    if (!inv_id_valid(sale, strlen(sale), INV_SALE_ID_MAX))
+        return;
+    bool deleted = strcmp(v, INV_LOTTERY_DELETED) == 0;
+    if (!deleted && sscanf(v, "%lld %lld %llx %llx %lld", &w, &e, &k0, &k1, &wr) < 4)
         return;
     cm_hash_key_t k = {k0, k1};
     char why[160];
     pthread_mutex_lock(&f->mu);
-    (void)conf_apply_locked(f, sale, w, e, wr, &k, false, why, sizeof(why));
+    gw_fair_sale_t *fs = slot_find(f, sale);
+    if (fs) {
+        /* The sale was deleted (and maybe created again: another secret for a lottery that
+         * closed here is a new lottery, since the secret is made once per lottery): what this
+         * gateway holds of the old one goes. */
+        pthread_mutex_lock(&fs->mu);
+        bool used = past_close(fs) || fs->n > 0;
+        bool stale = used && (deleted || ((k.k0 != fs->secret.k0 || k.k1 != fs->secret.k1) &&
+                                          past_close(fs)));
+        pthread_mutex_unlock(&fs->mu);
+        bool inert = atomic_load(&fs->window_ms) == 0 && atomic_load(&fs->wr_rate) == 0;
+        if (stale || (deleted && !inert)) {
+            (void)sale_reset(f, fs);
+            if (conf_save(f) != 0)
+                cm_log_error("fair", "cannot save the lottery configuration", "sale=%s", sale);
+            cm_log_info("fair", "lottery of a deleted sale dropped", "sale=%s", sale);
+        }
+    }
+    if (!deleted)
+        (void)conf_apply_locked(f, sale, w, e, wr, &k, false, why, sizeof(why));
     pthread_mutex_unlock(&f->mu);
 }
 
@@ -1766,6 +1863,11 @@ static int fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms, 
     long long w0, e0;
     if (inv_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why, sizeof(why)) < 0)
         goto out;
+    /* A sale deleted with its lottery and created again: whatever its deletion could not
+     * clear goes before the new lottery is announced (a new secret, too). */
+    if (found && strcmp(cur, INV_LOTTERY_DELETED) == 0 &&
+        inv_lottery_clear(c, sale_id, why, sizeof(why)) != 0)
+        goto out;
     if (found && sscanf(cur, "%lld %lld %llx %llx", &w0, &e0, &k0, &k1) == 4) {
         secret->k0 = k0;
         secret->k1 = k1;
@@ -1854,6 +1956,32 @@ static int drawn_check(gw_fair_t *f, gw_fair_sale_t *fs, int64_t starts_at_ms, i
     return drawn ? drawn_refusal(fs->sale_id, errbuf, errlen) : 0;
 }
 
+/*
+ * Fleet: reads the sale's configuration now, as the lottery thread's next
+ * poll would (conf_sync_one), so that a drawn lottery this gateway still
+ * holds of a sale that another gateway deleted (and maybe created again)
+ * does not refuse a PUT of the new sale. Admin thread. 0 or CM_EBACKEND.
+ */
+static int fleet_conf_refresh(gw_fair_t *f, const char *sale_id, char *errbuf, size_t errlen)
+{
+    char why[256] = "", cur[256];
+    bool found = false;
+    inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
+    int rc = c ? inv_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why, sizeof(why))
+               : CM_EBACKEND;
+    inv_fleet_close(c);
+    if (rc) {
+        cm_errbuf_set(errbuf, errlen, "redis: %s", why);
+        return CM_EBACKEND;
+    }
+    if (found) {
+        pthread_mutex_lock(&f->tick_mu);
+        conf_sync_one(f, sale_id, cur);
+        pthread_mutex_unlock(&f->tick_mu);
+    }
+    return 0;
+}
+
 int gw_fair_configure_check(gw_server_t *srv, const char *sale_id, int64_t starts_at_ms,
                             int64_t window_ms, int64_t early_ms, int64_t wr_rate, char *errbuf,
                             size_t errlen)
@@ -1863,6 +1991,9 @@ int gw_fair_configure_check(gw_server_t *srv, const char *sale_id, int64_t start
     if (rc)
         return rc;
     gw_fair_sale_t *fs = slot_find(f, sale_id);
+    if (fs && f->fleet && drawn_here(fs) &&
+        (rc = fleet_conf_refresh(f, sale_id, errbuf, errlen)) != 0)
+        return rc;
     if (!fs && (window_ms || wr_rate) && atomic_load(&f->n) == FAIR_MAX_SALES) {
         cm_errbuf_set(errbuf, errlen, "too many sales with a lottery (max %d)", FAIR_MAX_SALES);
         return CM_EINVAL;
@@ -1921,6 +2052,68 @@ int gw_fair_configure(gw_server_t *srv, const char *sale_id, int64_t window_ms, 
                                have_secret ? &secret : NULL, true, errbuf, errlen);
     pthread_mutex_unlock(&f->mu);
     return rc;
+}
+
+int gw_fair_sale_deleted(gw_server_t *srv, const char *sale_id, bool sale_gone, char *errbuf,
+                         size_t errlen)
+{
+    gw_fair_t *f = srv->fair;
+    if (!f)
+        return sale_gone ? CM_ENOTFOUND : 0;
+    gw_fair_sale_t *fs = slot_find(f, sale_id);
+    bool here = false;
+    if (fs) {
+        pthread_mutex_lock(&fs->mu);
+        here = fs->n > 0 || past_close(fs);
+        pthread_mutex_unlock(&fs->mu);
+        here = here || atomic_load(&fs->window_ms) > 0 || atomic_load(&fs->wr_rate) > 0;
+    }
+    bool fleet_has = false;
+    if (f->fleet) {
+        char why[256] = "", cur[256];
+        bool found = false;
+        inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
+        int rc = c ? inv_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why, sizeof(why))
+                   : CM_EBACKEND;
+        fleet_has = rc == 0 && found && strcmp(cur, INV_LOTTERY_DELETED) != 0;
+        /* Whenever the fleet may hold something of it: the tombstone first (every gateway
+         * drops its own record; a new sale under the id clears what is left), then every
+         * key of the lottery at once. */
+        /* a sale gone already: the fleet's record decides (a gateway's own copy of a
+         * lottery already tombstoned goes at its next poll) */
+        if (sale_gone)
+            here = false;
+        if (rc == 0 && (fleet_has || !sale_gone)) {
+            if (found || here)
+                rc = inv_lottery_conf_put(c, sale_id, INV_LOTTERY_DELETED, why, sizeof(why));
+            if (rc == 0)
+                rc = inv_lottery_clear(c, sale_id, why, sizeof(why));
+        }
+        inv_fleet_close(c);
+        if (rc) {
+            cm_errbuf_set(errbuf, errlen, "redis: %s", why);
+            return CM_EBACKEND;
+        }
+    }
+    if (sale_gone && !here && !fleet_has)
+        return CM_ENOTFOUND;
+    if (fs) {
+        pthread_mutex_lock(&f->tick_mu);
+        pthread_mutex_lock(&f->mu);
+        int rc = sale_reset(f, fs);
+        if (conf_save(f) != 0)
+            rc = CM_EIO;
+        pthread_mutex_unlock(&f->mu);
+        pthread_mutex_unlock(&f->tick_mu);
+        if (rc) {
+            cm_errbuf_set(errbuf, errlen, "cannot drop the lottery of sale %s in %s", sale_id,
+                          f->dir);
+            return rc;
+        }
+    }
+    if (here || fleet_has)
+        cm_log_info("fair", "lottery of a deleted sale dropped", "sale=%s", sale_id);
+    return 0;
 }
 
 void gw_fair_conf_get(gw_fair_t *f, const char *sale_id, int64_t *window_ms, int64_t *early_ms)

@@ -145,6 +145,20 @@ int gw_fair_configure(struct gw_server *srv, const char *sale_id, int64_t window
 int gw_fair_configure_check(struct gw_server *srv, const char *sale_id, int64_t starts_at_ms,
                             int64_t window_ms, int64_t early_ms, int64_t wr_rate, char *errbuf,
                             size_t errlen);
+/*
+ * Admin: the sale was deleted (sale_gone false: just now, by this call's
+ * inv_sale_delete; true: it was gone already, and whatever lottery it left
+ * behind is what the DELETE is for). Its lottery and waiting room go: the
+ * entries, the draw and its log here; in a fleet, first a tombstone in the
+ * configuration (every gateway drops its own record within a poll, half a
+ * second, or at once when asked to configure the id again), then every
+ * per-sale key in one DEL. A sale created again under the id starts a new
+ * lottery. Returns 0, CM_ENOTFOUND (sale_gone, and there was no lottery
+ * either), CM_EBACKEND (Redis; the tombstone may be missing: call again) or
+ * CM_EIO, with a reason. Admin thread.
+ */
+int gw_fair_sale_deleted(struct gw_server *srv, const char *sale_id, bool sale_gone,
+                         char *errbuf, size_t errlen);
 /* The current window and early acceptance of a sale (0, 0 without a lottery). Thread-safe. */
 void gw_fair_conf_get(gw_fair_t *f, const char *sale_id, int64_t *window_ms, int64_t *early_ms);
 

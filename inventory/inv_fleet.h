@@ -163,6 +163,16 @@ int inv_lottery_conf_all(inv_fleet_conn_t *c, inv_fleet_pair_fn fn, void *ctx, c
 int inv_lottery_conf_get(inv_fleet_conn_t *c, const char *sale, char *out, size_t cap,
                          bool *found, char *errbuf, size_t errlen);
 
+/*
+ * A deleted sale's lottery: the configuration's value INV_LOTTERY_DELETED
+ * (a tombstone: every gateway drops its own record of the lottery when it
+ * reads it, and a sale created again under the id starts a new one), and
+ * inv_lottery_clear deletes every per-sale key (entries, entrants, pushed,
+ * lock, seed, winners, done, entered) in one DEL: they share one slot.
+ */
+#define INV_LOTTERY_DELETED "-"
+int inv_lottery_clear(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_t errlen);
+
 /* Stores one sale's configuration. */
 int inv_lottery_conf_put(inv_fleet_conn_t *c, const char *sale, const char *value, char *errbuf,
                          size_t errlen);

@@ -443,6 +443,36 @@ int inv_lottery_conf_put(inv_fleet_conn_t *c, const char *sale, const char *valu
     return rc;
 }
 
+int inv_lottery_clear(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_t errlen)
+{
+    static const char *const names[] = {"e", "drawn", "pushed", "lock", "seed", "won", "done",
+                                        "entered"};
+    enum { N = sizeof(names) / sizeof(names[0]) };
+    char keys[N][160];
+    const char *argv[N + 1];
+    size_t argl[N + 1];
+    argv[0] = "DEL";
+    argl[0] = 3;
+    for (size_t i = 0; i < N; i++) {
+        fkey(keys[i], sizeof(keys[i]), sale, names[i]);
+        argv[i + 1] = keys[i];
+        argl[i + 1] = strlen(keys[i]);
+    }
+    int err = 0;
+    redisReply *r = inv_cluster_sync_argv(c->s, keys[0], N + 1, argv, argl, &err);
+    if (!r) {
+        c->broken = true;
+        snprintf(c->err, sizeof(c->err), "%s", inv_cluster_sync_errstr(c->s));
+        cm_errbuf_set(errbuf, errlen, "%s", c->err);
+        return CM_EBACKEND;
+    }
+    int rc = r->type == REDIS_REPLY_INTEGER ? 0 : CM_EBACKEND;
+    if (rc)
+        cm_errbuf_set(errbuf, errlen, "%s", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    freeReplyObject(r);
+    return rc;
+}
+
 int inv_lottery_push_add(inv_fleet_conn_t *c, const char *sale, const char *user,
                          const char *value)
 {
