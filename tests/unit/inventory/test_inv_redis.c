@@ -817,6 +817,45 @@ static void test_blocking_worker(void **state)
     fx_close(&fx);
 }
 
+/*
+ * inv_reserve_once (the fleet draw's winners): an order id reserved once is
+ * never reserved again, also after its release took its idempotency key
+ * (inv_reserve then takes it as a new purchase); held, it is found by its key.
+ */
+static void test_reserve_once(void **state)
+{
+    (void)state;
+    fx_t fx;
+    fx_open(&fx, NULL);
+    put(fx.inv, "once", 3, 2);
+    inv_worker_t *w;
+    assert_int_equal(inv_worker_open(fx.inv, NULL, &w), 0);
+    treq_t t;
+    treq_init(&t, &fx, "once", "w1", 1, "fair-o1", "o1", NULL);
+    assert_int_equal(inv_reserve_once(w, &t.req), INV_RESERVED);
+    assert_int_equal(t.req.stock_left, 2);
+    treq_init(&t, &fx, "once", "w1", 1, "fair-o1", "o1", NULL);
+    assert_int_equal(inv_reserve_once(w, &t.req), INV_DUPLICATE); /* held: by its key */
+    assert_string_equal(t.req.order_id, "o1");
+    assert_int_equal(inv_release(fx.inv, "once", "w1", 1, "o1"), 0); /* failed or cancelled */
+    treq_init(&t, &fx, "once", "w1", 1, "fair-o1", "o1", NULL);
+    assert_int_equal(inv_reserve_once(w, &t.req), INV_RESERVED_BEFORE);
+    assert_int_equal(t.req.stock_left, 3); /* nothing taken */
+    inv_sale_info_t info;
+    assert_int_equal(inv_sale_get(fx.inv, "once", &info), 0);
+    assert_int_equal(info.accepted_units, 0);
+    /* the plain step has no such memory: the key went with the release */
+    treq_init(&t, &fx, "once", "w1", 1, "fair-o1", "o1", NULL);
+    assert_int_equal(inv_reserve(w, &t.req), INV_RESERVED);
+    /* a key is required; another order id is another reservation */
+    treq_init(&t, &fx, "once", "w2", 1, NULL, "o2", NULL);
+    assert_int_equal(inv_reserve_once(w, &t.req), CM_EINVAL);
+    treq_init(&t, &fx, "once", "w2", 1, "fair-o2", "o2", NULL);
+    assert_int_equal(inv_reserve_once(w, &t.req), INV_RESERVED);
+    inv_worker_close(w);
+    fx_close(&fx);
+}
+
 /* The next message on a subscriber, or "" after 3 s. */
 static void next_message(redisContext *sub, char *out, size_t cap)
 {
@@ -1343,6 +1382,7 @@ int main(void)
         cmocka_unit_test(test_async_many_pipelined),
         cmocka_unit_test(test_burst_fills_the_socket),
         cmocka_unit_test(test_blocking_worker),
+        cmocka_unit_test(test_reserve_once),
         cmocka_unit_test(test_reserved_reply_is_one_integer),
         cmocka_unit_test(test_batch_matches_one_by_one),
         cmocka_unit_test(test_batch_error_gives_back),
