@@ -1329,8 +1329,8 @@ static bool fok(gw_fair_t *f, int rc, const char *why)
 static void conf_sync_one(void *ctx, const char *sale, const char *v)
 {
     gw_fair_t *f = ctx;
-    long long w, e, wr = 0;
-    unsigned long long k0, k1;
+    long long w = 0, e = 0, wr = 0;
+    unsigned long long k0 = 0, k1 = 0;
     if (!inv_id_valid(sale, strlen(sale), INV_SALE_ID_MAX))
         return;
     bool deleted = strcmp(v, INV_LOTTERY_DELETED) == 0;
@@ -2078,9 +2078,8 @@ int gw_fair_sale_deleted(gw_server_t *srv, const char *sale_id, bool sale_gone, 
         fleet_has = rc == 0 && found && strcmp(cur, INV_LOTTERY_DELETED) != 0;
         /* Whenever the fleet may hold something of it: the tombstone first (every gateway
          * drops its own record; a new sale under the id clears what is left), then every
-         * key of the lottery at once. */
-        /* a sale gone already: the fleet's record decides (a gateway's own copy of a
-         * lottery already tombstoned goes at its next poll) */
+         * key of the lottery at once. For a sale gone already the fleet's record decides
+         * (a gateway's own copy of a lottery tombstoned already goes at its next poll). */
         if (sale_gone)
             here = false;
         if (rc == 0 && (fleet_has || !sale_gone)) {

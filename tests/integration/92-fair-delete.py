@@ -24,7 +24,7 @@ LIMITS = ("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0")
 
 
 def put_lottery(g, sale, stock):
-    starts = time.time() + 2
+    starts = time.time() + 3  # room for every gateway to learn of the lottery first
     r = g.admin("PUT", "/admin/v1/sales/" + sale, body={
         "stock": stock, "per_user_limit": 1, "starts_at": rfc3339(starts),
         "ends_at": rfc3339(starts + 2), "fair_window_ms": 1000, "fair_early_ms": 3600000})
