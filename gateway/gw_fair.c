@@ -1444,6 +1444,10 @@ typedef struct fleet_draw {
     uint32_t *perm;
     char **won; /* sorted user ids of recorded winners */
     size_t nwon;
+    /* sorted user ids drawn and reserved whose order the drawer's spool refused
+     * (:won value INV_LOTTERY_NOT_ACCEPTED): given back, not winners, not drawn again */
+    char **refused;
+    size_t nrefused;
 } fleet_draw_t;
 
 static void fleet_draw_free(fleet_draw_t *d)
@@ -1453,6 +1457,9 @@ static void fleet_draw_free(fleet_draw_t *d)
     for (size_t i = 0; i < d->nwon; i++)
         free(d->won[i]);
     free(d->won);
+    for (size_t i = 0; i < d->nrefused; i++)
+        free(d->refused[i]);
+    free(d->refused);
     memset(d, 0, sizeof(*d));
 }
 
@@ -1466,10 +1473,16 @@ static bool fleet_won(const fleet_draw_t *d, const char *user)
     return d->nwon && bsearch(&user, d->won, d->nwon, sizeof(char *), strp_cmp) != NULL;
 }
 
+static bool fleet_refused(const fleet_draw_t *d, const char *user)
+{
+    return d->nrefused &&
+           bsearch(&user, d->refused, d->nrefused, sizeof(char *), strp_cmp) != NULL;
+}
+
 typedef struct read_ctx {
     cm_hash_key_t secret; /* fs->secret, copied under fs->mu */
     fleet_draw_t *d;
-    size_t cap;
+    size_t cap, cap_refused;
 } read_ctx_t;
 
 static void read_entrant(void *ctx, const char *user, const char *v)
@@ -1496,11 +1509,18 @@ static void read_entrant(void *ctx, const char *user, const char *v)
     d->n++;
 }
 
-static void read_winner(void *ctx, const char *user, const char *unused)
+static void read_winner(void *ctx, const char *user, const char *order)
 {
-    (void)unused;
     read_ctx_t *x = ctx;
     fleet_draw_t *d = x->d;
+    if (strcmp(order, INV_LOTTERY_NOT_ACCEPTED) == 0) {
+        if (d->nrefused == x->cap_refused) {
+            x->cap_refused = x->cap_refused ? x->cap_refused * 2 : 16;
+            d->refused = cm_xrealloc(d->refused, x->cap_refused * sizeof(char *));
+        }
+        d->refused[d->nrefused++] = cm_xstrdup(user);
+        return;
+    }
     if (d->nwon == x->cap) {
         x->cap *= 2;
         d->won = cm_xrealloc(d->won, x->cap * sizeof(char *));
@@ -1536,6 +1556,8 @@ static bool fleet_read(gw_fair_t *f, gw_fair_sale_t *fs, fleet_draw_t *d, bool w
             return false;
         }
         qsort(d->won, d->nwon, sizeof(char *), strp_cmp);
+        if (d->nrefused)
+            qsort(d->refused, d->nrefused, sizeof(char *), strp_cmp);
     }
     if (d->seeded) {
         d->perm = cm_xmalloc((d->n ? d->n : 1) * sizeof(uint32_t));
@@ -1641,8 +1663,8 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
         if (pos % 64 == 63 && fconn(f))
             fok(f, inv_lottery_lock_renew(f->rc, fs->sale_id, FLEET_LOCK_MS, why, sizeof(why)),
                 why);
-        if (fleet_won(&d, e->user_id))
-            continue; /* a drawer before us admitted it */
+        if (fleet_won(&d, e->user_id) || fleet_refused(&d, e->user_id))
+            continue; /* a drawer before us admitted it (or its spool refused it) */
         inv_reserve_req_t rq;
         memset(&rq, 0, sizeof(rq));
         rq.sale = sale;
@@ -1697,6 +1719,16 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
             int arc = oq_spool_append(srv->spool, &o, 1);
             if (arc != 0) {
                 gw_release_unaccepted(srv, &o, "lottery winner not accepted: spool refused");
+                /* Not a winner: recorded, so that a drawer that resumes does not take the
+                 * order's mark (inv_reserve_once) for a winner released since. */
+                if (!fconn(f) ||
+                    !fok(f,
+                         inv_lottery_winner_put(f->rc, fs->sale_id, e->user_id,
+                                                INV_LOTTERY_NOT_ACCEPTED, why, sizeof(why)),
+                         why)) {
+                    failed = true;
+                    break;
+                }
                 continue;
             }
             if (oq_spool_commit(srv->spool) != 0 || !fconn(f) ||

@@ -239,7 +239,12 @@ int inv_lottery_seed_offer(inv_fleet_conn_t *c, const char *sale, const char *se
 int inv_lottery_seed_get(inv_fleet_conn_t *c, const char *sale, uint64_t *seed, bool *seeded,
                          char *errbuf, size_t errlen);
 
-/* The recorded winners: fn(ctx, user, ""). */
+/*
+ * The recorded winners: fn(ctx, user, order id), or fn(ctx, user,
+ * INV_LOTTERY_NOT_ACCEPTED) for an entrant drawn and reserved whose order the
+ * drawer's spool refused (given back: not a winner, and not drawn again).
+ */
+#define INV_LOTTERY_NOT_ACCEPTED "-"
 int inv_lottery_winners(inv_fleet_conn_t *c, const char *sale, inv_fleet_pair_fn fn, void *ctx,
                         char *errbuf, size_t errlen);
 

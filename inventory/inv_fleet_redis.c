@@ -686,12 +686,12 @@ int inv_lottery_winners(inv_fleet_conn_t *c, const char *sale, inv_fleet_pair_fn
 {
     char k[160];
     fkey(k, sizeof(k), sale, "won");
-    redisReply *r = fcmd(c, k, errbuf, errlen, "HKEYS %s", k);
+    redisReply *r = fcmd(c, k, errbuf, errlen, "HGETALL %s", k);
     if (!r)
         return CM_EBACKEND;
-    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
-        if (r->element[i]->str)
-            fn(ctx, r->element[i]->str, "");
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2)
+        if (r->element[i]->str && r->element[i + 1]->str)
+            fn(ctx, r->element[i]->str, r->element[i + 1]->str);
     freeReplyObject(r);
     return 0;
 }

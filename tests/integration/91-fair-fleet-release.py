@@ -96,6 +96,42 @@ try:
     s = b.admin("GET", "/admin/v1/sales/" + SALE).json
     eq((s["accepted_units"], s["accepted_orders"], s["stock_left"]), (2, 2, 0),
        "each unit held by one order")
+
+    # Another cut: the drawer's spool refused its first winner (given back, recorded in :won
+    # as not accepted, "-"), then it died after its second winner's reserve, before :won.
+    # The resumed draw must not take the first one's mark for a winner released since.
+    SALE2 = "frel2"
+    K2, S2 = "{flashgate:fair:%s}:" % SALE2, "{sale:%s}:" % SALE2
+    r = a.admin("PUT", "/admin/v1/sales/" + SALE2, body={
+        "stock": 2, "per_user_limit": 1, "starts_at": rfc3339(time.time() + 3),
+        "fair_window_ms": 1000, "fair_early_ms": 3600000})
+    eq(r.status, 201, "second sale with a lottery, stock 2")
+    ok, _ = wait_for(lambda: b.admin("GET", "/admin/v1/sales/" + SALE2).json.get(
+        "fair_window_ms") == 1000, 5)
+    eq(ok, True, "both gateways have its window")
+    for i in range(5):
+        r = (a, b)[i % 2].buy(SALE2, "v%d" % i)
+        eq((r.status, r.json.get("status")), (202, "entered"), "entry of v%d" % i)
+    SALE = SALE2
+    d = drawn(a)
+    drawn(b)
+    order = sorted(d["entries"], key=lambda e: e["position"])
+    first, second, third = order[0], order[1], order[2]
+    left = rcmd(redis.port, "EVAL", RELEASE, "4", S2 + "meta", S2 + "users", S2 + "orders",
+                S2 + "idem", first["order_id"])
+    eq(left, 1, "the refused winner's unit was given back")
+    rcmd(redis.port, "HSET", K2 + "won", first["user_id"], "-")
+    eq(rcmd(redis.port, "HDEL", K2 + "won", second["user_id"]), 1, "the second out of :won")
+    rcmd(redis.port, "DEL", K2 + "done", K2 + "lock")
+    c = start_fleet(redis, 1, extra=LIMITS)[0]
+    gws.append(c)
+    d3 = drawn(c)
+    outcomes = {e["order_id"]: e["outcome"] for e in d3["entries"]}
+    eq([outcomes[e["order_id"]] for e in (first, second, third)], ["lost", "won", "won"],
+       "the refused entrant lost, the held one won, the freed unit went on in draw order")
+    held = rcmd(redis.port, "HKEYS", S2 + "orders")
+    held = sorted(x.decode() if isinstance(x, bytes) else x for x in held)
+    eq(held, sorted([second["order_id"], third["order_id"]]), "one order per unit")
 except Exception:
     for x in gws:
         print(x.logs())
