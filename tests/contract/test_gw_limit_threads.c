@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <cmocka.h>
 
 #define NTHREADS 8
@@ -42,6 +43,13 @@ static _Atomic int setter_violations; /* cmocka asserts must stay on the main th
 
 static _Atomic int readers_started, readers_done;
 static _Atomic int go = 1; /* 0: the readers wait for the rule setter to begin */
+/* 1: a reader done with its admits stays online, passing quiescent points,
+ * until the rule setter has seen a set freed (bounded: 10 s), so that the
+ * check below does not hang on the scheduler: on a loaded 2-core machine one
+ * of 8 readers can be off the CPU for all of the others' admits, and nothing
+ * can be freed while it holds an old set. */
+static _Atomic int hold_until_reclaimed;
+static _Atomic uint64_t swaps, reclaimed_while_read;
 
 static void *run(void *arg)
 {
@@ -94,6 +102,15 @@ static void *run(void *arg)
         } else {
             w->refused_by[v.scope]++;
         }
+    }
+    if (atomic_load(&hold_until_reclaimed)) {
+        struct timespec t0, t;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        do {
+            gw_limits_quiescent(w->l, (unsigned)w->id);
+            sched_yield();
+            clock_gettime(CLOCK_MONOTONIC, &t);
+        } while (!atomic_load(&reclaimed_while_read) && t.tv_sec - t0.tv_sec < 10);
     }
     gw_limits_reader_offline(w->l, (unsigned)w->id); /* as a worker that stops */
     atomic_fetch_add(&readers_done, 1);
@@ -189,7 +206,6 @@ static void test_same_sale_exact_burst(void **state)
  * reader), and the sets allocated stay far below the number of swaps.
  */
 #define RULE_ITERS 20000
-static _Atomic uint64_t swaps, reclaimed_while_read;
 
 static void *rule_setter(void *arg)
 {
@@ -211,7 +227,7 @@ static void *rule_setter(void *arg)
         if (i % 16 == 15) {
             gw_limits_stats_t st;
             gw_limits_stats(l, &st);
-            if (st.rule_sets < i / 2 && atomic_load(&readers_done) < NTHREADS)
+            if (st.rule_sets < i / 2 && atomic_load(&readers_done) == 0)
                 atomic_store(&reclaimed_while_read, 1); /* freed while readers read */
         }
     }
@@ -234,11 +250,13 @@ static void test_sale_rule_exact_while_rules_change(void **state)
     atomic_store(&readers_started, 0);
     atomic_store(&readers_done, 0);
     atomic_store(&go, 0);
+    atomic_store(&hold_until_reclaimed, 1);
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, rule_setter, l), 0);
     worker_t w[NTHREADS];
     run_all(l, SAME_SALE, RULE_ITERS, w);
     pthread_join(th, NULL);
+    atomic_store(&hold_until_reclaimed, 0);
     assert_int_equal(total(w), 300);
     gw_rule_t out[GW_LIMIT_RULES_MAX];
     size_t n = gw_limits_get_rules(l, out, GW_LIMIT_RULES_MAX);
