@@ -1255,6 +1255,7 @@ static char *stats_json(gw_server_t *srv)
     json_object_set_new(o, "config_version", json_integer((json_int_t)gw_audit_version(srv)));
     json_object_set_new(o, "access_logged", json_integer((json_int_t)c.access_logged));
     json_object_set_new(o, "proxy_client_aborts", json_integer((json_int_t)c.proxy_client_aborts));
+    json_object_set_new(o, "proxy_stale_conns", json_integer((json_int_t)c.proxy_stale_conns));
     json_t *sales = json_array();
     inv_sale_foreach(srv->inv, list_one, sales);
     json_object_set_new(o, "sales", sales);

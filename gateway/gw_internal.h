@@ -187,6 +187,8 @@ typedef struct gw_counters {
     _Atomic uint64_t access_logged;
     _Atomic uint64_t overload_reasons[GW_OLR_COUNT];
     _Atomic uint64_t proxy_client_aborts; /* transfers ended because their client left */
+    /* requests sent again on a fresh connection: the kept one had bytes or a close waiting */
+    _Atomic uint64_t proxy_stale_conns;
     /* GW_R_PROXIED [0] and GW_R_FALLBACK [1] answers by the status sent (index
      * status - GW_PX_STATUS_MIN; gw_px_kind): the reply table's 200 is not
      * theirs. Only GW_ROUTE_PROXY answers them, so no per-route copy. Last:

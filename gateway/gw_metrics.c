@@ -480,6 +480,10 @@ char *gw_metrics_text(gw_server_t *srv, size_t *len)
          "Upstream transfers ended because their client's connection closed.");
     put(&b, "flashgate_proxy_client_aborts_total %llu\n",
         (unsigned long long)c.proxy_client_aborts);
+    head(&b, "flashgate_proxy_stale_connections_total", "counter",
+         "Kept upstream connections refused before a request: bytes or a close were waiting.");
+    put(&b, "flashgate_proxy_stale_connections_total %llu\n",
+        (unsigned long long)c.proxy_stale_conns);
     head(&b, "flashgate_admin_responses_total", "counter", "Answers of the admin API by code.");
     for (int k = 0; k < GW_R_COUNT; k++) {
         uint64_t n = atomic_load_explicit(&srv->admin_ctr.replies[k], memory_order_relaxed);

@@ -44,6 +44,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 /* The upstream's answer header block we keep, at most (nginx's proxy_buffer_size
  * is 4-8 KiB; a JWT Set-Cookie or a long Content-Security-Policy fits): past
@@ -51,11 +53,21 @@
 #define PX_HDR_BYTES_MAX (16u * 1024u)
 #define PX_HDRS_MAX 128u
 
+/* One upstream socket curl opened (px_open_socket), for the check before
+ * each request (px_prereq): where it goes, and its local port once known. */
+typedef struct px_conn {
+    curl_socket_t fd;
+    int rport, lport; /* lport 0: not looked up yet */
+    char rip[INET6_ADDRSTRLEN];
+} px_conn_t;
+
 typedef struct gw_px_worker {
     gw_worker_t *w;
     CURLM *multi;
     uv_timer_t timer;
     bool stopped;
+    px_conn_t *conns; /* every upstream socket curl holds open, kept or in use */
+    size_t nconns, cap_conns;
 } gw_px_worker_t;
 
 /* One watched socket. */
@@ -93,6 +105,8 @@ struct gw_px_req {
     /* the answer to send: an upstream's (resp_hdrs, resp_body) or the fallback */
     bool answered, fallback;
     bool in_multi; /* the transfer runs (added to the worker's multi handle) */
+    bool stale_conn; /* px_prereq refused the kept connection curl picked */
+    bool retried;    /* and the request went again on a fresh one */
     unsigned status;
     gw_reply_t reply;
 };
@@ -170,6 +184,101 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
+/*
+ * Kept connections and what an upstream sends after its answer's end.
+ *
+ * libcurl 7.88 looks at a cached connection for a close or stray bytes at
+ * most once a second (prune_dead_connections), so bytes an upstream sent past
+ * its answer's end (a body to a HEAD, a 204 or 304 with one, a Content-Length
+ * shorter than what it wrote) sat in the kernel until the connection's next
+ * request, another client's, read them as its answer: the upstream's forged
+ * or stale response went to the wrong client, and every answer after it on
+ * that connection was one late. nginx closes a kept upstream connection that
+ * becomes readable while idle (ngx_http_upstream_keepalive_close_handler).
+ * Here, just before a request goes out on a connection (CURLOPT_PREREQFUNCTION,
+ * on a kept one and a new one alike), a peek at its socket: anything to read
+ * there (bytes, or the upstream's close) means the connection cannot frame
+ * an answer to this request, so the transfer stops, curl closes that
+ * connection (a premature end) and the request goes once more on a fresh one
+ * (px_complete). curl names the connection by its addresses only: the socket
+ * is found among the ones it opened (px_open_socket, px_close_socket).
+ */
+static curl_socket_t px_open_socket(void *userp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    gw_px_worker_t *px = userp;
+    (void)purpose;
+    curl_socket_t fd = socket(a->family, a->socktype, a->protocol);
+    if (fd == CURL_SOCKET_BAD)
+        return fd;
+    if (px->nconns == px->cap_conns) {
+        px->cap_conns = px->cap_conns ? px->cap_conns * 2 : 16;
+        px->conns = cm_xrealloc(px->conns, px->cap_conns * sizeof(*px->conns));
+    }
+    px_conn_t *c = &px->conns[px->nconns++];
+    memset(c, 0, sizeof(*c));
+    c->fd = fd;
+    if (a->family == AF_INET) {
+        const struct sockaddr_in *in = (const void *)&a->addr;
+        c->rport = ntohs(in->sin_port);
+        inet_ntop(AF_INET, &in->sin_addr, c->rip, sizeof(c->rip));
+    } else if (a->family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const void *)&a->addr;
+        c->rport = ntohs(in6->sin6_port);
+        inet_ntop(AF_INET6, &in6->sin6_addr, c->rip, sizeof(c->rip));
+    }
+    return fd;
+}
+
+static int px_close_socket(void *userp, curl_socket_t fd)
+{
+    gw_px_worker_t *px = userp;
+    for (size_t i = 0; i < px->nconns; i++) {
+        if (px->conns[i].fd == fd) {
+            px->conns[i] = px->conns[--px->nconns];
+            break;
+        }
+    }
+    return close(fd);
+}
+
+static int local_port(curl_socket_t fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+        return 0;
+    if (ss.ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)(const void *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)(const void *)&ss)->sin6_port);
+    return 0;
+}
+
+static int px_prereq(void *userp, char *primary_ip, char *local_ip, int primary_port,
+                     int local_port_no)
+{
+    gw_px_req_t *p = userp;
+    gw_px_worker_t *px = p->r->w->px;
+    (void)local_ip;
+    for (size_t i = 0; px && i < px->nconns; i++) {
+        px_conn_t *c = &px->conns[i];
+        if (c->rport != primary_port || strcmp(c->rip, primary_ip) != 0)
+            continue;
+        if (!c->lport)
+            c->lport = local_port(c->fd);
+        if (c->lport != local_port_no)
+            continue;
+        char b;
+        ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n >= 0) { /* bytes nobody asked for, or the upstream's close */
+            p->stale_conn = true;
+            return CURL_PREREQFUNC_ABORT;
+        }
+        break;
+    }
+    return CURL_PREREQFUNC_OK;
+}
+
 int gw_px_global_init(void)
 {
     return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : CM_EIO;
@@ -213,6 +322,9 @@ void gw_px_worker_stop(gw_worker_t *w)
      * socket_cb as CURL_POLL_REMOVE. */
     curl_multi_cleanup(px->multi);
     px->multi = NULL;
+    free(px->conns); /* px_close_socket has run for each of them */
+    px->conns = NULL;
+    px->nconns = px->cap_conns = 0;
     uv_timer_stop(&px->timer);
     w->px = NULL;
     uv_close((uv_handle_t *)&px->timer, px_timer_closed);
@@ -906,6 +1018,12 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
     curl_easy_setopt(e, CURLOPT_WRITEDATA, p);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, p);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, px_open_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, px);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, px_close_socket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, px);
+    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, px_prereq);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, p);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     if (strcmp(method, "HEAD") == 0) {
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
@@ -975,6 +1093,26 @@ static void px_complete(gw_px_worker_t *px, gw_px_req_t *p, CURLcode rc)
     curl_easy_getinfo(p->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_multi_remove_handle(px->multi, p->easy);
     p->in_multi = false;
+    if (rc == CURLE_ABORTED_BY_CALLBACK && p->stale_conn && !p->retried) {
+        /* px_prereq: the kept connection had bytes or a close waiting and
+         * curl closed it; the request was not sent. Once more, on a new
+         * connection (a second refusal there is the upstream talking first:
+         * a failed exchange). */
+        cm_log_debug("proxy", "stale upstream connection", "route=%s", p->route->prefix);
+        atomic_fetch_add_explicit(&r->w->ctr.proxy_stale_conns, 1, memory_order_relaxed);
+        p->stale_conn = false;
+        p->retried = true;
+        resp_hdrs_clear(p);
+        p->head_done = false;
+        p->resp_len = 0;
+        p->resp_bad = NULL;
+        p->resp_too_large = false;
+        curl_easy_setopt(p->easy, CURLOPT_FRESH_CONNECT, 1L);
+        p->in_multi = true;
+        if (curl_multi_add_handle(px->multi, p->easy) == CURLM_OK)
+            return;
+        p->in_multi = false;
+    }
     bool server_error = rc == CURLE_OK && status >= 500 && status <= 599;
     /* libcurl ends with any status 100..999: a 101 it did not ask for is
      * "final" (its body read until the close), and 600-999 pass its parser.

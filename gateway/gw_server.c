@@ -74,6 +74,7 @@ void gw_server_counters(gw_server_t *srv, gw_counters_t *out)
         out->access_logged += atomic_load_explicit(&c->access_logged, memory_order_relaxed);
         out->proxy_client_aborts +=
             atomic_load_explicit(&c->proxy_client_aborts, memory_order_relaxed);
+        out->proxy_stale_conns += atomic_load_explicit(&c->proxy_stale_conns, memory_order_relaxed);
         for (int k = 0; k < GW_OLR_COUNT; k++)
             out->overload_reasons[k] +=
                 atomic_load_explicit(&c->overload_reasons[k], memory_order_relaxed);

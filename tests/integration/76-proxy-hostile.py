@@ -38,6 +38,10 @@ server in this test, one behaviour per path (the part after the route's prefix).
 - a request field with an empty value reaches the upstream, empty (curl
   read "Name: " as "remove this field": X-Empty was lost, and an empty
   Accept only removed curl's own);
+- bytes an upstream sends past its answer's end (a body to a HEAD, more
+  than its Content-Length), after curl kept the connection, are never read
+  as another client's answer: the kept connection is refused before the
+  next request goes on it, and that request goes on a fresh one;
 - a half-open breaker sends one probe: a straggler from before it opened
   whose client goes away does not free the probe's place for a second one."""
 import json
@@ -63,6 +67,10 @@ def read_head(c):
             return None, b""
         buf += d
     return buf.split(b"\r\n\r\n", 1)
+
+
+FORGED = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nX-Forged: yes\r\n\r\nforged"
+STRAY_SENT = threading.Event()
 
 
 def serve(c):
@@ -116,6 +124,17 @@ def serve(c):
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             elif what == "fail":
                 c.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\nboom")
+            elif what in ("headbody", "late"):
+                # an answer, then (once curl has taken it and kept the
+                # connection) a whole forged response: a body to a HEAD, or
+                # bytes past a Content-Length
+                if what == "headbody" and head.startswith(b"HEAD"):
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(FORGED))
+                else:
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                time.sleep(0.2)  # the misbehaviour: late, after the answer's end
+                c.sendall(FORGED)
+                STRAY_SENT.set()
             elif what == "absolute":  # asked as a proxy (absolute-form target)
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nvia-proxy")
             else:
@@ -141,10 +160,13 @@ def start_upstream():
 
 up_port = start_upstream()
 up = "http://127.0.0.1:%d" % up_port
+# its own host, so that curl keeps one connection to it: the one the test poisons
+up_kept = "http://127.0.0.1:%d" % start_upstream()
 routes = [{"prefix": "/bad/", "upstream": up, "timeout_ms": 2000},
           {"prefix": "/p/", "upstream": up, "timeout_ms": 2000},
           {"prefix": "/h/", "upstream": up, "timeout_ms": 2000},
-          {"prefix": "/b/", "upstream": up, "timeout_ms": 8000}]
+          {"prefix": "/b/", "upstream": up, "timeout_ms": 8000},
+          {"prefix": "/k/", "upstream": up_kept, "timeout_ms": 2000}]
 g = Gateway("--kafka-brokers", "none", "--proxy-routes", json.dumps(routes),
             "--proxy-breaker-failures", "3", "--proxy-breaker-cooldown", "300ms",
             "--set", "proxy.max_body=64k",
@@ -450,6 +472,27 @@ try:
           "a second request while the probe is out is refused: %d %r" % (st, body[:120]))
     reset(probe)
     check(inflight(0), "the probe ends with its client")
+
+    # ---- bytes an upstream sends past its answer's end ----
+    # A body to a HEAD, or more than its Content-Length, arriving after curl
+    # has taken the answer and kept the connection: the next request on that
+    # connection (another client's) read them as its answer.
+    def stale(first_method, first_path, n):
+        STRAY_SENT.clear()
+        c = Client()
+        c.sk.sendall(b"%s %s HTTP/1.1\r\nHost: x\r\n\r\n" % (first_method, first_path))
+        st, _, _ = c.answer(head_only=first_method == b"HEAD")
+        c.close()
+        eq(st, 200, "%s %s is answered" % (first_method.decode(), first_path.decode()))
+        check(STRAY_SENT.wait(5), "the upstream sent its stray bytes")
+        st, hdrs, body = ask("/k/ok")
+        check(st == 200 and body == b"ok" and "x-forged" not in dict(hdrs),
+              "after %s %s, another client's request gets its own answer, not the stray "
+              "bytes: %d %r %r" % (first_method.decode(), first_path.decode(), st, hdrs, body))
+        eq(g.admin("GET", "/admin/v1/stats").json.get("proxy_stale_conns"), n,
+           "the kept connection was refused and the request sent on a fresh one")
+    stale(b"HEAD", b"/k/headbody", 1)
+    stale(b"GET", b"/k/late", 2)
 finally:
     g.cleanup()
 
