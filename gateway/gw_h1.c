@@ -912,13 +912,16 @@ static bool escaped_slash_or_nul(const char *path)
 }
 
 /* A "." or ".." segment (RFC 3986 3.3), or a backslash some servers take
- * for a slash, in the decoded path. */
+ * for a slash, in the decoded path. Also one with path parameters, "..;x":
+ * Tomcat, Jetty and Spring cut a segment's ";..." before they resolve dot
+ * segments, so /v1/recs/..;/admin is /admin to them (the nginx + Tomcat
+ * bypass); a ';' elsewhere is a plain character. */
 static bool has_dot_segment(const char *path)
 {
     for (const char *p = path; (p = strchr(p, '.')) != NULL; p++) {
         bool starts = p == path || p[-1] == '/' || p[-1] == '\\';
         const char *e = p[1] == '.' ? p + 2 : p + 1;
-        if (starts && (*e == '\0' || *e == '/' || *e == '\\'))
+        if (starts && (*e == '\0' || *e == '/' || *e == '\\' || *e == ';'))
             return true;
     }
     return false;
@@ -1464,8 +1467,8 @@ static void conn_parse(gw_h1_t *c)
             }
             if (c->h->bad_path) {
                 out_error(c, GW_R_BAD_REQUEST,
-                          "the path has a \".\" or \"..\" segment, an encoded slash, backslash "
-                          "or NUL: send the path it means");
+                          "the path has a \".\" or \"..\" segment (or \"..;\"), an encoded "
+                          "slash, backslash or NUL: send the path it means");
                 break;
             }
             r = c->req;

@@ -795,6 +795,11 @@ try:
                        ("path.dot-dot-encoded", b"/v1/recs/%2E%2E/%2e%2e/internal/secret"),
                        ("path.dot", b"/v1/recs/./x"),
                        ("path.trailing-dot-dot", b"/v1/recs/x/.."),
+                       # Tomcat, Jetty and Spring cut ";..." from a segment
+                       # first: /v1/recs/..;/x is /x to them
+                       ("path.dot-dot-params", b"/v1/recs/..;/internal/secret"),
+                       ("path.dot-dot-params-encoded", b"/v1/recs/%2e%2e%3Bjsessionid=1/x"),
+                       ("path.dot-params", b"/v1/recs/.;x/y"),
                        ("path.encoded-slash", b"/v1/recs/a%2Fb"),
                        ("path.encoded-backslash", b"/v1/recs/..%5Cx"),
                        ("path.encoded-nul", b"/v1/recs/a%00b"),
@@ -808,9 +813,10 @@ try:
         named(name, p)
     eq(len(Upstream.seen), seen, "the refused paths never reached the upstream")
     # dots inside a segment are plain characters
-    a, p, c = exchange(g.port, b"GET /v1/recs/a.b/..c/.d HTTP/1.1\r\nHost: t\r\n\r\n")
+    a, p, c = exchange(g.port, b"GET /v1/recs/a.b/..c/.d/a;..;v=1 HTTP/1.1\r\nHost: t\r\n\r\n")
     if a:
-        if a[0].status != 200 or json.loads(a[0].body).get("path") != "/v1/recs/a.b/..c/.d":
+        if (a[0].status != 200 or
+                json.loads(a[0].body).get("path") != "/v1/recs/a.b/..c/.d/a;..;v=1"):
             p.append("want 200 with the path as sent, got %r" % a[0])
     c.close()
     named("path.dots-inside-segments", p)
