@@ -1999,6 +1999,11 @@ const char *gw_req_header(const gw_req_t *r, const char *name)
     return r->conn ? gw_h1_head_find(r->conn->h, name) : NULL;
 }
 
+bool gw_req_http10(const gw_req_t *r)
+{
+    return r->conn && r->conn->h->parser.http_major == 1 && r->conn->h->parser.http_minor == 0;
+}
+
 const gw_hdr_t *gw_req_headers(const gw_req_t *r, unsigned *n)
 {
     const gw_h1_t *c = r->conn;

@@ -775,6 +775,7 @@ void gw_h1_body(gw_req_t *r, const char *body, size_t len, int64_t announce);
 /* What a handler reads of its request; valid until the answer. */
 const char *gw_req_header(const gw_req_t *r, const char *name); /* the first, or NULL */
 const gw_hdr_t *gw_req_headers(const gw_req_t *r, unsigned *n);
+bool gw_req_http10(const gw_req_t *r); /* an HTTP/1.0 request (no Host required) */
 /* X-Forwarded-For as one list: r->hdr.xff when the request has at most one
  * such field, else all of them joined in order with ", " (a proxy that adds
  * its own field, as HAProxy's `option forwardfor` does, leaves the client's

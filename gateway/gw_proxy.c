@@ -459,6 +459,15 @@ static void answer_failed(gw_req_t *r, bool timeout, const char *what)
                   "the upstream of %s %s", p->route->prefix, what);
 }
 
+/* RFC 3986 reg-name letters, an IPv6 literal's, a port's: what a Host or
+ * X-Forwarded-Host must read as to be passed on. */
+static bool reads_as_host(const char *v)
+{
+    return *v &&
+           strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_:[]") ==
+               strlen(v);
+}
+
 bool gw_px_head(gw_req_t *r, const char *method)
 {
     gw_px_req_t *p = r->px;
@@ -481,6 +490,21 @@ bool gw_px_head(gw_req_t *r, const char *method)
         gw_resp_header(&r->resp, "Allow", "%s", gw_route_methods(GW_ROUTE_PROXY));
         r->state = GW_ST_DONE;
         return has_body; /* with a body: answer now, never read it */
+    }
+    /*
+     * The Host goes to the upstream as X-Forwarded-Host, from which it builds
+     * absolute links, redirects and password-reset mails: one that does not
+     * read as a host (a path, a query, markup, blanks) is refused, as is an
+     * HTTP/1.1 request without one (RFC 9112 3.2: a server MUST answer 400),
+     * as nginx does, from the head, with the body unread.
+     */
+    const char *host = gw_req_header(r, "Host");
+    if ((!host && !gw_req_http10(r)) || (host && !reads_as_host(host))) {
+        gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL, "%s",
+                      host ? "the Host header must be a host name or address with an optional port"
+                           : "an HTTP/1.1 request needs a Host header");
+        r->state = GW_ST_DONE;
+        return true;
     }
     if (has_body && (p->head_only || strcmp(method, "GET") == 0)) {
         /*
@@ -920,9 +944,7 @@ static bool last_element(gw_req_t *r, const char *name, char *out, size_t cap)
 static const char *forwarded_host(gw_req_t *r, char *buf, size_t cap)
 {
     if (gw_proxies_match(&r->w->srv->proxies, gw_req_peer(r)) &&
-        last_element(r, "X-Forwarded-Host", buf, cap) &&
-        strspn(buf, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_:[]") ==
-            strlen(buf))
+        last_element(r, "X-Forwarded-Host", buf, cap) && reads_as_host(buf))
         return buf;
     return gw_req_header(r, "Host");
 }

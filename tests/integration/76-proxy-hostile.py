@@ -33,6 +33,9 @@ server in this test, one behaviour per path (the part after the route's prefix).
   a host;
 - on a dual-stack listener an IPv4 client's X-Forwarded-For entry is the
   address X-Real-IP names (1.2.3.4, not ::ffff:1.2.3.4);
+- a Host that does not read as a host (a path, markup, blanks, empty) and
+  an HTTP/1.1 request without one are a 400: the upstream builds links and
+  reset mails from X-Forwarded-Host;
 - OPTIONS (a CORS preflight) is proxied like the other methods: without a
   body unless one is sent, then with it and its length;
 - a request field with an empty value reaches the upstream, empty (curl
@@ -384,6 +387,32 @@ try:
     st, _, body = ask("/p/echo", b"X-Forwarded-Host: evil.example\r\n")
     eq((st, [v for k, v in upstream_fields(body) if k == "x-forwarded-host"]), (200, ["x"]),
        "X-Forwarded-Host is the Host asked for, not the client's own")
+
+    # ---- the Host, which the upstream gets as X-Forwarded-Host ----
+    # Links, redirects and reset mails are built from it: one that does not
+    # read as a host is a 400 from the head, as is an HTTP/1.1 request without
+    # one (RFC 9112 3.2); the upstream never sees either.
+    for line, ok, what in ((b"GET /p/echo HTTP/1.1\r\nHost: shop.example:8080\r\n", True,
+                            "a host and port"),
+                           (b"GET /p/echo HTTP/1.1\r\nHost: [2001:db8::1]:443\r\n", True,
+                            "an IPv6 literal"),
+                           (b"GET /p/echo HTTP/1.0\r\n", True, "none in HTTP/1.0"),
+                           (b"GET /p/echo HTTP/1.1\r\n", False, "none in HTTP/1.1"),
+                           (b"GET /p/echo HTTP/1.1\r\nHost:\r\n", False, "an empty one"),
+                           (b"GET /p/echo HTTP/1.1\r\nHost: evil.example/reset?x=<b>\r\n", False,
+                            "a path and markup"),
+                           (b"GET /p/echo HTTP/1.1\r\nHost: a b\r\n", False, "a blank")):
+        c = Client()
+        c.sk.sendall(line + b"\r\n")
+        st, _, body = c.answer()
+        c.close()
+        if ok:
+            host = line.split(b"Host: ")[1].split(b"\r\n")[0].decode() if b"Host" in line else None
+            eq((st, [v for k, v in upstream_fields(body) if k == "x-forwarded-host"]),
+               (200, [host] if host else []), "a Host with %s is proxied" % what)
+        else:
+            check(st == 400 and field(body, "error") == "bad_request" and b"Host" in body,
+                  "a Host with %s is refused: %d %r" % (what, st, body))
 
     # ---- OPTIONS (a CORS preflight) ----
     preflight = (b"Origin: https://shop.example\r\nAccess-Control-Request-Method: POST\r\n"
