@@ -367,14 +367,27 @@ void gw_px_req_free(gw_req_t *r)
     r->px = NULL;
 }
 
+/*
+ * A route's prefix matches whole path segments: "/v1/recs/" every path under
+ * it, "/v1/recs" that path and the ones under it, never "/v1/recsadmin" or
+ * "/v1/recs-internal" (a string prefix sent those to the upstream, which may
+ * serve more than the part the operator meant to expose).
+ */
+static bool prefix_matches(const char *url, const char *prefix)
+{
+    size_t pl = strlen(prefix);
+    if (strncmp(url, prefix, pl) != 0)
+        return false;
+    return prefix[pl - 1] == '/' || url[pl] == '\0' || url[pl] == '/';
+}
+
 bool gw_px_route(gw_req_t *r, const char *url)
 {
     const gw_server_t *srv = r->w->srv;
     size_t n = 0;
     const gw_route_def_t *routes = gw_ol_routes(srv, &n);
     for (size_t i = 0; i < n; i++) {
-        size_t pl = strlen(routes[i].prefix);
-        if (strncmp(url, routes[i].prefix, pl) == 0) {
+        if (prefix_matches(url, routes[i].prefix)) {
             r->route = GW_ROUTE_PROXY;
             r->state = GW_ST_BODY;
             r->px_route = (unsigned)i;

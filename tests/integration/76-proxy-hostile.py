@@ -33,6 +33,8 @@ server in this test, one behaviour per path (the part after the route's prefix).
   a host;
 - on a dual-stack listener an IPv4 client's X-Forwarded-For entry is the
   address X-Real-IP names (1.2.3.4, not ::ffff:1.2.3.4);
+- a route's prefix matches whole path segments: /seg takes /seg and
+  /seg/..., never /segadmin;
 - a Host that does not read as a host (a path, markup, blanks, empty) and
   an HTTP/1.1 request without one are a 400: the upstream builds links and
   reset mails from X-Forwarded-Host;
@@ -90,7 +92,8 @@ def serve(c):
                 if k.strip().lower() == b"content-length":
                     while len(rest) < int(v):
                         rest += c.recv(65536)
-            what = target.split("/")[2] if target.startswith("/") else "absolute"
+            parts = target.split("/")
+            what = (parts[2] if len(parts) > 2 else "") if target.startswith("/") else "absolute"
             if what == "ok":
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Upstream: yes\r\n\r\nok")
             elif what == "s101f":
@@ -169,7 +172,8 @@ routes = [{"prefix": "/bad/", "upstream": up, "timeout_ms": 2000},
           {"prefix": "/p/", "upstream": up, "timeout_ms": 2000},
           {"prefix": "/h/", "upstream": up, "timeout_ms": 2000},
           {"prefix": "/b/", "upstream": up, "timeout_ms": 8000},
-          {"prefix": "/k/", "upstream": up_kept, "timeout_ms": 2000}]
+          {"prefix": "/k/", "upstream": up_kept, "timeout_ms": 2000},
+          {"prefix": "/seg", "upstream": up, "timeout_ms": 2000}]
 g = Gateway("--kafka-brokers", "none", "--proxy-routes", json.dumps(routes),
             "--proxy-breaker-failures", "3", "--proxy-breaker-cooldown", "300ms",
             "--set", "proxy.max_body=64k",
@@ -387,6 +391,15 @@ try:
     st, _, body = ask("/p/echo", b"X-Forwarded-Host: evil.example\r\n")
     eq((st, [v for k, v in upstream_fields(body) if k == "x-forwarded-host"]), (200, ["x"]),
        "X-Forwarded-Host is the Host asked for, not the client's own")
+
+    # ---- a prefix matches whole segments ----
+    eq(ask("/seg/ok")[:3:2], (200, b"ok"), "a path under a prefix without a trailing / is proxied")
+    st, _, body = ask("/seg")
+    eq((st, body), (404, b""), "the prefix itself is proxied (the upstream's own 404)")
+    for path in ("/segadmin", "/seg-internal/ok", "/seg.json"):
+        st, _, body = ask(path)
+        eq((st, field(body, "error")), (404, "not_found"),
+           "%s is not under the prefix /seg: the gateway's 404" % path)
 
     # ---- the Host, which the upstream gets as X-Forwarded-Host ----
     # Links, redirects and reset mails are built from it: one that does not
