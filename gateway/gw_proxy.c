@@ -22,7 +22,8 @@
  * names, Keep-Alive, Proxy-*, TE, Trailer, Transfer-Encoding, Upgrade) are
  * dropped both ways; Host becomes the upstream's (curl sets it), the
  * original goes to X-Forwarded-Host (a trusted proxy's own X-Forwarded-Host
- * instead, forwarded_host); X-Forwarded-For gets the peer appended;
+ * instead, forwarded_host); X-Forwarded-For gets the peer appended to a
+ * trusted proxy's list, and is the peer alone from anyone else (append_xff);
  * X-Real-IP is the client address the gateway decided on; the other fields
  * that name the client, its scheme or the path to serve are the gateway's,
  * dropped from the request (gateway_field), X-Forwarded-Proto/Port/Ssl kept
@@ -784,7 +785,8 @@ typedef struct hdr_ctx {
  *   routed and strips no prefix, so a prefix for Spring's or Rack's links, or
  *   a server name, describes a rewrite the gateway did not make. A deployment
  *   that mounts an upstream under a prefix configures it there.
- * - X-Forwarded-For, X-Forwarded-Host: rebuilt (append_xff; forwarded_host).
+ * - X-Forwarded-For, X-Forwarded-Host: rebuilt (append_xff; forwarded_host),
+ *   a client's own kept only from a trusted proxy.
  * The scheme fields, X-Forwarded-Proto, X-Forwarded-Port and X-Forwarded-Ssl
  * (Spring, Rack's ssl?, Django's SECURE_PROXY_SSL_HEADER), are set by
  * scheme_fields: the gateway's listener is plain HTTP, so from a peer not in
@@ -863,11 +865,17 @@ static void q_append_path(query_ctx_t *q, const char *path)
 }
 
 /*
- * X-Forwarded-For to the upstream: the request's list (gw_req_xff: every such
- * field, in order) then the peer, as nginx's $proxy_add_x_forwarded_for.
- * Nothing is cut: the request head is at most the read buffer (8 KiB), and the
- * right-most entries are the ones an upstream trusts (the hops nearest to it):
- * the first field alone, cut at 1,000 bytes from the right, lost exactly those.
+ * X-Forwarded-For to the upstream. From a server.trusted_proxies peer: the
+ * request's list (gw_req_xff: every such field, in order) then the peer, as
+ * nginx's $proxy_add_x_forwarded_for. Nothing is cut: the request head is at
+ * most the read buffer (8 KiB), and the right-most entries are the ones an
+ * upstream trusts (the hops nearest to it): the first field alone, cut at
+ * 1,000 bytes from the right, lost exactly those. From any other peer, the
+ * peer alone (xff NULL), as nginx at the edge (X-Forwarded-For $remote_addr)
+ * and Traefik from an untrusted source: a client's own list is addresses it
+ * made up, and an upstream reading the left-most entry (Express with
+ * "trust proxy", many a log, geo or rate-limit middleware) took the first of
+ * them for the client, as the gateway itself does not (X-Real-IP).
  */
 static void append_xff(gw_px_req_t *p, const char *xff, const char *peer)
 {
@@ -1084,7 +1092,8 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
     free(conn.buf);
     char peer[INET6_ADDRSTRLEN] = "";
     peer_text(r, peer, sizeof(peer));
-    append_xff(p, gw_req_xff(r), peer);
+    append_xff(p, gw_proxies_match(&r->w->srv->proxies, gw_req_peer(r)) ? gw_req_xff(r) : NULL,
+               peer);
     char line[1200];
     char real_ip[INET6_ADDRSTRLEN];
     real_ip_text(r, real_ip, sizeof(real_ip));

@@ -19,6 +19,8 @@ server in this test, one behaviour per path (the part after the route's prefix).
   and the close, the body unread: dropped, it was lost under a 2xx, and
   forwarded, an upstream reading no GET body takes it for the next request;
   a DELETE's body reaches the upstream with its length;
+- X-Forwarded-For is the peer alone from a client (its own list is made
+  up), a trusted proxy's fields joined whole with the peer appended;
 - X-Real-IP is the client address the gateway decided on (the peer, or
   behind a trusted proxy the right-most untrusted X-Forwarded-For entry),
   never the client's, and the client's Forwarded never reaches the upstream;
@@ -361,8 +363,9 @@ try:
        "X-Real-IP is the client address the gateway decided on, not the client's own")
     eq([v for k, v in got if k == "forwarded"], [],
        "the client's Forwarded never reaches the upstream")
-    eq([v for k, v in got if k == "x-forwarded-for"], ["203.0.113.9, 127.0.0.1"],
-       "X-Forwarded-For still gets the peer appended")
+    eq([v for k, v in got if k == "x-forwarded-for"], ["127.0.0.1"],
+       "X-Forwarded-For from a peer that is no trusted proxy is the peer alone: the "
+       "client's own list is addresses it made up")
 
     # ---- the other fields that name the client, its scheme or the path ----
     # Spring, Rack, Django, IIS and Symfony believe these; from a client they
@@ -559,6 +562,23 @@ try:
         eq((st, [v for k, v in got if k == "x-real-ip"], [v for k, v in got if k == "forwarded"]),
            (200, [real], []), "behind a trusted proxy, X-Forwarded-For %r: X-Real-IP %s" %
            (xff, real))
+        eq([v for k, v in got if k == "x-forwarded-for"],
+           [(xff + ", " if xff else "") + "127.0.0.1"],
+           "a trusted proxy's X-Forwarded-For %r goes on with the peer appended" % xff)
+    # Every field of a trusted proxy's, in order, as one list, then the peer;
+    # nothing cut, so the right-most hops (those an upstream trusts) reach it.
+    # Before, only the first field was passed on, cut to its first 1,000 bytes.
+    st, _, body = ask("/p/echo", b"X-Forwarded-For: 203.0.113.9\r\n"
+                      b"X-Forwarded-For: 198.51.100.7, 198.51.100.8\r\n")
+    eq((st, [v for k, v in upstream_fields(body) if k == "x-forwarded-for"]),
+       (200, ["203.0.113.9, 198.51.100.7, 198.51.100.8, 127.0.0.1"]),
+       "a trusted proxy's X-Forwarded-For fields are joined in order and the peer appended")
+    long_xff = ", ".join("198.51.100.%d" % (i % 250 + 1) for i in range(300))
+    st, _, body = ask("/p/echo", b"X-Forwarded-For: " + long_xff.encode() + b"\r\n")
+    got = [v for k, v in upstream_fields(body) if k == "x-forwarded-for"]
+    check(st == 200 and got == [long_xff + ", 127.0.0.1"],
+          "a %d-byte X-Forwarded-For reaches the upstream whole: %d %r" %
+          (len(long_xff), st, [g_[-40:] for g_ in got]))
     # The trusted proxy ended TLS: the scheme, port and "ssl" it says are kept,
     # its right-most value of each (the one it appended or set), when valid.
     for sent, want in (
@@ -621,7 +641,7 @@ if dual_stack():
         got = upstream_fields(body)
         eq((st, [v for k, v in got if k == "x-forwarded-for"],
             [v for k, v in got if k == "x-real-ip"]),
-           (200, ["203.0.113.9, 127.0.0.1"], ["127.0.0.1"]),
+           (200, ["127.0.0.1"], ["127.0.0.1"]),
            "an IPv4 peer on a dual-stack socket: X-Forwarded-For and X-Real-IP agree")
     finally:
         g.cleanup()
