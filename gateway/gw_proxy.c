@@ -705,6 +705,15 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
     }
     if (p->nresp_hdrs == PX_HDRS_MAX || p->resp_hdr_bytes + nl + vl + 2 > PX_HDR_BYTES_MAX)
         return resp_refuse(p, "sent too big a header block");
+    if (nl == 14 && strncasecmp(data, "Content-Length", 14) == 0) {
+        /* Two that differ: which one frames the body depends on who reads it
+         * (libcurl takes the last), as nginx's "upstream sent duplicate
+         * header line" refuses (RFC 9112 6.3). */
+        for (unsigned i = 0; i < p->nresp_hdrs; i++)
+            if (strcasecmp(p->resp_hdrs[i][0], "Content-Length") == 0 &&
+                (strlen(p->resp_hdrs[i][1]) != vl || memcmp(p->resp_hdrs[i][1], v, vl) != 0))
+                return resp_refuse(p, "sent two different Content-Lengths");
+    }
     if (p->nresp_hdrs == p->cap_resp_hdrs) {
         p->cap_resp_hdrs = p->cap_resp_hdrs ? p->cap_resp_hdrs * 2 : 16;
         p->resp_hdrs = cm_xrealloc(p->resp_hdrs, p->cap_resp_hdrs * sizeof(*p->resp_hdrs));
@@ -755,6 +764,7 @@ static void conn_join(query_ctx_t *q, const char *value)
 typedef struct hdr_ctx {
     gw_px_req_t *p;
     const char *conn_hdr; /* every Connection field of the request, joined */
+    bool sent_ctype, sent_accept; /* forwarded: libcurl adds none of its own */
 } hdr_ctx_t;
 
 /*
@@ -837,6 +847,8 @@ static void add_req_header(hdr_ctx_t *h, const char *key, const char *value)
     else
         snprintf(line, sizeof(line), "%s: %s", key, value);
     h->p->hdrs = curl_slist_append(h->p->hdrs, line);
+    h->sent_ctype |= strcasecmp(key, "Content-Type") == 0;
+    h->sent_accept |= strcasecmp(key, "Accept") == 0;
 }
 
 /* The path arrives decoded: encode what may not stand in a URL path again (RFC 3986 pchar). */
@@ -1109,11 +1121,15 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
     }
     scheme_fields(r, p);
     p->hdrs = curl_slist_append(p->hdrs, "Expect:"); /* no 100-continue round trip */
-    /* A body the client sent without a Content-Type goes on without one:
-     * libcurl would label a POSTFIELDS body application/x-www-form-urlencoded. */
-    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0 &&
-        !gw_req_header(r, "Content-Type"))
+    /* A body that goes without a Content-Type (the client sent none, or its
+     * Connection named it) goes on without one: libcurl would label a
+     * POSTFIELDS body application/x-www-form-urlencoded. Nor an Accept the
+     * client did not send: libcurl's own (any type) told the upstream the
+     * client takes whatever it sends (nginx adds none). */
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0 && !h.sent_ctype)
         p->hdrs = curl_slist_append(p->hdrs, "Content-Type:");
+    if (!h.sent_accept)
+        p->hdrs = curl_slist_append(p->hdrs, "Accept:");
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, p->hdrs);
     /* Held before handing over (a completion may come before we return). */
     r->state = GW_ST_WAIT;
@@ -1185,13 +1201,25 @@ static void px_complete(gw_px_worker_t *px, gw_px_req_t *p, CURLcode rc)
         if (server_error && !p->route->has_fallback) {
             /* pass the upstream's own 5xx through (below) */
         } else {
+            /* A connection that never came is "unreachable"; one that broke
+             * off or sent what curl cannot read (a close mid-body, a bad
+             * chunk size, no status line) says so, with curl's reason: all
+             * were "unreachable", which sent an operator to the network. */
+            char broke[160];
+            snprintf(broke, sizeof(broke), "sent no complete answer (%s)", curl_easy_strerror(rc));
+            bool unreachable = rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
+                               rc == CURLE_SEND_ERROR;
+            /* curl 7.88 reads a head without a status line as HTTP/0.9, which it refuses */
+            bool no_http = rc == CURLE_UNSUPPORTED_PROTOCOL || rc == CURLE_WEIRD_SERVER_REPLY;
             answer_failed(r, rc == CURLE_OPERATION_TIMEDOUT,
                           rc == CURLE_OPERATION_TIMEDOUT ? "timed out"
                           : p->resp_bad                 ? p->resp_bad
                           : p->resp_too_large           ? "answered more than proxy.max_body"
                           : bad_status                  ? "sent an invalid status"
                           : server_error                ? "failed"
-                                                        : "is unreachable");
+                          : unreachable                 ? "is unreachable"
+                          : no_http                     ? "sent no valid HTTP status line"
+                                                        : broke);
             gw_req_finish(r);
             return;
         }
@@ -1286,8 +1314,12 @@ bool gw_px_render(gw_req_t *r, gw_reply_t *reply, int *status)
             conn_join(&conn, p->resp_hdrs[i][1]);
     for (unsigned i = 0; i < p->nresp_hdrs; i++) {
         const char *k = p->resp_hdrs[i][0];
+        /* X-Flashgate-Degraded is the gateway's word on its own answers
+         * (a fallback, a shed route): an upstream's would mark a real
+         * answer degraded to clients and monitors that trust it */
         if (hop_by_hop(k) || named_by_connection(conn.buf, k) ||
-            strcasecmp(k, "Content-Length") == 0 || strcasecmp(k, "Date") == 0)
+            strcasecmp(k, "Content-Length") == 0 || strcasecmp(k, "Date") == 0 ||
+            strcasecmp(k, "X-Flashgate-Degraded") == 0)
             continue;
         gw_h1_header(r, k, p->resp_hdrs[i][1]);
     }

@@ -49,6 +49,10 @@ server in this test, one behaviour per path (the part after the route's prefix).
   than its Content-Length), after curl kept the connection, are never read
   as another client's answer: the kept connection is refused before the
   next request goes on it, and that request goes on a fresh one;
+- an upstream that closes mid-body, sends no status line or two different
+  Content-Lengths is a 502 that says so (not "unreachable"); its
+  X-Flashgate-Degraded is not passed on; libcurl adds no Accept or
+  Content-Type the client did not send;
 - a half-open breaker sends one probe: a straggler from before it opened
   whose client goes away does not free the probe's place for a second one."""
 import json
@@ -143,6 +147,19 @@ def serve(c):
                 time.sleep(0.2)  # the misbehaviour: late, after the answer's end
                 c.sendall(FORGED)
                 STRAY_SENT.set()
+            elif what == "midbody":  # closes 7 bytes into a 100-byte body
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+                return
+            elif what == "nostatus":
+                c.sendall(b"garbage\r\n\r\n")
+                return
+            elif what == "dupcl":  # which one frames the body?
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nhello")
+                return
+            elif what == "samecl":  # the same length twice: unambiguous
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok")
+            elif what == "degraded":  # the gateway's own mark, from the upstream
+                c.sendall(b"HTTP/1.1 200 OK\r\nX-Flashgate-Degraded: 1\r\nContent-Length: 2\r\n\r\nok")
             elif what == "absolute":  # asked as a proxy (absolute-form target)
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nvia-proxy")
             else:
@@ -175,7 +192,8 @@ routes = [{"prefix": "/bad/", "upstream": up, "timeout_ms": 2000},
           {"prefix": "/h/", "upstream": up, "timeout_ms": 2000},
           {"prefix": "/b/", "upstream": up, "timeout_ms": 8000},
           {"prefix": "/k/", "upstream": up_kept, "timeout_ms": 2000},
-          {"prefix": "/seg", "upstream": up, "timeout_ms": 2000}]
+          {"prefix": "/seg", "upstream": up, "timeout_ms": 2000},
+          {"prefix": "/f/", "upstream": up, "timeout_ms": 2000}]
 g = Gateway("--kafka-brokers", "none", "--proxy-routes", json.dumps(routes),
             "--proxy-breaker-failures", "3", "--proxy-breaker-cooldown", "300ms",
             "--set", "proxy.max_body=64k",
@@ -322,6 +340,19 @@ try:
         st, _, body = ask("/bad/status/%d" % code)
         eq(st, 502, "an upstream's status %d is a failed exchange: %r" % (code, body[:80]))
 
+    # ---- answers that break off or cannot be framed ----
+    # (on a route of their own: three failures open its breaker)
+    for path, want in (("/f/midbody", b"sent no complete answer"),
+                       ("/f/nostatus", b"sent no valid HTTP status line"),
+                       ("/f/dupcl", b"sent two different Content-Lengths")):
+        st, _, body = ask(path)
+        check(st == 502 and field(body, "error") == "bad_gateway" and want in body,
+              "%s: a 502 that says what the upstream did: %d %r" % (path, st, body[:160]))
+    eq(ask("/p/samecl")[::2], (200, b"ok"), "the same Content-Length twice passes")
+    st, hdrs, body = ask("/p/degraded")
+    check(st == 200 and "x-flashgate-degraded" not in dict(hdrs),
+          "an upstream's X-Flashgate-Degraded is not passed on: %d %r" % (st, hdrs))
+
     # ---- chunked trailers ----
     st, hdrs, body = ask("/p/trailer")
     names = [k for k, _ in hdrs]
@@ -345,6 +376,20 @@ try:
     names = [k for k, _ in hdrs]
     check(st == 200 and "x-kept" in names and "x-secret-a" not in names,
           "a field named by the answer's first Connection field is dropped: %r" % hdrs)
+
+    # ---- fields libcurl would add of its own accord ----
+    st, _, body = ask("/p/echo")
+    eq((st, [v for k, v in upstream_fields(body) if k == "accept"]), (200, []),
+       "no Accept reaches the upstream when the client sent none (libcurl's */*)")
+    c = Client()
+    c.sk.sendall(b"POST /p/echob HTTP/1.1\r\nHost: x\r\nConnection: Content-Type\r\n"
+                 b"Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi")
+    st, _, body = c.answer()
+    c.close()
+    got = upstream_fields(body.partition(b"\r\n\r\n")[0])
+    eq((st, [v for k, v in got if k == "content-type"]), (200, []),
+       "a Content-Type the client's Connection named is dropped, not replaced by libcurl's "
+       "application/x-www-form-urlencoded")
 
     # ---- request fields with an empty value ----
     st, _, body = ask("/p/echo", b"X-Empty:\r\nUser-Agent:\r\nAccept:\r\nX-Blank: \t \r\n")
