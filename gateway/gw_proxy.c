@@ -208,7 +208,7 @@ static curl_socket_t px_open_socket(void *userp, curlsocktype purpose, struct cu
 {
     gw_px_worker_t *px = userp;
     (void)purpose;
-    curl_socket_t fd = socket(a->family, a->socktype, a->protocol);
+    curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
     if (fd == CURL_SOCKET_BAD)
         return fd;
     if (px->nconns == px->cap_conns) {
@@ -705,6 +705,26 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
     }
     if (p->nresp_hdrs == PX_HDRS_MAX || p->resp_hdr_bytes + nl + vl + 2 > PX_HDR_BYTES_MAX)
         return resp_refuse(p, "sent too big a header block");
+    if (nl == 14 && strncasecmp(data, "Content-Length", 14) == 0 && !p->head_only) {
+        /* A body announced past proxy.max_body is refused at its head (the
+         * answer is buffered whole, so it could never pass): reading it up to
+         * the cap held the request and its upstream slot for as long as the
+         * upstream took to send that much, the route's whole timeout for one
+         * that announces gigabytes and trickles them. A HEAD's length is the
+         * GET's: nothing comes. */
+        char num[24];
+        if (vl < sizeof(num)) {
+            memcpy(num, v, vl);
+            num[vl] = '\0';
+            char *end;
+            unsigned long long len = strtoull(num, &end, 10);
+            if (vl && *end == '\0' && num[0] >= '0' && num[0] <= '9' &&
+                len > p->r->w->srv->cfg->proxy_max_body) {
+                p->resp_too_large = true;
+                return 0;
+            }
+        }
+    }
     if (nl == 14 && strncasecmp(data, "Content-Length", 14) == 0) {
         /* Two that differ: which one frames the body depends on who reads it
          * (libcurl takes the last), as nginx's "upstream sent duplicate

@@ -12,6 +12,8 @@ server in this test, one behaviour per path (the part after the route's prefix).
 - an answer past proxy.max_body (the gateway's own policy) is a 502 but
   neither a breaker failure nor a drop for the route's adaptive limit: a
   client asking for large objects cannot open the breaker for everyone;
+- an answer that announces a body past proxy.max_body is refused at its
+  head, not read while it trickles until the route's timeout;
 - libcurl takes no proxy from the gateway's environment (http_proxy,
   ALL_PROXY): a route to a port where nothing listens is a 502, not an
   answer from the proxy the environment names;
@@ -128,6 +130,12 @@ def serve(c):
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (1 << 20))
                 for _ in range(16):
                     c.sendall(b"x" * 65536)
+            elif what == "trickle":  # announces 10 GB, sends 5 bytes, then nothing
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000000\r\n\r\nhello")
+                time.sleep(5)
+                return
+            elif what == "bighead":  # a HEAD's length is the GET's: nothing comes
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000000\r\n\r\n")
             elif what == "status":
                 c.sendall(b"HTTP/1.1 %s Whatever\r\nContent-Length: 2\r\n\r\nok" %
                           target.split("/")[3].encode())
@@ -537,6 +545,20 @@ try:
         st, _, body = ask("/h/huge/%d" % i)
         check(st == 502 and b"more than proxy.max_body" in body,
               "an answer past proxy.max_body is a 502: %d %r" % (st, body[:120]))
+    # One that announces more than proxy.max_body is refused at its head, not
+    # read until the cap or the route's timeout (2 s) while it trickles.
+    t0 = time.monotonic()
+    st, _, body = ask("/h/trickle")
+    took = time.monotonic() - t0
+    check(st == 502 and b"more than proxy.max_body" in body and took < 1.5,
+          "an answer announced past proxy.max_body is a 502 at its head: %d in %.2fs %r" %
+          (st, took, body[:120]))
+    c = Client()
+    c.sk.sendall(b"HEAD /h/bighead HTTP/1.1\r\nHost: x\r\n\r\n")
+    st, hdrs, _ = c.answer(head_only=True)
+    c.close()
+    eq((st, dict(hdrs).get("content-length")), (200, "10000000000"),
+       "a HEAD's announced length (the GET's) passes")
     hs = up_stats("/h/")
     eq((hs["drops"], hs["breaker"], hs["breaker_opens"]), (0, "closed", 0),
        "and neither a drop nor a breaker failure")
