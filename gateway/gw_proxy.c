@@ -244,7 +244,7 @@ static int px_close_socket(void *userp, curl_socket_t fd)
 
 static int local_port(curl_socket_t fd)
 {
-    struct sockaddr_storage ss;
+    struct sockaddr_storage ss = {0};
     socklen_t len = sizeof(ss);
     if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
         return 0;
