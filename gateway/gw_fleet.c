@@ -95,6 +95,7 @@ typedef struct gw_fleet {
     inv_fleet_conn_t *sub; /* fleet thread only */
     bool sub_fresh;    /* re-subscribed: reload on the next tick */
     uint64_t next_tick_ms;
+    bool tick_again; /* the lease leaves the generator no room: heartbeat again at once */
     uint64_t last_err_log_ms;
 
     pthread_mutex_t pub_mu; /* pub connection, dirty */
@@ -330,11 +331,25 @@ static int publish_now(gw_fleet_t *f, char *errbuf, size_t errlen)
 enum { NODE_FIXED = 0, NODE_HELD = 1, NODE_LOST = 2 };
 
 /*
+ * The lease a heartbeat or a claim asks for: NODEID_LEASE_MS past now, or past
+ * the generator's last id when that is ahead of the wall clock (ids never go
+ * back: after the clock stepped back, or after a floor ahead of it). A lease
+ * of "now + 5 s" below the last id left the generator no id to make: every
+ * buy 503 until the clock caught up (integration.69-fleet-lease).
+ */
+static int64_t lease_limit(gw_fleet_t *f)
+{
+    int64_t now = cm_wall_ms(), last = cm_id_gen_last_ms(&f->srv->ids);
+    return (last > now ? last : now) + NODEID_LEASE_MS;
+}
+
+/*
  * Node id n is ours, its floor raised to `limit` (the floor before: `floor`):
  * the generator makes ids of n up to limit. A fresh claim, or a floor raised
  * by someone else since we wrote it, means another gateway may have made ids
- * of n up to that floor: ours start after it. The generator is moved first
- * and the lease stored after (cm_id_next reads them in the other order).
+ * of n up to that floor: ours start after it.
+ * The generator is moved first and the lease stored after (cm_id_next reads
+ * them in the other order).
  */
 static void node_adopt(gw_fleet_t *f, uint32_t n, int64_t floor, int64_t limit, bool fresh)
 {
@@ -349,6 +364,10 @@ static void node_adopt(gw_fleet_t *f, uint32_t n, int64_t floor, int64_t limit, 
     atomic_store(&f->lease_until_ms, limit);
     atomic_store(&f->has_node_key, true);
     atomic_store(&f->node_state, NODE_HELD);
+    /* a floor at or past the lease asked for (another gateway's clock or ids
+     * ahead): the next heartbeat asks past it, so run it now, not in a second */
+    if (cm_id_gen_last_ms(g) >= limit)
+        f->tick_again = true;
 }
 
 /*
@@ -362,7 +381,7 @@ static int claim_node_id(gw_fleet_t *f, inv_fleet_conn_t *c, uint32_t start, cha
     for (uint32_t i = 0; i <= CM_ID_NODE_MAX; i++) {
         uint32_t n = (start + i) % (CM_ID_NODE_MAX + 1);
         char why[200] = "";
-        int64_t limit = cm_wall_ms() + NODEID_LEASE_MS, floor = 0;
+        int64_t limit = lease_limit(f), floor = 0;
         int got = inv_fleet_nodeid_claim(c, n, f->member, NODEID_TTL_MS, limit, &floor,
                                          f->node_key, sizeof(f->node_key), why, sizeof(why));
         if (got < 0) {
@@ -457,7 +476,8 @@ static void tick(gw_fleet_t *f)
     int64_t floor = 0;
     bool held = atomic_load(&f->has_node_key);
     /* the lease this heartbeat asks for, from before it is sent */
-    int64_t limit = cm_wall_ms() + NODEID_LEASE_MS;
+    int64_t limit = lease_limit(f);
+    f->tick_again = false;
     if (inv_fleet_heartbeat(f->cmd, f->member, held ? f->node_key : NULL, f->node_n, limit,
                             MEMBER_TTL_MS, NODEID_TTL_MS, &n, &v, &node, &floor, why,
                             sizeof(why)) < 0) {
@@ -541,7 +561,7 @@ static void *fleet_thread(void *arg)
         if (wake || now >= f->next_tick_ms) {
             tick(f);
             last_tick = cm_mono_ms();
-            f->next_tick_ms = last_tick + TICK_MS;
+            f->next_tick_ms = last_tick + (f->tick_again ? MIN_TICK_GAP_MS : TICK_MS);
             continue;
         }
         struct pollfd pf[2] = {{.fd = f->stop_fd, .events = POLLIN},
