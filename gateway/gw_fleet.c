@@ -3,15 +3,15 @@
  * (keys, scripts, replies); this file keeps the policy.
  *
  * Redis keys (all in the inventory's db; names owned by inv_fleet):
- *   flashgate:fleet:members   ZSET member -> expiry (Redis TIME, ms). A
+ *   {flashgate:fleet}:members ZSET member -> expiry (Redis TIME, ms). A
  *                             member is live while its expiry is ahead; the
  *                             heartbeat refreshes it and trims the dead.
- *   flashgate:fleet:config    HASH version (INCR'd by every publish), limits
+ *   {flashgate:fleet}:config  HASH version (INCR'd by every publish), limits
  *                             (JSON, rates in thousandths of req/s), by, at.
  *   flashgate:fleet:events    pub/sub channel: "config <v>", "join <m>",
  *                             "leave <m>"; any message makes every gateway
  *                             run its tick at once.
- *   flashgate:nodeid:<n>      the member that holds node id n (SET NX, PX
+ *   {flashgate:fleet}:nodeid:<n>  the member that holds node id n (SET NX, PX
  *                             TTL refreshed by the heartbeat).
  *   {flashgate:fleet}:nodeid_floor  HASH n -> the last millisecond a holder of
  *                             node id n may have put in an order id.
@@ -21,10 +21,12 @@
  * live holder (paused past its TTL, DEL, a failover that lost it) and be taken
  * by another gateway. So the generator only makes ids under a lease: every
  * heartbeat that finds the key ours first raises the node id's floor in Redis
- * to now + NODEID_LEASE_MS, then lets the generator make ids up to that
- * millisecond (cm_id_gen_lease); whoever claims the node id starts after the
- * floor (cm_id_gen_after_ms). The holder's ids are all <= the floor it wrote,
- * the next holder's all > it: they cannot meet, whenever the loss is noticed.
+ * to now + NODEID_LEASE_MS (past the generator's last id if that is ahead),
+ * then lets the generator make ids up to that millisecond (cm_id_gen_lease);
+ * whoever claims the node id starts after the floor (cm_id_gen_after_ms), or
+ * after its own now + NODEID_LEASE_MS when Redis has none (node_adopt). The
+ * holder's ids are all <= the floor it wrote, the next holder's all > it:
+ * they cannot meet, whenever the loss is noticed.
  * A heartbeat that finds the key another gateway's revokes the lease (buys
  * answer 503 naming the cause) and claims a free node id, its own first; a
  * heartbeat that cannot run lets the lease run out (503) within
@@ -347,13 +349,21 @@ static int64_t lease_limit(gw_fleet_t *f)
  * Node id n is ours, its floor raised to `limit` (the floor before: `floor`):
  * the generator makes ids of n up to limit. A fresh claim, or a floor raised
  * by someone else since we wrote it, means another gateway may have made ids
- * of n up to that floor: ours start after it.
+ * of n up to that floor: ours start after it. No floor recorded (-1) is
+ * either a node id never used or one Redis lost (FLUSHALL, a restart without
+ * persistence): then a holder may still make ids under a lease it wrote
+ * before, up to NODEID_LEASE_MS past its last heartbeat, so ours start after
+ * `limit` (now + NODEID_LEASE_MS), which is past that on a clock like ours.
+ * Taking it as 0 started ours at the wall clock, in the milliseconds a paused
+ * holder made its ids in after it resumed (integration.69-fleet-lease).
  * The generator is moved first and the lease stored after (cm_id_next reads
  * them in the other order).
  */
 static void node_adopt(gw_fleet_t *f, uint32_t n, int64_t floor, int64_t limit, bool fresh)
 {
     cm_id_gen_t *g = &f->srv->ids;
+    if (floor < 0)
+        floor = limit;
     if (fresh || floor > f->floor_mine)
         cm_id_gen_after_ms(g, floor);
     if (fresh || limit > f->floor_mine)

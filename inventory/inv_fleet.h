@@ -59,7 +59,8 @@ int inv_fleet_fd(const inv_fleet_conn_t *c);
  * *version; with node_key (node id node_id), also holds that node id key
  * (nodeid_ttl_ms) and sets *node to 1 (held), 2 (was free, claimed again) or
  * -1 (held by another); when held, raises the node id's floor to limit_ms and
- * returns the floor before in *floor. Without node_key *node and *floor are 0.
+ * returns the floor before in *floor (-1: none recorded, i.e. never used or
+ * lost by Redis). Without node_key *node and *floor are 0.
  * Returns 0, or CM_EBACKEND with the reason in errbuf. Not thread-safe on c.
  */
 int inv_fleet_heartbeat(inv_fleet_conn_t *c, const char *member, const char *node_key,
@@ -87,7 +88,8 @@ int inv_fleet_config_publish(inv_fleet_conn_t *c, const char *limits, const char
 /*
  * Tries to claim node id n for member (SET NX PX ttl_ms) and raises its floor
  * to limit_ms. Returns 1 claimed (its key in key_out, the floor before in
- * *floor: the claimer's ids must come after it), 0 taken, or CM_EBACKEND with
+ * *floor: the claimer's ids must come after it; -1 when none is recorded,
+ * i.e. never used or lost by Redis), 0 taken, or CM_EBACKEND with
  * the reason in errbuf. Not thread-safe on c.
  */
 int inv_fleet_nodeid_claim(inv_fleet_conn_t *c, uint32_t n, const char *member, int ttl_ms,

@@ -28,7 +28,8 @@
 /*
  * Heartbeat: KEYS members, config[, nodeid, floors]; ARGV member, ttl_ms,
  * nodeid_ttl_ms[, n, limit_ms]. With the node id key held (or free, and taken
- * again), its floor is raised to limit_ms; the floor before is returned.
+ * again), its floor is raised to limit_ms; the floor before is returned, -1
+ * when none is recorded (never used, or Redis lost it: the caller cannot tell).
  */
 static const char LUA_HEARTBEAT[] =
     "local t = redis.call('TIME')\n"
@@ -46,19 +47,22 @@ static const char LUA_HEARTBEAT[] =
     "    redis.call('PEXPIRE', KEYS[3], ARGV[3]) node = 1\n"
     "  else node = -1 end\n"
     "  if node > 0 then\n"
-    "    floor = tonumber(redis.call('HGET', KEYS[4], ARGV[4]) or '0')\n"
+    "    floor = tonumber(redis.call('HGET', KEYS[4], ARGV[4]) or '-1')\n"
     "    if tonumber(ARGV[5]) > floor then redis.call('HSET', KEYS[4], ARGV[4], ARGV[5]) end\n"
     "  end\n"
     "end\n"
     "local v = redis.call('HGET', KEYS[2], 'version')\n"
     "return {n, tonumber(v or '0'), node, floor}\n";
 
-/* Claim: KEYS nodeid, floors; ARGV member, ttl_ms, n, limit_ms. The floor before, or -1: taken. */
+/*
+ * Claim: KEYS nodeid, floors; ARGV member, ttl_ms, n, limit_ms. {1, the floor
+ * before (-1: none recorded)}, or {0}: taken.
+ */
 static const char LUA_CLAIM[] =
-    "if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return -1 end\n"
-    "local floor = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0')\n"
+    "if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end\n"
+    "local floor = tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '-1')\n"
     "if tonumber(ARGV[4]) > floor then redis.call('HSET', KEYS[2], ARGV[3], ARGV[4]) end\n"
-    "return floor\n";
+    "return {1, floor}\n";
 
 /*
  * Leave: KEYS members[, nodeid, floors]; ARGV member, channel[, n, mine, last_ms]. A
@@ -251,15 +255,18 @@ int inv_fleet_nodeid_claim(inv_fleet_conn_t *c, uint32_t n, const char *member, 
         cm_errbuf_set(errbuf, errlen, "%s", c->err);
         return CM_EBACKEND;
     }
-    if (r->type != REDIS_REPLY_INTEGER) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER ||
+        (r->element[0]->integer == 1 &&
+         (r->elements != 2 || r->element[1]->type != REDIS_REPLY_INTEGER))) {
         cm_errbuf_set(errbuf, errlen, "%s",
                       r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
         freeReplyObject(r);
         return CM_EBACKEND;
     }
-    bool ok = r->integer >= 0;
+    bool ok = r->element[0]->integer == 1;
     if (ok) {
-        *floor = r->integer;
+        *floor = r->element[1]->integer;
         snprintf(key_out, key_len, "%s", key);
     }
     freeReplyObject(r);

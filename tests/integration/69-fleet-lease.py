@@ -1,4 +1,4 @@
-"""The node id lease against the wall clock, and a holder paused past its TTL.
+"""The node id lease against the wall clock and against a Redis that lost it.
 
 A. The wall clock steps back 60 s under a fleet gateway (the test seam PUT
    /admin/v1/debug/clock). Its ids may not go back, so they stay ahead of the
@@ -7,7 +7,16 @@ A. The wall clock steps back 60 s under a fleet gateway (the test seam PUT
    Before: the lease was "now + 5 s" of the stepped clock, below the
    generator's last id, so every buy answered 503 "order ids paused" until the
    clock caught up, 55 s later (an hour's step: an hour of 503s).
-B. A gateway SIGSTOPped past its node id's TTL: another gateway takes the id
+B. Redis loses the fleet's keys (FLUSHALL, as a Redis restarted without
+   persistence does) while gateway A, paused, holds a node id and a running
+   lease; every other node id is blocked, so gateway B, starting, claims A's.
+   There is no floor to start after: B must assume A may have made ids up to
+   a lease from now, so all of B's ids of that node id come after all of A's.
+   Before: B took "no floor" as 0 and started its ids at its wall clock, in
+   the very milliseconds A made its ids in after it resumed (same node id,
+   same sequence from 0: the same order ids; 1,100 to 2,100 of them, each
+   answered 202 by both gateways).
+C. A gateway SIGSTOPped past its node id's TTL: another gateway takes the id
    while it sleeps; after SIGCONT it makes no id of that node id (its lease
    ran out with the wall clock) and answers 503 until it claims a free one.
 """
@@ -58,7 +67,7 @@ def pipeline(redis, cmds):
 
 def seed_floors(redis):
     """Every node id's floor recorded, a second ago: a fleet that has run before (a first
-    claim of a node id with no floor starts its ids 5 s ahead, which would blur the check)."""
+    claim of a node id with no floor starts its ids 5 s ahead, which would blur B)."""
     past = int(time.time() * 1000) - 1000
     args = ["HSET", "{flashgate:fleet}:nodeid_floor"]
     for n in range(1024):
@@ -148,7 +157,57 @@ try:
     redis.cleanup()
     redises.remove(redis)
 
-    # ---- B: paused past the TTL ----
+    # ---- B: Redis loses the floor under a paused holder ----
+    redis = Redis(aof=False).start()
+    redises.append(redis)
+    seed_floors(redis)
+    a = Gateway("--inventory", redis.url, *ARGS)
+    b = Gateway("--inventory", redis.url, *ARGS)
+    gws += [a, b]
+    a.start()
+    a.put_sale("s", stock=10000000, per_user_limit=1)
+    na = stats(a)["fleet"]["node_id"]
+    la = Load(a, "a")
+    loads.append(la)
+    ok, _ = wait_for(lambda: la.count()[0] >= 100, 30)
+    check(ok, "[B] A sells before the loss")
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        eq(redis.cmd("FLUSHALL"), "OK", "[B] Redis lost everything (FLUSHALL)")
+        pipeline(redis, [["SET", KEY % n, "blocker", "PX", "600000"]
+                         for n in range(1024) if n != na])
+        b.start()
+        eq(stats(b)["fleet"]["node_id"], na, "[B] B claimed the node id A still holds a lease of")
+        b.put_sale("s", stock=10000000, per_user_limit=1)  # the flush took the sale too
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    lb = Load(b, "b")
+    loads.append(lb)
+    ok, _ = wait_for(lambda: stats(a)["fleet"]["node_id_state"] == "lost", 10)
+    check(ok, "[B] A finds its node id another's")
+    ok, _ = wait_for(lambda: lb.count()[0] >= 100, 30)
+    check(ok, "[B] B sells under the node id (%r)" % (lb.count(),))
+    la.join()
+    lb.join()
+    a_na = [i for i in la.ids if node_of(i) == na]
+    check(len(lb.ids) > 0 and len(a_na) > 0, "[B] both sold under node id %d (A %d, B %d)"
+          % (na, len(a_na), len(lb.ids)))
+    if a_na and lb.ids:
+        print("info: A's last id of node %d at %d, B's first at %d (+%d ms)"
+              % (na, ms_of(max(a_na)), ms_of(min(lb.ids)), ms_of(min(lb.ids)) - ms_of(max(a_na))))
+        check(min(lb.ids) > max(a_na), "[B] all of B's ids come after all of A's")
+    allids = la.ids + lb.ids
+    eq(len(allids) - len(set(allids)), 0, "[B] no order id was handed out twice (within A %d, "
+       "within B %d, shared %d)" % (len(la.ids) - len(set(la.ids)), len(lb.ids) - len(set(lb.ids)),
+                                    len(set(la.ids) & set(lb.ids))))
+    for g in (a, b):
+        g.cleanup()
+        gws.remove(g)
+    loads.clear()
+    redis.cleanup()
+    redises.remove(redis)
+
+    # ---- C: paused past the TTL ----
     redis = Redis(aof=False).start()
     redises.append(redis)
     seed_floors(redis)
@@ -162,34 +221,34 @@ try:
     la = Load(a, "a")
     loads.append(la)
     ok, _ = wait_for(lambda: la.count()[0] >= 100, 30)
-    check(ok, "[B] A sells before the pause")
+    check(ok, "[C] A sells before the pause")
     a.proc.send_signal(signal.SIGSTOP)
     try:
         paused_ms = int(time.time() * 1000)
         ok, _ = wait_for(lambda: redis.cmd("EXISTS", KEY % na) == 0, 15)
-        check(ok, "[B] A's node id key expired while A sleeps")
+        check(ok, "[C] A's node id key expired while A sleeps")
         b.start()
-        eq(stats(b)["fleet"]["node_id"], na, "[B] B claimed A's node id")
+        eq(stats(b)["fleet"]["node_id"], na, "[C] B claimed A's node id")
     finally:
         a.proc.send_signal(signal.SIGCONT)
         resumed_ms = int(time.time() * 1000)
     lb = Load(b, "b")
     loads.append(lb)
     ok, _ = wait_for(lambda: stats(a)["fleet"]["node_id_state"] == "lost", 10)
-    check(ok, "[B] A finds its node id another's")
+    check(ok, "[C] A finds its node id another's")
     r = a.buy("s", "probe-c")
-    eq(r.status, 503, "[B] A refuses buys without a node id")
+    eq(r.status, 503, "[C] A refuses buys without a node id")
     ok, _ = wait_for(lambda: lb.count()[0] >= 50, 30)
-    check(ok, "[B] B sells")
+    check(ok, "[C] B sells")
     la.join()
     lb.join()
     late = [i for i in la.ids if ms_of(i) >= paused_ms + 5000]
-    eq(late, [], "[B] A made no id past its lease, after the pause (resumed +%d ms)"
+    eq(late, [], "[C] A made no id past its lease, after the pause (resumed +%d ms)"
        % (resumed_ms - paused_ms))
     allids = la.ids + lb.ids
-    eq(len(allids) - len(set(allids)), 0, "[B] no order id was handed out twice")
+    eq(len(allids) - len(set(allids)), 0, "[C] no order id was handed out twice")
     check(min(lb.ids) > max(i for i in la.ids if node_of(i) == na),
-          "[B] B's ids come after A's")
+          "[C] B's ids come after A's")
 finally:
     for ld in loads:
         ld.stop.set()
