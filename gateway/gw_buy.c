@@ -420,9 +420,14 @@ static bool after_reserve(gw_req_t *r, int rc)
          * before (the node id is the same on every start) belongs to an
          * incarnation that may have died between its reserve and its spool
          * write: like another gateway's, it is spooled here; asked to retry,
-         * the client was answered 503 for ever. */
+         * the client was answered 503 for ever. So does one of a node id the
+         * fleet took over from another gateway, at or below the floor it took
+         * it at (node_since_ms; integration.69-fleet-lease). node_id is read
+         * first: node_since_ms is stored before it. */
+        uint32_t node = atomic_load(&srv->node_id);
         bool ours = cm_id_parse(r->res.order_id, strlen(r->res.order_id), &idv) == 0 &&
-                    cm_id_node(idv) == srv->node_id && cm_id_time_ms(idv) >= srv->started_ms;
+                    cm_id_node(idv) == node &&
+                    cm_id_time_ms(idv) > atomic_load(&srv->node_since_ms);
         /* An own order evicted from the status table was durable when it was put there. */
         gw_orders_found_t seen = gw_orders_lookup(srv->orders, r->res.order_id, NULL);
         if (ours && seen == GW_ORDERS_UNKNOWN && !r->res.claimed) {

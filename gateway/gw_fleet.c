@@ -364,8 +364,12 @@ static void node_adopt(gw_fleet_t *f, uint32_t n, int64_t floor, int64_t limit, 
     cm_id_gen_t *g = &f->srv->ids;
     if (floor < 0)
         floor = limit;
-    if (fresh || floor > f->floor_mine)
+    if (fresh || floor > f->floor_mine) {
         cm_id_gen_after_ms(g, floor);
+        /* ids of n at or below the floor are another holder's, not this process's */
+        if (floor > atomic_load(&f->srv->node_since_ms))
+            atomic_store(&f->srv->node_since_ms, floor);
+    }
     if (fresh || limit > f->floor_mine)
         f->floor_mine = limit;
     f->node_n = n;

@@ -465,6 +465,10 @@ struct gw_server {
     struct gw_status_key *status_key; /* gw_token.c: key + HMAC pads, a secret page (no core dump) */
     cm_id_gen_t ids;
     _Atomic uint32_t node_id; /* the order ids' node (the fleet may claim another at run time) */
+    /* This process's ids of node_id carry a millisecond past this: started_ms - 1, or
+     * the floor the fleet took node_id over at (ids at or below it are another
+     * gateway's, or an earlier holder's). Stored before node_id. */
+    _Atomic int64_t node_since_ms;
     gw_worker_t *workers;
     unsigned nworkers;
     bool workers_running;

@@ -254,6 +254,7 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
     srv->conf = conf;
     pthread_mutex_init(&srv->cfg_mu, NULL);
     srv->started_ms = cm_wall_ms();
+    atomic_store(&srv->node_since_ms, srv->started_ms - 1);
     srv->body_limit = cfg->body_limit;
     srv->max_held = MAX_HELD_PER_WORKER;
     srv->access_sample_ppm = cfg->access_sample_milli * 1000; /* thousandths of 1 -> ppm */

@@ -19,6 +19,12 @@ B. Redis loses the fleet's keys (FLUSHALL, as a Redis restarted without
 C. A gateway SIGSTOPped past its node id's TTL: another gateway takes the id
    while it sleeps; after SIGCONT it makes no id of that node id (its lease
    ran out with the wall clock) and answers 503 until it claims a free one.
+D. A keyed retry of a taken-over node id's order. A is paused, its key
+   deleted, B claims A's node id; A resumes and makes ids of it (keyed buys)
+   until its next heartbeat. Such an order, retried with its key on B, is
+   another gateway's order: B answers 202 with its id (spooled here too).
+   Before: B took it for its own (its node id, made after B started) that was
+   still in flight, and answered 503 "still in progress; retry" for ever.
 """
 import http.client
 import json
@@ -78,8 +84,9 @@ def seed_floors(redis):
 class Load:
     """Client threads buying distinct users on one gateway; 202 ids kept, other answers counted."""
 
-    def __init__(self, g, tag, n=3):
-        self.g, self.tag, self.stop = g, tag, threading.Event()
+    def __init__(self, g, tag, n=3, keyed=False):
+        self.g, self.tag, self.stop, self.keyed = g, tag, threading.Event(), keyed
+        self.by_id = {}
         self.ids, self.refusals, self.lock = [], [], threading.Lock()
         self.ts = [threading.Thread(target=self.run, args=(i,), daemon=True) for i in range(n)]
         for t in self.ts:
@@ -92,9 +99,12 @@ class Load:
             try:
                 if c is None:
                     c = http.client.HTTPConnection("127.0.0.1", self.g.port, timeout=30)
-                c.request("POST", "/v1/sales/s/orders",
-                          body=json.dumps({"user_id": "%s-%d-%d" % (self.tag, i, n)}),
-                          headers={"Content-Type": "application/json"})
+                user = "%s-%d-%d" % (self.tag, i, n)
+                h = {"Content-Type": "application/json"}
+                if self.keyed:
+                    h["Idempotency-Key"] = "k-" + user
+                c.request("POST", "/v1/sales/s/orders", body=json.dumps({"user_id": user}),
+                          headers=h)
                 r = c.getresponse()
                 body = json.loads(r.read() or b"{}")
             except (OSError, http.client.HTTPException, ValueError):
@@ -104,6 +114,7 @@ class Load:
             with self.lock:
                 if r.status == 202:
                     self.ids.append(body["order_id"])
+                    self.by_id[body["order_id"]] = user
                 else:
                     self.refusals.append((r.status, body.get("message", "")))
 
@@ -249,6 +260,50 @@ try:
     eq(len(allids) - len(set(allids)), 0, "[C] no order id was handed out twice")
     check(min(lb.ids) > max(i for i in la.ids if node_of(i) == na),
           "[C] B's ids come after A's")
+    for g in (a, b):
+        g.cleanup()
+        gws.remove(g)
+    loads.clear()
+    redis.cleanup()
+    redises.remove(redis)
+
+    # ---- D: a keyed retry on the gateway that took the node id over ----
+    redis = Redis(aof=False).start()
+    redises.append(redis)
+    seed_floors(redis)
+    a = Gateway("--inventory", redis.url, *ARGS)
+    b = Gateway("--inventory", redis.url, *ARGS)
+    gws += [a, b]
+    a.start()
+    a.put_sale("s", stock=10000000, per_user_limit=1)
+    na = stats(a)["fleet"]["node_id"]
+    pipeline(redis, [["SET", KEY % n, "blocker", "PX", "600000"] for n in range(1024) if n != na])
+    la = Load(a, "d", n=4, keyed=True)
+    loads.append(la)
+    ok, _ = wait_for(lambda: la.count()[0] >= 50, 30)
+    check(ok, "[D] A sells before the pause")
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        eq(redis.cmd("DEL", KEY % na), 1, "[D] A's node id key is gone")
+        b_start_ms = int(time.time() * 1000)
+        b.start()
+        eq(stats(b)["fleet"]["node_id"], na, "[D] B claimed A's node id")
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    ok, _ = wait_for(lambda: stats(a)["fleet"]["node_id_state"] == "lost", 10)
+    check(ok, "[D] A finds its node id another's")
+    la.join()
+    late = [i for i in la.ids if node_of(i) == na and ms_of(i) > b_start_ms]
+    print("info: A made %d keyed orders of node %d after B took it" % (len(late), na))
+    check(len(late) > 0, "[D] A made orders of the node id after B had claimed it")
+    answers = []
+    for oid in late[:10]:
+        user = la.by_id[oid]
+        r = b.buy("s", user, key="k-" + user)
+        answers.append((r.status, r.json.get("order_id"), r.json.get("message")))
+    eq([x for x in answers if x[:2] != (202, x[1]) or x[1] not in late], [],
+       "[D] B answers each keyed retry 202 with A's order id")
+    eq([x[1] for x in answers], late[:10], "[D] ... the very same ids")
 finally:
     for ld in loads:
         ld.stop.set()
