@@ -282,7 +282,11 @@ void inv_fleet_nodeid_release(inv_fleet_conn_t *c, const char *node_key)
 
 void inv_fleet_announce_join(inv_fleet_conn_t *c, const char *member)
 {
-    redisReply *r = fcall(c, NULL, "PUBLISH %s join %s", CHAN_EVENTS, member);
+    /* one argument: hiredis splits its format at spaces, and "PUBLISH ch join m"
+     * (four arguments) was refused, so no join was ever announced */
+    char msg[400];
+    snprintf(msg, sizeof(msg), "join %s", member);
+    redisReply *r = fcall(c, NULL, "PUBLISH %s %s", CHAN_EVENTS, msg);
     if (r)
         freeReplyObject(r);
 }

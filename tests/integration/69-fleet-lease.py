@@ -19,12 +19,19 @@ B. Redis loses the fleet's keys (FLUSHALL, as a Redis restarted without
 C. A gateway SIGSTOPped past its node id's TTL: another gateway takes the id
    while it sleeps; after SIGCONT it makes no id of that node id (its lease
    ran out with the wall clock) and answers 503 until it claims a free one.
-D. A keyed retry of a taken-over node id's order. A is paused, its key
-   deleted, B claims A's node id; A resumes and makes ids of it (keyed buys)
-   until its next heartbeat. Such an order, retried with its key on B, is
-   another gateway's order: B answers 202 with its id (spooled here too).
-   Before: B took it for its own (its node id, made after B started) that was
-   still in flight, and answered 503 "still in progress; retry" for ever.
+D. A keyed retry of a taken-over node id's order. A, its clock 20 s ahead,
+   sells keyed orders, is paused, its key deleted, and B claims A's node id.
+   A's orders (B's node id now, made at milliseconds after B started, as the
+   ids A makes after it resumes until its next heartbeat are too), retried
+   with their keys on B, are another gateway's: B answers 202 with their ids
+   (and spools them too).
+   Before: B took them for its own (its node id, made after B started) still
+   in flight, and answered 503 "still in progress; retry" for ever.
+E. A gateway's start is announced on the events channel ("join <member>"),
+   which runs every other gateway's heartbeat at once: a holder whose node id
+   the newcomer took learns it then, not up to a second later.
+   Before: the PUBLISH went out with the member as a fourth argument, Redis
+   refused it (wrong number of arguments), and nothing was ever announced.
 """
 import http.client
 import json
@@ -278,32 +285,66 @@ try:
     a.put_sale("s", stock=10000000, per_user_limit=1)
     na = stats(a)["fleet"]["node_id"]
     pipeline(redis, [["SET", KEY % n, "blocker", "PX", "600000"] for n in range(1024) if n != na])
-    la = Load(a, "d", n=4, keyed=True)
-    loads.append(la)
-    ok, _ = wait_for(lambda: la.count()[0] >= 50, 30)
-    check(ok, "[D] A sells before the pause")
+    # A's clock 20 s ahead: its ids carry milliseconds after B's start without
+    # racing A's next heartbeat (as the ids A makes after it resumes do).
+    eq(a.admin("PUT", "/admin/v1/debug/clock", body={"wall_offset_ms": 20000}).status, 200,
+       "[D] A's clock runs 20 s ahead")
+    ok, _ = wait_for(lambda: stats(a)["fleet"]["node_id_lease_ms"] > 4000, 5)
+    check(ok, "[D] A's lease follows its clock")
+    made = {}
+    for i in range(10):
+        r = a.buy("s", "d-%d" % i, key="k-d-%d" % i)
+        eq(r.status, 202, "[D] A sells keyed order %d" % i)
+        if r.status == 202:
+            made["d-%d" % i] = r.json["order_id"]
     a.proc.send_signal(signal.SIGSTOP)
     try:
         eq(redis.cmd("DEL", KEY % na), 1, "[D] A's node id key is gone")
-        b_start_ms = int(time.time() * 1000)
         b.start()
         eq(stats(b)["fleet"]["node_id"], na, "[D] B claimed A's node id")
     finally:
         a.proc.send_signal(signal.SIGCONT)
     ok, _ = wait_for(lambda: stats(a)["fleet"]["node_id_state"] == "lost", 10)
     check(ok, "[D] A finds its node id another's")
-    la.join()
-    late = [i for i in la.ids if node_of(i) == na and ms_of(i) > b_start_ms]
-    print("info: A made %d keyed orders of node %d after B took it" % (len(late), na))
-    check(len(late) > 0, "[D] A made orders of the node id after B had claimed it")
-    answers = []
-    for oid in late[:10]:
-        user = la.by_id[oid]
+    check(all(node_of(i) == na for i in made.values()), "[D] A's orders are of node id %d" % na)
+    answers = {}
+    for user, oid in made.items():
         r = b.buy("s", user, key="k-" + user)
-        answers.append((r.status, r.json.get("order_id"), r.json.get("message")))
-    eq([x for x in answers if x[:2] != (202, x[1]) or x[1] not in late], [],
-       "[D] B answers each keyed retry 202 with A's order id")
-    eq([x[1] for x in answers], late[:10], "[D] ... the very same ids")
+        answers[user] = (r.status, r.json.get("order_id") or r.json.get("message"))
+    eq(answers, {u: (202, oid) for u, oid in made.items()},
+       "[D] B answers each keyed retry of A's orders 202 with A's order id")
+    r = b.buy("s", "d-new", key="k-d-new")
+    eq(r.status, 202, "[D] B sells its own")
+    check(r.status == 202 and r.json["order_id"] > max(made.values()),
+          "[D] ... after A's ids of the node id")
+    for g in (a, b):
+        g.cleanup()
+        gws.remove(g)
+    redis.cleanup()
+    redises.remove(redis)
+
+    # ---- E: the join announcement ----
+    redis = Redis(aof=False).start()
+    redises.append(redis)
+    sub = socket.create_connection(("127.0.0.1", redis.port), timeout=10)
+    sub.sendall(_resp_encode(["SUBSCRIBE", "flashgate:fleet:events"]))
+    rd = _Reader(sub)
+    eq(rd.read()[0], "subscribe", "[E] subscribed to the events channel")
+    c = Gateway("--inventory", redis.url, *ARGS)
+    gws.append(c)
+    c.start()
+    member = stats(c)["fleet"]["member"]
+    sub.settimeout(5)
+    got = []
+    try:
+        while "join " + member not in got:
+            m = rd.read()
+            if m and m[0] == "message":
+                got.append(m[2])
+    except OSError:
+        pass
+    sub.close()
+    check("join " + member in got, "[E] the start was announced: %r" % got)
 finally:
     for ld in loads:
         ld.stop.set()
