@@ -113,19 +113,23 @@ struct gw_limits {
     _Alignas(64) _Atomic uint64_t epoch;
     struct reader_slot *readers; /* NULL: readers undeclared, retired sets kept */
     unsigned nreaders;
-    /* Rule counters live outside the snapshots, one slot per rule's sale, so a
-     * reader still holding an old snapshot counts into the same place as the
-     * new one: counts are exact across rule changes. Assignment under cfg_mu. */
-    struct rule_ctr {
-        char sale_id[65];
-        bool used;
-        _Atomic uint64_t rejected[2], dry_run_rejected[2];
-    } rctr[GW_LIMIT_RULES_MAX];
 };
+
+/* A rule's counters live outside the snapshots, one per rule's sale, shared
+ * by every snapshot in which that sale has a rule, so a reader still holding
+ * an old snapshot counts into the same place as the new one: counts are exact
+ * across rule changes. A rule that a change removes leaves its counters to
+ * the retired snapshot, which frees them with itself after its grace period:
+ * a reader still holding that snapshot counts into them, never into the
+ * counters of a rule that came in since (each new rule gets new ones). */
+typedef struct rule_ctr {
+    _Atomic uint64_t rejected[2], dry_run_rejected[2];
+} rule_ctr_t;
 
 typedef struct rule_ent {
     gw_rule_t r;
-    struct rule_ctr *ctr;
+    rule_ctr_t *ctr;
+    bool ctr_last; /* retired snapshot: the next one dropped this rule; ctr is freed with it */
 } rule_ent_t;
 
 typedef struct rules_snap {
@@ -221,6 +225,15 @@ void gw_limits_set_share(gw_limits_t *l, uint32_t n)
 
 /*---- lifecycle ----*/
 
+/* Frees a retired snapshot and the counters of the rules its successor dropped. */
+static void snap_free(rules_snap_t *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->e[i].ctr_last)
+            free(s->e[i].ctr);
+    free(s);
+}
+
 static void mutex_init(pthread_mutex_t *mu)
 {
     pthread_mutexattr_t a;
@@ -307,10 +320,12 @@ void gw_limits_free(gw_limits_t *l)
     free(l->shards);
     free(l->readers);
     rules_snap_t *cur = atomic_load(&l->rules);
+    for (size_t i = 0; cur && i < cur->n; i++)
+        free(cur->e[i].ctr);
     free(cur);
     while (l->retired) {
         rules_snap_t *n = l->retired->next_retired;
-        free(l->retired);
+        snap_free(l->retired);
         l->retired = n;
     }
     free(l);
@@ -336,7 +351,8 @@ void gw_limits_free(gw_limits_t *l)
  *  - and its later calls cannot load the old pointer: its acquire load of an
  *    epoch >= E synchronised with a release store that came after the new
  *    pointer's store.
- * So the set can be freed. A reader that never reaches a quiescent point
+ * So the set can be freed, and with it the counters of the rules that the
+ * change removed (only the old set and older ones point to them). A reader that never reaches a quiescent point
  * only delays the frees (memory, never safety). The cost to a reader: one
  * load of the epoch and one of its own slot per loop iteration, a store only
  * when the epoch moved; gw_limits_admit itself is unchanged (one acquire load
@@ -362,7 +378,7 @@ static void rules_reclaim(gw_limits_t *l)
     *pp = NULL;
     while (s) {
         rules_snap_t *n = s->next_retired;
-        free(s);
+        snap_free(s);
         l->rule_sets--;
         s = n;
     }
@@ -406,6 +422,14 @@ void gw_limits_reader_offline(gw_limits_t *l, unsigned reader)
 
 /*---- per-sale rules ----*/
 
+static bool snap_has_ctr(const rules_snap_t *s, const rule_ctr_t *c)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->e[i].ctr == c)
+            return true;
+    return false;
+}
+
 int gw_limits_set_rules(gw_limits_t *l, const gw_rule_t *rules, size_t n)
 {
     if (n > GW_LIMIT_RULES_MAX)
@@ -415,40 +439,28 @@ int gw_limits_set_rules(gw_limits_t *l, const gw_rule_t *rules, size_t n)
         return CM_ENOMEM;
     s->n = n;
     pthread_mutex_lock(&l->cfg_mu);
-    l->rule_sets++;
     rules_snap_t *old = atomic_load(&l->rules);
-    bool keep[GW_LIMIT_RULES_MAX] = {false};
+    /* A sale's rule keeps its counters; a new rule gets new ones, zeroed. */
     for (size_t i = 0; i < n; i++) {
         s->e[i].r = rules[i];
         s->e[i].r.user = pol_normalize(rules[i].user);
         s->e[i].r.sale = pol_normalize(rules[i].sale);
-        for (size_t j = 0; j < GW_LIMIT_RULES_MAX && !s->e[i].ctr; j++)
-            if (l->rctr[j].used && strcmp(l->rctr[j].sale_id, rules[i].sale_id) == 0) {
-                s->e[i].ctr = &l->rctr[j];
-                keep[j] = true;
-            }
-    }
-    /* A removed rule's counters are freed; a new rule starts from zero.
-     * XXX: a reader of the old set that refuses in the instant after its slot
-     * was reused counts once into the new sale's rule; rule changes are rare
-     * operator actions and this needs both at once. */
-    for (size_t j = 0; j < GW_LIMIT_RULES_MAX; j++)
-        if (!keep[j])
-            l->rctr[j].used = false;
-    for (size_t i = 0; i < n; i++) {
-        for (size_t j = 0; j < GW_LIMIT_RULES_MAX && !s->e[i].ctr; j++) {
-            struct rule_ctr *c = &l->rctr[j];
-            if (c->used)
-                continue;
-            c->used = true;
-            snprintf(c->sale_id, sizeof(c->sale_id), "%s", rules[i].sale_id);
-            for (int k = 0; k < 2; k++) {
-                atomic_store(&c->rejected[k], 0);
-                atomic_store(&c->dry_run_rejected[k], 0);
-            }
-            s->e[i].ctr = c;
+        for (size_t j = 0; old && j < old->n && !s->e[i].ctr; j++)
+            if (strcmp(old->e[j].r.sale_id, rules[i].sale_id) == 0)
+                s->e[i].ctr = old->e[j].ctr;
+        if (!s->e[i].ctr && !(s->e[i].ctr = calloc(1, sizeof(rule_ctr_t)))) {
+            for (size_t k = 0; k < i; k++)
+                if (!old || !snap_has_ctr(old, s->e[k].ctr))
+                    free(s->e[k].ctr);
+            pthread_mutex_unlock(&l->cfg_mu);
+            free(s);
+            return CM_ENOMEM;
         }
     }
+    /* A removed rule's counters go with the old set (freed after its grace). */
+    for (size_t j = 0; old && j < old->n; j++)
+        old->e[j].ctr_last = !snap_has_ctr(s, old->e[j].ctr);
+    l->rule_sets++;
     atomic_store_explicit(&l->rules, s, memory_order_release);
     if (old) {
         /* after the new set's store: a reader that sees this epoch sees the new set */
@@ -752,14 +764,16 @@ static rule_ent_t *rule_find(gw_limits_t *l, const char *sale, size_t sale_len)
     return NULL;
 }
 
-void gw_limits_admit(gw_limits_t *l, const char *user, size_t user_len, const char *ip,
-                     size_t ip_len, const char *sale, size_t sale_len, uint64_t now_ns,
-                     gw_limit_verdict_t *v)
+/* gw_limits_admit with the sale's rule already looked up (inlined there; the
+ * contract tests call it through gw_limits__admit_held). */
+static inline __attribute__((always_inline)) void
+admit_rule(gw_limits_t *l, rule_ent_t *rule, const char *user, size_t user_len, const char *ip,
+           size_t ip_len, const char *sale, size_t sale_len, uint64_t now_ns,
+           gw_limit_verdict_t *v)
 {
     cm_rate_policy_t gpol[GW_SCOPE_COUNT];
     for (int s = 0; s < GW_SCOPE_COUNT; s++)
         gpol[s] = pol_load(l, (gw_scope_t)s);
-    rule_ent_t *rule = rule_find(l, sale, sale_len);
     cm_rate_policy_t pol[ST_N] = {rule ? rule->r.user : (cm_rate_policy_t){0, 0},
                                   gpol[GW_SCOPE_USER],
                                   gpol[GW_SCOPE_IP],
@@ -842,6 +856,26 @@ void gw_limits_admit(gw_limits_t *l, const char *user, size_t user_len, const ch
             v->reset_ns = r.reset_ns;
         }
     }
+}
+
+void gw_limits_admit(gw_limits_t *l, const char *user, size_t user_len, const char *ip,
+                     size_t ip_len, const char *sale, size_t sale_len, uint64_t now_ns,
+                     gw_limit_verdict_t *v)
+{
+    admit_rule(l, rule_find(l, sale, sale_len), user, user_len, ip, ip_len, sale, sale_len,
+               now_ns, v);
+}
+
+const void *gw_limits__rule_hold(gw_limits_t *l, const char *sale)
+{
+    return sale ? rule_find(l, sale, strlen(sale)) : NULL;
+}
+
+void gw_limits__admit_held(gw_limits_t *l, const void *held, const char *user, size_t user_len,
+                           const char *sale, size_t sale_len, uint64_t now_ns,
+                           gw_limit_verdict_t *v)
+{
+    admit_rule(l, (rule_ent_t *)held, user, user_len, NULL, 0, sale, sale_len, now_ns, v);
 }
 
 /*---- stats ----*/

@@ -116,6 +116,18 @@ int gw_limits_set_rules(gw_limits_t *l, const gw_rule_t *rules, size_t n);
 int gw_limits_set_readers(gw_limits_t *l, unsigned n);
 void gw_limits_quiescent(gw_limits_t *l, unsigned reader);
 void gw_limits_reader_offline(gw_limits_t *l, unsigned reader);
+/*
+ * For the contract tests only: a reader in the middle of gw_limits_admit.
+ * gw_limits__rule_hold returns the rule of `sale` in the set in force (NULL:
+ * none), as gw_limits_admit looks it up; gw_limits__admit_held runs the rest
+ * of gw_limits_admit (no IP) with that rule, as a reader that looked it up
+ * before a rule change and goes on after it. The caller is then reader that
+ * has passed no quiescent point since the hold.
+ */
+const void *gw_limits__rule_hold(gw_limits_t *l, const char *sale);
+void gw_limits__admit_held(gw_limits_t *l, const void *held, const char *user, size_t user_len,
+                           const char *sale, size_t sale_len, uint64_t now_ns,
+                           gw_limit_verdict_t *v);
 /* Copies the rules with their counters into out (at most max); returns the count. Thread-safe. */
 size_t gw_limits_get_rules(gw_limits_t *l, gw_rule_t *out, size_t max);
 

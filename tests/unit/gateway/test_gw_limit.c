@@ -454,6 +454,72 @@ static void test_rule_sets_do_not_grow(void **state)
     gw_limits_free(l); /* frees them all (ASan/LSan: no leak) */
 }
 
+static gw_rule_t user_rule(const char *sale)
+{
+    gw_rule_t r;
+    memset(&r, 0, sizeof(r));
+    snprintf(r.sale_id, sizeof(r.sale_id), "%s", sale);
+    r.user = pol(1, 1); /* one at once */
+    return r;
+}
+
+/*
+ * A rule's counters are never shared with another sale's rule: a reader that
+ * looked up sale a's rule before a change removed it, and refuses after it
+ * (gw_limits__admit_held: that interleaving, injected), counts into a's
+ * counters, not into those of the rule that came in (b), whose counters
+ * start from zero. The held rule stays readable until the reader passes a
+ * quiescent point (ASan: no use after free).
+ */
+static void test_rule_counters_not_reused_within_grace(void **state)
+{
+    (void)state;
+    gw_limits_t *l = gw_limits_new(1000);
+    assert_non_null(l);
+    assert_int_equal(gw_limits_set_readers(l, 1), 0);
+    gw_rule_t ra = user_rule("a"), rb = user_rule("b");
+    assert_int_equal(gw_limits_set_rules(l, &ra, 1), 0);
+    gw_limits_quiescent(l, 0);
+    const void *held = gw_limits__rule_hold(l, "a");
+    assert_non_null(held);
+    assert_null(gw_limits__rule_hold(l, "c"));
+    assert_int_equal(gw_limits_set_rules(l, &rb, 1), 0); /* a out, b in */
+    gw_limit_verdict_t v;
+    gw_limits__admit_held(l, held, "u", 1, "a", 1, T0, &v);
+    assert_true(v.allowed);
+    gw_limits__admit_held(l, held, "u", 1, "a", 1, T0, &v);
+    assert_false(v.allowed); /* refused by the held rule of a: counted into a's */
+    assert_true(v.by_rule);
+    gw_rule_t out[2];
+    assert_int_equal(gw_limits_get_rules(l, out, 2), 1);
+    assert_string_equal(out[0].sale_id, "b");
+    assert_int_equal(out[0].rejected[0], 0);
+    assert_int_equal(out[0].dry_run_rejected[0], 0);
+    /* b's own refusals count as before */
+    assert_true(admit(l, "u", NULL, "b", T0, &v));
+    assert_false(admit(l, "u", NULL, "b", T0, &v));
+    assert_int_equal(gw_limits_get_rules(l, out, 2), 1);
+    assert_int_equal(out[0].rejected[0], 1);
+    /* Past the grace period the old set and a's counters are freed; many
+     * changes between a rule and another leave the counts exact. */
+    gw_limits_quiescent(l, 0);
+    assert_int_equal(rule_sets(l), 1);
+    for (int i = 0; i < 200; i++) {
+        gw_rule_t r = user_rule(i % 2 ? "a" : "c");
+        gw_rule_t two[2] = {rb, r};
+        assert_int_equal(gw_limits_set_rules(l, two, 2), 0);
+        if (i % 3 == 0)
+            gw_limits_quiescent(l, 0);
+    }
+    gw_limits_quiescent(l, 0);
+    assert_int_equal(rule_sets(l), 1);
+    assert_int_equal(gw_limits_get_rules(l, out, 2), 2);
+    assert_string_equal(out[0].sale_id, "b");
+    assert_int_equal(out[0].rejected[0], 1); /* carried over every change */
+    assert_int_equal(out[1].rejected[0], 0);
+    gw_limits_free(l); /* frees every counter (LSan: no leak) */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -471,6 +537,7 @@ int main(void)
         cmocka_unit_test(test_ten_million_keys_memory),
         cmocka_unit_test(test_rule_sets_grace_period),
         cmocka_unit_test(test_rule_sets_do_not_grow),
+        cmocka_unit_test(test_rule_counters_not_reused_within_grace),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
