@@ -31,7 +31,7 @@ typedef struct worker {
     uint64_t refused_by[GW_SCOPE_COUNT];
 } worker_t;
 
-enum { SAME_USER, SAME_GLOBAL, SAME_SALE, DISTINCT_USERS, SALE_CHURN, SALE_HOT };
+enum { SAME_USER, SAME_GLOBAL, SAME_SALE, DISTINCT_USERS, SALE_CHURN, SALE_HOT, RULE_FLIP };
 
 #define CHURN_SALES 600 /* through GW_LIMIT_SALE_SLOTS (256) slots */
 #define HOT_SALES 200   /* fit in the slots */
@@ -72,6 +72,9 @@ static void *run(void *arg)
             break;
         case SAME_SALE:
             s = "sale-1";
+            break;
+        case RULE_FLIP: /* sale-1, and the sale whose rule comes and goes */
+            s = i % 2 ? "other" : "sale-1";
             break;
         case DISTINCT_USERS:
             snprintf(user, sizeof user, "t%d-u%d", w->id, i);
@@ -275,6 +278,55 @@ static void test_sale_rule_exact_while_rules_change(void **state)
     gw_limits_free(l);
 }
 
+/*
+ * The same, with the readers also buying the sale whose dry-run rule each
+ * other swap removes and the next adds again (new counters each time): a
+ * reader still holding a set with the removed rule counts into its counters,
+ * which are freed with that set after the grace period, never while read
+ * (ASan, TSan), and never shared with the rule added next; sale-1's rule
+ * still counts exactly.
+ */
+static void test_removed_rule_counters_while_read(void **state)
+{
+    (void)state;
+    gw_limits_t *l = gw_limits_new(1000);
+    assert_non_null(l);
+    assert_int_equal(gw_limits_set_readers(l, NTHREADS), 0);
+    gw_rule_t r;
+    memset(&r, 0, sizeof(r));
+    snprintf(r.sale_id, sizeof(r.sale_id), "sale-1");
+    r.sale = (cm_rate_policy_t){1000, 300};
+    assert_int_equal(gw_limits_set_rules(l, &r, 1), 0);
+    atomic_store(&swaps, 0);
+    atomic_store(&reclaimed_while_read, 0);
+    atomic_store(&readers_started, 0);
+    atomic_store(&readers_done, 0);
+    atomic_store(&go, 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, rule_setter, l), 0);
+    worker_t w[NTHREADS];
+    run_all(l, RULE_FLIP, RULE_ITERS, w);
+    pthread_join(th, NULL);
+    gw_rule_t out[GW_LIMIT_RULES_MAX];
+    size_t n = gw_limits_get_rules(l, out, GW_LIMIT_RULES_MAX);
+    assert_true(n >= 1);
+    assert_string_equal(out[0].sale_id, "sale-1");
+    assert_int_equal(out[0].rejected[1], (uint64_t)NTHREADS * RULE_ITERS / 2 - 300);
+    /* "other" is dry run: it refused nothing */
+    uint64_t admitted_other = total(w) - 300;
+    assert_int_equal(admitted_other, (uint64_t)NTHREADS * RULE_ITERS / 2);
+    if (n == 2)
+        assert_true(out[1].dry_run_rejected[0] <= admitted_other);
+    gw_limits_stats_t st;
+    gw_limits_stats(l, &st);
+    printf("# swaps=%llu rule_sets=%llu reclaimed_while_read=%d\n",
+           (unsigned long long)atomic_load(&swaps), (unsigned long long)st.rule_sets,
+           (int)atomic_load(&reclaimed_while_read));
+    assert_int_equal(st.rule_sets, 1);
+    assert_int_equal(atomic_load(&reclaimed_while_read), 1);
+    gw_limits_free(l);
+}
+
 static void *setter(void *arg)
 {
     gw_limits_t *l = arg;
@@ -370,6 +422,7 @@ int main(void)
         cmocka_unit_test(test_same_global_exact_burst_with_refunds),
         cmocka_unit_test(test_same_sale_exact_burst),
         cmocka_unit_test(test_sale_rule_exact_while_rules_change),
+        cmocka_unit_test(test_removed_rule_counters_while_read),
         cmocka_unit_test(test_distinct_users_at_cap),
         cmocka_unit_test(test_sale_map_churn),
     };
