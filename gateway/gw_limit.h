@@ -93,10 +93,13 @@ void gw_limits_prefetch_user(gw_limits_t *l, const char *user, size_t user_len);
 /*
  * Replaces the rule set: at most GW_LIMIT_RULES_MAX rules, one per sale
  * (the caller validates). Counters of a sale's rule carry over; its buckets
- * keep their tokens. Readers switch to the new set at once; the old set is
- * freed once every declared reader has passed a quiescent point
- * (gw_limits_set_readers; without declared readers, old sets are kept until
- * gw_limits_free). Returns 0 or CM_EINVAL (too many). Thread-safe.
+ * keep their tokens. A removed rule's counters are dropped with the old set
+ * (a reader still holding it counts into them, never into another rule's);
+ * a rule added (again) starts from zero. Readers switch to the new set at
+ * once; the old set is freed once every declared reader has passed a
+ * quiescent point (gw_limits_set_readers; without declared readers, old sets
+ * are kept until gw_limits_free). Returns 0, CM_EINVAL (too many) or
+ * CM_ENOMEM (nothing changed). Thread-safe.
  */
 int gw_limits_set_rules(gw_limits_t *l, const gw_rule_t *rules, size_t n);
 /*
