@@ -302,11 +302,13 @@ static void test_removed_rule_counters_while_read(void **state)
     atomic_store(&readers_started, 0);
     atomic_store(&readers_done, 0);
     atomic_store(&go, 0);
+    atomic_store(&hold_until_reclaimed, 1);
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, rule_setter, l), 0);
     worker_t w[NTHREADS];
     run_all(l, RULE_FLIP, RULE_ITERS, w);
     pthread_join(th, NULL);
+    atomic_store(&hold_until_reclaimed, 0);
     gw_rule_t out[GW_LIMIT_RULES_MAX];
     size_t n = gw_limits_get_rules(l, out, GW_LIMIT_RULES_MAX);
     assert_true(n >= 1);
