@@ -477,7 +477,8 @@ bool inv_sale_sold_out(const inv_sale_t *sale)
 
 /*---- Thin wrappers: validate once, then call the backend ----*/
 
-int inv_reserve(inv_worker_t *w, inv_reserve_req_t *req)
+/* Resets what a reserve answers and checks the request; 0 or its error. */
+static int reserve_check(const inv_worker_t *w, inv_reserve_req_t *req)
 {
     if (!w || !req)
         return CM_EINVAL;
@@ -490,7 +491,13 @@ int inv_reserve(inv_worker_t *w, inv_reserve_req_t *req)
     if (req->qty == 0 || !user_id_ok(req->user_id) || !idem_key_ok(req->idem_key) ||
         !order_id_ok(req->order_id))
         return CM_EINVAL;
-    return w->inv->ops->reserve(w, req);
+    return 0;
+}
+
+int inv_reserve(inv_worker_t *w, inv_reserve_req_t *req)
+{
+    int rc = reserve_check(w, req);
+    return rc ? rc : w->inv->ops->reserve(w, req);
 }
 
 int inv_reserve_once(inv_worker_t *w, inv_reserve_req_t *req)
@@ -499,16 +506,10 @@ int inv_reserve_once(inv_worker_t *w, inv_reserve_req_t *req)
         return CM_EINVAL;
     if (!w->inv->ops->reserve_once)
         return inv_reserve(w, req);
-    req->stock_left = -1;
-    req->user_units = 0;
-    req->claimed = false;
-    req->rtt_us = INV_RTT_NONE;
-    if (!req->sale)
-        return INV_UNKNOWN_SALE;
-    if (req->qty == 0 || !user_id_ok(req->user_id) || !idem_key_ok(req->idem_key) ||
-        !order_id_ok(req->order_id) || !req->idem_key[0])
-        return CM_EINVAL;
-    return w->inv->ops->reserve_once(w, req);
+    int rc = reserve_check(w, req);
+    if (rc == 0 && !req->idem_key[0])
+        rc = CM_EINVAL;
+    return rc ? rc : w->inv->ops->reserve_once(w, req);
 }
 
 void inv_flush(inv_worker_t *w)
