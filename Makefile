@@ -16,6 +16,12 @@
 #                   BENCH_OVERLOAD_FLAGS=--quick for ~3 min)
 #   make rehearse   the standard rehearsal against a fresh local gateway
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+# ctest slots for the unit and integration labels: twice the cores. Those tests
+# mostly wait (timers, Kafka group joins, servers starting; the dev stage's
+# integration run kept 2 cores ~33% busy at -j2). A test that keeps a core busy
+# takes two slots (PROCESSORS 2 in tests/CMakeLists.txt), so it shares the
+# machine with no more load than it did at -j$(JOBS).
+TEST_JOBS ?= $(shell echo $$(( $(JOBS) * 2 )))
 CMAKE_FLAGS ?=
 
 .PHONY: all build run test test-dev test-asan test-tsan fuzz bench bench-overload rehearse clean
@@ -38,8 +44,8 @@ test: test-dev test-asan test-tsan fuzz lint
 test-dev:
 	@cmake -S . -B build -DFLASHGATE_WERROR=ON $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build -j$(JOBS)
-	@cd build && ctest -L unit --output-on-failure -j$(JOBS)
-	@cd build && ctest -L integration --output-on-failure -j$(JOBS)
+	@cd build && ctest -L unit --output-on-failure -j$(TEST_JOBS)
+	@cd build && ctest -L integration --output-on-failure -j$(TEST_JOBS)
 	@cd build && ctest -L race --output-on-failure
 
 test-asan:
@@ -48,7 +54,7 @@ test-asan:
 	@cmake --build build-asan -j$(JOBS)
 	@cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-		ctest -L 'unit|integration' --output-on-failure -j$(JOBS)
+		ctest -L 'unit|integration' --output-on-failure -j$(TEST_JOBS)
 	@echo "soak under LeakSanitizer (30 s)"
 	@ASAN_OPTIONS=detect_leaks=1 FLASHGATE_BIN=$(CURDIR)/build-asan \
 		python3 tests/fault/soak.py --duration 30 --interval 5 --rate 150 --asan
