@@ -23,12 +23,16 @@ need_redis()
 LIMITS = ("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0")
 
 
-def put_lottery(g, sale, stock):
-    starts = time.time() + 3  # room for every gateway to learn of the lottery first
+def put_lottery(g, sale, stock, length=1):
+    """A lottery whose 1 s window is the whole sale (length 1) or its first second."""
+    # The API's timestamps are whole seconds: it starts 1 to 2 s from now, room for
+    # every gateway to learn of the lottery first (the fleet polls its lottery
+    # configuration every half second) and for the entries before the window closes.
+    starts = int(time.time()) + 2
     r = g.admin("PUT", "/admin/v1/sales/" + sale, body={
         "stock": stock, "per_user_limit": 1, "starts_at": rfc3339(starts),
-        "ends_at": rfc3339(starts + 2), "fair_window_ms": 1000, "fair_early_ms": 3600000})
-    return r, starts + 2
+        "ends_at": rfc3339(starts + length), "fair_window_ms": 1000, "fair_early_ms": 3600000})
+    return r, starts + length
 
 
 def draw_of(g, sale):
@@ -48,9 +52,9 @@ def delete_when_ended(g, sale, ends):
     eq((r.status, r.json.get("deleted")), (200, True), "%s: an ended sale is deleted" % sale)
 
 
-def lottery(gws, sale, stock, creator, users):
+def lottery(gws, sale, stock, creator, users, length=1):
     """A lottery created through creator, entries through every gateway in turn, drawn."""
-    r, ends = put_lottery(creator, sale, stock)
+    r, ends = put_lottery(creator, sale, stock, length)
     eq((r.status, r.json.get("reason")), (201, None), "%s: created (stock %d)" % (sale, stock))
     for g in gws:  # every gateway has this lottery, not the old one's draw
         ok, _ = wait_for(lambda: draw_of(g, sale).get("state") == "open" and
@@ -93,7 +97,8 @@ try:
 
     # deleted through b, created again through b at once: a learns it from the fleet
     delete_when_ended(b, "fdel", ends)
-    d3, ends = lottery(gws, "fdel", 1, b, ["u2", "u4", "u5"])
+    # a second of sale after the draw: the buy below meets a drawn sale, not an ended one
+    d3, ends = lottery(gws, "fdel", 1, b, ["u2", "u4", "u5"], length=2)
     check(d3["seed"] not in (d1["seed"], d2["seed"]), "a third draw")
     r = a.buy("fdel", "u6")
     eq(r.status in (409, 410), True, "after its draw, first-come as usual (sold out): %d" % r.status)
