@@ -373,7 +373,8 @@ bool inv_idem_key_valid(const char *s, size_t len);
 
 /*
  * The Redis backend's circuit breaker: returns its state (0 closed, 1 open,
- * 2 half-open) and how often it opened since start in *opens, or -1 when
+ * 2 half-open; on a Redis Cluster, where each master has its own, the most
+ * open of them) and how often it opened since start in *opens, or -1 when
  * `inv` is not the Redis backend. Thread-safe (atomics).
  */
 int inv_redis_breaker(inv_t *inv, uint64_t *opens);

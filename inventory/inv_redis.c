@@ -33,19 +33,22 @@
  *   into the local view (inv__sale_publish), and every known sale is re-read
  *   each second as a fallback. So the sold-out flag and admin changes reach
  *   every gateway within a second.
- * - One circuit breaker per inv_t, atomics only: after breaker_failures
- *   consecutive failures it opens and reserve fails fast with CM_EBACKEND;
- *   after the cool-down one probe goes through, whose success closes it.
+ * - One circuit breaker per master (one on a single Redis), atomics only:
+ *   after breaker_failures consecutive failures or timeouts of calls to a
+ *   master it opens, and a reserve of a sale on that master fails fast with
+ *   CM_EBACKEND; after the cool-down one probe goes through, whose success
+ *   closes it. Sales on the other masters are not affected.
  *
  * Redis Cluster: every key of a sale has the hash tag {sale:ID}, so each
  * script runs on one slot. The blocking paths go through inv_cluster's routed
  * client; the worker loops keep `pool` connections per master, opened when
  * first routed to, and follow MOVED (the map takes the new owner at once and
  * the sync thread re-reads CLUSTER SLOTS) and ASK (ASKING, this command only),
- * at most INV_CLUSTER_REDIRECTS_MAX times per call. A redirect or TRYAGAIN /
- * CLUSTERDOWN reply means the script did not run, so resending a reserve
- * cannot take units twice; a reserve whose connection died after it was sent
- * goes through the same release-when-back path as on a single Redis (the
+ * at most INV_CLUSTER_REDIRECTS_MAX times per call. A redirect (or NOSCRIPT)
+ * means the script did not run, so resending a reserve cannot take units
+ * twice; a TRYAGAIN / CLUSTERDOWN / LOADING reply did not run either, and the
+ * caller hears CM_EBACKEND (503) at once; a reserve whose connection died
+ * after it was sent goes through the same release-when-back path as on a single Redis (the
  * release is exactly-once per order id: the script's HDEL decides), routed to
  * whichever master owns the sale by then. A plain redis:// is a map of one node.
  */
@@ -121,9 +124,14 @@ typedef struct rb {
     pthread_mutex_t admin_mu;
     inv_cluster_sync_t *admin; /* guarded by admin_mu */
 
-    _Atomic int br_state;
-    _Atomic uint32_t br_fails;
-    _Atomic uint64_t br_until_ms;
+    /* One circuit breaker per master (node index; [0] on a single Redis): a
+     * master that refuses or times out must not shut out the sales of the
+     * healthy ones (a slot in migration answers TRYAGAIN for seconds). */
+    struct {
+        _Atomic int state;
+        _Atomic uint32_t fails;
+        _Atomic uint64_t until_ms;
+    } br[INV_CLUSTER_NODES_MAX];
     _Atomic uint64_t br_opens; /* counted, and logged in the gateway's periodic summary */
 
     /* the sync thread and what only it touches */
@@ -266,38 +274,47 @@ static bool is_noscript(const redisReply *r)
     return r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0;
 }
 
-/*---- Circuit breaker (shared by every worker; atomics only) ----*/
+/*---- Circuit breakers (one per master, shared by every worker; atomics only) ----*/
+
+/* `node` is the master a call goes to; -1 (no master serves the slot: the
+ * call fails at once anyway) has no breaker. */
 
 /* true if a call may go out; in HALF_OPEN exactly one caller (the probe) gets true. */
-static bool br_allow(rb_t *rb)
+static bool br_allow(rb_t *rb, int node)
 {
-    int st = atomic_load(&rb->br_state);
+    if (node < 0 || node >= INV_CLUSTER_NODES_MAX)
+        return true;
+    int st = atomic_load(&rb->br[node].state);
     if (st == BR_CLOSED)
         return true;
     if (st == BR_HALF_OPEN)
         return false;
-    if (now_ms() < atomic_load(&rb->br_until_ms))
+    if (now_ms() < atomic_load(&rb->br[node].until_ms))
         return false;
     int open = BR_OPEN;
-    return atomic_compare_exchange_strong(&rb->br_state, &open, BR_HALF_OPEN);
+    return atomic_compare_exchange_strong(&rb->br[node].state, &open, BR_HALF_OPEN);
 }
 
-static void br_success(rb_t *rb)
+static void br_success(rb_t *rb, int node)
 {
-    atomic_store_explicit(&rb->br_fails, 0, memory_order_relaxed);
-    if (atomic_load_explicit(&rb->br_state, memory_order_relaxed) != BR_CLOSED)
-        atomic_store(&rb->br_state, BR_CLOSED); /* no log line per event: see br_opens */
+    if (node < 0 || node >= INV_CLUSTER_NODES_MAX)
+        return;
+    atomic_store_explicit(&rb->br[node].fails, 0, memory_order_relaxed);
+    if (atomic_load_explicit(&rb->br[node].state, memory_order_relaxed) != BR_CLOSED)
+        atomic_store(&rb->br[node].state, BR_CLOSED); /* no log line per event: see br_opens */
 }
 
-static void br_failure(rb_t *rb)
+static void br_failure(rb_t *rb, int node)
 {
-    uint32_t n = atomic_fetch_add(&rb->br_fails, 1) + 1;
-    int st = atomic_load(&rb->br_state);
+    if (node < 0 || node >= INV_CLUSTER_NODES_MAX)
+        return;
+    uint32_t n = atomic_fetch_add(&rb->br[node].fails, 1) + 1;
+    int st = atomic_load(&rb->br[node].state);
     if (st == BR_OPEN)
         return; /* stragglers of the burst that opened it do not extend the cool-down */
     if (st == BR_HALF_OPEN || n >= rb->br_failures) {
-        atomic_store(&rb->br_until_ms, now_ms() + rb->br_cooldown_ms);
-        if (atomic_compare_exchange_strong(&rb->br_state, &st, BR_OPEN))
+        atomic_store(&rb->br[node].until_ms, now_ms() + rb->br_cooldown_ms);
+        if (atomic_compare_exchange_strong(&rb->br[node].state, &st, BR_OPEN))
             atomic_fetch_add_explicit(&rb->br_opens, 1, memory_order_relaxed);
     }
 }
@@ -1147,6 +1164,18 @@ static uint16_t sale_slot(const char *sale_id)
     return inv_cluster_key_slot(key, strlen(key));
 }
 
+/* The master of a sale as the map has it now (its breaker), 0 on a single Redis. */
+static int sale_node(rb_t *rb, const char *sale_id)
+{
+    return inv_cluster_enabled(rb->cl) ? inv_cluster_route(rb->cl, sale_slot(sale_id)) : 0;
+}
+
+/* The master an op was last sent to (its breaker), -1 if none. */
+static int op_node(const rop_t *op)
+{
+    return op->conn ? op->conn->node : -1;
+}
+
 static void pending_add(rw_t *w, rop_t *op)
 {
     op->prev = w->pending.prev;
@@ -1199,7 +1228,7 @@ static void tick_cb(uv_timer_t *t)
     if (w->pending.next != &w->pending && w->pending.next->deadline <= now)
         drain_replies(w);
     while (w->pending.next != &w->pending && w->pending.next->deadline <= now) {
-        br_failure(w->rb);
+        br_failure(w->rb, op_node(w->pending.next));
         op_complete(w->pending.next, CM_ETIMEOUT);
     }
     if (w->pending.next != &w->pending && !w->is_closing)
@@ -1513,7 +1542,7 @@ static void wait_reply(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     }
     if (op->req) {
-        br_failure(rb);
+        br_failure(rb, op_node(op));
         op_complete(op, CM_EBACKEND);
     }
     if (!r || op->w->is_closing) { /* given back once a connection is back, or at close */
@@ -1555,9 +1584,9 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
             else if (r && r->type == REDIS_REPLY_INTEGER && r->integer == CM_ENOTFOUND)
                 rc = CM_ENOTFOUND;
             if (rc == CM_EBACKEND)
-                br_failure(rb);
+                br_failure(rb, op_node(op));
             else
-                br_success(rb);
+                br_success(rb, op_node(op));
             op_rtt(op, op->req);
             op_complete(op, rc);
         }
@@ -1573,7 +1602,7 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
          * idempotency key a retry may have claimed the order meanwhile: the
          * give-back then leaves it held (INV_REDIS_CLAIM). */
         if (op->req) {
-            br_failure(rb);
+            br_failure(rb, op_node(op));
             op_complete(op, CM_EBACKEND);
         }
         doubt_add(op);
@@ -1606,12 +1635,12 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
     if (!ok) {
         if (r && r->type == REDIS_REPLY_ERROR)
             cm_log_error("inv", "redis reserve error", "err=\"%s\"", r->str);
-        br_failure(rb);
+        br_failure(rb, op_node(op));
         op_complete(op, CM_EBACKEND);
         op_free(op);
         return;
     }
-    br_success(rb);
+    br_success(rb, op_node(op));
     if (code == INV_RESERVED && rb->wait_replicas) {
         /* the answer waits until the replicas have the write */
         op->w_left = ans.left;
@@ -1712,7 +1741,7 @@ static void ops_unsent(rop_t *op)
         rop_t *next = op->qnext;
         op->qnext = NULL;
         if (op->req) {
-            br_failure(op->w->rb);
+            br_failure(op->w->rb, op_node(op));
             op_complete(op, CM_EBACKEND);
         }
         op_free(op);
@@ -1869,7 +1898,8 @@ static void queue_send(rw_t *w)
 static int sync_reserve(rw_t *w, inv_reserve_req_t *req, int sc)
 {
     rb_t *rb = w->rb;
-    if (!br_allow(rb))
+    int node = sale_node(rb, req->sale->sale_id);
+    if (!br_allow(rb, node))
         return CM_EBACKEND;
     if (!w->sync)
         w->sync = inv_cluster_sync_new(rb->cl, rb->timeout_ms);
@@ -1879,7 +1909,7 @@ static int sync_reserve(rw_t *w, inv_reserve_req_t *req, int sc)
     int err = 0;
     redisReply *r = sync_eval(w->sync, rb, sc, req->sale->sale_id, 4, 4, args, &err);
     if (!r) {
-        br_failure(rb);
+        br_failure(rb, node);
         return err;
     }
     int rc = CM_EBACKEND;
@@ -1901,9 +1931,9 @@ static int sync_reserve(rw_t *w, inv_reserve_req_t *req, int sc)
     }
     freeReplyObject(r);
     if (rc < 0)
-        br_failure(rb);
+        br_failure(rb, node);
     else
-        br_success(rb);
+        br_success(rb, node);
     return rc;
 }
 
@@ -1921,7 +1951,6 @@ static void redis_flush(inv_worker_t *wk)
 static int redis_reserve(inv_worker_t *wk, inv_reserve_req_t *req)
 {
     rw_t *w = wk->backend;
-    rb_t *rb = w->rb;
     /* Known sold out and no key to look up: answer from the flag (as the memory backend does). */
     if (req->idem_key[0] == '\0' &&
         atomic_load_explicit(&req->sale->sold_out, memory_order_acquire)) {
@@ -1934,12 +1963,11 @@ static int redis_reserve(inv_worker_t *wk, inv_reserve_req_t *req)
         doubt_flush(w); /* e.g. Redis answered LOADING when the connection came back */
     if (!req->done)
         return CM_EINVAL;
-    if (!br_allow(rb))
-        return CM_EBACKEND;
     return op_start(w, req, false);
 }
 
-/* Sends req's reserve (or claim) on w's loop; INV_PENDING or CM_EBACKEND. */
+/* Sends req's reserve (or claim) on w's loop; INV_PENDING or CM_EBACKEND
+ * (also at once while the breaker of the sale's master is open). */
 static int op_start(rw_t *w, inv_reserve_req_t *req, bool is_claim)
 {
     rb_t *rb = w->rb;
@@ -1947,9 +1975,12 @@ static int op_start(rw_t *w, inv_reserve_req_t *req, bool is_claim)
      * its connected contexts; one still connecting will do too (hiredis sends
      * once the connect completes). */
     uint16_t slot = inv_cluster_enabled(rb->cl) ? sale_slot(req->sale->sale_id) : 0;
-    rconn_t *c = node_conn(w, slot_node(rb, slot), false);
+    int node = slot_node(rb, slot);
+    if (!br_allow(rb, node))
+        return CM_EBACKEND;
+    rconn_t *c = node_conn(w, node, false);
     if (!c) {
-        br_failure(rb);
+        br_failure(rb, node);
         return CM_EBACKEND;
     }
     /* malloc, not calloc: glibc's calloc skips the per-thread cache and clears
@@ -1977,7 +2008,7 @@ static int op_start(rw_t *w, inv_reserve_req_t *req, bool is_claim)
         w->q_tail = op;
     } else if (op_send(op, is_claim ? SC_CLAIM : SC_RESERVE) < 0) {
         op_free(op);
-        br_failure(rb);
+        br_failure(rb, node);
         return CM_EBACKEND;
     }
     op->deadline = uv_now(w->loop) + rb->timeout_ms;
@@ -2004,11 +2035,10 @@ static int redis_claim(inv_worker_t *wk, inv_reserve_req_t *req)
     if (w->loop) {
         if (!req->done)
             return CM_EINVAL;
-        if (!br_allow(rb))
-            return CM_EBACKEND;
         return op_start(w, req, true);
     }
-    if (!br_allow(rb))
+    int node = sale_node(rb, req->sale->sale_id);
+    if (!br_allow(rb, node))
         return CM_EBACKEND;
     if (!w->sync)
         w->sync = inv_cluster_sync_new(rb->cl, rb->timeout_ms);
@@ -2016,7 +2046,7 @@ static int redis_claim(inv_worker_t *wk, inv_reserve_req_t *req)
     int err = 0;
     redisReply *r = sync_eval(w->sync, rb, SC_CLAIM, req->sale->sale_id, 4, 3, args, &err);
     if (!r) {
-        br_failure(rb);
+        br_failure(rb, node);
         return err;
     }
     int rc = r->type != REDIS_REPLY_INTEGER ? CM_EBACKEND
@@ -2025,9 +2055,9 @@ static int redis_claim(inv_worker_t *wk, inv_reserve_req_t *req)
                                              : CM_EBACKEND;
     freeReplyObject(r);
     if (rc == CM_EBACKEND)
-        br_failure(rb);
+        br_failure(rb, node);
     else
-        br_success(rb);
+        br_success(rb, node);
     return rc;
 }
 
@@ -2454,10 +2484,12 @@ static int redis_open(inv_t *inv, const char *url, char *errbuf, size_t errlen)
     rb_t *rb = cm_xcalloc(1, sizeof(*rb));
     rb->inv = inv;
     pthread_mutex_init(&rb->admin_mu, NULL);
-    atomic_init(&rb->br_state, BR_CLOSED);
-    atomic_init(&rb->br_fails, 0);
+    for (int i = 0; i < INV_CLUSTER_NODES_MAX; i++) {
+        atomic_init(&rb->br[i].state, BR_CLOSED);
+        atomic_init(&rb->br[i].fails, 0);
+        atomic_init(&rb->br[i].until_ms, 0);
+    }
     atomic_init(&rb->br_opens, 0);
-    atomic_init(&rb->br_until_ms, 0);
     int rc = parse_url(rb, url, errbuf, errlen);
     if (rc < 0) {
         rb_free(rb);
@@ -2807,5 +2839,14 @@ int inv_redis_breaker(struct inv *inv, uint64_t *opens)
         return -1;
     rb_t *rb = inv->backend;
     *opens = atomic_load_explicit(&rb->br_opens, memory_order_relaxed);
-    return atomic_load_explicit(&rb->br_state, memory_order_relaxed);
+    /* the most open of the masters' breakers: open, else half-open, else closed */
+    int worst = BR_CLOSED;
+    for (int i = 0; i < INV_CLUSTER_NODES_MAX; i++) {
+        int st = atomic_load_explicit(&rb->br[i].state, memory_order_relaxed);
+        if (st == BR_OPEN)
+            return BR_OPEN;
+        if (st == BR_HALF_OPEN)
+            worst = BR_HALF_OPEN;
+    }
+    return worst;
 }

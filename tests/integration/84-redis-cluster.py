@@ -19,9 +19,9 @@ replica. The gateways run with wait_replicas=1, so a reserve is answered
 only once the replica has it (Redis replication is asynchronous: without
 WAIT a master crash can lose reserves it already acknowledged).
 
-What it relies on: a MOVED, ASK, TRYAGAIN or CLUSTERDOWN reply means the
-script did not run, so the gateway resends a reserve on the right master
-without taking units twice; a reserve whose connection died after it was
+What it relies on: a MOVED or ASK reply means the script did not run, so the
+gateway resends a reserve on the right master without taking units twice (a
+TRYAGAIN or CLUSTERDOWN did not run either: that buyer gets 503 and retries); a reserve whose connection died after it was
 sent is answered 503 and released on whichever master owns the sale by then
 (the release is exactly-once per order id).
 """
