@@ -78,7 +78,8 @@ try:
 
     # 2. the keys move and the slot is the target's: A sells out there, exactly
     keys = rcmd(src, "CLUSTER", "GETKEYSINSLOT", slot(a), 100)
-    eq(rcmd(src, "MIGRATE", "127.0.0.1", dst, "", 0, 5000, "KEYS", *keys), "OK", "MIGRATE %r" % keys)
+    eq(rcmd(src, "MIGRATE", "127.0.0.1", dst, "", 0, 5000, "KEYS", *keys), "OK",
+       "MIGRATE %r" % keys)
     for p in ports:
         rcmd(p, "CLUSTER", "SETSLOT", slot(a), "NODE", ids[dst])
     ok, _ = wait_for(lambda: cluster.master_of(slot(a), src) == dst, 5)
