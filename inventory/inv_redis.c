@@ -1486,6 +1486,10 @@ static bool op_redirect(rop_t *op, const redisReply *r)
         return false;
     if (!op->req && !op->is_compensation)
         return false; /* timed out already, and it did not run: nothing to do */
+    /* The node answered: its breaker hears a success (this may be the probe
+     * its open breaker let through); what comes next is the new node's. */
+    if (op->req)
+        br_success(rb, op_node(op));
     op->redirects++;
     if (!host[0] && inv_cluster_node(rb->cl, op->conn->node, host, sizeof(host), &(int){0}) != 0)
         return false;
