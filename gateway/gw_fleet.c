@@ -762,8 +762,8 @@ const char *gw_fleet_ids_refused(struct gw_server *srv)
     return atomic_load(&f->node_state) == NODE_LOST
                ? "this gateway's node id was taken by another gateway and no free one is "
                  "claimed yet, so it cannot make order ids that are unique"
-               : "this gateway's node id was not confirmed in redis in time (fleet heartbeat "
-                 "late), so it cannot make order ids that are unique";
+               : "this gateway's node id is not confirmed in redis yet (just claimed, or "
+                 "the fleet heartbeat is late), so it cannot make order ids that are unique";
 }
 
 void gw_fleet_node_counters(struct gw_server *srv, uint64_t *lost, uint64_t *refused,
