@@ -25,26 +25,17 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fg import check, eq, finish, need_binary  # noqa: E402
-from fleet import Cluster, Crowd, need_redis, rcmd, start_fleet, wait_for  # noqa: E402
+from fleet import NOLIMITS, Cluster, Crowd, need_redis, rcmd, start_fleet, wait_for  # noqa: E402
 
 need_binary("flashgate")
 need_redis()
 
 STOCK_A = 300
-NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set",
-            "limits.global_rps=0", "--set", "limits.sale_rps=0"]
-
-
-class Seeds:
-    def __init__(self, url):
-        self.url = url
-
-
 cluster = Cluster(n=3, replicas=0)
 gws = []
 try:
     ports = cluster.ports
-    gws = start_fleet(Seeds("redis-cluster://127.0.0.1:%d" % ports[0]), 1, NOLIMITS)
+    gws = start_fleet("redis-cluster://127.0.0.1:%d" % ports[0], 1, NOLIMITS)
     g = gws[0]
 
     def slot(sale):

@@ -32,8 +32,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fg import check, eq, finish, need_binary  # noqa: E402
-from fleet import (Cluster, Crowd, need_redis, rcmd, spool_orders, start_fleet,  # noqa: E402
-                   stats, wait_for)
+from fleet import (NOLIMITS, Cluster, Crowd, need_redis, rcmd, spool_orders,  # noqa: E402
+                   start_fleet, stats, wait_for)
 
 need_binary("flashgate")
 need_binary("flashgate-spool")
@@ -43,21 +43,12 @@ STOCK = 1500
 USERS = 6000
 STOCK2 = 1000
 USERS2 = 4000
-NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set",
-            "limits.global_rps=0", "--set", "limits.sale_rps=0"]
-
-
-class Seeds:
-    def __init__(self, url):
-        self.url = url
-
-
 t_start = time.time()
 cluster = Cluster()
 gws = []
 try:
-    seeds = Seeds("redis-cluster://127.0.0.1:%d,127.0.0.1:%d?wait_replicas=1" %
-                  tuple(cluster.ports[:2]))
+    seeds = ("redis-cluster://127.0.0.1:%d,127.0.0.1:%d?wait_replicas=1" %
+             tuple(cluster.ports[:2]))
     gws = start_fleet(seeds, 3, NOLIMITS)
     ok, _ = wait_for(lambda: all(stats(g)["fleet"]["members"] == 3 for g in gws), 5)
     check(ok, "the fleet works on the cluster: 3 members (%r)" %

@@ -287,11 +287,18 @@ class Cluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+# Every rate limit off: a test of the inventory, not of the limiter.
+NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set",
+            "limits.global_rps=0", "--set", "limits.sale_rps=0"]
+
+
 def start_fleet(redis, n, extra=(), threads=2):
-    """n gateways on one Redis, distinct data dirs; returns them started."""
+    """n gateways on one Redis (a Redis object, or an inventory URL such as a
+    redis-cluster:// seed list), distinct data dirs; returns them started."""
+    url = redis if isinstance(redis, str) else redis.url
     gws = []
     for _ in range(n):
-        g = Gateway("--inventory", redis.url, "--kafka-brokers", "none", *extra, threads=threads)
+        g = Gateway("--inventory", url, "--kafka-brokers", "none", *extra, threads=threads)
         gws.append(g)
     for g in gws:
         g.start(wait=False)
