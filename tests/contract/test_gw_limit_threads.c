@@ -237,9 +237,10 @@ static void *rule_setter(void *arg)
     return NULL;
 }
 
-static void test_sale_rule_exact_while_rules_change(void **state)
+/* A limiter of NTHREADS readers whose sale-1 rule allows 300 buys, bought by
+ * the readers (mode) while rule_setter swaps its rule sets. */
+static gw_limits_t *race_rules(int mode, worker_t *w)
 {
-    (void)state;
     gw_limits_t *l = gw_limits_new(1000);
     assert_non_null(l);
     assert_int_equal(gw_limits_set_readers(l, NTHREADS), 0);
@@ -256,18 +257,16 @@ static void test_sale_rule_exact_while_rules_change(void **state)
     atomic_store(&hold_until_reclaimed, 1);
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, rule_setter, l), 0);
-    worker_t w[NTHREADS];
-    run_all(l, SAME_SALE, RULE_ITERS, w);
+    run_all(l, mode, RULE_ITERS, w);
     pthread_join(th, NULL);
     atomic_store(&hold_until_reclaimed, 0);
-    assert_int_equal(total(w), 300);
-    gw_rule_t out[GW_LIMIT_RULES_MAX];
-    size_t n = gw_limits_get_rules(l, out, GW_LIMIT_RULES_MAX);
-    assert_true(n >= 1);
-    assert_string_equal(out[0].sale_id, "sale-1");
-    assert_int_equal(out[0].rejected[1], (uint64_t)NTHREADS * RULE_ITERS - 300);
-    /* the readers went offline as they ended: only the set in force is left,
-     * and sets were freed while all of them were reading */
+    return l;
+}
+
+/* The readers went offline as they ended: only the set in force is left, and
+ * sets were freed while all of them were reading. Frees l. */
+static void assert_reclaimed(gw_limits_t *l)
+{
     gw_limits_stats_t st;
     gw_limits_stats(l, &st);
     printf("# swaps=%llu rule_sets=%llu reclaimed_while_read=%d\n",
@@ -276,6 +275,20 @@ static void test_sale_rule_exact_while_rules_change(void **state)
     assert_int_equal(st.rule_sets, 1);
     assert_int_equal(atomic_load(&reclaimed_while_read), 1);
     gw_limits_free(l);
+}
+
+static void test_sale_rule_exact_while_rules_change(void **state)
+{
+    (void)state;
+    worker_t w[NTHREADS];
+    gw_limits_t *l = race_rules(SAME_SALE, w);
+    assert_int_equal(total(w), 300);
+    gw_rule_t out[GW_LIMIT_RULES_MAX];
+    size_t n = gw_limits_get_rules(l, out, GW_LIMIT_RULES_MAX);
+    assert_true(n >= 1);
+    assert_string_equal(out[0].sale_id, "sale-1");
+    assert_int_equal(out[0].rejected[1], (uint64_t)NTHREADS * RULE_ITERS - 300);
+    assert_reclaimed(l);
 }
 
 /*
@@ -289,26 +302,8 @@ static void test_sale_rule_exact_while_rules_change(void **state)
 static void test_removed_rule_counters_while_read(void **state)
 {
     (void)state;
-    gw_limits_t *l = gw_limits_new(1000);
-    assert_non_null(l);
-    assert_int_equal(gw_limits_set_readers(l, NTHREADS), 0);
-    gw_rule_t r;
-    memset(&r, 0, sizeof(r));
-    snprintf(r.sale_id, sizeof(r.sale_id), "sale-1");
-    r.sale = (cm_rate_policy_t){1000, 300};
-    assert_int_equal(gw_limits_set_rules(l, &r, 1), 0);
-    atomic_store(&swaps, 0);
-    atomic_store(&reclaimed_while_read, 0);
-    atomic_store(&readers_started, 0);
-    atomic_store(&readers_done, 0);
-    atomic_store(&go, 0);
-    atomic_store(&hold_until_reclaimed, 1);
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, rule_setter, l), 0);
     worker_t w[NTHREADS];
-    run_all(l, RULE_FLIP, RULE_ITERS, w);
-    pthread_join(th, NULL);
-    atomic_store(&hold_until_reclaimed, 0);
+    gw_limits_t *l = race_rules(RULE_FLIP, w);
     gw_rule_t out[GW_LIMIT_RULES_MAX];
     size_t n = gw_limits_get_rules(l, out, GW_LIMIT_RULES_MAX);
     assert_true(n >= 1);
@@ -319,14 +314,7 @@ static void test_removed_rule_counters_while_read(void **state)
     assert_int_equal(admitted_other, (uint64_t)NTHREADS * RULE_ITERS / 2);
     if (n == 2)
         assert_true(out[1].dry_run_rejected[0] <= admitted_other);
-    gw_limits_stats_t st;
-    gw_limits_stats(l, &st);
-    printf("# swaps=%llu rule_sets=%llu reclaimed_while_read=%d\n",
-           (unsigned long long)atomic_load(&swaps), (unsigned long long)st.rule_sets,
-           (int)atomic_load(&reclaimed_while_read));
-    assert_int_equal(st.rule_sets, 1);
-    assert_int_equal(atomic_load(&reclaimed_while_read), 1);
-    gw_limits_free(l);
+    assert_reclaimed(l);
 }
 
 static void *setter(void *arg)
