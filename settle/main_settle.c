@@ -6,6 +6,7 @@
 #include "common/cm_config.h"
 #include "common/cm_err.h"
 #include "common/cm_log.h"
+#include "settle/st_config.h"
 #include "settle/st_settle.h"
 
 #include <jansson.h>
@@ -19,138 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-typedef struct settle_conf {
-    char kafka_brokers[1024];
-    char kafka_topic[256];
-    char outcomes_topic[256];
-    char kafka_properties[4096];
-    char group[256];
-    char data_dir[1024];
-    char db[1024];
-    char sql[4096];
-    uint64_t max_rate_milli;
-    uint64_t batch;
-    uint64_t batch_wait_ms;
-    char metrics_listen[128];
-    int log_level;
-} settle_conf_t;
-
-#define OFF(f) offsetof(settle_conf_t, f)
-#define SZ(f) sizeof(((settle_conf_t *)0)->f)
-
-static const cm_opt_t settle_opts[] = {
-    {.key = "kafka.brokers",
-     .type = CM_OPT_STR,
-     .offset = OFF(kafka_brokers),
-     .size = SZ(kafka_brokers),
-     .def = "embedded",
-     .alias = "kafka-brokers",
-     .metavar = "embedded|HOST:PORT,...|@FILE",
-     .help = "Kafka bootstrap servers; @FILE reads them from FILE (re-read when all brokers are "
-             "down); embedded = @<data-dir>/kafka.bootstrap"},
-    {.key = "kafka.topic",
-     .type = CM_OPT_STR,
-     .offset = OFF(kafka_topic),
-     .size = SZ(kafka_topic),
-     .def = ST_DEFAULT_TOPIC,
-     .alias = "kafka-topic",
-     .metavar = "TOPIC",
-     .help = "topic the accepted orders (and cancellations) are read from"},
-    {.key = "kafka.outcomes_topic",
-     .type = CM_OPT_STR,
-     .offset = OFF(outcomes_topic),
-     .size = SZ(outcomes_topic),
-     .def = ST_DEFAULT_OUTCOMES_TOPIC,
-     .alias = "outcomes-topic",
-     .metavar = "TOPIC",
-     .help = "topic each order's outcome is published to"},
-    {.key = "kafka.properties",
-     .type = CM_OPT_KV,
-     .offset = OFF(kafka_properties),
-     .size = SZ(kafka_properties),
-     .def = "",
-     .alias = "kafka-properties",
-     .metavar = "KEY=VALUE",
-     .help = "librdkafka property for both clients, or consumer.K=V / producer.K=V for one "
-             "(repeatable)"},
-    {.key = "settle.group",
-     .type = CM_OPT_STR,
-     .offset = OFF(group),
-     .size = SZ(group),
-     .def = ST_DEFAULT_GROUP,
-     .alias = "group",
-     .metavar = "GROUP",
-     .help = "consumer group; workers in one group share the partitions"},
-    {.key = "settle.data_dir",
-     .type = CM_OPT_STR,
-     .offset = OFF(data_dir),
-     .size = SZ(data_dir),
-     .def = "./data",
-     .alias = "data-dir",
-     .metavar = "DIR",
-     .help = "where orders.db (default database) and kafka.bootstrap live"},
-    {.key = "settle.db",
-     .type = CM_OPT_STR,
-     .offset = OFF(db),
-     .size = SZ(db),
-     .def = "",
-     .flags = CM_OPT_SECRET,
-     .alias = "db",
-     .metavar = "postgresql://...|sqlite:PATH",
-     .help = "order database; empty = SQLite <data-dir>/orders.db"},
-    {.key = "settle.max_rate",
-     .type = CM_OPT_MILLI,
-     .offset = OFF(max_rate_milli),
-     .def = "0",
-     .max = 1000000000000ull,
-     .alias = "max-rate",
-     .metavar = "N",
-     .help = "at most N orders/s reach the database (peak shaving); 0 = no limit"},
-    {.key = "settle.batch",
-     .type = CM_OPT_UINT,
-     .offset = OFF(batch),
-     .def = "500",
-     .min = 1,
-     .max = 100000,
-     .alias = "batch",
-     .metavar = "N",
-     .help = "orders per database transaction, at most"},
-    {.key = "settle.batch_wait",
-     .type = CM_OPT_MS,
-     .offset = OFF(batch_wait_ms),
-     .def = "20ms", /* ST_DEFAULT_BATCH_WAIT_MS */
-     .min = 1,
-     .max = 60000,
-     .alias = "batch-wait",
-     .metavar = "DURATION",
-     .help = "longest wait to fill a batch"},
-    {.key = "settle.sql",
-     .type = CM_OPT_STR,
-     .offset = OFF(sql),
-     .size = SZ(sql),
-     .def = "",
-     .alias = "sql",
-     .metavar = "SQL",
-     .help = "your statement run per order in the batch (SQLite :order_id :sale_id :user_id :qty "
-             ":accepted_at; PostgreSQL $1..$5 in that order); an error fails that order"},
-    {.key = "settle.metrics_listen",
-     .type = CM_OPT_STR,
-     .offset = OFF(metrics_listen),
-     .size = SZ(metrics_listen),
-     .def = "",
-     .alias = "metrics-listen",
-     .metavar = "HOST:PORT",
-     .help = "serve GET /metrics (Prometheus text format) on this address; empty = off"},
-    {.key = "log.level",
-     .type = CM_OPT_ENUM,
-     .offset = OFF(log_level),
-     .def = "info",
-     .choices = cm_log_level_names,
-     .alias = "log-level",
-     .help = "log threshold"},
-    {.key = NULL},
-};
 
 static st_settle_t *g_settle;
 
@@ -315,12 +184,10 @@ static void on_signal(int sig)
 
 int main(int argc, char **argv)
 {
-    settle_conf_t c;
-    memset(&c, 0, sizeof(c));
+    st_config_t c;
     cm_conf_t conf;
     char err[4096];
-    int ret = cm_conf_load(&conf, settle_opts, &c, "flashgate-settle", "FLASHGATE_", argc, argv,
-                           err, sizeof(err));
+    int ret = st_config_load(&c, &conf, argc, argv, err, sizeof(err));
     if (ret != 0) {
         fputs(err, stderr);
         return 2;
@@ -368,6 +235,8 @@ int main(int argc, char **argv)
         .max_rate_milli = c.max_rate_milli,
         .batch = (uint32_t)c.batch,
         .batch_wait_ms = (uint32_t)c.batch_wait_ms,
+        /* 0 in the opts is the default (zeroed opts in tests and tools) */
+        .stop_grace_ms = c.stop_grace_ms ? (uint32_t)c.stop_grace_ms : ST_STOP_GRACE_NONE,
         .kafka_props = props,
         .n_kafka_props = nprops,
         .on_draining = on_draining,
@@ -395,9 +264,11 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    cm_log_info("settle", "started", "brokers=%s topic=%s db=%s max_rate_milli=%llu batch=%llu",
+    cm_log_info("settle", "started",
+                "brokers=%s topic=%s db=%s max_rate_milli=%llu batch=%llu stop_grace_ms=%llu",
                 c.kafka_brokers, c.kafka_topic, *c.db ? "(url)" : "sqlite",
-                (unsigned long long)c.max_rate_milli, (unsigned long long)c.batch);
+                (unsigned long long)c.max_rate_milli, (unsigned long long)c.batch,
+                (unsigned long long)c.stop_grace_ms);
     /* Type=notify under systemd (deploy/systemd/flashgate-settle.service): the
      * consumer and the database are open. A no-op without NOTIFY_SOCKET. */
     sd_notify(0, "READY=1");

@@ -23,7 +23,6 @@
 #include <time.h>
 
 #define MOD "settle"
-#define STOP_GRACE_MS 5000 /* how long a stop waits for the batch in progress */
 #define COMMIT_WAIT_MS 5000 /* longest wait for an offset commit (a failed one is harmless) */
 
 typedef struct st_msg {
@@ -52,6 +51,7 @@ struct st_settle {
     _Atomic bool stop;
     _Atomic bool brokers_down;
     bool reconnect;            /* new clients: the brokers file changed, or no producer */
+    uint64_t stop_grace_ms;    /* opts.stop_grace_ms resolved: 0 = none */
     uint64_t stop_deadline_ms; /* 0 until a stop is seen */
     bool drain_told;           /* opts.on_draining was called */
     uint64_t last_file_check_ms;
@@ -453,7 +453,7 @@ static bool stopping_too_long(st_settle_t *st)
     tell_draining(st);
     uint64_t now = cm_mono_ms();
     if (!st->stop_deadline_ms)
-        st->stop_deadline_ms = now + STOP_GRACE_MS;
+        st->stop_deadline_ms = now + st->stop_grace_ms;
     return now >= st->stop_deadline_ms;
 }
 
@@ -1084,6 +1084,9 @@ int st_settle_new(st_settle_t **out, const st_settle_opts_t *opts, char *err, si
     st_settle_t *st = cm_xcalloc(1, sizeof(*st));
     st->opts = *opts;
     st->max_batch = opts->batch ? opts->batch : 500;
+    st->stop_grace_ms = opts->stop_grace_ms == ST_STOP_GRACE_NONE ? 0
+                        : opts->stop_grace_ms                     ? opts->stop_grace_ms
+                                                                  : ST_DEFAULT_STOP_GRACE_MS;
     snprintf(st->topic, sizeof(st->topic), "%s", opts->topic ? opts->topic : ST_DEFAULT_TOPIC);
     snprintf(st->outcomes_topic, sizeof(st->outcomes_topic), "%s",
              opts->outcomes_topic ? opts->outcomes_topic : ST_DEFAULT_OUTCOMES_TOPIC);

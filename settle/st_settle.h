@@ -41,6 +41,23 @@
  */
 #define ST_DEFAULT_BATCH_WAIT_MS 20
 
+/*
+ * How long a stop waits for the batch in progress to deliver its outcomes and
+ * commit its offsets (settle.stop_grace; the two waits share the one
+ * deadline, counted from the first of them to see the stop). Past it the batch
+ * is given up, its offsets uncommitted: read again at the next start, it finds
+ * its rows and changes nothing, and its outcomes are published then. A batch
+ * whose database write is failing is given up at the stop whatever the grace
+ * (it retries with backoff; the retry after the restart is the same).
+ * A supervisor's stop timeout (systemd TimeoutStopSec, Kubernetes
+ * terminationGracePeriodSeconds) must exceed it plus the exit's own waits:
+ * the outcomes producer's last flush (2 s) and leaving the group.
+ */
+#define ST_DEFAULT_STOP_GRACE_MS 5000
+#define ST_STOP_GRACE_MAX_MS 600000 /* 10 min: beyond, a supervisor's timeout is the bound */
+/* st_settle_opts_t.stop_grace_ms for no grace (0 there means the default). */
+#define ST_STOP_GRACE_NONE UINT32_MAX
+
 /* A batch failing for this long, whatever the error (a statement timeout at
  * every try), counts as stalled (stats.stalled) and is logged as an error
  * once; it is retried, never failed (docs/settlement.md, "Poison orders"). */
@@ -70,6 +87,9 @@ typedef struct st_settle_opts {
     /* A batch failing for longer than this (transient errors too: a database
        that times out at every try) sets stats.stalled; 0 = ST_STALL_AFTER_MS. */
     uint32_t stall_after_ms;
+    /* How long a stop waits for the batch in progress (ST_DEFAULT_STOP_GRACE_MS
+       above); 0 = ST_DEFAULT_STOP_GRACE_MS, ST_STOP_GRACE_NONE = not at all. */
+    uint32_t stop_grace_ms;
 } st_settle_opts_t;
 
 #define ST_BATCH_BOUNDS_MS {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000}
@@ -107,7 +127,7 @@ int st_settle_new(st_settle_t **out, const st_settle_opts_t *opts, char *err, si
 
 /*
  * Runs the loop until st_settle_stop(). The batch in progress is finished
- * (or abandoned, uncommitted, if it cannot finish within a few seconds).
+ * (or abandoned, uncommitted, if it cannot finish within opts.stop_grace_ms).
  * Returns 0, or a negative cm_err_t on a fatal error. Blocks; one thread.
  */
 int st_settle_run(st_settle_t *st);
