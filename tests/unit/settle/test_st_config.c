@@ -1,0 +1,277 @@
+/*
+ * flashgate-settle's option table (settle/st_config.c), parsed as the binary
+ * parses it: the defaults, and settle.stop_grace from every source, its range
+ * and its refusals (each naming the key, the value, where it came from and
+ * the rule, with the default kept).
+ */
+#include "common/cm_err.h"
+#include "settle/st_config.h"
+#include "settle/st_settle.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+/* Every FLASHGATE_* variable the table reads is saved, cleared and restored. */
+typedef struct saved_env {
+    char *name;
+    char *value; /* NULL = was unset */
+} saved_env_t;
+
+typedef struct fx {
+    st_config_t cfg;
+    cm_conf_t conf;
+    char err[8192];
+    char path[64];
+    saved_env_t env[64];
+    int nenv;
+} fx_t;
+
+static void save_var(fx_t *f, const char *name)
+{
+    for (int i = 0; i < f->nenv; i++)
+        if (strcmp(f->env[i].name, name) == 0)
+            return;
+    assert_true(f->nenv < 64);
+    const char *v = getenv(name);
+    f->env[f->nenv].name = strdup(name);
+    f->env[f->nenv].value = v ? strdup(v) : NULL;
+    f->nenv++;
+    unsetenv(name);
+}
+
+static int setup(void **state)
+{
+    fx_t *f = calloc(1, sizeof(*f));
+    save_var(f, "FLASHGATE_CONFIG");
+    for (const cm_opt_t *o = st_config_opts; o->key; o++)
+        for (int a = 0; a < 2; a++) {
+            char name[128];
+            if (cm_conf_env_name(o, "FLASHGATE_", a, name, sizeof(name)))
+                save_var(f, name);
+        }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx_t *f = *state;
+    cm_conf_free(&f->conf);
+    if (f->path[0])
+        unlink(f->path);
+    for (int i = 0; i < f->nenv; i++) {
+        if (f->env[i].value)
+            setenv(f->env[i].name, f->env[i].value, 1);
+        else
+            unsetenv(f->env[i].name);
+        free(f->env[i].name);
+        free(f->env[i].value);
+    }
+    free(f);
+    return 0;
+}
+
+static int load(fx_t *f, ...)
+{
+    char *argv[40];
+    int argc = 0;
+    argv[argc++] = "flashgate-settle";
+    va_list ap;
+    va_start(ap, f);
+    char *a;
+    while ((a = va_arg(ap, char *)) != NULL && argc < 39)
+        argv[argc++] = a;
+    va_end(ap);
+    argv[argc] = NULL;
+    cm_conf_free(&f->conf);
+    f->err[0] = '\0';
+    return st_config_load(&f->cfg, &f->conf, argc, argv, f->err, sizeof(f->err));
+}
+
+static void write_file(fx_t *f, const char *text)
+{
+    if (f->path[0])
+        unlink(f->path);
+    strcpy(f->path, "/tmp/sttest-XXXXXX");
+    int fd = mkstemp(f->path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+}
+
+static char *read_all(int fd)
+{
+    off_t n = lseek(fd, 0, SEEK_END);
+    assert_true(n >= 0);
+    char *s = calloc(1, (size_t)n + 1);
+    assert_int_equal(pread(fd, s, (size_t)n, 0), n);
+    return s;
+}
+
+static int tmpfd(void)
+{
+    char p[] = "/tmp/sttest-out-XXXXXX";
+    int fd = mkstemp(p);
+    assert_true(fd >= 0);
+    unlink(p);
+    return fd;
+}
+
+static void test_defaults(void **state)
+{
+    fx_t *f = *state;
+    if (load(f, NULL) != 0)
+        fail_msg("%s", f->err);
+    st_config_t *c = &f->cfg;
+    assert_string_equal(c->kafka_brokers, "embedded");
+    assert_string_equal(c->kafka_topic, ST_DEFAULT_TOPIC);
+    assert_string_equal(c->outcomes_topic, ST_DEFAULT_OUTCOMES_TOPIC);
+    assert_string_equal(c->group, ST_DEFAULT_GROUP);
+    assert_string_equal(c->data_dir, "./data");
+    assert_int_equal(c->batch, 500);
+    assert_int_equal(c->batch_wait_ms, ST_DEFAULT_BATCH_WAIT_MS);
+    assert_int_equal(c->stop_grace_ms, ST_DEFAULT_STOP_GRACE_MS);
+    assert_int_equal(c->max_rate_milli, 0);
+    assert_int_equal(cm_conf_source(&f->conf, "settle.stop_grace"), CM_SRC_DEFAULT);
+    assert_string_equal(f->err, "");
+}
+
+/* The key, its flag, its alias, --set, both env names and the file; later sources win. */
+static void test_stop_grace_sources(void **state)
+{
+    fx_t *f = *state;
+    static const struct {
+        const char *flag, *value;
+        uint64_t ms;
+    } flags[] = {
+        {"--stop-grace", "250ms", 250},
+        {"--settle-stop-grace", "2s", 2000},
+        {"--stop-grace", "1500", 1500},  /* a bare number is milliseconds */
+        {"--stop-grace", "0", 0},        /* no grace: the batch is given up at once */
+        {"--stop-grace", "10m", 600000}, /* the upper bound is accepted */
+        {"--stop-grace", "600000ms", 600000},
+    };
+    for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+        if (load(f, flags[i].flag, flags[i].value, NULL) != 0)
+            fail_msg("%s %s: %s", flags[i].flag, flags[i].value, f->err);
+        assert_int_equal(f->cfg.stop_grace_ms, flags[i].ms);
+        assert_int_equal(cm_conf_source(&f->conf, "settle.stop_grace"), CM_SRC_FLAG);
+    }
+    assert_int_equal(load(f, "--set", "settle.stop_grace=3s", NULL), 0);
+    assert_int_equal(f->cfg.stop_grace_ms, 3000);
+
+    write_file(f, "{\"settle\": {\"stop_grace\": \"45s\"}}\n");
+    assert_int_equal(load(f, "--config", f->path, NULL), 0);
+    assert_int_equal(f->cfg.stop_grace_ms, 45000);
+    assert_int_equal(cm_conf_source(&f->conf, "settle.stop_grace"), CM_SRC_FILE);
+    write_file(f, "{\"settle.stop_grace\": 700}\n"); /* flat key, a JSON number: ms */
+    assert_int_equal(load(f, "--config", f->path, NULL), 0);
+    assert_int_equal(f->cfg.stop_grace_ms, 700);
+
+    /* env over file, flag over env */
+    setenv("FLASHGATE_SETTLE_STOP_GRACE", "1m", 1);
+    assert_int_equal(load(f, "--config", f->path, NULL), 0);
+    assert_int_equal(f->cfg.stop_grace_ms, 60000);
+    assert_int_equal(cm_conf_source(&f->conf, "settle.stop_grace"), CM_SRC_ENV);
+    assert_int_equal(load(f, "--config", f->path, "--stop-grace", "100ms", NULL), 0);
+    assert_int_equal(f->cfg.stop_grace_ms, 100);
+    unsetenv("FLASHGATE_SETTLE_STOP_GRACE");
+    setenv("FLASHGATE_STOP_GRACE", "20s", 1); /* the alias's variable */
+    assert_int_equal(load(f, NULL), 0);
+    assert_int_equal(f->cfg.stop_grace_ms, 20000);
+    unsetenv("FLASHGATE_STOP_GRACE");
+}
+
+/* Each refusal is one line naming the key, the value, its source and the rule. */
+static void test_stop_grace_invalid(void **state)
+{
+    fx_t *f = *state;
+    static const struct {
+        const char *value, *rule;
+    } bad[] = {
+        {"600001", "must be between 0 and 10m"}, /* one ms past 10 minutes */
+        {"11m", "must be between 0 and 10m"},
+        {"1h", "must be between 0 and 10m"},
+        {"-1", "must be a duration like 250ms, 2s, 1m, 1h (a bare number is ms)"},
+        {"soon", "must be a duration like 250ms, 2s, 1m, 1h (a bare number is ms)"},
+        {"5 seconds", "must be a duration like 250ms, 2s, 1m, 1h (a bare number is ms)"},
+        {"2.5s", "must be a duration like 250ms, 2s, 1m, 1h (a bare number is ms)"},
+        {"", "must be a duration like 250ms, 2s, 1m, 1h (a bare number is ms)"},
+        {"99999999999999999999", "must be a duration like 250ms, 2s, 1m, 1h (a bare number is ms)"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char want[256];
+        snprintf(want, sizeof(want), "config: settle.stop_grace=%s (flag --stop-grace): %s\n",
+                 bad[i].value, bad[i].rule);
+        assert_int_equal(load(f, "--stop-grace", bad[i].value, NULL), CM_EINVAL);
+        if (strcmp(f->err, want) != 0)
+            fail_msg("--stop-grace '%s': got \"%s\", want \"%s\"", bad[i].value, f->err, want);
+        assert_int_equal(f->cfg.stop_grace_ms, ST_DEFAULT_STOP_GRACE_MS); /* nothing changed */
+    }
+
+    setenv("FLASHGATE_SETTLE_STOP_GRACE", "forever", 1);
+    assert_int_equal(load(f, NULL), CM_EINVAL);
+    assert_string_equal(f->err, "config: settle.stop_grace=forever (env "
+                                "FLASHGATE_SETTLE_STOP_GRACE): must be a duration like 250ms, "
+                                "2s, 1m, 1h (a bare number is ms)\n");
+    unsetenv("FLASHGATE_SETTLE_STOP_GRACE");
+
+    write_file(f, "{\"settle\": {\"stop_grace\": \"20m\"}}\n");
+    assert_int_equal(load(f, "--config", f->path, NULL), CM_EINVAL);
+    char want[256];
+    snprintf(want, sizeof(want),
+             "config: settle.stop_grace=20m (file %s): must be between 0 and 10m\n", f->path);
+    assert_string_equal(f->err, want);
+    assert_int_equal(f->cfg.stop_grace_ms, ST_DEFAULT_STOP_GRACE_MS);
+
+    /* every problem at once, the others unaffected */
+    assert_int_equal(load(f, "--stop-grace", "lots", "--batch", "0", "--batch-wait", "30ms", NULL),
+                     CM_EINVAL);
+    assert_non_null(strstr(f->err, "config: settle.stop_grace=lots (flag --stop-grace): "));
+    assert_non_null(strstr(f->err, "config: settle.batch=0 (flag --batch): "));
+    assert_int_equal(f->cfg.batch_wait_ms, 30);
+}
+
+/* --help and --check-config say what it is, its default and its names. */
+static void test_stop_grace_help(void **state)
+{
+    fx_t *f = *state;
+    assert_int_equal(load(f, NULL), 0);
+    int fd = tmpfd();
+    cm_conf_print_help(&f->conf, "usage: flashgate-settle", fd);
+    char *s = read_all(fd);
+    close(fd);
+    const char *want[] = {"--stop-grace DURATION", "settle.stop_grace", "default 5s",
+                          "FLASHGATE_SETTLE_STOP_GRACE", "0 = give it up at once"};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        if (!strstr(s, want[i]))
+            fail_msg("--help lacks '%s':\n%s", want[i], s);
+    free(s);
+
+    assert_int_equal(load(f, "--stop-grace", "0", NULL), 0);
+    fd = tmpfd();
+    cm_conf_print_effective(&f->conf, fd);
+    s = read_all(fd);
+    close(fd);
+    if (!strstr(s, "settle.stop_grace = 0  # flag --stop-grace\n"))
+        fail_msg("--check-config:\n%s", s);
+    free(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_grace_sources, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_grace_invalid, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_grace_help, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
