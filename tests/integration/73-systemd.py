@@ -10,7 +10,8 @@ started. What is checked:
   ProtectSystem=strict with the data dir in ReadWritePaths and on the command
   line, PrivateTmp, an empty CapabilityBoundingSet, Restart=on-failure,
   EnvironmentFile, ExecReload sending SIGHUP (flashgate), LimitNOFILE sized for
-  server.max_connections, TimeoutStopSec above the drain bound;
+  server.max_connections, TimeoutStopSec above the drain bound (flashgate) and
+  above settle.stop_grace + the exit's own waits (flashgate-settle);
 - each ExecStart's flags and each example environment file's variables are
   accepted by the binary (--check-config), every variable reaching a key;
 - flashgate-settle sends READY=1 to NOTIFY_SOCKET, and STOPPING=1 when a
@@ -58,11 +59,18 @@ def one(d, k):
 
 
 def seconds(v):
-    m = re.fullmatch(r"(\d+)(ms|s|min)?", v or "")
+    """A systemd time span or a --check-config duration, in seconds."""
+    m = re.fullmatch(r"(\d+)(ms|s|m|min|h)?", v or "")
     if not m:
         return None
     n = int(m.group(1))
-    return {"ms": n / 1000, "s": n, "min": n * 60, None: n}[m.group(2)]
+    return {"ms": n / 1000, "s": n, "m": n * 60, "min": n * 60, "h": n * 3600, None: n}[m.group(2)]
+
+
+# What flashgate-settle may spend on a stop besides settle.stop_grace: the outcomes
+# producer's last flush (2 s), leaving the consumer group, the database write
+# under way when SIGTERM came (settle/st_settle.h, ST_DEFAULT_STOP_GRACE_MS).
+SETTLE_EXIT_S = 10
 
 
 def check_config(binary, args, env_file=None, extra_env=None):
@@ -135,6 +143,12 @@ try:
             drain = seconds(eff["server.drain_timeout"].split()[0].strip('"'))
             check(drain is not None and seconds(one(u, "TimeoutStopSec")) >= drain + 5,
                   what + "TimeoutStopSec above server.drain_timeout + a 5 s grace")
+        else:
+            eff = dict(l.split(" = ", 1)[0:2] for l in out.stdout.splitlines() if " = " in l)
+            grace = seconds(eff["settle.stop_grace"].split()[0].strip('"'))
+            check(grace is not None and seconds(one(u, "TimeoutStopSec")) >= grace + SETTLE_EXIT_S,
+                  what + "TimeoutStopSec %s above settle.stop_grace %s + %d s"
+                  % (one(u, "TimeoutStopSec"), grace, SETTLE_EXIT_S))
 
     out = subprocess.run([ANALYZE, "verify"] + paths, capture_output=True, text=True, timeout=60,
                          cwd=tmp)

@@ -18,6 +18,8 @@ started or applied (README says so). What can be checked without them is:
   pod labels; probes (/readyz readiness, /healthz liveness) and Service ports
   name real container ports; a preStop hook; resource requests and limits;
   preStop + drain grace + drain timeout fit terminationGracePeriodSeconds;
+  flashgate-settle's settle.stop_grace + its exit fit its
+  terminationGracePeriodSeconds and compose's stop_grace_period;
   runAsUser is the image's user; args and env pass --check-config; the HPA
   targets a workload that exists.
 """
@@ -56,6 +58,26 @@ def check_env_reaches(binary, args, env_vars, what):
     eq(out.returncode, 0, what + ": --check-config accepts args and env: " + out.stderr[-400:])
     for k in env_vars:
         check(("# env " + k) in out.stdout, what + ": %s reaches a configuration key" % k)
+
+
+def secs(v):
+    """A --check-config duration ("5s", "250ms", "1m") or compose's ("30s", "1m30s")."""
+    v = v.split()[0].strip('"')
+    parts = re.findall(r"(\d+)(ms|s|m|h)?", v)
+    check("".join(n + u for n, u in parts) == v, "a duration: %r" % v)
+    return sum(int(n) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "": 0.001}[u] for n, u in parts)
+
+
+# What flashgate-settle may spend on a stop besides settle.stop_grace: the outcomes
+# producer's last flush (2 s), leaving the consumer group, the database write
+# under way (settle/st_settle.h, ST_DEFAULT_STOP_GRACE_MS; 73-systemd says the same).
+SETTLE_EXIT_S = 10
+
+
+def settle_stop_grace(args, env_vars):
+    out = run_check("flashgate-settle", args, env_vars)
+    eff = dict(l.split(" = ", 1) for l in out.stdout.splitlines() if " = " in l)
+    return secs(eff["settle.stop_grace"])
 
 
 def local_args(args, tmp="/tmp/fg-it-container-data"):
@@ -155,6 +177,10 @@ for st in ("settle1", "settle2"):
     s = svcs[st]
     env = {k: re.sub(r"\$\{[^}]*\}", "pw", str(v)) for k, v in s["environment"].items()}
     check_env_reaches("flashgate-settle", local_args(s["command"]), env, "compose " + st)
+    grace = settle_stop_grace(local_args(s["command"]), env)
+    check(secs(s.get("stop_grace_period", "10s")) >= grace + SETTLE_EXIT_S,
+          "compose %s: stop_grace_period %s covers settle.stop_grace (%g s) + %d"
+          % (st, s.get("stop_grace_period", "10s (default)"), grace, SETTLE_EXIT_S))
 eq(svcs["gateway1"]["image"], svcs["settle1"]["image"], "gateways and settle share one image")
 
 # ---- Kubernetes ----
@@ -187,6 +213,11 @@ for name, w in workloads.items():
     check_env_reaches(binary, local_args(c.get("args", [])), env, "k8s " + name)
     mounts = [m["mountPath"] for m in c.get("volumeMounts", [])]
     check("/var/lib/flashgate" in mounts, name + ": the data dir is a volume (read-only root)")
+    if name == "flashgate-settle":
+        grace = settle_stop_grace(local_args(c.get("args", [])), env)
+        check(pod["terminationGracePeriodSeconds"] >= grace + SETTLE_EXIT_S,
+              "flashgate-settle: terminationGracePeriodSeconds %d covers settle.stop_grace "
+              "(%g s) + %d" % (pod["terminationGracePeriodSeconds"], grace, SETTLE_EXIT_S))
     if name == "flashgate":
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         rp = c["readinessProbe"]["httpGet"]
@@ -201,10 +232,6 @@ for name, w in workloads.items():
         out = run_check("flashgate", local_args(args), env)
         eff = dict(l.split(" = ", 1) for l in out.stdout.splitlines() if " = " in l)
 
-        def secs(v):
-            v = v.split()[0].strip('"')
-            m = re.fullmatch(r"(\d+)(ms|s|m)?", v)
-            return int(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, None: 0.001}[m.group(2)]
         total = float(pre[1]) + secs(eff["server.drain_grace"]) + secs(eff["server.drain_timeout"])
         check(pod["terminationGracePeriodSeconds"] >= total + 5,
               "terminationGracePeriodSeconds %d covers preStop + drain grace + timeout (%.0f s) + 5"
