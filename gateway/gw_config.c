@@ -441,9 +441,14 @@ int gw_routes_parse(const char *text, gw_route_def_t *out, size_t *n, char *errb
             json_decref(a);
             return CM_EINVAL;
         }
+        /* The longest matching prefix picks a request's route (gw_px_match):
+         * the same prefix twice would leave the choice to list order. */
         for (size_t j = 0; j < i; j++) {
             if (strcmp(out[j].prefix, out[i].prefix) == 0) {
-                snprintf(errbuf, errlen, "route %zu: prefix %.127s is used twice", i, out[i].prefix);
+                snprintf(errbuf, errlen,
+                         "route %zu: prefix %.127s is route %zu's already (each prefix once: "
+                         "a request goes to the route with the longest matching prefix)",
+                         i, out[i].prefix, j);
                 json_decref(a);
                 return CM_EINVAL;
             }

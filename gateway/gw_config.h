@@ -107,8 +107,10 @@ typedef struct gw_route_def {
  *   {"prefix":"/v1/recs/","upstream":"http://127.0.0.1:8081","timeout_ms":300,
  *    "criticality":"critical|degradable|sheddable",
  *    "fallback":{"status":200,"content_type":"application/json","body":"{}"}}
- * "" is no routes. Fills out[0..*n) (at most GW_ROUTES_MAX). Returns 0, or
- * CM_EINVAL with the rule broken in errbuf. Thread-safe.
+ * "" is no routes. Each prefix at most once (a request goes to the route with
+ * the longest matching prefix, whatever the order). Fills out[0..*n) (at most
+ * GW_ROUTES_MAX). Returns 0, or CM_EINVAL with the rule broken in errbuf.
+ * Thread-safe.
  */
 int gw_routes_parse(const char *text, gw_route_def_t *out, size_t *n, char *errbuf,
                     size_t errlen);

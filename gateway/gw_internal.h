@@ -1002,6 +1002,9 @@ void gw_px_worker_start(gw_worker_t *w);
 void gw_px_worker_stop(gw_worker_t *w);
 /* Matches url against the routes' prefixes: true = r is GW_ROUTE_PROXY. Loop thread. */
 bool gw_px_route(gw_req_t *r, const char *url);
+/* The index of the route whose prefix matches the decoded path url by whole
+ * segments, the longest one if several do; -1 if none. Pure. */
+int gw_px_match(const gw_route_def_t *routes, size_t n, const char *url);
 /*
  * The head of a proxied request: method, size and the degradation level.
  * true = answer now, before reading the body (r->state is GW_ST_DONE).

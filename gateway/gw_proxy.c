@@ -1,6 +1,7 @@
 /*
  * Non-core routes (proxy.routes): requests whose path starts with a route's
- * prefix are reverse-proxied to its upstream without blocking the worker.
+ * prefix (the longest that matches: gw_px_match) are reverse-proxied to its
+ * upstream without blocking the worker.
  *
  * libcurl's multi interface runs on each worker's own libuv loop, as in
  * curl's docs/examples/multi-uv.c: CURLMOPT_SOCKETFUNCTION starts and stops
@@ -374,12 +375,36 @@ void gw_px_req_free(gw_req_t *r)
  * "/v1/recs-internal" (a string prefix sent those to the upstream, which may
  * serve more than the part the operator meant to expose).
  */
-static bool prefix_matches(const char *url, const char *prefix)
+static bool prefix_matches(const char *url, const char *prefix, size_t pl)
 {
-    size_t pl = strlen(prefix);
     if (strncmp(url, prefix, pl) != 0)
         return false;
     return prefix[pl - 1] == '/' || url[pl] == '\0' || url[pl] == '/';
+}
+
+/*
+ * The longest matching prefix wins, whatever the routes' order (nginx's
+ * prefix locations): with /v1/page/ and /v1/page/item/ both listed,
+ * /v1/page/item/7 is the second's however they are listed (the first in list
+ * order took it when /v1/page/ came first). No tie: two prefixes that match
+ * one path with the same length are the same string, which gw_routes_parse
+ * refuses. Every route is looked at, a strlen and a compare each: at most
+ * GW_ROUTES_MAX (32), and only for a request no core route took (gw_route
+ * runs first: a buy never gets here), so a trie or a sorted table would buy
+ * nothing measurable.
+ */
+int gw_px_match(const gw_route_def_t *routes, size_t n, const char *url)
+{
+    int best = -1;
+    size_t best_len = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t pl = strlen(routes[i].prefix);
+        if (pl > best_len && prefix_matches(url, routes[i].prefix, pl)) {
+            best = (int)i;
+            best_len = pl;
+        }
+    }
+    return best;
 }
 
 bool gw_px_route(gw_req_t *r, const char *url)
@@ -387,18 +412,16 @@ bool gw_px_route(gw_req_t *r, const char *url)
     const gw_server_t *srv = r->w->srv;
     size_t n = 0;
     const gw_route_def_t *routes = gw_ol_routes(srv, &n);
-    for (size_t i = 0; i < n; i++) {
-        if (prefix_matches(url, routes[i].prefix)) {
-            r->route = GW_ROUTE_PROXY;
-            r->state = GW_ST_BODY;
-            r->px_route = (unsigned)i;
-            gw_px_req_t *p = px_of(r);
-            p->route = &routes[i];
-            p->idx = (unsigned)i;
-            return true;
-        }
-    }
-    return false;
+    int i = gw_px_match(routes, n, url);
+    if (i < 0)
+        return false;
+    r->route = GW_ROUTE_PROXY;
+    r->state = GW_ST_BODY;
+    r->px_route = (unsigned)i;
+    gw_px_req_t *p = px_of(r);
+    p->route = &routes[i];
+    p->idx = (unsigned)i;
+    return true;
 }
 
 /*

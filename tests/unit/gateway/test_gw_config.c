@@ -382,6 +382,12 @@ static void test_value_rules(void **state)
     bad(f, "proxy.routes", ROUTE_FB("304", ""), "route 0: fallback.status 304");
     bad(f, "proxy.routes", ROUTE_FB("199", ""), "fallback must be {\"status\":200..599");
 #undef ROUTE_FB
+    /* a prefix once: the longest matching one picks the route, order does not */
+#define ROUTE(prefix) "{\"prefix\":\"" prefix "\",\"upstream\":\"http://127.0.0.1:9\"}"
+    good(f, "proxy.routes", "[" ROUTE("/v1/page/") "," ROUTE("/v1/page/item/") "]");
+    bad(f, "proxy.routes", "[" ROUTE("/v1/page/") "," ROUTE("/v1/x/") "," ROUTE("/v1/page/") "]",
+        "route 2: prefix /v1/page/ is route 0's already");
+#undef ROUTE
 }
 
 static void test_the_documented_error_line(void **state)
