@@ -894,13 +894,15 @@ static char *origin_form(char *url)
  * byte the parser has consumed: ' ', ':', CR, LF), find the known fields,
  * split the query, decode the path. */
 /*
- * Routing and the proxy work on the decoded path, and an upstream (libcurl,
- * then the upstream's own router) resolves dot segments and decodes again: a
- * path that means something else once decoded or normalised would let a
- * request reach what the gateway did not route it to (/v1/recs/../admin past
- * a proxied prefix, /healthz%00/x answered as /healthz). Such paths have no
- * use on this API and are refused (400), as an edge that normalises would
- * see a different path than the gateway does.
+ * Routing and the gateway's checks work on the decoded path; a proxied route
+ * forwards the path as sent (h->raw_path), and its upstream (its own router)
+ * decodes it and may resolve dot segments: a path that means something else
+ * once decoded or normalised would let a request reach what the gateway did
+ * not route it to (/v1/recs/../admin or /v1/recs/%2e%2e/admin past a proxied
+ * prefix, /v1/recs/a%2F..%2Fadmin to an upstream that decodes before it
+ * splits, /healthz%00/x answered as /healthz). Such paths have no use on this
+ * API and are refused (400), as an edge that normalises would see a different
+ * path than the gateway does.
  */
 static bool escaped_slash_or_nul(const char *path)
 {
@@ -975,11 +977,27 @@ static void head_strings(gw_h1_head_t *h)
     size_t len = (size_t)(stop - url);
     if (escaped) {
         h->bad_path = escaped_slash_or_nul(url);
+        /* The decode below writes over the path as sent, which a proxied
+         * route forwards (nginx's proxy_pass without a URI part does the
+         * same): kept aside, only for a path with a '%' (without one the two
+         * are the same bytes; a buy's path has none, and pays nothing).
+         * Freed once on_head is done (on_headers_complete) unless taken. */
+        if (!h->bad_path)
+            h->raw_path = cm_xstrndup(url, len);
         len = gw_h1_unescape(url);
     }
     if (memchr(url, '.', len) && has_dot_segment(url))
         h->bad_path = true;
     h->url = url;
+}
+
+/* The raw path nobody took (a route that does not proxy, a refused head). */
+static void raw_path_drop(gw_h1_head_t *h)
+{
+    if (h->raw_path) {
+        free(h->raw_path);
+        h->raw_path = NULL;
+    }
 }
 
 /* Where the line holding buf[at] ends (its LF: the parser read it). */
@@ -1023,9 +1041,12 @@ static int on_headers_complete(llhttp_t *p)
     if (h->bare_lf)
         return HPE_PAUSED;
     head_strings(h);
-    if (h->bad_name || h->bad_path)
+    if (h->bad_name || h->bad_path) {
+        raw_path_drop(h);
         return HPE_PAUSED;
+    }
     bool pause = h->on_head && h->on_head(h);
+    raw_path_drop(h);
     /* Upgrade offers are ignored (RFC 9110 7.8: answered over HTTP/1.1),
      * CONNECT refused (gw_h1.c answers 400): either way the message is read
      * as a plain one (its body, then the next request), not left to another
@@ -2054,6 +2075,16 @@ const char *gw_req_query(const gw_req_t *r)
 {
     const gw_h1_t *c = r->conn;
     return c && !c->h->args_parsed ? c->h->query : NULL;
+}
+
+char *gw_req_take_raw_path(gw_req_t *r)
+{
+    gw_h1_t *c = r->conn;
+    if (!c)
+        return NULL;
+    char *raw = c->h->raw_path;
+    c->h->raw_path = NULL;
+    return raw;
 }
 
 const char *gw_req_arg(const gw_req_t *r, const char *name)

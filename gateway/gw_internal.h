@@ -720,6 +720,11 @@ typedef struct gw_h1_head {
     bool msg_done; /* the message is complete (the parser paused after it) */
     size_t url_off, url_len;
     const char *url; /* the decoded path, once the head is in */
+    /* the path as sent (after the origin-form reduction), kept only when it
+     * has a '%' (url is then the decoded one, written over it), else NULL:
+     * allocated by head_strings, valid while on_head runs, freed after it
+     * unless a proxied route took it (gw_req_take_raw_path) */
+    char *raw_path;
     char *query;     /* the query as sent (no '?', no fragment), or NULL; parsed in place
                       * into args on the first gw_req_arg(s): read it before that */
     bool args_parsed;
@@ -790,6 +795,10 @@ const char *gw_req_arg(const gw_req_t *r, const char *name); /* "" for a bare na
 const gw_arg_t *gw_req_args(const gw_req_t *r, unsigned *n);
 /* The query as the client sent it (no '?'), or NULL: none, or gw_req_arg(s) parsed it. */
 const char *gw_req_query(const gw_req_t *r);
+/* The path as the client sent it, when it differs from r->url (it had a %XX
+ * escape), handed over to the caller (free it); else NULL: r->url is the path
+ * as sent. Only while the head is handled (gw_http_head). Loop thread. */
+char *gw_req_take_raw_path(gw_req_t *r);
 const struct sockaddr *gw_req_peer(const gw_req_t *r);
 int gw_req_fd(const gw_req_t *r);
 /* gw_http.c's side of a request, called by gw_h1.c. Loop thread. */
@@ -1000,11 +1009,16 @@ void gw_px_global_cleanup(void);
 /* The worker's curl multi handle on its loop / its cleanup once nothing is in flight. */
 void gw_px_worker_start(gw_worker_t *w);
 void gw_px_worker_stop(gw_worker_t *w);
-/* Matches url against the routes' prefixes: true = r is GW_ROUTE_PROXY. Loop thread. */
+/* Matches url against the routes' prefixes: true = r is GW_ROUTE_PROXY (and
+ * takes the path as sent, gw_req_take_raw_path). Loop thread. */
 bool gw_px_route(gw_req_t *r, const char *url);
 /* The index of the route whose prefix matches the decoded path url by whole
  * segments, the longest one if several do; -1 if none. Pure. */
 int gw_px_match(const gw_route_def_t *routes, size_t n, const char *url);
+/* upstream, the path and the query (NULL: none, "": a '?' alone) as sent, in one
+ * allocated string for CURLOPT_URL (bytes libcurl would refuse or rewrite
+ * written %XX: none from the strict parser). Pure. */
+char *gw_px_url(const char *upstream, const char *path, const char *query);
 /*
  * The head of a proxied request: method, size and the degradation level.
  * true = answer now, before reading the body (r->state is GW_ST_DONE).

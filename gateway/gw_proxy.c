@@ -1,7 +1,8 @@
 /*
  * Non-core routes (proxy.routes): requests whose path starts with a route's
  * prefix (the longest that matches: gw_px_match) are reverse-proxied to its
- * upstream without blocking the worker.
+ * upstream, their path and query as the client sent them (gw_px_url),
+ * without blocking the worker.
  *
  * libcurl's multi interface runs on each worker's own libuv loop, as in
  * curl's docs/examples/multi-uv.c: CURLMOPT_SOCKETFUNCTION starts and stops
@@ -109,6 +110,7 @@ struct gw_px_req {
     bool in_multi; /* the transfer runs (added to the worker's multi handle) */
     bool stale_conn; /* px_prereq refused the kept connection curl picked */
     bool retried;    /* and the request went again on a fresh one */
+    char *raw_path;  /* the path as sent if it had a %XX escape (gw_px_url), else NULL */
     unsigned status;
     gw_reply_t reply;
 };
@@ -361,6 +363,7 @@ void gw_px_req_free(gw_req_t *r)
         curl_easy_cleanup(p->easy);
     }
     curl_slist_free_all(p->hdrs);
+    free(p->raw_path);
     free(p->req_body);
     free(p->resp_body);
     resp_hdrs_clear(p);
@@ -421,6 +424,8 @@ bool gw_px_route(gw_req_t *r, const char *url)
     gw_px_req_t *p = px_of(r);
     p->route = &routes[i];
     p->idx = (unsigned)i;
+    /* the path as sent, when it is not url (a %XX in it): what the upstream gets */
+    p->raw_path = gw_req_take_raw_path(r);
     return true;
 }
 
@@ -894,29 +899,72 @@ static void add_req_header(hdr_ctx_t *h, const char *key, const char *value)
     h->sent_accept |= strcasecmp(key, "Accept") == 0;
 }
 
-/* The path arrives decoded: encode what may not stand in a URL path again (RFC 3986 pchar). */
-static void q_append_path(query_ctx_t *q, const char *path)
+/*
+ * The upstream's URL: the route's upstream, then the path and the query as
+ * the client sent them (the path after the origin-form reduction of an
+ * absolute-form target, the query without its fragment), byte for byte, as
+ * nginx's proxy_pass without a URI part forwards them. The path was decoded
+ * and encoded again to RFC 3986 pchar: %3B reached the upstream as ';' (a
+ * path parameter to Tomcat or Spring), %2C as ',', %40 as '@', and an
+ * upstream that signs or caches URLs saw another one than the client's.
+ * Routing and the gateway's checks read the decoded path (gw_h1.c refuses
+ * what would decode or normalise into another route: dot segments, %2F, %5C,
+ * %00), and the upstream decodes what it gets once, to that same path.
+ *
+ * What libcurl does with these bytes: llhttp, built strict (CMakeLists.txt),
+ * lets only visible ASCII (0x21..0x7e) through in a request target, and
+ * libcurl 7.88 sends every one of them in CURLOPT_URL's path and query as
+ * given, the ones RFC 3986 does not allow there too (" < > \ ^ ` { | } [ ]
+ * and a '%' not followed by two hex digits; checked against a raw upstream).
+ * It refuses a space or a control byte (CURLE_URL_MALFORMAT: the client's
+ * byte would be a failed upstream exchange, counted toward the route's
+ * breaker) and writes a byte of 0x80 or more as %xx: neither can come from
+ * the parser, and both are written %XX here, the value the upstream decodes
+ * all the same, so that a parser built otherwise (its lenient mode takes
+ * tabs and 8-bit bytes) could not turn one client's request into a breaker
+ * failure. '#' would end the URL for curl and '?' would start its query:
+ * head_strings cut the path at both, written %XX as well if they ever came.
+ * CURLOPT_PATH_AS_IS (gw_px_handle) keeps libcurl from resolving dot
+ * segments: the gateway refused every path that has one, and the upstream
+ * gets the path it was routed by, not one libcurl rewrote.
+ */
+static void append_as_sent(query_ctx_t *q, const char *s, const char *also)
 {
     static const char hex[] = "0123456789ABCDEF";
-    char buf[512];
-    size_t n = 0;
-    for (const unsigned char *s = (const unsigned char *)path; *s; s++) {
-        if (n + 4 >= sizeof(buf)) {
-            buf[n] = '\0';
-            q_append(q, buf);
-            n = 0;
+    while (*s) {
+        size_t run = 0;
+        while (s[run] > 0x20 && s[run] < 0x7f && !strchr(also, s[run]))
+            run++; /* the whole of nearly every path and query: one copy */
+        if (run) {
+            if (q->len + run + 1 > q->cap) {
+                size_t cap = q->cap ? q->cap : 256;
+                while (cap < q->len + run + 1)
+                    cap *= 2;
+                q->buf = cm_xrealloc(q->buf, cap);
+                q->cap = cap;
+            }
+            memcpy(q->buf + q->len, s, run);
+            q->len += run;
+            q->buf[q->len] = '\0';
+            s += run;
+            continue;
         }
-        if ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
-            strchr("-._~!$&'()*+,;=:@/", *s)) {
-            buf[n++] = (char)*s;
-        } else {
-            buf[n++] = '%';
-            buf[n++] = hex[*s >> 4];
-            buf[n++] = hex[*s & 15];
-        }
+        unsigned char b = (unsigned char)*s++;
+        char esc[4] = {'%', hex[b >> 4], hex[b & 15], '\0'};
+        q_append(q, esc);
     }
-    buf[n] = '\0';
-    q_append(q, buf);
+}
+
+char *gw_px_url(const char *upstream, const char *path, const char *query)
+{
+    query_ctx_t q = {0};
+    q_append(&q, upstream);
+    append_as_sent(&q, path, "?#");
+    if (query) { /* "": the client's '?' alone, passed on as well */
+        q_append(&q, "?");
+        append_as_sent(&q, query, "#");
+    }
+    return q.buf;
 }
 
 /*
@@ -1086,20 +1134,14 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
         return false;
     }
     p->easy = e;
-    query_ctx_t q = {0};
-    q_append(&q, p->route->upstream);
-    q_append_path(&q, url);
-    /* The query as sent (llhttp checked its characters): decoded and encoded
-     * again, "q=red+shoes" became "q=red%2Bshoes" (a literal plus), empty
-     * pairs were lost and arguments past the 32nd dropped. */
-    const char *query = gw_req_query(r);
-    if (query && *query) {
-        q_append(&q, "?");
-        q_append(&q, query);
-    }
-    char *full = q.buf;
-    curl_easy_setopt(e, CURLOPT_URL, full);
+    /* The path as sent (p->raw_path, or url when it had no %XX: the same
+     * bytes), and the query as sent: decoded and encoded again, "q=red+shoes"
+     * became "q=red%2Bshoes" (a literal plus), empty pairs were lost and
+     * arguments past the 32nd dropped. */
+    char *full = gw_px_url(p->route->upstream, p->raw_path ? p->raw_path : url, gw_req_query(r));
+    curl_easy_setopt(e, CURLOPT_URL, full); /* libcurl keeps its own copy */
     free(full);
+    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(e, CURLOPT_PRIVATE, p);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)p->route->timeout_ms);

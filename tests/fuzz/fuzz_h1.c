@@ -9,7 +9,9 @@
  * arrives in one read or cut anywhere (a span cut by a read continues in the
  * buffer); every header name and value is NUL-terminated at its length inside
  * the buffer; names hold no ':' and no NUL; at most GW_H1_MAX_HEADERS fields;
- * a chunked body's trailers add no field to the head's.
+ * a chunked body's trailers add no field to the head's; a path kept as sent
+ * (h->raw_path: it had a '%') decodes to the path routed by, and is freed
+ * once the head is handled.
  */
 #include "gateway/gw_internal.h"
 #include "tests/fuzz/fuzz.h"
@@ -48,6 +50,19 @@ static bool on_head(gw_h1_head_t *h)
     logs(r, llhttp_method_name((llhttp_method_t)h->parser.method));
     logs(r, " ");
     logs(r, h->url);
+    /* the path as sent, kept when it had an escape: it decodes to the path
+     * routed by (without one, the path routed by is the one sent) */
+    if (h->raw_path) {
+        FZ_CHECK(strchr(h->raw_path, '%') != NULL);
+        FZ_CHECK(strpbrk(h->raw_path, "?#") == NULL);
+        char dec[GW_H1_READ_BUF];
+        FZ_CHECK(strlen(h->raw_path) < sizeof(dec));
+        strcpy(dec, h->raw_path);
+        gw_h1_unescape(dec);
+        FZ_CHECK(strcmp(dec, h->url) == 0);
+        logs(r, " raw=");
+        logs(r, h->raw_path);
+    }
     FZ_CHECK(h->nhdrs <= GW_H1_MAX_HEADERS);
     for (unsigned i = 0; i < h->nhdrs; i++) {
         const gw_hdr_t *f = &h->hdrs[i];
@@ -121,6 +136,7 @@ static const char *feed(run_t *r, const uint8_t *data, size_t size, unsigned see
             llhttp_errno_t e;
             size_t n = gw_h1_head_execute(&r->h, parsed, rlen - parsed, &e);
             parsed += n;
+            FZ_CHECK(r->h.raw_path == NULL); /* freed once the head was handled */
             if (e == HPE_PAUSED) {
                 if (r->h.too_many)
                     return "too many headers";

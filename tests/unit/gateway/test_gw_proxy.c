@@ -1,6 +1,10 @@
 /*
  * The proxied routes' pure parts: which route a path goes to (the longest
- * matching prefix, by whole segments, whatever the list order).
+ * matching prefix, by whole segments, whatever the list order), the path as
+ * sent that the parser keeps beside the decoded one, and the upstream URL
+ * built from it (byte for byte; what libcurl would refuse or rewrite written
+ * %XX). tests/integration/76-proxy-path.py checks the same through a real
+ * gateway and a raw upstream.
  */
 #include "common/cm_err.h"
 #include "gateway/gw_internal.h"
@@ -79,11 +83,129 @@ static void test_a_prefix_is_listed_once(void **state)
 
 #undef R
 
+/*---- the path as sent, beside the decoded one ----*/
+
+typedef struct seen {
+    char buf[GW_H1_READ_BUF];
+    gw_h1_head_t h;
+    int heads;
+    char url[512], raw[512];
+    bool has_raw;
+} seen_t;
+
+static bool on_head(gw_h1_head_t *h)
+{
+    seen_t *s = h->owner;
+    s->heads++;
+    snprintf(s->url, sizeof(s->url), "%s", h->url);
+    s->has_raw = h->raw_path != NULL;
+    snprintf(s->raw, sizeof(s->raw), "%s", h->raw_path ? h->raw_path : "");
+    return false;
+}
+
+/* Parses one request head; returns how it stopped (HPE_PAUSED: at its end or refused). */
+static llhttp_errno_t parse(seen_t *s, const char *req)
+{
+    memset(s, 0, sizeof(*s));
+    gw_h1_head_init(&s->h, s->buf, s);
+    s->h.on_head = on_head;
+    size_t n = strlen(req);
+    memcpy(s->buf, req, n);
+    llhttp_errno_t e;
+    gw_h1_head_execute(&s->h, 0, n, &e);
+    /* freed once the head was handled: nothing else owns it */
+    assert_null(s->h.raw_path);
+    return e;
+}
+
+static void test_raw_path_kept_only_with_an_escape(void **state)
+{
+    (void)state;
+    seen_t *s = malloc(sizeof(*s));
+    assert_non_null(s);
+    struct {
+        const char *target, *url, *raw; /* raw NULL: none kept (the url is as sent) */
+    } cases[] = {
+        {"/v1/page/a%3Bb%2Cc%40d%20e", "/v1/page/a;b,c@d e", "/v1/page/a%3Bb%2Cc%40d%20e"},
+        {"/v1/page/caf%C3%a9?q=%3B", "/v1/page/caf\xc3\xa9", "/v1/page/caf%C3%a9"},
+        {"/v1/page/a+b;c", "/v1/page/a+b;c", NULL},
+        {"/v1/page/%zz%", "/v1/page/%zz%", "/v1/page/%zz%"},
+        /* absolute-form: the path after the authority, as sent */
+        {"http://shop.example/v1/page/x%3By?z", "/v1/page/x;y", "/v1/page/x%3By"},
+        {"HTTPS://h:8443/v1/page/%41#frag", "/v1/page/A", "/v1/page/%41"},
+        {"/v1/page/plain", "/v1/page/plain", NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char req[600];
+        snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", cases[i].target);
+        assert_int_equal(parse(s, req), HPE_PAUSED);
+        assert_int_equal(s->heads, 1);
+        assert_string_equal(s->url, cases[i].url);
+        if (!cases[i].raw) {
+            if (s->has_raw)
+                fail_msg("%s: a raw path kept (%s) for a path without an escape",
+                         cases[i].target, s->raw);
+        } else {
+            assert_true(s->has_raw);
+            assert_string_equal(s->raw, cases[i].raw);
+        }
+    }
+    /* refused paths (an encoded slash, a dot segment, decoded or not): no
+     * head handled, and nothing kept (parse checks it was freed) */
+    const char *refused[] = {"/v1/page/a%2Fb", "/v1/page/%2e%2e/admin", "/v1/page/.%2E/x",
+                             "/v1/page/a%5C..", "/v1/page/a%00", "/v1/page/%2e%2e%3bx/y"};
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        char req[600];
+        snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", refused[i]);
+        assert_int_equal(parse(s, req), HPE_PAUSED);
+        assert_true(s->h.bad_path);
+        if (s->heads)
+            fail_msg("%s was handled", refused[i]);
+    }
+    free(s);
+}
+
+/*---- the upstream URL ----*/
+
+static void url_is(const char *path, const char *query, const char *want)
+{
+    char *u = gw_px_url("http://10.0.0.5:8081/base", path, query);
+    if (strcmp(u, want) != 0)
+        fail_msg("%s ? %s: %s, want %s", path, query ? query : "(none)", u, want);
+    free(u);
+}
+
+static void test_url_as_sent(void **state)
+{
+    (void)state;
+    /* every byte the parser lets through stays as it is */
+    url_is("/v1/page/a%3Bb%2Cc%40d%20e%C3%A9+;x", NULL,
+           "http://10.0.0.5:8081/base/v1/page/a%3Bb%2Cc%40d%20e%C3%A9+;x");
+    url_is("/v1/page/\"<>\\^`{|}[]'!$&()*,:=@~%zz%", "q=red+shoes&&x=%3B;y&=\"{}|^`?/",
+           "http://10.0.0.5:8081/base/v1/page/\"<>\\^`{|}[]'!$&()*,:=@~%zz%"
+           "?q=red+shoes&&x=%3B;y&=\"{}|^`?/");
+    url_is("/v1/page/x", "", "http://10.0.0.5:8081/base/v1/page/x?");
+    url_is("/v1/page/x", NULL, "http://10.0.0.5:8081/base/v1/page/x");
+    /* what libcurl would refuse (a space, a control byte: a failed exchange)
+     * or rewrite (8-bit bytes), and '#' / '?' that would end the path: %XX */
+    url_is("/v1/page/a b\tc\x7f\xc3\xa9#?", "a b\x01#",
+           "http://10.0.0.5:8081/base/v1/page/a%20b%09c%7F%C3%A9%23%3F?a%20b%01%23");
+    /* a long path, past any chunk the copy may use */
+    char path[3000], want[3100];
+    memset(path, 'p', sizeof(path) - 1);
+    path[0] = '/';
+    path[sizeof(path) - 1] = '\0';
+    snprintf(want, sizeof(want), "http://10.0.0.5:8081/base%s", path);
+    url_is(path, NULL, want);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_longest_prefix_wins_in_any_order),
         cmocka_unit_test(test_a_prefix_is_listed_once),
+        cmocka_unit_test(test_raw_path_kept_only_with_an_escape),
+        cmocka_unit_test(test_url_as_sent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
