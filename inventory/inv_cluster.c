@@ -467,17 +467,32 @@ void inv_cluster_sync_drop(inv_cluster_sync_t *s, redisContext *c)
         }
 }
 
-/* A usable connection to node idx: connected on demand, PINGed after an idle spell. */
+/*
+ * A usable connection to node idx: connected on demand, PINGed after an idle
+ * spell. A PING that timed out fails the call (nothing was sent): the server
+ * is there but does not answer (stopped, busy, a full socket), and a fresh
+ * connection's command would wait out the timeout a second time. Calling it a
+ * dead socket and reconnecting made every call to a hung Redis block twice
+ * the timeout (2 x 2 s on the admin connection), and a graceful stop, which
+ * waits for several such calls, ran past server.drain_timeout (exit 1) under
+ * CPU load. A socket that the server closed (a restart) still reconnects.
+ */
 static redisContext *node_ctx(inv_cluster_sync_t *s, int idx)
 {
     uint64_t now = mono_ms();
     if (s->ctx[idx] && now - s->used_ms[idx] >= PING_IDLE_MS) {
         redisReply *r = redisCommand(s->ctx[idx], "PING");
         bool ok = r && r->type == REDIS_REPLY_STATUS;
+        bool hung = !r && timed_out(s->ctx[idx]);
         if (r)
             freeReplyObject(r);
+        if (hung)
+            snprintf(s->errstr, sizeof(s->errstr), "no answer to PING in %u ms: %s",
+                     s->timeout_ms, s->ctx[idx]->errstr);
         if (!ok)
             drop_idx(s, idx);
+        if (hung)
+            return NULL;
     }
     if (!s->ctx[idx]) {
         s->ctx[idx] = inv_cluster_connect_node(s->cl, idx, s->timeout_ms, s->errstr,

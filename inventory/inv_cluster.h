@@ -109,7 +109,9 @@ void inv_cluster_sync_free(inv_cluster_sync_t *s);
  * or CM_EBACKEND when the command may or may not have run (lost connection)
  * or no node could be reached: a command is never sent twice after its
  * fate became unknown. A connection idle for a while is PINGed first, so a
- * restarted server's dead socket is found before a command is risked on it.
+ * restarted server's dead socket is found before a command is risked on it;
+ * a PING that times out fails the call (CM_EBACKEND, nothing sent) rather
+ * than wait out the timeout again on a new connection to a hung server.
  */
 redisReply *inv_cluster_sync_argv(inv_cluster_sync_t *s, const char *key, int argc,
                                   const char **argv, const size_t *argl, int *err);

@@ -6,8 +6,9 @@
  * late timer expires them, a reserve's own time (rtt_us) without the loop's
  * stalls, timeouts and the circuit
  * breaker with the server SIGSTOPped, recovery after SIGCONT and after a
- * restart, the fleet-wide sold-out flag between two inv_t, URL options and
- * passwords, and a throughput printout against redis-benchmark.
+ * restart, the blocking client failing at its PING to a hung server, the
+ * fleet-wide sold-out flag between two inv_t, URL options and passwords, and
+ * a throughput printout against redis-benchmark.
  * Exits 77 only when no redis-server exists.
  */
 #include <setjmp.h>
@@ -27,7 +28,9 @@
 #include <uv.h>
 
 #include "common/cm_err.h"
+#include "common/cm_url.h"
 #include "inventory/inv.h"
+#include "inventory/inv_cluster.h"
 #include "inventory/inv_redis_lua.h"
 #include "tests/support/ts_redis.h"
 
@@ -612,6 +615,50 @@ static void test_restart_recovery(void **state)
     assert_int_equal(y, 1);
     assert_int_equal(left_of(fx.inv, "rst"), 7);
     fx_close(&fx);
+}
+
+/*
+ * The blocking client against a hung server (SIGSTOP): an idle connection's
+ * PING times out and the call fails there, with nothing sent. Before, the
+ * client took the timeout for a dead socket, connected again (the kernel
+ * accepts for a stopped server) and sent the command there: every call to a
+ * hung Redis waited its timeout twice (a graceful stop waits for several,
+ * and ran past server.drain_timeout), and the command ran once Redis
+ * resumed although its caller had heard a failure.
+ */
+static void test_sync_hung_server_fails_at_ping(void **state)
+{
+    (void)state;
+    char url[128], why[256] = "", buf[32];
+    cm_redis_url_t addr;
+    assert_int_equal(cm_redis_url_parse(ts_redis_url(&srv, url, sizeof(url), NULL), &addr, why,
+                                        sizeof(why)),
+                     0);
+    inv_cluster_t *cl = inv_cluster_open(&addr, 300, why, sizeof(why));
+    assert_non_null(cl);
+    inv_cluster_sync_t *s = inv_cluster_sync_new(cl, 300);
+    int err = 0;
+    redisReply *r = inv_cluster_sync_cmd(s, "hung", &err, "SET hung 0");
+    assert_non_null(r);
+    freeReplyObject(r);
+    sleep_ms(150); /* idle past PING_IDLE_MS (100): the next call PINGs first */
+    assert_int_equal(ts_redis_pause(&srv), 0);
+    r = inv_cluster_sync_cmd(s, "hung", &err, "INCR hung");
+    assert_int_equal(ts_redis_resume(&srv), 0);
+    assert_null(r);
+    assert_int_equal(err, CM_EBACKEND);
+    assert_non_null(strstr(inv_cluster_sync_errstr(s), "PING"));
+    /* resumed, Redis has run whatever reached it (a fresh connection's
+     * command included); a connection of its own reads after that */
+    CMD(buf, "GET hung");
+    assert_string_equal(buf, "0");
+    /* and the next call connects again and succeeds */
+    r = inv_cluster_sync_cmd(s, "hung", &err, "INCR hung");
+    assert_non_null(r);
+    assert_int_equal(r->integer, 1);
+    freeReplyObject(r);
+    inv_cluster_sync_free(s);
+    inv_cluster_close(cl);
 }
 
 static bool wait_for(inv_t *inv, const char *sale, int want_sold_out, uint64_t timeout_ms)
@@ -1395,6 +1442,7 @@ int main(void)
         cmocka_unit_test(test_rtt_is_redis_time),
         cmocka_unit_test(test_timeout_breaker_recovery),
         cmocka_unit_test(test_restart_recovery),
+        cmocka_unit_test(test_sync_hung_server_fails_at_ping),
         cmocka_unit_test(test_url_and_password),
         cmocka_unit_test(test_throughput_printout),
     };
