@@ -675,15 +675,22 @@ fail:
     return rc;
 }
 
+void gw_fleet_stop_request(struct gw_server *srv)
+{
+    gw_fleet_t *f = srv->fleet;
+    if (!f || atomic_exchange(&f->stopping, true))
+        return;
+    uint64_t one = 1;
+    if (write(f->stop_fd, &one, sizeof(one)) < 0)
+        cm_log_warn("fleet", "cannot wake the fleet thread", "err=\"%s\"", strerror(errno));
+}
+
 void gw_fleet_stop(struct gw_server *srv)
 {
     gw_fleet_t *f = srv->fleet;
     if (!f)
         return;
-    atomic_store(&f->stopping, true);
-    uint64_t one = 1;
-    if (write(f->stop_fd, &one, sizeof(one)) < 0)
-        cm_log_warn("fleet", "cannot wake the fleet thread", "err=\"%s\"", strerror(errno));
+    gw_fleet_stop_request(srv);
     if (f->thread_started)
         pthread_join(f->thread, NULL);
     /* Leave now, so the others re-balance without waiting for our TTL. */

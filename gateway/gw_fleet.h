@@ -33,7 +33,13 @@ struct gw_server;
  * workers start. Returns 0 or a negative cm_err_t with a reason in errbuf.
  */
 int gw_fleet_start(struct gw_server *srv, char *errbuf, size_t errlen);
-/* Deregisters (so the others re-balance at once) and stops the thread. */
+/*
+ * Tells the heartbeat/subscriber thread to stop, without waiting for it: the
+ * start of a graceful stop, so that a heartbeat blocked on an unresponsive
+ * Redis times out while the workers drain instead of after them. Idempotent.
+ */
+void gw_fleet_stop_request(struct gw_server *srv);
+/* Stops the thread and deregisters (so the others re-balance at once). */
 void gw_fleet_stop(struct gw_server *srv);
 /*
  * Publishes the limits now in srv->cfg (already applied locally by the admin

@@ -33,7 +33,8 @@
 
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 2000
-#define RELEASER_STOP_WAIT_MS 2000 /* a stop still tries the queued releases this long */
+#define RELEASER_STOP_WAIT_MS 2000 /* a stop still tries the queued releases this long,
+                                      * until one fails */
 
 typedef struct item {
     struct item *next;
@@ -147,6 +148,13 @@ static void *releaser_main(void *arg)
             it->next = NULL;
             *rl->tail = it;
             rl->tail = &it->next;
+            /* Stopping, a failed try ends them: the inventory did not answer
+             * within its timeout, and each further try would wait as long
+             * again, past the stop's bound (a try begun at the end of the
+             * window ran a whole timeout beyond it). The spool replays what is
+             * left at the next start. */
+            if (rl->stop)
+                break;
         }
     }
     pthread_mutex_unlock(&rl->mu);

@@ -363,6 +363,13 @@ void gw_server_stop(gw_server_t *srv)
 {
     atomic_store(&srv->draining, true);
     atomic_store(&srv->ready, false);
+    /* Draining: no heartbeat from now on (no buy takes an order id any more;
+     * the leave, after the workers, still lowers the node id's floor). Told
+     * first, so that one blocked on an unresponsive Redis times out while the
+     * workers drain rather than after them: each step below that talks to
+     * Redis waits its own timeout, and in a row they ran past
+     * server.drain_timeout with Redis stopped and the CPU busy (exit 1). */
+    gw_fleet_stop_request(srv);
     gw_fair_stop_thread(srv); /* it spools and reserves: before the workers go */
     gw_workers_stop(srv);
     gw_admin_stop(srv);
