@@ -17,6 +17,8 @@
 
 #include <cmocka.h>
 
+#include "tests/unit/conf_fixture.h"
+
 typedef struct tcfg {
     char name[16];
     char listen[64];
@@ -98,26 +100,17 @@ static int teardown(void **state)
 
 static void write_file(fx_t *f, const char *text)
 {
-    strcpy(f->path, "/tmp/cmtest-XXXXXX");
-    int fd = mkstemp(f->path);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-    close(fd);
+    conf_write_file(f->path, "cmtest", text);
 }
 
 /* Loads with argv given as a NULL-terminated list after the program name. */
 static int load(fx_t *f, ...)
 {
     char *argv[32];
-    int argc = 0;
-    argv[argc++] = "prog";
     va_list ap;
     va_start(ap, f);
-    char *a;
-    while ((a = va_arg(ap, char *)) != NULL && argc < 31)
-        argv[argc++] = a;
+    int argc = conf_argv(argv, 32, "prog", ap);
     va_end(ap);
-    argv[argc] = NULL;
     cm_conf_free(&f->conf);
     return cm_conf_load(&f->conf, topts, &f->cfg, "prog", "CMTEST_", argc, argv, f->err,
                         sizeof(f->err));
@@ -660,32 +653,15 @@ static void test_format_round_trip(void **state)
     assert_memory_equal(&before, &f->cfg, sizeof(before));
 }
 
-static char *read_all(int fd)
-{
-    off_t n = lseek(fd, 0, SEEK_END);
-    assert_true(n >= 0);
-    char *s = calloc(1, (size_t)n + 1);
-    assert_int_equal(pread(fd, s, (size_t)n, 0), n);
-    return s;
-}
-
-static int tmpfd(void)
-{
-    char p[] = "/tmp/cmtest-out-XXXXXX";
-    int fd = mkstemp(p);
-    assert_true(fd >= 0);
-    unlink(p);
-    return fd;
-}
 
 static void test_print_effective_and_help(void **state)
 {
     fx_t *f = *state;
     setenv("CMTEST_TOKEN", "topsecret", 1);
     assert_int_equal(load(f, "--app-count=42", NULL), 0);
-    int fd = tmpfd();
+    int fd = conf_tmpfd();
     cm_conf_print_effective(&f->conf, fd);
-    char *s = read_all(fd);
+    char *s = conf_read_all(fd);
     close(fd);
     assert_non_null(strstr(s, "app.count = 42  # flag --app-count\n"));
     assert_non_null(strstr(s, "app.token = <set>  # env CMTEST_TOKEN\n"));
@@ -695,9 +671,9 @@ static void test_print_effective_and_help(void **state)
     assert_int_equal(lines(s), (int)(sizeof(topts) / sizeof(topts[0]) - 1));
     free(s);
 
-    fd = tmpfd();
+    fd = conf_tmpfd();
     cm_conf_print_help(&f->conf, "Usage: prog [OPTIONS]", fd);
-    s = read_all(fd);
+    s = conf_read_all(fd);
     close(fd);
     assert_non_null(strstr(s, "Usage: prog [OPTIONS]\n"));
     assert_non_null(strstr(s, "--listen HOST:PORT"));
@@ -720,9 +696,9 @@ static void test_sample_loads(void **state)
     fx_t *f = *state;
     assert_int_equal(load(f, NULL), 0);
     tcfg_t defaults = f->cfg;
-    int fd = tmpfd();
+    int fd = conf_tmpfd();
     cm_conf_print_sample(&f->conf, fd);
-    char *s = read_all(fd);
+    char *s = conf_read_all(fd);
     close(fd);
     for (const cm_opt_t *o = topts; o->key; o++) {
         char needle[64];

@@ -18,44 +18,20 @@
 
 #include <cmocka.h>
 
-/* Every FLASHGATE_* variable the table reads is saved, cleared and restored. */
-typedef struct saved_env {
-    char *name;
-    char *value; /* NULL = was unset */
-} saved_env_t;
+#include "tests/unit/conf_fixture.h"
 
 typedef struct fx {
     gw_config_t cfg;
     cm_conf_t conf;
     char err[8192];
     char path[64];
-    saved_env_t env[200];
-    int nenv;
+    conf_env_t env; /* every FLASHGATE_* variable the table reads: saved, cleared, restored */
 } fx_t;
-
-static void save_var(fx_t *f, const char *name)
-{
-    for (int i = 0; i < f->nenv; i++)
-        if (strcmp(f->env[i].name, name) == 0)
-            return;
-    assert_true(f->nenv < 200);
-    const char *v = getenv(name);
-    f->env[f->nenv].name = strdup(name);
-    f->env[f->nenv].value = v ? strdup(v) : NULL;
-    f->nenv++;
-    unsetenv(name);
-}
 
 static int setup(void **state)
 {
     fx_t *f = calloc(1, sizeof(*f));
-    save_var(f, "FLASHGATE_CONFIG");
-    for (const cm_opt_t *o = gw_config_opts; o->key; o++)
-        for (int a = 0; a < 2; a++) {
-            char name[128];
-            if (cm_conf_env_name(o, "FLASHGATE_", a, name, sizeof(name)))
-                save_var(f, name);
-        }
+    conf_env_save_table(&f->env, gw_config_opts);
     *state = f;
     return 0;
 }
@@ -66,14 +42,7 @@ static int teardown(void **state)
     cm_conf_free(&f->conf);
     if (f->path[0])
         unlink(f->path);
-    for (int i = 0; i < f->nenv; i++) {
-        if (f->env[i].value)
-            setenv(f->env[i].name, f->env[i].value, 1);
-        else
-            unsetenv(f->env[i].name);
-        free(f->env[i].name);
-        free(f->env[i].value);
-    }
+    conf_env_restore(&f->env);
     free(f);
     return 0;
 }
@@ -81,28 +50,17 @@ static int teardown(void **state)
 static int load(fx_t *f, ...)
 {
     char *argv[40];
-    int argc = 0;
-    argv[argc++] = "flashgate";
     va_list ap;
     va_start(ap, f);
-    char *a;
-    while ((a = va_arg(ap, char *)) != NULL && argc < 39)
-        argv[argc++] = a;
+    int argc = conf_argv(argv, 40, "flashgate", ap);
     va_end(ap);
-    argv[argc] = NULL;
     cm_conf_free(&f->conf);
     return gw_config_load(&f->cfg, &f->conf, argc, argv, f->err, sizeof(f->err));
 }
 
 static void write_file(fx_t *f, const char *text)
 {
-    if (f->path[0])
-        unlink(f->path);
-    strcpy(f->path, "/tmp/gwtest-XXXXXX");
-    int fd = mkstemp(f->path);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-    close(fd);
+    conf_write_file(f->path, "gwtest", text);
 }
 
 static int lines(const char *s)
@@ -545,23 +503,6 @@ static void test_admin_token_sealed_reload(void **state)
     assert_string_equal(gw_config_admin_token(&len), "sealed-token-0123456789");
 }
 
-static char *read_all(int fd)
-{
-    off_t n = lseek(fd, 0, SEEK_END);
-    assert_true(n >= 0);
-    char *s = calloc(1, (size_t)n + 1);
-    assert_int_equal(pread(fd, s, (size_t)n, 0), n);
-    return s;
-}
-
-static int tmpfd(void)
-{
-    char p[] = "/tmp/gwtest-out-XXXXXX";
-    int fd = mkstemp(p);
-    assert_true(fd >= 0);
-    unlink(p);
-    return fd;
-}
 
 static void test_check_config_output(void **state)
 {
@@ -570,9 +511,9 @@ static void test_check_config_output(void **state)
     assert_int_equal(load(f, "--kafka-properties", "sasl.password=pw123", "--threads", "2",
                           NULL),
                      0);
-    int fd = tmpfd();
+    int fd = conf_tmpfd();
     cm_conf_print_effective(&f->conf, fd);
-    char *s = read_all(fd);
+    char *s = conf_read_all(fd);
     close(fd);
     assert_non_null(strstr(s, "server.admin_token = <set>  # env FLASHGATE_ADMIN_TOKEN\n"));
     assert_non_null(strstr(s, "server.threads = 2  # flag --threads\n"));
@@ -582,9 +523,9 @@ static void test_check_config_output(void **state)
     assert_null(strstr(s, "pw123"));
     free(s);
 
-    fd = tmpfd();
+    fd = conf_tmpfd();
     cm_conf_print_help(&f->conf, "Usage: flashgate [OPTIONS]", fd);
-    s = read_all(fd);
+    s = conf_read_all(fd);
     close(fd);
     const char *want[] = {"--listen HOST:PORT", "--admin-listen HOST:PORT", "--admin-token TOKEN",
                           "--inventory memory|redis://", "--data-dir DIR", "--threads N",
@@ -624,9 +565,9 @@ static void test_sample_config(void **state)
     assert_int_equal(load(f, NULL), 0);
 
     /* The committed file is exactly what the table generates. */
-    int fd = tmpfd();
+    int fd = conf_tmpfd();
     cm_conf_print_sample(&f->conf, fd);
-    char *gen = read_all(fd);
+    char *gen = conf_read_all(fd);
     close(fd);
     if (getenv("FLASHGATE_REGEN_SAMPLE")) {
         FILE *w = fopen(path, "w");
@@ -637,7 +578,7 @@ static void test_sample_config(void **state)
     int rfd = open(path, O_RDONLY);
     if (rfd < 0)
         fail_msg("cannot open %s", path);
-    char *committed = read_all(rfd);
+    char *committed = conf_read_all(rfd);
     close(rfd);
     if (strcmp(gen, committed) != 0)
         fail_msg("%s is out of date: run unit.gw_config with FLASHGATE_REGEN_SAMPLE=1", path);

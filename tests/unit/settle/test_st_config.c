@@ -18,44 +18,20 @@
 
 #include <cmocka.h>
 
-/* Every FLASHGATE_* variable the table reads is saved, cleared and restored. */
-typedef struct saved_env {
-    char *name;
-    char *value; /* NULL = was unset */
-} saved_env_t;
+#include "tests/unit/conf_fixture.h"
 
 typedef struct fx {
     st_config_t cfg;
     cm_conf_t conf;
     char err[8192];
     char path[64];
-    saved_env_t env[64];
-    int nenv;
+    conf_env_t env; /* every FLASHGATE_* variable the table reads: saved, cleared, restored */
 } fx_t;
-
-static void save_var(fx_t *f, const char *name)
-{
-    for (int i = 0; i < f->nenv; i++)
-        if (strcmp(f->env[i].name, name) == 0)
-            return;
-    assert_true(f->nenv < 64);
-    const char *v = getenv(name);
-    f->env[f->nenv].name = strdup(name);
-    f->env[f->nenv].value = v ? strdup(v) : NULL;
-    f->nenv++;
-    unsetenv(name);
-}
 
 static int setup(void **state)
 {
     fx_t *f = calloc(1, sizeof(*f));
-    save_var(f, "FLASHGATE_CONFIG");
-    for (const cm_opt_t *o = st_config_opts; o->key; o++)
-        for (int a = 0; a < 2; a++) {
-            char name[128];
-            if (cm_conf_env_name(o, "FLASHGATE_", a, name, sizeof(name)))
-                save_var(f, name);
-        }
+    conf_env_save_table(&f->env, st_config_opts);
     *state = f;
     return 0;
 }
@@ -66,14 +42,7 @@ static int teardown(void **state)
     cm_conf_free(&f->conf);
     if (f->path[0])
         unlink(f->path);
-    for (int i = 0; i < f->nenv; i++) {
-        if (f->env[i].value)
-            setenv(f->env[i].name, f->env[i].value, 1);
-        else
-            unsetenv(f->env[i].name);
-        free(f->env[i].name);
-        free(f->env[i].value);
-    }
+    conf_env_restore(&f->env);
     free(f);
     return 0;
 }
@@ -81,15 +50,10 @@ static int teardown(void **state)
 static int load(fx_t *f, ...)
 {
     char *argv[40];
-    int argc = 0;
-    argv[argc++] = "flashgate-settle";
     va_list ap;
     va_start(ap, f);
-    char *a;
-    while ((a = va_arg(ap, char *)) != NULL && argc < 39)
-        argv[argc++] = a;
+    int argc = conf_argv(argv, 40, "flashgate-settle", ap);
     va_end(ap);
-    argv[argc] = NULL;
     cm_conf_free(&f->conf);
     f->err[0] = '\0';
     return st_config_load(&f->cfg, &f->conf, argc, argv, f->err, sizeof(f->err));
@@ -97,32 +61,9 @@ static int load(fx_t *f, ...)
 
 static void write_file(fx_t *f, const char *text)
 {
-    if (f->path[0])
-        unlink(f->path);
-    strcpy(f->path, "/tmp/sttest-XXXXXX");
-    int fd = mkstemp(f->path);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-    close(fd);
+    conf_write_file(f->path, "sttest", text);
 }
 
-static char *read_all(int fd)
-{
-    off_t n = lseek(fd, 0, SEEK_END);
-    assert_true(n >= 0);
-    char *s = calloc(1, (size_t)n + 1);
-    assert_int_equal(pread(fd, s, (size_t)n, 0), n);
-    return s;
-}
-
-static int tmpfd(void)
-{
-    char p[] = "/tmp/sttest-out-XXXXXX";
-    int fd = mkstemp(p);
-    assert_true(fd >= 0);
-    unlink(p);
-    return fd;
-}
 
 static void test_defaults(void **state)
 {
@@ -244,9 +185,9 @@ static void test_stop_grace_help(void **state)
 {
     fx_t *f = *state;
     assert_int_equal(load(f, NULL), 0);
-    int fd = tmpfd();
+    int fd = conf_tmpfd();
     cm_conf_print_help(&f->conf, "usage: flashgate-settle", fd);
-    char *s = read_all(fd);
+    char *s = conf_read_all(fd);
     close(fd);
     const char *want[] = {"--stop-grace DURATION", "settle.stop_grace", "default 5s",
                           "FLASHGATE_SETTLE_STOP_GRACE", "0 = give it up at once"};
@@ -256,9 +197,9 @@ static void test_stop_grace_help(void **state)
     free(s);
 
     assert_int_equal(load(f, "--stop-grace", "0", NULL), 0);
-    fd = tmpfd();
+    fd = conf_tmpfd();
     cm_conf_print_effective(&f->conf, fd);
-    s = read_all(fd);
+    s = conf_read_all(fd);
     close(fd);
     if (!strstr(s, "settle.stop_grace = 0  # flag --stop-grace\n"))
         fail_msg("--check-config:\n%s", s);
