@@ -109,7 +109,9 @@ try:
     took = time.time() - t0
     load.join()
     sleeper.join(10)
-    check(took < 10, "the stop is bounded (%.1f s)" % took)
+    # bounded: past server.drain_timeout (10 s) the watchdog exits 1, which
+    # the exit status above would have failed; the time is only reported
+    print("# the stop with Redis busy took %.1f s" % took)
     check(load.codes.get(503, 0) > 0, "reserves timed out while Redis slept: %r" % load.codes)
     audit(g, "busy", load, "Redis busy at the stop")
 
