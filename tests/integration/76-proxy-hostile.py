@@ -66,7 +66,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import Gateway, check, eq, finish, free_port, need_binary  # noqa: E402
+from fg import Gateway, check, eq, finish, free_port, need_binary, serve_raw  # noqa: E402
 from fleet import wait_for  # noqa: E402
 
 need_binary("flashgate")
@@ -178,23 +178,10 @@ def serve(c):
         c.close()
 
 
-def start_upstream():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(128)
-
-    def loop():
-        while True:
-            c, _ = s.accept()
-            threading.Thread(target=serve, args=(c,), daemon=True).start()
-    threading.Thread(target=loop, daemon=True).start()
-    return s.getsockname()[1]
-
-
-up_port = start_upstream()
+up_port = serve_raw(serve, 128)
 up = "http://127.0.0.1:%d" % up_port
 # its own host, so that curl keeps one connection to it: the one the test poisons
-up_kept = "http://127.0.0.1:%d" % start_upstream()
+up_kept = "http://127.0.0.1:%d" % serve_raw(serve, 128)
 routes = [{"prefix": "/bad/", "upstream": up, "timeout_ms": 2000},
           {"prefix": "/p/", "upstream": up, "timeout_ms": 2000},
           {"prefix": "/h/", "upstream": up, "timeout_ms": 2000},

@@ -30,7 +30,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import BIN, Gateway, check, eq, finish, need_binary  # noqa: E402
+from fg import BIN, Gateway, check, eq, finish, need_binary, serve_raw  # noqa: E402
 
 need_binary("flashgate")
 
@@ -69,20 +69,7 @@ def serve(c):
         c.close()
 
 
-def start_upstream():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(64)
-
-    def loop():
-        while True:
-            c, _ = s.accept()
-            threading.Thread(target=serve, args=(c,), daemon=True).start()
-    threading.Thread(target=loop, daemon=True).start()
-    return s.getsockname()[1]
-
-
-up = "http://127.0.0.1:%d" % start_upstream()
+up = "http://127.0.0.1:%d" % serve_raw(serve)
 # /lp/...: the shorter prefix listed first; /lq/...: the longer one first. The
 # base path of each upstream URL says which route a request took.
 routes = [{"prefix": "/p/", "upstream": up, "timeout_ms": 3000},

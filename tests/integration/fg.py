@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 SRC = os.environ.get("FLASHGATE_SRC", os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -244,6 +245,22 @@ class Gateway(Server):
 def rfc3339(t):
     """Unix time t as the API's timestamps (RFC 3339, UTC, whole seconds)."""
     return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def serve_raw(serve, backlog=64):
+    """A test upstream on 127.0.0.1 at a free port that hands each accepted
+    connection to serve(conn) on a daemon thread of its own (the raw bytes are
+    the test's: what a proxy sent, what it gets back). Returns the port."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(backlog)
+
+    def loop():
+        while True:
+            c, _ = s.accept()
+            threading.Thread(target=serve, args=(c,), daemon=True).start()
+    threading.Thread(target=loop, daemon=True).start()
+    return s.getsockname()[1]
 
 
 def need_binary(name):
