@@ -783,9 +783,9 @@ typedef struct query_ctx {
     size_t len, cap;
 } query_ctx_t;
 
-static void q_append(query_ctx_t *q, const char *s)
+/* n bytes of s, NUL-terminated after them. */
+static void q_append_n(query_ctx_t *q, const char *s, size_t n)
 {
-    size_t n = strlen(s);
     if (q->len + n + 1 > q->cap) {
         size_t cap = q->cap ? q->cap : 256;
         while (cap < q->len + n + 1)
@@ -793,8 +793,14 @@ static void q_append(query_ctx_t *q, const char *s)
         q->buf = cm_xrealloc(q->buf, cap);
         q->cap = cap;
     }
-    memcpy(q->buf + q->len, s, n + 1);
+    memcpy(q->buf + q->len, s, n);
     q->len += n;
+    q->buf[q->len] = '\0';
+}
+
+static void q_append(query_ctx_t *q, const char *s)
+{
+    q_append_n(q, s, strlen(s));
 }
 
 /*
@@ -936,16 +942,7 @@ static void append_as_sent(query_ctx_t *q, const char *s, const char *also)
         while (s[run] > 0x20 && s[run] < 0x7f && !strchr(also, s[run]))
             run++; /* the whole of nearly every path and query: one copy */
         if (run) {
-            if (q->len + run + 1 > q->cap) {
-                size_t cap = q->cap ? q->cap : 256;
-                while (cap < q->len + run + 1)
-                    cap *= 2;
-                q->buf = cm_xrealloc(q->buf, cap);
-                q->cap = cap;
-            }
-            memcpy(q->buf + q->len, s, run);
-            q->len += run;
-            q->buf[q->len] = '\0';
+            q_append_n(q, s, run);
             s += run;
             continue;
         }
