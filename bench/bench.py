@@ -705,8 +705,13 @@ def redis_ceiling(rport, sha, nkeys_args, reps_label, clients=50, pipeline=64, p
     """redis-benchmark -P 64 EVALSHA: the most a pipelining client can get out of Redis
     (redis-benchmark's default 50 connections; clients=1 is one connection of 64 in flight,
     as the gateway's one connection per worker at 64 wrk connections). per_call: reserves
-    per call (the batch script's), so CEILING_N reserves are CEILING_N / per_call calls."""
-    ncalls = CEILING_N // per_call
+    per call (the batch script's), so CEILING_N reserves are CEILING_N / per_call calls.
+
+    The calls are a whole number of pipelines: redis-benchmark 7.0 issues a pipeline's -P
+    calls at once, so with -n not a multiple of -P it finishes more than -n, and its 250 ms
+    progress timer, when it fires after the last client is freed, compares finished != -n
+    and exits with "All clients disconnected... aborting." (a CI run met this at -c 1)."""
+    ncalls = CEILING_N // per_call // pipeline * pipeline
     log("%s: redis-benchmark EVALSHA, -n %d -P %d -c %d, %d reserves a call"
         % (reps_label, ncalls, pipeline, clients, per_call))
     c0 = cpu_ticks_of(rport)
