@@ -285,16 +285,28 @@ static const char *v_cidrs(const void *v)
 
 static const char *const crit_names[] = {"critical", "degradable", "sheddable", NULL};
 
-/* Paths the gateway answers itself: a route may not shadow them. */
+bool gw_route_prefix_matches(const char *path, const char *prefix)
+{
+    size_t pl = strlen(prefix);
+    if (pl == 0 || strncmp(path, prefix, pl) != 0)
+        return false;
+    return prefix[pl - 1] == '/' || path[pl] == '\0' || path[pl] == '/';
+}
+
+/*
+ * Paths the gateway answers itself, by whole segments as routes match: a
+ * route may neither take them (its prefix at or above one: "/", "/v1",
+ * "/admin") nor sit under one (it would never be reached, or take what the
+ * gateway answers 404: "/v1/sales/x/y"). "/a", "/v1/s" or "/healthzz" take
+ * none of them and are allowed (a string compare refused "/a" as "/admin/").
+ */
 static bool reserved_prefix(const char *p)
 {
-    static const char *const own[] = {"/v1/sales/", "/v1/orders/", "/healthz", "/readyz",
-                                      "/admin/"};
-    for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++) {
-        size_t a = strlen(p), b = strlen(own[i]);
-        if (strncmp(p, own[i], a < b ? a : b) == 0)
+    static const char *const own[] = {"/v1/sales", "/v1/orders", "/healthz", "/readyz",
+                                      "/admin"};
+    for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+        if (gw_route_prefix_matches(own[i], p) || gw_route_prefix_matches(p, own[i]))
             return true;
-    }
     return false;
 }
 

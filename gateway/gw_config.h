@@ -115,6 +115,11 @@ typedef struct gw_route_def {
 int gw_routes_parse(const char *text, gw_route_def_t *out, size_t *n, char *errbuf,
                     size_t errlen);
 
+/* Whether a route with this prefix takes path: path starts with prefix, at a
+ * segment's end ("/v1/page" takes "/v1/page" and "/v1/page/x", not
+ * "/v1/pages"; "/v1/page/" takes what is under it). */
+bool gw_route_prefix_matches(const char *path, const char *prefix);
+
 /* The option table; terminated by {NULL}. */
 extern const cm_opt_t gw_config_opts[];
 

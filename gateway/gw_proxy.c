@@ -378,13 +378,6 @@ void gw_px_req_free(gw_req_t *r)
  * "/v1/recs-internal" (a string prefix sent those to the upstream, which may
  * serve more than the part the operator meant to expose).
  */
-static bool prefix_matches(const char *url, const char *prefix, size_t pl)
-{
-    if (strncmp(url, prefix, pl) != 0)
-        return false;
-    return prefix[pl - 1] == '/' || url[pl] == '\0' || url[pl] == '/';
-}
-
 /*
  * The longest matching prefix wins, whatever the routes' order (nginx's
  * prefix locations): with /v1/page/ and /v1/page/item/ both listed,
@@ -402,7 +395,7 @@ int gw_px_match(const gw_route_def_t *routes, size_t n, const char *url)
     size_t best_len = 0;
     for (size_t i = 0; i < n; i++) {
         size_t pl = strlen(routes[i].prefix);
-        if (pl > best_len && prefix_matches(url, routes[i].prefix, pl)) {
+        if (pl > best_len && gw_route_prefix_matches(url, routes[i].prefix)) {
             best = (int)i;
             best_len = pl;
         }

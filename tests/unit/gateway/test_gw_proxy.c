@@ -81,6 +81,33 @@ static void test_a_prefix_is_listed_once(void **state)
     assert_int_equal(routes_of("[" R("/x") "," R("/x/") "]", rt), 2);
 }
 
+/* A route may not take or sit under a path the gateway answers itself, by
+ * whole segments as routes match; a prefix that only shares letters is allowed. */
+static void test_own_paths_are_reserved_by_segment(void **state)
+{
+    (void)state;
+    static gw_route_def_t rt[GW_ROUTES_MAX];
+    const char *refused[] = {"/", "/v1", "/v1/", "/v1/sales", "/v1/sales/", "/v1/sales/x/y",
+                             "/v1/orders", "/v1/orders/x", "/healthz", "/healthz/x", "/readyz",
+                             "/admin", "/admin/", "/admin/v1/stats"};
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        char json[256], err[300] = "";
+        size_t n = 0;
+        snprintf(json, sizeof(json), "[{\"prefix\":\"%s\",\"upstream\":\"http://127.0.0.1:9\"}]",
+                 refused[i]);
+        if (gw_routes_parse(json, rt, &n, err, sizeof(err)) != CM_EINVAL)
+            fail_msg("prefix %s was taken", refused[i]);
+        if (!strstr(err, "overlaps a route flashgate answers itself"))
+            fail_msg("prefix %s: %s", refused[i], err);
+    }
+    /* letters in common, no segment: "/a" was refused as "/admin/" once */
+    assert_int_equal(routes_of("[" R("/a") "," R("/adm") "," R("/v1/s") "," R("/v1/salesx/") ","
+                               R("/healthzz") "," R("/readyz2") "," R("/v2/sales/") "]", rt),
+                     7);
+    assert_int_equal(gw_px_match(rt, 7, "/admin/v1/stats"), -1);
+    assert_int_equal(gw_px_match(rt, 7, "/a/b"), 0);
+}
+
 #undef R
 
 /*---- the path as sent, beside the decoded one ----*/
@@ -204,6 +231,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_longest_prefix_wins_in_any_order),
         cmocka_unit_test(test_a_prefix_is_listed_once),
+        cmocka_unit_test(test_own_paths_are_reserved_by_segment),
         cmocka_unit_test(test_raw_path_kept_only_with_an_escape),
         cmocka_unit_test(test_url_as_sent),
     };
