@@ -193,9 +193,10 @@ void cm_conf_print_effective(const cm_conf_t *conf, int fd);
  * "//" or "#" in config files, so the sample is loadable as it is. Keys are
  * nested by their first component; each comment names the flag, the env
  * variable, the range and whether the key can change at run time.
- * deploy/flashgate.conf.example is this output for gw_config_opts, and
- * unit.gw_config fails when it is out of date (FLASHGATE_REGEN_SAMPLE=1
- * rewrites it). Writes to fd; single-threaded.
+ * deploy/flashgate.conf.example is this output for gw_config_opts and
+ * deploy/flashgate-settle.conf.example for st_config_opts; unit.gw_config and
+ * unit.st_config fail when theirs is out of date (FLASHGATE_REGEN_SAMPLE=1
+ * rewrites it: tests/unit/conf_fixture.h). Writes to fd; single-threaded.
  */
 void cm_conf_print_sample(const cm_conf_t *conf, int fd);
 

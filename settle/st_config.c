@@ -1,7 +1,9 @@
 /*
  * flashgate-settle's option table (st_config.h). Every key is also an
- * environment variable and a flag (common/cm_config.h); --help, --check-config
- * and docs/settlement.md's table come from or follow this table.
+ * environment variable and a flag (common/cm_config.h); --help, --check-config,
+ * deploy/flashgate-settle.conf.example (generated: FLASHGATE_REGEN_SAMPLE=1
+ * build/tests/unit.st_config) and docs/settlement.md's table come from or
+ * follow this table.
  */
 #include "settle/st_config.h"
 

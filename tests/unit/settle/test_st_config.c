@@ -1,8 +1,9 @@
 /*
  * flashgate-settle's option table (settle/st_config.c), parsed as the binary
- * parses it: the defaults, and settle.stop_grace from every source, its range
+ * parses it: the defaults, settle.stop_grace from every source, its range
  * and its refusals (each naming the key, the value, where it came from and
- * the rule, with the default kept).
+ * the rule, with the default kept), and the committed sample config
+ * deploy/flashgate-settle.conf.example.
  */
 #include "common/cm_err.h"
 #include "settle/st_config.h"
@@ -206,6 +207,28 @@ static void test_stop_grace_help(void **state)
     free(s);
 }
 
+/* deploy/flashgate-settle.conf.example is what the table generates, documents every key
+ * and, loaded with --config, sets every key from the file to its default. */
+static void test_sample_config(void **state)
+{
+    fx_t *f = *state;
+    assert_int_equal(load(f, NULL), 0);
+    char *path = conf_check_sample(&f->conf, "flashgate-settle.conf.example", "unit.st_config");
+    /*
+     * Compared as bytes, as the gateway's test does: st_config_load zeroes the
+     * struct before the defaults go in, a text value is written up to its NUL
+     * (the rest of its buffer stays zero), and memcpy keeps the padding at the
+     * end (after log_level) as it was. Equal values give equal bytes.
+     */
+    st_config_t defaults;
+    memcpy(&defaults, &f->cfg, sizeof(defaults));
+    if (load(f, "--config", path, NULL) != 0)
+        fail_msg("%s: %s", path, f->err);
+    conf_check_all_from_file(&f->conf, path);
+    assert_memory_equal(&defaults, &f->cfg, sizeof(defaults));
+    free(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -213,6 +236,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stop_grace_sources, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_grace_invalid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_grace_help, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sample_config, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
