@@ -12,6 +12,7 @@
 set -u
 BIN=${FLASHGATE_BIN:-$(dirname "$0")/../../build}
 SETTLE=$BIN/flashgate-settle
+SRC=${FLASHGATE_SRC:-$(dirname "$0")/../..}
 for t in kcat sqlite3 python3; do
     command -v $t >/dev/null || { echo "FAIL: $t not installed (deploy/install-deps.sh)"; exit 1; }
 done
@@ -100,6 +101,17 @@ start_settle() {
 
 "$SETTLE" --version | grep -q flashgate-settle || fail "--version"
 "$SETTLE" --no-such-flag >/dev/null 2>&1 && fail "unknown flag accepted"
+# The sample config loads as it is and sets every key (unit.st_config checks that it
+# is what the option table generates); a clean environment, so no FLASHGATE_* of the
+# runner's can take a key from it.
+SAMPLE=$SRC/deploy/flashgate-settle.conf.example
+out=$(env -i PATH="$PATH" "$SETTLE" --config "$SAMPLE" --check-config 2>&1) \
+    || fail "the sample config does not load: $out"
+documented=$(grep -cE '^ *// [a-z0-9_.]+: ' "$SAMPLE")
+keys=$(printf '%s\n' "$out" | grep -c ' = ')
+[ "$keys" -gt 0 ] && [ "$keys" = "$documented" ] \
+    || fail "--check-config printed $keys keys, $SAMPLE documents $documented: $out"
+printf '%s\n' "$out" | grep -vF "  # file $SAMPLE" && fail "keys above not set by $SAMPLE"
 
 # 1. settle starts before the broker (it waits for kafka.bootstrap), slowly; kill -9
 #    mid-run, restart
