@@ -12,8 +12,10 @@ started. What is checked:
   EnvironmentFile, ExecReload sending SIGHUP (flashgate), LimitNOFILE sized for
   server.max_connections, TimeoutStopSec above the drain bound (flashgate) and
   above settle.stop_grace + the exit's own waits (flashgate-settle);
-- each ExecStart's flags and each example environment file's variables are
-  accepted by the binary (--check-config), every variable reaching a key;
+- each ExecStart's flags, with its binary's sample config (deploy/*.example,
+  which the comments install where --config reads it), and each example
+  environment file's variables are accepted by the binary (--check-config),
+  every variable reaching a key;
 - flashgate-settle sends READY=1 to NOTIFY_SOCKET, and STOPPING=1 when a
   SIGTERM starts its drain (flashgate's sd_notify is
   covered by integration.72-signals).
@@ -40,6 +42,9 @@ if not ANALYZE:
     sys.exit(1)
 
 UNITS = os.path.join(SRC, "deploy", "systemd")
+# Each unit's sample config (generated from its binary's option table).
+SAMPLES = {"flashgate.service": "flashgate.conf.example",
+           "flashgate-settle.service": "flashgate-settle.conf.example"}
 tmp = tempfile.mkdtemp(prefix="fg-systemd-")
 
 
@@ -121,8 +126,12 @@ try:
         # The command line is accepted by the binary (paths made local).
         binary = os.path.join(BIN, os.path.basename(argv[0]))
         args = argv[1:]
-        if "--config" in args:
-            args[args.index("--config") + 1] = os.path.join(SRC, "deploy", "flashgate.conf.example")
+        # --config reads the unit's own sample, installed where the comments say.
+        sample = SAMPLES[name]
+        check("--config" in args, what + "ExecStart reads a config file")
+        check(("deploy/%s %s" % (sample, args[args.index("--config") + 1])) in text,
+              what + "the comments install deploy/%s where --config reads it" % sample)
+        args[args.index("--config") + 1] = os.path.join(SRC, "deploy", sample)
         args[args.index("--data-dir") + 1] = os.path.join(tmp, "data-" + name)
         env_example = os.path.join(UNITS, os.path.basename(one(u, "EnvironmentFile")) + ".example")
         check(os.path.exists(env_example), what + "an example of its EnvironmentFile: " + env_example)
