@@ -131,6 +131,13 @@ try:
         check("--config" in args, what + "ExecStart reads a config file")
         check(("deploy/%s %s" % (sample, args[args.index("--config") + 1])) in text,
               what + "the comments install deploy/%s where --config reads it" % sample)
+        # The binary reads it as User=, not as root (as systemd reads EnvironmentFile=):
+        # root's /etc/flashgate and the file must be readable by the service's group.
+        grp = one(u, "Group")
+        check(re.search(r"install -m 0640 -g %s deploy/%s " % (re.escape(grp), re.escape(sample)),
+                        text) is not None and ("install -d -m 0750 -g %s /etc/flashgate" % grp)
+              in open(os.path.join(UNITS, "flashgate.service")).read(),
+              what + "the config file and /etc/flashgate are installed readable by group " + grp)
         args[args.index("--config") + 1] = os.path.join(SRC, "deploy", sample)
         args[args.index("--data-dir") + 1] = os.path.join(tmp, "data-" + name)
         env_example = os.path.join(UNITS, os.path.basename(one(u, "EnvironmentFile")) + ".example")
