@@ -1450,11 +1450,23 @@ void cm_conf_print_sample(const cm_conf_t *conf, int fd)
 {
     size_t n = opt_count(conf->opts);
     bool *done = cm_xcalloc(n + 1, sizeof(bool));
+    /* The flat-key example is one of this table's own keys at its default: the
+     * gateway's limits.user_rps in flashgate-settle's sample would be refused
+     * there as an unknown key. */
+    const cm_opt_t *flat = NULL;
+    for (size_t i = 0; i < n && !flat; i++)
+        if (strchr(conf->opts[i].key, '.') && !(conf->opts[i].flags & CM_OPT_SECRET) &&
+            conf->opts[i].type != CM_OPT_KV)
+            flat = &conf->opts[i];
     outf(fd, "// %s sample configuration, generated from the option table: every key at its\n"
-             "// default. Later sources win: this file < environment < flags. Keys may also be\n"
-             "// written flat (\"limits.user_rps\": 5). Whole-line comments start with // or #.\n"
-             "{\n",
+             "// default. Later sources win: this file < environment < flags.\n",
          conf->prog ? conf->prog : "sample");
+    if (flat) {
+        outf(fd, "// Keys may also be written flat (\"%s\": ", flat->key);
+        sample_value(flat, fd);
+        outf(fd, ").\n");
+    }
+    outf(fd, "// Whole-line comments start with // or #.\n{\n");
     bool first_section = true;
     for (size_t i = 0; i < n; i++) {
         if (done[i])

@@ -705,6 +705,15 @@ static void test_sample_loads(void **state)
         snprintf(needle, sizeof(needle), "// %s: %s\n", o->key, o->help);
         assert_non_null(strstr(s, needle));
     }
+    /* The header's flat-key example is this table's, at a value it accepts. */
+    const char *ex = strstr(s, "// Keys may also be written flat (");
+    assert_non_null(ex);
+    ex += strlen("// Keys may also be written flat (");
+    const char *end = strstr(ex, ").\n");
+    assert_non_null(end);
+    char flat[256];
+    snprintf(flat, sizeof(flat), "{%.*s}\n", (int)(end - ex), ex);
+    assert_string_equal(flat, "{\"app.name\": \"demo\"}\n");
     write_file(f, s);
     free(s);
     memset(&f->cfg, 0, sizeof(f->cfg));
@@ -712,6 +721,10 @@ static void test_sample_loads(void **state)
     assert_memory_equal(&defaults, &f->cfg, sizeof(defaults));
     for (const cm_opt_t *o = topts; o->key; o++)
         assert_int_equal(cm_conf_source(&f->conf, o->key), CM_SRC_FILE);
+    write_file(f, flat);
+    if (load(f, "--config", f->path, NULL) != 0)
+        fail_msg("the sample's flat example %s: %s", flat, f->err);
+    assert_int_equal(cm_conf_source(&f->conf, "app.name"), CM_SRC_FILE);
 }
 
 static void test_errbuf_bounds(void **state)
