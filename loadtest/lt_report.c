@@ -272,6 +272,7 @@ static json_t *figures_json(const lt_results_t *res)
             json_object_set_new(lat, lt_ans_name((lt_ans_t)a), hist_json(&res->hist[a]));
     }
     json_object_set_new(lat, "all_buy", hist_json(&res->buy_all));
+    json_object_set_new(lat, "all_buy_from_send", hist_json(&res->buy_sent));
     json_t *timeline = json_array();
     for (size_t s = 0; s < res->n_secs; s++) {
         const lt_second_t *sec = &res->secs[s];

@@ -466,6 +466,8 @@ static void on_buy_answer(run_t *r, req_t *q, lt_ans_t a, int retry_after_s, con
     bool good = a == LT_ANS_A202 || a == LT_ANS_A409 || a == LT_ANS_A410;
     if (good)
         cm_hist_record(&res->buy_good, lat_us);
+    if (q->sent_ns && now >= q->sent_ns)
+        cm_hist_record(&res->buy_sent, (now - q->sent_ns) / 1000u);
     fine_record(r, q, a, lat_us, good);
     lt_second_t *s = second_at(r, now);
     s->counts[a]++;
@@ -1198,6 +1200,7 @@ static void results_init(lt_results_t *res)
         cm_hist_init(&res->page_hist[a]);
     cm_hist_init(&res->buy_all);
     cm_hist_init(&res->buy_good);
+    cm_hist_init(&res->buy_sent);
     cm_hist_init(&res->send_lag);
 }
 
@@ -1213,6 +1216,7 @@ static void results_merge(lt_results_t *d, lt_results_t *s)
     }
     cm_hist_merge(&d->buy_all, &s->buy_all);
     cm_hist_merge(&d->buy_good, &s->buy_good);
+    cm_hist_merge(&d->buy_sent, &s->buy_sent);
     d->page_sent += s->page_sent;
     for (int a = 0; a < LT_PAGE_N; a++) {
         d->page_answers[a] += s->page_answers[a];

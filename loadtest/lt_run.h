@@ -107,6 +107,10 @@ typedef struct lt_results {
     cm_hist_t hist[LT_ANS_N];
     cm_hist_t buy_all;  /* every buy answer */
     cm_hist_t buy_good; /* 202, 409, 410: admitted and answered */
+    /* every buy answer to a request that went out, from its send rather than
+     * its scheduled time: the crowd's own lateness (its CPU, a connect, the
+     * pool's queue) left out, the target's accept queue and answer kept in */
+    cm_hist_t buy_sent;
     uint64_t page_sent;
     uint64_t page_answers[LT_PAGE_N];
     cm_hist_t page_hist[LT_PAGE_N];

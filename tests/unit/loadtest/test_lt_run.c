@@ -239,6 +239,15 @@ static void test_request_start_stamps(void **state)
          * hundred ms in the pool's queue, and their stamps say so */
         if (on)
             assert_true(atomic_load(&s.stamp_wait_max_ms) >= 100);
+        /* From the send, the pool's queue is left out: each answer took the
+         * server's 20 ms at least, and no more than from its scheduled time.
+         * The k-th request sent cannot go before floor(k/3) x 20 ms while it was
+         * due at k x 2.5 ms: over ~100 of them the waits left out add up to
+         * ~20 s, far past the 5 s asked here. */
+        assert_int_equal(res.buy_sent.count, res.buy_all.count);
+        assert_true(res.buy_sent.min_us >= 20000);
+        assert_true(res.buy_sent.max_us <= res.buy_all.max_us);
+        assert_true(res.buy_all.sum_us - res.buy_sent.sum_us >= 5e6);
         lt_results_free(&res);
         lt_scenario_free(&sc);
     }
