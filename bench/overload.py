@@ -275,6 +275,8 @@ class Probe(threading.Thread):
                         "paused": o.get("accept_paused_workers", 0),
                         "shed": o.get("shed", {}),
                         "redis": o.get("limits", {}).get("redis", {}),
+                        "upstreams": {k: v for k, v in o.get("limits", {}).items()
+                                      if k.startswith("upstream:")},
                         "guard": j.get("connections", {})}))
                 except ValueError:
                     pass
