@@ -182,6 +182,19 @@ static void on_signal(int sig)
         st_settle_stop(g_settle);
 }
 
+/* SIGHUP: the gateway reloads on it, settlement reads its settings once, at
+ * start. Left to its default action, a HUP meant as a reload (an operator, a
+ * log rotation) ended settlement, and systemd counts a SIGHUP death as a clean
+ * exit, so Restart=on-failure did not bring it back. It is said, and ignored. */
+static void on_hangup(int sig)
+{
+    (void)sig;
+    static const char msg[] = "flashgate-settle: SIGHUP ignored: settings are read at start; "
+                              "restart to apply a change\n";
+    ssize_t n = write(STDERR_FILENO, msg, sizeof(msg) - 1); /* async-signal-safe */
+    (void)n;
+}
+
 int main(int argc, char **argv)
 {
     st_config_t c;
@@ -263,6 +276,8 @@ int main(int argc, char **argv)
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = on_hangup;
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     cm_log_info("settle", "started",
                 "brokers=%s topic=%s db=%s max_rate_milli=%llu batch=%llu stop_grace_ms=%llu",

@@ -8,6 +8,7 @@ order settles within a few seconds once the consumer group has joined; every
 order has a "settled" outcome and the spool keeps no unsettled record.
 """
 import os
+import signal
 import sys
 import time
 
@@ -39,6 +40,12 @@ try:
     st = fgq.wait_until(lambda: g.order(first).json.get("status") == "settled", 15)
     check(st, "first order settled within 15 s (group join included)")
     print("first order settled after %.2f s (consumer group join included)" % (time.time() - t0))
+
+    # a HUP (a reload meant for the gateway, a log rotation) does not end settlement:
+    # the burst below settles in the same process
+    s.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.3)
+    eq(s.proc.poll(), None, "flashgate-settle is still running after a SIGHUP")
 
     # 2. the burst: 2,000 distinct users for the remaining stock
     users = ["u%05d" % i for i in range(BUYERS)]
