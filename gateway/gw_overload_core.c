@@ -303,8 +303,8 @@ static double probe_median(gw_alimit_t *l)
     return n % 2 ? l->probe_us[n / 2] : (l->probe_us[n / 2 - 1] + (double)l->probe_us[n / 2]) / 2;
 }
 
-/* The probe's answers are in (or its time is up): their median is the new
- * no-load RTT, and the limit climbs back from the probe's concurrency to where it was
+/* The probe's answers are in (or its time is up): the mean is the new no-load
+ * RTT, and the limit climbs back from the probe's concurrency to where it was
  * by slow start, which stops where the RTT passes what the new baseline
  * tolerates (slow_start()). A probe that got no answer keeps the old baseline
  * and the limit. */
