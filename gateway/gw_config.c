@@ -686,8 +686,7 @@ const cm_opt_t gw_config_opts[] = {
      "DURATION", "a level is left only after the delay stayed below its exit threshold this long",
      NULL},
     {"overload.limit_min", CM_OPT_UINT, OFF(ol_limit_min), 0, "4", 1, 100000, NULL, 0, NULL, "N",
-     "lowest concurrency limit per dependency per worker; also what a proxied route's "
-     "no-load RTT probe holds its upstream to", NULL},
+     "lowest concurrency limit per dependency per worker", NULL},
     {"overload.limit_initial", CM_OPT_UINT, OFF(ol_limit_initial), 0, "256", 1, 1000000, NULL, 0,
      NULL, "N",
      "starting concurrency limit per dependency per worker (high: a pipelined Redis serves "

@@ -53,9 +53,6 @@
 #include <sys/socket.h>
 
 #define GW_OL_TICK_MS 10
-/* How long an upstream's limit goes on a no-load RTT it measured before it
- * probes again (BBR probes its min RTT every 10 s). */
-#define GW_OL_PROBE_EVERY_US (10ull * 1000 * 1000)
 /* An idle worker ticks every GW_OL_IDLE_TICK_MS, once it has had no request
  * for GW_OL_IDLE_AFTER ticks with nothing in progress, its door open and the
  * level 0: 100 wakeups a second of an idle gateway were most of its idle
@@ -221,12 +218,6 @@ void gw_ol_worker_start(gw_worker_t *w)
         /* A dependency that answers within a quarter of the gateway's own queue
          * target costs a buyer nothing worth a refusal (gw_overload.h). */
         gw_alimit_set_floor(&o->dep[i], ol->target_us / 4);
-        /* An upstream's baseline is its no-load RTT, probed: Gradient2's long
-         * average learnt the queue of an upstream busy from the start, and the
-         * limit kept it (gw_overload.h). Redis keeps the long average: a probe
-         * would refuse buys, and the floor already covers its batches. */
-        if (i >= GW_DEP_UPSTREAM)
-            gw_alimit_set_probe(&o->dep[i], GW_OL_PROBE_EVERY_US, ol->limit_min);
         gw_breaker_init(&o->br[i], ol->br_failures, ol->br_cooldown_ms);
     }
     gw_qdelay_init(&o->q, ol->target_us, ol->interval_us, now);
@@ -1236,12 +1227,7 @@ void gw_overload_snapshot(gw_server_t *srv, gw_ol_snapshot_t *out)
             uint64_t rtt = atomic_load_explicit(&o->dep[d].pub_rtt_us, memory_order_relaxed);
             if (rtt > s->rtt_us)
                 s->rtt_us = rtt;
-            uint64_t base = atomic_load_explicit(&o->dep[d].pub_base_rtt_us, memory_order_relaxed);
-            if (base > s->base_rtt_us)
-                s->base_rtt_us = base;
-            s->rtt_probes += atomic_load_explicit(&o->dep[d].pub_probes, memory_order_relaxed);
             if (d >= GW_DEP_UPSTREAM) {
-                s->probed = true; /* gw_ol_worker_start */
                 int st = atomic_load_explicit(&o->br[d].pub_state, memory_order_relaxed);
                 if (st == GW_BR_OPEN || (st == GW_BR_HALF_OPEN && s->breaker != GW_BR_OPEN))
                     s->breaker = st;
@@ -1265,10 +1251,6 @@ void gw_overload_stats(gw_server_t *srv, void *json_obj)
         json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I}", "limit", (json_int_t)p->limit, "inflight",
                               (json_int_t)p->inflight, "rejected", (json_int_t)p->rejected,
                               "drops", (json_int_t)p->drops, "rtt_us", (json_int_t)p->rtt_us);
-        if (p->probed) {
-            json_object_set_new(o, "base_rtt_us", json_integer((json_int_t)p->base_rtt_us));
-            json_object_set_new(o, "rtt_probes", json_integer((json_int_t)p->rtt_probes));
-        }
         if (p->breaker >= 0) {
             json_object_set_new(o, "breaker",
                                 json_string(gw_breaker_state_name((gw_br_state_t)p->breaker)));

@@ -117,15 +117,6 @@ const char *gw_degrade_cause_name(gw_degrade_cause_t c);
 /* A validated limit is trusted for this long after the window that validated it
  * (RFC 7661's non-validated phase, 5 minutes there too; gw_overload_core.c validate()). */
 #define GW_ALIMIT_NVP_US (300ull * 1000 * 1000)
-/* A no-load RTT probe (gw_alimit_set_probe) ends after this many answers to
- * requests it started, or after GW_ALIMIT_PROBE_MAX_US with what it has. */
-#define GW_ALIMIT_PROBE_SAMPLES 16
-#define GW_ALIMIT_PROBE_MAX_US (1000ull * 1000)
-/* Windows in a row at twice the tolerated RTT or more that call a probe before
- * its time (the baseline is stale: the dependency got slower), at most once
- * per GW_ALIMIT_PROBE_GAP_US. */
-#define GW_ALIMIT_PROBE_CLAMPED 4
-#define GW_ALIMIT_PROBE_GAP_US (1000ull * 1000)
 
 typedef struct gw_alimit {
     double limit;
@@ -147,19 +138,8 @@ typedef struct gw_alimit {
     uint32_t done_bin[GW_ALIMIT_DONE_BINS];
     uint64_t min_window_us, max_window_us;
     uint64_t rtt_floor_us;
-    /* The no-load RTT as the baseline (gw_alimit_set_probe; probe_every_us 0: off) */
-    uint64_t probe_every_us;
-    uint32_t probe_conc;    /* in flight while probing, and what a window may use to count as no load */
-    bool probing;
-    uint64_t probe_start_us;
-    uint32_t probe_n, probe_drops;
-    uint32_t probe_us[GW_ALIMIT_PROBE_SAMPLES]; /* the probe's RTTs, for their median */
-    double base_rtt_us;     /* the last no-load RTT measured (0: none yet) */
-    uint64_t base_us;       /* when (or when a probe last got nothing) */
-    bool base_tried;        /* base_us is set */
-    uint32_t win_clamped;   /* windows in a row at twice the tolerated RTT or more */
     _Atomic uint32_t pub_limit, pub_inflight;
-    _Atomic uint64_t pub_rejected, pub_drops, pub_rtt_us, pub_base_rtt_us, pub_probes;
+    _Atomic uint64_t pub_rejected, pub_drops, pub_rtt_us;
 } gw_alimit_t;
 
 typedef enum { GW_AL_OK = 0, GW_AL_DROP = 1, GW_AL_IGNORE = 2 } gw_al_outcome_t;
@@ -169,27 +149,6 @@ void gw_alimit_init(gw_alimit_t *l, uint32_t initial, uint32_t min, uint32_t max
                     uint64_t now_us);
 /* An RTT below which the limit never shrinks (0: none, pure Gradient2). Owner thread only. */
 void gw_alimit_set_floor(gw_alimit_t *l, uint64_t rtt_floor_us);
-/*
- * Makes the baseline the dependency's no-load RTT instead of Gradient2's long
- * average, which learns whatever queue the dependency has while it is busy:
- * an upstream queued from the first request (a sale's page service when the
- * sale opens) taught it a queue, and the limit kept that queue (the mixed
- * bench: pages waited 75 ms at an upstream that answers in 0.5 ms). The
- * no-load RTT is the mean of a window that had at most `conc` in flight
- * (at least the limit's minimum), taken whenever such a window comes; when
- * none came for `every_us` (less up to a quarter) while the dependency was
- * busy, or ever, or GW_ALIMIT_PROBE_CLAMPED windows in a row showed twice the
- * tolerated RTT (the dependency got slower than its baseline: Gradient2 holds
- * such a limit near 8, above its minimum, where no window is a no-load one),
- * a probe holds the dependency to `conc` in flight until
- * GW_ALIMIT_PROBE_SAMPLES requests it started are answered (those from before
- * it drain first), and their median is the baseline, as Envoy's adaptive
- * concurrency filter measures its minRTT at a few requests in flight (p50).
- * The limit then climbs back by slow start from `conc` towards what it was,
- * and stops where the RTT passes what the new baseline tolerates. Refusals
- * while probing are the limit's. Owner thread only.
- */
-void gw_alimit_set_probe(gw_alimit_t *l, uint64_t every_us, uint32_t conc);
 /*
  * Takes a slot if fewer than the limit are in flight. Returns false (and
  * counts a rejection) when full: answer 503 without calling the dependency.
@@ -749,10 +708,6 @@ typedef struct gw_ol_dep_snap {
     uint64_t rejected;  /* requests the full limit refused (a 503, or a route's fallback) */
     uint64_t drops;     /* timeouts and errors seen */
     uint64_t rtt_us;    /* the last window's average, max over workers */
-    uint64_t base_rtt_us; /* the no-load RTT the limit tolerates a multiple of, max over
-                             workers (upstreams: gw_alimit_set_probe; 0 = not measured) */
-    uint64_t rtt_probes;  /* no-load probes run, summed over workers */
-    bool probed;          /* the limit measures its no-load RTT (the upstreams) */
     int breaker;        /* gw_br_state_t, -1 = none */
     uint64_t breaker_opens;
 } gw_ol_dep_snap_t;

@@ -8,7 +8,6 @@
 #include "common/cm_hash.h"
 
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 /*---- criticality ----*/
@@ -49,12 +48,10 @@ const char *gw_degrade_cause_name(gw_degrade_cause_t c)
 #define DROP_BACKOFF 0.5
 
 /* The RTT a window may show before it counts as a queue: Gradient2's
- * tolerance times the long average (the no-load RTT once measured, when the
- * limit probes: gw_alimit_set_probe), or the floor if that is higher. */
+ * tolerance times the long average, or the floor if that is higher. */
 static double ref_rtt(const gw_alimit_t *l)
 {
-    double base = l->base_rtt_us > 0 ? l->base_rtt_us : l->long_rtt_us;
-    double ref = G2_TOLERANCE * base;
+    double ref = G2_TOLERANCE * l->long_rtt_us;
     return ref < (double)l->rtt_floor_us ? (double)l->rtt_floor_us : ref;
 }
 
@@ -96,20 +93,8 @@ void gw_alimit_set_floor(gw_alimit_t *l, uint64_t rtt_floor_us)
     l->rtt_floor_us = rtt_floor_us;
 }
 
-void gw_alimit_set_probe(gw_alimit_t *l, uint64_t every_us, uint32_t conc)
-{
-    if (conc < l->min_limit)
-        conc = l->min_limit; /* a limit at its minimum is a no-load window (close_window) */
-    if (conc > l->max_limit)
-        conc = l->max_limit;
-    l->probe_every_us = every_us;
-    l->probe_conc = conc;
-}
-
 uint32_t gw_alimit_get(const gw_alimit_t *l)
 {
-    if (l->probing)
-        return l->probe_conc;
     uint32_t v = (uint32_t)l->limit;
     return v < l->min_limit ? l->min_limit : v;
 }
@@ -185,35 +170,10 @@ static double validate(gw_alimit_t *l, double limit, uint64_t now_us)
     return (limit + used) / 2;
 }
 
-static void window_reset(gw_alimit_t *l, uint64_t now_us)
-{
-    l->win_start_us = now_us;
-    l->win_sum_us = 0;
-    l->win_n = 0;
-    l->win_drops = 0;
-    l->win_ignored = 0;
-    l->win_max_inflight = l->inflight;
-    l->win_full = false;
-}
-
 /* Ends the current window: moves the limit from what it saw. */
 static void close_window(gw_alimit_t *l, uint64_t now_us)
 {
     double limit = l->limit;
-    if (l->probing) {
-        /* the probe's answers are the probe's (probe_sample()); the limit waits for it */
-        window_reset(l, now_us);
-        return;
-    }
-    if (l->probe_every_us && l->win_drops == 0 && l->win_n > 0 &&
-        l->win_max_inflight <= l->probe_conc) {
-        /* At most the probe's concurrency all window: a no-load RTT, without a probe. */
-        l->base_rtt_us = (double)l->win_sum_us / l->win_n;
-        l->base_us = now_us;
-        l->base_tried = true;
-        atomic_store_explicit(&l->pub_base_rtt_us, (uint64_t)l->base_rtt_us,
-                              memory_order_relaxed);
-    }
     if (l->win_drops > 0) {
         limit *= DROP_BACKOFF;
         l->ssthresh = limit; /* no slow start past the loss (TCP halves ssthresh too) */
@@ -241,10 +201,6 @@ static void close_window(gw_alimit_t *l, uint64_t now_us)
             }
             /* An RTT within the floor is no queue worth shedding for, whatever the baseline. */
             double gradient = clampd(ref_rtt(l) / short_rtt, 0.5, 1.0);
-            /* Gradient2 holds a limit at 0.5 at about twice its queue size (8), not its
-             * minimum, where a window would be a no-load one: a dependency that got
-             * slower than its measured baseline would wait there for the next probe. */
-            l->win_clamped = short_rtt >= 2 * ref_rtt(l) ? l->win_clamped + 1 : 0;
             double queue = sqrt(limit);
             double next = limit * gradient + (queue > G2_QUEUE_SIZE ? queue : G2_QUEUE_SIZE);
             limit = limit * (1 - G2_SMOOTHING) + next * G2_SMOOTHING;
@@ -253,108 +209,18 @@ static void close_window(gw_alimit_t *l, uint64_t now_us)
         }
     }
     l->limit = clampd(limit, l->min_limit, l->max_limit);
-    window_reset(l, now_us);
+    l->win_start_us = now_us;
+    l->win_sum_us = 0;
+    l->win_n = 0;
+    l->win_drops = 0;
+    l->win_ignored = 0;
+    l->win_max_inflight = l->inflight;
+    l->win_full = false;
     publish(l);
-}
-
-/*
- * The no-load probe (gw_alimit_set_probe). Due while the dependency is used
- * past the probe's concurrency and no no-load RTT was seen (or tried for) in
- * every_us, less up to a quarter so that the workers' probes do not line up,
- * or ever.
- */
-static bool probe_due(const gw_alimit_t *l, uint64_t now_us)
-{
-    if (!l->probe_every_us || l->probing || l->win_max_inflight <= l->probe_conc)
-        return false;
-    if (!l->base_tried)
-        return true; /* never measured, nor tried */
-    if (now_us < l->base_us)
-        return false;
-    if (l->win_clamped >= GW_ALIMIT_PROBE_CLAMPED && now_us - l->base_us >= GW_ALIMIT_PROBE_GAP_US)
-        return true; /* the baseline is stale (close_window) */
-    uint64_t every = l->probe_every_us - l->base_us % (l->probe_every_us / 4 + 1);
-    return now_us - l->base_us >= every;
-}
-
-static void probe_start(gw_alimit_t *l, uint64_t now_us)
-{
-    l->probing = true;
-    l->win_clamped = 0;
-    l->probe_start_us = now_us;
-    l->probe_n = l->probe_drops = 0;
-    atomic_fetch_add_explicit(&l->pub_probes, 1, memory_order_relaxed);
-    window_reset(l, now_us);
-    publish(l);
-}
-
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* The median of the probe's RTTs, as Envoy's filter aggregates its minRTT
- * samples (p50): a few answers a busy loop read late do not move it. */
-static double probe_median(gw_alimit_t *l)
-{
-    qsort(l->probe_us, l->probe_n, sizeof(l->probe_us[0]), cmp_u32);
-    uint32_t n = l->probe_n;
-    return n % 2 ? l->probe_us[n / 2] : (l->probe_us[n / 2 - 1] + (double)l->probe_us[n / 2]) / 2;
-}
-
-/* The probe's answers are in (or its time is up): the mean is the new no-load
- * RTT, and the limit climbs back from the probe's concurrency to where it was
- * by slow start, which stops where the RTT passes what the new baseline
- * tolerates (slow_start()). A probe that got no answer keeps the old baseline
- * and the limit. */
-static void probe_end(gw_alimit_t *l, uint64_t now_us)
-{
-    l->probing = false;
-    if (l->probe_n > 0) {
-        l->base_rtt_us = probe_median(l);
-        l->base_us = now_us;
-        l->base_tried = true;
-        atomic_store_explicit(&l->pub_base_rtt_us, (uint64_t)l->base_rtt_us,
-                              memory_order_relaxed);
-        if (l->ssthresh < l->limit)
-            l->ssthresh = l->limit;
-        l->limit = l->probe_conc;
-        l->ss_left = 0;
-    } else {
-        l->base_us = now_us; /* not again at once: the dependency answered nothing new */
-        l->base_tried = true;
-    }
-    window_reset(l, now_us);
-    publish(l);
-}
-
-/* An answer while probing: a sample if the probe sent it (the requests from
- * before it carry the queue it waits out). */
-static void probe_sample(gw_alimit_t *l, uint64_t now_us, uint64_t rtt_us, gw_al_outcome_t o)
-{
-    if (rtt_us > now_us || now_us - rtt_us < l->probe_start_us)
-        return;
-    if (o == GW_AL_OK) {
-        if (l->probe_n < GW_ALIMIT_PROBE_SAMPLES)
-            l->probe_us[l->probe_n++] = rtt_us > UINT32_MAX ? UINT32_MAX : (uint32_t)rtt_us;
-    } else if (o == GW_AL_DROP) {
-        l->probe_drops++;
-    }
 }
 
 static void maybe_close(gw_alimit_t *l, uint64_t now_us)
 {
-    if (l->probing) {
-        if (l->probe_n >= GW_ALIMIT_PROBE_SAMPLES || l->probe_drops >= GW_ALIMIT_PROBE_SAMPLES ||
-            (now_us >= l->probe_start_us && now_us - l->probe_start_us >= GW_ALIMIT_PROBE_MAX_US))
-            probe_end(l, now_us);
-        return;
-    }
-    if (probe_due(l, now_us)) {
-        probe_start(l, now_us);
-        return;
-    }
     uint64_t age = now_us - l->win_start_us;
     if (now_us < l->win_start_us)
         age = 0;
@@ -419,7 +285,7 @@ static void count_done(gw_alimit_t *l, uint64_t now_us)
 static void slow_start(gw_alimit_t *l, uint64_t now_us, uint64_t rtt_us)
 {
     double ref = ref_rtt(l);
-    if (l->probing || !l->win_full || l->limit >= l->ssthresh || ref <= 0)
+    if (!l->win_full || l->limit >= l->ssthresh || ref <= 0)
         return;
     if (l->ss_left == 0) { /* a new round: about one limit's worth of answers */
         l->ss_left = gw_alimit_get(l);
@@ -453,8 +319,6 @@ void gw_alimit_release(gw_alimit_t *l, uint64_t now_us, uint64_t rtt_us, gw_al_o
 {
     if (l->inflight > 0)
         l->inflight--;
-    if (l->probing)
-        probe_sample(l, now_us, rtt_us, o);
     if (o == GW_AL_OK) {
         l->win_sum_us += rtt_us;
         l->win_n++;

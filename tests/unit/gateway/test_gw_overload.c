@@ -417,126 +417,6 @@ static void test_limit_floor(void **state)
     assert_true(gw_alimit_get(&floored) < before / 2);
 }
 
-/*
- * An upstream busy from the first request (a sale's page service when the
- * sale opens): one server of `per_ms` answers a ms, in arrival order, a crowd
- * of `arrive_per_ms` that takes every slot the limit gives, a route timeout
- * of 1 s (no drop halves the limit before that). Returns the largest RTT of
- * the last second and counts probes.
- */
-typedef struct up_sim {
-    uint64_t now;
-    uint64_t sent[SIM_Q];
-    unsigned head, tail;
-    double cap;
-    uint64_t last_s_max_rtt;
-    unsigned served;
-} up_sim_t;
-
-static void up_run(gw_alimit_t *l, up_sim_t *u, int ms, double arrive_per_ms, double per_ms,
-                   unsigned *max_inflight_probing)
-{
-    double arr = 0;
-    u->last_s_max_rtt = 0;
-    for (int t = 0; t < ms; t++) {
-        u->now += MS;
-        for (arr += arrive_per_ms; arr >= 1; arr -= 1)
-            if (gw_alimit_acquire(l)) {
-                assert_true(u->tail - u->head < SIM_Q);
-                u->sent[u->tail++ % SIM_Q] = u->now;
-                /* (those from before the probe drain first: nothing is let in meanwhile) */
-                if (l->probing && l->inflight > *max_inflight_probing)
-                    *max_inflight_probing = l->inflight;
-            }
-        while (u->head != u->tail && u->now - u->sent[u->head % SIM_Q] >= 1000 * MS) {
-            u->head++;
-            gw_alimit_release(l, u->now, 0, GW_AL_DROP);
-        }
-        for (u->cap += per_ms; u->cap >= 1 && u->head != u->tail; u->cap -= 1) {
-            uint64_t rtt = u->now - u->sent[u->head++ % SIM_Q] + 500;
-            if (t >= ms - 1000 && rtt > u->last_s_max_rtt)
-                u->last_s_max_rtt = rtt;
-            u->served++;
-            gw_alimit_release(l, u->now, rtt, GW_AL_OK);
-        }
-        if (u->cap > 1)
-            u->cap = 1; /* an idle server banks no capacity */
-        gw_alimit_tick(l, u->now);
-    }
-}
-
-/*
- * Gradient2's long average learns whatever RTT the dependency shows while it
- * is busy: started at 256 on an upstream queued from the first request, it
- * learnt the queue and kept it (the mixed bench: pages waited 75 ms at an
- * upstream that answers in 0.5 ms). A limit that probes the no-load RTT holds
- * the queue to what the floor tolerates, and still serves all the upstream can.
- */
-static void test_limit_probe_unlearns_a_queue(void **state)
-{
-    (void)state;
-    static up_sim_t a, b;
-    memset(&a, 0, sizeof(a));
-    memset(&b, 0, sizeof(b));
-    gw_alimit_t plain, probed;
-    gw_alimit_init(&plain, 256, 4, 1000, 0);
-    gw_alimit_init(&probed, 256, 4, 1000, 0);
-    gw_alimit_set_floor(&plain, 5 * MS);
-    gw_alimit_set_floor(&probed, 5 * MS);
-    gw_alimit_set_probe(&probed, 10000 * MS, 4);
-    unsigned probing_max = 0, unused = 0;
-    /* 10x an upstream of 2 answers a ms, for 5 s */
-    up_run(&plain, &a, 5000, 20, 2, &unused);
-    up_run(&probed, &b, 5000, 20, 2, &probing_max);
-    /* the plain limit kept the queue it started with: a wait of 50 ms or more */
-    assert_true(a.last_s_max_rtt >= 50 * MS);
-    /* the probed one measured ~0.5-2 ms at 4 in flight ... */
-    assert_int_equal(atomic_load(&probed.pub_probes), 1);
-    assert_true(probed.base_rtt_us >= 500 && probed.base_rtt_us <= 2.5 * MS);
-    assert_true(probing_max <= 4);
-    /* ... and holds the queue near the floor's 5 ms, as busy as the plain one */
-    if (b.last_s_max_rtt > 10 * MS)
-        fail_msg("the probed limit's last second waited up to %llu us (limit %u)",
-                 (unsigned long long)b.last_s_max_rtt, gw_alimit_get(&probed));
-    assert_true(gw_alimit_get(&probed) <= 16);
-    assert_true(b.served >= a.served * 95 / 100);
-    /* busy for another 10 s: it probes again, and the queue stays short */
-    up_run(&probed, &b, 10000, 20, 2, &probing_max);
-    assert_int_equal(atomic_load(&probed.pub_probes), 2);
-    assert_true(probing_max <= 4);
-    assert_true(b.last_s_max_rtt <= 10 * MS);
-}
-
-/*
- * A dependency used at most the probe's concurrency gives its no-load RTT in
- * every window: no probe (no refusal) is needed. Then a crowd: one probe at
- * most per period, and the baseline follows the dependency when it slows.
- */
-static void test_limit_probe_passive_and_follows(void **state)
-{
-    (void)state;
-    gw_alimit_t l;
-    gw_alimit_init(&l, 256, 4, 1000, 0);
-    gw_alimit_set_floor(&l, 5 * MS);
-    gw_alimit_set_probe(&l, 10000 * MS, 4);
-    uint64_t now = 0;
-    /* 2 in flight at 3 ms, for a second */
-    now = drive(&l, now, 10, 2, 3 * MS);
-    assert_int_equal(atomic_load(&l.pub_probes), 0);
-    assert_true(l.base_rtt_us >= 2.9 * MS && l.base_rtt_us <= 3.1 * MS);
-    /* the dependency became 10x slower (30 ms at no load): Gradient2 holds the
-     * limit at ~8 (gradient 0.5), no no-load window comes, and a probe before
-     * its time measures the new baseline */
-    now = drive(&l, now, 60, 300, 30 * MS);
-    assert_int_equal(atomic_load(&l.pub_probes), 1);
-    assert_true(l.base_rtt_us >= 29 * MS && l.base_rtt_us <= 31 * MS);
-    /* at 30 ms the limit grows again: the dependency is as fast as it now is */
-    uint32_t low = gw_alimit_get(&l);
-    now = drive(&l, now, 60, 300, 30 * MS);
-    assert_true(gw_alimit_get(&l) > low + 8);
-    assert_int_equal(atomic_load(&l.pub_probes), 1);
-}
-
 static void test_breaker(void **state)
 {
     (void)state;
@@ -1602,8 +1482,6 @@ int main(void)
         cmocka_unit_test(test_limit_rejects_when_full_and_drops_halve),
         cmocka_unit_test(test_limit_holds_when_the_loop_is_slow),
         cmocka_unit_test(test_limit_floor),
-        cmocka_unit_test(test_limit_probe_unlearns_a_queue),
-        cmocka_unit_test(test_limit_probe_passive_and_follows),
         cmocka_unit_test(test_breaker),
         cmocka_unit_test(test_levels_hysteresis),
         cmocka_unit_test(test_levels_backward_time),
