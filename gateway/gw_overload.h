@@ -78,12 +78,16 @@ const char *gw_degrade_cause_name(gw_degrade_cause_t c);
  * as TCP validates an unused congestion window (RFC 2861, RFC 7661), and
  * remembers the old value as ssthresh: when the crowd fills it again and the
  * dependency answers within max(tolerance * long, floor), it grows by one per
- * such answer (slow start, RFC 5681), up to ssthresh and to twice what the
- * dependency answered in the last two such RTTs; a round whose first answers
+ * such answer (slow start, RFC 5681), up to ssthresh, to twice what is in
+ * flight and to twice what the dependency answers in two such RTTs; a round whose first answers
  * were all slower ends it (HyStart++, RFC 9406), but not below a limit a
  * window validated (used half of at a healthy RTT, no drops) in the last
  * GW_ALIMIT_NVP_US, which a lull also restores ssthresh to (RFC 7661's
- * non-validated phase: the c256 burst after a lull). Measured: a limit left at its
+ * non-validated phase: the c256 burst after a lull). The initial limit
+ * (overload.limit_initial, 16) is such a window too, with ssthresh at the
+ * maximum, as TCP's initial window: a high start to a dependency busy from the
+ * first call made a queue Gradient2's long average then kept as its baseline
+ * (bench/README.md, Sessions 37-38). Measured: a limit left at its
  * initial 256 at half load sent 256 reserves at once when the crowd came to a
  * Redis held to 10% of a core, a queue past the 50 ms timeout, and the step
  * to 5x took 30-260 ms to converge (bench/README.md, 2026-11-23). When the long average is
@@ -134,6 +138,7 @@ typedef struct gw_alimit {
     uint32_t win_ignored; /* released without a call (GW_AL_IGNORE): a crowd all the same */
     uint32_t ss_left, ss_n; /* slow start: answers left in this round, seen of its first ones */
     uint64_t ss_min_us;     /* slow start: the minimum RTT of the round's first answers */
+    uint64_t ss_base_us;    /* the lowest RTT before the first window closed (ss_ref()) */
     uint64_t done_ms;       /* answers per ms over the last GW_ALIMIT_DONE_BINS ms */
     uint32_t done_bin[GW_ALIMIT_DONE_BINS];
     uint64_t min_window_us, max_window_us;

@@ -233,10 +233,15 @@ static void test_limit_idle_decays_and_slow_starts(void **state)
     assert_int_equal(gw_alimit_get(&l), GW_ALIMIT_RESTART);
     /* a healthy dependency at 300 us and 256 callers: back to 256 in 4 round trips */
     round_trips(&l, &now, 4, 256, 300, 0);
-    assert_int_equal(gw_alimit_get(&l), 256);
-    /* past what it had: Gradient2's growth, one window at a time */
+    assert_true(gw_alimit_get(&l) >= 256);
+    /* 256 callers do not take it past twice what they hold (a limit reached
+     * once in a window is not one the crowd still fills) */
+    round_trips(&l, &now, 3, 256, 300, 0);
+    assert_true(gw_alimit_get(&l) <= 512);
+    /* past what it had while the dependency answers within the floor: the
+     * initial limit is a window, not a ceiling (TCP's ssthresh starts high) */
     round_trips(&l, &now, 3, 1000, 300, 0);
-    assert_true(gw_alimit_get(&l) < 280);
+    assert_int_equal(gw_alimit_get(&l), 1000);
 
     /* decayed again; a busy machine delays one answer in 16: still back in 5 */
     idle(&l, &now, 3000);
@@ -282,13 +287,14 @@ static void test_limit_lull_restores_validated(void **state)
     round_trips(&l, &now, 4 + 333, 256, 300, 0);
     assert_true(gw_alimit_get(&l) >= 256);
     /* the machine stalls Redis past its timeout: a whole limit dropped, halved */
+    uint32_t had = gw_alimit_get(&l);
     unsigned got = 0;
     for (unsigned i = 0; i < 300; i++)
         got += gw_alimit_acquire(&l);
     now += 300 * MS;
     for (unsigned i = 0; i < got; i++)
         gw_alimit_release(&l, now, 0, GW_AL_DROP);
-    assert_true(gw_alimit_get(&l) <= 160);
+    assert_true(gw_alimit_get(&l) <= had / 2 + 1);
     /* a lull, then the crowd again; its first round slow (a busy machine) */
     idle(&l, &now, 3000);
     assert_int_equal(gw_alimit_get(&l), GW_ALIMIT_RESTART);
@@ -415,6 +421,121 @@ static void test_limit_floor(void **state)
     uint32_t before = gw_alimit_get(&floored);
     drive(&floored, t2, 30, 1000, 40 * MS);
     assert_true(gw_alimit_get(&floored) < before / 2);
+}
+
+/*
+ * N workers' limits at one upstream, 1 ms steps: a FIFO server of `per_ms`
+ * answers a ms (0.5 ms of service each), or, with per_ms 0, a server of
+ * unbounded parallelism answering every call after `flat_us`. Arrivals are
+ * dealt round robin over the workers; a call unanswered after 1 s is a drop
+ * (the route's timeout).
+ */
+#define UP_Q 65536
+typedef struct up_sim {
+    uint64_t now;
+    uint64_t sent[UP_Q];
+    unsigned who[UP_Q];
+    unsigned head, tail;
+    double cap;
+    uint64_t last_s_max_rtt; /* the longest RTT answered in the run's last second */
+    unsigned served, refused, offered;
+} up_sim_t;
+
+static void up_run(gw_alimit_t *l, unsigned n, up_sim_t *u, int ms, double arrive_per_ms,
+                   double per_ms, uint64_t flat_us)
+{
+    double arr = 0;
+    unsigned rr = 0;
+    u->last_s_max_rtt = 0;
+    for (int t = 0; t < ms; t++) {
+        u->now += MS;
+        for (arr += arrive_per_ms; arr >= 1; arr -= 1) {
+            unsigned k = rr++ % n;
+            u->offered++;
+            if (gw_alimit_acquire(&l[k])) {
+                assert_true(u->tail - u->head < UP_Q);
+                u->who[u->tail % UP_Q] = k;
+                u->sent[u->tail++ % UP_Q] = u->now;
+            } else {
+                u->refused++;
+            }
+        }
+        while (u->head != u->tail && u->now - u->sent[u->head % UP_Q] >= 1000 * MS) {
+            gw_alimit_release(&l[u->who[u->head % UP_Q]], u->now, 0, GW_AL_DROP);
+            u->head++;
+        }
+        for (u->cap += per_ms; u->head != u->tail; u->head++) {
+            uint64_t waited = u->now - u->sent[u->head % UP_Q], rtt;
+            if (per_ms > 0) {
+                if (u->cap < 1)
+                    break;
+                u->cap -= 1;
+                rtt = waited + 500;
+            } else {
+                if (waited < flat_us)
+                    break;
+                rtt = waited;
+            }
+            if (t >= ms - 1000 && rtt > u->last_s_max_rtt)
+                u->last_s_max_rtt = rtt;
+            u->served++;
+            gw_alimit_release(&l[u->who[u->head % UP_Q]], u->now, rtt, GW_AL_OK);
+        }
+        if (u->cap > 1)
+            u->cap = 1;
+        for (unsigned k = 0; k < n; k++)
+            gw_alimit_tick(&l[k], u->now);
+    }
+}
+
+/*
+ * A page upstream serving 2,000/s (0.5 ms a call), offered 10 times that from
+ * the first call: the limit starts as a small window, so the queue Gradient2
+ * learns as its baseline is the one slow start stopped at (about the floor),
+ * not the one a high initial limit makes at once. Measured with 256 to start:
+ * the queue stayed at 68-79 ms for the whole run (bench/README.md, Session 37).
+ */
+static void test_limit_busy_from_the_start(void **state)
+{
+    (void)state;
+    static up_sim_t u;
+    for (unsigned workers = 1; workers <= 4; workers *= 4) {
+        gw_alimit_t l[4];
+        memset(&u, 0, sizeof(u));
+        for (unsigned k = 0; k < workers; k++) {
+            gw_alimit_init(&l[k], 16, 4, 1000, 0); /* the gateway's defaults */
+            gw_alimit_set_floor(&l[k], 5 * MS);
+        }
+        up_run(l, workers, &u, 10000, 20, 2, 0);
+        /* Gradient2 lets the baseline drift up under a saturated dependency
+         * (docs/design.md, Known limits): 27.5 ms after 10 s for one worker,
+         * 91.5 ms for four (each worker's window is a queue to the others);
+         * from a start of 256, 245 ms. */
+        assert_true(u.last_s_max_rtt <= (workers == 1 ? 40 : 120) * MS);
+        assert_true(u.served >= 10000 * 2 * 0.95); /* the upstream kept busy */
+    }
+}
+
+/*
+ * An upstream that answers every call in a flat 300 ms, 200 calls a second
+ * (60 in flight): from a window of 16, slow start reaches what it takes in a
+ * few round trips; HyStart++'s threshold over the lowest RTT seen stands in
+ * for the baseline the first window has not given yet, and the rate check
+ * spans the RTT, not its 32 ms of bins.
+ */
+static void test_limit_slow_start_slow_dependency(void **state)
+{
+    (void)state;
+    static up_sim_t u;
+    memset(&u, 0, sizeof(u));
+    gw_alimit_t l;
+    gw_alimit_init(&l, 16, 4, 1000, 0);
+    gw_alimit_set_floor(&l, 5 * MS);
+    up_run(&l, 1, &u, 3000, 0.2, 0, 300 * MS);
+    assert_true(gw_alimit_get(&l) >= 60);
+    up_run(&l, 1, &u, 57000, 0.2, 0, 300 * MS);
+    assert_true(u.refused <= u.offered / 100);
+    assert_true(u.last_s_max_rtt <= 300 * MS);
 }
 
 static void test_breaker(void **state)
@@ -1482,6 +1603,8 @@ int main(void)
         cmocka_unit_test(test_limit_rejects_when_full_and_drops_halve),
         cmocka_unit_test(test_limit_holds_when_the_loop_is_slow),
         cmocka_unit_test(test_limit_floor),
+        cmocka_unit_test(test_limit_busy_from_the_start),
+        cmocka_unit_test(test_limit_slow_start_slow_dependency),
         cmocka_unit_test(test_breaker),
         cmocka_unit_test(test_levels_hysteresis),
         cmocka_unit_test(test_levels_backward_time),
