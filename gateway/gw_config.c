@@ -687,11 +687,17 @@ const cm_opt_t gw_config_opts[] = {
      NULL},
     {"overload.limit_min", CM_OPT_UINT, OFF(ol_limit_min), 0, "4", 1, 100000, NULL, 0, NULL, "N",
      "lowest concurrency limit per dependency per worker", NULL},
-    {"overload.limit_initial", CM_OPT_UINT, OFF(ol_limit_initial), 0, "16", 1, 1000000, NULL, 0,
+    {"overload.limit_initial", CM_OPT_UINT, OFF(ol_limit_initial), 0, "256", 1, 1000000, NULL, 0,
      NULL, "N",
-     "starting concurrency limit per dependency per worker: a window slow start doubles each "
-     "round trip until the dependency shows a queue (low: a dependency busy from the first "
-     "call must not teach the limit a queue)",
+     "starting concurrency limit of the inventory (Redis) and the spool per worker (high: the "
+     "first burst of a sale is buyers, and a pipelined Redis serves hundreds in flight); slow "
+     "start grows it further while the dependency answers within the tolerated RTT",
+     NULL},
+    {"overload.upstream_limit_initial", CM_OPT_UINT, OFF(ol_up_limit_initial), 0, "16", 1,
+     1000000, NULL, 0, NULL, "N",
+     "starting concurrency limit of each proxied upstream per worker: a window slow start "
+     "doubles each round trip until the upstream shows a queue (low: an upstream busy from "
+     "the first request must not teach the limit its queue)",
      NULL},
     {"overload.limit_max", CM_OPT_UINT, OFF(ol_limit_max), 0, "1000", 1, 1000000, NULL, 0, NULL,
      "N", "highest concurrency limit per dependency per worker", NULL},

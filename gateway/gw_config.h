@@ -78,7 +78,7 @@ typedef struct gw_config {
     bool ol_accept_pause;      /* overload.accept_pause: the door (gw_overload.c) */
     bool ol_shed_buys;         /* overload.shed_buys: DAGOR user priority on the buy path */
     uint64_t ol_queue_target_ms, ol_queue_interval_ms, ol_exit_hold_ms;
-    uint64_t ol_limit_min, ol_limit_initial, ol_limit_max;
+    uint64_t ol_limit_min, ol_limit_initial, ol_up_limit_initial, ol_limit_max;
     uint64_t ol_retry_min_s, ol_retry_max_s;
 
     /* non-core routes reverse-proxied to upstreams (gw_proxy.c) */

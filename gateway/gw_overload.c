@@ -129,7 +129,7 @@ typedef struct gw_overload {
     bool adaptive, accept_pause, shed_buys, redis_dep, spool_dep;
     unsigned retry_min, retry_max;
     uint64_t target_us, interval_us;
-    uint32_t limit_min, limit_init, limit_max;
+    uint32_t limit_min, limit_init, up_limit_init, limit_max;
     uint32_t br_failures;
     uint64_t br_cooldown_ms;
     size_t nroutes;
@@ -174,6 +174,7 @@ int gw_overload_start(gw_server_t *srv, char *errbuf, size_t errlen)
     ol->interval_us = cfg->ol_queue_interval_ms * 1000u;
     ol->limit_min = (uint32_t)cfg->ol_limit_min;
     ol->limit_init = (uint32_t)cfg->ol_limit_initial;
+    ol->up_limit_init = (uint32_t)cfg->ol_up_limit_initial;
     ol->limit_max = (uint32_t)cfg->ol_limit_max;
     ol->br_failures = (uint32_t)cfg->proxy_breaker_failures;
     ol->br_cooldown_ms = cfg->proxy_breaker_cooldown_ms;
@@ -214,7 +215,12 @@ void gw_ol_worker_start(gw_worker_t *w)
     uint64_t now = now_us();
     o->ndeps = GW_DEP_UPSTREAM + (unsigned)ol->nroutes;
     for (unsigned i = 0; i < o->ndeps; i++) {
-        gw_alimit_init(&o->dep[i], ol->limit_init, ol->limit_min, ol->limit_max, now);
+        /* Buyers come in a burst the moment a sale opens, to a store that serves
+         * hundreds in flight: their limit starts high. An upstream's capacity is
+         * unknown and its routes are not the buy path: its limit starts as a
+         * small window slow start grows (gw_alimit_init()). */
+        gw_alimit_init(&o->dep[i], i >= GW_DEP_UPSTREAM ? ol->up_limit_init : ol->limit_init,
+                       ol->limit_min, ol->limit_max, now);
         /* A dependency that answers within a quarter of the gateway's own queue
          * target costs a buyer nothing worth a refusal (gw_overload.h). */
         gw_alimit_set_floor(&o->dep[i], ol->target_us / 4);

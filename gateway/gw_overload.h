@@ -83,11 +83,12 @@ const char *gw_degrade_cause_name(gw_degrade_cause_t c);
  * were all slower ends it (HyStart++, RFC 9406), but not below a limit a
  * window validated (used half of at a healthy RTT, no drops) in the last
  * GW_ALIMIT_NVP_US, which a lull also restores ssthresh to (RFC 7661's
- * non-validated phase: the c256 burst after a lull). The initial limit
- * (overload.limit_initial, 16) is such a window too, with ssthresh at the
- * maximum, as TCP's initial window: a high start to a dependency busy from the
- * first call made a queue Gradient2's long average then kept as its baseline
- * (bench/README.md, Sessions 37-38). Measured: a limit left at its
+ * non-validated phase: the c256 burst after a lull). The initial limit is
+ * such a window too, with ssthresh at the maximum, as TCP's initial window:
+ * an upstream's starts at 16 (overload.upstream_limit_initial), because a
+ * high start to an upstream busy from the first request made a queue
+ * Gradient2's long average then kept as its baseline (bench/README.md,
+ * Sessions 37-38); Redis's at 256, for the buyers' first burst. Measured: a limit left at its
  * initial 256 at half load sent 256 reserves at once when the crowd came to a
  * Redis held to 10% of a core, a queue past the 50 ms timeout, and the step
  * to 5x took 30-260 ms to converge (bench/README.md, 2026-11-23). When the long average is

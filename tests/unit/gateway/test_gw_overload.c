@@ -503,7 +503,7 @@ static void test_limit_busy_from_the_start(void **state)
         gw_alimit_t l[4];
         memset(&u, 0, sizeof(u));
         for (unsigned k = 0; k < workers; k++) {
-            gw_alimit_init(&l[k], 16, 4, 1000, 0); /* the gateway's defaults */
+            gw_alimit_init(&l[k], 16, 4, 1000, 0); /* an upstream's defaults */
             gw_alimit_set_floor(&l[k], 5 * MS);
         }
         up_run(l, workers, &u, 10000, 20, 2, 0);
