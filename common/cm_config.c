@@ -1327,7 +1327,7 @@ void cm_conf_print_help(const cm_conf_t *conf, const char *usage, int fd)
         cm_conf_flag_name(o, o->alias != NULL, flag, sizeof(flag));
         snprintf(col, sizeof(col), "--%s %s", flag, metavar(o, mv, sizeof(mv)));
         cm_conf_env_name(o, conf->env_prefix, false, e1, sizeof(e1));
-        if (cm_conf_env_name(o, conf->env_prefix, true, e2, sizeof(e2)))
+        if (cm_conf_env_name(o, conf->env_prefix, true, e2, sizeof(e2)) && strcmp(e1, e2) != 0)
             snprintf(envs, sizeof(envs), "%s, %s", e2, e1);
         else
             snprintf(envs, sizeof(envs), "%s", e1);
