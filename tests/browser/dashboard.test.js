@@ -123,7 +123,10 @@ async function buy(user) {
     // Pin the degrade level from the form; the page shows it, the API agrees.
     await page.selectOption("#f-degrade [name=level]", "1");
     await page.click("#f-degrade button");
-    await page.waitForFunction(() => /pinned/.test(document.getElementById("n-level").textContent));
+    // The gateway starts pinned at level 0 ("0 normal (pinned)"): wait for the form's answer
+    // and for level 1 on the page, not for "pinned" alone, which is there before the PUT lands.
+    await page.waitForFunction(() => /^200/.test(document.querySelector("#f-degrade .msg").textContent));
+    await page.waitForFunction(() => /^1 .*pinned/.test(document.getElementById("n-level").textContent));
     const dg = await (await fetch(ADMIN + "/admin/v1/degrade", { headers: { Authorization: "Bearer " + TOKEN } })).json();
     check(dg.level === 1 && dg.mode === "pinned", "degrade pinned from the form: " + JSON.stringify(dg));
 
