@@ -320,8 +320,8 @@ static double ss_ref(const gw_alimit_t *l)
  */
 static double rate_cap(const gw_alimit_t *l, uint64_t span_us)
 {
-    double bins = (double)(span_us / 1000 + 1); /* done_recent()'s count of bins */
-    double scale = bins > GW_ALIMIT_DONE_BINS ? bins / GW_ALIMIT_DONE_BINS : 1.0;
+    uint64_t bins = span_us / 1000 + 1; /* done_recent()'s count of whole bins */
+    double scale = bins > GW_ALIMIT_DONE_BINS ? (double)bins / GW_ALIMIT_DONE_BINS : 1.0;
     return 2.0 * done_recent(l, span_us) * scale;
 }
 
