@@ -329,8 +329,9 @@ static bool route_one(json_t *o, size_t i, gw_route_def_t *r, char *errbuf, size
     memset(r, 0, sizeof(*r));
     if (!json_is_object(o))
         return route_fail(errbuf, errlen, i, "%s", "must be an object");
-    static const char *const keys[] = {"prefix", "upstream", "timeout_ms", "criticality",
-                                       "fallback", NULL};
+    static const char *const keys[] = {"prefix",      "upstream", "timeout_ms",
+                                       "latency_target_ms", "criticality", "fallback",
+                                       NULL};
     const char *k;
     json_t *v;
     json_object_foreach(o, k, v) {
@@ -339,8 +340,8 @@ static bool route_one(json_t *o, size_t i, gw_route_def_t *r, char *errbuf, size
             known |= strcmp(*a, k) == 0;
         if (!known)
             return route_fail(errbuf, errlen, i,
-                              "unknown field %.64s (prefix, upstream, timeout_ms, criticality, "
-                              "fallback)",
+                              "unknown field %.64s (prefix, upstream, timeout_ms, "
+                              "latency_target_ms, criticality, fallback)",
                               k);
     }
     const char *prefix = json_string_value(json_object_get(o, "prefix"));
@@ -369,6 +370,17 @@ static bool route_one(json_t *o, size_t i, gw_route_def_t *r, char *errbuf, size
             return route_fail(errbuf, errlen, i, "%s",
                               "timeout_ms must be an integer from 1 to 60000");
         r->timeout_ms = (uint32_t)json_integer_value(t);
+    }
+    /* A target past the timeout would never be reached: the call is dropped first. */
+    json_t *lt = json_object_get(o, "latency_target_ms");
+    if (lt) {
+        if (!json_is_integer(lt) || json_integer_value(lt) < 1 ||
+            json_integer_value(lt) > (json_int_t)r->timeout_ms)
+            return route_fail(errbuf, errlen, i,
+                              "latency_target_ms must be an integer from 1 to the route's "
+                              "timeout_ms (%u)",
+                              (unsigned)r->timeout_ms);
+        r->latency_target_ms = (uint32_t)json_integer_value(lt);
     }
     r->crit = 2; /* sheddable: the least important unless told */
     json_t *c = json_object_get(o, "criticality");

@@ -94,6 +94,7 @@ typedef struct gw_route_def {
     char prefix[128];      /* "/v1/recs/": requests whose path starts with it */
     char upstream[256];    /* "http://127.0.0.1:8081": the path and query are appended */
     uint32_t timeout_ms;   /* whole upstream exchange; default 1000 */
+    uint32_t latency_target_ms; /* an answer slower is a queue (gw_alimit_set_target); 0 none */
     int crit;              /* gw_crit_t; default sheddable */
     bool has_fallback;
     unsigned fb_status;    /* fallback answer when degraded or shed */
@@ -105,7 +106,7 @@ typedef struct gw_route_def {
 /*
  * Parses proxy.routes: a JSON list of objects
  *   {"prefix":"/v1/recs/","upstream":"http://127.0.0.1:8081","timeout_ms":300,
- *    "criticality":"critical|degradable|sheddable",
+ *    "latency_target_ms":20,"criticality":"critical|degradable|sheddable",
  *    "fallback":{"status":200,"content_type":"application/json","body":"{}"}}
  * "" is no routes. Each prefix at most once (a request goes to the route with
  * the longest matching prefix, whatever the order). Fills out[0..*n) (at most

@@ -224,6 +224,9 @@ void gw_ol_worker_start(gw_worker_t *w)
         /* A dependency that answers within a quarter of the gateway's own queue
          * target costs a buyer nothing worth a refusal (gw_overload.h). */
         gw_alimit_set_floor(&o->dep[i], ol->target_us / 4);
+        if (i >= GW_DEP_UPSTREAM)
+            gw_alimit_set_target(&o->dep[i],
+                                 1000ull * ol->routes[i - GW_DEP_UPSTREAM].latency_target_ms);
         gw_breaker_init(&o->br[i], ol->br_failures, ol->br_cooldown_ms);
     }
     gw_qdelay_init(&o->q, ol->target_us, ol->interval_us, now);
@@ -1186,6 +1189,8 @@ void gw_overload_snapshot(gw_server_t *srv, gw_ol_snapshot_t *out)
     for (unsigned d = 0; d < ndeps; d++) {
         dep_name(ol, d, out->deps[d].name, sizeof(out->deps[d].name));
         out->deps[d].breaker = d >= GW_DEP_UPSTREAM ? GW_BR_CLOSED : -1;
+        out->deps[d].rtt_target_us =
+            d >= GW_DEP_UPSTREAM ? 1000ull * ol->routes[d - GW_DEP_UPSTREAM].latency_target_ms : 0;
         out->deps[d].active = d >= GW_DEP_UPSTREAM || (d == GW_DEP_REDIS && ol->redis_dep) ||
                               (d == GW_DEP_SPOOL && ol->spool_dep);
     }
@@ -1262,6 +1267,8 @@ void gw_overload_stats(gw_server_t *srv, void *json_obj)
                                 json_string(gw_breaker_state_name((gw_br_state_t)p->breaker)));
             json_object_set_new(o, "breaker_opens", json_integer((json_int_t)p->breaker_opens));
         }
+        if (p->rtt_target_us)
+            json_object_set_new(o, "rtt_target_us", json_integer((json_int_t)p->rtt_target_us));
         json_object_set_new(deps, p->name, o);
     }
     json_t *shed = json_object();

@@ -144,6 +144,7 @@ typedef struct gw_alimit {
     uint32_t done_bin[GW_ALIMIT_DONE_BINS];
     uint64_t min_window_us, max_window_us;
     uint64_t rtt_floor_us;
+    uint64_t rtt_target_us; /* gw_alimit_set_target(); 0 = none */
     _Atomic uint32_t pub_limit, pub_inflight;
     _Atomic uint64_t pub_rejected, pub_drops, pub_rtt_us;
 } gw_alimit_t;
@@ -155,6 +156,14 @@ void gw_alimit_init(gw_alimit_t *l, uint32_t initial, uint32_t min, uint32_t max
                     uint64_t now_us);
 /* An RTT below which the limit never shrinks (0: none, pure Gradient2). Owner thread only. */
 void gw_alimit_set_floor(gw_alimit_t *l, uint64_t rtt_floor_us);
+/*
+ * An RTT above which the dependency is queueing whatever the long average
+ * has learnt (0: none). An operator who knows what a healthy answer takes
+ * sets it (a route's latency_target_ms): Gradient2's long average follows a
+ * dependency that stays saturated up, and the queue with it, which the
+ * target stops (gw_overload_core.c ref_rtt()). Owner thread only.
+ */
+void gw_alimit_set_target(gw_alimit_t *l, uint64_t rtt_target_us);
 /*
  * Takes a slot if fewer than the limit are in flight. Returns false (and
  * counts a rejection) when full: answer 503 without calling the dependency.
@@ -714,6 +723,7 @@ typedef struct gw_ol_dep_snap {
     uint64_t rejected;  /* requests the full limit refused (a 503, or a route's fallback) */
     uint64_t drops;     /* timeouts and errors seen */
     uint64_t rtt_us;    /* the last window's average, max over workers */
+    uint64_t rtt_target_us; /* a route's latency_target_ms (0: none) */
     int breaker;        /* gw_br_state_t, -1 = none */
     uint64_t breaker_opens;
 } gw_ol_dep_snap_t;

@@ -517,6 +517,79 @@ static void test_limit_busy_from_the_start(void **state)
 }
 
 /*
+ * The same upstream and crowd with a latency target of 10 ms (a route's
+ * latency_target_ms): the queue Gradient2's long average lets drift up is
+ * held near the target, and the upstream is still kept busy. Printed beside
+ * the plain limits' drift, which docs/design.md quotes.
+ */
+static void test_limit_target_holds_the_queue(void **state)
+{
+    (void)state;
+    static up_sim_t u;
+    for (unsigned workers = 1; workers <= 8; workers *= 2) {
+        uint64_t worst[2];
+        unsigned served[2];
+        for (int with = 0; with < 2; with++) {
+            gw_alimit_t l[8];
+            memset(&u, 0, sizeof(u));
+            for (unsigned k = 0; k < workers; k++) {
+                gw_alimit_init(&l[k], 16, 4, 1000, 0);
+                gw_alimit_set_floor(&l[k], 5 * MS);
+                if (with)
+                    gw_alimit_set_target(&l[k], 10 * MS);
+            }
+            up_run(l, workers, &u, 20000, 20, 2, 0);
+            worst[with] = u.last_s_max_rtt;
+            served[with] = u.served;
+        }
+        printf("target 10 ms, %u worker(s), 20 s at 10x a 2,000/s FIFO upstream: worst RTT in "
+               "the last second %.1f ms (no target %.1f ms), served %u (%u)\n",
+               workers, worst[1] / 1000.0, worst[0] / 1000.0, served[1], served[0]);
+        assert_true(worst[1] <= 20 * MS);
+        assert_true(worst[0] > 2 * worst[1]); /* without it, the drift this cures */
+        assert_true(served[1] >= 20000 * 2 * 0.95);
+    }
+}
+
+/*
+ * A target is the operator's word about a healthy answer, and it wins over
+ * the floor and over what the long average learnt. An upstream whose healthy
+ * answers (a flat 300 ms here) are within it keeps what it takes; one whose
+ * answers are all past it is cut to its minimum limit (a route that is slower
+ * than it promised is shed, not waited for: docs/design.md); and a target
+ * below the floor still cuts a limit whose RTT is below the floor.
+ */
+static void test_limit_target_is_the_operators(void **state)
+{
+    (void)state;
+    static up_sim_t u;
+    gw_alimit_t l;
+    memset(&u, 0, sizeof(u));
+    gw_alimit_init(&l, 16, 4, 1000, 0);
+    gw_alimit_set_floor(&l, 5 * MS);
+    gw_alimit_set_target(&l, 400 * MS);
+    up_run(&l, 1, &u, 60000, 0.2, 0, 300 * MS);
+    assert_true(u.refused <= u.offered / 100);
+    assert_true(gw_alimit_get(&l) >= 60);
+
+    memset(&u, 0, sizeof(u));
+    gw_alimit_init(&l, 16, 4, 1000, 0);
+    gw_alimit_set_floor(&l, 5 * MS);
+    gw_alimit_set_target(&l, 250 * MS);
+    up_run(&l, 1, &u, 20000, 0.2, 0, 300 * MS);
+    assert_int_equal(gw_alimit_get(&l), 4);
+
+    gw_alimit_t floored;
+    gw_alimit_init(&floored, 256, 4, 1000, 0);
+    gw_alimit_set_floor(&floored, 5 * MS);
+    uint64_t t = drive(&floored, 0, 30, 1000, 3 * MS);
+    assert_true(gw_alimit_get(&floored) >= 256); /* within the floor: no queue */
+    gw_alimit_set_target(&floored, 2 * MS);
+    drive(&floored, t, 30, 1000, 3 * MS);
+    assert_true(gw_alimit_get(&floored) < 64);
+}
+
+/*
  * An upstream that answers every call in a flat 300 ms, 200 calls a second
  * (60 in flight): from a window of 16, slow start reaches what it takes in a
  * few round trips; HyStart++'s threshold over the lowest RTT seen stands in
@@ -1604,6 +1677,8 @@ int main(void)
         cmocka_unit_test(test_limit_holds_when_the_loop_is_slow),
         cmocka_unit_test(test_limit_floor),
         cmocka_unit_test(test_limit_busy_from_the_start),
+        cmocka_unit_test(test_limit_target_holds_the_queue),
+        cmocka_unit_test(test_limit_target_is_the_operators),
         cmocka_unit_test(test_limit_slow_start_slow_dependency),
         cmocka_unit_test(test_breaker),
         cmocka_unit_test(test_levels_hysteresis),

@@ -108,6 +108,42 @@ static void test_own_paths_are_reserved_by_segment(void **state)
     assert_int_equal(gw_px_match(rt, 7, "/a/b"), 0);
 }
 
+/* A latency target is a whole number of ms up to the route's timeout (past it
+ * the call is dropped before the target is reached); a bad one names itself
+ * and leaves no route behind. */
+static void test_latency_target(void **state)
+{
+    (void)state;
+    static gw_route_def_t rt[GW_ROUTES_MAX];
+    assert_int_equal(routes_of("[" R("/x/") "]", rt), 1);
+    assert_int_equal(rt[0].latency_target_ms, 0); /* none unless set */
+    assert_int_equal(routes_of("[{\"prefix\":\"/x/\",\"upstream\":\"http://127.0.0.1:9\","
+                               "\"timeout_ms\":300,\"latency_target_ms\":300}]",
+                               rt),
+                     1);
+    assert_int_equal(rt[0].latency_target_ms, 300);
+    assert_int_equal(routes_of("[{\"prefix\":\"/x/\",\"upstream\":\"http://127.0.0.1:9\","
+                               "\"latency_target_ms\":20}]",
+                               rt),
+                     1);
+    assert_int_equal(rt[0].latency_target_ms, 20);
+    const char *bad[] = {"0", "-5", "1001", "20.5", "\"20\"", "null", "true"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char json[256], err[300] = "";
+        size_t n = 9;
+        snprintf(json, sizeof(json),
+                 "[{\"prefix\":\"/x/\",\"upstream\":\"http://127.0.0.1:9\","
+                 "\"latency_target_ms\":%s}]",
+                 bad[i]);
+        if (gw_routes_parse(json, rt, &n, err, sizeof(err)) != CM_EINVAL)
+            fail_msg("latency_target_ms %s was taken", bad[i]);
+        if (!strstr(err, "latency_target_ms must be an integer from 1 to the route's timeout_ms "
+                         "(1000)"))
+            fail_msg("latency_target_ms %s: %s", bad[i], err);
+        assert_int_equal(n, 0);
+    }
+}
+
 #undef R
 
 /*---- the path as sent, beside the decoded one ----*/
@@ -232,6 +268,7 @@ int main(void)
         cmocka_unit_test(test_longest_prefix_wins_in_any_order),
         cmocka_unit_test(test_a_prefix_is_listed_once),
         cmocka_unit_test(test_own_paths_are_reserved_by_segment),
+        cmocka_unit_test(test_latency_target),
         cmocka_unit_test(test_raw_path_kept_only_with_an_escape),
         cmocka_unit_test(test_url_as_sent),
     };
