@@ -720,8 +720,9 @@ const cm_opt_t gw_config_opts[] = {
     {"proxy.routes", CM_OPT_STR, OFF(proxy_routes), SZ(proxy_routes), "", 0, 0, NULL, 0, NULL,
      "JSON",
      "non-core routes proxied to upstreams: [{\"prefix\":\"/v1/recs/\",\"upstream\":\"http://"
-     "HOST:PORT\",\"timeout_ms\":1000,\"criticality\":\"critical|degradable|sheddable\","
-     "\"fallback\":{\"status\":200,\"content_type\":\"...\",\"body\":\"...\"}}]",
+     "HOST:PORT\",\"timeout_ms\":1000,\"latency_target_ms\":20,\"criticality\":\"critical|"
+     "degradable|sheddable\",\"fallback\":{\"status\":200,\"content_type\":\"...\","
+     "\"body\":\"...\"}}] (latency_target_ms optional: an upstream answer slower is a queue)",
      v_routes},
     {"proxy.max_connections", CM_OPT_UINT, OFF(proxy_max_conns), 0, "32", 1, 10000, NULL, 0,
      NULL, "N", "open connections per upstream per worker (kept alive)", NULL},

@@ -93,7 +93,8 @@ const char *gw_degrade_cause_name(gw_degrade_cause_t c);
  * Redis held to 10% of a core, a queue past the 50 ms timeout, and the step
  * to 5x took 30-260 ms to converge (bench/README.md, 2026-11-23). When the long average is
  * more than twice the short one (latency recovered) it decays by 5% a window.
- * Our additions: the floor (gw_alimit_set_floor; 0 = none), an RTT below
+ * Our additions: the target (gw_alimit_set_target, below; 0 = none) and
+ * the floor (gw_alimit_set_floor; 0 = none), an RTT below
  * which the limit never shrinks: a pipelined Redis answers a batch of N in N
  * times its service time, so its RTT rises with the batch at any load, and
  * the long average, learnt from small batches (or dragged down by the

@@ -1,0 +1,158 @@
+"""A proxied route's latency_target_ms, against a real upstream (a threaded HTTP
+server run by this test) that answers every request in a flat 60 ms.
+
+Two routes go to it, the same in all but the target: /v1/plain/ has none, so
+its adaptive limit learns 60 ms as the upstream's normal and serves every call;
+/v1/slow/ says a healthy answer takes at most 10 ms, so 60 ms is a queue to it,
+its limit falls to the minimum (overload.limit_min, 4) and the rest of its
+crowd gets the route's fallback with X-Flashgate-Degraded: 1, counted as
+degraded upstream_limit. The stats show the target beside the RTT. When the
+upstream answers within the target again (1 ms), the route is served by it
+again within a few seconds (slow start). A target past the route's timeout, or
+not a whole number of ms, is refused at start with the rule named.
+
+Counts only, no latency assertions: 16 clients, each request bounded by its
+timeout, 127.0.0.1 only."""
+import http.client
+import http.server
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fg import BIN, Gateway, check, eq, finish, need_binary  # noqa: E402
+
+need_binary("flashgate")
+
+# The upstream runs in a process of its own: in this one, the crowd's threads would hold
+# the interpreter's lock and make its answers slower than the target for real.
+DELAY = multiprocessing.Value("d", 0.060)
+
+
+class Upstream(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # The head and the body are two writes: with Nagle's algorithm the body waits for
+    # the head's ACK, which the gateway's side delays by 40 ms, an RTT past the target.
+    disable_nagle_algorithm = True
+
+    def do_GET(self):
+        time.sleep(DELAY.value)
+        out = b'{"from":"upstream"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *a):
+        pass
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+
+up = Server(("127.0.0.1", 0), Upstream)
+base = "http://127.0.0.1:%d" % up.server_address[1]
+up_proc = multiprocessing.get_context("fork").Process(target=up.serve_forever, daemon=True)
+up_proc.start()
+up.socket.close()  # the child serves it
+FALLBACK = {"status": 200, "content_type": "application/json", "body": '{"from":"fallback"}'}
+routes = [{"prefix": "/v1/plain/", "upstream": base, "timeout_ms": 1000, "fallback": FALLBACK},
+          {"prefix": "/v1/slow/", "upstream": base, "timeout_ms": 1000, "latency_target_ms": 10,
+           "fallback": FALLBACK}]
+
+
+def crowd(port, prefix, seconds, clients=16):
+    """clients keep-alive clients asking prefix for `seconds`; returns (upstream answers,
+    fallbacks, other) for the whole run and for its last second."""
+    end = time.time() + seconds
+
+    def one(i):
+        got = {"up": 0, "fb": 0, "other": 0, "up_last": 0, "fb_last": 0}
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        n = 0
+        while time.time() < end and n < 2000:
+            n += 1
+            try:
+                c.request("GET", "%sitem/%d" % (prefix, n))
+                r = c.getresponse()
+                body = r.read()
+            except (OSError, http.client.HTTPException):
+                got["other"] += 1
+                c.close()
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                continue
+            last = time.time() > end - 1.0
+            if r.status == 200 and body == b'{"from":"upstream"}':
+                got["up"] += 1
+                got["up_last"] += last
+            elif r.status == 200 and body == b'{"from":"fallback"}' and \
+                    r.getheader("X-Flashgate-Degraded") == "1":
+                got["fb"] += 1
+                got["fb_last"] += last
+                time.sleep(0.005)  # a person given the fallback does not come back at once
+            else:
+                got["other"] += 1
+        c.close()
+        return got
+
+    total = {"up": 0, "fb": 0, "other": 0, "up_last": 0, "fb_last": 0}
+    with ThreadPoolExecutor(clients) as ex:
+        for g in ex.map(one, range(clients)):
+            for k in total:
+                total[k] += g[k]
+    return total
+
+
+g = Gateway("--kafka-brokers", "none", "--proxy-routes", json.dumps(routes),
+            threads=1).start()
+try:
+    lim = g.admin("GET", "/admin/v1/stats").json["overload"]["limits"]
+    eq(lim["upstream:/v1/slow/"].get("rtt_target_us"), 10000,
+       "the stats show the route's target in us")
+    check("rtt_target_us" not in lim["upstream:/v1/plain/"], "a route without one shows none")
+
+    plain = crowd(g.port, "/v1/plain/", 4.0)
+    check(plain["up"] > 200 and plain["other"] == 0,
+          "the route without a target is answered by its 60 ms upstream: %r" % plain)
+    check(plain["fb"] <= plain["up"] // 20,
+          "and its limit learns 60 ms as normal: at most 5%% fallbacks: %r" % plain)
+
+    slow = crowd(g.port, "/v1/slow/", 4.0)
+    check(slow["other"] == 0, "the route with a 10 ms target answers every request: %r" % slow)
+    check(slow["fb_last"] > 2 * slow["up_last"],
+          "past its target the route's limit is cut: most of its last second is the "
+          "fallback: %r" % slow)
+    lim = g.admin("GET", "/admin/v1/stats").json["overload"]["limits"]["upstream:/v1/slow/"]
+    eq(lim["limit"], 4, "its limit is at the minimum (overload.limit_min, one worker)")
+    check(lim["rtt_us"] > 10000, "its RTT is past the target: %r" % lim)
+    deg = g.admin("GET", "/admin/v1/stats").json["overload"]["degraded"]
+    check(deg["upstream_limit"] >= slow["fb"],
+          "the fallbacks are counted as degraded upstream_limit: %r" % deg)
+
+    DELAY.value = 0.001
+    back = crowd(g.port, "/v1/slow/", 5.0)
+    check(back["up_last"] > 10 * max(1, back["fb_last"]),
+          "an upstream within its target again is served by it again: %r" % back)
+finally:
+    g.cleanup()
+    up_proc.terminate()
+    up_proc.join(10)
+
+# ---- a target past the route's timeout, or not whole ms, is refused at start ----
+for bad in (2000, 0, 12.5, "10"):
+    routes = [{"prefix": "/v1/x/", "upstream": base, "timeout_ms": 1000,
+               "latency_target_ms": bad}]
+    r = subprocess.run([os.path.join(BIN, "flashgate"), "--proxy-routes", json.dumps(routes),
+                        "--check-config"], capture_output=True, text=True, timeout=30)
+    check(r.returncode != 0 and "latency_target_ms must be an integer from 1 to the route's "
+          "timeout_ms (1000)" in r.stderr,
+          "latency_target_ms %r is refused, naming the rule: %d %r" %
+          (bad, r.returncode, r.stderr[-300:]))
+finish()
