@@ -1181,6 +1181,10 @@ def main():
                          "the generator on CPU 0; default none)")
     ap.add_argument("--upstream-rps", type=float, default=2000)
     ap.add_argument("--page-share", type=float, default=0.7)
+    ap.add_argument("--page-target-ms", type=int, default=10,
+                    help="mixed: the page route's latency_target_ms (0: none, Gradient2's long "
+                         "average alone, whose baseline follows the saturated upstream's queue "
+                         "up: docs/design.md, \"A route's latency target\")")
     ap.add_argument("--give-up-ms", type=int,
                     help="the crowd's patience per request (2000)")
     ap.add_argument("--crowd-idle", type=int, default=64,
@@ -1375,7 +1379,7 @@ def run_case(bench, a, name, loads, secs, ramp_s, help_text, results):
         case["page_share"] = a.page_share
         case["upstream_pid"] = up.pid
         base = "http://127.0.0.1:%d" % uport
-        route_args = route_flags(a.route_args, help_text, base)
+        route_args = route_flags(a.route_args, help_text, base, a.page_target_ms)
         case["gw_args"] = route_args
         out["route_args"] = route_args
         out["cap"] = "upstream serves %.0f/s (bench/upstream.py); gateway uncapped" % (
@@ -1604,13 +1608,17 @@ def fit_costs(out):
                            "" if c_us is None else " - c x seconds", fit))
 
 
-def route_flags(given, help_text, base):
-    """Gateway flags that send PAGE_PATH to the upstream at base, or [] when unsupported."""
+def route_flags(given, help_text, base, target_ms=0):
+    """Gateway flags that send PAGE_PATH to the upstream at base, or [] when unsupported.
+    The page upstream answers in ~0.5-2 ms when it has no queue (bench/upstream.py): a
+    target of 10 ms holds its queue there; a build without targets gets none."""
     if given:
         return [x.replace("{upstream}", base) for x in given.split()]
     if "--proxy-routes" in help_text:
-        return ["--proxy-routes", '[{"prefix":"/v1/page/","upstream":"%s","timeout_ms":1000,'
-                '"criticality":"sheddable"}]' % base]
+        target = (',"latency_target_ms":%d' % target_ms
+                  if target_ms and "latency_target_ms" in help_text else "")
+        return ["--proxy-routes", '[{"prefix":"/v1/page/","upstream":"%s","timeout_ms":1000%s,'
+                '"criticality":"sheddable"}]' % (base, target)]
     return []
 
 
