@@ -228,17 +228,21 @@ static void overload_metrics(buf_t *b, gw_server_t *srv)
         {"flashgate_dependency_breaker_state", "gauge",
          "Breaker of a dependency: 0 closed, 1 open, 2 half-open."},
         {"flashgate_dependency_breaker_opens_total", "counter", "Times the breaker opened."},
+        {"flashgate_dependency_latency_target_seconds", "gauge",
+         "A proxied route's latency_target_ms: an upstream RTT past it is a queue."},
     };
     for (size_t m = 0; m < CM_ARRAY_LEN(dm); m++) {
         head(b, dm[m].name, dm[m].type, dm[m].help);
         for (unsigned i = 0; i < s.ndeps && i < GW_OL_DEPS_MAX; i++) {
             const gw_ol_dep_snap_t *d = &s.deps[i];
-            if (!d->active || (m >= 5 && d->breaker < 0))
+            if (!d->active || (m >= 5 && m <= 6 && d->breaker < 0) ||
+                (m == 7 && !d->rtt_target_us))
                 continue;
             char l[160];
             lv(d->name, l, sizeof(l));
-            if (m == 4)
-                put(b, "%s{dependency=\"%s\"} %.6f\n", dm[m].name, l, (double)d->rtt_us / 1e6);
+            if (m == 4 || m == 7)
+                put(b, "%s{dependency=\"%s\"} %.6f\n", dm[m].name, l,
+                    (double)(m == 4 ? d->rtt_us : d->rtt_target_us) / 1e6);
             else
                 put(b, "%s{dependency=\"%s\"} %llu\n", dm[m].name, l,
                     (unsigned long long)(m == 0   ? d->limit

@@ -117,6 +117,10 @@ try:
     eq(lim["upstream:/v1/slow/"].get("rtt_target_us"), 10000,
        "the stats show the route's target in us")
     check("rtt_target_us" not in lim["upstream:/v1/plain/"], "a route without one shows none")
+    m = g.admin("GET", "/metrics").raw.decode()
+    check('flashgate_dependency_latency_target_seconds{dependency="upstream:/v1/slow/"} 0.010000'
+          in m and 'latency_target_seconds{dependency="upstream:/v1/plain/"}' not in m,
+          "/metrics has the target of the route that has one, in seconds")
 
     plain = crowd(g.port, "/v1/plain/", 4.0)
     check(plain["up"] > 200 and plain["other"] == 0,
