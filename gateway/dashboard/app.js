@@ -116,7 +116,7 @@
       })));
     rows($("t-deps").tBodies[0], deps, (tr, d) => {
       const x = ol.limits[d];
-      cell(tr, d); cell(tr, x.limit); cell(tr, x.inflight); cell(tr, x.rejected); cell(tr, x.rtt_us); cell(tr, x.breaker);
+      cell(tr, d); cell(tr, x.limit); cell(tr, x.inflight); cell(tr, x.rejected); cell(tr, x.rtt_us); cell(tr, x.rtt_target_us || ""); cell(tr, x.breaker || "");
     });
 
     const hh = s.heavy_hitters;
