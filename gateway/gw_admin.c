@@ -1541,6 +1541,85 @@ static void h_degrade_put(admin_call_t *a)
                               : json_pack("{s:i}", "level", level));
 }
 
+/*---- proxied routes: their latency targets, live ----*/
+
+static json_t *route_obj(gw_server_t *srv, size_t i)
+{
+    size_t n = 0;
+    const gw_route_def_t *r = gw_ol_routes(srv, &n) + i;
+    uint32_t t = gw_ol_route_target_ms(srv, i);
+    return json_pack("{s:s,s:s,s:i,s:s,s:o,s:o}", "prefix", r->prefix, "upstream", r->upstream,
+                     "timeout_ms", (int)r->timeout_ms, "criticality",
+                     gw_crit_name((gw_crit_t)r->crit), "latency_target_ms",
+                     t ? json_integer(t) : json_null(), "latency_target_ms_configured",
+                     r->latency_target_ms ? json_integer(r->latency_target_ms) : json_null());
+}
+
+static void h_routes_get(admin_call_t *a)
+{
+    size_t n = 0;
+    gw_ol_routes(a->srv, &n);
+    json_t *list = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(list, route_obj(a->srv, i));
+    json_t *o = json_pack("{s:o}", "routes", list);
+    set_big(a, json_dumps(o, JSON_COMPACT));
+    json_decref(o);
+}
+
+/*
+ * PATCH /admin/v1/routes {"prefix":"/v1/recs/","latency_target_ms":20|null}:
+ * a route's latency target, in force at each worker's next tick, until a
+ * restart (the configured one comes back). This gateway only, as the
+ * degradation pin. Bad input changes nothing.
+ */
+static void h_routes_patch(admin_call_t *a)
+{
+    gw_resp_t *p = a->p;
+    json_t *j = parse_object(a->ar, p);
+    if (!j)
+        return;
+    static const char *const keys[] = {"prefix", "latency_target_ms", NULL};
+    if (!only_keys(j, keys, p)) {
+        json_decref(j);
+        return;
+    }
+    const char *prefix = json_string_value(json_object_get(j, "prefix"));
+    json_t *t = json_object_get(j, "latency_target_ms");
+    size_t n = 0, at = 0;
+    const gw_route_def_t *routes = gw_ol_routes(a->srv, &n);
+    while (prefix && at < n && strcmp(routes[at].prefix, prefix) != 0)
+        at++;
+    if (!prefix) {
+        gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "prefix must be the prefix of a proxied route");
+    } else if (at == n) {
+        gw_resp_error(p, GW_R_NOT_FOUND, NULL, "no proxied route has the prefix %.128s", prefix);
+    } else if (!t || !(json_is_null(t) || (json_is_integer(t) && json_integer_value(t) >= 1 &&
+                                           json_integer_value(t) <= routes[at].timeout_ms))) {
+        gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
+                      "latency_target_ms must be null (none) or an integer from 1 to the "
+                      "route's timeout_ms (%u)",
+                      (unsigned)routes[at].timeout_ms);
+    } else {
+        uint32_t want = json_is_null(t) ? 0 : (uint32_t)json_integer_value(t), before = 0;
+        if (gw_ol_route_target(a->srv, prefix, want, &before) != 0) {
+            gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "the route refused the target");
+        } else {
+            json_t *o = route_obj(a->srv, at);
+            set_big(a, json_dumps(o, JSON_COMPACT));
+            json_decref(o);
+            gw_audit_record(a->srv, a->who, "route.target", prefix,
+                            json_pack("{s:o}", "latency_target_ms",
+                                      before ? json_integer(before) : json_null()),
+                            json_pack("{s:o}", "latency_target_ms",
+                                      want ? json_integer(want) : json_null()));
+            cm_log_info("admin", "route latency target changed", "prefix=%s before_ms=%u ms=%u",
+                        prefix, (unsigned)before, (unsigned)want);
+        }
+    }
+    json_decref(j);
+}
+
 /*---- the route table and the dispatcher ----*/
 
 /* method, path ({name} = one segment), role needed, handler */
@@ -1565,6 +1644,8 @@ static void h_degrade_put(admin_call_t *a)
     XX("GET", "/admin/v1/stats", READ, h_stats)                                                    \
     XX("GET", "/admin/v1/degrade", READ, h_degrade_get)                                            \
     XX("PUT", "/admin/v1/degrade", WRITE, h_degrade_put)                                           \
+    XX("GET", "/admin/v1/routes", READ, h_routes_get)                                              \
+    XX("PATCH", "/admin/v1/routes", WRITE, h_routes_patch)                                         \
     XX("GET", "/admin/v1/config", READ, h_config)                                                  \
     XX("POST", "/admin/v1/config/rollback", WRITE, h_rollback)                                     \
     XX("GET", "/admin/v1/audit", READ, h_audit)                                                    \

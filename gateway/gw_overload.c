@@ -134,6 +134,10 @@ typedef struct gw_overload {
     uint64_t br_cooldown_ms;
     size_t nroutes;
     gw_route_def_t routes[GW_ROUTES_MAX];
+    /* Each route's latency target in force (ms, 0 none): the configured one until
+     * an operator sets another (gw_ol_route_target); each worker's tick hands it
+     * to its own limit, which only its loop thread may touch. */
+    _Atomic uint32_t route_target_ms[GW_ROUTES_MAX];
     /* for the periodic summary */
     uint64_t last_shed[GW_CRIT_COUNT], last_users, last_rejected[GW_OL_DEPS_MAX], last_pauses;
     uint64_t last_degraded[GW_DEG_COUNT];
@@ -184,6 +188,8 @@ int gw_overload_start(gw_server_t *srv, char *errbuf, size_t errlen)
         free(ol);
         return CM_EINVAL;
     }
+    for (size_t i = 0; i < ol->nroutes; i++)
+        atomic_init(&ol->route_target_ms[i], ol->routes[i].latency_target_ms);
     if (ol->nroutes && gw_px_global_init() != 0) {
         snprintf(errbuf, errlen, "proxy.routes: libcurl failed to initialise");
         free(ol);
@@ -225,8 +231,9 @@ void gw_ol_worker_start(gw_worker_t *w)
          * target costs a buyer nothing worth a refusal (gw_overload.h). */
         gw_alimit_set_floor(&o->dep[i], ol->target_us / 4);
         if (i >= GW_DEP_UPSTREAM)
-            gw_alimit_set_target(&o->dep[i],
-                                 1000ull * ol->routes[i - GW_DEP_UPSTREAM].latency_target_ms);
+            gw_alimit_set_target(&o->dep[i], 1000ull * atomic_load_explicit(
+                                                           &ol->route_target_ms[i - GW_DEP_UPSTREAM],
+                                                           memory_order_relaxed));
         gw_breaker_init(&o->br[i], ol->br_failures, ol->br_cooldown_ms);
     }
     gw_qdelay_init(&o->q, ol->target_us, ol->interval_us, now);
@@ -726,6 +733,13 @@ static void on_tick(uv_timer_t *t)
     if (gw_door_tick(&o->door, now, gw_door_idle_tick(o->live <= w->suspended, o->lag_us)) ||
         (o->door.shut && !door_allowed(o)))
         set_paused(o, false);
+    for (unsigned i = GW_DEP_UPSTREAM; i < o->ndeps; i++) {
+        /* an operator's new target (gw_ol_route_target) reaches this worker's limit */
+        uint64_t target = 1000ull * atomic_load_explicit(&ol->route_target_ms[i - GW_DEP_UPSTREAM],
+                                                         memory_order_relaxed);
+        if (target != o->dep[i].rtt_target_us)
+            gw_alimit_set_target(&o->dep[i], target);
+    }
     for (unsigned i = 0; i < o->ndeps; i++)
         gw_alimit_tick(&o->dep[i], now);
     gw_level_t level = gw_ol_level(srv);
@@ -1150,6 +1164,28 @@ void gw_ol_release_all(gw_req_t *r)
     }
 }
 
+int gw_ol_route_target(gw_server_t *srv, const char *prefix, uint32_t target_ms,
+                       uint32_t *before_ms)
+{
+    gw_overload_t *ol = srv->ol;
+    for (size_t i = 0; ol && i < ol->nroutes; i++) {
+        if (strcmp(ol->routes[i].prefix, prefix) != 0)
+            continue;
+        if (target_ms > ol->routes[i].timeout_ms)
+            return CM_EINVAL;
+        *before_ms = atomic_exchange(&ol->route_target_ms[i], target_ms);
+        return 0;
+    }
+    return CM_ENOTFOUND;
+}
+
+uint32_t gw_ol_route_target_ms(const gw_server_t *srv, size_t i)
+{
+    return srv->ol && i < srv->ol->nroutes
+               ? atomic_load_explicit(&srv->ol->route_target_ms[i], memory_order_relaxed)
+               : 0;
+}
+
 const gw_route_def_t *gw_ol_routes(const gw_server_t *srv, size_t *n)
 {
     *n = srv->ol ? srv->ol->nroutes : 0;
@@ -1190,7 +1226,10 @@ void gw_overload_snapshot(gw_server_t *srv, gw_ol_snapshot_t *out)
         dep_name(ol, d, out->deps[d].name, sizeof(out->deps[d].name));
         out->deps[d].breaker = d >= GW_DEP_UPSTREAM ? GW_BR_CLOSED : -1;
         out->deps[d].rtt_target_us =
-            d >= GW_DEP_UPSTREAM ? 1000ull * ol->routes[d - GW_DEP_UPSTREAM].latency_target_ms : 0;
+            d >= GW_DEP_UPSTREAM
+                ? 1000ull * atomic_load_explicit(&ol->route_target_ms[d - GW_DEP_UPSTREAM],
+                                                 memory_order_relaxed)
+                : 0;
         out->deps[d].active = d >= GW_DEP_UPSTREAM || (d == GW_DEP_REDIS && ol->redis_dep) ||
                               (d == GW_DEP_SPOOL && ol->spool_dep);
     }

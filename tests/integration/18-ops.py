@@ -80,7 +80,8 @@ try:
        "whoami read")
     eq(A("GET", "/admin/v1/whoami", token=OPS_TOK).json["role"], "write", "whoami write")
     for p in ("/admin/v1/stats", "/admin/v1/limits", "/admin/v1/rules", "/admin/v1/audit",
-              "/admin/v1/sales", "/admin/v1/sales/s1", "/metrics", "/admin/v1/config"):
+              "/admin/v1/sales", "/admin/v1/sales/s1", "/metrics", "/admin/v1/config",
+              "/admin/v1/routes"):
         eq(A("GET", p, token=READ_TOK).status, 200, "read token reads " + p)
     before_limits = A("GET", "/admin/v1/limits").json
     before_sale = A("GET", "/admin/v1/sales/s1").json
@@ -92,7 +93,8 @@ try:
               ("DELETE", "/admin/v1/rules/s1", None),
               ("POST", "/admin/v1/config/rollback", {"version": 1}),
               ("PUT", "/admin/v1/debug/broker", {"down": True}),
-              ("PUT", "/admin/v1/degrade", {"level": 2})]
+              ("PUT", "/admin/v1/degrade", {"level": 2}),
+              ("PATCH", "/admin/v1/routes", {"prefix": "/v1/x/", "latency_target_ms": 5})]
     for m, p, b in writes:
         for tok, want in ((None, 401), ("wrong-token-0123456789", 401), (READ_TOK, 403)):
             r = A(m, p, body=b, token=tok)

@@ -151,7 +151,10 @@ def call(method, template, path, want, body=None, token="default", headers=None,
 
 
 READ = "openapi-read-token-0123456789"
-g = Gateway("--log-summary-interval", "0")
+# one proxied route, for /admin/v1/routes (its upstream is never called)
+g = Gateway("--log-summary-interval", "0", "--proxy-routes",
+            json.dumps([{"prefix": "/v1/recs/", "upstream": "http://127.0.0.1:9",
+                         "timeout_ms": 300, "latency_target_ms": 20}]))
 os.makedirs(g.data_dir, exist_ok=True)
 with open(os.path.join(g.data_dir, "admin.tokens"), "w") as f:
     f.write("reader:read:%s\n" % READ)
@@ -270,6 +273,12 @@ try:
     call("PUT", D, D, 400, {"level": 7})
     call("GET", D, D, 200)
     call("PUT", D, D, 200, {"level": "auto"})
+    RT = "/admin/v1/routes"
+    call("GET", RT, RT, 200)
+    call("PATCH", RT, RT, 200, {"prefix": "/v1/recs/", "latency_target_ms": None})
+    call("PATCH", RT, RT, 200, {"prefix": "/v1/recs/", "latency_target_ms": 50})
+    call("PATCH", RT, RT, 400, {"prefix": "/v1/recs/", "latency_target_ms": 301})
+    call("PATCH", RT, RT, 404, {"prefix": "/v1/nope/", "latency_target_ms": 50})
     call("GET", "/admin/v1/config", "/admin/v1/config", 200)
     call("GET", "/admin/v1/whoami", "/admin/v1/whoami", 200, token=READ)
     call("GET", "/metrics", "/metrics", 200, token=READ)

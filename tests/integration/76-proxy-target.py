@@ -8,7 +8,9 @@ its limit falls to the minimum (overload.limit_min, 4) and the rest of its
 crowd gets the route's fallback with X-Flashgate-Degraded: 1, counted as
 degraded upstream_limit. The stats show the target beside the RTT. When the
 upstream answers within the target again (1 ms), the route is served by it
-again within a few seconds (slow start). A target past the route's timeout, or
+again within a few seconds (slow start). The target can be taken away and set
+again live (PATCH /admin/v1/routes), audited, and bad input there changes
+nothing. A target past the route's timeout, or
 not a whole number of ms, is refused at start with the rule named.
 
 Counts only, no latency assertions: 16 clients, each request bounded by its
@@ -140,6 +142,49 @@ try:
     check(deg["upstream_limit"] >= slow["fb"],
           "the fallbacks are counted as degraded upstream_limit: %r" % deg)
 
+    # ---- the target, live (PATCH /admin/v1/routes) ----
+    R = g.admin("GET", "/admin/v1/routes").json["routes"]
+    eq([(r["prefix"], r["latency_target_ms"], r["latency_target_ms_configured"]) for r in R],
+       [("/v1/plain/", None, None), ("/v1/slow/", 10, 10)],
+       "GET /admin/v1/routes lists the routes and their targets")
+    n_audit = len(g.admin("GET", "/admin/v1/audit").json.get("entries", []))
+    bad = [({"prefix": "/v1/slow/", "latency_target_ms": 0}, 400, "latency_target_ms must be"),
+           ({"prefix": "/v1/slow/", "latency_target_ms": 1001}, 400, "timeout_ms (1000)"),
+           ({"prefix": "/v1/slow/", "latency_target_ms": "20"}, 400, "latency_target_ms must be"),
+           ({"prefix": "/v1/slow/"}, 400, "latency_target_ms must be"),
+           ({"prefix": "/v1/slow/", "latency_target_ms": 20, "x": 1}, 400, "unknown field x"),
+           ({"latency_target_ms": 20}, 400, "prefix must be"),
+           ({"prefix": 7, "latency_target_ms": 20}, 400, "prefix must be"),
+           ({"prefix": "/v1/nope/", "latency_target_ms": 20}, 404, "no proxied route"),
+           ("[1]", 400, "JSON object")]
+    for body, status, msg in bad:
+        r = g.admin("PATCH", "/admin/v1/routes", body=body)
+        check(r.status == status and r.json and msg in r.json.get("message", ""),
+              "PATCH %r: %d naming the problem: %d %r" % (body, status, r.status, r.json))
+    r = g.admin("PATCH", "/admin/v1/routes", body={"prefix": "/v1/slow/", "latency_target_ms": 5},
+                token=None)
+    eq(r.status, 401, "no token, no change")
+    eq(g.admin("GET", "/admin/v1/routes").json["routes"], R, "bad input changed nothing")
+
+    r = g.admin("PATCH", "/admin/v1/routes", body={"prefix": "/v1/slow/", "latency_target_ms": None})
+    check(r.status == 200 and r.json["latency_target_ms"] is None and
+          r.json["latency_target_ms_configured"] == 10,
+          "PATCH null takes the target away, until a restart: %d %r" % (r.status, r.json))
+    audit = g.admin("GET", "/admin/v1/audit").json.get("entries", [])
+    check(len(audit) == n_audit + 1 and audit[-1]["what"] == "route.target" and
+          audit[-1]["old"] == {"latency_target_ms": 10} and
+          audit[-1]["new"] == {"latency_target_ms": None},
+          "and the change is audited with the old target: %r" % audit[-1:])
+    time.sleep(0.3)  # each worker's next tick
+    lim = g.admin("GET", "/admin/v1/stats").json["overload"]["limits"]["upstream:/v1/slow/"]
+    check("rtt_target_us" not in lim, "the stats show it gone: %r" % lim)
+    freed = crowd(g.port, "/v1/slow/", 6.0)
+    check(freed["up_last"] > freed["fb_last"] and freed["up_last"] > 2 * slow["up_last"],
+          "without its target the route learns 60 ms as normal and is served again: %r "
+          "(with it: %r)" % (freed, slow))
+
+    r = g.admin("PATCH", "/admin/v1/routes", body={"prefix": "/v1/slow/", "latency_target_ms": 10})
+    eq(r.json["latency_target_ms"], 10, "PATCH sets it back")
     DELAY.value = 0.001
     back = crowd(g.port, "/v1/slow/", 5.0)
     check(back["up_last"] > 10 * max(1, back["fb_last"]),
