@@ -26,7 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import BIN, Gateway, check, eq, finish, need_binary  # noqa: E402
+from fg import BIN, Gateway, JsonUpstream, check, eq, finish, need_binary  # noqa: E402
 
 need_binary("flashgate")
 
@@ -35,23 +35,9 @@ need_binary("flashgate")
 DELAY = multiprocessing.Value("d", 0.060)
 
 
-class Upstream(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # The head and the body are two writes: with Nagle's algorithm the body waits for
-    # the head's ACK, which the gateway's side delays by 40 ms, an RTT past the target.
-    disable_nagle_algorithm = True
-
-    def do_GET(self):
-        time.sleep(DELAY.value)
-        out = b'{"from":"upstream"}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
-
-    def log_message(self, *a):
-        pass
+class Upstream(JsonUpstream):
+    def delay(self):
+        return DELAY.value
 
 
 class Server(http.server.ThreadingHTTPServer):

@@ -15,28 +15,13 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import Gateway, check, eq, finish, need_binary, request  # noqa: E402
+from fg import Gateway, JsonUpstream, check, eq, finish, need_binary, request  # noqa: E402
 
 need_binary("flashgate")
 
 
-class Upstream(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):
-        out = b'{"from":"upstream"}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
-
-    def log_message(self, *a):
-        pass
-
-
 # Port 0: the kernel picks a free port, no race with other tests.
-srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), JsonUpstream)
 up_port = srv.server_address[1]
 srv.daemon_threads = True
 threading.Thread(target=srv.serve_forever, daemon=True).start()

@@ -4,6 +4,7 @@
 Only loopback traffic; every wait is bounded. Standard library only.
 """
 import http.client
+import http.server
 import base64
 import hashlib
 import hmac
@@ -140,6 +141,32 @@ class Server:
                 os.path.basename(self.proc.args[0]), self.proc.returncode, self.logs()))
         self.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class JsonUpstream(http.server.BaseHTTPRequestHandler):
+    """A test upstream's handler: every GET is answered 200 with BODY (JSON), after
+    delay() seconds. Keep-alive; the head and the body are two writes, so Nagle's
+    algorithm is off (with it the body waits for the head's ACK, which the peer
+    delays by up to 40 ms). Subclass to change BODY or delay()."""
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    BODY = b'{"from":"upstream"}'
+
+    def delay(self):
+        return 0
+
+    def do_GET(self):
+        d = self.delay()
+        if d:
+            time.sleep(d)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.BODY)))
+        self.end_headers()
+        self.wfile.write(self.BODY)
+
+    def log_message(self, *a):
+        pass
 
 
 class Gateway(Server):
