@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <math.h>
 
 #define MS 1000ull /* in µs */
 
@@ -609,6 +610,385 @@ static void test_limit_slow_start_slow_dependency(void **state)
     up_run(&l, 1, &u, 57000, 0.2, 0, 300 * MS);
     assert_true(u.refused <= u.offered / 100);
     assert_true(u.last_s_max_rtt <= 300 * MS);
+}
+
+/*
+ * A second upstream model for the latency target's review: `slots` servers
+ * (0: unbounded) in front of one FIFO, each call taking svc_us, or slow_us
+ * for a share 1 - fast_share of calls (drawn by a fixed xorshift, so a run is
+ * the same every time); 1 ms steps; answers in the order they finish (a heap).
+ * A call waiting past timeout_us is a drop; one answered past it too (it was
+ * being served when the gateway gave up: released as a drop when it ends).
+ * With svc_exp, service times are exponential around svc_us instead.
+ * svc_us/slow_us may change between runs (an upstream that slows, recovers).
+ * per_s[] has each second's answers and refusals of the last run.
+ */
+#define UP2_Q 65536
+typedef struct up2_call {
+    uint64_t done, sent;
+    unsigned who;
+} up2_call_t;
+typedef struct up2 {
+    uint64_t now;
+    uint64_t wsent[UP2_Q];
+    unsigned wwho[UP2_Q], wh, wt;
+    up2_call_t heap[UP2_Q];
+    unsigned hn, slots, busy;
+    uint64_t svc_us, slow_us, timeout_us;
+    double fast_share;
+    bool svc_exp; /* service times exponential around svc_us (whole ms): a real server's spread */
+    uint64_t rnd;
+    unsigned served, refused, offered, drops;
+    uint64_t last_s_max_rtt, last_s_sum_rtt;
+    unsigned last_s_n;
+    unsigned per_s_served[128], per_s_refused[128];
+} up2_t;
+
+static void up2_init(up2_t *u, unsigned slots, uint64_t svc_us)
+{
+    memset(u, 0, sizeof(*u));
+    u->slots = slots;
+    u->svc_us = u->slow_us = svc_us;
+    u->fast_share = 1;
+    u->timeout_us = 1000 * MS;
+    u->rnd = 0x9e3779b97f4a7c15ull;
+}
+
+static void up2_push(up2_t *u, up2_call_t c)
+{
+    assert_true(u->hn < UP2_Q);
+    unsigned i = u->hn++;
+    while (i > 0 && u->heap[(i - 1) / 2].done > c.done) {
+        u->heap[i] = u->heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    u->heap[i] = c;
+}
+
+static up2_call_t up2_pop(up2_t *u)
+{
+    up2_call_t top = u->heap[0], last = u->heap[--u->hn];
+    unsigned i = 0;
+    for (;;) {
+        unsigned c = 2 * i + 1;
+        if (c >= u->hn)
+            break;
+        if (c + 1 < u->hn && u->heap[c + 1].done < u->heap[c].done)
+            c++;
+        if (last.done <= u->heap[c].done)
+            break;
+        u->heap[i] = u->heap[c];
+        i = c;
+    }
+    u->heap[i] = last;
+    return top;
+}
+
+static void up2_note(up2_t *u, bool last_s, uint64_t rtt)
+{
+    if (!last_s)
+        return;
+    if (rtt > u->last_s_max_rtt)
+        u->last_s_max_rtt = rtt;
+    u->last_s_sum_rtt += rtt;
+    u->last_s_n++;
+}
+
+static double up2_draw(up2_t *u)
+{
+    u->rnd ^= u->rnd << 13;
+    u->rnd ^= u->rnd >> 7;
+    u->rnd ^= u->rnd << 17;
+    return ((double)(u->rnd >> 11) + 0.5) / (double)(1ull << 53);
+}
+
+static void up2_run(gw_alimit_t *l, unsigned n, up2_t *u, int ms, double arrive_per_ms)
+{
+    double arr = 0;
+    unsigned rr = 0;
+    u->last_s_max_rtt = u->last_s_sum_rtt = 0;
+    u->last_s_n = 0;
+    memset(u->per_s_served, 0, sizeof(u->per_s_served));
+    memset(u->per_s_refused, 0, sizeof(u->per_s_refused));
+    for (int t = 0; t < ms; t++) {
+        bool last_s = t >= ms - 1000;
+        unsigned sec = (unsigned)(t / 1000) % 128;
+        u->now += MS;
+        for (arr += arrive_per_ms; arr >= 1; arr -= 1) {
+            unsigned k = rr++ % n;
+            u->offered++;
+            if (gw_alimit_acquire(&l[k])) {
+                assert_true(u->wt - u->wh < UP2_Q);
+                u->wwho[u->wt % UP2_Q] = k;
+                u->wsent[u->wt++ % UP2_Q] = u->now;
+            } else {
+                u->refused++;
+                u->per_s_refused[sec]++;
+            }
+        }
+        while (u->wh != u->wt && u->now - u->wsent[u->wh % UP2_Q] >= u->timeout_us) {
+            gw_alimit_release(&l[u->wwho[u->wh % UP2_Q]], u->now, 0, GW_AL_DROP);
+            u->drops++;
+            u->wh++;
+        }
+        while (u->hn && u->heap[0].done <= u->now) {
+            up2_call_t c = up2_pop(u);
+            u->busy--;
+            uint64_t rtt = c.done - c.sent;
+            if (rtt >= u->timeout_us) {
+                gw_alimit_release(&l[c.who], u->now, 0, GW_AL_DROP);
+                u->drops++;
+                continue;
+            }
+            up2_note(u, last_s, rtt);
+            u->served++;
+            u->per_s_served[sec]++;
+            gw_alimit_release(&l[c.who], u->now, rtt, GW_AL_OK);
+        }
+        while (u->wh != u->wt && (u->slots == 0 || u->busy < u->slots)) {
+            uint64_t svc = up2_draw(u) < u->fast_share ? u->svc_us : u->slow_us;
+            if (u->svc_exp)
+                svc = (uint64_t)(-log(up2_draw(u)) * (double)svc / MS + 0.5) * MS;
+            up2_call_t c = {.sent = u->wsent[u->wh % UP2_Q], .who = u->wwho[u->wh % UP2_Q]};
+            c.done = u->now + svc;
+            u->wh++;
+            u->busy++;
+            up2_push(u, c);
+        }
+        for (unsigned k = 0; k < n; k++)
+            gw_alimit_tick(&l[k], u->now);
+    }
+}
+
+static void up2_limits(gw_alimit_t *l, unsigned n, uint64_t target_us)
+{
+    for (unsigned k = 0; k < n; k++) {
+        gw_alimit_init(&l[k], 16, 4, 1000, 0); /* an upstream's defaults */
+        gw_alimit_set_floor(&l[k], 5 * MS);
+        gw_alimit_set_target(&l[k], target_us);
+    }
+}
+
+static unsigned up2_limit_sum(const gw_alimit_t *l, unsigned n)
+{
+    unsigned s = 0;
+    for (unsigned k = 0; k < n; k++)
+        s += gw_alimit_get(&l[k]);
+    return s;
+}
+
+/*
+ * Latency target: a saturated FIFO upstream (64 slots of 10 ms: 6,400/s,
+ * 10 ms at no load) with a target of 25 ms, at 1.2x, 2x and 10x, 1 to 16
+ * workers: is it kept busy, and where does the RTT settle?
+ */
+static void test_review_target_fifo_goodput(void **state)
+{
+    (void)state;
+    static up2_t u;
+    static const double over[] = {1.2, 2, 10};
+    for (unsigned o = 0; o < 3; o++)
+        for (unsigned workers = 1; workers <= 16; workers *= 2) {
+            gw_alimit_t l[16];
+            unsigned served[2];
+            double mean[2];
+            uint64_t worst[2];
+            for (int with = 0; with < 2; with++) {
+                up2_init(&u, 64, 10 * MS);
+                up2_limits(l, workers, with ? 25 * MS : 0);
+                up2_run(l, workers, &u, 20000, 6.4 * over[o]);
+                served[with] = u.served;
+                mean[with] = u.last_s_n ? u.last_s_sum_rtt / 1000.0 / u.last_s_n : 0;
+                worst[with] = u.last_s_max_rtt;
+            }
+            printf("fifo 64x10ms target 25 ms, %.1fx, %2u worker(s): served %.1f%% of capacity "
+                   "(no target %.1f%%), last s mean %.1f ms worst %.1f ms (no target %.1f / "
+                   "%.1f), limits %u\n",
+                   over[o], workers, 100.0 * served[1] / (6.4 * 20000),
+                   100.0 * served[0] / (6.4 * 20000), mean[1], worst[1] / 1000.0, mean[0],
+                   worst[0] / 1000.0, up2_limit_sum(l, workers));
+            assert_true(served[1] >= 6.4 * 20000 * 0.95);
+            assert_true(mean[1] <= 25 * 1.3);
+        }
+}
+
+/* Latency target, upstreams whose BDP is small next to 4 slots a worker: the target is
+ * below what the workers' minimum limits make. */
+static void test_review_target_min_limits(void **state)
+{
+    (void)state;
+    static up2_t u;
+    static const struct {
+        unsigned slots;
+        uint64_t svc, target;
+    } ups[] = {{8, 5 * MS, 12 * MS}, {1, 1 * MS, 3 * MS}};
+    for (unsigned i = 0; i < 2; i++)
+        for (unsigned workers = 1; workers <= 16; workers *= 2) {
+            gw_alimit_t l[16];
+            double cap = (double)ups[i].slots * MS / ups[i].svc;
+            up2_init(&u, ups[i].slots, ups[i].svc);
+            up2_limits(l, workers, ups[i].target);
+            up2_run(l, workers, &u, 20000, 2 * cap);
+            printf("fifo %ux%.0fms target %.0f ms, 2x, %2u worker(s): served %.1f%%, last s mean "
+                   "%.1f ms worst %.1f ms, limits %u (min %u), refused %.1f%%\n",
+                   ups[i].slots, ups[i].svc / 1000.0, ups[i].target / 1000.0, workers,
+                   100.0 * u.served / (cap * 20000), u.last_s_sum_rtt / 1000.0 / u.last_s_n,
+                   u.last_s_max_rtt / 1000.0, up2_limit_sum(l, workers), 4 * workers,
+                   100.0 * u.refused / u.offered);
+            assert_true(u.served >= cap * 20000 * 0.95);
+            /* Past what the minimum limits hold, they stay at their minimum. */
+            if (ups[i].svc + (4.0 * workers / cap - ups[i].slots / cap) * MS > 1.5 * ups[i].target)
+                assert_int_equal(up2_limit_sum(l, workers), 4 * workers);
+        }
+}
+
+/* Latency target: a healthy two-speed upstream, target above its slow mode. */
+static void test_review_target_two_speed(void **state)
+{
+    (void)state;
+    static up2_t u;
+    for (int share = 10; share <= 90; share += 20)
+        for (unsigned workers = 1; workers <= 8; workers *= 8) {
+            unsigned refused[2], served[2];
+            for (int with = 0; with < 2; with++) {
+                gw_alimit_t l[8];
+                up2_init(&u, 0, 10 * MS);
+                u.slow_us = 200 * MS;
+                u.fast_share = share / 100.0;
+                up2_limits(l, workers, with ? 300 * MS : 0);
+                up2_run(l, workers, &u, 45000, 2);
+                refused[with] = u.refused;
+                served[with] = u.served;
+            }
+            printf("two-speed 10/200 ms, fast %d%%, 2,000/s, %u worker(s): refused %u with a "
+                   "300 ms target, %u without (served %u / %u)\n",
+                   share, workers, refused[1], refused[0], served[1], served[0]);
+            assert_int_equal(refused[1], refused[0]);
+            assert_int_equal(served[1], served[0]);
+        }
+}
+
+static void up2_print_secs(const char *what, const up2_t *u, int secs, double per_ms)
+{
+    printf("%s:", what);
+    for (int s = 0; s < secs; s++)
+        printf(" %.0f%%", 100.0 * u->per_s_served[s] / (per_ms * 1000));
+    printf(" (served per second, of offered)\n");
+}
+
+/* Latency target: saturated for 20 s, then offered half of what it serves. */
+static void test_review_target_saturated_then_light(void **state)
+{
+    (void)state;
+    static up2_t u;
+    for (unsigned workers = 1; workers <= 16; workers *= 4) {
+        gw_alimit_t l[16];
+        up2_init(&u, 64, 10 * MS);
+        up2_limits(l, workers, 25 * MS);
+        up2_run(l, workers, &u, 20000, 64);
+        unsigned lim = up2_limit_sum(l, workers);
+        up2_run(l, workers, &u, 10000, 3.2);
+        char what[128];
+        snprintf(what, sizeof(what), "saturated 20 s (limits %u) then 0.5x, %u worker(s)", lim,
+                 workers);
+        up2_print_secs(what, &u, 10, 3.2);
+        for (int s = 1; s < 10; s++)
+            assert_true(u.per_s_served[s] >= 3200 * 0.99);
+    }
+}
+
+/*
+ * Latency target: a bad deploy: 10 s at 4x its RTT (40 ms, past the 25 ms target) under
+ * 0.8x or 10x of what it served before, then healthy again. Slow start
+ * climbs back to the limit validated before (valid_fresh() keeps the slow
+ * rounds of the bad 10 s from ending it): the route is back within 1 s.
+ */
+static void test_review_target_bad_deploy(void **state)
+{
+    (void)state;
+    static up2_t u;
+    for (int c = 0; c < 4; c++)
+        for (unsigned workers = 1; workers <= 16; workers *= 4)
+            for (int with = 0; with < 2; with++) {
+                gw_alimit_t l[16];
+                bool parallel = c & 1;
+                double rate = c >= 2 ? 64 : 5.12, can = parallel ? rate : 6.4;
+                if (can > rate)
+                    can = rate;
+                up2_init(&u, parallel ? 0 : 64, 10 * MS);
+                up2_limits(l, workers, with ? 25 * MS : 0);
+                up2_run(l, workers, &u, 10000, rate);
+                unsigned before = up2_limit_sum(l, workers);
+                u.svc_us = u.slow_us = 40 * MS;
+                up2_run(l, workers, &u, 10000, rate);
+                unsigned during = up2_limit_sum(l, workers);
+                u.svc_us = u.slow_us = 10 * MS;
+                up2_run(l, workers, &u, 10000, rate);
+                char what[200];
+                snprintf(what, sizeof(what),
+                         "%s 10->40->10 ms at %.0f/ms, target %s, %2u worker(s): limits %u, %u "
+                         "after the slow 10 s, then",
+                         parallel ? "parallel" : "fifo 64", rate, with ? "25" : "none", workers,
+                         before, during);
+                up2_print_secs(what, &u, 10, can);
+                if (with)
+                    for (int s = 1; s < 10; s++)
+                        assert_true(u.per_s_served[s] >= can * 1000 * 0.99);
+            }
+}
+
+/* Latency target: bursts and lulls: 10x for 2 s, nothing for 5 s, three times. */
+static void test_review_target_lulls(void **state)
+{
+    (void)state;
+    static up2_t u;
+    for (unsigned workers = 1; workers <= 16; workers *= 4) {
+        gw_alimit_t l[16];
+        up2_init(&u, 64, 10 * MS);
+        up2_limits(l, workers, 25 * MS);
+        for (int b = 0; b < 3; b++) {
+            up2_run(l, workers, &u, 2000, 64);
+            printf("burst %d, %u worker(s): served %u of 12,800 it could, %u in its first s, "
+                   "worst RTT in its last s %.1f ms\n",
+                   b, workers, u.per_s_served[0] + u.per_s_served[1], u.per_s_served[0],
+                   u.last_s_max_rtt / 1000.0);
+            assert_true(u.per_s_served[0] >= 6400 * 0.95);
+            assert_true(u.last_s_max_rtt <= 40 * MS);
+            up2_run(l, workers, &u, 5000, 0);
+        }
+    }
+}
+
+/*
+ * Latency target: drops: a deploy whose answers pass the route's timeout (50 ms) for 10
+ * s. The halving and ssthresh are the drops', with or without a target.
+ */
+static void test_review_target_drops(void **state)
+{
+    (void)state;
+    static up2_t u;
+    for (unsigned workers = 1; workers <= 16; workers *= 4) {
+        unsigned served[2];
+        for (int with = 0; with < 2; with++) {
+            gw_alimit_t l[16];
+            up2_init(&u, 64, 10 * MS);
+            u.timeout_us = 50 * MS;
+            up2_limits(l, workers, with ? 25 * MS : 0);
+            up2_run(l, workers, &u, 10000, 5.12);
+            u.svc_us = u.slow_us = 60 * MS;
+            up2_run(l, workers, &u, 10000, 5.12);
+            u.svc_us = u.slow_us = 10 * MS;
+            up2_run(l, workers, &u, 20000, 5.12);
+            served[with] = u.served;
+            char what[200];
+            snprintf(what, sizeof(what), "timeouts for 10 s, target %s, %2u worker(s), then",
+                     with ? "25" : "none", workers);
+            up2_print_secs(what, &u, 20, 5.12);
+            for (int s = 4; s < 20; s++)
+                assert_true(u.per_s_served[s] >= 5120 * 0.99);
+        }
+        assert_int_equal(served[1], served[0]);
+    }
 }
 
 static void test_breaker(void **state)
@@ -1680,6 +2060,13 @@ int main(void)
         cmocka_unit_test(test_limit_target_holds_the_queue),
         cmocka_unit_test(test_limit_target_is_the_operators),
         cmocka_unit_test(test_limit_slow_start_slow_dependency),
+        cmocka_unit_test(test_review_target_fifo_goodput),
+        cmocka_unit_test(test_review_target_min_limits),
+        cmocka_unit_test(test_review_target_two_speed),
+        cmocka_unit_test(test_review_target_saturated_then_light),
+        cmocka_unit_test(test_review_target_bad_deploy),
+        cmocka_unit_test(test_review_target_lulls),
+        cmocka_unit_test(test_review_target_drops),
         cmocka_unit_test(test_breaker),
         cmocka_unit_test(test_levels_hysteresis),
         cmocka_unit_test(test_levels_backward_time),
