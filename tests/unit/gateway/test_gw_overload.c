@@ -991,6 +991,46 @@ static void test_review_target_drops(void **state)
     }
 }
 
+/*
+ * A server whose answers are spread (exponential service times around 10 ms;
+ * or 64 slots that finish in step, so a call that arrives as a batch starts
+ * answers in 10 ms while the rest wait 10 more): the window's mean is past
+ * the target while some answers are within it. Each of those took a slot in
+ * slow start (the limit is below ssthresh after every cut, and
+ * valid_fresh() keeps the slow rounds from ending it), faster than the
+ * window's cut took them back: one worker at 10x a lockstep server with a
+ * target of 11 ms settled at 19 ms, 16 workers at 1.2x an exponential one
+ * with a target of 15 ms at 26 ms.
+ */
+static void test_review_target_spread_answers(void **state)
+{
+    (void)state;
+    static up2_t u;
+    static const uint64_t tg[] = {11, 12, 15};
+    static const double over[] = {1.2, 10};
+    bool ok = true;
+    for (int exp = 0; exp < 2; exp++)
+        for (unsigned t = 0; t < 3; t++)
+            for (unsigned o = 0; o < 2; o++)
+                for (unsigned workers = 1; workers <= 16; workers *= 4) {
+                    gw_alimit_t l[16];
+                    uint64_t target = (exp ? tg[t] + 4 : tg[t]) * MS;
+                    up2_init(&u, 64, 10 * MS);
+                    u.svc_exp = exp;
+                    up2_limits(l, workers, target);
+                    up2_run(l, workers, &u, 20000, 6.4 * over[o]);
+                    double mean = u.last_s_sum_rtt / (double)u.last_s_n;
+                    printf("fifo 64 x %s 10 ms, target %.0f ms, %.1fx, %2u worker(s): served "
+                           "%.1f%%, mean RTT in the last s %.1f ms (%.2f of the target)\n",
+                           exp ? "exp" : "lockstep", target / 1000.0, over[o], workers,
+                           100.0 * u.served / (6.4 * 20000), mean / 1000.0,
+                           mean / (double)target);
+                    ok &= u.served >= 6.4 * 20000 * 0.95;
+                    ok &= mean <= (exp ? 1.5 : 1.3) * (double)target;
+                }
+    assert_true(ok);
+}
+
 static void test_breaker(void **state)
 {
     (void)state;
@@ -2067,6 +2107,7 @@ int main(void)
         cmocka_unit_test(test_review_target_bad_deploy),
         cmocka_unit_test(test_review_target_lulls),
         cmocka_unit_test(test_review_target_drops),
+        cmocka_unit_test(test_review_target_spread_answers),
         cmocka_unit_test(test_breaker),
         cmocka_unit_test(test_levels_hysteresis),
         cmocka_unit_test(test_levels_backward_time),
