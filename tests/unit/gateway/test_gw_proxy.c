@@ -144,6 +144,36 @@ static void test_latency_target(void **state)
     }
 }
 
+/* Every field a route takes (as the parser's own refusal of an unknown one
+ * lists them) is in proxy.routes' help, which --help, the sample config
+ * and README's table of options show: latency_target_ms was not. */
+static void test_route_fields_in_help(void **state)
+{
+    (void)state;
+    static gw_route_def_t rt[GW_ROUTES_MAX];
+    char err[300] = "";
+    size_t n = 0;
+    assert_int_equal(gw_routes_parse("[{\"prefix\":\"/x/\",\"nope\":1}]", rt, &n, err,
+                                     sizeof(err)),
+                     CM_EINVAL);
+    const char *lp = strchr(err, '('), *rp = lp ? strchr(lp, ')') : NULL;
+    assert_non_null(rp);
+    const cm_opt_t *o = cm_conf_find(gw_config_opts, "proxy.routes");
+    assert_non_null(o);
+    unsigned fields = 0;
+    for (const char *p = lp + 1; p < rp;) {
+        size_t len = strcspn(p, ",)");
+        char quoted[64];
+        snprintf(quoted, sizeof(quoted), "\"%.*s\"", (int)len, p);
+        if (!strstr(o->help, quoted))
+            fail_msg("proxy.routes help lacks %s", quoted);
+        fields++;
+        p += len;
+        p += strspn(p, ", ");
+    }
+    assert_true(fields >= 6);
+}
+
 #undef R
 
 /*---- the path as sent, beside the decoded one ----*/
@@ -269,6 +299,7 @@ int main(void)
         cmocka_unit_test(test_a_prefix_is_listed_once),
         cmocka_unit_test(test_own_paths_are_reserved_by_segment),
         cmocka_unit_test(test_latency_target),
+        cmocka_unit_test(test_route_fields_in_help),
         cmocka_unit_test(test_raw_path_kept_only_with_an_escape),
         cmocka_unit_test(test_url_as_sent),
     };
