@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -172,7 +173,29 @@ try:
     r = g.admin("PATCH", "/admin/v1/routes", body={"prefix": "/v1/slow/", "latency_target_ms": 10})
     eq(r.json["latency_target_ms"], 10, "PATCH sets it back")
     DELAY.value = 0.001
-    back = crowd(g.port, "/v1/slow/", 5.0)
+    # While the crowd runs, the admin thread changes the target again and again (10 <-> 20 ms)
+    # under the workers that read it: the TSan stage runs this test too.
+    churn, stop = {"n": 0, "bad": 0}, threading.Event()
+
+    def flip():
+        while not stop.is_set():
+            want = 20 if churn["n"] % 2 == 0 else 10
+            r = g.admin("PATCH", "/admin/v1/routes",
+                        body={"prefix": "/v1/slow/", "latency_target_ms": want})
+            churn["n"] += 1
+            churn["bad"] += r.status != 200
+            time.sleep(0.05)
+        g.admin("PATCH", "/admin/v1/routes", body={"prefix": "/v1/slow/", "latency_target_ms": 10})
+
+    flipper = threading.Thread(target=flip)
+    flipper.start()
+    try:
+        back = crowd(g.port, "/v1/slow/", 5.0)
+    finally:
+        stop.set()
+        flipper.join()
+    check(churn["n"] >= 10 and churn["bad"] == 0,
+          "the target was changed %d times under the crowd, each one answered 200" % churn["n"])
     check(back["up_last"] > 10 * max(1, back["fb_last"]),
           "an upstream within its target again is served by it again: %r" % back)
 finally:
