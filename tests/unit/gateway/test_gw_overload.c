@@ -442,6 +442,19 @@ typedef struct up_sim {
     unsigned served, refused, offered;
 } up_sim_t;
 
+/* One arrival, dealt round robin over the n workers' limits: the worker whose
+ * limit took it, or -1 when it was refused. Both upstream models use it. */
+static int sim_admit(gw_alimit_t *l, unsigned n, unsigned *rr, unsigned *offered,
+                     unsigned *refused)
+{
+    unsigned k = (*rr)++ % n;
+    (*offered)++;
+    if (gw_alimit_acquire(&l[k]))
+        return (int)k;
+    (*refused)++;
+    return -1;
+}
+
 static void up_run(gw_alimit_t *l, unsigned n, up_sim_t *u, int ms, double arrive_per_ms,
                    double per_ms, uint64_t flat_us)
 {
@@ -451,14 +464,11 @@ static void up_run(gw_alimit_t *l, unsigned n, up_sim_t *u, int ms, double arriv
     for (int t = 0; t < ms; t++) {
         u->now += MS;
         for (arr += arrive_per_ms; arr >= 1; arr -= 1) {
-            unsigned k = rr++ % n;
-            u->offered++;
-            if (gw_alimit_acquire(&l[k])) {
+            int k = sim_admit(l, n, &rr, &u->offered, &u->refused);
+            if (k >= 0) {
                 assert_true(u->tail - u->head < UP_Q);
-                u->who[u->tail % UP_Q] = k;
+                u->who[u->tail % UP_Q] = (unsigned)k;
                 u->sent[u->tail++ % UP_Q] = u->now;
-            } else {
-                u->refused++;
             }
         }
         while (u->head != u->tail && u->now - u->sent[u->head % UP_Q] >= 1000 * MS) {
@@ -715,14 +725,12 @@ static void up2_run(gw_alimit_t *l, unsigned n, up2_t *u, int ms, double arrive_
         unsigned sec = (unsigned)(t / 1000) % 128;
         u->now += MS;
         for (arr += arrive_per_ms; arr >= 1; arr -= 1) {
-            unsigned k = rr++ % n;
-            u->offered++;
-            if (gw_alimit_acquire(&l[k])) {
+            int k = sim_admit(l, n, &rr, &u->offered, &u->refused);
+            if (k >= 0) {
                 assert_true(u->wt - u->wh < UP2_Q);
-                u->wwho[u->wt % UP2_Q] = k;
+                u->wwho[u->wt % UP2_Q] = (unsigned)k;
                 u->wsent[u->wt++ % UP2_Q] = u->now;
             } else {
-                u->refused++;
                 u->per_s_refused[sec]++;
             }
         }
