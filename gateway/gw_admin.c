@@ -1601,21 +1601,18 @@ static void h_routes_patch(admin_call_t *a)
                       "route's timeout_ms (%u)",
                       (unsigned)routes[at].timeout_ms);
     } else {
-        uint32_t want = json_is_null(t) ? 0 : (uint32_t)json_integer_value(t), before = 0;
-        if (gw_ol_route_target(a->srv, prefix, want, &before) != 0) {
-            gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "the route refused the target");
-        } else {
-            json_t *o = route_obj(a->srv, at);
-            set_big(a, json_dumps(o, JSON_COMPACT));
-            json_decref(o);
-            gw_audit_record(a->srv, a->who, "route.target", prefix,
-                            json_pack("{s:o}", "latency_target_ms",
-                                      before ? json_integer(before) : json_null()),
-                            json_pack("{s:o}", "latency_target_ms",
-                                      want ? json_integer(want) : json_null()));
-            cm_log_info("admin", "route latency target changed", "prefix=%s before_ms=%u ms=%u",
-                        prefix, (unsigned)before, (unsigned)want);
-        }
+        uint32_t want = json_is_null(t) ? 0 : (uint32_t)json_integer_value(t);
+        uint32_t before = gw_ol_route_set_target(a->srv, at, want);
+        json_t *o = route_obj(a->srv, at);
+        set_big(a, json_dumps(o, JSON_COMPACT));
+        json_decref(o);
+        gw_audit_record(a->srv, a->who, "route.target", prefix,
+                        json_pack("{s:o}", "latency_target_ms",
+                                  before ? json_integer(before) : json_null()),
+                        json_pack("{s:o}", "latency_target_ms",
+                                  want ? json_integer(want) : json_null()));
+        cm_log_info("admin", "route latency target changed", "prefix=%s before_ms=%u ms=%u",
+                    prefix, (unsigned)before, (unsigned)want);
     }
     json_decref(j);
 }

@@ -1001,14 +1001,12 @@ void gw_ol_count_degraded(gw_worker_t *w, gw_degrade_cause_t cause);
 /* The parsed proxy.routes (borrowed, valid while the server runs). Thread-safe. */
 const gw_route_def_t *gw_ol_routes(const gw_server_t *srv, size_t *n);
 /*
- * Sets the latency target of the route whose prefix is `prefix` (ms, 0 none;
- * gw_alimit_set_target): each worker's limit takes it at its next tick (10 ms,
- * 100 ms when idle). Returns 0 with the one it replaced in *before_ms,
- * CM_ENOTFOUND (no such route) or CM_EINVAL (past the route's timeout_ms).
- * Until a restart: the configured one comes back then. Thread-safe.
+ * Sets the latency target of route i of gw_ol_routes (ms, 0 none, at most its
+ * timeout_ms: the caller checks; gw_alimit_set_target): each worker's limit
+ * takes it at its next tick (10 ms, 100 ms when idle). Returns the one it
+ * replaced. Until a restart: the configured one comes back then. Thread-safe.
  */
-int gw_ol_route_target(gw_server_t *srv, const char *prefix, uint32_t target_ms,
-                       uint32_t *before_ms);
+uint32_t gw_ol_route_set_target(gw_server_t *srv, size_t i, uint32_t target_ms);
 /* The latency target in force of route i (ms, 0 none). Thread-safe. */
 uint32_t gw_ol_route_target_ms(const gw_server_t *srv, size_t i);
 

@@ -213,6 +213,18 @@ void gw_overload_stop(gw_server_t *srv)
 
 static void on_tick(uv_timer_t *t);
 
+/* Hands each route's latency target in force (gw_ol_route_target) to this
+ * worker's own limit of it: at start, and at every tick. Loop thread of o. */
+static void sync_targets(gw_ol_worker_t *o, gw_overload_t *ol)
+{
+    for (unsigned i = GW_DEP_UPSTREAM; i < o->ndeps; i++) {
+        uint64_t target = 1000ull * atomic_load_explicit(&ol->route_target_ms[i - GW_DEP_UPSTREAM],
+                                                         memory_order_relaxed);
+        if (target != o->dep[i].rtt_target_us)
+            gw_alimit_set_target(&o->dep[i], target);
+    }
+}
+
 void gw_ol_worker_start(gw_worker_t *w)
 {
     gw_overload_t *ol = w->srv->ol;
@@ -230,12 +242,9 @@ void gw_ol_worker_start(gw_worker_t *w)
         /* A dependency that answers within a quarter of the gateway's own queue
          * target costs a buyer nothing worth a refusal (gw_overload.h). */
         gw_alimit_set_floor(&o->dep[i], ol->target_us / 4);
-        if (i >= GW_DEP_UPSTREAM)
-            gw_alimit_set_target(&o->dep[i], 1000ull * atomic_load_explicit(
-                                                           &ol->route_target_ms[i - GW_DEP_UPSTREAM],
-                                                           memory_order_relaxed));
         gw_breaker_init(&o->br[i], ol->br_failures, ol->br_cooldown_ms);
     }
+    sync_targets(o, ol);
     gw_qdelay_init(&o->q, ol->target_us, ol->interval_us, now);
     o->rnd = now ^ ((uint64_t)w->index << 32);
     /* A socket bound to port 0 gets a new port from listen() after a shutdown. */
@@ -733,13 +742,7 @@ static void on_tick(uv_timer_t *t)
     if (gw_door_tick(&o->door, now, gw_door_idle_tick(o->live <= w->suspended, o->lag_us)) ||
         (o->door.shut && !door_allowed(o)))
         set_paused(o, false);
-    for (unsigned i = GW_DEP_UPSTREAM; i < o->ndeps; i++) {
-        /* an operator's new target (gw_ol_route_target) reaches this worker's limit */
-        uint64_t target = 1000ull * atomic_load_explicit(&ol->route_target_ms[i - GW_DEP_UPSTREAM],
-                                                         memory_order_relaxed);
-        if (target != o->dep[i].rtt_target_us)
-            gw_alimit_set_target(&o->dep[i], target);
-    }
+    sync_targets(o, ol);
     for (unsigned i = 0; i < o->ndeps; i++)
         gw_alimit_tick(&o->dep[i], now);
     gw_level_t level = gw_ol_level(srv);
@@ -1164,19 +1167,9 @@ void gw_ol_release_all(gw_req_t *r)
     }
 }
 
-int gw_ol_route_target(gw_server_t *srv, const char *prefix, uint32_t target_ms,
-                       uint32_t *before_ms)
+uint32_t gw_ol_route_set_target(gw_server_t *srv, size_t i, uint32_t target_ms)
 {
-    gw_overload_t *ol = srv->ol;
-    for (size_t i = 0; ol && i < ol->nroutes; i++) {
-        if (strcmp(ol->routes[i].prefix, prefix) != 0)
-            continue;
-        if (target_ms > ol->routes[i].timeout_ms)
-            return CM_EINVAL;
-        *before_ms = atomic_exchange(&ol->route_target_ms[i], target_ms);
-        return 0;
-    }
-    return CM_ENOTFOUND;
+    return atomic_exchange(&srv->ol->route_target_ms[i], target_ms);
 }
 
 uint32_t gw_ol_route_target_ms(const gw_server_t *srv, size_t i)
