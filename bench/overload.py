@@ -1835,6 +1835,20 @@ def report(res, a):
                           "503, %d failed" % (
                               lab, p_["goodput_rps"], ad.get("p50_ms", 0), ad.get("p99_ms", 0),
                               p_["answers"].get("503", 0), p_["answers"].get("error", 0)))
+            # What a 202 cost at each load, on the same terms as a at saturation (the
+            # quota's CPU less c, over the 202s): it falls as arrivals get denser, and the
+            # bound is judged with the densest (the 'sat' pool, whose client never waits).
+            # On loopback the gateway's write runs the client's receive path, wakeup
+            # included: a sparse crowd is asleep when its answers come (bench/README.md
+            # "Session 29", "Session 41").
+            per = []
+            for r in c["runs"]:
+                if r["mode"] == "auto" and r.get("gw_accepted") and r.get("gw_cpu_span_s"):
+                    used = r["gw_cpu_s"] - (fixed or 0) * 1e-6 * r["gw_cpu_span_s"]
+                    per.append("%s %.1f" % (r["label"], used * 1e6 / r["gw_accepted"]))
+            if per and a_sat:
+                print("   a at each load (protected, us per 202 of the quota less c): %s; the "
+                      "'sat' pool %.1f" % (", ".join(per), a_sat))
             for r in c["runs"]:
                 if r["mode"] != "auto":
                     continue

@@ -45,6 +45,8 @@ fg.check("dep: redis-server flashgate-bench-%d-redis: cpu.cfs_quota_us=1000 "
          "cpu.cfs_period_us=20000 (5%% of one core)" % proc.pid in p.stdout,
          "the output names the cgroup cap of redis-server (--redis-cpu's default, 5%)")
 fg.check("physical bound: B = " in p.stdout, "the CPU-bound case prints its physical bound")
+fg.check("a at each load (protected" in p.stdout,
+         "the CPU-bound case prints what a 202 cost at each load beside the sat pool's a")
 jpath = os.path.join(out, "overload.json")
 fg.check(os.path.exists(jpath), "raw results written")
 fg.check(os.path.getsize(os.path.join(out, "overload.png")) > 1000
