@@ -828,22 +828,34 @@ static bool limits_parse(json_t *j, cm_rate_policy_t *pol, gw_resp_t *p)
     return true;
 }
 
+/* srv->cfg's field of limit_keys[i]. */
+static uint64_t *limit_field(gw_config_t *c, size_t i)
+{
+    uint64_t *const f[] = {&c->global_rps, &c->global_burst, &c->sale_rps, &c->sale_burst,
+                           &c->user_rps,   &c->user_burst,   &c->ip_rps,   &c->ip_burst,
+                           &c->subnet_rps, &c->subnet_burst};
+    _Static_assert(CM_ARRAY_LEN(f) == CM_ARRAY_LEN(limit_keys), "one field per limit key");
+    return f[i];
+}
+
 /* All valid: apply at once (buckets keep their tokens), record, publish. */
 static void limits_apply(gw_server_t *srv, const cm_rate_policy_t *pol)
 {
     for (int s = 0; s < GW_SCOPE_COUNT; s++)
         gw_limits_set(srv->limits, (gw_scope_t)s, pol[s]);
     pthread_mutex_lock(&srv->cfg_mu);
-    srv->cfg->global_rps = pol[GW_SCOPE_GLOBAL].rate_milli;
-    srv->cfg->global_burst = pol[GW_SCOPE_GLOBAL].burst;
-    srv->cfg->sale_rps = pol[GW_SCOPE_SALE].rate_milli;
-    srv->cfg->sale_burst = pol[GW_SCOPE_SALE].burst;
-    srv->cfg->user_rps = pol[GW_SCOPE_USER].rate_milli;
-    srv->cfg->user_burst = pol[GW_SCOPE_USER].burst;
-    srv->cfg->ip_rps = pol[GW_SCOPE_IP].rate_milli;
-    srv->cfg->ip_burst = pol[GW_SCOPE_IP].burst;
-    srv->cfg->subnet_rps = pol[GW_SCOPE_SUBNET].rate_milli;
-    srv->cfg->subnet_burst = pol[GW_SCOPE_SUBNET].burst;
+    for (size_t i = 0; i < CM_ARRAY_LEN(limit_keys); i++) {
+        const cm_rate_policy_t *pp = &pol[limit_keys[i].scope];
+        uint64_t v = limit_keys[i].rate ? pp->rate_milli : pp->burst, *f = limit_field(srv->cfg, i);
+        if (*f == v)
+            continue;
+        *f = v;
+        /* GET /admin/v1/config showed a changed limit with the source of the
+         * value it replaced ("default", "file"): it says "runtime" now. */
+        char key[48];
+        snprintf(key, sizeof(key), "limits.%s", limit_keys[i].name);
+        gw_config_mark_runtime(srv->conf, key);
+    }
     pthread_mutex_unlock(&srv->cfg_mu);
     char why[256] = "";
     if (gw_fleet_publish_limits(srv, why, sizeof(why)) != 0)

@@ -921,6 +921,17 @@ static void reseal(gw_config_t *cfg, const cm_conf_t *conf)
     memcpy(cfg->admin_token, mark, strlen(mark) + 1);
 }
 
+void gw_config_mark_runtime(cm_conf_t *conf, const char *key)
+{
+    const cm_opt_t *o = conf ? cm_conf_find(conf->opts, key) : NULL;
+    if (!o)
+        return;
+    size_t i = (size_t)(o - conf->opts);
+    conf->src[i] = CM_SRC_RUNTIME;
+    if (conf->src_detail)
+        conf->src_detail[i][0] = '\0'; /* no flag or variable set it any more */
+}
+
 const char *gw_config_admin_token(size_t *len)
 {
     if (len)

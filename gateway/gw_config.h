@@ -166,6 +166,11 @@ void gw_config_seal_secrets(gw_config_t *cfg, const cm_conf_t *conf, int argc, c
  * when none was configured or gw_config_seal_secrets never ran. */
 const char *gw_config_admin_token(size_t *len);
 
+/* Marks `key` (e.g. "limits.user_rps") as set at run time: GET /admin/v1/config
+ * then says "runtime", not the default or the file whose value it no longer
+ * holds. The caller changed the value and holds srv->cfg_mu. NULL conf: nothing. */
+void gw_config_mark_runtime(cm_conf_t *conf, const char *key);
+
 /* Splits "host:port" / "[v6]:port" into parts (host without brackets; port
  * 0..65535). Returns 0 or CM_EINVAL. Thread-safe. */
 int gw_config_split_hostport(const char *s, char *host, size_t hostlen, unsigned *port);

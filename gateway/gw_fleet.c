@@ -215,6 +215,14 @@ static char *limits_to_json(gw_fleet_t *f)
     return s;
 }
 
+/* Marks limits.<name> as set at run time. Caller holds cfg_mu. */
+static void mark_runtime(gw_fleet_t *f, const char *name)
+{
+    char key[48];
+    snprintf(key, sizeof(key), "limits.%s", name);
+    gw_config_mark_runtime(f->srv->conf, key);
+}
+
 /*
  * Applies a published limits document: to the limiter (thread-safe) and to
  * srv->cfg (so /admin/v1/config and a later gw_apply_limits agree). A scope
@@ -241,6 +249,12 @@ static int apply_limits_json(gw_fleet_t *f, const char *s, size_t len)
             continue;
         gw_scope_t sc = limit_names[i].scope;
         pthread_mutex_lock(&f->srv->cfg_mu);
+        /* Another gateway's admin change: "runtime" in GET /admin/v1/config, as
+         * on that gateway, not the source of the value it replaced. */
+        if (*cfg_rate(f->srv->cfg, sc) != (uint64_t)rv)
+            mark_runtime(f, limit_names[i].rps);
+        if (*cfg_burst(f->srv->cfg, sc) != (uint64_t)bv)
+            mark_runtime(f, limit_names[i].burst);
         *cfg_rate(f->srv->cfg, sc) = (uint64_t)rv;
         *cfg_burst(f->srv->cfg, sc) = (uint64_t)bv;
         pthread_mutex_unlock(&f->srv->cfg_mu);

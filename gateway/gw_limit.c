@@ -184,7 +184,7 @@ static uint64_t div_ceil(uint64_t a, uint64_t b)
 static void pol_publish(gw_limits_t *l)
 {
     for (int s = 0; s < GW_SCOPE_COUNT; s++) {
-        cm_rate_policy_t p = l->base[s];
+        cm_rate_policy_t p = pol_normalize(l->base[s]);
         if ((s == GW_SCOPE_SALE || s == GW_SCOPE_GLOBAL) && p.rate_milli > 0 && l->share > 1) {
             /* Rounded up: a share never turns a limit off, and burst stays >= 1. */
             p.rate_milli = div_ceil(p.rate_milli, l->share);
@@ -199,7 +199,16 @@ void gw_limits_set(gw_limits_t *l, gw_scope_t scope, cm_rate_policy_t p)
     if ((unsigned)scope >= GW_SCOPE_COUNT)
         return;
     pthread_mutex_lock(&l->cfg_mu);
-    l->base[scope] = pol_normalize(p);
+    /* A scope that is off keeps the burst it was given (sale_burst's 1000 by
+     * default), as gw_limits_get returns it: it was stored as 0, so GET
+     * /admin/v1/limits showed 0 and PATCH {"sale_rps":5} alone was refused
+     * for want of a burst, where turning a rate on is meant to be one field.
+     * The effective policy (pol_publish) is still {0, 0}. */
+    if (p.rate_milli == 0)
+        l->base[scope] = (cm_rate_policy_t){
+            0, p.burst < CM_RATE_BURST_MAX ? p.burst : CM_RATE_BURST_MAX};
+    else
+        l->base[scope] = pol_normalize(p);
     pol_publish(l);
     pthread_mutex_unlock(&l->cfg_mu);
 }

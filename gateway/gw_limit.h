@@ -67,6 +67,8 @@ void gw_limits_free(gw_limits_t *l);
 
 /* Sets a scope's policy at run time; existing buckets keep their tokens. Thread-safe. */
 void gw_limits_set(gw_limits_t *l, gw_scope_t scope, cm_rate_policy_t p);
+/* The policy as set (clamped; burst >= 1 with a rate): a scope that is off
+ * (rate 0) keeps its burst, the one it takes when its rate is turned on. */
 cm_rate_policy_t gw_limits_get(gw_limits_t *l, gw_scope_t scope);
 /*
  * Fleet share (issue 4): global and sale rates are divided by `n` live

@@ -221,6 +221,24 @@ try:
         r = A("POST", "/admin/v1/config/rollback", body=bad)
         check(r.status in (400, 404), "rollback %r refused: %r" % (bad, r))
 
+    # --- a limit changed at run time ---
+    # A scope that is off keeps its configured burst (limits.sale_burst, default 1000), so
+    # turning its rate on is one field; it was kept as 0, GET showed 0 and this was a 400.
+    eq(A("GET", "/admin/v1/limits").json["sale_burst"], 1000, "an off scope shows its burst")
+    r = A("PATCH", "/admin/v1/limits", body={"sale_rps": 1000})
+    eq((r.status, (r.json or {}).get("sale_rps"), (r.json or {}).get("sale_burst")),
+       (200, 1000.0, 1000), "PATCH of sale_rps alone: on, with the configured burst")
+    # GET /admin/v1/config says where each value in force came from: a changed limit was
+    # shown with the source of the value it replaced ("default").
+    cfg = A("GET", "/admin/v1/config").json
+    eq((cfg["limits.sale_rps"]["value"], cfg["limits.sale_rps"]["source"]), ("1000", "runtime"),
+       "config: a limit set through the admin API is 'runtime'")
+    eq((cfg["limits.user_rps"]["value"], cfg["limits.user_rps"]["source"]), ("0", "runtime"),
+       "config: the earlier PATCH's limit too")
+    eq((cfg["limits.sale_burst"]["value"], cfg["limits.sale_burst"]["source"]), ("1000", "default"),
+       "config: a limit no change touched keeps its source")
+    eq(A("PATCH", "/admin/v1/limits", body={"sale_rps": 0}).status, 200, "sale rate off again")
+
     # --- access log: sampled at 1 here; never a line with the default 0 (see below) ---
     check("mod=access" in g.logs(20000) and "route=buy" in g.logs(20000), "access lines at rate 1")
 

@@ -226,6 +226,14 @@ static void test_runtime_change_keeps_tokens(void **state)
     /* Burst 0 with a rate means 1; a rate of 0 switches the scope off. */
     gw_limits_set(l, GW_SCOPE_SALE, pol(1000, 0));
     assert_int_equal(gw_limits_get(l, GW_SCOPE_SALE).burst, 1);
+    /* A scope switched off keeps its burst, for when its rate is turned on
+     * again (PATCH {"sale_rps":5} alone), and refuses nothing meanwhile. */
+    gw_limits_set(l, GW_SCOPE_SALE, pol(0, 1000));
+    assert_int_equal(gw_limits_get(l, GW_SCOPE_SALE).rate_milli, 0);
+    assert_int_equal(gw_limits_get(l, GW_SCOPE_SALE).burst, 1000);
+    gw_limits_set(l, GW_SCOPE_GLOBAL, pol(0, 10000));
+    for (int i = 0; i < 50; i++)
+        assert_true(admit(l, NULL, NULL, "s-off", T0, &v));
 }
 
 static void test_share(void **state)
