@@ -950,6 +950,14 @@ static bool rule_parse(json_t *j, const char *sale_id, gw_rule_t *r, gw_resp_t *
     if ((v = json_object_get(j, "sale_burst")) &&
         !(has_sb = burst_field(v, "sale_burst", &r->sale.burst, p)))
         return false;
+    /* "sale_id" is allowed so that a rule from GET goes back as it is; another
+     * sale's id there was ignored and the path's sale got the rule. */
+    if ((v = json_object_get(j, "sale_id")) &&
+        !(json_is_string(v) && strcmp(json_string_value(v), sale_id) == 0)) {
+        gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
+                      "sale_id in the body must be the path's (%s) or left out", sale_id);
+        return false;
+    }
     if ((v = json_object_get(j, "dry_run")) && !json_is_boolean(v)) {
         gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "dry_run must be true or false");
         return false;
@@ -1377,9 +1385,18 @@ static void h_broker(admin_call_t *a)
 {
     gw_resp_t *p = a->p;
     json_t *j = parse_object(a->ar, p);
+    static const char *const keys[] = {"down", "rtt_ms", NULL};
+    if (j && !only_keys(j, keys, p)) { /* unknown fields: 400 naming them, as every route */
+        json_decref(j);
+        return;
+    }
     json_t *d = j ? json_object_get(j, "down") : NULL;
     json_t *rtt = j ? json_object_get(j, "rtt_ms") : NULL;
-    if (j && rtt && !d) {
+    if (j && rtt && d) {
+        /* one or the other: with both, rtt_ms was dropped and the answer said nothing */
+        gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
+                      "body must be {\"down\": true|false} or {\"rtt_ms\": 0..60000}, not both");
+    } else if (j && rtt) {
         /* A slow broker: every request answered rtt_ms late. */
         json_int_t ms = json_is_integer(rtt) ? json_integer_value(rtt) : -1;
         int rc = ms < 0 || ms > 60000 ? CM_EINVAL : gw__broker_set_rtt(a->srv, (int)ms);
@@ -1419,6 +1436,11 @@ static void h_clock(admin_call_t *a)
 {
     gw_resp_t *p = a->p;
     json_t *j = parse_object(a->ar, p);
+    static const char *const keys[] = {"wall_offset_ms", NULL};
+    if (j && !only_keys(j, keys, p)) { /* unknown fields: 400 naming them, as every route */
+        json_decref(j);
+        return;
+    }
     json_t *d = j ? json_object_get(j, "wall_offset_ms") : NULL;
     /* A century either way: far enough for any test, and cm_wall_ms cannot overflow. */
     const json_int_t lim = 100ll * 366 * 24 * 3600 * 1000;

@@ -105,6 +105,16 @@ try:
     eq(A("GET", "/admin/v1/sales/s1").json, before_sale, "refused writes changed no sale")
     eq(A("GET", "/admin/v1/rules").json["rules"], [], "refused writes made no rule")
     eq(len(audit_lines(g)), n_audit, "refused writes wrote no audit line")
+    # The debug routes refuse unknown fields, and a broker body that asks for two things
+    # (its rtt_ms was dropped without a word): 400, nothing changes, no audit line.
+    for p, b in (("/admin/v1/debug/clock", {"wall_offset_ms": 0, "colour": 1}),
+                 ("/admin/v1/debug/broker", {"down": False, "colour": 1}),
+                 ("/admin/v1/debug/broker", {"down": False, "rtt_ms": 5})):
+        r = A("PUT", p, body=b)
+        check(r.status == 400 and r.json["error"] == "bad_request" and
+              ("colour" in r.json["message"] or "not both" in r.json["message"]),
+              "PUT %s %r refused, naming the problem: %r" % (p, b, r))
+    eq(len(audit_lines(g)), n_audit, "refused debug writes wrote no audit line")
     eq(A("GET", "/admin/v1/nope", token=None).status, 401, "unknown path still needs a token")
     eq(A("GET", "/admin/v1/nope").status, 404, "unknown path with a token: 404")
     r = A("POST", "/admin/v1/limits")
@@ -112,7 +122,8 @@ try:
 
     # --- rules: validation ---
     for bad in ({}, {"user_rps": -1}, {"user_rps": 1, "colour": 1}, {"dry_run": "yes", "user_rps": 1},
-                {"user_rps": 1, "user_burst": 0}, {"sale_rps": 0.0001}):
+                {"user_rps": 1, "user_burst": 0}, {"sale_rps": 0.0001},
+                {"sale_id": "s2", "user_rps": 1}, {"sale_id": 7, "user_rps": 1}):
         r = A("PUT", "/admin/v1/rules/s1", body=bad)
         check(r.status == 400 and r.json["error"] == "bad_request", "rule %r refused: %r" % (bad, r))
     eq(A("PUT", "/admin/v1/rules/bad%20id", body={"user_rps": 1}).status, 400, "bad sale id")
