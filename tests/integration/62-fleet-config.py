@@ -105,6 +105,9 @@ try:
     print("limits change A -> B in %.3f s" % (time.time() - t0))
     ok, _ = wait_for(lambda: limits(C)["global_rps"] == 450 and limits(C)["global_burst"] == 45, 1.0)
     check(ok, "and C's")
+    # C's config says the value in force came at run time, not from its --set flag
+    cfg = C.admin("GET", "/admin/v1/config").json["limits.global_rps"]
+    eq((cfg["value"], cfg["source"]), ("450", "runtime"), "C's config: A's change is 'runtime'")
     v = [stats(g)["fleet"]["config_version"] for g in gws]
     check(len(set(v)) == 1 and v[0] >= 1, "one config version everywhere: %r" % v)
     eq(stats(B)["fleet"]["global_rps_share"], 150.0, "B's share of 450 over 3")
