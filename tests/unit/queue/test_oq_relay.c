@@ -21,6 +21,7 @@
 
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -545,6 +546,61 @@ static void test_restart_resends(void **state)
     oq_embedded_stop(e);
 }
 
+/*
+ * kafka.properties cannot configure acks=all away (docs/kafka.md): a record
+ * is released from the spool on its delivery report, so that report must mean
+ * the broker stored it. With "enable.idempotence=false" and "acks=0" passed
+ * through, the report came as soon as the request was sent: the broker below
+ * refuses the first Produce requests (NOT_ENOUGH_REPLICAS), stores nothing,
+ * and the relay released the order anyway, lost once its spool segment went.
+ */
+static void test_acks_not_configurable_away(void **state)
+{
+    fx_t *f = *state;
+    SKIP_UNDER_TSAN();
+    /* A mock cluster of the test's own, for its request-error injection. */
+    char err[512];
+    rd_kafka_conf_t *mcf = rd_kafka_conf_new();
+    rd_kafka_t *mrk = rd_kafka_new(RD_KAFKA_PRODUCER, mcf, err, sizeof(err));
+    assert_non_null(mrk);
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(mrk, 1);
+    assert_non_null(mc);
+    assert_int_equal(rd_kafka_mock_topic_create(mc, TOPIC, NPARTS, 1), 0);
+    char addr[128];
+    snprintf(addr, sizeof(addr), "%s", rd_kafka_mock_cluster_bootstraps(mc));
+    /* API key 0 is Produce: its next three requests are refused, retriably */
+    rd_kafka_mock_push_request_errors(mc, 0, 3, RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+                                      RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+                                      RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS);
+
+    oq_relay_opts_t o = {.brokers = addr,
+                         .properties = "enable.idempotence=false\nacks=0\n",
+                         .node_id = 7,
+                         .spool = f->sp,
+                         .release_deletes = true,
+                         .cb_ud = f};
+    oq_relay_t *r = NULL;
+    int rc = oq_relay_open(&r, &o, err, sizeof(err));
+    if (rc)
+        fprintf(stderr, "relay: %s\n", err);
+    assert_int_equal(rc, 0);
+    char ids[1][INV_ORDER_ID_MAX + 1];
+    append_orders(f, 1, ids);
+    oq_relay_notify(r);
+    assert_true(wait_released(r, 1, 15000));
+
+    /* Released: so the broker has it. */
+    msgs_t m;
+    consume_topic(addr, TOPIC, 1, 5000, &m);
+    size_t unique, dups;
+    count_orders(&m, &unique, &dups);
+    assert_true(has_id(&m, ids[0]));
+    free(m.v);
+    oq_relay_close(r, 2000);
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(mrk);
+}
+
 /*---- (5) embedded: release on settle ----*/
 
 static void test_release_on_settle(void **state)
@@ -764,6 +820,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_thousand_exactly_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broker_down, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_resends, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_acks_not_configurable_away, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_on_settle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_after_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_event_held, setup, teardown),
