@@ -376,14 +376,19 @@ static int make_producer(oq_relay_t *r, char *errbuf, size_t errlen)
      * linger.ms=5: linger 0 measured ~6x the CPU per message with a (docs/design.md)
      * worse p99. reconnect.backoff.max.ms=1000: after an outage the producer
      * is back within a second instead of librdkafka's 10 s ceiling.
+     * enable.idempotence, acks and linger.ms go after kafka.properties, so
+     * that no line there configures them away (docs/kafka.md), as
+     * flashgate-settle's producer does: a record leaves the spool on its
+     * delivery report, which with acks=0 or 1 (idempotence off) does not mean
+     * the cluster has it (test_acks_not_configurable_away).
      */
     if ((rc = conf_set(c, "bootstrap.servers", r->brokers, errbuf, errlen)) ||
         (rc = conf_set(c, "client.id", r->client_id, errbuf, errlen)) ||
+        (rc = conf_set(c, "reconnect.backoff.max.ms", "1000", errbuf, errlen)) ||
+        (rc = oq_relay_apply_properties(c, r->properties, errbuf, errlen)) ||
         (rc = conf_set(c, "enable.idempotence", "true", errbuf, errlen)) ||
         (rc = conf_set(c, "acks", "all", errbuf, errlen)) ||
-        (rc = conf_set(c, "linger.ms", "5", errbuf, errlen)) ||
-        (rc = conf_set(c, "reconnect.backoff.max.ms", "1000", errbuf, errlen)) ||
-        (rc = oq_relay_apply_properties(c, r->properties, errbuf, errlen))) {
+        (rc = conf_set(c, "linger.ms", "5", errbuf, errlen))) {
         rd_kafka_conf_destroy(c);
         return rc;
     }
