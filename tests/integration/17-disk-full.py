@@ -11,6 +11,12 @@ B. File descriptors run out: the gateway runs with RLIMIT_NOFILE 256 and 400
    the limit (and logs it), so eviction makes room before the descriptors run
    out: every buy from 127.0.0.1 meanwhile is answered 202, the admin API and
    the spool keep working, and the gateway needs no restart.
+C. The spool itself fills the disk while Kafka is down (Redis inventory, so
+   released segments are deleted; another gateway's embedded broker plays
+   Kafka): once Kafka is back and the relay has delivered the orders, their
+   segments are deleted even though the release point's file could not be
+   written on the full disk, and buys are accepted again without a restart or
+   anyone freeing space.
 Figures are printed for the fault table (tests/fault/run.sh).
 """
 import json
@@ -24,6 +30,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fg import Gateway, check, eq, finish, need_binary, request  # noqa: E402
+from fgq import bootstrap, wait_until  # noqa: E402
+from fleet import Redis  # noqa: E402
 
 need_binary("flashgate")
 NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--kafka-brokers", "none"]
@@ -142,4 +150,73 @@ try:
     eq(sale["accepted_units"], 50, "no oversell")
 finally:
     g.cleanup()
+
+
+# --- C. the spool fills the disk itself; released segments must free it ---
+mnt = tempfile.mkdtemp(prefix="fg-diskfull-")
+r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", mnt],
+                   capture_output=True, text=True)
+check(r.returncode == 0, "mounted a 2 MiB tmpfs for the data dir (needs root): %s" % r.stderr)
+if r.returncode != 0:
+    finish()
+kafka = Gateway()  # its embedded broker is the Kafka of the gateway under test
+redis = Redis(aof=False).start()
+g = Gateway("--inventory", redis.url, "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0",
+            "--set", "spool.segment_bytes=64k", "--set", "spool.max_bytes=64m",
+            data_dir=os.path.join(mnt, "data"))
+try:
+    kafka.start()
+    g.args += ["--kafka-brokers", bootstrap(kafka.data_dir)]
+    g.start()
+    g.put_sale("s1", stock=100000, per_user_limit=10)
+    # Kafka down: the orders stay in the spool, which fills the disk.
+    eq(kafka.admin("PUT", "/admin/v1/debug/broker", body={"down": True}).status, 200,
+       "the broker is down")
+    # Leave ~640 KiB: ten segments of orders fill it.
+    st = os.statvfs(mnt)
+    free = st.f_bavail * st.f_frsize
+    with open(os.path.join(mnt, "filler"), "wb") as f:
+        f.write(b"\0" * max(0, free - 640 * 1024))
+    accepted, refused = 0, 0
+    for i in range(20000):
+        r = buy(g, "c%d" % i)
+        if r.status == 202:
+            accepted += 1
+        elif r.status == 503:
+            refused += 1
+            if refused >= 20:
+                break
+        else:
+            check(False, "only 202 or 503 while the disk fills: %r" % r)
+            break
+    print("spool filled the disk: %d accepted, then %d refused 503" % (accepted, refused))
+    check(accepted > 0 and refused >= 20, "the spool filled the disk")
+    eq(kafka.admin("PUT", "/admin/v1/debug/broker", body={"down": False}).status, 200,
+       "the broker is back")
+
+    def relayed():
+        relay = g.admin("GET", "/admin/v1/stats").json["relay"]
+        return relay["delivered"] >= accepted and relay["inflight"] == 0
+
+    check(wait_until(relayed, 20), "the relay delivered every accepted order")
+
+    def buys_again():
+        r = buy(g, "c-after-%d" % time.monotonic_ns())
+        return r.status == 202
+
+    # The filler stays: only the spool's own released segments can make room.
+    check(wait_until(buys_again, 20, step=0.25),
+          "once its orders are delivered, the spool deletes their segments and buys are "
+          "accepted again, though the disk was full (no restart, nothing freed by hand)")
+    check(g.alive(), "no restart needed")
+    sale = g.admin("GET", "/admin/v1/sales/s1").json
+    stats = g.admin("GET", "/admin/v1/stats").json
+    print("after: segments %s, accepted units %d" % (stats["spool"].get("segments"),
+                                                      sale["accepted_units"]))
+finally:
+    g.cleanup()
+    kafka.cleanup()
+    redis.cleanup()
+    subprocess.run(["umount", "-l", mnt])
+    os.rmdir(mnt)
 finish()
