@@ -1354,6 +1354,35 @@ oq_pos_t oq_spool_released(oq_spool_t *sp)
     return p;
 }
 
+/* rel_mu held. Drops the segments wholly before upto (never the current one;
+ * at most 64 a call) from the list and deletes their files. Returns how many. */
+static size_t delete_released(oq_spool_t *sp, oq_pos_t upto)
+{
+    uint64_t dead[64];
+    size_t ndead = 0;
+    pthread_mutex_lock(&sp->mu);
+    size_t keep = 0;
+    for (size_t i = 0; i < sp->nsegs; i++) {
+        bool is_last = i + 1 == sp->nsegs;
+        if (!is_last && ndead < CM_ARRAY_LEN(dead) && seg_released(&sp->segs[i], false, upto))
+            dead[ndead++] = sp->segs[i].seg;
+        else
+            sp->segs[keep++] = sp->segs[i];
+    }
+    sp->nsegs = keep;
+    sp->unreleased_bytes = compute_unreleased(sp);
+    pthread_mutex_unlock(&sp->mu);
+
+    for (size_t i = 0; i < ndead; i++) {
+        char name[64];
+        seg_name(name, sizeof(name), dead[i]);
+        if (unlinkat(sp->dirfd, name, 0) != 0 && errno != ENOENT)
+            cm_log_warn("oq", "spool: cannot delete a released segment", "seg=%s errno=%d", name,
+                        errno);
+    }
+    return ndead;
+}
+
 static int release_impl(oq_spool_t *sp, oq_pos_t upto, bool delete_segments)
 {
     if (sp->read_only)
@@ -1371,33 +1400,29 @@ static int release_impl(oq_spool_t *sp, oq_pos_t upto, bool delete_segments)
         rc = CM_EINVAL;
         goto out;
     }
-    if ((rc = write_released(sp, upto)) != 0)
+    /*
+     * A full disk: the point's file needs a block, and the released segments
+     * were deleted only after it was written, so a spool that had filled its
+     * disk could never write it again: every release failed, nothing was
+     * freed, and every buy got 503 until someone freed space by hand
+     * (integration.17-disk-full, C). The segments wholly before upto hold only
+     * records that are done (delivered, or settled), so deleting them before
+     * the point is persisted loses nothing: after a crash the older point on
+     * disk makes recovery and the relay skip the missing segments and send
+     * the rest again (duplicates, which consumers drop by order id). So a
+     * failed write frees them and tries once more.
+     */
+    if ((rc = write_released(sp, upto)) != 0 &&
+        (!delete_segments || delete_released(sp, upto) == 0 ||
+         (rc = write_released(sp, upto)) != 0))
         goto out;
 
-    uint64_t dead[64];
-    size_t ndead = 0;
     pthread_mutex_lock(&sp->mu);
     sp->released = upto;
-    size_t keep = 0;
-    for (size_t i = 0; i < sp->nsegs; i++) {
-        bool is_last = i + 1 == sp->nsegs;
-        if (delete_segments && !is_last && ndead < CM_ARRAY_LEN(dead) &&
-            seg_released(&sp->segs[i], false, upto))
-            dead[ndead++] = sp->segs[i].seg;
-        else
-            sp->segs[keep++] = sp->segs[i];
-    }
-    sp->nsegs = keep;
     sp->unreleased_bytes = compute_unreleased(sp);
     pthread_mutex_unlock(&sp->mu);
-
-    for (size_t i = 0; i < ndead; i++) {
-        char name[64];
-        seg_name(name, sizeof(name), dead[i]);
-        if (unlinkat(sp->dirfd, name, 0) != 0 && errno != ENOENT)
-            cm_log_warn("oq", "spool: cannot delete a released segment", "seg=%s errno=%d", name,
-                        errno);
-    }
+    if (delete_segments)
+        delete_released(sp, upto);
 out:
     pthread_mutex_unlock(&sp->rel_mu);
     return rc;

@@ -139,8 +139,10 @@ long oq_spool_scan(oq_spool_t *sp, oq_pos_t from, int (*fn)(const oq_rec_t *rec,
 oq_pos_t oq_spool_released(oq_spool_t *sp);
 /*
  * Moves the release point forward to `upto` (never backwards), persists it
- * atomically, and deletes segments wholly before it. Returns 0 or CM_EIO.
- * Thread-safe.
+ * atomically, and deletes segments wholly before it. If the point cannot be
+ * written (a full disk), those segments are deleted first and the write tried
+ * once more: they hold only records that are done, and they are the space a
+ * spool that filled its disk can give back. Returns 0 or CM_EIO. Thread-safe.
  */
 int oq_spool_release(oq_spool_t *sp, oq_pos_t upto);
 /*
