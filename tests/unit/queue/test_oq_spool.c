@@ -727,6 +727,60 @@ static void test_release_and_rolling(void **state)
     oq_spool_close(sp);
 }
 
+/*
+ * A release whose point could not be written (a full disk) deletes the
+ * segments wholly before it first (oq_spool_release); a crash before the point
+ * is written leaves on disk a point older than segments that are gone. The
+ * next open must take that: no error, the missing segments skipped, every
+ * record of the segments left read again from their start (the records not
+ * released among them), and appends and releases go on.
+ */
+static void test_point_older_than_deleted_segments(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_t *sp = open_spool(f->dir, 1500, 0);
+    append_n(sp, 0, 100);
+    long n;
+    collect_t *c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 100);
+    oq_pos_t p1 = c->recs[9].next, p2 = c->recs[69].next;
+    assert_true(p2.seg > p1.seg + 1);
+    assert_int_equal(oq_spool_release(sp, p1), 0);
+    oq_spool_close(sp);
+    /* the segments wholly before p2 deleted, the point on disk still p1 */
+    char path[512];
+    for (uint64_t s = p1.seg; s < p2.seg; s++)
+        assert_int_equal(unlink(seg_path(f->dir, s, path, sizeof(path))), 0);
+    size_t first = 0; /* the first record left: the first one of segment p2.seg */
+    while (c->recs[first].pos.seg < p2.seg)
+        first++;
+
+    sp = open_spool(f->dir, 1500, 0);
+    assert_int_equal(oq_pos_cmp(oq_spool_released(sp), p1), 0);
+    collect_t *c2 = scan_all(sp, oq_spool_released(sp), &n);
+    assert_int_equal(n, (long)(100 - first));
+    check_orders(c2, first, 100 - first);
+    free(c2);
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    uint64_t left = 0;
+    for (size_t i = first; i < 100; i++)
+        left += c->recs[i].next.off - c->recs[i].pos.off;
+    assert_int_equal(st.unreleased_bytes, left);
+    append_n(sp, 100, 5);
+    c2 = scan_all(sp, oq_spool_released(sp), &n);
+    assert_int_equal(n, (long)(105 - first));
+    check_orders(c2, first, 105 - first);
+    free(c2);
+    oq_spool_stats(sp, &st);
+    assert_int_equal(oq_spool_release(sp, st.end), 0);
+    oq_spool_stats(sp, &st);
+    assert_int_equal(st.unreleased_bytes, 0);
+    assert_int_equal(st.segments, 1);
+    free(c);
+    oq_spool_close(sp);
+}
+
 static void test_release_keep(void **state)
 {
     fixture_t *f = *state;
@@ -1270,6 +1324,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_space_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_and_rolling, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_keep, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_point_older_than_deleted_segments, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill9_answered_orders_survive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tool_dump_and_stats, setup, teardown),
