@@ -105,6 +105,8 @@ struct gw_px_req {
     unsigned nresp_hdrs, cap_resp_hdrs;
     size_t resp_hdr_bytes;    /* their total, at most PX_HDR_BYTES_MAX */
     bool head_done;           /* the empty line after the head came: later fields are trailers */
+    bool in_head;             /* a status line came, the empty line after its head not yet */
+    bool interim;             /* the last status line was a 1xx's: another head follows */
     /* the answer to send: an upstream's (resp_hdrs, resp_body) or the fallback */
     bool answered, fallback;
     bool in_multi; /* the transfer runs (added to the worker's multi handle) */
@@ -685,23 +687,35 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userp)
 {
     gw_px_req_t *p = userp;
     size_t n = size * nmemb;
-    if (n >= 5 && strncmp(data, "HTTP/", 5) == 0) {
-        /* a new response (the final one after a 1xx): start over */
-        resp_hdrs_clear(p);
-        p->head_done = false;
-        return n;
-    }
     /* libcurl passes a chunked body's trailer fields here too, after the
      * body: RFC 9110 6.5.1 forbids merging them into the header section (an
      * upstream's trailer could set a cookie or a CSP its head never did), and
-     * the client's answer has a Content-Length, not chunks to carry them. */
-    if (p->head_done)
+     * the client's answer has a Content-Length, not chunks to carry them.
+     * Looked at before a status line: libcurl 7.88 passes a trailer line
+     * "HTTP/1.1: x" on as a field, which was taken for a new answer's status
+     * line, so the trailer fields after it became the client's whole head
+     * (a Set-Cookie in, the upstream's own fields out). Only a 1xx's head is
+     * followed by another. */
+    if (p->head_done && !p->interim)
         return n;
+    if (!p->in_head && n >= 5 && strncmp(data, "HTTP/", 5) == 0) {
+        /* a new response (the final one after a 1xx): start over. Inside a
+         * head such a line is a field, whose name is no token (below). */
+        const char *sp = memchr(data, ' ', n);
+        resp_hdrs_clear(p);
+        p->head_done = false;
+        p->in_head = true;
+        p->interim = sp && (size_t)(sp - data) + 1 < n && sp[1] == '1';
+        return n;
+    }
+    if (p->head_done)
+        return n; /* a 1xx's head ended: nothing but a status line comes next */
     size_t ln = n;
     while (ln && (data[ln - 1] == '\n' || data[ln - 1] == '\r'))
         ln--;
     if (ln == 0) {
         p->head_done = true; /* the empty line that ends the head */
+        p->in_head = false;
         return n;
     }
     const char *colon = memchr(data, ':', ln);
@@ -1238,7 +1252,7 @@ static void px_complete(gw_px_worker_t *px, gw_px_req_t *p, CURLcode rc)
         p->stale_conn = false;
         p->retried = true;
         resp_hdrs_clear(p);
-        p->head_done = false;
+        p->head_done = p->in_head = p->interim = false;
         p->resp_len = 0;
         p->resp_bad = NULL;
         p->resp_too_large = false;

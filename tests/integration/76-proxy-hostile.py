@@ -5,8 +5,10 @@ server in this test, one behaviour per path (the part after the route's prefix).
   600, 999) is a failed exchange (502), never passed on, and the keep-alive
   connection's next answer is the gateway's own;
 - the trailer fields of a chunked answer never reach the client's header
-  section (an upstream could set cookies there), while the head of a final
-  answer after a 103 still passes, without the 103's fields;
+  section (an upstream could set cookies there), not even after a trailer
+  line that starts like a status line ("HTTP/1.1: x", which curl passes on
+  as a field), while the head of a final answer after a 103 still passes,
+  without the 103's fields; such a line inside a head is an invalid field;
 - hop-by-hop removal reads every Connection field, not the first (request)
   or the last (answer);
 - an answer past proxy.max_body (the gateway's own policy) is a 502 but
@@ -114,6 +116,16 @@ def serve(c):
                 c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Evil\r\n"
                           b"X-Head: yes\r\n\r\n5\r\nhello\r\n0\r\n"
                           b"X-Evil: from-trailer\r\nSet-Cookie: sid=attacker\r\n\r\n")
+            elif what == "trailerhttp":
+                # a trailer field whose line starts "HTTP/" (curl 7.88 takes
+                # it as a field, name "HTTP/1.1"): taken for the status line
+                # of a new answer, it made the trailer's fields the head's
+                c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Head: yes\r\n\r\n"
+                          b"5\r\nhello\r\n0\r\nHTTP/1.1: 200 OK\r\n"
+                          b"Set-Cookie: sid=attacker\r\n\r\n")
+            elif what == "headhttp":  # the same line inside the head: no token name
+                c.sendall(b"HTTP/1.1 200 OK\r\nSet-Cookie: real=1\r\nHTTP/1.1: 200 OK\r\n"
+                          b"Content-Length: 2\r\n\r\nok")
             elif what == "s103":
                 c.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
                           b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Final: yes\r\n\r\n"
@@ -354,6 +366,15 @@ try:
     eq((st, body, dict(hdrs).get("x-head")), (200, b"hello", "yes"), "a chunked answer passes")
     check("x-evil" not in names and "set-cookie" not in names,
           "its trailer fields are not made headers: %r" % hdrs)
+    st, hdrs, body = ask("/p/trailerhttp")
+    check(st == 200 and body == b"hello" and dict(hdrs).get("x-head") == "yes" and
+          "set-cookie" not in dict(hdrs),
+          "a trailer line that starts like a status line starts no new head: %d %r %r"
+          % (st, hdrs, body[:200]))
+    st, _, body = ask("/p/headhttp")
+    check(st == 502 and b"sent an invalid header" in body,
+          "inside a head, a line that starts like a status line is an invalid field: %d %r"
+          % (st, body[:200]))
     st, hdrs, body = ask("/p/s103")
     names = [k for k, _ in hdrs]
     eq((st, body, dict(hdrs).get("x-final")), (200, b"ok", "yes"),
