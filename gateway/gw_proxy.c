@@ -100,7 +100,7 @@ struct gw_px_req {
     char *resp_body;
     size_t resp_len, resp_cap;
     bool resp_too_large;
-    const char *resp_bad;     /* why the upstream's header block was refused (502), or NULL */
+    const char *resp_bad;     /* why the upstream's answer was refused (502), or NULL */
     char *(*resp_hdrs)[2];    /* name and value, one allocation each header (name first) */
     unsigned nresp_hdrs, cap_resp_hdrs;
     size_t resp_hdr_bytes;    /* their total, at most PX_HDR_BYTES_MAX */
@@ -112,6 +112,8 @@ struct gw_px_req {
     bool in_multi; /* the transfer runs (added to the worker's multi handle) */
     bool stale_conn; /* px_prereq refused the kept connection curl picked */
     bool retried;    /* and the request went again on a fresh one */
+    bool sent;       /* px_prereq let the request go out on a connection */
+    bool idempotent; /* RFC 9110 9.2.2: not a POST or PATCH (may be sent twice) */
     char *raw_path;  /* the path as sent if it had a %XX escape (gw_px_url), else NULL */
     unsigned status;
     gw_reply_t reply;
@@ -266,6 +268,20 @@ static int px_prereq(void *userp, char *primary_ip, char *local_ip, int primary_
     gw_px_req_t *p = userp;
     gw_px_worker_t *px = p->r->w->px;
     (void)local_ip;
+    if (p->sent && !p->idempotent) {
+        /*
+         * libcurl 7.88 sends a request again on a new connection when the
+         * kept one it went on closed before any byte of the answer
+         * (Curl_retry_request), whatever the method. The upstream may have
+         * read it and acted on it before its connection died (a crash, a
+         * restart): a POST or PATCH done twice under a 200. nginx's
+         * proxy_next_upstream passes only idempotent requests on again; so
+         * here, the others end as a failed exchange. (Our own second try,
+         * stale_conn, comes before the request was sent.)
+         */
+        p->resp_bad = "closed the connection without an answer (a POST or PATCH is not sent twice)";
+        return CURL_PREREQFUNC_ABORT;
+    }
     for (size_t i = 0; px && i < px->nconns; i++) {
         px_conn_t *c = &px->conns[i];
         if (c->rport != primary_port || strcmp(c->rip, primary_ip) != 0)
@@ -282,6 +298,7 @@ static int px_prereq(void *userp, char *primary_ip, char *local_ip, int primary_
         }
         break;
     }
+    p->sent = true;
     return CURL_PREREQFUNC_OK;
 }
 
@@ -1138,6 +1155,7 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
         return false;
     }
     p->easy = e;
+    p->idempotent = strcmp(method, "POST") != 0 && strcmp(method, "PATCH") != 0;
     /* The path as sent (p->raw_path, or url when it had no %XX: the same
      * bytes), and the query as sent: decoded and encoded again, "q=red+shoes"
      * became "q=red%2Bshoes" (a literal plus), empty pairs were lost and

@@ -53,6 +53,10 @@ server in this test, one behaviour per path (the part after the route's prefix).
   than its Content-Length), after curl kept the connection, are never read
   as another client's answer: the kept connection is refused before the
   next request goes on it, and that request goes on a fresh one;
+- a POST or PATCH whose kept upstream connection dies after the upstream
+  read it, before any byte of the answer, is a 502, never sent again
+  (libcurl re-sends any request then: one the upstream acted on was done
+  twice); a PUT is sent again on a new connection;
 - an upstream that closes mid-body, sends no status line or two different
   Content-Lengths is a 502 that says so (not "unreachable"); its
   X-Flashgate-Degraded is not passed on; libcurl adds no Accept or
@@ -86,6 +90,8 @@ def read_head(c):
 
 FORGED = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nX-Forged: yes\r\n\r\nforged"
 STRAY_SENT = threading.Event()
+# "once": the requests the upstream read, by method; it answers none the first time
+ONCE_SEEN = {}
 
 
 def serve(c):
@@ -126,6 +132,15 @@ def serve(c):
             elif what == "headhttp":  # the same line inside the head: no token name
                 c.sendall(b"HTTP/1.1 200 OK\r\nSet-Cookie: real=1\r\nHTTP/1.1: 200 OK\r\n"
                           b"Content-Length: 2\r\n\r\nok")
+            elif what == "once":
+                # reads the request (and would act on it), then its
+                # connection dies before the answer: the first time for each
+                # method, then it answers
+                method = head.split(b" ", 1)[0].decode()
+                ONCE_SEEN[method] = ONCE_SEEN.get(method, 0) + 1
+                if ONCE_SEEN[method] == 1:
+                    return
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             elif what == "s103":
                 c.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
                           b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Final: yes\r\n\r\n"
@@ -200,7 +215,10 @@ routes = [{"prefix": "/bad/", "upstream": up, "timeout_ms": 2000},
           {"prefix": "/b/", "upstream": up, "timeout_ms": 8000},
           {"prefix": "/k/", "upstream": up_kept, "timeout_ms": 2000},
           {"prefix": "/seg", "upstream": up, "timeout_ms": 2000},
-          {"prefix": "/f/", "upstream": up, "timeout_ms": 2000}]
+          {"prefix": "/f/", "upstream": up, "timeout_ms": 2000},
+          # its own host: the kept connection a request goes on is this test's
+          {"prefix": "/o/", "upstream": "http://127.0.0.1:%d" % serve_raw(serve, 128),
+           "timeout_ms": 2000}]
 g = Gateway("--kafka-brokers", "none", "--proxy-routes", json.dumps(routes),
             "--proxy-breaker-failures", "3", "--proxy-breaker-cooldown", "300ms",
             "--set", "proxy.max_body=64k",
@@ -359,6 +377,26 @@ try:
     st, hdrs, body = ask("/p/degraded")
     check(st == 200 and "x-flashgate-degraded" not in dict(hdrs),
           "an upstream's X-Flashgate-Degraded is not passed on: %d %r" % (st, hdrs))
+
+    # ---- a request the upstream read but did not answer ----
+    # On a kept connection that dies before any byte of the answer, libcurl
+    # sends the request again on a new one (nginx's proxy_next_upstream does
+    # so for idempotent methods only): a POST or PATCH the upstream acted on
+    # would be done twice, under a 200.
+    for method, again in (("POST", False), ("PATCH", False), ("PUT", True)):
+        c = Client()
+        eq(c.ask("/o/ok")[0], 200, "%s: the connection to the upstream is kept" % method)
+        c.sk.sendall(b"%s /o/once HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+                     % method.encode())
+        st, _, body = c.answer()
+        c.close()
+        if again:
+            eq((st, body, ONCE_SEEN.get(method)), (200, b"ok", 2),
+               "an idempotent %s is sent again on a new connection" % method)
+        else:
+            check(st == 502 and b"not sent twice" in body and ONCE_SEEN.get(method) == 1,
+                  "a %s is never sent twice: %d %r, upstream read it %s time(s)"
+                  % (method, st, body[:200], ONCE_SEEN.get(method)))
 
     # ---- chunked trailers ----
     st, hdrs, body = ask("/p/trailer")
