@@ -872,8 +872,11 @@ static void known_field(gw_h1_head_t *h, const gw_hdr_t *f)
 
 /* An absolute-form target (RFC 9112 3.2.2, a server MUST accept it): its
  * path and query ("/" when it has none; the authority's last byte becomes
- * the '/'). The routes are the path's, whatever the authority. */
-static char *origin_form(char *url)
+ * the '/'). The routes are the path's, whatever the authority. The authority
+ * is the host asked for (3.2.2: the Host field is then ignored), kept in
+ * h->authority, NUL-terminated two bytes to the left (over "//"), where
+ * neither the path nor its '/' reach. */
+static char *origin_form(gw_h1_head_t *h, char *url)
 {
     if (*url == '/')
         return url; /* origin-form, nearly every request: no two caseless compares */
@@ -883,6 +886,12 @@ static char *origin_form(char *url)
     if (!skip)
         return url;
     char *end = url + skip + strcspn(url + skip, "/?#");
+    size_t alen = (size_t)(end - (url + skip));
+    if (alen) {
+        memmove(url + skip - 2, url + skip, alen);
+        url[skip - 2 + alen] = '\0';
+        h->authority = url + skip - 2;
+    }
     if (*end != '/') {
         end--;
         *end = '/';
@@ -962,7 +971,8 @@ static void head_strings(gw_h1_head_t *h)
     h->head_end = end;
     char *url = h->buf + h->url_off;
     url[h->url_len] = '\0';
-    url = origin_form(url);
+    h->authority = NULL;
+    url = origin_form(h, url);
     /* where the query or a fragment starts, whether the path has escapes at
      * all: strcspn and memchr scan by words (a byte loop here cost ~200
      * instructions of a sold-out answer's path, callgrind) */
@@ -2075,6 +2085,11 @@ const char *gw_req_query(const gw_req_t *r)
 {
     const gw_h1_t *c = r->conn;
     return c && !c->h->args_parsed ? c->h->query : NULL;
+}
+
+const char *gw_req_authority(const gw_req_t *r)
+{
+    return r->conn ? r->conn->h->authority : NULL;
 }
 
 char *gw_req_take_raw_path(gw_req_t *r)

@@ -725,6 +725,8 @@ typedef struct gw_h1_head {
      * allocated by head_strings, valid while on_head runs, freed after it
      * unless a proxied route took it (gw_req_take_raw_path) */
     char *raw_path;
+    /* an absolute-form target's authority (the host asked for), or NULL */
+    const char *authority;
     char *query;     /* the query as sent (no '?', no fragment), or NULL; parsed in place
                       * into args on the first gw_req_arg(s): read it before that */
     bool args_parsed;
@@ -799,6 +801,9 @@ const char *gw_req_query(const gw_req_t *r);
  * escape), handed over to the caller (free it); else NULL: r->url is the path
  * as sent. Only while the head is handled (gw_http_head). Loop thread. */
 char *gw_req_take_raw_path(gw_req_t *r);
+/* An absolute-form target's authority (host[:port], as sent), or NULL: an
+ * origin-form target, whose host is the Host field's. Loop thread. */
+const char *gw_req_authority(const gw_req_t *r);
 const struct sockaddr *gw_req_peer(const gw_req_t *r);
 int gw_req_fd(const gw_req_t *r);
 /* gw_http.c's side of a request, called by gw_h1.c. Loop thread. */

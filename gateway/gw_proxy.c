@@ -553,10 +553,15 @@ bool gw_px_head(gw_req_t *r, const char *method)
      * as nginx does, from the head, with the body unread.
      */
     const char *host = gw_req_header(r, "Host");
-    if ((!host && !gw_req_http10(r)) || (host && !reads_as_host(host))) {
+    const char *target_host = gw_req_authority(r); /* the host asked for, if named there */
+    if ((!host && !gw_req_http10(r)) || (host && !reads_as_host(host)) ||
+        (target_host && !reads_as_host(target_host))) {
         gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL, "%s",
-                      host ? "the Host header must be a host name or address with an optional port"
-                           : "an HTTP/1.1 request needs a Host header");
+                      !host && !gw_req_http10(r) ? "an HTTP/1.1 request needs a Host header"
+                      : target_host && !reads_as_host(target_host)
+                          ? "the request target's host must be a host name or address with an "
+                            "optional port"
+                          : "the Host header must be a host name or address with an optional port");
         r->state = GW_ST_DONE;
         return true;
     }
@@ -1078,7 +1083,8 @@ static bool last_element(gw_req_t *r, const char *name, char *out, size_t cap)
 
 /*
  * The host the client asked for, for X-Forwarded-Host. From a peer not in
- * server.trusted_proxies, its Host (a client's own X-Forwarded-Host is
+ * server.trusted_proxies, its Host, or its absolute-form target's host (a
+ * client's own X-Forwarded-Host is
  * dropped: Django and Rails build absolute links and password-reset mails
  * from it). Behind a trusted proxy, its right-most X-Forwarded-Host if it
  * is one: a CDN that rewrites Host to the origin's name says there which
@@ -1091,7 +1097,12 @@ static const char *forwarded_host(gw_req_t *r, char *buf, size_t cap)
     if (gw_proxies_match(&r->w->srv->proxies, gw_req_peer(r)) &&
         last_element(r, "X-Forwarded-Host", buf, cap) && reads_as_host(buf))
         return buf;
-    return gw_req_header(r, "Host");
+    /* An absolute-form target names the host asked for, and its Host field
+     * is ignored (RFC 9112 3.2.2; gw_px_head checked it reads as a host): a
+     * cache in front keyed by the target stored a page built, links and all,
+     * for whatever name the Host field said. */
+    const char *target_host = gw_req_authority(r);
+    return target_host ? target_host : gw_req_header(r, "Host");
 }
 
 /*

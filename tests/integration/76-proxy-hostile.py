@@ -35,8 +35,9 @@ server in this test, one behaviour per path (the part after the route's prefix).
   client; X-Forwarded-Proto is http and the client's X-Forwarded-Port and
   X-Forwarded-Ssl are dropped, unless the peer is a trusted proxy (it ended
   TLS): then its right-most valid value of each is kept; X-Forwarded-Host
-  is the Host asked for, or a trusted proxy's right-most one if it reads as
-  a host;
+  is the Host asked for (an absolute-form target's host, which must read as
+  a host, rather than the Host field), or a trusted proxy's right-most one
+  if it reads as a host;
 - on a dual-stack listener an IPv4 client's X-Forwarded-For entry is the
   address X-Real-IP names (1.2.3.4, not ::ffff:1.2.3.4);
 - a route's prefix matches whole path segments: /seg takes /seg and
@@ -493,6 +494,24 @@ try:
     st, _, body = ask("/p/echo", b"X-Forwarded-Host: evil.example\r\n")
     eq((st, [v for k, v in upstream_fields(body) if k == "x-forwarded-host"]), (200, ["x"]),
        "X-Forwarded-Host is the Host asked for, not the client's own")
+    # An absolute-form target names the host asked for, and the Host field is
+    # ignored (RFC 9112 3.2.2): a cache in front keyed by the target must not
+    # get a page the upstream built for another name.
+    c = Client()
+    c.sk.sendall(b"GET http://shop.example:8080/p/echo HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+    st, _, body = c.answer()
+    c.close()
+    eq((st, [v for k, v in upstream_fields(body) if k == "x-forwarded-host"]),
+       (200, ["shop.example:8080"]),
+       "an absolute-form target's host is X-Forwarded-Host, not the Host field's")
+    for target in (b"http://user@shop.example/p/echo", b"http://shop.example!/p/echo"):
+        c = Client()
+        c.sk.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target)
+        st, _, body = c.answer()
+        c.close()
+        check(st == 400 and b"host" in body,
+              "%r: a target's host that does not read as one is a 400: %d %r"
+              % (target, st, body[:160]))
 
     # ---- a prefix matches whole segments ----
     eq(ask("/seg/ok")[:3:2], (200, b"ok"), "a path under a prefix without a trailing / is proxied")
