@@ -521,6 +521,34 @@ static void fair_fields(gw_server_t *srv, gw_resp_t *p, const char *sale_id)
     }
 }
 
+/*
+ * h_sale_put's answer when the sale was saved and its lottery part then failed
+ * (rc from gw_fair_configure): the audit line says what changed (the sale as
+ * saved; "lottery_error" says why its lottery settings may not have been),
+ * and so does the answer: the lottery failure's status, with "sale_saved":true
+ * and a message naming both. Not "unchanged": a lottery applied here but not
+ * saved to fair.json, or put in Redis but not applied here, is partly set.
+ */
+static void sale_saved_error(admin_call_t *a, const char *id, int rc, const char *why,
+                             const inv_sale_info_t *before, const inv_sale_info_t *info)
+{
+    json_t *now = sale_obj(info);
+    if (now)
+        json_object_set_new(now, "lottery_error", json_string(why[0] ? why : cm_strerror(rc)));
+    gw_audit_record(a->srv, a->who, "sale.put", id, before ? sale_obj(before) : NULL, now);
+    cm_log_warn("admin", "sale saved but its lottery settings were not", "sale=%s reason=\"%s\"",
+                id, why);
+    gw_reply_t st = rc == CM_ECONFLICT ? GW_R_CONFLICT
+                    : rc == CM_EINVAL  ? GW_R_BAD_REQUEST
+                                       : GW_R_UNAVAILABLE;
+    gw_resp_error(a->p, st,
+                  rc == CM_ECONFLICT ? "\"reason\":\"lottery_drawn\",\"sale_saved\":true"
+                                     : "\"sale_saved\":true",
+                  "sale %s is saved, but setting its lottery and waiting room failed (%s): "
+                  "PUT again to set them",
+                  id, why[0] ? why : cm_strerror(rc));
+}
+
 static void h_sale_put(admin_call_t *a)
 {
     gw_server_t *srv = a->srv;
@@ -568,7 +596,17 @@ static void h_sale_put(admin_call_t *a)
                 rc = inv_sale_put(srv->inv, &d, &info, why, sizeof(why));
             if (rc == 0) {
                 rc = gw_fair_configure(srv, id, fwin, fearly, wr, why, sizeof(why));
-                drawn = rc == CM_ECONFLICT;
+                if (rc != 0) {
+                    /* The check passed but the lottery's part failed after the sale was
+                     * saved: Redis failed, an entry or the draw raced the check. The sale
+                     * cannot be put back safely (units may have sold meanwhile; a new sale
+                     * cannot be deleted while live), so the change that was made is
+                     * audited and the error says it: the sale is saved, its lottery and
+                     * waiting room may not be (PUT again to set them). */
+                    sale_saved_error(a, id, rc, why, existed ? &before : NULL, &info);
+                    json_decref(j);
+                    return;
+                }
             }
             if (drawn) {
                 gw_resp_error(p, GW_R_CONFLICT, "\"reason\":\"lottery_drawn\"", "%s", why);

@@ -49,6 +49,31 @@ try:
     eq(r.status, 400, "the 65th lottery is refused")
     eq(g.admin("GET", "/admin/v1/sales/x65").status, 404, "and its sale was not made")
     eq(g.buy("x65", "u1").status, 404, "nobody buys first-come from a refused sale")
+
+    # --- the lottery part fails after the sale was saved: audited, and the error says so ---
+    # (fair.json.tmp a directory: saving the lottery's configuration fails, as on a full
+    # disk, after the check passed and the sale was written. It used to answer 503 with no
+    # audit line although the sale had changed.)
+    tmpdir = os.path.join(g.data_dir, "fair.json.tmp")
+    os.mkdir(tmpdir)
+    v0 = g.admin("GET", "/admin/v1/audit").json["version"]
+    r = g.admin("PUT", "/admin/v1/sales/fa", body={
+        "stock": 7, "per_user_limit": 1, "starts_at": starts, "fair_window_ms": 2000,
+        "fair_early_ms": 3600000, "waiting_room_rate": 5})
+    eq((r.status, r.json.get("sale_saved")), (503, True), "lottery save failed: 503 sale_saved")
+    eq("is saved" in r.json["message"] and "lottery" in r.json["message"], True,
+       "the message says the sale is saved and the lottery part failed: %s" % r.json["message"])
+    eq(g.admin("GET", "/admin/v1/sales/fa").json["stock_total"], 7, "the sale did change")
+    au = g.admin("GET", "/admin/v1/audit?since=%d" % v0).json["entries"]
+    eq([(e["what"], e["target"]) for e in au], [("sale.put", "fa")],
+       "the change that was made is audited, once")
+    eq((au[0]["old"]["stock_total"], au[0]["new"]["stock_total"]), (6, 7), "old and new stock")
+    eq("lottery_error" in au[0]["new"], True, "the audit says the lottery part failed")
+    os.rmdir(tmpdir)
+    r = g.admin("PUT", "/admin/v1/sales/fa", body={
+        "stock": 7, "per_user_limit": 1, "starts_at": starts, "fair_window_ms": 2000,
+        "fair_early_ms": 3600000, "waiting_room_rate": 5})
+    eq((r.status, r.json.get("waiting_room_rate")), (200, 5), "the PUT again sets it")
 except Exception:
     print(g.logs())
     raise
