@@ -877,7 +877,8 @@ static uint64_t *limit_field(gw_config_t *c, size_t i)
 }
 
 /* All valid: apply at once (buckets keep their tokens), record, publish. */
-static void limits_apply(gw_server_t *srv, const cm_rate_policy_t *pol)
+/* Applies and publishes pol. Caller holds gw_fleet_limits_lock (why: its connect error). */
+static void limits_apply(gw_server_t *srv, const cm_rate_policy_t *pol, char *why, size_t whylen)
 {
     for (int s = 0; s < GW_SCOPE_COUNT; s++)
         gw_limits_set(srv->limits, (gw_scope_t)s, pol[s]);
@@ -895,8 +896,7 @@ static void limits_apply(gw_server_t *srv, const cm_rate_policy_t *pol)
         gw_config_mark_runtime(srv->conf, key);
     }
     pthread_mutex_unlock(&srv->cfg_mu);
-    char why[256] = "";
-    if (gw_fleet_publish_limits(srv, why, sizeof(why)) != 0)
+    if (gw_fleet_publish_limits(srv, why, whylen) != 0)
         cm_log_warn("admin", "limits changed here but not published to the fleet",
                     "reason=\"%s\"", why);
 }
@@ -912,17 +912,24 @@ static void h_limits_patch(admin_call_t *a)
     json_t *j = parse_object(a->ar, a->p);
     if (!j)
         return;
+    /* The fields not in the body keep the limits in force: read, merged, applied,
+     * published and audited under the fleet's limits lock, so another gateway's
+     * change the fleet thread applies meanwhile comes before this one or after it,
+     * and is not written back over with the values it replaced. */
+    char why[256] = "";
+    gw_fleet_limits_lock(srv, why, sizeof(why));
     cm_rate_policy_t pol[GW_SCOPE_COUNT];
     for (int s = 0; s < GW_SCOPE_COUNT; s++)
         pol[s] = gw_limits_get(srv->limits, (gw_scope_t)s);
     if (limits_parse(j, pol, a->p)) {
         json_t *old = limits_obj(srv);
-        limits_apply(srv, pol);
+        limits_apply(srv, pol, why, sizeof(why));
         gw_audit_record(srv, a->who, "limits.patch", "limits", old, limits_obj(srv));
         char *s = limits_json(srv);
         cm_log_info("admin", "limits changed", "limits=%s", s);
         set_big(a, s);
     }
+    gw_fleet_limits_unlock(srv);
     json_decref(j);
 }
 
@@ -1159,13 +1166,18 @@ static void h_rollback(admin_call_t *a)
         }
         n++;
     }
+    /* under the limits lock, as a PATCH: the audit's old and new are the limits
+     * this change replaced and set, with no peer's change landing between */
+    char why[256] = "";
+    gw_fleet_limits_lock(srv, why, sizeof(why));
     json_t *old = gw_config_snapshot(srv);
-    limits_apply(srv, pol);
+    limits_apply(srv, pol, why, sizeof(why));
     gw_limits_set_rules(srv->limits, rules, n);
     char target[48];
     snprintf(target, sizeof(target), "version %lld", (long long)version);
     uint64_t v = gw_audit_record(srv, a->who, "config.rollback", target, old,
                                  gw_config_snapshot(srv));
+    gw_fleet_limits_unlock(srv);
     json_t *o = json_pack("{s:I,s:I,s:o}", "version", (json_int_t)v, "restored", (json_int_t)version,
                           "config", (json_t *)gw_config_snapshot(srv));
     set_big(a, json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12)));

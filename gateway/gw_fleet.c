@@ -300,24 +300,45 @@ static int load_config(gw_fleet_t *f, inv_fleet_conn_t *c, bool at_start)
     return rc;
 }
 
-/* Publishes the limits in srv->cfg on the pub connection. Takes pub_mu and cfg_mu. */
-static int publish_now(gw_fleet_t *f, char *errbuf, size_t errlen)
+/*
+ * Lock order, whoever takes more than one: pub_mu, then cfg_mu, then
+ * srv->cfg_mu (then the limiter's own locks, which are leaves). The fleet
+ * thread takes cfg_mu alone to apply a peer's change (load_config), and
+ * pub_mu alone, or pub_mu then cfg_mu, to publish; the admin thread takes
+ * pub_mu then cfg_mu (lock_limits) around a whole change of the limits.
+ */
+
+/* pub_mu, with the pub connection made if it can be (before cfg_mu: the connect
+ * blocks, and the fleet thread's apply must not wait behind it), then cfg_mu. */
+static void lock_limits(gw_fleet_t *f, char *errbuf, size_t errlen)
 {
     pthread_mutex_lock(&f->pub_mu);
-    int rc = 0;
     if (!f->pub) {
         char why[200] = "";
         f->pub = connect_redis(f, why, sizeof(why));
-        if (!f->pub) {
+        if (!f->pub)
             cm_errbuf_set(errbuf, errlen, "fleet: redis %s", why);
-            f->dirty = true;
-            pthread_mutex_unlock(&f->pub_mu);
-            return CM_EBACKEND;
-        }
+    }
+    pthread_mutex_lock(&f->cfg_mu);
+}
+
+static void unlock_limits(gw_fleet_t *f)
+{
+    pthread_mutex_unlock(&f->cfg_mu);
+    pthread_mutex_unlock(&f->pub_mu);
+}
+
+/* Publishes the limits in srv->cfg on the pub connection. Caller holds
+ * lock_limits (errbuf holds its connect error, if any). */
+static int publish_locked(gw_fleet_t *f, char *errbuf, size_t errlen)
+{
+    int rc = 0;
+    if (!f->pub) {
+        f->dirty = true;
+        return CM_EBACKEND;
     }
     /* cfg_mu held across the write so a concurrent apply cannot land between
      * reading our limits and recording the version they became. */
-    pthread_mutex_lock(&f->cfg_mu);
     char *js = limits_to_json(f);
     char at[32];
     snprintf(at, sizeof(at), "%lld", (long long)cm_wall_ms());
@@ -336,9 +357,16 @@ static int publish_now(gw_fleet_t *f, char *errbuf, size_t errlen)
         rc = CM_EBACKEND;
         drop(&f->pub);
     }
-    pthread_mutex_unlock(&f->cfg_mu);
     free(js);
-    pthread_mutex_unlock(&f->pub_mu);
+    return rc;
+}
+
+/* Publishes the limits in srv->cfg on the pub connection. Takes pub_mu and cfg_mu. */
+static int publish_now(gw_fleet_t *f, char *errbuf, size_t errlen)
+{
+    lock_limits(f, errbuf, errlen);
+    int rc = publish_locked(f, errbuf, errlen);
+    unlock_limits(f);
     return rc;
 }
 
@@ -724,12 +752,24 @@ void gw_fleet_stop(struct gw_server *srv)
     fleet_free(f);
 }
 
+void gw_fleet_limits_lock(struct gw_server *srv, char *errbuf, size_t errlen)
+{
+    if (srv->fleet)
+        lock_limits(srv->fleet, errbuf, errlen);
+}
+
+void gw_fleet_limits_unlock(struct gw_server *srv)
+{
+    if (srv->fleet)
+        unlock_limits(srv->fleet);
+}
+
 int gw_fleet_publish_limits(struct gw_server *srv, char *errbuf, size_t errlen)
 {
     gw_fleet_t *f = srv->fleet;
     if (!f)
         return 0;
-    return publish_now(f, errbuf, errlen);
+    return publish_locked(f, errbuf, errlen);
 }
 
 uint32_t gw_fleet_members(struct gw_server *srv)

@@ -42,10 +42,21 @@ void gw_fleet_stop_request(struct gw_server *srv);
 /* Stops the thread and deregisters (so the others re-balance at once). */
 void gw_fleet_stop(struct gw_server *srv);
 /*
+ * Around a whole change of the limits by the admin API (read the current
+ * limits, merge, apply, publish, audit): holds off the fleet thread's apply of
+ * another gateway's change, which would otherwise land between the read and
+ * the publish and be written back over (a lost update). Takes the fleet's pub
+ * and config locks (in that order; the Redis connect, if needed, before the
+ * config lock); errbuf gets a connect failure, which the publish then reports.
+ * No-ops without a fleet. Admin thread.
+ */
+void gw_fleet_limits_lock(struct gw_server *srv, char *errbuf, size_t errlen);
+void gw_fleet_limits_unlock(struct gw_server *srv);
+/*
  * Publishes the limits now in srv->cfg (already applied locally by the admin
  * API) as a new version of the fleet configuration. Returns 0 or a negative
  * cm_err_t (CM_EBACKEND: Redis unreachable; the local change stays).
- * Admin thread.
+ * Admin thread (or a reload), between gw_fleet_limits_lock and _unlock.
  */
 int gw_fleet_publish_limits(struct gw_server *srv, char *errbuf, size_t errlen);
 /* Live gateways of the fleet as last seen (1 without a fleet). Thread-safe. */

@@ -474,11 +474,14 @@ int gw_server_reload(gw_server_t *srv, int argc, char **argv, unsigned *applied,
     }
     pthread_mutex_unlock(&srv->cfg_mu);
     if (limits) {
-        gw_apply_limits(srv);
+        /* under the fleet's limits lock, as an admin change (gw_fleet.h) */
         char why[256] = "";
+        gw_fleet_limits_lock(srv, why, sizeof(why));
+        gw_apply_limits(srv);
         if (gw_fleet_publish_limits(srv, why, sizeof(why)) != 0)
             cm_log_warn("gw", "reload: limits changed here but not published to the fleet",
                         "reason=\"%s\"", why);
+        gw_fleet_limits_unlock(srv);
     }
     cm_log_set_level((cm_log_level_t)srv->cfg->log_level);
     if (*restart)
