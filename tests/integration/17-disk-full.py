@@ -41,13 +41,19 @@ def buy(g, user, timeout=5):
     return request(g.port, "POST", "/v1/sales/s1/orders", body={"user_id": user}, timeout=timeout)
 
 
+def small_disk():
+    """A 2 MiB tmpfs for a data dir (needs root); the test ends if it cannot mount one."""
+    mnt = tempfile.mkdtemp(prefix="fg-diskfull-")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", mnt],
+                       capture_output=True, text=True)
+    check(r.returncode == 0, "mounted a 2 MiB tmpfs for the data dir (needs root): %s" % r.stderr)
+    if r.returncode != 0:
+        finish()
+    return mnt
+
+
 # --- A. disk full ---
-mnt = tempfile.mkdtemp(prefix="fg-diskfull-")
-r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", mnt],
-                   capture_output=True, text=True)
-check(r.returncode == 0, "mounted a 2 MiB tmpfs for the data dir (needs root): %s" % r.stderr)
-if r.returncode != 0:
-    finish()
+mnt = small_disk()
 g = Gateway(*NOLIMITS, "--set", "spool.segment_bytes=64k", "--set", "spool.max_bytes=64m",
             data_dir=os.path.join(mnt, "data"))
 try:
@@ -153,12 +159,7 @@ finally:
 
 
 # --- C. the spool fills the disk itself; released segments must free it ---
-mnt = tempfile.mkdtemp(prefix="fg-diskfull-")
-r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", mnt],
-                   capture_output=True, text=True)
-check(r.returncode == 0, "mounted a 2 MiB tmpfs for the data dir (needs root): %s" % r.stderr)
-if r.returncode != 0:
-    finish()
+mnt = small_disk()
 kafka = Gateway()  # its embedded broker is the Kafka of the gateway under test
 redis = Redis(aof=False).start()
 g = Gateway("--inventory", redis.url, "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0",
