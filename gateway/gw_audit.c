@@ -24,6 +24,9 @@ struct gw_audit {
     int fd;
     char path[600];
     _Atomic uint64_t version;
+    /* the file ends in the start of a line whose append failed and could not
+     * be cut off: the next line is written after a newline of its own (mu) */
+    bool torn;
 };
 
 static bool quick_version(const char *s, size_t n, int64_t *v);
@@ -34,10 +37,13 @@ static int lines_backward(int fd, off_t end, int (*fn)(const char *line, size_t 
  * The version to continue from: that of the last line that parses and has a
  * version > 0 (a torn last line is skipped, as every reader skips it, unless
  * it parses). The writer's versions never go back along the file (each append
- * takes the last one + 1; one whose fdatasync failed stays, and the next takes
- * its version again), so that line holds the largest: opening reads the log
- * from its end and stops there, whatever the log's length, where it once
- * parsed every line (about 1 s at 100,000 lines, bench/audit_list.py).
+ * takes the last one + 1; a failed one is cut back off, or its version is
+ * never given again: gw_audit_record), so that line holds the largest: opening
+ * reads the log from its end and stops there, whatever the log's length, where
+ * it once parsed every line (about 1 s at 100,000 lines, bench/audit_list.py).
+ * (A log written before that may hold a version on two lines in a row, the
+ * first one's fdatasync having failed: the list shows both, a rollback
+ * restores the last, as a forward scan did.)
  */
 static int last_version(const char *line, size_t n, void *ctx)
 {
@@ -141,6 +147,29 @@ uint64_t gw_audit_version(gw_server_t *srv)
     return srv->audit ? atomic_load(&srv->audit->version) : 0;
 }
 
+/*
+ * An append that fails leaves no line behind and gives its version back: the
+ * file is cut to its length before the append (under mu: no reader sees the
+ * bytes in between), whether the write was short (a full disk: a torn line,
+ * which the next line would be glued to) or whole and its fdatasync failed.
+ * The whole line must go too: kept, GET /admin/v1/audit and a rollback read it
+ * at once though the caller answers the change as unaudited (0), and either
+ * its version goes to the next change as well (two lines of one version:
+ * `since` and a rollback to it ambiguous) or it does not, and whether a crash
+ * keeps the line is chance.
+ *
+ * The cut is not synced: a crash before the next fdatasync may bring the line
+ * back from the disk, whole or torn. A torn one is cut at the next open; a
+ * whole one then holds the largest version and the open continues after it
+ * (this process's next line, of the same version, is at the same offset, and
+ * it lands only with the fdatasync that lands the cut).
+ *
+ * Should the cut fail as well (EIO, or an append-only file: chattr +a), the
+ * bytes stay and their version is never given again: a whole line is in the
+ * log (answered as unaudited: not known to be durable), and a torn one is
+ * ended by a newline written before the next line, so that no line is glued
+ * to it.
+ */
 uint64_t gw_audit_record(gw_server_t *srv, const char *who, const char *what, const char *target,
                          void *old_json, void *new_json)
 {
@@ -159,24 +188,44 @@ uint64_t gw_audit_record(gw_server_t *srv, const char *who, const char *what, co
                           old_json ? (json_t *)old_json : json_null(), "new",
                           new_json ? (json_t *)new_json : json_null(), "config",
                           (json_t *)gw_config_snapshot(srv));
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    char *line = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     bool ok = false;
-    if (s) {
-        size_t len = strlen(s);
-        s[len] = '\n'; /* json_dumps leaves room only for the NUL: rewrite it */
+    const char *why = line ? NULL : "out of memory";
+    int err = 0; /* errno's, when why is NULL */
+    if (line) {
+        size_t len = strlen(line) + 1;
+        line[len - 1] = '\n'; /* json_dumps leaves room only for the NUL: rewrite it */
+        char *s = line;
+        if (a->torn) { /* a torn line that could not be cut: end it first (see above) */
+            s = cm_xmalloc(len + 1);
+            s[0] = '\n';
+            memcpy(s + 1, line, len);
+            free(line);
+            len++;
+        }
         struct stat st;
-        bool sized = fstat(a->fd, &st) == 0;
-        ssize_t w = write(a->fd, s, len + 1);
-        ok = w == (ssize_t)(len + 1) && fdatasync(a->fd) == 0;
-        /* A short write (a full disk) left part of a line: cut it off, or
-         * the next line is glued to it (see cut_torn_tail). */
-        if (w > 0 && w < (ssize_t)(len + 1) && sized) {
-            int e = errno; /* the write's, for the log below */
-            if (ftruncate(a->fd, st.st_size) != 0)
-                cm_log_error("audit", "cannot cut a torn line off the audit log", "path=%s",
-                             a->path);
-            errno = e;
+        ssize_t w = 0;
+        if (fstat(a->fd, &st) != 0) {
+            err = errno; /* no length to cut back to: no append */
+        } else {
+            w = write(a->fd, s, len);
+            if (w < 0)
+                err = errno;
+            else if (w < (ssize_t)len)
+                why = "short write (disk full?)";
+            else if (fdatasync(a->fd) != 0)
+                err = errno;
+            else
+                ok = true;
+        }
+        if (ok) {
+            a->torn = false;
+        } else if (w > 0 && ftruncate(a->fd, st.st_size) != 0) {
+            cm_log_error("audit", "cannot cut a failed append off the audit log",
+                         "path=%s err=\"%s\"", a->path, strerror(errno));
+            atomic_store(&a->version, v); /* the bytes stay: never given again */
+            a->torn = w < (ssize_t)len;
         }
         free(s);
     }
@@ -185,7 +234,7 @@ uint64_t gw_audit_record(gw_server_t *srv, const char *who, const char *what, co
     pthread_mutex_unlock(&a->mu);
     if (!ok) {
         cm_log_error("audit", "cannot append to the audit log", "path=%s err=\"%s\"", a->path,
-                     strerror(errno));
+                     why ? why : strerror(err));
         return 0;
     }
     cm_log_info("audit", "change recorded", "version=%llu who=%s what=%s target=%s",

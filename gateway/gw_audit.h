@@ -17,7 +17,7 @@
  * runs with those.
  *
  * Callers serialise changes (the admin API's lock). The log's own mutex covers
- * one append (write, fdatasync, the cut of a torn write); a reader holds it only
+ * one append (write, fdatasync, the cut of a failed one); a reader holds it only
  * to read the file's length, and reads the lines before it without: a GET of
  * the audit never holds up a change. Admin threads only.
  */
@@ -37,8 +37,10 @@ void gw_audit_close(struct gw_server *srv);
 /*
  * Appends one change; old_json and new_json are jansson values (stolen, may
  * be NULL for null). Adds the current limits and rules as "config". Returns
- * the new version, or 0 when the line could not be written (logged; the
- * change stays: it was already applied).
+ * the new version once its line is written and fdatasync'ed, or 0 when it
+ * could not be (logged; the change stays: it was already applied). A failed
+ * append is cut back off the log and its version given to the next change; a
+ * version is never on two lines (see gw_audit.c).
  */
 uint64_t gw_audit_record(struct gw_server *srv, const char *who, const char *what,
                          const char *target, void *old_json, void *new_json);

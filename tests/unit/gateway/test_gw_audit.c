@@ -8,7 +8,10 @@
  *
  * Linked with --wrap=json_loadb (tests/CMakeLists.txt): the list parses lines
  * with json_loadb, so the wrapper below can stop one list mid-read and append
- * a change from another thread.
+ * a change from another thread. And with --wrap of write, fdatasync, ftruncate
+ * and pread: the wrappers fail the next call on the audit log's descriptor when
+ * armed (a full disk, a disk error), so that an append that fails each way
+ * leaves no version on two lines.
  */
 #include "common/cm_err.h"
 #include "gateway/gw_audit.h"
@@ -16,6 +19,7 @@
 #include "gateway/gw_limit.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -81,6 +85,83 @@ json_t *__wrap_json_loadb(const char *buffer, size_t buflen, size_t flags, json_
         pthread_mutex_unlock(&hook.mu);
     }
     return __real_json_loadb(buffer, buflen, flags, error);
+}
+
+/*---- write, fdatasync, ftruncate and pread, wrapped: faults of the disk ----*/
+
+/* The build's 64-bit file offsets (_FILE_OFFSET_BITS=64) name the last two
+ * ftruncate64 and pread64 in the objects: those are the symbols wrapped. */
+
+ssize_t __real_write(int fd, const void *buf, size_t n);
+int __real_fdatasync(int fd);
+int __real_ftruncate64(int fd, off_t len);
+ssize_t __real_pread64(int fd, void *buf, size_t n, off_t off);
+ssize_t __wrap_write(int fd, const void *buf, size_t n);
+int __wrap_fdatasync(int fd);
+int __wrap_ftruncate64(int fd, off_t len);
+ssize_t __wrap_pread64(int fd, void *buf, size_t n, off_t off);
+
+/* Armed by the test thread; the calls come from it too (the admin's serialised
+ * append, the list). Each counts down the calls it fails. */
+static struct {
+    const char *path; /* the audit log: only its descriptor is failed */
+    int sync_fails;   /* fdatasync: EIO */
+    int cut_fails;    /* ftruncate: EIO */
+    int short_writes; /* write: only the first `keep` bytes, or all but the last `drop` */
+    size_t keep, drop;
+    int read_fails;   /* pread: EIO */
+} fault;
+
+static bool audit_fd(int fd)
+{
+    char link[64], target[256];
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, target, sizeof(target) - 1);
+    if (n < 0 || !fault.path)
+        return false;
+    target[n] = '\0';
+    return strcmp(target, fault.path) == 0;
+}
+
+ssize_t __wrap_write(int fd, const void *buf, size_t n)
+{
+    if (fault.short_writes > 0 && audit_fd(fd)) {
+        fault.short_writes--;
+        size_t k = fault.keep ? fault.keep : n - fault.drop;
+        assert_true(k > 0 && k < n);
+        return __real_write(fd, buf, k); /* a full disk takes the first bytes only */
+    }
+    return __real_write(fd, buf, n);
+}
+
+int __wrap_fdatasync(int fd)
+{
+    if (fault.sync_fails > 0 && audit_fd(fd)) {
+        fault.sync_fails--;
+        errno = EIO;
+        return -1;
+    }
+    return __real_fdatasync(fd);
+}
+
+int __wrap_ftruncate64(int fd, off_t len)
+{
+    if (fault.cut_fails > 0 && audit_fd(fd)) {
+        fault.cut_fails--;
+        errno = EIO;
+        return -1;
+    }
+    return __real_ftruncate64(fd, len);
+}
+
+ssize_t __wrap_pread64(int fd, void *buf, size_t n, off_t off)
+{
+    if (fault.read_fails > 0 && audit_fd(fd)) {
+        fault.read_fails--;
+        errno = EIO;
+        return -1;
+    }
+    return __real_pread64(fd, buf, n, off);
 }
 
 /*---- a gateway's parts as the audit uses them ----*/
@@ -247,7 +328,7 @@ static void test_odd_lines(void **state)
 #define L(s) n += (size_t)sprintf(log + n, "%s\n", s)
     L("{\"version\":1,\"at\":\"t\",\"who\":\"a\",\"what\":\"start\",\"target\":\"\"" CFG(1) "}");
     L("{\"version\":2,\"what\":\"limits.patch\"" CFG(2) "}");
-    L("{\"version\":2,\"what\":\"the same version again (an append whose fdatasync failed)\"" CFG(22) "}");
+    L("{\"version\":2,\"what\":\"the same version again (an older writer's failed fdatasync)\"" CFG(22) "}");
     L("{\"version\":3,\"what\":\"torn, then glued to the next");
     L("{\"version\":3,\"what\":\"rule.put\"" CFG(3) "}");
     L("{\"version\":4,\"what\":\"no config\"}");
@@ -496,6 +577,196 @@ static void test_open_reads_only_the_tail(void **state)
     }
 }
 
+/*---- failed appends and reads ----*/
+
+/*
+ * The log's lines: each ends with a newline, and the versions of those that
+ * parse go into versions[], each once and rising (no version on two lines).
+ * Returns how many parse; *torn counts the others.
+ */
+static size_t log_versions(mini_t *m, uint64_t *versions, size_t max, size_t *torn)
+{
+    size_t len, n = 0;
+    char *buf = slurp(m->path, &len);
+    assert_true(len > 0 && buf[len - 1] == '\n');
+    *torn = 0;
+    for (char *p = buf; p < buf + len;) {
+        char *nl = memchr(p, '\n', (size_t)(buf + len - p));
+        json_t *j = __real_json_loadb(p, (size_t)(nl - p), 0, NULL);
+        if (!j) {
+            (*torn)++;
+        } else {
+            json_int_t v = json_integer_value(json_object_get(j, "version"));
+            json_decref(j);
+            assert_true(v > 0);
+            if (n > 0 && (uint64_t)v <= versions[n - 1])
+                fail_msg("version %lld after version %llu: a version written twice", (long long)v,
+                         (unsigned long long)versions[n - 1]);
+            assert_true(n < max);
+            versions[n++] = (uint64_t)v;
+        }
+        p = nl + 1;
+    }
+    free(buf);
+    return n;
+}
+
+/* The target of the line of `version`, from the list ("" if none). */
+static void target_of(mini_t *m, uint64_t version, char *out, size_t cap)
+{
+    json_t *arr = gw_audit_list(&m->srv, version - 1, 1);
+    assert_non_null(arr);
+    json_t *e = json_array_get(arr, 0);
+    bool hit = e && (uint64_t)json_integer_value(json_object_get(e, "version")) == version;
+    snprintf(out, cap, "%s", hit ? json_string_value(json_object_get(e, "target")) : "");
+    json_decref(arr);
+}
+
+static uint64_t change(mini_t *m, const char *target)
+{
+    return gw_audit_record(&m->srv, "test", "limits.patch", target, NULL, NULL);
+}
+
+/* A log of versions 1 (start) .. 4, with the faults aimed at it. */
+static void four_lines(mini_t *m)
+{
+    mini_init(m);
+    mini_open(m);
+    memset(&fault, 0, sizeof(fault));
+    fault.path = m->path;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(change(m, "ok"), (uint64_t)i + 2);
+}
+
+static void four_lines_done(mini_t *m)
+{
+    memset(&fault, 0, sizeof(fault));
+    mini_close(m);
+}
+
+/*
+ * The line is written whole but its fdatasync fails: the change is answered
+ * unaudited (0), and the line is cut back off at once (no reader sees it), so
+ * that its version goes to the next change and is on one line only, also after
+ * a restart. It once stayed, and the next change was written with its version.
+ */
+static void test_failed_sync_takes_its_line_back(void **state)
+{
+    (void)state;
+    static mini_t m;
+    four_lines(&m);
+    size_t blen, nlen, torn;
+    char *before = slurp(m.path, &blen);
+    fault.sync_fails = 1;
+    assert_int_equal(change(&m, "not synced"), 0);
+    assert_int_equal(fault.sync_fails, 0); /* the write went through; its fdatasync failed */
+    assert_int_equal(gw_audit_version(&m.srv), 4);
+    char *now = slurp(m.path, &nlen);
+    assert_int_equal(nlen, blen);
+    assert_memory_equal(now, before, blen);
+    free(now);
+    free(before);
+    json_t *l = gw_audit_list(&m.srv, 4, 10);
+    assert_int_equal(json_array_size(l), 0);
+    json_decref(l);
+    assert_null(gw_audit_config_at(&m.srv, 5));
+    /* the next change takes version 5, on one line */
+    assert_int_equal(change(&m, "next"), 5);
+    uint64_t v[16];
+    assert_int_equal(log_versions(&m, v, 16, &torn), 5);
+    assert_int_equal(torn, 0);
+    assert_int_equal(v[4], 5);
+    char target[32];
+    target_of(&m, 5, target, sizeof(target));
+    assert_string_equal(target, "next");
+    /* and a restart continues after it */
+    gw_audit_close(&m.srv);
+    mini_open(&m);
+    assert_int_equal(gw_audit_version(&m.srv), 6);
+    assert_int_equal(log_versions(&m, v, 16, &torn), 6);
+    assert_int_equal(torn, 0);
+    four_lines_done(&m);
+}
+
+/*
+ * The fdatasync fails and so does the cut: the line stays, so its version is
+ * used (the list shows it) and the next change takes the one after it.
+ */
+static void test_failed_sync_and_cut_use_up_the_version(void **state)
+{
+    (void)state;
+    static mini_t m;
+    four_lines(&m);
+    fault.sync_fails = 1;
+    fault.cut_fails = 1;
+    assert_int_equal(change(&m, "kept"), 0);
+    assert_int_equal(fault.cut_fails, 0);
+    assert_int_equal(gw_audit_version(&m.srv), 5);
+    char target[32];
+    target_of(&m, 5, target, sizeof(target));
+    assert_string_equal(target, "kept");
+    assert_int_equal(change(&m, "next"), 6);
+    uint64_t v[16];
+    size_t torn;
+    assert_int_equal(log_versions(&m, v, 16, &torn), 6);
+    assert_int_equal(torn, 0);
+    target_of(&m, 6, target, sizeof(target));
+    assert_string_equal(target, "next");
+    four_lines_done(&m);
+}
+
+/*
+ * A short write (a full disk) is cut off and its version given to the next
+ * change. When the cut fails too, the torn bytes stay: their version is used
+ * up, and the next line starts on a line of its own (it was once glued to
+ * them, unreadable, and with the same version). Torn anywhere in the line, and
+ * just before its newline (the torn line then parses: its version is listed).
+ */
+static void test_torn_write_is_never_glued(void **state)
+{
+    (void)state;
+    for (int drop_newline = 0; drop_newline < 2; drop_newline++) {
+        static mini_t m;
+        four_lines(&m);
+        size_t blen, nlen, torn;
+        char *before = slurp(m.path, &blen);
+        uint64_t v[16];
+        char target[32];
+        /* short, cut: as if never written */
+        fault.short_writes = 1;
+        fault.keep = drop_newline ? 0 : 30;
+        fault.drop = drop_newline ? 1 : 0;
+        assert_int_equal(change(&m, "torn"), 0);
+        assert_int_equal(fault.short_writes, 0);
+        assert_int_equal(gw_audit_version(&m.srv), 4);
+        char *now = slurp(m.path, &nlen);
+        assert_int_equal(nlen, blen);
+        assert_memory_equal(now, before, blen);
+        free(now);
+        free(before);
+        /* short, not cut: the bytes stay, the version is used up */
+        fault.short_writes = 1;
+        fault.cut_fails = 1;
+        assert_int_equal(change(&m, "torn, not cut"), 0);
+        assert_int_equal(fault.cut_fails, 0);
+        assert_int_equal(gw_audit_version(&m.srv), 5);
+        /* the next change: a line of its own, the next version */
+        assert_int_equal(change(&m, "next"), 6);
+        size_t n = log_versions(&m, v, 16, &torn);
+        assert_int_equal(n, drop_newline ? 6 : 5);
+        assert_int_equal(torn, drop_newline ? 0 : 1);
+        assert_int_equal(v[n - 1], 6);
+        target_of(&m, 6, target, sizeof(target));
+        assert_string_equal(target, "next");
+        /* a restart continues after it */
+        gw_audit_close(&m.srv);
+        mini_open(&m);
+        assert_int_equal(gw_audit_version(&m.srv), 7);
+        assert_int_equal(log_versions(&m, v, 16, &torn), n + 1);
+        four_lines_done(&m);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -503,6 +774,9 @@ int main(void)
         cmocka_unit_test(test_random_logs),
         cmocka_unit_test(test_list_does_not_hold_up_an_append),
         cmocka_unit_test(test_open_reads_only_the_tail),
+        cmocka_unit_test(test_failed_sync_takes_its_line_back),
+        cmocka_unit_test(test_failed_sync_and_cut_use_up_the_version),
+        cmocka_unit_test(test_torn_write_is_never_glued),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
