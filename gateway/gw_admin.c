@@ -1136,7 +1136,10 @@ static void h_rollback(admin_call_t *a)
     json_t *cfg = NULL;
     if (!only_keys(j, keys, a->p) || !get_int(j, "version", 1, INT64_MAX, true, &version, a->p))
         goto out;
-    cfg = gw_audit_config_at(srv, (uint64_t)version);
+    if (gw_audit_config_at(srv, (uint64_t)version, (void **)&cfg) != 0) {
+        gw_resp_error(a->p, GW_R_INTERNAL, NULL, "cannot read the audit log");
+        goto out;
+    }
     if (!cfg) {
         gw_resp_error(a->p, GW_R_NOT_FOUND, NULL, "no version %lld in the audit log",
                       (long long)version);
@@ -1519,7 +1522,7 @@ static void h_order_cancel(admin_call_t *a)
         return;
     }
     char reason[128] = "cancelled by operator";
-    if (a->ar->len) {
+    if (a->ar->len || a->ar->too_large) { /* too large: 413 (a body, though none kept) */
         json_t *j = parse_object(a->ar, p);
         if (!j)
             return;

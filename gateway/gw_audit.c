@@ -411,14 +411,19 @@ static int find_one(const char *line, size_t n, void *ctx)
     return done;
 }
 
-void *gw_audit_config_at(gw_server_t *srv, uint64_t version)
+int gw_audit_config_at(gw_server_t *srv, uint64_t version, void **config)
 {
     gw_audit_t *a = srv->audit;
+    *config = NULL;
     if (!a)
-        return NULL;
+        return 0;
     find_ctx_t c = {.version = version};
     off_t end = snapshot_end(a);
-    if (end >= 0)
-        lines_backward(a->fd, end, find_one, &c);
-    return c.config;
+    int rc = end < 0 ? CM_EIO : lines_backward(a->fd, end, find_one, &c);
+    if (rc != 0) { /* an I/O error is not "no such version" */
+        json_decref(c.config);
+        return CM_EIO;
+    }
+    *config = c.config;
+    return 0;
 }

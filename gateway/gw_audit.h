@@ -54,8 +54,12 @@ uint64_t gw_audit_version(struct gw_server *srv);
  * entries are found.
  */
 void *gw_audit_list(struct gw_server *srv, uint64_t since, size_t limit);
-/* The "config" object recorded at `version` (a new reference), or NULL if unknown. */
-void *gw_audit_config_at(struct gw_server *srv, uint64_t version);
+/*
+ * The "config" object recorded at `version` in *config (a new reference), NULL
+ * when no line of that version has one. 0, or CM_EIO (*config NULL) when the
+ * log cannot be read.
+ */
+int gw_audit_config_at(struct gw_server *srv, uint64_t version, void **config);
 
 /* The limits and rules now in force as {"limits":{...},"rules":[...]} (new reference). */
 void *gw_config_snapshot(struct gw_server *srv);

@@ -11,7 +11,8 @@
  * a change from another thread. And with --wrap of write, fdatasync, ftruncate
  * and pread: the wrappers fail the next call on the audit log's descriptor when
  * armed (a full disk, a disk error), so that an append that fails each way
- * leaves no version on two lines.
+ * leaves no version on two lines, and a read error is told from "no such
+ * version".
  */
 #include "common/cm_err.h"
 #include "gateway/gw_audit.h"
@@ -279,7 +280,8 @@ static void same_list(mini_t *m, uint64_t since, size_t limit)
 static void same_config_at(mini_t *m, uint64_t version)
 {
     json_t *want = ref_config_at(m->path, version);
-    json_t *got = gw_audit_config_at(&m->srv, version);
+    void *got = NULL;
+    assert_int_equal(gw_audit_config_at(&m->srv, version, &got), 0);
     if (!(want ? got && json_equal(want, got) : !got))
         fail_msg("config_at(%llu) differs", (unsigned long long)version);
     json_decref(want);
@@ -400,7 +402,8 @@ static void test_odd_lines(void **state)
     assert_int_equal(json_integer_value(json_object_get(json_array_get(a, 2), "version")),
                      (json_int_t)top);
     json_decref(a);
-    json_t *c = gw_audit_config_at(&m.srv, 17);
+    json_t *c = NULL;
+    assert_int_equal(gw_audit_config_at(&m.srv, 17, (void **)&c), 0);
     assert_non_null(c);
     assert_int_equal(json_integer_value(json_object_get(json_object_get(c, "limits"),
                                                         "user_rps")),
@@ -669,7 +672,9 @@ static void test_failed_sync_takes_its_line_back(void **state)
     json_t *l = gw_audit_list(&m.srv, 4, 10);
     assert_int_equal(json_array_size(l), 0);
     json_decref(l);
-    assert_null(gw_audit_config_at(&m.srv, 5));
+    void *cfg = (void *)1;
+    assert_int_equal(gw_audit_config_at(&m.srv, 5, &cfg), 0);
+    assert_null(cfg);
     /* the next change takes version 5, on one line */
     assert_int_equal(change(&m, "next"), 5);
     uint64_t v[16];
@@ -767,6 +772,27 @@ static void test_torn_write_is_never_glued(void **state)
     }
 }
 
+/* A read error is told from "no such version" (a rollback answers 500, not 404). */
+static void test_read_error_is_not_unknown_version(void **state)
+{
+    (void)state;
+    static mini_t m;
+    four_lines(&m);
+    void *cfg = NULL;
+    fault.read_fails = 1;
+    assert_null(gw_audit_list(&m.srv, 0, 10));
+    fault.read_fails = 1;
+    assert_int_equal(gw_audit_config_at(&m.srv, 2, &cfg), CM_EIO);
+    assert_null(cfg);
+    assert_int_equal(gw_audit_config_at(&m.srv, 2, &cfg), 0);
+    assert_non_null(cfg);
+    json_decref(cfg);
+    cfg = (void *)1;
+    assert_int_equal(gw_audit_config_at(&m.srv, 99, &cfg), 0);
+    assert_null(cfg);
+    four_lines_done(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -777,6 +803,7 @@ int main(void)
         cmocka_unit_test(test_failed_sync_takes_its_line_back),
         cmocka_unit_test(test_failed_sync_and_cut_use_up_the_version),
         cmocka_unit_test(test_torn_write_is_never_glued),
+        cmocka_unit_test(test_read_error_is_not_unknown_version),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
