@@ -21,6 +21,7 @@ rows=(
   "data dir disk full|17-disk-full|A: 503 names the spool; accepted again once space is freed"
   "file descriptors exhausted|17-disk-full|B: cap fits RLIMIT_NOFILE 256; 400 idle conns; every buy 202"
   "spool fills the disk, Kafka down|17-disk-full|C: once delivered, released segments free the disk; 202 again"
+  "audit log's disk fails (EIO)|17-audit-read-error|GET audit and rollback 500, nothing changes; buys 202; changes done, unaudited"
   "wall clock stepped back 1 h|19-clock-step|ids unique and ordered across the step and a restart"
   "20,000-style slow connections|16-slow-conns|buyers all 202; slow conns closed by the head deadline"
 )
@@ -43,10 +44,10 @@ for t in $(printf '%s\n' "${rows[@]}" | cut -d'|' -f2 | sort -u); do
         sed "s/^/  [$t] /" >>"$figs"
     rm -f "$log"
 done
-printf '\n%-32s %-16s %-6s %7s  %-18s %s\n' fault test result seconds checks "asserted"
+printf '\n%-32s %-19s %-6s %7s  %-18s %s\n' fault test result seconds checks "asserted"
 for row in "${rows[@]}"; do
     IFS='|' read -r fault t what <<<"$row"
-    printf '%-32s %-16s %-6s %7s  %-18s %s\n' "$fault" "$t" "${result[$t]}" "${secs[$t]}" \
+    printf '%-32s %-19s %-6s %7s  %-18s %s\n' "$fault" "$t" "${result[$t]}" "${secs[$t]}" \
         "${checks[$t]}" "$what"
 done
 echo

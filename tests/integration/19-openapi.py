@@ -5,7 +5,9 @@
   needed, 403 on every write route);
 - every documented route answers every documented status (a request for each; the few
   that need a broken server are listed below with the suite that covers them), and each
-  answer's body has the documented required fields and types."""
+  answer's body has the documented required fields and types; the refusals (a body over
+  64 KiB on every route that takes one, a rollback to a set this build cannot use)
+  change nothing."""
 import json
 import os
 import re
@@ -159,6 +161,15 @@ os.makedirs(g.data_dir, exist_ok=True)
 with open(os.path.join(g.data_dir, "admin.tokens"), "w") as f:
     f.write("reader:read:%s\n" % READ)
 os.chmod(os.path.join(g.data_dir, "admin.tokens"), 0o600)
+# An audit log another build left (or a hand edit): versions 1 and 2 hold sets this build
+# refuses, a limit and a rule field it does not know. A rollback to either is 409.
+with open(os.path.join(g.data_dir, "audit.log"), "w") as f:
+    for v, cfg in ((1, {"limits": {"user_rps": 1, "region_rps": 5}, "rules": []}),
+                   (2, {"limits": {"user_rps": 1},
+                        "rules": [{"sale_id": "s1", "user_rps": 1, "priority": "high"}]})):
+        f.write(json.dumps({"version": v, "at": "2026-01-01T00:00:00.000Z", "who": "ops",
+                            "what": "limits.patch", "target": "limits", "old": None, "new": None,
+                            "config": cfg}) + "\n")
 g.start()
 no_kafka = "--kafka-brokers none" in os.environ.get("FLASHGATE_IT_EXTRA", "")
 try:
@@ -265,9 +276,25 @@ try:
     call("GET", "/admin/v1/audit", "/admin/v1/audit?since=1&limit=5", 200)
     call("GET", "/admin/v1/audit", "/admin/v1/audit?since=-1", 400)
     RB = "/admin/v1/config/rollback"
-    call("POST", RB, RB, 200, {"version": 1})
+    entries = g.admin("GET", "/admin/v1/audit?limit=10000").json["entries"]
+    start = [e["version"] for e in entries if e["what"] == "start"]
+    eq(start, [3], "the start line continues after the log's versions 1 and 2")
+    call("POST", RB, RB, 200, {"version": 3})
     call("POST", RB, RB, 400, {"version": "1"})
     call("POST", RB, RB, 404, {"version": 10 ** 9})
+    # a set this build cannot use: 409, and nothing changes
+    before = [g.admin("GET", u).json for u in ("/admin/v1/limits", "/admin/v1/rules",
+                                               "/admin/v1/audit?since=0&limit=1")]
+    r = call("POST", RB, RB, 409, {"version": 1})
+    check("version 1 holds no usable limits" in r.json.get("message", ""),
+          "409 says why: %r" % r.json)
+    r = call("POST", RB, RB, 409, {"version": 2})
+    check("version 2 holds an unusable rule" in r.json.get("message", ""),
+          "409 says why: %r" % r.json)
+    after = [g.admin("GET", u).json for u in ("/admin/v1/limits", "/admin/v1/rules",
+                                              "/admin/v1/audit?since=0&limit=1")]
+    for b, a in zip(before, after):  # the rules' counters do not move: no buys meanwhile
+        eq(a, b, "a rollback refused 409 changes nothing")
     D = "/admin/v1/degrade"
     call("PUT", D, D, 200, {"level": 1})
     call("PUT", D, D, 400, {"level": 7})
@@ -304,6 +331,33 @@ try:
     if no_kafka:  # without Kafka a cancel completes at once: the second is already final
         call("POST", C, "/admin/v1/orders/%s/cancel" % order_id, 200, {})
 
+    # Every route that takes a body: over 64 KiB is 413 (payload_too_large), and nothing
+    # changes (no new version, the sales, limits, rules and level as they were).
+    big = json.dumps({"pad": "x" * (64 * 1024)})
+    state = ("/admin/v1/audit?since=0&limit=1", "/admin/v1/sales", "/admin/v1/limits",
+             "/admin/v1/rules", "/admin/v1/degrade", "/admin/v1/routes")
+
+    def snapshot(u):
+        j = g.admin("GET", u).json
+        # the level's `reason` is the controller's live reading, not state a PUT sets
+        return {k: j[k] for k in ("level", "mode")} if u == "/admin/v1/degrade" else j
+    before = [snapshot(u) for u in state]
+    for m, tpl, path in (("PUT", S, "/admin/v1/sales/s1"),
+                         ("POST", R, "/admin/v1/sales/s1/restock"),
+                         ("PATCH", "/admin/v1/limits", "/admin/v1/limits"),
+                         ("PUT", RU, "/admin/v1/rules/s1"),
+                         ("PUT", D, D),
+                         ("PATCH", RT, RT),
+                         ("POST", RB, RB),
+                         ("PUT", BR, BR),
+                         ("PUT", CK, CK),
+                         ("POST", C, "/admin/v1/orders/%s/cancel" % order_id)):
+        r = call(m, tpl, path, 413, raw=big, headers={"Content-Type": "application/json"})
+        eq(r.json and r.json.get("error"), "payload_too_large", "%s %s: 413's code" % (m, path))
+    after = [snapshot(u) for u in state]
+    for u, b, a in zip(state, before, after):
+        eq(a, b, "bodies over 64 KiB changed nothing: %s" % u)
+
     # Documented answers that need a broken or stopping server, and where they are tested.
     elsewhere = {
         ("POST", B, "503"): "overload or a full spool: 14-spool-full, bench/overload.py",
@@ -312,6 +366,8 @@ try:
         ("PUT", BR, "200"): "only with an embedded broker",
         ("POST", C, "200"): "an already final order: 33-compensation",
         ("PUT", S, "409"): "a memory sale deleted with orders held, after its end: 11-admin",
+        ("GET", "/admin/v1/audit", "500"): "the audit log's disk fails: 17-audit-read-error",
+        ("POST", RB, "500"): "the audit log's disk fails: 17-audit-read-error",
     }
     for tpl, m in ((B, "POST"), (O, "GET"), (SP, "GET"), (Q, "GET")):
         elsewhere[(m, tpl, "505")] = "an HTTP/2 request line, raw socket: 14-http1"
