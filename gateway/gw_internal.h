@@ -649,7 +649,8 @@ void gw_conn_stats(gw_server_t *srv, void *json_obj);
 int gw_status_key_load(gw_server_t *srv, char *errbuf, size_t errlen);
 void gw_status_key_free(gw_server_t *srv);
 /* Writes the order's status token (GW_TOKEN_LEN chars + NUL) to out; returns its length
- * (0 without a key). Thread-safe. */
+ * (0 without a key, or for an id longer than INV_ORDER_ID_MAX: no order has one).
+ * Thread-safe. */
 size_t gw_status_token(const gw_server_t *srv, const char *order_id, char *out);
 /* The same MAC (GW_TOKEN_LEN chars + NUL) over any message (waiting-room tickets
  * and admission tokens). Thread-safe. */

@@ -82,8 +82,10 @@ static int hex_decode(const char *s, size_t n, uint8_t *out)
         unsigned v = 0;
         for (int k = 0; k < 2; k++) {
             char c = s[2 * i + (size_t)k];
+            /* either case: the file's rule is "64 hex digits", and A-F are */
             unsigned d = c >= '0' && c <= '9'   ? (unsigned)(c - '0')
                          : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
+                         : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10)
                                                 : 16;
             if (d == 16)
                 return CM_EINVAL;
@@ -104,29 +106,55 @@ static void hex_encode(const uint8_t *in, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
+/* Whether the n bytes read from a key file are the key as key_write writes it:
+ * 64 hex digits and at most a newline. Anything more (a second key pasted
+ * after the first, a longer secret, a CRLF file's CR) is not what the file
+ * should hold, and reading its first 64 digits as the key would hide that. */
+static bool key_text_ok(const char *buf, ssize_t n)
+{
+    return n == 2 * KEY_LEN || (n == 2 * KEY_LEN + 1 && buf[2 * KEY_LEN] == '\n');
+}
+
 /* Reads <path>: 0 with the key, CM_ENOTFOUND if absent, else an error in errbuf. */
 static int key_read(const char *path, uint8_t *key, char *errbuf, size_t errlen)
 {
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO at the path would block the open, and the start, until
+     * someone wrote to it; it is refused below as not a regular file. */
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         if (errno == ENOENT)
             return CM_ENOTFOUND;
-        snprintf(errbuf, errlen, "cannot read %s: %s", path, strerror(errno));
+        if (errno == ELOOP)
+            snprintf(errbuf, errlen,
+                     "%s is a symbolic link: the key is read only from a regular file of its "
+                     "own (whoever can change the link chooses the key)",
+                     path);
+        else
+            snprintf(errbuf, errlen, "cannot read %s: %s", path, strerror(errno));
         return CM_EIO;
     }
     struct stat st;
-    char buf[2 * KEY_LEN + 2];
-    ssize_t n = fstat(fd, &st) == 0 ? read(fd, buf, sizeof(buf)) : -1;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(errbuf, errlen, "%s is not a regular file: it must hold the key (64 hex digits)",
+                 path);
+        close(fd);
+        return CM_EINVAL;
+    }
+    char buf[2 * KEY_LEN + 3]; /* one byte past a key and its newline: junk shows */
+    ssize_t n = read(fd, buf, sizeof(buf));
     close(fd);
     int rc = 0;
-    if (n >= 0 && (st.st_mode & 077) != 0) {
+    if ((st.st_mode & 077) != 0) {
         snprintf(errbuf, errlen,
                  "%s is readable by others (mode %03o): anyone who reads it can read every "
                  "order's status; chmod 600 it",
                  path, (unsigned)(st.st_mode & 0777));
         rc = CM_EINVAL;
-    } else if (n < 2 * KEY_LEN || hex_decode(buf, 2 * KEY_LEN, key) != 0) {
-        snprintf(errbuf, errlen, "%s does not hold a key (64 hex digits)", path);
+    } else if (!key_text_ok(buf, n) || hex_decode(buf, 2 * KEY_LEN, key) != 0) {
+        snprintf(errbuf, errlen,
+                 "%s does not hold a key: it must be 64 hex digits and at most a newline "
+                 "(%zd bytes read)",
+                 path, n);
         rc = CM_EINVAL;
     }
     explicit_bzero(buf, sizeof(buf));
@@ -262,7 +290,14 @@ void gw_status_key_free(gw_server_t *srv)
 size_t gw_status_token(const gw_server_t *srv, const char *order_id, char *out)
 {
     char msg[INV_ORDER_ID_MAX + 8] = "order:"; /* once per 202: no snprintf */
-    size_t n = strnlen(order_id, INV_ORDER_ID_MAX);
+    size_t n = strnlen(order_id, INV_ORDER_ID_MAX + 1);
+    if (n > INV_ORDER_ID_MAX) {
+        /* No order id is this long (the path takes up to 64 characters). Cut
+         * to fit, the MAC was the one of its first 31: a token made for those
+         * was good for them followed by anything. None is made. */
+        out[0] = '\0';
+        return 0;
+    }
     memcpy(msg + 6, order_id, n);
     msg[6 + n] = '\0';
     return gw_token_mac(srv, msg, out);
