@@ -12,11 +12,12 @@ import json
 import os
 import re
 import sys
+import time
 
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import SRC, Gateway, check, eq, finish, need_binary, request  # noqa: E402
+from fg import SRC, Gateway, check, eq, finish, need_binary, request, rfc3339  # noqa: E402
 
 need_binary("flashgate")
 spec = yaml.safe_load(open(os.path.join(SRC, "docs", "openapi.yaml")))
@@ -249,6 +250,33 @@ try:
     O = "/v1/orders/{order_id}"
     call("GET", O, loc, 200, token=None)
     call("GET", O, "/v1/orders/0AAAAAAAAAAAA", 404, token=None)
+    # A start-window lottery's entries read on the order route too: 200 "entered" before
+    # the draw (entered_at and draw_at: no order, so no accepted_at yet), then the loser's
+    # 410 sold_out with its draw position, the winner's order.
+    starts = int(time.time()) + 2
+    call("PUT", S, "/admin/v1/sales/lot", 201, {"stock": 1, "per_user_limit": 1,
+                                                "starts_at": rfc3339(starts),
+                                                "fair_window_ms": 500, "fair_early_ms": 3000})
+    locs = {}
+    for u in ("la", "lb"):
+        r = call("POST", B, "/v1/sales/lot/orders", 202, {"user_id": u}, token=None)
+        eq(r.json["status"], "entered", "a lottery entry")
+        locs[r.json["order_id"]] = r.headers["location"]
+    r = call("GET", O, locs[min(locs)], 200, token=None)
+    eq(r.json["status"], "entered", "an entry before the draw")
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        d = request(g.admin_port, "GET", "/admin/v1/sales/lot/draw",
+                    headers={"Authorization": "Bearer " + g.token}).json
+        if d["state"] == "drawn":
+            break
+        time.sleep(0.05)
+    eq(d["state"], "drawn", "the lottery drew")
+    for e in d["entries"]:
+        r = call("GET", O, locs[e["order_id"]], 200 if e["outcome"] == "won" else 410, token=None)
+        if r.status == 410:
+            eq((r.json["error"], r.json["draw_position"]), ("sold_out", e["position"]),
+               "the loser reads sold_out with its position")
     SP = "/v1/sales/{sale_id}"
     call("GET", SP, "/v1/sales/s1", 200, token=None)
     call("GET", SP, "/v1/sales/bad%21", 400, token=None)
