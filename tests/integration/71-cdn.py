@@ -11,6 +11,11 @@ B. Buy, order status and health always reach the origin (the origin counts
 C. Sold-out sale info is kept longer (max-age=10) than live sale info
    (max-age=1): after 2.2 s the sold-out page is still a HIT, the live one is
    fetched again.
+D. The waiting room's queue page (no query: the same bytes for all) is
+   answered at the edge like sale info; a join (?user_id=) always reaches the
+   origin, each user getting a place of their own.
+E. The origin down: the edge answers 503 in flashgate's JSON error format,
+   with Retry-After and no-store, for a buy and for sale info alike.
 """
 import http.client
 import json
@@ -158,6 +163,45 @@ try:
     eq(origin_requests() - base, 0, "no origin request for the sold-out page")
     st, j, h, _ = call(v.port, "GET", "/v1/sales/hot")
     eq(origin_requests() - base, 1, "the live sale's info was fetched again after 2.2 s")
+
+    # ---- D: the waiting room's queue page at the edge, a join at the origin ----
+    eq(g.admin("PUT", "/admin/v1/sales/room", body={"stock": 10, "waiting_room_rate": 1}).status,
+       201, "a sale with a waiting room")
+    base = origin_requests()
+    conn = None
+    heads = []
+    for i in range(30):
+        st, j, h, conn = call(v.port, "GET", "/v1/sales/room/queue", conn=conn)
+        check(st == 200 and j["sale_id"] == "room" and "position" not in j,
+              "the queue page through the edge (%d %r)" % (st, j))
+        heads.append(h.get("x-cache"))
+    conn.close()
+    origin = origin_requests() - base
+    check(origin <= 3, "the crowd polling the queue page stays at the edge (%d to the origin, "
+          "x-cache %r)" % (origin, heads))
+    base = origin_requests()
+    places = []
+    for i in range(2):
+        st, j, h, _ = call(v.port, "GET", "/v1/sales/room/queue?user_id=w%d" % i,
+                           headers={"X-Forwarded-For": "198.51.100.%d" % (150 + i)})
+        eq((st, h.get("x-cache"), h.get("cache-control")), (200, "PASS", "no-store"),
+           "a join reaches the origin, not cacheable")
+        places.append(j and j.get("position"))
+    eq(origin_requests() - base, 2, "the origin saw both joins")
+    check(None not in places and len(set(places)) == 2, "each user has a place of their own: %r"
+          % places)
+
+    # ---- E: the origin does not answer ----
+    g.stop()
+    for method, path, body in (("POST", "/v1/sales/hot/orders", {"user_id": "down"}),
+                               ("GET", "/v1/sales/gone", None)):
+        for _ in range(2):
+            st, j, h, _ = call(v.port, method, path, body=body,
+                               headers={"X-Forwarded-For": "198.51.100.250"})
+            eq((st, h.get("content-type"), j and j.get("error"), h.get("retry-after"),
+                h.get("cache-control")),
+               (503, "application/json", "unavailable", "1", "no-store"),
+               "%s %s with the origin down: flashgate's 503" % (method, path))
 finally:
     if v:
         v.cleanup()

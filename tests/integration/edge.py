@@ -132,10 +132,12 @@ class Varnish(Server):
     def start(self):
         # -j none: no privilege separation (the test may run as root or not);
         # -s malloc: memory only; -T none: no management port (varnishstat
-        # reads the shared memory log through -n).
+        # reads the shared memory log through -n); backend_idle_timeout as
+        # the VCL's header says to run it.
         self.spawn([self.BIN, "-F", "-j", "none", "-n", self.workdir, "-a",
                     "127.0.0.1:%d" % self.port, "-f", self.vcl, "-s", "malloc,32m", "-T", "none",
-                    "-p", "thread_pool_min=10", "-p", "thread_pools=1"])
+                    "-p", "thread_pool_min=10", "-p", "thread_pools=1",
+                    "-p", "backend_idle_timeout=20"])
         deadline = time.time() + 30
         while time.time() < deadline:
             if not self.alive():
