@@ -112,8 +112,27 @@ try:
     r.request("GET", "/admin/v1/stats")
     resp = r.getresponse()
     eq(resp.status, 404, "the admin API is not reachable through nginx")
-    resp.read()
+    body = resp.read()
+    eq((resp.getheader("Content-Type"), json.loads(body)["error"]), ("application/json", "not_found"),
+       "nginx's own 404 is flashgate's JSON error")
     r.close()
+    # nginx's own refusals in flashgate's format, whatever the including nginx.conf's
+    # default_type (edge.py's is Debian's application/octet-stream).
+    for what, hdrs, body, want in (
+            ("a body over client_max_body_size", {"Content-Type": "application/json"},
+             json.dumps({"user_id": "x" * 5000}), (413, "payload_too_large")),
+            ("a header line over 8 KiB", {"X-Pad": "p" * 9000}, None, (431, "headers_too_large"))):
+        r = http.client.HTTPConnection("127.0.0.1", ngx.port, timeout=5)
+        r.request("POST", "/v1/sales/lim/orders", body=body, headers=hdrs)
+        resp = r.getresponse()
+        data = resp.read()
+        try:
+            err = json.loads(data)["error"]
+        except ValueError:
+            err = data[:60]
+        eq((resp.status, err, resp.getheader("Content-Type"), resp.getheader("Cache-Control")),
+           want + ("application/json", "no-store"), "nginx refuses %s in flashgate's format" % what)
+        r.close()
 
     # ---- B: a gateway killed mid-sale ----
     STOCK = 300

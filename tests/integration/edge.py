@@ -64,7 +64,9 @@ error_log %s/error.log warn;
 events { worker_connections 2048; }
 http {
     access_log off;
-    default_type application/json;
+    # as Debian's nginx.conf, which the shipped file is included into: its own
+    # answers must say JSON themselves
+    default_type application/octet-stream;
     client_body_temp_path %s/client_body;
     proxy_temp_path %s/proxy;
     fastcgi_temp_path %s/fastcgi;
