@@ -776,7 +776,11 @@ size_t gw_h1_unescape(char *s)
     char *o = s;
     for (const char *i = s; *i; i++) {
         int hi, lo;
-        if (*i == '%' && (hi = hexval(i[1])) >= 0 && (lo = hexval(i[2])) >= 0) {
+        /* %00 stays as sent: decoded, the NUL ended the string there and what
+         * followed was dropped unseen (?token=<token>%00junk read as the token,
+         * ?user_id=u1%00x as u1); kept, such a value fails its check. A path
+         * with %00 is refused before it is routed (escaped_slash_or_nul). */
+        if (*i == '%' && (hi = hexval(i[1])) >= 0 && (lo = hexval(i[2])) >= 0 && (hi | lo)) {
             *o++ = (char)(hi << 4 | lo);
             i += 2;
         } else {

@@ -774,7 +774,7 @@ gw_conn_t *gw_h1_guard(gw_h1_t *c);
 void gw_h1_finish(gw_req_t *r);
 /* The reason phrase of a status code. */
 const char *gw_h1_reason(unsigned status);
-/* %XX-decodes s in place (other bytes as they are); returns the new length. */
+/* %XX-decodes s in place (other bytes, and %00, as they are); returns the new length. */
 size_t gw_h1_unescape(char *s);
 /* Splits a query string in place into at most max arguments; returns how many. */
 unsigned gw_h1_parse_query(char *q, gw_arg_t *args, unsigned max);

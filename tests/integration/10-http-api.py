@@ -52,7 +52,8 @@ try:
        "the token also works as a header")
     # Without the right token an order does not exist (no oracle for enumeration).
     for bad in ("", "?token=", "?token=" + "A" * 22, "?token=" + tok[:-1],
-                "?token=" + g.order_token(oid[:-1] + ("0" if oid[-1] != "0" else "1"))):
+                "?token=" + g.order_token(oid[:-1] + ("0" if oid[-1] != "0" else "1")),
+                "?token=" + tok + "%00junk"):
         r = g.get("/v1/orders/" + oid + bad)
         eq((r.status, r.json["error"]), (404, "unknown_order"), "no order without its token: %r" % bad)
         check("u-1" not in r.raw.decode(), "no user id in the refusal")

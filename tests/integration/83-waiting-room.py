@@ -28,6 +28,8 @@ try:
     t_in = time.monotonic()
     eq((r.status, r.json.get("waiting_room_rate")), (201, 10), "sale with a waiting room")
     eq(g.get("/v1/sales/wr/queue?user_id=bad%20id").status, 400, "bad user id")
+    eq(g.get("/v1/sales/wr/queue?user_id=u1%00x").status, 400,
+       "a user id with %00 is refused, not read as the part before it")
     eq(g.get("/v1/sales/nope/queue").status, 404, "unknown sale")
 
     r = g.buy("wr", "alice")

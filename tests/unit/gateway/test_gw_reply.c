@@ -152,7 +152,7 @@ static void test_prep_redate(void **state)
     free(w);
 }
 
-/* %XX decoding (bad escapes stay as they are) and the query's arguments. */
+/* %XX decoding (bad escapes and %00 stay as they are) and the query's arguments. */
 static void test_unescape_and_query(void **state)
 {
     (void)state;
@@ -171,6 +171,11 @@ static void test_unescape_and_query(void **state)
     assert_string_equal(args[2].value, "");
     assert_string_equal(args[3].name, "token");
     assert_string_equal(args[3].value, "a=b=c");
+    /* %00 is not decoded: a NUL would end the value there and drop the rest unseen */
+    char q3[] = "token=abc%00junk&user_id=u1%00x";
+    assert_int_equal(gw_h1_parse_query(q3, args, 4), 2);
+    assert_string_equal(args[0].value, "abc%00junk");
+    assert_string_equal(args[1].value, "u1%00x");
     char q2[] = "a=1&b=2&c=3";
     assert_int_equal(gw_h1_parse_query(q2, args, 2), 2); /* past max: ignored */
     assert_string_equal(gw_h1_reason(431), "Request Header Fields Too Large");
