@@ -538,15 +538,32 @@ static void fair_enter(gw_req_t *r, gw_fair_sale_t *fair, int64_t closes_at, int
  * and an admission token "<expiry s>.<mac>" over "a:<sale>:<user>:<expiry>",
  * MACs of gw_token_mac (the fleet's status key), so any gateway checks them.
  */
+/* The number before a token's '.': 1..19 decimal digits, no sign, blank or
+ * leading zero, > 0; 0 if it is not one. strtoull took " +0005" for 5: the MAC
+ * is over the number as printed, so every such spelling of a ticket or token
+ * was as good as the one given out. */
+static uint64_t token_number(const char *s, const char *dot)
+{
+    size_t n = (size_t)(dot - s);
+    if (n == 0 || n > 19 || s[0] == '0')
+        return 0;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    return v;
+}
+
 static bool admission_ok(gw_req_t *r, int64_t now_ms)
 {
     const char *t = r->hdr.admission;
     const char *dot = t ? strchr(t, '.') : NULL;
-    if (!dot || dot == t || dot - t > 12)
+    if (!dot || dot - t > 12)
         return false;
-    char *end;
-    long long exp = strtoll(t, &end, 10);
-    if (end != dot || exp < now_ms / 1000)
+    long long exp = (long long)token_number(t, dot); /* at most 12 digits */
+    if (exp <= 0 || exp < now_ms / 1000)
         return false;
     char msg[200];
     snprintf(msg, sizeof(msg), "a:%s:%s:%lld", r->id, r->res.user_id, exp);
@@ -985,9 +1002,8 @@ void gw_queue_handle(gw_req_t *r)
     const char *ticket = gw_req_arg(r, "ticket");
     if (ticket) {
         const char *dot = strchr(ticket, '.');
-        char *end;
-        unsigned long long q = strtoull(ticket, &end, 10);
-        if (dot && end == dot && q > 0) {
+        unsigned long long q = dot ? token_number(ticket, dot) : 0;
+        if (q > 0) {
             snprintf(msg, sizeof(msg), "q:%s:%s:%llu", r->id, user, q);
             if (gw_token_mac_ok(srv, msg, dot + 1, strlen(dot + 1)))
                 pos = q;

@@ -57,6 +57,10 @@ try:
     eq(r.status, 400, "a ticket with another position is refused")
     r = g.get("/v1/sales/wr/queue?user_id=u06&ticket=" + q["u05"]["ticket"])
     eq(r.status, 400, "another user's ticket is refused")
+    # The position as given out, and no other spelling of it (the MAC is over the number).
+    for spelling in ("+" + pos, "0" + pos, "%20" + pos, "%2B" + pos, pos + "%20"):
+        r = g.get("/v1/sales/wr/queue?user_id=u05&ticket=%s.%s" % (spelling, mac))
+        eq(r.status, 400, "a ticket's position spelled %r is refused" % spelling)
 
     # admission advances at 10 per second from the sale's creation. Bounded by
     # the time the test saw pass, not by a fixed guess, so a slow machine
@@ -84,6 +88,11 @@ try:
     exp, mac = tok.split(".")
     r = g.buy("wr", "u00", headers={"X-Admission-Token": "%d.%s" % (int(exp) + 100, mac)})
     eq(r.status, 403, "a token with a moved expiry is refused")
+    exp_s, amac = tok.split(".")
+    for spelling in ("+" + exp_s, "0" + exp_s):
+        r = g.buy("wr", "u00", headers={"X-Admission-Token": "%s.%s" % (spelling, amac)})
+        eq((r.status, r.json["error"]), (403, "admission_required"),
+           "an admission token's expiry spelled %r is refused" % spelling)
     r = g.buy("wr", "u00", headers={"X-Admission-Token": tok})
     eq((r.status, r.json["status"]), (202, "queued"), "the admitted user buys")
 
