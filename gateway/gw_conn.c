@@ -12,8 +12,9 @@
  *  - Total cap per worker (server.max_connections): at the cap a new
  *    connection evicts an old one that has no request in progress (waiting
  *    for its head, then idle keep-alive, then in a body; of the oldest 16, the
- *    one whose address holds the most connections) instead of being refused,
- *    so a crowd of slow sockets cannot keep new clients out.
+ *    one whose address holds the most connections, a trusted proxy's last)
+ *    instead of being refused, so a crowd of slow sockets cannot keep new
+ *    clients out.
  *  - A deadline for the whole request head (server.head_timeout) counted
  *    from the connection's start, or from the previous answer on a
  *    keep-alive connection (then at least server.connection_timeout), and a
@@ -83,6 +84,7 @@ struct gw_conn {
     uint8_t key[16];
     uint8_t keylen;
     uint8_t phase;
+    bool proxy; /* from a trusted proxy: evicted last (pick_victim) */
     int64_t since_ms;    /* start of the current phase */
     int64_t deadline_ms; /* PH_HEAD / PH_IDLE / PH_WRITE */
     uint64_t body_bytes;
@@ -316,6 +318,13 @@ static uint64_t head_timeout_ms(const gw_server_t *srv)
  * from one address (4,000 connects/s, most of them parked in slow bodies)
  * evict buyers whose head was still in flight; the address that holds the
  * most connections pays instead.
+ *
+ * Except a trusted proxy's: its address holds the most by design (a load
+ * balancer's or an edge's pool of idle keep-alive connections, each carrying
+ * many clients' requests), so a crowd of fresh connections from many
+ * addresses evicted the pool first, and the proxy's next request met a
+ * closed socket (integration.16-evict-proxy). Its connections go only when
+ * no other one can (they have server.proxy_max_connections).
  */
 static gw_conn_t *pick_victim(gw_conn_guard_t *g, gw_ip_table_t *t)
 {
@@ -324,8 +333,10 @@ static gw_conn_t *pick_victim(gw_conn_guard_t *g, gw_ip_table_t *t)
     for (int l = PH_HEAD; l <= PH_BODY; l++) {
         int k = 0;
         for (gw_conn_t *c = g->lists[l].first; c && k < EVICT_SCAN; c = c->next, k++) {
-            uint32_t n = c->keylen ? ip_count(t, c->key, c->keylen) : 0;
-            if (!best || n > best_n) {
+            if (best && c->proxy && !best->proxy)
+                continue;
+            uint32_t n = c->keylen && !c->proxy ? ip_count(t, c->key, c->keylen) : 0;
+            if (!best || (best->proxy && !c->proxy) || n > best_n) {
                 best = c;
                 best_n = n;
             }
@@ -353,9 +364,10 @@ gw_conn_t *gw_conn_open(gw_worker_t *w, const struct sockaddr *addr)
             return NULL;
         }
     }
+    bool proxy = false;
     if (n) {
         /* Counted now, so that workers accepting at once cannot overshoot the cap. */
-        bool proxy = gw_proxies_match(&srv->proxies, addr);
+        proxy = gw_proxies_match(&srv->proxies, addr);
         uint64_t cap = proxy ? srv->cfg->proxy_max_connections : srv->cfg->max_connections_per_ip;
         if (ip_add(srv->iptable, key, n, +1, (uint32_t)(cap > UINT32_MAX ? UINT32_MAX : cap)) ==
             UINT32_MAX) {
@@ -373,6 +385,7 @@ gw_conn_t *gw_conn_open(gw_worker_t *w, const struct sockaddr *addr)
     c->slot = -1;
     c->phase = PH_BUSY;
     c->keylen = (uint8_t)n;
+    c->proxy = proxy;
     memcpy(c->key, key, n);
     int64_t now = run_ms(g);
     c->deadline_ms = now + (int64_t)head_timeout_ms(srv);
