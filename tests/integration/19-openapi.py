@@ -240,7 +240,13 @@ try:
     call("GET", Q, "/v1/sales/room/queue?user_id=u1", 200, token=None)
     call("GET", Q, "/v1/sales/room/queue?user_id=bad%21", 400, token=None)
     call("GET", Q, "/v1/sales/s1/queue", 404, token=None)
+    # A join goes through the buy's limiters (docs/api.md): the sale's rule, one join per user.
     RU = "/admin/v1/rules/{sale_id}"
+    call("PUT", RU, "/admin/v1/rules/room", 201, {"user_rps": 0.001, "user_burst": 1})
+    call("GET", Q, "/v1/sales/room/queue?user_id=rl", 200, token=None)
+    r = call("GET", Q, "/v1/sales/room/queue?user_id=rl", 429, token=None)
+    check("retry-after" in r.headers and r.json.get("scope") == "user", "a join's 429: %r" % r.json)
+    call("DELETE", RU, "/admin/v1/rules/room", 200)
     call("PUT", RU, "/admin/v1/rules/s1", 201, {"user_rps": 0.001, "user_burst": 1})
     call("PUT", RU, "/admin/v1/rules/s1", 200, {"user_rps": 0.001, "user_burst": 1})
     call("PUT", RU, "/admin/v1/rules/s1", 400, {"user_rps": "x"})
