@@ -29,11 +29,14 @@
  *
  * Release on settle (embedded broker): the consumer thread records every
  * outcome's order id in a bounded set (two generations, each up to
- * settle_cap ids; the older generation is dropped when the newer one fills);
- * a delivered ORDER record is done when its id is in the set; a cancel EVENT
- * when a "cancelled" or "failed" outcome for its order is there, or 30 s after
- * delivery. Released ids are removed from the set, except those with a
- * cancelled/failed outcome (see settle_get). A third thread (wm_main)
+ * settle_cap ids; the older generation is dropped when the newer one fills)
+ * with how many outcomes came for it; a delivered ORDER record is done when
+ * an outcome of its id is there that no released record used (a duplicate of
+ * an order has its own: settle publishes one per copy); a cancel EVENT when a
+ * "cancelled" or "failed" outcome for its order is there, or 30 s after
+ * delivery. A released record uses one outcome; ids with none left are
+ * removed from the set, except those with a cancelled/failed outcome (see
+ * settle_get). A third thread (wm_main)
  * reads the orders partitions' low watermarks; a waiting record the broker
  * dropped before settle read it is produced again (retain_check).
  */
@@ -90,6 +93,11 @@ typedef struct entry {
 
 #define OUT_ANY 0x1u
 #define OUT_CANCELLED 0x2u /* "cancelled" or "failed" */
+/* The bits above the flags count the outcomes seen and not yet used by a
+ * released record: settle publishes one for every copy of an order it reads
+ * (a duplicate included), and each released copy uses one (settle_get). */
+#define OUT_ONE 0x4u
+#define OUT_FLAGS (OUT_ANY | OUT_CANCELLED)
 
 /*---- The relay ----*/
 
@@ -185,16 +193,30 @@ static void settle_add(oq_relay_t *r, const char *id, unsigned bits)
         }
         e = cm_smap_put(&r->sets[0], id, NULL);
     }
-    e->val.u |= bits;
+    e->val.u = (e->val.u | bits) + OUT_ONE;
     pthread_mutex_unlock(&r->smu);
 }
 
 /*
- * Returns the outcome bits of id (0 = none); with remove, forgets it, unless a
- * final outcome (cancelled/failed) is recorded: a cancel record later in the
- * ring (a second cancel of the order, or a cancel queued behind its order)
- * needs that bit, or it would hold the release point for the 30 s grace. Such
- * ids leave with their generation.
+ * Returns the outcome bits of id (0 = none): OUT_ANY while an outcome is left
+ * that no released record used, OUT_CANCELLED once a final outcome came. With
+ * remove (a record of id is released), uses one outcome and forgets the id
+ * when none is left, unless a final outcome (cancelled/failed) is recorded: a
+ * cancel record later in the ring (a second cancel of the order, or a cancel
+ * queued behind its order) needs that bit, or it would hold the release point
+ * for the 30 s grace. Such ids leave with their generation.
+ *
+ * Counted, not a bit: an order can be in the spool twice (a keyed retry,
+ * after a restart, of an order the status table evicted while its first
+ * record was unreleased: gw_buy.c spools it again). Settle writes it once
+ * and publishes an outcome for each copy; when both came before the first
+ * copy was released, one bit for both was forgotten with the first, and the
+ * second copy waited for an outcome that had come already, holding the
+ * release point until the broker's retention dropped it and retain_check
+ * sent it again (test_duplicate_order_released). Outcomes left over (a
+ * record settle read twice after a resend) leave with their generation; a
+ * later copy of that order is then done at its delivery, which is right:
+ * the order is in the database.
  */
 static unsigned settle_get(oq_relay_t *r, const char *id, bool remove)
 {
@@ -202,12 +224,20 @@ static unsigned settle_get(oq_relay_t *r, const char *id, bool remove)
     pthread_mutex_lock(&r->smu);
     for (int g = 0; g < 2; g++) {
         cm_smap_entry_t *e = cm_smap_get(&r->sets[g], id);
-        if (e) {
-            unsigned b = (unsigned)e->val.u;
-            bits |= b;
-            if (remove && !(b & OUT_CANCELLED))
-                cm_smap_del(&r->sets[g], id, NULL);
-        }
+        if (!e)
+            continue;
+        uint64_t v = e->val.u, left = v / OUT_ONE;
+        unsigned flags = (unsigned)(v & OUT_FLAGS);
+        if (left || (flags & OUT_CANCELLED))
+            bits |= flags;
+        else
+            bits |= flags & ~OUT_ANY;
+        if (!remove)
+            continue;
+        if (left)
+            e->val.u = v - OUT_ONE;
+        if (left <= 1 && !(flags & OUT_CANCELLED))
+            cm_smap_del(&r->sets[g], id, NULL);
     }
     pthread_mutex_unlock(&r->smu);
     return bits;

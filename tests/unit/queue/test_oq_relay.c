@@ -666,6 +666,61 @@ static void test_release_on_settle(void **state)
     oq_relay_close(r, 2000);
 }
 
+/*
+ * The same order twice in one spool (a keyed retry, after a restart, of an
+ * order evicted from the status table while its first record was still
+ * unreleased: gw_buy.c after_reserve spools it again). Settlement writes it
+ * once and publishes an outcome for each copy it reads. Both outcomes came
+ * in while an earlier record held the release point; releasing the first
+ * copy forgot the id, and the second waited for an outcome that had come
+ * already, holding the release point until the broker's retention dropped it.
+ */
+static void test_duplicate_order_released(void **state)
+{
+    fx_t *f = *state;
+    SKIP_UNDER_TSAN();
+    oq_relay_t *r = open_relay(f, "embedded", true, true);
+    oq_order_t o[3];
+    for (int i = 0; i < 3; i++)
+        make_order(f, &o[i], i);
+    o[2] = o[1]; /* o[1] twice */
+    assert_int_equal(oq_spool_append(f->sp, o, 3), 0);
+    oq_order_t later;
+    make_order(f, &later, 3);
+    assert_int_equal(oq_spool_append(f->sp, &later, 1), 0);
+    oq_relay_notify(r);
+    oq_relay_stats_t st;
+    uint64_t deadline = cm_mono_ms() + 10000;
+    do {
+        oq_relay_stats(r, &st);
+        usleep(2000);
+    } while (st.delivered < 4 && cm_mono_ms() < deadline);
+    assert_int_equal(st.delivered, 4);
+
+    rd_kafka_t *p = test_producer(oq_relay_bootstrap(r));
+    /* one outcome per copy, as flashgate-settle publishes them, and the later order's */
+    produce_outcome(p, o[1].order_id, "settled");
+    produce_outcome(p, o[1].order_id, "settled");
+    produce_outcome(p, later.order_id, "settled");
+    rd_kafka_flush(p, 5000);
+    deadline = cm_mono_ms() + 5000;
+    while (atomic_load(&f->outcomes_cb) < 3 && cm_mono_ms() < deadline)
+        usleep(2000);
+    assert_int_equal(atomic_load(&f->outcomes_cb), 3);
+    usleep(100 * 1000);
+    oq_relay_stats(r, &st);
+    assert_int_equal(st.released_records, 0); /* o[0] holds the point */
+
+    produce_outcome(p, o[0].order_id, "settled");
+    rd_kafka_flush(p, 5000);
+    assert_true(wait_released(r, 4, 10000));
+    assert_true(spool_all_released(f));
+    oq_relay_stats(r, &st);
+    assert_int_equal(st.retention_resent, 0);
+    rd_kafka_destroy(p);
+    oq_relay_close(r, 2000);
+}
+
 /*---- a "release" event holds the release point while the gateway's release is pending ----*/
 
 static void test_release_event_held(void **state)
@@ -824,6 +879,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_release_on_settle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_after_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_event_held, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_duplicate_order_released, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
