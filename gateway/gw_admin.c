@@ -1297,6 +1297,8 @@ static char *stats_json(gw_server_t *srv)
         json_object_set_new(spj, "rolls_inline", json_integer((json_int_t)ss.rolls_inline));
         json_object_set_new(spj, "segment_flushes",
                             json_integer((json_int_t)ss.segment_flushes));
+        /* out of file descriptors at a sync: put off and tried again, not a disk failure */
+        json_object_set_new(spj, "sync_fd_waits", json_integer((json_int_t)ss.sync_fd_waits));
     }
     uint64_t rp, rd, rr;
     gw_releaser_stats(srv, &rp, &rd, &rr);

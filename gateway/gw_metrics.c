@@ -402,6 +402,9 @@ char *gw_metrics_text(gw_server_t *srv, size_t *len)
         (unsigned long long)ss.appended_records);
     head(&b, "flashgate_spool_fsyncs_total", "counter", "fdatasync rounds of the spool.");
     put(&b, "flashgate_spool_fsyncs_total %llu\n", (unsigned long long)ss.fsyncs);
+    head(&b, "flashgate_spool_sync_fd_waits_total", "counter",
+         "Spool fdatasync rounds put off for want of a file descriptor (EMFILE, ENFILE).");
+    put(&b, "flashgate_spool_sync_fd_waits_total %llu\n", (unsigned long long)ss.sync_fd_waits);
     if (srv->relay) {
         oq_relay_stats_t rs;
         oq_relay_stats(srv->relay, &rs);

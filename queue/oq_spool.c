@@ -69,6 +69,9 @@
 #define REC_MAX_PAYLOAD (1u << 20)
 #define SEG_DEFAULT_BYTES (64u << 20)
 #define STACK_BUF 32768u /* ~120 orders: a loop iteration's batch (gw_buy.c) */
+/* A sync round that could not open a file waits this long before the next (doubling). */
+#define SYNC_FD_WAIT_MIN_MS 1u
+#define SYNC_FD_WAIT_MAX_MS 100u
 
 /*---- CRC-32C ----*/
 
@@ -276,7 +279,7 @@ struct oq_spool {
     bool sync_failed; /* sticky: one fdatasync failed (sync_mu) */
     uint64_t synced_total;
     uint64_t sync_floor; /* segments below it are durable */
-    _Atomic uint64_t syncs, fsyncs;
+    _Atomic uint64_t syncs, fsyncs, sync_fd_waits;
 
     pthread_mutex_t rel_mu; /* serialises releases */
 };
@@ -653,14 +656,26 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
     return 0;
 }
 
-/* fdatasync of one closed segment, by name. A missing one was released. */
+/*
+ * What a failed open (or dup) on the way to an fdatasync means: the process or
+ * the system is out of file descriptors (EMFILE, ENFILE), CM_EAGAIN: no
+ * fdatasync ran, so no error was consumed and nothing is known lost; the
+ * pages stay dirty and a later round syncs them. Anything else, CM_EIO.
+ */
+static int open_error(int e)
+{
+    return e == EMFILE || e == ENFILE ? CM_EAGAIN : CM_EIO;
+}
+
+/* fdatasync of one closed segment, by name. A missing one was released.
+ * 0, CM_EAGAIN (no descriptor to open it with: open_error) or CM_EIO. */
 static int sync_segment(oq_spool_t *sp, uint64_t seg)
 {
     char name[64];
     seg_name(name, sizeof(name), seg);
     int fd = openat(sp->dirfd, name, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return errno == ENOENT ? 0 : CM_EIO;
+        return errno == ENOENT ? 0 : open_error(errno);
     int rc = fdatasync(fd) == 0 ? 0 : CM_EIO;
     close(fd);
     return rc;
@@ -812,18 +827,35 @@ static void *prep_main(void *arg)
             if (sp->flushed_below < sp->flush_below) { /* the spare first: appends wait for it */
                 uint64_t from = sp->flushed_below, to = sp->flush_below;
                 pthread_mutex_unlock(&sp->mu);
-                for (uint64_t g = from; g < to; g++) {
-                    if (sync_segment(sp, g) != 0) {
+                uint64_t g = from, flushed = 0;
+                int rc = 0;
+                for (; g < to; g++) {
+                    if ((rc = sync_segment(sp, g)) == CM_EAGAIN)
+                        break; /* no descriptor to open it with: this one again, later */
+                    if (rc != 0) {
                         char name[64];
                         seg_name(name, sizeof(name), g);
                         cm_log_error("oq", "spool: fdatasync of a rolled segment failed; a power "
                                      "loss may tear it", "seg=%s errno=%d", name, errno);
+                    } else {
+                        flushed++;
                     }
                 }
-                atomic_fetch_add_explicit(&sp->seg_flushes, to - from, memory_order_relaxed);
+                atomic_fetch_add_explicit(&sp->seg_flushes, flushed, memory_order_relaxed);
                 pthread_mutex_lock(&sp->mu);
-                if (to > sp->flushed_below)
-                    sp->flushed_below = to;
+                if (g > sp->flushed_below)
+                    sp->flushed_below = g;
+                if (rc == CM_EAGAIN) { /* out of descriptors: not a disk failure, wait */
+                    atomic_fetch_add_explicit(&sp->sync_fd_waits, 1, memory_order_relaxed);
+                    struct timespec ts;
+                    clock_gettime(CLOCK_REALTIME, &ts);
+                    ts.tv_nsec += (long)SYNC_FD_WAIT_MAX_MS * 1000000L;
+                    if (ts.tv_nsec >= 1000000000L) {
+                        ts.tv_sec++;
+                        ts.tv_nsec -= 1000000000L;
+                    }
+                    pthread_cond_timedwait(&sp->prep_cv, &sp->mu, &ts);
+                }
                 continue;
             }
             pthread_cond_wait(&sp->prep_cv, &sp->mu);
@@ -1193,23 +1225,49 @@ int oq_spool_sync(oq_spool_t *sp)
         uint64_t floor = sp->sync_floor;
         pthread_mutex_unlock(&sp->sync_mu);
 
-        pthread_mutex_lock(&sp->mu);
-        uint64_t covered = atomic_load(&sp->appended_total);
-        uint64_t cur = sp->segs[sp->nsegs - 1].seg;
-        oq_pos_t cover = {cur, sp->segs[sp->nsegs - 1].size};
-        int fd = dup(sp->fd); /* a roll may close sp->fd while we sync */
-        pthread_mutex_unlock(&sp->mu);
+        uint64_t covered, cur;
+        oq_pos_t cover;
+        int rc;
+        unsigned wait_ms = SYNC_FD_WAIT_MIN_MS;
+        for (;;) {
+            pthread_mutex_lock(&sp->mu);
+            covered = atomic_load(&sp->appended_total);
+            cur = sp->segs[sp->nsegs - 1].seg;
+            cover = (oq_pos_t){cur, sp->segs[sp->nsegs - 1].size};
+            int fd = dup(sp->fd); /* a roll may close sp->fd while we sync */
+            int dup_errno = errno;
+            pthread_mutex_unlock(&sp->mu);
 
-        int rc = fd < 0 ? CM_EIO : 0;
-        for (uint64_t s = floor; rc == 0 && s < cur; s++)
-            rc = sync_segment(sp, s);
-        if (rc == 0 && fdatasync(fd) != 0)
-            rc = CM_EIO;
-        if (rc == 0 && atomic_exchange(&sp->fail_next_sync, false))
-            rc = CM_EIO;
+            rc = fd < 0 ? open_error(dup_errno) : 0;
+            for (uint64_t s = floor; rc == 0 && s < cur; s++)
+                rc = sync_segment(sp, s);
+            int why = fd < 0 ? dup_errno : errno; /* for the log of a CM_EAGAIN */
+            if (rc == 0 && fdatasync(fd) != 0)
+                rc = CM_EIO;
+            if (rc == 0 && atomic_exchange(&sp->fail_next_sync, false))
+                rc = CM_EIO;
+            if (fd >= 0)
+                close(fd);
+            if (rc != CM_EAGAIN)
+                break;
+            /*
+             * Out of file descriptors (a flood of connections): no fdatasync
+             * ran, nothing is known lost. Taken as a failed fsync, it cut the
+             * unsynced records (if that cut could even open the file),
+             * refused every append until a restart and shed every buy as if
+             * the disk had died (test_fsync_out_of_fds_waits). The leader
+             * keeps the lead and tries again, 1 ms doubling to 100 ms apart,
+             * for as long as it lasts: its waiters' clients are not answered
+             * meanwhile (they hold the descriptors whose release ends it).
+             */
+            uint64_t n = atomic_fetch_add_explicit(&sp->sync_fd_waits, 1, memory_order_relaxed);
+            if (n % 100 == 0)
+                cm_log_warn("oq", "spool: no file descriptor to fdatasync with; trying again",
+                            "dir=%s errno=%d waits=%" PRIu64, sp->dir, why, n + 1);
+            usleep(wait_ms * 1000u);
+            wait_ms = wait_ms * 2 > SYNC_FD_WAIT_MAX_MS ? SYNC_FD_WAIT_MAX_MS : wait_ms * 2;
+        }
         atomic_fetch_add_explicit(&sp->fsyncs, 1, memory_order_relaxed);
-        if (fd >= 0)
-            close(fd);
 
         if (rc == 0) { /* readers may now see these records */
             pthread_mutex_lock(&sp->mu);
@@ -1459,6 +1517,7 @@ void oq_spool_stats(oq_spool_t *sp, oq_spool_stats_t *out)
     pthread_mutex_unlock(&sp->mu);
     out->syncs = atomic_load_explicit(&sp->syncs, memory_order_relaxed);
     out->fsyncs = atomic_load_explicit(&sp->fsyncs, memory_order_relaxed);
+    out->sync_fd_waits = atomic_load_explicit(&sp->sync_fd_waits, memory_order_relaxed);
 }
 
 int oq_pos_cmp(oq_pos_t a, oq_pos_t b)

@@ -100,7 +100,11 @@ int oq_spool_append_event(oq_spool_t *sp, const char *json, size_t len);
 /*
  * fdatasync of everything appended before the call. Blocks (ms): call from a
  * thread that serves no HTTP. Concurrent callers share one fsync (group commit).
- * Returns 0 or CM_EIO.
+ * Returns 0 or CM_EIO (a failed fdatasync: sticky, see oq_spool_scan). Out of
+ * file descriptors (EMFILE, ENFILE: the sync opens the rolled segments by
+ * name and dups the current one) is no disk failure: nothing was synced, so
+ * nothing is known lost; the round is tried again 1 to 100 ms apart until a
+ * descriptor is free, and the call blocks meanwhile (stats.sync_fd_waits).
  */
 int oq_spool_sync(oq_spool_t *sp);
 
@@ -170,6 +174,8 @@ typedef struct oq_spool_stats {
                                  path (by the preparer thread) */
     uint64_t syncs;           /* oq_spool_sync() calls that returned */
     uint64_t fsyncs;          /* fdatasync rounds they needed (group commit: fewer) */
+    uint64_t sync_fd_waits;   /* sync rounds put off because no file could be opened
+                                 (EMFILE, ENFILE): tried again, not a disk failure */
 } oq_spool_stats_t;
 void oq_spool_stats(oq_spool_t *sp, oq_spool_stats_t *out);
 

@@ -2,7 +2,8 @@
  * older segment, space cap, release, rolling (a swap of a spare segment made
  * ahead), group commit, kill -9 safety, fsync durability (readers see only
  * synced records; a failed fsync cuts the rest), a batch near the cap or cut
- * short keeping exactly the records it reports. The throughput figures are
+ * short keeping exactly the records it reports, a sync out of file descriptors
+ * (waits, never a disk failure). The throughput figures are
  * in bench/bench_spool.c (make bench). */
 #include "common/cm_err.h"
 #include "common/cm_id.h"
@@ -20,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1170,6 +1173,139 @@ static void test_fsync_readers_see_only_synced(void **state)
 }
 
 /*
+ * Out of file descriptors while syncing (EMFILE): the sync leader dup()s the
+ * current segment's fd and opens each rolled segment by name, and a failed
+ * open was taken as a failed fdatasync: the spool cut the unsynced records,
+ * refused every append after it (the gateway shed buys as if the disk had
+ * died) and stayed so until a restart. Nothing was fdatasynced, so nothing is
+ * known lost: the sync waits and tries again once a descriptor is free,
+ * counted apart (sync_fd_waits), and the spool goes on.
+ */
+typedef struct {
+    oq_spool_t *sp;
+    int rc;
+    atomic_bool done;
+} fdwait_arg_t;
+
+static void *fdwait_sync(void *arg)
+{
+    fdwait_arg_t *a = arg;
+    a->rc = oq_spool_sync(a->sp);
+    atomic_store(&a->done, true);
+    return NULL;
+}
+
+/* The lowest free descriptor: a limit there leaves none (the kernel hands out
+ * the lowest free one). */
+static rlim_t lowest_free_fd(void)
+{
+    int fd = dup(0);
+    assert_true(fd >= 0);
+    close(fd);
+    return (rlim_t)fd;
+}
+
+static void test_fsync_out_of_fds_waits(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_opts_t o = {.dir = f->dir, .durability = OQ_DURABILITY_FSYNC, .segment_bytes = 4096};
+    oq_spool_t *sp = NULL;
+    char err[256];
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    append_n(sp, 0, 3);
+    assert_int_equal(oq_spool_sync(sp), 0);
+    append_n(sp, 3, 40); /* rolls: the sync reopens the rolled segments by name */
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    assert_true(st.rolls >= 1);
+
+    struct rlimit old, low;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    /* the preparer may be between a create and its swap: let it settle first */
+    for (int i = 0; i < 2000 && !st.spare_ready; i++) {
+        usleep(1000);
+        oq_spool_stats(sp, &st);
+    }
+    low = old;
+    low.rlim_cur = lowest_free_fd(); /* no descriptor left */
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    int probe = dup(0), perr = errno;
+    if (probe >= 0) { /* another thread freed one meanwhile: restore before failing */
+        close(probe);
+        setrlimit(RLIMIT_NOFILE, &old);
+        fail_msg("a descriptor was still free at the lowered limit");
+    }
+    if (perr != EMFILE)
+        setrlimit(RLIMIT_NOFILE, &old);
+    assert_int_equal(perr, EMFILE);
+
+    fdwait_arg_t a = {.sp = sp};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, fdwait_sync, &a), 0);
+    /* until the sync met the shortage (or, before the fix, failed on it) */
+    for (int i = 0; i < 10000 && !atomic_load(&a.done); i++) {
+        oq_spool_stats(sp, &st);
+        if (st.sync_fd_waits > 0)
+            break;
+        usleep(1000);
+    }
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(a.rc, 0);
+    oq_spool_stats(sp, &st);
+    assert_true(st.sync_fd_waits >= 1);
+    assert_int_equal(oq_pos_cmp(st.synced, st.end), 0);
+    assert_int_equal(count_from_released(sp), 43); /* nothing cut, all readable */
+    append_n(sp, 43, 2);                            /* appends still taken */
+    assert_int_equal(oq_spool_sync(sp), 0);
+    assert_int_equal(count_from_released(sp), 45);
+    oq_spool_close(sp);
+}
+
+/*
+ * The same in durability write: the preparer fdatasyncs each rolled segment by
+ * name; out of descriptors, it counted the segment flushed and logged a disk
+ * failure. It now tries that segment again once a descriptor is free.
+ */
+static void test_write_flush_out_of_fds_waits(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_t *sp = open_spool(f->dir, 4096, 0);
+    append_n(sp, 0, 3);
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    for (int i = 0; i < 5000 && !st.spare_ready; i++) {
+        usleep(1000);
+        oq_spool_stats(sp, &st);
+    }
+    assert_true(st.spare_ready);
+    struct rlimit old, low;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    low = old;
+    low.rlim_cur = lowest_free_fd();
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    /* one roll, a swap to the spare: the old segment's descriptor goes to the
+     * preparer's next spare, and none is left to flush the old segment with */
+    for (size_t i = 3; i < 200 && st.rolls == 0; i++) {
+        append_n(sp, i, 1);
+        oq_spool_stats(sp, &st);
+    }
+    for (int i = 0; i < 10000 && st.sync_fd_waits == 0; i++) {
+        usleep(1000);
+        oq_spool_stats(sp, &st);
+    }
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+    assert_int_equal(st.rolls, 1);
+    assert_true(st.sync_fd_waits >= 1);
+    for (int i = 0; i < 10000 && st.segment_flushes < st.rolls; i++) {
+        usleep(1000);
+        oq_spool_stats(sp, &st);
+    }
+    assert_int_equal(st.segment_flushes, st.rolls);
+    oq_spool_close(sp);
+}
+
+/*
  * Durability write never fsyncs on the append path, but each rolled segment is
  * fdatasynced by the preparer thread soon after its roll, so a power loss can
  * tear only the tail, never a segment in the middle (that refuses the open).
@@ -1331,6 +1467,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_roll_swaps_in_a_spare, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsync_readers_see_only_synced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsync_reopen_syncs_what_was_left, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fsync_out_of_fds_waits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_flush_out_of_fds_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_rolled_segments_are_flushed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_survives_a_cut, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_near_cap_keeps_what_fits, setup, teardown),
