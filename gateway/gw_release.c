@@ -13,7 +13,9 @@
  * here), then queued to this thread, which calls inv_release until it returns
  * 0 or CM_ENOTFOUND (released already: inv_release is exactly once per order
  * id, so a retry, a replay or a re-delivered outcome can never give twice),
- * backing off from 50 ms to 2 s between tries.
+ * backing off from 50 ms to 2 s between tries. A give-back queued from a
+ * worker loop, which cannot wait for an fdatasync, is made durable here
+ * first (oq_spool_commit, fsync durability), before its first try.
  *
  * Only after the units are back is a compensated order marked final
  * (failed/cancelled), so a re-delivered outcome never finds a "final" order
@@ -44,6 +46,7 @@ typedef struct item {
     uint64_t not_before_ms;
     uint32_t backoff_ms;
     uint32_t tries;
+    bool commit; /* make the spool's release event durable before the first try */
 } item_t;
 
 struct gw_releaser {
@@ -114,6 +117,18 @@ static void *releaser_main(void *arg)
         pthread_mutex_unlock(&rl->mu);
 
         const oq_order_t *o = &it->o;
+        if (it->commit) {
+            /* A give-back's event from a worker loop, which cannot wait for
+             * an fdatasync: on disk before the units go back, as
+             * gw_compensate's (fsync durability; a no-op in write). The
+             * spool's group commit: the give-backs queued behind this one
+             * share its fdatasync, or an order's covered it already. */
+            it->commit = false;
+            int crc = oq_spool_commit(rl->srv->spool);
+            if (crc != 0)
+                cm_log_error("gw", "cannot make a give-back durable in the spool",
+                             "order=%s err=%s", o->order_id, cm_errname(crc));
+        }
         int rc = o->giveback ? inv_giveback(rl->srv->inv, o->sale_id, o->user_id, o->qty,
                                             o->order_id)
                              : inv_release(rl->srv->inv, o->sale_id, o->user_id, o->qty,
@@ -207,12 +222,13 @@ void gw_releaser_stop(gw_server_t *srv)
 }
 
 void gw_releaser_push(gw_server_t *srv, const oq_order_t *o, int final_status,
-                      const char *reason)
+                      const char *reason, bool commit)
 {
     gw_releaser_t *rl = srv->releaser;
     item_t *it = cm_xcalloc(1, sizeof(*it));
     it->o = *o;
     it->final_status = final_status;
+    it->commit = commit;
     if (reason)
         snprintf(it->reason, sizeof(it->reason), "%s", reason);
     pthread_mutex_lock(&rl->mu);

@@ -149,7 +149,7 @@ int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
     if (rc != 0 && rc != CM_ENOTFOUND) {
         cm_log_warn("gw", "release failed; the releaser retries", "order=%s err=%s", order_id,
                     cm_errname(rc));
-        gw_releaser_push(srv, &ord, (int)st, reason);
+        gw_releaser_push(srv, &ord, (int)st, reason, false); /* committed above */
         return 0;
     }
     gw_orders_set_status(srv->orders, order_id, &ord, st, reason);
@@ -168,7 +168,15 @@ void gw_release_unaccepted(gw_server_t *srv, const oq_order_t *o, const char *wh
     if (rc != 0)
         cm_log_error("gw", "cannot record a release in the spool; retried in memory only",
                      "order=%s err=%s", o->order_id, cm_errname(rc));
-    gw_releaser_push(srv, &gb, -1, NULL);
+    /* Durable first, as gw_compensate's release, but not here: a worker loop
+     * calls this, and an fdatasync blocks. In fsync durability the event rode
+     * on the next order's group commit, and with none coming (the spool full,
+     * the sale over, a stop) a power loss could lose it, and with it the
+     * units if they were not back yet (Redis down). The releaser commits
+     * before its first try, joining the spool's group commit (one fdatasync
+     * for the give-backs queued meanwhile, none if an order's sync covered
+     * it already; test_gw_release.c). */
+    gw_releaser_push(srv, &gb, -1, NULL, rc == 0);
 }
 
 int gw_server_cancel(gw_server_t *srv, const oq_order_t *ord, const char *reason)
@@ -226,7 +234,8 @@ static int replay_one(const oq_rec_t *rec, void *arg)
                     gw_orders_set_status(srv->orders, o.order_id, NULL, o.status, reason);
             } else { /* e.g. Redis down at start: the releaser retries */
                 o.type = OQ_MSG_ORDER;
-                gw_releaser_push(srv, &o, ours ? (int)o.status : -1, reason);
+                gw_releaser_push(srv, &o, ours ? (int)o.status : -1, reason,
+                                 false); /* read from the spool: on disk */
             }
         }
         rc->events++;

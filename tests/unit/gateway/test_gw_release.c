@@ -1,0 +1,157 @@
+/*
+ * Giving units back (gw_server.c, gw_release.c) on a gateway's parts: memory
+ * inventory, a spool in fsync durability, the order table and the releaser
+ * thread (no workers, no relay).
+ *
+ * A give-back (the release of an order the spool refused, of a reserve whose
+ * outcome a stopping worker cannot know, of a lottery winner the spool
+ * refused) is a "release" EVENT in the spool, then the releaser's try. In
+ * fsync durability the event was never fdatasynced by itself: it rode on the
+ * next order's group commit, and with none coming (the spool full, the sale
+ * over, a stop) a power loss could lose it, and with it the units if the
+ * releaser had not given them back yet (Redis down). Each is on disk now
+ * before the releaser gives its units back.
+ */
+#include "common/cm_id.h"
+#include "common/cm_log.h"
+#include "common/cm_time.h"
+#include "gateway/gw_internal.h"
+#include "queue/oq_spool.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+typedef struct mini {
+    char dir[64];
+    gw_config_t cfg;
+    gw_server_t srv;
+} mini_t;
+
+static void mini_open(mini_t *m, gw_durability_t durability)
+{
+    memset(m, 0, sizeof(*m));
+    snprintf(m->dir, sizeof(m->dir), "/tmp/fg-release-unit-XXXXXX");
+    assert_non_null(mkdtemp(m->dir));
+    snprintf(m->cfg.data_dir, sizeof(m->cfg.data_dir), "%s", m->dir);
+    snprintf(m->cfg.inventory, sizeof(m->cfg.inventory), "memory");
+    m->cfg.durability = durability;
+    m->srv.cfg = &m->cfg;
+    m->srv.node_id = 1;
+    char why[256] = "", spdir[128];
+    assert_int_equal(inv_open(&m->srv.inv, "memory", NULL, 16, why, sizeof(why)), 0);
+    snprintf(spdir, sizeof(spdir), "%s/spool", m->dir);
+    oq_spool_opts_t so = {.dir = spdir,
+                          .durability = durability == GW_DURABILITY_FSYNC ? OQ_DURABILITY_FSYNC
+                                                                          : OQ_DURABILITY_WRITE};
+    assert_int_equal(oq_spool_open(&m->srv.spool, &so, why, sizeof(why)), 0);
+    m->srv.orders = gw_orders_new(1000);
+    assert_int_equal(gw_releaser_start(&m->srv, why, sizeof(why)), 0);
+}
+
+static void mini_close(mini_t *m)
+{
+    gw_releaser_stop(&m->srv);
+    gw_orders_free(m->srv.orders);
+    oq_spool_close(m->srv.spool);
+    inv_close(m->srv.inv);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", m->dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static cm_id_gen_t g_ids;
+
+static void make_order(oq_order_t *o, int i)
+{
+    memset(o, 0, sizeof(*o));
+    o->type = OQ_MSG_ORDER;
+    cm_id_format(cm_id_next(&g_ids, cm_wall_ms()), o->order_id);
+    snprintf(o->sale_id, sizeof(o->sale_id), "s1");
+    snprintf(o->user_id, sizeof(o->user_id), "u%d", i);
+    o->qty = 1;
+    o->node_id = 1;
+    o->accepted_at_ms = cm_wall_ms();
+}
+
+/* Waits (bounded) until the releaser has finished n releases. */
+static void wait_done(gw_server_t *srv, uint64_t n)
+{
+    uint64_t p = 0, d = 0, r = 0;
+    for (int i = 0; i < 10000; i++) {
+        gw_releaser_stats(srv, &p, &d, &r);
+        if (d >= n)
+            break;
+        usleep(1000);
+    }
+    assert_int_equal(d, n);
+}
+
+static void test_giveback_fsynced(void **state)
+{
+    (void)state;
+    mini_t m;
+    mini_open(&m, GW_DURABILITY_FSYNC);
+    oq_spool_stats_t st;
+    /* an order, then a give-back, as a worker's spool batch leaves them */
+    oq_order_t o, gb;
+    make_order(&o, 1);
+    assert_int_equal(oq_spool_append(m.srv.spool, &o, 1), 0);
+    assert_int_equal(oq_spool_sync(m.srv.spool), 0);
+    make_order(&gb, 2);
+    gw_release_unaccepted(&m.srv, &gb, "not accepted: spool full");
+    wait_done(&m.srv, 1);
+    /* its units are back: the event that says so is on disk */
+    oq_spool_stats(m.srv.spool, &st);
+    assert_int_equal(st.appended_records, 2);
+    assert_int_equal(oq_pos_cmp(st.synced, st.end), 0);
+
+    /* many at once share fdatasyncs (the spool's group commit), never one each
+     * on the caller's thread: the worker loops that call this never wait */
+    uint64_t before = st.fsyncs;
+    for (int i = 0; i < 50; i++) {
+        make_order(&gb, 10 + i);
+        gw_release_unaccepted(&m.srv, &gb, "not accepted: spool full");
+    }
+    wait_done(&m.srv, 51);
+    oq_spool_stats(m.srv.spool, &st);
+    assert_int_equal(oq_pos_cmp(st.synced, st.end), 0);
+    fprintf(stderr, "50 give-backs: %llu fdatasyncs\n", (unsigned long long)(st.fsyncs - before));
+    assert_true(st.fsyncs - before >= 1);
+    assert_true(st.fsyncs - before <= 50);
+    mini_close(&m);
+}
+
+/* Durability write: nothing changes, no fdatasync (the releaser syncs only in fsync). */
+static void test_giveback_write_no_fsync(void **state)
+{
+    (void)state;
+    mini_t m;
+    mini_open(&m, GW_DURABILITY_WRITE);
+    oq_order_t gb;
+    make_order(&gb, 2);
+    gw_release_unaccepted(&m.srv, &gb, "not accepted: spool full");
+    wait_done(&m.srv, 1);
+    oq_spool_stats_t st;
+    oq_spool_stats(m.srv.spool, &st);
+    assert_int_equal(st.appended_records, 1);
+    assert_int_equal(st.fsyncs, 0);
+    mini_close(&m);
+}
+
+int main(void)
+{
+    cm_log_set_level(CM_LOG_ERROR);
+    cm_id_gen_init(&g_ids, 1);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_giveback_fsynced),
+        cmocka_unit_test(test_giveback_write_no_fsync),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
