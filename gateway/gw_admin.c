@@ -876,9 +876,32 @@ static uint64_t *limit_field(gw_config_t *c, size_t i)
     return f[i];
 }
 
+/* What a change of the limits replaced, for its audit: taken before the change,
+ * and again by the fleet each time the fleet's newer version came in under the
+ * change and the change was merged over it (gw_fleet_publish_limits). */
+typedef struct {
+    gw_server_t *srv;
+    json_t *old;
+    bool rules; /* old is gw_config_snapshot (limits and rules), else limits_obj */
+} replaced_t;
+
+static void replaced_take(void *ctx)
+{
+    replaced_t *r = ctx;
+    json_decref(r->old);
+    r->old = r->rules ? (json_t *)gw_config_snapshot(r->srv) : limits_obj(r->srv);
+}
+
 /* All valid: apply at once (buckets keep their tokens), record, publish. */
-/* Applies and publishes pol. Caller holds gw_fleet_limits_lock (why: its connect error). */
-static void limits_apply(gw_server_t *srv, const cm_rate_policy_t *pol, char *why, size_t whylen)
+/*
+ * Applies and publishes pol, a change that set `fields` (gw_fleet_limit_bit).
+ * Caller holds gw_fleet_limits_lock (why: its connect error). Returns 0 (also
+ * when Redis is away: the change stays here and is published later), or
+ * CM_ECONFLICT (why says why, for a 409): the fleet's limits moved on and this
+ * change could not be merged over them; the fleet's version is in force.
+ */
+static int limits_apply(gw_server_t *srv, const cm_rate_policy_t *pol, uint32_t fields,
+                        replaced_t *r, char *why, size_t whylen)
 {
     for (int s = 0; s < GW_SCOPE_COUNT; s++)
         gw_limits_set(srv->limits, (gw_scope_t)s, pol[s]);
@@ -896,9 +919,19 @@ static void limits_apply(gw_server_t *srv, const cm_rate_policy_t *pol, char *wh
         gw_config_mark_runtime(srv->conf, key);
     }
     pthread_mutex_unlock(&srv->cfg_mu);
-    if (gw_fleet_publish_limits(srv, why, whylen) != 0)
+    int rc = gw_fleet_publish_limits(srv, fields, true, replaced_take, r, why, whylen);
+    if (rc == CM_ECONFLICT)
+        return rc;
+    if (rc != 0)
         cm_log_warn("admin", "limits changed here but not published to the fleet",
                     "reason=\"%s\"", why);
+    return 0;
+}
+
+/* The 409 of a change the fleet's newer limits refused (why: gw_fleet's reason). */
+static void fleet_conflict(gw_resp_t *p, const char *why)
+{
+    gw_resp_error(p, GW_R_CONFLICT, "\"reason\":\"fleet_config_conflict\"", "%s", why);
 }
 
 static void h_limits_get(admin_call_t *a)
@@ -915,19 +948,32 @@ static void h_limits_patch(admin_call_t *a)
     /* The fields not in the body keep the limits in force: read, merged, applied,
      * published and audited under the fleet's limits lock, so another gateway's
      * change the fleet thread applies meanwhile comes before this one or after it,
-     * and is not written back over with the values it replaced. */
-    char why[256] = "";
+     * and is not written back over with the values it replaced. A version another
+     * gateway published that this one has not read yet (~5 ms; a tick when the
+     * message is lost) refuses the publish (a compare-and-set): the fleet then
+     * applies it and lays the body's fields over it (gw_fleet_publish_limits). */
+    char why[512] = "";
     gw_fleet_limits_lock(srv, why, sizeof(why));
     cm_rate_policy_t pol[GW_SCOPE_COUNT];
     for (int s = 0; s < GW_SCOPE_COUNT; s++)
         pol[s] = gw_limits_get(srv->limits, (gw_scope_t)s);
     if (limits_parse(j, pol, a->p)) {
-        json_t *old = limits_obj(srv);
-        limits_apply(srv, pol, why, sizeof(why));
-        gw_audit_record(srv, a->who, "limits.patch", "limits", old, limits_obj(srv));
-        char *s = limits_json(srv);
-        cm_log_info("admin", "limits changed", "limits=%s", s);
-        set_big(a, s);
+        uint32_t fields = 0;
+        const char *k;
+        json_t *v;
+        json_object_foreach(j, k, v) {
+            fields |= gw_fleet_limit_bit(k);
+        }
+        replaced_t r = {.srv = srv, .old = limits_obj(srv)};
+        if (limits_apply(srv, pol, fields, &r, why, sizeof(why)) == CM_ECONFLICT) {
+            json_decref(r.old);
+            fleet_conflict(a->p, why);
+        } else {
+            gw_audit_record(srv, a->who, "limits.patch", "limits", r.old, limits_obj(srv));
+            char *s = limits_json(srv);
+            cm_log_info("admin", "limits changed", "limits=%s", s);
+            set_big(a, s);
+        }
     }
     gw_fleet_limits_unlock(srv);
     json_decref(j);
@@ -1170,16 +1216,24 @@ static void h_rollback(admin_call_t *a)
         n++;
     }
     /* under the limits lock, as a PATCH: the audit's old and new are the limits
-     * this change replaced and set, with no peer's change landing between */
-    char why[256] = "";
+     * this change replaced and set, with no peer's change landing between. It
+     * sets every limit field: merged over a newer version of the fleet's (the
+     * compare-and-set refused it), it still restores exactly `version`'s
+     * limits, and the audit's old shows the newer version it replaced. */
+    char why[512] = "";
     gw_fleet_limits_lock(srv, why, sizeof(why));
-    json_t *old = gw_config_snapshot(srv);
-    limits_apply(srv, pol, why, sizeof(why));
+    replaced_t r = {.srv = srv, .old = gw_config_snapshot(srv), .rules = true};
+    if (limits_apply(srv, pol, GW_FLEET_LIMITS_ALL, &r, why, sizeof(why)) == CM_ECONFLICT) {
+        gw_fleet_limits_unlock(srv);
+        json_decref(r.old);
+        fleet_conflict(a->p, why);
+        goto out;
+    }
     gw_limits_set_rules(srv->limits, rules, n);
     char target[48];
     snprintf(target, sizeof(target), "version %lld", (long long)version);
-    uint64_t v = gw_audit_record(srv, a->who, "config.rollback", target, old,
-                                 gw_config_snapshot(srv));
+    uint64_t v =
+        gw_audit_record(srv, a->who, "config.rollback", target, r.old, gw_config_snapshot(srv));
     gw_fleet_limits_unlock(srv);
     json_t *o = json_pack("{s:I,s:I,s:o}", "version", (json_int_t)v, "restored", (json_int_t)version,
                           "config", (json_t *)gw_config_snapshot(srv));

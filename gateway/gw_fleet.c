@@ -42,10 +42,27 @@
  * thread publishes on a third connection (`pub`, under pub_mu) so it never
  * waits behind a stalled heartbeat.
  *
+ * Limits are published with a compare-and-set (publish_locked): a publish
+ * carries the version its limits were merged over (applied_version), and the
+ * script writes nothing when the stored version has moved on. The change is
+ * then merged again over the newer version: that version is read and applied
+ * here, the fields the change set (a mask, `pending`) are laid over it, and
+ * the result is published again, at most PUBLISH_TRIES times. A gateway that
+ * PATCHed over limits it had not yet seen replaced (newer ones published by
+ * another gateway less than a tick before) used to write its stale copy of the
+ * other fields back over the newer version: last writer wins.
+ *
  * Redis down: the last member count and limits stay in force; the heartbeat
  * retries every tick and the subscriber re-subscribes, then reloads. A limit
- * change that could not be published is retried by the thread once Redis is
- * back (last writer wins).
+ * change that could not be published stays in force here, its fields in
+ * `pending`, and is published by the thread once Redis is back, by the same
+ * compare-and-set: over a version published meanwhile by another gateway, its
+ * fields are laid over that version (they win: they are the later write of
+ * those fields) and the fields it did not set keep that version's values.
+ *
+ * Test seam: FLASHGATE_DEBUG_FLEET_TICK_MS (environment, read at start) sets
+ * the tick's period, so a test can keep a gateway from polling the config
+ * (tests/integration/62-fleet-config-cas.py); a pub/sub message still runs it.
  */
 #include "gateway/gw_fleet.h"
 #include "inventory/inv_fleet.h"
@@ -73,6 +90,15 @@
 #define NODEID_LEASE_MS 5000 /* order ids run at most this far past the last heartbeat */
 #define REDIS_TIMEOUT_MS 1000
 #define MIN_TICK_GAP_MS 20   /* pub/sub bursts run the tick at most this often */
+/*
+ * Publishes of one change before it gives up when the fleet's version keeps
+ * moving on under it (each refused publish means another gateway published
+ * in between). Bounded because the admin thread holds the limits lock (and
+ * its client waits) meanwhile; a gateway beaten this often by the others is
+ * better told so (409) than left spinning.
+ */
+#define PUBLISH_TRIES 4
+#define LIMIT_FIELDS 10 /* limit_names: rps and burst of 5 scopes */
 
 typedef struct gw_fleet {
     gw_server_t *srv;
@@ -100,9 +126,11 @@ typedef struct gw_fleet {
     bool tick_again; /* the lease leaves the generator no room: heartbeat again at once */
     uint64_t last_err_log_ms;
 
-    pthread_mutex_t pub_mu; /* pub connection, dirty */
+    pthread_mutex_t pub_mu; /* pub connection, dirty, pending */
     inv_fleet_conn_t *pub;
-    bool dirty; /* a local change not yet in Redis */
+    bool dirty;       /* a local change not yet in Redis */
+    uint32_t pending; /* the fields (gw_fleet_limit_bit) such changes set */
+    uint64_t tick_ms; /* TICK_MS, or the test seam's */
 
     pthread_mutex_t cfg_mu; /* srv->cfg limit fields written by us, applied_version */
     uint64_t applied_version;
@@ -113,6 +141,7 @@ typedef struct gw_fleet {
     _Atomic uint64_t heartbeats;
     _Atomic uint64_t errors;
     _Atomic uint64_t config_applied;
+    _Atomic uint64_t config_conflicts; /* publishes refused: the fleet's version had moved on */
     _Atomic int64_t last_heartbeat_ms;
 } gw_fleet_t;
 
@@ -268,6 +297,102 @@ static int apply_limits_json(gw_fleet_t *f, const char *s, size_t len)
 
 /*---- config: load and publish ----*/
 
+_Static_assert(sizeof(limit_names) / sizeof(limit_names[0]) * 2 == LIMIT_FIELDS,
+               "a rate and a burst per scope");
+
+uint32_t gw_fleet_limit_bit(const char *name)
+{
+    for (size_t i = 0; i < LIMIT_FIELDS / 2; i++) {
+        if (strcmp(name, limit_names[i].rps) == 0)
+            return 1u << (2 * i);
+        if (strcmp(name, limit_names[i].burst) == 0)
+            return 1u << (2 * i + 1);
+    }
+    return 0;
+}
+
+/* The limit fields in srv->cfg, by bit (rate, burst of limit_names[i] at 2i, 2i + 1). */
+static void limits_get(gw_fleet_t *f, uint64_t *v)
+{
+    pthread_mutex_lock(&f->srv->cfg_mu);
+    for (size_t i = 0; i < LIMIT_FIELDS / 2; i++) {
+        v[2 * i] = *cfg_rate(f->srv->cfg, limit_names[i].scope);
+        v[2 * i + 1] = *cfg_burst(f->srv->cfg, limit_names[i].scope);
+    }
+    pthread_mutex_unlock(&f->srv->cfg_mu);
+}
+
+/* Puts the limit fields v in force (srv->cfg and the limiter), as an admin
+ * change does: a changed field says "runtime". Caller holds cfg_mu. */
+static void limits_set(gw_fleet_t *f, const uint64_t *v)
+{
+    for (size_t i = 0; i < LIMIT_FIELDS / 2; i++) {
+        gw_scope_t sc = limit_names[i].scope;
+        pthread_mutex_lock(&f->srv->cfg_mu);
+        uint64_t *r = cfg_rate(f->srv->cfg, sc), *b = cfg_burst(f->srv->cfg, sc);
+        bool same = *r == v[2 * i] && *b == v[2 * i + 1];
+        if (*r != v[2 * i])
+            mark_runtime(f, limit_names[i].rps);
+        if (*b != v[2 * i + 1])
+            mark_runtime(f, limit_names[i].burst);
+        *r = v[2 * i];
+        *b = v[2 * i + 1];
+        pthread_mutex_unlock(&f->srv->cfg_mu);
+        if (!same)
+            gw_limits_set(f->srv->limits, sc,
+                          (cm_rate_policy_t){.rate_milli = v[2 * i], .burst = v[2 * i + 1]});
+    }
+}
+
+/*
+ * Into out: the limits in force (a newer version of the fleet's, just
+ * applied) with the fields in `mask` taken from `want` (a change's values).
+ * A scope left with a rate but no burst is not a limit (the newer version
+ * turned it off, 0/0, and the change set its rate alone, or the reverse):
+ * with `fix` such a scope takes both fields from `want` (valid: they were in
+ * force), else the first one's index comes back (-1: every scope valid).
+ */
+static int limits_merge(gw_fleet_t *f, const uint64_t *want, uint32_t mask, bool fix, uint64_t *out)
+{
+    limits_get(f, out);
+    int bad = -1;
+    for (size_t i = 0; i < LIMIT_FIELDS / 2; i++) {
+        for (size_t k = 2 * i; k < 2 * i + 2; k++)
+            if (mask & (1u << k))
+                out[k] = want[k];
+        if (out[2 * i] == 0 || out[2 * i + 1] >= 1)
+            continue;
+        if (fix) {
+            out[2 * i] = want[2 * i];
+            out[2 * i + 1] = want[2 * i + 1];
+        } else if (bad < 0) {
+            bad = (int)i;
+        }
+    }
+    return bad;
+}
+
+/* Applies the stored config (version v, its limits, by) if newer than the
+ * one applied. Caller holds cfg_mu. */
+static void config_apply_locked(gw_fleet_t *f, uint64_t v, const char *limits, size_t limits_len,
+                                const char *by, const char *what)
+{
+    if (v > f->applied_version && limits) {
+        int n = apply_limits_json(f, limits, limits_len);
+        if (n < 0) {
+            cm_log_warn("fleet", "fleet config limits are not a JSON object; ignored",
+                        "version=%llu", (unsigned long long)v);
+        } else {
+            atomic_fetch_add(&f->config_applied, 1);
+            cm_log_info("fleet", what, "version=%llu by=%s limits=%s scopes=%d",
+                        (unsigned long long)v, by ? by : "?", limits, n);
+        }
+    }
+    if (v > f->applied_version)
+        f->applied_version = v;
+    atomic_store(&f->version, f->applied_version);
+}
+
 /* Reads the config hash on `c` and applies it if newer than what we have. */
 static int load_config(gw_fleet_t *f, inv_fleet_conn_t *c, bool at_start)
 {
@@ -276,28 +401,13 @@ static int load_config(gw_fleet_t *f, inv_fleet_conn_t *c, bool at_start)
     size_t limits_len = 0;
     if (inv_fleet_config_get(c, &v, &limits, &limits_len, &by) < 0)
         return CM_EBACKEND;
-    int rc = 0;
     pthread_mutex_lock(&f->cfg_mu);
-    if (v > f->applied_version && limits) {
-        int n = apply_limits_json(f, limits, limits_len);
-        if (n < 0) {
-            cm_log_warn("fleet", "fleet config limits are not a JSON object; ignored",
-                        "version=%llu", (unsigned long long)v);
-        } else {
-            atomic_fetch_add(&f->config_applied, 1);
-            cm_log_info("fleet", at_start ? "fleet limits loaded" : "fleet limits applied",
-                        "version=%llu by=%s limits=%s scopes=%d", (unsigned long long)v,
-                        by ? by : "?", limits, n);
-        }
-        f->applied_version = v;
-    } else if (v > f->applied_version) {
-        f->applied_version = v;
-    }
-    atomic_store(&f->version, f->applied_version);
+    config_apply_locked(f, v, limits, limits_len, by,
+                        at_start ? "fleet limits loaded" : "fleet limits applied");
     pthread_mutex_unlock(&f->cfg_mu);
     free(limits);
     free(by);
-    return rc;
+    return 0;
 }
 
 /*
@@ -305,7 +415,9 @@ static int load_config(gw_fleet_t *f, inv_fleet_conn_t *c, bool at_start)
  * srv->cfg_mu (then the limiter's own locks, which are leaves). The fleet
  * thread takes cfg_mu alone to apply a peer's change (load_config), and
  * pub_mu alone, or pub_mu then cfg_mu, to publish; the admin thread takes
- * pub_mu then cfg_mu (lock_limits) around a whole change of the limits.
+ * pub_mu then cfg_mu (lock_limits) around a whole change of the limits. A
+ * publish refused by the compare-and-set reads and applies the newer version
+ * on the pub connection, inside that same hold: no new lock, no new order.
  */
 
 /* pub_mu, with the pub connection made if it can be (before cfg_mu: the connect
@@ -328,44 +440,149 @@ static void unlock_limits(gw_fleet_t *f)
     pthread_mutex_unlock(&f->pub_mu);
 }
 
-/* Publishes the limits in srv->cfg on the pub connection. Caller holds
- * lock_limits (errbuf holds its connect error, if any). */
-static int publish_locked(gw_fleet_t *f, char *errbuf, size_t errlen)
+/*
+ * Publishes the limits in srv->cfg on the pub connection, a change that set
+ * `fields`, by compare-and-set over applied_version (the version they were
+ * merged over). Caller holds lock_limits (errbuf holds its connect error, if
+ * any).
+ *
+ * Refused (the stored version moved on): the newer version is read and
+ * applied, `replaced` is told (the limits in force are now the ones the change
+ * replaces, for its audit), the change's fields, and those of an earlier
+ * change not yet in Redis, are laid over it and published again, up to
+ * PUBLISH_TRIES publishes. Why merge again rather than answer 409 at once: a
+ * PATCH names the fields it sets and no others, so the operator's intent is
+ * as clear over the newer version as over the one it was made on, and the
+ * race it lost (a tick, ~5 ms after a peer's publish) is not the operator's
+ * doing. It does answer 409 (CM_ECONFLICT, when `refuse`) where merging again
+ * cannot keep that intent: a merged scope would be no valid limit (the newer
+ * version set its rate or burst to 0 and the change set the other field), or
+ * the version kept moving on. The change is then not in force here: the
+ * fleet's version is. Without `refuse` (the thread's late publish of a change
+ * made while Redis was away, a reload: nobody to answer) an invalid scope
+ * takes the change's rate and burst both, and a version that keeps moving on
+ * leaves the change pending for the next tick.
+ *
+ * Returns 0, CM_EBACKEND (not published: the change stays in force here and
+ * pending; the thread publishes it once Redis is back) or CM_ECONFLICT.
+ */
+static int publish_locked(gw_fleet_t *f, uint32_t fields, bool refuse, void (*replaced)(void *ctx),
+                          void *ctx, char *errbuf, size_t errlen)
 {
-    int rc = 0;
-    if (!f->pub) {
-        f->dirty = true;
+    uint32_t earlier = f->pending;
+    f->pending |= fields;
+    f->dirty = true; /* until published */
+    if (!f->pub)
         return CM_EBACKEND;
+    uint64_t base = f->applied_version;
+    for (int t = 1;; t++) {
+        /* cfg_mu held across the write so a concurrent apply cannot land between
+         * reading our limits and recording the version they became. */
+        char *js = limits_to_json(f);
+        char at[32];
+        snprintf(at, sizeof(at), "%lld", (long long)cm_wall_ms());
+        uint64_t v = 0;
+        char why[256] = "";
+        int rc = inv_fleet_config_publish(f->pub, js, base, f->member, at, &v, why, sizeof(why));
+        if (rc == 1) {
+            if (v > f->applied_version)
+                f->applied_version = v;
+            atomic_store(&f->version, f->applied_version);
+            f->dirty = false;
+            f->pending = 0;
+            cm_log_info("fleet", "limits published to the fleet",
+                        "version=%llu base=%llu publishes=%d limits=%s", (unsigned long long)v,
+                        (unsigned long long)base, t, js);
+            free(js);
+            return 0;
+        }
+        free(js);
+        if (rc < 0) {
+            cm_errbuf_set(errbuf, errlen, "fleet: publish: %s", why);
+            drop(&f->pub);
+            return CM_EBACKEND;
+        }
+        /* Refused: version v is stored, not base. Read it (its limits with it). */
+        atomic_fetch_add(&f->config_conflicts, 1);
+        uint64_t want[LIMIT_FIELDS], merged[LIMIT_FIELDS];
+        limits_get(f, want);
+        uint64_t sv = 0;
+        char *limits = NULL, *by = NULL;
+        size_t limits_len = 0;
+        if (inv_fleet_config_get(f->pub, &sv, &limits, &limits_len, &by) < 0) {
+            cm_errbuf_set(errbuf, errlen,
+                          "fleet: publish: the fleet holds version %llu, newer than %llu, and "
+                          "reading it failed: %s",
+                          (unsigned long long)v, (unsigned long long)base,
+                          inv_fleet_errstr(f->pub));
+            drop(&f->pub);
+            return CM_EBACKEND;
+        }
+        config_apply_locked(f, sv, limits, limits_len, by,
+                            "fleet limits applied (newer than a change here was made over)");
+        char who[128];
+        snprintf(who, sizeof(who), "%s", by ? by : "?");
+        free(limits);
+        free(by);
+        /* merged over sv's limits now (or over ours, when Redis lost its history
+         * and holds an older version than ours: nothing newer to take) */
+        base = sv;
+        if (!f->pending) {
+            f->dirty = false; /* nothing of ours to carry: sv is the whole truth */
+            return 0;
+        }
+        if (replaced)
+            replaced(ctx);
+        int bad = limits_merge(f, want, f->pending, !refuse, merged);
+        if (bad < 0 && t < PUBLISH_TRIES) {
+            limits_set(f, merged);
+            cm_log_info("fleet",
+                        "the fleet's limits moved on under a change here; its fields merged "
+                        "over the newer version",
+                        "version=%llu by=%s fields=0x%x", (unsigned long long)sv, who, f->pending);
+            continue;
+        }
+        if (!refuse) {
+            limits_set(f, merged);
+            cm_errbuf_set(errbuf, errlen,
+                          "fleet: the fleet's limits kept moving on (%d newer versions, the last "
+                          "%llu by %s); the change stays here and is published at the next tick",
+                          t, (unsigned long long)sv, who);
+            return CM_ECONFLICT;
+        }
+        /* Not applied: the fleet's version stays in force; an earlier change not
+         * yet in Redis keeps its other fields, for the thread to publish. */
+        uint32_t keep = earlier & ~fields;
+        limits_merge(f, want, keep, true, merged);
+        limits_set(f, merged);
+        f->pending = keep;
+        f->dirty = keep != 0;
+        if (bad >= 0)
+            cm_errbuf_set(errbuf, errlen,
+                          "the fleet's limits moved on to version %llu (by %s) since this "
+                          "gateway read them, and this change merged over them leaves %s > 0 "
+                          "with %s 0, which is no limit; nothing changed (version %llu is in "
+                          "force): send %s and %s together",
+                          (unsigned long long)sv, who, limit_names[bad].rps, limit_names[bad].burst,
+                          (unsigned long long)sv, limit_names[bad].rps, limit_names[bad].burst);
+        else
+            cm_errbuf_set(errbuf, errlen,
+                          "the fleet's limits kept moving on under this change (%d newer "
+                          "versions, the last %llu by %s); nothing changed (version %llu is in "
+                          "force): try again",
+                          t, (unsigned long long)sv, who, (unsigned long long)sv);
+        cm_log_warn("fleet", "a limits change refused: the fleet's version moved on",
+                    "version=%llu by=%s reason=\"%s\"", (unsigned long long)sv, who,
+                    errbuf ? errbuf : "");
+        return CM_ECONFLICT;
     }
-    /* cfg_mu held across the write so a concurrent apply cannot land between
-     * reading our limits and recording the version they became. */
-    char *js = limits_to_json(f);
-    char at[32];
-    snprintf(at, sizeof(at), "%lld", (long long)cm_wall_ms());
-    uint64_t v = 0;
-    char why[256] = "";
-    if (inv_fleet_config_publish(f->pub, js, f->member, at, &v, why, sizeof(why)) == 0) {
-        if (v > f->applied_version)
-            f->applied_version = v;
-        atomic_store(&f->version, f->applied_version);
-        f->dirty = false;
-        cm_log_info("fleet", "limits published to the fleet", "version=%llu limits=%s",
-                    (unsigned long long)v, js);
-    } else {
-        cm_errbuf_set(errbuf, errlen, "fleet: publish: %s", why);
-        f->dirty = true;
-        rc = CM_EBACKEND;
-        drop(&f->pub);
-    }
-    free(js);
-    return rc;
 }
 
 /* Publishes the limits in srv->cfg on the pub connection. Takes pub_mu and cfg_mu. */
 static int publish_now(gw_fleet_t *f, char *errbuf, size_t errlen)
 {
     lock_limits(f, errbuf, errlen);
-    int rc = publish_locked(f, errbuf, errlen);
+    int rc = publish_locked(f, 0, false, NULL, NULL, errbuf, errlen);
     unlock_limits(f);
     return rc;
 }
@@ -569,10 +786,14 @@ static void tick(gw_fleet_t *f)
     bool dirty = f->dirty;
     pthread_mutex_unlock(&f->pub_mu);
     if (dirty) {
-        char e[256];
-        if (publish_now(f, e, sizeof(e)) == 0)
+        char e[256] = "";
+        int rc = publish_now(f, e, sizeof(e));
+        if (rc == 0)
             cm_log_info("fleet", "a limit change made while redis was away is now published",
                         NULL);
+        else if (rc == CM_ECONFLICT)
+            cm_log_warn("fleet", "a limit change made while redis was away is not published yet",
+                        "reason=\"%s\"", e);
         return;
     }
     pthread_mutex_lock(&f->cfg_mu);
@@ -601,7 +822,7 @@ static void *fleet_thread(void *arg)
 {
     gw_fleet_t *f = arg;
     uint64_t last_tick = 0;
-    f->next_tick_ms = cm_mono_ms() + TICK_MS;
+    f->next_tick_ms = cm_mono_ms() + f->tick_ms;
     while (!atomic_load(&f->stopping)) {
         if (!f->sub)
             sub_connect(f);
@@ -617,7 +838,7 @@ static void *fleet_thread(void *arg)
         if (wake || now >= f->next_tick_ms) {
             tick(f);
             last_tick = cm_mono_ms();
-            f->next_tick_ms = last_tick + (f->tick_again ? MIN_TICK_GAP_MS : TICK_MS);
+            f->next_tick_ms = last_tick + (f->tick_again ? MIN_TICK_GAP_MS : f->tick_ms);
             continue;
         }
         struct pollfd pf[2] = {{.fd = f->stop_fd, .events = POLLIN},
@@ -663,6 +884,10 @@ int gw_fleet_start(struct gw_server *srv, char *errbuf, size_t errlen)
     pthread_mutex_init(&f->pub_mu, NULL);
     pthread_mutex_init(&f->cfg_mu, NULL);
     atomic_init(&f->members, 1);
+    f->tick_ms = TICK_MS;
+    const char *dt = getenv("FLASHGATE_DEBUG_FLEET_TICK_MS"); /* test seam: see the top */
+    if (dt && *dt && strtoull(dt, NULL, 10) > 0)
+        f->tick_ms = strtoull(dt, NULL, 10);
     int rc = parse_url(f, srv->cfg->inventory, errbuf, errlen);
     if (rc < 0)
         goto fail;
@@ -764,12 +989,13 @@ void gw_fleet_limits_unlock(struct gw_server *srv)
         unlock_limits(srv->fleet);
 }
 
-int gw_fleet_publish_limits(struct gw_server *srv, char *errbuf, size_t errlen)
+int gw_fleet_publish_limits(struct gw_server *srv, uint32_t fields, bool refuse,
+                            void (*replaced)(void *ctx), void *ctx, char *errbuf, size_t errlen)
 {
     gw_fleet_t *f = srv->fleet;
     if (!f)
         return 0;
-    return publish_locked(f, errbuf, errlen);
+    return publish_locked(f, fields, refuse, replaced, ctx, errbuf, errlen);
 }
 
 uint32_t gw_fleet_members(struct gw_server *srv)
@@ -804,6 +1030,8 @@ void gw_fleet_stats(struct gw_server *srv, void *json_obj)
         (json_int_t)(last ? cm_wall_ms() - last : -1));
     if (!o)
         return;
+    json_object_set_new(o, "config_conflicts",
+                        json_integer((json_int_t)atomic_load(&f->config_conflicts)));
     /* What this gateway enforces of the fleet-wide scopes (req/s, rounded up as gw_limit does). */
     uint32_t d = n ? n : 1;
     cm_rate_policy_t g = gw_limits_get(srv->limits, GW_SCOPE_GLOBAL);

@@ -10,7 +10,8 @@
  *  - Node ids: a gateway whose node id is not configured claims a free one
  *    in Redis, so order ids stay unique across the fleet.
  *  - Runtime configuration (the limits now; degrade levels later) is versioned
- *    in Redis: an admin change on any gateway is written there and published,
+ *    in Redis: an admin change on any gateway is written there (a
+ *    compare-and-set on the version it was made on) and published,
  *    every gateway applies it within one second (pub/sub, with a poll as a
  *    fallback), and a restarted gateway loads it at start.
  *
@@ -20,6 +21,7 @@
 #ifndef GW_FLEET_H
 #define GW_FLEET_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -53,12 +55,28 @@ void gw_fleet_stop(struct gw_server *srv);
 void gw_fleet_limits_lock(struct gw_server *srv, char *errbuf, size_t errlen);
 void gw_fleet_limits_unlock(struct gw_server *srv);
 /*
+ * A limit field's bit in a change's `fields` (the admin API's names:
+ * "global_rps", "global_burst", ... "subnet_burst"); 0 for any other name.
+ */
+uint32_t gw_fleet_limit_bit(const char *name);
+#define GW_FLEET_LIMITS_ALL 0x3ffu /* all ten */
+/*
  * Publishes the limits now in srv->cfg (already applied locally by the admin
- * API) as a new version of the fleet configuration. Returns 0 or a negative
- * cm_err_t (CM_EBACKEND: Redis unreachable; the local change stays).
+ * API), a change that set `fields`, as a new version of the fleet
+ * configuration, by compare-and-set over the version the change was made on:
+ * when another gateway published since, that version is applied here, the
+ * change's fields are laid over it and published again (`replaced`, if given,
+ * is called each time, under the lock: the limits in force are then the ones
+ * the change replaces). Returns 0, or a negative cm_err_t: CM_EBACKEND (Redis
+ * unreachable: the change stays in force here and is published once Redis is
+ * back, merged the same way) or, only when `refuse`, CM_ECONFLICT (the change
+ * could not be merged over the fleet's newer version, or the version kept
+ * moving on: the change is not in force, the fleet's version is; errbuf says
+ * which version and why, for a 409).
  * Admin thread (or a reload), between gw_fleet_limits_lock and _unlock.
  */
-int gw_fleet_publish_limits(struct gw_server *srv, char *errbuf, size_t errlen);
+int gw_fleet_publish_limits(struct gw_server *srv, uint32_t fields, bool refuse,
+                            void (*replaced)(void *ctx), void *ctx, char *errbuf, size_t errlen);
 /* Live gateways of the fleet as last seen (1 without a fleet). Thread-safe. */
 uint32_t gw_fleet_members(struct gw_server *srv);
 /* Adds {"fleet": {...}} (members, share, config version, node id) to a jansson object. */

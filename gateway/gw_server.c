@@ -452,6 +452,7 @@ int gw_server_reload(gw_server_t *srv, int argc, char **argv, unsigned *applied,
     char changed[1024] = "", pending[1024] = "";
     size_t nch = 0, npe = 0;
     bool limits = false;
+    uint32_t fields = 0; /* the published limit fields among them (gw_fleet_limit_bit) */
     pthread_mutex_lock(&srv->cfg_mu);
     for (const cm_opt_t *o = gw_config_opts; o->key; o++) {
         size_t i = (size_t)(o - gw_config_opts), sz = opt_size(o);
@@ -478,16 +479,22 @@ int gw_server_reload(gw_server_t *srv, int argc, char **argv, unsigned *applied,
                                 "%s%s", nch ? "," : "", o->key);
         if (nch >= sizeof(changed))
             nch = sizeof(changed) - 1;
-        limits |= strncmp(o->key, "limits.", 7) == 0;
+        if (strncmp(o->key, "limits.", 7) == 0) {
+            limits = true;
+            fields |= gw_fleet_limit_bit(o->key + 7);
+        }
         (*applied)++;
     }
     pthread_mutex_unlock(&srv->cfg_mu);
     if (limits) {
-        /* under the fleet's limits lock, as an admin change (gw_fleet.h) */
-        char why[256] = "";
+        /* under the fleet's limits lock, as an admin change (gw_fleet.h); the
+         * changed keys are the change's fields: over a newer version of the
+         * fleet's, they are laid over it. Never refused: nobody to answer, and
+         * the file is the operator's word (kept pending if it cannot go out). */
+        char why[512] = "";
         gw_fleet_limits_lock(srv, why, sizeof(why));
         gw_apply_limits(srv);
-        if (gw_fleet_publish_limits(srv, why, sizeof(why)) != 0)
+        if (gw_fleet_publish_limits(srv, fields, false, NULL, NULL, why, sizeof(why)) != 0)
             cm_log_warn("gw", "reload: limits changed here but not published to the fleet",
                         "reason=\"%s\"", why);
         gw_fleet_limits_unlock(srv);

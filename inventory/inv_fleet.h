@@ -78,12 +78,16 @@ int inv_fleet_config_get(inv_fleet_conn_t *c, uint64_t *version, char **limits,
 
 /*
  * Publishes limits as the next config version (by `member`, at wall time
- * `at`) and announces it on the events channel, atomically. Returns 0 with
- * the new version in *version, or CM_EBACKEND with the reason in errbuf.
- * Not thread-safe on c.
+ * `at`) and announces it on the events channel, atomically, if the stored
+ * version is still `base` (0: none yet), the version the limits were merged
+ * over: a compare-and-set, so a change made over stale limits cannot
+ * overwrite a newer version. Returns 1 with the new version in *version, 0
+ * (nothing written) with the stored version in *version when it moved on, or
+ * CM_EBACKEND with the reason in errbuf. Not thread-safe on c.
  */
-int inv_fleet_config_publish(inv_fleet_conn_t *c, const char *limits, const char *member,
-                             const char *at, uint64_t *version, char *errbuf, size_t errlen);
+int inv_fleet_config_publish(inv_fleet_conn_t *c, const char *limits, uint64_t base,
+                             const char *member, const char *at, uint64_t *version, char *errbuf,
+                             size_t errlen);
 
 /*
  * Tries to claim node id n for member (SET NX PX ttl_ms) and raises its floor

@@ -79,12 +79,22 @@ static const char LUA_LEAVE[] =
     "redis.call('PUBLISH', ARGV[2], 'leave ' .. ARGV[1])\n"
     "return 1\n";
 
-/* Publish: KEYS config; ARGV limits json, member, channel, wall ms. */
+/*
+ * Publish, a compare-and-set: KEYS config; ARGV limits json, member, channel,
+ * wall ms, base. `base` is the version the caller's limits were merged over;
+ * when the stored version is another (a gateway published since), nothing is
+ * written and {0, stored version} comes back, so a change merged over stale
+ * limits cannot overwrite a newer version (a lost update). Checked and written
+ * in one script: no other publish can land between the check and the write.
+ */
 static const char LUA_PUBLISH[] =
+    "local cur = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')\n"
+    "if cur == nil then return redis.error_reply('fleet config version is not a number') end\n"
+    "if cur ~= tonumber(ARGV[5]) then return {0, cur} end\n"
     "local v = redis.call('HINCRBY', KEYS[1], 'version', 1)\n"
     "redis.call('HSET', KEYS[1], 'limits', ARGV[1], 'by', ARGV[2], 'at', ARGV[4])\n"
     "redis.call('PUBLISH', ARGV[3], 'config ' .. v)\n"
-    "return v\n";
+    "return {1, v}\n";
 
 struct inv_fleet_conn {
     inv_cluster_t *cl;     /* the slot map (one node for redis://) */
@@ -222,14 +232,20 @@ int inv_fleet_config_get(inv_fleet_conn_t *c, uint64_t *version, char **limits,
     return 0;
 }
 
-int inv_fleet_config_publish(inv_fleet_conn_t *c, const char *limits, const char *member,
-                             const char *at, uint64_t *version, char *errbuf, size_t errlen)
+int inv_fleet_config_publish(inv_fleet_conn_t *c, const char *limits, uint64_t base,
+                             const char *member, const char *at, uint64_t *version, char *errbuf,
+                             size_t errlen)
 {
-    redisReply *r = fcall(c, KEY_CONFIG, "EVAL %s 1 %s %s %s %s %s", LUA_PUBLISH, KEY_CONFIG,
-                          limits, member, CHAN_EVENTS, at);
-    int rc = 0;
-    if (r && r->type == REDIS_REPLY_INTEGER) {
-        *version = (uint64_t)r->integer;
+    char b[24];
+    snprintf(b, sizeof(b), "%llu", (unsigned long long)base);
+    redisReply *r = fcall(c, KEY_CONFIG, "EVAL %s 1 %s %s %s %s %s %s", LUA_PUBLISH, KEY_CONFIG,
+                          limits, member, CHAN_EVENTS, at, b);
+    int rc;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[0]->type == REDIS_REPLY_INTEGER && r->element[1]->type == REDIS_REPLY_INTEGER &&
+        r->element[1]->integer >= 0) {
+        rc = r->element[0]->integer == 1 ? 1 : 0;
+        *version = (uint64_t)r->element[1]->integer;
     } else {
         cm_errbuf_set(errbuf, errlen, "%s",
                       r ? (r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply") : c->err);
