@@ -7,7 +7,8 @@
  * stalls, timeouts and the circuit
  * breaker with the server SIGSTOPped, recovery after SIGCONT and after a
  * restart, the blocking client failing at its PING to a hung server, the
- * fleet-wide sold-out flag between two inv_t, URL options and passwords, and
+ * fleet-wide sold-out flag between two inv_t, the fleet config's
+ * compare-and-set publish, URL options and passwords, and
  * a throughput printout against redis-benchmark.
  * Exits 77 only when no redis-server exists.
  */
@@ -31,6 +32,7 @@
 #include "common/cm_url.h"
 #include "inventory/inv.h"
 #include "inventory/inv_cluster.h"
+#include "inventory/inv_fleet.h"
 #include "inventory/inv_redis_lua.h"
 #include "tests/support/ts_redis.h"
 
@@ -672,6 +674,64 @@ static bool wait_for(inv_t *inv, const char *sale, int want_sold_out, uint64_t t
             return false;
         sleep_ms(5);
     }
+}
+
+/*
+ * The fleet config's publish is a compare-and-set on the version the limits
+ * were merged over (inv_fleet_config_publish): from base 0 it writes version
+ * 1; a second publish still on base 0 (a gateway that had not read version 1)
+ * writes nothing and hears the stored version; on the
+ * stored version it writes the next. A version that is no number is an error,
+ * not a silent overwrite.
+ */
+static void test_fleet_config_cas(void **state)
+{
+    (void)state;
+    char url[128], why[256] = "", buf[256];
+    cm_redis_url_t addr;
+    assert_int_equal(
+        cm_redis_url_parse(ts_redis_url(&srv, url, sizeof(url), NULL), &addr, why, sizeof(why)), 0);
+    CMD(buf, "DEL %s", INV_FLEET_KEY_CONFIG);
+    inv_fleet_conn_t *c = inv_fleet_connect(&addr, 3000, why, sizeof(why));
+    assert_non_null(c);
+    uint64_t v = 0;
+    assert_int_equal(inv_fleet_config_publish(c, "{\"a\":1}", 0, "m1", "1", &v, why, sizeof(why)),
+                     1);
+    assert_int_equal(v, 1);
+    /* a stale base: refused, nothing written */
+    v = 0;
+    assert_int_equal(inv_fleet_config_publish(c, "{\"a\":2}", 0, "m2", "2", &v, why, sizeof(why)),
+                     0);
+    assert_int_equal(v, 1);
+    CMD(buf, "HGET %s limits", INV_FLEET_KEY_CONFIG);
+    assert_string_equal(buf, "{\"a\":1}");
+    CMD(buf, "HGET %s by", INV_FLEET_KEY_CONFIG);
+    assert_string_equal(buf, "m1");
+    /* a base ahead of the stored version (Redis lost its history): refused too */
+    assert_int_equal(inv_fleet_config_publish(c, "{\"a\":2}", 7, "m2", "2", &v, why, sizeof(why)),
+                     0);
+    assert_int_equal(v, 1);
+    /* merged over version 1: the next */
+    assert_int_equal(inv_fleet_config_publish(c, "{\"a\":3}", 1, "m2", "3", &v, why, sizeof(why)),
+                     1);
+    assert_int_equal(v, 2);
+    uint64_t gv = 0;
+    char *limits = NULL, *by = NULL;
+    size_t len = 0;
+    assert_int_equal(inv_fleet_config_get(c, &gv, &limits, &len, &by), 0);
+    assert_int_equal(gv, 2);
+    assert_string_equal(limits, "{\"a\":3}");
+    assert_string_equal(by, "m2");
+    free(limits);
+    free(by);
+    CMD(buf, "HSET %s version x", INV_FLEET_KEY_CONFIG);
+    assert_int_equal(inv_fleet_config_publish(c, "{\"a\":4}", 2, "m3", "4", &v, why, sizeof(why)),
+                     CM_EBACKEND);
+    assert_non_null(strstr(why, "not a number"));
+    CMD(buf, "HGET %s limits", INV_FLEET_KEY_CONFIG);
+    assert_string_equal(buf, "{\"a\":3}");
+    inv_fleet_close(c);
+    CMD(buf, "DEL %s", INV_FLEET_KEY_CONFIG);
 }
 
 /* Two gateways: a sale put on one appears on the other, a sell-out on one
@@ -1436,6 +1496,7 @@ int main(void)
         cmocka_unit_test(test_batch_waits_once),
         cmocka_unit_test(test_record_and_sell_out_news),
         cmocka_unit_test(test_fleet_views),
+        cmocka_unit_test(test_fleet_config_cas),
         cmocka_unit_test(test_claim_and_giveback),
         cmocka_unit_test(test_sale_delete),
         cmocka_unit_test(test_stall_answers_in_time),
