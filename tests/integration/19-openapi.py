@@ -402,6 +402,8 @@ try:
         ("PUT", S, "409"): "a memory sale deleted with orders held, after its end: 11-admin",
         ("GET", "/admin/v1/audit", "500"): "the audit log's disk fails: 17-audit-read-error",
         ("POST", RB, "500"): "the audit log's disk fails: 17-audit-read-error",
+        ("PATCH", "/admin/v1/limits", "409"): "fleet mode, over a version not yet read: "
+                                              "62-fleet-config-cas",
     }
     for tpl, m in ((B, "POST"), (O, "GET"), (SP, "GET"), (Q, "GET")):
         elsewhere[(m, tpl, "505")] = "an HTTP/2 request line, raw socket: 14-http1"
