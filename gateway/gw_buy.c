@@ -21,6 +21,7 @@
  * Plus GET /v1/orders/{id} and GET /v1/sales/{id}.
  */
 #include "common/cm_err.h"
+#include "common/cm_id.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
 #include "gateway/gw_fair.h"
@@ -904,16 +905,28 @@ static void fair_order(gw_req_t *r, const gw_fair_ticket_t *t)
 void gw_order_handle(gw_req_t *r)
 {
     oq_order_t ord;
+    /* An order id is Crockford base32 (cm_id), which reads lower case as
+     * upper: such a spelling names the same order, which the status table
+     * finds by number. The token binds the text the 202 gave, the canonical
+     * one: without this the right token with a lower-case id answered 404 for
+     * an order that exists. */
+    char canon[CM_ID_TEXT_LEN + 1];
+    const char *id = r->id;
+    uint64_t num;
+    if (cm_id_parse(r->id, strlen(r->id), &num) == 0) {
+        cm_id_format(num, canon);
+        id = canon;
+    }
     /* Without the order's status token it does not exist, whether it does or not. */
     const char *tok = gw_req_arg(r, "token");
     if (!tok)
         tok = gw_req_header(r, "X-Order-Token");
-    bool tok_ok = gw_status_token_ok(r->w->srv, r->id, tok);
+    bool tok_ok = gw_status_token_ok(r->w->srv, id, tok);
     gw_orders_found_t f =
-        tok_ok ? gw_orders_lookup(r->w->srv->orders, r->id, &ord) : GW_ORDERS_UNKNOWN;
+        tok_ok ? gw_orders_lookup(r->w->srv->orders, id, &ord) : GW_ORDERS_UNKNOWN;
     if (f != GW_ORDERS_FOUND) {
         gw_fair_ticket_t t;
-        if (tok_ok && gw_fair_lookup(r->w->srv->fair, r->id, &t)) {
+        if (tok_ok && gw_fair_lookup(r->w->srv->fair, id, &t)) {
             fair_order(r, &t);
             return;
         }
@@ -922,11 +935,11 @@ void gw_order_handle(gw_req_t *r)
         gw_resp_error(&r->resp, GW_R_UNKNOWN_ORDER, "\"expired\":true",
                       "order %s has expired from this gateway's status table (it keeps the "
                       "latest orders.max_known orders); the orders database has it",
-                      r->id);
+                      id);
         return;
     }
     if (f != GW_ORDERS_FOUND) {
-        gw_resp_error(&r->resp, GW_R_UNKNOWN_ORDER, NULL, "no order %s", r->id);
+        gw_resp_error(&r->resp, GW_R_UNKNOWN_ORDER, NULL, "no order %s", id);
         return;
     }
     gw_resp_t *p = &r->resp;

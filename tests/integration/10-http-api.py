@@ -57,6 +57,16 @@ try:
         r = g.get("/v1/orders/" + oid + bad)
         eq((r.status, r.json["error"]), (404, "unknown_order"), "no order without its token: %r" % bad)
         check("u-1" not in r.raw.decode(), "no user id in the refusal")
+    # Crockford base32 reads lower case as the same id: the order's own token answers
+    # for either spelling, with the canonical id in the body.
+    low = oid.lower()
+    check(low != oid, "the order id has a letter to lower: %s" % oid)
+    if low != oid:
+        r = g.get("/v1/orders/%s?token=%s" % (low, tok))
+        eq((r.status, r.json.get("order_id")), (200, oid), "a lower-case order id with its token")
+        r = g.get("/v1/orders/%s?token=%s" % (low, g.order_token(low)))
+        eq((r.status, r.json["error"]), (404, "unknown_order"),
+           "a token made over the lower-case spelling is not the order's")
     eq(g.order("NOSUCHORDER00").status, 404, "unknown order 404")
     eq(g.order("NOSUCHORDER00").json["error"], "unknown_order", "unknown order code")
 
