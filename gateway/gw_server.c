@@ -453,6 +453,13 @@ int gw_server_reload(gw_server_t *srv, int argc, char **argv, unsigned *applied,
     size_t nch = 0, npe = 0;
     bool limits = false;
     uint32_t fields = 0; /* the published limit fields among them (gw_fleet_limit_bit) */
+    /* The fleet's limits lock from before the first write to the limits until
+     * their publish, as an admin change holds it (gw_fleet.h; order: it, then
+     * cfg_mu): taken only around the publish, a peer's version the fleet thread
+     * applied in between replaced the file's new values before they were
+     * applied or published, and the reload's change was lost. */
+    char fwhy[512] = "";
+    gw_fleet_limits_lock(srv, fwhy, sizeof(fwhy));
     pthread_mutex_lock(&srv->cfg_mu);
     for (const cm_opt_t *o = gw_config_opts; o->key; o++) {
         size_t i = (size_t)(o - gw_config_opts), sz = opt_size(o);
@@ -487,18 +494,15 @@ int gw_server_reload(gw_server_t *srv, int argc, char **argv, unsigned *applied,
     }
     pthread_mutex_unlock(&srv->cfg_mu);
     if (limits) {
-        /* under the fleet's limits lock, as an admin change (gw_fleet.h); the
-         * changed keys are the change's fields: over a newer version of the
+        /* The changed keys are the change's fields: over a newer version of the
          * fleet's, they are laid over it. Never refused: nobody to answer, and
          * the file is the operator's word (kept pending if it cannot go out). */
-        char why[512] = "";
-        gw_fleet_limits_lock(srv, why, sizeof(why));
         gw_apply_limits(srv);
-        if (gw_fleet_publish_limits(srv, fields, false, NULL, NULL, why, sizeof(why)) != 0)
+        if (gw_fleet_publish_limits(srv, fields, false, NULL, NULL, fwhy, sizeof(fwhy)) != 0)
             cm_log_warn("gw", "reload: limits changed here but not published to the fleet",
-                        "reason=\"%s\"", why);
-        gw_fleet_limits_unlock(srv);
+                        "reason=\"%s\"", fwhy);
     }
+    gw_fleet_limits_unlock(srv);
     cm_log_set_level((cm_log_level_t)srv->cfg->log_level);
     if (*restart)
         cm_log_warn("gw", "reload: changed keys need a restart to take effect",
