@@ -219,6 +219,17 @@ def start_nginx(tmp):
     return p, port
 
 
+def nginx_worker(master):
+    """The pid of the worker (bench/nginx.conf.in has one) of the nginx master `master`:
+    the process that answers, whose CPU the benches read."""
+    for _ in range(100):
+        kids = open("/proc/%d/task/%d/children" % (master, master)).read().split()
+        if kids:
+            return int(kids[0])
+        time.sleep(0.05)
+    sys.exit("bench: nginx started no worker")
+
+
 def start_floor(tmp, bindir, name="mhd-floor", env=None):
     """flashgate-bench-mhd-floor (bench/mhd_floor.c): libmicrohttpd alone, answering the
     bytes of flashgate's prepared 410 to every request (the public listener before session

@@ -56,15 +56,6 @@ def pin(pid, cpu):
                    check=True)
 
 
-def nginx_worker(master):
-    for _ in range(100):
-        kids = open("/proc/%d/task/%d/children" % (master, master)).read().split()
-        if kids:
-            return int(kids[0])
-        time.sleep(0.05)
-    sys.exit("density: nginx started no worker")
-
-
 def open_run(tmp, bindir, tag, url, pid, sale, rate, secs, seed):
     sc = {"name": "density", "seed": seed, "duration_s": secs, "drain_s": 3, "targets": [url],
           "connections": 64, "connection_mode": "open", "connections_max": 4096,
@@ -129,7 +120,7 @@ def start_servers(tmp, bindir):
     open(conf, "w").write(c2)
     subprocess.run(["kill", "-HUP", str(ngx.pid)], check=True)
     time.sleep(1.0)  # the old worker leaves; the new one answers 410
-    w = nginx_worker(ngx.pid)
+    w = B.nginx_worker(ngx.pid)
     gw = B.Gateway(tmp, "gw", os.path.join(bindir, "flashgate"),
                    ["--kafka-brokers", "none", "--limits-user-rps", "0"])
     gw.put_sale("so", 0)

@@ -61,8 +61,8 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench import (PEER_LIKE, RATE_LIMITED_LUA, free_port, start_nginx, start_redis,  # noqa: E402
-                   stop)
+from bench import (PEER_LIKE, RATE_LIMITED_LUA, free_port, nginx_worker, start_nginx,  # noqa: E402
+                   start_redis, stop)
 
 TOKEN = "profile-token-0123456789abcdef"
 HUGE = 10 ** 9
@@ -94,15 +94,6 @@ def ctxsw(pid):
             elif line.startswith("nonvoluntary_ctxt_switches"):
                 n += int(line.split()[1])
     return v, n
-
-
-def nginx_worker(master):
-    for _ in range(100):
-        kids = open("/proc/%d/task/%d/children" % (master, master)).read().split()
-        if kids:
-            return int(kids[0])
-        time.sleep(0.05)
-    sys.exit("profile: nginx started no worker")
 
 
 def perf_top(data, n, cpu_us, top=25, children=False):
