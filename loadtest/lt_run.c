@@ -190,7 +190,7 @@ typedef struct run {
     uv_loop_t loop;
     lt_ticker_t ticker;
     uv_timer_t progress;
-    lt_rng_t rng;
+    cm_rand_t rng;
     user_t *users;
     uint64_t *arrivals;
     size_t n_arrivals;
@@ -296,7 +296,7 @@ static uint64_t retry_delay_ns(run_t *r, const user_t *u, int retry_after_s)
     if (u->kind == U_AGGRESSIVE)
         return (uint64_t)r->sc->bot_retry_ms * 1000000ull;
     double ms = retry_after_s >= 0 ? retry_after_s * 1000.0 : (double)r->sc->retry_default_ms;
-    ms *= 1.0 + 0.2 * lt_rng_unit(&r->rng); /* jitter, as a polite client does */
+    ms *= 1.0 + 0.2 * cm_rand_unit(&r->rng); /* jitter, as a polite client does */
     return (uint64_t)(ms * 1e6);
 }
 
@@ -967,13 +967,13 @@ static void press_time_for(run_t *r, uint64_t user, uint64_t arrival_ns, uint64_
     double ms;
     switch (u->kind) {
     case U_AGGRESSIVE:
-        ms = -r->sc->bot_early_ms * lt_rng_unit(&r->rng);
+        ms = -r->sc->bot_early_ms * cm_rand_unit(&r->rng);
         break;
     case U_BOT:
-        ms = r->sc->bot_reaction_ms * lt_rng_unit(&r->rng);
+        ms = r->sc->bot_reaction_ms * cm_rand_unit(&r->rng);
         break;
     default:
-        ms = -log1p(-lt_rng_unit(&r->rng)) * r->sc->person_reaction_ms;
+        ms = -log1p(-cm_rand_unit(&r->rng)) * r->sc->person_reaction_ms;
         break;
     }
     int64_t t = (int64_t)r->sale_start_ns + (int64_t)(ms * 1e6);
@@ -1416,19 +1416,19 @@ int lt_run(const lt_scenario_t *sc, bool quiet, lt_results_t *res, char *eb, siz
     cw->n_loops = sc->loops ? sc->loops : 1;
     if (cw->n_loops > LT_MAX_LOOPS)
         cw->n_loops = LT_MAX_LOOPS;
-    lt_rng_t rng;
-    lt_rng_seed(&rng, sc->seed ^ 0x5eedull);
+    cm_rand_t rng;
+    cm_rand_seed(&rng, sc->seed ^ 0x5eedull);
     cw->users = cm_xmalloc(sc->users * sizeof(*cw->users));
     for (uint64_t i = 0; i < sc->users; i++) {
         user_t *u = &cw->users[i];
         *u = (user_t){.order = -1, .entry = -1};
         /* drawn only when asked for, so scenarios without pages keep their crowd */
-        if (sc->noncore_share > 0 && lt_rng_unit(&rng) < sc->noncore_share) {
+        if (sc->noncore_share > 0 && cm_rand_unit(&rng) < sc->noncore_share) {
             u->page = true;
             continue;
         }
-        if (lt_rng_unit(&rng) < sc->bot_fraction) {
-            u->kind = lt_rng_unit(&rng) < sc->aggressive_fraction ? U_AGGRESSIVE : U_BOT;
+        if (cm_rand_unit(&rng) < sc->bot_fraction) {
+            u->kind = cm_rand_unit(&rng) < sc->aggressive_fraction ? U_AGGRESSIVE : U_BOT;
             res->users_bots++;
             if (u->kind == U_AGGRESSIVE)
                 res->users_aggressive++;
@@ -1450,7 +1450,7 @@ int lt_run(const lt_scenario_t *sc, bool quiet, lt_results_t *res, char *eb, siz
         /* loop 0 goes on with the crowd's draw (one loop: the same run as ever) */
         r->rng = rng;
         if (k > 0)
-            lt_rng_seed(&r->rng, sc->seed ^ 0x5eedull ^ (0x9e3779b97f4a7c15ull * k));
+            cm_rand_seed(&r->rng, sc->seed ^ 0x5eedull ^ (0x9e3779b97f4a7c15ull * k));
         cw->loops[k] = r;
     }
     for (size_t t = 0; t < sc->n_targets; t++) {

@@ -11,44 +11,6 @@
 #include <math.h>
 #include <stdlib.h>
 
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-void lt_rng_seed(lt_rng_t *r, uint64_t seed)
-{
-    for (int i = 0; i < 4; i++)
-        r->s[i] = splitmix64(&seed);
-}
-
-static uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-uint64_t lt_rng_next(lt_rng_t *r)
-{
-    uint64_t *s = r->s;
-    uint64_t res = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return res;
-}
-
-double lt_rng_unit(lt_rng_t *r)
-{
-    return (double)(lt_rng_next(r) >> 11) * 0x1.0p-53;
-}
-
 double lt_sched_expected(const lt_segment_t *segs, size_t n, double cap_s)
 {
     double t = 0, total = 0;
@@ -69,8 +31,8 @@ double lt_sched_expected(const lt_segment_t *segs, size_t n, double cap_s)
 uint64_t *lt_sched_arrivals(const lt_segment_t *segs, size_t n, double cap_s,
                             uint64_t max_arrivals, uint64_t seed, size_t *out_n)
 {
-    lt_rng_t rng;
-    lt_rng_seed(&rng, seed);
+    cm_rand_t rng;
+    cm_rand_seed(&rng, seed);
     size_t cap = 1024, len = 0;
     uint64_t *out = cm_xmalloc(cap * sizeof(*out));
     double seg_start = 0;
@@ -79,12 +41,12 @@ uint64_t *lt_sched_arrivals(const lt_segment_t *segs, size_t n, double cap_s,
         double peak = g->rate > g->rate_end ? g->rate : g->rate_end;
         double t = 0;
         while (peak > 0 && len < max_arrivals) {
-            double u = lt_rng_unit(&rng);
+            double u = cm_rand_unit(&rng);
             t += -log1p(-u) / peak;
             if (t >= g->duration_s || seg_start + t >= cap_s)
                 break;
             double rate = g->rate + (g->rate_end - g->rate) * (t / g->duration_s);
-            if (lt_rng_unit(&rng) * peak >= rate)
+            if (cm_rand_unit(&rng) * peak >= rate)
                 continue;
             if (len == cap)
                 out = cm_xrealloc(out, (cap *= 2) * sizeof(*out));

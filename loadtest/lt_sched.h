@@ -9,22 +9,13 @@
 #ifndef LT_SCHED_H
 #define LT_SCHED_H
 
+#include "common/cm_rand.h"
 #include "loadtest/lt_scenario.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
-
-/* splitmix64-seeded xoshiro256** generator: reproducible across machines. */
-typedef struct lt_rng {
-    uint64_t s[4];
-} lt_rng_t;
-
-void lt_rng_seed(lt_rng_t *r, uint64_t seed);
-uint64_t lt_rng_next(lt_rng_t *r);
-/* Uniform in [0, 1). */
-double lt_rng_unit(lt_rng_t *r);
 
 /*
  * Arrival times in ns from the run's start, ascending, for the profile in
