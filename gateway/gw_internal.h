@@ -20,9 +20,9 @@
 
 #include "common/cm_id.h"
 #include "common/cm_topk.h"
-#include "gateway/gw_config.h"
-#include "gateway/gw_limit.h"
-#include "gateway/gw_overload.h"
+#include "gateway/base/gw_config.h"
+#include "gateway/base/gw_limit.h"
+#include "gateway/overload/gw_overload.h"
 #include "inventory/inv.h"
 #include "queue/oq_spool.h"
 
@@ -294,7 +294,7 @@ int gw_client_addr(const gw_proxies_t *p, const struct sockaddr *peer, const cha
 
 /*---- Orders known to this gateway (GET /v1/orders/{id}) ----*/
 
-/* Bounded: see gateway/gw_orders.c for the memory budget and the eviction. */
+/* Bounded: see gateway/base/gw_orders.c for the memory budget and the eviction. */
 typedef enum {
     GW_ORDERS_UNKNOWN = 0, /* never seen here */
     GW_ORDERS_FOUND = 1,

@@ -7,7 +7,7 @@
  * waiting-room place taken meanwhile is still the user's, and TSan sees no
  * unlocked read of the secret.
  */
-#include "gateway/gw_fair.h"
+#include "gateway/buy/gw_fair.h"
 #include "gateway/gw_internal.h"
 
 #include <pthread.h>

@@ -4,7 +4,7 @@
  * the global bucket refuses; many distinct users churn a table at its cap
  * while policies change, and the stats add up.
  */
-#include "gateway/gw_limit.h"
+#include "gateway/base/gw_limit.h"
 
 #include <pthread.h>
 #include <sched.h>

@@ -11,7 +11,7 @@
  * the broker route, which has no embedded broker here) and a JSON body.
  */
 #include "common/cm_log.h"
-#include "gateway/gw_config.h"
+#include "gateway/base/gw_config.h"
 #include "gateway/gw_internal.h"
 #include "tests/fuzz/fuzz.h"
 

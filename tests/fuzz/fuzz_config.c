@@ -5,7 +5,7 @@
  * loaded config passes its own cross-key check.
  */
 #include "common/cm_err.h"
-#include "gateway/gw_config.h"
+#include "gateway/base/gw_config.h"
 #include "tests/fuzz/fuzz.h"
 
 #include <string.h>

@@ -1,6 +1,6 @@
 """docs/openapi.yaml against the running server:
 - the routes it documents are exactly the routes in the server's route tables
-  (GW_PUBLIC_ROUTES in gateway/gw_internal.h, GW_ADMIN_ROUTES in gateway/gw_admin.c),
+  (GW_PUBLIC_ROUTES in gateway/gw_internal.h, GW_ADMIN_ROUTES in gateway/ctl/gw_admin.c),
   and the admin routes' roles match the documented security (401 everywhere a token is
   needed, 403 on every write route);
 - every documented route answers every documented status (a request for each; the few
@@ -34,7 +34,7 @@ for name, label, methods, path in re.findall(r'XX\((\w+),\s*"(\w+)",\s*"([^"]+)"
     for m in methods.split(", "):
         if m != "HEAD":  # HEAD is GET without the body
             server[(m, path)] = "NONE"
-adm = open(os.path.join(SRC, "gateway", "gw_admin.c")).read()
+adm = open(os.path.join(SRC, "gateway", "ctl", "gw_admin.c")).read()
 adm_block = adm[adm.index("#define GW_ADMIN_ROUTES"):]
 adm_block = adm_block[:adm_block.index("\n\n")]
 for m, path, role in re.findall(r'XX\("(\w+)",\s*"([^"]+)",\s*(\w+),', adm_block):

@@ -1,6 +1,6 @@
 """An idle worker's overload tick slows down, and traffic brings it back at once.
 
-The tick (gateway/gw_overload.c) runs every 10 ms while the worker has work; after
+The tick (gateway/overload/gw_overload.c) runs every 10 ms while the worker has work; after
 a second with no connection, no read and nothing in progress (door open, level 0)
 it runs every 100 ms, so an idle gateway no longer wakes 100 times a second.
 Counted here as the worker thread's voluntary context switches (each timer

@@ -1,4 +1,4 @@
-"""The wait in a load balancer's queue (X-Request-Start, gateway/gw_overload.h):
+"""The wait in a load balancer's queue (X-Request-Start, gateway/overload/gw_overload.h):
 a request a trusted balancer stamped well before it reached the gateway is
 answered 503 queue_time before its body is read while the worker is busy, and
 its connection stays open; an idle worker serves it; from a peer that is not a

@@ -235,7 +235,7 @@ class Gateway(Server):
 
     def order_token(self, oid):
         """The order's status token, as the 202 gave it: HMAC-SHA256 of "order:<id>"
-        with <data-dir>/status.key, first 16 bytes in base64url (gateway/gw_token.c)."""
+        with <data-dir>/status.key, first 16 bytes in base64url (gateway/base/gw_token.c)."""
         return order_token(self.data_dir, oid)
 
     def order(self, oid, token=None, **kw):

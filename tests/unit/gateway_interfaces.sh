@@ -6,12 +6,12 @@
 # Usage: gateway_interfaces.sh <source dir>
 src=${1:?source dir}
 bad=0
-if grep -nE '^[[:space:]]*#[[:space:]]*include[[:space:]]*<hiredis/' "$src"/gateway/*.c "$src"/gateway/*.h; then
+if grep -rnE --include="*.[ch]" '^[[:space:]]*#[[:space:]]*include[[:space:]]*<hiredis/' "$src"/gateway; then
     echo "gateway includes hiredis: speak Redis through inventory/inv_fleet.h" >&2
     bad=1
 fi
-if grep -nE '^[[:space:]]*#[[:space:]]*include[[:space:]]*"' "$src"/gateway/*.c "$src"/gateway/*.h |
-    grep -vE '"(gateway|common)/[a-z_]+\.h"|"inventory/inv(_fleet)?\.h"|"queue/oq_(order|relay|spool)\.h"'; then
+if grep -rnE --include="*.[ch]" '^[[:space:]]*#[[:space:]]*include[[:space:]]*"' "$src"/gateway |
+    grep -vE '"(gateway(/[a-z]+)?|common)/[a-z_]+\.h"|"inventory/inv(_fleet)?\.h"|"queue/oq_(order|relay|spool)\.h"'; then
     echo "gateway includes another module's private header" >&2
     bad=1
 fi

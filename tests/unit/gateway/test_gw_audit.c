@@ -15,9 +15,9 @@
  * version".
  */
 #include "common/cm_err.h"
-#include "gateway/gw_audit.h"
+#include "gateway/ctl/gw_audit.h"
 #include "gateway/gw_internal.h"
-#include "gateway/gw_limit.h"
+#include "gateway/base/gw_limit.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -4,7 +4,7 @@
  */
 #include "common/cm_err.h"
 #include "common/cm_rate.h"
-#include "gateway/gw_config.h"
+#include "gateway/base/gw_config.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

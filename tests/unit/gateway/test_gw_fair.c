@@ -9,7 +9,7 @@
  * none of its winners, run here, on a gateway's parts (the faults need the
  * spool's seam and a restart's replay done by hand).
  */
-#include "gateway/gw_fair.h"
+#include "gateway/buy/gw_fair.h"
 
 #include "common/cm_id.h"
 #include "common/cm_time.h"

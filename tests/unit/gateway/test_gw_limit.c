@@ -1,5 +1,5 @@
 /* gw_limit: scope order, refunds, verdict fields, runtime changes, share, eviction, memory. */
-#include "gateway/gw_limit.h"
+#include "gateway/base/gw_limit.h"
 
 #include "common/cm_err.h"
 

@@ -1,6 +1,6 @@
 /* gw_overload (pure parts, fake clock): Gradient2 up and down, bounds, drops, the RTT floor; breaker;
  * level hysteresis; Retry-After jitter bounds; user priority per minute; DAGOR cut. */
-#include "gateway/gw_overload.h"
+#include "gateway/overload/gw_overload.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

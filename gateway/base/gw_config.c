@@ -11,7 +11,7 @@
  *   Their bursts default to 1000 and 10000 so that turning a rate on is one
  *   setting.
  */
-#include "gateway/gw_config.h"
+#include "gateway/base/gw_config.h"
 
 #include "common/cm_err.h"
 #include "common/cm_log.h"

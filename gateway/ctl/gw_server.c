@@ -7,8 +7,8 @@
 #include "common/cm_err.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
-#include "gateway/gw_fair.h"
-#include "gateway/gw_fleet.h"
+#include "gateway/buy/gw_fair.h"
+#include "gateway/base/gw_fleet.h"
 #include "gateway/gw_internal.h"
 
 #include <errno.h>

@@ -4,7 +4,7 @@
  * No I/O and no clock of their own: the caller passes the time, so the unit
  * tests drive them with a fake one.
  */
-#include "gateway/gw_overload.h"
+#include "gateway/overload/gw_overload.h"
 #include "common/cm_hash.h"
 
 #include <math.h>

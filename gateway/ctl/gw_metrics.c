@@ -11,10 +11,10 @@
  */
 #include "common/cm_alloc.h"
 #include "common/cm_time.h"
-#include "gateway/gw_audit.h"
-#include "gateway/gw_fleet.h"
+#include "gateway/ctl/gw_audit.h"
+#include "gateway/base/gw_fleet.h"
 #include "gateway/gw_internal.h"
-#include "gateway/gw_overload.h"
+#include "gateway/overload/gw_overload.h"
 #include "queue/oq_relay.h"
 
 #include <arpa/inet.h>

@@ -40,7 +40,7 @@
  * scope, never two at once, so there is no lock order to get wrong; the sale
  * map's slow path nests map -> slot, and nothing nests the other way.
  */
-#include "gateway/gw_limit.h"
+#include "gateway/base/gw_limit.h"
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"

@@ -17,9 +17,9 @@
 #include "common/cm_err.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
-#include "gateway/gw_audit.h"
-#include "gateway/gw_fair.h"
-#include "gateway/gw_fleet.h"
+#include "gateway/ctl/gw_audit.h"
+#include "gateway/buy/gw_fair.h"
+#include "gateway/base/gw_fleet.h"
 #include "gateway/gw_internal.h"
 #include "queue/oq_order.h"
 

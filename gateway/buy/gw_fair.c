@@ -1,7 +1,7 @@
 /*
  * Fair start: the start-window lottery (see gw_fair.h for the rules).
  */
-#include "gateway/gw_fair.h"
+#include "gateway/buy/gw_fair.h"
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
@@ -9,7 +9,7 @@
 #include "common/cm_log.h"
 #include "common/cm_time.h"
 #include "common/cm_url.h"
-#include "gateway/gw_fleet.h"
+#include "gateway/base/gw_fleet.h"
 #include "gateway/gw_internal.h"
 #include "inventory/inv_fleet.h"
 

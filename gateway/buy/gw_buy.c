@@ -24,8 +24,8 @@
 #include "common/cm_id.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
-#include "gateway/gw_fair.h"
-#include "gateway/gw_fleet.h"
+#include "gateway/buy/gw_fair.h"
+#include "gateway/base/gw_fleet.h"
 #include "gateway/gw_internal.h"
 
 #include <jansson.h>

@@ -2,7 +2,7 @@
  * The audit log (see gw_audit.h): one JSON line per change, appended with
  * O_APPEND and fdatasync'ed, read back for GET /admin/v1/audit and rollback.
  */
-#include "gateway/gw_audit.h"
+#include "gateway/ctl/gw_audit.h"
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
