@@ -115,7 +115,7 @@ int main(int argc, char **argv)
     }
     /*
      * The loop flashgate's worker has (libuv waits on MHD's epoll fd, then
-     * MHD_run, again while runs answer requests: gateway/gw_http.c drive()),
+     * MHD_run, again while runs answer requests: gateway/http/gw_http.c drive()),
      * without libuv. MHD_run_wait, MHD's own blocking wait, stalls
      * for seconds at 256 connections in 0.9.75 (~4k answers/s), as MHD's
      * internal epoll thread does.
