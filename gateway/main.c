@@ -4,7 +4,9 @@
  */
 #include "common/cm_err.h"
 #include "common/cm_log.h"
-#include "gateway/gw_internal.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/ctl/gw_ctl.h"
+#include "gateway/overload/gw_ol.h"
 
 #include "common/cm_time.h"
 

@@ -64,9 +64,9 @@
  * the tick's period, so a test can keep a gateway from polling the config
  * (tests/integration/62-fleet-config-cas.py); a pub/sub message still runs it.
  */
+#include "gateway/base/gw_base.h"
 #include "gateway/base/gw_fleet.h"
 #include "inventory/inv_fleet.h"
-#include "gateway/gw_internal.h"
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"

@@ -32,7 +32,7 @@
 #include "common/cm_alloc.h"
 #include "common/cm_hash.h"
 #include "common/cm_id.h"
-#include "gateway/gw_internal.h"
+#include "gateway/base/gw_base.h"
 
 #include <stdio.h>
 #include <stdlib.h>

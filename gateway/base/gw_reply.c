@@ -4,7 +4,7 @@
  */
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
-#include "gateway/gw_internal.h"
+#include "gateway/base/gw_base.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -256,7 +256,7 @@ size_t gw_resp_render(const gw_resp_t *r, const char *date, char *out, size_t ca
     p = PUT_LIT(p, "HTTP/1.1 ");
     p = gw_put_u64(p, (uint64_t)r->status);
     *p++ = ' ';
-    const char *reason = gw_h1_reason((unsigned)r->status);
+    const char *reason = gw_reply_reason((unsigned)r->status);
     p = put_n(p, reason, strlen(reason));
     p = PUT_LIT(p, "\r\nDate: ");
     if (date_off)
@@ -526,4 +526,91 @@ size_t gw_client_key(const gw_proxies_t *p, const struct sockaddr *peer, const c
     uint8_t raw[16];
     int fam = client_addr(p, peer, xff, raw);
     return fam ? key_of(fam, raw, key) : 0;
+}
+
+static const struct {
+    const char *name, *methods;
+} route_info[GW_ROUTE_COUNT] = {
+    [GW_ROUTE_NONE] = {"other", ""},
+#define XX(n, name, m, p) [GW_ROUTE_##n] = {name, m},
+    GW_PUBLIC_ROUTES(XX)
+#undef XX
+    [GW_ROUTE_PROXY] = {"proxy", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"},
+};
+
+const char *gw_route_methods(gw_route_t r)
+{
+    return route_info[r].methods;
+}
+
+const char *gw_route_name(gw_route_t r)
+{
+    return route_info[r].name;
+}
+
+const char *gw_reply_reason(unsigned status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 425: return "Too Early";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return status < 200 ? "Informational" : status < 300 ? "Success"
+                    : status < 400 ? "Redirection" : status < 500 ? "Client Error"
+                    : "Server Error";
+    }
+}
+
+int gw__parse_listen(const char *hostport, struct sockaddr_storage *ss, char *errbuf,
+                     size_t errlen)
+{
+    char host[128];
+    unsigned port;
+    if (gw_config_split_hostport(hostport, host, sizeof(host), &port) != 0) {
+        snprintf(errbuf, errlen, "bad listen address '%s'", hostport);
+        return CM_EINVAL;
+    }
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
+    } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+    } else if (strcmp(host, "localhost") == 0) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
+        a4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    } else {
+        snprintf(errbuf, errlen, "listen host '%s' must be an IP address", host);
+        return CM_EINVAL;
+    }
+    return 0;
 }

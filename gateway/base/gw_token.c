@@ -26,7 +26,7 @@
 #include "common/cm_err.h"
 #include "common/cm_log.h"
 #include "common/cm_url.h"
-#include "gateway/gw_internal.h"
+#include "gateway/base/gw_base.h"
 #include "inventory/inv_fleet.h"
 
 #include <errno.h>

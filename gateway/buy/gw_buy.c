@@ -20,13 +20,18 @@
  *   7. 202 with the order id and its status URL
  * Plus GET /v1/orders/{id} and GET /v1/sales/{id}.
  */
+#include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_id.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
-#include "gateway/buy/gw_fair.h"
+#include "gateway/base/gw_base.h"
 #include "gateway/base/gw_fleet.h"
-#include "gateway/gw_internal.h"
+#include "gateway/buy/gw_buy.h"
+#include "gateway/buy/gw_fair.h"
+#include "gateway/edge/gw_edge.h"
+#include "gateway/overload/gw_ol.h"
+#include "queue/oq_relay.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -1105,4 +1110,28 @@ void gw_sale_handle(gw_req_t *r)
         gw_resp_header(&r->resp, "X-Flashgate-Degraded", "1");
     }
     gw_resp_header(&r->resp, "Cache-Control", "public, max-age=%d", max_age);
+}
+
+void gw_buy_relay_notify(gw_server_t *srv)
+{
+    if (srv->relay)
+        oq_relay_notify(srv->relay);
+}
+
+gw_prep_t *gw_sold_out_response(gw_worker_t *w, const inv_sale_t *sale)
+{
+    for (unsigned i = 0; i < w->nsold_out; i++)
+        if (w->sold_out_cache[i].sale == sale)
+            return w->sold_out_cache[i].resp;
+    if (w->nsold_out == CM_ARRAY_LEN(w->sold_out_cache))
+        return NULL;
+    inv_sale_info_t info;
+    inv_sale_snapshot(sale, &info);
+    gw_resp_t tmp;
+    gw_resp_sold_out(&tmp, info.sale_id);
+    gw_prep_t *mr = gw_prep_new(&tmp, w); /* Content-Type, no-store */
+    w->sold_out_cache[w->nsold_out].sale = sale;
+    w->sold_out_cache[w->nsold_out].resp = mr;
+    w->nsold_out++;
+    return mr;
 }

@@ -9,8 +9,11 @@
 #include "common/cm_log.h"
 #include "common/cm_time.h"
 #include "common/cm_url.h"
+#include "gateway/base/gw_base.h"
 #include "gateway/base/gw_fleet.h"
-#include "gateway/gw_internal.h"
+#include "gateway/buy/gw_buy.h"
+#include "gateway/edge/gw_edge.h"
+#include "gateway/overload/gw_ol.h"
 #include "inventory/inv_fleet.h"
 
 #include <errno.h>
@@ -1064,7 +1067,7 @@ static void run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
                                           memory_order_relaxed);
         }
         if (crc == 0)
-            gw__queue_notify(srv);
+            gw_buy_relay_notify(srv);
     }
     free(won);
     if (failed)
@@ -1749,7 +1752,7 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
             exhausted = true;
     }
     if (nwon)
-        gw__queue_notify(srv);
+        gw_buy_relay_notify(srv);
     bool done = false;
     if (!failed && fconn(f) &&
         fok(f, inv_lottery_done_set(f->rc, fs->sale_id, d.n, why, sizeof(why)), why)) {

@@ -25,7 +25,10 @@
 #include "common/cm_err.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
-#include "gateway/gw_internal.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/buy/gw_buy.h"
+#include "gateway/edge/gw_edge.h"
+#include "gateway/overload/gw_ol.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -258,4 +261,89 @@ void gw_releaser_stats(gw_server_t *srv, uint64_t *pending, uint64_t *done, uint
     *pending = rl ? atomic_load_explicit(&rl->pending, memory_order_relaxed) : 0;
     *done = rl ? atomic_load_explicit(&rl->done, memory_order_relaxed) : 0;
     *retries = rl ? atomic_load_explicit(&rl->retries, memory_order_relaxed) : 0;
+}
+
+/* The "release" EVENT: durable record that the units of an order go back.
+ * Replayed at start; the relay keeps it in the spool while it is pending. */
+static int release_event(gw_server_t *srv, const oq_order_t *o, oq_status_t st,
+                         const char *reason, bool giveback)
+{
+    oq_order_t ev = *o;
+    ev.type = OQ_MSG_RELEASE;
+    ev.giveback = giveback;
+    ev.status = st;
+    ev.at_ms = cm_wall_ms();
+    ev.accepted_at_ms = 0;
+    ev.idem_key[0] = '\0';
+    snprintf(ev.reason, sizeof(ev.reason), "%s", reason ? reason : "");
+    char buf[OQ_ORDER_JSON_MAX];
+    int n = oq_order_encode(&ev, buf, sizeof(buf));
+    if (n < 0)
+        return n;
+    return oq_spool_append_event(srv->spool, buf, (size_t)n);
+}
+
+int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
+                  oq_status_t st, const char *reason)
+{
+    oq_order_t cur;
+    oq_order_t ord;
+    bool known = gw_orders_get(srv->orders, order_id, &cur);
+    if (o)
+        ord = *o;
+    else if (known)
+        ord = cur;
+    else
+        return CM_ENOTFOUND;
+    if (known && oq_status_releases(cur.status))
+        return 1; /* final only once the units went back */
+    /* A pending give-back may end refused (a claimed order: a keyed retry was
+     * accepted with it), so a cancel goes on beside it: the release is
+     * exactly once per order id, whichever comes first. */
+    if (gw_releaser_pending(srv, order_id, false))
+        return 1; /* being given back; the releaser marks it final */
+    /* Durable first, so a restart replays the release (memory inventory, or a
+     * release still pending when the process stopped). */
+    ord.giveback = false;
+    int rc = release_event(srv, &ord, st, reason, false);
+    if (rc == 0)
+        rc = oq_spool_commit(srv->spool); /* fsync durability: on disk before the release */
+    if (rc != 0)
+        cm_log_error("gw", "cannot record a release in the spool", "order=%s err=%s",
+                     order_id, cm_errname(rc));
+    /* Release first, final after: inv_release is exactly once per order id, so
+     * a re-delivered outcome may call it again; a final order whose release
+     * failed would be taken as done and its units lost. */
+    rc = inv_release(srv->inv, ord.sale_id, ord.user_id, ord.qty, ord.order_id);
+    if (rc != 0 && rc != CM_ENOTFOUND) {
+        cm_log_warn("gw", "release failed; the releaser retries", "order=%s err=%s", order_id,
+                    cm_errname(rc));
+        gw_releaser_push(srv, &ord, (int)st, reason, false); /* committed above */
+        return 0;
+    }
+    gw_orders_set_status(srv->orders, order_id, &ord, st, reason);
+    cm_log_info("gw", "units returned to stock", "order=%s sale=%s qty=%u status=%s", order_id,
+                ord.sale_id, ord.qty, oq_status_name(st));
+    return 0;
+}
+
+void gw_release_unaccepted(gw_server_t *srv, const oq_order_t *o, const char *why)
+{
+    /* A give-back: a keyed retry may have found the order on another gateway
+     * and been answered 202 for it there (inv_claim); then it stays held. */
+    oq_order_t gb = *o;
+    gb.giveback = true;
+    int rc = release_event(srv, &gb, OQ_STATUS_FAILED, why, true);
+    if (rc != 0)
+        cm_log_error("gw", "cannot record a release in the spool; retried in memory only",
+                     "order=%s err=%s", o->order_id, cm_errname(rc));
+    /* Durable first, as gw_compensate's release, but not here: a worker loop
+     * calls this, and an fdatasync blocks. In fsync durability the event rode
+     * on the next order's group commit, and with none coming (the spool full,
+     * the sale over, a stop) a power loss could lose it, and with it the
+     * units if they were not back yet (Redis down). The releaser commits
+     * before its first try, joining the spool's group commit (one fdatasync
+     * for the give-backs queued meanwhile, none if an order's sync covered
+     * it already; test_gw_release.c). */
+    gw_releaser_push(srv, &gb, -1, NULL, rc == 0);
 }

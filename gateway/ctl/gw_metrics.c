@@ -11,10 +11,16 @@
  */
 #include "common/cm_alloc.h"
 #include "common/cm_time.h"
-#include "gateway/ctl/gw_audit.h"
+#include "gateway/base/gw_base.h"
 #include "gateway/base/gw_fleet.h"
-#include "gateway/gw_internal.h"
+#include "gateway/buy/gw_buy.h"
+#include "gateway/ctl/gw_audit.h"
+#include "gateway/ctl/gw_ctl.h"
+#include "gateway/edge/gw_edge.h"
+#include "gateway/http/gw_http.h"
+#include "gateway/overload/gw_ol.h"
 #include "gateway/overload/gw_overload.h"
+#include "gateway/proxy/gw_proxy.h"
 #include "queue/oq_relay.h"
 
 #include <arpa/inet.h>
@@ -24,63 +30,6 @@
 #include <string.h>
 
 /*---- heavy hitters ----*/
-
-void gw_hitters_add(gw_worker_t *w, const char *user, const uint8_t *ipkey, size_t iplen)
-{
-    pthread_mutex_lock(&w->hh_mu);
-    if (user && *user)
-        cm_topk_add(&w->hh_users, user, strlen(user));
-    if (ipkey && iplen)
-        cm_topk_add(&w->hh_ips, ipkey, iplen);
-    pthread_mutex_unlock(&w->hh_mu);
-}
-
-void gw_hitters_merge(gw_server_t *srv, cm_topk_t *users, cm_topk_t *ips)
-{
-    cm_topk_init(users);
-    cm_topk_init(ips);
-    if (!srv->workers)
-        return;
-    for (unsigned i = 0; i < srv->nworkers; i++) {
-        gw_worker_t *w = &srv->workers[i];
-        pthread_mutex_lock(&w->hh_mu);
-        cm_topk_merge(users, &w->hh_users);
-        cm_topk_merge(ips, &w->hh_ips);
-        pthread_mutex_unlock(&w->hh_mu);
-    }
-}
-
-void gw_client_key_format(const uint8_t *key, size_t len, char *out, size_t cap)
-{
-    if (len == 4) {
-        inet_ntop(AF_INET, key, out, (socklen_t)cap);
-    } else if (len == 8) {
-        uint8_t a[16] = {0};
-        memcpy(a, key, 8);
-        char tmp[64];
-        inet_ntop(AF_INET6, a, tmp, sizeof(tmp));
-        snprintf(out, cap, "%s/64", tmp);
-    } else {
-        snprintf(out, cap, "?");
-    }
-}
-
-static const char *const ol_reason_names[GW_OLR_COUNT] = {
-#define XX(n, s) [GW_OLR_##n] = s,
-    GW_OL_REASONS(XX)
-#undef XX
-};
-
-void gw_count_overload(gw_worker_t *w, const char *reason)
-{
-    int k = GW_OLR_OTHER;
-    for (int i = 0; i < GW_OLR_OTHER; i++)
-        if (strcmp(reason, ol_reason_names[i]) == 0)
-            k = i;
-    _Atomic uint64_t *c = &w->ctr.overload_reasons[k];
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-}
 
 /*---- the text ----*/
 
@@ -308,7 +257,7 @@ char *gw_metrics_text(gw_server_t *srv, size_t *len)
     head(&b, "flashgate_overload_rejected_total", "counter",
          "Requests refused with 503 overloaded, by the reason in the body.");
     for (int k = 0; k < GW_OLR_COUNT; k++)
-        put(&b, "flashgate_overload_rejected_total{reason=\"%s\"} %llu\n", ol_reason_names[k],
+        put(&b, "flashgate_overload_rejected_total{reason=\"%s\"} %llu\n", gw_ol_reason_name((gw_ol_reason_t)k),
             (unsigned long long)c.overload_reasons[k]);
     overload_metrics(&b, srv);
 

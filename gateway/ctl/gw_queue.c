@@ -11,7 +11,13 @@
  */
 #include "common/cm_err.h"
 #include "common/cm_log.h"
-#include "gateway/gw_internal.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/buy/gw_buy.h"
+#include "gateway/ctl/gw_ctl.h"
+#include "gateway/edge/gw_edge.h"
+#include "gateway/http/gw_http.h"
+#include "gateway/overload/gw_ol.h"
+#include "gateway/proxy/gw_proxy.h"
 #include "queue/oq_relay.h"
 
 #include <jansson.h>
@@ -87,12 +93,6 @@ void gw__queue_stop(gw_server_t *srv)
         oq_relay_close(srv->relay, 5000);
         srv->relay = NULL;
     }
-}
-
-void gw__queue_notify(gw_server_t *srv)
-{
-    if (srv->relay)
-        oq_relay_notify(srv->relay);
 }
 
 int gw__cancel_hook(gw_server_t *srv, const oq_order_t *ord, const char *reason)

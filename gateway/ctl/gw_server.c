@@ -3,13 +3,19 @@
  * its replay, limiter, admin listener, workers) and closes them in reverse.
  */
 #include "common/cm_alloc.h"
-#include "common/cm_hash.h"
 #include "common/cm_err.h"
+#include "common/cm_hash.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
-#include "gateway/buy/gw_fair.h"
+#include "gateway/base/gw_base.h"
 #include "gateway/base/gw_fleet.h"
-#include "gateway/gw_internal.h"
+#include "gateway/buy/gw_buy.h"
+#include "gateway/buy/gw_fair.h"
+#include "gateway/ctl/gw_ctl.h"
+#include "gateway/edge/gw_edge.h"
+#include "gateway/http/gw_http.h"
+#include "gateway/overload/gw_ol.h"
+#include "gateway/proxy/gw_proxy.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -93,91 +99,6 @@ void gw_server_counters(gw_server_t *srv, gw_counters_t *out)
 }
 
 /*---- compensation ----*/
-
-/* The "release" EVENT: durable record that the units of an order go back.
- * Replayed at start; the relay keeps it in the spool while it is pending. */
-static int release_event(gw_server_t *srv, const oq_order_t *o, oq_status_t st,
-                         const char *reason, bool giveback)
-{
-    oq_order_t ev = *o;
-    ev.type = OQ_MSG_RELEASE;
-    ev.giveback = giveback;
-    ev.status = st;
-    ev.at_ms = cm_wall_ms();
-    ev.accepted_at_ms = 0;
-    ev.idem_key[0] = '\0';
-    snprintf(ev.reason, sizeof(ev.reason), "%s", reason ? reason : "");
-    char buf[OQ_ORDER_JSON_MAX];
-    int n = oq_order_encode(&ev, buf, sizeof(buf));
-    if (n < 0)
-        return n;
-    return oq_spool_append_event(srv->spool, buf, (size_t)n);
-}
-
-int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
-                  oq_status_t st, const char *reason)
-{
-    oq_order_t cur;
-    oq_order_t ord;
-    bool known = gw_orders_get(srv->orders, order_id, &cur);
-    if (o)
-        ord = *o;
-    else if (known)
-        ord = cur;
-    else
-        return CM_ENOTFOUND;
-    if (known && oq_status_releases(cur.status))
-        return 1; /* final only once the units went back */
-    /* A pending give-back may end refused (a claimed order: a keyed retry was
-     * accepted with it), so a cancel goes on beside it: the release is
-     * exactly once per order id, whichever comes first. */
-    if (gw_releaser_pending(srv, order_id, false))
-        return 1; /* being given back; the releaser marks it final */
-    /* Durable first, so a restart replays the release (memory inventory, or a
-     * release still pending when the process stopped). */
-    ord.giveback = false;
-    int rc = release_event(srv, &ord, st, reason, false);
-    if (rc == 0)
-        rc = oq_spool_commit(srv->spool); /* fsync durability: on disk before the release */
-    if (rc != 0)
-        cm_log_error("gw", "cannot record a release in the spool", "order=%s err=%s",
-                     order_id, cm_errname(rc));
-    /* Release first, final after: inv_release is exactly once per order id, so
-     * a re-delivered outcome may call it again; a final order whose release
-     * failed would be taken as done and its units lost. */
-    rc = inv_release(srv->inv, ord.sale_id, ord.user_id, ord.qty, ord.order_id);
-    if (rc != 0 && rc != CM_ENOTFOUND) {
-        cm_log_warn("gw", "release failed; the releaser retries", "order=%s err=%s", order_id,
-                    cm_errname(rc));
-        gw_releaser_push(srv, &ord, (int)st, reason, false); /* committed above */
-        return 0;
-    }
-    gw_orders_set_status(srv->orders, order_id, &ord, st, reason);
-    cm_log_info("gw", "units returned to stock", "order=%s sale=%s qty=%u status=%s", order_id,
-                ord.sale_id, ord.qty, oq_status_name(st));
-    return 0;
-}
-
-void gw_release_unaccepted(gw_server_t *srv, const oq_order_t *o, const char *why)
-{
-    /* A give-back: a keyed retry may have found the order on another gateway
-     * and been answered 202 for it there (inv_claim); then it stays held. */
-    oq_order_t gb = *o;
-    gb.giveback = true;
-    int rc = release_event(srv, &gb, OQ_STATUS_FAILED, why, true);
-    if (rc != 0)
-        cm_log_error("gw", "cannot record a release in the spool; retried in memory only",
-                     "order=%s err=%s", o->order_id, cm_errname(rc));
-    /* Durable first, as gw_compensate's release, but not here: a worker loop
-     * calls this, and an fdatasync blocks. In fsync durability the event rode
-     * on the next order's group commit, and with none coming (the spool full,
-     * the sale over, a stop) a power loss could lose it, and with it the
-     * units if they were not back yet (Redis down). The releaser commits
-     * before its first try, joining the spool's group commit (one fdatasync
-     * for the give-backs queued meanwhile, none if an order's sync covered
-     * it already; test_gw_release.c). */
-    gw_releaser_push(srv, &gb, -1, NULL, rc == 0);
-}
 
 int gw_server_cancel(gw_server_t *srv, const oq_order_t *ord, const char *reason)
 {
@@ -353,6 +274,8 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
         return rc;
     if ((rc = gw_overload_start(srv, errbuf, errlen)))
         return rc;
+    if ((rc = gw_px_start(srv, errbuf, errlen)))
+        return rc;
     if ((rc = gw_admin_start(srv, errbuf, errlen)))
         return rc;
     if ((rc = gw_workers_start(srv, errbuf, errlen)))
@@ -384,6 +307,7 @@ void gw_server_stop(gw_server_t *srv)
     gw_admin_stop(srv);
     gw_workers_free_guards(srv); /* the admin's stats read them until it stops */
     gw_fair_close(srv); /* the workers and the admin read it until they stop */
+    gw_px_stop(srv); /* before gw_overload_stop: it reads the registered routes */
     gw_overload_stop(srv);
     gw_fleet_stop(srv);
     gw__queue_stop(srv);

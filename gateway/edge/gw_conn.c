@@ -49,7 +49,9 @@
 #include "common/cm_hash.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
-#include "gateway/gw_internal.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/edge/gw_edge.h"
+#include "gateway/edge/gw_upcall.h"
 
 #include <jansson.h>
 #include <stdlib.h>

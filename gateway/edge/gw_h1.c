@@ -50,9 +50,12 @@
  * the listening socket and resets its queue, and opens it again.
  */
 #include "common/cm_alloc.h"
+#include "common/cm_err.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
-#include "gateway/gw_internal.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/edge/gw_edge.h"
+#include "gateway/edge/gw_upcall.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -345,44 +348,6 @@ static void out_uint(gw_h1_t *c, uint64_t v)
     out_put(c, tmp, (size_t)(gw_put_u64(tmp, v) - tmp));
 }
 
-const char *gw_h1_reason(unsigned status)
-{
-    switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 425: return "Too Early";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return status < 200 ? "Informational" : status < 300 ? "Success"
-                    : status < 400 ? "Redirection" : status < 500 ? "Client Error"
-                    : "Server Error";
-    }
-}
-
 /* The connection closes once its output is out; counted in w->h1_leaving
  * until it does (the door's trim counts the connections that stay). */
 static void conn_leaving(gw_h1_t *c)
@@ -397,7 +362,7 @@ static void conn_leaving(gw_h1_t *c)
 static void out_connection(gw_h1_t *c, gw_req_t *r)
 {
     if (r && r->close_after) {
-        gw_ol_trim_done(r); /* counted in h1_leaving from here */
+        gw_h1_trim_done(r); /* counted in h1_leaving from here */
         conn_leaving(c);
     }
     if (c->close_after) {
@@ -413,7 +378,7 @@ void gw_h1_status(gw_req_t *r, unsigned status)
     OUT_LIT(c, "HTTP/1.1 ");
     out_uint(c, status);
     out_put(c, " ", 1);
-    out_str(c, gw_h1_reason(status));
+    out_str(c, gw_reply_reason(status));
     OUT_LIT(c, "\r\nDate: ");
     out_put(c, r->w->date, GW_DATE_LEN);
     OUT_LIT(c, "\r\n");
@@ -1902,6 +1867,72 @@ void gw_h1_accepting(gw_worker_t *w, bool on)
         lpoll(w, false);
 }
 
+/* Connections waiting in the kernel for fd's accept(); 0 if unknown. */
+static uint32_t accept_queue(int fd)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    memset(&ti, 0, sizeof(ti));
+    /* On a listening socket Linux reports the accept queue's length in tcpi_unacked. */
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)
+        return 0;
+    return ti.tcpi_unacked;
+}
+
+bool gw_h1_listening(const gw_worker_t *w)
+{
+    return w->lfd >= 0;
+}
+
+uint32_t gw_h1_listen_queue(const gw_worker_t *w)
+{
+    return w->lfd >= 0 ? accept_queue(w->lfd) : 0;
+}
+
+int gw_h1_door(gw_worker_t *w, bool shut, uint32_t *reset)
+{
+    if (w->lfd < 0)
+        return CM_ENOTFOUND;
+    if (shut) {
+        uint32_t queued = accept_queue(w->lfd);
+        /* shutdown() of a listening socket: the kernel resets its queue */
+        if (shutdown(w->lfd, SHUT_RD) != 0)
+            return CM_EIO;
+        gw_h1_accepting(w, false);
+        if (reset)
+            *reset = queued;
+    } else {
+        if (listen(w->lfd, GW_LISTEN_BACKLOG) != 0)
+            return CM_EIO; /* errno says why */
+        gw_h1_accepting(w, true);
+    }
+    return 0;
+}
+
+uint64_t gw_h1_leaving(const gw_worker_t *w)
+{
+    return w->h1_leaving + w->h1_door_trims;
+}
+
+uint64_t gw_h1_open_count(const gw_worker_t *w)
+{
+    return w->h1_open;
+}
+
+void gw_h1_trim(gw_req_t *r)
+{
+    r->close_after = r->trimmed = true;
+    r->w->h1_door_trims++;
+}
+
+void gw_h1_trim_done(gw_req_t *r)
+{
+    if (r->trimmed) {
+        r->trimmed = false;
+        r->w->h1_door_trims--;
+    }
+}
+
 void gw_h1_stop_accepting(gw_worker_t *w)
 {
     if (w->lfd >= 0) {
@@ -2145,4 +2176,29 @@ int gw_h1_fd(gw_h1_t *c)
 gw_conn_t *gw_h1_guard(gw_h1_t *c)
 {
     return c ? c->guard : NULL;
+}
+
+/* 413, and the connection closes after it: the body's rest stays unread. */
+void gw_req_too_large(gw_req_t *r, uint64_t limit)
+{
+    gw_resp_error(&r->resp, GW_R_TOO_LARGE, NULL, "body is larger than %llu bytes",
+                  (unsigned long long)limit);
+    r->state = GW_ST_DONE;
+    r->close_after = true;
+}
+
+void gw_req_finish(gw_req_t *r)
+{
+    gw_worker_t *w = r->w;
+    w->suspended--;
+    r->state = GW_ST_DONE;
+    if (!r->conn) {
+        /* The client went away while we waited. */
+        gw_http_req_free(r);
+        return;
+    }
+    /* called from a Redis reply, a timer or a thread's completion: the
+     * iteration's clock (and Date) as a read's, for the guard's deadlines */
+    gw_http_iteration(w);
+    gw_h1_finish(r);
 }

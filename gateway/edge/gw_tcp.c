@@ -2,7 +2,8 @@
  * The kernel's TCP_INFO fields that glibc's struct tcp_info lacks. Its own
  * file: <linux/tcp.h> cannot be included next to <netinet/tcp.h>, which the
  * other gateway sources include (libuv's <uv.h> brings it), hence
- * no gw_internal.h here either; its declaration there is the same.
+ * no gateway header here either; its declaration in gateway/edge/gw_edge.h is
+ * the same.
  */
 #include <linux/tcp.h>
 #include <netinet/in.h>

@@ -1,7 +1,7 @@
 /*
  * HTTP workers: one libuv loop per thread, each with its own listening socket
  * on the shared port (SO_REUSEPORT) and its own connections (gw_h1.c). See
- * gw_internal.h for why this design.
+ * gw_http.h for why this design.
  *
  * Request lifecycle (gw_h1.c calls these as the parser goes):
  *   gw_http_head: the head is in: allocate the context, route, check headers;
@@ -14,7 +14,13 @@
 #include "common/cm_err.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
-#include "gateway/gw_internal.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/buy/gw_buy.h"
+#include "gateway/edge/gw_edge.h"
+#include "gateway/edge/gw_upcall.h"
+#include "gateway/http/gw_http.h"
+#include "gateway/overload/gw_ol.h"
+#include "gateway/proxy/gw_proxy.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -50,7 +56,7 @@ gw_req_t *gw_http_req_new(gw_worker_t *w, gw_h1_t *c)
 
 void gw_http_req_orphan(gw_req_t *r)
 {
-    gw_ol_trim_done(r); /* its connection closed: h1_open no longer counts it */
+    gw_h1_trim_done(r); /* its connection closed: h1_open no longer counts it */
     r->conn = NULL;
     r->method = NULL;
     r->url = NULL;
@@ -65,7 +71,7 @@ void gw_http_req_orphan(gw_req_t *r)
 void gw_http_req_free(gw_req_t *r)
 {
     gw_worker_t *w = r->w;
-    gw_ol_trim_done(r);
+    gw_h1_trim_done(r);
     gw_ol_release_all(r);
     gw_px_req_free(r);
     if (r->body != r->body_inline)
@@ -240,15 +246,6 @@ void gw_http_account(gw_req_t *r, gw_reply_t reply, int status)
     }
 }
 
-/* 413, and the connection closes after it: the body's rest stays unread. */
-void gw_http_too_large(gw_req_t *r, uint64_t limit)
-{
-    gw_resp_error(&r->resp, GW_R_TOO_LARGE, NULL, "body is larger than %llu bytes",
-                  (unsigned long long)limit);
-    r->state = GW_ST_DONE;
-    r->close_after = true;
-}
-
 void gw_http_head(gw_req_t *r)
 {
     gw_worker_t *w = r->w;
@@ -281,7 +278,7 @@ void gw_http_head(gw_req_t *r)
         const char *cl = r->hdr.content_length;
         if (cl && content_length(cl) > w->srv->body_limit) {
             /* refused before reading: the body stays unread */
-            gw_http_too_large(r, w->srv->body_limit);
+            gw_req_too_large(r, w->srv->body_limit);
             return;
         }
         if (r->route == GW_ROUTE_BUY && !json_media_type(r->hdr.content_type))
@@ -303,7 +300,7 @@ void gw_http_body(gw_req_t *r, const char *data, size_t n)
          * limit: 413 now and close with the rest unread, as nginx's
          * client_max_body_size does; reading on to the end let one client
          * keep the worker parsing for as long as it kept sending. */
-        gw_http_too_large(r, w->srv->body_limit);
+        gw_req_too_large(r, w->srv->body_limit);
         return;
     }
     if (r->route != GW_ROUTE_BUY || r->bad_media) {
@@ -343,24 +340,6 @@ void gw_http_complete(gw_req_t *r)
         simple_handle(r);
     }
     r->state = GW_ST_DONE;
-}
-
-gw_prep_t *gw_sold_out_response(gw_worker_t *w, const inv_sale_t *sale)
-{
-    for (unsigned i = 0; i < w->nsold_out; i++)
-        if (w->sold_out_cache[i].sale == sale)
-            return w->sold_out_cache[i].resp;
-    if (w->nsold_out == CM_ARRAY_LEN(w->sold_out_cache))
-        return NULL;
-    inv_sale_info_t info;
-    inv_sale_snapshot(sale, &info);
-    gw_resp_t tmp;
-    gw_resp_sold_out(&tmp, info.sale_id);
-    gw_prep_t *mr = gw_prep_new(&tmp, w); /* Content-Type, no-store */
-    w->sold_out_cache[w->nsold_out].sale = sale;
-    w->sold_out_cache[w->nsold_out].resp = mr;
-    w->nsold_out++;
-    return mr;
 }
 
 /*---- the loop ----*/
@@ -415,26 +394,10 @@ void gw_http_check(gw_worker_t *w)
     }
     if (w->notify_relay) {
         w->notify_relay = false;
-        gw__queue_notify(w->srv);
+        gw_buy_relay_notify(w->srv);
     }
     /* between requests: this worker holds no per-sale rule set (gw_limit.h) */
     gw_limits_quiescent(w->srv->limits, w->index);
-}
-
-void gw_req_finish(gw_req_t *r)
-{
-    gw_worker_t *w = r->w;
-    w->suspended--;
-    r->state = GW_ST_DONE;
-    if (!r->conn) {
-        /* The client went away while we waited. */
-        gw_http_req_free(r);
-        return;
-    }
-    /* called from a Redis reply, a timer or a thread's completion: the
-     * iteration's clock (and Date) as a read's, for the guard's deadlines */
-    gw_http_iteration(w);
-    gw_h1_finish(r);
 }
 
 static void close_cb(uv_handle_t *h)
@@ -521,35 +484,6 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-int gw__parse_listen(const char *hostport, struct sockaddr_storage *ss, char *errbuf,
-                        size_t errlen)
-{
-    char host[128];
-    unsigned port;
-    if (gw_config_split_hostport(hostport, host, sizeof(host), &port) != 0) {
-        snprintf(errbuf, errlen, "bad listen address '%s'", hostport);
-        return CM_EINVAL;
-    }
-    memset(ss, 0, sizeof(*ss));
-    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
-    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons((uint16_t)port);
-    } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons((uint16_t)port);
-    } else if (strcmp(host, "localhost") == 0) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons((uint16_t)port);
-        a4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    } else {
-        snprintf(errbuf, errlen, "listen host '%s' must be an IP address", host);
-        return CM_EINVAL;
-    }
-    return 0;
-}
-
 int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
 {
     struct sockaddr_storage ss;
@@ -587,6 +521,10 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
         uv_async_init(&w->loop, &w->wake, on_wake);
         w->wake.data = w;
         gw_ol_worker_start(w);
+        size_t nroutes = 0;
+        (void)gw_ol_routes(srv, &nroutes);
+        if (nroutes)
+            gw_px_worker_start(w);
         rc = inv_worker_open(srv->inv, &w->loop, &w->inv);
         if (rc) {
             snprintf(errbuf, errlen, "inventory worker: %s", cm_strerror(rc));

@@ -3,7 +3,13 @@
  * the 4xx answer. Pure (no socket, no connection), so the fuzz target drives
  * it directly.
  */
-#include "gateway/gw_internal.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/buy/gw_buy.h"
+#include "gateway/edge/gw_edge.h"
+#include "gateway/edge/gw_upcall.h"
+#include "gateway/http/gw_http.h"
+#include "gateway/overload/gw_ol.h"
+#include "gateway/proxy/gw_proxy.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -17,25 +23,6 @@ static bool take_id(const char *s, size_t len, char *out)
     return true;
 }
 
-static const struct {
-    const char *name, *methods;
-} route_info[GW_ROUTE_COUNT] = {
-    [GW_ROUTE_NONE] = {"other", ""},
-#define XX(n, name, m, p) [GW_ROUTE_##n] = {name, m},
-    GW_PUBLIC_ROUTES(XX)
-#undef XX
-    [GW_ROUTE_PROXY] = {"proxy", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"},
-};
-
-const char *gw_route_methods(gw_route_t r)
-{
-    return route_info[r].methods;
-}
-
-const char *gw_route_name(gw_route_t r)
-{
-    return route_info[r].name;
-}
 
 gw_verb_t gw_verb_of(const char *method)
 {

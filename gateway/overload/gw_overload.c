@@ -36,7 +36,10 @@
 #include "common/cm_err.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
-#include "gateway/gw_internal.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/edge/gw_edge.h"
+#include "gateway/edge/gw_upcall.h"
+#include "gateway/overload/gw_ol.h"
 #include "inventory/inv.h"
 
 #include <jansson.h>
@@ -154,6 +157,8 @@ static uint64_t now_us(void)
 
 int gw_overload_start(gw_server_t *srv, char *errbuf, size_t errlen)
 {
+    (void)errbuf; /* nothing in the overload config can fail today */
+    (void)errlen;
     const gw_config_t *cfg = srv->cfg;
     gw_overload_t *ol = cm_xcalloc(1, sizeof(*ol));
     pthread_mutex_init(&ol->mu, NULL);
@@ -182,19 +187,7 @@ int gw_overload_start(gw_server_t *srv, char *errbuf, size_t errlen)
     ol->limit_max = (uint32_t)cfg->ol_limit_max;
     ol->br_failures = (uint32_t)cfg->proxy_breaker_failures;
     ol->br_cooldown_ms = cfg->proxy_breaker_cooldown_ms;
-    char why[300] = "";
-    if (gw_routes_parse(cfg->proxy_routes, ol->routes, &ol->nroutes, why, sizeof(why)) != 0) {
-        snprintf(errbuf, errlen, "proxy.routes: %s", why);
-        free(ol);
-        return CM_EINVAL;
-    }
-    for (size_t i = 0; i < ol->nroutes; i++)
-        atomic_init(&ol->route_target_ms[i], ol->routes[i].latency_target_ms);
-    if (ol->nroutes && gw_px_global_init() != 0) {
-        snprintf(errbuf, errlen, "proxy.routes: libcurl failed to initialise");
-        free(ol);
-        return CM_EIO;
-    }
+    /* the upstreams come from gw_px_start (gw_ol_register_upstreams) */
     srv->ol = ol;
     return 0;
 }
@@ -205,8 +198,6 @@ void gw_overload_stop(gw_server_t *srv)
         return;
     for (unsigned i = 0; srv->workers && i < srv->nworkers; i++)
         CM_FREE(srv->workers[i].ol);
-    if (srv->ol->nroutes)
-        gw_px_global_cleanup();
     pthread_mutex_destroy(&srv->ol->mu);
     CM_FREE(srv->ol);
 }
@@ -264,8 +255,6 @@ void gw_ol_worker_start(gw_worker_t *w)
     uv_timer_start(&o->tick, on_tick, GW_OL_TICK_MS, GW_OL_TICK_MS);
     o->tick_started = true;
     w->ol = o;
-    if (ol->nroutes)
-        gw_px_worker_start(w);
 }
 
 static void set_paused(gw_ol_worker_t *o, bool pause);
@@ -335,14 +324,14 @@ static void tick_idle_check(gw_ol_worker_t *o, gw_level_t level, uint64_t now)
 
 /*
  * The worker's connections that close after their answer: those whose answer
- * is out (h1_leaving) and those trimmed whose answer is not yet (h1_door_trims).
- * The trim is counted when it is decided: a burst of buys read in one loop
- * iteration is answered at its end (the spool write), and counted only at the
- * answer every head of the burst saw the same count and was trimmed.
+ * is out and those trimmed whose answer is not yet (gw_h1_leaving). The trim
+ * is counted when it is decided: a burst of buys read in one loop iteration
+ * is answered at its end (the spool write), and counted only at the answer
+ * every head of the burst saw the same count and was trimmed.
  */
 static uint64_t leaving(const gw_worker_t *w)
 {
-    return w->h1_leaving + w->h1_door_trims;
+    return gw_h1_leaving(w);
 }
 
 /*
@@ -358,19 +347,10 @@ static void door_trim(gw_ol_worker_t *o, gw_req_t *r)
 {
     gw_worker_t *w = o->w;
     if (!r->conn || r->close_after ||
-        !gw_door_trims(w->h1_open, leaving(w), gw_door_keep(&o->door)))
+        !gw_door_trims(gw_h1_open_count(w), leaving(w), gw_door_keep(&o->door)))
         return;
-    r->close_after = r->trimmed = true;
-    w->h1_door_trims++;
+    gw_h1_trim(r);
     atomic_fetch_add_explicit(&o->accept_trimmed, 1, memory_order_relaxed);
-}
-
-void gw_ol_trim_done(gw_req_t *r)
-{
-    if (r->trimmed) {
-        r->trimmed = false;
-        r->w->h1_door_trims--;
-    }
 }
 
 void gw_ol_conn_started(gw_worker_t *w)
@@ -471,22 +451,10 @@ static void evaluate(gw_server_t *srv)
     }
 }
 
-/* Connections waiting in the kernel for this worker's accept(); 0 if unknown. */
-static uint32_t accept_queue(int fd)
-{
-    struct tcp_info ti;
-    socklen_t len = sizeof(ti);
-    memset(&ti, 0, sizeof(ti));
-    /* On a listening socket Linux reports the accept queue's length in tcpi_unacked. */
-    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)
-        return 0;
-    return ti.tcpi_unacked;
-}
-
-/* The same, for a worker's listening socket. */
+/* Connections waiting in the kernel for a worker's accept(); 0 if unknown. */
 static uint32_t listen_queue(gw_worker_t *w)
 {
-    return w->lfd >= 0 ? accept_queue(w->lfd) : 0;
+    return gw_h1_listen_queue(w);
 }
 
 /*
@@ -498,16 +466,15 @@ static uint32_t listen_queue(gw_worker_t *w)
 static void set_paused(gw_ol_worker_t *o, bool pause)
 {
     gw_worker_t *w = o->w;
-    if (o->door.shut == pause || w->lfd < 0)
+    if (o->door.shut == pause || !gw_h1_listening(w))
         return;
     if (pause) {
-        uint32_t queued = accept_queue(w->lfd);
-        if (shutdown(w->lfd, SHUT_RD) != 0)
+        uint32_t queued = 0;
+        if (gw_h1_door(w, true, &queued) != 0)
             return;
-        gw_h1_accepting(w, false);
         atomic_fetch_add_explicit(&o->accept_pauses, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&o->accept_reset, queued, memory_order_relaxed);
-    } else if (listen(w->lfd, GW_LISTEN_BACKLOG) != 0) {
+    } else if (gw_h1_door(w, false, NULL) != 0) {
         /* Still shut: the next tick tries again (a line a second at most). */
         uint64_t ms = uv_now(&w->loop);
         if (!o->listen_err_ms || ms - o->listen_err_ms >= 1000) {
@@ -516,8 +483,6 @@ static void set_paused(gw_ol_worker_t *o, bool pause)
                          w->index, errno);
         }
         return;
-    } else {
-        gw_h1_accepting(w, true);
     }
     gw_door_set_shut(&o->door, pause, now_us());
     atomic_store_explicit(&o->pub_paused, pause, memory_order_relaxed);
@@ -579,9 +544,9 @@ void gw_ol_door_look(gw_worker_t *w)
         return;
     }
     o->door_check_ms = ms;
-    if (w->lfd < 0)
+    if (!gw_h1_listening(w))
         return;
-    if (gw_door_should_shut(&o->door, o->q.busy_pct, accept_queue(w->lfd)))
+    if (gw_door_should_shut(&o->door, o->q.busy_pct, listen_queue(w)))
         set_paused(o, true);
 }
 
@@ -738,7 +703,7 @@ static void on_tick(uv_timer_t *t)
      * still there. While shut, the keep-alive connections already open (a load
      * balancer's pool, a CDN edge's) still bring requests: only new
      * connections are refused. */
-    gw_door_pool(&o->door, w->h1_open > leaving(w) ? w->h1_open - leaving(w) : 0);
+    gw_door_pool(&o->door, gw_h1_open_count(w) > leaving(w) ? gw_h1_open_count(w) - leaving(w) : 0);
     if (gw_door_tick(&o->door, now, gw_door_idle_tick(o->live <= w->suspended, o->lag_us)) ||
         (o->door.shut && !door_allowed(o)))
         set_paused(o, false);
@@ -803,7 +768,7 @@ static gw_conn_place_t conn_place(const gw_ol_worker_t *o, const gw_req_t *r)
         return GW_CONN_EXTRA; /* trimmed by the shut door (door_trim), or closing anyway */
     if (o->door.shut)
         return GW_CONN_KEPT_SHUT;
-    return gw_door_trims(r->w->h1_open, leaving(r->w), gw_door_keep(&o->door))
+    return gw_door_trims(gw_h1_open_count(r->w), leaving(r->w), gw_door_keep(&o->door))
                ? GW_CONN_EXTRA
                : GW_CONN_KEPT_OPEN;
 }
@@ -1399,4 +1364,37 @@ void gw_overload_log_summary(gw_server_t *srv)
                     : "none",
                 (unsigned long long)ropens);
     free(s);
+}
+
+static const char *const ol_reason_names[GW_OLR_COUNT] = {
+#define XX(n, s) [GW_OLR_##n] = s,
+    GW_OL_REASONS(XX)
+#undef XX
+};
+
+void gw_count_overload(gw_worker_t *w, const char *reason)
+{
+    int k = GW_OLR_OTHER;
+    for (int i = 0; i < GW_OLR_OTHER; i++)
+        if (strcmp(reason, ol_reason_names[i]) == 0)
+            k = i;
+    _Atomic uint64_t *c = &w->ctr.overload_reasons[k];
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+const char *gw_ol_reason_name(gw_ol_reason_t k)
+{
+    return (unsigned)k < GW_OLR_COUNT ? ol_reason_names[k] : "other";
+}
+
+void gw_ol_register_upstreams(gw_server_t *srv, const gw_route_def_t *routes, size_t n)
+{
+    gw_overload_t *ol = srv->ol;
+    if (n > GW_ROUTES_MAX)
+        n = GW_ROUTES_MAX;
+    memcpy(ol->routes, routes, n * sizeof(*routes));
+    ol->nroutes = n;
+    for (size_t i = 0; i < n; i++)
+        atomic_init(&ol->route_target_ms[i], routes[i].latency_target_ms);
 }

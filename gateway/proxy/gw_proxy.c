@@ -38,7 +38,11 @@
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_log.h"
-#include "gateway/gw_internal.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/edge/gw_edge.h"
+#include "gateway/edge/gw_upcall.h"
+#include "gateway/overload/gw_ol.h"
+#include "gateway/proxy/gw_proxy.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -302,14 +306,33 @@ static int px_prereq(void *userp, char *primary_ip, char *local_ip, int primary_
     return CURL_PREREQFUNC_OK;
 }
 
-int gw_px_global_init(void)
+int gw_px_start(gw_server_t *srv, char *errbuf, size_t errlen)
 {
-    return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : CM_EIO;
+    gw_route_def_t *routes = cm_xcalloc(GW_ROUTES_MAX, sizeof(*routes));
+    size_t n = 0;
+    char why[300] = "";
+    if (gw_routes_parse(srv->cfg->proxy_routes, routes, &n, why, sizeof(why)) != 0) {
+        snprintf(errbuf, errlen, "proxy.routes: %s", why);
+        free(routes);
+        return CM_EINVAL;
+    }
+    if (n && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        snprintf(errbuf, errlen, "proxy.routes: libcurl failed to initialise");
+        free(routes);
+        return CM_EIO;
+    }
+    /* each route's upstream is a dependency of overload control (GW_DEP_UPSTREAM + i) */
+    gw_ol_register_upstreams(srv, routes, n);
+    free(routes);
+    return 0;
 }
 
-void gw_px_global_cleanup(void)
+void gw_px_stop(gw_server_t *srv)
 {
-    curl_global_cleanup();
+    size_t n = 0;
+    (void)gw_ol_routes(srv, &n);
+    if (n)
+        curl_global_cleanup();
 }
 
 void gw_px_worker_start(gw_worker_t *w)
@@ -585,7 +608,7 @@ bool gw_px_head(gw_req_t *r, const char *method)
         return true;
     }
     if (cl && strtoull(cl, NULL, 10) > srv->cfg->proxy_max_body) {
-        gw_http_too_large(r, srv->cfg->proxy_max_body);
+        gw_req_too_large(r, srv->cfg->proxy_max_body);
         return true;
     }
     if (gw_ol_route_action(level, (gw_crit_t)p->route->crit, p->route->has_fallback) ==
@@ -614,7 +637,7 @@ void gw_px_body(gw_req_t *r, const char *data, size_t n)
     if (p->req_len + n > max) {
         /* as the core routes do: reading on let a client keep the worker
          * parsing for as long as it kept sending */
-        gw_http_too_large(r, max);
+        gw_req_too_large(r, max);
         return;
     }
     if (p->action != PX_SERVE) {

@@ -7,8 +7,15 @@
  * waiting-room place taken meanwhile is still the user's, and TSan sees no
  * unlocked read of the secret.
  */
+#include "gateway/base/gw_base.h"
+#include "gateway/buy/gw_buy.h"
 #include "gateway/buy/gw_fair.h"
-#include "gateway/gw_internal.h"
+#include "gateway/ctl/gw_ctl.h"
+#include "gateway/edge/gw_edge.h"
+#include "gateway/edge/gw_upcall.h"
+#include "gateway/http/gw_http.h"
+#include "gateway/overload/gw_ol.h"
+#include "gateway/proxy/gw_proxy.h"
 
 #include <pthread.h>
 #include <setjmp.h>

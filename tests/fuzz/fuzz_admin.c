@@ -11,8 +11,15 @@
  * the broker route, which has no embedded broker here) and a JSON body.
  */
 #include "common/cm_log.h"
+#include "gateway/base/gw_base.h"
 #include "gateway/base/gw_config.h"
-#include "gateway/gw_internal.h"
+#include "gateway/buy/gw_buy.h"
+#include "gateway/ctl/gw_ctl.h"
+#include "gateway/edge/gw_edge.h"
+#include "gateway/edge/gw_upcall.h"
+#include "gateway/http/gw_http.h"
+#include "gateway/overload/gw_ol.h"
+#include "gateway/proxy/gw_proxy.h"
 #include "tests/fuzz/fuzz.h"
 
 #include <arpa/inet.h>

@@ -5,7 +5,14 @@
  * in-place reading of the usual body (gw_buy_body_fast) accepts only what
  * jansson's reading accepts, with the same user id and qty.
  */
-#include "gateway/gw_internal.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/buy/gw_buy.h"
+#include "gateway/ctl/gw_ctl.h"
+#include "gateway/edge/gw_edge.h"
+#include "gateway/edge/gw_upcall.h"
+#include "gateway/http/gw_http.h"
+#include "gateway/overload/gw_ol.h"
+#include "gateway/proxy/gw_proxy.h"
 #include "tests/fuzz/fuzz.h"
 
 #include <jansson.h>

@@ -10,7 +10,14 @@
  * its own client whatever XFF says; an address gw_ipv4_parse reads is one
  * inet_pton reads the same.
  */
-#include "gateway/gw_internal.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/buy/gw_buy.h"
+#include "gateway/ctl/gw_ctl.h"
+#include "gateway/edge/gw_edge.h"
+#include "gateway/edge/gw_upcall.h"
+#include "gateway/http/gw_http.h"
+#include "gateway/overload/gw_ol.h"
+#include "gateway/proxy/gw_proxy.h"
 #include "tests/fuzz/fuzz.h"
 
 #include <arpa/inet.h>

@@ -5,7 +5,14 @@
  * Promises: a routed request carries a valid id for the routes that take one;
  * a refused one is a 4xx whose body is a JSON object {"error","message"}.
  */
-#include "gateway/gw_internal.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/buy/gw_buy.h"
+#include "gateway/ctl/gw_ctl.h"
+#include "gateway/edge/gw_edge.h"
+#include "gateway/edge/gw_upcall.h"
+#include "gateway/http/gw_http.h"
+#include "gateway/overload/gw_ol.h"
+#include "gateway/proxy/gw_proxy.h"
 #include "tests/fuzz/fuzz.h"
 
 #include <jansson.h>

@@ -1,6 +1,6 @@
 """docs/openapi.yaml against the running server:
 - the routes it documents are exactly the routes in the server's route tables
-  (GW_PUBLIC_ROUTES in gateway/gw_internal.h, GW_ADMIN_ROUTES in gateway/ctl/gw_admin.c),
+  (GW_PUBLIC_ROUTES in gateway/base/gw_types.h, GW_ADMIN_ROUTES in gateway/ctl/gw_admin.c),
   and the admin routes' roles match the documented security (401 everywhere a token is
   needed, 403 on every write route);
 - every documented route answers every documented status (a request for each; the few
@@ -25,7 +25,7 @@ check(spec["openapi"].startswith("3.1"), "OpenAPI 3.1")
 METHODS = ("get", "put", "post", "patch", "delete")
 
 # --- the server's routes, from its route tables ---
-hdr = open(os.path.join(SRC, "gateway", "gw_internal.h")).read()
+hdr = open(os.path.join(SRC, "gateway", "base", "gw_types.h")).read()
 pub_block = hdr[hdr.index("#define GW_PUBLIC_ROUTES"):]
 pub_block = pub_block[:pub_block.index("\n\n")]
 server = {}

@@ -15,9 +15,16 @@
  * version".
  */
 #include "common/cm_err.h"
-#include "gateway/ctl/gw_audit.h"
-#include "gateway/gw_internal.h"
+#include "gateway/base/gw_base.h"
 #include "gateway/base/gw_limit.h"
+#include "gateway/buy/gw_buy.h"
+#include "gateway/ctl/gw_audit.h"
+#include "gateway/ctl/gw_ctl.h"
+#include "gateway/edge/gw_edge.h"
+#include "gateway/edge/gw_upcall.h"
+#include "gateway/http/gw_http.h"
+#include "gateway/overload/gw_ol.h"
+#include "gateway/proxy/gw_proxy.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,7 +1,14 @@
 /* The reply table owns status, code and the Retry-After policy: every 503 and
  * 429 carries Retry-After from the table, an override replaces it (never a
  * second header), and the one sold-out answer. */
-#include "gateway/gw_internal.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/buy/gw_buy.h"
+#include "gateway/ctl/gw_ctl.h"
+#include "gateway/edge/gw_edge.h"
+#include "gateway/edge/gw_upcall.h"
+#include "gateway/http/gw_http.h"
+#include "gateway/overload/gw_ol.h"
+#include "gateway/proxy/gw_proxy.h"
 
 #include <arpa/inet.h>
 #include <setjmp.h>
@@ -178,8 +185,8 @@ static void test_unescape_and_query(void **state)
     assert_string_equal(args[1].value, "u1%00x");
     char q2[] = "a=1&b=2&c=3";
     assert_int_equal(gw_h1_parse_query(q2, args, 2), 2); /* past max: ignored */
-    assert_string_equal(gw_h1_reason(431), "Request Header Fields Too Large");
-    assert_string_equal(gw_h1_reason(418), "Client Error");
+    assert_string_equal(gw_reply_reason(431), "Request Header Fields Too Large");
+    assert_string_equal(gw_reply_reason(418), "Client Error");
 }
 
 /* A trusted proxy on a dual-stack socket writes an IPv4 client into

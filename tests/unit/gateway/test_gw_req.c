@@ -1,7 +1,14 @@
 /* A request still waiting when its connection closes (review s11 finding 9):
  * its head's strings pointed into the connection's buffer, which goes back to
  * the free list; orphaning it leaves no pointer into that buffer. */
-#include "gateway/gw_internal.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/buy/gw_buy.h"
+#include "gateway/ctl/gw_ctl.h"
+#include "gateway/edge/gw_edge.h"
+#include "gateway/edge/gw_upcall.h"
+#include "gateway/http/gw_http.h"
+#include "gateway/overload/gw_ol.h"
+#include "gateway/proxy/gw_proxy.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,0 +1,79 @@
+/*
+ * gateway/buy: the sale routes (gw_buy.c: buy, order, sale), the releaser
+ * (gw_release.c: units given back and compensation) and the start-window
+ * lottery and waiting room (gw_fair.h). Uses gateway/base, edge and
+ * overload; never gateway/proxy.
+ */
+#ifndef GW_BUY_H
+#define GW_BUY_H
+
+#include "gateway/base/gw_types.h"
+
+/* The public routes (gw_buy.c). Fill req->resp, or hold req (return true if held). */
+bool gw_buy_handle(gw_req_t *req);
+/*
+ * Validates the buy body r->body (NUL-terminated, r->body_len bytes): fills
+ * r->res.user_id and r->res.qty and returns true, or returns false with the
+ * 400 in r->resp. Pure (no socket or server state); thread-safe on r.
+ */
+bool gw_buy_parse_body(gw_req_t *r);
+/* Its two halves (the fuzz target compares them): the in-place reading of the usual
+ * body, true only when it is certain (user_id NUL-terminated, qty set), else false
+ * with nothing decided; and jansson's, which takes any body and words the 400s. */
+bool gw_buy_body_fast(const char *body, size_t len, char *user_id, uint32_t *qty);
+bool gw_buy_parse_body_json(gw_req_t *r);
+/* An Idempotency-Key: 1..INV_IDEM_KEY_MAX visible ASCII characters. Thread-safe. */
+bool gw_idem_key_valid(const char *k, size_t len);
+/* The worker's prepared sold-out answer for sale, or NULL. Loop thread only. */
+gw_prep_t *gw_sold_out_response(gw_worker_t *w, const inv_sale_t *sale);
+/* Once per loop iteration: starts the fsync of the waiting accepts (group commit). */
+void gw_buy_loop_tick(gw_worker_t *w);
+void gw_order_handle(gw_req_t *req);
+void gw_sale_handle(gw_req_t *req);
+/* GET /v1/sales/{id}/queue: the waiting room (gw_fair.h). Loop thread. */
+void gw_queue_handle(gw_req_t *req);
+/* Fills the sale JSON shown by GET /v1/sales/{id} (public) or the admin API (exact). */
+size_t gw_sale_json(const inv_sale_info_t *s, bool admin, int64_t now_ms, char *buf, size_t len);
+const char *gw_sale_state(const inv_sale_info_t *s, int64_t now_ms);
+
+/* Wakes the relay after spool appends (once per loop iteration). Thread-safe. */
+void gw_buy_relay_notify(gw_server_t *srv);
+
+/*
+ * Compensation of a failed or cancelled order: records the release durably,
+ * gives the units back (exactly once per order id), and only then marks the
+ * order final; a release that fails is retried by the releaser, which marks it
+ * final when done. Returns 0, 1 if the order was final already, or
+ * CM_ENOTFOUND. May block (a Redis round trip): never on a worker loop.
+ */
+int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
+                  oq_status_t st, const char *reason);
+/*
+ * Gives back the units of an order that was reserved but never accepted (its
+ * spool append failed): writes a "release" EVENT to the spool (replayed at
+ * start; the relay keeps it until the release is done) and queues the release
+ * to the releaser. Never blocks beyond one write(2). Thread-safe: worker loops.
+ */
+void gw_release_unaccepted(gw_server_t *srv, const oq_order_t *o, const char *why);
+
+/*
+ * The releaser (gw_release.c): one thread that calls inv_release for queued
+ * orders until it returns 0 or CM_ENOTFOUND, backing off 50 ms .. 2 s, then
+ * sets final_status (an oq_status_t, or -1 for none). With `commit` (a
+ * release whose spool event the caller appended and could not wait for: a
+ * worker loop's give-back), it first makes the spool's records durable
+ * (oq_spool_commit: in fsync durability a group-commit fdatasync). start/stop:
+ * single-threaded init and shutdown; push/pending/stats: thread-safe, never
+ * block beyond a short mutex.
+ */
+int gw_releaser_start(gw_server_t *srv, char *errbuf, size_t errlen);
+void gw_releaser_stop(gw_server_t *srv);
+void gw_releaser_push(gw_server_t *srv, const oq_order_t *o, int final_status,
+                      const char *reason, bool commit);
+/* true while a release for order_id is queued or running; a give-back
+ * (oq_order_t.giveback) counts only if `givebacks`: one may end refused
+ * (CM_ECONFLICT, a claimed order), so it does not stand for a cancel. */
+bool gw_releaser_pending(gw_server_t *srv, const char *order_id, bool givebacks);
+void gw_releaser_stats(gw_server_t *srv, uint64_t *pending, uint64_t *done, uint64_t *retries);
+
+#endif

@@ -1,0 +1,88 @@
+/*
+ * gateway/ctl: the server's lifecycle (gw_server.c), the admin API
+ * (gw_admin.c), its audit log (gw_audit.h), /metrics (gw_metrics.c) and the
+ * Kafka hand-off (gw_queue.c). The top layer: it may use every folder.
+ */
+#ifndef GW_CTL_H
+#define GW_CTL_H
+
+#include "gateway/base/gw_types.h"
+
+/*
+ * Starts the server: opens inventory, spool (replaying it), limiter, workers
+ * and the admin listener. Returns 0, or a negative cm_err_t with the reason in
+ * errbuf. Single-threaded init.
+ */
+int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *errbuf,
+                    size_t errlen);
+/* Stops accepting, drains, and frees everything. */
+void gw_server_stop(gw_server_t *srv);
+
+/*
+ * The first step of a graceful stop: /readyz answers 503 "draining" from now
+ * on, so load balancers and orchestrators take this gateway out, while every
+ * other route keeps serving until gw_server_stop. Thread-safe.
+ */
+void gw_server_leave(gw_server_t *srv);
+
+/*
+ * SIGHUP: reads the configuration again from the same sources (argv, the
+ * environment, the --config file) and applies the keys whose value changed
+ * since it was last read and that can change at run time (CM_OPT_RUNTIME keys
+ * and log.level); keys that cannot are logged as needing a restart and keep
+ * their value. A configuration that does not validate changes nothing.
+ * Returns 0 with the counts in *applied and *restart, or CM_EINVAL (errors
+ * logged). Main thread only (the one that calls gw_server_start/stop).
+ */
+int gw_server_reload(gw_server_t *srv, int argc, char **argv, unsigned *applied,
+                     unsigned *restart);
+/* Sums the workers' counters into out. Thread-safe. */
+void gw_server_counters(gw_server_t *srv, gw_counters_t *out);
+
+/* Admin tokens: a name (the audit's "who"), a role, the secret. */
+typedef enum { GW_ROLE_NONE = 0, GW_ROLE_READ = 1, GW_ROLE_WRITE = 2 } gw_role_t;
+typedef struct gw_admin_token {
+    char name[33];
+    gw_role_t role;
+    char token[257];
+    size_t len;
+} gw_admin_token_t;
+
+/* The dashboard's files, embedded at build time (generated gw_dashboard_assets.c). */
+typedef struct gw_asset {
+    const char *name; /* "index.html", "uPlot.iife.min.js", ... */
+    const char *type; /* Content-Type */
+    const unsigned char *data;
+    size_t len;
+} gw_asset_t;
+extern const gw_asset_t gw_assets[];
+extern const size_t gw_nassets;
+
+/* Admin API (gw_admin.c). */
+int gw_admin_start(gw_server_t *srv, char *errbuf, size_t errlen);
+void gw_admin_stop(gw_server_t *srv);
+
+/* Adds relay/queue figures to the stats object (json_t *). */
+void gw_server_stats_extra(gw_server_t *srv, void *json_obj);
+/*
+ * Operator cancel of a known order: returns 0 when the cancel was issued (it
+ * completes through settlement, or at once without Kafka), 1 when the order
+ * was already cancelled or failed (nothing changes), or a negative cm_err_t.
+ */
+int gw_server_cancel(gw_server_t *srv, const oq_order_t *ord, const char *reason);
+
+/* The Kafka side (gw_queue.c): relay, outcomes, cancel commands. */
+int gw__queue_start(gw_server_t *srv, char *errbuf, size_t errlen);
+void gw__queue_stop(gw_server_t *srv);
+int gw__cancel_hook(gw_server_t *srv, const oq_order_t *ord, const char *reason);
+/* Fault injection: takes the embedded broker down or up. CM_ENOTFOUND without one. */
+int gw__broker_set_down(gw_server_t *srv, bool down);
+/* Fault injection: the embedded broker answers rtt_ms late (0 = normal). CM_ENOTFOUND without one. */
+int gw__broker_set_rtt(gw_server_t *srv, int rtt_ms);
+/* The Prometheus exposition of /metrics (gw_metrics.c); malloc'd, caller frees. */
+char *gw_metrics_text(gw_server_t *srv, size_t *len);
+
+/* Applies limits from the config struct to the limiter. */
+void gw_apply_limits(gw_server_t *srv);
+
+#endif

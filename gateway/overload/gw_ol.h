@@ -1,0 +1,116 @@
+/*
+ * gateway/overload: overload control wired to the workers (gw_overload.c):
+ * levels, the per-dependency concurrency limits, the queue-delay check, the
+ * door on the listening socket, the prepared 503s. The pure policy it runs
+ * is gw_overload.h (gw_overload_core.c). Uses gateway/base and gateway/edge.
+ */
+#ifndef GW_OL_H
+#define GW_OL_H
+
+#include "gateway/base/gw_types.h"
+#include "gateway/overload/gw_overload.h"
+
+/* Counts a 503 of overload control by its reason. Loop thread of w. */
+void gw_count_overload(gw_worker_t *w, const char *reason);
+/*---- Overload control (gw_overload.c) ----*/
+
+/* Dependency indexes of the per-worker limits; upstream i is GW_DEP_UPSTREAM + i. */
+enum { GW_DEP_REDIS = 0, GW_DEP_SPOOL = 1, GW_DEP_UPSTREAM = 2 };
+
+/* Parses the overload config. Single-threaded init, before the workers. */
+int gw_overload_start(gw_server_t *srv, char *errbuf, size_t errlen);
+void gw_overload_stop(gw_server_t *srv);
+/* Per-worker state and its timer on w->loop. Before the loop runs / loop thread at stop. */
+void gw_ol_worker_start(gw_worker_t *w);
+void gw_ol_worker_stop(gw_worker_t *w);
+/* Start of a loop iteration's I/O (stamps the time requests are read). Loop thread. */
+void gw_ol_iteration(gw_worker_t *w);
+/* At the start and end of a loop iteration's I/O: whether the worker's door should shut (gw_overload.c). Loop thread. */
+void gw_ol_door_look(gw_worker_t *w);
+/* A request head was read: records its queuing delay. Loop thread. */
+void gw_ol_request_head(gw_req_t *r);
+/*
+ * After routing: true when the request already waited too long in the kernel
+ * to be served in time (gw_late_verdict): r holds a prepared 503 queue_time,
+ * state GW_ST_DONE, to be answered now with its body unread (the connection
+ * closes), or, on a connection a shut door keeps, its small body read and
+ * dropped (the connection stays). Loop thread.
+ */
+bool gw_ol_too_late(gw_req_t *r);
+/* After the buy body is parsed: DAGOR user priority. false: answered 503. Loop thread. */
+bool gw_ol_buy_admit(gw_req_t *r);
+/*
+ * Before the buy body is parsed: while buys are being shed by user priority,
+ * finds "user_id":"..." in the raw body with a plain scan (no JSON parse) and
+ * refuses the user now when the cut would refuse it after the parse. Only
+ * ever refuses earlier: a body the scan cannot read goes on to the full parse
+ * and gw_ol_buy_admit. false: answered 503. Loop thread.
+ */
+bool gw_ol_buy_precheck(gw_req_t *r);
+/* Takes a slot of dependency `dep` for r; false: r->resp is a 503 (nothing was sent to it). */
+bool gw_ol_acquire(gw_req_t *r, unsigned dep);
+typedef enum { GW_OL_TAKEN = 0, GW_OL_LIMIT, GW_OL_BREAKER } gw_ol_take_t;
+/*
+ * The same without answering a refusal: which one it was (the limit is full,
+ * the upstream's breaker is open). Nothing is counted but the limit's own
+ * refusals: a caller with another answer than the 503 (a proxied route's
+ * fallback) counts that answer; else gw_ol_refuse. Loop thread.
+ */
+gw_ol_take_t gw_ol_try_acquire(gw_req_t *r, unsigned dep);
+/* Answers and counts gw_ol_try_acquire's refusal `why` of `dep` as its 503. Loop thread. */
+void gw_ol_refuse(gw_req_t *r, unsigned dep, gw_ol_take_t why);
+/* Gives r's slot of `dep` back (no-op if not held); the RTT is measured from the acquire. */
+void gw_ol_release(gw_req_t *r, unsigned dep, gw_al_outcome_t o);
+/*
+ * The same with the dependency's own time as the sample, when the client
+ * measured one (the Redis backend's inv_reserve_req_t.rtt_us: its write to
+ * its reply's arrival, without this loop's queueing); GW_OL_RTT_MEASURE: from
+ * the acquire, as gw_ol_release. Loop thread.
+ */
+#define GW_OL_RTT_MEASURE UINT64_MAX
+void gw_ol_release_rtt(gw_req_t *r, unsigned dep, gw_al_outcome_t o, uint64_t rtt_us);
+/* Gives back whatever r still holds, without samples (request freed). Loop thread. */
+void gw_ol_release_all(gw_req_t *r);
+/*
+ * Answers r with 503 overloaded: the refusing limit or level and a jittered
+ * Retry-After, from the worker's prepared answers (r->cached) when it can,
+ * else built into r->resp. `reason` and `msg` must be string literals (the
+ * cache keys on their addresses); `degraded` adds X-Flashgate-Degraded: 1.
+ * Loop thread of r->w.
+ */
+void gw_ol_overloaded(gw_req_t *r, const char *reason, const char *msg, bool degraded);
+/* Frees the worker's prepared 503 answers. Loop stopped. */
+void gw_ol_cache_free(gw_worker_t *w);
+/* A jittered Retry-After in seconds. Loop thread of w. */
+unsigned gw_ol_retry(gw_worker_t *w);
+/* The level in force. Thread-safe. */
+gw_level_t gw_ol_level(gw_server_t *srv);
+/* Pins a level (0..3) or returns to automatic (-1). Thread-safe. */
+void gw_ol_pin(gw_server_t *srv, int level);
+/* Adds the "overload" object to the stats (json_t *). Thread-safe. */
+void gw_overload_stats(gw_server_t *srv, void *json_obj);
+/* One summary log line of shedding since the last call (none if nothing happened). */
+void gw_overload_log_summary(gw_server_t *srv);
+/* Counts a request shed or degraded for criticality c. Thread-safe. */
+void gw_ol_count_shed(gw_worker_t *w, gw_crit_t c);
+/* Counts a fallback answered for `cause` (never a 503: gw_ol_overloaded
+ * counts those). Thread-safe. */
+void gw_ol_count_degraded(gw_worker_t *w, gw_degrade_cause_t cause);
+/* Takes the proxied routes (copied): upstream i is dependency GW_DEP_UPSTREAM + i,
+ * with its latency target. After gw_overload_start, before the workers start. */
+void gw_ol_register_upstreams(gw_server_t *srv, const gw_route_def_t *routes, size_t n);
+/* The 503 reason's name ("redis_limit", ...). Thread-safe. */
+const char *gw_ol_reason_name(gw_ol_reason_t k);
+/* The registered proxy.routes (borrowed, valid while the server runs). Thread-safe. */
+const gw_route_def_t *gw_ol_routes(const gw_server_t *srv, size_t *n);
+/*
+ * Sets the latency target of route i of gw_ol_routes (ms, 0 none, at most its
+ * timeout_ms: the caller checks; gw_alimit_set_target): each worker's limit
+ * takes it at its next tick (10 ms, 100 ms when idle). Returns the one it
+ * replaced. Until a restart: the configured one comes back then. Thread-safe.
+ */
+uint32_t gw_ol_route_set_target(gw_server_t *srv, size_t i, uint32_t target_ms);
+/* The latency target in force of route i (ms, 0 none). Thread-safe. */
+uint32_t gw_ol_route_target_ms(const gw_server_t *srv, size_t i);
+
+#endif
