@@ -92,7 +92,7 @@ int gw_client_addr(const gw_proxies_t *p, const struct sockaddr *peer, const cha
                    uint8_t addr[16]);
 
 /* Parses a listen address "host:port" / "[v6]:port" into ss. */
-int gw__parse_listen(const char *hostport, struct sockaddr_storage *ss, char *errbuf,
+int gw_addr_parse_listen(const char *hostport, struct sockaddr_storage *ss, char *errbuf,
                      size_t errlen);
 
 /*---- Orders known to this gateway (GET /v1/orders/{id}) ----*/

@@ -324,7 +324,7 @@ static bool route_fail(char *errbuf, size_t errlen, size_t i, const char *fmt, .
     return false;
 }
 
-static bool route_one(json_t *o, size_t i, gw_route_def_t *r, char *errbuf, size_t errlen)
+static bool route_one(json_t *o, size_t i, gw_proxy_route_t *r, char *errbuf, size_t errlen)
 {
     memset(r, 0, sizeof(*r));
     if (!json_is_object(o))
@@ -438,7 +438,7 @@ static bool route_one(json_t *o, size_t i, gw_route_def_t *r, char *errbuf, size
     return true;
 }
 
-int gw_routes_parse(const char *text, gw_route_def_t *out, size_t *n, char *errbuf,
+int gw_proxy_routes_parse(const char *text, gw_proxy_route_t *out, size_t *n, char *errbuf,
                     size_t errlen)
 {
     *n = 0;
@@ -453,8 +453,8 @@ int gw_routes_parse(const char *text, gw_route_def_t *out, size_t *n, char *errb
         json_decref(a);
         return CM_EINVAL;
     }
-    if (json_array_size(a) > GW_ROUTES_MAX) {
-        snprintf(errbuf, errlen, "at most %d routes", GW_ROUTES_MAX);
+    if (json_array_size(a) > GW_PROXY_ROUTES_MAX) {
+        snprintf(errbuf, errlen, "at most %d routes", GW_PROXY_ROUTES_MAX);
         json_decref(a);
         return CM_EINVAL;
     }
@@ -487,9 +487,9 @@ static const char *v_routes(const void *v)
 {
     /* The rule text must be static: keep the last one per thread. */
     static _Thread_local char rule[300];
-    static _Thread_local gw_route_def_t tmp[GW_ROUTES_MAX];
+    static _Thread_local gw_proxy_route_t tmp[GW_PROXY_ROUTES_MAX];
     size_t n;
-    return gw_routes_parse(v, tmp, &n, rule, sizeof(rule)) ? rule : NULL;
+    return gw_proxy_routes_parse(v, tmp, &n, rule, sizeof(rule)) ? rule : NULL;
 }
 
 /*---- The table ----*/

@@ -82,15 +82,15 @@ typedef struct gw_config {
     uint64_t ol_retry_min_s, ol_retry_max_s;
 
     /* non-core routes reverse-proxied to upstreams (gw_proxy.c) */
-    char proxy_routes[4096];   /* proxy.routes: JSON list, see gw_routes_parse */
+    char proxy_routes[4096];   /* proxy.routes: JSON list, see gw_proxy_routes_parse */
     uint64_t proxy_max_conns;  /* proxy.max_connections per upstream per worker */
     uint64_t proxy_max_body;   /* proxy.max_body: request and response body cap */
     uint64_t proxy_breaker_failures, proxy_breaker_cooldown_ms;
 } gw_config_t;
 
 /* One non-core route of proxy.routes. */
-#define GW_ROUTES_MAX 32
-typedef struct gw_route_def {
+#define GW_PROXY_ROUTES_MAX 32
+typedef struct gw_proxy_route {
     char prefix[128];      /* "/v1/recs/": requests whose path starts with it */
     char upstream[256];    /* "http://127.0.0.1:8081": the path and query are appended */
     uint32_t timeout_ms;   /* whole upstream exchange; default 1000 */
@@ -101,7 +101,7 @@ typedef struct gw_route_def {
     char fb_type[96];
     char fb_body[1024];
     size_t fb_len;
-} gw_route_def_t;
+} gw_proxy_route_t;
 
 /*
  * Parses proxy.routes: a JSON list of objects
@@ -110,10 +110,10 @@ typedef struct gw_route_def {
  *    "fallback":{"status":200,"content_type":"application/json","body":"{}"}}
  * "" is no routes. Each prefix at most once (a request goes to the route with
  * the longest matching prefix, whatever the order). Fills out[0..*n) (at most
- * GW_ROUTES_MAX). Returns 0, or CM_EINVAL with the rule broken in errbuf.
+ * GW_PROXY_ROUTES_MAX). Returns 0, or CM_EINVAL with the rule broken in errbuf.
  * Thread-safe.
  */
-int gw_routes_parse(const char *text, gw_route_def_t *out, size_t *n, char *errbuf,
+int gw_proxy_routes_parse(const char *text, gw_proxy_route_t *out, size_t *n, char *errbuf,
                     size_t errlen);
 
 /* Whether a route with this prefix takes path: path starts with prefix, at a

@@ -982,7 +982,7 @@ void gw_order_handle(gw_req_t *r)
 #define SALE_ENDED_MAX_AGE_S 60
 #define SALE_DEGRADED_MAX_AGE_S 5 /* degrade level >= 1: caches absorb more */
 
-void gw_queue_handle(gw_req_t *r)
+void gw_room_handle(gw_req_t *r)
 {
     gw_server_t *srv = r->w->srv;
     gw_resp_t *p = &r->resp;

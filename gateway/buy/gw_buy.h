@@ -31,7 +31,7 @@ void gw_buy_loop_tick(gw_worker_t *w);
 void gw_order_handle(gw_req_t *req);
 void gw_sale_handle(gw_req_t *req);
 /* GET /v1/sales/{id}/queue: the waiting room (gw_fair.h). Loop thread. */
-void gw_queue_handle(gw_req_t *req);
+void gw_room_handle(gw_req_t *req);
 /* Fills the sale JSON shown by GET /v1/sales/{id} (public) or the admin API (exact). */
 size_t gw_sale_json(const inv_sale_info_t *s, bool admin, int64_t now_ms, char *buf, size_t len);
 const char *gw_sale_state(const inv_sale_info_t *s, int64_t now_ms);

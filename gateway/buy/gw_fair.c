@@ -1365,7 +1365,7 @@ static void conf_sync_one(void *ctx, const char *sale, const char *v)
     pthread_mutex_unlock(&f->mu);
 }
 
-void gw__fair_set_secret(gw_fair_t *f, const char *sale_id, uint64_t k0, uint64_t k1)
+void gw_fair_set_secret(gw_fair_t *f, const char *sale_id, uint64_t k0, uint64_t k1)
 {
     gw_fair_sale_t *fs = slot_find(f, sale_id);
     if (!fs)

@@ -227,6 +227,6 @@ void gw_fair_tick(struct gw_server *srv);
  * Test seam: what the lottery thread does when the fleet's configuration
  * comes back with another secret for the sale (its entries are re-keyed).
  */
-void gw__fair_set_secret(gw_fair_t *f, const char *sale_id, uint64_t k0, uint64_t k1);
+void gw_fair_set_secret(gw_fair_t *f, const char *sale_id, uint64_t k0, uint64_t k1);
 
 #endif

@@ -1394,7 +1394,7 @@ static char *stats_json(gw_server_t *srv)
     json_t *sales = json_array();
     inv_sale_foreach(srv->inv, list_one, sales);
     json_object_set_new(o, "sales", sales);
-    gw_server_stats_extra(srv, o);
+    gw_kafka_stats(srv, o);
     gw_fleet_stats(srv, o);
     gw_overload_stats(srv, o);
     gw_conn_stats(srv, o);
@@ -1514,7 +1514,7 @@ static void h_broker(admin_call_t *a)
     } else if (j && rtt) {
         /* A slow broker: every request answered rtt_ms late. */
         json_int_t ms = json_is_integer(rtt) ? json_integer_value(rtt) : -1;
-        int rc = ms < 0 || ms > 60000 ? CM_EINVAL : gw__broker_set_rtt(a->srv, (int)ms);
+        int rc = ms < 0 || ms > 60000 ? CM_EINVAL : gw_kafka_broker_set_rtt(a->srv, (int)ms);
         if (rc == CM_EINVAL) {
             gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "rtt_ms must be an integer of 0..60000");
         } else if (rc == CM_ENOTFOUND) {
@@ -1532,7 +1532,7 @@ static void h_broker(admin_call_t *a)
         gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
                       "body must be {\"down\": true|false} or {\"rtt_ms\": 0..60000}");
     } else if (j) {
-        int rc = gw__broker_set_down(a->srv, json_is_true(d));
+        int rc = gw_kafka_broker_set_down(a->srv, json_is_true(d));
         if (rc == CM_ENOTFOUND) {
             gw_resp_error(p, GW_R_CONFLICT, NULL, "no embedded broker in this process");
         } else if (rc) {
@@ -1695,8 +1695,8 @@ static void h_degrade_put(admin_call_t *a)
 static json_t *route_obj(gw_server_t *srv, size_t i)
 {
     size_t n = 0;
-    const gw_route_def_t *r = gw_ol_routes(srv, &n) + i;
-    uint32_t t = gw_ol_route_target_ms(srv, i);
+    const gw_proxy_route_t *r = gw_ol_upstreams(srv, &n) + i;
+    uint32_t t = gw_ol_upstream_target_ms(srv, i);
     return json_pack("{s:s,s:s,s:i,s:s,s:o,s:o}", "prefix", r->prefix, "upstream", r->upstream,
                      "timeout_ms", (int)r->timeout_ms, "criticality",
                      gw_crit_name((gw_crit_t)r->crit), "latency_target_ms",
@@ -1707,7 +1707,7 @@ static json_t *route_obj(gw_server_t *srv, size_t i)
 static void h_routes_get(admin_call_t *a)
 {
     size_t n = 0;
-    gw_ol_routes(a->srv, &n);
+    gw_ol_upstreams(a->srv, &n);
     json_t *list = json_array();
     for (size_t i = 0; i < n; i++)
         json_array_append_new(list, route_obj(a->srv, i));
@@ -1736,7 +1736,7 @@ static void h_routes_patch(admin_call_t *a)
     const char *prefix = json_string_value(json_object_get(j, "prefix"));
     json_t *t = json_object_get(j, "latency_target_ms");
     size_t n = 0, at = 0;
-    const gw_route_def_t *routes = gw_ol_routes(a->srv, &n);
+    const gw_proxy_route_t *routes = gw_ol_upstreams(a->srv, &n);
     while (prefix && at < n && strcmp(routes[at].prefix, prefix) != 0)
         at++;
     if (!prefix) {
@@ -1751,7 +1751,7 @@ static void h_routes_patch(admin_call_t *a)
                       (unsigned)routes[at].timeout_ms);
     } else {
         uint32_t want = json_is_null(t) ? 0 : (uint32_t)json_integer_value(t);
-        uint32_t before = gw_ol_route_set_target(a->srv, at, want);
+        uint32_t before = gw_ol_upstream_set_target(a->srv, at, want);
         json_t *o = route_obj(a->srv, at);
         set_big(a, json_dumps(o, JSON_COMPACT));
         json_decref(o);
@@ -2093,7 +2093,7 @@ int gw_admin_start(gw_server_t *srv, char *errbuf, size_t errlen)
     if ((rc = gw_audit_open(srv, errbuf, errlen)))
         return rc;
     struct sockaddr_storage ss;
-    rc = gw__parse_listen(srv->cfg->admin_listen, &ss, errbuf, errlen);
+    rc = gw_addr_parse_listen(srv->cfg->admin_listen, &ss, errbuf, errlen);
     if (rc)
         return rc;
     /* A generated token is fine on loopback (whoever reads the data dir is the

@@ -1,7 +1,7 @@
 /*
  * gateway/ctl: the server's lifecycle (gw_server.c), the admin API
  * (gw_admin.c), its audit log (gw_audit.h), /metrics (gw_metrics.c) and the
- * Kafka hand-off (gw_queue.c). The top layer: it may use every folder.
+ * Kafka hand-off (gw_kafka.c). The top layer: it may use every folder.
  */
 #ifndef GW_CTL_H
 #define GW_CTL_H
@@ -63,7 +63,7 @@ int gw_admin_start(gw_server_t *srv, char *errbuf, size_t errlen);
 void gw_admin_stop(gw_server_t *srv);
 
 /* Adds relay/queue figures to the stats object (json_t *). */
-void gw_server_stats_extra(gw_server_t *srv, void *json_obj);
+void gw_kafka_stats(gw_server_t *srv, void *json_obj);
 /*
  * Operator cancel of a known order: returns 0 when the cancel was issued (it
  * completes through settlement, or at once without Kafka), 1 when the order
@@ -71,14 +71,14 @@ void gw_server_stats_extra(gw_server_t *srv, void *json_obj);
  */
 int gw_server_cancel(gw_server_t *srv, const oq_order_t *ord, const char *reason);
 
-/* The Kafka side (gw_queue.c): relay, outcomes, cancel commands. */
-int gw__queue_start(gw_server_t *srv, char *errbuf, size_t errlen);
-void gw__queue_stop(gw_server_t *srv);
-int gw__cancel_hook(gw_server_t *srv, const oq_order_t *ord, const char *reason);
+/* The Kafka side (gw_kafka.c): relay, outcomes, cancel commands. */
+int gw_kafka_start(gw_server_t *srv, char *errbuf, size_t errlen);
+void gw_kafka_stop(gw_server_t *srv);
+int gw_kafka_cancel(gw_server_t *srv, const oq_order_t *ord, const char *reason);
 /* Fault injection: takes the embedded broker down or up. CM_ENOTFOUND without one. */
-int gw__broker_set_down(gw_server_t *srv, bool down);
+int gw_kafka_broker_set_down(gw_server_t *srv, bool down);
 /* Fault injection: the embedded broker answers rtt_ms late (0 = normal). CM_ENOTFOUND without one. */
-int gw__broker_set_rtt(gw_server_t *srv, int rtt_ms);
+int gw_kafka_broker_set_rtt(gw_server_t *srv, int rtt_ms);
 /* The Prometheus exposition of /metrics (gw_metrics.c); malloc'd, caller frees. */
 char *gw_metrics_text(gw_server_t *srv, size_t *len);
 

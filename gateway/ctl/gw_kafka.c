@@ -54,7 +54,7 @@ static void on_outcome(const oq_order_t *oc, void *ud)
         gw_compensate(srv, oc->order_id, &o, oc->status, oc->reason);
 }
 
-int gw__queue_start(gw_server_t *srv, char *errbuf, size_t errlen)
+int gw_kafka_start(gw_server_t *srv, char *errbuf, size_t errlen)
 {
     const gw_config_t *c = srv->cfg;
     if (strcmp(c->kafka_brokers, "none") == 0) {
@@ -87,7 +87,7 @@ int gw__queue_start(gw_server_t *srv, char *errbuf, size_t errlen)
     return 0;
 }
 
-void gw__queue_stop(gw_server_t *srv)
+void gw_kafka_stop(gw_server_t *srv)
 {
     if (srv->relay) {
         oq_relay_close(srv->relay, 5000);
@@ -95,7 +95,7 @@ void gw__queue_stop(gw_server_t *srv)
     }
 }
 
-int gw__cancel_hook(gw_server_t *srv, const oq_order_t *ord, const char *reason)
+int gw_kafka_cancel(gw_server_t *srv, const oq_order_t *ord, const char *reason)
 {
     if (!srv->relay)
         return gw_compensate(srv, ord->order_id, ord, OQ_STATUS_CANCELLED, reason);
@@ -103,7 +103,7 @@ int gw__cancel_hook(gw_server_t *srv, const oq_order_t *ord, const char *reason)
     return oq_relay_cancel(srv->relay, ord, reason);
 }
 
-int gw__broker_set_down(gw_server_t *srv, bool down)
+int gw_kafka_broker_set_down(gw_server_t *srv, bool down)
 {
     oq_embedded_t *e = srv->relay ? oq_relay_embedded(srv->relay) : NULL;
     if (!e)
@@ -114,13 +114,13 @@ int gw__broker_set_down(gw_server_t *srv, bool down)
     return oq_embedded_set_down(e, down);
 }
 
-int gw__broker_set_rtt(gw_server_t *srv, int rtt_ms)
+int gw_kafka_broker_set_rtt(gw_server_t *srv, int rtt_ms)
 {
     oq_embedded_t *e = srv->relay ? oq_relay_embedded(srv->relay) : NULL;
     return e ? oq_embedded_set_rtt(e, rtt_ms) : CM_ENOTFOUND;
 }
 
-void gw_server_stats_extra(gw_server_t *srv, void *json_obj)
+void gw_kafka_stats(gw_server_t *srv, void *json_obj)
 {
     if (!srv->relay)
         return;

@@ -104,7 +104,7 @@ int gw_server_cancel(gw_server_t *srv, const oq_order_t *ord, const char *reason
 {
     if (ord->status == OQ_STATUS_FAILED || ord->status == OQ_STATUS_CANCELLED)
         return 1;
-    return gw__cancel_hook(srv, ord, reason);
+    return gw_kafka_cancel(srv, ord, reason);
 }
 
 /*---- start-up replay ----*/
@@ -270,7 +270,7 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
     if ((rc = gw_fair_open(srv, errbuf, errlen)))
         return rc;
 
-    if ((rc = gw__queue_start(srv, errbuf, errlen)))
+    if ((rc = gw_kafka_start(srv, errbuf, errlen)))
         return rc;
     if ((rc = gw_overload_start(srv, errbuf, errlen)))
         return rc;
@@ -310,7 +310,7 @@ void gw_server_stop(gw_server_t *srv)
     gw_px_stop(srv); /* before gw_overload_stop: it reads the registered routes */
     gw_overload_stop(srv);
     gw_fleet_stop(srv);
-    gw__queue_stop(srv);
+    gw_kafka_stop(srv);
     gw_releaser_stop(srv);
     if (srv->spool)
         oq_spool_close(srv->spool);

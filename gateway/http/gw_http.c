@@ -181,7 +181,7 @@ static void simple_handle(gw_req_t *r)
         gw_sale_handle(r);
         break;
     case GW_ROUTE_QUEUE:
-        gw_queue_handle(r);
+        gw_room_handle(r);
         break;
     default:
         gw_resp_error(&r->resp, GW_R_INTERNAL, NULL, "unrouted request");
@@ -487,7 +487,7 @@ static void *worker_main(void *arg)
 int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
 {
     struct sockaddr_storage ss;
-    int rc = gw__parse_listen(srv->cfg->listen, &ss, errbuf, errlen);
+    int rc = gw_addr_parse_listen(srv->cfg->listen, &ss, errbuf, errlen);
     if (rc)
         return rc;
     srv->workers = cm_xcalloc(srv->nworkers, sizeof(gw_worker_t));
@@ -522,7 +522,7 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
         w->wake.data = w;
         gw_ol_worker_start(w);
         size_t nroutes = 0;
-        (void)gw_ol_routes(srv, &nroutes);
+        (void)gw_ol_upstreams(srv, &nroutes);
         if (nroutes)
             gw_px_worker_start(w);
         rc = inv_worker_open(srv->inv, &w->loop, &w->inv);

@@ -98,19 +98,19 @@ void gw_ol_count_shed(gw_worker_t *w, gw_crit_t c);
 void gw_ol_count_degraded(gw_worker_t *w, gw_degrade_cause_t cause);
 /* Takes the proxied routes (copied): upstream i is dependency GW_DEP_UPSTREAM + i,
  * with its latency target. After gw_overload_start, before the workers start. */
-void gw_ol_register_upstreams(gw_server_t *srv, const gw_route_def_t *routes, size_t n);
+void gw_ol_register_upstreams(gw_server_t *srv, const gw_proxy_route_t *routes, size_t n);
 /* The 503 reason's name ("redis_limit", ...). Thread-safe. */
 const char *gw_ol_reason_name(gw_ol_reason_t k);
 /* The registered proxy.routes (borrowed, valid while the server runs). Thread-safe. */
-const gw_route_def_t *gw_ol_routes(const gw_server_t *srv, size_t *n);
+const gw_proxy_route_t *gw_ol_upstreams(const gw_server_t *srv, size_t *n);
 /*
- * Sets the latency target of route i of gw_ol_routes (ms, 0 none, at most its
+ * Sets the latency target of route i of gw_ol_upstreams (ms, 0 none, at most its
  * timeout_ms: the caller checks; gw_alimit_set_target): each worker's limit
  * takes it at its next tick (10 ms, 100 ms when idle). Returns the one it
  * replaced. Until a restart: the configured one comes back then. Thread-safe.
  */
-uint32_t gw_ol_route_set_target(gw_server_t *srv, size_t i, uint32_t target_ms);
+uint32_t gw_ol_upstream_set_target(gw_server_t *srv, size_t i, uint32_t target_ms);
 /* The latency target in force of route i (ms, 0 none). Thread-safe. */
-uint32_t gw_ol_route_target_ms(const gw_server_t *srv, size_t i);
+uint32_t gw_ol_upstream_target_ms(const gw_server_t *srv, size_t i);
 
 #endif

@@ -136,11 +136,11 @@ typedef struct gw_overload {
     uint32_t br_failures;
     uint64_t br_cooldown_ms;
     size_t nroutes;
-    gw_route_def_t routes[GW_ROUTES_MAX];
+    gw_proxy_route_t routes[GW_PROXY_ROUTES_MAX];
     /* Each route's latency target in force (ms, 0 none): the configured one until
      * an operator sets another (gw_ol_route_target); each worker's tick hands it
      * to its own limit, which only its loop thread may touch. */
-    _Atomic uint32_t route_target_ms[GW_ROUTES_MAX];
+    _Atomic uint32_t route_target_ms[GW_PROXY_ROUTES_MAX];
     /* for the periodic summary */
     uint64_t last_shed[GW_CRIT_COUNT], last_users, last_rejected[GW_OL_DEPS_MAX], last_pauses;
     uint64_t last_degraded[GW_DEG_COUNT];
@@ -1132,19 +1132,19 @@ void gw_ol_release_all(gw_req_t *r)
     }
 }
 
-uint32_t gw_ol_route_set_target(gw_server_t *srv, size_t i, uint32_t target_ms)
+uint32_t gw_ol_upstream_set_target(gw_server_t *srv, size_t i, uint32_t target_ms)
 {
     return atomic_exchange(&srv->ol->route_target_ms[i], target_ms);
 }
 
-uint32_t gw_ol_route_target_ms(const gw_server_t *srv, size_t i)
+uint32_t gw_ol_upstream_target_ms(const gw_server_t *srv, size_t i)
 {
     return srv->ol && i < srv->ol->nroutes
                ? atomic_load_explicit(&srv->ol->route_target_ms[i], memory_order_relaxed)
                : 0;
 }
 
-const gw_route_def_t *gw_ol_routes(const gw_server_t *srv, size_t *n)
+const gw_proxy_route_t *gw_ol_upstreams(const gw_server_t *srv, size_t *n)
 {
     *n = srv->ol ? srv->ol->nroutes : 0;
     return srv->ol ? srv->ol->routes : NULL;
@@ -1388,11 +1388,11 @@ const char *gw_ol_reason_name(gw_ol_reason_t k)
     return (unsigned)k < GW_OLR_COUNT ? ol_reason_names[k] : "other";
 }
 
-void gw_ol_register_upstreams(gw_server_t *srv, const gw_route_def_t *routes, size_t n)
+void gw_ol_register_upstreams(gw_server_t *srv, const gw_proxy_route_t *routes, size_t n)
 {
     gw_overload_t *ol = srv->ol;
-    if (n > GW_ROUTES_MAX)
-        n = GW_ROUTES_MAX;
+    if (n > GW_PROXY_ROUTES_MAX)
+        n = GW_PROXY_ROUTES_MAX;
     memcpy(ol->routes, routes, n * sizeof(*routes));
     ol->nroutes = n;
     for (size_t i = 0; i < n; i++)

@@ -89,7 +89,7 @@ typedef struct gw_px_req gw_px_req_t;
 
 struct gw_px_req {
     gw_req_t *r;
-    const gw_route_def_t *route;
+    const gw_proxy_route_t *route;
     unsigned idx;
     px_action_t action;
     /* the level that decided PX_SHED: the answer's reason and counter name it,
@@ -308,10 +308,10 @@ static int px_prereq(void *userp, char *primary_ip, char *local_ip, int primary_
 
 int gw_px_start(gw_server_t *srv, char *errbuf, size_t errlen)
 {
-    gw_route_def_t *routes = cm_xcalloc(GW_ROUTES_MAX, sizeof(*routes));
+    gw_proxy_route_t *routes = cm_xcalloc(GW_PROXY_ROUTES_MAX, sizeof(*routes));
     size_t n = 0;
     char why[300] = "";
-    if (gw_routes_parse(srv->cfg->proxy_routes, routes, &n, why, sizeof(why)) != 0) {
+    if (gw_proxy_routes_parse(srv->cfg->proxy_routes, routes, &n, why, sizeof(why)) != 0) {
         snprintf(errbuf, errlen, "proxy.routes: %s", why);
         free(routes);
         return CM_EINVAL;
@@ -330,7 +330,7 @@ int gw_px_start(gw_server_t *srv, char *errbuf, size_t errlen)
 void gw_px_stop(gw_server_t *srv)
 {
     size_t n = 0;
-    (void)gw_ol_routes(srv, &n);
+    (void)gw_ol_upstreams(srv, &n);
     if (n)
         curl_global_cleanup();
 }
@@ -346,7 +346,7 @@ void gw_px_worker_start(gw_worker_t *w)
     curl_multi_setopt(px->multi, CURLMOPT_TIMERDATA, px);
     long maxc = (long)w->srv->cfg->proxy_max_conns;
     curl_multi_setopt(px->multi, CURLMOPT_MAX_HOST_CONNECTIONS, maxc);
-    curl_multi_setopt(px->multi, CURLMOPT_MAXCONNECTS, maxc * GW_ROUTES_MAX);
+    curl_multi_setopt(px->multi, CURLMOPT_MAXCONNECTS, maxc * GW_PROXY_ROUTES_MAX);
     uv_timer_init(&w->loop, &px->timer);
     px->timer.data = px;
     w->px = px;
@@ -425,13 +425,13 @@ void gw_px_req_free(gw_req_t *r)
  * prefix locations): with /v1/page/ and /v1/page/item/ both listed,
  * /v1/page/item/7 is the second's however they are listed (the first in list
  * order took it when /v1/page/ came first). No tie: two prefixes that match
- * one path with the same length are the same string, which gw_routes_parse
+ * one path with the same length are the same string, which gw_proxy_routes_parse
  * refuses. Every route is looked at, a strlen and a compare each: at most
- * GW_ROUTES_MAX (32), and only for a request no core route took (gw_route
+ * GW_PROXY_ROUTES_MAX (32), and only for a request no core route took (gw_route
  * runs first: a buy never gets here), so a trie or a sorted table would buy
  * nothing measurable.
  */
-int gw_px_match(const gw_route_def_t *routes, size_t n, const char *url)
+int gw_px_match(const gw_proxy_route_t *routes, size_t n, const char *url)
 {
     int best = -1;
     size_t best_len = 0;
@@ -449,7 +449,7 @@ bool gw_px_route(gw_req_t *r, const char *url)
 {
     const gw_server_t *srv = r->w->srv;
     size_t n = 0;
-    const gw_route_def_t *routes = gw_ol_routes(srv, &n);
+    const gw_proxy_route_t *routes = gw_ol_upstreams(srv, &n);
     int i = gw_px_match(routes, n, url);
     if (i < 0)
         return false;
@@ -474,7 +474,7 @@ bool gw_px_route(gw_req_t *r, const char *url)
 static void answer_fallback(gw_req_t *r, gw_degrade_cause_t cause)
 {
     gw_px_req_t *p = r->px;
-    const gw_route_def_t *rt = p->route;
+    const gw_proxy_route_t *rt = p->route;
     gw_ol_count_shed(r->w, (gw_crit_t)rt->crit);
     gw_ol_count_degraded(r->w, cause);
     p->answered = p->fallback = true;
@@ -1442,7 +1442,7 @@ bool gw_px_render(gw_req_t *r, gw_reply_t *reply, int *status)
     *status = (int)p->status;
     gw_h1_status(r, p->status);
     if (p->fallback) {
-        const gw_route_def_t *rt = p->route;
+        const gw_proxy_route_t *rt = p->route;
         gw_h1_header(r, "Content-Type", rt->fb_type);
         gw_h1_header(r, "X-Flashgate-Degraded", "1");
         gw_h1_header(r, "Cache-Control", "no-store");

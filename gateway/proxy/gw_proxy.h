@@ -29,7 +29,7 @@ void gw_px_worker_stop(gw_worker_t *w);
 bool gw_px_route(gw_req_t *r, const char *url);
 /* The index of the route whose prefix matches the decoded path url by whole
  * segments, the longest one if several do; -1 if none. Pure. */
-int gw_px_match(const gw_route_def_t *routes, size_t n, const char *url);
+int gw_px_match(const gw_proxy_route_t *routes, size_t n, const char *url);
 /* upstream, the path and the query (NULL: none, "": a '?' alone) as sent, in one
  * allocated string for CURLOPT_URL (bytes libcurl would refuse or rewrite
  * written %XX: none from the strict parser). Pure. */

@@ -76,7 +76,7 @@ static void *rekey_run(void *arg)
 {
     rekeyer_t *r = arg;
     for (uint64_t k = 1; !atomic_load(&done); k++, r->rounds++)
-        gw__fair_set_secret(r->f, "s1", k, ~k);
+        gw_fair_set_secret(r->f, "s1", k, ~k);
     return NULL;
 }
 

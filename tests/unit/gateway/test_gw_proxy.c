@@ -27,11 +27,11 @@
 
 /*---- gw_px_match ----*/
 
-static size_t routes_of(const char *json, gw_route_def_t *out)
+static size_t routes_of(const char *json, gw_proxy_route_t *out)
 {
     char err[300] = "";
     size_t n = 0;
-    if (gw_routes_parse(json, out, &n, err, sizeof(err)) != 0)
+    if (gw_proxy_routes_parse(json, out, &n, err, sizeof(err)) != 0)
         fail_msg("routes refused: %s", err);
     return n;
 }
@@ -41,7 +41,7 @@ static size_t routes_of(const char *json, gw_route_def_t *out)
 static void test_longest_prefix_wins_in_any_order(void **state)
 {
     (void)state;
-    static gw_route_def_t rt[GW_ROUTES_MAX];
+    static gw_proxy_route_t rt[GW_PROXY_ROUTES_MAX];
     const char *orders[] = {"[" R("/v1/page/") "," R("/v1/page/item/") "," R("/v1/page/item") "]",
                             "[" R("/v1/page/item") "," R("/v1/page/item/") "," R("/v1/page/") "]",
                             "[" R("/v1/page/item/") "," R("/v1/page/") "," R("/v1/page/item") "]"};
@@ -76,10 +76,10 @@ static void test_longest_prefix_wins_in_any_order(void **state)
 static void test_a_prefix_is_listed_once(void **state)
 {
     (void)state;
-    static gw_route_def_t rt[GW_ROUTES_MAX];
+    static gw_proxy_route_t rt[GW_PROXY_ROUTES_MAX];
     char err[300] = "";
     size_t n = 0;
-    assert_int_equal(gw_routes_parse("[" R("/x/") "," R("/y/") "," R("/x/") "]", rt, &n, err,
+    assert_int_equal(gw_proxy_routes_parse("[" R("/x/") "," R("/y/") "," R("/x/") "]", rt, &n, err,
                                      sizeof(err)),
                      CM_EINVAL);
     if (!strstr(err, "route 2: prefix /x/ is route 0's already"))
@@ -93,7 +93,7 @@ static void test_a_prefix_is_listed_once(void **state)
 static void test_own_paths_are_reserved_by_segment(void **state)
 {
     (void)state;
-    static gw_route_def_t rt[GW_ROUTES_MAX];
+    static gw_proxy_route_t rt[GW_PROXY_ROUTES_MAX];
     const char *refused[] = {"/", "/v1", "/v1/", "/v1/sales", "/v1/sales/", "/v1/sales/x/y",
                              "/v1/orders", "/v1/orders/x", "/healthz", "/healthz/x", "/readyz",
                              "/admin", "/admin/", "/admin/v1/stats"};
@@ -102,7 +102,7 @@ static void test_own_paths_are_reserved_by_segment(void **state)
         size_t n = 0;
         snprintf(json, sizeof(json), "[{\"prefix\":\"%s\",\"upstream\":\"http://127.0.0.1:9\"}]",
                  refused[i]);
-        if (gw_routes_parse(json, rt, &n, err, sizeof(err)) != CM_EINVAL)
+        if (gw_proxy_routes_parse(json, rt, &n, err, sizeof(err)) != CM_EINVAL)
             fail_msg("prefix %s was taken", refused[i]);
         if (!strstr(err, "overlaps a route flashgate answers itself"))
             fail_msg("prefix %s: %s", refused[i], err);
@@ -121,7 +121,7 @@ static void test_own_paths_are_reserved_by_segment(void **state)
 static void test_latency_target(void **state)
 {
     (void)state;
-    static gw_route_def_t rt[GW_ROUTES_MAX];
+    static gw_proxy_route_t rt[GW_PROXY_ROUTES_MAX];
     assert_int_equal(routes_of("[" R("/x/") "]", rt), 1);
     assert_int_equal(rt[0].latency_target_ms, 0); /* none unless set */
     assert_int_equal(routes_of("[{\"prefix\":\"/x/\",\"upstream\":\"http://127.0.0.1:9\","
@@ -142,7 +142,7 @@ static void test_latency_target(void **state)
                  "[{\"prefix\":\"/x/\",\"upstream\":\"http://127.0.0.1:9\","
                  "\"latency_target_ms\":%s}]",
                  bad[i]);
-        if (gw_routes_parse(json, rt, &n, err, sizeof(err)) != CM_EINVAL)
+        if (gw_proxy_routes_parse(json, rt, &n, err, sizeof(err)) != CM_EINVAL)
             fail_msg("latency_target_ms %s was taken", bad[i]);
         if (!strstr(err, "latency_target_ms must be an integer from 1 to the route's timeout_ms "
                          "(1000)"))
@@ -157,10 +157,10 @@ static void test_latency_target(void **state)
 static void test_route_fields_in_help(void **state)
 {
     (void)state;
-    static gw_route_def_t rt[GW_ROUTES_MAX];
+    static gw_proxy_route_t rt[GW_PROXY_ROUTES_MAX];
     char err[300] = "";
     size_t n = 0;
-    assert_int_equal(gw_routes_parse("[{\"prefix\":\"/x/\",\"nope\":1}]", rt, &n, err,
+    assert_int_equal(gw_proxy_routes_parse("[{\"prefix\":\"/x/\",\"nope\":1}]", rt, &n, err,
                                      sizeof(err)),
                      CM_EINVAL);
     const char *lp = strchr(err, '('), *rp = lp ? strchr(lp, ')') : NULL;
