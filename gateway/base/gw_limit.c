@@ -276,7 +276,7 @@ gw_limits_t *gw_limits_new(uint64_t max_keys)
     /* Every buy probes a random slot: huge pages, or each probe is a TLB miss,
      * and resident from the start, or each new key's first touch is a page
      * fault on the buy path; together they were most of an accepted order's
-     * user time under a CPU quota (bench/README.md "Session 31"). Lazy pages,
+     * user time under a CPU quota (`make bench-overload`, the cpu case). Lazy pages,
      * as before, cost RAM only for the slots in use, but a sale's crowd of
      * new users touches every page within its first seconds anyway. */
     l->slot_mem = cm_map_huge(l->nslots_total * sizeof(slot_t), &l->slot_bytes);
@@ -626,7 +626,7 @@ static void table_take(gw_limits_t *l, uint64_t h, const cm_rate_policy_t *p,
  * The user bucket's window pulled into the cache ahead of gw_limits_admit,
  * while the caller does other work: with a new user per buy (a flash sale)
  * the window's lines were a cache miss every time, ~5.7% of an accepted
- * order's CPU (perf, bench/README.md session 9). No lock: a shard's slots and
+ * order's CPU (`python3 bench/profile.py build acc sys`). No lock: a shard's slots and
  * nslots never change after gw_limits_new, and a prefetch reads nothing.
  */
 void gw_limits_prefetch_user(gw_limits_t *l, const char *user, size_t user_len)

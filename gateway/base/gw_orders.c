@@ -146,7 +146,7 @@ gw_orders_t *gw_orders_new(uint64_t max_known)
         /* At most 3/4 full: an insert shifts the run up to the next empty slot,
          * (1 + 1/(1-load)^2)/2 slots on average: ~8 at 3/4, ~32 at 7/8, where
          * a full table (the eviction steady state) spent ~0.3 us more per
-         * order in insert (perf, bench/README.md session 9) for 3 bytes less. */
+         * order in insert (`python3 bench/profile.py build acc sys`) for 3 bytes less. */
         s->nslots = nslots;
         s->slots = (slot_t *)t->mem + (size_t)i * nslots;
         s->ring = (uint64_t *)((slot_t *)t->mem + SHARDS * nslots) + (size_t)i * cap;

@@ -85,7 +85,7 @@ size_t gw_sale_json(const inv_sale_info_t *s, bool admin, int64_t now_ms, char *
 
 /* Appends n bytes of s at p (no NUL), returns the new end; callers size the
  * buffer for bounded ids. One memcpy per part: the byte loop this replaced was
- * ~600 of an accepted order's instructions (callgrind, bench/README.md session 7). */
+ * ~600 of an accepted order's instructions (`python3 bench/profile.py build acc calls`). */
 static char *put_n(char *p, const char *s, size_t n)
 {
     memcpy(p, s, n);
@@ -341,7 +341,7 @@ static void spool_refused(gw_req_t *r, int rc)
  * is held; spool_flush (end of the iteration) writes the batch's records with
  * one write(2), then answers each (step 7). One write per order was ~6% of an
  * accepted order's CPU, the syscall and ext4's per-write work (perf,
- * bench/README.md session 9). An order is still in the spool before its 202.
+ * `python3 bench/profile.py build acc sys`). An order is still in the spool before its 202.
  */
 static bool spool_later(gw_req_t *r, bool replayed)
 {
@@ -649,7 +649,7 @@ bool gw_buy_handle(gw_req_t *r)
     /* The user's bucket, fetched into the cache now (its inventory slot once
      * the limits let the buy through, step 4): with a new buyer per order each
      * was a cache miss, one after the other; this way they overlap the checks
-     * in between (bench/README.md session 9). Hints only: nothing is read or
+     * in between (`python3 bench/profile.py build acc calls`). Hints only: nothing is read or
      * changed. */
     size_t user_len = strlen(r->res.user_id);
     gw_limits_prefetch_user(srv->limits, r->res.user_id, user_len);
@@ -683,8 +683,8 @@ bool gw_buy_handle(gw_req_t *r)
         return false;
     }
     /* Not before: a 429 had no use for it (its hash, ~300 instructions of a
-     * refusal; the reserve is still ~600 instructions away, bench/README.md
-     * session 10). */
+     * refusal; the reserve is still ~600 instructions away: `python3 bench/profile.py build rate
+     * calls`). */
     inv_prefetch(w->inv, sale, r->res.user_id);
 
     /* 4b. the lottery: an entry instead of an order, or wait for the draw */

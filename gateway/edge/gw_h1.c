@@ -31,7 +31,7 @@
  *    libuv (timers, Redis, upstreams, the thread pool) runs inside it when it
  *    has work. libuv's streams (uv_tcp_t: level-triggered, read(2) through the
  *    VFS, its read and write request machinery) cost the floor ~0.2 us a
- *    sold-out answer more (bench/uv_floor.c, bench/README.md "Session 30");
+ *    sold-out answer more (bench/uv_floor.c, FLOOR_EPOLL=1 against 0);
  *  - answers are rendered into one output buffer (status line, headers, body)
  *    and sent at once, the rest when EPOLLOUT's edge says there is room; prepared answers
  *    (sold out, rate limited, overloaded) are bytes with the Date refreshed
@@ -86,9 +86,9 @@
  * free list when a read comes (on_alloc) and given back once all of it is
  * done and the connection read nothing for a second (conn_settle from
  * on_buf_sweep; at once when it lingers or closes), so an idle keep-alive
- * connection is its gw_h1_t alone (456 bytes; 13.8 KiB with the buffers
- * inline until session 10: 10,000 idle keep-alive connections took 97 MB of
- * RSS, now 6 MB; bench/README.md, session 10), as nginx frees an idle
+ * connection is its gw_h1_t alone (456 bytes, against 13.8 KiB with the
+ * buffers inline: 10,000 idle keep-alive connections take ~6 MB of RSS, not
+ * 97 MB; `python3 bench/conn_mem.py`), as nginx frees an idle
  * connection's client_header_buffer. A request that waits (Redis, the spool's batch, an upstream), a head or a
  * body cut by a read, pipelined bytes: the connection keeps its buffer,
  * whose strings the request points into, until they are done with.
@@ -992,7 +992,7 @@ static const char *line_end(const gw_h1_head_t *h, const char *at)
  * final empty line: those two are looked at here, a few bytes past the URL's
  * and the last field's spans, before head_strings writes its NULs there
  * (a scan of every line of the head before each parse cost ~220 instructions
- * a request, bench/README.md session 10). Line ends before the request line
+ * a request, `python3 bench/profile.py build sold calls`). Line ends before the request line
  * (RFC 9112 2.2 lets a server skip them; other_method writes LFs there) are
  * not looked at. True: a bare LF.
  */
@@ -1984,8 +1984,8 @@ static bool uv_due(uv_loop_t *l)
  * uv_run(UV_RUN_NOWAIT) only in iterations where libuv has something to do
  * (its fd, a timer due, a change to apply), which the buy path's answers do
  * not make. Measured against libuv's streams at the floor (bench/uv_floor.c,
- * FLOOR_EPOLL=1 against 0): ~0.2 us less a sold-out answer, 4-6%
- * (bench/README.md "Session 30").
+ * FLOOR_EPOLL=1 against 0, `python3 bench/profile.py build floor`): ~0.2 us
+ * less a sold-out answer, 4-6%.
  */
 void gw_h1_run(gw_worker_t *w)
 {

@@ -383,7 +383,7 @@ void gw_http_check(gw_worker_t *w)
     /* The answers first: a shut resets the accept queue in one shutdown() the
      * CPU quota cannot cut (~4.5 us a connection), and the debt it leaves can
      * hold the thread for 100-200 ms; the 202s of the iteration that shut
-     * waited through it (bench/README.md "Session 12"). */
+     * waited through it (`make bench-overload`, the cpu case). */
     gw_buy_loop_tick(w);
     /* the Redis reserves queued in this iteration go out now, before the loop
      * sleeps (libuv's prepare phase did it when uv_run was the loop) */

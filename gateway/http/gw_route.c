@@ -43,7 +43,7 @@ gw_verb_t gw_verb_of(const char *method)
 /* Matches the paths of GW_PUBLIC_ROUTES (by hand, for speed: the path's
  * length once, then compares of known length, which GCC inlines; strncmp,
  * strchr and strcmp calls were ~85 of a buy's ~165 routing instructions,
- * bench/README.md session 10) and takes the allowed methods from the table. */
+ * `python3 bench/profile.py build sold calls`) and takes the allowed methods from the table. */
 bool gw_route(gw_req_t *r, const char *url)
 {
     bool get = r->verb == GW_VERB_GET || r->verb == GW_VERB_HEAD;

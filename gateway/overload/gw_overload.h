@@ -87,11 +87,11 @@ const char *gw_degrade_cause_name(gw_degrade_cause_t c);
  * such a window too, with ssthresh at the maximum, as TCP's initial window:
  * an upstream's starts at 16 (overload.upstream_limit_initial), because a
  * high start to an upstream busy from the first request made a queue
- * Gradient2's long average then kept as its baseline (bench/README.md,
- * Sessions 37-38); Redis's at 256, for the buyers' first burst. Measured: a limit left at its
+ * Gradient2's long average then kept as its baseline (`make bench-overload`,
+ * the upstream case); Redis's at 256, for the buyers' first burst. Measured: a limit left at its
  * initial 256 at half load sent 256 reserves at once when the crowd came to a
  * Redis held to 10% of a core, a queue past the 50 ms timeout, and the step
- * to 5x took 30-260 ms to converge (bench/README.md, 2026-11-23). When the long average is
+ * to 5x took 30-260 ms to converge (`make bench-overload`, the redis case). When the long average is
  * more than twice the short one (latency recovered) it decays by 5% a window.
  * Our additions: the target (gw_alimit_set_target, below; 0 = none) and
  * the floor (gw_alimit_set_floor; 0 = none), an RTT below
@@ -287,7 +287,7 @@ bool gw_qdelay_admit_user(const gw_qdelay_t *q, unsigned prio);
 /* Keep-alive connections kept while shut, at least: as many as the accept queue
  * the door lets wait (GW_DOOR_MIN_QUEUE). Under a CPU quota the kept connections
  * are the worker's whole supply of work, and few of them make each burst of its
- * quota find few requests (bench/README.md "Session 11" and "Session 12"). */
+ * quota find few requests (`make bench-overload`, the cpu case). */
 #define GW_DOOR_MIN_CONNS GW_DOOR_MIN_QUEUE
 #define GW_DOOR_IDLE_TICKS 2
 #define GW_DOOR_HOLD_US 250000u
@@ -347,7 +347,7 @@ uint32_t gw_door_budget(const gw_door_t *d, uint32_t floor);
  * trim followed it down to the floor; with the door shut no connection comes
  * back, so a CPU-capped worker served the rest of the crowd through 8-28
  * connections, few requests per wakeup, at 15-22 us of CPU an answer where
- * 40-63 connections took 10.8-14 (bench/README.md "Session 10").
+ * 40-63 connections took 10.8-14 (`make bench-overload`).
  */
 uint32_t gw_door_keep(const gw_door_t *d);
 /*
@@ -376,7 +376,7 @@ bool gw_door_trims(uint64_t open, uint64_t leaving, uint32_t keep);
  * crowd's requests waited past 2.5 targets (209 late 503s in a 100 ms bin),
  * the door shut 250 ms after the look on 144 queued connections to reset, and
  * the 400 ms around the look answered ~100 of 1,100 in time, where the bins
- * around them answered ~215 of ~265 each (bench/README.md "Session 15").
+ * around them answered ~215 of ~265 each (`make bench-overload`).
  */
 bool gw_door_should_shut(const gw_door_t *d, unsigned busy_pct, uint32_t queued);
 /*
@@ -444,7 +444,7 @@ bool gw_door_should_shut_quota(const gw_door_t *d, uint32_t queued);
  * while the accept queue stayed under the quota rule's four budgets for
  * 250-300 ms; 55-64 late 503s a 100 ms bin came first, then the shut reset
  * 355-518 queued connections, and the first 300 ms answered ~200 of ~790 in
- * time (bench/README.md "Session 15"). Never for a flood or a "machine"
+ * time (`make bench-overload`). Never for a flood or a "machine"
  * window. Owner thread only / pure.
  */
 #define GW_DOOR_LATE_SHUT 8u
@@ -462,9 +462,9 @@ bool gw_door_should_shut_late(const gw_door_t *d);
  * flashgate-load), and the two together left a capped worker 13-19 connections
  * of the 64 it keeps, each quota period finding few requests: 150-165 answers
  * a 100 ms bin for the rest of the run where 62 connections served 215 (cpu
- * case, 2x; bench/README.md "Session 15"). At half, the pool settled just
+ * case, 2x; `make bench-overload`). At half, the pool settled just
  * above it: 34 connections, one request each per 20 ms quota period, ~250
- * answers a bin where the quota serves ~420 (session 17).
+ * answers a bin where the quota serves ~420 (`make bench-overload`).
  * A refill the crowd undoes is not tried again: when a refill is due within
  * GW_DOOR_REFILL_MEMORY_US of the last one and the pool is no smaller than it
  * was then but kept less than half of what that refill lacked, the crowd
@@ -472,7 +472,7 @@ bool gw_door_should_shut_late(const gw_door_t *d);
  * flashgate-load keeps 64 idle, nginx `keepalive N` as many), and that pool
  * is the crowd's cap (pool_cap): the rule then asks for 3/4 of the cap, not
  * of what the door keeps, until the pool grows past the cap or the door
- * reopens in full. Measured before (session 28, cpu case at 2x, each door
+ * reopens in full. Measured without the pool cap (cpu case at 2x, each door
  * event logged): the door kept 91 (4,573/s x 20 ms) where the crowd holds 64,
  * so the rule reopened it every 40 ms, 108 times in a 5 s run, to accept ~27
  * connections the crowd then closed and to reset the ~30 queued behind them at
@@ -537,7 +537,7 @@ bool gw_late_shed(uint64_t waited_us, uint64_t target_us);
  * shut's backlog closed (its body is unread), and the worker could run out of
  * connections, idle, reopen, let a new queue in to reset at the next shut, and
  * do it again every 100-300 ms (measured: 16 shuts and 2,586 resets in a 3 s
- * run at 2x; bench/README.md "Session 10").
+ * run at 2x; `make bench-overload`).
  */
 #define GW_LATE_KEPT_TARGETS 4.0
 bool gw_late_shed_kept(uint64_t waited_us, uint64_t target_us);
@@ -617,7 +617,7 @@ typedef enum { GW_CONN_EXTRA, GW_CONN_KEPT_OPEN, GW_CONN_KEPT_SHUT } gw_conn_pla
  *   connections than its quota can serve in a burst (2-36 of a budget of 64
  *   kept, 17-38 us of CPU an answer against 11-13 at 64), and one served
  *   whatever its wait admitted the first shut's backlog late (10x admitted p99
- *   98-159 ms: bench/README.md "Session 11").
+ *   98-159 ms: `make bench-overload`).
  * - Kept, door open: shed from 2.5 targets, and kept (the caller keeps it
  *   only for a worker whose CPU quota runs out: an uncapped worker's late
  *   sheds never shut its door, so it closes them as beyond). Within the
@@ -628,7 +628,7 @@ typedef enum { GW_CONN_EXTRA, GW_CONN_KEPT_OPEN, GW_CONN_KEPT_SHUT } gw_conn_pla
  *   sheds had shut, and its slot failed every request it took while the door
  *   stayed shut (measured behind a 64-connection pool at 2x of a 5% quota:
  *   8 late sheds at the start, then 8,753 refused reconnects and half the
- *   202s of the same crowd without protection; bench/README.md "Session 19").
+ *   202s of the same crowd without protection; `make bench-overload`).
  * Pure.
  */
 typedef enum { GW_LATE_SERVE, GW_LATE_SHED_CLOSE, GW_LATE_SHED_KEEP } gw_late_verdict_t;

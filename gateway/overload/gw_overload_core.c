@@ -104,7 +104,7 @@ void gw_alimit_init(gw_alimit_t *l, uint32_t initial, uint32_t min, uint32_t max
      * first request, and Gradient2's long average learns the queue they make
      * as its baseline and keeps it: a page upstream serving 2,000/s, reached
      * at 10x from the start, held 256 in flight, 68-79 ms p50, for the whole
-     * run (bench/README.md, Session 37). */
+     * run (`make bench-overload`, the upstream case at 10x). */
     l->limit = initial;
     l->ssthresh = max;
     l->init_limit = initial;

@@ -504,7 +504,8 @@ static void up_run(gw_alimit_t *l, unsigned n, up_sim_t *u, int ms, double arriv
  * the first call: the limit starts as a small window, so the queue Gradient2
  * learns as its baseline is the one slow start stopped at (about the floor),
  * not the one a high initial limit makes at once. Measured with 256 to start:
- * the queue stayed at 68-79 ms for the whole run (bench/README.md, Session 37).
+ * the queue stayed at 68-79 ms for the whole run (`make bench-overload`, the
+ * upstream case at 10x).
  */
 static void test_limit_busy_from_the_start(void **state)
 {
