@@ -299,7 +299,8 @@ struct gw_worker {
     /* Prepared 503 overloaded answers, one per (reason, message, degraded,
      * Retry-After): a shed crowd costs no response building (gw_overload.c). */
     struct {
-        const char *reason, *msg;
+        gw_ol_reason_t reason;
+        const char *msg;
         unsigned retry;
         bool degraded;
         gw_prep_t *resp;

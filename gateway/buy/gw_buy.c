@@ -590,7 +590,7 @@ bool gw_buy_handle(gw_req_t *r)
         return false;
     }
     if (w->suspended >= srv->max_held) {
-        gw_ol_overloaded(r, "inflight_limit", "too many requests in flight", false);
+        gw_ol_overloaded(r, GW_OLR_INFLIGHT_LIMIT, "too many requests in flight", false);
         return false;
     }
 

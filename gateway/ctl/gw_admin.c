@@ -1455,23 +1455,12 @@ static void h_whoami(admin_call_t *a)
  */
 static void h_healthz(admin_call_t *a)
 {
-    gw_resp_init(a->p, GW_R_OK);
-    a->p->body_len = (size_t)snprintf(a->p->body, sizeof(a->p->body), "{\"status\":\"alive\"}");
+    gw_http_health(a->srv, false, a->p);
 }
 
 static void h_readyz(admin_call_t *a)
 {
-    gw_server_t *srv = a->srv;
-    bool leaving = atomic_load(&srv->draining) || atomic_load(&srv->leaving);
-    if (atomic_load(&srv->ready) && !leaving) {
-        gw_resp_init(a->p, GW_R_OK);
-        a->p->body_len = (size_t)snprintf(a->p->body, sizeof(a->p->body),
-                                          "{\"status\":\"ready\",\"inventory\":\"%s\"}",
-                                          inv_backend_name(srv->inv));
-    } else {
-        gw_resp_error(a->p, GW_R_UNAVAILABLE, NULL, "%s",
-                      leaving ? "draining: shutting down" : "starting up");
-    }
+    gw_http_health(a->srv, true, a->p);
 }
 
 /*---- the dashboard (static, embedded; holds no data, so no token) ----*/

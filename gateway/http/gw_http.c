@@ -150,30 +150,33 @@ static bool framing_refused(gw_req_t *r)
     return false;
 }
 
+void gw_http_health(gw_server_t *srv, bool ready, gw_resp_t *out)
+{
+    if (!ready) {
+        gw_resp_init(out, GW_R_OK);
+        out->body_len = (size_t)snprintf(out->body, sizeof(out->body), "{\"status\":\"alive\"}");
+        return;
+    }
+    bool leaving = atomic_load(&srv->draining) || atomic_load(&srv->leaving);
+    if (atomic_load(&srv->ready) && !leaving) {
+        gw_resp_init(out, GW_R_OK);
+        out->body_len = (size_t)snprintf(out->body, sizeof(out->body),
+                                         "{\"status\":\"ready\",\"inventory\":\"%s\"}",
+                                         inv_backend_name(srv->inv));
+    } else {
+        gw_resp_error(out, GW_R_UNAVAILABLE, NULL, "%s",
+                      leaving ? "draining: shutting down" : "starting up");
+    }
+}
+
 static void simple_handle(gw_req_t *r)
 {
     gw_server_t *srv = r->w->srv;
     switch (r->route) {
     case GW_ROUTE_HEALTH:
-        gw_resp_init(&r->resp, GW_R_OK);
-        r->resp.body_len = (size_t)snprintf(r->resp.body, sizeof(r->resp.body),
-                                            "{\"status\":\"alive\"}");
+    case GW_ROUTE_READY:
+        gw_http_health(srv, r->route == GW_ROUTE_READY, &r->resp);
         break;
-    case GW_ROUTE_READY: {
-        /* braces: a declaration after a label is C23, and clang (make fuzz) refuses it in C11 */
-        bool leaving = atomic_load(&srv->draining) || atomic_load(&srv->leaving);
-        if (atomic_load(&srv->ready) && !leaving) {
-            gw_resp_init(&r->resp, GW_R_OK);
-            r->resp.body_len = (size_t)snprintf(r->resp.body, sizeof(r->resp.body),
-                                                "{\"status\":\"ready\",\"inventory\":\"%s\"}",
-                                                inv_backend_name(srv->inv));
-        } else {
-            gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "%s",
-                          leaving ? "draining: shutting down"
-                                                      : "starting up");
-        }
-        break;
-    }
     case GW_ROUTE_ORDER:
         gw_order_handle(r);
         break;

@@ -11,7 +11,7 @@
 #include "gateway/overload/gw_overload.h"
 
 /* Counts a 503 of overload control by its reason. Loop thread of w. */
-void gw_count_overload(gw_worker_t *w, const char *reason);
+void gw_count_overload(gw_worker_t *w, gw_ol_reason_t reason);
 /*---- Overload control (gw_overload.c) ----*/
 
 /* Dependency indexes of the per-worker limits; upstream i is GW_DEP_UPSTREAM + i. */
@@ -74,11 +74,12 @@ void gw_ol_release_all(gw_req_t *r);
 /*
  * Answers r with 503 overloaded: the refusing limit or level and a jittered
  * Retry-After, from the worker's prepared answers (r->cached) when it can,
- * else built into r->resp. `reason` and `msg` must be string literals (the
- * cache keys on their addresses); `degraded` adds X-Flashgate-Degraded: 1.
+ * else built into r->resp: `reason` names it (gw_ol_reason_name) and counts it;
+ * `msg` must be a string literal (the
+ * cache keys on its address); `degraded` adds X-Flashgate-Degraded: 1.
  * Loop thread of r->w.
  */
-void gw_ol_overloaded(gw_req_t *r, const char *reason, const char *msg, bool degraded);
+void gw_ol_overloaded(gw_req_t *r, gw_ol_reason_t reason, const char *msg, bool degraded);
 /* Frees the worker's prepared 503 answers. Loop stopped. */
 void gw_ol_cache_free(gw_worker_t *w);
 /* A jittered Retry-After in seconds. Loop thread of w. */

@@ -845,7 +845,7 @@ bool gw_ol_too_late(gw_req_t *r)
              * small body is read and dropped), and no door counts it. */
             atomic_fetch_add_explicit(&o->shed_late, 1, memory_order_relaxed);
             atomic_fetch_add_explicit(&o->shed_late_upstream, 1, memory_order_relaxed);
-            gw_ol_overloaded(r, "queue_time",
+            gw_ol_overloaded(r, GW_OLR_QUEUE_TIME,
                              "this request waited too long before it reached the gateway "
                              "(X-Request-Start); try again shortly",
                              false);
@@ -882,7 +882,7 @@ bool gw_ol_too_late(gw_req_t *r)
             quota_ran_out(&o->sched))
             set_paused(o, true);
     }
-    gw_ol_overloaded(r, "queue_time",
+    gw_ol_overloaded(r, GW_OLR_QUEUE_TIME,
                      "this request waited too long in the gateway's queue; try again shortly",
                      false);
     /* Else the connection closes after the answer: it brought a request that
@@ -903,11 +903,12 @@ unsigned gw_ol_retry(gw_worker_t *w)
     return gw_ol_retry_after(r ^ uv_hrtime(), ol->retry_min, ol->retry_max);
 }
 
-static void build_overloaded(gw_worker_t *w, gw_resp_t *p, const char *reason, const char *msg,
+static void build_overloaded(gw_worker_t *w, gw_resp_t *p, gw_ol_reason_t reason, const char *msg,
                              unsigned retry, bool degraded)
 {
     char extra[96];
-    snprintf(extra, sizeof(extra), "\"reason\":\"%s\",\"retry_after\":%u", reason, retry);
+    snprintf(extra, sizeof(extra), "\"reason\":\"%s\",\"retry_after\":%u",
+             gw_ol_reason_name(reason), retry);
     gw_resp_error(p, GW_R_OVERLOADED, extra, "%s", msg);
     gw_resp_retry_after(p, retry); /* replaces the table default */
     if (degraded)
@@ -915,7 +916,7 @@ static void build_overloaded(gw_worker_t *w, gw_resp_t *p, const char *reason, c
     (void)w;
 }
 
-void gw_ol_overloaded(gw_req_t *r, const char *reason, const char *msg, bool degraded)
+void gw_ol_overloaded(gw_req_t *r, gw_ol_reason_t reason, const char *msg, bool degraded)
 {
     gw_worker_t *w = r->w;
     unsigned retry = gw_ol_retry(w);
@@ -923,7 +924,7 @@ void gw_ol_overloaded(gw_req_t *r, const char *reason, const char *msg, bool deg
     /*
      * A shed crowd gets the same few answers over and over: keep them prepared
      * (as sold out and 429 are), so a refusal costs no formatting, no
-     * allocation and no header building. Keys are literals: pointer compares.
+     * allocation and no header building. Messages are literals: pointer compares.
      */
     for (unsigned i = 0; i < w->nol_cache; i++) {
         if (w->ol_cache[i].reason == reason && w->ol_cache[i].msg == msg &&
@@ -983,7 +984,7 @@ static bool admit_user(gw_req_t *r, const char *user, size_t len)
     if (gw_qdelay_admit_user(&o->q, prio))
         return true;
     atomic_fetch_add_explicit(&o->shed_users, 1, memory_order_relaxed);
-    gw_ol_overloaded(r, "queue_delay",
+    gw_ol_overloaded(r, GW_OLR_QUEUE_DELAY,
                      "the gateway is overloaded; this user's turn comes again shortly", false);
     return false;
 }
@@ -1020,10 +1021,11 @@ bool gw_ol_buy_precheck(gw_req_t *r)
     return admit_user(r, u, (size_t)(p - u));
 }
 
-static const char *dep_reason(unsigned dep)
+static gw_ol_reason_t dep_reason(unsigned dep)
 {
-    return dep == GW_DEP_REDIS ? "redis_limit" : dep == GW_DEP_SPOOL ? "spool_limit"
-                                                                     : "upstream_limit";
+    return dep == GW_DEP_REDIS   ? GW_OLR_REDIS_LIMIT
+           : dep == GW_DEP_SPOOL ? GW_OLR_SPOOL_LIMIT
+                                 : GW_OLR_UPSTREAM_LIMIT;
 }
 
 static unsigned t0_slot(unsigned dep)
@@ -1063,7 +1065,7 @@ gw_ol_take_t gw_ol_try_acquire(gw_req_t *r, unsigned dep)
 void gw_ol_refuse(gw_req_t *r, unsigned dep, gw_ol_take_t why)
 {
     if (why == GW_OL_BREAKER)
-        gw_ol_overloaded(r, "upstream_breaker",
+        gw_ol_overloaded(r, GW_OLR_UPSTREAM_BREAKER,
                          "the upstream of this route is failing; try again shortly", true);
     else
         gw_ol_overloaded(r, dep_reason(dep),
@@ -1372,13 +1374,10 @@ static const char *const ol_reason_names[GW_OLR_COUNT] = {
 #undef XX
 };
 
-void gw_count_overload(gw_worker_t *w, const char *reason)
+void gw_count_overload(gw_worker_t *w, gw_ol_reason_t reason)
 {
-    int k = GW_OLR_OTHER;
-    for (int i = 0; i < GW_OLR_OTHER; i++)
-        if (strcmp(reason, ol_reason_names[i]) == 0)
-            k = i;
-    _Atomic uint64_t *c = &w->ctr.overload_reasons[k];
+    _Atomic uint64_t *c =
+        &w->ctr.overload_reasons[(unsigned)reason < GW_OLR_COUNT ? reason : GW_OLR_OTHER];
     atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
                           memory_order_relaxed);
 }

@@ -483,10 +483,12 @@ static void answer_fallback(gw_req_t *r, gw_degrade_cause_t cause)
 }
 
 /* "level_N" as a literal (gw_ol_overloaded keys its prepared answers on it). */
-static const char *level_reason(gw_level_t level)
+static gw_ol_reason_t level_reason(gw_level_t level)
 {
-    static const char *const names[GW_LEVEL_COUNT] = {"level_0", "level_1", "level_2", "level_3"};
-    return (unsigned)level < GW_LEVEL_COUNT ? names[level] : "level_3";
+    /* a route is shed only at level 1 and above */
+    return level == GW_LEVEL_NORMAL ? GW_OLR_OTHER
+           : (unsigned)level < GW_LEVEL_COUNT ? (gw_ol_reason_t)(GW_OLR_LEVEL_1 + (level - 1))
+                                              : GW_OLR_LEVEL_3;
 }
 
 /* Shed by the level: the fallback, else 503 overloaded level_N, both marked degraded. */
