@@ -129,7 +129,8 @@ const cm_opt_t st_config_opts[] = {
      .def = "",
      .alias = "metrics-listen",
      .metavar = "HOST:PORT",
-     .help = "serve GET /metrics (Prometheus text format) on this address; empty = off"},
+     .help = "serve GET /metrics (Prometheus text format), /healthz and /readyz (Kafka and the "
+             "database up) on this address, no token; empty = off"},
     {.key = "log.level",
      .type = CM_OPT_ENUM,
      .offset = OFF(log_level),

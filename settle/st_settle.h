@@ -115,6 +115,14 @@ typedef struct st_settle_stats {
     /* Consumer lag after the last batch: high watermark minus the next offset,
      * summed over the partitions of that batch (librdkafka's cached watermarks). */
     _Atomic int64_t lag;
+    /* Readiness (flashgate-settle's GET /readyz, settle/st_http.h): 1 while the
+     * Kafka clients are up and the brokers were last seen reachable (0 from an
+     * all-brokers-down report until a message, a metadata answer or new clients
+     * show them back); 1 unless the last database write of a batch failed. */
+    _Atomic uint64_t broker_up;
+    _Atomic uint64_t sink_up;
+    /* Wall-clock time of the last committed batch, ms since the epoch; 0 = none yet. */
+    _Atomic int64_t last_commit_ms;
 } st_settle_stats_t;
 
 typedef struct st_settle st_settle_t;
