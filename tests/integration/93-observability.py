@@ -21,7 +21,8 @@ Checks:
   metric it selects must return series, each label it matches on must exist
   on that metric, and each literal label value must be one Prometheus saw or
   one the C sources emit (a status code, or a string in gateway/ or settle/);
-- every rule group is healthy in /api/v1/rules and no alert fires.
+- every rule group is healthy in /api/v1/rules and no alert fires;
+- docs/runbook.md names each alert (FlashgateDown aside) beside its row.
 The expressions checked are printed.
 """
 import glob
@@ -102,12 +103,18 @@ def panel_exprs(panels):
 
 
 dash_exprs = list(panel_exprs(dash["panels"]))
+# The runbook names each alert beside its row, and the shipped files by path.
+runbook = open(os.path.join(SRC, "docs", "runbook.md")).read()
+named = set(re.findall(r"\[(Flashgate\w+)", runbook))
 check(len(dash_exprs) >= 20, "the dashboard has its panels (%d expressions)" % len(dash_exprs))
 rules = {f: __import__("yaml").safe_load(open(os.path.join(OBS, f))) for f in RULE_FILES}
 recording = [r for g in rules["flashgate.rules.yml"]["groups"] for r in g["rules"]]
 alerts = [r for g in rules["flashgate.alerts.yml"]["groups"] for r in g["rules"]]
 check(recording and all("record" in r for r in recording), "recording rules found")
 check(alerts and all("alert" in r for r in alerts), "alert rules found")
+eq(sorted(named), sorted(a["alert"] for a in alerts if a["alert"] != "FlashgateDown"),
+   "docs/runbook.md names every alert (but FlashgateDown) and no other")
+check("deploy/observability/grafana-dashboard.json" in runbook, "the runbook names the dashboard file")
 
 tmp = tempfile.mkdtemp(prefix="fg-obs-")
 procs = []
