@@ -91,7 +91,12 @@ def metrics_ok(text, what):
 for f in RULE_FILES:
     rc, out = promtool("check", "rules", os.path.join(OBS, f))
     check(rc == 0, "promtool check rules %s: %s" % (f, out.strip()[-400:]))
-dash = json.load(open(os.path.join(OBS, "grafana-dashboard.json")))
+dash_text = open(os.path.join(OBS, "grafana-dashboard.json")).read()
+dash = json.loads(dash_text)
+gen = subprocess.run([sys.executable, os.path.join(OBS, "dashboard.py")], capture_output=True,
+                     text=True, timeout=30)
+check(gen.returncode == 0 and gen.stdout == dash_text,
+      "grafana-dashboard.json is dashboard.py's output (regenerate it: see dashboard.py)")
 
 
 def panel_exprs(panels):
