@@ -10,6 +10,9 @@
 #                   target FUZZ_SECONDS (10) plus every committed reproducer
 #   make lint       cppcheck and clang-tidy, clean or failing (tests/lint/)
 #   make faults     the fault suite as one table (tests/fault/run.sh)
+#   make mutation   plant each bug of tests/mutation/mutants/ in a copy of the
+#                   tree, run the tests that should catch it, fail on a survivor
+#                   (tests/mutation/run.sh; not part of make test: minutes)
 #   make soak       10 minutes of steady mixed load: RSS, fds, spool, p99 plotted
 #   make bench      benchmarks (bench/bench.sh), printed side by side
 #   make bench-overload  the overload benchmark (bench/overload.sh, ~12 min: 3 rounds;
@@ -24,7 +27,8 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 TEST_JOBS ?= $(shell echo $$(( $(JOBS) * 2 )))
 CMAKE_FLAGS ?=
 
-.PHONY: all build run test test-dev test-asan test-tsan fuzz bench bench-overload rehearse clean
+.PHONY: all build run test test-dev test-asan test-tsan fuzz bench bench-overload rehearse clean \
+	mutation
 
 all: build
 
@@ -77,6 +81,10 @@ soak: build
 # The fault scenarios (also part of the integration stage) as one table.
 faults: build
 	@bash tests/fault/run.sh build
+
+# The suite's teeth: every planted bug must make a test fail (tests/mutation/run.sh).
+mutation:
+	@JOBS=$(JOBS) bash tests/mutation/run.sh $(MUTANTS)
 
 fuzz:
 	@CC=clang cmake -S . -B build-fuzz -DFLASHGATE_WERROR=ON -DFLASHGATE_FUZZ=ON \
