@@ -88,7 +88,7 @@ enum {
     SC_N
 };
 
-static const char *const script_text[SC_N] = {
+static const char *const inv__redis_script_text[SC_N] = {
     INV_REDIS_LUA_RESERVE,
     INV_REDIS_LUA_RELEASE,
     INV_REDIS_LUA_PUT,
@@ -152,14 +152,14 @@ typedef struct rb {
 
 
 /* Our own monotonic clock: the breaker must keep working when a test fakes cm_time. */
-static uint64_t now_ms(void)
+static uint64_t inv__redis_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static void sale_key(char *buf, const char *sale_id, const char *part)
+static void inv__redis_sale_key(char *buf, const char *sale_id, const char *part)
 {
     snprintf(buf, KEY_MAX, "{sale:%s}:%s", sale_id, part);
 }
@@ -180,7 +180,7 @@ static bool parse_i64(const char *s, size_t len, int64_t *out)
     return true;
 }
 
-static bool reply_i64(const redisReply *r, int64_t *out)
+static bool inv__redis_reply_i64(const redisReply *r, int64_t *out)
 {
     if (!r)
         return false;
@@ -206,7 +206,7 @@ typedef struct reserve_ans {
  * array {code, left, units[, order, qty, claimed]} (a duplicate must carry the
  * order and qty). false for anything else (an error reply, a protocol surprise).
  */
-static bool reserve_parse(const redisReply *r, reserve_ans_t *out)
+static bool inv__redis_reserve_parse(const redisReply *r, reserve_ans_t *out)
 {
     if (!r)
         return false;
@@ -220,8 +220,10 @@ static bool reserve_parse(const redisReply *r, reserve_ans_t *out)
         return true;
     }
     int64_t code;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 || !reply_i64(r->element[0], &code) ||
-        !reply_i64(r->element[1], &out->left) || !reply_i64(r->element[2], &out->units))
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
+        !inv__redis_reply_i64(r->element[0], &code) ||
+        !inv__redis_reply_i64(r->element[1], &out->left) ||
+        !inv__redis_reply_i64(r->element[2], &out->units))
         return false;
     if ((code < INV_RESERVED || code > INV_UNKNOWN_SALE) && code != INV_RESERVED_BEFORE)
         return false;
@@ -236,7 +238,7 @@ static bool reserve_parse(const redisReply *r, reserve_ans_t *out)
 }
 
 /* Parses the 8 fields of INV_REDIS_LUA_STATE (HMGET order). CM_ENOTFOUND if the sale has none. */
-static int parse_state(const redisReply *r, const char *sale_id, inv_sale_info_t *out)
+static int inv__redis_parse_state(const redisReply *r, const char *sale_id, inv_sale_info_t *out)
 {
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 8)
         return CM_EBACKEND;
@@ -246,7 +248,7 @@ static int parse_state(const redisReply *r, const char *sale_id, inv_sale_info_t
     for (size_t i = 0; i < 8; i++) {
         if (r->element[i]->type == REDIS_REPLY_NIL)
             continue; /* an absent counter is 0 */
-        if (!reply_i64(r->element[i], &v[i]))
+        if (!inv__redis_reply_i64(r->element[i], &v[i]))
             return CM_EBACKEND;
     }
     memset(out, 0, sizeof(*out));
@@ -262,14 +264,14 @@ static int parse_state(const redisReply *r, const char *sale_id, inv_sale_info_t
     return 0;
 }
 
-static void publish_local(rb_t *rb, const inv_sale_info_t *info)
+static void inv__redis_publish_local(rb_t *rb, const inv_sale_info_t *info)
 {
     inv_sale_t *s = inv__sale_get_or_create(rb->inv, info->sale_id);
     if (s)
         inv__sale_publish(s, info);
 }
 
-static bool is_noscript(const redisReply *r)
+static bool inv__redis_is_noscript(const redisReply *r)
 {
     return r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0;
 }
@@ -280,7 +282,7 @@ static bool is_noscript(const redisReply *r)
  * call fails at once anyway) has no breaker. */
 
 /* true if a call may go out; in HALF_OPEN exactly one caller (the probe) gets true. */
-static bool br_allow(rb_t *rb, int node)
+static bool inv__redis_br_allow(rb_t *rb, int node)
 {
     if (node < 0 || node >= INV_CLUSTER_NODES_MAX)
         return true;
@@ -289,13 +291,13 @@ static bool br_allow(rb_t *rb, int node)
         return true;
     if (st == BR_HALF_OPEN)
         return false;
-    if (now_ms() < atomic_load(&rb->br[node].until_ms))
+    if (inv__redis_now_ms() < atomic_load(&rb->br[node].until_ms))
         return false;
     int open = BR_OPEN;
     return atomic_compare_exchange_strong(&rb->br[node].state, &open, BR_HALF_OPEN);
 }
 
-static void br_success(rb_t *rb, int node)
+static void inv__redis_br_success(rb_t *rb, int node)
 {
     if (node < 0 || node >= INV_CLUSTER_NODES_MAX)
         return;
@@ -304,7 +306,7 @@ static void br_success(rb_t *rb, int node)
         atomic_store(&rb->br[node].state, BR_CLOSED); /* no log line per event: see br_opens */
 }
 
-static void br_failure(rb_t *rb, int node)
+static void inv__redis_br_failure(rb_t *rb, int node)
 {
     if (node < 0 || node >= INV_CLUSTER_NODES_MAX)
         return;
@@ -313,7 +315,7 @@ static void br_failure(rb_t *rb, int node)
     if (st == BR_OPEN)
         return; /* stragglers of the burst that opened it do not extend the cool-down */
     if (st == BR_HALF_OPEN || n >= rb->br_failures) {
-        atomic_store(&rb->br[node].until_ms, now_ms() + rb->br_cooldown_ms);
+        atomic_store(&rb->br[node].until_ms, inv__redis_now_ms() + rb->br_cooldown_ms);
         if (atomic_compare_exchange_strong(&rb->br[node].state, &st, BR_OPEN))
             atomic_fetch_add_explicit(&rb->br_opens, 1, memory_order_relaxed);
     }
@@ -368,7 +370,7 @@ fail:
  * CM_EBACKEND); the routed client reconnects on the next call after an I/O
  * error. `quiet`: a transport failure is not logged (the caller retries).
  */
-static redisReply *sync_eval_log(inv_cluster_sync_t *c, const rb_t *rb, int sc,
+static redisReply *inv__redis_sync_eval_log(inv_cluster_sync_t *c, const rb_t *rb, int sc,
                                  const char *sale_id, int nkeys, int nargs, const char **args,
                                  int *err, bool quiet)
 {
@@ -383,7 +385,7 @@ static redisReply *sync_eval_log(inv_cluster_sync_t *c, const rb_t *rb, int sc,
     argv[argc++] = rb->sha[sc];
     argv[argc++] = nk;
     for (int i = 0; i < nkeys; i++) {
-        sale_key(keys[i], sale_id, parts[i]);
+        inv__redis_sale_key(keys[i], sale_id, parts[i]);
         argv[argc++] = keys[i];
     }
     for (int i = 0; i < nargs; i++)
@@ -391,12 +393,12 @@ static redisReply *sync_eval_log(inv_cluster_sync_t *c, const rb_t *rb, int sc,
     for (int i = 0; i < argc; i++)
         argl[i] = strlen(argv[i]);
     redisReply *r = inv_cluster_sync_argv(c, keys[0], argc, argv, argl, err);
-    if (is_noscript(r)) {
+    if (inv__redis_is_noscript(r)) {
         freeReplyObject(r);
         argv[0] = "EVAL";
-        argv[1] = script_text[sc];
+        argv[1] = inv__redis_script_text[sc];
         argl[0] = 4;
-        argl[1] = strlen(script_text[sc]);
+        argl[1] = strlen(inv__redis_script_text[sc]);
         r = inv_cluster_sync_argv(c, keys[0], argc, argv, argl, err);
     }
     if (!r) {
@@ -413,10 +415,11 @@ static redisReply *sync_eval_log(inv_cluster_sync_t *c, const rb_t *rb, int sc,
     return r;
 }
 
-static redisReply *sync_eval(inv_cluster_sync_t *c, const rb_t *rb, int sc, const char *sale_id,
-                             int nkeys, int nargs, const char **args, int *err)
+static redisReply *inv__redis_sync_eval(inv_cluster_sync_t *c, const rb_t *rb, int sc,
+                                        const char *sale_id, int nkeys, int nargs,
+                                        const char **args, int *err)
 {
-    return sync_eval_log(c, rb, sc, sale_id, nkeys, nargs, args, err, false);
+    return inv__redis_sync_eval_log(c, rb, sc, sale_id, nkeys, nargs, args, err, false);
 }
 
 /*
@@ -426,7 +429,7 @@ static redisReply *sync_eval(inv_cluster_sync_t *c, const rb_t *rb, int sc, cons
  * fate is unknown must not be sent (restock must not run twice). Caller
  * holds admin_mu.
  */
-static redisReply *admin_cmd(rb_t *rb, const char *key, int *err, const char *fmt, ...)
+static redisReply *inv__redis_admin_cmd(rb_t *rb, const char *key, int *err, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -447,14 +450,14 @@ static redisReply *admin_cmd(rb_t *rb, const char *key, int *err, const char *fm
 }
 
 /* Reads a sale's state on the admin connection. Caller holds admin_mu. */
-static int admin_state(rb_t *rb, const char *sale_id, inv_sale_info_t *out)
+static int inv__redis_admin_state(rb_t *rb, const char *sale_id, inv_sale_info_t *out)
 {
     int err = 0;
     /* a script: the units and orders are derived from meta and the orders hash at once */
-    redisReply *r = sync_eval(rb->admin, rb, SC_READ, sale_id, 3, 0, NULL, &err);
+    redisReply *r = inv__redis_sync_eval(rb->admin, rb, SC_READ, sale_id, 3, 0, NULL, &err);
     if (!r)
         return err;
-    int rc = parse_state(r, sale_id, out);
+    int rc = inv__redis_parse_state(r, sale_id, out);
     freeReplyObject(r);
     return rc;
 }
@@ -481,15 +484,15 @@ static int admin_state(rb_t *rb, const char *sale_id, inv_sale_info_t *out)
  * while connecting, or when the socket took only part of the buffer.
  */
 struct rw;
-static void rw_read_stamp(struct rw *w, int fd);
+static void inv__redis_rw_read_stamp(struct rw *w, int fd);
 
 typedef struct rl_events {
     redisAsyncContext *context;
-    struct rw *w;       /* a worker's connection: its replies are timed (rw_read_stamp) */
+    struct rw *w; /* a worker's connection: its replies are timed (inv__redis_rw_read_stamp) */
     uv_poll_t handle;
     uv_prepare_t flush; /* active while a connected context has output queued */
     int events;         /* the mask the poll handle watches now */
-    bool in_flush;      /* inside rl_flush: a new write request means "socket full" */
+    bool in_flush;      /* inside inv__redis_rl_flush: a new write request means "socket full" */
     int open_handles;   /* freed when both handles are closed */
 } rl_events_t;
 
@@ -502,7 +505,7 @@ static void rl_poll(uv_poll_t *handle, int status, int events)
     }
     if (p->context != NULL && (events & UV_READABLE)) {
         if (p->w)
-            rw_read_stamp(p->w, p->context->c.fd);
+            inv__redis_rw_read_stamp(p->w, p->context->c.fd);
         redisAsyncHandleRead(p->context);
     }
     if (p->context != NULL && (events & UV_WRITABLE))
@@ -565,7 +568,7 @@ static bool rl_write_all(rl_events_t *p)
     return true;
 }
 
-static void rl_flush(uv_prepare_t *h)
+static void inv__redis_rl_flush(uv_prepare_t *h)
 {
     rl_events_t *p = h->data;
     uv_prepare_stop(h);
@@ -596,7 +599,7 @@ static void rl_add_write(void *privdata)
         return;
     }
     if (!(p->events & UV_WRITABLE) && !uv_is_active((uv_handle_t *)&p->flush))
-        uv_prepare_start(&p->flush, rl_flush);
+        uv_prepare_start(&p->flush, inv__redis_rl_flush);
 }
 
 static void rl_del_write(void *privdata)
@@ -771,7 +774,7 @@ static redisReplyObjectFunctions ro_fns = {ro_string, ro_array, ro_integer, ro_n
 
 /* Opens an async context to cluster node `node` on `loop`, queues AUTH and
  * SELECT. NULL if it failed at once. */
-static redisAsyncContext *async_open(rb_t *rb, int node, uv_loop_t *loop, void *data,
+static redisAsyncContext *inv__redis_async_open(rb_t *rb, int node, uv_loop_t *loop, void *data,
                                      redisConnectCallback *on_conn,
                                      redisDisconnectCallback *on_disc)
 {
@@ -854,19 +857,19 @@ struct rw {
     rconn_t *conns;           /* `pool` per node: conns[node * pool + i], opened on first use */
     uint32_t nconns, nnodes, rr;
     uv_timer_t tick;
-    uv_prepare_t send_prep;  /* stamps the sends (rw_send_cb) */
-    uint64_t arrival_us;     /* of the replies being read now (rw_read_stamp), 0: unknown */
+    uv_prepare_t send_prep;  /* stamps the sends (inv__redis_rw_send_cb) */
+    uint64_t arrival_us; /* of the replies being read now (inv__redis_rw_read_stamp), 0: unknown */
     rop_t pending; /* sentinel */
     /* Reserves queued in this loop iteration, sent in batches from the prepare
-     * phase (queue_send), oldest first. */
+     * phase (inv__redis_queue_send), oldest first. */
     rop_t *q_head, *q_tail;
-    /* While batch_each hands out a batch's reply: its reserves that wait for
+    /* While inv__redis_batch_each hands out a batch's reply: its reserves that wait for
      * the replicas (wait_replicas), for one WAIT after the last. */
     rop_t **wait_batch;
     rop_t doubt;   /* sentinel: reserves whose answer was lost with the connection */
     uint32_t ndoubt;
     uint32_t nops;             /* ops allocated and not freed: calls in flight, doubts */
-    uint64_t doubt_retry_ms;   /* inv_worker_inflight's last doubt_flush (loop time) */
+    uint64_t doubt_retry_ms;   /* inv_worker_inflight's last inv__redis_doubt_flush (loop time) */
     inv_orphan_fn orphan;      /* at close: who gets the reserves still in doubt */
     void *orphan_ctx;
     bool is_closing;
@@ -877,7 +880,7 @@ struct rw {
     char pfx_sale[INV_SALE_ID_MAX + 1];
     size_t pfx_len; /* 0: none */
     char pfx[4 * (KEY_MAX + 16) + 96];
-    /* Ops of finished calls, for the next ones (see op_new). */
+    /* Ops of finished calls, for the next ones (see inv__redis_op_new). */
     rop_t *free_ops;
     uint32_t nfree_ops;
 };
@@ -895,7 +898,7 @@ static void conn_start(rconn_t *c);
  */
 #define FREE_OPS_MAX 1024
 
-static rop_t *op_new(rw_t *w)
+static rop_t *inv__redis_op_new(rw_t *w)
 {
     rop_t *op = w->free_ops;
     w->nops++;
@@ -907,7 +910,7 @@ static rop_t *op_new(rw_t *w)
     return cm_xmalloc(sizeof(*op));
 }
 
-static void op_free(rop_t *op)
+static void inv__redis_op_free(rop_t *op)
 {
     rw_t *w = op->w;
     w->nops--;
@@ -920,7 +923,7 @@ static void op_free(rop_t *op)
     w->nfree_ops++;
 }
 
-static void free_ops_drain(rw_t *w)
+static void inv__redis_free_ops_drain(rw_t *w)
 {
     while (w->free_ops) {
         rop_t *op = w->free_ops;
@@ -938,7 +941,7 @@ static void rw_release(rw_t *w)
     }
 }
 
-static void tick_closed(uv_handle_t *h)
+static void inv__redis_tick_closed(uv_handle_t *h)
 {
     rw_release(h->data);
 }
@@ -996,21 +999,21 @@ static uint64_t rx_stamp_us(int fd)
     return 0;
 }
 
-static void queue_send(rw_t *w);
+static void inv__redis_queue_send(rw_t *w);
 
 /*
  * The prepare phase, just before the loop polls: the worker's queued reserves
- * go out (queue_send), and the connections' flushes
- * write everything queued in this iteration (rl_flush), so that is each new
+ * go out (inv__redis_queue_send), and the connections' flushes
+ * write everything queued in this iteration (inv__redis_rl_flush), so that is each new
  * op's send time. Ops are appended to the pending list as they are queued;
  * the walk stops at the first one already stamped (a resent op keeps its
  * first send).
  */
-static void rw_send_cb(uv_prepare_t *h)
+static void inv__redis_rw_send_cb(uv_prepare_t *h)
 {
     rw_t *w = h->data;
     if (w->q_head)
-        queue_send(w);
+        inv__redis_queue_send(w);
     if (w->pending.prev == &w->pending || w->pending.prev->sent_us)
         return;
     uint64_t now = wall_us();
@@ -1018,7 +1021,7 @@ static void rw_send_cb(uv_prepare_t *h)
         op->sent_us = now;
 }
 
-static void rw_read_stamp(struct rw *w, int fd)
+static void inv__redis_rw_read_stamp(struct rw *w, int fd)
 {
     w->arrival_us = rx_stamp_us(fd);
 }
@@ -1029,7 +1032,7 @@ static void op_rtt(const rop_t *op, inv_reserve_req_t *req)
         req->rtt_us = op->w->arrival_us > op->sent_us ? op->w->arrival_us - op->sent_us : 0;
 }
 
-static void retry_closed(uv_handle_t *h)
+static void inv__redis_retry_closed(uv_handle_t *h)
 {
     rconn_t *c = h->data;
     rw_release(c->w);
@@ -1051,7 +1054,7 @@ static void conn_retry(rconn_t *c)
     uv_timer_start(&c->retry, conn_retry_cb, c->backoff_ms, 0);
 }
 
-static void doubt_flush(rw_t *w);
+static void inv__redis_doubt_flush(rw_t *w);
 
 /* A node lost or refusing: on a cluster its slots may have a new master. */
 static void map_stale(rb_t *rb)
@@ -1077,7 +1080,7 @@ static void conn_on_connect(const redisAsyncContext *ac, int status)
     }
     c->is_up = true;
     c->backoff_ms = 0;
-    doubt_flush(c->w);
+    inv__redis_doubt_flush(c->w);
 }
 
 static void conn_on_disconnect(const redisAsyncContext *ac, int status)
@@ -1096,7 +1099,8 @@ static void conn_start(rconn_t *c)
 {
     if (c->w->is_closing || c->ac)
         return;
-    c->ac = async_open(c->w->rb, c->node, c->w->loop, c, conn_on_connect, conn_on_disconnect);
+    c->ac = inv__redis_async_open(c->w->rb, c->node, c->w->loop, c, conn_on_connect,
+                                  conn_on_disconnect);
     if (!c->ac)
         conn_retry(c);
     else {
@@ -1106,7 +1110,7 @@ static void conn_start(rconn_t *c)
 }
 
 /* Sets up (once) and opens the pool of `node` on w's loop. */
-static void node_open(rw_t *w, int node)
+static void inv__redis_node_open(rw_t *w, int node)
 {
     for (uint32_t i = 0; i < w->rb->pool; i++) {
         rconn_t *c = &w->conns[(uint32_t)node * w->rb->pool + i];
@@ -1127,11 +1131,11 @@ static void node_open(rw_t *w, int node)
  * up first, else one still connecting (hiredis sends once it is up). With
  * up_only, only a connection that is up. NULL if none.
  */
-static rconn_t *node_conn(rw_t *w, int node, bool up_only)
+static rconn_t *inv__redis_node_conn(rw_t *w, int node, bool up_only)
 {
     if (node < 0 || (uint32_t)node >= w->nnodes)
         return NULL;
-    node_open(w, node);
+    inv__redis_node_open(w, node);
     uint32_t pool = w->rb->pool;
     rconn_t *base = &w->conns[(uint32_t)node * pool];
     for (int pass = 0; pass < (up_only ? 1 : 2); pass++) {
@@ -1147,7 +1151,7 @@ static rconn_t *node_conn(rw_t *w, int node, bool up_only)
 }
 
 /* The node that serves `slot` now (0 on a single Redis), or -1 (the map is then stale). */
-static int slot_node(rb_t *rb, uint16_t slot)
+static int inv__redis_slot_node(rb_t *rb, uint16_t slot)
 {
     if (!inv_cluster_enabled(rb->cl))
         return 0;
@@ -1157,26 +1161,27 @@ static int slot_node(rb_t *rb, uint16_t slot)
     return n;
 }
 
-static uint16_t sale_slot(const char *sale_id)
+static uint16_t inv__redis_sale_slot(const char *sale_id)
 {
     char key[KEY_MAX];
-    sale_key(key, sale_id, "meta");
+    inv__redis_sale_key(key, sale_id, "meta");
     return inv_cluster_key_slot(key, strlen(key));
 }
 
 /* The master of a sale as the map has it now (its breaker), 0 on a single Redis. */
-static int sale_node(rb_t *rb, const char *sale_id)
+static int inv__redis_sale_node(rb_t *rb, const char *sale_id)
 {
-    return inv_cluster_enabled(rb->cl) ? inv_cluster_route(rb->cl, sale_slot(sale_id)) : 0;
+    return inv_cluster_enabled(rb->cl) ? inv_cluster_route(rb->cl, inv__redis_sale_slot(sale_id))
+                                       : 0;
 }
 
 /* The master an op was last sent to (its breaker), -1 if none. */
-static int op_node(const rop_t *op)
+static int inv__redis_op_node(const rop_t *op)
 {
     return op->conn ? op->conn->node : -1;
 }
 
-static void pending_add(rw_t *w, rop_t *op)
+static void inv__redis_pending_add(rw_t *w, rop_t *op)
 {
     op->prev = w->pending.prev;
     op->next = &w->pending;
@@ -1192,7 +1197,7 @@ static void pending_del(rop_t *op)
 }
 
 /* Calls req->done exactly once and forgets the request; the op lives on until its reply. */
-static void op_complete(rop_t *op, int outcome)
+static void inv__redis_op_complete(rop_t *op, int outcome)
 {
     inv_reserve_req_t *req = op->req;
     if (!req)
@@ -1215,28 +1220,28 @@ static void drain_replies(rw_t *w)
     for (uint32_t i = 0; i < w->nconns; i++) {
         rconn_t *c = &w->conns[i];
         if (c->ac && c->is_up) {
-            rw_read_stamp(w, c->ac->c.fd);
+            inv__redis_rw_read_stamp(w, c->ac->c.fd);
             redisAsyncHandleRead(c->ac); /* may drop the context: c->ac is NULL then */
         }
     }
 }
 
-static void tick_cb(uv_timer_t *t)
+static void inv__redis_tick_cb(uv_timer_t *t)
 {
     rw_t *w = t->data;
     uint64_t now = uv_now(w->loop);
     if (w->pending.next != &w->pending && w->pending.next->deadline <= now)
         drain_replies(w);
     while (w->pending.next != &w->pending && w->pending.next->deadline <= now) {
-        br_failure(w->rb, op_node(w->pending.next));
-        op_complete(w->pending.next, CM_ETIMEOUT);
+        inv__redis_br_failure(w->rb, inv__redis_op_node(w->pending.next));
+        inv__redis_op_complete(w->pending.next, CM_ETIMEOUT);
     }
     if (w->pending.next != &w->pending && !w->is_closing)
-        uv_timer_start(&w->tick, tick_cb, w->pending.next->deadline - now, 0);
+        uv_timer_start(&w->tick, inv__redis_tick_cb, w->pending.next->deadline - now, 0);
 }
 
-static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata);
-static void wait_reply(redisAsyncContext *ac, void *reply, void *privdata);
+static void inv__redis_reserve_reply(redisAsyncContext *ac, void *reply, void *privdata);
+static void inv__redis_wait_reply(redisAsyncContext *ac, void *reply, void *privdata);
 
 /*
  * RESP written by hand: hiredis's argv formatter grows an sds argument by
@@ -1271,14 +1276,14 @@ static void resp_num(resp_t *b, char tag, size_t v)
     resp_put(b, t + i, sizeof(t) - i);
 }
 
-static void resp_arg(resp_t *b, const char *s, size_t n)
+static void inv__redis_resp_arg(resp_t *b, const char *s, size_t n)
 {
     resp_num(b, '$', n);
     resp_put(b, s, n);
     resp_put(b, "\r\n", 2);
 }
 
-/* The key "{sale:ID}:part" (sale_key's layout) as one argument. */
+/* The key "{sale:ID}:part" (inv__redis_sale_key's layout) as one argument. */
 static void resp_key(resp_t *b, const char *sale_id, size_t idlen, const char *part)
 {
     size_t plen = strlen(part);
@@ -1292,18 +1297,18 @@ static void resp_key(resp_t *b, const char *sale_id, size_t idlen, const char *p
 
 /* A script call up to its arguments: EVALSHA (EVAL with the text after
  * NOSCRIPT), the script, and the sale's 4 keys; nargs arguments follow. */
-static void script_head(resp_t *b, const rb_t *rb, int sc, bool reloaded, size_t nargs,
+static void inv__redis_script_head(resp_t *b, const rb_t *rb, int sc, bool reloaded, size_t nargs,
                         const char *sale_id)
 {
     static const char *const parts[4] = {"meta", "users", "orders", "idem"};
-    const char *body = reloaded ? script_text[sc] : rb->sha[sc];
+    const char *body = reloaded ? inv__redis_script_text[sc] : rb->sha[sc];
     resp_num(b, '*', 3 + 4 + nargs);
     if (reloaded)
-        resp_arg(b, "EVAL", 4);
+        inv__redis_resp_arg(b, "EVAL", 4);
     else
-        resp_arg(b, "EVALSHA", 7);
-    resp_arg(b, body, strlen(body));
-    resp_arg(b, "4", 1);
+        inv__redis_resp_arg(b, "EVALSHA", 7);
+    inv__redis_resp_arg(b, body, strlen(body));
+    inv__redis_resp_arg(b, "4", 1);
     size_t idlen = strlen(sale_id);
     for (int i = 0; i < 4; i++)
         resp_key(b, sale_id, idlen, parts[i]);
@@ -1333,7 +1338,7 @@ static size_t op_format(const rop_t *op, int sc, char *buf, size_t cap)
         /* a copy instead of ~15 formatted pieces: ~1k instructions a reserve (callgrind) */
         resp_put(&b, w->pfx, w->pfx_len);
     } else {
-        script_head(&b, w->rb, sc, op->is_reloaded, (size_t)nargs, op->sale_id);
+        inv__redis_script_head(&b, w->rb, sc, op->is_reloaded, (size_t)nargs, op->sale_id);
         if (cacheable && b.need <= b.cap && b.need <= sizeof(w->pfx)) {
             memcpy(w->pfx, buf, b.need);
             w->pfx_len = b.need;
@@ -1341,7 +1346,7 @@ static size_t op_format(const rop_t *op, int sc, char *buf, size_t cap)
         }
     }
     for (int i = 0; i < nargs; i++)
-        resp_arg(&b, args[i], strlen(args[i]));
+        inv__redis_resp_arg(&b, args[i], strlen(args[i]));
     return b.need;
 }
 
@@ -1351,7 +1356,7 @@ static int op_script(const rop_t *op)
     return op->is_compensation ? SC_RELEASE : op->is_claim ? SC_CLAIM : SC_RESERVE;
 }
 
-static int op_send(rop_t *op, int sc)
+static int inv__redis_op_send(rop_t *op, int sc)
 {
     if (!op->conn || !op->conn->ac)
         return CM_EBACKEND;
@@ -1366,14 +1371,14 @@ static int op_send(rop_t *op, int sc)
         buf = cm_xmalloc(len);
         op_format(op, sc, buf, len);
     }
-    int rc = redisAsyncFormattedCommand(op->conn->ac, reserve_reply, op, buf, len);
+    int rc = redisAsyncFormattedCommand(op->conn->ac, inv__redis_reserve_reply, op, buf, len);
     if (buf != stack)
         free(buf);
     return rc == REDIS_OK ? 0 : CM_EBACKEND;
 }
 
 /* strlcpy: the request's fields are NUL-terminated within their sizes already. */
-static void copy_str(char *dst, size_t cap, const char *src)
+static void inv__redis_copy_str(char *dst, size_t cap, const char *src)
 {
     size_t n = strnlen(src, cap - 1);
     memcpy(dst, src, n);
@@ -1381,7 +1386,7 @@ static void copy_str(char *dst, size_t cap, const char *src)
 }
 
 /* A uint32 in decimal, NUL-terminated, into 11+ bytes (no snprintf on the buy path). */
-static void u32_text(uint32_t v, char *out)
+static void inv__redis_u32_text(uint32_t v, char *out)
 {
     char t[10];
     size_t n = 0;
@@ -1394,7 +1399,7 @@ static void u32_text(uint32_t v, char *out)
     out[n] = '\0';
 }
 
-static void doubt_add(rop_t *op);
+static void inv__redis_doubt_add(rop_t *op);
 
 /* A reserve that reserved after its caller was told "timed out": give the units back. */
 static void op_compensate(rop_t *op)
@@ -1405,10 +1410,10 @@ static void op_compensate(rop_t *op)
     op->is_asking = false;
     op->redirects = 0;
     if (!op->w->is_closing && !op->conn->ac) /* elsewhere: whoever serves the sale now */
-        op->conn = node_conn(op->w, slot_node(op->w->rb, op->slot), false);
-    if (op->w->is_closing || !op->conn || op_send(op, SC_RELEASE) < 0) {
+        op->conn = inv__redis_node_conn(op->w, inv__redis_slot_node(op->w->rb, op->slot), false);
+    if (op->w->is_closing || !op->conn || inv__redis_op_send(op, SC_RELEASE) < 0) {
         /* sent once a connection is back; a closing worker hands it to its orphan callback */
-        doubt_add(op);
+        inv__redis_doubt_add(op);
         return;
     }
     /* Under overload this happens per request: debug only (the timeouts are
@@ -1419,13 +1424,13 @@ static void op_compensate(rop_t *op)
 
 #define DOUBT_MAX 100000
 
-static void doubt_add(rop_t *op)
+static void inv__redis_doubt_add(rop_t *op)
 {
     rw_t *w = op->w;
     if (w->ndoubt >= DOUBT_MAX) {
         cm_log_error("inv", "too many reserves with a lost answer; this one stays held",
                      "sale=%s order=%s", op->sale_id, op->order_id);
-        op_free(op);
+        inv__redis_op_free(op);
         return;
     }
     op->prev = w->doubt.prev;
@@ -1440,7 +1445,7 @@ static void doubt_add(rop_t *op)
  * connection that is up to the master serving its sale now; the others wait
  * for the next connect.
  */
-static void doubt_flush(rw_t *w)
+static void inv__redis_doubt_flush(rw_t *w)
 {
     if (w->doubt.next == &w->doubt || w->is_closing)
         return;
@@ -1454,13 +1459,13 @@ static void doubt_flush(rw_t *w)
         rop_t *op = head;
         head = op->next;
         op->prev = op->next = op;
-        op->conn = node_conn(w, slot_node(w->rb, op->slot), true);
+        op->conn = inv__redis_node_conn(w, inv__redis_slot_node(w->rb, op->slot), true);
         op->is_compensation = true;
         op->is_reloaded = false;
         op->is_asking = false;
         op->redirects = 0;
-        if (!op->conn || op_send(op, SC_RELEASE) < 0)
-            doubt_add(op); /* its master is not up: next time */
+        if (!op->conn || inv__redis_op_send(op, SC_RELEASE) < 0)
+            inv__redis_doubt_add(op); /* its master is not up: next time */
         else
             sent++;
     }
@@ -1489,7 +1494,7 @@ static bool op_redirect(rop_t *op, const redisReply *r)
     /* The node answered: its breaker hears a success (this may be the probe
      * its open breaker let through); what comes next is the new node's. */
     if (op->req)
-        br_success(rb, op_node(op));
+        inv__redis_br_success(rb, inv__redis_op_node(op));
     op->redirects++;
     if (!host[0] && inv_cluster_node(rb->cl, op->conn->node, host, sizeof(host), &(int){0}) != 0)
         return false;
@@ -1500,16 +1505,16 @@ static bool op_redirect(rop_t *op, const redisReply *r)
     } else {
         node = inv_cluster_intern(rb->cl, host, port);
     }
-    rconn_t *c = node_conn(op->w, node, false);
+    rconn_t *c = inv__redis_node_conn(op->w, node, false);
     if (!c)
         return false;
     op->conn = c;
     op->is_asking = kind == INV_CLUSTER_REDIR_ASK;
-    return op_send(op, op_script(op)) == 0;
+    return inv__redis_op_send(op, op_script(op)) == 0;
 }
 
 /* An error reply that says "not run, try later" (a release is then kept for later). */
-static bool is_retry_later(const redisReply *r)
+static bool inv__redis_is_retry_later(const redisReply *r)
 {
     return r && r->type == REDIS_REPLY_ERROR &&
            (strncmp(r->str, "LOADING", 7) == 0 || inv_cluster_is_transient(r->str) ||
@@ -1525,7 +1530,7 @@ static bool is_retry_later(const redisReply *r)
  * order first, and the give-back leaves a claimed order held
  * (INV_REDIS_CLAIM).
  */
-static void wait_reply(redisAsyncContext *ac, void *reply, void *privdata)
+static void inv__redis_wait_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     (void)ac;
     const redisReply *r = reply;
@@ -1541,16 +1546,16 @@ static void wait_reply(redisAsyncContext *ac, void *reply, void *privdata)
             atomic_store(&req->sale->stock_left, 0);
             atomic_store_explicit(&req->sale->sold_out, true, memory_order_release);
         }
-        op_complete(op, INV_RESERVED);
-        op_free(op);
+        inv__redis_op_complete(op, INV_RESERVED);
+        inv__redis_op_free(op);
         return;
     }
     if (op->req) {
-        br_failure(rb, op_node(op));
-        op_complete(op, CM_EBACKEND);
+        inv__redis_br_failure(rb, inv__redis_op_node(op));
+        inv__redis_op_complete(op, CM_EBACKEND);
     }
     if (!r || op->w->is_closing) { /* given back once a connection is back, or at close */
-        doubt_add(op);
+        inv__redis_doubt_add(op);
         return;
     }
     cm_log_debug("inv", "releasing a reserve the replicas did not confirm in time",
@@ -1558,19 +1563,19 @@ static void wait_reply(redisAsyncContext *ac, void *reply, void *privdata)
     op_compensate(op);
 }
 
-static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
+static void inv__redis_reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     (void)ac;
     redisReply *r = reply;
     rop_t *op = privdata;
     rb_t *rb = op->w->rb;
 
-    if (is_noscript(r) && !op->is_reloaded) {
+    if (inv__redis_is_noscript(r) && !op->is_reloaded) {
         /* SCRIPT FLUSH, a restarted server or another master: EVAL loads it
          * again for everyone. */
         op->is_reloaded = true;
         op->is_asking = false;
-        if (op_send(op, op_script(op)) == 0)
+        if (inv__redis_op_send(op, op_script(op)) == 0)
             return;
         r = NULL;
     }
@@ -1588,13 +1593,13 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
             else if (r && r->type == REDIS_REPLY_INTEGER && r->integer == CM_ENOTFOUND)
                 rc = CM_ENOTFOUND;
             if (rc == CM_EBACKEND)
-                br_failure(rb, op_node(op));
+                inv__redis_br_failure(rb, inv__redis_op_node(op));
             else
-                br_success(rb, op_node(op));
+                inv__redis_br_success(rb, inv__redis_op_node(op));
             op_rtt(op, op->req);
-            op_complete(op, rc);
+            inv__redis_op_complete(op, rc);
         }
-        op_free(op);
+        inv__redis_op_free(op);
         return;
     }
     if (!r) {
@@ -1606,59 +1611,60 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
          * idempotency key a retry may have claimed the order meanwhile: the
          * give-back then leaves it held (INV_REDIS_CLAIM). */
         if (op->req) {
-            br_failure(rb, op_node(op));
-            op_complete(op, CM_EBACKEND);
+            inv__redis_br_failure(rb, inv__redis_op_node(op));
+            inv__redis_op_complete(op, CM_EBACKEND);
         }
-        doubt_add(op);
+        inv__redis_doubt_add(op);
         return;
     }
     if (op->is_compensation) {
-        if (is_retry_later(r)) {
+        if (inv__redis_is_retry_later(r)) {
             /* a restarted Redis still reading its AOF, a cluster between
              * masters: again later */
-            doubt_add(op);
+            inv__redis_doubt_add(op);
             return;
         }
         if (!r || r->type == REDIS_REPLY_ERROR)
             cm_log_error("inv", "late reservation could not be released", "sale=%s order=%s",
                          op->sale_id, op->order_id);
-        op_free(op);
+        inv__redis_op_free(op);
         return;
     }
     reserve_ans_t ans;
-    bool ok = reserve_parse(r, &ans);
+    bool ok = inv__redis_reserve_parse(r, &ans);
     int code = ok ? ans.code : -1;
 
     if (!op->req) { /* timed out before: the answer is news only if it took units */
         if (ok && code == INV_RESERVED)
             op_compensate(op);
         else
-            op_free(op);
+            inv__redis_op_free(op);
         return;
     }
     if (!ok) {
         if (r && r->type == REDIS_REPLY_ERROR)
             cm_log_error("inv", "redis reserve error", "err=\"%s\"", r->str);
-        br_failure(rb, op_node(op));
-        op_complete(op, CM_EBACKEND);
-        op_free(op);
+        inv__redis_br_failure(rb, inv__redis_op_node(op));
+        inv__redis_op_complete(op, CM_EBACKEND);
+        inv__redis_op_free(op);
         return;
     }
-    br_success(rb, op_node(op));
+    inv__redis_br_success(rb, inv__redis_op_node(op));
     if (code == INV_RESERVED && rb->wait_replicas) {
         /* the answer waits until the replicas have the write */
         op->w_left = ans.left;
         op->w_units = (uint32_t)ans.units;
-        if (op->w->wait_batch) { /* a batch's reply: one WAIT for all of it (batch_each) */
+        if (op->w->wait_batch) { /* a batch's reply: one WAIT for all of it (inv__redis_batch_each)
+                                  */
             op->qnext = *op->w->wait_batch;
             *op->w->wait_batch = op;
             return;
         }
-        if (redisAsyncCommand(op->conn->ac, wait_reply, op, "WAIT %u %u", rb->wait_replicas,
-                              rb->timeout_ms) == REDIS_OK)
+        if (redisAsyncCommand(op->conn->ac, inv__redis_wait_reply, op, "WAIT %u %u",
+                              rb->wait_replicas, rb->timeout_ms) == REDIS_OK)
             return;
-        op_complete(op, CM_EBACKEND);
-        doubt_add(op);
+        inv__redis_op_complete(op, CM_EBACKEND);
+        inv__redis_doubt_add(op);
         return;
     }
     inv_reserve_req_t *req = op->req;
@@ -1676,20 +1682,20 @@ static void reserve_reply(redisAsyncContext *ac, void *reply, void *privdata)
         atomic_store(&req->sale->stock_left, 0);
         atomic_store_explicit(&req->sale->sold_out, true, memory_order_release);
     }
-    op_complete(op, code);
-    op_free(op);
+    inv__redis_op_complete(op, code);
+    inv__redis_op_free(op);
 }
 
 /*---- Batches: a sale's reserves of one loop iteration in one script call ----*/
 
 /*
  * op_start queues a reserve instead of sending it; the worker's prepare
- * handle (rw_send_cb, once per iteration, just before the loop polls) sends
+ * handle (inv__redis_rw_send_cb, once per iteration, just before the loop polls) sends
  * the queue: consecutive reserves of one sale, up to rb->batch, as one
  * EVALSHA of INV_REDIS_LUA_RESERVE_BATCH, a lone one as the plain reserve.
  * The reserves waited for the end of the iteration before too (the flush is in
  * the prepare phase), so a batch adds no latency. What changes is the reply:
- * one array for the batch, whose elements go to reserve_reply one by one, so
+ * one array for the batch, whose elements go to inv__redis_reserve_reply one by one, so
  * each op is handled exactly as if it had been sent alone. A batch that did
  * not run (NOSCRIPT: sent again as EVAL; MOVED, ASK, LOADING, a cluster in
  * transit: each op follows it alone) or whose fate is unknown (the connection
@@ -1710,13 +1716,13 @@ static void batch_reply(redisAsyncContext *ac, void *reply, void *privdata);
 static size_t batch_format(const rbatch_t *b, char *buf, size_t cap)
 {
     resp_t o = {buf, cap, 0};
-    script_head(&o, b->w->rb, SC_RESERVE_BATCH, b->is_reloaded, 4 * (size_t)b->n,
+    inv__redis_script_head(&o, b->w->rb, SC_RESERVE_BATCH, b->is_reloaded, 4 * (size_t)b->n,
                 b->ops->sale_id);
     for (const rop_t *op = b->ops; op; op = op->qnext) {
-        resp_arg(&o, op->user_id, strlen(op->user_id));
-        resp_arg(&o, op->qty, strlen(op->qty));
-        resp_arg(&o, op->idem_key, strlen(op->idem_key));
-        resp_arg(&o, op->order_id, strlen(op->order_id));
+        inv__redis_resp_arg(&o, op->user_id, strlen(op->user_id));
+        inv__redis_resp_arg(&o, op->qty, strlen(op->qty));
+        inv__redis_resp_arg(&o, op->idem_key, strlen(op->idem_key));
+        inv__redis_resp_arg(&o, op->order_id, strlen(op->order_id));
     }
     return o.need;
 }
@@ -1745,35 +1751,35 @@ static void ops_unsent(rop_t *op)
         rop_t *next = op->qnext;
         op->qnext = NULL;
         if (op->req) {
-            br_failure(op->w->rb, op_node(op));
-            op_complete(op, CM_EBACKEND);
+            inv__redis_br_failure(op->w->rb, inv__redis_op_node(op));
+            inv__redis_op_complete(op, CM_EBACKEND);
         }
-        op_free(op);
+        inv__redis_op_free(op);
         op = next;
     }
 }
 
 /* One WAIT's reply for every reserve of a batch that waited for it: each hears
- * it as if the WAIT had been its own (wait_reply). */
+ * it as if the WAIT had been its own (inv__redis_wait_reply). */
 static void wait_batch_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     rop_t *op = privdata;
     while (op) {
         rop_t *next = op->qnext;
         op->qnext = NULL;
-        wait_reply(ac, reply, op);
+        inv__redis_wait_reply(ac, reply, op);
         op = next;
     }
 }
 
 /*
  * Hands each op of b its part of the reply r (the whole r for each when r is
- * not the batch's array), then frees b. reserve_reply may free an op. With
+ * not the batch's array), then frees b. inv__redis_reserve_reply may free an op. With
  * wait_replicas, the reserves it took wait for one WAIT sent after the last
  * (WAIT counts the replicas that have every write this connection made before
  * it): one command a batch instead of one a reserve.
  */
-static void batch_each(redisAsyncContext *ac, rbatch_t *b, redisReply *r, bool split)
+static void inv__redis_batch_each(redisAsyncContext *ac, rbatch_t *b, redisReply *r, bool split)
 {
     rw_t *w = b->w;
     rconn_t *c = b->conn;
@@ -1783,7 +1789,7 @@ static void batch_each(redisAsyncContext *ac, rbatch_t *b, redisReply *r, bool s
     for (uint32_t i = 0; op; i++) {
         rop_t *next = op->qnext;
         op->qnext = NULL;
-        reserve_reply(ac, split && r ? r->element[i] : r, op);
+        inv__redis_reserve_reply(ac, split && r ? r->element[i] : r, op);
         op = next;
     }
     w->wait_batch = NULL;
@@ -1793,12 +1799,12 @@ static void batch_each(redisAsyncContext *ac, rbatch_t *b, redisReply *r, bool s
     if (c->ac && redisAsyncCommand(c->ac, wait_batch_reply, waiting, "WAIT %u %u",
                                    w->rb->wait_replicas, w->rb->timeout_ms) == REDIS_OK)
         return;
-    while (waiting) { /* as reserve_reply does when its WAIT cannot be sent */
+    while (waiting) { /* as inv__redis_reserve_reply does when its WAIT cannot be sent */
         op = waiting;
         waiting = op->qnext;
         op->qnext = NULL;
-        op_complete(op, CM_EBACKEND);
-        doubt_add(op);
+        inv__redis_op_complete(op, CM_EBACKEND);
+        inv__redis_doubt_add(op);
     }
 }
 
@@ -1806,18 +1812,18 @@ static void batch_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
     redisReply *r = reply;
     rbatch_t *b = privdata;
-    if (is_noscript(r) && !b->is_reloaded) {
+    if (inv__redis_is_noscript(r) && !b->is_reloaded) {
         b->is_reloaded = true;
         if (batch_send(b) == 0)
             return;
         r = NULL;
     }
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == b->n) {
-        batch_each(ac, b, r, true);
+        inv__redis_batch_each(ac, b, r, true);
         return;
     }
-    if (r && r->type == REDIS_REPLY_ERROR && is_retry_later(r)) {
-        batch_each(ac, b, r, false); /* did not run: a redirect each, or an error each */
+    if (r && r->type == REDIS_REPLY_ERROR && inv__redis_is_retry_later(r)) {
+        inv__redis_batch_each(ac, b, r, false); /* did not run: a redirect each, or an error each */
         return;
     }
     if (r)
@@ -1827,7 +1833,7 @@ static void batch_reply(redisAsyncContext *ac, void *reply, void *privdata)
                      r->type == REDIS_REPLY_ERROR ? r->str : "");
     /* The fate of each reserve is unknown (the script may have stopped half
      * way): as with a lost connection, "unavailable" and a give-back each. */
-    batch_each(ac, b, NULL, false);
+    inv__redis_batch_each(ac, b, NULL, false);
 }
 
 /* Sends n queued ops of one sale, starting at head, linked by qnext. */
@@ -1835,7 +1841,7 @@ static void batch_go(rw_t *w, rop_t *head, uint32_t n)
 {
     rconn_t *c = head->conn;
     if (!c || !c->ac)
-        c = node_conn(w, slot_node(w->rb, head->slot), false);
+        c = inv__redis_node_conn(w, inv__redis_slot_node(w->rb, head->slot), false);
     if (!c) {
         ops_unsent(head);
         return;
@@ -1843,7 +1849,7 @@ static void batch_go(rw_t *w, rop_t *head, uint32_t n)
     for (rop_t *op = head; op; op = op->qnext)
         op->conn = c;
     if (n == 1) {
-        if (op_send(head, SC_RESERVE) < 0)
+        if (inv__redis_op_send(head, SC_RESERVE) < 0)
             ops_unsent(head);
         return;
     }
@@ -1862,7 +1868,7 @@ static void batch_go(rw_t *w, rop_t *head, uint32_t n)
  * a flush handle started from this prepare phase would run only in the next
  * iteration, after the loop has slept.
  */
-static void queue_send(rw_t *w)
+static void inv__redis_queue_send(rw_t *w)
 {
     rop_t *op = w->q_head;
     w->q_head = w->q_tail = NULL;
@@ -1873,7 +1879,7 @@ static void queue_send(rw_t *w)
             rop_t *next = op->qnext;
             op->qnext = NULL;
             if (!op->req) {
-                op_free(op);
+                inv__redis_op_free(op);
             } else {
                 if (tail)
                     tail->qnext = op;
@@ -1892,7 +1898,7 @@ static void queue_send(rw_t *w)
         if (c->ac && (c->ac->c.flags & REDIS_CONNECTED)) {
             rl_events_t *p = c->ac->ev.data;
             if (uv_is_active((uv_handle_t *)&p->flush))
-                rl_flush(&p->flush);
+                inv__redis_rl_flush(&p->flush);
         }
     }
 }
@@ -1902,8 +1908,8 @@ static void queue_send(rw_t *w)
 static int sync_reserve(rw_t *w, inv_reserve_req_t *req, int sc)
 {
     rb_t *rb = w->rb;
-    int node = sale_node(rb, req->sale->sale_id);
-    if (!br_allow(rb, node))
+    int node = inv__redis_sale_node(rb, req->sale->sale_id);
+    if (!inv__redis_br_allow(rb, node))
         return CM_EBACKEND;
     if (!w->sync)
         w->sync = inv_cluster_sync_new(rb->cl, rb->timeout_ms);
@@ -1911,14 +1917,14 @@ static int sync_reserve(rw_t *w, inv_reserve_req_t *req, int sc)
     snprintf(qty, sizeof(qty), "%u", req->qty);
     const char *args[4] = {req->user_id, qty, req->idem_key, req->order_id};
     int err = 0;
-    redisReply *r = sync_eval(w->sync, rb, sc, req->sale->sale_id, 4, 4, args, &err);
+    redisReply *r = inv__redis_sync_eval(w->sync, rb, sc, req->sale->sale_id, 4, 4, args, &err);
     if (!r) {
-        br_failure(rb, node);
+        inv__redis_br_failure(rb, node);
         return err;
     }
     int rc = CM_EBACKEND;
     reserve_ans_t ans;
-    if (reserve_parse(r, &ans)) {
+    if (inv__redis_reserve_parse(r, &ans)) {
         rc = ans.code;
         req->stock_left = ans.left;
         req->user_units = (uint32_t)ans.units;
@@ -1935,24 +1941,24 @@ static int sync_reserve(rw_t *w, inv_reserve_req_t *req, int sc)
     }
     freeReplyObject(r);
     if (rc < 0)
-        br_failure(rb, node);
+        inv__redis_br_failure(rb, node);
     else
-        br_success(rb, node);
+        inv__redis_br_success(rb, node);
     return rc;
 }
 
 static int op_start(rw_t *w, inv_reserve_req_t *req, bool is_claim);
 
-/* inv_flush: the prepare phase's work (rw_send_cb), for a loop that runs libuv
+/* inv_flush: the prepare phase's work (inv__redis_rw_send_cb), for a loop that runs libuv
  * inside its own and calls this at the end of each iteration. */
-static void redis_flush(inv_worker_t *wk)
+static void inv__redis_flush(inv_worker_t *wk)
 {
     rw_t *w = wk->backend;
     if (w->loop)
-        rw_send_cb(&w->send_prep);
+        inv__redis_rw_send_cb(&w->send_prep);
 }
 
-static int redis_reserve(inv_worker_t *wk, inv_reserve_req_t *req)
+static int inv__redis_reserve(inv_worker_t *wk, inv_reserve_req_t *req)
 {
     rw_t *w = wk->backend;
     /* Known sold out and no key to look up: answer from the flag (as the memory backend does). */
@@ -1964,7 +1970,7 @@ static int redis_reserve(inv_worker_t *wk, inv_reserve_req_t *req)
     if (!w->loop)
         return sync_reserve(w, req, SC_RESERVE);
     if (w->ndoubt)
-        doubt_flush(w); /* e.g. Redis answered LOADING when the connection came back */
+        inv__redis_doubt_flush(w); /* e.g. Redis answered LOADING when the connection came back */
     if (!req->done)
         return CM_EINVAL;
     return op_start(w, req, false);
@@ -1978,30 +1984,30 @@ static int op_start(rw_t *w, inv_reserve_req_t *req, bool is_claim)
     /* The sale's master (the only node on a single Redis): round robin over
      * its connected contexts; one still connecting will do too (hiredis sends
      * once the connect completes). */
-    uint16_t slot = inv_cluster_enabled(rb->cl) ? sale_slot(req->sale->sale_id) : 0;
-    int node = slot_node(rb, slot);
-    if (!br_allow(rb, node))
+    uint16_t slot = inv_cluster_enabled(rb->cl) ? inv__redis_sale_slot(req->sale->sale_id) : 0;
+    int node = inv__redis_slot_node(rb, slot);
+    if (!inv__redis_br_allow(rb, node))
         return CM_EBACKEND;
-    rconn_t *c = node_conn(w, node, false);
+    rconn_t *c = inv__redis_node_conn(w, node, false);
     if (!c) {
-        br_failure(rb, node);
+        inv__redis_br_failure(rb, node);
         return CM_EBACKEND;
     }
     /* malloc, not calloc: glibc's calloc skips the per-thread cache and clears
      * the ~450 bytes; only the fields before the strings need zeroing (the
      * strings are all copied below). ~1k instructions a Redis order (callgrind). */
-    rop_t *op = op_new(w);
+    rop_t *op = inv__redis_op_new(w);
     memset(op, 0, offsetof(rop_t, sale_id));
     op->w = w;
     op->conn = c;
     op->req = req;
     op->slot = slot;
     op->is_claim = is_claim;
-    copy_str(op->sale_id, sizeof(op->sale_id), req->sale->sale_id);
-    copy_str(op->user_id, sizeof(op->user_id), req->user_id);
-    u32_text(req->qty, op->qty);
-    copy_str(op->idem_key, sizeof(op->idem_key), req->idem_key);
-    copy_str(op->order_id, sizeof(op->order_id), req->order_id);
+    inv__redis_copy_str(op->sale_id, sizeof(op->sale_id), req->sale->sale_id);
+    inv__redis_copy_str(op->user_id, sizeof(op->user_id), req->user_id);
+    inv__redis_u32_text(req->qty, op->qty);
+    inv__redis_copy_str(op->idem_key, sizeof(op->idem_key), req->idem_key);
+    inv__redis_copy_str(op->order_id, sizeof(op->order_id), req->order_id);
     if (!is_claim && rb->batch > 1) {
         /* sent from the prepare phase with the iteration's other reserves */
         op->qnext = NULL;
@@ -2010,21 +2016,21 @@ static int op_start(rw_t *w, inv_reserve_req_t *req, bool is_claim)
         else
             w->q_head = op;
         w->q_tail = op;
-    } else if (op_send(op, is_claim ? SC_CLAIM : SC_RESERVE) < 0) {
-        op_free(op);
-        br_failure(rb, node);
+    } else if (inv__redis_op_send(op, is_claim ? SC_CLAIM : SC_RESERVE) < 0) {
+        inv__redis_op_free(op);
+        inv__redis_br_failure(rb, node);
         return CM_EBACKEND;
     }
     op->deadline = uv_now(w->loop) + rb->timeout_ms;
     bool was_empty = w->pending.next == &w->pending;
-    pending_add(w, op);
+    inv__redis_pending_add(w, op);
     if (was_empty)
-        uv_timer_start(&w->tick, tick_cb, rb->timeout_ms, 0);
+        uv_timer_start(&w->tick, inv__redis_tick_cb, rb->timeout_ms, 0);
     return INV_PENDING;
 }
 
 /* inv_reserve_once: a blocking call (a loop-less handle: the lottery thread's). */
-static int redis_reserve_once(inv_worker_t *wk, inv_reserve_req_t *req)
+static int inv__redis_reserve_once(inv_worker_t *wk, inv_reserve_req_t *req)
 {
     rw_t *w = wk->backend;
     if (w->loop)
@@ -2032,7 +2038,7 @@ static int redis_reserve_once(inv_worker_t *wk, inv_reserve_req_t *req)
     return sync_reserve(w, req, SC_RESERVE_ONCE);
 }
 
-static int redis_claim(inv_worker_t *wk, inv_reserve_req_t *req)
+static int inv__redis_claim(inv_worker_t *wk, inv_reserve_req_t *req)
 {
     rw_t *w = wk->backend;
     rb_t *rb = w->rb;
@@ -2041,16 +2047,17 @@ static int redis_claim(inv_worker_t *wk, inv_reserve_req_t *req)
             return CM_EINVAL;
         return op_start(w, req, true);
     }
-    int node = sale_node(rb, req->sale->sale_id);
-    if (!br_allow(rb, node))
+    int node = inv__redis_sale_node(rb, req->sale->sale_id);
+    if (!inv__redis_br_allow(rb, node))
         return CM_EBACKEND;
     if (!w->sync)
         w->sync = inv_cluster_sync_new(rb->cl, rb->timeout_ms);
     const char *args[3] = {req->order_id, req->user_id, req->sale->sale_id};
     int err = 0;
-    redisReply *r = sync_eval(w->sync, rb, SC_CLAIM, req->sale->sale_id, 4, 3, args, &err);
+    redisReply *r =
+        inv__redis_sync_eval(w->sync, rb, SC_CLAIM, req->sale->sale_id, 4, 3, args, &err);
     if (!r) {
-        br_failure(rb, node);
+        inv__redis_br_failure(rb, node);
         return err;
     }
     int rc = r->type != REDIS_REPLY_INTEGER ? CM_EBACKEND
@@ -2059,13 +2066,13 @@ static int redis_claim(inv_worker_t *wk, inv_reserve_req_t *req)
                                              : CM_EBACKEND;
     freeReplyObject(r);
     if (rc == CM_EBACKEND)
-        br_failure(rb, node);
+        inv__redis_br_failure(rb, node);
     else
-        br_success(rb, node);
+        inv__redis_br_success(rb, node);
     return rc;
 }
 
-static int redis_worker_open(inv_t *inv, struct uv_loop_s *loop, inv_worker_t *wk)
+static int inv__redis_worker_open(inv_t *inv, struct uv_loop_s *loop, inv_worker_t *wk)
 {
     rb_t *rb = inv->backend;
     rw_t *w = cm_xcalloc(1, sizeof(*w));
@@ -2084,15 +2091,15 @@ static int redis_worker_open(inv_t *inv, struct uv_loop_s *loop, inv_worker_t *w
     w->tick.data = w;
     uv_prepare_init(loop, &w->send_prep);
     w->send_prep.data = w;
-    uv_prepare_start(&w->send_prep, rw_send_cb);
+    uv_prepare_start(&w->send_prep, inv__redis_rw_send_cb);
     w->open_handles = 2;
     if (!inv_cluster_enabled(rb->cl))
-        node_open(w, 0);
+        inv__redis_node_open(w, 0);
     return 0;
 }
 
 /* inv_worker_inflight: every op not freed (sent and unanswered, or in doubt). */
-static size_t redis_worker_inflight(inv_worker_t *wk)
+static size_t inv__redis_worker_inflight(inv_worker_t *wk)
 {
     rw_t *w = wk->backend;
     if (!w || !w->loop)
@@ -2102,12 +2109,12 @@ static size_t redis_worker_inflight(inv_worker_t *wk)
     uint64_t now = uv_now(w->loop);
     if (w->ndoubt && now - w->doubt_retry_ms >= 100) {
         w->doubt_retry_ms = now;
-        doubt_flush(w);
+        inv__redis_doubt_flush(w);
     }
     return w->nops;
 }
 
-static void redis_worker_close(inv_worker_t *wk)
+static void inv__redis_worker_close(inv_worker_t *wk)
 {
     rw_t *w = wk->backend;
     wk->backend = NULL;
@@ -2124,7 +2131,7 @@ static void redis_worker_close(inv_worker_t *wk)
     rop_t *queued = w->q_head; /* never sent */
     w->q_head = w->q_tail = NULL;
     ops_unsent(queued);
-    free_ops_drain(w);
+    inv__redis_free_ops_drain(w);
     /* Freeing a context calls every callback still pending with a NULL reply:
      * the pending requests complete with CM_EBACKEND, and the ops are freed,
      * or, a reserve or give-back whose outcome is now unknown, put in doubt. */
@@ -2138,7 +2145,7 @@ static void redis_worker_close(inv_worker_t *wk)
         }
     }
     while (w->pending.next != &w->pending)
-        op_complete(w->pending.next, CM_EBACKEND); /* cannot happen; belt and braces */
+        inv__redis_op_complete(w->pending.next, CM_EBACKEND); /* cannot happen; belt and braces */
     if (w->ndoubt && w->orphan)
         cm_log_warn("inv", "closing with reserves whose outcome is unknown; giving them back",
                     "count=%u", w->ndoubt);
@@ -2148,7 +2155,7 @@ static void redis_worker_close(inv_worker_t *wk)
     while (w->doubt.next != &w->doubt) {
         rop_t *op = w->doubt.next;
         /* Unlinked before it is freed; the analyzer loses track of the sentinel
-         * list across redisAsyncFree's callbacks above (doubt_add frees only ops
+         * list across redisAsyncFree's callbacks above (inv__redis_doubt_add frees only ops
          * it does not link). */
         op->prev->next = op->next; // NOLINT(clang-analyzer-unix.Malloc)
         op->next->prev = op->prev;
@@ -2156,19 +2163,19 @@ static void redis_worker_close(inv_worker_t *wk)
             w->orphan(w->orphan_ctx, op->sale_id, op->user_id,
                       (uint32_t)strtoul(op->qty, NULL, 10), op->order_id);
         w->nops--;
-        free(op); /* closing: op_free would too */
+        free(op); /* closing: inv__redis_op_free would too */
     }
     w->ndoubt = 0;
     for (uint32_t i = 0; i < w->nconns; i++) {
         if (!w->conns[i].is_inited)
             continue;
         uv_timer_stop(&w->conns[i].retry);
-        uv_close((uv_handle_t *)&w->conns[i].retry, retry_closed);
+        uv_close((uv_handle_t *)&w->conns[i].retry, inv__redis_retry_closed);
     }
     uv_timer_stop(&w->tick);
-    uv_close((uv_handle_t *)&w->tick, tick_closed);
+    uv_close((uv_handle_t *)&w->tick, inv__redis_tick_closed);
     uv_prepare_stop(&w->send_prep);
-    uv_close((uv_handle_t *)&w->send_prep, tick_closed);
+    uv_close((uv_handle_t *)&w->send_prep, inv__redis_tick_closed);
 }
 
 /*---- The sync thread: subscriber + poll → local views ----*/
@@ -2217,16 +2224,16 @@ static bool refresh_sale(rb_t *rb, const char *sale_id, size_t len, bool listed)
      */
     pthread_mutex_lock(&rb->admin_mu);
     /* quiet: the sync thread retries every second while Redis is away */
-    redisReply *r = sync_eval_log(rb->query, rb, SC_READ, id, 3, 0, NULL, &err, true);
+    redisReply *r = inv__redis_sync_eval_log(rb->query, rb, SC_READ, id, 3, 0, NULL, &err, true);
     if (!r) {
         pthread_mutex_unlock(&rb->admin_mu);
         return false;
     }
     inv_sale_info_t info;
-    int rc = parse_state(r, id, &info);
+    int rc = inv__redis_parse_state(r, id, &info);
     freeReplyObject(r);
     if (rc == 0)
-        publish_local(rb, &info);
+        inv__redis_publish_local(rb, &info);
     else if (rc == CM_ENOTFOUND && !listed && !in_index(rb, id)) /* deleted by the fleet */
         inv__sale_remove(rb->inv, id);
     pthread_mutex_unlock(&rb->admin_mu);
@@ -2289,7 +2296,7 @@ static void sync_connect_all(rb_t *rb)
     int node = inv_cluster_enabled(rb->cl) ? inv_cluster_any(rb->cl, rb->sub_rr++) : 0;
     if (node < 0)
         return;
-    rb->sub = async_open(rb, node, &rb->sloop, rb, sync_on_connect, sync_on_disconnect);
+    rb->sub = inv__redis_async_open(rb, node, &rb->sloop, rb, sync_on_connect, sync_on_disconnect);
     if (rb->sub)
         redisAsyncCommand(rb->sub, on_message, NULL, "SUBSCRIBE %s", INV_REDIS_CHANNEL);
 }
@@ -2352,7 +2359,7 @@ static void sync_thread(void *arg)
     uv_run(&rb->sloop, UV_RUN_DEFAULT);
 }
 
-static int sync_start(rb_t *rb)
+static int inv__redis_sync_start(rb_t *rb)
 {
     if (uv_loop_init(&rb->sloop) != 0)
         return CM_EBACKEND;
@@ -2377,7 +2384,7 @@ static int sync_start(rb_t *rb)
     return 0;
 }
 
-static void sync_stop(rb_t *rb)
+static void inv__redis_sync_stop(rb_t *rb)
 {
     if (!rb->thr_started)
         return;
@@ -2453,8 +2460,8 @@ static int parse_url(rb_t *rb, const char *url, char *errbuf, size_t errlen)
         }
         uint32_t *dst = (uint32_t *)((char *)rb + params[i].off);
         if (parse_u32(eq + 1, params[i].min, params[i].max, dst) < 0) {
-            cm_errbuf_set(errbuf, errlen, "inventory: redis url: %s=%s must be between %u and %u", kv,
-                    eq + 1, params[i].min, params[i].max);
+            cm_errbuf_set(errbuf, errlen, "inventory: redis url: %s=%s must be between %u and %u",
+                          kv, eq + 1, params[i].min, params[i].max);
             return CM_EINVAL;
         }
     }
@@ -2510,7 +2517,7 @@ static int redis_open(inv_t *inv, const char *url, char *errbuf, size_t errlen)
     for (int i = 0; i < SC_N; i++) {
         int err = 0;
         redisReply *r = inv_cluster_sync_cmd(rb->admin, NULL, &err, "SCRIPT LOAD %s",
-                                             script_text[i]);
+                                             inv__redis_script_text[i]);
         if (!r || r->type != REDIS_REPLY_STRING || r->len != 40) {
             cm_errbuf_set(errbuf, errlen, "redis: SCRIPT LOAD: %s",
                     r ? (r->type == REDIS_REPLY_ERROR ? r->str : "bad reply")
@@ -2533,14 +2540,14 @@ static int redis_open(inv_t *inv, const char *url, char *errbuf, size_t errlen)
             if (e->type != REDIS_REPLY_STRING || !inv_id_valid(e->str, e->len, INV_SALE_ID_MAX))
                 continue;
             inv_sale_info_t info;
-            if (admin_state(rb, e->str, &info) == 0)
-                publish_local(rb, &info);
+            if (inv__redis_admin_state(rb, e->str, &info) == 0)
+                inv__redis_publish_local(rb, &info);
         }
     }
     if (m)
         freeReplyObject(m);
     inv->backend = rb;
-    rc = sync_start(rb);
+    rc = inv__redis_sync_start(rb);
     if (rc < 0) {
         cm_errbuf_set(errbuf, errlen, "inventory: cannot start the redis sync thread");
         inv->backend = NULL;
@@ -2560,7 +2567,7 @@ static void redis_close(inv_t *inv)
     rb_t *rb = inv->backend;
     if (!rb)
         return;
-    sync_stop(rb);
+    inv__redis_sync_stop(rb);
     rb_free(rb);
     inv->backend = NULL;
 }
@@ -2587,14 +2594,15 @@ static int redis_sale_put(inv_t *inv, const inv_sale_def_t *def, inv_sale_info_t
      * written first: a gateway that subscribes after the script's PUBLISH then
      * still finds the sale when it re-reads the index (a listed sale without
      * meta is skipped). */
-    redisReply *a = admin_cmd(rb, INV_REDIS_INDEX, &err, "SADD %s %s", INV_REDIS_INDEX, def->sale_id);
+    redisReply *a = inv__redis_admin_cmd(rb, INV_REDIS_INDEX, &err, "SADD %s %s", INV_REDIS_INDEX,
+                                         def->sale_id);
     if (!a) {
         cm_errbuf_set(errbuf, errlen, "redis: %s", cm_strerror(err));
         rc = err;
         goto out;
     }
     freeReplyObject(a);
-    redisReply *r = sync_eval(rb->admin, rb, SC_PUT, def->sale_id, 3, 5, args, &err);
+    redisReply *r = inv__redis_sync_eval(rb->admin, rb, SC_PUT, def->sale_id, 3, 5, args, &err);
     if (!r) {
         cm_errbuf_set(errbuf, errlen, "redis: %s", cm_strerror(err));
         rc = err;
@@ -2607,14 +2615,14 @@ static int redis_sale_put(inv_t *inv, const inv_sale_def_t *def, inv_sale_info_t
                 (long long)def->stock, (long long)r->element[1]->integer);
         rc = CM_EINVAL;
     } else {
-        rc = parse_state(r, def->sale_id, &info);
+        rc = inv__redis_parse_state(r, def->sale_id, &info);
         if (rc < 0)
             cm_errbuf_set(errbuf, errlen, "redis: bad reply to sale put");
     }
     freeReplyObject(r);
     if (rc < 0)
         goto out;
-    publish_local(rb, &info);
+    inv__redis_publish_local(rb, &info);
     if (out)
         *out = info;
 out:
@@ -2633,7 +2641,7 @@ static int redis_restock(inv_t *inv, const char *sale_id, int64_t add, const cha
     const char *args[3] = {sale_id, addbuf, key ? key : ""};
     int err = 0, rc;
     pthread_mutex_lock(&rb->admin_mu);
-    redisReply *r = sync_eval(rb->admin, rb, SC_RESTOCK, sale_id, 4, 3, args, &err);
+    redisReply *r = inv__redis_sync_eval(rb->admin, rb, SC_RESTOCK, sale_id, 4, 3, args, &err);
     if (!r) {
         cm_errbuf_set(errbuf, errlen, "redis: %s", cm_strerror(err));
         rc = err;
@@ -2649,13 +2657,13 @@ static int redis_restock(inv_t *inv, const char *sale_id, int64_t add, const cha
         else
             cm_errbuf_set(errbuf, errlen, "add=%lld would overflow the stock", (long long)add);
     } else {
-        rc = parse_state(r, sale_id, &info);
+        rc = inv__redis_parse_state(r, sale_id, &info);
         if (rc < 0)
             cm_errbuf_set(errbuf, errlen, "redis: bad reply to restock");
     }
     freeReplyObject(r);
     if (rc == 0) {
-        publish_local(rb, &info);
+        inv__redis_publish_local(rb, &info);
         if (out)
             *out = info;
     }
@@ -2673,7 +2681,7 @@ static int redis_sale_get(inv_t *inv, const char *sale_id, inv_sale_info_t *out)
 {
     rb_t *rb = inv->backend;
     pthread_mutex_lock(&rb->admin_mu);
-    int rc = admin_state(rb, sale_id, out);
+    int rc = inv__redis_admin_state(rb, sale_id, out);
     pthread_mutex_unlock(&rb->admin_mu);
     if (rc == 0) {
         inv_sale_t *s = inv_sale_find(inv, sale_id);
@@ -2691,7 +2699,7 @@ static int redis_release(inv_t *inv, const char *sale_id, const char *user_id, u
     const char *args[4] = {order_id, user_id, sale_id, giveback ? "1" : "0"};
     int err = 0, rc;
     pthread_mutex_lock(&rb->admin_mu);
-    redisReply *r = sync_eval(rb->admin, rb, SC_RELEASE, sale_id, 4, 4, args, &err);
+    redisReply *r = inv__redis_sync_eval(rb->admin, rb, SC_RELEASE, sale_id, 4, 4, args, &err);
     if (!r) {
         rc = err;
         goto out;
@@ -2703,7 +2711,8 @@ static int redis_release(inv_t *inv, const char *sale_id, const char *user_id, u
     freeReplyObject(r);
     inv_sale_info_t info;
     inv_sale_t *s;
-    if (rc == 0 && (s = inv_sale_find(inv, sale_id)) && admin_state(rb, sale_id, &info) == 0)
+    if (rc == 0 && (s = inv_sale_find(inv, sale_id)) &&
+        inv__redis_admin_state(rb, sale_id, &info) == 0)
         inv__sale_publish(s, &info);
 out:
     pthread_mutex_unlock(&rb->admin_mu);
@@ -2721,11 +2730,11 @@ static int redis_user_units(inv_t *inv, const char *sale_id, const char *user_id
 {
     rb_t *rb = inv->backend;
     char meta[KEY_MAX], users[KEY_MAX];
-    sale_key(meta, sale_id, "meta");
-    sale_key(users, sale_id, "users");
+    inv__redis_sale_key(meta, sale_id, "meta");
+    inv__redis_sale_key(users, sale_id, "users");
     int err = 0, rc = 0;
     pthread_mutex_lock(&rb->admin_mu);
-    redisReply *e = admin_cmd(rb, meta, &err, "EXISTS %s", meta);
+    redisReply *e = inv__redis_admin_cmd(rb, meta, &err, "EXISTS %s", meta);
     if (!e) {
         rc = err;
         goto out;
@@ -2736,13 +2745,13 @@ static int redis_user_units(inv_t *inv, const char *sale_id, const char *user_id
         rc = CM_ENOTFOUND;
         goto out;
     }
-    redisReply *r = admin_cmd(rb, users, &err, "HGET %s %s", users, user_id);
+    redisReply *r = inv__redis_admin_cmd(rb, users, &err, "HGET %s %s", users, user_id);
     if (!r) {
         rc = err;
         goto out;
     }
     int64_t v = 0;
-    if (r->type != REDIS_REPLY_NIL && !reply_i64(r, &v))
+    if (r->type != REDIS_REPLY_NIL && !inv__redis_reply_i64(r, &v))
         rc = CM_EBACKEND;
     *out = v > 0 ? (uint32_t)v : 0;
     freeReplyObject(r);
@@ -2756,10 +2765,10 @@ static int redis_order_user(inv_t *inv, const char *sale_id, const char *order_i
 {
     rb_t *rb = inv->backend;
     char orders[KEY_MAX];
-    sale_key(orders, sale_id, "orders");
+    inv__redis_sale_key(orders, sale_id, "orders");
     int err = 0, rc = CM_ENOTFOUND;
     pthread_mutex_lock(&rb->admin_mu);
-    redisReply *r = admin_cmd(rb, orders, &err, "HGET %s %s", orders, order_id);
+    redisReply *r = inv__redis_admin_cmd(rb, orders, &err, "HGET %s %s", orders, order_id);
     if (!r) {
         rc = err;
     } else {
@@ -2788,25 +2797,28 @@ static int redis_sale_delete(inv_t *inv, const char *sale_id, int64_t now_ms, ch
     rb_t *rb = inv->backend;
     pthread_mutex_lock(&rb->admin_mu);
     inv_sale_info_t info;
-    int rc = admin_state(rb, sale_id, &info);
+    int rc = inv__redis_admin_state(rb, sale_id, &info);
     if (rc == 0)
         rc = inv__sale_deletable(&info, now_ms, errbuf, errlen);
     if (rc == 0) {
         /* all four keys of the sale (one slot), then the index, then the news */
         char k[4][KEY_MAX];
-        sale_key(k[0], sale_id, "meta");
-        sale_key(k[1], sale_id, "users");
-        sale_key(k[2], sale_id, "orders");
-        sale_key(k[3], sale_id, "idem");
+        inv__redis_sale_key(k[0], sale_id, "meta");
+        inv__redis_sale_key(k[1], sale_id, "users");
+        inv__redis_sale_key(k[2], sale_id, "orders");
+        inv__redis_sale_key(k[3], sale_id, "idem");
         int err = 0;
-        redisReply *r = admin_cmd(rb, k[0], &err, "DEL %s %s %s %s", k[0], k[1], k[2], k[3]);
+        redisReply *r =
+            inv__redis_admin_cmd(rb, k[0], &err, "DEL %s %s %s %s", k[0], k[1], k[2], k[3]);
         if (!r) {
             rc = err;
         } else {
             freeReplyObject(r);
-            if ((r = admin_cmd(rb, INV_REDIS_INDEX, &err, "SREM %s %s", INV_REDIS_INDEX, sale_id)))
+            if ((r = inv__redis_admin_cmd(rb, INV_REDIS_INDEX, &err, "SREM %s %s", INV_REDIS_INDEX,
+                                          sale_id)))
                 freeReplyObject(r);
-            if ((r = admin_cmd(rb, NULL, &err, "PUBLISH %s %s", INV_REDIS_CHANNEL, sale_id)))
+            if ((r = inv__redis_admin_cmd(rb, NULL, &err, "PUBLISH %s %s", INV_REDIS_CHANNEL,
+                                          sale_id)))
                 freeReplyObject(r);
             inv__sale_remove(inv, sale_id);
         }
@@ -2820,18 +2832,18 @@ const inv_ops_t inv__redis_ops = {
     .caps = INV_CAP_SHARED,
     .open = redis_open,
     .close = redis_close,
-    .worker_open = redis_worker_open,
-    .worker_close = redis_worker_close,
-    .worker_inflight = redis_worker_inflight,
-    .flush = redis_flush,
-    .reserve = redis_reserve,
-    .reserve_once = redis_reserve_once,
+    .worker_open = inv__redis_worker_open,
+    .worker_close = inv__redis_worker_close,
+    .worker_inflight = inv__redis_worker_inflight,
+    .flush = inv__redis_flush,
+    .reserve = inv__redis_reserve,
+    .reserve_once = inv__redis_reserve_once,
     .sale_put = redis_sale_put,
     .restock = redis_restock,
     .sale_get = redis_sale_get,
     .release = redis_release,
     .replay = redis_replay,
-    .claim = redis_claim,
+    .claim = inv__redis_claim,
     .user_units = redis_user_units,
     .order_user = redis_order_user,
     .sale_delete = redis_sale_delete,
