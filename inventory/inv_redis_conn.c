@@ -398,7 +398,7 @@ static void rl_del_write(void *privdata);
  * next command starts a new one, which then doubles its way up (a realloc per
  * doubling) to the size of a loop iteration's reserves: 5-8 KiB at 20-60
  * reserves, and glibc consolidates its fast bins on every allocation of 1 KiB
- * or more (bench/README.md, Redis). So the flush writes the buffer here and,
+ * or more (bench/README.md "Memory and tables"). So the flush writes the buffer here and,
  * once it is all written, keeps it (up to OBUF_KEEP; hiredis's way above
  * that). A part taken or EAGAIN does what hiredis's write does then (the rest
  * stays in the buffer, wait for writable, read meanwhile); an error is left to
@@ -522,8 +522,8 @@ static int rl_attach(redisAsyncContext *ac, uv_loop_t *loop)
  * array, its vector, three integers), and only a string element adds its
  * text. hiredis frees a reply after its callback through ro_free (roots
  * only). Before: glibc's calloc per object (no per-thread cache), then a
- * malloc and a free per object: ~600 instructions a Redis order (callgrind,
- * bench/README.md, Redis). A scalar element is linked into its parent only
+ * malloc and a free per object: ~600 instructions a Redis order (callgrind:
+ * python3 bench/profile.py build redis calls). A scalar element is linked into its parent only
  * once it is whole; a nested array is linked before its elements are read,
  * and its vector starts zeroed, so ro_free walks a half-read reply (a failed
  * allocation, a protocol error) and frees each part once.

@@ -21,9 +21,9 @@
  *                    (WAIT after the script; 0..16, 0 = off): a failover after a
  *                    master crash then keeps every reserve that was answered
  *
- * Threads and connections:
- * - Each worker loop (inv_worker_open with a loop) has `pool` hiredis async
- *   contexts on that loop (our copy of adapters/libuv.h, see rl_attach). inv_reserve sends one EVALSHA
+ * Threads and connections: - Each worker loop (inv_worker_open with a loop) has `pool`
+ * hiredis async contexts on that loop (our copy of adapters/libuv.h, see rl_attach).
+ * inv_reserve sends one EVALSHA
  *   and returns INV_PENDING; hiredis pipelines everything in flight. A timer
  *   per worker fails calls older than timeout_ms (req->done exactly once);
  *   a late answer that reserved units is compensated by a release. A lost
@@ -230,11 +230,11 @@ struct rw {
 };
 
 /*
- * RESP written by hand: hiredis's argv formatter grows an sds argument by
- * argument (sdscatfmt, realloc) and our keys went through snprintf: together
- * ~17k instructions of the ~33k that a Redis order cost the gateway more than
- * a memory order (callgrind, bench/README.md). `need` counts past the end, so
- * a caller can retry with a buffer that fits (EVAL carries the script text).
+ * RESP written by hand: hiredis's argv formatter grows an sds argument by argument
+ * (sdscatfmt, realloc) and our keys went through snprintf: together ~17k instructions of
+ * the ~33k that a Redis order cost the gateway more than a memory order (callgrind:
+ * python3 bench/profile.py build {mem,redis} calls). `need` counts past the end, so a
+ * caller can retry with a buffer that fits (EVAL carries the script text).
  */
 typedef struct resp {
     char *p;

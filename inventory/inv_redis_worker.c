@@ -29,13 +29,13 @@
 static void conn_start(rconn_t *c);
 
 /*
- * A reserve's op lives from its send until its reply, so a worker has a whole
- * pipeline of them (the connections' in-flight requests) allocated at once,
- * and a batch of replies frees them together: more than glibc's per-thread
- * cache holds per size (7), so most of them went through _int_malloc and
- * _int_free (~300 instructions a Redis order, callgrind; bench/README.md,
- * Redis). The worker keeps the ones it freed; the list is bounded, and emptied
- * once the worker closes (ops freed from then on go back to malloc).
+ * A reserve's op lives from its send until its reply, so a worker has a whole pipeline of
+ * them (the connections' in-flight requests) allocated at once, and a batch of replies
+ * frees them together: more than glibc's per-thread cache holds per size (7), so most of
+ * them went through _int_malloc and _int_free (~300 instructions a Redis order;
+ * callgrind: python3 bench/profile.py build redis calls). The worker keeps the ones it
+ * freed; the list is bounded, and emptied once the worker closes (ops freed from then on
+ * go back to malloc).
  */
 #define FREE_OPS_MAX 1024
 
@@ -95,7 +95,7 @@ void inv__redis_tick_closed(uv_handle_t *h)
  * loop on a busy machine: a command waits for the end of the iteration to be
  * written, its reply waits in the socket while the loop works, a batch's
  * callbacks run one after the other (25-40 ms against 1-3 ms in Redis), and
- * the limit fell to 6-24 with Redis idle (bench/README.md, Redis, finding 4).
+ * the limit fell to 6-24 with Redis idle (bench/README.md "Redis").
  * An event loop cannot tell when bytes arrived; the kernel can: with
  * SO_TIMESTAMPNS a TCP socket stamps what it receives, and a 1-byte
  * recvmsg(MSG_PEEK) before hiredis reads returns the stamp of the unread data
