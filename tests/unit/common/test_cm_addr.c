@@ -92,6 +92,7 @@ static void test_refused(void **state)
         {"1.2.3.4:5x", REDIRECT, "bad port"},
         {"1.2.3.4:5 x", REDIRECT, "bad port"},
         {"127.0.0.1:", METRICS, "bad port"},
+        {"127.0.0.1:0", METRICS, "want 1..65535"},
         /* a port is required unless optional */
         {"h", LISTEN, "no port"},
         {"1.2.3.4", REDIRECT, "no port"},
@@ -105,6 +106,7 @@ static void test_refused(void **state)
         {"[]:80", LISTEN, "not an IPv6"},
         {"[10.0.0.1]:80", LISTEN, "not an IPv6"},
         {"[x]:7000", REDIRECT, "not an IPv6"},
+        {"[]:7000", REDIRECT, "not an IPv6"},
         /* bare IPv6 only where Redis writes it so */
         {"::1:80", LISTEN, "brackets"},
         {"::1:9100", METRICS, "brackets"},
