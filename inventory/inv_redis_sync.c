@@ -9,19 +9,8 @@
 #include "common/cm_err.h"
 #include "common/cm_log.h"
 
-#include <errno.h>
-#include <hiredis/async.h>
-#include <hiredis/hiredis.h>
-#include <hiredis/sds.h>
-#include <stdarg.h>
 #include <stddef.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
-#include <uv.h>
 
 /*---- The sync thread: subscriber + poll → local views ----*/
 
