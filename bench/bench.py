@@ -700,7 +700,7 @@ def redis_info(port):
 def redis_delta(i0, i1, reserves):
     """Per reserve: the scripts' own time (INFO commandstats: EVALSHA + EVAL usec / reserves),
     how many reserves each read of redis-server carried (its batching) and each script call
-    (the gateway sends an iteration's reserves of a sale in one call: inv_redis.c)."""
+    (the gateway sends an iteration's reserves of a sale in one call: inventory/inv_redis_batch.c)."""
     d = lambda k: i1.get(k, 0) - i0.get(k, 0)
     calls = d("cmdstat_evalsha_calls") + d("cmdstat_eval_calls")
     usec = d("cmdstat_evalsha_usec") + d("cmdstat_eval_usec")
