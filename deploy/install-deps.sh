@@ -10,7 +10,7 @@ set -eu
 # into the gateway by CMakeLists.txt.
 # valgrind: Helgrind race-checks the relay and settlement (librdkafka crashes TSan).
 # strace: makes the kernel's own calls fail in the running gateway (-e inject), for the
-# errors no test can cause otherwise (tests/integration/14-accept-errors.py: ENOBUFS).
+# errors no test can cause otherwise (tests/integration/25-accept-errors.py: ENOBUFS).
 # libnginx-mod-http-lua (pulls libnginx-mod-http-ndk and lua-resty-core): the bench's
 # nginx + Lua peer (bench/lua/peer.lua), loaded into nginx-light with load_module.
 PKGS="build-essential cmake pkg-config git curl procps python3

@@ -13,7 +13,7 @@
  * each loop has its own share of the connections, and all share one clock.
  * One loop carries ~25,000 requests/s on the machines we rehearse on; past
  * that it falls behind its own schedule and sends in bursts, and what it
- * measures is itself (bench/README.md "Session 14"). Results are merged
+ * measures is itself (python3 bench/crowd_cost.py 20000,25000,30000). Results are merged
  * after the run; progress lines sum what each loop publishes.
  */
 #include "loadtest/lt_run.h"
@@ -917,7 +917,7 @@ static void on_giveup_sweep(uv_timer_t *t)
  * connection makes every request of the first milliseconds a connect. At
  * 30,000 arrivals/s that cold start alone (300 connects in the first 10 ms,
  * on both sides of loopback) put the whole dependency-bound run 100-400 ms
- * late from its first bin on (bench/README.md "Session 13").
+ * late from its first bin on (bench/README.md "The load generator").
  */
 static void on_warm_timer(uv_timer_t *t)
 {

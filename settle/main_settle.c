@@ -3,6 +3,7 @@
  * the order database at the pace the database can take, exactly once, and
  * publishes each order's outcome. See settle/st_settle.h and docs/settlement.md.
  */
+#include "common/cm_addr.h"
 #include "common/cm_config.h"
 #include "common/cm_err.h"
 #include "common/cm_log.h"
@@ -34,27 +35,24 @@ static enum MHD_Result metrics_cb(void *cls, struct MHD_Connection *c, const cha
                           req_cls);
 }
 
-/* Starts the metrics listener on "host:port" / "[v6]:port". NULL with a log line on failure. */
+/* Starts the metrics listener on "IP:PORT" / "[v6]:PORT". NULL with a log line on failure. */
 static struct MHD_Daemon *metrics_start(const char *hostport, st_settle_t *st)
 {
-    char host[128];
-    const char *colon = strrchr(hostport, ':');
-    if (!colon || colon == hostport || strlen(colon + 1) == 0)
-        goto bad;
-    size_t hl = (size_t)(colon - hostport);
-    if (hostport[0] == '[' && hl >= 2 && hostport[hl - 1] == ']') {
-        memcpy(host, hostport + 1, hl - 2);
-        host[hl - 2] = '\0';
-    } else if (hl < sizeof(host)) {
-        memcpy(host, hostport, hl);
-        host[hl] = '\0';
-    } else {
-        goto bad;
+    char host[64], why[200], port_s[8];
+    int port = 0;
+    if (cm_hostport_parse(hostport, CM_HOSTPORT_NUMERIC, host, sizeof(host), &port, why,
+                          sizeof(why)) != 0) {
+        cm_log_error("settle", "metrics_listen must be IP:PORT (IPv6 as [::1]:9100)",
+                     "value=%s why=%s", hostport, why);
+        return NULL;
     }
+    snprintf(port_s, sizeof(port_s), "%d", port);
     struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM};
     struct addrinfo *ai = NULL;
-    if (getaddrinfo(host, colon + 1, &hints, &ai) != 0 || !ai)
-        goto bad;
+    if (getaddrinfo(host, port_s, &hints, &ai) != 0 || !ai) {
+        cm_log_error("settle", "cannot resolve metrics_listen", "value=%s", hostport);
+        return NULL;
+    }
     struct MHD_Daemon *d = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0),
         0, NULL, NULL, metrics_cb, st, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
@@ -63,10 +61,6 @@ static struct MHD_Daemon *metrics_start(const char *hostport, st_settle_t *st)
     if (!d)
         cm_log_error("settle", "cannot listen for metrics", "addr=%s", hostport);
     return d;
-bad:
-    cm_log_error("settle", "metrics_listen must be IP:PORT (IPv6 as [::1]:9100)", "value=%s",
-                 hostport);
-    return NULL;
 }
 
 /* st_settle_opts_t.on_draining: the loop saw the stop. systemd then knows the

@@ -201,7 +201,7 @@ int st_sink_open(st_sink_t **out, const char *db, const char *data_dir, const st
 /*
  * The orders topic carries orders and cancels. oq_order_decode reads the
  * encoder's exact form without jansson (that was ~40% of the worker's CPU per
- * order: bench/README.md, settlement, finding 3) and anything else with it.
+ * order: bench/README.md "Settlement") and anything else with it.
  */
 int st_order_parse(const char *json, size_t len, oq_order_t *o, char *err, size_t errlen)
 {

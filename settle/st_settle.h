@@ -36,7 +36,8 @@
  * 20 ms (was 100): at the bench's 8-12k orders/s a batch still holds 150-250
  * orders (one transaction, one offset commit for all of them), while an order
  * waits at most 20 ms for its batch to close instead of up to 100 (bench:
- * accept-to-settled p50 92 -> 41 ms after fetch.wait.max.ms, bench/README.md).
+ * accept-to-settled p50 92 -> 41 ms after fetch.wait.max.ms:
+ * BENCH_ONLY=settle-e2e sh bench/bench.sh).
  * A backlog fills batches to --batch at once, so throughput does not change.
  */
 #define ST_DEFAULT_BATCH_WAIT_MS 20

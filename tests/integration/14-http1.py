@@ -1002,7 +1002,7 @@ try:
     head_case("head.h2-preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "http_version_not_supported", 505)
     head_case("head.http09", b"GET /v1/sales/ok\r\n\r\n", "bad_request", 400)
 
-    # A later HTTP/1.x minor version: llhttp (the parser since session 9)
+    # A later HTTP/1.x minor version: llhttp (the public listener's parser)
     # parses 1.0 and 1.1 only, as RFC 9110 2.5 allows ("SHOULD" serve it as 1.1).
     head_case("head.http1x-505", b"GET /v1/sales/ok HTTP/1.9\r\nHost: t\r\n\r\n",
               "http_version_not_supported", 505)

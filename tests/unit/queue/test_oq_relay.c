@@ -1006,7 +1006,7 @@ static void test_idle_scan_cost(void **state)
     fprintf(stderr, "idle scan: %" PRIu64 " ns each (%" PRIu64 " segments); at 200 scans/s "
                     "%.4f%% of a core\n",
             per, st.segments, (double)per * 200 / 1e9 * 100);
-    /* The cost is printed for bench/README.md; what is asserted is that an idle
+    /* The cost is printed for whoever reads the log; what is asserted is that an idle
      * re-scan finds nothing. */
     assert_int_equal(n, 0);
 }
