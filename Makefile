@@ -23,6 +23,9 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 # machine with no more load than it did at -j$(JOBS).
 TEST_JOBS ?= $(shell echo $$(( $(JOBS) * 2 )))
 CMAKE_FLAGS ?=
+# cmake --build runs make recursively: without this, each level prints its
+# "Entering/Leaving directory" lines (about 300 before the first useful one).
+MAKEFLAGS += --no-print-directory
 
 .PHONY: all build run test test-dev test-asan test-tsan fuzz bench bench-overload rehearse clean
 
