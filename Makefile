@@ -15,6 +15,8 @@
 #   make bench-overload  the overload benchmark (bench/overload.sh, ~12 min: 3 rounds;
 #                   BENCH_OVERLOAD_FLAGS=--quick for ~3 min)
 #   make rehearse   the standard rehearsal against a fresh local gateway
+#   make install    build, then install into PREFIX (/usr/local; DESTDIR respected):
+#                   bin/, share/doc/flashgate, lib/systemd/system
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 # ctest slots for the unit and integration labels: twice the cores. Those tests
 # mostly wait (timers, Kafka group joins, servers starting; the dev stage's
@@ -27,13 +29,18 @@ CMAKE_FLAGS ?=
 # "Entering/Leaving directory" lines (about 300 before the first useful one).
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all build run test test-dev test-asan test-tsan fuzz bench bench-overload rehearse clean
+PREFIX ?= /usr/local
+
+.PHONY: all build install run test test-dev test-asan test-tsan fuzz bench bench-overload rehearse clean
 
 all: build
 
 build:
 	@cmake -S . -B build -DFLASHGATE_WERROR=ON $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build -j$(JOBS)
+
+install: build
+	@DESTDIR="$(DESTDIR)" cmake --install build --prefix "$(PREFIX)"
 
 run: build
 	@sh deploy/quickstart.sh
