@@ -8,7 +8,8 @@ systemd units and the docs point at is there.
 - the units in lib/systemd/system (systemd's /usr/local/lib/systemd/system),
   the sample configs and environment examples the units' comments install,
   the admin-cgroup drop-in the runbook names;
-- the installed flashgate answers --version and --check-config.
+- the installed flashgate answers --version and --check-config, and every
+  installed program's --help fits 100 columns.
 """
 import os
 import re
@@ -65,6 +66,13 @@ try:
     out = subprocess.run([fg, "--check-config", "--data-dir", os.path.join(tmp, "d")],
                          capture_output=True, text=True, timeout=30)
     eq(out.returncode, 0, "the installed flashgate --check-config: " + out.stderr[-300:])
+    # --help of every installed program fits 100 columns (the options' lines are
+    # wrapped by the shared printer, common/cm_config.c)
+    for b in ("flashgate", "flashgate-settle", "flashgate-load", "flashgate-spool"):
+        out = subprocess.run([dest + PREFIX + "/bin/" + b, "--help"], capture_output=True,
+                             text=True, timeout=30)
+        long_lines = [l for l in (out.stdout + out.stderr).splitlines() if len(l) >= 100]
+        eq(long_lines[:2], [], b + " --help: every line under 100 characters")
 finally:
     shutil.rmtree(tmp, ignore_errors=True)
 finish()
