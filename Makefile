@@ -8,7 +8,7 @@
 #                   libFuzzer targets for a bounded time (make fuzz), lint
 #   make fuzz       clang + libFuzzer + ASan/UBSan build in build-fuzz/, each
 #                   target FUZZ_SECONDS (10) plus every committed reproducer
-#   make lint       cppcheck and clang-tidy, clean or failing (tests/lint/)
+#   make lint       cppcheck, clang-tidy and the OpenAPI lint, clean or failing (tests/lint/)
 #   make faults     the fault suite as one table (tests/fault/run.sh)
 #   make soak       10 minutes of steady mixed load: RSS, fds, spool, p99 plotted
 #   make bench      benchmarks (bench/bench.sh), printed side by side
