@@ -18,7 +18,6 @@ request (nginx -t only warned about the conflicting server name "_").
    address meets flashgate's per-IP limit (429 scope "ip") before nginx's
    coarse one (scope "edge"), as the file's comment promises.
 """
-import glob
 import http.client
 import json
 import os
