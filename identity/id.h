@@ -91,7 +91,7 @@ typedef struct id_config {
     char jwks_file[ID_PATH_MAX];      /* a JWK set on disk ("" = none) */
     char jwks_url[ID_PATH_MAX];       /* http(s) JWK set, fetched off the loops ("" = none) */
     char jwks_cache_file[ID_PATH_MAX]; /* last good answer of jwks_url, for restarts ("" = none) */
-    uint32_t jwks_refresh_s;          /* background refresh period; default 300, 10..86400 */
+    uint32_t jwks_refresh_s;          /* background refresh period; default 300, 1..86400 */
     uint32_t jwks_min_refetch_s;      /* at most one unknown-kid refetch per this; default 30, 1..3600 */
     uint32_t jwks_timeout_ms;         /* one fetch's bound; default 5000, 100..60000 */
     uint32_t max_token_bytes;         /* longer tokens: ID_TOO_LARGE; default 8192, 256..16384 */

@@ -156,8 +156,8 @@ int id_config_validate(const id_config_t *c, char *err, size_t errlen)
         snprintf(err, errlen, "identity.jwks_cache_file is set without identity.jwks_url");
         return CM_EINVAL;
     }
-    if (c->jwks_refresh_s < 10 || c->jwks_refresh_s > 86400) {
-        snprintf(err, errlen, "identity.jwks_refresh_s=%u: must be between 10 and 86400",
+    if (c->jwks_refresh_s < 1 || c->jwks_refresh_s > 86400) {
+        snprintf(err, errlen, "identity.jwks_refresh_s=%u: must be between 1 and 86400",
                  c->jwks_refresh_s);
         return CM_EINVAL;
     }
