@@ -283,8 +283,12 @@ id_signer_t *id_keys_ensure(const char *data_dir, bool create, char *err, size_t
 int id_signer_sign_raw(const id_signer_t *s, const char *header, size_t hlen, const char *payload,
                        size_t plen, char *out, size_t outlen)
 {
-    size_t need = (hlen + 2) / 3 * 4 + (plen + 2) / 3 * 4 + 2 + 700 + 1;
-    if (outlen < need)
+    size_t sigmax = s->kt == ID_KT_EC256   ? 64
+                    : s->kt == ID_KT_EC384 ? 96
+                    : s->kt == ID_KT_ED25519 ? 64
+                                             : (size_t)EVP_PKEY_get_size(s->pk);
+    size_t need = (hlen + 2) / 3 * 4 + (plen + 2) / 3 * 4 + 2 + (sigmax + 2) / 3 * 4 + 1;
+    if (outlen < need || sigmax > 1024)
         return CM_EFULL;
     size_t n = id_b64url_encode(header, hlen, out);
     out[n++] = '.';
