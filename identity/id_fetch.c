@@ -123,11 +123,8 @@ static bool fetch_once(id_fetcher_t *f, char *why, size_t whylen)
     } else if (status != 200) {
         snprintf(why, whylen, "HTTP status %ld", status);
     } else {
-        char perr[200];
-        id_jwks_t *ks = id_jwks_parse(b.p ? b.p : "", b.n, perr, sizeof(perr));
-        if (!ks) {
-            snprintf(why, whylen, "%s", perr);
-        } else {
+        id_jwks_t *ks = id_jwks_parse(b.p ? b.p : "", b.n, why, whylen);
+        if (ks) {
             bool changed = id_verifier_set_keys(f->v, ks);
             if (f->cfg.jwks_cache_file[0] && (changed || access(f->cfg.jwks_cache_file, F_OK) < 0))
                 persist(f, &b);

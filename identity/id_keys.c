@@ -222,8 +222,12 @@ static int generate_file(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "key generation failed");
         return CM_EIO;
     }
-    char tmp[ID_PATH_MAX + 32];
-    snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
+    char tmp[ID_PATH_MAX + 64];
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof(tmp)) {
+        snprintf(err, errlen, "data dir path too long");
+        EVP_PKEY_free(pk);
+        return CM_EIO;
+    }
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
         snprintf(err, errlen, "%s: %s", tmp, strerror(errno));

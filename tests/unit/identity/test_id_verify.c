@@ -130,7 +130,7 @@ static const char *mk(const id_signer_t *s, const char *header, const char *payl
 /* A header naming s's alg and kid, plus `more` members. */
 static const char *hdr(const id_signer_t *s, const char *more)
 {
-    static char h[1024];
+    static char h[4096];
     snprintf(h, sizeof(h), "{\"alg\":\"%s\",\"typ\":\"JWT\",\"kid\":\"%s\"%s}", id_signer_alg(s),
              id_signer_kid(s), more ? more : "");
     return h;
