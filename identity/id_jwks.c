@@ -20,6 +20,10 @@
 
 static void key_clear(id_key_t *k)
 {
+    for (int i = 0; i < ID_CTX_POOL; i++) {
+        EVP_PKEY_CTX_free(k->pool[i].ctx);
+        k->pool[i].ctx = NULL;
+    }
     EVP_PKEY_free(k->pk);
     k->pk = NULL;
 }
@@ -200,6 +204,10 @@ static int parse_key(json_t *k, id_key_t *out, char *err, size_t errlen)
         return 0; /* oct, EC P-521, X25519, ...: never used to verify */
     memset(out, 0, sizeof(*out));
     out->kt = kt;
+    for (int i = 0; i < ID_CTX_POOL; i++) {
+        atomic_init(&out->pool[i].busy, false);
+        out->pool[i].alg = -1;
+    }
     if (alg) {
         int a = json_is_string(alg) ? id__alg_find(json_string_value(alg), json_string_length(alg))
                                     : -1;

@@ -262,17 +262,50 @@ static bool verify_sig(const id_key_t *k, const id_alg_t *a, const unsigned char
     } else if (k->kt == ID_KT_ED25519 && siglen != 64) {
         return false;
     }
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    EVP_PKEY_CTX *pctx = NULL;
-    bool ok = false;
-    if (ctx && EVP_DigestVerifyInit(ctx, &pctx, md_get(a->md), NULL, k->pk) > 0) {
-        if (a->pss && (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) <= 0 ||
-                       EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) <= 0))
-            goto out;
-        ok = EVP_DigestVerify(ctx, s, sl, (const unsigned char *)msg, msglen) == 1;
+    if (k->kt == ID_KT_ED25519) {
+        /* EdDSA signs the message itself (no prehash): one-shot DigestVerify */
+        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+        bool ok = ctx && EVP_DigestVerifyInit(ctx, NULL, NULL, NULL, k->pk) > 0 &&
+                  EVP_DigestVerify(ctx, s, sl, (const unsigned char *)msg, msglen) == 1;
+        EVP_MD_CTX_free(ctx);
+        return ok;
     }
-out:
-    EVP_MD_CTX_free(ctx);
+    unsigned char dg[EVP_MAX_MD_SIZE];
+    unsigned int dl = 0;
+    if (EVP_Digest(msg, msglen, dg, &dl, md_get(a->md), NULL) <= 0)
+        return false;
+    int ai = (int)(a - id__algs);
+    id_ctx_slot_t *slot = NULL;
+    for (int i = 0; i < ID_CTX_POOL && !slot; i++)
+        if (!atomic_exchange_explicit(&((id_key_t *)k)->pool[i].busy, true, memory_order_acquire))
+            slot = &((id_key_t *)k)->pool[i];
+    EVP_PKEY_CTX *ctx = slot && slot->alg == ai ? slot->ctx : NULL;
+    if (!ctx) {
+        if (slot) {
+            EVP_PKEY_CTX_free(slot->ctx);
+            slot->ctx = NULL;
+            slot->alg = -1;
+        }
+        ctx = EVP_PKEY_CTX_new_from_pkey(NULL, k->pk, NULL);
+        if (!ctx || EVP_PKEY_verify_init(ctx) <= 0 ||
+            EVP_PKEY_CTX_set_signature_md(ctx, md_get(a->md)) <= 0 ||
+            (a->pss && (EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_PSS_PADDING) <= 0 ||
+                        EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, RSA_PSS_SALTLEN_DIGEST) <= 0))) {
+            EVP_PKEY_CTX_free(ctx);
+            if (slot)
+                atomic_store_explicit(&slot->busy, false, memory_order_release);
+            return false;
+        }
+        if (slot) {
+            slot->ctx = ctx;
+            slot->alg = ai;
+        }
+    }
+    bool ok = EVP_PKEY_verify(ctx, s, sl, dg, dl) == 1;
+    if (slot)
+        atomic_store_explicit(&slot->busy, false, memory_order_release);
+    else
+        EVP_PKEY_CTX_free(ctx);
     return ok;
 }
 

@@ -9,6 +9,7 @@
 #include "common/cm_time.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <jansson.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -175,6 +176,56 @@ static void test_hit_cost(void **state)
     assert_true(ns < 1000);
 #endif
     id_cache_free(c);
+}
+
+typedef struct worker {
+    id_verifier_t *v;
+    const char *good, *bad;
+    int ok, refused;
+} worker_t;
+
+static void *verify_many(void *arg)
+{
+    worker_t *w = arg;
+    id_result_t r;
+    for (int i = 0; i < 300; i++) {
+        w->ok += id_verify(w->v, w->good, strlen(w->good), NOW, &r) == ID_OK;
+        w->refused += id_verify(w->v, w->bad, strlen(w->bad), NOW, &r) == ID_BAD_SIGNATURE;
+    }
+    return NULL;
+}
+
+/* One verifier, several threads: the per-key context pool hands each thread its own. */
+static void test_threads(void **state)
+{
+    (void)state;
+    char err[200];
+    id_signer_t *rs = id_signer_generate("RS256", NULL, err, sizeof(err));
+    id_jwks_t *ks = id_signer_jwks(rs);
+    id_config_t c;
+    id_config_defaults(&c);
+    id_verifier_t *tv = id_verifier_new(&c, ks, err, sizeof(err));
+    id_jwks_unref(ks);
+    char good[2048], bad[2048];
+    id_claims_t cl = {.user = "t", .iat = NOW, .exp = NOW + 60};
+    int n = id_signer_mint(rs, &cl, good, sizeof(good), err, sizeof(err));
+    assert_true(n > 0);
+    memcpy(bad, good, (size_t)n + 1);
+    bad[n - 5] = bad[n - 5] == 'A' ? 'B' : 'A';
+    enum { N = 12 };
+    pthread_t th[N];
+    worker_t w[N];
+    for (int i = 0; i < N; i++) {
+        w[i] = (worker_t){.v = tv, .good = good, .bad = bad};
+        pthread_create(&th[i], NULL, verify_many, &w[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(w[i].ok, 300);
+        assert_int_equal(w[i].refused, 300);
+    }
+    id_verifier_free(tv);
+    id_signer_free(rs);
 }
 
 static void test_jwks_refusals(void **state)
@@ -403,7 +454,7 @@ int main(void)
         cmocka_unit_test(test_hit_and_expiry), cmocka_unit_test(test_rotation_invalidates),
         cmocka_unit_test(test_bounded),        cmocka_unit_test(test_hit_cost),
         cmocka_unit_test(test_jwks_refusals),  cmocka_unit_test(test_key_file),
-        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_config),         cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
