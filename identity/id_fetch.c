@@ -125,9 +125,13 @@ static bool fetch_once(id_fetcher_t *f, char *why, size_t whylen)
     } else {
         id_jwks_t *ks = id_jwks_parse(b.p ? b.p : "", b.n, why, whylen);
         if (ks) {
-            bool changed = id_verifier_set_keys(f->v, ks);
+            /* on disk before in use: a restart never starts from keys older than those served */
+            pthread_mutex_lock(&f->v->mu);
+            bool changed = !id_jwks_equal(f->v->fetched, ks);
+            pthread_mutex_unlock(&f->v->mu);
             if (f->cfg.jwks_cache_file[0] && (changed || access(f->cfg.jwks_cache_file, F_OK) < 0))
                 persist(f, &b);
+            id_verifier_set_keys(f->v, ks);
             if (changed)
                 cm_log_info("id", "JWKS keys published", "keys=%zu", id_jwks_count(ks));
             id_jwks_unref(ks);
