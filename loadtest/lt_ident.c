@@ -93,7 +93,7 @@ int lt_tokens_mint(lt_tokens_t *t, const lt_scenario_t *sc, unsigned threads, ch
         threads = 16;
     if (t->n < 1000)
         threads = 1;
-    job_t jobs[16];
+    job_t jobs[16] = {0};
     pthread_t th[16];
     uint64_t per = (t->n + threads - 1) / threads;
     for (unsigned k = 0; k < threads; k++) {
