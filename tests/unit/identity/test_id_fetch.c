@@ -54,8 +54,11 @@ static bool reachable(void)
     return ok;
 }
 
+static void server_stop(void);
+
 static void server_start(void)
 {
+    server_stop(); /* a test that failed midway left its server running */
     server = fork();
     assert_true(server >= 0);
     if (server == 0) {
