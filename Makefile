@@ -8,13 +8,18 @@
 #                   libFuzzer targets for a bounded time (make fuzz), lint
 #   make fuzz       clang + libFuzzer + ASan/UBSan build in build-fuzz/, each
 #                   target FUZZ_SECONDS (10) plus every committed reproducer
-#   make lint       cppcheck and clang-tidy, clean or failing (tests/lint/)
+#   make lint       cppcheck, clang-tidy and the OpenAPI lint, clean or failing (tests/lint/)
 #   make faults     the fault suite as one table (tests/fault/run.sh)
+#   make mutation   plant each bug of tests/mutation/mutants/ in a copy of the
+#                   tree, run the tests that should catch it, fail on a survivor
+#                   (tests/mutation/run.sh; not part of make test: minutes)
 #   make soak       10 minutes of steady mixed load: RSS, fds, spool, p99 plotted
 #   make bench      benchmarks (bench/bench.sh), printed side by side
 #   make bench-overload  the overload benchmark (bench/overload.sh, ~12 min: 3 rounds;
 #                   BENCH_OVERLOAD_FLAGS=--quick for ~3 min)
 #   make rehearse   the standard rehearsal against a fresh local gateway
+#   make install    build, then install into PREFIX (/usr/local; DESTDIR respected):
+#                   bin/, share/doc/flashgate, lib/systemd/system
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 # ctest slots for the unit and integration labels: twice the cores. Those tests
 # mostly wait (timers, Kafka group joins, servers starting; the dev stage's
@@ -23,14 +28,23 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 # machine with no more load than it did at -j$(JOBS).
 TEST_JOBS ?= $(shell echo $$(( $(JOBS) * 2 )))
 CMAKE_FLAGS ?=
+# cmake --build runs make recursively: without this, each level prints its
+# "Entering/Leaving directory" lines (about 300 before the first useful one).
+MAKEFLAGS += --no-print-directory
 
-.PHONY: all build run test test-dev test-asan test-tsan fuzz bench bench-overload rehearse clean
+PREFIX ?= /usr/local
+
+.PHONY: all build install run test test-dev test-asan test-tsan fuzz bench bench-overload rehearse clean \
+	mutation
 
 all: build
 
 build:
 	@cmake -S . -B build -DFLASHGATE_WERROR=ON $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build -j$(JOBS)
+
+install: build
+	@DESTDIR="$(DESTDIR)" cmake --install build --prefix "$(PREFIX)"
 
 run: build
 	@sh deploy/quickstart.sh
@@ -77,6 +91,10 @@ soak: build
 # The fault scenarios (also part of the integration stage) as one table.
 faults: build
 	@bash tests/fault/run.sh build
+
+# The suite's teeth: every planted bug must make a test fail (tests/mutation/run.sh).
+mutation:
+	@JOBS=$(JOBS) bash tests/mutation/run.sh $(MUTANTS)
 
 fuzz:
 	@CC=clang cmake -S . -B build-fuzz -DFLASHGATE_WERROR=ON -DFLASHGATE_FUZZ=ON \

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The accepted answer (202, spool only, `write` durability) next to nginx at 64 and 256
 connections, split into user and system CPU per answer, with syscalls and context switches
-per answer; optionally several builds of flashgate side by side (bench/README.md, "Session 11:
-the 202 at 256 connections"). Python 3 stdlib, wrk, nginx.
+per answer; optionally several builds of flashgate side by side (bench/README.md "What
+runs"). Python 3 stdlib, wrk, nginx.
 
   python3 bench/acc_split.py BIN_DIR [BIN_DIR ...] [REPS [SECONDS]]
 

@@ -232,11 +232,10 @@ def nginx_worker(master):
 
 def start_floor(tmp, bindir, name="mhd-floor", env=None):
     """flashgate-bench-mhd-floor (bench/mhd_floor.c): libmicrohttpd alone, answering the
-    bytes of flashgate's prepared 410 to every request (the public listener before session
-    8); name "uv-floor": the same with llhttp on an event loop (bench/uv_floor.c; env
-    FLOOR_EPOLL=1: an edge-triggered epoll loop of its own, the public listener's shape
-    since session 30; unset: libuv's streams, its shape from session 8 to 29). None if it
-    was not built."""
+    bytes of flashgate's prepared 410 to every request (as the admin listener is set up);
+    name "uv-floor": the same with llhttp on an event loop (bench/uv_floor.c; env
+    FLOOR_EPOLL=1: an edge-triggered epoll loop of its own, the public listener's shape;
+    unset: libuv's streams). None if it was not built."""
     exe = os.path.join(bindir, "flashgate-bench-" + name)
     if not os.access(exe, os.X_OK):
         return None, None
@@ -448,7 +447,7 @@ def bench_http(tmp, bindir, scripts):
     gw.put_sale("rl", HUGE)
     # Each case runs right after nginx answering the same wrk script's requests
     # (PEER): the client's own cost per request moves the server's (bench/README.md
-    # "Session 22"), and adjacent runs see the same machine.
+    # "How to read the figures", x nginx), and adjacent runs see the same machine.
     cases = [("nginx return 200", None), (NGX_SO, None)]
     if floor:
         cases.append((FLOOR, 410))
@@ -701,7 +700,7 @@ def redis_info(port):
 def redis_delta(i0, i1, reserves):
     """Per reserve: the scripts' own time (INFO commandstats: EVALSHA + EVAL usec / reserves),
     how many reserves each read of redis-server carried (its batching) and each script call
-    (the gateway sends an iteration's reserves of a sale in one call: inv_redis.c)."""
+    (the gateway sends an iteration's reserves of a sale in one call: inventory/inv_redis_batch.c)."""
     d = lambda k: i1.get(k, 0) - i0.get(k, 0)
     calls = d("cmdstat_evalsha_calls") + d("cmdstat_eval_calls")
     usec = d("cmdstat_evalsha_usec") + d("cmdstat_eval_usec")
@@ -769,8 +768,8 @@ REDIS_CASES = [
     ("nginx+Lua, Redis", "peer", "redis"),
 ]
 # What the peer does too: a 1 s Redis timeout (its cosocket timeout) and no adaptive
-# concurrency limit. The "defaults" row keeps flashgate's 50 ms and Gradient2 limit, which
-# must not refuse a healthy sale (bench/README.md, Redis: "The defaults row").
+# concurrency limit. The "defaults" row keeps flashgate's 40 ms and Gradient2 limit, which
+# must not refuse a healthy sale (bench/README.md "Redis" under "Findings that hold").
 PEER_LIKE = ["--inventory-redis-timeout", "1s", "--overload-adaptive=false"]
 
 
@@ -988,10 +987,10 @@ def report_redis(rres, ceil):
           "redis cpu = redis-server's CPU / 202 answers (or / reserves for the ceiling); script us "
           "= INFO commandstats usec of EVALSHA+EVAL / reserves (the scripts alone, no I/O); "
           "reserves/read = reserves per read(2) of redis-server (its batching); reserves/call = "
-          "per script call (the gateway's batch script: inv_redis.c); wrk cpu = "
+          "per script call (the gateway's batch script: inventory/inv_redis_batch.c); wrk cpu = "
           "wrk's CPU / 202 answers; busy = the machine's CPUs busy over the run (/proc/stat, "
           "all processes: under 100%% the three processes wait on each other or on the "
-          "scheduler, see bench/README.md, Redis); ceiling: "
+          "scheduler, see bench/README.md \"How to read the figures\"); ceiling: "
           "redis-benchmark -n %d -P 64 -r 100000000 (50 connections; -c 1: one connection, 64 "
           "in flight, as the gateway's one connection at 64 wrk connections; the batch row: %d "
           "reserves a call, 4 calls in flight a connection), distinct users, "
@@ -1039,7 +1038,7 @@ def cpu_model():
 def paired(res, case, peer, conns):
     """The median over the runs of case's CPU per request / its peer's in the same
     round (adjacent runs: the machine drifts between rounds, bench/README.md
-    "Session 22")."""
+    "The machine")."""
     rs = [a["cpu_us"] / b["cpu_us"] for a, b in zip(res[(case, conns)], res[(peer, conns)])
           if a["cpu_us"] == a["cpu_us"] and b["cpu_us"] == b["cpu_us"] and b["cpu_us"]]
     return med(rs) if rs else float("nan")
@@ -1161,14 +1160,14 @@ def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed, spool=
           "the run just before it, answering the same wrk script's requests (nginx, ...'s "
           "requests; for those rows: / nginx return 200); 'x 1 body' = the case's median / "
           "nginx return 200's, a POST with one JSON body sent again and again (the figure "
-          "before session 22: a wrk script that formats each request costs wrk more, and "
+          "a wrk script that formats each request costs wrk more, and "
           "nginx's own CPU per request rose with it, ~1.1x). 'expected' = share of answers "
           "with the case's status (median); the relay case's CPU includes the producer, the "
           "embedded broker and the gateway's own consumer threads (same process).")
     if any(c == FLOOR for c, _ in cases):
         print("  %s = flashgate-bench-mhd-floor (bench/mhd_floor.c): libmicrohttpd alone, set "
-              "up as flashgate's public listener was until session 8 (the admin listener still "
-              "is), answering the bytes of flashgate's 410 and nothing else: the before-row of "
+              "up as flashgate's admin listener is, "
+              "answering the bytes of flashgate's 410 and nothing else: the before-row of "
               "the listener's replacement." % FLOOR)
         for conns in CONNS:
             print("  c%d: libmicrohttpd floor %.2fx nginx" % (conns, paired(res, FLOOR, NGX_SO,
@@ -1177,7 +1176,7 @@ def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed, spool=
         print("  %s = flashgate-bench-uv-floor with FLOOR_EPOLL=1 (bench/uv_floor.c): one "
               "epoll loop, edge-triggered, a struct per connection with an 8 KiB read buffer, "
               "llhttp 8.1, keep-alive, recv(2) and send(2): the same bytes, nothing else; the "
-              "shape of the public listener (gateway/gw_h1.c, gw_h1_run), so sold out minus "
+              "shape of the public listener (gateway/edge/gw_h1.c, gw_h1_run), so sold out minus "
               "the floor is flashgate's own work per answer, the floor minus nginx the "
               "listener's." % UV_FLOOR)
         for conns in CONNS:

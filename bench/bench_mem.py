@@ -32,7 +32,7 @@ Usage: bench/bench_mem.py [N] [--check] [--arenas]   (default 1,000,000; 50,000 
        --check: exit 1 when the tables' own counters exceed the budget, for CI's smoke;
        --arenas: also glibc's malloc_info(3) of the gateway before and after, taken
        with gdb attached, per arena: bytes from the system, free, peak; what found
-       the "other" growth of bench/README.md)
+       the arenas' free chunks, bench/README.md "Memory and tables")
 Environment: FLASHGATE_BIN (default build/), BENCH_QUICK. Called by bench.py.
 """
 import json

@@ -3,8 +3,8 @@
 cheapest answer there is: a sold-out sale (410), memory inventory, nothing capped, the overload
 bench's crowd (connection_mode open, 64 idle, give_up_ms 2000, no retries). It tells how far
 this machine's crowd can go before the generator falls behind and the connects of its late
-bursts raise both sides' cost (bench/README.md "Session 13": the overload bench's loads are kept
-below that). Python 3 stdlib; the helpers are bench.py's.
+bursts raise both sides' cost (bench/README.md "The load generator": the overload bench's loads
+are kept below that). Python 3 stdlib; the helpers are bench.py's.
 
   flock /work/bench.lock env FLASHGATE_BIN=build python3 bench/crowd_cost.py [20000,25000,30000]
 

@@ -2,7 +2,7 @@
 """What an answer costs the server against how densely requests arrive: flashgate beside nginx.
 
 The overload bench's cpu 2x row holds the capped gateway to a bound computed from the cost of an
-answer at saturation (`a`, bench/README.md "How to read it"). At 2x the crowd is sparse: between
+answer at saturation (`a`, bench/README.md "How to read the figures"). At 2x the crowd is sparse: between
 a quota period's first batch and the next its requests come one at a time, and each then costs
 the server a wakeup of its own and, on loopback, the sleeping client's wakeup inside the
 server's write. This script asks whether that is the gateway's or the machine's: the same open
@@ -193,7 +193,7 @@ def main():
         print("  %-13s " % name + "".join("%16s" % ("%.2f (%.2fx)" % (m[c], m[c] / m["sat"]))
                                           for c in cols))
     print("a run whose generator fell behind (lag p99 > 5 ms) sent in bunches: its cost reads "
-          "low. bench/README.md \"Session 42\" reads these figures.")
+          "low. bench/README.md \"Density\" and \"The cost of an answer\" read these figures.")
 
 
 if __name__ == "__main__":

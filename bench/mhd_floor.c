@@ -3,7 +3,7 @@
  *
  * bench/bench.py runs it beside nginx and flashgate's sold-out case: one
  * libmicrohttpd 0.9.75 daemon, configured and driven as flashgate's public
- * listener was until session 8 (one thread waiting on MHD's epoll fd, then
+ * listener once was (one thread waiting on MHD's epoll fd, then
  * MHD_run; an 8 KiB connection pool; no connection timeout), answering
  * every request with the bytes of flashgate's prepared 410 (the same status,
  * headers and body length; the Date formatted once a second, as flashgate

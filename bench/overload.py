@@ -352,7 +352,7 @@ class Sampler(threading.Thread):
 
 class SysDiag:
     """--trace (cpu case): what the machine did during a run, as deltas of counters read
-    before and after it (bench/README.md "Session 10: the 2x goodput's two modes"): per
+    before and after it (bench/README.md "The machine"): per
     CPU the time in user, system, softirq and steal (/proc/stat, ticks), softirqs raised
     (/proc/softirqs), the IPIs (/proc/interrupts RES/CAL), the TCP counters of the
     refusals (/proc/net/snmp, /proc/net/netstat), and for the gateway's and the
@@ -505,10 +505,10 @@ class Bench:
             extra += ["--admin-cgroup", case["admin_cap"].path]
         self.nrun += 1
         # The capped gateway starts in its cgroup, as under a container's or a systemd
-        # unit's quota. Moved in after it started (as before 2026-11-23), it knew its
+        # unit's quota. Moved in after it started, it would know its
         # quota only at its next look at /proc/self/cgroup (once a second): in some runs
-        # the first 0.5-0.8 s ran without the quota rules and its door shut late, on a
-        # queue of ~2,500 connections (bench/README.md, "Where the 2x goodput went").
+        # the first 0.5-0.8 s would run without the quota rules and its door shut late,
+        # on a queue of ~2,500 connections.
         del _START_IN[:]
         if case.get("gw_cap"):
             _START_IN.append(case["gw_cap"].path)
@@ -986,8 +986,7 @@ def print_trace_mixed(r):
     """--trace, mixed and dep cases (no quota on the gateway): per 100 ms bin the crowd's
     arrivals and what they got, the gateway's CPU (uncapped: up to 100 ms a bin), its door
     and its level; in the dep case also the Redis limit, its in-flight count and RTT at the
-    bin's last probe (session 26 read them with a wrapper: the protected goodput follows
-    limit / RTT)."""
+    bin's last probe (the protected goodput follows limit / RTT)."""
     rows = trace_rows(r, first_s=min(TRACE_S, r["duration_s"]))
     if not rows:
         return
@@ -1073,7 +1072,7 @@ def pub_health(r):
     return "%.0f%%" % (100.0 * h["ok"] / h["n"])
 
 
-LOOP_RATE = 25000  # arrivals/s one flashgate-load loop keeps on schedule here (Session 13-14)
+LOOP_RATE = 25000  # arrivals/s one flashgate-load loop keeps on schedule here (crowd_cost.py)
 
 
 def crowd_loops(given, segments):
@@ -1090,7 +1089,7 @@ GEN_BUSY_MAX = 0.85  # generator CPU / wall past this: the crowd was bound by it
 def gen_busy(r):
     """The generator's CPU over its run's wall time, per loop (None when not measured).
     Each flashgate-load loop is one thread: at ~1.0 it had no more to give, and what it
-    measured is its own limit (bench/README.md "Session 12": the mixed case at 10x)."""
+    measured is its own limit (bench/README.md "The load generator")."""
     if not r.get("gen_cpu_s") or not r.get("wall_s"):
         return None
     return r["gen_cpu_s"] / r["wall_s"] / r.get("gen_loops", 1)
@@ -1102,7 +1101,7 @@ SLOW_BIN_LAG_MS = 25  # half the buy target gone before the gateway could see th
 def slow_bin_lag(r):
     """The latest send (ms after its scheduled time) among the fine timeline's 10 ms bins
     that hold admitted buys slower than its slow_ms: a slow tail whose requests left the
-    crowd late is the crowd's as much as the gateway's (bench/README.md "Session 22")."""
+    crowd late is the crowd's as much as the gateway's (bench/README.md "Overload control")."""
     f = r.get("fine") or {}
     lags = f.get("lag_max_ms") or []
     rows = zip(lags, f.get("slow", []), f.get("error", []), f.get("timeout", []))
@@ -1146,7 +1145,7 @@ def main():
     ap.add_argument("--steps", type=int, default=1,
                     help="dep: step runs (0.5x -> 5x) with protection on, each on a fresh "
                          "gateway; the convergence target is judged on every one (1; the step "
-                         "is noisy on a shared machine: bench/README.md)")
+                         "is noisy on a shared machine: bench/README.md \"The machine\")")
     ap.add_argument("--capacity", type=float, default=0,
                     help="dep and cpu: take this many arrivals/s as 1x instead of probing for "
                          "it (the probe moves from run to run on a shared machine; equal loads "
@@ -1162,7 +1161,7 @@ def main():
                          "capacity x 10 must stay within what the generator can send; 0.10, "
                          "the issue's, gave 4,800-6,600 reserves/s on a 2-vCPU AMD EPYC, and "
                          "even the cheapest answer collapses there at 30,000/s: "
-                         "bench/README.md \"Session 13\")")
+                         "bench/README.md \"The load generator\")")
     ap.add_argument("--gw-cpu", type=float, default=0.05,
                     help="cpu: the gateway's cgroup quota, share of one core (0.05: its "
                          "capacity x 10 must stay within what the generator can send)")
@@ -1175,7 +1174,7 @@ def main():
     ap.add_argument("--pin", choices=("none", "apart", "same"), default=None,
                     help="cpu: pin the capped gateway to the last CPU and the generator to "
                          "CPU 0 (apart, the default: where the scheduler put the two decided "
-                         "the cost of an answer by up to 1.6x, bench/README.md \"Session 10\") "
+                         "the cost of an answer by up to 1.6x, bench/README.md \"The machine\") "
                          "or to the gateway's (same); none: the scheduler's choice. mixed: "
                          "only when given (apart: the gateway and the upstream on the last CPU, "
                          "the generator on CPU 0; default none)")
@@ -1200,7 +1199,7 @@ def main():
                          "its share of the connections. 0 (default): one loop per %d "
                          "arrivals/s of the run's peak rate, the most one loop sends on "
                          "schedule here (a second loop costs both sides more CPU per request "
-                         "at lower rates: bench/README.md \"Session 14\")" % LOOP_RATE)
+                         "at lower rates: bench/README.md \"The load generator\")" % LOOP_RATE)
     ap.add_argument("--conn-max", type=int, default=4096,
                     help="connections the crowd may open at once (4096)")
     ap.add_argument("--max-rate", type=float, default=30000,
@@ -1367,8 +1366,9 @@ def run_case(bench, a, name, loads, secs, ramp_s, help_text, results):
         if (a.pin or "none") != "none":
             # As in the cpu case: the gateway on the last CPU, the generator on CPU 0, and
             # the upstream beside the gateway (its dependency), so the crowd has a core of
-            # its own. Measured (Session 12): pinned, the generator at 10x still used ~95% of
-            # its core and fell ~300 ms behind: the 10x row is the generator's limit here.
+            # its own. Pinned, the generator at 10x still used ~95% of its core and fell ~300
+            # ms behind (`--cases mixed --loads 10 --pin apart`): the 10x row is the
+            # generator's limit on a 2-vCPU machine.
             ncpu = os.cpu_count()
             case["pin"] = ([ncpu - 1], [ncpu - 1] if a.pin == "same" else [0])
             results["caps"].append("mixed: the gateway and the upstream pinned to CPU %d, the "
@@ -1435,9 +1435,9 @@ def run_case(bench, a, name, loads, secs, ramp_s, help_text, results):
         # 10.0-10.6), with a patience longer than the queue gets (a request given up closes
         # its connection: with 500 ms, 70% of them did, and the reconnects' accepts were in
         # the cost). The capacity plateaus' fitted cost is not it: below saturation each
-        # request wakes the loop for itself (bench/README.md "Session 10").
+        # request wakes the loop for itself (bench/README.md "The cost of an answer").
         # Several of them (--sat-runs): the same offered rate gave 17.4-26.6 us in one
-        # hour (bench/README.md "Session 14"), and the bound moved with it; the median is
+        # hour (bench/README.md "The machine"), and the bound moved with it; the median is
         # what the bound uses.
         out["sat_runs"] = [bench.run(
             case, "off", [{"kind": "plateau", "duration_s": secs, "rate": 2 * cap_rps}],
@@ -1460,7 +1460,7 @@ def run_case(bench, a, name, loads, secs, ramp_s, help_text, results):
 
     # --reps rounds of every load and mode, interleaved (round 1 of each, then round 2...):
     # a target is judged on the median of its rounds (median_run), since one 3-5 s run on
-    # this shared machine swings a row across its line (bench/README.md "Session 26").
+    # this shared machine swings a row across its line (bench/README.md "The machine").
     groups = {}
     for rep in range(a.reps):
         for mult in loads:
@@ -1566,10 +1566,9 @@ def fit_costs(out):
     answers, the answers as the gateway counted them (/admin/v1/stats replies, so answers the crowd gave up on are
     counted too). c is the gateway's CPU per second that no answer pays for (its timers,
     the probes' admin calls), measured before each run with the probes and no crowd
-    (median over the runs); the CPU is cpuacct's, every thread's. Before 2026-11-23 the
-    CPU was the live threads' (the admin listener's thread per probe had exited: not
-    counted) and c was not taken out: spread over the answers, it moved a with the mix
-    of runs (bench/README.md, "Where the 2x goodput went")."""
+    (median over the runs); the CPU is cpuacct's, every thread's: the live threads' alone
+    miss the admin listener's exited per-probe threads, and c left in, spread over the
+    answers, would move a with the mix of runs."""
     each = (out.get("rep_runs") or out["runs"]) + out["steps"] + out.get("probe_runs", [])
     runs = [r for r in each if r.get("gw_accepted") or r.get("gw_503")]
     idle = [r["gw_idle_us_per_s"] for r in each if r.get("gw_idle_us_per_s") is not None]
@@ -1840,7 +1839,7 @@ def report(res, a):
             # bound is judged with the densest (the 'sat' pool, whose client never waits).
             # On loopback the gateway's write runs the client's receive path, wakeup
             # included: a sparse crowd is asleep when its answers come (bench/README.md
-            # "Session 29", "Session 41").
+            # "The cost of an answer", `python3 bench/density.py`).
             per = []
             for r in c["runs"]:
                 if r["mode"] == "auto" and r.get("gw_accepted") and r.get("gw_cpu_span_s"):

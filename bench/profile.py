@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Per-answer costs of one buy-path case, for comparing two builds (bench/README.md,
-"Third pass"); Python 3 stdlib, wrk, valgrind (calls) or perf (sys).
+"""Per-answer costs of one buy-path case, for comparing two builds (bench/README.md "What
+runs"); Python 3 stdlib, wrk, valgrind (calls) or perf (sys).
 
   python3 bench/profile.py BIN_DIR CASE MODE [SECONDS [CONNS]]
 
@@ -20,8 +20,8 @@ bench's flags, a 1 s warm-up, then `wrk -t1 -cCONNS -dSECONDS`. MODE:
          near 1.0, wrk is the slower side of the closed loop)
   calls  callgrind, instrumentation on only during the wrk run: user-space
          instructions per answer, with and without memset (valgrind counts each
-         byte of glibc's `rep stosb` memset as an instruction; libmicrohttpd, the
-         public listener before session 8, cleared ~12 KiB per request);
+         byte of glibc's `rep stosb` memset as an instruction; libmicrohttpd
+         clears ~12 KiB per request);
          load-independent. Valgrind slows the gateway ~50x, which
          the overload module reads as queueing (503 queue_time, a cheaper answer
          in the mix): this mode runs with --overload-accept-pause=false
@@ -37,7 +37,7 @@ bench's flags, a 1 s warm-up, then `wrk -t1 -cCONNS -dSECONDS`. MODE:
          what each syscall, the sleep and the wake-up cost per answer
   sys    `perf stat` syscall tracepoints per answer, epoll_wait split per epoll fd
          (one per libuv loop: the main thread's and the worker's, and with Redis
-         the backend's own; before session 8 libmicrohttpd had one more); run it on a quiet
+         the backend's own); run it on a quiet
          machine: how many answers one wait finds depends on the load
 PROFILE_CAP=QUOTA_US/PERIOD_US (e.g. 1000/20000, overload.py's cpu cap) puts the gateway
 in a cgroup v1 cpu group with that CFS quota, pinned to CPU 1 with wrk on CPU 0: the cost

@@ -3,7 +3,7 @@
 reserve script: per variant orders/s, the gateway's CPU per order, redis-server's CPU per reserve
 split into user and system time, the script's own time, reserves per read(2) and per wakeup of
 redis-server (its voluntary context switches) and its preemptions per 1,000 reserves
-(bench/README.md, "Session 11: Redis"). Python 3 stdlib; the helpers are bench.py's.
+(bench/README.md "Redis" under "Findings that hold"). Python 3 stdlib; the helpers are bench.py's.
 
   flock /work/bench.lock env VARIANTS='pool2|build|--inventory-redis-pool 2;pool1|build|' \
       python3 bench/redis_ab.py

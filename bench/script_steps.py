@@ -1,17 +1,17 @@
 #!/usr/bin/env python3
 """Redis CPU per call of the reserve script and of variants of it, each priced by
-redis-benchmark -P 64 EVALSHA against a scratch redis-server on a free port (bench/README.md,
-"the reserve script's steps"). Python 3 stdlib, cc, redis-server, redis-cli, redis-benchmark.
+redis-benchmark -P 64 EVALSHA against a scratch redis-server on a free port (bench/README.md
+"Redis" under "Findings that hold"). Python 3 stdlib, cc, redis-server, redis-cli, redis-benchmark.
 
   flock /work/bench.lock python3 bench/script_steps.py [VARIANTS.py]
 
 The shipped text comes from inventory/inv_redis_lua.h via cc (as bench.py does). VARIANTS.py,
 if given, is exec'd with FULL (that text), STD (the bench's keys and arguments) and
 v(name, text, args=None) in scope, to add rows. N=calls per run (200000), ROUNDS (3),
-RESERVE=FILE prices FILE's text as "as shipped" instead. The tables in the README:
+RESERVE=FILE prices FILE's text as "as shipped" instead. The variants kept in bench/lua/:
   RESERVE=bench/lua/reserve_169d8da.lua python3 bench/script_steps.py bench/lua/reserve_steps.py
   python3 bench/script_steps.py bench/lua/reserve_ab.py      (169d8da's text against the header's)
-  python3 bench/script_steps.py bench/lua/reserve_s11.py     (ed847e4's text against the header's)
+  python3 bench/script_steps.py bench/lua/reserve_args.py    (ed847e4's text against the header's)
 """
 import os
 import socket

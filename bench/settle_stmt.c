@@ -1,6 +1,6 @@
 /*
  * What each part of the PostgreSQL sink's batch insert costs the server
- * (bench/README.md, settlement, finding 3): one connection per variant, each
+ * (bench/README.md "Settlement" under "Findings that hold"): one connection per variant, each
  * with its own table of PREFILL rows, then BATCHES batches of 500 orders
  * (time-ordered ids, as the gateway makes them) interleaved across the
  * variants so that the machine's noise falls on all of them alike. Prints the

@@ -4,7 +4,7 @@
  *
  * bench/bench.py runs it beside nginx, the libmicrohttpd floor and flashgate's
  * sold-out case. It has the shape of a hand-written HTTP/1.1 connection layer
- * (the shape gateway/gw_h1.c, the public listener since session 8, took):
+ * (the shape gateway/edge/gw_h1.c, the public listener, first took):
  * one libuv loop, one struct per connection with an 8 KiB read buffer,
  * llhttp (8.1, built from Debian's node-llhttp sources) in HTTP_REQUEST mode
  * with static settings, keep-alive, every answer rendered into one output
@@ -16,18 +16,18 @@
  *   flashgate-bench-uv-floor PORT      (127.0.0.1 only; SIGTERM stops it)
  *
  * FLOOR_EPOLL in the environment picks how the sockets are driven, for what
- * libuv's layers cost beside a loop of one's own (bench/README.md "Session 30"):
+ * libuv's layers cost beside a loop of one's own (bench/README.md "The cost of an answer"):
  *   unset or 0  libuv streams (uv_tcp_t: read(2), uv_try_write), as above;
  *   2           libuv's loop polling each socket (uv_poll_t, level-triggered),
- *               our own recv(2) and send(2): what gateway/gw_h1.c does since;
+ *               our own recv(2) and send(2);
  *   1           no libuv: an epoll loop of our own, edge-triggered (each
  *               socket registered once for EPOLLIN|EPOLLOUT|EPOLLRDHUP), as
- *               nginx runs its own.
+ *               nginx runs its own, and as gateway/edge/gw_h1.c runs its.
  *
  * With UV_FLOOR_METRICS=1 in the environment the loop keeps libuv's idle-time
- * metrics (uv_loop_configure(UV_METRICS_IDLE_TIME)), as flashgate's workers did
- * before session 12: libuv then polls with a zero timeout first and, when that
- * finds nothing, polls again to sleep (bench/README.md, session 12).
+ * metrics (uv_loop_configure(UV_METRICS_IDLE_TIME)): libuv then polls with a zero
+ * timeout first and, when that finds nothing, polls again to sleep, two epoll_waits
+ * per sleep (`FLOOR_EPOLL=0 UV_FLOOR_METRICS=1 python3 bench/profile.py build floor sys`).
  */
 #include <llhttp.h>
 #include <uv.h>

@@ -15,16 +15,15 @@ char *cm_xstrdup(const char *s);
 char *cm_xstrndup(const char *s, size_t n);
 
 /*
- * A large table that every request probes at random (the known orders, the
- * rate limiter's buckets): zeroed anonymous memory aligned to 2 MiB and
- * advised for transparent huge pages (madvise(MADV_HUGEPAGE), as memcached's
- * -L asks for large pages for its slabs). At 4 KiB pages a 20-30 MiB table is
- * thousands of pages and every probe is a TLB miss; in a VM each miss walks
- * two page tables. Under a CPU quota the caches are cold at every slice and the
- * walks showed as the largest user-space cost of an accepted order (bench/
- * README.md "Session 31"). Where THP is "never" the advice is ignored and the
- * table is plain 4 KiB pages. Aborts on out-of-memory like cm_xmalloc; *len
- * gets the mapped length for cm_unmap.
+ * A large table that every request probes at random (the known orders, the rate limiter's
+ * buckets): zeroed anonymous memory aligned to 2 MiB and advised for transparent huge
+ * pages (madvise(MADV_HUGEPAGE), as memcached's -L asks for large pages for its slabs).
+ * At 4 KiB pages a 20-30 MiB table is thousands of pages and every probe is a TLB miss;
+ * in a VM each miss walks two page tables. Under a CPU quota the caches are cold at every
+ * slice and the walks showed as the largest user-space cost of an accepted order
+ * (PROFILE_CAP=1000/20000 python3 bench/profile.py build acc perf 4 64). Where THP is
+ * "never" the advice is ignored and the table is plain 4 KiB pages. Aborts on
+ * out-of-memory like cm_xmalloc; *len gets the mapped length for cm_unmap.
  */
 void *cm_xmap_huge(size_t n, size_t *len);
 void *cm_map_huge(size_t n, size_t *len); /* the same, NULL on out-of-memory */

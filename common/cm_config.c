@@ -679,8 +679,7 @@ static void shown_value(const cm_opt_t *o, const char *text, char *buf, size_t l
 /* apply_trimmed with `t`, the text without its surrounding whitespace, in a
  * stack copy wiped after: the value may be a secret (the admin token). The
  * copy stayed readable in the process (integration.21-admin-token found it
- * once link-time optimisation moved the stack frames, bench/README.md
- * session 11). */
+ * once link-time optimisation moved the stack frames). */
 static const char *apply_text(cm_conf_t *conf, const cm_opt_t *o, const char *text,
                               bool kv_append, bool kv_commas, char *rulebuf, size_t rulelen)
 {

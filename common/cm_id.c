@@ -132,7 +132,7 @@ void cm_id_format(uint64_t id, char *out)
 
 /* Each digit's value + 1 by character, 0 where none (either case); an order id is
  * parsed up to three times per accepted order, and the alphabet search was ~270
- * instructions a parse (bench/README.md). */
+ * instructions a parse (callgrind: python3 bench/profile.py build acc calls). */
 #define D(ch, v) [ch] = (v) + 1, [(ch) | 0x20] = (v) + 1
 static const uint8_t crockford_digit[256] = {
     ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5,

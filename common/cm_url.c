@@ -1,4 +1,5 @@
 #include "common/cm_url.h"
+#include "common/cm_addr.h"
 #include "common/cm_err.h"
 
 #include <errno.h>
@@ -23,39 +24,6 @@ static int copy(char *dst, size_t cap, const char *src)
     if (n >= cap)
         return CM_EINVAL;
     memcpy(dst, src, n + 1);
-    return 0;
-}
-
-/* host, host:port, [v6] or [v6]:port, in place. */
-static int parse_hostport(char *hp, char *host, size_t cap, int *port, char *errbuf,
-                          size_t errlen)
-{
-    char *portp = NULL;
-    if (hp[0] == '[') { /* [v6]:port */
-        char *close = strchr(hp, ']');
-        if (!close) {
-            cm_errbuf_set(errbuf, errlen, "redis url: unclosed '['");
-            return CM_EINVAL;
-        }
-        *close = '\0';
-        hp++;
-        if (close[1] == ':')
-            portp = close + 2;
-    } else if ((portp = strchr(hp, ':'))) {
-        *portp++ = '\0';
-    }
-    if (!hp[0]) {
-        cm_errbuf_set(errbuf, errlen, "redis url: no host");
-        return CM_EINVAL;
-    }
-    if (copy(host, cap, hp) != 0) {
-        cm_errbuf_set(errbuf, errlen, "redis url: host too long");
-        return CM_EINVAL;
-    }
-    if (portp && parse_int(portp, 1, 65535, port) != 0) {
-        cm_errbuf_set(errbuf, errlen, "redis url: bad port '%s'", portp);
-        return CM_EINVAL;
-    }
     return 0;
 }
 
@@ -140,9 +108,12 @@ int cm_redis_url_parse(const char *url, cm_redis_url_t *out, char *errbuf, size_
         }
         int i = out->nseeds++;
         out->seed[i].port = 6379;
-        if (parse_hostport(hp, out->seed[i].host, sizeof(out->seed[i].host), &out->seed[i].port,
-                           errbuf, errlen) != 0)
+        char why[200];
+        if (cm_hostport_parse(hp, CM_HOSTPORT_PORT_OPTIONAL, out->seed[i].host,
+                              sizeof(out->seed[i].host), &out->seed[i].port, why, sizeof(why)) != 0) {
+            cm_errbuf_set(errbuf, errlen, "redis url: %s", why);
             return CM_EINVAL;
+        }
     }
     if (out->nseeds == 0) {
         cm_errbuf_set(errbuf, errlen, "redis url: no host");

@@ -6,6 +6,9 @@
  * redis-cluster://[[user]:password@]host[:port][,host[:port]...][?key=value&...]
  * names a Redis Cluster by a seed list: any reachable seed gives the slot map
  * (inventory/inv_cluster.c). A cluster has database 0 only, so no /db.
+ *
+ * Each host[:port] is read by cm_hostport_parse (common/cm_addr.h) with the
+ * port optional: an IP literal or a DNS name, IPv6 in brackets.
  */
 #ifndef CM_URL_H
 #define CM_URL_H

@@ -10,13 +10,16 @@ set -eu
 # into the gateway by CMakeLists.txt.
 # valgrind: Helgrind race-checks the relay and settlement (librdkafka crashes TSan).
 # strace: makes the kernel's own calls fail in the running gateway (-e inject), for the
-# errors no test can cause otherwise (tests/integration/14-accept-errors.py: ENOBUFS).
+# errors no test can cause otherwise (tests/integration/25-accept-errors.py: ENOBUFS).
 # libnginx-mod-http-lua (pulls libnginx-mod-http-ndk and lua-resty-core): the bench's
 # nginx + Lua peer (bench/lua/peer.lua), loaded into nginx-light with load_module.
+# docker-compose, python3-jsonschema: the compose-spec schema integration.74-container
+# validates deploy/container/compose.yaml against (offline; no container engine runs).
 PKGS="build-essential cmake pkg-config git curl procps python3
 libmicrohttpd-dev libuv1-dev node-llhttp libcurl4-openssl-dev libhiredis-dev librdkafka-dev libjansson-dev libcmocka-dev
 libsqlite3-dev sqlite3 libpq-dev libsystemd-dev postgresql redis-server
-kcat wrk gnuplot-nox nginx-light libnginx-mod-http-lua varnish python3-yaml valgrind strace
+kcat wrk gnuplot-nox nginx-light libnginx-mod-http-lua varnish python3-yaml python3-jsonschema
+docker-compose valgrind strace
 clang libclang-rt-14-dev libssl-dev cppcheck clang-tidy
 prometheus chromium"
 

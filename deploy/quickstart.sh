@@ -12,60 +12,99 @@
 # Then both keep serving until Ctrl-C (QUICKSTART_EXIT=1: stop after the
 # rehearsal). The rehearsal's crowd arrives with X-Forwarded-For addresses
 # from the local load tester, so 127.0.0.1 is a trusted proxy here.
+#
+# Each run rehearses a sale of its own, "rehearsal-<scenario>-<start time>":
+# ./data outlives a run (spool, order table, orders.db), and the scenario's
+# crowd is fixed by its seed, so under the scenario's own sale id a second
+# run's every buy would carry the first run's Idempotency-Key and be answered
+# with the first run's order, which the fresh embedded broker never saw.
+#
+# Ctrl-C reaches only this script: the servers run in a session of their own
+# and are stopped in dependency order, flashgate-settle (a consumer of the
+# embedded broker) before flashgate (which hosts it), so settlement leaves its
+# group while the broker is still there. A clean stop exits 0.
+#
+# For tests and a second copy on one machine: QUICKSTART_HOST (0.0.0.0),
+# QUICKSTART_PORT (8080), QUICKSTART_ADMIN_PORT (9090), QUICKSTART_SCENARIO
+# (loadtest/scenarios/standard.json), QUICKSTART_RESULTS (loadtest/results),
+# FLASHGATE_DATA_DIR (./data), FLASHGATE_BIN (build/).
 set -eu
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${FLASHGATE_BIN:-$SRC/build}
 DATA=${FLASHGATE_DATA_DIR:-$SRC/data}
+HOST=${QUICKSTART_HOST:-0.0.0.0}
+PORT=${QUICKSTART_PORT:-8080}
+ADMIN_PORT=${QUICKSTART_ADMIN_PORT:-9090}
+SCENARIO=${QUICKSTART_SCENARIO:-$SRC/loadtest/scenarios/standard.json}
+RESULTS=${QUICKSTART_RESULTS:-$SRC/loadtest/results}
 mkdir -p "$DATA"
 LOGS=$DATA/logs
 mkdir -p "$LOGS"
 
-pids=""
-stop() {
-    for p in $pids; do kill "$p" 2>/dev/null || true; done
-    for p in $pids; do wait "$p" 2>/dev/null || true; done
+fg_pid=""
+settle_pid=""
+# stop_one PID: SIGTERM, then wait until it has exited (not our child's
+# `wait` alone: the servers run under setsid, still our children).
+stop_one() {
+    [ -n "$1" ] || return 0
+    kill "$1" 2>/dev/null || return 0
+    wait "$1" 2>/dev/null || true
 }
-trap 'stop; exit 130' INT TERM
+stop() {
+    trap - INT TERM HUP EXIT
+    stop_one "$settle_pid"
+    settle_pid=""
+    stop_one "$fg_pid"
+    fg_pid=""
+}
+trap 'echo; echo "quickstart: stopping flashgate-settle, then flashgate"; stop; exit 0' INT TERM HUP
 trap stop EXIT
 
-"$BIN/flashgate" --data-dir "$DATA" --server-trusted-proxies 127.0.0.1/32 \
+setsid "$BIN/flashgate" --data-dir "$DATA" --listen "$HOST:$PORT" \
+    --admin-listen "127.0.0.1:$ADMIN_PORT" --server-trusted-proxies 127.0.0.1/32 \
     >"$LOGS/flashgate.log" 2>&1 &
-pids="$!"
+fg_pid=$!
 i=0
-until curl -fsS -o /dev/null http://127.0.0.1:8080/readyz 2>/dev/null; do
+until curl -fsS -o /dev/null "http://127.0.0.1:$PORT/readyz" 2>/dev/null; do
     i=$((i + 1))
-    if [ $i -gt 100 ] || ! kill -0 "$pids" 2>/dev/null; then
+    if [ $i -gt 100 ] || ! kill -0 "$fg_pid" 2>/dev/null; then
         echo "quickstart: flashgate did not start; its log:" >&2
         tail -20 "$LOGS/flashgate.log" >&2
         exit 1
     fi
     sleep 0.1
 done
-"$BIN/flashgate-settle" --data-dir "$DATA" >"$LOGS/settle.log" 2>&1 &
-pids="$pids $!"
+setsid "$BIN/flashgate-settle" --data-dir "$DATA" >"$LOGS/settle.log" 2>&1 &
+settle_pid=$!
 TOKEN_FILE=$DATA/admin.token
-echo "quickstart: flashgate is up: http://127.0.0.1:8080 (admin http://127.0.0.1:9090, token in $TOKEN_FILE)"
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+NAME=$(basename "$SCENARIO" .json)
+SALE=rehearsal-$NAME-$STAMP
+echo "quickstart: flashgate is up: http://127.0.0.1:$PORT (admin http://127.0.0.1:$ADMIN_PORT, token in $TOKEN_FILE)"
 echo "quickstart: Kafka bootstrap $(cat "$DATA/kafka.bootstrap"), orders settle into $DATA/orders.db"
 echo "quickstart: logs in $LOGS"
-echo "quickstart: rehearsing the standard sale (about 30 s)..."
-OUT=$SRC/loadtest/results/$(date -u +%Y%m%dT%H%M%SZ)
+echo "quickstart: rehearsing the $NAME sale as $SALE (the standard one takes about 30 s)..."
+OUT=$RESULTS/$STAMP
 rc=0
-"$BIN/flashgate-load" --scenario "$SRC/loadtest/scenarios/standard.json" \
-    --target http://127.0.0.1:8080 --admin http://127.0.0.1:9090 --admin-token "@$TOKEN_FILE" \
-    --kafka-brokers "$DATA/kafka.bootstrap" --db "$DATA/orders.db" --out "$OUT" || rc=$?
+"$BIN/flashgate-load" --scenario "$SCENARIO" --sale "$SALE" \
+    --target "http://127.0.0.1:$PORT" --admin "http://127.0.0.1:$ADMIN_PORT" \
+    --admin-token "@$TOKEN_FILE" --kafka-brokers "$DATA/kafka.bootstrap" \
+    --db "$DATA/orders.db" --out "$OUT" || rc=$?
 echo
 echo "quickstart: rehearsal report: $OUT/report.html (figures: $OUT/report.json)"
 [ $rc -eq 0 ] && echo "quickstart: audit PASS" || echo "quickstart: flashgate-load exited $rc (1 = audit FAIL)"
 if [ "${QUICKSTART_EXIT:-0}" = 1 ]; then
+    stop
     exit $rc
 fi
 cat <<TXT
 
 flashgate keeps running. Try a sale of your own (README.md walks through it):
   T=\$(cat $TOKEN_FILE)
-  curl -s -X PUT -H "Authorization: Bearer \$T" localhost:9090/admin/v1/sales/demo -d '{"stock":2,"per_user_limit":1}'
-  curl -s -X POST -H 'Content-Type: application/json' localhost:8080/v1/sales/demo/orders -d '{"user_id":"alice"}'
-  curl -s localhost:8080/v1/sales/demo
-Ctrl-C stops flashgate and flashgate-settle.
+  curl -s -X PUT -H "Authorization: Bearer \$T" localhost:$ADMIN_PORT/admin/v1/sales/demo -d '{"stock":2,"per_user_limit":1}'
+  curl -s -X POST -H 'Content-Type: application/json' localhost:$PORT/v1/sales/demo/orders -d '{"user_id":"alice"}'
+  curl -s localhost:$PORT/v1/sales/demo
+Ctrl-C stops flashgate-settle and flashgate.
 TXT
-wait
+# Returns when a server exits on its own (or a signal's trap runs first).
+wait "$fg_pid"

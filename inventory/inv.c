@@ -66,7 +66,7 @@ static bool order_id_ok(const char *s)
 }
 
 /* The characters of sale and user ids: [A-Za-z0-9._-]. A table: each buy checks
- * its ids several times on the way down (bench/README.md). */
+ * its ids several times on the way down (python3 bench/profile.py build acc calls). */
 #define R5(c) [c] = true, [(c) + 1] = true, [(c) + 2] = true, [(c) + 3] = true, [(c) + 4] = true
 static const bool id_char[256] = {
     R5('0'), R5('5'),                                               /* 0-9 */
@@ -458,7 +458,8 @@ __attribute__((noinline, cold)) static void terms_retry(inv_sale_t *s, inv_sale_
 }
 
 /* Every buy reads these: the snapshot's memset, id copy and counters were
- * ~85 of its ~110 instructions (bench/README.md session 10). One try in line
+ * ~85 of its ~110 instructions (callgrind: python3 bench/profile.py build sold calls).
+ * One try in line
  * (plain loads on x86), the seqlock's waits and retries out of line. */
 void inv_sale_terms(const inv_sale_t *sale, inv_sale_terms_t *out)
 {

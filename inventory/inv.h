@@ -75,7 +75,7 @@ struct inv_reserve_req {
     bool claimed; /* on INV_DUPLICATE: a gateway claimed the order (inv_claim) */
     /* The backend's own time for the call, when it has one: from the write
      * that carried the command to the kernel's receive stamp of the answer
-     * (inv_redis.c), so the caller's loop queueing is not in it.
+     * (inv_redis_worker.c), so the caller's loop queueing is not in it.
      * INV_RTT_NONE when answered inline or unknown. */
     uint64_t rtt_us;
     /* asynchronous completion (Redis): called once, on the worker's loop thread */
@@ -89,20 +89,21 @@ struct inv_reserve_req {
  * One connection per worker: every reserve of a loop iteration goes out in one
  * write and redis-server reads and answers it with one read and one write; two
  * connections took a read and a write each per wakeup of redis-server, and at
- * 64 connections that was +0.2-0.5 us of its system time per reserve (bench/
- * README.md, Session 11: Redis).
+ * 64 connections that was +0.2-0.5 us of its system time per reserve
+ * (VARIANTS='pool2|build|--inventory-redis-pool 2;pool1|build|' python3 bench/redis_ab.py).
  * The timeout sits inside the buy path's latency budget (p99 < 50 ms) with
  * 10 ms to spare for the gateway's own queue and work: at 50 ms every call
  * that timed out was answered past the budget, and a Redis stall longer than
- * the timeout showed as a window of 503s at 50-56 ms (bench/README.md,
- * "Session 14": 40 ms converged 9 of 9 dependency-bound steps against 6 of 9,
- * at the same goodput). */
+ * the timeout showed as a window of 503s at 50-56 ms; 40 ms converged 9 of 9
+ * dependency-bound steps against 6 of 9 at the same goodput (python3
+ * bench/overload.py --cases dep --loads 5 --steps 9, with each timeout). */
 #define INV_REDIS_POOL_DEFAULT 1
 #define INV_REDIS_TIMEOUT_MS_DEFAULT 40
 /* Reserves of one sale per script call at most (inventory.redis_batch, the URL's
  * batch=; 1: a call each): a loop iteration's reserves of a sale go out as one
  * call of INV_REDIS_LUA_RESERVE_BATCH, 4.5 against 8.3 us of redis-server CPU
- * a reserve at 32 a call (bench/README.md, Session 24). 64 holds the 12-30
+ * a reserve at 32 a call (python3 bench/redis_ab.py, VARIANTS with
+ * --inventory-redis-batch 1 and 32). 64 holds the 12-30
  * reserves of a wrk -c64 iteration; redis-server runs a full batch in ~0.3 ms,
  * and holds every other client that long. */
 #define INV_REDIS_BATCH_DEFAULT 64
@@ -211,12 +212,12 @@ void inv_flush(inv_worker_t *w);
 inv_sale_t *inv_sale_find(inv_t *inv, const char *sale_id);
 
 /*
- * A one-sale memo of inv_sale_find for one thread (a worker loop): a crowd
- * buys one sale, and each lookup otherwise takes the map's shared read lock
- * (two locked instructions on a line every worker writes) and a SipHash of
- * the id, ~380 instructions, ~5% of a sold-out answer (bench/README.md, third
- * pass). The memo is checked against the map's count of removals: a removed
- * sale is looked up again. Zero-initialise it.
+ * A one-sale memo of inv_sale_find for one thread (a worker loop): a crowd buys one sale,
+ * and each lookup otherwise takes the map's shared read lock (two locked instructions on
+ * a line every worker writes) and a SipHash of the id, ~380 instructions, ~5% of a
+ * sold-out answer (callgrind: python3 bench/profile.py build sold calls). The memo is
+ * checked against the map's count of removals: a removed sale is looked up again.
+ * Zero-initialise it.
  */
 typedef struct inv_sale_memo {
     inv_sale_t *sale;
@@ -302,10 +303,10 @@ int inv_restock_keyed(inv_t *inv, const char *sale_id, int64_t add, const char *
 int inv_sale_get(inv_t *inv, const char *sale_id, inv_sale_info_t *out);
 
 /*
- * Compensation: gives back the units of `order_id` (user `user_id`, or ""
- * for whoever holds it; `qty` units) and frees the user's purchase slot. Exactly once per order: returns
- * 0 the first time, CM_ENOTFOUND if the order is unknown or was released
- * already (nothing changes). Thread-safe; may block (admin/settlement path).
+ * Compensation: gives back the units of `order_id` (user `user_id`, or "" for whoever
+ * holds it; `qty` units) and frees the user's purchase slot. Exactly once per order:
+ * returns 0 the first time, CM_ENOTFOUND if the order is unknown or was released already
+ * (nothing changes). Thread-safe; may block (admin/settlement path).
  */
 int inv_release(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
                 const char *order_id);

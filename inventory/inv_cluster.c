@@ -5,6 +5,7 @@
 #include "inventory/inv_cluster.h"
 #include "inventory/inv_redis.h"
 
+#include "common/cm_addr.h"
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_log.h"
@@ -70,23 +71,14 @@ int inv_cluster_redirect_parse(const char *err, size_t len, uint16_t *slot, char
     unsigned long s = strtoul(buf, &end, 10);
     if (end == buf || *end != ' ' || s >= INV_CLUSTER_SLOTS)
         return INV_CLUSTER_REDIR_NONE;
-    char *hp = end + 1;
-    char *colon = strrchr(hp, ':');
-    if (!colon || strchr(colon, ' '))
+    /* Redis writes an IPv6 node bare ("fe80::1:7001") and an unannounced one as ":7005". */
+    char why[160];
+    int p;
+    if (cm_hostport_parse(end + 1, CM_HOSTPORT_BARE_V6 | CM_HOSTPORT_EMPTY_HOST, host, cap, &p, why,
+                          sizeof(why)) != 0)
         return INV_CLUSTER_REDIR_NONE;
-    unsigned long p = strtoul(colon + 1, &end, 10);
-    if (end == colon + 1 || *end || p == 0 || p > 65535)
-        return INV_CLUSTER_REDIR_NONE;
-    *colon = '\0';
-    if (hp[0] == '[' && colon > hp + 1 && colon[-1] == ']') { /* [v6]:port */
-        colon[-1] = '\0';
-        hp++;
-    }
-    if (strlen(hp) >= cap)
-        return INV_CLUSTER_REDIR_NONE;
-    strcpy(host, hp); /* NOLINT(clang-analyzer-security.insecureAPI.strcpy): length checked */
     *slot = (uint16_t)s;
-    *port = (int)p;
+    *port = p;
     return kind;
 }
 

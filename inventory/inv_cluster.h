@@ -14,7 +14,7 @@
  *   ASKING and changes nothing;
  * - a blocking routed client (admin paths, the sync thread, the fleet):
  *   one connection per master, connected on demand, bounded retries.
- * The asynchronous buy path keeps its own connections (inv_redis.c) and uses
+ * The asynchronous buy path keeps its own connections (inv_redis_worker.c) and uses
  * the map, the slot function and the redirect parser from here.
  *
  * A plain redis:// address is a "cluster" of one node that owns every slot

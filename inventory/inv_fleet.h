@@ -1,6 +1,6 @@
 /*
  * The fleet's shared state in the inventory's Redis, behind an interface that
- * exposes no hiredis type: the gateway (gateway/gw_fleet.c, gw_token.c) sees
+ * exposes no hiredis type: the gateway (gateway/base/gw_fleet.c, gw_token.c) sees
  * connections as an opaque handle and operations by what they mean. This
  * module owns the keys, the scripts and the reply shapes.
  *
@@ -144,7 +144,7 @@ int inv_fleet_status_key(inv_fleet_conn_t *c, const char *hex, size_t hex_len, c
 /* True when c's transport failed (it must be closed). Not thread-safe on c. */
 bool inv_fleet_broken(const inv_fleet_conn_t *c);
 
-/*---- the fair-start lottery (gateway/gw_fair.c) ----
+/*---- the fair-start lottery (gateway/buy/gw_fair.c) ----
  *
  * Keys: {flashgate:fair}:conf HASH sale -> "window early k0 k1 [wr_rate]";
  * per sale {flashgate:fair:<sale>}:e (HASH user -> "order qty idem node", the

@@ -1,6 +1,6 @@
 /*
  * The fleet's shared state in Redis: see inv_fleet.h. The scripts and key
- * names were gateway/gw_fleet.c's and gw_token.c's; moved here unchanged.
+ * names were gateway/base/gw_fleet.c's and gw_token.c's; moved here unchanged.
  *
  * Every command goes through inv_cluster's routed client, by its first key
  * (each script's keys share one hash tag), so a redis-cluster:// address

@@ -219,7 +219,7 @@ static size_t slots_bytes(uint32_t n)
  * it, growing by a quarter, left the workers' malloc arenas at ~10 MiB each,
  * and once the tables moved to mmap that memory stayed resident as free
  * chunks, pinned by a few small live allocations above them: 2-9 bytes per
- * order of a 1M-order sale, measured with malloc_info in bench/README.md.)
+ * order of a 1M-order sale: python3 bench/bench_mem.py --arenas.)
  */
 /* Read on growth only (rare): sysconf, not a constant, for 16/64 KiB-page kernels. */
 static size_t page_size(void)
@@ -822,8 +822,8 @@ static int mem_reserve(inv_worker_t *w, inv_reserve_req_t *req)
  * The cache line of the user's home slot, fetched ahead of mem_reserve while
  * the gateway does other work (the rate limits): with a new buyer per order
  * the first look at the shard's table missed the cache every time (user_scan
- * and rh_place, ~5% of an accepted order's CPU in perf, bench/README.md
- * session 9). No lock: the table and its size are read with atomic loads
+ * and rh_place, ~5% of an accepted order's CPU: python3 bench/profile.py
+ * build acc perf). No lock: the table and its size are read with atomic loads
  * (stored so by the shard's writers); a table swapped meanwhile makes the
  * hint useless, never wrong (a prefetch reads nothing and never faults).
  */

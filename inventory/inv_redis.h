@@ -1,7 +1,7 @@
 /*
  * The one blocking Redis connection routine of the project, shared by the
  * Redis inventory backend (admin and loop-less callers) and the fleet thread
- * (gateway/gw_fleet.c), so both connect, authenticate and select a database
+ * (gateway/base/gw_fleet.c), so both connect, authenticate and select a database
  * the same way. Private to inventory/: other modules use inv.h and inv_fleet.h.
  */
 #ifndef INV_REDIS_H

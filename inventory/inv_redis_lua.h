@@ -15,7 +15,7 @@
  * orders = HLEN of the orders hash. The accepted units and orders are derived
  * (INV_REDIS_LUA_STATE), not counted: the two HINCRBYs per reserve and per
  * release were 15% of redis-server's CPU per reserve, the resource that bounds
- * orders/s when Redis shares the gateway's cores (bench/README.md, Redis).
+ * orders/s when Redis shares the gateway's cores (python3 bench/script_steps.py).
  * Sales written before that change keep stale `units` and `orders` fields in
  * meta, which nothing reads.
  * Numbers that Lua computes are written with string.format('%d') (Lua's own
@@ -46,29 +46,26 @@
 #define INV_REDIS_CLAIM "\\2claim\\n"
 
 /*
- * Reserve. ARGV: user, qty, idem key ("" = none), order id. The sale id,
- * needed only for the sell-out's PUBLISH, is cut out of KEYS[1]
- * ("{sale:ID}:meta") instead of sent: one argument less for every call,
- * -2% of redis-server's instructions per reservation (callgrind;
- * bench/README.md, Session 11: Redis). Handing Lua the order record ready-made
- * as an argument instead of concatenating it cost more than it saved there.
- * Returns {code, left, user_units[, order, qty, claimed]}: code 0 reserved, 1 sold out,
- * 2 limit reached, 3 duplicate (with the original order, its qty and 1 if a
- * gateway claimed it, INV_REDIS_LUA_CLAIM), 4 unknown sale.
- * Order of checks: unknown sale, duplicate key, per-user limit, stock.
- * With the stock there, the user's count is bumped first and the bump undone
- * (within the script: atomic, never visible) if it passes the limit, instead
- * of an HGET before the HINCRBY: one redis.call less per reservation, -0.85
- * us of redis-server CPU (9%; bench/README.md, "the reserve script's steps").
- * A limit refusal pays a write and its undo instead.
- * A reservation (code 0) whose left < 2^32 and user_units < 2^20 is one
- * integer instead, left * 2^INV_REDIS_RESERVED_SHIFT + user_units (exact in
- * Lua's doubles: < 2^52): Redis builds a Lua table's reply with a deferred
- * array length, ~0.8 us of redis-server CPU per reserve (9% of it) that an
- * integer does not cost, and at c64 redis-server's CPU is what bounds orders/s
- * when it shares a core with the clients (bench/README.md, Session 10). A
- * gateway reads only the replies of the script text it loaded itself (by its
- * SHA), so gateways of both formats can share a Redis.
+ * Reserve. ARGV: user, qty, idem key ("" = none), order id. The sale id, needed only for
+ * the sell-out's PUBLISH, is cut out of KEYS[1] ("{sale:ID}:meta") instead of sent: one
+ * argument less for every call, -2% of redis-server's instructions per reservation
+ * (CALLGRIND=1 N=20000 ROUNDS=1 python3 bench/script_steps.py bench/lua/reserve_args.py).
+ * Handing Lua the order record ready-made as an argument instead of concatenating it cost
+ * more than it saved there. Returns {code, left, user_units[, order, qty, claimed]}: code
+ * 0 reserved, 1 sold out, 2 limit reached, 3 duplicate (with the original order, its qty
+ * and 1 if a gateway claimed it, INV_REDIS_LUA_CLAIM), 4 unknown sale. Order of checks:
+ * unknown sale, duplicate key, per-user limit, stock. With the stock there, the user's
+ * count is bumped first and the bump undone (within the script: atomic, never visible) if
+ * it passes the limit, instead of an HGET before the HINCRBY: one redis.call less per
+ * reservation, -0.85 us of redis-server CPU (9%; RESERVE=bench/lua/reserve_169d8da.lua
+ * python3 bench/script_steps.py bench/lua/reserve_steps.py). A limit refusal pays a write
+ * and its undo instead. A reservation (code 0) whose left < 2^32 and user_units < 2^20 is
+ * one integer instead, left * 2^INV_REDIS_RESERVED_SHIFT + user_units (exact in Lua's
+ * doubles: < 2^52): Redis builds a Lua table's reply with a deferred array length, ~0.8
+ * us of redis-server CPU per reserve (9% of it) that an integer does not cost, and at c64
+ * redis-server's CPU is what bounds orders/s when it shares a core with the clients
+ * (python3 bench/script_steps.py). A gateway reads only the replies of the script text it
+ * loaded itself (by its SHA), so gateways of both formats can share a Redis.
  */
 #define INV_REDIS_RESERVED_SHIFT 20
 #define INV_REDIS_LUA_RESERVE                                                                      \
@@ -139,7 +136,7 @@
 
 /*
  * Reserve, a batch: the reserves of one sale that a worker queued in one loop
- * iteration (inv_redis.c queue_send), run in one call. ARGV: 4 per reserve,
+ * iteration (inv_redis_batch.c inv__redis_queue_send), run in one call. ARGV: 4 per reserve,
  * as INV_REDIS_LUA_RESERVE's (user, qty, idem key, order id), in the order
  * they were queued. Returns an array with one element per reserve, each
  * exactly what INV_REDIS_LUA_RESERVE would have returned for it had the calls
@@ -150,9 +147,10 @@
  * parsing a command, building KEYS and ARGV, entering Lua, and the HMGET and
  * HINCRBY of meta that every reserve repeated. One call for 32 reserves cost
  * redis-server 4.6-5.2 us a reserve against 7.5-8.4 us for 32 pipelined calls
- * (bench/README.md, Session 24). `left` is read once and moved once, by the
+ * (python3 bench/redis_ab.py, VARIANTS with
+ * --inventory-redis-batch 1 and 32). `left` is read once and moved once, by the
  * batch's total (HINCRBY: exact where Lua's doubles are not, past 2^53).
- * A batch holds at most a worker's `batch` reserves (inv_redis.c), so
+ * A batch holds at most a worker's `batch` reserves (inv_redis_batch.c), so
  * redis-server is held for that many reserves at once (~5 us each).
  */
 #define INV_REDIS_LUA_RESERVE_BATCH                                                                \

@@ -13,7 +13,7 @@
  * each loop has its own share of the connections, and all share one clock.
  * One loop carries ~25,000 requests/s on the machines we rehearse on; past
  * that it falls behind its own schedule and sends in bursts, and what it
- * measures is itself (bench/README.md "Session 14"). Results are merged
+ * measures is itself (python3 bench/crowd_cost.py 20000,25000,30000). Results are merged
  * after the run; progress lines sum what each loop publishes.
  */
 #include "loadtest/lt_run.h"
@@ -22,6 +22,7 @@
 #include "common/cm_err.h"
 #include "common/cm_time.h"
 #include "loadtest/lt_http.h"
+#include "loadtest/lt_ident.h"
 #include "loadtest/lt_sched.h"
 #include "queue/oq_order.h"
 
@@ -174,6 +175,7 @@ typedef struct crowd {
     pthread_barrier_t go; /* every loop warmed up: the clock starts */
     size_t n_loops;
     struct run *loops[LT_MAX_LOOPS];
+    lt_tokens_t tokens; /* one bearer token per account (scenario identity.key), else empty */
 } crowd_t;
 
 /* A loop's counters for the progress line, summed by loop 0. */
@@ -240,7 +242,7 @@ static lt_second_t *second_at(run_t *r, uint64_t t_ns)
 
 static void user_id(const run_t *r, uint64_t u, char *out, size_t len)
 {
-    snprintf(out, len, "u%llu-%llu", (unsigned long long)r->sc->seed, (unsigned long long)u);
+    lt_user_id(r->sc->seed, u, out, len);
 }
 
 static void user_addr(const run_t *r, uint64_t u, char *out, size_t len)
@@ -757,6 +759,12 @@ static void conn_send(conn_t *c, req_t *q)
         snprintf(stamp, sizeof(stamp), "X-Request-Start: t=%lld.%06lld\r\n",
                  (long long)(us / 1000000), (long long)(us % 1000000));
     }
+    /* the account's token, before the stamp (which stays last in the head) */
+    char auth[LT_TOKEN_MAX + 32 + 64] = "";
+    if (r->crowd->tokens.arena)
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s\r\n%s",
+                 lt_tokens_get(&r->crowd->tokens, q->user), stamp);
+    const char *extra = auth[0] ? auth : stamp;
     int n;
     if (q->kind == EV_BUY) {
         char body[160];
@@ -765,24 +773,24 @@ static void conn_send(conn_t *c, req_t *q)
                      "POST /v1/sales/%s/orders HTTP/1.1\r\nHost: %s:%d\r\n"
                      "Content-Type: application/json\r\nContent-Length: %d\r\n"
                      "X-Forwarded-For: %s\r\nIdempotency-Key: lt-%s-%s\r\n%s\r\n%s",
-                     sc->sale_id, c->tg->host, c->tg->port, bl, addr, sc->sale_id, uid, stamp,
+                     sc->sale_id, c->tg->host, c->tg->port, bl, addr, sc->sale_id, uid, extra,
                      body);
     } else if (q->kind == EV_PAGE) {
         n = snprintf(wq->data, sizeof(wq->data),
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nX-Forwarded-For: %s\r\n%s\r\n",
-                     sc->noncore_path, c->tg->host, c->tg->port, addr, stamp);
+                     sc->noncore_path, c->tg->host, c->tg->port, addr, extra);
     } else if (r->users[q->user].order < 0) {
         const lt_entry_t *e = &r->res->entries[r->users[q->user].entry];
         n = snprintf(wq->data, sizeof(wq->data),
                      "GET /v1/orders/%s?token=%s HTTP/1.1\r\nHost: %s:%d\r\n"
                      "X-Forwarded-For: %s\r\n%s\r\n",
-                     e->id, e->token, c->tg->host, c->tg->port, addr, stamp);
+                     e->id, e->token, c->tg->host, c->tg->port, addr, extra);
     } else {
         const lt_order_t *o = &r->res->orders[r->users[q->user].order];
         n = snprintf(wq->data, sizeof(wq->data),
                      "GET /v1/orders/%s?token=%s HTTP/1.1\r\nHost: %s:%d\r\n"
                      "X-Forwarded-For: %s\r\n%s\r\n",
-                     o->id, o->token, c->tg->host, c->tg->port, addr, stamp);
+                     o->id, o->token, c->tg->host, c->tg->port, addr, extra);
     }
     c->cur = q;
     c->state = C_BUSY;
@@ -917,7 +925,7 @@ static void on_giveup_sweep(uv_timer_t *t)
  * connection makes every request of the first milliseconds a connect. At
  * 30,000 arrivals/s that cold start alone (300 connects in the first 10 ms,
  * on both sides of loopback) put the whole dependency-bound run 100-400 ms
- * late from its first bin on (bench/README.md "Session 13").
+ * late from its first bin on (bench/README.md "The load generator").
  */
 static void on_warm_timer(uv_timer_t *t)
 {
@@ -1453,6 +1461,14 @@ int lt_run(const lt_scenario_t *sc, bool quiet, lt_results_t *res, char *eb, siz
             cm_rand_seed(&r->rng, sc->seed ^ 0x5eedull ^ (0x9e3779b97f4a7c15ull * k));
         cw->loops[k] = r;
     }
+    if (sc->identity_key) {
+        rc = lt_tokens_mint(&cw->tokens, sc, cw->n_loops > 2 ? (unsigned)cw->n_loops : 2, eb, el);
+        if (rc < 0)
+            goto out;
+        if (!quiet)
+            fprintf(stderr, "flashgate-load: minted %llu tokens with %s in %.2f s\n",
+                    (unsigned long long)cw->tokens.n, sc->identity_key, cw->tokens.mint_s);
+    }
     for (size_t t = 0; t < sc->n_targets; t++) {
         if (lt_http_parse_url(sc->targets[t], cw->host[t], sizeof(cw->host[t]), &cw->port[t]) < 0 ||
             (uv_ip4_addr(cw->host[t], cw->port[t], (struct sockaddr_in *)&cw->addr[t]) < 0 &&
@@ -1514,6 +1530,7 @@ out:
     }
     free(cw->arrivals);
     free(cw->users);
+    lt_tokens_free(&cw->tokens);
     free(cw);
     return rc;
 }

@@ -293,7 +293,7 @@ static int parse_root(lt_scenario_t *sc, json_t *root, char *eb, size_t el)
                                       "connection_mode", "connections_max", "give_up_ms",
                                       "warm_connections", "loops", "request_start",
                                       "noncore", "sale", "crowd", "behaviour", "arrivals",
-                                      NULL};
+                                      "identity", NULL};
     TRY(check_keys(root, NULL, top, eb, el));
     TRY(get_str(root, NULL, "name", sc->name, sizeof(sc->name), NULL, eb, el));
     TRY(get_u64(root, NULL, "seed", 0, INT64_MAX, &sc->seed, eb, el));
@@ -336,6 +336,16 @@ static int parse_root(lt_scenario_t *sc, json_t *root, char *eb, size_t el)
     TRY(get_bool(root, NULL, "request_start", &sc->request_start, eb, el));
 
     json_t *s;
+    TRY(get_section(root, "identity", &s, eb, el));
+    if (s) {
+        static const char *const keys[] = {"key", "issuer", "audience", NULL};
+        TRY(check_keys(s, "identity", keys, eb, el));
+        TRY(get_str(s, "identity", "key", NULL, 0, &sc->identity_key, eb, el));
+        TRY(get_str(s, "identity", "issuer", sc->identity_issuer, sizeof(sc->identity_issuer),
+                    NULL, eb, el));
+        TRY(get_str(s, "identity", "audience", sc->identity_audience,
+                    sizeof(sc->identity_audience), NULL, eb, el));
+    }
     TRY(get_section(root, "noncore", &s, eb, el));
     if (s) {
         static const char *const keys[] = {"share", "path", NULL};
@@ -484,6 +494,7 @@ void lt_scenario_free(lt_scenario_t *sc)
     sc->n_targets = 0;
     CM_FREE(sc->admin_url);
     CM_FREE(sc->admin_token);
+    CM_FREE(sc->identity_key);
     CM_FREE(sc->kafka_brokers);
     CM_FREE(sc->db_url);
     CM_FREE(sc->topic);

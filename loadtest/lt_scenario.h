@@ -55,6 +55,11 @@ typedef struct lt_scenario {
     /* every request says when it was due, as a balancer that queues them says when it took
      * each: X-Request-Start: t=<seconds.micros> of its scheduled time */
     bool request_start;
+    /* identity: with a key, every request of an account carries Authorization: Bearer
+     * <a token minted for it with this key> (one per simulated account, minted before the run) */
+    char *identity_key;           /* private key file (PEM), NULL = no tokens (body user_id only) */
+    char identity_issuer[256];    /* iss of the minted tokens, "" = "flashgate" */
+    char identity_audience[256];  /* aud, "" = "flashgate" */
     /* non-core page views mixed into the crowd */
     double noncore_share;         /* share of users who GET noncore_path instead of buying */
     char noncore_path[256];

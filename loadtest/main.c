@@ -37,7 +37,7 @@ static const char usage_text[] =
  * the scenario's value alone (cm_conf_source tells which were given). */
 typedef struct load_conf {
     char scenario[1024], target[4096], admin[1024], admin_token[1024], kafka_brokers[1024];
-    char db[1024], out[1024], sale[sizeof(((lt_scenario_t *)0)->sale_id)];
+    char db[1024], out[1024], sale[sizeof(((lt_scenario_t *)0)->sale_id)], identity_key[1024];
     uint64_t duration_milli, seed, connections, connections_max, give_up_ms, loops;
     int connection_mode;
     bool no_create, no_audit, quiet;
@@ -63,6 +63,8 @@ static const cm_opt_t load_opts[] = {
     STR_OPT("db", db, "URL|PATH", "orders database for the settlement audit"),
     STR_OPT("out", out, "DIR", "report directory (default loadtest/results/<time>)"),
     STR_OPT("sale", sale, "ID", "sale id"),
+    STR_OPT("identity_key", identity_key, "FILE",
+            "mint a bearer token per account with this key (e.g. data/identity.key)"),
     {.key = "duration", .type = CM_OPT_MILLI, .offset = OFF(duration_milli), .def = "0",
      .min = 0, .max = 3600000, .metavar = "S", .help = "seconds of load (0.1..3600)"},
     {.key = "seed", .type = CM_OPT_UINT, .offset = OFF(seed), .def = "0", .metavar = "N",
@@ -143,6 +145,7 @@ int main(int argc, char **argv)
     const char *db = given(&conf, "db") ? lc.db : NULL;
     const char *out = given(&conf, "out") && lc.out[0] ? lc.out : NULL;
     const char *sale = given(&conf, "sale") ? lc.sale : NULL;
+    const char *identity_key = given(&conf, "identity_key") ? lc.identity_key : NULL;
     bool no_create = lc.no_create, no_audit = lc.no_audit, quiet = lc.quiet;
     bool has_duration = given(&conf, "duration"), has_seed = given(&conf, "seed");
     bool has_conns = given(&conf, "connections"), has_mode = given(&conf, "connection_mode");
@@ -172,6 +175,8 @@ int main(int argc, char **argv)
         replace(&sc.db_url, db);
     if (sale)
         snprintf(sc.sale_id, sizeof(sc.sale_id), "%s", sale);
+    if (identity_key)
+        replace(&sc.identity_key, identity_key);
     if (no_create)
         sc.sale_create = false;
     if (has_duration) {

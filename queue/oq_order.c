@@ -225,7 +225,7 @@ static void jb_str(jbuf_t *b, const char *s)
  * An id oq_order_check passed: [A-Za-z0-9._-] only (or "" for the user of a
  * cancel), nothing a JSON string escapes, so it is copied whole. jb_str's
  * byte-by-byte walk of the three ids was ~450 instructions of every accepted
- * order (callgrind, bench/README.md session 7).
+ * order (callgrind: python3 bench/profile.py build acc calls).
  */
 static void jb_id(jbuf_t *b, const char *s)
 {
@@ -439,7 +439,7 @@ out:
 
 /*
  * jansson (a json_t per record and per member, then the copies) cost the
- * gateway's outcome consumer 5.5-10 us per order (bench/README.md). Nearly
+ * gateway's outcome consumer 5.5-10 us per order (bench/README.md "Settlement"). Nearly
  * every record read is the encoder's own output, so this reads exactly that
  * form: members in the encoder's order, no whitespace, strings of printable
  * ASCII without escapes, integers without sign, fraction or leading zero. It

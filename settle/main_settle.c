@@ -3,10 +3,12 @@
  * the order database at the pace the database can take, exactly once, and
  * publishes each order's outcome. See settle/st_settle.h and docs/settlement.md.
  */
+#include "common/cm_addr.h"
 #include "common/cm_config.h"
 #include "common/cm_err.h"
 #include "common/cm_log.h"
 #include "settle/st_config.h"
+#include "settle/st_http.h"
 #include "settle/st_settle.h"
 
 #include <jansson.h>
@@ -23,135 +25,34 @@
 
 static st_settle_t *g_settle;
 
-/*---- GET /metrics (hand-written exposition; see gateway/gw_metrics.c for why) ----*/
-
-static size_t metrics_text(const st_settle_t *st, char *b, size_t cap)
-{
-    const st_settle_stats_t *s = st_settle_stats(st);
-    size_t n = 0;
-#define PUT(...)                                                                                   \
-    do {                                                                                           \
-        int w_ = snprintf(b + n, cap - n, __VA_ARGS__);                                            \
-        if (w_ > 0 && (size_t)w_ < cap - n)                                                        \
-            n += (size_t)w_;                                                                       \
-    } while (0)
-#define L(x) (unsigned long long)atomic_load_explicit(&s->x, memory_order_relaxed)
-    static const struct {
-        const char *name, *help;
-        size_t off;
-    } ctrs[] = {
-        {"flashgate_settle_messages_total", "Messages consumed and committed.",
-         offsetof(st_settle_stats_t, messages)},
-        {"flashgate_settle_settled_total", "Orders newly settled.", offsetof(st_settle_stats_t, settled)},
-        {"flashgate_settle_failed_total", "Orders newly failed.", offsetof(st_settle_stats_t, failed)},
-        {"flashgate_settle_cancelled_total", "Orders newly cancelled.",
-         offsetof(st_settle_stats_t, cancelled)},
-        {"flashgate_settle_duplicates_total", "Copies that changed nothing.",
-         offsetof(st_settle_stats_t, duplicates)},
-        {"flashgate_settle_invalid_total", "Unparseable messages skipped.",
-         offsetof(st_settle_stats_t, invalid)},
-        {"flashgate_settle_batches_total", "Committed batches.", offsetof(st_settle_stats_t, batches)},
-        {"flashgate_settle_db_errors_total", "Batches rolled back and retried.",
-         offsetof(st_settle_stats_t, db_errors)},
-        {"flashgate_settle_outcomes_total", "Outcomes delivered.", offsetof(st_settle_stats_t, outcomes)},
-        {"flashgate_settle_poisoned_total",
-         "Orders or cancels that alone failed their batch again and again, recorded as failed.",
-         offsetof(st_settle_stats_t, poisoned)},
-    };
-    for (size_t i = 0; i < sizeof(ctrs) / sizeof(ctrs[0]); i++) {
-        const _Atomic uint64_t *c = (const _Atomic uint64_t *)((const char *)s + ctrs[i].off);
-        PUT("# HELP %s %s\n# TYPE %s counter\n%s %llu\n", ctrs[i].name, ctrs[i].help, ctrs[i].name,
-            ctrs[i].name, (unsigned long long)atomic_load_explicit(c, memory_order_relaxed));
-    }
-    static const uint64_t bounds[ST_BATCH_NBOUNDS] = ST_BATCH_BOUNDS_MS;
-    PUT("# HELP flashgate_settle_batch_duration_seconds Database write, outcomes and offset commit "
-        "of one batch.\n# TYPE flashgate_settle_batch_duration_seconds histogram\n");
-    uint64_t cum = 0;
-    for (int i = 0; i < ST_BATCH_NBOUNDS; i++) {
-        cum += L(batch_lat[i]);
-        PUT("flashgate_settle_batch_duration_seconds_bucket{le=\"%g\"} %llu\n",
-            (double)bounds[i] / 1e3, (unsigned long long)cum);
-    }
-    cum += L(batch_lat[ST_BATCH_NBOUNDS]);
-    PUT("flashgate_settle_batch_duration_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
-    PUT("flashgate_settle_batch_duration_seconds_sum %.6f\n", (double)L(batch_lat_sum_us) / 1e6);
-    PUT("flashgate_settle_batch_duration_seconds_count %llu\n", (unsigned long long)cum);
-    PUT("# HELP flashgate_settle_stalled 1 while the batch in progress is stalled: no order in it "
-        "to blame (a broken database or --sql), or failing for 30 s (a database timing out): "
-        "retried, nothing failed.\n"
-        "# TYPE flashgate_settle_stalled gauge\nflashgate_settle_stalled %llu\n",
-        (unsigned long long)atomic_load_explicit(&s->stalled, memory_order_relaxed));
-    PUT("# HELP flashgate_settle_consumer_lag Messages behind the high watermark after the last "
-        "batch.\n# TYPE flashgate_settle_consumer_lag gauge\nflashgate_settle_consumer_lag %lld\n",
-        (long long)atomic_load_explicit(&s->lag, memory_order_relaxed));
-#undef L
-#undef PUT
-    return n;
-}
+/*---- GET /metrics, /healthz, /readyz (settle/st_http.c) ----*/
 
 static enum MHD_Result metrics_cb(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *data,
                                   size_t *data_size, void **req_cls)
 {
-    (void)version;
-    (void)data;
-    (void)data_size;
-    if (!*req_cls) {
-        *req_cls = (void *)1;
-        return MHD_YES;
-    }
-    const st_settle_t *st = cls;
-    char *body = malloc(8192);
-    unsigned status = 200;
-    const char *type = "text/plain; version=0.0.4; charset=utf-8";
-    size_t n;
-    if (!body)
-        return MHD_NO;
-    if (strcmp(url, "/metrics") != 0) {
-        status = 404;
-        type = "application/json";
-        n = (size_t)snprintf(body, 8192, "{\"error\":\"not_found\",\"message\":\"only GET /metrics\"}");
-    } else if (strcmp(method, "GET") != 0) {
-        status = 405;
-        type = "application/json";
-        n = (size_t)snprintf(body, 8192, "{\"error\":\"method_not_allowed\",\"message\":\"use GET\"}");
-    } else {
-        n = metrics_text(st, body, 8192);
-    }
-    struct MHD_Response *r = MHD_create_response_from_buffer(n, body, MHD_RESPMEM_MUST_FREE);
-    if (!r) {
-        free(body);
-        return MHD_NO;
-    }
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-    if (status == 405)
-        MHD_add_response_header(r, "Allow", "GET");
-    enum MHD_Result ret = MHD_queue_response(c, status, r);
-    MHD_destroy_response(r);
-    return ret;
+    return st_http_answer((void *)st_settle_stats(cls), c, url, method, version, data, data_size,
+                          req_cls);
 }
 
-/* Starts the metrics listener on "host:port" / "[v6]:port". NULL with a log line on failure. */
+/* Starts the metrics listener on "IP:PORT" / "[v6]:PORT". NULL with a log line on failure. */
 static struct MHD_Daemon *metrics_start(const char *hostport, st_settle_t *st)
 {
-    char host[128];
-    const char *colon = strrchr(hostport, ':');
-    if (!colon || colon == hostport || strlen(colon + 1) == 0)
-        goto bad;
-    size_t hl = (size_t)(colon - hostport);
-    if (hostport[0] == '[' && hl >= 2 && hostport[hl - 1] == ']') {
-        memcpy(host, hostport + 1, hl - 2);
-        host[hl - 2] = '\0';
-    } else if (hl < sizeof(host)) {
-        memcpy(host, hostport, hl);
-        host[hl] = '\0';
-    } else {
-        goto bad;
+    char host[64], why[200], port_s[8];
+    int port = 0;
+    if (cm_hostport_parse(hostport, CM_HOSTPORT_NUMERIC, host, sizeof(host), &port, why,
+                          sizeof(why)) != 0) {
+        cm_log_error("settle", "metrics_listen must be IP:PORT (IPv6 as [::1]:9100)",
+                     "value=%s why=%s", hostport, why);
+        return NULL;
     }
+    snprintf(port_s, sizeof(port_s), "%d", port);
     struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM};
     struct addrinfo *ai = NULL;
-    if (getaddrinfo(host, colon + 1, &hints, &ai) != 0 || !ai)
-        goto bad;
+    if (getaddrinfo(host, port_s, &hints, &ai) != 0 || !ai) {
+        cm_log_error("settle", "cannot resolve metrics_listen", "value=%s", hostport);
+        return NULL;
+    }
     struct MHD_Daemon *d = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0),
         0, NULL, NULL, metrics_cb, st, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
@@ -160,10 +61,6 @@ static struct MHD_Daemon *metrics_start(const char *hostport, st_settle_t *st)
     if (!d)
         cm_log_error("settle", "cannot listen for metrics", "addr=%s", hostport);
     return d;
-bad:
-    cm_log_error("settle", "metrics_listen must be IP:PORT (IPv6 as [::1]:9100)", "value=%s",
-                 hostport);
-    return NULL;
 }
 
 /* st_settle_opts_t.on_draining: the loop saw the stop. systemd then knows the

@@ -7,6 +7,7 @@
  */
 #include "settle/st_config.h"
 
+#include "common/cm_addr.h"
 #include "common/cm_log.h"
 #include "settle/st_settle.h"
 
@@ -15,6 +16,17 @@
 
 #define OFF(f) offsetof(st_config_t, f)
 #define SZ(f) sizeof(((st_config_t *)0)->f)
+
+/* settle.metrics_listen: empty (off) or an IP literal and a port, as metrics_start binds it. */
+static const char *v_metrics_listen(const void *v)
+{
+    char host[64], why[160];
+    int port;
+    if (!*(const char *)v ||
+        cm_hostport_parse(v, CM_HOSTPORT_NUMERIC, host, sizeof(host), &port, why, sizeof(why)) == 0)
+        return NULL;
+    return "must be IP:PORT (IPv6 as [::1]:9100), port 1..65535, or empty";
+}
 
 const cm_opt_t st_config_opts[] = {
     {.key = "kafka.brokers",
@@ -129,7 +141,9 @@ const cm_opt_t st_config_opts[] = {
      .def = "",
      .alias = "metrics-listen",
      .metavar = "HOST:PORT",
-     .help = "serve GET /metrics (Prometheus text format) on this address; empty = off"},
+     .help = "serve GET /metrics (Prometheus text format), /healthz and /readyz (Kafka and the "
+             "database up) on this address, no token; empty = off",
+     .validate = v_metrics_listen},
     {.key = "log.level",
      .type = CM_OPT_ENUM,
      .offset = OFF(log_level),

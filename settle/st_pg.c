@@ -8,7 +8,7 @@
  * then one SELECT for the ids that were not inserted (copies). That
  * is 2-3 round trips and one executor run for a batch of 500 instead of
  * 500-1000 of each: the per-order round trip capped the sink at 6-16k
- * orders/s on loopback (bench/README.md, settlement). The test is a scalar
+ * orders/s on loopback (BENCH_ONLY=settle sh bench/bench.sh). The test is a scalar
  * subquery, not NOT EXISTS: the planner turned that into a hash anti join
  * reading the whole table once per batch whenever the batch looked big beside
  * the table's statistics (a new table); the subquery probes the primary key
@@ -16,7 +16,7 @@
  *
  * Not ON CONFLICT DO NOTHING: its speculative insertion (a lock, a second
  * index probe and a confirm WAL record per row) cost ~1 us of the server's
- * ~10 us per order (bench/README.md, settlement, finding 3). The primary key
+ * ~10 us per order (BENCH_ONLY=settle-stmt sh bench/bench.sh). The primary key
  * still decides everything: an id committed before the statement's snapshot
  * is skipped by that probe; one that another transaction inserts
  * meanwhile (two workers on the same order during a rebalance) fails the
@@ -91,7 +91,7 @@ typedef struct pg_pos {
 /*
  * COLLATE "C" on the ids (byte order, as SQLite's BINARY): they are ASCII
  * tokens, and the primary key's comparisons then are memcmp, not strcoll
- * (~0.8 us of the server's CPU per order, bench/README.md, settlement). The
+ * (~0.8 us of the server's CPU per order: BENCH_ONLY=settle-stmt sh bench/bench.sh). The
  * per-sale index is on sale_id alone: (sale_id, user_id) put every new row at
  * a random place in the index and cost 2.5 us per order; a sale's rows under
  * one key go in at its end. Tables created by an older version keep their

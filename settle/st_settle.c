@@ -55,6 +55,7 @@ struct st_settle {
     uint64_t stop_deadline_ms; /* 0 until a stop is seen */
     bool drain_told;           /* opts.on_draining was called */
     uint64_t last_file_check_ms;
+    uint64_t next_probe_ms; /* probe_brokers: the next metadata request while down */
     /* delivery reports of the outcomes in flight (called on this thread) */
     size_t dr_pending, dr_failed;
     st_settle_stats_t stats;
@@ -66,6 +67,13 @@ const char *st_log_value(char *buf, size_t cap, const char *s)
 {
     buf[cm_log_quote(buf, 0, cap, s ? s : "")] = '\0';
     return buf;
+}
+
+/* The brokers seen reachable or not: the loop's own flag and the readiness stat. */
+static void brokers_seen(st_settle_t *st, bool up)
+{
+    atomic_store(&st->brokers_down, !up);
+    atomic_store_explicit(&st->stats.broker_up, up ? 1 : 0, memory_order_relaxed);
 }
 
 static const st_poison_t *poison_find(const st_sink_t *s, const oq_order_t *o)
@@ -193,7 +201,7 @@ int st_sink_open(st_sink_t **out, const char *db, const char *data_dir, const st
 /*
  * The orders topic carries orders and cancels. oq_order_decode reads the
  * encoder's exact form without jansson (that was ~40% of the worker's CPU per
- * order: bench/README.md, settlement, finding 3) and anything else with it.
+ * order: bench/README.md "Settlement") and anything else with it.
  */
 int st_order_parse(const char *json, size_t len, oq_order_t *o, char *err, size_t errlen)
 {
@@ -243,7 +251,7 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     (void)rk;
     char val[1024]; /* a broker's words: escaped (cut, if ever, at the line's end) */
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
-        atomic_store(&st->brokers_down, true);
+        brokers_seen(st, false);
         cm_log_warn(MOD, "all kafka brokers down", "reason=%s",
                     st_log_value(val, sizeof(val), reason));
     } else if (err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__RESOLVE) {
@@ -325,6 +333,7 @@ fail:
 
 static void clients_destroy(st_settle_t *st, bool leave_group)
 {
+    atomic_store_explicit(&st->stats.broker_up, 0, memory_order_relaxed);
     if (st->consumer) {
         if (leave_group)
             rd_kafka_consumer_close(st->consumer);
@@ -404,7 +413,7 @@ static int clients_create(st_settle_t *st, char *err, size_t errlen)
         snprintf(err, errlen, "subscribe %s: %s", st->topic, rd_kafka_err2str(kerr));
         return CM_EBACKEND;
     }
-    atomic_store(&st->brokers_down, false);
+    brokers_seen(st, true);
     st->reconnect = false;
     cm_log_info(MOD, "kafka clients up", "brokers=%s topic=%s group=%s", st->brokers, st->topic,
                 st->group);
@@ -756,6 +765,7 @@ static int write_batch(st_settle_t *st)
     for (;;) {
         st_batch_note_t note;
         int ret = st_batch_write(&st->writer, st->sink, st->msg_orders, st->msg_outs, n, &note);
+        atomic_store_explicit(&st->stats.sink_up, ret == 0 ? 1 : 0, memory_order_relaxed);
         if (ret == 0) {
             if (fails > 0)
                 cm_log_info(MOD, "batch written after retries",
@@ -994,11 +1004,38 @@ static void process_batch(st_settle_t *st)
     }
     if (publish_outcomes(st) != 0)
         return;
-    commit_offsets(st);
+    if (commit_offsets(st) == 0)
+        atomic_store_explicit(&st->stats.last_commit_ms, cm_wall_ms(), memory_order_relaxed);
     record_batch_latency(st, cm_mono_us() - t0);
     update_lag(st);
     atomic_fetch_add_explicit(&st->stats.messages, st->nbatch, memory_order_relaxed);
     atomic_fetch_add_explicit(&st->stats.batches, 1, memory_order_relaxed);
+}
+
+/*
+ * While the brokers are reported down, asks them for metadata at most once a
+ * second (200 ms at most): librdkafka reports "all brokers down" but never
+ * "back up", and a worker with nothing to read would otherwise stay unready
+ * after the brokers return.
+ */
+#define PROBE_EVERY_MS 1000
+#define PROBE_TIMEOUT_MS 200
+static void probe_brokers(st_settle_t *st)
+{
+    if (!atomic_load(&st->brokers_down) || !st->consumer)
+        return;
+    uint64_t now = cm_mono_ms();
+    if (now < st->next_probe_ms)
+        return;
+    st->next_probe_ms = now + PROBE_EVERY_MS;
+    const struct rd_kafka_metadata *md = NULL;
+    if (rd_kafka_metadata(st->consumer, 0, NULL, &md, PROBE_TIMEOUT_MS) ==
+        RD_KAFKA_RESP_ERR_NO_ERROR) {
+        brokers_seen(st, true);
+        cm_log_info(MOD, "kafka brokers reachable again", "brokers=%d", md->broker_cnt);
+    }
+    if (md)
+        rd_kafka_metadata_destroy(md);
 }
 
 int st_settle_run(st_settle_t *st)
@@ -1055,9 +1092,11 @@ int st_settle_run(st_settle_t *st)
                 }
                 if (st->nbatch == 0 && brokers_moved(st))
                     break;
+                probe_brokers(st);
                 continue;
             }
-            atomic_store(&st->brokers_down, false);
+            if (atomic_load(&st->brokers_down))
+                brokers_seen(st, true);
             batch_push(st, m);
             if (st->nbatch == 1)
                 deadline = now + wait_ms;
@@ -1107,6 +1146,7 @@ int st_settle_new(st_settle_t **out, const st_settle_opts_t *opts, char *err, si
     st_sink_opts_t so = {.sql = opts->sql};
     int ret = st_sink_open(&st->sink, opts->db, dd, &so, err, errlen);
     if (ret == 0) {
+        atomic_store_explicit(&st->stats.sink_up, 1, memory_order_relaxed);
         ret = clients_create(st, err, errlen);
         if (ret == CM_ENOTFOUND) {
             /* Started before the broker (embedded: before the gateway): run() waits. */

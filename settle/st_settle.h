@@ -36,7 +36,8 @@
  * 20 ms (was 100): at the bench's 8-12k orders/s a batch still holds 150-250
  * orders (one transaction, one offset commit for all of them), while an order
  * waits at most 20 ms for its batch to close instead of up to 100 (bench:
- * accept-to-settled p50 92 -> 41 ms after fetch.wait.max.ms, bench/README.md).
+ * accept-to-settled p50 92 -> 41 ms after fetch.wait.max.ms:
+ * BENCH_ONLY=settle-e2e sh bench/bench.sh).
  * A backlog fills batches to --batch at once, so throughput does not change.
  */
 #define ST_DEFAULT_BATCH_WAIT_MS 20
@@ -115,6 +116,14 @@ typedef struct st_settle_stats {
     /* Consumer lag after the last batch: high watermark minus the next offset,
      * summed over the partitions of that batch (librdkafka's cached watermarks). */
     _Atomic int64_t lag;
+    /* Readiness (flashgate-settle's GET /readyz, settle/st_http.h): 1 while the
+     * Kafka clients are up and the brokers were last seen reachable (0 from an
+     * all-brokers-down report until a message, a metadata answer or new clients
+     * show them back); 1 unless the last database write of a batch failed. */
+    _Atomic uint64_t broker_up;
+    _Atomic uint64_t sink_up;
+    /* Wall-clock time of the last committed batch, ms since the epoch; 0 = none yet. */
+    _Atomic int64_t last_commit_ms;
 } st_settle_stats_t;
 
 typedef struct st_settle st_settle_t;

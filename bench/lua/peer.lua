@@ -1,6 +1,6 @@
 -- bench: the nginx + Lua peer (OpenResty style, on Debian 12's libnginx-mod-http-lua),
 -- what a team would build instead of flashgate. bench/nginx-lua.conf.in loads it;
--- bench/bench.py runs it beside flashgate in the same run (bench/README.md, "Redis").
+-- bench/bench.py runs it beside flashgate in the same run (bench/README.md "What runs").
 --
 -- POST /v1/sales/SALE/orders with {"user_id":"...","qty":1}:
 --   memory mode: stock in a shared dict (one atomic incr), the per-user mark

@@ -299,6 +299,52 @@ static void ct_idempotency(void **state)
     assert_int_equal(ct_units(fx, sale, v), 1);
 }
 
+/*
+ * A keyed buy at stock 0. An Idempotency-Key skips the local sold-out flag (a
+ * retry of an accepted request must get its order back), so a keyed buy of a
+ * new order meets the stock check itself: the one answer the flag cannot hide.
+ * It must be sold out and change nothing; the keyed retry of the accepted
+ * order still gets it back.
+ */
+static void ct_keyed_at_zero(void **state)
+{
+    ct_fx_t *fx = *state;
+    char sale[32], u1[32], u2[32], o1[32], o2[32], o3[32];
+    ct_uid(sale, sizeof(sale), "kzero");
+    ct_uid(u1, sizeof(u1), "u");
+    ct_uid(u2, sizeof(u2), "u");
+    ct_uid(o1, sizeof(o1), "o");
+    ct_uid(o2, sizeof(o2), "o");
+    ct_uid(o3, sizeof(o3), "o");
+    ct_put(fx, sale, 1, 1, NULL);
+    inv_sale_t *s = inv_sale_find(fx->inv, sale);
+
+    inv_reserve_req_t r;
+    assert_int_equal(ct_buy(fx, sale, u1, 1, "key-a", o1, &r), INV_RESERVED);
+    assert_int_equal(r.stock_left, 0);
+    assert_true(inv_sale_sold_out(s));
+    assert_int_equal(ct_buy(fx, sale, u2, 1, "key-b", o2, &r), INV_SOLD_OUT);
+    assert_int_equal(r.stock_left, 0);
+    assert_int_equal(r.user_units, 0);
+    ct_expect_counts(fx, sale, 1, 0, 1, 1);
+    assert_int_equal(ct_units(fx, sale, u2), 0);
+    /* the same, twice: a refused keyed buy records nothing for its key */
+    assert_int_equal(ct_buy(fx, sale, u2, 1, "key-b", o3, &r), INV_SOLD_OUT);
+    ct_expect_counts(fx, sale, 1, 0, 1, 1);
+    assert_int_equal(ct_buy(fx, sale, u1, 1, "key-a", o3, &r), INV_DUPLICATE);
+    assert_string_equal(r.order_id, o1);
+    ct_expect_counts(fx, sale, 1, 0, 1, 1);
+
+    /* A sale defined with no stock at all. */
+    char empty[32], o4[32];
+    ct_uid(empty, sizeof(empty), "kempty");
+    ct_uid(o4, sizeof(o4), "o");
+    ct_put(fx, empty, 0, 1, NULL);
+    assert_int_equal(ct_buy(fx, empty, u2, 1, "key-c", o4, &r), INV_SOLD_OUT);
+    ct_expect_counts(fx, empty, 0, 0, 0, 0);
+    assert_int_equal(ct_units(fx, empty, u2), 0);
+}
+
 /* Release gives the units back exactly once and frees the user's slot. */
 static void ct_release_once(void **state)
 {
@@ -549,6 +595,7 @@ static const struct CMUnitTest inv_contract_tests[] = {
     cmocka_unit_test_setup_teardown(ct_user_limit, ct_setup, ct_teardown),
     cmocka_unit_test_setup_teardown(ct_qty_over_stock, ct_setup, ct_teardown),
     cmocka_unit_test_setup_teardown(ct_idempotency, ct_setup, ct_teardown),
+    cmocka_unit_test_setup_teardown(ct_keyed_at_zero, ct_setup, ct_teardown),
     cmocka_unit_test_setup_teardown(ct_release_once, ct_setup, ct_teardown),
     cmocka_unit_test_setup_teardown(ct_restock, ct_setup, ct_teardown),
     cmocka_unit_test_setup_teardown(ct_restock_keyed, ct_setup, ct_teardown),

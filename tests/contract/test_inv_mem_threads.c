@@ -4,7 +4,8 @@
  * random order, so the same user is tried by several threads at once (the
  * per-user limit races) and all users race for the stock. The audit afterwards
  * counts outcomes, the backend's per-user units and the sale's counters
- * against each other.
+ * against each other. A second race: keyed qty-1 buyers for the last unit of
+ * a sale (a key skips the sold-out flag, so the stock step alone decides).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -274,12 +275,120 @@ static void test_release_restock_churn(void **state)
     run_contention(2, 2, true, true);
 }
 
+/*---- keyed buyers race for the last unit ----*/
+
+#define LAST_SALES 300
+
+typedef struct last_run {
+    inv_t *inv;
+    pthread_barrier_t round;
+    _Atomic int reserved[LAST_SALES];
+    _Atomic int bad;
+} last_run_t;
+
+typedef struct last_arg {
+    last_run_t *run;
+    int idx;
+} last_arg_t;
+
+static void *last_worker(void *p)
+{
+    last_arg_t *la = p;
+    last_run_t *r = la->run;
+    inv_worker_t *w = NULL;
+    if (inv_worker_open(r->inv, NULL, &w) != 0)
+        atomic_fetch_add(&r->bad, 1);
+    for (int s = 0; s < LAST_SALES; s++) {
+        pthread_barrier_wait(&r->round); /* every thread at the same sale at once */
+        if (!w)
+            continue;
+        inv_reserve_req_t req;
+        memset(&req, 0, sizeof(req));
+        char sale_id[INV_SALE_ID_MAX + 1];
+        snprintf(sale_id, sizeof(sale_id), "last-%d", s);
+        req.sale = inv_sale_find(r->inv, sale_id);
+        snprintf(req.user_id, sizeof(req.user_id), "buyer%d", la->idx);
+        snprintf(req.idem_key, sizeof(req.idem_key), "key-%d-%d", la->idx, s);
+        snprintf(req.order_id, sizeof(req.order_id), "l%d-%d", la->idx, s);
+        req.qty = 1;
+        int rc = inv_reserve(w, &req);
+        if (rc == INV_RESERVED) {
+            atomic_fetch_add(&r->reserved[s], 1);
+            if (req.stock_left != 0 || req.user_units != 1)
+                atomic_fetch_add(&r->bad, 1);
+        } else if (rc != INV_SOLD_OUT) {
+            atomic_fetch_add(&r->bad, 1);
+        }
+    }
+    inv_worker_close(w);
+    return NULL;
+}
+
+/*
+ * 8 keyed buyers (qty 1, distinct users) at once for the last unit of each of
+ * 300 sales (stock 2, one unit sold before). Exactly one gets it; the sale
+ * ends at 0 left, 2 units held. The sold-out flag cannot turn a keyed buyer
+ * away, so an off-by-one in the stock step shows as a second winner.
+ */
+static void test_keyed_last_unit_race(void **state)
+{
+    (void)state;
+    last_run_t *r = calloc(1, sizeof(*r));
+    assert_non_null(r);
+    char err[256] = "";
+    assert_int_equal(inv_open(&r->inv, "memory", NULL, LAST_SALES + 1, err, sizeof(err)), 0);
+    inv_worker_t *w = NULL;
+    assert_int_equal(inv_worker_open(r->inv, NULL, &w), 0);
+    for (int s = 0; s < LAST_SALES; s++) {
+        inv_sale_def_t def;
+        memset(&def, 0, sizeof(def));
+        snprintf(def.sale_id, sizeof(def.sale_id), "last-%d", s);
+        def.stock = 2;
+        def.per_user_limit = 1;
+        assert_int_equal(inv_sale_put(r->inv, &def, NULL, err, sizeof(err)), 0);
+        inv_reserve_req_t req;
+        memset(&req, 0, sizeof(req));
+        req.sale = inv_sale_find(r->inv, def.sale_id);
+        snprintf(req.user_id, sizeof(req.user_id), "first");
+        snprintf(req.order_id, sizeof(req.order_id), "first-%d", s);
+        req.qty = 1;
+        assert_int_equal(inv_reserve(w, &req), INV_RESERVED);
+        assert_int_equal(req.stock_left, 1);
+    }
+    inv_worker_close(w);
+    pthread_barrier_init(&r->round, NULL, NTHREADS);
+    pthread_t th[NTHREADS];
+    last_arg_t args[NTHREADS];
+    for (int i = 0; i < NTHREADS; i++) {
+        args[i] = (last_arg_t){r, i};
+        assert_int_equal(pthread_create(&th[i], NULL, last_worker, &args[i]), 0);
+    }
+    for (int i = 0; i < NTHREADS; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(atomic_load(&r->bad), 0);
+    for (int s = 0; s < LAST_SALES; s++) {
+        char sale_id[INV_SALE_ID_MAX + 1];
+        snprintf(sale_id, sizeof(sale_id), "last-%d", s);
+        assert_int_equal(atomic_load(&r->reserved[s]), 1);
+        inv_sale_info_t info;
+        assert_int_equal(inv_sale_get(r->inv, sale_id, &info), 0);
+        assert_int_equal(info.stock_left, 0);
+        assert_int_equal(info.accepted_units, 2);
+        assert_int_equal(info.accepted_orders, 2);
+        assert_true(inv_sale_sold_out(inv_sale_find(r->inv, sale_id)));
+    }
+    pthread_barrier_destroy(&r->round);
+    inv_close(r->inv);
+    free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_limit1),
         cmocka_unit_test(test_limit3_random_qty),
         cmocka_unit_test(test_release_restock_churn),
+        cmocka_unit_test(test_keyed_last_unit_race),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -21,8 +21,8 @@ rows=(
   "data dir disk full|17-disk-full|A: 503 names the spool; accepted again once space is freed"
   "file descriptors exhausted|17-disk-full|B: cap fits RLIMIT_NOFILE 256; 400 idle conns; every buy 202"
   "spool fills the disk, Kafka down|17-disk-full|C: once delivered, released segments free the disk; 202 again"
-  "audit log's disk fails (EIO)|17-audit-read-error|GET audit and rollback 500, nothing changes; buys 202; changes done, unaudited"
-  "wall clock stepped back 1 h|19-clock-step|ids unique and ordered across the step and a restart"
+  "audit log's disk fails (EIO)|27-audit-read-error|GET audit and rollback 500, nothing changes; buys 202; changes done, unaudited"
+  "wall clock stepped back 1 h|29-clock-step|ids unique and ordered across the step and a restart"
   "20,000-style slow connections|16-slow-conns|buyers all 202; slow conns closed by the head deadline"
 )
 declare -A result secs checks

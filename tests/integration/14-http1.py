@@ -1,6 +1,6 @@
 """The public listener's HTTP/1.1 contract, black box, over raw sockets (no
 HTTP client library: framing is what is tested). Whatever implements the
-listener (flashgate's own HTTP/1.1 layer, gateway/gw_h1.c; libmicrohttpd
+listener (flashgate's own HTTP/1.1 layer, gateway/edge/gw_h1.c; libmicrohttpd
 until it replaced it) is held to it:
 
   - keep-alive, HTTP/1.0, Connection: close;
@@ -43,7 +43,7 @@ from fg import Gateway, check, eq, finish, free_port, need_binary  # noqa: E402
 need_binary("flashgate")
 
 # Checks that libmicrohttpd 0.9.75 failed, by name, with what it did: emptied
-# by flashgate's own HTTP/1.1 layer (gateway/gw_h1.c). Never add to it to pass a test.
+# by flashgate's own HTTP/1.1 layer (gateway/edge/gw_h1.c). Never add to it to pass a test.
 KNOWN_MHD_DEVIATIONS = {}
 
 # Checks gw_h1.c fails, found after it replaced libmicrohttpd: the same rule
@@ -1002,7 +1002,7 @@ try:
     head_case("head.h2-preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "http_version_not_supported", 505)
     head_case("head.http09", b"GET /v1/sales/ok\r\n\r\n", "bad_request", 400)
 
-    # A later HTTP/1.x minor version: llhttp (the parser since session 9)
+    # A later HTTP/1.x minor version: llhttp (the public listener's parser)
     # parses 1.0 and 1.1 only, as RFC 9110 2.5 allows ("SHOULD" serve it as 1.1).
     head_case("head.http1x-505", b"GET /v1/sales/ok HTTP/1.9\r\nHost: t\r\n\r\n",
               "http_version_not_supported", 505)

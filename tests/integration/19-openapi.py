@@ -394,16 +394,16 @@ try:
 
     # Documented answers that need a broken or stopping server, and where they are tested.
     elsewhere = {
-        ("POST", B, "503"): "overload or a full spool: 14-spool-full, bench/overload.py",
+        ("POST", B, "503"): "overload or a full spool: 38-spool-full, bench/overload.py",
         ("GET", "/readyz", "503"): "while starting or draining: 10-http-api (drain)",
         ("PUT", BR, "409"): "only without an embedded broker (the TSan stage's gateways)",
         ("PUT", BR, "200"): "only with an embedded broker",
         ("POST", C, "200"): "an already final order: 33-compensation",
         ("PUT", S, "409"): "a memory sale deleted with orders held, after its end: 11-admin",
-        ("GET", "/admin/v1/audit", "500"): "the audit log's disk fails: 17-audit-read-error",
-        ("POST", RB, "500"): "the audit log's disk fails: 17-audit-read-error",
+        ("GET", "/admin/v1/audit", "500"): "the audit log's disk fails: 27-audit-read-error",
+        ("POST", RB, "500"): "the audit log's disk fails: 27-audit-read-error",
         ("PATCH", "/admin/v1/limits", "409"): "fleet mode, over a version not yet read: "
-                                              "62-fleet-config-cas",
+                                              "59-fleet-config-cas",
     }
     for tpl, m in ((B, "POST"), (O, "GET"), (SP, "GET"), (Q, "GET")):
         elsewhere[(m, tpl, "505")] = "an HTTP/2 request line, raw socket: 14-http1"

@@ -60,7 +60,7 @@ try:
     check(s.recv(4096).startswith(b"HTTP/1.1 200"), "kept-alive admin connection answered")
     # wait for 2: this connection's thread may not have started yet, and the
     # threads of the admin connections above may not have ended yet (a fresh
-    # clone's CI counted 3 once, 2026-11-23)
+    # clone's CI once counted 3)
     deadline = time.time() + 5
     while time.time() < deadline and len(tasks() & set(os.listdir("/proc/%d/task" % pid))) != 2:
         time.sleep(0.05)

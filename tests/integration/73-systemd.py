@@ -3,7 +3,10 @@ there is no systemd as PID 1 here (a container), so the sandbox itself is not
 started. What is checked:
 
 - `systemd-analyze verify` accepts both units with no warning (ExecStart
-  rewritten to the built binaries, which verify requires to exist);
+  rewritten to the built binaries, which verify requires to exist), and
+  flashgate.service with its admin-cgroup drop-in
+  (flashgate.service.d/admin-cgroup.conf: /sys/fs/cgroup writable, the cpu
+  controller delegated, server.admin_cgroup below the service's cgroup);
 - `systemd-analyze security --offline=yes` rates each unit's exposure at 2.0
   or better (0 = locked down, 10 = unprotected);
 - the promised directives are there: Type=notify, NoNewPrivileges,
@@ -165,6 +168,32 @@ try:
             check(grace is not None and seconds(one(u, "TimeoutStopSec")) >= grace + SETTLE_EXIT_S,
                   what + "TimeoutStopSec %s above settle.stop_grace %s + %d s"
                   % (one(u, "TimeoutStopSec"), grace, SETTLE_EXIT_S))
+
+    # The admin-cgroup drop-in (docs/runbook.md, CPU quotas): the unit with it
+    # (a drop-in's sections appended to the unit, as systemd reads them) must
+    # verify too, and lift what made server.admin_cgroup unusable.
+    dropin_path = os.path.join(UNITS, "flashgate.service.d", "admin-cgroup.conf")
+    dropin = open(dropin_path).read()
+    check("/etc/systemd/system/flashgate.service.d/admin-cgroup.conf" in dropin,
+          "the drop-in says where it is installed")
+    d = parse(dropin)
+    eq(one(d, "ProtectControlGroups"), "no", "drop-in: /sys/fs/cgroup writable")
+    check((one(d, "Delegate") or "").startswith("cpu") or one(d, "Delegate") == "yes",
+          "drop-in: the cpu controller delegated")
+    env = dict(e.split("=", 1) for e in d.get("Environment", []))
+    cg = env.get("FLASHGATE_SERVER_ADMIN_CGROUP", "")
+    check(cg.startswith("/sys/fs/cgroup/system.slice/flashgate.service/"),
+          "drop-in: the admin cgroup is below the service's own cgroup (%r)" % cg)
+    check(cg in one(d, "ExecStartPre").replace("$$cg", "/sys/fs/cgroup/system.slice/flashgate.service"),
+          "drop-in: ExecStartPre creates the directory it names")
+    out, _ = check_config(os.path.join(BIN, "flashgate"), ["--data-dir", os.path.join(tmp, "d")],
+                          extra_env={"FLASHGATE_SERVER_ADMIN_CGROUP": cg})
+    check(("server.admin_cgroup = %s  # env FLASHGATE_SERVER_ADMIN_CGROUP" % cg) in out.stdout,
+          "drop-in: its variable reaches server.admin_cgroup")
+    merged = os.path.join(tmp, "cg", "flashgate.service")
+    os.makedirs(os.path.dirname(merged))
+    open(merged, "w").write(open(paths[0]).read() + "\n" + dropin[dropin.index("[Service]"):])
+    paths.append(merged)
 
     out = subprocess.run([ANALYZE, "verify"] + paths, capture_output=True, text=True, timeout=60,
                          cwd=tmp)

@@ -183,6 +183,89 @@ for st in ("settle1", "settle2"):
           % (st, s.get("stop_grace_period", "10s (default)"), grace, SETTLE_EXIT_S))
 eq(svcs["gateway1"]["image"], svcs["settle1"]["image"], "gateways and settle share one image")
 
+# The compose-spec schema: Debian's docker-compose (1.29) ships it; the spec has
+# since gained two keys this file uses (top-level `name`, a secret's
+# `environment`), added here as the current spec defines them.
+SPEC = "/usr/lib/python3/dist-packages/compose/config/compose_spec.json"
+try:
+    import jsonschema
+    import json
+    spec = json.load(open(SPEC))
+except (ImportError, OSError) as e:
+    print("FAIL: the compose schema needs python3-jsonschema and docker-compose "
+          "(sh deploy/install-deps.sh): %s" % e, file=sys.stderr)
+    sys.exit(1)
+spec["properties"].setdefault("name", {"type": "string"})
+spec["definitions"]["secret"]["properties"].setdefault("environment", {"type": "string"})
+raw = yaml.safe_load(open(os.path.join(D, "container", "compose.yaml")))
+V = jsonschema.Draft201909Validator  # the schema's $schema
+errs = sorted(V(spec).iter_errors(raw), key=str)
+eq(["%s: %s" % ("/".join(map(str, e.absolute_path)), e.message[:200]) for e in errs], [],
+   "compose.yaml is valid against the compose-spec schema")
+# and the schema is not a no-op: a misspelt key is refused
+bad = dict(raw, services=dict(raw["services"], redis=dict(raw["services"]["redis"], helthcheck={})))
+check(any(True for _ in V(spec).iter_errors(bad)),
+      "the schema refuses an unknown service key")
+
+# Start order: every depends_on has a condition its target can meet.
+for name, s in svcs.items():
+    deps = s.get("depends_on", {})
+    check(isinstance(deps, dict), "compose %s: depends_on with conditions (%r)" % (name, deps))
+    for dep, cond in (deps.items() if isinstance(deps, dict) else []):
+        c = cond.get("condition")
+        if c == "service_healthy":
+            check("healthcheck" in svcs[dep], "compose %s waits for %s healthy: it has a "
+                  "healthcheck" % (name, dep))
+        elif c == "service_completed_successfully":
+            check(svcs[dep].get("restart", "no") in ("no", "on-failure") and
+                  "healthcheck" not in svcs[dep], "compose %s waits for %s to complete: a one-shot"
+                  % (name, dep))
+        else:
+            check(False, "compose %s -> %s: condition %r" % (name, dep, c))
+for g in ("gateway1", "gateway2", "settle1", "settle2"):
+    eq(svcs[g]["depends_on"].get("kafka-init"), {"condition": "service_completed_successfully"},
+       g + " starts after the topics exist")
+check("kafka-topics.sh" in " ".join(svcs["kafka-init"]["command"]) and
+      svcs["kafka-init"]["depends_on"]["kafka"]["condition"] == "service_healthy",
+      "kafka-init creates the topics once Kafka is healthy")
+
+# Healthchecks: the command exists in the image, and asks the port the service listens on.
+for name in ("redis", "kafka", "postgres", "gateway1", "gateway2", "settle1", "settle2"):
+    check("healthcheck" in svcs[name], "compose %s has a healthcheck" % name)
+cmd_line = re.search(r'^CMD (\[.*\])$', dockerfile, re.M).group(1)
+admin_port = re.search(r'"--admin-listen", "[^"]*:(\d+)"', cmd_line).group(1)
+for g in ("gateway1", "gateway2"):
+    t = svcs[g]["healthcheck"]["test"]
+    eq(t[:2], ["CMD", "curl"], g + ": healthcheck runs curl")
+    eq(t[-1], "http://127.0.0.1:%s/readyz" % admin_port, g + ": probes the admin listener's /readyz")
+for st in ("settle1", "settle2"):
+    t = svcs[st]["healthcheck"]["test"]
+    port = svcs[st]["environment"]["FLASHGATE_SETTLE_METRICS_LISTEN"].rsplit(":", 1)[1]
+    eq(t[-1], "http://127.0.0.1:%s/metrics" % port, st + ": probes its metrics listener")
+check("curl" in run_pkgs, "the runtime stage installs curl, which the healthchecks run")
+
+# Entrypoints and paths against the Dockerfile.
+copied = re.search(r"^COPY --from=build (.*) (/\S+/)$", run_stage, re.M)
+check(copied is not None, "the runtime stage copies the binaries")
+bins = {copied.group(2) + os.path.basename(p) for p in copied.group(1).split()} if copied else set()
+entry = json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", dockerfile, re.M).group(1))
+check(entry[0] in bins, "the image's ENTRYPOINT %s is a copied binary" % entry[0])
+for st in ("settle1", "settle2"):
+    check(svcs[st]["entrypoint"][0] in bins, st + ": entrypoint is a binary in the image")
+vol = json.loads(re.search(r"^VOLUME (\[.*\])$", dockerfile, re.M).group(1))
+for name in ("gateway1", "gateway2"):
+    targets = [v.split(":")[1] for v in svcs[name]["volumes"]]
+    eq(targets, vol, name + ": its volume is the image's VOLUME")
+    check(("--data-dir\", \"%s\"" % vol[0]) in cmd_line, "the image's CMD uses that data dir")
+for st in ("settle1", "settle2"):
+    a = svcs[st]["command"]
+    eq(a[a.index("--data-dir") + 1], vol[0], st + ": --data-dir is the image's VOLUME")
+# Kafka: the volume holds what Kafka writes (log.dirs), not a path it never uses.
+kvol = [v.split(":")[1] for v in svcs["kafka"]["volumes"]]
+eq(kvol, [kenv.get("KAFKA_LOG_DIRS")], "the Kafka volume is its KAFKA_LOG_DIRS")
+check(re.fullmatch(r"[A-Za-z0-9_-]{22}", kenv.get("CLUSTER_ID", "")) is not None,
+      "Kafka has a fixed CLUSTER_ID (a restart keeps its formatted volume)")
+
 # ---- Kubernetes ----
 docs = [d for d in yaml.safe_load_all(open(os.path.join(D, "k8s", "flashgate.yaml"))) if d]
 kinds = [d["kind"] for d in docs]

@@ -1,7 +1,7 @@
 """The overload tests' shared set-up: a gateway capped with a cgroup v1 CPU
 quota and flashgate-load's internet crowd (connection_mode open: a new
 connection when none is idle, people who give up after 2 s), run while a
-watcher probes the gateway. Used by the 79-overload-* tests.
+watcher probes the gateway. Used by the 5x-overload-* tests (51-58).
 
 cgroups must be available (CI runs as root): their absence is a failure.
 """

@@ -1,14 +1,15 @@
 #!/bin/sh
 # Static analysis, clean or failing: cppcheck (warnings, performance,
 # portability; suppressions in tests/lint/cppcheck.supp or inline with a
-# reason) and clang-tidy (.clang-tidy: clang's analyzer and bugprone-*; every
-# warning an error). Usage: tests/lint/run.sh BUILD_DIR (needs its
+# reason), clang-tidy (.clang-tidy: clang's analyzer and bugprone-*; every
+# warning an error) and Redocly's lint of docs/openapi.yaml
+# (tests/openapi/lint.sh). Usage: tests/lint/run.sh BUILD_DIR (needs its
 # compile_commands.json, which every CMake build here writes).
 set -eu
 build=${1:-build}
 src=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$src"
-dirs="common gateway inventory queue settle loadtest"
+dirs="common gateway inventory queue settle loadtest identity"
 jobs=$(nproc 2>/dev/null || echo 2)
 echo "lint: cppcheck $(cppcheck --version | cut -d' ' -f2)"
 cppcheck --enable=warning,performance,portability --inline-suppr --std=c11 -q -I . \
@@ -24,4 +25,5 @@ if echo "$out" | grep -E "(warning|error): " >/dev/null; then
     echo "lint: clang-tidy found problems" >&2
     exit 1
 fi
+sh "$src/tests/openapi/lint.sh" "$build"
 echo "lint: clean"

@@ -420,7 +420,7 @@ static void test_table_growth(void **state)
     /* Tables of a page or more are mmap'd, not malloc'd: malloc holds at most
      * the 256 shards' sub-page tables. (With 64 KiB as the threshold, these
      * 11 KiB tables were all in malloc's arena and left ~10 MiB of free chunks
-     * resident behind them once grown past it: bench/README.md.) Under ASan
+     * resident behind them once grown past it: bench/bench_mem.py --arenas.) Under ASan
      * glibc's arenas are not used and this reads 0. */
     struct mallinfo2 m1 = mallinfo2();
     size_t in_malloc = (m1.uordblks + m1.hblkhd) - (m0.uordblks + m0.hblkhd);

@@ -1,5 +1,5 @@
 /*
- * Redis-specific behaviour of inventory/inv_redis.c against a real
+ * Redis-specific behaviour of inventory/inv_redis_*.c against a real
  * redis-server (started here on 127.0.0.1 at a free port, AOF on, stopped by
  * PID): the Lua boundary cases and the key layout, NOSCRIPT reload after
  * SCRIPT FLUSH, many pipelined reserves on a uv loop, answers read before a
@@ -345,7 +345,7 @@ static void test_async_many_pipelined(void **state)
 }
 
 /*
- * The flush writes the pipeline itself (inv_redis.c rl_write_all) and keeps
+ * The flush writes the pipeline itself (inv_redis_conn.c rl_write_all) and keeps
  * hiredis's output buffer: a burst of 20,000 reserves (~8 MB, flushed in
  * ~800 KB writes) sent while the server stands still, then the server runs
  * again: every reserve is answered exactly once and the stock is exact (a
@@ -978,7 +978,7 @@ static void next_message(redisContext *sub, char *out, size_t cap)
 
 /*
  * The sell-out's announcement carries the sale id cut out of KEYS[1], not an
- * argument (bench/README.md, Session 11: Redis), and the order record is
+ * argument (bench/README.md "Redis"), and the order record is
  * "user qty idem", which release parses back. Both workers, a sale id with
  * every character class.
  */
@@ -1041,8 +1041,8 @@ static void test_record_and_sell_out_news(void **state)
 /*
  * A reservation's reply is one integer, left << 20 | the user's units, not
  * the array {0, left, units}: Redis builds a Lua table's reply with a
- * deferred length, ~0.8 us of redis-server CPU per reserve (bench/README.md,
- * Session 10). Left >= 2^32 does not fit and keeps the array. Both shapes
+ * deferred length, ~0.8 us of redis-server CPU per reserve (python3
+ * bench/script_steps.py). Left >= 2^32 does not fit and keeps the array. Both shapes
  * read the same through the async and the blocking worker.
  */
 static void test_reserved_reply_is_one_integer(void **state)
@@ -1106,7 +1106,7 @@ static long cmd_calls(const char *cmd)
 
 /*
  * One iteration's reserves of a sale go out as one call of the batch script
- * (inv_redis.c queue_send), and each is answered exactly as if the calls had
+ * (inv_redis_batch.c inv__redis_queue_send), and each is answered exactly as if the calls had
  * run one after the other: the same six requests through `batch=1` (one call
  * each) and the default give the same outcomes, stock, units and duplicate.
  * The six cover every code the batch decides: reserved, a duplicate key in the
@@ -1225,7 +1225,7 @@ static void test_batch_error_gives_back(void **state)
 
 /*
  * With wait_replicas, a batch's reserves wait for one WAIT after the batch
- * (inv_redis.c batch_each), not one each: with a replica attached all five are
+ * (inv_redis_batch.c batch_each), not one each: with a replica attached all five are
  * answered reserved after a single WAIT; with the replica gone (WAIT counts
  * 0), all five hear "unavailable" (or the timeout, which WAIT's equals) and
  * are given back.

@@ -1,7 +1,8 @@
 /*
  * The relay against librdkafka's mock cluster (the embedded broker): spool ->
  * topic exactly once on a clean run, broker outage, restart with unreleased
- * records, release on settle, cancel ordering, kafka.properties errors.
+ * records, failed delivery reports (message timeout, a permanent produce
+ * error), release on settle, cancel ordering, kafka.properties errors.
  * Every wait is bounded.
  */
 #include <setjmp.h>
@@ -216,6 +217,7 @@ typedef struct msg {
 typedef struct msgs {
     msg_t *v;
     size_t n, cap;
+    bool sorted; /* by id (has_id binary-searches) */
 } msgs_t;
 
 /*
@@ -284,10 +286,17 @@ static int cmp_id(const void *a, const void *b)
 }
 
 /* Counts order messages: unique ids, duplicates; checks key == order id. */
+static void sort_msgs(msgs_t *m)
+{
+    if (!m->sorted && m->n)
+        qsort(m->v, m->n, sizeof(*m->v), cmp_id);
+    m->sorted = true;
+}
+
 static void count_orders(msgs_t *m, size_t *unique, size_t *dups)
 {
     *unique = *dups = 0;
-    qsort(m->v, m->n, sizeof(*m->v), cmp_id);
+    sort_msgs(m);
     for (size_t i = 0; i < m->n; i++) {
         if (m->v[i].cancel)
             continue;
@@ -303,8 +312,8 @@ static bool has_id(msgs_t *m, const char *id)
 {
     msg_t key;
     snprintf(key.id, sizeof(key.id), "%s", id);
-    /* m is sorted by count_orders */
-    return bsearch(&key, m->v, m->n, sizeof(*m->v), cmp_id) != NULL;
+    sort_msgs(m); /* bsearch needs the order; consume_topic returns arrival order */
+    return m->n && bsearch(&key, m->v, m->n, sizeof(*m->v), cmp_id) != NULL;
 }
 
 static void produce_outcome(rd_kafka_t *p, const char *order_id, const char *status)
@@ -601,6 +610,148 @@ static void test_acks_not_configurable_away(void **state)
     rd_kafka_destroy(mrk);
 }
 
+/*---- failed delivery reports: nothing released, everything resent ----*/
+
+static oq_relay_t *open_relay_props(fx_t *f, const char *brokers, const char *props)
+{
+    oq_relay_opts_t o = {.brokers = brokers,
+                         .properties = props,
+                         .node_id = 7,
+                         .spool = f->sp,
+                         .release_deletes = true,
+                         .cb_ud = f};
+    oq_relay_t *r = NULL;
+    char err[512];
+    int rc = oq_relay_open(&r, &o, err, sizeof(err));
+    if (rc)
+        fprintf(stderr, "relay: %s\n", err);
+    assert_int_equal(rc, 0);
+    return r;
+}
+
+/*
+ * An external broker (the relay releases a record on its delivery report)
+ * down for longer than message.timeout.ms: every report of those records is a
+ * failure (Local: Message timed out). A failure taken as a delivery released
+ * the records from the spool, and nothing else held them: lost. The records
+ * must stay unreleased while the broker is down (errors counted), and be in
+ * the topic once it is back (at least once).
+ */
+static void test_delivery_timeout_resends(void **state)
+{
+    fx_t *f = *state;
+    SKIP_UNDER_TSAN();
+    const char *topics[] = {TOPIC, OUTCOMES, NULL};
+    oq_embedded_opts_t eo = {.data_dir = NULL, .topics = topics, .partitions = NPARTS};
+    oq_embedded_t *e = NULL;
+    char err[512];
+    assert_int_equal(oq_embedded_start(&e, &eo, err, sizeof(err)), 0);
+    char addr[128];
+    snprintf(addr, sizeof(addr), "%s", oq_embedded_bootstrap(e));
+
+    oq_relay_t *r = open_relay_props(f, addr, "message.timeout.ms=1000\n");
+    assert_null(oq_relay_embedded(r)); /* external: released on the delivery report */
+    append_orders(f, 20, NULL);
+    oq_relay_notify(r);
+    assert_true(wait_released(r, 20, 10000));
+    oq_spool_stats_t before;
+    oq_spool_stats(f->sp, &before);
+
+    assert_int_equal(oq_embedded_set_down(e, true), 0);
+    static char ids[100][INV_ORDER_ID_MAX + 1];
+    append_orders(f, 100, ids);
+    oq_relay_notify(r);
+    /* Down for 3.5 s: at 1 s a report each, and again after each one-second rewind. */
+    oq_relay_stats_t st;
+    uint64_t down_until = cm_mono_ms() + 3500;
+    while (cm_mono_ms() < down_until) {
+        oq_relay_stats(r, &st);
+        assert_int_equal(st.released_records, 20);
+        usleep(50 * 1000);
+    }
+    oq_relay_stats(r, &st);
+    oq_spool_stats_t during;
+    oq_spool_stats(f->sp, &during);
+    fprintf(stderr, "down 3.5 s at message.timeout.ms=1000: errors=%" PRIu64 " resent=%" PRIu64
+                    " delivered=%" PRIu64 " released=%" PRIu64 "\n",
+            st.errors, st.resent, st.delivered, st.released_records);
+    assert_true(st.errors >= 1);
+    assert_true(st.resent >= 100); /* each one failed (or was cut behind one) and goes again */
+    assert_int_equal(st.delivered, 20);
+    assert_int_equal(st.released_records, 20);
+    assert_int_equal(oq_pos_cmp(during.released, before.released), 0);
+    assert_false(spool_all_released(f));
+
+    assert_int_equal(oq_embedded_set_down(e, false), 0);
+    assert_true(wait_released(r, 120, 20000));
+    assert_true(spool_all_released(f));
+
+    msgs_t m;
+    consume_topic(addr, TOPIC, 120, 10000, &m);
+    size_t unique, dups;
+    count_orders(&m, &unique, &dups);
+    assert_int_equal(unique, 120);
+    for (int i = 0; i < 100; i++)
+        assert_true(has_id(&m, ids[i]));
+    fprintf(stderr, "after the timeouts: %zu duplicates in the topic\n", dups);
+    free(m.v);
+    oq_relay_close(r, 2000);
+    oq_embedded_stop(e);
+}
+
+/*
+ * A permanent produce error (not retried by librdkafka): the batch's delivery
+ * reports fail. Taken as delivered, its records were released and never in
+ * the topic. They must be counted as errors, produced again, and all be in
+ * the topic before the spool lets them go.
+ */
+static void test_produce_error_resends(void **state)
+{
+    fx_t *f = *state;
+    SKIP_UNDER_TSAN();
+    char err[512];
+    rd_kafka_conf_t *mcf = rd_kafka_conf_new();
+    rd_kafka_t *mrk = rd_kafka_new(RD_KAFKA_PRODUCER, mcf, err, sizeof(err));
+    assert_non_null(mrk);
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(mrk, 1);
+    assert_non_null(mc);
+    assert_int_equal(rd_kafka_mock_topic_create(mc, TOPIC, NPARTS, 1), 0);
+    char addr[128];
+    snprintf(addr, sizeof(addr), "%s", rd_kafka_mock_cluster_bootstraps(mc));
+
+    oq_relay_t *r = open_relay_props(f, addr, NULL);
+    append_orders(f, 10, NULL); /* connected, producer id acquired */
+    oq_relay_notify(r);
+    assert_true(wait_released(r, 10, 10000));
+
+    /* API key 0 is Produce: the next two requests are refused, permanently */
+    rd_kafka_mock_push_request_errors(mc, 0, 2, RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,
+                                      RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
+    static char ids[40][INV_ORDER_ID_MAX + 1];
+    append_orders(f, 40, ids);
+    oq_relay_notify(r);
+    assert_true(wait_released(r, 50, 15000));
+    assert_true(spool_all_released(f));
+    oq_relay_stats_t st;
+    oq_relay_stats(r, &st);
+    fprintf(stderr, "permanent produce errors: errors=%" PRIu64 " resent=%" PRIu64
+                    " delivered=%" PRIu64 "\n",
+            st.errors, st.resent, st.delivered);
+    assert_true(st.errors >= 1);
+
+    msgs_t m;
+    consume_topic(addr, TOPIC, 50, 10000, &m);
+    size_t unique, dups;
+    count_orders(&m, &unique, &dups);
+    assert_int_equal(unique, 50);
+    for (int i = 0; i < 40; i++)
+        assert_true(has_id(&m, ids[i]));
+    free(m.v);
+    oq_relay_close(r, 2000);
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(mrk);
+}
+
 /*---- (5) embedded: release on settle ----*/
 
 static void test_release_on_settle(void **state)
@@ -855,7 +1006,7 @@ static void test_idle_scan_cost(void **state)
     fprintf(stderr, "idle scan: %" PRIu64 " ns each (%" PRIu64 " segments); at 200 scans/s "
                     "%.4f%% of a core\n",
             per, st.segments, (double)per * 200 / 1e9 * 100);
-    /* The cost is printed for bench/README.md; what is asserted is that an idle
+    /* The cost is printed for whoever reads the log; what is asserted is that an idle
      * re-scan finds nothing. */
     assert_int_equal(n, 0);
 }
@@ -876,6 +1027,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_broker_down, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_resends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_acks_not_configurable_away, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delivery_timeout_resends, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_produce_error_resends, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_on_settle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_after_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_event_held, setup, teardown),

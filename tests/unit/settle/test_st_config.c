@@ -232,6 +232,29 @@ static void test_sample_config(void **state)
     free(path);
 }
 
+/* settle.metrics_listen: an IP literal and a port, read by cm_hostport_parse at load, so
+ * a bad address is refused with the others instead of at the listener's start. */
+static void test_metrics_listen(void **state)
+{
+    fx_t *f = *state;
+    static const char *const good[] = {"", "127.0.0.1:9100", "[::1]:9100", "0.0.0.0:1"};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        if (load(f, "--metrics-listen", good[i], NULL) != 0)
+            fail_msg("--metrics-listen '%s': %s", good[i], f->err);
+    static const char *const bad[] = {"localhost:9100", "::1:9100", "127.0.0.1", ":9100",
+                                      "127.0.0.1:0", "127.0.0.1:70000", "[::1]9100"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char want[256];
+        snprintf(want, sizeof(want),
+                 "config: settle.metrics_listen=%s (flag --metrics-listen): must be IP:PORT "
+                 "(IPv6 as [::1]:9100), port 1..65535, or empty\n",
+                 bad[i]);
+        assert_int_equal(load(f, "--metrics-listen", bad[i], NULL), CM_EINVAL);
+        if (strcmp(f->err, want) != 0)
+            fail_msg("--metrics-listen '%s': got \"%s\", want \"%s\"", bad[i], f->err, want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -239,6 +262,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stop_grace_sources, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_grace_invalid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_grace_help, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_metrics_listen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sample_config, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,4 +1,4 @@
-"""The worker's own loop (gateway/gw_h1.c, gw_h1_run), held where an
+"""The worker's own loop (gateway/edge/gw_h1.c, gw_h1_run), held where an
 edge-triggered loop loses things: every place it stops reading before the
 socket is drained must come back to it without a new edge, and no client may
 keep the worker to itself. One worker (--threads 1: every connection on the

@@ -1,4 +1,4 @@
-"""Session 11: ed847e4's reserve script (the sale id sent as ARGV[5]) against the header's (the
+"""ed847e4's reserve script (the sale id sent as ARGV[5]) against the header's (the
 sale id cut out of KEYS[1]), and a tried step further (the order record "user qty idem" and the
 idempotency entry handed over ready-made by the gateway instead of concatenated in Lua), for
 bench/script_steps.py; CALLGRIND=1 N=20000 ROUNDS=1 counts redis-server's instructions."""

@@ -8,7 +8,7 @@ automatic (the harness pins 0; this test passes "auto"):
   - /healthz and /readyz on the admin listener (what a load balancer probes)
     and the admin API keep answering during the overload;
   - (the door, overload.accept_pause, is off here so that the queue builds
-    and DAGOR's cut is what sheds; 79-overload-door.py tests the door);
+    and DAGOR's cut is what sheds; 55-overload-door.py tests the door);
   - buys are shed by DAGOR user priority (overload.shed_buys on);
   - the stock is never oversold (202 units <= stock, and the gateway's own
     count matches what the stock lost);

@@ -1,4 +1,4 @@
-"""The public listener's connection buffers (gateway/gw_h1.c): a connection holds
+"""The public listener's connection buffers (gateway/edge/gw_h1.c): a connection holds
 a buffer (its parser, the head its request's strings point into, unparsed bytes,
 the unsent answer) only while it holds something, and gives it back to its
 worker's free list once drained and idle for a sweep (1 s), at once when it

@@ -235,7 +235,7 @@ try:
 
     # X-Forwarded-For from a client (no trusted proxy here): its own fields,
     # however many, are addresses it made up; the upstream gets the peer alone
-    # (a trusted proxy's list, joined and whole: 76-proxy-hostile).
+    # (a trusted proxy's list, joined and whole: 77-proxy-hostile).
     head, body = raw_exchange(b"GET /v1/recs/xff HTTP/1.1\r\nHost: x\r\n"
                               b"X-Forwarded-For: 203.0.113.9\r\n"
                               b"X-Forwarded-For: 198.51.100.7, 198.51.100.8\r\n"

@@ -1,0 +1,237 @@
+"""Writes grafana-dashboard.json (the "flashgate fleet" dashboard) to stdout:
+
+    python3 deploy/observability/dashboard.py > deploy/observability/grafana-dashboard.json
+
+The JSON is committed (import it into Grafana as it is); edit this file, not the
+JSON, and regenerate: integration.93-observability fails when they differ, and
+evaluates every panel's expression against a real Prometheus.
+"""
+import json
+DS = {"type": "prometheus", "uid": "${datasource}"}
+panels = []
+pid = [0]
+y = [0]
+
+def nid():
+    pid[0] += 1
+    return pid[0]
+
+def row(title, collapsed=False, inner=None):
+    p = {"type": "row", "id": nid(), "title": title, "collapsed": collapsed,
+         "gridPos": {"h": 1, "w": 24, "x": 0, "y": y[0]}, "panels": inner or []}
+    y[0] += 1
+    panels.append(p)
+
+X = [0]
+def ts(title, targets, desc, unit="short", w=12, h=8, overrides=None, minv=None, maxv=None,
+       stack=False, thresholds=None, kind="timeseries", decimals=None):
+    if X[0] + w > 24:
+        X[0] = 0
+        y[0] += h
+    defaults = {"unit": unit, "custom": {"lineWidth": 1, "fillOpacity": 10 if not stack else 40,
+                                         "stacking": {"mode": "normal" if stack else "none"},
+                                         "showPoints": "never", "spanNulls": False}}
+    if kind == "stat":
+        defaults = {"unit": unit}
+    if minv is not None:
+        defaults["min"] = minv
+    if maxv is not None:
+        defaults["max"] = maxv
+    if decimals is not None:
+        defaults["decimals"] = decimals
+    if thresholds:
+        defaults["thresholds"] = {"mode": "absolute", "steps": thresholds}
+        if kind == "timeseries":
+            defaults["custom"]["thresholdsStyle"] = {"mode": "line"}
+    p = {"type": kind, "id": nid(), "title": title, "description": desc, "datasource": DS,
+         "gridPos": {"h": h, "w": w, "x": X[0], "y": y[0]},
+         "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
+         "options": {"legend": {"displayMode": "table", "placement": "right",
+                                "calcs": ["lastNotNull", "max"]},
+                     "tooltip": {"mode": "multi", "sort": "desc"}} if kind == "timeseries" else
+                    {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                     "colorMode": "value", "graphMode": "area", "textMode": "value_and_name"},
+         "targets": [{"datasource": DS, "refId": chr(65 + i), "expr": e, "legendFormat": l}
+                     for i, (e, l) in enumerate(targets)]}
+    panels.append(p)
+    X[0] += w
+
+def newrow(title, **kw):
+    X[0] = 0
+    y[0] += 8
+    row(title, **kw)
+
+def color(name, c):
+    return {"matcher": {"id": "byName", "options": name},
+            "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": c}}]}
+
+def colorre(rx, c):
+    return {"matcher": {"id": "byRegexp", "options": rx},
+            "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": c}}]}
+
+R = "$__rate_interval"
+I = 'instance=~"$instance"'
+status_colors = [color("202", "green"), color("410", "blue"), color("429", "orange"),
+                 colorre("^5..$", "red"), colorre("^4(0[0-9]|1[1-9]|[2-9].)$", "yellow"),
+                 color("200", "green"), color("404", "purple")]
+
+row("Fleet: what the buyers get")
+ts("Answers/s by status (fleet)",
+   [('sum by (status) (rate(flashgate_responses_total[%s]))' % R, "{{status}}")],
+   "Every answer of the public listener, all gateways, by HTTP status. Fixed colours: "
+   "202 accepted green, 410 sold out blue, 429 rate limited orange, 5xx red.",
+   unit="reqps", stack=True, overrides=status_colors)
+ts("Server error ratio (5xx / all answers)",
+   [('(sum(rate(flashgate_responses_total{status=~"5.."}[%s])) or vector(0)) / '
+     'sum(rate(flashgate_responses_total[%s]))' % (R, R), "5xx share")],
+   "Share of public answers that are 5xx (503 overloaded or unavailable, proxied 5xx, 502, 504). "
+   "410 and 429 are the design working. Runbook: 503 unavailable is Redis or the spool.",
+   unit="percentunit", minv=0, overrides=[color("5xx share", "red")],
+   thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 0.01}])
+ts("Buy latency p50 / p99 (fleet, from the histogram)",
+   [('histogram_quantile(0.5, sum by (le) (rate(flashgate_request_duration_seconds_bucket{route="buy"}[%s])))' % R, "p50"),
+    ('histogram_quantile(0.99, sum by (le) (rate(flashgate_request_duration_seconds_bucket{route="buy"}[%s])))' % R, "p99")],
+   "Time in the gateway per buy (buckets 50 us .. 1 s; a quantile is interpolated inside its "
+   "bucket). Not the client's latency: nginx and the network add theirs.",
+   unit="s", minv=0, overrides=[color("p50", "green"), color("p99", "orange")])
+ts("Buy answers/s by code",
+   [('sum by (code) (rate(flashgate_responses_total{route="buy"}[%s]))' % R, "{{code}}")],
+   "queued (202), sold_out (410), rate_limited (429), overloaded and unavailable (503), ...",
+   unit="reqps", stack=True,
+   overrides=[color("queued", "green"), color("sold_out", "blue"), color("rate_limited", "orange"),
+              color("overloaded", "red"), color("unavailable", "dark-red")])
+ts("Units accepted/s per sale",
+   [('sum by (sale) (rate(flashgate_sale_accepted_units_total[%s]))' % R, "{{sale}}")],
+   "Units accepted per second, all gateways. The stock is sold when this drops to 0 with "
+   "stock left at 0.", unit="short", minv=0)
+ts("Stock left per sale",
+   [('min by (sale) (flashgate_sale_stock_left)', "{{sale}}")],
+   "In a fleet (Redis) each gateway reports the shared stock: the lowest view is the most "
+   "recent. With the memory inventory every gateway sells its own: see 'Stock left per "
+   "gateway' below. Worry: above 0 while buys are refused.", unit="short", minv=0)
+ts("429s/s by scope",
+   [('sum by (scope) (rate(flashgate_rate_limited_total[%s]))' % R, "{{scope}}")],
+   "Rate-limit refusals by the limit that refused. Mostly user and ip is normal; a global "
+   "share means the global limit is the bottleneck.", unit="reqps", stack=True)
+ts("Scrape targets up",
+   [('up{job=~"flashgate|flashgate-settle"}', "{{job}} {{instance}}")],
+   "1 while Prometheus can scrape the gateway's admin listener or the settle worker.",
+   unit="short", minv=0, maxv=1, decimals=0)
+
+newrow("Per gateway: overload control")
+ts("Answers/s per gateway",
+   [('sum by (instance) (rate(flashgate_responses_total{%s}[%s]))' % (I, R), "{{instance}}")],
+   "Public answers per gateway: an uneven spread points at the load balancer.", unit="reqps")
+ts("Degrade level (0-3)",
+   [('flashgate_degrade_level{%s}' % I, "{{instance}}")],
+   "0 normal; 1 sale info from the local view; 2 sheds all but buy, order status and sale "
+   "info; 3 only what fits the concurrency limit. Worry: >= 1 for more than a few seconds.",
+   unit="short", minv=0, maxv=3, decimals=0,
+   thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 1},
+               {"color": "red", "value": 3}])
+ts("Concurrency limit per dependency",
+   [('flashgate_dependency_concurrency_limit{%s}' % I, "{{instance}} {{dependency}} limit"),
+    ('flashgate_dependency_inflight{%s}' % I, "{{instance}} {{dependency}} in flight")],
+   "The adaptive limit of each dependency (redis, spool_fsync, upstream:...) and what is in "
+   "flight. Worry: a falling limit.", unit="short", minv=0)
+ts("Dependency latency (average over the window)",
+   [('flashgate_dependency_latency_seconds{%s}' % I, "{{instance}} {{dependency}}")],
+   "flashgate_dependency_latency_seconds is an average gauge, not a percentile.",
+   unit="s", minv=0)
+ts("Queue delay",
+   [('flashgate_queue_delay_seconds{%s}' % I, "{{instance}}"),
+    ('max(flashgate_queue_delay_target_seconds{%s})' % I, "target")],
+   "How long requests wait in the gateway's own queue. Worry: above 20 ms (out of CPU).",
+   unit="s", minv=0, overrides=[color("target", "red")])
+ts("Dependency refusals/s",
+   [('rate(flashgate_dependency_rejected_total{%s}[%s])' % (I, R), "{{instance}} {{dependency}}")],
+   "Requests refused because a dependency's concurrency limit was full.", unit="reqps", minv=0)
+ts("Stock left per gateway",
+   [('flashgate_sale_stock_left{%s}' % I, "{{instance}} {{sale}}")],
+   "Each gateway's view of each sale's stock.", unit="short", minv=0)
+ts("503 overloaded/s by reason",
+   [('sum by (reason) (rate(flashgate_overload_rejected_total{%s}[%s]))' % (I, R), "{{reason}}")],
+   "Which limit or level refused (docs/api.md, Overload).", unit="reqps", stack=True)
+
+newrow("Spool, relay to Kafka, settlement")
+ts("Spool unreleased bytes",
+   [('flashgate_spool_unreleased_bytes{%s}' % I, "{{instance}}")],
+   "Accepted orders not yet released (acknowledged by Kafka; with the embedded broker, "
+   "settled). Worry: growing.", unit="bytes", minv=0)
+ts("Relay backlog",
+   [('flashgate_relay_unreleased_records{%s}' % I, "{{instance}} unreleased"),
+    ('flashgate_relay_inflight{%s}' % I, "{{instance}} in flight")],
+   "Records the relay has not released, and those sent and awaiting Kafka's ack.",
+   unit="short", minv=0)
+ts("Oldest unacknowledged order",
+   [('flashgate_relay_oldest_unacked_age_seconds{%s}' % I, "{{instance}}")],
+   "Age of the oldest record Kafka has not acknowledged. Normal < 1 s.", unit="s", minv=0,
+   thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 5}])
+ts("Kafka ack p99",
+   [('histogram_quantile(0.99, sum by (le) (rate(flashgate_kafka_ack_duration_seconds_bucket[%s])))' % R, "p99")],
+   "Produce to delivery report, all gateways (ms resolution).", unit="s", minv=0)
+ts("Settle lag (messages behind)",
+   [('sum(flashgate_settle_consumer_lag)', "all workers"),
+    ('flashgate_settle_consumer_lag', "{{instance}}")],
+   "Messages behind the high watermark after each worker's last batch. Worry: growing after "
+   "the sale (the database is too slow).", unit="short", minv=0)
+ts("Settled messages/s",
+   [('sum(rate(flashgate_settle_messages_total[%s]))' % R, "all workers"),
+    ('sum(rate(flashgate_settle_db_errors_total[%s]))' % R, "batches rolled back")],
+   "Messages committed per second, and database batches rolled back and retried.",
+   unit="short", minv=0, overrides=[color("batches rolled back", "red")])
+ts("Since the last settle commit",
+   [('time() - (flashgate_settle_last_commit_timestamp_seconds > 0)', "{{instance}}")],
+   "Seconds since each worker last committed a batch (no series before its first). Long "
+   "with a lag above 0: the worker is stuck.", unit="s", minv=0)
+ts("Settle workers ready",
+   [('flashgate_settle_ready', "{{instance}} ready"),
+    ('flashgate_settle_kafka_up', "{{instance}} kafka"),
+    ('flashgate_settle_db_up', "{{instance}} database"),
+    ('flashgate_settle_stalled', "{{instance}} stalled")],
+   "What GET /readyz answers (Kafka and the database up), and a stalled batch.",
+   unit="short", minv=0, maxv=1, decimals=0)
+
+# Identity verification: the gateway exports no identity or build series yet.
+# When flashgate_build_info and the identity metrics land, their panels go in
+# this row; 93-observability evaluates every panel it finds, so none is
+# added here before its series exists.
+X[0] = 0
+y[0] += 8
+inner_y = y[0] + 1
+row("Identity verification and build (no series yet)", collapsed=True, inner=[{
+    "type": "text", "id": nid(), "title": "Reserved",
+    "gridPos": {"h": 4, "w": 24, "x": 0, "y": inner_y},
+    "options": {"mode": "markdown", "content":
+                "Reserved for identity verification results and `flashgate_build_info` "
+                "(which build each gateway runs) once the gateway exports them. "
+                "Until then: `GET /admin/v1/stats` on each gateway, and `flashgate --version`."}}])
+
+dash = {
+    "uid": "flashgate-fleet",
+    "title": "flashgate fleet",
+    "description": "Sale day over every gateway and settle worker (deploy/observability/README.md).",
+    "tags": ["flashgate"],
+    "timezone": "utc",
+    "schemaVersion": 38,
+    "version": 1,
+    "editable": True,
+    "graphTooltip": 1,
+    "refresh": "5s",
+    "time": {"from": "now-30m", "to": "now"},
+    "annotations": {"list": [{
+        "builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"}, "enable": True,
+        "hide": True, "iconColor": "rgba(0, 211, 255, 1)", "name": "Annotations & Alerts",
+        "type": "dashboard"}]},
+    "templating": {"list": [
+        {"name": "datasource", "label": "Prometheus", "type": "datasource", "query": "prometheus",
+         "current": {}, "hide": 0, "refresh": 1},
+        {"name": "instance", "label": "Gateway", "type": "query", "datasource": DS,
+         "query": {"query": "label_values(flashgate_up, instance)", "refId": "instance"},
+         "definition": "label_values(flashgate_up, instance)", "refresh": 2,
+         "multi": True, "includeAll": True, "allValue": ".*",
+         "current": {"text": "All", "value": "$__all"}, "hide": 0, "sort": 1},
+    ]},
+    "panels": panels,
+}
+print(json.dumps(dash, indent=1))

@@ -1,0 +1,131 @@
+/*
+ * The verified-token cache: one per worker thread, no locks. 4-way
+ * set-associative, placed by SipHash under a per-cache random key (of the
+ * token's last 64 bytes and its length: the signature's end, which only the
+ * issuer can choose for a token that verifies), matched on the whole token.
+ * Only tokens that verified are inserted, so a client can neither make its
+ * token hit another's entry (exact compare) nor crowd a bucket beyond its 4
+ * ways (the key hides the placement, and each entry cost a real signature).
+ */
+#include "identity/id_internal.h"
+
+#include "common/cm_alloc.h"
+#include "common/cm_hash.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define WAYS 4
+#define CACHE_TOKEN_MAX 2048
+
+typedef struct centry {
+    uint64_t h; /* 0 = empty */
+    int64_t exp;
+    uint64_t gen;
+    uint32_t len;
+    uint32_t cap;
+    char *tok;
+    char user[ID_USER_MAX + 1];
+    char person[ID_USER_MAX + 1];
+} centry_t;
+
+struct id_cache {
+    cm_hash_key_t key;
+    size_t nbuckets; /* power of two */
+    centry_t *e;     /* nbuckets * WAYS */
+    id_cache_stats_t st;
+};
+
+id_cache_t *id_cache_new(size_t entries)
+{
+    size_t n = 16;
+    while (n < entries && n < ((size_t)1 << 30))
+        n <<= 1;
+    id_cache_t *c = cm_xcalloc(1, sizeof(*c));
+    if (cm_hash_seed_random(&c->key) < 0) {
+        /* getrandom failing leaves a fixed key: placement becomes guessable, matching stays exact */
+        c->key.k0 = (uint64_t)(uintptr_t)c;
+        c->key.k1 = (uint64_t)(uintptr_t)&c;
+    }
+    c->nbuckets = n / WAYS;
+    c->e = cm_xcalloc(n, sizeof(centry_t));
+    c->st.entries = n;
+    return c;
+}
+
+void id_cache_free(id_cache_t *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->nbuckets * WAYS; i++)
+        free(c->e[i].tok);
+    free(c->e);
+    free(c);
+}
+
+void id_cache_stats(const id_cache_t *c, id_cache_stats_t *out)
+{
+    *out = c->st;
+}
+
+static uint64_t place(const id_cache_t *c, const char *tok, size_t len)
+{
+    size_t tail = len < 64 ? len : 64;
+    uint64_t h = cm_hash_sip24(&c->key, tok + len - tail, tail) ^ ((uint64_t)len * 0x9e3779b97f4a7c15ull);
+    return h ? h : 1;
+}
+
+int id_verify_cached(id_verifier_t *v, id_cache_t *c, const char *tok, size_t len, int64_t now_s,
+                     id_result_t *out)
+{
+    if (len == 0 || len > CACHE_TOKEN_MAX)
+        return id_verify(v, tok, len, now_s, out);
+    uint64_t h = place(c, tok, len), gen = id_verifier_keys_gen(v);
+    centry_t *b = &c->e[(h & (c->nbuckets - 1)) * WAYS];
+    for (int w = 0; w < WAYS; w++) {
+        centry_t *e = &b[w];
+        if (e->h != h || e->len != len || memcmp(e->tok, tok, len) != 0)
+            continue;
+        if (now_s < e->exp && e->gen == gen) {
+            c->st.hits++;
+            memcpy(out->user, e->user, sizeof(out->user));
+            memcpy(out->person, e->person, sizeof(out->person));
+            out->exp = e->exp;
+            out->cached = true;
+            return ID_OK;
+        }
+        e->h = 0; /* expired, or verified under keys since replaced */
+        c->st.used--;
+        break;
+    }
+    c->st.misses++;
+    int rc = id_verify(v, tok, len, now_s, out);
+    if (rc != ID_OK || out->exp <= now_s)
+        return rc; /* inside the leeway after exp: never cached */
+    centry_t *slot = NULL;
+    for (int w = 0; w < WAYS && !slot; w++)
+        if (b[w].h == 0 || b[w].exp <= now_s)
+            slot = &b[w];
+    if (!slot) {
+        slot = &b[0];
+        for (int w = 1; w < WAYS; w++)
+            if (b[w].exp < slot->exp)
+                slot = &b[w];
+        c->st.evictions++;
+    } else if (slot->h == 0) {
+        c->st.used++;
+    }
+    if (slot->cap < len) {
+        slot->tok = cm_xrealloc(slot->tok, len);
+        slot->cap = (uint32_t)len;
+    }
+    memcpy(slot->tok, tok, len);
+    slot->len = (uint32_t)len;
+    slot->h = h;
+    slot->exp = out->exp;
+    slot->gen = gen;
+    memcpy(slot->user, out->user, sizeof(slot->user));
+    memcpy(slot->person, out->person, sizeof(slot->person));
+    c->st.inserts++;
+    return rc;
+}

@@ -1,0 +1,180 @@
+/*
+ * identity.* settings: defaults and validation, and the algorithm table.
+ */
+#include "identity/id_internal.h"
+
+#include "common/cm_err.h"
+
+#include <stdio.h>
+#include <string.h>
+
+const id_alg_t id__algs[] = {
+    {"RS256", ID_KT_RSA, "SHA256", false},   {"RS384", ID_KT_RSA, "SHA384", false},
+    {"RS512", ID_KT_RSA, "SHA512", false},   {"PS256", ID_KT_RSA, "SHA256", true},
+    {"ES256", ID_KT_EC256, "SHA256", false}, {"ES384", ID_KT_EC384, "SHA384", false},
+    {"EdDSA", ID_KT_ED25519, NULL, false},   {"HS256", ID_KT_HMAC, "SHA256", false},
+};
+const size_t id__n_algs = sizeof(id__algs) / sizeof(id__algs[0]);
+
+int id__alg_find(const char *name, size_t len)
+{
+    for (size_t i = 0; i < id__n_algs; i++)
+        if (strlen(id__algs[i].name) == len && memcmp(id__algs[i].name, name, len) == 0)
+            return (int)i;
+    return -1;
+}
+
+int id__algs_parse(const char *list, unsigned *mask, char *err, size_t errlen)
+{
+    unsigned m = 0;
+    const char *p = list;
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (!*p)
+            break;
+        const char *e = p;
+        while (*e && *e != ',' && *e != ' ')
+            e++;
+        int i = id__alg_find(p, (size_t)(e - p));
+        if (i < 0) {
+            snprintf(err, errlen,
+                     "identity.algorithms: unknown algorithm \"%.*s\" (known: RS256 RS384 RS512 "
+                     "PS256 ES256 ES384 EdDSA HS256)",
+                     (int)(e - p > 32 ? 32 : e - p), p);
+            return -1;
+        }
+        m |= 1u << i;
+        p = e;
+    }
+    if (!m) {
+        snprintf(err, errlen, "identity.algorithms: empty (name at least one algorithm)");
+        return -1;
+    }
+    *mask = m;
+    return 0;
+}
+
+void id_config_defaults(id_config_t *c)
+{
+    memset(c, 0, sizeof(*c));
+    snprintf(c->issuer, sizeof(c->issuer), "flashgate");
+    snprintf(c->audience, sizeof(c->audience), "flashgate");
+    snprintf(c->algorithms, sizeof(c->algorithms), "RS256,ES256,EdDSA");
+    snprintf(c->user_claim, sizeof(c->user_claim), "sub");
+    c->leeway_s = 30;
+    c->jwks_refresh_s = 300;
+    c->jwks_min_refetch_s = 30;
+    c->jwks_timeout_ms = 5000;
+    c->max_token_bytes = 8192;
+}
+
+static bool claim_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 63)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= ' ' || s[i] == '"' || s[i] == '\\' || (unsigned char)s[i] >= 127)
+            return false;
+    return true;
+}
+
+int id__audiences(const char *list, char out[][ID_STR_MAX], size_t *n, char *err, size_t errlen)
+{
+    size_t k = 0;
+    const char *p = list;
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (!*p)
+            break;
+        const char *e = p;
+        while (*e && *e != ',')
+            e++;
+        const char *t = e;
+        while (t > p && t[-1] == ' ')
+            t--;
+        if (k == ID_AUDIENCES_MAX) {
+            snprintf(err, errlen, "identity.audience: more than %d audiences", ID_AUDIENCES_MAX);
+            return -1;
+        }
+        memcpy(out[k], p, (size_t)(t - p));
+        out[k][t - p] = '\0';
+        k++;
+        p = e;
+    }
+    if (!k) {
+        snprintf(err, errlen, "identity.audience: empty (tokens must name this gateway's audience)");
+        return -1;
+    }
+    *n = k;
+    return 0;
+}
+
+int id_config_validate(const id_config_t *c, char *err, size_t errlen)
+{
+    unsigned mask;
+    if (id__algs_parse(c->algorithms, &mask, err, errlen) < 0)
+        return CM_EINVAL;
+    int hs = id__alg_find("HS256", 5);
+    if ((mask & (1u << hs)) && !c->hmac_secret_file[0]) {
+        snprintf(err, errlen, "identity.algorithms: HS256 needs identity.hmac_secret_file");
+        return CM_EINVAL;
+    }
+    if (c->hmac_secret_file[0] && !(mask & (1u << hs))) {
+        snprintf(err, errlen,
+                 "identity.hmac_secret_file is set but identity.algorithms does not allow HS256");
+        return CM_EINVAL;
+    }
+    if (!c->issuer[0]) {
+        snprintf(err, errlen, "identity.issuer: empty (tokens must name their issuer)");
+        return CM_EINVAL;
+    }
+    char aud[ID_AUDIENCES_MAX][ID_STR_MAX];
+    size_t naud;
+    if (id__audiences(c->audience, aud, &naud, err, errlen) < 0)
+        return CM_EINVAL;
+    if (!claim_name_ok(c->user_claim)) {
+        snprintf(err, errlen, "identity.user_claim: must be 1..63 printable characters");
+        return CM_EINVAL;
+    }
+    if (c->person_claim[0] && !claim_name_ok(c->person_claim)) {
+        snprintf(err, errlen, "identity.person_claim: must be 1..63 printable characters");
+        return CM_EINVAL;
+    }
+    if (c->leeway_s > 600) {
+        snprintf(err, errlen, "identity.leeway_s=%u: must be between 0 and 600", c->leeway_s);
+        return CM_EINVAL;
+    }
+    if (c->jwks_url[0] && strncmp(c->jwks_url, "https://", 8) != 0 &&
+        strncmp(c->jwks_url, "http://", 7) != 0) {
+        snprintf(err, errlen, "identity.jwks_url: must start with https:// or http://");
+        return CM_EINVAL;
+    }
+    if (c->jwks_cache_file[0] && !c->jwks_url[0]) {
+        snprintf(err, errlen, "identity.jwks_cache_file is set without identity.jwks_url");
+        return CM_EINVAL;
+    }
+    if (c->jwks_refresh_s < 1 || c->jwks_refresh_s > 86400) {
+        snprintf(err, errlen, "identity.jwks_refresh_s=%u: must be between 1 and 86400",
+                 c->jwks_refresh_s);
+        return CM_EINVAL;
+    }
+    if (c->jwks_min_refetch_s < 1 || c->jwks_min_refetch_s > 3600) {
+        snprintf(err, errlen, "identity.jwks_min_refetch=%u: must be between 1 and 3600",
+                 c->jwks_min_refetch_s);
+        return CM_EINVAL;
+    }
+    if (c->jwks_timeout_ms < 100 || c->jwks_timeout_ms > 60000) {
+        snprintf(err, errlen, "identity.jwks_timeout_ms=%u: must be between 100 and 60000",
+                 c->jwks_timeout_ms);
+        return CM_EINVAL;
+    }
+    if (c->max_token_bytes < 256 || c->max_token_bytes > ID_TOKEN_LIMIT) {
+        snprintf(err, errlen, "identity.max_token_bytes=%u: must be between 256 and %d",
+                 c->max_token_bytes, ID_TOKEN_LIMIT);
+        return CM_EINVAL;
+    }
+    return 0;
+}

@@ -1,0 +1,325 @@
+"""The shipped observability files against a real Prometheus (deploy/observability/).
+
+Two gateways (memory inventory, each with its embedded broker; one in durability
+fsync so the dependency series exist) and one flashgate-settle worker per
+gateway, with its probes and metrics listener on. Prometheus (Debian's) runs on
+127.0.0.1 with the shipped prometheus.yml as it is, only the scrape and
+evaluation intervals (and the scrape timeouts) shortened to 1 s: the token file and the file_sd target
+files it names are written beside it. A short bounded load (a few hundred
+buys, then a trickle of a few per second while the expressions are evaluated).
+
+Checks:
+- promtool check config (with the rule files) and check rules on the shipped files;
+  promtool check metrics on each gateway's and each worker's /metrics;
+- settle's /healthz 200 and /readyz 503 naming kafka before its gateway (and
+  broker) exists, 200 once it does;
+- every target up, scraped through the token file;
+- every recording rule's expression and every dashboard panel's expression
+  ($__rate_interval = 5s, $instance = .*) parses and returns at least one
+  series, and each recorded series exists in Prometheus;
+- every alert's expression parses; alerts are quiet in a healthy run, so each
+  metric it selects must return series, each label it matches on must exist
+  on that metric, and each literal label value must be one Prometheus saw or
+  one the C sources emit (a status code, or a string in gateway/ or settle/);
+- every rule group is healthy in /api/v1/rules and no alert fires;
+- docs/runbook.md names each alert (FlashgateDown aside) beside its row.
+The expressions checked are printed.
+"""
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fg import SRC, TOKEN, Gateway, Server, check, eq, finish, free_port, need_binary, request  # noqa: E402
+from fgq import Settle, need_tool, wait_until  # noqa: E402
+
+need_binary("flashgate")
+need_binary("flashgate-settle")
+need_tool("prometheus")
+need_tool("promtool")
+
+OBS = os.path.join(SRC, "deploy", "observability")
+RULE_FILES = ["flashgate.rules.yml", "flashgate.alerts.yml"]
+SUBST = {"$__rate_interval": "5s", "${__rate_interval}": "5s", "$instance": ".*",
+         "${instance}": ".*"}
+
+
+def promtool(*args, stdin=None):
+    out = subprocess.run(["promtool"] + list(args), input=stdin, capture_output=True, text=True,
+                         timeout=60)
+    return out.returncode, out.stdout + out.stderr
+
+
+class Prometheus(Server):
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.port = free_port()
+        self.log_path = os.path.join(tmp, "prometheus.log")
+
+    def start(self):
+        return self.spawn(["prometheus", "--config.file=" + os.path.join(self.tmp, "prometheus.yml"),
+                           "--storage.tsdb.path=" + os.path.join(self.tmp, "tsdb"),
+                           "--web.listen-address=127.0.0.1:%d" % self.port, "--log.level=warn"])
+
+    def get(self, path, **params):
+        q = "?" + urllib.parse.urlencode(params, doseq=True) if params else ""
+        r = request(self.port, "GET", path + q, timeout=10)
+        return r.status, r.json
+
+    def query(self, expr):
+        """(ok, error, result list) of an instant query now."""
+        st, j = self.get("/api/v1/query", query=expr)
+        if st != 200 or not j or j.get("status") != "success":
+            return False, (j or {}).get("error", "HTTP %d" % st), []
+        return True, None, j["data"]["result"]
+
+
+def metrics_ok(text, what):
+    rc, out = promtool("check", "metrics", stdin=text)
+    check(rc == 0, "%s passes promtool check metrics: %s" % (what, out.strip()[:400]))
+
+
+# ---- the shipped files, as promtool sees them ----
+for f in RULE_FILES:
+    rc, out = promtool("check", "rules", os.path.join(OBS, f))
+    check(rc == 0, "promtool check rules %s: %s" % (f, out.strip()[-400:]))
+dash_text = open(os.path.join(OBS, "grafana-dashboard.json")).read()
+dash = json.loads(dash_text)
+gen = subprocess.run([sys.executable, os.path.join(OBS, "dashboard.py")], capture_output=True,
+                     text=True, timeout=30)
+check(gen.returncode == 0 and gen.stdout == dash_text,
+      "grafana-dashboard.json is dashboard.py's output (regenerate it: see dashboard.py)")
+
+
+def panel_exprs(panels):
+    for p in panels:
+        yield from panel_exprs(p.get("panels", []))
+        for t in p.get("targets", []):
+            if t.get("expr"):
+                yield p["title"], t["expr"]
+
+
+dash_exprs = list(panel_exprs(dash["panels"]))
+# The runbook names each alert beside its row, and the shipped files by path.
+runbook = open(os.path.join(SRC, "docs", "runbook.md")).read()
+named = set(re.findall(r"\[(Flashgate\w+)", runbook))
+check(len(dash_exprs) >= 20, "the dashboard has its panels (%d expressions)" % len(dash_exprs))
+rules = {f: __import__("yaml").safe_load(open(os.path.join(OBS, f))) for f in RULE_FILES}
+recording = [r for g in rules["flashgate.rules.yml"]["groups"] for r in g["rules"]]
+alerts = [r for g in rules["flashgate.alerts.yml"]["groups"] for r in g["rules"]]
+check(recording and all("record" in r for r in recording), "recording rules found")
+check(alerts and all("alert" in r for r in alerts), "alert rules found")
+eq(sorted(named), sorted(a["alert"] for a in alerts if a["alert"] != "FlashgateDown"),
+   "docs/runbook.md names every alert (but FlashgateDown) and no other")
+check("deploy/observability/grafana-dashboard.json" in runbook, "the runbook names the dashboard file")
+
+tmp = tempfile.mkdtemp(prefix="fg-obs-")
+procs = []
+load_stop = threading.Event()
+try:
+    # ---- settle 2 first: no gateway, no broker yet -> not ready, naming kafka ----
+    gw2_dir = os.path.join(tmp, "gw2")
+    ports = {"st1": free_port(), "st2": free_port()}
+    st2 = Settle(gw2_dir, "--metrics-listen", "127.0.0.1:%d" % ports["st2"],
+                 tmp=os.path.join(tmp, "st2"))
+    os.makedirs(st2.tmp, exist_ok=True)
+    procs.append(st2)
+    st2.start()
+
+    def probe(port, path):
+        try:
+            return request(port, "GET", path, timeout=2)
+        except OSError:
+            return None
+
+    def status(port, path):
+        r = probe(port, path)
+        return r.status if r else None
+    r = wait_until(lambda: probe(ports["st2"], "/healthz"), 15)
+    eq(r and r.status, 200, "settle /healthz 200 while its broker is not there")
+    r = probe(ports["st2"], "/readyz")
+    eq((r.status, (r.json or {}).get("component")) if r else None, (503, "kafka"),
+       "settle /readyz 503 naming kafka before the broker exists")
+
+    # ---- the gateways and settle 1 ----
+    gw1 = Gateway("--durability", "fsync", threads=1)
+    gw2 = Gateway(threads=1, data_dir=gw2_dir)
+    procs += [gw1, gw2]
+    gw1.start()
+    gw2.start()
+    st1 = Settle(gw1.data_dir, "--metrics-listen", "127.0.0.1:%d" % ports["st1"],
+                 tmp=os.path.join(tmp, "st1"))
+    os.makedirs(st1.tmp, exist_ok=True)
+    procs.append(st1)
+    st1.start()
+    for name in ("st1", "st2"):
+        ok = wait_until(lambda: status(ports[name], "/readyz") == 200, 30, step=0.2)
+        check(ok, "settle %s /readyz 200 once its gateway's broker is up" % name)
+    for g in (gw1, gw2):
+        g.put_sale("s1", stock=30, per_user_limit=1)
+
+    # ---- Prometheus with the shipped config ----
+    pdir = os.path.join(tmp, "prom")
+    os.makedirs(os.path.join(pdir, "targets"))
+    cfg = open(os.path.join(OBS, "prometheus.yml")).read()
+    for k in ("scrape_interval", "evaluation_interval"):
+        cfg, n = re.subn(r"(?m)^(  %s:) 5s$" % k, r"\1 1s", cfg)
+        eq(n, 1, "prometheus.yml sets global %s (shortened to 1 s here)" % k)
+    cfg, n = re.subn(r"(?m)^(    scrape_timeout:) 4s$", r"\1 1s", cfg)
+    eq(n, 2, "prometheus.yml sets each job's scrape_timeout (1 s here: at most the interval)")
+    open(os.path.join(pdir, "prometheus.yml"), "w").write(cfg)
+    for f in RULE_FILES:
+        shutil.copy(os.path.join(OBS, f), pdir)
+    tok = os.path.join(pdir, "flashgate-admin-token")
+    with open(os.open(tok, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+        f.write(TOKEN + "\n")
+    json.dump([{"targets": ["127.0.0.1:%d" % g.admin_port for g in (gw1, gw2)]}],
+              open(os.path.join(pdir, "targets", "flashgate.json"), "w"))
+    json.dump([{"targets": ["127.0.0.1:%d" % p for p in ports.values()]}],
+              open(os.path.join(pdir, "targets", "flashgate-settle.json"), "w"))
+    rc, out = promtool("check", "config", os.path.join(pdir, "prometheus.yml"))
+    check(rc == 0 and "WARNING" not in out, "promtool check config: %s" % out.strip()[-600:])
+    prom = Prometheus(pdir)
+    procs.append(prom)
+    prom.start()
+    if not wait_until(lambda: status(prom.port, "/-/ready") == 200, 30, step=0.2):
+        raise RuntimeError("prometheus not ready:\n" + prom.logs())
+
+    def targets_up():
+        st, j = prom.get("/api/v1/targets")
+        act = (j or {}).get("data", {}).get("activeTargets", []) if st == 200 else []
+        return len(act) == 4 and all(t["health"] == "up" for t in act) and act
+    act = wait_until(targets_up, 30, step=0.5)
+    check(act, "all 4 targets up (2 gateways through the token file, 2 settle workers): %s" %
+          [(t["scrapeUrl"], t["health"], t.get("lastError")) for t in
+           (prom.get("/api/v1/targets")[1] or {}).get("data", {}).get("activeTargets", [])])
+
+    # ---- load: a burst, then a trickle while the expressions are evaluated ----
+    sent = [0]
+
+    def buy(g, user):
+        try:
+            g.buy("s1", user)
+            g.get("/v1/sales/s1")
+            sent[0] += 2
+        except OSError:
+            pass
+    for i in range(150):
+        for n, g in enumerate((gw1, gw2)):
+            buy(g, "u%d-%d" % (n, i))
+
+    def trickle():
+        i = 0
+        while not load_stop.wait(0.25) and sent[0] < 1200:
+            i += 1
+            for n, g in enumerate((gw1, gw2)):
+                buy(g, "t%d-%d" % (n, i))
+    th = threading.Thread(target=trickle, daemon=True)
+    th.start()
+    accepted = sum(g.admin("GET", "/admin/v1/stats").json["accepted_units"] for g in (gw1, gw2))
+    eq(accepted, 60, "both sales sold out (30 units each)")
+    check(wait_until(lambda: all(
+        "flashgate_settle_messages_total 30" in request(ports[s], "GET", "/metrics").raw.decode()
+        for s in ("st1", "st2")), 60, step=0.5), "each worker settled its gateway's 30 orders")
+    for g in (gw1, gw2):
+        metrics_ok(g.admin("GET", "/metrics").raw.decode(), "gateway :%d /metrics" % g.admin_port)
+    for s in ("st1", "st2"):
+        text = request(ports[s], "GET", "/metrics").raw.decode()
+        metrics_ok(text, "settle %s /metrics" % s)
+        check(re.search(r"^flashgate_settle_last_commit_timestamp_seconds [1-9]", text, re.M),
+              "settle %s reports its last commit time" % s)
+        check("\nflashgate_settle_ready 1\n" in text, "settle %s reports ready" % s)
+
+    # Two scrapes after the settlement, and the recording rules evaluated.
+    time.sleep(2.5)
+    now = time.time()
+    check(wait_until(lambda: prom.query("count(flashgate:settle_messages:rate1m)")[2], 15),
+          "recording rules evaluated")
+
+    def sub(expr):
+        for k, v in SUBST.items():
+            expr = expr.replace(k, v)
+        return expr
+
+    print("expressions checked (each parsed and returned series):")
+
+    def must_return(what, expr):
+        ok, err, res = prom.query(sub(expr))
+        check(ok, "%s: parses (%s): %s" % (what, err, expr))
+        check(res, "%s: returns series: %s" % (what, expr))
+        print("  [%s] %s -> %d series" % (what, " ".join(sub(expr).split()), len(res)))
+
+    for r in recording:
+        must_return("record " + r["record"], r["expr"])
+        ok, _, res = prom.query(r["record"])
+        check(res, "recorded series %s exists in Prometheus" % r["record"])
+    for title, e in dash_exprs:
+        must_return("panel " + title, e)
+    for v in dash["templating"]["list"]:
+        q = v.get("query")
+        if isinstance(q, dict):
+            m = re.match(r"label_values\((\w+), (\w+)\)", q["query"])
+            st, j = prom.get("/api/v1/label/%s/values" % m.group(2), **{"match[]": m.group(1)})
+            check(st == 200 and len(j["data"]) == 2,
+                  "dashboard variable %s lists both gateways: %r" % (v["name"], j))
+
+    # ---- alerts: quiet when healthy, so their parts are checked ----
+    src_strings = set()
+    for f in glob.glob(os.path.join(SRC, "gateway", "**", "*.[ch]"), recursive=True) + \
+            glob.glob(os.path.join(SRC, "settle", "*.[ch]")):
+        src_strings.update(re.findall(r'"([a-z0-9_:]+)"', open(f, errors="replace").read()))
+    sel_re = re.compile(r'\b(up|flashgate[a-z0-9_:]*)(\{([^}]*)\})?(?![a-z0-9_:(])')
+    matcher_re = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+    print("alert expressions checked (each parsed; each selector's metric, labels and values):")
+    for a in alerts:
+        expr = a["expr"]
+        ok, err, res = prom.query(expr)
+        check(ok, "alert %s parses (%s)" % (a["alert"], err))
+        check(not res, "alert %s is quiet in a healthy run: %s" % (a["alert"], res))
+        parts = []
+        for m in sel_re.finditer(expr):
+            name, body = m.group(1), m.group(3) or ""
+            if name == "up" and not body:
+                continue
+            ok, _, res = prom.query("count(%s)" % name)
+            check(res, "alert %s: %s has series" % (a["alert"], name))
+            for label, op, value in matcher_re.findall(body):
+                ok, _, res = prom.query('count(%s{%s!=""})' % (name, label))
+                check(res, "alert %s: %s has label %s" % (a["alert"], name, label))
+                seen = {r["metric"].get(label) for r in
+                        prom.query("count by (%s) (%s)" % (label, name))[2]}
+                values = value.split("|") if op in ("=~", "!~") else [value]
+                for v in values:
+                    if re.search(r"[.*+?\[\]()]", v):
+                        continue  # a pattern, not a value
+                    known = v in seen or v in src_strings or re.fullmatch(r"[1-5]\d\d", v)
+                    check(known, "alert %s: %s{%s} value %r is one Prometheus saw (%s) or the "
+                          "sources emit" % (a["alert"], name, label, v, sorted(x for x in seen if x)))
+            parts.append(name + ("{%s}" % body if body else ""))
+        print("  [alert %s] %s\n      selectors: %s" % (a["alert"], " ".join(expr.split()),
+                                                        ", ".join(parts)))
+
+    st, j = prom.get("/api/v1/rules")
+    for g in j["data"]["groups"]:
+        for r in g["rules"]:
+            check(r.get("health") == "ok", "rule %s healthy in Prometheus (%s)" %
+                  (r["name"], r.get("lastError")))
+    firing = prom.query('ALERTS{alertstate="firing"}')[2]
+    check(not firing, "no alert fires in a healthy run: %s" % [f["metric"] for f in firing])
+    pending = prom.query('ALERTS{alertstate="pending"}')[2]
+    print("pending alerts (for: not elapsed): %s" % [f["metric"].get("alertname") for f in pending])
+    print("requests sent: %d; accepted units: %d" % (sent[0], accepted))
+finally:
+    load_stop.set()
+    for p in reversed(procs):
+        p.cleanup()  # stop by PID (its log shown if it died by itself), then its temp dir
+    shutil.rmtree(tmp, ignore_errors=True)
+finish()

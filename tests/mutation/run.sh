@@ -1,0 +1,142 @@
+#!/bin/bash
+# The suite's teeth, measured: plants each bug of tests/mutation/mutants/*.mut
+# (one realistic bug on a promise each) in a copy of the tree, builds only the
+# test programs that should catch it, runs them, and fails if one survives.
+#
+#   tests/mutation/run.sh [REGEX]     (make mutation)
+#
+# REGEX picks mutants by file name (default: all). The copy (tracked and
+# untracked, not ignored, files of this worktree) goes to a temporary folder;
+# the working tree is never touched. Before any mutant, the same tests must
+# pass on the unchanged copy. A mutant marked "pending:" (its catching test is
+# not written yet) that survives is reported, not failed. Prints a table:
+# mutant, result, the tests that failed, their seconds, the build's seconds.
+# JOBS (default: nproc) is the build's parallelism; tests run one at a time.
+# KEEP_LOGS=1 keeps each mutant's build and test log (they are kept on a failure).
+set -u
+SRC=$(cd "$(dirname "$0")/../.." && pwd)
+MUT_DIR=$SRC/tests/mutation/mutants
+PICK=${1:-.}
+JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+TMP=$(mktemp -d /tmp/fg-mutation-XXXXXX)
+KEEP=${KEEP_LOGS:-0}
+cleanup() {
+    if [ "$KEEP" = 1 ]; then
+        echo "logs kept in $TMP/logs"
+        rm -rf "$TMP/src" "$TMP/orig" "$TMP/build"
+    else
+        rm -rf "$TMP"
+    fi
+}
+trap cleanup EXIT
+mkdir -p "$TMP/src" "$TMP/orig" "$TMP/logs"
+
+say() { printf '%s\n' "$*" >&2; }
+
+# The copy: what this worktree holds now, committed or not, without build dirs.
+(cd "$SRC" && git ls-files -co --exclude-standard | while IFS= read -r p; do
+    [ -e "$p" ] && printf '%s\n' "$p"
+done | tar -T - -cf -) | tar -xf - -C "$TMP/src" || { say "cannot copy the tree"; exit 2; }
+cp -a "$TMP/src/." "$TMP/orig/"
+B=$TMP/build
+
+mutants=()
+for f in "$MUT_DIR"/*.mut; do
+    if basename "$f" .mut | grep -Eq -- "$PICK"; then
+        mutants+=("$f")
+    fi
+done
+[ ${#mutants[@]} -gt 0 ] || { say "no mutant matches '$PICK'"; exit 2; }
+
+say "configuring $B"
+cmake -S "$TMP/src" -B "$B" -DFLASHGATE_WERROR=ON >"$TMP/logs/cmake.log" 2>&1 ||
+    { KEEP=1; say "cmake failed (logs/cmake.log)"; exit 2; }
+
+# ctest names of a regex (unit and contract tests: the name is the target's).
+tests_of() { (cd "$B" && ctest -N -R "$1" 2>/dev/null | sed -n 's/^ *Test *#[0-9]*: //p'); }
+
+# Baseline: every test any mutant relies on passes on the unchanged tree.
+# (One regex of names: CMake's regexes take at most 9 groups.)
+baseline=""
+for f in "${mutants[@]}"; do
+    eval "$(python3 "$SRC/tests/mutation/mutant.py" show "$f")" || exit 2
+    python3 "$SRC/tests/mutation/mutant.py" check "$f" "$TMP/src" || exit 2
+    baseline="$baseline $(tests_of "$M_TESTS" | tr '\n' ' ')"
+done
+baseline=$(echo "$baseline" | tr ' ' '\n' | sed '/^$/d' | sort -u | tr '\n' ' ')
+[ -n "$baseline" ] || { say "no test matches any mutant's tests"; exit 2; }
+all_regex="^($(echo "$baseline" | sed 's/ $//; s/\./\\./g; s/ /|/g'))\$"
+say "building $baseline"
+t0=$(date +%s)
+# shellcheck disable=SC2086
+nice cmake --build "$B" -j"$JOBS" --target $baseline >"$TMP/logs/build-baseline.log" 2>&1 ||
+    { KEEP=1; say "baseline build failed (logs/build-baseline.log)"; exit 2; }
+say "built in $(($(date +%s) - t0)) s; baseline run"
+(cd "$B" && ctest -R "$all_regex" --output-on-failure --timeout 600) >"$TMP/logs/baseline.log" 2>&1 ||
+    { KEEP=1; say "the tests fail on the unchanged tree (logs/baseline.log)"; tail -20 "$TMP/logs/baseline.log" >&2; exit 2; }
+say "baseline passes: $(grep -c ' Passed ' "$TMP/logs/baseline.log") tests"
+
+rows=()
+cases=()
+survivors=0
+for f in "${mutants[@]}"; do
+    eval "$(python3 "$SRC/tests/mutation/mutant.py" show "$f")"
+    log=$TMP/logs/$M_NAME.log
+    changed=$(python3 "$SRC/tests/mutation/mutant.py" apply "$f" "$TMP/src" 2>"$log")
+    if [ -z "$changed" ]; then
+        rows+=("$M_NAME|NOT APPLIED|$(head -1 "$log")|-|-")
+        survivors=$((survivors + 1))
+        continue
+    fi
+    targets=$(tests_of "$M_TESTS" | tr '\n' ' ')
+    t0=$(date +%s%N)
+    # shellcheck disable=SC2086
+    if [ -z "$targets" ] && [ -n "$M_PENDING" ]; then
+        result="expected: unit test pending"; caught="(no test matches yet)"; tsec=-; bsec=-
+    elif [ -z "$targets" ]; then
+        result="NO TEST"; caught="no test matches $M_TESTS"; tsec=-; bsec=-
+    elif ! nice cmake --build "$B" -j"$JOBS" --target $targets >>"$log" 2>&1; then
+        result="BUILD FAILED"; caught="see $M_NAME.log"; tsec=-
+        bsec=$((($(date +%s%N) - t0) / 1000000000))
+    else
+        bsec=$((($(date +%s%N) - t0) / 1000000000))
+        (cd "$B" && ctest -R "$M_TESTS" --output-on-failure --timeout 600) >>"$log" 2>&1
+        # "1/2 Test #7: unit.oq_relay ......***Failed   31.25 sec"
+        failed=$(grep -E '^ *[0-9]+/[0-9]+ Test +#[0-9]+: ' "$log" | grep -v ' Passed ' |
+            sed -E 's/^.*Test +#[0-9]+: ([^ ]+) .* ([0-9.]+) sec$/\1 \2/')
+        if [ -n "$failed" ]; then
+            result="caught"
+            caught=$(echo "$failed" | awk '{print $1}' | tr '\n' ' ' | sed 's/ $//')
+            tsec=$(echo "$failed" | awk 'NR==1 || $2 < m {m = $2} END {printf "%.1f", m}')
+            cases+=("$M_NAME: $(grep -E '^\[  FAILED  \] [A-Za-z_0-9]+$' "$log" | sed 's/^.* //' |
+                sort -u | tr '\n' ' ')")
+        elif [ -n "$M_PENDING" ]; then
+            result="expected: unit test pending"; caught="-"; tsec=-
+        else
+            result="SURVIVED"; caught="-"; tsec=-
+        fi
+    fi
+    case $result in caught | "expected: unit test pending") ;; *) survivors=$((survivors + 1)) ;; esac
+    rows+=("$M_NAME|$result|$caught|$tsec|$bsec")
+    say "$M_NAME: $result${caught:+ ($caught)}"
+    for rel in $changed; do # back to the unchanged file (a new mtime: rebuilt next time)
+        cp "$TMP/orig/$rel" "$TMP/src/$rel" && touch "$TMP/src/$rel"
+    done
+done
+
+printf '\n%-36s %-28s %-52s %7s %7s\n' "mutant" "result" "caught by" "test s" "build s"
+for r in "${rows[@]}"; do
+    IFS='|' read -r n res by ts bs <<<"$r"
+    printf '%-36s %-28s %-52s %7s %7s\n' "$n" "$res" "$by" "$ts" "$bs"
+done
+echo "test s: the shortest run among the programs that failed (ctest's time of it)"
+echo "the cmocka cases that failed, per mutant:"
+for c in "${cases[@]}"; do
+    echo "  $c"
+done
+if [ "$survivors" -gt 0 ]; then
+    KEEP=1
+    echo "FAIL: $survivors mutant(s) survived or could not be run"
+    exit 1
+fi
+echo "every mutant was caught (pending ones listed as such)"
