@@ -14,7 +14,7 @@ set -eu
 # libnginx-mod-http-lua (pulls libnginx-mod-http-ndk and lua-resty-core): the bench's
 # nginx + Lua peer (bench/lua/peer.lua), loaded into nginx-light with load_module.
 PKGS="build-essential cmake pkg-config git curl procps python3
-libmicrohttpd-dev libuv1-dev node-llhttp libcurl4-openssl-dev libhiredis-dev librdkafka-dev libjansson-dev libcmocka-dev
+libmicrohttpd-dev libgnutls28-dev libuv1-dev node-llhttp libcurl4-openssl-dev libhiredis-dev librdkafka-dev libjansson-dev libcmocka-dev
 libsqlite3-dev sqlite3 libpq-dev libsystemd-dev postgresql redis-server
 kcat wrk gnuplot-nox nginx-light libnginx-mod-http-lua varnish python3-yaml valgrind strace
 clang libclang-rt-14-dev libssl-dev cppcheck clang-tidy
