@@ -27,6 +27,7 @@
 #include "common/cm_log.h"
 #include "common/cm_url.h"
 #include "gateway/gw_internal.h"
+#include "gateway/gw_preflight.h"
 #include "inventory/inv_fleet.h"
 
 #include <errno.h>
@@ -231,6 +232,16 @@ static void key_pads(struct gw_status_key *sk)
     SHA256_Init(&sk->outer);
     SHA256_Update(&sk->outer, pad, sizeof(pad));
     explicit_bzero(pad, sizeof(pad));
+}
+
+int gw_status_key_check(const gw_config_t *cfg, char *errbuf, size_t errlen)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/status.key", cfg->data_dir);
+    uint8_t key[KEY_LEN];
+    int rc = key_read(path, key, errbuf, errlen);
+    explicit_bzero(key, sizeof(key));
+    return rc == CM_ENOTFOUND ? 0 : rc;
 }
 
 int gw_status_key_load(gw_server_t *srv, char *errbuf, size_t errlen)
