@@ -379,7 +379,7 @@ static void add_token(gw_server_t *srv, const char *name, gw_role_t role, const 
  * token 16..256 printable characters), '#' starts a comment. The single
  * server.admin_token (or the generated admin.token) is the write token "admin".
  */
-static int load_tokens(gw_server_t *srv, char *errbuf, size_t errlen)
+static int load_tokens(gw_server_t *srv, bool quiet, char *errbuf, size_t errlen)
 {
     char path[700];
     bool explicit_path = srv->cfg->admin_tokens_file[0] != '\0';
@@ -454,8 +454,9 @@ static int load_tokens(gw_server_t *srv, char *errbuf, size_t errlen)
     fclose(f);
     explicit_bzero(iobuf, sizeof(iobuf));
     explicit_bzero(line, sizeof(line));
-    cm_log_info("admin", "named admin tokens loaded", "path=%s tokens=%zu", path,
-                srv->ntokens - 1);
+    if (!quiet)
+        cm_log_info("admin", "named admin tokens loaded", "path=%s tokens=%zu", path,
+                    srv->ntokens - 1);
     return 0;
 }
 
@@ -530,7 +531,7 @@ static int load_or_make_token(gw_server_t *srv, char *errbuf, size_t errlen)
  * secrets come as 0400 or 0440 (a Kubernetes fsGroup adds the group), so the
  * rule is: no access for others, and the file must be a regular file.
  */
-static int load_token_file(gw_server_t *srv, char *errbuf, size_t errlen)
+static int load_token_file(gw_server_t *srv, bool quiet, char *errbuf, size_t errlen)
 {
     const char *path = srv->cfg->admin_token_file;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -577,7 +578,8 @@ static int load_token_file(gw_server_t *srv, char *errbuf, size_t errlen)
         snprintf(errbuf, errlen, "server.admin_token_file %s: %s", path, why);
         return CM_EINVAL;
     }
-    cm_log_info("admin", "admin token loaded", "path=%s", path);
+    if (!quiet)
+        cm_log_info("admin", "admin token loaded", "path=%s", path);
     return 0;
 }
 
@@ -2357,7 +2359,7 @@ static int admin_prepare(gw_server_t *srv, bool dry, struct sockaddr_storage *ss
     if (sealed)
         add_token(srv, "admin", GW_ROLE_WRITE, sealed, sealed_len);
     else if (srv->cfg->admin_token_file[0])
-        rc = load_token_file(srv, errbuf, errlen);
+        rc = load_token_file(srv, dry, errbuf, errlen);
     else if (srv->cfg->admin_token[0]) {
         /* gw_config_check refuses it at load; a struct filled another way too */
         size_t n = strlen(srv->cfg->admin_token);
@@ -2373,7 +2375,7 @@ static int admin_prepare(gw_server_t *srv, bool dry, struct sockaddr_storage *ss
     }
     if (rc)
         return rc;
-    rc = load_tokens(srv, errbuf, errlen);
+    rc = load_tokens(srv, dry, errbuf, errlen);
     if (rc)
         return rc;
     rc = gw__parse_listen(srv->cfg->admin_listen, ss, errbuf, errlen);
