@@ -748,10 +748,11 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
         /* An empty first line, then an obs-fold: llhttp 8.1 skips the CRLF
          * and the fold's whitespace as the value's leading OWS and reads
          * what follows as the value ("Transfer-Encoding:\r\n chunked" frames
-         * the body). A line end between the name and the value is a fold:
-         * refused as the one below. */
+         * the body). A line end between the name and a value's first byte is
+         * a fold: refused as the one below. (An empty value comes as 0 bytes
+         * past its line's end.) */
         const char *colon = f->name + f->nlen;
-        if (at > colon && memchr(colon, '\n', (size_t)(at - colon))) {
+        if (len && at > colon && memchr(colon, '\n', (size_t)(at - colon))) {
             h->folded = true;
             return 0;
         }

@@ -1016,6 +1016,13 @@ try:
               b"POST /v1/sales/" + BAD.encode() + b"/orders HTTP/1.1\r\nHost: t\r\n"
               b"Content-Type: application/json\r\nContent-Length:\r\n %d\r\n\r\n" % len(body) +
               body, "bad_request", 400)
+    # ... while an empty value (no fold after it) is a value like any other
+    a, p, c = exchange(g.port, b"GET /v1/sales/ok HTTP/1.1\r\nHost: t\r\nX-Empty:\r\n"
+                       b"X-Blank: \r\nX-Last:\r\n\r\n")
+    if a and a[0].status != 200:
+        p.append("want 200, got %r" % a[0])
+    c.close()
+    named("head.empty-values-served", p)
     head_case("head.obs-fold-empty-first-line-tab",
               b"GET /v1/sales/ok HTTP/1.1\r\nHost: t\r\nX-A:\r\n\tb\r\n\r\n", "bad_request", 400)
     head_case("head.two-host-headers", b"GET /v1/sales/ok HTTP/1.1\r\nHost: t\r\nHost: u\r\n\r\n",
