@@ -8,6 +8,7 @@
  */
 #include "common/cm_config.h"
 #include "common/cm_alloc.h"
+#include "common/cm_build.h"
 #include "common/cm_err.h"
 
 #include <ctype.h>
@@ -1304,6 +1305,71 @@ static const char *metavar(const cm_opt_t *o, char *buf, size_t len)
     return "VALUE";
 }
 
+#define HELP_WIDTH 99 /* every line of --help is shorter than 100 characters */
+#define HELP_COL 36
+#define HELP_NBSP "\x01" /* a space help_item does not break a line at */
+
+/* "  <col> <text>", the text wrapped at spaces into lines of at most
+ * HELP_WIDTH characters, continued under the text's column (a column wider
+ * than HELP_COL puts the text on the next line). A word longer than a line
+ * is cut where the line ends. */
+static void help_line(int fd, char *line, size_t len, const char *tail, int tlen)
+{
+    for (size_t i = 0; i < len; i++)
+        if (line[i] == HELP_NBSP[0])
+            line[i] = ' ';
+    char t[HELP_WIDTH + 1];
+    snprintf(t, sizeof(t), "%.*s", tlen, tail);
+    for (char *c = t; *c; c++)
+        if (*c == HELP_NBSP[0])
+            *c = ' ';
+    outf(fd, "%.*s%s\n", (int)len, line, t);
+}
+
+static void help_item(int fd, const char *col, const char *text)
+{
+    char line[HELP_WIDTH + 1];
+    const size_t indent = 2 + HELP_COL + 1;
+    size_t len;
+    bool shown = false; /* a line of this item is out */
+    if (strlen(col) > HELP_COL) {
+        outf(fd, "  %s\n", col);
+        shown = true;
+        len = (size_t)snprintf(line, sizeof(line), "%*s", (int)indent, "");
+    } else {
+        len = (size_t)snprintf(line, sizeof(line), "  %-*s ", HELP_COL, col);
+    }
+    bool first = true;
+    for (const char *p = text; *p;) {
+        while (*p == ' ')
+            p++;
+        size_t w = strcspn(p, " ");
+        if (!w)
+            break;
+        if (!first && len + 1 + w > HELP_WIDTH) {
+            help_line(fd, line, len, "", 0);
+            shown = true;
+            len = (size_t)snprintf(line, sizeof(line), "%*s", (int)indent, "");
+            first = true;
+        }
+        if (len + !first + w > HELP_WIDTH) {
+            /* longer than a line (a JSON example): cut where the line ends */
+            w = HELP_WIDTH - len;
+            help_line(fd, line, len, p, (int)w);
+            shown = true;
+            len = (size_t)snprintf(line, sizeof(line), "%*s", (int)indent, "");
+            first = true;
+        } else {
+            len += (size_t)snprintf(line + len, sizeof(line) - len, "%s%.*s", first ? "" : " ",
+                                    (int)w, p);
+            first = false;
+        }
+        p += w;
+    }
+    if (!first || !shown)
+        help_line(fd, line, len, "", 0);
+}
+
 void cm_conf_print_help(const cm_conf_t *conf, const char *usage, int fd)
 {
     if (usage)
@@ -1311,12 +1377,12 @@ void cm_conf_print_help(const cm_conf_t *conf, const char *usage, int fd)
     outf(fd, "\nGeneral:\n");
     char cfgline[200];
     snprintf(cfgline, sizeof(cfgline), "JSON config file; also env %sCONFIG", conf->env_prefix);
-    outf(fd, "  %-36s %s\n", "--config FILE, -c FILE", cfgline);
-    outf(fd, "  %-36s %s\n", "--set KEY=VALUE", "set any key below (repeatable)");
-    outf(fd, "  %-36s %s\n", "--check-config", "validate, print the effective configuration, exit");
-    outf(fd, "  %-36s %s\n", "--help, --version", "this text; the version");
-    outf(fd, "  %-36s %s\n", "--FLAG [=BOOL]",
-         "a BOOL flag alone is true; its value as --FLAG=false or --FLAG false");
+    help_item(fd, "--config FILE, -c FILE", cfgline);
+    help_item(fd, "--set KEY=VALUE", "set any key below (repeatable)");
+    help_item(fd, "--check-config", "validate, print the effective configuration, exit");
+    help_item(fd, "--help, --version", "this text; the version and commit");
+    help_item(fd, "--FLAG [=BOOL]",
+              "a BOOL flag alone is true; its value as --FLAG=false or --FLAG false");
     outf(fd,
          "\nOptions (later wins: default < --config file < environment < flags; each key also\n"
          "has --KEY-WITH-DASHES and %sKEY_UPPER_CASE):\n",
@@ -1333,9 +1399,13 @@ void cm_conf_print_help(const cm_conf_t *conf, const char *usage, int fd)
         if (o->flags & CM_OPT_SECRET)
             snprintf(def, sizeof(def), "secret");
         else
-            snprintf(def, sizeof(def), "default %s", o->def && *o->def ? o->def : "\"\"");
-        outf(fd, "  %-36s %s [%s; %s; env %s%s]\n", col, o->help ? o->help : "", o->key, def,
-             envs, (o->flags & CM_OPT_RUNTIME) ? "; runtime" : "");
+            snprintf(def, sizeof(def), "default" HELP_NBSP "%s", o->def && *o->def ? o->def : "\"\"");
+        char *text = cm_xmalloc(TEXT_MAX);
+        /* HELP_NBSP keeps "env NAME" and "default VALUE" on one line */
+        snprintf(text, TEXT_MAX, "%s [%s; %s; env" HELP_NBSP "%s%s]", o->help ? o->help : "",
+                 o->key, def, envs, (o->flags & CM_OPT_RUNTIME) ? "; runtime" : "");
+        help_item(fd, col, text);
+        free(text);
     }
 }
 
@@ -1346,7 +1416,7 @@ bool cm_conf_answer_info(const cm_conf_t *conf, const char *prog, const char *us
         return true;
     }
     if (conf->want_version) {
-        printf("%s %s\n", prog, FLASHGATE_VERSION);
+        printf("%s %s (commit %s)\n", prog, FLASHGATE_VERSION, cm_build_commit);
         fflush(stdout);
         return true;
     }

@@ -16,7 +16,7 @@ set -eu
 # docker-compose, python3-jsonschema: the compose-spec schema integration.74-container
 # validates deploy/container/compose.yaml against (offline; no container engine runs).
 PKGS="build-essential cmake pkg-config git curl procps python3
-libmicrohttpd-dev libuv1-dev node-llhttp libcurl4-openssl-dev libhiredis-dev librdkafka-dev libjansson-dev libcmocka-dev
+libmicrohttpd-dev libgnutls28-dev libuv1-dev node-llhttp libcurl4-openssl-dev libhiredis-dev librdkafka-dev libjansson-dev libcmocka-dev
 libsqlite3-dev sqlite3 libpq-dev libsystemd-dev postgresql redis-server
 kcat wrk gnuplot-nox nginx-light libnginx-mod-http-lua varnish python3-yaml python3-jsonschema
 docker-compose valgrind strace

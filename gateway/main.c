@@ -169,6 +169,14 @@ int main(int argc, char **argv)
         return 2;
     }
     if (conf.want_check) {
+        /* what a start checks before it binds: a configuration that passes
+         * here fails to start only on its ports (or what changes meanwhile) */
+        rc = gw_server_check(&cfg, err, sizeof(err));
+        if (rc != 0) {
+            fprintf(stderr, "flashgate: %s\nflashgate: the configuration cannot start\n", err);
+            cm_conf_free(&conf);
+            return 2;
+        }
         cm_conf_print_effective(&conf, 1);
         printf("configuration ok\n");
         cm_conf_free(&conf);

@@ -152,6 +152,11 @@ void gw_orders_stats(gw_orders_t *t, gw_orders_stats_t *out);
  */
 int gw_status_key_load(gw_server_t *srv, char *errbuf, size_t errlen);
 void gw_status_key_free(gw_server_t *srv);
+/* <data-dir>/status.key, when present, read as the start reads it: a regular
+ * file, no access for group or others, 64 hex digits. Absent: 0 (the start
+ * makes one). Shared by the start and --check-config. Returns 0 or a negative
+ * CM_E* (errbuf says why). Thread-safe. */
+int gw_status_key_check(const gw_config_t *cfg, char *errbuf, size_t errlen);
 /* Writes the order's status token (GW_TOKEN_LEN chars + NUL) to out; returns its length
  * (0 without a key, or for an id longer than INV_ORDER_ID_MAX: no order has one).
  * Thread-safe. */

@@ -27,6 +27,10 @@ typedef struct gw_config {
     char admin_tokens_file[512]; /* server.admin_tokens_file: named read/write tokens */
     char admin_token_file[512];  /* server.admin_token_file: the admin token, read at start */
     char admin_cgroup[256];    /* server.admin_cgroup: the admin listener's threads' CPU cgroup */
+    char admin_tls_cert[512];  /* server.admin_tls_cert: PEM chain; "" = plain HTTP */
+    char admin_tls_key[512];   /* server.admin_tls_key: the certificate's PEM private key */
+    char admin_tls_client_ca[512]; /* server.admin_tls_client_ca: PEM CAs clients must chain to */
+    bool admin_debug_routes;   /* server.admin_debug_routes (--enable-debug-routes) */
     uint64_t threads;          /* server.threads, 0 = one per CPU (--threads) */
     uint64_t node_id;          /* server.node_id 0..1023 (--node-id); 1024 = derive */
     uint64_t body_limit;       /* server.body_limit bytes, default 4k */

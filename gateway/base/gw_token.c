@@ -233,6 +233,16 @@ static void key_pads(struct gw_status_key *sk)
     explicit_bzero(pad, sizeof(pad));
 }
 
+int gw_status_key_check(const gw_config_t *cfg, char *errbuf, size_t errlen)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/status.key", cfg->data_dir);
+    uint8_t key[KEY_LEN];
+    int rc = key_read(path, key, errbuf, errlen);
+    explicit_bzero(key, sizeof(key));
+    return rc == CM_ENOTFOUND ? 0 : rc;
+}
+
 int gw_status_key_load(gw_server_t *srv, char *errbuf, size_t errlen)
 {
     char path[600];

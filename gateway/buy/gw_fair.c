@@ -382,7 +382,12 @@ static int conf_save(gw_fair_t *f)
     snprintf(path, sizeof(path), "%s/fair.json", f->srv->cfg->data_dir);
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     int rc = CM_EIO;
-    FILE *fp = fopen(tmp, "w");
+    /* the per-sale secrets: owner only, as status.key and admin.token */
+    unlink(tmp);
+    int tfd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    FILE *fp = tfd >= 0 ? fdopen(tfd, "w") : NULL;
+    if (!fp && tfd >= 0)
+        close(tfd);
     if (fp) {
         bool ok = json_dumpf(root, fp, JSON_COMPACT) == 0 && fflush(fp) == 0 &&
                   fdatasync(fileno(fp)) == 0;

@@ -33,6 +33,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <gnutls/gnutls.h>
 #include <jansson.h>
 #include <microhttpd.h>
 #include <stdio.h>
@@ -93,17 +94,236 @@ static enum MHD_Result gw_resp_send(struct MHD_Connection *c, gw_counters_t *ctr
 
 static struct MHD_Daemon *mhd_start(const struct sockaddr *sa, unsigned flags,
                                     MHD_AccessHandlerCallback cb, void *cls, unsigned max_conn,
-                                    unsigned timeout_s, MHD_RequestCompletedCallback done)
+                                    unsigned timeout_s, MHD_RequestCompletedCallback done,
+                                    struct MHD_OptionItem *extra)
 {
     if (sa->sa_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     return MHD_start_daemon(flags, 0, NULL, NULL, cb, cls, MHD_OPTION_SOCK_ADDR, sa,
+                            MHD_OPTION_ARRAY, extra,
                             MHD_OPTION_LISTENING_ADDRESS_REUSE, 0u,
                             MHD_OPTION_CONNECTION_LIMIT, max_conn, MHD_OPTION_CONNECTION_TIMEOUT,
                             timeout_s, MHD_OPTION_NOTIFY_COMPLETED, done, cls,
                             MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)GW_LISTEN_BACKLOG,
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_CONN_MEMORY,
                             MHD_OPTION_END);
+}
+
+/*---- TLS (server.admin_tls_cert, _key, _client_ca) ----*/
+
+/* The PEM texts libmicrohttpd serves from (it keeps pointers: they live until
+ * gw_admin_stop). One admin listener per process. */
+static struct {
+    char *cert, *key, *ca;
+    size_t key_cap;
+} admin_tls;
+
+#define ADMIN_PEM_MAX (1u << 20)
+
+/* Reads a PEM file whole into *out (NUL-terminated; a key into a secret page,
+ * *cap its size). secret: the file must have no access for others, as the
+ * token files. */
+static int pem_read(const char *key, const char *path, bool secret, char **out, size_t *cap,
+                    char *errbuf, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        snprintf(errbuf, errlen, "cannot read %s %s: %s", key, path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return CM_EIO;
+    }
+    const char *why = !S_ISREG(st.st_mode)                 ? "is not a regular file"
+                      : st.st_size <= 0                    ? "is empty"
+                      : st.st_size >= (off_t)ADMIN_PEM_MAX ? "is larger than 1 MiB"
+                      : secret && (st.st_mode & 007) != 0
+                          ? "must have no access for others (chmod 0400 or 0440)"
+                          : NULL;
+    if (why) {
+        close(fd);
+        snprintf(errbuf, errlen, "%s %s %s", key, path, why);
+        return CM_EINVAL;
+    }
+    size_t n = (size_t)st.st_size + 1;
+    char *buf = secret ? gw_secret_alloc(n) : cm_xmalloc(n);
+    if (!buf)
+        abort(); /* out of memory, as cm_xmalloc */
+    size_t got = 0;
+    while (got < n - 1) {
+        ssize_t r = read(fd, buf + got, n - 1 - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fd);
+    buf[got] = '\0';
+    if (got != n - 1 || !strstr(buf, "-----BEGIN ")) {
+        snprintf(errbuf, errlen, "%s %s is not a PEM file (no -----BEGIN line)", key, path);
+        if (secret)
+            gw_secret_free(buf, n);
+        else
+            free(buf);
+        return CM_EINVAL;
+    }
+    *out = buf;
+    if (cap)
+        *cap = n;
+    return 0;
+}
+
+static void tls_free(void)
+{
+    free(admin_tls.cert);
+    free(admin_tls.ca);
+    if (admin_tls.key)
+        gw_secret_free(admin_tls.key, admin_tls.key_cap);
+    memset(&admin_tls, 0, sizeof(admin_tls));
+}
+
+/* Loads the configured PEM files into admin_tls (none: plain HTTP). */
+static int tls_load(const gw_config_t *cfg, char *errbuf, size_t errlen)
+{
+    int rc = 0;
+    if (cfg->admin_tls_cert[0] &&
+        ((rc = pem_read("server.admin_tls_cert", cfg->admin_tls_cert, false, &admin_tls.cert,
+                        NULL, errbuf, errlen)) ||
+         (rc = pem_read("server.admin_tls_key", cfg->admin_tls_key, true, &admin_tls.key,
+                        &admin_tls.key_cap, errbuf, errlen)) ||
+         (cfg->admin_tls_client_ca[0] &&
+          (rc = pem_read("server.admin_tls_client_ca", cfg->admin_tls_client_ca, false,
+                         &admin_tls.ca, NULL, errbuf, errlen)))))
+        tls_free();
+    return rc;
+}
+
+/*
+ * With server.admin_tls_client_ca, libmicrohttpd asks for a client
+ * certificate (GnuTLS's GNUTLS_CERT_REQUEST) but does not require one: a
+ * request on a connection without a certificate that chains to the CAs is
+ * refused here. True: verified.
+ */
+static bool tls_client_verified(struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    unsigned status = 0;
+    return ci && ci->tls_session &&
+           gnutls_certificate_verify_peers2((gnutls_session_t)ci->tls_session, &status) == 0 &&
+           status == 0;
+}
+
+/*---- auth failure backoff ----*/
+
+/*
+ * Wrong tokens are counted per client address (IPv6 /128, IPv4 /32) in a
+ * window of AUTH_WINDOW_MS: the AUTH_FAILS_MAX-th blocks the address for
+ * AUTH_BLOCK_MS, doubled at each block in a row up to AUTH_BLOCK_MAX_MS; a
+ * blocked address gets 429 with Retry-After on every route that needs a
+ * token, the right token too (else the answer would tell a right guess). A
+ * request without an Authorization header is not a guess and is not counted.
+ * The table is fixed (AUTH_SLOTS): a new address takes the slot seen longest
+ * ago. A success clears the address.
+ */
+#define AUTH_SLOTS 256
+#define AUTH_FAILS_MAX 64
+#define AUTH_WINDOW_MS 60000
+#define AUTH_BLOCK_MS 5000
+#define AUTH_BLOCK_MAX_MS 300000
+
+typedef struct auth_slot {
+    uint8_t addr[16];
+    bool used;
+    uint32_t fails, blocks;
+    int64_t win_start_ms, blocked_until_ms, seen_ms;
+} auth_slot_t;
+
+static struct {
+    pthread_mutex_t mu;
+    auth_slot_t slot[AUTH_SLOTS];
+} auth_fails = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* The client's address as 16 bytes (IPv4 as ::ffff:a.b.c.d); false: none. */
+static bool client_addr16(struct MHD_Connection *c, uint8_t out[16])
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (!ci || !ci->client_addr)
+        return false;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET6) {
+        memcpy(out, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+        return true;
+    }
+    if (sa->sa_family == AF_INET) {
+        memset(out, 0, 10);
+        out[10] = out[11] = 0xff;
+        memcpy(out + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+        return true;
+    }
+    return false;
+}
+
+/* The slot of addr; create: take a free one or the one seen longest ago. auth_fails.mu held. */
+static auth_slot_t *auth_slot(const uint8_t addr[16], bool create)
+{
+    auth_slot_t *oldest = NULL;
+    for (size_t i = 0; i < AUTH_SLOTS; i++) {
+        auth_slot_t *e = &auth_fails.slot[i];
+        if (e->used && memcmp(e->addr, addr, 16) == 0)
+            return e;
+        if (!oldest || !e->used || (oldest->used && e->seen_ms < oldest->seen_ms))
+            oldest = e;
+    }
+    if (!create)
+        return NULL;
+    memset(oldest, 0, sizeof(*oldest));
+    memcpy(oldest->addr, addr, 16);
+    oldest->used = true;
+    return oldest;
+}
+
+/* Milliseconds addr stays blocked from now (0: not blocked). */
+static int64_t auth_blocked_ms(const uint8_t addr[16])
+{
+    int64_t now = (int64_t)cm_mono_ms(), left = 0;
+    pthread_mutex_lock(&auth_fails.mu);
+    auth_slot_t *e = auth_slot(addr, false);
+    if (e && e->blocked_until_ms > now)
+        left = e->blocked_until_ms - now;
+    pthread_mutex_unlock(&auth_fails.mu);
+    return left;
+}
+
+/* Counts a wrong token from addr (ok: a right one, which clears it). */
+static void auth_note(const uint8_t addr[16], bool ok)
+{
+    int64_t now = (int64_t)cm_mono_ms();
+    pthread_mutex_lock(&auth_fails.mu);
+    auth_slot_t *e = auth_slot(addr, !ok);
+    if (e && ok) {
+        e->used = false;
+    } else if (e) {
+        e->seen_ms = now;
+        if (now - e->win_start_ms >= AUTH_WINDOW_MS) {
+            e->win_start_ms = now;
+            e->fails = 0;
+        }
+        if (++e->fails >= AUTH_FAILS_MAX) {
+            int64_t block = AUTH_BLOCK_MS;
+            for (uint32_t i = 0; i < e->blocks && block < AUTH_BLOCK_MAX_MS; i++)
+                block *= 2;
+            if (block > AUTH_BLOCK_MAX_MS)
+                block = AUTH_BLOCK_MAX_MS;
+            e->blocks++;
+            e->blocked_until_ms = now + block;
+            e->fails = 0;
+            e->win_start_ms = now;
+        }
+    }
+    pthread_mutex_unlock(&auth_fails.mu);
 }
 
 /*---- tokens ----*/
@@ -164,7 +384,7 @@ static void add_token(gw_server_t *srv, const char *name, gw_role_t role, const 
  * token 16..256 printable characters), '#' starts a comment. The single
  * server.admin_token (or the generated admin.token) is the write token "admin".
  */
-static int load_tokens(gw_server_t *srv, char *errbuf, size_t errlen)
+static int load_tokens(gw_server_t *srv, bool quiet, char *errbuf, size_t errlen)
 {
     char path[700];
     bool explicit_path = srv->cfg->admin_tokens_file[0] != '\0';
@@ -239,8 +459,9 @@ static int load_tokens(gw_server_t *srv, char *errbuf, size_t errlen)
     fclose(f);
     explicit_bzero(iobuf, sizeof(iobuf));
     explicit_bzero(line, sizeof(line));
-    cm_log_info("admin", "named admin tokens loaded", "path=%s tokens=%zu", path,
-                srv->ntokens - 1);
+    if (!quiet)
+        cm_log_info("admin", "named admin tokens loaded", "path=%s tokens=%zu", path,
+                    srv->ntokens - 1);
     return 0;
 }
 
@@ -315,7 +536,7 @@ static int load_or_make_token(gw_server_t *srv, char *errbuf, size_t errlen)
  * secrets come as 0400 or 0440 (a Kubernetes fsGroup adds the group), so the
  * rule is: no access for others, and the file must be a regular file.
  */
-static int load_token_file(gw_server_t *srv, char *errbuf, size_t errlen)
+static int load_token_file(gw_server_t *srv, bool quiet, char *errbuf, size_t errlen)
 {
     const char *path = srv->cfg->admin_token_file;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -362,7 +583,8 @@ static int load_token_file(gw_server_t *srv, char *errbuf, size_t errlen)
         snprintf(errbuf, errlen, "server.admin_token_file %s: %s", path, why);
         return CM_EINVAL;
     }
-    cm_log_info("admin", "admin token loaded", "path=%s", path);
+    if (!quiet)
+        cm_log_info("admin", "admin token loaded", "path=%s", path);
     return 0;
 }
 
@@ -1254,20 +1476,39 @@ out:
 
 /*---- stats, config, metrics ----*/
 
+/* The top `max` by guaranteed rejections (count - error: space-saving's lower
+ * bound), rows at or below 1 left out: a user who sent one request and took
+ * over a slot reads "5 rejections, error 4", which says nothing. */
 static json_t *hitters_arr(const cm_topk_t *t, bool ip, size_t max)
 {
     cm_topk_entry_t top[CM_TOPK_SLOTS];
-    size_t n = cm_topk_sorted(t, top, max);
+    size_t n = cm_topk_sorted(t, top, CM_TOPK_SLOTS);
+    /* by lower bound, count breaking ties (n is at most 64: an insertion sort) */
+    for (size_t i = 1; i < n; i++) {
+        cm_topk_entry_t e = top[i];
+        size_t j = i;
+        for (; j > 0; j--) {
+            uint64_t lj = top[j - 1].count - top[j - 1].error, le = e.count - e.error;
+            if (lj > le || (lj == le && top[j - 1].count >= e.count))
+                break;
+            top[j] = top[j - 1];
+        }
+        top[j] = e;
+    }
     json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n && json_array_size(arr) < max; i++) {
+        uint64_t lower = top[i].count - top[i].error;
+        if (lower <= 1)
+            continue;
         char key[80];
         if (ip)
             gw_client_key_format((const uint8_t *)top[i].key, top[i].len, key, sizeof(key));
         else
             snprintf(key, sizeof(key), "%.*s", (int)top[i].len, top[i].key);
-        json_array_append_new(arr, json_pack("{s:s,s:I,s:I}", "key", key, "count",
+        json_array_append_new(arr, json_pack("{s:s,s:I,s:I,s:I}", "key", key, "count",
                                              (json_int_t)top[i].count, "error",
-                                             (json_int_t)top[i].error));
+                                             (json_int_t)top[i].error, "lower_bound",
+                                             (json_int_t)lower));
     }
     return arr;
 }
@@ -1888,8 +2129,17 @@ static enum MHD_Result admin_cb(void *cls, struct MHD_Connection *c, const char 
     const struct admin_route *hit = NULL;
     char allow[96] = "";
     bool open_path = false, any = false;
+    if (admin_tls.ca && !tls_client_verified(c)) {
+        gw_resp_error(&resp, GW_R_FORBIDDEN, NULL,
+                      "this admin listener needs a client certificate signed by "
+                      "server.admin_tls_client_ca");
+        return gw_resp_send(c, &srv->admin_ctr, &resp);
+    }
     for (size_t i = 0; i < CM_ARRAY_LEN(admin_routes); i++) {
         char arg[sizeof(a.arg)];
+        /* fault injection only on a gateway started with it (--enable-debug-routes) */
+        if (!srv->cfg->admin_debug_routes && strncmp(admin_routes[i].path, "/admin/v1/debug/", 16) == 0)
+            continue;
         if (!path_match(admin_routes[i].path, url, arg, sizeof(arg)))
             continue;
         any = true;
@@ -1903,7 +2153,19 @@ static enum MHD_Result admin_cb(void *cls, struct MHD_Connection *c, const char 
     }
     const gw_admin_token_t *tok = NULL;
     if (!(hit ? hit->role == GW_ROLE_NONE : open_path)) {
+        uint8_t addr[16];
+        bool have_addr = client_addr16(c, addr);
+        int64_t blocked = have_addr ? auth_blocked_ms(addr) : 0;
+        if (blocked) {
+            gw_resp_error(&resp, GW_R_RATE_LIMITED, NULL,
+                          "too many wrong admin tokens from this address: try again later");
+            gw_resp_retry_after(&resp, (unsigned long long)((blocked + 999) / 1000));
+            return gw_resp_send(c, &srv->admin_ctr, &resp);
+        }
         tok = authenticate(srv, c);
+        if (have_addr &&
+            (tok || MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION)))
+            auth_note(addr, tok != NULL);
         if (!tok) {
             gw_resp_error(&resp, GW_R_UNAUTHORIZED, NULL,
                           "missing or wrong bearer token (Authorization: Bearer <token>)");
@@ -1961,6 +2223,25 @@ static bool is_loopback(const struct sockaddr *sa)
     return false;
 }
 
+/* An address plain HTTP may listen on with a warning: private (RFC 1918,
+ * RFC 6598 shared, RFC 4193 unique local, link-local) or the wildcard (a
+ * container's: its interfaces are the pod's or the bridge's). */
+static bool is_private_or_any(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        uint32_t a = ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr);
+        return a == 0 || (a >> 24) == 10 || (a >> 20) == (172u << 4 | 1) ||
+               (a >> 16) == (192u << 8 | 168) || (a >> 22) == (100u << 2 | 1) ||
+               (a >> 16) == (169u << 8 | 254);
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        return IN6_IS_ADDR_UNSPECIFIED(a) || (a->s6_addr[0] & 0xfe) == 0xfc ||
+               IN6_IS_ADDR_LINKLOCAL(a);
+    }
+    return false;
+}
+
 /*
  * server.admin_cgroup. Under a CPU quota every thread of the process shares
  * it, and a gateway that uses all of it makes its own admin listener wait
@@ -2009,9 +2290,17 @@ static int join_cgroup(const char *dir, char *what, size_t len)
 
 static struct MHD_Daemon *admin_daemon(gw_server_t *srv, const struct sockaddr *sa)
 {
-    return mhd_start(sa, MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                             MHD_USE_POLL,
-                     admin_cb, srv, 64, 30, admin_done);
+    struct MHD_OptionItem tls[] = {
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, admin_tls.cert},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, admin_tls.key},
+        {admin_tls.ca ? MHD_OPTION_HTTPS_MEM_TRUST : MHD_OPTION_END, 0, admin_tls.ca},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    struct MHD_OptionItem *extra = admin_tls.cert ? tls : tls + 3;
+    return mhd_start(sa,
+                     MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
+                         (admin_tls.cert ? MHD_USE_TLS : 0),
+                     admin_cb, srv, 64, 30, admin_done, extra);
 }
 
 static void *admin_boot(void *arg)
@@ -2048,7 +2337,11 @@ static int admin_listen(gw_server_t *srv, const struct sockaddr *sa, char *errbu
     return srv->admin ? 0 : (b.err ? b.err : EADDRINUSE);
 }
 
-int gw_admin_start(gw_server_t *srv, char *errbuf, size_t errlen)
+/* The tokens, the listener's address and its TLS files, as a start needs
+ * them; ss is the address. dry (--check-config): an absent
+ * <data-dir>/admin.token is not generated, nothing is logged. */
+static int admin_prepare(gw_server_t *srv, bool dry, struct sockaddr_storage *ss, char *errbuf,
+                         size_t errlen)
 {
     /* The token main sealed away from argv and the environment, else the
      * token file, else (an embedded server that never sealed) the config's own,
@@ -2060,7 +2353,7 @@ int gw_admin_start(gw_server_t *srv, char *errbuf, size_t errlen)
     if (sealed)
         add_token(srv, "admin", GW_ROLE_WRITE, sealed, sealed_len);
     else if (srv->cfg->admin_token_file[0])
-        rc = load_token_file(srv, errbuf, errlen);
+        rc = load_token_file(srv, dry, errbuf, errlen);
     else if (srv->cfg->admin_token[0]) {
         /* gw_config_check refuses it at load; a struct filled another way too */
         size_t n = strlen(srv->cfg->admin_token);
@@ -2072,29 +2365,74 @@ int gw_admin_start(gw_server_t *srv, char *errbuf, size_t errlen)
         add_token(srv, "admin", GW_ROLE_WRITE, srv->cfg->admin_token, n);
     } else {
         chosen = false;
-        rc = load_or_make_token(srv, errbuf, errlen);
+        rc = dry ? 0 : load_or_make_token(srv, errbuf, errlen);
     }
     if (rc)
         return rc;
-    rc = load_tokens(srv, errbuf, errlen);
+    rc = load_tokens(srv, dry, errbuf, errlen);
     if (rc)
         return rc;
-    if ((rc = gw_audit_open(srv, errbuf, errlen)))
-        return rc;
-    struct sockaddr_storage ss;
-    rc = gw_addr_parse_listen(srv->cfg->admin_listen, &ss, errbuf, errlen);
+    rc = gw_addr_parse_listen(srv->cfg->admin_listen, ss, errbuf, errlen);
     if (rc)
         return rc;
     /* A generated token is fine on loopback (whoever reads the data dir is the
      * operator); anywhere else an operator must have chosen the tokens. */
     size_t generated = chosen ? 0 : 1;
-    if (!is_loopback((struct sockaddr *)&ss) && srv->ntokens <= generated) {
+    const struct sockaddr *sa = (const struct sockaddr *)ss;
+    if (!is_loopback(sa) && srv->ntokens <= generated) {
         snprintf(errbuf, errlen,
                  "admin listener %s is not on loopback: set server.admin_token_file "
                  "(--admin-token-file), server.admin_token or server.admin_tokens_file first",
                  srv->cfg->admin_listen);
         return CM_EINVAL;
     }
+    if ((rc = tls_load(srv->cfg, errbuf, errlen)))
+        return rc;
+    /* Bearer tokens in clear text: never on a public address; on a private
+     * one (or every address, a container's wildcard), said loudly. */
+    if (!is_loopback(sa) && !admin_tls.cert) {
+        if (!is_private_or_any(sa)) {
+            snprintf(errbuf, errlen,
+                     "admin listener %s is a public address and speaks plain HTTP: set "
+                     "server.admin_tls_cert and server.admin_tls_key (or listen on loopback or "
+                     "a private address)",
+                     srv->cfg->admin_listen);
+            tls_free();
+            return CM_EINVAL;
+        }
+        if (!dry)
+            cm_log_warn("admin",
+                        "ADMIN API IN PLAIN HTTP OFF LOOPBACK: bearer tokens cross the network in "
+                        "clear text; set server.admin_tls_cert and server.admin_tls_key",
+                        "admin_listen=%s", srv->cfg->admin_listen);
+    }
+    return 0;
+}
+
+int gw_admin_check(const gw_config_t *cfg, char *errbuf, size_t errlen)
+{
+    gw_server_t *srv = cm_xcalloc(1, sizeof(*srv));
+    srv->cfg = (gw_config_t *)cfg;
+    struct sockaddr_storage ss;
+    int rc = admin_prepare(srv, true, &ss, errbuf, errlen);
+    tls_free();
+    gw_secret_free(srv->tokens, srv->ntokens * sizeof(*srv->tokens));
+    free(srv);
+    return rc;
+}
+
+int gw_admin_start(gw_server_t *srv, char *errbuf, size_t errlen)
+{
+    struct sockaddr_storage ss;
+    int rc = admin_prepare(srv, false, &ss, errbuf, errlen);
+    if (rc)
+        return rc;
+    if ((rc = gw_audit_open(srv, errbuf, errlen)))
+        return rc;
+    if (admin_tls.cert)
+        cm_log_info("admin", "admin listener serves HTTPS", "cert=%s client_ca=%s",
+                    srv->cfg->admin_tls_cert,
+                    srv->cfg->admin_tls_client_ca[0] ? srv->cfg->admin_tls_client_ca : "none");
     int e = admin_listen(srv, (struct sockaddr *)&ss, errbuf, errlen);
     if (e < 0)
         return CM_EINVAL; /* errbuf says why: the cgroup */
@@ -2113,6 +2451,7 @@ void gw_admin_stop(gw_server_t *srv)
         srv->admin = NULL;
     }
     gw_audit_close(srv);
+    tls_free();
     gw_secret_free(srv->tokens, srv->ntokens * sizeof(*srv->tokens));
     srv->tokens = NULL;
     srv->ntokens = 0;

@@ -9,6 +9,24 @@
 #include "gateway/base/gw_types.h"
 
 /*
+ * Everything a start checks before it binds, without changing anything: the
+ * data dir exists as a writable directory or can be created, the listen
+ * addresses parse, server.trusted_proxies parses, <data-dir>/status.key (when
+ * present) is a key of the owner's alone, and the admin listener's tokens and
+ * TLS files are as gw_admin_start needs them. gw_server_start and
+ * --check-config both run it, so a configuration the check passes does not
+ * then fail to start short of binding. Returns 0 or a negative CM_E* with the
+ * reason in errbuf. Thread-safe as long as nothing starts the admin listener
+ * at the same time (its TLS state is the process's).
+ */
+int gw_server_check(const gw_config_t *cfg, char *errbuf, size_t errlen);
+
+/* The admin listener's part of gw_server_check: token files,
+ * server.admin_listen and the rules on it, the TLS files. Loads nothing it
+ * keeps. Returns 0 or a negative CM_E* (errbuf says why). */
+int gw_admin_check(const gw_config_t *cfg, char *errbuf, size_t errlen);
+
+/*
  * Starts the server: opens inventory, spool (replaying it), limiter, workers
  * and the admin listener. Returns 0, or a negative cm_err_t with the reason in
  * errbuf. Single-threaded init.

@@ -10,6 +10,7 @@
  * space-saving summaries are merged here under the worker's hh_mu.
  */
 #include "common/cm_alloc.h"
+#include "common/cm_build.h"
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
 #include "gateway/base/gw_fleet.h"
@@ -24,10 +25,13 @@
 #include "queue/oq_relay.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 /*---- heavy hitters ----*/
 
@@ -111,21 +115,6 @@ static void sale_line(inv_sale_t *sale, void *ctx)
         l, v);
 }
 
-static void hitters(buf_t *b, const cm_topk_t *t, const char *kind, bool ip)
-{
-    cm_topk_entry_t top[10];
-    size_t n = cm_topk_sorted(t, top, 10);
-    for (size_t i = 0; i < n; i++) {
-        char key[80], l[200];
-        if (ip)
-            gw_client_key_format((const uint8_t *)top[i].key, top[i].len, key, sizeof(key));
-        else
-            snprintf(key, sizeof(key), "%.*s", (int)top[i].len, top[i].key);
-        put(b, "flashgate_heavy_hitter_rejections{kind=\"%s\",key=\"%s\"} %llu\n", kind,
-            lv(key, l, sizeof(l)), (unsigned long long)top[i].count);
-    }
-}
-
 /* The overload controller's state (gw_overload_snapshot): level, limits, in flight. */
 static void overload_metrics(buf_t *b, gw_server_t *srv)
 {
@@ -206,6 +195,70 @@ static void overload_metrics(buf_t *b, gw_server_t *srv)
     }
 }
 
+/*
+ * The standard process_* series (as the Prometheus client libraries export
+ * them), from /proc/self/stat, /proc/stat, /proc/self/fd and getrlimit. A
+ * source that cannot be read leaves its series out.
+ */
+static void process_metrics(buf_t *b)
+{
+    long tick = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+    char st[1024] = "";
+    FILE *f = fopen("/proc/self/stat", "re");
+    size_t n = f ? fread(st, 1, sizeof(st) - 1, f) : 0;
+    if (f)
+        fclose(f);
+    st[n] = '\0';
+    /* the fields after the command's closing parenthesis, from field 3 (state) */
+    const char *p = strrchr(st, ')');
+    unsigned long long utime = 0, stime = 0, start = 0, vsize = 0;
+    long long rss = 0;
+    bool have = p && tick > 0 &&
+                sscanf(p + 1,
+                       " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d "
+                       "%*d %*d %llu %llu %lld",
+                       &utime, &stime, &start, &vsize, &rss) == 5;
+    if (have) {
+        head(b, "process_cpu_seconds_total", "counter",
+             "Total user and system CPU time spent in seconds.");
+        put(b, "process_cpu_seconds_total %.2f\n", (double)(utime + stime) / (double)tick);
+        head(b, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
+        put(b, "process_virtual_memory_bytes %llu\n", vsize);
+        head(b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+        put(b, "process_resident_memory_bytes %lld\n", rss * (long long)page);
+        /* starttime is in ticks since boot: btime (/proc/stat) is the boot's Unix time */
+        unsigned long long btime = 0;
+        char line[256];
+        FILE *ps = fopen("/proc/stat", "re");
+        while (ps && fgets(line, sizeof(line), ps))
+            if (sscanf(line, "btime %llu", &btime) == 1)
+                break;
+        if (ps)
+            fclose(ps);
+        if (btime) {
+            head(b, "process_start_time_seconds", "gauge",
+                 "Start time of the process since unix epoch in seconds.");
+            put(b, "process_start_time_seconds %.2f\n",
+                (double)btime + (double)start / (double)tick);
+        }
+    }
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        long fds = -1; /* the directory's own descriptor */
+        while (readdir(d))
+            fds++;
+        closedir(d);
+        fds -= 2; /* "." and ".." */
+        head(b, "process_open_fds", "gauge", "Number of open file descriptors.");
+        put(b, "process_open_fds %ld\n", fds);
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        head(b, "process_max_fds", "gauge", "Maximum number of open file descriptors.");
+        put(b, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
+    }
+}
+
 char *gw_metrics_text(gw_server_t *srv, size_t *len)
 {
     buf_t b = {.s = cm_xmalloc(16384), .len = 0, .cap = 16384};
@@ -217,6 +270,11 @@ char *gw_metrics_text(gw_server_t *srv, size_t *len)
 
     head(&b, "flashgate_up", "gauge", "1 while the gateway serves.");
     put(&b, "flashgate_up 1\n");
+    head(&b, "flashgate_build_info", "gauge",
+         "1, labelled with the version and commit (git describe) this binary was built from.");
+    put(&b, "flashgate_build_info{version=\"%s\",commit=\"%s\"} 1\n", FLASHGATE_VERSION,
+        cm_build_commit);
+    process_metrics(&b);
     head(&b, "flashgate_uptime_seconds", "gauge", "Seconds since start.");
     put(&b, "flashgate_uptime_seconds %.3f\n", (double)(cm_wall_ms() - srv->started_ms) / 1e3);
     head(&b, "flashgate_workers", "gauge", "Worker event loops.");
@@ -413,12 +471,10 @@ char *gw_metrics_text(gw_server_t *srv, size_t *len)
     put(&b, "flashgate_limiter_evicted_total{kind=\"busy\"} %llu\n",
         (unsigned long long)ls.evicted_busy);
 
+    /* The heavy hitters themselves (user ids, addresses) are not label values:
+     * they churn, and each would be a series of its own. The admin API's stats
+     * and the dashboard list them. */
     gw_hitters_merge(srv, &users, &ips);
-    head(&b, "flashgate_heavy_hitter_rejections", "gauge",
-         "Top 10 users and client addresses by rejected requests (space-saving estimate: "
-         "never under the true count).");
-    hitters(&b, &users, "user", false);
-    hitters(&b, &ips, "ip", true);
     head(&b, "flashgate_heavy_hitter_counted_total", "counter",
          "Rejections fed to the heavy-hitter summaries.");
     put(&b, "flashgate_heavy_hitter_counted_total %llu\n", (unsigned long long)users.total);

@@ -44,6 +44,56 @@ static int mkdir_p(const char *path)
     return 0;
 }
 
+/* The data dir is a writable directory, or the nearest part of its path that
+ * exists is one (mkdir_p can make the rest). */
+static int data_dir_check(const char *dir, char *errbuf, size_t errlen)
+{
+    char at[600];
+    snprintf(at, sizeof(at), "%s", dir);
+    struct stat st;
+    int e = 0;
+    while (stat(at, &st) != 0) {
+        char *slash = strrchr(at, '/');
+        if (errno != ENOENT || strcmp(at, ".") == 0 || strcmp(at, "/") == 0) {
+            e = errno;
+            break;
+        }
+        if (!slash)
+            snprintf(at, sizeof(at), "."); /* a relative path starts in the cwd */
+        else if (slash == at)
+            at[1] = '\0';
+        else
+            *slash = '\0';
+    }
+    if (!e && !S_ISDIR(st.st_mode))
+        e = ENOTDIR;
+    if (!e && access(at, W_OK | X_OK) != 0)
+        e = errno;
+    if (!e)
+        return 0;
+    snprintf(errbuf, errlen, "cannot create data dir %s: %s (at %s)", dir, strerror(e), at);
+    return CM_EIO;
+}
+
+int gw_server_check(const gw_config_t *cfg, char *errbuf, size_t errlen)
+{
+    int rc;
+    struct sockaddr_storage ss;
+    if ((rc = data_dir_check(cfg->data_dir, errbuf, errlen)))
+        return rc;
+    if ((rc = gw_addr_parse_listen(cfg->listen, &ss, errbuf, errlen)))
+        return rc;
+    gw_proxies_t px;
+    memset(&px, 0, sizeof(px));
+    rc = gw_proxies_parse(&px, cfg->trusted_proxies, errbuf, errlen);
+    gw_proxies_free(&px);
+    if (rc)
+        return rc;
+    if ((rc = gw_status_key_check(cfg, errbuf, errlen)))
+        return rc;
+    return gw_admin_check(cfg, errbuf, errlen);
+}
+
 void gw_apply_limits(gw_server_t *srv)
 {
     const gw_config_t *c = srv->cfg;
@@ -194,6 +244,8 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
     srv->loaded = cm_xmalloc(sizeof(*srv->loaded));
     *srv->loaded = *cfg;
 
+    if ((rc = gw_server_check(cfg, errbuf, errlen)))
+        return rc;
     if (mkdir_p(cfg->data_dir) != 0) {
         snprintf(errbuf, errlen, "cannot create data dir %s: %s", cfg->data_dir,
                  strerror(errno));

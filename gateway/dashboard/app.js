@@ -122,7 +122,7 @@
     const hh = s.heavy_hitters;
     rows($("t-hitters").tBodies[0],
       hh.users.map((x) => ["user", x]).concat(hh.ips.map((x) => ["ip", x])),
-      (tr, [kind, x]) => { cell(tr, kind); cell(tr, x.key); cell(tr, x.count); cell(tr, x.error); });
+      (tr, [kind, x]) => { cell(tr, kind); cell(tr, x.key); cell(tr, x.lower_bound); cell(tr, x.count); });
 
     rows($("t-rules").tBodies[0], s.rules, (tr, r) => {
       tr.dataset.sale = r.sale_id;

@@ -57,6 +57,8 @@
 #include "gateway/edge/gw_edge.h"
 #include "gateway/edge/gw_upcall.h"
 
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <malloc.h>
@@ -708,6 +710,17 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
         return 0;
     gw_hdr_t *f = &h->hdrs[h->nhdrs - 1];
     if (!h->in_value) {
+        /* An empty first line, then an obs-fold: llhttp 8.1 skips the CRLF
+         * and the fold's whitespace as the value's leading OWS and reads
+         * what follows as the value ("Transfer-Encoding:\r\n chunked" frames
+         * the body). A line end between the name and a value's first byte is
+         * a fold: refused as the one below. (An empty value comes as 0 bytes
+         * past its line's end.) */
+        const char *colon = f->name + f->nlen;
+        if (len && at > colon && memchr(colon, '\n', (size_t)(at - colon))) {
+            h->folded = true;
+            return 0;
+        }
         f->value = at;
         f->vlen = 0;
         h->in_value = true;
@@ -1127,6 +1140,100 @@ static bool body_room_small(const gw_h1_t *c, const llhttp_t *p)
     return room < H1_BODY_ROOM_MIN && ((p->flags & F_CHUNKED) || p->content_length > room);
 }
 
+/* A Connection field (any of them) lists the "close" option. llhttp 8.1
+ * misses it followed by a tab ("close<HTAB>", OWS: RFC 9110 5.6.1; fixed in
+ * llhttp 9), and Debian 12 ships 8.1: the fields are read here as well.
+ * Values are NUL-terminated, trailing SP/HT cut (head_strings). */
+static bool conn_option_close(const gw_h1_head_t *h)
+{
+    for (unsigned i = 0; i < h->nhdrs; i++) {
+        const gw_hdr_t *f = &h->hdrs[i];
+        if (!NAME_IS(f, "Connection"))
+            continue;
+        for (const char *t = f->value; *t;) {
+            t += strspn(t, " \t,");
+            size_t n = strcspn(t, ",");
+            size_t k = n;
+            while (k && (t[k - 1] == ' ' || t[k - 1] == '\t'))
+                k--;
+            if (k == 5 && strncasecmp(t, "close", 5) == 0)
+                return true;
+            t += n;
+        }
+    }
+    return false;
+}
+
+/* RFC 3986 3.2.2 reg-name / IPv4address characters: unreserved, sub-delims,
+ * '%' (pct-encoded, its two hex digits checked). */
+static bool host_regname(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '%') {
+            if (i + 2 >= n || hexval(s[i + 1]) < 0 || hexval(s[i + 2]) < 0)
+                return false;
+            i += 2;
+        } else if (!isalnum(ch) && (!ch || !strchr("-._~!$&'()*+,;=", ch))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A Host field value (RFC 9112 3.2, RFC 3986 3.2.2-3.2.3): host [":" port],
+ * host an IP-literal ("[" IPv6address / IPvFuture "]"), an IPv4address or a
+ * reg-name; empty is valid (no authority). False: 400. */
+static bool host_valid(const char *v)
+{
+    const char *port;
+    if (*v == '[') {
+        const char *close = strchr(v, ']');
+        if (!close)
+            return false;
+        size_t n = (size_t)(close - v - 1);
+        char lit[64];
+        if (n >= 2 && (v[1] == 'v' || v[1] == 'V')) {
+            /* IPvFuture: "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" ) */
+            size_t i = 2;
+            while (i <= n && isxdigit((unsigned char)v[i]))
+                i++;
+            if (i == 2 || i > n || v[i] != '.' || i == n)
+                return false;
+            for (i++; i <= n; i++)
+                if (v[i] != ':' && !host_regname(v + i, 1))
+                    return false;
+        } else {
+            struct in6_addr a6;
+            if (n == 0 || n >= sizeof(lit))
+                return false;
+            memcpy(lit, v + 1, n);
+            lit[n] = '\0';
+            if (inet_pton(AF_INET6, lit, &a6) != 1)
+                return false;
+        }
+        port = close + 1;
+        if (*port && *port != ':')
+            return false;
+    } else {
+        port = v + strcspn(v, ":");
+        if (!host_regname(v, (size_t)(port - v)))
+            return false;
+    }
+    if (*port == ':')
+        port++;
+    return port[strspn(port, "0123456789")] == '\0';
+}
+
+/* The one Host field's value (nhost is 1), or NULL. */
+static const char *host_field(const gw_h1_head_t *h)
+{
+    for (unsigned i = 0; i < h->nhdrs; i++)
+        if (NAME_IS(&h->hdrs[i], "Host"))
+            return h->hdrs[i].value;
+    return NULL;
+}
+
 /* Returns true to pause the parser inside this message (the connection closes
  * after the answer). */
 static bool conn_on_head(gw_h1_head_t *h)
@@ -1155,7 +1262,7 @@ static bool conn_on_head(gw_h1_head_t *h)
         r->close_after = true;
     /* llhttp keeps a 1.0 request with keep-alive and close alive; RFC 9112
      * 9.3: close wins */
-    if (p->flags & F_CONNECTION_CLOSE)
+    if ((p->flags & F_CONNECTION_CLOSE) || (!r->close_after && conn_option_close(h)))
         r->close_after = true;
     /* RFC 9112 6.1: a Transfer-Encoding in HTTP/1.0 is faulty framing (a 1.0
      * hop in front may frame the bytes otherwise): read it, answer, close */
@@ -1181,6 +1288,11 @@ static bool conn_on_head(gw_h1_head_t *h)
         /* which one names the target depends on who reads it (a proxy in
          * front, our X-Forwarded-Host to an upstream): RFC 9112 3.2, 400 */
         gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL, "more than one Host header");
+        r->close_after = true;
+        r->state = GW_ST_DONE;
+    } else if (h->nhost == 1 && !host_valid(host_field(h))) {
+        gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL,
+                      "the Host header is not a valid host[:port] (RFC 3986 3.2.2)");
         r->close_after = true;
         r->state = GW_ST_DONE;
     } else if (p->method == HTTP_CONNECT) {

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define FREE_LIST_MAX 256
@@ -487,11 +488,151 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/*---- the public port: this gateway's workers', and only theirs ----*/
+
+static socklen_t sa_len(const struct sockaddr_storage *ss)
+{
+    return ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+}
+
+static const char *sa_text(const struct sockaddr_storage *ss, char *out, size_t cap)
+{
+    char host[INET6_ADDRSTRLEN];
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+        snprintf(out, cap, "[%s]:%u", host, (unsigned)ntohs(a->sin6_port));
+    } else {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+        snprintf(out, cap, "%s:%u", host, (unsigned)ntohs(a->sin_port));
+    }
+    return out;
+}
+
+/*
+ * The workers share the port with SO_REUSEPORT, which lets any process of
+ * the same user join them and take a share of the connections (a second
+ * gateway started on the same --listen sold its own stock to them). Before
+ * the workers bind, a probe socket without SO_REUSEPORT binds the address:
+ * it fails while anyone listens there. Kept bound (not listening) until the
+ * workers listen, it also picks the one port of a --listen HOST:0 for all of
+ * them (*ss gets it).
+ */
+static int port_probe(gw_server_t *srv, struct sockaddr_storage *ss, int *probe, char *errbuf,
+                      size_t errlen)
+{
+    int one = 1;
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    socklen_t sl = sa_len(ss);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        bind(fd, (struct sockaddr *)ss, sl) != 0 ||
+        getsockname(fd, (struct sockaddr *)ss, &sl) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        if (e == EADDRINUSE)
+            snprintf(errbuf, errlen,
+                     "cannot listen on %s: another process listens there (a second gateway?); "
+                     "only this gateway's own workers share its port: stop the other one or "
+                     "choose another --listen",
+                     srv->cfg->listen);
+        else
+            snprintf(errbuf, errlen, "cannot listen on %s: %s", srv->cfg->listen, strerror(e));
+        return CM_EIO;
+    }
+    *probe = fd;
+    return 0;
+}
+
+static bool addr_overlaps(const struct sockaddr_storage *ss, const uint8_t *a, size_t n)
+{
+    static const uint8_t any[16];
+    const uint8_t *ours = ss->ss_family == AF_INET6
+                              ? ((const struct sockaddr_in6 *)ss)->sin6_addr.s6_addr
+                              : (const uint8_t *)&((const struct sockaddr_in *)ss)->sin_addr;
+    return memcmp(ours, a, n) == 0 || memcmp(ours, any, n) == 0 || memcmp(a, any, n) == 0;
+}
+
+/*
+ * After the workers listen: a listening socket on the port (and an
+ * overlapping address) that is none of theirs is another process in the
+ * group, one whose probe ran before ours listened (two started at once).
+ * /proc/net/tcp{,6} lists the sockets of the network namespace with their
+ * inodes. True: someone else is there (*inode says which socket).
+ */
+static bool port_shared(const gw_server_t *srv, const struct sockaddr_storage *ss,
+                        unsigned long *inode)
+{
+    bool v6 = ss->ss_family == AF_INET6;
+    unsigned port = ntohs(v6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
+                             : ((const struct sockaddr_in *)ss)->sin_port);
+    FILE *f = fopen(v6 ? "/proc/net/tcp6" : "/proc/net/tcp", "re");
+    if (!f)
+        return false; /* no /proc: the probe alone */
+    char line[512];
+    bool shared = false;
+    while (!shared && fgets(line, sizeof(line), f)) {
+        char addr[40];
+        unsigned lport, st;
+        unsigned long ino;
+        if (sscanf(line, " %*u: %39[0-9A-Fa-f]:%x %*s %x %*s %*s %*s %*u %*u %lu", addr, &lport,
+                   &st, &ino) != 4 ||
+            st != 0x0A /* TCP_LISTEN */ || lport != port)
+            continue;
+        /* the address as the kernel prints it: 32-bit words of the raw bytes */
+        uint8_t a[16];
+        size_t n = v6 ? 16 : 4;
+        if (strlen(addr) != 2 * n)
+            continue;
+        for (size_t w = 0; w < n / 4; w++) {
+            char word[9];
+            memcpy(word, addr + 8 * w, 8);
+            word[8] = '\0';
+            uint32_t v = (uint32_t)strtoul(word, NULL, 16);
+            memcpy(a + 4 * w, &v, 4);
+        }
+        if (!addr_overlaps(ss, a, n))
+            continue;
+        bool ours = false;
+        for (unsigned i = 0; i < srv->nworkers && !ours; i++) {
+            struct stat sb;
+            ours = srv->workers[i].lfd >= 0 && fstat(srv->workers[i].lfd, &sb) == 0 &&
+                   sb.st_ino == ino;
+        }
+        if (!ours) {
+            shared = true;
+            *inode = ino;
+        }
+    }
+    fclose(f);
+    return shared;
+}
+
+/* <data-dir>/listen.addr: the bound address ("127.0.0.1:41311\n"), for
+ * whoever started a --listen HOST:0. */
+static void listen_addr_write(const gw_server_t *srv, const char *bound)
+{
+    char path[600], tmp[610];
+    snprintf(path, sizeof(path), "%s/listen.addr", srv->cfg->data_dir);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "we");
+    bool ok = f && fprintf(f, "%s\n", bound) > 0;
+    ok = (f && fclose(f) == 0) && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        cm_log_warn("gw", "cannot write listen.addr", "path=%s err=\"%s\"", path, strerror(errno));
+        unlink(tmp);
+    }
+}
+
 int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
 {
     struct sockaddr_storage ss;
     int rc = gw_addr_parse_listen(srv->cfg->listen, &ss, errbuf, errlen);
     if (rc)
+        return rc;
+    int probe = -1;
+    if ((rc = port_probe(srv, &ss, &probe, errbuf, errlen)))
         return rc;
     srv->workers = cm_xcalloc(srv->nworkers, sizeof(gw_worker_t));
     srv->iptable = gw_ip_table_new();
@@ -516,6 +657,7 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
             uv_loop_close(&w->loop);
             srv->nworkers = i;
             gw_workers_stop(srv);
+            close(probe);
             return CM_EIO;
         }
         date_tick(w);
@@ -533,9 +675,25 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
             snprintf(errbuf, errlen, "inventory worker: %s", cm_strerror(rc));
             srv->nworkers = i + 1;
             gw_workers_stop(srv);
+            close(probe);
             return rc;
         }
     }
+    close(probe);
+    char bound[INET6_ADDRSTRLEN + 10];
+    sa_text(&ss, bound, sizeof(bound));
+    unsigned long other = 0;
+    if (port_shared(srv, &ss, &other)) {
+        snprintf(errbuf, errlen,
+                 "cannot listen on %s: another process listens on %s too (socket inode %lu; a "
+                 "second gateway started at the same time?); only this gateway's own workers "
+                 "share its port",
+                 srv->cfg->listen, bound, other);
+        gw_workers_stop(srv);
+        return CM_EIO;
+    }
+    listen_addr_write(srv, bound);
+    cm_log_info("gw", "listening", "listen=%s workers=%u", bound, srv->nworkers);
     for (unsigned i = 0; i < srv->nworkers; i++) {
         int e = pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]);
         if (e == 0)

@@ -197,9 +197,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     snprintf(admin, sizeof(admin), "127.0.0.1:%d", admin_port);
     char *args[] = {"flashgate", "--listen", listen, "--admin-listen", admin, "--data-dir", dir,
                     "--threads", "1", "--kafka-brokers", "none", "--admin-token", TOKEN,
-                    "--log-level", "error", NULL};
+                    "--log-level", "error", "--enable-debug-routes", NULL};
     char err[8192];
-    FZ_CHECK(gw_config_load(&cfg, &conf, 15, args, err, sizeof(err)) == 0);
+    FZ_CHECK(gw_config_load(&cfg, &conf, 16, args, err, sizeof(err)) == 0);
     cm_log_set_level(CM_LOG_ERROR);
     if (gw_server_start(&srv, &cfg, &conf, err, sizeof(err)) != 0) {
         fprintf(stderr, "gateway: %s\n", err);

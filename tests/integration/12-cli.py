@@ -2,6 +2,7 @@
 with exit code 2, and the source order defaults < file < env < flags."""
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,20 @@ for flag in ("--listen", "--admin-listen", "--admin-token", "--inventory", "--da
     check(flag in r.stdout, "--help lists " + flag)
 r = run("--version")
 check(r.returncode == 0 and r.stdout.startswith("flashgate "), "--version")
+# ... with the commit it was built from (git describe --always --dirty at build time)
+m = re.match(r"^flashgate \S+ \(commit ([0-9A-Za-z._-]+)\)$", r.stdout.strip())
+check(m is not None, "--version names the commit: %r" % r.stdout)
+if m and m.group(1) != "unknown":
+    try:
+        known = subprocess.run(["git", "-C", SRC, "cat-file", "-e",
+                                m.group(1).replace("-dirty", "").split("-g")[-1] + "^{commit}"],
+                               capture_output=True, timeout=30).returncode == 0
+    except OSError:
+        known = True  # no git here: nothing to compare with
+    check(known, "--version's commit %s is one of the tree's" % m.group(1))
+# every --help line fits 100 columns (they ran to 461 characters)
+long_lines = [l for l in run("--help").stdout.splitlines() if len(l) >= 100]
+check(not long_lines, "--help lines under 100 characters: %r" % long_lines[:3])
 
 r = run("--check-config")
 eq(r.returncode, 0, "--check-config defaults")
@@ -91,6 +106,57 @@ for line in r.stdout.splitlines():
     if " = " in line:
         key = line.split(" = ")[0].strip()
         check("`%s`" % key in readme, "README documents " + key)
+
+# --check-config runs the start's own checks (short of binding): what it passes
+# starts, what the start refuses it refuses too (exit 2, the same reason), and it
+# changes nothing on disk
+def check_and_start(what, args, reason):
+    r = run(*(args + ["--check-config"]))
+    check(r.returncode == 2 and reason in r.stderr,
+          "--check-config refuses %s: %d %r" % (what, r.returncode, r.stderr[-300:]))
+    try:
+        r = run(*(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"] + args))
+    except subprocess.TimeoutExpired:
+        check(False, "the start refuses %s too: it started" % what)
+        return
+    check(r.returncode == 1 and reason in r.stderr + r.stdout,
+          "the start refuses %s too: %d %r" % (what, r.returncode, (r.stderr + r.stdout)[-300:]))
+
+
+tokf = os.path.join(tmp, "admin.tok")
+with open(tokf, "w") as f:
+    f.write("t" * 40 + "\n")
+os.chmod(tokf, 0o644)
+dd = os.path.join(tmp, "cc-data")
+check_and_start("a token file readable by others",
+                ["--admin-token-file", tokf, "--data-dir", dd], "server.admin_token_file")
+check(not os.path.exists(dd), "--check-config created no data dir")
+os.chmod(tokf, 0o600)
+r = run("--admin-token-file", tokf, "--data-dir", dd, "--check-config")
+check(r.returncode == 0, "a 0600 token file passes: %r" % r.stderr[-300:])
+afile = os.path.join(tmp, "a-file")
+with open(afile, "w") as f:
+    f.write("x")
+check_and_start("a data dir that cannot be created (under a file)",
+                ["--data-dir", os.path.join(afile, "data")], "cannot create data dir")
+named = os.path.join(tmp, "admin.tokens")
+with open(named, "w") as f:
+    f.write("ops:write:" + "n" * 40 + "\n")
+os.chmod(named, 0o640)
+check_and_start("a named tokens file readable by the group",
+                ["--admin-tokens-file", named, "--data-dir", dd], "admin tokens file")
+os.makedirs(dd)
+with open(os.path.join(dd, "status.key"), "w") as f:
+    f.write("0" * 64 + "\n")
+os.chmod(os.path.join(dd, "status.key"), 0o644)
+check_and_start("a status.key readable by others", ["--data-dir", dd], "status.key")
+os.chmod(os.path.join(dd, "status.key"), 0o600)
+check_and_start("a public admin address without TLS",
+                ["--data-dir", dd, "--admin-token-file", tokf, "--admin-listen", "8.8.8.8:9"],
+                "plain HTTP")
+check_and_start("a TLS certificate without a key file",
+                ["--data-dir", dd, "--admin-tls-cert", afile, "--admin-tls-key",
+                 os.path.join(tmp, "no-such.key")], "server.admin_tls_cert")
 
 # an admin port in use is a clean start-up error (exit 1, a reason), not a crash
 g = Gateway().start()

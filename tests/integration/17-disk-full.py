@@ -160,7 +160,7 @@ finally:
 
 # --- C. the spool fills the disk itself; released segments must free it ---
 mnt = small_disk()
-kafka = Gateway()  # its embedded broker is the Kafka of the gateway under test
+kafka = Gateway("--enable-debug-routes")  # its embedded broker is the Kafka of the gateway under test
 redis = Redis(aof=False).start()
 g = Gateway("--inventory", redis.url, "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0",
             "--set", "spool.segment_bytes=64k", "--set", "spool.max_bytes=64m",

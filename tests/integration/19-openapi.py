@@ -155,7 +155,7 @@ def call(method, template, path, want, body=None, token="default", headers=None,
 
 READ = "openapi-read-token-0123456789"
 # one proxied route, for /admin/v1/routes (its upstream is never called)
-g = Gateway("--log-summary-interval", "0", "--proxy-routes",
+g = Gateway("--log-summary-interval", "0", "--enable-debug-routes", "--proxy-routes",
             json.dumps([{"prefix": "/v1/recs/", "upstream": "http://127.0.0.1:9",
                          "timeout_ms": 300, "latency_target_ms": 20}]))
 os.makedirs(g.data_dir, exist_ok=True)

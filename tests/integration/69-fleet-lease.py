@@ -47,7 +47,7 @@ from fg import Gateway, check, eq, finish, need_binary  # noqa: E402
 from fleet import Redis, _Reader, _resp_encode, stats, wait_for  # noqa: E402
 
 need_binary("flashgate")
-ARGS = ("--kafka-brokers", "none", "--set", "limits.user_rps=0",
+ARGS = ("--kafka-brokers", "none", "--enable-debug-routes", "--set", "limits.user_rps=0",
         "--set", "limits.ip_rps=0", "--set", "limits.global_rps=0", "--set", "limits.sale_rps=0")
 KEY = "{flashgate:fleet}:nodeid:%d"
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

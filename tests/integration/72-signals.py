@@ -140,7 +140,7 @@ finally:
     g.cleanup()
 
 # ---- B: the drain is bounded ----
-g = Gateway("--set", "server.drain_timeout=1s", *NOLIMITS)
+g = Gateway("--set", "server.drain_timeout=1s", "--enable-debug-routes", *NOLIMITS)
 try:
     g.start()
     g.put_sale("b", stock=10)

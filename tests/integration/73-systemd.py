@@ -143,6 +143,19 @@ try:
               what + "the config file and /etc/flashgate are installed readable by group " + grp)
         args[args.index("--config") + 1] = os.path.join(SRC, "deploy", sample)
         args[args.index("--data-dir") + 1] = os.path.join(tmp, "data-" + name)
+        # %d is systemd's credentials directory (LoadCredential=): one here, as systemd
+        # makes it (the files 0400), since --check-config reads the token file as the
+        # start does
+        creds = os.path.join(tmp, "credentials-" + name)
+        if any("%d/" in a for a in args):
+            os.makedirs(creds, exist_ok=True)
+            for a in args:
+                if a.startswith("%d/"):
+                    cred = os.path.join(creds, a[3:])
+                    with open(cred, "w") as f:
+                        f.write("c" * 48 + "\n")
+                    os.chmod(cred, 0o400)
+            args = [a.replace("%d/", creds + "/") for a in args]
         env_example = os.path.join(UNITS, os.path.basename(one(u, "EnvironmentFile")) + ".example")
         check(os.path.exists(env_example), what + "an example of its EnvironmentFile: " + env_example)
         out, names = check_config(binary, args, env_example)

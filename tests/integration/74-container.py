@@ -23,11 +23,14 @@ started or applied (README says so). What can be checked without them is:
   runAsUser is the image's user; args and env pass --check-config; the HPA
   targets a workload that exists.
 """
+import atexit
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fg import BIN, SRC, check, eq, finish, need_binary  # noqa: E402
@@ -45,9 +48,28 @@ dockerfile = open(os.path.join(D, "container", "Dockerfile")).read()
 readme = open(os.path.join(SRC, "README.md")).read()
 
 
+SECRETS = tempfile.mkdtemp(prefix="fg-it-secrets-")
+atexit.register(shutil.rmtree, SECRETS, True)
+
+
+def local_secret(path):
+    """A stand-in for a mounted secret file (compose's /run/secrets/..., a k8s
+    secret volume), 0400 as mounted: --check-config reads the admin token file
+    as the start does."""
+    p = os.path.join(SECRETS, path.strip("/").replace("/", "_"))
+    if not os.path.exists(p):
+        with open(p, "w") as f:
+            f.write("s" * 48 + "\n")
+        os.chmod(p, 0o400)
+    return p
+
+
 def run_check(binary, args, env_vars):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLASHGATE_")}
     env.update(env_vars)
+    for k, v in env_vars.items():
+        if k.endswith("_TOKEN_FILE") and v.startswith("/"):
+            env[k] = local_secret(v)
     out = subprocess.run([os.path.join(BIN, binary)] + args + ["--check-config"],
                          capture_output=True, text=True, env=env, timeout=30)
     return out

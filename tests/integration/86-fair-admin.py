@@ -23,6 +23,15 @@ try:
                fair_early_ms=3600000)
     r = g.buy("fa", "u1")
     eq((r.status, r.json["status"]), (202, "entered"), "an entry")
+    # every secret the data dir holds is the owner's alone: the lottery's
+    # per-sale keys (fair.json) as the admin token and the status key
+    # (admin.token is there when no token was given: not here)
+    for name in ("fair.json", "status.key", "admin.token"):
+        path = os.path.join(g.data_dir, name)
+        if name == "admin.token" and not os.path.exists(path):
+            continue
+        eq((name, os.path.exists(path) and oct(os.stat(path).st_mode & 0o777)), (name, "0o600"),
+           "%s is mode 0600" % name)
     before = g.admin("GET", "/admin/v1/sales/fa").json
 
     # --- a window change while the lottery has entries: refused, nothing changed ---

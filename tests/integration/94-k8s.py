@@ -22,6 +22,7 @@ and a CNI would read is checked against the processes themselves.
   name ports that exist, and let egress reach only Redis, Kafka, PostgreSQL
   (settle) and DNS.
 """
+import atexit
 import glob
 import os
 import shutil
@@ -87,6 +88,21 @@ def selects(sel, labels):
     return bool(sel) and all(labels.get(k) == v for k, v in sel.items())
 
 
+SECRETS = tempfile.mkdtemp(prefix="fg-it-secrets-")
+atexit.register(shutil.rmtree, SECRETS, True)
+
+
+def local_secret(path):
+    """A stand-in for a mounted secret file (a k8s secret volume), 0400 as
+    mounted: --check-config reads the admin token file as the start does."""
+    p = os.path.join(SECRETS, path.strip("/").replace("/", "_"))
+    if not os.path.exists(p):
+        with open(p, "w") as f:
+            f.write("s" * 48 + "\n")
+        os.chmod(p, 0o400)
+    return p
+
+
 def effective(binary, c):
     """--check-config's effective values for the container's args and literal env."""
     args = list(c.get("args", []))
@@ -96,6 +112,8 @@ def effective(binary, c):
     for e in c.get("env", []):
         if "value" in e:
             env[e["name"]] = e["value"]
+            if e["name"].endswith("_TOKEN_FILE") and e["value"].startswith("/"):
+                env[e["name"]] = local_secret(e["value"])
     out = subprocess.run([os.path.join(BIN, binary)] + args + ["--check-config"],
                          capture_output=True, text=True, env=env, timeout=30)
     eq(out.returncode, 0, "%s --check-config with the pod's args: %s" % (binary, out.stderr[-300:]))
