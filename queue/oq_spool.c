@@ -401,7 +401,8 @@ static int write_released(oq_spool_t *sp, oq_pos_t pos)
     int fd = sp->fs->openat(sp->dirfd, "released.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return CM_EIO;
-    bool ok = sp->fs->write(fd, buf, (size_t)n) == n && sp->fs->fsync(fd) == 0;
+    bool ok = sp->fs->write(fd, buf, (size_t)n) == n &&
+              (CM_PLANT(SPOOL_RELEASED_NO_FSYNC) || sp->fs->fsync(fd) == 0);
     ok = sp->fs->close(fd) == 0 && ok;
     if (!ok || sp->fs->renameat(sp->dirfd, "released.tmp", sp->dirfd, "released") != 0 ||
         sp->fs->fsync(sp->dirfd) != 0) {
@@ -531,6 +532,8 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
     }
     if (sp->nsegs > 1)
         qsort(sp->segs, sp->nsegs, sizeof(seg_info_t), cmp_seg);
+    if (CM_PLANT(SPOOL_SKIP_LAST_SEG) && sp->nsegs > 1)
+        sp->nsegs--;
     if (!sp->read_only)
         sp->fs->unlinkat(sp->dirfd, "released.tmp", 0);
     /* Empty segments at the end are spares made ahead of a roll (or a roll cut
@@ -574,6 +577,12 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
             return rc;
         }
         uint64_t start = s->seg == sp->released.seg ? sp->released.off : 0;
+        /* The point past the data (a power loss took the tail, see below): the
+         * records before it were relayed, but the tail may end in a torn one,
+         * which a scan from {0,0} (the memory inventory's replay) would meet
+         * as corrupt. Verified from the start, so the tear is cut. */
+        if (start > s->size)
+            start = 0;
         uint64_t good = start, nrec = 0;
         rec_status_t st = REC_OK;
         if (start < s->size)
@@ -594,7 +603,7 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
                         " cut_bytes=%" PRIu64 " reason=\"%s\" records_kept=%" PRIu64 "%s",
                         name, good, s->size - good, rec_status_str(st), nrec,
                         sp->read_only ? " read_only=1" : "");
-            if (!sp->read_only) {
+            if (!sp->read_only && !CM_PLANT(SPOOL_TEAR_KEPT)) {
                 int fd = sp->fs->openat(sp->dirfd, name, O_WRONLY | O_CLOEXEC, 0);
                 if (fd < 0 || sp->fs->ftruncate(fd, (off_t)good) != 0 || sp->fs->fdatasync(fd) != 0) {
                     errf(errbuf, errlen, "spool: cannot truncate %s/%s: %s", sp->dir, name,
@@ -624,7 +633,7 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
     oq_pos_t end = sp->released;
     if (sp->nsegs > 0)
         end = (oq_pos_t){sp->segs[sp->nsegs - 1].seg, sp->segs[sp->nsegs - 1].size};
-    bool past = oq_pos_cmp(sp->released, end) > 0;
+    bool past = oq_pos_cmp(sp->released, end) > 0 && !CM_PLANT(SPOOL_PAST_POINT);
     if (past)
         cm_log_warn("oq", "spool: the release point is past the end of the data (a power loss)",
                     "dir=%s released=%" PRIu64 ":%" PRIu64 " end=%" PRIu64 ":%" PRIu64 "%s",
@@ -1284,7 +1293,7 @@ int oq_spool_sync(oq_spool_t *sp)
             for (uint64_t s = floor; rc == 0 && s < cur; s++)
                 rc = sync_segment(sp, s);
             int why = fd < 0 ? dup_errno : errno; /* for the log of a CM_EAGAIN */
-            if (rc == 0 && sp->fs->fdatasync(fd) != 0)
+            if (rc == 0 && sp->fs->fdatasync(fd) != 0 && !CM_PLANT(SPOOL_SYNC_IGNORED))
                 rc = CM_EIO;
             if (rc == 0 && atomic_exchange(&sp->fail_next_sync, false))
                 rc = CM_EIO;
@@ -1360,7 +1369,8 @@ long oq_spool_scan(oq_spool_t *sp, oq_pos_t from, int (*fn)(const oq_rec_t *rec,
     size_t nsegs = sp->nsegs;
     seg_info_t *segs = cm_xmalloc((nsegs ? nsegs : 1) * sizeof(seg_info_t));
     memcpy(segs, sp->segs, nsegs * sizeof(seg_info_t));
-    if (sp->durability == OQ_DURABILITY_FSYNC && !sp->read_only) {
+    if (sp->durability == OQ_DURABILITY_FSYNC && !sp->read_only &&
+        !CM_PLANT(SPOOL_SCAN_UNSYNCED)) {
         /* only what an fdatasync confirmed: its clients were answered 202 */
         oq_pos_t lim = sp->synced_pos;
         while (nsegs > 0 && segs[nsegs - 1].seg > lim.seg)
