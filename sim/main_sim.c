@@ -5,6 +5,8 @@
  *   flashgate-sim --seeds N [--seed S]     seeds S..S+N-1
  *   flashgate-sim --seconds T | --minutes M   seeds until the time is up
  *   flashgate-sim --seed-file FILE         every seed listed (regression seeds)
+ *   --fsync-only: every gateway in durability fsync (CI's batch: durability
+ *   write has open findings after power losses, docs/simulation.md)
  *   flashgate-sim --plant NAME --seeds N --expect-fail
  *                                          plant build: exit 0 iff a seed fails
  *
@@ -33,7 +35,7 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: flashgate-sim [--seed N] [--seeds N] [--seconds T | --minutes M]\n"
-            "                     [--seed-file FILE] [--steps K] [--trace]\n"
+            "                     [--seed-file FILE] [--steps K] [--trace] [--fsync-only]\n"
             "                     [--plant NAME [--expect-fail]] [--list-plants]\n");
 }
 
@@ -41,7 +43,7 @@ int main(int argc, char **argv)
 {
     uint64_t seed = 1, nseeds = 1, steps = 4000;
     double seconds = 0;
-    bool trace = false, expect_fail = false, seed_given = false;
+    bool trace = false, expect_fail = false, seed_given = false, fsync_only = false;
     const char *seed_file = NULL, *plant = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -68,6 +70,8 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--plant") && v) {
             plant = v;
             i++;
+        } else if (!strcmp(a, "--fsync-only")) {
+            fsync_only = true;
         } else if (!strcmp(a, "--trace")) {
             trace = true;
         } else if (!strcmp(a, "--expect-fail")) {
@@ -139,7 +143,8 @@ int main(int argc, char **argv)
                 break;
             s = seed + k;
         }
-        sim_opts_t o = {.seed = s, .steps = steps, .trace = trace ? stdout : NULL};
+        sim_opts_t o = {.seed = s, .steps = steps, .trace = trace ? stdout : NULL,
+                        .fsync_only = fsync_only};
         sim_result_t r;
         sim_run(&o, &r);
         done++;
@@ -150,8 +155,9 @@ int main(int argc, char **argv)
         if (!r.ok) {
             failures++;
             printf("FAIL seed=%" PRIu64 ": %s\n", s, r.why);
-            printf("  reproduce: flashgate-sim --seed %" PRIu64 " --steps %" PRIu64 "%s%s --trace\n",
-                   s, steps, plant ? " --plant " : "", plant ? plant : "");
+            printf("  reproduce: flashgate-sim --seed %" PRIu64 " --steps %" PRIu64 "%s%s%s --trace\n",
+                   s, steps, fsync_only ? " --fsync-only" : "", plant ? " --plant " : "",
+                   plant ? plant : "");
             if (expect_fail) {
                 printf("plant %s found by seed %" PRIu64 " after %" PRIu64 " seeds\n", plant ? plant : "-",
                        s, done);

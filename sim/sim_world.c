@@ -1127,7 +1127,7 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
     wd->ng = 1 + (int)rnd(wd, NG_MAX);
     wd->nu = 4 + (int)rnd(wd, NU_MAX - 4);
     wd->limit = 1 + rnd(wd, 3);
-    wd->fsync_mode = rnd(wd, 3) != 0;
+    wd->fsync_mode = rnd(wd, 3) != 0 || opts->fsync_only;
     wd->p_fsync_fail = rnd(wd, 2) ? 0.002 : 0;
     wd->p_power = wd->fsync_mode ? 0.3e-3 : 0.1e-3;
     wd->p_crash = 0.004;
