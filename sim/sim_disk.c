@@ -353,7 +353,8 @@ static int sd_fsync(int fd)
     }
     sd_inode_t *in = &d->ino[f->ino];
     in->dur = cm_xrealloc(in->dur, in->len ? in->len : 1);
-    memcpy(in->dur, in->data, in->len);
+    if (in->len)
+        memcpy(in->dur, in->data, in->len);
     in->dlen = in->len;
     return 0;
 }
@@ -465,7 +466,8 @@ static const unsigned char *sd_map(int fd, size_t len)
         return errno = EBADF, NULL;
     sd_inode_t *in = &cur->ino[f->ino];
     unsigned char *m = cm_xcalloc(1, len ? len : 1);
-    memcpy(m, in->data, len < in->len ? len : in->len);
+    if (in->len)
+        memcpy(m, in->data, len < in->len ? len : in->len);
     return m;
 }
 
