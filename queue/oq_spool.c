@@ -562,21 +562,20 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
             return CM_EIO;
         }
         s->size = (uint64_t)sst.st_size;
-        if (seg_released(s, last, sp->released)) {
-            /* Wholly released: a crash cut the deletion short, or the relay
-             * keeps them (oq_spool_release_keep). Not verified (nothing will
-             * be sent from them), not read; the next oq_spool_release
-             * deletes them. */
-            sp->segs[keep++] = *s;
-            continue;
-        }
+        /* Wholly released: a crash cut the deletion short, or the relay keeps
+         * them (oq_spool_release_keep) for the memory inventory's replay, a
+         * scan from {0,0}. Nothing will be sent from them, but that scan
+         * reads them: verified too, and a bad tail cut whatever it is (in
+         * durability write a power loss may tear one whose background
+         * fdatasync had not run yet), so the replay never meets it. */
+        bool done = seg_released(s, last, sp->released);
         const unsigned char *map;
         int rc = seg_map(sp, s->seg, &s->size, &map);
         if (rc != 0) {
             errf(errbuf, errlen, "spool: cannot read %s/%s: %s", sp->dir, name, cm_strerror(rc));
             return rc;
         }
-        uint64_t start = s->seg == sp->released.seg ? sp->released.off : 0;
+        uint64_t start = s->seg == sp->released.seg && !done ? sp->released.off : 0;
         /* The point past the data (a power loss took the tail, see below): the
          * records before it were relayed, but the tail may end in a torn one,
          * which a scan from {0,0} (the memory inventory's replay) would meet
@@ -591,7 +590,14 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
             good = s->size;
         seg_unmap(sp, map, s->size);
         if (st != REC_OK) {
-            if (!last) {
+            /* A segment that ends inside a record (REC_TORN) was torn by a power
+             * loss, wherever it lies: a roll starts the next segment before the
+             * sync leader's fdatasync covers this one's tail (durability fsync:
+             * one round syncs both, so nothing past the tear was confirmed to a
+             * client; durability write promises nothing across a power loss).
+             * Cut like a last segment's tail. Anything else in the middle of the
+             * spool is not a tear: refused. */
+            if (!last && !done && st != REC_TORN) {
                 errf(errbuf, errlen,
                      "spool: %s/%s is corrupt at offset %" PRIu64 " (%s) and is not the last "
                      "segment, so this is not a torn write; refusing to open (inspect it with "
@@ -616,7 +622,8 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
             }
             s->size = good;
         }
-        sp->records += nrec;
+        if (!done)
+            sp->records += nrec;
         sp->segs[keep++] = *s;
     }
     sp->nsegs = keep;

@@ -23,6 +23,10 @@ typedef struct sd_inode {
     size_t len, cap;
     unsigned char *dur; /* what the last fsync made durable */
     size_t dlen;
+    /* A failed fsync: the kernel dropped the error with the dirty pages of
+     * [lost_from, lost_to), which never reach the disk, whatever a later
+     * fsync says (as Linux does since 4.13). */
+    size_t lost_from, lost_to;
 } sd_inode_t;
 
 typedef struct sd_ent {
@@ -182,6 +186,10 @@ static void ino_resize(sd_inode_t *n, size_t len)
     }
     if (len > n->len)
         memset(n->data + n->len, 0, len - n->len);
+    if (len < n->lost_to) /* a cut takes dropped pages with it: new ones are written anew */
+        n->lost_to = len;
+    if (n->lost_to <= n->lost_from)
+        n->lost_from = n->lost_to = 0;
     n->len = len;
 }
 
@@ -233,7 +241,7 @@ static int sd_openat(int dirfd, const char *name, int flags, mode_t mode)
         ino = d->ents[e].ino;
     }
     if (flags & O_TRUNC)
-        d->ino[ino].len = 0;
+        ino_resize(&d->ino[ino], 0);
     int fd = fd_new(ino, (flags & O_APPEND) != 0);
     if (fd < 0 && e < 0) {
         d->nents--;
@@ -339,6 +347,12 @@ static int sd_fsync(int fd)
         return errno = EBADF, -1;
     if (d->p_fsync_fail > 0 && cm_rand_unit(d->rng) < d->p_fsync_fail) {
         d->st.fsync_fails++;
+        if (f->ino >= 0) {
+            sd_inode_t *in = &d->ino[f->ino];
+            if (in->lost_to == 0)
+                in->lost_from = in->dlen;
+            in->lost_to = in->len;
+        }
         return errno = EIO, -1;
     }
     if (f->ino == SD_DIRINO) {
@@ -356,6 +370,11 @@ static int sd_fsync(int fd)
     if (in->len)
         memcpy(in->dur, in->data, in->len);
     in->dlen = in->len;
+    if (in->lost_to > in->lost_from && in->lost_from < in->len) {
+        size_t to = in->lost_to < in->len ? in->lost_to : in->len;
+        memset(in->dur + in->lost_from, 0, to - in->lost_from);
+    }
+    in->lost_from = in->lost_to = 0;
     return 0;
 }
 
@@ -534,13 +553,18 @@ void sim_disk_power_loss(sim_disk_t *d)
             *n = (sd_inode_t){0};
             continue;
         }
-        bool extends = n->len >= n->dlen && (n->dlen == 0 || memcmp(n->data, n->dur, n->dlen) == 0);
-        if (extends) { /* the synced part, and the tail torn at any byte */
-            n->len = n->dlen + (size_t)cm_rand_below(d->rng, n->len - n->dlen + 1);
-        } else if (cm_rand_below(d->rng, 2) == 0) { /* rewritten since: old or new */
-            ino_resize(n, n->dlen);
+        if (n->len >= n->dlen) { /* the synced part, and the tail torn at any byte */
             if (n->dlen)
                 memcpy(n->data, n->dur, n->dlen);
+            n->len = n->dlen + (size_t)cm_rand_below(d->rng, n->len - n->dlen + 1);
+            size_t lf = n->lost_from > n->dlen ? n->lost_from : n->dlen;
+            size_t lt = n->lost_to < n->len ? n->lost_to : n->len;
+            if (lt > lf) /* pages a failed fsync dropped never reached the disk */
+                memset(n->data + lf, 0, lt - lf);
+        } else if (cm_rand_below(d->rng, 2) == 0) { /* cut since: the cut kept or lost */
+            ino_resize(n, n->dlen);
+            memcpy(n->data, n->dur, n->dlen);
         }
+        n->lost_from = n->lost_to = 0;
     }
 }

@@ -61,6 +61,10 @@ typedef struct rent {
     uint64_t seq;
 } rent_t;
 
+typedef struct waiter {
+    uint32_t ord, user, key;
+} waiter_t;
+
 typedef struct gw {
     int idx;
     bool up;
@@ -82,6 +86,9 @@ typedef struct gw {
     uint8_t status[ORD_MAX];
     uint8_t credit[ORD_MAX];
     size_t out_cur;
+    /* buys appended and waiting for the group commit (durability fsync) */
+    waiter_t wait[64];
+    size_t nwait;
 } gw_t;
 
 typedef struct bmsg {
@@ -516,6 +523,7 @@ static void gw_crash(world_t *wd, gw_t *g, bool power, const char *why)
     g->up = false;
     g->rn = 0;
     g->rhead = 0;
+    g->nwait = 0; /* their clients never hear: they retry their keys */
     g->gen++;
 }
 
@@ -572,7 +580,7 @@ static int replay_cb(const oq_rec_t *rec, void *arg)
         int rel = o.giveback ? inv_giveback(g->inv, o.sale_id, o.user_id, o.qty, o.order_id)
                              : inv_release(g->inv, o.sale_id, o.user_id, o.qty, o.order_id);
         (void)rel;
-        if (!o.giveback)
+        if (!o.giveback && rnd(wd, 4) != 0) /* bounded: some are not in the table */
             g->status[ord_of(o.order_id)] = o.status == OQ_STATUS_FAILED ? ST_FAILED
                                                                          : ST_CANCELLED;
     }
@@ -669,6 +677,74 @@ static void check_inv(world_t *wd, gw_t *g, const char *user)
         fail(wd, "gw%d: user %s holds %u units, the limit is %u", g->idx, user, units, wd->limit);
 }
 
+static void key_pending(world_t *wd, uint32_t u, uint32_t key, int gi, uint32_t qty)
+{
+    if (key)
+        wd->pend[u] = (pendkey_t){.active = true, .key = key, .gw = (uint8_t)gi, .qty = (uint8_t)qty};
+}
+
+/* The 202 for order `acked` (n: the id this request brought). */
+static void answer_202(world_t *wd, gw_t *g, uint32_t acked, uint32_t n, uint32_t u, uint32_t key)
+{
+    ord_t *r = &wd->ords[acked];
+    r->state = O_ACKED;
+    r->exempt = false;
+    set_status(g, acked, ST_QUEUED);
+    tr(wd, "gw%d: buy u%u k%u qty %u -> 202 o%u", g->idx, u, key, r->qty, acked);
+    /* a new reservation must leave stock and limit kept (a replay may hold more
+     * for a while, by design, until the outcomes read again give units back) */
+    if (acked == n) {
+        char user[16];
+        snprintf(user, sizeof(user), "u%u", u);
+        check_inv(wd, g, user);
+    }
+    if (key && chance(wd, wd->p_lost_reply)) /* the answer was lost: the client retries */
+        key_pending(wd, u, key, g->idx, r->qty);
+    else if (key && wd->pend[u].key == key)
+        wd->pend[u].active = false;
+}
+
+/* An appended order's answer once its write (and fdatasync) is known: 202, or
+ * 503 and the units go back (gw_release_unaccepted). */
+static void finish_buy(world_t *wd, gw_t *g, uint32_t n, uint32_t u, uint32_t key, int rc)
+{
+    if (rc == 0) {
+        answer_202(wd, g, n, n, u, key);
+        return;
+    }
+    oq_order_t gb;
+    fill_order(wd, n, &gb);
+    gb.type = OQ_MSG_RELEASE;
+    gb.giveback = true;
+    gb.status = OQ_STATUS_FAILED;
+    gb.accepted_at_ms = 0;
+    gb.idem_key[0] = '\0';
+    (void)spool_event(wd, g, &gb);
+    if (gw_died(wd, g))
+        return;
+    inv_giveback(g->inv, gb.sale_id, gb.user_id, gb.qty, gb.order_id);
+    wd->ords[n].state = O_REFUSED;
+    tr(wd, "gw%d: buy u%u k%u qty %u -> 503 (%s), given back", g->idx, u, key, gb.qty,
+       cm_errname(rc));
+    key_pending(wd, u, key, g->idx, gb.qty);
+}
+
+/* The group commit (durability fsync): one oq_spool_sync answers every buy
+ * appended before it. */
+static void sync_step(world_t *wd, gw_t *g)
+{
+    if (!g->up || g->nwait == 0)
+        return;
+    sim_disk_use(g->disk);
+    int rc = oq_spool_sync(g->sp);
+    if (gw_died(wd, g))
+        return;
+    tr(wd, "gw%d: fdatasync for %zu buys: %s", g->idx, g->nwait, rc == 0 ? "ok" : cm_errname(rc));
+    for (size_t i = 0; i < g->nwait && g->up; i++)
+        finish_buy(wd, g, g->wait[i].ord, g->wait[i].user, g->wait[i].key, rc);
+    g->nwait = 0;
+}
+
 /* A buy: reserve, spool, fdatasync (durability fsync), 202 (gw_buy.c). */
 static void do_buy(world_t *wd)
 {
@@ -689,11 +765,10 @@ static void do_buy(world_t *wd)
     }
     gw_t *g = &wd->gw[gi];
     if (!g->up) {
-        if (key)
-            *pk = (pendkey_t){.active = true, .key = key, .gw = (uint8_t)gi, .qty = (uint8_t)qty};
+        key_pending(wd, u, key, gi, qty);
         return; /* connection refused: the client tries again later */
     }
-    if (wd->nords + 1 >= ORD_MAX)
+    if (wd->nords + 1 >= ORD_MAX || g->nwait == CM_ARRAY_LEN(g->wait))
         return;
     uint32_t n = wd->nords++;
     wd->ords[n] = (ord_t){.gw = (uint8_t)gi, .user = (uint8_t)u, .qty = (uint8_t)qty, .key = key};
@@ -704,43 +779,30 @@ static void do_buy(world_t *wd)
     snprintf(req.order_id, sizeof(req.order_id), "o%u", n);
     sim_disk_use(g->disk);
     int rc = inv_reserve(g->w, &req);
-    uint32_t acked = 0;
     if (rc == INV_RESERVED) {
         wd->ords[n].state = O_APPENDED;
         oq_order_t o;
         fill_order(wd, n, &o);
         rc = oq_spool_append(g->sp, &o, 1);
-        if (rc == 0 && wd->fsync_mode)
-            rc = oq_spool_sync(g->sp);
         /* the preparer thread is woken by a roll and flushes the rolled segment at once */
         while (!sim_disk_dead(g->disk) && oq_spool_step(g->sp))
             ;
         if (gw_died(wd, g)) {
-            if (key)
-                *pk = (pendkey_t){.active = true, .key = key, .gw = (uint8_t)gi, .qty = (uint8_t)qty};
+            key_pending(wd, u, key, gi, qty);
             return;
         }
-        if (rc != 0) { /* not accepted: the units go back (gw_release_unaccepted) */
-            oq_order_t gb = o;
-            gb.type = OQ_MSG_RELEASE;
-            gb.giveback = true;
-            gb.status = OQ_STATUS_FAILED;
-            gb.accepted_at_ms = 0;
-            gb.idem_key[0] = '\0';
-            (void)spool_event(wd, g, &gb);
-            if (gw_died(wd, g))
-                return;
-            inv_giveback(g->inv, o.sale_id, o.user_id, o.qty, o.order_id);
-            wd->ords[n].state = O_REFUSED;
-            tr(wd, "gw%d: buy u%u k%u qty %u -> 503 (%s), given back", gi, u, key, qty,
-               cm_errname(rc));
-            if (key)
-                *pk = (pendkey_t){.active = true, .key = key, .gw = (uint8_t)gi, .qty = (uint8_t)qty};
+        if (rc == 0 && wd->fsync_mode) { /* answered by the next group commit */
+            g->wait[g->nwait++] = (waiter_t){.ord = n, .user = u, .key = key};
+            key_pending(wd, u, key, gi, qty); /* until then the client knows nothing */
+            tr(wd, "gw%d: buy u%u k%u qty %u: o%u appended, waits for the fdatasync", gi, u, key,
+               qty, n);
             return;
         }
-        acked = n;
-    } else if (rc == INV_DUPLICATE) {
-        acked = ord_of(req.order_id);
+        finish_buy(wd, g, n, u, key, rc);
+        return;
+    }
+    if (rc == INV_DUPLICATE) {
+        uint32_t acked = ord_of(req.order_id);
         wd->ords[n].state = O_FREE; /* this id was never used */
         if (acked == 0 || acked >= wd->nords) {
             fail(wd, "gw%d: a keyed retry found an unknown order %s", gi, req.order_id);
@@ -761,25 +823,13 @@ static void do_buy(world_t *wd)
             }
             tr(wd, "gw%d: keyed retry k%u spooled o%u again", gi, key, acked);
         }
-    } else {
-        wd->ords[n].state = O_FREE;
-        tr(wd, "gw%d: buy u%u k%u qty %u -> %s", gi, u, key, qty,
-           rc == INV_SOLD_OUT ? "sold out" : rc == INV_LIMIT_REACHED ? "limit" : cm_errname(rc));
-        pk->active = false;
+        answer_202(wd, g, acked, n, u, key);
         return;
     }
-    ord_t *r = &wd->ords[acked];
-    r->state = O_ACKED;
-    r->exempt = false;
-    set_status(g, acked, ST_QUEUED);
-    tr(wd, "gw%d: buy u%u k%u qty %u -> 202 o%u", gi, u, key, qty, acked);
-    /* a new reservation must leave stock and limit kept (a replay may hold more
-     * for a while, by design, until the outcomes read again give units back) */
-    if (acked == n)
-        check_inv(wd, g, req.user_id);
-    if (key && chance(wd, wd->p_lost_reply)) /* the answer was lost: the client retries */
-        *pk = (pendkey_t){.active = true, .key = key, .gw = (uint8_t)gi, .qty = (uint8_t)qty};
-    else if (retry || key)
+    wd->ords[n].state = O_FREE;
+    tr(wd, "gw%d: buy u%u k%u qty %u -> %s", gi, u, key, qty,
+       rc == INV_SOLD_OUT ? "sold out" : rc == INV_LIMIT_REACHED ? "limit" : cm_errname(rc));
+    if (key && pk->key == key)
         pk->active = false;
 }
 
@@ -991,7 +1041,7 @@ static bool quiescent(world_t *wd)
             return false;
         oq_spool_stats_t ss;
         oq_spool_stats(g->sp, &ss);
-        if (ss.unreleased_bytes != 0 || g->out_cur < wd->nouts)
+        if (ss.unreleased_bytes != 0 || g->out_cur < wd->nouts || g->nwait)
             return false;
     }
     for (int p = 0; p < NPART; p++)
@@ -1048,6 +1098,8 @@ static void one_step(world_t *wd)
     } else if (r < 430) {
         if (wd->faults)
             do_restock(wd);
+    } else if (r < 520) {
+        sync_step(wd, g);
     } else if (r < 600) {
         relay_step(wd, g);
     } else if (r < 800) {
