@@ -52,6 +52,7 @@ static const oq_fs_ops_t posix_ops = {
     .read = read,
     .pread = pread,
     .write = write,
+    .pwrite = pwrite,
     .fsync = fsync,
     .fdatasync = fdatasync,
     .ftruncate = ftruncate,

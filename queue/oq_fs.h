@@ -26,6 +26,7 @@ typedef struct oq_fs_ops {
     ssize_t (*read)(int fd, void *buf, size_t n);
     ssize_t (*pread)(int fd, void *buf, size_t n, off_t off);
     ssize_t (*write)(int fd, const void *buf, size_t n);
+    ssize_t (*pwrite)(int fd, const void *buf, size_t n, off_t off);
     int (*fsync)(int fd);
     int (*fdatasync)(int fd);
     int (*ftruncate)(int fd, off_t len);

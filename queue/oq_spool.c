@@ -698,6 +698,41 @@ static int sync_segment(oq_spool_t *sp, uint64_t seg)
     return rc;
 }
 
+/* Writes the unreleased records of segment s (from `from`, as read now) again
+ * and fdatasyncs them: pages a failed fdatasync dropped are dirty again, so
+ * this one either writes them or fails. 0 or CM_EIO. */
+static int resync_segment(oq_spool_t *sp, const seg_info_t *s, uint64_t from)
+{
+    uint64_t size = s->size;
+    const unsigned char *map = NULL;
+    if (from < size && seg_map(sp, s->seg, &size, &map) != 0)
+        return CM_EIO;
+    char name[64];
+    seg_name(name, sizeof(name), s->seg);
+    int fd = sp->fs->openat(sp->dirfd, name, O_WRONLY | O_CLOEXEC, 0);
+    int rc = fd < 0 ? CM_EIO : 0;
+    /* through a copy: the source is a mapping of the file being written */
+    unsigned char *buf = map && rc == 0 ? cm_xmalloc(STACK_BUF) : NULL;
+    for (uint64_t off = from; buf && rc == 0 && off < size;) {
+        size_t k = size - off < STACK_BUF ? (size_t)(size - off) : STACK_BUF;
+        memcpy(buf, map + off, k);
+        ssize_t w = sp->fs->pwrite(fd, buf, k, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            rc = CM_EIO;
+        else
+            off += (uint64_t)w;
+    }
+    free(buf);
+    if (rc == 0 && sp->fs->fdatasync(fd) != 0)
+        rc = CM_EIO;
+    if (fd >= 0)
+        sp->fs->close(fd);
+    seg_unmap(sp, map, size);
+    return rc;
+}
+
 int oq_spool_open(oq_spool_t **out, const oq_spool_opts_t *opts, char *errbuf, size_t errlen)
 {
     *out = NULL;
@@ -757,13 +792,19 @@ int oq_spool_open(oq_spool_t **out, const oq_spool_opts_t *opts, char *errbuf, s
      * otherwise the relay could send such a record on from the page cache,
      * and a power loss then leave a spool that disagrees with Kafka. A segment
      * already on disk costs a no-op fdatasync; a failed one refuses the open,
-     * as a failed sync on the append path refuses appends. */
+     * as a failed sync on the append path refuses appends. Their bytes are
+     * written again first (resync_segment): an earlier process whose
+     * fdatasync failed and which died before it cut the records off leaves
+     * pages that the kernel marked clean without writing them, and an
+     * fdatasync from a new descriptor reports success on them. */
     sp->sync_floor = sp->nsegs ? sp->segs[0].seg : 0; /* the first sync covers them */
     if (sp->nsegs && !sp->read_only && sp->durability == OQ_DURABILITY_FSYNC) {
         for (size_t i = 0; i < sp->nsegs; i++) {
             if (seg_released(&sp->segs[i], i + 1 == sp->nsegs, sp->released))
                 continue;
-            if ((rc = sync_segment(sp, sp->segs[i].seg)) != 0) {
+            oq_pos_t rel = sp->released;
+            uint64_t from = sp->segs[i].seg == rel.seg ? rel.off : 0;
+            if ((rc = resync_segment(sp, &sp->segs[i], from)) != 0) {
                 char name[64];
                 seg_name(name, sizeof(name), sp->segs[i].seg);
                 errf(errbuf, errlen, "spool: cannot fdatasync %s/%s, left by an earlier process: %s",

@@ -106,6 +106,7 @@ int main(int argc, char **argv)
     atomic_store(&cm_log_level_current, -1); /* the product's logs: faults are the point */
 
     uint64_t *list = NULL;
+    bool *list_fsync = NULL;
     size_t nlist = 0;
     if (seed_file) {
         FILE *f = fopen(seed_file, "r");
@@ -118,8 +119,15 @@ int main(int argc, char **argv)
             char *p = line + strspn(line, " \t");
             if (*p == '#' || *p == '\n' || *p == '\0')
                 continue;
+            char *end;
+            uint64_t v = strtoull(p, &end, 0);
+            char *hash = strchr(end, '#');
+            if (hash)
+                *hash = '\0';
             list = realloc(list, (nlist + 1) * sizeof(*list));
-            list[nlist++] = strtoull(p, NULL, 0);
+            list_fsync = realloc(list_fsync, (nlist + 1) * sizeof(*list_fsync));
+            list_fsync[nlist] = strstr(end, "--fsync-only") != NULL;
+            list[nlist++] = v;
         }
         fclose(f);
     } else if (!seed_given && seconds > 0) {
@@ -128,12 +136,15 @@ int main(int argc, char **argv)
 
     double t0 = now_s();
     uint64_t done = 0, total_steps = 0, crashes = 0, powers = 0, accepted = 0, failures = 0;
+    uint64_t fsync_fails = 0, torn = 0;
     for (uint64_t k = 0;; k++) {
         uint64_t s;
+        bool fs_only = fsync_only;
         if (seed_file) {
             if (k >= nlist)
                 break;
             s = list[k];
+            fs_only = fs_only || list_fsync[k];
         } else if (seconds > 0) {
             if (now_s() - t0 >= seconds)
                 break;
@@ -144,7 +155,7 @@ int main(int argc, char **argv)
             s = seed + k;
         }
         sim_opts_t o = {.seed = s, .steps = steps, .trace = trace ? stdout : NULL,
-                        .fsync_only = fsync_only};
+                        .fsync_only = fs_only};
         sim_result_t r;
         sim_run(&o, &r);
         done++;
@@ -152,26 +163,31 @@ int main(int argc, char **argv)
         crashes += r.crashes;
         powers += r.power_losses;
         accepted += r.accepted;
+        fsync_fails += r.fsync_fails;
+        torn += r.torn_writes;
         if (!r.ok) {
             failures++;
             printf("FAIL seed=%" PRIu64 ": %s\n", s, r.why);
             printf("  reproduce: flashgate-sim --seed %" PRIu64 " --steps %" PRIu64 "%s%s%s --trace\n",
-                   s, steps, fsync_only ? " --fsync-only" : "", plant ? " --plant " : "",
+                   s, steps, fs_only ? " --fsync-only" : "", plant ? " --plant " : "",
                    plant ? plant : "");
             if (expect_fail) {
                 printf("plant %s found by seed %" PRIu64 " after %" PRIu64 " seeds\n", plant ? plant : "-",
                        s, done);
                 free(list);
+                free(list_fsync);
                 return 0;
             }
         }
     }
     double dt = now_s() - t0;
     printf("seeds=%" PRIu64 " failed=%" PRIu64 " steps=%" PRIu64 " crashes=%" PRIu64
-           " power_losses=%" PRIu64 " accepted=%" PRIu64 " time=%.1fs steps/s=%.0f\n",
-           done, failures, total_steps, crashes, powers, accepted, dt,
+           " power_losses=%" PRIu64 " fsync_fails=%" PRIu64 " torn_writes=%" PRIu64
+           " accepted=%" PRIu64 " time=%.1fs steps/s=%.0f\n",
+           done, failures, total_steps, crashes, powers, fsync_fails, torn, accepted, dt,
            dt > 0 ? (double)total_steps / dt : 0.0);
     free(list);
+    free(list_fsync);
     if (expect_fail) {
         printf("plant %s NOT found in %" PRIu64 " seeds\n", plant ? plant : "-", done);
         return 1;

@@ -51,6 +51,7 @@ struct sim_disk {
     uint32_t gen;
     bool dead;
     uint64_t ops_left; /* 0: no death planned */
+    uint64_t pwrite_at; /* sd_pwrite's offset for sd_write, UINT64_MAX: none */
     double p_fsync_fail;
     uint64_t capacity;
     sim_disk_stats_t st;
@@ -62,6 +63,7 @@ sim_disk_t *sim_disk_new(cm_rand_t *rng)
 {
     sim_disk_t *d = cm_xcalloc(1, sizeof(*d));
     d->rng = rng;
+    d->pwrite_at = UINT64_MAX;
     return d;
 }
 
@@ -327,14 +329,25 @@ static ssize_t sd_write(int fd, const void *buf, size_t n)
                 return errno = ENOSPC, -1;
         }
     }
-    uint64_t at = f->append ? in->len : f->pos;
+    uint64_t at = f->append ? in->len : d->pwrite_at != UINT64_MAX ? d->pwrite_at : f->pos;
     if (at + want > in->len)
         ino_resize(in, (size_t)(at + want));
     memcpy(in->data + at, buf, want);
-    f->pos = at + want;
+    if (in->lost_to > in->lost_from && at <= in->lost_from && at + want >= in->lost_to)
+        in->lost_from = in->lost_to = 0; /* written again: dirty pages, no longer dropped */
+    if (d->pwrite_at == UINT64_MAX)
+        f->pos = at + want;
     if (!alive)
         return errno = EIO, -1;
     return (ssize_t)want; /* short on a full disk: the caller sees ENOSPC next */
+}
+
+static ssize_t sd_pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+    cur->pwrite_at = (uint64_t)off;
+    ssize_t r = sd_write(fd, buf, n);
+    cur->pwrite_at = UINT64_MAX;
+    return r;
 }
 
 static int sd_fsync(int fd)
@@ -505,6 +518,7 @@ static const oq_fs_ops_t sd_ops = {
     .read = sd_read,
     .pread = sd_pread,
     .write = sd_write,
+    .pwrite = sd_pwrite,
     .fsync = sd_fsync,
     .fdatasync = sd_fsync,
     .ftruncate = sd_ftruncate,

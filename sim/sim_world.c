@@ -1180,7 +1180,7 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
     wd->nu = 4 + (int)rnd(wd, NU_MAX - 4);
     wd->limit = 1 + rnd(wd, 3);
     wd->fsync_mode = rnd(wd, 3) != 0 || opts->fsync_only;
-    wd->p_fsync_fail = rnd(wd, 2) ? 0.002 : 0;
+    wd->p_fsync_fail = rnd(wd, 2) ? 0.05 : 0;
     wd->p_power = wd->fsync_mode ? 0.3e-3 : 0.1e-3;
     wd->p_crash = 0.004;
     wd->p_broker_flip = 0.002;
@@ -1255,6 +1255,10 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
         if (g->inv)
             inv_close(g->inv);
         free(g->ring);
+        sim_disk_stats_t ds;
+        sim_disk_stats(g->disk, &ds);
+        out->fsync_fails += ds.fsync_fails;
+        out->torn_writes += ds.torn_writes;
         sim_disk_free(g->disk);
     }
     for (int p = 0; p < NPART; p++) {
