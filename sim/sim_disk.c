@@ -332,7 +332,8 @@ static ssize_t sd_write(int fd, const void *buf, size_t n)
     uint64_t at = f->append ? in->len : d->pwrite_at != UINT64_MAX ? d->pwrite_at : f->pos;
     if (at + want > in->len)
         ino_resize(in, (size_t)(at + want));
-    memcpy(in->data + at, buf, want);
+    if (want)
+        memcpy(in->data + at, buf, want);
     if (in->lost_to > in->lost_from && at <= in->lost_from && at + want >= in->lost_to)
         in->lost_from = in->lost_to = 0; /* written again: dirty pages, no longer dropped */
     if (d->pwrite_at == UINT64_MAX)
