@@ -667,6 +667,14 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
                      strerror(errno));
                 return CM_EIO;
             }
+            /* The names found may not be durable: an earlier process can die
+             * between creating a segment and the directory fsync that keeps it
+             * (seg_create), or that fsync failed. Appends to such a file would
+             * be lost whole by a power loss, fdatasync or not. */
+            if (sp->fs->fsync(sp->dirfd) != 0) {
+                errf(errbuf, errlen, "spool: cannot fsync %s: %s", sp->dir, strerror(errno));
+                return CM_EIO;
+            }
         }
     }
     sp->unreleased_bytes = compute_unreleased(sp);
