@@ -75,6 +75,7 @@ typedef struct gw {
     inv_sale_t *sale;
     char sale_id[16];
     int64_t stock_total; /* sales.json: survives a crash */
+    uint32_t limit, max_limit; /* the per-user limit now (sales.json), the highest it was */
     bool power_lost_write; /* durability write lost a tail: the end count may differ */
     /* the relay (process memory) */
     rent_t *ring;
@@ -600,7 +601,7 @@ static void gw_start(world_t *wd, gw_t *g)
         fail(wd, "gw%d: inv_open: %s", g->idx, err);
         return;
     }
-    inv_sale_def_t def = {.stock = g->stock_total, .per_user_limit = wd->limit};
+    inv_sale_def_t def = {.stock = g->stock_total, .per_user_limit = g->limit};
     snprintf(def.sale_id, sizeof(def.sale_id), "%s", g->sale_id);
     if (inv_sale_put(g->inv, &def, NULL, err, sizeof(err)) != 0 ||
         inv_worker_open(g->inv, NULL, &g->w) != 0) {
@@ -673,8 +674,9 @@ static void check_inv(world_t *wd, gw_t *g, const char *user)
         fail(wd, "gw%d: %" PRId64 " units accepted of a stock of %" PRId64 " (oversell)", g->idx,
              si.accepted_units, si.stock_total);
     uint32_t units = 0;
-    if (user && inv_user_units(g->inv, g->sale_id, user, &units) == 0 && units > wd->limit)
-        fail(wd, "gw%d: user %s holds %u units, the limit is %u", g->idx, user, units, wd->limit);
+    if (user && inv_user_units(g->inv, g->sale_id, user, &units) == 0 && units > g->limit)
+        fail(wd, "gw%d: user %s holds %u units after a new reservation, the limit is %u", g->idx,
+             user, units, g->limit);
 }
 
 static void key_pending(world_t *wd, uint32_t u, uint32_t key, int gi, uint32_t qty)
@@ -691,13 +693,7 @@ static void answer_202(world_t *wd, gw_t *g, uint32_t acked, uint32_t n, uint32_
     r->exempt = false;
     set_status(g, acked, ST_QUEUED);
     tr(wd, "gw%d: buy u%u k%u qty %u -> 202 o%u", g->idx, u, key, r->qty, acked);
-    /* a new reservation must leave stock and limit kept (a replay may hold more
-     * for a while, by design, until the outcomes read again give units back) */
-    if (acked == n) {
-        char user[16];
-        snprintf(user, sizeof(user), "u%u", u);
-        check_inv(wd, g, user);
-    }
+    (void)n;
     if (key && chance(wd, wd->p_lost_reply)) /* the answer was lost: the client retries */
         key_pending(wd, u, key, g->idx, r->qty);
     else if (key && wd->pend[u].key == key)
@@ -780,6 +776,9 @@ static void do_buy(world_t *wd)
     sim_disk_use(g->disk);
     int rc = inv_reserve(g->w, &req);
     if (rc == INV_RESERVED) {
+        /* a new reservation leaves stock and limit kept (a replay may hold more
+         * for a while, by design, until the outcomes read again give units back) */
+        check_inv(wd, g, req.user_id);
         wd->ords[n].state = O_APPENDED;
         oq_order_t o;
         fill_order(wd, n, &o);
@@ -854,6 +853,24 @@ static void do_cancel(world_t *wd)
     if (gw_died(wd, g))
         return;
     tr(wd, "gw%d: cancel o%u -> %s", r->gw, n, rc == 0 ? "202" : cm_errname(rc));
+}
+
+/* An admin edits the per-user limit (a lowered one binds new buys only). */
+static void do_limit_edit(world_t *wd)
+{
+    gw_t *g = &wd->gw[rnd(wd, (uint32_t)wd->ng)];
+    if (!g->up)
+        return;
+    uint32_t lim = 1 + rnd(wd, 3);
+    inv_sale_def_t def = {.stock = g->stock_total, .per_user_limit = lim};
+    snprintf(def.sale_id, sizeof(def.sale_id), "%s", g->sale_id);
+    char err[200];
+    if (inv_sale_put(g->inv, &def, NULL, err, sizeof(err)) == 0) {
+        g->limit = lim;
+        if (lim > g->max_limit)
+            g->max_limit = lim;
+        tr(wd, "gw%d: per-user limit -> %u", g->idx, lim);
+    }
 }
 
 static void do_restock(world_t *wd)
@@ -1098,6 +1115,9 @@ static void one_step(world_t *wd)
     } else if (r < 430) {
         if (wd->faults)
             do_restock(wd);
+    } else if (r < 434) {
+        if (wd->faults)
+            do_limit_edit(wd);
     } else if (r < 520) {
         sync_step(wd, g);
     } else if (r < 600) {
@@ -1162,9 +1182,9 @@ static void final_checks(world_t *wd)
             fail(wd, "gw%d: the inventory holds %" PRId64 " units, the database settled %" PRId64
                  " (a compensation lost or run twice)", gi, si.accepted_units, settled);
         for (int u = 0; u < wd->nu && !wd->failed; u++)
-            if (per_user[u] > wd->limit)
+            if (per_user[u] > g->max_limit)
                 fail(wd, "gw%d: user u%d has %u units settled, the limit is %u", gi, u,
-                     per_user[u], wd->limit);
+                     per_user[u], g->max_limit);
     }
 }
 
@@ -1201,6 +1221,7 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
         sim_disk_set_faults(g->disk, wd->p_fsync_fail, rnd(wd, 4) == 0 ? 6000 + rnd(wd, 20000) : 0);
         snprintf(g->sale_id, sizeof(g->sale_id), "s%d", i);
         g->stock_total = 3 + rnd(wd, 40);
+        g->limit = g->max_limit = wd->limit;
     }
     tr(wd, "seed %" PRIu64 ": %d gateways, %d users, limit %u, durability %s", opts->seed, wd->ng,
        wd->nu, wd->limit, wd->fsync_mode ? "fsync" : "write");
