@@ -398,7 +398,8 @@ static int write_released(oq_spool_t *sp, oq_pos_t pos)
 {
     char buf[64];
     int n = snprintf(buf, sizeof(buf), "%016" PRIx64 " %" PRIu64 "\n", pos.seg, pos.off);
-    int fd = sp->fs->openat(sp->dirfd, "released.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = sp->fs->openat(sp->dirfd, "released.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                            0644);
     if (fd < 0)
         return CM_EIO;
     bool ok = sp->fs->write(fd, buf, (size_t)n) == n &&
@@ -501,7 +502,8 @@ static int seg_create(oq_spool_t *sp, uint64_t seg)
 {
     char name[64];
     seg_name(name, sizeof(name), seg);
-    int fd = sp->fs->openat(sp->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
+    int fd =
+        sp->fs->openat(sp->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) {
         cm_log_error("oq", "spool: cannot create segment", "dir=%s seg=%s errno=%d", sp->dir,
                      name, errno);
@@ -611,7 +613,8 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
                         sp->read_only ? " read_only=1" : "");
             if (!sp->read_only && !CM_PLANT(SPOOL_TEAR_KEPT)) {
                 int fd = sp->fs->openat(sp->dirfd, name, O_WRONLY | O_CLOEXEC, 0);
-                if (fd < 0 || sp->fs->ftruncate(fd, (off_t)good) != 0 || sp->fs->fdatasync(fd) != 0) {
+                if (fd < 0 || sp->fs->ftruncate(fd, (off_t)good) != 0 ||
+                    sp->fs->fdatasync(fd) != 0) {
                     errf(errbuf, errlen, "spool: cannot truncate %s/%s: %s", sp->dir, name,
                          strerror(errno));
                     if (fd >= 0)

@@ -13,6 +13,7 @@
  * Exit status: 0 when every seed kept every promise (or, with --expect-fail,
  * when one broke one), 1 otherwise, 2 on a usage error.
  */
+#include "common/cm_alloc.h"
 #include "common/cm_log.h"
 #include "common/cm_plant.h"
 #include "common/cm_time.h"
@@ -33,10 +34,9 @@ static double now_s(void)
 
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: flashgate-sim [--seed N] [--seeds N] [--seconds T | --minutes M]\n"
-            "                     [--seed-file FILE] [--steps K] [--trace] [--fsync-only]\n"
-            "                     [--plant NAME [--expect-fail]] [--list-plants]\n");
+    fprintf(stderr, "usage: flashgate-sim [--seed N] [--seeds N] [--seconds T | --minutes M]\n"
+                    "                     [--seed-file FILE] [--steps K] [--trace] [--fsync-only]\n"
+                    "                     [--plant NAME [--expect-fail]] [--list-plants]\n");
 }
 
 int main(int argc, char **argv)
@@ -47,6 +47,8 @@ int main(int argc, char **argv)
     const char *seed_file = NULL, *plant = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        if (a == NULL)
+            break;
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--seed") && v) {
             seed = strtoull(v, NULL, 0);
@@ -99,7 +101,8 @@ int main(int argc, char **argv)
         }
         cm_plant_set((cm_plant_t)p);
 #else
-        fprintf(stderr, "flashgate-sim: --plant needs a plant build (cmake -DFLASHGATE_PLANTS=ON)\n");
+        fprintf(stderr,
+                "flashgate-sim: --plant needs a plant build (cmake -DFLASHGATE_PLANTS=ON)\n");
         return 2;
 #endif
     }
@@ -124,8 +127,8 @@ int main(int argc, char **argv)
             char *hash = strchr(end, '#');
             if (hash)
                 *hash = '\0';
-            list = realloc(list, (nlist + 1) * sizeof(*list));
-            list_fsync = realloc(list_fsync, (nlist + 1) * sizeof(*list_fsync));
+            list = cm_xrealloc(list, (nlist + 1) * sizeof(*list));
+            list_fsync = cm_xrealloc(list_fsync, (nlist + 1) * sizeof(*list_fsync));
             list_fsync[nlist] = strstr(end, "--fsync-only") != NULL;
             list[nlist++] = v;
         }
@@ -154,8 +157,8 @@ int main(int argc, char **argv)
                 break;
             s = seed + k;
         }
-        sim_opts_t o = {.seed = s, .steps = steps, .trace = trace ? stdout : NULL,
-                        .fsync_only = fs_only};
+        sim_opts_t o = {
+            .seed = s, .steps = steps, .trace = trace ? stdout : NULL, .fsync_only = fs_only};
         sim_result_t r;
         sim_run(&o, &r);
         done++;
@@ -168,12 +171,13 @@ int main(int argc, char **argv)
         if (!r.ok) {
             failures++;
             printf("FAIL seed=%" PRIu64 ": %s\n", s, r.why);
-            printf("  reproduce: flashgate-sim --seed %" PRIu64 " --steps %" PRIu64 "%s%s%s --trace\n",
+            printf("  reproduce: flashgate-sim --seed %" PRIu64 " --steps %" PRIu64
+                   "%s%s%s --trace\n",
                    s, steps, fs_only ? " --fsync-only" : "", plant ? " --plant " : "",
                    plant ? plant : "");
             if (expect_fail) {
-                printf("plant %s found by seed %" PRIu64 " after %" PRIu64 " seeds\n", plant ? plant : "-",
-                       s, done);
+                printf("plant %s found by seed %" PRIu64 " after %" PRIu64 " seeds\n",
+                       plant ? plant : "-", s, done);
                 free(list);
                 free(list_fsync);
                 return 0;

@@ -50,7 +50,7 @@ struct sim_disk {
     sd_fd_t fds[SD_MAXFD];
     uint32_t gen;
     bool dead;
-    uint64_t ops_left; /* 0: no death planned */
+    uint64_t ops_left;  /* 0: no death planned */
     uint64_t pwrite_at; /* sd_pwrite's offset for sd_write, UINT64_MAX: none */
     double p_fsync_fail;
     uint64_t capacity;
@@ -272,8 +272,9 @@ static int sd_dup(int fd)
         return errno = EBADF, -1;
     sd_fd_t copy = *f;
     int nfd = fd_new(copy.ino, copy.append);
-    if (nfd >= 0)
-        cur->fds[nfd - SD_FD_BASE].pos = copy.pos;
+    sd_fd_t *nf = fd_get(nfd);
+    if (nf)
+        nf->pos = copy.pos;
     return nfd;
 }
 

@@ -47,10 +47,10 @@ enum { O_FREE = 0, O_APPENDED, O_ACKED, O_REFUSED };
 /* What the oracle knows of one order id. */
 typedef struct ord {
     uint8_t gw, user, qty, state;
-    bool exempt;    /* durability write and a power loss since its 202: may be lost */
+    bool exempt; /* durability write and a power loss since its 202: may be lost */
     bool in_topic;
-    uint32_t key;   /* the client's idempotency key number, 0 = none */
-    uint8_t db;     /* the committed status in the database (ST_*) */
+    uint32_t key; /* the client's idempotency key number, 0 = none */
+    uint8_t db;   /* the committed status in the database (ST_*) */
 } ord_t;
 
 typedef struct rent {
@@ -74,9 +74,9 @@ typedef struct gw {
     inv_worker_t *w;
     inv_sale_t *sale;
     char sale_id[16];
-    int64_t stock_total; /* sales.json: survives a crash */
+    int64_t stock_total;       /* sales.json: survives a crash */
     uint32_t limit, max_limit; /* the per-user limit now (sales.json), the highest it was */
-    bool power_lost_write; /* durability write lost a tail: the end count may differ */
+    bool power_lost_write;     /* durability write lost a tail: the end count may differ */
     /* the relay (process memory) */
     rent_t *ring;
     size_t rhead, rn, rcap;
@@ -171,7 +171,7 @@ static void tr(world_t *wd, const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     fprintf(wd->tr, "%7" PRIu64 " ", wd->step);
-    vfprintf(wd->tr, fmt, ap);
+    vfprintf(wd->tr, fmt, ap); // NOLINT(clang-analyzer-valist.Uninitialized): va_start above
     fputc('\n', wd->tr);
     va_end(ap);
 }
@@ -185,6 +185,7 @@ static void fail(world_t *wd, const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     int n = snprintf(wd->res->why, sizeof(wd->res->why), "step %" PRIu64 ": ", wd->step);
+    // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start above
     vsnprintf(wd->res->why + n, sizeof(wd->res->why) - (size_t)n, fmt, ap);
     va_end(ap);
     tr(wd, "ORACLE: %s", wd->res->why);
@@ -237,8 +238,8 @@ static uint8_t sink_status(sim_sink_t *s, uint32_t n)
 
 static oq_status_t to_oq(uint8_t st)
 {
-    return st == ST_SETTLED ? OQ_STATUS_SETTLED
-           : st == ST_FAILED ? OQ_STATUS_FAILED
+    return st == ST_SETTLED     ? OQ_STATUS_SETTLED
+           : st == ST_FAILED    ? OQ_STATUS_FAILED
            : st == ST_CANCELLED ? OQ_STATUS_CANCELLED
                                 : OQ_STATUS_QUEUED;
 }
@@ -290,9 +291,10 @@ static int sk_insert(st_sink_t *b, const oq_order_t *o, oq_status_t st, const ch
     uint32_t n = ord_of(o->order_id);
     if (sink_status(s, n) != ST_NONE)
         return 0;
-    int rc = sink_put(s, n, st == OQ_STATUS_FAILED ? ST_FAILED : st == OQ_STATUS_CANCELLED
-                                                                   ? ST_CANCELLED
-                                                                   : ST_SETTLED);
+    int rc = sink_put(s, n,
+                      st == OQ_STATUS_FAILED      ? ST_FAILED
+                      : st == OQ_STATUS_CANCELLED ? ST_CANCELLED
+                                                  : ST_SETTLED);
     return rc < 0 ? rc : 1;
 }
 
@@ -331,8 +333,8 @@ static int sk_commit(st_sink_t *b)
             continue;
         }
         if (!(from == ST_NONE || (from == ST_SETTLED && to == ST_CANCELLED)))
-            fail(wd, "database: order o%u status moved %d -> %d (must only move forward, once)",
-                 n, from, to);
+            fail(wd, "database: order o%u status moved %d -> %d (must only move forward, once)", n,
+                 from, to);
         wd->ords[n].db = to;
     }
     s->npend = 0;
@@ -373,7 +375,8 @@ static void broker_produce(world_t *wd, gw_t *g, uint64_t seq, const oq_order_t 
         p->qcap = p->qcap ? p->qcap * 2 : 64;
         p->q = cm_xrealloc(p->q, p->qcap * sizeof(infl_t));
     }
-    p->q[p->qn++] = (infl_t){.gw = g->idx, .gen = g->gen, .seq = seq, .t_sent = wd->now_ms, .o = *o};
+    p->q[p->qn++] =
+        (infl_t){.gw = g->idx, .gen = g->gen, .seq = seq, .t_sent = wd->now_ms, .o = *o};
 }
 
 static void relay_report(world_t *wd, int gi, uint32_t gen, uint64_t seq, bool ok);
@@ -422,8 +425,8 @@ static void outcome_publish(world_t *wd, uint32_t n, oq_status_t st)
         wd->capouts = wd->capouts ? wd->capouts * 2 : 256;
         wd->outs = cm_xrealloc(wd->outs, wd->capouts * sizeof(outc_t));
     }
-    uint8_t s = st == OQ_STATUS_SETTLED ? ST_SETTLED
-                : st == OQ_STATUS_FAILED ? ST_FAILED
+    uint8_t s = st == OQ_STATUS_SETTLED     ? ST_SETTLED
+                : st == OQ_STATUS_FAILED    ? ST_FAILED
                 : st == OQ_STATUS_CANCELLED ? ST_CANCELLED
                                             : ST_QUEUED;
     wd->outs[wd->nouts++] = (outc_t){.ord = n, .status = s};
@@ -559,8 +562,7 @@ static int replay_cb(const oq_rec_t *rec, void *arg)
     if (rec->type == OQ_REC_ORDER) {
         const oq_order_t *o = rec->order;
         uint32_t n = ord_of(o->order_id);
-        if (n == 0 || n >= wd->nords || wd->ords[n].gw != g->idx ||
-            wd->ords[n].state == O_FREE) {
+        if (n == 0 || n >= wd->nords || wd->ords[n].gw != g->idx || wd->ords[n].state == O_FREE) {
             fail(wd, "gw%d: spool recovery invented order %s", g->idx, o->order_id);
             return 1;
         }
@@ -582,8 +584,7 @@ static int replay_cb(const oq_rec_t *rec, void *arg)
                              : inv_release(g->inv, o.sale_id, o.user_id, o.qty, o.order_id);
         (void)rel;
         if (!o.giveback && rnd(wd, 4) != 0) /* bounded: some are not in the table */
-            g->status[ord_of(o.order_id)] = o.status == OQ_STATUS_FAILED ? ST_FAILED
-                                                                         : ST_CANCELLED;
+            g->status[ord_of(o.order_id)] = o.status == OQ_STATUS_FAILED ? ST_FAILED : ST_CANCELLED;
     }
     return 0;
 }
@@ -647,8 +648,8 @@ static void gw_start(world_t *wd, gw_t *g)
     free(c);
     g->scan_from = oq_spool_released(g->sp);
     g->rel_target = g->scan_from;
-    tr(wd, "gw%d: started, replayed %ld records, release point %" PRIu64 ":%" PRIu64, g->idx,
-       nrec, g->scan_from.seg, g->scan_from.off);
+    tr(wd, "gw%d: started, replayed %ld records, release point %" PRIu64 ":%" PRIu64, g->idx, nrec,
+       g->scan_from.seg, g->scan_from.off);
 }
 
 /* An EVENT record of o (release or cancel) into the spool, committed. */
@@ -682,7 +683,8 @@ static void check_inv(world_t *wd, gw_t *g, const char *user)
 static void key_pending(world_t *wd, uint32_t u, uint32_t key, int gi, uint32_t qty)
 {
     if (key)
-        wd->pend[u] = (pendkey_t){.active = true, .key = key, .gw = (uint8_t)gi, .qty = (uint8_t)qty};
+        wd->pend[u] =
+            (pendkey_t){.active = true, .key = key, .gw = (uint8_t)gi, .qty = (uint8_t)qty};
 }
 
 /* The 202 for order `acked` (n: the id this request brought). */
@@ -827,7 +829,9 @@ static void do_buy(world_t *wd)
     }
     wd->ords[n].state = O_FREE;
     tr(wd, "gw%d: buy u%u k%u qty %u -> %s", gi, u, key, qty,
-       rc == INV_SOLD_OUT ? "sold out" : rc == INV_LIMIT_REACHED ? "limit" : cm_errname(rc));
+       rc == INV_SOLD_OUT        ? "sold out"
+       : rc == INV_LIMIT_REACHED ? "limit"
+                                 : cm_errname(rc));
     if (key && pk->key == key)
         pk->active = false;
 }
@@ -1139,8 +1143,7 @@ static void final_checks(world_t *wd)
         const ord_t *r = &wd->ords[i];
         if (r->state == O_ACKED && !r->exempt && r->db == ST_NONE)
             fail(wd, "order o%u was answered 202 and never reached the database", i);
-        if (r->key && r->db == ST_SETTLED && !wd->gw[r->gw].power_lost_write &&
-            key_held[r->key]++)
+        if (r->key && r->db == ST_SETTLED && !wd->gw[r->gw].power_lost_write && key_held[r->key]++)
             fail(wd, "idempotency key k%u has two orders settled", r->key);
     }
     free(key_held);
@@ -1179,12 +1182,14 @@ static void final_checks(world_t *wd)
             fail(wd, "gw%d: %" PRId64 " units settled of a stock of %" PRId64 " (oversell)", gi,
                  settled, si.stock_total);
         else if (si.accepted_units != settled)
-            fail(wd, "gw%d: the inventory holds %" PRId64 " units, the database settled %" PRId64
-                 " (a compensation lost or run twice)", gi, si.accepted_units, settled);
+            fail(wd,
+                 "gw%d: the inventory holds %" PRId64 " units, the database settled %" PRId64
+                 " (a compensation lost or run twice)",
+                 gi, si.accepted_units, settled);
         for (int u = 0; u < wd->nu && !wd->failed; u++)
             if (per_user[u] > g->max_limit)
-                fail(wd, "gw%d: user u%d has %u units settled, the limit is %u", gi, u,
-                     per_user[u], g->max_limit);
+                fail(wd, "gw%d: user u%d has %u units settled, the limit is %u", gi, u, per_user[u],
+                     g->max_limit);
     }
 }
 
@@ -1250,9 +1255,11 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
                     oq_spool_stats(g->sp, &ss);
                     if (ss.unreleased_bytes != 0 && g->rn) {
                         const rent_t *e = ring_at(g, 0);
-                        snprintf(buf, sizeof(buf), "gw%d's release point is stuck before its end "
-                                 "at o%u (kind %d, state %d, outcomes %d, database %d)", i, e->ord,
-                                 e->kind, e->state, g->credit[e->ord], wd->ords[e->ord].db);
+                        snprintf(buf, sizeof(buf),
+                                 "gw%d's release point is stuck before its end "
+                                 "at o%u (kind %d, state %d, outcomes %d, database %d)",
+                                 i, e->ord, e->kind, e->state, g->credit[e->ord],
+                                 wd->ords[e->ord].db);
                         what = buf;
                     }
                 }
