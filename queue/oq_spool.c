@@ -266,7 +266,8 @@ struct oq_spool {
     /* durability write: the preparer fdatasyncs each rolled segment, off the
      * append path, as Kafka flushes a log segment after its roll. Nothing
      * waits for it; it keeps a power loss from tearing the middle of the
-     * spool (a torn segment that is not the last one refuses the open). */
+     * spool (recovery cuts a segment that ends inside a record wherever it
+     * lies, but refuses other damage in a segment that is not the last). */
     uint64_t flush_below;   /* segments below it are to be flushed */
     uint64_t flushed_below; /* the preparer has flushed those below it */
     _Atomic uint64_t seg_flushes;
@@ -539,8 +540,9 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
     if (!sp->read_only)
         sp->fs->unlinkat(sp->dirfd, "released.tmp", 0);
     /* Empty segments at the end are spares made ahead of a roll (or a roll cut
-     * short): no record is in them. Dropping them keeps "a corrupt segment that
-     * is not the last one is not a torn write" true. */
+     * short): no record is in them. Dropping them keeps "a segment that is not
+     * the last one and is damaged other than by a cut-short end is not a torn
+     * write" true. */
     while (sp->nsegs > 1) {
         char name[64];
         struct stat st;
