@@ -890,12 +890,28 @@ void oq_spool_close(oq_spool_t *sp)
  * roll created the file and fsynced the directory there, every 64 MiB,
  * stalling every worker behind mu for the length of a directory fsync.
  */
+/* resync_segment of closed segment `seg` (0 if it is gone: released). Called
+ * without mu. */
+static int rewrite_segment(oq_spool_t *sp, uint64_t seg)
+{
+    seg_info_t si = {0};
+    bool found = false;
+    pthread_mutex_lock(&sp->mu);
+    for (size_t i = 0; i < sp->nsegs && !found; i++)
+        if (sp->segs[i].seg == seg) {
+            si = sp->segs[i];
+            found = true;
+        }
+    pthread_mutex_unlock(&sp->mu);
+    return found ? resync_segment(sp, &si, 0) : 0;
+}
+
 /* What one round of the preparer did, and how long it waits before the next. */
 typedef enum {
     PREP_AGAIN = 0,   /* did something: look again at once */
     PREP_IDLE,        /* nothing to do: wait for a signal of prep_cv */
     PREP_FD_WAIT,     /* out of descriptors: wait SYNC_FD_WAIT_MAX_MS (or a signal) */
-    PREP_CREATE_WAIT, /* could not create the spare: wait 1 s (or a signal) */
+    PREP_CREATE_WAIT, /* no spare could be created, or a rolled segment not flushed: 1 s */
 } prep_next_t;
 
 /* One round of the preparer, with mu held (released around the file work). */
@@ -911,13 +927,18 @@ static prep_next_t prep_once(oq_spool_t *sp)
                 if ((rc = sync_segment(sp, g)) == CM_EAGAIN)
                     break; /* no descriptor to open it with: this one again, later */
                 if (rc != 0) {
+                    /* The kernel may have dropped the pages it failed to write
+                     * (a later fdatasync would "succeed" without them, and a
+                     * power loss then tear the middle of the spool): written
+                     * again and synced, now or at the next round. */
                     char name[64];
                     seg_name(name, sizeof(name), g);
-                    cm_log_error("oq", "spool: fdatasync of a rolled segment failed; a power "
-                                 "loss may tear it", "seg=%s errno=%d", name, errno);
-                } else {
-                    flushed++;
+                    cm_log_error("oq", "spool: fdatasync of a rolled segment failed; writing it "
+                                 "again", "seg=%s errno=%d", name, errno);
+                    if ((rc = rewrite_segment(sp, g)) != 0)
+                        break;
                 }
+                flushed++;
             }
             atomic_fetch_add_explicit(&sp->seg_flushes, flushed, memory_order_relaxed);
             pthread_mutex_lock(&sp->mu);
@@ -927,6 +948,8 @@ static prep_next_t prep_once(oq_spool_t *sp)
                 atomic_fetch_add_explicit(&sp->sync_fd_waits, 1, memory_order_relaxed);
                 return PREP_FD_WAIT;
             }
+            if (rc != 0)
+                return PREP_CREATE_WAIT; /* the same segment again in a second */
             return PREP_AGAIN;
         }
         return PREP_IDLE;
