@@ -35,7 +35,7 @@ MAKEFLAGS += --no-print-directory
 PREFIX ?= /usr/local
 
 .PHONY: all build install run test test-dev test-asan test-tsan fuzz bench bench-overload rehearse clean \
-	mutation
+	mutation sim sim-plants
 
 all: build
 
@@ -61,6 +61,7 @@ test-dev:
 	@cd build && ctest -L unit --output-on-failure -j$(TEST_JOBS)
 	@cd build && ctest -L integration --output-on-failure -j$(TEST_JOBS)
 	@cd build && ctest -L race --output-on-failure
+	@cd build && ctest -L sim --output-on-failure
 
 test-asan:
 	@cmake -S . -B build-asan -DFLASHGATE_WERROR=ON -DFLASHGATE_SANITIZER=address,undefined \
@@ -68,7 +69,7 @@ test-asan:
 	@cmake --build build-asan -j$(JOBS)
 	@cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-		ctest -L 'unit|integration' --output-on-failure -j$(TEST_JOBS)
+		ctest -L 'unit|integration|sim' --output-on-failure -j$(TEST_JOBS)
 	@echo "soak under LeakSanitizer (30 s)"
 	@ASAN_OPTIONS=detect_leaks=1 FLASHGATE_BIN=$(CURDIR)/build-asan \
 		python3 tests/fault/soak.py --duration 30 --interval 5 --rate 150 --asan
@@ -89,6 +90,18 @@ soak: build
 	@FLASHGATE_BIN=$(CURDIR)/build python3 tests/fault/soak.py
 
 # The fault scenarios (also part of the integration stage) as one table.
+# The deterministic simulation (docs/simulation.md): make sim SEEDS=N or MINUTES=M.
+SEEDS ?= 1000
+sim: build
+	@if [ -n "$(MINUTES)" ]; then ./build/flashgate-sim --minutes $(MINUTES); \
+	 else ./build/flashgate-sim --seeds $(SEEDS) --seed $${SEED:-1}; fi
+
+# The simulator's self-test: each planted bug found within its budget of seeds.
+sim-plants:
+	@cmake -S . -B build-plants -DFLASHGATE_WERROR=ON -DFLASHGATE_PLANTS=ON >/dev/null
+	@cmake --build build-plants -j$(JOBS) --target flashgate-sim
+	@cd build-plants && ctest -L sim --output-on-failure -j$(TEST_JOBS)
+
 faults: build
 	@bash tests/fault/run.sh build
 

@@ -24,6 +24,7 @@
  * admin change (write tmp, fsync, rename, fsync dir) and read at open; the
  * gateway replays the accepted orders from its spool through inv_replay.
  */
+#include "common/cm_plant.h"
 #include "inventory/inv_backend.h"
 #include "common/cm_hash.h"
 
@@ -461,7 +462,7 @@ static bool stock_take(inv_sale_t *sale, uint32_t qty, int64_t *left_after)
 {
     int64_t cur = atomic_load(&sale->stock_left);
     do {
-        if (cur < (int64_t)qty) {
+        if (cur + CM_PLANT(INV_CAS_ONE_MORE) < (int64_t)qty) {
             *left_after = cur;
             return false;
         }
@@ -781,7 +782,7 @@ static int mem_reserve(inv_worker_t *w, inv_reserve_req_t *req)
     pthread_mutex_lock(&sh->lock);
     user_view_t v = user_scan(sh, h, fp, NULL);
     uint32_t units = v.units;
-    if (v.idem_at >= 0) {
+    if (v.idem_at >= 0 && !CM_PLANT(INV_IDEM_RESERVES)) {
         const mem_entry_t *e = &sh->slots[v.idem_at];
         entry_order_text(e, req->order_id);
         req->qty = entry_qty(e);
@@ -791,7 +792,8 @@ static int mem_reserve(inv_worker_t *w, inv_reserve_req_t *req)
         req->stock_left = left_now < 0 ? 0 : left_now;
         return INV_DUPLICATE;
     }
-    if ((uint64_t)units + req->qty > atomic_load(&sale->per_user_limit)) {
+    uint64_t limit = atomic_load(&sale->per_user_limit) + (uint64_t)CM_PLANT(INV_LIMIT_ONE_MORE);
+    if ((uint64_t)units + req->qty > limit) {
         outcome = INV_LIMIT_REACHED;
         left = atomic_load(&sale->stock_left);
     } else if (!held_take(mb)) {
@@ -1085,6 +1087,8 @@ static int mem_release(inv_t *inv, const char *sale_id, const char *user_id, uin
         user_view_t v = user_scan(sh, h, 0, &k);
         if (v.order_at < 0) {
             pthread_mutex_unlock(&sh->lock);
+            if (CM_PLANT(INV_RELEASE_TWICE))
+                atomic_fetch_add(&s->stock_left, (int64_t)qty);
             return CM_ENOTFOUND;
         }
         held = release_at(mb, s, sh, (uint32_t)v.order_at);
@@ -1127,7 +1131,7 @@ static int mem_replay(inv_t *inv, const char *sale_id, const char *user_id, uint
     int64_t left = before - (int64_t)qty;
     if (atomic_fetch_add_explicit(&mb->held, 1, memory_order_relaxed) >= mb->max_held)
         atomic_fetch_add_explicit(&mb->over_cap_replayed, 1, memory_order_relaxed);
-    shard_add(mb, sh, h, &k, qty, idem_key);
+    shard_add(mb, sh, h, &k, qty, CM_PLANT(INV_REPLAY_NO_KEY) ? "" : idem_key);
     atomic_fetch_add(&s->accepted_units, qty);
     atomic_fetch_add(&s->accepted_orders, 1);
     pthread_mutex_unlock(&sh->lock);

@@ -41,10 +41,11 @@
 #include "queue/oq_spool.h"
 
 #include "common/cm_alloc.h"
+#include "common/cm_plant.h"
 #include "common/cm_err.h"
 #include "common/cm_log.h"
+#include "queue/oq_fs.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -56,7 +57,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -231,6 +231,8 @@ typedef struct seg_info {
 } seg_info_t;
 
 struct oq_spool {
+    const oq_fs_ops_t *fs; /* the file operations (oq_fs.h) */
+    bool stepped;          /* no preparer thread: the owner calls oq_spool_step() */
     char dir[PATH_MAX];
     int dirfd;
     int lockfd;
@@ -264,7 +266,8 @@ struct oq_spool {
     /* durability write: the preparer fdatasyncs each rolled segment, off the
      * append path, as Kafka flushes a log segment after its roll. Nothing
      * waits for it; it keeps a power loss from tearing the middle of the
-     * spool (a torn segment that is not the last one refuses the open). */
+     * spool (recovery cuts a segment that ends inside a record wherever it
+     * lies, but refuses other damage in a segment that is not the last). */
     uint64_t flush_below;   /* segments below it are to be flushed */
     uint64_t flushed_below; /* the preparer has flushed those below it */
     _Atomic uint64_t seg_flushes;
@@ -303,7 +306,7 @@ static void errf(char *errbuf, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-static int mkdir_p(const char *path)
+static int mkdir_p(const oq_fs_ops_t *fs, const char *path)
 {
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
@@ -312,11 +315,11 @@ static int mkdir_p(const char *path)
         if (*p != '/')
             continue;
         *p = '\0';
-        if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+        if (fs->mkdir(tmp, 0755) != 0 && errno != EEXIST)
             return -1;
         *p = '/';
     }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+    if (fs->mkdir(tmp, 0755) != 0 && errno != EEXIST)
         return -1;
     return 0;
 }
@@ -360,7 +363,7 @@ static int cmp_seg(const void *a, const void *b)
 
 static int read_released(oq_spool_t *sp, char *errbuf, size_t errlen)
 {
-    int fd = openat(sp->dirfd, "released", O_RDONLY | O_CLOEXEC);
+    int fd = sp->fs->openat(sp->dirfd, "released", O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0) {
         if (errno == ENOENT)
             return 0;
@@ -368,8 +371,8 @@ static int read_released(oq_spool_t *sp, char *errbuf, size_t errlen)
         return CM_EIO;
     }
     char buf[128];
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
+    ssize_t n = sp->fs->read(fd, buf, sizeof(buf) - 1);
+    sp->fs->close(fd);
     if (n < 0) {
         errf(errbuf, errlen, "spool: cannot read %s/released: %s", sp->dir, strerror(errno));
         return CM_EIO;
@@ -396,13 +399,15 @@ static int write_released(oq_spool_t *sp, oq_pos_t pos)
 {
     char buf[64];
     int n = snprintf(buf, sizeof(buf), "%016" PRIx64 " %" PRIu64 "\n", pos.seg, pos.off);
-    int fd = openat(sp->dirfd, "released.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = sp->fs->openat(sp->dirfd, "released.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                            0644);
     if (fd < 0)
         return CM_EIO;
-    bool ok = write(fd, buf, (size_t)n) == n && fsync(fd) == 0;
-    ok = close(fd) == 0 && ok;
-    if (!ok || renameat(sp->dirfd, "released.tmp", sp->dirfd, "released") != 0 ||
-        fsync(sp->dirfd) != 0) {
+    bool ok = sp->fs->write(fd, buf, (size_t)n) == n &&
+              (CM_PLANT(SPOOL_RELEASED_NO_FSYNC) || sp->fs->fsync(fd) == 0);
+    ok = sp->fs->close(fd) == 0 && ok;
+    if (!ok || sp->fs->renameat(sp->dirfd, "released.tmp", sp->dirfd, "released") != 0 ||
+        sp->fs->fsync(sp->dirfd) != 0) {
         cm_log_error("oq", "spool: cannot persist the release point", "dir=%s errno=%d",
                      sp->dir, errno);
         return CM_EIO;
@@ -423,12 +428,12 @@ static int seg_map(oq_spool_t *sp, uint64_t seg, uint64_t *size, const unsigned 
 {
     char name[64];
     seg_name(name, sizeof(name), seg);
-    int fd = openat(sp->dirfd, name, O_RDONLY | O_CLOEXEC);
+    int fd = sp->fs->openat(sp->dirfd, name, O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0)
         return errno == ENOENT ? CM_ENOTFOUND : CM_EIO;
     struct stat st;
-    if (fstat(fd, &st) != 0) {
-        close(fd);
+    if (sp->fs->fstat(fd, &st) != 0) {
+        sp->fs->close(fd);
         return CM_EIO;
     }
     if (*size == UINT64_MAX || *size > (uint64_t)st.st_size)
@@ -438,12 +443,12 @@ static int seg_map(oq_spool_t *sp, uint64_t seg, uint64_t *size, const unsigned 
         unsigned char *buf = cm_xmalloc((size_t)*size);
         uint64_t got = 0;
         while (got < *size) {
-            ssize_t r = pread(fd, buf + got, (size_t)(*size - got), (off_t)got);
+            ssize_t r = sp->fs->pread(fd, buf + got, (size_t)(*size - got), (off_t)got);
             if (r < 0 && errno == EINTR)
                 continue;
             if (r < 0) {
                 free(buf);
-                close(fd);
+                sp->fs->close(fd);
                 return CM_EIO;
             }
             if (r == 0)
@@ -453,14 +458,14 @@ static int seg_map(oq_spool_t *sp, uint64_t seg, uint64_t *size, const unsigned 
         *size = got;
         *map = buf;
     } else if (*size > 0) {
-        void *m = mmap(NULL, (size_t)*size, PROT_READ, MAP_SHARED, fd, 0);
-        if (m == MAP_FAILED) {
-            close(fd);
+        const unsigned char *m = sp->fs->map(fd, (size_t)*size);
+        if (m == NULL) {
+            sp->fs->close(fd);
             return CM_EIO;
         }
         *map = m;
     }
-    close(fd);
+    sp->fs->close(fd);
     return 0;
 }
 
@@ -471,7 +476,7 @@ static void seg_unmap(const oq_spool_t *sp, const unsigned char *map, uint64_t s
     if (sp->read_only)
         free((void *)map);
     else
-        munmap((void *)map, (size_t)size);
+        sp->fs->unmap(map, (size_t)size);
 }
 
 /* Verifies the records of one segment from `start`; *good is where the
@@ -498,51 +503,54 @@ static int seg_create(oq_spool_t *sp, uint64_t seg)
 {
     char name[64];
     seg_name(name, sizeof(name), seg);
-    int fd = openat(sp->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
+    int fd =
+        sp->fs->openat(sp->dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) {
         cm_log_error("oq", "spool: cannot create segment", "dir=%s seg=%s errno=%d", sp->dir,
                      name, errno);
         return CM_EIO;
     }
     /* make the new name durable, or a power loss could lose the whole file */
-    if (fsync(sp->dirfd) != 0) {
-        close(fd);
+    if (sp->fs->fsync(sp->dirfd) != 0) {
+        sp->fs->close(fd);
         return CM_EIO;
     }
     return fd;
 }
 
+static void list_one(const char *n, void *ctx)
+{
+    oq_spool_t *sp = ctx;
+    if (strlen(n) != 26 || strncmp(n, "spool-", 6) != 0 || strcmp(n + 22, ".log") != 0 ||
+        strspn(n + 6, "0123456789abcdef") != 16)
+        return;
+    segs_push(sp, strtoull(n + 6, NULL, 16), UINT64_MAX);
+}
+
 static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
 {
-    DIR *d = opendir(sp->dir);
-    if (d == NULL) {
+    if (sp->fs->list(sp->dir, list_one, sp) != 0) {
         errf(errbuf, errlen, "spool: cannot list %s: %s", sp->dir, strerror(errno));
         return CM_EIO;
     }
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        const char *n = de->d_name;
-        if (strlen(n) != 26 || strncmp(n, "spool-", 6) != 0 || strcmp(n + 22, ".log") != 0 ||
-            strspn(n + 6, "0123456789abcdef") != 16)
-            continue;
-        segs_push(sp, strtoull(n + 6, NULL, 16), UINT64_MAX);
-    }
-    closedir(d);
     if (sp->nsegs > 1)
         qsort(sp->segs, sp->nsegs, sizeof(seg_info_t), cmp_seg);
+    if (CM_PLANT(SPOOL_SKIP_LAST_SEG) && sp->nsegs > 1)
+        sp->nsegs--;
     if (!sp->read_only)
-        unlinkat(sp->dirfd, "released.tmp", 0);
+        sp->fs->unlinkat(sp->dirfd, "released.tmp", 0);
     /* Empty segments at the end are spares made ahead of a roll (or a roll cut
-     * short): no record is in them. Dropping them keeps "a corrupt segment that
-     * is not the last one is not a torn write" true. */
+     * short): no record is in them. Dropping them keeps "a segment that is not
+     * the last one and is damaged other than by a cut-short end is not a torn
+     * write" true. */
     while (sp->nsegs > 1) {
         char name[64];
         struct stat st;
         seg_name(name, sizeof(name), sp->segs[sp->nsegs - 1].seg);
-        if (fstatat(sp->dirfd, name, &st, 0) != 0 || st.st_size != 0)
+        if (sp->fs->fstatat(sp->dirfd, name, &st, 0) != 0 || st.st_size != 0)
             break;
         if (!sp->read_only)
-            unlinkat(sp->dirfd, name, 0);
+            sp->fs->unlinkat(sp->dirfd, name, 0);
         sp->nsegs--;
     }
 
@@ -553,26 +561,31 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
         char name[64];
         seg_name(name, sizeof(name), s->seg);
         struct stat sst;
-        if (fstatat(sp->dirfd, name, &sst, 0) != 0) {
+        if (sp->fs->fstatat(sp->dirfd, name, &sst, 0) != 0) {
             errf(errbuf, errlen, "spool: cannot read %s/%s: %s", sp->dir, name, strerror(errno));
             return CM_EIO;
         }
         s->size = (uint64_t)sst.st_size;
-        if (seg_released(s, last, sp->released)) {
-            /* Wholly released: a crash cut the deletion short, or the relay
-             * keeps them (oq_spool_release_keep). Not verified (nothing will
-             * be sent from them), not read; the next oq_spool_release
-             * deletes them. */
-            sp->segs[keep++] = *s;
-            continue;
-        }
+        /* Wholly released: a crash cut the deletion short, or the relay keeps
+         * them (oq_spool_release_keep) for the memory inventory's replay, a
+         * scan from {0,0}. Nothing will be sent from them, but that scan
+         * reads them: verified too, and a bad tail cut whatever it is (in
+         * durability write a power loss may tear one whose background
+         * fdatasync had not run yet), so the replay never meets it. */
+        bool done = seg_released(s, last, sp->released);
         const unsigned char *map;
         int rc = seg_map(sp, s->seg, &s->size, &map);
         if (rc != 0) {
             errf(errbuf, errlen, "spool: cannot read %s/%s: %s", sp->dir, name, cm_strerror(rc));
             return rc;
         }
-        uint64_t start = s->seg == sp->released.seg ? sp->released.off : 0;
+        uint64_t start = s->seg == sp->released.seg && !done ? sp->released.off : 0;
+        /* The point past the data (a power loss took the tail, see below): the
+         * records before it were relayed, but the tail may end in a torn one,
+         * which a scan from {0,0} (the memory inventory's replay) would meet
+         * as corrupt. Verified from the start, so the tear is cut. */
+        if (start > s->size)
+            start = 0;
         uint64_t good = start, nrec = 0;
         rec_status_t st = REC_OK;
         if (start < s->size)
@@ -581,7 +594,14 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
             good = s->size;
         seg_unmap(sp, map, s->size);
         if (st != REC_OK) {
-            if (!last) {
+            /* A segment that ends inside a record (REC_TORN) was torn by a power
+             * loss, wherever it lies: a roll starts the next segment before the
+             * sync leader's fdatasync covers this one's tail (durability fsync:
+             * one round syncs both, so nothing past the tear was confirmed to a
+             * client; durability write promises nothing across a power loss).
+             * Cut like a last segment's tail. Anything else in the middle of the
+             * spool is not a tear: refused. */
+            if (!last && !done && st != REC_TORN) {
                 errf(errbuf, errlen,
                      "spool: %s/%s is corrupt at offset %" PRIu64 " (%s) and is not the last "
                      "segment, so this is not a torn write; refusing to open (inspect it with "
@@ -593,20 +613,22 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
                         " cut_bytes=%" PRIu64 " reason=\"%s\" records_kept=%" PRIu64 "%s",
                         name, good, s->size - good, rec_status_str(st), nrec,
                         sp->read_only ? " read_only=1" : "");
-            if (!sp->read_only) {
-                int fd = openat(sp->dirfd, name, O_WRONLY | O_CLOEXEC);
-                if (fd < 0 || ftruncate(fd, (off_t)good) != 0 || fdatasync(fd) != 0) {
+            if (!sp->read_only && !CM_PLANT(SPOOL_TEAR_KEPT)) {
+                int fd = sp->fs->openat(sp->dirfd, name, O_WRONLY | O_CLOEXEC, 0);
+                if (fd < 0 || sp->fs->ftruncate(fd, (off_t)good) != 0 ||
+                    sp->fs->fdatasync(fd) != 0) {
                     errf(errbuf, errlen, "spool: cannot truncate %s/%s: %s", sp->dir, name,
                          strerror(errno));
                     if (fd >= 0)
-                        close(fd);
+                        sp->fs->close(fd);
                     return CM_EIO;
                 }
-                close(fd);
+                sp->fs->close(fd);
             }
             s->size = good;
         }
-        sp->records += nrec;
+        if (!done)
+            sp->records += nrec;
         sp->segs[keep++] = *s;
     }
     sp->nsegs = keep;
@@ -623,7 +645,7 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
     oq_pos_t end = sp->released;
     if (sp->nsegs > 0)
         end = (oq_pos_t){sp->segs[sp->nsegs - 1].seg, sp->segs[sp->nsegs - 1].size};
-    bool past = oq_pos_cmp(sp->released, end) > 0;
+    bool past = oq_pos_cmp(sp->released, end) > 0 && !CM_PLANT(SPOOL_PAST_POINT);
     if (past)
         cm_log_warn("oq", "spool: the release point is past the end of the data (a power loss)",
                     "dir=%s released=%" PRIu64 ":%" PRIu64 " end=%" PRIu64 ":%" PRIu64 "%s",
@@ -644,10 +666,18 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
         } else {
             char name[64];
             seg_name(name, sizeof(name), sp->segs[sp->nsegs - 1].seg);
-            sp->fd = openat(sp->dirfd, name, O_WRONLY | O_APPEND | O_CLOEXEC);
+            sp->fd = sp->fs->openat(sp->dirfd, name, O_WRONLY | O_APPEND | O_CLOEXEC, 0);
             if (sp->fd < 0) {
                 errf(errbuf, errlen, "spool: cannot open %s/%s: %s", sp->dir, name,
                      strerror(errno));
+                return CM_EIO;
+            }
+            /* The names found may not be durable: an earlier process can die
+             * between creating a segment and the directory fsync that keeps it
+             * (seg_create), or that fsync failed. Appends to such a file would
+             * be lost whole by a power loss, fdatasync or not. */
+            if (sp->fs->fsync(sp->dirfd) != 0) {
+                errf(errbuf, errlen, "spool: cannot fsync %s: %s", sp->dir, strerror(errno));
                 return CM_EIO;
             }
         }
@@ -673,11 +703,46 @@ static int sync_segment(oq_spool_t *sp, uint64_t seg)
 {
     char name[64];
     seg_name(name, sizeof(name), seg);
-    int fd = openat(sp->dirfd, name, O_RDONLY | O_CLOEXEC);
+    int fd = sp->fs->openat(sp->dirfd, name, O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0)
         return errno == ENOENT ? 0 : open_error(errno);
-    int rc = fdatasync(fd) == 0 ? 0 : CM_EIO;
-    close(fd);
+    int rc = sp->fs->fdatasync(fd) == 0 ? 0 : CM_EIO;
+    sp->fs->close(fd);
+    return rc;
+}
+
+/* Writes the unreleased records of segment s (from `from`, as read now) again
+ * and fdatasyncs them: pages a failed fdatasync dropped are dirty again, so
+ * this one either writes them or fails. 0 or CM_EIO. */
+static int resync_segment(oq_spool_t *sp, const seg_info_t *s, uint64_t from)
+{
+    uint64_t size = s->size;
+    const unsigned char *map = NULL;
+    if (from < size && seg_map(sp, s->seg, &size, &map) != 0)
+        return CM_EIO;
+    char name[64];
+    seg_name(name, sizeof(name), s->seg);
+    int fd = sp->fs->openat(sp->dirfd, name, O_WRONLY | O_CLOEXEC, 0);
+    int rc = fd < 0 ? CM_EIO : 0;
+    /* through a copy: the source is a mapping of the file being written */
+    unsigned char *buf = map && rc == 0 ? cm_xmalloc(STACK_BUF) : NULL;
+    for (uint64_t off = from; buf && rc == 0 && off < size;) {
+        size_t k = size - off < STACK_BUF ? (size_t)(size - off) : STACK_BUF;
+        memcpy(buf, map + off, k);
+        ssize_t w = sp->fs->pwrite(fd, buf, k, (off_t)off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            rc = CM_EIO;
+        else
+            off += (uint64_t)w;
+    }
+    free(buf);
+    if (rc == 0 && sp->fs->fdatasync(fd) != 0)
+        rc = CM_EIO;
+    if (fd >= 0)
+        sp->fs->close(fd);
+    seg_unmap(sp, map, size);
     return rc;
 }
 
@@ -690,6 +755,8 @@ int oq_spool_open(oq_spool_t **out, const oq_spool_opts_t *opts, char *errbuf, s
         return CM_EINVAL;
     }
     oq_spool_t *sp = cm_xcalloc(1, sizeof(*sp));
+    sp->fs = opts->fs ? opts->fs : oq_fs_posix();
+    sp->stepped = opts->stepped;
     snprintf(sp->dir, sizeof(sp->dir), "%s", opts->dir);
     sp->durability = opts->durability;
     sp->segment_bytes = opts->segment_bytes ? opts->segment_bytes : SEG_DEFAULT_BYTES;
@@ -707,20 +774,20 @@ int oq_spool_open(oq_spool_t **out, const oq_spool_opts_t *opts, char *errbuf, s
     pthread_mutex_init(&sp->rel_mu, NULL);
 
     int rc;
-    if (!sp->read_only && mkdir_p(sp->dir) != 0) {
+    if (!sp->read_only && mkdir_p(sp->fs, sp->dir) != 0) {
         errf(errbuf, errlen, "spool: cannot create %s: %s", sp->dir, strerror(errno));
         rc = CM_EIO;
         goto fail;
     }
-    sp->dirfd = open(sp->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    sp->dirfd = sp->fs->open_dir(sp->dir);
     if (sp->dirfd < 0) {
         errf(errbuf, errlen, "spool: cannot open %s: %s", sp->dir, strerror(errno));
         rc = errno == ENOENT ? CM_ENOTFOUND : CM_EIO;
         goto fail;
     }
     if (!sp->read_only) {
-        sp->lockfd = openat(sp->dirfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-        if (sp->lockfd < 0 || flock(sp->lockfd, LOCK_EX | LOCK_NB) != 0) {
+        sp->lockfd = sp->fs->openat(sp->dirfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (sp->lockfd < 0 || sp->fs->flock(sp->lockfd, LOCK_EX | LOCK_NB) != 0) {
             errf(errbuf, errlen, "spool: %s is in use by another process (lock: %s)", sp->dir,
                  strerror(errno));
             rc = CM_EBUSY;
@@ -738,13 +805,19 @@ int oq_spool_open(oq_spool_t **out, const oq_spool_opts_t *opts, char *errbuf, s
      * otherwise the relay could send such a record on from the page cache,
      * and a power loss then leave a spool that disagrees with Kafka. A segment
      * already on disk costs a no-op fdatasync; a failed one refuses the open,
-     * as a failed sync on the append path refuses appends. */
+     * as a failed sync on the append path refuses appends. Their bytes are
+     * written again first (resync_segment): an earlier process whose
+     * fdatasync failed and which died before it cut the records off leaves
+     * pages that the kernel marked clean without writing them, and an
+     * fdatasync from a new descriptor reports success on them. */
     sp->sync_floor = sp->nsegs ? sp->segs[0].seg : 0; /* the first sync covers them */
     if (sp->nsegs && !sp->read_only && sp->durability == OQ_DURABILITY_FSYNC) {
         for (size_t i = 0; i < sp->nsegs; i++) {
             if (seg_released(&sp->segs[i], i + 1 == sp->nsegs, sp->released))
                 continue;
-            if ((rc = sync_segment(sp, sp->segs[i].seg)) != 0) {
+            oq_pos_t rel = sp->released;
+            uint64_t from = sp->segs[i].seg == rel.seg ? rel.off : 0;
+            if ((rc = resync_segment(sp, &sp->segs[i], from)) != 0) {
                 char name[64];
                 seg_name(name, sizeof(name), sp->segs[i].seg);
                 errf(errbuf, errlen, "spool: cannot fdatasync %s/%s, left by an earlier process: %s",
@@ -761,7 +834,7 @@ int oq_spool_open(oq_spool_t **out, const oq_spool_opts_t *opts, char *errbuf, s
         sp->flushed_below = sp->segs[0].seg;
         sp->flush_below = sp->segs[sp->nsegs - 1].seg;
     }
-    if (!sp->read_only) {
+    if (!sp->read_only && !sp->stepped) {
         int e = pthread_create(&sp->prep_thread, NULL, prep_main, sp);
         if (e != 0) {
             errf(errbuf, errlen, "spool: cannot start the segment thread: %s", strerror(e));
@@ -791,15 +864,15 @@ void oq_spool_close(oq_spool_t *sp)
     if (sp->spare_fd >= 0) { /* unused: leave no empty file behind */
         char name[64];
         seg_name(name, sizeof(name), sp->spare_seg);
-        close(sp->spare_fd);
-        unlinkat(sp->dirfd, name, 0);
+        sp->fs->close(sp->spare_fd);
+        sp->fs->unlinkat(sp->dirfd, name, 0);
     }
     if (sp->fd >= 0)
-        close(sp->fd);
+        sp->fs->close(sp->fd);
     if (sp->lockfd >= 0)
-        close(sp->lockfd);
+        sp->fs->close(sp->lockfd);
     if (sp->dirfd >= 0)
-        close(sp->dirfd);
+        sp->fs->close(sp->dirfd);
     pthread_mutex_destroy(&sp->mu);
     pthread_mutex_destroy(&sp->sync_mu);
     pthread_cond_destroy(&sp->sync_cv);
@@ -817,75 +890,137 @@ void oq_spool_close(oq_spool_t *sp)
  * roll created the file and fsynced the directory there, every 64 MiB,
  * stalling every worker behind mu for the length of a directory fsync.
  */
+/* resync_segment of closed segment `seg` (0 if it is gone: released). Called
+ * without mu. */
+static int rewrite_segment(oq_spool_t *sp, uint64_t seg)
+{
+    seg_info_t si = {0};
+    bool found = false;
+    pthread_mutex_lock(&sp->mu);
+    for (size_t i = 0; i < sp->nsegs && !found; i++)
+        if (sp->segs[i].seg == seg) {
+            si = sp->segs[i];
+            found = true;
+        }
+    pthread_mutex_unlock(&sp->mu);
+    return found ? resync_segment(sp, &si, 0) : 0;
+}
+
+/* What one round of the preparer did, and how long it waits before the next. */
+typedef enum {
+    PREP_AGAIN = 0,   /* did something: look again at once */
+    PREP_IDLE,        /* nothing to do: wait for a signal of prep_cv */
+    PREP_FD_WAIT,     /* out of descriptors: wait SYNC_FD_WAIT_MAX_MS (or a signal) */
+    PREP_CREATE_WAIT, /* no spare could be created, or a rolled segment not flushed: 1 s */
+} prep_next_t;
+
+/* One round of the preparer, with mu held (released around the file work). */
+static prep_next_t prep_once(oq_spool_t *sp)
+{
+    if (sp->spare_fd >= 0 || sp->broken || sp->nsegs == 0) {
+        if (sp->flushed_below < sp->flush_below) { /* the spare first: appends wait for it */
+            uint64_t from = sp->flushed_below, to = sp->flush_below;
+            pthread_mutex_unlock(&sp->mu);
+            uint64_t g = from, flushed = 0;
+            int rc = 0;
+            for (; g < to; g++) {
+                if ((rc = sync_segment(sp, g)) == CM_EAGAIN)
+                    break; /* no descriptor to open it with: this one again, later */
+                if (rc != 0) {
+                    /* The kernel may have dropped the pages it failed to write
+                     * (a later fdatasync would "succeed" without them, and a
+                     * power loss then tear the middle of the spool): written
+                     * again and synced, now or at the next round. */
+                    char name[64];
+                    seg_name(name, sizeof(name), g);
+                    cm_log_error("oq", "spool: fdatasync of a rolled segment failed; writing it "
+                                 "again", "seg=%s errno=%d", name, errno);
+                    if ((rc = rewrite_segment(sp, g)) != 0)
+                        break;
+                }
+                flushed++;
+            }
+            atomic_fetch_add_explicit(&sp->seg_flushes, flushed, memory_order_relaxed);
+            pthread_mutex_lock(&sp->mu);
+            if (g > sp->flushed_below)
+                sp->flushed_below = g;
+            if (rc == CM_EAGAIN) { /* out of descriptors: not a disk failure, wait */
+                atomic_fetch_add_explicit(&sp->sync_fd_waits, 1, memory_order_relaxed);
+                return PREP_FD_WAIT;
+            }
+            if (rc != 0)
+                return PREP_CREATE_WAIT; /* the same segment again in a second */
+            return PREP_AGAIN;
+        }
+        return PREP_IDLE;
+    }
+    uint64_t seg = sp->segs[sp->nsegs - 1].seg + 1;
+    sp->prep_busy_seg = seg;
+    pthread_mutex_unlock(&sp->mu);
+    int fd = seg_create(sp, seg);
+    pthread_mutex_lock(&sp->mu);
+    sp->prep_busy_seg = 0;
+    pthread_cond_broadcast(&sp->spare_cv);
+    if (fd >= 0 && sp->spare_fd < 0 && !sp->prep_stop &&
+        sp->segs[sp->nsegs - 1].seg + 1 == seg) {
+        sp->spare_fd = fd;
+        sp->spare_seg = seg;
+    } else if (fd >= 0) { /* a roll went ahead without us: not needed */
+        char name[64];
+        seg_name(name, sizeof(name), seg);
+        sp->fs->close(fd);
+        sp->fs->unlinkat(sp->dirfd, name, 0);
+    } else { /* could not create it (disk full?): try again soon */
+        return PREP_CREATE_WAIT;
+    }
+    return PREP_AGAIN;
+}
+
+static void prep_wait(oq_spool_t *sp, unsigned ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000u;
+    ts.tv_nsec += (long)(ms % 1000u) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&sp->prep_cv, &sp->mu, &ts);
+}
+
 static void *prep_main(void *arg)
 {
     oq_spool_t *sp = arg;
     pthread_setname_np(pthread_self(), "fg-spool-prep");
     pthread_mutex_lock(&sp->mu);
     while (!sp->prep_stop) {
-        if (sp->spare_fd >= 0 || sp->broken || sp->nsegs == 0) {
-            if (sp->flushed_below < sp->flush_below) { /* the spare first: appends wait for it */
-                uint64_t from = sp->flushed_below, to = sp->flush_below;
-                pthread_mutex_unlock(&sp->mu);
-                uint64_t g = from, flushed = 0;
-                int rc = 0;
-                for (; g < to; g++) {
-                    if ((rc = sync_segment(sp, g)) == CM_EAGAIN)
-                        break; /* no descriptor to open it with: this one again, later */
-                    if (rc != 0) {
-                        char name[64];
-                        seg_name(name, sizeof(name), g);
-                        cm_log_error("oq", "spool: fdatasync of a rolled segment failed; a power "
-                                     "loss may tear it", "seg=%s errno=%d", name, errno);
-                    } else {
-                        flushed++;
-                    }
-                }
-                atomic_fetch_add_explicit(&sp->seg_flushes, flushed, memory_order_relaxed);
-                pthread_mutex_lock(&sp->mu);
-                if (g > sp->flushed_below)
-                    sp->flushed_below = g;
-                if (rc == CM_EAGAIN) { /* out of descriptors: not a disk failure, wait */
-                    atomic_fetch_add_explicit(&sp->sync_fd_waits, 1, memory_order_relaxed);
-                    struct timespec ts;
-                    clock_gettime(CLOCK_REALTIME, &ts);
-                    ts.tv_nsec += (long)SYNC_FD_WAIT_MAX_MS * 1000000L;
-                    if (ts.tv_nsec >= 1000000000L) {
-                        ts.tv_sec++;
-                        ts.tv_nsec -= 1000000000L;
-                    }
-                    pthread_cond_timedwait(&sp->prep_cv, &sp->mu, &ts);
-                }
-                continue;
-            }
+        switch (prep_once(sp)) {
+        case PREP_AGAIN:
+            break;
+        case PREP_IDLE:
             pthread_cond_wait(&sp->prep_cv, &sp->mu);
-            continue;
-        }
-        uint64_t seg = sp->segs[sp->nsegs - 1].seg + 1;
-        sp->prep_busy_seg = seg;
-        pthread_mutex_unlock(&sp->mu);
-        int fd = seg_create(sp, seg);
-        pthread_mutex_lock(&sp->mu);
-        sp->prep_busy_seg = 0;
-        pthread_cond_broadcast(&sp->spare_cv);
-        if (fd >= 0 && sp->spare_fd < 0 && !sp->prep_stop &&
-            sp->segs[sp->nsegs - 1].seg + 1 == seg) {
-            sp->spare_fd = fd;
-            sp->spare_seg = seg;
-        } else if (fd >= 0) { /* a roll went ahead without us: not needed */
-            char name[64];
-            seg_name(name, sizeof(name), seg);
-            close(fd);
-            unlinkat(sp->dirfd, name, 0);
-        } else { /* could not create it (disk full?): try again soon */
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += 1;
-            pthread_cond_timedwait(&sp->prep_cv, &sp->mu, &ts);
+            break;
+        case PREP_FD_WAIT:
+            prep_wait(sp, SYNC_FD_WAIT_MAX_MS);
+            break;
+        case PREP_CREATE_WAIT:
+            prep_wait(sp, 1000);
+            break;
         }
     }
     pthread_mutex_unlock(&sp->mu);
     return NULL;
+}
+
+bool oq_spool_step(oq_spool_t *sp)
+{
+    if (!sp->stepped || sp->read_only)
+        return false;
+    pthread_mutex_lock(&sp->mu);
+    bool did = prep_once(sp) == PREP_AGAIN;
+    pthread_mutex_unlock(&sp->mu);
+    return did;
 }
 
 /* Called with mu held. Starts the next segment: the spare when it is ready
@@ -911,7 +1046,7 @@ static int roll_locked(oq_spool_t *sp)
         if (fd < 0)
             return fd;
     }
-    close(sp->fd);
+    sp->fs->close(sp->fd);
     sp->fd = fd;
     segs_push(sp, seg, 0);
     if (sp->durability == OQ_DURABILITY_WRITE)
@@ -1011,7 +1146,7 @@ static int write_records(oq_spool_t *sp, const unsigned char *buf, size_t len, u
     if (sp->fault_short && sp->fault_short < want) /* test seam: a short write */
         wlen = sp->fault_short;
     do
-        w = write(sp->fd, buf, wlen);
+        w = sp->fs->write(sp->fd, buf, wlen);
     while (w < 0 && errno == EINTR);
     if (wlen < want)
         sp->fault_short = 0;
@@ -1025,7 +1160,7 @@ static int write_records(oq_spool_t *sp, const unsigned char *buf, size_t len, u
         bool cut_fails = sp->fault_trunc;
         sp->fault_trunc = false;
         if (w > 0 && (size_t)w > keep &&
-            (cut_fails || ftruncate(sp->fd, (off_t)(cur->size + keep)) != 0))
+            (cut_fails || sp->fs->ftruncate(sp->fd, (off_t)(cur->size + keep)) != 0))
             sp->broken = true; /* the torn tail stays until a restart cuts it */
         cm_log_error("oq", "spool: append failed", "dir=%s errno=%d written=%zd of=%zu kept=%zu",
                      sp->dir, e, w, want, keep);
@@ -1165,7 +1300,7 @@ static void cut_unsynced_locked(oq_spool_t *sp)
     while (sp->nsegs > 1 && sp->segs[sp->nsegs - 1].seg > to.seg) {
         char name[64];
         seg_name(name, sizeof(name), sp->segs[sp->nsegs - 1].seg);
-        if (unlinkat(sp->dirfd, name, 0) != 0 && errno != ENOENT)
+        if (sp->fs->unlinkat(sp->dirfd, name, 0) != 0 && errno != ENOENT)
             cm_log_error("oq", "spool: cannot remove an unsynced segment", "seg=%s errno=%d",
                          name, errno);
         sp->nsegs--;
@@ -1174,14 +1309,14 @@ static void cut_unsynced_locked(oq_spool_t *sp)
     if (last->seg == to.seg && last->size > to.off) {
         char name[64];
         seg_name(name, sizeof(name), last->seg);
-        int fd = openat(sp->dirfd, name, O_WRONLY | O_CLOEXEC);
-        if (fd < 0 || ftruncate(fd, (off_t)to.off) != 0)
+        int fd = sp->fs->openat(sp->dirfd, name, O_WRONLY | O_CLOEXEC, 0);
+        if (fd < 0 || sp->fs->ftruncate(fd, (off_t)to.off) != 0)
             cm_log_error("oq", "spool: cannot cut unsynced records", "seg=%s errno=%d", name,
                          errno);
         else
             last->size = to.off;
         if (fd >= 0)
-            close(fd);
+            sp->fs->close(fd);
     }
     sp->unreleased_bytes = compute_unreleased(sp);
 }
@@ -1234,7 +1369,7 @@ int oq_spool_sync(oq_spool_t *sp)
             covered = atomic_load(&sp->appended_total);
             cur = sp->segs[sp->nsegs - 1].seg;
             cover = (oq_pos_t){cur, sp->segs[sp->nsegs - 1].size};
-            int fd = dup(sp->fd); /* a roll may close sp->fd while we sync */
+            int fd = sp->fs->dup(sp->fd); /* a roll may close sp->fd while we sync */
             int dup_errno = errno;
             pthread_mutex_unlock(&sp->mu);
 
@@ -1242,12 +1377,12 @@ int oq_spool_sync(oq_spool_t *sp)
             for (uint64_t s = floor; rc == 0 && s < cur; s++)
                 rc = sync_segment(sp, s);
             int why = fd < 0 ? dup_errno : errno; /* for the log of a CM_EAGAIN */
-            if (rc == 0 && fdatasync(fd) != 0)
+            if (rc == 0 && sp->fs->fdatasync(fd) != 0 && !CM_PLANT(SPOOL_SYNC_IGNORED))
                 rc = CM_EIO;
             if (rc == 0 && atomic_exchange(&sp->fail_next_sync, false))
                 rc = CM_EIO;
             if (fd >= 0)
-                close(fd);
+                sp->fs->close(fd);
             if (rc != CM_EAGAIN)
                 break;
             /*
@@ -1318,7 +1453,8 @@ long oq_spool_scan(oq_spool_t *sp, oq_pos_t from, int (*fn)(const oq_rec_t *rec,
     size_t nsegs = sp->nsegs;
     seg_info_t *segs = cm_xmalloc((nsegs ? nsegs : 1) * sizeof(seg_info_t));
     memcpy(segs, sp->segs, nsegs * sizeof(seg_info_t));
-    if (sp->durability == OQ_DURABILITY_FSYNC && !sp->read_only) {
+    if (sp->durability == OQ_DURABILITY_FSYNC && !sp->read_only &&
+        !CM_PLANT(SPOOL_SCAN_UNSYNCED)) {
         /* only what an fdatasync confirmed: its clients were answered 202 */
         oq_pos_t lim = sp->synced_pos;
         while (nsegs > 0 && segs[nsegs - 1].seg > lim.seg)
@@ -1434,7 +1570,7 @@ static size_t delete_released(oq_spool_t *sp, oq_pos_t upto)
     for (size_t i = 0; i < ndead; i++) {
         char name[64];
         seg_name(name, sizeof(name), dead[i]);
-        if (unlinkat(sp->dirfd, name, 0) != 0 && errno != ENOENT)
+        if (sp->fs->unlinkat(sp->dirfd, name, 0) != 0 && errno != ENOENT)
             cm_log_warn("oq", "spool: cannot delete a released segment", "seg=%s errno=%d", name,
                         errno);
     }

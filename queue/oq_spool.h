@@ -24,6 +24,7 @@
 #ifndef OQ_SPOOL_H
 #define OQ_SPOOL_H
 
+#include "queue/oq_fs.h"
 #include "queue/oq_order.h"
 
 #include <stdbool.h>
@@ -50,6 +51,10 @@ typedef struct oq_spool_opts {
     bool read_only;           /* inspect only (flashgate-spool): no recovery cut, no lock,
                                  appends and releases fail with CM_EINVAL; segments are
                                  read into memory, not mapped (a live writer may cut them) */
+    const oq_fs_ops_t *fs;    /* file operations; NULL = the real ones (oq_fs_posix) */
+    bool stepped;             /* no preparer thread: its work (the spare segment, the flush
+                                 of rolled ones) happens in oq_spool_step() calls (the
+                                 simulator's one thread); a roll without a spare creates it */
 } oq_spool_opts_t;
 
 /* Opens (recovering a torn tail). Returns 0 or a negative cm_err_t with a reason. */
@@ -157,6 +162,14 @@ int oq_spool_release(oq_spool_t *sp, oq_pos_t upto);
  * Thread-safe.
  */
 int oq_spool_release_keep(oq_spool_t *sp, oq_pos_t upto);
+
+/*
+ * A stepped spool (opts.stepped): does one round of the preparer's work
+ * (create the spare segment, or fdatasync segments rolled in durability
+ * write). Returns true if it did something (call again), false when idle or
+ * not stepped. Never blocks on a condition variable. Owner's thread only.
+ */
+bool oq_spool_step(oq_spool_t *sp);
 
 /* Stats: bytes and records not yet released, segments on disk. Thread-safe. */
 typedef struct oq_spool_stats {

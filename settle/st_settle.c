@@ -9,6 +9,7 @@
 #include "common/cm_err.h"
 #include "common/cm_id.h"
 #include "common/cm_log.h"
+#include "common/cm_plant.h"
 #include "common/cm_rate.h"
 #include "common/cm_time.h"
 #include "queue/oq_relay.h"
@@ -92,7 +93,7 @@ int st_sink_settle(st_sink_t *s, const oq_order_t *o, st_outcome_t *out)
     const st_poison_t *poison = poison_find(s, o);
     if (s->has_user_sql || poison) {
         /* Look first: the user's statement must not run for a copy. */
-        if ((ret = s->ops->lookup(s, o->order_id, out)) != 0)
+        if (!CM_PLANT(SETTLE_COPY_RERUN) && (ret = s->ops->lookup(s, o->order_id, out)) != 0)
             return ret < 0 ? ret : 0;
         if (poison) { /* failed alone, deterministically: not run again */
             oq_reason_copy(out->reason, sizeof(out->reason), poison->reason);

@@ -9,7 +9,7 @@ set -eu
 build=${1:-build}
 src=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$src"
-dirs="common gateway inventory queue settle loadtest identity"
+dirs="common gateway inventory queue settle loadtest identity sim"
 jobs=$(nproc 2>/dev/null || echo 2)
 echo "lint: cppcheck $(cppcheck --version | cut -d' ' -f2)"
 cppcheck --enable=warning,performance,portability --inline-suppr --std=c11 -q -I . \

@@ -1,0 +1,44 @@
+/*
+ * The planted-bug switch (cm_plant.h). Compiled to nothing but a type name
+ * outside the plant build.
+ */
+#include "common/cm_plant.h"
+
+#ifdef FLASHGATE_PLANTS
+#include <string.h>
+
+cm_plant_t cm_plant_active = CM_PLANT_NONE;
+
+const char *const cm_plant_names[CM_PLANT_COUNT] = {
+    [CM_PLANT_NONE] = "none",
+    [CM_PLANT_INV_CAS_ONE_MORE] = "inv_cas_one_more",
+    [CM_PLANT_INV_IDEM_RESERVES] = "inv_idem_reserves",
+    [CM_PLANT_INV_RELEASE_TWICE] = "inv_release_twice",
+    [CM_PLANT_INV_REPLAY_NO_KEY] = "inv_replay_no_key",
+    [CM_PLANT_INV_LIMIT_ONE_MORE] = "inv_limit_one_more",
+    [CM_PLANT_SPOOL_SCAN_UNSYNCED] = "spool_scan_unsynced",
+    [CM_PLANT_SPOOL_RELEASED_NO_FSYNC] = "spool_released_no_fsync",
+    [CM_PLANT_SPOOL_SKIP_LAST_SEG] = "spool_skip_last_seg",
+    [CM_PLANT_SPOOL_PAST_POINT] = "spool_past_point",
+    [CM_PLANT_SPOOL_SYNC_IGNORED] = "spool_sync_ignored",
+    [CM_PLANT_SPOOL_TEAR_KEPT] = "spool_tear_kept",
+    [CM_PLANT_SETTLE_COPY_RERUN] = "settle_copy_rerun",
+    [CM_PLANT_SIM_RELAY_DROP_ON_ERROR] = "sim_relay_drop_on_error",
+    [CM_PLANT_SIM_RELAY_HELD_TWICE] = "sim_relay_held_twice",
+};
+
+void cm_plant_set(cm_plant_t p)
+{
+    cm_plant_active = p;
+}
+
+int cm_plant_find(const char *name)
+{
+    for (int i = 0; i < CM_PLANT_COUNT; i++)
+        if (strcmp(cm_plant_names[i], name) == 0)
+            return i;
+    return -1;
+}
+#else
+typedef int cm_plant_unused_t; /* ISO C wants a declaration in every file */
+#endif

@@ -1,0 +1,55 @@
+/*
+ * Planted bugs: one-line defects in the product code that the simulator's
+ * self-test (sim/, ctest sim.plants) must find, to prove its oracle bites.
+ * They exist only in a build configured with -DFLASHGATE_PLANTS=ON (the
+ * compile definition FLASHGATE_PLANTS); in every other build CM_PLANT(x) is
+ * the constant 0, the planted branch is dead code, and no plant symbol is
+ * linked (ctest sim.no-plants looks with nm).
+ *
+ * Use: `if (CM_PLANT(SPOOL_RELEASE_EARLY)) <the defect>; else <the code>;`
+ * One plant is active at a time (cm_plant_set), chosen by the simulator.
+ */
+#ifndef CM_PLANT_H
+#define CM_PLANT_H
+
+#include <stdbool.h>
+
+/* The planted defects. cm_plant_names[] names them (same order). */
+typedef enum {
+    CM_PLANT_NONE = 0,
+    CM_PLANT_INV_CAS_ONE_MORE, /* the memory CAS takes qty units when only qty-1 are left (oversell)
+                                */
+    CM_PLANT_INV_IDEM_RESERVES, /* a keyed retry reserves again instead of finding its order */
+    CM_PLANT_INV_RELEASE_TWICE, /* releasing an order already released gives its units back again */
+    CM_PLANT_INV_REPLAY_NO_KEY, /* start-up replay restores an order without its idempotency key */
+    CM_PLANT_INV_LIMIT_ONE_MORE,  /* the per-user limit lets one unit more through */
+    CM_PLANT_SPOOL_SCAN_UNSYNCED, /* fsync durability: readers see records before their fdatasync */
+    CM_PLANT_SPOOL_RELEASED_NO_FSYNC, /* the release point file is renamed into place unsynced */
+    CM_PLANT_SPOOL_SKIP_LAST_SEG,     /* recovery forgets the last segment */
+    CM_PLANT_SPOOL_PAST_POINT,   /* recovery appends below a release point past the data (a past
+                                    review defect) */
+    CM_PLANT_SPOOL_SYNC_IGNORED, /* a failed fdatasync is reported as success */
+    CM_PLANT_SPOOL_TEAR_KEPT,    /* recovery does not cut a torn tail off the file */
+    CM_PLANT_SETTLE_COPY_RERUN,  /* with user SQL, a copy of a recorded order is run and inserted
+                                    again */
+    CM_PLANT_SIM_RELAY_DROP_ON_ERROR, /* (the simulator's relay model) a failed delivery is taken as
+                                         sent */
+    CM_PLANT_SIM_RELAY_HELD_TWICE, /* (the simulator's relay model) outcomes per id are a bit, not a
+                                      count: an order twice in one spool holds the release point (a
+                                      past review defect) */
+    CM_PLANT_COUNT
+} cm_plant_t;
+
+#ifdef FLASHGATE_PLANTS
+extern const char *const cm_plant_names[CM_PLANT_COUNT];
+/* The active plant (CM_PLANT_NONE: none). Single-threaded setup only. */
+void cm_plant_set(cm_plant_t p);
+/* The plant of that name, or -1. */
+int cm_plant_find(const char *name);
+extern cm_plant_t cm_plant_active;
+#define CM_PLANT(name) (cm_plant_active == CM_PLANT_##name)
+#else
+#define CM_PLANT(name) 0
+#endif
+
+#endif

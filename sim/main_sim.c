@@ -1,0 +1,213 @@
+/*
+ * flashgate-sim: runs the deterministic simulation (docs/simulation.md).
+ *
+ *   flashgate-sim --seed N [--trace]       one seed (a failing seed's reproducer)
+ *   flashgate-sim --seeds N [--seed S]     seeds S..S+N-1
+ *   flashgate-sim --seconds T | --minutes M   seeds until the time is up
+ *   flashgate-sim --seed-file FILE         every seed listed (regression seeds)
+ *   --fsync-only: every gateway in durability fsync (CI's batch: durability
+ *   write has open findings after power losses, docs/simulation.md)
+ *   flashgate-sim --plant NAME --seeds N --expect-fail
+ *                                          plant build: exit 0 iff a seed fails
+ *
+ * Exit status: 0 when every seed kept every promise (or, with --expect-fail,
+ * when one broke one), 1 otherwise, 2 on a usage error.
+ */
+#include "common/cm_alloc.h"
+#include "common/cm_log.h"
+#include "common/cm_plant.h"
+#include "common/cm_time.h"
+#include "sim/sim_world.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: flashgate-sim [--seed N] [--seeds N] [--seconds T | --minutes M]\n"
+                    "                     [--seed-file FILE] [--steps K] [--trace] [--fsync-only]\n"
+                    "                     [--plant NAME [--expect-fail]] [--list-plants]\n");
+}
+
+int main(int argc, char **argv)
+{
+    uint64_t seed = 1, nseeds = 1, steps = 4000;
+    double seconds = 0;
+    bool trace = false, expect_fail = false, seed_given = false, fsync_only = false;
+    const char *seed_file = NULL, *plant = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (a == NULL)
+            break;
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--seed") && v) {
+            seed = strtoull(v, NULL, 0);
+            seed_given = true;
+            i++;
+        } else if (!strcmp(a, "--seeds") && v) {
+            nseeds = strtoull(v, NULL, 0);
+            i++;
+        } else if (!strcmp(a, "--seconds") && v) {
+            seconds = atof(v);
+            i++;
+        } else if (!strcmp(a, "--minutes") && v) {
+            seconds = atof(v) * 60;
+            i++;
+        } else if (!strcmp(a, "--steps") && v) {
+            steps = strtoull(v, NULL, 0);
+            i++;
+        } else if (!strcmp(a, "--seed-file") && v) {
+            seed_file = v;
+            i++;
+        } else if (!strcmp(a, "--plant") && v) {
+            plant = v;
+            i++;
+        } else if (!strcmp(a, "--fsync-only")) {
+            fsync_only = true;
+        } else if (!strcmp(a, "--trace")) {
+            trace = true;
+        } else if (!strcmp(a, "--expect-fail")) {
+            expect_fail = true;
+        } else if (!strcmp(a, "--list-plants")) {
+#ifdef FLASHGATE_PLANTS
+            for (int p = 1; p < CM_PLANT_COUNT; p++)
+                printf("%s\n", cm_plant_names[p]);
+            return 0;
+#else
+            fprintf(stderr, "flashgate-sim: not a plant build (cmake -DFLASHGATE_PLANTS=ON)\n");
+            return 2;
+#endif
+        } else {
+            usage();
+            return 2;
+        }
+    }
+    if (plant) {
+#ifdef FLASHGATE_PLANTS
+        int p = cm_plant_find(plant);
+        if (p <= 0) {
+            fprintf(stderr, "flashgate-sim: no plant %s (--list-plants)\n", plant);
+            return 2;
+        }
+        cm_plant_set((cm_plant_t)p);
+#else
+        fprintf(stderr,
+                "flashgate-sim: --plant needs a plant build (cmake -DFLASHGATE_PLANTS=ON)\n");
+        return 2;
+#endif
+    }
+    atomic_store(&cm_log_level_current, -1); /* the product's logs: faults are the point */
+
+    uint64_t *list = NULL;
+    bool *list_fsync = NULL;
+    size_t nlist = 0;
+    if (seed_file) {
+        FILE *f = fopen(seed_file, "r");
+        if (!f) {
+            fprintf(stderr, "flashgate-sim: cannot open %s\n", seed_file);
+            return 2;
+        }
+        char line[256];
+        while (fgets(line, sizeof(line), f)) {
+            char *p = line + strspn(line, " \t");
+            if (*p == '#' || *p == '\n' || *p == '\0')
+                continue;
+            char *end;
+            uint64_t v = strtoull(p, &end, 0);
+            char *hash = strchr(end, '#');
+            if (hash)
+                *hash = '\0';
+            list = cm_xrealloc(list, (nlist + 1) * sizeof(*list));
+            list_fsync = cm_xrealloc(list_fsync, (nlist + 1) * sizeof(*list_fsync));
+            list_fsync[nlist] = strstr(end, "--fsync-only") != NULL;
+            list[nlist++] = v;
+        }
+        fclose(f);
+    } else if (!seed_given && seconds > 0) {
+        seed = (uint64_t)time(NULL); /* a time-bounded batch explores new seeds each run */
+    }
+
+    double t0 = now_s();
+    uint64_t done = 0, total_steps = 0, crashes = 0, powers = 0, accepted = 0, failures = 0;
+    uint64_t fsync_fails = 0, torn = 0;
+    for (uint64_t k = 0;; k++) {
+        uint64_t s;
+        bool fs_only = fsync_only;
+        if (seed_file) {
+            if (k >= nlist)
+                break;
+            s = list[k];
+            fs_only = fs_only || list_fsync[k];
+        } else if (seconds > 0) {
+            if (now_s() - t0 >= seconds)
+                break;
+            s = seed + k;
+        } else {
+            if (k >= nseeds)
+                break;
+            s = seed + k;
+        }
+        sim_opts_t o = {
+            .seed = s, .steps = steps, .trace = trace ? stdout : NULL, .fsync_only = fs_only};
+        sim_result_t r;
+        sim_run(&o, &r);
+        done++;
+        total_steps += r.steps;
+        crashes += r.crashes;
+        powers += r.power_losses;
+        accepted += r.accepted;
+        fsync_fails += r.fsync_fails;
+        torn += r.torn_writes;
+        if (!r.ok) {
+            failures++;
+            printf("FAIL seed=%" PRIu64 ": %s\n", s, r.why);
+            printf("  reproduce: flashgate-sim --seed %" PRIu64 " --steps %" PRIu64
+                   "%s%s%s --trace\n",
+                   s, steps, fs_only ? " --fsync-only" : "", plant ? " --plant " : "",
+                   plant ? plant : "");
+#ifdef FLASHGATE_PLANTS
+            if (expect_fail) { /* the plant's doing only if the seed passes without it */
+                cm_plant_t p = cm_plant_active;
+                sim_result_t r0;
+                cm_plant_set(CM_PLANT_NONE);
+                sim_run(&o, &r0);
+                cm_plant_set(p);
+                if (!r0.ok) {
+                    printf("  (fails without the plant too: not counted)\n");
+                    continue;
+                }
+            }
+#endif
+            if (expect_fail) {
+                printf("plant %s found by seed %" PRIu64 " after %" PRIu64 " seeds\n",
+                       plant ? plant : "-", s, done);
+                free(list);
+                free(list_fsync);
+                return 0;
+            }
+        }
+    }
+    double dt = now_s() - t0;
+    printf("seeds=%" PRIu64 " failed=%" PRIu64 " steps=%" PRIu64 " crashes=%" PRIu64
+           " power_losses=%" PRIu64 " fsync_fails=%" PRIu64 " torn_writes=%" PRIu64
+           " accepted=%" PRIu64 " time=%.1fs steps/s=%.0f\n",
+           done, failures, total_steps, crashes, powers, fsync_fails, torn, accepted, dt,
+           dt > 0 ? (double)total_steps / dt : 0.0);
+    free(list);
+    free(list_fsync);
+    if (expect_fail) {
+        printf("plant %s NOT found in %" PRIu64 " seeds\n", plant ? plant : "-", done);
+        return 1;
+    }
+    return failures ? 1 : 0;
+}

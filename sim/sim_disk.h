@@ -1,0 +1,51 @@
+/*
+ * A simulated disk for the real spool (queue/oq_fs.h): one directory of
+ * files, each with what the page cache holds and what the last fsync made
+ * durable, and the directory's names likewise. A process crash keeps the
+ * page cache; a power loss keeps only what was synced, plus a prefix, cut at
+ * any byte, of what was appended after (a torn write); fsync can fail, the
+ * disk can fill up, and a process can die after its next K operations (in
+ * the middle of any spool call, recovery included). Randomness from the
+ * simulator's seed. One simulated thread: not thread-safe.
+ */
+#ifndef SIM_DISK_H
+#define SIM_DISK_H
+
+#include "common/cm_rand.h"
+#include "queue/oq_fs.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct sim_disk sim_disk_t;
+
+/* A new empty disk drawing its faults from rng (borrowed). */
+sim_disk_t *sim_disk_new(cm_rand_t *rng);
+void sim_disk_free(sim_disk_t *d);
+/* The table whose calls act on d (the simulator runs one disk at a time:
+ * select it with sim_disk_use before each call into the process it backs). */
+const oq_fs_ops_t *sim_disk_ops(void);
+void sim_disk_use(sim_disk_t *d);
+
+/* Faults: probability of a failed fsync (per call), capacity in bytes (0 =
+ * unbounded). */
+void sim_disk_set_faults(sim_disk_t *d, double p_fsync_fail, uint64_t capacity);
+/* The process dies after `ops` more operations (0: never). The operation that
+ * kills it, when a write, writes a random prefix first. */
+void sim_disk_die_after(sim_disk_t *d, uint64_t ops);
+/* true once the process died (after sim_disk_die_after's count). */
+bool sim_disk_dead(const sim_disk_t *d);
+/* The process is gone: every descriptor it held is dead; the next process
+ * starts with none. The page cache stays (kill -9). */
+void sim_disk_crash(sim_disk_t *d);
+/* Power loss: sim_disk_crash, and the files and names go back to what was
+ * synced, each file keeping a random prefix of its unsynced appended tail. */
+void sim_disk_power_loss(sim_disk_t *d);
+
+/* Operations done and faults injected so far. */
+typedef struct sim_disk_stats {
+    uint64_t ops, fsync_fails, full_writes, torn_writes, power_losses;
+} sim_disk_stats_t;
+void sim_disk_stats(const sim_disk_t *d, sim_disk_stats_t *out);
+
+#endif

@@ -1,0 +1,1300 @@
+/*
+ * The simulated sale (sim_world.h, docs/simulation.md).
+ *
+ * Real code: the memory inventory (inventory/inv.h), the spool and its
+ * recovery (queue/oq_spool.h) on sim_disk, the order codec, settlement's
+ * batch writer and settle step (st_batch_write, st_sink_settle) on sim_sink.
+ * Modelled here, each after the file named: the gateway's buy (gw_buy.c:
+ * reserve, spool, fdatasync, 202; a failed write gives the units back; a
+ * keyed retry whose order the status table forgot spools it again), its
+ * start-up replay and compensation (gw_server.c replay_one, gw_compensate),
+ * the relay in release-on-settle mode (oq_relay.c: tail the spool, produce,
+ * resend on a failed delivery, release the done prefix, outcomes counted per
+ * id), the broker (per-partition order, duplicates on a retried produce,
+ * down and back, a failed delivery past message.timeout.ms) and settle's
+ * consumer loop (st_settle.c: write the batch, publish outcomes, commit
+ * offsets, a crash possible between any two).
+ */
+#include "sim/sim_world.h"
+
+#include "common/cm_alloc.h"
+#include "common/cm_err.h"
+#include "common/cm_log.h"
+#include "common/cm_plant.h"
+#include "common/cm_rand.h"
+#include "common/cm_time.h"
+#include "inventory/inv.h"
+#include "queue/oq_order.h"
+#include "queue/oq_spool.h"
+#include "settle/st_sink.h"
+#include "sim/sim_disk.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NG_MAX 3
+#define NU_MAX 48
+#define NPART 3
+#define ORD_MAX 8192
+#define MSG_TIMEOUT_MS 40 /* the relay's message.timeout.ms, simulated */
+#define HEAL_STEPS_MAX 60000
+
+enum { ST_NONE = 0, ST_QUEUED, ST_SETTLED, ST_FAILED, ST_CANCELLED };
+enum { O_FREE = 0, O_APPENDED, O_ACKED, O_REFUSED };
+
+/* What the oracle knows of one order id. */
+typedef struct ord {
+    uint8_t gw, user, qty, state;
+    bool exempt; /* durability write and a power loss since its 202: may be lost */
+    bool in_topic;
+    uint32_t key; /* the client's idempotency key number, 0 = none */
+    uint8_t db;   /* the committed status in the database (ST_*) */
+} ord_t;
+
+typedef struct rent {
+    oq_pos_t next;
+    uint32_t ord;
+    uint8_t kind;  /* 0 order, 1 cancel, 2 release (done at once) */
+    uint8_t state; /* 0 to send, 1 in flight, 2 delivered, 3 done */
+    uint64_t seq;
+} rent_t;
+
+typedef struct waiter {
+    uint32_t ord, user, key;
+} waiter_t;
+
+typedef struct gw {
+    int idx;
+    bool up;
+    sim_disk_t *disk;
+    oq_spool_t *sp;
+    inv_t *inv;
+    inv_worker_t *w;
+    inv_sale_t *sale;
+    char sale_id[16];
+    int64_t stock_total;       /* sales.json: survives a crash */
+    uint32_t limit, max_limit; /* the per-user limit now (sales.json), the highest it was */
+    bool power_lost_write;     /* durability write lost a tail: the end count may differ */
+    /* the relay (process memory) */
+    rent_t *ring;
+    size_t rhead, rn, rcap;
+    oq_pos_t scan_from, rel_target;
+    uint64_t seqgen;
+    uint32_t gen;
+    /* the gateway's status table and the relay's outcome counts (process memory) */
+    uint8_t status[ORD_MAX];
+    uint8_t credit[ORD_MAX];
+    size_t out_cur;
+    /* buys appended and waiting for the group commit (durability fsync) */
+    waiter_t wait[64];
+    size_t nwait;
+} gw_t;
+
+typedef struct bmsg {
+    oq_order_t o;
+} bmsg_t;
+
+typedef struct infl {
+    int gw;
+    uint32_t gen;
+    uint64_t seq;
+    uint64_t t_sent;
+    oq_order_t o;
+} infl_t;
+
+typedef struct plog {
+    bmsg_t *m;
+    size_t n, cap;
+    infl_t *q; /* in flight to this partition, in order */
+    size_t qn, qcap;
+} plog_t;
+
+typedef struct outc {
+    uint32_t ord;
+    uint8_t status;
+} outc_t;
+
+/* The database: committed rows and the open transaction's. */
+typedef struct sim_sink {
+    st_sink_t base;
+    struct world *wd;
+    uint32_t pend_ord[512];
+    uint8_t pend_st[512];
+    size_t npend;
+    bool in_tx;
+} sim_sink_t;
+
+typedef struct pendkey {
+    bool active;
+    uint32_t key;
+    uint8_t gw, qty;
+} pendkey_t;
+
+typedef struct world {
+    cm_rand_t rng;
+    FILE *tr;
+    uint64_t step, now_ms;
+    int ng, nu;
+    uint32_t limit;
+    bool fsync_mode;
+    double p_crash, p_power, p_fsync_fail, p_broker_flip, p_dup, p_lost_reply;
+    bool faults;
+    gw_t gw[NG_MAX];
+    plog_t part[NPART];
+    bool broker_up;
+    outc_t *outs;
+    size_t nouts, capouts;
+    /* settle */
+    bool st_up;
+    uint64_t committed[NPART], stpos[NPART];
+    st_batch_writer_t bw;
+    sim_sink_t sink;
+    double p_db_fail;
+    /* oracle */
+    ord_t ords[ORD_MAX];
+    uint32_t nords;
+    uint32_t keygen;
+    pendkey_t pend[NU_MAX];
+    sim_result_t *res;
+    bool failed;
+} world_t;
+
+/*---- helpers ----*/
+
+static void tr(world_t *wd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void tr(world_t *wd, const char *fmt, ...)
+{
+    if (!wd->tr)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(wd->tr, "%7" PRIu64 " ", wd->step);
+    vfprintf(wd->tr, fmt, ap); // NOLINT(clang-analyzer-valist.Uninitialized): va_start above
+    fputc('\n', wd->tr);
+    va_end(ap);
+}
+
+static void fail(world_t *wd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fail(world_t *wd, const char *fmt, ...)
+{
+    if (wd->failed)
+        return;
+    wd->failed = true;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = snprintf(wd->res->why, sizeof(wd->res->why), "step %" PRIu64 ": ", wd->step);
+    // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start above
+    vsnprintf(wd->res->why + n, sizeof(wd->res->why) - (size_t)n, fmt, ap);
+    va_end(ap);
+    tr(wd, "ORACLE: %s", wd->res->why);
+}
+
+static bool chance(world_t *wd, double p)
+{
+    return p > 0 && cm_rand_unit(&wd->rng) < p;
+}
+
+static uint32_t rnd(world_t *wd, uint32_t n)
+{
+    return (uint32_t)cm_rand_below(&wd->rng, n);
+}
+
+static uint32_t ord_of(const char *id)
+{
+    return id[0] == 'o' ? (uint32_t)strtoul(id + 1, NULL, 10) : 0;
+}
+
+static int part_of(uint32_t ord)
+{
+    return (int)(cm_rand_mix64(ord) % NPART);
+}
+
+static void fill_order(world_t *wd, uint32_t n, oq_order_t *o)
+{
+    const ord_t *r = &wd->ords[n];
+    memset(o, 0, sizeof(*o));
+    o->type = OQ_MSG_ORDER;
+    snprintf(o->order_id, sizeof(o->order_id), "o%u", n);
+    snprintf(o->sale_id, sizeof(o->sale_id), "%s", wd->gw[r->gw].sale_id);
+    snprintf(o->user_id, sizeof(o->user_id), "u%u", r->user);
+    if (r->key)
+        snprintf(o->idem_key, sizeof(o->idem_key), "k%u", r->key);
+    o->qty = r->qty;
+    o->node_id = r->gw;
+    o->accepted_at_ms = 1700000000000LL + (int64_t)wd->now_ms;
+}
+
+/*---- the database (a settlement sink) ----*/
+
+static uint8_t sink_status(sim_sink_t *s, uint32_t n)
+{
+    for (size_t i = s->npend; i-- > 0;)
+        if (s->pend_ord[i] == n)
+            return s->pend_st[i];
+    return n < ORD_MAX ? s->wd->ords[n].db : ST_NONE;
+}
+
+static oq_status_t to_oq(uint8_t st)
+{
+    return st == ST_SETTLED     ? OQ_STATUS_SETTLED
+           : st == ST_FAILED    ? OQ_STATUS_FAILED
+           : st == ST_CANCELLED ? OQ_STATUS_CANCELLED
+                                : OQ_STATUS_QUEUED;
+}
+
+static int sink_put(sim_sink_t *s, uint32_t n, uint8_t st)
+{
+    if (s->npend == CM_ARRAY_LEN(s->pend_ord))
+        return CM_EBACKEND;
+    s->pend_ord[s->npend] = n;
+    s->pend_st[s->npend++] = st;
+    return 0;
+}
+
+static int sk_begin(st_sink_t *b)
+{
+    sim_sink_t *s = (sim_sink_t *)b;
+    if (chance(s->wd, s->wd->p_db_fail))
+        return CM_EIO;
+    s->npend = 0;
+    s->in_tx = true;
+    return 0;
+}
+
+static int sk_lookup(st_sink_t *b, const char *id, st_outcome_t *out)
+{
+    uint8_t st = sink_status((sim_sink_t *)b, ord_of(id));
+    if (st == ST_NONE)
+        return 0;
+    out->status = to_oq(st);
+    out->changed = false;
+    return 1;
+}
+
+static int sk_run_user(st_sink_t *b, const oq_order_t *o, char *reason, size_t rlen)
+{
+    (void)b;
+    /* the sale's rule rejects one order in 12, the same one at every try */
+    if (cm_rand_mix64(ord_of(o->order_id) * 7919u) % 12 == 0) {
+        snprintf(reason, rlen, "rejected by the sale's rule");
+        return 1;
+    }
+    return 0;
+}
+
+static int sk_insert(st_sink_t *b, const oq_order_t *o, oq_status_t st, const char *reason)
+{
+    (void)reason;
+    sim_sink_t *s = (sim_sink_t *)b;
+    uint32_t n = ord_of(o->order_id);
+    if (sink_status(s, n) != ST_NONE)
+        return 0;
+    int rc = sink_put(s, n,
+                      st == OQ_STATUS_FAILED      ? ST_FAILED
+                      : st == OQ_STATUS_CANCELLED ? ST_CANCELLED
+                                                  : ST_SETTLED);
+    return rc < 0 ? rc : 1;
+}
+
+static int sk_cancel(st_sink_t *b, const oq_order_t *c, st_outcome_t *out)
+{
+    sim_sink_t *s = (sim_sink_t *)b;
+    uint32_t n = ord_of(c->order_id);
+    uint8_t st = sink_status(s, n);
+    memset(out, 0, sizeof(*out));
+    if (st == ST_SETTLED || st == ST_NONE) {
+        int rc = sink_put(s, n, ST_CANCELLED);
+        if (rc < 0)
+            return rc;
+        out->status = OQ_STATUS_CANCELLED;
+        out->changed = true;
+        return 0;
+    }
+    out->status = to_oq(st);
+    return 0;
+}
+
+static int sk_commit(st_sink_t *b)
+{
+    sim_sink_t *s = (sim_sink_t *)b;
+    world_t *wd = s->wd;
+    s->in_tx = false;
+    if (chance(wd, wd->p_db_fail)) {
+        s->npend = 0;
+        return CM_EIO;
+    }
+    for (size_t i = 0; i < s->npend; i++) {
+        uint32_t n = s->pend_ord[i];
+        uint8_t from = n < ORD_MAX ? wd->ords[n].db : ST_NONE, to = s->pend_st[i];
+        if (n >= ORD_MAX || n >= wd->nords || wd->ords[n].state == O_FREE) {
+            fail(wd, "database: order o%u was never appended by any gateway (invented)", n);
+            continue;
+        }
+        if (!(from == ST_NONE || (from == ST_SETTLED && to == ST_CANCELLED)))
+            fail(wd, "database: order o%u status moved %d -> %d (must only move forward, once)", n,
+                 from, to);
+        wd->ords[n].db = to;
+    }
+    s->npend = 0;
+    return 0;
+}
+
+static int sk_rollback(st_sink_t *b)
+{
+    sim_sink_t *s = (sim_sink_t *)b;
+    s->npend = 0;
+    s->in_tx = false;
+    return 0;
+}
+
+static void sk_close(st_sink_t *b)
+{
+    (void)b;
+}
+
+static const st_sink_ops_t sink_ops = {
+    .name = "sim",
+    .begin = sk_begin,
+    .lookup = sk_lookup,
+    .run_user = sk_run_user,
+    .insert = sk_insert,
+    .cancel = sk_cancel,
+    .commit = sk_commit,
+    .rollback = sk_rollback,
+    .close = sk_close,
+};
+
+/*---- the broker ----*/
+
+static void broker_produce(world_t *wd, gw_t *g, uint64_t seq, const oq_order_t *o)
+{
+    plog_t *p = &wd->part[part_of(ord_of(o->order_id))];
+    if (p->qn == p->qcap) {
+        p->qcap = p->qcap ? p->qcap * 2 : 64;
+        p->q = cm_xrealloc(p->q, p->qcap * sizeof(infl_t));
+    }
+    p->q[p->qn++] =
+        (infl_t){.gw = g->idx, .gen = g->gen, .seq = seq, .t_sent = wd->now_ms, .o = *o};
+}
+
+static void relay_report(world_t *wd, int gi, uint32_t gen, uint64_t seq, bool ok);
+
+static void plog_append(plog_t *p, const oq_order_t *o)
+{
+    if (p->n == p->cap) {
+        p->cap = p->cap ? p->cap * 2 : 256;
+        p->m = cm_xrealloc(p->m, p->cap * sizeof(bmsg_t));
+    }
+    p->m[p->n++].o = *o;
+}
+
+/* Moves the oldest message in flight of a random partition. */
+static void broker_step(world_t *wd)
+{
+    plog_t *p = &wd->part[rnd(wd, NPART)];
+    if (p->qn == 0)
+        return;
+    infl_t m = p->q[0];
+    if (!wd->broker_up) {
+        if (wd->now_ms - m.t_sent <= MSG_TIMEOUT_MS)
+            return;
+        memmove(p->q, p->q + 1, (p->qn - 1) * sizeof(infl_t));
+        p->qn--;
+        tr(wd, "broker: delivery of %s failed (timed out, broker down)", m.o.order_id);
+        relay_report(wd, m.gw, m.gen, m.seq, false);
+        return;
+    }
+    memmove(p->q, p->q + 1, (p->qn - 1) * sizeof(infl_t));
+    p->qn--;
+    plog_append(p, &m.o);
+    uint32_t n = ord_of(m.o.order_id);
+    if (m.o.type == OQ_MSG_ORDER && n < ORD_MAX)
+        wd->ords[n].in_topic = true;
+    if (chance(wd, wd->p_dup)) { /* the ack was lost and the producer retried */
+        plog_append(p, &m.o);
+        tr(wd, "broker: %s written twice (a retried produce)", m.o.order_id);
+    }
+    relay_report(wd, m.gw, m.gen, m.seq, true);
+}
+
+static void outcome_publish(world_t *wd, uint32_t n, oq_status_t st)
+{
+    if (wd->nouts == wd->capouts) {
+        wd->capouts = wd->capouts ? wd->capouts * 2 : 256;
+        wd->outs = cm_xrealloc(wd->outs, wd->capouts * sizeof(outc_t));
+    }
+    uint8_t s = st == OQ_STATUS_SETTLED     ? ST_SETTLED
+                : st == OQ_STATUS_FAILED    ? ST_FAILED
+                : st == OQ_STATUS_CANCELLED ? ST_CANCELLED
+                                            : ST_QUEUED;
+    wd->outs[wd->nouts++] = (outc_t){.ord = n, .status = s};
+}
+
+/*---- settlement ----*/
+
+static void settle_crash(world_t *wd, const char *where)
+{
+    wd->st_up = false;
+    wd->res->crashes++;
+    tr(wd, "settle: crash %s", where);
+}
+
+static void settle_step(world_t *wd)
+{
+    if (!wd->st_up) {
+        if (chance(wd, 0.2)) {
+            wd->st_up = true;
+            memcpy(wd->stpos, wd->committed, sizeof(wd->stpos));
+            tr(wd, "settle: start, from the committed offsets");
+        }
+        return;
+    }
+    if (!wd->broker_up)
+        return;
+    oq_order_t batch[24];
+    const oq_order_t *msgs[24];
+    st_outcome_t outv[24];
+    st_outcome_t *outs[24];
+    uint64_t upto[NPART];
+    size_t n = 0;
+    size_t want = 1 + rnd(wd, 24);
+    for (int p = 0; p < NPART; p++) {
+        upto[p] = wd->stpos[p];
+        while (n < want && upto[p] < wd->part[p].n) {
+            batch[n] = wd->part[p].m[upto[p]++].o;
+            msgs[n] = &batch[n];
+            outs[n] = &outv[n];
+            n++;
+        }
+    }
+    if (n == 0)
+        return;
+    st_batch_note_t note;
+    int rc = st_batch_write(&wd->bw, &wd->sink.base, msgs, outs, n, &note);
+    if (rc != 0) {
+        tr(wd, "settle: batch of %zu failed (%s), retried", n, cm_errname(rc));
+        return;
+    }
+    st_batch_writer_done(&wd->bw, &wd->sink.base);
+    tr(wd, "settle: wrote a batch of %zu", n);
+    if (wd->faults && chance(wd, wd->p_crash * 4)) {
+        settle_crash(wd, "after the write, before the outcomes and the offsets");
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        outcome_publish(wd, ord_of(batch[i].order_id), outv[i].status);
+    if (wd->faults && chance(wd, wd->p_crash * 4)) {
+        settle_crash(wd, "after the outcomes, before the offsets");
+        return;
+    }
+    memcpy(wd->stpos, upto, sizeof(upto));
+    memcpy(wd->committed, upto, sizeof(upto));
+}
+
+/*---- a gateway process ----*/
+
+static void gw_crash(world_t *wd, gw_t *g, bool power, const char *why)
+{
+    if (!g->up && !power)
+        return;
+    sim_disk_use(g->disk);
+    if (power) {
+        sim_disk_power_loss(g->disk);
+        wd->res->power_losses++;
+        if (!wd->fsync_mode) { /* durability write: a 202 may be lost, by design */
+            for (uint32_t i = 1; i < wd->nords; i++)
+                if (wd->ords[i].gw == g->idx && wd->ords[i].state == O_ACKED)
+                    wd->ords[i].exempt = true;
+            g->power_lost_write = true;
+        }
+    } else {
+        sim_disk_crash(g->disk);
+    }
+    wd->res->crashes++;
+    tr(wd, "gw%d: %s (%s)", g->idx, power ? "power loss" : "crash", why);
+    if (g->sp)
+        oq_spool_close(g->sp); /* its descriptors are dead: nothing reaches the disk */
+    g->sp = NULL;
+    if (g->w)
+        inv_worker_close(g->w);
+    g->w = NULL;
+    if (g->inv)
+        inv_close(g->inv);
+    g->inv = NULL;
+    g->sale = NULL;
+    g->up = false;
+    g->rn = 0;
+    g->rhead = 0;
+    g->nwait = 0; /* their clients never hear: they retry their keys */
+    g->gen++;
+}
+
+/* After a call into g's process: if its disk says it died meanwhile, it did. */
+static bool gw_died(world_t *wd, gw_t *g)
+{
+    if (!sim_disk_dead(g->disk))
+        return false;
+    gw_crash(wd, g, false, "died in the middle of a call");
+    return true;
+}
+
+typedef struct replay_ctx {
+    world_t *wd;
+    gw_t *g;
+    uint8_t seen[ORD_MAX];
+} replay_ctx_t;
+
+static void set_status(gw_t *g, uint32_t n, uint8_t st)
+{
+    /* the status table only moves forward (gw_orders) */
+    uint8_t cur = g->status[n];
+    if (cur == ST_NONE || cur == ST_QUEUED || (cur == ST_SETTLED && st != ST_QUEUED))
+        g->status[n] = st;
+}
+
+static int replay_cb(const oq_rec_t *rec, void *arg)
+{
+    replay_ctx_t *c = arg;
+    world_t *wd = c->wd;
+    gw_t *g = c->g;
+    if (rec->type == OQ_REC_ORDER) {
+        const oq_order_t *o = rec->order;
+        uint32_t n = ord_of(o->order_id);
+        if (n == 0 || n >= wd->nords || wd->ords[n].gw != g->idx || wd->ords[n].state == O_FREE) {
+            fail(wd, "gw%d: spool recovery invented order %s", g->idx, o->order_id);
+            return 1;
+        }
+        inv_replay(g->inv, o->sale_id, o->user_id, o->qty, o->order_id, o->idem_key);
+        c->seen[n] = 1;
+        /* the status table is bounded: some orders are not in it after a start */
+        if (rnd(wd, 4) != 0)
+            set_status(g, n, ST_QUEUED);
+        return 0;
+    }
+    oq_order_t o;
+    char why[160];
+    if (oq_order_decode(rec->event, rec->event_len, &o, why, sizeof(why)) != 0) {
+        fail(wd, "gw%d: spool event unreadable: %s", g->idx, why);
+        return 1;
+    }
+    if (o.type == OQ_MSG_RELEASE) {
+        int rel = o.giveback ? inv_giveback(g->inv, o.sale_id, o.user_id, o.qty, o.order_id)
+                             : inv_release(g->inv, o.sale_id, o.user_id, o.qty, o.order_id);
+        (void)rel;
+        if (!o.giveback && rnd(wd, 4) != 0) /* bounded: some are not in the table */
+            g->status[ord_of(o.order_id)] = o.status == OQ_STATUS_FAILED ? ST_FAILED : ST_CANCELLED;
+    }
+    return 0;
+}
+
+static void gw_start(world_t *wd, gw_t *g)
+{
+    char err[256];
+    sim_disk_use(g->disk);
+    if (wd->faults && chance(wd, 0.15)) /* it will die in the middle of its recovery */
+        sim_disk_die_after(g->disk, 1 + rnd(wd, 40));
+    memset(g->status, 0, sizeof(g->status));
+    memset(g->credit, 0, sizeof(g->credit));
+    g->out_cur = 0;
+    if (inv_open(&g->inv, "memory", NULL, 8, err, sizeof(err)) != 0) {
+        fail(wd, "gw%d: inv_open: %s", g->idx, err);
+        return;
+    }
+    inv_sale_def_t def = {.stock = g->stock_total, .per_user_limit = g->limit};
+    snprintf(def.sale_id, sizeof(def.sale_id), "%s", g->sale_id);
+    if (inv_sale_put(g->inv, &def, NULL, err, sizeof(err)) != 0 ||
+        inv_worker_open(g->inv, NULL, &g->w) != 0) {
+        fail(wd, "gw%d: sale: %s", g->idx, err);
+        return;
+    }
+    g->sale = inv_sale_find(g->inv, g->sale_id);
+    oq_spool_opts_t so = {.dir = "/sim/spool",
+                          .durability = wd->fsync_mode ? OQ_DURABILITY_FSYNC : OQ_DURABILITY_WRITE,
+                          .segment_bytes = 1500 + rnd(wd, 3000),
+                          .fs = sim_disk_ops(),
+                          .stepped = true};
+    int rc = oq_spool_open(&g->sp, &so, err, sizeof(err));
+    g->up = true; /* a process: gw_crash cleans it up */
+    if (gw_died(wd, g))
+        return;
+    if (rc != 0) {
+        if (rc == CM_EIO && wd->faults) { /* a failed fsync in recovery: tried again later */
+            tr(wd, "gw%d: spool open failed (%s), stays down", g->idx, err);
+            gw_crash(wd, g, false, "could not open its spool");
+            return;
+        }
+        fail(wd, "gw%d: cannot restart: spool: %s", g->idx, err);
+        gw_crash(wd, g, false, "could not open its spool");
+        return;
+    }
+    replay_ctx_t *c = cm_xcalloc(1, sizeof(*c));
+    c->wd = wd;
+    c->g = g;
+    long nrec = oq_spool_scan(g->sp, (oq_pos_t){0, 0}, replay_cb, c);
+    if (gw_died(wd, g)) {
+        free(c);
+        return;
+    }
+    if (nrec < 0 && !wd->failed)
+        fail(wd, "gw%d: replay of the spool failed: %s", g->idx, cm_errname((int)nrec));
+    /* recovery never drops a record whose 202 went out */
+    for (uint32_t i = 1; i < wd->nords && !wd->failed; i++) {
+        const ord_t *r = &wd->ords[i];
+        if (r->gw == g->idx && r->state == O_ACKED && !r->exempt && !c->seen[i])
+            fail(wd, "gw%d: spool recovery dropped order o%u, answered 202", g->idx, i);
+    }
+    free(c);
+    g->scan_from = oq_spool_released(g->sp);
+    g->rel_target = g->scan_from;
+    tr(wd, "gw%d: started, replayed %ld records, release point %" PRIu64 ":%" PRIu64, g->idx, nrec,
+       g->scan_from.seg, g->scan_from.off);
+}
+
+/* An EVENT record of o (release or cancel) into the spool, committed. */
+static int spool_event(world_t *wd, gw_t *g, const oq_order_t *ev)
+{
+    (void)wd;
+    char buf[OQ_ORDER_JSON_MAX];
+    int n = oq_order_encode(ev, buf, sizeof(buf));
+    if (n < 0)
+        return n;
+    int rc = oq_spool_append_event(g->sp, buf, (size_t)n);
+    if (rc == 0)
+        rc = oq_spool_commit(g->sp);
+    while (!sim_disk_dead(g->disk) && oq_spool_step(g->sp)) /* the preparer, at once */
+        ;
+    return rc;
+}
+
+static void check_inv(world_t *wd, gw_t *g, const char *user)
+{
+    inv_sale_info_t si;
+    if (inv_sale_get(g->inv, g->sale_id, &si) == 0 && si.accepted_units > si.stock_total)
+        fail(wd, "gw%d: %" PRId64 " units accepted of a stock of %" PRId64 " (oversell)", g->idx,
+             si.accepted_units, si.stock_total);
+    uint32_t units = 0;
+    if (user && inv_user_units(g->inv, g->sale_id, user, &units) == 0 && units > g->limit)
+        fail(wd, "gw%d: user %s holds %u units after a new reservation, the limit is %u", g->idx,
+             user, units, g->limit);
+}
+
+static void key_pending(world_t *wd, uint32_t u, uint32_t key, int gi, uint32_t qty)
+{
+    if (key)
+        wd->pend[u] =
+            (pendkey_t){.active = true, .key = key, .gw = (uint8_t)gi, .qty = (uint8_t)qty};
+}
+
+/* The 202 for order `acked` (n: the id this request brought). */
+static void answer_202(world_t *wd, gw_t *g, uint32_t acked, uint32_t n, uint32_t u, uint32_t key)
+{
+    ord_t *r = &wd->ords[acked];
+    r->state = O_ACKED;
+    r->exempt = false;
+    set_status(g, acked, ST_QUEUED);
+    tr(wd, "gw%d: buy u%u k%u qty %u -> 202 o%u", g->idx, u, key, r->qty, acked);
+    (void)n;
+    if (key && chance(wd, wd->p_lost_reply)) /* the answer was lost: the client retries */
+        key_pending(wd, u, key, g->idx, r->qty);
+    else if (key && wd->pend[u].key == key)
+        wd->pend[u].active = false;
+}
+
+/* An appended order's answer once its write (and fdatasync) is known: 202, or
+ * 503 and the units go back (gw_release_unaccepted). */
+static void finish_buy(world_t *wd, gw_t *g, uint32_t n, uint32_t u, uint32_t key, int rc)
+{
+    if (rc == 0) {
+        answer_202(wd, g, n, n, u, key);
+        return;
+    }
+    oq_order_t gb;
+    fill_order(wd, n, &gb);
+    gb.type = OQ_MSG_RELEASE;
+    gb.giveback = true;
+    gb.status = OQ_STATUS_FAILED;
+    gb.accepted_at_ms = 0;
+    gb.idem_key[0] = '\0';
+    (void)spool_event(wd, g, &gb);
+    if (gw_died(wd, g))
+        return;
+    inv_giveback(g->inv, gb.sale_id, gb.user_id, gb.qty, gb.order_id);
+    wd->ords[n].state = O_REFUSED;
+    tr(wd, "gw%d: buy u%u k%u qty %u -> 503 (%s), given back", g->idx, u, key, gb.qty,
+       cm_errname(rc));
+    key_pending(wd, u, key, g->idx, gb.qty);
+}
+
+/* The group commit (durability fsync): one oq_spool_sync answers every buy
+ * appended before it. */
+static void sync_step(world_t *wd, gw_t *g)
+{
+    if (!g->up || g->nwait == 0)
+        return;
+    sim_disk_use(g->disk);
+    int rc = oq_spool_sync(g->sp);
+    if (gw_died(wd, g))
+        return;
+    tr(wd, "gw%d: fdatasync for %zu buys: %s", g->idx, g->nwait, rc == 0 ? "ok" : cm_errname(rc));
+    for (size_t i = 0; i < g->nwait && g->up; i++)
+        finish_buy(wd, g, g->wait[i].ord, g->wait[i].user, g->wait[i].key, rc);
+    g->nwait = 0;
+}
+
+/* A buy: reserve, spool, fdatasync (durability fsync), 202 (gw_buy.c). */
+static void do_buy(world_t *wd)
+{
+    uint32_t u = rnd(wd, (uint32_t)wd->nu);
+    pendkey_t *pk = &wd->pend[u];
+    bool retry = pk->active && rnd(wd, 4) != 0;
+    uint32_t key = 0, qty;
+    int gi;
+    if (retry) {
+        key = pk->key;
+        qty = pk->qty;
+        gi = pk->gw; /* a retry goes to the gateway its key belongs to (sales are per gateway) */
+    } else {
+        gi = (int)rnd(wd, (uint32_t)wd->ng);
+        qty = 1 + (rnd(wd, 4) == 0);
+        if (rnd(wd, 10) < 7)
+            key = ++wd->keygen;
+    }
+    gw_t *g = &wd->gw[gi];
+    if (!g->up) {
+        key_pending(wd, u, key, gi, qty);
+        return; /* connection refused: the client tries again later */
+    }
+    if (wd->nords + 1 >= ORD_MAX || g->nwait == CM_ARRAY_LEN(g->wait))
+        return;
+    uint32_t n = wd->nords++;
+    wd->ords[n] = (ord_t){.gw = (uint8_t)gi, .user = (uint8_t)u, .qty = (uint8_t)qty, .key = key};
+    inv_reserve_req_t req = {.sale = g->sale, .qty = qty};
+    snprintf(req.user_id, sizeof(req.user_id), "u%u", u);
+    if (key)
+        snprintf(req.idem_key, sizeof(req.idem_key), "k%u", key);
+    snprintf(req.order_id, sizeof(req.order_id), "o%u", n);
+    sim_disk_use(g->disk);
+    int rc = inv_reserve(g->w, &req);
+    if (rc == INV_RESERVED) {
+        /* a new reservation leaves stock and limit kept (a replay may hold more
+         * for a while, by design, until the outcomes read again give units back) */
+        check_inv(wd, g, req.user_id);
+        wd->ords[n].state = O_APPENDED;
+        oq_order_t o;
+        fill_order(wd, n, &o);
+        rc = oq_spool_append(g->sp, &o, 1);
+        /* the preparer thread is woken by a roll and flushes the rolled segment at once */
+        while (!sim_disk_dead(g->disk) && oq_spool_step(g->sp))
+            ;
+        if (gw_died(wd, g)) {
+            key_pending(wd, u, key, gi, qty);
+            return;
+        }
+        if (rc == 0 && wd->fsync_mode) { /* answered by the next group commit */
+            g->wait[g->nwait++] = (waiter_t){.ord = n, .user = u, .key = key};
+            key_pending(wd, u, key, gi, qty); /* until then the client knows nothing */
+            tr(wd, "gw%d: buy u%u k%u qty %u: o%u appended, waits for the fdatasync", gi, u, key,
+               qty, n);
+            return;
+        }
+        finish_buy(wd, g, n, u, key, rc);
+        return;
+    }
+    if (rc == INV_DUPLICATE) {
+        uint32_t acked = ord_of(req.order_id);
+        wd->ords[n].state = O_FREE; /* this id was never used */
+        if (acked == 0 || acked >= wd->nords) {
+            fail(wd, "gw%d: a keyed retry found an unknown order %s", gi, req.order_id);
+            return;
+        }
+        if (g->status[acked] == ST_NONE) {
+            /* the status table forgot it: spooled again (gw_buy.c after_reserve) */
+            oq_order_t o;
+            fill_order(wd, acked, &o);
+            rc = oq_spool_append(g->sp, &o, 1);
+            if (rc == 0 && wd->fsync_mode)
+                rc = oq_spool_sync(g->sp);
+            if (gw_died(wd, g))
+                return;
+            if (rc != 0) {
+                tr(wd, "gw%d: keyed retry k%u -> 503 (%s)", gi, key, cm_errname(rc));
+                return;
+            }
+            tr(wd, "gw%d: keyed retry k%u spooled o%u again", gi, key, acked);
+        }
+        answer_202(wd, g, acked, n, u, key);
+        return;
+    }
+    wd->ords[n].state = O_FREE;
+    tr(wd, "gw%d: buy u%u k%u qty %u -> %s", gi, u, key, qty,
+       rc == INV_SOLD_OUT        ? "sold out"
+       : rc == INV_LIMIT_REACHED ? "limit"
+                                 : cm_errname(rc));
+    if (key && pk->key == key)
+        pk->active = false;
+}
+
+/* A client cancels one of its orders (oq_relay_cancel: a cancel EVENT, committed). */
+static void do_cancel(world_t *wd)
+{
+    if (wd->nords < 2)
+        return;
+    uint32_t n = 1 + rnd(wd, wd->nords - 1);
+    ord_t *r = &wd->ords[n];
+    gw_t *g = &wd->gw[r->gw];
+    if (r->state != O_ACKED || !g->up)
+        return;
+    oq_order_t c;
+    fill_order(wd, n, &c);
+    c.type = OQ_MSG_CANCEL;
+    c.accepted_at_ms = 0;
+    c.idem_key[0] = '\0';
+    snprintf(c.reason, sizeof(c.reason), "by the buyer");
+    sim_disk_use(g->disk);
+    int rc = spool_event(wd, g, &c);
+    if (gw_died(wd, g))
+        return;
+    tr(wd, "gw%d: cancel o%u -> %s", r->gw, n, rc == 0 ? "202" : cm_errname(rc));
+}
+
+/* An admin edits the per-user limit (a lowered one binds new buys only). */
+static void do_limit_edit(world_t *wd)
+{
+    gw_t *g = &wd->gw[rnd(wd, (uint32_t)wd->ng)];
+    if (!g->up)
+        return;
+    uint32_t lim = 1 + rnd(wd, 3);
+    inv_sale_def_t def = {.stock = g->stock_total, .per_user_limit = lim};
+    snprintf(def.sale_id, sizeof(def.sale_id), "%s", g->sale_id);
+    char err[200];
+    if (inv_sale_put(g->inv, &def, NULL, err, sizeof(err)) == 0) {
+        g->limit = lim;
+        if (lim > g->max_limit)
+            g->max_limit = lim;
+        tr(wd, "gw%d: per-user limit -> %u", g->idx, lim);
+    }
+}
+
+static void do_restock(world_t *wd)
+{
+    gw_t *g = &wd->gw[rnd(wd, (uint32_t)wd->ng)];
+    if (!g->up)
+        return;
+    int64_t add = 1 + rnd(wd, 4);
+    char err[200];
+    if (inv_restock(g->inv, g->sale_id, add, NULL, err, sizeof(err)) == 0) {
+        g->stock_total += add;
+        tr(wd, "gw%d: restock +%" PRId64 " -> %" PRId64, g->idx, add, g->stock_total);
+    }
+}
+
+/*---- the relay (oq_relay.c, release on settle) ----*/
+
+static rent_t *ring_at(gw_t *g, size_t i)
+{
+    return &g->ring[(g->rhead + i) % g->rcap];
+}
+
+static int relay_scan_cb(const oq_rec_t *rec, void *arg)
+{
+    gw_t *g = arg;
+    if (g->rn == g->rcap) {
+        size_t ncap = g->rcap ? g->rcap * 2 : 256;
+        rent_t *nr = cm_xmalloc(ncap * sizeof(rent_t));
+        for (size_t i = 0; i < g->rn; i++)
+            nr[i] = *ring_at(g, i);
+        free(g->ring);
+        g->ring = nr;
+        g->rcap = ncap;
+        g->rhead = 0;
+    }
+    rent_t *e = ring_at(g, g->rn++);
+    *e = (rent_t){.next = rec->next, .seq = ++g->seqgen};
+    if (rec->type == OQ_REC_ORDER) {
+        e->ord = ord_of(rec->order->order_id);
+        e->kind = 0;
+    } else {
+        oq_order_t o;
+        if (oq_order_decode(rec->event, rec->event_len, &o, NULL, 0) != 0)
+            return 1;
+        e->ord = ord_of(o.order_id);
+        e->kind = o.type == OQ_MSG_CANCEL ? 1 : 2;
+        if (e->kind == 2)
+            e->state = 3;
+    }
+    g->scan_from = rec->next;
+    return g->rn >= 64; /* a bounded step */
+}
+
+static void relay_report(world_t *wd, int gi, uint32_t gen, uint64_t seq, bool ok)
+{
+    gw_t *g = &wd->gw[gi];
+    if (!g->up || g->gen != gen)
+        return; /* the producer that sent it is gone */
+    for (size_t i = 0; i < g->rn; i++) {
+        rent_t *e = ring_at(g, i);
+        if (e->seq != seq || e->state != 1)
+            continue;
+        if (ok)
+            e->state = e->kind == 1 ? 3 : 2; /* a cancel is done once in the topic */
+        else if (CM_PLANT(SIM_RELAY_DROP_ON_ERROR))
+            e->state = 3;
+        else
+            e->state = 0; /* sent again */
+        return;
+    }
+}
+
+static void relay_step(world_t *wd, gw_t *g)
+{
+    if (!g->up)
+        return;
+    sim_disk_use(g->disk);
+    oq_spool_step(g->sp);
+    if (gw_died(wd, g))
+        return;
+    long rc = oq_spool_scan(g->sp, g->scan_from, relay_scan_cb, g);
+    if (gw_died(wd, g))
+        return;
+    if (rc < 0) {
+        fail(wd, "gw%d: the relay cannot read its spool: %s", g->idx, cm_errname((int)rc));
+        return;
+    }
+    for (size_t i = 0; i < g->rn; i++) {
+        rent_t *e = ring_at(g, i);
+        if (e->state != 0)
+            continue;
+        oq_order_t o;
+        fill_order(wd, e->ord, &o);
+        if (e->kind == 1) {
+            o.type = OQ_MSG_CANCEL;
+            o.accepted_at_ms = 0;
+            o.idem_key[0] = '\0';
+        }
+        broker_produce(wd, g, e->seq, &o);
+        e->state = 1;
+    }
+    /* a delivered order is done on an outcome for it: counted per id */
+    size_t k = 0;
+    for (; k < g->rn; k++) {
+        rent_t *e = ring_at(g, k);
+        if (e->state == 2 && g->credit[e->ord] > 0) {
+            g->credit[e->ord]--;
+            e->state = 3;
+        }
+        if (e->state != 3)
+            break;
+        g->rel_target = e->next;
+    }
+    g->rhead = (g->rhead + k) % (g->rcap ? g->rcap : 1);
+    g->rn -= k;
+    if (oq_pos_cmp(g->rel_target, oq_spool_released(g->sp)) > 0) {
+        int r = oq_spool_release_keep(g->sp, g->rel_target);
+        if (gw_died(wd, g))
+            return;
+        if (r == 0)
+            tr(wd, "gw%d: released to %" PRIu64 ":%" PRIu64, g->idx, g->rel_target.seg,
+               g->rel_target.off);
+    }
+}
+
+/* Compensation: a failed or cancelled order's units go back once (gw_compensate). */
+static void compensate(world_t *wd, gw_t *g, uint32_t n, uint8_t st)
+{
+    if (g->status[n] == ST_FAILED || g->status[n] == ST_CANCELLED)
+        return;
+    oq_order_t ev;
+    fill_order(wd, n, &ev);
+    ev.type = OQ_MSG_RELEASE;
+    ev.status = st == ST_FAILED ? OQ_STATUS_FAILED : OQ_STATUS_CANCELLED;
+    ev.accepted_at_ms = 0;
+    ev.idem_key[0] = '\0';
+    int rc = spool_event(wd, g, &ev);
+    if (gw_died(wd, g))
+        return;
+    (void)rc;
+    rc = inv_release(g->inv, ev.sale_id, ev.user_id, ev.qty, ev.order_id);
+    g->status[n] = st;
+    tr(wd, "gw%d: o%u %s, units back (%s)", g->idx, n, st == ST_FAILED ? "failed" : "cancelled",
+       rc == 0 ? "released" : cm_errname(rc));
+}
+
+/* The gateway's consumer of the outcomes topic, from the beginning at every start. */
+static void outcomes_step(world_t *wd, gw_t *g)
+{
+    if (!g->up || !wd->broker_up)
+        return;
+    sim_disk_use(g->disk);
+    for (int k = 0; k < 32 && g->out_cur < wd->nouts && g->up; k++) {
+        outc_t oc = wd->outs[g->out_cur++];
+        if (oc.ord >= wd->nords || wd->ords[oc.ord].gw != g->idx)
+            continue;
+        if (CM_PLANT(SIM_RELAY_HELD_TWICE))
+            g->credit[oc.ord] = 1;
+        else if (g->credit[oc.ord] < 255)
+            g->credit[oc.ord]++;
+        if (oc.status == ST_FAILED || oc.status == ST_CANCELLED)
+            compensate(wd, g, oc.ord, oc.status);
+        else if (oc.status == ST_SETTLED)
+            set_status(g, oc.ord, ST_SETTLED);
+    }
+}
+
+/*---- the driver ----*/
+
+static void heal(world_t *wd)
+{
+    wd->faults = false;
+    wd->broker_up = true;
+    for (int i = 0; i < wd->ng; i++) {
+        sim_disk_set_faults(wd->gw[i].disk, 0, 0);
+        sim_disk_die_after(wd->gw[i].disk, 0);
+    }
+}
+
+static bool quiescent(world_t *wd)
+{
+    for (int i = 0; i < wd->ng; i++) {
+        gw_t *g = &wd->gw[i];
+        if (!g->up)
+            return false;
+        oq_spool_stats_t ss;
+        oq_spool_stats(g->sp, &ss);
+        if (ss.unreleased_bytes != 0 || g->out_cur < wd->nouts || g->nwait)
+            return false;
+    }
+    for (int p = 0; p < NPART; p++)
+        if (wd->part[p].qn || wd->stpos[p] < wd->part[p].n || wd->committed[p] < wd->part[p].n)
+            return false;
+    return wd->st_up;
+}
+
+static void one_step(world_t *wd)
+{
+    wd->step++;
+    wd->now_ms++;
+    cm_time_advance_fake(1000000);
+    uint32_t r = rnd(wd, 1000);
+    gw_t *g = &wd->gw[rnd(wd, (uint32_t)wd->ng)];
+    if (wd->faults) {
+        if (r < 3) {
+            gw_crash(wd, g, false, "kill -9");
+            return;
+        }
+        if (r < 4 && chance(wd, wd->p_power * 1000)) {
+            gw_crash(wd, g, true, "pulled the plug");
+            return;
+        }
+        if (r < 6) {
+            if (g->up)
+                sim_disk_die_after(g->disk, 1 + rnd(wd, 30));
+            return;
+        }
+        if (r < 8) {
+            if (wd->st_up)
+                settle_crash(wd, "kill -9");
+            return;
+        }
+        if (r < 10 && chance(wd, wd->p_broker_flip * 500)) {
+            wd->broker_up = !wd->broker_up;
+            tr(wd, "broker: %s", wd->broker_up ? "back" : "down");
+            return;
+        }
+    }
+    if (r < 40) {
+        if (!g->up && (wd->faults ? chance(wd, 0.3) : true))
+            gw_start(wd, g);
+        else
+            relay_step(wd, g);
+    } else if (r < 400) {
+        if (wd->faults)
+            do_buy(wd);
+        else
+            relay_step(wd, g);
+    } else if (r < 420) {
+        if (wd->faults)
+            do_cancel(wd);
+    } else if (r < 430) {
+        if (wd->faults)
+            do_restock(wd);
+    } else if (r < 434) {
+        if (wd->faults)
+            do_limit_edit(wd);
+    } else if (r < 520) {
+        sync_step(wd, g);
+    } else if (r < 600) {
+        relay_step(wd, g);
+    } else if (r < 800) {
+        broker_step(wd);
+    } else if (r < 900) {
+        settle_step(wd);
+    } else {
+        outcomes_step(wd, g);
+    }
+}
+
+static void final_checks(world_t *wd)
+{
+    /* every 202 in the database; no key with two orders held */
+    uint32_t *key_held = cm_xcalloc(wd->keygen + 1, sizeof(uint32_t));
+    for (uint32_t i = 1; i < wd->nords && !wd->failed; i++) {
+        const ord_t *r = &wd->ords[i];
+        if (r->state == O_ACKED && !r->exempt && r->db == ST_NONE)
+            fail(wd, "order o%u was answered 202 and never reached the database", i);
+        if (r->key && r->db == ST_SETTLED && !wd->gw[r->gw].power_lost_write && key_held[r->key]++)
+            fail(wd, "idempotency key k%u has two orders settled", r->key);
+    }
+    free(key_held);
+    /* the inventory holds exactly the settled orders (after a restart's replay) */
+    for (int gi = 0; gi < wd->ng && !wd->failed; gi++) {
+        gw_crash(wd, &wd->gw[gi], false, "final restart");
+        wd->res->crashes--;
+        gw_start(wd, &wd->gw[gi]);
+    }
+    /* the restarted gateways read the outcomes again (a compensation whose
+     * release event did not reach the disk runs again: once, in effect) */
+    for (uint64_t h = 0; h < HEAL_STEPS_MAX && !wd->failed; h++) {
+        one_step(wd);
+        if ((h & 255) == 0 && quiescent(wd))
+            break;
+    }
+    for (int gi = 0; gi < wd->ng && !wd->failed; gi++) {
+        gw_t *g = &wd->gw[gi];
+        if (!g->up)
+            continue;
+        int64_t settled = 0;
+        uint32_t per_user[NU_MAX] = {0};
+        for (uint32_t i = 1; i < wd->nords; i++)
+            if (wd->ords[i].gw == gi && wd->ords[i].db == ST_SETTLED) {
+                settled += wd->ords[i].qty;
+                per_user[wd->ords[i].user] += wd->ords[i].qty;
+            }
+        inv_sale_info_t si;
+        inv_sale_get(g->inv, g->sale_id, &si);
+        if (si.accepted_units > si.stock_total)
+            fail(wd, "gw%d: %" PRId64 " units held of a stock of %" PRId64, gi, si.accepted_units,
+                 si.stock_total);
+        else if (g->power_lost_write) /* durability write lost units at a power loss, by design */
+            continue;
+        else if (settled > si.stock_total)
+            fail(wd, "gw%d: %" PRId64 " units settled of a stock of %" PRId64 " (oversell)", gi,
+                 settled, si.stock_total);
+        else if (si.accepted_units != settled)
+            fail(wd,
+                 "gw%d: the inventory holds %" PRId64 " units, the database settled %" PRId64
+                 " (a compensation lost or run twice)",
+                 gi, si.accepted_units, settled);
+        for (int u = 0; u < wd->nu && !wd->failed; u++)
+            if (per_user[u] > g->max_limit)
+                fail(wd, "gw%d: user u%d has %u units settled, the limit is %u", gi, u, per_user[u],
+                     g->max_limit);
+    }
+}
+
+void sim_run(const sim_opts_t *opts, sim_result_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    world_t *wd = cm_xcalloc(1, sizeof(*wd));
+    wd->res = out;
+    wd->tr = opts->trace;
+    cm_rand_seed(&wd->rng, opts->seed);
+    cm_time_set_fake(true, 1000000000ull, 1700000000000LL);
+    wd->ng = 1 + (int)rnd(wd, NG_MAX);
+    wd->nu = 4 + (int)rnd(wd, NU_MAX - 4);
+    wd->limit = 1 + rnd(wd, 3);
+    wd->fsync_mode = rnd(wd, 3) != 0 || opts->fsync_only;
+    wd->p_fsync_fail = rnd(wd, 2) ? 0.05 : 0;
+    wd->p_power = wd->fsync_mode ? 0.3e-3 : 0.1e-3;
+    wd->p_crash = 0.004;
+    wd->p_broker_flip = 0.002;
+    wd->p_dup = 0.05;
+    wd->p_lost_reply = 0.1;
+    wd->p_db_fail = 0.03;
+    wd->faults = true;
+    wd->broker_up = true;
+    wd->st_up = true;
+    wd->nords = 1;
+    wd->sink.base.ops = &sink_ops;
+    wd->sink.base.has_user_sql = true;
+    wd->sink.wd = wd;
+    for (int i = 0; i < wd->ng; i++) {
+        gw_t *g = &wd->gw[i];
+        g->idx = i;
+        g->disk = sim_disk_new(&wd->rng);
+        sim_disk_set_faults(g->disk, wd->p_fsync_fail, rnd(wd, 4) == 0 ? 6000 + rnd(wd, 20000) : 0);
+        snprintf(g->sale_id, sizeof(g->sale_id), "s%d", i);
+        g->stock_total = 3 + rnd(wd, 40);
+        g->limit = g->max_limit = wd->limit;
+    }
+    tr(wd, "seed %" PRIu64 ": %d gateways, %d users, limit %u, durability %s", opts->seed, wd->ng,
+       wd->nu, wd->limit, wd->fsync_mode ? "fsync" : "write");
+    for (int i = 0; i < wd->ng; i++)
+        gw_start(wd, &wd->gw[i]);
+    for (uint64_t s = 0; s < opts->steps && !wd->failed; s++)
+        one_step(wd);
+    if (!wd->failed) {
+        tr(wd, "heal: faults off, every process back");
+        heal(wd);
+        wd->st_up = true;
+        memcpy(wd->stpos, wd->committed, sizeof(wd->stpos));
+        uint64_t h = 0;
+        for (; h < HEAL_STEPS_MAX && !wd->failed; h++) {
+            one_step(wd);
+            if ((h & 255) == 0 && quiescent(wd))
+                break;
+        }
+        if (!wd->failed && !quiescent(wd)) {
+            const char *what = "settlement lags";
+            char buf[200];
+            for (int i = 0; i < wd->ng; i++) {
+                gw_t *g = &wd->gw[i];
+                oq_spool_stats_t ss;
+                if (g->up) {
+                    oq_spool_stats(g->sp, &ss);
+                    if (ss.unreleased_bytes != 0 && g->rn) {
+                        const rent_t *e = ring_at(g, 0);
+                        snprintf(buf, sizeof(buf),
+                                 "gw%d's release point is stuck before its end "
+                                 "at o%u (kind %d, state %d, outcomes %d, database %d)",
+                                 i, e->ord, e->kind, e->state, g->credit[e->ord],
+                                 wd->ords[e->ord].db);
+                        what = buf;
+                    }
+                }
+            }
+            fail(wd, "no quiescence %d steps after the heal: %s", HEAL_STEPS_MAX, what);
+        }
+    }
+    if (!wd->failed)
+        final_checks(wd);
+    out->ok = !wd->failed;
+    out->steps = wd->step;
+    for (uint32_t i = 1; i < wd->nords; i++)
+        out->accepted += wd->ords[i].state == O_ACKED;
+    for (int i = 0; i < wd->ng; i++) {
+        gw_t *g = &wd->gw[i];
+        sim_disk_use(g->disk);
+        if (g->sp)
+            oq_spool_close(g->sp);
+        if (g->w)
+            inv_worker_close(g->w);
+        if (g->inv)
+            inv_close(g->inv);
+        free(g->ring);
+        sim_disk_stats_t ds;
+        sim_disk_stats(g->disk, &ds);
+        out->fsync_fails += ds.fsync_fails;
+        out->torn_writes += ds.torn_writes;
+        sim_disk_free(g->disk);
+    }
+    for (int p = 0; p < NPART; p++) {
+        free(wd->part[p].m);
+        free(wd->part[p].q);
+    }
+    free(wd->outs);
+    st_batch_writer_free(&wd->bw);
+    cm_time_set_fake(false, 0, 0);
+    free(wd);
+}
