@@ -206,6 +206,25 @@ try:
             headers={"Content-Type": "application/json"})
     eq(r.status, 400, "a broken body is 400 before any token")
 
+    # the start-window lottery through the buy route: entries keyed by the verified user
+    starts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(time.time()) + 15))
+    g.put_sale("lot", stock=5, per_user_limit=1, starts_at=starts, fair_window_ms=2000,
+               fair_early_ms=20000)
+    victim46 = mint(g.data_dir, "victim-46")
+    r = buy(g, "lot", victim46, ip="10.0.7.1")
+    eq((r.status, r.json.get("status")), (202, "entered"), "the victim's lottery entry")
+    e_oid, e_tok = r.json.get("order_id"), r.json.get("status_token")
+    r = buy(g, "lot", mallory, body={"user_id": "victim-46", "qty": 1}, ip="10.0.7.2")
+    eq((r.status, r.json.get("error")), (403, "identity_mismatch"),
+       "an entry in the victim's name is refused")
+    r = buy(g, "lot", mallory, ip="10.0.7.3")
+    eq((r.status, r.json.get("status")), (202, "entered"), "mallory's own entry")
+    check(e_oid not in r.raw.decode() and e_tok not in r.raw.decode() and
+          not r.json.get("duplicate"), "mallory's entry is its own, not the victim's duplicate")
+    r = buy(g, "lot", victim46, ip="10.0.7.4")
+    eq((r.status, r.json.get("duplicate"), r.json.get("order_id")), (202, True, e_oid),
+       "the victim's second entry is its own duplicate")
+
     # cookie: not configured, so ignored
     r = buy(g, "s1", None, headers={"Cookie": "fg=" + alice}, ip="10.0.6.6")
     eq((r.status, r.json.get("reason")), (401, "missing"), "no identity.cookie: a cookie is no token")
