@@ -319,7 +319,9 @@ static bool route_fail(char *errbuf, size_t errlen, size_t i, const char *fmt, .
         return false;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(errbuf + n, errlen - (size_t)n, fmt, ap);
+    /* va_start is just above; clang-tidy 14's analyzer loses it in this file once
+     * the identity rules are in (a false positive, as in gw_metrics.c's put) */
+    vsnprintf(errbuf + n, errlen - (size_t)n, fmt, ap); // NOLINT(clang-analyzer-valist.Uninitialized)
     va_end(ap);
     return false;
 }
