@@ -494,15 +494,41 @@ static const char *v_routes(const void *v)
     return gw_proxy_routes_parse(v, tmp, &n, rule, sizeof(rule)) ? rule : NULL;
 }
 
+/*---- identity.* ----*/
+
+/* An HTTP field or cookie name: 1..127 token characters (RFC 9110 5.6.2), or empty. */
+static const char *v_token_name(const void *v)
+{
+    const char *s = v;
+    for (const char *p = s; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("!#$%&'*+-.^_`|~", *p))
+            return "must be empty or a header/cookie name (letters, digits, !#$%&'*+-.^_`|~)";
+    return NULL;
+}
+
+void gw_identity_config(const gw_config_t *cfg, id_config_t *out)
+{
+    *out = cfg->identity;
+    out->leeway_s = (uint32_t)cfg->id_leeway_s;
+    out->jwks_refresh_s = (uint32_t)(cfg->id_jwks_refresh_ms / 1000);
+    out->jwks_min_refetch_s = (uint32_t)(cfg->id_jwks_min_refetch_ms / 1000);
+    out->jwks_timeout_ms = (uint32_t)cfg->id_jwks_timeout_ms;
+    out->max_token_bytes = (uint32_t)cfg->id_max_token_bytes;
+}
+
 /*---- The table ----*/
 
 static const char *const log_formats[] = {"logfmt", "json", NULL};
 static const char *const durabilities[] = {"write", "fsync", NULL};
 static const char *const ol_levels[] = {"auto", "0", "1", "2", "3", NULL};
+static const char *const id_modes[] = {"none", "jwt", "header", NULL};
 
 #define OFF(f) offsetof(gw_config_t, f)
 #define SZ(f) sizeof(((gw_config_t *)0)->f)
 #define RT CM_OPT_RUNTIME
+#define IDS(k, f, d, meta, what, check)                                                            \
+    {"identity." k, CM_OPT_STR, OFF(identity.f), SZ(identity.f), d, 0, 0, NULL, 0, NULL, meta,     \
+     what, check}
 #define RPS(k, f, d, what)                                                                         \
     {k, CM_OPT_MILLI, OFF(f), 0, d, 0, CM_RATE_MILLI_MAX, NULL, RT, NULL, "RPS",                   \
      what " rate limit in requests/s (0.001 steps), 0 = off", NULL}
@@ -757,6 +783,54 @@ const cm_opt_t gw_config_opts[] = {
     {"proxy.breaker_cooldown", CM_OPT_MS, OFF(proxy_breaker_cooldown_ms), 0, "1s", 10, 600000,
      NULL, 0, NULL, "DURATION", "an open upstream breaker lets one probe through after this",
      NULL},
+    {"identity.mode", CM_OPT_ENUM, OFF(id_mode), 0, "none", 0, 0, id_modes, 0, NULL, NULL,
+     "who the buyer is: jwt = a bearer token verified here (keys: jwks_file, jwks_url, or the "
+     "data dir's identity.key); header = identity.header from server.trusted_proxies; none = "
+     "the body's user_id, unverified (closed networks and rehearsals; docs/identity.md)",
+     NULL},
+    IDS("jwks_file", jwks_file, "", "FILE", "a JWK set on disk the tokens are verified with", NULL),
+    IDS("jwks_url", jwks_url, "", "URL",
+        "an http(s) JWK set, fetched off the workers at start and refreshed in the background",
+        NULL),
+    {"identity.jwks_refresh", CM_OPT_MS, OFF(id_jwks_refresh_ms), 0, "300s", 1000, 86400000,
+     NULL, 0, NULL, "DURATION", "how often identity.jwks_url is fetched again (whole seconds)",
+     NULL},
+    {"identity.jwks_min_refetch", CM_OPT_MS, OFF(id_jwks_min_refetch_ms), 0, "30s", 1000,
+     3600000, NULL, 0, NULL, "DURATION",
+     "a token with an unknown kid refetches identity.jwks_url at most once per this; also the "
+     "retry period after a failed fetch (whole seconds)",
+     NULL},
+    {"identity.jwks_timeout", CM_OPT_MS, OFF(id_jwks_timeout_ms), 0, "5s", 100, 60000, NULL, 0,
+     NULL, "DURATION", "bound on one fetch of identity.jwks_url", NULL},
+    IDS("jwks_cache_file", jwks_cache_file, "", "FILE",
+        "the last good answer of identity.jwks_url, written after each change: a restart while "
+        "the URL is down starts on it",
+        NULL),
+    IDS("algorithms", algorithms, "RS256,ES256,EdDSA", "ALG,...",
+        "signature algorithms accepted: RS256 RS384 RS512 PS256 ES256 ES384 EdDSA HS256 "
+        "(HS256 only with identity.hmac_secret_file)",
+        NULL),
+    IDS("hmac_secret_file", hmac_secret_file, "", "FILE",
+        "HS256's shared secret (at least 32 bytes)", NULL),
+    IDS("issuer", issuer, "flashgate", "ISS", "a token's iss must equal this", NULL),
+    IDS("audience", audience, "flashgate", "AUD,...",
+        "a token's aud must name one of these (comma-separated, up to 8)", NULL),
+    {"identity.leeway_s", CM_OPT_UINT, OFF(id_leeway_s), 0, "30", 0, 600, NULL, 0, NULL,
+     "SECONDS", "clock skew allowed on a token's exp and nbf", NULL},
+    {"identity.max_token_bytes", CM_OPT_SIZE, OFF(id_max_token_bytes), 0, "8192", 256,
+     ID_TOKEN_LIMIT, NULL, 0, NULL, "SIZE", "longer tokens are refused (401 too_large)", NULL},
+    IDS("user_claim", user_claim, "sub", "CLAIM",
+        "the claim that names the user (1..64 of A-Z a-z 0-9 . _ -)", NULL),
+    IDS("person_claim", person_claim, "", "CLAIM",
+        "the claim that names the person behind the account; empty = the user", NULL),
+    {"identity.header", CM_OPT_STR, OFF(id_header), SZ(id_header), "", 0, 0, NULL, 0, NULL,
+     "NAME",
+     "header mode: the header a trusted proxy (server.trusted_proxies) names the user in; from "
+     "any other peer a request carrying it is refused with 403",
+     v_token_name},
+    {"identity.cookie", CM_OPT_STR, OFF(id_cookie), SZ(id_cookie), "", 0, 0, NULL, 0, NULL,
+     "NAME", "jwt mode: a cookie that may carry the token when there is no Authorization header",
+     v_token_name},
     {NULL, 0, 0, 0, NULL, 0, 0, NULL, 0, NULL, NULL, NULL, NULL},
 };
 
@@ -800,6 +874,60 @@ static bool same_listener(const char *a, const char *b)
         if (strcmp(ha, any[i]) == 0 || strcmp(hb, any[i]) == 0)
             return true;
     return strcmp(ha, hb) == 0;
+}
+
+/* identity.*: id_config_validate's rules (its sentence names the key) and the
+ * modes' own. Returns the number of broken rules, each reported. */
+static int identity_rules(const gw_config_t *cfg, const cm_conf_t *view, char *errbuf,
+                          size_t errlen)
+{
+    int bad = 0;
+    id_config_t ic;
+    gw_identity_config(cfg, &ic);
+    char why[400];
+    if (id_config_validate(&ic, why, sizeof(why)) != 0) {
+        /* "identity.algorithms: unknown ..." -> key and rule */
+        char key[64] = "identity.mode";
+        const char *rule = why;
+        const char *colon = strstr(why, ": ");
+        size_t kl = strcspn(why, ":=");
+        if (strncmp(why, "identity.", 9) == 0 && colon && kl < sizeof(key)) {
+            snprintf(key, sizeof(key), "%.*s", (int)kl, why);
+            rule = colon + 2;
+            /* id_config_t's names for the durations are the config keys without _s */
+            static const char *const renamed[][2] = {
+                {"identity.jwks_refresh_s", "identity.jwks_refresh"},
+                {"identity.jwks_min_refetch_s", "identity.jwks_min_refetch"},
+                {"identity.jwks_timeout_ms", "identity.jwks_timeout"}};
+            for (size_t i = 0; i < sizeof(renamed) / sizeof(renamed[0]); i++)
+                if (strcmp(key, renamed[i][0]) == 0)
+                    snprintf(key, sizeof(key), "%s", renamed[i][1]);
+            if (!cm_conf_find(view->opts, key))
+                snprintf(key, sizeof(key), "identity.mode");
+        }
+        cm_conf_report(view, key, rule, errbuf, errlen);
+        bad++;
+    }
+    if (cfg->id_mode == GW_ID_HEADER && !cfg->id_header[0]) {
+        cm_conf_report(view, "identity.header",
+                       "must name the header the trusted proxy sets when identity.mode=header",
+                       errbuf, errlen);
+        bad++;
+    }
+    if (cfg->id_mode == GW_ID_HEADER && !cfg->trusted_proxies[0]) {
+        cm_conf_report(view, "server.trusted_proxies",
+                       "must list the proxies that set identity.header when identity.mode=header",
+                       errbuf, errlen);
+        bad++;
+    }
+    if (cfg->id_mode != GW_ID_JWT && (cfg->identity.jwks_url[0] || cfg->identity.jwks_file[0])) {
+        cm_conf_report(view, "identity.mode",
+                       "must be jwt when identity.jwks_url or identity.jwks_file is set (a key "
+                       "set no mode reads is a mistake)",
+                       errbuf, errlen);
+        bad++;
+    }
+    return bad;
 }
 
 int gw_config_check(const gw_config_t *cfg, const cm_conf_t *conf, char *errbuf, size_t errlen)
@@ -873,6 +1001,7 @@ int gw_config_check(const gw_config_t *cfg, const cm_conf_t *conf, char *errbuf,
                        errlen);
         bad++;
     }
+    bad += identity_rules(cfg, &view, errbuf, errlen);
     return bad ? CM_EINVAL : 0;
 }
 

@@ -8,11 +8,15 @@
 #define GW_CONFIG_H
 
 #include "common/cm_config.h"
+#include "identity/id.h"
 
 #include <stdbool.h>
 #include <stdint.h>
 
 typedef enum { GW_DURABILITY_WRITE = 0, GW_DURABILITY_FSYNC = 1 } gw_durability_t;
+
+/* identity.mode: who the buyer is (docs/identity.md). */
+typedef enum { GW_ID_NONE = 0, GW_ID_JWT = 1, GW_ID_HEADER = 2 } gw_id_mode_t;
 
 /* The shortest admin bearer token accepted wherever one enters (server.admin_token
  * by flag, environment or file, server.admin_token_file, server.admin_tokens_file):
@@ -90,7 +94,23 @@ typedef struct gw_config {
     uint64_t proxy_max_conns;  /* proxy.max_connections per upstream per worker */
     uint64_t proxy_max_body;   /* proxy.max_body: request and response body cap */
     uint64_t proxy_breaker_failures, proxy_breaker_cooldown_ms;
+
+    /* buyer identity (gateway/buy/gw_identity.c, docs/identity.md): the
+     * strings of identity.* go straight into `identity`; its numbers are
+     * copied from the uint64_t fields below by gw_identity_config */
+    int id_mode;               /* identity.mode none|jwt|header (gw_id_mode_t) */
+    id_config_t identity;
+    uint64_t id_leeway_s, id_jwks_refresh_ms, id_jwks_min_refetch_ms, id_jwks_timeout_ms;
+    uint64_t id_max_token_bytes;
+    char id_header[128];       /* identity.header: header mode's user header */
+    char id_cookie[128];       /* identity.cookie: a cookie that may carry the token */
 } gw_config_t;
+
+/*
+ * The identity.* settings as identity/ takes them: cfg->identity with the
+ * numbers filled in from the uint64_t fields. Thread-safe on data the caller owns.
+ */
+void gw_identity_config(const gw_config_t *cfg, id_config_t *out);
 
 /* One non-core route of proxy.routes. */
 #define GW_PROXY_ROUTES_MAX 32

@@ -778,7 +778,7 @@ static rule_ent_t *rule_find(gw_limits_t *l, const char *sale, size_t sale_len)
 static inline __attribute__((always_inline)) void
 admit_rule(gw_limits_t *l, rule_ent_t *rule, const char *user, size_t user_len, const char *ip,
            size_t ip_len, const char *sale, size_t sale_len, uint64_t now_ns,
-           gw_limit_verdict_t *v)
+           gw_limit_verdict_t *v, bool global)
 {
     cm_rate_policy_t gpol[GW_SCOPE_COUNT];
     for (int s = 0; s < GW_SCOPE_COUNT; s++)
@@ -793,7 +793,7 @@ admit_rule(gw_limits_t *l, rule_ent_t *rule, const char *user, size_t user_len, 
     /* the subnet: a prefix of the IP key (IPv4 /24 of 4 bytes, IPv6 /48 of the /64's 8) */
     size_t subnet_len = ip_len == 4 ? 3 : ip_len == 8 ? 6 : ip_len;
     const char *keys[ST_N] = {user, user, ip, ip, sale, sale, NULL};
-    size_t lens[ST_N] = {user_len, user_len, ip_len, subnet_len, sale_len, sale_len, 1};
+    size_t lens[ST_N] = {user_len, user_len, ip_len, subnet_len, sale_len, sale_len, global};
     taken_t tk[ST_N] = {{0}};
 
     v->allowed = true;
@@ -872,7 +872,13 @@ void gw_limits_admit(gw_limits_t *l, const char *user, size_t user_len, const ch
                      gw_limit_verdict_t *v)
 {
     admit_rule(l, rule_find(l, sale, sale_len), user, user_len, ip, ip_len, sale, sale_len,
-               now_ns, v);
+               now_ns, v, true);
+}
+
+void gw_limits_admit_ip(gw_limits_t *l, const char *ip, size_t ip_len, uint64_t now_ns,
+                        gw_limit_verdict_t *v)
+{
+    admit_rule(l, NULL, NULL, 0, ip, ip_len, NULL, 0, now_ns, v, false);
 }
 
 const void *gw_limits__rule_hold(gw_limits_t *l, const char *sale)
@@ -884,7 +890,7 @@ void gw_limits__admit_held(gw_limits_t *l, const void *held, const char *user, s
                            const char *sale, size_t sale_len, uint64_t now_ns,
                            gw_limit_verdict_t *v)
 {
-    admit_rule(l, (rule_ent_t *)held, user, user_len, NULL, 0, sale, sale_len, now_ns, v);
+    admit_rule(l, (rule_ent_t *)held, user, user_len, NULL, 0, sale, sale_len, now_ns, v, true);
 }
 
 /*---- stats ----*/

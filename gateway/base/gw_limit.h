@@ -88,6 +88,14 @@ void gw_limits_set_share(gw_limits_t *l, uint32_t n);
 void gw_limits_admit(gw_limits_t *l, const char *user, size_t user_len, const char *ip,
                      size_t ip_len, const char *sale, size_t sale_len, uint64_t now_ns,
                      gw_limit_verdict_t *v);
+/*
+ * The client address's scopes alone (IP, then subnet), as gw_limits_admit
+ * takes them: the buy path with identity on checks them before a token is
+ * verified, and the user's, the sale's and the global scopes after it with
+ * gw_limits_admit(user, no IP, sale). Thread-safe.
+ */
+void gw_limits_admit_ip(gw_limits_t *l, const char *ip, size_t ip_len, uint64_t now_ns,
+                        gw_limit_verdict_t *v);
 /* A hint: gw_limits_admit of this user comes soon (the global user scope's
  * bucket is fetched into the cache). Thread-safe. */
 void gw_limits_prefetch_user(gw_limits_t *l, const char *user, size_t user_len);

@@ -51,6 +51,7 @@ struct gw_px_req;
     XX(UNAUTHORIZED, 401, "unauthorized", 0)                                                       \
     XX(FORBIDDEN, 403, "forbidden", 0)                                                             \
     XX(ADMISSION_REQUIRED, 403, "admission_required", 0)                                           \
+    XX(IDENTITY_MISMATCH, 403, "identity_mismatch", 0)                                             \
     XX(NOT_FOUND, 404, "not_found", 0)                                                             \
     XX(UNKNOWN_SALE, 404, "unknown_sale", 0)                                                       \
     XX(UNKNOWN_ORDER, 404, "unknown_order", 0)                                                     \
@@ -360,6 +361,7 @@ struct gw_server {
     uv_loop_t main_loop;
     struct gw_overload *ol; /* levels, limits config, routes (gw_overload.c) */
     struct gw_fair *fair;   /* start-window lotteries (gw_fair.c) */
+    struct gw_identity *identity; /* the buyer's identity (gw_identity.c) */
 };
 
 /*

@@ -29,6 +29,7 @@
 #include "gateway/base/gw_fleet.h"
 #include "gateway/buy/gw_buy.h"
 #include "gateway/buy/gw_fair.h"
+#include "gateway/buy/gw_identity.h"
 #include "gateway/edge/gw_edge.h"
 #include "gateway/overload/gw_ol.h"
 #include "queue/oq_relay.h"
@@ -141,6 +142,8 @@ static void reply_accepted(gw_req_t *r, const oq_order_t *o, bool replayed)
     gw_resp_header_set(p, "Location", loc);
     if (replayed)
         gw_resp_header_set(p, "Idempotent-Replayed", "true");
+    if (gw_identity_on(r->w->srv)) /* its verified buyer reads it without the token */
+        gw_identity_order_put(r->w->srv, o->order_id, o->user_id);
 }
 
 static const char *skip_ws(const char *p, const char *end)
@@ -216,13 +219,28 @@ bool gw_buy_body_fast(const char *body, size_t len, char *user_id, uint32_t *qty
     return true;
 }
 
+static bool parse_body_json(gw_req_t *r, bool user_optional);
+
 bool gw_buy_parse_body(gw_req_t *r)
 {
     return gw_buy_body_fast(r->body, r->body_len, r->res.user_id, &r->res.qty) ||
-           gw_buy_parse_body_json(r);
+           parse_body_json(r, false);
+}
+
+/* The buy body with identity on: user_id may be omitted ("" then; the verified
+ * user fills it). */
+static bool parse_body_identity(gw_req_t *r)
+{
+    return gw_buy_body_fast(r->body, r->body_len, r->res.user_id, &r->res.qty) ||
+           parse_body_json(r, true);
 }
 
 bool gw_buy_parse_body_json(gw_req_t *r)
+{
+    return parse_body_json(r, false);
+}
+
+static bool parse_body_json(gw_req_t *r, bool user_optional)
 {
     json_error_t jerr;
     json_t *root = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &jerr);
@@ -238,18 +256,21 @@ bool gw_buy_parse_body_json(gw_req_t *r)
         goto out;
     }
     json_t *u = json_object_get(root, "user_id");
-    if (!u) {
+    if (!u && !user_optional) {
         gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL, "missing field user_id");
         goto out;
     }
-    const char *us = json_string_value(u);
-    size_t ulen = json_string_length(u);
-    if (!us || !inv_id_valid(us, ulen, INV_USER_ID_MAX)) {
-        gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL,
-                      "user_id must be a string of 1..64 characters of A-Z a-z 0-9 . _ -");
-        goto out;
+    r->res.user_id[0] = '\0';
+    if (u) {
+        const char *us = json_string_value(u);
+        size_t ulen = json_string_length(u);
+        if (!us || !inv_id_valid(us, ulen, INV_USER_ID_MAX)) {
+            gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL,
+                          "user_id must be a string of 1..64 characters of A-Z a-z 0-9 . _ -");
+            goto out;
+        }
+        memcpy(r->res.user_id, us, ulen + 1);
     }
-    memcpy(r->res.user_id, us, ulen + 1);
     r->res.qty = 1;
     json_t *q = json_object_get(root, "qty");
     if (q) {
@@ -644,8 +665,29 @@ bool gw_buy_handle(gw_req_t *r)
      * refused user is told so before the parse (no JSON work for a 503) */
     if (!gw_ol_buy_precheck(r))
         return false;
-    if (!gw_buy_parse_body(r))
+    uint8_t ipkey[16];
+    size_t iplen = 0;
+    gw_limit_verdict_t v;
+    bool identity = gw_identity_on(srv);
+    if (identity) {
+        iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
+        if (!parse_body_identity(r))
+            return false;
+        /* 3b. with identity on, the client address's limits come before the
+         * token's check (a signature is CPU work a flood from one address
+         * must not buy), and everything keyed by the user after it. A
+         * request refused later (user, sale) has spent its address's token. */
+        gw_limits_admit_ip(srv->limits, (const char *)ipkey, iplen, w->now_ns, &v);
+        if (!v.allowed) {
+            gw_hitters_add(w, NULL, ipkey, iplen);
+            reply_rate_limited(r, &v);
+            return false;
+        }
+        if (!gw_identity_buy(r))
+            return false;
+    } else if (!gw_buy_parse_body(r)) {
         return false;
+    }
     /* The user's bucket, fetched into the cache now (its inventory slot once
      * the limits let the buy through, step 4): with a new buyer per order each
      * was a cache miss, one after the other; this way they overlap the checks
@@ -671,12 +713,11 @@ bool gw_buy_handle(gw_req_t *r)
     if (!gw_ol_buy_admit(r))
         return false;
 
-    /* 4. rate limits */
-    uint8_t ipkey[16];
-    size_t iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
-    gw_limit_verdict_t v;
-    gw_limits_admit(srv->limits, r->res.user_id, user_len, (const char *)ipkey,
-                    iplen, r->id, strlen(r->id), w->now_ns, &v);
+    /* 4. rate limits (the address's were taken at 3b with identity on) */
+    if (!identity)
+        iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
+    gw_limits_admit(srv->limits, r->res.user_id, user_len, identity ? NULL : (const char *)ipkey,
+                    identity ? 0 : iplen, r->id, strlen(r->id), w->now_ns, &v);
     if (!v.allowed) {
         gw_hitters_add(w, r->res.user_id, ipkey, iplen);
         reply_rate_limited(r, &v);
@@ -927,6 +968,10 @@ void gw_order_handle(gw_req_t *r)
     if (!tok)
         tok = gw_req_header(r, "X-Order-Token");
     bool tok_ok = gw_status_token_ok(r->w->srv, id, tok);
+    /* With identity on, the verified buyer reads their own order without it. */
+    char buyer[ID_USER_MAX + 1];
+    if (!tok_ok && gw_identity_user(r, buyer))
+        tok_ok = gw_identity_order_owner(r->w->srv, id, buyer);
     gw_orders_found_t f =
         tok_ok ? gw_orders_lookup(r->w->srv->orders, id, &ord) : GW_ORDERS_UNKNOWN;
     if (f != GW_ORDERS_FOUND) {

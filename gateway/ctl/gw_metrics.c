@@ -15,6 +15,7 @@
 #include "gateway/base/gw_base.h"
 #include "gateway/base/gw_fleet.h"
 #include "gateway/buy/gw_buy.h"
+#include "gateway/buy/gw_identity.h"
 #include "gateway/ctl/gw_audit.h"
 #include "gateway/ctl/gw_ctl.h"
 #include "gateway/edge/gw_edge.h"
@@ -116,6 +117,38 @@ static void sale_line(inv_sale_t *sale, void *ctx)
 }
 
 /* The overload controller's state (gw_overload_snapshot): level, limits, in flight. */
+/* Buyer identity (gw_identity.h): verifications by outcome, cache hits, the keys. */
+static void identity_metrics(buf_t *b, gw_server_t *srv)
+{
+    gw_identity_stats_t st;
+    gw_identity_stats(srv, &st);
+    head(b, "flashgate_identity_verifications_total", "counter",
+         "Buyer identities checked on the sale routes, by outcome (identity.mode jwt or header; "
+         "docs/identity.md lists the outcomes).");
+    for (int o = 0; o < ID__OUTCOME_COUNT; o++)
+        put(b, "flashgate_identity_verifications_total{result=\"%s\"} %llu\n",
+            id_outcome_name(o), (unsigned long long)st.verifications[o]);
+    head(b, "flashgate_identity_cache_hits_total", "counter",
+         "Verified tokens answered from a worker's cache (no signature check).");
+    put(b, "flashgate_identity_cache_hits_total %llu\n", (unsigned long long)st.cache_hits);
+    head(b, "flashgate_identity_refused_total", "counter",
+         "Identity refusals that are no token outcome: identity.header from an untrusted peer "
+         "(403 forbidden), a body user_id other than the verified buyer (403 identity_mismatch).");
+    put(b, "flashgate_identity_refused_total{reason=\"untrusted_header\"} %llu\n",
+        (unsigned long long)st.untrusted_header);
+    put(b, "flashgate_identity_refused_total{reason=\"identity_mismatch\"} %llu\n",
+        (unsigned long long)st.mismatches);
+    head(b, "flashgate_identity_jwks_keys", "gauge",
+         "Usable verification keys (jwt mode: identity.jwks_file, jwks_url or the data dir's key).");
+    put(b, "flashgate_identity_jwks_keys %zu\n", st.keys);
+    head(b, "flashgate_identity_jwks_refreshes_total", "counter",
+         "Completed fetches of identity.jwks_url, by result.");
+    put(b, "flashgate_identity_jwks_refreshes_total{result=\"ok\"} %llu\n",
+        (unsigned long long)st.refresh_ok);
+    put(b, "flashgate_identity_jwks_refreshes_total{result=\"failed\"} %llu\n",
+        (unsigned long long)st.refresh_failed);
+}
+
 static void overload_metrics(buf_t *b, gw_server_t *srv)
 {
     static gw_ol_snapshot_t s; /* large; under the caller's mutex */
@@ -318,6 +351,7 @@ char *gw_metrics_text(gw_server_t *srv, size_t *len)
         put(&b, "flashgate_overload_rejected_total{reason=\"%s\"} %llu\n", gw_ol_reason_name((gw_ol_reason_t)k),
             (unsigned long long)c.overload_reasons[k]);
     overload_metrics(&b, srv);
+    identity_metrics(&b, srv);
 
     uint64_t nid_lost = 0, nid_refused = 0;
     int nid_held = 1;

@@ -11,6 +11,7 @@
 #include "gateway/base/gw_fleet.h"
 #include "gateway/buy/gw_buy.h"
 #include "gateway/buy/gw_fair.h"
+#include "gateway/buy/gw_identity.h"
 #include "gateway/ctl/gw_ctl.h"
 #include "gateway/edge/gw_edge.h"
 #include "gateway/http/gw_http.h"
@@ -322,6 +323,9 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
     if ((rc = gw_fair_open(srv, errbuf, errlen)))
         return rc;
 
+    /* Keys, verifier, the JWKS fetcher's first fetch, a cache per worker: before the workers. */
+    if ((rc = gw_identity_start(srv, errbuf, errlen)))
+        return rc;
     if ((rc = gw_kafka_start(srv, errbuf, errlen)))
         return rc;
     if ((rc = gw_overload_start(srv, errbuf, errlen)))
@@ -358,6 +362,7 @@ void gw_server_stop(gw_server_t *srv)
     gw_workers_stop(srv);
     gw_admin_stop(srv);
     gw_workers_free_guards(srv); /* the admin's stats read them until it stops */
+    gw_identity_stop(srv); /* the workers verify and /metrics reads its counters until they stop */
     gw_fair_close(srv); /* the workers and the admin read it until they stop */
     gw_px_stop(srv); /* before gw_overload_stop: it reads the registered routes */
     gw_overload_stop(srv);

@@ -48,7 +48,7 @@ check() { # check <source dir> [<library>]
         bad=1
     fi
     if grep -rnE --include='*.[ch]' '^[[:space:]]*#[[:space:]]*include[[:space:]]*"' "$src"/gateway |
-        grep -vE '"(gateway(/[a-z]+)?|common)/[a-z_]+\.h"|"inventory/inv(_fleet)?\.h"|"queue/oq_(order|relay|spool)\.h"'; then
+        grep -vE '"(gateway(/[a-z]+)?|common)/[a-z_]+\.h"|"inventory/inv(_fleet)?\.h"|"identity/id\.h"|"queue/oq_(order|relay|spool)\.h"'; then
         echo "gateway includes another module's private header" >&2
         bad=1
     fi

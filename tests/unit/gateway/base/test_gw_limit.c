@@ -131,6 +131,38 @@ static void test_subnet_scope(void **state)
     assert_true(admit_ip(l, "u", (const uint8_t[4]){198, 18, 7, 9}, 4, &v));
 }
 
+/* The identity split of the buy path: the address's scopes alone (no user, sale or
+ * global token taken), then the rest without the address (the global token once). */
+static void test_admit_ip_then_user(void **state)
+{
+    gw_limits_t *l = *state;
+    gw_limits_set(l, GW_SCOPE_IP, pol(1000, 2));
+    gw_limits_set(l, GW_SCOPE_SUBNET, pol(1000, 3));
+    gw_limits_set(l, GW_SCOPE_USER, pol(1000, 1));
+    gw_limits_set(l, GW_SCOPE_GLOBAL, pol(1000, 2));
+    gw_limit_verdict_t v;
+    const uint8_t a[4] = {198, 18, 9, 1}, b[4] = {198, 18, 9, 2};
+    gw_limits_admit_ip(l, (const char *)a, 4, T0, &v);
+    assert_true(v.allowed);
+    gw_limits_admit_ip(l, (const char *)a, 4, T0, &v);
+    assert_true(v.allowed); /* the global bucket (2) was not touched by these */
+    gw_limits_admit_ip(l, (const char *)a, 4, T0, &v);
+    assert_false(v.allowed);
+    assert_int_equal(v.scope, GW_SCOPE_IP);
+    gw_limits_admit_ip(l, (const char *)b, 4, T0, &v);
+    assert_true(v.allowed); /* the /24's third token (a's refusal took none) */
+    gw_limits_admit_ip(l, (const char *)b, 4, T0, &v);
+    assert_false(v.allowed);
+    assert_int_equal(v.scope, GW_SCOPE_SUBNET);
+    /* the second half: the user and the global, never the address */
+    assert_true(admit(l, "u1", NULL, "s1", T0, &v));
+    assert_false(admit(l, "u1", NULL, "s1", T0, &v));
+    assert_int_equal(v.scope, GW_SCOPE_USER);
+    assert_true(admit(l, "u2", NULL, "s1", T0, &v));
+    assert_false(admit(l, "u3", NULL, "s1", T0, &v));
+    assert_int_equal(v.scope, GW_SCOPE_GLOBAL); /* 2 global tokens: u1 and u2 */
+}
+
 static void test_refusal_fields_and_order(void **state)
 {
     gw_limits_t *l = *state;
@@ -536,6 +568,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prefetch_memo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusal_fields_and_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_subnet_scope, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_admit_ip_then_user, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refund_on_global_refusal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runtime_change_keeps_tokens, setup, teardown),
         cmocka_unit_test_setup_teardown(test_share, setup, teardown),
