@@ -129,7 +129,7 @@ static uint64_t content_length(const char *s)
  * nothing we can decode, 501. Refused with the reason; the connection closes
  * after the answer (its next bytes cannot be trusted).
  */
-static bool framing_refused(gw_req_t *r)
+bool gw_http_framing_refused(gw_req_t *r)
 {
     const char *te = r->hdr.transfer_encoding;
     if (te && (r->hdr.te_count > 1 || strcasecmp(te, "chunked") != 0)) {
@@ -261,7 +261,7 @@ void gw_http_head(gw_req_t *r)
         /* Every routed request, not only those that read a body: a GET's body
          * is read and dropped, but it frames the connection's next request as
          * much as a buy's does. Only the buy route reads r->hdr afterwards. */
-        if (framing_refused(r)) {
+        if (gw_http_framing_refused(r)) {
             r->state = GW_ST_DONE; /* answered, body unread: the connection closes */
             r->close_after = true;
             return;
