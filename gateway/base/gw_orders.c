@@ -32,6 +32,7 @@
 #include "common/cm_alloc.h"
 #include "common/cm_hash.h"
 #include "common/cm_id.h"
+#include "common/cm_rand.h"
 #include "gateway/base/gw_base.h"
 
 #include <stdio.h>
@@ -88,15 +89,11 @@ struct gw_orders {
     _Atomic uint64_t reasons_lost, unindexed, expired_queries;
 };
 
+/* splitmix64's finaliser: ids are ours (time, node, sequence), so a fixed
+ * mixer spreads them; no client can choose one */
 static uint64_t mix(uint64_t x)
 {
-    /* splitmix64's finaliser: ids are ours (time, node, sequence), so a fixed
-     * mixer spreads them; no client can choose one */
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
+    return cm_rand_mix64(x);
 }
 
 static shard_t *shard_of(gw_orders_t *t, uint64_t id, uint64_t *h)

@@ -45,15 +45,46 @@ static uint64_t ceil_s(uint64_t ns)
     return s ? s : 1;
 }
 
-const char *gw_sale_state(const inv_sale_info_t *s, int64_t now_ms)
+static const char *const sale_state_names[GW_SALE_STATE_COUNT] = {
+#define XX(n, s) [GW_SALE_##n] = s,
+    GW_SALE_STATES(XX)
+#undef XX
+};
+
+void gw_order_of_reserve(oq_order_t *o, const inv_reserve_req_t *rq,
+                         const char sale_id[INV_SALE_ID_MAX + 1], int64_t accepted_at_ms,
+                         uint32_t node_id)
+{
+    /* Every field, the ones an order does not use included: r->order lies past
+     * the part of a recycled request context that is cleared, and a field left
+     * with an earlier request's (or malloc's) bytes made the codec refuse the
+     * record (the spool write failed: 503). */
+    memset(o, 0, sizeof(*o));
+    o->type = OQ_MSG_ORDER;
+    o->status = OQ_STATUS_QUEUED;
+    memcpy(o->order_id, rq->order_id, sizeof(o->order_id));
+    memcpy(o->sale_id, sale_id, sizeof(o->sale_id));
+    memcpy(o->user_id, rq->user_id, sizeof(o->user_id));
+    memcpy(o->idem_key, rq->idem_key, sizeof(o->idem_key));
+    o->qty = rq->qty;
+    o->accepted_at_ms = accepted_at_ms;
+    o->node_id = node_id;
+}
+
+const char *gw_sale_state_name(gw_sale_state_t st)
+{
+    return (unsigned)st < GW_SALE_STATE_COUNT ? sale_state_names[st] : "live";
+}
+
+gw_sale_state_t gw_sale_state(const inv_sale_info_t *s, int64_t now_ms)
 {
     if (s->ends_at_ms && now_ms >= s->ends_at_ms)
-        return "ended";
+        return GW_SALE_ENDED;
     if (s->starts_at_ms && now_ms < s->starts_at_ms)
-        return "upcoming";
+        return GW_SALE_UPCOMING;
     if (s->stock_left <= 0)
-        return "sold_out";
-    return "live";
+        return GW_SALE_SOLD_OUT;
+    return GW_SALE_LIVE;
 }
 
 static size_t put_time(char *buf, size_t len, int64_t ms)
@@ -73,7 +104,7 @@ size_t gw_sale_json(const inv_sale_info_t *s, bool admin, int64_t now_ms, char *
     int n = snprintf(buf, len,
                      "{\"sale_id\":\"%s\",\"state\":\"%s\",\"stock_total\":%lld,"
                      "\"stock_left\":%lld,\"per_user_limit\":%u,\"starts_at\":%s,\"ends_at\":%s",
-                     s->sale_id, gw_sale_state(s, now_ms), (long long)s->stock_total,
+                     s->sale_id, gw_sale_state_name(gw_sale_state(s, now_ms)), (long long)s->stock_total,
                      (long long)(s->stock_left < 0 ? 0 : s->stock_left), s->per_user_limit, st, en);
     if (admin)
         n += snprintf(buf + n, len - (size_t)n,
@@ -749,26 +780,9 @@ bool gw_buy_handle(gw_req_t *r)
         return false;
     }
     oq_order_t *o = &r->order;
-    /* r->order lies past the part of a recycled context that is cleared: fields
-     * this path does not set (at_ms, status, reason) held garbage, and the
-     * codec's check refused the record (every buy 503 under ASan's malloc). */
-    memset(o, 0, sizeof(*o));
-    o->type = OQ_MSG_ORDER;
-    cm_id_format(idv, o->order_id);
+    cm_id_format(idv, r->res.order_id);
     gw_orders_prefetch(srv->orders, idv); /* its put comes after the spool write */
-    memcpy(r->res.order_id, o->order_id, sizeof(o->order_id));
-    memcpy(o->sale_id, r->id, sizeof(o->sale_id));
-    memcpy(o->user_id, r->res.user_id, sizeof(o->user_id));
-    memcpy(o->idem_key, r->res.idem_key, sizeof(o->idem_key));
-    o->qty = r->res.qty;
-    o->accepted_at_ms = now_ms;
-    o->node_id = cm_id_node(idv);
-    /* The request context is recycled and not cleared past body_inline: the
-     * codec's other fields must not carry an earlier request's (or malloc's)
-     * bytes, or the encoder refuses the record (spool write failed, 503). */
-    o->status = OQ_STATUS_QUEUED;
-    o->at_ms = 0;
-    o->reason[0] = '\0';
+    gw_order_of_reserve(o, &r->res, r->id, now_ms, cm_id_node(idv));
     /* A full (or failed) spool refuses before the reserve: no stock taken and
      * given back, no backend round trip for an order that cannot be kept. The
      * iteration's batch counts: its records are not written yet, and an order
@@ -927,7 +941,7 @@ void gw_buy_loop_tick(gw_worker_t *w)
 static void fair_order(gw_req_t *r, const gw_fair_ticket_t *t)
 {
     gw_resp_t *p = &r->resp;
-    if (t->state == 2) {
+    if (t->state == GW_ENTRY_LOST) {
         char extra[96];
         snprintf(extra, sizeof(extra), "\"draw_position\":%u,\"entrants\":%u", t->position,
                  t->entrants);
@@ -943,7 +957,7 @@ static void fair_order(gw_req_t *r, const gw_fair_ticket_t *t)
             p->body, sizeof(p->body),
             "{\"order_id\":\"%s\",\"status\":\"%s\",\"sale_id\":\"%s\",\"qty\":%u,"
             "\"entered_at\":\"%s\",\"draw_at\":\"%s\"}",
-            t->order_id, t->state == 1 ? "queued" : "entered", t->sale_id, t->qty, at, dr);
+            t->order_id, t->state == GW_ENTRY_WON ? "queued" : "entered", t->sale_id, t->qty, at, dr);
     }
     gw_resp_header(p, "Cache-Control", "no-store");
 }
@@ -1139,10 +1153,10 @@ void gw_sale_handle(gw_req_t *r)
     gw_resp_init(&r->resp, GW_R_OK);
     int64_t now = cm_wall_ms();
     r->resp.body_len = gw_sale_json(&info, false, now, r->resp.body, sizeof(r->resp.body));
-    const char *state = gw_sale_state(&info, now);
-    int max_age = strcmp(state, "ended") == 0      ? SALE_ENDED_MAX_AGE_S
-                  : strcmp(state, "sold_out") == 0 ? SALE_SOLD_OUT_MAX_AGE_S
-                                                   : SALE_MAX_AGE_S;
+    gw_sale_state_t state = gw_sale_state(&info, now);
+    int max_age = state == GW_SALE_ENDED      ? SALE_ENDED_MAX_AGE_S
+                  : state == GW_SALE_SOLD_OUT ? SALE_SOLD_OUT_MAX_AGE_S
+                                              : SALE_MAX_AGE_S;
     if (gw_ol_level(r->w->srv) >= GW_LEVEL_DEGRADE && r->resp.body_len > 1) {
         /* Degraded: say the view may lag (it is the local one, refreshed each
          * second from Redis) and let caches keep it longer. */

@@ -34,7 +34,31 @@ void gw_sale_handle(gw_req_t *req);
 void gw_room_handle(gw_req_t *req);
 /* Fills the sale JSON shown by GET /v1/sales/{id} (public) or the admin API (exact). */
 size_t gw_sale_json(const inv_sale_info_t *s, bool admin, int64_t now_ms, char *buf, size_t len);
-const char *gw_sale_state(const inv_sale_info_t *s, int64_t now_ms);
+/*
+ * The order a reservation becomes: rq's order id, user, Idempotency-Key and
+ * quantity, of sale_id (an array of INV_SALE_ID_MAX + 1 bytes), status
+ * queued, accepted at accepted_at_ms by node_id; every other field zero. The
+ * buy path and the lottery's winners build their orders here. Pure.
+ */
+void gw_order_of_reserve(oq_order_t *o, const inv_reserve_req_t *rq,
+                         const char sale_id[INV_SALE_ID_MAX + 1], int64_t accepted_at_ms,
+                         uint32_t node_id);
+/* A sale's state as the API names it ("state" of GET /v1/sales/{id}). */
+#define GW_SALE_STATES(XX)                                                                         \
+    XX(UPCOMING, "upcoming")                                                                       \
+    XX(LIVE, "live")                                                                               \
+    XX(SOLD_OUT, "sold_out")                                                                       \
+    XX(ENDED, "ended")
+typedef enum {
+#define XX(n, s) GW_SALE_##n,
+    GW_SALE_STATES(XX)
+#undef XX
+        GW_SALE_STATE_COUNT
+} gw_sale_state_t;
+/* The state of s at now_ms: ended, else upcoming, else sold out, else live. Pure. */
+gw_sale_state_t gw_sale_state(const inv_sale_info_t *s, int64_t now_ms);
+/* "upcoming", "live", "sold_out", "ended". */
+const char *gw_sale_state_name(gw_sale_state_t st);
 
 /* Wakes the relay after spool appends (once per loop iteration). Thread-safe. */
 void gw_buy_relay_notify(gw_server_t *srv);

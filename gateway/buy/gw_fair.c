@@ -3,6 +3,7 @@
  */
 #include "gateway/buy/gw_fair.h"
 
+#include "common/cm_rand.h"
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
@@ -33,7 +34,6 @@
 #define TICK_MS 20
 #define IDLE_TICK_MS 100 /* while no sale has a lottery or a waiting room */
 
-enum { E_ENTERED = 0, E_WON = 1, E_LOST = 2 };
 
 typedef struct entry {
     char order_id[INV_ORDER_ID_MAX + 1];
@@ -142,42 +142,9 @@ gw_fair_phase_t gw_fair_phase_at(int64_t starts_at_ms, int64_t early_ms, int64_t
     return drawn ? GW_FAIR_OPEN : GW_FAIR_DRAWING;
 }
 
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static uint64_t rotl(uint64_t x, int k)
 {
     return (x << k) | (x >> (64 - k));
-}
-
-/* xoshiro256** (Blackman & Vigna). */
-static uint64_t xoshiro(uint64_t s[4])
-{
-    uint64_t r = rotl(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return r;
-}
-
-/* Uniform in [0, n), n >= 1, without modulo bias (rejection). */
-static uint64_t bounded(uint64_t s[4], uint64_t n)
-{
-    uint64_t threshold = (0 - n) % n;
-    for (;;) {
-        uint64_t r = xoshiro(s);
-        if (r >= threshold)
-            return r % n;
-    }
 }
 
 typedef struct keyidx {
@@ -204,11 +171,12 @@ void gw_fair_order(const uint64_t *keys, size_t n, uint64_t seed, uint32_t *perm
     for (size_t i = 0; i < n; i++)
         perm[i] = k[i].idx;
     free(k);
-    uint64_t x = seed, s[4];
-    for (int i = 0; i < 4; i++)
-        s[i] = splitmix64(&x);
+    /* xoshiro256** seeded by splitmix64, rejection for the bound: the draw is
+     * a function of the seed alone (docs/design.md "Fair start") */
+    cm_rand_t rng;
+    cm_rand_seed(&rng, seed);
     for (size_t i = n - 1; i > 0; i--) {
-        size_t j = (size_t)bounded(s, i + 1);
+        size_t j = (size_t)cm_rand_below(&rng, i + 1);
         uint32_t t = perm[i];
         perm[i] = perm[j];
         perm[j] = t;
@@ -497,9 +465,9 @@ static void compute_order(gw_fair_sale_t *fs)
 /* Counts an entry of the draw as won (once). fs->mu held or single-threaded. */
 static void mark_won(gw_fair_sale_t *fs, entry_t *e)
 {
-    if (e->state == E_WON)
+    if (e->state == GW_ENTRY_WON)
         return;
-    e->state = E_WON;
+    e->state = GW_ENTRY_WON;
     fs->won_orders++;
     fs->won_units += e->qty;
 }
@@ -587,8 +555,8 @@ static void log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
             mark_won(fs, &fs->v[i]);
     if (finished) {
         for (size_t i = 0; i < fs->ndraw; i++)
-            if (fs->v[i].state != E_WON) {
-                fs->v[i].state = E_LOST;
+            if (fs->v[i].state != GW_ENTRY_WON) {
+                fs->v[i].state = GW_ENTRY_LOST;
                 fs->lost++;
             }
         fs->next = fs->ndraw;
@@ -929,12 +897,12 @@ static int log_winners(gw_fair_sale_t *fs)
     size_t first = 0; /* winners in buf start at this index */
     for (size_t i = 0; i <= fs->ndraw; i++) {
         entry_t *e = i < fs->ndraw ? &fs->v[i] : NULL;
-        bool add = e && e->state == E_WON && !e->wlogged;
+        bool add = e && e->state == GW_ENTRY_WON && !e->wlogged;
         if (len && (!e || (add && len + INV_ORDER_ID_MAX + 4 > sizeof(buf)))) {
             if (fs->fd < 0 || log_line(fs, buf, len, false) != 0)
                 return CM_EIO;
             for (size_t j = first; j < i; j++)
-                if (fs->v[j].state == E_WON)
+                if (fs->v[j].state == GW_ENTRY_WON)
                     fs->v[j].wlogged = true;
             len = 0;
         }
@@ -985,7 +953,7 @@ static void run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
     while (fs->next < fs->ndraw) {
         entry_t *e = &fs->v[fs->perm[fs->next]]; /* the vector no longer grows: closed */
         uint8_t st = e->state;
-        if (st == E_ENTERED && !fs->exhausted && sale) {
+        if (st == GW_ENTRY_ENTERED && !fs->exhausted && sale) {
             inv_reserve_req_t rq;
             memset(&rq, 0, sizeof(rq));
             rq.sale = sale;
@@ -1000,38 +968,31 @@ static void run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
             }
             if (rc == INV_RESERVED) {
                 oq_order_t o;
-                memset(&o, 0, sizeof(o));
-                snprintf(o.order_id, sizeof(o.order_id), "%s", e->order_id);
-                snprintf(o.sale_id, sizeof(o.sale_id), "%s", fs->sale_id);
-                snprintf(o.user_id, sizeof(o.user_id), "%s", e->user_id);
-                snprintf(o.idem_key, sizeof(o.idem_key), "%s", e->idem);
-                o.qty = e->qty;
-                o.accepted_at_ms = now;
-                o.node_id = srv->node_id;
+                gw_order_of_reserve(&o, &rq, fs->sale_id, now, srv->node_id);
                 int arc = oq_spool_append(srv->spool, &o, 1);
                 if (arc != 0) {
                     gw_release_unaccepted(srv, &o, "lottery winner not accepted: spool refused");
-                    st = E_LOST;
+                    st = GW_ENTRY_LOST;
                 } else {
                     if (nwon == capwon) {
                         capwon *= 2;
                         won = cm_xrealloc(won, sizeof(*won) * capwon);
                     }
                     won[nwon++] = o;
-                    st = E_WON;
+                    st = GW_ENTRY_WON;
                 }
             } else {
-                st = E_LOST;
+                st = GW_ENTRY_LOST;
             }
             if (rq.stock_left == 0 || inv_sale_sold_out(sale))
                 fs->exhausted = true;
-        } else if (st == E_ENTERED) {
-            st = E_LOST;
+        } else if (st == GW_ENTRY_ENTERED) {
+            st = GW_ENTRY_LOST;
         }
         pthread_mutex_lock(&fs->mu);
-        if (e->state == E_ENTERED) {
+        if (e->state == GW_ENTRY_ENTERED) {
             e->state = st;
-            if (st == E_WON) {
+            if (st == GW_ENTRY_WON) {
                 fs->won_orders++;
                 fs->won_units += e->qty;
             } else {
@@ -1056,8 +1017,8 @@ static void run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
             pthread_mutex_lock(&fs->mu);
             for (size_t i = 0; i < nwon; i++) {
                 entry_t *e = find_id(fs, won[i].order_id);
-                if (e && e->state == E_WON) {
-                    e->state = E_LOST;
+                if (e && e->state == GW_ENTRY_WON) {
+                    e->state = GW_ENTRY_LOST;
                     fs->won_orders--;
                     fs->won_units -= e->qty;
                     fs->lost++;
@@ -1593,11 +1554,11 @@ static void fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
     fs->won_orders = fs->won_units = fs->lost = 0;
     for (size_t pos = 0; pos < d.n; pos++) {
         entry_t *src = &d.all[d.perm[pos]];
-        uint8_t st = fleet_won(&d, src->user_id) ? E_WON : E_LOST;
+        uint8_t st = fleet_won(&d, src->user_id) ? GW_ENTRY_WON : GW_ENTRY_LOST;
         entry_t *e = find_user(fs, src->user_id, src->key);
         if (e && strcmp(e->order_id, src->order_id) != 0) {
             /* this user's entry through another gateway is the one drawn */
-            e->state = E_LOST;
+            e->state = GW_ENTRY_LOST;
             e->pos = 0;
             e = find_id(fs, src->order_id);
         }
@@ -1608,7 +1569,7 @@ static void fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
         e->state = st;
         e->pos = (uint32_t)(pos + 1);
         perm[pos] = (uint32_t)(e - fs->v);
-        if (st == E_WON) {
+        if (st == GW_ENTRY_WON) {
             fs->won_orders++;
             fs->won_units += e->qty;
         } else {
@@ -1616,8 +1577,8 @@ static void fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
         }
     }
     for (size_t i = 0; i < fs->n; i++)
-        if (fs->v[i].state == E_ENTERED) /* pushed too late for the draw */
-            fs->v[i].state = E_LOST;
+        if (fs->v[i].state == GW_ENTRY_ENTERED) /* pushed too late for the draw */
+            fs->v[i].state = GW_ENTRY_LOST;
     free(fs->perm);
     fs->perm = perm;
     fs->ndraw = fs->next = d.n;
@@ -1716,14 +1677,7 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
         }
         if (rc == INV_RESERVED || again) {
             oq_order_t o;
-            memset(&o, 0, sizeof(o));
-            snprintf(o.order_id, sizeof(o.order_id), "%s", e->order_id);
-            snprintf(o.sale_id, sizeof(o.sale_id), "%s", fs->sale_id);
-            snprintf(o.user_id, sizeof(o.user_id), "%s", e->user_id);
-            snprintf(o.idem_key, sizeof(o.idem_key), "%s", rq.idem_key);
-            o.qty = e->qty;
-            o.accepted_at_ms = cm_wall_ms();
-            o.node_id = srv->node_id;
+            gw_order_of_reserve(&o, &rq, fs->sale_id, cm_wall_ms(), srv->node_id);
             int arc = oq_spool_append(srv->spool, &o, 1);
             if (arc != 0) {
                 gw_release_unaccepted(srv, &o, "lottery winner not accepted: spool refused");
@@ -2165,9 +2119,15 @@ void gw_fair_conf_get(gw_fair_t *f, const char *sale_id, int64_t *window_ms, int
     }
 }
 
-static const char *state_name(uint8_t s)
+static const char *const entry_state_names[GW_ENTRY_STATE_COUNT] = {
+#define XX(n, s) [GW_ENTRY_##n] = s,
+    GW_ENTRY_STATES(XX)
+#undef XX
+};
+
+const char *gw_entry_state_name(gw_entry_state_t s)
 {
-    return s == E_WON ? "won" : s == E_LOST ? "lost" : "entered";
+    return (unsigned)s < GW_ENTRY_STATE_COUNT ? entry_state_names[s] : "entered";
 }
 
 void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id)
@@ -2183,7 +2143,7 @@ void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id)
         json_array_append_new(list, json_pack("{s:i,s:s,s:s,s:i,s:s}", "position",
                                               (int)e->pos, "order_id", e->order_id, "user_id",
                                               e->user_id, "qty", (int)e->qty, "outcome",
-                                              state_name(e->state)));
+                                              gw_entry_state_name((gw_entry_state_t)e->state)));
     }
     char seed[24] = "";
     if (fs->seeded)

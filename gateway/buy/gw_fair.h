@@ -95,6 +95,17 @@ gw_fair_phase_t gw_fair_phase(gw_fair_sale_t *fs, int64_t starts_at_ms, int64_t 
 /* When the window closes (ms since the epoch). Thread-safe. */
 int64_t gw_fair_closes_at(gw_fair_sale_t *fs, int64_t starts_at_ms);
 
+/* An entry's state: in the draw, won (its order is reserved) or lost. */
+#define GW_ENTRY_STATES(XX) XX(ENTERED, "entered") XX(WON, "won") XX(LOST, "lost")
+typedef enum {
+#define XX(n, s) GW_ENTRY_##n,
+    GW_ENTRY_STATES(XX)
+#undef XX
+        GW_ENTRY_STATE_COUNT
+} gw_entry_state_t;
+/* "entered", "won", "lost". */
+const char *gw_entry_state_name(gw_entry_state_t s);
+
 /* An entry as the buy path adds it and GET /v1/orders/{id} reads it. */
 typedef struct gw_fair_ticket {
     char order_id[INV_ORDER_ID_MAX + 1];
@@ -102,7 +113,7 @@ typedef struct gw_fair_ticket {
     char user_id[INV_USER_ID_MAX + 1];
     uint32_t qty;
     int64_t entered_at_ms;
-    int state;          /* 0 entered, 1 won, 2 lost */
+    gw_entry_state_t state;
     uint32_t position;  /* 1-based draw position once drawn */
     uint32_t entrants;  /* entrants of the draw once drawn */
     int64_t draw_at_ms; /* when the window closes */

@@ -13,6 +13,7 @@
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_log.h"
+#include "common/cm_rand.h"
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
 #include "gateway/buy/gw_buy.h"
@@ -129,7 +130,7 @@ static uint64_t content_length(const char *s)
  * nothing we can decode, 501. Refused with the reason; the connection closes
  * after the answer (its next bytes cannot be trusted).
  */
-static bool framing_refused(gw_req_t *r)
+bool gw_http_framing_refused(gw_req_t *r)
 {
     const char *te = r->hdr.transfer_encoding;
     if (te && (r->hdr.te_count > 1 || strcasecmp(te, "chunked") != 0)) {
@@ -204,15 +205,10 @@ static void inc(_Atomic uint64_t *c, uint64_t n)
                           memory_order_relaxed);
 }
 
-/* xorshift64*: the access log's sampling. */
+/* The access log's sampling: splitmix64 over the worker's own counter. */
 static uint64_t next_rand(gw_worker_t *w)
 {
-    uint64_t x = w->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    w->rng = x;
-    return x * 2685821657736338717ull;
+    return cm_rand_splitmix64(&w->rng);
 }
 
 /* Counts an answer per route and status, its latency, and samples the access log. */
@@ -266,7 +262,7 @@ void gw_http_head(gw_req_t *r)
         /* Every routed request, not only those that read a body: a GET's body
          * is read and dropped, but it frames the connection's next request as
          * much as a buy's does. Only the buy route reads r->hdr afterwards. */
-        if (framing_refused(r)) {
+        if (gw_http_framing_refused(r)) {
             r->state = GW_ST_DONE; /* answered, body unread: the connection closes */
             r->close_after = true;
             return;
@@ -646,7 +642,7 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
         w->spool_wait_tail = &w->spool_wait;
         w->sync_wait_tail = &w->sync_wait;
         pthread_mutex_init(&w->hh_mu, NULL);
-        w->rng = (cm_mono_ns() ^ ((uint64_t)(i + 1) * 0x9E3779B97F4A7C15ull)) | 1;
+        w->rng = cm_mono_ns() ^ ((uint64_t)(i + 1) << 32);
         uv_loop_init(&w->loop);
         gw_conn_guard_init(w);
         /* Connection caps and deadlines (gw_conn.c), on our own accept (gw_h1.c). */

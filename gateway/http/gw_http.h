@@ -48,4 +48,13 @@ void gw_workers_free_guards(gw_server_t *srv);
  */
 void gw_http_health(gw_server_t *srv, bool ready, gw_resp_t *out);
 
+/*
+ * A request body's framing, judged from r->hdr before a byte of it is read
+ * (RFC 9112 6.1, 6.3): true with the refusal in r->resp for a
+ * Transfer-Encoding other than one "chunked" (501), one beside a
+ * Content-Length or two different Content-Lengths (400: request smuggling).
+ * Touches nothing but r->resp. Thread-safe.
+ */
+bool gw_http_framing_refused(gw_req_t *r);
+
 #endif

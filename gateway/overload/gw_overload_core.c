@@ -4,8 +4,9 @@
  * No I/O and no clock of their own: the caller passes the time, so the unit
  * tests drive them with a fake one.
  */
-#include "gateway/overload/gw_overload.h"
 #include "common/cm_hash.h"
+#include "common/cm_rand.h"
+#include "gateway/overload/gw_overload.h"
 
 #include <math.h>
 #include <string.h>
@@ -576,11 +577,8 @@ unsigned gw_ol_retry_after(uint64_t rnd, unsigned min_s, unsigned max_s)
         min_s = 1;
     if (max_s < min_s)
         max_s = min_s;
-    /* splitmix64 finaliser: a counter or a clock is a fine input too */
-    rnd += 0x9e3779b97f4a7c15ull;
-    rnd = (rnd ^ (rnd >> 30)) * 0xbf58476d1ce4e5b9ull;
-    rnd = (rnd ^ (rnd >> 27)) * 0x94d049bb133111ebull;
-    rnd ^= rnd >> 31;
+    /* one splitmix64 step: a counter or a clock is a fine input too */
+    rnd = cm_rand_splitmix64(&rnd);
     return min_s + (unsigned)(rnd % (uint64_t)(max_s - min_s + 1));
 }
 

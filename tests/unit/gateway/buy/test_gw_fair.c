@@ -106,6 +106,27 @@ static uint64_t key_of(unsigned i)
     return (uint64_t)(i + 1) * 0x9e3779b97f4a7c15ull;
 }
 
+/*
+ * The draw is a published function of the seed: xoshiro256** seeded with four
+ * splitmix64 outputs, Fisher-Yates with a rejection bound. These are its
+ * positions for seed 0x5eedf00d over 12 keys in ascending order, computed by
+ * the implementation the lottery shipped with (its own copy, before
+ * common/cm_rand): an auditor replaying a draw gets the same order.
+ */
+static void test_draw_is_fixed(void **st)
+{
+    (void)st;
+    enum { N = 12 };
+    uint64_t keys[N];
+    uint32_t p[N];
+    static const uint32_t want[N] = {8, 10, 4, 6, 5, 1, 0, 7, 3, 11, 9, 2};
+    for (unsigned i = 0; i < N; i++)
+        keys[i] = i;
+    gw_fair_order(keys, N, 0x5eedf00dull, p);
+    for (unsigned i = 0; i < N; i++)
+        assert_int_equal(p[i], want[i]);
+}
+
 static void test_permutation_and_determinism(void **st)
 {
     (void)st;
@@ -290,7 +311,7 @@ static void test_draw_commit_fails(void **st)
         snprintf(id, sizeof(id), "o%d", i);
         gw_fair_ticket_t t;
         assert_true(gw_fair_lookup(m->srv.fair, id, &t));
-        assert_int_equal(t.state, 2); /* lost */
+        assert_int_equal(t.state, GW_ENTRY_LOST);
         assert_false(gw_orders_get(m->srv.orders, id, NULL));
     }
     mini_close(m);
@@ -526,7 +547,7 @@ static void test_resumed_draw_reserves_once(void **st)
         assert_int_equal(cnt.n[i], 1); /* one order per winner */
         gw_fair_ticket_t t;
         assert_true(gw_fair_lookup(m->srv.fair, cnt.ids[i], &t));
-        assert_int_equal(t.state, 1); /* won */
+        assert_int_equal(t.state, GW_ENTRY_WON);
     }
     assert_int_equal(cnt.orders, N);
     assert_int_equal(inv_sale_get(m->srv.inv, "s1", &info), 0);
@@ -557,7 +578,7 @@ static void test_resumed_draw_reserves_once(void **st)
         assert_int_equal(gw_orders_lookup(m->srv.orders, cnt.ids[i], NULL), GW_ORDERS_EXPIRED);
         gw_fair_ticket_t t;
         assert_true(gw_fair_lookup(m->srv.fair, cnt.ids[i], &t));
-        assert_int_equal(t.state, 1); /* won */
+        assert_int_equal(t.state, GW_ENTRY_WON);
     }
     mini_close(m);
     free(m);
@@ -568,6 +589,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_phase_edges),
         cmocka_unit_test(test_room_places_bounded),
+        cmocka_unit_test(test_draw_is_fixed),
         cmocka_unit_test(test_permutation_and_determinism),
         cmocka_unit_test(test_uniform_permutations),
         cmocka_unit_test(test_uniform_positions_and_winners),
