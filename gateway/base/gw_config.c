@@ -13,6 +13,7 @@
  */
 #include "gateway/base/gw_config.h"
 
+#include "common/cm_addr.h"
 #include "common/cm_err.h"
 #include "common/cm_log.h"
 #include "common/cm_rate.h"
@@ -40,73 +41,24 @@ void *gw_secret_alloc(size_t len); /* gw_token.c */
 
 int gw_config_split_hostport(const char *s, char *host, size_t hostlen, unsigned *port)
 {
-    if (!s || !host || hostlen == 0)
+    char why[160];
+    int p = 0;
+    if (!s || !host || hostlen == 0 ||
+        cm_hostport_parse(s, CM_HOSTPORT_PORT_ZERO, host, hostlen, &p, why, sizeof(why)) != 0)
         return CM_EINVAL;
-    const char *h = s, *colon;
-    size_t hl;
-    if (*s == '[') {
-        const char *end = strchr(s, ']');
-        if (!end || end[1] != ':')
-            return CM_EINVAL;
-        h = s + 1;
-        hl = (size_t)(end - h);
-        colon = end + 1;
-    } else {
-        colon = strrchr(s, ':');
-        if (!colon || memchr(s, ':', (size_t)(colon - s))) /* bare IPv6 needs brackets */
-            return CM_EINVAL;
-        hl = (size_t)(colon - s);
-    }
-    const char *p = colon + 1;
-    if (*p == '\0' || strlen(p) > 5)
-        return CM_EINVAL;
-    unsigned v = 0;
-    for (; *p; p++) {
-        if (!isdigit((unsigned char)*p))
-            return CM_EINVAL;
-        v = v * 10 + (unsigned)(*p - '0');
-    }
-    if (v > 65535 || hl == 0 || hl >= hostlen)
-        return CM_EINVAL;
-    memcpy(host, h, hl);
-    host[hl] = '\0';
     if (port)
-        *port = v;
+        *port = (unsigned)p;
     return 0;
-}
-
-/* An IPv4/IPv6 literal or a DNS name. `bracketed`: came from [..], must be IPv6. */
-static bool host_ok(const char *host, bool v6_only)
-{
-    unsigned char addr[16];
-    if (inet_pton(AF_INET6, host, addr) == 1)
-        return true;
-    if (v6_only)
-        return false;
-    if (inet_pton(AF_INET, host, addr) == 1)
-        return true;
-    /* a DNS name: labels of [A-Za-z0-9-], not all digits (that would be a bad IPv4) */
-    size_t n = strlen(host);
-    if (n == 0 || n > 253)
-        return false;
-    bool alpha = false;
-    for (const char *p = host; *p; p++) {
-        if (isalpha((unsigned char)*p) || *p == '-')
-            alpha = true;
-        else if (!isdigit((unsigned char)*p) && *p != '.')
-            return false;
-    }
-    return alpha && host[0] != '.' && host[0] != '-' && !strstr(host, "..");
 }
 
 static const char *check_hostport(const char *s, bool port0_ok)
 {
-    char host[256];
-    unsigned port;
-    if (gw_config_split_hostport(s, host, sizeof(host), &port) != 0)
-        return "must be HOST:PORT (IPv6 as [::1]:8080), port 0..65535";
-    if (!host_ok(host, s[0] == '['))
-        return "must be HOST:PORT with an IP address or host name (IPv6 as [::1]:8080)";
+    char host[256], why[160];
+    int port = 0;
+    if (cm_hostport_parse(s, CM_HOSTPORT_PORT_ZERO, host, sizeof(host), &port, why,
+                          sizeof(why)) != 0)
+        return "must be HOST:PORT with an IP address or host name (IPv6 as [::1]:8080), "
+               "port 0..65535";
     if (!port0_ok && port == 0)
         return "port must be 1..65535";
     return NULL;
@@ -130,68 +82,21 @@ static const char *v_nonempty(const void *v)
     return *(const char *)v ? NULL : "must not be empty";
 }
 
-static const char *v_inventory_cluster(const char *s, const char *rule);
-
-/* "memory", "redis://[user:pass@]host[:port][/db]" or "redis-cluster://[user:pass@]host[:port],...". */
+/* "memory", "redis://[user:pass@]host[:port][/db]" or "redis-cluster://[user:pass@]host[:port],...":
+ * one parser for every redis URL (cm_redis_url_parse, which reads hosts with cm_hostport_parse). */
 static const char *v_inventory(const void *v)
 {
     const char *s = v;
     static const char rule[] = "must be \"memory\", redis://[user:password@]HOST[:PORT][/DB] or "
                                "redis-cluster://[user:password@]HOST[:PORT][,HOST[:PORT]...]";
-    if (strcmp(s, "memory") == 0)
-        return NULL;
-    if (strncmp(s, "redis-cluster://", 16) == 0)
-        return v_inventory_cluster(s, rule);
-    if (strncmp(s, "redis://", 8) != 0)
-        return rule;
-    const char *hp = s + 8;
-    const char *at = strrchr(hp, '@');
-    if (at)
-        hp = at + 1;
-    char buf[512];
-    size_t n = strcspn(hp, "/");
-    if (n == 0 || n >= sizeof(buf))
-        return rule;
-    memcpy(buf, hp, n);
-    buf[n] = '\0';
-    const char *db = hp[n] == '/' ? hp + n + 1 : NULL;
-    if (db) {
-        if (!*db || strlen(db) > 5)
-            return rule;
-        for (const char *p = db; *p; p++)
-            if (!isdigit((unsigned char)*p))
-                return rule;
-    }
-    char host[256];
-    unsigned port;
-    bool has_port = strchr(buf, ']') ? strstr(buf, "]:") != NULL
-                                     : strchr(buf, ':') != NULL;
-    if (has_port) {
-        if (gw_config_split_hostport(buf, host, sizeof(host), &port) != 0 || port == 0)
-            return rule;
-        return host_ok(host, buf[0] == '[') ? NULL : rule;
-    }
-    if (buf[0] == '[') {
-        size_t bl = strlen(buf);
-        if (bl < 3 || buf[bl - 1] != ']')
-            return rule;
-        snprintf(host, sizeof(host), "%.*s", (int)(bl - 2), buf + 1);
-        return host_ok(host, true) ? NULL : rule;
-    }
-    return host_ok(buf, false) ? NULL : rule;
-}
-
-/* A seed list: every seed a host[:port], no database but 0 (cm_url parses it the same way). */
-static const char *v_inventory_cluster(const char *s, const char *rule)
-{
     cm_redis_url_t u;
     char why[256];
-    if (cm_redis_url_parse(s, &u, why, sizeof(why)) != 0)
+    if (strcmp(s, "memory") == 0)
+        return NULL;
+    bool cluster = strncmp(s, "redis-cluster://", 16) == 0;
+    if (!cluster && (strncmp(s, "redis://", 8) != 0 || strchr(s, '?')))
         return rule;
-    for (int i = 0; i < u.nseeds; i++)
-        if (!host_ok(u.seed[i].host, strchr(u.seed[i].host, ':') != NULL))
-            return rule;
-    return NULL;
+    return cm_redis_url_parse(s, &u, why, sizeof(why)) == 0 ? NULL : rule;
 }
 
 /* "embedded" or host:port[,host:port...]. */
