@@ -318,6 +318,66 @@ static void test_draw_commit_fails(void **st)
     free(m);
 }
 
+/* The draw itself, not only gw_fair_order, decides the winners: 400 entrants
+ * enter in arrival order (o0 first), 40 units go. With the seeded shuffle the
+ * winners' mean arrival rank is about N/2 (199.5; its standard deviation over
+ * draws is ~17); a draw that took the first arrivals would give 19.5. */
+static void test_draw_winners_not_arrival_order(void **st)
+{
+    (void)st;
+    enum { ENTRANTS = 400, STOCK = 40 };
+    mini_t *m = calloc(1, sizeof(*m));
+    mini_open(m);
+    char why[256] = "";
+    int64_t now = cm_wall_ms();
+    inv_sale_def_t def = {.stock = STOCK,
+                          .per_user_limit = 1,
+                          .starts_at_ms = now - 10000,
+                          .ends_at_ms = now + 3600000};
+    snprintf(def.sale_id, sizeof(def.sale_id), "s1");
+    inv_sale_info_t info;
+    assert_int_equal(inv_sale_put(m->srv.inv, &def, &info, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_configure(&m->srv, "s1", 1000, 0, 0, why, sizeof(why)), 0);
+    gw_fair_sale_t *fs = gw_fair_find(m->srv.fair, "s1");
+    assert_non_null(fs);
+    for (int i = 0; i < ENTRANTS; i++) {
+        gw_fair_ticket_t t;
+        memset(&t, 0, sizeof(t));
+        snprintf(t.order_id, sizeof(t.order_id), "o%d", i);
+        snprintf(t.user_id, sizeof(t.user_id), "u%d", i);
+        t.qty = 1;
+        t.entered_at_ms = now - 9000 + i;
+        assert_int_equal(gw_fair_enter(fs, &t, NULL), 0);
+    }
+    assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
+    for (int i = 0; i < 500 && gw_fair_phase(fs, def.starts_at_ms, cm_wall_ms()) != GW_FAIR_OPEN;
+         i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(gw_fair_phase(fs, def.starts_at_ms, cm_wall_ms()), GW_FAIR_OPEN);
+    int won = 0;
+    double rank_sum = 0;
+    for (int i = 0; i < ENTRANTS; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "o%d", i);
+        gw_fair_ticket_t t;
+        assert_true(gw_fair_lookup(m->srv.fair, id, &t));
+        if (t.state == GW_ENTRY_WON) {
+            won++;
+            rank_sum += i;
+        }
+    }
+    assert_int_equal(won, STOCK);
+    double mean = rank_sum / won;
+    printf("# winners' mean arrival rank %.1f of %d (N/2 = %.1f)\n", mean, ENTRANTS,
+           (ENTRANTS - 1) / 2.0);
+    /* 6 standard deviations from N/2: never by chance, always for arrival order */
+    assert_true(mean > 199.5 - 100 && mean < 199.5 + 100);
+    mini_close(m);
+    free(m);
+}
+
 typedef struct idem_seen {
     char idem[3][INV_IDEM_KEY_MAX + 1]; /* by user u0..u2 */
     int orders;
@@ -594,6 +654,7 @@ int main(void)
         cmocka_unit_test(test_uniform_permutations),
         cmocka_unit_test(test_uniform_positions_and_winners),
         cmocka_unit_test(test_draw_commit_fails),
+        cmocka_unit_test(test_draw_winners_not_arrival_order),
         cmocka_unit_test(test_idem_dash_survives_restart),
         cmocka_unit_test(test_resumed_draw_reserves_once),
     };
