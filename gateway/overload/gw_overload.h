@@ -66,8 +66,8 @@ const char *gw_degrade_cause_name(gw_degrade_cause_t c);
  *    round of slow first answers ends it (HyStart++), not below a limit
  *    validated within GW_ALIMIT_NVP_US: a burst after a lull is served.
  *  - The initial limit is validated with ssthresh at max (TCP's initial
- *    window), small for an upstream: a high start makes a queue that the long
- *    average learns as its baseline.
+ *    window), small for an upstream (overload.upstream_limit_initial): a high
+ *    start makes a queue that the long average learns as its baseline.
  *  - Long average over twice the short one: it decays 5% a window.
  *  - Floor: a pipelined Redis answers a batch of N in N service times at any
  *    load, which is no queue (bench/README.md, Findings, "Redis").
@@ -345,8 +345,8 @@ bool gw_door_idle_tick(bool nothing_in_progress, uint64_t lag_us);
 
 /*
  * Too late to serve: TCP_INFO's tcpi_last_data_recv (ms) covers the accept
- * queue and socket buffer. A request that waited GW_LATE_TARGETS queue targets gets
- * a prepared 503 `queue_time` before its body is read: it would answer past
+ * queue and socket buffer. A request that waited GW_LATE_TARGETS queue targets
+ * gets a prepared 503 `queue_time` before its body is read: it would answer past
  * the 100 ms a person waits (CoDel, DAGOR). Asked only when the worker has a
  * queue of its own: door shut, or own-busy >= GW_QDELAY_MIN_BUSY_PCT and
  * lagging GW_LATE_LOOK_LAG_PCT of the target or queuing past half of it; a
