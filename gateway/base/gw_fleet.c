@@ -47,10 +47,10 @@
  * script writes nothing when the stored version has moved on. The change is
  * then merged again over the newer version: that version is read and applied
  * here, the fields the change set (a mask, `pending`) are laid over it, and
- * the result is published again, at most PUBLISH_TRIES times. A gateway that
- * PATCHed over limits it had not yet seen replaced (newer ones published by
- * another gateway less than a tick before) used to write its stale copy of the
- * other fields back over the newer version: last writer wins.
+ * the result is published again, at most PUBLISH_TRIES times, so a gateway
+ * that PATCHes over limits it has not yet seen (newer ones published by
+ * another gateway less than a tick before) never writes its stale copy of the
+ * other fields back over the newer version.
  *
  * Redis down: the last member count and limits stay in force; the heartbeat
  * retries every tick and the subscriber re-subscribes, then reloads. A limit

@@ -57,8 +57,8 @@ void gw_order_of_reserve(oq_order_t *o, const inv_reserve_req_t *rq,
 {
     /* Every field, the ones an order does not use included: r->order lies past
      * the part of a recycled request context that is cleared, and a field left
-     * with an earlier request's (or malloc's) bytes made the codec refuse the
-     * record (the spool write failed: 503). */
+     * with a previous request's (or malloc's) bytes makes the codec refuse the
+     * record (the spool write fails: 503). */
     memset(o, 0, sizeof(*o));
     o->type = OQ_MSG_ORDER;
     o->status = OQ_STATUS_QUEUED;

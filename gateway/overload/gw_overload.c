@@ -25,12 +25,10 @@
  * another node at once. The connections queued at that moment are reset too
  * (they would have waited past the target). When the worker has finished what
  * it accepted, or after a hold (gw_overload.h, gw_door_tick), listen() again
- * reopens the door. Why not just pause accepting
- * (leave them in the kernel's queue) or shrink the backlog: a queue of 4096
- * makes every admitted request wait seconds (measured: admitted p99 ~2 s
- * under a 5% CPU cap), and a full backlog drops SYNs silently, so the client
- * retries after 1 s and the retried requests are the ones served, seconds
- * late. docs/design.md "Overload control" has the cost model.
+ * reopens the door. Not a paused accept or a smaller backlog: a long kernel
+ * queue makes every admitted request wait seconds under a CPU cap, and a full
+ * backlog drops SYNs silently, so clients retry after 1 s and are served
+ * seconds late. docs/design.md "Overload control" has the cost model.
  */
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
@@ -337,11 +335,10 @@ static uint64_t leaving(const gw_worker_t *w)
 /*
  * While the door is shut, a keep-alive connection still brings a request as
  * soon as its last answer left, so the connections already open are a queue
- * of their own (measured: 428 of them kept admitted p99 at 1.4 s with the
- * door shut). Past the budget, this request's connection closes after its
- * answer: it answers with Connection: close and closes (RFC 9112 9.6), and
- * the client learns it from the answer, not from a reset under a request
- * already sent.
+ * of their own behind a shut door. Past the budget, this request's
+ * connection closes after its answer: it answers with Connection: close and
+ * closes (RFC 9112 9.6), so the client learns it from the answer, not from a
+ * reset under a request already sent.
  */
 static void door_trim(gw_ol_worker_t *o, gw_req_t *r)
 {
@@ -510,12 +507,11 @@ static bool quota_ran_out(gw_ol_sched_t *sc);
 /*
  * A worker held by a CPU quota: its loop's busy share reads low (a throttled
  * period is often spent in the return from epoll_wait), so the busy check
- * would let the queue grow for a window or two first (measured: 3,000-4,000
- * connections queued at the first shut at 10x, whose resets took the quota of
- * 14-20 periods, 340-440 ms in which no thread of the process ran, the admin
- * listener's included). When the quota ran out in this or the last window,
- * the door shuts from GW_DOOR_QUOTA_QUEUE budgets. At most one look a
- * millisecond; the cgroup's cpu.stat is read only past that queue.
+ * would let the queue grow for a window or two first, and resetting that
+ * queue at the shut spends quota periods in which no thread of the process
+ * runs, the admin listener's included. When the quota ran out in this or the
+ * last window, the door shuts from GW_DOOR_QUOTA_QUEUE budgets. At most one
+ * look a millisecond; the cgroup's cpu.stat is read only past that queue.
  */
 static bool quota_shut(gw_ol_worker_t *o, uint64_t ms)
 {
@@ -776,9 +772,9 @@ static gw_conn_place_t conn_place(const gw_ol_worker_t *o, const gw_req_t *r)
 /* With the door open a kept connection stays after a late shed only for a
  * worker whose CPU quota runs out, the same test as the late-shed shut's (a
  * closed one would come back to the door those sheds shut). An uncapped
- * worker's late sheds never shut its door, and keeping them there measured no
- * better in the mixed case at 10x (buy p99 97 / 286 / 105 ms against 87 / 97 /
- * 59, three interleaved pairs). Asked only of a shed: it may read cpu.stat. */
+ * worker's late sheds never shut its door, and keeping its connections gains
+ * nothing (`python3 bench/overload.py --cases mixed --loads 10`). Asked only of
+ * a shed: it may read cpu.stat. */
 static bool keeps_open(gw_ol_worker_t *o)
 {
     return o->door.capped || (o->sched.cg_fd >= 0 && quota_ran_out(&o->sched));

@@ -1,17 +1,8 @@
 /*
- * Overload control: what the gateway does when the crowd is larger than the
- * machines (docs/design.md "Overload control").
- *
- * Pure parts (no I/O, the clock is an argument, unit-tested):
- *  - gw_alimit: an adaptive concurrency limit per dependency (Redis, each
- *    upstream, the spool's fsync), Netflix concurrency-limits' Gradient2;
- *  - gw_breaker: a circuit breaker with half-open probing for hard failures;
- *  - gw_qdelay: the gateway's own queuing delay per worker loop and DAGOR's
- *    user-priority admission for the buy path;
- *  - gw_level_sm: degradation levels 0..3 with hysteresis;
- *  - jittered Retry-After and the user priority hash.
- * Server parts (gw_overload.c bottom half): the per-worker state, the admin
- * API's degrade level, the stats JSON and a plain snapshot for metrics.
+ * Overload control (docs/design.md "Overload control"). Pure parts (no I/O,
+ * clock as argument, unit-tested) in gw_overload_core.c; per-worker state,
+ * admin level, stats and snapshot in gw_overload.c. Figures behind the rules:
+ * bench/README.md, Findings, "Overload control".
  */
 #ifndef GW_OVERLOAD_H
 #define GW_OVERLOAD_H
@@ -36,11 +27,9 @@ const char *gw_crit_name(gw_crit_t c);
 int gw_crit_parse(const char *s);
 
 /*
- * Why a proxied route answered its fallback instead of its upstream's answer
- * (the "degraded" counters). A fallback is never counted as the 503 it stands
- * in for: the names are those of the 503 reasons the route would have got
- * without a fallback (upstream_limit, upstream_breaker, level_N), plus the
- * upstream's own failures (otherwise a 502 or 504).
+ * Why a proxied route answered its fallback (the "degraded" counters): the 503
+ * reason it stands in for, or the upstream's own failure (else a 502 or 504).
+ * A fallback is never counted as a 503.
  */
 #define GW_DEGRADE_CAUSES(XX)                                                                      \
     XX(UPSTREAM_LIMIT, "upstream_limit")                                                           \
@@ -64,64 +53,36 @@ const char *gw_degrade_cause_name(gw_degrade_cause_t c);
 /*---- Adaptive concurrency limit (Gradient2) ----*/
 
 /*
- * Gradient2, after Netflix concurrency-limits' Gradient2Limit (Apache 2.0;
- * read, not copied): a long-term average RTT (exponential, ~600 samples) is
- * compared with the short-term RTT of the last window;
+ * After Netflix concurrency-limits' Gradient2Limit (Apache 2.0; read, not
+ * copied): long-term average RTT (~600 samples) against the last window's:
  *   gradient = clamp(max(tolerance * long, floor) / short, 0.5, 1.0)
- *   new      = limit * gradient + queue_size   (queue_size = max(4, sqrt(limit)))
- *   limit    = limit * (1 - smoothing) + new * smoothing   (smoothing 0.2)
- * so a flat latency lets the limit grow by about queue_size * smoothing per
- * window and a rising one shrinks it by up to half the smoothing share. When
- * the window saw fewer than limit/2 in flight the dependency was not the
- * bottleneck (app-limited): Gradient2 leaves the limit there; ours lets it
- * decay half way to twice the most in flight (not below GW_ALIMIT_RESTART),
- * as TCP validates an unused congestion window (RFC 2861, RFC 7661), and
- * remembers the old value as ssthresh: when the crowd fills it again and the
- * dependency answers within max(tolerance * long, floor), it grows by one per
- * such answer (slow start, RFC 5681), up to ssthresh, to twice what is in
- * flight and to twice what the dependency answers in two such RTTs; a round whose first answers
- * were all slower ends it (HyStart++, RFC 9406), but not below a limit a
- * window validated (used half of at a healthy RTT, no drops) in the last
- * GW_ALIMIT_NVP_US, which a lull also restores ssthresh to (RFC 7661's
- * non-validated phase: the c256 burst after a lull). The initial limit is
- * such a window too, with ssthresh at the maximum, as TCP's initial window:
- * an upstream's starts at 16 (overload.upstream_limit_initial), because a
- * high start to an upstream busy from the first request made a queue
- * Gradient2's long average then kept as its baseline (`make bench-overload`,
- * the upstream case); Redis's at 256, for the buyers' first burst. Measured: a limit left at its
- * initial 256 at half load sent 256 reserves at once when the crowd came to a
- * Redis held to 10% of a core, a queue past the 50 ms timeout, and the step
- * to 5x took 30-260 ms to converge (`make bench-overload`, the redis case). When the long average is
- * more than twice the short one (latency recovered) it decays by 5% a window.
- * Our additions: the target (gw_alimit_set_target, below; 0 = none) and
- * the floor (gw_alimit_set_floor; 0 = none), an RTT below
- * which the limit never shrinks: a pipelined Redis answers a batch of N in N
- * times its service time, so its RTT rises with the batch at any load, and
- * the long average, learnt from small batches (or dragged down by the
- * recovery decay in windows of single calls, 16-40 µs), read a batch of 50 at
- * 0.5 ms as a queue 2-3 times over and held the limit at 15-20 with Redis
- * 30% busy (bench/README.md, Redis, finding 4). Queue size sqrt(limit) above
- * 16 (Netflix's GradientLimit default, an option of Gradient2Limit): a limit
- * that fell in a burst climbs back in seconds, not tens of seconds; it still
- * settles where RTT = max(tolerance * long, floor) once the dependency is
- * the bottleneck. A window closes after GW_ALIMIT_WIN_SAMPLES samples and
- * 50 ms, or after 250 ms (Netflix's windows are 1 s; ours must follow a step
- * in load within a few hundred ms); a window with drops (timeouts, errors) multiplies the limit by
- * 0.5, as AIMD does on loss, because a dependency that did not answer at all
- * gives no RTT to take a gradient of.
- *
- * One writer: a worker loop owns each instance (no lock). `pub_*` fields are
- * atomics that other threads may read for stats.
+ *   limit   += 0.2 * (limit * gradient + max(4, sqrt(limit)) - limit)
+ * Our rules on top:
+ *  - App-limited window (< limit/2 in flight): decay half way to twice the
+ *    most in flight (>= GW_ALIMIT_RESTART), old limit kept as ssthresh; an
+ *    unused limit is unproven (RFC 2861, RFC 7661).
+ *  - Slow start back to ssthresh (RFC 5681), one per answer within the
+ *    tolerated RTT, at most twice in flight and twice two RTTs' answers; a
+ *    round of slow first answers ends it (HyStart++), not below a limit
+ *    validated within GW_ALIMIT_NVP_US: a burst after a lull is served.
+ *  - The initial limit is validated with ssthresh at max (TCP's initial
+ *    window), small for an upstream (overload.upstream_limit_initial): a high
+ *    start makes a queue that the long average learns as its baseline.
+ *  - Long average over twice the short one: it decays 5% a window.
+ *  - Floor: a pipelined Redis answers a batch of N in N service times at any
+ *    load, which is no queue (bench/README.md, Findings, "Redis").
+ *  - Windows close after GW_ALIMIT_WIN_SAMPLES samples and 50 ms, or 250 ms,
+ *    to follow a step in load; drops in a window halve the limit (AIMD).
+ * One writer: the owning worker loop (no lock); `pub_*` atomics are for stats.
  */
 #define GW_ALIMIT_WIN_SAMPLES 32
-/* An unused limit decays towards twice its use, not below this (gw_overload_core.c validate()). */
+/* An unused limit decays towards twice its use, not below this. */
 #define GW_ALIMIT_RESTART 32
-/* Answers counted per ms for slow start's rate check (gw_overload_core.c slow_start()). */
+/* Answers counted per ms for slow start's rate check. */
 #define GW_ALIMIT_DONE_BINS 32
 /* Slow start ends on a round whose first this many answers were all slower than the tolerated RTT. */
 #define GW_ALIMIT_SS_SAMPLES 8
-/* A validated limit is trusted for this long after the window that validated it
- * (RFC 7661's non-validated phase, 5 minutes there too; gw_overload_core.c validate()). */
+/* A validated limit is trusted this long (RFC 7661's non-validated phase). */
 #define GW_ALIMIT_NVP_US (300ull * 1000 * 1000)
 
 typedef struct gw_alimit {
@@ -157,25 +118,16 @@ void gw_alimit_init(gw_alimit_t *l, uint32_t initial, uint32_t min, uint32_t max
                     uint64_t now_us);
 /* An RTT below which the limit never shrinks (0: none, pure Gradient2). Owner thread only. */
 void gw_alimit_set_floor(gw_alimit_t *l, uint64_t rtt_floor_us);
-/*
- * An RTT above which the dependency is queueing whatever the long average
- * has learnt (0: none). An operator who knows what a healthy answer takes
- * sets it (a route's latency_target_ms): Gradient2's long average follows a
- * dependency that stays saturated up, and the queue with it, which the
- * target stops (gw_overload_core.c ref_rtt()). Owner thread only.
- */
+/* An RTT above which the dependency is queueing (a route's latency_target_ms;
+ * 0: none): a saturated dependency drags the long average, and its queue, up
+ * with it. Owner thread only. */
 void gw_alimit_set_target(gw_alimit_t *l, uint64_t rtt_target_us);
-/*
- * Takes a slot if fewer than the limit are in flight. Returns false (and
- * counts a rejection) when full: answer 503 without calling the dependency.
- * Owner thread only.
- */
+/* Takes a slot if fewer than the limit are in flight; false (a rejection is
+ * counted) when full: answer 503 without calling. Owner thread only. */
 bool gw_alimit_acquire(gw_alimit_t *l);
-/*
- * Gives a slot back. GW_AL_OK records rtt_us as a sample, GW_AL_DROP counts
- * a drop (timeout, error), GW_AL_IGNORE neither (the call never reached the
- * dependency). May close the window and move the limit. Owner thread only.
- */
+/* Gives a slot back: GW_AL_OK records rtt_us, GW_AL_DROP counts a timeout or
+ * error, GW_AL_IGNORE neither (no call reached the dependency). May close the
+ * window and move the limit. Owner thread only. */
 void gw_alimit_release(gw_alimit_t *l, uint64_t now_us, uint64_t rtt_us, gw_al_outcome_t o);
 /* Closes a window that timed out without new samples. Owner thread only. */
 void gw_alimit_tick(gw_alimit_t *l, uint64_t now_us);
@@ -185,11 +137,10 @@ uint32_t gw_alimit_get(const gw_alimit_t *l);
 /*---- Circuit breaker for hard failures ----*/
 
 /*
- * Closed -> open after `failures` consecutive hard failures (connection
- * refused, timeouts in a row); open -> half-open after `cooldown_ms`, when
- * exactly one probe is let through; the probe's success closes it, its
- * failure opens it again for another cool-down. Owner thread only, except
- * the pub_* atomics. Transitions are counted, never logged here.
+ * Closed -> open after `failures` consecutive hard failures; open -> half-open
+ * after `cooldown_ms`, letting exactly one probe through, whose success closes
+ * and failure reopens it. Owner thread only, except the pub_* atomics.
+ * Transitions are counted, never logged here.
  */
 typedef enum { GW_BR_CLOSED = 0, GW_BR_OPEN = 1, GW_BR_HALF_OPEN = 2 } gw_br_state_t;
 
@@ -212,25 +163,13 @@ const char *gw_breaker_state_name(gw_br_state_t s);
 /*---- Queuing delay of a worker loop, DAGOR admission for buys ----*/
 
 /*
- * The gateway's own queue: per window (interval_us) the average of the
- * queuing-delay samples (event-loop lag, and how long a request waited in the
- * loop iteration that read it) is compared with the target (WeChat's DAGOR
- * sheds when the average queuing time passes 20 ms). Buys are admitted by
- * DAGOR's user priority: a request whose user priority (0..127, a hash of the
- * user id and the current minute) is below `u_cut` passes. While overloaded
- * (and `shed_users` allowed by the level) u_cut shrinks by 1/8 a window; in
- * any other window it grows by 2 (DAGOR: fast decrease, slow increase), also
- * over target below level 2, so a cut left by level 2 fades out at level 1
- * instead of staying while level 1's queue is over target. The same users
- * keep getting through for the whole minute, so a person already admitted
- * once is not refused half way through.
- *
- * A window counts as over target only when the loop itself was busy: with
- * fewer than GW_QDELAY_MIN_REQUESTS requests, or with the loop busy (not
- * waiting in epoll) less than GW_QDELAY_MIN_BUSY_PCT of the window, the delay
- * comes from other processes taking the CPU, and shedding our own crowd would
- * not help (measured: a load generator on the same two cores made an
- * uncapped gateway look overloaded and shed for nothing).
+ * Per window the average queuing delay (loop lag, a request's wait in its
+ * iteration) is compared with the target. Buys pass when their user priority
+ * (DAGOR; fixed per user for a minute, so no one is cut off half way) is below
+ * u_cut, which shrinks by 1/8 a window over target (with `shed_users`) and
+ * grows by 2 otherwise, also over target below level 2. A window is over
+ * target only with GW_QDELAY_MIN_REQUESTS requests and the loop busy
+ * GW_QDELAY_MIN_BUSY_PCT: else the delay is others' CPU, not our crowd.
  */
 #define GW_QDELAY_MIN_REQUESTS 20
 #define GW_QDELAY_MIN_BUSY_PCT 50
@@ -253,12 +192,9 @@ typedef struct gw_qdelay {
 void gw_qdelay_init(gw_qdelay_t *q, uint64_t target_us, uint64_t interval_us, uint64_t now_us);
 /* One queuing-delay sample; `request`: of a request (counts toward the minimum). */
 void gw_qdelay_sample(gw_qdelay_t *q, uint64_t delay_us, bool request);
-/*
- * Closes the window if interval_us passed: computes the average, and moves
- * u_cut down when over target and `shed_users`, else up (to GW_UPRIO_LEVELS).
- * `busy_pct` is the share of the window the loop spent working (0..100).
- * Returns true when a window closed. Owner thread only.
- */
+/* Closes the window if interval_us passed and moves u_cut (see above);
+ * `busy_pct`: the loop's working share (0..100). Returns true when a window
+ * closed. Owner thread only. */
 bool gw_qdelay_tick(gw_qdelay_t *q, uint64_t now_us, bool shed_users, unsigned busy_pct);
 /* True if a buy of user priority `prio` may go on. Owner thread only. */
 bool gw_qdelay_admit_user(const gw_qdelay_t *q, unsigned prio);
@@ -266,28 +202,18 @@ bool gw_qdelay_admit_user(const gw_qdelay_t *q, unsigned prio);
 /*---- The door: connection-level backpressure (sockets in gw_overload.c) ----*/
 
 /*
- * The door's decisions, kept apart from its sockets so that they can be tested
- * with an injected clock. A worker shuts its door (stops listening) when its
- * accept queue holds more than one queue target's worth of its request rate
- * (at least GW_DOOR_MIN_QUEUE), its loop is busy (>= GW_DOOR_BUSY_PCT; for a
- * worker held by a CPU quota, not asked within GW_DOOR_RECENT_US of a reopen:
- * the crowd is still believed, gw_door_quota) and the
- * connections it accepts bring requests (a crowd, not a connection flood:
- * >= GW_DOOR_MIN_REQS_PER_CONN requests begun per connection accepted). A shut
- * door reopens after GW_DOOR_IDLE_TICKS ticks in a row with nothing to do, or
- * after GW_DOOR_HOLD_US (up to GW_DOOR_HOLD_MAX_US while a capped worker's kept
- * connections saturate it), or at once for a refill look (gw_door_pool).
- * docs/design.md "Connection-level backpressure" has the measurements behind
- * each constant (e.g. the flood test: a slow-loris address
- * made a long accept queue and a busy loop too, and a shut door refused the
- * buyers with the attacker, 146-290 of ~500 answered).
+ * The door's decisions (pure, for an injected clock). Shut (stop listening)
+ * when the accept queue exceeds one queue target of the request rate (>=
+ * GW_DOOR_MIN_QUEUE), the loop is busy >= GW_DOOR_BUSY_PCT and connections
+ * bring >= GW_DOOR_MIN_REQS_PER_CONN requests (a crowd; shutting on a flood
+ * would refuse buyers with the attacker). Reopen after GW_DOOR_IDLE_TICKS idle
+ * ticks, GW_DOOR_HOLD_US (GW_DOOR_HOLD_MAX_US while saturated), or to refill
+ * (gw_door_pool). docs/design.md "Connection-level backpressure: the door".
  */
 #define GW_DOOR_MIN_QUEUE 64
 #define GW_DOOR_BUSY_PCT 80
-/* Keep-alive connections kept while shut, at least: as many as the accept queue
- * the door lets wait (GW_DOOR_MIN_QUEUE). Under a CPU quota the kept connections
- * are the worker's whole supply of work, and few of them make each burst of its
- * quota find few requests (`make bench-overload`, the cpu case). */
+/* Kept connections while shut, at least: under a CPU quota they are the
+ * worker's whole supply of work, and few make each quota period find few. */
 #define GW_DOOR_MIN_CONNS GW_DOOR_MIN_QUEUE
 #define GW_DOOR_IDLE_TICKS 2
 #define GW_DOOR_HOLD_US 250000u
@@ -295,8 +221,8 @@ bool gw_qdelay_admit_user(const gw_qdelay_t *q, unsigned prio);
 #define GW_DOOR_WINDOW_US 100000u /* the rate and the requests per connection */
 #define GW_DOOR_MIN_REQS_PER_CONN 0.5
 #define GW_DOOR_RPC_MAX 4.0 /* requests per connection are counted up to this */
-/* While the connections it already has keep the worker saturated, the hold is
- * extended up to this (a look would only let in a queue to reset). */
+/* Longest hold while kept connections saturate the worker (a look would only
+ * let in a queue to reset). */
 #define GW_DOOR_HOLD_MAX_US 2000000u
 /* A CPU quota that ran out: the queue is ours once it holds this many budgets. */
 #define GW_DOOR_QUOTA_QUEUE 4u
@@ -337,187 +263,94 @@ void gw_door_request(gw_door_t *d);
 void gw_door_conn(gw_door_t *d);
 /* What the worker serves in one queue target, at least `floor` (the door's size). */
 uint32_t gw_door_budget(const gw_door_t *d, uint32_t floor);
-/*
- * The keep-alive connections a shut door keeps (door_trim closes the others):
- * one queue target at the highest of the rate now, the rate it shut at (the
- * highest of its shuts' while each came within GW_DOOR_RECENT_US of a reopen) and the
- * recent peak window's (halved in ~0.7 s), at least GW_DOOR_MIN_CONNS. Not the
- * rate now alone: a shut's resets and the quota debt around them leave windows
- * in which few requests begin, the rate's average halves with each, and the
- * trim followed it down to the floor; with the door shut no connection comes
- * back, so a CPU-capped worker served the rest of the crowd through 8-28
- * connections, few requests per wakeup, at 15-22 us of CPU an answer where
- * 40-63 connections took 10.8-14 (`make bench-overload`).
- */
+/* Connections a shut door keeps (door_trim closes the rest): one queue target
+ * at the highest of the rate now, at its shut(s) within GW_DOOR_RECENT_US of a
+ * reopen, and the recent peak (halved in ~0.7 s); >= GW_DOOR_MIN_CONNS. Not the
+ * rate now alone: a shut's resets dip it, and a trim that followed would starve
+ * a capped worker (nothing reconnects while shut). */
 uint32_t gw_door_keep(const gw_door_t *d);
-/*
- * Whether a request that begins on a shut door's worker closes its connection
- * after its answer (the trim): when the connections that stay, `open` less the
- * `leaving` ones (closing after their answer, or trimmed with the answer still
- * to come), are more than `keep`. Not `open` alone: a connection closes after
- * its write, in a later loop iteration, so every request of one iteration's
- * burst saw the same count and each was trimmed (measured: 99 connections to 1
- * in one 100 ms bin after a shut); the same for a trim counted only at its
- * answer, as a held buy's is at the iteration's end. Pure.
- */
+/* Whether a request on a shut door's worker closes its connection after its
+ * answer: `open` less `leaving` (closing, or trimmed awaiting the answer) over
+ * `keep`. Not `open` alone: a closing connection counts until a later loop
+ * iteration, and a whole burst would be trimmed. Pure. */
 bool gw_door_trims(uint64_t open, uint64_t leaving, uint32_t keep);
 #define GW_DOOR_PEAK_DECAY 0.9
-/*
- * Whether an open door should shut now, `queued` connections waiting to be
- * accepted. Also, whatever the queue: the door reopened after the longest
- * hold (GW_DOOR_HOLD_MAX_US, its kept connections still saturating a capped
- * worker) only to look whether the crowd is still there, and since then more
- * than a budget of new connections came while the worker stays saturated and
- * capped. A look is not a queue: the worker accepts each new connection at
- * once, so the accept queue stays short while the connections it accepts grow
- * its keep-alive pool, a queue the kernel does not count (each one more request
- * in flight behind the same CPU). Measured (cpu case, 2x, 5% of a core): after
- * the look at 2.2 s the accept queue never reached its budget; 100 ms later the
- * crowd's requests waited past 2.5 targets (209 late 503s in a 100 ms bin),
- * the door shut 250 ms after the look on 144 queued connections to reset, and
- * the 400 ms around the look answered ~100 of 1,100 in time, where the bins
- * around them answered ~215 of ~265 each (`make bench-overload`).
- */
+/* Whether an open door should shut, `queued` waiting to be accepted. Also,
+ * whatever the queue, when a look (reopen after the longest hold) let in over a
+ * budget of connections while the worker stays saturated and capped: they
+ * queue in the keep-alive pool, which the accept queue does not count. */
 bool gw_door_should_shut(const gw_door_t *d, unsigned busy_pct, uint32_t queued);
-/*
- * That part alone, asked at each accept (gw_ol_conn_started): a capped worker's
- * loop iteration can span several quota periods (~100 ready connections at
- * ~20 us each is 2 ms of CPU, two periods' quota at 5% of a core), and the door
- * looked only at iteration edges saw 137 queued and 38 accepted at its first
- * chance. Pure.
- */
+/* The look part alone, asked at each accept (gw_ol_conn_started): a capped
+ * worker's loop iteration can span several quota periods, too long to wait
+ * for its edge. Pure. */
 bool gw_door_look_seen(const gw_door_t *d);
 void gw_door_set_shut(gw_door_t *d, bool shut, uint64_t now_us);
-/*
- * Per queue window: whether the loop's time went mostly to waiting for a CPU
- * that other processes hold (gw_busy_own_pct took it out). Such a window never
- * shuts the door, not even just after a reopen on a crowd: the queue is the
- * machine's. Owner thread only.
- */
+/* Per queue window: whether the loop mostly waited for a CPU others hold
+ * (gw_busy_machine). Such a window never shuts the door, not even after a
+ * reopen on a crowd: the queue is the machine's. Owner thread only. */
 void gw_door_machine(gw_door_t *d, bool machine);
 /*
- * Per queue window: whether the worker used all the CPU it had: its CPU quota
- * ran out in at least half of the window's quota periods (an uncapped loop's
- * busy share does not say it: a loaded machine's wait looks the same). A door
- * shut on a crowd stays shut past GW_DOOR_HOLD_US (up to GW_DOOR_HOLD_MAX_US)
- * while the keep-alive connections it kept saturate the worker and still bring
- * at least half the request rate it had when it shut: reopening to look would
- * only queue new connections it cannot serve, reset at the next shut
- * (measured, CPU-bound case: 150-1,000 resets a look at 2x-10x, ~4.5 us each
- * on loopback, and the quota's stall after them delayed the admin listener's
- * probes). Owner thread only.
+ * Per queue window: whether the quota ran out in half its periods (busy share
+ * cannot tell this from a loaded machine). A door shut on a crowd holds past
+ * GW_DOOR_HOLD_US (to GW_DOOR_HOLD_MAX_US) while kept connections saturate the worker at half its shut
+ * rate: a look would only queue connections to reset. Owner thread only.
  */
 void gw_door_saturated(gw_door_t *d, bool saturated);
 /*
  * Per queue window: whether the worker's CPU quota ran out in it. Just after a
- * reopen on a crowd, the busy check is skipped (the window it reads was spent
- * shut) only for a worker whose quota ran out within GW_DOOR_CAPPED_US (the
- * longest hold and the re-shut's span after it: a worker capped when its door
- * shut is still believed when it reopens): under a quota the loop's busy share
- * reads low and the crowd is believed. An
- * uncapped worker's busy share is what it is, shut or not: it served its kept
- * connections in that window. Measured (mixed case, uncapped, 10x, load ~3):
- * a door reopened after its hold shut again 10-60 ms later on loops 18-23%
- * busy, five times in a row, and stayed shut for 1.5 s of a 3 s run (8,842
- * connections refused or reset). Owner thread only.
+ * reopen on a crowd the busy check is skipped, but only for a worker capped
+ * within GW_DOOR_CAPPED_US: under a quota the busy share reads low and the
+ * crowd is believed; an uncapped worker's busy share is true. Owner thread only.
  */
 #define GW_DOOR_CAPPED_US (GW_DOOR_HOLD_MAX_US + GW_DOOR_RECENT_US)
 void gw_door_quota(gw_door_t *d, bool ran_out, uint64_t now_us);
-/*
- * Whether an open door should shut now for a worker whose CPU quota ran out
- * in this or the last window (its loop's busy share, measured from epoll,
- * reads low under a quota: a throttled period is often spent inside
- * epoll_wait's return). The queue must hold GW_DOOR_QUOTA_QUEUE budgets: one
- * quota period's arrivals wait in the queue even at capacity. Pure.
- */
+/* Whether an open door should shut now for a worker whose quota ran out in
+ * this or the last window (its busy share reads low: a throttled period is
+ * often spent in epoll_wait's return). Needs GW_DOOR_QUOTA_QUEUE budgets
+ * queued: one period's arrivals wait even at capacity. Pure. */
 bool gw_door_should_shut_quota(const gw_door_t *d, uint32_t queued);
 /*
- * A late shed closed its connection (gw_ol_too_late: beyond the connections
- * kept, or within them for a worker whose quota did not run out); and whether
- * an open door should shut on what the window's late sheds say, for a worker
- * whose CPU quota ran out (the caller
- * asks cpu.stat): GW_DOOR_LATE_SHUT of them are a queue, whatever its place.
- * The accept queue is not the only one: a worker accepts the connections its
- * loop sees at once, and those it accepted queue their requests in their
- * socket buffers, out of the accept queue's count. Measured (cpu case, 2x, 5%
- * of a core): at the sale's start the pool grew from 64 to ~180 connections
- * while the accept queue stayed under the quota rule's four budgets for
- * 250-300 ms; 55-64 late 503s a 100 ms bin came first, then the shut reset
- * 355-518 queued connections, and the first 300 ms answered ~200 of ~790 in
- * time (`make bench-overload`). Never for a flood or a "machine"
- * window. Owner thread only / pure.
+ * gw_door_late: a late shed closed its connection (gw_ol_too_late).
+ * gw_door_should_shut_late: for a worker whose quota ran out (the caller reads
+ * cpu.stat), GW_DOOR_LATE_SHUT of them in a window are a queue, though one the
+ * accept queue does not count (accepted connections queue in their sockets).
+ * Never for a flood or a machine window. Owner thread only / pure.
  */
 #define GW_DOOR_LATE_SHUT 8u
 void gw_door_late(gw_door_t *d);
 bool gw_door_should_shut_late(const gw_door_t *d);
 /*
- * Before each tick: the worker's open connections less those already closing
- * after their answer. A shut door of a worker held by its CPU quota and
- * saturated (the case below) whose pool fell below GW_DOOR_REFILL_NUM /
- * GW_DOOR_REFILL_DEN of what it keeps (gw_door_keep) reopens at the next tick
- * for a refill look, which shuts again (gw_door_look_seen) as soon as it has
- * accepted what the pool lacked (look_want), not a budget of them: its trim
- * and the clients' own pools both close the connections past what each keeps
- * (a CDN edge or nginx keeps so many idle and closes the rest; so does
- * flashgate-load), and the two together left a capped worker 13-19 connections
- * of the 64 it keeps, each quota period finding few requests: 150-165 answers
- * a 100 ms bin for the rest of the run where 62 connections served 215 (cpu
- * case, 2x; `make bench-overload`). At half, the pool settled just
- * above it: 34 connections, one request each per 20 ms quota period, ~250
- * answers a bin where the quota serves ~420 (`make bench-overload`).
- * A refill the crowd undoes is not tried again: when a refill is due within
- * GW_DOOR_REFILL_MEMORY_US of the last one and the pool is no smaller than it
- * was then but kept less than half of what that refill lacked, the crowd
- * closed what the refill let in (its own pool is full:
- * flashgate-load keeps 64 idle, nginx `keepalive N` as many), and that pool
- * is the crowd's cap (pool_cap): the rule then asks for 3/4 of the cap, not
- * of what the door keeps, until the pool grows past the cap or the door
- * reopens in full. Measured without the pool cap (cpu case at 2x, each door
- * event logged): the door kept 91 (4,573/s x 20 ms) where the crowd holds 64,
- * so the rule reopened it every 40 ms, 108 times in a 5 s run, to accept ~27
- * connections the crowd then closed and to reset the ~30 queued behind them at
- * each shut (2,400-2,800 resets a run); 2x goodput 4,354 / 3,170 / 4,309/s
- * against 4,548 / 4,787 / 4,637/s with the cap (3 interleaved pairs, 4 shuts
- * a run). Owner thread only.
+ * Before each tick: open connections less those closing. A shut, capped,
+ * saturated door whose pool fell below GW_DOOR_REFILL_NUM/GW_DOOR_REFILL_DEN of
+ * gw_door_keep reopens to refill what it lacked (look_want): trims and the
+ * clients' idle pools close connections and starve the quota. A refill the
+ * crowd undoes (due within GW_DOOR_REFILL_MEMORY_US, pool no smaller, under
+ * half of the last refill kept) marks its cap (pool_cap): 3/4 of the cap is
+ * asked until the pool passes it or the door reopens in full, lest the door
+ * reopen every few tens of ms to reset a queue
+ * (`python3 bench/overload.py --quick --cases cpu`). Owner thread only.
  */
 #define GW_DOOR_REFILL_NUM 3u
 #define GW_DOOR_REFILL_DEN 4u
 #define GW_DOOR_REFILL_MEMORY_US 100000u
 void gw_door_pool(gw_door_t *d, uint64_t pool);
-/*
- * Every tick: closes the rate window when due and, while shut, returns true
- * when the door should reopen. `idle`: no request is in progress but those
- * waiting on a dependency. Owner thread only.
- */
+/* Every tick: closes the rate window when due; while shut, true when the door
+ * should reopen. `idle`: nothing in progress but dependency waits. Owner thread only. */
 bool gw_door_tick(gw_door_t *d, uint64_t now_us, bool idle);
-/*
- * Whether a tick may count as idle for gw_door_tick: nothing in progress (but
- * what waits on a dependency) and the tick fired on time, less than
- * GW_DOOR_LATE_TICK_US after it was due. A late tick means the loop did not run
- * (its CPU quota spent, or the CPU held by others): that nothing began in that
- * gap says nothing about the crowd. Measured (CPU-bound case, 2x): a door shut
- * on a crowd reopened after 10-80 ms on two such ticks while its kept
- * connections still saturated it, and shut again 10-100 ms later on 70-180 new
- * connections to reset. In gw_overload.c; pure.
- */
+/* Whether a tick counts as idle: nothing in progress (but dependency waits) and
+ * the tick less than GW_DOOR_LATE_TICK_US late. A late tick means the loop did
+ * not run, so nothing beginning says nothing about the crowd. In gw_overload.c; pure. */
 #define GW_DOOR_LATE_TICK_US 5000u
 bool gw_door_idle_tick(bool nothing_in_progress, uint64_t lag_us);
 
 /*
- * Too late to serve: the kernel knows how long a request's bytes have waited
- * in its socket (TCP_INFO's tcpi_last_data_recv: ms since the last segment
- * arrived, jiffy resolution), which covers the accept queue and the socket
- * buffer, the waits the gateway cannot see. A request that has already
- * waited GW_LATE_TARGETS queue targets (50 ms at the default 20 ms) is
- * answered a prepared 503 `queue_time` before its body is read, and its
- * connection closes: served, it would arrive past the 100 ms a person can be
- * kept waiting (CoDel's and DAGOR's queue-time shedding, at the edge). The
- * getsockopt is spent only while the worker shows a queue of its own: its door
- * shut, or its loop busy on its own account (gw_busy_own_pct >=
- * GW_QDELAY_MIN_BUSY_PCT) and late by GW_LATE_LOOK_LAG_PCT of the target or its
- * last window's queuing delay past half the target. A request late because
- * other processes held the CPU is served: refusing it would cost about as much
- * and save nothing (the loop has time once it runs).
+ * Too late to serve: TCP_INFO's tcpi_last_data_recv (ms) covers the accept
+ * queue and socket buffer. A request that waited GW_LATE_TARGETS queue targets
+ * gets a prepared 503 `queue_time` before its body is read: it would answer past
+ * the 100 ms a person waits (CoDel, DAGOR). Asked only when the worker has a
+ * queue of its own: door shut, or own-busy >= GW_QDELAY_MIN_BUSY_PCT and
+ * lagging GW_LATE_LOOK_LAG_PCT of the target or queuing past half of it; a
+ * request late through others' CPU is served, as refusing saves nothing.
  */
 #define GW_LATE_TARGETS 2.5
 #define GW_LATE_LOOK_LAG_PCT 25
@@ -527,65 +360,35 @@ bool gw_late_look(uint64_t lag_us, uint64_t qdelay_avg_us, bool door_shut, unsig
                   uint64_t target_us);
 /* Whether a request that waited `waited_us` before the gateway saw it is too late. Pure. */
 bool gw_late_shed(uint64_t waited_us, uint64_t target_us);
-/*
- * The same for a request on a connection a shut door keeps (kept = not trimmed:
- * the worker's open connections within gw_door_keep). Those connections are the
- * worker's whole supply of work while shut, and the queue they make is at most
- * one target's worth, so such a request is shed only from GW_LATE_KEPT_TARGETS:
- * served before that, it still answers within the 100 ms (its wait plus at most
- * the target). Shed at 2.5 targets, each kept connection that waited through the
- * shut's backlog closed (its body is unread), and the worker could run out of
- * connections, idle, reopen, let a new queue in to reset at the next shut, and
- * do it again every 100-300 ms (measured: 16 shuts and 2,586 resets in a 3 s
- * run at 2x; `make bench-overload`).
- */
+/* The same on a connection a shut door keeps (within gw_door_keep): shed only
+ * from GW_LATE_KEPT_TARGETS, as their queue is at most a target so such a
+ * request still answers within 100 ms, and closing them would starve the
+ * worker into reopening on a new queue. Pure. */
 #define GW_LATE_KEPT_TARGETS 4.0
 bool gw_late_shed_kept(uint64_t waited_us, uint64_t target_us);
 
 /*
- * The wait before the gateway: a load balancer with a fixed pool of
- * connections (nginx `max_conns` with a queue, HAProxy `maxconn`) holds the
- * crowd in its own queue, where neither the kernel nor the loop can see it.
- * It can say when it took the request: `X-Request-Start`, as nginx's
- * `proxy_set_header X-Request-Start "t=${msec}"` writes it (Heroku's router
- * and New Relic read the same field). Believed only from a trusted proxy
- * (server.trusted_proxies). A request that waited GW_LATE_TARGETS queue
- * targets since then, while the worker is busy on its own account
- * (gw_late_upstream_look), is answered 503 `queue_time` before its body is
- * read, and its connection stays: it is the balancer's pool, and the wait
- * was the balancer's queue, not the connection's (counted in
- * shed_late_upstream). What the request then waited in this host's kernel
- * (its bytes unread in the socket, or its connection in the accept queue
- * while the door was shut) is the gateway's own queue, not the balancer's: it
- * is taken off the stamp's wait (gw_rs_before_us: the loop's bound on it
- * first, the kernel's TCP_INFO figure only when that bound decides nothing),
- * and the gateway's own late check judges it. Served, it would answer past
- * the 100 ms; shed, it costs a 503's CPU instead of an accept's, and the
- * queue behind it drains.
- *
- * gw_request_start_us reads the field's value: "t=" (optional) then seconds
- * with a fraction ("1732269600.123", nginx's ${msec}) or an integer of
- * seconds, milliseconds, microseconds or nanoseconds since the epoch, told
- * apart by size (as New Relic does). Returns false for anything else. Pure.
+ * A balancer with a fixed pool (nginx `max_conns`, HAProxy `maxconn`) queues
+ * out of our sight but can stamp `X-Request-Start` (nginx "t=${msec}"),
+ * believed only from server.trusted_proxies. A stamp past GW_LATE_TARGETS while
+ * the worker is busy (gw_late_upstream_look) gets 503 `queue_time`, connection
+ * kept (the balancer's pool; shed_late_upstream). The kernel wait since is our
+ * own queue, judged by our late check (gw_rs_before_us).
+ * gw_request_start_us: optional "t=", then seconds with a fraction or integer
+ * s/ms/us/ns since the epoch told apart by size; false otherwise. Pure.
  */
 bool gw_request_start_us(const char *v, uint64_t *out_us);
-/* How long before now_us the request was taken, from the field's value; false
- * if it is unreadable or more than a minute in the future (a clock that far
- * off is not to be believed; a start up to that is taken as 0). Pure. */
+/* How long before now_us the request was taken; false if unreadable or more
+ * than a minute in the future (a start up to that counts as 0). Pure. */
 bool gw_upstream_waited(const char *v, uint64_t now_us, uint64_t *waited_us);
-/* Whether a busy worker asks: busy on its own account (gw_busy_own_pct >=
- * GW_QDELAY_MIN_BUSY_PCT) or its door shut. A balancer's queue exists when the
- * gateway is what is slow; an idle one serves whatever the stamp says. Pure. */
+/* Whether a busy worker asks: own busy share >= GW_QDELAY_MIN_BUSY_PCT or door
+ * shut. A balancer queues only when the gateway is slow. Pure. */
 bool gw_late_upstream_look(bool door_shut, unsigned busy_pct);
 /*
- * The stamp is the balancer's clock, the wait is read on the gateway's: a
- * skew between the two would read as a wait (50 ms of it would shed every
- * stamped request of a busy worker). So each worker learns its baseline, the
- * least wait it has seen on a stamp while it was not busy (when a pool's
- * balancer queues nothing: skew plus the network), rising by 1/GW_RS_BASE_RISE
- * of a larger wait so that it follows a clock's drift, and a stamp counts only
- * for what it waited past that baseline. No baseline yet (stamps seen only
- * while busy): nothing is shed for a stamp. Pure.
+ * Clock skew between balancer and gateway reads as wait, so each worker learns
+ * a baseline: the least wait seen on a stamp while not busy, rising by
+ * 1/GW_RS_BASE_RISE of a larger one to follow drift. A stamp counts only past
+ * it; with no baseline yet nothing is shed for a stamp. Pure.
  */
 #define GW_RS_BASE_RISE 1024u
 typedef struct gw_rs_base {
@@ -595,80 +398,44 @@ typedef struct gw_rs_base {
 void gw_rs_base_learn(gw_rs_base_t *b, uint64_t waited_us);
 /* Whether a stamp that says `waited_us` is late past the baseline. */
 bool gw_rs_late(const gw_rs_base_t *b, uint64_t waited_us, uint64_t target_us);
-/* The part of a stamp's wait `stamp_us` spent before the request reached this
- * host, given what it has waited in the kernel since (`kernel_us`, read
- * from TCP_INFO only when the stamp alone says late). Pure. */
+/* The part of a stamp's wait `stamp_us` before the request reached this host,
+ * given its kernel wait since (`kernel_us`, read from TCP_INFO only when the
+ * stamp alone says late). Pure. */
 uint64_t gw_rs_before_us(uint64_t stamp_us, uint64_t kernel_us);
-/*
- * Where a late request's connection stands: beyond the connections the worker
- * keeps (gw_door_keep; trimmed while shut), within them with the door open, or
- * within them with the door shut.
- */
+/* Where a late request's connection stands: beyond what the worker keeps
+ * (gw_door_keep), kept with the door open, or kept with it shut. */
 typedef enum { GW_CONN_EXTRA, GW_CONN_KEPT_OPEN, GW_CONN_KEPT_SHUT } gw_conn_place_t;
 /*
- * What the too-late check does with a request that waited `waited_us`: serve
- * it; shed it (503 queue_time) and close its connection (its body unread); or
- * shed it and keep the connection (its small body is read and dropped and it
- * brings the next request).
- * - Beyond the connections kept: shed from 2.5 targets and closed; it belonged
- *   to a queue, and the next request on it would wait as long.
- * - Kept, door shut: shed only from GW_LATE_KEPT_TARGETS, and kept. A kept
- *   connection closed with its late request left the worker with fewer
- *   connections than its quota can serve in a burst (2-36 of a budget of 64
- *   kept, 17-38 us of CPU an answer against 11-13 at 64), and one served
- *   whatever its wait admitted the first shut's backlog late (10x admitted p99
- *   98-159 ms: `make bench-overload`).
- * - Kept, door open: shed from 2.5 targets, and kept (the caller keeps it
- *   only for a worker whose CPU quota runs out: an uncapped worker's late
- *   sheds never shut its door, so it closes them as beyond). Within the
- *   budget the queue those connections make is at most a target's worth, so the wait was
- *   a burst's (a sale's first quota periods), not a queue the next request
- *   would meet; and such connections are often a load balancer's fixed pool,
- *   which reconnects at once: closed, each one came back to a door the late
- *   sheds had shut, and its slot failed every request it took while the door
- *   stayed shut (measured behind a 64-connection pool at 2x of a 5% quota:
- *   8 late sheds at the start, then 8,753 refused reconnects and half the
- *   202s of the same crowd without protection; `make bench-overload`).
- * Pure.
+ * The too-late verdict: serve; shed (503 queue_time) and close, body unread;
+ * or shed and keep, small body read and dropped. Beyond kept: from
+ * GW_LATE_TARGETS, closed (the next request would wait as long). Kept, shut:
+ * from GW_LATE_KEPT_TARGETS, kept (the quota needs them). Kept, open: from
+ * GW_LATE_TARGETS, kept only for a worker whose quota runs out, as the wait
+ * was a burst's and a balancer's pool would reconnect to a shut door (`pool`
+ * row of `python3 bench/overload.py --cases cpu`). Pure.
  */
 typedef enum { GW_LATE_SERVE, GW_LATE_SHED_CLOSE, GW_LATE_SHED_KEEP } gw_late_verdict_t;
 gw_late_verdict_t gw_late_verdict(uint64_t waited_us, uint64_t target_us, gw_conn_place_t place);
 
 /*
- * Our own load or the machine's: a loop that is not waiting in epoll is busy
- * either working, throttled by its own CPU quota, or runnable and waiting for
- * a CPU that other processes hold. The last is the machine's load, and
- * shedding our own crowd would not help it (measured: at load 17 the door shut
- * 7 times in the uncapped dependency-bound case at 2x). Per window, from the
- * thread's schedstat (its CPU time and its run-queue wait, which on Linux
- * includes the time its cgroup was throttled) and the cgroup's throttled time:
- * machine wait = run-queue wait - throttled. When the machine wait exceeds the
- * time the thread ran or was throttled, the loop's busy share is counted
- * without it. Measured on this kernel (6.18): a spinning thread held to 5% of
- * a core ran 47 ms, was throttled 772 ms and waited 954 ms in 1 s (machine
- * wait 182 ms: ours); uncapped beside other work it ran 767 ms and waited
- * 230 ms (ours too). Pure; all figures in ns over a window of `span_ns`.
+ * Our load or the machine's: a loop out of epoll is working, throttled by its
+ * quota, or waiting for a CPU others hold; shedding cannot help the last. From
+ * the thread's schedstat and the cgroup's throttled time: machine wait =
+ * run-queue wait - throttled; when it exceeds the time run or throttled, the
+ * busy share is counted without it. Pure; ns over a window of `span_ns`.
  */
 unsigned gw_busy_own_pct(unsigned busy_pct, uint64_t span_ns, uint64_t cpu_ns,
                          uint64_t run_delay_ns, uint64_t throttled_ns);
-/*
- * Whether a window's loop mostly waited for a CPU others hold (gw_door_machine):
- * gw_busy_own_pct took that wait out of a loop busy at least
- * GW_BUSY_MACHINE_PCT of the window. An idle loop is not starved: before, 1%
- * busy with 0% its own counted, and kept a door reopened on a crowd open while
- * 1,500 connections queued (measured, CPU-bound case at 10x). Pure.
- */
+/* Whether a window's loop mostly waited for others' CPU: busy at least
+ * GW_BUSY_MACHINE_PCT with that wait taken out. An idle loop is not starved. Pure. */
 #define GW_BUSY_MACHINE_PCT 10
 bool gw_busy_machine(unsigned busy_pct, unsigned own_pct);
 
 /* DAGOR user priority: 0..127 from the user id and the minute (now_ms / 60000). Thread-safe. */
 unsigned gw_ol_user_prio(const char *user, size_t len, uint64_t minute);
 
-/*
- * A Retry-After in whole seconds, uniform in [min_s, max_s] from `rnd`
- * (any 64-bit random or hashed value), so a refused crowd does not come back
- * in one wave. Thread-safe.
- */
+/* A Retry-After in whole seconds, uniform in [min_s, max_s] from `rnd` (any
+ * 64-bit random or hash), so a refused crowd does not return in one wave. Thread-safe. */
 unsigned gw_ol_retry_after(uint64_t rnd, unsigned min_s, unsigned max_s);
 
 /*---- Degradation levels with hysteresis ----*/
@@ -677,11 +444,9 @@ typedef enum { GW_LEVEL_NORMAL = 0, GW_LEVEL_DEGRADE = 1, GW_LEVEL_SHED = 2, GW_
 #define GW_LEVEL_COUNT 4
 
 /*
- * Automatic level from a pressure figure (queuing delay / target, >= 0):
- * level L (1..3) is entered when the pressure of a window reaches enter[L]
- * (one level per window at most, so a spike climbs step by step), and left
- * (one level down) only after the pressure stayed below exit[L] for hold_ms
- * (exit[L] < enter[L]: no flapping around one threshold). Pure; one writer.
+ * Level from pressure (queuing delay / target): level L is entered when a
+ * window reaches enter[L], one level per window; left one level down after
+ * hold_ms below exit[L] < enter[L], so it does not flap. Pure; one writer.
  */
 typedef struct gw_level_sm {
     gw_level_t level;
@@ -700,12 +465,10 @@ void gw_level_sm_init(gw_level_sm_t *sm, uint64_t hold_ms, uint64_t now_ms);
 gw_level_t gw_level_sm_update(gw_level_sm_t *sm, uint64_t now_ms, double pressure);
 
 /*
- * What a route of criticality `c` gets at `level` (the one table of the
- * levels, docs/api.md "Degradation levels"):
- *   level 0: everything served;
- *   level 1: sheddable -> fallback (or 503), degradable -> fallback if it has one;
- *   level 2 and 3: only critical routes served; the rest fallback or 503
- *   (level 3 decides from the request head, before the body is read).
+ * What a route of criticality `c` gets at `level` (docs/api.md "Degradation
+ * levels"): 0 all served; 1 sheddable -> fallback (or 503), degradable ->
+ * fallback if it has one; 2 and 3 only critical served, the rest fallback or
+ * 503 (3 decides from the head, before the body is read).
  */
 typedef enum { GW_OL_SERVE = 0, GW_OL_FALLBACK = 1 } gw_ol_action_t;
 gw_ol_action_t gw_ol_route_action(gw_level_t level, gw_crit_t c, bool has_fallback);
@@ -740,14 +503,12 @@ typedef struct gw_ol_snapshot {
     uint64_t queue_target_us;
     uint32_t loop_busy_pct;    /* last window, max over workers */
     uint32_t buy_admit_pct;    /* share of user priorities admitted (min over workers) */
-    /* proxied requests answered 503 overloaded or their fallback (level, limit,
-     * breaker, or the upstream's failure), per criticality */
+    /* proxied requests answered 503 or their fallback, per criticality */
     uint64_t shed[GW_CRIT_COUNT];
     uint64_t degraded[GW_DEG_COUNT]; /* fallbacks answered, by cause (never counted as 503s) */
     uint64_t shed_users;       /* buys refused by user priority */
     uint64_t shed_late;        /* requests that waited too long before we saw them (queue_time) */
-    /* too-late checks answered from the loop's bound on the wait (no system
-     * call), and from the kernel's TCP_INFO */
+    /* too-late checks answered from the loop's bound (no system call) / TCP_INFO */
     uint64_t late_looks_loop, late_looks_kernel;
     uint64_t shed_late_upstream; /* of shed_late: waited in a balancer's queue (X-Request-Start) */
     uint64_t accept_pauses;    /* times a worker shut its door (stopped listening) */
@@ -761,10 +522,10 @@ typedef struct gw_ol_snapshot {
 
 struct gw_server;
 /*
- * Fills `out` with the overload state of a running server (level, reason,
- * each dependency's limit and in-flight count summed over the workers,
- * shed counts). Thread-safe (reads atomics and takes the level lock briefly);
- * for /admin/v1/stats and the Prometheus exporter.
+ * Fills `out` with a running server's overload state (level, reason, each
+ * dependency's limit and in-flight summed over workers, shed counts).
+ * Thread-safe (atomics, the level lock briefly); for /admin/v1/stats and the
+ * Prometheus exporter.
  */
 void gw_overload_snapshot(struct gw_server *srv, gw_ol_snapshot_t *out);
 

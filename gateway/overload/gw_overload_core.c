@@ -56,18 +56,16 @@ const char *gw_degrade_cause_name(gw_degrade_cause_t c)
  * The target exists because the long average cannot tell a dependency that
  * became slower from one that is queueing: under a crowd that keeps it
  * saturated, each window's RTT is within the tolerance of an average made of
- * such windows, the limit grows by its queue allowance, the RTT with it, and
- * the average follows (a page upstream serving 2,000/s, 0.5 ms a call, waited
- * 23-56 ms at the median in the mixed bench at 10x; bench/README.md, Sessions
- * 37-40). Measuring the no-load RTT instead (a drain probe, as Envoy's
- * adaptive concurrency filter and BBR's ProbeRTT do) was tried and held back:
- * a probe bounded in time reads a healthy upstream with two speeds of answer
- * as a queue (docs/design.md, Known limits). What no measurement gets wrong is
- * the operator's own figure, as Alibaba's Sentinel takes a maximum RT per
- * resource for its slow-call degrade rule: past it, the window's gradient is
- * taken against the target, and the limit settles where the RTT is about the
- * target plus the queue allowance. The floor is set by the gateway for all
- * dependencies; a target below it is the operator's word and wins.
+ * such windows, so the limit, the RTT and the average climb together (the
+ * page rows of `python3 bench/overload.py --cases mixed --loads 10`, and
+ * `--page-target-ms 0` for none). A drain probe of the no-load RTT (Envoy's
+ * adaptive concurrency, BBR's ProbeRTT) reads a healthy upstream with two
+ * speeds of answer as a queue (docs/design.md, Known limits), so the
+ * operator's figure is taken instead, as Sentinel's maximum RT per resource:
+ * past it, the gradient is taken against the target, and the limit settles
+ * where the RTT is about the target plus the queue allowance. The floor is
+ * set by the gateway for all dependencies; a target below it is the
+ * operator's word and wins.
  */
 static double ref_rtt(const gw_alimit_t *l)
 {
@@ -97,15 +95,12 @@ void gw_alimit_init(gw_alimit_t *l, uint32_t initial, uint32_t min, uint32_t max
         initial = min;
     if (initial > max)
         initial = max;
-    /* The initial limit is a starting window, not a guess at the capacity: slow
-     * start (slow_start()) takes it up within a few round trips of a dependency
-     * that answers within ref_rtt(), and stops where it shows a queue, as TCP's
-     * initial window (RFC 5681 section 3.1: ssthresh starts arbitrarily high).
-     * A high start sends that many calls at once to a dependency busy from the
-     * first request, and Gradient2's long average learns the queue they make
-     * as its baseline and keeps it: a page upstream serving 2,000/s, reached
-     * at 10x from the start, held 256 in flight, 68-79 ms p50, for the whole
-     * run (`make bench-overload`, the upstream case at 10x). */
+    /* The initial limit is a starting window, not a guess at the capacity:
+     * slow start takes it up within a few round trips of a healthy dependency
+     * (RFC 5681 section 3.1: ssthresh starts arbitrarily high). A high start
+     * would send that many calls at once to a dependency busy from the first
+     * request, and Gradient2's long average would keep their queue as its
+     * baseline (`python3 bench/overload.py --quick --cases mixed`). */
     l->limit = initial;
     l->ssthresh = max;
     l->init_limit = initial;
@@ -177,21 +172,17 @@ static bool valid_fresh(const gw_alimit_t *l, uint64_t now_us)
  * And a limit the dependency was seen to take (l->valid: a window that used
  * at least half of it at an RTT within ref_rtt(), without drops) in the last
  * GW_ALIMIT_NVP_US is where slow start goes back to after a lull, whatever
- * drops of an earlier burst did to ssthresh (a machine that stalled Redis
- * past its timeout halves both), and a slow round below it does not end slow
- * start (slow_start()): RFC 7661 trusts a validated cwnd through its
- * non-validated phase. Measured: a c256 burst after a lull, on a busy
- * machine, had slow start end near 32 on one slow round, or after a burst
- * with Redis timeouts climb only to the halved limit; Gradient2's growth then
- * refused 10-90% of it (bench/README.md 2026-11-23). The initial limit is not
- * validated: the step from half load still meets twice what it used.
+ * drops of another burst did to ssthresh (Redis stalled past its timeout
+ * halves both), and a slow round below it does not end slow start: RFC 7661
+ * trusts a validated cwnd through its non-validated phase, so a burst after a
+ * lull is served at the limit it had. The initial limit is not validated: the
+ * step from half load still meets twice what it used.
  */
 static double validate(gw_alimit_t *l, double limit, uint64_t now_us)
 {
-    /* Callers that were answered without the dependency (its breaker open, an
-     * answer known locally) are a crowd, not an idle client: measured, the
-     * limit decayed through each 250 ms of an open breaker, and a c256 run on a
-     * busy machine ended at 13 slots. */
+    /* Callers answered without the dependency (its breaker open, an answer
+     * known locally) are a crowd, not an idle client: the limit must not decay
+     * through an open breaker. */
     if (l->win_ignored > l->win_n)
         return limit;
     double used = 2.0 * l->win_max_inflight, rest = GW_ALIMIT_RESTART;
@@ -295,15 +286,12 @@ static void maybe_close(gw_alimit_t *l, uint64_t now_us)
  * rather than on loss (RFC 9406: per round, the minimum RTT of its first
  * GW_ALIMIT_SS_SAMPLES answers): here when that minimum passes ref_rtt(), and
  * then ssthresh = limit and Gradient2 moves it from there. A loss would come
- * a whole timeout later; a single slow answer (a busy machine) is not a queue
- * (measured: ending on the first slow answer left the defaults row at wrk
- * -c256 at 74% accepted in one of three runs, bench/README.md 2026-11-23).
+ * a whole timeout later; a single slow answer (a busy machine) is not a queue.
  * And it never takes the limit past twice what the dependency answered in
  * the last 2 * ref_rtt() (Little's law: a queue it drains within that time
  * at the rate just seen, allowed to double): a Redis under a CPU quota
- * answers at full speed until its quota runs out, so for ~10 ms it looks
- * healthy, and the round trips of that burst took the limit from 35 to 256,
- * a queue of 58 ms once the quota ran out (the step, measured).
+ * answers at full speed until its quota runs out, and slow start must not
+ * mistake that burst for capacity.
  */
 static uint32_t done_recent(const gw_alimit_t *l, uint64_t span_us)
 {
@@ -689,10 +677,10 @@ bool gw_door_should_shut(const gw_door_t *d, unsigned busy_pct, uint32_t queued)
     if (d->shut)
         return false;
     /* A queue behind a loop that waits in epoll: other processes have the CPU.
-     * Not asked again just after the door reopened on a crowd: the window it
-     * reads was spent shut (idle by our choice), and waiting for a busy one let
-     * a 50 ms queue of new connections in, all reset at the next shut (measured:
-     * ~2,000 resets a shut at 10x, 4.5 us each on loopback, half the CPU quota). */
+     * Not asked again just after the door reopened on a crowd (capped): the
+     * window it reads was spent shut, and waiting for a busy one lets a queue of
+     * new connections in, all reset at the next shut (~4.5 us each; bench/README.md,
+     * Findings, "Overload control"). */
     if (d->machine || (busy_pct < GW_DOOR_BUSY_PCT && !(d->crowd_recent && d->capped)))
         return false;
     /* A connection flood, not a crowd: the connection guard's job. */
