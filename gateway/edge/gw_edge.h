@@ -115,6 +115,8 @@ typedef struct gw_h1_head {
     gw_known_hdrs_t known;
     const char *expect; /* the first Expect, or NULL */
     unsigned nhost;     /* Host fields (two: 400) */
+    const char *host;   /* the first Host field's value, or NULL */
+    bool connection;    /* a Connection field was sent (its options are read then) */
 } gw_h1_head_t;
 void gw_h1_head_init(gw_h1_head_t *h, char *buf, void *owner);
 /* Parses buf[off, off + n): the bytes consumed (less on a pause or an error), *err

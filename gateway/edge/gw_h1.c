@@ -717,7 +717,10 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
          * a fold: refused as the one below. (An empty value comes as 0 bytes
          * past its line's end.) */
         const char *colon = f->name + f->nlen;
-        if (len && at > colon && memchr(colon, '\n', (size_t)(at - colon))) {
+        bool fold = false; /* the gap is ": " on nearly every field: no memchr call */
+        for (const char *g = colon; len && g < at && !fold; g++)
+            fold = *g == '\n';
+        if (fold) {
             h->folded = true;
             return 0;
         }
@@ -809,8 +812,12 @@ static void known_field(gw_h1_head_t *h, const gw_hdr_t *f)
     const char **slot = NULL;
     switch (f->nlen) {
     case 4:
-        if (NAME_IS(f, "Host"))
-            h->nhost++;
+        if (NAME_IS(f, "Host") && h->nhost++ == 0)
+            h->host = f->value;
+        return;
+    case 10:
+        if (NAME_IS(f, "Connection"))
+            h->connection = true;
         return;
     case 6:
         slot = NAME_IS(f, "Expect") ? &h->expect : NULL;
@@ -925,6 +932,8 @@ static void head_strings(gw_h1_head_t *h)
     memset(&h->known, 0, sizeof(h->known));
     h->expect = NULL;
     h->nhost = 0;
+    h->host = NULL;
+    h->connection = false;
     /* past the last span's terminator: what the buffer keeps while the body
      * streams through it (the head's final CRLF may go) */
     size_t end = h->url_off + h->url_len + 1;
@@ -1168,13 +1177,16 @@ static bool conn_option_close(const gw_h1_head_t *h)
  * '%' (pct-encoded, its two hex digits checked). */
 static bool host_regname(const char *s, size_t n)
 {
+    /* ALPHA, DIGIT and "-._~!$&'()*+,;=" as a bitmap of the 128 ASCII codes
+     * (bit c % 64 of word c / 64): the check runs on every request */
+    static const uint64_t ok[2] = {0x2bff7fd200000000ull, 0x47fffffe87fffffeull};
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
         if (ch == '%') {
             if (i + 2 >= n || hexval(s[i + 1]) < 0 || hexval(s[i + 2]) < 0)
                 return false;
             i += 2;
-        } else if (!isalnum(ch) && (!ch || !strchr("-._~!$&'()*+,;=", ch))) {
+        } else if (ch >= 128 || !(ok[ch >> 6] >> (ch & 63) & 1)) {
             return false;
         }
     }
@@ -1225,15 +1237,6 @@ static bool host_valid(const char *v)
     return port[strspn(port, "0123456789")] == '\0';
 }
 
-/* The one Host field's value (nhost is 1), or NULL. */
-static const char *host_field(const gw_h1_head_t *h)
-{
-    for (unsigned i = 0; i < h->nhdrs; i++)
-        if (NAME_IS(&h->hdrs[i], "Host"))
-            return h->hdrs[i].value;
-    return NULL;
-}
-
 /* Returns true to pause the parser inside this message (the connection closes
  * after the answer). */
 static bool conn_on_head(gw_h1_head_t *h)
@@ -1262,7 +1265,7 @@ static bool conn_on_head(gw_h1_head_t *h)
         r->close_after = true;
     /* llhttp keeps a 1.0 request with keep-alive and close alive; RFC 9112
      * 9.3: close wins */
-    if ((p->flags & F_CONNECTION_CLOSE) || (!r->close_after && conn_option_close(h)))
+    if ((p->flags & F_CONNECTION_CLOSE) || (!r->close_after && h->connection && conn_option_close(h)))
         r->close_after = true;
     /* RFC 9112 6.1: a Transfer-Encoding in HTTP/1.0 is faulty framing (a 1.0
      * hop in front may frame the bytes otherwise): read it, answer, close */
@@ -1290,7 +1293,7 @@ static bool conn_on_head(gw_h1_head_t *h)
         gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL, "more than one Host header");
         r->close_after = true;
         r->state = GW_ST_DONE;
-    } else if (h->nhost == 1 && !host_valid(host_field(h))) {
+    } else if (h->nhost == 1 && !host_valid(h->host)) {
         gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL,
                       "the Host header is not a valid host[:port] (RFC 3986 3.2.2)");
         r->close_after = true;
