@@ -254,7 +254,7 @@ void inv_sale_foreach(inv_t *inv, void (*fn)(inv_sale_t *sale, void *ctx), void 
 int inv_reserve(inv_worker_t *w, inv_reserve_req_t *req);
 /*
  * inv_reserve for an order id that must never be reserved twice, whatever
- * happened to its first reservation (the fleet draw's winners, gw_fair.c):
+ * happened to its first reservation (the fleet draw's winners, gw_fair_fleet.c):
  * besides inv_reserve's outcomes, INV_RESERVED_BEFORE when this call reserved
  * the order id before and it has been released since (failed, cancelled,
  * given back): nothing changed. A reservation and its mark are one atomic

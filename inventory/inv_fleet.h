@@ -144,7 +144,7 @@ int inv_fleet_status_key(inv_fleet_conn_t *c, const char *hex, size_t hex_len, c
 /* True when c's transport failed (it must be closed). Not thread-safe on c. */
 bool inv_fleet_broken(const inv_fleet_conn_t *c);
 
-/*---- the fair-start lottery (gateway/buy/gw_fair.c) ----
+/*---- the fair-start lottery (gateway/buy/gw_fair_fleet.c) ----
  *
  * Keys: {flashgate:fair}:conf HASH sale -> "window early k0 k1 [wr_rate]";
  * per sale {flashgate:fair:<sale>}:e (HASH user -> "order qty idem node", the

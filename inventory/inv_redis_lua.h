@@ -117,7 +117,7 @@
 #define INV_REDIS_FAIR "\\3fair\\n"
 
 /*
- * Reserve once per order id (the fleet draw's winners, gw_fair.c): as
+ * Reserve once per order id (the fleet draw's winners, gw_fair_fleet.c): as
  * INV_REDIS_LUA_RESERVE, with the same ARGV and answers, plus code 6
  * (INV_RESERVED_BEFORE) {6, left, 0} when this order id was reserved by this
  * script before and is no longer held. A reservation sets the order's mark

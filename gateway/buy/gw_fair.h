@@ -209,12 +209,13 @@ void gw_fair_room_view(gw_fair_sale_t *fs, gw_fair_room_view_t *out);
 /*
  * The position (1-based) user_id holds in the queue. A user without one gets
  * a new one at the back when take is true, else 0. A user keeps their place
- * while the room's bounded table holds it (see gw_fair.c). Thread-safe.
+ * while the room's bounded table holds it (WR_PLACES, gw_fair_internal.h).
+ * Thread-safe.
  */
 uint64_t gw_fair_room_join(gw_fair_sale_t *fs, const char *user_id, size_t len, bool take);
 
 /*
- * One bucket of a room's place table (gw_fair.c): the position held by the
+ * One bucket of a room's place table (gw_room.c): the position held by the
  * user whose tag (siphash(the room's own key, user_id) | 1; 0 = an empty slot) is tag,
  * else, with take, a new position at the back (from *next) in the slot of the
  * bucket's lowest position: an empty slot first, then the oldest place, the

@@ -1,0 +1,635 @@
+/*
+ * Fair start: the fleet's draw, one draw per sale over every gateway's
+ * entries (see gw_fair.h for the rules).
+ */
+#include "gateway/buy/gw_fair.h"
+#include "gateway/buy/gw_fair_internal.h"
+
+#include "common/cm_rand.h"
+#include "common/cm_alloc.h"
+#include "common/cm_err.h"
+#include "common/cm_hash.h"
+#include "common/cm_log.h"
+#include "common/cm_time.h"
+#include "common/cm_url.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/base/gw_fleet.h"
+#include "gateway/buy/gw_buy.h"
+#include "gateway/edge/gw_edge.h"
+#include "gateway/overload/gw_ol.h"
+#include "inventory/inv_fleet.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/*---- the fleet: one draw per sale over every gateway's entries ----*/
+
+/*
+ * Why this design: entries are taken where they arrive, logged locally, and
+ * reach Redis in one pipelined batch per gateway when the window closes, so
+ * the busiest second of the sale costs no Redis round trip per entry. Then
+ * one gateway (SET NX lock, renewed while it works) freezes the entrant set
+ * (RENAMENX, so a late push cannot change a draw in progress), records the
+ * seed once (SET NX: a drawer that dies is resumed by another with the same
+ * seed and so the same order), and admits entries in draw order through the
+ * inventory's own atomic step (the per-user limit and stock stay exact) and
+ * its own spool, recording each winner. Every gateway then recomputes the
+ * order from the entrants, the seed and the shared secret, and answers for
+ * every entry. The alternative, a draw per gateway over a leased share of
+ * the stock, would make a user's chance depend on which gateway the load
+ * balancer picked and leave unsold shares behind busy gateways.
+ *
+ * Keys (one hash slot per sale): {flashgate:fair:<sale>}:e entries (user ->
+ * "order_id qty idem node"), :drawn the frozen entrants, :pushed gateways
+ * that pushed, :lock, :seed, :won (user -> order id), :done.
+ */
+
+static void trouble(gw_fair_t *f, const char *what, const char *why)
+{
+    int64_t now = cm_wall_ms();
+    if (now - f->last_err_ms >= 5000) {
+        f->last_err_ms = now;
+        cm_log_warn("fair", "redis trouble; the draw waits", "what=%s err=\"%s\"", what, why);
+    }
+}
+
+static inv_fleet_conn_t *fconn(gw_fair_t *f)
+{
+    if (f->rc && !inv_fleet_broken(f->rc))
+        return f->rc;
+    inv_fleet_close(f->rc);
+    char why[256] = "";
+    f->rc = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
+    if (!f->rc)
+        trouble(f, "connect", why);
+    return f->rc;
+}
+
+/*
+ * After one lottery call on f->rc: true if it succeeded; else logs (a
+ * transport error drops the connection, an error reply keeps it).
+ */
+static bool fok(gw_fair_t *f, int rc, const char *why)
+{
+    if (rc >= 0)
+        return true;
+    if (inv_fleet_broken(f->rc)) {
+        trouble(f, "command", why);
+        inv_fleet_close(f->rc);
+        f->rc = NULL;
+    } else {
+        trouble(f, "reply", why);
+    }
+    return false;
+}
+
+/* The lottery thread (f->tick_mu held), or the admin thread holding it. */
+static void conf_sync_one(void *ctx, const char *sale, const char *v)
+{
+    gw_fair_t *f = ctx;
+    long long w = 0, e = 0, wr = 0;
+    unsigned long long k0 = 0, k1 = 0;
+    if (!inv_id_valid(sale, strlen(sale), INV_SALE_ID_MAX))
+        return;
+    bool deleted = strcmp(v, INV_LOTTERY_DELETED) == 0;
+    if (!deleted && sscanf(v, "%lld %lld %llx %llx %lld", &w, &e, &k0, &k1, &wr) < 4)
+        return;
+    cm_hash_key_t k = {k0, k1};
+    char why[160];
+    pthread_mutex_lock(&f->mu);
+    gw_fair_sale_t *fs = gw_fair__slot_find(f, sale);
+    if (fs) {
+        /* The sale was deleted (and maybe created again: another secret for a lottery that
+         * closed here is a new lottery, since the secret is made once per lottery): what this
+         * gateway holds of the old one goes. */
+        pthread_mutex_lock(&fs->mu);
+        bool used = gw_fair__past_close(fs) || fs->n > 0;
+        bool stale = used && (deleted || ((k.k0 != fs->secret.k0 || k.k1 != fs->secret.k1) &&
+                                          gw_fair__past_close(fs)));
+        pthread_mutex_unlock(&fs->mu);
+        bool inert = atomic_load(&fs->window_ms) == 0 && atomic_load(&fs->wr_rate) == 0;
+        if (stale || (deleted && !inert)) {
+            (void)gw_fair__sale_reset(f, fs);
+            if (gw_fair__conf_save(f) != 0)
+                cm_log_error("fair", "cannot save the lottery configuration", "sale=%s", sale);
+            cm_log_info("fair", "lottery of a deleted sale dropped", "sale=%s", sale);
+        }
+    }
+    if (!deleted)
+        (void)gw_fair__conf_apply_locked(f, sale, w, e, wr, &k, false, why, sizeof(why));
+    pthread_mutex_unlock(&f->mu);
+}
+
+void gw_fair_set_secret(gw_fair_t *f, const char *sale_id, uint64_t k0, uint64_t k1)
+{
+    gw_fair_sale_t *fs = gw_fair__slot_find(f, sale_id);
+    if (!fs)
+        return;
+    cm_hash_key_t k = {k0, k1};
+    char why[160];
+    pthread_mutex_lock(&f->mu);
+    (void)gw_fair__conf_apply_locked(f, sale_id, atomic_load(&fs->window_ms),
+                                     atomic_load(&fs->early_ms), atomic_load(&fs->wr_rate), &k,
+                                     false, why, sizeof(why));
+    pthread_mutex_unlock(&f->mu);
+}
+
+/*
+ * Tells the fleet this gateway holds entries of the sale, once it has one:
+ * the window can then not change through any gateway (entries stay local
+ * until the close, so the one asked would not know). Lottery thread.
+ */
+void gw_fair__fleet_mark(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    pthread_mutex_lock(&fs->mu);
+    bool any = fs->n > 0;
+    pthread_mutex_unlock(&fs->mu);
+    char why[256] = "";
+    if (any && fconn(f) &&
+        fok(f, inv_lottery_entered_mark(f->rc, fs->sale_id, f->srv->node_id, why, sizeof(why)),
+            why))
+        fs->marked = true;
+}
+
+/* Reads the fleet's lottery configuration into the local table. Lottery thread. */
+void gw_fair__fleet_conf_sync(gw_fair_t *f)
+{
+    if (!fconn(f))
+        return;
+    char why[256] = "";
+    fok(f, inv_lottery_conf_all(f->rc, conf_sync_one, f, why, sizeof(why)), why);
+}
+
+/* Pushes this gateway's entries (closing them) in one pipeline. Lottery thread. */
+static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    inv_fleet_conn_t *c = fconn(f);
+    if (!c)
+        return false;
+    pthread_mutex_lock(&fs->mu);
+    fs->closed = true;
+    size_t n = fs->n, sent = 0;
+    for (size_t i = 0; i < n; i++) {
+        const entry_t *e = &fs->v[i];
+        char val[256];
+        snprintf(val, sizeof(val), "%s %u %s %u%s", e->order_id, e->qty, gw_fair__idem_out(e->idem),
+                 f->srv->node_id, gw_fair__idem_mark(e->idem));
+        if (inv_lottery_push_add(c, fs->sale_id, e->user_id, val) == 0)
+            sent++;
+    }
+    pthread_mutex_unlock(&fs->mu);
+    char why[256] = "";
+    int rc = inv_lottery_push_finish(c, fs->sale_id, f->srv->node_id, sent, sent == n, why,
+                                     sizeof(why));
+    if (rc < 0) {
+        trouble(f, "push", why);
+        inv_fleet_close(f->rc);
+        f->rc = NULL;
+        return false;
+    }
+    bool ok = rc == 1;
+    fs->pushed = ok;
+    if (ok)
+        cm_log_info("fair", "entries pushed to the fleet", "sale=%s entries=%zu", fs->sale_id, n);
+    return ok;
+}
+
+/* The frozen entrants, the seed and the winners, as every gateway reads them. */
+typedef struct fleet_draw {
+    entry_t *all;
+    size_t n;
+    uint64_t seed;
+    bool seeded;
+    uint32_t *perm;
+    char **won; /* sorted user ids of recorded winners */
+    size_t nwon;
+    /* sorted user ids drawn and reserved whose order the drawer's spool refused
+     * (:won value INV_LOTTERY_NOT_ACCEPTED): given back, not winners, not drawn again */
+    char **refused;
+    size_t nrefused;
+} fleet_draw_t;
+
+static void fleet_draw_free(fleet_draw_t *d)
+{
+    free(d->all);
+    free(d->perm);
+    for (size_t i = 0; i < d->nwon; i++)
+        free(d->won[i]);
+    free(d->won);
+    for (size_t i = 0; i < d->nrefused; i++)
+        free(d->refused[i]);
+    free(d->refused);
+    memset(d, 0, sizeof(*d));
+}
+
+static int strp_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool fleet_won(const fleet_draw_t *d, const char *user)
+{
+    return d->nwon && bsearch(&user, d->won, d->nwon, sizeof(char *), strp_cmp) != NULL;
+}
+
+static bool fleet_refused(const fleet_draw_t *d, const char *user)
+{
+    return d->nrefused &&
+           bsearch(&user, d->refused, d->nrefused, sizeof(char *), strp_cmp) != NULL;
+}
+
+typedef struct read_ctx {
+    cm_hash_key_t secret; /* fs->secret, copied under fs->mu */
+    fleet_draw_t *d;
+    size_t cap, cap_refused;
+} read_ctx_t;
+
+static void read_entrant(void *ctx, const char *user, const char *v)
+{
+    read_ctx_t *x = ctx;
+    fleet_draw_t *d = x->d;
+    if (d->n == x->cap) {
+        x->cap *= 2;
+        d->all = cm_xrealloc(d->all, x->cap * sizeof(entry_t));
+    }
+    entry_t *e = &d->all[d->n];
+    memset(e, 0, sizeof(*e));
+    unsigned qty, node;
+    char mark[2] = "";
+    int nf = strlen(user) > INV_USER_ID_MAX
+                 ? 0
+                 : sscanf(v, "%31s %u %128s %u %1s", e->order_id, &qty, e->idem, &node, mark);
+    if (nf < 4)
+        return;
+    snprintf(e->user_id, sizeof(e->user_id), "%s", user);
+    gw_fair__idem_in(e->idem, nf, 5, mark);
+    e->qty = qty;
+    e->key = cm_hash_sip24(&x->secret, user, strlen(user));
+    d->n++;
+}
+
+static void read_winner(void *ctx, const char *user, const char *order)
+{
+    read_ctx_t *x = ctx;
+    fleet_draw_t *d = x->d;
+    if (strcmp(order, INV_LOTTERY_NOT_ACCEPTED) == 0) {
+        if (d->nrefused == x->cap_refused) {
+            x->cap_refused = x->cap_refused ? x->cap_refused * 2 : 16;
+            d->refused = cm_xrealloc(d->refused, x->cap_refused * sizeof(char *));
+        }
+        d->refused[d->nrefused++] = cm_xstrdup(user);
+        return;
+    }
+    if (d->nwon == x->cap) {
+        x->cap *= 2;
+        d->won = cm_xrealloc(d->won, x->cap * sizeof(char *));
+    }
+    d->won[d->nwon++] = cm_xstrdup(user);
+}
+
+/* Reads the draw's state. with_won: also the winners. Returns false on a Redis problem. */
+static bool fleet_read(gw_fair_t *f, gw_fair_sale_t *fs, fleet_draw_t *d, bool with_won)
+{
+    memset(d, 0, sizeof(*d));
+    if (!fconn(f))
+        return false;
+    char why[256] = "";
+    read_ctx_t x = {.d = d, .cap = 64};
+    pthread_mutex_lock(&fs->mu);
+    x.secret = fs->secret;
+    pthread_mutex_unlock(&fs->mu);
+    d->all = cm_xcalloc(x.cap, sizeof(entry_t));
+    if (!fok(f, inv_lottery_entrants(f->rc, fs->sale_id, read_entrant, &x, why, sizeof(why)),
+             why) ||
+        !fok(f, inv_lottery_seed_get(f->rc, fs->sale_id, &d->seed, &d->seeded, why, sizeof(why)),
+             why)) {
+        fleet_draw_free(d);
+        return false;
+    }
+    if (with_won) {
+        x.cap = 64;
+        d->won = cm_xcalloc(x.cap, sizeof(char *));
+        if (!fok(f, inv_lottery_winners(f->rc, fs->sale_id, read_winner, &x, why, sizeof(why)),
+                 why)) {
+            fleet_draw_free(d);
+            return false;
+        }
+        qsort(d->won, d->nwon, sizeof(char *), strp_cmp);
+        if (d->nrefused)
+            qsort(d->refused, d->nrefused, sizeof(char *), strp_cmp);
+    }
+    if (d->seeded) {
+        d->perm = cm_xmalloc((d->n ? d->n : 1) * sizeof(uint32_t));
+        uint64_t *keys = cm_xmalloc((d->n ? d->n : 1) * sizeof(uint64_t));
+        for (size_t i = 0; i < d->n; i++)
+            keys[i] = d->all[i].key;
+        gw_fair_order(keys, d->n, d->seed, d->perm);
+        free(keys);
+    }
+    return true;
+}
+
+/* After the draw: every gateway learns every entry's position and outcome. */
+static void fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    fleet_draw_t d;
+    if (!fleet_read(f, fs, &d, true))
+        return;
+    if (!d.seeded) {
+        fleet_draw_free(&d);
+        return;
+    }
+    pthread_mutex_lock(&fs->mu);
+    uint32_t *perm = cm_xmalloc((d.n ? d.n : 1) * sizeof(uint32_t));
+    fs->won_orders = fs->won_units = fs->lost = 0;
+    for (size_t pos = 0; pos < d.n; pos++) {
+        entry_t *src = &d.all[d.perm[pos]];
+        uint8_t st = fleet_won(&d, src->user_id) ? GW_ENTRY_WON : GW_ENTRY_LOST;
+        entry_t *e = gw_fair__find_user(fs, src->user_id, src->key);
+        if (e && strcmp(e->order_id, src->order_id) != 0) {
+            /* this user's entry through another gateway is the one drawn */
+            e->state = GW_ENTRY_LOST;
+            e->pos = 0;
+            e = gw_fair__find_id(fs, src->order_id);
+        }
+        if (!e) {
+            entry_t ne = *src;
+            e = gw_fair__entry_add(fs, &ne);
+        }
+        e->state = st;
+        e->pos = (uint32_t)(pos + 1);
+        perm[pos] = (uint32_t)(e - fs->v);
+        if (st == GW_ENTRY_WON) {
+            fs->won_orders++;
+            fs->won_units += e->qty;
+        } else {
+            fs->lost++;
+        }
+    }
+    for (size_t i = 0; i < fs->n; i++)
+        if (fs->v[i].state == GW_ENTRY_ENTERED) /* pushed too late for the draw */
+            fs->v[i].state = GW_ENTRY_LOST;
+    free(fs->perm);
+    fs->perm = perm;
+    fs->ndraw = fs->next = d.n;
+    fs->seed = d.seed;
+    fs->seeded = true;
+    fs->closed = true;
+    if (!fs->draw_done_ms)
+        fs->draw_done_ms = cm_wall_ms();
+    atomic_store_explicit(&fs->drawn, true, memory_order_release);
+    pthread_mutex_unlock(&fs->mu);
+    cm_log_info("fair", "fleet draw known", "sale=%s entrants=%zu won_orders=%llu seed=%016llx",
+                fs->sale_id, d.n, (unsigned long long)fs->won_orders,
+                (unsigned long long)d.seed);
+    fleet_draw_free(&d);
+}
+
+/* The drawer: holds the lock. Lottery thread. */
+/* The fleet's draw by the lock's holder; true when it is done (:done set). */
+static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    gw_server_t *srv = f->srv;
+    char why[256] = "";
+    /* freeze the entrants (a no-op when a drawer before us did; an error when nobody entered) */
+    inv_fleet_conn_t *c = fconn(f);
+    if (!c)
+        return false;
+    if (inv_lottery_freeze(c, fs->sale_id) < 0) {
+        inv_fleet_close(f->rc);
+        f->rc = NULL;
+        return false;
+    }
+    cm_hash_key_t rnd;
+    if (cm_hash_seed_random(&rnd) != 0)
+        return false;
+    char seed[24];
+    snprintf(seed, sizeof(seed), "%016llx",
+             (unsigned long long)(rnd.k0 ^ gw_fair__rotl(rnd.k1, 32)));
+    if (!fok(f, inv_lottery_seed_offer(c, fs->sale_id, seed, why, sizeof(why)), why))
+        return false;
+    fleet_draw_t d;
+    if (!fleet_read(f, fs, &d, true) || !d.seeded) {
+        if (d.all)
+            fleet_draw_free(&d);
+        return false;
+    }
+    int64_t t0 = cm_wall_ms();
+    inv_sale_t *sale = inv_sale_find(srv->inv, fs->sale_id);
+    bool exhausted = !sale, failed = false;
+    size_t nwon = 0;
+    for (size_t pos = 0; pos < d.n && !exhausted; pos++) {
+        entry_t *e = &d.all[d.perm[pos]];
+        if (pos % 64 == 63 && fconn(f))
+            fok(f, inv_lottery_lock_renew(f->rc, fs->sale_id, FLEET_LOCK_MS, why, sizeof(why)),
+                why);
+        if (fleet_won(&d, e->user_id) || fleet_refused(&d, e->user_id))
+            continue; /* a drawer before us admitted it (or its spool refused it) */
+        inv_reserve_req_t rq;
+        memset(&rq, 0, sizeof(rq));
+        rq.sale = sale;
+        snprintf(rq.user_id, sizeof(rq.user_id), "%s", e->user_id);
+        /* a key, so a drawer that resumes after a crash finds the order, not a second one */
+        if (e->idem[0])
+            memcpy(rq.idem_key, e->idem, sizeof(rq.idem_key));
+        else
+            snprintf(rq.idem_key, sizeof(rq.idem_key), "fair-%s", e->order_id);
+        snprintf(rq.order_id, sizeof(rq.order_id), "%s", e->order_id);
+        rq.qty = e->qty;
+        /* once per order id: reserved before and released since (a drawer
+         * died between this winner's reserve and :won, and its order failed
+         * or was cancelled meanwhile, which took its key with it), it is a
+         * winner already, not an entrant to reserve again */
+        int rc = inv_reserve_once(f->inv, &rq);
+        if (rc < 0) {
+            failed = true;
+            break;
+        }
+        if (rc == INV_RESERVED_BEFORE) {
+            if (!fconn(f) || !fok(f,
+                                  inv_lottery_winner_put(f->rc, fs->sale_id, e->user_id,
+                                                         e->order_id, why, sizeof(why)),
+                                  why)) {
+                failed = true;
+                break;
+            }
+            cm_log_info("fair", "fleet draw: a winner's order was released before the resume",
+                        "sale=%s order=%s", fs->sale_id, e->order_id);
+            continue;
+        }
+        bool again = rc == INV_DUPLICATE && strcmp(rq.order_id, e->order_id) == 0;
+        /* Found held (a drawer that died after its reserve, or whose spool
+         * refused the order and whose give-back is still pending): claimed
+         * before it is spooled, so that give-back leaves it held; given back
+         * already, the next tick reserves it anew (its key is free). */
+        if (again && inv_claim(f->inv, &rq) != INV_RESERVED) {
+            failed = true;
+            break;
+        }
+        if (rc == INV_RESERVED || again) {
+            oq_order_t o;
+            gw_order_of_reserve(&o, &rq, fs->sale_id, cm_wall_ms(), srv->node_id);
+            int arc = oq_spool_append(srv->spool, &o, 1);
+            if (arc != 0) {
+                gw_release_unaccepted(srv, &o, "lottery winner not accepted: spool refused");
+                /* Not a winner: recorded, so that a drawer that resumes does not take the
+                 * order's mark (inv_reserve_once) for a winner released since. */
+                if (!fconn(f) ||
+                    !fok(f,
+                         inv_lottery_winner_put(f->rc, fs->sale_id, e->user_id,
+                                                INV_LOTTERY_NOT_ACCEPTED, why, sizeof(why)),
+                         why)) {
+                    failed = true;
+                    break;
+                }
+                continue;
+            }
+            if (oq_spool_commit(srv->spool) != 0 || !fconn(f) ||
+                !fok(f,
+                     inv_lottery_winner_put(f->rc, fs->sale_id, e->user_id, e->order_id, why,
+                                            sizeof(why)),
+                     why)) {
+                failed = true; /* spooled: a resumed draw finds it by its key */
+                break;
+            }
+            gw_orders_put(srv->orders, &o);
+            if (srv->workers)
+                atomic_fetch_add_explicit(&srv->workers[0].ctr.accepted_units, o.qty,
+                                          memory_order_relaxed);
+            nwon++;
+        }
+        if (rq.stock_left == 0 || inv_sale_sold_out(sale))
+            exhausted = true;
+    }
+    if (nwon)
+        gw_buy_relay_notify(srv);
+    bool done = false;
+    if (!failed && fconn(f) &&
+        fok(f, inv_lottery_done_set(f->rc, fs->sale_id, d.n, why, sizeof(why)), why)) {
+        done = true;
+        cm_log_info("fair", "fleet draw done",
+                    "sale=%s entrants=%zu won_here=%zu seed=%016llx elapsed_ms=%lld",
+                    fs->sale_id, d.n, nwon, (unsigned long long)d.seed,
+                    (long long)(cm_wall_ms() - t0));
+        pthread_mutex_lock(&fs->mu);
+        fs->draw_started_ms = t0;
+        pthread_mutex_unlock(&fs->mu);
+    }
+    fleet_draw_free(&d);
+    return done;
+}
+
+/* A closed window in the fleet: push, then draw (one gateway) or learn the draw. */
+void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms)
+{
+    if (!fs->pushed && !fleet_push(f, fs))
+        return;
+    if (!fconn(f))
+        return;
+    char why[256] = "";
+    bool done = false;
+    if (!fok(f, inv_lottery_done(f->rc, fs->sale_id, &done, why, sizeof(why)), why))
+        return;
+    if (done) {
+        fleet_fetch(f, fs);
+        return;
+    }
+    if (cm_wall_ms() < closes_ms + FLEET_PUSH_WAIT_MS) {
+        long long pushed = -1;
+        if (!fok(f, inv_lottery_pushed_count(f->rc, fs->sale_id, &pushed, why, sizeof(why)), why))
+            return;
+        if (pushed < (long long)gw_fleet_members(f->srv))
+            return;
+    }
+    if (cm_wall_ms() < fs->draw_retry_ms)
+        return;
+    bool mine = false;
+    if (!fconn(f) ||
+        !fok(f, inv_lottery_lock(f->rc, fs->sale_id, f->srv->node_id, FLEET_LOCK_MS, &mine, why,
+                                 sizeof(why)),
+             why))
+        return;
+    if (mine && !fleet_run_draw(f, fs))
+        fs->draw_retry_ms = cm_wall_ms() + FLEET_DRAW_RETRY_MS;
+}
+
+/*
+ * Fleet: the lottery's configuration lives in one Redis hash (sale ->
+ * "window early k0 k1"); the secret is made once by the first gateway that
+ * configures the sale and shared, so every gateway orders entrants alike.
+ */
+int gw_fair__fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms, int64_t early_ms,
+                            int64_t wr_rate, cm_hash_key_t *secret, char *errbuf, size_t errlen)
+{
+    char why[256] = "";
+    inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
+    if (!c) {
+        cm_errbuf_set(errbuf, errlen, "redis: %s", why);
+        return CM_EBACKEND;
+    }
+    int rc = CM_EBACKEND;
+    char cur[256];
+    bool found = false;
+    unsigned long long k0, k1;
+    long long w0, e0;
+    if (inv_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why, sizeof(why)) < 0)
+        goto out;
+    /* A sale deleted with its lottery and created again: whatever its deletion could not
+     * clear goes before the new lottery is announced (a new secret, too). */
+    if (found && strcmp(cur, INV_LOTTERY_DELETED) == 0 &&
+        inv_lottery_clear(c, sale_id, why, sizeof(why)) != 0)
+        goto out;
+    if (found && sscanf(cur, "%lld %lld %llx %llx", &w0, &e0, &k0, &k1) == 4) {
+        secret->k0 = k0;
+        secret->k1 = k1;
+    } else if (cm_hash_seed_random(secret) != 0) {
+        goto out;
+    }
+    char val[96];
+    snprintf(val, sizeof(val), "%lld %lld %016llx %016llx %lld", (long long)window_ms,
+             (long long)early_ms, (unsigned long long)secret->k0, (unsigned long long)secret->k1,
+             (long long)wr_rate);
+    if (inv_lottery_conf_put(c, sale_id, val, why, sizeof(why)) == 0)
+        rc = 0;
+out:
+    if (rc)
+        cm_errbuf_set(errbuf, errlen, "redis: cannot store the lottery configuration");
+    inv_fleet_close(c);
+    return rc;
+}
+
+/*
+ * Fleet: reads the sale's configuration now, as the lottery thread's next
+ * poll would (conf_sync_one), so that a drawn lottery this gateway still
+ * holds of a sale that another gateway deleted (and maybe created again)
+ * does not refuse a PUT of the new sale. Admin thread. 0 or CM_EBACKEND.
+ */
+int gw_fair__fleet_conf_refresh(gw_fair_t *f, const char *sale_id, char *errbuf, size_t errlen)
+{
+    char why[256] = "", cur[256];
+    bool found = false;
+    inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
+    int rc = c ? inv_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why, sizeof(why))
+               : CM_EBACKEND;
+    inv_fleet_close(c);
+    if (rc) {
+        cm_errbuf_set(errbuf, errlen, "redis: %s", why);
+        return CM_EBACKEND;
+    }
+    if (found) {
+        pthread_mutex_lock(&f->tick_mu);
+        conf_sync_one(f, sale_id, cur);
+        pthread_mutex_unlock(&f->tick_mu);
+    }
+    return 0;
+}

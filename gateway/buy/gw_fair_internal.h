@@ -1,0 +1,193 @@
+/*
+ * Fair start, private to gateway/buy/: the state the lottery (gw_lottery.c),
+ * the waiting room (gw_room.c) and the fleet draw (gw_fair_fleet.c) share,
+ * and the gw_fair__ functions they call across files (defined in the file
+ * each section names). Included only by those files and gw_fair.c; the rest
+ * of the gateway uses gw_fair.h.
+ */
+#ifndef GW_FAIR_INTERNAL_H
+#define GW_FAIR_INTERNAL_H
+
+#include "gateway/buy/gw_fair.h"
+
+#include "common/cm_hash.h"
+#include "common/cm_url.h"
+#include "gateway/base/gw_types.h"
+#include "inventory/inv.h"
+#include "inventory/inv_fleet.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define FAIR_MAX_SALES 64
+#define TICK_MS 20
+#define IDLE_TICK_MS 100 /* while no sale has a lottery or a waiting room */
+
+
+typedef struct entry {
+    char order_id[INV_ORDER_ID_MAX + 1];
+    char user_id[INV_USER_ID_MAX + 1];
+    char idem[INV_IDEM_KEY_MAX + 1];
+    uint32_t qty;
+    int64_t at_ms;
+    uint64_t key; /* siphash(secret, user_id): the table hash and the draw's sort key */
+    uint8_t state;
+    bool wlogged; /* the entry log has its "W" line (a winner's order is durable) */
+    uint32_t pos; /* 1-based draw position, 0 before the draw */
+} entry_t;
+
+struct gw_fair_sale {
+    char sale_id[INV_SALE_ID_MAX + 1];
+    _Atomic int64_t window_ms, early_ms;
+    pthread_mutex_t mu; /* everything below */
+    /* The fleet's shared key: gw_fair__conf_apply_locked changes it (and re-keys the
+     * entries) when the fleet's configuration comes back with another one, so
+     * a key is only taken from it under mu, or an entry could be filed under
+     * the old key and the same user enter twice. */
+    cm_hash_key_t secret;
+    entry_t *v;
+    size_t n, cap;
+    uint32_t *by_user, *by_id; /* open addressing: entry index + 1, 0 = empty */
+    size_t tcap;
+    int fd; /* the entry log, -1 until the first entry */
+    off_t log_len;           /* its length: where a short write is cut back to */
+    bool closed;             /* the draw took the entries: no more */
+    bool seeded;
+    uint64_t seed;
+    int64_t draw_started_ms, draw_done_ms;
+    int64_t draw_retry_ms; /* fleet: no new try of a failed draw before this (lottery thread) */
+    uint32_t *perm;          /* the draw order once seeded */
+    size_t ndraw, next;      /* entrants of the draw, next position to allocate */
+    bool exhausted;
+    uint64_t won_orders, won_units, lost;
+    atomic_bool drawn;
+    _Atomic uint64_t duplicates;
+    bool pushed; /* fleet: this gateway's entries are in Redis (lottery thread only) */
+    bool marked; /* fleet: Redis knows this gateway holds entries (lottery thread only) */
+    /* waiting room */
+    _Atomic int64_t wr_rate;          /* admissions per second configured, 0 = none */
+    _Atomic uint64_t wr_next;         /* positions given */
+    _Atomic uint64_t wr_front_milli;  /* admitted through (thousandths of a position) */
+    _Atomic uint64_t wr_eff_milli;    /* the rate in force (thousandths per second) */
+    int64_t wr_last_ms;               /* lottery thread */
+    pthread_mutex_t wr_mu;            /* wr_places */
+    gw_wr_place_t *wr_places;         /* WR_PLACES slots, allocated at the first join */
+    /* The place table's key: this gateway's own (the table is local and not
+     * kept across a restart), set before the sale is published and never
+     * changed, so a join needs no lock for it and a re-keyed secret does not
+     * move anyone's place. */
+    cm_hash_key_t wr_key;
+};
+
+/*
+ * The places the waiting room gave, by user, so that a user who joins again
+ * gets the place they hold instead of a new one at the back. Bounded: a fixed
+ * table of WR_PLACES slots (16 bytes each, 1 MiB per room) in buckets of
+ * GW_WR_WAYS (gw_wr_place_find). The per-IP and per-user limiters bound how
+ * fast anyone can push places out.
+ */
+#define WR_PLACES 65536
+
+struct gw_fair {
+    gw_server_t *srv;
+    /* Held by gw_fair_tick for a whole tick, and by the admin thread while it
+     * drops a deleted sale's lottery (gw_fair__sale_reset): the draw never runs on a
+     * lottery that is being emptied. Taken before mu. */
+    pthread_mutex_t tick_mu;
+    pthread_mutex_t mu; /* configuration writers */
+    gw_fair_sale_t *sales[FAIR_MAX_SALES];
+    _Atomic size_t n;
+    char dir[600];
+    pthread_t thread;
+    bool running;
+    atomic_bool stop;
+    inv_worker_t *inv;
+    /* fleet mode (Redis inventory): the lottery thread's own connection */
+    bool fleet;
+    cm_redis_url_t addr;
+    inv_fleet_conn_t *rc;
+    int64_t last_conf_ms, last_err_ms;
+};
+
+#define FLEET_PUSH_WAIT_MS 3000 /* the draw waits this long after the close for every gateway */
+#define FLEET_LOCK_MS 15000     /* the drawer's lock, renewed while it draws */
+#define FLEET_CONF_POLL_MS 500
+/* A drawer whose draw stopped on a Redis error tries again after this, not at
+ * every tick: each try reads every entrant back, and an error that persists
+ * (a key of the wrong type, a full Redis) would have it do so 50 times a second. */
+#define FLEET_DRAW_RETRY_MS 250
+
+static inline uint64_t gw_fair__rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+/*---- gw_fair.c: the per-sale tables, the entry log, the configuration ----*/
+
+/* SipHash of s under the sale's secret. fs->mu held or single-threaded (it may be re-keyed). */
+uint64_t gw_fair__hash_str(const gw_fair_sale_t *fs, const char *s);
+/* The Idempotency-Key as the entry log and the fleet push write it, and its marker field. */
+const char *gw_fair__idem_out(const char *idem);
+const char *gw_fair__idem_mark(const char *idem);
+/* Turns the field read back into the key: "-" without the marker is none. */
+void gw_fair__idem_in(char *idem, int nfields, int want, const char *mark);
+/* The sale's entry of a user (key: gw_fair__hash_str of it), of an order id; NULL if none.
+ * fs->mu held or single-threaded. */
+entry_t *gw_fair__find_user(gw_fair_sale_t *fs, const char *user, uint64_t key);
+entry_t *gw_fair__find_id(gw_fair_sale_t *fs, const char *order_id);
+/* Adds a copy of e to the vector and the tables; returns it (fs->mu held or single-threaded). */
+entry_t *gw_fair__entry_add(gw_fair_sale_t *fs, const entry_t *e);
+/* The path of a sale's entry log. */
+void gw_fair__log_path(gw_fair_t *f, const char *sale_id, char *out, size_t cap);
+/* Opens the sale's entry log for appends if it is not open. 0 or CM_EIO. */
+int gw_fair__log_open(gw_fair_t *f, gw_fair_sale_t *fs);
+/* Appends one line, fdatasync'd if sync (fs->mu held or single-threaded). 0 or CM_EIO. */
+int gw_fair__log_line(gw_fair_sale_t *fs, const char *line, size_t len, bool sync);
+/* Rewrites fair.json. f->mu held. 0 or CM_EIO. */
+int gw_fair__conf_save(gw_fair_t *f);
+/* The slot of a sale, whatever its window and rate; NULL if none. Lock-free. */
+gw_fair_sale_t *gw_fair__slot_find(gw_fair_t *f, const char *sale_id);
+/* Empties a deleted sale's lottery and waiting room (see its definition for the locks). */
+int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs);
+/* Whether the lottery is past its close here. fs->mu held. */
+bool gw_fair__past_close(gw_fair_sale_t *fs);
+/* Creates or updates a sale's lottery in the local table. f->mu held. 0 or a cm_err_t. */
+int gw_fair__conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window_ms,
+                               int64_t early_ms, int64_t wr_rate, const cm_hash_key_t *secret,
+                               bool refuse_busy, char *errbuf, size_t errlen);
+
+/*---- gw_lottery.c: the draw on one gateway ----*/
+
+/* Reads one sale's entry log; raises *max_id to the largest entry id. Single-threaded (open). */
+void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id);
+/* The winners of draws cut by a crash, from the spool. Single-threaded (open). */
+void gw_fair__cut_winners(gw_fair_t *f);
+/* Draws a closed window (not in a fleet), or resumes the draw. Lottery thread. */
+void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs);
+
+/*---- gw_room.c: the waiting room ----*/
+
+/* Advances the admission front of every waiting room. Lottery thread. */
+void gw_fair__rooms_tick(gw_fair_t *f, int64_t now);
+
+/*---- gw_fair_fleet.c: the fleet's draw and configuration ----*/
+
+/* Tells the fleet this gateway holds entries of the sale, once it has one. Lottery thread. */
+void gw_fair__fleet_mark(gw_fair_t *f, gw_fair_sale_t *fs);
+/* Reads the fleet's lottery configuration into the local table. Lottery thread. */
+void gw_fair__fleet_conf_sync(gw_fair_t *f);
+/* A closed window in the fleet: push, then draw (one gateway) or learn the draw. Lottery thread. */
+void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms);
+/* Stores the sale's configuration in the fleet; *secret: the fleet's (made if new). Admin thread.
+ * 0 or CM_EBACKEND. */
+int gw_fair__fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms,
+                            int64_t early_ms, int64_t wr_rate, cm_hash_key_t *secret,
+                            char *errbuf, size_t errlen);
+/* Reads the sale's fleet configuration now, as the next poll would. Admin thread. 0 or
+ * CM_EBACKEND. */
+int gw_fair__fleet_conf_refresh(gw_fair_t *f, const char *sale_id, char *errbuf, size_t errlen);
+
+#endif

@@ -1,0 +1,605 @@
+/*
+ * Fair start: the start-window lottery on one gateway: the draw order, the
+ * entries, the draw and its log (see gw_fair.h for the rules).
+ */
+#include "gateway/buy/gw_fair.h"
+#include "gateway/buy/gw_fair_internal.h"
+
+#include "common/cm_rand.h"
+#include "common/cm_alloc.h"
+#include "common/cm_err.h"
+#include "common/cm_hash.h"
+#include "common/cm_log.h"
+#include "common/cm_time.h"
+#include "common/cm_url.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/base/gw_fleet.h"
+#include "gateway/buy/gw_buy.h"
+#include "gateway/edge/gw_edge.h"
+#include "gateway/overload/gw_ol.h"
+#include "inventory/inv_fleet.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/*---- the pure parts: phase and draw order ----*/
+
+gw_fair_phase_t gw_fair_phase_at(int64_t starts_at_ms, int64_t early_ms, int64_t window_ms,
+                                 bool drawn, int64_t now_ms)
+{
+    if (window_ms <= 0)
+        return now_ms < starts_at_ms ? GW_FAIR_TOO_EARLY : GW_FAIR_OPEN;
+    if (now_ms < starts_at_ms - early_ms)
+        return GW_FAIR_TOO_EARLY;
+    if (now_ms < starts_at_ms + window_ms)
+        return GW_FAIR_ENTER;
+    return drawn ? GW_FAIR_OPEN : GW_FAIR_DRAWING;
+}
+
+
+typedef struct keyidx {
+    uint64_t key;
+    uint32_t idx;
+} keyidx_t;
+
+static int keyidx_cmp(const void *a, const void *b)
+{
+    const keyidx_t *x = a, *y = b;
+    if (x->key != y->key)
+        return x->key < y->key ? -1 : 1;
+    return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+void gw_fair_order(const uint64_t *keys, size_t n, uint64_t seed, uint32_t *perm)
+{
+    if (!n)
+        return;
+    keyidx_t *k = cm_xmalloc(n * sizeof(*k));
+    for (size_t i = 0; i < n; i++)
+        k[i] = (keyidx_t){keys[i], (uint32_t)i};
+    qsort(k, n, sizeof(*k), keyidx_cmp);
+    for (size_t i = 0; i < n; i++)
+        perm[i] = k[i].idx;
+    free(k);
+    /* xoshiro256** seeded by splitmix64, rejection for the bound: the draw is
+     * a function of the seed alone (docs/design.md "Fair start") */
+    cm_rand_t rng;
+    cm_rand_seed(&rng, seed);
+    for (size_t i = n - 1; i > 0; i--) {
+        size_t j = (size_t)cm_rand_below(&rng, i + 1);
+        uint32_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+}
+
+/* Computes the draw order of the first fs->ndraw entries from fs->seed. fs->mu held. */
+static void compute_order(gw_fair_sale_t *fs)
+{
+    free(fs->perm);
+    fs->perm = cm_xmalloc((fs->ndraw ? fs->ndraw : 1) * sizeof(uint32_t));
+    uint64_t *keys = cm_xmalloc((fs->ndraw ? fs->ndraw : 1) * sizeof(uint64_t));
+    for (size_t i = 0; i < fs->ndraw; i++)
+        keys[i] = fs->v[i].key;
+    gw_fair_order(keys, fs->ndraw, fs->seed, fs->perm);
+    free(keys);
+    for (size_t i = 0; i < fs->ndraw; i++)
+        fs->v[fs->perm[i]].pos = (uint32_t)(i + 1);
+}
+
+/* Counts an entry of the draw as won (once). fs->mu held or single-threaded. */
+static void mark_won(gw_fair_sale_t *fs, entry_t *e)
+{
+    if (e->state == GW_ENTRY_WON)
+        return;
+    e->state = GW_ENTRY_WON;
+    fs->won_orders++;
+    fs->won_units += e->qty;
+}
+
+/*
+ * Reads one sale's entry log. Single-threaded (open).
+ *
+ * The log's lines: "E order user qty at idem" an entry; "D seed at n" the
+ * draw's seed, written (fdatasync) before its first reserve; "W order" a
+ * winner whose order is durable in the spool (written after the spool's
+ * commit); "F at" the draw done, written after every winner's "W" line. A
+ * finished draw thus knows its winners from its own log. A draw cut by a
+ * crash (a "D" and no "F") learns them from the spool (gw_fair__cut_winners), not
+ * from the status table: that table is bounded (orders.max_known) and may
+ * have evicted them, and a winner taken for an entrant would be reserved a
+ * second time when the draw resumes.
+ */
+void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
+{
+    char path[700];
+    gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
+    FILE *fp = fopen(path, "r");
+    if (!fp)
+        return;
+    char line[512];
+    bool finished = false;
+    long good = 0; /* the end of the last whole line */
+    while (fgets(line, sizeof(line), fp)) {
+        size_t len = strlen(line);
+        if (!len || line[len - 1] != '\n') {
+            /* A torn last line (a crash or a full disk in its write): that
+             * entry was never answered. Cut it off before lines are appended
+             * again, or the next one is glued to it and lost at the next load. */
+            if (feof(fp) && truncate(path, good) != 0)
+                cm_log_error("fair", "cannot cut a torn line off the entry log", "sale=%s err=%s",
+                             fs->sale_id, strerror(errno));
+            break;
+        }
+        good += (long)len;
+        entry_t e;
+        memset(&e, 0, sizeof(e));
+        unsigned qty;
+        long long at, seedlo;
+        unsigned long long seed;
+        char mark[2] = "";
+        int nf;
+        if (line[0] == 'E' && (nf = sscanf(line, "E %31s %64s %u %lld %128s %1s", e.order_id,
+                                           e.user_id, &qty, &at, e.idem, mark)) >= 5) {
+            e.qty = qty;
+            e.at_ms = at;
+            gw_fair__idem_in(e.idem, nf, 6, mark);
+            e.key = gw_fair__hash_str(fs, e.user_id);
+            if (gw_fair__find_user(fs, e.user_id, e.key))
+                continue;
+            gw_fair__entry_add(fs, &e);
+            uint64_t id;
+            if (cm_id_parse(e.order_id, strlen(e.order_id), &id) == 0 && id > *max_id)
+                *max_id = id;
+        } else if (line[0] == 'D' && sscanf(line, "D %llx %lld %lld", &seed, &at, &seedlo) >= 2) {
+            fs->seeded = true;
+            fs->closed = true;
+            fs->seed = seed;
+            fs->draw_started_ms = at;
+            fs->ndraw = fs->n;
+        } else if (line[0] == 'W' && fs->seeded) {
+            char id[INV_ORDER_ID_MAX + 1];
+            entry_t *w = sscanf(line, "W %31s", id) == 1 ? gw_fair__find_id(fs, id) : NULL;
+            if (w && w < fs->v + fs->ndraw) {
+                mark_won(fs, w);
+                w->wlogged = true;
+            }
+        } else if (line[0] == 'F' && sscanf(line, "F %lld", &at) == 1) {
+            finished = true;
+            fs->draw_done_ms = at;
+        }
+    }
+    fclose(fp);
+    if (!fs->seeded)
+        return;
+    compute_order(fs);
+    /* A log written before the "W" lines: its winners are the orders the
+     * status table still knows (an order it knows is one, whatever else). */
+    for (size_t i = 0; i < fs->ndraw; i++)
+        if (gw_orders_get(f->srv->orders, fs->v[i].order_id, NULL))
+            mark_won(fs, &fs->v[i]);
+    if (finished) {
+        for (size_t i = 0; i < fs->ndraw; i++)
+            if (fs->v[i].state != GW_ENTRY_WON) {
+                fs->v[i].state = GW_ENTRY_LOST;
+                fs->lost++;
+            }
+        fs->next = fs->ndraw;
+        atomic_store(&fs->drawn, true);
+    }
+}
+
+/* An order of the spool that is an entry of a cut draw: that entry won. */
+static int cut_winner_one(const oq_rec_t *rec, void *ctx)
+{
+    gw_fair_t *f = ctx;
+    if (rec->type != OQ_REC_ORDER)
+        return 0;
+    const oq_order_t *o = rec->order;
+    gw_fair_sale_t *fs = gw_fair__slot_find(f, o->sale_id);
+    if (!fs || !fs->seeded || atomic_load(&fs->drawn))
+        return 0;
+    entry_t *e = gw_fair__find_id(fs, o->order_id);
+    if (e && e < fs->v + fs->ndraw && strcmp(e->user_id, o->user_id) == 0)
+        mark_won(fs, e);
+    return 0;
+}
+
+/*
+ * The winners of draws cut by a crash (seeded, not finished), from the spool:
+ * the draw reserves a winner and spools its order before it goes on, and the
+ * memory inventory's reservations are exactly the spool's orders (it is
+ * rebuilt from them at start), so an entry whose order is in the spool was
+ * reserved, and the resumed draw must skip it, and one whose order is not
+ * holds nothing. One more read of the spool, only after such a crash.
+ * Single-threaded (open).
+ */
+void gw_fair__cut_winners(gw_fair_t *f)
+{
+    size_t n = atomic_load(&f->n);
+    bool cut = false;
+    for (size_t i = 0; i < n && !cut; i++)
+        cut = f->sales[i]->seeded && !atomic_load(&f->sales[i]->drawn);
+    if (!cut || !f->srv->spool)
+        return;
+    uint64_t t0 = cm_mono_us();
+    long rc = oq_spool_scan(f->srv->spool, (oq_pos_t){0, 0}, cut_winner_one, f);
+    if (rc < 0)
+        cm_log_error("fair", "cannot read the spool for the winners of a cut draw", "err=%s",
+                     cm_strerror((int)rc));
+    for (size_t i = 0; i < n; i++) {
+        gw_fair_sale_t *fs = f->sales[i];
+        if (fs->seeded && !atomic_load(&fs->drawn))
+            cm_log_info("fair", "draw cut by a restart resumes",
+                        "sale=%s entrants=%zu won_orders=%llu elapsed_ms=%llu", fs->sale_id,
+                        fs->ndraw, (unsigned long long)fs->won_orders,
+                        (unsigned long long)((cm_mono_us() - t0) / 1000));
+    }
+}
+
+/*---- the buy path ----*/
+
+gw_fair_sale_t *gw_fair_find(gw_fair_t *f, const char *sale_id)
+{
+    if (!f || !atomic_load_explicit(&f->n, memory_order_acquire))
+        return NULL;
+    gw_fair_sale_t *fs = gw_fair__slot_find(f, sale_id);
+    return fs && atomic_load_explicit(&fs->window_ms, memory_order_relaxed) > 0 ? fs : NULL;
+}
+
+gw_fair_phase_t gw_fair_phase(gw_fair_sale_t *fs, int64_t starts_at_ms, int64_t now_ms)
+{
+    return gw_fair_phase_at(starts_at_ms, atomic_load_explicit(&fs->early_ms, memory_order_relaxed),
+                            atomic_load_explicit(&fs->window_ms, memory_order_relaxed),
+                            atomic_load_explicit(&fs->drawn, memory_order_acquire), now_ms);
+}
+
+int64_t gw_fair_closes_at(gw_fair_sale_t *fs, int64_t starts_at_ms)
+{
+    return starts_at_ms + atomic_load_explicit(&fs->window_ms, memory_order_relaxed);
+}
+
+static void ticket_of(const gw_fair_sale_t *fs, const entry_t *e, gw_fair_ticket_t *t,
+                      int64_t draw_at)
+{
+    snprintf(t->order_id, sizeof(t->order_id), "%s", e->order_id);
+    snprintf(t->sale_id, sizeof(t->sale_id), "%s", fs->sale_id);
+    snprintf(t->user_id, sizeof(t->user_id), "%s", e->user_id);
+    t->qty = e->qty;
+    t->entered_at_ms = e->at_ms;
+    t->state = e->state;
+    t->position = e->pos;
+    t->entrants = (uint32_t)(fs->seeded ? fs->ndraw : fs->n);
+    t->draw_at_ms = draw_at;
+}
+
+int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
+{
+    int64_t draw_at = t->draw_at_ms;
+    pthread_mutex_lock(&fs->mu);
+    uint64_t key = gw_fair__hash_str(fs, t->user_id); /* under mu: the secret may be re-keyed */
+    int rc;
+    if (fs->closed) {
+        rc = CM_EBUSY;
+        goto out;
+    }
+    entry_t *e = gw_fair__find_user(fs, t->user_id, key);
+    if (e) {
+        atomic_fetch_add_explicit(&fs->duplicates, 1, memory_order_relaxed);
+        ticket_of(fs, e, t, draw_at);
+        rc = 1;
+        goto out;
+    }
+    if (fs->fd < 0) {
+        rc = CM_EIO;
+        goto out;
+    }
+    entry_t ne;
+    memset(&ne, 0, sizeof(ne));
+    snprintf(ne.order_id, sizeof(ne.order_id), "%s", t->order_id);
+    snprintf(ne.user_id, sizeof(ne.user_id), "%s", t->user_id);
+    snprintf(ne.idem, sizeof(ne.idem), "%s", idem_key ? idem_key : "");
+    ne.qty = t->qty;
+    ne.at_ms = t->entered_at_ms;
+    ne.key = key;
+    char line[400];
+    int len =
+        snprintf(line, sizeof(line), "E %s %s %u %lld %s%s\n", ne.order_id, ne.user_id, ne.qty,
+                 (long long)ne.at_ms, gw_fair__idem_out(ne.idem), gw_fair__idem_mark(ne.idem));
+    if (gw_fair__log_line(fs, line, (size_t)len, false) != 0) {
+        rc = CM_EIO;
+        goto out;
+    }
+    e = gw_fair__entry_add(fs, &ne);
+    ticket_of(fs, e, t, draw_at);
+    rc = 0;
+out:
+    pthread_mutex_unlock(&fs->mu);
+    return rc;
+}
+
+bool gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out)
+{
+    if (!f)
+        return false;
+    size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
+    for (size_t i = 0; i < n; i++) {
+        gw_fair_sale_t *fs = f->sales[i];
+        pthread_mutex_lock(&fs->mu);
+        entry_t *e = gw_fair__find_id(fs, order_id);
+        if (e) {
+            inv_sale_t *s = inv_sale_find(f->srv->inv, fs->sale_id);
+            int64_t starts = 0;
+            if (s) {
+                inv_sale_info_t info;
+                inv_sale_snapshot(s, &info);
+                starts = info.starts_at_ms;
+            }
+            ticket_of(fs, e, out, starts + atomic_load(&fs->window_ms));
+        }
+        pthread_mutex_unlock(&fs->mu);
+        if (e)
+            return true;
+    }
+    return false;
+}
+
+/*---- the draw ----*/
+
+/*
+ * Appends a "W" line for every winner of the draw that has none yet (its
+ * order is durable: spooled and committed, or replayed from the spool), a
+ * batch of lines per write(2). fs->mu held. Returns 0 or CM_EIO.
+ */
+static int log_winners(gw_fair_sale_t *fs)
+{
+    char buf[4096];
+    size_t len = 0;
+    size_t first = 0; /* winners in buf start at this index */
+    for (size_t i = 0; i <= fs->ndraw; i++) {
+        entry_t *e = i < fs->ndraw ? &fs->v[i] : NULL;
+        bool add = e && e->state == GW_ENTRY_WON && !e->wlogged;
+        if (len && (!e || (add && len + INV_ORDER_ID_MAX + 4 > sizeof(buf)))) {
+            if (fs->fd < 0 || gw_fair__log_line(fs, buf, len, false) != 0)
+                return CM_EIO;
+            for (size_t j = first; j < i; j++)
+                if (fs->v[j].state == GW_ENTRY_WON)
+                    fs->v[j].wlogged = true;
+            len = 0;
+        }
+        if (add) {
+            if (!len)
+                first = i;
+            len += (size_t)snprintf(buf + len, sizeof(buf) - len, "W %s\n", e->order_id);
+        }
+    }
+    return 0;
+}
+
+/* Allocates stock in draw order from fs->next on. Lottery thread. */
+void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    gw_server_t *srv = f->srv;
+    pthread_mutex_lock(&fs->mu);
+    if (!fs->seeded) {
+        cm_hash_key_t rnd;
+        if (cm_hash_seed_random(&rnd) != 0 || gw_fair__log_open(f, fs) != 0) {
+            pthread_mutex_unlock(&fs->mu);
+            return;
+        }
+        fs->closed = true;
+        fs->seed = rnd.k0 ^ gw_fair__rotl(rnd.k1, 32);
+        fs->ndraw = fs->n;
+        fs->draw_started_ms = cm_wall_ms();
+        char line[96];
+        int len = snprintf(line, sizeof(line), "D %016llx %lld %zu\n",
+                           (unsigned long long)fs->seed, (long long)fs->draw_started_ms,
+                           fs->ndraw);
+        if (gw_fair__log_line(fs, line, (size_t)len, true) != 0) {
+            cm_log_error("fair", "cannot record the draw seed", "sale=%s", fs->sale_id);
+            fs->closed = false; /* nothing decided: try again */
+            pthread_mutex_unlock(&fs->mu);
+            return;
+        }
+        fs->seeded = true;
+        compute_order(fs);
+    }
+    pthread_mutex_unlock(&fs->mu);
+
+    inv_sale_t *sale = inv_sale_find(srv->inv, fs->sale_id);
+    oq_order_t *won = cm_xmalloc(sizeof(*won) * 256);
+    size_t nwon = 0, capwon = 256;
+    bool failed = false;
+    int64_t now = cm_wall_ms();
+    while (fs->next < fs->ndraw) {
+        entry_t *e = &fs->v[fs->perm[fs->next]]; /* the vector no longer grows: closed */
+        uint8_t st = e->state;
+        if (st == GW_ENTRY_ENTERED && !fs->exhausted && sale) {
+            inv_reserve_req_t rq;
+            memset(&rq, 0, sizeof(rq));
+            rq.sale = sale;
+            snprintf(rq.user_id, sizeof(rq.user_id), "%s", e->user_id);
+            snprintf(rq.idem_key, sizeof(rq.idem_key), "%s", e->idem);
+            snprintf(rq.order_id, sizeof(rq.order_id), "%s", e->order_id);
+            rq.qty = e->qty;
+            int rc = inv_reserve(f->inv, &rq);
+            if (rc < 0) {
+                failed = true; /* the inventory is unreachable: resume at the next tick */
+                break;
+            }
+            if (rc == INV_RESERVED) {
+                oq_order_t o;
+                gw_order_of_reserve(&o, &rq, fs->sale_id, now, srv->node_id);
+                int arc = oq_spool_append(srv->spool, &o, 1);
+                if (arc != 0) {
+                    gw_release_unaccepted(srv, &o, "lottery winner not accepted: spool refused");
+                    st = GW_ENTRY_LOST;
+                } else {
+                    if (nwon == capwon) {
+                        capwon *= 2;
+                        won = cm_xrealloc(won, sizeof(*won) * capwon);
+                    }
+                    won[nwon++] = o;
+                    st = GW_ENTRY_WON;
+                }
+            } else {
+                st = GW_ENTRY_LOST;
+            }
+            if (rq.stock_left == 0 || inv_sale_sold_out(sale))
+                fs->exhausted = true;
+        } else if (st == GW_ENTRY_ENTERED) {
+            st = GW_ENTRY_LOST;
+        }
+        pthread_mutex_lock(&fs->mu);
+        if (e->state == GW_ENTRY_ENTERED) {
+            e->state = st;
+            if (st == GW_ENTRY_WON) {
+                fs->won_orders++;
+                fs->won_units += e->qty;
+            } else {
+                fs->lost++;
+            }
+        }
+        fs->next++;
+        pthread_mutex_unlock(&fs->mu);
+    }
+    if (nwon) {
+        int crc = oq_spool_commit(srv->spool);
+        if (crc != 0) {
+            /* The fdatasync failed (fsync durability): the spool cut these
+             * records and refuses appends from now on, so after a restart they
+             * are no orders and the entries read lost. Say so now rather than
+             * "won" with an order that reads queued for ever. The units stay
+             * held, as the buy path leaves those of its 503s after a failed
+             * fsync (gw_buy.c, sync_after): if the cut failed too the record
+             * may come back at a restart, so undersell, never oversell. */
+            cm_log_error("fair", "spool fsync failed: the draw's winners are not accepted",
+                         "sale=%s orders=%zu", fs->sale_id, nwon);
+            pthread_mutex_lock(&fs->mu);
+            for (size_t i = 0; i < nwon; i++) {
+                entry_t *e = gw_fair__find_id(fs, won[i].order_id);
+                if (e && e->state == GW_ENTRY_WON) {
+                    e->state = GW_ENTRY_LOST;
+                    fs->won_orders--;
+                    fs->won_units -= e->qty;
+                    fs->lost++;
+                }
+            }
+            pthread_mutex_unlock(&fs->mu);
+        }
+        for (size_t i = 0; i < nwon && crc == 0; i++) {
+            gw_orders_put(srv->orders, &won[i]);
+            if (srv->workers)
+                atomic_fetch_add_explicit(&srv->workers[0].ctr.accepted_units, won[i].qty,
+                                          memory_order_relaxed);
+        }
+        if (crc == 0)
+            gw_buy_relay_notify(srv);
+    }
+    free(won);
+    if (failed)
+        return;
+    pthread_mutex_lock(&fs->mu);
+    fs->draw_done_ms = cm_wall_ms();
+    /* Every winner's "W" line, then "F": a finished draw's log names all its
+     * winners. Without them all, no "F": a restart then reads the winners
+     * from the spool, as after a crash in the middle of the draw. */
+    if (log_winners(fs) == 0) {
+        char line[64];
+        int len = snprintf(line, sizeof(line), "F %lld\n", (long long)fs->draw_done_ms);
+        if (gw_fair__log_line(fs, line, (size_t)len, true) != 0)
+            cm_log_error("fair", "cannot record the end of the draw", "sale=%s", fs->sale_id);
+    } else {
+        cm_log_error("fair",
+                     "cannot record the draw's winners; a restart reads them from the spool",
+                     "sale=%s", fs->sale_id);
+    }
+    atomic_store_explicit(&fs->drawn, true, memory_order_release);
+    pthread_mutex_unlock(&fs->mu);
+    cm_log_info("fair", "draw done",
+                "sale=%s entrants=%zu won_orders=%llu won_units=%llu seed=%016llx elapsed_ms=%lld",
+                fs->sale_id, fs->ndraw, (unsigned long long)fs->won_orders,
+                (unsigned long long)fs->won_units, (unsigned long long)fs->seed,
+                (long long)(fs->draw_done_ms - fs->draw_started_ms));
+}
+
+static const char *const entry_state_names[GW_ENTRY_STATE_COUNT] = {
+#define XX(n, s) [GW_ENTRY_##n] = s,
+    GW_ENTRY_STATES(XX)
+#undef XX
+};
+
+const char *gw_entry_state_name(gw_entry_state_t s)
+{
+    return (unsigned)s < GW_ENTRY_STATE_COUNT ? entry_state_names[s] : "entered";
+}
+
+void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id)
+{
+    gw_fair_sale_t *fs = f ? gw_fair__slot_find(f, sale_id) : NULL;
+    if (!fs)
+        return NULL;
+    pthread_mutex_lock(&fs->mu);
+    json_t *list = json_array();
+    size_t n = fs->seeded ? fs->ndraw : fs->n;
+    for (size_t i = 0; i < n; i++) {
+        const entry_t *e = &fs->v[fs->seeded ? fs->perm[i] : i];
+        json_array_append_new(list, json_pack("{s:i,s:s,s:s,s:i,s:s}", "position",
+                                              (int)e->pos, "order_id", e->order_id, "user_id",
+                                              e->user_id, "qty", (int)e->qty, "outcome",
+                                              gw_entry_state_name((gw_entry_state_t)e->state)));
+    }
+    char seed[24] = "";
+    if (fs->seeded)
+        snprintf(seed, sizeof(seed), "%016llx", (unsigned long long)fs->seed);
+    bool drawn = atomic_load(&fs->drawn);
+    json_t *o = json_pack(
+        "{s:s,s:I,s:I,s:s,s:s?,s:I,s:I,s:I,s:I,s:I,s:o}", "sale_id", fs->sale_id,
+        "fair_window_ms", (json_int_t)atomic_load(&fs->window_ms), "fair_early_ms",
+        (json_int_t)atomic_load(&fs->early_ms), "state",
+        drawn ? "drawn" : fs->seeded ? "drawing" : "open", "seed", fs->seeded ? seed : NULL,
+        "entrants", (json_int_t)n, "duplicates", (json_int_t)atomic_load(&fs->duplicates),
+        "won_orders", (json_int_t)fs->won_orders, "won_units", (json_int_t)fs->won_units, "lost",
+        (json_int_t)fs->lost, "entries", list);
+    if (fs->draw_started_ms) {
+        char t[40];
+        cm_time_format_rfc3339(fs->draw_started_ms, t, sizeof(t));
+        json_object_set_new(o, "drawn_at", json_string(t));
+    }
+    pthread_mutex_unlock(&fs->mu);
+    return o;
+}
+
+void gw_fair_stats(gw_fair_t *f, void *json_obj)
+{
+    if (!f)
+        return;
+    json_t *o = json_object();
+    uint64_t entries = 0, dups = 0, won = 0, lost = 0;
+    size_t n = atomic_load(&f->n);
+    for (size_t i = 0; i < n; i++) {
+        gw_fair_sale_t *fs = f->sales[i];
+        pthread_mutex_lock(&fs->mu);
+        entries += fs->n;
+        won += fs->won_orders;
+        lost += fs->lost;
+        pthread_mutex_unlock(&fs->mu);
+        dups += atomic_load(&fs->duplicates);
+    }
+    json_object_set_new(o, "sales", json_integer((json_int_t)n));
+    json_object_set_new(o, "entries", json_integer((json_int_t)entries));
+    json_object_set_new(o, "duplicate_entries", json_integer((json_int_t)dups));
+    json_object_set_new(o, "won_orders", json_integer((json_int_t)won));
+    json_object_set_new(o, "lost", json_integer((json_int_t)lost));
+    json_object_set_new(json_obj, "fair", o);
+}
