@@ -270,6 +270,37 @@ static void mini_close(mini_t *m)
     assert_int_equal(system(cmd), 0);
 }
 
+/* Sale "s1" of `stock` units, 1 per user, started 10 s ago, with a 1 s
+ * lottery window (already closed): entries made now are drawn at once. */
+static gw_fair_sale_t *mini_lottery(mini_t *m, int64_t stock, int64_t now, int64_t *starts_at_ms)
+{
+    char why[256] = "";
+    inv_sale_def_t def = {.stock = stock,
+                          .per_user_limit = 1,
+                          .starts_at_ms = now - 10000,
+                          .ends_at_ms = now + 3600000};
+    snprintf(def.sale_id, sizeof(def.sale_id), "s1");
+    inv_sale_info_t info;
+    assert_int_equal(inv_sale_put(m->srv.inv, &def, &info, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_configure(&m->srv, "s1", 1000, 0, 0, why, sizeof(why)), 0);
+    gw_fair_sale_t *fs = gw_fair_find(m->srv.fair, "s1");
+    assert_non_null(fs);
+    *starts_at_ms = def.starts_at_ms;
+    return fs;
+}
+
+/* Starts the lottery thread and waits (at most 5 s) for the draw. */
+static void mini_draw(mini_t *m, gw_fair_sale_t *fs, int64_t starts_at_ms)
+{
+    char why[256] = "";
+    assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
+    for (int i = 0; i < 500 && gw_fair_phase(fs, starts_at_ms, cm_wall_ms()) != GW_FAIR_OPEN; i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(gw_fair_phase(fs, starts_at_ms, cm_wall_ms()), GW_FAIR_OPEN);
+}
+
 /* The draw's spool commit fails (a failed fdatasync: the spool cuts the
  * winners' records): the winners read lost, as they will after a restart,
  * and no order of theirs is known, instead of "won" with an order id that
@@ -279,16 +310,8 @@ static void test_draw_commit_fails(void **st)
     (void)st;
     mini_t *m = calloc(1, sizeof(*m));
     mini_open(m);
-    char why[256] = "";
-    int64_t now = cm_wall_ms();
-    inv_sale_def_t def = {
-        .stock = 10, .per_user_limit = 1, .starts_at_ms = now - 10000, .ends_at_ms = now + 3600000};
-    snprintf(def.sale_id, sizeof(def.sale_id), "s1");
-    inv_sale_info_t info;
-    assert_int_equal(inv_sale_put(m->srv.inv, &def, &info, why, sizeof(why)), 0);
-    assert_int_equal(gw_fair_configure(&m->srv, "s1", 1000, 0, 0, why, sizeof(why)), 0);
-    gw_fair_sale_t *fs = gw_fair_find(m->srv.fair, "s1");
-    assert_non_null(fs);
+    int64_t now = cm_wall_ms(), starts_at_ms;
+    gw_fair_sale_t *fs = mini_lottery(m, 10, now, &starts_at_ms);
     for (int i = 0; i < 3; i++) {
         gw_fair_ticket_t t;
         memset(&t, 0, sizeof(t));
@@ -299,13 +322,7 @@ static void test_draw_commit_fails(void **st)
         assert_int_equal(gw_fair_enter(fs, &t, NULL), 0);
     }
     oq__spool_fail_next_sync(m->srv.spool);
-    assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
-    for (int i = 0; i < 500 && gw_fair_phase(fs, def.starts_at_ms, cm_wall_ms()) != GW_FAIR_OPEN;
-         i++) {
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    assert_int_equal(gw_fair_phase(fs, def.starts_at_ms, cm_wall_ms()), GW_FAIR_OPEN);
+    mini_draw(m, fs, starts_at_ms);
     for (int i = 0; i < 3; i++) {
         char id[16];
         snprintf(id, sizeof(id), "o%d", i);
@@ -328,18 +345,8 @@ static void test_draw_winners_not_arrival_order(void **st)
     enum { ENTRANTS = 400, STOCK = 40 };
     mini_t *m = calloc(1, sizeof(*m));
     mini_open(m);
-    char why[256] = "";
-    int64_t now = cm_wall_ms();
-    inv_sale_def_t def = {.stock = STOCK,
-                          .per_user_limit = 1,
-                          .starts_at_ms = now - 10000,
-                          .ends_at_ms = now + 3600000};
-    snprintf(def.sale_id, sizeof(def.sale_id), "s1");
-    inv_sale_info_t info;
-    assert_int_equal(inv_sale_put(m->srv.inv, &def, &info, why, sizeof(why)), 0);
-    assert_int_equal(gw_fair_configure(&m->srv, "s1", 1000, 0, 0, why, sizeof(why)), 0);
-    gw_fair_sale_t *fs = gw_fair_find(m->srv.fair, "s1");
-    assert_non_null(fs);
+    int64_t now = cm_wall_ms(), starts_at_ms;
+    gw_fair_sale_t *fs = mini_lottery(m, STOCK, now, &starts_at_ms);
     for (int i = 0; i < ENTRANTS; i++) {
         gw_fair_ticket_t t;
         memset(&t, 0, sizeof(t));
@@ -349,13 +356,7 @@ static void test_draw_winners_not_arrival_order(void **st)
         t.entered_at_ms = now - 9000 + i;
         assert_int_equal(gw_fair_enter(fs, &t, NULL), 0);
     }
-    assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
-    for (int i = 0; i < 500 && gw_fair_phase(fs, def.starts_at_ms, cm_wall_ms()) != GW_FAIR_OPEN;
-         i++) {
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    assert_int_equal(gw_fair_phase(fs, def.starts_at_ms, cm_wall_ms()), GW_FAIR_OPEN);
+    mini_draw(m, fs, starts_at_ms);
     int won = 0;
     double rank_sum = 0;
     for (int i = 0; i < ENTRANTS; i++) {
