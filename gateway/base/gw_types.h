@@ -221,12 +221,9 @@ typedef struct gw_rl_cache {
     uint64_t retry, burst, window, remaining;
 } gw_rl_cache_t;
 
-struct gw_worker {
-    char *xff_join; /* gw_req_xff's buffer (GW_H1_READ_BUF), allocated on first use */
-    gw_server_t *srv;
-    unsigned index;
-    pthread_t thread;
-    uv_loop_t loop;   /* timers, Redis, upstreams, the thread pool: run by gw_h1_run */
+/* The transport's part of a worker (gateway/edge/: gw_h1.c, gw_conn.c): the
+ * listener, the epoll set, the connection lists and buffers. */
+typedef struct gw_worker_edge {
     int efd;          /* the worker's own epoll: public sockets, lfd, libuv's (gw_h1.c) */
     uint64_t idle_ns; /* time the loop slept in epoll_wait (uv_hrtime's clock) */
     int lfd;          /* the listening socket, -1 once closed */
@@ -251,11 +248,59 @@ struct gw_worker {
     uv_work_t h1_trim;         /* malloc_trim off the loop (gw_h1.c) */
     bool h1_trimming;          /* h1_trim is queued or running */
     unsigned h1_nfree;
+    char *xff_join; /* gw_req_xff's buffer (GW_H1_READ_BUF), allocated on first use */
+    gw_conn_guard_t *guard; /* gw_conn.c: caps and deadlines of this worker's connections */
+} gw_worker_edge_t;
+
+/* The buy path's part of a worker (gateway/buy/gw_buy.c). */
+typedef struct gw_worker_buy {
+    inv_sale_memo_t sale_memo; /* the buy path's last sale (inv_sale_find_memo) */
+    bool notify_relay; /* appends happened this iteration */
+    /* The spool batch: reserved orders held until the end of the loop
+     * iteration writes their records with one write(2) */
+    gw_req_t *spool_wait, **spool_wait_tail;
+    uint64_t spool_wait_bytes; /* their records' bound (oq_spool_order_bound): the room they hold */
+    /* fsync group commit: requests whose record is written and waits for a sync */
+    gw_req_t *sync_wait, **sync_wait_tail;
+    bool sync_running;
+    uv_work_t sync_work;
+    gw_req_t *sync_batch;
+    int sync_result;
+    /* Prepared 410 sold_out answers, one per sale: 99% of a sale's crowd gets one. */
+    struct {
+        const inv_sale_t *sale;
+        gw_prep_t *resp;
+    } sold_out_cache[32];
+    unsigned nsold_out;
+} gw_worker_buy_t;
+
+/* The overload control's part of a worker (gateway/overload/gw_overload.c):
+ * prepared 503 overloaded answers, one per (reason, message, degraded,
+ * Retry-After), so a shed crowd costs no response building. Not behind
+ * w->ol: the buy path's in-flight cap answers 503 where w->ol is NULL too. */
+typedef struct gw_worker_ol_cache {
+    struct {
+        gw_ol_reason_t reason;
+        const char *msg;
+        unsigned retry;
+        bool degraded;
+        gw_prep_t *resp;
+    } entry[GW_OL_CACHE];
+    unsigned n;
+} gw_worker_ol_cache_t;
+
+/* One worker thread. The fields every folder reads stay at the top; each
+ * folder's own state is in its part (edge, buy, ol_cache, and the pointers
+ * ol and px to state private to overload/ and proxy/). */
+struct gw_worker {
+    gw_server_t *srv;
+    unsigned index;
+    pthread_t thread;
+    uv_loop_t loop;   /* timers, Redis, upstreams, the thread pool: run by gw_h1_run */
     uv_async_t wake; /* stop */
     uv_timer_t stop_timer;
     uint64_t stop_inv_until_ms; /* stopping: wait for the inventory's calls until (mono ms) */
     bool in_iter;      /* the iteration's first read or accept was stamped */
-    bool notify_relay; /* appends happened this iteration */
     /* cm_mono_ns() read once per loop iteration, at its first read or accept:
      * the time every request of that iteration is stamped with (arrival,
      * connection deadlines, rate limits). A clock read is ~20 ns and an
@@ -267,54 +312,29 @@ struct gw_worker {
      * (gw_h1_read_after_ns: the too-late check without a getsockopt). */
     uint64_t iter_no;
     uint64_t stamp_last_ns, stamp_prev_ns;
-    inv_sale_memo_t sale_memo; /* the buy path's last sale (inv_sale_find_memo) */
     inv_worker_t *inv;
     gw_counters_t ctr;
     gw_req_t *free_reqs; /* per-worker free list of request contexts */
     unsigned nfree;
-    /* The spool batch (gw_buy.c): reserved orders held until the end of the
-     * loop iteration writes their records with one write(2) */
-    gw_req_t *spool_wait, **spool_wait_tail;
-    uint64_t spool_wait_bytes; /* their records' bound (oq_spool_order_bound): the room they hold */
-    /* fsync group commit: requests whose record is written and waits for a sync */
-    gw_req_t *sync_wait, **sync_wait_tail;
-    bool sync_running;
-    uv_work_t sync_work;
-    gw_req_t *sync_batch;
-    int sync_result;
     /* Requests held (waiting for the spool write, Redis, an fsync, an upstream)
      * until gw_req_finish. (Named in libmicrohttpd's days; gw_overload.c reads it.) */
     uint32_t suspended;
     atomic_bool stopping;
-    /* Prepared 410 sold_out answers, one per sale: 99% of a sale's crowd gets one. */
-    struct {
-        const inv_sale_t *sale;
-        gw_prep_t *resp;
-    } sold_out_cache[32];
-    unsigned nsold_out;
     gw_rl_cache_t rl_cache[GW_SCOPE_COUNT]; /* the last 429 per scope, prepared */
     /* This second's Date header (gw_http_date), set at the start of each loop
      * iteration's I/O; the prepared answers take it on use (gw_prep_redate). */
     char date[GW_DATE_LEN + 1];
     time_t date_s;
-    /* Prepared 503 overloaded answers, one per (reason, message, degraded,
-     * Retry-After): a shed crowd costs no response building (gw_overload.c). */
-    struct {
-        gw_ol_reason_t reason;
-        const char *msg;
-        unsigned retry;
-        bool degraded;
-        gw_prep_t *resp;
-    } ol_cache[GW_OL_CACHE];
-    unsigned nol_cache;
     /* Heavy hitters among rejected requests (users, client addresses). Written
      * by this worker under hh_mu (uncontended but for a reader), merged on read. */
     pthread_mutex_t hh_mu;
     cm_topk_t hh_users, hh_ips;
     uint64_t rng; /* access-log sampling */
+    gw_worker_edge_t edge; /* gateway/edge/ */
+    gw_worker_buy_t buy;   /* gateway/buy/ */
+    gw_worker_ol_cache_t ol_cache; /* gateway/overload/ */
     struct gw_ol_worker *ol; /* overload control (gw_overload.c) */
     struct gw_px_worker *px; /* proxied routes (gw_proxy.c); NULL without routes */
-    gw_conn_guard_t *guard; /* gw_conn.c: caps and deadlines of this worker's connections */
 };
 
 struct gw_server {
@@ -399,7 +419,7 @@ struct gw_req {
     bool close_after; /* the connection closes after this answer */
     bool ol_live;     /* counted in the worker's requests in progress (gw_ol_request_head) */
     bool trimmed;     /* close_after from the shut door's trim, the answer not out yet
-                       * (counted in w->h1_door_trims until it is: gw_ol_trim_done) */
+                       * (counted in w->edge.h1_door_trims until it is: gw_ol_trim_done) */
     gw_req_t *next; /* free list / wait lists */
     gw_route_t route;
     gw_req_state_t state;

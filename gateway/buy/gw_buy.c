@@ -401,9 +401,9 @@ static bool spool_later(gw_req_t *r, bool replayed)
     hold(r);
     r->replayed = replayed;
     r->next = NULL;
-    *w->spool_wait_tail = r;
-    w->spool_wait_tail = &r->next;
-    w->spool_wait_bytes += oq_spool_order_bound(&r->order);
+    *w->buy.spool_wait_tail = r;
+    w->buy.spool_wait_tail = &r->next;
+    w->buy.spool_wait_bytes += oq_spool_order_bound(&r->order);
     return true;
 }
 
@@ -659,7 +659,7 @@ bool gw_buy_handle(gw_req_t *r)
         }
         memcpy(r->res.idem_key, ik, iklen + 1);
     }
-    inv_sale_t *sale = inv_sale_find_memo(srv->inv, &w->sale_memo, r->id);
+    inv_sale_t *sale = inv_sale_find_memo(srv->inv, &w->buy.sale_memo, r->id);
     if (!sale) {
         gw_resp_error(&r->resp, GW_R_UNKNOWN_SALE, NULL, "no sale %s", r->id);
         return false;
@@ -789,7 +789,7 @@ bool gw_buy_handle(gw_req_t *r)
      * that fits only without them would be reserved, then refused at the
      * batch's write (its units given back by a release event that eats the
      * room). */
-    int src = oq_spool_room(srv->spool, o, w->spool_wait_bytes);
+    int src = oq_spool_room(srv->spool, o, w->buy.spool_wait_bytes);
     if (src != 0) {
         spool_refused(r, src);
         return false;
@@ -814,19 +814,19 @@ bool gw_buy_handle(gw_req_t *r)
 static void sync_work(uv_work_t *wk)
 {
     gw_worker_t *w = wk->data;
-    w->sync_result = oq_spool_sync(w->srv->spool);
+    w->buy.sync_result = oq_spool_sync(w->srv->spool);
 }
 
 static void sync_after(uv_work_t *wk, int status)
 {
     (void)status;
     gw_worker_t *w = wk->data;
-    w->sync_running = false;
-    gw_req_t *r = w->sync_batch;
-    w->sync_batch = NULL;
+    w->buy.sync_running = false;
+    gw_req_t *r = w->buy.sync_batch;
+    w->buy.sync_batch = NULL;
     while (r) {
         gw_req_t *next = r->next;
-        if (w->sync_result != 0) {
+        if (w->buy.sync_result != 0) {
             /*
              * The disk failed: the spool cut every record not confirmed by an
              * fdatasync (the relay never saw them: it reads only synced ones,
@@ -841,12 +841,12 @@ static void sync_after(uv_work_t *wk, int status)
         } else {
             gw_orders_put(w->srv->orders, &r->order);
         }
-        gw_ol_release(r, GW_DEP_SPOOL, w->sync_result ? GW_AL_DROP : GW_AL_OK);
+        gw_ol_release(r, GW_DEP_SPOOL, w->buy.sync_result ? GW_AL_DROP : GW_AL_OK);
         gw_req_finish(r);
         r = next;
     }
-    if (w->sync_result != 0)
-        cm_log_error("gw", "spool fsync failed", "err=%s", cm_errname(w->sync_result));
+    if (w->buy.sync_result != 0)
+        cm_log_error("gw", "spool fsync failed", "err=%s", cm_errname(w->buy.sync_result));
     gw_buy_loop_tick(w);
 }
 
@@ -870,15 +870,15 @@ static void spooled(gw_req_t *r, int rc)
         gw_req_finish(r);
         return;
     }
-    w->notify_relay = true;
+    w->buy.notify_relay = true;
     if (!r->replayed)
         atomic_fetch_add_explicit(&w->ctr.accepted_units, o->qty, memory_order_relaxed);
     reply_accepted(r, o, r->replayed);
     if (srv->cfg->durability == GW_DURABILITY_FSYNC) {
         /* Group commit: the answer goes out after the next fdatasync. */
         r->next = NULL;
-        *w->sync_wait_tail = r;
-        w->sync_wait_tail = &r->next;
+        *w->buy.sync_wait_tail = r;
+        w->buy.sync_wait_tail = &r->next;
         return;
     }
     gw_orders_put(srv->orders, o); /* known (and replayable by its key) once durable */
@@ -896,11 +896,11 @@ static void spooled(gw_req_t *r, int rc)
  * with what the spool replays. */
 static void spool_flush(gw_worker_t *w)
 {
-    while (w->spool_wait) {
-        gw_req_t *r = w->spool_wait;
-        w->spool_wait = NULL;
-        w->spool_wait_tail = &w->spool_wait;
-        w->spool_wait_bytes = 0;
+    while (w->buy.spool_wait) {
+        gw_req_t *r = w->buy.spool_wait;
+        w->buy.spool_wait = NULL;
+        w->buy.spool_wait_tail = &w->buy.spool_wait;
+        w->buy.spool_wait_bytes = 0;
         while (r) {
             const oq_order_t *orders[SPOOL_BATCH];
             gw_req_t *first = r;
@@ -921,14 +921,14 @@ static void spool_flush(gw_worker_t *w)
 void gw_buy_loop_tick(gw_worker_t *w)
 {
     spool_flush(w);
-    if (w->sync_running || !w->sync_wait)
+    if (w->buy.sync_running || !w->buy.sync_wait)
         return;
-    w->sync_batch = w->sync_wait;
-    w->sync_wait = NULL;
-    w->sync_wait_tail = &w->sync_wait;
-    w->sync_running = true;
-    w->sync_work.data = w;
-    uv_queue_work(&w->loop, &w->sync_work, sync_work, sync_after);
+    w->buy.sync_batch = w->buy.sync_wait;
+    w->buy.sync_wait = NULL;
+    w->buy.sync_wait_tail = &w->buy.sync_wait;
+    w->buy.sync_running = true;
+    w->buy.sync_work.data = w;
+    uv_queue_work(&w->loop, &w->buy.sync_work, sync_work, sync_after);
 }
 
 /*---- GET /v1/orders/{id}, GET /v1/sales/{id} ----*/
@@ -1179,18 +1179,18 @@ void gw_buy_relay_notify(gw_server_t *srv)
 
 gw_prep_t *gw_sold_out_response(gw_worker_t *w, const inv_sale_t *sale)
 {
-    for (unsigned i = 0; i < w->nsold_out; i++)
-        if (w->sold_out_cache[i].sale == sale)
-            return w->sold_out_cache[i].resp;
-    if (w->nsold_out == CM_ARRAY_LEN(w->sold_out_cache))
+    for (unsigned i = 0; i < w->buy.nsold_out; i++)
+        if (w->buy.sold_out_cache[i].sale == sale)
+            return w->buy.sold_out_cache[i].resp;
+    if (w->buy.nsold_out == CM_ARRAY_LEN(w->buy.sold_out_cache))
         return NULL;
     inv_sale_info_t info;
     inv_sale_snapshot(sale, &info);
     gw_resp_t tmp;
     gw_resp_sold_out(&tmp, info.sale_id);
     gw_prep_t *mr = gw_prep_new(&tmp, w); /* Content-Type, no-store */
-    w->sold_out_cache[w->nsold_out].sale = sale;
-    w->sold_out_cache[w->nsold_out].resp = mr;
-    w->nsold_out++;
+    w->buy.sold_out_cache[w->buy.nsold_out].sale = sale;
+    w->buy.sold_out_cache[w->buy.nsold_out].resp = mr;
+    w->buy.nsold_out++;
     return mr;
 }

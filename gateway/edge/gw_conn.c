@@ -352,7 +352,7 @@ static gw_conn_t *pick_victim(gw_conn_guard_t *g, gw_ip_table_t *t)
 gw_conn_t *gw_conn_open(gw_worker_t *w, const struct sockaddr *addr)
 {
     gw_server_t *srv = w->srv;
-    gw_conn_guard_t *g = w->guard;
+    gw_conn_guard_t *g = w->edge.guard;
     uint8_t key[16];
     static const gw_proxies_t none = {0};
     size_t n = gw_client_key(&none, addr, NULL, key);
@@ -581,7 +581,7 @@ void gw_conn_guard_init(gw_worker_t *w)
 {
     gw_conn_guard_t *g = cm_xcalloc(1, sizeof(*g));
     g->w = w;
-    w->guard = g;
+    w->edge.guard = g;
     uv_timer_init(&w->loop, &g->sweep);
     g->sweep.data = g;
     /* A tenth of the head deadline, 50..500 ms: a connection outlives its
@@ -595,15 +595,15 @@ void gw_conn_guard_init(gw_worker_t *w)
 
 void gw_conn_guard_close(gw_worker_t *w)
 {
-    if (w->guard && !uv_is_closing((uv_handle_t *)&w->guard->sweep))
-        uv_close((uv_handle_t *)&w->guard->sweep, NULL);
+    if (w->edge.guard && !uv_is_closing((uv_handle_t *)&w->edge.guard->sweep))
+        uv_close((uv_handle_t *)&w->edge.guard->sweep, NULL);
 }
 
 void gw_conn_guard_free(gw_worker_t *w)
 {
     /* After the loop closed every connection (gw_h1_stop). */
-    free(w->guard);
-    w->guard = NULL;
+    free(w->edge.guard);
+    w->edge.guard = NULL;
 }
 
 void gw_conn_stats(gw_server_t *srv, void *json_obj)
@@ -613,8 +613,8 @@ void gw_conn_stats(gw_server_t *srv, void *json_obj)
         return;
     json_int_t open = 0;
     for (unsigned i = 0; i < srv->nworkers; i++)
-        if (srv->workers && srv->workers[i].guard)
-            open += (json_int_t)atomic_load_explicit(&srv->workers[i].guard->open,
+        if (srv->workers && srv->workers[i].edge.guard)
+            open += (json_int_t)atomic_load_explicit(&srv->workers[i].edge.guard->open,
                                                     memory_order_relaxed);
     json_object_set_new(
         json_obj, "connections",

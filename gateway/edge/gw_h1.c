@@ -139,7 +139,7 @@ struct gw_h1 {
     int fd;               /* -1 once closed */
     bool rready;          /* an edge said readable and no read found it drained since */
     bool rdhup;           /* the client's FIN came (EPOLLRDHUP): read to the end */
-    bool posted;          /* on w->h1_posted */
+    bool posted;          /* on w->edge.h1_posted */
     gw_h1_t *post_next, *dead_next;
     gw_h1_t *prev, *next; /* the worker's connections */
     union {
@@ -160,10 +160,10 @@ static void conn_on_body(gw_h1_head_t *h, const char *at, size_t len);
 /* The buffer the worker freed last (warm in the caches), or a new one; as it is. */
 static gw_h1_buf_t *spare_take(gw_worker_t *w)
 {
-    gw_h1_buf_t *b = w->h1_free;
+    gw_h1_buf_t *b = w->edge.h1_free;
     if (b) {
-        w->h1_free = b->next_free;
-        w->h1_nfree--;
+        w->edge.h1_free = b->next_free;
+        w->edge.h1_nfree--;
     } else {
         b = cm_xmalloc(sizeof(*b));
         b->clean = false;
@@ -175,14 +175,14 @@ static gw_h1_buf_t *spare_take(gw_worker_t *w)
  * holds stays bounded by its connections plus that). */
 static void spare_give(gw_worker_t *w, gw_h1_buf_t *b)
 {
-    if (w->h1_nfree >= BUF_FREE_MAX) {
+    if (w->edge.h1_nfree >= BUF_FREE_MAX) {
         free(b);
-        w->h1_freed++;
+        w->edge.h1_freed++;
         return;
     }
-    b->next_free = w->h1_free;
-    w->h1_free = b;
-    w->h1_nfree++;
+    b->next_free = w->edge.h1_free;
+    w->edge.h1_free = b;
+    w->edge.h1_nfree++;
 }
 
 /* c gets a buffer, its parser ready for a request. */
@@ -269,13 +269,13 @@ static void trim_work(uv_work_t *wk)
 static void trim_after(uv_work_t *wk, int status)
 {
     (void)status;
-    ((gw_worker_t *)wk->data)->h1_trimming = false;
+    ((gw_worker_t *)wk->data)->edge.h1_trimming = false;
 }
 
 static void on_buf_sweep(uv_timer_t *t)
 {
     gw_worker_t *w = t->data;
-    for (gw_h1_t *c = w->h1_conns; c; c = c->next) {
+    for (gw_h1_t *c = w->edge.h1_conns; c; c = c->next) {
         if (c->busy)
             c->busy = false;
         else if (c->buf)
@@ -287,26 +287,26 @@ static void on_buf_sweep(uv_timer_t *t)
      * walks every arena and took 1-4 ms after bursts of 1,500 connections
      * (uprobes): in libuv's thread pool, not on this loop, which only takes
      * an arena lock if it mallocs meanwhile (the buy path does not). */
-    if (w->h1_freed >= BUF_TRIM_MIN && !w->h1_trimming) {
-        w->h1_freed = 0;
-        w->h1_trim.data = w;
-        w->h1_trimming = uv_queue_work(&w->loop, &w->h1_trim, trim_work, trim_after) == 0;
-        if (!w->h1_trimming)
+    if (w->edge.h1_freed >= BUF_TRIM_MIN && !w->edge.h1_trimming) {
+        w->edge.h1_freed = 0;
+        w->edge.h1_trim.data = w;
+        w->edge.h1_trimming = uv_queue_work(&w->loop, &w->edge.h1_trim, trim_work, trim_after) == 0;
+        if (!w->edge.h1_trimming)
             malloc_trim(0);
     }
 }
 
 void gw_h1_worker_free(gw_worker_t *w)
 {
-    while (w->h1_free) {
-        gw_h1_buf_t *b = w->h1_free;
-        w->h1_free = b->next_free;
+    while (w->edge.h1_free) {
+        gw_h1_buf_t *b = w->edge.h1_free;
+        w->edge.h1_free = b->next_free;
         free(b);
     }
-    w->h1_nfree = 0;
-    if (w->efd >= 0)
-        close(w->efd);
-    w->efd = -1;
+    w->edge.h1_nfree = 0;
+    if (w->edge.efd >= 0)
+        close(w->edge.efd);
+    w->edge.efd = -1;
 }
 
 /*---- output ----*/
@@ -350,13 +350,13 @@ static void out_uint(gw_h1_t *c, uint64_t v)
     out_put(c, tmp, (size_t)(gw_put_u64(tmp, v) - tmp));
 }
 
-/* The connection closes once its output is out; counted in w->h1_leaving
+/* The connection closes once its output is out; counted in w->edge.h1_leaving
  * until it does (the door's trim counts the connections that stay). */
 static void conn_leaving(gw_h1_t *c)
 {
     if (!c->close_after) {
         c->close_after = true;
-        c->w->h1_leaving++;
+        c->w->edge.h1_leaving++;
     }
 }
 
@@ -458,8 +458,8 @@ static void post(gw_h1_t *c)
     if (c->posted || c->closing)
         return;
     c->posted = true;
-    c->post_next = c->w->h1_posted;
-    c->w->h1_posted = c;
+    c->post_next = c->w->edge.h1_posted;
+    c->w->edge.h1_posted = c;
 }
 
 /* Sends what the output holds past owritten until it is all out (0) or the
@@ -588,13 +588,13 @@ static void conn_close(gw_h1_t *c)
     c->closing = true;
     req_drop(c);
     gw_worker_t *w = c->w;
-    w->h1_open--;
+    w->edge.h1_open--;
     if (c->close_after)
-        w->h1_leaving--;
+        w->edge.h1_leaving--;
     if (c->prev)
         c->prev->next = c->next;
     else
-        w->h1_conns = c->next;
+        w->edge.h1_conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
     if (c->guard) {
@@ -603,8 +603,8 @@ static void conn_close(gw_h1_t *c)
     }
     close(c->fd); /* out of the epoll set with it */
     c->fd = -1;
-    c->dead_next = w->h1_dead;
-    w->h1_dead = c;
+    c->dead_next = w->edge.h1_dead;
+    w->edge.h1_dead = c;
 }
 
 void gw_h1_kill(gw_h1_t *c)
@@ -1806,11 +1806,11 @@ static void conn_event(gw_h1_t *c, uint32_t ev)
  * a queue left unaccepted is reported again). */
 static void lpoll(gw_worker_t *w, bool on)
 {
-    if (w->lfd < 0 || w->lpolled == on)
+    if (w->edge.lfd < 0 || w->edge.lpolled == on)
         return;
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &w->lfd};
-    if (epoll_ctl(w->efd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, w->lfd, &ev) == 0)
-        w->lpolled = on;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &w->edge.lfd};
+    if (epoll_ctl(w->edge.efd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, w->edge.lfd, &ev) == 0)
+        w->edge.lpolled = on;
     else
         cm_log_warn("gw", "epoll_ctl on the listening socket failed", "worker=%u error=%s",
                     w->index, strerror(errno));
@@ -1819,8 +1819,8 @@ static void lpoll(gw_worker_t *w, bool on)
 static void on_accept_retry(uv_timer_t *t)
 {
     gw_worker_t *w = t->data;
-    w->fd_starved = false;
-    if (w->accepting)
+    w->edge.fd_starved = false;
+    if (w->edge.accepting)
         lpoll(w, true);
 }
 
@@ -1834,22 +1834,22 @@ static void on_accept_retry(uv_timer_t *t)
  * ngx_disable_accept_events); the other errors spin it just the same. */
 static void accept_pause(gw_worker_t *w, int err)
 {
-    w->fd_starved_n++;
-    if (w->now_ns - w->fd_starved_logged_ns >= 1000000000u || w->fd_starved_logged_ns == 0) {
+    w->edge.fd_starved_n++;
+    if (w->now_ns - w->edge.fd_starved_logged_ns >= 1000000000u || w->edge.fd_starved_logged_ns == 0) {
         cm_log_warn("gw",
                     err == EMFILE || err == ENFILE    ? "accept: out of file descriptors"
                     : err == ENOBUFS || err == ENOMEM ? "accept: out of kernel memory"
                                                       : "accept failed",
                     "worker=%u error=%s failed_accepts=%llu", w->index, strerror(err),
-                    (unsigned long long)w->fd_starved_n);
-        w->fd_starved_n = 0;
-        w->fd_starved_logged_ns = w->now_ns ? w->now_ns : 1;
+                    (unsigned long long)w->edge.fd_starved_n);
+        w->edge.fd_starved_n = 0;
+        w->edge.fd_starved_logged_ns = w->now_ns ? w->now_ns : 1;
     }
-    if (w->fd_starved)
+    if (w->edge.fd_starved)
         return;
-    w->fd_starved = true;
+    w->edge.fd_starved = true;
     lpoll(w, false);
-    uv_timer_start(&w->accept_timer, on_accept_retry, FD_STARVED_RETRY_MS, 0);
+    uv_timer_start(&w->edge.accept_timer, on_accept_retry, FD_STARVED_RETRY_MS, 0);
 }
 
 /* What an accept4 error leaves: the connection already gone from the queue
@@ -1887,10 +1887,10 @@ static accept_err_t accept_error(int err)
 static void on_accept(gw_worker_t *w)
 {
     gw_http_iteration(w);
-    for (int i = 0; i < ACCEPT_BATCH && w->accepting; i++) {
+    for (int i = 0; i < ACCEPT_BATCH && w->edge.accepting; i++) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
-        int fd = accept4(w->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd = accept4(w->edge.lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             int err = errno;
             accept_err_t what = accept_error(err);
@@ -1910,20 +1910,20 @@ static void on_accept(gw_worker_t *w)
         c->guard = g;
         gw_conn_set_owner(g, c);
         c->w = w;
-        c->next = w->h1_conns;
+        c->next = w->edge.h1_conns;
         if (c->next)
             c->next->prev = c;
-        w->h1_conns = c;
+        w->edge.h1_conns = c;
         memcpy(&c->peer, &ss, sl < sizeof(c->peer) ? sl : sizeof(c->peer));
         c->fd = fd;
-        w->h1_open++;
+        w->edge.h1_open++;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
         /* Registered once for all it will ever wait for, edge-triggered (as
          * nginx): no epoll_ctl when reading stops or an answer waits for room.
          * Bytes already in are reported by the next epoll_wait. */
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
                                  .data.ptr = c};
-        if (epoll_ctl(w->efd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        if (epoll_ctl(w->edge.efd, EPOLL_CTL_ADD, fd, &ev) != 0) {
             conn_close(c); /* freed with the iteration's closed ones */
             continue;
         }
@@ -1948,35 +1948,35 @@ int gw_h1_listen(gw_worker_t *w, const struct sockaddr *sa, char *errbuf, size_t
     }
     /* The worker's epoll set: its public sockets, its listening socket, and
      * libuv's own epoll fd (readable when libuv has I/O to run). */
-    w->efd = epoll_create1(EPOLL_CLOEXEC);
+    w->edge.efd = epoll_create1(EPOLL_CLOEXEC);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &w->loop};
-    if (w->efd < 0 || epoll_ctl(w->efd, EPOLL_CTL_ADD, uv_backend_fd(&w->loop), &ev) != 0) {
+    if (w->edge.efd < 0 || epoll_ctl(w->edge.efd, EPOLL_CTL_ADD, uv_backend_fd(&w->loop), &ev) != 0) {
         snprintf(errbuf, errlen, "worker epoll: %s", strerror(errno));
-        if (w->efd >= 0)
-            close(w->efd);
-        w->efd = -1;
+        if (w->edge.efd >= 0)
+            close(w->edge.efd);
+        w->edge.efd = -1;
         close(fd);
         return -1;
     }
-    w->lfd = fd;
-    w->lpolled = false;
-    uv_timer_init(&w->loop, &w->accept_timer);
-    w->accept_timer.data = w;
-    uv_timer_init(&w->loop, &w->h1_sweep);
-    w->h1_sweep.data = w;
-    uv_timer_start(&w->h1_sweep, on_buf_sweep, BUF_SWEEP_MS, BUF_SWEEP_MS);
-    w->fd_starved = false;
-    w->accepting = true;
+    w->edge.lfd = fd;
+    w->edge.lpolled = false;
+    uv_timer_init(&w->loop, &w->edge.accept_timer);
+    w->edge.accept_timer.data = w;
+    uv_timer_init(&w->loop, &w->edge.h1_sweep);
+    w->edge.h1_sweep.data = w;
+    uv_timer_start(&w->edge.h1_sweep, on_buf_sweep, BUF_SWEEP_MS, BUF_SWEEP_MS);
+    w->edge.fd_starved = false;
+    w->edge.accepting = true;
     lpoll(w, true);
     return 0;
 }
 
 void gw_h1_accepting(gw_worker_t *w, bool on)
 {
-    if (w->lfd < 0 || w->accepting == on)
+    if (w->edge.lfd < 0 || w->edge.accepting == on)
         return;
-    w->accepting = on;
-    if (on && !w->fd_starved) /* else on_accept_retry polls again */
+    w->edge.accepting = on;
+    if (on && !w->edge.fd_starved) /* else on_accept_retry polls again */
         lpoll(w, true);
     else if (!on)
         lpoll(w, false);
@@ -1996,28 +1996,28 @@ static uint32_t accept_queue(int fd)
 
 bool gw_h1_listening(const gw_worker_t *w)
 {
-    return w->lfd >= 0;
+    return w->edge.lfd >= 0;
 }
 
 uint32_t gw_h1_listen_queue(const gw_worker_t *w)
 {
-    return w->lfd >= 0 ? accept_queue(w->lfd) : 0;
+    return w->edge.lfd >= 0 ? accept_queue(w->edge.lfd) : 0;
 }
 
 int gw_h1_door(gw_worker_t *w, bool shut, uint32_t *reset)
 {
-    if (w->lfd < 0)
+    if (w->edge.lfd < 0)
         return CM_ENOTFOUND;
     if (shut) {
-        uint32_t queued = accept_queue(w->lfd);
+        uint32_t queued = accept_queue(w->edge.lfd);
         /* shutdown() of a listening socket: the kernel resets its queue */
-        if (shutdown(w->lfd, SHUT_RD) != 0)
+        if (shutdown(w->edge.lfd, SHUT_RD) != 0)
             return CM_EIO;
         gw_h1_accepting(w, false);
         if (reset)
             *reset = queued;
     } else {
-        if (listen(w->lfd, GW_LISTEN_BACKLOG) != 0)
+        if (listen(w->edge.lfd, GW_LISTEN_BACKLOG) != 0)
             return CM_EIO; /* errno says why */
         gw_h1_accepting(w, true);
     }
@@ -2026,45 +2026,45 @@ int gw_h1_door(gw_worker_t *w, bool shut, uint32_t *reset)
 
 uint64_t gw_h1_leaving(const gw_worker_t *w)
 {
-    return w->h1_leaving + w->h1_door_trims;
+    return w->edge.h1_leaving + w->edge.h1_door_trims;
 }
 
 uint64_t gw_h1_open_count(const gw_worker_t *w)
 {
-    return w->h1_open;
+    return w->edge.h1_open;
 }
 
 void gw_h1_trim(gw_req_t *r)
 {
     r->close_after = r->trimmed = true;
-    r->w->h1_door_trims++;
+    r->w->edge.h1_door_trims++;
 }
 
 void gw_h1_trim_done(gw_req_t *r)
 {
     if (r->trimmed) {
         r->trimmed = false;
-        r->w->h1_door_trims--;
+        r->w->edge.h1_door_trims--;
     }
 }
 
 void gw_h1_stop_accepting(gw_worker_t *w)
 {
-    if (w->lfd >= 0) {
+    if (w->edge.lfd >= 0) {
         lpoll(w, false);
-        uv_close((uv_handle_t *)&w->accept_timer, NULL);
-        uv_close((uv_handle_t *)&w->h1_sweep, NULL);
-        close(w->lfd);
-        w->lfd = -1;
-        w->accepting = false;
+        uv_close((uv_handle_t *)&w->edge.accept_timer, NULL);
+        uv_close((uv_handle_t *)&w->edge.h1_sweep, NULL);
+        close(w->edge.lfd);
+        w->edge.lfd = -1;
+        w->edge.accepting = false;
     }
 }
 
 void gw_h1_stop(gw_worker_t *w)
 {
     gw_h1_stop_accepting(w);
-    while (w->h1_conns)
-        conn_close(w->h1_conns);
+    while (w->edge.h1_conns)
+        conn_close(w->edge.h1_conns);
 }
 
 /*---- the worker's loop ----*/
@@ -2110,34 +2110,34 @@ void gw_h1_run(gw_worker_t *w)
     for (;;) {
         if (run_uv || uv_due(l)) {
             int alive = uv_run(l, UV_RUN_NOWAIT);
-            if (!alive && !w->h1_conns && w->lfd < 0 && !w->h1_dead)
+            if (!alive && !w->edge.h1_conns && w->edge.lfd < 0 && !w->edge.h1_dead)
                 break;
         }
         /* the iteration's end: the spool and fsync batches, the door, the relay */
         gw_http_check(w);
-        gw_h1_t *dead = w->h1_dead;
-        w->h1_dead = NULL;
+        gw_h1_t *dead = w->edge.h1_dead;
+        w->edge.h1_dead = NULL;
         while (dead) {
             gw_h1_t *c = dead;
             dead = c->dead_next;
             if (c->posted) { /* freed once the posted list lets go of it (below) */
-                c->dead_next = w->h1_dead;
-                w->h1_dead = c;
+                c->dead_next = w->edge.h1_dead;
+                w->edge.h1_dead = c;
             } else {
                 conn_free(c);
             }
         }
         int timeout = 0;
-        if (!w->h1_posted && !w->h1_dead) {
+        if (!w->edge.h1_posted && !w->edge.h1_dead) {
             uv_update_time(l);
             timeout = uv_due(l) ? 0 : uv_backend_timeout(l);
         }
         /* the time asleep, for the overload signals' busy share (as libuv's
          * UV_METRICS_IDLE_TIME measured its own poll: a wait of 0 is work) */
         uint64_t t0 = timeout ? uv_hrtime() : 0;
-        int n = epoll_wait(w->efd, ev, EVENTS_MAX, timeout);
+        int n = epoll_wait(w->edge.efd, ev, EVENTS_MAX, timeout);
         if (timeout)
-            w->idle_ns += uv_hrtime() - t0;
+            w->edge.idle_ns += uv_hrtime() - t0;
         if (n < 0 && errno != EINTR) {
             cm_log_error("gw", "epoll_wait failed", "worker=%u error=%s", w->index,
                          strerror(errno));
@@ -2149,15 +2149,15 @@ void gw_h1_run(gw_worker_t *w)
             void *p = ev[i].data.ptr;
             if (p == l)
                 run_uv = true;
-            else if (p == &w->lfd)
+            else if (p == &w->edge.lfd)
                 on_accept(w);
             else
                 conn_event(p, ev[i].events);
         }
         /* bytes no edge will announce again: once each, in arrival order of
          * their posting (a connection posted again waits for the next round) */
-        gw_h1_t *posted = w->h1_posted;
-        w->h1_posted = NULL;
+        gw_h1_t *posted = w->edge.h1_posted;
+        w->edge.h1_posted = NULL;
         while (posted) {
             gw_h1_t *c = posted;
             posted = c->post_next;
@@ -2166,9 +2166,9 @@ void gw_h1_run(gw_worker_t *w)
                 read_once(c);
         }
     }
-    while (w->h1_dead) {
-        gw_h1_t *c = w->h1_dead;
-        w->h1_dead = c->dead_next;
+    while (w->edge.h1_dead) {
+        gw_h1_t *c = w->edge.h1_dead;
+        w->edge.h1_dead = c->dead_next;
         conn_free(c);
     }
 }
@@ -2197,9 +2197,9 @@ const char *gw_req_xff(const gw_req_t *r)
     if (r->hdr.xff_count <= 1)
         return r->hdr.xff;
     gw_worker_t *w = r->w;
-    if (!w->xff_join)
-        w->xff_join = cm_xmalloc(GW_H1_READ_BUF);
-    char *buf = w->xff_join;
+    if (!w->edge.xff_join)
+        w->edge.xff_join = cm_xmalloc(GW_H1_READ_BUF);
+    char *buf = w->edge.xff_join;
     size_t cap = GW_H1_READ_BUF; /* the fields and their ", " fit: they were one head */
     unsigned n;
     const gw_hdr_t *hs = gw_req_headers(r, &n);

@@ -392,8 +392,8 @@ void gw_http_check(gw_worker_t *w)
         w->in_iter = false;
         gw_ol_door_look(w);
     }
-    if (w->notify_relay) {
-        w->notify_relay = false;
+    if (w->buy.notify_relay) {
+        w->buy.notify_relay = false;
         gw_buy_relay_notify(w->srv);
     }
     /* between requests: this worker holds no per-sale rule set (gw_limit.h) */
@@ -593,7 +593,7 @@ static bool port_shared(const gw_server_t *srv, const struct sockaddr_storage *s
         bool ours = false;
         for (unsigned i = 0; i < srv->nworkers && !ours; i++) {
             struct stat sb;
-            ours = srv->workers[i].lfd >= 0 && fstat(srv->workers[i].lfd, &sb) == 0 &&
+            ours = srv->workers[i].edge.lfd >= 0 && fstat(srv->workers[i].edge.lfd, &sb) == 0 &&
                    sb.st_ino == ino;
         }
         if (!ours) {
@@ -634,13 +634,13 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
     srv->iptable = gw_ip_table_new();
     gw_conn_limit(srv);
     for (unsigned i = 0; i < srv->nworkers; i++)
-        srv->workers[i].lfd = srv->workers[i].efd = -1;
+        srv->workers[i].edge.lfd = srv->workers[i].edge.efd = -1;
     for (unsigned i = 0; i < srv->nworkers; i++) {
         gw_worker_t *w = &srv->workers[i];
         w->srv = srv;
         w->index = i;
-        w->spool_wait_tail = &w->spool_wait;
-        w->sync_wait_tail = &w->sync_wait;
+        w->buy.spool_wait_tail = &w->buy.spool_wait;
+        w->buy.sync_wait_tail = &w->buy.sync_wait;
         pthread_mutex_init(&w->hh_mu, NULL);
         w->rng = cm_mono_ns() ^ ((uint64_t)(i + 1) << 32);
         uv_loop_init(&w->loop);
@@ -738,16 +738,16 @@ void gw_workers_stop(gw_server_t *srv)
             pthread_join(w->thread, NULL);
         gw_limits_reader_offline(srv->limits, w->index); /* reads no rule set any more */
         uv_loop_close(&w->loop);
-        for (unsigned k = 0; k < w->nsold_out; k++)
-            gw_prep_free(w->sold_out_cache[k].resp);
-        w->nsold_out = 0;
+        for (unsigned k = 0; k < w->buy.nsold_out; k++)
+            gw_prep_free(w->buy.sold_out_cache[k].resp);
+        w->buy.nsold_out = 0;
         for (unsigned k = 0; k < GW_SCOPE_COUNT; k++) {
             gw_prep_free(w->rl_cache[k].resp);
             w->rl_cache[k].resp = NULL;
         }
         gw_ol_cache_free(w);
-        free(w->xff_join);
-        w->xff_join = NULL;
+        free(w->edge.xff_join);
+        w->edge.xff_join = NULL;
         while (w->free_reqs) {
             gw_req_t *r = w->free_reqs;
             w->free_reqs = r->next;

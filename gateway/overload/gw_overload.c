@@ -100,7 +100,7 @@ typedef struct gw_ol_worker {
     uint64_t tick_due_us;
     uint64_t lag_us;        /* the last measured loop lag */
     uint64_t iter_start_us; /* current loop iteration */
-    uint64_t win_idle_ns, win_start_ns; /* w->idle_ns at the window start */
+    uint64_t win_idle_ns, win_start_ns; /* w->edge.idle_ns at the window start */
     gw_ol_sched_t sched;    /* our load or the machine's (gw_busy_own_pct) */
     uint64_t rnd;
     /* the door (top of this file) */
@@ -242,10 +242,10 @@ void gw_ol_worker_start(gw_worker_t *w)
     o->door_ok = gw_config_split_hostport(w->srv->cfg->listen, host, sizeof(host), &port) == 0 &&
                  port != 0;
     gw_door_init(&o->door, ol->target_us, now);
-    /* Time spent waiting in epoll (w->idle_ns, gw_h1_run), to tell our own
+    /* Time spent waiting in epoll (w->edge.idle_ns, gw_h1_run), to tell our own
      * load from a starved CPU. */
     o->win_start_ns = uv_hrtime();
-    o->win_idle_ns = w->idle_ns;
+    o->win_idle_ns = w->edge.idle_ns;
     o->sched.self_fd = o->sched.cg_fd = -1;
     uv_timer_init(&w->loop, &o->tick);
     o->tick.data = o;
@@ -713,7 +713,7 @@ static void on_tick(uv_timer_t *t)
      * below that it grows back (gw_qdelay_tick). */
     if (now < o->q.win_start_us + o->q.interval_us)
         return;
-    uint64_t hr = uv_hrtime(), idle = w->idle_ns;
+    uint64_t hr = uv_hrtime(), idle = w->edge.idle_ns;
     uint64_t span = hr - o->win_start_ns, idled = idle - o->win_idle_ns;
     unsigned busy = span ? (unsigned)(100 - (idled >= span ? 100 : idled * 100 / span)) : 0;
     o->win_start_ns = hr;
@@ -922,33 +922,33 @@ void gw_ol_overloaded(gw_req_t *r, gw_ol_reason_t reason, const char *msg, bool 
      * (as sold out and 429 are), so a refusal costs no formatting, no
      * allocation and no header building. Messages are literals: pointer compares.
      */
-    for (unsigned i = 0; i < w->nol_cache; i++) {
-        if (w->ol_cache[i].reason == reason && w->ol_cache[i].msg == msg &&
-            w->ol_cache[i].retry == retry && w->ol_cache[i].degraded == degraded) {
-            r->cached = w->ol_cache[i].resp;
+    for (unsigned i = 0; i < w->ol_cache.n; i++) {
+        if (w->ol_cache.entry[i].reason == reason && w->ol_cache.entry[i].msg == msg &&
+            w->ol_cache.entry[i].retry == retry && w->ol_cache.entry[i].degraded == degraded) {
+            r->cached = w->ol_cache.entry[i].resp;
             r->cached_reply = GW_R_OVERLOADED;
             return;
         }
     }
     build_overloaded(w, &r->resp, reason, msg, retry, degraded);
-    if (w->nol_cache == GW_OL_CACHE)
+    if (w->ol_cache.n == GW_OL_CACHE)
         return; /* answered from r->resp */
     gw_prep_t *mr = gw_prep_new(&r->resp, w);
-    w->ol_cache[w->nol_cache].reason = reason;
-    w->ol_cache[w->nol_cache].msg = msg;
-    w->ol_cache[w->nol_cache].retry = retry;
-    w->ol_cache[w->nol_cache].degraded = degraded;
-    w->ol_cache[w->nol_cache].resp = mr;
-    w->nol_cache++;
+    w->ol_cache.entry[w->ol_cache.n].reason = reason;
+    w->ol_cache.entry[w->ol_cache.n].msg = msg;
+    w->ol_cache.entry[w->ol_cache.n].retry = retry;
+    w->ol_cache.entry[w->ol_cache.n].degraded = degraded;
+    w->ol_cache.entry[w->ol_cache.n].resp = mr;
+    w->ol_cache.n++;
     r->cached = mr;
     r->cached_reply = GW_R_OVERLOADED;
 }
 
 void gw_ol_cache_free(gw_worker_t *w)
 {
-    for (unsigned i = 0; i < w->nol_cache; i++)
-        gw_prep_free(w->ol_cache[i].resp);
-    w->nol_cache = 0;
+    for (unsigned i = 0; i < w->ol_cache.n; i++)
+        gw_prep_free(w->ol_cache.entry[i].resp);
+    w->ol_cache.n = 0;
 }
 
 void gw_ol_count_shed(gw_worker_t *w, gw_crit_t c)
