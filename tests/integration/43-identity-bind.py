@@ -8,17 +8,20 @@ joins naming the victim) leaves the victim's per-user bucket untouched while the
 attacker's own joins spend the attacker's. The lottery, directly and through a
 waiting room: a duplicate entry answers only its own verified user, and only
 that user reads the entry without its status token. The owner of an order
-reads it after a restart (the spool replay records the owners). Header mode:
+reads it after a restart (the spool replay records the owners) and on another
+gateway that reads it from the same Kafka (the consumer records them). Header mode:
 a room join from the trusted proxy is the header's user, from anyone else 403."""
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fg import BIN, check, eq, finish, Gateway, need_binary, Resp  # noqa: E402
+import fgq  # noqa: E402
 
 need_binary("flashgate")
 need_binary("flashgate-token")
@@ -255,6 +258,40 @@ try:
 finally:
     g.stop()
     g.cleanup()
+
+# ---- two gateways on one Kafka: the other gateway knows the order's buyer too ----
+a = Gateway(*XFF_TRUST, "--set", "identity.mode=jwt", "--kafka-brokers", "embedded").start()
+b = None
+try:
+    boot = fgq.bootstrap(a.data_dir)
+    jwks = os.path.join(a.tmp, "jwks.json")
+    out = subprocess.run([os.path.join(BIN, "flashgate-token"), "--data-dir", a.data_dir,
+                          "--jwks"], capture_output=True, text=True, timeout=20)
+    with open(jwks, "w") as f:
+        f.write(out.stdout)
+    b = Gateway(*XFF_TRUST, "--set", "identity.mode=jwt", "--set", "identity.jwks_file=" + jwks,
+                "--kafka-brokers", boot)
+    # one status key for both, as a fleet shares it through Redis
+    os.makedirs(b.data_dir, exist_ok=True)
+    shutil.copy(os.path.join(a.data_dir, "status.key"), os.path.join(b.data_dir, "status.key"))
+    os.chmod(os.path.join(b.data_dir, "status.key"), 0o600)
+    b.start()
+    buyer, other = mint(a.data_dir, "kbuyer"), mint(a.data_dir, "kother")
+    a.put_sale("k1", stock=3, per_user_limit=1)
+    r = buy(a, "k1", buyer)
+    eq(r.status, 202, "a buy on gateway a")
+    k_oid, k_tok = r.json["order_id"], r.json["status_token"]
+    ok = fgq.wait_until(lambda: b.order(k_oid, token=k_tok).status == 200, 20)
+    check(ok, "gateway b reads the order from Kafka (with its status token)")
+    r = status(b, k_oid, buyer)
+    eq(r.status, 200, "on gateway b the buyer reads it with its login token alone")
+    eq(status(b, k_oid, other).status, 404, "another verified user does not")
+    eq(status(b, k_oid).status, 404, "nor an anonymous request")
+finally:
+    for x in (b, a):
+        if x:
+            x.stop()
+            x.cleanup()
 
 # ---- header mode: the room join from the trusted proxy, and from anyone else ----
 g = Gateway("--server-trusted-proxies", "127.0.0.1", "--set", "identity.mode=header",
