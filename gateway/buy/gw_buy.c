@@ -614,18 +614,40 @@ static uint64_t token_number(const char *s, const char *dot)
     return v;
 }
 
-static bool admission_ok(gw_req_t *r, int64_t now_ms)
+/* Why an X-Admission-Token does not admit: the "reason" of the 403. */
+#define ADMISSION_OUTCOMES(XX)                                                                 \
+    XX(OK, "ok") XX(MISSING, "missing") XX(MALFORMED, "malformed") XX(EXPIRED, "expired")      \
+    XX(NOT_THIS_BUYER, "not_this_buyer")
+typedef enum {
+#define XX(n, s) ADM_##n,
+    ADMISSION_OUTCOMES(XX)
+#undef XX
+} admission_t;
+static const char *const admission_names[] = {
+#define XX(n, s) s,
+    ADMISSION_OUTCOMES(XX)
+#undef XX
+};
+
+/* The token's MAC binds sale and user: one given to another user (or for
+ * another sale, or forged) is not_this_buyer. */
+static admission_t admission_check(gw_req_t *r, int64_t now_ms)
 {
     const char *t = r->hdr.admission;
-    const char *dot = t ? strchr(t, '.') : NULL;
+    if (!t)
+        return ADM_MISSING;
+    const char *dot = strchr(t, '.');
     if (!dot || dot - t > 12)
-        return false;
+        return ADM_MALFORMED;
     long long exp = (long long)token_number(t, dot); /* at most 12 digits */
-    if (exp <= 0 || exp < now_ms / 1000)
-        return false;
+    if (exp <= 0)
+        return ADM_MALFORMED;
+    if (exp < now_ms / 1000)
+        return ADM_EXPIRED;
     char msg[200];
     snprintf(msg, sizeof(msg), "a:%s:%s:%lld", r->id, r->res.user_id, exp);
-    return gw_token_mac_ok(r->w->srv, msg, dot + 1, strlen(dot + 1));
+    return gw_token_mac_ok(r->w->srv, msg, dot + 1, strlen(dot + 1)) ? ADM_OK
+                                                                      : ADM_NOT_THIS_BUYER;
 }
 
 bool gw_buy_handle(gw_req_t *r)
@@ -727,10 +749,17 @@ bool gw_buy_handle(gw_req_t *r)
     size_t user_len = strlen(r->res.user_id);
     gw_limits_prefetch_user(srv->limits, r->res.user_id, user_len);
     /* 3a. a sale with a waiting room needs its admission token (no shared state) */
-    if (gw_fair_room(srv->fair, r->id) && !admission_ok(r, now_ms)) {
-        gw_resp_error(&r->resp, GW_R_ADMISSION_REQUIRED, NULL,
-                      "sale %s has a waiting room: take a place with GET /v1/sales/%s/queue"
-                      "?user_id=... and buy with its admission_token in X-Admission-Token",
+    admission_t adm = gw_fair_room(srv->fair, r->id) ? admission_check(r, now_ms) : ADM_OK;
+    if (adm != ADM_OK) {
+        char extra[48];
+        snprintf(extra, sizeof(extra), "\"reason\":\"%s\"", admission_names[adm]);
+        gw_resp_error(&r->resp, GW_R_ADMISSION_REQUIRED, extra,
+                      adm == ADM_NOT_THIS_BUYER
+                          ? "X-Admission-Token was not given to this buyer for sale %s: take "
+                            "your own place with GET /v1/sales/%s/queue"
+                          : "sale %s has a waiting room: take a place with GET "
+                            "/v1/sales/%s/queue and buy with its admission_token in "
+                            "X-Admission-Token",
                       r->id, r->id);
         return false;
     }
@@ -982,15 +1011,19 @@ void gw_order_handle(gw_req_t *r)
     if (!tok)
         tok = gw_req_header(r, "X-Order-Token");
     bool tok_ok = gw_status_token_ok(r->w->srv, id, tok);
-    /* With identity on, the verified buyer reads their own order without it. */
+    /* With identity on, the verified buyer reads their own order without it:
+     * an order by the owner table (gw_identity_order_put), a lottery entry by
+     * the user it is keyed on. */
     char buyer[ID_USER_MAX + 1];
-    if (!tok_ok && gw_identity_user(r, buyer))
+    bool verified = !tok_ok && gw_identity_user(r, buyer);
+    if (verified)
         tok_ok = gw_identity_order_owner(r->w->srv, id, buyer);
     gw_orders_found_t f =
         tok_ok ? gw_orders_lookup(r->w->srv->orders, id, &ord) : GW_ORDERS_UNKNOWN;
     if (f != GW_ORDERS_FOUND) {
         gw_fair_ticket_t t;
-        if (tok_ok && gw_fair_lookup(r->w->srv->fair, id, &t)) {
+        if ((tok_ok || verified) && gw_fair_lookup(r->w->srv->fair, id, &t) &&
+            (tok_ok || strcmp(t.user_id, buyer) == 0)) {
             fair_order(r, &t);
             return;
         }
@@ -1057,7 +1090,15 @@ void gw_room_handle(gw_req_t *r)
     gw_fair_room_view_t v;
     gw_fair_room_view(fs, &v);
     const char *user = gw_req_arg(r, "user_id");
-    if (!user) {
+    const char *ticket = gw_req_arg(r, "ticket");
+    /* With identity on, a request for a place (user_id, ticket or join in the
+     * query, or a bearer token) is the verified user's: the places, tickets,
+     * admission tokens and the per-user bucket are keyed by that user only. A
+     * cookie or trusted header alone does not make a join of the page poll. */
+    bool identity = gw_identity_on(srv);
+    bool personal = user || ticket ||
+                    (identity && (gw_req_arg(r, "join") || gw_req_header(r, "Authorization")));
+    if (!personal) {
         /* the queue page every client polls: the same bytes for all, cacheable */
         gw_resp_init(p, GW_R_OK);
         p->body_len = (size_t)snprintf(
@@ -1069,14 +1110,37 @@ void gw_room_handle(gw_req_t *r)
         gw_resp_header(p, "Cache-Control", "public, max-age=1");
         return;
     }
-    if (!inv_id_valid(user, strlen(user), INV_USER_ID_MAX)) {
+    if (user && !inv_id_valid(user, strlen(user), INV_USER_ID_MAX)) {
         gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
                       "user_id must be 1..64 characters of A-Z a-z 0-9 . _ -");
         return;
     }
+    bool take = !ticket && r->verb != GW_VERB_HEAD;
+    uint8_t ipkey[16];
+    size_t iplen = 0;
+    gw_limit_verdict_t lv;
+    char verified[ID_USER_MAX + 1];
+    if (identity) {
+        /* As in the buy: the address's limits before the token's check (a
+         * join only: a ticket or HEAD takes nothing), the user's after it. */
+        if (take) {
+            iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
+            gw_limits_admit_ip(srv->limits, (const char *)ipkey, iplen, r->w->now_ns, &lv);
+            if (!lv.allowed) {
+                gw_hitters_add(r->w, NULL, ipkey, iplen);
+                reply_rate_limited(r, &lv);
+                return;
+            }
+        }
+        if (!gw_identity_check(r, user, verified))
+            return;
+        user = verified;
+    } else if (!user) {
+        gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "missing query parameter user_id");
+        return;
+    }
     char msg[200], mac[GW_TOKEN_LEN + 1];
     uint64_t pos = 0;
-    const char *ticket = gw_req_arg(r, "ticket");
     if (ticket) {
         const char *dot = strchr(ticket, '.');
         unsigned long long q = dot ? token_number(ticket, dot) : 0;
@@ -1096,13 +1160,11 @@ void gw_room_handle(gw_req_t *r)
          * user who holds a place gets it back. HEAD takes none: its head is
          * the one a join would get now. */
         size_t user_len = strlen(user);
-        bool take = r->verb != GW_VERB_HEAD;
         if (take) {
-            uint8_t ipkey[16];
-            size_t iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
-            gw_limit_verdict_t lv;
-            gw_limits_admit(srv->limits, user, user_len, (const char *)ipkey, iplen, r->id,
-                            strlen(r->id), r->w->now_ns, &lv);
+            if (!identity)
+                iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
+            gw_limits_admit(srv->limits, user, user_len, identity ? NULL : (const char *)ipkey,
+                            identity ? 0 : iplen, r->id, strlen(r->id), r->w->now_ns, &lv);
             if (!lv.allowed) {
                 gw_hitters_add(r->w, user, ipkey, iplen);
                 reply_rate_limited(r, &lv);

@@ -15,6 +15,7 @@
 #include "gateway/base/gw_base.h"
 #include "gateway/base/gw_fleet.h"
 #include "gateway/buy/gw_buy.h"
+#include "gateway/buy/gw_identity.h"
 #include "gateway/edge/gw_edge.h"
 #include "gateway/overload/gw_ol.h"
 #include "inventory/inv_fleet.h"
@@ -503,6 +504,7 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
                 break;
             }
             gw_orders_put(srv->orders, &o);
+            gw_identity_order_put(srv, o.order_id, o.user_id);
             if (srv->workers)
                 atomic_fetch_add_explicit(&srv->workers[0].ctr.accepted_units, o.qty,
                                           memory_order_relaxed);

@@ -287,10 +287,9 @@ static void scope_idem_key(char *key, const char *user)
     *p = '\0';
 }
 
-bool gw_identity_buy(gw_req_t *r)
+bool gw_identity_check(gw_req_t *r, const char *claimed, char *user)
 {
     struct gw_identity *id = r->w->srv->identity;
-    char user[ID_USER_MAX + 1];
     int oc = ID_MISSING;
     switch (who(r, user, &oc, true)) {
     case WHO_UNTRUSTED:
@@ -322,13 +321,21 @@ bool gw_identity_buy(gw_req_t *r)
     case WHO_OK:
         break;
     }
-    if (r->res.user_id[0] && strcmp(r->res.user_id, user) != 0) {
+    if (claimed && claimed[0] && strcmp(claimed, user) != 0) {
         bump(&id->workers[r->w->index].mismatches);
         gw_resp_error(&r->resp, GW_R_IDENTITY_MISMATCH, NULL,
-                      "the body's user_id is not the verified buyer (omit it, or send the "
+                      "user_id is not the verified buyer (omit it, or send the "
                       "token's own user)");
         return false;
     }
+    return true;
+}
+
+bool gw_identity_buy(gw_req_t *r)
+{
+    char user[ID_USER_MAX + 1];
+    if (!gw_identity_check(r, r->res.user_id, user))
+        return false;
     memcpy(r->res.user_id, user, strlen(user) + 1);
     if (r->res.idem_key[0])
         scope_idem_key(r->res.idem_key, user);

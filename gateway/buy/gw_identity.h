@@ -40,6 +40,15 @@ bool gw_identity_on(const gw_server_t *srv);
 bool gw_identity_buy(gw_req_t *r);
 
 /*
+ * The identity step of a request that names its user elsewhere (claimed: the
+ * body's or query's user_id, "" or NULL when omitted): true with the verified
+ * user in `user` (ID_USER_MAX + 1 bytes) when it verifies and claimed is
+ * omitted or the same; else fills r->resp as gw_identity_buy does and returns
+ * false. Identity must be on (gw_identity_on). Loop thread of r->w.
+ */
+bool gw_identity_check(gw_req_t *r, const char *claimed, char *user);
+
+/*
  * The verified user of a request that may carry a token (order status),
  * without answering: true with the user in `user` (ID_USER_MAX + 1 bytes),
  * false when identity is off, no token or header is present, or it does not

@@ -15,6 +15,7 @@
 #include "gateway/base/gw_base.h"
 #include "gateway/base/gw_fleet.h"
 #include "gateway/buy/gw_buy.h"
+#include "gateway/buy/gw_identity.h"
 #include "gateway/edge/gw_edge.h"
 #include "gateway/overload/gw_ol.h"
 #include "inventory/inv_fleet.h"
@@ -499,6 +500,7 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
         }
         for (size_t i = 0; i < nwon && crc == 0; i++) {
             gw_orders_put(srv->orders, &won[i]);
+            gw_identity_order_put(srv, won[i].order_id, won[i].user_id);
             if (srv->workers)
                 atomic_fetch_add_explicit(&srv->workers[0].ctr.accepted_units, won[i].qty,
                                           memory_order_relaxed);

@@ -13,6 +13,7 @@
 #include "common/cm_log.h"
 #include "gateway/base/gw_base.h"
 #include "gateway/buy/gw_buy.h"
+#include "gateway/buy/gw_identity.h"
 #include "gateway/ctl/gw_ctl.h"
 #include "gateway/edge/gw_edge.h"
 #include "gateway/http/gw_http.h"
@@ -27,6 +28,8 @@ static void on_order(const oq_order_t *o, void *ud)
 {
     gw_server_t *srv = ud;
     gw_orders_put(srv->orders, o);
+    /* Every gateway that reads the order's status knows its buyer too. */
+    gw_identity_order_put(srv, o->order_id, o->user_id);
 }
 
 static bool release_pending(const char *order_id, void *ud)

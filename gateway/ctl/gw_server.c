@@ -175,6 +175,7 @@ static int replay_one(const oq_rec_t *rec, void *arg)
         const oq_order_t *o = rec->order;
         inv_replay(srv->inv, o->sale_id, o->user_id, o->qty, o->order_id, o->idem_key);
         gw_orders_put(srv->orders, o);
+        gw_identity_order_put(srv, o->order_id, o->user_id);
         /* With the embedded broker a record is released only once settlement
          * published its outcome; a failure comes later as a release event. */
         if (rc->settled_before_release && oq_pos_cmp(rec->pos, rc->released) < 0)
@@ -256,6 +257,10 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
         return rc;
     if ((rc = gw_status_key_load(srv, errbuf, errlen)))
         return rc;
+    /* Keys, verifier, the JWKS fetcher's first fetch, a cache per worker (before
+     * the workers), and the order owners' table, which the spool replay fills. */
+    if ((rc = gw_identity_start(srv, errbuf, errlen)))
+        return rc;
     srv->orders = gw_orders_new(cfg->orders_max_known);
     srv->limits = gw_limits_new(cfg->limiter_max_keys);
     if (!srv->limits) {
@@ -323,9 +328,6 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
     if ((rc = gw_fair_open(srv, errbuf, errlen)))
         return rc;
 
-    /* Keys, verifier, the JWKS fetcher's first fetch, a cache per worker: before the workers. */
-    if ((rc = gw_identity_start(srv, errbuf, errlen)))
-        return rc;
     if ((rc = gw_kafka_start(srv, errbuf, errlen)))
         return rc;
     if ((rc = gw_overload_start(srv, errbuf, errlen)))

@@ -59,8 +59,9 @@ for k, role in server.items():
     eq(secured, role != "NONE", "%s %s: documented security matches role %s" % (k + (role,)))
     if role != "NONE":
         check("401" in op["responses"], "%s %s documents 401" % k)
-    # (the buy's 403 is the waiting room's admission_required, a public answer)
-    if k != ("POST", "/v1/sales/{sale_id}/orders"):
+    # (the buy's 403 is the waiting room's admission_required, a public answer; the
+    # queue's is identity's, identity_mismatch or forbidden)
+    if k not in (("POST", "/v1/sales/{sale_id}/orders"), ("GET", "/v1/sales/{sale_id}/queue")):
         eq("403" in op["responses"], role == "WRITE", "%s %s documents 403 iff a write route" % k)
 
 
@@ -410,6 +411,10 @@ try:
         elsewhere[(m, tpl, "505")] = "an HTTP/2 request line, raw socket: 14-http1"
     elsewhere[("GET", O, "400")] = "bad framing (e.g. two Content-Lengths), raw socket: 14-http1"
     elsewhere[("POST", B, "401")] = "identity.mode=jwt or header (this gateway: none): 39-identity"
+    elsewhere[("GET", Q, "401")] = "identity.mode=jwt or header: 43-identity-bind"
+    elsewhere[("GET", Q, "403")] = "identity.mode=jwt or header: 43-identity-bind"
+    elsewhere[("GET", Q, "503")] = ("no_keys: jwt mode without a key set, which start refuses "
+                                    "to begin in; unit.identity test_id_fetch/test_id_cache")
     for (m, tpl), op in sorted(documented.items()):
         for st in op["responses"]:
             if (m, tpl, st) not in covered and (m, tpl, st) not in elsewhere:

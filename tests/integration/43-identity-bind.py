@@ -1,0 +1,324 @@
+"""Every per-user fact bound to the verified buyer (issue 51, docs/identity.md):
+identity.mode=jwt with the data dir's key and tokens minted by flashgate-token.
+The waiting room: a join is the verified user's (another user's id is 403
+identity_mismatch, none is 401, no place taken), the same user gets the same
+place back, a ticket and an admission token work for their own user only (403
+admission_required "not_this_buyer", nothing taken); the targeted lockout (queue
+joins naming the victim) leaves the victim's per-user bucket untouched while the
+attacker's own joins spend the attacker's. The lottery, directly and through a
+waiting room: a duplicate entry answers only its own verified user, and only
+that user reads the entry without its status token. The owner of an order
+reads it after a restart (the spool replay records the owners) and on another
+gateway that reads it from the same Kafka (the consumer records them). Header mode:
+a room join from the trusted proxy is the header's user, from anyone else 403."""
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fg import BIN, check, eq, finish, Gateway, need_binary, Resp  # noqa: E402
+import fgq  # noqa: E402
+
+need_binary("flashgate")
+need_binary("flashgate-token")
+
+XFF_TRUST = ["--server-trusted-proxies", "127.0.0.1"]
+_ips = iter(range(1, 60000))
+
+
+def fresh_ip():
+    """A client address of its own per request: these probes are about the
+    per-user scope, so no address bucket runs dry."""
+    n = next(_ips)
+    return "10.9.%d.%d" % (n // 250, n % 250 + 1)
+
+
+def mint(data_dir, user):
+    out = subprocess.run([os.path.join(BIN, "flashgate-token"), "--data-dir", data_dir, user],
+                         capture_output=True, text=True, timeout=20)
+    if out.returncode != 0:
+        raise RuntimeError("flashgate-token: %s" % out.stderr)
+    return out.stdout.strip()
+
+
+def req(port, method, path, body=None, headers=None, source="127.0.0.1"):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
+    h = dict(headers or {})
+    if isinstance(body, dict):
+        body = json.dumps(body)
+        h.setdefault("Content-Type", "application/json")
+    c.request(method, path, body=body, headers=h)
+    r = c.getresponse()
+    out = Resp(r.status, r.getheaders(), r.read())
+    c.close()
+    return out
+
+
+def auth(token, extra=None):
+    h = {"X-Forwarded-For": fresh_ip()}
+    if token:
+        h["Authorization"] = "Bearer " + token
+    h.update(extra or {})
+    return h
+
+
+def join(g, sale, token=None, query="", headers=None, method="GET", source="127.0.0.1"):
+    path = "/v1/sales/%s/queue" % sale + ("?" + query if query else "")
+    return req(g.port, method, path, headers=auth(token, headers), source=source)
+
+
+def buy(g, sale, token=None, body=None, admission=None):
+    h = {}
+    if admission:
+        h["X-Admission-Token"] = admission
+    return req(g.port, "POST", "/v1/sales/%s/orders" % sale,
+               body=body if body is not None else {"qty": 1}, headers=auth(token, h))
+
+
+def status(g, oid, token=None):
+    return req(g.port, "GET", "/v1/orders/" + oid, headers=auth(token))
+
+
+def queued(g, sale):
+    return g.get("/v1/sales/%s/queue" % sale).json["queued"]
+
+
+def stock_left(g, sale):
+    return g.get("/v1/sales/" + sale).json["stock_left"]
+
+
+def admitted(g, sale, token, ticket, timeout=10):
+    """The admission token of the holder of ticket, once the front passed it."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        r = join(g, sale, token, "ticket=" + ticket)
+        if r.status == 200 and r.json.get("admission_token"):
+            return r.json["admission_token"]
+        time.sleep(0.1)
+    return None
+
+
+def iso(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+# ---- jwt mode, the data dir's key ----
+g = Gateway(*XFF_TRUST, "--set", "identity.mode=jwt", "--kafka-brokers", "none").start()
+try:
+    tok = {u: mint(g.data_dir, u) for u in ("victim-42", "victim-43", "mallory", "eve",
+                                               "victim-46", "victim-47")}
+    mallory = tok["mallory"]
+    eq(g.admin("PUT", "/admin/v1/degrade", body={"level": 0}).status, 200, "level 0 pinned")
+    r = g.admin("PUT", "/admin/v1/sales/wr", body={"stock": 10, "per_user_limit": 1,
+                                                    "waiting_room_rate": 1000})
+    eq(r.status, 201, "a sale with a waiting room")
+
+    # impersonation: the victim's id with another token, or with none
+    r = join(g, "wr", mallory, "user_id=victim-42")
+    eq((r.status, r.json.get("error")), (403, "identity_mismatch"),
+       "a join naming the victim with mallory's token")
+    r = join(g, "wr", None, "user_id=victim-42")
+    eq((r.status, r.json.get("error"), r.json.get("reason")), (401, "unauthorized", "missing"),
+       "a join naming the victim without a token")
+    r = join(g, "wr", "not-a-token", "join")
+    eq((r.status, r.json.get("reason")), (401, "malformed"), "a join with a bad token")
+    eq(queued(g, "wr"), 0, "the refused joins took no place")
+    r = join(g, "wr")
+    eq((r.status, r.headers.get("cache-control")), (200, "public, max-age=1"),
+       "no token, no user_id: the public queue page")
+    check("position" not in r.json, "the page names no place")
+
+    # the victim's own place: the same on every join, with or without its own user_id
+    r = join(g, "wr", tok["victim-42"])
+    eq((r.status, r.headers.get("cache-control")), (200, "no-store"),
+       "a bearer token alone joins")
+    v_pos, v_ticket = r.json["position"], r.json["ticket"]
+    eq(join(g, "wr", tok["victim-42"], "user_id=victim-42").json["position"], v_pos,
+       "joining again as the same verified user (its own user_id named) keeps the place")
+    eq(join(g, "wr", tok["victim-42"], "join").json["position"], v_pos,
+       "?join keeps the place too")
+    r = join(g, "wr", mallory, "ticket=" + v_ticket)
+    eq(r.status, 400, "the victim's ticket with mallory's token is refused")
+    check(v_ticket not in r.raw.decode(), "and hands back nothing of the victim's")
+    r = join(g, "wr", mallory)
+    eq(r.status, 200, "mallory's own join")
+    check(r.json["position"] != v_pos, "mallory gets a place of its own, not the victim's")
+    m_ticket = r.json["ticket"]
+
+    # admission tokens: for their own buyer only
+    v_adm = admitted(g, "wr", tok["victim-42"], v_ticket)
+    check(v_adm is not None, "the victim is admitted")
+    m_adm = admitted(g, "wr", mallory, m_ticket)
+    check(m_adm is not None and m_adm != v_adm, "mallory is admitted with a token of its own")
+    r = buy(g, "wr", mallory, admission=v_adm)
+    eq((r.status, r.json.get("error"), r.json.get("reason")),
+       (403, "admission_required", "not_this_buyer"),
+       "the victim's admission token presented by mallory does not admit")
+    r = buy(g, "wr", mallory, body={"user_id": "victim-42", "qty": 1}, admission=v_adm)
+    eq((r.status, r.json.get("error")), (403, "identity_mismatch"),
+       "nor with the victim's id in the body")
+    r = buy(g, "wr", mallory)
+    eq((r.status, r.json.get("reason")), (403, "missing"), "no admission token: reason missing")
+    r = buy(g, "wr", mallory, admission="1." + v_adm.split(".")[1])
+    eq((r.status, r.json.get("reason")), (403, "expired"), "an expired admission token")
+    eq(stock_left(g, "wr"), 10, "the refused buys took nothing")
+    r = buy(g, "wr", tok["victim-42"], admission=v_adm)
+    eq(r.status, 202, "the victim buys with its own admission token")
+    eq(buy(g, "wr", mallory, admission=m_adm).status, 202, "mallory buys with its own")
+    eq(stock_left(g, "wr"), 8, "two units, one each")
+
+    # targeted lockout: joins of a decoy room naming victim-43 leave its bucket whole
+    eq(g.admin("PUT", "/admin/v1/sales/decoy", body={"stock": 5, "waiting_room_rate": 1000})
+       .status, 201, "the decoy sale")
+    g.put_sale("s43", stock=5, per_user_limit=5)
+    for i in range(8):
+        r = join(g, "decoy", mallory, "user_id=victim-43")
+        eq(r.status, 403, "lockout join %d with mallory's token: 403" % i)
+        r = join(g, "decoy", None, "user_id=victim-43")
+        eq(r.status, 401, "lockout join %d without a token: 401" % i)
+    eq(queued(g, "decoy"), 0, "no place taken in the victim's name")
+    codes = [buy(g, "s43", tok["victim-43"]).status for _ in range(5)]
+    eq(codes, [202] * 5, "the victim's five buys after the probe (its per-user burst of 5 whole)")
+    # an attacker's own joins spend its own bucket, keyed by its verified id
+    codes = [join(g, "decoy", tok["eve"]).status for _ in range(8)]
+    check(codes.count(429) >= 1 and codes[0] == 200,
+          "eve's own joins run into its own per-user limit: %r" % codes)
+    r = join(g, "decoy", tok["eve"])
+    if r.status == 429:
+        eq(r.json.get("scope"), "user", "the scope of eve's 429 is user")
+    eq(join(g, "decoy", tok["victim-47"]).status, 200, "and another user's join is not refused")
+
+    # the lottery, direct: a duplicate entry answers only its own verified user
+    starts = int(time.time()) + 30
+    g.put_sale("lot", stock=5, per_user_limit=1, starts_at=iso(starts), fair_window_ms=5000,
+               fair_early_ms=60000)
+    r = buy(g, "lot", tok["victim-46"])
+    eq((r.status, r.json.get("status")), (202, "entered"), "the victim's entry")
+    e_oid, e_tok = r.json["order_id"], r.json["status_token"]
+    for body in ({"user_id": "victim-46", "qty": 1}, {"qty": 1}):
+        r = buy(g, "lot", mallory, body=body)
+        check(e_oid not in r.raw.decode() and e_tok not in r.raw.decode() and
+              not r.json.get("duplicate"),
+              "mallory (body %r) gets neither the victim's entry nor its token" % body)
+    r = buy(g, "lot", None, body={"user_id": "victim-46", "qty": 1})
+    eq(r.status, 401, "an entry in the victim's name without a token")
+    r = buy(g, "lot", tok["victim-46"])
+    eq((r.status, r.json.get("duplicate"), r.json.get("order_id"), r.json.get("status_token")),
+       (202, True, e_oid, e_tok), "the victim's own duplicate answers its entry")
+    r = status(g, e_oid, tok["victim-46"])
+    eq((r.status, r.json.get("status")), (200, "entered"),
+       "the victim reads its entry with its login token, without the status token")
+    eq(status(g, e_oid, mallory).status, 404, "mallory does not")
+    eq(status(g, e_oid).status, 404, "nor an anonymous request")
+
+    # the lottery through a waiting room: admission, then the entry, both the user's
+    starts = int(time.time()) + 2
+    r = g.admin("PUT", "/admin/v1/sales/lotwr", body={
+        "stock": 5, "per_user_limit": 1, "starts_at": iso(starts), "fair_window_ms": 30000,
+        "fair_early_ms": 30000, "waiting_room_rate": 1000})
+    eq(r.status, 201, "a lottery behind a waiting room")
+    vt = join(g, "lotwr", tok["victim-47"]).json["ticket"]
+    mt = join(g, "lotwr", mallory).json["ticket"]
+    v_adm = admitted(g, "lotwr", tok["victim-47"], vt, timeout=15)
+    m_adm = admitted(g, "lotwr", mallory, mt, timeout=15)
+    check(v_adm and m_adm, "both admitted once the sale starts")
+    r = buy(g, "lotwr", mallory, admission=v_adm)
+    eq((r.status, r.json.get("reason")), (403, "not_this_buyer"),
+       "the victim's admission token does not enter mallory")
+    r = buy(g, "lotwr", tok["victim-47"], admission=v_adm)
+    eq((r.status, r.json.get("status")), (202, "entered"), "the victim enters through the room")
+    e_oid, e_tok = r.json["order_id"], r.json["status_token"]
+    r = buy(g, "lotwr", mallory, admission=m_adm, body={"user_id": "victim-47", "qty": 1})
+    eq((r.status, r.json.get("error")), (403, "identity_mismatch"),
+       "mallory naming the victim through the room")
+    r = buy(g, "lotwr", mallory, admission=m_adm)
+    eq((r.status, r.json.get("status")), (202, "entered"), "mallory's own entry through the room")
+    check(e_oid not in r.raw.decode() and e_tok not in r.raw.decode() and
+          not r.json.get("duplicate"), "mallory's entry is not the victim's duplicate")
+    r = buy(g, "lotwr", tok["victim-47"], admission=v_adm)
+    eq((r.status, r.json.get("duplicate"), r.json.get("order_id")), (202, True, e_oid),
+       "the victim's second entry through the room is its own duplicate")
+    eq(status(g, e_oid, mallory).status, 404, "mallory cannot read the victim's entry")
+
+    # the owner reads its order after a restart: the spool replay records the owner
+    g.put_sale("rs", stock=3, per_user_limit=1)
+    r = buy(g, "rs", tok["victim-47"])
+    eq(r.status, 202, "a buy before the restart")
+    r_oid = r.json["order_id"]
+    g.stop()
+    g.start()
+    r = status(g, r_oid, tok["victim-47"])
+    eq(r.status, 200, "after a restart its buyer reads the order without the status token")
+    eq(status(g, r_oid, mallory).status, 404, "another verified user still does not")
+    check(g.alive(), "jwt gateway alive")
+finally:
+    g.stop()
+    g.cleanup()
+
+# ---- two gateways on one Kafka: the other gateway knows the order's buyer too ----
+a = Gateway(*XFF_TRUST, "--set", "identity.mode=jwt", "--kafka-brokers", "embedded").start()
+b = None
+try:
+    boot = fgq.bootstrap(a.data_dir)
+    jwks = os.path.join(a.tmp, "jwks.json")
+    out = subprocess.run([os.path.join(BIN, "flashgate-token"), "--data-dir", a.data_dir,
+                          "--jwks"], capture_output=True, text=True, timeout=20)
+    with open(jwks, "w") as f:
+        f.write(out.stdout)
+    b = Gateway(*XFF_TRUST, "--set", "identity.mode=jwt", "--set", "identity.jwks_file=" + jwks,
+                "--kafka-brokers", boot)
+    # one status key for both, as a fleet shares it through Redis
+    os.makedirs(b.data_dir, exist_ok=True)
+    shutil.copy(os.path.join(a.data_dir, "status.key"), os.path.join(b.data_dir, "status.key"))
+    os.chmod(os.path.join(b.data_dir, "status.key"), 0o600)
+    b.start()
+    buyer, other = mint(a.data_dir, "kbuyer"), mint(a.data_dir, "kother")
+    a.put_sale("k1", stock=3, per_user_limit=1)
+    r = buy(a, "k1", buyer)
+    eq(r.status, 202, "a buy on gateway a")
+    k_oid, k_tok = r.json["order_id"], r.json["status_token"]
+    ok = fgq.wait_until(lambda: b.order(k_oid, token=k_tok).status == 200, 20)
+    check(ok, "gateway b reads the order from Kafka (with its status token)")
+    r = status(b, k_oid, buyer)
+    eq(r.status, 200, "on gateway b the buyer reads it with its login token alone")
+    eq(status(b, k_oid, other).status, 404, "another verified user does not")
+    eq(status(b, k_oid).status, 404, "nor an anonymous request")
+finally:
+    for x in (b, a):
+        if x:
+            x.stop()
+            x.cleanup()
+
+# ---- header mode: the room join from the trusted proxy, and from anyone else ----
+g = Gateway("--server-trusted-proxies", "127.0.0.1", "--set", "identity.mode=header",
+            "--set", "identity.header=X-Authenticated-User", "--kafka-brokers", "none").start()
+try:
+    eq(g.admin("PUT", "/admin/v1/sales/hr", body={"stock": 5, "waiting_room_rate": 1000})
+       .status, 201, "a sale with a waiting room")
+    dave = {"X-Authenticated-User": "dave"}
+    r = join(g, "hr", None, "join", headers=dave, source="127.0.0.2")
+    eq((r.status, r.json.get("error")), (403, "forbidden"), "the header from an untrusted peer")
+    r = join(g, "hr", None, "user_id=dave", source="127.0.0.2")
+    eq((r.status, r.json.get("reason")), (401, "missing"),
+       "a user_id alone, from an untrusted peer, is no identity")
+    eq(queued(g, "hr"), 0, "no place taken")
+    r = join(g, "hr", None, "join", headers=dave)
+    eq(r.status, 200, "the header from the trusted proxy joins")
+    pos = r.json["position"]
+    eq(join(g, "hr", None, "user_id=dave", headers=dave).json["position"], pos,
+       "as the header's user: the same place with its own user_id")
+    r = join(g, "hr", None, "user_id=erin", headers=dave)
+    eq((r.status, r.json.get("error")), (403, "identity_mismatch"), "user_id vs the header")
+    r = join(g, "hr", None, "", headers=dave)
+    eq((r.status, r.headers.get("cache-control")), (200, "public, max-age=1"),
+       "the proxy's header on a bare poll: the public page, no join")
+    eq(queued(g, "hr"), 1, "one place, dave's")
+finally:
+    g.stop()
+    g.cleanup()
+
+finish()
