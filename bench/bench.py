@@ -161,8 +161,17 @@ def cpu_ticks(pid, with_children=False):
 
 # ---------------------------------------------------------------- servers
 
+# The benches' buys name their buyer in the body (loadtest/wrk/*.lua, flashgate-load
+# without an identity key): every gateway here runs identity.mode=none unless a case's
+# flags set a mode, and each accept-path section says so (IDENTITY_NOTE). What a verified
+# buyer costs is bench/identity.py's.
+IDENTITY_NONE = ["--set", "identity.mode=none"]
+IDENTITY_NOTE = "identity.mode=none: the body's user_id, no token verified"
+
+
 class Gateway:
-    """One flashgate process with --threads 1 on free loopback ports."""
+    """One flashgate process with --threads 1 on free loopback ports (identity.mode=none
+    unless `extra` names identity.mode)."""
 
     def __init__(self, tmp, name, binary, extra):
         self.name = name
@@ -175,6 +184,8 @@ class Gateway:
                 "--data-dir", os.path.join(self.dir, "data"), "--threads", "1",
                 "--server-trusted-proxies", "127.0.0.1/32", "--limits-ip-rps", "0",
                 "--log-level", "warn"] + extra
+        if not any("identity.mode" in a or a.startswith("--identity-mode") for a in extra):
+            argv += IDENTITY_NONE
         self.argv = argv
         self.proc = start(argv, self.log)
         wait_http(self.port, "/readyz", self.proc, self.log)
@@ -1124,6 +1135,8 @@ def report_head(bindir, load0, load1):
           "flashgate --threads 1 (wrk uses the other core), nginx 1 worker; "
           "server CPU = utime+stime of the server process (all threads; nginx master+worker) "
           "over the run / requests completed" % (SECONDS, REPS))
+    print("identity: every flashgate here runs %s (the verified accept path's cost: "
+          "bench/identity.py)" % IDENTITY_NOTE)
     print()
 
 

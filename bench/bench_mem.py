@@ -169,8 +169,8 @@ def honest(r):
 
 def report(r):
     print("  sale of %d units, per_user_limit 1; %d orders from distinct users accepted through "
-          "HTTP in %.0f s (wrk -c64, 2 workers); orders.max_known = %d"
-          % (STOCK, r["held"], r["secs"], r["n"]))
+          "HTTP in %.0f s (wrk -c64, 2 workers); orders.max_known = %d; %s"
+          % (STOCK, r["held"], r["secs"], r["n"], bench.IDENTITY_NOTE))
     grow = (r["rss1"] - r["rss0"]) * 1024
     other = grow - r["inv_bytes"]
     per, prefaulted = honest(r)

@@ -40,7 +40,8 @@ def main():
                 if l.startswith("model name")), platform.processor())
     print("CPU: %s, %d cores, kernel %s; load average %s; the machine is shared: quote medians"
           % (cpu, os.cpu_count(), platform.release(), open("/proc/loadavg").read().split()[0]))
-    print("flashgate-load: %d loop(s), %d warm connections" % (loops, warm))
+    print("flashgate-load: %d loop(s), %d warm connections; gateway %s" % (loops, warm,
+                                                                           B.IDENTITY_NOTE))
     gw = B.Gateway(tmp, "gw", os.path.join(bindir, "flashgate"),
                    ["--kafka-brokers", "none", "--limits-user-rps", "0", "--durability", "write"])
     try:

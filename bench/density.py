@@ -185,7 +185,7 @@ def main():
     finally:
         B.stop_all()
     print("\nserver CPU per answer, median of %d rounds (us; in brackets: times its cost at "
-          "saturation)" % reps)
+          "saturation); %s" % (reps, B.IDENTITY_NOTE))
     print("  %-13s " % "" + "".join("%16s" % ("%d/s" % c if c != "sat" else "sat (wrk c64)")
                                      for c in cols))
     for name, _, _, _, _ in servers:

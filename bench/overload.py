@@ -1700,6 +1700,7 @@ def report(res, a):
     print("cgroup v1 cpu caps: " + ("; ".join(res["caps"]) or "none"))
     print("crowd: flashgate-load %s; %.1f s per run, a fresh gateway (--threads 1) per run" % (
         res["flashgate_load"], res["seconds_per_run"]))
+    print("identity: %s (bench.Gateway)" % B.IDENTITY_NOTE)
     reps = res.get("args", {}).get("reps") or 1
     if reps > 1:
         print("rounds: %d of every load and mode, interleaved; each row and target is the "

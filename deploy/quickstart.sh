@@ -9,6 +9,12 @@
 #   - flashgate-load: the standard scenario (1,000 units, 100,000 users),
 #     audit of every promise, report in loadtest/results/<time>/report.html
 #
+# Buyers are verified (identity.mode=jwt, the default): flashgate generates
+# ./data/identity.key at its first start and verifies tokens against its public
+# half; flashgate-load mints one token per simulated account from that key
+# (--identity-key, the data dir's key whatever the scenario names) and every
+# request of the account carries it as Authorization: Bearer.
+#
 # Then both keep serving until Ctrl-C (QUICKSTART_EXIT=1: stop after the
 # rehearsal). The rehearsal's crowd arrives with X-Forwarded-For addresses
 # from the local load tester, so 127.0.0.1 is a trusted proxy here.
@@ -89,7 +95,7 @@ rc=0
 "$BIN/flashgate-load" --scenario "$SCENARIO" --sale "$SALE" \
     --target "http://127.0.0.1:$PORT" --admin "http://127.0.0.1:$ADMIN_PORT" \
     --admin-token "@$TOKEN_FILE" --kafka-brokers "$DATA/kafka.bootstrap" \
-    --db "$DATA/orders.db" --out "$OUT" || rc=$?
+    --db "$DATA/orders.db" --identity-key "$DATA/identity.key" --out "$OUT" || rc=$?
 echo
 echo "quickstart: rehearsal report: $OUT/report.html (figures: $OUT/report.json)"
 [ $rc -eq 0 ] && echo "quickstart: audit PASS" || echo "quickstart: flashgate-load exited $rc (1 = audit FAIL)"
@@ -102,7 +108,8 @@ cat <<TXT
 flashgate keeps running. Try a sale of your own (README.md walks through it):
   T=\$(cat $TOKEN_FILE)
   curl -s -X PUT -H "Authorization: Bearer \$T" localhost:$ADMIN_PORT/admin/v1/sales/demo -d '{"stock":2,"per_user_limit":1}'
-  curl -s -X POST -H 'Content-Type: application/json' localhost:$PORT/v1/sales/demo/orders -d '{"user_id":"alice"}'
+  A=\$($BIN/flashgate-token --data-dir $DATA alice)
+  curl -s -X POST -H 'Content-Type: application/json' -H "Authorization: Bearer \$A" localhost:$PORT/v1/sales/demo/orders -d '{"qty":1}'
   curl -s localhost:$PORT/v1/sales/demo
 Ctrl-C stops flashgate-settle and flashgate.
 TXT

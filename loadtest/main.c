@@ -64,7 +64,8 @@ static const cm_opt_t load_opts[] = {
     STR_OPT("out", out, "DIR", "report directory (default loadtest/results/<time>)"),
     STR_OPT("sale", sale, "ID", "sale id"),
     STR_OPT("identity_key", identity_key, "FILE",
-            "mint a bearer token per account with this key (e.g. data/identity.key)"),
+            "mint a bearer token per account with this key (e.g. data/identity.key); "
+            "\"\" = no tokens, whatever the scenario names"),
     {.key = "duration", .type = CM_OPT_MILLI, .offset = OFF(duration_milli), .def = "0",
      .min = 0, .max = 3600000, .metavar = "S", .help = "seconds of load (0.1..3600)"},
     {.key = "seed", .type = CM_OPT_UINT, .offset = OFF(seed), .def = "0", .metavar = "N",
@@ -175,8 +176,12 @@ int main(int argc, char **argv)
         replace(&sc.db_url, db);
     if (sale)
         snprintf(sc.sale_id, sizeof(sc.sale_id), "%s", sale);
-    if (identity_key)
+    if (identity_key && *identity_key) {
         replace(&sc.identity_key, identity_key);
+    } else if (identity_key) {
+        free(sc.identity_key);
+        sc.identity_key = NULL;
+    }
     if (no_create)
         sc.sale_create = false;
     if (has_duration) {

@@ -5,6 +5,10 @@
 # runs a scenario with the three gateways as its targets (round robin), audits
 # (stock through the first gateway's admin API, the topic, the database) and
 # stops what it started. The scenario's own targets and admin are overridden.
+# Buyers are verified (identity.mode=jwt, the default) against one key for the
+# whole fleet, as a shop's login service would sign: flashgate-token generates
+# it in $TMP/keys, every gateway reads its public JWK set (identity.jwks_file,
+# so none trusts its own data-dir key) and flashgate-load mints with it.
 #
 #   loadtest/rehearse-fleet.sh [SCENARIO.json] [extra flashgate-load flags...]
 #
@@ -19,7 +23,7 @@ FG=$FLASHGATE_BIN/flashgate
 LOAD=$FLASHGATE_BIN/flashgate-load
 SETTLE=$FLASHGATE_BIN/flashgate-settle
 REDIS=$(command -v redis-server || true)
-for b in "$FG" "$LOAD" "$SETTLE" "$REDIS"; do
+for b in "$FG" "$LOAD" "$SETTLE" "$FLASHGATE_BIN/flashgate-token" "$REDIS"; do
     if [ ! -x "$b" ]; then
         echo "rehearse-fleet: ${b:-redis-server} not found (build first; redis-server from deploy/install-deps.sh)" >&2
         exit 2
@@ -56,6 +60,12 @@ for _ in $(seq 1 50); do
     sleep 0.1
 done
 
+mkdir -p "$TMP/keys"
+if ! "$FLASHGATE_BIN/flashgate-token" --data-dir "$TMP/keys" --init --jwks >"$TMP/jwks.json"; then
+    echo "rehearse-fleet: flashgate-token could not make the fleet's key" >&2
+    exit 3
+fi
+
 TARGETS=""
 ADMIN=""
 for i in 1 2 3; do
@@ -66,6 +76,7 @@ for i in 1 2 3; do
     "$FG" --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$admin --data-dir "$TMP/g$i" \
         --inventory "redis://127.0.0.1:$RPORT" --admin-token "$TOKEN" \
         --server-trusted-proxies 127.0.0.1/32 --log-level warn "${brokers[@]}" \
+        --identity-jwks-file "$TMP/jwks.json" \
         ${FLASHGATE_REHEARSAL_ARGS:-} >"$TMP/g$i.log" 2>&1 &
     PIDS+=($!)
     if ! wait_url "http://127.0.0.1:$port/readyz"; then
@@ -88,7 +99,8 @@ PIDS+=($!)
 echo "rehearse-fleet: gateways $TARGETS on redis 127.0.0.1:$RPORT, data in $TMP" >&2
 OUT=$SRC/loadtest/results/fleet-$(date -u +%Y%m%dT%H%M%SZ)
 "$LOAD" --scenario "$SCENARIO" --target "$TARGETS" --admin "$ADMIN" --admin-token "$TOKEN" \
-    --kafka-brokers "$TMP/g1/kafka.bootstrap" --db "$TMP/g1/orders.db" --out "$OUT" "$@"
+    --kafka-brokers "$TMP/g1/kafka.bootstrap" --db "$TMP/g1/orders.db" \
+    --identity-key "$TMP/keys/identity.key" --out "$OUT" "$@"
 rc=$?
 echo
 echo "rehearse-fleet: report in $OUT/report.html (figures in $OUT/report.json)"

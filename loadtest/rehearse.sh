@@ -3,7 +3,10 @@
 # Kafka broker, in-memory stock) and, when built, flashgate-settle on loopback
 # in a temp data dir, runs a scenario (default: standard, a 1,000-unit sale
 # stormed by 100,000 users) with flashgate-load, audits the invariants and
-# prints where the report is. Stops what it started.
+# prints where the report is. Stops what it started. Buyers are verified
+# (identity.mode=jwt, the default): flashgate-load mints every account's token
+# from the gateway's data-dir key (--identity-key), whatever the scenario names;
+# with FLASHGATE_REHEARSAL_ARGS="--identity-mode none" it sends none.
 #
 #   loadtest/rehearse.sh [SCENARIO.json] [extra flashgate-load flags...]
 #
@@ -71,8 +74,12 @@ if [ -s "$TMP/data/kafka.bootstrap" ]; then
 fi
 echo "rehearse: flashgate on 127.0.0.1:$PORT (admin $ADMIN), data in $TMP/data" >&2
 OUT=$SRC/loadtest/results/$(date -u +%Y%m%dT%H%M%SZ)
+# the gateway's own key; none when FLASHGATE_REHEARSAL_ARGS chose another mode
+KEY=$TMP/data/identity.key
+[ -f "$KEY" ] || KEY=""
 "$LOAD" --scenario "$SCENARIO" --target "http://127.0.0.1:$PORT" \
-    --admin "http://127.0.0.1:$ADMIN" --admin-token "$TOKEN" "${AUDIT[@]}" --out "$OUT" "$@"
+    --admin "http://127.0.0.1:$ADMIN" --admin-token "$TOKEN" "${AUDIT[@]}" \
+    --identity-key "$KEY" --out "$OUT" "$@"
 rc=$?
 echo
 echo "rehearse: report in $OUT/report.html (figures in $OUT/report.json)"

@@ -688,10 +688,12 @@ const cm_opt_t gw_config_opts[] = {
     {"proxy.breaker_cooldown", CM_OPT_MS, OFF(proxy_breaker_cooldown_ms), 0, "1s", 10, 600000,
      NULL, 0, NULL, "DURATION", "an open upstream breaker lets one probe through after this",
      NULL},
-    {"identity.mode", CM_OPT_ENUM, OFF(id_mode), 0, "none", 0, 0, id_modes, 0, NULL, NULL,
-     "who the buyer is: jwt = a bearer token verified here (keys: jwks_file, jwks_url, or the "
-     "data dir's identity.key); header = identity.header from server.trusted_proxies; none = "
-     "the body's user_id, unverified (closed networks and rehearsals; docs/identity.md)",
+    {"identity.mode", CM_OPT_ENUM, OFF(id_mode), 0, "jwt", 0, 0, id_modes, 0, NULL, NULL,
+     "who the buyer is: jwt = a bearer token verified here (keys: jwks_file and/or jwks_url; "
+     "with neither, the public half of the data dir's identity.key, generated at first start); "
+     "header = identity.header from server.trusted_proxies; none = the body's user_id, "
+     "unverified (closed networks and rehearsals; a warning at start when server.listen is not "
+     "on loopback; docs/identity.md)",
      NULL},
     IDS("jwks_file", jwks_file, "", "FILE", "a JWK set on disk the tokens are verified with", NULL),
     IDS("jwks_url", jwks_url, "", "URL",

@@ -3,6 +3,8 @@
 # broker, and flashgate-settle when built) with the smoke scenario; the audit
 # must PASS. Then a deliberately broken setup (the audit pointed at another
 # gateway's data: its admin API and its broker) must FAIL with a non-zero exit.
+# The gateways run on their defaults, identity.mode=jwt: flashgate-load mints every
+# account's token from gateway A's data-dir key (--identity-key), as `make run` does.
 # Loopback only; bounded (~3 s of load per run). A missing binary or a broker that
 # does not come up is a failure: the audit this test exists for would not run.
 set -u
@@ -83,6 +85,7 @@ AUDIT_B+=(--kafka-brokers "$TMP/B/kafka.bootstrap")
 out1=$TMP/report1
 "$LOAD" --scenario "$SRC/loadtest/scenarios/smoke.json" --target http://127.0.0.1:$A_PORT \
     --admin http://127.0.0.1:$A_ADMIN --admin-token $TOKEN "${AUDIT_A[@]}" --sale it-smoke \
+    --identity-key "$TMP/A/identity.key" \
     --out "$out1" >"$TMP/run1.out" 2>"$TMP/run1.err"
 rc=$?
 cat "$TMP/run1.out"
@@ -106,6 +109,12 @@ PY
 grep -q 'data:image/png;base64,' "$out1/report.html" && ok "html inlines the plots" ||
     bad "html has no inline PNG"
 grep -q 'ans/s' "$TMP/run1.err" && ok "progress lines on stderr" || bad "no progress on stderr"
+grep -q 'minted 2000 tokens' "$TMP/run1.err" && ok "a token minted per account" ||
+    bad "no tokens minted: $(grep -m1 identity "$TMP/run1.err")"
+verified=$(curl -fsS -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$A_ADMIN/metrics" |
+    awk '/^flashgate_identity_verifications_total\{result="ok"\}/ {print $2}')
+[ "${verified:-0}" -ge 100 ] 2>/dev/null && ok "the gateway verified the crowd's tokens ($verified)" ||
+    bad "identity verifications ok: '${verified:-none}', want >= 100"
 
 # --- 2. broken setup: load on A, audit against B (another data dir): must FAIL ---
 start=$(date -u -d '+1 second' +%Y-%m-%dT%H:%M:%SZ)
@@ -117,6 +126,7 @@ for adm in $A_ADMIN $B_ADMIN; do
 done
 "$LOAD" --scenario "$SRC/loadtest/scenarios/smoke.json" --target http://127.0.0.1:$A_PORT \
     --admin http://127.0.0.1:$B_ADMIN --admin-token $TOKEN "${AUDIT_B[@]}" --sale it-broken \
+    --identity-key "$TMP/A/identity.key" \
     --no-create --seed 12 --out "$TMP/report2" >"$TMP/run2.out" 2>"$TMP/run2.err"
 rc=$?
 cat "$TMP/run2.out"

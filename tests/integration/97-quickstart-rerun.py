@@ -7,6 +7,9 @@ own (rehearsal-<scenario>-<start time>); under one fixed sale id, the second
 run's buys carried the first run's Idempotency-Keys, were answered with the
 first run's orders, and the audit read them as lost ("kafka: 202 ids missing").
 
+Buyers are verified as on the defaults (identity.mode=jwt): flashgate-load mints
+every account's token from the data dir's key.
+
 The quickstart runs here on the smoke scenario (a few seconds) instead of the
 standard one (about 30 s): the same script, binaries and audit. Each run gets
 fresh ports: the admin listener refuses its port while connections it closed
@@ -73,6 +76,8 @@ try:
         check("audit: PASS" in out and "quickstart: audit PASS" in out,
               "run %d: audit PASS" % n)
         check("202 ids missing: 0" in out, "run %d: no accepted order missing" % n)
+        check(re.search(r"minted 2000 tokens with \S*/data/identity\.key", out) is not None,
+              "run %d: the crowd buys with tokens of the data dir's key (identity.mode=jwt)" % n)
         m = re.search(r"as (rehearsal-smoke-\S+)", out)
         check(m is not None, "run %d: names its sale" % n)
         sales.append(m.group(1) if m else None)

@@ -172,7 +172,8 @@ class JsonUpstream(http.server.BaseHTTPRequestHandler):
 class Gateway(Server):
     """One flashgate process with its own data dir and ports."""
 
-    def __init__(self, *args, data_dir=None, env=None, token=TOKEN, threads=2, extra_env=None):
+    def __init__(self, *args, data_dir=None, env=None, token=TOKEN, threads=2, extra_env=None,
+                 identity_mode="none"):
         self.tmp = tempfile.mkdtemp(prefix="fg-it-")
         self.data_dir = data_dir or os.path.join(self.tmp, "data")
         self.port = free_port()
@@ -180,6 +181,8 @@ class Gateway(Server):
         self.token = token
         self.args = list(args)
         self.threads = threads
+        # identity.mode passed unless the test sets one itself; None: the default (jwt)
+        self.identity_mode = identity_mode
         self.env = dict(os.environ if env is None else env)
         if extra_env:
             self.env.update(extra_env)
@@ -196,9 +199,38 @@ class Gateway(Server):
              "--overload-level", "0"]
         if self.token:
             c += ["--admin-token", self.token]
+        extra = os.environ.get("FLASHGATE_IT_EXTRA", "").split()
+        if self.identity_mode and not self.names_identity_mode(extra + self.args):
+            # The suite's buys name their buyer in the body: identity.mode=none,
+            # unless the test chose a mode (39-identity sets jwt and header;
+            # 45-identity-default runs the default, jwt, with identity_mode=None).
+            c += ["--set", "identity.mode=" + self.identity_mode]
         # FLASHGATE_IT_EXTRA: extra flags for every gateway (e.g. "--kafka-brokers none"
         # to run the HTTP suites against a TSan build, where librdkafka cannot run).
-        return c + os.environ.get("FLASHGATE_IT_EXTRA", "").split() + self.args
+        return c + extra + self.args
+
+    def names_identity_mode(self, args):
+        """Whether the test chose identity.mode (a flag, the environment, or a
+        --config file that names it) or gave jwt's keys (jwks_file, jwks_url:
+        mode none refuses them, the default jwt reads them)."""
+        names = ("identity.mode", "identity.jwks_file", "identity.jwks_url", "--identity-mode")
+        if any(k in self.env for k in ("FLASHGATE_IDENTITY_MODE", "FLASHGATE_IDENTITY_JWKS_FILE",
+                                       "FLASHGATE_IDENTITY_JWKS_URL")):
+            return True
+        for i, a in enumerate(args):
+            if any(n in a for n in names):
+                return True
+            path = a[len("--config="):] if a.startswith("--config=") else (
+                args[i + 1] if a == "--config" and i + 1 < len(args) else None)
+            if path:
+                try:
+                    with open(path) as f:
+                        text = f.read()
+                except OSError:
+                    continue
+                if '"identity' in text:
+                    return True
+        return False
 
     def start(self, wait=True):
         self.spawn(self.cmd(), env=self.env)
