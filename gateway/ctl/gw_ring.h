@@ -9,9 +9,9 @@
  * also becomes this gateway's figures for the fleet view (gw_fleet.h).
  *
  * Memory is fixed at start: GW_RING_SLOTS samples of sizeof(gw_ring_sample_t)
- * (336 bytes each on x86-64: about 300 KiB); up to GW_RING_SALES sales and GW_RING_DEPS dependencies are
- * tracked (a new one takes the column of the one seen longest ago, whose
- * history is then dropped).
+ * (336 bytes each on x86-64: about 300 KiB); up to GW_RING_SALES sales and
+ * GW_RING_DEPS dependencies are tracked (a new one takes the column of the one
+ * seen longest ago, whose history is then dropped).
  */
 #ifndef GW_RING_H
 #define GW_RING_H
