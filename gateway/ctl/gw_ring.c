@@ -34,18 +34,18 @@
 
 /* Answer classes, by status; fixed, so the page gives each one fixed colour. */
 #define CLASSES(XX)                                                                                \
-    XX(ACCEPTED, "202")    /* an order accepted */                                                 \
-    XX(OK, "2xx")          /* other 2xx and 3xx: status polls, health, proxied */                 \
-    XX(SOLD_OUT, "410")    /* sold out or the sale ended */                                        \
-    XX(LIMITED, "429")     /* rate limited */                                                      \
-    XX(REJECTED, "4xx")    /* other 4xx: bad input, purchase limit, auth */                        \
-    XX(ERROR, "5xx")       /* errors, 503 busy/overloaded included */
+    XX(ACCEPTED, "202") /* an order accepted */                                                    \
+    XX(OK, "2xx")       /* other 2xx and 3xx: status polls, health, proxied */                     \
+    XX(SOLD_OUT, "410") /* sold out or the sale ended */                                           \
+    XX(LIMITED, "429")  /* rate limited */                                                         \
+    XX(REJECTED, "4xx") /* other 4xx: bad input, purchase limit, auth */                           \
+    XX(ERROR, "5xx")    /* errors, 503 busy/overloaded included */
 
 enum {
 #define XX(n, s) CLS_##n,
     CLASSES(XX)
 #undef XX
-    CLS_COUNT
+        CLS_COUNT
 };
 static const char *const cls_names[CLS_COUNT] = {
 #define XX(n, s) s,
@@ -57,12 +57,12 @@ typedef struct gw_ring_sample {
     int64_t t_ms;   /* wall clock at the sample */
     uint32_t dt_ms; /* since the sample before (the rates' denominator) */
     uint32_t answers[CLS_COUNT];
-    uint32_t buys;          /* buy answers measured in the interval */
+    uint32_t buys;                /* buy answers measured in the interval */
     float buy_p50_ms, buy_p99_ms; /* -1: no buy in the interval */
-    int8_t level;           /* degrade level 0..3 */
+    int8_t level;                 /* degrade level 0..3 */
     uint8_t pinned, ready;
     uint32_t limit[GW_RING_DEPS], inflight[GW_RING_DEPS];
-    uint64_t spool_bytes;   /* unreleased spool bytes */
+    uint64_t spool_bytes; /* unreleased spool bytes */
     uint32_t relay_inflight, relay_lag_ms, awaiting_outcome;
     int64_t stock_left[GW_RING_SALES], accepted_units[GW_RING_SALES]; /* INT64_MIN: none */
     uint32_t identity[ID__OUTCOME_COUNT];
@@ -242,8 +242,8 @@ static void read_figures(gw_ring_t *g, gw_ring_sample_t *x, gw_ol_snapshot_t *ol
     gw_overload_snapshot(srv, ol);
     x->level = (int8_t)ol->level;
     x->pinned = ol->pinned;
-    x->ready = atomic_load(&srv->ready) && !atomic_load(&srv->draining) &&
-               !atomic_load(&srv->leaving);
+    x->ready =
+        atomic_load(&srv->ready) && !atomic_load(&srv->draining) && !atomic_load(&srv->leaving);
     if (srv->spool) {
         oq_spool_stats_t ss;
         oq_spool_stats(srv->spool, &ss);
@@ -341,10 +341,9 @@ static json_t *figures_obj(gw_ring_t *g)
     }
     json_object_set_new(o, "t_ms", json_integer((json_int_t)x->t_ms));
     json_object_set_new(o, "answers_per_s", ans);
-    json_object_set_new(o, "error_ratio",
-                        json_real(all ? round((double)sum[CLS_ERROR] * 10000.0 / (double)all) /
-                                            10000.0
-                                      : 0.0));
+    json_object_set_new(
+        o, "error_ratio",
+        json_real(all ? round((double)sum[CLS_ERROR] * 10000.0 / (double)all) / 10000.0 : 0.0));
     json_object_set_new(o, "buy_p50_ms", num_or_null(x->buy_p50_ms));
     json_object_set_new(o, "buy_p99_ms", num_or_null(x->buy_p99_ms));
     json_object_set_new(o, "level", json_integer(x->level));
@@ -367,8 +366,8 @@ static json_t *figures_obj(gw_ring_t *g)
     for (int c = 0; c < GW_RING_DEPS; c++)
         if (g->deps[c].name[0] && x->limit[c] != UINT32_MAX)
             json_object_set_new(lim, g->deps[c].name,
-                                json_pack("{s:I,s:I}", "limit", (json_int_t)x->limit[c],
-                                          "inflight", (json_int_t)x->inflight[c]));
+                                json_pack("{s:I,s:I}", "limit", (json_int_t)x->limit[c], "inflight",
+                                          (json_int_t)x->inflight[c]));
     json_object_set_new(o, "limits", lim);
     return o;
 }
@@ -401,10 +400,11 @@ char *gw_ring_history_json(gw_server_t *srv, int64_t since_ms)
            *err = json_array(), *p50 = json_array(), *p99 = json_array(), *buys = json_array(),
            *level = json_array(), *pinned = json_array(), *ready = json_array(),
            *limits = json_object(), *inflight = json_object(), *stock = json_object(),
-           *acc = json_object(), *spool = json_array(), *rinf = json_array(),
-           *rlag = json_array(), *await = json_array(), *ident = json_object();
+           *acc = json_object(), *spool = json_array(), *rinf = json_array(), *rlag = json_array(),
+           *await = json_array(), *ident = json_object();
     json_t *cls[CLS_COUNT], *lim[GW_RING_DEPS] = {0}, *inf[GW_RING_DEPS] = {0},
-           *sl[GW_RING_SALES] = {0}, *au[GW_RING_SALES] = {0}, *id[ID__OUTCOME_COUNT];
+                            *sl[GW_RING_SALES] = {0}, *au[GW_RING_SALES] = {0},
+                            *id[ID__OUTCOME_COUNT];
     for (int c = 0; c < CLS_COUNT; c++) {
         json_array_append_new(classes, json_string(cls_names[c]));
         json_object_set_new(answers, cls_names[c], cls[c] = json_array());
@@ -532,13 +532,13 @@ char *gw_ring_fleet_json(gw_server_t *srv)
         }
     }
     if (!found)
-        json_array_append_new(members, json_pack("{s:s,s:b,s:O}", "member",
-                                                 self ? self : srv->cfg->listen, "self", 1,
-                                                 "figures", mine));
+        json_array_append_new(members,
+                              json_pack("{s:s,s:b,s:O}", "member", self ? self : srv->cfg->listen,
+                                        "self", 1, "figures", mine));
     json_decref(mine);
-    json_t *o = json_pack("{s:b,s:I,s:I,s:o}", "fleet", srv->fleet != NULL, "read_at_ms",
-                          (json_int_t)read_at, "now_ms", (json_int_t)cm_wall_ms(), "members",
-                          members);
+    json_t *o =
+        json_pack("{s:b,s:I,s:I,s:o}", "fleet", srv->fleet != NULL, "read_at_ms",
+                  (json_int_t)read_at, "now_ms", (json_int_t)cm_wall_ms(), "members", members);
     char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(10));
     json_decref(o);
     return s;

@@ -21,7 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define GW_RING_SLOTS 900      /* 15 minutes of 1 s samples */
+#define GW_RING_SLOTS 900 /* 15 minutes of 1 s samples */
 #define GW_RING_PERIOD_MS 1000
 #define GW_RING_SALES 8
 #define GW_RING_DEPS 8
