@@ -91,6 +91,7 @@ typedef struct gw_ring {
     uint64_t prev_id[ID__OUTCOME_COUNT];
     int64_t prev_ms;
     uint64_t requests, accepted_units; /* totals at the newest sample */
+    gw_ol_snapshot_t ol;               /* the sampler's (~4 KiB: off its stack) */
 } gw_ring_t;
 
 /*---- the quantile ----*/
@@ -268,20 +269,20 @@ static void sample(gw_ring_t *g)
         x.stock_left[c] = x.accepted_units[c] = INT64_MIN;
     for (int c = 0; c < GW_RING_DEPS; c++)
         x.limit[c] = x.inflight[c] = UINT32_MAX;
-    static gw_ol_snapshot_t ol; /* ~4 KiB; the sampler's thread only */
-    read_figures(g, &x, &ol);
+    gw_ol_snapshot_t *ol = &g->ol;
+    read_figures(g, &x, ol);
 
     pthread_mutex_lock(&g->mu);
     /* the sales (under mu: a new one may take a column and clear its history) */
     sale_ctx_t sc = {g, &x};
     inv_sale_foreach(g->srv->inv, sale_one, &sc);
-    for (unsigned d = 0; d < ol.ndeps && d < GW_OL_DEPS_MAX; d++) {
-        if (!ol.deps[d].active)
+    for (unsigned d = 0; d < ol->ndeps && d < GW_OL_DEPS_MAX; d++) {
+        if (!ol->deps[d].active)
             continue;
-        int c = col_of(g, g->deps, GW_RING_DEPS, ol.deps[d].name, clear_dep);
+        int c = col_of(g, g->deps, GW_RING_DEPS, ol->deps[d].name, clear_dep);
         if (c >= 0) {
-            x.limit[c] = ol.deps[d].limit;
-            x.inflight[c] = ol.deps[d].inflight;
+            x.limit[c] = ol->deps[d].limit;
+            x.inflight[c] = ol->deps[d].inflight;
         }
     }
     g->s[g->n % GW_RING_SLOTS] = x;
@@ -586,10 +587,8 @@ int gw_ring_start(gw_server_t *srv, char *errbuf, size_t errlen)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&g->cv, &ca);
     pthread_condattr_destroy(&ca);
-    gw_ol_snapshot_t *ol = cm_xmalloc(sizeof(*ol));
     gw_ring_sample_t base;
-    read_figures(g, &base, ol); /* the counters' baseline: the first sample is a difference */
-    free(ol);
+    read_figures(g, &base, &g->ol); /* the counters' baseline: each sample is a difference */
     if (pthread_create(&g->thread, NULL, ring_thread, g) != 0) {
         cm_errbuf_set(errbuf, errlen, "dashboard ring: cannot start its thread");
         pthread_cond_destroy(&g->cv);
