@@ -83,9 +83,11 @@ try:
     print("screenshot:", shot)
 
     # A gateway that stops leaves the view (its figures go with its membership).
-    gws[2].stop()
+    eq(gws[2].stop(), 0, "a gateway stops cleanly (exit 0: no sanitizer report)")
     ok, _ = wait_for(lambda: len(a.admin("GET", "/admin/v1/fleet").json["members"]) == 2, 6)
     check(ok, "a stopped gateway leaves the fleet view")
+    for g in gws[:2]:
+        eq(g.stop(), 0, "gateway %d stops cleanly" % g.port)
 finally:
     for g in gws:
         g.cleanup()
