@@ -15,6 +15,7 @@
  *                                 to which a holder of node id n may have made
  *                                 order ids: a new holder starts after it.
  *   {flashgate:fleet}:status_key  the fleet's order status key (SET NX).
+ *   {flashgate:fleet}:figures     HASH member -> its dashboard figures (JSON).
  *
  * A connection is used by one thread at a time (callers serialise); the
  * functions below are thread-safe on distinct connections. Every call blocks
@@ -141,6 +142,21 @@ int inv_fleet_sub_drain(inv_fleet_conn_t *c, bool *any);
  */
 int inv_fleet_status_key(inv_fleet_conn_t *c, const char *hex, size_t hex_len, char *out);
 
+/* Called with each field and value of a hash (neither NULL). */
+typedef void (*inv_fleet_pair_fn)(void *ctx, const char *field, const char *value);
+
+/*
+ * The dashboard's fleet view: each gateway's current figures (a small JSON
+ * text, gateway/ctl/gw_ring.c) in {flashgate:fleet}:figures, HASH member ->
+ * text. Writes `member`'s figures (json NULL: writes nothing), drops the
+ * fields of members no longer live in {flashgate:fleet}:members (so the hash
+ * holds the live members only) and calls fn(ctx, member, json) for each live
+ * member that has figures. One script, one round trip. Returns 0 or
+ * CM_EBACKEND with the reason in errbuf. Not thread-safe on c.
+ */
+int inv_fleet_figures(inv_fleet_conn_t *c, const char *member, const char *json,
+                      inv_fleet_pair_fn fn, void *ctx, char *errbuf, size_t errlen);
+
 /* True when c's transport failed (it must be closed). Not thread-safe on c. */
 bool inv_fleet_broken(const inv_fleet_conn_t *c);
 
@@ -158,8 +174,6 @@ bool inv_fleet_broken(const inv_fleet_conn_t *c);
  * reply). Not thread-safe on c.
  */
 
-/* Called with each field and value of a hash (neither NULL). */
-typedef void (*inv_fleet_pair_fn)(void *ctx, const char *field, const char *value);
 
 /* Every sale's lottery configuration: fn(ctx, sale, value). */
 int inv_lottery_conf_all(inv_fleet_conn_t *c, inv_fleet_pair_fn fn, void *ctx, char *errbuf,

@@ -398,6 +398,49 @@ bool inv_fleet_broken(const inv_fleet_conn_t *c)
     return c->broken;
 }
 
+/*---- the dashboard's fleet figures ----*/
+
+#define KEY_FIGURES "{flashgate:fleet}:figures"
+
+/*
+ * KEYS figures, members; ARGV member, json (empty: read only). Writes the
+ * member's figures, drops the fields of members whose heartbeat expired (or
+ * who left), so the hash stays as small as the fleet, and returns {member,
+ * json, ...} of the live members that have figures. Each gateway runs it once
+ * a second: HKEYS reads as many fields as there are gateways.
+ */
+static const char LUA_FIGURES[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end\n"
+    "local out = {}\n"
+    "for _, m in ipairs(redis.call('HKEYS', KEYS[1])) do\n"
+    "  local e = redis.call('ZSCORE', KEYS[2], m)\n"
+    "  if e and tonumber(e) > now then\n"
+    "    out[#out + 1] = m out[#out + 1] = redis.call('HGET', KEYS[1], m)\n"
+    "  elseif m ~= ARGV[1] then redis.call('HDEL', KEYS[1], m) end\n"
+    "end\n"
+    "return out\n";
+
+int inv_fleet_figures(inv_fleet_conn_t *c, const char *member, const char *json,
+                      inv_fleet_pair_fn fn, void *ctx, char *errbuf, size_t errlen)
+{
+    redisReply *r = fcall(c, KEY_FIGURES, "EVAL %s 2 %s %s %s %s", LUA_FIGURES, KEY_FIGURES,
+                          KEY_MEMBERS, member, json ? json : "");
+    if (!r || r->type != REDIS_REPLY_ARRAY) {
+        cm_errbuf_set(errbuf, errlen, "%s",
+                      !r ? c->err : (r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply"));
+        if (r)
+            freeReplyObject(r);
+        return CM_EBACKEND;
+    }
+    for (size_t i = 0; i + 1 < r->elements; i += 2)
+        if (r->element[i]->str && r->element[i + 1]->str)
+            fn(ctx, r->element[i]->str, r->element[i + 1]->str);
+    freeReplyObject(r);
+    return 0;
+}
+
 /*---- the lottery ----*/
 
 #define K_CONF "{flashgate:fair}:conf"

@@ -143,6 +143,11 @@ typedef struct gw_fleet {
     _Atomic uint64_t config_applied;
     _Atomic uint64_t config_conflicts; /* publishes refused: the fleet's version had moved on */
     _Atomic int64_t last_heartbeat_ms;
+
+    pthread_mutex_t fig_mu; /* fig_mine, fig_view, fig_at_ms */
+    char *fig_mine;         /* this gateway's figures, put by the next tick */
+    char *fig_view;         /* the fleet's, as the last tick read them (JSON array) */
+    int64_t fig_at_ms;      /* when (wall ms) */
 } gw_fleet_t;
 
 /*---- URL: redis://[[user]:password@]host[:port][/db][?params] ----*/
@@ -735,6 +740,49 @@ static void apply_members(gw_fleet_t *f, uint32_t n)
     }
 }
 
+/*---- the dashboard's fleet view ----*/
+
+static void figures_one(void *ctx, const char *member, const char *json)
+{
+    json_t *arr = ctx;
+    json_error_t e;
+    json_t *fig = json_loads(json, 0, &e);
+    json_array_append_new(arr, json_pack("{s:s,s:o}", "member", member, "figures",
+                                         fig ? fig : json_null()));
+}
+
+/*
+ * Puts this gateway's latest figures and reads every live member's, in one
+ * script on the heartbeat's connection: the admin route then answers the
+ * fleet view from memory, with no Redis work per request, and Redis sees one
+ * small script per gateway per tick.
+ */
+static void figures_sync(gw_fleet_t *f)
+{
+    pthread_mutex_lock(&f->fig_mu);
+    char *mine = f->fig_mine;
+    f->fig_mine = NULL;
+    pthread_mutex_unlock(&f->fig_mu);
+    json_t *arr = json_array();
+    char why[200] = "";
+    int rc = inv_fleet_figures(f->cmd, f->member, mine, figures_one, arr, why, sizeof(why));
+    free(mine);
+    if (rc < 0) {
+        json_decref(arr);
+        redis_trouble(f, "figures", why);
+        if (inv_fleet_broken(f->cmd))
+            drop(&f->cmd);
+        return;
+    }
+    char *view = json_dumps(arr, JSON_COMPACT);
+    json_decref(arr);
+    pthread_mutex_lock(&f->fig_mu);
+    free(f->fig_view);
+    f->fig_view = view;
+    f->fig_at_ms = cm_wall_ms();
+    pthread_mutex_unlock(&f->fig_mu);
+}
+
 /* One heartbeat + membership count + node id refresh + config check. */
 static void tick(gw_fleet_t *f)
 {
@@ -781,6 +829,9 @@ static void tick(gw_fleet_t *f)
         if (!f->cmd)
             return;
     }
+    figures_sync(f);
+    if (!f->cmd)
+        return;
 
     pthread_mutex_lock(&f->pub_mu);
     bool dirty = f->dirty;
@@ -871,6 +922,9 @@ static void fleet_free(gw_fleet_t *f)
         close(f->stop_fd);
     pthread_mutex_destroy(&f->pub_mu);
     pthread_mutex_destroy(&f->cfg_mu);
+    pthread_mutex_destroy(&f->fig_mu);
+    free(f->fig_mine);
+    free(f->fig_view);
     free(f);
 }
 
@@ -883,6 +937,7 @@ int gw_fleet_start(struct gw_server *srv, char *errbuf, size_t errlen)
     f->stop_fd = -1;
     pthread_mutex_init(&f->pub_mu, NULL);
     pthread_mutex_init(&f->cfg_mu, NULL);
+    pthread_mutex_init(&f->fig_mu, NULL);
     atomic_init(&f->members, 1);
     f->tick_ms = TICK_MS;
     const char *dt = getenv("FLASHGATE_DEBUG_FLEET_TICK_MS"); /* test seam: see the top */
@@ -1062,4 +1117,34 @@ void gw_fleet_node_counters(struct gw_server *srv, uint64_t *lost, uint64_t *ref
     *lost = f ? atomic_load(&f->node_lost) : 0;
     *refused = f ? atomic_load(&f->node_refused) : 0;
     *held = !f || atomic_load(&f->node_state) != NODE_LOST;
+}
+
+void gw_fleet_figures_set(struct gw_server *srv, const char *json)
+{
+    gw_fleet_t *f = srv->fleet;
+    if (!f)
+        return;
+    char *copy = cm_xstrdup(json);
+    pthread_mutex_lock(&f->fig_mu);
+    free(f->fig_mine);
+    f->fig_mine = copy;
+    pthread_mutex_unlock(&f->fig_mu);
+}
+
+char *gw_fleet_figures_get(struct gw_server *srv, int64_t *at_ms)
+{
+    gw_fleet_t *f = srv->fleet;
+    *at_ms = 0;
+    if (!f)
+        return NULL;
+    pthread_mutex_lock(&f->fig_mu);
+    char *s = f->fig_view ? cm_xstrdup(f->fig_view) : NULL;
+    *at_ms = f->fig_at_ms;
+    pthread_mutex_unlock(&f->fig_mu);
+    return s;
+}
+
+const char *gw_fleet_member(struct gw_server *srv)
+{
+    return srv->fleet ? srv->fleet->member : NULL;
 }

@@ -92,4 +92,23 @@ const char *gw_fleet_ids_refused(struct gw_server *srv);
 void gw_fleet_node_counters(struct gw_server *srv, uint64_t *lost, uint64_t *refused,
                             int *held);
 
+/*
+ * The dashboard's fleet view (gateway/ctl/gw_ring.c publishes, the admin API
+ * reads). Each tick of the fleet thread puts this gateway's figures, the last
+ * JSON text given here (copied), into Redis and reads every live member's
+ * back, in one script; a gateway therefore shows its peers' figures at most
+ * two ticks old. No-op without a fleet. Thread-safe.
+ */
+void gw_fleet_figures_set(struct gw_server *srv, const char *json);
+/*
+ * The fleet's figures as the last tick read them: a JSON array text
+ * [{"member": ..., "figures": {...}}, ...] (a new string, the caller frees),
+ * and when it was read (wall ms) in *at_ms; NULL without a fleet or before the
+ * first read. Thread-safe.
+ */
+char *gw_fleet_figures_get(struct gw_server *srv, int64_t *at_ms);
+/* This gateway's member name in the fleet ("host:pid:listen"), or NULL without a
+ * fleet. Valid while the fleet runs. Thread-safe. */
+const char *gw_fleet_member(struct gw_server *srv);
+
 #endif

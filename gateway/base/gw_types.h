@@ -347,6 +347,7 @@ struct gw_server {
     oq_spool_t *spool;
     struct oq_relay *relay;
     struct gw_fleet *fleet; /* gw_fleet.c; NULL without a Redis inventory */
+    struct gw_ring *ring;   /* gw_ring.c: the dashboard's history; NULL until started */
     gw_releaser_t *releaser; /* gw_release.c: units given back off the loops */
     gw_limits_t *limits;
     gw_orders_t *orders;

@@ -23,6 +23,7 @@
 #include "gateway/buy/gw_fair.h"
 #include "gateway/ctl/gw_audit.h"
 #include "gateway/ctl/gw_ctl.h"
+#include "gateway/ctl/gw_ring.h"
 #include "gateway/edge/gw_edge.h"
 #include "gateway/http/gw_http.h"
 #include "gateway/overload/gw_ol.h"
@@ -1686,6 +1687,21 @@ static void h_whoami(admin_call_t *a)
                                       t && t->role == GW_ROLE_WRITE ? "write" : "read");
 }
 
+/*---- the dashboard's history and fleet view (gw_ring.h) ----*/
+
+static void h_history(admin_call_t *a)
+{
+    uint64_t since = 0;
+    if (!query_u64(a, "since", (uint64_t)INT64_MAX, &since))
+        return;
+    set_big(a, gw_ring_history_json(a->srv, (int64_t)since));
+}
+
+static void h_fleet(admin_call_t *a)
+{
+    set_big(a, gw_ring_fleet_json(a->srv));
+}
+
 /*---- health on the admin listener (no token) ----*/
 
 /*
@@ -2018,6 +2034,8 @@ static void h_routes_patch(admin_call_t *a)
     XX("PUT", "/admin/v1/rules/{sale_id}", WRITE, h_rule_put)                                      \
     XX("DELETE", "/admin/v1/rules/{sale_id}", WRITE, h_rule_delete)                                \
     XX("GET", "/admin/v1/stats", READ, h_stats)                                                    \
+    XX("GET", "/admin/v1/history", READ, h_history)                                                \
+    XX("GET", "/admin/v1/fleet", READ, h_fleet)                                                    \
     XX("GET", "/admin/v1/degrade", READ, h_degrade_get)                                            \
     XX("PUT", "/admin/v1/degrade", WRITE, h_degrade_put)                                           \
     XX("GET", "/admin/v1/routes", READ, h_routes_get)                                              \

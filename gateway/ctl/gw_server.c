@@ -13,6 +13,7 @@
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_identity.h"
 #include "gateway/ctl/gw_ctl.h"
+#include "gateway/ctl/gw_ring.h"
 #include "gateway/edge/gw_edge.h"
 #include "gateway/http/gw_http.h"
 #include "gateway/overload/gw_ol.h"
@@ -338,6 +339,8 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
         return rc;
     if ((rc = gw_workers_start(srv, errbuf, errlen)))
         return rc;
+    if ((rc = gw_ring_start(srv, errbuf, errlen)))
+        return rc;
     if ((rc = gw_fair_start_thread(srv, errbuf, errlen)))
         return rc;
     atomic_store(&srv->ready, true);
@@ -363,6 +366,7 @@ void gw_server_stop(gw_server_t *srv)
     gw_fair_stop_thread(srv); /* it spools and reserves: before the workers go */
     gw_workers_stop(srv);
     gw_admin_stop(srv);
+    gw_ring_stop(srv); /* after the admin (it reads the ring), before what it samples goes */
     gw_workers_free_guards(srv); /* the admin's stats read them until it stops */
     gw_identity_stop(srv); /* the workers verify and /metrics reads its counters until they stop */
     gw_fair_close(srv); /* the workers and the admin read it until they stop */

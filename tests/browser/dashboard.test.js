@@ -1,7 +1,8 @@
 // Drives Debian's headless chromium (playwright-core, executablePath /usr/bin/chromium)
 // against a running flashgate: the dashboard loads without console errors, its numbers
 // match /admin/v1/stats during a small load, a limit changed in the form takes effect on
-// the public API, and a screenshot is written. Started by tests/integration/20-dashboard.py,
+// the public API, restock and level pins ask first (declined: no change), the charts draw
+// the server's history with fixed colours, and a screenshot is written. Started by tests/integration/20-dashboard.py,
 // which passes FG_ADMIN, FG_PUBLIC, FG_TOKEN, FG_SALE, FG_SHOT, FG_PROFILE, FG_MODULES.
 "use strict";
 const path = require("path");
@@ -37,6 +38,10 @@ async function buy(user) {
   page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
   page.on("pageerror", (e) => consoleErrors.push(String(e.stack || e)));
   page.setDefaultTimeout(30000);
+  // Restock and level pins ask for confirmation (window.confirm): answered as `dialogAnswer` says.
+  const dialogs = [];
+  let dialogAnswer = true;
+  page.on("dialog", async (d) => { dialogs.push(d.message()); await (dialogAnswer ? d.accept() : d.dismiss()); });
   try {
     const resp = await page.goto(ADMIN + "/admin/");
     check(resp.status() === 200, "dashboard page 200 without a token");
@@ -112,16 +117,23 @@ async function buy(user) {
     }, SALE);
     check(true, "rules table shows 2 would-be rejections");
 
-    // Restock from the form.
+    // Restock from the form: asked first; declined, nothing changes.
     const before = (await stats()).sales.find((x) => x.sale_id === SALE).stock_total;
     await page.fill("#f-restock [name=sale_id]", SALE);
     await page.fill("#f-restock [name=add]", "5");
+    dialogAnswer = false;
+    await page.click("#f-restock button");
+    await page.waitForFunction(() => document.querySelector("#f-restock .msg").textContent === "cancelled");
+    check(dialogs.length === 1 && /5 units to sale/.test(dialogs[0]), "restock asks first: " + JSON.stringify(dialogs));
+    check((await stats()).sales.find((x) => x.sale_id === SALE).stock_total === before, "a declined restock changes nothing");
+    dialogAnswer = true;
     await page.click("#f-restock button");
     await page.waitForFunction(() => /^200/.test(document.querySelector("#f-restock .msg").textContent));
     check((await stats()).sales.find((x) => x.sale_id === SALE).stock_total === before + 5, "restock from the form");
 
     // Pin the degrade level from the form; the page shows it, the API agrees.
     await page.selectOption("#f-degrade [name=level]", "1");
+    const asked = dialogs.length;
     await page.click("#f-degrade button");
     // The gateway starts pinned at level 0 ("0 normal (pinned)"): wait for the form's answer
     // and for level 1 on the page, not for "pinned" alone, which is there before the PUT lands.
@@ -129,6 +141,20 @@ async function buy(user) {
     await page.waitForFunction(() => /^1 .*pinned/.test(document.getElementById("n-level").textContent));
     const dg = await (await fetch(ADMIN + "/admin/v1/degrade", { headers: { Authorization: "Bearer " + TOKEN } })).json();
     check(dg.level === 1 && dg.mode === "pinned", "degrade pinned from the form: " + JSON.stringify(dg));
+    check(dialogs.length === asked + 1 && /Pin the degrade level at 1/.test(dialogs[asked]), "the pin asked first: " + JSON.stringify(dialogs));
+
+    // The charts draw the server's ring: the load's accepted answers are in it, in green.
+    const hist = await page.evaluate(() => {
+      const r = window.fgDashboard.ring();
+      const u = window.fgDashboard.charts["c-answers"].u;
+      return { n: r.t_ms.length, accepted: Math.max(...r.answers_per_s["202"].map((x) => x || 0)),
+        green: u.series[1].label === "202 accepted" && u.series[1].stroke(u, 1) === "#2ca02c",
+        red: u.series[6].label === "5xx errors" && u.series[6].stroke(u, 6) === "#d62728",
+        level: window.fgDashboard.charts["c-degrade"].u.scales.level };
+    });
+    check(hist.n >= 5 && hist.accepted > 10, "history from the ring: " + JSON.stringify(hist));
+    check(hist.green && hist.red, "fixed colours: 202 green, 5xx red");
+    check(hist.level && hist.level.min === 0 && hist.level.max === 3, "degrade level on its own 0-3 axis: " + JSON.stringify(hist.level));
 
     await sleep(1200);
     await page.screenshot({ path: process.env.FG_SHOT, fullPage: true });

@@ -311,6 +311,9 @@ try:
     call("GET", "/admin/v1/stats", "/admin/v1/stats", 200)
     call("GET", "/admin/v1/audit", "/admin/v1/audit?since=1&limit=5", 200)
     call("GET", "/admin/v1/audit", "/admin/v1/audit?since=-1", 400)
+    call("GET", "/admin/v1/history", "/admin/v1/history", 200)
+    call("GET", "/admin/v1/history", "/admin/v1/history?since=x", 400)
+    call("GET", "/admin/v1/fleet", "/admin/v1/fleet", 200)
     RB = "/admin/v1/config/rollback"
     entries = g.admin("GET", "/admin/v1/audit?limit=10000").json["entries"]
     start = [e["version"] for e in entries if e["what"] == "start"]

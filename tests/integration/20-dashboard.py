@@ -14,28 +14,12 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from browser import need_browser  # noqa: E402
 from fg import BIN, SRC, Gateway, check, eq, finish, need_binary, request  # noqa: E402
 
 need_binary("flashgate")
-NODE, CHROMIUM, NPM = shutil.which("node"), "/usr/bin/chromium", shutil.which("npm")
-check(NODE is not None and NPM is not None, "node and npm installed")
-check(os.path.exists(CHROMIUM), "chromium installed (deploy/install-deps.sh)")
-if not (NODE and NPM and os.path.exists(CHROMIUM)):
-    finish()
-
-# npm ci into the build dir (the lock file pins playwright-core); redone when the lock changes.
+NODE, MODULES = need_browser()
 pkg = os.path.join(SRC, "tests", "browser")
-mods = os.path.join(BIN, "browser-test")
-lock = open(os.path.join(pkg, "package-lock.json")).read()
-stamp = os.path.join(mods, "package-lock.json")
-if not os.path.exists(stamp) or open(stamp).read() != lock or \
-        not os.path.isdir(os.path.join(mods, "node_modules", "playwright-core")):
-    os.makedirs(mods, exist_ok=True)
-    for f in ("package.json", "package-lock.json"):
-        shutil.copy(os.path.join(pkg, f), mods)
-    p = subprocess.run([NPM, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=mods,
-                       capture_output=True, text=True, timeout=600)
-    check(p.returncode == 0, "npm ci: %s %s" % (p.stdout[-500:], p.stderr[-1500:]))
 
 g = Gateway("--log-summary-interval", "0")
 g.start()
@@ -76,7 +60,7 @@ try:
     env = dict(os.environ, FG_ADMIN="http://127.0.0.1:%d" % g.admin_port,
                FG_PUBLIC="http://127.0.0.1:%d" % g.port, FG_TOKEN=g.token, FG_SALE="live",
                FG_SHOT=shot, FG_PROFILE=profile, FG_LOAD_DONE=done_flag,
-               FG_MODULES=os.path.join(mods, "node_modules"))
+               FG_MODULES=MODULES)
     p = subprocess.run([NODE, os.path.join(pkg, "dashboard.test.js")], env=env,
                        capture_output=True, text=True, timeout=180)
     sys.stdout.write(p.stdout)
