@@ -182,7 +182,7 @@ class Gateway:
         argv = [binary, "--listen", "127.0.0.1:%d" % self.port,
                 "--admin-listen", "127.0.0.1:%d" % self.admin, "--admin-token", TOKEN,
                 "--data-dir", os.path.join(self.dir, "data"), "--threads", "1",
-                "--server-trusted-proxies", "127.0.0.1/32", "--limits-ip-rps", "0",
+                "--server-trusted-proxies", "127.0.0.1/32", "--limits-ip-rps", "0", "--limits-subnet-rps", "0",
                 "--log-level", "warn"] + extra
         if not any("identity.mode" in a or a.startswith("--identity-mode") for a in extra):
             argv += IDENTITY_NONE

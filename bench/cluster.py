@@ -31,7 +31,7 @@ from fleet import Cluster, Gateway, Redis  # noqa: E402
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 SECS = int(sys.argv[2]) if len(sys.argv) > 2 else 5
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set",
+NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", "--set",
             "limits.global_rps=0", "--set", "limits.sale_rps=0", "--kafka-brokers", "none"]
 
 WRK_LUA = r'''

@@ -482,77 +482,98 @@ static void check_per_user(const lt_scenario_t *sc, const lt_results_t *res, lt_
 }
 
 /*
- * Fairness: did any crowd class win more than its share? The base is the
- * users who got a lottery entry when the sale had a start window (the draw is
- * over them), else every user who pressed buy. K units drawn from N base
- * users of which n_c are in class c: under a fair draw the class's winners
- * follow the hypergeometric distribution, mean K n_c / N and variance
- * K (n_c/N) (1 - n_c/N) (N - K) / (N - 1). PASS when no class won more than
- * the 5-sigma level of that distribution: the smallest count whose upper
- * tail is below FAIR_TAIL (one-sided 5 sigma of a normal), computed exactly
- * (lgamma), since small classes are far from normal. Enforced (FAIL fails
- * the audit) only when the scenario has a fair window; without one it is
- * reported, marked "not enforced".
+ * Fairness, per person: did any crowd class win more than its share of the
+ * persons? People and bots hold one account each and are one person each; a
+ * scalper operator's accounts_per_operator accounts are held by
+ * persons_per_operator persons. The base is the persons with an account that
+ * got a lottery entry when the sale had a start window (the draw is over
+ * them), else the persons with an account that pressed buy. A sale that is
+ * fair per person draws K winners from the N base persons: a class of n_c of
+ * them then wins Hypergeometric(N, n_c, min(K, N)) orders, mean K n_c / N and
+ * variance K (n_c/N) (1 - n_c/N) (N - K) / (N - 1). PASS when no class won
+ * more orders than the upper quantile of that distribution at the false-alarm
+ * probability LT_FAIR_TAIL: the smallest count x with P(X > x) < LT_FAIR_TAIL,
+ * summed exactly from the probability mass (lgamma), since small classes are
+ * far from normal. A class whose accounts outnumber its persons (scalpers
+ * with 20 accounts for 2 persons) wins by account, and that is what the line
+ * catches. Enforced (FAIL fails the audit) only when the scenario has a fair
+ * window; without one it is reported, marked "not enforced".
  *
- * Why 5 sigma and not 3: a rehearsal's verdict must not be a coin that
- * lands wrong now and then. At 3 sigma a fair draw failed one class in
- * ~250 rehearsals (0.135% per class, three classes), and it did: a CI run
- * where people won 55 of 60 units at a 75.8% share (P = 0.13%). At 5 sigma
- * a fair draw fails below once in a million rehearsals, while a first-come
- * sale (bots winning nearly all the stock at a third of the entrants) is
- * still about ten sigma over.
+ * Why LT_FAIR_TAIL is one-sided 5 sigma and not 3: a rehearsal's verdict must
+ * not be a coin that lands wrong now and then. At 3 sigma a fair draw failed
+ * one class in ~250 rehearsals (0.135% per class, three classes), and it did:
+ * a CI run where people won 55 of 60 units at a 75.8% share (P = 0.13%). At
+ * 5 sigma a fair draw fails below once in a million rehearsals (four classes),
+ * while a first-come sale (bots winning nearly all the stock at a third of
+ * the entrants) is still about ten sigma over.
  */
-#define FAIR_TAIL 2.87e-7 /* P(Z > 5) for a standard normal */
 static double log_choose(double n, double k)
 {
     return lgamma(n + 1) - lgamma(k + 1) - lgamma(n - k + 1);
 }
 
-/* The smallest x with P(X > x) < FAIR_TAIL for X ~ Hypergeometric(N, n successes, K draws). */
-static double hyper_limit(double N, double n, double K)
+double lt_audit_hyper_limit(double N, double n, double K, double tail)
 {
+    if (K > N)
+        K = N;
     double lo = K - (N - n) > 0 ? K - (N - n) : 0, hi = n < K ? n : K;
     double lnorm = log_choose(N, K), cdf = 0;
     for (int64_t i = (int64_t)lo; i <= (int64_t)hi; i++) { /* counts: whole numbers */
         double x = (double)i;
         cdf += exp(log_choose(n, x) + log_choose(N - n, K - x) - lnorm);
-        if (1 - cdf < FAIR_TAIL)
+        if (1 - cdf < tail)
             return x;
     }
     return hi;
 }
+
 static void check_fairness(const lt_scenario_t *sc, const lt_results_t *res, lt_audit_t *a)
 {
-    static const char *const names[LT_CLASS_N] = {"people", "bots", "aggressive_bots"};
     bool by_entry = res->n_entries > 0;
-    const uint64_t *base = by_entry ? res->class_entrants : res->class_tried;
+    const uint64_t *base = by_entry ? res->class_person_entrants : res->class_person_tried;
     double n = 0, k = 0;
     for (int c = 0; c < LT_CLASS_N; c++) {
         n += (double)base[c];
         k += (double)res->class_won_orders[c];
     }
     if (n < 1 || k < 1) {
-        check_add(a, "fairness", LT_CHECK_SKIP, "no winners to judge (%g base users, %g won)", n,
-                  k);
+        check_add(a, "fairness", LT_CHECK_SKIP, "no winners to judge (%g base persons, %g won)",
+                  n, k);
         return;
     }
     bool ok = true;
-    char detail[520];
-    size_t len = (size_t)snprintf(detail, sizeof(detail), "%s; base %s: ",
+    char detail[sizeof(a->checks[0].detail)];
+    size_t len = (size_t)snprintf(detail, sizeof(detail), "%s; per person, base %s (%.0f): ",
                                   sc->fair_window_ms ? "fair window" : "not enforced: no fair window",
-                                  by_entry ? "entrants" : "users who pressed buy");
+                                  by_entry ? "entrant persons" : "persons who pressed buy", n);
+    bool first = true;
     for (int c = 0; c < LT_CLASS_N; c++) {
+        if (base[c] == 0 && res->class_won_orders[c] == 0)
+            continue; /* a class not in this crowd */
         double nc = (double)base[c], p = nc / n;
-        double limit = hyper_limit(n, nc, k);
+        double limit = lt_audit_hyper_limit(n, nc, k, LT_FAIR_TAIL);
         double won = (double)res->class_won_orders[c];
         bool cls_ok = won <= limit;
         ok = ok && cls_ok;
         if (len < sizeof(detail))
             len += (size_t)snprintf(detail + len, sizeof(detail) - len,
-                                    "%s%s won %.0f of %.0f (%.1f%%), share %.1f%%, max %.0f%s",
-                                    c ? "; " : "", names[c], won, k, 100 * won / k, 100 * p, limit,
-                                    cls_ok ? "" : " OVER");
+                                    "%s%s won %.0f of %.0f (%.1f%%), persons %.1f%%, max %.0f%s",
+                                    first ? "" : "; ", lt_class_name(c), won, k, 100 * won / k,
+                                    100 * p, limit, cls_ok ? "" : " OVER");
+        first = false;
     }
+    for (size_t i = 0; i < res->n_top_operators && len < sizeof(detail); i++) {
+        const lt_operator_stat_t *o = &res->top_operators[i];
+        if (o->won_units == 0)
+            break;
+        len += (size_t)snprintf(detail + len, sizeof(detail) - len,
+                                "%s operator %llu %u units / %u persons (%.1f per person)",
+                                i ? "," : "; top", (unsigned long long)o->id, o->won_units,
+                                o->persons, (double)o->won_units / (o->persons ? o->persons : 1));
+    }
+    if (len < sizeof(detail) && res->class_persons[LT_CLASS_PERSON])
+        snprintf(detail + len, sizeof(detail) - len, "; most units one of the people won: %llu",
+                 (unsigned long long)res->class_max_person_units[LT_CLASS_PERSON]);
     /* Without a window it is reported, not enforced: WARN, which fails nothing. */
     check_add(a, "fairness", ok ? LT_CHECK_PASS : sc->fair_window_ms ? LT_CHECK_FAIL : LT_CHECK_WARN,
               "%s", detail);

@@ -29,7 +29,7 @@ const char *lt_check_result_name(lt_check_result_t r);
 typedef struct lt_check {
     const char *name; /* static: "stock", "no_oversell", "kafka", "db", "per_user_limit" */
     lt_check_result_t result;
-    char detail[600];
+    char detail[1024];
 } lt_check_t;
 
 #define LT_AUDIT_MAX_CHECKS 8
@@ -56,6 +56,14 @@ typedef struct lt_audit {
 void lt_audit_run(const lt_scenario_t *sc, const lt_results_t *res, lt_audit_t *out);
 /* Prints "PASS stock: ..." lines to f. */
 void lt_audit_print(const lt_audit_t *a, void *file);
+
+/*
+ * The fairness line's tolerance: the smallest x with P(X > x) < tail for X ~
+ * Hypergeometric(N population, n successes, min(K, N) draws), summed exactly
+ * from the probability mass. The audit uses tail = LT_FAIR_TAIL. Pure.
+ */
+#define LT_FAIR_TAIL 2.87e-7 /* P(Z > 5) for a standard normal: one-sided 5 sigma */
+double lt_audit_hyper_limit(double N, double n, double K, double tail);
 
 /*
  * Kafka bootstrap list from a flag value: a file holding it (as

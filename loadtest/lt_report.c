@@ -160,6 +160,13 @@ static json_t *scenario_json(const lt_scenario_t *sc, const char *path)
         (int)sc->retry_default_ms, "bot_retry_ms", (int)sc->bot_retry_ms, "bot_max_retries",
         (int)sc->bot_max_retries, "poll_interval_ms", (int)sc->poll_interval_ms, "poll_max",
         (int)sc->poll_max, "arrivals", segs);
+    json_t *crowd = json_object_get(j, "crowd");
+    if (crowd && sc->operators)
+        json_object_update_new(
+            crowd, json_pack("{s:I, s:i, s:i, s:i}", "operators", (json_int_t)sc->operators,
+                             "accounts_per_operator", (int)sc->accounts_per_operator,
+                             "persons_per_operator", (int)sc->persons_per_operator,
+                             "operator_addresses", (int)sc->operator_addresses));
     json_object_set_new(j, "connection_mode",
                         json_string(lt_conn_mode_name(sc->connection_mode)));
     json_object_set_new(j, "connections_max", json_integer(sc->connections_max));
@@ -320,21 +327,37 @@ static json_t *figures_json(const lt_results_t *res)
     json_object_set_new(fig, "pages", pages_json(res));
     json_object_set_new(fig, "fine_timeline", fine_json(res));
     /* the start-window lottery and who won, per crowd class (the fairness audit) */
-    static const char *const cls[LT_CLASS_N] = {"people", "bots", "aggressive_bots"};
     json_t *classes = json_object();
     for (int c = 0; c < LT_CLASS_N; c++)
-        json_object_set_new(classes, cls[c],
-                            json_pack("{s:I, s:I, s:I, s:I, s:I}", "users",
-                                      (json_int_t)res->class_users[c], "pressed_buy",
-                                      (json_int_t)res->class_tried[c], "entrants",
-                                      (json_int_t)res->class_entrants[c], "won_orders",
-                                      (json_int_t)res->class_won_orders[c], "won_units",
-                                      (json_int_t)res->class_won_units[c]));
+        json_object_set_new(
+            classes, lt_class_name(c),
+            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "users",
+                      (json_int_t)res->class_users[c], "pressed_buy",
+                      (json_int_t)res->class_tried[c], "entrants",
+                      (json_int_t)res->class_entrants[c], "won_orders",
+                      (json_int_t)res->class_won_orders[c], "won_units",
+                      (json_int_t)res->class_won_units[c], "persons",
+                      (json_int_t)res->class_persons[c], "persons_pressed_buy",
+                      (json_int_t)res->class_person_tried[c], "entrant_persons",
+                      (json_int_t)res->class_person_entrants[c], "winning_persons",
+                      (json_int_t)res->class_person_winners[c], "max_units_per_person",
+                      (json_int_t)res->class_max_person_units[c]));
+    json_t *ops = json_array();
+    for (size_t i = 0; i < res->n_top_operators; i++) {
+        const lt_operator_stat_t *o = &res->top_operators[i];
+        json_array_append_new(
+            ops, json_pack("{s:I, s:i, s:i, s:i, s:i, s:i, s:f}", "operator", (json_int_t)o->id,
+                           "accounts", (int)o->accounts, "persons", (int)o->persons, "entrants",
+                           (int)o->entrants, "won_orders", (int)o->won_orders, "won_units",
+                           (int)o->won_units, "units_per_person",
+                           (double)o->won_units / (o->persons ? o->persons : 1)));
+    }
     json_object_set_new(fig, "fair",
-                        json_pack("{s:I, s:I, s:I, s:I, s:o}", "entries",
+                        json_pack("{s:I, s:I, s:I, s:I, s:o, s:o}", "entries",
                                   (json_int_t)res->n_entries, "duplicate_entries",
                                   (json_int_t)res->dup_entries, "won", (json_int_t)res->entries_won,
-                                  "lost", (json_int_t)res->entries_lost, "classes", classes));
+                                  "lost", (json_int_t)res->entries_lost, "classes", classes,
+                                  "top_operators", ops));
     return fig;
 }
 
@@ -513,10 +536,12 @@ static char *html_tables(const lt_scenario_t *sc, const lt_results_t *res, const
         sb_fmt(&b, false, "<tr><td>sale</td><td>%s: %lld units, limit %u per user</td></tr>\n",
                sc->sale_id, (long long)sc->sale_stock, sc->per_user_limit);
         sb_fmt(&b, false,
-               "<tr><td>crowd</td><td>%llu users (%llu bots, %llu aggressive), %llu arrived"
-               "</td></tr>\n",
-               (unsigned long long)sc->users, (unsigned long long)res->users_bots,
-               (unsigned long long)res->users_aggressive, (unsigned long long)res->arrivals);
+               "<tr><td>crowd</td><td>%llu accounts (%llu bots, %llu aggressive; %llu scalper "
+               "operators of %u accounts and %u persons each), %llu arrived</td></tr>\n",
+               (unsigned long long)lt_scenario_accounts(sc), (unsigned long long)res->users_bots,
+               (unsigned long long)res->users_aggressive, (unsigned long long)sc->operators,
+               sc->accounts_per_operator, sc->persons_per_operator,
+               (unsigned long long)res->arrivals);
         sb_fmt(&b, false, "<tr><td>requests</td><td>%llu buy, %llu status polls in %.1f s"
                           "</td></tr>\n",
                (unsigned long long)res->sent_buy, (unsigned long long)res->sent_poll,

@@ -92,7 +92,8 @@ lt_ans_t lt_ans_of_status(int st)
 
 /*---- state ----*/
 
-enum { U_PERSON = 0, U_BOT = 1, U_AGGRESSIVE = 2 };
+/* U_SCALPER: an account of a scalper operator; it presses and retries as an aggressive bot. */
+enum { U_PERSON = 0, U_BOT = 1, U_AGGRESSIVE = 2, U_SCALPER = 3 };
 enum { U_WAITING = 0, U_BUYING, U_POLLING, U_DONE };
 enum { EV_BUY = 0, EV_POLL = 1, EV_PAGE = 2 };
 #define EV_BITS 2
@@ -105,7 +106,21 @@ typedef struct user {
     uint16_t polls;
     int32_t order; /* index in res->orders, -1 none */
     int32_t entry; /* index in res->entries (a lottery entry), -1 none */
+    uint32_t person; /* the person holding the account (lt_person_id) */
 } user_t;
+
+const char *lt_class_name(int c)
+{
+    static const char *const names[LT_CLASS_N] = {"people", "bots", "aggressive_bots",
+                                                  "scalpers"};
+    return c >= 0 && c < LT_CLASS_N ? names[c] : "?";
+}
+
+/* Ignores Retry-After, retries every bot_retry_ms, presses before the start. */
+static bool is_aggressive(const user_t *u)
+{
+    return u->kind == U_AGGRESSIVE || u->kind == U_SCALPER;
+}
 
 typedef struct req {
     struct req *next; /* FIFO of the target while waiting */
@@ -176,6 +191,7 @@ typedef struct crowd {
     size_t n_loops;
     struct run *loops[LT_MAX_LOOPS];
     lt_tokens_t tokens; /* one bearer token per account (scenario identity.key), else empty */
+    uint32_t *won_units; /* per account, written by its loop at the end (person figures) */
 } crowd_t;
 
 /* A loop's counters for the progress line, summed by loop 0. */
@@ -248,14 +264,26 @@ static void user_id(const run_t *r, uint64_t u, char *out, size_t len)
 static void user_addr(const run_t *r, uint64_t u, char *out, size_t len)
 {
     const user_t *us = &r->users[u];
-    if (us->kind != U_PERSON) {
+    if (us->kind == U_SCALPER) {
+        /* one of its operator's proxies: 100.64.0.0/10 (shared address space, header
+         * only), consecutive proxies in different /24s, as rented residential ones are */
+        uint64_t op = (us->person - r->sc->users) / r->sc->persons_per_operator;
+        uint64_t p = op * r->sc->operator_addresses +
+                     (u * 2654435761u) % r->sc->operator_addresses;
+        snprintf(out, len, "100.%u.%u.%u", (unsigned)(64 + ((p >> 8) & 63)), (unsigned)(p & 255),
+                 (unsigned)(1 + (p >> 14)));
+    } else if (us->kind != U_PERSON) {
         /* bots share a few addresses: 198.19.255.0/24 (benchmark range, header only) */
         uint64_t b = (u * 2654435761u) % r->sc->bot_addresses;
         snprintf(out, len, "198.19.255.%u", (unsigned)b);
     } else {
+        /* persons' addresses spread over the 512 /24s of 198.18.0.0/15 (address a in
+         * /24 a % 512, host a / 512 + 1), as a crowd's are over the internet: the
+         * gateway's per-subnet buckets see tens of persons per /24, not hundreds */
         uint64_t a = (u * 40503u + 7) % r->sc->addresses;
-        snprintf(out, len, "198.%u.%u.%u", (unsigned)(18 + (a >> 16)), (unsigned)((a >> 8) & 255),
-                 (unsigned)(a & 255));
+        uint64_t net = a % 512, host = a / 512 + 1;
+        snprintf(out, len, "198.%u.%u.%u", (unsigned)(18 + (net >> 8)), (unsigned)(net & 255),
+                 (unsigned)host);
     }
 }
 
@@ -295,7 +323,7 @@ static void dispatch(run_t *r, uint64_t user, int kind, uint64_t sched_ns)
 
 static uint64_t retry_delay_ns(run_t *r, const user_t *u, int retry_after_s)
 {
-    if (u->kind == U_AGGRESSIVE)
+    if (is_aggressive(u))
         return (uint64_t)r->sc->bot_retry_ms * 1000000ull;
     double ms = retry_after_s >= 0 ? retry_after_s * 1000.0 : (double)r->sc->retry_default_ms;
     ms *= 1.0 + 0.2 * cm_rand_unit(&r->rng); /* jitter, as a polite client does */
@@ -474,7 +502,7 @@ static void on_buy_answer(run_t *r, req_t *q, lt_ans_t a, int retry_after_s, con
     lt_second_t *s = second_at(r, now);
     s->counts[a]++;
     cm_hist_record(&s->buy, lat_us);
-    uint32_t max_retries = u->kind == U_AGGRESSIVE ? r->sc->bot_max_retries : r->sc->max_retries;
+    uint32_t max_retries = is_aggressive(u) ? r->sc->bot_max_retries : r->sc->max_retries;
     switch (a) {
     case LT_ANS_A202:
         if (body && strstr(body, "\"status\":\"entered\"")) {
@@ -506,7 +534,7 @@ static void on_buy_answer(run_t *r, req_t *q, lt_ans_t a, int retry_after_s, con
         if (u->attempts < max_retries) {
             u->attempts++;
             uint64_t at = now + retry_delay_ns(r, u, retry_after_s);
-            if (a == LT_ANS_A425 && u->kind != U_AGGRESSIVE && at < r->sale_start_ns)
+            if (a == LT_ANS_A425 && !is_aggressive(u) && at < r->sale_start_ns)
                 at = r->sale_start_ns;
             schedule(r, at, q->user, EV_BUY);
         } else {
@@ -974,6 +1002,7 @@ static void press_time_for(run_t *r, uint64_t user, uint64_t arrival_ns, uint64_
     }
     double ms;
     switch (u->kind) {
+    case U_SCALPER:
     case U_AGGRESSIVE:
         ms = -r->sc->bot_early_ms * cm_rand_unit(&r->rng);
         break;
@@ -1156,10 +1185,11 @@ static int create_sale(const lt_scenario_t *sc, int64_t start_ms, char *eb, size
     int bl = snprintf(body, sizeof(body),
                       "{\"stock\":%lld,\"per_user_limit\":%u,\"starts_at\":\"%s\",\"ends_at\":\"%s\"",
                       (long long)sc->sale_stock, sc->per_user_limit, starts, ends);
-    if (sc->fair_window_ms)
-        bl += snprintf(body + bl, sizeof(body) - (size_t)bl,
-                       ",\"fair_window_ms\":%u,\"fair_early_ms\":%u", sc->fair_window_ms,
-                       sc->fair_early_ms);
+    /* always said: a sale created without it gets the gateway's default window
+     * (sales.default_fair_window_ms), and the scenario's 0 means first-come */
+    bl += snprintf(body + bl, sizeof(body) - (size_t)bl,
+                   ",\"fair_window_ms\":%u,\"fair_early_ms\":%u", sc->fair_window_ms,
+                   sc->fair_early_ms);
     snprintf(body + bl, sizeof(body) - (size_t)bl, "}");
     snprintf(path, sizeof(path), "/admin/v1/sales/%s", sc->sale_id);
     int status;
@@ -1314,18 +1344,31 @@ static uint32_t share_of(uint32_t n, size_t k, size_t loops)
     return (uint32_t)(n / loops + (k < n % loops ? 1 : 0));
 }
 
+static int user_class(const user_t *u)
+{
+    switch (u->kind) {
+    case U_PERSON:
+        return LT_CLASS_PERSON;
+    case U_BOT:
+        return LT_CLASS_BOT;
+    case U_AGGRESSIVE:
+        return LT_CLASS_AGGRESSIVE;
+    default:
+        return LT_CLASS_SCALPER;
+    }
+}
+
 /* The crowd classes of this loop's users (every loops-th from idx), for the audit. */
 static void class_stats(run_t *r)
 {
     lt_results_t *res = r->res;
     size_t n = r->crowd->n_loops;
-    for (uint64_t i = r->idx; i < r->sc->users; i += n) {
+    uint64_t accounts = lt_scenario_accounts(r->sc);
+    for (uint64_t i = r->idx; i < accounts; i += n) {
         const user_t *u = &r->users[i];
         if (u->page)
             continue;
-        int c = u->kind == U_PERSON ? LT_CLASS_PERSON
-                : u->kind == U_BOT  ? LT_CLASS_BOT
-                                    : LT_CLASS_AGGRESSIVE;
+        int c = user_class(u);
         res->class_users[c]++;
         if (u->state != U_WAITING)
             res->class_tried[c]++;
@@ -1334,8 +1377,74 @@ static void class_stats(run_t *r)
         if (u->order >= 0) {
             res->class_won_orders[c]++;
             res->class_won_units[c] += res->orders[u->order].qty;
+            r->crowd->won_units[i] = res->orders[u->order].qty;
         }
     }
+}
+
+static int cmp_operator(const void *x, const void *y)
+{
+    const lt_operator_stat_t *a = x, *b = y;
+    if (a->won_units != b->won_units)
+        return a->won_units > b->won_units ? -1 : 1;
+    return a->id < b->id ? -1 : a->id > b->id;
+}
+
+/*
+ * The crowd per person, after every loop has ended: which persons pressed,
+ * entered, won (any of their accounts did), the most units one person of a
+ * class won, and the operators that won the most units.
+ */
+static void person_stats(const lt_scenario_t *sc, const crowd_t *cw, lt_results_t *res)
+{
+    uint64_t accounts = lt_scenario_accounts(sc), persons = lt_scenario_persons(sc);
+    enum { P_TRIED = 1, P_ENTERED = 2, P_COUNTED = 4 };
+    uint8_t *flags = cm_xcalloc(persons ? persons : 1, 1);
+    uint32_t *units = cm_xcalloc(persons ? persons : 1, sizeof(uint32_t));
+    uint8_t *cls = cm_xcalloc(persons ? persons : 1, 1);
+    lt_operator_stat_t *ops = cm_xcalloc(sc->operators ? sc->operators : 1, sizeof(*ops));
+    for (uint64_t o = 0; o < sc->operators; o++) {
+        ops[o].id = o;
+        ops[o].accounts = sc->accounts_per_operator;
+        ops[o].persons = sc->persons_per_operator;
+    }
+    for (uint64_t i = 0; i < accounts; i++) {
+        const user_t *u = &cw->users[i];
+        if (u->page)
+            continue;
+        uint32_t p = u->person;
+        flags[p] |= P_COUNTED;
+        cls[p] = (uint8_t)user_class(u);
+        if (u->state != U_WAITING)
+            flags[p] |= P_TRIED;
+        if (u->entry >= 0)
+            flags[p] |= P_ENTERED;
+        units[p] += cw->won_units[i];
+        if (u->kind == U_SCALPER) {
+            lt_operator_stat_t *op = &ops[(p - sc->users) / sc->persons_per_operator];
+            op->entrants += u->entry >= 0;
+            op->won_orders += cw->won_units[i] > 0;
+            op->won_units += cw->won_units[i];
+        }
+    }
+    for (uint64_t p = 0; p < persons; p++) {
+        if (!(flags[p] & P_COUNTED))
+            continue;
+        int c = cls[p];
+        res->class_persons[c]++;
+        res->class_person_tried[c] += (flags[p] & P_TRIED) != 0;
+        res->class_person_entrants[c] += (flags[p] & P_ENTERED) != 0;
+        res->class_person_winners[c] += units[p] > 0;
+        if (units[p] > res->class_max_person_units[c])
+            res->class_max_person_units[c] = units[p];
+    }
+    qsort(ops, sc->operators, sizeof(*ops), cmp_operator);
+    res->n_top_operators = sc->operators < LT_TOP_OPERATORS ? sc->operators : LT_TOP_OPERATORS;
+    memcpy(res->top_operators, ops, res->n_top_operators * sizeof(*ops));
+    free(ops);
+    free(cls);
+    free(units);
+    free(flags);
 }
 
 /* One loop: its connections, its warm-up, then its deal of the crowd to the end. */
@@ -1405,7 +1514,7 @@ static void *loop_main(void *arg)
         fprintf(stderr,
                 "flashgate-load: %s: %zu arrivals of %llu users (%llu bots) over %.1fs, sale %s "
                 "starts at +%.1fs, %zu target(s) x %u connections (%s%s)%s\n",
-                sc->name, cw->n_arrivals, (unsigned long long)sc->users,
+                sc->name, cw->n_arrivals, (unsigned long long)lt_scenario_accounts(sc),
                 (unsigned long long)cw->users_bots, prof, sc->sale_id, res->sale_start_s,
                 sc->n_targets, sc->connections, lt_conn_mode_name(sc->connection_mode),
                 open_mode ? ", more opened on demand" : "",
@@ -1426,10 +1535,19 @@ int lt_run(const lt_scenario_t *sc, bool quiet, lt_results_t *res, char *eb, siz
         cw->n_loops = LT_MAX_LOOPS;
     cm_rand_t rng;
     cm_rand_seed(&rng, sc->seed ^ 0x5eedull);
-    cw->users = cm_xmalloc(sc->users * sizeof(*cw->users));
-    for (uint64_t i = 0; i < sc->users; i++) {
+    uint64_t accounts = lt_scenario_accounts(sc);
+    cw->users = cm_xmalloc((accounts ? accounts : 1) * sizeof(*cw->users));
+    cw->won_units = cm_xcalloc(accounts ? accounts : 1, sizeof(*cw->won_units));
+    uint32_t *persons = cm_xmalloc((accounts ? accounts : 1) * sizeof(uint32_t));
+    lt_crowd_persons(sc, persons);
+    for (uint64_t i = 0; i < accounts; i++) {
         user_t *u = &cw->users[i];
-        *u = (user_t){.order = -1, .entry = -1};
+        *u = (user_t){.order = -1, .entry = -1, .person = persons[i]};
+        if (persons[i] >= sc->users) {
+            u->kind = U_SCALPER; /* an operator's account */
+            res->users_bots++;
+            continue;
+        }
         /* drawn only when asked for, so scenarios without pages keep their crowd */
         if (sc->noncore_share > 0 && cm_rand_unit(&rng) < sc->noncore_share) {
             u->page = true;
@@ -1443,7 +1561,7 @@ int lt_run(const lt_scenario_t *sc, bool quiet, lt_results_t *res, char *eb, siz
         }
     }
     cw->users_bots = res->users_bots;
-    cw->arrivals = lt_sched_arrivals(sc->segments, sc->n_segments, sc->duration_s, sc->users,
+    cw->arrivals = lt_sched_arrivals(sc->segments, sc->n_segments, sc->duration_s, accounts,
                                      sc->seed, &cw->n_arrivals);
     int rc = 0;
     for (size_t k = 0; k < cw->n_loops; k++) {
@@ -1462,7 +1580,8 @@ int lt_run(const lt_scenario_t *sc, bool quiet, lt_results_t *res, char *eb, siz
         cw->loops[k] = r;
     }
     if (sc->identity_key) {
-        rc = lt_tokens_mint(&cw->tokens, sc, cw->n_loops > 2 ? (unsigned)cw->n_loops : 2, eb, el);
+        rc = lt_tokens_mint(&cw->tokens, sc, persons, cw->n_loops > 2 ? (unsigned)cw->n_loops : 2,
+                            eb, el);
         if (rc < 0)
             goto out;
         if (!quiet)
@@ -1512,6 +1631,7 @@ int lt_run(const lt_scenario_t *sc, bool quiet, lt_results_t *res, char *eb, siz
         }
         results_merge(res, lr);
     }
+    person_stats(sc, cw, res);
 out:
     for (size_t k = 0; k < cw->n_loops; k++) {
         run_t *r = cw->loops[k];
@@ -1529,7 +1649,9 @@ out:
         free(r);
     }
     free(cw->arrivals);
+    free(persons);
     free(cw->users);
+    free(cw->won_units);
     lt_tokens_free(&cw->tokens);
     free(cw);
     return rc;

@@ -97,8 +97,26 @@ typedef struct lt_entry {
     uint32_t position; /* draw position of a loser */
 } lt_entry_t;
 
-/* Crowd classes for the fairness audit. */
-enum { LT_CLASS_PERSON = 0, LT_CLASS_BOT = 1, LT_CLASS_AGGRESSIVE = 2, LT_CLASS_N = 3 };
+/* Crowd classes for the fairness audit: people and bots hold one account each
+ * and are one person each; a scalper operator's accounts are held by a few persons. */
+enum {
+    LT_CLASS_PERSON = 0,
+    LT_CLASS_BOT = 1,
+    LT_CLASS_AGGRESSIVE = 2,
+    LT_CLASS_SCALPER = 3,
+    LT_CLASS_N = 4
+};
+/* "people", "bots", "aggressive_bots", "scalpers": the names the audit and the report print. */
+const char *lt_class_name(int c);
+
+/* What one scalper operator's accounts did (the top ones by units won are kept). */
+#define LT_TOP_OPERATORS 5
+typedef struct lt_operator_stat {
+    uint64_t id;          /* operator index, 0 .. operators-1 */
+    uint32_t accounts, persons;
+    uint32_t entrants;    /* its accounts that got a lottery entry */
+    uint32_t won_orders, won_units;
+} lt_operator_stat_t;
 
 typedef struct lt_results {
     uint64_t arrivals;     /* first presses scheduled */
@@ -144,6 +162,14 @@ typedef struct lt_results {
      * entry, orders and units they won */
     uint64_t class_users[LT_CLASS_N], class_tried[LT_CLASS_N], class_entrants[LT_CLASS_N],
         class_won_orders[LT_CLASS_N], class_won_units[LT_CLASS_N];
+    /* the same per person (an operator's accounts count as its few persons): persons,
+     * persons with an account that pressed buy, that got an entry, that won; and the
+     * most units one person of the class won */
+    uint64_t class_persons[LT_CLASS_N], class_person_tried[LT_CLASS_N],
+        class_person_entrants[LT_CLASS_N], class_person_winners[LT_CLASS_N],
+        class_max_person_units[LT_CLASS_N];
+    lt_operator_stat_t top_operators[LT_TOP_OPERATORS]; /* by units won, most first */
+    size_t n_top_operators;
 } lt_results_t;
 
 /*

@@ -222,6 +222,9 @@ static void set_defaults(lt_scenario_t *sc)
     sc->person_reaction_ms = 300;
     sc->bot_reaction_ms = 5;
     sc->bot_early_ms = 100;
+    sc->accounts_per_operator = 1;
+    sc->persons_per_operator = 1;
+    sc->operator_addresses = 1;
     sc->max_retries = 3;
     sc->retry_default_ms = 1000;
     sc->bot_retry_ms = 50;
@@ -338,13 +341,15 @@ static int parse_root(lt_scenario_t *sc, json_t *root, char *eb, size_t el)
     json_t *s;
     TRY(get_section(root, "identity", &s, eb, el));
     if (s) {
-        static const char *const keys[] = {"key", "issuer", "audience", NULL};
+        static const char *const keys[] = {"key", "issuer", "audience", "person_claim", NULL};
         TRY(check_keys(s, "identity", keys, eb, el));
         TRY(get_str(s, "identity", "key", NULL, 0, &sc->identity_key, eb, el));
         TRY(get_str(s, "identity", "issuer", sc->identity_issuer, sizeof(sc->identity_issuer),
                     NULL, eb, el));
         TRY(get_str(s, "identity", "audience", sc->identity_audience,
                     sizeof(sc->identity_audience), NULL, eb, el));
+        TRY(get_str(s, "identity", "person_claim", sc->identity_person_claim,
+                    sizeof(sc->identity_person_claim), NULL, eb, el));
     }
     TRY(get_section(root, "noncore", &s, eb, el));
     if (s) {
@@ -374,7 +379,8 @@ static int parse_root(lt_scenario_t *sc, json_t *root, char *eb, size_t el)
         static const char *const keys[] = {"users", "addresses", "bot_fraction",
                                            "aggressive_fraction", "bot_addresses", "qty",
                                            "person_reaction_ms", "bot_reaction_ms",
-                                           "bot_early_ms", NULL};
+                                           "bot_early_ms", "operators", "accounts_per_operator",
+                                           "persons_per_operator", "operator_addresses", NULL};
         TRY(check_keys(s, "crowd", keys, eb, el));
         TRY(get_u64(s, "crowd", "users", 1, INT64_MAX, &sc->users, eb, el));
         TRY(get_u64(s, "crowd", "addresses", 1, 130000, &sc->addresses, eb, el));
@@ -385,6 +391,13 @@ static int parse_root(lt_scenario_t *sc, json_t *root, char *eb, size_t el)
         TRY(get_num(s, "crowd", "person_reaction_ms", 0, 60000, &sc->person_reaction_ms, eb, el));
         TRY(get_num(s, "crowd", "bot_reaction_ms", 0, 60000, &sc->bot_reaction_ms, eb, el));
         TRY(get_num(s, "crowd", "bot_early_ms", 0, 60000, &sc->bot_early_ms, eb, el));
+        TRY(get_u64(s, "crowd", "operators", 0, 1000000, &sc->operators, eb, el));
+        TRY(get_u32(s, "crowd", "accounts_per_operator", 1, 100000, &sc->accounts_per_operator,
+                    eb, el));
+        TRY(get_u32(s, "crowd", "persons_per_operator", 1, 100000, &sc->persons_per_operator, eb,
+                    el));
+        TRY(get_u32(s, "crowd", "operator_addresses", 1, 100000, &sc->operator_addresses, eb,
+                    el));
     }
     TRY(get_section(root, "behaviour", &s, eb, el));
     if (s) {
@@ -461,7 +474,21 @@ int lt_scenario_validate(const lt_scenario_t *sc, char *eb, size_t el)
     if (sc->sale_create && !sc->admin_url)
         return fail(eb, el, "sale.create: needs admin (the admin API URL)");
     if (sc->users > 100000000)
-        return fail(eb, el, "crowd.users: at most 100000000 (memory is 12 bytes per user)");
+        return fail(eb, el, "crowd.users: at most 100000000 (memory is 20 bytes per account)");
+    if (sc->persons_per_operator > sc->accounts_per_operator)
+        return fail(eb, el, "crowd.persons_per_operator: at most accounts_per_operator (%u): "
+                    "each person holds at least one account", sc->accounts_per_operator);
+    if (sc->operators * sc->accounts_per_operator > 100000000 ||
+        lt_scenario_accounts(sc) > 100000000)
+        return fail(eb, el, "crowd.operators: at most 100000000 accounts in all (users + "
+                    "operators x accounts_per_operator)");
+    if (sc->operators * sc->operator_addresses > LT_MAX_PROXY_ADDRESSES)
+        return fail(eb, el, "crowd.operator_addresses: at most %d proxy addresses in all "
+                    "(operators x operator_addresses)", LT_MAX_PROXY_ADDRESSES);
+    for (const char *c = sc->identity_person_claim; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              *c == '_' || *c == '-' || *c == '.'))
+            return fail(eb, el, "identity.person_claim: a claim name of A-Z a-z 0-9 . _ -");
     if (sc->connections > LT_MAX_CONNECTIONS)
         return fail(eb, el, "connections: must be an integer between 1 and %d", LT_MAX_CONNECTIONS);
     if (sc->connection_mode == LT_CONN_OPEN &&
@@ -515,6 +542,16 @@ void lt_scenario_set_targets(lt_scenario_t *sc, const char *csv)
         if (*p == ',')
             p++;
     }
+}
+
+uint64_t lt_scenario_accounts(const lt_scenario_t *sc)
+{
+    return sc->users + sc->operators * sc->accounts_per_operator;
+}
+
+uint64_t lt_scenario_persons(const lt_scenario_t *sc)
+{
+    return sc->users + sc->operators * sc->persons_per_operator;
 }
 
 double lt_scenario_profile_s(const lt_scenario_t *sc)

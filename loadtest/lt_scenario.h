@@ -14,6 +14,7 @@
 #define LT_MAX_SEGMENTS 32
 #define LT_MAX_CONNECTIONS 20000 /* per target, either mode */
 #define LT_MAX_LOOPS 16
+#define LT_MAX_PROXY_ADDRESSES 1000000 /* operators x operator_addresses: 100.64.0.0/10 */
 
 typedef enum { LT_SEG_RAMP, LT_SEG_SPIKE, LT_SEG_PLATEAU, LT_SEG_DECAY, LT_SEG_PAUSE } lt_seg_kind_t;
 
@@ -60,6 +61,7 @@ typedef struct lt_scenario {
     char *identity_key;           /* private key file (PEM), NULL = no tokens (body user_id only) */
     char identity_issuer[256];    /* iss of the minted tokens, "" = "flashgate" */
     char identity_audience[256];  /* aud, "" = "flashgate" */
+    char identity_person_claim[64]; /* the claim naming the account's person ("person") */
     /* non-core page views mixed into the crowd */
     double noncore_share;         /* share of users who GET noncore_path instead of buying */
     char noncore_path[256];
@@ -82,6 +84,13 @@ typedef struct lt_scenario {
     double person_reaction_ms; /* mean delay between the start and the press */
     double bot_reaction_ms;    /* bots press within this many ms of the start */
     double bot_early_ms;       /* aggressive bots start hammering this early */
+    /* scalper operators: each runs accounts_per_operator accounts held by
+     * persons_per_operator persons, from operator_addresses proxy addresses of its own;
+     * their accounts come on top of `users` (one account, one person each) */
+    uint64_t operators;
+    uint32_t accounts_per_operator;
+    uint32_t persons_per_operator;
+    uint32_t operator_addresses;
     /* behaviour */
     uint32_t max_retries;      /* persons and honest bots */
     uint32_t retry_default_ms; /* when an answer has no Retry-After */
@@ -111,6 +120,10 @@ int lt_scenario_validate(const lt_scenario_t *sc, char *errbuf, size_t errlen);
 void lt_scenario_free(lt_scenario_t *sc);
 /* Replaces targets with a comma-separated list. */
 void lt_scenario_set_targets(lt_scenario_t *sc, const char *csv);
+/* Every account of the crowd: users + operators x accounts_per_operator. */
+uint64_t lt_scenario_accounts(const lt_scenario_t *sc);
+/* Every person of the crowd: users + operators x persons_per_operator. */
+uint64_t lt_scenario_persons(const lt_scenario_t *sc);
 /* Sum of the profile's durations, capped at duration_s. */
 double lt_scenario_profile_s(const lt_scenario_t *sc);
 const char *lt_seg_kind_name(lt_seg_kind_t k);

@@ -6,6 +6,16 @@
  *   not tens of times a second; scripts are held to one attempt per second.
  * - limits.ip_rps 20, burst 40: many people share one address behind NAT
  *   (offices, mobile carriers), so the per-IP limit is looser than per-user.
+ * - limits.subnet_rps 200, burst 400 (the client's /24; for IPv6 its /48, the
+ *   per-IP bucket being its /64): ten addresses' worth of the per-IP limit. A
+ *   household behind one NAT is one address (an IPv6 household one /48 or /56)
+ *   and meets its per-IP bucket first; a scalper who rents addresses by the
+ *   thousand in a few subnets, or an IPv6 /48 with 65,536 /64s, is held to 400 at
+ *   once and 200/s per subnet.
+ * - sales.default_fair_window_ms 1000: a sale created with a start and no word
+ *   on fairness gets a one-second start-window lottery, so pressing 2 ms after
+ *   the start buys nothing over pressing within the second; first-come is an
+ *   explicit "fair_window_ms": 0.
  * - limits.sale_rps and limits.global_rps 0 (off): the overload controller
  *   protects capacity; these are for operators who know their backend's rate.
  *   Their bursts default to 1000 and 10000 so that turning a rate on is one
@@ -546,6 +556,12 @@ const cm_opt_t gw_config_opts[] = {
      "proxies whose X-Forwarded-For is believed for the client IP; empty = none", v_cidrs},
     {"server.max_sales", CM_OPT_UINT, OFF(max_sales), 0, "1024", 1, 1000000, NULL, 0, NULL, "N",
      "most sales defined at once", NULL},
+    {"sales.default_fair_window_ms", CM_OPT_UINT, OFF(default_fair_window_ms), 0, "1000", 0,
+     600000, NULL, 0, NULL, "MS",
+     "start-window lottery of a sale created with starts_at and without fair_window_ms (entries "
+     "from the start to this many ms after it, drawn at random; not with waiting_room_rate); "
+     "0 = such a sale is first-come",
+     NULL},
     {"server.data_dir", CM_OPT_STR, OFF(data_dir), SZ(data_dir), "./data", 0, 0, NULL, 0,
      "data-dir", "DIR", "directory for the order spool and local state", v_nonempty},
     {"log.level", CM_OPT_ENUM, OFF(log_level), 0, "info", 0, 0, cm_log_level_names, 0, NULL, NULL,
@@ -611,8 +627,8 @@ const cm_opt_t gw_config_opts[] = {
     BURST("limits.user_burst", user_burst, "5", "per-user"),
     RPS("limits.ip_rps", ip_rps, "20", "per-client-IP"),
     BURST("limits.ip_burst", ip_burst, "40", "per-client-IP"),
-    RPS("limits.subnet_rps", subnet_rps, "0", "per-client-subnet (/24, IPv6 /48)"),
-    BURST("limits.subnet_burst", subnet_burst, "200", "per-client-subnet (/24, IPv6 /48)"),
+    RPS("limits.subnet_rps", subnet_rps, "200", "per-client-subnet (/24, IPv6 /48)"),
+    BURST("limits.subnet_burst", subnet_burst, "400", "per-client-subnet (/24, IPv6 /48)"),
     {"limits.max_keys", CM_OPT_UINT, OFF(limiter_max_keys), 0, "1000000", 1000, 100000000, NULL,
      0, NULL, "N",
      "most users + IPs tracked by the limiters (32 bytes each, paged in at start); idle ones are "

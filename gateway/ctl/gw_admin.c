@@ -815,11 +815,27 @@ static void h_sale_put(admin_call_t *a)
             bool existed = inv_sale_get(srv->inv, id, &before) == 0;
             inv_sale_info_t info;
             char why[256] = "";
+            /* Fair by default: a new sale with a start and no word on its lottery gets
+             * sales.default_fair_window_ms (not with a waiting room, which orders its
+             * buyers itself; not when the window would be over already). */
+            int64_t dflt = (int64_t)srv->cfg->default_fair_window_ms;
+            bool by_default = !existed && !json_object_get(j, "fair_window_ms") && fwin == 0 &&
+                              wr == 0 && d.starts_at_ms && dflt > 0 &&
+                              d.starts_at_ms + dflt > cm_wall_ms();
+            if (by_default)
+                fwin = dflt;
             /* The lottery's refusals first: a 400 must leave the sale as it
              * was (a new sale not made, an existing one's stock and start
              * not moved under the entries it has taken). */
             int rc = gw_fair_configure_check(srv, id, d.starts_at_ms, fwin, fearly, wr, why,
                                              sizeof(why));
+            if (rc == CM_EINVAL && by_default) {
+                size_t wl = strlen(why);
+                snprintf(why + wl, sizeof(why) - wl,
+                         "; a sale created without fair_window_ms gets a %lld ms lottery "
+                         "(sales.default_fair_window_ms): say \"fair_window_ms\":0 for first-come",
+                         (long long)dflt);
+            }
             bool drawn = rc == CM_ECONFLICT; /* the lottery has had its one draw */
             if (rc == 0)
                 rc = inv_sale_put(srv->inv, &d, &info, why, sizeof(why));

@@ -12,7 +12,7 @@ from fg import check, eq, finish, Gateway, need_binary, request, rfc3339  # noqa
 
 need_binary("flashgate")
 
-NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0"]
+NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0"]
 
 
 g = Gateway(*NOLIMITS, "--server-trusted-proxies", "127.0.0.1").start()
@@ -211,7 +211,7 @@ finally:
 
 # 429 at each scope, with Retry-After and RateLimit headers, consuming nothing
 g = Gateway("--set", "limits.user_rps=1", "--set", "limits.user_burst=2",
-            "--set", "limits.ip_rps=0", "--server-trusted-proxies", "127.0.0.1").start()
+            "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", "--server-trusted-proxies", "127.0.0.1").start()
 try:
     g.put_sale("r1", stock=100, per_user_limit=100)
     eq(g.buy("r1", "alice").status, 202, "user burst 1")

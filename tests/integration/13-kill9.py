@@ -65,7 +65,7 @@ def burst(g, prefix, duration, kill_after=None, until_done=False):
 
 
 for mode in ("write", "fsync"):
-    args = ["--durability", mode, "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0"]
+    args = ["--durability", mode, "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0"]
     g = Gateway(*args).start()
     try:
         g.put_sale("k9", stock=STOCK, per_user_limit=1)

@@ -54,7 +54,7 @@ KNOWN_H1_GAPS = {
 GUARD_S = float(os.environ.get("FG_IT_GUARD_S", "10"))  # hang guard per read, not a timing check
 CLOSE_GUARD_S = 1.5  # how long a connection that should stay open is watched
 
-NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0"]
+NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0"]
 
 DEVIATIONS_SEEN = []
 

@@ -32,7 +32,7 @@ def raw(port, data, read=True, timeout=3.0):
         s.close()
 
 
-g = Gateway("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0").start()
+g = Gateway("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0").start()
 try:
     g.put_sale("g", stock=50, per_user_limit=1)
     before = g.admin("GET", "/admin/v1/sales/g").json

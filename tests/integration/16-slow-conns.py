@@ -40,7 +40,7 @@ def conn_stats(g):
 # 2-core machine the attackers' 4,000 reconnects/s keep the loops busy enough for
 # the queuing-delay controller (gw_overload.c) to shed some buys with 503; that
 # trade-off is measured by tests/fault/slow-conns-bench.sh, not asserted here.
-g = Gateway("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0",
+g = Gateway("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0",
             "--set", "server.head_timeout=3s", "--set", "server.max_connections=500",
             "--set", "server.max_connections_per_ip=1500", "--set", "overload.level=0").start()
 try:

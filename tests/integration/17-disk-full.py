@@ -34,7 +34,7 @@ from fgq import bootstrap, wait_until  # noqa: E402
 from fleet import Redis  # noqa: E402
 
 need_binary("flashgate")
-NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--kafka-brokers", "none"]
+NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", "--kafka-brokers", "none"]
 
 
 def buy(g, user, timeout=5):
@@ -162,7 +162,7 @@ finally:
 mnt = small_disk()
 kafka = Gateway("--enable-debug-routes")  # its embedded broker is the Kafka of the gateway under test
 redis = Redis(aof=False).start()
-g = Gateway("--inventory", redis.url, "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0",
+g = Gateway("--inventory", redis.url, "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0",
             "--set", "spool.segment_bytes=64k", "--set", "spool.max_bytes=64m",
             data_dir=os.path.join(mnt, "data"))
 try:

@@ -74,7 +74,7 @@ try:
     A = g.admin
     eq(A("PUT", "/admin/v1/sales/s1", body={"stock": 100, "per_user_limit": 100}).status, 201,
        "sale created (default token)")
-    eq(A("PATCH", "/admin/v1/limits", body={"user_rps": 0, "ip_rps": 0}).status, 200,
+    eq(A("PATCH", "/admin/v1/limits", body={"user_rps": 0, "ip_rps": 0, "subnet_rps": 0}).status, 200,
        "global user/ip limits off")
 
     # --- roles ---

@@ -213,7 +213,7 @@ try:
     call("POST", R, "/admin/v1/sales/s1/restock", 200, {"add": 1})
     call("POST", R, "/admin/v1/sales/s1/restock", 400, {"add": 0})
     call("POST", R, "/admin/v1/sales/nosale/restock", 404, {"add": 1})
-    call("PATCH", "/admin/v1/limits", "/admin/v1/limits", 200, {"user_rps": 0, "ip_rps": 0})
+    call("PATCH", "/admin/v1/limits", "/admin/v1/limits", 200, {"user_rps": 0, "ip_rps": 0, "subnet_rps": 0})
     call("PATCH", "/admin/v1/limits", "/admin/v1/limits", 400, {"user_rps": -1})
     call("GET", "/admin/v1/limits", "/admin/v1/limits", 200)
 

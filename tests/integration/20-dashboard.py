@@ -38,7 +38,7 @@ try:
     eq(request(g.admin_port, "GET", "/admin/v1/stats").status, 401, "the API still needs a token")
 
     g.put_sale("live", stock=100000, per_user_limit=1000)
-    g.admin("PATCH", "/admin/v1/limits", body={"user_rps": 0, "ip_rps": 0})
+    g.admin("PATCH", "/admin/v1/limits", body={"user_rps": 0, "ip_rps": 0, "subnet_rps": 0})
 
     def load():
         # ~60 buys/s for 6 s, bounded; rejected ones included (sold-out sale).

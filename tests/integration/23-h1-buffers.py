@@ -147,7 +147,7 @@ def want_sale(ans, sale, what):
 
 redis = Redis(aof=False, extra=["--enable-debug-command", "local"]).start()
 g = Gateway("--inventory", redis.url, "--inventory-redis-timeout", "10s", "--kafka-brokers", "none",
-            "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", threads=1).start()
+            "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", threads=1).start()
 conns = []
 try:
     for s in SALES:

@@ -150,7 +150,7 @@ def worker_cpu_s(pid):
     return None
 
 
-g = Gateway("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0",
+g = Gateway("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0",
             "--set", "spool.durability=fsync", threads=1).start()
 try:
     g.put_sale(SALE, stock=1000000, per_user_limit=1000)

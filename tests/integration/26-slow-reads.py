@@ -52,7 +52,7 @@ def pipeline(port):
 
 
 g = Gateway("--set", "server.connection_timeout=2s", "--set", "server.head_timeout=2s",
-            "--set", "limits.ip_rps=0", threads=1).start()
+            "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", threads=1).start()
 try:
     # --- 1. idle keep-alive ---
     s = socket.create_connection(("127.0.0.1", g.port), timeout=15)

@@ -76,7 +76,7 @@ def is_error(r, code, what):
     return j.get("message", "")
 
 
-g = Gateway("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--kafka-brokers", "none")
+g = Gateway("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", "--kafka-brokers", "none")
 mnt = ext4_disk(g.tmp)
 try:
     os.makedirs(g.data_dir, exist_ok=True)

@@ -21,7 +21,7 @@ try:
     A = g.admin
     eq(A("PUT", "/admin/v1/sales/hot", body={"stock": 1000000, "per_user_limit": 1000000}).status,
        201, "sale created")
-    eq(A("PATCH", "/admin/v1/limits", body={"user_rps": 0, "ip_rps": 0}).status, 200,
+    eq(A("PATCH", "/admin/v1/limits", body={"user_rps": 0, "ip_rps": 0, "subnet_rps": 0}).status, 200,
        "global user/ip limits off")
     base = A("GET", "/admin/v1/stats").json["limiter"]["rule_sets"]
     eq(base, 0, "no rule set before the first rule")

@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fg import Gateway, check, eq, finish, need_binary  # noqa: E402
 
 need_binary("flashgate")
-ARGS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--kafka-brokers", "none",
+ARGS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", "--kafka-brokers", "none",
         "--enable-debug-routes"]
 HOUR_MS = 3600 * 1000
 

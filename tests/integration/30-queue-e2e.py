@@ -22,7 +22,7 @@ fgq.need_tool("kcat")
 
 STOCK = 1500
 BUYERS = 2000
-ARGS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.sale_rps=0"]
+ARGS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", "--set", "limits.sale_rps=0"]
 
 g = Gateway(*ARGS)
 s = None

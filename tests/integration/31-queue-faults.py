@@ -23,7 +23,7 @@ need_binary("flashgate")
 need_binary("flashgate-settle")
 fgq.need_tool("kcat")
 
-ARGS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.sale_rps=0",
+ARGS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", "--set", "limits.sale_rps=0",
         "--enable-debug-routes"]
 STOCK = 100000
 

@@ -28,7 +28,7 @@ if not fgq.pg_bindir():
 
 STOCK = 1200
 BUYERS = 1500
-ARGS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.sale_rps=0"]
+ARGS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", "--set", "limits.sale_rps=0"]
 SQL = "SELECT fg_settle_check($1, $3, $4)"
 FUNC = """
 CREATE TABLE ledger (order_id text PRIMARY KEY, user_id text NOT NULL, qty int NOT NULL);

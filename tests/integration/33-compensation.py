@@ -23,7 +23,7 @@ import fgq  # noqa: E402
 need_binary("flashgate")
 need_binary("flashgate-settle")
 
-ARGS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.sale_rps=0"]
+ARGS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", "--set", "limits.sale_rps=0"]
 # RAISE() is allowed only in a trigger: the user's step inserts into a ledger
 # whose trigger blocks users "bad-*" (SQLITE_CONSTRAINT_TRIGGER -> order failed).
 LEDGER = """

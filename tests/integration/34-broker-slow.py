@@ -18,7 +18,7 @@ import fgq  # noqa: E402
 need_binary("flashgate")
 need_binary("flashgate-settle")
 
-g = Gateway("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.sale_rps=0",
+g = Gateway("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", "--set", "limits.sale_rps=0",
             "--enable-debug-routes")
 s = None
 try:

@@ -31,7 +31,7 @@ ORDERS = 200
 PARTITIONS = 4           # the embedded broker's default
 FILLER_BYTES = 512 * 1024
 FILLER_PER_PART = 12     # 6 MiB a partition: more than the mock's 5 MiB
-ARGS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.sale_rps=0"]
+ARGS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", "--set", "limits.sale_rps=0"]
 
 g = Gateway(*ARGS)
 s = None

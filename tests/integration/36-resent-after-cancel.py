@@ -26,7 +26,7 @@ need_binary("flashgate")
 need_binary("flashgate-settle")
 fgq.need_tool("kcat")
 
-ARGS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.sale_rps=0"]
+ARGS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", "--set", "limits.sale_rps=0"]
 LEDGER = "CREATE TABLE ledger (order_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, qty INTEGER);"
 SQL = "INSERT INTO ledger (order_id, user_id, qty) VALUES (:order_id, :user_id, :qty)"
 

@@ -29,7 +29,7 @@ need_binary("flashgate-spool")
 # server.node_id pinned: it is in every record, and a derived one of another
 # length would change the capacity in orders between the two gateways.
 ARGS = ("--kafka-brokers", "none", "--spool-max-bytes", "1m", "--spool-segment-bytes", "64k",
-        "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "server.node_id=7")
+        "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", "--set", "server.node_id=7")
 ROOM, BURST = 30, 64
 
 

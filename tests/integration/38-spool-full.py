@@ -13,7 +13,7 @@ need_binary("flashgate")
 need_binary("flashgate-spool")
 
 g = Gateway("--kafka-brokers", "none", "--spool-max-bytes", "1m", "--spool-segment-bytes", "64k",
-            "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0").start()
+            "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0").start()
 try:
     g.put_sale("big", stock=100000, per_user_limit=1)
     counts, accepted, lock = {}, [], threading.Lock()

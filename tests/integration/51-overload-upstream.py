@@ -107,7 +107,7 @@ routes = [{"prefix": "/v1/recs/", "upstream": "http://127.0.0.1:%d" % up_port,
            "timeout_ms": 5000, "criticality": "sheddable"}]
 g = Gateway("--kafka-brokers", "none", "--proxy-routes", json.dumps(routes),
             "--proxy-breaker-failures", "3", "--proxy-breaker-cooldown", "600ms",
-            "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", threads=1).start()
+            "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", threads=1).start()
 
 
 def recs(path="/v1/recs/x?a=1&b=x%20y"):
@@ -344,7 +344,7 @@ held_routes = [{"prefix": "/v1/held/", "upstream": "http://127.0.0.1:%d/hold" % 
 g2 = Gateway("--kafka-brokers", "none", "--proxy-routes", json.dumps(held_routes),
              "--set", "overload.limit_min=1", "--set", "overload.limit_max=1",
              "--set", "overload.limit_initial=1",
-             "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", threads=1).start()
+             "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", threads=1).start()
 try:
     def held_stats():
         return g2.admin("GET", "/admin/v1/stats").json["overload"]["limits"]["upstream:/v1/held/"]
@@ -412,7 +412,7 @@ code_routes = [
 g3 = Gateway("--kafka-brokers", "none", "--proxy-routes", json.dumps(code_routes),
              "--proxy-breaker-failures", "10", "--access-log-sample", "1",
              "--log-summary-interval", "200ms",
-             "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", threads=1).start()
+             "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", threads=1).start()
 try:
     before = answers(g3)
     got = {}

@@ -36,7 +36,7 @@ routes = [
 ]
 g = Gateway("--kafka-brokers", "none", "--proxy-routes", json.dumps(routes),
             "--overload-retry-after-min", "2", "--overload-retry-after-max", "4",
-            "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0").start()
+            "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0").start()
 
 UPSTREAM, FALLBACK, REFUSED = "upstream", "fallback", "503"
 

@@ -19,7 +19,7 @@ need_binary("flashgate")
 redis = Redis(aof=False, extra=["--enable-debug-command", "local"]).start()
 
 COMMON = ["--inventory", redis.url, "--inventory-redis-timeout", "100ms", "--kafka-brokers",
-          "none", "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0",
+          "none", "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0",
           "--overload-limit-initial", "4", "--overload-limit-min", "2", "--threads", "1"]
 
 

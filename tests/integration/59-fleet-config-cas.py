@@ -39,7 +39,7 @@ need_redis()
 
 FLAGS = ["--kafka-brokers", "none", "--set", "limits.global_rps=300", "--set",
          "limits.global_burst=30", "--set", "limits.sale_rps=0", "--set", "limits.user_rps=0",
-         "--set", "limits.ip_rps=0", "--set", "inventory.redis_timeout=1s"]
+         "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", "--set", "inventory.redis_timeout=1s"]
 PASSWORD = "cas-test-pw"
 auth = None  # the password while Redis wants one
 

@@ -30,7 +30,7 @@ need_redis()
 STOCK = 1000
 USERS = 20000
 GREEDY = 2000
-NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set",
+NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", "--set",
             "limits.global_rps=0", "--set", "limits.sale_rps=0"]
 # This test is about the fleet's arithmetic, not Redis latency: the default
 # reserve timeout (40 ms, inside the buy path's budget) met AOF fsync "always"

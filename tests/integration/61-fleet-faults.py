@@ -27,7 +27,7 @@ need_binary("flashgate-spool")
 need_redis()
 
 STOCK = 3000
-NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set",
+NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", "--set",
             "limits.global_rps=0", "--set", "limits.sale_rps=0"]
 
 

@@ -24,7 +24,7 @@ from fleet import Redis, need_redis, stats, wait_for  # noqa: E402
 need_binary("flashgate")
 need_redis()
 
-FLAGS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.sale_rps=0",
+FLAGS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", "--set", "limits.sale_rps=0",
          "--set", "limits.global_rps=300", "--set", "limits.global_burst=30"]
 WINDOW = 2.0
 

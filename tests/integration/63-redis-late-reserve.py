@@ -14,7 +14,7 @@ need_binary("flashgate")
 need_binary("flashgate-spool")
 redis = Redis(aof=False, extra=["--enable-debug-command", "local"]).start()
 g = Gateway("--inventory", redis.url, "--inventory-redis-timeout", "300ms",
-            "--kafka-brokers", "none", "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0").start()
+            "--kafka-brokers", "none", "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0").start()
 try:
     g.put_sale("late", stock=5, per_user_limit=1)
     t = threading.Thread(target=lambda: redis.cmd("DEBUG", "SLEEP", "0.6", timeout=5))

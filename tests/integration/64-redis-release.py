@@ -25,7 +25,7 @@ need_binary("flashgate")
 redis = Redis(aof=False).start()
 g = Gateway("--inventory", redis.url, "--kafka-brokers", "none", "--spool-max-bytes", "1m",
             "--spool-segment-bytes", "256k", "--set", "limits.user_rps=0",
-            "--set", "limits.ip_rps=0").start()
+            "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0").start()
 
 
 class Monitor:

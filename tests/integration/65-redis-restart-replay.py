@@ -39,7 +39,7 @@ redis = Redis(aof=False).start()
 g = None
 try:
     g = Gateway("--inventory", redis.url, "--kafka-brokers", "none", "--node-id", str(NODE),
-                "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0").start()
+                "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0").start()
     g.put_sale("r65", stock=10, per_user_limit=1)
     # What the reserve script leaves (inventory/inv_redis_lua.h) for a reserve of
     # a previous incarnation of this node that never reached its spool.

@@ -28,7 +28,7 @@ from fleet import Redis, spool_orders, wait_for  # noqa: E402
 need_binary("flashgate")
 need_binary("flashgate-spool")
 
-NO_LIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0"]
+NO_LIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0"]
 redis = Redis(aof=False, extra=["--enable-debug-command", "local"]).start()
 # A times out at 300 ms; B waits up to 5 s, so it sees Redis wake up.
 a = Gateway("--inventory", redis.url, "--inventory-redis-timeout", "300ms", "--node-id", "11",

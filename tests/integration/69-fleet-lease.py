@@ -48,7 +48,7 @@ from fleet import Redis, _Reader, _resp_encode, stats, wait_for  # noqa: E402
 
 need_binary("flashgate")
 ARGS = ("--kafka-brokers", "none", "--enable-debug-routes", "--set", "limits.user_rps=0",
-        "--set", "limits.ip_rps=0", "--set", "limits.global_rps=0", "--set", "limits.sale_rps=0")
+        "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", "--set", "limits.global_rps=0", "--set", "limits.sale_rps=0")
 KEY = "{flashgate:fleet}:nodeid:%d"
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 

@@ -73,7 +73,7 @@ def config_value(g, key):
     return c["value"], c["source"]
 
 
-NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0"]
+NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0"]
 
 # ---- A: SIGTERM drains ----
 g = Gateway("--kafka-brokers", "none", "--durability", "fsync", "--set",

@@ -24,7 +24,7 @@ need_binary("flashgate")
 need_binary("flashgate-settle")
 
 STOCK = 800
-ARGS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.sale_rps=0"]
+ARGS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", "--set", "limits.sale_rps=0"]
 
 pg = fgq.Postgres()
 g = Gateway(*ARGS)

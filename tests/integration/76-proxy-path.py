@@ -80,7 +80,7 @@ routes = [{"prefix": "/p/", "upstream": up, "timeout_ms": 3000},
           {"prefix": "/lq/item", "upstream": up + "/C", "timeout_ms": 3000},
           {"prefix": "/lq/", "upstream": up + "/A", "timeout_ms": 3000}]
 g = Gateway("--kafka-brokers", "none", "--proxy-routes", json.dumps(routes),
-            "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", threads=1).start()
+            "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", threads=1).start()
 
 
 class Client:

@@ -223,7 +223,7 @@ routes = [{"prefix": "/bad/", "upstream": up, "timeout_ms": 2000},
 g = Gateway("--kafka-brokers", "none", "--proxy-routes", json.dumps(routes),
             "--proxy-breaker-failures", "3", "--proxy-breaker-cooldown", "300ms",
             "--set", "proxy.max_body=64k",
-            "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", threads=1).start()
+            "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", threads=1).start()
 
 
 class Client:
@@ -679,7 +679,7 @@ finally:
 g = Gateway("--kafka-brokers", "none", "--proxy-routes",
             json.dumps([{"prefix": "/p/", "upstream": up, "timeout_ms": 2000}]),
             "--set", "server.trusted_proxies=127.0.0.1",
-            "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", threads=1).start()
+            "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", threads=1).start()
 try:
     for xff, real in (("203.0.113.9", "203.0.113.9"),
                       ("198.51.100.7, 203.0.113.9, 127.0.0.1", "203.0.113.9"),
@@ -765,7 +765,7 @@ def dual_stack():
 if dual_stack():
     g = Gateway("--kafka-brokers", "none", "--proxy-routes",
                 json.dumps([{"prefix": "/p/", "upstream": up, "timeout_ms": 2000}]),
-                "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", threads=1)
+                "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", threads=1)
     g.args += ["--listen", "[::]:%d" % g.port]
     try:
         g.start()

@@ -14,7 +14,7 @@ from fg import check, eq, finish, Gateway, need_binary, rfc3339  # noqa: E402
 
 need_binary("flashgate")
 
-NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--kafka-brokers", "none"]
+NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", "--kafka-brokers", "none"]
 STOCK = 5
 
 
@@ -134,9 +134,38 @@ try:
     st = g.admin("GET", "/admin/v1/stats").json["fair"]
     eq((st["entries"], st["won_orders"]), (30, STOCK), "stats")
 
-    # --- the subnet limit (a bot signal beside per-IP): off by default, then on ---
-    g.put_sale("plain", stock=100, per_user_limit=1)
-    eq(g.admin("GET", "/admin/v1/limits").json["subnet_rps"], 0, "subnet limit off by default")
+    # --- fair by default: a new sale with a start and no word on its lottery gets
+    # sales.default_fair_window_ms (1000); "fair_window_ms": 0 is first-come; a waiting
+    # room, an update, or a window already over get no default ---
+    soon = rfc3339(time.time() + 600)
+    r = g.admin("PUT", "/admin/v1/sales/dflt", body={"stock": 5, "starts_at": soon})
+    eq((r.status, r.json.get("fair_window_ms"), r.json.get("fair_early_ms")), (201, 1000, 0),
+       "a new sale with starts_at gets the default window")
+    eq(g.admin("GET", "/admin/v1/sales/dflt/draw").json["fair_window_ms"], 1000,
+       "and its lottery")
+    r = g.buy("dflt", "d1")
+    eq((r.status, r.json["error"]), (425, "sale_not_started"), "425 before it as ever")
+    r = g.admin("PUT", "/admin/v1/sales/fcfs", body={"stock": 5, "starts_at": soon,
+                                                     "fair_window_ms": 0})
+    eq((r.status, "fair_window_ms" in r.json), (201, False), "fair_window_ms 0: first-come")
+    eq(g.admin("GET", "/admin/v1/sales/fcfs/draw").status, 404, "no lottery")
+    r = g.admin("PUT", "/admin/v1/sales/fcfs", body={"stock": 6, "starts_at": soon})
+    eq((r.status, "fair_window_ms" in r.json), (200, False), "an update keeps it first-come")
+    r = g.admin("PUT", "/admin/v1/sales/room", body={"stock": 5, "starts_at": soon,
+                                                     "waiting_room_rate": 10})
+    eq((r.status, "fair_window_ms" in r.json), (201, False), "a waiting room gets no window")
+    r = g.admin("PUT", "/admin/v1/sales/past", body={"stock": 5,
+                                                     "starts_at": rfc3339(time.time() - 60)})
+    eq((r.status, "fair_window_ms" in r.json), (201, False), "a start long past gets no window")
+    r = g.admin("PUT", "/admin/v1/sales/early", body={"stock": 5, "starts_at": soon,
+                                                      "fair_early_ms": 300})
+    eq((r.status, r.json.get("fair_window_ms"), r.json.get("fair_early_ms")), (201, 1000, 300),
+       "fair_early_ms alone: the default window with it")
+
+    # --- the subnet limit (a bot signal beside per-IP): on by default (unit.gw_config), off
+    # here by NOLIMITS, then set at run time ---
+    g.put_sale("plain", stock=100, per_user_limit=1, fair_window_ms=0)
+    eq(g.admin("GET", "/admin/v1/limits").json["subnet_rps"], 0, "subnet limit off by the flags")
     r = g.admin("PATCH", "/admin/v1/limits", body={"subnet_rps": 0.001, "subnet_burst": 2})
     eq(r.status, 200, "subnet limit set at run time")
     got = [g.buy("plain", "sn%d" % i) for i in range(3)]

@@ -42,7 +42,7 @@ gws = []
 try:
     # every entry must be answered 202: a 1 s Redis timeout, as in 60-fleet, so
     # that an fsync stall under ASan is not mistaken for a lost entry
-    gws = start_fleet(redis, 3, extra=("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0",
+    gws = start_fleet(redis, 3, extra=("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0",
                                        "--set", "inventory.redis_timeout=1s"))
     g0 = gws[0]
     starts = int(time.time()) + 4

@@ -15,7 +15,7 @@ from fg import Gateway, check, eq, finish, need_binary, request  # noqa: E402
 
 need_binary("flashgate")
 
-g = Gateway("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--kafka-brokers", "none")
+g = Gateway("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", "--kafka-brokers", "none")
 try:
     g.start()
     r = g.admin("PUT", "/admin/v1/sales/wr", body={"stock": 100, "waiting_room_rate": -1})

@@ -13,7 +13,7 @@ from fg import eq, finish, Gateway, need_binary, rfc3339  # noqa: E402
 
 need_binary("flashgate")
 
-NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--kafka-brokers", "none"]
+NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", "--kafka-brokers", "none"]
 
 
 g = Gateway(*NOLIMITS).start()

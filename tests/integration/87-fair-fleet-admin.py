@@ -20,7 +20,7 @@ need_redis()
 redis = Redis().start()
 gws = []
 try:
-    gws = start_fleet(redis, 2, extra=("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0"))
+    gws = start_fleet(redis, 2, extra=("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0"))
     g0, g1 = gws
     starts = rfc3339(time.time() + 600)
     r = g0.admin("PUT", "/admin/v1/sales/fw", body={

@@ -18,7 +18,7 @@ need_redis()
 redis = Redis().start()
 gws = []
 try:
-    gws = start_fleet(redis, 1, extra=("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0"))
+    gws = start_fleet(redis, 1, extra=("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0"))
     g = gws[0]
     starts = int(time.time()) + 3
     r = g.admin("PUT", "/admin/v1/sales/fr", body={

@@ -18,7 +18,7 @@ from fleet import wait_for  # noqa: E402
 
 need_binary("flashgate")
 
-ARGS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--kafka-brokers", "none",
+ARGS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", "--kafka-brokers", "none",
         "--set", "orders.max_known=1024"]
 BULK = 3000  # first-come orders after the draw: every shard of the table (16 each) overflows
 

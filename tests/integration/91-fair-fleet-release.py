@@ -23,7 +23,7 @@ from fleet import Redis, need_redis, rcmd, spool_orders, start_fleet, wait_for  
 need_binary("flashgate")
 need_redis()
 
-LIMITS = ("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0")
+LIMITS = ("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0")
 SALE = "frel"
 K = "{flashgate:fair:%s}:" % SALE
 S = "{sale:%s}:" % SALE

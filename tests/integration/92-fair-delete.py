@@ -20,7 +20,7 @@ from fleet import Redis, need_redis, rcmd, start_fleet, wait_for  # noqa: E402
 need_binary("flashgate")
 need_redis()
 
-LIMITS = ("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0")
+LIMITS = ("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0")
 
 
 def put_lottery(g, sale, stock, length=1):

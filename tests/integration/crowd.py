@@ -31,7 +31,7 @@ def crowd_gateway(*extra):
     or per-IP rate limit (the crowd's users and addresses are few); `extra`
     flags are added."""
     return Gateway("--kafka-brokers", "none", "--overload-level", "auto",
-                   "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0",
+                   "--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0",
                    "--log-level", "warn", *extra, threads=1)
 
 

@@ -288,7 +288,7 @@ class Cluster:
 
 
 # Every rate limit off: a test of the inventory, not of the limiter.
-NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set",
+NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", "--set",
             "limits.global_rps=0", "--set", "limits.sale_rps=0"]
 
 

@@ -291,8 +291,8 @@ static void test_fairness(void **state)
     /* 6000 people, 4000 bots entered; 500 won, split as a fair draw would:
      * bots' mean 200, sigma = sqrt(500 * .4 * .6 * 9500 / 9999) = 10.7 */
     res->n_entries = 10000;
-    res->class_entrants[LT_CLASS_PERSON] = 6000;
-    res->class_entrants[LT_CLASS_AGGRESSIVE] = 4000;
+    res->class_person_entrants[LT_CLASS_PERSON] = 6000;
+    res->class_person_entrants[LT_CLASS_AGGRESSIVE] = 4000;
     res->class_won_orders[LT_CLASS_PERSON] = 290;
     res->class_won_orders[LT_CLASS_AGGRESSIVE] = 210;
     sc.fair_window_ms = 2000;
@@ -315,8 +315,8 @@ static void test_fairness(void **state)
     /* first-come without a window: reported, not enforced; base = who pressed buy */
     sc.fair_window_ms = 0;
     res->n_entries = 0;
-    res->class_tried[LT_CLASS_PERSON] = 6000;
-    res->class_tried[LT_CLASS_AGGRESSIVE] = 4000;
+    res->class_person_tried[LT_CLASS_PERSON] = 6000;
+    res->class_person_tried[LT_CLASS_AGGRESSIVE] = 4000;
     res->class_won_orders[LT_CLASS_PERSON] = 7;
     res->class_won_orders[LT_CLASS_AGGRESSIVE] = 493;
     lt_audit_run(&sc, res, a);
@@ -324,6 +324,87 @@ static void test_fairness(void **state)
     assert_false(a->failed);
     assert_non_null(strstr(find(a, "fairness")->detail, "not enforced"));
     assert_string_equal(lt_check_result_name(find(a, "fairness")->result), "WARN");
+    free(res);
+    free(a);
+}
+
+/*
+ * The tolerance against exact values: the smallest x with P(X > x) < tail,
+ * X ~ Hypergeometric(N, n, K), from Python's exact rationals:
+ *   python3 -c 'from math import comb; from fractions import Fraction as F
+ *   def q(N,n,K,t):
+ *     c=F(0)
+ *     for x in range(max(0,K-N+n),min(n,K)+1):
+ *       c+=F(comb(n,x)*comb(N-n,K-x),comb(N,K))
+ *       if 1-c<t: return x
+ *   print(q(1100,200,300,F(287,10**9)))'
+ */
+static void test_hyper_limit(void **state)
+{
+    (void)state;
+    /* by hand: 5 of 10 drawn, 5 marked: P(X = 5) = 1/252, P(X >= 4) = 26/252 */
+    assert_int_equal((int)lt_audit_hyper_limit(10, 5, 5, 0.01), 4);
+    assert_int_equal((int)lt_audit_hyper_limit(10, 5, 5, 0.001), 5);
+    /* the audit's 5 sigma */
+    assert_int_equal((int)lt_audit_hyper_limit(10000, 4000, 500, LT_FAIR_TAIL), 254);
+    assert_int_equal((int)lt_audit_hyper_limit(1100, 200, 300, LT_FAIR_TAIL), 84);
+    assert_int_equal((int)lt_audit_hyper_limit(3300, 600, 500, LT_FAIR_TAIL), 132);
+    assert_int_equal((int)lt_audit_hyper_limit(50, 1, 10, LT_FAIR_TAIL), 1);
+    assert_int_equal((int)lt_audit_hyper_limit(2000, 1000, 1000, 0.05), 518);
+    /* more units than persons: a person-fair draw gives each at most one */
+    assert_int_equal((int)lt_audit_hyper_limit(100, 30, 200, LT_FAIR_TAIL), 30);
+}
+
+/* Per person: scalpers with 20 accounts and 2 persons each win by account; the
+ * line judges them against their share of persons and names the top operators. */
+static void test_fairness_per_person(void **state)
+{
+    (void)state;
+    lt_scenario_t sc;
+    memset(&sc, 0, sizeof(sc));
+    snprintf(sc.sale_id, sizeof(sc.sale_id), "%s", SALE);
+    sc.per_user_limit = 1;
+    sc.fair_window_ms = 1000;
+    lt_results_t *res = calloc(1, sizeof(*res));
+    lt_audit_t *a = calloc(1, sizeof(*a));
+    /* 900 people and 100 operators (2,000 accounts, 200 persons) entered; 300 units */
+    res->n_entries = 2900;
+    res->class_entrants[LT_CLASS_PERSON] = 900;
+    res->class_entrants[LT_CLASS_SCALPER] = 2000;
+    res->class_persons[LT_CLASS_PERSON] = res->class_person_entrants[LT_CLASS_PERSON] = 900;
+    res->class_persons[LT_CLASS_SCALPER] = res->class_person_entrants[LT_CLASS_SCALPER] = 200;
+    /* as a draw per account goes: scalpers win ~69% (max per person share 84) */
+    res->class_won_orders[LT_CLASS_PERSON] = 93;
+    res->class_won_orders[LT_CLASS_SCALPER] = 207;
+    res->class_max_person_units[LT_CLASS_PERSON] = 1;
+    res->n_top_operators = 2;
+    res->top_operators[0] = (lt_operator_stat_t){.id = 17, .accounts = 20, .persons = 2,
+                                                 .entrants = 20, .won_orders = 7, .won_units = 7};
+    res->top_operators[1] = (lt_operator_stat_t){.id = 3, .accounts = 20, .persons = 2,
+                                                 .entrants = 20, .won_orders = 6, .won_units = 6};
+    lt_audit_run(&sc, res, a);
+    const lt_check_t *f = find(a, "fairness");
+    fprintf(stderr, "%s\n", f->detail);
+    assert_int_equal(f->result, LT_CHECK_FAIL);
+    assert_non_null(strstr(f->detail, "entrant persons (1100)"));
+    assert_non_null(strstr(f->detail, "scalpers won 207 of 300 (69.0%), persons 18.2%, max 84 OVER"));
+    assert_non_null(strstr(f->detail, "top operator 17 7 units / 2 persons (3.5 per person)"));
+    assert_non_null(strstr(f->detail, "operator 3 6 units"));
+    assert_null(strstr(f->detail, "bots won")); /* classes absent from the crowd are left out */
+    /* as a draw per person goes: within the tolerance */
+    res->class_won_orders[LT_CLASS_PERSON] = 240;
+    res->class_won_orders[LT_CLASS_SCALPER] = 60;
+    lt_audit_run(&sc, res, a);
+    assert_int_equal(find(a, "fairness")->result, LT_CHECK_PASS);
+    /* at the tolerance exactly: a pass; one over: a fail */
+    res->class_won_orders[LT_CLASS_PERSON] = 216;
+    res->class_won_orders[LT_CLASS_SCALPER] = 84;
+    lt_audit_run(&sc, res, a);
+    assert_int_equal(find(a, "fairness")->result, LT_CHECK_PASS);
+    res->class_won_orders[LT_CLASS_PERSON] = 215;
+    res->class_won_orders[LT_CLASS_SCALPER] = 85;
+    lt_audit_run(&sc, res, a);
+    assert_int_equal(find(a, "fairness")->result, LT_CHECK_FAIL);
     free(res);
     free(a);
 }
@@ -338,6 +419,8 @@ int main(void)
 #endif
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_all_present_passes),
+        cmocka_unit_test(test_hyper_limit),
+        cmocka_unit_test(test_fairness_per_person),
         cmocka_unit_test(test_missing_202_fails),
         cmocka_unit_test(test_unanswered_order_in_topic_fails),
         cmocka_unit_test(test_empty_topic_and_missing_db_fail),

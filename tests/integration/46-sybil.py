@@ -1,0 +1,110 @@
+"""The rehearsal sees persons: loadtest/scenarios/sybil.json (900 people and 100
+scalper operators with 20 accounts and 2 persons each, from 1,000 proxy
+addresses, a 300-unit start-window lottery) against one real gateway with
+identity off (one lottery entry per account), the embedded broker and
+flashgate-settle.
+
+  - every invariant holds (stock, no oversell, each winner's order in the topic
+    and the database exactly once, one unit per account);
+  - the fairness line, which judges per person, FAILs on the scalpers: they are
+    ~18% of the entrant persons and win ~70% of the units, far over the
+    hypergeometric tolerance of their share of persons (recomputed here from
+    report.json), several units per scalper person, one per person of the people;
+  - flashgate-load exits 1 (the audit FAILs): the rehearsal has teeth. It turns
+    green when the gateway takes one entry per person.
+Bounded: 2,900 accounts over 3 s, loopback only (~10 s)."""
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fg import BIN, SRC, Gateway, check, eq, finish, need_binary  # noqa: E402
+from fgq import Settle, bootstrap  # noqa: E402
+
+for b in ("flashgate", "flashgate-load", "flashgate-settle"):
+    need_binary(b)
+
+
+def hyper_limit(N, n, K, tail=2.87e-7):
+    """Smallest x with P(X > x) < tail for X ~ Hypergeometric(N, n, min(K, N)), as the audit."""
+    K = min(K, N)
+
+    def lc(a, b):
+        return math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)
+    cdf = 0.0
+    for x in range(max(0, K - (N - n)), min(n, K) + 1):
+        cdf += math.exp(lc(n, x) + lc(N - n, K - x) - lc(N, K))
+        if 1 - cdf < tail:
+            return x
+    return min(n, K)
+
+
+tmp = tempfile.mkdtemp(prefix="fg-sybil-")
+g = Gateway("--server-trusted-proxies", "127.0.0.1/32", "--threads", "2")
+st = None
+try:
+    g.start()
+    boot = bootstrap(g.data_dir, timeout=30)
+    st = Settle(g.data_dir, tmp=tmp).start()
+    out = os.path.join(tmp, "out")
+    p = subprocess.run([os.path.join(BIN, "flashgate-load"),
+                        "--scenario", os.path.join(SRC, "loadtest/scenarios/sybil.json"),
+                        "--target", "http://127.0.0.1:%d" % g.port,
+                        "--admin", "http://127.0.0.1:%d" % g.admin_port,
+                        "--admin-token", g.token, "--kafka-brokers", boot,
+                        "--db", st.db_path, "--out", out, "--quiet"],
+                       capture_output=True, text=True, timeout=120)
+    print(p.stdout)
+    eq(p.returncode, 1, "flashgate-load exits 1: the audit FAILs")
+    lines = {ln.split(":")[0]: ln for ln in p.stdout.splitlines() if ":" in ln}
+    for c in ("PASS stock", "PASS no_oversell", "PASS kafka", "PASS db", "PASS per_user_limit",
+              "FAIL fairness"):
+        check(c in lines, "%s (%s)" % (c, lines.get(c.split()[1], "no line")))
+    fl = lines.get("FAIL fairness", "")
+    check("scalpers won" in fl and "OVER" in fl.split("scalpers won")[1].split(";")[0],
+          "the scalpers are the class over: %r" % fl)
+    check("people won" in fl and "OVER" not in fl.split("people won")[1].split(";")[0],
+          "the people are not over")
+    check("top operator" in fl and "per person" in fl, "units per person of the top operators")
+    check("audit: FAIL" in p.stdout, "audit: FAIL printed")
+
+    with open(os.path.join(out, "report.json")) as f:
+        rep = json.load(f)
+    fair = rep["figures"]["fair"]
+    cls = fair["classes"]
+    sc, pp = cls["scalpers"], cls["people"]
+    eq(sc["users"], 2000, "2,000 scalper accounts")
+    eq(sc["persons"], 200, "held by 200 persons")
+    eq(pp["persons"], 900, "900 people")
+    n = sum(c["entrant_persons"] for c in cls.values())
+    k = sum(c["won_orders"] for c in cls.values())
+    eq((k, rep["figures"]["orders"]["units"]), (300, 300), "the stock went to entrants, exactly")
+    limit = hyper_limit(n, sc["entrant_persons"], k)
+    share = sc["entrant_persons"] / n
+    print("scalpers: %d of %d entrant persons (%.1f%%), %d entrant accounts, won %d of %d "
+          "(%.1f%%), tolerance %d" % (sc["entrant_persons"], n, 100 * share, sc["entrants"],
+                                      sc["won_orders"], k, 100 * sc["won_orders"] / k, limit))
+    check(sc["won_orders"] > limit, "scalpers over the tolerance of their share of persons")
+    check(sc["won_orders"] > 2 * share * k, "far over: more than twice their share of persons")
+    check(str(limit) in fl.split("scalpers won")[1], "the line's max is the tolerance (%d)" % limit)
+    check(sc["max_units_per_person"] >= 2, "a scalper person won several units (%d)"
+          % sc["max_units_per_person"])
+    eq(pp["max_units_per_person"], 1, "one unit per person of the people")
+    ops = fair["top_operators"]
+    check(len(ops) == 5 and ops[0]["won_units"] >= ops[-1]["won_units"] and
+          ops[0]["units_per_person"] == ops[0]["won_units"] / 2,
+          "top operators, most units first: %r" % ops[:2])
+    eq([c["result"] for c in rep["audit"]["checks"] if c["name"] == "fairness"], ["FAIL"],
+       "report.json: fairness FAIL")
+except Exception:
+    print(g.logs())
+    raise
+finally:
+    if st:
+        st.stop()
+    g.cleanup()
+    subprocess.run(["rm", "-rf", tmp])
+finish()
