@@ -499,6 +499,15 @@ static rec_status_t seg_verify(const unsigned char *map, uint64_t size, uint64_t
     return st;
 }
 
+/* true when map[from, size) is all zero bytes. */
+static bool zero_tail(const unsigned char *map, uint64_t from, uint64_t size)
+{
+    for (uint64_t i = from; i < size; i++)
+        if (map[i] != 0)
+            return false;
+    return true;
+}
+
 static int seg_create(oq_spool_t *sp, uint64_t seg)
 {
     char name[64];
@@ -592,6 +601,14 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
             st = seg_verify(map, s->size, start, &good, &nrec);
         else
             good = s->size;
+        /* Zeros from the bad record to the end of the file are a tear too: a
+         * power loss after a failed fdatasync (or before a write-back) can keep
+         * the file's new size while the pages past the last good write never
+         * reached the disk, and they read back as zeros (ext4 commits i_size
+         * although the data write failed: data_err=ignore). Nothing past the
+         * last successful fdatasync was confirmed to a client, and bit rot
+         * does not zero a file's whole tail. */
+        bool torn = st == REC_TORN || (st != REC_OK && zero_tail(map, good, s->size));
         seg_unmap(sp, map, s->size);
         if (st != REC_OK) {
             /* A segment that ends inside a record (REC_TORN) was torn by a power
@@ -599,9 +616,9 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
              * sync leader's fdatasync covers this one's tail (durability fsync:
              * one round syncs both, so nothing past the tear was confirmed to a
              * client; durability write promises nothing across a power loss).
-             * Cut like a last segment's tail. Anything else in the middle of the
-             * spool is not a tear: refused. */
-            if (!last && !done && st != REC_TORN) {
+             * Cut like a last segment's tail, and so is a zeroed tail (above).
+             * Anything else in the middle of the spool is not a tear: refused. */
+            if (!last && !done && !torn) {
                 errf(errbuf, errlen,
                      "spool: %s/%s is corrupt at offset %" PRIu64 " (%s) and is not the last "
                      "segment, so this is not a torn write; refusing to open (inspect it with "

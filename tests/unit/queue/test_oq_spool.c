@@ -521,6 +521,58 @@ static void test_corrupt_older_segment_is_an_error(void **state)
     assert_int_equal(file_size(path), size); /* nothing was cut */
 }
 
+/*
+ * A power loss after a failed fdatasync of a rolled segment (the process died
+ * before it cut the unconfirmed records) can keep the file's size while its
+ * last pages never reached the disk: they read back as zeros. That segment's
+ * tail is a tear, not corruption: the open cuts it and keeps the records of
+ * the segments after it (flashgate-sim --seed 7417 --fsync-only).
+ */
+static void test_zeroed_tail_of_older_segment_is_a_tear(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_t *sp = open_spool(f->dir, 2000, 0); /* ~10 records per segment */
+    append_n(sp, 0, 40);
+    long n;
+    collect_t *c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 40);
+    /* the last two records of segment 2 come back as zeros, the size kept */
+    size_t first2 = 0, end2 = 0;
+    while (c->recs[first2].pos.seg < 2)
+        first2++;
+    for (end2 = first2; c->recs[end2].pos.seg == 2; end2++)
+        ;
+    assert_true(end2 - first2 >= 4);
+    oq_pos_t cut = c->recs[end2 - 2].pos;
+    size_t after = (size_t)n - end2; /* records in the later segments */
+    assert_true(after > 0);
+    free(c);
+    oq_spool_close(sp);
+
+    char path[512];
+    seg_path(f->dir, 2, path, sizeof(path));
+    off_t size = file_size(path);
+    static const unsigned char zeros[4096];
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, zeros, (size_t)(size - (off_t)cut.off), (off_t)cut.off),
+                     size - (off_t)cut.off);
+    close(fd);
+
+    sp = open_spool(f->dir, 2000, 0);
+    assert_int_equal(file_size(path), (off_t)cut.off); /* the zeros were cut */
+    c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 40 - 2);
+    check_orders(c, 0, end2 - 2);
+    for (size_t k = 0; k < after; k++) {
+        oq_order_t want;
+        make_order(&want, end2 + k);
+        assert_string_equal(c->recs[end2 - 2 + k].order->order_id, want.order_id);
+    }
+    free(c);
+    oq_spool_close(sp);
+}
+
 /*---- a power loss in write durability: the release point past the data ----*/
 
 /*
@@ -1456,6 +1508,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_torn_tail_garbage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_tail_mid_record_and_bitflip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_older_segment_is_an_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zeroed_tail_of_older_segment_is_a_tear, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_power_loss_below_release_point, setup, teardown),
         cmocka_unit_test_setup_teardown(test_space_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_and_rolling, setup, teardown),
