@@ -270,6 +270,7 @@ struct oq_spool {
      * lies, but refuses other damage in a segment that is not the last). */
     uint64_t flush_below;   /* segments below it are to be flushed */
     uint64_t flushed_below; /* the preparer has flushed those below it */
+    uint64_t flush_redo;    /* its fdatasync failed: the next try rewrites it (0: none) */
     _Atomic uint64_t seg_flushes;
     _Atomic uint64_t rolls, rolls_inline;
     atomic_bool fail_next_sync; /* test seam (oq__spool_fail_next_sync) */
@@ -499,6 +500,15 @@ static rec_status_t seg_verify(const unsigned char *map, uint64_t size, uint64_t
     return st;
 }
 
+/* true when map[from, size) is all zero bytes. */
+static bool zero_tail(const unsigned char *map, uint64_t from, uint64_t size)
+{
+    for (uint64_t i = from; i < size; i++)
+        if (map[i] != 0)
+            return false;
+    return true;
+}
+
 static int seg_create(oq_spool_t *sp, uint64_t seg)
 {
     char name[64];
@@ -588,10 +598,25 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
             start = 0;
         uint64_t good = start, nrec = 0;
         rec_status_t st = REC_OK;
-        if (start < s->size)
+        /* The records below the point too: the memory inventory's replay reads
+         * them, and in durability write a power loss can zero them (pages a
+         * failed fdatasync dropped) while the file keeps its size. Damage
+         * there is cut like damage past the point (records counted: none). */
+        if (start > 0 && (st = seg_verify(map, start, 0, &good, &nrec)) == REC_OK)
+            good = start;
+        nrec = 0;
+        if (st == REC_OK && start < s->size)
             st = seg_verify(map, s->size, start, &good, &nrec);
-        else
+        else if (st == REC_OK)
             good = s->size;
+        /* Zeros from the bad record to the end of the file are a tear too: a
+         * power loss after a failed fdatasync (or before a write-back) can keep
+         * the file's new size while the pages past the last good write never
+         * reached the disk, and they read back as zeros (ext4 commits i_size
+         * although the data write failed: data_err=ignore). Nothing past the
+         * last successful fdatasync was confirmed to a client, and bit rot
+         * does not zero a file's whole tail. */
+        bool torn = st == REC_TORN || (st != REC_OK && zero_tail(map, good, s->size));
         seg_unmap(sp, map, s->size);
         if (st != REC_OK) {
             /* A segment that ends inside a record (REC_TORN) was torn by a power
@@ -599,9 +624,9 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
              * sync leader's fdatasync covers this one's tail (durability fsync:
              * one round syncs both, so nothing past the tear was confirmed to a
              * client; durability write promises nothing across a power loss).
-             * Cut like a last segment's tail. Anything else in the middle of the
-             * spool is not a tear: refused. */
-            if (!last && !done && st != REC_TORN) {
+             * Cut like a last segment's tail, and so is a zeroed tail (above).
+             * Anything else in the middle of the spool is not a tear: refused. */
+            if (!last && !done && !torn) {
                 errf(errbuf, errlen,
                      "spool: %s/%s is corrupt at offset %" PRIu64 " (%s) and is not the last "
                      "segment, so this is not a torn write; refusing to open (inspect it with "
@@ -809,14 +834,22 @@ int oq_spool_open(oq_spool_t **out, const oq_spool_opts_t *opts, char *errbuf, s
      * written again first (resync_segment): an earlier process whose
      * fdatasync failed and which died before it cut the records off leaves
      * pages that the kernel marked clean without writing them, and an
-     * fdatasync from a new descriptor reports success on them. */
+     * fdatasync from a new descriptor reports success on them.
+     * Durability write does the same from the start of the release point's
+     * segment: no fdatasync there is sure (one that failed at an earlier
+     * recovery's cut, or in a preparer that died before its rewrite, leaves
+     * dropped pages that nothing would write again), and the memory
+     * inventory's replay reads the records below the point too. Without it a
+     * power loss leaves zeros in the middle of the spool. */
     sp->sync_floor = sp->nsegs ? sp->segs[0].seg : 0; /* the first sync covers them */
-    if (sp->nsegs && !sp->read_only && sp->durability == OQ_DURABILITY_FSYNC) {
+    if (sp->nsegs && !sp->read_only) {
         for (size_t i = 0; i < sp->nsegs; i++) {
             if (seg_released(&sp->segs[i], i + 1 == sp->nsegs, sp->released))
                 continue;
             oq_pos_t rel = sp->released;
-            uint64_t from = sp->segs[i].seg == rel.seg ? rel.off : 0;
+            uint64_t from = sp->segs[i].seg == rel.seg && sp->durability == OQ_DURABILITY_FSYNC
+                                ? rel.off
+                                : 0;
             if ((rc = resync_segment(sp, &sp->segs[i], from)) != 0) {
                 char name[64];
                 seg_name(name, sizeof(name), sp->segs[i].seg);
@@ -825,7 +858,8 @@ int oq_spool_open(oq_spool_t **out, const oq_spool_opts_t *opts, char *errbuf, s
                 goto fail;
             }
         }
-        atomic_fetch_add_explicit(&sp->fsyncs, 1, memory_order_relaxed);
+        if (sp->durability == OQ_DURABILITY_FSYNC) /* a round of the sync path's */
+            atomic_fetch_add_explicit(&sp->fsyncs, 1, memory_order_relaxed);
         sp->sync_floor = sp->segs[sp->nsegs - 1].seg;
     }
     if (sp->nsegs)
@@ -919,14 +953,17 @@ static prep_next_t prep_once(oq_spool_t *sp)
 {
     if (sp->spare_fd >= 0 || sp->broken || sp->nsegs == 0) {
         if (sp->flushed_below < sp->flush_below) { /* the spare first: appends wait for it */
-            uint64_t from = sp->flushed_below, to = sp->flush_below;
+            uint64_t from = sp->flushed_below, to = sp->flush_below, redo = sp->flush_redo;
             pthread_mutex_unlock(&sp->mu);
             uint64_t g = from, flushed = 0;
             int rc = 0;
             for (; g < to; g++) {
-                if ((rc = sync_segment(sp, g)) == CM_EAGAIN)
+                /* A segment whose fdatasync failed is written again at every
+                 * try, never given a plain fdatasync: that one would "succeed"
+                 * on the pages the kernel dropped. */
+                if (g != redo && (rc = sync_segment(sp, g)) == CM_EAGAIN)
                     break; /* no descriptor to open it with: this one again, later */
-                if (rc != 0) {
+                if (g == redo || rc != 0) {
                     /* The kernel may have dropped the pages it failed to write
                      * (a later fdatasync would "succeed" without them, and a
                      * power loss then tear the middle of the spool): written
@@ -935,13 +972,16 @@ static prep_next_t prep_once(oq_spool_t *sp)
                     seg_name(name, sizeof(name), g);
                     cm_log_error("oq", "spool: fdatasync of a rolled segment failed; writing it "
                                  "again", "seg=%s errno=%d", name, errno);
-                    if ((rc = rewrite_segment(sp, g)) != 0)
+                    if ((rc = rewrite_segment(sp, g)) != 0) {
+                        redo = g;
                         break;
+                    }
                 }
                 flushed++;
             }
             atomic_fetch_add_explicit(&sp->seg_flushes, flushed, memory_order_relaxed);
             pthread_mutex_lock(&sp->mu);
+            sp->flush_redo = rc != 0 && rc != CM_EAGAIN ? redo : 0;
             if (g > sp->flushed_below)
                 sp->flushed_below = g;
             if (rc == CM_EAGAIN) { /* out of descriptors: not a disk failure, wait */

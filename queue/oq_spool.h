@@ -15,7 +15,10 @@
  * the caller also call oq_spool_sync() (fdatasync) before answering, which
  * survives power loss. In durability write a rolled segment is fdatasynced
  * in the background by the preparer thread, waited for by nobody, so that a
- * power loss tears the spool's tail and not its middle. Appends are one write(2) each and may come from
+ * power loss tears the spool's tail and not its middle (one whose fdatasync
+ * failed is written again before the next try, and the open writes again and
+ * fdatasyncs what is not wholly released: pages a failed fdatasync dropped
+ * are never taken as written). Appends are one write(2) each and may come from
  * several threads at once (O_APPEND; records never interleave). A roll to the
  * next segment swaps in a spare that a thread of the spool created ahead (the
  * directory fsync that makes its name durable happens there, never on the
@@ -186,7 +189,8 @@ typedef struct oq_spool_stats {
     uint64_t segment_flushes; /* durability write: rolled segments fdatasynced off the append
                                  path (by the preparer thread) */
     uint64_t syncs;           /* oq_spool_sync() calls that returned */
-    uint64_t fsyncs;          /* fdatasync rounds they needed (group commit: fewer) */
+    uint64_t fsyncs;          /* fdatasync rounds they needed (group commit: fewer), and
+                                 the open's in fsync durability */
     uint64_t sync_fd_waits;   /* sync rounds put off because no file could be opened
                                  (EMFILE, ENFILE): tried again, not a disk failure */
 } oq_spool_stats_t;

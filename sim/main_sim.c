@@ -5,8 +5,8 @@
  *   flashgate-sim --seeds N [--seed S]     seeds S..S+N-1
  *   flashgate-sim --seconds T | --minutes M   seeds until the time is up
  *   flashgate-sim --seed-file FILE         every seed listed (regression seeds)
- *   --fsync-only: every gateway in durability fsync (CI's batch: durability
- *   write has open findings after power losses, docs/simulation.md)
+ *   --fsync-only: every seed in durability fsync (else the seed draws it:
+ *   fsync two times in three, write otherwise)
  *   flashgate-sim --plant NAME --seeds N --expect-fail
  *                                          plant build: exit 0 iff a seed fails
  *

@@ -521,6 +521,215 @@ static void test_corrupt_older_segment_is_an_error(void **state)
     assert_int_equal(file_size(path), size); /* nothing was cut */
 }
 
+/*
+ * A power loss after a failed fdatasync of a rolled segment (the process died
+ * before it cut the unconfirmed records) can keep the file's size while its
+ * last pages never reached the disk: they read back as zeros. That segment's
+ * tail is a tear, not corruption: the open cuts it and keeps the records of
+ * the segments after it (flashgate-sim --seed 7417 --fsync-only).
+ */
+static void test_zeroed_tail_of_older_segment_is_a_tear(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_t *sp = open_spool(f->dir, 2000, 0); /* ~10 records per segment */
+    append_n(sp, 0, 40);
+    long n;
+    collect_t *c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 40);
+    /* the last two records of segment 2 come back as zeros, the size kept */
+    size_t first2 = 0, end2 = 0;
+    while (c->recs[first2].pos.seg < 2)
+        first2++;
+    for (end2 = first2; c->recs[end2].pos.seg == 2; end2++)
+        ;
+    assert_true(end2 - first2 >= 4);
+    oq_pos_t cut = c->recs[end2 - 2].pos;
+    size_t after = (size_t)n - end2; /* records in the later segments */
+    assert_true(after > 0);
+    free(c);
+    oq_spool_close(sp);
+
+    char path[512];
+    seg_path(f->dir, 2, path, sizeof(path));
+    off_t size = file_size(path);
+    static const unsigned char zeros[4096];
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, zeros, (size_t)(size - (off_t)cut.off), (off_t)cut.off),
+                     size - (off_t)cut.off);
+    close(fd);
+
+    sp = open_spool(f->dir, 2000, 0);
+    assert_int_equal(file_size(path), (off_t)cut.off); /* the zeros were cut */
+    c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 40 - 2);
+    check_orders(c, 0, end2 - 2);
+    for (size_t k = 0; k < after; k++) {
+        oq_order_t want;
+        make_order(&want, end2 + k);
+        assert_string_equal(c->recs[end2 - 2 + k].order->order_id, want.order_id);
+    }
+    free(c);
+    oq_spool_close(sp);
+}
+
+/*---- a failed fdatasync in durability write: the pages written again ----*/
+
+/* The real file calls, with fdatasync failing `fs_fail_syncs` times and every
+ * pwrite counted (its offset kept): after a failed fdatasync the kernel may
+ * drop the dirty pages, and a later fdatasync "succeeds" without them, so the
+ * spool must write those bytes again (pwrite) before it trusts one. */
+static oq_fs_ops_t fs_faulty;
+static int fs_fail_syncs, fs_syncs;
+static int fs_pwrites;
+static off_t fs_first_pwrite_off;
+
+static int faulty_fdatasync(int fd)
+{
+    fs_syncs++;
+    if (fs_fail_syncs > 0) {
+        fs_fail_syncs--;
+        errno = EIO;
+        return -1;
+    }
+    return oq_fs_posix()->fdatasync(fd);
+}
+
+static ssize_t faulty_pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+    if (fs_pwrites++ == 0)
+        fs_first_pwrite_off = off;
+    return oq_fs_posix()->pwrite(fd, buf, n, off);
+}
+
+static oq_spool_t *open_faulty(const char *dir, uint64_t seg_bytes, bool stepped)
+{
+    fs_faulty = *oq_fs_posix();
+    fs_faulty.fdatasync = faulty_fdatasync;
+    fs_faulty.pwrite = faulty_pwrite;
+    fs_fail_syncs = fs_syncs = fs_pwrites = 0;
+    fs_first_pwrite_off = -1;
+    oq_spool_opts_t o = {.dir = dir, .segment_bytes = seg_bytes, .fs = &fs_faulty,
+                         .stepped = stepped};
+    oq_spool_t *sp = NULL;
+    char err[512] = "";
+    int rc = oq_spool_open(&sp, &o, err, sizeof(err));
+    if (rc != 0)
+        fprintf(stderr, "open: %s (%s)\n", cm_strerror(rc), err);
+    assert_int_equal(rc, 0);
+    return sp;
+}
+
+/*
+ * The preparer's flush of a rolled segment fails, and so does the rewrite
+ * that follows. Its next try must write the segment again too: a plain
+ * fdatasync there reports success on the pages the kernel dropped, and a
+ * power loss then leaves zeros in the middle of the spool
+ * (flashgate-sim --seed 1304 found it).
+ */
+static void test_write_flush_retry_rewrites(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_t *sp = open_faulty(f->dir, 2000, true);
+    append_n(sp, 0, 20); /* one roll: segment 1 is to be flushed */
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    assert_int_equal(st.segments, 2);
+    fs_fail_syncs = 2; /* the flush, then the rewrite's fdatasync */
+    fs_pwrites = fs_syncs = 0;
+    for (int i = 0; i < 10 && oq_spool_step(sp); i++)
+        ;
+    assert_int_equal(fs_syncs, 2);
+    assert_int_equal(fs_pwrites > 0, 1);
+    int first_round = fs_pwrites;
+    for (int i = 0; i < 10 && oq_spool_step(sp); i++) /* the next try, a second later */
+        ;
+    assert_int_equal(fs_syncs, 3);
+    assert_true(fs_pwrites > first_round); /* written again before the fdatasync */
+    oq_spool_stats(sp, &st);
+    assert_int_equal(st.segment_flushes, 1);
+    oq_spool_close(sp);
+}
+
+/*
+ * An earlier process's fdatasync failed (at its recovery's cut, or in its
+ * preparer) and it died before writing the pages again. In durability write
+ * nothing else would write them, so the open writes the segments that are not
+ * wholly released again, from the start of the release point's segment (the
+ * memory inventory's replay reads below the point), and fdatasyncs them
+ * (flashgate-sim --seed 1710 found it).
+ */
+static void test_write_reopen_rewrites_from_segment_start(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_t *sp = open_spool(f->dir, 0, 0);
+    append_n(sp, 0, 10);
+    long n;
+    collect_t *c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 10);
+    assert_int_equal(oq_spool_release(sp, c->recs[5].pos), 0);
+    oq_pos_t end = c->recs[9].next;
+    free(c);
+    oq_spool_close(sp);
+
+    sp = open_faulty(f->dir, 0, true);
+    assert_int_equal(fs_first_pwrite_off, 0);
+    assert_true(fs_syncs >= 1);
+    c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 10);
+    check_orders(c, 0, 10);
+    free(c);
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    assert_int_equal(oq_pos_cmp(st.end, end), 0);
+    oq_spool_close(sp);
+    /* a failed fdatasync there refuses the open, as in durability fsync */
+    fs_faulty.fdatasync = faulty_fdatasync;
+    oq_spool_opts_t o = {.dir = f->dir, .fs = &fs_faulty, .stepped = true};
+    fs_fail_syncs = 1;
+    char err[512] = "";
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), CM_EIO);
+    assert_non_null(strstr(err, "cannot fdatasync"));
+}
+
+/*
+ * Durability write: a power loss after a failed fdatasync zeroes records
+ * below the release point while the file keeps its size. The relay is past
+ * them, but the memory inventory's replay reads from {0,0}: recovery checks
+ * below the point too and cuts there, so the replay never meets the zeros
+ * (flashgate-sim --seed 10731 found it).
+ */
+static void test_write_zeroed_below_release_point(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_t *sp = open_spool(f->dir, 0, 0);
+    append_n(sp, 0, 10);
+    long n;
+    collect_t *c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 10);
+    oq_pos_t hole = c->recs[2].pos, hole_end = c->recs[4].pos;
+    assert_int_equal(oq_spool_release(sp, c->recs[6].pos), 0);
+    free(c);
+    oq_spool_close(sp);
+
+    char path[512];
+    static const unsigned char zeros[4096];
+    int fd = open(seg_path(f->dir, hole.seg, path, sizeof(path)), O_RDWR);
+    assert_true(fd >= 0);
+    size_t len = (size_t)(hole_end.off - hole.off);
+    assert_int_equal(pwrite(fd, zeros, len, (off_t)hole.off), (ssize_t)len);
+    close(fd);
+
+    sp = open_spool(f->dir, 0, 0);
+    c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 2); /* cut at the zeros: what followed them is lost */
+    check_orders(c, 0, 2);
+    free(c);
+    append_n(sp, 100, 1); /* and new orders reach the relay */
+    assert_int_equal(count_from_released(sp), 1);
+    oq_spool_close(sp);
+}
+
 /*---- a power loss in write durability: the release point past the data ----*/
 
 /*
@@ -1359,7 +1568,8 @@ static void test_fsync_reopen_syncs_what_was_left(void **state)
     assert_int_equal(count_from_released(sp), 43);
     oq_spool_close(sp);
 
-    /* durability `write` promises no fsync, so its open makes none */
+    /* durability `write` promises no fsync on the append path: no sync round
+     * (its open's rewrite is test_write_reopen_rewrites_from_segment_start) */
     o.durability = OQ_DURABILITY_WRITE;
     sp = NULL;
     assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
@@ -1456,6 +1666,12 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_torn_tail_garbage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_tail_mid_record_and_bitflip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_older_segment_is_an_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zeroed_tail_of_older_segment_is_a_tear, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_write_flush_retry_rewrites, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_zeroed_below_release_point, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_reopen_rewrites_from_segment_start, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_power_loss_below_release_point, setup, teardown),
         cmocka_unit_test_setup_teardown(test_space_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_and_rolling, setup, teardown),
