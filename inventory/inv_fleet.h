@@ -15,6 +15,7 @@
  *                                 to which a holder of node id n may have made
  *                                 order ids: a new holder starts after it.
  *   {flashgate:fleet}:status_key  the fleet's order status key (SET NX).
+ *   {flashgate:fleet}:uprio_key   the fleet's overload user-priority secret (SET NX).
  *
  * A connection is used by one thread at a time (callers serialise); the
  * functions below are thread-safe on distinct connections. Every call blocks
@@ -32,6 +33,7 @@
 
 #define INV_FLEET_KEY_CONFIG "{flashgate:fleet}:config"
 #define INV_FLEET_KEY_STATUS "{flashgate:fleet}:status_key"
+#define INV_FLEET_KEY_UPRIO "{flashgate:fleet}:uprio_key"
 #define INV_FLEET_KEY_FLOORS "{flashgate:fleet}:nodeid_floor"
 
 typedef struct inv_fleet_conn inv_fleet_conn_t;
@@ -140,6 +142,10 @@ int inv_fleet_sub_drain(inv_fleet_conn_t *c, bool *any);
  * copy is wiped. Not thread-safe on c.
  */
 int inv_fleet_status_key(inv_fleet_conn_t *c, const char *hex, size_t hex_len, char *out);
+/* The same for any of the fleet's secrets set once: `key` is one of the
+ * INV_FLEET_KEY_* above (INV_FLEET_KEY_STATUS, INV_FLEET_KEY_UPRIO). */
+int inv_fleet_secret(inv_fleet_conn_t *c, const char *key, const char *hex, size_t hex_len,
+                     char *out);
 
 /* True when c's transport failed (it must be closed). Not thread-safe on c. */
 bool inv_fleet_broken(const inv_fleet_conn_t *c);
