@@ -17,7 +17,14 @@ void gw_count_overload(gw_worker_t *w, gw_ol_reason_t reason);
 /* Dependency indexes of the per-worker limits; upstream i is GW_DEP_UPSTREAM + i. */
 enum { GW_DEP_REDIS = 0, GW_DEP_SPOOL = 1, GW_DEP_UPSTREAM = 2 };
 
-/* Parses the overload config. Single-threaded init, before the workers. */
+/* overload.priority_key_file, when set, read as the start reads it (a regular
+ * file, mode 0600, 64 hex digits), for --check-config. Returns 0 or a negative
+ * CM_E* (errbuf names the option and why). Thread-safe. */
+int gw_ol_priority_key_check(const gw_config_t *cfg, char *errbuf, size_t errlen);
+/* Parses the overload config and loads the user-priority secret
+ * (gw_ol_prio_key: overload.priority_key_file, else the fleet's in Redis,
+ * else drawn here). Returns 0 or a negative CM_E* with the reason in errbuf.
+ * Single-threaded init, before the workers. */
 int gw_overload_start(gw_server_t *srv, char *errbuf, size_t errlen);
 void gw_overload_stop(gw_server_t *srv);
 /* Per-worker state and its timer on w->loop. Before the loop runs / loop thread at stop. */

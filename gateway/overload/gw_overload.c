@@ -159,6 +159,29 @@ static uint64_t now_us(void)
 
 /*---- start / stop ----*/
 
+/* overload.priority_key_file into secret; an error names the option. */
+static int key_file_read(const gw_config_t *cfg, uint8_t *secret, char *errbuf, size_t errlen)
+{
+    char why[600] = "";
+    int rc = gw_key_file_read(cfg->ol_priority_key_file, secret,
+                              "can tell which buyers overload shedding admits", why, sizeof(why));
+    if (rc == CM_ENOTFOUND)
+        snprintf(why, sizeof(why), "%s does not exist", cfg->ol_priority_key_file);
+    if (rc != 0)
+        snprintf(errbuf, errlen, "overload.priority_key_file: %s", why);
+    return rc;
+}
+
+int gw_ol_priority_key_check(const gw_config_t *cfg, char *errbuf, size_t errlen)
+{
+    if (!cfg->ol_priority_key_file[0])
+        return 0;
+    uint8_t secret[GW_UPRIO_SECRET_LEN];
+    int rc = key_file_read(cfg, secret, errbuf, errlen);
+    explicit_bzero(secret, sizeof(secret));
+    return rc;
+}
+
 /* The user-priority secret (gw_ol_prio_key): overload.priority_key_file;
  * else with a Redis inventory the fleet's (ours offered with SET NX, so the
  * first gateway's stays and every gateway ranks a user alike); else drawn
@@ -174,15 +197,8 @@ static int prio_secret_load(gw_server_t *srv, gw_overload_t *ol, char *errbuf, s
     const char *from = "process";
     int rc = 0;
     if (cfg->ol_priority_key_file[0]) {
-        char why[600] = "";
-        rc = gw_key_file_read(cfg->ol_priority_key_file, ol->uprio_secret,
-                              "can tell which buyers overload shedding admits", why, sizeof(why));
-        if (rc == CM_ENOTFOUND)
-            snprintf(why, sizeof(why), "%s does not exist", cfg->ol_priority_key_file);
-        if (rc != 0) {
-            snprintf(errbuf, errlen, "overload.priority_key_file: %s", why);
+        if ((rc = key_file_read(cfg, ol->uprio_secret, errbuf, errlen)) != 0)
             return rc;
-        }
         from = "file";
     } else if (RAND_bytes(ol->uprio_secret, GW_UPRIO_SECRET_LEN) != 1) {
         snprintf(errbuf, errlen, "overload: no random bytes for the user-priority key");
