@@ -215,6 +215,20 @@ void id_cache_free(id_cache_t *c);
 int id_verify_cached(id_verifier_t *v, id_cache_t *c, const char *tok, size_t len, int64_t now_s,
                      id_result_t *out);
 
+/*
+ * The user a token claims, for a decision that may only refuse earlier what
+ * verification would decide later (the overload control's user priority),
+ * never to let anything through: from the cache when the token verified
+ * before (*verified = true), else from its payload without any check of the
+ * signature or the other claims (the user claim, parsed as id_verify parses
+ * it; *verified = false). Returns true with `user` (ID_USER_MAX + 1 bytes)
+ * filled, false when no user can be read. Costs a cache lookup, or a
+ * base64url decode and a JSON parse of the payload (a few us), never a
+ * signature. Loop-thread only (the cache's thread); `v` is shared.
+ */
+bool id_claimed_user(id_verifier_t *v, id_cache_t *c, const char *tok, size_t len, int64_t now_s,
+                     char *user, bool *verified);
+
 typedef struct id_cache_stats {
     uint64_t hits, misses, inserts, evictions;
     size_t entries, used;

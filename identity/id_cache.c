@@ -12,6 +12,7 @@
 #include "common/cm_alloc.h"
 #include "common/cm_hash.h"
 
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,6 +76,60 @@ static uint64_t place(const id_cache_t *c, const char *tok, size_t len)
     return h ? h : 1;
 }
 
+/* The entry of tok in bucket b (placed by h), or NULL. */
+static centry_t *find(centry_t *b, uint64_t h, const char *tok, size_t len)
+{
+    for (int w = 0; w < WAYS; w++) {
+        centry_t *e = &b[w];
+        if (e->h == h && e->len == len && memcmp(e->tok, tok, len) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+/* The user claim of a token's payload, unverified: the part between the dots
+ * decoded and parsed as verification parses it (duplicates refused, the id
+ * alphabet). */
+static bool payload_user(const id_verifier_t *v, const char *tok, size_t len, char *user)
+{
+    const char *end = tok + len;
+    const char *d1 = memchr(tok, '.', len);
+    const char *d2 = d1 ? memchr(d1 + 1, '.', (size_t)(end - d1 - 1)) : NULL;
+    if (!d2 || d2 == d1 + 1)
+        return false;
+    unsigned char pl[ID_TOKEN_LIMIT / 4 * 3];
+    long n = id_b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), pl, sizeof(pl));
+    if (n <= 0)
+        return false;
+    json_error_t jerr;
+    json_t *c = json_loadb((const char *)pl, (size_t)n, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *u = json_is_object(c) ? json_object_get(c, v->cfg.user_claim) : NULL;
+    bool ok = json_is_string(u) &&
+              id_user_valid(json_string_value(u), json_string_length(u), ID_USER_MAX);
+    if (ok)
+        memcpy(user, json_string_value(u), json_string_length(u) + 1);
+    json_decref(c);
+    return ok;
+}
+
+bool id_claimed_user(id_verifier_t *v, id_cache_t *c, const char *tok, size_t len, int64_t now_s,
+                     char *user, bool *verified)
+{
+    *verified = false;
+    if (len == 0 || len > v->cfg.max_token_bytes)
+        return false;
+    if (len <= CACHE_TOKEN_MAX) {
+        uint64_t h = place(c, tok, len);
+        centry_t *e = find(&c->e[(h & (c->nbuckets - 1)) * WAYS], h, tok, len);
+        if (e && now_s < e->exp && e->gen == id_verifier_keys_gen(v)) {
+            memcpy(user, e->user, sizeof(e->user));
+            *verified = true;
+            return true;
+        }
+    }
+    return payload_user(v, tok, len, user);
+}
+
 int id_verify_cached(id_verifier_t *v, id_cache_t *c, const char *tok, size_t len, int64_t now_s,
                      id_result_t *out)
 {
@@ -82,10 +137,8 @@ int id_verify_cached(id_verifier_t *v, id_cache_t *c, const char *tok, size_t le
         return id_verify(v, tok, len, now_s, out);
     uint64_t h = place(c, tok, len), gen = id_verifier_keys_gen(v);
     centry_t *b = &c->e[(h & (c->nbuckets - 1)) * WAYS];
-    for (int w = 0; w < WAYS; w++) {
-        centry_t *e = &b[w];
-        if (e->h != h || e->len != len || memcmp(e->tok, tok, len) != 0)
-            continue;
+    centry_t *e = find(b, h, tok, len);
+    if (e) {
         if (now_s < e->exp && e->gen == gen) {
             c->st.hits++;
             memcpy(out->user, e->user, sizeof(out->user));
@@ -96,7 +149,6 @@ int id_verify_cached(id_verifier_t *v, id_cache_t *c, const char *tok, size_t le
         }
         e->h = 0; /* expired, or verified under keys since replaced */
         c->st.used--;
-        break;
     }
     c->st.misses++;
     int rc = id_verify(v, tok, len, now_s, out);

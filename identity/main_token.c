@@ -29,6 +29,7 @@ static void usage(FILE *f)
             "  --audience A      aud (default \"flashgate\")\n"
             "  --claim k=v       an extra string claim; k:=JSON for any JSON value (repeatable)\n"
             "  --jwks            print the public JWK set instead of a token\n"
+            "  --count N         N tokens, one a line, for users USER-0 .. USER-<N-1> (benches)\n"
             "  -h, --help        this text\n"
             "\n"
             "USER and P: 1..64 characters of A-Z a-z 0-9 . _ -\n"
@@ -44,11 +45,12 @@ int main(int argc, char **argv)
         {"user-claim", required_argument, NULL, 'U'}, {"issuer", required_argument, NULL, 's'},
         {"audience", required_argument, NULL, 'a'}, {"claim", required_argument, NULL, 'c'},
         {"jwks", no_argument, NULL, 'j'},           {"help", no_argument, NULL, 'h'},
+        {"count", required_argument, NULL, 'n'},
         {NULL, 0, NULL, 0},
     };
     const char *data_dir = NULL, *key = NULL;
     bool init = false, jwks = false;
-    long ttl = 3600;
+    long ttl = 3600, count = 0;
     id_claims_t cl = {0};
     json_t *extra = json_object();
     int c;
@@ -57,6 +59,15 @@ int main(int argc, char **argv)
         case 'd':
             data_dir = optarg;
             break;
+        case 'n': {
+            char *end;
+            count = strtol(optarg, &end, 10);
+            if (*end || count < 1 || count > 10000000) {
+                fprintf(stderr, "flashgate-token: --count %s: must be 1..10000000\n", optarg);
+                return 2;
+            }
+            break;
+        }
         case 'k':
             key = optarg;
             break;
@@ -157,15 +168,27 @@ int main(int argc, char **argv)
         cl.exp = cl.iat + ttl;
         char *ex = json_object_size(extra) ? json_dumps(extra, JSON_COMPACT) : NULL;
         cl.extra_json = ex;
-        char tok[ID_TOKEN_LIMIT];
-        int n = id_signer_mint(s, &cl, tok, sizeof(tok), err, sizeof(err));
-        free(ex);
-        if (n < 0) {
-            fprintf(stderr, "flashgate-token: %s\n", err);
-            rc = 1;
-        } else {
-            printf("%s\n", tok);
+        char tok[ID_TOKEN_LIMIT], user[ID_USER_MAX + 1];
+        for (long i = 0; i < (count ? count : 1) && rc == 0; i++) {
+            if (count) {
+                int ul = snprintf(user, sizeof(user), "%s-%ld", argv[optind], i);
+                if (ul < 0 || (size_t)ul >= sizeof(user)) {
+                    fprintf(stderr, "flashgate-token: USER-%ld is longer than %d\n", i,
+                            ID_USER_MAX);
+                    rc = 1;
+                    break;
+                }
+                cl.user = user;
+            }
+            int n = id_signer_mint(s, &cl, tok, sizeof(tok), err, sizeof(err));
+            if (n < 0) {
+                fprintf(stderr, "flashgate-token: %s\n", err);
+                rc = 1;
+            } else {
+                printf("%s\n", tok);
+            }
         }
+        free(ex);
     }
     json_decref(extra);
     id_signer_free(s);

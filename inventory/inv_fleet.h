@@ -16,6 +16,7 @@
  *                                 order ids: a new holder starts after it.
  *   {flashgate:fleet}:status_key  the fleet's order status key (SET NX).
  *   {flashgate:fleet}:figures     HASH member -> its dashboard figures (JSON).
+ *   {flashgate:fleet}:uprio_key   the fleet's overload user-priority secret (SET NX).
  *
  * A connection is used by one thread at a time (callers serialise); the
  * functions below are thread-safe on distinct connections. Every call blocks
@@ -33,6 +34,7 @@
 
 #define INV_FLEET_KEY_CONFIG "{flashgate:fleet}:config"
 #define INV_FLEET_KEY_STATUS "{flashgate:fleet}:status_key"
+#define INV_FLEET_KEY_UPRIO "{flashgate:fleet}:uprio_key"
 #define INV_FLEET_KEY_FLOORS "{flashgate:fleet}:nodeid_floor"
 
 typedef struct inv_fleet_conn inv_fleet_conn_t;
@@ -141,6 +143,10 @@ int inv_fleet_sub_drain(inv_fleet_conn_t *c, bool *any);
  * copy is wiped. Not thread-safe on c.
  */
 int inv_fleet_status_key(inv_fleet_conn_t *c, const char *hex, size_t hex_len, char *out);
+/* The same for any of the fleet's secrets set once: `key` is one of the
+ * INV_FLEET_KEY_* above (INV_FLEET_KEY_STATUS, INV_FLEET_KEY_UPRIO). */
+int inv_fleet_secret(inv_fleet_conn_t *c, const char *key, const char *hex, size_t hex_len,
+                     char *out);
 
 /* Called with each field and value of a hash (neither NULL). */
 typedef void (*inv_fleet_pair_fn)(void *ctx, const char *field, const char *value);

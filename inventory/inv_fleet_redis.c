@@ -378,10 +378,15 @@ int inv_fleet_sub_drain(inv_fleet_conn_t *c, bool *any)
 
 int inv_fleet_status_key(inv_fleet_conn_t *c, const char *hex, size_t hex_len, char *out)
 {
-    redisReply *r = fcall(c, INV_FLEET_KEY_STATUS, "SET %s %b NX", INV_FLEET_KEY_STATUS, hex,
-                          hex_len);
+    return inv_fleet_secret(c, INV_FLEET_KEY_STATUS, hex, hex_len, out);
+}
+
+int inv_fleet_secret(inv_fleet_conn_t *c, const char *key, const char *hex, size_t hex_len,
+                     char *out)
+{
+    redisReply *r = fcall(c, key, "SET %s %b NX", key, hex, hex_len);
     freeReplyObject(r);
-    r = fcall(c, INV_FLEET_KEY_STATUS, "GET %s", INV_FLEET_KEY_STATUS);
+    r = fcall(c, key, "GET %s", key);
     int rc = 0;
     if (!r || r->type != REDIS_REPLY_STRING || r->len != hex_len) {
         rc = CM_EBACKEND;

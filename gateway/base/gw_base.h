@@ -168,6 +168,25 @@ size_t gw_token_mac(const gw_server_t *srv, const char *msg, char *out);
 bool gw_token_mac_ok(const gw_server_t *srv, const char *msg, const char *mac, size_t len);
 /* Whether token is the order's status token (constant-time compare). Thread-safe. */
 bool gw_status_token_ok(const gw_server_t *srv, const char *order_id, const char *token);
+/*
+ * Reads a 32-byte key kept as status.key is: a regular file of its own (no
+ * symlink), no access for group or others, 64 hex digits and at most a
+ * newline. `power` ends the refusal of a readable file ("anyone who reads it
+ * <power>"). Returns 0, CM_ENOTFOUND when absent, else a negative CM_E* with
+ * the reason in errbuf. Thread-safe.
+ */
+int gw_key_file_read(const char *path, uint8_t *key, const char *power, char *errbuf,
+                     size_t errlen);
+/*
+ * With a Redis inventory (cfg->inventory): offers the 32-byte `key` as the
+ * fleet's `redis_key` (an INV_FLEET_KEY_*, SET NX: the first gateway's stays)
+ * and overwrites `key` with the one in force; *changed when it was not ours.
+ * Blocks up to max(1 s, inventory.redis_timeout_ms) per step. Returns 0 or a
+ * negative CM_E* (CM_EBACKEND: Redis unreachable) with the reason in errbuf.
+ * Single-threaded init.
+ */
+int gw_key_fleet(const gw_config_t *cfg, const char *redis_key, uint8_t *key, bool *changed,
+                 char *errbuf, size_t errlen);
 /* A page-rounded buffer kept out of core dumps (MADV_DONTDUMP), mlock'ed when
  * allowed; NULL on failure. gw_secret_free wipes (explicit_bzero) and unmaps it. */
 void *gw_secret_alloc(size_t len);

@@ -687,6 +687,12 @@ const cm_opt_t gw_config_opts[] = {
      "SECONDS", "a 503 overloaded says Retry-After from min to max seconds, at random", NULL},
     {"overload.retry_after_max", CM_OPT_UINT, OFF(ol_retry_max_s), 0, "3", 1, 3600, NULL, 0, NULL,
      "SECONDS", "upper end of the jittered Retry-After", NULL},
+    {"overload.priority_key_file", CM_OPT_STR, OFF(ol_priority_key_file),
+     SZ(ol_priority_key_file), "", 0, 0, NULL, 0, NULL, "FILE",
+     "secret (64 hex digits, mode 0600) keying the user priority that overload.shed_buys cuts "
+     "by, rotated each minute; empty = the fleet's, kept in Redis, or with a memory inventory "
+     "one drawn at start",
+     NULL},
     {"proxy.routes", CM_OPT_STR, OFF(proxy_routes), SZ(proxy_routes), "", 0, 0, NULL, 0, NULL,
      "JSON",
      "non-core routes proxied to upstreams: [{\"prefix\":\"/v1/recs/\",\"upstream\":\"http://"

@@ -89,6 +89,7 @@ typedef struct gw_config {
     uint64_t ol_queue_target_ms, ol_queue_interval_ms, ol_exit_hold_ms;
     uint64_t ol_limit_min, ol_limit_initial, ol_up_limit_initial, ol_limit_max;
     uint64_t ol_retry_min_s, ol_retry_max_s;
+    char ol_priority_key_file[512]; /* overload.priority_key_file: the user-priority secret */
 
     /* non-core routes reverse-proxied to upstreams (gw_proxy.c) */
     char proxy_routes[4096];   /* proxy.routes: JSON list, see gw_proxy_routes_parse */

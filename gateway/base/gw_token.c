@@ -42,6 +42,7 @@
 
 #define KEY_LEN 32
 #define REDIS_KEY INV_FLEET_KEY_STATUS
+#define STATUS_POWER "can read every order's status"
 #define HMAC_BLOCK 64 /* SHA-256's block: the key is zero-padded to it (RFC 2104) */
 
 /* The key and the SHA-256 states after its inner and outer pad blocks, in one secret page. */
@@ -115,8 +116,8 @@ static bool key_text_ok(const char *buf, ssize_t n)
     return n == 2 * KEY_LEN || (n == 2 * KEY_LEN + 1 && buf[2 * KEY_LEN] == '\n');
 }
 
-/* Reads <path>: 0 with the key, CM_ENOTFOUND if absent, else an error in errbuf. */
-static int key_read(const char *path, uint8_t *key, char *errbuf, size_t errlen)
+int gw_key_file_read(const char *path, uint8_t *key, const char *power, char *errbuf,
+                     size_t errlen)
 {
     /* O_NONBLOCK: a FIFO at the path would block the open, and the start, until
      * someone wrote to it; it is refused below as not a regular file. */
@@ -146,9 +147,8 @@ static int key_read(const char *path, uint8_t *key, char *errbuf, size_t errlen)
     int rc = 0;
     if ((st.st_mode & 077) != 0) {
         snprintf(errbuf, errlen,
-                 "%s is readable by others (mode %03o): anyone who reads it can read every "
-                 "order's status; chmod 600 it",
-                 path, (unsigned)(st.st_mode & 0777));
+                 "%s is readable by others (mode %03o): anyone who reads it %s; chmod 600 it",
+                 path, (unsigned)(st.st_mode & 0777), power);
         rc = CM_EINVAL;
     } else if (!key_text_ok(buf, n) || hex_decode(buf, 2 * KEY_LEN, key) != 0) {
         snprintf(errbuf, errlen,
@@ -184,29 +184,29 @@ static int key_write(const char *path, const uint8_t *key, char *errbuf, size_t 
     return 0;
 }
 
-/* With a Redis inventory: the fleet's key (ours offered with SET NX). */
-static int key_fleet(const char *url, const char *password, uint32_t timeout_ms, uint8_t *key,
-                     bool *changed, char *errbuf, size_t errlen)
+int gw_key_fleet(const gw_config_t *cfg, const char *redis_key, uint8_t *key, bool *changed,
+                 char *errbuf, size_t errlen)
 {
     cm_redis_url_t addr;
-    if (cm_redis_url_parse(url, &addr, errbuf, errlen) != 0 ||
-        cm_redis_url_default_password(&addr, password) != 0)
+    if (cm_redis_url_parse(cfg->inventory, &addr, errbuf, errlen) != 0 ||
+        cm_redis_url_default_password(&addr, cfg->redis_password) != 0)
         return CM_EINVAL;
+    uint32_t timeout_ms = (uint32_t)(cfg->redis_timeout_ms < 1000 ? 1000 : cfg->redis_timeout_ms);
     inv_fleet_conn_t *c = inv_fleet_connect(&addr, timeout_ms, errbuf, errlen);
     if (!c)
         return CM_EBACKEND;
     char hex[2 * KEY_LEN + 1], got[2 * KEY_LEN];
     hex_encode(key, KEY_LEN, hex);
     int rc = 0;
-    if (inv_fleet_status_key(c, hex, 2 * KEY_LEN, got) < 0) {
+    if (inv_fleet_secret(c, redis_key, hex, 2 * KEY_LEN, got) < 0) {
         const char *e = inv_fleet_errstr(c);
-        snprintf(errbuf, errlen, "redis: cannot read the fleet's status key %s: %s", REDIS_KEY,
+        snprintf(errbuf, errlen, "redis: cannot read the fleet's key %s: %s", redis_key,
                  *e ? e : "bad value");
         rc = CM_EBACKEND;
     } else {
         *changed = memcmp(got, hex, 2 * KEY_LEN) != 0;
         if (hex_decode(got, 2 * KEY_LEN, key) != 0) {
-            snprintf(errbuf, errlen, "redis: %s does not hold 64 hex digits", REDIS_KEY);
+            snprintf(errbuf, errlen, "redis: %s does not hold 64 hex digits", redis_key);
             rc = CM_EBACKEND;
         }
     }
@@ -238,7 +238,7 @@ int gw_status_key_check(const gw_config_t *cfg, char *errbuf, size_t errlen)
     char path[600];
     snprintf(path, sizeof(path), "%s/status.key", cfg->data_dir);
     uint8_t key[KEY_LEN];
-    int rc = key_read(path, key, errbuf, errlen);
+    int rc = gw_key_file_read(path, key, STATUS_POWER, errbuf, errlen);
     explicit_bzero(key, sizeof(key));
     return rc == CM_ENOTFOUND ? 0 : rc;
 }
@@ -253,7 +253,7 @@ int gw_status_key_load(gw_server_t *srv, char *errbuf, size_t errlen)
         return CM_ENOMEM;
     }
     uint8_t *key = sk->key;
-    int rc = key_read(path, key, errbuf, errlen);
+    int rc = gw_key_file_read(path, key, STATUS_POWER, errbuf, errlen);
     bool fresh = rc == CM_ENOTFOUND;
     if (fresh) {
         if (RAND_bytes(key, KEY_LEN) != 1) {
@@ -266,11 +266,7 @@ int gw_status_key_load(gw_server_t *srv, char *errbuf, size_t errlen)
     bool changed = fresh;
     if (rc == 0 && cm_redis_url_is(srv->cfg->inventory)) {
         bool from_fleet = false;
-        rc = key_fleet(srv->cfg->inventory, srv->cfg->redis_password,
-                       (uint32_t)(srv->cfg->redis_timeout_ms < 1000
-                                                           ? 1000
-                                                           : srv->cfg->redis_timeout_ms),
-                       key, &from_fleet, errbuf, errlen);
+        rc = gw_key_fleet(srv->cfg, REDIS_KEY, key, &from_fleet, errbuf, errlen);
         if (rc == 0 && from_fleet) {
             if (!fresh)
                 cm_log_warn("gw", "status key replaced by the fleet's (tokens this gateway gave "

@@ -715,13 +715,22 @@ bool gw_buy_handle(gw_req_t *r)
     }
 
     /* 3. parse and validate the body; while buys are shed by user priority, a
-     * refused user is told so before the parse (no JSON work for a 503) */
-    if (!gw_ol_buy_precheck(r))
+     * refused user is told so before the parse (no JSON work for a 503) and,
+     * with identity on, before the token's signature check: the user it
+     * claims decides, and a token that claims another's user is refused at
+     * verification (bench/README.md, "Identity") */
+    bool identity = gw_identity_on(srv);
+    if (identity) {
+        char claimed[ID_USER_MAX + 1];
+        if (gw_ol_buy_shedding(r) && gw_identity_claimed(r, claimed) &&
+            !gw_ol_buy_admit_user(r, claimed, strlen(claimed)))
+            return false;
+    } else if (!gw_ol_buy_precheck(r)) {
         return false;
+    }
     uint8_t ipkey[16];
     size_t iplen = 0;
     gw_limit_verdict_t v;
-    bool identity = gw_identity_on(srv);
     if (identity) {
         iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
         if (!parse_body_identity(r))

@@ -342,6 +342,26 @@ bool gw_identity_buy(gw_req_t *r)
     return true;
 }
 
+bool gw_identity_claimed(gw_req_t *r, char *user)
+{
+    struct gw_identity *id = r->w->srv->identity;
+    if (!gw_identity_on(r->w->srv))
+        return false;
+    if (id->mode == GW_ID_HEADER) {
+        const char *h = gw_req_header(r, id->header);
+        if (!h || !gw_proxies_match(&r->w->srv->proxies, gw_req_peer(r)) ||
+            !id_user_valid(h, strlen(h), ID_USER_MAX))
+            return false;
+        memcpy(user, h, strlen(h) + 1);
+        return true;
+    }
+    size_t len = 0;
+    const char *tok = find_token(r, id, &len);
+    bool verified;
+    return tok && id_claimed_user(id->verifier, id->workers[r->w->index].cache, tok, len,
+                                  cm_wall_ms() / 1000, user, &verified);
+}
+
 bool gw_identity_user(gw_req_t *r, char *user)
 {
     if (!gw_identity_on(r->w->srv))

@@ -49,6 +49,17 @@ bool gw_identity_buy(gw_req_t *r);
 bool gw_identity_check(gw_req_t *r, const char *claimed, char *user);
 
 /*
+ * The user a buy claims, before its identity step (identity on only): the
+ * trusted proxy's header, or the bearer token's user from the worker's cache
+ * or, unverified, from its payload (id_claimed_user). For the overload
+ * control's user priority, which may refuse a buy before its signature check
+ * but never lets one through: a token that claims another's user is refused
+ * at verification. true with `user` (ID_USER_MAX + 1 bytes); false: nothing
+ * readable (the identity step then answers). Counts nothing. Loop thread of r->w.
+ */
+bool gw_identity_claimed(gw_req_t *r, char *user);
+
+/*
  * The verified user of a request that may carry a token (order status),
  * without answering: true with the user in `user` (ID_USER_MAX + 1 bytes),
  * false when identity is off, no token or header is present, or it does not

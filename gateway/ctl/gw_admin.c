@@ -1836,6 +1836,34 @@ static void h_clock(admin_call_t *a)
     json_decref(j);
 }
 
+/* PUT /admin/v1/debug/overload {"user_cut": -1..128}: pins the buy path's user cut (gw_ol.h). */
+static void h_debug_overload(admin_call_t *a)
+{
+    gw_resp_t *p = a->p;
+    json_t *j = parse_object(a->ar, p);
+    static const char *const keys[] = {"user_cut", NULL};
+    if (!j || !only_keys(j, keys, p)) {
+        json_decref(j);
+        return;
+    }
+    json_t *c = json_object_get(j, "user_cut");
+    if (!json_is_integer(c) || json_integer_value(c) < -1 ||
+        json_integer_value(c) > GW_UPRIO_LEVELS) {
+        gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
+                      "body must be {\"user_cut\": -1 (DAGOR decides) or 0..%d (buys of a user "
+                      "priority below it pass)}",
+                      GW_UPRIO_LEVELS);
+    } else {
+        gw_ol_debug_user_cut(a->srv, (int)json_integer_value(c));
+        char buf[48];
+        snprintf(buf, sizeof(buf), "{\"user_cut\":%d}", gw_ol_debug_user_cut_get(a->srv));
+        resp_json(p, GW_R_OK, buf);
+        gw_audit_record(a->srv, a->who, "debug.overload", "user_cut", NULL,
+                        json_pack("{s:i}", "user_cut", gw_ol_debug_user_cut_get(a->srv)));
+    }
+    json_decref(j);
+}
+
 static void h_order_cancel(admin_call_t *a)
 {
     gw_server_t *srv = a->srv;
@@ -2061,6 +2089,7 @@ static void h_routes_patch(admin_call_t *a)
     XX("GET", "/admin/v1/audit", READ, h_audit)                                                    \
     XX("PUT", "/admin/v1/debug/broker", WRITE, h_broker)                                           \
     XX("PUT", "/admin/v1/debug/clock", WRITE, h_clock)                                             \
+    XX("PUT", "/admin/v1/debug/overload", WRITE, h_debug_overload)                                 \
     XX("POST", "/admin/v1/orders/{order_id}/cancel", WRITE, h_order_cancel)
 
 static const struct admin_route {

@@ -93,6 +93,8 @@ int gw_server_check(const gw_config_t *cfg, char *errbuf, size_t errlen)
         return rc;
     if ((rc = gw_status_key_check(cfg, errbuf, errlen)))
         return rc;
+    if ((rc = gw_ol_priority_key_check(cfg, errbuf, errlen)))
+        return rc;
     return gw_admin_check(cfg, errbuf, errlen);
 }
 

@@ -17,7 +17,14 @@ void gw_count_overload(gw_worker_t *w, gw_ol_reason_t reason);
 /* Dependency indexes of the per-worker limits; upstream i is GW_DEP_UPSTREAM + i. */
 enum { GW_DEP_REDIS = 0, GW_DEP_SPOOL = 1, GW_DEP_UPSTREAM = 2 };
 
-/* Parses the overload config. Single-threaded init, before the workers. */
+/* overload.priority_key_file, when set, read as the start reads it (a regular
+ * file, mode 0600, 64 hex digits), for --check-config. Returns 0 or a negative
+ * CM_E* (errbuf names the option and why). Thread-safe. */
+int gw_ol_priority_key_check(const gw_config_t *cfg, char *errbuf, size_t errlen);
+/* Parses the overload config and loads the user-priority secret
+ * (gw_ol_prio_key: overload.priority_key_file, else the fleet's in Redis,
+ * else drawn here). Returns 0 or a negative CM_E* with the reason in errbuf.
+ * Single-threaded init, before the workers. */
 int gw_overload_start(gw_server_t *srv, char *errbuf, size_t errlen);
 void gw_overload_stop(gw_server_t *srv);
 /* Per-worker state and its timer on w->loop. Before the loop runs / loop thread at stop. */
@@ -37,8 +44,32 @@ void gw_ol_request_head(gw_req_t *r);
  * dropped (the connection stays). Loop thread.
  */
 bool gw_ol_too_late(gw_req_t *r);
-/* After the buy body is parsed: DAGOR user priority. false: answered 503. Loop thread. */
+/*
+ * DAGOR user priority on the buy path. The cut is CPU work saved only when it
+ * comes before the work: a refused buy is answered before its body is parsed
+ * (gw_ol_buy_precheck) and, with identity on, before its token's signature is
+ * checked (the buy path asks gw_ol_buy_admit_user with the user the token
+ * claims). Verification runs on the worker's loop, so its CPU is in what the
+ * cut is driven by: the loop's busy share and the queuing delay of the
+ * requests read after it in the same iteration.
+ *
+ * gw_ol_buy_shedding: whether buys are being cut now (then the user decides).
+ * gw_ol_buy_admit_user: whether `user` passes the cut; false: r answered 503
+ * queue_delay and counted in shed_users. Asked only while shedding.
+ * gw_ol_buy_admit: the same for r->res.user_id (after the body is parsed and
+ * the buyer verified), asking gw_ol_buy_shedding first. Loop thread.
+ */
+bool gw_ol_buy_shedding(gw_req_t *r);
+bool gw_ol_buy_admit_user(gw_req_t *r, const char *user, size_t len);
 bool gw_ol_buy_admit(gw_req_t *r);
+/*
+ * PUT /admin/v1/debug/overload (--enable-debug-routes): pins every worker's
+ * user cut to `cut` (0..GW_UPRIO_LEVELS: buys with priority < cut pass; all
+ * buys are then cut by user whatever the level), or -1 to give it back to
+ * DAGOR. For tests that need shedding without an overload. Thread-safe.
+ */
+void gw_ol_debug_user_cut(gw_server_t *srv, int cut);
+int gw_ol_debug_user_cut_get(gw_server_t *srv);
 /*
  * Before the buy body is parsed: while buys are being shed by user priority,
  * finds "user_id":"..." in the raw body with a plain scan (no JSON parse) and

@@ -39,8 +39,10 @@
 #include "gateway/edge/gw_upcall.h"
 #include "gateway/overload/gw_ol.h"
 #include "inventory/inv.h"
+#include "inventory/inv_fleet.h"
 
 #include <jansson.h>
+#include <openssl/rand.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -117,6 +119,8 @@ typedef struct gw_ol_worker {
     /* too-late checks answered by the loop's bound, and by the kernel's figure */
     _Atomic uint64_t late_looks_loop, late_looks_kernel, shed_late_upstream;
     gw_rs_base_t rs_base; /* X-Request-Start's baseline (gw_rs_base_learn); loop thread */
+    uint64_t uprio_minute;   /* the minute uprio_key is for (UINT64_MAX: none yet) */
+    cm_hash_key_t uprio_key; /* gw_ol_prio_key of it */
 } gw_ol_worker_t;
 
 typedef struct gw_overload {
@@ -144,6 +148,8 @@ typedef struct gw_overload {
     uint64_t last_degraded[GW_DEG_COUNT];
     uint64_t last_level_changes;
     uint64_t last_redis_opens;
+    uint8_t *uprio_secret; /* GW_UPRIO_SECRET_LEN bytes in a secret page (prio_secret_load) */
+    _Atomic int debug_cut; /* PUT /admin/v1/debug/overload: the user cut of every worker, -1 none */
 } gw_overload_t;
 
 static uint64_t now_us(void)
@@ -153,12 +159,66 @@ static uint64_t now_us(void)
 
 /*---- start / stop ----*/
 
+/* overload.priority_key_file into secret; an error names the option. */
+static int key_file_read(const gw_config_t *cfg, uint8_t *secret, char *errbuf, size_t errlen)
+{
+    char why[600] = "";
+    int rc = gw_key_file_read(cfg->ol_priority_key_file, secret,
+                              "can tell which buyers overload shedding admits", why, sizeof(why));
+    if (rc == CM_ENOTFOUND)
+        snprintf(why, sizeof(why), "%s does not exist", cfg->ol_priority_key_file);
+    if (rc != 0)
+        snprintf(errbuf, errlen, "overload.priority_key_file: %s", why);
+    return rc;
+}
+
+int gw_ol_priority_key_check(const gw_config_t *cfg, char *errbuf, size_t errlen)
+{
+    if (!cfg->ol_priority_key_file[0])
+        return 0;
+    uint8_t secret[GW_UPRIO_SECRET_LEN];
+    int rc = key_file_read(cfg, secret, errbuf, errlen);
+    explicit_bzero(secret, sizeof(secret));
+    return rc;
+}
+
+/* The user-priority secret (gw_ol_prio_key): overload.priority_key_file;
+ * else with a Redis inventory the fleet's (ours offered with SET NX, so the
+ * first gateway's stays and every gateway ranks a user alike); else drawn
+ * for this process, a single node having no one to agree with. */
+static int prio_secret_load(gw_server_t *srv, gw_overload_t *ol, char *errbuf, size_t errlen)
+{
+    const gw_config_t *cfg = srv->cfg;
+    ol->uprio_secret = gw_secret_alloc(GW_UPRIO_SECRET_LEN);
+    if (!ol->uprio_secret) {
+        snprintf(errbuf, errlen, "cannot map a page for the user-priority key");
+        return CM_ENOMEM;
+    }
+    const char *from = "process";
+    int rc = 0;
+    if (cfg->ol_priority_key_file[0]) {
+        if ((rc = key_file_read(cfg, ol->uprio_secret, errbuf, errlen)) != 0)
+            return rc;
+        from = "file";
+    } else if (RAND_bytes(ol->uprio_secret, GW_UPRIO_SECRET_LEN) != 1) {
+        snprintf(errbuf, errlen, "overload: no random bytes for the user-priority key");
+        return CM_EIO;
+    } else if (cm_redis_url_is(cfg->inventory)) {
+        bool changed = false;
+        if ((rc = gw_key_fleet(cfg, INV_FLEET_KEY_UPRIO, ol->uprio_secret, &changed, errbuf,
+                               errlen)) != 0)
+            return rc;
+        from = "fleet";
+    }
+    cm_log_info("overload", "user-priority key loaded", "from=%s", from);
+    return 0;
+}
+
 int gw_overload_start(gw_server_t *srv, char *errbuf, size_t errlen)
 {
-    (void)errbuf; /* nothing in the overload config can fail today */
-    (void)errlen;
     const gw_config_t *cfg = srv->cfg;
     gw_overload_t *ol = cm_xcalloc(1, sizeof(*ol));
+    atomic_init(&ol->debug_cut, -1);
     pthread_mutex_init(&ol->mu, NULL);
     gw_level_sm_init(&ol->sm, cfg->ol_exit_hold_ms, cm_mono_ms());
     atomic_init(&ol->level, 0);
@@ -187,7 +247,7 @@ int gw_overload_start(gw_server_t *srv, char *errbuf, size_t errlen)
     ol->br_cooldown_ms = cfg->proxy_breaker_cooldown_ms;
     /* the upstreams come from gw_px_start (gw_ol_register_upstreams) */
     srv->ol = ol;
-    return 0;
+    return prio_secret_load(srv, ol, errbuf, errlen);
 }
 
 void gw_overload_stop(gw_server_t *srv)
@@ -197,6 +257,7 @@ void gw_overload_stop(gw_server_t *srv)
     for (unsigned i = 0; srv->workers && i < srv->nworkers; i++)
         CM_FREE(srv->workers[i].ol);
     pthread_mutex_destroy(&srv->ol->mu);
+    gw_secret_free(srv->ol->uprio_secret, GW_UPRIO_SECRET_LEN);
     CM_FREE(srv->ol);
 }
 
@@ -236,6 +297,7 @@ void gw_ol_worker_start(gw_worker_t *w)
     sync_targets(o, ol);
     gw_qdelay_init(&o->q, ol->target_us, ol->interval_us, now);
     o->rnd = now ^ ((uint64_t)w->index << 32);
+    o->uprio_minute = UINT64_MAX;
     /* A socket bound to port 0 gets a new port from listen() after a shutdown. */
     char host[128];
     unsigned port = 0;
@@ -963,21 +1025,35 @@ void gw_ol_count_degraded(gw_worker_t *w, gw_degrade_cause_t c)
         atomic_fetch_add_explicit(&w->ol->degraded[c], 1, memory_order_relaxed);
 }
 
-/* True while buys are being cut by user priority (then the user id decides). */
-static bool shedding_users(gw_req_t *r)
+/* The user cut in force for r's worker: an operator's debug pin, else its DAGOR cut. */
+static uint32_t user_cut(const gw_req_t *r)
+{
+    int d = atomic_load_explicit(&r->w->srv->ol->debug_cut, memory_order_relaxed);
+    return d >= 0 ? (uint32_t)d : r->w->ol->q.u_cut;
+}
+
+bool gw_ol_buy_shedding(gw_req_t *r)
 {
     gw_ol_worker_t *o = r->w->ol;
-    if (!o || o->q.u_cut >= GW_UPRIO_LEVELS)
+    if (!o)
+        return false;
+    if (atomic_load_explicit(&r->w->srv->ol->debug_cut, memory_order_relaxed) >= 0)
+        return user_cut(r) < GW_UPRIO_LEVELS;
+    if (o->q.u_cut >= GW_UPRIO_LEVELS)
         return false;
     return !(atomic_load_explicit(&r->w->srv->ol->pinned, memory_order_relaxed) >= 0 &&
              gw_ol_level(r->w->srv) < GW_LEVEL_SHED);
 }
 
-static bool admit_user(gw_req_t *r, const char *user, size_t len)
+bool gw_ol_buy_admit_user(gw_req_t *r, const char *user, size_t len)
 {
     gw_ol_worker_t *o = r->w->ol;
-    unsigned prio = gw_ol_user_prio(user, len, (uint64_t)cm_wall_ms() / 60000u);
-    if (gw_qdelay_admit_user(&o->q, prio))
+    uint64_t minute = (uint64_t)cm_wall_ms() / 60000u;
+    if (minute != o->uprio_minute) {
+        gw_ol_prio_key(r->w->srv->ol->uprio_secret, minute, &o->uprio_key);
+        o->uprio_minute = minute;
+    }
+    if (gw_ol_user_prio(&o->uprio_key, user, len) < user_cut(r))
         return true;
     atomic_fetch_add_explicit(&o->shed_users, 1, memory_order_relaxed);
     gw_ol_overloaded(r, GW_OLR_QUEUE_DELAY,
@@ -987,14 +1063,25 @@ static bool admit_user(gw_req_t *r, const char *user, size_t len)
 
 bool gw_ol_buy_admit(gw_req_t *r)
 {
-    if (!shedding_users(r))
+    if (!gw_ol_buy_shedding(r))
         return true;
-    return admit_user(r, r->res.user_id, strlen(r->res.user_id));
+    return gw_ol_buy_admit_user(r, r->res.user_id, strlen(r->res.user_id));
+}
+
+void gw_ol_debug_user_cut(gw_server_t *srv, int cut)
+{
+    atomic_store_explicit(&srv->ol->debug_cut, cut < 0 ? -1 : cut > GW_UPRIO_LEVELS ? GW_UPRIO_LEVELS : cut,
+                          memory_order_relaxed);
+}
+
+int gw_ol_debug_user_cut_get(gw_server_t *srv)
+{
+    return atomic_load_explicit(&srv->ol->debug_cut, memory_order_relaxed);
 }
 
 bool gw_ol_buy_precheck(gw_req_t *r)
 {
-    if (!shedding_users(r))
+    if (!gw_ol_buy_shedding(r))
         return true;
     const char *b = r->body, *end = r->body + r->body_len;
     const char *k = memmem(b, r->body_len, "\"user_id\"", 9);
@@ -1014,7 +1101,7 @@ bool gw_ol_buy_precheck(gw_req_t *r)
         p++;
     if (p >= end || *p != '"' || !inv_id_valid(u, (size_t)(p - u), INV_USER_ID_MAX))
         return true; /* escapes, too long, odd characters: the parse decides */
-    return admit_user(r, u, (size_t)(p - u));
+    return gw_ol_buy_admit_user(r, u, (size_t)(p - u));
 }
 
 static gw_ol_reason_t dep_reason(unsigned dep)

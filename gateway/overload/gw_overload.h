@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/cm_hash.h"
+
 /*---- Criticality of a route (shed the lowest first) ----*/
 
 typedef enum {
@@ -431,8 +433,23 @@ unsigned gw_busy_own_pct(unsigned busy_pct, uint64_t span_ns, uint64_t cpu_ns,
 #define GW_BUSY_MACHINE_PCT 10
 bool gw_busy_machine(unsigned busy_pct, unsigned own_pct);
 
-/* DAGOR user priority: 0..127 from the user id and the minute (now_ms / 60000). Thread-safe. */
-unsigned gw_ol_user_prio(const char *user, size_t len, uint64_t minute);
+/*
+ * DAGOR user priority (0..GW_UPRIO_LEVELS-1; the cut admits those below it).
+ * Keyed by a secret the fleet shares (gw_overload.c: overload.priority_key_file,
+ * else one kept in Redis, else drawn per process), so every gateway ranks a
+ * user alike, and rotated with the minute, so no class of users is always
+ * admitted: the minute's key is the first 16 bytes of HMAC-SHA256(secret,
+ * "flashgate uprio " minute) and a user's priority the SipHash-2-4 of its id
+ * under that key. Without the secret nobody can tell which ids a cut admits
+ * (a fixed public key let them be ground offline).
+ *
+ * gw_ol_prio_key: the key of `minute` (now_ms / 60000) from the
+ * GW_UPRIO_SECRET_LEN-byte secret; ~1 us, computed once a minute per worker.
+ * gw_ol_user_prio: the user's priority under it; ~20 ns. Thread-safe, pure.
+ */
+#define GW_UPRIO_SECRET_LEN 32
+void gw_ol_prio_key(const uint8_t *secret, uint64_t minute, cm_hash_key_t *out);
+unsigned gw_ol_user_prio(const cm_hash_key_t *minute_key, const char *user, size_t len);
 
 /* A Retry-After in whole seconds, uniform in [min_s, max_s] from `rnd` (any
  * 64-bit random or hash), so a refused crowd does not return in one wave. Thread-safe. */

@@ -9,6 +9,9 @@
 #include "gateway/overload/gw_overload.h"
 
 #include <math.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <string.h>
 
 /*---- criticality ----*/
@@ -547,16 +550,30 @@ bool gw_qdelay_admit_user(const gw_qdelay_t *q, unsigned prio)
     return prio < q->u_cut;
 }
 
-unsigned gw_ol_user_prio(const char *user, size_t len, uint64_t minute)
+void gw_ol_prio_key(const uint8_t *secret, uint64_t minute, cm_hash_key_t *out)
 {
-    /* A fixed key: every gateway of the fleet must rank a user the same way.
-     * (Not a secret: a user id is not chosen per request by the crowd.) */
-    static const cm_hash_key_t key = {0x6761676873616c66ull, 0x21726f6761642d65ull};
-    cm_hash_sip_t s;
-    cm_hash_sip_init(&s, &key);
-    cm_hash_sip_update(&s, &minute, sizeof(minute));
-    cm_hash_sip_update(&s, user, len);
-    return (unsigned)(cm_hash_sip_final(&s) % GW_UPRIO_LEVELS);
+    /* HMAC-SHA256(secret, "flashgate uprio " || minute, 8 bytes little-endian):
+     * a PRF of the minute under the fleet's secret. Its first 16 bytes key the
+     * minute's SipHash. */
+    uint8_t msg[16 + 8], md[EVP_MAX_MD_SIZE];
+    memcpy(msg, "flashgate uprio ", 16);
+    for (int i = 0; i < 8; i++)
+        msg[16 + i] = (uint8_t)(minute >> (8 * i));
+    unsigned mdlen = 0;
+    HMAC(EVP_sha256(), secret, GW_UPRIO_SECRET_LEN, msg, sizeof(msg), md, &mdlen);
+    uint64_t k0 = 0, k1 = 0;
+    for (int i = 0; i < 8; i++) {
+        k0 |= (uint64_t)md[i] << (8 * i);
+        k1 |= (uint64_t)md[8 + i] << (8 * i);
+    }
+    out->k0 = k0;
+    out->k1 = k1;
+    OPENSSL_cleanse(md, sizeof(md));
+}
+
+unsigned gw_ol_user_prio(const cm_hash_key_t *minute_key, const char *user, size_t len)
+{
+    return (unsigned)(cm_hash_sip24(minute_key, user, len) % GW_UPRIO_LEVELS);
 }
 
 unsigned gw_ol_retry_after(uint64_t rnd, unsigned min_s, unsigned max_s)

@@ -151,6 +151,19 @@ with open(os.path.join(dd, "status.key"), "w") as f:
 os.chmod(os.path.join(dd, "status.key"), 0o644)
 check_and_start("a status.key readable by others", ["--data-dir", dd], "status.key")
 os.chmod(os.path.join(dd, "status.key"), 0o600)
+pk = os.path.join(tmp, "uprio.key")
+with open(pk, "w") as f:
+    f.write("1" * 64 + "\n")
+os.chmod(pk, 0o644)
+check_and_start("a user-priority key file readable by others",
+                ["--data-dir", dd, "--overload-priority-key-file", pk], "overload.priority_key_file")
+os.chmod(pk, 0o600)
+check_and_start("a user-priority key file that is not 64 hex digits",
+                ["--data-dir", dd, "--overload-priority-key-file", tokf],
+                "overload.priority_key_file")
+check_and_start("a missing user-priority key file",
+                ["--data-dir", dd, "--overload-priority-key-file", pk + ".none"],
+                "does not exist")
 check_and_start("a public admin address without TLS",
                 ["--data-dir", dd, "--admin-token-file", tokf, "--admin-listen", "8.8.8.8:9"],
                 "plain HTTP")

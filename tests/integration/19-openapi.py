@@ -362,6 +362,9 @@ try:
     CK = "/admin/v1/debug/clock"
     call("PUT", CK, CK, 400, {"wall_offset_ms": "x"})
     call("PUT", CK, CK, 200, {"wall_offset_ms": 0})
+    OV = "/admin/v1/debug/overload"
+    call("PUT", OV, OV, 400, {"user_cut": 129})
+    call("PUT", OV, OV, 200, {"user_cut": -1})
     C = "/admin/v1/orders/{order_id}/cancel"
     call("POST", C, "/admin/v1/orders/%s/cancel" % order_id, 400, raw="{nope",
          headers={"Content-Type": "application/json"})
@@ -390,6 +393,7 @@ try:
                          ("POST", RB, RB),
                          ("PUT", BR, BR),
                          ("PUT", CK, CK),
+                         ("PUT", OV, OV),
                          ("POST", C, "/admin/v1/orders/%s/cancel" % order_id)):
         r = call(m, tpl, path, 413, raw=big, headers={"Content-Type": "application/json"})
         eq(r.json and r.json.get("error"), "payload_too_large", "%s %s: 413's code" % (m, path))

@@ -66,6 +66,41 @@ static int mint(const char *user, int64_t exp, char *out, size_t outlen)
     return n;
 }
 
+static void test_claimed_user(void **state)
+{
+    (void)state;
+    /* The user a token claims, for a refusal before its signature check: from
+     * the payload unverified (a forged token claims whom it likes), from the
+     * cache once verified; nothing from what is not a token. */
+    id_cache_t *c = id_cache_new(64);
+    char t[2048], u[ID_USER_MAX + 1];
+    bool verified = true;
+    int n = mint("carol", NOW + 100, t, sizeof(t));
+    assert_true(id_claimed_user(v, c, t, (size_t)n, NOW, u, &verified));
+    assert_string_equal(u, "carol");
+    assert_false(verified);
+    id_result_t r;
+    assert_int_equal(id_verify_cached(v, c, t, (size_t)n, NOW, &r), ID_OK);
+    assert_true(id_claimed_user(v, c, t, (size_t)n, NOW + 1, u, &verified));
+    assert_string_equal(u, "carol");
+    assert_true(verified);
+    id_cache_stats_t st;
+    id_cache_stats(c, &st);
+    assert_int_equal(st.hits, 0); /* a look, not a use */
+    /* a forged signature: the claim is read, verification refuses it */
+    t[n - 3] = t[n - 3] == 'A' ? 'B' : 'A';
+    assert_true(id_claimed_user(v, c, t, (size_t)n, NOW, u, &verified));
+    assert_false(verified);
+    assert_int_not_equal(id_verify_cached(v, c, t, (size_t)n, NOW, &r), ID_OK);
+    /* no user readable */
+    const char *bad[] = {"", "abc", "a.b", "..", "a.!!!.c", "eyJhIjoxfQ.eyJzdWIiOjF9.x",
+                         "eyJhIjoxfQ.eyJzdWIiOiJhIGIifQ.x" /* {"sub":"a b"} */,
+                         "eyJhIjoxfQ.eyJzdWIiOiJhIiwic3ViIjoiYiJ9.x" /* duplicate sub */};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_false(id_claimed_user(v, c, bad[i], strlen(bad[i]), NOW, u, &verified));
+    id_cache_free(c);
+}
+
 static void test_hit_and_expiry(void **state)
 {
     (void)state;
@@ -459,7 +494,7 @@ static void test_config(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hit_and_expiry), cmocka_unit_test(test_rotation_invalidates),
+        cmocka_unit_test(test_hit_and_expiry), cmocka_unit_test(test_claimed_user), cmocka_unit_test(test_rotation_invalidates),
         cmocka_unit_test(test_bounded),        cmocka_unit_test(test_hit_cost),
         cmocka_unit_test(test_jwks_refusals),  cmocka_unit_test(test_key_file),
         cmocka_unit_test(test_config),         cmocka_unit_test(test_threads),

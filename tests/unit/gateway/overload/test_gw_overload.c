@@ -1170,25 +1170,116 @@ static void test_retry_after_jitter(void **state)
     assert_int_equal(v, 5);
 }
 
+static void uprio_secret(uint8_t *secret, uint8_t seed)
+{
+    for (int i = 0; i < GW_UPRIO_SECRET_LEN; i++)
+        secret[i] = (uint8_t)(seed * 31 + i * 7);
+}
+
 static void test_user_priority(void **state)
 {
     (void)state;
-    /* Consistent within a minute, changes between minutes, spread over 0..127. */
+    /* Consistent within a minute, changes between minutes, uniform over 0..127. */
+    uint8_t secret[GW_UPRIO_SECRET_LEN];
+    uprio_secret(secret, 1);
+    cm_hash_key_t k0, k0b, k1;
+    gw_ol_prio_key(secret, 29000000, &k0);
+    gw_ol_prio_key(secret, 29000000, &k0b);
+    gw_ol_prio_key(secret, 29000001, &k1);
+    assert_true(k0.k0 == k0b.k0 && k0.k1 == k0b.k1);
+    assert_false(k0.k0 == k1.k0 && k0.k1 == k1.k1);
+    enum { USERS = 16384 };
     unsigned hist[GW_UPRIO_LEVELS] = {0};
     unsigned changed = 0;
-    for (int u = 0; u < 4096; u++) {
+    for (int u = 0; u < USERS; u++) {
         char id[32];
         int n = snprintf(id, sizeof(id), "user-%d", u);
-        unsigned a = gw_ol_user_prio(id, (size_t)n, 29000000);
-        assert_int_equal(gw_ol_user_prio(id, (size_t)n, 29000000), a);
+        unsigned a = gw_ol_user_prio(&k0, id, (size_t)n);
+        assert_int_equal(gw_ol_user_prio(&k0b, id, (size_t)n), a);
         assert_true(a < GW_UPRIO_LEVELS);
         hist[a]++;
-        if (gw_ol_user_prio(id, (size_t)n, 29000001) != a)
+        if (gw_ol_user_prio(&k1, id, (size_t)n) != a)
             changed++;
     }
-    assert_true(changed > 3900);
+    /* ~1/128 of the users keep their priority from one minute to the next */
+    assert_true(changed > USERS - USERS / 128 * 2);
+    /* Across users: chi-square over 128 bins (127 degrees of freedom; 99.9th
+     * percentile 181.99), and every bin within half of its mean. */
+    double chi = 0, mean = (double)USERS / GW_UPRIO_LEVELS;
+    for (int i = 0; i < GW_UPRIO_LEVELS; i++) {
+        chi += (hist[i] - mean) * (hist[i] - mean) / mean;
+        assert_true(hist[i] > mean / 2 && hist[i] < mean * 3 / 2);
+    }
+    assert_true(chi < 182.0);
+}
+
+static void test_user_priority_rotates(void **state)
+{
+    (void)state;
+    /* For a fixed user the priority moves with the minute, uniformly: no user,
+     * and no class of users, is admitted by a cut of half in every minute. */
+    uint8_t secret[GW_UPRIO_SECRET_LEN];
+    uprio_secret(secret, 2);
+    enum { MINUTES = 2048 };
+    unsigned hist[GW_UPRIO_LEVELS] = {0};
+    for (uint64_t m = 0; m < MINUTES; m++) {
+        cm_hash_key_t k;
+        gw_ol_prio_key(secret, 29000000 + m, &k);
+        hist[gw_ol_user_prio(&k, "alice", 5)]++;
+    }
+    double chi = 0, mean = (double)MINUTES / GW_UPRIO_LEVELS;
     for (int i = 0; i < GW_UPRIO_LEVELS; i++)
-        assert_true(hist[i] > 5 && hist[i] < 80);
+        chi += (hist[i] - mean) * (hist[i] - mean) / mean;
+    assert_true(chi < 182.0);
+    /* 1000 users over 30 minutes at a cut of 64: none admitted every minute
+     * (each would be with probability 2^-30) nor refused every minute. */
+    enum { N = 1000, M = 30 };
+    static unsigned admitted[N];
+    memset(admitted, 0, sizeof(admitted));
+    for (uint64_t m = 0; m < M; m++) {
+        cm_hash_key_t k;
+        gw_ol_prio_key(secret, 29000000 + m, &k);
+        for (int u = 0; u < N; u++) {
+            char id[32];
+            int n = snprintf(id, sizeof(id), "buyer-%d", u);
+            admitted[u] += gw_ol_user_prio(&k, id, (size_t)n) < GW_UPRIO_LEVELS / 2;
+        }
+    }
+    for (int u = 0; u < N; u++)
+        assert_true(admitted[u] > 0 && admitted[u] < M);
+}
+
+static void test_user_priority_fleet(void **state)
+{
+    (void)state;
+    /* Two gateways with the same secret (each derives its own minute key, as
+     * each worker does) rank every user alike; a gateway with another secret
+     * ranks them independently (a user keeps its priority 1 time in 128). */
+    uint8_t gw1[GW_UPRIO_SECRET_LEN], gw2[GW_UPRIO_SECRET_LEN], other[GW_UPRIO_SECRET_LEN];
+    uprio_secret(gw1, 3);
+    memcpy(gw2, gw1, sizeof(gw2));
+    uprio_secret(other, 4);
+    unsigned same_other = 0;
+    for (uint64_t m = 29000000; m < 29000004; m++) {
+        cm_hash_key_t k1, k2, ko;
+        gw_ol_prio_key(gw1, m, &k1);
+        gw_ol_prio_key(gw2, m, &k2);
+        gw_ol_prio_key(other, m, &ko);
+        for (int u = 0; u < 4096; u++) {
+            char id[32];
+            int n = snprintf(id, sizeof(id), "user-%d", u);
+            unsigned p1 = gw_ol_user_prio(&k1, id, (size_t)n);
+            assert_int_equal(gw_ol_user_prio(&k2, id, (size_t)n), p1);
+            same_other += gw_ol_user_prio(&ko, id, (size_t)n) == p1;
+        }
+    }
+    assert_true(same_other < 4 * 4096 / 128 * 2);
+    /* One bit of the secret changes the ranking as much. */
+    gw2[GW_UPRIO_SECRET_LEN - 1] ^= 1;
+    cm_hash_key_t a, b;
+    gw_ol_prio_key(gw1, 29000000, &a);
+    gw_ol_prio_key(gw2, 29000000, &b);
+    assert_false(a.k0 == b.k0 || a.k1 == b.k1);
 }
 
 static void test_qdelay_dagor(void **state)
@@ -2123,6 +2214,8 @@ int main(void)
         cmocka_unit_test(test_route_actions),
         cmocka_unit_test(test_retry_after_jitter),
         cmocka_unit_test(test_user_priority),
+        cmocka_unit_test(test_user_priority_rotates),
+        cmocka_unit_test(test_user_priority_fleet),
         cmocka_unit_test(test_qdelay_dagor),
         cmocka_unit_test(test_qdelay_dagor_cut_fades_below_level_2),
     };

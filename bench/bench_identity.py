@@ -1,0 +1,262 @@
+#!/usr/bin/env python3
+"""`make bench`'s identity section (issue 51): what verified buyer identity costs
+the gateway, side by side with OpenSSL on this machine. Python 3 stdlib, wrk.
+
+Prints, in one run:
+  1. `openssl speed -seconds 1` for ecdsap256 (the data dir key's ES256), rsa2048 and
+     ed25519, next to flashgate-bench-identity's per-token figures (bench/identity.py):
+     one uncached verification (id_verify) and a cached one (id_verify_cached).
+  2. The accept path (202, spool only) with identity.mode=jwt against none: server CPU
+     per request (utime+stime of the one-thread gateway over a wrk -t1 -c64 run, as
+     bench.py measures), median of BENCH_REPS rounds, interleaved. In jwt mode every
+     request carries a token never seen before (minted beforehand by flashgate-token
+     --count), so each accept costs one signature check.
+  3. A retried buy with a cached token: 64 users buying again and again (409 after
+     their first) in jwt mode against none, and against none sent the same token header
+     (ignored there): the difference to the latter is the identity work alone, the former
+     adds the kernel's cost of ~400 more bytes a request.
+  4. The answers that need no identity (sold out 410, not started 425, unknown sale
+     404) from a jwt-mode gateway, each against nginx `return 200` under the same wrk
+     script in the run before it (bench.py's x nginx).
+Targets: jwt accept <= none accept + 1.1 x one verification (openssl speed's);
+cached retry <= none retry with the same bytes + 1 us; the no-identity answers <= 1.0 x nginx.
+
+Environment as bench.py (FLASHGATE_BIN, BENCH_REPS, BENCH_SECONDS, BENCH_QUICK).
+Run alone: BENCH_ONLY=identity sh bench/bench.sh.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+import shutil
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench as B  # noqa: E402  (Gateway, wrk, nginx, process bookkeeping)
+import identity as I  # noqa: E402  (openssl speed, flashgate-bench-identity)
+
+CONNS = 64
+TOKENS = 6000 if B.QUICK else 40000  # a round stops when its tokens run out
+
+TOKENS_LUA = r"""
+-- wrk: POST /v1/sales/SALE/orders, one line of TOKENS_FILE per request as its bearer
+-- token (body {"qty":1}); MODE "body": the token file's users as body user_id instead
+-- (identity.mode=none; "bodyhdr": with the token's header too, which none ignores). CYCLE: the first N lines over and over (retries); else the
+-- thread stops when the lines run out, so no token is sent twice.
+local sale, file, mode, cycle = "s", nil, "jwt", 0
+local toks, users, i = {}, {}, 0
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args)
+   sale, file, mode, cycle = args[1], args[2], args[3], tonumber(args[4] or "0")
+   for line in io.lines(file) do
+      table.insert(toks, line)
+      if cycle > 0 and #toks >= cycle then break end
+   end
+   for n = 1, #toks do users[n] = "bench-" .. (n - 1) end
+   wrk.method = "POST"
+   wrk.path = "/v1/sales/" .. sale .. "/orders"
+   wrk.headers["Content-Type"] = "application/json"
+   wrk.headers["X-Forwarded-For"] = "198.18.0.1"
+   statuses = {}
+end
+function request()
+   i = i + 1
+   if i > #toks then
+      if cycle > 0 then i = 1 else wrk.thread:stop() i = #toks end
+   end
+   if mode == "jwt" then
+      wrk.headers["Authorization"] = "Bearer " .. toks[i]
+      return wrk.format(nil, nil, nil, '{"qty":1}')
+   end
+   if mode == "bodyhdr" then  -- the token's bytes sent along, unread by identity.mode=none
+      wrk.headers["Authorization"] = "Bearer " .. toks[i]
+   end
+   return wrk.format(nil, nil, nil, '{"user_id":"' .. users[i] .. '","qty":1}')
+end
+function response(status, headers, body)
+   statuses[status] = (statuses[status] or 0) + 1
+end
+function done(summary, latency, requests)
+   local total = {}
+   for _, t in ipairs(threads) do
+      for code, n in pairs(t:get("statuses") or {}) do total[code] = (total[code] or 0) + n end
+   end
+   io.write("answers:")
+   for code, n in pairs(total) do io.write(string.format(" %d=%d", code, n)) end
+   io.write("\n")
+end
+"""
+
+PLAIN_LUA = r"""
+-- wrk: POST /v1/sales/SALE/orders without a token, a new body user_id per request.
+local sale, counter, threads = "s", 0, {}
+function setup(thread) table.insert(threads, thread) end
+function init(args)
+   sale = args[1]
+   wrk.method = "POST"
+   wrk.path = "/v1/sales/" .. sale .. "/orders"
+   wrk.headers["Content-Type"] = "application/json"
+   statuses = {}
+end
+function request()
+   counter = counter + 1
+   return wrk.format(nil, nil, nil, string.format('{"user_id":"so-%d","qty":1}', counter))
+end
+function response(status, headers, body)
+   statuses[status] = (statuses[status] or 0) + 1
+end
+function done(summary, latency, requests)
+   local total = {}
+   for _, t in ipairs(threads) do
+      for code, n in pairs(t:get("statuses") or {}) do total[code] = (total[code] or 0) + n end
+   end
+   io.write("answers:")
+   for code, n in pairs(total) do io.write(string.format(" %d=%d", code, n)) end
+   io.write("\n")
+end
+"""
+
+
+def rfc3339(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def main():
+    bindir = B.find_bin()
+    tmp = tempfile.mkdtemp(prefix="flashgate-bench-id-")
+    toks_lua = os.path.join(tmp, "tokens.lua")
+    plain_lua = os.path.join(tmp, "plain.lua")
+    open(toks_lua, "w").write(TOKENS_LUA)
+    open(plain_lua, "w").write(PLAIN_LUA)
+    t0 = time.time()
+    load0 = open("/proc/loadavg").read().split()[:3]
+    try:
+        res, sp, rows = run(tmp, bindir, toks_lua, plain_lua)
+    finally:
+        B.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+    load1 = open("/proc/loadavg").read().split()[:3]
+    report(res, sp, rows, load0, load1, time.time() - t0)
+
+
+def run(tmp, bindir, toks_lua, plain_lua):
+    # 1. per-token figures: openssl speed and flashgate-bench-identity
+    B.log("identity: openssl speed and flashgate-bench-identity")
+    sp = I.openssl_speed(1)
+    exe = os.path.join(bindir, "flashgate-bench-identity")
+    out = subprocess.run([exe, "0.5" if B.QUICK else "1"], capture_output=True, text=True,
+                         check=True).stdout
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:] if line.strip()}
+
+    common = ["--kafka-brokers", "none", "--limits-user-rps", "0"]
+    gj = B.Gateway(tmp, "gw-jwt", os.path.join(bindir, "flashgate"),
+                   common + ["--set", "identity.mode=jwt"])
+    gn = B.Gateway(tmp, "gw-none", os.path.join(bindir, "flashgate"), common)
+    ngx, ngx_port = B.start_nginx(tmp)
+    tokf = os.path.join(tmp, "tokens.txt")
+    B.log("identity: minting %d tokens (flashgate-token --count)" % TOKENS)
+    with open(tokf, "w") as f:
+        subprocess.run([os.path.join(bindir, "flashgate-token"), "--data-dir",
+                        os.path.join(gj.dir, "data"), "--count", str(TOKENS), "bench"],
+                       stdout=f, check=True, timeout=600)
+    gj.put_sale("so", 0)
+    gj.put_sale("later", 1000)
+    B.http_req(gj.admin, "PUT", "/admin/v1/sales/later",
+               {"stock": 1000, "per_user_limit": 1, "starts_at": rfc3339(time.time() + 86400)},
+               B.TOKEN)
+    for g in (gj, gn):
+        g.put_sale("retry", B.HUGE)
+
+    cases = ["accept, none", "accept, jwt", "retry, none", "retry, none + token bytes",
+             "retry, jwt (cached)",
+             "nginx (410's script)", "sold out (410), jwt", "nginx (425's script)",
+             "not started (425), jwt", "nginx (404's script)", "unknown sale (404), jwt"]
+    res = {c: [] for c in cases}
+    for rep in range(B.REPS):
+        for c in cases:
+            B.log("identity rep %d/%d: %s" % (rep + 1, B.REPS, c))
+            if c.startswith("accept"):
+                g = gj if "jwt" in c else gn
+                sale = g.new_sale("acc", B.HUGE)
+                r = B.run_wrk(g.url(), CONNS, B.SECONDS, toks_lua,
+                              [sale, tokf, "jwt" if g is gj else "body", "0"], g.pid)
+            elif c.startswith("retry"):
+                g = gj if "jwt" in c else gn
+                mode = "jwt" if g is gj else "bodyhdr" if "bytes" in c else "body"
+                r = B.run_wrk(g.url(), CONNS, B.SECONDS, toks_lua, ["retry", tokf, mode, "64"],
+                              g.pid)
+            elif c.startswith("nginx"):
+                sale = {"410": "so", "425": "later", "404": "nosuch"}[c.split("(")[1][:3]]
+                r = B.run_wrk("http://127.0.0.1:%d" % ngx_port, CONNS, B.SECONDS, plain_lua,
+                              [sale], pid=ngx.pid, pid_children=True)
+            else:
+                sale = {"410": "so", "425": "later", "404": "nosuch"}[c.split("(")[1][:3]]
+                r = B.run_wrk(gj.url(), CONNS, B.SECONDS, plain_lua, [sale], gj.pid)
+            res[c].append(r)
+    B.stop(gj.proc)
+    B.stop(gn.proc)
+    B.stop(ngx)
+    return res, sp, rows
+
+
+def report(res, sp, rows, load0, load1, elapsed):
+    print("== Identity: what a verified buyer costs (bench/bench_identity.py) ==")
+    print("cpu: %s, %d cores; load %s -> %s; %d rounds of %d s, wrk -t1 -c%d, one worker"
+          % (B.cpu_model(), os.cpu_count(), " ".join(load0), " ".join(load1), B.REPS, B.SECONDS,
+             CONNS))
+    print("-- per token: openssl speed -seconds 1 | flashgate-bench-identity (thread CPU)")
+    print("%-6s | %12s %12s %10s | %10s %10s %10s" % (
+        "alg", "sign/s", "verify/s", "verify_us", "floor_us", "id_verify", "cached_ns"))
+    for alg in ("ES256", "RS256", "EdDSA"):
+        s = sp.get(alg, (0, 0))
+        f = rows.get(alg, ["", "-", "-", "-", "-", "-"])
+        print("%-6s | %12.0f %12.0f %10.1f | %10s %10s %10s" % (
+            alg, s[0], s[1], 1e6 / s[1] if s[1] else float("nan"), f[1], f[2], f[4]))
+
+    def m(c, key="cpu_us"):
+        return B.med([r[key] for r in res[c]])
+
+    def answers(c):
+        tot = {}
+        for r in res[c]:
+            for k, v in r["answers"].items():
+                tot[k] = tot.get(k, 0) + v
+        n = sum(tot.values())
+        return " ".join("%d=%.0f%%" % (k, 100.0 * v / n) for k, v in sorted(tot.items())) if n else ""
+
+    print("-- server CPU per request (us, median of %d), answer mix" % B.REPS)
+    for c in res:
+        print("  %-26s %7.2f us  %9.0f req/s  p99 %6.2f ms  %s" % (
+            c, m(c), m(c, "rps"), m(c, "p99"), answers(c)))
+    es = sp.get("ES256", (0, 0))[1]
+    one = 1e6 / es if es else float("nan")
+    acc_n, acc_j = m("accept, none"), m("accept, jwt")
+    ret_n, ret_j = m("retry, none + token bytes"), m("retry, jwt (cached)")
+    print("-- targets (ES256, the data dir's key; one verification at openssl speed = %.1f us)"
+          % one)
+    ok = acc_j <= acc_n + 1.1 * one
+    print("  jwt accept %.1f us <= none %.1f + 1.1 x %.1f = %.1f us: %s (jwt - none = %.1f us"
+          " = %.2f x one verification)" % (acc_j, acc_n, one, acc_n + 1.1 * one,
+                                            "yes" if ok else "NO", acc_j - acc_n,
+                                            (acc_j - acc_n) / one if one else float("nan")))
+    cached = rows.get("ES256", [None] * 6)[4]
+    print("  cached token: %s ns per lookup (flashgate-bench-identity); a retry with it %.2f us"
+          " against %.2f without identity, the same bytes sent: %+.2f us (target <= 1 us: %s);"
+          " the token's bytes alone: %+.2f us" % (
+              cached, ret_j, ret_n, ret_j - ret_n, "yes" if ret_j - ret_n <= 1.0 else "NO",
+              ret_n - m("retry, none")))
+    for c, peer in (("sold out (410), jwt", "nginx (410's script)"),
+                    ("not started (425), jwt", "nginx (425's script)"),
+                    ("unknown sale (404), jwt", "nginx (404's script)")):
+        x = B.med([a["cpu_us"] / b["cpu_us"] for a, b in zip(res[c], res[peer])])
+        print("  %-26s %.2f x nginx (target <= 1.0: %s)" % (c, x, "yes" if x <= 1.0 else "NO"))
+    print("identity section: %.0f s" % elapsed)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        B.stop_all()
+        sys.exit(130)
