@@ -2001,6 +2001,46 @@ static bool path_match(const char *pat, const char *url, char *arg, size_t cap)
     return *pat == '\0' && *url == '\0';
 }
 
+void gw__admin_match(const char *method, const char *url, bool debug_routes,
+                     gw_admin_match_t *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->route = -1;
+    bool open_path = false;
+    for (size_t i = 0; i < CM_ARRAY_LEN(admin_routes); i++) {
+        char arg[sizeof(m->arg)];
+        /* fault injection only on a gateway started with it (--enable-debug-routes) */
+        if (!debug_routes && strncmp(admin_routes[i].path, "/admin/v1/debug/", 16) == 0)
+            continue;
+        if (!path_match(admin_routes[i].path, url, arg, sizeof(arg)))
+            continue;
+        m->any = true;
+        open_path |= admin_routes[i].role == GW_ROLE_NONE;
+        size_t n = strlen(m->allow);
+        snprintf(m->allow + n, sizeof(m->allow) - n, "%s%s", n ? ", " : "",
+                 admin_routes[i].method);
+        if (m->route < 0 && strcmp(method, admin_routes[i].method) == 0) {
+            m->route = (int)i;
+            m->role = admin_routes[i].role;
+            memcpy(m->arg, arg, sizeof(arg));
+        }
+    }
+    m->needs_token = !(m->route >= 0 ? m->role == GW_ROLE_NONE : open_path);
+}
+
+gw_reply_t gw__admin_verdict(const gw_admin_match_t *m, gw_role_t token_role)
+{
+    if (m->needs_token && token_role == GW_ROLE_NONE)
+        return GW_R_UNAUTHORIZED;
+    if (!m->any)
+        return GW_R_NOT_FOUND;
+    if (m->route < 0)
+        return GW_R_METHOD;
+    if (m->role == GW_ROLE_WRITE && token_role != GW_ROLE_WRITE)
+        return GW_R_FORBIDDEN;
+    return GW_R_OK;
+}
+
 static enum MHD_Result send_call(admin_call_t *a)
 {
     gw_server_t *srv = a->srv;
@@ -2064,34 +2104,20 @@ static enum MHD_Result admin_cb(void *cls, struct MHD_Connection *c, const char 
     gw_resp_init(&resp, GW_R_OK);
     admin_call_t a = {.srv = srv, .c = c, .ar = ar, .method = method, .url = url, .p = &resp};
 
-    /* Which routes have this path, and which of them this method. */
-    const struct admin_route *hit = NULL;
-    char allow[96] = "";
-    bool open_path = false, any = false;
     if (admin_tls.ca && !tls_client_verified(c)) {
         gw_resp_error(&resp, GW_R_FORBIDDEN, NULL,
                       "this admin listener needs a client certificate signed by "
                       "server.admin_tls_client_ca");
         return gw_resp_send(c, &srv->admin_ctr, &resp);
     }
-    for (size_t i = 0; i < CM_ARRAY_LEN(admin_routes); i++) {
-        char arg[sizeof(a.arg)];
-        /* fault injection only on a gateway started with it (--enable-debug-routes) */
-        if (!srv->cfg->admin_debug_routes && strncmp(admin_routes[i].path, "/admin/v1/debug/", 16) == 0)
-            continue;
-        if (!path_match(admin_routes[i].path, url, arg, sizeof(arg)))
-            continue;
-        any = true;
-        open_path |= admin_routes[i].role == GW_ROLE_NONE;
-        snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s",
-                 allow[0] ? ", " : "", admin_routes[i].method);
-        if (!hit && strcmp(method, admin_routes[i].method) == 0) {
-            hit = &admin_routes[i];
-            memcpy(a.arg, arg, sizeof(arg));
-        }
-    }
+    /* Which routes have this path, and which of them this method. */
+    gw_admin_match_t m;
+    gw__admin_match(method, url, srv->cfg->admin_debug_routes, &m);
+    const struct admin_route *hit = m.route >= 0 ? &admin_routes[m.route] : NULL;
+    const char *allow = m.allow;
+    memcpy(a.arg, m.arg, sizeof(a.arg));
     const gw_admin_token_t *tok = NULL;
-    if (!(hit ? hit->role == GW_ROLE_NONE : open_path)) {
+    if (m.needs_token) {
         uint8_t addr[16];
         bool have_addr = client_addr16(c, addr);
         int64_t blocked = have_addr ? auth_blocked_ms(addr) : 0;
@@ -2113,21 +2139,22 @@ static enum MHD_Result admin_cb(void *cls, struct MHD_Connection *c, const char 
         }
         a.who = tok->name;
     }
-    if (!any) {
+    switch (gw__admin_verdict(&m, tok ? tok->role : GW_ROLE_NONE)) {
+    case GW_R_NOT_FOUND:
         gw_resp_error(&resp, GW_R_NOT_FOUND, NULL, "no such resource: %s", url);
         return gw_resp_send(c, &srv->admin_ctr, &resp);
-    }
-    if (!hit) {
+    case GW_R_METHOD:
         gw_resp_error(&resp, GW_R_METHOD, NULL, "method %s is not allowed here; use %s", method,
                       allow);
         gw_resp_header(&resp, "Allow", "%s", allow);
         return gw_resp_send(c, &srv->admin_ctr, &resp);
-    }
-    if (hit->role == GW_ROLE_WRITE && tok->role != GW_ROLE_WRITE) {
+    case GW_R_FORBIDDEN:
         gw_resp_error(&resp, GW_R_FORBIDDEN, NULL,
                       "token %s has the read role; %s %s needs a write token", tok->name, method,
                       url);
         return gw_resp_send(c, &srv->admin_ctr, &resp);
+    default:
+        break;
     }
     /* Changes are serialised: validate, apply, audit as one step. */
     bool lock = hit->role == GW_ROLE_WRITE;
