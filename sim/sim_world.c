@@ -7,7 +7,8 @@
  * Modelled here, each after the file named: the gateway's buy (gw_buy.c:
  * reserve, spool, fdatasync, 202; a failed write gives the units back; a
  * keyed retry whose order the status table forgot spools it again), its
- * start-up replay and compensation (gw_server.c replay_one, gw_compensate),
+ * start-up replay and compensation (gw_server.c replay_one, gw_release.c
+ * gw_compensate),
  * the relay in release-on-settle mode (oq_relay.c: tail the spool, produce,
  * resend on a failed delivery, release the done prefix, outcomes counted per
  * id), the broker (per-partition order, duplicates on a retried produce,

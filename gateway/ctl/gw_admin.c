@@ -19,6 +19,7 @@
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
 #include "gateway/base/gw_fleet.h"
+#include "gateway/base/gw_limit_json.h"
 #include "gateway/buy/gw_buy.h"
 #include "gateway/buy/gw_fair.h"
 #include "gateway/ctl/gw_audit.h"
@@ -995,39 +996,9 @@ static void h_sales_list(admin_call_t *a)
 
 /*---- limits ----*/
 
-static const struct {
-    const char *name;
-    gw_scope_t scope;
-    bool rate;
-} limit_keys[] = {
-    {"global_rps", GW_SCOPE_GLOBAL, true}, {"global_burst", GW_SCOPE_GLOBAL, false},
-    {"sale_rps", GW_SCOPE_SALE, true},     {"sale_burst", GW_SCOPE_SALE, false},
-    {"user_rps", GW_SCOPE_USER, true},     {"user_burst", GW_SCOPE_USER, false},
-    {"ip_rps", GW_SCOPE_IP, true},         {"ip_burst", GW_SCOPE_IP, false},
-    {"subnet_rps", GW_SCOPE_SUBNET, true}, {"subnet_burst", GW_SCOPE_SUBNET, false},
-};
-
-static json_t *rate_json(uint64_t milli)
-{
-    return json_real((double)milli / 1000.0);
-}
-
-static json_t *limits_obj(gw_server_t *srv)
-{
-    json_t *o = json_object();
-    for (size_t i = 0; i < CM_ARRAY_LEN(limit_keys); i++) {
-        cm_rate_policy_t pol = gw_limits_get(srv->limits, limit_keys[i].scope);
-        if (limit_keys[i].rate)
-            json_object_set_new(o, limit_keys[i].name, rate_json(pol.rate_milli));
-        else
-            json_object_set_new(o, limit_keys[i].name, json_integer((json_int_t)pol.burst));
-    }
-    return o;
-}
-
 static char *limits_json(gw_server_t *srv)
 {
-    json_t *o = limits_obj(srv);
+    json_t *o = gw_limits_json(srv->limits);
     char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12));
     json_decref(o);
     return s;
@@ -1089,15 +1060,15 @@ static bool limits_parse(json_t *j, cm_rate_policy_t *pol, gw_resp_t *p)
     json_t *v;
     json_object_foreach(j, k, v) {
         size_t i;
-        for (i = 0; i < CM_ARRAY_LEN(limit_keys); i++)
-            if (strcmp(k, limit_keys[i].name) == 0)
+        for (i = 0; i < CM_ARRAY_LEN(gw_limit_keys); i++)
+            if (strcmp(k, gw_limit_keys[i].name) == 0)
                 break;
-        if (i == CM_ARRAY_LEN(limit_keys)) {
+        if (i == CM_ARRAY_LEN(gw_limit_keys)) {
             gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "unknown field %s", k);
             return false;
         }
-        cm_rate_policy_t *pp = &pol[limit_keys[i].scope];
-        if (limit_keys[i].rate ? !rate_field(v, k, &pp->rate_milli, p)
+        cm_rate_policy_t *pp = &pol[gw_limit_keys[i].scope];
+        if (gw_limit_keys[i].rate ? !rate_field(v, k, &pp->rate_milli, p)
                                : !burst_field(v, k, &pp->burst, p))
             return false;
     }
@@ -1111,13 +1082,13 @@ static bool limits_parse(json_t *j, cm_rate_policy_t *pol, gw_resp_t *p)
     return true;
 }
 
-/* srv->cfg's field of limit_keys[i]. */
+/* srv->cfg's field of gw_limit_keys[i]. */
 static uint64_t *limit_field(gw_config_t *c, size_t i)
 {
     uint64_t *const f[] = {&c->global_rps, &c->global_burst, &c->sale_rps, &c->sale_burst,
                            &c->user_rps,   &c->user_burst,   &c->ip_rps,   &c->ip_burst,
                            &c->subnet_rps, &c->subnet_burst};
-    _Static_assert(CM_ARRAY_LEN(f) == CM_ARRAY_LEN(limit_keys), "one field per limit key");
+    _Static_assert(CM_ARRAY_LEN(f) == CM_ARRAY_LEN(gw_limit_keys), "one field per limit key");
     return f[i];
 }
 
@@ -1127,14 +1098,14 @@ static uint64_t *limit_field(gw_config_t *c, size_t i)
 typedef struct {
     gw_server_t *srv;
     json_t *old;
-    bool rules; /* old is gw_config_snapshot (limits and rules), else limits_obj */
+    bool rules; /* old is gw_config_snapshot (limits and rules), else gw_limits_json */
 } replaced_t;
 
 static void replaced_take(void *ctx)
 {
     replaced_t *r = ctx;
     json_decref(r->old);
-    r->old = r->rules ? (json_t *)gw_config_snapshot(r->srv) : limits_obj(r->srv);
+    r->old = r->rules ? (json_t *)gw_config_snapshot(r->srv) : gw_limits_json(r->srv->limits);
 }
 
 /* All valid: apply at once (buckets keep their tokens), record, publish. */
@@ -1151,16 +1122,16 @@ static int limits_apply(gw_server_t *srv, const cm_rate_policy_t *pol, uint32_t 
     for (int s = 0; s < GW_SCOPE_COUNT; s++)
         gw_limits_set(srv->limits, (gw_scope_t)s, pol[s]);
     pthread_mutex_lock(&srv->cfg_mu);
-    for (size_t i = 0; i < CM_ARRAY_LEN(limit_keys); i++) {
-        const cm_rate_policy_t *pp = &pol[limit_keys[i].scope];
-        uint64_t v = limit_keys[i].rate ? pp->rate_milli : pp->burst, *f = limit_field(srv->cfg, i);
+    for (size_t i = 0; i < CM_ARRAY_LEN(gw_limit_keys); i++) {
+        const cm_rate_policy_t *pp = &pol[gw_limit_keys[i].scope];
+        uint64_t v = gw_limit_keys[i].rate ? pp->rate_milli : pp->burst, *f = limit_field(srv->cfg, i);
         if (*f == v)
             continue;
         *f = v;
         /* GET /admin/v1/config showed a changed limit with the source of the
          * value it replaced ("default", "file"): it says "runtime" now. */
         char key[48];
-        snprintf(key, sizeof(key), "limits.%s", limit_keys[i].name);
+        snprintf(key, sizeof(key), "limits.%s", gw_limit_keys[i].name);
         gw_config_mark_runtime(srv->conf, key);
     }
     pthread_mutex_unlock(&srv->cfg_mu);
@@ -1209,12 +1180,12 @@ static void h_limits_patch(admin_call_t *a)
         json_object_foreach(j, k, v) {
             fields |= gw_fleet_limit_bit(k);
         }
-        replaced_t r = {.srv = srv, .old = limits_obj(srv)};
+        replaced_t r = {.srv = srv, .old = gw_limits_json(srv->limits)};
         if (limits_apply(srv, pol, fields, &r, why, sizeof(why)) == CM_ECONFLICT) {
             json_decref(r.old);
             fleet_conflict(a->p, why);
         } else {
-            gw_audit_record(srv, a->who, "limits.patch", "limits", r.old, limits_obj(srv));
+            gw_audit_record(srv, a->who, "limits.patch", "limits", r.old, gw_limits_json(srv->limits));
             char *s = limits_json(srv);
             cm_log_info("admin", "limits changed", "limits=%s", s);
             set_big(a, s);
@@ -1225,38 +1196,6 @@ static void h_limits_patch(admin_call_t *a)
 }
 
 /*---- per-sale rules ----*/
-
-static json_t *rule_obj(const gw_rule_t *r, bool counters)
-{
-    json_t *o = json_pack("{s:s,s:o,s:I,s:o,s:I,s:b}", "sale_id", r->sale_id, "user_rps",
-                          rate_json(r->user.rate_milli), "user_burst", (json_int_t)r->user.burst,
-                          "sale_rps", rate_json(r->sale.rate_milli), "sale_burst",
-                          (json_int_t)r->sale.burst, "dry_run", r->dry_run);
-    if (counters) {
-        json_object_set_new(o, "rejected",
-                            json_pack("{s:I,s:I}", "user", (json_int_t)r->rejected[0], "sale",
-                                      (json_int_t)r->rejected[1]));
-        json_object_set_new(o, "dry_run_rejected",
-                            json_pack("{s:I,s:I}", "user", (json_int_t)r->dry_run_rejected[0],
-                                      "sale", (json_int_t)r->dry_run_rejected[1]));
-    }
-    return o;
-}
-
-static json_t *rules_arr(gw_server_t *srv, bool counters)
-{
-    gw_rule_t rules[GW_LIMIT_RULES_MAX];
-    size_t n = gw_limits_get_rules(srv->limits, rules, GW_LIMIT_RULES_MAX);
-    json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, rule_obj(&rules[i], counters));
-    return arr;
-}
-
-void *gw_config_snapshot(gw_server_t *srv)
-{
-    return json_pack("{s:o,s:o}", "limits", limits_obj(srv), "rules", rules_arr(srv, false));
-}
 
 /* Parses one rule body (sale id given). False with p set. */
 static bool rule_parse(json_t *j, const char *sale_id, gw_rule_t *r, gw_resp_t *p)
@@ -1323,7 +1262,7 @@ static bool rule_parse(json_t *j, const char *sale_id, gw_rule_t *r, gw_resp_t *
 
 static void h_rules_list(admin_call_t *a)
 {
-    json_t *o = json_pack("{s:o}", "rules", rules_arr(a->srv, true));
+    json_t *o = json_pack("{s:o}", "rules", gw_rules_json(a->srv->limits, true));
     set_big(a, json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12)));
     json_decref(o);
 }
@@ -1342,15 +1281,15 @@ static void h_rule_put(admin_call_t *a)
         for (i = 0; i < n; i++)
             if (strcmp(rules[i].sale_id, r.sale_id) == 0)
                 break;
-        json_t *old = i < n ? rule_obj(&rules[i], false) : NULL;
+        json_t *old = i < n ? gw_rule_json(&rules[i], false) : NULL;
         if (i == n && n == GW_LIMIT_RULES_MAX) {
             gw_resp_error(a->p, GW_R_CONFLICT, NULL, "at most %d rules", GW_LIMIT_RULES_MAX);
             json_decref(old);
         } else {
             rules[i] = r;
             gw_limits_set_rules(srv->limits, rules, i == n ? n + 1 : n);
-            gw_audit_record(srv, a->who, "rule.put", r.sale_id, old, rule_obj(&r, false));
-            json_t *o = rule_obj(&r, false);
+            gw_audit_record(srv, a->who, "rule.put", r.sale_id, old, gw_rule_json(&r, false));
+            json_t *o = gw_rule_json(&r, false);
             set_big(a, json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12)));
             json_decref(o);
             if (i == n)
@@ -1369,7 +1308,7 @@ static void h_rule_delete(admin_call_t *a)
     for (size_t i = 0; i < n; i++) {
         if (strcmp(rules[i].sale_id, a->arg) != 0)
             continue;
-        json_t *old = rule_obj(&rules[i], false);
+        json_t *old = gw_rule_json(&rules[i], false);
         rules[i] = rules[n - 1];
         gw_limits_set_rules(srv->limits, rules, n - 1);
         gw_audit_record(srv, a->who, "rule.delete", a->arg, old, NULL);
@@ -1643,7 +1582,7 @@ static char *stats_json(gw_server_t *srv)
                       "refused_full", (json_int_t)ims.refused_full, "over_cap_replayed",
                       (json_int_t)ims.over_cap_replayed));
     json_object_set_new(o, "heavy_hitters", hh);
-    json_object_set_new(o, "rules", rules_arr(srv, true));
+    json_object_set_new(o, "rules", gw_rules_json(srv->limits, true));
     json_object_set_new(o, "latency", latency_obj(&c));
     json_object_set_new(o, "config_version", json_integer((json_int_t)gw_audit_version(srv)));
     json_object_set_new(o, "access_logged", json_integer((json_int_t)c.access_logged));
@@ -2125,6 +2064,46 @@ static bool path_match(const char *pat, const char *url, char *arg, size_t cap)
     return *pat == '\0' && *url == '\0';
 }
 
+void gw__admin_match(const char *method, const char *url, bool debug_routes,
+                     gw_admin_match_t *m)
+{
+    memset(m, 0, sizeof(*m));
+    m->route = -1;
+    bool open_path = false;
+    for (size_t i = 0; i < CM_ARRAY_LEN(admin_routes); i++) {
+        char arg[sizeof(m->arg)];
+        /* fault injection only on a gateway started with it (--enable-debug-routes) */
+        if (!debug_routes && strncmp(admin_routes[i].path, "/admin/v1/debug/", 16) == 0)
+            continue;
+        if (!path_match(admin_routes[i].path, url, arg, sizeof(arg)))
+            continue;
+        m->any = true;
+        open_path |= admin_routes[i].role == GW_ROLE_NONE;
+        size_t n = strlen(m->allow);
+        snprintf(m->allow + n, sizeof(m->allow) - n, "%s%s", n ? ", " : "",
+                 admin_routes[i].method);
+        if (m->route < 0 && strcmp(method, admin_routes[i].method) == 0) {
+            m->route = (int)i;
+            m->role = admin_routes[i].role;
+            memcpy(m->arg, arg, sizeof(arg));
+        }
+    }
+    m->needs_token = !(m->route >= 0 ? m->role == GW_ROLE_NONE : open_path);
+}
+
+gw_reply_t gw__admin_verdict(const gw_admin_match_t *m, gw_role_t token_role)
+{
+    if (m->needs_token && token_role == GW_ROLE_NONE)
+        return GW_R_UNAUTHORIZED;
+    if (!m->any)
+        return GW_R_NOT_FOUND;
+    if (m->route < 0)
+        return GW_R_METHOD;
+    if (m->role == GW_ROLE_WRITE && token_role != GW_ROLE_WRITE)
+        return GW_R_FORBIDDEN;
+    return GW_R_OK;
+}
+
 static enum MHD_Result send_call(admin_call_t *a)
 {
     gw_server_t *srv = a->srv;
@@ -2188,34 +2167,20 @@ static enum MHD_Result admin_cb(void *cls, struct MHD_Connection *c, const char 
     gw_resp_init(&resp, GW_R_OK);
     admin_call_t a = {.srv = srv, .c = c, .ar = ar, .method = method, .url = url, .p = &resp};
 
-    /* Which routes have this path, and which of them this method. */
-    const struct admin_route *hit = NULL;
-    char allow[96] = "";
-    bool open_path = false, any = false;
     if (admin_tls.ca && !tls_client_verified(c)) {
         gw_resp_error(&resp, GW_R_FORBIDDEN, NULL,
                       "this admin listener needs a client certificate signed by "
                       "server.admin_tls_client_ca");
         return gw_resp_send(c, &srv->admin_ctr, &resp);
     }
-    for (size_t i = 0; i < CM_ARRAY_LEN(admin_routes); i++) {
-        char arg[sizeof(a.arg)];
-        /* fault injection only on a gateway started with it (--enable-debug-routes) */
-        if (!srv->cfg->admin_debug_routes && strncmp(admin_routes[i].path, "/admin/v1/debug/", 16) == 0)
-            continue;
-        if (!path_match(admin_routes[i].path, url, arg, sizeof(arg)))
-            continue;
-        any = true;
-        open_path |= admin_routes[i].role == GW_ROLE_NONE;
-        snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s",
-                 allow[0] ? ", " : "", admin_routes[i].method);
-        if (!hit && strcmp(method, admin_routes[i].method) == 0) {
-            hit = &admin_routes[i];
-            memcpy(a.arg, arg, sizeof(arg));
-        }
-    }
+    /* Which routes have this path, and which of them this method. */
+    gw_admin_match_t m;
+    gw__admin_match(method, url, srv->cfg->admin_debug_routes, &m);
+    const struct admin_route *hit = m.route >= 0 ? &admin_routes[m.route] : NULL;
+    const char *allow = m.allow;
+    memcpy(a.arg, m.arg, sizeof(a.arg));
     const gw_admin_token_t *tok = NULL;
-    if (!(hit ? hit->role == GW_ROLE_NONE : open_path)) {
+    if (m.needs_token) {
         uint8_t addr[16];
         bool have_addr = client_addr16(c, addr);
         int64_t blocked = have_addr ? auth_blocked_ms(addr) : 0;
@@ -2237,21 +2202,22 @@ static enum MHD_Result admin_cb(void *cls, struct MHD_Connection *c, const char 
         }
         a.who = tok->name;
     }
-    if (!any) {
+    switch (gw__admin_verdict(&m, tok ? tok->role : GW_ROLE_NONE)) {
+    case GW_R_NOT_FOUND:
         gw_resp_error(&resp, GW_R_NOT_FOUND, NULL, "no such resource: %s", url);
         return gw_resp_send(c, &srv->admin_ctr, &resp);
-    }
-    if (!hit) {
+    case GW_R_METHOD:
         gw_resp_error(&resp, GW_R_METHOD, NULL, "method %s is not allowed here; use %s", method,
                       allow);
         gw_resp_header(&resp, "Allow", "%s", allow);
         return gw_resp_send(c, &srv->admin_ctr, &resp);
-    }
-    if (hit->role == GW_ROLE_WRITE && tok->role != GW_ROLE_WRITE) {
+    case GW_R_FORBIDDEN:
         gw_resp_error(&resp, GW_R_FORBIDDEN, NULL,
                       "token %s has the read role; %s %s needs a write token", tok->name, method,
                       url);
         return gw_resp_send(c, &srv->admin_ctr, &resp);
+    default:
+        break;
     }
     /* Changes are serialised: validate, apply, audit as one step. */
     bool lock = hit->role == GW_ROLE_WRITE;

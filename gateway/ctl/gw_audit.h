@@ -61,7 +61,4 @@ void *gw_audit_list(struct gw_server *srv, uint64_t since, size_t limit);
  */
 int gw_audit_config_at(struct gw_server *srv, uint64_t version, void **config);
 
-/* The limits and rules now in force as {"limits":{...},"rules":[...]} (new reference). */
-void *gw_config_snapshot(struct gw_server *srv);
-
 #endif

@@ -76,6 +76,28 @@ typedef struct gw_asset {
 extern const gw_asset_t gw_assets[];
 extern const size_t gw_nassets;
 
+/* The admin API's routing of one request, apart from its connection (the
+ * seam its unit test drives). route: index of the route of this method and
+ * path, -1 if none; role: that route's; any: some route has this path; allow:
+ * the methods of the path's routes ("GET, PUT"); arg: the {parameter} segment;
+ * needs_token: the route (or, with no route of this method, every route of the
+ * path) is not open to all. */
+typedef struct gw_admin_match {
+    int route;
+    gw_role_t role;
+    bool any, needs_token;
+    char allow[96];
+    char arg[160];
+} gw_admin_match_t;
+/* Matches method and url against the admin routes (the debug ones only with
+ * debug_routes). Pure, thread-safe. */
+void gw__admin_match(const char *method, const char *url, bool debug_routes,
+                     gw_admin_match_t *m);
+/* The answer the admin API gives a match before any route runs, given the role
+ * of the token presented (GW_ROLE_NONE: none, or a wrong one): 401, 404, 405 or
+ * 403 in that order, else GW_R_OK (the route runs). Pure, thread-safe. */
+gw_reply_t gw__admin_verdict(const gw_admin_match_t *m, gw_role_t token_role);
+
 /* Admin API (gw_admin.c). */
 int gw_admin_start(gw_server_t *srv, char *errbuf, size_t errlen);
 void gw_admin_stop(gw_server_t *srv);

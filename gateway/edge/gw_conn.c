@@ -1,8 +1,9 @@
 /*
- * Connection guard: caps and deadlines against slow and numerous connections
- * (measured under libmicrohttpd: 20,000 sockets from one address, each
- * sending a byte every 3 s, took every slot and refused all other clients; an
- * idle timeout that every byte resets does not stop them).
+ * Connection guard: caps and deadlines against slow and numerous connections.
+ * Without them, sockets from one address that each send a byte every few
+ * seconds take every slot and keep all other clients out; an idle timeout
+ * that every byte resets does not stop them (tests/fault/slow-conns-bench.sh
+ * runs 20,000 of them; integration.16-slow-conns, 2,000).
  *
  *  - Per client address cap (server.max_connections_per_ip), counted across
  *    all workers (SO_REUSEPORT spreads one address over all of them);
@@ -33,10 +34,11 @@
  * the time their average would fall below the minimum rate if no byte came
  * (a byte only moves that later, so a connection is looked at when it may
  * have to go, and put back further on if its bytes kept up). And a tick kills
- * at most SWEEP_BATCH connections, then comes back after 1 ms: measured, 9,000
- * slow heads opened together expired together, and one sweep that shut them
- * all down held the loop for 275-343 ms: every buyer of that worker waited
- * behind it.
+ * at most SWEEP_BATCH connections, then comes back after 1 ms: slow heads
+ * opened together expire together, and one sweep that shut thousands of them
+ * down would hold the loop for hundreds of milliseconds, every buyer of that
+ * worker waiting behind it (case B of tests/fault/slow-conns-bench.sh: 9,000
+ * per worker).
  *
  * Closing: the guard forgets the entry and closes the connection's handle
  * (gw_h1_kill): a plain close of our own socket.
@@ -316,17 +318,15 @@ static uint64_t head_timeout_ms(const gw_server_t *srv)
  * The connection to evict at the total cap: among the oldest few of each
  * list (waiting for a head, idle keep-alive, in a body), the one whose address
  * holds the most connections; on a tie the earlier list, then the older.
- * Measured: evicting simply the oldest let 2,000 reconnecting slow sockets
- * from one address (4,000 connects/s, most of them parked in slow bodies)
- * evict buyers whose head was still in flight; the address that holds the
- * most connections pays instead.
+ * The address that holds the most connections pays, not simply the oldest
+ * connection: reconnecting slow sockets from one address would otherwise
+ * evict buyers whose head is still in flight (integration.16-slow-conns).
  *
  * Except a trusted proxy's: its address holds the most by design (a load
  * balancer's or an edge's pool of idle keep-alive connections, each carrying
- * many clients' requests), so a crowd of fresh connections from many
- * addresses evicted the pool first, and the proxy's next request met a
- * closed socket (integration.16-evict-proxy). Its connections go only when
- * no other one can (they have server.proxy_max_connections).
+ * many clients' requests), and a crowd of fresh connections from many
+ * addresses must not evict the pool. Its connections go only when no other
+ * one can (they have server.proxy_max_connections; integration.79-evict-proxy).
  */
 static gw_conn_t *pick_victim(gw_conn_guard_t *g, gw_ip_table_t *t)
 {

@@ -5,11 +5,11 @@
  * here: CMakeLists.txt).
  *
  * Why hand-written: what one answer costs decides how many machines a sale
- * needs (issue 10: a sold-out or rate-limited answer at most nginx's CPU). On
- * libmicrohttpd 0.9.75 the library alone, answering a constant, cost
- * 1.01-1.03x nginx (bench/mhd_floor.c); a libuv loop with an HTTP parser and the
- * same bytes measured well below it (bench/uv_floor.c, bench/README.md). A
- * connection here is what flashgate needs and nothing more:
+ * needs (issue 10: a sold-out or rate-limited answer at most nginx's CPU).
+ * libmicrohttpd alone, answering a constant, costs about nginx's CPU
+ * (bench/mhd_floor.c); a libuv loop with an HTTP parser and the same bytes
+ * costs well below it (bench/uv_floor.c); `sh bench/bench.sh` prints both
+ * beside nginx. A connection here is what flashgate needs and nothing more:
  *
  *  - one small struct per socket; an 8 KiB read buffer (nginx's
  *    large_client_header_buffers) with the parser and the output buffer only
@@ -2098,9 +2098,9 @@ static bool uv_due(uv_loop_t *l)
  * pool's and other threads' wakeups) is ready. One epoll_wait an iteration;
  * uv_run(UV_RUN_NOWAIT) only in iterations where libuv has something to do
  * (its fd, a timer due, a change to apply), which the buy path's answers do
- * not make. Measured against libuv's streams at the floor (bench/uv_floor.c,
- * FLOOR_EPOLL=1 against 0, `python3 bench/profile.py build floor`): ~0.2 us
- * less a sold-out answer, 4-6%.
+ * not make. This saves ~0.2 us (4-6%) per sold-out answer against libuv's
+ * streams: `FLOOR_EPOLL=1 python3 bench/profile.py build floor` against
+ * FLOOR_EPOLL=0 (bench/uv_floor.c, the floor with each loop).
  */
 void gw_h1_run(gw_worker_t *w)
 {

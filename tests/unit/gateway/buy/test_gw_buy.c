@@ -1,0 +1,236 @@
+/*
+ * gw_buy_handle without a socket: a request context driven through the buy
+ * path on a worker whose parts are real (memory inventory, a spool in a temp
+ * dir, the order table, the limits) but which runs no loop. What each
+ * request is answered before it would be written to the spool: unknown sale,
+ * not started, ended, body and qty bounds, the per-user limit (the sale's
+ * terms, then the inventory's count), sold out, and a keyed retry (in
+ * progress while its original waits for the spool, replayed once durable).
+ * A reserved order is held in the worker's spool batch (w->buy.spool_wait):
+ * its write and 202 are the loop's (integration.37-spool-burst).
+ */
+#include "gateway/buy/gw_buy.h"
+
+#include "common/cm_id.h"
+#include "common/cm_time.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/base/gw_limit.h"
+#include "inventory/inv.h"
+#include "queue/oq_spool.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+typedef struct rig {
+    char dir[64];
+    gw_config_t cfg;
+    gw_server_t srv;
+    gw_worker_t w;
+    gw_req_t *held[8];
+    unsigned nheld;
+} rig_t;
+
+static int rig_setup(void **state)
+{
+    rig_t *g = calloc(1, sizeof(*g));
+    assert_non_null(g);
+    snprintf(g->dir, sizeof(g->dir), "/tmp/fg-buy-unit-XXXXXX");
+    assert_non_null(mkdtemp(g->dir));
+    snprintf(g->cfg.data_dir, sizeof(g->cfg.data_dir), "%s", g->dir);
+    gw_server_t *srv = &g->srv;
+    srv->cfg = &g->cfg;
+    srv->node_id = 1;
+    srv->node_since_ms = cm_wall_ms() - 1;
+    srv->max_held = 100;
+    char why[256] = "", spdir[128];
+    assert_int_equal(inv_open(&srv->inv, "memory", NULL, 16, why, sizeof(why)), 0);
+    snprintf(spdir, sizeof(spdir), "%s/spool", g->dir);
+    oq_spool_opts_t so = {.dir = spdir, .durability = OQ_DURABILITY_FSYNC};
+    assert_int_equal(oq_spool_open(&srv->spool, &so, why, sizeof(why)), 0);
+    srv->orders = gw_orders_new(1000);
+    srv->limits = gw_limits_new(1000); /* every rate 0: off */
+    assert_non_null(srv->limits);
+    cm_id_gen_init(&srv->ids, 1);
+    gw_worker_t *w = &g->w;
+    w->srv = srv;
+    assert_int_equal(inv_worker_open(srv->inv, NULL, &w->inv), 0);
+    w->buy.spool_wait_tail = &w->buy.spool_wait;
+    w->buy.sync_wait_tail = &w->buy.sync_wait;
+    pthread_mutex_init(&w->hh_mu, NULL);
+    cm_topk_init(&w->hh_users);
+    cm_topk_init(&w->hh_ips);
+    w->now_ns = cm_mono_ns();
+    *state = g;
+    return 0;
+}
+
+static int rig_teardown(void **state)
+{
+    rig_t *g = *state;
+    for (unsigned i = 0; i < g->nheld; i++)
+        free(g->held[i]);
+    for (unsigned i = 0; i < g->w.buy.nsold_out; i++)
+        gw_prep_free(g->w.buy.sold_out_cache[i].resp);
+    pthread_mutex_destroy(&g->w.hh_mu);
+    inv_worker_close(g->w.inv);
+    gw_limits_free(g->srv.limits);
+    gw_orders_free(g->srv.orders);
+    oq_spool_close(g->srv.spool);
+    inv_close(g->srv.inv);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g->dir);
+    assert_int_equal(system(cmd), 0);
+    free(g);
+    return 0;
+}
+
+/* Sale `id` of `stock` units, `per_user` each, from start to end (ms from now). */
+static void sale(rig_t *g, const char *id, int64_t stock, uint32_t per_user, int64_t start,
+                 int64_t end)
+{
+    int64_t now = cm_wall_ms();
+    inv_sale_def_t def = {.stock = stock,
+                          .per_user_limit = per_user,
+                          .starts_at_ms = now + start,
+                          .ends_at_ms = now + end};
+    snprintf(def.sale_id, sizeof(def.sale_id), "%s", id);
+    inv_sale_info_t info;
+    char why[256] = "";
+    assert_int_equal(inv_sale_put(g->srv.inv, &def, &info, why, sizeof(why)), 0);
+}
+
+/* POST /v1/sales/{id}/orders with body (and an Idempotency-Key if key): the
+ * reply it is answered with, or GW_R_ACCEPTED with *held when it waits for the
+ * spool batch (the request is then kept until teardown). */
+static gw_reply_t buy(rig_t *g, const char *id, const char *body, const char *key, bool *held,
+                      gw_req_t **out)
+{
+    gw_req_t *r = calloc(1, sizeof(*r));
+    assert_non_null(r);
+    r->w = &g->w;
+    r->method = "POST";
+    r->verb = GW_VERB_POST;
+    gw_resp_init(&r->resp, GW_R_OK);
+    snprintf(r->id, sizeof(r->id), "%s", id);
+    r->body = r->body_inline;
+    r->body_len = strlen(body);
+    memcpy(r->body_inline, body, r->body_len + 1);
+    r->hdr.idem_key = key;
+    bool h = gw_buy_handle(r);
+    gw_reply_t rep = r->cached ? r->cached_reply : r->resp.reply;
+    if (held)
+        *held = h;
+    if (out)
+        *out = r;
+    if (h) {
+        assert_true(g->nheld < 8);
+        g->held[g->nheld++] = r;
+        return GW_R_ACCEPTED;
+    }
+    if (!out)
+        free(r);
+    return rep;
+}
+
+static void test_refusals_before_the_reserve(void **state)
+{
+    rig_t *g = *state;
+    sale(g, "live", 10, 2, -1000, 3600000);
+    sale(g, "later", 10, 2, 60000, 3600000);
+    sale(g, "over", 10, 2, -7200000, -3600000);
+    bool held = true;
+    assert_int_equal(buy(g, "nope", "{\"user_id\":\"u1\"}", NULL, &held, NULL), GW_R_UNKNOWN_SALE);
+    assert_false(held);
+    gw_req_t *r = NULL;
+    assert_int_equal(buy(g, "later", "{\"user_id\":\"u1\"}", NULL, NULL, &r), GW_R_NOT_STARTED);
+    assert_non_null(strstr(r->resp.body, "\"retry_after\":60")); /* 60 s, rounded up */
+    free(r);
+    assert_int_equal(buy(g, "over", "{\"user_id\":\"u1\"}", NULL, NULL, NULL), GW_R_SALE_ENDED);
+    /* the body: its fields and qty's bounds */
+    assert_int_equal(buy(g, "live", "{\"qty\":1}", NULL, NULL, NULL), GW_R_BAD_REQUEST);
+    assert_int_equal(buy(g, "live", "{\"user_id\":\"u1\",\"qty\":0}", NULL, NULL, NULL),
+                     GW_R_BAD_REQUEST);
+    assert_int_equal(buy(g, "live", "{\"user_id\":\"u1\",\"qty\":-1}", NULL, NULL, NULL),
+                     GW_R_BAD_REQUEST);
+    assert_int_equal(buy(g, "live", "{\"user_id\":\"u1\",\"qty\":\"1\"}", NULL, NULL, NULL),
+                     GW_R_BAD_REQUEST);
+    assert_int_equal(buy(g, "live", "not json", NULL, NULL, NULL), GW_R_BAD_REQUEST);
+    /* more than the sale lets one user buy, before the inventory is asked */
+    assert_int_equal(buy(g, "live", "{\"user_id\":\"u1\",\"qty\":3}", NULL, NULL, NULL),
+                     GW_R_LIMIT_PER_USER);
+    /* a malformed key */
+    assert_int_equal(buy(g, "live", "{\"user_id\":\"u1\"}", "bad key", NULL, NULL),
+                     GW_R_BAD_REQUEST);
+    /* nothing was reserved or held */
+    assert_null(g->w.buy.spool_wait);
+    assert_int_equal(g->w.suspended, 0);
+}
+
+static void test_reserve_then_limits(void **state)
+{
+    rig_t *g = *state;
+    sale(g, "s1", 3, 2, -1000, 3600000);
+    bool held = false;
+    gw_req_t *r = NULL;
+    assert_int_equal(buy(g, "s1", "{\"user_id\":\"u1\",\"qty\":2}", NULL, &held, &r),
+                     GW_R_ACCEPTED);
+    assert_true(held);
+    /* held in this iteration's spool batch, its order filled in */
+    assert_ptr_equal(g->w.buy.spool_wait, r);
+    assert_int_equal(g->w.suspended, 1);
+    assert_true(g->w.buy.spool_wait_bytes > 0);
+    assert_string_equal(r->order.sale_id, "s1");
+    assert_string_equal(r->order.user_id, "u1");
+    assert_int_equal(r->order.qty, 2);
+    assert_true(r->order.order_id[0] != '\0');
+    /* the inventory's per-user count: u1 holds 2 of 2 */
+    assert_int_equal(buy(g, "s1", "{\"user_id\":\"u1\"}", NULL, NULL, NULL), GW_R_LIMIT_PER_USER);
+    /* the last unit, then sold out: from the inventory, then the prepared answer */
+    assert_int_equal(buy(g, "s1", "{\"user_id\":\"u2\",\"qty\":2}", NULL, NULL, NULL),
+                     GW_R_SOLD_OUT);
+    assert_int_equal(buy(g, "s1", "{\"user_id\":\"u2\"}", NULL, &held, NULL), GW_R_ACCEPTED);
+    assert_true(held);
+    assert_int_equal(buy(g, "s1", "{\"user_id\":\"u3\"}", NULL, NULL, NULL), GW_R_SOLD_OUT);
+    assert_int_equal(buy(g, "s1", "{\"user_id\":\"u4\"}", NULL, NULL, NULL), GW_R_SOLD_OUT);
+    assert_int_equal(g->w.suspended, 2);
+}
+
+static void test_keyed_retry(void **state)
+{
+    rig_t *g = *state;
+    sale(g, "s1", 1, 1, -1000, 3600000);
+    gw_req_t *first = NULL;
+    bool held = false;
+    assert_int_equal(buy(g, "s1", "{\"user_id\":\"u1\"}", "k-1", &held, &first), GW_R_ACCEPTED);
+    assert_true(held);
+    /* the original waits for the spool: the retry is asked to come back */
+    assert_int_equal(buy(g, "s1", "{\"user_id\":\"u1\"}", "k-1", NULL, NULL), GW_R_UNAVAILABLE);
+    /* durable (what the spool write does: the order table knows it): replayed,
+     * with the original's id, though the sale has sold out since */
+    assert_true(gw_orders_put(g->srv.orders, &first->order));
+    gw_req_t *r = NULL;
+    assert_int_equal(buy(g, "s1", "{\"user_id\":\"u1\"}", "k-1", &held, &r), GW_R_ACCEPTED);
+    assert_false(held);
+    assert_non_null(strstr(r->resp.body, first->order.order_id));
+    free(r);
+    /* another key of the same user is a new order: refused by the limit */
+    assert_int_equal(buy(g, "s1", "{\"user_id\":\"u1\"}", "k-2", NULL, NULL), GW_R_LIMIT_PER_USER);
+    assert_int_equal(g->w.suspended, 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_refusals_before_the_reserve, rig_setup,
+                                        rig_teardown),
+        cmocka_unit_test_setup_teardown(test_reserve_then_limits, rig_setup, rig_teardown),
+        cmocka_unit_test_setup_teardown(test_keyed_retry, rig_setup, rig_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
