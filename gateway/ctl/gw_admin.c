@@ -99,9 +99,14 @@ static struct MHD_Daemon *mhd_start(const struct sockaddr *sa, unsigned flags,
 {
     if (sa->sa_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    /* Without MHD_OPTION_LISTENING_ADDRESS_REUSE, libmicrohttpd sets SO_REUSEADDR
+     * alone on the listening socket: a restart binds over its predecessor's
+     * connections in TIME_WAIT, while a second live process on the port is
+     * still refused (Linux lets two listeners share a port only when both set
+     * SO_REUSEPORT, which the option's 1 would add; its 0 means "disallow" and
+     * leaves SO_REUSEADDR out: the restart then fails for a minute). */
     return MHD_start_daemon(flags, 0, NULL, NULL, cb, cls, MHD_OPTION_SOCK_ADDR, sa,
                             MHD_OPTION_ARRAY, extra,
-                            MHD_OPTION_LISTENING_ADDRESS_REUSE, 0u,
                             MHD_OPTION_CONNECTION_LIMIT, max_conn, MHD_OPTION_CONNECTION_TIMEOUT,
                             timeout_s, MHD_OPTION_NOTIFY_COMPLETED, done, cls,
                             MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)GW_LISTEN_BACKLOG,
