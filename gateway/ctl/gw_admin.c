@@ -188,6 +188,32 @@ static void tls_free(void)
     memset(&admin_tls, 0, sizeof(admin_tls));
 }
 
+/*
+ * The certificate and key as GnuTLS will take them (PEM, a matching pair), so
+ * a bad pair is refused by name, by --check-config too, rather than as the
+ * daemon's start failing without an errno.
+ */
+static int tls_pair_check(const gw_config_t *cfg, char *errbuf, size_t errlen)
+{
+    gnutls_certificate_credentials_t cred;
+    if (gnutls_certificate_allocate_credentials(&cred) < 0) {
+        snprintf(errbuf, errlen, "server.admin_tls_cert: out of memory");
+        return CM_ENOMEM;
+    }
+    gnutls_datum_t c = {(unsigned char *)admin_tls.cert, (unsigned)strlen(admin_tls.cert)};
+    gnutls_datum_t k = {(unsigned char *)admin_tls.key, (unsigned)strlen(admin_tls.key)};
+    int g = gnutls_certificate_set_x509_key_mem(cred, &c, &k, GNUTLS_X509_FMT_PEM);
+    gnutls_certificate_free_credentials(cred);
+    if (g < 0) {
+        snprintf(errbuf, errlen,
+                 "server.admin_tls_cert %s and server.admin_tls_key %s: not a PEM certificate "
+                 "and its private key (%s)",
+                 cfg->admin_tls_cert, cfg->admin_tls_key, gnutls_strerror(g));
+        return CM_EINVAL;
+    }
+    return 0;
+}
+
 /* Loads the configured PEM files into admin_tls (none: plain HTTP). */
 static int tls_load(const gw_config_t *cfg, char *errbuf, size_t errlen)
 {
@@ -197,6 +223,7 @@ static int tls_load(const gw_config_t *cfg, char *errbuf, size_t errlen)
                         NULL, errbuf, errlen)) ||
          (rc = pem_read("server.admin_tls_key", cfg->admin_tls_key, true, &admin_tls.key,
                         &admin_tls.key_cap, errbuf, errlen)) ||
+         (rc = tls_pair_check(cfg, errbuf, errlen)) ||
          (cfg->admin_tls_client_ca[0] &&
           (rc = pem_read("server.admin_tls_client_ca", cfg->admin_tls_client_ca, false,
                          &admin_tls.ca, NULL, errbuf, errlen)))))
