@@ -48,10 +48,10 @@ static void on_summary(uv_timer_t *t)
         cm_log_info("gw", "summary",
                     "requests=%llu accepted=%llu sold_out=%llu limit_per_user=%llu "
                     "rate_limited=%llu not_started=%llu ended=%llu bad_request=%llu "
-                    "unavailable=%llu overloaded=%llu",
+                    "unavailable=%llu overloaded=%llu not_ready=%llu",
                     (unsigned long long)req, D(ACCEPTED), D(SOLD_OUT), D(LIMIT_PER_USER),
                     (unsigned long long)rl, D(NOT_STARTED), D(SALE_ENDED), D(BAD_REQUEST),
-                    D(UNAVAILABLE), D(OVERLOADED));
+                    D(UNAVAILABLE), D(OVERLOADED), D(NOT_READY));
 #undef D
     }
     s->last = c;

@@ -361,6 +361,117 @@ static json_t *figures_json(const lt_results_t *res)
     return fig;
 }
 
+/*
+ * The accepted units against the stock: the stock is the audit's (read from
+ * the gateway) when it has one, else the scenario's; sold_out_s is when the
+ * accepted units reached it, on the run's clock (-1: they never did, or the
+ * stock is unknown).
+ */
+typedef struct sellout {
+    int64_t stock;     /* 0: unknown */
+    uint64_t units;    /* accepted, all orders */
+    double sold_out_s; /* -1: not sold out */
+} sellout_t;
+
+static int cmp_order_at(const void *a, const void *b)
+{
+    double x = ((const lt_order_t *)a)->at_s, y = ((const lt_order_t *)b)->at_s;
+    return x < y ? -1 : x > y ? 1 : 0;
+}
+
+static sellout_t sellout_of(const lt_scenario_t *sc, const lt_results_t *res, const lt_audit_t *a)
+{
+    sellout_t so = {.stock = a && a->stock_total > 0 ? a->stock_total : sc->sale_stock,
+                    .sold_out_s = -1};
+    if (so.stock < 0)
+        so.stock = 0;
+    lt_order_t *by_time = NULL;
+    if (res->n_orders) {
+        by_time = cm_xmalloc(res->n_orders * sizeof(*by_time));
+        memcpy(by_time, res->orders, res->n_orders * sizeof(*by_time));
+        qsort(by_time, res->n_orders, sizeof(*by_time), cmp_order_at);
+    }
+    for (size_t i = 0; i < res->n_orders; i++) {
+        so.units += by_time[i].qty;
+        if (so.stock > 0 && so.sold_out_s < 0 && so.units >= (uint64_t)so.stock)
+            so.sold_out_s = by_time[i].at_s;
+    }
+    free(by_time);
+    return so;
+}
+
+/* The plots' x range: every chart shows the whole run, seconds 0..this. */
+static size_t plot_secs(const lt_results_t *res)
+{
+    size_t n = res->n_secs;
+    for (size_t i = 0; i < res->n_orders; i++)
+        if (res->orders[i].at_s >= 0 && (size_t)res->orders[i].at_s + 1 > n)
+            n = (size_t)res->orders[i].at_s + 1;
+    return n ? n : 1;
+}
+
+/* The stock line's resolution: one point per this many ms that accepted units. */
+#define STOCK_BIN_MS 10
+
+/*
+ * stock.dat: units and orders accepted per second; stock_left.dat: the stock
+ * left after each STOCK_BIN_MS bin that accepted units (a step line: the sale
+ * that sells out in 30 ms shows it).
+ */
+static int write_stock(const char *dir, const lt_results_t *res, const sellout_t *so, char *eb,
+                       size_t el)
+{
+    size_t n = plot_secs(res);
+    uint64_t *units = cm_xcalloc(n, sizeof(*units)), *orders = cm_xcalloc(n, sizeof(*orders));
+    for (size_t i = 0; i < res->n_orders; i++) {
+        size_t s = res->orders[i].at_s > 0 ? (size_t)res->orders[i].at_s : 0;
+        units[s < n ? s : n - 1] += res->orders[i].qty;
+        orders[s < n ? s : n - 1]++;
+    }
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/stock.dat", dir);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fprintf(f, "# second units_accepted orders_accepted\n");
+        for (size_t s = 0; s < n; s++)
+            fprintf(f, "%zu %llu %llu\n", s, (unsigned long long)units[s],
+                    (unsigned long long)orders[s]);
+        fclose(f);
+        snprintf(path, sizeof(path), "%s/stock_left.dat", dir);
+        f = fopen(path, "w");
+    }
+    free(units);
+    free(orders);
+    if (!f) {
+        snprintf(eb, el, "%s: %s", path, strerror(errno));
+        return CM_EIO;
+    }
+    lt_order_t *by_time = NULL;
+    if (res->n_orders) {
+        by_time = cm_xmalloc(res->n_orders * sizeof(*by_time));
+        memcpy(by_time, res->orders, res->n_orders * sizeof(*by_time));
+        qsort(by_time, res->n_orders, sizeof(*by_time), cmp_order_at);
+    }
+    fprintf(f, "# seconds_on_the_run_clock stock_left (stock %lld%s; a point per %d ms that "
+               "accepted units)\n0 %lld\n",
+            (long long)so->stock, so->stock ? "" : ": unknown", STOCK_BIN_MS, (long long)so->stock);
+    int64_t left = so->stock;
+    for (size_t i = 0; i < res->n_orders;) {
+        uint64_t bin = (uint64_t)(by_time[i].at_s * 1000.0) / STOCK_BIN_MS;
+        double t = by_time[i].at_s;
+        while (i < res->n_orders && (uint64_t)(by_time[i].at_s * 1000.0) / STOCK_BIN_MS == bin) {
+            left -= by_time[i].qty;
+            t = by_time[i].at_s;
+            i++;
+        }
+        fprintf(f, "%.3f %lld\n", t, (long long)(left > 0 ? left : 0));
+    }
+    fprintf(f, "%zu %lld\n", n, (long long)(left > 0 ? left : 0));
+    fclose(f);
+    free(by_time);
+    return 0;
+}
+
 static int write_data(const char *dir, const lt_results_t *res, char *eb, size_t el)
 {
     char path[4200];
@@ -404,7 +515,12 @@ static int write_data(const char *dir, const lt_results_t *res, char *eb, size_t
     return 0;
 }
 
-static bool run_gnuplot(const char *dir, const char *tmpl_dir, double sale_start_s)
+/*
+ * Copies plots.gp into dir with this run's marks set at its top (so that
+ * `gnuplot plots.gp` there redraws the same charts) and runs it.
+ */
+static bool run_gnuplot(const char *dir, const char *tmpl_dir, const lt_results_t *res,
+                        const sellout_t *so)
 {
     char src[4200], dst[4200];
     snprintf(src, sizeof(src), "%s/plots.gp", tmpl_dir);
@@ -418,6 +534,13 @@ static bool run_gnuplot(const char *dir, const char *tmpl_dir, double sale_start
         free(gp);
         return false;
     }
+    fprintf(f,
+            "# This run's marks (flashgate-load): seconds on the run's clock; sold_out -1: the\n"
+            "# stock was not sold out (or is unknown); the buy latency target in ms.\n"
+            "sale_start = %.3f\nsold_out = %.3f\nxmax = %zu\nstock = %lld\n"
+            "latency_target_ms = %d\n\n",
+            res->sale_start_s, so->sold_out_s, plot_secs(res), (long long)so->stock,
+            LT_FINE_SLOW_MS);
     fwrite(gp, 1, len, f);
     fclose(f);
     free(gp);
@@ -425,9 +548,7 @@ static bool run_gnuplot(const char *dir, const char *tmpl_dir, double sale_start
     if (pid == 0) {
         if (chdir(dir) != 0)
             _exit(127);
-        char arg[64];
-        snprintf(arg, sizeof(arg), "sale_start=%.3f", sale_start_s);
-        execlp("gnuplot", "gnuplot", "-e", arg, "plots.gp", (char *)NULL);
+        execlp("gnuplot", "gnuplot", "plots.gp", (char *)NULL);
         _exit(127);
     }
     int st = 0;
@@ -565,8 +686,28 @@ static char *html_tables(const lt_scenario_t *sc, const lt_results_t *res, const
     return b.p;
 }
 
+/* The sentence over the stock panel: when the sale sold out, or what was left. */
+static void sellout_text(const lt_results_t *res, const sellout_t *so, char *out, size_t len)
+{
+    if (so->sold_out_s >= 0)
+        snprintf(out, len,
+                 "Sold out at %.2f s into the run, %.2f s after the sale started: %llu units "
+                 "accepted in %zu orders, 0 of %lld left.",
+                 so->sold_out_s, so->sold_out_s - res->sale_start_s,
+                 (unsigned long long)so->units, res->n_orders, (long long)so->stock);
+    else if (so->stock > 0)
+        snprintf(out, len, "Not sold out: %llu units accepted in %zu orders, %lld of %lld left.",
+                 (unsigned long long)so->units, res->n_orders,
+                 (long long)(so->stock > (int64_t)so->units ? so->stock - (int64_t)so->units : 0),
+                 (long long)so->stock);
+    else
+        snprintf(out, len, "%llu units accepted in %zu orders; the stock is unknown.",
+                 (unsigned long long)so->units, res->n_orders);
+}
+
 static int write_html(const char *dir, const char *tmpl_dir, const lt_scenario_t *sc,
-                      const lt_results_t *res, const lt_audit_t *a, char *eb, size_t el)
+                      const lt_results_t *res, const lt_audit_t *a, const sellout_t *so,
+                      char *eb, size_t el)
 {
     char path[4200];
     snprintf(path, sizeof(path), "%s/report.html.in", tmpl_dir);
@@ -576,6 +717,9 @@ static int write_html(const char *dir, const char *tmpl_dir, const lt_scenario_t
         return CM_EIO;
     }
     char *png1 = png_uri(dir, "throughput.png"), *png2 = png_uri(dir, "latency.png");
+    char *png3 = png_uri(dir, "stock.png");
+    char sold[300];
+    sellout_text(res, so, sold, sizeof(sold));
     char title[200];
     snprintf(title, sizeof(title), "flashgate rehearsal: %s", sc->name);
     const char *verdict = !a ? "NOT AUDITED" : a->failed ? "AUDIT FAIL" : "AUDIT PASS";
@@ -594,6 +738,8 @@ static int write_html(const char *dir, const char *tmpl_dir, const lt_scenario_t
         {"{{SUMMARY}}", t_summary}, {"{{ANSWERS}}", t_answers},
         {"{{AUDIT}}", t_audit},     {"{{PNG_THROUGHPUT}}", png1 ? png1 : missing},
         {"{{PNG_LATENCY}}", png2 ? png2 : missing},
+        {"{{PNG_STOCK}}", png3 ? png3 : missing},
+        {"{{SELLOUT}}", sold},
     };
     sbuf_t out = {0};
     const char *p = tmpl;
@@ -639,6 +785,7 @@ static int write_html(const char *dir, const char *tmpl_dir, const lt_scenario_t
     free(tmpl);
     free(png1);
     free(png2);
+    free(png3);
     free(t_summary);
     free(t_answers);
     free(t_audit);
@@ -658,20 +805,32 @@ int lt_report_write(const char *dir, const char *src_dir, const lt_scenario_t *s
         snprintf(tmpl_dir, sizeof(tmpl_dir), "%s/loadtest/report", src_dir);
     else
         snprintf(tmpl_dir, sizeof(tmpl_dir), "%s", LT_REPORT_DIR);
+    sellout_t so = sellout_of(sc, res, audit);
     int rc = write_data(dir, res, eb, el);
+    if (rc == 0)
+        rc = write_stock(dir, res, &so, eb, el);
     if (rc < 0)
         return rc;
-    bool plotted = run_gnuplot(dir, tmpl_dir, res->sale_start_s);
+    bool plotted = run_gnuplot(dir, tmpl_dir, res, &so);
+    json_t *fig = figures_json(res);
+    json_object_set_new(
+        fig, "sell_out",
+        json_pack("{s:I, s:I, s:o, s:o, s:i}", "stock", (json_int_t)so.stock, "units_accepted",
+                  (json_int_t)so.units, "sold_out_s",
+                  so.sold_out_s >= 0 ? json_real(so.sold_out_s) : json_null(),
+                  "after_sale_start_s",
+                  so.sold_out_s >= 0 ? json_real(so.sold_out_s - res->sale_start_s) : json_null(),
+                  "latency_target_ms", LT_FINE_SLOW_MS));
     char started[40];
     cm_time_format_rfc3339(res->wall_t0_ms, started, sizeof(started));
-    json_t *root = json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:{s:s, s:s, s:s?, s:s?, s:s}}",
-                             "tool", "flashgate-load", "version", FLASHGATE_VERSION, "started_at",
-                             started, "scenario", scenario_json(sc, scenario_path), "environment",
-                             env_json(), "figures", figures_json(res), "audit",
-                             audit_json(audit), "files", "json", "report.json", "html",
-                             "report.html", "throughput_png",
-                             plotted ? "throughput.png" : NULL, "latency_png",
-                             plotted ? "latency.png" : NULL, "gnuplot_script", "plots.gp");
+    json_t *root = json_pack(
+        "{s:s, s:s, s:s, s:o, s:o, s:o, s:o, s:{s:s, s:s, s:s?, s:s?, s:s?, s:s}}", "tool",
+        "flashgate-load", "version", FLASHGATE_VERSION, "started_at", started, "scenario",
+        scenario_json(sc, scenario_path), "environment", env_json(), "figures", fig, "audit",
+        audit_json(audit), "files", "json", "report.json", "html", "report.html",
+        "throughput_png", plotted ? "throughput.png" : NULL, "latency_png",
+        plotted ? "latency.png" : NULL, "stock_png", plotted ? "stock.png" : NULL,
+        "gnuplot_script", "plots.gp");
     char path[4200];
     snprintf(path, sizeof(path), "%s/report.json", dir);
     if (!root || json_dump_file(root, path, JSON_INDENT(2) | JSON_SORT_KEYS) < 0) {
@@ -680,7 +839,7 @@ int lt_report_write(const char *dir, const char *src_dir, const lt_scenario_t *s
         return CM_EIO;
     }
     json_decref(root);
-    rc = write_html(dir, tmpl_dir, sc, res, audit, eb, el);
+    rc = write_html(dir, tmpl_dir, sc, res, audit, &so, eb, el);
     if (rc == 0 && !plotted)
         fprintf(stderr, "flashgate-load: warning: gnuplot failed or is missing; no PNG plots\n");
     return rc;

@@ -330,7 +330,7 @@ static uint64_t retry_delay_ns(run_t *r, const user_t *u, int retry_after_s)
     return (uint64_t)(ms * 1e6);
 }
 
-static void record_order(run_t *r, uint64_t uid, const char *body)
+static void record_order(run_t *r, uint64_t uid, const char *body, uint64_t now)
 {
     lt_results_t *res = r->res;
     user_t *u = &r->users[uid];
@@ -360,6 +360,7 @@ static void record_order(run_t *r, uint64_t uid, const char *body)
         snprintf(o->token, sizeof(o->token), "%s", tok && strlen(tok) < sizeof(o->token) ? tok : "");
         o->user = uid;
         o->qty = (uint32_t)qty;
+        o->at_s = (double)now / 1e9;
         snprintf(o->status, sizeof(o->status), "%s", oq_status_name(OQ_STATUS_QUEUED));
         u->order = (int32_t)res->n_orders++;
         if (u->kind != U_PERSON)
@@ -399,7 +400,7 @@ static void record_entry(run_t *r, uint64_t uid, const char *body)
 }
 
 /* An entry that won: its id is now an order id, audited like any 202. */
-static void entry_won(run_t *r, uint64_t uid)
+static void entry_won(run_t *r, uint64_t uid, uint64_t now)
 {
     lt_results_t *res = r->res;
     user_t *u = &r->users[uid];
@@ -416,6 +417,7 @@ static void entry_won(run_t *r, uint64_t uid)
     snprintf(o->token, sizeof(o->token), "%s", e->token);
     o->user = uid;
     o->qty = e->qty;
+    o->at_s = (double)now / 1e9;
     snprintf(o->status, sizeof(o->status), "%s", oq_status_name(OQ_STATUS_QUEUED));
     u->order = (int32_t)res->n_orders++;
     if (u->kind != U_PERSON)
@@ -517,7 +519,7 @@ static void on_buy_answer(run_t *r, req_t *q, lt_ans_t a, int retry_after_s, con
             }
             break;
         }
-        record_order(r, q->user, body ? body : "");
+        record_order(r, q->user, body ? body : "", now);
         if (u->order >= 0 && r->sc->poll_max > 0) {
             u->state = U_POLLING;
             schedule(r, now + (uint64_t)r->sc->poll_interval_ms * 1000000ull, q->user, EV_POLL);
@@ -573,7 +575,7 @@ static void on_poll_answer(run_t *r, req_t *q, int status, const char *body, uin
             json_decref(lj);
             u->state = U_DONE;
         } else if (st && strcmp(st, "entered") != 0) {
-            entry_won(r, q->user);
+            entry_won(r, q->user, now);
             u->polls = 0; /* from here on, an order's polls */
         }
         if (u->state != U_DONE && u->order < 0) {

@@ -85,6 +85,9 @@ typedef struct lt_order {
     uint64_t user;
     uint32_t qty;
     char status[12]; /* last polled status: "", queued, settled, failed, cancelled */
+    /* when it was accepted, seconds on the run's clock: its 202 arrived (a
+     * lottery entry: the poll that found it won) */
+    double at_s;
 } lt_order_t;
 
 /* A start-window lottery entry (202 "entered"), polled until it is decided. */

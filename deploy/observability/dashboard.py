@@ -82,10 +82,11 @@ ts("Answers/s by status (fleet)",
    "202 accepted green, 410 sold out blue, 429 rate limited orange, 5xx red.",
    unit="reqps", stack=True, overrides=status_colors)
 ts("Server error ratio (5xx / all answers)",
-   [('(sum(rate(flashgate_responses_total{status=~"5.."}[%s])) or vector(0)) / '
+   [('(sum(rate(flashgate_responses_total{status=~"5..",code!="not_ready"}[%s])) or vector(0)) / '
      'sum(rate(flashgate_responses_total[%s]))' % (R, R), "5xx share")],
    "Share of public answers that are 5xx (503 overloaded or unavailable, proxied 5xx, 502, 504). "
-   "410 and 429 are the design working. Runbook: 503 unavailable is Redis or the spool.",
+   "410 and 429 are the design working, and so is /readyz's 503 not_ready while a gateway "
+   "starts or drains (left out). Runbook: 503 unavailable is Redis or the spool.",
    unit="percentunit", minv=0, overrides=[color("5xx share", "red")],
    thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 0.01}])
 ts("Buy latency p50 / p99 (fleet, from the histogram)",
@@ -134,9 +135,17 @@ ts("Concurrency limit per dependency",
     ('flashgate_dependency_inflight{%s}' % I, "{{instance}} {{dependency}} in flight")],
    "The adaptive limit of each dependency (redis, spool_fsync, upstream:...) and what is in "
    "flight. Worry: a falling limit.", unit="short", minv=0)
-ts("Dependency latency (average over the window)",
-   [('flashgate_dependency_latency_seconds{%s}' % I, "{{instance}} {{dependency}}")],
-   "flashgate_dependency_latency_seconds is an average gauge, not a percentile.",
+ts("Dependency latency p99 and average (from the histogram)",
+   [('histogram_quantile(0.99, sum by (instance, dependency, le) '
+     '(rate(flashgate_dependency_latency_seconds_bucket{%s}[%s])))' % (I, R),
+     "{{instance}} {{dependency}} p99"),
+    ('sum by (instance, dependency) (rate(flashgate_dependency_latency_seconds_sum{%s}[%s])) / '
+     'sum by (instance, dependency) (rate(flashgate_dependency_latency_seconds_count{%s}[%s]))'
+     % (I, R, I, R), "{{instance}} {{dependency}} average")],
+   "Round trip of each dependency's answered calls (redis, spool_fsync, upstream:...; buckets "
+   "50 us .. 5 s, a quantile is interpolated inside its bucket). Timeouts and errors are "
+   "drops, not here. Worry: Redis p99 above 5 ms (FlashgateRedisSlow). No point while a "
+   "dependency has no call.",
    unit="s", minv=0)
 ts("Queue delay",
    [('flashgate_queue_delay_seconds{%s}' % I, "{{instance}}"),
@@ -192,20 +201,34 @@ ts("Settle workers ready",
    "What GET /readyz answers (Kafka and the database up), and a stalled batch.",
    unit="short", minv=0, maxv=1, decimals=0)
 
-# Identity verification: the gateway exports no identity or build series yet.
-# When flashgate_build_info and the identity metrics land, their panels go in
-# this row; 93-observability evaluates every panel it finds, so none is
-# added here before its series exists.
-X[0] = 0
-y[0] += 8
-inner_y = y[0] + 1
-row("Identity verification and build (no series yet)", collapsed=True, inner=[{
-    "type": "text", "id": nid(), "title": "Reserved",
-    "gridPos": {"h": 4, "w": 24, "x": 0, "y": inner_y},
-    "options": {"mode": "markdown", "content":
-                "Reserved for identity verification results and `flashgate_build_info` "
-                "(which build each gateway runs) once the gateway exports them. "
-                "Until then: `GET /admin/v1/stats` on each gateway, and `flashgate --version`."}}])
+newrow("Buyer identity and builds")
+ts("Identity verifications/s by result",
+   [('sum by (result) (rate(flashgate_identity_verifications_total{%s}[%s]))' % (I, R),
+     "{{result}}")],
+   "Buyer identities checked on the sale routes (identity.mode jwt or header), by outcome "
+   "(docs/identity.md). Worry: a rising share of expired or bad_signature (a key rotation the "
+   "gateways have not fetched), or missing (the front end stopped sending the token).",
+   unit="reqps", stack=True, overrides=[color("ok", "green")])
+ts("Identity cache hits and refusals/s",
+   [('sum by (instance) (rate(flashgate_identity_cache_hits_total{%s}[%s]))' % (I, R),
+     "{{instance}} cache hits"),
+    ('sum by (reason) (rate(flashgate_identity_refused_total{%s}[%s]))' % (I, R),
+     "refused: {{reason}}")],
+   "Tokens answered from a worker's cache (no signature check); refusals that are no token "
+   "outcome: identity.header from an untrusted peer, a body user_id other than the verified "
+   "buyer.", unit="reqps", minv=0)
+ts("JWKS keys and refreshes",
+   [('flashgate_identity_jwks_keys{%s}' % I, "{{instance}} keys"),
+    ('sum by (instance, result) (increase(flashgate_identity_jwks_refreshes_total{%s}[%s]))'
+     % (I, R), "{{instance}} refreshes {{result}}")],
+   "Usable verification keys per gateway (jwt mode), and fetches of identity.jwks_url by "
+   "result. Worry: 0 keys in jwt mode (buys answered 503 no_keys), failed refreshes.",
+   unit="short", minv=0, decimals=0)
+ts("Builds running",
+   [('count by (version, commit) (flashgate_build_info{%s})' % I, "{{version}} {{commit}}"),
+    ('flashgate_build_info{%s}' % I, "{{instance}}: {{version}} {{commit}}")],
+   "Which build (version and git commit) each gateway runs, and how many gateways run each: "
+   "two builds at once is a rolling upgrade in progress.", unit="short", minv=0, decimals=0)
 
 dash = {
     "uid": "flashgate-fleet",

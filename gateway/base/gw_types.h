@@ -72,6 +72,7 @@ struct gw_px_req;
     XX(NOT_IMPLEMENTED, 501, "not_implemented", 0)                                                 \
     XX(UNAVAILABLE, 503, "unavailable", 1)                                                         \
     XX(OVERLOADED, 503, "overloaded", 1)                                                           \
+    XX(NOT_READY, 503, "not_ready", 1) /* /readyz starting or draining: not an error */            \
     XX(BAD_GATEWAY, 502, "bad_gateway", 0)                                                         \
     XX(GATEWAY_TIMEOUT, 504, "gateway_timeout", 0)                                                 \
     XX(PROXIED, 200, "proxied", 0)   /* an upstream's answer passed through, its own status */    \

@@ -101,9 +101,14 @@ static struct MHD_Daemon *mhd_start(const struct sockaddr *sa, unsigned flags,
 {
     if (sa->sa_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    /* Without MHD_OPTION_LISTENING_ADDRESS_REUSE, libmicrohttpd sets SO_REUSEADDR
+     * alone on the listening socket: a restart binds over its predecessor's
+     * connections in TIME_WAIT, while a second live process on the port is
+     * still refused (Linux lets two listeners share a port only when both set
+     * SO_REUSEPORT, which the option's 1 would add; its 0 means "disallow" and
+     * leaves SO_REUSEADDR out: the restart then fails for a minute). */
     return MHD_start_daemon(flags, 0, NULL, NULL, cb, cls, MHD_OPTION_SOCK_ADDR, sa,
                             MHD_OPTION_ARRAY, extra,
-                            MHD_OPTION_LISTENING_ADDRESS_REUSE, 0u,
                             MHD_OPTION_CONNECTION_LIMIT, max_conn, MHD_OPTION_CONNECTION_TIMEOUT,
                             timeout_s, MHD_OPTION_NOTIFY_COMPLETED, done, cls,
                             MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)GW_LISTEN_BACKLOG,
@@ -185,6 +190,32 @@ static void tls_free(void)
     memset(&admin_tls, 0, sizeof(admin_tls));
 }
 
+/*
+ * The certificate and key as GnuTLS will take them (PEM, a matching pair), so
+ * a bad pair is refused by name, by --check-config too, rather than as the
+ * daemon's start failing without an errno.
+ */
+static int tls_pair_check(const gw_config_t *cfg, char *errbuf, size_t errlen)
+{
+    gnutls_certificate_credentials_t cred;
+    if (gnutls_certificate_allocate_credentials(&cred) < 0) {
+        snprintf(errbuf, errlen, "server.admin_tls_cert: out of memory");
+        return CM_ENOMEM;
+    }
+    gnutls_datum_t c = {(unsigned char *)admin_tls.cert, (unsigned)strlen(admin_tls.cert)};
+    gnutls_datum_t k = {(unsigned char *)admin_tls.key, (unsigned)strlen(admin_tls.key)};
+    int g = gnutls_certificate_set_x509_key_mem(cred, &c, &k, GNUTLS_X509_FMT_PEM);
+    gnutls_certificate_free_credentials(cred);
+    if (g < 0) {
+        snprintf(errbuf, errlen,
+                 "server.admin_tls_cert %s and server.admin_tls_key %s: not a PEM certificate "
+                 "and its private key (%s)",
+                 cfg->admin_tls_cert, cfg->admin_tls_key, gnutls_strerror(g));
+        return CM_EINVAL;
+    }
+    return 0;
+}
+
 /* Loads the configured PEM files into admin_tls (none: plain HTTP). */
 static int tls_load(const gw_config_t *cfg, char *errbuf, size_t errlen)
 {
@@ -194,6 +225,7 @@ static int tls_load(const gw_config_t *cfg, char *errbuf, size_t errlen)
                         NULL, errbuf, errlen)) ||
          (rc = pem_read("server.admin_tls_key", cfg->admin_tls_key, true, &admin_tls.key,
                         &admin_tls.key_cap, errbuf, errlen)) ||
+         (rc = tls_pair_check(cfg, errbuf, errlen)) ||
          (cfg->admin_tls_client_ca[0] &&
           (rc = pem_read("server.admin_tls_client_ca", cfg->admin_tls_client_ca, false,
                          &admin_tls.ca, NULL, errbuf, errlen)))))

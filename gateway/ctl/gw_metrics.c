@@ -196,35 +196,60 @@ static void overload_metrics(buf_t *b, gw_server_t *srv)
          "Requests refused because the dependency's limit was full (a 503, or a route's "
          "fallback)."},
         {"flashgate_dependency_drops_total", "counter", "Timeouts and errors of a dependency."},
-        {"flashgate_dependency_latency_seconds", "gauge",
-         "Average round trip of a dependency over the last window (Redis, spool fsync, upstreams)."},
         {"flashgate_dependency_breaker_state", "gauge",
          "Breaker of a dependency: 0 closed, 1 open, 2 half-open."},
         {"flashgate_dependency_breaker_opens_total", "counter", "Times the breaker opened."},
         {"flashgate_dependency_latency_target_seconds", "gauge",
          "A proxied route's latency_target_ms: an upstream RTT past it is a queue."},
     };
+    /* dm's index of each series whose value is not a plain count */
+    enum { DM_BREAKER = 4, DM_OPENS = 5, DM_TARGET = 6 };
     for (size_t m = 0; m < CM_ARRAY_LEN(dm); m++) {
         head(b, dm[m].name, dm[m].type, dm[m].help);
         for (unsigned i = 0; i < s.ndeps && i < GW_OL_DEPS_MAX; i++) {
             const gw_ol_dep_snap_t *d = &s.deps[i];
-            if (!d->active || (m >= 5 && m <= 6 && d->breaker < 0) ||
-                (m == 7 && !d->rtt_target_us))
+            if (!d->active || ((m == DM_BREAKER || m == DM_OPENS) && d->breaker < 0) ||
+                (m == DM_TARGET && !d->rtt_target_us))
                 continue;
             char l[160];
             lv(d->name, l, sizeof(l));
-            if (m == 4 || m == 7)
+            if (m == DM_TARGET)
                 put(b, "%s{dependency=\"%s\"} %.6f\n", dm[m].name, l,
-                    (double)(m == 4 ? d->rtt_us : d->rtt_target_us) / 1e6);
+                    (double)d->rtt_target_us / 1e6);
             else
                 put(b, "%s{dependency=\"%s\"} %llu\n", dm[m].name, l,
-                    (unsigned long long)(m == 0   ? d->limit
-                                         : m == 1 ? d->inflight
-                                         : m == 2 ? d->rejected
-                                         : m == 3 ? d->drops
-                                         : m == 5 ? (uint64_t)d->breaker
-                                                  : d->breaker_opens));
+                    (unsigned long long)(m == 0            ? d->limit
+                                         : m == 1          ? d->inflight
+                                         : m == 2          ? d->rejected
+                                         : m == 3          ? d->drops
+                                         : m == DM_BREAKER ? (uint64_t)d->breaker
+                                                           : d->breaker_opens));
         }
+    }
+    static const uint64_t rtt_bounds[GW_OL_RTT_NBOUNDS] = GW_OL_RTT_BOUNDS_US;
+    head(b, "flashgate_dependency_latency_seconds", "histogram",
+         "Round trip of a dependency's answered calls (Redis, spool fsync, upstreams), summed "
+         "over workers; timeouts and errors are in flashgate_dependency_drops_total.");
+    for (unsigned i = 0; i < s.ndeps && i < GW_OL_DEPS_MAX; i++) {
+        const gw_ol_dep_snap_t *d = &s.deps[i];
+        if (!d->active)
+            continue;
+        char l[160];
+        lv(d->name, l, sizeof(l));
+        uint64_t cum = 0;
+        for (int k = 0; k < GW_OL_RTT_NBOUNDS; k++) {
+            cum += d->rtt_buckets[k];
+            put(b,
+                "flashgate_dependency_latency_seconds_bucket{dependency=\"%s\",le=\"%g\"} %llu\n",
+                l, (double)rtt_bounds[k] / 1e6, (unsigned long long)cum);
+        }
+        cum += d->rtt_buckets[GW_OL_RTT_NBOUNDS];
+        put(b, "flashgate_dependency_latency_seconds_bucket{dependency=\"%s\",le=\"+Inf\"} %llu\n",
+            l, (unsigned long long)cum);
+        put(b, "flashgate_dependency_latency_seconds_sum{dependency=\"%s\"} %.6f\n", l,
+            (double)d->rtt_sum_us / 1e6);
+        put(b, "flashgate_dependency_latency_seconds_count{dependency=\"%s\"} %llu\n", l,
+            (unsigned long long)cum);
     }
 }
 

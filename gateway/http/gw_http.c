@@ -166,7 +166,7 @@ void gw_http_health(gw_server_t *srv, bool ready, gw_resp_t *out)
                                          "{\"status\":\"ready\",\"inventory\":\"%s\"}",
                                          inv_backend_name(srv->inv));
     } else {
-        gw_resp_error(out, GW_R_UNAVAILABLE, NULL, "%s",
+        gw_resp_error(out, GW_R_NOT_READY, NULL, "%s",
                       leaving ? "draining: shutting down" : "starting up");
     }
 }

@@ -43,8 +43,10 @@ void gw_workers_free_guards(gw_server_t *srv);
 
 /*
  * The one answer of GET /healthz (ready false: 200 "alive") and /readyz (200
- * "ready" with the inventory's backend, or 503 "starting up" / "draining"),
- * for the public listener and the admin listener alike. Thread-safe.
+ * "ready" with the inventory's backend, or 503 not_ready "starting up" /
+ * "draining": the expected answer of a probe, counted apart from the 503
+ * unavailable errors), for the public listener and the admin listener alike.
+ * Thread-safe.
  */
 void gw_http_health(gw_server_t *srv, bool ready, gw_resp_t *out);
 

@@ -121,6 +121,11 @@ typedef struct gw_ol_worker {
     gw_rs_base_t rs_base; /* X-Request-Start's baseline (gw_rs_base_learn); loop thread */
     uint64_t uprio_minute;   /* the minute uprio_key is for (UINT64_MAX: none yet) */
     cm_hash_key_t uprio_key; /* gw_ol_prio_key of it */
+    /* each dependency's answered calls by round trip (GW_OL_RTT_BOUNDS_US, the last
+     * +Inf) and their sum: flashgate_dependency_latency_seconds. Written by the
+     * loop thread only (a load and a store), summed by gw_overload_snapshot. */
+    _Atomic uint64_t rtt_buckets[GW_OL_DEPS_MAX][GW_OL_RTT_NBOUNDS + 1];
+    _Atomic uint64_t rtt_sum_us[GW_OL_DEPS_MAX];
 } gw_ol_worker_t;
 
 typedef struct gw_overload {
@@ -1172,6 +1177,21 @@ void gw_ol_release(gw_req_t *r, unsigned dep, gw_al_outcome_t out)
     gw_ol_release_rtt(r, dep, out, GW_OL_RTT_MEASURE);
 }
 
+/* Counts an answered call's round trip in its dependency's histogram. Loop thread. */
+static void rtt_count(gw_ol_worker_t *o, unsigned dep, uint64_t rtt_us)
+{
+    static const uint64_t bounds[GW_OL_RTT_NBOUNDS] = GW_OL_RTT_BOUNDS_US;
+    unsigned b = 0;
+    while (b < GW_OL_RTT_NBOUNDS && rtt_us > bounds[b])
+        b++;
+    _Atomic uint64_t *c = &o->rtt_buckets[dep][b];
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    c = &o->rtt_sum_us[dep];
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + rtt_us,
+                          memory_order_relaxed);
+}
+
 void gw_ol_release_rtt(gw_req_t *r, unsigned dep, gw_al_outcome_t out, uint64_t rtt_us)
 {
     gw_ol_worker_t *o = r->w->ol;
@@ -1182,6 +1202,8 @@ void gw_ol_release_rtt(gw_req_t *r, unsigned dep, gw_al_outcome_t out, uint64_t 
     uint64_t t0 = r->ol_t0_us[t0_slot(dep)];
     if (rtt_us == GW_OL_RTT_MEASURE)
         rtt_us = now > t0 ? now - t0 : 0;
+    if (out == GW_AL_OK)
+        rtt_count(o, dep, rtt_us);
     if (r->w->srv->ol->adaptive)
         gw_alimit_release(&o->dep[dep], now, rtt_us, out);
     if (dep >= GW_DEP_UPSTREAM) {
@@ -1320,6 +1342,10 @@ void gw_overload_snapshot(gw_server_t *srv, gw_ol_snapshot_t *out)
             uint64_t rtt = atomic_load_explicit(&o->dep[d].pub_rtt_us, memory_order_relaxed);
             if (rtt > s->rtt_us)
                 s->rtt_us = rtt;
+            for (unsigned b = 0; b <= GW_OL_RTT_NBOUNDS; b++)
+                s->rtt_buckets[b] +=
+                    atomic_load_explicit(&o->rtt_buckets[d][b], memory_order_relaxed);
+            s->rtt_sum_us += atomic_load_explicit(&o->rtt_sum_us[d], memory_order_relaxed);
             if (d >= GW_DEP_UPSTREAM) {
                 int st = atomic_load_explicit(&o->br[d].pub_state, memory_order_relaxed);
                 if (st == GW_BR_OPEN || (st == GW_BR_HALF_OPEN && s->breaker != GW_BR_OPEN))

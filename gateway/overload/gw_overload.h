@@ -495,6 +495,17 @@ const char *gw_level_name(gw_level_t l);
 
 #define GW_OL_DEPS_MAX 34
 
+/*
+ * Bucket bounds (microseconds) of a dependency's round-trip histogram
+ * (flashgate_dependency_latency_seconds): a loopback Redis answers in tens of
+ * microseconds, an upstream may take seconds before its timeout; the last
+ * bucket (+Inf) is implicit.
+ */
+#define GW_OL_RTT_BOUNDS_US                                                                        \
+    {50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000, 2500000,  \
+     5000000}
+#define GW_OL_RTT_NBOUNDS 15
+
 typedef struct gw_ol_dep_snap {
     char name[64];      /* "redis", "spool_fsync", "upstream:/v1/recs/" */
     bool active;        /* false: not a dependency in this configuration (memory
@@ -503,7 +514,12 @@ typedef struct gw_ol_dep_snap {
     uint32_t inflight;  /* summed over workers */
     uint64_t rejected;  /* requests the full limit refused (a 503, or a route's fallback) */
     uint64_t drops;     /* timeouts and errors seen */
-    uint64_t rtt_us;    /* the last window's average, max over workers */
+    uint64_t rtt_us;    /* the last window's average, max over workers (adaptive only) */
+    /* answered calls by round trip, summed over workers: bucket b counts those
+     * within GW_OL_RTT_BOUNDS_US[b] and above the bound before it, the last
+     * one those above every bound; and the sum of their round trips */
+    uint64_t rtt_buckets[GW_OL_RTT_NBOUNDS + 1];
+    uint64_t rtt_sum_us;
     uint64_t rtt_target_us; /* a route's latency_target_ms (0: none) */
     int breaker;        /* gw_br_state_t, -1 = none */
     uint64_t breaker_opens;

@@ -102,6 +102,25 @@ check(r.returncode == 2 and "server.admin_tls_key" in r.stderr and "others" in r
       "a TLS key readable by others is refused: %r" % r.stderr[-300:])
 os.chmod(key, 0o600)
 
+# a certificate with another certificate's key: refused by name, by --check-config and the
+# start alike (not "cannot listen ... Address already in use", libmicrohttpd's failure
+# without an errno)
+r = subprocess.run([FG, "--admin-tls-cert", crt, "--admin-tls-key", ckey, "--data-dir",
+                    os.path.join(TMP, "d0"), "--check-config"], capture_output=True, text=True,
+                   timeout=30)
+check(r.returncode == 2 and "server.admin_tls_key" in r.stderr and "do not match" in r.stderr,
+      "--check-config: a key that is not the certificate's is refused: %r" % r.stderr[-300:])
+g = Gateway("--kafka-brokers", "none", "--admin-tls-cert", crt, "--admin-tls-key", ckey)
+g.start(wait=False)
+try:
+    rc = g.proc.wait(20)
+except subprocess.TimeoutExpired:
+    rc = None
+check(rc == 1 and "do not match" in g.logs() and "Address already in use" not in g.logs(),
+      "the start refuses it by name (exit %r): %r" % (rc, g.logs()[-300:]))
+g.proc = None
+g.cleanup()
+
 g = Gateway("--kafka-brokers", "none", "--admin-tls-cert", crt, "--admin-tls-key", key).start()
 try:
     base = "https://127.0.0.1:%d" % g.admin_port

@@ -3,7 +3,9 @@ process of the same user join them): a second gateway on an occupied port, or
 one whose port another process already shares with SO_REUSEPORT, refuses to
 start with a clear message, and the first one keeps every connection.
 --listen HOST:0 binds one port for all workers, logs it and writes it to
-<data-dir>/listen.addr. Loopback only."""
+<data-dir>/listen.addr. The admin port: a second live gateway on it is
+refused, while a restart binds over the first one's connections in TIME_WAIT
+(SO_REUSEADDR, not SO_REUSEPORT). Loopback only."""
 import os
 import shutil
 import socket
@@ -79,6 +81,66 @@ try:
 finally:
     done(g)
     intruder.close()
+
+# ---- the admin port: a restart binds over TIME_WAIT, a second live process is refused ----
+def time_waits(port):
+    """Connections in TIME_WAIT whose local port is port (/proc/net/tcp)."""
+    with open("/proc/net/tcp") as f:
+        return sum(1 for line in f.readlines()[1:]
+                   if line.split()[3] == "06" and int(line.split()[1].split(":")[1], 16) == port)
+
+
+def admin_close_first(port):
+    """One admin request with Connection: close: the server closes first, so the
+    connection's TIME_WAIT is on the admin port's side."""
+    c = socket.create_connection(("127.0.0.1", port), timeout=5)
+    c.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        chunk = c.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    c.close()
+    return data.split(b" ", 2)[1] if data.startswith(b"HTTP/") else data
+
+
+a = Gateway(*ARGS)
+a.start()
+b = c = None
+try:
+    eq([admin_close_first(a.admin_port) for _ in range(3)], [b"200"] * 3,
+       "admin /healthz with Connection: close")
+    b = Gateway(*ARGS)
+    b.admin_port = a.admin_port
+    b.start(wait=False)
+    if exits(b, "a second gateway on a live gateway's admin port"):
+        check("127.0.0.1:%d" % a.admin_port in b.logs(),
+              "the reason names the admin address: %r" % b.logs()[-400:])
+    eq(request(a.admin_port, "GET", "/healthz").status, 200, "the first one keeps its admin port")
+    a.stop()
+    check(time_waits(a.admin_port) > 0,
+          "the closed admin connections wait in TIME_WAIT on the admin port (%d)"
+          % time_waits(a.admin_port))
+    c = Gateway(*ARGS)
+    c.admin_port = a.admin_port
+    c.start(wait=False)
+    deadline = time.time() + 20
+    while time.time() < deadline and c.proc.poll() is None:
+        try:
+            if request(c.admin_port, "GET", "/readyz", timeout=1).status == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(0.05)
+    check(c.proc.poll() is None, "a restart on the admin port at once, over its TIME_WAIT, "
+          "starts: %r" % c.logs()[-400:])
+    eq(request(c.admin_port, "GET", "/readyz").status, 200, "and answers there")
+finally:
+    for x in (c, b):
+        if x:
+            done(x)
+    done(a)
 
 # ---- --listen HOST:0: one port for every worker, said and written ----
 g = Gateway(*ARGS, threads=4)

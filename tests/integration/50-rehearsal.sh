@@ -93,7 +93,8 @@ if [ $rc -eq 0 ] && grep -q '^audit: PASS' "$TMP/run1.out"; then ok "rehearsal a
     bad "rehearsal: exit $rc"; tail -5 "$TMP/run1.err" >&2; fi
 grep -q '^PASS stock: sold out: 202 units 100' "$TMP/run1.out" && ok "sold out exactly at stock" ||
     bad "expected the 100-unit sale to sell out exactly"
-for f in report.json report.html throughput.png latency.png throughput.dat latency.dat plots.gp; do
+for f in report.json report.html throughput.png stock.png latency.png throughput.dat stock.dat \
+    stock_left.dat latency.dat plots.gp; do
     [ -s "$out1/$f" ] && ok "report has $f" || bad "report lacks $f"
 done
 python3 - "$out1/report.json" <<'PY' && ok "report.json is consistent" || bad "report.json"
@@ -105,7 +106,37 @@ assert a["202"] == 100, a
 assert r["figures"]["latency"]["all_buy"]["p99_ms"] > 0
 assert r["environment"]["cores"] >= 1
 assert sum(t["answers"].get("202", 0) for t in r["figures"]["timeline"]) == 100
+so = r["figures"]["sell_out"]
+assert so["stock"] == 100 and so["units_accepted"] == 100, so
+assert so["sold_out_s"] is not None and so["sold_out_s"] > 0, so
+assert abs(so["after_sale_start_s"] - (so["sold_out_s"] - r["figures"]["sale_start_s"])) < 1e-6, so
 PY
+# The accepted units and the stock have their own panel, which says when the sale sold
+# out; the plots mark it, the latency target, and share one x range.
+python3 - "$out1" <<'PY' && ok "stock panel, sell-out and target marks, one x range" ||
+import json, re, sys
+d = sys.argv[1]
+r = json.load(open(d + "/report.json"))
+so = r["figures"]["sell_out"]["sold_out_s"]
+html = open(d + "/report.html").read()
+assert "<h2>Accepted units and stock left</h2>" in html, "no stock panel"
+m = re.search(r'<p class="sellout">Sold out at ([0-9.]+) s into the run', html)
+assert m and abs(float(m.group(1)) - so) < 0.006, ("sell-out sentence", m and m.group(0), so)
+assert re.search(r'alt="accepted units per second and stock left" src="data:image/png;base64,', html)
+gp = open(d + "/plots.gp").read()
+v = dict(re.findall(r"(?m)^(\w+) = (-?[0-9.]+)$", gp))
+assert abs(float(v["sold_out"]) - so) < 0.001, v
+assert float(v["stock"]) == 100 and float(v["latency_target_ms"]) > 0, v
+assert "set arrow 2 from sold_out" in gp and "latency_target_ms with lines" in gp
+assert re.search(r"(?m)^if \(xmax > 0\) \{ set xrange \[0:xmax\]", gp), "no shared x range"
+rows = [l.split() for l in open(d + "/stock.dat") if not l.startswith("#")]
+assert sum(int(x[1]) for x in rows) == 100 and int(float(v["xmax"])) == len(rows), (v, rows)
+left = [[float(x) for x in l.split()] for l in open(d + "/stock_left.dat") if not l.startswith("#")]
+assert left[0] == [0, 100] and left[-1] == [len(rows), 0], left[:1] + left[-1:]
+# the step line reaches 0 when the sale sold out
+assert min(t for t, n in left if n == 0) == round(so, 3), (so, left[:5])
+PY
+    bad "stock panel or its marks missing"
 grep -q 'data:image/png;base64,' "$out1/report.html" && ok "html inlines the plots" ||
     bad "html has no inline PNG"
 grep -q 'ans/s' "$TMP/run1.err" && ok "progress lines on stderr" || bad "no progress on stderr"

@@ -3,7 +3,8 @@ sd_notify readiness (the test owns the NOTIFY_SOCKET, as systemd would).
 
 A. SIGTERM with server.drain_grace=1.5s and fsync durability, a client
    buying all along: READY=1 arrives at start; after the signal STOPPING=1
-   arrives and /readyz answers 503 "draining" at once while buys keep being
+   arrives and /readyz answers 503 not_ready "draining" at once (counted as
+   not_ready in the summary, not as unavailable) while buys keep being
    accepted on new connections during the grace (after it, at most a 503
    "shutting down" with Connection: close); then the process exits 0
    within grace + drain_timeout, and every 202 the client got is in the spool.
@@ -21,6 +22,7 @@ C. SIGHUP: the --config file changes limits.user_rps/user_burst and
 """
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -73,6 +75,13 @@ def config_value(g, key):
     return c["value"], c["source"]
 
 
+def readyz_503s(g):
+    """[(code, count)] of the public /readyz's 503 answers, from /metrics."""
+    m = g.admin("GET", "/metrics").raw.decode()
+    return [(c, int(n)) for c, n in re.findall(
+        r'flashgate_responses_total\{route="readyz",status="503",code="([a-z_]+)"\} (\d+)', m)]
+
+
 NOLIMITS = ["--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0"]
 
 # ---- A: SIGTERM drains ----
@@ -103,13 +112,19 @@ try:
     for t in ths:
         t.start()
     time.sleep(0.5)
+    before = sum(n for _, n in readyz_503s(g))  # answered while it started
     t_sig = time.time()
     g.proc.send_signal(signal.SIGTERM)
     check(n.wait("STOPPING=1", 5), "[A] STOPPING=1 sent on SIGTERM (%r)" % n.msgs)
     r = g.get("/readyz")
-    eq((r.status, r.json and r.json.get("error")), (503, "unavailable"),
-       "[A] /readyz 503 during the grace")
+    eq((r.status, r.json and r.json.get("error")), (503, "not_ready"),
+       "[A] /readyz 503 not_ready during the grace")
     check("draining" in (r.json or {}).get("message", ""), "[A] /readyz says draining (%r)" % r.json)
+    probes = 1
+    for _ in range(4):
+        probes += g.get("/readyz").status == 503
+    eq(readyz_503s(g), [("not_ready", before + probes)],
+       "[A] /metrics: the probes' 503s are not_ready, none unavailable")
     time.sleep(0.5)
     during = [a for a in accepted if t_sig + 0.1 < a[0] < t_sig + 1.2]
     check(len(during) > 0, "[A] buys still accepted during the grace (%d)" % len(during))
@@ -131,6 +146,15 @@ try:
     bad = [a for a in other if not (a[1] == 503 and a[3] == "gateway is shutting down" and
                                     a[4] == "close" and a[0] > t_sig + 1.4)]
     eq(bad, [], "[A] no answer other than 202, or 503 shutting down after the grace")
+    # The summary logged at the stop (taken when the grace ends) counts the
+    # probes' expected 503s as not_ready; its unavailable= can only be buyers'
+    # 503 "shutting down" (answered from the end of the grace on).
+    logs = g.logs(2000000)
+    summed = {k: sum(int(v) for v in re.findall(r"msg=summary .*?\b%s=(\d+)" % k, logs))
+              for k in ("unavailable", "not_ready")}
+    eq(summed["not_ready"], before + probes, "[A] the summary counts the probes' 503s as not_ready")
+    check(summed["unavailable"] <= sum(1 for a in other if a[1] == 503),
+          "[A] and not as unavailable (%r)" % summed)
     ids = set(g.spool_ids())
     lost = [a for a in accepted if a[2] not in ids] + ([] if rb.json["order_id"] in ids else [rb])
     eq(len(lost), 0, "[A] every 202 (%d) is in the spool" % (len(accepted) + 1))

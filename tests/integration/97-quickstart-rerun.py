@@ -11,9 +11,9 @@ Buyers are verified as on the defaults (identity.mode=jwt): flashgate-load mints
 every account's token from the data dir's key.
 
 The quickstart runs here on the smoke scenario (a few seconds) instead of the
-standard one (about 30 s): the same script, binaries and audit. Each run gets
-fresh ports: the admin listener refuses its port while connections it closed
-are in TIME_WAIT.
+standard one (about 30 s): the same script, binaries and audit. The second run
+takes the first one's ports a second after it stopped, as a second `make run`
+does, while the connections the first one closed are in TIME_WAIT.
 
 Ctrl-C is a SIGINT to the terminal's foreground process group: the test sends
 one to the quickstart's group. It must stop flashgate-settle before flashgate
@@ -41,10 +41,14 @@ tmp = tempfile.mkdtemp(prefix="fg-quickstart-")
 data = os.path.join(tmp, "data")
 
 
-def env_for(exit_after):
+PORTS = (free_port(), free_port())  # runs 1 and 2
+
+
+def env_for(exit_after, ports=None):
+    port, admin = ports or (free_port(), free_port())
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLASHGATE_")}
     env.update(FLASHGATE_BIN=BIN, FLASHGATE_DATA_DIR=data, QUICKSTART_HOST="127.0.0.1",
-               QUICKSTART_PORT=str(free_port()), QUICKSTART_ADMIN_PORT=str(free_port()),
+               QUICKSTART_PORT=str(port), QUICKSTART_ADMIN_PORT=str(admin),
                QUICKSTART_SCENARIO=os.path.join(SRC, "loadtest", "scenarios", "smoke.json"),
                QUICKSTART_RESULTS=os.path.join(tmp, "results"),
                QUICKSTART_EXIT="1" if exit_after else "0")
@@ -70,7 +74,7 @@ sales = []
 try:
     for n in (1, 2):
         p = subprocess.run(["sh", os.path.join(SRC, "deploy", "quickstart.sh")],
-                           env=env_for(True), capture_output=True, text=True, timeout=180)
+                           env=env_for(True, PORTS), capture_output=True, text=True, timeout=180)
         out = p.stdout + p.stderr
         eq(p.returncode, 0, "run %d: quickstart exits 0: %s" % (n, out[-1500:]))
         check("audit: PASS" in out and "quickstart: audit PASS" in out,
