@@ -179,6 +179,13 @@ try:
     r = buy_keyed(g, "so", None, "dave-k1")
     eq(r.status, 401, "dave's key without a token takes the full path: 401")
     check(oid not in r.raw.decode(), "and does not see dave's order")
+    # a restart replays the order with its scoped key only: still found
+    g.stop()
+    g.start()
+    r = buy_keyed(g, "so", dave, "dave-k1")
+    eq((r.status, (r.json or {}).get("order_id")), (202, oid),
+       "after a restart dave's keyed retry still gets his order back")
+    eq(buy_keyed(g, "so", erin, "erin-fresh2").status, 410, "and a fresh key is 410")
     check(g.alive(), "sold-out gateway alive")
 finally:
     g.stop()
@@ -241,6 +248,18 @@ try:
           "mode none generates no key")
     eq(config_mode(g).get("value"), "none", "/admin/v1/config shows mode none")
     check("identity.mode=none" not in g.logs(), "no warning on a loopback listener")
+    # the raw key is the stored key: a restart's replay counts it, the retry finds its order
+    g.put_sale("nk", stock=1, per_user_limit=1)
+    r = buy_keyed(g, "nk", None, "bob-k", body={"user_id": "bob"})
+    eq(r.status, 202, "mode none: bob's keyed buy")
+    oid = (r.json or {}).get("order_id")
+    g.stop()
+    g.start()
+    r = buy_keyed(g, "nk", None, "bob-k", body={"user_id": "bob"})
+    eq((r.status, (r.json or {}).get("order_id")), (202, oid),
+       "mode none: after a restart bob's keyed retry on the sold-out sale gets his order")
+    eq(buy_keyed(g, "nk", None, "eve-k", body={"user_id": "eve"}).status, 410,
+       "mode none: a fresh key is 410")
 finally:
     g.stop()
     g.cleanup()
