@@ -476,6 +476,13 @@ bool inv_sale_sold_out(const inv_sale_t *sale)
     return atomic_load_explicit(&s->sold_out, memory_order_acquire);
 }
 
+bool inv_sale_key_may_hold(inv_t *inv, const inv_sale_t *sale, uint32_t raw_key_fp)
+{
+    if (!inv->ops->key_may_hold)
+        return true;
+    return inv->ops->key_may_hold(inv, sale, raw_key_fp);
+}
+
 /*---- Thin wrappers: validate once, then call the backend ----*/
 
 /* Resets what a reserve answers and checks the request; 0 or its error. */

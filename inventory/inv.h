@@ -68,6 +68,10 @@ struct inv_reserve_req {
     char user_id[INV_USER_ID_MAX + 1];
     uint32_t qty;                              /* in; on INV_DUPLICATE, the original qty */
     char idem_key[INV_IDEM_KEY_MAX + 1];       /* "" = none */
+    /* inv_idem_key_fp of the Idempotency-Key as the client sent it, when
+     * idem_key is another form of it (identity's scoped key); 0: idem_key
+     * is the raw key, or unknown (see inv_sale_key_may_hold) */
+    uint32_t raw_key_fp;
     char order_id[INV_ORDER_ID_MAX + 1];       /* in: the id to record; out on INV_DUPLICATE */
     /* out */
     int64_t stock_left;                        /* after the step, when known (else -1) */
@@ -239,6 +243,21 @@ typedef struct inv_sale_terms {
 void inv_sale_terms(const inv_sale_t *sale, inv_sale_terms_t *out);
 /* The local sold-out flag: true once stock_left reached 0 and no restock since. Thread-safe. */
 bool inv_sale_sold_out(const inv_sale_t *sale);
+/*
+ * false only if no order of the sale could be a retry of the raw key whose
+ * inv_idem_key_fp is raw_key_fp (any user's): a keyed buy on a sold-out sale
+ * is then answered sold out like an unkeyed one, with nothing verified or
+ * looked up. true may be a false positive (a fingerprint, a released order,
+ * a set saturated by orders whose raw key is unknown), never a false
+ * negative. The memory backend keeps the fingerprints per sale (inv_mem.c,
+ * mem_sale_t.keys); Redis answers true (the order may have been taken by
+ * another gateway: docs/identity.md). Thread-safe.
+ */
+bool inv_sale_key_may_hold(inv_t *inv, const inv_sale_t *sale, uint32_t raw_key_fp);
+/* The 32-bit fingerprint of a raw Idempotency-Key that inv_sale_key_may_hold
+ * and inv_reserve_req_t.raw_key_fp take: keyed per process, never 0 for a key
+ * ("" gives 0). Thread-safe. */
+uint32_t inv_idem_key_fp(const char *key);
 /* Calls fn for every known sale (admin listing). Thread-safe. */
 void inv_sale_foreach(inv_t *inv, void (*fn)(inv_sale_t *sale, void *ctx), void *ctx);
 

@@ -59,6 +59,8 @@ typedef struct inv_ops {
     int (*reserve_once)(inv_worker_t *w, inv_reserve_req_t *req);
     /* optional: inv_claim (NULL: a backend of one gateway, nothing to claim) */
     int (*claim)(inv_worker_t *w, inv_reserve_req_t *req);
+    /* optional: inv_sale_key_may_hold (NULL: true, the key is looked up) */
+    bool (*key_may_hold)(inv_t *inv, const inv_sale_t *sale, uint32_t raw_key_fp);
     int (*user_units)(inv_t *inv, const char *sale_id, const char *user_id, uint32_t *out);
     int (*order_user)(inv_t *inv, const char *sale_id, const char *order_id, char *user_out);
     /* Deletes an ended sale: 0, CM_ENOTFOUND, CM_ECONFLICT (not ended; reason in errbuf). */

@@ -27,6 +27,7 @@
 #include "common/cm_plant.h"
 #include "inventory/inv_backend.h"
 #include "common/cm_hash.h"
+#include "inventory/inv_keyset.h"
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
@@ -99,6 +100,17 @@ typedef struct mem_shard {
 
 typedef struct mem_sale {
     mem_shard_t shards[MEM_SHARDS];
+    /* The fingerprints of the raw Idempotency-Keys (as the client sent them,
+     * before identity scoped them by user) of the sale's keyed orders, any
+     * user's (inv_keyset.h): a keyed buy on a sold-out sale whose key is not
+     * among them is answered 410 with nothing verified (mem_key_may_hold).
+     * An order's fingerprint goes in before its stock is taken, so the sale
+     * never reads sold out without the keys of the orders that emptied it.
+     * A release leaves it (a false positive: a verification). An order whose
+     * raw key is unknown (identity's scoped key from the spool or a lottery's
+     * entry) saturates the set: every keyed buy takes the full path. At most
+     * inventory.max_held_orders fingerprints per sale, then saturated. */
+    inv_keyset_t keys;
     /* Keys of the last keyed restocks (admin_lock): a retried restock adds nothing. */
     uint64_t restock_keys[INV_RESTOCK_KEYS_MEM];
     uint32_t nrestock_keys;
@@ -154,6 +166,42 @@ static uint32_t idem_fp(const char *key)
         return 0;
     uint32_t f = (uint32_t)(cm_hash_str(key) >> 32);
     return f ? f : 1;
+}
+
+uint32_t inv_idem_key_fp(const char *key)
+{
+    return idem_fp(key);
+}
+
+/* The form identity gives a key ("id-" and 64 hex digits, gw_identity.c):
+ * the raw key it came from cannot be known. */
+static bool key_is_scoped(const char *k)
+{
+    if (strncmp(k, "id-", 3) != 0 || strlen(k) != 67)
+        return false;
+    for (k += 3; *k; k++)
+        if (!((*k >= '0' && *k <= '9') || (*k >= 'a' && *k <= 'f')))
+            return false;
+    return true;
+}
+
+/* Counts a keyed order in ms->keys (mem_sale_t.keys): raw_fp, the client's
+ * raw key's fingerprint when the caller knows it (0: the stored key is taken
+ * as raw unless it has identity's scoped form, which saturates the set).
+ * Returns the fingerprint counted, 0 if none. */
+static uint32_t keys_add(mem_sale_t *ms, uint32_t raw_fp, const char *stored)
+{
+    if (!stored[0])
+        return 0;
+    if (!raw_fp) {
+        if (key_is_scoped(stored)) {
+            inv_keyset_saturate(&ms->keys);
+            return 0;
+        }
+        raw_fp = idem_fp(stored);
+    }
+    inv_keyset_add(&ms->keys, raw_fp);
+    return raw_fp;
 }
 
 /* A canonical cm_id is kept as its value; anything else as text. */
@@ -385,7 +433,7 @@ static user_view_t user_scan(const mem_shard_t *sh, uint64_t user, uint32_t idem
     }
 }
 
-static mem_sale_t *mem_sale_new(void)
+static mem_sale_t *mem_sale_new(uint64_t max_held)
 {
     mem_sale_t *ms = aligned_alloc(64, sizeof(mem_sale_t));
     if (!ms) {
@@ -395,6 +443,7 @@ static mem_sale_t *mem_sale_new(void)
     memset(ms, 0, sizeof(*ms));
     for (int i = 0; i < MEM_SHARDS; i++)
         pthread_mutex_init(&ms->shards[i].lock, NULL);
+    inv_keyset_init(&ms->keys, max_held);
     return ms;
 }
 
@@ -420,6 +469,7 @@ static uint64_t sale_clear(mem_backend_t *mb, mem_sale_t *ms)
         sh->used = 0;
         pthread_mutex_unlock(&sh->lock);
     }
+    inv_keyset_clear(&ms->keys);
     return cleared;
 }
 
@@ -430,6 +480,7 @@ static void mem_sale_free(mem_backend_t *mb, mem_sale_t *ms)
     sale_clear(mb, ms);
     for (int i = 0; i < MEM_SHARDS; i++)
         pthread_mutex_destroy(&ms->shards[i].lock);
+    inv_keyset_deinit(&ms->keys);
     free(ms);
 }
 
@@ -600,14 +651,14 @@ static int mem_persist(inv_t *inv, const inv_sale_info_t *pending, char *errbuf,
     return rc;
 }
 
-static void publish_new(inv_sale_t *s, const inv_sale_info_t *d)
+static void publish_new(const mem_backend_t *mb, inv_sale_t *s, const inv_sale_info_t *d)
 {
     inv_sale_info_t info = *d;
     info.stock_left = d->stock_total;
     info.accepted_units = 0;
     info.accepted_orders = 0;
     inv__sale_publish(s, &info);
-    mem_sale_t *ms = mem_sale_new();
+    mem_sale_t *ms = mem_sale_new(mb->max_held);
     __atomic_store_n(&s->backend, ms, __ATOMIC_RELEASE);
 }
 
@@ -691,7 +742,7 @@ static int mem_load(inv_t *inv, char *errbuf, size_t errlen)
         d.starts_at_ms = starts;
         d.ends_at_ms = ends;
         d.version = (uint64_t)version;
-        publish_new(s, &d);
+        publish_new(inv->backend, s, &d);
     }
     cm_log_info("inv", "sale definitions loaded", "path=%s sales=%zu", path, json_array_size(arr));
 out:
@@ -800,16 +851,20 @@ static int mem_reserve(inv_worker_t *w, inv_reserve_req_t *req)
         /* Full: sold out still answers sold out; else 503, nothing taken. */
         left = atomic_load(&sale->stock_left);
         outcome = left < (int64_t)req->qty ? INV_SOLD_OUT : CM_EFULL;
-    } else if (!stock_take(sale, req->qty, &left)) {
-        atomic_fetch_sub_explicit(&mb->held, 1, memory_order_relaxed);
-        outcome = INV_SOLD_OUT;
     } else {
-        order_key_t k = order_key(req->order_id);
-        shard_add(mb, sh, h, &k, req->qty, req->idem_key);
-        units += req->qty;
-        atomic_fetch_add(&sale->accepted_units, req->qty);
-        atomic_fetch_add(&sale->accepted_orders, 1);
-        outcome = INV_RESERVED;
+        uint32_t raw = keys_add(ms, req->raw_key_fp, req->idem_key); /* before the take */
+        if (!stock_take(sale, req->qty, &left)) {
+            inv_keyset_del(&ms->keys, raw);
+            atomic_fetch_sub_explicit(&mb->held, 1, memory_order_relaxed);
+            outcome = INV_SOLD_OUT;
+        } else {
+            order_key_t k = order_key(req->order_id);
+            shard_add(mb, sh, h, &k, req->qty, req->idem_key);
+            units += req->qty;
+            atomic_fetch_add(&sale->accepted_units, req->qty);
+            atomic_fetch_add(&sale->accepted_orders, 1);
+            outcome = INV_RESERVED;
+        }
     }
     pthread_mutex_unlock(&sh->lock);
     if ((outcome == INV_SOLD_OUT || outcome == INV_RESERVED) && left <= 0)
@@ -818,6 +873,15 @@ static int mem_reserve(inv_worker_t *w, inv_reserve_req_t *req)
     req->stock_left = left < 0 ? 0 : left;
     req->user_units = units;
     return outcome;
+}
+
+/* mem_reserve answers a keyed buy on a sold-out sale INV_DUPLICATE only if
+ * one of its held orders carries the key's fingerprint (for some user). */
+static bool mem_key_may_hold(inv_t *inv, const inv_sale_t *sale, uint32_t raw_key_fp)
+{
+    (void)inv;
+    mem_sale_t *ms = sale_state(sale);
+    return !ms || inv_keyset_has(&ms->keys, raw_key_fp);
 }
 
 /*
@@ -905,7 +969,7 @@ static int mem_sale_put(inv_t *inv, const inv_sale_def_t *def, inv_sale_info_t *
             rc = CM_EINVAL;
             goto out;
         }
-        publish_new(s, &d);
+        publish_new(inv->backend, s, &d);
         sold_out_sync(s);
         goto done;
     }
@@ -1131,7 +1195,9 @@ static int mem_replay(inv_t *inv, const char *sale_id, const char *user_id, uint
     int64_t left = before - (int64_t)qty;
     if (atomic_fetch_add_explicit(&mb->held, 1, memory_order_relaxed) >= mb->max_held)
         atomic_fetch_add_explicit(&mb->over_cap_replayed, 1, memory_order_relaxed);
-    shard_add(mb, sh, h, &k, qty, CM_PLANT(INV_REPLAY_NO_KEY) ? "" : idem_key);
+    const char *key = CM_PLANT(INV_REPLAY_NO_KEY) ? "" : idem_key;
+    keys_add(ms, 0, key);
+    shard_add(mb, sh, h, &k, qty, key);
     atomic_fetch_add(&s->accepted_units, qty);
     atomic_fetch_add(&s->accepted_orders, 1);
     pthread_mutex_unlock(&sh->lock);
@@ -1228,6 +1294,7 @@ const inv_ops_t inv__mem_ops = {
     .sale_get = mem_sale_get,
     .release = mem_release,
     .replay = mem_replay,
+    .key_may_hold = mem_key_may_hold,
     .user_units = mem_user_units,
     .order_user = mem_order_user,
     .sale_delete = mem_sale_delete,

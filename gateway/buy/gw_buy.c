@@ -672,6 +672,7 @@ bool gw_buy_handle(gw_req_t *r)
      * need only the request head, so a sold-out crowd costs no body parsing. */
     const char *ik = r->hdr.idem_key; /* the head's headers: gw_http.c, buy_header */
     r->res.idem_key[0] = '\0';
+    r->res.raw_key_fp = 0;
     if (ik) {
         size_t iklen = strlen(ik);
         if (!gw_idem_key_valid(ik, iklen)) {
@@ -680,14 +681,18 @@ bool gw_buy_handle(gw_req_t *r)
             return false;
         }
         memcpy(r->res.idem_key, ik, iklen + 1);
+        r->res.raw_key_fp = inv_idem_key_fp(ik); /* identity scopes idem_key later */
     }
     inv_sale_t *sale = inv_sale_find_memo(srv->inv, &w->buy.sale_memo, r->id);
     if (!sale) {
         gw_resp_error(&r->resp, GW_R_UNKNOWN_SALE, NULL, "no sale %s", r->id);
         return false;
     }
-    /* A keyed retry must still find its original order after the sale sold out. */
-    if (!r->res.idem_key[0] && inv_sale_sold_out(sale)) {
+    /* Sold out: answered from the flag, nothing verified, unless the key
+     * may be a retry of a held order (any user's: the key is scoped by the
+     * verified user only later), which must still get its order back. */
+    if (inv_sale_sold_out(sale) &&
+        (!r->res.idem_key[0] || !inv_sale_key_may_hold(srv->inv, sale, r->res.raw_key_fp))) {
         r->cached = gw_sold_out_response(w, sale);
         r->cached_reply = GW_R_SOLD_OUT;
         if (!r->cached)

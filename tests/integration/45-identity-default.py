@@ -5,7 +5,9 @@ generates at its first start (mode 0600), keeps across restarts and never
 serves; a buy without a token is 401 and takes nothing; flashgate-token's token
 buys. When identity.jwks_file or identity.jwks_url is set, the data dir's key
 is not trusted: its tokens are 401 even though the file is there. README's
-curl walk-through's 202 sample has the fields of the real answer."""
+curl walk-through's 202 sample has the fields of the real answer. On a sold-out
+sale a keyed buy whose key no order holds is 410 with nothing verified, and the
+buyer's keyed retry still gets the order back."""
 import http.server
 import json
 import os
@@ -132,6 +134,63 @@ finally:
     g.stop()
     g.cleanup()
 
+# ---- a sold-out sale: a keyed buy whose key no order holds is 410, nothing verified ----
+def buy_keyed(g, sale, tok, key, body=None):
+    h = {"Content-Type": "application/json", "Idempotency-Key": key}
+    if tok:
+        h["Authorization"] = "Bearer " + tok
+    return request(g.port, "POST", "/v1/sales/%s/orders" % sale,
+                   body=json.dumps(body if body is not None else {"qty": 1}), headers=h)
+
+
+def verifications(g):
+    """flashgate_identity_verifications_total over its results."""
+    return sum(float(l.split()[-1]) for l in g.admin("GET", "/metrics").raw.decode().splitlines()
+               if l.startswith("flashgate_identity_verifications_total{"))
+
+
+g = Gateway(identity_mode=None).start()
+try:
+    g.put_sale("so", stock=1, per_user_limit=1)
+    dave, erin = token(g.data_dir, "dave"), token(g.data_dir, "erin")
+    r = buy_keyed(g, "so", dave, "dave-k1")
+    eq(r.status, 202, "dave's keyed buy takes the last unit")
+    oid = r.json["order_id"]
+    eq(buy(g, "so", erin).status, 410, "the sale is sold out")
+    v0 = verifications(g)
+    check(v0 >= 1, "dave's buy was verified (%s)" % v0)
+    for i in range(10):
+        r = buy_keyed(g, "so", None, "fresh-%d" % i)
+        eq((r.status, r.json.get("error")), (410, "sold_out"),
+           "a fresh key without a token on a sold-out sale is 410, not 401 (%d)" % i)
+        r = buy_keyed(g, "so", "garbage.token.%d" % i, "fresh-g%d" % i)
+        eq((r.status, r.json.get("error")), (410, "sold_out"),
+           "a fresh key with a garbage token is 410 (%d)" % i)
+    r = buy_keyed(g, "so", erin, "erin-fresh")
+    eq(r.status, 410, "a verified buyer's fresh key is 410")
+    eq(verifications(g), v0, "no token was verified for the fresh keys")
+    r = buy_keyed(g, "so", dave, "dave-k1")
+    eq((r.status, (r.json or {}).get("order_id")), (202, oid),
+       "dave's keyed retry after the sell-out gets his order back")
+    check(verifications(g) > v0, "the retry was verified")
+    r = buy_keyed(g, "so", erin, "dave-k1")
+    eq(r.status, 410, "another verified user with dave's key is 410")
+    check(oid not in r.raw.decode(), "and does not see dave's order")
+    r = buy_keyed(g, "so", None, "dave-k1")
+    eq(r.status, 401, "dave's key without a token takes the full path: 401")
+    check(oid not in r.raw.decode(), "and does not see dave's order")
+    # a restart replays the order with its scoped key only: still found
+    g.stop()
+    g.start()
+    r = buy_keyed(g, "so", dave, "dave-k1")
+    eq((r.status, (r.json or {}).get("order_id")), (202, oid),
+       "after a restart dave's keyed retry still gets his order back")
+    eq(buy_keyed(g, "so", erin, "erin-fresh2").status, 410, "and a fresh key is 410")
+    check(g.alive(), "sold-out gateway alive")
+finally:
+    g.stop()
+    g.cleanup()
+
 # ---- with jwks_file or jwks_url the data dir's key is not trusted ----
 shop = os.path.join(TMP, "shop")  # the shop's login service's key, elsewhere
 os.makedirs(shop)
@@ -189,6 +248,18 @@ try:
           "mode none generates no key")
     eq(config_mode(g).get("value"), "none", "/admin/v1/config shows mode none")
     check("identity.mode=none" not in g.logs(), "no warning on a loopback listener")
+    # the raw key is the stored key: a restart's replay counts it, the retry finds its order
+    g.put_sale("nk", stock=1, per_user_limit=1)
+    r = buy_keyed(g, "nk", None, "bob-k", body={"user_id": "bob"})
+    eq(r.status, 202, "mode none: bob's keyed buy")
+    oid = (r.json or {}).get("order_id")
+    g.stop()
+    g.start()
+    r = buy_keyed(g, "nk", None, "bob-k", body={"user_id": "bob"})
+    eq((r.status, (r.json or {}).get("order_id")), (202, oid),
+       "mode none: after a restart bob's keyed retry on the sold-out sale gets his order")
+    eq(buy_keyed(g, "nk", None, "eve-k", body={"user_id": "eve"}).status, 410,
+       "mode none: a fresh key is 410")
 finally:
     g.stop()
     g.cleanup()
