@@ -598,11 +598,18 @@ static int recover(oq_spool_t *sp, char *errbuf, size_t errlen)
             start = 0;
         uint64_t good = start, nrec = 0;
         rec_status_t st = REC_OK;
-        /* The records below the point too: the memory inventory's replay reads
-         * them, and in durability write a power loss can zero them (pages a
-         * failed fdatasync dropped) while the file keeps its size. Damage
-         * there is cut like damage past the point (records counted: none). */
-        if (start > 0 && (st = seg_verify(map, start, 0, &good, &nrec)) == REC_OK)
+        /* Durability write: the records below the point too. The memory
+         * inventory's replay reads them, and a power loss can zero them (pages
+         * a failed fdatasync dropped) while the file keeps its size; damage
+         * there is cut like damage past the point (records counted: none), and
+         * the unreleased records after it go with it: this mode promises
+         * nothing across a power loss, and a count with a hole in it would
+         * oversell. Durability fsync never cuts below the point: every record
+         * above it was confirmed to a client after its fdatasync, so damage
+         * below it (bit rot, a spool once run in write) must not take them;
+         * the replay then meets the damage and the start is refused. */
+        if (start > 0 && sp->durability == OQ_DURABILITY_WRITE &&
+            (st = seg_verify(map, start, 0, &good, &nrec)) == REC_OK)
             good = start;
         nrec = 0;
         if (st == REC_OK && start < s->size)

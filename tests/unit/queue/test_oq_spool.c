@@ -730,6 +730,42 @@ static void test_write_zeroed_below_release_point(void **state)
     oq_spool_close(sp);
 }
 
+/* Durability fsync: damage below the release point never cuts the records
+ * above it, which were each confirmed to a client after their fdatasync. */
+static void test_fsync_damage_below_point_keeps_confirmed(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_opts_t o = {.dir = f->dir, .durability = OQ_DURABILITY_FSYNC};
+    oq_spool_t *sp = NULL;
+    char err[512] = "";
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    append_n(sp, 0, 10);
+    assert_int_equal(oq_spool_sync(sp), 0);
+    long n;
+    collect_t *c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 10);
+    oq_pos_t hole = c->recs[2].pos, hole_end = c->recs[4].pos;
+    assert_int_equal(oq_spool_release(sp, c->recs[6].pos), 0);
+    free(c);
+    oq_spool_close(sp);
+
+    char path[512];
+    static const unsigned char zeros[4096];
+    int fd = open(seg_path(f->dir, hole.seg, path, sizeof(path)), O_RDWR);
+    assert_true(fd >= 0);
+    size_t len = (size_t)(hole_end.off - hole.off);
+    assert_int_equal(pwrite(fd, zeros, len, (off_t)hole.off), (ssize_t)len);
+    close(fd);
+
+    sp = NULL;
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    c = scan_all(sp, oq_spool_released(sp), &n);
+    assert_int_equal(n, 4); /* the four unreleased orders, all kept */
+    check_orders(c, 6, 4);
+    free(c);
+    oq_spool_close(sp);
+}
+
 /*---- a power loss in write durability: the release point past the data ----*/
 
 /*
@@ -1670,6 +1706,8 @@ int main(int argc, char **argv)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_write_flush_retry_rewrites, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_zeroed_below_release_point, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fsync_damage_below_point_keeps_confirmed, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_write_reopen_rewrites_from_segment_start, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_power_loss_below_release_point, setup, teardown),
