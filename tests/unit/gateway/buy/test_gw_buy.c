@@ -219,8 +219,9 @@ static void test_keyed_retry(void **state)
     assert_false(held);
     assert_non_null(strstr(r->resp.body, first->order.order_id));
     free(r);
-    /* another key of the same user is a new order: refused by the limit */
-    assert_int_equal(buy(g, "s1", "{\"user_id\":\"u1\"}", "k-2", NULL, NULL), GW_R_LIMIT_PER_USER);
+    /* another key on the sold-out sale holds no order (the sale's key set):
+     * the sold-out answer, before anything keyed by the user */
+    assert_int_equal(buy(g, "s1", "{\"user_id\":\"u1\"}", "k-2", NULL, NULL), GW_R_SOLD_OUT);
     assert_int_equal(g->w.suspended, 1);
 }
 
