@@ -90,7 +90,8 @@ typedef struct gw_ring {
     uint64_t prev_lat[GW_LAT_NBOUNDS + 1];
     uint64_t prev_id[ID__OUTCOME_COUNT];
     int64_t prev_ms;
-    uint64_t requests, accepted_units; /* totals at the newest sample */
+    uint64_t requests, accepted_units; /* totals at the newest sample (under mu) */
+    uint64_t read_requests, read_accepted; /* as read_figures read them (sampler thread) */
     gw_ol_snapshot_t ol;               /* the sampler's (~4 KiB: off its stack) */
 } gw_ring_t;
 
@@ -237,8 +238,8 @@ static void read_figures(gw_ring_t *g, gw_ring_sample_t *x, gw_ol_snapshot_t *ol
     memcpy(g->prev_id, ids.verifications, sizeof(g->prev_id));
     g->prev_ms = now;
     g->have_prev = true;
-    g->requests = atomic_load(&c.requests);
-    g->accepted_units = atomic_load(&c.accepted_units);
+    g->read_requests = atomic_load(&c.requests);
+    g->read_accepted = atomic_load(&c.accepted_units);
 
     gw_overload_snapshot(srv, ol);
     x->level = (int8_t)ol->level;
@@ -287,6 +288,8 @@ static void sample(gw_ring_t *g)
     }
     g->s[g->n % GW_RING_SLOTS] = x;
     g->n++;
+    g->requests = g->read_requests; /* the fleet view reads them under mu */
+    g->accepted_units = g->read_accepted;
     pthread_mutex_unlock(&g->mu);
 
     if (g->srv->fleet) {
