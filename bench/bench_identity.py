@@ -18,16 +18,32 @@ Prints, in one run:
   4. The answers that need no identity (sold out 410, not started 425, unknown sale
      404) from a jwt-mode gateway, each against nginx `return 200` under the same wrk
      script in the run before it (bench.py's x nginx).
+  5. The JWKS refresh: two jwt-mode gateways on one JWK set (a key made with
+     flashgate-token --init), one reading it from identity.jwks_file, the other fetching it
+     from identity.jwks_url (a Python http.server on 127.0.0.1 in this process) every
+     identity.jwks_refresh=1s, the shortest allowed; the URL answers the set and the set plus a
+     second key by turns, so every refresh publishes a new key set. Each gets the same paced
+     load of accepted buys (wrk -c16, each connection waiting 8 ms after an answer: at most
+     2000/s, under the gateway's capacity, so p99 is not the closed loop's queue), every token
+     new to the gateway (an uncached verification each), rounds interleaved; wrk's p99 of
+     both, and the refreshes counted during each run (flashgate_identity_jwks_refreshes_total).
 Targets: jwt accept <= none accept + 1.1 x one verification (openssl speed's);
-cached retry <= none retry with the same bytes + 1 us; the no-identity answers <= 1.0 x nginx.
+cached retry <= none retry with the same bytes + 1 us; the no-identity answers <= 1.0 x nginx;
+the refreshing gateway's p99 (median) within the jwks_file one's run-to-run range (at most its
+highest round).
 
 Environment as bench.py (FLASHGATE_BIN, BENCH_REPS, BENCH_SECONDS, BENCH_QUICK).
-Run alone: BENCH_ONLY=identity sh bench/bench.sh.
+Run alone: BENCH_ONLY=identity sh bench/bench.sh; BENCH_IDENTITY_JWKS_ONLY=1 runs section 5
+alone.
 """
+import http.server
+import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import threading
 import shutil
 import time
 
@@ -37,6 +53,9 @@ import identity as I  # noqa: E402  (openssl speed, flashgate-bench-identity)
 
 CONNS = 64
 TOKENS = 6000 if B.QUICK else 40000  # a round stops when its tokens run out
+# section 5's paced load: JWKS_CONNS connections, each waiting JWKS_PACE_MS after an answer
+JWKS_CONNS, JWKS_PACE_MS = 16, 8
+JWKS_RATE = JWKS_CONNS * 1000 // JWKS_PACE_MS  # the most it sends a second
 
 TOKENS_LUA = r"""
 -- wrk: POST /v1/sales/SALE/orders, one line of TOKENS_FILE per request as its bearer
@@ -88,6 +107,16 @@ function done(summary, latency, requests)
 end
 """
 
+# TOKENS_LUA paced: each connection waits args[5] ms after an answer before its next request
+PACED_LUA = TOKENS_LUA + r"""
+local tokens_init = init
+function init(args)
+   tokens_init(args)
+   pace = tonumber(args[5] or "0")
+end
+function delay() return pace end
+"""
+
 PLAIN_LUA = r"""
 -- wrk: POST /v1/sales/SALE/orders without a token, a new body user_id per request.
 local sale, counter, threads = "s", 0, {}
@@ -127,17 +156,27 @@ def main():
     tmp = tempfile.mkdtemp(prefix="flashgate-bench-id-")
     toks_lua = os.path.join(tmp, "tokens.lua")
     plain_lua = os.path.join(tmp, "plain.lua")
+    paced_lua = os.path.join(tmp, "paced.lua")
     open(toks_lua, "w").write(TOKENS_LUA)
     open(plain_lua, "w").write(PLAIN_LUA)
+    open(paced_lua, "w").write(PACED_LUA)
     t0 = time.time()
     load0 = open("/proc/loadavg").read().split()[:3]
+    srv = None
     try:
-        res, sp, rows = run(tmp, bindir, toks_lua, plain_lua)
+        if os.environ.get("BENCH_IDENTITY_JWKS_ONLY"):
+            res, sp, rows = None, None, None
+        else:
+            res, sp, rows = run(tmp, bindir, toks_lua, plain_lua)
+        srv = JwksServer(tmp, bindir)
+        jres = run_jwks(tmp, bindir, paced_lua, srv)
     finally:
         B.stop_all()
+        if srv:
+            srv.close()
         shutil.rmtree(tmp, ignore_errors=True)
     load1 = open("/proc/loadavg").read().split()[:3]
-    report(res, sp, rows, load0, load1, time.time() - t0)
+    report(res, sp, rows, load0, load1, time.time() - t0, jres)
 
 
 def run(tmp, bindir, toks_lua, plain_lua):
@@ -200,11 +239,133 @@ def run(tmp, bindir, toks_lua, plain_lua):
     return res, sp, rows
 
 
-def report(res, sp, rows, load0, load1, elapsed):
+class JwksServer:
+    """A JWK set on http://127.0.0.1:PORT/jwks.json: key 1 alone and key 1 with key 2 by
+    turns, so that every fetch finds a set other than the one before (both keys made with
+    flashgate-token --init in their own dirs; the tokens are signed with key 1). The file
+    holds key 1's set, for the jwks_file gateway."""
+
+    def __init__(self, tmp, bindir):
+        tool = os.path.join(bindir, "flashgate-token")
+        self.key_dir = os.path.join(tmp, "jwks-key1")
+        sets = []
+        for d in (self.key_dir, os.path.join(tmp, "jwks-key2")):
+            os.makedirs(d, exist_ok=True)
+            out = subprocess.run([tool, "--data-dir", d, "--init", "--jwks"], capture_output=True,
+                                 text=True, check=True).stdout
+            sets.append(json.loads(out)["keys"])
+        self.one = json.dumps({"keys": sets[0]}).encode()
+        self.both = json.dumps({"keys": sets[0] + sets[1]}).encode()
+        self.file = os.path.join(tmp, "jwks.json")
+        open(self.file, "wb").write(self.one)
+        self.served = 0
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = owner.both if owner.served % 2 else owner.one
+                owner.served += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d/jwks.json" % self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def jwks_refreshes(g):
+    """g's completed JWKS fetches (flashgate_identity_jwks_refreshes_total, ok)"""
+    st, body = B.http_req(g.admin, "GET", "/metrics", token=B.TOKEN)
+    if st != 200:
+        return 0
+    m = re.search(r'^flashgate_identity_jwks_refreshes_total\{result="ok"\} (\d+)',
+                  body.decode(), re.M)
+    return int(m.group(1)) if m else 0
+
+
+def run_jwks(tmp, bindir, paced_lua, srv):
+    """Section 5: the same paced accepted buys on a jwks_file gateway and a jwks_url one
+    refreshing every second, rounds interleaved; each run its own tokens (every
+    verification uncached)."""
+    B.log("identity: JWKS refresh (jwks_url every 1 s against jwks_file)")
+    common = ["--kafka-brokers", "none", "--limits-user-rps", "0", "--set", "identity.mode=jwt"]
+    gf = B.Gateway(tmp, "gw-jwks-file", os.path.join(bindir, "flashgate"),
+                   common + ["--set", "identity.jwks_file=" + srv.file])
+    gu = B.Gateway(tmp, "gw-jwks-url", os.path.join(bindir, "flashgate"),
+                   common + ["--set", "identity.jwks_url=" + srv.url,
+                             "--set", "identity.jwks_refresh=1s"])
+    per = int(JWKS_RATE * B.SECONDS * 1.5)  # a run's tokens, with room
+    cases = [("jwks_file (no refresh)", gf), ("jwks_url, refresh every 1 s", gu)]
+    allt = os.path.join(tmp, "jwks-tokens.txt")
+    B.log("identity: minting %d tokens" % (per * len(cases) * B.REPS))
+    with open(allt, "w") as f:
+        subprocess.run([os.path.join(bindir, "flashgate-token"), "--data-dir", srv.key_dir,
+                        "--count", str(per * len(cases) * B.REPS), "jwks"],
+                       stdout=f, check=True, timeout=600)
+    lines = open(allt).read().splitlines()
+    res = {c: [] for c, _ in cases}
+    k = 0
+    for rep in range(B.REPS):
+        for c, g in cases:
+            B.log("identity rep %d/%d: %s" % (rep + 1, B.REPS, c))
+            tokf = os.path.join(tmp, "jwks-tokens-%d.txt" % k)
+            open(tokf, "w").write("\n".join(lines[k * per:(k + 1) * per]) + "\n")
+            k += 1
+            sale = g.new_sale("jwks", B.HUGE)
+            n0 = jwks_refreshes(g)
+            r = B.run_wrk(g.url(), JWKS_CONNS, B.SECONDS, paced_lua,
+                          [sale, tokf, "jwt", "0", str(JWKS_PACE_MS)], g.pid)
+            r["refreshes"] = jwks_refreshes(g) - n0
+            res[c].append(r)
+    B.stop(gf.proc)
+    B.stop(gu.proc)
+    return res
+
+
+def report_jwks(jres):
+    print("-- JWKS refresh: paced accepted buys (wrk -t1 -c%d, %d ms after each answer: at most "
+          "%d/s), jwt, ES256, every token new; median of %d rounds"
+          % (JWKS_CONNS, JWKS_PACE_MS, JWKS_RATE, B.REPS))
+    print("  %-28s %8s %8s %8s %13s %10s  %s" % ("case", "req/s", "p50 ms", "p99 ms",
+                                                 "p99 min-max", "refreshes", "answers"))
+    for c, rs in jres.items():
+        p99 = [r["p99"] for r in rs]
+        tot = {}
+        for r in rs:
+            for code, v in r["answers"].items():
+                tot[code] = tot.get(code, 0) + v
+        n = sum(tot.values())
+        mix = " ".join("%d=%.0f%%" % (code, 100.0 * v / n) for code, v in sorted(tot.items()))
+        print("  %-28s %8.0f %8.2f %8.2f %6.2f-%-6.2f %10s  %s" % (
+            c, B.med([r["rps"] for r in rs]), B.med([r["p50"] for r in rs]), B.med(p99),
+            min(p99), max(p99), "/".join(str(r["refreshes"]) for r in rs), mix))
+    (_, rf), (_, ru) = list(jres.items())
+    fp, up = [r["p99"] for r in rf], B.med([r["p99"] for r in ru])
+    print("  target: jwks_url p99 %.2f ms (median) within jwks_file's run-to-run range "
+          "%.2f-%.2f ms (at most its highest round): %s"
+          % (up, min(fp), max(fp), "yes" if up <= max(fp) else "NO"))
+
+
+def report(res, sp, rows, load0, load1, elapsed, jres):
     print("== Identity: what a verified buyer costs (bench/bench_identity.py) ==")
     print("cpu: %s, %d cores; load %s -> %s; %d rounds of %d s, wrk -t1 -c%d, one worker"
           % (B.cpu_model(), os.cpu_count(), " ".join(load0), " ".join(load1), B.REPS, B.SECONDS,
              CONNS))
+    if res is None:  # BENCH_IDENTITY_JWKS_ONLY
+        report_jwks(jres)
+        print("identity section: %.0f s" % elapsed)
+        return
     print("-- per token: openssl speed -seconds 1 | flashgate-bench-identity (thread CPU)")
     print("%-6s | %12s %12s %10s | %10s %10s %10s" % (
         "alg", "sign/s", "verify/s", "verify_us", "floor_us", "id_verify", "cached_ns"))
@@ -251,6 +412,7 @@ def report(res, sp, rows, load0, load1, elapsed):
                     ("unknown sale (404), jwt", "nginx (404's script)")):
         x = B.med([a["cpu_us"] / b["cpu_us"] for a, b in zip(res[c], res[peer])])
         print("  %-26s %.2f x nginx (target <= 1.0: %s)" % (c, x, "yes" if x <= 1.0 else "NO"))
+    report_jwks(jres)
     print("identity section: %.0f s" % elapsed)
 
 

@@ -4,7 +4,8 @@ runs"); Python 3 stdlib, wrk, valgrind (calls) or perf (sys).
 
   python3 bench/profile.py BIN_DIR CASE MODE [SECONDS [CONNS]]
 
-CASE: sold (410), rate (429), acc (202, spool only), floor (bench/uv_floor.c, the
+CASE: sold (410), later (425 not started: a sale starting in a day, sold out's request
+shape), rate (429), acc (202, spool only), floor (bench/uv_floor.c, the
 libuv+llhttp floor, with sold out's wrk script: BIN_DIR's flashgate-bench-uv-floor), nginx
 (bench/nginx.conf.in's one worker, `return 200`, with sold out's wrk script too), nginx-rate
 (the same nginx under rate's wrk script: the 429's peer in bench.py), and
@@ -68,6 +69,35 @@ TOKEN = "profile-token-0123456789abcdef"
 HUGE = 10 ** 9
 SYSCALLS = ["recvfrom", "sendto", "sendmsg", "writev", "write", "read", "epoll_ctl", "epoll_wait",
             "clock_gettime", "futex", "accept4", "close"]
+
+
+# wrk: sold_out.lua's requests (a new body user_id each) to a sale not started yet; the
+# answers counted by status ("answers: 425=N")
+NOT_STARTED_LUA = r"""
+local sale, counter, threads = "later", 0, {}
+function setup(thread) table.insert(threads, thread) end
+function init(args)
+   if args[1] then sale = args[1] end
+   wrk.method = "POST"
+   wrk.path = "/v1/sales/" .. sale .. "/orders"
+   wrk.headers["Content-Type"] = "application/json"
+   statuses = {}
+end
+function request()
+   counter = counter + 1
+   return wrk.format(nil, nil, nil, string.format('{"user_id":"so-%d","qty":1}', counter))
+end
+function response(status, headers, body) statuses[status] = (statuses[status] or 0) + 1 end
+function done(summary, latency, requests)
+   local total = {}
+   for _, t in ipairs(threads) do
+      for code, n in pairs(t:get("statuses") or {}) do total[code] = (total[code] or 0) + n end
+   end
+   io.write("answers:")
+   for code, n in pairs(total) do io.write(string.format(" %d=%d", code, n)) end
+   io.write("\n")
+end
+"""
 
 
 def http(port, method, path, body=None, tok=None):
@@ -229,14 +259,22 @@ def main():
             if case not in ("floor", "nginx", "nginx-rate"):
                 http(admin, "PUT", "/admin/v1/sales/" + sale,
                      {"stock": stock, "per_user_limit": 1}, TOKEN)
+        if case == "later":
+            http(admin, "PUT", "/admin/v1/sales/later",
+                 {"stock": HUGE, "per_user_limit": 1, "starts_at":
+                  time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))}, TOKEN)
         rate = os.path.join(tmp, "rate.lua")
         with open(rate, "w") as f:
             f.write(RATE_LIMITED_LUA)
+        later = os.path.join(tmp, "later.lua")
+        with open(later, "w") as f:
+            f.write(NOT_STARTED_LUA)
         wrkdir = os.path.join(HERE, "..", "loadtest", "wrk")
         script, sale = {"sold": (os.path.join(wrkdir, "sold_out.lua"), "so"),
                         "floor": (os.path.join(wrkdir, "sold_out.lua"), "so"),
                         "nginx": (os.path.join(wrkdir, "sold_out.lua"), "so"),
                         "rate": (rate, "rl"),
+                        "later": (later, "later"),
                         "nginx-rate": (rate, "rl"),  # the 429's peer in bench.py
                         "acc": (os.path.join(wrkdir, "buy.lua"), "acc"),
                         "mem": (os.path.join(wrkdir, "buy.lua"), "acc"),

@@ -273,6 +273,15 @@ typedef struct gw_worker_buy {
         gw_prep_t *resp;
     } sold_out_cache[32];
     unsigned nsold_out;
+    /* Prepared 425 sale_not_started answers, one per sale, each for the
+     * Retry-After it says (whole seconds to the start): rebuilt when that
+     * second changes; a sale past the 32 takes the slot not_started_next. */
+    struct {
+        const inv_sale_t *sale;
+        uint64_t retry;
+        gw_prep_t *resp;
+    } not_started_cache[32];
+    unsigned nnot_started, not_started_next;
 } gw_worker_buy_t;
 
 /* The overload control's part of a worker (gateway/overload/gw_overload.c):

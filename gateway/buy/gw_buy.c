@@ -708,10 +708,8 @@ bool gw_buy_handle(gw_req_t *r)
     gw_fair_phase_t phase = fair ? gw_fair_phase(fair, info.starts_at_ms, now_ms) : GW_FAIR_OPEN;
     if (info.starts_at_ms && now_ms < info.starts_at_ms && phase != GW_FAIR_ENTER) {
         uint64_t wait_ns = (uint64_t)(info.starts_at_ms - now_ms) * 1000000ull;
-        char extra[64];
-        snprintf(extra, sizeof(extra), "\"retry_after\":%llu", (unsigned long long)ceil_s(wait_ns));
-        gw_resp_error(&r->resp, GW_R_NOT_STARTED, extra, "sale %s has not started", r->id);
-        gw_resp_retry_after(&r->resp, ceil_s(wait_ns));
+        r->cached = gw_not_started_response(w, sale, r->id, ceil_s(wait_ns));
+        r->cached_reply = GW_R_NOT_STARTED;
         return false;
     }
     if (info.ends_at_ms && now_ms >= info.ends_at_ms) {
@@ -1245,6 +1243,54 @@ void gw_sale_handle(gw_req_t *r)
         gw_resp_header(&r->resp, "X-Flashgate-Degraded", "1");
     }
     gw_resp_header(&r->resp, "Cache-Control", "public, max-age=%d", max_age);
+}
+
+/* The 425 for sale_id, its retry_after and Retry-After `retry` seconds. */
+static void not_started_resp(gw_resp_t *out, const char *sale_id, uint64_t retry)
+{
+    char extra[64];
+    snprintf(extra, sizeof(extra), "\"retry_after\":%llu", (unsigned long long)retry);
+    gw_resp_error(out, GW_R_NOT_STARTED, extra, "sale %s has not started", sale_id);
+    gw_resp_retry_after(out, retry);
+}
+
+gw_prep_t *gw_not_started_response(gw_worker_t *w, const inv_sale_t *sale, const char *sale_id,
+                                   uint64_t retry)
+{
+    gw_worker_buy_t *b = &w->buy;
+    unsigned slot = b->nnot_started;
+    for (unsigned i = 0; i < b->nnot_started; i++) {
+        if (b->not_started_cache[i].sale == sale) {
+            if (b->not_started_cache[i].retry == retry)
+                return b->not_started_cache[i].resp;
+            slot = i; /* the second changed: this sale's answer is made again */
+            break;
+        }
+    }
+    if (slot == CM_ARRAY_LEN(b->not_started_cache))
+        slot = b->not_started_next++ % CM_ARRAY_LEN(b->not_started_cache);
+    gw_resp_t tmp;
+    not_started_resp(&tmp, sale_id, retry);
+    gw_prep_t *mr = gw_prep_new(&tmp, w); /* Content-Type, no-store */
+    if (slot == b->nnot_started)
+        b->nnot_started++;
+    else
+        gw_prep_free(b->not_started_cache[slot].resp);
+    b->not_started_cache[slot].sale = sale;
+    b->not_started_cache[slot].retry = retry;
+    b->not_started_cache[slot].resp = mr;
+    return mr;
+}
+
+void gw_buy_prep_free(gw_worker_t *w)
+{
+    for (unsigned k = 0; k < w->buy.nsold_out; k++)
+        gw_prep_free(w->buy.sold_out_cache[k].resp);
+    w->buy.nsold_out = 0;
+    for (unsigned k = 0; k < w->buy.nnot_started; k++)
+        gw_prep_free(w->buy.not_started_cache[k].resp);
+    w->buy.nnot_started = 0;
+    w->buy.not_started_next = 0;
 }
 
 void gw_buy_relay_notify(gw_server_t *srv)

@@ -26,6 +26,17 @@ bool gw_buy_parse_body_json(gw_req_t *r);
 bool gw_idem_key_valid(const char *k, size_t len);
 /* The worker's prepared sold-out answer for sale, or NULL. Loop thread only. */
 gw_prep_t *gw_sold_out_response(gw_worker_t *w, const inv_sale_t *sale);
+/*
+ * The worker's prepared 425 sale_not_started answer for sale (named sale_id in
+ * its message), saying retry_after and Retry-After `retry` seconds: one per
+ * sale, made again when `retry` changes (once a second while a crowd waits);
+ * past 32 sales, a slot is taken round-robin. Never NULL; the worker owns it
+ * (gw_buy_prep_free). Loop thread only.
+ */
+gw_prep_t *gw_not_started_response(gw_worker_t *w, const inv_sale_t *sale, const char *sale_id,
+                                   uint64_t retry);
+/* Frees the worker's prepared sold-out and not-started answers. Loop thread, or after it ended. */
+void gw_buy_prep_free(gw_worker_t *w);
 /* Once per loop iteration: starts the fsync of the waiting accepts (group commit). */
 void gw_buy_loop_tick(gw_worker_t *w);
 void gw_order_handle(gw_req_t *req);

@@ -738,9 +738,7 @@ void gw_workers_stop(gw_server_t *srv)
             pthread_join(w->thread, NULL);
         gw_limits_reader_offline(srv->limits, w->index); /* reads no rule set any more */
         uv_loop_close(&w->loop);
-        for (unsigned k = 0; k < w->buy.nsold_out; k++)
-            gw_prep_free(w->buy.sold_out_cache[k].resp);
-        w->buy.nsold_out = 0;
+        gw_buy_prep_free(w);
         for (unsigned k = 0; k < GW_SCOPE_COUNT; k++) {
             gw_prep_free(w->rl_cache[k].resp);
             w->rl_cache[k].resp = NULL;

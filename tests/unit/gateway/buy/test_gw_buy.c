@@ -11,6 +11,7 @@
  */
 #include "gateway/buy/gw_buy.h"
 
+#include "common/cm_alloc.h"
 #include "common/cm_id.h"
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
@@ -25,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 typedef struct rig {
@@ -49,7 +51,7 @@ static int rig_setup(void **state)
     srv->node_since_ms = cm_wall_ms() - 1;
     srv->max_held = 100;
     char why[256] = "", spdir[128];
-    assert_int_equal(inv_open(&srv->inv, "memory", NULL, 16, why, sizeof(why)), 0);
+    assert_int_equal(inv_open(&srv->inv, "memory", NULL, 64, why, sizeof(why)), 0);
     snprintf(spdir, sizeof(spdir), "%s/spool", g->dir);
     oq_spool_opts_t so = {.dir = spdir, .durability = OQ_DURABILITY_FSYNC};
     assert_int_equal(oq_spool_open(&srv->spool, &so, why, sizeof(why)), 0);
@@ -75,8 +77,7 @@ static int rig_teardown(void **state)
     rig_t *g = *state;
     for (unsigned i = 0; i < g->nheld; i++)
         free(g->held[i]);
-    for (unsigned i = 0; i < g->w.buy.nsold_out; i++)
-        gw_prep_free(g->w.buy.sold_out_cache[i].resp);
+    gw_buy_prep_free(&g->w);
     pthread_mutex_destroy(&g->w.hh_mu);
     inv_worker_close(g->w.inv);
     gw_limits_free(g->srv.limits);
@@ -138,6 +139,12 @@ static gw_reply_t buy(rig_t *g, const char *id, const char *body, const char *ke
     return rep;
 }
 
+/* The prepared answer p holds s (head or body). */
+static bool prep_has(const gw_prep_t *p, const char *s)
+{
+    return p && memmem(p->buf, p->len, s, strlen(s)) != NULL;
+}
+
 static void test_refusals_before_the_reserve(void **state)
 {
     rig_t *g = *state;
@@ -149,7 +156,7 @@ static void test_refusals_before_the_reserve(void **state)
     assert_false(held);
     gw_req_t *r = NULL;
     assert_int_equal(buy(g, "later", "{\"user_id\":\"u1\"}", NULL, NULL, &r), GW_R_NOT_STARTED);
-    assert_non_null(strstr(r->resp.body, "\"retry_after\":60")); /* 60 s, rounded up */
+    assert_true(prep_has(r->cached, "\"retry_after\":60")); /* 60 s, rounded up */
     free(r);
     assert_int_equal(buy(g, "over", "{\"user_id\":\"u1\"}", NULL, NULL, NULL), GW_R_SALE_ENDED);
     /* the body: its fields and qty's bounds */
@@ -225,6 +232,52 @@ static void test_keyed_retry(void **state)
     assert_int_equal(g->w.suspended, 1);
 }
 
+/* A crowd before the start gets one prepared 425 per sale and second: the
+ * same bytes within a second, the next Retry-After once the second turns. */
+static void test_not_started_prepared(void **state)
+{
+    rig_t *g = *state;
+    int64_t t0 = cm_wall_ms();
+    sale(g, "later", 10, 2, 5000, 3600000);
+    sale(g, "other", 10, 2, 60000, 3600000);
+    gw_req_t *a = NULL, *b = NULL, *c = NULL, *o = NULL;
+    assert_int_equal(buy(g, "later", "{\"user_id\":\"u1\"}", NULL, NULL, &a), GW_R_NOT_STARTED);
+    assert_int_equal(buy(g, "later", "{\"user_id\":\"u2\"}", NULL, NULL, &b), GW_R_NOT_STARTED);
+    assert_int_equal(buy(g, "other", "{\"user_id\":\"u1\"}", NULL, NULL, &o), GW_R_NOT_STARTED);
+    assert_true(cm_wall_ms() - t0 < 900); /* the two asked within the first second */
+    assert_non_null(a->cached);
+    assert_ptr_equal(a->cached, b->cached);
+    assert_true(prep_has(a->cached, "Retry-After: 5\r\n"));
+    assert_true(prep_has(a->cached, "\"retry_after\":5}"));
+    assert_true(prep_has(a->cached, "sale later has not started"));
+    /* each sale its own, naming it */
+    assert_ptr_not_equal(o->cached, a->cached);
+    assert_true(prep_has(o->cached, "Retry-After: 60\r\n"));
+    assert_true(prep_has(o->cached, "sale other has not started"));
+    /* a second later: 4 s to the start, made again in the sale's slot */
+    usleep(1100000);
+    assert_int_equal(buy(g, "later", "{\"user_id\":\"u3\"}", NULL, NULL, &c), GW_R_NOT_STARTED);
+    assert_true(prep_has(c->cached, "Retry-After: 4\r\n"));
+    assert_true(prep_has(c->cached, "\"retry_after\":4}"));
+    assert_int_equal(g->w.buy.nnot_started, 2);
+    free(a);
+    free(b);
+    free(c);
+    free(o);
+    /* more sales than slots: each still answered with its own, the cache bounded */
+    char id[16];
+    for (unsigned i = 0; i < CM_ARRAY_LEN(g->w.buy.not_started_cache) + 3; i++) {
+        snprintf(id, sizeof(id), "s%u", i);
+        sale(g, id, 10, 2, 60000, 3600000);
+        assert_int_equal(buy(g, id, "{\"user_id\":\"u1\"}", NULL, NULL, &a), GW_R_NOT_STARTED);
+        char want[64];
+        snprintf(want, sizeof(want), "sale %s has not started", id);
+        assert_true(prep_has(a->cached, want));
+        free(a);
+    }
+    assert_int_equal(g->w.buy.nnot_started, CM_ARRAY_LEN(g->w.buy.not_started_cache));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -232,6 +285,7 @@ int main(void)
                                         rig_teardown),
         cmocka_unit_test_setup_teardown(test_reserve_then_limits, rig_setup, rig_teardown),
         cmocka_unit_test_setup_teardown(test_keyed_retry, rig_setup, rig_teardown),
+        cmocka_unit_test_setup_teardown(test_not_started_prepared, rig_setup, rig_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
