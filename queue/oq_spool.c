@@ -843,7 +843,8 @@ int oq_spool_open(oq_spool_t **out, const oq_spool_opts_t *opts, char *errbuf, s
      * pages that the kernel marked clean without writing them, and an
      * fdatasync from a new descriptor reports success on them.
      * Durability write does the same from the start of the release point's
-     * segment: no fdatasync there is sure (one that failed at an earlier
+     * segment, and for the released segments kept for the replay: no
+     * fdatasync there is sure (one that failed at an earlier
      * recovery's cut, or in a preparer that died before its rewrite, leaves
      * dropped pages that nothing would write again), and the memory
      * inventory's replay reads the records below the point too. Without it a
@@ -851,7 +852,14 @@ int oq_spool_open(oq_spool_t **out, const oq_spool_opts_t *opts, char *errbuf, s
     sp->sync_floor = sp->nsegs ? sp->segs[0].seg : 0; /* the first sync covers them */
     if (sp->nsegs && !sp->read_only) {
         for (size_t i = 0; i < sp->nsegs; i++) {
-            if (seg_released(&sp->segs[i], i + 1 == sp->nsegs, sp->released))
+            /* Wholly released segments are here only because the memory
+             * inventory's replay reads them (oq_spool_release_keep): in
+             * durability fsync they were on disk before their release; in
+             * durability write nothing says so, and a replay that met their
+             * dropped pages as zeros after a power loss would count fewer
+             * units sold. */
+            if (sp->durability == OQ_DURABILITY_FSYNC &&
+                seg_released(&sp->segs[i], i + 1 == sp->nsegs, sp->released))
                 continue;
             oq_pos_t rel = sp->released;
             uint64_t from = sp->segs[i].seg == rel.seg && sp->durability == OQ_DURABILITY_FSYNC

@@ -692,6 +692,35 @@ static void test_write_reopen_rewrites_from_segment_start(void **state)
     assert_non_null(strstr(err, "cannot fdatasync"));
 }
 
+/* Durability write: the released segments kept for the memory inventory's
+ * replay are written again at the open too (each segment at least one pwrite):
+ * a failed fdatasync may have dropped their pages, and a replay that met them
+ * as zeros after a power loss would count fewer units sold. */
+static void test_write_reopen_rewrites_kept_segments(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_t *sp = open_spool(f->dir, 1500, 0);
+    append_n(sp, 0, 60);
+    long n;
+    collect_t *c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 60);
+    oq_pos_t mid = c->recs[39].next;
+    free(c);
+    assert_true(mid.seg > 2);
+    assert_int_equal(oq_spool_release_keep(sp, mid), 0);
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    oq_spool_close(sp);
+
+    sp = open_faulty(f->dir, 1500, true);
+    assert_true(fs_pwrites >= (int)st.segments);
+    c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 60);
+    check_orders(c, 0, 60);
+    free(c);
+    oq_spool_close(sp);
+}
+
 /*
  * Durability write: a power loss after a failed fdatasync zeroes records
  * below the release point while the file keeps its size. The relay is past
@@ -1705,6 +1734,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_zeroed_tail_of_older_segment_is_a_tear, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_write_flush_retry_rewrites, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_reopen_rewrites_kept_segments, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_write_zeroed_below_release_point, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsync_damage_below_point_keeps_confirmed, setup,
                                         teardown),
