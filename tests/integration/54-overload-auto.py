@@ -10,8 +10,8 @@ automatic (the harness pins 0; this test passes "auto"):
   - (the door, overload.accept_pause, is off here so that the queue builds
     and DAGOR's cut is what sheds; 55-overload-door.py tests the door);
   - buys are shed by DAGOR user priority (overload.shed_buys on);
-  - the stock is never oversold (202 units <= stock, and the gateway's own
-    count matches what the stock lost);
+  - the stock is never oversold (202 units <= stock; what the stock lost is
+    every 202 and at most the buys whose client timed out);
   - after the load stops the level returns to 0 (one level per exit hold) and
     the stats say it recovered;
   - no door shut (off), public /healthz answers after the load.
@@ -30,7 +30,10 @@ need_binary("flashgate-load")
 QUOTA_PCT = 5          # of one core: the gateway serves ~1.5k buys/s here, ASan builds less
 RATE = 4000            # arrivals/s: several times what the capped gateway serves
 LOAD_S = 5
-STOCK = 300
+# More than the capped gateway can sell in LOAD_S: a sold-out sale answers its
+# crowd 410 before the overload control (keyed buys too: the sale's key set),
+# so the sale must stay open for buys to be shed by user priority.
+STOCK = 100000
 
 
 g = crowd_gateway("--overload-shed-buys=true", "--overload-exit-hold", "1s",
@@ -87,7 +90,12 @@ try:
     acc = int(codes.get("202", 0))  # qty 1: one unit per 202
     check(acc <= STOCK, "never oversold: %d units accepted of %d" % (acc, STOCK))
     if isinstance(left, int):
-        eq(STOCK - left, acc, "units accepted == what the stock lost")
+        # a buy whose client timed out may still have been accepted: the stock
+        # lost is every 202 and at most the timeouts on top
+        lost, late = STOCK - left, int(codes.get("timeout", 0))
+        check(acc <= lost <= acc + late,
+              "units accepted (%d, plus at most %d timed out) == what the stock lost (%d)"
+              % (acc, late, lost))
 
     # Recovery: back to 0 within the exit holds (1 s a level), every pause released.
     deadline = time.time() + 20
