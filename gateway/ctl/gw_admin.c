@@ -2251,6 +2251,10 @@ static enum MHD_Result admin_cb(void *cls, struct MHD_Connection *c, const char 
     default:
         break;
     }
+    if (!hit) { /* GW_R_OK has a route (gw__admin_verdict: METHOD otherwise) */
+        gw_resp_error(&resp, GW_R_NOT_FOUND, NULL, "no such resource: %s", url);
+        return gw_resp_send(c, &srv->admin_ctr, &resp);
+    }
     /* Changes are serialised: validate, apply, audit as one step. */
     bool lock = hit->role == GW_ROLE_WRITE;
     if (lock)

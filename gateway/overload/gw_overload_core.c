@@ -555,10 +555,12 @@ void gw_ol_prio_key(const uint8_t *secret, uint64_t minute, cm_hash_key_t *out)
     /* HMAC-SHA256(secret, "flashgate uprio " || minute, 8 bytes little-endian):
      * a PRF of the minute under the fleet's secret. Its first 16 bytes key the
      * minute's SipHash. */
-    uint8_t msg[16 + 8], md[EVP_MAX_MD_SIZE];
-    memcpy(msg, "flashgate uprio ", 16);
+    static const uint8_t label[16] = {'f', 'l', 'a', 's', 'h', 'g', 'a', 't',
+                                      'e', ' ', 'u', 'p', 'r', 'i', 'o', ' '};
+    uint8_t msg[sizeof(label) + 8], md[EVP_MAX_MD_SIZE];
+    memcpy(msg, label, sizeof(label)); /* "flashgate uprio ", no NUL */
     for (int i = 0; i < 8; i++)
-        msg[16 + i] = (uint8_t)(minute >> (8 * i));
+        msg[sizeof(label) + i] = (uint8_t)(minute >> (8 * i));
     unsigned mdlen = 0;
     HMAC(EVP_sha256(), secret, GW_UPRIO_SECRET_LEN, msg, sizeof(msg), md, &mdlen);
     uint64_t k0 = 0, k1 = 0;
