@@ -450,6 +450,12 @@ struct gw_req {
     char *body;
     char body_inline[512];
     inv_reserve_req_t res;
+    /* The person behind res.user_id: identity.person_claim of the verified
+     * token, else the user itself (header and none modes, a token without
+     * the claim). Set by the identity step (gw_identity_check and
+     * gw_identity_buy) and, with identity off, by the buy path after the
+     * body's parse; read only after one of them. */
+    char person[INV_USER_ID_MAX + 1];
     oq_order_t order;
     gw_resp_t resp;
 };

@@ -752,6 +752,8 @@ bool gw_buy_handle(gw_req_t *r)
             return false;
     } else if (!gw_buy_parse_body(r)) {
         return false;
+    } else {
+        memcpy(r->person, r->res.user_id, strlen(r->res.user_id) + 1);
     }
     /* The user's bucket, fetched into the cache now (its inventory slot once
      * the limits let the buy through, step 4): with a new buyer per order each

@@ -222,7 +222,7 @@ static const char *find_token(const gw_req_t *r, const struct gw_identity *id, s
 
 typedef enum { WHO_OK, WHO_FAIL, WHO_UNTRUSTED } who_t;
 
-/* The request's verified user: WHO_OK with user filled; WHO_FAIL with
+/* The request's verified user: WHO_OK with user and r->person filled; WHO_FAIL with
  * *outcome (an id_outcome_t); WHO_UNTRUSTED: identity.header from a peer not
  * in server.trusted_proxies. Counts the outcome. */
 static who_t who(gw_req_t *r, char *user, int *outcome, bool count_missing)
@@ -244,6 +244,7 @@ static who_t who(gw_req_t *r, char *user, int *outcome, bool count_missing)
             oc = ID_BAD_SUBJECT;
         else {
             memcpy(user, h, n + 1);
+            memcpy(r->person, h, n + 1);
             oc = ID_OK;
         }
     } else {
@@ -256,6 +257,7 @@ static who_t who(gw_req_t *r, char *user, int *outcome, bool count_missing)
             oc = id_verify_cached(id->verifier, iw->cache, tok, len, cm_wall_ms() / 1000, &res);
         if (oc == ID_OK) {
             memcpy(user, res.user, strlen(res.user) + 1);
+            memcpy(r->person, res.person, strlen(res.person) + 1);
             if (res.cached)
                 bump(&iw->hits);
         }
