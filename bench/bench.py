@@ -31,6 +31,7 @@ import time
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ports import free_port  # noqa: E402,F401  (B.free_port for the benches built on this)
+from wrklua import ANSWERS_LUA  # noqa: E402
 QUICK = os.environ.get("BENCH_QUICK", "0") not in ("", "0")
 REPS = int(os.environ.get("BENCH_REPS", "1" if QUICK else "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "1" if QUICK else "5"))
@@ -331,21 +332,8 @@ function init(args)
    wrk.path = "/v1/sales/" .. sale .. "/orders"
    wrk.headers["Content-Type"] = "application/json"
    wrk.body = '{"user_id":"hammer","qty":1}'
-   statuses = {}
 end
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function response(status, headers, body) statuses[status] = (statuses[status] or 0) + 1 end
-function done(summary, latency, requests)
-   local total = {}
-   for _, t in ipairs(threads) do
-      for code, n in pairs(t:get("statuses") or {}) do total[code] = (total[code] or 0) + n end
-   end
-   io.write("answers:")
-   for code, n in pairs(total) do io.write(string.format(" %d=%d", code, n)) end
-   io.write("\n")
-end
-'''
+''' + ANSWERS_LUA
 
 NGINX_LUA = r'''
 -- bench: the same request shape as the buy path (POST, small JSON body).

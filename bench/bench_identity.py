@@ -50,6 +50,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench as B  # noqa: E402  (Gateway, wrk, nginx, process bookkeeping)
 import identity as I  # noqa: E402  (openssl speed, flashgate-bench-identity)
+from wrklua import ANSWERS_LUA  # noqa: E402  (the wrk scripts' answer count)
 
 CONNS = 64
 TOKENS = 6000 if B.QUICK else 40000  # a round stops when its tokens run out
@@ -64,8 +65,6 @@ TOKENS_LUA = r"""
 -- thread stops when the lines run out, so no token is sent twice.
 local sale, file, mode, cycle = "s", nil, "jwt", 0
 local toks, users, i = {}, {}, 0
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
 function init(args)
    sale, file, mode, cycle = args[1], args[2], args[3], tonumber(args[4] or "0")
    for line in io.lines(file) do
@@ -77,7 +76,6 @@ function init(args)
    wrk.path = "/v1/sales/" .. sale .. "/orders"
    wrk.headers["Content-Type"] = "application/json"
    wrk.headers["X-Forwarded-For"] = "198.18.0.1"
-   statuses = {}
 end
 function request()
    i = i + 1
@@ -93,19 +91,7 @@ function request()
    end
    return wrk.format(nil, nil, nil, '{"user_id":"' .. users[i] .. '","qty":1}')
 end
-function response(status, headers, body)
-   statuses[status] = (statuses[status] or 0) + 1
-end
-function done(summary, latency, requests)
-   local total = {}
-   for _, t in ipairs(threads) do
-      for code, n in pairs(t:get("statuses") or {}) do total[code] = (total[code] or 0) + n end
-   end
-   io.write("answers:")
-   for code, n in pairs(total) do io.write(string.format(" %d=%d", code, n)) end
-   io.write("\n")
-end
-"""
+""" + ANSWERS_LUA
 
 # TOKENS_LUA paced: each connection waits args[5] ms after an answer before its next request
 PACED_LUA = TOKENS_LUA + r"""
@@ -119,32 +105,18 @@ function delay() return pace end
 
 PLAIN_LUA = r"""
 -- wrk: POST /v1/sales/SALE/orders without a token, a new body user_id per request.
-local sale, counter, threads = "s", 0, {}
-function setup(thread) table.insert(threads, thread) end
+local sale, counter = "s", 0
 function init(args)
    sale = args[1]
    wrk.method = "POST"
    wrk.path = "/v1/sales/" .. sale .. "/orders"
    wrk.headers["Content-Type"] = "application/json"
-   statuses = {}
 end
 function request()
    counter = counter + 1
    return wrk.format(nil, nil, nil, string.format('{"user_id":"so-%d","qty":1}', counter))
 end
-function response(status, headers, body)
-   statuses[status] = (statuses[status] or 0) + 1
-end
-function done(summary, latency, requests)
-   local total = {}
-   for _, t in ipairs(threads) do
-      for code, n in pairs(t:get("statuses") or {}) do total[code] = (total[code] or 0) + n end
-   end
-   io.write("answers:")
-   for code, n in pairs(total) do io.write(string.format(" %d=%d", code, n)) end
-   io.write("\n")
-end
-"""
+""" + ANSWERS_LUA
 
 
 def rfc3339(t):

@@ -64,6 +64,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench import (PEER_LIKE, RATE_LIMITED_LUA, free_port, nginx_worker, start_nginx,  # noqa: E402
                    start_redis, stop)
+from wrklua import ANSWERS_LUA  # noqa: E402
 
 TOKEN = "profile-token-0123456789abcdef"
 HUGE = 10 ** 9
@@ -74,30 +75,18 @@ SYSCALLS = ["recvfrom", "sendto", "sendmsg", "writev", "write", "read", "epoll_c
 # wrk: sold_out.lua's requests (a new body user_id each) to a sale not started yet; the
 # answers counted by status ("answers: 425=N")
 NOT_STARTED_LUA = r"""
-local sale, counter, threads = "later", 0, {}
-function setup(thread) table.insert(threads, thread) end
+local sale, counter = "later", 0
 function init(args)
    if args[1] then sale = args[1] end
    wrk.method = "POST"
    wrk.path = "/v1/sales/" .. sale .. "/orders"
    wrk.headers["Content-Type"] = "application/json"
-   statuses = {}
 end
 function request()
    counter = counter + 1
    return wrk.format(nil, nil, nil, string.format('{"user_id":"so-%d","qty":1}', counter))
 end
-function response(status, headers, body) statuses[status] = (statuses[status] or 0) + 1 end
-function done(summary, latency, requests)
-   local total = {}
-   for _, t in ipairs(threads) do
-      for code, n in pairs(t:get("statuses") or {}) do total[code] = (total[code] or 0) + n end
-   end
-   io.write("answers:")
-   for code, n in pairs(total) do io.write(string.format(" %d=%d", code, n)) end
-   io.write("\n")
-end
-"""
+""" + ANSWERS_LUA
 
 
 def http(port, method, path, body=None, tok=None):

@@ -5,7 +5,6 @@ Idempotency-Key probes of issue 51 failing for the attacker; order status by
 the verified buyer; identity.mode=header from a trusted and an untrusted peer;
 config errors named at start."""
 import base64
-import http.client
 import json
 import os
 import shutil
@@ -15,21 +14,13 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import BIN, check, eq, finish, Gateway, need_binary, Resp  # noqa: E402
+from fg import (BIN, bearer_headers, check, eq, finish, identity_gateway,  # noqa: E402
+                IDENTITY_HEADER, mint_token, need_binary, request)
 
 need_binary("flashgate")
 need_binary("flashgate-token")
 
 TMP = tempfile.mkdtemp(prefix="fg-id-")
-XFF_TRUST = ["--server-trusted-proxies", "127.0.0.1"]
-
-
-def mint(data_dir, user, *opts):
-    out = subprocess.run([os.path.join(BIN, "flashgate-token"), "--data-dir", data_dir]
-                         + list(opts) + [user], capture_output=True, text=True, timeout=20)
-    if out.returncode != 0:
-        raise RuntimeError("flashgate-token: %s" % out.stderr)
-    return out.stdout.strip()
 
 
 def b64(obj):
@@ -37,32 +28,10 @@ def b64(obj):
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def req(port, method, path, body=None, headers=None, source="127.0.0.1"):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
-    h = dict(headers or {})
-    if isinstance(body, dict):
-        body = json.dumps(body)
-        h.setdefault("Content-Type", "application/json")
-    c.request(method, path, body=body, headers=h)
-    r = c.getresponse()
-    out = Resp(r.status, r.getheaders(), r.read())
-    c.close()
-    return out
-
-
 def buy(g, sale, token=None, body=None, ip="10.0.0.1", key=None, headers=None, source="127.0.0.1"):
-    h = {"X-Forwarded-For": ip}
-    if token is not None:
-        h["Authorization"] = "Bearer " + token
-    if key:
-        h["Idempotency-Key"] = key
-    h.update(headers or {})
-    return req(g.port, "POST", "/v1/sales/%s/orders" % sale,
-               body=body if body is not None else {"qty": 1}, headers=h, source=source)
-
-
-def stock_left(g, sale):
-    return g.get("/v1/sales/" + sale).json["stock_left"]
+    extra = {"Idempotency-Key": key} if key else {}
+    extra.update(headers or {})
+    return g.post_order(sale, body, bearer_headers(token, ip, extra), source)
 
 
 def metric(g, name):
@@ -76,18 +45,18 @@ def metric(g, name):
 
 
 # ---- jwt mode, the data dir's key ----
-g = Gateway(*XFF_TRUST, "--set", "identity.mode=jwt", "--set", "identity.leeway_s=0").start()
+g = identity_gateway("jwt", "--set", "identity.leeway_s=0").start()
 other = os.path.join(TMP, "other")
 try:
     key = os.path.join(g.data_dir, "identity.key")
     check(os.path.exists(key), "jwt mode creates <data-dir>/identity.key")
     eq(oct(os.stat(key).st_mode & 0o777), oct(0o600), "identity.key is mode 0600")
-    alice = mint(g.data_dir, "alice")
-    victim = mint(g.data_dir, "victim-42")
-    mallory = mint(g.data_dir, "mallory")
+    alice = mint_token(g.data_dir, "alice")
+    victim = mint_token(g.data_dir, "victim-42")
+    mallory = mint_token(g.data_dir, "mallory")
     os.makedirs(other)
-    foreign = mint(other, "alice", "--init")  # another data dir's key
-    short = mint(g.data_dir, "alice", "--ttl", "1")
+    foreign = mint_token(other, "alice", "--init")  # another data dir's key
+    short = mint_token(g.data_dir, "alice", "--ttl", "1")
 
     g.put_sale("s1", stock=10, per_user_limit=1)
     # a valid token buys as its user, the body's user_id omitted
@@ -100,7 +69,7 @@ try:
     r = buy(g, "s1", victim, body={"user_id": "victim-42", "qty": 1}, ip="10.0.1.1")
     eq(r.status, 202, "a body user_id equal to the verified user is fine")
     victim_oid = r.json["order_id"]
-    left = stock_left(g, "s1")
+    left = g.stock_left("s1")
     eq(left, 8, "two units taken")
 
     # hostile tokens: 401 with the reason, nothing changed
@@ -135,7 +104,7 @@ try:
               "%s: WWW-Authenticate Bearer" % what)
     r = buy(g, "s1", None, headers={"Authorization": "Basic YWxpY2U6eA=="}, ip="10.0.2.2")
     eq((r.status, r.json.get("reason")), (401, "missing"), "another scheme is no bearer token")
-    eq(stock_left(g, "s1"), left, "hostile tokens took no stock")
+    eq(g.stock_left("s1"), left, "hostile tokens took no stock")
     r = buy(g, "s1", mallory, ip="10.0.2.3")
     eq(r.status, 202, "mallory's first buy with its own token (its per-user state untouched)")
     left -= 1
@@ -144,13 +113,13 @@ try:
     g.put_sale("s2", stock=5, per_user_limit=1)
     r = buy(g, "s2", mallory, body={"user_id": "victim-43", "qty": 1}, ip="10.0.3.1")
     eq((r.status, r.json.get("error")), (403, "identity_mismatch"), "impersonation refused")
-    eq(stock_left(g, "s2"), 5, "impersonation took no stock")
-    victim43 = mint(g.data_dir, "victim-43")
+    eq(g.stock_left("s2"), 5, "impersonation took no stock")
+    victim43 = mint_token(g.data_dir, "victim-43")
     eq(buy(g, "s2", victim43, ip="10.0.3.2").status, 202, "the impersonated victim still buys")
 
     # lockout: mallory hammers naming the victim; the victim's bucket is untouched
     g.put_sale("s3", stock=50, per_user_limit=1)
-    victim44 = mint(g.data_dir, "victim-44")
+    victim44 = mint_token(g.data_dir, "victim-44")
     codes = set()
     for i in range(12):
         r = buy(g, "s3", mallory, body={"user_id": "victim-44", "qty": 1}, ip="10.0.4.%d" % (i + 1))
@@ -162,7 +131,7 @@ try:
 
     # Idempotency-Key: mallory reusing the victim's key gets no victim order back
     g.put_sale("s4", stock=10, per_user_limit=2)
-    victim45 = mint(g.data_dir, "victim-45")
+    victim45 = mint_token(g.data_dir, "victim-45")
     k = "lt-s4-victim-45"
     r = buy(g, "s4", victim45, key=k, ip="10.0.5.1")
     eq(r.status, 202, "the victim's keyed buy")
@@ -178,18 +147,18 @@ try:
 
     # order status: the verified buyer without the status token, nobody else
     path = "/v1/orders/" + v_oid
-    eq(req(g.port, "GET", path, headers={"Authorization": "Bearer " + victim45}).status, 200,
+    eq(request(g.port, "GET", path, headers={"Authorization": "Bearer " + victim45}).status, 200,
        "the buyer reads its order with its own token, without the status token")
-    eq(req(g.port, "GET", path, headers={"Authorization": "Bearer " + mallory}).status, 404,
+    eq(request(g.port, "GET", path, headers={"Authorization": "Bearer " + mallory}).status, 404,
        "another verified user does not")
-    eq(req(g.port, "GET", path).status, 404, "nor an anonymous request")
-    eq(req(g.port, "GET", path, headers={"Authorization": "Bearer " + foreign}).status, 404,
+    eq(request(g.port, "GET", path).status, 404, "nor an anonymous request")
+    eq(request(g.port, "GET", path, headers={"Authorization": "Bearer " + foreign}).status, 404,
        "nor a token of another key")
     eq(g.order(v_oid, token=v_tok).status, 200, "the status token works as before")
-    eq(req(g.port, "GET", "/v1/orders/" + alice_oid,
-           headers={"Authorization": "Bearer " + alice}).status, 200, "alice reads hers")
-    eq(req(g.port, "GET", "/v1/orders/" + victim_oid,
-           headers={"Authorization": "Bearer " + alice}).status, 404, "not the victim's")
+    eq(request(g.port, "GET", "/v1/orders/" + alice_oid,
+               headers={"Authorization": "Bearer " + alice}).status, 200, "alice reads hers")
+    eq(request(g.port, "GET", "/v1/orders/" + victim_oid,
+               headers={"Authorization": "Bearer " + alice}).status, 404, "not the victim's")
 
     # answers that need no identity: sold out, unknown sale, not started
     g.put_sale("gone", stock=1, per_user_limit=1)
@@ -210,7 +179,7 @@ try:
     starts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(time.time()) + 15))
     g.put_sale("lot", stock=5, per_user_limit=1, starts_at=starts, fair_window_ms=2000,
                fair_early_ms=20000)
-    victim46 = mint(g.data_dir, "victim-46")
+    victim46 = mint_token(g.data_dir, "victim-46")
     r = buy(g, "lot", victim46, ip="10.0.7.1")
     eq((r.status, r.json.get("status")), (202, "entered"), "the victim's lottery entry")
     e_oid, e_tok = r.json.get("order_id"), r.json.get("status_token")
@@ -253,10 +222,10 @@ finally:
     g.cleanup()
 
 # ---- jwt mode with a cookie ----
-g = Gateway(*XFF_TRUST, "--set", "identity.mode=jwt", "--set", "identity.cookie=fg_session").start()
+g = identity_gateway("jwt", "--set", "identity.cookie=fg_session").start()
 try:
     g.put_sale("c1", stock=2, per_user_limit=1)
-    tok = mint(g.data_dir, "carol")
+    tok = mint_token(g.data_dir, "carol")
     r = buy(g, "c1", None, headers={"Cookie": "theme=dark; fg_session=" + tok}, ip="10.1.0.1")
     eq(r.status, 202, "the identity.cookie carries the token")
     r = buy(g, "c1", None, headers={"Cookie": "fg_session=junk"}, ip="10.1.0.2")
@@ -266,21 +235,20 @@ finally:
     g.cleanup()
 
 # ---- header mode ----
-g = Gateway("--server-trusted-proxies", "127.0.0.1", "--set", "identity.mode=header",
-            "--set", "identity.header=X-Authenticated-User").start()
+g = identity_gateway("header").start()
 try:
     g.put_sale("h1", stock=5, per_user_limit=1)
-    hdr = {"X-Authenticated-User": "dave"}
+    hdr = {IDENTITY_HEADER: "dave"}
     r = buy(g, "h1", None, headers=hdr, source="127.0.0.2", ip="10.2.0.1")
     eq((r.status, r.json.get("error")), (403, "forbidden"), "the header from an untrusted peer")
-    eq(stock_left(g, "h1"), 5, "and nothing taken")
+    eq(g.stock_left("h1"), 5, "and nothing taken")
     r = buy(g, "h1", None, headers=hdr, ip="10.2.0.2")
     eq(r.status, 202, "the header from the trusted proxy is the user")
     r = buy(g, "h1", None, headers=hdr, ip="10.2.0.3")
     eq((r.status, r.json.get("error")), (409, "limit_per_user"), "keyed on the header's user")
     r = buy(g, "h1", None, ip="10.2.0.4")
     eq((r.status, r.json.get("reason")), (401, "missing"), "no header from the proxy: 401")
-    r = buy(g, "h1", None, headers={"X-Authenticated-User": "bad user!"}, ip="10.2.0.5")
+    r = buy(g, "h1", None, headers={IDENTITY_HEADER: "bad user!"}, ip="10.2.0.5")
     eq((r.status, r.json.get("reason")), (401, "bad_subject"), "an invalid user in the header")
     r = buy(g, "h1", None, headers=hdr, body={"user_id": "erin"}, ip="10.2.0.6")
     eq((r.status, r.json.get("error")), (403, "identity_mismatch"), "body user_id vs header")

@@ -11,8 +11,6 @@ that user reads the entry without its status token. The owner of an order
 reads it after a restart (the spool replay records the owners) and on another
 gateway that reads it from the same Kafka (the consumer records them). Header mode:
 a room join from the trusted proxy is the header's user, from anyone else 403."""
-import http.client
-import json
 import os
 import shutil
 import subprocess
@@ -20,13 +18,13 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import BIN, check, eq, finish, Gateway, need_binary, Resp  # noqa: E402
+from fg import (BIN, bearer_headers, check, eq, finish, identity_gateway,  # noqa: E402
+                IDENTITY_HEADER, mint_token, need_binary, request)
 import fgq  # noqa: E402
 
 need_binary("flashgate")
 need_binary("flashgate-token")
 
-XFF_TRUST = ["--server-trusted-proxies", "127.0.0.1"]
 _ips = iter(range(1, 60000))
 
 
@@ -37,58 +35,28 @@ def fresh_ip():
     return "10.9.%d.%d" % (n // 250, n % 250 + 1)
 
 
-def mint(data_dir, user):
-    out = subprocess.run([os.path.join(BIN, "flashgate-token"), "--data-dir", data_dir, user],
-                         capture_output=True, text=True, timeout=20)
-    if out.returncode != 0:
-        raise RuntimeError("flashgate-token: %s" % out.stderr)
-    return out.stdout.strip()
-
-
-def req(port, method, path, body=None, headers=None, source="127.0.0.1"):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
-    h = dict(headers or {})
-    if isinstance(body, dict):
-        body = json.dumps(body)
-        h.setdefault("Content-Type", "application/json")
-    c.request(method, path, body=body, headers=h)
-    r = c.getresponse()
-    out = Resp(r.status, r.getheaders(), r.read())
-    c.close()
-    return out
-
-
 def auth(token, extra=None):
-    h = {"X-Forwarded-For": fresh_ip()}
-    if token:
-        h["Authorization"] = "Bearer " + token
-    h.update(extra or {})
-    return h
+    return bearer_headers(token, fresh_ip(), extra)
 
 
 def join(g, sale, token=None, query="", headers=None, method="GET", source="127.0.0.1"):
     path = "/v1/sales/%s/queue" % sale + ("?" + query if query else "")
-    return req(g.port, method, path, headers=auth(token, headers), source=source)
+    return request(g.port, method, path, headers=auth(token, headers), source=source)
 
 
 def buy(g, sale, token=None, body=None, admission=None):
     h = {}
     if admission:
         h["X-Admission-Token"] = admission
-    return req(g.port, "POST", "/v1/sales/%s/orders" % sale,
-               body=body if body is not None else {"qty": 1}, headers=auth(token, h))
+    return g.post_order(sale, body, auth(token, h))
 
 
 def status(g, oid, token=None):
-    return req(g.port, "GET", "/v1/orders/" + oid, headers=auth(token))
+    return request(g.port, "GET", "/v1/orders/" + oid, headers=auth(token))
 
 
 def queued(g, sale):
     return g.get("/v1/sales/%s/queue" % sale).json["queued"]
-
-
-def stock_left(g, sale):
-    return g.get("/v1/sales/" + sale).json["stock_left"]
 
 
 def admitted(g, sale, token, ticket, timeout=10):
@@ -107,10 +75,10 @@ def iso(t):
 
 
 # ---- jwt mode, the data dir's key ----
-g = Gateway(*XFF_TRUST, "--set", "identity.mode=jwt", "--kafka-brokers", "none").start()
+g = identity_gateway("jwt", "--kafka-brokers", "none").start()
 try:
-    tok = {u: mint(g.data_dir, u) for u in ("victim-42", "victim-43", "mallory", "eve",
-                                               "victim-46", "victim-47")}
+    tok = {u: mint_token(g.data_dir, u) for u in ("victim-42", "victim-43", "mallory", "eve",
+                                                  "victim-46", "victim-47")}
     mallory = tok["mallory"]
     eq(g.admin("PUT", "/admin/v1/degrade", body={"level": 0}).status, 200, "level 0 pinned")
     r = g.admin("PUT", "/admin/v1/sales/wr", body={"stock": 10, "per_user_limit": 1,
@@ -165,11 +133,11 @@ try:
     eq((r.status, r.json.get("reason")), (403, "missing"), "no admission token: reason missing")
     r = buy(g, "wr", mallory, admission="1." + v_adm.split(".")[1])
     eq((r.status, r.json.get("reason")), (403, "expired"), "an expired admission token")
-    eq(stock_left(g, "wr"), 10, "the refused buys took nothing")
+    eq(g.stock_left("wr"), 10, "the refused buys took nothing")
     r = buy(g, "wr", tok["victim-42"], admission=v_adm)
     eq(r.status, 202, "the victim buys with its own admission token")
     eq(buy(g, "wr", mallory, admission=m_adm).status, 202, "mallory buys with its own")
-    eq(stock_left(g, "wr"), 8, "two units, one each")
+    eq(g.stock_left("wr"), 8, "two units, one each")
 
     # targeted lockout: joins of a decoy room naming victim-43 leave its bucket whole
     eq(g.admin("PUT", "/admin/v1/sales/decoy", body={"stock": 5, "waiting_room_rate": 1000})
@@ -260,7 +228,7 @@ finally:
     g.cleanup()
 
 # ---- two gateways on one Kafka: the other gateway knows the order's buyer too ----
-a = Gateway(*XFF_TRUST, "--set", "identity.mode=jwt", "--kafka-brokers", "embedded").start()
+a = identity_gateway("jwt", "--kafka-brokers", "embedded").start()
 b = None
 try:
     boot = fgq.bootstrap(a.data_dir)
@@ -269,14 +237,13 @@ try:
                           "--jwks"], capture_output=True, text=True, timeout=20)
     with open(jwks, "w") as f:
         f.write(out.stdout)
-    b = Gateway(*XFF_TRUST, "--set", "identity.mode=jwt", "--set", "identity.jwks_file=" + jwks,
-                "--kafka-brokers", boot)
+    b = identity_gateway("jwt", "--set", "identity.jwks_file=" + jwks, "--kafka-brokers", boot)
     # one status key for both, as a fleet shares it through Redis
     os.makedirs(b.data_dir, exist_ok=True)
     shutil.copy(os.path.join(a.data_dir, "status.key"), os.path.join(b.data_dir, "status.key"))
     os.chmod(os.path.join(b.data_dir, "status.key"), 0o600)
     b.start()
-    buyer, other = mint(a.data_dir, "kbuyer"), mint(a.data_dir, "kother")
+    buyer, other = mint_token(a.data_dir, "kbuyer"), mint_token(a.data_dir, "kother")
     a.put_sale("k1", stock=3, per_user_limit=1)
     r = buy(a, "k1", buyer)
     eq(r.status, 202, "a buy on gateway a")
@@ -294,12 +261,11 @@ finally:
             x.cleanup()
 
 # ---- header mode: the room join from the trusted proxy, and from anyone else ----
-g = Gateway("--server-trusted-proxies", "127.0.0.1", "--set", "identity.mode=header",
-            "--set", "identity.header=X-Authenticated-User", "--kafka-brokers", "none").start()
+g = identity_gateway("header", "--kafka-brokers", "none").start()
 try:
     eq(g.admin("PUT", "/admin/v1/sales/hr", body={"stock": 5, "waiting_room_rate": 1000})
        .status, 201, "a sale with a waiting room")
-    dave = {"X-Authenticated-User": "dave"}
+    dave = {IDENTITY_HEADER: "dave"}
     r = join(g, "hr", None, "join", headers=dave, source="127.0.0.2")
     eq((r.status, r.json.get("error")), (403, "forbidden"), "the header from an untrusted peer")
     r = join(g, "hr", None, "user_id=dave", source="127.0.0.2")

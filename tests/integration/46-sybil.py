@@ -13,53 +13,20 @@ flashgate-settle.
   - flashgate-load exits 1 (the audit FAILs): the rehearsal has teeth. It turns
     green when the gateway takes one entry per person.
 Bounded: 2,900 accounts over 3 s, loopback only (~10 s)."""
-import json
-import math
 import os
-import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import BIN, SRC, Gateway, check, eq, finish, need_binary  # noqa: E402
-from fgq import Settle, bootstrap  # noqa: E402
+from fg import SRC, check, eq, finish, need_binary  # noqa: E402
+from fgq import Rehearsal, hyper_limit, load_report  # noqa: E402
 
 for b in ("flashgate", "flashgate-load", "flashgate-settle"):
     need_binary(b)
 
 
-def hyper_limit(N, n, K, tail=2.87e-7):
-    """Smallest x with P(X > x) < tail for X ~ Hypergeometric(N, n, min(K, N)), as the audit."""
-    K = min(K, N)
-
-    def lc(a, b):
-        return math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)
-    cdf = 0.0
-    for x in range(max(0, K - (N - n)), min(n, K) + 1):
-        cdf += math.exp(lc(n, x) + lc(N - n, K - x) - lc(N, K))
-        if 1 - cdf < tail:
-            return x
-    return min(n, K)
-
-
-tmp = tempfile.mkdtemp(prefix="fg-sybil-")
-g = Gateway("--server-trusted-proxies", "127.0.0.1/32", "--threads", "2")
-st = None
-try:
-    g.start()
-    boot = bootstrap(g.data_dir, timeout=30)
-    st = Settle(g.data_dir, tmp=tmp).start()
-    out = os.path.join(tmp, "out")
-    p = subprocess.run([os.path.join(BIN, "flashgate-load"),
-                        "--scenario", os.path.join(SRC, "loadtest/scenarios/sybil.json"),
-                        "--target", "http://127.0.0.1:%d" % g.port,
-                        "--admin", "http://127.0.0.1:%d" % g.admin_port,
-                        "--admin-token", g.token, "--kafka-brokers", boot,
-                        "--db", st.db_path, "--out", out, "--quiet"],
-                       capture_output=True, text=True, timeout=120)
-    print(p.stdout)
+with Rehearsal("fg-sybil-") as reh:
+    p, lines, out = reh.load(os.path.join(SRC, "loadtest/scenarios/sybil.json"), "out")
     eq(p.returncode, 1, "flashgate-load exits 1: the audit FAILs")
-    lines = {ln.split(":")[0]: ln for ln in p.stdout.splitlines() if ":" in ln}
     for c in ("PASS stock", "PASS no_oversell", "PASS kafka", "PASS db", "PASS per_user_limit",
               "FAIL fairness"):
         check(c in lines, "%s (%s)" % (c, lines.get(c.split()[1], "no line")))
@@ -71,8 +38,7 @@ try:
     check("top operator" in fl and "per person" in fl, "units per person of the top operators")
     check("audit: FAIL" in p.stdout, "audit: FAIL printed")
 
-    with open(os.path.join(out, "report.json")) as f:
-        rep = json.load(f)
+    rep = load_report(out)
     fair = rep["figures"]["fair"]
     cls = fair["classes"]
     sc, pp = cls["scalpers"], cls["people"]
@@ -99,12 +65,4 @@ try:
           "top operators, most units first: %r" % ops[:2])
     eq([c["result"] for c in rep["audit"]["checks"] if c["name"] == "fairness"], ["FAIL"],
        "report.json: fairness FAIL")
-except Exception:
-    print(g.logs())
-    raise
-finally:
-    if st:
-        st.stop()
-    g.cleanup()
-    subprocess.run(["rm", "-rf", tmp])
 finish()

@@ -10,15 +10,12 @@ with the embedded broker and flashgate-settle, audited by flashgate-load:
     level, reported, not enforced), so the line is not one that cannot fail.
 Bounded: 3,000 users over 3 s per run, loopback only."""
 import json
-import math
 import os
-import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import BIN, Gateway, check, eq, finish, need_binary  # noqa: E402
-from fgq import Settle, bootstrap  # noqa: E402
+from fg import check, eq, finish, need_binary  # noqa: E402
+from fgq import Rehearsal, hyper_limit, load_report  # noqa: E402
 
 for b in ("flashgate", "flashgate-load", "flashgate-settle"):
     need_binary(b)
@@ -38,25 +35,9 @@ SCENARIO = {
                  {"kind": "decay", "duration_s": 0.5, "rate": 600, "rate_end": 50}],
 }
 
-def hyper_limit(N, n, K):
-    """Smallest x with P(X > x) < 2.87e-7 (5 sigma) for X ~ Hypergeometric(N, n, K), as the audit."""
-    def lc(a, b):
-        return math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)
-    cdf = 0.0
-    for x in range(max(0, K - (N - n)), min(n, K) + 1):
-        cdf += math.exp(lc(n, x) + lc(N - n, K - x) - lc(N, K))
-        if 1 - cdf < 2.87e-7:
-            return x
-    return min(n, K)
 
-
-tmp = tempfile.mkdtemp(prefix="fg-fair-reh-")
-g = Gateway("--server-trusted-proxies", "127.0.0.1/32", "--threads", "2")
-st = None
-try:
-    g.start()
-    boot = bootstrap(g.data_dir, timeout=30)
-    st = Settle(g.data_dir, tmp=tmp).start()
+with Rehearsal("fg-fair-reh-") as reh:
+    g = reh.gateway
 
     def run(sale, window_ms):
         sc = json.loads(json.dumps(SCENARIO))
@@ -66,23 +47,13 @@ try:
         if window_ms:
             sc["sale"]["fair_window_ms"] = window_ms
             sc["sale"]["fair_early_ms"] = 400
-        path = os.path.join(tmp, sale + ".json")
+        path = os.path.join(reh.tmp, sale + ".json")
         with open(path, "w") as f:
             json.dump(sc, f)
-        out = os.path.join(tmp, "out-" + sale)
-        p = subprocess.run([os.path.join(BIN, "flashgate-load"), "--scenario", path,
-                            "--target", "http://127.0.0.1:%d" % g.port,
-                            "--admin", "http://127.0.0.1:%d" % g.admin_port,
-                            "--admin-token", g.token, "--kafka-brokers", boot,
-                            "--db", st.db_path, "--out", out, "--quiet"],
-                           capture_output=True, text=True, timeout=120)
-        print(p.stdout)
+        p, lines, out = reh.load(path, "out-" + sale)
         if p.returncode not in (0, 1):
             raise RuntimeError("flashgate-load exit %d: %s" % (p.returncode, p.stderr[-2000:]))
-        lines = {ln.split(":")[0]: ln for ln in p.stdout.splitlines() if ":" in ln}
-        with open(os.path.join(out, "report.json")) as f:
-            rep = json.load(f)
-        return p.returncode, lines, rep
+        return p.returncode, lines, load_report(out)
 
     # --- with the window ---
     rc, lines, rep = run("it-fair", 1000)
@@ -114,12 +85,4 @@ try:
        "report.json: fairness WARN")
     o = rep["figures"]["orders"]
     print("first-come: bots won %d of %d units" % (o["won_by_bots"], o["units"]))
-except Exception:
-    print(g.logs())
-    raise
-finally:
-    if st:
-        st.stop()
-    g.cleanup()
-    subprocess.run(["rm", "-rf", tmp])
 finish()

@@ -72,8 +72,12 @@ class Resp:
         return "Resp(%d, %r)" % (self.status, self.raw[:200])
 
 
-def request(port, method, path, body=None, headers=None, timeout=10):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def request(port, method, path, body=None, headers=None, timeout=10, source=None):
+    """One request to 127.0.0.1:port on a new connection; a dict or list body is
+    sent as JSON. source: the local address to connect from (e.g. "127.0.0.2",
+    a peer that is not a trusted proxy); None: the kernel's choice."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout,
+                                   source_address=(source, 0) if source else None)
     h = dict(headers or {})
     if isinstance(body, (dict, list)):
         body = json.dumps(body)
@@ -83,6 +87,26 @@ def request(port, method, path, body=None, headers=None, timeout=10):
     out = Resp(r.status, r.getheaders(), r.read())
     c.close()
     return out
+
+
+def mint_token(data_dir, user, *opts):
+    """A buyer token for user from flashgate-token with the key in data_dir (opts:
+    its flags, e.g. "--ttl", "1" or "--init" to create the key)."""
+    out = subprocess.run([os.path.join(BIN, "flashgate-token"), "--data-dir", data_dir]
+                         + list(opts) + [user], capture_output=True, text=True, timeout=20)
+    if out.returncode != 0:
+        raise RuntimeError("flashgate-token: %s" % out.stderr)
+    return out.stdout.strip()
+
+
+def bearer_headers(token, ip, extra=None):
+    """A buyer's request headers: X-Forwarded-For ip (a client address of the
+    trusted proxy), Authorization: Bearer token unless token is None, then extra."""
+    h = {"X-Forwarded-For": ip}
+    if token is not None:
+        h["Authorization"] = "Bearer " + token
+    h.update(extra or {})
+    return h
 
 
 def order_token(data_dir, oid):
@@ -265,6 +289,17 @@ class Gateway(Server):
             {"user_id": user} if qty is None else {"user_id": user, "qty": qty})
         return request(self.port, "POST", "/v1/sales/%s/orders" % sale, body=body, headers=h)
 
+    def post_order(self, sale, body=None, headers=None, source=None):
+        """POST /v1/sales/{sale}/orders with headers, from source (see request());
+        body: a dict (sent as JSON) or raw bytes, by default {"qty": 1} (no
+        user_id: the buyer is the one the identity mode verifies)."""
+        return request(self.port, "POST", "/v1/sales/%s/orders" % sale,
+                       body=body if body is not None else {"qty": 1}, headers=headers,
+                       source=source)
+
+    def stock_left(self, sale):
+        return self.get("/v1/sales/" + sale).json["stock_left"]
+
     def order_token(self, oid):
         """The order's status token, as the 202 gave it: HMAC-SHA256 of "order:<id>"
         with <data-dir>/status.key, first 16 bytes in base64url (gateway/base/gw_token.c)."""
@@ -299,6 +334,22 @@ class Gateway(Server):
             if "order_id" in rec:
                 ids.append(rec["order_id"])
         return ids
+
+
+# The trusted proxy of the identity tests: their requests come from 127.0.0.1 with
+# the client's address in X-Forwarded-For; 127.0.0.2 is a peer that is not trusted.
+TRUSTED_PROXY = ["--server-trusted-proxies", "127.0.0.1"]
+IDENTITY_HEADER = "X-Authenticated-User"
+
+
+def identity_gateway(mode, *args, **kw):
+    """A Gateway (not started) behind TRUSTED_PROXY with identity.mode=mode: "jwt"
+    (the data dir's key, tokens from mint_token) or "header" (the user in
+    IDENTITY_HEADER, set by the proxy); args: more flags, kw: Gateway's."""
+    flags = TRUSTED_PROXY + ["--set", "identity.mode=" + mode]
+    if mode == "header":
+        flags += ["--set", "identity.header=" + IDENTITY_HEADER]
+    return Gateway(*(flags + list(args)), **kw)
 
 
 def rfc3339(t):

@@ -7,6 +7,7 @@ by PID. Standard library only (PostgreSQL is queried with psql).
 """
 import http.client
 import json
+import math
 import os
 import shutil
 import signal
@@ -313,3 +314,74 @@ def dups(ids):
     for i in ids:
         (d if i in seen else seen).add(i)
     return d
+
+
+def hyper_limit(N, n, K, tail=2.87e-7):
+    """The audit's fairness tolerance (loadtest/lt_audit.h, LT_FAIR_TAIL): the smallest
+    x with P(X > x) < tail for X ~ Hypergeometric(N, n, min(K, N)), the units a class
+    of n of N entrants wins by chance when K units go to entrants."""
+    K = min(K, N)
+
+    def lc(a, b):
+        return math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)
+    cdf = 0.0
+    for x in range(max(0, K - (N - n)), min(n, K) + 1):
+        cdf += math.exp(lc(n, x) + lc(N - n, K - x) - lc(N, K))
+        if 1 - cdf < tail:
+            return x
+    return min(n, K)
+
+
+class Rehearsal:
+    """flashgate-load's audited rehearsals against one real gateway (2 threads,
+    behind the trusted proxy 127.0.0.1/32) with the embedded broker and a
+    flashgate-settle writing SQLite, all in one temp dir. A context manager: the
+    `with` starts them, and stops them and removes the dir at its end, after
+    printing the gateway's log when an exception ends it."""
+
+    def __init__(self, prefix):
+        self.tmp = tempfile.mkdtemp(prefix=prefix)
+        self.gateway = fg.Gateway("--server-trusted-proxies", "127.0.0.1/32", "--threads", "2")
+        self.settle = None
+        self.boot = None
+
+    def __enter__(self):
+        try:
+            self.gateway.start()
+            self.boot = bootstrap(self.gateway.data_dir, timeout=30)
+            self.settle = Settle(self.gateway.data_dir, tmp=self.tmp).start()
+        except Exception as e:
+            self.__exit__(type(e), e, e.__traceback__)
+            raise
+        return self
+
+    def __exit__(self, etype, exc, tb):
+        if etype is not None and issubclass(etype, Exception):
+            print(self.gateway.logs())
+        if self.settle:
+            self.settle.stop()
+        self.gateway.cleanup()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        return False
+
+    def load(self, scenario, name, timeout=120):
+        """Runs flashgate-load --quiet on the scenario file (its target, admin API,
+        broker and database: this rehearsal's), its output in <tmp>/<name>, and
+        prints what it printed. Returns (the process, its output lines by what
+        precedes their first ':' (e.g. "PASS stock"), the output dir)."""
+        g, out = self.gateway, os.path.join(self.tmp, name)
+        p = subprocess.run([os.path.join(BIN, "flashgate-load"), "--scenario", scenario,
+                            "--target", "http://127.0.0.1:%d" % g.port,
+                            "--admin", "http://127.0.0.1:%d" % g.admin_port,
+                            "--admin-token", g.token, "--kafka-brokers", self.boot,
+                            "--db", self.settle.db_path, "--out", out, "--quiet"],
+                           capture_output=True, text=True, timeout=timeout)
+        print(p.stdout)
+        lines = {ln.split(":")[0]: ln for ln in p.stdout.splitlines() if ":" in ln}
+        return p, lines, out
+
+
+def load_report(out):
+    """flashgate-load's report.json in its output dir out."""
+    with open(os.path.join(out, "report.json")) as f:
+        return json.load(f)

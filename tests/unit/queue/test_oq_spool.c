@@ -30,6 +30,8 @@
 
 #include <cmocka.h>
 
+#include "tests/unit/queue/spool_files.h"
+
 static char g_self[4096];
 
 typedef struct {
@@ -148,12 +150,6 @@ static void append_n(oq_spool_t *sp, size_t first, size_t n)
         make_order(&o, i);
         assert_int_equal(oq_spool_append(sp, &o, 1), 0);
     }
-}
-
-static char *seg_path(const char *dir, uint64_t seg, char *buf, size_t len)
-{
-    snprintf(buf, len, "%s/spool-%016llx.log", dir, (unsigned long long)seg);
-    return buf;
 }
 
 static off_t file_size(const char *path)
@@ -424,7 +420,7 @@ static void test_torn_tail_garbage(void **state)
     oq_spool_close(sp);
 
     char path[512];
-    seg_path(f->dir, st.end.seg, path, sizeof(path));
+    spool_seg_path(f->dir, st.end.seg, path, sizeof(path));
     assert_int_equal(file_size(path), (off_t)st.end.off);
     int fd = open(path, O_WRONLY | O_APPEND);
     const char garbage[] = "\x40\x00\x00\x00garbage that is not a record";
@@ -460,7 +456,7 @@ static void test_torn_tail_mid_record_and_bitflip(void **state)
     oq_spool_close(sp);
 
     char path[512];
-    seg_path(f->dir, end.seg, path, sizeof(path));
+    spool_seg_path(f->dir, end.seg, path, sizeof(path));
     /* a write torn in the middle of the last record */
     assert_int_equal(truncate(path, (off_t)end.off - 9), 0);
     sp = open_spool(f->dir, 0, 0);
@@ -501,7 +497,7 @@ static void test_corrupt_older_segment_is_an_error(void **state)
     oq_spool_close(sp);
 
     char path[512];
-    seg_path(f->dir, 2, path, sizeof(path));
+    spool_seg_path(f->dir, 2, path, sizeof(path));
     off_t size = file_size(path);
     int fd = open(path, O_RDWR);
     assert_true(fd >= 0);
@@ -550,14 +546,9 @@ static void test_zeroed_tail_of_older_segment_is_a_tear(void **state)
     oq_spool_close(sp);
 
     char path[512];
-    seg_path(f->dir, 2, path, sizeof(path));
+    spool_seg_path(f->dir, 2, path, sizeof(path));
     off_t size = file_size(path);
-    static const unsigned char zeros[4096];
-    int fd = open(path, O_RDWR);
-    assert_true(fd >= 0);
-    assert_int_equal(pwrite(fd, zeros, (size_t)(size - (off_t)cut.off), (off_t)cut.off),
-                     size - (off_t)cut.off);
-    close(fd);
+    spool_zero_range(f->dir, 2, cut.off, (uint64_t)size);
 
     sp = open_spool(f->dir, 2000, 0);
     assert_int_equal(file_size(path), (off_t)cut.off); /* the zeros were cut */
@@ -741,13 +732,7 @@ static void test_write_zeroed_below_release_point(void **state)
     free(c);
     oq_spool_close(sp);
 
-    char path[512];
-    static const unsigned char zeros[4096];
-    int fd = open(seg_path(f->dir, hole.seg, path, sizeof(path)), O_RDWR);
-    assert_true(fd >= 0);
-    size_t len = (size_t)(hole_end.off - hole.off);
-    assert_int_equal(pwrite(fd, zeros, len, (off_t)hole.off), (ssize_t)len);
-    close(fd);
+    spool_zero_range(f->dir, hole.seg, hole.off, hole_end.off);
 
     sp = open_spool(f->dir, 0, 0);
     c = scan_all(sp, (oq_pos_t){0, 0}, &n);
@@ -778,13 +763,7 @@ static void test_fsync_damage_below_point_keeps_confirmed(void **state)
     free(c);
     oq_spool_close(sp);
 
-    char path[512];
-    static const unsigned char zeros[4096];
-    int fd = open(seg_path(f->dir, hole.seg, path, sizeof(path)), O_RDWR);
-    assert_true(fd >= 0);
-    size_t len = (size_t)(hole_end.off - hole.off);
-    assert_int_equal(pwrite(fd, zeros, len, (off_t)hole.off), (ssize_t)len);
-    close(fd);
+    spool_zero_range(f->dir, hole.seg, hole.off, hole_end.off);
 
     sp = NULL;
     assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
@@ -854,7 +833,7 @@ static void test_power_loss_below_release_point(void **state)
     oq_spool_stats(sp, &st);
     assert_int_equal(oq_spool_release(sp, st.end), 0);
     oq_spool_close(sp);
-    assert_int_equal(truncate(seg_path(f->dir, st.end.seg, path, sizeof(path)), 0), 0);
+    assert_int_equal(truncate(spool_seg_path(f->dir, st.end.seg, path, sizeof(path)), 0), 0);
     relay_sees_orders_after_reopen(f->dir, 0);
 
     /* 2. it comes back cut in the middle of a record below the release point: nothing
@@ -868,8 +847,8 @@ static void test_power_loss_below_release_point(void **state)
     free(c);
     assert_int_equal(oq_spool_release(sp, end), 0);
     oq_spool_close(sp);
-    assert_int_equal(truncate(seg_path(f->dir, cut.seg, path, sizeof(path)), (off_t)cut.off + 9),
-                     0);
+    assert_int_equal(
+        truncate(spool_seg_path(f->dir, cut.seg, path, sizeof(path)), (off_t)cut.off + 9), 0);
     relay_sees_orders_after_reopen(f->dir, 0);
 
     /* 3. older segments kept (oq_spool_release_keep) and the released one empty: it
@@ -881,7 +860,7 @@ static void test_power_loss_below_release_point(void **state)
     assert_true(st.segments >= 3);
     assert_int_equal(oq_spool_release_keep(sp, st.end), 0);
     oq_spool_close(sp);
-    assert_int_equal(truncate(seg_path(f->dir, st.end.seg, path, sizeof(path)), 0), 0);
+    assert_int_equal(truncate(spool_seg_path(f->dir, st.end.seg, path, sizeof(path)), 0), 0);
     relay_sees_orders_after_reopen(f->dir, 1500);
 }
 
@@ -906,7 +885,7 @@ static void test_space_cap(void **state)
     oq_spool_stats(sp, &st);
     assert_true(st.unreleased_bytes <= 4096);
     char path[512];
-    seg_path(f->dir, st.end.seg, path, sizeof(path));
+    spool_seg_path(f->dir, st.end.seg, path, sizeof(path));
     off_t before = file_size(path);
     assert_int_equal(oq_spool_append(sp, &o, 1), CM_EBUSY); /* writes nothing */
     assert_int_equal(oq_spool_append_event(sp, "{}", 2), 0); /* a small one still fits */
@@ -937,7 +916,7 @@ static void test_release_and_rolling(void **state)
     /* every segment stays within segment_bytes */
     for (uint64_t s = 1; s <= st.end.seg; s++) {
         char p[512];
-        assert_true(file_size(seg_path(f->dir, s, p, sizeof(p))) <= 1500);
+        assert_true(file_size(spool_seg_path(f->dir, s, p, sizeof(p))) <= 1500);
     }
     oq_pos_t mid = c->recs[49].next;
     uint64_t mid_bytes = 0;
@@ -952,8 +931,8 @@ static void test_release_and_rolling(void **state)
     /* wholly released segments are gone, the others stay */
     char p[512];
     for (uint64_t s = 1; s < mid.seg; s++)
-        assert_int_equal(file_size(seg_path(f->dir, s, p, sizeof(p))), -1);
-    assert_true(file_size(seg_path(f->dir, mid.seg, p, sizeof(p))) > 0);
+        assert_int_equal(file_size(spool_seg_path(f->dir, s, p, sizeof(p))), -1);
+    assert_true(file_size(spool_seg_path(f->dir, mid.seg, p, sizeof(p))) > 0);
     /* the release point is persisted as text */
     snprintf(p, sizeof(p), "%s/released", f->dir);
     FILE *rf = fopen(p, "r");
@@ -1027,7 +1006,7 @@ static void test_point_older_than_deleted_segments(void **state)
     /* the segments wholly before p2 deleted, the point on disk still p1 */
     char path[512];
     for (uint64_t s = p1.seg; s < p2.seg; s++)
-        assert_int_equal(unlink(seg_path(f->dir, s, path, sizeof(path))), 0);
+        assert_int_equal(unlink(spool_seg_path(f->dir, s, path, sizeof(path))), 0);
     size_t first = 0; /* the first record left: the first one of segment p2.seg */
     while (c->recs[first].pos.seg < p2.seg)
         first++;
@@ -1093,7 +1072,7 @@ static void test_release_keep(void **state)
     oq_spool_stats(sp, &st2);
     assert_true(st2.segments < st.segments);
     char p[512];
-    assert_int_equal(file_size(seg_path(f->dir, 1, p, sizeof(p))), -1);
+    assert_int_equal(file_size(spool_seg_path(f->dir, 1, p, sizeof(p))), -1);
     free(c);
     oq_spool_close(sp);
 }
@@ -1330,7 +1309,7 @@ static void test_tool_dump_and_stats(void **state)
     assert_int_equal(run_tool("--help", out, sizeof(out), &nl), 0);
     /* corrupt first segment (not the last): exit 1 */
     char path[512];
-    seg_path(f->dir, st.end.seg - 1, path, sizeof(path));
+    spool_seg_path(f->dir, st.end.seg - 1, path, sizeof(path));
     int fd = open(path, O_RDWR);
     assert_true(fd >= 0);
     assert_int_equal(pwrite(fd, "\xff\xff\xff", 3, 4), 3);
@@ -1368,7 +1347,7 @@ static void test_roll_swaps_in_a_spare(void **state)
         /* the next segment exists, created off the append path, before it is needed */
         char p[512];
         struct stat spare, now;
-        assert_true(wait_file(seg_path(f->dir, st.end.seg + 1, p, sizeof(p)), &spare));
+        assert_true(wait_file(spool_seg_path(f->dir, st.end.seg + 1, p, sizeof(p)), &spare));
         assert_int_equal(spare.st_size, 0);
         uint64_t seg = st.end.seg;
         size_t i = 0;
@@ -1377,7 +1356,7 @@ static void test_roll_swaps_in_a_spare(void **state)
             oq_spool_stats(sp, &st);
         }
         /* the roll took that very file: same inode, nothing created inline */
-        assert_int_equal(stat(seg_path(f->dir, st.end.seg, p, sizeof(p)), &now), 0);
+        assert_int_equal(stat(spool_seg_path(f->dir, st.end.seg, p, sizeof(p)), &now), 0);
         assert_int_equal(now.st_ino, spare.st_ino);
         assert_int_equal(st.rolls, (uint64_t)roll + 1);
         assert_int_equal(st.rolls_inline, 0);
@@ -1387,8 +1366,8 @@ static void test_roll_swaps_in_a_spare(void **state)
     oq_spool_close(sp);
     /* close leaves no spare behind, and a spare left by a crash is dropped on open */
     char p[512];
-    assert_int_equal(file_size(seg_path(f->dir, st.end.seg + 1, p, sizeof(p))), -1);
-    int fd = open(seg_path(f->dir, st.end.seg + 1, p, sizeof(p)), O_CREAT | O_WRONLY, 0644);
+    assert_int_equal(file_size(spool_seg_path(f->dir, st.end.seg + 1, p, sizeof(p))), -1);
+    int fd = open(spool_seg_path(f->dir, st.end.seg + 1, p, sizeof(p)), O_CREAT | O_WRONLY, 0644);
     assert_true(fd >= 0);
     close(fd);
     sp = open_spool(f->dir, 4096, 0);
@@ -1681,7 +1660,7 @@ static void test_reader_survives_a_cut(void **state)
     char path[512];
     oq_spool_stats_t st;
     oq_spool_stats(sp, &st);
-    assert_true(file_size(seg_path(f->dir, st.end.seg, path, sizeof(path))) > 8 * 4096);
+    assert_true(file_size(spool_seg_path(f->dir, st.end.seg, path, sizeof(path))) > 8 * 4096);
     int up[2], down[2];
     assert_int_equal(pipe(up), 0);
     assert_int_equal(pipe(down), 0);
