@@ -6,7 +6,8 @@ flashgate-token --person): the admin's refusals (registration without a
 lottery, one time without the other, closes after the window opens); 201
 the first time, 200 again, and two accounts of one person count once; 401
 without a token; the paginated export, complete; the registrations survive a
-kill -9; after closes_at a registration is 403 registration_closed; in the
+kill -9; past sales.max_registrations a new person is 409 registration_full;
+after closes_at a registration is 403 registration_closed; in the
 window an unregistered person's buy is 403 not_registered (nothing entered)
 and the draw is over registered persons only.
 
@@ -105,7 +106,8 @@ tok = {
 }
 crowd = {"fan%02d" % i: mint("fan%02d" % i, "P-fan%02d" % i) for i in range(20)}
 
-g = Gateway(*IDENTITY, identity_mode=None).start()
+# 23 persons register for "rs" (sales.max_registrations): a 24th is refused
+g = Gateway(*IDENTITY, "--set", "sales.max_registrations=23", identity_mode=None).start()
 try:
     now = time.time()
     # --- the admin's refusals change nothing ---
@@ -179,6 +181,10 @@ try:
     eq(g.admin("GET", "/admin/v1/sales/rs").json["registrations"], len(want),
        "registrations after a kill -9")
     eq(register(g, "rs", tok["bob"]).status, 200, "a registered person after the restart")
+    r = register(g, "rs", tok["dave"])
+    eq((r.status, r.json.get("reason")), (409, "registration_full"),
+       "past sales.max_registrations persons")
+    eq(register(g, "rs", tok["alice-laptop"]).status, 200, "a registered person when full: 200")
 
     # --- closes_at: late registrants refused ---
     wait_until(starts + 0.05)
