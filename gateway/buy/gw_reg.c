@@ -292,7 +292,7 @@ void gw_reg_conf_get(gw_server_t *srv, const char *sale_id, int64_t *opens_ms,
 {
     *opens_ms = *closes_ms = 0;
     gw_fair_sale_t *fs = srv->fair ? gw_fair__slot_find(srv->fair, sale_id) : NULL;
-    if (fs && atomic_load(&fs->window_ms) > 0) {
+    if (fs) { /* also without a window: a PUT that removes the lottery is refused for it */
         *opens_ms = atomic_load(&fs->reg_opens_ms);
         *closes_ms = atomic_load(&fs->reg_closes_ms);
     }

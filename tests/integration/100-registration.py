@@ -142,6 +142,16 @@ try:
           "the 403 says when: %r" % r.json)
     r = g.admin("PUT", "/admin/v1/sales/plain", body={"stock": 1, "fair_window_ms": 0})
     eq(register(g, "plain", tok["bob"]).status, 404, "a sale without registration")
+    r = g.admin("PUT", "/admin/v1/sales/later", body={
+        "stock": 5, "starts_at": rfc3339(now + 600), "fair_window_ms": 0})
+    eq(r.status, 400, "the lottery of a sale with registration cannot go")
+    eq(g.admin("GET", "/admin/v1/sales/later").json.get("fair_window_ms"), 1000,
+       "the refused PUT changed nothing")
+    r = g.admin("PUT", "/admin/v1/sales/later", body={
+        "stock": 5, "starts_at": rfc3339(now + 600), "fair_window_ms": 1000,
+        "registration_opens_at": None, "registration_closes_at": None})
+    eq((r.status, "registration_opens_at" in r.json), (200, False), "null, null removes it")
+    eq(register(g, "later", tok["bob"]).status, 404, "no registration any more")
     eq(register(g, "nosuch", tok["bob"]).status, 404, "an unknown sale")
 
     # --- the sale: registration now .. starts, lottery window 1.5 s from starts ---
@@ -217,8 +227,9 @@ try:
     check(ok, "the draw finished")
     eq((d["entrants"], d["won_orders"]), (len(entered), 2), "two winners among the entrants")
     check({e["user_id"] for e in d["entries"]} == entered, "every entrant drawn is registered")
+    eq(g.stop(), 0, "the gateway stops cleanly (a sanitizer's report would not)")
 finally:
-    g.stop()
+    g.cleanup()
 
 # --- a fleet of three on Redis: register on one, enter on another ---
 need_redis()
@@ -253,9 +264,11 @@ try:
     eq((r.status, r.json.get("error")), (403, "not_registered"), "unregistered, refused on gw3")
     r = buy(g1, "fr", tok["bob"])
     eq((r.status, r.json.get("status")), (202, "entered"), "bob enters on gw1")
+    for g in gws:
+        eq(g.stop(), 0, "a fleet gateway stops cleanly")
 finally:
     for g in gws:
-        g.stop()
+        g.cleanup()
     redis.stop()
 
 finish()
