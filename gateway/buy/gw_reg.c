@@ -287,8 +287,7 @@ void gw_fair__reg_token_apply(gw_fair_sale_t *fs, const char *conf)
     atomic_store(&fs->reg_opens_ms, o);
 }
 
-void gw_reg_conf_get(gw_server_t *srv, const char *sale_id, int64_t *opens_ms,
-                     int64_t *closes_ms)
+void gw_reg_conf_get(gw_server_t *srv, const char *sale_id, int64_t *opens_ms, int64_t *closes_ms)
 {
     *opens_ms = *closes_ms = 0;
     gw_fair_sale_t *fs = srv->fair ? gw_fair__slot_find(srv->fair, sale_id) : NULL;
@@ -348,8 +347,8 @@ int gw_reg_configure(gw_server_t *srv, const char *sale_id, int64_t opens_ms, in
 /*---- the route ----*/
 
 /* The registration's outcome: 1 new, 0 registered already, -1 full; or a negative cm_err_t. */
-static int reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap,
-                   char *why, size_t whylen)
+static int reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap, char *why,
+                   size_t whylen)
 {
     if (f->fleet) {
         inv_fleet_conn_t *c = pool_get(f, why, whylen);
@@ -486,8 +485,7 @@ bool gw_reg_entry_ok(gw_req_t *r, void *fsv)
     char why[256] = "";
     if (f->fleet) {
         inv_fleet_conn_t *c = pool_get(f, why, sizeof(why));
-        int rc = c ? inv_reg_has(c, fs->sale_id, r->person, &has, why, sizeof(why))
-                   : CM_EBACKEND;
+        int rc = c ? inv_reg_has(c, fs->sale_id, r->person, &has, why, sizeof(why)) : CM_EBACKEND;
         pool_put(f, c);
         if (rc) {
             gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
@@ -510,8 +508,7 @@ bool gw_reg_entry_ok(gw_req_t *r, void *fsv)
 
 /*---- admin ----*/
 
-int gw_reg_count(gw_server_t *srv, const char *sale_id, long long *n, char *errbuf,
-                 size_t errlen)
+int gw_reg_count(gw_server_t *srv, const char *sale_id, long long *n, char *errbuf, size_t errlen)
 {
     *n = 0;
     gw_fair_t *f = srv->fair;
@@ -576,8 +573,8 @@ void *gw_reg_export_json(gw_server_t *srv, const char *sale_id, uint64_t cursor,
         pthread_mutex_unlock(&fs->reg_mu);
     }
     *rc = 0;
-    json_t *o = json_pack("{s:s,s:I,s:o}", "sale_id", sale_id, "count", (json_int_t)total,
-                          "persons", arr);
+    json_t *o =
+        json_pack("{s:s,s:I,s:o}", "sale_id", sale_id, "count", (json_int_t)total, "persons", arr);
     if (end < total) {
         char nc[24];
         snprintf(nc, sizeof(nc), "%llu", (unsigned long long)end);

@@ -50,7 +50,7 @@ gw_reg_phase_t gw_reg_phase_at(int64_t opens_ms, int64_t closes_ms, int64_t now_
 int gw_reg_window_check(int64_t opens_ms, int64_t closes_ms, int64_t window_ms,
                         int64_t lottery_opens_ms, char *errbuf, size_t errlen);
 
-/* The page [*start, *end) of a list of total persons from cursor (0 = the start) and limit. Pure. */
+/* The page [*start, *end) of total persons from cursor (0 = the start) and limit. Pure. */
 void gw_reg_page(uint64_t total, uint64_t cursor, uint64_t limit, uint64_t *start, uint64_t *end);
 
 #define GW_REG_PAGE_MAX 1000
@@ -67,8 +67,7 @@ void gw_reg_handle(gw_req_t *r);
 bool gw_reg_entry_ok(gw_req_t *r, void *fs);
 
 /* A sale's registration window (0, 0: none). Thread-safe. */
-void gw_reg_conf_get(gw_server_t *srv, const char *sale_id, int64_t *opens_ms,
-                     int64_t *closes_ms);
+void gw_reg_conf_get(gw_server_t *srv, const char *sale_id, int64_t *opens_ms, int64_t *closes_ms);
 
 /*
  * Admin: sets a sale's registration window (0, 0 removes it), checked by the
@@ -81,8 +80,7 @@ int gw_reg_configure(gw_server_t *srv, const char *sale_id, int64_t opens_ms, in
                      char *errbuf, size_t errlen);
 
 /* How many persons registered for the sale (*n). 0 or CM_EBACKEND with a reason. Admin thread. */
-int gw_reg_count(gw_server_t *srv, const char *sale_id, long long *n, char *errbuf,
-                 size_t errlen);
+int gw_reg_count(gw_server_t *srv, const char *sale_id, long long *n, char *errbuf, size_t errlen);
 
 /*
  * GET /admin/v1/sales/{id}/registrations: {"count","persons","next_cursor"}
