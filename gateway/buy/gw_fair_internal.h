@@ -118,6 +118,7 @@ struct gw_fair {
     pthread_mutex_t reg_pool_mu;
     inv_fleet_conn_t *reg_pool[8];
     size_t reg_npool;
+    _Atomic uint64_t reg_taken, reg_refused; /* new registrations here; entries refused here */
 };
 
 #define FLEET_PUSH_WAIT_MS 3000 /* the draw waits this long after the close for every gateway */
@@ -189,6 +190,8 @@ void gw_fair__reg_load(gw_fair_t *f, gw_fair_sale_t *fs);
 int gw_fair__reg_reset(gw_fair_t *f, gw_fair_sale_t *fs);
 /* Frees what fs holds of registration. Single-threaded (close). */
 void gw_fair__reg_free(gw_fair_sale_t *fs);
+/* Adds {"registration": {...}} to the fair stats object o (json_t *). Thread-safe. */
+void gw_fair__reg_stats(gw_fair_t *f, void *o);
 /* Closes the pool of fleet connections. Single-threaded (close). */
 void gw_fair__reg_close(gw_fair_t *f);
 /* The fleet configuration's registration token (" r=<opens>:<closes>", "" for none). */

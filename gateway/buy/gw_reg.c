@@ -356,6 +356,8 @@ static int reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_
         int rc = c ? inv_reg_add(c, fs->sale_id, person, (long long)cap, &added, why, whylen)
                    : CM_EBACKEND;
         pool_put(f, c);
+        if (rc == 0 && added == 1)
+            atomic_fetch_add_explicit(&f->reg_taken, 1, memory_order_relaxed);
         return rc ? rc : added;
     }
     pthread_mutex_lock(&fs->reg_mu);
@@ -372,6 +374,8 @@ static int reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_
         out = 1;
     }
     pthread_mutex_unlock(&fs->reg_mu);
+    if (out == 1)
+        atomic_fetch_add_explicit(&f->reg_taken, 1, memory_order_relaxed);
     if (out == CM_EIO)
         snprintf(why, whylen, "the registration log write failed");
     return out;
@@ -499,6 +503,8 @@ bool gw_reg_entry_ok(gw_req_t *r, void *fsv)
         pthread_mutex_unlock(&fs->reg_mu);
     }
     if (!has)
+        atomic_fetch_add_explicit(&f->reg_refused, 1, memory_order_relaxed);
+    if (!has)
         gw_resp_error(&r->resp, GW_R_NOT_REGISTERED, NULL,
                       "sale %s takes lottery entries only from registered persons, and this "
                       "buyer's person did not register",
@@ -507,6 +513,27 @@ bool gw_reg_entry_ok(gw_req_t *r, void *fsv)
 }
 
 /*---- admin ----*/
+
+void gw_fair__reg_stats(gw_fair_t *f, void *obj)
+{
+    uint64_t sales = 0, persons = 0;
+    size_t n = atomic_load(&f->n);
+    for (size_t i = 0; i < n; i++) {
+        gw_fair_sale_t *fs = f->sales[i];
+        if (atomic_load(&fs->reg_opens_ms) <= 0)
+            continue;
+        sales++;
+        pthread_mutex_lock(&fs->reg_mu);
+        persons += fs->reg ? fs->reg->n : 0;
+        pthread_mutex_unlock(&fs->reg_mu);
+    }
+    json_t *o = json_pack("{s:I,s:I,s:I}", "sales", (json_int_t)sales, "taken",
+                          (json_int_t)atomic_load(&f->reg_taken), "refused_entries",
+                          (json_int_t)atomic_load(&f->reg_refused));
+    if (!f->fleet) /* a fleet's persons are in Redis: GET /admin/v1/sales/{id} counts them */
+        json_object_set_new(o, "persons", json_integer((json_int_t)persons));
+    json_object_set_new(obj, "registration", o);
+}
 
 int gw_reg_count(gw_server_t *srv, const char *sale_id, long long *n, char *errbuf, size_t errlen)
 {

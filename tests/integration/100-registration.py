@@ -207,6 +207,8 @@ try:
     eq((r.status, r.json.get("error")), (403, "not_registered"), "an unregistered person's entry")
     r = buy(g, "rs", tok["eve"])
     eq((r.status, r.json.get("error")), (403, "not_registered"), "a late registrant's entry")
+    st = g.admin("GET", "/admin/v1/stats").json["fair"]["registration"]
+    eq((st["persons"], st["refused_entries"]), (len(want), 2), "the registration's stats")
     entered = set()
     for u in ("alice-phone", "bob", "carol", "fan00", "fan01"):
         r = buy(g, "rs", tok.get(u) or crowd[u])
@@ -264,6 +266,9 @@ try:
     eq((r.status, r.json.get("error")), (403, "not_registered"), "unregistered, refused on gw3")
     r = buy(g1, "fr", tok["bob"])
     eq((r.status, r.json.get("status")), (202, "entered"), "bob enters on gw1")
+    taken = sum(g.admin("GET", "/admin/v1/stats").json["fair"]["registration"]["taken"]
+                for g in gws)
+    eq(taken, 2, "two new registrations taken over the fleet")
     for g in gws:
         eq(g.stop(), 0, "a fleet gateway stops cleanly")
 finally:
