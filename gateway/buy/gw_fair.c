@@ -373,6 +373,7 @@ int gw_fair_open(gw_server_t *srv, char *errbuf, size_t errlen)
             cm_errbuf_set(errbuf, errlen, "cannot open the lottery log of sale %s in %s", id,
                           f->dir);
             json_decref(root);
+            gw_fair__reg_free(fs);
             free(fs);
             return CM_EIO;
         }

@@ -247,8 +247,10 @@ try:
         "registration_opens_at": int((time.time() - 1) * 1000),
         "registration_closes_at": rfc3339(starts)})
     eq(r.status, 201, "fleet sale with registration")
-    ok, _ = wait_for(lambda: register(g3, "fr", tok["bob"]).status == 201, 5)
+    ok, _ = wait_for(lambda: all("registration_opens_at" in g.admin("GET", "/admin/v1/sales/fr").json
+                                 for g in gws), 5)
     check(ok, "the registration reaches every gateway within a poll")
+    eq(register(g3, "fr", tok["bob"]).status, 201, "bob registers on gw3")
     eq(register(g1, "fr", tok["alice-phone"]).status, 201, "alice registers on gw1")
     eq(register(g2, "fr", tok["alice-laptop"]).status, 200, "her other account, on gw2: 200")
     eq(register(g3, "fr", tok["alice-phone"]).status, 200, "again on gw3: 200")
