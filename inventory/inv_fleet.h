@@ -278,4 +278,25 @@ int inv_lottery_winners(inv_fleet_conn_t *c, const char *sale, inv_fleet_pair_fn
 int inv_lottery_winner_put(inv_fleet_conn_t *c, const char *sale, const char *user,
                            const char *order_id, char *errbuf, size_t errlen);
 
+/*---- registration (gateway/buy/gw_reg.c) ----
+ *
+ * Key: {flashgate:fair:<sale>}:reg, a ZSET person -> rank (1, 2, ...), in the
+ * lottery's slot (inv_lottery_clear deletes it with the rest). Returns 0 or
+ * CM_EBACKEND with the reason in errbuf. Not thread-safe on c.
+ */
+
+/* Registers person, one script: *added 1 (new), 0 (registered already) or -1 (cap reached). */
+int inv_reg_add(inv_fleet_conn_t *c, const char *sale, const char *person, long long cap,
+                int *added, char *errbuf, size_t errlen);
+/* Whether person is registered (ZSCORE). */
+int inv_reg_has(inv_fleet_conn_t *c, const char *sale, const char *person, bool *has,
+                char *errbuf, size_t errlen);
+/* How many persons are registered (ZCARD). */
+int inv_reg_count(inv_fleet_conn_t *c, const char *sale, long long *n, char *errbuf,
+                  size_t errlen);
+/* The persons of ranks start..stop (0-based, inclusive) in registration order: fn(ctx, person). */
+int inv_reg_range(inv_fleet_conn_t *c, const char *sale, long long start, long long stop,
+                  void (*fn)(void *ctx, const char *person), void *ctx, char *errbuf,
+                  size_t errlen);
+
 #endif

@@ -521,7 +521,7 @@ int inv_lottery_conf_put(inv_fleet_conn_t *c, const char *sale, const char *valu
 int inv_lottery_clear(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_t errlen)
 {
     static const char *const names[] = {"e", "drawn", "pushed", "lock", "seed", "won", "done",
-                                        "entered"};
+                                        "entered", "reg"};
     enum { N = sizeof(names) / sizeof(names[0]) };
     char keys[N][160];
     const char *argv[N + 1];
@@ -779,6 +779,74 @@ int inv_lottery_winner_put(inv_fleet_conn_t *c, const char *sale, const char *us
     redisReply *r = fcmd(c, k, errbuf, errlen, "HSET %s %s %s", k, user, order_id);
     if (!r)
         return CM_EBACKEND;
+    freeReplyObject(r);
+    return 0;
+}
+
+/*---- registration (gateway/buy/gw_reg.c) ----*/
+
+int inv_reg_add(inv_fleet_conn_t *c, const char *sale, const char *person, long long cap,
+                int *added, char *errbuf, size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "reg");
+    /* The score is the registration's rank (ZCARD + 1: nothing is ever
+     * removed but the whole key), so ZRANGE by rank pages exactly. */
+    static const char script[] =
+        "if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end "
+        "local n = redis.call('ZCARD', KEYS[1]) "
+        "if n >= tonumber(ARGV[2]) then return -1 end "
+        "redis.call('ZADD', KEYS[1], n + 1, ARGV[1]) return 1";
+    redisReply *r = fcmd(c, k, errbuf, errlen, "EVAL %s 1 %s %s %lld", script, k, person, cap);
+    if (!r)
+        return CM_EBACKEND;
+    int rc = r->type == REDIS_REPLY_INTEGER ? 0 : CM_EBACKEND;
+    if (rc)
+        cm_errbuf_set(errbuf, errlen, "unexpected reply");
+    else
+        *added = (int)r->integer;
+    freeReplyObject(r);
+    return rc;
+}
+
+int inv_reg_has(inv_fleet_conn_t *c, const char *sale, const char *person, bool *has,
+                char *errbuf, size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "reg");
+    redisReply *r = fcmd(c, k, errbuf, errlen, "ZSCORE %s %s", k, person);
+    if (!r)
+        return CM_EBACKEND;
+    *has = r->type == REDIS_REPLY_STRING;
+    freeReplyObject(r);
+    return 0;
+}
+
+int inv_reg_count(inv_fleet_conn_t *c, const char *sale, long long *n, char *errbuf,
+                  size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "reg");
+    redisReply *r = fcmd(c, k, errbuf, errlen, "ZCARD %s", k);
+    if (!r)
+        return CM_EBACKEND;
+    *n = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+    freeReplyObject(r);
+    return 0;
+}
+
+int inv_reg_range(inv_fleet_conn_t *c, const char *sale, long long start, long long stop,
+                  void (*fn)(void *ctx, const char *person), void *ctx, char *errbuf,
+                  size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "reg");
+    redisReply *r = fcmd(c, k, errbuf, errlen, "ZRANGE %s %lld %lld", k, start, stop);
+    if (!r)
+        return CM_EBACKEND;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
+        if (r->element[i]->str)
+            fn(ctx, r->element[i]->str);
     freeReplyObject(r);
     return 0;
 }

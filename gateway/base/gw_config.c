@@ -562,6 +562,11 @@ const cm_opt_t gw_config_opts[] = {
      "from the start to this many ms after it, drawn at random; not with waiting_room_rate); "
      "0 = such a sale is first-come",
      NULL},
+    {"sales.max_registrations", CM_OPT_UINT, OFF(max_registrations), 0, "1000000", 1, 100000000,
+     NULL, 0, NULL, "N",
+     "most persons one sale's registration takes (a registration past it gets 409 "
+     "registration_full)",
+     NULL},
     {"server.data_dir", CM_OPT_STR, OFF(data_dir), SZ(data_dir), "./data", 0, 0, NULL, 0,
      "data-dir", "DIR", "directory for the order spool and local state", v_nonempty},
     {"log.level", CM_OPT_ENUM, OFF(log_level), 0, "info", 0, 0, cm_log_level_names, 0, NULL, NULL,

@@ -52,6 +52,8 @@ struct gw_px_req;
     XX(FORBIDDEN, 403, "forbidden", 0)                                                             \
     XX(ADMISSION_REQUIRED, 403, "admission_required", 0)                                           \
     XX(IDENTITY_MISMATCH, 403, "identity_mismatch", 0)                                             \
+    XX(REGISTRATION_CLOSED, 403, "registration_closed", 0)                                         \
+    XX(NOT_REGISTERED, 403, "not_registered", 0)                                                   \
     XX(NOT_FOUND, 404, "not_found", 0)                                                             \
     XX(UNKNOWN_SALE, 404, "unknown_sale", 0)                                                       \
     XX(UNKNOWN_ORDER, 404, "unknown_order", 0)                                                     \
@@ -106,6 +108,7 @@ typedef enum {
     XX(ORDER, "order", "GET, HEAD", "/v1/orders/{order_id}")                                       \
     XX(SALE, "sale", "GET, HEAD", "/v1/sales/{sale_id}")                                           \
     XX(QUEUE, "queue", "GET, HEAD", "/v1/sales/{sale_id}/queue")                                   \
+    XX(REGISTER, "register", "POST", "/v1/sales/{sale_id}/registrations")                          \
     XX(HEALTH, "healthz", "GET, HEAD", "/healthz")                                                 \
     XX(READY, "readyz", "GET, HEAD", "/readyz")
 

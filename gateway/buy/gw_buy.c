@@ -30,6 +30,7 @@
 #include "gateway/buy/gw_buy.h"
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_identity.h"
+#include "gateway/buy/gw_reg.h"
 #include "gateway/edge/gw_edge.h"
 #include "gateway/overload/gw_ol.h"
 #include "queue/oq_relay.h"
@@ -804,6 +805,8 @@ bool gw_buy_handle(gw_req_t *r)
 
     /* 4b. the lottery: an entry instead of an order, or wait for the draw */
     if (phase == GW_FAIR_ENTER) {
+        if (!gw_reg_entry_ok(r, fair)) /* registration: registered persons only */
+            return false;
         if (now_ms < info.starts_at_ms)
             gw_hitters_add(w, NULL, ipkey, iplen); /* early arrivals, per address */
         fair_enter(r, fair, gw_fair_closes_at(fair, info.starts_at_ms), now_ms);
@@ -1317,4 +1320,9 @@ gw_prep_t *gw_sold_out_response(gw_worker_t *w, const inv_sale_t *sale)
     w->buy.sold_out_cache[w->buy.nsold_out].resp = mr;
     w->buy.nsold_out++;
     return mr;
+}
+
+void gw_buy_rate_limited(gw_req_t *r, const gw_limit_verdict_t *v)
+{
+    reply_rate_limited(r, v);
 }

@@ -189,11 +189,17 @@ int gw_fair__conf_save(gw_fair_t *f)
         char k0[24], k1[24];
         snprintf(k0, sizeof(k0), "%016llx", (unsigned long long)fs->secret.k0);
         snprintf(k1, sizeof(k1), "%016llx", (unsigned long long)fs->secret.k1);
-        json_array_append_new(arr, json_pack("{s:s,s:I,s:I,s:s,s:s,s:I}", "sale_id", fs->sale_id,
-                                             "window_ms", (json_int_t)atomic_load(&fs->window_ms),
-                                             "early_ms", (json_int_t)atomic_load(&fs->early_ms),
-                                             "k0", k0, "k1", k1, "waiting_room_rate",
-                                             (json_int_t)atomic_load(&fs->wr_rate)));
+        json_t *o = json_pack("{s:s,s:I,s:I,s:s,s:s,s:I}", "sale_id", fs->sale_id, "window_ms",
+                              (json_int_t)atomic_load(&fs->window_ms), "early_ms",
+                              (json_int_t)atomic_load(&fs->early_ms), "k0", k0, "k1", k1,
+                              "waiting_room_rate", (json_int_t)atomic_load(&fs->wr_rate));
+        if (atomic_load(&fs->reg_opens_ms) > 0) { /* registration (gw_reg.h) */
+            json_object_set_new(o, "registration_opens_ms",
+                                json_integer(atomic_load(&fs->reg_opens_ms)));
+            json_object_set_new(o, "registration_closes_ms",
+                                json_integer(atomic_load(&fs->reg_closes_ms)));
+        }
+        json_array_append_new(arr, o);
     }
     json_t *root = json_pack("{s:o}", "sales", arr);
     char path[700], tmp[710];
@@ -225,6 +231,7 @@ static gw_fair_sale_t *sale_new(const char *sale_id)
         fs->wr_key = (cm_hash_key_t){0x9e3779b97f4a7c15ull, (uint64_t)(uintptr_t)fs};
     pthread_mutex_init(&fs->mu, NULL);
     pthread_mutex_init(&fs->wr_mu, NULL);
+    pthread_mutex_init(&fs->reg_mu, NULL);
     fs->fd = -1;
     return fs;
 }
@@ -277,6 +284,8 @@ int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs)
     gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
     int rc = unlink(path) == 0 || errno == ENOENT ? gw_fair__log_open(f, fs) : CM_EIO;
     pthread_mutex_unlock(&fs->mu);
+    if (gw_fair__reg_reset(f, fs) != 0)
+        rc = CM_EIO;
     pthread_mutex_lock(&fs->wr_mu);
     if (fs->wr_places)
         memset(fs->wr_places, 0, WR_PLACES * sizeof(*fs->wr_places));
@@ -310,6 +319,7 @@ int gw_fair_open(gw_server_t *srv, char *errbuf, size_t errlen)
     f->srv = srv;
     pthread_mutex_init(&f->tick_mu, NULL);
     pthread_mutex_init(&f->mu, NULL);
+    pthread_mutex_init(&f->reg_pool_mu, NULL);
     snprintf(f->dir, sizeof(f->dir), "%s/fair", srv->cfg->data_dir);
     srv->fair = f;
     if (strncmp(srv->cfg->inventory, "redis", 5) == 0) {
@@ -351,6 +361,11 @@ int gw_fair_open(gw_server_t *srv, char *errbuf, size_t errlen)
         atomic_init(&fs->window_ms, json_integer_value(json_object_get(it, "window_ms")));
         atomic_init(&fs->early_ms, json_integer_value(json_object_get(it, "early_ms")));
         atomic_init(&fs->wr_rate, json_integer_value(json_object_get(it, "waiting_room_rate")));
+        atomic_init(&fs->reg_opens_ms,
+                    json_integer_value(json_object_get(it, "registration_opens_ms")));
+        atomic_init(&fs->reg_closes_ms,
+                    json_integer_value(json_object_get(it, "registration_closes_ms")));
+        gw_fair__reg_load(f, fs);
         fs->secret.k0 = strtoull(k0, NULL, 16);
         fs->secret.k1 = strtoull(k1, NULL, 16);
         gw_fair__log_load(f, fs, &max_id);
@@ -358,6 +373,7 @@ int gw_fair_open(gw_server_t *srv, char *errbuf, size_t errlen)
             cm_errbuf_set(errbuf, errlen, "cannot open the lottery log of sale %s in %s", id,
                           f->dir);
             json_decref(root);
+            gw_fair__reg_free(fs);
             free(fs);
             return CM_EIO;
         }
@@ -442,6 +458,7 @@ void gw_fair_close(gw_server_t *srv)
         return;
     gw_fair_stop_thread(srv);
     inv_fleet_close(f->rc);
+    gw_fair__reg_close(f);
     size_t n = atomic_load(&f->n);
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
@@ -452,12 +469,15 @@ void gw_fair_close(gw_server_t *srv)
         free(fs->by_id);
         free(fs->perm);
         free(fs->wr_places);
+        gw_fair__reg_free(fs);
         pthread_mutex_destroy(&fs->mu);
         pthread_mutex_destroy(&fs->wr_mu);
+        pthread_mutex_destroy(&fs->reg_mu);
         free(fs);
     }
     pthread_mutex_destroy(&f->mu);
     pthread_mutex_destroy(&f->tick_mu);
+    pthread_mutex_destroy(&f->reg_pool_mu);
     free(f);
     srv->fair = NULL;
 }

@@ -126,8 +126,12 @@ static void conf_sync_one(void *ctx, const char *sale, const char *v)
             cm_log_info("fair", "lottery of a deleted sale dropped", "sale=%s", sale);
         }
     }
-    if (!deleted)
+    if (!deleted) {
         (void)gw_fair__conf_apply_locked(f, sale, w, e, wr, &k, false, why, sizeof(why));
+        gw_fair_sale_t *fr = gw_fair__slot_find(f, sale);
+        if (fr)
+            gw_fair__reg_token_apply(fr, v);
+    }
     pthread_mutex_unlock(&f->mu);
 }
 
@@ -597,10 +601,13 @@ int gw_fair__fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms
     } else if (cm_hash_seed_random(secret) != 0) {
         goto out;
     }
-    char val[96];
-    snprintf(val, sizeof(val), "%lld %lld %016llx %016llx %lld", (long long)window_ms,
+    char val[160], reg[64] = "";
+    gw_fair_sale_t *fs = gw_fair__slot_find(f, sale_id);
+    if (fs)
+        gw_fair__reg_token(fs, reg, sizeof(reg)); /* gw_reg_configure sets it */
+    snprintf(val, sizeof(val), "%lld %lld %016llx %016llx %lld%s", (long long)window_ms,
              (long long)early_ms, (unsigned long long)secret->k0, (unsigned long long)secret->k1,
-             (long long)wr_rate);
+             (long long)wr_rate, reg);
     if (inv_lottery_conf_put(c, sale_id, val, why, sizeof(why)) == 0)
         rc = 0;
 out:

@@ -2,7 +2,7 @@
  * Fair start, private to gateway/buy/: the state the lottery (gw_lottery.c),
  * the waiting room (gw_room.c) and the fleet draw (gw_fair_fleet.c) share,
  * and the gw_fair__ functions they call across files (defined in the file
- * each section names). Included only by those files and gw_fair.c; the rest
+ * each section names). Included only by those files, gw_reg.c and gw_fair.c; the rest
  * of the gateway uses gw_fair.h.
  */
 #ifndef GW_FAIR_INTERNAL_H
@@ -80,6 +80,10 @@ struct gw_fair_sale {
      * changed, so a join needs no lock for it and a re-keyed secret does not
      * move anyone's place. */
     cm_hash_key_t wr_key;
+    /* registration (gw_reg.c): its window (0, 0 = none) and, one node, its persons */
+    _Atomic int64_t reg_opens_ms, reg_closes_ms;
+    pthread_mutex_t reg_mu; /* reg */
+    struct gw_reg_set *reg; /* allocated at the first registration or load */
 };
 
 /*
@@ -110,6 +114,11 @@ struct gw_fair {
     cm_redis_url_t addr;
     inv_fleet_conn_t *rc;
     int64_t last_conf_ms, last_err_ms;
+    /* fleet: the workers' connections for registrations and entry checks (gw_reg.c) */
+    pthread_mutex_t reg_pool_mu;
+    inv_fleet_conn_t *reg_pool[8];
+    size_t reg_npool;
+    _Atomic uint64_t reg_taken, reg_refused; /* new registrations here; entries refused here */
 };
 
 #define FLEET_PUSH_WAIT_MS 3000 /* the draw waits this long after the close for every gateway */
@@ -172,6 +181,23 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs);
 
 /* Advances the admission front of every waiting room. Lottery thread. */
 void gw_fair__rooms_tick(gw_fair_t *f, int64_t now);
+
+/*---- gw_reg.c: registration ----*/
+
+/* Reads the sale's registration log (one node). Single-threaded (open). */
+void gw_fair__reg_load(gw_fair_t *f, gw_fair_sale_t *fs);
+/* Drops a deleted sale's registrations and their log. Caller as gw_fair__sale_reset. 0 or CM_EIO. */
+int gw_fair__reg_reset(gw_fair_t *f, gw_fair_sale_t *fs);
+/* Frees what fs holds of registration. Single-threaded (close). */
+void gw_fair__reg_free(gw_fair_sale_t *fs);
+/* Adds {"registration": {...}} to the fair stats object o (json_t *). Thread-safe. */
+void gw_fair__reg_stats(gw_fair_t *f, void *o);
+/* Closes the pool of fleet connections. Single-threaded (close). */
+void gw_fair__reg_close(gw_fair_t *f);
+/* The fleet configuration's registration token (" r=<opens>:<closes>", "" for none). */
+void gw_fair__reg_token(gw_fair_sale_t *fs, char *out, size_t cap);
+/* Sets fs's registration window from a fleet configuration value (none without the token). */
+void gw_fair__reg_token_apply(gw_fair_sale_t *fs, const char *conf);
 
 /*---- gw_fair_fleet.c: the fleet's draw and configuration ----*/
 

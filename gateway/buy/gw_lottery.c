@@ -603,5 +603,6 @@ void gw_fair_stats(gw_fair_t *f, void *json_obj)
     json_object_set_new(o, "duplicate_entries", json_integer((json_int_t)dups));
     json_object_set_new(o, "won_orders", json_integer((json_int_t)won));
     json_object_set_new(o, "lost", json_integer((json_int_t)lost));
+    gw_fair__reg_stats(f, o);
     json_object_set_new(json_obj, "fair", o);
 }

@@ -22,6 +22,7 @@
 #include "gateway/base/gw_limit_json.h"
 #include "gateway/buy/gw_buy.h"
 #include "gateway/buy/gw_fair.h"
+#include "gateway/buy/gw_reg.h"
 #include "gateway/ctl/gw_audit.h"
 #include "gateway/ctl/gw_ctl.h"
 #include "gateway/ctl/gw_ring.h"
@@ -702,6 +703,29 @@ static bool get_time(json_t *obj, const char *key, int64_t *out, gw_resp_t *p)
     return true;
 }
 
+/* A registration time: an RFC 3339 string as starts_at, or ms since the epoch; null = none (0). */
+static bool get_reg_time(json_t *obj, const char *key, int64_t *out, gw_resp_t *p)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v)
+        return true;
+    if (json_is_null(v)) {
+        *out = 0;
+        return true;
+    }
+    if (json_is_integer(v) && json_integer_value(v) > 0) {
+        *out = json_integer_value(v);
+        return true;
+    }
+    if (json_is_string(v) && cm_time_parse_rfc3339(json_string_value(v), out) == 0 && *out > 0)
+        return true;
+    gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
+                  "%s must be an RFC 3339 time such as 2026-11-22T10:00:00Z, milliseconds "
+                  "since the epoch, or null",
+                  key);
+    return false;
+}
+
 static void sale_reply(gw_resp_t *p, gw_reply_t r, const inv_sale_info_t *info)
 {
     gw_resp_init(p, r);
@@ -783,6 +807,26 @@ static void fair_fields(gw_server_t *srv, gw_resp_t *p, const char *sale_id)
     }
 }
 
+/* Appends the registration window and count to a sale body (only when the sale has one). */
+static void reg_fields(gw_server_t *srv, gw_resp_t *p, const char *sale_id)
+{
+    int64_t o = 0, c = 0;
+    gw_reg_conf_get(srv, sale_id, &o, &c);
+    if (o <= 0 || p->body_len < 2 || p->body[p->body_len - 1] != '}')
+        return;
+    long long n = 0;
+    char why[160], os[40], cs[40];
+    bool counted = gw_reg_count(srv, sale_id, &n, why, sizeof(why)) == 0;
+    cm_time_format_rfc3339(o, os, sizeof(os));
+    cm_time_format_rfc3339(c, cs, sizeof(cs));
+    p->body_len--;
+    p->body_len += (size_t)snprintf(
+        p->body + p->body_len, sizeof(p->body) - p->body_len,
+        ",\"registration_opens_at\":\"%s\",\"registration_closes_at\":\"%s\","
+        "\"registrations\":%lld%s}",
+        os, cs, n, counted ? "" : ",\"registrations_unknown\":true");
+}
+
 /*
  * h_sale_put's answer when the sale was saved and its lottery part then failed
  * (rc from gw_fair_configure): the audit line says what changed (the sale as
@@ -823,19 +867,24 @@ static void h_sale_put(admin_call_t *a)
         return;
     static const char *const keys[] = {"stock",          "per_user_limit", "starts_at",
                                        "ends_at",        "fair_window_ms", "fair_early_ms",
-                                       "waiting_room_rate", NULL};
+                                       "waiting_room_rate", "registration_opens_at",
+                                       "registration_closes_at", NULL};
     inv_sale_def_t d;
     memset(&d, 0, sizeof(d));
     memcpy(d.sale_id, id, strlen(id) + 1); /* id was checked: <= 64 chars */
     int64_t stock = 0, limit = 1, fwin = 0, fearly = 0;
     gw_fair_conf_get(srv->fair, id, &fwin, &fearly); /* absent: unchanged */
     int64_t wr = gw_fair_room_rate(srv->fair, id);
+    int64_t ropen = 0, rclose = 0;
+    gw_reg_conf_get(srv, id, &ropen, &rclose); /* absent: unchanged */
     if (only_keys(j, keys, p) && get_int(j, "stock", 0, 1000000000000LL, true, &stock, p) &&
         get_int(j, "per_user_limit", 1, 1000000, false, &limit, p) &&
         get_time(j, "starts_at", &d.starts_at_ms, p) && get_time(j, "ends_at", &d.ends_at_ms, p) &&
         get_int(j, "fair_window_ms", 0, GW_FAIR_WINDOW_MAX_MS, false, &fwin, p) &&
         get_int(j, "fair_early_ms", 0, GW_FAIR_EARLY_MAX_MS, false, &fearly, p) &&
-        get_int(j, "waiting_room_rate", 0, GW_WR_RATE_MAX, false, &wr, p)) {
+        get_int(j, "waiting_room_rate", 0, GW_WR_RATE_MAX, false, &wr, p) &&
+        get_reg_time(j, "registration_opens_at", &ropen, p) &&
+        get_reg_time(j, "registration_closes_at", &rclose, p)) {
         if (d.starts_at_ms && d.ends_at_ms && d.ends_at_ms <= d.starts_at_ms) {
             gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "ends_at must be after starts_at");
         } else if (fwin > 0 && !d.starts_at_ms) {
@@ -860,7 +909,10 @@ static void h_sale_put(admin_call_t *a)
             /* The lottery's refusals first: a 400 must leave the sale as it
              * was (a new sale not made, an existing one's stock and start
              * not moved under the entries it has taken). */
-            int rc = gw_fair_configure_check(srv, id, d.starts_at_ms, fwin, fearly, wr, why,
+            int rc = gw_reg_window_check(ropen, rclose, fwin, d.starts_at_ms - fearly, why,
+                                         sizeof(why));
+            if (rc == 0)
+                rc = gw_fair_configure_check(srv, id, d.starts_at_ms, fwin, fearly, wr, why,
                                              sizeof(why));
             if (rc == CM_EINVAL && by_default) {
                 size_t wl = strlen(why);
@@ -874,6 +926,8 @@ static void h_sale_put(admin_call_t *a)
                 rc = inv_sale_put(srv->inv, &d, &info, why, sizeof(why));
             if (rc == 0) {
                 rc = gw_fair_configure(srv, id, fwin, fearly, wr, why, sizeof(why));
+                if (rc == 0)
+                    rc = gw_reg_configure(srv, id, ropen, rclose, why, sizeof(why));
                 if (rc != 0) {
                     /* The check passed but the lottery's part failed after the sale was
                      * saved: Redis failed, an entry or the draw raced the check. The sale
@@ -891,6 +945,7 @@ static void h_sale_put(admin_call_t *a)
             } else if (rc == 0) {
                 sale_reply(p, existed ? GW_R_OK : GW_R_CREATED, &info);
                 fair_fields(srv, p, id);
+                reg_fields(srv, p, id);
                 gw_audit_record(srv, a->who, "sale.put", id, existed ? sale_obj(&before) : NULL,
                                 sale_obj(&info));
                 cm_log_info("admin", "sale defined", "sale=%s stock=%lld per_user_limit=%u",
@@ -912,6 +967,7 @@ static void h_sale_get(admin_call_t *a)
     if (rc == 0) {
         sale_reply(a->p, GW_R_OK, &info);
         fair_fields(a->srv, a->p, a->arg);
+        reg_fields(a->srv, a->p, a->arg);
     } else {
         inv_error(a->p, rc, "", a->arg);
     }
@@ -2027,6 +2083,34 @@ static void h_routes_patch(admin_call_t *a)
     json_decref(j);
 }
 
+/* GET /admin/v1/sales/{id}/registrations?cursor=C&limit=N: the registered persons (gw_reg.h). */
+static void h_sale_registrations(admin_call_t *a)
+{
+    if (!sale_arg(a))
+        return;
+    uint64_t cursor = 0, limit = 100;
+    if (!query_u64(a, "cursor", UINT64_MAX / 2, &cursor) ||
+        !query_u64(a, "limit", GW_REG_PAGE_MAX, &limit))
+        return;
+    if (limit == 0) {
+        gw_resp_error(a->p, GW_R_BAD_REQUEST, NULL, "limit must be an integer from 1 to %d",
+                      GW_REG_PAGE_MAX);
+        return;
+    }
+    int rc = 0;
+    char why[256] = "";
+    json_t *o = gw_reg_export_json(a->srv, a->arg, cursor, limit, &rc, why, sizeof(why));
+    if (!o) {
+        if (rc == CM_ENOTFOUND)
+            gw_resp_error(a->p, GW_R_UNKNOWN_SALE, NULL, "%s", why);
+        else
+            gw_resp_error(a->p, GW_R_UNAVAILABLE, NULL, "%s", why);
+        return;
+    }
+    set_big(a, json_dumps(o, JSON_COMPACT));
+    json_decref(o);
+}
+
 /*---- the route table and the dispatcher ----*/
 
 /* method, path ({name} = one segment), role needed, handler */
@@ -2043,6 +2127,7 @@ static void h_routes_patch(admin_call_t *a)
     XX("DELETE", "/admin/v1/sales/{sale_id}", WRITE, h_sale_delete)                                \
     XX("POST", "/admin/v1/sales/{sale_id}/restock", WRITE, h_sale_restock)                         \
     XX("GET", "/admin/v1/sales/{sale_id}/draw", READ, h_sale_draw)                                 \
+    XX("GET", "/admin/v1/sales/{sale_id}/registrations", READ, h_sale_registrations)               \
     XX("GET", "/admin/v1/limits", READ, h_limits_get)                                              \
     XX("PATCH", "/admin/v1/limits", WRITE, h_limits_patch)                                         \
     XX("GET", "/admin/v1/rules", READ, h_rules_list)                                               \

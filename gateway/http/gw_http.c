@@ -17,6 +17,7 @@
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
 #include "gateway/buy/gw_buy.h"
+#include "gateway/buy/gw_reg.h"
 #include "gateway/edge/gw_edge.h"
 #include "gateway/edge/gw_upcall.h"
 #include "gateway/http/gw_http.h"
@@ -187,6 +188,9 @@ static void simple_handle(gw_req_t *r)
         break;
     case GW_ROUTE_QUEUE:
         gw_room_handle(r);
+        break;
+    case GW_ROUTE_REGISTER:
+        gw_reg_handle(r);
         break;
     default:
         gw_resp_error(&r->resp, GW_R_INTERNAL, NULL, "unrouted request");

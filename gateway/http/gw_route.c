@@ -66,6 +66,12 @@ bool gw_route(gw_req_t *r, const char *url)
             r->route = GW_ROUTE_QUEUE;
             if (!get)
                 allow = gw_route_methods(r->route);
+        } else if (slash && IS(slash, tail, "/registrations")) {
+            if (!take_id(id, idlen, r->id))
+                goto bad_sale;
+            r->route = GW_ROUTE_REGISTER;
+            if (!post)
+                allow = gw_route_methods(r->route);
         } else if (!slash) {
             if (!take_id(id, idlen, r->id))
                 goto bad_sale;

@@ -60,8 +60,10 @@ for k, role in server.items():
     if role != "NONE":
         check("401" in op["responses"], "%s %s documents 401" % k)
     # (the buy's 403 is the waiting room's admission_required, a public answer; the
-    # queue's is identity's, identity_mismatch or forbidden)
-    if k not in (("POST", "/v1/sales/{sale_id}/orders"), ("GET", "/v1/sales/{sale_id}/queue")):
+    # queue's is identity's, identity_mismatch or forbidden; the registration's
+    # registration_closed)
+    if k not in (("POST", "/v1/sales/{sale_id}/orders"), ("GET", "/v1/sales/{sale_id}/queue"),
+                 ("POST", "/v1/sales/{sale_id}/registrations")):
         eq("403" in op["responses"], role == "WRITE", "%s %s documents 403 iff a write route" % k)
 
 
@@ -249,6 +251,30 @@ try:
     r = call("GET", Q, "/v1/sales/room/queue?user_id=rl", 429, token=None)
     check("retry-after" in r.headers and r.json.get("scope") == "user", "a join's 429: %r" % r.json)
     call("DELETE", RU, "/admin/v1/rules/room", 200)
+    # Registration (docs/api.md): open now until the lottery's window far ahead; one closed.
+    RG, RX = "/v1/sales/{sale_id}/registrations", "/admin/v1/sales/{sale_id}/registrations"
+    now_ms = int(time.time() * 1000)
+    call("PUT", S, "/admin/v1/sales/reg", 201, {"stock": 1, "starts_at": "2099-01-01T00:00:00Z",
+                                                "fair_window_ms": 1000,
+                                                "registration_opens_at": now_ms - 1000,
+                                                "registration_closes_at": "2098-01-01T00:00:00Z"})
+    call("PUT", S, "/admin/v1/sales/regx", 201, {"stock": 1, "starts_at": "2099-01-01T00:00:00Z",
+                                                 "fair_window_ms": 1000,
+                                                 "registration_opens_at": "2097-01-01T00:00:00Z",
+                                                 "registration_closes_at": "2098-01-01T00:00:00Z"})
+    call("POST", RG, "/v1/sales/reg/registrations?user_id=r1", 201, token=None)
+    call("POST", RG, "/v1/sales/reg/registrations?user_id=r1", 200, token=None)
+    call("POST", RG, "/v1/sales/reg/registrations?user_id=bad%21", 400, token=None)
+    call("POST", RG, "/v1/sales/regx/registrations?user_id=r1", 403, token=None)
+    call("POST", RG, "/v1/sales/s1/registrations?user_id=r1", 404, token=None)
+    call("PUT", RU, "/admin/v1/rules/reg", 201, {"user_rps": 0.001, "user_burst": 1})
+    call("POST", RG, "/v1/sales/reg/registrations?user_id=rl", 201, token=None)
+    call("POST", RG, "/v1/sales/reg/registrations?user_id=rl", 429, token=None)
+    call("DELETE", RU, "/admin/v1/rules/reg", 200)
+    r = call("GET", RX, "/admin/v1/sales/reg/registrations?limit=1", 200)
+    eq((r.json["count"], r.json["persons"], r.json["next_cursor"]), (2, ["r1"], "1"), "page 1")
+    call("GET", RX, "/admin/v1/sales/reg/registrations?limit=0", 400)
+    call("GET", RX, "/admin/v1/sales/s1/registrations", 404)
     call("PUT", RU, "/admin/v1/rules/s1", 201, {"user_rps": 0.001, "user_burst": 1})
     call("PUT", RU, "/admin/v1/rules/s1", 200, {"user_rps": 0.001, "user_burst": 1})
     call("PUT", RU, "/admin/v1/rules/s1", 400, {"user_rps": "x"})
@@ -296,7 +322,8 @@ try:
     for m, tpl, path, body in (("POST", B, "/v1/sales/s1/orders", {"user_id": "u1"}),
                                ("GET", O, "/v1/orders/0AAAAAAAAAAAA", None),
                                ("GET", SP, "/v1/sales/s1", None),
-                               ("GET", Q, "/v1/sales/room/queue", None)):
+                               ("GET", Q, "/v1/sales/room/queue", None),
+                               ("POST", RG, "/v1/sales/reg/registrations", None)):
         call(m, tpl, path + "?pad=" + "p" * 9000, 414, body, token=None)
         call(m, tpl, path, 431, body, token=None, headers={"X-Pad": "p" * 9000})
 
@@ -414,6 +441,10 @@ try:
         ("PATCH", "/admin/v1/limits", "409"): "fleet mode, over a version not yet read: "
                                               "59-fleet-config-cas",
     }
+    elsewhere[("POST", RG, "401")] = "identity.mode=jwt (this gateway: none): 100-registration"
+    elsewhere[("POST", RG, "409")] = "sales.max_registrations reached: 100-registration"
+    elsewhere[("POST", RG, "503")] = "the registration log's write fails or the fleet's Redis is down"
+    elsewhere[("GET", RX, "503")] = "the fleet's Redis is down"
     for tpl, m in ((B, "POST"), (O, "GET"), (SP, "GET"), (Q, "GET")):
         elsewhere[(m, tpl, "505")] = "an HTTP/2 request line, raw socket: 14-http1"
     elsewhere[("GET", O, "400")] = "bad framing (e.g. two Content-Lengths), raw socket: 14-http1"

@@ -1,0 +1,613 @@
+/*
+ * Registration: the window, the set of registered persons (memory and its
+ * log on one node, a ZSET in a Redis fleet), the public route, the lottery
+ * entry's check and the admin's count and export (see gw_reg.h).
+ */
+#include "gateway/buy/gw_reg.h"
+#include "gateway/buy/gw_fair.h"
+#include "gateway/buy/gw_fair_internal.h"
+
+#include "common/cm_alloc.h"
+#include "common/cm_err.h"
+#include "common/cm_hash.h"
+#include "common/cm_log.h"
+#include "common/cm_time.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/base/gw_config.h"
+#include "gateway/base/gw_limit.h"
+#include "gateway/buy/gw_buy.h"
+#include "gateway/buy/gw_identity.h"
+#include "gateway/edge/gw_edge.h"
+#include "inventory/inv_fleet.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/*---- pure ----*/
+
+gw_reg_phase_t gw_reg_phase_at(int64_t opens_ms, int64_t closes_ms, int64_t now_ms)
+{
+    if (opens_ms <= 0)
+        return GW_REG_NONE;
+    if (now_ms < opens_ms)
+        return GW_REG_BEFORE;
+    return now_ms < closes_ms ? GW_REG_OPEN : GW_REG_CLOSED;
+}
+
+int gw_reg_window_check(int64_t opens_ms, int64_t closes_ms, int64_t window_ms,
+                        int64_t lottery_opens_ms, char *errbuf, size_t errlen)
+{
+    if (opens_ms == 0 && closes_ms == 0)
+        return 0;
+    if (opens_ms <= 0 || closes_ms <= 0) {
+        cm_errbuf_set(errbuf, errlen,
+                      "registration_opens_at and registration_closes_at go together: set both "
+                      "or neither");
+        return CM_EINVAL;
+    }
+    if (closes_ms <= opens_ms) {
+        cm_errbuf_set(errbuf, errlen, "registration_closes_at must be after registration_opens_at");
+        return CM_EINVAL;
+    }
+    if (window_ms <= 0) {
+        cm_errbuf_set(errbuf, errlen,
+                      "registration needs a start-window lottery (fair_window_ms > 0): the "
+                      "lottery is what takes only registered persons");
+        return CM_EINVAL;
+    }
+    if (closes_ms > lottery_opens_ms) {
+        cm_errbuf_set(errbuf, errlen,
+                      "registration_closes_at must be no later than the lottery window's opening "
+                      "(starts_at - fair_early_ms)");
+        return CM_EINVAL;
+    }
+    return 0;
+}
+
+void gw_reg_page(uint64_t total, uint64_t cursor, uint64_t limit, uint64_t *start, uint64_t *end)
+{
+    *start = cursor < total ? cursor : total;
+    *end = limit < total - *start ? *start + limit : total;
+}
+
+/*---- the set, one node ----*/
+
+typedef char person_t[INV_USER_ID_MAX + 1];
+
+struct gw_reg_set {
+    person_t *v; /* in registration order: the export's cursor is an index */
+    size_t n, cap;
+    uint32_t *tab; /* open addressing: index + 1, 0 = empty */
+    size_t tcap;
+    int fd;        /* the log, -1 until opened */
+    off_t log_len; /* where a torn line is cut back to */
+};
+
+static uint64_t person_hash(const gw_fair_sale_t *fs, const char *p)
+{
+    return cm_hash_sip24(&fs->wr_key, p, strlen(p)); /* the slot's own key: never changes */
+}
+
+static void tab_put(uint32_t *t, size_t cap, uint64_t h, uint32_t idx)
+{
+    for (size_t i = h & (cap - 1);; i = (i + 1) & (cap - 1))
+        if (!t[i]) {
+            t[i] = idx + 1;
+            return;
+        }
+}
+
+static bool set_has(const gw_fair_sale_t *fs, const struct gw_reg_set *s, const char *p)
+{
+    if (!s || !s->tcap)
+        return false;
+    for (size_t i = person_hash(fs, p) & (s->tcap - 1); s->tab[i]; i = (i + 1) & (s->tcap - 1))
+        if (strcmp(s->v[s->tab[i] - 1], p) == 0)
+            return true;
+    return false;
+}
+
+/* Adds p (not in the set). fs->reg_mu held or single-threaded. */
+static void set_add(const gw_fair_sale_t *fs, struct gw_reg_set *s, const char *p)
+{
+    if ((s->n + 1) * 2 > s->tcap) {
+        size_t cap = s->tcap ? s->tcap * 2 : 1024;
+        free(s->tab);
+        s->tab = cm_xcalloc(cap, sizeof(uint32_t));
+        s->tcap = cap;
+        for (size_t i = 0; i < s->n; i++)
+            tab_put(s->tab, cap, person_hash(fs, s->v[i]), (uint32_t)i);
+    }
+    if (s->n == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 256;
+        s->v = cm_xrealloc(s->v, s->cap * sizeof(*s->v));
+    }
+    snprintf(s->v[s->n], sizeof(s->v[s->n]), "%s", p);
+    tab_put(s->tab, s->tcap, person_hash(fs, p), (uint32_t)s->n);
+    s->n++;
+}
+
+static struct gw_reg_set *set_get(gw_fair_sale_t *fs)
+{
+    if (!fs->reg) {
+        fs->reg = cm_xcalloc(1, sizeof(*fs->reg));
+        fs->reg->fd = -1;
+    }
+    return fs->reg;
+}
+
+static void reg_path(gw_fair_t *f, const char *sale_id, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/%s.reg", f->dir, sale_id);
+}
+
+void gw_fair__reg_load(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    char path[700];
+    reg_path(f, fs->sale_id, path, sizeof(path));
+    FILE *fp = fopen(path, "r");
+    if (!fp)
+        return;
+    struct gw_reg_set *s = set_get(fs);
+    char line[INV_USER_ID_MAX + 8];
+    size_t bad = 0;
+    while (fgets(line, sizeof(line), fp)) {
+        size_t n = strlen(line);
+        /* a line without its newline is a write cut short: never answered */
+        if (n < 2 || line[n - 1] != '\n') {
+            bad++;
+            continue;
+        }
+        line[n - 1] = '\0';
+        if (inv_id_valid(line, n - 1, INV_USER_ID_MAX) && !set_has(fs, s, line))
+            set_add(fs, s, line);
+    }
+    fclose(fp);
+    if (bad)
+        cm_log_warn("fair", "registration log has torn lines; skipped", "sale=%s lines=%zu",
+                    fs->sale_id, bad);
+    if (s->n)
+        cm_log_info("fair", "registrations loaded", "sale=%s persons=%zu", fs->sale_id, s->n);
+}
+
+/* Appends p's line (one write(2)); fs->reg_mu held. 0 or CM_EIO. */
+static int log_append(gw_fair_t *f, gw_fair_sale_t *fs, struct gw_reg_set *s, const char *p)
+{
+    if (s->fd < 0) {
+        char path[700];
+        reg_path(f, fs->sale_id, path, sizeof(path));
+        s->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        struct stat st;
+        if (s->fd < 0 || fstat(s->fd, &st) != 0) {
+            if (s->fd >= 0)
+                close(s->fd);
+            s->fd = -1;
+            return CM_EIO;
+        }
+        s->log_len = st.st_size;
+    }
+    char line[INV_USER_ID_MAX + 2];
+    int len = snprintf(line, sizeof(line), "%s\n", p);
+    ssize_t w = write(s->fd, line, (size_t)len);
+    if (w != len) {
+        if (w > 0 && ftruncate(s->fd, s->log_len) != 0) {
+            close(s->fd);
+            s->fd = -1;
+        }
+        return CM_EIO;
+    }
+    s->log_len += len;
+    return 0;
+}
+
+int gw_fair__reg_reset(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    atomic_store(&fs->reg_opens_ms, 0);
+    atomic_store(&fs->reg_closes_ms, 0);
+    pthread_mutex_lock(&fs->reg_mu);
+    gw_fair__reg_free(fs);
+    char path[700];
+    reg_path(f, fs->sale_id, path, sizeof(path));
+    int rc = unlink(path) == 0 || errno == ENOENT ? 0 : CM_EIO;
+    pthread_mutex_unlock(&fs->reg_mu);
+    return rc;
+}
+
+void gw_fair__reg_free(gw_fair_sale_t *fs)
+{
+    struct gw_reg_set *s = fs->reg;
+    if (!s)
+        return;
+    if (s->fd >= 0)
+        close(s->fd);
+    free(s->v);
+    free(s->tab);
+    free(s);
+    fs->reg = NULL;
+}
+
+/*---- the fleet's connections ----*/
+
+static inv_fleet_conn_t *pool_get(gw_fair_t *f, char *errbuf, size_t errlen)
+{
+    pthread_mutex_lock(&f->reg_pool_mu);
+    inv_fleet_conn_t *c = f->reg_npool ? f->reg_pool[--f->reg_npool] : NULL;
+    pthread_mutex_unlock(&f->reg_pool_mu);
+    return c ? c : inv_fleet_connect(&f->addr, 2000, errbuf, errlen);
+}
+
+static void pool_put(gw_fair_t *f, inv_fleet_conn_t *c)
+{
+    if (!c)
+        return;
+    if (inv_fleet_broken(c)) {
+        inv_fleet_close(c);
+        return;
+    }
+    pthread_mutex_lock(&f->reg_pool_mu);
+    if (f->reg_npool < sizeof(f->reg_pool) / sizeof(f->reg_pool[0])) {
+        f->reg_pool[f->reg_npool++] = c;
+        c = NULL;
+    }
+    pthread_mutex_unlock(&f->reg_pool_mu);
+    inv_fleet_close(c);
+}
+
+void gw_fair__reg_close(gw_fair_t *f)
+{
+    for (size_t i = 0; i < f->reg_npool; i++)
+        inv_fleet_close(f->reg_pool[i]);
+    f->reg_npool = 0;
+}
+
+/*---- the configuration ----*/
+
+void gw_fair__reg_token(gw_fair_sale_t *fs, char *out, size_t cap)
+{
+    int64_t o = atomic_load(&fs->reg_opens_ms), c = atomic_load(&fs->reg_closes_ms);
+    if (o > 0)
+        snprintf(out, cap, " r=%lld:%lld", (long long)o, (long long)c);
+    else if (cap)
+        out[0] = '\0';
+}
+
+void gw_fair__reg_token_apply(gw_fair_sale_t *fs, const char *conf)
+{
+    long long o = 0, c = 0;
+    const char *t = strstr(conf, " r=");
+    if (!t || sscanf(t, " r=%lld:%lld", &o, &c) != 2 || o <= 0 || c <= o)
+        o = c = 0;
+    atomic_store(&fs->reg_closes_ms, c);
+    atomic_store(&fs->reg_opens_ms, o);
+}
+
+void gw_reg_conf_get(gw_server_t *srv, const char *sale_id, int64_t *opens_ms, int64_t *closes_ms)
+{
+    *opens_ms = *closes_ms = 0;
+    gw_fair_sale_t *fs = srv->fair ? gw_fair__slot_find(srv->fair, sale_id) : NULL;
+    if (fs) { /* also without a window: a PUT that removes the lottery is refused for it */
+        *opens_ms = atomic_load(&fs->reg_opens_ms);
+        *closes_ms = atomic_load(&fs->reg_closes_ms);
+    }
+}
+
+int gw_reg_configure(gw_server_t *srv, const char *sale_id, int64_t opens_ms, int64_t closes_ms,
+                     char *errbuf, size_t errlen)
+{
+    gw_fair_t *f = srv->fair;
+    gw_fair_sale_t *fs = gw_fair__slot_find(f, sale_id);
+    if (!fs) {
+        if (opens_ms == 0)
+            return 0;
+        cm_errbuf_set(errbuf, errlen, "sale %s has no start-window lottery", sale_id);
+        return CM_ENOTFOUND;
+    }
+    if (atomic_load(&fs->reg_opens_ms) == opens_ms && atomic_load(&fs->reg_closes_ms) == closes_ms)
+        return 0;
+    atomic_store(&fs->reg_closes_ms, closes_ms);
+    atomic_store(&fs->reg_opens_ms, opens_ms);
+    pthread_mutex_lock(&f->mu);
+    int rc = gw_fair__conf_save(f);
+    pthread_mutex_unlock(&f->mu);
+    if (rc) {
+        cm_errbuf_set(errbuf, errlen, "cannot save the lottery configuration");
+        return CM_EIO;
+    }
+    if (!f->fleet)
+        return 0;
+    /* The fleet's value keeps its lottery fields; only the registration token changes. */
+    char why[256] = "", cur[256];
+    bool found = false;
+    inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
+    rc = c ? inv_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why, sizeof(why))
+           : CM_EBACKEND;
+    if (rc == 0 && found && strcmp(cur, INV_LOTTERY_DELETED) != 0) {
+        char *t = strstr(cur, " r=");
+        if (t)
+            *t = '\0';
+        char val[320], tok[64];
+        gw_fair__reg_token(fs, tok, sizeof(tok));
+        snprintf(val, sizeof(val), "%s%s", cur, tok);
+        rc = inv_lottery_conf_put(c, sale_id, val, why, sizeof(why));
+    }
+    inv_fleet_close(c);
+    if (rc) {
+        cm_errbuf_set(errbuf, errlen, "redis: %s", why);
+        return CM_EBACKEND;
+    }
+    return 0;
+}
+
+/*---- the route ----*/
+
+/* The registration's outcome: 1 new, 0 registered already, -1 full; or a negative cm_err_t. */
+static int reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap, char *why,
+                   size_t whylen)
+{
+    if (f->fleet) {
+        inv_fleet_conn_t *c = pool_get(f, why, whylen);
+        int added = 0;
+        int rc = c ? inv_reg_add(c, fs->sale_id, person, (long long)cap, &added, why, whylen)
+                   : CM_EBACKEND;
+        pool_put(f, c);
+        if (rc == 0 && added == 1)
+            atomic_fetch_add_explicit(&f->reg_taken, 1, memory_order_relaxed);
+        return rc ? rc : added;
+    }
+    pthread_mutex_lock(&fs->reg_mu);
+    struct gw_reg_set *s = set_get(fs);
+    int out;
+    if (set_has(fs, s, person))
+        out = 0;
+    else if (s->n >= cap)
+        out = -1;
+    else if (log_append(f, fs, s, person) != 0)
+        out = CM_EIO;
+    else {
+        set_add(fs, s, person);
+        out = 1;
+    }
+    pthread_mutex_unlock(&fs->reg_mu);
+    if (out == 1)
+        atomic_fetch_add_explicit(&f->reg_taken, 1, memory_order_relaxed);
+    if (out == CM_EIO)
+        snprintf(why, whylen, "the registration log write failed");
+    return out;
+}
+
+static void put_window(char *out, size_t cap, int64_t opens, int64_t closes)
+{
+    char o[40], c[40];
+    cm_time_format_rfc3339(opens, o, sizeof(o));
+    cm_time_format_rfc3339(closes, c, sizeof(c));
+    snprintf(out, cap, "\"opens_at\":\"%s\",\"closes_at\":\"%s\"", o, c);
+}
+
+/* The sale's lottery slot with a registration, or NULL. */
+static gw_fair_sale_t *reg_sale(gw_server_t *srv, const char *sale_id)
+{
+    gw_fair_sale_t *fs = srv->fair ? gw_fair__slot_find(srv->fair, sale_id) : NULL;
+    if (!fs || atomic_load(&fs->window_ms) <= 0 || atomic_load(&fs->reg_opens_ms) <= 0)
+        return NULL;
+    return fs;
+}
+
+void gw_reg_handle(gw_req_t *r)
+{
+    gw_server_t *srv = r->w->srv;
+    gw_resp_t *p = &r->resp;
+    /* 1. the sale and its window: nothing verified for a closed registration */
+    if (!inv_sale_find(srv->inv, r->id)) {
+        gw_resp_error(p, GW_R_UNKNOWN_SALE, NULL, "no sale %s", r->id);
+        return;
+    }
+    gw_fair_sale_t *fs = reg_sale(srv, r->id);
+    if (!fs) {
+        gw_resp_error(p, GW_R_NOT_FOUND, NULL, "sale %s has no registration", r->id);
+        return;
+    }
+    int64_t opens = atomic_load(&fs->reg_opens_ms), closes = atomic_load(&fs->reg_closes_ms);
+    gw_reg_phase_t ph = gw_reg_phase_at(opens, closes, cm_wall_ms());
+    char win[128];
+    put_window(win, sizeof(win), opens, closes);
+    if (ph != GW_REG_OPEN) {
+        gw_resp_error(p, GW_R_REGISTRATION_CLOSED, win, "registration for sale %s is %s", r->id,
+                      ph == GW_REG_BEFORE ? "not open yet" : "closed");
+        return;
+    }
+    /* 2. the address's limits, 3. the identity, 4. the user's limits: as a buy */
+    bool identity = gw_identity_on(srv);
+    const char *user = gw_req_arg(r, "user_id");
+    if (user && !inv_id_valid(user, strlen(user), INV_USER_ID_MAX)) {
+        gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
+                      "user_id must be 1..64 characters of A-Z a-z 0-9 . _ -");
+        return;
+    }
+    uint8_t ipkey[16];
+    size_t iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
+    gw_limit_verdict_t lv;
+    char verified[ID_USER_MAX + 1];
+    if (identity) {
+        gw_limits_admit_ip(srv->limits, (const char *)ipkey, iplen, r->w->now_ns, &lv);
+        if (!lv.allowed) {
+            gw_hitters_add(r->w, NULL, ipkey, iplen);
+            gw_buy_rate_limited(r, &lv);
+            return;
+        }
+        if (!gw_identity_check(r, user, verified))
+            return;
+        user = verified; /* r->person: its person */
+    } else if (!user) {
+        gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "missing query parameter user_id");
+        return;
+    } else {
+        snprintf(r->person, sizeof(r->person), "%s", user);
+    }
+    gw_limits_admit(srv->limits, user, strlen(user), identity ? NULL : (const char *)ipkey,
+                    identity ? 0 : iplen, r->id, strlen(r->id), r->w->now_ns, &lv);
+    if (!lv.allowed) {
+        gw_hitters_add(r->w, user, ipkey, iplen);
+        gw_buy_rate_limited(r, &lv);
+        return;
+    }
+    char why[256] = "";
+    uint64_t cap = srv->cfg->max_registrations;
+    int rc = reg_add(srv->fair, fs, r->person, cap, why, sizeof(why));
+    if (rc == -1) {
+        gw_resp_error(p, GW_R_CONFLICT, "\"reason\":\"registration_full\"",
+                      "registration for sale %s is full (%llu persons, "
+                      "sales.max_registrations)",
+                      r->id, (unsigned long long)cap);
+        return;
+    }
+    if (rc < 0) {
+        gw_resp_error(p, GW_R_UNAVAILABLE, NULL, "registration failed: %s; retry", why);
+        gw_resp_retry_after(p, 1);
+        return;
+    }
+    gw_resp_init(p, rc == 1 ? GW_R_CREATED : GW_R_OK);
+    p->body_len = (size_t)snprintf(p->body, sizeof(p->body),
+                                   "{\"registered\":true,\"sale_id\":\"%s\",\"person\":\"%s\","
+                                   "\"new\":%s,%s}",
+                                   r->id, r->person, rc == 1 ? "true" : "false", win);
+    gw_resp_header(p, "Cache-Control", "no-store");
+}
+
+bool gw_reg_entry_ok(gw_req_t *r, void *fsv)
+{
+    gw_fair_sale_t *fs = fsv;
+    if (atomic_load(&fs->reg_opens_ms) <= 0)
+        return true;
+    gw_fair_t *f = r->w->srv->fair;
+    bool has = false;
+    char why[256] = "";
+    if (f->fleet) {
+        inv_fleet_conn_t *c = pool_get(f, why, sizeof(why));
+        int rc = c ? inv_reg_has(c, fs->sale_id, r->person, &has, why, sizeof(why)) : CM_EBACKEND;
+        pool_put(f, c);
+        if (rc) {
+            gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
+                          "cannot check the registration now (redis: %s); retry", why);
+            gw_resp_retry_after(&r->resp, 1);
+            return false;
+        }
+    } else {
+        pthread_mutex_lock(&fs->reg_mu);
+        has = set_has(fs, fs->reg, r->person);
+        pthread_mutex_unlock(&fs->reg_mu);
+    }
+    if (!has)
+        atomic_fetch_add_explicit(&f->reg_refused, 1, memory_order_relaxed);
+    if (!has)
+        gw_resp_error(&r->resp, GW_R_NOT_REGISTERED, NULL,
+                      "sale %s takes lottery entries only from registered persons, and this "
+                      "buyer's person did not register",
+                      r->id);
+    return has;
+}
+
+/*---- admin ----*/
+
+void gw_fair__reg_stats(gw_fair_t *f, void *obj)
+{
+    uint64_t sales = 0, persons = 0;
+    size_t n = atomic_load(&f->n);
+    for (size_t i = 0; i < n; i++) {
+        gw_fair_sale_t *fs = f->sales[i];
+        if (atomic_load(&fs->reg_opens_ms) <= 0)
+            continue;
+        sales++;
+        pthread_mutex_lock(&fs->reg_mu);
+        persons += fs->reg ? fs->reg->n : 0;
+        pthread_mutex_unlock(&fs->reg_mu);
+    }
+    json_t *o = json_pack("{s:I,s:I,s:I}", "sales", (json_int_t)sales, "taken",
+                          (json_int_t)atomic_load(&f->reg_taken), "refused_entries",
+                          (json_int_t)atomic_load(&f->reg_refused));
+    if (!f->fleet) /* a fleet's persons are in Redis: GET /admin/v1/sales/{id} counts them */
+        json_object_set_new(o, "persons", json_integer((json_int_t)persons));
+    json_object_set_new(obj, "registration", o);
+}
+
+int gw_reg_count(gw_server_t *srv, const char *sale_id, long long *n, char *errbuf, size_t errlen)
+{
+    *n = 0;
+    gw_fair_t *f = srv->fair;
+    gw_fair_sale_t *fs = reg_sale(srv, sale_id);
+    if (!fs)
+        return 0;
+    if (f->fleet) {
+        char why[256] = "";
+        inv_fleet_conn_t *c = pool_get(f, why, sizeof(why));
+        int rc = c ? inv_reg_count(c, sale_id, n, why, sizeof(why)) : CM_EBACKEND;
+        pool_put(f, c);
+        if (rc)
+            cm_errbuf_set(errbuf, errlen, "redis: %s", why);
+        return rc ? CM_EBACKEND : 0;
+    }
+    pthread_mutex_lock(&fs->reg_mu);
+    *n = fs->reg ? (long long)fs->reg->n : 0;
+    pthread_mutex_unlock(&fs->reg_mu);
+    return 0;
+}
+
+static void add_person(void *ctx, const char *person)
+{
+    json_array_append_new(ctx, json_string(person));
+}
+
+void *gw_reg_export_json(gw_server_t *srv, const char *sale_id, uint64_t cursor, uint64_t limit,
+                         int *rc, char *errbuf, size_t errlen)
+{
+    gw_fair_t *f = srv->fair;
+    gw_fair_sale_t *fs = reg_sale(srv, sale_id);
+    if (!fs) {
+        *rc = CM_ENOTFOUND;
+        cm_errbuf_set(errbuf, errlen, "sale %s has no registration", sale_id);
+        return NULL;
+    }
+    json_t *arr = json_array();
+    uint64_t start, end, total;
+    if (f->fleet) {
+        char why[256] = "";
+        long long n = 0;
+        inv_fleet_conn_t *c = pool_get(f, why, sizeof(why));
+        int r = c ? inv_reg_count(c, sale_id, &n, why, sizeof(why)) : CM_EBACKEND;
+        total = n > 0 ? (uint64_t)n : 0;
+        gw_reg_page(total, cursor, limit, &start, &end);
+        if (r == 0 && end > start)
+            r = inv_reg_range(c, sale_id, (long long)start, (long long)end - 1, add_person, arr,
+                              why, sizeof(why));
+        pool_put(f, c);
+        if (r) {
+            json_decref(arr);
+            *rc = CM_EBACKEND;
+            cm_errbuf_set(errbuf, errlen, "redis: %s", why);
+            return NULL;
+        }
+    } else {
+        pthread_mutex_lock(&fs->reg_mu);
+        total = fs->reg ? fs->reg->n : 0;
+        gw_reg_page(total, cursor, limit, &start, &end);
+        for (uint64_t i = start; i < end; i++)
+            json_array_append_new(arr, json_string(fs->reg->v[i]));
+        pthread_mutex_unlock(&fs->reg_mu);
+    }
+    *rc = 0;
+    json_t *o =
+        json_pack("{s:s,s:I,s:o}", "sale_id", sale_id, "count", (json_int_t)total, "persons", arr);
+    if (end < total) {
+        char nc[24];
+        snprintf(nc, sizeof(nc), "%llu", (unsigned long long)end);
+        json_object_set_new(o, "next_cursor", json_string(nc));
+    } else {
+        json_object_set_new(o, "next_cursor", json_null());
+    }
+    return o;
+}
