@@ -690,16 +690,21 @@ static void admission_refused(gw_req_t *r, admission_t adm)
         gw_resp_retry_after(&r->resp, 1);
         return;
     }
+    if (adm == ADM_SPENT) {
+        gw_resp_error(&r->resp, GW_R_ADMISSION_REQUIRED, extra,
+                      "X-Admission-Token of sale %s is spent by an order (or a buy in progress): "
+                      "a token admits one order",
+                      r->id);
+        return;
+    }
     gw_resp_error(&r->resp, GW_R_ADMISSION_REQUIRED, extra,
-                  adm == ADM_SPENT ? "X-Admission-Token of sale %s was spent by an order "
-                                     "already (a token admits one order%s)"
-                  : adm == ADM_NOT_THIS_BUYER
+                  adm == ADM_NOT_THIS_BUYER
                       ? "X-Admission-Token was not given to this buyer for sale %s: take "
                         "your own place with GET /v1/sales/%s/queue"
                       : "sale %s has a waiting room: take a place with GET "
                         "/v1/sales/%s/queue and buy with its admission_token in "
                         "X-Admission-Token",
-                  r->id, adm == ADM_SPENT ? "" : r->id);
+                  r->id, r->id);
 }
 
 /*
