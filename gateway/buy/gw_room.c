@@ -4,11 +4,11 @@
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
 
-#include "common/cm_rand.h"
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
 #include "common/cm_log.h"
+#include "common/cm_rand.h"
 #include "common/cm_time.h"
 #include "common/cm_url.h"
 #include "gateway/base/gw_base.h"
@@ -173,8 +173,7 @@ static void prequeue_seal(gw_fair_sale_t *fs, int64_t now_ms, int64_t starts_at_
     atomic_fetch_add(&fs->wr_next, (uint64_t)n);
     atomic_store(&fs->wr_sealed, true);
     if (n)
-        cm_log_info("fair", "waiting room pre-queue sealed", "sale=%s persons=%zu",
-                    fs->sale_id, n);
+        cm_log_info("fair", "waiting room pre-queue sealed", "sale=%s persons=%zu", fs->sale_id, n);
 }
 
 /* The replay id of a place: one per place of this room, opaque outside. */
@@ -184,9 +183,8 @@ static uint64_t place_jti(const gw_fair_sale_t *fs, uint64_t pos)
     return j ? j : 1;
 }
 
-int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool take,
-                      int64_t now_ms, int64_t starts_at_ms, uint64_t admitted_through,
-                      gw_wr_join_t *out)
+int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool take, int64_t now_ms,
+                      int64_t starts_at_ms, uint64_t admitted_through, gw_wr_join_t *out)
 {
     memset(out, 0, sizeof(*out));
     int64_t now_s = now_ms / 1000;
@@ -203,9 +201,8 @@ int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool t
         prequeue_seal(fs, now_ms, starts_at_ms);
     }
     int64_t *exp = NULL;
-    uint64_t rank = fs->wr_npre ? gw_wr_prequeue_rank(
-                                      fs->wr_pre, fs->wr_npre,
-                                      gw_wr_prequeue_key(&fs->wr_seed, person, len))
+    uint64_t rank = fs->wr_npre ? gw_wr_prequeue_rank(fs->wr_pre, fs->wr_npre,
+                                                      gw_wr_prequeue_key(&fs->wr_seed, person, len))
                                 : 0;
     /* a pre-queue place whose token expired unused is given up: the person
      * joins at the back like a place of the table */
@@ -217,8 +214,8 @@ int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool t
         size_t b = (size_t)(tag >> 32) & (WR_PLACES - GW_WR_WAYS);
         if (!fs->wr_places && take)
             fs->wr_places = cm_xcalloc(WR_PLACES, sizeof(*fs->wr_places));
-        gw_wr_place_t *p = fs->wr_places ? place_slot(fs->wr_places + b, tag, take, &fs->wr_next)
-                                         : NULL;
+        gw_wr_place_t *p =
+            fs->wr_places ? place_slot(fs->wr_places + b, tag, take, &fs->wr_next) : NULL;
         if (p && p->exp_s && p->exp_s < now_s && take) {
             p->pos = atomic_fetch_add_explicit(&fs->wr_next, 1, memory_order_relaxed) + 1;
             p->exp_s = 0;

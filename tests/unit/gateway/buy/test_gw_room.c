@@ -22,6 +22,8 @@
 #include "gateway/overload/gw_ol.h"
 #include "gateway/proxy/gw_proxy.h"
 
+#include <cmocka.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -31,8 +33,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <cmocka.h>
-#include <jansson.h>
 #include <unistd.h>
 
 /* chi-square critical value at p = 0.001, 49 degrees of freedom */
