@@ -22,7 +22,6 @@
 #include "gateway/overload/gw_ol.h"
 #include "gateway/proxy/gw_proxy.h"
 
-#include <cmocka.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -34,6 +33,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <cmocka.h>
 
 /* chi-square critical value at p = 0.001, 49 degrees of freedom */
 #define CHI2_49_P001 85.35
