@@ -14,7 +14,12 @@ spent once (issue 52), on one gateway.
   buy refused (sold out) leaves the token to buy after a restock.
 - Room and lottery: the lottery's entry window takes entries without a token;
   after the draw the room governs first-come buys (403 without a token, 202
-  with one)."""
+  with one).
+- A fleet of three gateways on Redis: each gateway ranks the pre-queue it took
+  by its own published seed, a token given by one gateway buys through
+  another (the MAC is the fleet's), once there, and of 8 concurrent buys with
+  one token through a gateway whose reserves go to Redis exactly one is 202.
+  (Each gateway keeps its own room and spent tokens: docs/api.md.)"""
 import os
 import struct
 import sys
@@ -23,8 +28,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fg import Gateway, check, eq, finish, need_binary, rfc3339  # noqa: E402
+from fleet import Redis, need_redis, start_fleet, wait_for  # noqa: E402
 
 need_binary("flashgate")
+need_redis()
 
 M64 = (1 << 64) - 1
 
@@ -205,4 +212,69 @@ except Exception:
     raise
 finally:
     g.cleanup()
+
+
+def ranks_by_seed(g, sale, persons):
+    seed = bytes.fromhex(g.admin("GET", "/admin/v1/sales/%s/draw" % sale).json["room"]["seed"])
+    order = sorted(persons, key=lambda u: siphash24(seed, u.encode()) or 1)
+    return {u: i + 1 for i, u in enumerate(order)}
+
+
+def race(g, sale, user, tok, n=8):
+    codes, lock = [], threading.Lock()
+
+    def one():
+        rr = g.buy(sale, user, headers={"X-Admission-Token": tok})
+        with lock:
+            codes.append((rr.status, rr.json.get("reason")))
+
+    ths = [threading.Thread(target=one) for _ in range(n)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join()
+    return sorted(codes)
+
+
+redis = Redis().start()
+gws = []
+try:
+    gws = start_fleet(redis, 3, extra=NOLIMITS[:-2])
+    for x in gws:
+        eq(x.admin("PUT", "/admin/v1/degrade", body={"level": 0}).status, 200, "level 0 pinned")
+    starts = int(time.time()) + 3
+    r = gws[0].admin("PUT", "/admin/v1/sales/fq", body={
+        "stock": 100, "per_user_limit": 1, "starts_at": rfc3339(starts), "waiting_room_rate": 3000})
+    eq(r.status, 201, "a fleet sale with a waiting room")
+    ok, _ = wait_for(lambda: all(x.get("/v1/sales/fq/queue").status == 200 for x in gws), 5)
+    eq(ok, True, "every gateway has the room")
+    joined = {i: ["f%d-%02d" % (i, k) for k in range(12)] for i in range(3)}
+    for i, x in enumerate(gws):
+        for u in joined[i]:
+            r = x.get("/v1/sales/fq/queue?user_id=" + u)
+            eq((r.status, r.json.get("prequeue")), (200, True), "%s joins the pre-queue" % u)
+    wait_until(starts + 0.5)
+    for i, x in enumerate(gws):
+        want = ranks_by_seed(x, "fq", joined[i])
+        got = {u: x.get("/v1/sales/fq/queue?user_id=" + u).json["position"] for u in joined[i]}
+        eq(got, want, "gateway %d ranks its pre-queue by its published seed" % i)
+    time.sleep(0.3)
+    best = [u for u, p in ranks_by_seed(gws[0], "fq", joined[0]).items() if p == 1][0]
+    tok = gws[0].get("/v1/sales/fq/queue?user_id=" + best).json["admission_token"]
+    r = gws[1].buy("fq", best, headers={"X-Admission-Token": tok})
+    eq((r.status, r.json.get("status")), (202, "queued"), "gateway 0's token buys through gateway 1")
+    r = gws[1].buy("fq", best, headers={"X-Admission-Token": tok})
+    eq((r.status, r.json.get("reason")), (403, "admission_spent"), "once")
+    second = [u for u, p in ranks_by_seed(gws[2], "fq", joined[2]).items() if p == 2][0]
+    tok2 = gws[2].get("/v1/sales/fq/queue?user_id=" + second).json["admission_token"]
+    eq(race(gws[2], "fq", second, tok2), [(202, None)] + [(403, "admission_spent")] * 7,
+       "8 concurrent buys with one token, reserves in Redis: exactly one order")
+except Exception:
+    for x in gws:
+        print(x.logs())
+    raise
+finally:
+    for x in gws:
+        x.cleanup()
+    redis.cleanup()
 finish()
