@@ -459,6 +459,7 @@ struct gw_req {
      * gw_identity_buy) and, with identity off, by the buy path after the
      * body's parse; read only after one of them. */
     char person[INV_USER_ID_MAX + 1];
+    uint64_t adm_jti; /* the admission token this buy holds claimed (gw_buy.c), 0 = none */
     oq_order_t order;
     gw_resp_t resp;
 };

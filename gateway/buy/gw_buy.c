@@ -135,6 +135,7 @@ static char *put(char *p, const char *s)
 static void reply_accepted(gw_req_t *r, const oq_order_t *o, bool replayed)
 {
     gw_resp_t *p = &r->resp;
+    r->replayed = replayed; /* a replayed 202 spends no admission token (admission_settle) */
     gw_resp_init(p, GW_R_ACCEPTED);
     /* The status token is the only way to read the order back (order ids can be
      * enumerated); the buyer's user id is never sent back. */
@@ -371,6 +372,8 @@ static void reply_rate_limited(gw_req_t *r, const gw_limit_verdict_t *v)
     r->cached_reply = GW_R_RATE_LIMITED;
 }
 
+static void buy_finish(gw_req_t *r);
+
 static void hold(gw_req_t *r)
 {
     if (r->state == GW_ST_WAIT)
@@ -429,7 +432,7 @@ static void on_claimed(inv_reserve_req_t *res, int outcome)
 {
     gw_req_t *r = res->data;
     if (!after_claim(r, outcome))
-        gw_req_finish(r);
+        buy_finish(r);
 }
 
 /* Claims the order a keyed retry found (r->res: its id and user), then spools
@@ -533,7 +536,7 @@ static void on_reserved(inv_reserve_req_t *res, int outcome)
     gw_ol_release_rtt(r, GW_DEP_REDIS, outcome < 0 ? GW_AL_DROP : GW_AL_OK,
                       res->rtt_us == INV_RTT_NONE ? GW_OL_RTT_MEASURE : res->rtt_us);
     if (!after_reserve(r, outcome))
-        gw_req_finish(r);
+        buy_finish(r);
 }
 
 /* No order id to give (gw_fleet_ids_refused): 503 with the cause, nothing reserved. */
@@ -593,9 +596,10 @@ static void fair_enter(gw_req_t *r, gw_fair_sale_t *fair, int64_t closes_at, int
 }
 
 /*
- * Waiting-room tokens: a ticket "<position>.<mac>" over "q:<sale>:<user>:<pos>"
- * and an admission token "<expiry s>.<mac>" over "a:<sale>:<user>:<expiry>",
- * MACs of gw_token_mac (the fleet's status key), so any gateway checks them.
+ * Waiting-room tokens: a ticket "<position>.<mac>" over "q:<sale>:<person>:<pos>"
+ * and an admission token "<expiry s>.<jti>.<mac>" over
+ * "a:<sale>:<person>:<expiry>:<jti>" (jti: 16 lower-case hex digits), MACs of
+ * gw_token_mac (the fleet's status key), so any gateway checks them.
  */
 /* The number before a token's '.': 1..19 decimal digits, no sign, blank or
  * leading zero, > 0; 0 if it is not one. strtoull took " +0005" for 5: the MAC
@@ -615,10 +619,10 @@ static uint64_t token_number(const char *s, const char *dot)
     return v;
 }
 
-/* Why an X-Admission-Token does not admit: the "reason" of the 403. */
+/* Why an X-Admission-Token does not admit: the "reason" of the 403 (busy: 503). */
 #define ADMISSION_OUTCOMES(XX)                                                                 \
     XX(OK, "ok") XX(MISSING, "missing") XX(MALFORMED, "malformed") XX(EXPIRED, "expired")      \
-    XX(NOT_THIS_BUYER, "not_this_buyer")
+    XX(NOT_THIS_BUYER, "not_this_buyer") XX(SPENT, "admission_spent") XX(BUSY, "admission_busy")
 typedef enum {
 #define XX(n, s) ADM_##n,
     ADMISSION_OUTCOMES(XX)
@@ -630,9 +634,15 @@ static const char *const admission_names[] = {
 #undef XX
 };
 
-/* The token's MAC binds sale and user: one given to another user (or for
- * another sale, or forged) is not_this_buyer. */
-static admission_t admission_check(gw_req_t *r, int64_t now_ms)
+/* A checked admission token's expiry and replay id. */
+typedef struct admission_tok {
+    int64_t exp_s;
+    uint64_t jti;
+} admission_tok_t;
+
+/* The token's MAC binds sale, person, expiry and replay id: one given to
+ * another person (or for another sale, or forged) is not_this_buyer. */
+static admission_t admission_check(gw_req_t *r, int64_t now_ms, admission_tok_t *tok)
 {
     const char *t = r->hdr.admission;
     if (!t)
@@ -643,15 +653,98 @@ static admission_t admission_check(gw_req_t *r, int64_t now_ms)
     long long exp = (long long)token_number(t, dot); /* at most 12 digits */
     if (exp <= 0)
         return ADM_MALFORMED;
+    const char *j = dot + 1, *dot2 = strchr(j, '.');
+    if (!dot2 || dot2 - j != 16)
+        return ADM_MALFORMED;
+    uint64_t jti = 0;
+    for (int i = 0; i < 16; i++) {
+        char c = j[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0)
+            return ADM_MALFORMED;
+        jti = jti << 4 | (uint64_t)d;
+    }
+    if (!jti)
+        return ADM_MALFORMED;
     if (exp < now_ms / 1000)
         return ADM_EXPIRED;
     char msg[200];
-    snprintf(msg, sizeof(msg), "a:%s:%s:%lld", r->id, r->res.user_id, exp);
-    return gw_token_mac_ok(r->w->srv, msg, dot + 1, strlen(dot + 1)) ? ADM_OK
-                                                                      : ADM_NOT_THIS_BUYER;
+    snprintf(msg, sizeof(msg), "a:%s:%s:%lld:%016llx", r->id, r->person, exp,
+             (unsigned long long)jti);
+    if (!gw_token_mac_ok(r->w->srv, msg, dot2 + 1, strlen(dot2 + 1)))
+        return ADM_NOT_THIS_BUYER;
+    tok->exp_s = exp;
+    tok->jti = jti;
+    return ADM_OK;
 }
 
+/* The 403 (503 when the spent table is full) of a buy its token does not admit. */
+static void admission_refused(gw_req_t *r, admission_t adm)
+{
+    char extra[48];
+    snprintf(extra, sizeof(extra), "\"reason\":\"%s\"", admission_names[adm]);
+    if (adm == ADM_BUSY) {
+        gw_resp_error(&r->resp, GW_R_UNAVAILABLE, extra,
+                      "too many admission tokens of sale %s spent lately to record another; "
+                      "retry",
+                      r->id);
+        gw_resp_retry_after(&r->resp, 1);
+        return;
+    }
+    if (adm == ADM_SPENT) {
+        gw_resp_error(&r->resp, GW_R_ADMISSION_REQUIRED, extra,
+                      "X-Admission-Token of sale %s is spent by an order (or a buy in progress): "
+                      "a token admits one order",
+                      r->id);
+        return;
+    }
+    gw_resp_error(&r->resp, GW_R_ADMISSION_REQUIRED, extra,
+                  adm == ADM_NOT_THIS_BUYER
+                      ? "X-Admission-Token was not given to this buyer for sale %s: take "
+                        "your own place with GET /v1/sales/%s/queue"
+                      : "sale %s has a waiting room: take a place with GET "
+                        "/v1/sales/%s/queue and buy with its admission_token in "
+                        "X-Admission-Token",
+                  r->id, r->id);
+}
+
+/*
+ * The admission token's jti is claimed just before the reserve and settled by
+ * the buy's answer: kept by a 202 of a new order, given back by anything else
+ * (a refusal, a 503, a replayed 202), so a failed buy does not cost the
+ * person their admission and two concurrent buys with one token make one
+ * order. Every answer of a buy passes here (gw_buy_handle's return, or the
+ * held buy's gw_req_finish through buy_finish).
+ */
+static void admission_settle(gw_req_t *r)
+{
+    if (!r->adm_jti)
+        return;
+    bool accepted = !r->cached && r->resp.reply == GW_R_ACCEPTED && !r->replayed;
+    gw_fair_admission_settle(r->w->srv->fair, r->id, r->adm_jti, accepted);
+    r->adm_jti = 0;
+}
+
+/* gw_req_finish of a held buy. */
+static void buy_finish(gw_req_t *r)
+{
+    admission_settle(r);
+    gw_req_finish(r);
+}
+
+static bool buy_handle(gw_req_t *r);
+
 bool gw_buy_handle(gw_req_t *r)
+{
+    r->adm_jti = 0;
+    r->replayed = false;
+    bool held = buy_handle(r);
+    if (!held)
+        admission_settle(r);
+    return held;
+}
+
+static bool buy_handle(gw_req_t *r)
 {
     gw_worker_t *w = r->w;
     gw_server_t *srv = w->srv;
@@ -763,19 +856,15 @@ bool gw_buy_handle(gw_req_t *r)
      * changed. */
     size_t user_len = strlen(r->res.user_id);
     gw_limits_prefetch_user(srv->limits, r->res.user_id, user_len);
-    /* 3a. a sale with a waiting room needs its admission token (no shared state) */
-    admission_t adm = gw_fair_room(srv->fair, r->id) ? admission_check(r, now_ms) : ADM_OK;
+    /* 3a. a sale with a waiting room needs its admission token (the MAC: no
+     * shared state; its replay id is claimed at step 4c). Not for a lottery
+     * entry, nor while the draw runs: the room governs the first-come buys
+     * after the draw (docs/design.md, "Room and lottery"). */
+    admission_tok_t atok = {0};
+    bool room = phase == GW_FAIR_OPEN && gw_fair_room(srv->fair, r->id);
+    admission_t adm = room ? admission_check(r, now_ms, &atok) : ADM_OK;
     if (adm != ADM_OK) {
-        char extra[48];
-        snprintf(extra, sizeof(extra), "\"reason\":\"%s\"", admission_names[adm]);
-        gw_resp_error(&r->resp, GW_R_ADMISSION_REQUIRED, extra,
-                      adm == ADM_NOT_THIS_BUYER
-                          ? "X-Admission-Token was not given to this buyer for sale %s: take "
-                            "your own place with GET /v1/sales/%s/queue"
-                          : "sale %s has a waiting room: take a place with GET "
-                            "/v1/sales/%s/queue and buy with its admission_token in "
-                            "X-Admission-Token",
-                      r->id, r->id);
+        admission_refused(r, adm);
         return false;
     }
     if (r->res.qty > info.per_user_limit) {
@@ -817,6 +906,20 @@ bool gw_buy_handle(gw_req_t *r)
                       "the start-window draw of sale %s is running; retry", r->id);
         gw_resp_retry_after(&r->resp, 1);
         return false;
+    }
+
+    /* 4c. the admission token is spent by the order it admits: claimed now,
+     * kept or given back by the answer (admission_settle). A retry with the
+     * Idempotency-Key of the buy that spent it goes on to get its order. */
+    if (room) {
+        int ac = gw_fair_admission_claim(srv->fair, r->id, atok.jti, atok.exp_s,
+                                         r->res.raw_key_fp, now_ms / 1000);
+        if (ac == GW_WR_SPENT || ac == CM_EBUSY) {
+            admission_refused(r, ac == CM_EBUSY ? ADM_BUSY : ADM_SPENT);
+            return false;
+        }
+        if (ac == GW_WR_CLAIMED)
+            r->adm_jti = atok.jti;
     }
 
     /* 5. the atomic step */
@@ -888,7 +991,7 @@ static void sync_after(uv_work_t *wk, int status)
             gw_orders_put(w->srv->orders, &r->order);
         }
         gw_ol_release(r, GW_DEP_SPOOL, w->buy.sync_result ? GW_AL_DROP : GW_AL_OK);
-        gw_req_finish(r);
+        buy_finish(r);
         r = next;
     }
     if (w->buy.sync_result != 0)
@@ -913,7 +1016,7 @@ static void spooled(gw_req_t *r, int rc)
             gw_release_unaccepted(srv, o, rc == CM_EBUSY ? "not accepted: spool full"
                                                          : "not accepted: spool write failed");
         spool_refused(r, rc);
-        gw_req_finish(r);
+        buy_finish(r);
         return;
     }
     w->buy.notify_relay = true;
@@ -928,7 +1031,7 @@ static void spooled(gw_req_t *r, int rc)
         return;
     }
     gw_orders_put(srv->orders, o); /* known (and replayable by its key) once durable */
-    gw_req_finish(r);
+    buy_finish(r);
 }
 
 #define SPOOL_BATCH 64 /* orders per write(2): ~16 KiB of records */
@@ -1095,7 +1198,8 @@ void gw_room_handle(gw_req_t *r)
 {
     gw_server_t *srv = r->w->srv;
     gw_resp_t *p = &r->resp;
-    if (!inv_sale_find(srv->inv, r->id)) {
+    inv_sale_t *sale = inv_sale_find(srv->inv, r->id);
+    if (!sale) {
         gw_resp_error(p, GW_R_UNKNOWN_SALE, NULL, "no sale %s", r->id);
         return;
     }
@@ -1104,14 +1208,18 @@ void gw_room_handle(gw_req_t *r)
         gw_resp_error(p, GW_R_NOT_FOUND, NULL, "sale %s has no waiting room", r->id);
         return;
     }
+    inv_sale_terms_t terms;
+    inv_sale_terms(sale, &terms);
+    int64_t now_ms = cm_wall_ms();
     gw_fair_room_view_t v;
     gw_fair_room_view(fs, &v);
     const char *user = gw_req_arg(r, "user_id");
     const char *ticket = gw_req_arg(r, "ticket");
     /* With identity on, a request for a place (user_id, ticket or join in the
-     * query, or a bearer token) is the verified user's: the places, tickets,
-     * admission tokens and the per-user bucket are keyed by that user only. A
-     * cookie or trusted header alone does not make a join of the page poll. */
+     * query, or a bearer token) is the verified person's: the places, tickets,
+     * admission tokens are keyed by the person (gw_req_t.person), the per-user
+     * bucket by the user. A cookie or trusted header alone does not make a join
+     * of the page poll. */
     bool identity = gw_identity_on(srv);
     bool personal = user || ticket ||
                     (identity && (gw_req_arg(r, "join") || gw_req_header(r, "Authorization")));
@@ -1121,9 +1229,9 @@ void gw_room_handle(gw_req_t *r)
         p->body_len = (size_t)snprintf(
             p->body, sizeof(p->body),
             "{\"sale_id\":\"%s\",\"admitting_through\":%llu,\"queued\":%llu,"
-            "\"rate_per_s\":%.3f}",
+            "\"prequeued\":%llu,\"rate_per_s\":%.3f}",
             r->id, (unsigned long long)v.admitted_through, (unsigned long long)v.queued,
-            v.rate_per_s);
+            (unsigned long long)v.prequeued, v.rate_per_s);
         gw_resp_header(p, "Cache-Control", "public, max-age=1");
         return;
     }
@@ -1155,44 +1263,72 @@ void gw_room_handle(gw_req_t *r)
     } else if (!user) {
         gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "missing query parameter user_id");
         return;
+    } else {
+        memcpy(r->person, user, strlen(user) + 1);
     }
+    const char *person = r->person;
+    size_t person_len = strlen(person);
     char msg[200], mac[GW_TOKEN_LEN + 1];
-    uint64_t pos = 0;
+    uint64_t q = 0;
     if (ticket) {
         const char *dot = strchr(ticket, '.');
-        unsigned long long q = dot ? token_number(ticket, dot) : 0;
+        q = dot ? token_number(ticket, dot) : 0;
         if (q > 0) {
-            snprintf(msg, sizeof(msg), "q:%s:%s:%llu", r->id, user, q);
-            if (gw_token_mac_ok(srv, msg, dot + 1, strlen(dot + 1)))
-                pos = q;
+            snprintf(msg, sizeof(msg), "q:%s:%s:%llu", r->id, person, (unsigned long long)q);
+            if (!gw_token_mac_ok(srv, msg, dot + 1, strlen(dot + 1)))
+                q = 0;
         }
-        if (!pos) {
+        if (!q) {
             gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
-                          "ticket is not one of this sale's for this user");
+                          "ticket is not one of this sale's for this person");
             return;
         }
-    } else {
+    } else if (take) {
         /* A join takes a place, which every later buyer waits behind: it goes
          * through the buy's limiters (per IP, per user, the sale's rule), and a
-         * user who holds a place gets it back. HEAD takes none: its head is
+         * person who holds a place gets it back. HEAD takes none: its head is
          * the one a join would get now. */
-        size_t user_len = strlen(user);
-        if (take) {
-            if (!identity)
-                iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
-            gw_limits_admit(srv->limits, user, user_len, identity ? NULL : (const char *)ipkey,
-                            identity ? 0 : iplen, r->id, strlen(r->id), r->w->now_ns, &lv);
-            if (!lv.allowed) {
-                gw_hitters_add(r->w, user, ipkey, iplen);
-                reply_rate_limited(r, &lv);
-                return;
-            }
+        if (!identity)
+            iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
+        gw_limits_admit(srv->limits, user, strlen(user), identity ? NULL : (const char *)ipkey,
+                        identity ? 0 : iplen, r->id, strlen(r->id), r->w->now_ns, &lv);
+        if (!lv.allowed) {
+            gw_hitters_add(r->w, user, ipkey, iplen);
+            reply_rate_limited(r, &lv);
+            return;
         }
-        pos = gw_fair_room_join(fs, user, user_len, take);
-        if (!pos)
-            pos = v.queued + 1;
     }
-    snprintf(msg, sizeof(msg), "q:%s:%s:%llu", r->id, user, (unsigned long long)pos);
+    gw_wr_join_t j;
+    int rc = gw_fair_room_join(fs, person, person_len, take, now_ms, terms.starts_at_ms,
+                               v.admitted_through, &j);
+    if (rc == CM_EBUSY) {
+        gw_resp_error(p, GW_R_UNAVAILABLE, NULL,
+                      "the pre-queue of sale %s is full; join again after the start", r->id);
+        gw_resp_retry_after(p, (uint64_t)((terms.starts_at_ms - now_ms) / 1000 + 1));
+        return;
+    }
+    if (j.prequeue) {
+        /* before the start: no place yet; the order is drawn at the start */
+        char at[40];
+        cm_time_format_rfc3339(terms.starts_at_ms, at, sizeof(at));
+        gw_resp_init(p, GW_R_OK);
+        p->body_len = (size_t)snprintf(p->body, sizeof(p->body),
+                                       "{\"sale_id\":\"%s\",\"prequeue\":true,\"joined\":%s,"
+                                       "\"starts_at\":\"%s\",\"retry_after\":%lld}",
+                                       r->id, take ? "true" : "false", at,
+                                       (long long)((terms.starts_at_ms - now_ms) / 1000 + 1));
+        gw_resp_header(p, "Cache-Control", "no-store");
+        return;
+    }
+    if (ticket && j.pos != q) {
+        gw_resp_error(p, GW_R_CONFLICT, "\"reason\":\"place_gone\"",
+                      "this ticket's place of sale %s is no longer held (its admission "
+                      "expired or the room's table gave it up): join again",
+                      r->id);
+        return;
+    }
+    uint64_t pos = j.pos ? j.pos : v.queued + 1; /* HEAD without a place: the next one */
+    snprintf(msg, sizeof(msg), "q:%s:%s:%llu", r->id, person, (unsigned long long)pos);
     gw_token_mac(srv, msg, mac);
     gw_resp_init(p, GW_R_OK);
     size_t n = (size_t)snprintf(
@@ -1201,16 +1337,20 @@ void gw_room_handle(gw_req_t *r)
         "\"ticket\":\"%llu.%s\"",
         r->id, (unsigned long long)pos, (unsigned long long)v.admitted_through,
         (unsigned long long)pos, mac);
-    if (pos <= v.admitted_through) {
-        long long exp = cm_wall_ms() / 1000 + GW_WR_TOKEN_TTL_S;
-        snprintf(msg, sizeof(msg), "a:%s:%s:%lld", r->id, user, exp);
+    if (j.exp_s) {
+        snprintf(msg, sizeof(msg), "a:%s:%s:%lld:%016llx", r->id, person, (long long)j.exp_s,
+                 (unsigned long long)j.jti);
         gw_token_mac(srv, msg, mac);
+        long long left = (long long)j.exp_s - now_ms / 1000;
         n += (size_t)snprintf(p->body + n, sizeof(p->body) - n,
-                              ",\"admission_token\":\"%lld.%s\",\"expires_in_s\":%d", exp, mac,
-                              GW_WR_TOKEN_TTL_S);
+                              ",\"admission_token\":\"%lld.%016llx.%s\",\"expires_in_s\":%lld",
+                              (long long)j.exp_s, (unsigned long long)j.jti, mac,
+                              left > 0 ? left : 0);
     } else if (v.rate_per_s > 0) {
         n += (size_t)snprintf(p->body + n, sizeof(p->body) - n, ",\"eta_s\":%.1f",
-                              (double)(pos - v.admitted_through) / v.rate_per_s);
+                              pos > v.admitted_through
+                                  ? (double)(pos - v.admitted_through) / v.rate_per_s
+                                  : 0.0);
     } else {
         n += (size_t)snprintf(p->body + n, sizeof(p->body) - n, ",\"eta_s\":null");
     }

@@ -227,11 +227,11 @@ static gw_fair_sale_t *sale_new(const char *sale_id)
 {
     gw_fair_sale_t *fs = cm_xcalloc(1, sizeof(*fs));
     snprintf(fs->sale_id, sizeof(fs->sale_id), "%s", sale_id);
-    if (cm_hash_seed_random(&fs->wr_key) != 0) /* never fails on Linux; a fixed key still works */
-        fs->wr_key = (cm_hash_key_t){0x9e3779b97f4a7c15ull, (uint64_t)(uintptr_t)fs};
+    gw_fair__room_keys(fs);
     pthread_mutex_init(&fs->mu, NULL);
     pthread_mutex_init(&fs->wr_mu, NULL);
     pthread_mutex_init(&fs->reg_mu, NULL);
+    gw_wr_spent_init(&fs->wr_spent);
     fs->fd = -1;
     return fs;
 }
@@ -286,14 +286,7 @@ int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs)
     pthread_mutex_unlock(&fs->mu);
     if (gw_fair__reg_reset(f, fs) != 0)
         rc = CM_EIO;
-    pthread_mutex_lock(&fs->wr_mu);
-    if (fs->wr_places)
-        memset(fs->wr_places, 0, WR_PLACES * sizeof(*fs->wr_places));
-    atomic_store(&fs->wr_next, 0);
-    atomic_store(&fs->wr_front_milli, 0);
-    atomic_store(&fs->wr_eff_milli, 0);
-    fs->wr_last_ms = 0;
-    pthread_mutex_unlock(&fs->wr_mu);
+    gw_fair__room_reset(fs);
     if (rc)
         cm_log_error("fair", "cannot empty the entry log of a deleted sale", "sale=%s err=%s",
                      fs->sale_id, strerror(errno));
@@ -470,6 +463,9 @@ void gw_fair_close(gw_server_t *srv)
         free(fs->perm);
         free(fs->wr_places);
         gw_fair__reg_free(fs);
+        free(fs->wr_pre);
+        free(fs->wr_pre_exp);
+        gw_wr_spent_deinit(&fs->wr_spent);
         pthread_mutex_destroy(&fs->mu);
         pthread_mutex_destroy(&fs->wr_mu);
         pthread_mutex_destroy(&fs->reg_mu);

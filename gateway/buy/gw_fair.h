@@ -37,8 +37,10 @@
 #ifndef GW_FAIR_H
 #define GW_FAIR_H
 
+#include "common/cm_hash.h"
 #include "inventory/inv.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -182,18 +184,35 @@ void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id);
 
 /*
  * Waiting room (optional per sale, independent of the lottery): buyers first
- * take a place in the queue (GET /v1/sales/{id}/queue?user_id=U: a position,
- * signed into a ticket; a user who joins again gets the place they hold, from a
- * bounded table per room) and are admitted
- * in position order as the admission front advances at the sale's
+ * take a place in the queue (GET /v1/sales/{id}/queue) and are admitted in
+ * place order as the admission front advances at the sale's
  * waiting_room_rate, scaled by the overload controller's state (level,
  * share of users admitted, the Redis limit's throughput) and divided among the
- * fleet's gateways. An admitted user gets an admission token: an HMAC with
- * the fleet's status key over sale, user and expiry, checked by the buy path
- * without any shared state.
+ * fleet's gateways. Places are per person (gw_req_t.person): a person who
+ * joins again gets the place they hold.
+ *
+ * The pre-queue: everyone who joins before the sale's starts_at is told so
+ * ("prequeue": no place yet); at the start the pre-queue is sealed and each
+ * of its persons holds the place of their rank in the order of a keyed hash,
+ * SipHash(seed, person), the seed random per room, secret until the start and
+ * published afterwards (GET /admin/v1/sales/{id}/draw, "room"), so the order
+ * is uniform whatever the arrival order and anyone with the seed and the
+ * persons reproduces it. Later arrivals are first-come behind the pre-queue.
+ *
+ * An admitted person gets an admission token "<expiry s>.<jti>.<mac>": an HMAC
+ * with the fleet's status key over sale, person, expiry and a replay id (jti,
+ * 16 hex digits, one per place). The expiry is fixed when the place is first
+ * admitted (asking again gives the same token); once it passed, the person's
+ * next join takes a new place at the back. The order a token admits spends
+ * it: the buy claims its jti before the reserve and keeps it only when the
+ * answer is a 202 of a new order; any other answer gives it back
+ * (gw_fair_admission_claim / _settle), so a token is spent exactly once and
+ * never by a refused buy.
  */
 #define GW_WR_RATE_MAX 1000000
 #define GW_WR_TOKEN_TTL_S 120
+/* Persons a pre-queue holds; a join before the start beyond it is 503. */
+#define GW_WR_PREQUEUE_MAX (1u << 21)
 
 /* The sale's waiting room, or NULL when it has none. Thread-safe. */
 gw_fair_sale_t *gw_fair_room(gw_fair_t *f, const char *sale_id);
@@ -202,32 +221,97 @@ int64_t gw_fair_room_rate(gw_fair_t *f, const char *sale_id);
 
 typedef struct gw_fair_room_view {
     uint64_t admitted_through; /* positions up to this one are admitted */
-    uint64_t queued;           /* positions given so far */
+    uint64_t queued;           /* positions given so far (the sealed pre-queue's included) */
+    uint64_t prequeued;        /* persons in the pre-queue */
+    bool sealed;               /* the pre-queue was sealed: the sale started */
     double rate_per_s;         /* the admission rate in force now (this gateway) */
 } gw_fair_room_view_t;
 void gw_fair_room_view(gw_fair_sale_t *fs, gw_fair_room_view_t *out);
+
+/* What a join (or a look) found: gw_fair_room_join. */
+typedef struct gw_wr_join {
+    bool prequeue; /* before the start: in the pre-queue (a join) or not (a look), no place */
+    uint64_t pos;  /* the 1-based place, 0 = none */
+    int64_t exp_s; /* admitted: the admission token's expiry (s since the epoch), else 0 */
+    uint64_t jti;  /* admitted: the token's replay id */
+} gw_wr_join_t;
+
 /*
- * The position (1-based) user_id holds in the queue. A user without one gets
- * a new one at the back when take is true, else 0. A user keeps their place
- * while the room's bounded table holds it (WR_PLACES, gw_fair_internal.h).
+ * The place `person` holds in the room at now_ms (the sale starting at
+ * starts_at_ms, 0 = no start), joining (take) or only looking. Before the
+ * start a join enters the pre-queue (out->prequeue). From the start (the first
+ * call at or after it seals the pre-queue, as does the tick), a pre-queue
+ * person holds their rank, anyone else a place at the back, kept while the
+ * room's bounded table holds it (WR_PLACES, gw_fair_internal.h). When the
+ * place is at or before admitted_through, out->exp_s and out->jti are set.
+ * Returns 0, or CM_EBUSY (a join before the start, the pre-queue full).
  * Thread-safe.
  */
-uint64_t gw_fair_room_join(gw_fair_sale_t *fs, const char *user_id, size_t len, bool take);
+int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool take,
+                      int64_t now_ms, int64_t starts_at_ms, uint64_t admitted_through,
+                      gw_wr_join_t *out);
 
 /*
  * One bucket of a room's place table (gw_room.c): the position held by the
- * user whose tag (siphash(the room's own key, user_id) | 1; 0 = an empty slot) is tag,
- * else, with take, a new position at the back (from *next) in the slot of the
- * bucket's lowest position: an empty slot first, then the oldest place, the
- * first to be admitted (its user joins at the back again if they come back);
- * without take, 0. Caller holds the room's lock; *next is also read unlocked.
+ * person whose tag (siphash(the room's own key, person) | 1; 0 = an empty slot)
+ * is tag, else, with take, a new position at the back (from *next) in the slot
+ * of the bucket's lowest position: an empty slot first, then the oldest place,
+ * the first to be admitted (its person joins at the back again if they come
+ * back); without take, 0. Caller holds the room's lock; *next is also read
+ * unlocked.
  */
 #define GW_WR_WAYS 4
 typedef struct gw_wr_place {
     uint64_t tag;
     uint64_t pos;
+    int64_t exp_s; /* its admission token's expiry once admitted, else 0 */
 } gw_wr_place_t;
 uint64_t gw_wr_place_find(gw_wr_place_t *bucket, uint64_t tag, bool take, _Atomic uint64_t *next);
+
+/*
+ * The pre-queue's order, pure so that tests and auditors can run it: a
+ * person's key is SipHash-2-4(seed, person) (0 read as 1: 0 marks an empty
+ * slot); gw_wr_prequeue_sort sorts n keys ascending; gw_wr_prequeue_rank is
+ * the 1-based rank of key among the sorted keys, 0 if absent. Thread-safe.
+ */
+uint64_t gw_wr_prequeue_key(const cm_hash_key_t *seed, const char *person, size_t len);
+void gw_wr_prequeue_sort(uint64_t *keys, size_t n);
+uint64_t gw_wr_prequeue_rank(const uint64_t *sorted, size_t n, uint64_t key);
+
+/*
+ * The spent admission tokens of a room: a bounded table (GW_WR_SPENT_SLOTS
+ * slots in buckets of GW_WR_SPENT_WAYS) of replay ids, each kept until its
+ * token expires. gw_wr_spent_claim claims jti for a buy: GW_WR_CLAIMED (this
+ * buy holds it: it must settle it), GW_WR_SPENT (spent, or held by a buy in
+ * progress), GW_WR_REPLAY (held or spent by a buy with the same non-zero
+ * Idempotency-Key fingerprint fp: its retry, let through unclaimed, so it
+ * gets its order back) or CM_EBUSY (the bucket is full of live tokens).
+ * gw_wr_spent_settle keeps a claim (accepted) or gives it back. Thread-safe
+ * (one mutex); _init/_deinit single-threaded; _clear empties it.
+ */
+#define GW_WR_SPENT_SLOTS (1u << 18)
+#define GW_WR_SPENT_WAYS 16
+enum { GW_WR_CLAIMED = 0, GW_WR_SPENT = 1, GW_WR_REPLAY = 2 };
+typedef struct gw_wr_spent_slot {
+    uint64_t jti; /* 0 = empty */
+    int64_t exp_s;
+    uint64_t fp;
+    bool spent; /* false: held by a buy in progress */
+} gw_wr_spent_slot_t;
+typedef struct gw_wr_spent {
+    pthread_mutex_t mu;
+    gw_wr_spent_slot_t *slots; /* allocated at the first claim */
+} gw_wr_spent_t;
+void gw_wr_spent_init(gw_wr_spent_t *s);
+void gw_wr_spent_deinit(gw_wr_spent_t *s);
+void gw_wr_spent_clear(gw_wr_spent_t *s);
+int gw_wr_spent_claim(gw_wr_spent_t *s, uint64_t jti, int64_t exp_s, uint64_t fp, int64_t now_s);
+void gw_wr_spent_settle(gw_wr_spent_t *s, uint64_t jti, bool accepted);
+
+/* The buy path's side of the above for a sale's room (none: GW_WR_CLAIMED, nothing held). */
+int gw_fair_admission_claim(gw_fair_t *f, const char *sale_id, uint64_t jti, int64_t exp_s,
+                            uint64_t fp, int64_t now_s);
+void gw_fair_admission_settle(gw_fair_t *f, const char *sale_id, uint64_t jti, bool accepted);
 
 /* Adds {"fair": {...}} counters to the stats (json_t *). Thread-safe. */
 void gw_fair_stats(gw_fair_t *f, void *json_obj);

@@ -73,17 +73,28 @@ struct gw_fair_sale {
     _Atomic uint64_t wr_front_milli;  /* admitted through (thousandths of a position) */
     _Atomic uint64_t wr_eff_milli;    /* the rate in force (thousandths per second) */
     int64_t wr_last_ms;               /* lottery thread */
-    pthread_mutex_t wr_mu;            /* wr_places */
+    pthread_mutex_t wr_mu;            /* wr_places, wr_key, the pre-queue */
     gw_wr_place_t *wr_places;         /* WR_PLACES slots, allocated at the first join */
-    /* The place table's key: this gateway's own (the table is local and not
-     * kept across a restart), set before the sale is published and never
-     * changed, so a join needs no lock for it and a re-keyed secret does not
-     * move anyone's place. */
+    /* The place table's key and the replay ids' (gw_room.c): this gateway's
+     * own (the table is local and not kept across a restart), new when the
+     * sale is deleted, so a re-keyed secret does not move anyone's place. */
     cm_hash_key_t wr_key;
     /* registration (gw_reg.c): its window (0, 0 = none) and, one node, its persons */
     _Atomic int64_t reg_opens_ms, reg_closes_ms;
     pthread_mutex_t reg_mu; /* reg */
     struct gw_reg_set *reg; /* allocated at the first registration or load */
+    /* The pre-queue: the keys (gw_wr_prequeue_key under wr_seed) of the persons
+     * who joined before the start, an open-addressing set of wr_pre_cap slots
+     * (0 = empty) until the seal, then wr_npre of them sorted, with each
+     * one's admission token expiry in wr_pre_exp (0 = not admitted yet). */
+    cm_hash_key_t wr_seed;            /* secret until the seal */
+    uint64_t *wr_pre;
+    int64_t *wr_pre_exp;
+    size_t wr_npre, wr_pre_cap;
+    int64_t wr_sealed_ms;             /* when the pre-queue was sealed, 0 = not yet */
+    int64_t wr_starts_ms;             /* the sale's start it was sealed at */
+    atomic_bool wr_sealed;
+    gw_wr_spent_t wr_spent;           /* the spent admission tokens */
 };
 
 /*
@@ -179,8 +190,16 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs);
 
 /*---- gw_room.c: the waiting room ----*/
 
-/* Advances the admission front of every waiting room. Lottery thread. */
+/* Advances the admission front of every waiting room, sealing each pre-queue at its
+ * sale's start. Lottery thread. */
 void gw_fair__rooms_tick(gw_fair_t *f, int64_t now);
+/* The room's audit record for the admin draw view (a json_t *, new reference): the
+ * pre-queue's size, the seal, and the seed once the sale started. Thread-safe. */
+void *gw_fair__room_json(gw_fair_sale_t *fs);
+/* Empties a room's places, pre-queue and spent tokens, with a new seed and key. Takes wr_mu. */
+void gw_fair__room_reset(gw_fair_sale_t *fs);
+/* Draws the room's place key and pre-queue seed. wr_mu held or single-threaded. */
+void gw_fair__room_keys(gw_fair_sale_t *fs);
 
 /*---- gw_reg.c: registration ----*/
 

@@ -579,6 +579,8 @@ void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id)
         json_object_set_new(o, "drawn_at", json_string(t));
     }
     pthread_mutex_unlock(&fs->mu);
+    if (atomic_load(&fs->wr_rate) > 0)
+        json_object_set_new(o, "room", gw_fair__room_json(fs));
     return o;
 }
 

@@ -4,11 +4,11 @@
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
 
-#include "common/cm_rand.h"
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
 #include "common/cm_log.h"
+#include "common/cm_rand.h"
 #include "common/cm_time.h"
 #include "common/cm_url.h"
 #include "gateway/base/gw_base.h"
@@ -52,37 +52,337 @@ void gw_fair_room_view(gw_fair_sale_t *fs, gw_fair_room_view_t *out)
     out->admitted_through = atomic_load_explicit(&fs->wr_front_milli, memory_order_relaxed) / 1000;
     out->queued = atomic_load_explicit(&fs->wr_next, memory_order_relaxed);
     out->rate_per_s = (double)atomic_load_explicit(&fs->wr_eff_milli, memory_order_relaxed) / 1000;
+    pthread_mutex_lock(&fs->wr_mu);
+    out->prequeued = fs->wr_npre;
+    out->sealed = atomic_load(&fs->wr_sealed);
+    pthread_mutex_unlock(&fs->wr_mu);
 }
 
-uint64_t gw_wr_place_find(gw_wr_place_t *bucket, uint64_t tag, bool take, _Atomic uint64_t *next)
+/* The slot of tag in a bucket (gw_wr_place_find), or NULL without take. */
+static gw_wr_place_t *place_slot(gw_wr_place_t *bucket, uint64_t tag, bool take,
+                                 _Atomic uint64_t *next)
 {
     gw_wr_place_t *oldest = bucket;
     for (size_t i = 0; i < GW_WR_WAYS; i++) {
         if (bucket[i].tag == tag)
-            return bucket[i].pos;
+            return bucket + i;
         if (bucket[i].pos < oldest->pos)
             oldest = bucket + i; /* an empty slot has position 0: taken first */
     }
     if (!take)
-        return 0;
+        return NULL;
     oldest->tag = tag;
     oldest->pos = atomic_fetch_add_explicit(next, 1, memory_order_relaxed) + 1;
-    return oldest->pos;
+    oldest->exp_s = 0;
+    return oldest;
 }
 
-uint64_t gw_fair_room_join(gw_fair_sale_t *fs, const char *user_id, size_t len, bool take)
+uint64_t gw_wr_place_find(gw_wr_place_t *bucket, uint64_t tag, bool take, _Atomic uint64_t *next)
 {
-    uint64_t tag = cm_hash_sip24(&fs->wr_key, user_id, len) | 1;
-    size_t b = (size_t)(tag >> 32) & (WR_PLACES - GW_WR_WAYS);
-    uint64_t pos = 0;
+    gw_wr_place_t *p = place_slot(bucket, tag, take, next);
+    return p ? p->pos : 0;
+}
+
+/*---- the pre-queue ----*/
+
+uint64_t gw_wr_prequeue_key(const cm_hash_key_t *seed, const char *person, size_t len)
+{
+    uint64_t k = cm_hash_sip24(seed, person, len);
+    return k ? k : 1;
+}
+
+static int u64_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+void gw_wr_prequeue_sort(uint64_t *keys, size_t n)
+{
+    if (n > 1)
+        qsort(keys, n, sizeof(*keys), u64_cmp);
+}
+
+uint64_t gw_wr_prequeue_rank(const uint64_t *sorted, size_t n, uint64_t key)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (sorted[mid] < key)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && sorted[lo] == key ? lo + 1 : 0;
+}
+
+/* Adds key to the pre-queue's set (linear probing, grown at half full).
+ * Returns 0 (added or there already) or CM_EBUSY (full). wr_mu held. */
+static int prequeue_add(gw_fair_sale_t *fs, uint64_t key)
+{
+    if (fs->wr_pre_cap) {
+        size_t mask = fs->wr_pre_cap - 1;
+        for (size_t i = (size_t)key & mask;; i = (i + 1) & mask) {
+            if (fs->wr_pre[i] == key)
+                return 0;
+            if (!fs->wr_pre[i])
+                break;
+        }
+    }
+    if (fs->wr_npre >= GW_WR_PREQUEUE_MAX)
+        return CM_EBUSY;
+    if ((fs->wr_npre + 1) * 2 > fs->wr_pre_cap) {
+        size_t cap = fs->wr_pre_cap ? fs->wr_pre_cap * 2 : 1024;
+        uint64_t *t = cm_xcalloc(cap, sizeof(*t));
+        for (size_t j = 0; j < fs->wr_pre_cap; j++) {
+            uint64_t k = fs->wr_pre[j];
+            if (!k)
+                continue;
+            size_t i = (size_t)k & (cap - 1);
+            while (t[i])
+                i = (i + 1) & (cap - 1);
+            t[i] = k;
+        }
+        free(fs->wr_pre);
+        fs->wr_pre = t;
+        fs->wr_pre_cap = cap;
+    }
+    size_t mask = fs->wr_pre_cap - 1;
+    size_t i = (size_t)key & mask;
+    while (fs->wr_pre[i])
+        i = (i + 1) & mask;
+    fs->wr_pre[i] = key;
+    fs->wr_npre++;
+    return 0;
+}
+
+/* The start: the set becomes the sorted ranks, the places after them go to
+ * later arrivals, and the seed may be published. wr_mu held. */
+static void prequeue_seal(gw_fair_sale_t *fs, int64_t now_ms, int64_t starts_at_ms)
+{
+    size_t n = 0;
+    for (size_t j = 0; j < fs->wr_pre_cap; j++)
+        if (fs->wr_pre[j])
+            fs->wr_pre[n++] = fs->wr_pre[j];
+    gw_wr_prequeue_sort(fs->wr_pre, n);
+    fs->wr_pre_exp = n ? cm_xcalloc(n, sizeof(*fs->wr_pre_exp)) : NULL;
+    fs->wr_npre = n;
+    fs->wr_sealed_ms = now_ms;
+    fs->wr_starts_ms = starts_at_ms;
+    /* the first later arrival takes the place after the pre-queue */
+    atomic_fetch_add(&fs->wr_next, (uint64_t)n);
+    atomic_store(&fs->wr_sealed, true);
+    if (n)
+        cm_log_info("fair", "waiting room pre-queue sealed", "sale=%s persons=%zu", fs->sale_id, n);
+}
+
+/* The replay id of a place: one per place of this room, opaque outside. */
+static uint64_t place_jti(const gw_fair_sale_t *fs, uint64_t pos)
+{
+    uint64_t j = cm_hash_sip24(&fs->wr_key, &pos, sizeof(pos));
+    return j ? j : 1;
+}
+
+int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool take, int64_t now_ms,
+                      int64_t starts_at_ms, uint64_t admitted_through, gw_wr_join_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    int64_t now_s = now_ms / 1000;
+    int rc = 0;
     pthread_mutex_lock(&fs->wr_mu);
-    if (!fs->wr_places && take)
-        fs->wr_places = cm_xcalloc(WR_PLACES, sizeof(*fs->wr_places));
-    gw_wr_place_t *places = fs->wr_places;
-    if (places)
-        pos = gw_wr_place_find(places + b, tag, take, &fs->wr_next);
+    if (!atomic_load(&fs->wr_sealed)) {
+        if (starts_at_ms && now_ms < starts_at_ms) {
+            out->prequeue = true;
+            if (take)
+                rc = prequeue_add(fs, gw_wr_prequeue_key(&fs->wr_seed, person, len));
+            pthread_mutex_unlock(&fs->wr_mu);
+            return rc;
+        }
+        prequeue_seal(fs, now_ms, starts_at_ms);
+    }
+    int64_t *exp = NULL;
+    uint64_t rank = fs->wr_npre ? gw_wr_prequeue_rank(fs->wr_pre, fs->wr_npre,
+                                                      gw_wr_prequeue_key(&fs->wr_seed, person, len))
+                                : 0;
+    /* a pre-queue place whose token expired unused is given up: the person
+     * joins at the back like a place of the table */
+    if (rank && (!fs->wr_pre_exp[rank - 1] || fs->wr_pre_exp[rank - 1] >= now_s)) {
+        out->pos = rank;
+        exp = &fs->wr_pre_exp[rank - 1];
+    } else {
+        uint64_t tag = cm_hash_sip24(&fs->wr_key, person, len) | 1;
+        size_t b = (size_t)(tag >> 32) & (WR_PLACES - GW_WR_WAYS);
+        if (!fs->wr_places && take)
+            fs->wr_places = cm_xcalloc(WR_PLACES, sizeof(*fs->wr_places));
+        gw_wr_place_t *p =
+            fs->wr_places ? place_slot(fs->wr_places + b, tag, take, &fs->wr_next) : NULL;
+        if (p && p->exp_s && p->exp_s < now_s && take) {
+            p->pos = atomic_fetch_add_explicit(&fs->wr_next, 1, memory_order_relaxed) + 1;
+            p->exp_s = 0;
+        }
+        if (p) {
+            out->pos = p->pos;
+            exp = &p->exp_s;
+        }
+    }
+    if (exp && out->pos <= admitted_through && (!*exp || *exp >= now_s)) {
+        if (!*exp)
+            *exp = now_s + GW_WR_TOKEN_TTL_S;
+        out->exp_s = *exp;
+        out->jti = place_jti(fs, out->pos);
+    }
     pthread_mutex_unlock(&fs->wr_mu);
-    return pos;
+    return 0;
+}
+
+void *gw_fair__room_json(gw_fair_sale_t *fs)
+{
+    json_t *o = json_object();
+    pthread_mutex_lock(&fs->wr_mu);
+    bool sealed = atomic_load(&fs->wr_sealed);
+    json_object_set_new(o, "waiting_room_rate", json_integer(atomic_load(&fs->wr_rate)));
+    json_object_set_new(o, "prequeue_size", json_integer((json_int_t)fs->wr_npre));
+    json_object_set_new(o, "sealed", json_boolean(sealed));
+    json_object_set_new(o, "hash", json_string("siphash-2-4"));
+    if (sealed) {
+        /* the seed's 16 key bytes as cm_hash_key_t reads them: k0, k1 little-endian */
+        unsigned char b[16];
+        char hex[33];
+        for (int i = 0; i < 8; i++) {
+            b[i] = (unsigned char)(fs->wr_seed.k0 >> (8 * i));
+            b[8 + i] = (unsigned char)(fs->wr_seed.k1 >> (8 * i));
+        }
+        for (int i = 0; i < 16; i++)
+            snprintf(hex + 2 * i, 3, "%02x", b[i]);
+        json_object_set_new(o, "seed", json_string(hex));
+        char t[40];
+        cm_time_format_rfc3339(fs->wr_sealed_ms, t, sizeof(t));
+        json_object_set_new(o, "sealed_at", json_string(t));
+        if (fs->wr_starts_ms) {
+            cm_time_format_rfc3339(fs->wr_starts_ms, t, sizeof(t));
+            json_object_set_new(o, "starts_at", json_string(t));
+        }
+    }
+    pthread_mutex_unlock(&fs->wr_mu);
+    json_object_set_new(o, "admitted_through",
+                        json_integer((json_int_t)(atomic_load(&fs->wr_front_milli) / 1000)));
+    json_object_set_new(o, "queued", json_integer((json_int_t)atomic_load(&fs->wr_next)));
+    return o;
+}
+
+void gw_fair__room_reset(gw_fair_sale_t *fs)
+{
+    pthread_mutex_lock(&fs->wr_mu);
+    if (fs->wr_places)
+        memset(fs->wr_places, 0, WR_PLACES * sizeof(*fs->wr_places));
+    free(fs->wr_pre);
+    free(fs->wr_pre_exp);
+    fs->wr_pre = NULL;
+    fs->wr_pre_exp = NULL;
+    fs->wr_npre = fs->wr_pre_cap = 0;
+    fs->wr_sealed_ms = fs->wr_starts_ms = 0;
+    atomic_store(&fs->wr_sealed, false);
+    gw_fair__room_keys(fs);
+    atomic_store(&fs->wr_next, 0);
+    atomic_store(&fs->wr_front_milli, 0);
+    atomic_store(&fs->wr_eff_milli, 0);
+    fs->wr_last_ms = 0;
+    pthread_mutex_unlock(&fs->wr_mu);
+    gw_wr_spent_clear(&fs->wr_spent);
+}
+
+void gw_fair__room_keys(gw_fair_sale_t *fs)
+{
+    /* never fails on Linux; a fixed key still works (the seed is then not secret) */
+    if (cm_hash_seed_random(&fs->wr_key) != 0)
+        fs->wr_key = (cm_hash_key_t){0x9e3779b97f4a7c15ull, (uint64_t)(uintptr_t)fs};
+    if (cm_hash_seed_random(&fs->wr_seed) != 0)
+        fs->wr_seed = (cm_hash_key_t){0xbf58476d1ce4e5b9ull, (uint64_t)(uintptr_t)fs};
+}
+
+/*---- spent admission tokens ----*/
+
+void gw_wr_spent_init(gw_wr_spent_t *s)
+{
+    pthread_mutex_init(&s->mu, NULL);
+    s->slots = NULL;
+}
+
+void gw_wr_spent_deinit(gw_wr_spent_t *s)
+{
+    free(s->slots);
+    s->slots = NULL;
+    pthread_mutex_destroy(&s->mu);
+}
+
+void gw_wr_spent_clear(gw_wr_spent_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    free(s->slots);
+    s->slots = NULL;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static gw_wr_spent_slot_t *spent_bucket(gw_wr_spent_t *s, uint64_t jti)
+{
+    size_t nb = GW_WR_SPENT_SLOTS / GW_WR_SPENT_WAYS;
+    return s->slots + (size_t)(jti % nb) * GW_WR_SPENT_WAYS;
+}
+
+int gw_wr_spent_claim(gw_wr_spent_t *s, uint64_t jti, int64_t exp_s, uint64_t fp, int64_t now_s)
+{
+    pthread_mutex_lock(&s->mu);
+    if (!s->slots)
+        s->slots = cm_xcalloc(GW_WR_SPENT_SLOTS, sizeof(*s->slots));
+    gw_wr_spent_slot_t *b = spent_bucket(s, jti), *free_slot = NULL;
+    int rc = CM_EBUSY;
+    for (size_t i = 0; i < GW_WR_SPENT_WAYS; i++) {
+        gw_wr_spent_slot_t *e = b + i;
+        if (e->jti == jti) {
+            rc = fp && e->fp == fp ? GW_WR_REPLAY : GW_WR_SPENT;
+            free_slot = NULL;
+            break;
+        }
+        /* an expired token's id is free again: the token itself is refused as expired */
+        if (!free_slot && (!e->jti || e->exp_s < now_s))
+            free_slot = e;
+    }
+    if (free_slot) {
+        *free_slot = (gw_wr_spent_slot_t){.jti = jti, .exp_s = exp_s, .fp = fp, .spent = false};
+        rc = GW_WR_CLAIMED;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+void gw_wr_spent_settle(gw_wr_spent_t *s, uint64_t jti, bool accepted)
+{
+    pthread_mutex_lock(&s->mu);
+    gw_wr_spent_slot_t *b = s->slots ? spent_bucket(s, jti) : NULL;
+    for (size_t i = 0; b && i < GW_WR_SPENT_WAYS; i++) {
+        if (b[i].jti != jti)
+            continue;
+        if (accepted)
+            b[i].spent = true;
+        else
+            b[i] = (gw_wr_spent_slot_t){0};
+        break;
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+int gw_fair_admission_claim(gw_fair_t *f, const char *sale_id, uint64_t jti, int64_t exp_s,
+                            uint64_t fp, int64_t now_s)
+{
+    gw_fair_sale_t *fs = f ? gw_fair__slot_find(f, sale_id) : NULL;
+    return fs ? gw_wr_spent_claim(&fs->wr_spent, jti, exp_s, fp, now_s) : GW_WR_CLAIMED;
+}
+
+void gw_fair_admission_settle(gw_fair_t *f, const char *sale_id, uint64_t jti, bool accepted)
+{
+    gw_fair_sale_t *fs = f ? gw_fair__slot_find(f, sale_id) : NULL;
+    if (fs)
+        gw_wr_spent_settle(&fs->wr_spent, jti, accepted);
 }
 
 /*
@@ -130,6 +430,12 @@ void gw_fair__rooms_tick(gw_fair_t *f, int64_t now)
         atomic_store(&fs->wr_eff_milli, (uint64_t)(eff * 1000));
         if (!s || (info.starts_at_ms && now < info.starts_at_ms) || dt <= 0)
             continue; /* admissions start with the sale */
+        if (!atomic_load(&fs->wr_sealed)) {
+            pthread_mutex_lock(&fs->wr_mu);
+            if (!atomic_load(&fs->wr_sealed))
+                prequeue_seal(fs, now, info.starts_at_ms);
+            pthread_mutex_unlock(&fs->wr_mu);
+        }
         uint64_t front = atomic_load(&fs->wr_front_milli) + (uint64_t)(eff * (double)dt);
         uint64_t ahead = (atomic_load(&fs->wr_next) + (uint64_t)eff) * 1000;
         atomic_store(&fs->wr_front_milli, front < ahead ? front : ahead);

@@ -244,6 +244,14 @@ try:
     call("GET", Q, "/v1/sales/room/queue?user_id=u1", 200, token=None)
     call("GET", Q, "/v1/sales/room/queue?user_id=bad%21", 400, token=None)
     call("GET", Q, "/v1/sales/s1/queue", 404, token=None)
+    # a ticket whose place is gone (its sale deleted and created again): 409 place_gone
+    call("PUT", S, "/admin/v1/sales/gone", 201, {"stock": 1, "waiting_room_rate": 100})
+    gone_ticket = call("GET", Q, "/v1/sales/gone/queue?user_id=u1", 200, token=None).json["ticket"]
+    call("PUT", S, "/admin/v1/sales/gone", 200, {"stock": 1, "waiting_room_rate": 100,
+                                                 "ends_at": "2020-01-02T00:00:00Z"})
+    call("DELETE", S, "/admin/v1/sales/gone", 200)
+    call("PUT", S, "/admin/v1/sales/gone", 201, {"stock": 1, "waiting_room_rate": 100})
+    call("GET", Q, "/v1/sales/gone/queue?user_id=u1&ticket=" + gone_ticket, 409, token=None)
     # A join goes through the buy's limiters (docs/api.md): the sale's rule, one join per user.
     RU = "/admin/v1/rules/{sale_id}"
     call("PUT", RU, "/admin/v1/rules/room", 201, {"user_rps": 0.001, "user_burst": 1})

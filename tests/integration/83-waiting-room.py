@@ -3,8 +3,8 @@ refuses a buy without an admission token (403 admission_required, nothing
 taken); GET /v1/sales/{id}/queue?user_id= hands out positions in arrival
 order with a signed ticket (the same position when the ticket comes back, a
 forged one refused), admission tokens for positions the front has passed, at
-about the configured rate; the token buys for its user only, not tampered, and
-the cacheable queue page says how far admission got. The front follows the
+about the configured rate; the token buys for its user only, not tampered, once (a second buy with it is
+403 admission_spent), and the cacheable queue page says how far admission got. The front follows the
 overload controller: a pinned level 3 stops it."""
 import os
 import sys
@@ -85,16 +85,24 @@ try:
     tok = first["admission_token"]
     r = g.buy("wr", "u01", headers={"X-Admission-Token": tok})
     eq((r.status, r.json["error"]), (403, "admission_required"), "a token buys for its user only")
-    exp, mac = tok.split(".")
-    r = g.buy("wr", "u00", headers={"X-Admission-Token": "%d.%s" % (int(exp) + 100, mac)})
+    exp, jti, mac = tok.split(".")
+    eq(len(jti), 16, "the token carries a 16-hex-digit replay id: %r" % tok)
+    r = g.buy("wr", "u00", headers={"X-Admission-Token": "%d.%s.%s" % (int(exp) + 100, jti, mac)})
     eq(r.status, 403, "a token with a moved expiry is refused")
-    exp_s, amac = tok.split(".")
-    for spelling in ("+" + exp_s, "0" + exp_s):
-        r = g.buy("wr", "u00", headers={"X-Admission-Token": "%s.%s" % (spelling, amac)})
+    other = "%016x" % (int(jti, 16) ^ 1)
+    r = g.buy("wr", "u00", headers={"X-Admission-Token": "%s.%s.%s" % (exp, other, mac)})
+    eq((r.status, r.json.get("reason")), (403, "not_this_buyer"), "a token with another jti is refused")
+    for spelling in ("+" + exp, "0" + exp):
+        r = g.buy("wr", "u00", headers={"X-Admission-Token": "%s.%s.%s" % (spelling, jti, mac)})
         eq((r.status, r.json["error"]), (403, "admission_required"),
            "an admission token's expiry spelled %r is refused" % spelling)
+    again = g.get("/v1/sales/wr/queue?user_id=u00").json
+    eq(again.get("admission_token"), tok, "asking again gives the same token (one per place)")
     r = g.buy("wr", "u00", headers={"X-Admission-Token": tok})
     eq((r.status, r.json["status"]), (202, "queued"), "the admitted user buys")
+    r = g.buy("wr", "u00", headers={"X-Admission-Token": tok})
+    eq((r.status, r.json.get("reason")), (403, "admission_spent"),
+       "the token is spent by the order it admitted")
 
     # overload level 3 (pinned): admissions stop
     eq(g.admin("PUT", "/admin/v1/degrade", body={"level": 3}).status, 200, "level 3 pinned")

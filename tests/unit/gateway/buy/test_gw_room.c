@@ -1,0 +1,363 @@
+/*
+ * gw_room: the waiting room's pre-queue and admission tokens. The pre-queue's
+ * order is uniform whatever the arrival order (chi-square over seeded runs,
+ * as the draw's test does for gw_fair_order), a person holds one place
+ * however often they join, before and after the start, a later arrival
+ * queues behind the pre-queue, the published seed reproduces the ranks, an
+ * admitted place keeps one token, and a token's replay id is claimed by
+ * exactly one of many concurrent buys. The HTTP side runs in
+ * tests/integration/101-prequeue.py.
+ */
+#include "gateway/buy/gw_fair.h"
+
+#include "common/cm_err.h"
+#include "common/cm_hash.h"
+#include "common/cm_rand.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/buy/gw_buy.h"
+#include "gateway/ctl/gw_ctl.h"
+#include "gateway/edge/gw_edge.h"
+#include "gateway/edge/gw_upcall.h"
+#include "gateway/http/gw_http.h"
+#include "gateway/overload/gw_ol.h"
+#include "gateway/proxy/gw_proxy.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+/* chi-square critical value at p = 0.001, 49 degrees of freedom */
+#define CHI2_49_P001 85.35
+
+/* The pre-queue's ranks over many seeds: each of 8 persons (joined in the
+ * order 0..7: person 0 is the scalper who came first) is equally likely at
+ * every rank, and the first-comer's mean rank is the middle one. Fixed seeds:
+ * the numbers are the same on every run. */
+static void test_prequeue_uniform(void **st)
+{
+    (void)st;
+    enum { N = 8, RUNS = 16000 };
+    static unsigned at[N][N];
+    memset(at, 0, sizeof(at));
+    double first_sum = 0;
+    uint64_t sm = 52;
+    for (unsigned run = 0; run < RUNS; run++) {
+        cm_hash_key_t seed = {cm_rand_splitmix64(&sm), cm_rand_splitmix64(&sm)};
+        uint64_t keys[N], sorted[N];
+        for (unsigned i = 0; i < N; i++) {
+            char person[16];
+            int len = snprintf(person, sizeof(person), "p%u", i);
+            keys[i] = sorted[i] = gw_wr_prequeue_key(&seed, person, (size_t)len);
+        }
+        gw_wr_prequeue_sort(sorted, N);
+        for (unsigned i = 0; i < N; i++) {
+            uint64_t rank = gw_wr_prequeue_rank(sorted, N, keys[i]);
+            assert_true(rank >= 1 && rank <= N);
+            at[i][rank - 1]++;
+            if (i == 0)
+                first_sum += (double)rank;
+        }
+    }
+    double e = (double)RUNS / N, chi2 = 0;
+    for (unsigned i = 0; i < N; i++)
+        for (unsigned j = 0; j < N; j++)
+            chi2 += (at[i][j] - e) * (at[i][j] - e) / e;
+    double first_mean = first_sum / RUNS;
+    printf("# pre-queue ranks of 8: chi2 = %.2f (49 dof, critical %.2f); the first-comer's "
+           "mean rank %.3f (middle 4.5)\n",
+           chi2, CHI2_49_P001, first_mean);
+    assert_true(chi2 < CHI2_49_P001);
+    /* rank sd sqrt(63/12) = 2.29 over 16000 runs: sd of the mean 0.018 */
+    assert_true(first_mean > 4.4 && first_mean < 4.6);
+}
+
+static void test_prequeue_rank_edges(void **st)
+{
+    (void)st;
+    uint64_t k[] = {40, 10, 30, 20};
+    gw_wr_prequeue_sort(k, 4);
+    assert_int_equal(k[0], 10);
+    assert_int_equal(k[3], 40);
+    assert_int_equal(gw_wr_prequeue_rank(k, 4, 10), 1);
+    assert_int_equal(gw_wr_prequeue_rank(k, 4, 40), 4);
+    assert_int_equal(gw_wr_prequeue_rank(k, 4, 25), 0);
+    assert_int_equal(gw_wr_prequeue_rank(k, 4, 50), 0);
+    assert_int_equal(gw_wr_prequeue_rank(k, 0, 10), 0);
+    cm_hash_key_t zero = {0, 0};
+    assert_true(gw_wr_prequeue_key(&zero, "x", 1) != 0);
+}
+
+typedef struct room {
+    char dir[64];
+    gw_config_t *cfg;
+    gw_server_t *srv;
+    gw_fair_sale_t *fs;
+} room_t;
+
+static void room_open(room_t *m)
+{
+    snprintf(m->dir, sizeof(m->dir), "/tmp/fg-room-XXXXXX");
+    assert_non_null(mkdtemp(m->dir));
+    m->cfg = calloc(1, sizeof(*m->cfg));
+    m->srv = calloc(1, sizeof(*m->srv));
+    snprintf(m->cfg->data_dir, sizeof(m->cfg->data_dir), "%s", m->dir);
+    snprintf(m->cfg->inventory, sizeof(m->cfg->inventory), "memory");
+    m->srv->cfg = m->cfg;
+    char why[256] = "";
+    assert_int_equal(gw_fair_open(m->srv, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_configure(m->srv, "s1", 0, 0, 10, why, sizeof(why)), 0);
+    m->fs = gw_fair_room(m->srv->fair, "s1");
+    assert_non_null(m->fs);
+}
+
+static void room_close(room_t *m)
+{
+    gw_fair_close(m->srv);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", m->dir);
+    (void)system(cmd);
+    free(m->srv);
+    free(m->cfg);
+}
+
+static gw_wr_join_t join(room_t *m, const char *person, bool take, int64_t now_ms,
+                         uint64_t admitted)
+{
+    gw_wr_join_t j;
+    assert_int_equal(
+        gw_fair_room_join(m->fs, person, strlen(person), take, now_ms, 1000000, admitted, &j), 0);
+    return j;
+}
+
+/* The seed the admin draw view publishes, as a key. */
+static bool published_seed(room_t *m, cm_hash_key_t *out)
+{
+    json_t *o = gw_fair_draw_json(m->srv->fair, "s1");
+    assert_non_null(o);
+    json_t *room = json_object_get(o, "room");
+    assert_non_null(room);
+    const char *hex = json_string_value(json_object_get(room, "seed"));
+    bool ok = hex && strlen(hex) == 32;
+    if (ok) {
+        unsigned char b[16];
+        for (int i = 0; i < 16; i++) {
+            unsigned v;
+            assert_int_equal(sscanf(hex + 2 * i, "%2x", &v), 1);
+            b[i] = (unsigned char)v;
+        }
+        out->k0 = out->k1 = 0;
+        for (int i = 7; i >= 0; i--) {
+            out->k0 = out->k0 << 8 | b[i];
+            out->k1 = out->k1 << 8 | b[8 + i];
+        }
+    }
+    json_decref(o);
+    return ok;
+}
+
+/* One place per person: a person who joins the pre-queue again is counted
+ * once; at the start each holds their rank, reproduced from the published
+ * seed; a later arrival queues behind; joining again gives the same place,
+ * and an admitted place the same token. */
+static void test_one_place_per_person(void **st)
+{
+    (void)st;
+    room_t m;
+    room_open(&m);
+    enum { P = 50 };
+    char names[P][16];
+    for (int i = 0; i < P; i++) {
+        snprintf(names[i], sizeof(names[i]), "person%d", i);
+        gw_wr_join_t j = join(&m, names[i], true, 1000, 0);
+        assert_true(j.prequeue);
+        assert_int_equal(j.pos, 0);
+        j = join(&m, names[i], true, 2000, 0); /* again: no second entry */
+        assert_true(j.prequeue);
+    }
+    gw_fair_room_view_t v;
+    gw_fair_room_view(m.fs, &v);
+    assert_int_equal(v.prequeued, P);
+    assert_false(v.sealed);
+    cm_hash_key_t seed;
+    assert_false(published_seed(&m, &seed)); /* secret before the start */
+
+    /* the start: the first join seals */
+    gw_wr_join_t late = join(&m, "latecomer", true, 1000000, 0);
+    assert_false(late.prequeue);
+    assert_int_equal(late.pos, P + 1);
+    assert_true(published_seed(&m, &seed));
+    uint64_t keys[P], seen[P + 1] = {0};
+    for (int i = 0; i < P; i++)
+        keys[i] = gw_wr_prequeue_key(&seed, names[i], strlen(names[i]));
+    gw_wr_prequeue_sort(keys, P);
+    for (int i = 0; i < P; i++) {
+        gw_wr_join_t j = join(&m, names[i], true, 1000001, 0);
+        assert_true(j.pos >= 1 && j.pos <= P);
+        assert_int_equal(seen[j.pos], 0);
+        seen[j.pos] = 1;
+        uint64_t k = gw_wr_prequeue_key(&seed, names[i], strlen(names[i]));
+        assert_int_equal(j.pos, gw_wr_prequeue_rank(keys, P, k)); /* the auditor's rank */
+        assert_int_equal(join(&m, names[i], false, 1000002, 0).pos, j.pos);
+    }
+    assert_int_equal(join(&m, "latecomer", true, 1000003, 0).pos, P + 1);
+    assert_int_equal(join(&m, "later", true, 1000003, 0).pos, P + 2);
+
+    /* admitted through everyone: one token per place, the same when asked again */
+    gw_wr_join_t a = join(&m, names[0], true, 1001000, P + 2);
+    assert_int_equal(a.exp_s, 1001 + GW_WR_TOKEN_TTL_S);
+    assert_true(a.jti != 0);
+    gw_wr_join_t b = join(&m, names[0], true, 1050000, P + 2);
+    assert_int_equal(b.exp_s, a.exp_s);
+    assert_int_equal(b.jti, a.jti);
+    gw_wr_join_t c = join(&m, "later", true, 1001000, P + 2);
+    assert_true(c.jti != 0 && c.jti != a.jti);
+    /* the token expired unused: the next join takes a new place at the back */
+    int64_t after = (a.exp_s + 1) * 1000;
+    gw_wr_join_t d = join(&m, names[0], true, after, P + 2);
+    assert_int_equal(d.pos, P + 3);
+    assert_int_equal(d.exp_s, 0);
+    assert_int_equal(join(&m, names[0], true, after, P + 2).pos, P + 3);
+    room_close(&m);
+}
+
+/* A join before the start answers no place even to a look, and a room of a
+ * sale that started before anyone came has no pre-queue. */
+static void test_no_prequeue_after_start(void **st)
+{
+    (void)st;
+    room_t m;
+    room_open(&m);
+    assert_true(join(&m, "x", false, 999999, 0).prequeue);
+    gw_wr_join_t j = join(&m, "x", true, 1000000, 0);
+    assert_false(j.prequeue);
+    assert_int_equal(j.pos, 1);
+    gw_fair_room_view_t v;
+    gw_fair_room_view(m.fs, &v);
+    assert_int_equal(v.prequeued, 0);
+    assert_true(v.sealed);
+    room_close(&m);
+}
+
+enum { SPENDERS = 8, JTIS = 4000 };
+
+typedef struct spender {
+    gw_wr_spent_t *s;
+    _Atomic unsigned *claims;
+    bool give_back;
+} spender_t;
+
+/* Every thread tries to spend the same tokens in the same order: a buy that
+ * claims one settles it as accepted (or gives it back, give_back). */
+static void *spend_run(void *arg)
+{
+    spender_t *sp = arg;
+    for (uint64_t j = 1; j <= JTIS; j++) {
+        int rc = gw_wr_spent_claim(sp->s, j * 0x9e3779b97f4a7c15ull, 2000, 0, 1000);
+        if (rc == GW_WR_CLAIMED) {
+            atomic_fetch_add(&sp->claims[j - 1], 1);
+            gw_wr_spent_settle(sp->s, j * 0x9e3779b97f4a7c15ull, !sp->give_back);
+        } else {
+            assert_int_equal(rc, GW_WR_SPENT);
+        }
+    }
+    return NULL;
+}
+
+/* Concurrent buys with one token: exactly one spends it. */
+static void test_spent_once_concurrent(void **st)
+{
+    (void)st;
+    gw_wr_spent_t s;
+    gw_wr_spent_init(&s);
+    static _Atomic unsigned claims[JTIS];
+    for (int i = 0; i < JTIS; i++)
+        atomic_store(&claims[i], 0);
+    pthread_t th[SPENDERS];
+    spender_t sp = {.s = &s, .claims = claims};
+    for (int i = 0; i < SPENDERS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, spend_run, &sp), 0);
+    for (int i = 0; i < SPENDERS; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < JTIS; i++)
+        assert_int_equal(atomic_load(&claims[i]), 1);
+    gw_wr_spent_deinit(&s);
+}
+
+/* A buy that fails gives its token back; at most one buy holds it at a time. */
+static void test_spent_given_back(void **st)
+{
+    (void)st;
+    gw_wr_spent_t s;
+    gw_wr_spent_init(&s);
+    assert_int_equal(gw_wr_spent_claim(&s, 7, 2000, 0, 1000), GW_WR_CLAIMED);
+    assert_int_equal(gw_wr_spent_claim(&s, 7, 2000, 0, 1000), GW_WR_SPENT); /* in progress */
+    gw_wr_spent_settle(&s, 7, false);
+    assert_int_equal(gw_wr_spent_claim(&s, 7, 2000, 0, 1000), GW_WR_CLAIMED);
+    gw_wr_spent_settle(&s, 7, true);
+    assert_int_equal(gw_wr_spent_claim(&s, 7, 2000, 0, 1500), GW_WR_SPENT);
+    /* the Idempotency-Key's retry of the buy that spent it goes on */
+    assert_int_equal(gw_wr_spent_claim(&s, 8, 2000, 55, 1000), GW_WR_CLAIMED);
+    gw_wr_spent_settle(&s, 8, true);
+    assert_int_equal(gw_wr_spent_claim(&s, 8, 2000, 55, 1000), GW_WR_REPLAY);
+    assert_int_equal(gw_wr_spent_claim(&s, 8, 2000, 56, 1000), GW_WR_SPENT);
+    /* a bucket full of live tokens refuses; once they expire it takes more */
+    uint64_t nb = GW_WR_SPENT_SLOTS / GW_WR_SPENT_WAYS;
+    for (uint64_t i = 1; i <= GW_WR_SPENT_WAYS; i++)
+        assert_int_equal(gw_wr_spent_claim(&s, 3 + i * nb, 2000, 0, 1000), GW_WR_CLAIMED);
+    assert_int_equal(gw_wr_spent_claim(&s, 3 + 99 * nb, 2000, 0, 1000), CM_EBUSY);
+    assert_int_equal(gw_wr_spent_claim(&s, 3 + 99 * nb, 3000, 0, 2001), GW_WR_CLAIMED);
+    gw_wr_spent_clear(&s);
+    assert_int_equal(gw_wr_spent_claim(&s, 7, 2000, 0, 1000), GW_WR_CLAIMED);
+    gw_wr_spent_deinit(&s);
+}
+
+/* The give-back under concurrency: each thread gives back what it claimed, so
+ * every thread claims every token once, one after the other. */
+static void test_spent_give_back_concurrent(void **st)
+{
+    (void)st;
+    gw_wr_spent_t s;
+    gw_wr_spent_init(&s);
+    static _Atomic unsigned claims[JTIS];
+    for (int i = 0; i < JTIS; i++)
+        atomic_store(&claims[i], 0);
+    pthread_t th[2];
+    spender_t sp = {.s = &s, .claims = claims, .give_back = true};
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, spend_run, &sp), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    unsigned total = 0;
+    for (int i = 0; i < JTIS; i++)
+        total += atomic_load(&claims[i]);
+    /* a thread may find the other's claim in progress (SPENT), never a lost one */
+    assert_true(total >= JTIS);
+    for (uint64_t j = 1; j <= JTIS; j++)
+        assert_int_equal(gw_wr_spent_claim(&s, j * 0x9e3779b97f4a7c15ull, 2000, 0, 1000),
+                         GW_WR_CLAIMED);
+    gw_wr_spent_deinit(&s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_prequeue_uniform),
+        cmocka_unit_test(test_prequeue_rank_edges),
+        cmocka_unit_test(test_one_place_per_person),
+        cmocka_unit_test(test_no_prequeue_after_start),
+        cmocka_unit_test(test_spent_once_concurrent),
+        cmocka_unit_test(test_spent_given_back),
+        cmocka_unit_test(test_spent_give_back_concurrent),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
