@@ -50,11 +50,13 @@ def buy(g, sale, tok, ip="10.1.0.1"):
                    timeout=10)
 
 
-def spooled(g, sale):
+def spooled(g, sale, kind=None):
+    """The spool's orders of the sale (kind None), or its events of that type."""
     out = subprocess.run([os.path.join(BIN, "flashgate-spool"), "dump", "--data-dir", g.data_dir],
                          capture_output=True, text=True, timeout=60, check=True)
     recs = [json.loads(ln) for ln in out.stdout.splitlines()]
-    return [r for r in recs if r.get("sale_id") == sale and "type" not in r]
+    recs = [r.get("event", r) for r in recs]  # an event is {"event":{...},"pos":...}
+    return [r for r in recs if r.get("sale_id") == sale and r.get("type") == kind]
 
 
 os.makedirs(ISSUER)
@@ -110,6 +112,16 @@ try:
     r = request(g1.port, "GET", "/v1/orders/%s" % ra.json["order_id"],
                 headers={"Authorization": "Bearer " + token("acct-b", "p-1")}, timeout=10)
     check(r.status != 200, "another account of the person does not (%d)" % r.status)
+    # an operator's cancel gives the unit back to the person (the inventory names the
+    # person, not the account), so another account of the person may buy again
+    r = g1.admin("POST", "/admin/v1/orders/%s/cancel" % ra.json["order_id"], body={"reason": "t"})
+    check(r.status in (200, 202), "acct-a's order cancelled: %r" % r)
+    ok, _ = wait_for(lambda: redis.cmd("HGET", "{sale:pf}:users", "p-1") is None, 5)
+    check(ok, "the cancel released p-1's mark in Redis")
+    eq([x.get("person") for x in spooled(g1, "pf", "release")], ["p-1"],
+       "the release event names the person")
+    rb = buy(g2, "pf", token("acct-b", "p-1"), ip="10.1.0.2")
+    eq(rb.status, 202, "then acct-b of p-1 buys on gw2 (%r)" % rb)
 
     # --- one lottery entry per person ---
     la, lb, lc = token("lot-a", "p-3"), token("lot-b", "p-3"), token("lot-c", "p-3")
@@ -170,8 +182,11 @@ try:
         check(0 <= s["accepted_units"] <= stock and s["stock_left"] == stock - s["accepted_units"],
               "%s: %d of %d units held, %d left" % (sale, s["accepted_units"], stock,
                                                     s["stock_left"]))
-        units = sum(x["qty"] for g in gws for x in spooled(g, sale))
-        eq(units, s["accepted_units"], "%s: the spools hold exactly the units Redis holds" % sale)
+        released = {x["order_id"] for g in gws for x in spooled(g, sale, "release")}
+        units = sum(x["qty"] for g in gws for x in spooled(g, sale)
+                    if x["order_id"] not in released)
+        eq(units, s["accepted_units"],
+           "%s: the spools hold exactly the units Redis holds (%d released)" % (sale, len(released)))
         marks = redis.cmd("HGETALL", "{sale:%s}:users" % sale) or []
         vals = [int(v) for v in marks[1::2]] if isinstance(marks, list) else \
             [int(v) for v in marks.values()]
