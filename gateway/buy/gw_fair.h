@@ -12,13 +12,14 @@
  * same account in the window gets its entry back and is not counted; one of
  * another account of the same person is refused (409 already_entered), and
  * in a fleet, where entries meet only at the close, the draw takes one
- * entry per person (the first pushed) and the other reads lost. Before the window: 425 as without a lottery. When the
- * window closes, one draw per sale: the entries are put in a uniformly random
- * order (Fisher-Yates with a seeded generator over the entries sorted by a
- * keyed hash of the user id, so the order depends on the seed only, not on
- * arrival) and admitted in that order while stock lasts: each winner goes
- * through the inventory's atomic step and the spool exactly as a 202 does, so
- * settlement, Kafka and the audit see a normal order. Losers read 410
+ * entry per person (the first pushed) and the other reads lost. Before the
+ * window: 425 as without a lottery. When the window closes, one draw per
+ * sale: the entries are put in a uniformly random order (Fisher-Yates with a
+ * seeded generator over the entries sorted by a keyed hash of the person, so
+ * the order depends on the seed only, not on arrival) and admitted in that
+ * order while stock lasts: each winner goes through the inventory's atomic
+ * step and the spool exactly as a 202 does, so settlement, Kafka and the
+ * audit see a normal order. Losers read 410
  * sold_out with their draw position. Buys after the window and before the
  * draw finished get 503 (Retry-After 1); after it, first-come as usual.
  *

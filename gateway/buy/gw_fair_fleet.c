@@ -469,8 +469,8 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
         }
         if (rc == INV_RESERVED_BEFORE) {
             if (!fconn(f) || !fok(f,
-                                  inv_lottery_winner_put(f->rc, fs->sale_id, e->person,
-                                                         e->order_id, why, sizeof(why)),
+                                  inv_lottery_winner_put(f->rc, fs->sale_id, e->person, e->order_id,
+                                                         why, sizeof(why)),
                                   why)) {
                 failed = true;
                 break;

@@ -134,9 +134,8 @@ static void *releaser_main(void *arg)
         }
         /* the mark is the person's (oq_order_person), not the account's */
         const char *who = oq_order_person(o);
-        int rc = o->giveback
-                     ? inv_giveback(rl->srv->inv, o->sale_id, who, o->qty, o->order_id)
-                     : inv_release(rl->srv->inv, o->sale_id, who, o->qty, o->order_id);
+        int rc = o->giveback ? inv_giveback(rl->srv->inv, o->sale_id, who, o->qty, o->order_id)
+                             : inv_release(rl->srv->inv, o->sale_id, who, o->qty, o->order_id);
         if (o->giveback && rc == CM_ECONFLICT) /* claimed: answered 202 elsewhere, kept */
             cm_log_info("gw", "give-back refused: a keyed retry was accepted with the order",
                         "order=%s sale=%s", o->order_id, o->sale_id);

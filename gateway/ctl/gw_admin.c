@@ -1877,9 +1877,8 @@ static void h_order_cancel(admin_call_t *a)
          * if it cannot answer now, "" releases by order id. */
         char who[INV_USER_ID_MAX + 1];
         ord.user_id[0] = '\0';
-        oq_order_person_set(&ord, inv_order_user(srv->inv, ord.sale_id, ord.order_id, who) == 0
-                                      ? who
-                                      : NULL);
+        oq_order_person_set(
+            &ord, inv_order_user(srv->inv, ord.sale_id, ord.order_id, who) == 0 ? who : NULL);
     }
     int rc = gw_server_cancel(srv, &ord, reason);
     if (rc < 0) {

@@ -198,11 +198,10 @@ static int replay_one(const oq_rec_t *rec, void *arg)
                          rec->pos.off, why);
         } else if (o.type == OQ_MSG_RELEASE) {
             const char *reason = o.reason[0] ? o.reason : NULL;
-            int rel = o.giveback
-                          ? inv_giveback(srv->inv, o.sale_id, oq_order_person(&o), o.qty,
-                                         o.order_id)
-                          : inv_release(srv->inv, o.sale_id, oq_order_person(&o), o.qty,
-                                        o.order_id);
+            int rel =
+                o.giveback
+                    ? inv_giveback(srv->inv, o.sale_id, oq_order_person(&o), o.qty, o.order_id)
+                    : inv_release(srv->inv, o.sale_id, oq_order_person(&o), o.qty, o.order_id);
             oq_order_t known;
             /* A give-back's order was never accepted here, so it has no status
              * to set; it is known only if a keyed retry claimed it here after,

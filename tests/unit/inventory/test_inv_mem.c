@@ -364,9 +364,9 @@ static void test_person_mark(void **state)
     for (int i = 0; i < 2; i++) {
         assert_int_equal(oq_order_decode(lines[i], strlen(lines[i]), &back[i], NULL, 0), 0);
         assert_string_equal(back[i].user_id, accts[i]);
-        assert_int_equal(inv_replay(inv, "s", oq_order_person(&back[i]), back[i].qty,
-                                    back[i].order_id, NULL),
-                         0);
+        assert_int_equal(
+            inv_replay(inv, "s", oq_order_person(&back[i]), back[i].qty, back[i].order_id, NULL),
+            0);
     }
     uint32_t units = 9;
     assert_int_equal(inv_user_units(inv, "s", "p1", &units), 0);

@@ -453,8 +453,7 @@ static void test_person(void **state)
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         why[0] = '\0';
-        assert_int_equal(oq_order_decode(bad[i].json, strlen(bad[i].json), &back, why,
-                                         sizeof(why)),
+        assert_int_equal(oq_order_decode(bad[i].json, strlen(bad[i].json), &back, why, sizeof(why)),
                          CM_EINVAL);
         if (strncmp(why, bad[i].why, strlen(bad[i].why)) != 0)
             fail_msg("%s: %s", bad[i].json, why);
