@@ -138,8 +138,8 @@ void gw_fair__idem_in(char *idem, int nfields, int want, const char *mark);
 /* The sale's entry of a person (key: gw_fair__hash_str of it), of an order id; NULL if none.
  * fs->mu held or single-threaded. */
 entry_t *gw_fair__find_user(gw_fair_sale_t *fs, const char *person, uint64_t key);
-/* The entry log's and the fleet push's " @person" suffix of an entry: "" when the
- * person is the account. */
+/* The entry log's " @person" suffix of an entry: "" when the person is the account
+ * (the fleet push writes " @account" instead: its field is the person). */
 const char *gw_fair__person_out(const entry_t *e, char *buf, size_t cap);
 /* Sets e->person from the line's field "@person" at 0-based index first or later
  * (past the key's), else to e->user_id. */
