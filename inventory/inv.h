@@ -6,6 +6,17 @@
  * Backends sit behind a vtable (inv_backend.h): "memory" (one node, atomics)
  * and "redis://..." (a fleet; Lua script). The gateway never sees which.
  *
+ * The inventory's "user" is the PERSON: the gateway passes the verified
+ * person (identity.person_claim, else the account) wherever a user id is
+ * taken here (inv_reserve_req_t.user_id, inv_replay, inv_release,
+ * inv_giveback, inv_claim, inv_user_units; inv_order_user answers it), so
+ * per_user_limit counts the units a person holds over all their accounts.
+ * The order record keeps the account (oq_order_t.user_id) and names the
+ * person beside it when they differ (oq_order_t.person, oq_order_person).
+ * An idempotency key is deduplicated per (person, key); the gateway scopes
+ * a verified buyer's key by the account first (gw_identity.c), so it stays
+ * per account.
+ *
  * Every sale also has a local view (inv_sale_t) that stays at the same address
  * for the life of the process, so HTTP workers read its state with plain
  * atomic loads and answer sold_out from a local flag without a round trip.
@@ -65,7 +76,7 @@ typedef void (*inv_reserve_cb)(inv_reserve_req_t *req, int outcome);
 
 struct inv_reserve_req {
     inv_sale_t *sale;                          /* from inv_sale_find */
-    char user_id[INV_USER_ID_MAX + 1];
+    char user_id[INV_USER_ID_MAX + 1];         /* the person (see the top of this file) */
     uint32_t qty;                              /* in; on INV_DUPLICATE, the original qty */
     char idem_key[INV_IDEM_KEY_MAX + 1];       /* "" = none */
     /* inv_idem_key_fp of the Idempotency-Key as the client sent it, when

@@ -6,7 +6,7 @@
  * Every script touches only the keys of one sale, which share the hash tag
  * {sale:ID}, so a sale lives on one Redis Cluster slot:
  *   KEYS[1] {sale:ID}:meta    hash: id total left limit starts ends version
- *   KEYS[2] {sale:ID}:users   hash: user -> units held
+ *   KEYS[2] {sale:ID}:users   hash: user -> units held (the user is the person: inv.h)
  *   KEYS[3] {sale:ID}:orders  hash: order -> "user qty idem"
  *   KEYS[4] {sale:ID}:idem    hash: "user\nkey" -> "order qty"; also the restock keys,
  *                              the claim marks and the lottery's marks (INV_REDIS_CLAIM,

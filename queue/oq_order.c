@@ -17,6 +17,7 @@
 #include "common/cm_id.h"
 
 #include <jansson.h>
+#include <stdio.h>
 #include <string.h>
 
 /*---- names ----*/
@@ -95,6 +96,14 @@ static bool str_fits(const char *s, size_t cap)
     return memchr(s, '\0', cap) != NULL;
 }
 
+void oq_order_person_set(oq_order_t *o, const char *person)
+{
+    if (!person || strcmp(person, o->user_id) == 0)
+        o->person[0] = '\0';
+    else
+        snprintf(o->person, sizeof(o->person), "%s", person);
+}
+
 int oq_order_check(const oq_order_t *o, char *errbuf, size_t errlen)
 {
     if ((unsigned)o->type >= NTYPES)
@@ -113,6 +122,11 @@ int oq_order_check(const oq_order_t *o, char *errbuf, size_t errlen)
          !inv_id_valid(o->user_id, strlen(o->user_id), INV_USER_ID_MAX)))
         FAIL("user_id: must be 1..%d of [A-Za-z0-9._-]%s", INV_USER_ID_MAX,
              o->type == OQ_MSG_ORDER ? "" : " or \"\"");
+    if (!str_fits(o->person, sizeof(o->person)) ||
+        (o->person[0] && !inv_id_valid(o->person, strlen(o->person), INV_USER_ID_MAX)))
+        FAIL("person: must be absent or 1..%d of [A-Za-z0-9._-]", INV_USER_ID_MAX);
+    if (o->person[0] && strcmp(o->person, o->user_id) == 0)
+        FAIL("person: absent when it is the user_id");
     if (!str_fits(o->idem_key, sizeof(o->idem_key)) ||
         (o->idem_key[0] && !inv_idem_key_valid(o->idem_key, strlen(o->idem_key))))
         FAIL("idem_key: must be 1..%d printable ASCII characters without spaces",
@@ -276,6 +290,10 @@ int oq_order_encode(const oq_order_t *o, char *buf, size_t len)
     jb_id(&b, o->sale_id);
     LIT(",\"user_id\":");
     jb_id(&b, o->user_id);
+    if (o->person[0]) { /* oq_order_check: never user_id itself */
+        LIT(",\"person\":");
+        jb_id(&b, o->person);
+    }
     LIT(",\"qty\":");
     jb_u64(&b, o->qty);
     if (o->type == OQ_MSG_ORDER || o->accepted_at_ms != 0) {
@@ -386,6 +404,7 @@ int oq_order_decode_json(const char *buf, size_t len, oq_order_t *out, char *err
     if (get_str(root, "order_id", o.order_id, sizeof(o.order_id), true, errbuf, errlen) ||
         get_str(root, "sale_id", o.sale_id, sizeof(o.sale_id), true, errbuf, errlen) ||
         get_str(root, "user_id", o.user_id, sizeof(o.user_id), is_order, errbuf, errlen) ||
+        get_str(root, "person", o.person, sizeof(o.person), false, errbuf, errlen) ||
         get_str(root, "idem_key", o.idem_key, sizeof(o.idem_key), false, errbuf, errlen) ||
         get_str(root, "reason", o.reason, sizeof(o.reason), false, errbuf, errlen) ||
         get_int(root, "qty", is_order ? 1 : 0, OQ_QTY_MAX, is_order, &qty, errbuf, errlen) ||
@@ -400,6 +419,13 @@ int oq_order_decode_json(const char *buf, size_t len, oq_order_t *out, char *err
         cm_errbuf_set(errbuf, errlen, "reason: an order has none");
         goto out;
     }
+    if (json_object_get(root, "person") && !o.person[0]) {
+        cm_errbuf_set(errbuf, errlen, "person: must be absent or 1..%d characters",
+                      INV_USER_ID_MAX);
+        goto out;
+    }
+    if (strcmp(o.person, o.user_id) == 0) /* a writer's spelling of "the account's own" */
+        o.person[0] = '\0';
     if (json_object_get(root, "idem_key") && !o.idem_key[0]) {
         cm_errbuf_set(errbuf, errlen, "idem_key: must be absent or 1..%d characters",
                       INV_IDEM_KEY_MAX);
@@ -538,6 +564,11 @@ int oq_order_decode_fast(const char *buf, size_t len, oq_order_t *out)
     p = f_str(p, end, r.order_id, sizeof(r.order_id));
     p = f_str(F_LIT(p, ",\"sale_id\":"), end, r.sale_id, sizeof(r.sale_id));
     p = f_str(F_LIT(p, ",\"user_id\":"), end, r.user_id, sizeof(r.user_id));
+    if ((q = F_LIT(p, ",\"person\":")) != NULL) {
+        p = f_str(q, end, r.person, sizeof(r.person));
+        if (p && !r.person[0]) /* the decoder refuses an empty one */
+            return -1;
+    }
     p = f_uint(F_LIT(p, ",\"qty\":"), end, OQ_QTY_MAX, &qty);
     if ((q = F_LIT(p, ",\"accepted_at\":")) != NULL)
         p = f_uint(q, end, OQ_TIME_MAX_MS, &r.accepted_at_ms);

@@ -6,7 +6,7 @@
  *
  * One record says one thing about one order; `type` says what:
  *
- *   order    {"order_id","sale_id","user_id","qty","accepted_at","node","idem_key"?}
+ *   order    {"order_id","sale_id","user_id","person"?,"qty","accepted_at","node","idem_key"?}
  *            the accepted order (spool ORDER record, kafka.topic). No "type"
  *            member is written; "type":"order" is accepted.
  *   cancel   {"type":"cancel","order_id","sale_id","user_id","qty","reason"}
@@ -22,6 +22,13 @@
  *                       "" or absent outside an order: "whoever holds the
  *                       order" (a cancel from a gateway, whose status table
  *                       keeps no user ids; the inventory releases by order id)
+ *   person              absent, or 1..64 of [A-Za-z0-9._-] other than user_id:
+ *                       the person whose per-user mark the order holds in the
+ *                       inventory (identity.person_claim) when it is not the
+ *                       account (user_id); any type may carry it (an outcome
+ *                       or release repeats its order's). Written only when it
+ *                       differs from user_id; a reader that predates it sees
+ *                       the account alone (docs/identity.md "Persons")
  *   idem_key            absent, or 1..128 printable ASCII without spaces
  *   qty                 order: 1..OQ_QTY_MAX (what the buy path accepts);
  *                       other types: 0..OQ_QTY_MAX, absent = 0 (a cancel may
@@ -96,7 +103,8 @@ typedef struct oq_order {
     oq_msg_type_t type;
     char order_id[INV_ORDER_ID_MAX + 1];
     char sale_id[INV_SALE_ID_MAX + 1];
-    char user_id[INV_USER_ID_MAX + 1];
+    char user_id[INV_USER_ID_MAX + 1];   /* the account */
+    char person[INV_USER_ID_MAX + 1];    /* "" = the person is user_id (oq_order_person) */
     char idem_key[INV_IDEM_KEY_MAX + 1]; /* "" = none */
     uint32_t qty;
     uint32_t node_id;       /* OQ_NODE_UNKNOWN = not recorded */
@@ -108,6 +116,18 @@ typedef struct oq_order {
      * by this gateway), written "giveback":true; false for every other type */
     bool giveback;
 } oq_order_t;
+
+/* The person whose per-user mark the order holds in the inventory: o->person,
+ * or o->user_id when that is "". What inv_replay, inv_release and inv_giveback
+ * take as their user. Thread-safe. */
+static inline const char *oq_order_person(const oq_order_t *o)
+{
+    return o->person[0] ? o->person : o->user_id;
+}
+
+/* Sets o->person to person, or "" when it is o->user_id or NULL (the rule
+ * oq_order_check holds the field to). Call after user_id is set. */
+void oq_order_person_set(oq_order_t *o, const char *person);
 
 /*
  * Checks every field of `o` against the bounds above. Returns 0, or

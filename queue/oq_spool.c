@@ -1305,6 +1305,7 @@ static size_t order_rec_bound(const oq_order_t *o)
 {
     return REC_HDR + 160 + strnlen(o->order_id, sizeof(o->order_id)) +
            strnlen(o->sale_id, sizeof(o->sale_id)) + strnlen(o->user_id, sizeof(o->user_id)) +
+           (o->person[0] ? 12 + strnlen(o->person, sizeof(o->person)) : 0) +
            6 * strnlen(o->idem_key, sizeof(o->idem_key));
 }
 

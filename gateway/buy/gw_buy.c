@@ -52,7 +52,7 @@ static const char *const sale_state_names[GW_SALE_STATE_COUNT] = {
 #undef XX
 };
 
-void gw_order_of_reserve(oq_order_t *o, const inv_reserve_req_t *rq,
+void gw_order_of_reserve(oq_order_t *o, const inv_reserve_req_t *rq, const char *user,
                          const char sale_id[INV_SALE_ID_MAX + 1], int64_t accepted_at_ms,
                          uint32_t node_id)
 {
@@ -65,7 +65,8 @@ void gw_order_of_reserve(oq_order_t *o, const inv_reserve_req_t *rq,
     o->status = OQ_STATUS_QUEUED;
     memcpy(o->order_id, rq->order_id, sizeof(o->order_id));
     memcpy(o->sale_id, sale_id, sizeof(o->sale_id));
-    memcpy(o->user_id, rq->user_id, sizeof(o->user_id));
+    snprintf(o->user_id, sizeof(o->user_id), "%s", user);
+    oq_order_person_set(o, rq->user_id);
     memcpy(o->idem_key, rq->idem_key, sizeof(o->idem_key));
     o->qty = rq->qty;
     o->accepted_at_ms = accepted_at_ms;
@@ -579,12 +580,19 @@ static void fair_enter(gw_req_t *r, gw_fair_sale_t *fair, int64_t closes_at, int
     cm_id_format(idv, t.order_id);
     snprintf(t.sale_id, sizeof(t.sale_id), "%s", r->id);
     snprintf(t.user_id, sizeof(t.user_id), "%s", r->res.user_id);
+    snprintf(t.person, sizeof(t.person), "%s", r->person);
     t.qty = r->res.qty;
     t.entered_at_ms = now_ms;
     t.draw_at_ms = closes_at;
     int rc = gw_fair_enter(fair, &t, r->res.idem_key);
     if (rc == 0 || rc == 1) {
         reply_entered(r, &t, rc == 1, now_ms);
+    } else if (rc == GW_FAIR_OTHER_ACCOUNT) {
+        /* one entry per person: the entry's id and token are its account's own */
+        gw_resp_error(&r->resp, GW_R_CONFLICT, "\"reason\":\"already_entered\"",
+                      "another account of this buyer's person has entered the start-window "
+                      "draw of sale %s: one entry per person",
+                      r->id);
     } else if (rc == CM_EBUSY) {
         gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
                       "the start-window draw of sale %s is running; retry", r->id);
@@ -890,7 +898,7 @@ static bool buy_handle(gw_req_t *r)
     /* Not before: a 429 had no use for it (its hash, ~300 instructions of a
      * refusal; the reserve is still ~600 instructions away: `python3 bench/profile.py build rate
      * calls`). */
-    inv_prefetch(w->inv, sale, r->res.user_id);
+    inv_prefetch(w->inv, sale, r->person);
 
     /* 4b. the lottery: an entry instead of an order, or wait for the draw */
     if (phase == GW_FAIR_ENTER) {
@@ -931,7 +939,13 @@ static bool buy_handle(gw_req_t *r)
     oq_order_t *o = &r->order;
     cm_id_format(idv, r->res.order_id);
     gw_orders_prefetch(srv->orders, idv); /* its put comes after the spool write */
-    gw_order_of_reserve(o, &r->res, r->id, now_ms, cm_id_node(idv));
+    /* From here the reserve's user is the person: the inventory's per-user
+     * mark counts the units a person holds, over all their accounts (inv.h);
+     * the order keeps the account as its user_id and names the person. */
+    char account[INV_USER_ID_MAX + 1];
+    memcpy(account, r->res.user_id, sizeof(account));
+    memcpy(r->res.user_id, r->person, sizeof(r->res.user_id));
+    gw_order_of_reserve(o, &r->res, account, r->id, now_ms, cm_id_node(idv));
     /* A full (or failed) spool refuses before the reserve: no stock taken and
      * given back, no backend round trip for an order that cannot be kept. The
      * iteration's batch counts: its records are not written yet, and an order

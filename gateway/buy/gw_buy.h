@@ -46,12 +46,14 @@ void gw_room_handle(gw_req_t *req);
 /* Fills the sale JSON shown by GET /v1/sales/{id} (public) or the admin API (exact). */
 size_t gw_sale_json(const inv_sale_info_t *s, bool admin, int64_t now_ms, char *buf, size_t len);
 /*
- * The order a reservation becomes: rq's order id, user, Idempotency-Key and
- * quantity, of sale_id (an array of INV_SALE_ID_MAX + 1 bytes), status
- * queued, accepted at accepted_at_ms by node_id; every other field zero. The
- * buy path and the lottery's winners build their orders here. Pure.
+ * The order a reservation becomes: rq's order id, Idempotency-Key and
+ * quantity, the account `user` (1..INV_USER_ID_MAX id) as its user_id and
+ * rq's user (the person whose per-user mark it holds, inv.h) as its person,
+ * of sale_id (an array of INV_SALE_ID_MAX + 1 bytes), status queued,
+ * accepted at accepted_at_ms by node_id; every other field zero. The buy
+ * path and the lottery's winners build their orders here. Pure.
  */
-void gw_order_of_reserve(oq_order_t *o, const inv_reserve_req_t *rq,
+void gw_order_of_reserve(oq_order_t *o, const inv_reserve_req_t *rq, const char *user,
                          const char sale_id[INV_SALE_ID_MAX + 1], int64_t accepted_at_ms,
                          uint32_t node_id);
 /* A sale's state as the API names it ("state" of GET /v1/sales/{id}). */

@@ -88,17 +88,45 @@ static void tables_grow(gw_fair_sale_t *fs)
     }
 }
 
-entry_t *gw_fair__find_user(gw_fair_sale_t *fs, const char *user, uint64_t key)
+entry_t *gw_fair__find_user(gw_fair_sale_t *fs, const char *person, uint64_t key)
 {
     if (!fs->tcap)
         return NULL;
     size_t m = fs->tcap - 1;
     for (size_t i = key & m; fs->by_user[i]; i = (i + 1) & m) {
         entry_t *e = &fs->v[fs->by_user[i] - 1];
-        if (e->key == key && strcmp(e->user_id, user) == 0)
+        if (e->key == key && strcmp(e->person, person) == 0)
             return e;
     }
     return NULL;
+}
+
+/* A person id never starts with '@' ([A-Za-z0-9._-]), nor do the other
+ * fields that may follow the key in the log and the push ("k", a node id), so
+ * a field "@..." past the key is the person; a reader that predates it stops
+ * before it. */
+const char *gw_fair__person_out(const entry_t *e, char *buf, size_t cap)
+{
+    if (!e->person[0] || strcmp(e->person, e->user_id) == 0)
+        return "";
+    snprintf(buf, cap, " @%s", e->person);
+    return buf;
+}
+
+void gw_fair__person_in(entry_t *e, const char *line, int first)
+{
+    memcpy(e->person, e->user_id, sizeof(e->person));
+    const char *p = line;
+    for (int i = 0; *p; i++) {
+        size_t n = strcspn(p, " \r\n");
+        if (i >= first && n > 1 && p[0] == '@' && inv_id_valid(p + 1, n - 1, INV_USER_ID_MAX)) {
+            memcpy(e->person, p + 1, n - 1);
+            e->person[n - 1] = '\0';
+            return;
+        }
+        p += n;
+        p += strspn(p, " \r\n");
+    }
 }
 
 entry_t *gw_fair__find_id(gw_fair_sale_t *fs, const char *order_id)
@@ -542,7 +570,7 @@ static int busy_refusal(const char *sale_id, char *errbuf, size_t errlen)
 static void rekey(gw_fair_sale_t *fs)
 {
     for (size_t i = 0; i < fs->n; i++)
-        fs->v[i].key = gw_fair__hash_str(fs, fs->v[i].user_id);
+        fs->v[i].key = gw_fair__hash_str(fs, fs->v[i].person);
     fs->tcap /= 2; /* tables_grow doubles it back */
     tables_grow(fs);
 }

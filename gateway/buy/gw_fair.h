@@ -7,15 +7,19 @@
  *     starts_at - fair_early_ms  <=  now  <  starts_at + fair_window_ms
  *
  * is answered 202 with status "entered" and an entry id (the order id the
- * entry becomes if it wins; GET /v1/orders/{id} tells). One entry per user:
- * a second buy of the same user in the window gets the first entry back and
- * is not counted. Before the window: 425 as without a lottery. When the
- * window closes, one draw per sale: the entries are put in a uniformly random
- * order (Fisher-Yates with a seeded generator over the entries sorted by a
- * keyed hash of the user id, so the order depends on the seed only, not on
- * arrival) and admitted in that order while stock lasts: each winner goes
- * through the inventory's atomic step and the spool exactly as a 202 does, so
- * settlement, Kafka and the audit see a normal order. Losers read 410
+ * entry becomes if it wins; GET /v1/orders/{id} tells). One entry per
+ * person (identity.person_claim, else the account): a second buy of the
+ * same account in the window gets its entry back and is not counted; one of
+ * another account of the same person is refused (409 already_entered), and
+ * in a fleet, where entries meet only at the close, the draw takes one
+ * entry per person (the first pushed) and the other reads lost. Before the
+ * window: 425 as without a lottery. When the window closes, one draw per
+ * sale: the entries are put in a uniformly random order (Fisher-Yates with a
+ * seeded generator over the entries sorted by a keyed hash of the person, so
+ * the order depends on the seed only, not on arrival) and admitted in that
+ * order while stock lasts: each winner goes through the inventory's atomic
+ * step and the spool exactly as a 202 does, so settlement, Kafka and the
+ * audit see a normal order. Losers read 410
  * sold_out with their draw position. Buys after the window and before the
  * draw finished get 503 (Retry-After 1); after it, first-come as usual.
  *
@@ -112,7 +116,8 @@ const char *gw_entry_state_name(gw_entry_state_t s);
 typedef struct gw_fair_ticket {
     char order_id[INV_ORDER_ID_MAX + 1];
     char sale_id[INV_SALE_ID_MAX + 1];
-    char user_id[INV_USER_ID_MAX + 1];
+    char user_id[INV_USER_ID_MAX + 1]; /* the account */
+    char person[INV_USER_ID_MAX + 1];  /* its person; "" = the account */
     uint32_t qty;
     int64_t entered_at_ms;
     gw_entry_state_t state;
@@ -122,12 +127,16 @@ typedef struct gw_fair_ticket {
 } gw_fair_ticket_t;
 
 /*
- * Adds the entry of user t->user_id (t->order_id a fresh order id, t->qty,
- * idem_key "" or the Idempotency-Key) and its log line. Returns 0 (entered;
- * *t completed), 1 (the user has an entry already: *t is that entry, nothing
- * counted), CM_EBUSY (the window closed meanwhile), or CM_EIO (the log write
- * failed: not entered). Thread-safe (worker loops); one write(2).
+ * Adds the entry of account t->user_id of person t->person (t->order_id a
+ * fresh order id, t->qty, idem_key "" or the Idempotency-Key) and its log
+ * line. Returns 0 (entered; *t completed), 1 (the account has an entry
+ * already: *t is that entry, nothing counted), GW_FAIR_OTHER_ACCOUNT
+ * (another account of the person has the entry: *t unchanged, nothing
+ * counted; never that entry's id), CM_EBUSY (the window closed meanwhile),
+ * or CM_EIO (the log write failed: not entered). Thread-safe (worker loops);
+ * one write(2).
  */
+#define GW_FAIR_OTHER_ACCOUNT 2
 int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key);
 
 /*

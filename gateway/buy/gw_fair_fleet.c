@@ -50,9 +50,9 @@
  * the stock, would make a user's chance depend on which gateway the load
  * balancer picked and leave unsold shares behind busy gateways.
  *
- * Keys (one hash slot per sale): {flashgate:fair:<sale>}:e entries (user ->
- * "order_id qty idem node"), :drawn the frozen entrants, :pushed gateways
- * that pushed, :lock, :seed, :won (user -> order id), :done.
+ * Keys (one hash slot per sale): {flashgate:fair:<sale>}:e entries (person ->
+ * "order_id qty idem node[ k][ @account]"), :drawn the frozen entrants, :pushed
+ * gateways that pushed, :lock, :seed, :won (person -> order id), :done.
  */
 
 static void trouble(gw_fair_t *f, const char *what, const char *why)
@@ -175,7 +175,10 @@ void gw_fair__fleet_conf_sync(gw_fair_t *f)
     fok(f, inv_lottery_conf_all(f->rc, conf_sync_one, f, why, sizeof(why)), why);
 }
 
-/* Pushes this gateway's entries (closing them) in one pipeline. Lottery thread. */
+/* Pushes this gateway's entries (closing them) in one pipeline. Lottery thread.
+ * The fleet's entries are keyed by person (HSETNX: the first pushed of a person's
+ * entries is the one drawn); the value names the account as " @account" when it
+ * is not the person. */
 static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
 {
     inv_fleet_conn_t *c = fconn(f);
@@ -186,10 +189,12 @@ static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
     size_t n = fs->n, sent = 0;
     for (size_t i = 0; i < n; i++) {
         const entry_t *e = &fs->v[i];
-        char val[256];
-        snprintf(val, sizeof(val), "%s %u %s %u%s", e->order_id, e->qty, gw_fair__idem_out(e->idem),
-                 f->srv->node_id, gw_fair__idem_mark(e->idem));
-        if (inv_lottery_push_add(c, fs->sale_id, e->user_id, val) == 0)
+        char val[320];
+        snprintf(val, sizeof(val), "%s %u %s %u%s%s%s", e->order_id, e->qty,
+                 gw_fair__idem_out(e->idem), f->srv->node_id, gw_fair__idem_mark(e->idem),
+                 strcmp(e->person, e->user_id) != 0 ? " @" : "",
+                 strcmp(e->person, e->user_id) != 0 ? e->user_id : "");
+        if (inv_lottery_push_add(c, fs->sale_id, e->person, val) == 0)
             sent++;
     }
     pthread_mutex_unlock(&fs->mu);
@@ -216,9 +221,9 @@ typedef struct fleet_draw {
     uint64_t seed;
     bool seeded;
     uint32_t *perm;
-    char **won; /* sorted user ids of recorded winners */
+    char **won; /* sorted person ids of recorded winners */
     size_t nwon;
-    /* sorted user ids drawn and reserved whose order the drawer's spool refused
+    /* sorted person ids drawn and reserved whose order the drawer's spool refused
      * (:won value INV_LOTTERY_NOT_ACCEPTED): given back, not winners, not drawn again */
     char **refused;
     size_t nrefused;
@@ -276,7 +281,13 @@ static void read_entrant(void *ctx, const char *user, const char *v)
                  : sscanf(v, "%31s %u %128s %u %1s", e->order_id, &qty, e->idem, &node, mark);
     if (nf < 4)
         return;
+    /* the field is the person, the value's "@" field the account (fleet_push) */
     snprintf(e->user_id, sizeof(e->user_id), "%s", user);
+    gw_fair__person_in(e, v, 4);
+    char account[INV_USER_ID_MAX + 1];
+    memcpy(account, e->person, sizeof(account));
+    memcpy(e->person, e->user_id, sizeof(e->person));
+    memcpy(e->user_id, account, sizeof(e->user_id));
     gw_fair__idem_in(e->idem, nf, 5, mark);
     e->qty = qty;
     e->key = cm_hash_sip24(&x->secret, user, strlen(user));
@@ -359,10 +370,10 @@ static void fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
     fs->won_orders = fs->won_units = fs->lost = 0;
     for (size_t pos = 0; pos < d.n; pos++) {
         entry_t *src = &d.all[d.perm[pos]];
-        uint8_t st = fleet_won(&d, src->user_id) ? GW_ENTRY_WON : GW_ENTRY_LOST;
-        entry_t *e = gw_fair__find_user(fs, src->user_id, src->key);
+        uint8_t st = fleet_won(&d, src->person) ? GW_ENTRY_WON : GW_ENTRY_LOST;
+        entry_t *e = gw_fair__find_user(fs, src->person, src->key);
         if (e && strcmp(e->order_id, src->order_id) != 0) {
-            /* this user's entry through another gateway is the one drawn */
+            /* this person's entry through another gateway (or account) is the one drawn */
             e->state = GW_ENTRY_LOST;
             e->pos = 0;
             e = gw_fair__find_id(fs, src->order_id);
@@ -438,12 +449,12 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
         if (pos % 64 == 63 && fconn(f))
             fok(f, inv_lottery_lock_renew(f->rc, fs->sale_id, FLEET_LOCK_MS, why, sizeof(why)),
                 why);
-        if (fleet_won(&d, e->user_id) || fleet_refused(&d, e->user_id))
+        if (fleet_won(&d, e->person) || fleet_refused(&d, e->person))
             continue; /* a drawer before us admitted it (or its spool refused it) */
         inv_reserve_req_t rq;
         memset(&rq, 0, sizeof(rq));
         rq.sale = sale;
-        snprintf(rq.user_id, sizeof(rq.user_id), "%s", e->user_id);
+        snprintf(rq.user_id, sizeof(rq.user_id), "%s", e->person); /* the mark: inv.h */
         /* a key, so a drawer that resumes after a crash finds the order, not a second one */
         if (e->idem[0])
             memcpy(rq.idem_key, e->idem, sizeof(rq.idem_key));
@@ -462,8 +473,8 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
         }
         if (rc == INV_RESERVED_BEFORE) {
             if (!fconn(f) || !fok(f,
-                                  inv_lottery_winner_put(f->rc, fs->sale_id, e->user_id,
-                                                         e->order_id, why, sizeof(why)),
+                                  inv_lottery_winner_put(f->rc, fs->sale_id, e->person, e->order_id,
+                                                         why, sizeof(why)),
                                   why)) {
                 failed = true;
                 break;
@@ -483,7 +494,7 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
         }
         if (rc == INV_RESERVED || again) {
             oq_order_t o;
-            gw_order_of_reserve(&o, &rq, fs->sale_id, cm_wall_ms(), srv->node_id);
+            gw_order_of_reserve(&o, &rq, e->user_id, fs->sale_id, cm_wall_ms(), srv->node_id);
             int arc = oq_spool_append(srv->spool, &o, 1);
             if (arc != 0) {
                 gw_release_unaccepted(srv, &o, "lottery winner not accepted: spool refused");
@@ -491,7 +502,7 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
                  * order's mark (inv_reserve_once) for a winner released since. */
                 if (!fconn(f) ||
                     !fok(f,
-                         inv_lottery_winner_put(f->rc, fs->sale_id, e->user_id,
+                         inv_lottery_winner_put(f->rc, fs->sale_id, e->person,
                                                 INV_LOTTERY_NOT_ACCEPTED, why, sizeof(why)),
                          why)) {
                     failed = true;
@@ -501,7 +512,7 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
             }
             if (oq_spool_commit(srv->spool) != 0 || !fconn(f) ||
                 !fok(f,
-                     inv_lottery_winner_put(f->rc, fs->sale_id, e->user_id, e->order_id, why,
+                     inv_lottery_winner_put(f->rc, fs->sale_id, e->person, e->order_id, why,
                                             sizeof(why)),
                      why)) {
                 failed = true; /* spooled: a resumed draw finds it by its key */

@@ -29,11 +29,12 @@
 
 typedef struct entry {
     char order_id[INV_ORDER_ID_MAX + 1];
-    char user_id[INV_USER_ID_MAX + 1];
+    char user_id[INV_USER_ID_MAX + 1]; /* the account that entered */
+    char person[INV_USER_ID_MAX + 1];  /* its person: one entry per person (never "") */
     char idem[INV_IDEM_KEY_MAX + 1];
     uint32_t qty;
     int64_t at_ms;
-    uint64_t key; /* siphash(secret, user_id): the table hash and the draw's sort key */
+    uint64_t key; /* siphash(secret, person): the table hash and the draw's sort key */
     uint8_t state;
     bool wlogged; /* the entry log has its "W" line (a winner's order is durable) */
     uint32_t pos; /* 1-based draw position, 0 before the draw */
@@ -154,9 +155,15 @@ const char *gw_fair__idem_out(const char *idem);
 const char *gw_fair__idem_mark(const char *idem);
 /* Turns the field read back into the key: "-" without the marker is none. */
 void gw_fair__idem_in(char *idem, int nfields, int want, const char *mark);
-/* The sale's entry of a user (key: gw_fair__hash_str of it), of an order id; NULL if none.
+/* The sale's entry of a person (key: gw_fair__hash_str of it), of an order id; NULL if none.
  * fs->mu held or single-threaded. */
-entry_t *gw_fair__find_user(gw_fair_sale_t *fs, const char *user, uint64_t key);
+entry_t *gw_fair__find_user(gw_fair_sale_t *fs, const char *person, uint64_t key);
+/* The entry log's " @person" suffix of an entry: "" when the person is the account
+ * (the fleet push writes " @account" instead: its field is the person). */
+const char *gw_fair__person_out(const entry_t *e, char *buf, size_t cap);
+/* Sets e->person from the line's field "@person" at 0-based index first or later
+ * (past the key's), else to e->user_id. */
+void gw_fair__person_in(entry_t *e, const char *line, int first);
 entry_t *gw_fair__find_id(gw_fair_sale_t *fs, const char *order_id);
 /* Adds a copy of e to the vector and the tables; returns it (fs->mu held or single-threaded). */
 entry_t *gw_fair__entry_add(gw_fair_sale_t *fs, const entry_t *e);

@@ -155,8 +155,9 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
             e.qty = qty;
             e.at_ms = at;
             gw_fair__idem_in(e.idem, nf, 6, mark);
-            e.key = gw_fair__hash_str(fs, e.user_id);
-            if (gw_fair__find_user(fs, e.user_id, e.key))
+            gw_fair__person_in(&e, line, 6); /* E id user qty at key [k] [@person] */
+            e.key = gw_fair__hash_str(fs, e.person);
+            if (gw_fair__find_user(fs, e.person, e.key))
                 continue;
             gw_fair__entry_add(fs, &e);
             uint64_t id;
@@ -276,6 +277,7 @@ static void ticket_of(const gw_fair_sale_t *fs, const entry_t *e, gw_fair_ticket
     snprintf(t->order_id, sizeof(t->order_id), "%s", e->order_id);
     snprintf(t->sale_id, sizeof(t->sale_id), "%s", fs->sale_id);
     snprintf(t->user_id, sizeof(t->user_id), "%s", e->user_id);
+    snprintf(t->person, sizeof(t->person), "%s", e->person);
     t->qty = e->qty;
     t->entered_at_ms = e->at_ms;
     t->state = e->state;
@@ -288,15 +290,20 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
 {
     int64_t draw_at = t->draw_at_ms;
     pthread_mutex_lock(&fs->mu);
-    uint64_t key = gw_fair__hash_str(fs, t->user_id); /* under mu: the secret may be re-keyed */
+    const char *person = t->person[0] ? t->person : t->user_id;
+    uint64_t key = gw_fair__hash_str(fs, person); /* under mu: the secret may be re-keyed */
     int rc;
     if (fs->closed) {
         rc = CM_EBUSY;
         goto out;
     }
-    entry_t *e = gw_fair__find_user(fs, t->user_id, key);
+    entry_t *e = gw_fair__find_user(fs, person, key);
     if (e) {
         atomic_fetch_add_explicit(&fs->duplicates, 1, memory_order_relaxed);
+        if (strcmp(e->user_id, t->user_id) != 0) {
+            rc = GW_FAIR_OTHER_ACCOUNT; /* its id and token are that account's, not this one's */
+            goto out;
+        }
         ticket_of(fs, e, t, draw_at);
         rc = 1;
         goto out;
@@ -309,14 +316,15 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
     memset(&ne, 0, sizeof(ne));
     snprintf(ne.order_id, sizeof(ne.order_id), "%s", t->order_id);
     snprintf(ne.user_id, sizeof(ne.user_id), "%s", t->user_id);
+    snprintf(ne.person, sizeof(ne.person), "%s", person);
     snprintf(ne.idem, sizeof(ne.idem), "%s", idem_key ? idem_key : "");
     ne.qty = t->qty;
     ne.at_ms = t->entered_at_ms;
     ne.key = key;
-    char line[400];
-    int len =
-        snprintf(line, sizeof(line), "E %s %s %u %lld %s%s\n", ne.order_id, ne.user_id, ne.qty,
-                 (long long)ne.at_ms, gw_fair__idem_out(ne.idem), gw_fair__idem_mark(ne.idem));
+    char line[400], pb[INV_USER_ID_MAX + 3];
+    int len = snprintf(line, sizeof(line), "E %s %s %u %lld %s%s%s\n", ne.order_id, ne.user_id,
+                       ne.qty, (long long)ne.at_ms, gw_fair__idem_out(ne.idem),
+                       gw_fair__idem_mark(ne.idem), gw_fair__person_out(&ne, pb, sizeof(pb)));
     if (gw_fair__log_line(fs, line, (size_t)len, false) != 0) {
         rc = CM_EIO;
         goto out;
@@ -429,7 +437,7 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
             inv_reserve_req_t rq;
             memset(&rq, 0, sizeof(rq));
             rq.sale = sale;
-            snprintf(rq.user_id, sizeof(rq.user_id), "%s", e->user_id);
+            snprintf(rq.user_id, sizeof(rq.user_id), "%s", e->person); /* the mark: inv.h */
             snprintf(rq.idem_key, sizeof(rq.idem_key), "%s", e->idem);
             snprintf(rq.order_id, sizeof(rq.order_id), "%s", e->order_id);
             rq.qty = e->qty;
@@ -440,7 +448,7 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
             }
             if (rc == INV_RESERVED) {
                 oq_order_t o;
-                gw_order_of_reserve(&o, &rq, fs->sale_id, now, srv->node_id);
+                gw_order_of_reserve(&o, &rq, e->user_id, fs->sale_id, now, srv->node_id);
                 int arc = oq_spool_append(srv->spool, &o, 1);
                 if (arc != 0) {
                     gw_release_unaccepted(srv, &o, "lottery winner not accepted: spool refused");

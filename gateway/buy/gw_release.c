@@ -132,10 +132,10 @@ static void *releaser_main(void *arg)
                 cm_log_error("gw", "cannot make a give-back durable in the spool",
                              "order=%s err=%s", o->order_id, cm_errname(crc));
         }
-        int rc = o->giveback ? inv_giveback(rl->srv->inv, o->sale_id, o->user_id, o->qty,
-                                            o->order_id)
-                             : inv_release(rl->srv->inv, o->sale_id, o->user_id, o->qty,
-                                           o->order_id);
+        /* the mark is the person's (oq_order_person), not the account's */
+        const char *who = oq_order_person(o);
+        int rc = o->giveback ? inv_giveback(rl->srv->inv, o->sale_id, who, o->qty, o->order_id)
+                             : inv_release(rl->srv->inv, o->sale_id, who, o->qty, o->order_id);
         if (o->giveback && rc == CM_ECONFLICT) /* claimed: answered 202 elsewhere, kept */
             cm_log_info("gw", "give-back refused: a keyed retry was accepted with the order",
                         "order=%s sale=%s", o->order_id, o->sale_id);
@@ -314,7 +314,12 @@ int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
     /* Release first, final after: inv_release is exactly once per order id, so
      * a re-delivered outcome may call it again; a final order whose release
      * failed would be taken as done and its units lost. */
-    rc = inv_release(srv->inv, ord.sale_id, ord.user_id, ord.qty, ord.order_id);
+    rc = inv_release(srv->inv, ord.sale_id, oq_order_person(&ord), ord.qty, ord.order_id);
+    /* An outcome written by a settlement that predates the person member
+     * names the account alone: when the account holds no such order, the
+     * order's holder (its person) gives it back, found by the order id. */
+    if (rc == CM_ENOTFOUND && !ord.person[0] && ord.user_id[0])
+        rc = inv_release(srv->inv, ord.sale_id, "", ord.qty, ord.order_id);
     if (rc != 0 && rc != CM_ENOTFOUND) {
         cm_log_warn("gw", "release failed; the releaser retries", "order=%s err=%s", order_id,
                     cm_errname(rc));

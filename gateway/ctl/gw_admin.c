@@ -1928,10 +1928,13 @@ static void h_order_cancel(admin_call_t *a)
         return;
     }
     if (!oq_status_releases(ord.status)) {
-        /* the status table keeps no user ids. Ask the inventory (for the
-         * settlement record); if it cannot answer now, "" releases by order id. */
-        if (inv_order_user(srv->inv, ord.sale_id, ord.order_id, ord.user_id) != 0)
-            ord.user_id[0] = '\0';
+        /* the status table keeps no user ids. Ask the inventory: it knows
+         * the person whose mark the order holds (inv.h), not the account;
+         * if it cannot answer now, "" releases by order id. */
+        char who[INV_USER_ID_MAX + 1];
+        ord.user_id[0] = '\0';
+        oq_order_person_set(
+            &ord, inv_order_user(srv->inv, ord.sale_id, ord.order_id, who) == 0 ? who : NULL);
     }
     int rc = gw_server_cancel(srv, &ord, reason);
     if (rc < 0) {

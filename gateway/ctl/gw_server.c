@@ -176,7 +176,8 @@ static int replay_one(const oq_rec_t *rec, void *arg)
     gw_server_t *srv = rc->srv;
     if (rec->type == OQ_REC_ORDER) {
         const oq_order_t *o = rec->order;
-        inv_replay(srv->inv, o->sale_id, o->user_id, o->qty, o->order_id, o->idem_key);
+        /* the per-user mark is the person's (inv.h); the account reads the order */
+        inv_replay(srv->inv, o->sale_id, oq_order_person(o), o->qty, o->order_id, o->idem_key);
         gw_orders_put(srv->orders, o);
         gw_identity_order_put(srv, o->order_id, o->user_id);
         /* With the embedded broker a record is released only once settlement
@@ -197,9 +198,10 @@ static int replay_one(const oq_rec_t *rec, void *arg)
                          rec->pos.off, why);
         } else if (o.type == OQ_MSG_RELEASE) {
             const char *reason = o.reason[0] ? o.reason : NULL;
-            int rel = o.giveback
-                          ? inv_giveback(srv->inv, o.sale_id, o.user_id, o.qty, o.order_id)
-                          : inv_release(srv->inv, o.sale_id, o.user_id, o.qty, o.order_id);
+            int rel =
+                o.giveback
+                    ? inv_giveback(srv->inv, o.sale_id, oq_order_person(&o), o.qty, o.order_id)
+                    : inv_release(srv->inv, o.sale_id, oq_order_person(&o), o.qty, o.order_id);
             oq_order_t known;
             /* A give-back's order was never accepted here, so it has no status
              * to set; it is known only if a keyed retry claimed it here after,

@@ -10,9 +10,18 @@ flashgate-settle.
     ~18% of the entrant persons and win ~70% of the units, far over the
     hypergeometric tolerance of their share of persons (recomputed here from
     report.json), several units per scalper person, one per person of the people;
-  - flashgate-load exits 1 (the audit FAILs): the rehearsal has teeth. It turns
-    green when the gateway takes one entry per person.
-Bounded: 2,900 accounts over 3 s, loopback only (~10 s)."""
+  - flashgate-load exits 1 (the audit FAILs): the rehearsal has teeth.
+Then the same crowd against a gateway with identity.mode=jwt and
+identity.person_claim=person, every account with a token minted from the
+gateway's key whose person claim names its person (flashgate-load
+--identity-key): one lottery entry per person (a second account of an entered
+person is answered 409 already_entered), so
+
+  - the fairness line PASSes: the scalpers' units are within the tolerance of
+    their share of entrant persons, and no person, scalper or not, holds more
+    than per_user_limit (1) unit;
+  - every other invariant still holds and flashgate-load exits 0.
+Bounded: 2,900 accounts over 3 s per run, loopback only (~25 s for both)."""
 import os
 import sys
 
@@ -65,4 +74,40 @@ with Rehearsal("fg-sybil-") as reh:
           "top operators, most units first: %r" % ops[:2])
     eq([c["result"] for c in rep["audit"]["checks"] if c["name"] == "fairness"], ["FAIL"],
        "report.json: fairness FAIL")
+
+
+SCENARIO = os.path.join(SRC, "loadtest/scenarios/sybil.json")
+with Rehearsal("fg-sybil-on-", "--set", "identity.mode=jwt", "--set",
+               "identity.person_claim=person", identity_mode=None) as reh:
+    p, lines, out = reh.load(SCENARIO, "out", "--identity-key",
+                             os.path.join(reh.gateway.data_dir, "identity.key"))
+    for c in ("PASS stock", "PASS no_oversell", "PASS kafka", "PASS db",
+              "PASS per_user_limit", "PASS fairness"):
+        check(c in lines, "persons: %s (%s)" % (c, lines.get(c.split()[1], "no line")))
+    eq(p.returncode, 0, "persons: flashgate-load exits 0, the audit PASSes (%s)"
+       % p.stderr[-300:])
+    rep = load_report(out)
+    fair = rep["figures"]["fair"]
+    cls = fair["classes"]
+    sc = cls["scalpers"]
+    n = sum(c["entrant_persons"] for c in cls.values())
+    k = sum(c["won_orders"] for c in cls.values())
+    eq(rep["figures"]["orders"]["units"], k, "every unit went to a drawn entrant")
+    check(k > 0, "the draw admitted winners (%d)" % k)
+    check(sc["entrants"] <= sc["persons"],
+          "one entry per scalper person: %d entries for %d persons"
+          % (sc["entrants"], sc["persons"]))
+    limit = hyper_limit(n, sc["entrant_persons"], k)
+    share = sc["entrant_persons"] / n
+    print("persons: scalpers %d of %d entrant persons (%.1f%%), %d entrant accounts, won %d "
+          "of %d (%.1f%%), tolerance %d" % (sc["entrant_persons"], n, 100 * share,
+                                            sc["entrants"], sc["won_orders"], k,
+                                            100 * sc["won_orders"] / max(k, 1), limit))
+    check(sc["won_orders"] <= limit, "scalpers within the tolerance of their share of persons")
+    for name, c in cls.items():
+        check(c.get("max_units_per_person", 0) <= 1,
+              "no %s person over per_user_limit 1 (%d)"
+              % (name, c.get("max_units_per_person", 0)))
+    eq([c["result"] for c in rep["audit"]["checks"] if c["name"] == "fairness"], ["PASS"],
+       "report.json: fairness PASS")
 finish()

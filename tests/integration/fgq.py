@@ -339,9 +339,12 @@ class Rehearsal:
     `with` starts them, and stops them and removes the dir at its end, after
     printing the gateway's log when an exception ends it."""
 
-    def __init__(self, prefix):
+    def __init__(self, prefix, *gateway_args, **gateway_kw):
+        """gateway_args/gateway_kw: more of fg.Gateway's arguments (e.g. an
+        identity mode: "--set", "identity.mode=jwt", identity_mode=None)."""
         self.tmp = tempfile.mkdtemp(prefix=prefix)
-        self.gateway = fg.Gateway("--server-trusted-proxies", "127.0.0.1/32", "--threads", "2")
+        self.gateway = fg.Gateway("--server-trusted-proxies", "127.0.0.1/32", "--threads", "2",
+                                  *gateway_args, **gateway_kw)
         self.settle = None
         self.boot = None
 
@@ -364,17 +367,18 @@ class Rehearsal:
         shutil.rmtree(self.tmp, ignore_errors=True)
         return False
 
-    def load(self, scenario, name, timeout=120):
+    def load(self, scenario, name, *extra, timeout=120):
         """Runs flashgate-load --quiet on the scenario file (its target, admin API,
         broker and database: this rehearsal's), its output in <tmp>/<name>, and
         prints what it printed. Returns (the process, its output lines by what
-        precedes their first ':' (e.g. "PASS stock"), the output dir)."""
+        precedes their first ':' (e.g. "PASS stock"), the output dir). extra: more
+        flashgate-load arguments (e.g. --identity-key)."""
         g, out = self.gateway, os.path.join(self.tmp, name)
         p = subprocess.run([os.path.join(BIN, "flashgate-load"), "--scenario", scenario,
                             "--target", "http://127.0.0.1:%d" % g.port,
                             "--admin", "http://127.0.0.1:%d" % g.admin_port,
                             "--admin-token", g.token, "--kafka-brokers", self.boot,
-                            "--db", self.settle.db_path, "--out", out, "--quiet"],
+                            "--db", self.settle.db_path, "--out", out, "--quiet", *extra],
                            capture_output=True, text=True, timeout=timeout)
         print(p.stdout)
         lines = {ln.split(":")[0]: ln for ln in p.stdout.splitlines() if ":" in ln}

@@ -22,6 +22,7 @@
 #include "common/cm_err.h"
 #include "common/cm_id.h"
 #include "inventory/inv.h"
+#include "queue/oq_order.h"
 
 typedef struct fx {
     char dir[64];
@@ -316,6 +317,70 @@ static void test_replay(void **state)
     assert_int_equal(s.stock_left, 3);
     assert_int_equal(s.accepted_units, 2);
     assert_false(inv_sale_sold_out(inv_sale_find(inv, "s")));
+    inv_close(inv);
+}
+
+/*
+ * The per-user mark is the person's (inv.h): two accounts of one person share
+ * per_user_limit, their account-scoped idempotency keys stay apart, and the
+ * spool's records (account as user_id, the person beside it) replay and
+ * release the mark through oq_order_person; released by the account, the
+ * order is not found, which is why every release names the person.
+ */
+static void test_person_mark(void **state)
+{
+    fx_t *fx = *state;
+    inv_t *inv = open_dir(fx, 4);
+    assert_int_equal(put(inv, "s", 10, 2, 0, 0), 0);
+    inv_reserve_req_t r;
+    assert_int_equal(buy(inv, "s", "p1", 1, "id-acctA", "o1", NULL), INV_RESERVED);
+    assert_int_equal(buy(inv, "s", "p1", 2, "id-acctB", "o2", NULL), INV_LIMIT_REACHED);
+    assert_int_equal(buy(inv, "s", "p1", 1, "id-acctB", "o3", &r), INV_RESERVED);
+    assert_int_equal(r.user_units, 2);
+    /* each account's key finds its own order, not the other's */
+    assert_int_equal(buy(inv, "s", "p1", 1, "id-acctA", "o4", &r), INV_DUPLICATE);
+    assert_string_equal(r.order_id, "o1");
+    assert_int_equal(buy(inv, "s", "p1", 1, "id-acctB", "o5", &r), INV_DUPLICATE);
+    assert_string_equal(r.order_id, "o3");
+
+    /* the records the gateway spools for o1 and o3, read back */
+    char lines[2][OQ_ORDER_JSON_MAX];
+    const char *ids[2] = {"o1", "o3"}, *accts[2] = {"acctA", "acctB"};
+    for (int i = 0; i < 2; i++) {
+        oq_order_t o;
+        memset(&o, 0, sizeof(o));
+        snprintf(o.order_id, sizeof(o.order_id), "%s", ids[i]);
+        snprintf(o.sale_id, sizeof(o.sale_id), "s");
+        snprintf(o.user_id, sizeof(o.user_id), "%s", accts[i]);
+        oq_order_person_set(&o, "p1");
+        o.qty = 1;
+        o.accepted_at_ms = 1;
+        assert_true(oq_order_encode(&o, lines[i], sizeof(lines[i])) > 0);
+    }
+    inv_close(inv);
+
+    inv = open_dir(fx, 4); /* a restart: the memory backend is rebuilt from the spool */
+    oq_order_t back[2];
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(oq_order_decode(lines[i], strlen(lines[i]), &back[i], NULL, 0), 0);
+        assert_string_equal(back[i].user_id, accts[i]);
+        assert_int_equal(
+            inv_replay(inv, "s", oq_order_person(&back[i]), back[i].qty, back[i].order_id, NULL),
+            0);
+    }
+    uint32_t units = 9;
+    assert_int_equal(inv_user_units(inv, "s", "p1", &units), 0);
+    assert_int_equal(units, 2);
+    assert_int_equal(inv_user_units(inv, "s", "acctA", &units), 0);
+    assert_int_equal(units, 0);
+    assert_int_equal(buy(inv, "s", "p1", 1, NULL, "o6", NULL), INV_LIMIT_REACHED);
+    assert_int_equal(buy(inv, "s", "acctA", 1, NULL, "o7", NULL), INV_RESERVED); /* no person */
+
+    assert_int_equal(inv_release(inv, "s", back[1].user_id, 1, "o3"), CM_ENOTFOUND);
+    assert_int_equal(inv_release(inv, "s", oq_order_person(&back[1]), 1, "o3"), 0);
+    assert_int_equal(inv_user_units(inv, "s", "p1", &units), 0);
+    assert_int_equal(units, 1);
+    assert_int_equal(buy(inv, "s", "p1", 1, NULL, "o8", NULL), INV_RESERVED);
     inv_close(inv);
 }
 
@@ -744,6 +809,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_max_sales, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replay, setup, teardown),
         cmocka_unit_test_setup_teardown(test_replay_above_stock, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_person_mark, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deleted_id_not_reused, setup, teardown),
         cmocka_unit_test(test_table_growth),
         cmocka_unit_test(test_table_per_user),

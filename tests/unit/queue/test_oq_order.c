@@ -35,6 +35,7 @@ static void assert_order_equal(const oq_order_t *a, const oq_order_t *b)
     assert_string_equal(a->order_id, b->order_id);
     assert_string_equal(a->sale_id, b->sale_id);
     assert_string_equal(a->user_id, b->user_id);
+    assert_string_equal(a->person, b->person);
     assert_string_equal(a->idem_key, b->idem_key);
     assert_int_equal(a->qty, b->qty);
     assert_int_equal(a->accepted_at_ms, b->accepted_at_ms);
@@ -388,6 +389,81 @@ static void test_pos_cmp(void **state)
     assert_int_equal(oq_pos_cmp(big, c), 1);
 }
 
+/* The person member: written after user_id only when it is another id, read
+ * back by both halves of the decoder, carried by every type, and
+ * oq_order_person names whose mark the order holds either way. */
+static void test_person(void **state)
+{
+    (void)state;
+    oq_order_t o = sample(), back;
+    char buf[OQ_ORDER_JSON_MAX], why[160] = "";
+    oq_order_person_set(&o, "user.42"); /* the account's own person: not written */
+    assert_string_equal(o.person, "");
+    assert_true(oq_order_encode(&o, buf, sizeof(buf)) > 0);
+    assert_null(strstr(buf, "person"));
+    assert_string_equal(oq_order_person(&o), "user.42");
+
+    oq_order_person_set(&o, "p-7");
+    int n = oq_order_encode(&o, buf, sizeof(buf));
+    assert_true(n > 0);
+    assert_non_null(strstr(buf, "\"user_id\":\"user.42\",\"person\":\"p-7\",\"qty\":2"));
+    assert_int_equal(oq_order_decode_fast(buf, (size_t)n, &back), 0);
+    assert_order_equal(&o, &back);
+    assert_int_equal(oq_order_decode_json(buf, (size_t)n, &back, why, sizeof(why)), 0);
+    assert_order_equal(&o, &back);
+    assert_string_equal(oq_order_person(&back), "p-7");
+    for (int t = OQ_MSG_CANCEL; t <= OQ_MSG_RELEASE; t++) {
+        oq_order_t e = o;
+        e.type = (oq_msg_type_t)t;
+        e.status = OQ_STATUS_FAILED;
+        e.at_ms = 5;
+        roundtrip(&e, &back);
+        assert_string_equal(back.person, "p-7");
+    }
+
+    /* an older record without it: the person is the account */
+    const char *old = "{\"order_id\":\"x\",\"sale_id\":\"s\",\"user_id\":\"u\",\"qty\":1,"
+                      "\"accepted_at\":1}";
+    assert_int_equal(oq_order_decode(old, strlen(old), &back, why, sizeof(why)), 0);
+    assert_string_equal(back.person, "");
+    assert_string_equal(oq_order_person(&back), "u");
+    /* a writer that spells the account's own: read as absent */
+    const char *same = "{\"order_id\":\"x\",\"sale_id\":\"s\",\"user_id\":\"u\",\"person\":\"u\","
+                       "\"qty\":1,\"accepted_at\":1}";
+    assert_int_equal(oq_order_decode(same, strlen(same), &back, why, sizeof(why)), 0);
+    assert_string_equal(back.person, "");
+    /* unknown members around it are still ignored, in any order */
+    const char *moved = "{\"person\":\"p\",\"order_id\":\"x\",\"sale_id\":\"s\",\"user_id\":\"u\","
+                        "\"qty\":1,\"accepted_at\":1,\"later\":3}";
+    assert_int_equal(oq_order_decode(moved, strlen(moved), &back, why, sizeof(why)), 0);
+    assert_string_equal(back.person, "p");
+
+    static const struct {
+        const char *json, *why;
+    } bad[] = {
+        {"{\"order_id\":\"x\",\"sale_id\":\"s\",\"user_id\":\"u\",\"person\":\"\",\"qty\":1,"
+         "\"accepted_at\":1}",
+         "person:"},
+        {"{\"order_id\":\"x\",\"sale_id\":\"s\",\"user_id\":\"u\",\"person\":\"a b\",\"qty\":1,"
+         "\"accepted_at\":1}",
+         "person:"},
+        {"{\"order_id\":\"x\",\"sale_id\":\"s\",\"user_id\":\"u\",\"person\":7,\"qty\":1,"
+         "\"accepted_at\":1}",
+         "person:"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        why[0] = '\0';
+        assert_int_equal(oq_order_decode(bad[i].json, strlen(bad[i].json), &back, why, sizeof(why)),
+                         CM_EINVAL);
+        if (strncmp(why, bad[i].why, strlen(bad[i].why)) != 0)
+            fail_msg("%s: %s", bad[i].json, why);
+    }
+    /* the check keeps the encoder from writing what it would not read back as is */
+    strcpy(o.person, o.user_id);
+    assert_int_equal(oq_order_check(&o, why, sizeof(why)), CM_EINVAL);
+    assert_int_equal(oq_order_encode(&o, buf, sizeof(buf)), CM_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -399,6 +475,7 @@ int main(void)
         cmocka_unit_test(test_status_names),
         cmocka_unit_test(test_reason_copy),
         cmocka_unit_test(test_pos_cmp),
+        cmocka_unit_test(test_person),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

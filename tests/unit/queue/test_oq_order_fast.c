@@ -49,6 +49,8 @@ static void rnd_record(oq_order_t *o)
             o->accepted_at_ms = ats[ts_rnd(5)];
         o->node_id = ts_rnd(3) == 0 ? OQ_NODE_UNKNOWN : ts_rnd(CM_ID_NODE_MAX + 1);
         if (ts_rnd(3) == 0)
+            ts_rnd_id(o->person, INV_USER_ID_MAX); /* the same as user_id: refused below */
+        if (ts_rnd(3) == 0)
             rnd_text(o->idem_key, INV_IDEM_KEY_MAX, false);
         if (o->type == OQ_MSG_OUTCOME || o->type == OQ_MSG_RELEASE) {
             o->status = (oq_status_t)ts_rnd(OQ_STATUS_COUNT);

@@ -455,6 +455,104 @@ static void test_idem_dash_survives_restart(void **st)
     free(m);
 }
 
+typedef struct person_seen {
+    char user[8][INV_USER_ID_MAX + 1], person[8][INV_USER_ID_MAX + 1];
+    char idem[8][INV_IDEM_KEY_MAX + 1];
+    int n;
+} person_seen_t;
+
+static int person_cb(const oq_rec_t *rec, void *ctx)
+{
+    person_seen_t *x = ctx;
+    if (rec->type == OQ_REC_ORDER && x->n < 8) {
+        snprintf(x->user[x->n], sizeof(x->user[0]), "%s", rec->order->user_id);
+        snprintf(x->person[x->n], sizeof(x->person[0]), "%s", rec->order->person);
+        snprintf(x->idem[x->n], sizeof(x->idem[0]), "%s", rec->order->idem_key);
+        x->n++;
+    }
+    return 0;
+}
+
+static int enter_as(gw_fair_sale_t *fs, const char *id, const char *user, const char *person,
+                    const char *key, int64_t at, gw_fair_ticket_t *t)
+{
+    memset(t, 0, sizeof(*t));
+    snprintf(t->order_id, sizeof(t->order_id), "%s", id);
+    snprintf(t->user_id, sizeof(t->user_id), "%s", user);
+    snprintf(t->person, sizeof(t->person), "%s", person ? person : "");
+    t->qty = 1;
+    t->entered_at_ms = at;
+    return gw_fair_enter(fs, t, key);
+}
+
+/* One entry per person: a second account of an entered person is refused
+ * (GW_FAIR_OTHER_ACCOUNT, the ticket left as given: never the other entry's
+ * id), the same account gets its entry back; the entry log keeps the person
+ * across a restart (an Idempotency-Key "-" or one that starts with '@' is not
+ * taken for it); a winner's order keeps the account as user_id and names the
+ * person, and the inventory's mark is the person's. */
+static void test_person_entry(void **st)
+{
+    (void)st;
+    mini_t *m = calloc(1, sizeof(*m));
+    mini_open(m);
+    int64_t now = cm_wall_ms(), starts_at_ms;
+    gw_fair_sale_t *fs = mini_lottery(m, 10, now, &starts_at_ms);
+    gw_fair_ticket_t t;
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG00", "a1", "P", NULL, now - 9000, &t), 0);
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG01", "a2", "P", NULL, now - 9000, &t),
+                     GW_FAIR_OTHER_ACCOUNT);
+    assert_string_equal(t.order_id, "0AM0AZFQKEG01");
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG02", "a1", "P", NULL, now - 9000, &t), 1);
+    assert_string_equal(t.order_id, "0AM0AZFQKEG00");
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG03", "b1", "Q", "-", now - 9000, &t), 0);
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG04", "c1", NULL, "@x", now - 9000, &t), 0);
+    assert_string_equal(t.person, "c1");
+
+    char why[256] = "";
+    gw_fair_close(&m->srv); /* a restart of the lottery: the log is read back */
+    assert_int_equal(gw_fair_open(&m->srv, why, sizeof(why)), 0);
+    fs = gw_fair_find(m->srv.fair, "s1");
+    assert_non_null(fs);
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG05", "a2", "P", NULL, now - 9000, &t),
+                     GW_FAIR_OTHER_ACCOUNT);
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG06", "b2", "Q", NULL, now - 9000, &t),
+                     GW_FAIR_OTHER_ACCOUNT);
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG07", "x1", "x", NULL, now - 9000, &t), 0);
+    mini_draw(m, fs, starts_at_ms);
+
+    person_seen_t seen;
+    memset(&seen, 0, sizeof(seen));
+    oq_spool_scan(m->srv.spool, (oq_pos_t){0, 0}, person_cb, &seen);
+    assert_int_equal(seen.n, 4);
+    int found = 0;
+    for (int i = 0; i < seen.n; i++) {
+        if (strcmp(seen.user[i], "a1") == 0) {
+            assert_string_equal(seen.person[i], "P");
+            found++;
+        } else if (strcmp(seen.user[i], "b1") == 0) {
+            assert_string_equal(seen.person[i], "Q");
+            assert_string_equal(seen.idem[i], "-");
+            found++;
+        } else if (strcmp(seen.user[i], "c1") == 0) {
+            assert_string_equal(seen.person[i], "");
+            assert_string_equal(seen.idem[i], "@x");
+            found++;
+        } else if (strcmp(seen.user[i], "x1") == 0) {
+            assert_string_equal(seen.person[i], "x");
+            found++;
+        }
+    }
+    assert_int_equal(found, 4);
+    uint32_t units = 9;
+    assert_int_equal(inv_user_units(m->srv.inv, "s1", "P", &units), 0);
+    assert_int_equal(units, 1);
+    assert_int_equal(inv_user_units(m->srv.inv, "s1", "a1", &units), 0);
+    assert_int_equal(units, 0);
+    mini_close(m);
+    free(m);
+}
+
 /* Waits (bounded) until the lottery of `fs` has drawn. */
 static void wait_drawn(gw_fair_sale_t *fs, int64_t starts_at_ms)
 {
@@ -657,6 +755,7 @@ int main(void)
         cmocka_unit_test(test_draw_commit_fails),
         cmocka_unit_test(test_draw_winners_not_arrival_order),
         cmocka_unit_test(test_idem_dash_survives_restart),
+        cmocka_unit_test(test_person_entry),
         cmocka_unit_test(test_resumed_draw_reserves_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
