@@ -107,8 +107,8 @@ typedef struct mem_sale {
      * An order's fingerprint goes in before its stock is taken, so the sale
      * never reads sold out without the keys of the orders that emptied it.
      * A release leaves it (a false positive: a verification). An order whose
-     * raw key is unknown (identity's scoped key from the spool or a lottery's
-     * entry) saturates the set: every keyed buy takes the full path. At most
+     * raw key is unknown (identity's scoped key in a record without a
+     * key_fp of the current secret: inv_replay_keyed) saturates the set: every keyed buy takes the full path. At most
      * inventory.max_held_orders fingerprints per sale, then saturated. */
     inv_keyset_t keys;
     /* Keys of the last keyed restocks (admin_lock): a retried restock adds nothing. */
@@ -162,15 +162,7 @@ static uint64_t user_hash_memo(const char *s)
 
 static uint32_t idem_fp(const char *key)
 {
-    if (!key || !key[0])
-        return 0;
-    uint32_t f = (uint32_t)(cm_hash_str(key) >> 32);
-    return f ? f : 1;
-}
-
-uint32_t inv_idem_key_fp(const char *key)
-{
-    return idem_fp(key);
+    return inv_idem_key_fp(key);
 }
 
 /* The form identity gives a key ("id-" and 64 hex digits, gw_identity.c):
@@ -1166,7 +1158,7 @@ static int mem_release(inv_t *inv, const char *sale_id, const char *user_id, uin
 }
 
 static int mem_replay(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
-                      const char *order_id, const char *idem_key)
+                      const char *order_id, const char *idem_key, uint32_t raw_key_fp)
 {
     mem_backend_t *mb = inv->backend;
     inv_sale_t *s = inv_sale_find(inv, sale_id);
@@ -1196,7 +1188,7 @@ static int mem_replay(inv_t *inv, const char *sale_id, const char *user_id, uint
     if (atomic_fetch_add_explicit(&mb->held, 1, memory_order_relaxed) >= mb->max_held)
         atomic_fetch_add_explicit(&mb->over_cap_replayed, 1, memory_order_relaxed);
     const char *key = CM_PLANT(INV_REPLAY_NO_KEY) ? "" : idem_key;
-    keys_add(ms, 0, key);
+    keys_add(ms, key[0] ? raw_key_fp : 0, key);
     shard_add(mb, sh, h, &k, qty, key);
     atomic_fetch_add(&s->accepted_units, qty);
     atomic_fetch_add(&s->accepted_orders, 1);

@@ -66,6 +66,7 @@ void gw_order_of_reserve(oq_order_t *o, const inv_reserve_req_t *rq,
     memcpy(o->sale_id, sale_id, sizeof(o->sale_id));
     memcpy(o->user_id, rq->user_id, sizeof(o->user_id));
     memcpy(o->idem_key, rq->idem_key, sizeof(o->idem_key));
+    o->key_fp = o->idem_key[0] ? inv_idem_fp_stamp(rq->raw_key_fp) : 0;
     o->qty = rq->qty;
     o->accepted_at_ms = accepted_at_ms;
     o->node_id = node_id;
@@ -578,6 +579,7 @@ static void fair_enter(gw_req_t *r, gw_fair_sale_t *fair, int64_t closes_at, int
     t.qty = r->res.qty;
     t.entered_at_ms = now_ms;
     t.draw_at_ms = closes_at;
+    t.key_fp = r->res.idem_key[0] ? r->res.raw_key_fp : 0;
     int rc = gw_fair_enter(fair, &t, r->res.idem_key);
     if (rc == 0 || rc == 1) {
         reply_entered(r, &t, rc == 1, now_ms);
