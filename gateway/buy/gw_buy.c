@@ -1135,16 +1135,16 @@ void gw_room_handle(gw_req_t *r)
     gw_limit_verdict_t lv;
     char verified[ID_USER_MAX + 1];
     if (identity) {
-        /* As in the buy: the address's limits before the token's check (a
-         * join only: a ticket or HEAD takes nothing), the user's after it. */
-        if (take) {
-            iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
-            gw_limits_admit_ip(srv->limits, (const char *)ipkey, iplen, r->w->now_ns, &lv);
-            if (!lv.allowed) {
-                gw_hitters_add(r->w, NULL, ipkey, iplen);
-                reply_rate_limited(r, &lv);
-                return;
-            }
+        /* As in the buy: the address's limits (IP, subnet) before the
+         * token's check, the user's after it (a join only). A ticket refresh
+         * or a HEAD takes no place but may cost a verification, so it spends
+         * the address's buckets too: a flood of them is refused unverified. */
+        iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
+        gw_limits_admit_ip(srv->limits, (const char *)ipkey, iplen, r->w->now_ns, &lv);
+        if (!lv.allowed) {
+            gw_hitters_add(r->w, NULL, ipkey, iplen);
+            reply_rate_limited(r, &lv);
+            return;
         }
         if (!gw_identity_check(r, user, verified))
             return;

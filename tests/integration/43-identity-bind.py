@@ -5,7 +5,8 @@ identity_mismatch, none is 401, no place taken), the same user gets the same
 place back, a ticket and an admission token work for their own user only (403
 admission_required "not_this_buyer", nothing taken); the targeted lockout (queue
 joins naming the victim) leaves the victim's per-user bucket untouched while the
-attacker's own joins spend the attacker's. The lottery, directly and through a
+attacker's own joins spend the attacker's; a flood of ticket refreshes and HEADs
+from one address is refused by its rate limits before any token is verified. The lottery, directly and through a
 waiting room: a duplicate entry answers only its own verified user, and only
 that user reads the entry without its status token. The owner of an order
 reads it after a restart (the spool replay records the owners), and after a
@@ -128,6 +129,24 @@ try:
     r = g.admin("PUT", "/admin/v1/sales/wr", body={"stock": 10, "per_user_limit": 1,
                                                     "waiting_room_rate": 1000})
     eq(r.status, 201, "a sale with a waiting room")
+
+    # a flood of ticket refreshes and HEADs from one address, each token a new
+    # bad signature: the address's limits (limits.ip_burst 40) refuse it
+    # before any token is verified
+    b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    v0 = verifications(g)
+    codes = []
+    for i in range(70):
+        bad = mallory[:-6] + b64[i % 64] + b64[i // 64] + mallory[-4:]
+        h = {"X-Forwarded-For": "10.200.0.1", "Authorization": "Bearer " + bad}
+        r = req(g.port, "HEAD" if i % 5 == 4 else "GET", "/v1/sales/wr/queue?ticket=1.x",
+                headers=h)
+        codes.append(r.status)
+    spent = verifications(g) - v0
+    check(codes.count(429) >= 25, "the flood over the address's burst is refused 429: %s"
+          % sorted(set(codes)))
+    eq(spent, len(codes) - codes.count(429),
+       "only the requests the address's limits let through were verified")
 
     # impersonation: the victim's id with another token, or with none
     r = join(g, "wr", mallory, "user_id=victim-42")
