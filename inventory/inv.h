@@ -140,6 +140,9 @@ typedef struct inv_opts {
 typedef struct inv_mem_stats {
     uint64_t held_orders, max_held_orders;
     uint64_t table_bytes; /* the tables' slots, all sales */
+    /* raw Idempotency-Key fingerprints in the sales' sold-out key sets, all
+     * sales: at most max_held_orders (inv_keyset.h) */
+    uint64_t key_fingerprints;
     uint64_t refused_full, over_cap_replayed;
 } inv_mem_stats_t;
 /* The memory backend's table figures; CM_ENOTFOUND for another backend. Thread-safe. */

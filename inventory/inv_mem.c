@@ -109,7 +109,8 @@ typedef struct mem_sale {
      * A release leaves it (a false positive: a verification). An order whose
      * raw key is unknown (identity's scoped key in a record without a
      * key_fp of the current secret: inv_replay_keyed) saturates the set: every keyed buy takes the full path. At most
-     * inventory.max_held_orders fingerprints per sale, then saturated. */
+     * inventory.max_held_orders fingerprints over all sales (mb->key_budget),
+     * then the set that would pass it is saturated. */
     inv_keyset_t keys;
     /* Keys of the last keyed restocks (admin_lock): a retried restock adds nothing. */
     uint64_t restock_keys[INV_RESTOCK_KEYS_MEM];
@@ -128,6 +129,10 @@ typedef struct mem_backend {
     char (*deleted)[INV_SALE_ID_MAX + 1];
     uint32_t ndeleted, deleted_cap;
     uint64_t max_held; /* inventory.max_held_orders: entries over all sales */
+    /* The sales' key sets (mem_sale_t.keys) together hold at most max_held
+     * fingerprints: a sale past it has its set saturated (keyed sold-out buys
+     * verified), so the sets' memory is bounded whatever the number of sales. */
+    inv_keyset_budget_t key_budget;
     _Atomic uint64_t held, table_bytes, refused_full, over_cap_replayed;
 } mem_backend_t;
 
@@ -425,7 +430,7 @@ static user_view_t user_scan(const mem_shard_t *sh, uint64_t user, uint32_t idem
     }
 }
 
-static mem_sale_t *mem_sale_new(uint64_t max_held)
+static mem_sale_t *mem_sale_new(inv_keyset_budget_t *key_budget)
 {
     mem_sale_t *ms = aligned_alloc(64, sizeof(mem_sale_t));
     if (!ms) {
@@ -435,7 +440,7 @@ static mem_sale_t *mem_sale_new(uint64_t max_held)
     memset(ms, 0, sizeof(*ms));
     for (int i = 0; i < MEM_SHARDS; i++)
         pthread_mutex_init(&ms->shards[i].lock, NULL);
-    inv_keyset_init(&ms->keys, max_held);
+    inv_keyset_init(&ms->keys, key_budget);
     return ms;
 }
 
@@ -643,14 +648,14 @@ static int mem_persist(inv_t *inv, const inv_sale_info_t *pending, char *errbuf,
     return rc;
 }
 
-static void publish_new(const mem_backend_t *mb, inv_sale_t *s, const inv_sale_info_t *d)
+static void publish_new(mem_backend_t *mb, inv_sale_t *s, const inv_sale_info_t *d)
 {
     inv_sale_info_t info = *d;
     info.stock_left = d->stock_total;
     info.accepted_units = 0;
     info.accepted_orders = 0;
     inv__sale_publish(s, &info);
-    mem_sale_t *ms = mem_sale_new(mb->max_held);
+    mem_sale_t *ms = mem_sale_new(&mb->key_budget);
     __atomic_store_n(&s->backend, ms, __ATOMIC_RELEASE);
 }
 
@@ -773,6 +778,7 @@ static int mem_open(inv_t *inv, const char *url, char *errbuf, size_t errlen)
     mem_backend_t *mb = cm_xcalloc(1, sizeof(*mb));
     pthread_mutex_init(&mb->admin_lock, NULL);
     mb->max_held = inv->max_held_orders ? inv->max_held_orders : INV_MEM_MAX_HELD_DEFAULT;
+    inv_keyset_budget_init(&mb->key_budget, mb->max_held);
     inv->backend = mb;
     if (inv->data_dir) {
         if (mkdir(inv->data_dir, 0755) < 0 && errno != EEXIST) {
@@ -1267,6 +1273,7 @@ int inv_mem_stats(inv_t *inv, inv_mem_stats_t *out)
     out->held_orders = atomic_load_explicit(&mb->held, memory_order_relaxed);
     out->max_held_orders = mb->max_held;
     out->table_bytes = atomic_load_explicit(&mb->table_bytes, memory_order_relaxed);
+    out->key_fingerprints = atomic_load_explicit(&mb->key_budget.used, memory_order_relaxed);
     out->refused_full = atomic_load_explicit(&mb->refused_full, memory_order_relaxed);
     out->over_cap_replayed = atomic_load_explicit(&mb->over_cap_replayed, memory_order_relaxed);
     return 0;
