@@ -18,6 +18,49 @@
 #include <stdlib.h>
 #include <string.h>
 
+/*---- Idempotency-key fingerprints ----*/
+
+/*
+ * The key of inv_idem_key_fp: set once from a secret that outlives the
+ * process (inv_idem_fp_key_set) before any worker runs, else drawn at random
+ * on first use (cm_hash_str's). fp_tag names the secret in a stamped
+ * fingerprint, so one written under another secret reads as unknown.
+ */
+static cm_hash_key_t fp_key;
+static uint64_t fp_tag; /* 0: no secret set, nothing is stamped */
+
+#define FP_TAG_BITS 20 /* a stamp is 52 bits: an exact JSON number anywhere */
+
+void inv_idem_fp_key_set(const uint8_t secret[16])
+{
+    memcpy(&fp_key.k0, secret, 8);
+    memcpy(&fp_key.k1, secret + 8, 8);
+    static const char label[] = "flashgate idem-key fingerprint tag";
+    uint64_t t = cm_hash_sip24(&fp_key, label, sizeof(label) - 1) & ((1u << FP_TAG_BITS) - 1);
+    fp_tag = t ? t : 1;
+}
+
+uint32_t inv_idem_key_fp(const char *key)
+{
+    if (!key || !key[0])
+        return 0;
+    uint64_t h = fp_tag ? cm_hash_sip24(&fp_key, key, strlen(key)) : cm_hash_str(key);
+    uint32_t f = (uint32_t)(h >> 32);
+    return f ? f : 1;
+}
+
+uint64_t inv_idem_fp_stamp(uint32_t fp)
+{
+    return fp && fp_tag ? fp_tag << 32 | fp : 0;
+}
+
+uint32_t inv_idem_fp_unstamp(uint64_t stamp)
+{
+    if (!fp_tag || stamp >> 32 != fp_tag)
+        return 0;
+    return (uint32_t)stamp;
+}
+
 /*---- Helpers ----*/
 
 
@@ -650,12 +693,20 @@ int inv_claim(inv_worker_t *w, inv_reserve_req_t *req)
 int inv_replay(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
                const char *order_id, const char *idem_key)
 {
+    return inv_replay_keyed(inv, sale_id, user_id, qty, order_id, idem_key, 0);
+}
+
+int inv_replay_keyed(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
+                     const char *order_id, const char *idem_key, uint64_t key_stamp)
+{
     if (!inv || !sale_id_ok(sale_id) || !user_id_ok(user_id) || qty == 0 || !order_id ||
         !order_id_ok(order_id) || (idem_key && !idem_key_ok(idem_key)))
         return CM_EINVAL;
     if (!inv->ops->replay)
         return 0; /* the backend keeps its own state */
-    return inv->ops->replay(inv, sale_id, user_id, qty, order_id, idem_key ? idem_key : "");
+    uint32_t raw_fp = idem_key && idem_key[0] ? inv_idem_fp_unstamp(key_stamp) : 0;
+    return inv->ops->replay(inv, sale_id, user_id, qty, order_id, idem_key ? idem_key : "",
+                            raw_fp);
 }
 
 int inv_order_user(inv_t *inv, const char *sale_id, const char *order_id, char *user_out)

@@ -151,6 +151,9 @@ typedef struct inv_opts {
 typedef struct inv_mem_stats {
     uint64_t held_orders, max_held_orders;
     uint64_t table_bytes; /* the tables' slots, all sales */
+    /* raw Idempotency-Key fingerprints in the sales' sold-out key sets, all
+     * sales: at most max_held_orders (inv_keyset.h) */
+    uint64_t key_fingerprints;
     uint64_t refused_full, over_cap_replayed;
 } inv_mem_stats_t;
 /* The memory backend's table figures; CM_ENOTFOUND for another backend. Thread-safe. */
@@ -266,9 +269,27 @@ bool inv_sale_sold_out(const inv_sale_t *sale);
  */
 bool inv_sale_key_may_hold(inv_t *inv, const inv_sale_t *sale, uint32_t raw_key_fp);
 /* The 32-bit fingerprint of a raw Idempotency-Key that inv_sale_key_may_hold
- * and inv_reserve_req_t.raw_key_fp take: keyed per process, never 0 for a key
+ * and inv_reserve_req_t.raw_key_fp take: SipHash under inv_idem_fp_key_set's
+ * secret (until it is set, under a key drawn per process), never 0 for a key
  * ("" gives 0). Thread-safe. */
 uint32_t inv_idem_key_fp(const char *key);
+/*
+ * Keys inv_idem_key_fp with a 16-byte secret that outlives the process (the
+ * gateway derives it from its status key), so that a fingerprint an order
+ * record keeps (inv_idem_fp_stamp) still means its raw key after a restart.
+ * Copies the secret. Single-threaded init, before any other inv_ call.
+ */
+void inv_idem_fp_key_set(const uint8_t secret[16]);
+/*
+ * The form of a fingerprint a record keeps (an order's key_fp, a lottery
+ * entry's): a 20-bit tag of the secret above the 32 bits, 1..2^52-1; 0 for
+ * fp 0 or before inv_idem_fp_key_set. A keyed 32-bit hash: it does not reveal
+ * the raw key. Thread-safe after the key is set.
+ */
+uint64_t inv_idem_fp_stamp(uint32_t fp);
+/* The fingerprint of a stamp made under the current secret; 0 (unknown) for
+ * 0 or a stamp of another secret (status.key replaced). Thread-safe. */
+uint32_t inv_idem_fp_unstamp(uint64_t stamp);
 /* Calls fn for every known sale (admin listing). Thread-safe. */
 void inv_sale_foreach(inv_t *inv, void (*fn)(inv_sale_t *sale, void *ctx), void *ctx);
 
@@ -373,6 +394,13 @@ int inv_claim(inv_worker_t *w, inv_reserve_req_t *req);
  */
 int inv_replay(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
                const char *order_id, const char *idem_key);
+/* inv_replay of an order whose record kept key_stamp (inv_idem_fp_stamp of its
+ * raw Idempotency-Key's fingerprint, 0: none): the memory backend counts that
+ * fingerprint in the sale's key set (inv_sale_key_may_hold) where idem_key is
+ * identity's scoped form, whose raw key it cannot know (without a stamp of
+ * the current secret, such an order saturates the set). */
+int inv_replay_keyed(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
+                     const char *order_id, const char *idem_key, uint64_t key_stamp);
 
 /*
  * The user who holds order `order_id` of `sale_id` (accepted, not released):

@@ -52,8 +52,9 @@ typedef struct inv_ops {
     /* giveback: inv_giveback (a backend without claims releases as inv_release) */
     int (*release)(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
                    const char *order_id, bool giveback);
+    /* raw_key_fp: inv_reserve_req_t.raw_key_fp's meaning (0: unknown) */
     int (*replay)(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
-                  const char *order_id, const char *idem_key);
+                  const char *order_id, const char *idem_key, uint32_t raw_key_fp);
     /* optional: inv_reserve_once (NULL: reserve; a backend of one gateway, whose
      * lottery finds its winners in the spool) */
     int (*reserve_once)(inv_worker_t *w, inv_reserve_req_t *req);

@@ -54,10 +54,16 @@ static void grow(inv_keyset_shard_t *sh)
     sh->nslots = n;
 }
 
-void inv_keyset_init(inv_keyset_t *ks, uint64_t max)
+void inv_keyset_budget_init(inv_keyset_budget_t *b, uint64_t max)
+{
+    b->max = max;
+    atomic_store(&b->used, 0);
+}
+
+void inv_keyset_init(inv_keyset_t *ks, inv_keyset_budget_t *budget)
 {
     memset(ks, 0, sizeof(*ks));
-    ks->max = max;
+    ks->budget = budget;
     for (int i = 0; i < INV_KEYSET_SHARDS; i++)
         pthread_mutex_init(&ks->shards[i].lock, NULL);
 }
@@ -69,10 +75,12 @@ void inv_keyset_clear(inv_keyset_t *ks)
         pthread_mutex_lock(&sh->lock);
         free(sh->slots);
         sh->slots = NULL;
+        /* the shard's fingerprints go back to the budget with its table */
+        atomic_fetch_sub(&ks->distinct, sh->used);
+        atomic_fetch_sub(&ks->budget->used, sh->used);
         sh->nslots = sh->used = 0;
         pthread_mutex_unlock(&sh->lock);
     }
-    atomic_store(&ks->distinct, 0);
     atomic_store(&ks->saturated, false);
 }
 
@@ -101,13 +109,14 @@ void inv_keyset_add(inv_keyset_t *ks, uint32_t fp)
     pthread_mutex_lock(&sh->lock);
     inv_keyset_entry_t *e = sh->slots ? &sh->slots[find_slot(sh, fp)] : NULL;
     if (!e || !e->fp) {
-        /* a new fingerprint: counted first, so `distinct` never passes max */
-        if (atomic_fetch_add(&ks->distinct, 1) >= ks->max) {
-            atomic_fetch_sub(&ks->distinct, 1);
+        /* a new fingerprint: counted first, so the budget is never passed */
+        if (atomic_fetch_add(&ks->budget->used, 1) >= ks->budget->max) {
+            atomic_fetch_sub(&ks->budget->used, 1);
             atomic_store(&ks->saturated, true);
             pthread_mutex_unlock(&sh->lock);
             return;
         }
+        atomic_fetch_add(&ks->distinct, 1);
         if ((uint64_t)(sh->used + 1) * KS_LOAD_DEN > (uint64_t)sh->nslots * KS_LOAD_NUM)
             grow(sh);
         e = &sh->slots[find_slot(sh, fp)];
@@ -147,6 +156,7 @@ void inv_keyset_del(inv_keyset_t *ks, uint32_t fp)
     sh->slots[i] = (inv_keyset_entry_t){0};
     sh->used--;
     atomic_fetch_sub(&ks->distinct, 1);
+    atomic_fetch_sub(&ks->budget->used, 1);
 out:
     pthread_mutex_unlock(&sh->lock);
 }

@@ -107,9 +107,10 @@ typedef struct mem_sale {
      * An order's fingerprint goes in before its stock is taken, so the sale
      * never reads sold out without the keys of the orders that emptied it.
      * A release leaves it (a false positive: a verification). An order whose
-     * raw key is unknown (identity's scoped key from the spool or a lottery's
-     * entry) saturates the set: every keyed buy takes the full path. At most
-     * inventory.max_held_orders fingerprints per sale, then saturated. */
+     * raw key is unknown (identity's scoped key in a record without a
+     * key_fp of the current secret: inv_replay_keyed) saturates the set: every keyed buy takes the full path. At most
+     * inventory.max_held_orders fingerprints over all sales (mb->key_budget),
+     * then the set that would pass it is saturated. */
     inv_keyset_t keys;
     /* Keys of the last keyed restocks (admin_lock): a retried restock adds nothing. */
     uint64_t restock_keys[INV_RESTOCK_KEYS_MEM];
@@ -128,6 +129,10 @@ typedef struct mem_backend {
     char (*deleted)[INV_SALE_ID_MAX + 1];
     uint32_t ndeleted, deleted_cap;
     uint64_t max_held; /* inventory.max_held_orders: entries over all sales */
+    /* The sales' key sets (mem_sale_t.keys) together hold at most max_held
+     * fingerprints: a sale past it has its set saturated (keyed sold-out buys
+     * verified), so the sets' memory is bounded whatever the number of sales. */
+    inv_keyset_budget_t key_budget;
     _Atomic uint64_t held, table_bytes, refused_full, over_cap_replayed;
 } mem_backend_t;
 
@@ -162,15 +167,7 @@ static uint64_t user_hash_memo(const char *s)
 
 static uint32_t idem_fp(const char *key)
 {
-    if (!key || !key[0])
-        return 0;
-    uint32_t f = (uint32_t)(cm_hash_str(key) >> 32);
-    return f ? f : 1;
-}
-
-uint32_t inv_idem_key_fp(const char *key)
-{
-    return idem_fp(key);
+    return inv_idem_key_fp(key);
 }
 
 /* The form identity gives a key ("id-" and 64 hex digits, gw_identity.c):
@@ -433,7 +430,7 @@ static user_view_t user_scan(const mem_shard_t *sh, uint64_t user, uint32_t idem
     }
 }
 
-static mem_sale_t *mem_sale_new(uint64_t max_held)
+static mem_sale_t *mem_sale_new(inv_keyset_budget_t *key_budget)
 {
     mem_sale_t *ms = aligned_alloc(64, sizeof(mem_sale_t));
     if (!ms) {
@@ -443,7 +440,7 @@ static mem_sale_t *mem_sale_new(uint64_t max_held)
     memset(ms, 0, sizeof(*ms));
     for (int i = 0; i < MEM_SHARDS; i++)
         pthread_mutex_init(&ms->shards[i].lock, NULL);
-    inv_keyset_init(&ms->keys, max_held);
+    inv_keyset_init(&ms->keys, key_budget);
     return ms;
 }
 
@@ -651,14 +648,14 @@ static int mem_persist(inv_t *inv, const inv_sale_info_t *pending, char *errbuf,
     return rc;
 }
 
-static void publish_new(const mem_backend_t *mb, inv_sale_t *s, const inv_sale_info_t *d)
+static void publish_new(mem_backend_t *mb, inv_sale_t *s, const inv_sale_info_t *d)
 {
     inv_sale_info_t info = *d;
     info.stock_left = d->stock_total;
     info.accepted_units = 0;
     info.accepted_orders = 0;
     inv__sale_publish(s, &info);
-    mem_sale_t *ms = mem_sale_new(mb->max_held);
+    mem_sale_t *ms = mem_sale_new(&mb->key_budget);
     __atomic_store_n(&s->backend, ms, __ATOMIC_RELEASE);
 }
 
@@ -781,6 +778,7 @@ static int mem_open(inv_t *inv, const char *url, char *errbuf, size_t errlen)
     mem_backend_t *mb = cm_xcalloc(1, sizeof(*mb));
     pthread_mutex_init(&mb->admin_lock, NULL);
     mb->max_held = inv->max_held_orders ? inv->max_held_orders : INV_MEM_MAX_HELD_DEFAULT;
+    inv_keyset_budget_init(&mb->key_budget, mb->max_held);
     inv->backend = mb;
     if (inv->data_dir) {
         if (mkdir(inv->data_dir, 0755) < 0 && errno != EEXIST) {
@@ -1166,7 +1164,7 @@ static int mem_release(inv_t *inv, const char *sale_id, const char *user_id, uin
 }
 
 static int mem_replay(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
-                      const char *order_id, const char *idem_key)
+                      const char *order_id, const char *idem_key, uint32_t raw_key_fp)
 {
     mem_backend_t *mb = inv->backend;
     inv_sale_t *s = inv_sale_find(inv, sale_id);
@@ -1196,7 +1194,7 @@ static int mem_replay(inv_t *inv, const char *sale_id, const char *user_id, uint
     if (atomic_fetch_add_explicit(&mb->held, 1, memory_order_relaxed) >= mb->max_held)
         atomic_fetch_add_explicit(&mb->over_cap_replayed, 1, memory_order_relaxed);
     const char *key = CM_PLANT(INV_REPLAY_NO_KEY) ? "" : idem_key;
-    keys_add(ms, 0, key);
+    keys_add(ms, key[0] ? raw_key_fp : 0, key);
     shard_add(mb, sh, h, &k, qty, key);
     atomic_fetch_add(&s->accepted_units, qty);
     atomic_fetch_add(&s->accepted_orders, 1);
@@ -1275,6 +1273,7 @@ int inv_mem_stats(inv_t *inv, inv_mem_stats_t *out)
     out->held_orders = atomic_load_explicit(&mb->held, memory_order_relaxed);
     out->max_held_orders = mb->max_held;
     out->table_bytes = atomic_load_explicit(&mb->table_bytes, memory_order_relaxed);
+    out->key_fingerprints = atomic_load_explicit(&mb->key_budget.used, memory_order_relaxed);
     out->refused_full = atomic_load_explicit(&mb->refused_full, memory_order_relaxed);
     out->over_cap_replayed = atomic_load_explicit(&mb->over_cap_replayed, memory_order_relaxed);
     return 0;

@@ -339,9 +339,10 @@ out:
 }
 
 static int redis_replay(inv_t *inv, const char *sale_id, const char *user_id, uint32_t qty,
-                        const char *order_id, const char *idem_key)
+                        const char *order_id, const char *idem_key, uint32_t raw_key_fp)
 {
     (void)inv, (void)sale_id, (void)user_id, (void)qty, (void)order_id, (void)idem_key;
+    (void)raw_key_fp;
     return 0; /* Redis is the truth */
 }
 

@@ -131,6 +131,10 @@ int oq_order_check(const oq_order_t *o, char *errbuf, size_t errlen)
         (o->idem_key[0] && !inv_idem_key_valid(o->idem_key, strlen(o->idem_key))))
         FAIL("idem_key: must be 1..%d printable ASCII characters without spaces",
              INV_IDEM_KEY_MAX);
+    /* a key_fp elsewhere than in an order with an idem_key is not written
+     * (the records made from an order clear its key, not its fingerprint) */
+    if (o->key_fp > (uint64_t)OQ_KEY_FP_MAX)
+        FAIL("key_fp: must be an integer of 1..%lld", (long long)OQ_KEY_FP_MAX);
     uint32_t qmin = o->type == OQ_MSG_ORDER ? 1 : 0;
     if (o->qty < qmin || o->qty > OQ_QTY_MAX)
         FAIL("qty: must be an integer of %u..%u", qmin, OQ_QTY_MAX);
@@ -308,6 +312,10 @@ int oq_order_encode(const oq_order_t *o, char *buf, size_t len)
         LIT(",\"idem_key\":");
         jb_str(&b, o->idem_key);
     }
+    if (o->key_fp && o->type == OQ_MSG_ORDER && o->idem_key[0]) {
+        LIT(",\"key_fp\":");
+        jb_u64(&b, o->key_fp);
+    }
     if (o->type == OQ_MSG_OUTCOME || o->type == OQ_MSG_RELEASE) {
         LIT(",\"status\":\"");
         const char *s = oq_status_name(o->status);
@@ -400,7 +408,7 @@ int oq_order_decode_json(const char *buf, size_t len, oq_order_t *out, char *err
     }
     bool is_order = o.type == OQ_MSG_ORDER;
     bool has_status = o.type == OQ_MSG_OUTCOME || o.type == OQ_MSG_RELEASE;
-    json_int_t qty = 0, at = 0, acc = 0, node = -1;
+    json_int_t qty = 0, at = 0, acc = 0, node = -1, kfp = 0;
     if (get_str(root, "order_id", o.order_id, sizeof(o.order_id), true, errbuf, errlen) ||
         get_str(root, "sale_id", o.sale_id, sizeof(o.sale_id), true, errbuf, errlen) ||
         get_str(root, "user_id", o.user_id, sizeof(o.user_id), is_order, errbuf, errlen) ||
@@ -411,7 +419,8 @@ int oq_order_decode_json(const char *buf, size_t len, oq_order_t *out, char *err
         get_int(root, "accepted_at", is_order ? 1 : 0, OQ_TIME_MAX_MS, is_order, &acc, errbuf,
                 errlen) ||
         get_int(root, "node", 0, CM_ID_NODE_MAX, false, &node, errbuf, errlen) ||
-        get_int(root, "at", 0, OQ_TIME_MAX_MS, false, &at, errbuf, errlen))
+        get_int(root, "at", 0, OQ_TIME_MAX_MS, false, &at, errbuf, errlen) ||
+        get_int(root, "key_fp", 1, OQ_KEY_FP_MAX, false, &kfp, errbuf, errlen))
         goto out;
     if (is_order && o.reason[0]) {
         /* The encoder writes no reason for an order: one would be dropped on the
@@ -434,6 +443,11 @@ int oq_order_decode_json(const char *buf, size_t len, oq_order_t *out, char *err
     o.qty = (uint32_t)qty;
     o.accepted_at_ms = acc;
     o.at_ms = at;
+    o.key_fp = (uint64_t)kfp;
+    if (o.key_fp && (!is_order || !o.idem_key[0])) {
+        cm_errbuf_set(errbuf, errlen, "key_fp: only in an order with an idem_key");
+        goto out;
+    }
     o.node_id = node < 0 ? OQ_NODE_UNKNOWN : (uint32_t)node;
     json_t *gb = json_object_get(root, "giveback");
     if (gb && !json_is_true(gb)) {
@@ -580,6 +594,13 @@ int oq_order_decode_fast(const char *buf, size_t len, oq_order_t *out)
         p = f_str(q, end, r.idem_key, sizeof(r.idem_key));
         if (p && !r.idem_key[0]) /* the decoder refuses an empty one */
             return -1;
+    }
+    if ((q = F_LIT(p, ",\"key_fp\":")) != NULL) {
+        int64_t kfp = 0;
+        p = f_uint(q, end, OQ_KEY_FP_MAX, &kfp);
+        if ((p && kfp == 0) || !is_order || !r.idem_key[0]) /* the decoder refuses these */
+            return -1;
+        r.key_fp = (uint64_t)kfp;
     }
     if (r.type == OQ_MSG_OUTCOME || r.type == OQ_MSG_RELEASE)
         p = f_status(p, end, &r);

@@ -6,7 +6,8 @@
  *
  * One record says one thing about one order; `type` says what:
  *
- *   order    {"order_id","sale_id","user_id","person"?,"qty","accepted_at","node","idem_key"?}
+ *   order    {"order_id","sale_id","user_id","person"?,"qty","accepted_at","node","idem_key"?,
+ *            "key_fp"?}
  *            the accepted order (spool ORDER record, kafka.topic). No "type"
  *            member is written; "type":"order" is accepted.
  *   cancel   {"type":"cancel","order_id","sale_id","user_id","qty","reason"}
@@ -30,6 +31,11 @@
  *                       differs from user_id; a reader that predates it sees
  *                       the account alone (docs/identity.md "Persons")
  *   idem_key            absent, or 1..128 printable ASCII without spaces
+ *   key_fp              absent, or 1..OQ_KEY_FP_MAX, only in an order with an
+ *                       idem_key: a keyed fingerprint of the Idempotency-Key as
+ *                       the client sent it (inv_idem_fp_stamp), where idem_key
+ *                       is identity's scoped form of it; never the key itself
+ *                       (the encoder leaves it out of any other record)
  *   qty                 order: 1..OQ_QTY_MAX (what the buy path accepts);
  *                       other types: 0..OQ_QTY_MAX, absent = 0 (a cancel may
  *                       name an order this node never saw)
@@ -59,6 +65,7 @@
 #define OQ_REASON_MAX 255                /* bytes of a failure or cancel reason */
 #define OQ_NODE_UNKNOWN UINT32_MAX       /* node not recorded (a cancel before its order) */
 #define OQ_TIME_MAX_MS 253402300799999LL /* 9999-12-31T23:59:59.999Z */
+#define OQ_KEY_FP_MAX ((1LL << 52) - 1)  /* inv_idem_fp_stamp's range */
 /* Room for any encoded record: every reason byte escaped as \u00XX, ids plain. */
 #define OQ_ORDER_JSON_MAX 2560
 
@@ -106,6 +113,7 @@ typedef struct oq_order {
     char user_id[INV_USER_ID_MAX + 1];   /* the account */
     char person[INV_USER_ID_MAX + 1];    /* "" = the person is user_id (oq_order_person) */
     char idem_key[INV_IDEM_KEY_MAX + 1]; /* "" = none */
+    uint64_t key_fp;        /* inv_idem_fp_stamp of the raw key; 0 = none */
     uint32_t qty;
     uint32_t node_id;       /* OQ_NODE_UNKNOWN = not recorded */
     int64_t accepted_at_ms; /* ms since the epoch; 0 = unknown (not an order record) */

@@ -164,6 +164,11 @@ size_t gw_status_token(const gw_server_t *srv, const char *order_id, char *out);
 /* The same MAC (GW_TOKEN_LEN chars + NUL) over any message (waiting-room tickets
  * and admission tokens). Thread-safe. */
 size_t gw_token_mac(const gw_server_t *srv, const char *msg, char *out);
+/* Writes len (<= 32) bytes of a key derived from the status key for one use,
+ * named by label (HMAC-SHA256 of "derive:" label): the same on every start
+ * with the same status.key, and in every gateway of a fleet. Returns 0, or
+ * CM_EINVAL (no key, len too long). Thread-safe. */
+int gw_status_key_derive(const gw_server_t *srv, const char *label, uint8_t *out, size_t len);
 /* Constant-time check of a gw_token_mac of msg. */
 bool gw_token_mac_ok(const gw_server_t *srv, const char *msg, const char *mac, size_t len);
 /* Whether token is the order's status token (constant-time compare). Thread-safe. */

@@ -309,6 +309,26 @@ size_t gw_status_token(const gw_server_t *srv, const char *order_id, char *out)
     return gw_token_mac(srv, msg, out);
 }
 
+int gw_status_key_derive(const gw_server_t *srv, const char *label, uint8_t *out, size_t len)
+{
+    const struct gw_status_key *sk = srv->status_key;
+    if (!sk || len > SHA256_DIGEST_LENGTH)
+        return CM_EINVAL;
+    /* HMAC-SHA256(status key, "derive:" label): a key of its own per use */
+    uint8_t mac[SHA256_DIGEST_LENGTH];
+    SHA256_CTX c = sk->inner;
+    SHA256_Update(&c, "derive:", 7);
+    SHA256_Update(&c, label, strlen(label));
+    SHA256_Final(mac, &c);
+    c = sk->outer;
+    SHA256_Update(&c, mac, sizeof(mac));
+    SHA256_Final(mac, &c);
+    memcpy(out, mac, len);
+    explicit_bzero(&c, sizeof(c));
+    explicit_bzero(mac, sizeof(mac));
+    return 0;
+}
+
 bool gw_token_mac_ok(const gw_server_t *srv, const char *msg, const char *mac, size_t len)
 {
     char want[GW_TOKEN_LEN + 1];

@@ -68,6 +68,7 @@ void gw_order_of_reserve(oq_order_t *o, const inv_reserve_req_t *rq, const char 
     snprintf(o->user_id, sizeof(o->user_id), "%s", user);
     oq_order_person_set(o, rq->user_id);
     memcpy(o->idem_key, rq->idem_key, sizeof(o->idem_key));
+    o->key_fp = o->idem_key[0] ? inv_idem_fp_stamp(rq->raw_key_fp) : 0;
     o->qty = rq->qty;
     o->accepted_at_ms = accepted_at_ms;
     o->node_id = node_id;
@@ -584,6 +585,7 @@ static void fair_enter(gw_req_t *r, gw_fair_sale_t *fair, int64_t closes_at, int
     t.qty = r->res.qty;
     t.entered_at_ms = now_ms;
     t.draw_at_ms = closes_at;
+    t.key_fp = r->res.idem_key[0] ? r->res.raw_key_fp : 0;
     int rc = gw_fair_enter(fair, &t, r->res.idem_key);
     if (rc == 0 || rc == 1) {
         reply_entered(r, &t, rc == 1, now_ms);
@@ -1260,16 +1262,16 @@ void gw_room_handle(gw_req_t *r)
     gw_limit_verdict_t lv;
     char verified[ID_USER_MAX + 1];
     if (identity) {
-        /* As in the buy: the address's limits before the token's check (a
-         * join only: a ticket or HEAD takes nothing), the user's after it. */
-        if (take) {
-            iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
-            gw_limits_admit_ip(srv->limits, (const char *)ipkey, iplen, r->w->now_ns, &lv);
-            if (!lv.allowed) {
-                gw_hitters_add(r->w, NULL, ipkey, iplen);
-                reply_rate_limited(r, &lv);
-                return;
-            }
+        /* As in the buy: the address's limits (IP, subnet) before the
+         * token's check, the user's after it (a join only). A ticket refresh
+         * or a HEAD takes no place but may cost a verification, so it spends
+         * the address's buckets too: a flood of them is refused unverified. */
+        iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
+        gw_limits_admit_ip(srv->limits, (const char *)ipkey, iplen, r->w->now_ns, &lv);
+        if (!lv.allowed) {
+            gw_hitters_add(r->w, NULL, ipkey, iplen);
+            reply_rate_limited(r, &lv);
+            return;
         }
         if (!gw_identity_check(r, user, verified))
             return;

@@ -124,6 +124,7 @@ typedef struct gw_fair_ticket {
     uint32_t position;  /* 1-based draw position once drawn */
     uint32_t entrants;  /* entrants of the draw once drawn */
     int64_t draw_at_ms; /* when the window closes */
+    uint32_t key_fp;    /* in: inv_idem_key_fp of the raw Idempotency-Key, 0 = none */
 } gw_fair_ticket_t;
 
 /*

@@ -32,6 +32,7 @@ typedef struct entry {
     char user_id[INV_USER_ID_MAX + 1]; /* the account that entered */
     char person[INV_USER_ID_MAX + 1];  /* its person: one entry per person (never "") */
     char idem[INV_IDEM_KEY_MAX + 1];
+    uint32_t key_fp; /* inv_idem_key_fp of the raw key (idem may be identity's form); 0 = none */
     uint32_t qty;
     int64_t at_ms;
     uint64_t key; /* siphash(secret, person): the table hash and the draw's sort key */

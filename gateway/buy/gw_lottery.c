@@ -22,6 +22,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -111,7 +112,8 @@ static void mark_won(gw_fair_sale_t *fs, entry_t *e)
 /*
  * Reads one sale's entry log. Single-threaded (open).
  *
- * The log's lines: "E order user qty at idem" an entry; "D seed at n" the
+ * The log's lines: "E order user qty at idem [k] [f=stamp]" an entry (k: the
+ * key is a literal "-"; stamp: inv_idem_fp_stamp of the raw key, in hex); "D seed at n" the
  * draw's seed, written (fdatasync) before its first reserve; "W order" a
  * winner whose order is durable in the spool (written after the spool's
  * commit); "F at" the draw done, written after every winner's "W" line. A
@@ -148,14 +150,18 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
         unsigned qty;
         long long at, seedlo;
         unsigned long long seed;
-        char mark[2] = "";
+        char mark[2][16] = {"", ""};
         int nf;
-        if (line[0] == 'E' && (nf = sscanf(line, "E %31s %64s %u %lld %128s %1s", e.order_id,
-                                           e.user_id, &qty, &at, e.idem, mark)) >= 5) {
+        if (line[0] == 'E' && (nf = sscanf(line, "E %31s %64s %u %lld %128s %15s %15s", e.order_id,
+                                           e.user_id, &qty, &at, e.idem, mark[0], mark[1])) >= 5) {
             e.qty = qty;
             e.at_ms = at;
-            gw_fair__idem_in(e.idem, nf, 6, mark);
-            gw_fair__person_in(&e, line, 6); /* E id user qty at key [k] [@person] */
+            bool k = strcmp(mark[0], "k") == 0; /* a literal "-" key */
+            gw_fair__idem_in(e.idem, k ? 6 : 5, 6, k ? "k" : "");
+            const char *fpm = mark[k ? 1 : 0];
+            if (e.idem[0] && strncmp(fpm, "f=", 2) == 0)
+                e.key_fp = inv_idem_fp_unstamp(strtoull(fpm + 2, NULL, 16));
+            gw_fair__person_in(&e, line, 6); /* E id user qty at key [k] [f=fp] [@person] */
             e.key = gw_fair__hash_str(fs, e.person);
             if (gw_fair__find_user(fs, e.person, e.key))
                 continue;
@@ -318,13 +324,17 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
     snprintf(ne.user_id, sizeof(ne.user_id), "%s", t->user_id);
     snprintf(ne.person, sizeof(ne.person), "%s", person);
     snprintf(ne.idem, sizeof(ne.idem), "%s", idem_key ? idem_key : "");
+    ne.key_fp = ne.idem[0] ? t->key_fp : 0;
     ne.qty = t->qty;
     ne.at_ms = t->entered_at_ms;
     ne.key = key;
-    char line[400], pb[INV_USER_ID_MAX + 3];
-    int len = snprintf(line, sizeof(line), "E %s %s %u %lld %s%s%s\n", ne.order_id, ne.user_id,
+    char line[400], pb[INV_USER_ID_MAX + 3], fp[24] = "";
+    uint64_t stamp = inv_idem_fp_stamp(ne.key_fp);
+    if (stamp)
+        snprintf(fp, sizeof(fp), " f=%" PRIx64, stamp);
+    int len = snprintf(line, sizeof(line), "E %s %s %u %lld %s%s%s%s\n", ne.order_id, ne.user_id,
                        ne.qty, (long long)ne.at_ms, gw_fair__idem_out(ne.idem),
-                       gw_fair__idem_mark(ne.idem), gw_fair__person_out(&ne, pb, sizeof(pb)));
+                       gw_fair__idem_mark(ne.idem), fp, gw_fair__person_out(&ne, pb, sizeof(pb)));
     if (gw_fair__log_line(fs, line, (size_t)len, false) != 0) {
         rc = CM_EIO;
         goto out;
@@ -439,6 +449,7 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
             rq.sale = sale;
             snprintf(rq.user_id, sizeof(rq.user_id), "%s", e->person); /* the mark: inv.h */
             snprintf(rq.idem_key, sizeof(rq.idem_key), "%s", e->idem);
+            rq.raw_key_fp = e->key_fp;
             snprintf(rq.order_id, sizeof(rq.order_id), "%s", e->order_id);
             rq.qty = e->qty;
             int rc = inv_reserve(f->inv, &rq);

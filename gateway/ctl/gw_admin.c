@@ -1663,12 +1663,13 @@ static char *stats_json(gw_server_t *srv)
     if (inv_mem_stats(srv->inv, &ims) == 0) /* the memory backend's held-order tables */
         json_object_set_new(
             o, "inventory_memory",
-            json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "held_orders", (json_int_t)ims.held_orders,
+            json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "held_orders", (json_int_t)ims.held_orders,
                       "max_held_orders", (json_int_t)ims.max_held_orders, "table_bytes",
                       (json_int_t)ims.table_bytes, "bytes_per_order",
                       (json_int_t)(ims.held_orders ? ims.table_bytes / ims.held_orders : 0),
                       "refused_full", (json_int_t)ims.refused_full, "over_cap_replayed",
-                      (json_int_t)ims.over_cap_replayed));
+                      (json_int_t)ims.over_cap_replayed, "key_fingerprints",
+                      (json_int_t)ims.key_fingerprints));
     json_object_set_new(o, "heavy_hitters", hh);
     json_object_set_new(o, "rules", gw_rules_json(srv->limits, true));
     json_object_set_new(o, "latency", latency_obj(&c));

@@ -177,7 +177,8 @@ static int replay_one(const oq_rec_t *rec, void *arg)
     if (rec->type == OQ_REC_ORDER) {
         const oq_order_t *o = rec->order;
         /* the per-user mark is the person's (inv.h); the account reads the order */
-        inv_replay(srv->inv, o->sale_id, oq_order_person(o), o->qty, o->order_id, o->idem_key);
+        inv_replay_keyed(srv->inv, o->sale_id, oq_order_person(o), o->qty, o->order_id,
+                         o->idem_key, o->key_fp);
         gw_orders_put(srv->orders, o);
         gw_identity_order_put(srv, o->order_id, o->user_id);
         /* With the embedded broker a record is released only once settlement
@@ -262,6 +263,16 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
         return rc;
     if ((rc = gw_status_key_load(srv, errbuf, errlen)))
         return rc;
+    /* The raw Idempotency-Keys' fingerprints an order keeps mean the same
+     * after a restart (inv_idem_fp_key_set): the spool replay refills the
+     * sold-out key sets from them. */
+    uint8_t fpk[16];
+    if ((rc = gw_status_key_derive(srv, "idem-key-fp", fpk, sizeof(fpk)))) {
+        snprintf(errbuf, errlen, "cannot derive the idempotency-key fingerprint key");
+        return rc;
+    }
+    inv_idem_fp_key_set(fpk);
+    explicit_bzero(fpk, sizeof(fpk));
     /* Keys, verifier, the JWKS fetcher's first fetch, a cache per worker (before
      * the workers), and the order owners' table, which the spool replay fills. */
     if ((rc = gw_identity_start(srv, errbuf, errlen)))

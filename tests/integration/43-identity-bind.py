@@ -5,10 +5,15 @@ identity_mismatch, none is 401, no place taken), the same user gets the same
 place back, a ticket and an admission token work for their own user only (403
 admission_required "not_this_buyer", nothing taken); the targeted lockout (queue
 joins naming the victim) leaves the victim's per-user bucket untouched while the
-attacker's own joins spend the attacker's. The lottery, directly and with a
-waiting room (its entry window needs no admission token): a duplicate entry answers only its own verified user, and only
+attacker's own joins spend the attacker's; a flood of ticket refreshes and HEADs
+from one address is refused by its rate limits before any token is verified. The lottery,
+directly and with a waiting room (its entry window needs no admission token): a duplicate
+entry answers only its own verified user, and only
 that user reads the entry without its status token. The owner of an order
-reads it after a restart (the spool replay records the owners) and on another
+reads it after a restart (the spool replay records the owners), and after a
+restart a keyed buy on a sold-out sale whose key no order holds is answered 410
+with no signature verified (the order records keep the raw key's fingerprint),
+while the buyer's own keyed retry still gets its order; the owner reads it on another
 gateway that reads it from the same Kafka (the consumer records them). Header mode:
 a room join from the trusted proxy is the header's user, from anyone else 403."""
 import os
@@ -70,6 +75,15 @@ def admitted(g, sale, token, ticket, timeout=10):
     return None
 
 
+def verifications(g):
+    """flashgate_identity_verifications_total summed over its results."""
+    n = 0
+    for line in g.admin("GET", "/metrics").raw.decode().splitlines():
+        if line.startswith("flashgate_identity_verifications_total{"):
+            n += int(float(line.split()[-1]))
+    return n
+
+
 def iso(t):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
@@ -84,6 +98,24 @@ try:
     r = g.admin("PUT", "/admin/v1/sales/wr", body={"stock": 10, "per_user_limit": 1,
                                                     "waiting_room_rate": 1000})
     eq(r.status, 201, "a sale with a waiting room")
+
+    # a flood of ticket refreshes and HEADs from one address, each token a new
+    # bad signature: the address's limits (limits.ip_burst 40) refuse it
+    # before any token is verified
+    b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    v0 = verifications(g)
+    codes = []
+    for i in range(70):
+        bad = mallory[:-6] + b64[i % 64] + b64[i // 64] + mallory[-4:]
+        h = {"X-Forwarded-For": "10.200.0.1", "Authorization": "Bearer " + bad}
+        r = req(g.port, "HEAD" if i % 5 == 4 else "GET", "/v1/sales/wr/queue?ticket=1.x",
+                headers=h)
+        codes.append(r.status)
+    spent = verifications(g) - v0
+    check(codes.count(429) >= 25, "the flood over the address's burst is refused 429: %s"
+          % sorted(set(codes)))
+    eq(spent, len(codes) - codes.count(429),
+       "only the requests the address's limits let through were verified")
 
     # impersonation: the victim's id with another token, or with none
     r = join(g, "wr", mallory, "user_id=victim-42")
@@ -215,6 +247,28 @@ try:
     r = status(g, r_oid, tok["victim-47"])
     eq(r.status, 200, "after a restart its buyer reads the order without the status token")
     eq(status(g, r_oid, mallory).status, 404, "another verified user still does not")
+
+    # keyed buys on a sold-out sale after a restart: the order record keeps a
+    # fingerprint of the raw Idempotency-Key (key_fp), so the replay refills
+    # the sale's key set and a key no order holds is answered 410 unverified
+    g.put_sale("ko", stock=1, per_user_limit=1)
+    r = req(g.port, "POST", "/v1/sales/ko/orders", body={"qty": 1},
+            headers=auth(tok["victim-46"], {"Idempotency-Key": "ko-victim"}))
+    eq(r.status, 202, "a keyed buy takes the last unit")
+    ko_oid = r.json["order_id"]
+    g.stop()
+    g.start()
+    v0 = verifications(g)
+    for i in range(5):
+        r = req(g.port, "POST", "/v1/sales/ko/orders", body={"qty": 1},
+                headers=auth(mallory, {"Idempotency-Key": "ko-other-%d" % i}))
+        eq(r.status, 410, "after a restart, a keyed buy of a key no order holds: sold out")
+    eq(verifications(g), v0, "... answered with no signature verified")
+    r = req(g.port, "POST", "/v1/sales/ko/orders", body={"qty": 1},
+            headers=auth(tok["victim-46"], {"Idempotency-Key": "ko-victim"}))
+    eq((r.status, r.json.get("order_id")), (202, ko_oid),
+       "the buyer's own retry of its key still gets its order back")
+    eq(verifications(g), v0 + 1, "... verified: the key may be a retry")
     check(g.alive(), "jwt gateway alive")
 finally:
     g.stop()

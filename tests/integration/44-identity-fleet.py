@@ -12,7 +12,10 @@ private key by flashgate-token.
     through alike on all three;
   - a shed buy is refused before its signature check:
     flashgate_identity_verifications_total grows by the buys let through
-    only; and the token's user decides, not a body user_id naming another.
+    only; and the token's user decides, not a body user_id naming another;
+  - a lottery entry taken on gw1 is read on gw2 (once the fleet's draw is
+    known there) by its verified entrant without the status token, and by
+    no other verified user or anonymous request.
 """
 import os
 import subprocess
@@ -22,8 +25,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import BIN, check, eq, finish, need_binary, request  # noqa: E402
-from fleet import Redis, need_redis, start_fleet  # noqa: E402
+from fg import BIN, check, eq, finish, need_binary, request, rfc3339  # noqa: E402
+from fleet import Redis, need_redis, start_fleet, wait_for  # noqa: E402
 
 need_binary("flashgate")
 need_binary("flashgate-token")
@@ -163,6 +166,30 @@ try:
     check(r.status in (202, 409), "an idle gateway sheds no buyer: %r" % r)
     eq(g1.admin("PUT", "/admin/v1/debug/overload", body={"user_cut": 129}).status, 400,
        "a cut beyond 128 is refused")
+
+    # A lottery entry (not an order) read on another gateway: once the fleet's
+    # draw is known there, its verified entrant reads it without the status
+    # token, another verified user and an anonymous request do not.
+    lot_a, lot_b = token_cmd(ISSUER, "lot-a"), token_cmd(ISSUER, "lot-b")
+    starts = int(time.time()) + 3
+    eq(g1.admin("PUT", "/admin/v1/sales/idl", body={
+        "stock": 5, "per_user_limit": 1, "starts_at": rfc3339(starts),
+        "fair_window_ms": 1000, "fair_early_ms": 2500}).status, 201, "a sale with a lottery")
+    wait_for(lambda: all(g.admin("GET", "/admin/v1/sales/idl").json.get("fair_window_ms") == 1000
+                         for g in gws), 5)
+    time.sleep(max(0.0, starts - 2.5 + 0.1 - time.time()))
+    r = buy(g1, "idl", lot_a)
+    eq((r.status, r.json.get("status")), (202, "entered"), "lot-a enters on gw1")
+    l_oid = r.json.get("order_id", "x")
+
+    def read(g, token):
+        h = {"Authorization": "Bearer " + token} if token else {}
+        return request(g.port, "GET", "/v1/orders/" + l_oid, headers=h, timeout=10)
+
+    ok, _ = wait_for(lambda: read(g2, lot_a).status == 200, 15)
+    check(ok, "on gw2 the entrant reads its entry with its login token alone")
+    eq(read(g2, lot_b).status, 404, "on gw2 another verified user does not")
+    eq(read(g2, None).status, 404, "nor an anonymous request")
 finally:
     for g in gws:
         g.cleanup()

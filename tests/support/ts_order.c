@@ -38,6 +38,7 @@ void ts_order_assert_same(const oq_order_t *a, const oq_order_t *b)
     assert_string_equal(a->user_id, b->user_id);
     assert_string_equal(a->person, b->person);
     assert_string_equal(a->idem_key, b->idem_key);
+    assert_int_equal(a->key_fp, b->key_fp);
     assert_string_equal(a->reason, b->reason);
     assert_int_equal(a->qty, b->qty);
     assert_int_equal(a->node_id, b->node_id);

@@ -37,8 +37,10 @@ static void test_model(void **state)
     (void)state;
     static uint32_t model[DOMAIN];
     memset(model, 0, sizeof(model));
+    inv_keyset_budget_t b;
+    inv_keyset_budget_init(&b, DOMAIN);
     inv_keyset_t ks;
-    inv_keyset_init(&ks, DOMAIN);
+    inv_keyset_init(&ks, &b);
     uint64_t seed = 0x9e3779b97f4a7c15ull;
     for (int step = 0; step < 200000; step++) {
         uint32_t k = rnd(&seed) % DOMAIN;
@@ -75,8 +77,10 @@ static void test_model(void **state)
 static void test_bounded(void **state)
 {
     (void)state;
+    inv_keyset_budget_t b;
+    inv_keyset_budget_init(&b, 100);
     inv_keyset_t ks;
-    inv_keyset_init(&ks, 100);
+    inv_keyset_init(&ks, &b);
     for (uint32_t i = 1; i <= 100; i++)
         inv_keyset_add(&ks, i * 2654435761u);
     assert_int_equal(inv_keyset_size(&ks), 100);
@@ -103,13 +107,51 @@ static void test_bounded(void **state)
     inv_keyset_deinit(&ks);
 }
 
+/* The budget is the process's, not a set's: two sets of a budget of 100
+ * hold 100 fingerprints together, the one that would pass it saturates, and
+ * what a delete or a clear frees goes back to the budget. */
+static void test_shared_budget(void **state)
+{
+    (void)state;
+    inv_keyset_budget_t b;
+    inv_keyset_budget_init(&b, 100);
+    inv_keyset_t x, y;
+    inv_keyset_init(&x, &b);
+    inv_keyset_init(&y, &b);
+    for (uint32_t i = 1; i <= 60; i++)
+        inv_keyset_add(&x, i * 2654435761u);
+    for (uint32_t i = 61; i <= 120; i++)
+        inv_keyset_add(&y, i * 2654435761u);
+    assert_false(inv_keyset_saturated(&x));
+    assert_true(inv_keyset_saturated(&y));
+    assert_int_equal(inv_keyset_size(&x) + inv_keyset_size(&y), 100);
+    assert_int_equal(atomic_load(&b.used), 100);
+    inv_keyset_del(&x, 1 * 2654435761u); /* one back */
+    assert_int_equal(atomic_load(&b.used), 99);
+    inv_keyset_add(&x, 500 * 2654435761u);
+    assert_true(inv_keyset_has(&x, 500 * 2654435761u));
+    inv_keyset_add(&x, 501 * 2654435761u); /* the budget is spent again */
+    assert_true(inv_keyset_saturated(&x));
+    inv_keyset_clear(&y);
+    assert_int_equal(atomic_load(&b.used), 60);
+    inv_keyset_clear(&x);
+    assert_int_equal(atomic_load(&b.used), 0);
+    inv_keyset_add(&y, 7);
+    assert_false(inv_keyset_saturated(&y));
+    inv_keyset_deinit(&x);
+    inv_keyset_deinit(&y);
+    assert_int_equal(atomic_load(&b.used), 0);
+}
+
 /* A saturated count is never decremented: more deletes than adds can only
  * leave a false positive. Deleting what was never added changes nothing. */
 static void test_saturated_count(void **state)
 {
     (void)state;
+    inv_keyset_budget_t b;
+    inv_keyset_budget_init(&b, 10);
     inv_keyset_t ks;
-    inv_keyset_init(&ks, 10);
+    inv_keyset_init(&ks, &b);
     inv_keyset_add(&ks, 42);
     bool found = false;
     inv_keyset_shard_t *sh = &ks.shards[42 & (INV_KEYSET_SHARDS - 1)];
@@ -133,6 +175,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_model),
+        cmocka_unit_test(test_shared_budget),
         cmocka_unit_test(test_bounded),
         cmocka_unit_test(test_saturated_count),
     };

@@ -37,6 +37,7 @@ static void assert_order_equal(const oq_order_t *a, const oq_order_t *b)
     assert_string_equal(a->user_id, b->user_id);
     assert_string_equal(a->person, b->person);
     assert_string_equal(a->idem_key, b->idem_key);
+    assert_int_equal(a->key_fp, b->key_fp);
     assert_int_equal(a->qty, b->qty);
     assert_int_equal(a->accepted_at_ms, b->accepted_at_ms);
     assert_int_equal(a->node_id, b->node_id);
@@ -74,6 +75,17 @@ static void test_exact_form(void **state)
     n = oq_order_encode(&o, buf, sizeof(buf));
     assert_non_null(strstr(buf, ",\"idem_key\":\"k-1\"}"));
     assert_int_equal(n, strlen(buf));
+    o.key_fp = OQ_KEY_FP_MAX; /* the raw key's stamped fingerprint follows the key */
+    n = oq_order_encode(&o, buf, sizeof(buf));
+    assert_non_null(strstr(buf, ",\"idem_key\":\"k-1\",\"key_fp\":4503599627370495}"));
+    oq_order_t fp_back;
+    roundtrip(&o, &fp_back);
+    assert_order_equal(&o, &fp_back);
+    o.idem_key[0] = '\0'; /* a fingerprint of no key: never written */
+    n = oq_order_encode(&o, buf, sizeof(buf));
+    assert_true(n > 0);
+    assert_null(strstr(buf, "key_fp"));
+    o.key_fp = 0;
 
     oq_order_t c = sample();
     c.type = OQ_MSG_CANCEL;
@@ -214,6 +226,13 @@ static void test_decode_rejects(void **state)
         {ORD(OK_REST ",\"idem_key\":\"\""), "idem_key:"},
         {ORD(OK_REST ",\"idem_key\":\"a b\""), "idem_key:"},
         {ORD(OK_REST ",\"idem_key\":1"), "idem_key:"},
+        {ORD(OK_REST ",\"key_fp\":5"), "key_fp: only"}, /* without an idem_key */
+        {ORD(OK_REST ",\"idem_key\":\"k\",\"key_fp\":0"), "key_fp:"},
+        {ORD(OK_REST ",\"idem_key\":\"k\",\"key_fp\":4503599627370496"), "key_fp:"},
+        {ORD(OK_REST ",\"idem_key\":\"k\",\"key_fp\":\"5\""), "key_fp:"},
+        {"{\"type\":\"cancel\",\"order_id\":\"x\",\"sale_id\":\"s\",\"idem_key\":\"k\","
+         "\"key_fp\":5,\"reason\":\"r\"}",
+         "key_fp: only"},
         {ORD(",\"accepted_at\":1"), "qty: missing"},
         {ORD(OK_REST ",\"giveback\":true"), "giveback: only a release"},
         {"{\"type\":\"release\",\"order_id\":\"x\",\"sale_id\":\"s\",\"status\":\"failed\","

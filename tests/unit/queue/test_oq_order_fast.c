@@ -52,6 +52,9 @@ static void rnd_record(oq_order_t *o)
             ts_rnd_id(o->person, INV_USER_ID_MAX); /* the same as user_id: refused below */
         if (ts_rnd(3) == 0)
             rnd_text(o->idem_key, INV_IDEM_KEY_MAX, false);
+        if (o->type == OQ_MSG_ORDER && o->idem_key[0] && ts_rnd(2) == 0)
+            o->key_fp = ts_rnd(3) == 0 ? (uint64_t)OQ_KEY_FP_MAX
+                                       : ((uint64_t)ts_rnd(1u << 20) << 32 | ts_rnd(UINT32_MAX));
         if (o->type == OQ_MSG_OUTCOME || o->type == OQ_MSG_RELEASE) {
             o->status = (oq_status_t)ts_rnd(OQ_STATUS_COUNT);
             o->at_ms = ts_rnd(5) == 0 ? 0 : ats[ts_rnd(5)];
