@@ -135,12 +135,12 @@ try:
     eq((st["entries"], st["won_orders"]), (30, STOCK), "stats")
 
     # --- fair by default: a new sale with a start and no word on its lottery gets
-    # sales.default_fair_window_ms (1000); "fair_window_ms": 0 is first-come; a waiting
-    # room, an update, or a window already over get no default ---
+    # sales.default_fair_window_ms (1000) and default_fair_early_ms (1000); "fair_window_ms": 0
+    # is first-come; a waiting room, an update, or a window already over get no default ---
     soon = rfc3339(time.time() + 600)
     r = g.admin("PUT", "/admin/v1/sales/dflt", body={"stock": 5, "starts_at": soon})
-    eq((r.status, r.json.get("fair_window_ms"), r.json.get("fair_early_ms")), (201, 1000, 0),
-       "a new sale with starts_at gets the default window")
+    eq((r.status, r.json.get("fair_window_ms"), r.json.get("fair_early_ms")), (201, 1000, 1000),
+       "a new sale with starts_at gets the default window and early acceptance")
     eq(g.admin("GET", "/admin/v1/sales/dflt/draw").json["fair_window_ms"], 1000,
        "and its lottery")
     r = g.buy("dflt", "d1")
