@@ -563,6 +563,15 @@ static void reply_entered(gw_req_t *r, const gw_fair_ticket_t *t, bool again, in
     gw_resp_retry_after(p, (unsigned long long)ceil_s((uint64_t)wait * 1000000ull));
 }
 
+/* The 410 of a first-come buy while a drawn lottery's losers wait (gw_fair_waitlist_open). */
+static void reply_waitlist(gw_req_t *r)
+{
+    gw_resp_error(&r->resp, GW_R_SOLD_OUT, "\"waitlist\":true",
+                  "sale %s is sold out to its draw: units freed go to the draw's waitlist in "
+                  "draw order, not first-come",
+                  r->id);
+}
+
 static void fair_enter(gw_req_t *r, gw_fair_sale_t *fair, int64_t closes_at, int64_t now_ms)
 {
     gw_fair_ticket_t t;
@@ -693,6 +702,10 @@ bool gw_buy_handle(gw_req_t *r)
      * verified user only later), which must still get its order back. */
     if (inv_sale_sold_out(sale) &&
         (!r->res.idem_key[0] || !inv_sale_key_may_hold(srv->inv, sale, r->res.raw_key_fp))) {
+        if (gw_fair_waitlist_open(gw_fair_find(srv->fair, r->id))) {
+            reply_waitlist(r);
+            return false;
+        }
         r->cached = gw_sold_out_response(w, sale);
         r->cached_reply = GW_R_SOLD_OUT;
         if (!r->cached)
@@ -816,10 +829,7 @@ bool gw_buy_handle(gw_req_t *r)
         return false;
     }
     if (gw_fair_waitlist_open(fair)) {
-        gw_resp_error(&r->resp, GW_R_SOLD_OUT, "\"waitlist\":true",
-                      "sale %s is sold out to its draw: units freed go to the draw's waitlist "
-                      "in draw order, not first-come",
-                      r->id);
+        reply_waitlist(r);
         return false;
     }
 
