@@ -16,8 +16,10 @@
  * arrival) and admitted in that order while stock lasts: each winner goes
  * through the inventory's atomic step and the spool exactly as a 202 does, so
  * settlement, Kafka and the audit see a normal order. Losers read 410
- * sold_out with their draw position. Buys after the window and before the
- * draw finished get 503 (Retry-After 1); after it, first-come as usual.
+ * sold_out with their draw position: "waitlisted" (one gateway: units freed
+ * after the draw go to them in draw order, see gw_fair_waitlist_open) or
+ * "lost". Buys after the window and before the draw finished get 503
+ * (Retry-After 1); after it, first-come once nobody is waitlisted.
  *
  * Durability (one node, memory inventory): the configuration is kept in
  * <data_dir>/fair.json; every entry is appended with one write(2) to
