@@ -464,6 +464,13 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
     size_t nwon = 0, capwon = 256;
     bool failed = false;
     int64_t now = cm_wall_ms();
+    /* the losers wait for freed units (gw_waitlist.c) unless the sale is over already */
+    bool waitlist = false;
+    if (sale) {
+        inv_sale_info_t si;
+        inv_sale_snapshot(sale, &si);
+        waitlist = !(si.ends_at_ms && now >= si.ends_at_ms);
+    }
     while (fs->next < fs->ndraw) {
         entry_t *e = &fs->v[fs->perm[fs->next]]; /* the vector no longer grows: closed */
         uint8_t st = e->state;
@@ -497,12 +504,12 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
                 }
             } else {
                 /* short of stock: next in line for units freed later */
-                st = rc == INV_SOLD_OUT ? GW_ENTRY_WAITLISTED : GW_ENTRY_LOST;
+                st = rc == INV_SOLD_OUT && waitlist ? GW_ENTRY_WAITLISTED : GW_ENTRY_LOST;
             }
             if (rq.stock_left == 0 || inv_sale_sold_out(sale))
                 fs->exhausted = true;
         } else if (st == GW_ENTRY_ENTERED) {
-            st = sale ? GW_ENTRY_WAITLISTED : GW_ENTRY_LOST;
+            st = waitlist ? GW_ENTRY_WAITLISTED : GW_ENTRY_LOST;
         }
         pthread_mutex_lock(&fs->mu);
         if (e->state == GW_ENTRY_ENTERED) {
@@ -515,7 +522,8 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
             } else {
                 e->state = st;
                 fs->lost++;
-                gw_fair__wl_log_lost(fs, e);
+                if (waitlist) /* an "F" without "w" loses every loser anyway */
+                    gw_fair__wl_log_lost(fs, e);
             }
         }
         fs->next++;
@@ -566,7 +574,8 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
      * from the spool, as after a crash in the middle of the draw. */
     if (log_winners(fs) == 0) {
         char line[64];
-        int len = snprintf(line, sizeof(line), "F %lld w\n", (long long)fs->draw_done_ms);
+        int len = snprintf(line, sizeof(line), "F %lld%s\n", (long long)fs->draw_done_ms,
+                           waitlist ? " w" : "");
         if (gw_fair__log_line(fs, line, (size_t)len, true) != 0)
             cm_log_error("fair", "cannot record the end of the draw", "sale=%s", fs->sale_id);
     } else {
