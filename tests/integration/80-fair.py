@@ -2,7 +2,8 @@
 checks the window, 425 before it, 202 "entered" in it with one entry per user,
 entries that survive a kill -9 in the middle of the window, one seeded draw
 that allocates the stock exactly (winners are orders in the spool, losers read
-410 sold_out with their draw position), first-come after, and the same draw
+410 sold_out with their draw position, waitlisted: with losers waiting, a
+first-come buy is 410 too, 102-leftovers.py has the rest), and the same draw
 after another restart."""
 import json
 import os
@@ -117,10 +118,13 @@ try:
         if e["outcome"] == "won":
             eq((r.status, r.json["status"]), (200, "queued"), "winner's order")
         else:
-            eq((r.status, r.json["error"], r.json["draw_position"], r.json["entrants"]),
-               (410, "sold_out", e["position"], 30), "loser reads sold_out with its position")
+            eq((r.status, r.json["error"], r.json["draw_position"], r.json["entrants"],
+                r.json["status"], r.json["waitlist_position"]),
+               (410, "sold_out", e["position"], 30, "waitlisted", e["position"] - STOCK),
+               "loser reads sold_out with its position, waitlisted")
     r = g.buy("fs", "late-comer")
-    eq((r.status, r.json["error"]), (410, "sold_out"), "after the draw: first-come (sold out)")
+    eq((r.status, r.json["error"]), (410, "sold_out"), "after the draw: sold out to the waitlist")
+    eq(r.json.get("waitlist"), True, "the 410 says the losers wait for freed units")
     r = g.buy("fs", "u03")
     check(r.status in (409, 410), "an entrant buying again after the draw gets no second unit")
 
