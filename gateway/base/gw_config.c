@@ -16,6 +16,9 @@
  *   on fairness gets a one-second start-window lottery, so pressing 2 ms after
  *   the start buys nothing over pressing within the second; first-come is an
  *   explicit "fair_window_ms": 0.
+ * - sales.default_fair_early_ms 1000: that default window takes entries from a
+ *   second before starts_at, so a buyer whose clock is a little behind (or who
+ *   pressed a moment early) is in the draw rather than told 425.
  * - limits.sale_rps and limits.global_rps 0 (off): the overload controller
  *   protects capacity; these are for operators who know their backend's rate.
  *   Their bursts default to 1000 and 10000 so that turning a rate on is one
@@ -559,13 +562,18 @@ const cm_opt_t gw_config_opts[] = {
     {"sales.default_fair_window_ms", CM_OPT_UINT, OFF(default_fair_window_ms), 0, "1000", 0,
      600000, NULL, 0, NULL, "MS",
      "start-window lottery of a sale created with starts_at and without fair_window_ms (entries "
-     "from the start to this many ms after it, drawn at random; not with waiting_room_rate); "
+     "from sales.default_fair_early_ms before the start to this many ms after it, drawn at "
+     "random; not with waiting_room_rate); "
      "0 = such a sale is first-come",
      NULL},
     {"sales.max_registrations", CM_OPT_UINT, OFF(max_registrations), 0, "1000000", 1, 100000000,
      NULL, 0, NULL, "N",
      "most persons one sale's registration takes (a registration past it gets 409 "
      "registration_full)",
+    {"sales.default_fair_early_ms", CM_OPT_UINT, OFF(default_fair_early_ms), 0, "1000", 0,
+     3600000, NULL, 0, NULL, "MS",
+     "early acceptance of that default lottery: entries from this many ms before starts_at, so "
+     "a buyer whose clock runs a little behind is not left out (a sale's fair_early_ms wins)",
      NULL},
     {"server.data_dir", CM_OPT_STR, OFF(data_dir), SZ(data_dir), "./data", 0, 0, NULL, 0,
      "data-dir", "DIR", "directory for the order spool and local state", v_nonempty},

@@ -569,6 +569,15 @@ static void reply_entered(gw_req_t *r, const gw_fair_ticket_t *t, bool again, in
     gw_resp_retry_after(p, (unsigned long long)ceil_s((uint64_t)wait * 1000000ull));
 }
 
+/* The 410 of a first-come buy while a drawn lottery's losers wait (gw_fair_waitlist_open). */
+static void reply_waitlist(gw_req_t *r)
+{
+    gw_resp_error(&r->resp, GW_R_SOLD_OUT, "\"waitlist\":true",
+                  "sale %s is sold out to its draw: units freed go to the draw's waitlist in "
+                  "draw order, not first-come",
+                  r->id);
+}
+
 static void fair_enter(gw_req_t *r, gw_fair_sale_t *fair, int64_t closes_at, int64_t now_ms)
 {
     gw_fair_ticket_t t;
@@ -797,6 +806,10 @@ static bool buy_handle(gw_req_t *r)
      * verified user only later), which must still get its order back. */
     if (inv_sale_sold_out(sale) &&
         (!r->res.idem_key[0] || !inv_sale_key_may_hold(srv->inv, sale, r->res.raw_key_fp))) {
+        if (gw_fair_waitlist_open(gw_fair_find(srv->fair, r->id))) {
+            reply_waitlist(r);
+            return false;
+        }
         r->cached = gw_sold_out_response(w, sale);
         r->cached_reply = GW_R_SOLD_OUT;
         if (!r->cached)
@@ -915,6 +928,10 @@ static bool buy_handle(gw_req_t *r)
         gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
                       "the start-window draw of sale %s is running; retry", r->id);
         gw_resp_retry_after(&r->resp, 1);
+        return false;
+    }
+    if (gw_fair_waitlist_open(fair)) {
+        reply_waitlist(r);
         return false;
     }
 
@@ -1100,7 +1117,8 @@ void gw_buy_loop_tick(gw_worker_t *w)
 
 /*
  * GET /v1/orders/{id} of a lottery entry that is not an order: 200 "entered"
- * until the draw, 410 sold_out with the draw position for a loser; a winner
+ * until the draw, 410 sold_out with the draw position for a loser ("status"
+ * "lost", final, or "waitlisted" with its place: it may still win); a winner
  * reads "queued" until its order is in the table (then it is a normal order).
  */
 static void fair_order(gw_req_t *r, const gw_fair_ticket_t *t)
@@ -1108,11 +1126,22 @@ static void fair_order(gw_req_t *r, const gw_fair_ticket_t *t)
     gw_resp_t *p = &r->resp;
     if (t->state == GW_ENTRY_LOST) {
         char extra[96];
-        snprintf(extra, sizeof(extra), "\"draw_position\":%u,\"entrants\":%u", t->position,
-                 t->entrants);
+        snprintf(extra, sizeof(extra), "\"status\":\"lost\",\"draw_position\":%u,\"entrants\":%u",
+                 t->position, t->entrants);
         gw_resp_error(p, GW_R_SOLD_OUT, extra,
                       "not drawn: position %u of %u entrants in the start-window draw of sale %s",
                       t->position, t->entrants, t->sale_id);
+    } else if (t->state == GW_ENTRY_WAITLISTED) {
+        char extra[128];
+        snprintf(extra, sizeof(extra),
+                 "\"status\":\"waitlisted\",\"draw_position\":%u,\"entrants\":%u,"
+                 "\"waitlist_position\":%u",
+                 t->position, t->entrants, t->waitlist_place);
+        gw_resp_error(p, GW_R_SOLD_OUT, extra,
+                      "not drawn: position %u of %u entrants in the start-window draw of sale %s; "
+                      "waitlisted at place %u: units freed go to the waitlist in draw order "
+                      "until the sale ends (GET again)",
+                      t->position, t->entrants, t->sale_id, t->waitlist_place);
     } else {
         gw_resp_init(p, GW_R_OK);
         char at[40], dr[40];

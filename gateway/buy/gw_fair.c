@@ -292,9 +292,18 @@ int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs)
     free(fs->by_user);
     free(fs->by_id);
     free(fs->perm);
+    free(fs->wl_bit);
     fs->v = NULL;
     fs->by_user = fs->by_id = NULL;
     fs->perm = NULL;
+    fs->wl_bit = NULL;
+    atomic_store(&fs->wl_open, false);
+    fs->waitlisted = fs->promoted = 0;
+    fs->wl_head = 0;
+    fs->wl_ended = fs->wl_cut = false;
+    fs->wl_seen_left = fs->wl_seen_acc = 0;
+    fs->wl_seen_version = 0;
+    fs->wl_retry_ms = 0;
     fs->n = fs->cap = fs->tcap = 0;
     fs->closed = fs->seeded = fs->exhausted = false;
     fs->seed = 0;
@@ -412,14 +421,14 @@ int gw_fair_open(gw_server_t *srv, char *errbuf, size_t errlen)
     return 0;
 }
 
-/* A sale whose lottery is not drawn yet, or that has a waiting room. */
+/* A sale whose lottery is not drawn yet, whose waitlist waits, or that has a waiting room. */
 static bool fair_busy(gw_fair_t *f)
 {
     size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
         if ((atomic_load(&fs->window_ms) > 0 && !atomic_load(&fs->drawn)) ||
-            atomic_load(&fs->wr_rate) > 0)
+            atomic_load(&fs->wr_rate) > 0 || atomic_load(&fs->wl_open))
             return true;
     }
     return false;
@@ -489,6 +498,7 @@ void gw_fair_close(gw_server_t *srv)
         free(fs->by_user);
         free(fs->by_id);
         free(fs->perm);
+        free(fs->wl_bit);
         free(fs->wr_places);
         gw_fair__reg_free(fs);
         free(fs->wr_pre);
@@ -527,7 +537,11 @@ static void fair_tick_locked(gw_server_t *srv, gw_fair_t *f)
     size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
-        if (atomic_load(&fs->drawn) || atomic_load(&fs->window_ms) <= 0)
+        if (atomic_load(&fs->drawn)) {
+            gw_fair__wl_tick(f, fs); /* one gateway's (a fleet's losers are lost) */
+            continue;
+        }
+        if (atomic_load(&fs->window_ms) <= 0)
             continue;
         if (f->fleet && !fs->marked)
             gw_fair__fleet_mark(f, fs);
@@ -671,7 +685,7 @@ static int drawn_refusal(const char *sale_id, char *errbuf, size_t errlen)
     cm_errbuf_set(errbuf, errlen,
                   "the start-window lottery of sale %s has drawn (or is drawing), and a sale "
                   "has one draw: its window cannot change or open again (units freed since go "
-                  "first-come; a new lottery needs a new sale)",
+                  "to its waitlist, then first-come; a new lottery needs a new sale)",
                   sale_id);
     return CM_ECONFLICT;
 }

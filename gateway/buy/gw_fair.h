@@ -19,9 +19,11 @@
  * the order depends on the seed only, not on arrival) and admitted in that
  * order while stock lasts: each winner goes through the inventory's atomic
  * step and the spool exactly as a 202 does, so settlement, Kafka and the
- * audit see a normal order. Losers read 410
- * sold_out with their draw position. Buys after the window and before the
- * draw finished get 503 (Retry-After 1); after it, first-come as usual.
+ * audit see a normal order. Losers read 410 sold_out with their draw
+ * position: "waitlisted" (one gateway: units freed after the draw go to them
+ * in draw order, see gw_fair_waitlist_open) or "lost". Buys after the window
+ * and before the draw finished get 503 (Retry-After 1); after it, first-come
+ * once nobody is waitlisted.
  *
  * Durability (one node, memory inventory): the configuration is kept in
  * <data_dir>/fair.json; every entry is appended with one write(2) to
@@ -101,15 +103,21 @@ gw_fair_phase_t gw_fair_phase(gw_fair_sale_t *fs, int64_t starts_at_ms, int64_t 
 /* When the window closes (ms since the epoch). Thread-safe. */
 int64_t gw_fair_closes_at(gw_fair_sale_t *fs, int64_t starts_at_ms);
 
-/* An entry's state: in the draw, won (its order is reserved) or lost. */
-#define GW_ENTRY_STATES(XX) XX(ENTERED, "entered") XX(WON, "won") XX(LOST, "lost")
+/*
+ * An entry's state: in the draw, won (its order is reserved), lost, or
+ * waitlisted: not drawn for want of stock, and next in line, in draw order,
+ * for units freed after the draw (gw_fair_waitlist_open). It moves only
+ * forward: entered -> won | lost | waitlisted, waitlisted -> won | lost.
+ */
+#define GW_ENTRY_STATES(XX)                                                                    \
+    XX(ENTERED, "entered") XX(WON, "won") XX(LOST, "lost") XX(WAITLISTED, "waitlisted")
 typedef enum {
 #define XX(n, s) GW_ENTRY_##n,
     GW_ENTRY_STATES(XX)
 #undef XX
         GW_ENTRY_STATE_COUNT
 } gw_entry_state_t;
-/* "entered", "won", "lost". */
+/* "entered", "won", "lost", "waitlisted". */
 const char *gw_entry_state_name(gw_entry_state_t s);
 
 /* An entry as the buy path adds it and GET /v1/orders/{id} reads it. */
@@ -123,6 +131,7 @@ typedef struct gw_fair_ticket {
     gw_entry_state_t state;
     uint32_t position;  /* 1-based draw position once drawn */
     uint32_t entrants;  /* entrants of the draw once drawn */
+    uint32_t waitlist_place; /* waitlisted: 1 + the waitlisted entries ahead in draw order */
     int64_t draw_at_ms; /* when the window closes */
     uint32_t key_fp;    /* in: inv_idem_key_fp of the raw Idempotency-Key, 0 = none */
 } gw_fair_ticket_t;
@@ -139,6 +148,22 @@ typedef struct gw_fair_ticket {
  */
 #define GW_FAIR_OTHER_ACCOUNT 2
 int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key);
+
+/*
+ * Leftovers by lot (one gateway; a fleet's lottery leaves its losers lost and
+ * sells freed units first-come): while a drawn lottery has waitlisted
+ * entries, units freed after the draw (cancelled or failed orders, a
+ * restock) go to them in draw order, admitted by the lottery's thread through
+ * the inventory's atomic step and the spool as the draw admits a winner, and
+ * first-come buys are refused 410 sold_out. An entry whose qty does not fit
+ * the units free keeps its place; the next one that fits is admitted. When the
+ * sale ends, the waitlisted entries become lost. Durable in the entry log
+ * ("P" before a promotion's reserve, "W" after its commit, "X" an entry lost
+ * for cause, "L" the waitlist's end): a restart continues it and reads the
+ * promotions a crash cut from the spool, so nobody is admitted twice.
+ */
+/* Whether first-come is held back for the waitlist now. Thread-safe, lock-free. */
+bool gw_fair_waitlist_open(gw_fair_sale_t *fs);
 
 /*
  * An entry by its id, for GET /v1/orders/{id} when the orders table does not

@@ -39,6 +39,8 @@ typedef struct entry {
     uint8_t state;
     bool wlogged; /* the entry log has its "W" line (a winner's order is durable) */
     uint32_t pos; /* 1-based draw position, 0 before the draw */
+    bool promo_cut; /* a "P" line and no "W": the spool says whether it won (open) */
+    bool lost_logged; /* an "X" line: lost for cause, not waitlisted, at a reload */
 } entry_t;
 
 struct gw_fair_sale {
@@ -66,6 +68,16 @@ struct gw_fair_sale {
     bool exhausted;
     uint64_t won_orders, won_units, lost;
     atomic_bool drawn;
+    /* the waitlist (gw_waitlist.c): losers of the draw, for units freed after it */
+    atomic_bool wl_open;      /* waitlisted entries wait: first-come is held back */
+    uint64_t waitlisted, promoted;
+    uint32_t *wl_bit;         /* Fenwick tree over draw positions: 1 per waitlisted entry */
+    size_t wl_head;           /* draw-order index before which no entry is waitlisted */
+    bool wl_ended;            /* the "L" line: the sale ended, the waitlist is lost */
+    bool wl_cut;              /* a promotion cut by a crash (open: the spool decides) */
+    int64_t wl_seen_left, wl_seen_acc; /* the stock a walk admitted nobody from */
+    uint64_t wl_seen_version;
+    int64_t wl_retry_ms;      /* no new walk before this after a failure */
     _Atomic uint64_t duplicates;
     bool pushed; /* fleet: this gateway's entries are in Redis (lottery thread only) */
     bool marked; /* fleet: Redis knows this gateway holds entries (lottery thread only) */
@@ -195,6 +207,22 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id);
 void gw_fair__cut_winners(gw_fair_t *f);
 /* Draws a closed window (not in a fleet), or resumes the draw. Lottery thread. */
 void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs);
+
+/*---- gw_waitlist.c: leftovers by lot ----*/
+
+/* Allocates the waitlist's tree for fs->ndraw entrants (fs->mu held or single-threaded). */
+void gw_fair__wl_init(gw_fair_sale_t *fs);
+/* An entry of the draw becomes waitlisted (fs->mu held or single-threaded). */
+void gw_fair__wl_add(gw_fair_sale_t *fs, entry_t *e);
+/* A waitlisted entry leaves the waitlist, to won or lost (fs->mu held or single-threaded). */
+void gw_fair__wl_remove(gw_fair_sale_t *fs, entry_t *e);
+/* The place of a waitlisted entry: 1 + the waitlisted entries ahead (fs->mu held). */
+uint32_t gw_fair__wl_place(const gw_fair_sale_t *fs, const entry_t *e);
+/* Admits waitlisted entries while stock is free; ends the waitlist with the sale. Lottery
+ * thread (f->tick_mu held). */
+void gw_fair__wl_tick(gw_fair_t *f, gw_fair_sale_t *fs);
+/* Appends "X order" for an entry lost for cause (fs->mu held). */
+void gw_fair__wl_log_lost(gw_fair_sale_t *fs, const entry_t *e);
 
 /*---- gw_room.c: the waiting room ----*/
 

@@ -97,6 +97,7 @@ static void compute_order(gw_fair_sale_t *fs)
     free(keys);
     for (size_t i = 0; i < fs->ndraw; i++)
         fs->v[fs->perm[i]].pos = (uint32_t)(i + 1);
+    gw_fair__wl_init(fs);
 }
 
 /* Counts an entry of the draw as won (once). fs->mu held or single-threaded. */
@@ -104,6 +105,9 @@ static void mark_won(gw_fair_sale_t *fs, entry_t *e)
 {
     if (e->state == GW_ENTRY_WON)
         return;
+    if (e->state == GW_ENTRY_WAITLISTED)
+        gw_fair__wl_remove(fs, e);
+    e->promo_cut = false;
     e->state = GW_ENTRY_WON;
     fs->won_orders++;
     fs->won_units += e->qty;
@@ -122,6 +126,13 @@ static void mark_won(gw_fair_sale_t *fs, entry_t *e)
  * from the status table: that table is bounded (orders.max_known) and may
  * have evicted them, and a winner taken for an entrant would be reserved a
  * second time when the draw resumes.
+ *
+ * The waitlist's lines (gw_waitlist.c): "F at w" a draw whose losers are
+ * waitlisted (an "F at" without it, from before the waitlist: they are lost);
+ * "X order" an entry lost for cause (the draw or a promotion refused it, not
+ * the stock), "P order" a promotion about to reserve (fdatasync'd), "W order"
+ * its order committed, "L at" the sale ended: the waitlisted are lost. A "P"
+ * without its "W" is read from the spool as a cut draw's winners are.
  */
 void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
 {
@@ -131,7 +142,7 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
     if (!fp)
         return;
     char line[512];
-    bool finished = false;
+    bool finished = false, waitlist = false;
     long good = 0; /* the end of the last whole line */
     while (fgets(line, sizeof(line), fp)) {
         size_t len = strlen(line);
@@ -182,9 +193,22 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
                 mark_won(fs, w);
                 w->wlogged = true;
             }
+        } else if ((line[0] == 'P' || line[0] == 'X') && fs->seeded) {
+            char id[INV_ORDER_ID_MAX + 1];
+            entry_t *p = sscanf(line + 1, " %31s", id) == 1 ? gw_fair__find_id(fs, id) : NULL;
+            if (p && p < fs->v + fs->ndraw && p->state != GW_ENTRY_WON) {
+                if (line[0] == 'P')
+                    p->promo_cut = true;
+                else
+                    p->lost_logged = true;
+            }
         } else if (line[0] == 'F' && sscanf(line, "F %lld", &at) == 1) {
+            char wflag[2] = "";
             finished = true;
+            waitlist = sscanf(line, "F %lld %1s", &at, wflag) == 2 && wflag[0] == 'w';
             fs->draw_done_ms = at;
+        } else if (line[0] == 'L' && fs->seeded) {
+            fs->wl_ended = true;
         }
     }
     fclose(fp);
@@ -197,12 +221,20 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
         if (gw_orders_get(f->srv->orders, fs->v[i].order_id, NULL))
             mark_won(fs, &fs->v[i]);
     if (finished) {
-        for (size_t i = 0; i < fs->ndraw; i++)
-            if (fs->v[i].state != GW_ENTRY_WON) {
-                fs->v[i].state = GW_ENTRY_LOST;
+        for (size_t i = 0; i < fs->ndraw; i++) {
+            entry_t *e = &fs->v[i];
+            if (e->state == GW_ENTRY_WON)
+                continue;
+            if (waitlist && !fs->wl_ended && !e->lost_logged) {
+                gw_fair__wl_add(fs, e);
+                fs->wl_cut = fs->wl_cut || e->promo_cut;
+            } else {
+                e->state = GW_ENTRY_LOST;
                 fs->lost++;
             }
+        }
         fs->next = fs->ndraw;
+        atomic_store(&fs->wl_open, fs->waitlisted > 0);
         atomic_store(&fs->drawn, true);
     }
 }
@@ -215,7 +247,7 @@ static int cut_winner_one(const oq_rec_t *rec, void *ctx)
         return 0;
     const oq_order_t *o = rec->order;
     gw_fair_sale_t *fs = gw_fair__slot_find(f, o->sale_id);
-    if (!fs || !fs->seeded || atomic_load(&fs->drawn))
+    if (!fs || !fs->seeded || (atomic_load(&fs->drawn) && !fs->wl_cut))
         return 0;
     entry_t *e = gw_fair__find_id(fs, o->order_id);
     if (e && e < fs->v + fs->ndraw && strcmp(e->user_id, o->user_id) == 0)
@@ -237,7 +269,7 @@ void gw_fair__cut_winners(gw_fair_t *f)
     size_t n = atomic_load(&f->n);
     bool cut = false;
     for (size_t i = 0; i < n && !cut; i++)
-        cut = f->sales[i]->seeded && !atomic_load(&f->sales[i]->drawn);
+        cut = (f->sales[i]->seeded && !atomic_load(&f->sales[i]->drawn)) || f->sales[i]->wl_cut;
     if (!cut || !f->srv->spool)
         return;
     uint64_t t0 = cm_mono_us();
@@ -245,6 +277,15 @@ void gw_fair__cut_winners(gw_fair_t *f)
     if (rc < 0)
         cm_log_error("fair", "cannot read the spool for the winners of a cut draw", "err=%s",
                      cm_strerror((int)rc));
+    for (size_t i = 0; i < n; i++) {
+        gw_fair_sale_t *fs = f->sales[i];
+        if (!fs->wl_cut)
+            continue;
+        fs->wl_cut = false;
+        atomic_store(&fs->wl_open, fs->waitlisted > 0);
+        cm_log_info("fair", "waitlist promotion cut by a restart read from the spool",
+                    "sale=%s waitlisted=%llu", fs->sale_id, (unsigned long long)fs->waitlisted);
+    }
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
         if (fs->seeded && !atomic_load(&fs->drawn))
@@ -289,6 +330,7 @@ static void ticket_of(const gw_fair_sale_t *fs, const entry_t *e, gw_fair_ticket
     t->state = e->state;
     t->position = e->pos;
     t->entrants = (uint32_t)(fs->seeded ? fs->ndraw : fs->n);
+    t->waitlist_place = e->state == GW_ENTRY_WAITLISTED ? gw_fair__wl_place(fs, e) : 0;
     t->draw_at_ms = draw_at;
 }
 
@@ -440,6 +482,13 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
     size_t nwon = 0, capwon = 256;
     bool failed = false;
     int64_t now = cm_wall_ms();
+    /* the losers wait for freed units (gw_waitlist.c) unless the sale is over already */
+    bool waitlist = false;
+    if (sale) {
+        inv_sale_info_t si;
+        inv_sale_snapshot(sale, &si);
+        waitlist = !(si.ends_at_ms && now >= si.ends_at_ms);
+    }
     while (fs->next < fs->ndraw) {
         entry_t *e = &fs->v[fs->perm[fs->next]]; /* the vector no longer grows: closed */
         uint8_t st = e->state;
@@ -473,12 +522,13 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
                     st = GW_ENTRY_WON;
                 }
             } else {
-                st = GW_ENTRY_LOST;
+                /* short of stock: next in line for units freed later */
+                st = rc == INV_SOLD_OUT && waitlist ? GW_ENTRY_WAITLISTED : GW_ENTRY_LOST;
             }
             if (rq.stock_left == 0 || inv_sale_sold_out(sale))
                 fs->exhausted = true;
         } else if (st == GW_ENTRY_ENTERED) {
-            st = GW_ENTRY_LOST;
+            st = waitlist ? GW_ENTRY_WAITLISTED : GW_ENTRY_LOST;
         }
         pthread_mutex_lock(&fs->mu);
         if (e->state == GW_ENTRY_ENTERED) {
@@ -486,8 +536,13 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
             if (st == GW_ENTRY_WON) {
                 fs->won_orders++;
                 fs->won_units += e->qty;
+            } else if (st == GW_ENTRY_WAITLISTED) {
+                gw_fair__wl_add(fs, e);
             } else {
+                e->state = st;
                 fs->lost++;
+                if (waitlist) /* an "F" without "w" loses every loser anyway */
+                    gw_fair__wl_log_lost(fs, e);
             }
         }
         fs->next++;
@@ -513,6 +568,7 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
                     fs->won_orders--;
                     fs->won_units -= e->qty;
                     fs->lost++;
+                    gw_fair__wl_log_lost(fs, e);
                 }
             }
             pthread_mutex_unlock(&fs->mu);
@@ -537,7 +593,8 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
      * from the spool, as after a crash in the middle of the draw. */
     if (log_winners(fs) == 0) {
         char line[64];
-        int len = snprintf(line, sizeof(line), "F %lld\n", (long long)fs->draw_done_ms);
+        int len = snprintf(line, sizeof(line), "F %lld%s\n", (long long)fs->draw_done_ms,
+                           waitlist ? " w" : "");
         if (gw_fair__log_line(fs, line, (size_t)len, true) != 0)
             cm_log_error("fair", "cannot record the end of the draw", "sale=%s", fs->sale_id);
     } else {
@@ -545,6 +602,8 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
                      "cannot record the draw's winners; a restart reads them from the spool",
                      "sale=%s", fs->sale_id);
     }
+    /* before drawn: no first-come buy slips in while the waitlist has entrants */
+    atomic_store(&fs->wl_open, fs->waitlisted > 0);
     atomic_store_explicit(&fs->drawn, true, memory_order_release);
     pthread_mutex_unlock(&fs->mu);
     cm_log_info("fair", "draw done",
@@ -585,13 +644,14 @@ void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id)
         snprintf(seed, sizeof(seed), "%016llx", (unsigned long long)fs->seed);
     bool drawn = atomic_load(&fs->drawn);
     json_t *o = json_pack(
-        "{s:s,s:I,s:I,s:s,s:s?,s:I,s:I,s:I,s:I,s:I,s:o}", "sale_id", fs->sale_id,
+        "{s:s,s:I,s:I,s:s,s:s?,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "sale_id", fs->sale_id,
         "fair_window_ms", (json_int_t)atomic_load(&fs->window_ms), "fair_early_ms",
         (json_int_t)atomic_load(&fs->early_ms), "state",
         drawn ? "drawn" : fs->seeded ? "drawing" : "open", "seed", fs->seeded ? seed : NULL,
         "entrants", (json_int_t)n, "duplicates", (json_int_t)atomic_load(&fs->duplicates),
         "won_orders", (json_int_t)fs->won_orders, "won_units", (json_int_t)fs->won_units, "lost",
-        (json_int_t)fs->lost, "entries", list);
+        (json_int_t)fs->lost, "waitlisted", (json_int_t)fs->waitlisted, "promoted",
+        (json_int_t)fs->promoted, "entries", list);
     if (fs->draw_started_ms) {
         char t[40];
         cm_time_format_rfc3339(fs->draw_started_ms, t, sizeof(t));
@@ -608,7 +668,7 @@ void gw_fair_stats(gw_fair_t *f, void *json_obj)
     if (!f)
         return;
     json_t *o = json_object();
-    uint64_t entries = 0, dups = 0, won = 0, lost = 0;
+    uint64_t entries = 0, dups = 0, won = 0, lost = 0, wl = 0, promoted = 0;
     size_t n = atomic_load(&f->n);
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
@@ -616,6 +676,8 @@ void gw_fair_stats(gw_fair_t *f, void *json_obj)
         entries += fs->n;
         won += fs->won_orders;
         lost += fs->lost;
+        wl += fs->waitlisted;
+        promoted += fs->promoted;
         pthread_mutex_unlock(&fs->mu);
         dups += atomic_load(&fs->duplicates);
     }
@@ -624,6 +686,8 @@ void gw_fair_stats(gw_fair_t *f, void *json_obj)
     json_object_set_new(o, "duplicate_entries", json_integer((json_int_t)dups));
     json_object_set_new(o, "won_orders", json_integer((json_int_t)won));
     json_object_set_new(o, "lost", json_integer((json_int_t)lost));
+    json_object_set_new(o, "waitlisted", json_integer((json_int_t)wl));
+    json_object_set_new(o, "waitlist_promoted", json_integer((json_int_t)promoted));
     gw_fair__reg_stats(f, o);
     json_object_set_new(json_obj, "fair", o);
 }

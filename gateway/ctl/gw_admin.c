@@ -898,14 +898,18 @@ static void h_sale_put(admin_call_t *a)
             inv_sale_info_t info;
             char why[256] = "";
             /* Fair by default: a new sale with a start and no word on its lottery gets
-             * sales.default_fair_window_ms (not with a waiting room, which orders its
+             * sales.default_fair_window_ms and, unless it says fair_early_ms,
+             * sales.default_fair_early_ms (not with a waiting room, which orders its
              * buyers itself; not when the window would be over already). */
             int64_t dflt = (int64_t)srv->cfg->default_fair_window_ms;
             bool by_default = !existed && !json_object_get(j, "fair_window_ms") && fwin == 0 &&
                               wr == 0 && d.starts_at_ms && dflt > 0 &&
                               d.starts_at_ms + dflt > cm_wall_ms();
-            if (by_default)
+            if (by_default) {
                 fwin = dflt;
+                if (!json_object_get(j, "fair_early_ms"))
+                    fearly = (int64_t)srv->cfg->default_fair_early_ms;
+            }
             /* The lottery's refusals first: a 400 must leave the sale as it
              * was (a new sale not made, an existing one's stock and start
              * not moved under the entries it has taken). */

@@ -2,7 +2,8 @@
 checks the window, 425 before it, 202 "entered" in it with one entry per user,
 entries that survive a kill -9 in the middle of the window, one seeded draw
 that allocates the stock exactly (winners are orders in the spool, losers read
-410 sold_out with their draw position), first-come after, and the same draw
+410 sold_out with their draw position, waitlisted: with losers waiting, a
+first-come buy is 410 too, 102-leftovers.py has the rest), and the same draw
 after another restart."""
 import json
 import os
@@ -117,10 +118,13 @@ try:
         if e["outcome"] == "won":
             eq((r.status, r.json["status"]), (200, "queued"), "winner's order")
         else:
-            eq((r.status, r.json["error"], r.json["draw_position"], r.json["entrants"]),
-               (410, "sold_out", e["position"], 30), "loser reads sold_out with its position")
+            eq((r.status, r.json["error"], r.json["draw_position"], r.json["entrants"],
+                r.json["status"], r.json["waitlist_position"]),
+               (410, "sold_out", e["position"], 30, "waitlisted", e["position"] - STOCK),
+               "loser reads sold_out with its position, waitlisted")
     r = g.buy("fs", "late-comer")
-    eq((r.status, r.json["error"]), (410, "sold_out"), "after the draw: first-come (sold out)")
+    eq((r.status, r.json["error"]), (410, "sold_out"), "after the draw: sold out to the waitlist")
+    eq(r.json.get("waitlist"), True, "the 410 says the losers wait for freed units")
     r = g.buy("fs", "u03")
     check(r.status in (409, 410), "an entrant buying again after the draw gets no second unit")
 
@@ -135,12 +139,12 @@ try:
     eq((st["entries"], st["won_orders"]), (30, STOCK), "stats")
 
     # --- fair by default: a new sale with a start and no word on its lottery gets
-    # sales.default_fair_window_ms (1000); "fair_window_ms": 0 is first-come; a waiting
-    # room, an update, or a window already over get no default ---
+    # sales.default_fair_window_ms (1000) and default_fair_early_ms (1000); "fair_window_ms": 0
+    # is first-come; a waiting room, an update, or a window already over get no default ---
     soon = rfc3339(time.time() + 600)
     r = g.admin("PUT", "/admin/v1/sales/dflt", body={"stock": 5, "starts_at": soon})
-    eq((r.status, r.json.get("fair_window_ms"), r.json.get("fair_early_ms")), (201, 1000, 0),
-       "a new sale with starts_at gets the default window")
+    eq((r.status, r.json.get("fair_window_ms"), r.json.get("fair_early_ms")), (201, 1000, 1000),
+       "a new sale with starts_at gets the default window and early acceptance")
     eq(g.admin("GET", "/admin/v1/sales/dflt/draw").json["fair_window_ms"], 1000,
        "and its lottery")
     r = g.buy("dflt", "d1")

@@ -236,6 +236,7 @@ static void test_precedence(void **state)
     assert_int_equal(f->cfg.subnet_rps, 200000);
     assert_int_equal(f->cfg.subnet_burst, 400);
     assert_int_equal(f->cfg.default_fair_window_ms, 1000);
+    assert_int_equal(f->cfg.default_fair_early_ms, 1000);
     assert_int_equal(cm_conf_source(&f->conf, "server.body_limit"), CM_SRC_FILE);
     assert_int_equal(cm_conf_source(&f->conf, "server.max_sales"), CM_SRC_ENV);
     assert_int_equal(cm_conf_source(&f->conf, "server.threads"), CM_SRC_FLAG);

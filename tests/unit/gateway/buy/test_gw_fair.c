@@ -743,6 +743,211 @@ static void test_resumed_draw_reserves_once(void **st)
     free(m);
 }
 
+/* Waits (bounded, 5 s) until `n` entries of s1's draw have won. */
+static void wait_won(mini_t *m, int64_t n)
+{
+    json_int_t won = -1;
+    for (int i = 0; i < 500; i++) {
+        json_t *d = gw_fair_draw_json(m->srv.fair, "s1");
+        won = json_integer_value(json_object_get(d, "won_orders"));
+        json_decref(d);
+        if (won >= n)
+            break;
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(won, n);
+}
+
+/* The outcome and waitlist place of the entry at draw position `pos` (1-based). */
+static const char *outcome_at(mini_t *m, int pos, uint32_t *place)
+{
+    static char out[16];
+    json_t *d = gw_fair_draw_json(m->srv.fair, "s1");
+    json_t *e = json_array_get(json_object_get(d, "entries"), (size_t)pos - 1);
+    assert_int_equal(json_integer_value(json_object_get(e, "position")), pos);
+    snprintf(out, sizeof(out), "%s", json_string_value(json_object_get(e, "outcome")));
+    if (place) {
+        gw_fair_ticket_t t;
+        assert_true(gw_fair_lookup(m->srv.fair, json_string_value(json_object_get(e, "order_id")),
+                                   &t));
+        *place = t.waitlist_place;
+    }
+    json_decref(d);
+    return out;
+}
+
+static const char *order_at(mini_t *m, int pos, char *buf)
+{
+    json_t *d = gw_fair_draw_json(m->srv.fair, "s1");
+    json_t *e = json_array_get(json_object_get(d, "entries"), (size_t)pos - 1);
+    snprintf(buf, INV_ORDER_ID_MAX + 1, "%s", json_string_value(json_object_get(e, "order_id")));
+    json_decref(d);
+    return buf;
+}
+
+static char promoted_id[INV_ORDER_ID_MAX + 1];
+
+/* Sale s1 with `stock` units and `n` entrants (ids from the generator), drawn. */
+static gw_fair_sale_t *wl_setup(mini_t *m, inv_sale_def_t *def, int64_t stock, int n)
+{
+    char why[256] = "";
+    int64_t now = cm_wall_ms();
+    *def = (inv_sale_def_t){
+        .stock = stock, .per_user_limit = 1, .starts_at_ms = now - 10000, .ends_at_ms = now + 3600000};
+    snprintf(def->sale_id, sizeof(def->sale_id), "s1");
+    inv_sale_info_t info;
+    assert_int_equal(inv_sale_put(m->srv.inv, def, &info, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_configure(&m->srv, "s1", 1000, 0, 0, why, sizeof(why)), 0);
+    gw_fair_sale_t *fs = gw_fair_find(m->srv.fair, "s1");
+    assert_non_null(fs);
+    cm_id_gen_t ids;
+    cm_id_gen_init(&ids, 1);
+    for (int i = 0; i < n; i++) {
+        gw_fair_ticket_t t;
+        memset(&t, 0, sizeof(t));
+        cm_id_format(cm_id_next(&ids, now), t.order_id);
+        snprintf(t.user_id, sizeof(t.user_id), "u%d", i);
+        t.qty = 1;
+        t.entered_at_ms = now - 9000;
+        assert_int_equal(gw_fair_enter(fs, &t, NULL), 0);
+    }
+    assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
+    wait_drawn(fs, def->starts_at_ms);
+    return fs;
+}
+
+/*
+ * Leftovers by lot: 6 entrants, 2 units. The draw's losers are waitlisted
+ * with their places (1..4 in draw order) and first-come is held back; a
+ * restock of 2 admits draw positions 3 and 4 (not 5 or 6), a released order
+ * then admits position 5, and once the last loser is in, first-come again.
+ */
+static void test_waitlist_in_draw_order(void **st)
+{
+    (void)st;
+    mini_t *m = calloc(1, sizeof(*m));
+    mini_open(m);
+    inv_sale_def_t def;
+    gw_fair_sale_t *fs = wl_setup(m, &def, 2, 6);
+    uint32_t place;
+    for (int p = 1; p <= 2; p++)
+        assert_string_equal(outcome_at(m, p, NULL), "won");
+    for (int p = 3; p <= 6; p++) {
+        assert_string_equal(outcome_at(m, p, &place), "waitlisted");
+        assert_int_equal(place, p - 2);
+    }
+    assert_true(gw_fair_waitlist_open(fs));
+    inv_sale_info_t info;
+    char why[256] = "";
+    assert_int_equal(inv_restock(m->srv.inv, "s1", 2, &info, why, sizeof(why)), 0);
+    wait_won(m, 4);
+    assert_string_equal(outcome_at(m, 3, NULL), "won");
+    assert_string_equal(outcome_at(m, 4, NULL), "won");
+    assert_string_equal(outcome_at(m, 5, &place), "waitlisted");
+    assert_int_equal(place, 1);
+    assert_string_equal(outcome_at(m, 6, &place), "waitlisted");
+    assert_int_equal(place, 2);
+    /* an order of the draw released (a cancel): the next in draw order, position 5 */
+    char id[INV_ORDER_ID_MAX + 1];
+    json_t *d = gw_fair_draw_json(m->srv.fair, "s1");
+    json_t *e1 = json_array_get(json_object_get(d, "entries"), 0);
+    assert_int_equal(inv_release(m->srv.inv, "s1", json_string_value(json_object_get(e1, "user_id")),
+                                 1, order_at(m, 1, id)),
+                     0);
+    json_decref(d);
+    wait_won(m, 5);
+    assert_string_equal(outcome_at(m, 5, NULL), "won");
+    assert_string_equal(outcome_at(m, 6, NULL), "waitlisted");
+    assert_true(gw_fair_waitlist_open(fs));
+    assert_int_equal(inv_restock(m->srv.inv, "s1", 1, &info, why, sizeof(why)), 0);
+    wait_won(m, 6);
+    for (int i = 0; i < 100 && gw_fair_waitlist_open(fs); i++) {
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    assert_false(gw_fair_waitlist_open(fs)); /* nobody left: first-come */
+    assert_int_equal(inv_sale_get(m->srv.inv, "s1", &info), 0);
+    assert_int_equal(info.accepted_units, 5); /* 6 admitted, 1 released */
+    spool_count_t cnt;
+    memset(&cnt, 0, sizeof(cnt));
+    oq_spool_scan(m->srv.spool, (oq_pos_t){0, 0}, count_cb, &cnt);
+    assert_int_equal(cnt.orders, 6); /* one order per winner, the released one's included */
+    mini_close(m);
+    free(m);
+}
+
+/*
+ * A restart in the middle of a promotion: its order is in the spool and its
+ * unit held, the entry log has its "P" line and not its "W" (kill -9 right
+ * after the commit). After the restart the promoted entry reads won, nobody
+ * is admitted a second time, and the next unit goes to the next in line.
+ */
+static void test_waitlist_restart_admits_once(void **st)
+{
+    (void)st;
+    mini_t *m = calloc(1, sizeof(*m));
+    mini_open(m);
+    inv_sale_def_t def;
+    gw_fair_sale_t *fs = wl_setup(m, &def, 1, 4);
+    inv_sale_info_t info;
+    char why[256] = "";
+    assert_int_equal(inv_restock(m->srv.inv, "s1", 1, &info, why, sizeof(why)), 0);
+    wait_won(m, 2);
+    assert_string_equal(outcome_at(m, 2, NULL), "won");
+    order_at(m, 2, promoted_id);
+    gw_fair_close(&m->srv);
+    log_cut_after(m, 'P');
+    def.stock = 2; /* the restock, as the inventory's own file keeps it */
+    mini_replay(m, &def, 64);
+    /* orders replayed after it push the promoted one out of the status table
+     * (bounded), so only the spool can tell that it won */
+    cm_id_gen_t ids;
+    cm_id_gen_init(&ids, 2);
+    for (int i = 0; i < 64 * 40; i++) {
+        oq_order_t o;
+        memset(&o, 0, sizeof(o));
+        cm_id_format(cm_id_next(&ids, cm_wall_ms()), o.order_id);
+        snprintf(o.sale_id, sizeof(o.sale_id), "other");
+        snprintf(o.user_id, sizeof(o.user_id), "x%d", i);
+        o.qty = 1;
+        o.status = OQ_STATUS_SETTLED;
+        gw_orders_put(m->srv.orders, &o);
+    }
+    assert_int_equal(gw_orders_lookup(m->srv.orders, promoted_id, NULL),
+                     GW_ORDERS_EXPIRED);
+    assert_int_equal(inv_sale_get(m->srv.inv, "s1", &info), 0);
+    assert_int_equal(info.accepted_units, 2);
+    assert_int_equal(gw_fair_open(&m->srv, why, sizeof(why)), 0);
+    fs = gw_fair_find(m->srv.fair, "s1");
+    assert_non_null(fs);
+    assert_string_equal(outcome_at(m, 2, NULL), "won");
+    uint32_t place;
+    assert_string_equal(outcome_at(m, 3, &place), "waitlisted");
+    assert_int_equal(place, 1);
+    assert_true(gw_fair_waitlist_open(fs));
+    assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
+    struct timespec ts = {0, 200 * 1000000L};
+    nanosleep(&ts, NULL); /* ticks over a sale with no free unit admit nobody */
+    assert_int_equal(inv_restock(m->srv.inv, "s1", 1, &info, why, sizeof(why)), 0);
+    wait_won(m, 3);
+    assert_string_equal(outcome_at(m, 3, NULL), "won");
+    assert_string_equal(outcome_at(m, 4, NULL), "waitlisted");
+    spool_count_t cnt;
+    memset(&cnt, 0, sizeof(cnt));
+    for (int p = 1; p <= 4; p++)
+        order_at(m, p, cnt.ids[p - 1]);
+    oq_spool_scan(m->srv.spool, (oq_pos_t){0, 0}, count_cb, &cnt);
+    assert_int_equal(cnt.orders, 3);
+    for (int p = 0; p < 3; p++)
+        assert_int_equal(cnt.n[p], 1);
+    assert_int_equal(cnt.n[3], 0);
+    assert_int_equal(inv_sale_get(m->srv.inv, "s1", &info), 0);
+    assert_int_equal(info.accepted_units, 3);
+    mini_close(m);
+    free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -757,6 +962,8 @@ int main(void)
         cmocka_unit_test(test_idem_dash_survives_restart),
         cmocka_unit_test(test_person_entry),
         cmocka_unit_test(test_resumed_draw_reserves_once),
+        cmocka_unit_test(test_waitlist_in_draw_order),
+        cmocka_unit_test(test_waitlist_restart_admits_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,260 @@
+/*
+ * Leftovers by lot: the losers of a sale's draw wait, in draw order, for the
+ * units freed after it (cancelled or failed orders, a restock), and the
+ * lottery's thread admits them as the draw admits a winner (see gw_fair.h).
+ * The draw's order is uniformly random, so going on down it is a second
+ * random draw among the losers; a first-come buyer would instead win by being
+ * fastest at the moment a unit comes back.
+ */
+#include "gateway/buy/gw_fair.h"
+#include "gateway/buy/gw_fair_internal.h"
+
+#include "common/cm_alloc.h"
+#include "common/cm_err.h"
+#include "common/cm_log.h"
+#include "common/cm_time.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/buy/gw_buy.h"
+#include "gateway/buy/gw_identity.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A walk that failed (the inventory, the log, the spool) is tried again after this. */
+#define WL_RETRY_MS 1000
+
+bool gw_fair_waitlist_open(gw_fair_sale_t *fs)
+{
+    return fs && atomic_load_explicit(&fs->wl_open, memory_order_acquire);
+}
+
+/*---- the places: a Fenwick tree over draw positions ----*/
+
+void gw_fair__wl_init(gw_fair_sale_t *fs)
+{
+    free(fs->wl_bit);
+    fs->wl_bit = cm_xcalloc(fs->ndraw + 1, sizeof(uint32_t));
+    fs->waitlisted = 0;
+    fs->wl_head = 0;
+}
+
+static void bit_add(gw_fair_sale_t *fs, uint32_t pos, int d)
+{
+    for (size_t i = pos; i && i <= fs->ndraw; i += i & (~i + 1))
+        fs->wl_bit[i] += (uint32_t)d;
+}
+
+void gw_fair__wl_add(gw_fair_sale_t *fs, entry_t *e)
+{
+    e->state = GW_ENTRY_WAITLISTED;
+    fs->waitlisted++;
+    bit_add(fs, e->pos, 1);
+}
+
+void gw_fair__wl_remove(gw_fair_sale_t *fs, entry_t *e)
+{
+    if (e->state != GW_ENTRY_WAITLISTED)
+        return;
+    fs->waitlisted--;
+    bit_add(fs, e->pos, -1);
+}
+
+uint32_t gw_fair__wl_place(const gw_fair_sale_t *fs, const entry_t *e)
+{
+    uint32_t n = 0;
+    for (size_t i = e->pos; i && fs->wl_bit; i -= i & (~i + 1))
+        n += fs->wl_bit[i];
+    return n;
+}
+
+/*---- the log ----*/
+
+static void log_id(gw_fair_sale_t *fs, char tag, const entry_t *e, bool sync, int *rc)
+{
+    char line[INV_ORDER_ID_MAX + 8];
+    int len = snprintf(line, sizeof(line), "%c %s\n", tag, e->order_id);
+    int r = fs->fd >= 0 ? gw_fair__log_line(fs, line, (size_t)len, sync) : CM_EIO;
+    if (rc)
+        *rc = r;
+}
+
+void gw_fair__wl_log_lost(gw_fair_sale_t *fs, const entry_t *e)
+{
+    log_id(fs, 'X', e, false, NULL);
+}
+
+/* An entry leaves the waitlist lost, for cause (fs->mu held). */
+static void lose(gw_fair_sale_t *fs, entry_t *e)
+{
+    gw_fair__wl_remove(fs, e);
+    e->state = GW_ENTRY_LOST;
+    fs->lost++;
+    gw_fair__wl_log_lost(fs, e);
+}
+
+/* The sale ended: every waitlisted entry is lost ("L", then first-come is moot). */
+static void wl_end(gw_fair_sale_t *fs, int64_t now)
+{
+    pthread_mutex_lock(&fs->mu);
+    char line[48];
+    int len = snprintf(line, sizeof(line), "L %lld\n", (long long)now);
+    if (fs->fd < 0 || gw_fair__log_line(fs, line, (size_t)len, true) != 0)
+        cm_log_error("fair", "cannot record the waitlist's end; a restart ends it again",
+                     "sale=%s", fs->sale_id);
+    fs->wl_ended = true;
+    for (size_t i = 0; i < fs->ndraw; i++) {
+        entry_t *e = &fs->v[i];
+        if (e->state == GW_ENTRY_WAITLISTED) {
+            gw_fair__wl_remove(fs, e);
+            e->state = GW_ENTRY_LOST;
+            fs->lost++;
+        }
+    }
+    atomic_store(&fs->wl_open, false);
+    pthread_mutex_unlock(&fs->mu);
+    cm_log_info("fair", "sale ended: its waitlist is lost", "sale=%s", fs->sale_id);
+}
+
+/*---- promotion ----*/
+
+typedef enum { PROMO_WON, PROMO_LOST, PROMO_NO_STOCK, PROMO_FAILED } promo_t;
+
+/*
+ * Admits one waitlisted entry as the draw admits a winner: "P" (fdatasync'd:
+ * a restart that finds it without its "W" asks the spool), the atomic step
+ * with the entry's id, user and Idempotency-Key, the spool append and commit,
+ * the status table, then "W". Lottery thread.
+ */
+static promo_t promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, entry_t *e,
+                       int64_t *left)
+{
+    gw_server_t *srv = f->srv;
+    int rc;
+    pthread_mutex_lock(&fs->mu);
+    log_id(fs, 'P', e, true, &rc);
+    pthread_mutex_unlock(&fs->mu);
+    if (rc) {
+        cm_log_error("fair", "cannot record a waitlist promotion", "sale=%s", fs->sale_id);
+        return PROMO_FAILED;
+    }
+    inv_reserve_req_t rq;
+    memset(&rq, 0, sizeof(rq));
+    rq.sale = sale;
+    snprintf(rq.user_id, sizeof(rq.user_id), "%s", e->user_id);
+    snprintf(rq.idem_key, sizeof(rq.idem_key), "%s", e->idem);
+    snprintf(rq.order_id, sizeof(rq.order_id), "%s", e->order_id);
+    rq.qty = e->qty;
+    rc = inv_reserve(f->inv, &rq);
+    if (rc < 0)
+        return PROMO_FAILED;
+    if (rc == INV_SOLD_OUT)
+        return PROMO_NO_STOCK;
+    if (rc != INV_RESERVED) {
+        pthread_mutex_lock(&fs->mu);
+        lose(fs, e);
+        pthread_mutex_unlock(&fs->mu);
+        return PROMO_LOST;
+    }
+    *left = rq.stock_left >= 0 ? rq.stock_left : *left - e->qty;
+    oq_order_t o;
+    gw_order_of_reserve(&o, &rq, fs->sale_id, cm_wall_ms(), srv->node_id);
+    if (oq_spool_append(srv->spool, &o, 1) != 0) {
+        gw_release_unaccepted(srv, &o, "waitlist promotion not accepted: spool refused");
+        return PROMO_FAILED; /* still waitlisted: tried again after WL_RETRY_MS */
+    }
+    if (oq_spool_commit(srv->spool) != 0) {
+        /* as the draw's failed commit: the record was cut, the units stay held
+         * (undersell, never oversell), and the entry is lost, not "won" with an
+         * order that reads queued for ever */
+        cm_log_error("fair", "spool fsync failed: a waitlist promotion is not accepted",
+                     "sale=%s order=%s", fs->sale_id, e->order_id);
+        pthread_mutex_lock(&fs->mu);
+        lose(fs, e);
+        pthread_mutex_unlock(&fs->mu);
+        return PROMO_FAILED;
+    }
+    gw_orders_put(srv->orders, &o);
+    gw_identity_order_put(srv, o.order_id, o.user_id);
+    if (srv->workers)
+        atomic_fetch_add_explicit(&srv->workers[0].ctr.accepted_units, o.qty,
+                                  memory_order_relaxed);
+    gw_buy_relay_notify(srv);
+    pthread_mutex_lock(&fs->mu);
+    gw_fair__wl_remove(fs, e);
+    e->state = GW_ENTRY_WON;
+    e->promo_cut = false;
+    fs->won_orders++;
+    fs->won_units += e->qty;
+    fs->promoted++;
+    log_id(fs, 'W', e, false, &rc);
+    e->wlogged = rc == 0;
+    pthread_mutex_unlock(&fs->mu);
+    return PROMO_WON;
+}
+
+void gw_fair__wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    if (!atomic_load(&fs->wl_open))
+        return;
+    int64_t now = cm_wall_ms();
+    if (now < fs->wl_retry_ms)
+        return;
+    inv_sale_t *sale = inv_sale_find(f->srv->inv, fs->sale_id);
+    if (!sale)
+        return;
+    inv_sale_info_t info;
+    inv_sale_snapshot(sale, &info);
+    if (info.ends_at_ms && now >= info.ends_at_ms) {
+        wl_end(fs, now);
+        return;
+    }
+    int64_t left = info.stock_left;
+    if (left <= 0)
+        return;
+    /* a walk over the same stock that admitted nobody (every qty too large) */
+    if (left == fs->wl_seen_left && info.accepted_units == fs->wl_seen_acc &&
+        info.version == fs->wl_seen_version)
+        return;
+    bool admitted = false, failed = false;
+    /* Lottery thread: the only writer of a drawn lottery's states and of
+     * wl_head, so they are read here without fs->mu. */
+    for (size_t i = fs->wl_head; i < fs->ndraw && left > 0; i++) {
+        entry_t *e = &fs->v[fs->perm[i]];
+        if (e->state != GW_ENTRY_WAITLISTED) {
+            if (i == fs->wl_head)
+                fs->wl_head++;
+            continue;
+        }
+        if ((int64_t)e->qty > left)
+            continue; /* keeps its place; the next one that fits goes */
+        promo_t p = promote(f, fs, sale, e, &left);
+        if (p == PROMO_WON) {
+            admitted = true;
+            cm_log_info("fair", "waitlist promotion", "sale=%s order=%s position=%u",
+                        fs->sale_id, e->order_id, e->pos);
+        } else if (p == PROMO_NO_STOCK) {
+            break; /* the stock seen was gone: the next tick looks again */
+        } else if (p == PROMO_FAILED) {
+            failed = true;
+            break;
+        }
+        if (i == fs->wl_head && e->state != GW_ENTRY_WAITLISTED)
+            fs->wl_head++;
+    }
+    if (failed)
+        fs->wl_retry_ms = now + WL_RETRY_MS;
+    if (!admitted && !failed) {
+        fs->wl_seen_left = info.stock_left;
+        fs->wl_seen_acc = info.accepted_units;
+        fs->wl_seen_version = info.version;
+    }
+    pthread_mutex_lock(&fs->mu);
+    if (fs->waitlisted == 0) {
+        atomic_store(&fs->wl_open, false);
+        cm_log_info("fair", "waitlist done: first-come from now", "sale=%s promoted=%llu",
+                    fs->sale_id, (unsigned long long)fs->promoted);
+    }
+    pthread_mutex_unlock(&fs->mu);
+}
