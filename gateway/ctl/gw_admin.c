@@ -21,6 +21,7 @@
 #include "gateway/base/gw_fleet.h"
 #include "gateway/base/gw_limit_json.h"
 #include "gateway/buy/gw_buy.h"
+#include "gateway/buy/gw_elig.h"
 #include "gateway/buy/gw_fair.h"
 #include "gateway/ctl/gw_audit.h"
 #include "gateway/ctl/gw_ctl.h"
@@ -736,6 +737,7 @@ typedef struct admin_call {
     char *big;        /* or a large one (malloc'd), sent with big_type */
     const char *big_type;
     const gw_asset_t *asset; /* or a static file */
+    gw_elig_rule_t elig;     /* a sale PUT's eligibility rule, once checked (elig_arg) */
 } admin_call_t;
 
 static void set_big(admin_call_t *a, char *json)
@@ -765,9 +767,57 @@ static json_t *sale_obj(const inv_sale_info_t *info)
 
 /*---- sales ----*/
 
+/* Appends a sale's eligibility rule to its body (only when it has one):
+ * "require_claims":{"name":true,...},"min_account_age_days":N. */
+static void elig_fields(gw_server_t *srv, gw_resp_t *p, const char *sale_id)
+{
+    gw_elig_rule_t el;
+    if (!gw_elig_get(srv, sale_id, &el) || p->body_len < 2 || p->body[p->body_len - 1] != '}')
+        return;
+    size_t cap = sizeof(p->body), n = p->body_len - 1;
+    n += (size_t)snprintf(p->body + n, cap - n, ",\"require_claims\":{");
+    for (uint32_t i = 0; i < el.n_claims && n < cap; i++)
+        n += (size_t)snprintf(p->body + n, cap - n, "%s\"%s\":true", i ? "," : "", el.claims[i]);
+    if (n < cap)
+        n += (size_t)snprintf(p->body + n, cap - n, "},\"min_account_age_days\":%u}",
+                              el.min_age_days);
+    if (n < cap)
+        p->body_len = n;
+}
+
+/*
+ * A PUT's require_claims and min_account_age_days (absent: as they were)
+ * checked into a->elig (gw_elig_parse), or 400 naming the problem.
+ */
+static bool elig_arg(admin_call_t *a, json_t *j, const char *id)
+{
+    gw_elig_rule_t old;
+    bool had = gw_elig_get(a->srv, id, &old);
+    int64_t days = had ? old.min_age_days : 0;
+    if (!get_int(j, "min_account_age_days", 0, GW_ELIG_AGE_MAX_DAYS, false, &days, a->p))
+        return false;
+    json_t *rq = json_object_get(j, "require_claims"), *own = NULL;
+    if (json_is_null(rq))
+        rq = NULL;
+    else if (!rq && had && old.n_claims) {
+        rq = own = json_object();
+        for (uint32_t i = 0; i < old.n_claims; i++)
+            json_object_set_new(own, old.claims[i], json_true());
+    }
+    char why[512];
+    int rc = gw_elig_parse(a->srv, id, rq, days, &a->elig, why, sizeof(why));
+    json_decref(own);
+    if (rc) {
+        gw_resp_error(a->p, GW_R_BAD_REQUEST, NULL, "%s", why);
+        return false;
+    }
+    return true;
+}
+
 /* Appends the lottery's window to a sale body (only when the sale has one). */
 static void fair_fields(gw_server_t *srv, gw_resp_t *p, const char *sale_id)
 {
+    elig_fields(srv, p, sale_id);
     int64_t w = 0, e = 0, wr = gw_fair_room_rate(srv->fair, sale_id);
     gw_fair_conf_get(srv->fair, sale_id, &w, &e);
     if (w > 0 && p->body_len >= 2 && p->body[p->body_len - 1] == '}') {
@@ -823,7 +873,8 @@ static void h_sale_put(admin_call_t *a)
         return;
     static const char *const keys[] = {"stock",          "per_user_limit", "starts_at",
                                        "ends_at",        "fair_window_ms", "fair_early_ms",
-                                       "waiting_room_rate", NULL};
+                                       "waiting_room_rate", "require_claims",
+                                       "min_account_age_days", NULL};
     inv_sale_def_t d;
     memset(&d, 0, sizeof(d));
     memcpy(d.sale_id, id, strlen(id) + 1); /* id was checked: <= 64 chars */
@@ -835,7 +886,8 @@ static void h_sale_put(admin_call_t *a)
         get_time(j, "starts_at", &d.starts_at_ms, p) && get_time(j, "ends_at", &d.ends_at_ms, p) &&
         get_int(j, "fair_window_ms", 0, GW_FAIR_WINDOW_MAX_MS, false, &fwin, p) &&
         get_int(j, "fair_early_ms", 0, GW_FAIR_EARLY_MAX_MS, false, &fearly, p) &&
-        get_int(j, "waiting_room_rate", 0, GW_WR_RATE_MAX, false, &wr, p)) {
+        get_int(j, "waiting_room_rate", 0, GW_WR_RATE_MAX, false, &wr, p) &&
+        elig_arg(a, j, id)) {
         if (d.starts_at_ms && d.ends_at_ms && d.ends_at_ms <= d.starts_at_ms) {
             gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "ends_at must be after starts_at");
         } else if (fwin > 0 && !d.starts_at_ms) {
@@ -872,6 +924,11 @@ static void h_sale_put(admin_call_t *a)
             bool drawn = rc == CM_ECONFLICT; /* the lottery has had its one draw */
             if (rc == 0)
                 rc = inv_sale_put(srv->inv, &d, &info, why, sizeof(why));
+            if (rc == 0 && (rc = gw_elig_set(srv, &a->elig, why, sizeof(why))) != 0) {
+                sale_saved_error(a, id, rc, why, existed ? &before : NULL, &info);
+                json_decref(j);
+                return;
+            }
             if (rc == 0) {
                 rc = gw_fair_configure(srv, id, fwin, fearly, wr, why, sizeof(why));
                 if (rc != 0) {
@@ -932,6 +989,7 @@ static void h_sale_delete(admin_call_t *a)
          * a sale created again under the id answer 409 lottery_drawn, or take its draw. A
          * DELETE of a sale that is gone clears what a failed clean-up left. */
         char fwhy[256] = "";
+        gw_elig_sale_deleted(srv, a->arg);
         int frc = gw_fair_sale_deleted(srv, a->arg, rc == CM_ENOTFOUND, fwhy, sizeof(fwhy));
         if (frc != 0 && frc != CM_ENOTFOUND) {
             gw_resp_error(a->p, GW_R_UNAVAILABLE, NULL,
