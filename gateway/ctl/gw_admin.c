@@ -767,22 +767,35 @@ static json_t *sale_obj(const inv_sale_info_t *info)
 
 /*---- sales ----*/
 
-/* Appends a sale's eligibility rule to its body (only when it has one):
- * "require_claims":{"name":true,...},"min_account_age_days":N. */
-static void elig_fields(gw_server_t *srv, gw_resp_t *p, const char *sale_id)
+/* Adds a sale's eligibility rule to its answer (only when it has one):
+ * "require_claims":{"name":true,...},"min_account_age_days":N; an answer
+ * longer than the small body (16 long names) goes out as a big one. */
+static void elig_fields(admin_call_t *a, const char *sale_id)
 {
     gw_elig_rule_t el;
-    if (!gw_elig_get(srv, sale_id, &el) || p->body_len < 2 || p->body[p->body_len - 1] != '}')
+    gw_resp_t *p = a->p;
+    if (!gw_elig_get(a->srv, sale_id, &el))
         return;
-    size_t cap = sizeof(p->body), n = p->body_len - 1;
-    n += (size_t)snprintf(p->body + n, cap - n, ",\"require_claims\":{");
-    for (uint32_t i = 0; i < el.n_claims && n < cap; i++)
-        n += (size_t)snprintf(p->body + n, cap - n, "%s\"%s\":true", i ? "," : "", el.claims[i]);
-    if (n < cap)
-        n += (size_t)snprintf(p->body + n, cap - n, "},\"min_account_age_days\":%u}",
-                              el.min_age_days);
-    if (n < cap)
+    json_t *o = json_loadb(p->body, p->body_len, 0, NULL);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return;
+    }
+    json_t *rq = json_object();
+    for (uint32_t i = 0; i < el.n_claims; i++)
+        json_object_set_new(rq, el.claims[i], json_true());
+    json_object_set_new(o, "require_claims", rq);
+    json_object_set_new(o, "min_account_age_days", json_integer(el.min_age_days));
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    size_t n = s ? strlen(s) : 0;
+    if (s && n < sizeof(p->body)) {
+        memcpy(p->body, s, n + 1);
         p->body_len = n;
+        free(s);
+    } else {
+        set_big(a, s);
+    }
 }
 
 /*
@@ -817,7 +830,6 @@ static bool elig_arg(admin_call_t *a, json_t *j, const char *id)
 /* Appends the lottery's window to a sale body (only when the sale has one). */
 static void fair_fields(gw_server_t *srv, gw_resp_t *p, const char *sale_id)
 {
-    elig_fields(srv, p, sale_id);
     int64_t w = 0, e = 0, wr = gw_fair_room_rate(srv->fair, sale_id);
     gw_fair_conf_get(srv->fair, sale_id, &w, &e);
     if (w > 0 && p->body_len >= 2 && p->body[p->body_len - 1] == '}') {
@@ -948,6 +960,7 @@ static void h_sale_put(admin_call_t *a)
             } else if (rc == 0) {
                 sale_reply(p, existed ? GW_R_OK : GW_R_CREATED, &info);
                 fair_fields(srv, p, id);
+                elig_fields(a, id);
                 gw_audit_record(srv, a->who, "sale.put", id, existed ? sale_obj(&before) : NULL,
                                 sale_obj(&info));
                 cm_log_info("admin", "sale defined", "sale=%s stock=%lld per_user_limit=%u",
@@ -969,6 +982,7 @@ static void h_sale_get(admin_call_t *a)
     if (rc == 0) {
         sale_reply(a->p, GW_R_OK, &info);
         fair_fields(a->srv, a->p, a->arg);
+        elig_fields(a, a->arg);
     } else {
         inv_error(a->p, rc, "", a->arg);
     }

@@ -45,7 +45,8 @@ def sale(g, sid):
     return g.admin("GET", "/admin/v1/sales/" + sid).json
 
 
-g = Gateway("--set", "identity.eligibility_claims=phone_verified, email_verified",
+LONG = ["c%02d_" % i + "x" * 58 for i in range(14)]  # 16 names of up to 63 characters
+g = Gateway("--set", "identity.eligibility_claims=phone_verified, email_verified," + ",".join(LONG),
             "--set", "identity.account_created_claim=created_at", identity_mode="jwt").start()
 try:
     old = "created_at=%d" % (NOW - 60 * DAY)
@@ -118,6 +119,15 @@ try:
     r = join(token(g, "cy", old))
     eq(r.status, 200, "old enough: a place")
     eq(g.get("/v1/sales/wr/queue").json["queued"], 1, "one place taken")
+
+    # ---- all 16 claims of 63 characters: the answer outgrows the small body ----
+    every = dict({"phone_verified": True, "email_verified": True}, **{n: True for n in LONG})
+    r = g.admin("PUT", "/admin/v1/sales/big", body={"stock": 1, "require_claims": every})
+    eq((r.status, r.json.get("require_claims")), (201, every), "16 long names: the PUT's answer")
+    eq(sale(g, "big").get("require_claims"), every, "and GET")
+    eq(buy(g, "big", token(g, "eve", "phone_verified=true", "email_verified=true",
+                           *[n + "=true" for n in LONG[:13]])).json.get("reason"),
+       "claim " + LONG[13], "the one claim missing of 16 is named")
 
     # ---- admin refusals leave the sale as it was ----
     for body, needle in [
