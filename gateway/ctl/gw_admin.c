@@ -1082,17 +1082,33 @@ static void h_sale_restock(admin_call_t *a)
     json_decref(j);
 }
 
+typedef struct list_ctx {
+    gw_server_t *srv;
+    json_t *arr;
+} list_ctx_t;
+
+/* A sale of a list, with its eligibility rule when it has one. */
 static void list_one(inv_sale_t *sale, void *ctx)
 {
+    list_ctx_t *lc = ctx;
     inv_sale_info_t info;
     inv_sale_snapshot(sale, &info);
-    json_array_append_new(ctx, sale_obj(&info));
+    json_t *o = sale_obj(&info);
+    gw_elig_rule_t el;
+    if (o && gw_elig_get(lc->srv, info.sale_id, &el)) {
+        json_t *rq = json_object();
+        for (uint32_t i = 0; i < el.n_claims; i++)
+            json_object_set_new(rq, el.claims[i], json_true());
+        json_object_set_new(o, "require_claims", rq);
+        json_object_set_new(o, "min_account_age_days", json_integer(el.min_age_days));
+    }
+    json_array_append_new(lc->arr, o);
 }
 
 static void h_sales_list(admin_call_t *a)
 {
     json_t *arr = json_array();
-    inv_sale_foreach(a->srv->inv, list_one, arr);
+    inv_sale_foreach(a->srv->inv, list_one, &(list_ctx_t){a->srv, arr});
     json_t *o = json_pack("{s:o}", "sales", arr);
     set_big(a, json_dumps(o, JSON_COMPACT));
     json_decref(o);
@@ -1693,7 +1709,7 @@ static char *stats_json(gw_server_t *srv)
     json_object_set_new(o, "proxy_client_aborts", json_integer((json_int_t)c.proxy_client_aborts));
     json_object_set_new(o, "proxy_stale_conns", json_integer((json_int_t)c.proxy_stale_conns));
     json_t *sales = json_array();
-    inv_sale_foreach(srv->inv, list_one, sales);
+    inv_sale_foreach(srv->inv, list_one, &(list_ctx_t){srv, sales});
     json_object_set_new(o, "sales", sales);
     gw_kafka_stats(srv, o);
     gw_fleet_stats(srv, o);

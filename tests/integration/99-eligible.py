@@ -60,6 +60,8 @@ try:
     s = sale(g, "s1")
     eq((s.get("require_claims"), s.get("min_account_age_days")),
        ({"phone_verified": True}, 30), "GET of the sale shows the rule")
+    listed = {x["sale_id"]: x for x in g.admin("GET", "/admin/v1/sales").json["sales"]}
+    eq(listed["s1"].get("min_account_age_days"), 30, "the sales list shows the rule")
     before = sale(g, "s1")
 
     cases = [
