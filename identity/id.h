@@ -35,6 +35,9 @@
 #define ID_JWKS_MAX_KEYS 64
 #define ID_KID_MAX 128        /* kid: 1..128 of [A-Za-z0-9._~+=:-] (no '/', quotes, spaces) */
 #define ID_AUDIENCES_MAX 8
+#define ID_CLAIM_NAME_MAX 63  /* a configured claim name: 1..63 printable, no quote or backslash */
+#define ID_ELIG_MAX 16        /* names in identity.eligibility_claims */
+#define ID_ELIG_LIST_MAX (ID_ELIG_MAX * (ID_CLAIM_NAME_MAX + 1) + 1)
 
 /*---- outcomes: one enum, one name table ----*/
 
@@ -95,6 +98,10 @@ typedef struct id_config {
     uint32_t jwks_min_refetch_s;      /* at most one unknown-kid refetch per this; default 30, 1..3600 */
     uint32_t jwks_timeout_ms;         /* one fetch's bound; default 5000, 100..60000 */
     uint32_t max_token_bytes;         /* longer tokens: ID_TOO_LARGE; default 8192, 256..16384 */
+    /* Boolean claims read into id_result_t.eligible (comma-separated, <= ID_ELIG_MAX
+     * distinct names; "" = none): bit i is set when the i-th name is present and JSON true. */
+    char eligibility_claims[ID_ELIG_LIST_MAX];
+    char account_created_claim[ID_CLAIM_NAME_MAX + 1]; /* "" = none; seconds since the epoch */
 } id_config_t;
 
 /* Fills *c with the defaults above. */
@@ -109,6 +116,16 @@ void id_config_defaults(id_config_t *c);
  * Thread-safe.
  */
 int id_config_validate(const id_config_t *c, char *err, size_t errlen);
+
+/*
+ * The bit of claim name[0..len) in c->eligibility_claims (0..ID_ELIG_MAX-1,
+ * the name's position in the list), or -1 when the list does not name it or
+ * is invalid. Parses the list on each call (admin-time use). Thread-safe.
+ */
+int id_config_claim_bit(const id_config_t *c, const char *name, size_t len);
+/* The i-th name of c->eligibility_claims into out (ID_CLAIM_NAME_MAX + 1 bytes); false past
+ * the end. Thread-safe. */
+bool id_config_claim_name(const id_config_t *c, int i, char *out);
 
 /*---- JWK sets ----*/
 
@@ -144,6 +161,13 @@ typedef struct id_result {
     char user[ID_USER_MAX + 1];   /* the user claim */
     char person[ID_USER_MAX + 1]; /* the person claim, or the user when not configured or absent */
     int64_t exp;                  /* seconds since the epoch */
+    /* Bit i: the i-th claim of identity.eligibility_claims is present and JSON
+     * true. Any other value (false, "true", 1, null) leaves the bit clear and
+     * is not an error for the token. */
+    uint32_t eligible;
+    /* identity.account_created_claim: seconds since the epoch, 0 = unknown
+     * (not configured, absent, not a JSON integer, or <= 0; never an error). */
+    int64_t created_at;
     bool cached;                  /* answered from an id_cache_t */
 } id_result_t;
 

@@ -26,8 +26,7 @@ typedef struct centry {
     uint32_t len;
     uint32_t cap;
     char *tok;
-    char user[ID_USER_MAX + 1];
-    char person[ID_USER_MAX + 1];
+    id_result_t r; /* the verified result, returned as is (cached = true) */
 } centry_t;
 
 struct id_cache {
@@ -122,7 +121,7 @@ bool id_claimed_user(id_verifier_t *v, id_cache_t *c, const char *tok, size_t le
         uint64_t h = place(c, tok, len);
         centry_t *e = find(&c->e[(h & (c->nbuckets - 1)) * WAYS], h, tok, len);
         if (e && now_s < e->exp && e->gen == id_verifier_keys_gen(v)) {
-            memcpy(user, e->user, sizeof(e->user));
+            memcpy(user, e->r.user, sizeof(e->r.user));
             *verified = true;
             return true;
         }
@@ -141,9 +140,7 @@ int id_verify_cached(id_verifier_t *v, id_cache_t *c, const char *tok, size_t le
     if (e) {
         if (now_s < e->exp && e->gen == gen) {
             c->st.hits++;
-            memcpy(out->user, e->user, sizeof(out->user));
-            memcpy(out->person, e->person, sizeof(out->person));
-            out->exp = e->exp;
+            *out = e->r;
             out->cached = true;
             return ID_OK;
         }
@@ -176,8 +173,7 @@ int id_verify_cached(id_verifier_t *v, id_cache_t *c, const char *tok, size_t le
     slot->h = h;
     slot->exp = out->exp;
     slot->gen = gen;
-    memcpy(slot->user, out->user, sizeof(slot->user));
-    memcpy(slot->person, out->person, sizeof(slot->person));
+    slot->r = *out;
     c->st.inserts++;
     return rc;
 }

@@ -80,6 +80,75 @@ static bool claim_name_ok(const char *s)
     return true;
 }
 
+int id__elig_names(const char *list, char out[][ID_CLAIM_NAME_MAX + 1], size_t *n, char *err,
+                   size_t errlen)
+{
+    size_t k = 0;
+    const char *p = list;
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (!*p)
+            break;
+        const char *e = p;
+        while (*e && *e != ',')
+            e++;
+        const char *t = e;
+        while (t > p && t[-1] == ' ')
+            t--;
+        size_t len = (size_t)(t - p);
+        char name[ID_CLAIM_NAME_MAX + 2];
+        if (len > ID_CLAIM_NAME_MAX)
+            len = ID_CLAIM_NAME_MAX + 1; /* too long: claim_name_ok refuses it */
+        memcpy(name, p, len);
+        name[len] = '\0';
+        if (!claim_name_ok(name)) {
+            snprintf(err, errlen,
+                     "identity.eligibility_claims: \"%.32s\" is not 1..63 printable characters "
+                     "without quotes, backslashes or spaces",
+                     name);
+            return -1;
+        }
+        for (size_t i = 0; i < k; i++)
+            if (strcmp(out[i], name) == 0) {
+                snprintf(err, errlen, "identity.eligibility_claims: \"%s\" named twice", name);
+                return -1;
+            }
+        if (k == ID_ELIG_MAX) {
+            snprintf(err, errlen, "identity.eligibility_claims: more than %d claims", ID_ELIG_MAX);
+            return -1;
+        }
+        memcpy(out[k], name, len + 1);
+        k++;
+        p = e;
+    }
+    *n = k;
+    return 0;
+}
+
+int id_config_claim_bit(const id_config_t *c, const char *name, size_t len)
+{
+    char names[ID_ELIG_MAX][ID_CLAIM_NAME_MAX + 1], err[160];
+    size_t n = 0;
+    if (id__elig_names(c->eligibility_claims, names, &n, err, sizeof(err)) < 0)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (strlen(names[i]) == len && memcmp(names[i], name, len) == 0)
+            return (int)i;
+    return -1;
+}
+
+bool id_config_claim_name(const id_config_t *c, int i, char *out)
+{
+    char names[ID_ELIG_MAX][ID_CLAIM_NAME_MAX + 1], err[160];
+    size_t n = 0;
+    if (i < 0 || id__elig_names(c->eligibility_claims, names, &n, err, sizeof(err)) < 0 ||
+        (size_t)i >= n)
+        return false;
+    memcpy(out, names[i], strlen(names[i]) + 1);
+    return true;
+}
+
 int id__audiences(const char *list, char out[][ID_STR_MAX], size_t *n, char *err, size_t errlen)
 {
     size_t k = 0;
@@ -141,6 +210,14 @@ int id_config_validate(const id_config_t *c, char *err, size_t errlen)
     }
     if (c->person_claim[0] && !claim_name_ok(c->person_claim)) {
         snprintf(err, errlen, "identity.person_claim: must be 1..63 printable characters");
+        return CM_EINVAL;
+    }
+    char elig[ID_ELIG_MAX][ID_CLAIM_NAME_MAX + 1];
+    size_t nelig;
+    if (id__elig_names(c->eligibility_claims, elig, &nelig, err, errlen) < 0)
+        return CM_EINVAL;
+    if (c->account_created_claim[0] && !claim_name_ok(c->account_created_claim)) {
+        snprintf(err, errlen, "identity.account_created_claim: must be 1..63 printable characters");
         return CM_EINVAL;
     }
     if (c->leeway_s > 600) {

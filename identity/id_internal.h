@@ -30,6 +30,10 @@ int id__algs_parse(const char *list, unsigned *mask, char *err, size_t errlen);
 
 /* Splits a comma-separated audience list (<= ID_AUDIENCES_MAX); -1 with err on none or too many. */
 int id__audiences(const char *list, char out[][ID_STR_MAX], size_t *n, char *err, size_t errlen);
+/* identity.eligibility_claims into out[0..*n): 0, or -1 with a sentence in err (a bad
+ * name, a duplicate, more than ID_ELIG_MAX). */
+int id__elig_names(const char *list, char out[][ID_CLAIM_NAME_MAX + 1], size_t *n, char *err,
+                   size_t errlen);
 
 /* Verification contexts kept per key (RSA and EC): creating an EVP_PKEY_CTX and
  * initialising it costs ~7 us of a ~25 us RSA-2048 verification (OpenSSL 3.0,
@@ -69,6 +73,8 @@ struct id_verifier {
     unsigned allowed; /* bit i = id__algs[i] allowed */
     char aud[ID_AUDIENCES_MAX][ID_STR_MAX];
     size_t n_aud;
+    char elig[ID_ELIG_MAX][ID_CLAIM_NAME_MAX + 1]; /* identity.eligibility_claims, parsed */
+    size_t n_elig;
     unsigned char *hmac;
     size_t hmac_len;
     id_jwks_t *fixed; /* jwks_file or the default keys; immutable */

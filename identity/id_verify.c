@@ -118,6 +118,7 @@ id_verifier_t *id_verifier_new(const id_config_t *c, id_jwks_t *default_keys, ch
     atomic_init(&v->next_refetch_ms, 0);
     id__algs_parse(c->algorithms, &v->allowed, err, errlen);
     id__audiences(c->audience, v->aud, &v->n_aud, err, errlen);
+    id__elig_names(c->eligibility_claims, v->elig, &v->n_elig, err, errlen);
     if (c->hmac_secret_file[0] &&
         read_secret(c->hmac_secret_file, &v->hmac, &v->hmac_len, err, errlen) < 0)
         goto fail;
@@ -392,6 +393,17 @@ static int check_claims(id_verifier_t *v, const unsigned char *pl, size_t plen, 
         memcpy(out->person, out->user, sizeof(out->person));
     }
     out->exp = e;
+    /* Eligibility facts are read, never required: a malformed value is "not
+     * true" / "unknown", so a sale that needs it refuses and others are unaffected. */
+    out->eligible = 0;
+    for (size_t i = 0; i < v->n_elig; i++)
+        if (json_is_true(json_object_get(c, v->elig[i])))
+            out->eligible |= 1u << i;
+    json_t *created =
+        v->cfg.account_created_claim[0] ? json_object_get(c, v->cfg.account_created_claim) : NULL;
+    out->created_at = json_is_integer(created) && json_integer_value(created) > 0
+                          ? (int64_t)json_integer_value(created)
+                          : 0;
     out->cached = false;
     rc = ID_OK;
 out:

@@ -27,13 +27,30 @@ static void usage(FILE *f)
             "  --user-claim N    the user claim's name (default \"sub\")\n"
             "  --issuer I        iss (default \"flashgate\")\n"
             "  --audience A      aud (default \"flashgate\")\n"
-            "  --claim k=v       an extra string claim; k:=JSON for any JSON value (repeatable)\n"
+            "  --claim k=v       an extra claim (repeatable): v true/false is a boolean, a decimal\n"
+            "                    integer a number, anything else a string; k:=JSON for any JSON\n"
+            "                    value (k:='\"true\"' for the string)\n"
             "  --jwks            print the public JWK set instead of a token\n"
             "  --count N         N tokens, one a line, for users USER-0 .. USER-<N-1> (benches)\n"
             "  -h, --help        this text\n"
             "\n"
             "USER and P: 1..64 characters of A-Z a-z 0-9 . _ -\n"
             "Example: curl -H \"Authorization: Bearer $(flashgate-token --data-dir data alice)\" ...\n");
+}
+
+/* k=v's value: true/false a boolean, a decimal integer (-?[0-9]{1,18}) a number, else a
+ * string; eligibility and account-age claims are minted this way. */
+static json_t *plain_value(const char *v)
+{
+    if (strcmp(v, "true") == 0)
+        return json_true();
+    if (strcmp(v, "false") == 0)
+        return json_false();
+    const char *d = v + (v[0] == '-');
+    size_t n = strlen(d);
+    if (n >= 1 && n <= 18 && strspn(d, "0123456789") == n)
+        return json_integer(strtoll(v, NULL, 10));
+    return json_string(v);
 }
 
 int main(int argc, char **argv)
@@ -123,7 +140,7 @@ int main(int argc, char **argv)
                     return 2;
                 }
             } else {
-                val = json_string(eq + 1);
+                val = plain_value(eq + 1);
             }
             json_object_set_new(extra, name, val);
             break;

@@ -765,6 +765,14 @@ const cm_opt_t gw_config_opts[] = {
         "the claim that names the user (1..64 of A-Z a-z 0-9 . _ -)", NULL),
     IDS("person_claim", person_claim, "", "CLAIM",
         "the claim that names the person behind the account; empty = the user", NULL),
+    IDS("eligibility_claims", eligibility_claims, "", "CLAIM,...",
+        "up to 16 boolean claims a sale's require_claims may name: a claim present and JSON "
+        "true counts, any other value does not (docs/identity.md, Eligibility)",
+        NULL),
+    IDS("account_created_claim", account_created_claim, "", "CLAIM",
+        "the claim holding the account's creation time (seconds since the epoch) that a sale's "
+        "min_account_age_days reads; absent or not an integer = age unknown; empty = none",
+        NULL),
     {"identity.header", CM_OPT_STR, OFF(id_header), SZ(id_header), "", 0, 0, NULL, 0, NULL,
      "NAME",
      "header mode: the header a trusted proxy (server.trusted_proxies) names the user in; from "

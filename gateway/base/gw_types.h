@@ -54,6 +54,7 @@ struct gw_px_req;
     XX(IDENTITY_MISMATCH, 403, "identity_mismatch", 0)                                             \
     XX(REGISTRATION_CLOSED, 403, "registration_closed", 0)                                         \
     XX(NOT_REGISTERED, 403, "not_registered", 0)                                                   \
+    XX(NOT_ELIGIBLE, 403, "not_eligible", 0)                                                       \
     XX(NOT_FOUND, 404, "not_found", 0)                                                             \
     XX(UNKNOWN_SALE, 404, "unknown_sale", 0)                                                       \
     XX(UNKNOWN_ORDER, 404, "unknown_order", 0)                                                     \
@@ -396,6 +397,7 @@ struct gw_server {
     struct gw_overload *ol; /* levels, limits config, routes (gw_overload.c) */
     struct gw_fair *fair;   /* start-window lotteries (gw_fair.c) */
     struct gw_identity *identity; /* the buyer's identity (gw_identity.c) */
+    struct gw_elig *elig;         /* per-sale eligibility rules (gw_elig.c) */
 };
 
 /*
@@ -460,6 +462,11 @@ struct gw_req {
      * body's parse; read only after one of them. */
     char person[INV_USER_ID_MAX + 1];
     uint64_t adm_jti; /* the admission token this buy holds claimed (gw_buy.c), 0 = none */
+    /* The verified token's eligibility facts (id_result_t.eligible and
+     * created_at; 0 in header mode and without a token), set with person by
+     * the identity step; read only after it (gw_elig_check). */
+    uint32_t eligible;
+    int64_t created_at;
     oq_order_t order;
     gw_resp_t resp;
 };

@@ -28,6 +28,7 @@
 #include "gateway/base/gw_base.h"
 #include "gateway/base/gw_fleet.h"
 #include "gateway/buy/gw_buy.h"
+#include "gateway/buy/gw_elig.h"
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_identity.h"
 #include "gateway/buy/gw_reg.h"
@@ -872,6 +873,10 @@ static bool buy_handle(gw_req_t *r)
     } else {
         memcpy(r->person, r->res.user_id, strlen(r->res.user_id) + 1);
     }
+    /* 3c. the sale's eligibility (verified claims, account age): a buy, a
+     * lottery entry alike, refused before anything keyed by the buyer */
+    if (!gw_elig_check(r, r->id, now_ms))
+        return false;
     /* The user's bucket, fetched into the cache now (its inventory slot once
      * the limits let the buy through, step 4): with a new buyer per order each
      * was a cache miss, one after the other; this way they overlap the checks
@@ -1311,6 +1316,9 @@ void gw_room_handle(gw_req_t *r)
     } else {
         memcpy(r->person, user, strlen(user) + 1);
     }
+    /* An ineligible buyer takes no place and gets no ticket (gw_elig.h). */
+    if (!gw_elig_check(r, r->id, cm_wall_ms()))
+        return;
     const char *person = r->person;
     size_t person_len = strlen(person);
     char msg[200], mac[GW_TOKEN_LEN + 1];

@@ -231,6 +231,8 @@ static who_t who(gw_req_t *r, char *user, int *outcome, bool count_missing)
     struct gw_identity *id = srv->identity;
     id_worker_t *iw = &id->workers[r->w->index];
     int oc;
+    r->eligible = 0;
+    r->created_at = 0;
     if (id->mode == GW_ID_HEADER) {
         const char *h = gw_req_header(r, id->header);
         if (h && !gw_proxies_match(&srv->proxies, gw_req_peer(r))) {
@@ -258,6 +260,8 @@ static who_t who(gw_req_t *r, char *user, int *outcome, bool count_missing)
         if (oc == ID_OK) {
             memcpy(user, res.user, strlen(res.user) + 1);
             memcpy(r->person, res.person, strlen(res.person) + 1);
+            r->eligible = res.eligible;
+            r->created_at = res.created_at;
             if (res.cached)
                 bump(&iw->hits);
         }

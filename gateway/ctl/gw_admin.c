@@ -21,6 +21,7 @@
 #include "gateway/base/gw_fleet.h"
 #include "gateway/base/gw_limit_json.h"
 #include "gateway/buy/gw_buy.h"
+#include "gateway/buy/gw_elig.h"
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_reg.h"
 #include "gateway/ctl/gw_audit.h"
@@ -760,6 +761,7 @@ typedef struct admin_call {
     char *big;        /* or a large one (malloc'd), sent with big_type */
     const char *big_type;
     const gw_asset_t *asset; /* or a static file */
+    gw_elig_rule_t elig;     /* a sale PUT's eligibility rule, once checked (elig_arg) */
 } admin_call_t;
 
 static void set_big(admin_call_t *a, char *json)
@@ -788,6 +790,66 @@ static json_t *sale_obj(const inv_sale_info_t *info)
 }
 
 /*---- sales ----*/
+
+/* Adds a sale's eligibility rule to its answer (only when it has one):
+ * "require_claims":{"name":true,...},"min_account_age_days":N; an answer
+ * longer than the small body (16 long names) goes out as a big one. */
+static void elig_fields(admin_call_t *a, const char *sale_id)
+{
+    gw_elig_rule_t el;
+    gw_resp_t *p = a->p;
+    if (!gw_elig_get(a->srv, sale_id, &el))
+        return;
+    json_t *o = json_loadb(p->body, p->body_len, 0, NULL);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return;
+    }
+    json_t *rq = json_object();
+    for (uint32_t i = 0; i < el.n_claims; i++)
+        json_object_set_new(rq, el.claims[i], json_true());
+    json_object_set_new(o, "require_claims", rq);
+    json_object_set_new(o, "min_account_age_days", json_integer(el.min_age_days));
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    size_t n = s ? strlen(s) : 0;
+    if (s && n < sizeof(p->body)) {
+        memcpy(p->body, s, n + 1);
+        p->body_len = n;
+        free(s);
+    } else {
+        set_big(a, s);
+    }
+}
+
+/*
+ * A PUT's require_claims and min_account_age_days (absent: as they were)
+ * checked into a->elig (gw_elig_parse), or 400 naming the problem.
+ */
+static bool elig_arg(admin_call_t *a, json_t *j, const char *id)
+{
+    gw_elig_rule_t old;
+    bool had = gw_elig_get(a->srv, id, &old);
+    int64_t days = had ? old.min_age_days : 0;
+    if (!get_int(j, "min_account_age_days", 0, GW_ELIG_AGE_MAX_DAYS, false, &days, a->p))
+        return false;
+    json_t *rq = json_object_get(j, "require_claims"), *own = NULL;
+    if (json_is_null(rq))
+        rq = NULL;
+    else if (!rq && had && old.n_claims) {
+        rq = own = json_object();
+        for (uint32_t i = 0; i < old.n_claims; i++)
+            json_object_set_new(own, old.claims[i], json_true());
+    }
+    char why[512];
+    int rc = gw_elig_parse(a->srv, id, rq, days, &a->elig, why, sizeof(why));
+    json_decref(own);
+    if (rc) {
+        gw_resp_error(a->p, GW_R_BAD_REQUEST, NULL, "%s", why);
+        return false;
+    }
+    return true;
+}
 
 /* Appends the lottery's window to a sale body (only when the sale has one). */
 static void fair_fields(gw_server_t *srv, gw_resp_t *p, const char *sale_id)
@@ -868,7 +930,8 @@ static void h_sale_put(admin_call_t *a)
     static const char *const keys[] = {"stock",          "per_user_limit", "starts_at",
                                        "ends_at",        "fair_window_ms", "fair_early_ms",
                                        "waiting_room_rate", "registration_opens_at",
-                                       "registration_closes_at", NULL};
+                                       "registration_closes_at", "require_claims",
+                                       "min_account_age_days", NULL};
     inv_sale_def_t d;
     memset(&d, 0, sizeof(d));
     memcpy(d.sale_id, id, strlen(id) + 1); /* id was checked: <= 64 chars */
@@ -884,7 +947,8 @@ static void h_sale_put(admin_call_t *a)
         get_int(j, "fair_early_ms", 0, GW_FAIR_EARLY_MAX_MS, false, &fearly, p) &&
         get_int(j, "waiting_room_rate", 0, GW_WR_RATE_MAX, false, &wr, p) &&
         get_reg_time(j, "registration_opens_at", &ropen, p) &&
-        get_reg_time(j, "registration_closes_at", &rclose, p)) {
+        get_reg_time(j, "registration_closes_at", &rclose, p) &&
+        elig_arg(a, j, id)) {
         if (d.starts_at_ms && d.ends_at_ms && d.ends_at_ms <= d.starts_at_ms) {
             gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "ends_at must be after starts_at");
         } else if (fwin > 0 && !d.starts_at_ms) {
@@ -928,6 +992,11 @@ static void h_sale_put(admin_call_t *a)
             bool drawn = rc == CM_ECONFLICT; /* the lottery has had its one draw */
             if (rc == 0)
                 rc = inv_sale_put(srv->inv, &d, &info, why, sizeof(why));
+            if (rc == 0 && (rc = gw_elig_set(srv, &a->elig, why, sizeof(why))) != 0) {
+                sale_saved_error(a, id, rc, why, existed ? &before : NULL, &info);
+                json_decref(j);
+                return;
+            }
             if (rc == 0) {
                 rc = gw_fair_configure(srv, id, fwin, fearly, wr, why, sizeof(why));
                 if (rc == 0)
@@ -950,6 +1019,7 @@ static void h_sale_put(admin_call_t *a)
                 sale_reply(p, existed ? GW_R_OK : GW_R_CREATED, &info);
                 fair_fields(srv, p, id);
                 reg_fields(srv, p, id);
+                elig_fields(a, id);
                 gw_audit_record(srv, a->who, "sale.put", id, existed ? sale_obj(&before) : NULL,
                                 sale_obj(&info));
                 cm_log_info("admin", "sale defined", "sale=%s stock=%lld per_user_limit=%u",
@@ -972,6 +1042,7 @@ static void h_sale_get(admin_call_t *a)
         sale_reply(a->p, GW_R_OK, &info);
         fair_fields(a->srv, a->p, a->arg);
         reg_fields(a->srv, a->p, a->arg);
+        elig_fields(a, a->arg);
     } else {
         inv_error(a->p, rc, "", a->arg);
     }
@@ -992,6 +1063,7 @@ static void h_sale_delete(admin_call_t *a)
          * a sale created again under the id answer 409 lottery_drawn, or take its draw. A
          * DELETE of a sale that is gone clears what a failed clean-up left. */
         char fwhy[256] = "";
+        gw_elig_sale_deleted(srv, a->arg);
         int frc = gw_fair_sale_deleted(srv, a->arg, rc == CM_ENOTFOUND, fwhy, sizeof(fwhy));
         if (frc != 0 && frc != CM_ENOTFOUND) {
             gw_resp_error(a->p, GW_R_UNAVAILABLE, NULL,
@@ -1070,17 +1142,33 @@ static void h_sale_restock(admin_call_t *a)
     json_decref(j);
 }
 
+typedef struct list_ctx {
+    gw_server_t *srv;
+    json_t *arr;
+} list_ctx_t;
+
+/* A sale of a list, with its eligibility rule when it has one. */
 static void list_one(inv_sale_t *sale, void *ctx)
 {
+    list_ctx_t *lc = ctx;
     inv_sale_info_t info;
     inv_sale_snapshot(sale, &info);
-    json_array_append_new(ctx, sale_obj(&info));
+    json_t *o = sale_obj(&info);
+    gw_elig_rule_t el;
+    if (o && gw_elig_get(lc->srv, info.sale_id, &el)) {
+        json_t *rq = json_object();
+        for (uint32_t i = 0; i < el.n_claims; i++)
+            json_object_set_new(rq, el.claims[i], json_true());
+        json_object_set_new(o, "require_claims", rq);
+        json_object_set_new(o, "min_account_age_days", json_integer(el.min_age_days));
+    }
+    json_array_append_new(lc->arr, o);
 }
 
 static void h_sales_list(admin_call_t *a)
 {
     json_t *arr = json_array();
-    inv_sale_foreach(a->srv->inv, list_one, arr);
+    inv_sale_foreach(a->srv->inv, list_one, &(list_ctx_t){a->srv, arr});
     json_t *o = json_pack("{s:o}", "sales", arr);
     set_big(a, json_dumps(o, JSON_COMPACT));
     json_decref(o);
@@ -1682,7 +1770,7 @@ static char *stats_json(gw_server_t *srv)
     json_object_set_new(o, "proxy_client_aborts", json_integer((json_int_t)c.proxy_client_aborts));
     json_object_set_new(o, "proxy_stale_conns", json_integer((json_int_t)c.proxy_stale_conns));
     json_t *sales = json_array();
-    inv_sale_foreach(srv->inv, list_one, sales);
+    inv_sale_foreach(srv->inv, list_one, &(list_ctx_t){srv, sales});
     json_object_set_new(o, "sales", sales);
     gw_kafka_stats(srv, o);
     gw_fleet_stats(srv, o);

@@ -10,6 +10,7 @@
 #include "gateway/base/gw_base.h"
 #include "gateway/base/gw_fleet.h"
 #include "gateway/buy/gw_buy.h"
+#include "gateway/buy/gw_elig.h"
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_identity.h"
 #include "gateway/ctl/gw_ctl.h"
@@ -343,6 +344,8 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
     /* After the replay: a lottery's winners are orders the replay knows. */
     if ((rc = gw_fair_open(srv, errbuf, errlen)))
         return rc;
+    if ((rc = gw_elig_open(srv, errbuf, errlen)))
+        return rc;
 
     if ((rc = gw_kafka_start(srv, errbuf, errlen)))
         return rc;
@@ -385,6 +388,7 @@ void gw_server_stop(gw_server_t *srv)
     gw_workers_free_guards(srv); /* the admin's stats read them until it stops */
     gw_identity_stop(srv); /* the workers verify and /metrics reads its counters until they stop */
     gw_fair_close(srv); /* the workers and the admin read it until they stop */
+    gw_elig_close(srv);
     gw_px_stop(srv); /* before gw_overload_stop: it reads the registered routes */
     gw_overload_stop(srv);
     gw_fleet_stop(srv);
