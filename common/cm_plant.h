@@ -37,6 +37,9 @@ typedef enum {
     CM_PLANT_SIM_RELAY_HELD_TWICE, /* (the simulator's relay model) outcomes per id are a bit, not a
                                       count: an order twice in one spool holds the release point (a
                                       past review defect) */
+    CM_PLANT_INV_SOLD_OUT_STALE, /* a restock races a sell-out: the sold-out flag is stored from a
+                                    read taken before the restock, not checked again, and stays set
+                                    with units back */
     CM_PLANT_COUNT
 } cm_plant_t;
 

@@ -24,6 +24,7 @@
 #include "common/cm_plant.h"
 #include "common/cm_rand.h"
 #include "common/cm_time.h"
+#include "common/cm_yield.h"
 #include "inventory/inv.h"
 #include "queue/oq_order.h"
 #include "queue/oq_spool.h"
@@ -158,6 +159,8 @@ typedef struct world {
     uint32_t nords;
     uint32_t keygen;
     pendkey_t pend[NU_MAX];
+    gw_t *in_reserve;       /* the gateway whose inv_reserve runs (its yield points may act) */
+    uint64_t yield_edits;   /* stock edits run at a yield point */
     sim_result_t *res;
     bool failed;
 } world_t;
@@ -777,7 +780,19 @@ static void do_buy(world_t *wd)
         snprintf(req.idem_key, sizeof(req.idem_key), "k%u", key);
     snprintf(req.order_id, sizeof(req.order_id), "o%u", n);
     sim_disk_use(g->disk);
+    inv_sale_info_t before;
+    if (inv_sale_get(g->inv, g->sale_id, &before) != 0)
+        before.stock_left = 0;
+    uint64_t edits = wd->yield_edits;
+    wd->in_reserve = g;
     int rc = inv_reserve(g->w, &req);
+    wd->in_reserve = NULL;
+    if (rc == INV_SOLD_OUT && wd->yield_edits == edits && before.stock_left >= (int64_t)qty) {
+        tr(wd, "gw%d: buy u%u k%u qty %u -> sold out", gi, u, key, qty);
+        fail(wd, "gw%d: a buy of %u answered 410 sold out while %" PRId64 " units were left", gi,
+             qty, before.stock_left);
+        return;
+    }
     if (rc == INV_RESERVED) {
         /* a new reservation leaves stock and limit kept (a replay may hold more
          * for a while, by design, until the outcomes read again give units back) */
@@ -878,17 +893,45 @@ static void do_limit_edit(world_t *wd)
     }
 }
 
-static void do_restock(world_t *wd)
+static void restock_on(world_t *wd, gw_t *g)
 {
-    gw_t *g = &wd->gw[rnd(wd, (uint32_t)wd->ng)];
-    if (!g->up)
-        return;
     int64_t add = 1 + rnd(wd, 4);
     char err[200];
     if (inv_restock(g->inv, g->sale_id, add, NULL, err, sizeof(err)) == 0) {
         g->stock_total += add;
         tr(wd, "gw%d: restock +%" PRId64 " -> %" PRId64, g->idx, add, g->stock_total);
     }
+}
+
+static void do_restock(world_t *wd)
+{
+    gw_t *g = &wd->gw[rnd(wd, (uint32_t)wd->ng)];
+    if (g->up)
+        restock_on(wd, g);
+}
+
+/* The world the yield hook acts on (one thread; set for the length of sim_run). */
+static world_t *yield_world;
+
+/*
+ * A yield point of the real code (cm_yield.h): the admin thread's restock may
+ * run between a reservation's read of the stock and its store of the sold-out
+ * flag. Only inside a buy's inv_reserve (the buy path holds no admin lock
+ * there; the admin calls themselves do), and not again inside itself.
+ */
+static void sim_yield(cm_yield_t at)
+{
+    world_t *wd = yield_world;
+    if (!wd || at != CM_YIELD_SOLD_OUT_SYNC || !wd->in_reserve || !wd->faults)
+        return;
+    gw_t *g = wd->in_reserve;
+    if (!chance(wd, 0.15))
+        return;
+    wd->in_reserve = NULL;
+    tr(wd, "gw%d: (yield in the sold-out flag's update)", g->idx);
+    restock_on(wd, g);
+    wd->yield_edits++;
+    wd->in_reserve = g;
 }
 
 /*---- the relay (oq_relay.c, release on settle) ----*/
@@ -1201,6 +1244,8 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
     wd->res = out;
     wd->tr = opts->trace;
     cm_rand_seed(&wd->rng, opts->seed);
+    yield_world = wd;
+    cm_yield_set(sim_yield);
     cm_time_set_fake(true, 1000000000ull, 1700000000000LL);
     wd->ng = 1 + (int)rnd(wd, NG_MAX);
     wd->nu = 4 + (int)rnd(wd, NU_MAX - 4);
@@ -1296,6 +1341,8 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
     }
     free(wd->outs);
     st_batch_writer_free(&wd->bw);
+    cm_yield_set(NULL);
+    yield_world = NULL;
     cm_time_set_fake(false, 0, 0);
     free(wd);
 }
