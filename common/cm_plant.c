@@ -26,6 +26,7 @@ const char *const cm_plant_names[CM_PLANT_COUNT] = {
     [CM_PLANT_SIM_RELAY_DROP_ON_ERROR] = "sim_relay_drop_on_error",
     [CM_PLANT_SIM_RELAY_HELD_TWICE] = "sim_relay_held_twice",
     [CM_PLANT_INV_SOLD_OUT_STALE] = "inv_sold_out_stale",
+    [CM_PLANT_INV_REDUCE_BELOW_HELD] = "inv_reduce_below_held",
 };
 
 void cm_plant_set(cm_plant_t p)

@@ -40,6 +40,7 @@ typedef enum {
     CM_PLANT_INV_SOLD_OUT_STALE, /* a restock races a sell-out: the sold-out flag is stored from a
                                     read taken before the restock, not checked again, and stays set
                                     with units back */
+    CM_PLANT_INV_REDUCE_BELOW_HELD, /* a stock edit below the units already held is accepted */
     CM_PLANT_COUNT
 } cm_plant_t;
 

@@ -991,7 +991,7 @@ static int mem_sale_put(inv_t *inv, const inv_sale_def_t *def, inv_sale_info_t *
     if (delta < 0) {
         int64_t cur = atomic_load(&s->stock_left);
         do {
-            if (cur + delta < 0) {
+            if (cur + delta < 0 && !CM_PLANT(INV_REDUCE_BELOW_HELD)) {
                 cm_errbuf_set(errbuf, errlen,
                         "stock=%lld is below the %lld units already accepted",
                         (long long)def->stock, (long long)(total - cur));

@@ -49,6 +49,7 @@ enum { O_FREE = 0, O_APPENDED, O_ACKED, O_REFUSED };
 /* What the oracle knows of one order id. */
 typedef struct ord {
     uint8_t gw, user, qty, state;
+    uint8_t limit_at; /* the per-user limit in force when it was reserved */
     bool exempt; /* durability write and a power loss since its 202: may be lost */
     bool in_topic;
     uint32_t key; /* the client's idempotency key number, 0 = none */
@@ -78,6 +79,7 @@ typedef struct gw {
     char sale_id[16];
     int64_t stock_total;       /* sales.json: survives a crash */
     uint32_t limit, max_limit; /* the per-user limit now (sales.json), the highest it was */
+    int64_t starts_ms, ends_ms; /* the sale's window now (sales.json; 0: open, no end) */
     bool power_lost_write;     /* durability write lost a tail: the end count may differ */
     /* the relay (process memory) */
     rent_t *ring;
@@ -606,7 +608,10 @@ static void gw_start(world_t *wd, gw_t *g)
         fail(wd, "gw%d: inv_open: %s", g->idx, err);
         return;
     }
-    inv_sale_def_t def = {.stock = g->stock_total, .per_user_limit = g->limit};
+    inv_sale_def_t def = {.stock = g->stock_total,
+                          .per_user_limit = g->limit,
+                          .starts_at_ms = g->starts_ms,
+                          .ends_at_ms = g->ends_ms};
     snprintf(def.sale_id, sizeof(def.sale_id), "%s", g->sale_id);
     if (inv_sale_put(g->inv, &def, NULL, err, sizeof(err)) != 0 ||
         inv_worker_open(g->inv, NULL, &g->w) != 0) {
@@ -675,9 +680,12 @@ static int spool_event(world_t *wd, gw_t *g, const oq_order_t *ev)
 static void check_inv(world_t *wd, gw_t *g, const char *user)
 {
     inv_sale_info_t si;
-    if (inv_sale_get(g->inv, g->sale_id, &si) == 0 && si.accepted_units > si.stock_total)
-        fail(wd, "gw%d: %" PRId64 " units accepted of a stock of %" PRId64 " (oversell)", g->idx,
-             si.accepted_units, si.stock_total);
+    if (inv_sale_get(g->inv, g->sale_id, &si) == 0 &&
+        (si.accepted_units > g->stock_total || si.stock_total != g->stock_total))
+        fail(wd,
+             "gw%d: %" PRId64 " units accepted of a stock of %" PRId64
+             " (oversell; the stock as edited is %" PRId64 ")",
+             g->idx, si.accepted_units, si.stock_total, g->stock_total);
     uint32_t units = 0;
     if (user && inv_user_units(g->inv, g->sale_id, user, &units) == 0 && units > g->limit)
         fail(wd, "gw%d: user %s holds %u units after a new reservation, the limit is %u", g->idx,
@@ -772,8 +780,23 @@ static void do_buy(world_t *wd)
     }
     if (wd->nords + 1 >= ORD_MAX || g->nwait == CM_ARRAY_LEN(g->wait))
         return;
+    /* the sale's window as the buy path reads it (gw_buy.c): 425 before, 410 after */
+    inv_sale_terms_t terms;
+    inv_sale_terms(g->sale, &terms);
+    int64_t wall = cm_wall_ms();
+    if ((terms.starts_at_ms && wall < terms.starts_at_ms) ||
+        (terms.ends_at_ms && wall >= terms.ends_at_ms)) {
+        bool early = terms.starts_at_ms && wall < terms.starts_at_ms;
+        tr(wd, "gw%d: buy u%u k%u qty %u -> %s", gi, u, key, qty, early ? "425" : "410 ended");
+        if (early)
+            key_pending(wd, u, key, gi, qty);
+        else if (key && pk->key == key)
+            pk->active = false;
+        return;
+    }
     uint32_t n = wd->nords++;
-    wd->ords[n] = (ord_t){.gw = (uint8_t)gi, .user = (uint8_t)u, .qty = (uint8_t)qty, .key = key};
+    wd->ords[n] = (ord_t){.gw = (uint8_t)gi, .user = (uint8_t)u, .qty = (uint8_t)qty, .key = key,
+                          .limit_at = (uint8_t)g->limit};
     inv_reserve_req_t req = {.sale = g->sale, .qty = qty};
     snprintf(req.user_id, sizeof(req.user_id), "u%u", u);
     if (key)
@@ -797,6 +820,8 @@ static void do_buy(world_t *wd)
         /* a new reservation leaves stock and limit kept (a replay may hold more
          * for a while, by design, until the outcomes read again give units back) */
         check_inv(wd, g, req.user_id);
+        if ((g->starts_ms && wall < g->starts_ms) || (g->ends_ms && wall >= g->ends_ms))
+            fail(wd, "gw%d: o%u reserved outside the sale's window", gi, n);
         wd->ords[n].state = O_APPENDED;
         oq_order_t o;
         fill_order(wd, n, &o);
@@ -875,21 +900,74 @@ static void do_cancel(world_t *wd)
     tr(wd, "gw%d: cancel o%u -> %s", r->gw, n, rc == 0 ? "202" : cm_errname(rc));
 }
 
-/* An admin edits the per-user limit (a lowered one binds new buys only). */
-static void do_limit_edit(world_t *wd)
+/* An admin's PUT of g's sale: the new terms in force once it returns 0. */
+static int sale_put(world_t *wd, gw_t *g, int64_t stock, uint32_t limit, int64_t starts,
+                    int64_t ends, char *err, size_t errlen)
+{
+    inv_sale_def_t def = {
+        .stock = stock, .per_user_limit = limit, .starts_at_ms = starts, .ends_at_ms = ends};
+    snprintf(def.sale_id, sizeof(def.sale_id), "%s", g->sale_id);
+    int rc = inv_sale_put(g->inv, &def, NULL, err, errlen);
+    if (rc == 0) {
+        g->stock_total = stock;
+        g->limit = limit;
+        if (limit > g->max_limit)
+            g->max_limit = limit;
+        g->starts_ms = starts;
+        g->ends_ms = ends;
+    }
+    (void)wd;
+    return rc;
+}
+
+/*
+ * An admin edits the sale between buys: the per-user limit raised or lowered
+ * (a lowered one binds new buys only), the stock reduced (refused below the
+ * units held), the start or the end moved (a sale that has not started, or
+ * has ended, for a while).
+ */
+static void do_sale_edit(world_t *wd)
 {
     gw_t *g = &wd->gw[rnd(wd, (uint32_t)wd->ng)];
     if (!g->up)
         return;
-    uint32_t lim = 1 + rnd(wd, 3);
-    inv_sale_def_t def = {.stock = g->stock_total, .per_user_limit = lim};
-    snprintf(def.sale_id, sizeof(def.sale_id), "%s", g->sale_id);
     char err[200];
-    if (inv_sale_put(g->inv, &def, NULL, err, sizeof(err)) == 0) {
-        g->limit = lim;
-        if (lim > g->max_limit)
-            g->max_limit = lim;
-        tr(wd, "gw%d: per-user limit -> %u", g->idx, lim);
+    int64_t wall = cm_wall_ms();
+    uint32_t kind = rnd(wd, 4);
+    if (kind <= 1) {
+        uint32_t lim = 1 + rnd(wd, 4);
+        if (sale_put(wd, g, g->stock_total, lim, g->starts_ms, g->ends_ms, err, sizeof(err)) == 0)
+            tr(wd, "gw%d: per-user limit -> %u", g->idx, lim);
+    } else if (kind == 2) {
+        inv_sale_info_t before;
+        if (inv_sale_get(g->inv, g->sale_id, &before) != 0)
+            return;
+        int64_t cut = 1 + rnd(wd, 4), stock = g->stock_total > cut ? g->stock_total - cut : 0;
+        int rc = sale_put(wd, g, stock, g->limit, g->starts_ms, g->ends_ms, err, sizeof(err));
+        tr(wd, "gw%d: stock -> %" PRId64 " (%" PRId64 " held): %s", g->idx, stock,
+           before.accepted_units, rc == 0 ? "ok" : err);
+        if (rc == 0)
+            check_inv(wd, g, NULL);
+        else if (before.accepted_units <= stock)
+            fail(wd, "gw%d: stock %" PRId64 " refused with %" PRId64 " units held: %s", g->idx,
+                 stock, before.accepted_units, err);
+    } else {
+        /* a start ahead (a pause before it), an end just ahead or passed, or both gone */
+        int64_t starts = 0, ends = 0;
+        uint32_t w = rnd(wd, 4);
+        if (w == 0)
+            starts = wall + 1 + rnd(wd, 200);
+        else if (w == 1)
+            ends = wall - (int64_t)rnd(wd, 50) + (int64_t)rnd(wd, 400);
+        else if (w == 2) {
+            starts = wall - 1000;
+            ends = wall + 1 + rnd(wd, 600);
+        }
+        if (ends && ends <= 1) /* 0 means no end */
+            ends = 2;
+        if (sale_put(wd, g, g->stock_total, g->limit, starts, ends, err, sizeof(err)) == 0)
+            tr(wd, "gw%d: window -> starts %+" PRId64 " ms, ends %+" PRId64 " ms", g->idx,
+               starts ? starts - wall : 0, ends ? ends - wall : 0);
     }
 }
 
@@ -1163,9 +1241,9 @@ static void one_step(world_t *wd)
     } else if (r < 430) {
         if (wd->faults)
             do_restock(wd);
-    } else if (r < 434) {
+    } else if (r < 440) {
         if (wd->faults)
-            do_limit_edit(wd);
+            do_sale_edit(wd);
     } else if (r < 520) {
         sync_step(wd, g);
     } else if (r < 600) {
@@ -1234,6 +1312,20 @@ static void final_checks(world_t *wd)
             if (per_user[u] > g->max_limit)
                 fail(wd, "gw%d: user u%d has %u units settled, the limit is %u", gi, u, per_user[u],
                      g->max_limit);
+        /* each settled order: its user's settled units up to it within the
+         * limit in force when it was reserved */
+        uint32_t upto[NU_MAX] = {0};
+        for (uint32_t i = 1; i < wd->nords && !wd->failed; i++) {
+            const ord_t *r = &wd->ords[i];
+            if (r->gw != gi || r->db != ST_SETTLED)
+                continue;
+            upto[r->user] += r->qty;
+            if (upto[r->user] > r->limit_at)
+                fail(wd,
+                     "gw%d: user u%u holds %u settled units with o%u, reserved under the "
+                     "limit %u",
+                     gi, r->user, upto[r->user], i, r->limit_at);
+        }
     }
 }
 
