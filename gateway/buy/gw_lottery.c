@@ -477,17 +477,22 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
     pthread_mutex_lock(&fs->mu);
     fs->draw_done_ms = cm_wall_ms();
     /* Every winner's "W" line, then "F": a finished draw's log names all its
-     * winners. Without them all, no "F": a restart then reads the winners
-     * from the spool, as after a crash in the middle of the draw. */
-    if (log_winners(fs) == 0) {
+     * winners. The draw is done once "F" is durable, not before: a draw
+     * taken as done without it is resumed by a restart after a power loss,
+     * and that could give an order to an entrant told it lost, after the
+     * sale went first-come (flashgate-sim, docs/simulation.md). Until then
+     * buys get 503 and the next tick writes the lines again. */
+    int lrc = log_winners(fs);
+    if (lrc == 0) {
         char line[64];
         int len = snprintf(line, sizeof(line), "F %lld\n", (long long)fs->draw_done_ms);
-        if (gw_fair__log_line(fs, line, (size_t)len, true) != 0)
-            cm_log_error("fair", "cannot record the end of the draw", "sale=%s", fs->sale_id);
-    } else {
-        cm_log_error("fair",
-                     "cannot record the draw's winners; a restart reads them from the spool",
-                     "sale=%s", fs->sale_id);
+        lrc = gw_fair__log_line(fs, line, (size_t)len, true);
+    }
+    if (lrc != 0) {
+        cm_log_error("fair", "cannot record the end of the draw; tried again", "sale=%s",
+                     fs->sale_id);
+        pthread_mutex_unlock(&fs->mu);
+        return;
     }
     atomic_store_explicit(&fs->drawn, true, memory_order_release);
     pthread_mutex_unlock(&fs->mu);
