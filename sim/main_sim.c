@@ -119,6 +119,11 @@ int main(int argc, char **argv)
         }
         char line[256];
         while (fgets(line, sizeof(line), f)) {
+            if (!strchr(line, '\n')) { /* a long line: its rest is no seed */
+                int ch;
+                while ((ch = fgetc(f)) != EOF && ch != '\n')
+                    ;
+            }
             char *p = line + strspn(line, " \t");
             if (*p == '#' || *p == '\n' || *p == '\0')
                 continue;
