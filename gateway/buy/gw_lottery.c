@@ -61,6 +61,40 @@ static void compute_order(gw_fair_sale_t *fs)
         fs->v[fs->perm[i]].pos = (uint32_t)(i + 1);
 }
 
+/*
+ * Writes the log's bytes again over themselves and fdatasyncs it: the end of
+ * a draw is trusted only once this succeeds. After a failed fdatasync the
+ * kernel may have marked the lines clean without writing them: they read
+ * back from the page cache (a restart after a kill -9 sees them) and a plain
+ * fdatasync then reports success, but a power loss loses them (the spool's
+ * recovery writes again for the same reason). Returns 0 or CM_EIO.
+ */
+static int log_make_durable(const char *path)
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return CM_EIO;
+    char buf[65536];
+    off_t off = 0;
+    int rc = 0;
+    for (;;) {
+        ssize_t n = pread(fd, buf, sizeof(buf), off);
+        if (n <= 0) {
+            rc = n < 0 ? CM_EIO : 0;
+            break;
+        }
+        if (pwrite(fd, buf, (size_t)n, off) != n) {
+            rc = CM_EIO;
+            break;
+        }
+        off += n;
+    }
+    if (rc == 0 && fdatasync(fd) != 0)
+        rc = CM_EIO;
+    close(fd);
+    return rc;
+}
+
 /* Counts an entry of the draw as won (once). fs->mu held or single-threaded. */
 static void mark_won(gw_fair_sale_t *fs, entry_t *e)
 {
@@ -159,7 +193,13 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
                 fs->lost++;
             }
         fs->next = fs->ndraw;
-        atomic_store(&fs->drawn, true);
+        /* decided, but done only once "F" is durable: else the draw's
+         * thread writes the lines again (gw_fair__run_draw) */
+        if (log_make_durable(path) == 0)
+            atomic_store(&fs->drawn, true);
+        else
+            cm_log_error("fair", "the end of the draw is not durable; written again",
+                         "sale=%s", fs->sale_id);
     }
 }
 
@@ -486,7 +526,11 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
     if (lrc == 0) {
         char line[64];
         int len = snprintf(line, sizeof(line), "F %lld\n", (long long)fs->draw_done_ms);
-        lrc = gw_fair__log_line(fs, line, (size_t)len, true);
+        lrc = gw_fair__log_line(fs, line, (size_t)len, false);
+        char path[700];
+        gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
+        if (lrc == 0)
+            lrc = log_make_durable(path);
     }
     if (lrc != 0) {
         cm_log_error("fair", "cannot record the end of the draw; tried again", "sale=%s",
