@@ -1,14 +1,18 @@
 /*
  * The simulated sale (sim_world.h, docs/simulation.md).
  *
- * Real code: the memory inventory (inventory/inv.h), the spool and its
+ * Real code: the memory inventory (inventory/inv.h) with its yield points
+ * (common/cm_yield.h: sim_yield runs a restock there), the spool and its
  * recovery (queue/oq_spool.h) on sim_disk, the order codec, settlement's
- * batch writer and settle step (st_batch_write, st_sink_settle) on sim_sink.
+ * batch writer and settle step (st_batch_write, st_sink_settle) on sim_sink,
+ * the lottery's draw order (gw_fair_order).
  * Modelled here, each after the file named: the gateway's buy (gw_buy.c:
- * reserve, spool, fdatasync, 202; a failed write gives the units back; a
- * keyed retry whose order the status table forgot spools it again), its
- * start-up replay and compensation (gw_server.c replay_one, gw_release.c
- * gw_compensate),
+ * the sale's window, reserve, spool, fdatasync, 202; a failed write gives
+ * the units back; a keyed retry whose order the status table forgot spools
+ * it again), the admin's sale edits (gw_admin.c, through inv_sale_put and
+ * inv_restock), the start-window lottery (gw_lottery.c: entries, the entry
+ * log, the draw, its resume after a crash), its start-up replay and
+ * compensation (gw_server.c replay_one, gw_release.c gw_compensate),
  * the relay in release-on-settle mode (oq_relay.c: tail the spool, produce,
  * resend on a failed delivery, release the done prefix, outcomes counted per
  * id), the broker (per-partition order, duplicates on a retried produce,
