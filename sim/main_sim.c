@@ -168,12 +168,11 @@ int main(int argc, char **argv)
                 break;
             s = seed + k;
         }
-        sim_opts_t o = {
-            .seed = s,
-            .steps = steps,
-            .trace = trace ? stdout : NULL,
-            .fsync_only = fs_only,
-            .open_defects = open_defects};
+        sim_opts_t o = {.seed = s,
+                        .steps = steps,
+                        .trace = trace ? stdout : NULL,
+                        .fsync_only = fs_only,
+                        .open_defects = open_defects};
         sim_result_t r;
         sim_run(&o, &r);
         done++;

@@ -57,7 +57,7 @@ typedef struct ord {
     uint8_t gw, user, qty, state;
     uint8_t limit_at; /* the per-user limit in force when it was reserved */
     uint32_t rseq;    /* when it was reserved (the world's count of reservations) */
-    bool exempt; /* durability write and a power loss since its 202: may be lost */
+    bool exempt;      /* durability write and a power loss since its 202: may be lost */
     bool in_topic;
     uint32_t key; /* the client's idempotency key number, 0 = none */
     uint8_t db;   /* the committed status in the database (ST_*) */
@@ -77,8 +77,8 @@ enum { E_ENTERED = 0, E_WON, E_LOST };
 #define LOT_LOG_MAX 256
 
 typedef struct lot_ent {
-    uint32_t ord; /* the entry id: the order id it becomes if it wins */
-    uint32_t key; /* the buy's idempotency key number, 0 = none */
+    uint32_t ord;  /* the entry id: the order id it becomes if it wins */
+    uint32_t key;  /* the buy's idempotency key number, 0 = none */
     uint64_t hkey; /* siphash(secret, user id): the draw's sort key */
     uint8_t user, qty, state;
     bool wlogged;
@@ -135,10 +135,10 @@ typedef struct gw {
     inv_worker_t *w;
     inv_sale_t *sale;
     char sale_id[16];
-    int64_t stock_total;       /* sales.json: survives a crash */
-    uint32_t limit, max_limit; /* the per-user limit now (sales.json), the highest it was */
+    int64_t stock_total;        /* sales.json: survives a crash */
+    uint32_t limit, max_limit;  /* the per-user limit now (sales.json), the highest it was */
     int64_t starts_ms, ends_ms; /* the sale's window now (sales.json; 0: open, no end) */
-    bool power_lost_write;     /* durability write lost a tail: the end count may differ */
+    bool power_lost_write;      /* durability write lost a tail: the end count may differ */
     /* the relay (process memory) */
     rent_t *ring;
     size_t rhead, rn, rcap;
@@ -223,9 +223,9 @@ typedef struct world {
     uint32_t nords;
     uint32_t keygen;
     pendkey_t pend[NU_MAX];
-    gw_t *in_reserve;       /* the gateway whose inv_reserve runs (its yield points may act) */
-    uint64_t yield_edits;   /* stock edits run at a yield point */
-    uint32_t rseq;          /* reservations so far */
+    gw_t *in_reserve;     /* the gateway whose inv_reserve runs (its yield points may act) */
+    uint64_t yield_edits; /* stock edits run at a yield point */
+    uint32_t rseq;        /* reservations so far */
     sim_result_t *res;
     bool failed;
 } world_t;
@@ -875,7 +875,10 @@ static void do_buy(world_t *wd)
         return;
     }
     uint32_t n = wd->nords++;
-    wd->ords[n] = (ord_t){.gw = (uint8_t)gi, .user = (uint8_t)u, .qty = (uint8_t)qty, .key = key,
+    wd->ords[n] = (ord_t){.gw = (uint8_t)gi,
+                          .user = (uint8_t)u,
+                          .qty = (uint8_t)qty,
+                          .key = key,
                           .limit_at = (uint8_t)g->limit};
     inv_reserve_req_t req = {.sale = g->sale, .qty = qty};
     snprintf(req.user_id, sizeof(req.user_id), "u%u", u);
@@ -1125,8 +1128,8 @@ static bool lot_buy(world_t *wd, gw_t *g, uint32_t u, uint32_t qty, uint32_t key
     lot_ent_t *e = lot_user(L, u);
     if (e) {
         if (L->o_entry[u] && e->ord != L->o_entry[u] && !L->o_power)
-            fail(wd, "gw%d: lottery: u%u entered as e%u, now answered e%u (two entries)", g->idx,
-                 u, L->o_entry[u], e->ord);
+            fail(wd, "gw%d: lottery: u%u entered as e%u, now answered e%u (two entries)", g->idx, u,
+                 L->o_entry[u], e->ord);
         tr(wd, "gw%d: buy u%u -> 202 entered already (e%u)", g->idx, u, e->ord);
         return true;
     }
@@ -1138,8 +1141,9 @@ static bool lot_buy(world_t *wd, gw_t *g, uint32_t u, uint32_t qty, uint32_t key
                           .qty = (uint8_t)qty,
                           .key = key,
                           .limit_at = (uint8_t)g->limit};
-    if (!lot_log(wd, g, (lot_line_t){.kind = 'E', .user = (uint8_t)u, .qty = (uint8_t)qty,
-                                     .ord = n, .key = key},
+    if (!lot_log(wd, g,
+                 (lot_line_t){
+                     .kind = 'E', .user = (uint8_t)u, .qty = (uint8_t)qty, .ord = n, .key = key},
                  false)) {
         tr(wd, "gw%d: buy u%u -> 503 (the entry log is full)", g->idx, u);
         return true;
@@ -1213,8 +1217,8 @@ static void lot_check_done(world_t *wd, gw_t *g)
         /* never more than its entry; exactly it or nothing unless units came back */
         uint32_t want = e->state == E_WON ? e->qty : 0;
         if (held > e->qty || (exact && !e->held_lost && held != want))
-            fail(wd, "gw%d: lottery: entrant %s %s with %u units, holds %u after the draw",
-                 g->idx, user, e->state == E_WON ? "won" : "lost", e->qty, held);
+            fail(wd, "gw%d: lottery: entrant %s %s with %u units, holds %u after the draw", g->idx,
+                 user, e->state == E_WON ? "won" : "lost", e->qty, held);
         bool wins = !exhausted && e->qty <= L->o_limit && left >= e->qty;
         if (wins)
             left -= e->qty;
@@ -1230,11 +1234,11 @@ static void lot_check_done(world_t *wd, gw_t *g)
     int64_t back = (int64_t)(g->units_back - L->o_units_back);
     if (units > L->o_stock + back)
         fail(wd,
-             "gw%d: lottery: winners hold %" PRId64 " units of a stock of %" PRId64
-             " (%" PRId64 " units came back during the draw)",
+             "gw%d: lottery: winners hold %" PRId64 " units of a stock of %" PRId64 " (%" PRId64
+             " units came back during the draw)",
              g->idx, units, L->o_stock, back);
-    tr(wd, "gw%d: lottery: draw done, %zu entrants, %" PRId64 " units won of %" PRId64 "%s",
-       g->idx, L->ndraw, units, L->o_stock, exact ? "" : " (units came back meanwhile)");
+    tr(wd, "gw%d: lottery: draw done, %zu entrants, %" PRId64 " units won of %" PRId64 "%s", g->idx,
+       L->ndraw, units, L->o_stock, exact ? "" : " (units came back meanwhile)");
 }
 
 /* Gives back the units of an order whose record could not be written (gw_release_unaccepted). */
@@ -1283,8 +1287,7 @@ static void lottery_step(world_t *wd, gw_t *g)
     }
     lot_check_order(wd, g);
     for (uint32_t k = 1 + rnd(wd, 6); k > 0 && L->next < L->ndraw && !wd->failed; k--) {
-        lot_ent_t *e =
-            &L->v[CM_PLANT(SIM_LOTTERY_ARRIVAL_ORDER) ? L->next : L->perm[L->next]];
+        lot_ent_t *e = &L->v[CM_PLANT(SIM_LOTTERY_ARRIVAL_ORDER) ? L->next : L->perm[L->next]];
         uint8_t st = e->state;
         if (st == E_ENTERED && !L->exhausted) {
             inv_reserve_req_t rq = {.sale = g->sale, .qty = e->qty};
