@@ -25,6 +25,11 @@ const char *const cm_plant_names[CM_PLANT_COUNT] = {
     [CM_PLANT_SETTLE_COPY_RERUN] = "settle_copy_rerun",
     [CM_PLANT_SIM_RELAY_DROP_ON_ERROR] = "sim_relay_drop_on_error",
     [CM_PLANT_SIM_RELAY_HELD_TWICE] = "sim_relay_held_twice",
+    [CM_PLANT_INV_SOLD_OUT_STALE] = "inv_sold_out_stale",
+    [CM_PLANT_INV_REDUCE_BELOW_HELD] = "inv_reduce_below_held",
+    [CM_PLANT_SIM_LOTTERY_NEW_SEED] = "sim_lottery_new_seed",
+    [CM_PLANT_SIM_LOTTERY_CUT_FORGETS] = "sim_lottery_cut_forgets",
+    [CM_PLANT_SIM_LOTTERY_ARRIVAL_ORDER] = "sim_lottery_arrival_order",
 };
 
 void cm_plant_set(cm_plant_t p)

@@ -37,6 +37,16 @@ typedef enum {
     CM_PLANT_SIM_RELAY_HELD_TWICE, /* (the simulator's relay model) outcomes per id are a bit, not a
                                       count: an order twice in one spool holds the release point (a
                                       past review defect) */
+    CM_PLANT_INV_SOLD_OUT_STALE,   /* a restock races a sell-out: the sold-out flag is stored from a
+                                      read taken before the restock, not checked again, and stays set
+                                      with units back */
+    CM_PLANT_INV_REDUCE_BELOW_HELD, /* a stock edit below the units already held is accepted */
+    CM_PLANT_SIM_LOTTERY_NEW_SEED,  /* (the simulator's lottery model) a restarted draw ignores its
+                                       logged seed and draws a new one */
+    CM_PLANT_SIM_LOTTERY_CUT_FORGETS, /* (the simulator's lottery model) a draw cut by a crash does
+                                         not take its winners from the spool */
+    CM_PLANT_SIM_LOTTERY_ARRIVAL_ORDER, /* (the simulator's lottery model) winners taken in arrival
+                                           order, the draw order computed but not used */
     CM_PLANT_COUNT
 } cm_plant_t;
 

@@ -25,6 +25,7 @@
  * gateway replays the accepted orders from its spool through inv_replay.
  */
 #include "common/cm_plant.h"
+#include "common/cm_yield.h"
 #include "inventory/inv_backend.h"
 #include "common/cm_hash.h"
 #include "inventory/inv_keyset.h"
@@ -498,8 +499,9 @@ static void sold_out_sync(inv_sale_t *sale)
 {
     for (;;) {
         bool so = atomic_load(&sale->stock_left) <= 0;
+        CM_YIELD(CM_YIELD_SOLD_OUT_SYNC); /* a restock or a release may land here */
         atomic_store(&sale->sold_out, so);
-        if ((atomic_load(&sale->stock_left) <= 0) == so)
+        if (CM_PLANT(INV_SOLD_OUT_STALE) || (atomic_load(&sale->stock_left) <= 0) == so)
             return;
     }
 }
@@ -987,7 +989,7 @@ static int mem_sale_put(inv_t *inv, const inv_sale_def_t *def, inv_sale_info_t *
     if (delta < 0) {
         int64_t cur = atomic_load(&s->stock_left);
         do {
-            if (cur + delta < 0) {
+            if (cur + delta < 0 && !CM_PLANT(INV_REDUCE_BELOW_HELD)) {
                 cm_errbuf_set(errbuf, errlen,
                         "stock=%lld is below the %lld units already accepted",
                         (long long)def->stock, (long long)(total - cur));

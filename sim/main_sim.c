@@ -7,6 +7,8 @@
  *   flashgate-sim --seed-file FILE         every seed listed (regression seeds)
  *   --fsync-only: every seed in durability fsync (else the seed draws it:
  *   fsync two times in three, write otherwise)
+ *   --open-defects: also the steps that meet the defects docs/simulation.md
+ *   lists as open (left out otherwise, so that a batch tests the rest)
  *   flashgate-sim --plant NAME --seeds N --expect-fail
  *                                          plant build: exit 0 iff a seed fails
  *
@@ -36,6 +38,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: flashgate-sim [--seed N] [--seeds N] [--seconds T | --minutes M]\n"
                     "                     [--seed-file FILE] [--steps K] [--trace] [--fsync-only]\n"
+                    "                     [--open-defects]\n"
                     "                     [--plant NAME [--expect-fail]] [--list-plants]\n");
 }
 
@@ -44,6 +47,7 @@ int main(int argc, char **argv)
     uint64_t seed = 1, nseeds = 1, steps = 4000;
     double seconds = 0;
     bool trace = false, expect_fail = false, seed_given = false, fsync_only = false;
+    bool open_defects = false;
     const char *seed_file = NULL, *plant = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -74,6 +78,8 @@ int main(int argc, char **argv)
             i++;
         } else if (!strcmp(a, "--fsync-only")) {
             fsync_only = true;
+        } else if (!strcmp(a, "--open-defects")) {
+            open_defects = true;
         } else if (!strcmp(a, "--trace")) {
             trace = true;
         } else if (!strcmp(a, "--expect-fail")) {
@@ -119,6 +125,11 @@ int main(int argc, char **argv)
         }
         char line[256];
         while (fgets(line, sizeof(line), f)) {
+            if (!strchr(line, '\n')) { /* a long line: its rest is no seed */
+                int ch;
+                while ((ch = fgetc(f)) != EOF && ch != '\n')
+                    ;
+            }
             char *p = line + strspn(line, " \t");
             if (*p == '#' || *p == '\n' || *p == '\0')
                 continue;
@@ -157,8 +168,11 @@ int main(int argc, char **argv)
                 break;
             s = seed + k;
         }
-        sim_opts_t o = {
-            .seed = s, .steps = steps, .trace = trace ? stdout : NULL, .fsync_only = fs_only};
+        sim_opts_t o = {.seed = s,
+                        .steps = steps,
+                        .trace = trace ? stdout : NULL,
+                        .fsync_only = fs_only,
+                        .open_defects = open_defects};
         sim_result_t r;
         sim_run(&o, &r);
         done++;
@@ -172,9 +186,9 @@ int main(int argc, char **argv)
             failures++;
             printf("FAIL seed=%" PRIu64 ": %s\n", s, r.why);
             printf("  reproduce: flashgate-sim --seed %" PRIu64 " --steps %" PRIu64
-                   "%s%s%s --trace\n",
-                   s, steps, fs_only ? " --fsync-only" : "", plant ? " --plant " : "",
-                   plant ? plant : "");
+                   "%s%s%s%s --trace\n",
+                   s, steps, fs_only ? " --fsync-only" : "", open_defects ? " --open-defects" : "",
+                   plant ? " --plant " : "", plant ? plant : "");
 #ifdef FLASHGATE_PLANTS
             if (expect_fail) { /* the plant's doing only if the seed passes without it */
                 cm_plant_t p = cm_plant_active;

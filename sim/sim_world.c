@@ -1,14 +1,18 @@
 /*
  * The simulated sale (sim_world.h, docs/simulation.md).
  *
- * Real code: the memory inventory (inventory/inv.h), the spool and its
+ * Real code: the memory inventory (inventory/inv.h) with its yield points
+ * (common/cm_yield.h: sim_yield runs a restock there), the spool and its
  * recovery (queue/oq_spool.h) on sim_disk, the order codec, settlement's
- * batch writer and settle step (st_batch_write, st_sink_settle) on sim_sink.
+ * batch writer and settle step (st_batch_write, st_sink_settle) on sim_sink,
+ * the lottery's draw order (gw_fair_order).
  * Modelled here, each after the file named: the gateway's buy (gw_buy.c:
- * reserve, spool, fdatasync, 202; a failed write gives the units back; a
- * keyed retry whose order the status table forgot spools it again), its
- * start-up replay and compensation (gw_server.c replay_one, gw_release.c
- * gw_compensate),
+ * the sale's window, reserve, spool, fdatasync, 202; a failed write gives
+ * the units back; a keyed retry whose order the status table forgot spools
+ * it again), the admin's sale edits (gw_admin.c, through inv_sale_put and
+ * inv_restock), the start-window lottery (gw_lottery.c: entries, the entry
+ * log, the draw, its resume after a crash), its start-up replay and
+ * compensation (gw_server.c replay_one, gw_release.c gw_compensate),
  * the relay in release-on-settle mode (oq_relay.c: tail the spool, produce,
  * resend on a failed delivery, release the done prefix, outcomes counted per
  * id), the broker (per-partition order, duplicates on a retried produce,
@@ -20,10 +24,13 @@
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
+#include "common/cm_hash.h"
 #include "common/cm_log.h"
 #include "common/cm_plant.h"
 #include "common/cm_rand.h"
 #include "common/cm_time.h"
+#include "common/cm_yield.h"
+#include "gateway/buy/gw_fair.h"
 #include "inventory/inv.h"
 #include "queue/oq_order.h"
 #include "queue/oq_spool.h"
@@ -48,7 +55,9 @@ enum { O_FREE = 0, O_APPENDED, O_ACKED, O_REFUSED };
 /* What the oracle knows of one order id. */
 typedef struct ord {
     uint8_t gw, user, qty, state;
-    bool exempt; /* durability write and a power loss since its 202: may be lost */
+    uint8_t limit_at; /* the per-user limit in force when it was reserved */
+    uint32_t rseq;    /* when it was reserved (the world's count of reservations) */
+    bool exempt;      /* durability write and a power loss since its 202: may be lost */
     bool in_topic;
     uint32_t key; /* the client's idempotency key number, 0 = none */
     uint8_t db;   /* the committed status in the database (ST_*) */
@@ -61,6 +70,57 @@ typedef struct rent {
     uint8_t state; /* 0 to send, 1 in flight, 2 delivered, 3 done */
     uint64_t seq;
 } rent_t;
+
+/* The start-window lottery (gw_fair.h, gw_lottery.c), modelled on one
+ * gateway's sale; the draw order is the real gw_fair_order. */
+enum { E_ENTERED = 0, E_WON, E_LOST };
+#define LOT_LOG_MAX 256
+
+typedef struct lot_ent {
+    uint32_t ord;  /* the entry id: the order id it becomes if it wins */
+    uint32_t key;  /* the buy's idempotency key number, 0 = none */
+    uint64_t hkey; /* siphash(secret, user id): the draw's sort key */
+    uint8_t user, qty, state;
+    bool wlogged;
+    bool held_lost; /* lost after its reservation (the commit failed): units stay held */
+} lot_ent_t;
+
+/* A line of <data_dir>/fair/<sale>.log: E entry, D seed, W winner, F done. */
+typedef struct lot_line {
+    char kind;
+    uint8_t user, qty;
+    uint32_t ord, key;
+    uint64_t seed;
+} lot_line_t;
+
+typedef struct lottery {
+    bool on;
+    int64_t closes_ms; /* the entry window closes (fair.json) */
+    cm_hash_key_t secret;
+    /* the entry log: survives a kill -9; a power loss keeps the synced lines
+     * and any prefix of the rest (a torn line is cut at the next load) */
+    lot_line_t log[LOT_LOG_MAX];
+    size_t nlog, nsynced;
+    /* process memory */
+    lot_ent_t v[NU_MAX];
+    size_t n, ndraw, next;
+    bool closed, seeded, drawn, exhausted;
+    uint64_t seed;
+    uint32_t perm[NU_MAX];
+    uint32_t won[NU_MAX]; /* reserved and spooled by this process's draw, not yet committed */
+    size_t nwon;
+    /* the oracle */
+    bool o_seeded, o_done;
+    uint64_t o_seed, o_units_back;
+    uint8_t o_order[NU_MAX]; /* the users in draw order, as first drawn */
+    size_t o_ndraw;
+    int64_t o_stock;
+    uint32_t o_limit;
+    uint32_t o_entry[NU_MAX]; /* the entry id each user was answered "entered" with */
+    uint8_t o_won[NU_MAX];    /* E_WON or E_LOST: what each entrant was told once drawn */
+    bool o_power;             /* a power loss before the seed: entries may be lost, by design */
+    bool o_inexact;           /* the winners' commit failed: they lost, their units stay held */
+} lottery_t;
 
 typedef struct waiter {
     uint32_t ord, user, key;
@@ -75,9 +135,10 @@ typedef struct gw {
     inv_worker_t *w;
     inv_sale_t *sale;
     char sale_id[16];
-    int64_t stock_total;       /* sales.json: survives a crash */
-    uint32_t limit, max_limit; /* the per-user limit now (sales.json), the highest it was */
-    bool power_lost_write;     /* durability write lost a tail: the end count may differ */
+    int64_t stock_total;        /* sales.json: survives a crash */
+    uint32_t limit, max_limit;  /* the per-user limit now (sales.json), the highest it was */
+    int64_t starts_ms, ends_ms; /* the sale's window now (sales.json; 0: open, no end) */
+    bool power_lost_write;      /* durability write lost a tail: the end count may differ */
     /* the relay (process memory) */
     rent_t *ring;
     size_t rhead, rn, rcap;
@@ -88,6 +149,9 @@ typedef struct gw {
     uint8_t status[ORD_MAX];
     uint8_t credit[ORD_MAX];
     size_t out_cur;
+    uint64_t units_back; /* units released or given back on this sale, ever (the oracle's) */
+    bool sync_failed;    /* its spool's fdatasync failed in this process (sticky until a start) */
+    lottery_t lot;
     /* buys appended and waiting for the group commit (durability fsync) */
     waiter_t wait[64];
     size_t nwait;
@@ -142,6 +206,7 @@ typedef struct world {
     bool fsync_mode;
     double p_crash, p_power, p_fsync_fail, p_broker_flip, p_dup, p_lost_reply;
     bool faults;
+    bool open_defects; /* sim_opts_t.open_defects */
     gw_t gw[NG_MAX];
     plog_t part[NPART];
     bool broker_up;
@@ -158,9 +223,19 @@ typedef struct world {
     uint32_t nords;
     uint32_t keygen;
     pendkey_t pend[NU_MAX];
+    gw_t *in_reserve;     /* the gateway whose inv_reserve runs (its yield points may act) */
+    uint64_t yield_edits; /* stock edits run at a yield point */
+    uint32_t rseq;        /* reservations so far */
     sim_result_t *res;
     bool failed;
 } world_t;
+
+static void lot_forget(lottery_t *L);
+static void lot_load(world_t *wd, gw_t *g);
+static void lot_cut_winner(gw_t *g, const oq_order_t *o);
+static bool lot_buy(world_t *wd, gw_t *g, uint32_t u, uint32_t qty, uint32_t key);
+static void giveback(world_t *wd, gw_t *g, uint32_t n);
+static void lot_check_done(world_t *wd, gw_t *g);
 
 /*---- helpers ----*/
 
@@ -530,6 +605,12 @@ static void gw_crash(world_t *wd, gw_t *g, bool power, const char *why)
     g->rhead = 0;
     g->nwait = 0; /* their clients never hear: they retry their keys */
     g->gen++;
+    lottery_t *L = &g->lot;
+    if (power && L->nlog > L->nsynced) /* the entry log: written, not synced */
+        L->nlog = L->nsynced + rnd(wd, (uint32_t)(L->nlog - L->nsynced + 1));
+    if (power && !L->o_seeded)
+        L->o_power = true;
+    lot_forget(L);
 }
 
 /* After a call into g's process: if its disk says it died meanwhile, it did. */
@@ -568,6 +649,7 @@ static int replay_cb(const oq_rec_t *rec, void *arg)
             return 1;
         }
         inv_replay(g->inv, o->sale_id, o->user_id, o->qty, o->order_id, o->idem_key);
+        lot_cut_winner(g, o);
         c->seen[n] = 1;
         /* the status table is bounded: some orders are not in it after a start */
         if (rnd(wd, 4) != 0)
@@ -583,7 +665,8 @@ static int replay_cb(const oq_rec_t *rec, void *arg)
     if (o.type == OQ_MSG_RELEASE) {
         int rel = o.giveback ? inv_giveback(g->inv, o.sale_id, o.user_id, o.qty, o.order_id)
                              : inv_release(g->inv, o.sale_id, o.user_id, o.qty, o.order_id);
-        (void)rel;
+        if (rel == 0)
+            g->units_back += o.qty;
         if (!o.giveback && rnd(wd, 4) != 0) /* bounded: some are not in the table */
             g->status[ord_of(o.order_id)] = o.status == OQ_STATUS_FAILED ? ST_FAILED : ST_CANCELLED;
     }
@@ -598,12 +681,16 @@ static void gw_start(world_t *wd, gw_t *g)
         sim_disk_die_after(g->disk, 1 + rnd(wd, 40));
     memset(g->status, 0, sizeof(g->status));
     memset(g->credit, 0, sizeof(g->credit));
+    g->sync_failed = false;
     g->out_cur = 0;
     if (inv_open(&g->inv, "memory", NULL, 8, err, sizeof(err)) != 0) {
         fail(wd, "gw%d: inv_open: %s", g->idx, err);
         return;
     }
-    inv_sale_def_t def = {.stock = g->stock_total, .per_user_limit = g->limit};
+    inv_sale_def_t def = {.stock = g->stock_total,
+                          .per_user_limit = g->limit,
+                          .starts_at_ms = g->starts_ms,
+                          .ends_at_ms = g->ends_ms};
     snprintf(def.sale_id, sizeof(def.sale_id), "%s", g->sale_id);
     if (inv_sale_put(g->inv, &def, NULL, err, sizeof(err)) != 0 ||
         inv_worker_open(g->inv, NULL, &g->w) != 0) {
@@ -630,6 +717,7 @@ static void gw_start(world_t *wd, gw_t *g)
         gw_crash(wd, g, false, "could not open its spool");
         return;
     }
+    lot_load(wd, g); /* the lottery opens before the replay, which finds a cut draw's winners */
     replay_ctx_t *c = cm_xcalloc(1, sizeof(*c));
     c->wd = wd;
     c->g = g;
@@ -647,6 +735,11 @@ static void gw_start(world_t *wd, gw_t *g)
             fail(wd, "gw%d: spool recovery dropped order o%u, answered 202", g->idx, i);
     }
     free(c);
+    if (g->lot.seeded && !g->lot.drawn)
+        tr(wd, "gw%d: lottery: a draw cut by a crash resumes (seed %016" PRIx64 ")", g->idx,
+           g->lot.seed);
+    else if (g->lot.drawn && !g->lot.o_done && !wd->failed) /* its "F" reached the log */
+        lot_check_done(wd, g);
     g->scan_from = oq_spool_released(g->sp);
     g->rel_target = g->scan_from;
     tr(wd, "gw%d: started, replayed %ld records, release point %" PRIu64 ":%" PRIu64, g->idx, nrec,
@@ -656,7 +749,6 @@ static void gw_start(world_t *wd, gw_t *g)
 /* An EVENT record of o (release or cancel) into the spool, committed. */
 static int spool_event(world_t *wd, gw_t *g, const oq_order_t *ev)
 {
-    (void)wd;
     char buf[OQ_ORDER_JSON_MAX];
     int n = oq_order_encode(ev, buf, sizeof(buf));
     if (n < 0)
@@ -664,6 +756,7 @@ static int spool_event(world_t *wd, gw_t *g, const oq_order_t *ev)
     int rc = oq_spool_append_event(g->sp, buf, (size_t)n);
     if (rc == 0)
         rc = oq_spool_commit(g->sp);
+    g->sync_failed = g->sync_failed || (rc == CM_EIO && wd->fsync_mode);
     while (!sim_disk_dead(g->disk) && oq_spool_step(g->sp)) /* the preparer, at once */
         ;
     return rc;
@@ -672,9 +765,12 @@ static int spool_event(world_t *wd, gw_t *g, const oq_order_t *ev)
 static void check_inv(world_t *wd, gw_t *g, const char *user)
 {
     inv_sale_info_t si;
-    if (inv_sale_get(g->inv, g->sale_id, &si) == 0 && si.accepted_units > si.stock_total)
-        fail(wd, "gw%d: %" PRId64 " units accepted of a stock of %" PRId64 " (oversell)", g->idx,
-             si.accepted_units, si.stock_total);
+    if (inv_sale_get(g->inv, g->sale_id, &si) == 0 &&
+        (si.accepted_units > g->stock_total || si.stock_total != g->stock_total))
+        fail(wd,
+             "gw%d: %" PRId64 " units accepted of a stock of %" PRId64
+             " (oversell; the stock as edited is %" PRId64 ")",
+             g->idx, si.accepted_units, si.stock_total, g->stock_total);
     uint32_t units = 0;
     if (user && inv_user_units(g->inv, g->sale_id, user, &units) == 0 && units > g->limit)
         fail(wd, "gw%d: user %s holds %u units after a new reservation, the limit is %u", g->idx,
@@ -711,21 +807,13 @@ static void finish_buy(world_t *wd, gw_t *g, uint32_t n, uint32_t u, uint32_t ke
         answer_202(wd, g, n, n, u, key);
         return;
     }
-    oq_order_t gb;
-    fill_order(wd, n, &gb);
-    gb.type = OQ_MSG_RELEASE;
-    gb.giveback = true;
-    gb.status = OQ_STATUS_FAILED;
-    gb.accepted_at_ms = 0;
-    gb.idem_key[0] = '\0';
-    (void)spool_event(wd, g, &gb);
-    if (gw_died(wd, g))
+    giveback(wd, g, n);
+    if (!g->up)
         return;
-    inv_giveback(g->inv, gb.sale_id, gb.user_id, gb.qty, gb.order_id);
     wd->ords[n].state = O_REFUSED;
-    tr(wd, "gw%d: buy u%u k%u qty %u -> 503 (%s), given back", g->idx, u, key, gb.qty,
+    tr(wd, "gw%d: buy u%u k%u qty %u -> 503 (%s), given back", g->idx, u, key, wd->ords[n].qty,
        cm_errname(rc));
-    key_pending(wd, u, key, g->idx, gb.qty);
+    key_pending(wd, u, key, g->idx, wd->ords[n].qty);
 }
 
 /* The group commit (durability fsync): one oq_spool_sync answers every buy
@@ -738,6 +826,7 @@ static void sync_step(world_t *wd, gw_t *g)
     int rc = oq_spool_sync(g->sp);
     if (gw_died(wd, g))
         return;
+    g->sync_failed = g->sync_failed || rc == CM_EIO;
     tr(wd, "gw%d: fdatasync for %zu buys: %s", g->idx, g->nwait, rc == 0 ? "ok" : cm_errname(rc));
     for (size_t i = 0; i < g->nwait && g->up; i++)
         finish_buy(wd, g, g->wait[i].ord, g->wait[i].user, g->wait[i].key, rc);
@@ -769,19 +858,54 @@ static void do_buy(world_t *wd)
     }
     if (wd->nords + 1 >= ORD_MAX || g->nwait == CM_ARRAY_LEN(g->wait))
         return;
+    if (lot_buy(wd, g, u, qty, key))
+        return;
+    /* the sale's window as the buy path reads it (gw_buy.c): 425 before, 410 after */
+    inv_sale_terms_t terms;
+    inv_sale_terms(g->sale, &terms);
+    int64_t wall = cm_wall_ms();
+    if ((terms.starts_at_ms && wall < terms.starts_at_ms) ||
+        (terms.ends_at_ms && wall >= terms.ends_at_ms)) {
+        bool early = terms.starts_at_ms && wall < terms.starts_at_ms;
+        tr(wd, "gw%d: buy u%u k%u qty %u -> %s", gi, u, key, qty, early ? "425" : "410 ended");
+        if (early)
+            key_pending(wd, u, key, gi, qty);
+        else if (key && pk->key == key)
+            pk->active = false;
+        return;
+    }
     uint32_t n = wd->nords++;
-    wd->ords[n] = (ord_t){.gw = (uint8_t)gi, .user = (uint8_t)u, .qty = (uint8_t)qty, .key = key};
+    wd->ords[n] = (ord_t){.gw = (uint8_t)gi,
+                          .user = (uint8_t)u,
+                          .qty = (uint8_t)qty,
+                          .key = key,
+                          .limit_at = (uint8_t)g->limit};
     inv_reserve_req_t req = {.sale = g->sale, .qty = qty};
     snprintf(req.user_id, sizeof(req.user_id), "u%u", u);
     if (key)
         snprintf(req.idem_key, sizeof(req.idem_key), "k%u", key);
     snprintf(req.order_id, sizeof(req.order_id), "o%u", n);
     sim_disk_use(g->disk);
+    inv_sale_info_t before;
+    if (inv_sale_get(g->inv, g->sale_id, &before) != 0)
+        before.stock_left = 0;
+    uint64_t edits = wd->yield_edits;
+    wd->in_reserve = g;
     int rc = inv_reserve(g->w, &req);
+    wd->in_reserve = NULL;
+    if (rc == INV_SOLD_OUT && wd->yield_edits == edits && before.stock_left >= (int64_t)qty) {
+        tr(wd, "gw%d: buy u%u k%u qty %u -> sold out", gi, u, key, qty);
+        fail(wd, "gw%d: a buy of %u answered 410 sold out while %" PRId64 " units were left", gi,
+             qty, before.stock_left);
+        return;
+    }
     if (rc == INV_RESERVED) {
         /* a new reservation leaves stock and limit kept (a replay may hold more
          * for a while, by design, until the outcomes read again give units back) */
         check_inv(wd, g, req.user_id);
+        if ((g->starts_ms && wall < g->starts_ms) || (g->ends_ms && wall >= g->ends_ms))
+            fail(wd, "gw%d: o%u reserved outside the sale's window", gi, n);
+        wd->ords[n].rseq = ++wd->rseq;
         wd->ords[n].state = O_APPENDED;
         oq_order_t o;
         fill_order(wd, n, &o);
@@ -819,6 +943,7 @@ static void do_buy(world_t *wd)
                 rc = oq_spool_sync(g->sp);
             if (gw_died(wd, g))
                 return;
+            g->sync_failed = g->sync_failed || rc == CM_EIO;
             if (rc != 0) {
                 tr(wd, "gw%d: keyed retry k%u -> 503 (%s)", gi, key, cm_errname(rc));
                 return;
@@ -860,35 +985,526 @@ static void do_cancel(world_t *wd)
     tr(wd, "gw%d: cancel o%u -> %s", r->gw, n, rc == 0 ? "202" : cm_errname(rc));
 }
 
-/* An admin edits the per-user limit (a lowered one binds new buys only). */
-static void do_limit_edit(world_t *wd)
+/*---- the lottery (gw_lottery.c: gw_fair_enter, gw_fair__log_load, gw_fair__cut_winners,
+ * gw_fair__run_draw) ----*/
+
+/* The process's lottery state goes with the process; the log and fair.json stay. */
+static void lot_forget(lottery_t *L)
 {
-    gw_t *g = &wd->gw[rnd(wd, (uint32_t)wd->ng)];
-    if (!g->up)
+    memset(L->v, 0, sizeof(L->v));
+    L->n = L->ndraw = L->next = L->nwon = 0;
+    L->closed = L->seeded = L->drawn = L->exhausted = false;
+    L->seed = 0;
+}
+
+static uint64_t lot_hash(const lottery_t *L, uint32_t user)
+{
+    char id[16];
+    int len = snprintf(id, sizeof(id), "u%u", user);
+    return cm_hash_sip24(&L->secret, id, (size_t)len);
+}
+
+static lot_ent_t *lot_user(lottery_t *L, uint32_t user)
+{
+    for (size_t i = 0; i < L->n; i++)
+        if (L->v[i].user == user)
+            return &L->v[i];
+    return NULL;
+}
+
+static lot_ent_t *lot_id(lottery_t *L, uint32_t ord, size_t within)
+{
+    for (size_t i = 0; i < within; i++)
+        if (L->v[i].ord == ord)
+            return &L->v[i];
+    return NULL;
+}
+
+/* A line appended with one write(2); with sync, fdatasync'd (which may fail). */
+static bool lot_log(world_t *wd, gw_t *g, lot_line_t ln, bool sync)
+{
+    lottery_t *L = &g->lot;
+    if (L->nlog == LOT_LOG_MAX)
+        return false;
+    L->log[L->nlog++] = ln;
+    if (!sync)
+        return true;
+    if (wd->faults && chance(wd, wd->p_fsync_fail))
+        return false; /* the line may or may not stay */
+    L->nsynced = L->nlog;
+    return true;
+}
+
+/* The real draw order over the first ndraw entries (compute_order). */
+static void lot_order(lottery_t *L)
+{
+    uint64_t keys[NU_MAX];
+    for (size_t i = 0; i < L->ndraw; i++)
+        keys[i] = L->v[i].hkey;
+    gw_fair_order(keys, L->ndraw, L->seed, L->perm);
+}
+
+/* At a start, before the spool's replay: the entries, the seed, the winners
+ * logged; a draw whose "F" was read is done once the log is made durable. */
+static void lot_load(world_t *wd, gw_t *g)
+{
+    lottery_t *L = &g->lot;
+    lot_forget(L);
+    if (!L->on)
         return;
-    uint32_t lim = 1 + rnd(wd, 3);
-    inv_sale_def_t def = {.stock = g->stock_total, .per_user_limit = lim};
-    snprintf(def.sale_id, sizeof(def.sale_id), "%s", g->sale_id);
-    char err[200];
-    if (inv_sale_put(g->inv, &def, NULL, err, sizeof(err)) == 0) {
-        g->limit = lim;
-        if (lim > g->max_limit)
-            g->max_limit = lim;
-        tr(wd, "gw%d: per-user limit -> %u", g->idx, lim);
+    bool finished = false;
+    for (size_t i = 0; i < L->nlog; i++) {
+        const lot_line_t *ln = &L->log[i];
+        if (ln->kind == 'E') {
+            if (lot_user(L, ln->user) || L->n == NU_MAX)
+                continue;
+            L->v[L->n++] = (lot_ent_t){.ord = ln->ord,
+                                       .key = ln->key,
+                                       .hkey = lot_hash(L, ln->user),
+                                       .user = ln->user,
+                                       .qty = ln->qty};
+        } else if (ln->kind == 'D') {
+            if (CM_PLANT(SIM_LOTTERY_NEW_SEED))
+                continue;
+            L->seeded = L->closed = true;
+            L->seed = ln->seed;
+            L->ndraw = L->n;
+        } else if (ln->kind == 'W' && L->seeded) {
+            lot_ent_t *e = lot_id(L, ln->ord, L->ndraw);
+            if (e) {
+                e->state = E_WON;
+                e->wlogged = true;
+            }
+        } else if (ln->kind == 'F') {
+            finished = true;
+        }
+    }
+    if (!L->seeded)
+        return;
+    lot_order(L);
+    if (finished) {
+        for (size_t i = 0; i < L->ndraw; i++)
+            if (L->v[i].state != E_WON)
+                L->v[i].state = E_LOST;
+        L->next = L->ndraw;
+        /* decided; done once the log is written again and synced (else the
+         * draw's thread writes "F" again) */
+        if (wd->faults && chance(wd, wd->p_fsync_fail))
+            return;
+        L->nsynced = L->nlog;
+        L->drawn = true;
     }
 }
 
-static void do_restock(world_t *wd)
+/* A replayed order of a draw cut by a crash: that entry won (gw_fair__cut_winners). */
+static void lot_cut_winner(gw_t *g, const oq_order_t *o)
+{
+    lottery_t *L = &g->lot;
+    if (!L->on || !L->seeded || L->drawn || CM_PLANT(SIM_LOTTERY_CUT_FORGETS))
+        return;
+    lot_ent_t *e = lot_id(L, ord_of(o->order_id), L->ndraw);
+    char user[16];
+    if (e) {
+        snprintf(user, sizeof(user), "u%u", e->user);
+        if (strcmp(user, o->user_id) == 0)
+            e->state = E_WON;
+    }
+}
+
+/*
+ * A buy on a sale whose lottery has not drawn (gw_buy.c fair_enter): in the
+ * window an entry (one per user: a second buy gets the first entry back),
+ * after it 503 until the draw is done. False: first-come as usual.
+ */
+static bool lot_buy(world_t *wd, gw_t *g, uint32_t u, uint32_t qty, uint32_t key)
+{
+    lottery_t *L = &g->lot;
+    if (!L->on || L->drawn)
+        return false;
+    if (L->closed || cm_wall_ms() >= L->closes_ms) {
+        tr(wd, "gw%d: buy u%u -> 503 (the lottery draws)", g->idx, u);
+        return true;
+    }
+    lot_ent_t *e = lot_user(L, u);
+    if (e) {
+        if (L->o_entry[u] && e->ord != L->o_entry[u] && !L->o_power)
+            fail(wd, "gw%d: lottery: u%u entered as e%u, now answered e%u (two entries)", g->idx, u,
+                 L->o_entry[u], e->ord);
+        tr(wd, "gw%d: buy u%u -> 202 entered already (e%u)", g->idx, u, e->ord);
+        return true;
+    }
+    if (L->n == NU_MAX || wd->nords + 1 >= ORD_MAX)
+        return true;
+    uint32_t n = wd->nords++;
+    wd->ords[n] = (ord_t){.gw = (uint8_t)g->idx,
+                          .user = (uint8_t)u,
+                          .qty = (uint8_t)qty,
+                          .key = key,
+                          .limit_at = (uint8_t)g->limit};
+    if (!lot_log(wd, g,
+                 (lot_line_t){
+                     .kind = 'E', .user = (uint8_t)u, .qty = (uint8_t)qty, .ord = n, .key = key},
+                 false)) {
+        tr(wd, "gw%d: buy u%u -> 503 (the entry log is full)", g->idx, u);
+        return true;
+    }
+    L->v[L->n++] = (lot_ent_t){
+        .ord = n, .key = key, .hkey = lot_hash(L, u), .user = (uint8_t)u, .qty = (uint8_t)qty};
+    if (!L->o_entry[u])
+        L->o_entry[u] = n;
+    tr(wd, "gw%d: buy u%u qty %u -> 202 entered e%u", g->idx, u, qty, n);
+    return true;
+}
+
+/* The oracle at every step of a draw: the same seed and order as when first drawn. */
+static void lot_check_order(world_t *wd, gw_t *g)
+{
+    lottery_t *L = &g->lot;
+    uint8_t order[NU_MAX];
+    for (size_t i = 0; i < L->ndraw; i++)
+        order[i] = L->v[L->perm[i]].user;
+    if (!L->o_seeded) {
+        /* one entry per user; every entry answered is in the draw (no power loss) */
+        for (size_t i = 0; i < L->ndraw; i++)
+            for (size_t j = 0; j < i; j++)
+                if (L->v[i].user == L->v[j].user)
+                    fail(wd, "gw%d: lottery: u%u has two entries in the draw", g->idx,
+                         L->v[i].user);
+        for (int u = 0; u < wd->nu && !L->o_power; u++)
+            if (L->o_entry[u] && !lot_id(L, L->o_entry[u], L->ndraw))
+                fail(wd, "gw%d: lottery: u%d was answered entered (e%u) and is not in the draw",
+                     g->idx, u, L->o_entry[u]);
+        inv_sale_info_t si;
+        inv_sale_get(g->inv, g->sale_id, &si);
+        L->o_seeded = true;
+        L->o_seed = L->seed;
+        L->o_ndraw = L->ndraw;
+        memcpy(L->o_order, order, L->ndraw);
+        L->o_stock = si.stock_left;
+        L->o_limit = g->limit;
+        L->o_units_back = g->units_back;
+        return;
+    }
+    if (L->seed != L->o_seed || L->ndraw != L->o_ndraw || memcmp(order, L->o_order, L->ndraw))
+        fail(wd,
+             "gw%d: lottery: the draw resumed with seed %016" PRIx64 " and %zu entrants, "
+             "first drawn with seed %016" PRIx64 " and %zu: another order",
+             g->idx, L->seed, L->ndraw, L->o_seed, L->o_ndraw);
+}
+
+/* The oracle once a draw is done: winners within the stock, each entrant
+ * reserved once if it won and never if it lost, and (no units came back
+ * meanwhile) the winners those the seed's order gives. */
+static void lot_check_done(world_t *wd, gw_t *g)
+{
+    lottery_t *L = &g->lot;
+    if (L->o_done)
+        return;
+    L->o_done = true;
+    bool exact = g->units_back == L->o_units_back && !L->o_inexact;
+    int64_t units = 0, left = L->o_stock;
+    bool exhausted = false;
+    for (size_t i = 0; i < L->ndraw && !wd->failed; i++) {
+        lot_ent_t *e = &L->v[L->perm[i]];
+        if (e->state == E_WON)
+            units += e->qty;
+        L->o_won[e->user] = e->state;
+        exact = exact && !e->held_lost;
+        char user[16];
+        snprintf(user, sizeof(user), "u%u", e->user);
+        uint32_t held = 0;
+        inv_user_units(g->inv, g->sale_id, user, &held);
+        /* never more than its entry; exactly it or nothing unless units came back */
+        uint32_t want = e->state == E_WON ? e->qty : 0;
+        if (held > e->qty || (exact && !e->held_lost && held != want))
+            fail(wd, "gw%d: lottery: entrant %s %s with %u units, holds %u after the draw", g->idx,
+                 user, e->state == E_WON ? "won" : "lost", e->qty, held);
+        bool wins = !exhausted && e->qty <= L->o_limit && left >= e->qty;
+        if (wins)
+            left -= e->qty;
+        if (left <= 0)
+            exhausted = true;
+        if (exact && wins != (e->state == E_WON))
+            fail(wd,
+                 "gw%d: lottery: %s at draw position %zu %s; its seed's order and a stock of "
+                 "%" PRId64 " say it %s",
+                 g->idx, user, i + 1, e->state == E_WON ? "won" : "lost", L->o_stock,
+                 wins ? "wins" : "loses");
+    }
+    int64_t back = (int64_t)(g->units_back - L->o_units_back);
+    if (units > L->o_stock + back)
+        fail(wd,
+             "gw%d: lottery: winners hold %" PRId64 " units of a stock of %" PRId64 " (%" PRId64
+             " units came back during the draw)",
+             g->idx, units, L->o_stock, back);
+    tr(wd, "gw%d: lottery: draw done, %zu entrants, %" PRId64 " units won of %" PRId64 "%s", g->idx,
+       L->ndraw, units, L->o_stock, exact ? "" : " (units came back meanwhile)");
+}
+
+/* Gives back the units of an order whose record could not be written (gw_release_unaccepted). */
+static void giveback(world_t *wd, gw_t *g, uint32_t n)
+{
+    oq_order_t gb;
+    fill_order(wd, n, &gb);
+    gb.type = OQ_MSG_RELEASE;
+    gb.giveback = true;
+    gb.status = OQ_STATUS_FAILED;
+    gb.accepted_at_ms = 0;
+    gb.idem_key[0] = '\0';
+    (void)spool_event(wd, g, &gb);
+    if (gw_died(wd, g))
+        return;
+    if (inv_giveback(g->inv, gb.sale_id, gb.user_id, gb.qty, gb.order_id) == 0)
+        g->units_back += gb.qty;
+}
+
+/*
+ * The draw's thread, a few entrants a step (so that a crash can cut it
+ * anywhere): once the window closed, the seed logged and synced, the real
+ * order, then each entrant in that order through the real inventory and the
+ * spool as a buy, until the stock is gone; at the end one commit for the
+ * winners, their "W" lines and "F".
+ */
+static void lottery_step(world_t *wd, gw_t *g)
+{
+    lottery_t *L = &g->lot;
+    if (!g->up || !L->on || L->drawn || cm_wall_ms() < L->closes_ms)
+        return;
+    sim_disk_use(g->disk);
+    if (!L->seeded) {
+        L->closed = true;
+        L->seed = cm_rand_next(&wd->rng);
+        L->ndraw = L->n;
+        if (!lot_log(wd, g, (lot_line_t){.kind = 'D', .seed = L->seed}, true)) {
+            L->closed = false; /* nothing decided: tried again */
+            tr(wd, "gw%d: lottery: the seed's fdatasync failed, drawn again later", g->idx);
+            return;
+        }
+        L->seeded = true;
+        lot_order(L);
+        tr(wd, "gw%d: lottery: window closed, %zu entrants, seed %016" PRIx64, g->idx, L->ndraw,
+           L->seed);
+    }
+    lot_check_order(wd, g);
+    for (uint32_t k = 1 + rnd(wd, 6); k > 0 && L->next < L->ndraw && !wd->failed; k--) {
+        lot_ent_t *e = &L->v[CM_PLANT(SIM_LOTTERY_ARRIVAL_ORDER) ? L->next : L->perm[L->next]];
+        uint8_t st = e->state;
+        if (st == E_ENTERED && !L->exhausted) {
+            inv_reserve_req_t rq = {.sale = g->sale, .qty = e->qty};
+            snprintf(rq.user_id, sizeof(rq.user_id), "u%u", e->user);
+            if (e->key)
+                snprintf(rq.idem_key, sizeof(rq.idem_key), "k%u", e->key);
+            snprintf(rq.order_id, sizeof(rq.order_id), "o%u", e->ord);
+            int rc = inv_reserve(g->w, &rq);
+            if (rc < 0)
+                return; /* resumed at the next tick */
+            if (rc == INV_RESERVED) {
+                check_inv(wd, g, rq.user_id);
+                ord_t *r = &wd->ords[e->ord];
+                r->state = O_APPENDED;
+                r->limit_at = (uint8_t)g->limit;
+                r->rseq = ++wd->rseq;
+                if (L->o_done && L->o_won[e->user] != E_WON)
+                    fail(wd, "gw%d: lottery: u%u was told it lost the draw, and now it won", g->idx,
+                         e->user);
+                oq_order_t o;
+                fill_order(wd, e->ord, &o);
+                int arc = oq_spool_append(g->sp, &o, 1);
+                while (!sim_disk_dead(g->disk) && oq_spool_step(g->sp))
+                    ;
+                if (gw_died(wd, g))
+                    return;
+                if (arc != 0) {
+                    giveback(wd, g, e->ord);
+                    if (!g->up) /* it died in the give-back */
+                        return;
+                    r->state = O_REFUSED;
+                    st = E_LOST;
+                } else {
+                    L->won[L->nwon++] = e->ord;
+                    st = E_WON;
+                }
+            } else {
+                st = E_LOST;
+            }
+            tr(wd, "gw%d: lottery: #%zu u%u qty %u -> %s", g->idx, L->next + 1, e->user, e->qty,
+               st == E_WON ? "won" : "lost");
+            if (rq.stock_left == 0 || inv_sale_sold_out(g->sale))
+                L->exhausted = true;
+        } else if (st == E_ENTERED) {
+            st = E_LOST;
+        }
+        if (e->state == E_ENTERED)
+            e->state = st;
+        L->next++;
+    }
+    if (L->next < L->ndraw || wd->failed)
+        return;
+    if (L->nwon) {
+        int crc = oq_spool_commit(g->sp);
+        if (gw_died(wd, g))
+            return;
+        g->sync_failed = g->sync_failed || crc == CM_EIO;
+        if (crc != 0) { /* not accepted; the units stay held (undersell) */
+            L->o_inexact = true;
+            for (size_t i = 0; i < L->nwon; i++) {
+                lot_ent_t *e = lot_id(L, L->won[i], L->ndraw);
+                if (e && e->state == E_WON) {
+                    e->state = E_LOST;
+                    e->held_lost = true;
+                    wd->ords[e->ord].state = O_REFUSED;
+                }
+            }
+            tr(wd, "gw%d: lottery: the winners' fdatasync failed (%s): lost", g->idx,
+               cm_errname(crc));
+        }
+        L->nwon = 0;
+    }
+    bool logged = true;
+    for (size_t i = 0; i < L->ndraw; i++) {
+        lot_ent_t *e = &L->v[i];
+        if (e->state != E_WON)
+            continue;
+        ord_t *r = &wd->ords[e->ord];
+        if (r->state != O_ACKED) { /* "won": GET /v1/orders/{id} answers as a 202 did */
+            r->state = O_ACKED;
+            r->exempt = false;
+        }
+        set_status(g, e->ord, ST_QUEUED);
+        if (!e->wlogged) {
+            if (lot_log(wd, g, (lot_line_t){.kind = 'W', .ord = e->ord}, false))
+                e->wlogged = true;
+            else
+                logged = false;
+        }
+    }
+    /* Done once "F" is durable: without it a restart resumes the draw and
+     * could give a loser, told so, an order. Until then buys get 503 and the
+     * next tick tries again. */
+    if (!logged || !lot_log(wd, g, (lot_line_t){.kind = 'F'}, true)) {
+        tr(wd, "gw%d: lottery: the end of the draw not recorded, tried again", g->idx);
+        return;
+    }
+    L->drawn = true;
+    lot_check_done(wd, g);
+}
+
+/* An admin's PUT of g's sale: the new terms in force once it returns 0. */
+static int sale_put(world_t *wd, gw_t *g, int64_t stock, uint32_t limit, int64_t starts,
+                    int64_t ends, char *err, size_t errlen)
+{
+    inv_sale_def_t def = {
+        .stock = stock, .per_user_limit = limit, .starts_at_ms = starts, .ends_at_ms = ends};
+    snprintf(def.sale_id, sizeof(def.sale_id), "%s", g->sale_id);
+    int rc = inv_sale_put(g->inv, &def, NULL, err, errlen);
+    if (rc == 0) {
+        g->stock_total = stock;
+        g->limit = limit;
+        if (limit > g->max_limit)
+            g->max_limit = limit;
+        g->starts_ms = starts;
+        g->ends_ms = ends;
+    }
+    (void)wd;
+    return rc;
+}
+
+/*
+ * An admin edits the sale between buys: the per-user limit raised or lowered
+ * (a lowered one binds new buys only), the stock reduced (refused below the
+ * units held), the start or the end moved (a sale that has not started, or
+ * has ended, for a while).
+ */
+static void do_sale_edit(world_t *wd)
 {
     gw_t *g = &wd->gw[rnd(wd, (uint32_t)wd->ng)];
-    if (!g->up)
+    if (!g->up || (g->lot.on && !g->lot.o_done)) /* a draw's sale is not edited until drawn */
         return;
+    char err[200];
+    int64_t wall = cm_wall_ms();
+    uint32_t kind = rnd(wd, 4);
+    if (kind <= 1) {
+        uint32_t lim = 1 + rnd(wd, 4);
+        if (sale_put(wd, g, g->stock_total, lim, g->starts_ms, g->ends_ms, err, sizeof(err)) == 0)
+            tr(wd, "gw%d: per-user limit -> %u", g->idx, lim);
+    } else if (kind == 2) {
+        /* Open defect (docs/simulation.md, "Open"): after a failed fdatasync
+         * the units held in memory may leave out orders that are durable, so
+         * a reduction to them oversells at the next start. Left out unless
+         * asked for (flashgate-sim --open-defects). */
+        if (g->sync_failed && !wd->open_defects)
+            return;
+        inv_sale_info_t before;
+        if (inv_sale_get(g->inv, g->sale_id, &before) != 0)
+            return;
+        int64_t cut = 1 + rnd(wd, 4), stock = g->stock_total > cut ? g->stock_total - cut : 0;
+        int rc = sale_put(wd, g, stock, g->limit, g->starts_ms, g->ends_ms, err, sizeof(err));
+        tr(wd, "gw%d: stock -> %" PRId64 " (%" PRId64 " held): %s", g->idx, stock,
+           before.accepted_units, rc == 0 ? "ok" : err);
+        if (rc == 0)
+            check_inv(wd, g, NULL);
+        else if (before.accepted_units <= stock)
+            fail(wd, "gw%d: stock %" PRId64 " refused with %" PRId64 " units held: %s", g->idx,
+                 stock, before.accepted_units, err);
+    } else {
+        /* a start ahead (a pause before it), an end just ahead or passed, or both gone */
+        int64_t starts = 0, ends = 0;
+        uint32_t w = rnd(wd, 4);
+        if (w == 0)
+            starts = wall + 1 + rnd(wd, 200);
+        else if (w == 1)
+            ends = wall - (int64_t)rnd(wd, 50) + (int64_t)rnd(wd, 400);
+        else if (w == 2) {
+            starts = wall - 1000;
+            ends = wall + 1 + rnd(wd, 600);
+        }
+        if (ends && ends <= 1) /* 0 means no end */
+            ends = 2;
+        if (sale_put(wd, g, g->stock_total, g->limit, starts, ends, err, sizeof(err)) == 0)
+            tr(wd, "gw%d: window -> starts %+" PRId64 " ms, ends %+" PRId64 " ms", g->idx,
+               starts ? starts - wall : 0, ends ? ends - wall : 0);
+    }
+}
+
+static void restock_on(world_t *wd, gw_t *g)
+{
     int64_t add = 1 + rnd(wd, 4);
     char err[200];
     if (inv_restock(g->inv, g->sale_id, add, NULL, err, sizeof(err)) == 0) {
         g->stock_total += add;
         tr(wd, "gw%d: restock +%" PRId64 " -> %" PRId64, g->idx, add, g->stock_total);
     }
+}
+
+static void do_restock(world_t *wd)
+{
+    gw_t *g = &wd->gw[rnd(wd, (uint32_t)wd->ng)];
+    if (g->up && !(g->lot.on && !g->lot.o_done))
+        restock_on(wd, g);
+}
+
+/* The world the yield hook acts on (one thread; set for the length of sim_run). */
+static world_t *yield_world;
+
+/*
+ * A yield point of the real code (cm_yield.h): the admin thread's restock may
+ * run between a reservation's read of the stock and its store of the sold-out
+ * flag. Only inside a buy's inv_reserve (the buy path holds no admin lock
+ * there; the admin calls themselves do), and not again inside itself.
+ */
+static void sim_yield(cm_yield_t at)
+{
+    world_t *wd = yield_world;
+    if (!wd || at != CM_YIELD_SOLD_OUT_SYNC || !wd->in_reserve || !wd->faults)
+        return;
+    gw_t *g = wd->in_reserve;
+    if (!chance(wd, 0.15))
+        return;
+    wd->in_reserve = NULL;
+    tr(wd, "gw%d: (yield in the sold-out flag's update)", g->idx);
+    restock_on(wd, g);
+    wd->yield_edits++;
+    wd->in_reserve = g;
 }
 
 /*---- the relay (oq_relay.c, release on settle) ----*/
@@ -1017,6 +1633,8 @@ static void compensate(world_t *wd, gw_t *g, uint32_t n, uint8_t st)
         return;
     (void)rc;
     rc = inv_release(g->inv, ev.sale_id, ev.user_id, ev.qty, ev.order_id);
+    if (rc == 0)
+        g->units_back += ev.qty;
     g->status[n] = st;
     tr(wd, "gw%d: o%u %s, units back (%s)", g->idx, n, st == ST_FAILED ? "failed" : "cancelled",
        rc == 0 ? "released" : cm_errname(rc));
@@ -1063,7 +1681,8 @@ static bool quiescent(world_t *wd)
             return false;
         oq_spool_stats_t ss;
         oq_spool_stats(g->sp, &ss);
-        if (ss.unreleased_bytes != 0 || g->out_cur < wd->nouts || g->nwait)
+        if (ss.unreleased_bytes != 0 || g->out_cur < wd->nouts || g->nwait ||
+            (g->lot.on && !g->lot.drawn))
             return false;
     }
     for (int p = 0; p < NPART; p++)
@@ -1120,13 +1739,16 @@ static void one_step(world_t *wd)
     } else if (r < 430) {
         if (wd->faults)
             do_restock(wd);
-    } else if (r < 434) {
+    } else if (r < 440) {
         if (wd->faults)
-            do_limit_edit(wd);
+            do_sale_edit(wd);
     } else if (r < 520) {
         sync_step(wd, g);
     } else if (r < 600) {
-        relay_step(wd, g);
+        if (r >= 560 && g->lot.on && !g->lot.drawn && g->up) /* the draw's thread, when due */
+            lottery_step(wd, g);
+        else
+            relay_step(wd, g);
     } else if (r < 800) {
         broker_step(wd);
     } else if (r < 900) {
@@ -1134,6 +1756,15 @@ static void one_step(world_t *wd)
     } else {
         outcomes_step(wd, g);
     }
+}
+
+static const ord_t *ords_by_rseq; /* rseq_cmp's table (one thread) */
+
+static int rseq_cmp(const void *a, const void *b)
+{
+    uint32_t x = ords_by_rseq[*(const uint32_t *)a].rseq,
+             y = ords_by_rseq[*(const uint32_t *)b].rseq;
+    return x < y ? -1 : x > y;
 }
 
 static void final_checks(world_t *wd)
@@ -1165,6 +1796,8 @@ static void final_checks(world_t *wd)
         gw_t *g = &wd->gw[gi];
         if (!g->up)
             continue;
+        if (g->lot.on && !g->lot.o_done)
+            fail(wd, "gw%d: the lottery never finished its draw", gi);
         int64_t settled = 0;
         uint32_t per_user[NU_MAX] = {0};
         for (uint32_t i = 1; i < wd->nords; i++)
@@ -1191,6 +1824,26 @@ static void final_checks(world_t *wd)
             if (per_user[u] > g->max_limit)
                 fail(wd, "gw%d: user u%d has %u units settled, the limit is %u", gi, u, per_user[u],
                      g->max_limit);
+        /* each settled order: its user's settled units up to it within the
+         * limit in force when it was reserved */
+        uint32_t upto[NU_MAX] = {0};
+        uint32_t *by = cm_xmalloc(wd->nords * sizeof(uint32_t)), nby = 0;
+        for (uint32_t i = 1; i < wd->nords; i++)
+            if (wd->ords[i].gw == gi && wd->ords[i].db == ST_SETTLED)
+                by[nby++] = i;
+        ords_by_rseq = wd->ords;
+        qsort(by, nby, sizeof(uint32_t), rseq_cmp);
+        for (uint32_t k = 0; k < nby && !wd->failed; k++) {
+            uint32_t i = by[k];
+            const ord_t *r = &wd->ords[i];
+            upto[r->user] += r->qty;
+            if (upto[r->user] > r->limit_at)
+                fail(wd,
+                     "gw%d: user u%u holds %u settled units with o%u, reserved under the "
+                     "limit %u",
+                     gi, r->user, upto[r->user], i, r->limit_at);
+        }
+        free(by);
     }
 }
 
@@ -1200,7 +1853,10 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
     world_t *wd = cm_xcalloc(1, sizeof(*wd));
     wd->res = out;
     wd->tr = opts->trace;
+    wd->open_defects = opts->open_defects;
     cm_rand_seed(&wd->rng, opts->seed);
+    yield_world = wd;
+    cm_yield_set(sim_yield);
     cm_time_set_fake(true, 1000000000ull, 1700000000000LL);
     wd->ng = 1 + (int)rnd(wd, NG_MAX);
     wd->nu = 4 + (int)rnd(wd, NU_MAX - 4);
@@ -1228,6 +1884,12 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
         snprintf(g->sale_id, sizeof(g->sale_id), "s%d", i);
         g->stock_total = 3 + rnd(wd, 40);
         g->limit = g->max_limit = wd->limit;
+        if (rnd(wd, 3) == 0) { /* a start-window lottery on this sale */
+            g->lot.on = true;
+            g->lot.closes_ms = cm_wall_ms() + 100 + rnd(wd, 900);
+            g->lot.secret.k0 = cm_rand_next(&wd->rng);
+            g->lot.secret.k1 = cm_rand_next(&wd->rng);
+        }
     }
     tr(wd, "seed %" PRIu64 ": %d gateways, %d users, limit %u, durability %s", opts->seed, wd->ng,
        wd->nu, wd->limit, wd->fsync_mode ? "fsync" : "write");
@@ -1296,6 +1958,8 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
     }
     free(wd->outs);
     st_batch_writer_free(&wd->bw);
+    cm_yield_set(NULL);
+    yield_world = NULL;
     cm_time_set_fake(false, 0, 0);
     free(wd);
 }

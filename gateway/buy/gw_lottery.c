@@ -34,7 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/*---- the pure parts: phase and draw order ----*/
+/*---- the pure part: the phase (the draw order: gw_fair_order.c) ----*/
 
 gw_fair_phase_t gw_fair_phase_at(int64_t starts_at_ms, int64_t early_ms, int64_t window_ms,
                                  bool drawn, int64_t now_ms)
@@ -46,43 +46,6 @@ gw_fair_phase_t gw_fair_phase_at(int64_t starts_at_ms, int64_t early_ms, int64_t
     if (now_ms < starts_at_ms + window_ms)
         return GW_FAIR_ENTER;
     return drawn ? GW_FAIR_OPEN : GW_FAIR_DRAWING;
-}
-
-
-typedef struct keyidx {
-    uint64_t key;
-    uint32_t idx;
-} keyidx_t;
-
-static int keyidx_cmp(const void *a, const void *b)
-{
-    const keyidx_t *x = a, *y = b;
-    if (x->key != y->key)
-        return x->key < y->key ? -1 : 1;
-    return x->idx < y->idx ? -1 : x->idx > y->idx;
-}
-
-void gw_fair_order(const uint64_t *keys, size_t n, uint64_t seed, uint32_t *perm)
-{
-    if (!n)
-        return;
-    keyidx_t *k = cm_xmalloc(n * sizeof(*k));
-    for (size_t i = 0; i < n; i++)
-        k[i] = (keyidx_t){keys[i], (uint32_t)i};
-    qsort(k, n, sizeof(*k), keyidx_cmp);
-    for (size_t i = 0; i < n; i++)
-        perm[i] = k[i].idx;
-    free(k);
-    /* xoshiro256** seeded by splitmix64, rejection for the bound: the draw is
-     * a function of the seed alone (docs/design.md "Fair start") */
-    cm_rand_t rng;
-    cm_rand_seed(&rng, seed);
-    for (size_t i = n - 1; i > 0; i--) {
-        size_t j = (size_t)cm_rand_below(&rng, i + 1);
-        uint32_t t = perm[i];
-        perm[i] = perm[j];
-        perm[j] = t;
-    }
 }
 
 /* Computes the draw order of the first fs->ndraw entries from fs->seed. fs->mu held. */
@@ -98,6 +61,40 @@ static void compute_order(gw_fair_sale_t *fs)
     for (size_t i = 0; i < fs->ndraw; i++)
         fs->v[fs->perm[i]].pos = (uint32_t)(i + 1);
     gw_fair__wl_init(fs);
+}
+
+/*
+ * Writes the log's bytes again over themselves and fdatasyncs it: the end of
+ * a draw is trusted only once this succeeds. After a failed fdatasync the
+ * kernel may have marked the lines clean without writing them: they read
+ * back from the page cache (a restart after a kill -9 sees them) and a plain
+ * fdatasync then reports success, but a power loss loses them (the spool's
+ * recovery writes again for the same reason). Returns 0 or CM_EIO.
+ */
+static int log_make_durable(const char *path)
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return CM_EIO;
+    char buf[65536];
+    off_t off = 0;
+    int rc = 0;
+    for (;;) {
+        ssize_t n = pread(fd, buf, sizeof(buf), off);
+        if (n <= 0) {
+            rc = n < 0 ? CM_EIO : 0;
+            break;
+        }
+        if (pwrite(fd, buf, (size_t)n, off) != n) {
+            rc = CM_EIO;
+            break;
+        }
+        off += n;
+    }
+    if (rc == 0 && fdatasync(fd) != 0)
+        rc = CM_EIO;
+    close(fd);
+    return rc;
 }
 
 /* Counts an entry of the draw as won (once). fs->mu held or single-threaded. */
@@ -234,8 +231,15 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
             }
         }
         fs->next = fs->ndraw;
-        atomic_store(&fs->wl_open, fs->waitlisted > 0);
-        atomic_store(&fs->drawn, true);
+        /* decided, but done only once "F" is durable: else the draw's
+         * thread writes the lines again (gw_fair__run_draw) */
+        if (log_make_durable(path) == 0) {
+            atomic_store(&fs->wl_open, fs->waitlisted > 0);
+            atomic_store(&fs->drawn, true);
+        } else {
+            cm_log_error("fair", "the end of the draw is not durable; written again",
+                         "sale=%s", fs->sale_id);
+        }
     }
 }
 
@@ -589,18 +593,27 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
     pthread_mutex_lock(&fs->mu);
     fs->draw_done_ms = cm_wall_ms();
     /* Every winner's "W" line, then "F": a finished draw's log names all its
-     * winners. Without them all, no "F": a restart then reads the winners
-     * from the spool, as after a crash in the middle of the draw. */
-    if (log_winners(fs) == 0) {
+     * winners. The draw is done once "F" is durable, not before: a draw
+     * taken as done without it is resumed by a restart after a power loss,
+     * and that could give an order to an entrant told it lost, after the
+     * sale went first-come (flashgate-sim, docs/simulation.md). Until then
+     * buys get 503 and the next tick writes the lines again. */
+    int lrc = log_winners(fs);
+    if (lrc == 0) {
         char line[64];
         int len = snprintf(line, sizeof(line), "F %lld%s\n", (long long)fs->draw_done_ms,
                            waitlist ? " w" : "");
-        if (gw_fair__log_line(fs, line, (size_t)len, true) != 0)
-            cm_log_error("fair", "cannot record the end of the draw", "sale=%s", fs->sale_id);
-    } else {
-        cm_log_error("fair",
-                     "cannot record the draw's winners; a restart reads them from the spool",
-                     "sale=%s", fs->sale_id);
+        lrc = gw_fair__log_line(fs, line, (size_t)len, false);
+        char path[700];
+        gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
+        if (lrc == 0)
+            lrc = log_make_durable(path);
+    }
+    if (lrc != 0) {
+        cm_log_error("fair", "cannot record the end of the draw; tried again", "sale=%s",
+                     fs->sale_id);
+        pthread_mutex_unlock(&fs->mu);
+        return;
     }
     /* before drawn: no first-come buy slips in while the waitlist has entrants */
     atomic_store(&fs->wl_open, fs->waitlisted > 0);
