@@ -570,6 +570,7 @@ const cm_opt_t gw_config_opts[] = {
      NULL, 0, NULL, "N",
      "most persons one sale's registration takes (a registration past it gets 409 "
      "registration_full)",
+     NULL},
     {"sales.default_fair_early_ms", CM_OPT_UINT, OFF(default_fair_early_ms), 0, "1000", 0,
      3600000, NULL, 0, NULL, "MS",
      "early acceptance of that default lottery: entries from this many ms before starts_at, so "

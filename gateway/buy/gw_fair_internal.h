@@ -271,4 +271,9 @@ int gw_fair__fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms
  * CM_EBACKEND. */
 int gw_fair__fleet_conf_refresh(gw_fair_t *f, const char *sale_id, char *errbuf, size_t errlen);
 
+/* The inventory step of entry e's order in sale (gw_lottery.c): the person's
+ * mark (inv.h), the entry's key, fingerprint, order id and qty. The draw and
+ * the waitlist's promotions both reserve through it. */
+void gw_fair__entry_reserve_req(const entry_t *e, inv_sale_t *sale, inv_reserve_req_t *rq);
+
 #endif

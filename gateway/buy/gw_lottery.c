@@ -498,13 +498,7 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
         uint8_t st = e->state;
         if (st == GW_ENTRY_ENTERED && !fs->exhausted && sale) {
             inv_reserve_req_t rq;
-            memset(&rq, 0, sizeof(rq));
-            rq.sale = sale;
-            snprintf(rq.user_id, sizeof(rq.user_id), "%s", e->person); /* the mark: inv.h */
-            snprintf(rq.idem_key, sizeof(rq.idem_key), "%s", e->idem);
-            rq.raw_key_fp = e->key_fp;
-            snprintf(rq.order_id, sizeof(rq.order_id), "%s", e->order_id);
-            rq.qty = e->qty;
+            gw_fair__entry_reserve_req(e, sale, &rq);
             int rc = inv_reserve(f->inv, &rq);
             if (rc < 0) {
                 failed = true; /* the inventory is unreachable: resume at the next tick */
@@ -624,6 +618,17 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
                 fs->sale_id, fs->ndraw, (unsigned long long)fs->won_orders,
                 (unsigned long long)fs->won_units, (unsigned long long)fs->seed,
                 (long long)(fs->draw_done_ms - fs->draw_started_ms));
+}
+
+void gw_fair__entry_reserve_req(const entry_t *e, inv_sale_t *sale, inv_reserve_req_t *rq)
+{
+    memset(rq, 0, sizeof(*rq));
+    rq->sale = sale;
+    snprintf(rq->user_id, sizeof(rq->user_id), "%s", e->person); /* the mark: inv.h */
+    snprintf(rq->idem_key, sizeof(rq->idem_key), "%s", e->idem);
+    rq->raw_key_fp = e->key_fp;
+    snprintf(rq->order_id, sizeof(rq->order_id), "%s", e->order_id);
+    rq->qty = e->qty;
 }
 
 static const char *const entry_state_names[GW_ENTRY_STATE_COUNT] = {

@@ -140,12 +140,7 @@ static promo_t promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, entry
         return PROMO_FAILED;
     }
     inv_reserve_req_t rq;
-    memset(&rq, 0, sizeof(rq));
-    rq.sale = sale;
-    snprintf(rq.user_id, sizeof(rq.user_id), "%s", e->user_id);
-    snprintf(rq.idem_key, sizeof(rq.idem_key), "%s", e->idem);
-    snprintf(rq.order_id, sizeof(rq.order_id), "%s", e->order_id);
-    rq.qty = e->qty;
+    gw_fair__entry_reserve_req(e, sale, &rq);
     rc = inv_reserve(f->inv, &rq);
     if (rc < 0)
         return PROMO_FAILED;
@@ -159,7 +154,7 @@ static promo_t promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, entry
     }
     *left = rq.stock_left >= 0 ? rq.stock_left : *left - e->qty;
     oq_order_t o;
-    gw_order_of_reserve(&o, &rq, fs->sale_id, cm_wall_ms(), srv->node_id);
+    gw_order_of_reserve(&o, &rq, e->user_id, fs->sale_id, cm_wall_ms(), srv->node_id);
     if (oq_spool_append(srv->spool, &o, 1) != 0) {
         gw_release_unaccepted(srv, &o, "waitlist promotion not accepted: spool refused");
         return PROMO_FAILED; /* still waitlisted: tried again after WL_RETRY_MS */
