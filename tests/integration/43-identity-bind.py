@@ -108,8 +108,8 @@ try:
     for i in range(70):
         bad = mallory[:-6] + b64[i % 64] + b64[i // 64] + mallory[-4:]
         h = {"X-Forwarded-For": "10.200.0.1", "Authorization": "Bearer " + bad}
-        r = req(g.port, "HEAD" if i % 5 == 4 else "GET", "/v1/sales/wr/queue?ticket=1.x",
-                headers=h)
+        r = request(g.port, "HEAD" if i % 5 == 4 else "GET", "/v1/sales/wr/queue?ticket=1.x",
+                    headers=h)
         codes.append(r.status)
     spent = verifications(g) - v0
     check(codes.count(429) >= 25, "the flood over the address's burst is refused 429: %s"
@@ -252,20 +252,20 @@ try:
     # fingerprint of the raw Idempotency-Key (key_fp), so the replay refills
     # the sale's key set and a key no order holds is answered 410 unverified
     g.put_sale("ko", stock=1, per_user_limit=1)
-    r = req(g.port, "POST", "/v1/sales/ko/orders", body={"qty": 1},
-            headers=auth(tok["victim-46"], {"Idempotency-Key": "ko-victim"}))
+    r = request(g.port, "POST", "/v1/sales/ko/orders", body={"qty": 1},
+                headers=auth(tok["victim-46"], {"Idempotency-Key": "ko-victim"}))
     eq(r.status, 202, "a keyed buy takes the last unit")
     ko_oid = r.json["order_id"]
     g.stop()
     g.start()
     v0 = verifications(g)
     for i in range(5):
-        r = req(g.port, "POST", "/v1/sales/ko/orders", body={"qty": 1},
-                headers=auth(mallory, {"Idempotency-Key": "ko-other-%d" % i}))
+        r = request(g.port, "POST", "/v1/sales/ko/orders", body={"qty": 1},
+                    headers=auth(mallory, {"Idempotency-Key": "ko-other-%d" % i}))
         eq(r.status, 410, "after a restart, a keyed buy of a key no order holds: sold out")
     eq(verifications(g), v0, "... answered with no signature verified")
-    r = req(g.port, "POST", "/v1/sales/ko/orders", body={"qty": 1},
-            headers=auth(tok["victim-46"], {"Idempotency-Key": "ko-victim"}))
+    r = request(g.port, "POST", "/v1/sales/ko/orders", body={"qty": 1},
+                headers=auth(tok["victim-46"], {"Idempotency-Key": "ko-victim"}))
     eq((r.status, r.json.get("order_id")), (202, ko_oid),
        "the buyer's own retry of its key still gets its order back")
     eq(verifications(g), v0 + 1, "... verified: the key may be a retry")
