@@ -16,6 +16,7 @@
 #include "gateway/base/gw_config.h"
 #include "gateway/base/gw_limit.h"
 #include "gateway/buy/gw_buy.h"
+#include "gateway/buy/gw_elig.h"
 #include "gateway/buy/gw_identity.h"
 #include "gateway/edge/gw_edge.h"
 #include "inventory/inv_fleet.h"
@@ -449,6 +450,9 @@ void gw_reg_handle(gw_req_t *r)
     } else {
         snprintf(r->person, sizeof(r->person), "%s", user);
     }
+    /* an ineligible person is not registered: the sale would refuse their entry anyway */
+    if (!gw_elig_check(r, r->id, cm_wall_ms()))
+        return;
     gw_limits_admit(srv->limits, user, strlen(user), identity ? NULL : (const char *)ipkey,
                     identity ? 0 : iplen, r->id, strlen(r->id), r->w->now_ns, &lv);
     if (!lv.allowed) {

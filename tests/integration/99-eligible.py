@@ -106,6 +106,24 @@ try:
     r = buy(g, "lot", token(g, "bo", "phone_verified=true"))
     eq((r.status, r.json.get("status")), (202, "entered"), "eligible entry (no age rule)")
 
+    # ---- registration: an ineligible person is not registered ----
+    r = g.admin("PUT", "/admin/v1/sales/reg", body={
+        "stock": 5, "starts_at": rfc3339(NOW + 60), "fair_window_ms": 2000,
+        "registration_opens_at": rfc3339(NOW - 10), "registration_closes_at": rfc3339(NOW + 30),
+        "require_claims": {"phone_verified": True}})
+    eq(r.status, 201, "registration sale with a rule: %s" % r.json)
+
+    def register(tok):
+        return request(g.port, "POST", "/v1/sales/reg/registrations",
+                       headers={"Authorization": "Bearer " + tok})
+    r = register(token(g, "dee", old))
+    eq((r.status, r.json.get("error"), r.json.get("reason")),
+       (403, "not_eligible", "claim phone_verified"), "ineligible registration refused")
+    eq(g.admin("GET", "/admin/v1/sales/reg/registrations").json.get("count"), 0,
+       "nobody registered")
+    r = register(token(g, "dee", "phone_verified=true"))
+    eq(r.status, 201, "eligible: registered")
+
     # ---- the waiting room's join ----
     r = g.admin("PUT", "/admin/v1/sales/wr", body={
         "stock": 5, "waiting_room_rate": 100, "min_account_age_days": 30})
