@@ -92,7 +92,7 @@ static int group_teardown(void **state)
 static int setup(void **state)
 {
     pg_ctx_t *c = calloc(1, sizeof(*c));
-    char db[32], q[64];
+    char db[32], q[96];
     snprintf(db, sizeof(db), "t%d", ++g_dbseq);
     /* FILE_COPY: PostgreSQL 15's default copies the template through the WAL,
      * and 34 cases left hundreds of MB for the group's rm -rf (the server runs
