@@ -944,8 +944,12 @@ static bool buy_handle(gw_req_t *r)
      * kept or given back by the answer (admission_settle). A retry with the
      * Idempotency-Key of the buy that spent it goes on to get its order. */
     if (room) {
-        int ac = gw_fair_admission_claim(srv->fair, r->id, atok.jti, atok.exp_s,
-                                         r->res.raw_key_fp, now_ms / 1000);
+        /* the key as the inventory dedups it (scoped by the account with
+         * identity on): another account of the token's person sending the
+         * same raw key is not a retry of this buy */
+        uint32_t kfp = r->res.idem_key[0] ? inv_idem_key_fp(r->res.idem_key) : 0;
+        int ac = gw_fair_admission_claim(srv->fair, r->id, atok.jti, atok.exp_s, kfp,
+                                         now_ms / 1000);
         if (ac == GW_WR_SPENT || ac == CM_EBUSY) {
             admission_refused(r, ac == CM_EBUSY ? ADM_BUSY : ADM_SPENT);
             return false;

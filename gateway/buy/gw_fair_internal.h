@@ -60,6 +60,10 @@ struct gw_fair_sale {
     off_t log_len;           /* its length: where a short write is cut back to */
     bool closed;             /* the draw took the entries: no more */
     bool seeded;
+    /* whether the draw's losers are waitlisted, decided once (the first "F"
+     * line read, or the draw's first run) so that a retried end line cannot
+     * flip it: 0 undecided, 1 lost, 2 waitlisted. Lottery thread, or load. */
+    uint8_t draw_wl;
     uint64_t seed;
     int64_t draw_started_ms, draw_done_ms;
     int64_t draw_retry_ms; /* fleet: no new try of a failed draw before this (lottery thread) */

@@ -202,7 +202,11 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
         } else if (line[0] == 'F' && sscanf(line, "F %lld", &at) == 1) {
             char wflag[2] = "";
             finished = true;
-            waitlist = sscanf(line, "F %lld %1s", &at, wflag) == 2 && wflag[0] == 'w';
+            if (!fs->draw_wl) /* the first "F" decides; a later one is a retried write */
+                fs->draw_wl = sscanf(line, "F %lld %1s", &at, wflag) == 2 && wflag[0] == 'w'
+                                  ? 2
+                                  : 1;
+            waitlist = fs->draw_wl == 2;
             fs->draw_done_ms = at;
         } else if (line[0] == 'L' && fs->seeded) {
             fs->wl_ended = true;
@@ -487,12 +491,12 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
     bool failed = false;
     int64_t now = cm_wall_ms();
     /* the losers wait for freed units (gw_waitlist.c) unless the sale is over already */
-    bool waitlist = false;
-    if (sale) {
+    if (!fs->draw_wl && sale) { /* once: a resumed or retried draw keeps it */
         inv_sale_info_t si;
         inv_sale_snapshot(sale, &si);
-        waitlist = !(si.ends_at_ms && now >= si.ends_at_ms);
+        fs->draw_wl = si.ends_at_ms && now >= si.ends_at_ms ? 1 : 2;
     }
+    bool waitlist = fs->draw_wl == 2;
     while (fs->next < fs->ndraw) {
         entry_t *e = &fs->v[fs->perm[fs->next]]; /* the vector no longer grows: closed */
         uint8_t st = e->state;

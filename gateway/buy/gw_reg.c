@@ -158,10 +158,21 @@ void gw_fair__reg_load(gw_fair_t *f, gw_fair_sale_t *fs)
     struct gw_reg_set *s = set_get(fs);
     char line[INV_USER_ID_MAX + 8];
     size_t bad = 0;
+    off_t good = 0; /* the end of the last whole line */
     while (fgets(line, sizeof(line), fp)) {
         size_t n = strlen(line);
-        /* a line without its newline is a write cut short: never answered */
-        if (n < 2 || line[n - 1] != '\n') {
+        /* a line without its newline is a write cut short: never answered.
+         * The last one is cut off the file, or the next registration's line
+         * would be glued to it and read back as another id. */
+        if (!n || line[n - 1] != '\n') {
+            bad++;
+            if (feof(fp) && truncate(path, good) != 0)
+                cm_log_error("fair", "cannot cut a torn line off the registration log",
+                             "sale=%s err=%s", fs->sale_id, strerror(errno));
+            continue;
+        }
+        good += (off_t)n;
+        if (n < 2) {
             bad++;
             continue;
         }
