@@ -88,11 +88,12 @@ struct gw_reg_set {
     size_t tcap;
     int fd;        /* the log, -1 until opened */
     off_t log_len; /* where a torn line is cut back to */
+    cm_hash_key_t key; /* the table's own (the room's key is re-drawn at a reset) */
 };
 
-static uint64_t person_hash(const gw_fair_sale_t *fs, const char *p)
+static uint64_t person_hash(const struct gw_reg_set *s, const char *p)
 {
-    return cm_hash_sip24(&fs->wr_key, p, strlen(p)); /* the slot's own key: never changes */
+    return cm_hash_sip24(&s->key, p, strlen(p));
 }
 
 static void tab_put(uint32_t *t, size_t cap, uint64_t h, uint32_t idx)
@@ -104,18 +105,18 @@ static void tab_put(uint32_t *t, size_t cap, uint64_t h, uint32_t idx)
         }
 }
 
-static bool set_has(const gw_fair_sale_t *fs, const struct gw_reg_set *s, const char *p)
+static bool set_has(const struct gw_reg_set *s, const char *p)
 {
     if (!s || !s->tcap)
         return false;
-    for (size_t i = person_hash(fs, p) & (s->tcap - 1); s->tab[i]; i = (i + 1) & (s->tcap - 1))
+    for (size_t i = person_hash(s, p) & (s->tcap - 1); s->tab[i]; i = (i + 1) & (s->tcap - 1))
         if (strcmp(s->v[s->tab[i] - 1], p) == 0)
             return true;
     return false;
 }
 
 /* Adds p (not in the set). fs->reg_mu held or single-threaded. */
-static void set_add(const gw_fair_sale_t *fs, struct gw_reg_set *s, const char *p)
+static void set_add(struct gw_reg_set *s, const char *p)
 {
     if ((s->n + 1) * 2 > s->tcap) {
         size_t cap = s->tcap ? s->tcap * 2 : 1024;
@@ -123,14 +124,14 @@ static void set_add(const gw_fair_sale_t *fs, struct gw_reg_set *s, const char *
         s->tab = cm_xcalloc(cap, sizeof(uint32_t));
         s->tcap = cap;
         for (size_t i = 0; i < s->n; i++)
-            tab_put(s->tab, cap, person_hash(fs, s->v[i]), (uint32_t)i);
+            tab_put(s->tab, cap, person_hash(s, s->v[i]), (uint32_t)i);
     }
     if (s->n == s->cap) {
         s->cap = s->cap ? s->cap * 2 : 256;
         s->v = cm_xrealloc(s->v, s->cap * sizeof(*s->v));
     }
     snprintf(s->v[s->n], sizeof(s->v[s->n]), "%s", p);
-    tab_put(s->tab, s->tcap, person_hash(fs, p), (uint32_t)s->n);
+    tab_put(s->tab, s->tcap, person_hash(s, p), (uint32_t)s->n);
     s->n++;
 }
 
@@ -139,6 +140,9 @@ static struct gw_reg_set *set_get(gw_fair_sale_t *fs)
     if (!fs->reg) {
         fs->reg = cm_xcalloc(1, sizeof(*fs->reg));
         fs->reg->fd = -1;
+        /* never fails on Linux; a fixed key still works (a table's order only) */
+        if (cm_hash_seed_random(&fs->reg->key) != 0)
+            fs->reg->key = (cm_hash_key_t){0x94d049bb133111ebull, (uint64_t)(uintptr_t)fs};
     }
     return fs->reg;
 }
@@ -177,8 +181,8 @@ void gw_fair__reg_load(gw_fair_t *f, gw_fair_sale_t *fs)
             continue;
         }
         line[n - 1] = '\0';
-        if (inv_id_valid(line, n - 1, INV_USER_ID_MAX) && !set_has(fs, s, line))
-            set_add(fs, s, line);
+        if (inv_id_valid(line, n - 1, INV_USER_ID_MAX) && !set_has(s, line))
+            set_add(s, line);
     }
     fclose(fp);
     if (bad)
@@ -375,14 +379,14 @@ static int reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_
     pthread_mutex_lock(&fs->reg_mu);
     struct gw_reg_set *s = set_get(fs);
     int out;
-    if (set_has(fs, s, person))
+    if (set_has(s, person))
         out = 0;
     else if (s->n >= cap)
         out = -1;
     else if (log_append(f, fs, s, person) != 0)
         out = CM_EIO;
     else {
-        set_add(fs, s, person);
+        set_add(s, person);
         out = 1;
     }
     pthread_mutex_unlock(&fs->reg_mu);
@@ -514,7 +518,7 @@ bool gw_reg_entry_ok(gw_req_t *r, void *fsv)
         }
     } else {
         pthread_mutex_lock(&fs->reg_mu);
-        has = set_has(fs, fs->reg, r->person);
+        has = set_has(fs->reg, r->person);
         pthread_mutex_unlock(&fs->reg_mu);
     }
     if (!has)

@@ -136,6 +136,8 @@ static void *releaser_main(void *arg)
         const char *who = oq_order_person(o);
         int rc = o->giveback ? inv_giveback(rl->srv->inv, o->sale_id, who, o->qty, o->order_id)
                              : inv_release(rl->srv->inv, o->sale_id, who, o->qty, o->order_id);
+        if (rc == CM_ENOTFOUND && !o->giveback && !o->person[0] && o->user_id[0])
+            rc = inv_release(rl->srv->inv, o->sale_id, "", o->qty, o->order_id); /* as below */
         if (o->giveback && rc == CM_ECONFLICT) /* claimed: answered 202 elsewhere, kept */
             cm_log_info("gw", "give-back refused: a keyed retry was accepted with the order",
                         "order=%s sale=%s", o->order_id, o->sale_id);

@@ -204,6 +204,10 @@ static int replay_one(const oq_rec_t *rec, void *arg)
                 o.giveback
                     ? inv_giveback(srv->inv, o.sale_id, oq_order_person(&o), o.qty, o.order_id)
                     : inv_release(srv->inv, o.sale_id, oq_order_person(&o), o.qty, o.order_id);
+            /* a release of an outcome that named the account alone (a settlement
+             * before the person member): the order's holder, by its id */
+            if (rel == CM_ENOTFOUND && !o.giveback && !o.person[0] && o.user_id[0])
+                rel = inv_release(srv->inv, o.sale_id, "", o.qty, o.order_id);
             oq_order_t known;
             /* A give-back's order was never accepted here, so it has no status
              * to set; it is known only if a keyed retry claimed it here after,
