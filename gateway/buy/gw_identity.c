@@ -253,6 +253,8 @@ static who_t who(gw_req_t *r, char *user, int *outcome, bool count_missing)
         size_t len = 0;
         const char *tok = find_token(r, id, &len);
         id_result_t res;
+        res.eligible = 0; /* filled on ID_OK only: set for the analyzers */
+        res.created_at = 0;
         if (!tok)
             oc = ID_MISSING;
         else
