@@ -1185,7 +1185,7 @@ static void lot_check_order(world_t *wd, gw_t *g)
         L->o_units_back = g->units_back;
         return;
     }
-    if (L->seed != L->o_seed || L->ndraw != L->o_ndraw || memcmp(order, L->o_order, L->ndraw))
+    if (L->seed != L->o_seed || L->ndraw != L->o_ndraw || memcmp(order, L->o_order, L->ndraw) != 0)
         fail(wd,
              "gw%d: lottery: the draw resumed with seed %016" PRIx64 " and %zu entrants, "
              "first drawn with seed %016" PRIx64 " and %zu: another order",

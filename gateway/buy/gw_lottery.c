@@ -159,9 +159,8 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
         long long at, seedlo;
         unsigned long long seed;
         char mark[2][16] = {"", ""};
-        int nf;
-        if (line[0] == 'E' && (nf = sscanf(line, "E %31s %64s %u %lld %128s %15s %15s", e.order_id,
-                                           e.user_id, &qty, &at, e.idem, mark[0], mark[1])) >= 5) {
+        if (line[0] == 'E' && sscanf(line, "E %31s %64s %u %lld %128s %15s %15s", e.order_id,
+                                     e.user_id, &qty, &at, e.idem, mark[0], mark[1]) >= 5) {
             e.qty = qty;
             e.at_ms = at;
             bool k = strcmp(mark[0], "k") == 0; /* a literal "-" key */
