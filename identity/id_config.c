@@ -80,22 +80,30 @@ static bool claim_name_ok(const char *s)
     return true;
 }
 
+/* The next item of a comma-separated list at *p: true with it in [*p, *t)
+ * (spaces around it left out) and *e at its end (the comma or the NUL); false
+ * at the list's end. */
+static bool list_item(const char **p, const char **e, const char **t)
+{
+    while (**p == ' ' || **p == ',')
+        (*p)++;
+    if (!**p)
+        return false;
+    *e = *p;
+    while (**e && **e != ',')
+        (*e)++;
+    *t = *e;
+    while (*t > *p && (*t)[-1] == ' ')
+        (*t)--;
+    return true;
+}
+
 int id__elig_names(const char *list, char out[][ID_CLAIM_NAME_MAX + 1], size_t *n, char *err,
                    size_t errlen)
 {
     size_t k = 0;
-    const char *p = list;
-    while (*p) {
-        while (*p == ' ' || *p == ',')
-            p++;
-        if (!*p)
-            break;
-        const char *e = p;
-        while (*e && *e != ',')
-            e++;
-        const char *t = e;
-        while (t > p && t[-1] == ' ')
-            t--;
+    const char *p = list, *e, *t;
+    while (list_item(&p, &e, &t)) {
         size_t len = (size_t)(t - p);
         char name[ID_CLAIM_NAME_MAX + 2];
         if (len > ID_CLAIM_NAME_MAX)
@@ -152,18 +160,8 @@ bool id_config_claim_name(const id_config_t *c, int i, char *out)
 int id__audiences(const char *list, char out[][ID_STR_MAX], size_t *n, char *err, size_t errlen)
 {
     size_t k = 0;
-    const char *p = list;
-    while (*p) {
-        while (*p == ' ' || *p == ',')
-            p++;
-        if (!*p)
-            break;
-        const char *e = p;
-        while (*e && *e != ',')
-            e++;
-        const char *t = e;
-        while (t > p && t[-1] == ' ')
-            t--;
+    const char *p = list, *e, *t;
+    while (list_item(&p, &e, &t)) {
         if (k == ID_AUDIENCES_MAX) {
             snprintf(err, errlen, "identity.audience: more than %d audiences", ID_AUDIENCES_MAX);
             return -1;
