@@ -2,10 +2,12 @@
 #   make            build (RelWithDebInfo) into build/
 #   make run        build, start flashgate + flashgate-settle on the embedded
 #                   defaults, rehearse a sale with flashgate-load, keep serving
-#   make test       the whole suite: dev build (-Werror) unit + integration + race
-#                   (Helgrind on the relay and settlement),
-#                   ASan+UBSan unit + integration, TSan concurrency tests,
-#                   libFuzzer targets for a bounded time (make fuzz), lint
+#   make test       the whole suite: dev build (-Werror) unit + integration + the
+#                   simulation's batch (one ctest run: the CPU-bound simulation
+#                   overlaps the tests that wait), race (Helgrind on the relay and settlement),
+#                   ASan+UBSan unit + integration + simulation, TSan concurrency
+#                   tests (only their programs built), libFuzzer targets for a
+#                   bounded time (make fuzz), lint
 #   make fuzz       clang + libFuzzer + ASan/UBSan build in build-fuzz/, each
 #                   target FUZZ_SECONDS (10) plus every committed reproducer
 #   make lint       cppcheck, clang-tidy and the OpenAPI lint, clean or failing (tests/lint/)
@@ -58,10 +60,8 @@ test: test-dev test-asan test-tsan fuzz lint
 test-dev:
 	@cmake -S . -B build -DFLASHGATE_WERROR=ON $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build -j$(JOBS)
-	@cd build && ctest -L unit --output-on-failure -j$(TEST_JOBS)
-	@cd build && ctest -L integration --output-on-failure -j$(TEST_JOBS)
+	@cd build && ctest -L 'unit|integration|sim' --output-on-failure -j$(TEST_JOBS)
 	@cd build && ctest -L race --output-on-failure
-	@cd build && ctest -L sim --output-on-failure
 
 test-asan:
 	@cmake -S . -B build-asan -DFLASHGATE_WERROR=ON -DFLASHGATE_SANITIZER=address,undefined \
@@ -77,7 +77,7 @@ test-asan:
 test-tsan:
 	@cmake -S . -B build-tsan -DFLASHGATE_WERROR=ON -DFLASHGATE_SANITIZER=thread \
 		-DCMAKE_BUILD_TYPE=Debug $(CMAKE_FLAGS) >/dev/null
-	@cmake --build build-tsan -j$(JOBS)
+	@cmake --build build-tsan -j$(JOBS) --target concurrency-bins
 	@cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp \
 		ctest -L concurrency --output-on-failure -j$(JOBS)
 
@@ -112,7 +112,7 @@ mutation:
 fuzz:
 	@CC=clang cmake -S . -B build-fuzz -DFLASHGATE_WERROR=ON -DFLASHGATE_FUZZ=ON \
 		-DFLASHGATE_SANITIZER=address,undefined -DCMAKE_BUILD_TYPE=Debug $(CMAKE_FLAGS) >/dev/null
-	@cmake --build build-fuzz -j$(JOBS)
+	@cmake --build build-fuzz -j$(JOBS) --target fuzz-targets
 	@sh tests/fuzz/run.sh build-fuzz
 
 bench: build
