@@ -348,6 +348,19 @@ int gw_fair_admission_claim(gw_fair_t *f, const char *sale_id, uint64_t jti, int
                             uint64_t fp, int64_t now_s);
 void gw_fair_admission_settle(gw_fair_t *f, const char *sale_id, uint64_t jti, bool accepted);
 
+/*
+ * The admin's export of a sealed pre-queue (GET /admin/v1/sales/{id}/room/persons):
+ * {"sale_id","count","seed","hash","persons":[{"person","rank"}...],"next_cursor"},
+ * the persons in rank order, at most limit from cursor (a rank - 1), so that an
+ * auditor recomputes every rank from the published seed. Returns a json_t *
+ * (new reference), or NULL with *rc CM_ENOTFOUND (no waiting room), CM_ECONFLICT
+ * (not sealed yet: the ranks exist from the start) or CM_EBACKEND (a fleet's
+ * Redis), and the reason in errbuf. Thread-safe; in a fleet blocks on Redis.
+ */
+#define GW_WR_PAGE_MAX 1000
+void *gw_fair_room_persons_json(gw_fair_t *f, const char *sale_id, uint64_t cursor,
+                                uint64_t limit, int *rc, char *errbuf, size_t errlen);
+
 /* Adds {"fair": {...}} counters to the stats (json_t *). Thread-safe. */
 void gw_fair_stats(gw_fair_t *f, void *json_obj);
 
