@@ -273,6 +273,8 @@ try:
     r = buy(B, "rf", ACCOUNTS[order[3]][0], order[3], tok=t3)
     eq(r.status, 503, "Redis down: a buy with a token is 503, not an order")
     eq(B.get("/v1/sales/rf/queue").status, 200, "the queue page needs no Redis")
+    eq(C.admin("GET", "/admin/v1/sales/rf/room/persons").status, 503,
+       "Redis down: the export is 503")
     r = buy(B, "later", ACCOUNTS[order[3]][0], order[3])
     eq(r.status, 425, "a buy before the start needs no Redis")
     redis.restart()
