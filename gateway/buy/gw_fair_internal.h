@@ -259,10 +259,11 @@ void gw_fair__room_keys(gw_fair_sale_t *fs);
 int gw_fair__room_fleet_join(gw_fair_sale_t *fs, const char *person, size_t len, bool take,
                              int64_t now_ms, int64_t starts_at_ms, gw_wr_join_t *out);
 /* One room's step in a fleet, at most every GW_WR_FLEET_TICK_MS: seals at the start,
- * adds this gateway's share (eff_per_s, admissions per second) to the shared front
+ * adds this gateway's share (eff_per_s, admissions per second) to the shared front,
+ * never past fleet_per_s (the fleet's second of admissions) beyond the places given,
  * and refreshes the local copy. Lottery thread. */
 void gw_fair__room_fleet_tick(gw_fair_t *f, gw_fair_sale_t *fs, int64_t now, bool started,
-                              double eff_per_s, int64_t starts_at_ms);
+                              double eff_per_s, double fleet_per_s, int64_t starts_at_ms);
 #define GW_WR_FLEET_TICK_MS 100
 /* The fleet's part of gw_fair_room_persons_json: fills arr (json_t *) with ranks
  * start+1.. of at most limit persons, *total and *sealed, seed_hex. 0 or CM_EBACKEND. */

@@ -563,9 +563,9 @@ void gw_fair__rooms_tick(gw_fair_t *f, int64_t now)
         if (cap >= 0 && eff > cap)
             eff = cap;
         atomic_store(&fs->wr_eff_milli, (uint64_t)(eff * 1000));
-        if (f->fleet) {
-            gw_fair__room_fleet_tick(f, fs, now, s && !(info.starts_at_ms && now < info.starts_at_ms),
-                                     eff, info.starts_at_ms);
+        if (f->fleet) { /* the room is Redis': this gateway adds its share */
+            bool started = s && !(info.starts_at_ms && now < info.starts_at_ms);
+            gw_fair__room_fleet_tick(f, fs, now, started, eff, eff * members, info.starts_at_ms);
             continue;
         }
         if (!s || (info.starts_at_ms && now < info.starts_at_ms) || dt <= 0)

@@ -70,12 +70,11 @@ void gw_fair__room_fleet_trouble(const char *what, const char *sale, const char 
 {
     static _Atomic int64_t last_ms;
     int64_t now = cm_wall_ms(), prev = atomic_load_explicit(&last_ms, memory_order_relaxed);
-    if (now - prev < 5000 ||
-        !atomic_compare_exchange_strong_explicit(&last_ms, &prev, now, memory_order_relaxed,
-                                                 memory_order_relaxed))
+    if (now - prev < 5000 || !atomic_compare_exchange_strong_explicit(
+                                 &last_ms, &prev, now, memory_order_relaxed, memory_order_relaxed))
         return;
-    cm_log_warn("fair", "waiting room: redis trouble", "what=\"%s\" sale=%s err=\"%s\"", what,
-                sale, why);
+    cm_log_warn("fair", "waiting room: redis trouble", "what=\"%s\" sale=%s err=\"%s\"", what, sale,
+                why);
 }
 
 /* Takes the fleet's seed (hex) as the room's. */
@@ -156,7 +155,7 @@ static void state_copy(gw_fair_sale_t *fs, const inv_room_state_t *st, int64_t s
 }
 
 void gw_fair__room_fleet_tick(gw_fair_t *f, gw_fair_sale_t *fs, int64_t now, bool started,
-                              double eff_per_s, int64_t starts_at_ms)
+                              double eff_per_s, double fleet_per_s, int64_t starts_at_ms)
 {
     if (fs->wr_fleet_ms && now - fs->wr_fleet_ms < GW_WR_FLEET_TICK_MS)
         return;
@@ -169,7 +168,7 @@ void gw_fair__room_fleet_tick(gw_fair_t *f, gw_fair_sale_t *fs, int64_t now, boo
     pthread_mutex_unlock(&fs->wr_mu);
     inv_fleet_conn_t *c = gw_fair__pool_get(f, why, sizeof(why));
     inv_room_state_t st;
-    int rc = c ? inv_room_tick(c, fs->sale_id, hex, started, now, add, (uint64_t)eff_per_s, &st,
+    int rc = c ? inv_room_tick(c, fs->sale_id, hex, started, now, add, (uint64_t)fleet_per_s, &st,
                                why, sizeof(why))
                : CM_EBACKEND;
     gw_fair__pool_put(f, c);
@@ -195,9 +194,9 @@ static void person_member(void *ctx, const char *member)
                                             "rank", (json_int_t)x->rank));
 }
 
-int gw_fair__room_fleet_persons(gw_fair_t *f, const char *sale_id, uint64_t start,
-                                uint64_t limit, void *arr, uint64_t *total, bool *sealed,
-                                char seed_hex[33], char *errbuf, size_t errlen)
+int gw_fair__room_fleet_persons(gw_fair_t *f, const char *sale_id, uint64_t start, uint64_t limit,
+                                void *arr, uint64_t *total, bool *sealed, char seed_hex[33],
+                                char *errbuf, size_t errlen)
 {
     char why[256] = "";
     inv_fleet_conn_t *c = gw_fair__pool_get(f, why, sizeof(why));
