@@ -336,7 +336,7 @@ typedef struct inv_room_state {
 
 /*
  * The lottery thread's step for one room: offers seed_hex as the room's seed
- * (kept if none yet), seals the pre-queue when started (at now_ms: npre is
+ * (kept if none yet; "-<seed>" offers none: CM_ENOTFOUND when the room has none), seals the pre-queue when started (at now_ms: npre is
  * its size and the later arrivals' places come after it), then, sealed, adds
  * add_milli to the front without passing (next + ahead) places. Fills *st.
  */
@@ -355,7 +355,8 @@ typedef struct inv_room_join {
 
 /*
  * A person's join (take) or look at the room, one script: checks seed_hex is
- * the room's (else out->seed is set and nothing else is done), enters the
+ * the room's (else out->seed is set and nothing else is done; offered as the
+ * room's when it has none, unless given as "-<seed>": then CM_ENOTFOUND), enters the
  * pre-queue before the start (member: the key's hex and the person), seals it
  * at the start, finds the place (the pre-queue rank, a later place, or with
  * take a new one at the back; a place whose token expired unused is given up

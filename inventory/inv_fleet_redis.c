@@ -861,12 +861,15 @@ int inv_reg_range(inv_fleet_conn_t *c, const char *sale, long long start, long l
     "  redis.call('HSET', KEYS[1], 'sealed', now, 'npre', n)\n"                        \
     "  redis.call('HINCRBY', KEYS[1], 'next', n)\n"                                    \
     "end\n"                                                                            \
+    "local want, offer = ARGV[1], true\n"                                              \
+    "if string.sub(want, 1, 1) == '-' then want = string.sub(want, 2) offer = false end\n" \
     "local s = redis.call('HGET', KEYS[1], 'seed')\n"                                  \
-    "if not s then redis.call('HSET', KEYS[1], 'seed', ARGV[1]) s = ARGV[1] end\n"
+    "if not s and not offer then return {-3} end\n"                                   \
+    "if not s then redis.call('HSET', KEYS[1], 'seed', want) s = want end\n"
 
 /*
- * Tick: KEYS wr, wrpre; ARGV seed, started, now_ms, add_milli, ahead.
- * {seed, sealed ms or 0, npre, next, front}.
+ * Tick: KEYS wr, wrpre; ARGV seed ("-seed": not to offer), started, now_ms, add_milli, ahead.
+ * {seed, sealed ms or 0, npre, next, front}; {-3}: no seed and none offered.
  */
 static const char LUA_ROOM_TICK[] =
     LUA_ROOM_SEAL
@@ -889,13 +892,14 @@ static const char LUA_ROOM_TICK[] =
     "return {s, sealed or '0', npre, nx, string.format('%d', front)}\n";
 
 /*
- * Join: KEYS wr, wrpre, wrpl; ARGV seed, member, person, before_start, take,
- * now_ms, ttl_s, cap. {-2, seed}: another seed; {-1}: the pre-queue is full;
- * {0}: pre-queue; {1, pos, exp_s}.
+ * Join: KEYS wr, wrpre, wrpl; ARGV seed ("-seed": not to offer), member, person,
+ * before_start, take, now_ms, ttl_s, cap. {-3}: no seed and none offered;
+ * {-2, seed}: another seed; {-1}: the pre-queue is full; {0}: pre-queue;
+ * {1, pos, exp_s}.
  */
 static const char LUA_ROOM_JOIN[] =
     LUA_ROOM_SEAL
-    "if s ~= ARGV[1] then return {-2, s} end\n"
+    "if s ~= want then return {-2, s} end\n"
     "local take = ARGV[5] == '1'\n"
     "if not redis.call('HGET', KEYS[1], 'sealed') then\n"
     "  if ARGV[4] == '1' then\n"
@@ -968,8 +972,11 @@ int inv_room_tick(inv_fleet_conn_t *c, const char *sale, const char *seed_hex, b
     if (!r)
         return CM_EBACKEND;
     int rc = 0;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 5 ||
-        r->element[0]->type != REDIS_REPLY_STRING) {
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 1) {
+        cm_errbuf_set(errbuf, errlen, "the room has no seed (deleted?) and none was offered");
+        rc = CM_ENOTFOUND;
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 5 ||
+               r->element[0]->type != REDIS_REPLY_STRING) {
         cm_errbuf_set(errbuf, errlen, "unexpected reply");
         rc = CM_EBACKEND;
     } else {
@@ -1004,6 +1011,9 @@ int inv_room_join(inv_fleet_conn_t *c, const char *sale, const char *seed_hex, c
                          : -9;
     if (kind == -2 && r->elements == 2 && r->element[1]->type == REDIS_REPLY_STRING) {
         snprintf(out->seed, sizeof(out->seed), "%s", r->element[1]->str);
+    } else if (kind == -3) {
+        cm_errbuf_set(errbuf, errlen, "the room has no seed (deleted?) and none was offered");
+        rc = CM_ENOTFOUND;
     } else if (kind == -1 || kind == 0) {
         out->prequeue = true;
         out->full = kind == -1;

@@ -259,7 +259,8 @@ typedef struct gw_fair_room_view {
     uint64_t queued;           /* positions given so far (the sealed pre-queue's included) */
     uint64_t prequeued;        /* persons in the pre-queue */
     bool sealed;               /* the pre-queue was sealed: the sale started */
-    double rate_per_s;         /* the admission rate in force now (this gateway) */
+    double rate_per_s;         /* the admission rate in force now (this gateway's; a fleet's
+                                * room: this gateway's times the members, the shared front's) */
 } gw_fair_room_view_t;
 void gw_fair_room_view(gw_fair_sale_t *fs, gw_fair_room_view_t *out);
 

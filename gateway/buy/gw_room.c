@@ -564,6 +564,8 @@ void gw_fair__rooms_tick(gw_fair_t *f, int64_t now)
             eff = cap;
         atomic_store(&fs->wr_eff_milli, (uint64_t)(eff * 1000));
         if (f->fleet) { /* the room is Redis': this gateway adds its share */
+            /* the shared front moves at the fleet's rate: the queue page's eta divides by it */
+            atomic_store(&fs->wr_eff_milli, (uint64_t)(eff * members * 1000));
             bool started = s && !(info.starts_at_ms && now < info.starts_at_ms);
             gw_fair__room_fleet_tick(f, fs, now, started, eff, eff * members, info.starts_at_ms);
             continue;

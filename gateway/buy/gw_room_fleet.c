@@ -77,6 +77,22 @@ void gw_fair__room_fleet_trouble(const char *what, const char *sale, const char 
                 why);
 }
 
+/*
+ * The seed this gateway may offer as the room's: its own, unless its copy of
+ * the room was ever sealed. A sealed room's seed is published; if Redis has no
+ * seed any more the room was deleted (and maybe made again), and this gateway
+ * has not yet read the tombstone that gives it a new seed (gw_fair__room_reset):
+ * offering the old one would make the new room's order known before its start.
+ * wr_mu held.
+ */
+static void seed_offer(const gw_fair_sale_t *fs, const cm_hash_key_t *seed, char hex[34])
+{
+    hex[0] = '-';
+    gw_fair__seed_hex(seed, hex + 1);
+    if (!fs->wr_sealed_ms)
+        memmove(hex, hex + 1, 33);
+}
+
 /* Takes the fleet's seed (hex) as the room's. */
 static void seed_adopt(gw_fair_sale_t *fs, const char *hex)
 {
@@ -100,11 +116,11 @@ int gw_fair__room_fleet_join(gw_fair_sale_t *fs, const char *person, size_t len,
     cm_hash_key_t seed = {0, 0};
     /* twice at most: a seed that is not the fleet's is replaced by the one Redis holds */
     for (int attempt = 0; rc == 0 && attempt < 2; attempt++) {
+        char hex[34], member[INV_ROOM_KEY_HEX + INV_USER_ID_MAX + 2];
         pthread_mutex_lock(&fs->wr_mu);
         seed = fs->wr_seed;
+        seed_offer(fs, &seed, hex);
         pthread_mutex_unlock(&fs->wr_mu);
-        char hex[33], member[INV_ROOM_KEY_HEX + INV_USER_ID_MAX + 2];
-        gw_fair__seed_hex(&seed, hex);
         snprintf(member, sizeof(member), "%016llx%.*s",
                  (unsigned long long)gw_wr_prequeue_key(&seed, person, len), (int)len, person);
         rc = inv_room_join(c, fs->sale_id, hex, member, person,
@@ -113,8 +129,10 @@ int gw_fair__room_fleet_join(gw_fair_sale_t *fs, const char *person, size_t len,
         if (rc || !j.seed[0])
             break;
         seed_adopt(fs, j.seed);
-        if (attempt == 1)
-            rc = CM_EBACKEND; /* the seed changed under us twice: a deletion racing */
+        if (attempt == 1) { /* the seed changed under us twice: a deletion racing */
+            snprintf(why, sizeof(why), "the room's seed changed while joining");
+            rc = CM_EBACKEND;
+        }
     }
     gw_fair__pool_put(f, c);
     if (rc) {
@@ -162,9 +180,9 @@ void gw_fair__room_fleet_tick(gw_fair_t *f, gw_fair_sale_t *fs, int64_t now, boo
     int64_t dt = fs->wr_fleet_ms ? now - fs->wr_fleet_ms : 0;
     fs->wr_fleet_ms = now;
     uint64_t add = started && dt > 0 ? (uint64_t)(eff_per_s * (double)dt) : 0;
-    char why[256] = "", hex[33];
+    char why[256] = "", hex[34];
     pthread_mutex_lock(&fs->wr_mu);
-    gw_fair__seed_hex(&fs->wr_seed, hex);
+    seed_offer(fs, &fs->wr_seed, hex);
     pthread_mutex_unlock(&fs->wr_mu);
     inv_fleet_conn_t *c = gw_fair__pool_get(f, why, sizeof(why));
     inv_room_state_t st;

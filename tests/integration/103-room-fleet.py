@@ -21,7 +21,10 @@ flashgate-token with --person.
 - Redis down: a join and a buy with a token are 503, never a place or an order
   from a local guess; the cheap answers need no Redis (the queue page, a buy
   before the start).
-Bounded: ~90 requests, a 4 s pre-queue (~15 s)."""
+- A sale deleted takes its room's keys with it; made again under the id, its
+  room is new (not sealed) and its seed is not the old room's published one
+  (a gateway that knew the old room sealed never offers that seed again).
+Bounded: ~100 requests, a 5 s pre-queue (~15 s)."""
 import os
 import struct
 import subprocess
@@ -281,6 +284,32 @@ try:
     ok, _ = wait_for(lambda: buy(B, "rf", ACCOUNTS[order[3]][0], order[3], tok=t3).status == 202,
                      10, step=0.3)
     eq(ok, True, "Redis back: the token not spent by the 503 buys")
+
+    # --- a deleted room goes with its sale; made again, it is a new room, sealed at its start ---
+    ends = int(time.time()) + 2
+    r = A.admin("PUT", "/admin/v1/sales/dr", body={
+        "stock": 5, "per_user_limit": 1, "ends_at": rfc3339(ends), "waiting_room_rate": 100})
+    eq(r.status, 201, "a room that ends in ~2 s")
+    ok, _ = wait_for(lambda: join(B, "dr", "late1", "late1").json.get("position") == 1, 3)
+    eq(ok, True, "its first join, on B, takes place 1 (no pre-queue: no starts_at)")
+    ok, _ = wait_for(lambda: room(A, "dr").get("sealed") and "seed" in room(A, "dr"), 3)
+    old_seed = room(A, "dr")["seed"]
+    wait_until(ends + 1.2)
+    eq(C.admin("DELETE", "/admin/v1/sales/dr").status, 200, "the ended sale is deleted through C")
+    eq(redis.cmd("EXISTS", "{flashgate:fair:dr}:wr", "{flashgate:fair:dr}:wrpre",
+                 "{flashgate:fair:dr}:wrpl"), 0, "its room's keys are gone from Redis")
+    r = C.admin("PUT", "/admin/v1/sales/dr", body={
+        "stock": 5, "per_user_limit": 1, "starts_at": rfc3339(int(time.time()) + 3600),
+        "waiting_room_rate": 100})
+    eq(r.status, 201, "made again under the id, starting in an hour")
+    ok, _ = wait_for(lambda: all(join(g, "dr", "late2", "late2").json.get("prequeue") for g in gws), 3)
+    eq(ok, True, "every gateway answers the new room's pre-queue")
+    # each gateway reads the room back at its next tick (100 ms)
+    ok, _ = wait_for(lambda: [room(g, "dr")["sealed"] for g in gws] == [False] * 3, 3)
+    eq(ok, True, "the new room is not sealed on any gateway")
+    seed_now = redis.cmd("HGET", "{flashgate:fair:dr}:wr", "seed")
+    check(seed_now and seed_now != old_seed,
+          "the new room's seed is not the old room's published one")
 except Exception:
     for x in gws:
         print(x.logs())
