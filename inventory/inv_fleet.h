@@ -194,7 +194,8 @@ int inv_lottery_conf_get(inv_fleet_conn_t *c, const char *sale, char *out, size_
  * (a tombstone: every gateway drops its own record of the lottery when it
  * reads it, and a sale created again under the id starts a new one), and
  * inv_lottery_clear deletes every per-sale key (entries, entrants, pushed,
- * lock, seed, winners, done, entered) in one DEL: they share one slot.
+ * lock, seed, winners, done, entered, registrations, the waiting room's
+ * wr/wrpre/wrpl) in one DEL: they share one slot.
  */
 #define INV_LOTTERY_DELETED "-"
 int inv_lottery_clear(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_t errlen);
@@ -298,5 +299,94 @@ int inv_reg_count(inv_fleet_conn_t *c, const char *sale, long long *n, char *err
 int inv_reg_range(inv_fleet_conn_t *c, const char *sale, long long start, long long stop,
                   void (*fn)(void *ctx, const char *person), void *ctx, char *errbuf,
                   size_t errlen);
+
+/*---- the waiting room (gateway/buy/gw_room_fleet.c) ----
+ *
+ * Keys, in the lottery's slot (inv_lottery_clear deletes the first three):
+ *   {flashgate:fair:<sale>}:wr     HASH seed (32 hex digits, the first offered
+ *                                  stays), sealed (ms, absent before the seal),
+ *                                  npre, next (places given), front (admitted
+ *                                  through, thousandths of a place).
+ *   {flashgate:fair:<sale>}:wrpre  ZSET of the pre-queue, every score 0 and
+ *                                  each member INV_ROOM_KEY_HEX hex digits of
+ *                                  SipHash(seed, person) followed by the person:
+ *                                  ZRANK is the rank by the hash (lexicographic
+ *                                  order of fixed-width hex is numeric order).
+ *   {flashgate:fair:<sale>}:wrpl   HASH person -> "pos exp_s": later arrivals'
+ *                                  places and admitted places' token expiry.
+ *   {flashgate:fair:<sale>}:wrjti:<jti> the claim of a spent admission token
+ *                                  (the Idempotency-Key fingerprint, decimal),
+ *                                  PX the token's remaining life: it goes by
+ *                                  itself, and a room made again has a new seed
+ *                                  and so new replay ids.
+ * Returns 0 or CM_EBACKEND with the reason in errbuf, unless said otherwise.
+ * Not thread-safe on c.
+ */
+#define INV_ROOM_KEY_HEX 16
+#define INV_ROOM_SEED_HEX 32
+
+/* A room's shared state, as the tick and the export read it. */
+typedef struct inv_room_state {
+    char seed[INV_ROOM_SEED_HEX + 1]; /* "" when none yet */
+    int64_t sealed_ms;                /* 0 = not sealed */
+    uint64_t npre;                    /* the pre-queue's persons (counted live before the seal) */
+    uint64_t next;                    /* places given, the pre-queue's included once sealed */
+    uint64_t front_milli;             /* admitted through, thousandths of a place */
+} inv_room_state_t;
+
+/*
+ * The lottery thread's step for one room: offers seed_hex as the room's seed
+ * (kept if none yet; "-<seed>" offers none: CM_ENOTFOUND when the room has none), seals the pre-queue when started (at now_ms: npre is
+ * its size and the later arrivals' places come after it), then, sealed, adds
+ * add_milli to the front without passing (next + ahead) places. Fills *st.
+ */
+int inv_room_tick(inv_fleet_conn_t *c, const char *sale, const char *seed_hex, bool started,
+                  int64_t now_ms, uint64_t add_milli, uint64_t ahead, inv_room_state_t *st,
+                  char *errbuf, size_t errlen);
+
+/* What inv_room_join found. */
+typedef struct inv_room_join {
+    bool prequeue; /* not sealed and before the start: in the pre-queue (or looked), no place */
+    bool full;     /* a join into a pre-queue of cap persons: refused */
+    uint64_t pos;  /* the 1-based place, 0 = none */
+    int64_t exp_s; /* the place is admitted: its token's expiry, else 0 */
+    char seed[INV_ROOM_SEED_HEX + 1]; /* the room's seed when it is not seed_hex */
+} inv_room_join_t;
+
+/*
+ * A person's join (take) or look at the room, one script: checks seed_hex is
+ * the room's (else out->seed is set and nothing else is done; offered as the
+ * room's when it has none, unless given as "-<seed>": then CM_ENOTFOUND), enters the
+ * pre-queue before the start (member: the key's hex and the person), seals it
+ * at the start, finds the place (the pre-queue rank, a later place, or with
+ * take a new one at the back; a place whose token expired unused is given up
+ * for one at the back) and admits it when the shared front passed it, the
+ * token's expiry fixed at now_s + ttl_s on its first admission.
+ */
+int inv_room_join(inv_fleet_conn_t *c, const char *sale, const char *seed_hex, const char *member,
+                  const char *person, bool before_start, bool take, int64_t now_ms,
+                  int ttl_s, uint64_t cap, inv_room_join_t *out, char *errbuf, size_t errlen);
+
+/*
+ * Claims an admission token's replay id (SET NX PX ttl_ms, the value fp).
+ * Returns 0 claimed, 1 spent (or held by a buy in flight), 2 held with the
+ * same non-zero fp (the spending buy's retry), or CM_EBACKEND.
+ */
+int inv_room_claim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, uint64_t fp,
+                   int64_t ttl_ms, char *errbuf, size_t errlen);
+
+/* Gives a claimed replay id back (DEL). */
+int inv_room_unclaim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, char *errbuf,
+                     size_t errlen);
+
+/* The room's state without changing it. */
+int inv_room_state(inv_fleet_conn_t *c, const char *sale, inv_room_state_t *st, char *errbuf,
+                   size_t errlen);
+
+/* The pre-queue's members of ranks start..stop (0-based, inclusive) in rank
+ * order: fn(ctx, member) (INV_ROOM_KEY_HEX hex digits, then the person). */
+int inv_room_range(inv_fleet_conn_t *c, const char *sale, long long start, long long stop,
+                   void (*fn)(void *ctx, const char *member), void *ctx, char *errbuf,
+                   size_t errlen);
 
 #endif

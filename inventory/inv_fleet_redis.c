@@ -521,7 +521,7 @@ int inv_lottery_conf_put(inv_fleet_conn_t *c, const char *sale, const char *valu
 int inv_lottery_clear(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_t errlen)
 {
     static const char *const names[] = {"e", "drawn", "pushed", "lock", "seed", "won", "done",
-                                        "entered", "reg"};
+                                        "entered", "reg", "wr", "wrpre", "wrpl"};
     enum { N = sizeof(names) / sizeof(names[0]) };
     char keys[N][160];
     const char *argv[N + 1];
@@ -842,6 +842,268 @@ int inv_reg_range(inv_fleet_conn_t *c, const char *sale, long long start, long l
     char k[160];
     fkey(k, sizeof(k), sale, "reg");
     redisReply *r = fcmd(c, k, errbuf, errlen, "ZRANGE %s %lld %lld", k, start, stop);
+    if (!r)
+        return CM_EBACKEND;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
+        if (r->element[i]->str)
+            fn(ctx, r->element[i]->str);
+    freeReplyObject(r);
+    return 0;
+}
+
+/*---- the waiting room (gateway/buy/gw_room_fleet.c) ----*/
+
+/* The seal, shared by the tick and the join: the pre-queue's size becomes npre
+ * and the later arrivals' places start after it. */
+#define LUA_ROOM_SEAL                                                                  \
+    "local function seal(now)\n"                                                       \
+    "  local n = redis.call('ZCARD', KEYS[2])\n"                                       \
+    "  redis.call('HSET', KEYS[1], 'sealed', now, 'npre', n)\n"                        \
+    "  redis.call('HINCRBY', KEYS[1], 'next', n)\n"                                    \
+    "end\n"                                                                            \
+    "local want, offer = ARGV[1], true\n"                                              \
+    "if string.sub(want, 1, 1) == '-' then want = string.sub(want, 2) offer = false end\n" \
+    "local s = redis.call('HGET', KEYS[1], 'seed')\n"                                  \
+    "if not s and not offer then return {-3} end\n"                                   \
+    "if not s then redis.call('HSET', KEYS[1], 'seed', want) s = want end\n"
+
+/*
+ * Tick: KEYS wr, wrpre; ARGV seed ("-seed": not to offer), started, now_ms, add_milli, ahead.
+ * {seed, sealed ms or 0, npre, next, front}; {-3}: no seed and none offered.
+ */
+static const char LUA_ROOM_TICK[] =
+    LUA_ROOM_SEAL
+    "local sealed = redis.call('HGET', KEYS[1], 'sealed')\n"
+    "if not sealed and ARGV[2] == '1' then seal(ARGV[3]) sealed = ARGV[3] end\n"
+    "local nx = tonumber(redis.call('HGET', KEYS[1], 'next') or '0')\n"
+    "local front = tonumber(redis.call('HGET', KEYS[1], 'front') or '0')\n"
+    "local npre\n"
+    "if sealed then\n"
+    "  npre = tonumber(redis.call('HGET', KEYS[1], 'npre') or '0')\n"
+    "  local add = tonumber(ARGV[4])\n"
+    "  if add > 0 then\n"
+    "    local cap = (nx + tonumber(ARGV[5])) * 1000\n"
+    "    if front < cap then\n"
+    "      front = math.min(front + add, cap)\n"
+    "      redis.call('HSET', KEYS[1], 'front', string.format('%d', front))\n"
+    "    end\n"
+    "  end\n"
+    "else npre = redis.call('ZCARD', KEYS[2]) end\n"
+    "return {s, sealed or '0', npre, nx, string.format('%d', front)}\n";
+
+/*
+ * Join: KEYS wr, wrpre, wrpl; ARGV seed ("-seed": not to offer), member, person,
+ * before_start, take, now_ms, ttl_s, cap. {-3}: no seed and none offered;
+ * {-2, seed}: another seed; {-1}: the pre-queue is full; {0}: pre-queue;
+ * {1, pos, exp_s}.
+ */
+static const char LUA_ROOM_JOIN[] =
+    LUA_ROOM_SEAL
+    "if s ~= want then return {-2, s} end\n"
+    "local take = ARGV[5] == '1'\n"
+    "if not redis.call('HGET', KEYS[1], 'sealed') then\n"
+    "  if ARGV[4] == '1' then\n"
+    "    if take and not redis.call('ZSCORE', KEYS[2], ARGV[2]) then\n"
+    "      if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[8]) then return {-1} end\n"
+    "      redis.call('ZADD', KEYS[2], 0, ARGV[2])\n"
+    "    end\n"
+    "    return {0}\n"
+    "  end\n"
+    "  seal(ARGV[6])\n"
+    "end\n"
+    "local now = math.floor(tonumber(ARGV[6]) / 1000)\n"
+    "local pos, exp = 0, 0\n"
+    "local v = redis.call('HGET', KEYS[3], ARGV[3])\n"
+    "if v then\n"
+    "  local sp = string.find(v, ' ')\n"
+    "  pos = tonumber(string.sub(v, 1, sp - 1)) exp = tonumber(string.sub(v, sp + 1))\n"
+    "else\n"
+    "  local r = redis.call('ZRANK', KEYS[2], ARGV[2])\n"
+    "  if r then pos = r + 1 end\n"
+    "end\n"
+    "if pos > 0 and exp > 0 and exp < now then\n"
+    "  if not take then return {1, pos, 0} end\n"
+    "  pos = 0\n"
+    "end\n"
+    "if pos == 0 then\n"
+    "  if not take then return {1, 0, 0} end\n"
+    "  pos = redis.call('HINCRBY', KEYS[1], 'next', 1) exp = 0\n"
+    "  redis.call('HSET', KEYS[3], ARGV[3], pos .. ' 0')\n"
+    "end\n"
+    "local front = math.floor(tonumber(redis.call('HGET', KEYS[1], 'front') or '0') / 1000)\n"
+    "if pos > front then return {1, pos, 0} end\n"
+    "if exp == 0 then\n"
+    "  exp = now + tonumber(ARGV[7])\n"
+    "  redis.call('HSET', KEYS[3], ARGV[3], pos .. ' ' .. exp)\n"
+    "end\n"
+    "return {1, pos, exp}\n";
+
+/* Claim: KEYS jti; ARGV fp, ttl_ms. 0 claimed, 1 spent, 2 the same fingerprint's. */
+static const char LUA_ROOM_CLAIM[] =
+    "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end\n"
+    "if ARGV[1] ~= '0' and redis.call('GET', KEYS[1]) == ARGV[1] then return 2 end\n"
+    "return 1\n";
+
+static void room_keys(const char *sale, char wr[160], char pre[160], char pl[160])
+{
+    fkey(wr, 160, sale, "wr");
+    fkey(pre, 160, sale, "wrpre");
+    fkey(pl, 160, sale, "wrpl");
+}
+
+static uint64_t reply_u64(const redisReply *e)
+{
+    if (e->type == REDIS_REPLY_INTEGER)
+        return e->integer > 0 ? (uint64_t)e->integer : 0;
+    if (e->type == REDIS_REPLY_STRING)
+        return strtoull(e->str, NULL, 10);
+    return 0;
+}
+
+int inv_room_tick(inv_fleet_conn_t *c, const char *sale, const char *seed_hex, bool started,
+                  int64_t now_ms, uint64_t add_milli, uint64_t ahead, inv_room_state_t *st,
+                  char *errbuf, size_t errlen)
+{
+    char wr[160], pre[160], pl[160];
+    room_keys(sale, wr, pre, pl);
+    redisReply *r = fcmd(c, wr, errbuf, errlen, "EVAL %s 2 %s %s %s %d %lld %llu %llu",
+                         LUA_ROOM_TICK, wr, pre, seed_hex, started ? 1 : 0, (long long)now_ms,
+                         (unsigned long long)add_milli, (unsigned long long)ahead);
+    if (!r)
+        return CM_EBACKEND;
+    int rc = 0;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 1) {
+        cm_errbuf_set(errbuf, errlen, "the room has no seed (deleted?) and none was offered");
+        rc = CM_ENOTFOUND;
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 5 ||
+               r->element[0]->type != REDIS_REPLY_STRING) {
+        cm_errbuf_set(errbuf, errlen, "unexpected reply");
+        rc = CM_EBACKEND;
+    } else {
+        memset(st, 0, sizeof(*st));
+        snprintf(st->seed, sizeof(st->seed), "%s", r->element[0]->str);
+        st->sealed_ms = (int64_t)reply_u64(r->element[1]);
+        st->npre = reply_u64(r->element[2]);
+        st->next = reply_u64(r->element[3]);
+        st->front_milli = reply_u64(r->element[4]);
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+int inv_room_join(inv_fleet_conn_t *c, const char *sale, const char *seed_hex, const char *member,
+                  const char *person, bool before_start, bool take, int64_t now_ms,
+                  int ttl_s, uint64_t cap, inv_room_join_t *out, char *errbuf, size_t errlen)
+{
+    char wr[160], pre[160], pl[160];
+    room_keys(sale, wr, pre, pl);
+    memset(out, 0, sizeof(*out));
+    redisReply *r = fcmd(c, wr, errbuf, errlen, "EVAL %s 3 %s %s %s %s %s %s %d %d %lld %d %llu",
+                         LUA_ROOM_JOIN, wr, pre, pl, seed_hex, member, person,
+                         before_start ? 1 : 0, take ? 1 : 0, (long long)now_ms, ttl_s,
+                         (unsigned long long)cap);
+    if (!r)
+        return CM_EBACKEND;
+    int rc = 0;
+    long long kind = r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+                             r->element[0]->type == REDIS_REPLY_INTEGER
+                         ? r->element[0]->integer
+                         : -9;
+    if (kind == -2 && r->elements == 2 && r->element[1]->type == REDIS_REPLY_STRING) {
+        snprintf(out->seed, sizeof(out->seed), "%s", r->element[1]->str);
+    } else if (kind == -3) {
+        cm_errbuf_set(errbuf, errlen, "the room has no seed (deleted?) and none was offered");
+        rc = CM_ENOTFOUND;
+    } else if (kind == -1 || kind == 0) {
+        out->prequeue = true;
+        out->full = kind == -1;
+    } else if (kind == 1 && r->elements == 3) {
+        out->pos = reply_u64(r->element[1]);
+        out->exp_s = (int64_t)reply_u64(r->element[2]);
+    } else {
+        cm_errbuf_set(errbuf, errlen, "unexpected reply");
+        rc = CM_EBACKEND;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+static void jti_key(char *out, size_t cap, const char *sale, uint64_t jti)
+{
+    char what[40];
+    snprintf(what, sizeof(what), "wrjti:%016llx", (unsigned long long)jti);
+    fkey(out, cap, sale, what);
+}
+
+int inv_room_claim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, uint64_t fp,
+                   int64_t ttl_ms, char *errbuf, size_t errlen)
+{
+    char k[200];
+    jti_key(k, sizeof(k), sale, jti);
+    redisReply *r = fcmd(c, k, errbuf, errlen, "EVAL %s 1 %s %llu %lld", LUA_ROOM_CLAIM, k,
+                         (unsigned long long)fp, (long long)(ttl_ms > 0 ? ttl_ms : 1));
+    if (!r)
+        return CM_EBACKEND;
+    int rc = r->type == REDIS_REPLY_INTEGER && r->integer >= 0 && r->integer <= 2
+                 ? (int)r->integer
+                 : CM_EBACKEND;
+    if (rc < 0)
+        cm_errbuf_set(errbuf, errlen, "unexpected reply");
+    freeReplyObject(r);
+    return rc;
+}
+
+int inv_room_unclaim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, char *errbuf,
+                     size_t errlen)
+{
+    char k[200];
+    jti_key(k, sizeof(k), sale, jti);
+    redisReply *r = fcmd(c, k, errbuf, errlen, "DEL %s", k);
+    if (!r)
+        return CM_EBACKEND;
+    freeReplyObject(r);
+    return 0;
+}
+
+int inv_room_state(inv_fleet_conn_t *c, const char *sale, inv_room_state_t *st, char *errbuf,
+                   size_t errlen)
+{
+    char wr[160], pre[160], pl[160];
+    room_keys(sale, wr, pre, pl);
+    redisReply *r = fcmd(c, wr, errbuf, errlen, "HMGET %s seed sealed npre next front", wr);
+    if (!r)
+        return CM_EBACKEND;
+    int rc = 0;
+    memset(st, 0, sizeof(*st));
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 5) {
+        cm_errbuf_set(errbuf, errlen, "unexpected reply");
+        rc = CM_EBACKEND;
+    } else {
+        if (r->element[0]->type == REDIS_REPLY_STRING)
+            snprintf(st->seed, sizeof(st->seed), "%s", r->element[0]->str);
+        st->sealed_ms = (int64_t)reply_u64(r->element[1]);
+        st->npre = reply_u64(r->element[2]);
+        st->next = reply_u64(r->element[3]);
+        st->front_milli = reply_u64(r->element[4]);
+    }
+    freeReplyObject(r);
+    if (rc == 0 && !st->sealed_ms) {
+        r = fcmd(c, pre, errbuf, errlen, "ZCARD %s", pre);
+        if (!r)
+            return CM_EBACKEND;
+        st->npre = reply_u64(r);
+        freeReplyObject(r);
+    }
+    return rc;
+}
+
+int inv_room_range(inv_fleet_conn_t *c, const char *sale, long long start, long long stop,
+                   void (*fn)(void *ctx, const char *member), void *ctx, char *errbuf,
+                   size_t errlen)
+{
+    char wr[160], pre[160], pl[160];
+    room_keys(sale, wr, pre, pl);
+    redisReply *r = fcmd(c, pre, errbuf, errlen, "ZRANGE %s %lld %lld", pre, start, stop);
     if (!r)
         return CM_EBACKEND;
     for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)

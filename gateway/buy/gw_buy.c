@@ -954,6 +954,12 @@ static bool buy_handle(gw_req_t *r)
             admission_refused(r, ac == CM_EBUSY ? ADM_BUSY : ADM_SPENT);
             return false;
         }
+        if (ac < 0) { /* a fleet's spent tokens are Redis': unknown, never a second order */
+            gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
+                          "cannot check the admission token of sale %s now; retry", r->id);
+            gw_resp_retry_after(&r->resp, 1);
+            return false;
+        }
         if (ac == GW_WR_CLAIMED)
             r->adm_jti = atok.jti;
     }
@@ -1358,6 +1364,12 @@ void gw_room_handle(gw_req_t *r)
     gw_wr_join_t j;
     int rc = gw_fair_room_join(fs, person, person_len, take, now_ms, terms.starts_at_ms,
                                v.admitted_through, &j);
+    if (rc == CM_EBACKEND) { /* a fleet's room is Redis': no place from a local guess */
+        gw_resp_error(p, GW_R_UNAVAILABLE, NULL, "the waiting room of sale %s cannot be reached "
+                      "now; retry", r->id);
+        gw_resp_retry_after(p, 1);
+        return;
+    }
     if (rc == CM_EBUSY) {
         gw_resp_error(p, GW_R_UNAVAILABLE, NULL,
                       "the pre-queue of sale %s is full; join again after the start", r->id);

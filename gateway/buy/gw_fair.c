@@ -251,9 +251,10 @@ int gw_fair__conf_save(gw_fair_t *f)
     return rc;
 }
 
-static gw_fair_sale_t *sale_new(const char *sale_id)
+static gw_fair_sale_t *sale_new(gw_fair_t *f, const char *sale_id)
 {
     gw_fair_sale_t *fs = cm_xcalloc(1, sizeof(*fs));
+    fs->f = f;
     snprintf(fs->sale_id, sizeof(fs->sale_id), "%s", sale_id);
     gw_fair__room_keys(fs);
     pthread_mutex_init(&fs->mu, NULL);
@@ -388,7 +389,7 @@ int gw_fair_open(gw_server_t *srv, char *errbuf, size_t errlen)
         if (!id || !k0 || !k1 || !inv_id_valid(id, strlen(id), INV_SALE_ID_MAX) ||
             atomic_load(&f->n) == FAIR_MAX_SALES)
             continue;
-        gw_fair_sale_t *fs = sale_new(id);
+        gw_fair_sale_t *fs = sale_new(f, id);
         atomic_init(&fs->window_ms, json_integer_value(json_object_get(it, "window_ms")));
         atomic_init(&fs->early_ms, json_integer_value(json_object_get(it, "early_ms")));
         atomic_init(&fs->wr_rate, json_integer_value(json_object_get(it, "waiting_room_rate")));
@@ -504,6 +505,8 @@ void gw_fair_close(gw_server_t *srv)
         gw_fair__reg_free(fs);
         free(fs->wr_pre);
         free(fs->wr_pre_exp);
+        free(fs->wr_names);
+        free(fs->wr_name_at);
         gw_wr_spent_deinit(&fs->wr_spent);
         pthread_mutex_destroy(&fs->mu);
         pthread_mutex_destroy(&fs->wr_mu);
@@ -626,7 +629,7 @@ int gw_fair__conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window
                           FAIR_MAX_SALES);
             return CM_EINVAL;
         }
-        fs = sale_new(sale_id);
+        fs = sale_new(f, sale_id);
         int rnd = 0;
         if (secret)
             fs->secret = *secret;

@@ -243,6 +243,11 @@ void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id);
  * answer is a 202 of a new order; any other answer gives it back
  * (gw_fair_admission_claim / _settle), so a token is spent exactly once and
  * never by a refused buy.
+ *
+ * In a fleet (the Redis inventory) the room is one per sale in Redis
+ * (gw_room_fleet.c): the pre-queue, places, seal, seed, front and spent tokens
+ * are shared, and the join and the claim return CM_EBACKEND when Redis cannot
+ * answer (the caller answers 503).
  */
 #define GW_WR_RATE_MAX 1000000
 #define GW_WR_TOKEN_TTL_S 120
@@ -259,7 +264,8 @@ typedef struct gw_fair_room_view {
     uint64_t queued;           /* positions given so far (the sealed pre-queue's included) */
     uint64_t prequeued;        /* persons in the pre-queue */
     bool sealed;               /* the pre-queue was sealed: the sale started */
-    double rate_per_s;         /* the admission rate in force now (this gateway) */
+    double rate_per_s;         /* the admission rate in force now (this gateway's; a fleet's
+                                * room: this gateway's times the members, the shared front's) */
 } gw_fair_room_view_t;
 void gw_fair_room_view(gw_fair_sale_t *fs, gw_fair_room_view_t *out);
 
@@ -279,7 +285,8 @@ typedef struct gw_wr_join {
  * person holds their rank, anyone else a place at the back, kept while the
  * room's bounded table holds it (WR_PLACES, gw_fair_internal.h). When the
  * place is at or before admitted_through, out->exp_s and out->jti are set.
- * Returns 0, or CM_EBUSY (a join before the start, the pre-queue full).
+ * Returns 0, CM_EBUSY (a join before the start, the pre-queue full) or, in a
+ * fleet, CM_EBACKEND (Redis did not answer; nothing is known to be taken).
  * Thread-safe.
  */
 int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool take,
@@ -343,10 +350,26 @@ void gw_wr_spent_clear(gw_wr_spent_t *s);
 int gw_wr_spent_claim(gw_wr_spent_t *s, uint64_t jti, int64_t exp_s, uint64_t fp, int64_t now_s);
 void gw_wr_spent_settle(gw_wr_spent_t *s, uint64_t jti, bool accepted);
 
-/* The buy path's side of the above for a sale's room (none: GW_WR_CLAIMED, nothing held). */
+/* The buy path's side of the above for a sale's room (none: GW_WR_CLAIMED, nothing held).
+ * In a fleet the table is Redis' (one key per claimed replay id, gw_room_fleet.c): the
+ * claim may also return CM_EBACKEND (the buy answers 503), and a give-back that Redis
+ * does not take leaves the token spent until it expires. Blocks on Redis in a fleet. */
 int gw_fair_admission_claim(gw_fair_t *f, const char *sale_id, uint64_t jti, int64_t exp_s,
                             uint64_t fp, int64_t now_s);
 void gw_fair_admission_settle(gw_fair_t *f, const char *sale_id, uint64_t jti, bool accepted);
+
+/*
+ * The admin's export of a sealed pre-queue (GET /admin/v1/sales/{id}/room/persons):
+ * {"sale_id","count","seed","hash","persons":[{"person","rank"}...],"next_cursor"},
+ * the persons in rank order, at most limit from cursor (a rank - 1), so that an
+ * auditor recomputes every rank from the published seed. Returns a json_t *
+ * (new reference), or NULL with *rc CM_ENOTFOUND (no waiting room), CM_ECONFLICT
+ * (not sealed yet: the ranks exist from the start) or CM_EBACKEND (a fleet's
+ * Redis), and the reason in errbuf. Thread-safe; in a fleet blocks on Redis.
+ */
+#define GW_WR_PAGE_MAX 1000
+void *gw_fair_room_persons_json(gw_fair_t *f, const char *sale_id, uint64_t cursor,
+                                uint64_t limit, int *rc, char *errbuf, size_t errlen);
 
 /* Adds {"fair": {...}} counters to the stats (json_t *). Thread-safe. */
 void gw_fair_stats(gw_fair_t *f, void *json_obj);

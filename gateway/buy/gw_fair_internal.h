@@ -45,6 +45,7 @@ typedef struct entry {
 
 struct gw_fair_sale {
     char sale_id[INV_SALE_ID_MAX + 1];
+    struct gw_fair *f; /* the owner (set at creation) */
     _Atomic int64_t window_ms, early_ms;
     pthread_mutex_t mu; /* everything below */
     /* The fleet's shared key: gw_fair__conf_apply_locked changes it (and re-keys the
@@ -111,8 +112,18 @@ struct gw_fair_sale {
     size_t wr_npre, wr_pre_cap;
     int64_t wr_sealed_ms;             /* when the pre-queue was sealed, 0 = not yet */
     int64_t wr_starts_ms;             /* the sale's start it was sealed at */
+    /* The pre-queue's persons for the admin's export (one gateway): each
+     * NUL-terminated in wr_names, wr_name_at[i] the offset of the i-th,
+     * in joining order until the seal, then in rank order. */
+    char *wr_names;
+    size_t wr_names_len, wr_names_cap;
+    uint32_t *wr_name_at;
     atomic_bool wr_sealed;
     gw_wr_spent_t wr_spent;           /* the spent admission tokens */
+    /* Fleet: the room is Redis' (gw_room_fleet.c); the fields above that the
+     * view and the audit read are a copy the lottery thread refreshes, and
+     * wr_seed is the fleet's seed once a tick or a join has read it. */
+    int64_t wr_fleet_ms;              /* the last fleet tick (lottery thread) */
 };
 
 /*
@@ -240,6 +251,36 @@ void *gw_fair__room_json(gw_fair_sale_t *fs);
 void gw_fair__room_reset(gw_fair_sale_t *fs);
 /* Draws the room's place key and pre-queue seed. wr_mu held or single-threaded. */
 void gw_fair__room_keys(gw_fair_sale_t *fs);
+
+/*---- gw_room_fleet.c: the waiting room of a fleet, in Redis ----*/
+
+/* gw_fair_room_join in a fleet (the same contract, CM_EBACKEND when Redis cannot
+ * answer). Thread-safe (a pooled connection). */
+int gw_fair__room_fleet_join(gw_fair_sale_t *fs, const char *person, size_t len, bool take,
+                             int64_t now_ms, int64_t starts_at_ms, gw_wr_join_t *out);
+/* One room's step in a fleet, at most every GW_WR_FLEET_TICK_MS: seals at the start,
+ * adds this gateway's share (eff_per_s, admissions per second) to the shared front,
+ * never past fleet_per_s (the fleet's second of admissions) beyond the places given,
+ * and refreshes the local copy. Lottery thread. */
+void gw_fair__room_fleet_tick(gw_fair_t *f, gw_fair_sale_t *fs, int64_t now, bool started,
+                              double eff_per_s, double fleet_per_s, int64_t starts_at_ms);
+#define GW_WR_FLEET_TICK_MS 100
+/* The fleet's part of gw_fair_room_persons_json: fills arr (json_t *) with ranks
+ * start+1.. of at most limit persons, *total and *sealed, seed_hex. 0 or CM_EBACKEND. */
+int gw_fair__room_fleet_persons(gw_fair_t *f, const char *sale_id, uint64_t start,
+                                uint64_t limit, void *arr, uint64_t *total, bool *sealed,
+                                char seed_hex[33], char *errbuf, size_t errlen);
+/* Logs a Redis failure of the fleet's room, at most once in 5 s. Thread-safe. */
+void gw_fair__room_fleet_trouble(const char *what, const char *sale, const char *why);
+/* The replay id of place pos: SipHash(key, pos), 0 read as 1. Pure. */
+uint64_t gw_fair__place_jti(const cm_hash_key_t *key, uint64_t pos);
+/* A room seed as 32 hex digits (k0 then k1, each little-endian: the bytes the audit
+ * publishes), and back (false if hex is not 32 hex digits). Pure. */
+void gw_fair__seed_hex(const cm_hash_key_t *seed, char out[33]);
+bool gw_fair__seed_parse(const char *hex, cm_hash_key_t *seed);
+/* The fleet's pooled connections (gw_reg.c): one per caller at a time. Thread-safe. */
+inv_fleet_conn_t *gw_fair__pool_get(gw_fair_t *f, char *errbuf, size_t errlen);
+void gw_fair__pool_put(gw_fair_t *f, inv_fleet_conn_t *c);
 
 /*---- gw_reg.c: registration ----*/
 

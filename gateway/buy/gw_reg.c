@@ -250,7 +250,7 @@ void gw_fair__reg_free(gw_fair_sale_t *fs)
 
 /*---- the fleet's connections ----*/
 
-static inv_fleet_conn_t *pool_get(gw_fair_t *f, char *errbuf, size_t errlen)
+inv_fleet_conn_t *gw_fair__pool_get(gw_fair_t *f, char *errbuf, size_t errlen)
 {
     pthread_mutex_lock(&f->reg_pool_mu);
     inv_fleet_conn_t *c = f->reg_npool ? f->reg_pool[--f->reg_npool] : NULL;
@@ -258,7 +258,7 @@ static inv_fleet_conn_t *pool_get(gw_fair_t *f, char *errbuf, size_t errlen)
     return c ? c : inv_fleet_connect(&f->addr, 2000, errbuf, errlen);
 }
 
-static void pool_put(gw_fair_t *f, inv_fleet_conn_t *c)
+void gw_fair__pool_put(gw_fair_t *f, inv_fleet_conn_t *c)
 {
     if (!c)
         return;
@@ -367,11 +367,11 @@ static int reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_
                    size_t whylen)
 {
     if (f->fleet) {
-        inv_fleet_conn_t *c = pool_get(f, why, whylen);
+        inv_fleet_conn_t *c = gw_fair__pool_get(f, why, whylen);
         int added = 0;
         int rc = c ? inv_reg_add(c, fs->sale_id, person, (long long)cap, &added, why, whylen)
                    : CM_EBACKEND;
-        pool_put(f, c);
+        gw_fair__pool_put(f, c);
         if (rc == 0 && added == 1)
             atomic_fetch_add_explicit(&f->reg_taken, 1, memory_order_relaxed);
         return rc ? rc : added;
@@ -507,9 +507,9 @@ bool gw_reg_entry_ok(gw_req_t *r, void *fsv)
     bool has = false;
     char why[256] = "";
     if (f->fleet) {
-        inv_fleet_conn_t *c = pool_get(f, why, sizeof(why));
+        inv_fleet_conn_t *c = gw_fair__pool_get(f, why, sizeof(why));
         int rc = c ? inv_reg_has(c, fs->sale_id, r->person, &has, why, sizeof(why)) : CM_EBACKEND;
-        pool_put(f, c);
+        gw_fair__pool_put(f, c);
         if (rc) {
             gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
                           "cannot check the registration now (redis: %s); retry", why);
@@ -563,9 +563,9 @@ int gw_reg_count(gw_server_t *srv, const char *sale_id, long long *n, char *errb
         return 0;
     if (f->fleet) {
         char why[256] = "";
-        inv_fleet_conn_t *c = pool_get(f, why, sizeof(why));
+        inv_fleet_conn_t *c = gw_fair__pool_get(f, why, sizeof(why));
         int rc = c ? inv_reg_count(c, sale_id, n, why, sizeof(why)) : CM_EBACKEND;
-        pool_put(f, c);
+        gw_fair__pool_put(f, c);
         if (rc)
             cm_errbuf_set(errbuf, errlen, "redis: %s", why);
         return rc ? CM_EBACKEND : 0;
@@ -596,14 +596,14 @@ void *gw_reg_export_json(gw_server_t *srv, const char *sale_id, uint64_t cursor,
     if (f->fleet) {
         char why[256] = "";
         long long n = 0;
-        inv_fleet_conn_t *c = pool_get(f, why, sizeof(why));
+        inv_fleet_conn_t *c = gw_fair__pool_get(f, why, sizeof(why));
         int r = c ? inv_reg_count(c, sale_id, &n, why, sizeof(why)) : CM_EBACKEND;
         total = n > 0 ? (uint64_t)n : 0;
         gw_reg_page(total, cursor, limit, &start, &end);
         if (r == 0 && end > start)
             r = inv_reg_range(c, sale_id, (long long)start, (long long)end - 1, add_person, arr,
                               why, sizeof(why));
-        pool_put(f, c);
+        gw_fair__pool_put(f, c);
         if (r) {
             json_decref(arr);
             *rc = CM_EBACKEND;

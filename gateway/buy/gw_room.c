@@ -116,9 +116,57 @@ uint64_t gw_wr_prequeue_rank(const uint64_t *sorted, size_t n, uint64_t key)
     return lo < n && sorted[lo] == key ? lo + 1 : 0;
 }
 
-/* Adds key to the pre-queue's set (linear probing, grown at half full).
+/* Keeps a new pre-queue person's name for the export (the wr_npre-th). wr_mu held. */
+static void name_add(gw_fair_sale_t *fs, const char *person, size_t len)
+{
+    if (fs->wr_names_len + len + 1 > fs->wr_names_cap) {
+        size_t cap = fs->wr_names_cap ? fs->wr_names_cap * 2 : 4096;
+        while (cap < fs->wr_names_len + len + 1)
+            cap *= 2;
+        fs->wr_names = cm_xrealloc(fs->wr_names, cap);
+        fs->wr_names_cap = cap;
+    }
+    /* wr_npre persons so far: the array grows in powers of two from 1024 */
+    size_t n = fs->wr_npre;
+    if (n == 0 || (n >= 1024 && (n & (n - 1)) == 0))
+        fs->wr_name_at = cm_xrealloc(fs->wr_name_at, (n < 1024 ? 1024 : n * 2) * sizeof(uint32_t));
+    fs->wr_name_at[n] = (uint32_t)fs->wr_names_len;
+    memcpy(fs->wr_names + fs->wr_names_len, person, len);
+    fs->wr_names[fs->wr_names_len + len] = '\0';
+    fs->wr_names_len += len + 1;
+}
+
+typedef struct keyed_name {
+    uint64_t key;
+    uint32_t at;
+} keyed_name_t;
+
+static int keyed_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const keyed_name_t *)a)->key, y = ((const keyed_name_t *)b)->key;
+    return (x > y) - (x < y);
+}
+
+/* At the seal: the names in rank order (the keys' order). wr_mu held. */
+static void names_rank(gw_fair_sale_t *fs, size_t n)
+{
+    if (n < 2)
+        return;
+    keyed_name_t *v = cm_xmalloc(n * sizeof(*v));
+    for (size_t i = 0; i < n; i++) {
+        const char *p = fs->wr_names + fs->wr_name_at[i];
+        v[i] = (keyed_name_t){gw_wr_prequeue_key(&fs->wr_seed, p, strlen(p)), fs->wr_name_at[i]};
+    }
+    qsort(v, n, sizeof(*v), keyed_cmp);
+    for (size_t i = 0; i < n; i++)
+        fs->wr_name_at[i] = v[i].at;
+    free(v);
+}
+
+/* Adds key to the pre-queue's set (linear probing, grown at half full), and
+ * a new person's name.
  * Returns 0 (added or there already) or CM_EBUSY (full). wr_mu held. */
-static int prequeue_add(gw_fair_sale_t *fs, uint64_t key)
+static int prequeue_add(gw_fair_sale_t *fs, uint64_t key, const char *person, size_t len)
 {
     if (fs->wr_pre_cap) {
         size_t mask = fs->wr_pre_cap - 1;
@@ -152,6 +200,7 @@ static int prequeue_add(gw_fair_sale_t *fs, uint64_t key)
     while (fs->wr_pre[i])
         i = (i + 1) & mask;
     fs->wr_pre[i] = key;
+    name_add(fs, person, len);
     fs->wr_npre++;
     return 0;
 }
@@ -165,6 +214,7 @@ static void prequeue_seal(gw_fair_sale_t *fs, int64_t now_ms, int64_t starts_at_
         if (fs->wr_pre[j])
             fs->wr_pre[n++] = fs->wr_pre[j];
     gw_wr_prequeue_sort(fs->wr_pre, n);
+    names_rank(fs, n);
     fs->wr_pre_exp = n ? cm_xcalloc(n, sizeof(*fs->wr_pre_exp)) : NULL;
     fs->wr_npre = n;
     fs->wr_sealed_ms = now_ms;
@@ -176,16 +226,23 @@ static void prequeue_seal(gw_fair_sale_t *fs, int64_t now_ms, int64_t starts_at_
         cm_log_info("fair", "waiting room pre-queue sealed", "sale=%s persons=%zu", fs->sale_id, n);
 }
 
+uint64_t gw_fair__place_jti(const cm_hash_key_t *key, uint64_t pos)
+{
+    uint64_t j = cm_hash_sip24(key, &pos, sizeof(pos));
+    return j ? j : 1;
+}
+
 /* The replay id of a place: one per place of this room, opaque outside. */
 static uint64_t place_jti(const gw_fair_sale_t *fs, uint64_t pos)
 {
-    uint64_t j = cm_hash_sip24(&fs->wr_key, &pos, sizeof(pos));
-    return j ? j : 1;
+    return gw_fair__place_jti(&fs->wr_key, pos);
 }
 
 int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool take, int64_t now_ms,
                       int64_t starts_at_ms, uint64_t admitted_through, gw_wr_join_t *out)
 {
+    if (fs->f && fs->f->fleet)
+        return gw_fair__room_fleet_join(fs, person, len, take, now_ms, starts_at_ms, out);
     memset(out, 0, sizeof(*out));
     int64_t now_s = now_ms / 1000;
     int rc = 0;
@@ -194,7 +251,8 @@ int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool t
         if (starts_at_ms && now_ms < starts_at_ms) {
             out->prequeue = true;
             if (take)
-                rc = prequeue_add(fs, gw_wr_prequeue_key(&fs->wr_seed, person, len));
+                rc = prequeue_add(fs, gw_wr_prequeue_key(&fs->wr_seed, person, len), person,
+                                  len);
             pthread_mutex_unlock(&fs->wr_mu);
             return rc;
         }
@@ -245,15 +303,8 @@ void *gw_fair__room_json(gw_fair_sale_t *fs)
     json_object_set_new(o, "sealed", json_boolean(sealed));
     json_object_set_new(o, "hash", json_string("siphash-2-4"));
     if (sealed) {
-        /* the seed's 16 key bytes as cm_hash_key_t reads them: k0, k1 little-endian */
-        unsigned char b[16];
         char hex[33];
-        for (int i = 0; i < 8; i++) {
-            b[i] = (unsigned char)(fs->wr_seed.k0 >> (8 * i));
-            b[8 + i] = (unsigned char)(fs->wr_seed.k1 >> (8 * i));
-        }
-        for (int i = 0; i < 16; i++)
-            snprintf(hex + 2 * i, 3, "%02x", b[i]);
+        gw_fair__seed_hex(&fs->wr_seed, hex);
         json_object_set_new(o, "seed", json_string(hex));
         char t[40];
         cm_time_format_rfc3339(fs->wr_sealed_ms, t, sizeof(t));
@@ -270,6 +321,62 @@ void *gw_fair__room_json(gw_fair_sale_t *fs)
     return o;
 }
 
+static void person_rank_add(json_t *arr, const char *person, uint64_t rank)
+{
+    json_array_append_new(arr, json_pack("{s:s,s:I}", "person", person, "rank", (json_int_t)rank));
+}
+
+void *gw_fair_room_persons_json(gw_fair_t *f, const char *sale_id, uint64_t cursor,
+                                uint64_t limit, int *rc, char *errbuf, size_t errlen)
+{
+    gw_fair_sale_t *fs = gw_fair_room(f, sale_id);
+    if (!fs) {
+        *rc = CM_ENOTFOUND;
+        cm_errbuf_set(errbuf, errlen, "sale %s has no waiting room", sale_id);
+        return NULL;
+    }
+    json_t *arr = json_array();
+    uint64_t total = 0;
+    bool sealed = false;
+    char hex[33] = "";
+    if (f->fleet) {
+        *rc = gw_fair__room_fleet_persons(f, sale_id, cursor, limit, arr, &total, &sealed, hex,
+                                          errbuf, errlen);
+        if (*rc) {
+            json_decref(arr);
+            return NULL;
+        }
+    } else {
+        pthread_mutex_lock(&fs->wr_mu);
+        sealed = atomic_load(&fs->wr_sealed);
+        total = fs->wr_npre;
+        for (uint64_t i = cursor; sealed && i < total && i - cursor < limit; i++)
+            person_rank_add(arr, fs->wr_names + fs->wr_name_at[i], i + 1);
+        gw_fair__seed_hex(&fs->wr_seed, hex);
+        pthread_mutex_unlock(&fs->wr_mu);
+    }
+    if (!sealed) {
+        json_decref(arr);
+        *rc = CM_ECONFLICT;
+        cm_errbuf_set(errbuf, errlen,
+                      "the pre-queue of sale %s is ranked at the start: %llu persons so far",
+                      sale_id, (unsigned long long)total);
+        return NULL;
+    }
+    *rc = 0;
+    uint64_t end = cursor + json_array_size(arr);
+    json_t *o = json_pack("{s:s,s:I,s:s,s:s,s:o}", "sale_id", sale_id, "count", (json_int_t)total,
+                          "seed", hex, "hash", "siphash-2-4", "persons", arr);
+    if (end < total) {
+        char nc[24];
+        snprintf(nc, sizeof(nc), "%llu", (unsigned long long)end);
+        json_object_set_new(o, "next_cursor", json_string(nc));
+    } else {
+        json_object_set_new(o, "next_cursor", json_null());
+    }
+    return o;
+}
+
 void gw_fair__room_reset(gw_fair_sale_t *fs)
 {
     pthread_mutex_lock(&fs->wr_mu);
@@ -279,6 +386,11 @@ void gw_fair__room_reset(gw_fair_sale_t *fs)
     free(fs->wr_pre_exp);
     fs->wr_pre = NULL;
     fs->wr_pre_exp = NULL;
+    free(fs->wr_names);
+    free(fs->wr_name_at);
+    fs->wr_names = NULL;
+    fs->wr_name_at = NULL;
+    fs->wr_names_len = fs->wr_names_cap = 0;
     fs->wr_npre = fs->wr_pre_cap = 0;
     fs->wr_sealed_ms = fs->wr_starts_ms = 0;
     atomic_store(&fs->wr_sealed, false);
@@ -287,6 +399,7 @@ void gw_fair__room_reset(gw_fair_sale_t *fs)
     atomic_store(&fs->wr_front_milli, 0);
     atomic_store(&fs->wr_eff_milli, 0);
     fs->wr_last_ms = 0;
+    fs->wr_fleet_ms = 0;
     pthread_mutex_unlock(&fs->wr_mu);
     gw_wr_spent_clear(&fs->wr_spent);
 }
@@ -375,12 +488,34 @@ int gw_fair_admission_claim(gw_fair_t *f, const char *sale_id, uint64_t jti, int
                             uint64_t fp, int64_t now_s)
 {
     gw_fair_sale_t *fs = f ? gw_fair__slot_find(f, sale_id) : NULL;
+    if (fs && f->fleet) {
+        char why[256] = "";
+        inv_fleet_conn_t *c = gw_fair__pool_get(f, why, sizeof(why));
+        /* kept as long as the token lives, a second past its last valid second */
+        int rc = c ? inv_room_claim(c, sale_id, jti, fp, (exp_s - now_s + 1) * 1000, why,
+                                    sizeof(why))
+                   : CM_EBACKEND;
+        gw_fair__pool_put(f, c);
+        return rc == 0 ? GW_WR_CLAIMED : rc == 1 ? GW_WR_SPENT : rc == 2 ? GW_WR_REPLAY : rc;
+    }
     return fs ? gw_wr_spent_claim(&fs->wr_spent, jti, exp_s, fp, now_s) : GW_WR_CLAIMED;
 }
 
 void gw_fair_admission_settle(gw_fair_t *f, const char *sale_id, uint64_t jti, bool accepted)
 {
     gw_fair_sale_t *fs = f ? gw_fair__slot_find(f, sale_id) : NULL;
+    if (fs && f->fleet) {
+        if (accepted)
+            return; /* the claim stays until the token expires */
+        char why[256] = "";
+        inv_fleet_conn_t *c = gw_fair__pool_get(f, why, sizeof(why));
+        int rc = c ? inv_room_unclaim(c, sale_id, jti, why, sizeof(why)) : CM_EBACKEND;
+        gw_fair__pool_put(f, c);
+        /* not given back: the token reads spent until it expires (never a second order) */
+        if (rc)
+            gw_fair__room_fleet_trouble("give an admission token back", sale_id, why);
+        return;
+    }
     if (fs)
         gw_wr_spent_settle(&fs->wr_spent, jti, accepted);
 }
@@ -428,6 +563,13 @@ void gw_fair__rooms_tick(gw_fair_t *f, int64_t now)
         if (cap >= 0 && eff > cap)
             eff = cap;
         atomic_store(&fs->wr_eff_milli, (uint64_t)(eff * 1000));
+        if (f->fleet) { /* the room is Redis': this gateway adds its share */
+            /* the shared front moves at the fleet's rate: the queue page's eta divides by it */
+            atomic_store(&fs->wr_eff_milli, (uint64_t)(eff * members * 1000));
+            bool started = s && !(info.starts_at_ms && now < info.starts_at_ms);
+            gw_fair__room_fleet_tick(f, fs, now, started, eff, eff * members, info.starts_at_ms);
+            continue;
+        }
         if (!s || (info.starts_at_ms && now < info.starts_at_ms) || dt <= 0)
             continue; /* admissions start with the sale */
         if (!atomic_load(&fs->wr_sealed)) {

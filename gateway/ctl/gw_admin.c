@@ -2207,6 +2207,37 @@ static void h_sale_registrations(admin_call_t *a)
     json_decref(o);
 }
 
+/* GET /admin/v1/sales/{id}/room/persons?cursor=C&limit=N: the sealed pre-queue by rank
+ * (gw_fair.h). */
+static void h_sale_room_persons(admin_call_t *a)
+{
+    if (!sale_arg(a))
+        return;
+    uint64_t cursor = 0, limit = 100;
+    if (!query_u64(a, "cursor", UINT64_MAX / 2, &cursor) ||
+        !query_u64(a, "limit", GW_WR_PAGE_MAX, &limit))
+        return;
+    if (limit == 0) {
+        gw_resp_error(a->p, GW_R_BAD_REQUEST, NULL, "limit must be an integer from 1 to %d",
+                      GW_WR_PAGE_MAX);
+        return;
+    }
+    int rc = 0;
+    char why[256] = "";
+    json_t *o = gw_fair_room_persons_json(a->srv->fair, a->arg, cursor, limit, &rc, why,
+                                          sizeof(why));
+    if (!o) {
+        gw_resp_error(a->p,
+                      rc == CM_ENOTFOUND   ? GW_R_UNKNOWN_SALE
+                      : rc == CM_ECONFLICT ? GW_R_CONFLICT
+                                           : GW_R_UNAVAILABLE,
+                      rc == CM_ECONFLICT ? "\"reason\":\"not_sealed\"" : NULL, "%s", why);
+        return;
+    }
+    set_big(a, json_dumps(o, JSON_COMPACT));
+    json_decref(o);
+}
+
 /*---- the route table and the dispatcher ----*/
 
 /* method, path ({name} = one segment), role needed, handler */
@@ -2224,6 +2255,7 @@ static void h_sale_registrations(admin_call_t *a)
     XX("POST", "/admin/v1/sales/{sale_id}/restock", WRITE, h_sale_restock)                         \
     XX("GET", "/admin/v1/sales/{sale_id}/draw", READ, h_sale_draw)                                 \
     XX("GET", "/admin/v1/sales/{sale_id}/registrations", READ, h_sale_registrations)               \
+    XX("GET", "/admin/v1/sales/{sale_id}/room/persons", READ, h_sale_room_persons)                 \
     XX("GET", "/admin/v1/limits", READ, h_limits_get)                                              \
     XX("PATCH", "/admin/v1/limits", WRITE, h_limits_patch)                                         \
     XX("GET", "/admin/v1/rules", READ, h_rules_list)                                               \

@@ -15,11 +15,12 @@ spent once (issue 52), on one gateway.
 - Room and lottery: the lottery's entry window takes entries without a token;
   after the draw the room governs first-come buys (403 without a token, 202
   with one).
-- A fleet of three gateways on Redis: each gateway ranks the pre-queue it took
-  by its own published seed, a token given by one gateway buys through
-  another (the MAC is the fleet's), once there, and of 8 concurrent buys with
-  one token through a gateway whose reserves go to Redis exactly one is 202.
-  (Each gateway keeps its own room and spent tokens: docs/api.md.)"""
+- The admin export (GET /admin/v1/sales/{id}/room/persons) lists the sealed
+  pre-queue's persons with their ranks, in pages.
+- A fleet of three gateways on Redis (one room in Redis: 103-room-fleet has the
+  rest): the pre-queue each gateway took is ranked with the others' by the one
+  published seed, a token given by one gateway buys through another, once, and
+  of 8 concurrent buys with one token exactly one is 202."""
 import os
 import struct
 import sys
@@ -135,6 +136,13 @@ try:
     order = sorted(pos, key=lambda u: keys[u])
     eq({u: i + 1 for i, u in enumerate(order)}, pos,
        "every place is the rank of SipHash(published seed, person): reproducible")
+    listed, cursor = {}, "0"
+    while cursor is not None:
+        r = g.admin("GET", "/admin/v1/sales/pq/room/persons?limit=16&cursor=" + cursor)
+        eq(r.status, 200, "the pre-queue export's page at %s" % cursor)
+        listed.update({x["person"]: x["rank"] for x in r.json["persons"]})
+        cursor = r.json["next_cursor"]
+    eq(listed, pos, "the export lists every pre-queue person with their rank")
     mean_s = sum(pos[u] for u in SCALPERS) / len(SCALPERS)
     mean_p = sum(pos[u] for u in PEOPLE) / len(PEOPLE)
     print("mean rank: scalpers (joined first) %.1f, people %.1f, first-come would be 5.5 / 25.5"
@@ -254,18 +262,23 @@ try:
             r = x.get("/v1/sales/fq/queue?user_id=" + u)
             eq((r.status, r.json.get("prequeue")), (200, True), "%s joins the pre-queue" % u)
     wait_until(starts + 0.5)
+    everyone = [u for i in range(3) for u in joined[i]]
+    ok, _ = wait_for(lambda: all(x.admin("GET", "/admin/v1/sales/fq/draw").json["room"]["sealed"]
+                                 for x in gws), 3)
+    eq(ok, True, "every gateway knows the seal")
     for i, x in enumerate(gws):
-        want = ranks_by_seed(x, "fq", joined[i])
+        want = ranks_by_seed(x, "fq", everyone)
         got = {u: x.get("/v1/sales/fq/queue?user_id=" + u).json["position"] for u in joined[i]}
-        eq(got, want, "gateway %d ranks its pre-queue by its published seed" % i)
+        eq(got, {u: want[u] for u in joined[i]},
+           "gateway %d ranks its joiners among the fleet's by the published seed" % i)
     time.sleep(0.3)
-    best = [u for u, p in ranks_by_seed(gws[0], "fq", joined[0]).items() if p == 1][0]
+    best = [u for u, p in ranks_by_seed(gws[0], "fq", everyone).items() if p == 1][0]
     tok = gws[0].get("/v1/sales/fq/queue?user_id=" + best).json["admission_token"]
     r = gws[1].buy("fq", best, headers={"X-Admission-Token": tok})
     eq((r.status, r.json.get("status")), (202, "queued"), "gateway 0's token buys through gateway 1")
     r = gws[1].buy("fq", best, headers={"X-Admission-Token": tok})
     eq((r.status, r.json.get("reason")), (403, "admission_spent"), "once")
-    second = [u for u, p in ranks_by_seed(gws[2], "fq", joined[2]).items() if p == 2][0]
+    second = [u for u, p in ranks_by_seed(gws[2], "fq", everyone).items() if p == 2][0]
     tok2 = gws[2].get("/v1/sales/fq/queue?user_id=" + second).json["admission_token"]
     eq(race(gws[2], "fq", second, tok2), [(202, None)] + [(403, "admission_spent")] * 7,
        "8 concurrent buys with one token, reserves in Redis: exactly one order")

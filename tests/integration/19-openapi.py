@@ -259,6 +259,14 @@ try:
     r = call("GET", Q, "/v1/sales/room/queue?user_id=rl", 429, token=None)
     check("retry-after" in r.headers and r.json.get("scope") == "user", "a join's 429: %r" % r.json)
     call("DELETE", RU, "/admin/v1/rules/room", 200)
+    # The sealed pre-queue's export (docs/api.md): "room" started at its first join.
+    RP = "/admin/v1/sales/{sale_id}/room/persons"
+    call("GET", RP, "/admin/v1/sales/room/room/persons?limit=10", 200)
+    call("GET", RP, "/admin/v1/sales/room/room/persons?limit=0", 400)
+    call("GET", RP, "/admin/v1/sales/s1/room/persons", 404)
+    call("PUT", S, "/admin/v1/sales/pq19", 201, {"stock": 1, "starts_at": "2099-01-01T00:00:00Z",
+                                                 "waiting_room_rate": 10})
+    call("GET", RP, "/admin/v1/sales/pq19/room/persons", 409)
     # Registration (docs/api.md): open now until the lottery's window far ahead; one closed.
     RG, RX = "/v1/sales/{sale_id}/registrations", "/admin/v1/sales/{sale_id}/registrations"
     now_ms = int(time.time() * 1000)
@@ -453,6 +461,7 @@ try:
     elsewhere[("POST", RG, "409")] = "sales.max_registrations reached: 100-registration"
     elsewhere[("POST", RG, "503")] = "the registration log's write fails or the fleet's Redis is down"
     elsewhere[("GET", RX, "503")] = "the fleet's Redis is down"
+    elsewhere[("GET", RP, "503")] = "the fleet's Redis is down: 103-room-fleet"
     for tpl, m in ((B, "POST"), (O, "GET"), (SP, "GET"), (Q, "GET")):
         elsewhere[(m, tpl, "505")] = "an HTTP/2 request line, raw socket: 14-http1"
     elsewhere[("GET", O, "400")] = "bad framing (e.g. two Content-Lengths), raw socket: 14-http1"

@@ -9,6 +9,7 @@
  * tests/integration/101-prequeue.py.
  */
 #include "gateway/buy/gw_fair.h"
+#include "gateway/buy/gw_fair_internal.h"
 
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
@@ -230,6 +231,85 @@ static void test_one_place_per_person(void **st)
     room_close(&m);
 }
 
+/* The admin's export of the pre-queue: refused before the seal (the ranks do
+ * not exist yet), then every person with the rank an auditor recomputes from
+ * the published seed, in pages that neither repeat nor skip. */
+static void test_prequeue_export(void **st)
+{
+    (void)st;
+    room_t m;
+    room_open(&m);
+    enum { P = 37 };
+    char names[P][16];
+    for (int i = 0; i < P; i++) {
+        snprintf(names[i], sizeof(names[i]), "p-%d", i * 7919);
+        join(&m, names[i], true, 1000, 0);
+        join(&m, names[i], true, 1001, 0);
+    }
+    int rc = 0;
+    char why[200] = "";
+    assert_null(gw_fair_room_persons_json(m.srv->fair, "s1", 0, 10, &rc, why, sizeof(why)));
+    assert_int_equal(rc, CM_ECONFLICT);
+    assert_null(gw_fair_room_persons_json(m.srv->fair, "nope", 0, 10, &rc, why, sizeof(why)));
+    assert_int_equal(rc, CM_ENOTFOUND);
+    join(&m, "late", true, 1000000, 0); /* the start seals */
+    cm_hash_key_t seed;
+    assert_true(published_seed(&m, &seed));
+    uint64_t keys[P];
+    for (int i = 0; i < P; i++)
+        keys[i] = gw_wr_prequeue_key(&seed, names[i], strlen(names[i]));
+    gw_wr_prequeue_sort(keys, P);
+    bool seen[P + 1] = {false};
+    uint64_t cursor = 0;
+    for (int page = 0;; page++) {
+        json_t *o = gw_fair_room_persons_json(m.srv->fair, "s1", cursor, 10, &rc, why, sizeof(why));
+        assert_non_null(o);
+        assert_int_equal(json_integer_value(json_object_get(o, "count")), P);
+        cm_hash_key_t listed;
+        assert_true(gw_fair__seed_parse(json_string_value(json_object_get(o, "seed")), &listed));
+        assert_true(listed.k0 == seed.k0 && listed.k1 == seed.k1);
+        json_t *arr = json_object_get(o, "persons"), *it;
+        size_t i;
+        json_array_foreach(arr, i, it)
+        {
+            const char *p = json_string_value(json_object_get(it, "person"));
+            uint64_t rank = (uint64_t)json_integer_value(json_object_get(it, "rank"));
+            assert_int_equal(rank, cursor + i + 1);
+            assert_int_equal(rank, gw_wr_prequeue_rank(keys, P, gw_wr_prequeue_key(&seed, p,
+                                                                                strlen(p))));
+            assert_false(seen[rank]);
+            seen[rank] = true;
+        }
+        cursor += json_array_size(arr);
+        json_t *nc = json_object_get(o, "next_cursor");
+        bool last = json_is_null(nc);
+        json_decref(o);
+        if (last)
+            break;
+        assert_true(page < 4);
+    }
+    assert_int_equal(cursor, P);
+    room_close(&m);
+}
+
+/* The fleet's seed travels as 32 hex digits: the bytes the audit publishes. */
+static void test_seed_hex_round_trip(void **st)
+{
+    (void)st;
+    cm_hash_key_t k = {0x0123456789abcdefull, 0xfedcba9876543210ull}, back;
+    char hex[33];
+    gw_fair__seed_hex(&k, hex);
+    assert_string_equal(hex, "efcdab89674523011032547698badcfe");
+    assert_true(gw_fair__seed_parse(hex, &back));
+    assert_true(back.k0 == k.k0 && back.k1 == k.k1);
+    assert_false(gw_fair__seed_parse("efcdab8967452301", &back));
+    assert_false(gw_fair__seed_parse("efcdab89674523011032547698badcfX", &back));
+    /* a place's replay id depends on the key and the place only: every gateway
+     * with the fleet's seed gives a place the same one */
+    assert_int_equal(gw_fair__place_jti(&k, 7), gw_fair__place_jti(&back, 7));
+    assert_true(gw_fair__place_jti(&k, 7) != gw_fair__place_jti(&k, 8));
+}
+
 /* A join before the start answers no place even to a look, and a room of a
  * sale that started before anyone came has no pre-queue. */
 static void test_no_prequeue_after_start(void **st)
@@ -355,6 +435,8 @@ int main(void)
         cmocka_unit_test(test_prequeue_rank_edges),
         cmocka_unit_test(test_one_place_per_person),
         cmocka_unit_test(test_no_prequeue_after_start),
+        cmocka_unit_test(test_prequeue_export),
+        cmocka_unit_test(test_seed_hex_round_trip),
         cmocka_unit_test(test_spent_once_concurrent),
         cmocka_unit_test(test_spent_given_back),
         cmocka_unit_test(test_spent_give_back_concurrent),

@@ -1,0 +1,236 @@
+/*
+ * The waiting room of a fleet: one room per sale in Redis, shared by every
+ * gateway (inv_fleet.h "the waiting room" has the keys and the scripts).
+ *
+ * What is shared and why: the pre-queue (a ZSET of SipHash(seed, person)
+ * keys, the seed one per room, so the rank is the same whichever gateway a
+ * person joined through), the later arrivals' places (one counter), each
+ * place's token expiry, the seal, the admission front and the spent tokens'
+ * replay ids. The front is one number in Redis that every gateway's lottery
+ * thread raises by its own share of the rate (the configured rate scaled by
+ * its overload state, divided by the members), capped a second of admissions
+ * ahead of the places given; every join compares its place with that number
+ * in the same script, so all gateways admit the same places. A front derived
+ * from a shared start time and the rate would need no writes but would admit
+ * at the configured rate whatever each gateway's overload controller says,
+ * and would bank an idle room's admissions into a burst.
+ *
+ * The cheap answers (the sale unknown, not started, sold out, the cached
+ * queue page) never come here; what does is answered 503 when Redis cannot
+ * be asked, never from a local guess: a place given or a token claimed
+ * without Redis could be given or spent twice.
+ */
+#include "gateway/buy/gw_fair.h"
+#include "gateway/buy/gw_fair_internal.h"
+
+#include "common/cm_err.h"
+#include "common/cm_hash.h"
+#include "common/cm_log.h"
+#include "common/cm_time.h"
+#include "inventory/inv_fleet.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+void gw_fair__seed_hex(const cm_hash_key_t *seed, char out[33])
+{
+    /* the seed's 16 key bytes as cm_hash_key_t reads them: k0, k1 little-endian */
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        unsigned b = (unsigned)((i < 8 ? seed->k0 : seed->k1) >> (8 * (i % 8))) & 0xffu;
+        out[2 * i] = digits[b >> 4];
+        out[2 * i + 1] = digits[b & 0xf];
+    }
+    out[32] = '\0';
+}
+
+bool gw_fair__seed_parse(const char *hex, cm_hash_key_t *seed)
+{
+    if (strlen(hex) != 32)
+        return false;
+    uint64_t k[2] = {0, 0};
+    for (int i = 0; i < 32; i++) {
+        char c = hex[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0)
+            return false;
+        int byte = i / 2;
+        uint64_t v = (uint64_t)d << (i % 2 ? 0 : 4);
+        k[byte / 8] |= v << (8 * (byte % 8));
+    }
+    seed->k0 = k[0];
+    seed->k1 = k[1];
+    return true;
+}
+
+void gw_fair__room_fleet_trouble(const char *what, const char *sale, const char *why)
+{
+    static _Atomic int64_t last_ms;
+    int64_t now = cm_wall_ms(), prev = atomic_load_explicit(&last_ms, memory_order_relaxed);
+    if (now - prev < 5000 || !atomic_compare_exchange_strong_explicit(
+                                 &last_ms, &prev, now, memory_order_relaxed, memory_order_relaxed))
+        return;
+    cm_log_warn("fair", "waiting room: redis trouble", "what=\"%s\" sale=%s err=\"%s\"", what, sale,
+                why);
+}
+
+/*
+ * The seed this gateway may offer as the room's: its own, unless its copy of
+ * the room was ever sealed. A sealed room's seed is published; if Redis has no
+ * seed any more the room was deleted (and maybe made again), and this gateway
+ * has not yet read the tombstone that gives it a new seed (gw_fair__room_reset):
+ * offering the old one would make the new room's order known before its start.
+ * wr_mu held.
+ */
+static void seed_offer(const gw_fair_sale_t *fs, const cm_hash_key_t *seed, char hex[34])
+{
+    hex[0] = '-';
+    gw_fair__seed_hex(seed, hex + 1);
+    if (!fs->wr_sealed_ms)
+        memmove(hex, hex + 1, 33);
+}
+
+/* Takes the fleet's seed (hex) as the room's. */
+static void seed_adopt(gw_fair_sale_t *fs, const char *hex)
+{
+    cm_hash_key_t k;
+    if (!gw_fair__seed_parse(hex, &k))
+        return;
+    pthread_mutex_lock(&fs->wr_mu);
+    fs->wr_seed = k;
+    pthread_mutex_unlock(&fs->wr_mu);
+}
+
+int gw_fair__room_fleet_join(gw_fair_sale_t *fs, const char *person, size_t len, bool take,
+                             int64_t now_ms, int64_t starts_at_ms, gw_wr_join_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    gw_fair_t *f = fs->f;
+    char why[256] = "";
+    inv_fleet_conn_t *c = gw_fair__pool_get(f, why, sizeof(why));
+    int rc = c ? 0 : CM_EBACKEND;
+    inv_room_join_t j = {0};
+    cm_hash_key_t seed = {0, 0};
+    /* twice at most: a seed that is not the fleet's is replaced by the one Redis holds */
+    for (int attempt = 0; rc == 0 && attempt < 2; attempt++) {
+        char hex[34], member[INV_ROOM_KEY_HEX + INV_USER_ID_MAX + 2];
+        pthread_mutex_lock(&fs->wr_mu);
+        seed = fs->wr_seed;
+        seed_offer(fs, &seed, hex);
+        pthread_mutex_unlock(&fs->wr_mu);
+        snprintf(member, sizeof(member), "%016llx%.*s",
+                 (unsigned long long)gw_wr_prequeue_key(&seed, person, len), (int)len, person);
+        rc = inv_room_join(c, fs->sale_id, hex, member, person,
+                           starts_at_ms && now_ms < starts_at_ms, take, now_ms, GW_WR_TOKEN_TTL_S,
+                           GW_WR_PREQUEUE_MAX, &j, why, sizeof(why));
+        if (rc || !j.seed[0])
+            break;
+        seed_adopt(fs, j.seed);
+        if (attempt == 1) { /* the seed changed under us twice: a deletion racing */
+            snprintf(why, sizeof(why), "the room's seed changed while joining");
+            rc = CM_EBACKEND;
+        }
+    }
+    gw_fair__pool_put(f, c);
+    if (rc) {
+        gw_fair__room_fleet_trouble("join", fs->sale_id, why);
+        return CM_EBACKEND;
+    }
+    if (j.prequeue) {
+        out->prequeue = true;
+        return j.full ? CM_EBUSY : 0;
+    }
+    out->pos = j.pos;
+    if (j.exp_s) {
+        out->exp_s = j.exp_s;
+        /* the fleet's seed keys the replay ids: every gateway gives a place the same one */
+        out->jti = gw_fair__place_jti(&seed, j.pos);
+    }
+    return 0;
+}
+
+/* Copies the fleet's state into the room's local fields (the view and the audit). */
+static void state_copy(gw_fair_sale_t *fs, const inv_room_state_t *st, int64_t starts_at_ms)
+{
+    cm_hash_key_t k;
+    bool seeded = gw_fair__seed_parse(st->seed, &k);
+    pthread_mutex_lock(&fs->wr_mu);
+    if (seeded)
+        fs->wr_seed = k;
+    fs->wr_npre = st->npre;
+    if (st->sealed_ms && !fs->wr_sealed_ms)
+        cm_log_info("fair", "waiting room pre-queue sealed (fleet)", "sale=%s persons=%llu",
+                    fs->sale_id, (unsigned long long)st->npre);
+    fs->wr_sealed_ms = st->sealed_ms;
+    fs->wr_starts_ms = st->sealed_ms ? starts_at_ms : 0;
+    atomic_store(&fs->wr_sealed, st->sealed_ms != 0);
+    atomic_store(&fs->wr_next, st->next);
+    atomic_store(&fs->wr_front_milli, st->front_milli);
+    pthread_mutex_unlock(&fs->wr_mu);
+}
+
+void gw_fair__room_fleet_tick(gw_fair_t *f, gw_fair_sale_t *fs, int64_t now, bool started,
+                              double eff_per_s, double fleet_per_s, int64_t starts_at_ms)
+{
+    if (fs->wr_fleet_ms && now - fs->wr_fleet_ms < GW_WR_FLEET_TICK_MS)
+        return;
+    int64_t dt = fs->wr_fleet_ms ? now - fs->wr_fleet_ms : 0;
+    fs->wr_fleet_ms = now;
+    uint64_t add = started && dt > 0 ? (uint64_t)(eff_per_s * (double)dt) : 0;
+    char why[256] = "", hex[34];
+    pthread_mutex_lock(&fs->wr_mu);
+    seed_offer(fs, &fs->wr_seed, hex);
+    pthread_mutex_unlock(&fs->wr_mu);
+    inv_fleet_conn_t *c = gw_fair__pool_get(f, why, sizeof(why));
+    inv_room_state_t st;
+    int rc = c ? inv_room_tick(c, fs->sale_id, hex, started, now, add, (uint64_t)fleet_per_s, &st,
+                               why, sizeof(why))
+               : CM_EBACKEND;
+    gw_fair__pool_put(f, c);
+    if (rc) {
+        gw_fair__room_fleet_trouble("tick", fs->sale_id, why);
+        return;
+    }
+    state_copy(fs, &st, starts_at_ms);
+}
+
+typedef struct persons_ctx {
+    json_t *arr;
+    uint64_t rank; /* the next member's */
+} persons_ctx_t;
+
+static void person_member(void *ctx, const char *member)
+{
+    persons_ctx_t *x = ctx;
+    x->rank++;
+    if (strlen(member) <= INV_ROOM_KEY_HEX)
+        return;
+    json_array_append_new(x->arr, json_pack("{s:s,s:I}", "person", member + INV_ROOM_KEY_HEX,
+                                            "rank", (json_int_t)x->rank));
+}
+
+int gw_fair__room_fleet_persons(gw_fair_t *f, const char *sale_id, uint64_t start, uint64_t limit,
+                                void *arr, uint64_t *total, bool *sealed, char seed_hex[33],
+                                char *errbuf, size_t errlen)
+{
+    char why[256] = "";
+    inv_fleet_conn_t *c = gw_fair__pool_get(f, why, sizeof(why));
+    inv_room_state_t st;
+    int rc = c ? inv_room_state(c, sale_id, &st, why, sizeof(why)) : CM_EBACKEND;
+    if (rc == 0) {
+        *total = st.npre;
+        *sealed = st.sealed_ms != 0;
+        snprintf(seed_hex, 33, "%s", st.seed);
+        persons_ctx_t x = {arr, start};
+        if (*sealed && start < st.npre && limit > 0)
+            rc = inv_room_range(c, sale_id, (long long)start, (long long)(start + limit - 1),
+                                person_member, &x, why, sizeof(why));
+    }
+    gw_fair__pool_put(f, c);
+    if (rc)
+        cm_errbuf_set(errbuf, errlen, "redis: %s", why);
+    return rc ? CM_EBACKEND : 0;
+}
