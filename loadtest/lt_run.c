@@ -567,8 +567,10 @@ static void on_buy_answer(run_t *r, req_t *q, lt_ans_t a, int retry_after_s, con
 
 /*
  * A registration's answer: 200/201 registered; another 4xx (403
- * registration_closed, 404, 409 registration_full) final; 429, 503, 5xx and
- * no answer tried again while the window is open, at most REG_MAX_TRIES times.
+ * registration_closed, 409 registration_full) final; 429, 503, 5xx, no
+ * answer and 404 tried again while the window is open, at most REG_MAX_TRIES
+ * times (a fleet's gateways learn of a sale created through another one
+ * within a configuration poll, and answer 404 until then).
  */
 static void on_reg_answer(run_t *r, req_t *q, int status, int retry_after_s, uint64_t now)
 {
@@ -582,7 +584,7 @@ static void on_reg_answer(run_t *r, req_t *q, int status, int retry_after_s, uin
             res->reg_again++;
         return;
     }
-    if (status >= 400 && status < 500 && status != 429) {
+    if (status >= 400 && status < 500 && status != 429 && status != 404) {
         u->reg = RG_REFUSED;
         res->reg_refused++;
         return;
