@@ -530,7 +530,10 @@ double lt_audit_hyper_limit(double N, double n, double K, double tail)
 static void check_fairness(const lt_scenario_t *sc, const lt_results_t *res, lt_audit_t *a)
 {
     bool by_entry = res->n_entries > 0;
-    const uint64_t *base = by_entry ? res->class_person_entrants : res->class_person_tried;
+    /* with registration the draw is over the registered persons who entered */
+    const uint64_t *base = !by_entry ? res->class_person_tried
+                           : sc->reg ? res->class_person_reg_entrants
+                                     : res->class_person_entrants;
     double n = 0, k = 0;
     for (int c = 0; c < LT_CLASS_N; c++) {
         n += (double)base[c];
@@ -545,7 +548,10 @@ static void check_fairness(const lt_scenario_t *sc, const lt_results_t *res, lt_
     char detail[sizeof(a->checks[0].detail)];
     size_t len = (size_t)snprintf(detail, sizeof(detail), "%s; per person, base %s (%.0f): ",
                                   sc->fair_window_ms ? "fair window" : "not enforced: no fair window",
-                                  by_entry ? "entrant persons" : "persons who pressed buy", n);
+                                  !by_entry  ? "persons who pressed buy"
+                                  : sc->reg ? "registered entrant persons"
+                                            : "entrant persons",
+                                  n);
     bool first = true;
     for (int c = 0; c < LT_CLASS_N; c++) {
         if (base[c] == 0 && res->class_won_orders[c] == 0)
@@ -579,6 +585,44 @@ static void check_fairness(const lt_scenario_t *sc, const lt_results_t *res, lt_
               "%s", detail);
 }
 
+/*
+ * Registration (a scenario whose sale requires it): the crowd's registrations
+ * and the entries refused 403 not_registered, per class. FAIL when the gateway
+ * took an entry from a person none of whose accounts can have registered (no
+ * try, or only refusals: a try without an answer may have been recorded), or
+ * refused not_registered an account whose own registration it had answered
+ * 200/201 (whether the gateway counts persons or accounts, that account is
+ * registered).
+ */
+static void check_registration(const lt_scenario_t *sc, const lt_results_t *res, lt_audit_t *a)
+{
+    if (!sc->reg) {
+        check_add(a, "registration", LT_CHECK_SKIP, "the sale does not require registration");
+        return;
+    }
+    char detail[sizeof(a->checks[0].detail)];
+    size_t len = (size_t)snprintf(
+        detail, sizeof(detail),
+        "%llu sent: %llu new, %llu registered already, %llu refused, %llu gave up; "
+        "unregistered entrant persons %llu, registered accounts refused %llu",
+        (unsigned long long)res->reg_sent, (unsigned long long)res->reg_new,
+        (unsigned long long)res->reg_again, (unsigned long long)res->reg_refused,
+        (unsigned long long)res->reg_failed, (unsigned long long)res->unregistered_entrants,
+        (unsigned long long)res->registered_refused);
+    for (int c = 0; c < LT_CLASS_N && len < sizeof(detail); c++) {
+        if (!res->class_persons[c] && !res->class_users[c])
+            continue; /* a class not in this crowd */
+        len += (size_t)snprintf(detail + len, sizeof(detail) - len,
+                                "; %s registered %llu of %llu persons, %llu not_registered",
+                                lt_class_name(c),
+                                (unsigned long long)res->class_person_registered[c],
+                                (unsigned long long)res->class_persons[c],
+                                (unsigned long long)res->class_not_registered[c]);
+    }
+    bool ok = res->unregistered_entrants == 0 && res->registered_refused == 0;
+    check_add(a, "registration", ok ? LT_CHECK_PASS : LT_CHECK_FAIL, "%s", detail);
+}
+
 const char *lt_check_result_name(lt_check_result_t r)
 {
     switch (r) {
@@ -608,6 +652,7 @@ void lt_audit_run(const lt_scenario_t *sc, const lt_results_t *res, lt_audit_t *
     check_kafka(sc, res, a, &topic);
     check_db(sc, res, a, &db);
     check_per_user(sc, res, a, &db, &topic);
+    check_registration(sc, res, a);
     check_fairness(sc, res, a);
     idtab_free(&topic);
     idtab_free(&db);

@@ -270,7 +270,7 @@ static json_t *fine_json(const lt_results_t *res)
                      "timeout", a_to, "lag_max_ms", a_lag);
 }
 
-static json_t *figures_json(const lt_results_t *res)
+static json_t *figures_json(const lt_scenario_t *sc, const lt_results_t *res)
 {
     json_t *answers = json_object(), *lat = json_object();
     for (int a = 0; a < LT_ANS_N; a++) {
@@ -331,7 +331,7 @@ static json_t *figures_json(const lt_results_t *res)
     for (int c = 0; c < LT_CLASS_N; c++)
         json_object_set_new(
             classes, lt_class_name(c),
-            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "users",
+            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "users",
                       (json_int_t)res->class_users[c], "pressed_buy",
                       (json_int_t)res->class_tried[c], "entrants",
                       (json_int_t)res->class_entrants[c], "won_orders",
@@ -341,7 +341,10 @@ static json_t *figures_json(const lt_results_t *res)
                       (json_int_t)res->class_person_tried[c], "entrant_persons",
                       (json_int_t)res->class_person_entrants[c], "winning_persons",
                       (json_int_t)res->class_person_winners[c], "max_units_per_person",
-                      (json_int_t)res->class_max_person_units[c]));
+                      (json_int_t)res->class_max_person_units[c], "registered",
+                      (json_int_t)res->class_registered[c], "registered_persons",
+                      (json_int_t)res->class_person_registered[c], "not_registered",
+                      (json_int_t)res->class_not_registered[c]));
     json_t *ops = json_array();
     for (size_t i = 0; i < res->n_top_operators; i++) {
         const lt_operator_stat_t *o = &res->top_operators[i];
@@ -358,6 +361,15 @@ static json_t *figures_json(const lt_results_t *res)
                                   (json_int_t)res->dup_entries, "won", (json_int_t)res->entries_won,
                                   "lost", (json_int_t)res->entries_lost, "classes", classes,
                                   "top_operators", ops));
+    if (sc->reg)
+        json_object_set_new(
+            fig, "registration",
+            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "sent", (json_int_t)res->reg_sent,
+                      "new", (json_int_t)res->reg_new, "again", (json_int_t)res->reg_again,
+                      "refused", (json_int_t)res->reg_refused, "gave_up",
+                      (json_int_t)res->reg_failed, "unregistered_entrants",
+                      (json_int_t)res->unregistered_entrants, "registered_refused",
+                      (json_int_t)res->registered_refused));
     return fig;
 }
 
@@ -812,7 +824,7 @@ int lt_report_write(const char *dir, const char *src_dir, const lt_scenario_t *s
     if (rc < 0)
         return rc;
     bool plotted = run_gnuplot(dir, tmpl_dir, res, &so);
-    json_t *fig = figures_json(res);
+    json_t *fig = figures_json(sc, res);
     json_object_set_new(
         fig, "sell_out",
         json_pack("{s:I, s:I, s:o, s:o, s:i}", "stock", (json_int_t)so.stock, "units_accepted",

@@ -95,19 +95,29 @@ lt_ans_t lt_ans_of_status(int st)
 /* U_SCALPER: an account of a scalper operator; it presses and retries as an aggressive bot. */
 enum { U_PERSON = 0, U_BOT = 1, U_AGGRESSIVE = 2, U_SCALPER = 3 };
 enum { U_WAITING = 0, U_BUYING, U_POLLING, U_DONE };
-enum { EV_BUY = 0, EV_POLL = 1, EV_PAGE = 2 };
+enum { EV_BUY = 0, EV_POLL = 1, EV_PAGE = 2, EV_REG = 3 };
+/* An account's registration (sale.registration): none asked of it, on its way,
+ * answered 200/201, refused (a 4xx), or given up (retries or the window ran out). */
+enum { RG_NONE = 0, RG_WANT, RG_OK, RG_REFUSED, RG_FAILED };
+#define REG_MAX_TRIES 20 /* fits user_t.reg_tries */
 #define EV_BITS 2
 
+/* 20 bytes: the flags share the bytes before attempts */
 typedef struct user {
     uint8_t kind;
     uint8_t state;
-    bool page; /* views a non-core page instead of buying */
+    uint8_t page : 1;      /* views a non-core page instead of buying */
+    uint8_t reg_maybe : 1; /* a registration try had no answer: it may have been recorded */
+    uint8_t not_reg : 1;   /* a buy was refused 403 not_registered */
+    uint8_t reg : 3;       /* RG_* */
+    uint8_t reg_tries : 5; /* at most REG_MAX_TRIES */
     uint16_t attempts;
     uint16_t polls;
     int32_t order; /* index in res->orders, -1 none */
     int32_t entry; /* index in res->entries (a lottery entry), -1 none */
     uint32_t person; /* the person holding the account (lt_person_id) */
 } user_t;
+_Static_assert(sizeof(user_t) == 20, "an account's state is 20 bytes (lt_scenario.c's cap)");
 
 const char *lt_class_name(int c)
 {
@@ -192,6 +202,7 @@ typedef struct crowd {
     struct run *loops[LT_MAX_LOOPS];
     lt_tokens_t tokens; /* one bearer token per account (scenario identity.key), else empty */
     uint32_t *won_units; /* per account, written by its loop at the end (person figures) */
+    int64_t reg_opens_ms, reg_closes_ms; /* the registration window, wall clock (sc->reg) */
 } crowd_t;
 
 /* A loop's counters for the progress line, summed by loop 0. */
@@ -216,6 +227,7 @@ typedef struct run {
     size_t rr;
     uint64_t inflight;
     uint64_t sale_start_ns;
+    uint64_t reg_closes_ns; /* the registration window's close on the run's clock */
     uint64_t stop_ns;
     uint64_t profile_end_ns;
     bool stopping, quiet;
@@ -316,6 +328,8 @@ static void dispatch(run_t *r, uint64_t user, int kind, uint64_t sched_ns)
         r->res->sent_buy++;
     else if (kind == EV_PAGE)
         r->res->page_sent++;
+    else if (kind == EV_REG)
+        r->res->reg_sent++;
     else
         r->res->sent_poll++;
     target_pump(tg);
@@ -544,9 +558,46 @@ static void on_buy_answer(run_t *r, req_t *q, lt_ans_t a, int retry_after_s, con
         }
         break;
     default: /* 409, 410, 404, other 4xx: final */
+        if (a == LT_ANS_A4XX && body && strstr(body, "\"not_registered\""))
+            u->not_reg = true;
         u->state = U_DONE;
         break;
     }
+}
+
+/*
+ * A registration's answer: 200/201 registered; another 4xx (403
+ * registration_closed, 409 registration_full) final; 429, 503, 5xx, no
+ * answer and 404 tried again while the window is open, at most REG_MAX_TRIES
+ * times (a fleet's gateways learn of a sale created through another one
+ * within a configuration poll, and answer 404 until then).
+ */
+static void on_reg_answer(run_t *r, req_t *q, int status, int retry_after_s, uint64_t now)
+{
+    user_t *u = &r->users[q->user];
+    lt_results_t *res = r->res;
+    if (status == 200 || status == 201) {
+        u->reg = RG_OK;
+        if (status == 201)
+            res->reg_new++;
+        else
+            res->reg_again++;
+        return;
+    }
+    if (status >= 400 && status < 500 && status != 429 && status != 404) {
+        u->reg = RG_REFUSED;
+        res->reg_refused++;
+        return;
+    }
+    if (status == 0 || status >= 500) /* a timed-out write may have been recorded */
+        u->reg_maybe = true;
+    uint64_t at = now + retry_delay_ns(r, u, retry_after_s);
+    if (++u->reg_tries >= REG_MAX_TRIES || at >= r->reg_closes_ns) {
+        u->reg = RG_FAILED;
+        res->reg_failed++;
+        return;
+    }
+    schedule(r, at, q->user, EV_REG);
 }
 
 static void on_poll_answer(run_t *r, req_t *q, int status, const char *body, uint64_t now)
@@ -620,6 +671,8 @@ static void finish_req(run_t *r, req_t *q, int status, int retry_after_s, const 
     r->inflight--;
     if (q->kind == EV_PAGE) {
         on_page_answer(r, q, status, degraded, transport, now);
+    } else if (q->kind == EV_REG) {
+        on_reg_answer(r, q, status, retry_after_s, now);
     } else if (q->kind == EV_BUY) {
         /* a transport failure counts under its own type and is retried like a 503 */
         on_buy_answer(r, q, status == 0 ? transport : lt_ans_of_status(status), retry_after_s,
@@ -805,6 +858,13 @@ static void conn_send(conn_t *c, req_t *q)
                      "X-Forwarded-For: %s\r\nIdempotency-Key: lt-%s-%s\r\n%s\r\n%s",
                      sc->sale_id, c->tg->host, c->tg->port, bl, addr, sc->sale_id, uid, extra,
                      body);
+    } else if (q->kind == EV_REG) {
+        /* user_id for a gateway with identity.mode=none; with identity on, the
+         * token's account (the same) and person register */
+        n = snprintf(wq->data, sizeof(wq->data),
+                     "POST /v1/sales/%s/registrations?user_id=%s HTTP/1.1\r\nHost: %s:%d\r\n"
+                     "Content-Length: 0\r\nX-Forwarded-For: %s\r\n%s\r\n",
+                     sc->sale_id, uid, c->tg->host, c->tg->port, addr, extra);
     } else if (q->kind == EV_PAGE) {
         n = snprintf(wq->data, sizeof(wq->data),
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nX-Forwarded-For: %s\r\n%s\r\n",
@@ -1179,7 +1239,9 @@ static void on_progress(uv_timer_t *t)
     }
 }
 
-static int create_sale(const lt_scenario_t *sc, int64_t start_ms, char *eb, size_t el)
+/* PUTs the sale; with reg_opens_ms > 0 it requires registration in [opens, closes). */
+static int create_sale(const lt_scenario_t *sc, int64_t start_ms, int64_t reg_opens_ms,
+                       int64_t reg_closes_ms, char *eb, size_t el)
 {
     char starts[40], ends[40], body[512], path[160];
     cm_time_format_rfc3339(start_ms, starts, sizeof(starts));
@@ -1192,6 +1254,10 @@ static int create_sale(const lt_scenario_t *sc, int64_t start_ms, char *eb, size
     bl += snprintf(body + bl, sizeof(body) - (size_t)bl,
                    ",\"fair_window_ms\":%u,\"fair_early_ms\":%u", sc->fair_window_ms,
                    sc->fair_early_ms);
+    if (reg_opens_ms > 0)
+        bl += snprintf(body + bl, sizeof(body) - (size_t)bl,
+                       ",\"registration_opens_at\":%lld,\"registration_closes_at\":%lld",
+                       (long long)reg_opens_ms, (long long)reg_closes_ms);
     snprintf(body + bl, sizeof(body) - (size_t)bl, "}");
     snprintf(path, sizeof(path), "/admin/v1/sales/%s", sc->sale_id);
     int status;
@@ -1335,7 +1401,15 @@ static void results_merge(lt_results_t *d, lt_results_t *s)
         d->class_entrants[c] += s->class_entrants[c];
         d->class_won_orders[c] += s->class_won_orders[c];
         d->class_won_units[c] += s->class_won_units[c];
+        d->class_registered[c] += s->class_registered[c];
+        d->class_not_registered[c] += s->class_not_registered[c];
     }
+    d->reg_sent += s->reg_sent;
+    d->reg_new += s->reg_new;
+    d->reg_again += s->reg_again;
+    d->reg_refused += s->reg_refused;
+    d->reg_failed += s->reg_failed;
+    d->registered_refused += s->registered_refused;
     lt_results_free(s);
 }
 
@@ -1376,6 +1450,12 @@ static void class_stats(run_t *r)
             res->class_tried[c]++;
         if (u->entry >= 0)
             res->class_entrants[c]++;
+        if (u->reg == RG_OK)
+            res->class_registered[c]++;
+        if (u->not_reg)
+            res->class_not_registered[c]++;
+        if (u->not_reg && u->reg == RG_OK)
+            res->registered_refused++;
         if (u->order >= 0) {
             res->class_won_orders[c]++;
             res->class_won_units[c] += res->orders[u->order].qty;
@@ -1400,7 +1480,9 @@ static int cmp_operator(const void *x, const void *y)
 static void person_stats(const lt_scenario_t *sc, const crowd_t *cw, lt_results_t *res)
 {
     uint64_t accounts = lt_scenario_accounts(sc), persons = lt_scenario_persons(sc);
-    enum { P_TRIED = 1, P_ENTERED = 2, P_COUNTED = 4 };
+    /* P_REG: an account's registration was answered 200/201, or may have been
+     * recorded (a try without an answer) */
+    enum { P_TRIED = 1, P_ENTERED = 2, P_COUNTED = 4, P_REG_OK = 8, P_REG = 16 };
     uint8_t *flags = cm_xcalloc(persons ? persons : 1, 1);
     uint32_t *units = cm_xcalloc(persons ? persons : 1, sizeof(uint32_t));
     uint8_t *cls = cm_xcalloc(persons ? persons : 1, 1);
@@ -1421,6 +1503,10 @@ static void person_stats(const lt_scenario_t *sc, const crowd_t *cw, lt_results_
             flags[p] |= P_TRIED;
         if (u->entry >= 0)
             flags[p] |= P_ENTERED;
+        if (u->reg == RG_OK)
+            flags[p] |= P_REG_OK;
+        if (u->reg == RG_OK || u->reg_maybe)
+            flags[p] |= P_REG;
         units[p] += cw->won_units[i];
         if (u->kind == U_SCALPER) {
             lt_operator_stat_t *op = &ops[(p - sc->users) / sc->persons_per_operator];
@@ -1436,6 +1522,10 @@ static void person_stats(const lt_scenario_t *sc, const crowd_t *cw, lt_results_
         res->class_persons[c]++;
         res->class_person_tried[c] += (flags[p] & P_TRIED) != 0;
         res->class_person_entrants[c] += (flags[p] & P_ENTERED) != 0;
+        res->class_person_registered[c] += (flags[p] & P_REG_OK) != 0;
+        res->class_person_reg_entrants[c] += (flags[p] & (P_ENTERED | P_REG)) == (P_ENTERED | P_REG);
+        if (sc->reg && (flags[p] & (P_ENTERED | P_REG)) == P_ENTERED)
+            res->unregistered_entrants++;
         res->class_person_winners[c] += units[p] > 0;
         if (units[p] > res->class_max_person_units[c])
             res->class_max_person_units[c] = units[p];
@@ -1447,6 +1537,34 @@ static void person_stats(const lt_scenario_t *sc, const crowd_t *cw, lt_results_
     free(cls);
     free(units);
     free(flags);
+}
+
+/*
+ * This loop's registrations: each registering account sends its own at a time
+ * drawn uniformly from the first half of the window (the second half leaves
+ * room for retries); none when the run started after the window closed.
+ */
+static void schedule_registrations(run_t *r)
+{
+    crowd_t *cw = r->crowd;
+    int64_t opens = cw->reg_opens_ms - cw->wall_t0_ms, closes = cw->reg_closes_ms - cw->wall_t0_ms;
+    if (opens < 0)
+        opens = 0;
+    r->reg_closes_ns = closes > 0 ? (uint64_t)closes * 1000000ull : 0;
+    uint64_t from = (uint64_t)opens * 1000000ull;
+    uint64_t span = closes > opens ? (uint64_t)(closes - opens) * 1000000ull / 2 : 0;
+    uint64_t accounts = lt_scenario_accounts(r->sc);
+    for (uint64_t i = r->idx; i < accounts; i += cw->n_loops) {
+        user_t *u = &r->users[i];
+        if (u->reg != RG_WANT)
+            continue;
+        if (!span) {
+            u->reg = RG_FAILED;
+            r->res->reg_failed++;
+            continue;
+        }
+        schedule(r, from + (uint64_t)(cm_rand_unit(&r->rng) * (double)span), i, EV_REG);
+    }
 }
 
 /* One loop: its connections, its warm-up, then its deal of the crowd to the end. */
@@ -1497,6 +1615,8 @@ static void *loop_main(void *arg)
     lt_ticker_deal(&r->ticker, k, n);
     lt_ticker_start_at(&r->ticker, cw->t0_ns);
     res->wall_t0_ms = cw->wall_t0_ms;
+    if (sc->reg)
+        schedule_registrations(r);
     int64_t rel = cw->start_ms - cw->wall_t0_ms;
     r->sale_start_ns = rel > 0 ? (uint64_t)rel * 1000000ull : 0;
     res->sale_start_s = (double)r->sale_start_ns / 1e9;
@@ -1526,6 +1646,28 @@ static void *loop_main(void *arg)
     uv_loop_close(&r->loop);
     class_stats(r);
     return NULL;
+}
+
+/* A uniform draw in [0, 1) from (seed, person): the same for every account of a person. */
+static double person_unit(uint64_t seed, uint32_t person)
+{
+    uint64_t z = (seed ^ 0x7265676973746572ull) + (uint64_t)person * 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (double)(z >> 11) / 9007199254740992.0;
+}
+
+/* Which persons register: each with its class's share (sc->reg_share), all of
+ * a person's accounts alike. */
+static void draw_registrants(const lt_scenario_t *sc, user_t *users, uint64_t accounts)
+{
+    _Static_assert(LT_CLASS_N == LT_SCENARIO_CLASSES, "the scenario's classes are the run's");
+    for (uint64_t i = 0; i < accounts; i++) {
+        user_t *u = &users[i];
+        if (!u->page && person_unit(sc->seed, u->person) < sc->reg_share[user_class(u)])
+            u->reg = RG_WANT;
+    }
 }
 
 int lt_run(const lt_scenario_t *sc, bool quiet, lt_results_t *res, char *eb, size_t el)
@@ -1563,6 +1705,8 @@ int lt_run(const lt_scenario_t *sc, bool quiet, lt_results_t *res, char *eb, siz
         }
     }
     cw->users_bots = res->users_bots;
+    if (sc->reg)
+        draw_registrants(sc, cw->users, accounts);
     cw->arrivals = lt_sched_arrivals(sc->segments, sc->n_segments, sc->duration_s, accounts,
                                      sc->seed, &cw->n_arrivals);
     int rc = 0;
@@ -1602,7 +1746,11 @@ int lt_run(const lt_scenario_t *sc, bool quiet, lt_results_t *res, char *eb, siz
     int64_t wall_now = cm_wall_ms();
     if (sc->sale_create) {
         cw->start_ms = wall_now + (int64_t)(sc->start_offset_s * 1000);
-        rc = create_sale(sc, cw->start_ms, eb, el);
+        if (sc->reg) {
+            cw->reg_opens_ms = wall_now + (int64_t)(sc->reg_opens_s * 1000);
+            cw->reg_closes_ms = wall_now + (int64_t)(sc->reg_closes_s * 1000);
+        }
+        rc = create_sale(sc, cw->start_ms, cw->reg_opens_ms, cw->reg_closes_ms, eb, el);
         if (rc < 0)
             goto out;
     } else {

@@ -171,6 +171,19 @@ typedef struct lt_results {
     uint64_t class_persons[LT_CLASS_N], class_person_tried[LT_CLASS_N],
         class_person_entrants[LT_CLASS_N], class_person_winners[LT_CLASS_N],
         class_max_person_units[LT_CLASS_N];
+    /* registration (sc->reg): the answers to the crowd's registrations (201 new, 200
+     * registered already, refused: a 4xx such as 403 registration_closed, failed:
+     * retries ran out or the window closed while the last try had no answer), and
+     * per class the accounts whose registration was answered 200/201, the persons
+     * with such an account, the accounts whose buy was refused 403 not_registered,
+     * and the entrant persons that registered (the fairness base); unregistered
+     * entrants: persons none of whose accounts can have registered (no try, or only
+     * refusals) that got an entry anyway; registered refused: accounts answered
+     * 200/201 whose buy was refused not_registered */
+    uint64_t reg_sent, reg_new, reg_again, reg_refused, reg_failed;
+    uint64_t class_registered[LT_CLASS_N], class_person_registered[LT_CLASS_N],
+        class_not_registered[LT_CLASS_N], class_person_reg_entrants[LT_CLASS_N];
+    uint64_t unregistered_entrants, registered_refused;
     lt_operator_stat_t top_operators[LT_TOP_OPERATORS]; /* by units won, most first */
     size_t n_top_operators;
 } lt_results_t;

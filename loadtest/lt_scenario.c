@@ -222,6 +222,8 @@ static void set_defaults(lt_scenario_t *sc)
     sc->person_reaction_ms = 300;
     sc->bot_reaction_ms = 5;
     sc->bot_early_ms = 100;
+    for (int c = 0; c < LT_SCENARIO_CLASSES; c++)
+        sc->reg_share[c] = 1;
     sc->accounts_per_operator = 1;
     sc->persons_per_operator = 1;
     sc->operator_addresses = 1;
@@ -283,6 +285,49 @@ static int parse_segments(lt_scenario_t *sc, json_t *arr, char *eb, size_t el)
             return fail(eb, el, "%s.rate: a pause has no rate", sect);
     }
     sc->n_segments = json_array_size(arr);
+    return 0;
+}
+
+int lt_scenario_class(const char *s)
+{
+    static const char *const names[LT_SCENARIO_CLASSES] = {"people", "bots", "aggressive_bots",
+                                                           "scalpers"};
+    for (int c = 0; s && c < LT_SCENARIO_CLASSES; c++)
+        if (strcmp(s, names[c]) == 0)
+            return c;
+    return -1;
+}
+
+/* sale.registration: {"opens_s", "closes_s", "share": {"<class>": fraction}} */
+static int parse_registration(lt_scenario_t *sc, json_t *g, char *eb, size_t el)
+{
+    static const char *const sect = "sale.registration";
+    if (!json_is_object(g))
+        return fail(eb, el, "%s: must be an object", sect);
+    static const char *const keys[] = {"opens_s", "closes_s", "share", NULL};
+    TRY(check_keys(g, sect, keys, eb, el));
+    if (!json_object_get(g, "opens_s") || !json_object_get(g, "closes_s"))
+        return fail(eb, el, "%s: opens_s and closes_s are required", sect);
+    TRY(get_num(g, sect, "opens_s", 0, 3600, &sc->reg_opens_s, eb, el));
+    TRY(get_num(g, sect, "closes_s", 0, 3600, &sc->reg_closes_s, eb, el));
+    json_t *sh = json_object_get(g, "share");
+    if (sh) {
+        if (!json_is_object(sh))
+            return fail(eb, el, "%s.share: must be an object of class: fraction", sect);
+        const char *key;
+        json_t *v;
+        json_object_foreach(sh, key, v)
+        {
+            int c = lt_scenario_class(key);
+            if (c < 0)
+                return fail(eb, el, "%s.share.%s: unknown class (people, bots, "
+                            "aggressive_bots, scalpers)", sect, key);
+            if (!json_is_number(v) || json_number_value(v) < 0 || json_number_value(v) > 1)
+                return fail(eb, el, "%s.share.%s: must be a number between 0 and 1", sect, key);
+            sc->reg_share[c] = json_number_value(v);
+        }
+    }
+    sc->reg = true;
     return 0;
 }
 
@@ -363,7 +408,8 @@ static int parse_root(lt_scenario_t *sc, json_t *root, char *eb, size_t el)
     if (s) {
         static const char *const keys[] = {"id",         "create",         "stock",
                                            "per_user_limit", "start_offset_s", "duration_s",
-                                           "fair_window_ms", "fair_early_ms",  NULL};
+                                           "fair_window_ms", "fair_early_ms",  "registration",
+                                           NULL};
         TRY(check_keys(s, "sale", keys, eb, el));
         TRY(get_str(s, "sale", "id", sc->sale_id, sizeof(sc->sale_id), NULL, eb, el));
         TRY(get_bool(s, "sale", "create", &sc->sale_create, eb, el));
@@ -373,6 +419,9 @@ static int parse_root(lt_scenario_t *sc, json_t *root, char *eb, size_t el)
         TRY(get_num(s, "sale", "duration_s", 1, 86400 * 30, &sc->sale_duration_s, eb, el));
         TRY(get_u32(s, "sale", "fair_window_ms", 0, 600000, &sc->fair_window_ms, eb, el));
         TRY(get_u32(s, "sale", "fair_early_ms", 0, 3600000, &sc->fair_early_ms, eb, el));
+        json_t *g = json_object_get(s, "registration");
+        if (g && !json_is_null(g))
+            TRY(parse_registration(sc, g, eb, el));
     }
     TRY(get_section(root, "crowd", &s, eb, el));
     if (s) {
@@ -509,6 +558,20 @@ int lt_scenario_validate(const lt_scenario_t *sc, char *eb, size_t el)
     if (sc->give_up_ms > sc->request_timeout_ms)
         return fail(eb, el, "give_up_ms: must not exceed request_timeout_ms (%u)",
                     sc->request_timeout_ms);
+    if (sc->reg) {
+        if (sc->reg_closes_s <= sc->reg_opens_s)
+            return fail(eb, el, "sale.registration.closes_s: must be after opens_s");
+        if (!sc->fair_window_ms)
+            return fail(eb, el, "sale.registration: needs a start-window lottery "
+                        "(sale.fair_window_ms > 0): the lottery is what takes only registered persons");
+        if (sc->reg_closes_s * 1000 > sc->start_offset_s * 1000 - sc->fair_early_ms)
+            return fail(eb, el, "sale.registration.closes_s: must be no later than the lottery "
+                        "window's opening (start_offset_s - fair_early_ms: %.3f)",
+                        sc->start_offset_s - sc->fair_early_ms / 1000.0);
+        if (!sc->sale_create)
+            return fail(eb, el, "sale.registration: needs sale.create (flashgate-load sets the "
+                        "registration window when it creates the sale)");
+    }
     if (sc->start_offset_s >= sc->duration_s + sc->drain_s)
         return fail(eb, el, "sale.start_offset_s: must be before the run ends (duration_s + drain_s)");
     return 0;

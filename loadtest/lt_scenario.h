@@ -15,6 +15,7 @@
 #define LT_MAX_CONNECTIONS 20000 /* per target, either mode */
 #define LT_MAX_LOOPS 16
 #define LT_MAX_PROXY_ADDRESSES 1000000 /* operators x operator_addresses: 100.64.0.0/10 */
+#define LT_SCENARIO_CLASSES 4 /* the crowd classes (lt_run.h LT_CLASS_*) */
 
 typedef enum { LT_SEG_RAMP, LT_SEG_SPIKE, LT_SEG_PLATEAU, LT_SEG_DECAY, LT_SEG_PAUSE } lt_seg_kind_t;
 
@@ -74,6 +75,14 @@ typedef struct lt_scenario {
     double sale_duration_s;
     uint32_t fair_window_ms; /* start-window lottery of the sale (0 = none); enforces fairness */
     uint32_t fair_early_ms;  /* entries accepted this long before the start */
+    /* registration (sale.registration): the sale takes lottery entries only from
+     * persons who registered in [reg_opens_s, reg_closes_s) (seconds after the run
+     * starts, as start_offset_s); a person of crowd class c registers with
+     * probability reg_share[c] (LT_CLASS_* order: people, bots, aggressive_bots,
+     * scalpers), every account of theirs sending its registration */
+    bool reg;
+    double reg_opens_s, reg_closes_s;
+    double reg_share[LT_SCENARIO_CLASSES];
     /* crowd */
     uint64_t users;
     uint64_t addresses;      /* distinct X-Forwarded-For values for persons */
@@ -120,6 +129,8 @@ int lt_scenario_validate(const lt_scenario_t *sc, char *errbuf, size_t errlen);
 void lt_scenario_free(lt_scenario_t *sc);
 /* Replaces targets with a comma-separated list. */
 void lt_scenario_set_targets(lt_scenario_t *sc, const char *csv);
+/* The crowd class named s ("people", "bots", "aggressive_bots", "scalpers"), or -1. */
+int lt_scenario_class(const char *s);
 /* Every account of the crowd: users + operators x accounts_per_operator. */
 uint64_t lt_scenario_accounts(const lt_scenario_t *sc);
 /* Every person of the crowd: users + operators x persons_per_operator. */

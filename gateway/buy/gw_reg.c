@@ -362,9 +362,8 @@ int gw_reg_configure(gw_server_t *srv, const char *sale_id, int64_t opens_ms, in
 
 /*---- the route ----*/
 
-/* The registration's outcome: 1 new, 0 registered already, -1 full; or a negative cm_err_t. */
-static int reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap, char *why,
-                   size_t whylen)
+int gw_fair__reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap,
+                     char *why, size_t whylen)
 {
     if (f->fleet) {
         inv_fleet_conn_t *c = gw_fair__pool_get(f, why, whylen);
@@ -377,6 +376,13 @@ static int reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_
         return rc ? rc : added;
     }
     pthread_mutex_lock(&fs->reg_mu);
+    /* A delete (gw_fair__reg_reset) clears the window before it takes reg_mu and
+     * removes the log under it: a registration that passed the route's check
+     * before the delete and comes here after it must not create the log again. */
+    if (atomic_load(&fs->reg_opens_ms) <= 0 || atomic_load(&fs->window_ms) <= 0) {
+        pthread_mutex_unlock(&fs->reg_mu);
+        return -2;
+    }
     struct gw_reg_set *s = set_get(fs);
     int out;
     if (set_has(s, person))
@@ -477,7 +483,11 @@ void gw_reg_handle(gw_req_t *r)
     }
     char why[256] = "";
     uint64_t cap = srv->cfg->max_registrations;
-    int rc = reg_add(srv->fair, fs, r->person, cap, why, sizeof(why));
+    int rc = gw_fair__reg_add(srv->fair, fs, r->person, cap, why, sizeof(why));
+    if (rc == -2) {
+        gw_resp_error(p, GW_R_NOT_FOUND, NULL, "sale %s has no registration", r->id);
+        return;
+    }
     if (rc == -1) {
         gw_resp_error(p, GW_R_CONFLICT, "\"reason\":\"registration_full\"",
                       "registration for sale %s is full (%llu persons, "

@@ -79,6 +79,20 @@ static void finish(gw_releaser_t *rl, item_t *it)
     atomic_fetch_add_explicit(&rl->done, 1, memory_order_relaxed);
 }
 
+int gw_release_units(gw_server_t *srv, const oq_order_t *o)
+{
+    /* the mark is the person's (oq_order_person), not the account's */
+    const char *who = oq_order_person(o);
+    if (o->giveback)
+        return inv_giveback(srv->inv, o->sale_id, who, o->qty, o->order_id);
+    int rc = inv_release(srv->inv, o->sale_id, who, o->qty, o->order_id);
+    /* an outcome that named the account alone (a settlement before the person
+     * member) of an order held under its person: the order's holder, by its id */
+    if (rc == CM_ENOTFOUND && !o->person[0] && o->user_id[0])
+        rc = inv_release(srv->inv, o->sale_id, "", o->qty, o->order_id);
+    return rc;
+}
+
 static void *releaser_main(void *arg)
 {
     gw_releaser_t *rl = arg;
@@ -132,12 +146,7 @@ static void *releaser_main(void *arg)
                 cm_log_error("gw", "cannot make a give-back durable in the spool",
                              "order=%s err=%s", o->order_id, cm_errname(crc));
         }
-        /* the mark is the person's (oq_order_person), not the account's */
-        const char *who = oq_order_person(o);
-        int rc = o->giveback ? inv_giveback(rl->srv->inv, o->sale_id, who, o->qty, o->order_id)
-                             : inv_release(rl->srv->inv, o->sale_id, who, o->qty, o->order_id);
-        if (rc == CM_ENOTFOUND && !o->giveback && !o->person[0] && o->user_id[0])
-            rc = inv_release(rl->srv->inv, o->sale_id, "", o->qty, o->order_id); /* as below */
+        int rc = gw_release_units(rl->srv, o);
         if (o->giveback && rc == CM_ECONFLICT) /* claimed: answered 202 elsewhere, kept */
             cm_log_info("gw", "give-back refused: a keyed retry was accepted with the order",
                         "order=%s sale=%s", o->order_id, o->sale_id);

@@ -200,14 +200,7 @@ static int replay_one(const oq_rec_t *rec, void *arg)
                          rec->pos.off, why);
         } else if (o.type == OQ_MSG_RELEASE) {
             const char *reason = o.reason[0] ? o.reason : NULL;
-            int rel =
-                o.giveback
-                    ? inv_giveback(srv->inv, o.sale_id, oq_order_person(&o), o.qty, o.order_id)
-                    : inv_release(srv->inv, o.sale_id, oq_order_person(&o), o.qty, o.order_id);
-            /* a release of an outcome that named the account alone (a settlement
-             * before the person member): the order's holder, by its id */
-            if (rel == CM_ENOTFOUND && !o.giveback && !o.person[0] && o.user_id[0])
-                rel = inv_release(srv->inv, o.sale_id, "", o.qty, o.order_id);
+            int rel = gw_release_units(srv, &o);
             oq_order_t known;
             /* A give-back's order was never accepted here, so it has no status
              * to set; it is known only if a keyed retry claimed it here after,

@@ -1,11 +1,15 @@
 """The rehearsal sees persons: loadtest/scenarios/sybil.json (900 people and 100
 scalper operators with 20 accounts and 2 persons each, from 1,000 proxy
-addresses, a 300-unit start-window lottery) against one real gateway with
-identity off (one lottery entry per account), the embedded broker and
-flashgate-settle.
+addresses, a 300-unit start-window lottery with registration: 90% of the
+people and every scalper register, through POST /v1/sales/{id}/registrations)
+against one real gateway with identity off (one registration and one lottery
+entry per account), the embedded broker and flashgate-settle.
 
   - every invariant holds (stock, no oversell, each winner's order in the topic
     and the database exactly once, one unit per account);
+  - the registration line PASSes: every registering account registered (201:
+    with identity off each account is a person), the unregistered people's
+    entries were refused 403 not_registered, and no entrant is unregistered;
   - the fairness line, which judges per person, FAILs on the scalpers: they are
     ~18% of the entrant persons and win ~70% of the units, far over the
     hypergeometric tolerance of their share of persons (recomputed here from
@@ -17,11 +21,14 @@ gateway's key whose person claim names its person (flashgate-load
 --identity-key): one lottery entry per person (a second account of an entered
 person is answered 409 already_entered), so
 
+  - each person registers once: an operator's 20 accounts make 2 registrations
+    (201) and 18 answers "registered already" (200);
   - the fairness line PASSes: the scalpers' units are within the tolerance of
-    their share of entrant persons, and no person, scalper or not, holds more
-    than per_user_limit (1) unit;
+    their share of registered entrant persons, and no person, scalper or not,
+    holds more than per_user_limit (1) unit;
   - every other invariant still holds and flashgate-load exits 0.
-Bounded: 2,900 accounts over 3 s per run, loopback only (~25 s for both)."""
+Bounded: 2,900 accounts over 5 s per run (2 s of registrations, then the crowd), loopback
+only (~18 s for both)."""
 import os
 import sys
 
@@ -37,7 +44,7 @@ with Rehearsal("fg-sybil-") as reh:
     p, lines, out = reh.load(os.path.join(SRC, "loadtest/scenarios/sybil.json"), "out")
     eq(p.returncode, 1, "flashgate-load exits 1: the audit FAILs")
     for c in ("PASS stock", "PASS no_oversell", "PASS kafka", "PASS db", "PASS per_user_limit",
-              "FAIL fairness"):
+              "PASS registration", "FAIL fairness"):
         check(c in lines, "%s (%s)" % (c, lines.get(c.split()[1], "no line")))
     fl = lines.get("FAIL fairness", "")
     check("scalpers won" in fl and "OVER" in fl.split("scalpers won")[1].split(";")[0],
@@ -51,6 +58,18 @@ with Rehearsal("fg-sybil-") as reh:
     fair = rep["figures"]["fair"]
     cls = fair["classes"]
     sc, pp = cls["scalpers"], cls["people"]
+    reg = rep["figures"]["registration"]
+    eq((sc["registered"], sc["registered_persons"]), (2000, 200), "every scalper account registered")
+    check(700 < pp["registered_persons"] < 900, "~90%% of the people registered (%d)"
+          % pp["registered_persons"])
+    eq((reg["new"], reg["again"], reg["refused"], reg["gave_up"]),
+       (2000 + pp["registered"], 0, 0, 0), "identity off: one new registration per account")
+    check(pp["not_registered"] > 0, "unregistered people refused 403 not_registered (%d)"
+          % pp["not_registered"])
+    eq(sc["not_registered"], 0, "no scalper account refused not_registered")
+    eq((reg["unregistered_entrants"], reg["registered_refused"]), (0, 0),
+       "no unregistered entrant, no registered account refused")
+    check(pp["entrant_persons"] <= pp["registered_persons"], "people entrants are registered")
     eq(sc["users"], 2000, "2,000 scalper accounts")
     eq(sc["persons"], 200, "held by 200 persons")
     eq(pp["persons"], 900, "900 people")
@@ -88,10 +107,18 @@ with Rehearsal("fg-sybil-on-", "--set", "identity.mode=jwt", "--set",
     sanitized = "libasan" in maps or "libtsan" in maps
     p, lines, out = reh.load(SCENARIO, "out", "--identity-key",
                              os.path.join(reh.gateway.data_dir, "identity.key"))
-    for c in ("PASS stock", "PASS no_oversell", "PASS kafka", "PASS db", "PASS per_user_limit"):
+    for c in ("PASS stock", "PASS no_oversell", "PASS kafka", "PASS db", "PASS per_user_limit",
+              "PASS registration"):
         check(c in lines, "persons: %s (%s)" % (c, lines.get(c.split()[1], "no line")))
     rep = load_report(out)
     cls = rep["figures"]["fair"]["classes"]
+    reg = rep["figures"]["registration"]
+    if not sanitized:
+        # each person once: the scalpers' 200 persons are 200 new registrations of 2,000
+        eq((cls["scalpers"]["registered"], cls["scalpers"]["registered_persons"]), (2000, 200),
+           "persons: every scalper account answered registered")
+        eq(reg["new"], 200 + cls["people"]["registered"], "persons: one new registration per person")
+        eq(reg["again"], 1800, "persons: an operator's other 18 accounts: registered already")
     for name, c in cls.items():
         check(c.get("max_units_per_person", 0) <= 1,
               "no %s person over per_user_limit 1 (%d)"

@@ -409,6 +409,80 @@ static void test_fairness_per_person(void **state)
     free(a);
 }
 
+/* Registration: the line counts registrations and not_registered refusals per
+ * class; it fails on an entry of a person that cannot have registered, or a
+ * refusal of an account answered registered; fairness is judged over the
+ * registered entrant persons. Without registration in the scenario: SKIP. */
+static void test_registration(void **state)
+{
+    (void)state;
+    lt_scenario_t sc;
+    memset(&sc, 0, sizeof(sc));
+    snprintf(sc.sale_id, sizeof(sc.sale_id), "%s", SALE);
+    sc.per_user_limit = 1;
+    sc.fair_window_ms = 1000;
+    lt_results_t *res = calloc(1, sizeof(*res));
+    lt_audit_t *a = calloc(1, sizeof(*a));
+    lt_audit_run(&sc, res, a);
+    assert_int_equal(find(a, "registration")->result, LT_CHECK_SKIP);
+    sc.reg = true;
+    /* 900 people (810 registered; 90 refused 403 not_registered), 100 operators with
+     * 2,000 accounts and 200 persons, all registered: 2 new and 18 again each */
+    res->n_entries = 1010;
+    res->reg_sent = 2810;
+    res->reg_new = 1010;
+    res->reg_again = 1800;
+    res->class_users[LT_CLASS_PERSON] = res->class_persons[LT_CLASS_PERSON] = 900;
+    res->class_users[LT_CLASS_SCALPER] = 2000;
+    res->class_persons[LT_CLASS_SCALPER] = 200;
+    res->class_registered[LT_CLASS_PERSON] = res->class_person_registered[LT_CLASS_PERSON] = 810;
+    res->class_registered[LT_CLASS_SCALPER] = 2000;
+    res->class_person_registered[LT_CLASS_SCALPER] = 200;
+    res->class_not_registered[LT_CLASS_PERSON] = 90;
+    /* every registered person entered: a person-fair draw of 300 */
+    res->class_person_entrants[LT_CLASS_PERSON] = res->class_person_reg_entrants[LT_CLASS_PERSON] = 810;
+    res->class_person_entrants[LT_CLASS_SCALPER] = res->class_person_reg_entrants[LT_CLASS_SCALPER] = 200;
+    res->class_won_orders[LT_CLASS_PERSON] = 240;
+    res->class_won_orders[LT_CLASS_SCALPER] = 60;
+    lt_audit_run(&sc, res, a);
+    const lt_check_t *c = find(a, "registration");
+    fprintf(stderr, "%s\n%s\n", c->detail, find(a, "fairness")->detail);
+    assert_int_equal(c->result, LT_CHECK_PASS);
+    assert_non_null(strstr(c->detail, "2810 sent: 1010 new, 1800 registered already"));
+    assert_non_null(strstr(c->detail, "people registered 810 of 900 persons, 90 not_registered"));
+    assert_non_null(strstr(c->detail, "scalpers registered 200 of 200 persons, 0 not_registered"));
+    assert_null(strstr(c->detail, "bots")); /* classes absent from the crowd are left out */
+    assert_int_equal(find(a, "fairness")->result, LT_CHECK_PASS);
+    assert_non_null(strstr(find(a, "fairness")->detail, "registered entrant persons (1010)"));
+    assert_false(a->failed);
+    /* the base is the registered entrants: 50 people entered unregistered (the
+     * gateway's fault) and are not counted among the persons the draw was over */
+    res->class_person_entrants[LT_CLASS_PERSON] = 860;
+    res->unregistered_entrants = 50;
+    lt_audit_run(&sc, res, a);
+    assert_int_equal(find(a, "registration")->result, LT_CHECK_FAIL);
+    assert_non_null(strstr(find(a, "registration")->detail, "unregistered entrant persons 50"));
+    assert_non_null(strstr(find(a, "fairness")->detail, "registered entrant persons (1010)"));
+    assert_true(a->failed);
+    /* an account answered registered, then refused not_registered */
+    res->class_person_entrants[LT_CLASS_PERSON] = 810;
+    res->unregistered_entrants = 0;
+    res->registered_refused = 1;
+    lt_audit_run(&sc, res, a);
+    assert_int_equal(find(a, "registration")->result, LT_CHECK_FAIL);
+    assert_non_null(strstr(find(a, "registration")->detail, "registered accounts refused 1"));
+    /* by account (identity off): scalpers over their share of registered persons */
+    res->registered_refused = 0;
+    res->class_won_orders[LT_CLASS_PERSON] = 87;
+    res->class_won_orders[LT_CLASS_SCALPER] = 213;
+    lt_audit_run(&sc, res, a);
+    assert_int_equal(find(a, "registration")->result, LT_CHECK_PASS);
+    assert_int_equal(find(a, "fairness")->result, LT_CHECK_FAIL);
+    assert_non_null(strstr(find(a, "fairness")->detail, "scalpers won 213 of 300"));
+    free(res);
+    free(a);
+}
+
 int main(void)
 {
 #if defined(__SANITIZE_THREAD__)
@@ -427,6 +501,7 @@ int main(void)
         cmocka_unit_test(test_user_over_limit_fails),
         cmocka_unit_test(test_brokers_from_file),
         cmocka_unit_test(test_fairness),
+        cmocka_unit_test(test_registration),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -3,7 +3,8 @@
  * on 127.0.0.1 in a thread of this test: queue mode never opens more than
  * `connections`; open mode opens new ones up to `connections_max` and keeps
  * at most `connections` idle; a person gives up at give_up_ms (a timeout, the
- * connection closed); page views go to noncore.path.
+ * connection closed); page views go to noncore.path; a sale with registration
+ * has each registering account register once, tried again after a 429.
  */
 #include "loadtest/lt_run.h"
 #include "loadtest/lt_scenario.h"
@@ -38,6 +39,10 @@ typedef struct server {
     atomic_int stamped;      /* requests with X-Request-Start: t=... */
     atomic_int stamp_bad;    /* ... whose stamp is not a time of the last 10 s */
     atomic_int stamp_wait_max_ms; /* the longest a stamped request came after its stamp */
+    atomic_int puts;         /* the admin's PUT of the sale */
+    atomic_int regs, reg_429; /* POST .../registrations; those answered 429 (every other one) */
+    atomic_int reg_of[256];  /* per account u1-<n>: registrations answered 201 */
+    atomic_int reg_body;     /* registrations that carried a body */
 } server_t;
 
 typedef struct sconn {
@@ -95,8 +100,25 @@ static void *conn_main(void *arg)
             }
         }
         bool post = strncmp(buf, "POST ", 5) == 0;
-        if (post)
+        const char *line_end = memchr(buf, '\r', head);
+        bool reg = post && line_end && memmem(buf, (size_t)(line_end - buf), "/registrations?", 15);
+        bool reg_429 = false;
+        if (reg) {
+            reg_429 = atomic_fetch_add(&s->regs, 1) % 2 == 0;
+            if (body)
+                atomic_fetch_add(&s->reg_body, 1);
+            if (reg_429) {
+                atomic_fetch_add(&s->reg_429, 1);
+            } else {
+                char *u = strstr(buf, "user_id=u1-");
+                unsigned long n = u ? strtoul(u + 11, NULL, 10) : 1000;
+                if (n < 256)
+                    atomic_fetch_add(&s->reg_of[n], 1);
+            }
+        } else if (post)
             atomic_fetch_add(&s->posts, 1);
+        else if (strncmp(buf, "PUT ", 4) == 0)
+            atomic_fetch_add(&s->puts, 1);
         else if (strncmp(buf, "GET /v1/page/x ", 15) == 0)
             atomic_fetch_add(&s->gets_page, 1);
         /* requests in flight, not connections: a connection the client closed may keep its
@@ -110,7 +132,10 @@ static void *conn_main(void *arg)
         static const char ok202[] = "HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\n"
                                     "Content-Length: 2\r\n\r\n{}";
         static const char ok200[] = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\npage";
-        const char *a = post ? ok202 : ok200;
+        static const char r201[] = "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}";
+        static const char r429[] = "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 0\r\n"
+                                   "Content-Length: 2\r\n\r\n{}";
+        const char *a = reg ? (reg_429 ? r429 : r201) : post ? ok202 : ok200;
         if (send(fd, a, strlen(a), MSG_NOSIGNAL) < 0) /* the client may have given up */
             break;
         memmove(buf, buf + head + body, len - head - body);
@@ -472,6 +497,56 @@ static void test_loops_deal_the_crowd(void **state)
     lt_scenario_free(&sc);
 }
 
+/*
+ * Registration: the sale is PUT with its window, every account of a
+ * registering person (about half of them here) registers once, over both
+ * loops, and one answered 429 tries again until it is registered; the
+ * accounts of the others never register. Every other registration the server
+ * gets is answered 429 (Retry-After: 0).
+ */
+static void test_registration(void **state)
+{
+    (void)state;
+    server_t s;
+    server_start(&s, 0);
+    lt_scenario_t sc;
+    char json[2048], eb[256] = "";
+    snprintf(json, sizeof(json),
+             "{\"targets\":[\"http://127.0.0.1:%d\"],\"admin\":\"http://127.0.0.1:%d\","
+             "\"sale\":{\"start_offset_s\":1,\"fair_window_ms\":1000,\"fair_early_ms\":200,"
+             "\"registration\":{\"opens_s\":0,\"closes_s\":0.8,\"share\":{\"people\":0.5}}},"
+             "\"duration_s\":1.2,\"drain_s\":5,\"connections\":4,\"loops\":2,"
+             "\"crowd\":{\"users\":200},\"behaviour\":{\"max_retries\":0,\"poll_max\":0},"
+             "\"arrivals\":[{\"kind\":\"plateau\",\"duration_s\":1.2,\"rate\":150}]}",
+             s.port, s.port);
+    if (lt_scenario_parse(&sc, json, eb, sizeof(eb)) != 0)
+        fail_msg("%s: %s", json, eb);
+    lt_results_t res;
+    assert_int_equal(lt_run(&sc, true, &res, eb, sizeof(eb)), 0);
+    server_stop(&s);
+    assert_int_equal(atomic_load(&s.puts), 1);
+    uint64_t registered = 0;
+    for (int i = 0; i < 200; i++) {
+        assert_true(atomic_load(&s.reg_of[i]) <= 1); /* once each */
+        registered += (uint64_t)atomic_load(&s.reg_of[i]);
+    }
+    fprintf(stderr, "%llu of 200 registered, %d tries answered 429\n",
+            (unsigned long long)registered, atomic_load(&s.reg_429));
+    assert_true(registered > 60 && registered < 140); /* a share of 0.5 */
+    assert_int_equal(res.reg_new, registered);
+    assert_int_equal(res.reg_failed + res.reg_refused + res.reg_again, 0);
+    assert_true(atomic_load(&s.reg_429) > 0);
+    assert_int_equal(res.reg_sent, registered + (uint64_t)atomic_load(&s.reg_429));
+    assert_int_equal((uint64_t)atomic_load(&s.regs), res.reg_sent);
+    assert_int_equal(atomic_load(&s.reg_body), 0);
+    assert_int_equal(res.class_registered[LT_CLASS_PERSON], registered);
+    assert_int_equal(res.class_person_registered[LT_CLASS_PERSON], registered);
+    /* buys are counted apart from registrations */
+    assert_int_equal((uint64_t)atomic_load(&s.posts), res.sent_buy);
+    lt_results_free(&res);
+    lt_scenario_free(&sc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -484,6 +559,7 @@ int main(void)
         cmocka_unit_test(test_back_to_back_on_one_connection),
         cmocka_unit_test(test_warm_pool_before_the_first_arrival),
         cmocka_unit_test(test_loops_deal_the_crowd),
+        cmocka_unit_test(test_registration),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -152,6 +152,37 @@ static const struct {
      "scenario: arrivals: the profile brings fewer than one arrival"},
     {"{\"sale\":{\"create\":true},\"arrivals\":[{\"kind\":\"spike\",\"duration_s\":1,\"rate\":5}]}",
      "scenario: sale.create: needs admin (the admin API URL)"},
+    {"{\"sale\":{\"registration\":{\"opens_s\":0}}}",
+     "scenario: sale.registration: opens_s and closes_s are required"},
+    {"{\"sale\":{\"registration\":{\"opens_s\":0,\"closes_s\":1,\"until\":2}}}",
+     "scenario: sale.registration.until: unknown field"},
+    {"{\"sale\":{\"registration\":[0,1]}}", "scenario: sale.registration: must be an object"},
+    {"{\"sale\":{\"registration\":{\"opens_s\":0,\"closes_s\":1,\"share\":{\"fans\":1}}}}",
+     "scenario: sale.registration.share.fans: unknown class (people, bots, aggressive_bots, "
+     "scalpers)"},
+    {"{\"sale\":{\"registration\":{\"opens_s\":0,\"closes_s\":1,\"share\":{\"people\":1.5}}}}",
+     "scenario: sale.registration.share.people: must be a number between 0 and 1"},
+    {"{\"sale\":{\"registration\":{\"opens_s\":-1,\"closes_s\":1}}}",
+     "scenario: sale.registration.opens_s: must be a number between 0 and 3600"},
+    {"{\"admin\":\"http://127.0.0.1:2\",\"sale\":{\"fair_window_ms\":1000,\"start_offset_s\":3,"
+     "\"registration\":{\"opens_s\":2,\"closes_s\":2}},"
+     "\"arrivals\":[{\"kind\":\"spike\",\"duration_s\":1,\"rate\":5}]}",
+     "scenario: sale.registration.closes_s: must be after opens_s"},
+    {"{\"admin\":\"http://127.0.0.1:2\",\"sale\":{\"start_offset_s\":3,"
+     "\"registration\":{\"opens_s\":0,\"closes_s\":2}},"
+     "\"arrivals\":[{\"kind\":\"spike\",\"duration_s\":1,\"rate\":5}]}",
+     "scenario: sale.registration: needs a start-window lottery (sale.fair_window_ms > 0): the "
+     "lottery is what takes only registered persons"},
+    {"{\"admin\":\"http://127.0.0.1:2\",\"sale\":{\"fair_window_ms\":1000,\"fair_early_ms\":500,"
+     "\"start_offset_s\":3,\"registration\":{\"opens_s\":0,\"closes_s\":2.6}},"
+     "\"arrivals\":[{\"kind\":\"spike\",\"duration_s\":1,\"rate\":5}]}",
+     "scenario: sale.registration.closes_s: must be no later than the lottery window's opening "
+     "(start_offset_s - fair_early_ms: 2.500)"},
+    {"{\"sale\":{\"create\":false,\"fair_window_ms\":1000,\"start_offset_s\":3,"
+     "\"registration\":{\"opens_s\":0,\"closes_s\":2}},"
+     "\"arrivals\":[{\"kind\":\"spike\",\"duration_s\":1,\"rate\":5}]}",
+     "scenario: sale.registration: needs sale.create (flashgate-load sets the registration "
+     "window when it creates the sale)"},
     {"[1,2]", "scenario: (top level): must be a JSON object"},
     {"{\"seed\": 1,", "scenario: line 1 column 11: string or '}' expected near end of file"},
     {"{\"seed\":1,\"seed\":2}", "scenario: line 1 column 49: duplicate object key near '\"seed\"'"},
@@ -213,6 +244,44 @@ static void test_crowd_like_the_internet(void **state)
     lt_scenario_free(&sc);
 }
 
+/* sale.registration: the window on the run's clock and who registers, by class
+ * (every class by default); none without the section (or with null). */
+static void test_registration(void **state)
+{
+    (void)state;
+    lt_scenario_t sc;
+    char eb[256] = "";
+    const char *j = "{\"targets\":[\"http://127.0.0.1:1\"],\"admin\":\"http://127.0.0.1:2\","
+                    "\"sale\":{\"fair_window_ms\":1000,\"fair_early_ms\":500,\"start_offset_s\":3,"
+                    "\"registration\":{\"opens_s\":0.5,\"closes_s\":2.5,"
+                    "\"share\":{\"people\":0.25,\"scalpers\":0}}},"
+                    "\"arrivals\":[{\"kind\":\"spike\",\"duration_s\":1,\"rate\":5}]}";
+    if (lt_scenario_parse(&sc, j, eb, sizeof(eb)) != 0)
+        fail_msg("%s", eb);
+    assert_true(sc.reg);
+    assert_true(sc.reg_opens_s == 0.5 && sc.reg_closes_s == 2.5);
+    assert_true(sc.reg_share[lt_scenario_class("people")] == 0.25);
+    assert_true(sc.reg_share[lt_scenario_class("scalpers")] == 0);
+    assert_true(sc.reg_share[lt_scenario_class("bots")] == 1);
+    assert_true(sc.reg_share[lt_scenario_class("aggressive_bots")] == 1);
+    assert_int_equal(lt_scenario_class("fans"), -1);
+    lt_scenario_free(&sc);
+    j = "{\"targets\":[\"http://127.0.0.1:1\"],\"sale\":{\"create\":false,\"registration\":null},"
+        "\"arrivals\":[{\"kind\":\"spike\",\"duration_s\":1,\"rate\":5}]}";
+    assert_int_equal(lt_scenario_parse(&sc, j, eb, sizeof(eb)), 0);
+    assert_false(sc.reg);
+    lt_scenario_free(&sc);
+    /* the shipped sybil crowd: a lottery with registration, scalpers all registered */
+    load_shipped("sybil.json", &sc);
+    assert_true(sc.reg && sc.fair_window_ms > 0);
+    assert_true(sc.reg_closes_s * 1000 <= sc.start_offset_s * 1000 - sc.fair_early_ms);
+    assert_true(sc.reg_share[lt_scenario_class("scalpers")] == 1);
+    assert_int_equal(sc.operators * sc.operator_addresses, 1000);
+    assert_int_equal(sc.accounts_per_operator, 20);
+    assert_int_equal(sc.persons_per_operator, 2);
+    lt_scenario_free(&sc);
+}
+
 static void test_missing_file(void **state)
 {
     (void)state;
@@ -230,6 +299,7 @@ int main(void)
         cmocka_unit_test(test_defaults_and_overrides),
         cmocka_unit_test(test_bad_files_name_the_field),
         cmocka_unit_test(test_crowd_like_the_internet),
+        cmocka_unit_test(test_registration),
         cmocka_unit_test(test_missing_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -3,18 +3,35 @@
  * millisecond), the settings the admin API refuses (one time without the
  * other, a close after the lottery window opens, registration without a
  * lottery), and the export's pages (complete, none past the end, never more
- * than the limit). Registrations, entries, restarts and the fleet run
+ * than the limit). On a gateway's parts (the lottery's table and its
+ * directory, no workers): the registration log's torn last line is cut off
+ * at start, so the next registration reads back whole after another start;
+ * the set keeps its own hash key when the waiting room's is re-drawn; a
+ * registration that comes after its sale was deleted leaves no log behind.
+ * Registrations through the route, entries, restarts and the fleet run
  * against the real binary in tests/integration/100-registration.py.
  */
 #include "gateway/buy/gw_reg.h"
 
 #include "common/cm_err.h"
+#include "common/cm_log.h"
+#include "common/cm_time.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/buy/gw_buy.h"
+#include "gateway/buy/gw_fair.h"
+#include "gateway/buy/gw_fair_internal.h"
+#include "queue/oq_spool.h"
 
+#include <jansson.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #define OPENS 1000000
@@ -84,12 +101,197 @@ static void test_pages_complete(void **state)
         }
 }
 
+/* A gateway's parts as registration uses them: memory inventory, a spool, the
+ * order table and the lottery's table over a data dir (tests/unit only). */
+typedef struct mini {
+    char dir[64];
+    gw_config_t cfg;
+    gw_server_t srv;
+} mini_t;
+
+static void mini_start(mini_t *m)
+{
+    char why[256] = "", spdir[128];
+    m->srv.cfg = &m->cfg;
+    m->srv.node_id = 1;
+    assert_int_equal(inv_open(&m->srv.inv, "memory", NULL, 16, why, sizeof(why)), 0);
+    snprintf(spdir, sizeof(spdir), "%s/spool", m->dir);
+    oq_spool_opts_t so = {.dir = spdir, .durability = OQ_DURABILITY_WRITE};
+    assert_int_equal(oq_spool_open(&m->srv.spool, &so, why, sizeof(why)), 0);
+    m->srv.orders = gw_orders_new(1000);
+    assert_int_equal(gw_fair_open(&m->srv, why, sizeof(why)), 0);
+}
+
+static void mini_stop(mini_t *m)
+{
+    gw_fair_close(&m->srv);
+    gw_orders_free(m->srv.orders);
+    oq_spool_close(m->srv.spool);
+    inv_close(m->srv.inv);
+    memset(&m->srv, 0, sizeof(m->srv));
+}
+
+/* A new data dir; sale "s1" with a lottery and registration open now. */
+static gw_fair_sale_t *mini_open(mini_t *m)
+{
+    memset(m, 0, sizeof(*m));
+    snprintf(m->dir, sizeof(m->dir), "/tmp/fg-reg-unit-XXXXXX");
+    assert_non_null(mkdtemp(m->dir));
+    snprintf(m->cfg.data_dir, sizeof(m->cfg.data_dir), "%s", m->dir);
+    snprintf(m->cfg.inventory, sizeof(m->cfg.inventory), "memory");
+    mini_start(m);
+    char why[256] = "";
+    int64_t now = cm_wall_ms();
+    assert_int_equal(gw_fair_configure(&m->srv, "s1", 1000, 0, 0, why, sizeof(why)), 0);
+    assert_int_equal(gw_reg_configure(&m->srv, "s1", now - 1000, now + 3600000, why, sizeof(why)),
+                     0);
+    gw_fair_sale_t *fs = gw_fair__slot_find(m->srv.fair, "s1");
+    assert_non_null(fs);
+    return fs;
+}
+
+/* The data dir's state read again, as a restart does. */
+static gw_fair_sale_t *mini_restart(mini_t *m)
+{
+    mini_stop(m);
+    mini_start(m);
+    gw_fair_sale_t *fs = gw_fair__slot_find(m->srv.fair, "s1");
+    assert_non_null(fs);
+    return fs;
+}
+
+static void mini_close(mini_t *m)
+{
+    mini_stop(m);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", m->dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static int reg(mini_t *m, gw_fair_sale_t *fs, const char *person)
+{
+    char why[256] = "";
+    return gw_fair__reg_add(m->srv.fair, fs, person, 1000, why, sizeof(why));
+}
+
+static void reg_path(const mini_t *m, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/fair/s1.reg", m->dir);
+}
+
+/* The export's persons, comma-joined. */
+static void exported(mini_t *m, char *out, size_t cap)
+{
+    int rc = 0;
+    char why[256] = "";
+    json_t *o = gw_reg_export_json(&m->srv, "s1", 0, 1000, &rc, why, sizeof(why));
+    assert_non_null(o);
+    size_t i, len = 0;
+    json_t *p;
+    out[0] = '\0';
+    json_array_foreach(json_object_get(o, "persons"), i, p)
+        len += (size_t)snprintf(out + len, cap - len, "%s%s", i ? "," : "",
+                                json_string_value(p));
+    json_decref(o);
+}
+
+/* A registration log whose last line was torn by a crash (never answered): the
+ * start cuts it off, so the next registration's line is whole, and a second
+ * start reads that person back (not glued to the torn bytes as another id). */
+static void test_torn_line_cut_at_start(void **state)
+{
+    (void)state;
+    mini_t m;
+    gw_fair_sale_t *fs = mini_open(&m);
+    assert_int_equal(reg(&m, fs, "P-a"), 1);
+    assert_int_equal(reg(&m, fs, "P-b"), 1);
+    mini_stop(&m);
+    char path[128];
+    reg_path(&m, path, sizeof(path));
+    FILE *f = fopen(path, "a");
+    assert_non_null(f);
+    fputs("P-tor", f); /* a write cut short: no newline */
+    fclose(f);
+    mini_start(&m);
+    fs = gw_fair__slot_find(m.srv.fair, "s1");
+    char list[256];
+    exported(&m, list, sizeof(list));
+    assert_string_equal(list, "P-a,P-b");
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_size, (off_t)strlen("P-a\nP-b\n")); /* the torn bytes are gone */
+    assert_int_equal(reg(&m, fs, "P-c"), 1);
+    fs = mini_restart(&m);
+    exported(&m, list, sizeof(list));
+    assert_string_equal(list, "P-a,P-b,P-c");
+    assert_int_equal(reg(&m, fs, "P-c"), 0); /* registered already: read back whole */
+    mini_close(&m);
+}
+
+/* The set's table has its own hash key: re-drawing the waiting room's (a room
+ * reset) leaves every registered person findable, registered once. */
+static void test_own_hash_key(void **state)
+{
+    (void)state;
+    mini_t m;
+    gw_fair_sale_t *fs = mini_open(&m);
+    char p[32];
+    for (int i = 0; i < 200; i++) {
+        snprintf(p, sizeof(p), "P-%03d", i);
+        assert_int_equal(reg(&m, fs, p), 1);
+    }
+    gw_fair__room_reset(fs);
+    for (int i = 0; i < 200; i++) {
+        snprintf(p, sizeof(p), "P-%03d", i);
+        assert_int_equal(reg(&m, fs, p), 0);
+    }
+    long long n = 0;
+    char why[256] = "";
+    assert_int_equal(gw_reg_count(&m.srv, "s1", &n, why, sizeof(why)), 0);
+    assert_int_equal(n, 200);
+    mini_close(&m);
+}
+
+/* A registration that passed the route's check before its sale was deleted and
+ * reaches the set after the delete is refused (-2: no registration), and the
+ * deleted sale's log is not created again: a new sale under the id starts with
+ * no registrations, also after a restart. */
+static void test_registration_after_delete(void **state)
+{
+    (void)state;
+    mini_t m;
+    gw_fair_sale_t *fs = mini_open(&m);
+    assert_int_equal(reg(&m, fs, "P-a"), 1);
+    char path[128], why[256] = "";
+    reg_path(&m, path, sizeof(path));
+    assert_int_equal(access(path, F_OK), 0);
+    assert_int_equal(gw_fair_sale_deleted(&m.srv, "s1", false, why, sizeof(why)), 0);
+    assert_int_equal(access(path, F_OK), -1);
+    assert_int_equal(reg(&m, fs, "P-late"), -2);
+    assert_int_equal(access(path, F_OK), -1); /* no log left behind */
+    /* the sale again under its id, with registration: nobody registered */
+    int64_t now = cm_wall_ms();
+    assert_int_equal(gw_fair_configure(&m.srv, "s1", 1000, 0, 0, why, sizeof(why)), 0);
+    assert_int_equal(gw_reg_configure(&m.srv, "s1", now - 1000, now + 3600000, why, sizeof(why)),
+                     0);
+    fs = mini_restart(&m);
+    long long n = -1;
+    assert_int_equal(gw_reg_count(&m.srv, "s1", &n, why, sizeof(why)), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(reg(&m, fs, "P-late"), 1);
+    mini_close(&m);
+}
+
 int main(void)
 {
+    cm_log_set_level(CM_LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_phase_edges),
         cmocka_unit_test(test_window_check),
         cmocka_unit_test(test_pages_complete),
+        cmocka_unit_test(test_torn_line_cut_at_start),
+        cmocka_unit_test(test_own_hash_key),
+        cmocka_unit_test(test_registration_after_delete),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,7 +11,13 @@
  * over, a stop) a power loss could lose it, and with it the units if the
  * releaser had not given them back yet (Redis down). Each is on disk now
  * before the releaser gives its units back.
+ *
+ * A release of an outcome that names the account alone (no person member:
+ * written by a settlement from before persons) of an order held under its
+ * person finds nothing under the account; it is found by its order id, in
+ * the releaser and in the start's replay (both through gw_release_units).
  */
+#include "common/cm_err.h"
 #include "common/cm_id.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
@@ -152,6 +158,75 @@ static void test_giveback_write_no_fsync(void **state)
     mini_close(&m);
 }
 
+/* Sale s1: 5 units, 1 per person; order `o` (account u1) held under person P-1. */
+static void held_by_person(mini_t *m, oq_order_t *o)
+{
+    char why[256] = "";
+    int64_t now = cm_wall_ms();
+    inv_sale_def_t def = {
+        .stock = 5, .per_user_limit = 1, .starts_at_ms = now - 1000, .ends_at_ms = now + 3600000};
+    snprintf(def.sale_id, sizeof(def.sale_id), "s1");
+    inv_sale_info_t info;
+    assert_int_equal(inv_sale_put(m->srv.inv, &def, &info, why, sizeof(why)), 0);
+    make_order(o, 1);
+    assert_int_equal(inv_replay_keyed(m->srv.inv, "s1", "P-1", 1, o->order_id, NULL, 0), 0);
+    assert_int_equal(inv_sale_get(m->srv.inv, "s1", &info), 0);
+    assert_int_equal(info.stock_left, 4);
+}
+
+static int64_t stock_left(mini_t *m)
+{
+    inv_sale_info_t info;
+    assert_int_equal(inv_sale_get(m->srv.inv, "s1", &info), 0);
+    return info.stock_left;
+}
+
+/* The releaser: a failed outcome naming account u1 alone gives P-1's unit back. */
+static void test_release_account_only_releaser(void **state)
+{
+    (void)state;
+    mini_t m;
+    mini_open(&m, GW_DURABILITY_WRITE);
+    oq_order_t o;
+    held_by_person(&m, &o);
+    oq_order_t out = o; /* the outcome: the account, no person member */
+    out.person[0] = '\0';
+    gw_releaser_push(&m.srv, &out, OQ_STATUS_FAILED, "payment declined", false);
+    wait_done(&m.srv, 1);
+    assert_int_equal(stock_left(&m), 5);
+    /* once: the same release again finds nothing to give back */
+    gw_releaser_push(&m.srv, &out, OQ_STATUS_FAILED, "payment declined", false);
+    wait_done(&m.srv, 2);
+    assert_int_equal(stock_left(&m), 5);
+    mini_close(&m);
+}
+
+/* The replay's call (gw_server.c replay_one): the same, once; a release that
+ * names the person finds it under the person. */
+static void test_release_account_only_replay(void **state)
+{
+    (void)state;
+    mini_t m;
+    mini_open(&m, GW_DURABILITY_WRITE);
+    oq_order_t o;
+    held_by_person(&m, &o);
+    oq_order_t out = o;
+    out.person[0] = '\0';
+    assert_int_equal(gw_release_units(&m.srv, &out), 0);
+    assert_int_equal(stock_left(&m), 5);
+    assert_int_equal(gw_release_units(&m.srv, &out), CM_ENOTFOUND);
+    assert_int_equal(stock_left(&m), 5);
+    /* with the person member: released under the person */
+    oq_order_t o2;
+    make_order(&o2, 2);
+    assert_int_equal(inv_replay_keyed(m.srv.inv, "s1", "P-2", 1, o2.order_id, NULL, 0), 0);
+    oq_order_person_set(&o2, "P-2");
+    assert_int_equal(stock_left(&m), 4);
+    assert_int_equal(gw_release_units(&m.srv, &o2), 0);
+    assert_int_equal(stock_left(&m), 5);
+    mini_close(&m);
+}
+
 int main(void)
 {
     cm_log_set_level(CM_LOG_ERROR);
@@ -159,6 +234,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_giveback_fsynced),
         cmocka_unit_test(test_giveback_write_no_fsync),
+        cmocka_unit_test(test_release_account_only_releaser),
+        cmocka_unit_test(test_release_account_only_replay),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
