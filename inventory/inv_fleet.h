@@ -168,7 +168,8 @@ bool inv_fleet_broken(const inv_fleet_conn_t *c);
 
 /*---- the fair-start lottery (gateway/buy/gw_fair_fleet.c) ----
  *
- * Keys: {flashgate:fair}:conf HASH sale -> "window early k0 k1 [wr_rate]";
+ * Keys: {flashgate:fair}:conf HASH sale -> "window early k0 k1 [wr_rate]", and
+ * "elig:<sale>" -> the sale's eligibility rule (gateway/buy/gw_elig.c);
  * per sale {flashgate:fair:<sale>}:e (HASH user -> "order qty idem node", the
  * entries pushed), :pushed (SET of node ids that pushed), :drawn (the entries
  * frozen for the draw), :seed, :won (HASH user -> order), :lock (the
@@ -203,6 +204,8 @@ int inv_lottery_clear(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_
 /* Stores one sale's configuration. */
 int inv_lottery_conf_put(inv_fleet_conn_t *c, const char *sale, const char *value, char *errbuf,
                          size_t errlen);
+/* Deletes one field of the configuration hash (HDEL; absent is fine). */
+int inv_lottery_conf_del(inv_fleet_conn_t *c, const char *field, char *errbuf, size_t errlen);
 
 /*
  * Pushing entries is one pipeline: inv_lottery_push_add queues one entry

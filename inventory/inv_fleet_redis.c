@@ -518,6 +518,15 @@ int inv_lottery_conf_put(inv_fleet_conn_t *c, const char *sale, const char *valu
     return rc;
 }
 
+int inv_lottery_conf_del(inv_fleet_conn_t *c, const char *field, char *errbuf, size_t errlen)
+{
+    redisReply *r = fcmd(c, K_CONF, errbuf, errlen, "HDEL %s %s", K_CONF, field);
+    if (!r)
+        return CM_EBACKEND;
+    freeReplyObject(r);
+    return 0;
+}
+
 int inv_lottery_clear(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_t errlen)
 {
     static const char *const names[] = {"e",       "drawn", "pushed", "lock", "seed",

@@ -15,6 +15,7 @@
 #include "gateway/base/gw_base.h"
 #include "gateway/base/gw_fleet.h"
 #include "gateway/buy/gw_buy.h"
+#include "gateway/buy/gw_elig.h"
 #include "gateway/buy/gw_identity.h"
 #include "gateway/edge/gw_edge.h"
 #include "gateway/overload/gw_ol.h"
@@ -111,6 +112,10 @@ static void conf_sync_one(void *ctx, const char *sale, const char *v)
     gw_fair_t *f = ctx;
     long long w = 0, e = 0, wr = 0;
     unsigned long long k0 = 0, k1 = 0;
+    if (strncmp(sale, GW_ELIG_FLEET_PREFIX, strlen(GW_ELIG_FLEET_PREFIX)) == 0) {
+        gw_elig_fleet_apply(f->srv, sale, v); /* a sale's eligibility rule (gw_elig.h) */
+        return;
+    }
     if (!inv_id_valid(sale, strlen(sale), INV_SALE_ID_MAX))
         return;
     bool deleted = strcmp(v, INV_LOTTERY_DELETED) == 0;
@@ -183,7 +188,9 @@ void gw_fair__fleet_conf_sync(gw_fair_t *f)
     if (!fconn(f))
         return;
     char why[256] = "";
-    fok(f, inv_lottery_conf_all(f->rc, conf_sync_one, f, why, sizeof(why)), why);
+    gw_elig_fleet_begin(f->srv);
+    bool ok = fok(f, inv_lottery_conf_all(f->rc, conf_sync_one, f, why, sizeof(why)), why);
+    gw_elig_fleet_end(f->srv, ok);
 }
 
 /* Pushes this gateway's entries (closing them) in one pipeline. Lottery thread.
