@@ -15,7 +15,8 @@ lock back, finds the order in its spool and records it, and promotes nobody
 else for it; (2) the promoting gateway killed -9 while a cancel and a restock
 are promoted, and restarted. After both: no loser twice (each promoted order
 in exactly one spool, once), exactly one loser per freed unit, in draw order,
-and no oversell (Redis holds as many units as were made available)."""
+and no oversell (Redis holds as many units as were made available). At the
+sale's end (ends_at) the two losers still waiting read lost on every gateway."""
 import json
 import os
 import sys
@@ -76,8 +77,9 @@ t0 = time.time()
 try:
     gws = start_fleet(redis, 3, extra=LIMITS)
     a = gws[0]
+    starts = rfc3339(time.time() + 2)
     r = a.admin("PUT", "/admin/v1/sales/" + SALE, body={
-        "stock": STOCK, "per_user_limit": 1, "starts_at": rfc3339(time.time() + 2),
+        "stock": STOCK, "per_user_limit": 1, "starts_at": starts,
         "fair_window_ms": 1000, "fair_early_ms": 3600000})
     eq(r.status, 201, "sale with a lottery")
     ok, _ = wait_for(lambda: all(g.admin("GET", "/admin/v1/sales/" + SALE).json.get(
@@ -119,8 +121,10 @@ try:
     drawer = cancel(ids[0])
     tries = []
     deadline = time.time() + 10
-    while time.time() < deadline and outcomes(gws[2])[STOCK] != "won":
+    while True:  # at once after the cancel (the unit is free in Redis), then until promoted
         tries.append(gws[len(tries) % 3].buy(SALE, "outsider").status)
+        if len(tries) >= 3 and (time.time() > deadline or outcomes(gws[2])[STOCK] == "won"):
+            break
         time.sleep(0.02)
     check(tries and all(s == 410 for s in tries),
           "the outsider never bought while losers wait (%d tries: %s)" % (len(tries), set(tries)))
@@ -150,11 +154,11 @@ try:
     last = ids[STOCK + 2]
     p = holder(gws, last, token[last])
     check(p is not None, "the last promotion's gateway")
+    p.kill9()
     eq(rcmd(redis.port, "HDEL", K + "won", user[last]), 1, "its outcome out of :won")
     rcmd(redis.port, "SET", K + "wp", "%s %s %s %d" % (user[last], last, owner_of(p),
                                                         int(time.time() * 1000)))
     rcmd(redis.port, "HINCRBY", K + "wl", "gen", 1)
-    p.kill9()
     all_outcomes([g for g in gws if g is not p],
                  ["won"] * (STOCK + 2) + ["waitlisted"] * (ENTRANTS - STOCK - 2))
     p.start()
@@ -203,6 +207,18 @@ try:
             r = g.order(oid, token[oid])
             eq((r.status, r.json.get("order_id")), (200, oid), "order readable on port %d" % g.port)
     eq(len(cancel_ports), 2, "cancels through two gateways")
+
+    # the sale ends: the two still waiting are lost on every gateway, nobody is promoted
+    r = a.admin("PUT", "/admin/v1/sales/" + SALE, body={
+        "stock": 6, "per_user_limit": 1, "starts_at": starts,
+        "ends_at": rfc3339(time.time() + 1.5)})
+    eq(r.status, 200, "ends_at set: %s" % r.json)
+    all_outcomes(gws, ["won"] * (STOCK + 5) + ["lost"] * 2)
+    for g in gws:
+        eq(g.order(ids[-1], token[ids[-1]]).json.get("status"), "lost",
+           "a loser left at the end reads lost on port %d" % g.port)
+    eq(rcmd(redis.port, "HGET", K + "wl", "ended"), "1", "the fleet records the end")
+    eq(held_orders(), sorted(set(won) - set(cancelled)), "the end promoted nobody")
     print("cancels through ports %s; %.1f s" % (sorted(cancel_ports), time.time() - t0))
 except Exception:
     for g in gws:
