@@ -103,6 +103,8 @@ inv_fleet_conn_t *gw_fair__fleet_conn(gw_fair_t *f)
 
 bool gw_fair__fleet_ok(gw_fair_t *f, int rc, const char *why)
 {
+    if (rc < 0 && !f->rc)
+        return false; /* no connection to call on: fconn said why */
     return fok(f, rc, why);
 }
 

@@ -283,8 +283,9 @@ int gw_fair__fleet_conf_refresh(gw_fair_t *f, const char *sale_id, char *errbuf,
 /* The lottery thread's fleet connection (connected again if it broke), NULL while Redis is
  * unreachable. Lottery thread. */
 inv_fleet_conn_t *gw_fair__fleet_conn(gw_fair_t *f);
-/* After a call on gw_fair__fleet_conn's connection: true if rc succeeded, else logs (rate
- * limited) and drops the connection on a transport failure. Lottery thread. */
+/* After a call on gw_fair__fleet_conn's connection (or a failure without one): true if rc
+ * succeeded, else logs (rate limited) and drops the connection on a transport failure.
+ * Lottery thread. */
 bool gw_fair__fleet_ok(gw_fair_t *f, int rc, const char *why);
 /* Learns the fleet's draw: every entry's position and outcome, the waitlist's state.
  * Lottery thread. */
