@@ -7,6 +7,7 @@ buys on B; a min_account_age_days set through B is enforced on A; B killed -9
 and restarted still enforces the rule; the rule removed through A stops
 refusing on B."""
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -107,4 +108,5 @@ finally:
     for g in gws:
         g.cleanup()
     redis.cleanup()
+    shutil.rmtree(TMP, ignore_errors=True)
 finish()
