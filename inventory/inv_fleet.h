@@ -168,12 +168,14 @@ bool inv_fleet_broken(const inv_fleet_conn_t *c);
 
 /*---- the fair-start lottery (gateway/buy/gw_fair_fleet.c) ----
  *
- * Keys: {flashgate:fair}:conf HASH sale -> "window early k0 k1 [wr_rate]";
+ * Keys: {flashgate:fair}:conf HASH sale -> "window early k0 k1 [wr_rate]", and
+ * "elig:<sale>" -> the sale's eligibility rule (gateway/buy/gw_elig.c);
  * per sale {flashgate:fair:<sale>}:e (HASH user -> "order qty idem node", the
  * entries pushed), :pushed (SET of node ids that pushed), :drawn (the entries
  * frozen for the draw), :seed, :won (HASH user -> order), :lock (the
  * drawer's, SET NX PX), :done (the number drawn, once the draw is complete),
- * :entered (SET of node ids that took an entry, before they push).
+ * :entered (SET of node ids that took an entry, before they push); the
+ * waitlist's :wl, :wlock and :wp (below).
  *
  * Unless said otherwise the calls return 0, or CM_EBACKEND with the reason in
  * errbuf (then inv_fleet_broken tells a transport failure from an error
@@ -203,6 +205,8 @@ int inv_lottery_clear(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_
 /* Stores one sale's configuration. */
 int inv_lottery_conf_put(inv_fleet_conn_t *c, const char *sale, const char *value, char *errbuf,
                          size_t errlen);
+/* Deletes one field of the configuration hash (HDEL; absent is fine). */
+int inv_lottery_conf_del(inv_fleet_conn_t *c, const char *field, char *errbuf, size_t errlen);
 
 /*
  * Pushing entries is one pipeline: inv_lottery_push_add queues one entry
@@ -278,6 +282,73 @@ int inv_lottery_winners(inv_fleet_conn_t *c, const char *sale, inv_fleet_pair_fn
 /* Records user's winning order. */
 int inv_lottery_winner_put(inv_fleet_conn_t *c, const char *sale, const char *user,
                            const char *order_id, char *errbuf, size_t errlen);
+
+/*---- the fleet's waitlist (gateway/buy/gw_fair_fleet.c) ----
+ *
+ * Leftovers by lot across the fleet: the draw's losers wait, in draw order,
+ * for units freed after it, and one gateway at a time promotes them. Keys (the
+ * lottery's slot, deleted by inv_lottery_clear): {flashgate:fair:<sale>}:wl
+ * HASH mode ("w" losers wait, "l" they are lost; unset: an older drawer, lost),
+ * ended (the sale ended: the rest are lost), gen (bumped by every change a
+ * gateway must learn), head (the draw index before which nobody waits),
+ * promoted; :wlock the promoter's lock (its owner id, SET PX); :wp the
+ * promotion in progress, "person order owner at_ms", set before its reserve
+ * and deleted with its outcome; each outcome goes to :won (person -> order
+ * id, or INV_LOTTERY_NOT_ACCEPTED: lost for cause) in the same script.
+ * Owner ids are a gateway's data directory's (they survive a restart, which a
+ * node id does not). Returns as the lottery calls above. Not thread-safe on c.
+ */
+
+/* The waitlist's state, one script: mode ('w', 'l' or 0), ended, gen, head, promoted, and
+ * the pending promotion's owner ("" when none). */
+typedef struct inv_wl_state {
+    char mode;
+    bool ended;
+    long long gen, head, promoted;
+    char owner[40];
+} inv_wl_state_t;
+int inv_wl_state(inv_fleet_conn_t *c, const char *sale, inv_wl_state_t *st, char *errbuf,
+                 size_t errlen);
+/* Decides the mode once (HSETNX: a resumed draw keeps the first drawer's). */
+int inv_wl_mode_set(inv_fleet_conn_t *c, const char *sale, char mode, char *errbuf,
+                    size_t errlen);
+/*
+ * Takes or renews the promoter's lock for owner (ttl_ms); *mine when held
+ * now. The owner of the pending promotion takes it over from whoever holds
+ * it: only it can tell from its spool whether that promotion's order exists.
+ */
+int inv_wl_lock(inv_fleet_conn_t *c, const char *sale, const char *owner, int ttl_ms, bool *mine,
+                char *errbuf, size_t errlen);
+/* The pending promotion: *found, and its person, order id and owner (cut to each cap). */
+int inv_wl_pending(inv_fleet_conn_t *c, const char *sale, bool *found, char *person,
+                   size_t person_cap, char *order, size_t order_cap, char *owner,
+                   size_t owner_cap, char *errbuf, size_t errlen);
+/*
+ * Begins the promotion of person's entry order by owner, who must hold the
+ * lock: 1 begun (:wp set), 0 refused (the lock is not owner's, the sale
+ * ended, a promotion is pending, or person has an outcome already).
+ */
+int inv_wl_begin(inv_fleet_conn_t *c, const char *sale, const char *owner, const char *person,
+                 const char *order, char *errbuf, size_t errlen);
+/*
+ * The lock's holder owner adopts a pending promotion of another owner that
+ * is at least grace_ms old (its owner did not come back to finish it): 1
+ * adopted (or owner's already), 0 not (yet).
+ */
+int inv_wl_adopt(inv_fleet_conn_t *c, const char *sale, const char *owner, int grace_ms,
+                 char *errbuf, size_t errlen);
+/*
+ * Ends the pending promotion of person by the lock's holder owner: result an
+ * order id (a winner, counted as promoted), INV_LOTTERY_NOT_ACCEPTED (lost
+ * for cause) or "" (no outcome: the stock was gone, the entry still waits);
+ * head raised to at least `head`. 1 done (*gen: the generation after it), 0
+ * the lock is not owner's (nothing written).
+ */
+int inv_wl_finish(inv_fleet_conn_t *c, const char *sale, const char *owner, const char *person,
+                  const char *result, long long head, long long *gen, char *errbuf,
+                  size_t errlen);
+/* The sale ended: the waitlist's rest is lost (once; gen bumped). */
+int inv_wl_end(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_t errlen);
 
 /*---- registration (gateway/buy/gw_reg.c) ----
  *

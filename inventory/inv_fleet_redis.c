@@ -518,10 +518,20 @@ int inv_lottery_conf_put(inv_fleet_conn_t *c, const char *sale, const char *valu
     return rc;
 }
 
+int inv_lottery_conf_del(inv_fleet_conn_t *c, const char *field, char *errbuf, size_t errlen)
+{
+    redisReply *r = fcmd(c, K_CONF, errbuf, errlen, "HDEL %s %s", K_CONF, field);
+    if (!r)
+        return CM_EBACKEND;
+    freeReplyObject(r);
+    return 0;
+}
+
 int inv_lottery_clear(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_t errlen)
 {
-    static const char *const names[] = {"e", "drawn", "pushed", "lock", "seed", "won", "done",
-                                        "entered", "reg", "wr", "wrpre", "wrpl"};
+    static const char *const names[] = {"e",    "drawn", "pushed",  "lock", "seed", "won",
+                                        "done", "entered", "reg", "wr",   "wrpre", "wrpl",
+                                        "wl",   "wlock", "wp"};
     enum { N = sizeof(names) / sizeof(names[0]) };
     char keys[N][160];
     const char *argv[N + 1];
@@ -781,6 +791,219 @@ int inv_lottery_winner_put(inv_fleet_conn_t *c, const char *sale, const char *us
         return CM_EBACKEND;
     freeReplyObject(r);
     return 0;
+}
+
+/*---- the fleet's waitlist ----*/
+
+/* KEYS wl, wp. {mode, ended, gen, head, promoted, pending owner}. */
+static const char LUA_WL_STATE[] =
+    "local v = redis.call('HMGET', KEYS[1], 'mode', 'ended', 'gen', 'head', 'promoted')\n"
+    "local p = redis.call('GET', KEYS[2])\n"
+    "local w = p and string.match(p, '^%S+ %S+ (%S+)') or ''\n"
+    "return {v[1] or '', v[2] and 1 or 0, tonumber(v[3] or '0'), tonumber(v[4] or '0'),\n"
+    "        tonumber(v[5] or '0'), w}\n";
+
+/* KEYS wlock, wp; ARGV owner, ttl_ms. The pending promotion's owner takes the lock over. */
+static const char LUA_WL_LOCK[] =
+    "local cur = redis.call('GET', KEYS[1])\n"
+    "if cur == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end\n"
+    "local p = redis.call('GET', KEYS[2])\n"
+    "local w = p and string.match(p, '^%S+ %S+ (%S+)')\n"
+    "if cur == false or w == ARGV[1] then\n"
+    "  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end\n"
+    "return 0\n";
+
+/* KEYS wlock, wp, won, wl; ARGV owner, person, order. */
+static const char LUA_WL_BEGIN[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end\n"
+    "if redis.call('HEXISTS', KEYS[4], 'ended') == 1 then return 0 end\n"
+    "if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end\n"
+    "if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then return 0 end\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "redis.call('SET', KEYS[2], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[1] .. ' ' .. now)\n"
+    "return 1\n";
+
+/* KEYS wlock, wp; ARGV owner, grace_ms. */
+static const char LUA_WL_ADOPT[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end\n"
+    "local p = redis.call('GET', KEYS[2])\n"
+    "if not p then return 0 end\n"
+    "local u, o, w, at = string.match(p, '^(%S+) (%S+) (%S+) (%d+)$')\n"
+    "if not u then return 0 end\n"
+    "if w == ARGV[1] then return 1 end\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "if now - tonumber(at) < tonumber(ARGV[2]) then return 0 end\n"
+    "redis.call('SET', KEYS[2], u .. ' ' .. o .. ' ' .. ARGV[1] .. ' ' .. at)\n"
+    "return 1\n";
+
+/* KEYS wlock, wp, won, wl; ARGV owner, person, result ("" = none), head, not_accepted. */
+static const char LUA_WL_FINISH[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end\n"
+    "redis.call('DEL', KEYS[2])\n"
+    "local h = tonumber(redis.call('HGET', KEYS[4], 'head') or '0')\n"
+    "if tonumber(ARGV[4]) > h then redis.call('HSET', KEYS[4], 'head', ARGV[4]) end\n"
+    "if ARGV[3] == '' then return tonumber(redis.call('HGET', KEYS[4], 'gen') or '0') end\n"
+    "redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])\n"
+    "if ARGV[3] ~= ARGV[5] then redis.call('HINCRBY', KEYS[4], 'promoted', 1) end\n"
+    "return redis.call('HINCRBY', KEYS[4], 'gen', 1)\n";
+
+/* KEYS wl. */
+static const char LUA_WL_END[] =
+    "if redis.call('HSETNX', KEYS[1], 'ended', '1') == 1 then\n"
+    "  redis.call('HINCRBY', KEYS[1], 'gen', 1) end\n"
+    "return 1\n";
+
+/* The waitlist's keys of a sale: wl, wlock, wp, won. */
+typedef struct wl_keys {
+    char wl[160], wlock[160], wp[160], won[160];
+} wl_keys_t;
+
+static void wl_keys(wl_keys_t *k, const char *sale)
+{
+    fkey(k->wl, sizeof(k->wl), sale, "wl");
+    fkey(k->wlock, sizeof(k->wlock), sale, "wlock");
+    fkey(k->wp, sizeof(k->wp), sale, "wp");
+    fkey(k->won, sizeof(k->won), sale, "won");
+}
+
+/* An integer reply into *out, else CM_EBACKEND with the reason. Frees r. */
+static int int_reply(redisReply *r, long long *out, char *errbuf, size_t errlen)
+{
+    if (!r)
+        return CM_EBACKEND;
+    int rc = r->type == REDIS_REPLY_INTEGER ? 0 : CM_EBACKEND;
+    if (rc)
+        cm_errbuf_set(errbuf, errlen, "unexpected reply");
+    else
+        *out = r->integer;
+    freeReplyObject(r);
+    return rc;
+}
+
+int inv_wl_state(inv_fleet_conn_t *c, const char *sale, inv_wl_state_t *st, char *errbuf,
+                 size_t errlen)
+{
+    wl_keys_t k;
+    wl_keys(&k, sale);
+    memset(st, 0, sizeof(*st));
+    redisReply *r = fcmd(c, k.wl, errbuf, errlen, "EVAL %s 2 %s %s", LUA_WL_STATE, k.wl, k.wp);
+    if (!r)
+        return CM_EBACKEND;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 6 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[5]->type != REDIS_REPLY_STRING) {
+        cm_errbuf_set(errbuf, errlen, "unexpected reply");
+        freeReplyObject(r);
+        return CM_EBACKEND;
+    }
+    st->mode = r->element[0]->len == 1 ? r->element[0]->str[0] : 0;
+    st->ended = r->element[1]->integer != 0;
+    st->gen = r->element[2]->integer;
+    st->head = r->element[3]->integer;
+    st->promoted = r->element[4]->integer;
+    snprintf(st->owner, sizeof(st->owner), "%s", r->element[5]->str);
+    freeReplyObject(r);
+    return 0;
+}
+
+int inv_wl_mode_set(inv_fleet_conn_t *c, const char *sale, char mode, char *errbuf,
+                    size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "wl");
+    long long n;
+    char m[2] = {mode, '\0'};
+    return int_reply(fcmd(c, k, errbuf, errlen, "HSETNX %s mode %s", k, m), &n, errbuf, errlen);
+}
+
+int inv_wl_lock(inv_fleet_conn_t *c, const char *sale, const char *owner, int ttl_ms, bool *mine,
+                char *errbuf, size_t errlen)
+{
+    wl_keys_t k;
+    wl_keys(&k, sale);
+    long long n = 0;
+    int rc = int_reply(fcmd(c, k.wlock, errbuf, errlen, "EVAL %s 2 %s %s %s %d", LUA_WL_LOCK,
+                            k.wlock, k.wp, owner, ttl_ms),
+                       &n, errbuf, errlen);
+    *mine = rc == 0 && n == 1;
+    return rc;
+}
+
+int inv_wl_pending(inv_fleet_conn_t *c, const char *sale, bool *found, char *person,
+                   size_t person_cap, char *order, size_t order_cap, char *owner,
+                   size_t owner_cap, char *errbuf, size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "wp");
+    redisReply *r = fcmd(c, k, errbuf, errlen, "GET %s", k);
+    if (!r)
+        return CM_EBACKEND;
+    *found = false;
+    if (r->type == REDIS_REPLY_STRING) {
+        char p[128], o[64], w[64];
+        if (sscanf(r->str, "%127s %63s %63s", p, o, w) == 3) {
+            snprintf(person, person_cap, "%s", p);
+            snprintf(order, order_cap, "%s", o);
+            snprintf(owner, owner_cap, "%s", w);
+            *found = true;
+        }
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+int inv_wl_begin(inv_fleet_conn_t *c, const char *sale, const char *owner, const char *person,
+                 const char *order, char *errbuf, size_t errlen)
+{
+    wl_keys_t k;
+    wl_keys(&k, sale);
+    long long n = 0;
+    int rc = int_reply(fcmd(c, k.wlock, errbuf, errlen, "EVAL %s 4 %s %s %s %s %s %s %s",
+                            LUA_WL_BEGIN, k.wlock, k.wp, k.won, k.wl, owner, person, order),
+                       &n, errbuf, errlen);
+    return rc ? rc : n == 1;
+}
+
+int inv_wl_adopt(inv_fleet_conn_t *c, const char *sale, const char *owner, int grace_ms,
+                 char *errbuf, size_t errlen)
+{
+    wl_keys_t k;
+    wl_keys(&k, sale);
+    long long n = 0;
+    int rc = int_reply(fcmd(c, k.wlock, errbuf, errlen, "EVAL %s 2 %s %s %s %d", LUA_WL_ADOPT,
+                            k.wlock, k.wp, owner, grace_ms),
+                       &n, errbuf, errlen);
+    return rc ? rc : n == 1;
+}
+
+int inv_wl_finish(inv_fleet_conn_t *c, const char *sale, const char *owner, const char *person,
+                  const char *result, long long head, long long *gen, char *errbuf,
+                  size_t errlen)
+{
+    wl_keys_t k;
+    wl_keys(&k, sale);
+    long long n = 0;
+    /* %b: the result may be empty, which a plain %s would drop as an argument */
+    int rc = int_reply(fcmd(c, k.wlock, errbuf, errlen, "EVAL %s 4 %s %s %s %s %s %s %b %lld %s",
+                            LUA_WL_FINISH, k.wlock, k.wp, k.won, k.wl, owner, person, result,
+                            strlen(result), head, INV_LOTTERY_NOT_ACCEPTED),
+                       &n, errbuf, errlen);
+    if (rc)
+        return rc;
+    if (n < 0)
+        return 0;
+    *gen = n;
+    return 1;
+}
+
+int inv_wl_end(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "wl");
+    long long n;
+    return int_reply(fcmd(c, k, errbuf, errlen, "EVAL %s 1 %s", LUA_WL_END, k), &n, errbuf,
+                     errlen);
 }
 
 /*---- registration (gateway/buy/gw_reg.c) ----*/

@@ -7,8 +7,10 @@
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_log.h"
+#include "common/cm_url.h"
 #include "gateway/base/gw_base.h"
 #include "gateway/buy/gw_identity.h"
+#include "inventory/inv_fleet.h"
 
 #include <fcntl.h>
 #include <jansson.h>
@@ -34,6 +36,10 @@ struct gw_elig {
     _Atomic size_t live; /* rules set: 0 lets the buy path skip the scan */
     retired_t *retired;
     char path[600];
+    /* fleet: where the rules are shared, and which slots the poll in progress applied */
+    bool fleet;
+    cm_redis_url_t addr;
+    bool seen[GW_ELIG_MAX_SALES];
 };
 
 static gw_elig_rule_t *find(struct gw_elig *e, const char *sale_id, size_t *slot)
@@ -145,6 +151,15 @@ int gw_elig_open(gw_server_t *srv, char *errbuf, size_t errlen)
     pthread_mutex_init(&e->mu, NULL);
     snprintf(e->path, sizeof(e->path), "%s/eligibility.json", srv->cfg->data_dir);
     srv->elig = e;
+    if (strncmp(srv->cfg->inventory, "redis", 5) == 0) {
+        char why[256] = "";
+        if (cm_redis_url_parse(srv->cfg->inventory, &e->addr, why, sizeof(why)) != 0 ||
+            cm_redis_url_default_password(&e->addr, srv->cfg->redis_password) != 0) {
+            cm_errbuf_set(errbuf, errlen, "eligibility: %s", why);
+            return CM_EINVAL;
+        }
+        e->fleet = true;
+    }
     json_error_t jerr;
     json_t *root = json_load_file(e->path, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
@@ -241,13 +256,6 @@ int gw_elig_parse(gw_server_t *srv, const char *sale_id, const void *require_cla
                       n ? "require_claims" : "min_account_age_days");
         return CM_EINVAL;
     }
-    if (strncmp(cfg->inventory, "redis", 5) == 0) {
-        cm_errbuf_set(errbuf, errlen,
-                      "%s: not available with a Redis inventory (a fleet's other gateways would "
-                      "not enforce it)",
-                      n ? "require_claims" : "min_account_age_days");
-        return CM_EINVAL;
-    }
     const char *name;
     json_t *v;
     json_object_foreach((json_t *)rc, name, v)
@@ -277,13 +285,54 @@ int gw_elig_parse(gw_server_t *srv, const char *sale_id, const void *require_cla
     return 0;
 }
 
+/* The fleet's text of a rule: "<days> <claim,claim>" ("-" for no claims). */
+static void fleet_value(const gw_elig_rule_t *r, char *out, size_t cap)
+{
+    size_t n = (size_t)snprintf(out, cap, "%u ", r->min_age_days);
+    for (uint32_t i = 0; i < r->n_claims && n < cap; i++)
+        n += (size_t)snprintf(out + n, cap - n, "%s%s", i ? "," : "", r->claims[i]);
+    if (!r->n_claims && n < cap)
+        snprintf(out + n, cap - n, "-");
+}
+
+/* Writes (or, for an empty rule, deletes) the sale's rule in the fleet's configuration.
+ * 0 or CM_EBACKEND with a reason. */
+static int fleet_put(struct gw_elig *e, const gw_elig_rule_t *r, char *errbuf, size_t errlen)
+{
+    char why[256] = "", field[INV_SALE_ID_MAX + 8];
+    char val[16 + ID_ELIG_MAX * (ID_CLAIM_NAME_MAX + 1)];
+    snprintf(field, sizeof(field), GW_ELIG_FLEET_PREFIX "%s", r->sale_id);
+    inv_fleet_conn_t *c = inv_fleet_connect(&e->addr, 2000, why, sizeof(why));
+    int rc = CM_EBACKEND;
+    if (c && (r->n_claims || r->min_age_days)) {
+        fleet_value(r, val, sizeof(val));
+        rc = inv_lottery_conf_put(c, field, val, why, sizeof(why));
+    } else if (c) {
+        rc = inv_lottery_conf_del(c, field, why, sizeof(why));
+    }
+    inv_fleet_close(c);
+    if (rc)
+        cm_errbuf_set(errbuf, errlen, "redis: cannot store the eligibility rule: %s", why);
+    return rc ? CM_EBACKEND : 0;
+}
+
 int gw_elig_set(gw_server_t *srv, const gw_elig_rule_t *rule, char *errbuf, size_t errlen)
 {
     struct gw_elig *e = srv->elig;
+    gw_elig_rule_t had;
+    bool existed = gw_elig_get(srv, rule->sale_id, &had);
+    if (e->fleet && (existed || rule->n_claims || rule->min_age_days)) {
+        int frc = fleet_put(e, rule, errbuf, errlen);
+        if (frc)
+            return frc;
+    }
     gw_elig_rule_t *r = cm_xmalloc(sizeof(*r));
     *r = *rule;
     pthread_mutex_lock(&e->mu);
     int rc = publish(e, rule->sale_id, r);
+    size_t slot;
+    if (rc == 0 && find(e, rule->sale_id, &slot))
+        e->seen[slot] = true; /* a poll that read Redis before this write keeps it */
     if (rc)
         cm_errbuf_set(errbuf, errlen, "too many sales with eligibility rules (max %d)",
                       GW_ELIG_MAX_SALES);
@@ -307,6 +356,15 @@ void gw_elig_sale_deleted(gw_server_t *srv, const char *sale_id)
     struct gw_elig *e = srv->elig;
     if (!e)
         return;
+    if (e->fleet && find(e, sale_id, NULL)) {
+        gw_elig_rule_t none;
+        memset(&none, 0, sizeof(none));
+        snprintf(none.sale_id, sizeof(none.sale_id), "%s", sale_id);
+        char why[300];
+        if (fleet_put(e, &none, why, sizeof(why)) != 0)
+            cm_log_error("elig", "cannot delete a deleted sale's rule in the fleet",
+                         "sale=%s err=\"%s\"", sale_id, why);
+    }
     pthread_mutex_lock(&e->mu);
     if (find(e, sale_id, NULL)) {
         (void)publish(e, sale_id, NULL);
@@ -344,4 +402,89 @@ bool gw_elig_check(gw_req_t *r, const char *sale_id, int64_t now_ms)
     gw_resp_error(&r->resp, GW_R_NOT_ELIGIBLE, extra,
                   "sale %s is open to eligible buyers only; not met: %s", sale_id, reason);
     return false;
+}
+
+/*---- the fleet's rules ----*/
+
+void gw_elig_fleet_begin(gw_server_t *srv)
+{
+    struct gw_elig *e = srv->elig;
+    if (!e)
+        return;
+    pthread_mutex_lock(&e->mu);
+    memset(e->seen, 0, sizeof(e->seen));
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* Whether two rules require the same. */
+static bool same_rule(const gw_elig_rule_t *a, const gw_elig_rule_t *b)
+{
+    if (a->n_claims != b->n_claims || a->min_age_days != b->min_age_days)
+        return false;
+    for (uint32_t i = 0; i < a->n_claims; i++)
+        if (strcmp(a->claims[i], b->claims[i]) != 0)
+            return false;
+    return true;
+}
+
+void gw_elig_fleet_apply(gw_server_t *srv, const char *field, const char *value)
+{
+    struct gw_elig *e = srv->elig;
+    size_t pl = strlen(GW_ELIG_FLEET_PREFIX);
+    if (!e || strncmp(field, GW_ELIG_FLEET_PREFIX, pl) != 0)
+        return;
+    const char *sale = field + pl;
+    unsigned days;
+    char names[ID_ELIG_MAX * (ID_CLAIM_NAME_MAX + 1) + 2];
+    if (!inv_id_valid(sale, strlen(sale), INV_SALE_ID_MAX) || strlen(value) >= sizeof(names) ||
+        sscanf(value, "%u %s", &days, names) != 2 || days > GW_ELIG_AGE_MAX_DAYS)
+        return;
+    gw_elig_rule_t *r = cm_xcalloc(1, sizeof(*r));
+    snprintf(r->sale_id, sizeof(r->sale_id), "%s", sale);
+    r->min_age_days = days;
+    if (strcmp(names, "-") != 0)
+        for (char *save = NULL, *t = strtok_r(names, ",", &save); t && r->n_claims < ID_ELIG_MAX;
+             t = strtok_r(NULL, ",", &save))
+            if (strlen(t) <= ID_CLAIM_NAME_MAX && name_ok(t))
+                memcpy(r->claims[r->n_claims++], t, strlen(t) + 1);
+    bind_bits(srv, r);
+    pthread_mutex_lock(&e->mu);
+    size_t slot = 0;
+    gw_elig_rule_t *old = find(e, sale, &slot);
+    if (old && same_rule(old, r)) {
+        free(r);
+    } else {
+        if (publish(e, sale, r) != 0)
+            cm_log_error("elig", "a fleet rule does not fit the table", "sale=%s max=%d", sale,
+                         GW_ELIG_MAX_SALES);
+        else if (save(e) != 0)
+            cm_log_error("elig", "cannot save the eligibility rules", "path=%s", e->path);
+        else
+            cm_log_info("elig", "eligibility rule from the fleet", "sale=%s", sale);
+    }
+    if (find(e, sale, &slot))
+        e->seen[slot] = true;
+    pthread_mutex_unlock(&e->mu);
+}
+
+void gw_elig_fleet_end(gw_server_t *srv, bool complete)
+{
+    struct gw_elig *e = srv->elig;
+    if (!e || !complete)
+        return;
+    pthread_mutex_lock(&e->mu);
+    bool changed = false;
+    size_t n = atomic_load(&e->n);
+    for (size_t i = 0; i < n; i++) {
+        gw_elig_rule_t *r = atomic_load(&e->slots[i]);
+        if (r && !e->seen[i]) { /* removed through another gateway */
+            char sale[INV_SALE_ID_MAX + 1];
+            snprintf(sale, sizeof(sale), "%s", r->sale_id);
+            (void)publish(e, sale, NULL);
+            changed = true;
+        }
+    }
+    if (changed && save(e) != 0)
+        cm_log_error("elig", "cannot save the eligibility rules", "path=%s", e->path);
+    pthread_mutex_unlock(&e->mu);
 }

@@ -7,9 +7,12 @@
  * naming what is missing, before anything keyed by the buyer changes.
  *
  * The rules live in a table of their own, kept in <data_dir>/eligibility.json
- * (rewritten atomically on every change, loaded at start). One node only: with
- * a Redis inventory (a fleet) the admin API refuses them, since the other
- * gateways would not enforce them.
+ * (rewritten atomically on every change, loaded at start). In a fleet (a Redis
+ * inventory) they also live in the fleet's fair configuration, the hash
+ * {flashgate:fair}:conf, field "elig:<sale>" -> "<days> <claim,claim|->": the
+ * admin call writes Redis first, and every gateway's lottery thread, which
+ * polls that hash every half second, makes its table the fleet's (a rule
+ * absent from Redis goes), so every gateway enforces every rule.
  *
  * Threads: the buy path reads rules without locks (a rule is immutable once
  * published; a replaced one is freed at close); admin calls change them.
@@ -51,21 +54,34 @@ void gw_elig_close(struct gw_server *srv);
  * a sentence naming the field or claim in errbuf) a value that is not an object
  * of true, a name not in identity.eligibility_claims, a day count outside
  * 0..36500 or without identity.account_created_claim, any rule while
- * identity.mode is not jwt or the inventory is a fleet's. Changes nothing.
+ * identity.mode is not jwt. Changes nothing.
  * Admin thread.
  */
 int gw_elig_parse(struct gw_server *srv, const char *sale_id, const void *require_claims,
                   int64_t min_age_days, gw_elig_rule_t *out, char *errbuf, size_t errlen);
 /*
  * Admin: makes *rule the sale's (a rule without claims and age removes it) and
- * rewrites eligibility.json. 0, or CM_EIO / CM_EINVAL (table full) with a reason.
- * Admin thread.
+ * rewrites eligibility.json; in a fleet, Redis first. 0, or CM_EIO, CM_EINVAL
+ * (table full) or CM_EBACKEND (Redis: nothing changed) with a reason. Admin thread.
  */
 int gw_elig_set(struct gw_server *srv, const gw_elig_rule_t *rule, char *errbuf, size_t errlen);
 /* The sale's rule into *out; false when it has none. Thread-safe. */
 bool gw_elig_get(struct gw_server *srv, const char *sale_id, gw_elig_rule_t *out);
-/* Admin: the sale was deleted; its rule goes. Admin thread. */
+/* Admin: the sale was deleted; its rule goes (in a fleet from Redis too, best effort: a
+ * sale created again under the id writes its own). Admin thread. */
 void gw_elig_sale_deleted(struct gw_server *srv, const char *sale_id);
+
+/*
+ * Fleet: the rules in Redis replace the table. The lottery thread's poll of
+ * the fair configuration calls gw_elig_fleet_begin, gw_elig_fleet_apply for
+ * each "elig:<sale>" field (field is the whole name, value its text), then
+ * gw_elig_fleet_end with complete true when every field was read: rules
+ * not applied since begin go. Lottery thread.
+ */
+#define GW_ELIG_FLEET_PREFIX "elig:"
+void gw_elig_fleet_begin(struct gw_server *srv);
+void gw_elig_fleet_apply(struct gw_server *srv, const char *field, const char *value);
+void gw_elig_fleet_end(struct gw_server *srv, bool complete);
 
 /*
  * The buy path's check of r's verified buyer (r->eligible, r->created_at; with

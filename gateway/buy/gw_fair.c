@@ -305,6 +305,9 @@ int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs)
     fs->wl_seen_left = fs->wl_seen_acc = 0;
     fs->wl_seen_version = 0;
     fs->wl_retry_ms = 0;
+    fs->wl_gen = 0;
+    fs->wl_polled_ms = 0;
+    fs->wl_giveback[0] = '\0';
     fs->n = fs->cap = fs->tcap = 0;
     fs->closed = fs->seeded = fs->exhausted = false;
     fs->draw_wl = 0;
@@ -542,7 +545,10 @@ static void fair_tick_locked(gw_server_t *srv, gw_fair_t *f)
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
         if (atomic_load(&fs->drawn)) {
-            gw_fair__wl_tick(f, fs); /* one gateway's (a fleet's losers are lost) */
+            if (f->fleet)
+                gw_fair__fleet_wl_tick(f, fs);
+            else
+                gw_fair__wl_tick(f, fs);
             continue;
         }
         if (atomic_load(&fs->window_ms) <= 0)

@@ -20,8 +20,8 @@
  * order while stock lasts: each winner goes through the inventory's atomic
  * step and the spool exactly as a 202 does, so settlement, Kafka and the
  * audit see a normal order. Losers read 410 sold_out with their draw
- * position: "waitlisted" (one gateway: units freed after the draw go to them
- * in draw order, see gw_fair_waitlist_open) or "lost". Buys after the window
+ * position: "waitlisted" (units freed after the draw go to them in draw
+ * order, see gw_fair_waitlist_open) or "lost". Buys after the window
  * and before the draw finished get 503 (Retry-After 1); after it, first-come
  * once nobody is waitlisted.
  *
@@ -150,8 +150,7 @@ typedef struct gw_fair_ticket {
 int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key);
 
 /*
- * Leftovers by lot (one gateway; a fleet's lottery leaves its losers lost and
- * sells freed units first-come): while a drawn lottery has waitlisted
+ * Leftovers by lot: while a drawn lottery has waitlisted
  * entries, units freed after the draw (cancelled or failed orders, a
  * restock) go to them in draw order, admitted by the lottery's thread through
  * the inventory's atomic step and the spool as the draw admits a winner, and
@@ -160,7 +159,9 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
  * sale ends, the waitlisted entries become lost. Durable in the entry log
  * ("P" before a promotion's reserve, "W" after its commit, "X" an entry lost
  * for cause, "L" the waitlist's end): a restart continues it and reads the
- * promotions a crash cut from the spool, so nobody is admitted twice.
+ * promotions a crash cut from the spool, so nobody is admitted twice. In a
+ * fleet the waitlist is the fleet's, in Redis (gw_waitlist_fleet.c): one
+ * gateway promotes at a time, and every gateway answers for every entry.
  */
 /* Whether first-come is held back for the waitlist now. Thread-safe, lock-free. */
 bool gw_fair_waitlist_open(gw_fair_sale_t *fs);

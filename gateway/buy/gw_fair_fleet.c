@@ -15,6 +15,7 @@
 #include "gateway/base/gw_base.h"
 #include "gateway/base/gw_fleet.h"
 #include "gateway/buy/gw_buy.h"
+#include "gateway/buy/gw_elig.h"
 #include "gateway/buy/gw_identity.h"
 #include "gateway/edge/gw_edge.h"
 #include "gateway/overload/gw_ol.h"
@@ -52,7 +53,8 @@
  *
  * Keys (one hash slot per sale): {flashgate:fair:<sale>}:e entries (person ->
  * "order_id qty idem node[ k][ @account]"), :drawn the frozen entrants, :pushed
- * gateways that pushed, :lock, :seed, :won (person -> order id), :done.
+ * gateways that pushed, :lock, :seed, :won (person -> order id, or "-": lost
+ * for cause), :done; the waitlist's :wl, :wlock, :wp (gw_waitlist_fleet.c).
  */
 
 static void trouble(gw_fair_t *f, const char *what, const char *why)
@@ -94,12 +96,28 @@ static bool fok(gw_fair_t *f, int rc, const char *why)
     return false;
 }
 
+inv_fleet_conn_t *gw_fair__fleet_conn(gw_fair_t *f)
+{
+    return fconn(f);
+}
+
+bool gw_fair__fleet_ok(gw_fair_t *f, int rc, const char *why)
+{
+    if (rc < 0 && !f->rc)
+        return false; /* no connection to call on: fconn said why */
+    return fok(f, rc, why);
+}
+
 /* The lottery thread (f->tick_mu held), or the admin thread holding it. */
 static void conf_sync_one(void *ctx, const char *sale, const char *v)
 {
     gw_fair_t *f = ctx;
     long long w = 0, e = 0, wr = 0;
     unsigned long long k0 = 0, k1 = 0;
+    if (strncmp(sale, GW_ELIG_FLEET_PREFIX, strlen(GW_ELIG_FLEET_PREFIX)) == 0) {
+        gw_elig_fleet_apply(f->srv, sale, v); /* a sale's eligibility rule (gw_elig.h) */
+        return;
+    }
     if (!inv_id_valid(sale, strlen(sale), INV_SALE_ID_MAX))
         return;
     bool deleted = strcmp(v, INV_LOTTERY_DELETED) == 0;
@@ -172,7 +190,9 @@ void gw_fair__fleet_conf_sync(gw_fair_t *f)
     if (!fconn(f))
         return;
     char why[256] = "";
-    fok(f, inv_lottery_conf_all(f->rc, conf_sync_one, f, why, sizeof(why)), why);
+    gw_elig_fleet_begin(f->srv);
+    bool ok = fok(f, inv_lottery_conf_all(f->rc, conf_sync_one, f, why, sizeof(why)), why);
+    gw_elig_fleet_end(f->srv, ok);
 }
 
 /* Pushes this gateway's entries (closing them) in one pipeline. Lottery thread.
@@ -355,9 +375,29 @@ static bool fleet_read(gw_fair_t *f, gw_fair_sale_t *fs, fleet_draw_t *d, bool w
     return true;
 }
 
-/* After the draw: every gateway learns every entry's position and outcome. */
-static void fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
+/* Whether the sale's ends_at passed (its waitlist is then lost). */
+static bool sale_ended(gw_fair_t *f, const char *sale_id)
 {
+    inv_sale_t *s = inv_sale_find(f->srv->inv, sale_id);
+    if (!s)
+        return false;
+    inv_sale_info_t info;
+    inv_sale_snapshot(s, &info);
+    return info.ends_at_ms && cm_wall_ms() >= info.ends_at_ms;
+}
+
+/*
+ * After the draw: every gateway learns every entry's position and outcome,
+ * again whenever the waitlist's generation moves (a promotion, a loser lost
+ * for cause, the sale's end). The waitlist's state is read before the
+ * winners, so a change between the two reads is seen (again) at the next.
+ */
+void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    inv_wl_state_t ws;
+    char why[256] = "";
+    if (!fconn(f) || !fok(f, inv_wl_state(f->rc, fs->sale_id, &ws, why, sizeof(why)), why))
+        return;
     fleet_draw_t d;
     if (!fleet_read(f, fs, &d, true))
         return;
@@ -365,12 +405,20 @@ static void fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
         fleet_draw_free(&d);
         return;
     }
+    /* the losers wait unless the draw said not (or an older drawer said nothing) or the
+     * sale ended; an entry the draw or a promotion refused for cause is lost */
+    bool ended = ws.ended || sale_ended(f, fs->sale_id);
+    bool wl = ws.mode == 'w' && !ended;
+    bool first = !atomic_load(&fs->drawn);
     pthread_mutex_lock(&fs->mu);
     uint32_t *perm = cm_xmalloc((d.n ? d.n : 1) * sizeof(uint32_t));
     fs->won_orders = fs->won_units = fs->lost = 0;
     for (size_t pos = 0; pos < d.n; pos++) {
         entry_t *src = &d.all[d.perm[pos]];
-        uint8_t st = fleet_won(&d, src->person) ? GW_ENTRY_WON : GW_ENTRY_LOST;
+        /* ENTERED here: waitlisted below, once the tree is sized */
+        uint8_t st = fleet_won(&d, src->person)                        ? GW_ENTRY_WON
+                     : wl && !fleet_refused(&d, src->person)           ? GW_ENTRY_ENTERED
+                                                                       : GW_ENTRY_LOST;
         entry_t *e = gw_fair__find_user(fs, src->person, src->key);
         if (e && strcmp(e->order_id, src->order_id) != 0) {
             /* this person's entry through another gateway (or account) is the one drawn */
@@ -388,26 +436,40 @@ static void fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
         if (st == GW_ENTRY_WON) {
             fs->won_orders++;
             fs->won_units += e->qty;
-        } else {
+        } else if (st == GW_ENTRY_LOST) {
             fs->lost++;
         }
     }
-    for (size_t i = 0; i < fs->n; i++)
-        if (fs->v[i].state == GW_ENTRY_ENTERED) /* pushed too late for the draw */
-            fs->v[i].state = GW_ENTRY_LOST;
     free(fs->perm);
     fs->perm = perm;
     fs->ndraw = fs->next = d.n;
+    gw_fair__wl_init(fs);
+    for (size_t pos = 0; pos < d.n; pos++)
+        if (fs->v[perm[pos]].state == GW_ENTRY_ENTERED)
+            gw_fair__wl_add(fs, &fs->v[perm[pos]]);
+    for (size_t i = 0; i < fs->n; i++)
+        if (fs->v[i].state == GW_ENTRY_ENTERED) /* pushed too late for the draw */
+            fs->v[i].state = GW_ENTRY_LOST;
+    fs->wl_head = ws.head > 0 && (size_t)ws.head < d.n ? (size_t)ws.head : 0;
+    fs->promoted = (uint64_t)ws.promoted;
+    fs->wl_gen = ws.gen;
+    fs->wl_ended = ended;
+    fs->draw_wl = ws.mode == 'w' ? 2 : 1;
     fs->seed = d.seed;
     fs->seeded = true;
     fs->closed = true;
     if (!fs->draw_done_ms)
         fs->draw_done_ms = cm_wall_ms();
+    /* before drawn: no first-come buy slips in while losers wait */
+    atomic_store(&fs->wl_open, fs->waitlisted > 0);
     atomic_store_explicit(&fs->drawn, true, memory_order_release);
+    uint64_t waitlisted = fs->waitlisted;
     pthread_mutex_unlock(&fs->mu);
-    cm_log_info("fair", "fleet draw known", "sale=%s entrants=%zu won_orders=%llu seed=%016llx",
-                fs->sale_id, d.n, (unsigned long long)fs->won_orders,
-                (unsigned long long)d.seed);
+    if (first)
+        cm_log_info("fair", "fleet draw known",
+                    "sale=%s entrants=%zu won_orders=%llu waitlisted=%llu seed=%016llx",
+                    fs->sale_id, d.n, (unsigned long long)fs->won_orders,
+                    (unsigned long long)waitlisted, (unsigned long long)d.seed);
     fleet_draw_free(&d);
 }
 
@@ -434,6 +496,12 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
              (unsigned long long)(rnd.k0 ^ gw_fair__rotl(rnd.k1, 32)));
     if (!fok(f, inv_lottery_seed_offer(c, fs->sale_id, seed, why, sizeof(why)), why))
         return false;
+    inv_sale_t *sale = inv_sale_find(srv->inv, fs->sale_id);
+    /* whether the losers wait for freed units, decided once (a resumed draw keeps it):
+     * not when the sale is over already */
+    bool over = !sale || sale_ended(f, fs->sale_id);
+    if (!fok(f, inv_wl_mode_set(c, fs->sale_id, over ? 'l' : 'w', why, sizeof(why)), why))
+        return false;
     fleet_draw_t d;
     if (!fleet_read(f, fs, &d, true) || !d.seeded) {
         if (d.all)
@@ -441,7 +509,6 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
         return false;
     }
     int64_t t0 = cm_wall_ms();
-    inv_sale_t *sale = inv_sale_find(srv->inv, fs->sale_id);
     bool exhausted = !sale, failed = false;
     size_t nwon = 0;
     for (size_t pos = 0; pos < d.n && !exhausted; pos++) {
@@ -524,6 +591,17 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
                 atomic_fetch_add_explicit(&srv->workers[0].ctr.accepted_units, o.qty,
                                           memory_order_relaxed);
             nwon++;
+        } else if (rc != INV_SOLD_OUT && rc != INV_UNKNOWN_SALE) {
+            /* refused for cause (the per-user limit, the key of another order): lost, not
+             * waitlisted, on every gateway, and never promoted (gw_waitlist_fleet.c) */
+            if (!fconn(f) ||
+                !fok(f,
+                     inv_lottery_winner_put(f->rc, fs->sale_id, e->person,
+                                            INV_LOTTERY_NOT_ACCEPTED, why, sizeof(why)),
+                     why)) {
+                failed = true;
+                break;
+            }
         }
         if (rq.stock_left == 0 || inv_sale_sold_out(sale))
             exhausted = true;
@@ -558,7 +636,7 @@ void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_m
     if (!fok(f, inv_lottery_done(f->rc, fs->sale_id, &done, why, sizeof(why)), why))
         return;
     if (done) {
-        fleet_fetch(f, fs);
+        gw_fair__fleet_fetch(f, fs);
         return;
     }
     if (cm_wall_ms() < closes_ms + FLEET_PUSH_WAIT_MS) {

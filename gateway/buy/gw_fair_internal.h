@@ -83,6 +83,10 @@ struct gw_fair_sale {
     int64_t wl_seen_left, wl_seen_acc; /* the stock a walk admitted nobody from */
     uint64_t wl_seen_version;
     int64_t wl_retry_ms;      /* no new walk before this after a failure */
+    /* the fleet's waitlist (gw_waitlist_fleet.c), lottery thread only */
+    long long wl_gen;         /* the generation of the fleet's waitlist last fetched */
+    int64_t wl_polled_ms;     /* when its state was last read */
+    char wl_giveback[INV_ORDER_ID_MAX + 1]; /* a promotion given back whose "lost" is unrecorded */
     _Atomic uint64_t duplicates;
     bool pushed; /* fleet: this gateway's entries are in Redis (lottery thread only) */
     bool marked; /* fleet: Redis knows this gateway holds entries (lottery thread only) */
@@ -154,6 +158,8 @@ struct gw_fair {
     cm_redis_url_t addr;
     inv_fleet_conn_t *rc;
     int64_t last_conf_ms, last_err_ms;
+    /* fleet: this data directory's id, the owner of its waitlist promotions (gw_waitlist_fleet.c) */
+    char owner[40];
     /* fleet: the workers' connections for registrations and entry checks (gw_reg.c) */
     pthread_mutex_t reg_pool_mu;
     inv_fleet_conn_t *reg_pool[8];
@@ -320,6 +326,22 @@ int gw_fair__fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms
 /* Reads the sale's fleet configuration now, as the next poll would. Admin thread. 0 or
  * CM_EBACKEND. */
 int gw_fair__fleet_conf_refresh(gw_fair_t *f, const char *sale_id, char *errbuf, size_t errlen);
+/* The lottery thread's fleet connection (connected again if it broke), NULL while Redis is
+ * unreachable. Lottery thread. */
+inv_fleet_conn_t *gw_fair__fleet_conn(gw_fair_t *f);
+/* After a call on gw_fair__fleet_conn's connection (or a failure without one): true if rc
+ * succeeded, else logs (rate limited) and drops the connection on a transport failure.
+ * Lottery thread. */
+bool gw_fair__fleet_ok(gw_fair_t *f, int rc, const char *why);
+/* Learns the fleet's draw: every entry's position and outcome, the waitlist's state.
+ * Lottery thread. */
+void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs);
+
+/*---- gw_waitlist_fleet.c: leftovers by lot in a fleet ----*/
+
+/* Promotes the fleet's waitlisted entries while stock is free (one gateway at a time) and
+ * follows the others' promotions; ends the waitlist with the sale. Lottery thread. */
+void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs);
 
 /* The inventory step of entry e's order in sale (gw_lottery.c): the person's
  * mark (inv.h), the entry's key, fingerprint, order id and qty. The draw and

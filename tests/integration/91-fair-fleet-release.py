@@ -65,8 +65,8 @@ try:
         eq((r.status, r.json.get("status")), (202, "entered"), "entry of u%d" % i)
     d = drawn(a)
     order = [e for e in sorted(d["entries"], key=lambda e: e["position"])]
-    eq([e["outcome"] for e in order], ["won", "won", "lost", "lost", "lost"],
-       "the first two in draw order won")
+    eq([e["outcome"] for e in order], ["won", "won", "waitlisted", "waitlisted", "waitlisted"],
+       "the first two in draw order won, the others wait")
     last, third = order[1], order[2]
 
     # set the draw back: the drawer died after the reserve of its last winner, before :won

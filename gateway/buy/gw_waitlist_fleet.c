@@ -1,0 +1,408 @@
+/*
+ * Leftovers by lot in a fleet: the draw's losers wait, in draw order, for the
+ * units freed after it on any gateway (a cancelled or failed order, a
+ * restock), and one gateway at a time promotes them (see gw_fair.h and
+ * inventory/inv_fleet.h for the keys).
+ *
+ * Why this shape: a promotion spans Redis (the reservation) and one gateway's
+ * spool (the order), which no single step can write together. So each
+ * promotion is recorded in Redis before its reserve (:wp, "person order
+ * owner") under a lock (:wlock), and its outcome goes to :won with the
+ * waitlist's generation in one script that checks the lock. The owner is the
+ * gateway's data directory (its id in <data_dir>/fair/owner.id), not its node
+ * id, because only that spool can say whether the order was written: a
+ * gateway killed between the reserve and the outcome takes the lock back at
+ * its restart (the pending owner's right), finds the order in its spool and
+ * records it, or reserves and spools it now. The inventory marks each order id
+ * it reserves (inv_reserve_once), so an entry is never reserved twice whoever
+ * retries. Another gateway adopts a pending promotion only after
+ * FLEET_WL_GRACE_MS without its owner; it then spools the order itself, and
+ * if the owner's spool had it too, settlement drops the second copy by its
+ * order id (the fleet draw's resume does the same).
+ *
+ * Every gateway follows the waitlist's generation (polled every
+ * FLEET_WL_POLL_MS while losers wait) and re-reads the draw when it moves, so
+ * a loser reads "waitlisted" with its place, then "won", on every gateway,
+ * and first-come buys are refused (410, "waitlist":true) everywhere until
+ * nobody waits. At ends_at every gateway loses its waitlisted at once and
+ * records the end (first writer wins), after which no promotion begins.
+ */
+#include "gateway/buy/gw_fair.h"
+#include "gateway/buy/gw_fair_internal.h"
+
+#include "common/cm_err.h"
+#include "common/cm_hash.h"
+#include "common/cm_log.h"
+#include "common/cm_time.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/buy/gw_buy.h"
+#include "gateway/buy/gw_identity.h"
+#include "inventory/inv_fleet.h"
+
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define FLEET_WL_LOCK_MS 3000   /* the promoter's lock, renewed while it promotes */
+#define FLEET_WL_POLL_MS 100    /* how often a gateway reads the waitlist's state */
+#define FLEET_WL_GRACE_MS 10000 /* a pending promotion's owner has this long to come back */
+#define FLEET_WL_RETRY_MS 500   /* no new try after a failure before this */
+#define FLEET_WL_RENEW_EVERY 64 /* promotions between renewals of the lock in one walk */
+
+/*
+ * This data directory's owner id: 32 hex digits made once and kept in
+ * <data_dir>/fair/owner.id (written to a temporary file, synced, renamed).
+ * NULL when it cannot be read or written (then this gateway promotes nobody).
+ */
+static const char *owner_id(gw_fair_t *f)
+{
+    if (f->owner[0])
+        return f->owner;
+    char path[700], tmp[710], buf[40] = "";
+    snprintf(path, sizeof(path), "%s/owner.id", f->dir);
+    FILE *fp = fopen(path, "r");
+    if (fp) {
+        bool ok = fscanf(fp, "%39s", buf) == 1 && strlen(buf) == 32 &&
+                  strspn(buf, "0123456789abcdef") == 32;
+        fclose(fp);
+        if (ok) {
+            memcpy(f->owner, buf, sizeof(buf));
+            return f->owner;
+        }
+    }
+    cm_hash_key_t k;
+    if (cm_hash_seed_random(&k) != 0)
+        return NULL;
+    snprintf(buf, sizeof(buf), "%016llx%016llx", (unsigned long long)k.k0,
+             (unsigned long long)k.k1);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    bool ok = fd >= 0 && write(fd, buf, 32) == 32 && write(fd, "\n", 1) == 1 && fsync(fd) == 0;
+    if (fd >= 0)
+        ok = close(fd) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        cm_log_error("fair", "cannot write the waitlist owner id; this gateway promotes nobody",
+                     "path=%s", path);
+        return NULL;
+    }
+    memcpy(f->owner, buf, sizeof(buf));
+    return f->owner;
+}
+
+/* A waitlisted entry's new state, here (fs->mu taken). */
+static void settle_local(gw_fair_sale_t *fs, entry_t *e, bool won)
+{
+    pthread_mutex_lock(&fs->mu);
+    gw_fair__wl_remove(fs, e);
+    if (won) {
+        e->state = GW_ENTRY_WON;
+        fs->won_orders++;
+        fs->won_units += e->qty;
+        fs->promoted++;
+    } else {
+        e->state = GW_ENTRY_LOST;
+        fs->lost++;
+    }
+    pthread_mutex_unlock(&fs->mu);
+}
+
+/*
+ * Records the pending promotion's outcome for person (an order id, "-" lost,
+ * "" none). True when written: this gateway held the lock.
+ */
+static bool finish(gw_fair_t *f, gw_fair_sale_t *fs, const char *owner, const char *person,
+                   const char *result)
+{
+    char why[256] = "";
+    long long gen = 0;
+    inv_fleet_conn_t *c = gw_fair__fleet_conn(f);
+    int rc = c ? inv_wl_finish(c, fs->sale_id, owner, person, result, (long long)fs->wl_head,
+                               &gen, why, sizeof(why))
+               : CM_EBACKEND;
+    if (!gw_fair__fleet_ok(f, rc < 0 ? rc : 0, why) || rc == 0)
+        return false;
+    if (gen == fs->wl_gen + 1 || (!result[0] && gen == fs->wl_gen))
+        fs->wl_gen = gen; /* our own change alone: nothing to read back */
+    return true;
+}
+
+typedef struct spool_find {
+    const char *order_id;
+    oq_order_t o;
+    bool found;
+} spool_find_t;
+
+static int spool_find_one(const oq_rec_t *rec, void *ctx)
+{
+    spool_find_t *x = ctx;
+    if (rec->type != OQ_REC_ORDER || strcmp(rec->order->order_id, x->order_id) != 0)
+        return 0;
+    x->o = *rec->order;
+    x->found = true;
+    return 1;
+}
+
+typedef enum { FP_WON, FP_LOST, FP_NO_STOCK, FP_FAILED } fpromo_t;
+
+/*
+ * The promotion of waitlisted entry e, begun (:wp is e's and owner's): the
+ * inventory's step (once per order id), the spool, the outcome. With
+ * scan_spool (this data directory began it in an earlier life, or before a
+ * failure) the spool is asked first whether the order is there. *left: the
+ * stock left after it, when known. Lottery thread.
+ */
+static fpromo_t promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, entry_t *e,
+                        const char *owner, bool scan_spool, int64_t *left)
+{
+    gw_server_t *srv = f->srv;
+    spool_find_t sf = {.order_id = e->order_id};
+    if (strcmp(fs->wl_giveback, e->order_id) == 0) {
+        /* given back after a spool refusal; its "lost" could not be written then */
+        if (!finish(f, fs, owner, e->person, INV_LOTTERY_NOT_ACCEPTED))
+            return FP_FAILED;
+        fs->wl_giveback[0] = '\0';
+        settle_local(fs, e, false);
+        return FP_LOST;
+    }
+    if (scan_spool && oq_spool_scan(srv->spool, (oq_pos_t){0, 0}, spool_find_one, &sf) < 0)
+        return FP_FAILED;
+    bool fresh = false; /* a new order of this call: counted and announced */
+    if (!sf.found) {
+        inv_reserve_req_t rq;
+        gw_fair__entry_reserve_req(e, sale, &rq);
+        /* a key, so that a retry finds the order held (INV_DUPLICATE), not a second one */
+        if (!rq.idem_key[0])
+            snprintf(rq.idem_key, sizeof(rq.idem_key), "fair-%s", e->order_id);
+        int rc = inv_reserve_once(f->inv, &rq);
+        if (rc < 0)
+            return FP_FAILED; /* still pending: tried again */
+        if (rc == INV_SOLD_OUT) /* the stock seen was gone: it keeps its place */
+            return finish(f, fs, owner, e->person, "") ? FP_NO_STOCK : FP_FAILED;
+        if (rc == INV_RESERVED_BEFORE) {
+            /* reserved by an earlier try and released since (cancelled, failed): it was
+             * promoted, as the fleet draw takes such a winner */
+            if (!finish(f, fs, owner, e->person, e->order_id))
+                return FP_FAILED;
+            settle_local(fs, e, true);
+            return FP_WON;
+        }
+        bool again = rc == INV_DUPLICATE && strcmp(rq.order_id, e->order_id) == 0;
+        /* held by an earlier try that did not spool it: claimed, so a give-back of that
+         * try leaves it held, then spooled here */
+        if (again && inv_claim(f->inv, &rq) != INV_RESERVED)
+            return FP_FAILED;
+        if (rc != INV_RESERVED && !again) { /* for cause: the per-user limit, another key */
+            if (!finish(f, fs, owner, e->person, INV_LOTTERY_NOT_ACCEPTED))
+                return FP_FAILED;
+            settle_local(fs, e, false);
+            return FP_LOST;
+        }
+        if (rq.stock_left >= 0)
+            *left = rq.stock_left;
+        else
+            *left -= e->qty;
+        gw_order_of_reserve(&sf.o, &rq, e->user_id, fs->sale_id, cm_wall_ms(), srv->node_id);
+        if (oq_spool_append(srv->spool, &sf.o, 1) != 0) {
+            gw_release_unaccepted(srv, &sf.o, "waitlist promotion not accepted: spool refused");
+            snprintf(fs->wl_giveback, sizeof(fs->wl_giveback), "%s", e->order_id);
+            if (!finish(f, fs, owner, e->person, INV_LOTTERY_NOT_ACCEPTED))
+                return FP_FAILED;
+            fs->wl_giveback[0] = '\0';
+            settle_local(fs, e, false);
+            return FP_LOST;
+        }
+        if (oq_spool_commit(srv->spool) != 0)
+            return FP_FAILED; /* pending: the next try asks the spool */
+        fresh = true;
+    }
+    if (!finish(f, fs, owner, e->person, sf.o.order_id))
+        return FP_FAILED; /* pending and ours: the next try finds it in the spool */
+    if (fresh || !gw_orders_get(srv->orders, sf.o.order_id, NULL)) {
+        gw_orders_put(srv->orders, &sf.o);
+        gw_identity_order_put(srv, sf.o.order_id, sf.o.user_id);
+    }
+    if (fresh) {
+        if (srv->workers)
+            atomic_fetch_add_explicit(&srv->workers[0].ctr.accepted_units, sf.o.qty,
+                                      memory_order_relaxed);
+        gw_buy_relay_notify(srv);
+    }
+    settle_local(fs, e, true);
+    cm_log_info("fair", "fleet waitlist promotion", "sale=%s order=%s position=%u%s", fs->sale_id,
+                e->order_id, e->pos, fresh ? "" : " found=spool");
+    return FP_WON;
+}
+
+/* The sale ended: this gateway's waitlisted entries are lost, and the fleet records it. */
+static void wl_end(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    char why[256] = "";
+    inv_fleet_conn_t *c = gw_fair__fleet_conn(f);
+    if (c)
+        gw_fair__fleet_ok(f, inv_wl_end(c, fs->sale_id, why, sizeof(why)), why);
+    pthread_mutex_lock(&fs->mu);
+    for (size_t i = 0; i < fs->ndraw; i++) {
+        entry_t *e = &fs->v[fs->perm[i]];
+        if (e->state == GW_ENTRY_WAITLISTED) {
+            gw_fair__wl_remove(fs, e);
+            e->state = GW_ENTRY_LOST;
+            fs->lost++;
+        }
+    }
+    fs->wl_ended = true;
+    atomic_store(&fs->wl_open, false);
+    pthread_mutex_unlock(&fs->mu);
+    cm_log_info("fair", "sale ended: its fleet waitlist is lost", "sale=%s", fs->sale_id);
+}
+
+/* Reads the waitlist's state and re-reads the draw when it moved. False on a Redis problem. */
+static bool wl_sync(gw_fair_t *f, gw_fair_sale_t *fs, inv_wl_state_t *ws)
+{
+    char why[256] = "";
+    inv_fleet_conn_t *c = gw_fair__fleet_conn(f);
+    if (!c || !gw_fair__fleet_ok(f, inv_wl_state(c, fs->sale_id, ws, why, sizeof(why)), why))
+        return false;
+    if (ws->gen != fs->wl_gen)
+        gw_fair__fleet_fetch(f, fs);
+    return ws->gen == fs->wl_gen;
+}
+
+/*
+ * The pending promotion, by the lock's holder: its own (this data directory's
+ * earlier life or an earlier failure: the spool is asked), or another's that
+ * waited FLEET_WL_GRACE_MS, adopted. Returns false when promotions must wait.
+ */
+static bool resolve_pending(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale,
+                            const char *owner, const inv_wl_state_t *ws, int64_t *left)
+{
+    char why[256] = "", person[INV_USER_ID_MAX + 1], order[INV_ORDER_ID_MAX + 1], w[40];
+    bool mine = strcmp(ws->owner, owner) == 0;
+    inv_fleet_conn_t *c = gw_fair__fleet_conn(f);
+    if (!mine) {
+        int a = c ? inv_wl_adopt(c, fs->sale_id, owner, FLEET_WL_GRACE_MS, why, sizeof(why))
+                  : CM_EBACKEND;
+        if (!gw_fair__fleet_ok(f, a < 0 ? a : 0, why) || a != 1)
+            return false; /* its owner may still come back */
+        cm_log_warn("fair", "fleet waitlist: a promotion whose gateway did not come back adopted",
+                    "sale=%s owner=%s", fs->sale_id, ws->owner);
+    }
+    bool found = false;
+    c = gw_fair__fleet_conn(f);
+    int rc = c ? inv_wl_pending(c, fs->sale_id, &found, person, sizeof(person), order,
+                                sizeof(order), w, sizeof(w), why, sizeof(why))
+               : CM_EBACKEND;
+    if (!gw_fair__fleet_ok(f, rc, why))
+        return false;
+    if (!found)
+        return true;
+    entry_t *e = gw_fair__find_id(fs, order);
+    if (!e || e->state != GW_ENTRY_WAITLISTED || strcmp(e->person, person) != 0)
+        return finish(f, fs, owner, person, ""); /* no entry waits for it: nothing to do */
+    fpromo_t p = promote(f, fs, sale, e, owner, mine, left);
+    return p == FP_WON || p == FP_LOST;
+}
+
+void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    if (!atomic_load(&fs->wl_open))
+        return;
+    /* made while losers wait, so that it exists before this gateway needs it */
+    const char *owner = owner_id(f);
+    if (!owner)
+        return;
+    int64_t now = cm_wall_ms();
+    inv_sale_t *sale = inv_sale_find(f->srv->inv, fs->sale_id);
+    if (!sale)
+        return;
+    inv_sale_info_t info;
+    inv_sale_snapshot(sale, &info);
+    if (info.ends_at_ms && now >= info.ends_at_ms) {
+        wl_end(f, fs);
+        return;
+    }
+    if (now < fs->wl_retry_ms || now - fs->wl_polled_ms < FLEET_WL_POLL_MS)
+        return;
+    fs->wl_polled_ms = now;
+    inv_wl_state_t ws;
+    if (!wl_sync(f, fs, &ws) || !atomic_load(&fs->wl_open))
+        return;
+    int64_t left = info.stock_left;
+    bool seen = left == fs->wl_seen_left && info.accepted_units == fs->wl_seen_acc &&
+                info.version == fs->wl_seen_version;
+    if (!ws.owner[0] && (left <= 0 || seen))
+        return;
+    char why[256] = "";
+    bool mine = false;
+    inv_fleet_conn_t *c = gw_fair__fleet_conn(f);
+    if (!c || !gw_fair__fleet_ok(f,
+                                 inv_wl_lock(c, fs->sale_id, owner, FLEET_WL_LOCK_MS, &mine, why,
+                                             sizeof(why)),
+                                 why) ||
+        !mine)
+        return;
+    /* under the lock: what the last holder did is read first */
+    if (!wl_sync(f, fs, &ws) || !atomic_load(&fs->wl_open))
+        return;
+    if (ws.owner[0] && !resolve_pending(f, fs, sale, owner, &ws, &left)) {
+        fs->wl_retry_ms = now + FLEET_WL_RETRY_MS;
+        return;
+    }
+    bool admitted = false, failed = false;
+    size_t walked = 0;
+    for (size_t i = fs->wl_head; i < fs->ndraw && left > 0; i++) {
+        entry_t *e = &fs->v[fs->perm[i]];
+        if (e->state != GW_ENTRY_WAITLISTED) {
+            if (i == fs->wl_head)
+                fs->wl_head++;
+            continue;
+        }
+        if ((int64_t)e->qty > left)
+            continue; /* keeps its place; the next one that fits goes */
+        if (++walked % FLEET_WL_RENEW_EVERY == 0) {
+            c = gw_fair__fleet_conn(f);
+            if (!c || !gw_fair__fleet_ok(f,
+                                         inv_wl_lock(c, fs->sale_id, owner, FLEET_WL_LOCK_MS,
+                                                     &mine, why, sizeof(why)),
+                                         why) ||
+                !mine) {
+                failed = true;
+                break;
+            }
+        }
+        c = gw_fair__fleet_conn(f);
+        int b = c ? inv_wl_begin(c, fs->sale_id, owner, e->person, e->order_id, why, sizeof(why))
+                  : CM_EBACKEND;
+        if (!gw_fair__fleet_ok(f, b < 0 ? b : 0, why) || b != 1) {
+            failed = true; /* the lock or the fleet's state moved: read it again */
+            break;
+        }
+        fpromo_t p = promote(f, fs, sale, e, owner, false, &left);
+        if (p == FP_WON)
+            admitted = true;
+        else if (p == FP_NO_STOCK)
+            break; /* the stock seen was gone: the next poll looks again */
+        else if (p == FP_FAILED) {
+            failed = true;
+            break;
+        }
+        if (i == fs->wl_head && e->state != GW_ENTRY_WAITLISTED)
+            fs->wl_head++;
+    }
+    if (failed)
+        fs->wl_retry_ms = now + FLEET_WL_RETRY_MS;
+    if (!admitted && !failed) {
+        fs->wl_seen_left = info.stock_left;
+        fs->wl_seen_acc = info.accepted_units;
+        fs->wl_seen_version = info.version;
+    }
+    pthread_mutex_lock(&fs->mu);
+    if (fs->waitlisted == 0) {
+        atomic_store(&fs->wl_open, false);
+        cm_log_info("fair", "fleet waitlist done: first-come from now", "sale=%s promoted=%llu",
+                    fs->sale_id, (unsigned long long)fs->promoted);
+    }
+    pthread_mutex_unlock(&fs->mu);
+}
