@@ -586,13 +586,22 @@ static void test_ecdsa_der(void **state)
         for (int i = 0; i < 400; i++) {
             unsigned char sg[96], mine[112], want[112], *p = want;
             assert_int_equal(RAND_bytes(sg, (int)(2 * cl)), 1);
-            switch (i % 8) {
-            case 0: memset(sg, 0, cl); break;                   /* r = 0 */
-            case 1: memset(sg, 0, cl + 3); sg[cl + 3] |= 0x80; break; /* s: zeros, high bit */
-            case 2: sg[0] |= 0x80; sg[cl] |= 0x80; break;       /* both padded */
-            case 3: sg[0] = 0; sg[1] = 0x7f; sg[cl] = 0; sg[cl + 1] = 0x80; break;
-            case 4: memset(sg, 0, 2 * cl); sg[cl - 1] = 1; break; /* r = 1, s = 0 */
-            default: break;
+            if (i % 8 == 0) { /* r = 0 */
+                memset(sg, 0, cl);
+            } else if (i % 8 == 1) { /* s: leading zero bytes, then a high bit */
+                memset(sg, 0, cl + 3);
+                sg[cl + 3] |= 0x80;
+            } else if (i % 8 == 2) { /* both padded */
+                sg[0] |= 0x80;
+                sg[cl] |= 0x80;
+            } else if (i % 8 == 3) {
+                sg[0] = 0;
+                sg[1] = 0x7f;
+                sg[cl] = 0;
+                sg[cl + 1] = 0x80;
+            } else if (i % 8 == 4) { /* r = 1, s = 0 */
+                memset(sg, 0, 2 * cl);
+                sg[cl - 1] = 1;
             }
             ECDSA_SIG *es_sig = ECDSA_SIG_new();
             assert_non_null(es_sig);
