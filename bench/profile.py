@@ -12,7 +12,13 @@ libuv+llhttp floor, with sold out's wrk script: BIN_DIR's flashgate-bench-uv-flo
 the Redis target's pair
 (bench.py's bench_redis flags, PEER_LIKE: no adaptive overload shedding, so no 503s
 under valgrind): mem (202, memory backend) and redis (202, Redis backend, on a
-redis-server started here as bench.py does). One `flashgate --threads 1` with the
+redis-server started here as bench.py does); and bench_identity.py's pairs (its wrk
+script, tokens minted by BIN_DIR's flashgate-token): jwt-acc (202, identity.mode=jwt,
+every token new: one signature check each) against none-acc (202, the same users in the
+body), jwt-retry (409, jwt, 64 tokens over and over: each a cache hit) against
+retry-bytes (409, none, the same bytes: the token's header sent, unread).
+PROFILE_IDENTITY=jwt runs sold, later and rate on a jwt-mode gateway (their requests
+carry no token: the answers that need no identity). One `flashgate --threads 1` with the
 bench's flags (identity.mode=none: the body's user_id), a 1 s warm-up, then `wrk -t1 -cCONNS -dSECONDS`. MODE:
   cpu    the gateway's utime+stime per answer, and each alone (load-dependent: compare
          within a run), and its voluntary context switches per answer (sleeps: how
@@ -65,6 +71,13 @@ sys.path.insert(0, HERE)
 from bench import (PEER_LIKE, RATE_LIMITED_LUA, free_port, nginx_worker, start_nginx,  # noqa: E402
                    start_redis, stop)
 from wrklua import ANSWERS_LUA  # noqa: E402
+from bench_identity import TOKENS_LUA  # noqa: E402
+
+# bench_identity.py's cases: (identity.mode, wrk TOKENS_LUA mode, sale, cycle)
+ID_CASES = {"jwt-acc": ("jwt", "jwt", "acc", 0), "none-acc": ("none", "body", "acc", 0),
+            "jwt-retry": ("jwt", "jwt", "retry", 64),
+            "retry-bytes": ("none", "bodyhdr", "retry", 64)}
+ID_TOKENS = 60000  # jwt-acc's tokens (valgrind answers ~100/s); warm-up and run each half
 
 TOKEN = "profile-token-0123456789abcdef"
 HUGE = 10 ** 9
@@ -159,10 +172,12 @@ def cap(pid, spec, tmp):
 
 
 def wrk(port, conns, secs, script, sale):
+    """sale: the script's argument, or a list of them"""
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run((["taskset", "-c", "0"] if os.environ.get("PROFILE_CAP") else []) +
                          ["wrk", "-t1", "-c%d" % conns, "-d%ds" % secs, "-s", script,
-                          "http://127.0.0.1:%d" % port, "--", sale],
+                          "http://127.0.0.1:%d" % port, "--"] +
+                         (sale if isinstance(sale, list) else [sale]),
                          capture_output=True, text=True).stdout
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     WRK_CPU[0] = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
@@ -203,8 +218,11 @@ def main():
             "--server-trusted-proxies", "127.0.0.1/32", "--limits-ip-rps", "0", "--limits-subnet-rps", "0",
             "--log-level", "warn", "--kafka-brokers", "none", "--limits-user-rps", "1",
             # buy.lua names its buyers in the body: no token verified (bench.IDENTITY_NOTE)
-            "--set", "identity.mode=none"]
+            "--set", "identity.mode=" + (ID_CASES[case][0] if case in ID_CASES else
+                                         os.environ.get("PROFILE_IDENTITY", "none"))]
     rs, group = None, None
+    if case in ID_CASES:  # bench_identity.py's flags: no user rate limit (retries are 409s)
+        argv[argv.index("--limits-user-rps") + 1] = "0"
     if case in ("mem", "redis"):
         argv += PEER_LIKE
     if case == "redis":
@@ -244,7 +262,8 @@ def main():
             except OSError:
                 pass
             time.sleep(0.1)
-        for sale, stock in (("so", 0), ("rl", HUGE), ("acc", HUGE), ("warm", HUGE)):
+        for sale, stock in (("so", 0), ("rl", HUGE), ("acc", HUGE), ("warm", HUGE),
+                            ("retry", HUGE)):
             if case not in ("floor", "nginx", "nginx-rate"):
                 http(admin, "PUT", "/admin/v1/sales/" + sale,
                      {"stock": stock, "per_user_limit": 1}, TOKEN)
@@ -259,6 +278,20 @@ def main():
         with open(later, "w") as f:
             f.write(NOT_STARTED_LUA)
         wrkdir = os.path.join(HERE, "..", "loadtest", "wrk")
+        if case in ID_CASES:
+            _, idmode, idsale, cycle = ID_CASES[case]
+            toks_lua = os.path.join(tmp, "tokens.lua")
+            with open(toks_lua, "w") as f:
+                f.write(TOKENS_LUA)
+            n = ID_TOKENS if cycle == 0 else cycle
+            toks = subprocess.run([os.path.join(bindir, "flashgate-token"), "--data-dir",
+                                   os.path.join(tmp, "data"), "--init", "--count", str(n), "bench"],
+                                  capture_output=True, text=True, check=True).stdout.split()
+            # the run's tokens never seen in the warm-up (jwt-acc: each one uncached)
+            warm_toks = toks[:n // 2] if cycle == 0 else toks
+            for name, part in (("warm", warm_toks), ("run", toks[n // 2:] if cycle == 0 else toks)):
+                with open(os.path.join(tmp, name + "-tokens.txt"), "w") as f:
+                    f.write("\n".join(part) + "\n")
         script, sale = {"sold": (os.path.join(wrkdir, "sold_out.lua"), "so"),
                         "floor": (os.path.join(wrkdir, "sold_out.lua"), "so"),
                         "nginx": (os.path.join(wrkdir, "sold_out.lua"), "so"),
@@ -267,11 +300,17 @@ def main():
                         "nginx-rate": (rate, "rl"),  # the 429's peer in bench.py
                         "acc": (os.path.join(wrkdir, "buy.lua"), "acc"),
                         "mem": (os.path.join(wrkdir, "buy.lua"), "acc"),
-                        "redis": (os.path.join(wrkdir, "buy.lua"), "acc")}[case]
+                        "redis": (os.path.join(wrkdir, "buy.lua"), "acc")}.get(case, (None, None))
+        if case in ID_CASES:  # wrk's args: sale, token file, mode, cycle
+            script = toks_lua
+            sale = [idsale, os.path.join(tmp, "run-tokens.txt"), idmode, str(cycle)]
         group = cap(target, os.environ["PROFILE_CAP"], tmp) if os.environ.get("PROFILE_CAP") \
             else None
         # warm-up (the accepted case on its own sale: buy.lua's users restart at 1)
-        wrk(port, conns, 1, script, "warm" if case in ("acc", "mem", "redis") else sale)
+        wrk(port, conns, 1, script,
+            ["warm" if cycle == 0 else idsale, os.path.join(tmp, "warm-tokens.txt"), idmode,
+             str(cycle)] if case in ID_CASES else
+            "warm" if case in ("acc", "mem", "redis") else sale)
         perf, eps = perf_stat(target) if mode == "sys" else (None, [])
         pdata = os.path.join(tmp, "perf.data")
         if mode in ("perf", "perfg"):

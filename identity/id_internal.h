@@ -67,6 +67,10 @@ id_jwks_t *id__jwks_from_pkey(EVP_PKEY *pk, int kt, const char *kid, const char 
 char *id__jwk_json(EVP_PKEY *pk, int kt, const char *kid, const char *alg);
 /* The key type of pk (ID_KT_*), or -1 for key types we do not sign or verify with. */
 int id__pkey_kt(EVP_PKEY *pk);
+/* The DER ECDSA-Sig-Value of a JWS ECDSA signature r || s (2 * cl bytes, cl <= 48)
+ * into der (at least 2 * cl + 8 bytes), byte for byte what ECDSA_SIG_set0 and
+ * i2d_ECDSA_SIG write; returns its length. Thread-safe. */
+size_t id__ecdsa_sig_der(const unsigned char *rs, size_t cl, unsigned char *der);
 
 struct id_verifier {
     id_config_t cfg;

@@ -239,6 +239,35 @@ static const id_key_t *key_find(const id_jwks_t *ks, const id_alg_t *a, const ch
     return hit;
 }
 
+/* One DER INTEGER of the unsigned big-endian x[0..n) at p: the shortest form (leading
+ * zero bytes dropped, one kept for zero, a 0x00 prefixed when the high bit is set),
+ * as i2d of a BIGNUM writes it. Returns the bytes written (at most n + 3). */
+static size_t der_uint(const unsigned char *x, size_t n, unsigned char *p)
+{
+    while (n > 1 && x[0] == 0) {
+        x++;
+        n--;
+    }
+    size_t pad = x[0] & 0x80 ? 1 : 0;
+    p[0] = 0x02;
+    p[1] = (unsigned char)(n + pad);
+    p[2] = 0;
+    memcpy(p + 2 + pad, x, n);
+    return 2 + pad + n;
+}
+
+/* SEQUENCE { r, s } (id_internal.h): cl <= 48 keeps every length in DER's one-byte
+ * short form; no ECDSA_SIG, BIGNUMs or their allocations (test_id_verify.c compares
+ * it with i2d_ECDSA_SIG). */
+size_t id__ecdsa_sig_der(const unsigned char *rs, size_t cl, unsigned char *der)
+{
+    size_t n = der_uint(rs, cl, der + 2);
+    n += der_uint(rs + cl, cl, der + 2 + n);
+    der[0] = 0x30;
+    der[1] = (unsigned char)n;
+    return n + 2;
+}
+
 static bool verify_sig(const id_key_t *k, const id_alg_t *a, const unsigned char *sig,
                        size_t siglen, const char *msg, size_t msglen)
 {
@@ -250,24 +279,8 @@ static bool verify_sig(const id_key_t *k, const id_alg_t *a, const unsigned char
         size_t cl = k->kt == ID_KT_EC256 ? 32 : 48;
         if (siglen != 2 * cl)
             return false;
-        ECDSA_SIG *es = ECDSA_SIG_new();
-        BIGNUM *r = BN_bin2bn(sig, (int)cl, NULL), *ss = BN_bin2bn(sig + cl, (int)cl, NULL);
-        if (!es || !r || !ss || !ECDSA_SIG_set0(es, r, ss)) {
-            ECDSA_SIG_free(es);
-            BN_free(r);
-            BN_free(ss);
-            return false;
-        }
-        unsigned char *p = der;
-        int dl = i2d_ECDSA_SIG(es, NULL);
-        if (dl <= 0 || (size_t)dl > sizeof(der)) {
-            ECDSA_SIG_free(es);
-            return false;
-        }
-        i2d_ECDSA_SIG(es, &p);
-        ECDSA_SIG_free(es);
         s = der;
-        sl = (size_t)dl;
+        sl = id__ecdsa_sig_der(sig, cl, der);
     } else if (k->kt == ID_KT_ED25519 && siglen != 64) {
         return false;
     }
@@ -411,6 +424,48 @@ out:
     return rc;
 }
 
+/* A token's JOSE header checked as id_verify checks it: ID_OK with *ai (the alg's index
+ * in id__algs) and the kid (kidlen 0: none), or ID_BAD_HEADER / ID_BAD_ALG / ID_BAD_KID.
+ * The alg's allow-list is not applied here. */
+static int header_parse(const unsigned char *hdr, size_t hl, int *ai, char *kid, size_t *kidlen)
+{
+    json_error_t jerr;
+    json_t *h = json_loadb((const char *)hdr, hl, JSON_REJECT_DUPLICATES, &jerr);
+    if (!h || !json_is_object(h) || json_object_get(h, "crit")) {
+        json_decref(h);
+        return ID_BAD_HEADER;
+    }
+    /* jku, x5u, x5c and jwk are never read: keys come only from our sets */
+    json_t *ja = json_object_get(h, "alg"), *jk = json_object_get(h, "kid");
+    *ai = json_is_string(ja) ? id__alg_find(json_string_value(ja), json_string_length(ja)) : -1;
+    *kidlen = 0;
+    int rc = ID_OK;
+    if (*ai < 0)
+        rc = ID_BAD_ALG;
+    else if (jk && (!json_is_string(jk) ||
+                    !id_kid_valid(json_string_value(jk), json_string_length(jk))))
+        rc = ID_BAD_KID;
+    else if (jk) {
+        *kidlen = json_string_length(jk);
+        memcpy(kid, json_string_value(jk), *kidlen + 1);
+    }
+    json_decref(h);
+    return rc;
+}
+
+/* The last good header segment this thread parsed, and what header_parse found in it:
+ * an issuer's tokens share one header ({"alg":..,"kid":..,"typ":"JWT"}), so most
+ * verifications skip its base64url and its JSON tree. Matched on the segment's exact
+ * bytes; only an ID_OK parse is kept. */
+#define HDR_MEMO_MAX 256
+static _Thread_local struct {
+    size_t len; /* 0 = empty */
+    char seg[HDR_MEMO_MAX];
+    int ai;
+    size_t kidlen;
+    char kid[ID_KID_MAX + 1];
+} hdr_memo;
+
 int id_verify(id_verifier_t *v, const char *tok, size_t len, int64_t now_s, id_result_t *out)
 {
     if (len == 0)
@@ -424,37 +479,40 @@ int id_verify(id_verifier_t *v, const char *tok, size_t len, int64_t now_s, id_r
         return ID_MALFORMED;
     /* the largest token is 16 KiB: its parts decode into these */
     unsigned char hdr[ID_TOKEN_LIMIT / 4 * 3], pl[ID_TOKEN_LIMIT / 4 * 3], sig[1024];
-    long hl = id_b64url_decode(tok, (size_t)(d1 - tok), hdr, sizeof(hdr));
+    size_t seglen = (size_t)(d1 - tok);
+    bool memo = seglen == hdr_memo.len && memcmp(tok, hdr_memo.seg, seglen) == 0;
+    long hl = memo ? 1 : id_b64url_decode(tok, seglen, hdr, sizeof(hdr));
     long pll = id_b64url_decode(d1 + 1, (size_t)(d2 - d1 - 1), pl, sizeof(pl));
     long sl = id_b64url_decode(d2 + 1, (size_t)(end - d2 - 1), sig, sizeof(sig));
     if (hl <= 0 || pll <= 0 || sl < 0)
         return ID_MALFORMED;
 
-    json_error_t jerr;
-    json_t *h = json_loadb((const char *)hdr, (size_t)hl, JSON_REJECT_DUPLICATES, &jerr);
-    if (!h || !json_is_object(h) || json_object_get(h, "crit")) {
-        json_decref(h);
-        return ID_BAD_HEADER;
-    }
-    /* jku, x5u, x5c and jwk are never read: keys come only from our sets */
-    json_t *ja = json_object_get(h, "alg"), *jk = json_object_get(h, "kid");
-    int ai = json_is_string(ja) ? id__alg_find(json_string_value(ja), json_string_length(ja)) : -1;
-    if (ai < 0 || !(v->allowed & (1u << ai))) {
-        json_decref(h);
-        return ID_BAD_ALG;
-    }
-    const id_alg_t *a = &id__algs[ai];
+    int ai;
     char kid[ID_KID_MAX + 1];
-    size_t kidlen = 0;
-    if (jk) {
-        if (!json_is_string(jk) || !id_kid_valid(json_string_value(jk), json_string_length(jk))) {
-            json_decref(h);
-            return ID_BAD_KID;
+    size_t kidlen;
+    if (memo) {
+        ai = hdr_memo.ai;
+        kidlen = hdr_memo.kidlen;
+        memcpy(kid, hdr_memo.kid, kidlen + 1);
+    } else {
+        int hrc = header_parse(hdr, (size_t)hl, &ai, kid, &kidlen);
+        /* an unknown alg is refused before a bad kid; a known but disallowed one too */
+        if (hrc == ID_BAD_KID && !(v->allowed & (1u << ai)))
+            hrc = ID_BAD_ALG;
+        if (hrc != ID_OK)
+            return hrc;
+        if (seglen <= HDR_MEMO_MAX) {
+            memcpy(hdr_memo.seg, tok, seglen);
+            hdr_memo.len = seglen;
+            hdr_memo.ai = ai;
+            hdr_memo.kidlen = kidlen;
+            memcpy(hdr_memo.kid, kid, kidlen + 1);
         }
-        kidlen = json_string_length(jk);
-        memcpy(kid, json_string_value(jk), kidlen + 1);
     }
-    json_decref(h);
+    if (!(v->allowed & (1u << ai)))
+        return ID_BAD_ALG;
+    const id_alg_t *a = &id__algs[ai];
+    bool jk = kidlen > 0;
     if (sl == 0)
         return ID_BAD_SIGNATURE;
 

@@ -200,7 +200,8 @@ static const char *name_sep(const char *p, const char *end)
 
 /*
  * The body nearly every buyer sends, {"user_id":"<id>","qty":<n>} (either
- * order, qty optional, any JSON whitespace), read in place: building and
+ * order, qty optional, user_id too when user_optional (identity on: "" then),
+ * any JSON whitespace), read in place: building and
  * freeing a jansson tree for it was ~9,000 instructions, an eighth of an
  * accepted order's user-space work (callgrind). It takes only bodies whose
  * meaning cannot differ from jansson's reading: each of the two members at
@@ -209,7 +210,8 @@ static const char *name_sep(const char *p, const char *end)
  * false and goes to jansson, which also words the errors
  * (tests/fuzz/fuzz_buy_body.c checks that both read the same values).
  */
-bool gw_buy_body_fast(const char *body, size_t len, char *user_id, uint32_t *qty)
+bool gw_buy_body_fast(const char *body, size_t len, bool user_optional, char *user_id,
+                      uint32_t *qty)
 {
     const char *p = body, *end = body + len;
     const char *user = NULL;
@@ -247,9 +249,10 @@ bool gw_buy_body_fast(const char *body, size_t len, char *user_id, uint32_t *qty
         if (*p++ != ',')
             return false; /* also a fraction or an exponent after qty's digits */
     }
-    if (!user || skip_ws(p + 1, end) != end)
+    if ((!user && !user_optional) || skip_ws(p + 1, end) != end)
         return false;
-    memcpy(user_id, user, ulen);
+    if (user)
+        memcpy(user_id, user, ulen);
     user_id[ulen] = '\0';
     *qty = q ? q : 1;
     return true;
@@ -259,7 +262,7 @@ static bool parse_body_json(gw_req_t *r, bool user_optional);
 
 bool gw_buy_parse_body(gw_req_t *r)
 {
-    return gw_buy_body_fast(r->body, r->body_len, r->res.user_id, &r->res.qty) ||
+    return gw_buy_body_fast(r->body, r->body_len, false, r->res.user_id, &r->res.qty) ||
            parse_body_json(r, false);
 }
 
@@ -267,13 +270,13 @@ bool gw_buy_parse_body(gw_req_t *r)
  * user fills it). */
 static bool parse_body_identity(gw_req_t *r)
 {
-    return gw_buy_body_fast(r->body, r->body_len, r->res.user_id, &r->res.qty) ||
+    return gw_buy_body_fast(r->body, r->body_len, true, r->res.user_id, &r->res.qty) ||
            parse_body_json(r, true);
 }
 
-bool gw_buy_parse_body_json(gw_req_t *r)
+bool gw_buy_parse_body_json(gw_req_t *r, bool user_optional)
 {
-    return parse_body_json(r, false);
+    return parse_body_json(r, user_optional);
 }
 
 static bool parse_body_json(gw_req_t *r, bool user_optional)

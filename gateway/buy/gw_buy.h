@@ -18,10 +18,13 @@ bool gw_buy_handle(gw_req_t *req);
  */
 bool gw_buy_parse_body(gw_req_t *r);
 /* Its two halves (the fuzz target compares them): the in-place reading of the usual
- * body, true only when it is certain (user_id NUL-terminated, qty set), else false
- * with nothing decided; and jansson's, which takes any body and words the 400s. */
-bool gw_buy_body_fast(const char *body, size_t len, char *user_id, uint32_t *qty);
-bool gw_buy_parse_body_json(gw_req_t *r);
+ * body, true only when it is certain (user_id NUL-terminated, "" when user_optional
+ * and absent; qty set), else false with nothing decided; and jansson's, which takes
+ * any body and words the 400s. user_optional: the body of a buy with identity on,
+ * whose user_id may be left out. */
+bool gw_buy_body_fast(const char *body, size_t len, bool user_optional, char *user_id,
+                      uint32_t *qty);
+bool gw_buy_parse_body_json(gw_req_t *r, bool user_optional);
 /* An Idempotency-Key: 1..INV_IDEM_KEY_MAX visible ASCII characters. Thread-safe. */
 bool gw_idem_key_valid(const char *k, size_t len);
 /* The worker's prepared sold-out answer for sale, or NULL. Loop thread only. */

@@ -3,7 +3,8 @@
  * Promises: accepted bodies give a valid user id and 1 <= qty <= 1000;
  * refused ones a 400 whose body is a JSON object {"error","message"}; the
  * in-place reading of the usual body (gw_buy_body_fast) accepts only what
- * jansson's reading accepts, with the same user id and qty.
+ * jansson's reading accepts, with the same user id and qty, with user_id
+ * required and optional (identity on) alike.
  */
 #include "gateway/base/gw_base.h"
 #include "gateway/buy/gw_buy.h"
@@ -38,11 +39,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FZ_CHECK(j && json_is_object(j) && json_is_string(json_object_get(j, "error")));
         json_decref(j);
     }
-    char user[INV_USER_ID_MAX + 1];
-    uint32_t qty = 0;
-    if (gw_buy_body_fast(r->body, r->body_len, user, &qty)) {
-        FZ_CHECK(gw_buy_parse_body_json(r));
-        FZ_CHECK(strcmp(user, r->res.user_id) == 0 && qty == r->res.qty);
+    for (int opt = 0; opt < 2; opt++) {
+        char user[INV_USER_ID_MAX + 1] = "";
+        uint32_t qty = 0;
+        if (gw_buy_body_fast(r->body, r->body_len, opt, user, &qty)) {
+            FZ_CHECK(gw_buy_parse_body_json(r, opt));
+            FZ_CHECK(strcmp(user, r->res.user_id) == 0 && qty == r->res.qty);
+        }
     }
     free(r->body);
     free(r);

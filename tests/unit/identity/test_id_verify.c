@@ -4,13 +4,16 @@
  * generated per run (id_signer_generate); the set is a JWK file in a temp dir.
  */
 #include "identity/id.h"
+#include "identity/id_internal.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <openssl/ec.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/hmac.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -574,6 +577,70 @@ static void test_names(void **state)
     }
 }
 
+/* id__ecdsa_sig_der writes what OpenSSL's ECDSA_SIG + i2d_ECDSA_SIG write: leading
+ * zero bytes, a high bit (the 0x00 pad), zero itself, and random values, both sizes. */
+static void test_ecdsa_der(void **state)
+{
+    (void)state;
+    for (size_t cl = 32; cl <= 48; cl += 16) {
+        for (int i = 0; i < 400; i++) {
+            unsigned char sg[96], mine[112], want[112], *p = want;
+            assert_int_equal(RAND_bytes(sg, (int)(2 * cl)), 1);
+            if (i % 8 == 0) { /* r = 0 */
+                memset(sg, 0, cl);
+            } else if (i % 8 == 1) { /* s: leading zero bytes, then a high bit */
+                memset(sg, 0, cl + 3);
+                sg[cl + 3] |= 0x80;
+            } else if (i % 8 == 2) { /* both padded */
+                sg[0] |= 0x80;
+                sg[cl] |= 0x80;
+            } else if (i % 8 == 3) {
+                sg[0] = 0;
+                sg[1] = 0x7f;
+                sg[cl] = 0;
+                sg[cl + 1] = 0x80;
+            } else if (i % 8 == 4) { /* r = 1, s = 0 */
+                memset(sg, 0, 2 * cl);
+                sg[cl - 1] = 1;
+            }
+            ECDSA_SIG *es_sig = ECDSA_SIG_new();
+            assert_non_null(es_sig);
+            assert_int_equal(ECDSA_SIG_set0(es_sig, BN_bin2bn(sg, (int)cl, NULL),
+                                            BN_bin2bn(sg + cl, (int)cl, NULL)), 1);
+            int wl = i2d_ECDSA_SIG(es_sig, &p);
+            ECDSA_SIG_free(es_sig);
+            size_t ml = id__ecdsa_sig_der(sg, cl, mine);
+            assert_int_equal(ml, (size_t)wl);
+            assert_memory_equal(mine, want, ml);
+        }
+    }
+}
+
+/* The header memo (the last header parsed on this thread) keeps every check: the
+ * allow-list is the verifier's, the signature and the claims are each token's. */
+static void test_header_memo(void **state)
+{
+    (void)state;
+    id_verifier_t *narrow = verifier("ES256", NULL, NULL);
+    for (int round = 0; round < 2; round++) { /* the second round: every header memoized */
+        expect("rs256 wide", v, mk(rs, hdr(rs, NULL), claims(NULL)), ID_OK);
+        expect("rs256 narrow", narrow, tok, ID_BAD_ALG);
+        expect("es256", narrow, mk(es, hdr(es, NULL), claims(NULL)), ID_OK);
+        char *c = &tok[strlen(tok) - 10]; /* inside the signature, still base64url */
+        *c = *c == 'A' ? 'B' : 'A';
+        expect("es256 bad signature", narrow, tok, ID_BAD_SIGNATURE);
+        expect("es256 expired", v, mk(es, hdr(es, NULL), "{\"iss\":\"flashgate\","
+                                      "\"aud\":\"flashgate\",\"sub\":\"a\",\"exp\":1}"),
+               ID_EXPIRED);
+        expect("es256 stranger", v, mk(stranger, hdr(es, NULL), claims(NULL)), ID_BAD_SIGNATURE);
+        expect("bad kid", v, mk(es, "{\"alg\":\"ES256\",\"kid\":\"a b\"}", claims(NULL)),
+               ID_BAD_KID);
+        expect("bad kid, alg not allowed", narrow,
+               mk(rs, "{\"alg\":\"RS256\",\"kid\":\"a b\"}", claims(NULL)), ID_BAD_ALG);
+    }
+    id_verifier_free(narrow);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -584,6 +651,7 @@ int main(void)
         cmocka_unit_test(test_iss_aud),         cmocka_unit_test(test_subject),
         cmocka_unit_test(test_person),          cmocka_unit_test(test_encoding),
         cmocka_unit_test(test_mutations),       cmocka_unit_test(test_names),
+        cmocka_unit_test(test_ecdsa_der),       cmocka_unit_test(test_header_memo),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
