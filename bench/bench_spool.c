@@ -10,6 +10,13 @@
  * spool's mutex, on a worker loop). Prints rolls and rolls_inline (rolls that
  * had to wait for a segment to be created because appends outran the spool's
  * preparer thread).
+ *
+ * Then the group commit, fsync durability: 1, 4 and 16 threads, each appending
+ * one order and calling oq_spool_sync before the next (a worker's answer waits
+ * for it), SYNC_N appends in all: durable appends/s, fdatasync rounds per
+ * sync (how many syncs one round answered), and the sync's median and p99
+ * latency. The disk sets the round's length; the figures to compare between
+ * builds are rounds per sync and appends/s side by side on one machine.
  */
 #include "common/cm_id.h"
 #include "common/cm_log.h"
@@ -23,7 +30,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-enum { N = 400000, MAX_THREADS = 2 };
+enum { N = 400000, MAX_THREADS = 2, SYNC_N = 1600 };
 static uint64_t g_seg_bytes = 8u << 20;
 
 typedef struct {
@@ -134,6 +141,76 @@ static double median(double *v, int n)
     return v[n / 2];
 }
 
+/*---- group commit (fsync durability) ----*/
+
+typedef struct {
+    oq_spool_t *sp;
+    int n;
+    uint64_t *lat; /* per sync, ns */
+} sync_arg_t;
+
+static void *sync_worker(void *p)
+{
+    sync_arg_t *a = p;
+    oq_order_t o;
+    make_order(&o, 4242);
+    for (int i = 0; i < a->n; i++) {
+        if (oq_spool_append(a->sp, &o, 1) != 0)
+            abort();
+        uint64_t t0 = cm_mono_ns();
+        if (oq_spool_sync(a->sp) != 0)
+            abort();
+        a->lat[i] = cm_mono_ns() - t0;
+    }
+    return NULL;
+}
+
+typedef struct {
+    double rate, rounds_per_sync, p50_us, p99_us;
+} sync_run_t;
+
+static sync_run_t sync_once(int threads)
+{
+    char dir[64] = "/tmp/fg-bench-spool-XXXXXX";
+    if (!mkdtemp(dir))
+        abort();
+    char sdir[96];
+    snprintf(sdir, sizeof(sdir), "%s/spool", dir);
+    oq_spool_opts_t o = {.dir = sdir, .durability = OQ_DURABILITY_FSYNC,
+                         .segment_bytes = g_seg_bytes};
+    oq_spool_t *sp;
+    char err[256];
+    if (oq_spool_open(&sp, &o, err, sizeof(err)) != 0) {
+        fprintf(stderr, "bench-spool: %s\n", err);
+        exit(1);
+    }
+    oq_spool_stats_t st0, st;
+    oq_spool_stats(sp, &st0); /* the open's own fdatasync round */
+    pthread_t th[16];
+    sync_arg_t a[16];
+    int per = SYNC_N / threads;
+    uint64_t *lat = calloc(SYNC_N, sizeof(uint64_t));
+    uint64_t t0 = cm_mono_us();
+    for (int t = 0; t < threads; t++) {
+        a[t] = (sync_arg_t){sp, per, lat + (size_t)t * per};
+        pthread_create(&th[t], NULL, sync_worker, &a[t]);
+    }
+    for (int t = 0; t < threads; t++)
+        pthread_join(th[t], NULL);
+    uint64_t us = cm_mono_us() - t0;
+    oq_spool_stats(sp, &st);
+    oq_spool_close(sp);
+    nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    size_t n = (size_t)per * threads;
+    qsort(lat, n, sizeof(uint64_t), cmp_u64);
+    sync_run_t r = {.rate = (double)n * 1e6 / (double)(us ? us : 1),
+                    .rounds_per_sync = (double)(st.fsyncs - st0.fsyncs) / (double)n,
+                    .p50_us = lat[n / 2] / 1e3,
+                    .p99_us = lat[n - n / 100 - 1] / 1e3};
+    free(lat);
+    return r;
+}
+
 int main(int argc, char **argv)
 {
     int reps = argc > 1 ? atoi(argv[1]) : 3;
@@ -162,6 +239,24 @@ int main(int argc, char **argv)
         printf("%-8d %12.0f %10.2f %11.2f %10.1f %7llu %13llu\n", threads, median(rate, reps),
                median(p50, reps), median(p999, reps), median(mx, reps),
                (unsigned long long)rolls, (unsigned long long)inl);
+    }
+    printf("\ngroup commit, fsync durability: append + oq_spool_sync per order, %d in all, "
+           "median of %d runs\n",
+           SYNC_N, reps);
+    printf("%-8s %12s %15s %10s %10s\n", "threads", "appends/s", "rounds/sync", "p50 us",
+           "p99 us");
+    static const int sync_threads[] = {1, 4, 16};
+    for (size_t k = 0; k < sizeof(sync_threads) / sizeof(sync_threads[0]); k++) {
+        double rate[50], rps[50], p50[50], p99[50];
+        for (int i = 0; i < reps; i++) {
+            sync_run_t r = sync_once(sync_threads[k]);
+            rate[i] = r.rate;
+            rps[i] = r.rounds_per_sync;
+            p50[i] = r.p50_us;
+            p99[i] = r.p99_us;
+        }
+        printf("%-8d %12.0f %15.3f %10.1f %10.1f\n", sync_threads[k], median(rate, reps),
+               median(rps, reps), median(p50, reps), median(p99, reps));
     }
     return 0;
 }

@@ -25,9 +25,13 @@
  * the write(2), so an append is exactly one syscall under an uncontended
  * mutex (~20 ns against ~1-2 us for the write; the kernel serialises
  * O_APPEND writes to one inode on its own lock anyway, so nothing is lost).
- * oq_spool_sync() is a leader/follower group commit on its own mutex and
+ * oq_spool_sync_to() is a leader/follower group commit on its own mutex and
  * condition variable: the first caller fdatasyncs on behalf of everyone who
- * appended before it started; the others wait and share the result.
+ * appended before it started; the others wait and share the result when it
+ * covers their position, and lead the next round when it does not. A caller
+ * waits for its own records only (the position its append returned): a round
+ * that made them durable answers it 0 even if a later round failed, because
+ * those records are relayed, settled and replayed whatever it is told.
  * A roll never fsyncs on the append path: the sync leader also fdatasyncs
  * any segment rolled since the last sync (fdatasync works per inode, so it
  * reopens the old segment by name), and the preparer thread (prep_main)
@@ -249,7 +253,6 @@ struct oq_spool {
     uint64_t unreleased_bytes;
     uint64_t records;
     bool broken;                     /* a failed write or fsync: refuse appends */
-    _Atomic uint64_t appended_total; /* bytes appended since open (group commit) */
     /* fsync durability: records before synced_pos are on disk; readers (the
      * relay) see nothing past it, so no order reaches Kafka before its fsync */
     oq_pos_t synced_pos;
@@ -281,7 +284,7 @@ struct oq_spool {
     pthread_cond_t sync_cv;
     bool syncing;
     bool sync_failed; /* sticky: one fdatasync failed (sync_mu) */
-    uint64_t synced_total;
+    oq_pos_t sync_done; /* records before it are durable: this process's rounds and its open */
     uint64_t sync_floor; /* segments below it are durable */
     _Atomic uint64_t syncs, fsyncs, sync_fd_waits;
 
@@ -879,6 +882,7 @@ int oq_spool_open(oq_spool_t **out, const oq_spool_opts_t *opts, char *errbuf, s
     }
     if (sp->nsegs)
         sp->synced_pos = (oq_pos_t){sp->segs[sp->nsegs - 1].seg, sp->segs[sp->nsegs - 1].size};
+    sp->sync_done = sp->synced_pos; /* what the open found is the open's (resynced above) */
     if (sp->nsegs && sp->durability == OQ_DURABILITY_WRITE) { /* what an earlier process rolled */
         sp->flushed_below = sp->segs[0].seg;
         sp->flush_below = sp->segs[sp->nsegs - 1].seg;
@@ -1159,13 +1163,15 @@ static size_t fit_locked(const oq_spool_t *sp, const unsigned char *buf, size_t 
  * that cut fails, the tail stays (a restart's recovery drops it: it is torn)
  * and the spool refuses appends. Without `kept` it is all or nothing (a
  * short write is cut back whole; a record that survives a failed cut is torn
- * only if nrec is 1).
+ * only if nrec is 1). *end is set to where the last record written ends ({0,0}
+ * when none was): the position oq_spool_sync_to must reach for them.
  */
 static int write_records(oq_spool_t *sp, const unsigned char *buf, size_t len, uint64_t nrec,
-                         bool event, uint64_t *kept)
+                         bool event, uint64_t *kept, oq_pos_t *end)
 {
     if (kept)
         *kept = 0;
+    *end = (oq_pos_t){0, 0};
     if (sp->read_only)
         return CM_EINVAL;
     pthread_mutex_lock(&sp->mu);
@@ -1222,7 +1228,8 @@ static int write_records(oq_spool_t *sp, const unsigned char *buf, size_t len, u
         cur->size += keep;
         sp->unreleased_bytes += keep;
         sp->records += k;
-        atomic_fetch_add_explicit(&sp->appended_total, keep, memory_order_relaxed);
+        if (keep)
+            *end = (oq_pos_t){cur->seg, cur->size};
         if (kept)
             *kept = k;
         rc = CM_EIO;
@@ -1231,7 +1238,7 @@ static int write_records(oq_spool_t *sp, const unsigned char *buf, size_t len, u
     cur->size += want;
     sp->unreleased_bytes += want;
     sp->records += nrec;
-    atomic_fetch_add_explicit(&sp->appended_total, want, memory_order_relaxed);
+    *end = (oq_pos_t){cur->seg, cur->size};
     if (kept)
         *kept = nrec;
     if (want < len)
@@ -1244,10 +1251,11 @@ out:
 /* Encodes orders[i] (or *ptrs[i]) as ORDER records and appends them with one
  * write(2) (write_records says what `kept` means). */
 static int append_orders(oq_spool_t *sp, const oq_order_t *orders, const oq_order_t *const *ptrs,
-                         size_t n, size_t *kept)
+                         size_t n, size_t *kept, oq_pos_t *end)
 {
     if (kept)
         *kept = 0;
+    *end = (oq_pos_t){0, 0};
     if (n == 0)
         return 0;
     unsigned char stack[STACK_BUF];
@@ -1280,7 +1288,7 @@ static int append_orders(oq_spool_t *sp, const oq_order_t *orders, const oq_orde
         }
     }
     uint64_t k = 0;
-    int rc = write_records(sp, buf, len, n, false, kept ? &k : NULL);
+    int rc = write_records(sp, buf, len, n, false, kept ? &k : NULL, end);
     if (kept)
         *kept = (size_t)k;
     if (buf != stack)
@@ -1290,13 +1298,15 @@ static int append_orders(oq_spool_t *sp, const oq_order_t *orders, const oq_orde
 
 int oq_spool_append(oq_spool_t *sp, const oq_order_t *orders, size_t n)
 {
-    return append_orders(sp, orders, NULL, n, NULL);
+    oq_pos_t end;
+    return append_orders(sp, orders, NULL, n, NULL, &end);
 }
 
 int oq_spool_append_batch(oq_spool_t *sp, const oq_order_t *const *orders, size_t n,
-                          size_t *kept)
+                          size_t *kept, oq_pos_t *end)
 {
-    return append_orders(sp, NULL, orders, n, kept);
+    oq_pos_t e;
+    return append_orders(sp, NULL, orders, n, kept, end ? end : &e);
 }
 
 /* An upper bound of the ORDER record oq_order_encode writes for o: ids and
@@ -1335,7 +1345,8 @@ int oq_spool_append_event(oq_spool_t *sp, const char *json, size_t len)
     unsigned char *buf = len + REC_HDR <= sizeof(stack) ? stack : cm_xmalloc(len + REC_HDR);
     memcpy(buf + REC_HDR, json, len);
     rec_frame(buf, OQ_REC_EVENT, (uint32_t)len);
-    int rc = write_records(sp, buf, len + REC_HDR, 1, true, NULL);
+    oq_pos_t end;
+    int rc = write_records(sp, buf, len + REC_HDR, 1, true, NULL, &end);
     if (buf != stack)
         free(buf);
     return rc;
@@ -1399,12 +1410,28 @@ int oq_spool_sync(oq_spool_t *sp)
 {
     if (sp->read_only)
         return 0;
-    uint64_t target = atomic_load(&sp->appended_total);
+    /* The end is read before the failure flag: a failed round sets the flag
+     * before its cut moves the end back, so a record the cut removed is never
+     * answered 0 through a test against the shortened end. */
+    pthread_mutex_lock(&sp->mu);
+    oq_pos_t end = {sp->segs[sp->nsegs - 1].seg, sp->segs[sp->nsegs - 1].size};
+    pthread_mutex_unlock(&sp->mu);
     pthread_mutex_lock(&sp->sync_mu);
-    while (sp->synced_total < target) {
+    bool failed = sp->sync_failed;
+    pthread_mutex_unlock(&sp->sync_mu);
+    return failed ? CM_EIO : oq_spool_sync_to(sp, end);
+}
+
+int oq_spool_sync_to(oq_spool_t *sp, oq_pos_t upto)
+{
+    if (sp->read_only)
+        return 0;
+    pthread_mutex_lock(&sp->sync_mu);
+    while (oq_pos_cmp(sp->sync_done, upto) < 0) {
         if (sp->sync_failed) {
             /* Sticky: after one failed fdatasync a later one may "succeed" on
-             * pages the kernel already dropped. Nobody is told data is safe. */
+             * pages the kernel already dropped. Nobody is told data is safe
+             * unless a round before the failure covered it (the loop's test). */
             pthread_mutex_unlock(&sp->sync_mu);
             return CM_EIO;
         }
@@ -1416,13 +1443,12 @@ int oq_spool_sync(oq_spool_t *sp)
         uint64_t floor = sp->sync_floor;
         pthread_mutex_unlock(&sp->sync_mu);
 
-        uint64_t covered, cur;
+        uint64_t cur;
         oq_pos_t cover;
         int rc;
         unsigned wait_ms = SYNC_FD_WAIT_MIN_MS;
         for (;;) {
             pthread_mutex_lock(&sp->mu);
-            covered = atomic_load(&sp->appended_total);
             cur = sp->segs[sp->nsegs - 1].seg;
             cover = (oq_pos_t){cur, sp->segs[sp->nsegs - 1].size};
             int fd = sp->fs->dup(sp->fd); /* a roll may close sp->fd while we sync */
@@ -1471,8 +1497,8 @@ int oq_spool_sync(oq_spool_t *sp)
         if (rc != 0)
             sp->sync_failed = true;
         if (rc == 0) {
-            if (covered > sp->synced_total)
-                sp->synced_total = covered;
+            if (oq_pos_cmp(cover, sp->sync_done) > 0)
+                sp->sync_done = cover;
             sp->sync_floor = cur;
         }
         if (rc != 0) {

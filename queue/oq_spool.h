@@ -12,8 +12,8 @@
  *
  * Durability: OQ_DURABILITY_WRITE returns once the record is in the kernel's
  * page cache (survives a process crash, kill -9); OQ_DURABILITY_FSYNC makes
- * the caller also call oq_spool_sync() (fdatasync) before answering, which
- * survives power loss. In durability write a rolled segment is fdatasynced
+ * the caller also call oq_spool_sync_to() (fdatasync) up to its own records
+ * before answering, which survives power loss. In durability write a rolled segment is fdatasynced
  * in the background by the preparer thread, waited for by nobody, so that a
  * power loss tears the spool's tail and not its middle (one whose fdatasync
  * failed is written again before the next try, and the open writes again and
@@ -70,7 +70,9 @@ void oq_spool_close(oq_spool_t *sp);
  * (a short write is cut back; if that cut fails, only a single record is
  * sure to be torn and dropped at the next open: callers with n > 1 whose
  * records answer clients use oq_spool_append_batch). Thread-safe.
- * Does not fsync: in fsync durability, call oq_spool_sync() before answering.
+ * Does not fsync: in fsync durability, call oq_spool_sync() before answering
+ * (callers that answer clients use oq_spool_append_batch, whose end lets
+ * oq_spool_sync_to wait for their own records only).
  */
 int oq_spool_append(oq_spool_t *sp, const oq_order_t *orders, size_t n);
 /*
@@ -81,11 +83,13 @@ int oq_spool_append(oq_spool_t *sp, const oq_order_t *orders, size_t n);
  * on CM_EIO after a short write the whole records that reached the file are
  * kept (as durable as any other) and only the torn tail is cut (if that cut
  * fails too, the spool refuses appends and a restart's recovery drops the torn
- * tail). So orders [0, *kept) are accepted and the others are not, whatever
- * happened. Thread-safe.
+ * tail). So orders [0, *kept) are written and the others are not, whatever
+ * happened. *end (if not NULL) is set to where order *kept - 1's record ends,
+ * {0,0} when *kept is 0: in fsync durability those orders are accepted once
+ * oq_spool_sync_to(sp, *end) returns 0. Thread-safe.
  */
 int oq_spool_append_batch(oq_spool_t *sp, const oq_order_t *const *orders, size_t n,
-                          size_t *kept);
+                          size_t *kept, oq_pos_t *end);
 /*
  * Would an ORDER record for o fit now, after `pending` bytes the caller holds
  * for records not yet appended (oq_spool_order_bound of each)? Returns 0,
@@ -106,19 +110,37 @@ size_t oq_spool_order_bound(const oq_order_t *o);
  */
 int oq_spool_append_event(oq_spool_t *sp, const char *json, size_t len);
 /*
- * fdatasync of everything appended before the call. Blocks (ms): call from a
- * thread that serves no HTTP. Concurrent callers share one fsync (group commit).
- * Returns 0 or CM_EIO (a failed fdatasync: sticky, see oq_spool_scan). Out of
- * file descriptors (EMFILE, ENFILE: the sync opens the rolled segments by
- * name and dups the current one) is no disk failure: nothing was synced, so
+ * fdatasync of the records before `upto` (an end an append returned): returns
+ * 0 once they are durable, CM_EIO if an fdatasync failed before they were
+ * (sticky, see oq_spool_scan: such records are cut and never relayed). A
+ * round that made them durable answers 0 even when a later round failed:
+ * a durable record is relayed, settled and replayed at a restart, so its
+ * client must never hear that it is not confirmed. Concurrent callers share
+ * one fdatasync (group commit): a caller waits for the round in progress when
+ * that round covers `upto`, and leads the next one when it does not. Blocks
+ * (ms): call from a thread that serves no HTTP; after a CM_EIO it never
+ * blocks (it answers at once, for any position), so a batch whose end got
+ * CM_EIO may ask again for each of its records' ends. Out of file
+ * descriptors (EMFILE, ENFILE: the sync opens the rolled segments by name
+ * and dups the current one) is no disk failure: nothing was synced, so
  * nothing is known lost; the round is tried again 1 to 100 ms apart until a
  * descriptor is free, and the call blocks meanwhile (stats.sync_fd_waits).
+ * Thread-safe.
+ */
+int oq_spool_sync_to(oq_spool_t *sp, oq_pos_t upto);
+/*
+ * oq_spool_sync_to the spool's current end (everything appended before the
+ * call), except that once any fdatasync failed it returns CM_EIO at once,
+ * whether or not the caller's own records were durable before it: callers
+ * that hold their records' end use oq_spool_sync_to. Thread-safe; blocks as
+ * oq_spool_sync_to.
  */
 int oq_spool_sync(oq_spool_t *sp);
 
 /*
  * Makes appended records visible to readers: in fsync durability an
- * oq_spool_sync() (blocks), in write durability 0 at once. For writers of
+ * oq_spool_sync() (blocks; CM_EIO once any fdatasync failed), in write
+ * durability 0 at once. For writers of
  * events off the worker loops (cancel, compensation). Thread-safe.
  */
 int oq_spool_commit(oq_spool_t *sp);
@@ -188,7 +210,7 @@ typedef struct oq_spool_stats {
     bool spare_ready;         /* the next segment is created and waiting */
     uint64_t segment_flushes; /* durability write: rolled segments fdatasynced off the append
                                  path (by the preparer thread) */
-    uint64_t syncs;           /* oq_spool_sync() calls that returned */
+    uint64_t syncs;           /* oq_spool_sync(), _sync_to() calls that returned 0 */
     uint64_t fsyncs;          /* fdatasync rounds they needed (group commit: fewer), and
                                  the open's in fsync durability */
     uint64_t sync_fd_waits;   /* sync rounds put off because no file could be opened

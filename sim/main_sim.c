@@ -8,7 +8,8 @@
  *   --fsync-only: every seed in durability fsync (else the seed draws it:
  *   fsync two times in three, write otherwise)
  *   --open-defects: also the steps that meet the defects docs/simulation.md
- *   lists as open (left out otherwise, so that a batch tests the rest)
+ *   lists as open (left out otherwise, so that a batch tests the rest; none
+ *   is open now, and the flag changes nothing)
  *   flashgate-sim --plant NAME --seeds N --expect-fail
  *                                          plant build: exit 0 iff a seed fails
  *

@@ -124,6 +124,7 @@ typedef struct lottery {
 
 typedef struct waiter {
     uint32_t ord, user, key;
+    oq_pos_t end; /* where its record ends: its sync waits for it (gw_buy.c sync_after) */
 } waiter_t;
 
 typedef struct gw {
@@ -150,7 +151,6 @@ typedef struct gw {
     uint8_t credit[ORD_MAX];
     size_t out_cur;
     uint64_t units_back; /* units released or given back on this sale, ever (the oracle's) */
-    bool sync_failed;    /* its spool's fdatasync failed in this process (sticky until a start) */
     lottery_t lot;
     /* buys appended and waiting for the group commit (durability fsync) */
     waiter_t wait[64];
@@ -206,7 +206,6 @@ typedef struct world {
     bool fsync_mode;
     double p_crash, p_power, p_fsync_fail, p_broker_flip, p_dup, p_lost_reply;
     bool faults;
-    bool open_defects; /* sim_opts_t.open_defects */
     gw_t gw[NG_MAX];
     plog_t part[NPART];
     bool broker_up;
@@ -681,7 +680,6 @@ static void gw_start(world_t *wd, gw_t *g)
         sim_disk_die_after(g->disk, 1 + rnd(wd, 40));
     memset(g->status, 0, sizeof(g->status));
     memset(g->credit, 0, sizeof(g->credit));
-    g->sync_failed = false;
     g->out_cur = 0;
     if (inv_open(&g->inv, "memory", NULL, 8, err, sizeof(err)) != 0) {
         fail(wd, "gw%d: inv_open: %s", g->idx, err);
@@ -747,7 +745,7 @@ static void gw_start(world_t *wd, gw_t *g)
 }
 
 /* An EVENT record of o (release or cancel) into the spool, committed. */
-static int spool_event(world_t *wd, gw_t *g, const oq_order_t *ev)
+static int spool_event(gw_t *g, const oq_order_t *ev)
 {
     char buf[OQ_ORDER_JSON_MAX];
     int n = oq_order_encode(ev, buf, sizeof(buf));
@@ -756,7 +754,6 @@ static int spool_event(world_t *wd, gw_t *g, const oq_order_t *ev)
     int rc = oq_spool_append_event(g->sp, buf, (size_t)n);
     if (rc == 0)
         rc = oq_spool_commit(g->sp);
-    g->sync_failed = g->sync_failed || (rc == CM_EIO && wd->fsync_mode);
     while (!sim_disk_dead(g->disk) && oq_spool_step(g->sp)) /* the preparer, at once */
         ;
     return rc;
@@ -816,20 +813,27 @@ static void finish_buy(world_t *wd, gw_t *g, uint32_t n, uint32_t u, uint32_t ke
     key_pending(wd, u, key, g->idx, wd->ords[n].qty);
 }
 
-/* The group commit (durability fsync): one oq_spool_sync answers every buy
- * appended before it. */
+/* The group commit (durability fsync, gw_buy.c sync_work and sync_after): one
+ * oq_spool_sync_to up to the last waiting buy's record; if it fails, each buy
+ * is answered by its own record's end (202 when an earlier round, such as an
+ * event's commit, made it durable). */
 static void sync_step(world_t *wd, gw_t *g)
 {
     if (!g->up || g->nwait == 0)
         return;
     sim_disk_use(g->disk);
-    int rc = oq_spool_sync(g->sp);
+    oq_pos_t upto = {0, 0};
+    for (size_t i = 0; i < g->nwait; i++)
+        if (oq_pos_cmp(g->wait[i].end, upto) > 0)
+            upto = g->wait[i].end;
+    int rc = oq_spool_sync_to(g->sp, upto);
     if (gw_died(wd, g))
         return;
-    g->sync_failed = g->sync_failed || rc == CM_EIO;
     tr(wd, "gw%d: fdatasync for %zu buys: %s", g->idx, g->nwait, rc == 0 ? "ok" : cm_errname(rc));
-    for (size_t i = 0; i < g->nwait && g->up; i++)
-        finish_buy(wd, g, g->wait[i].ord, g->wait[i].user, g->wait[i].key, rc);
+    for (size_t i = 0; i < g->nwait && g->up; i++) {
+        int brc = rc == 0 ? 0 : oq_spool_sync_to(g->sp, g->wait[i].end);
+        finish_buy(wd, g, g->wait[i].ord, g->wait[i].user, g->wait[i].key, brc);
+    }
     g->nwait = 0;
 }
 
@@ -909,7 +913,10 @@ static void do_buy(world_t *wd)
         wd->ords[n].state = O_APPENDED;
         oq_order_t o;
         fill_order(wd, n, &o);
-        rc = oq_spool_append(g->sp, &o, 1);
+        const oq_order_t *one = &o;
+        size_t kept;
+        oq_pos_t end;
+        rc = oq_spool_append_batch(g->sp, &one, 1, &kept, &end);
         /* the preparer thread is woken by a roll and flushes the rolled segment at once */
         while (!sim_disk_dead(g->disk) && oq_spool_step(g->sp))
             ;
@@ -918,7 +925,7 @@ static void do_buy(world_t *wd)
             return;
         }
         if (rc == 0 && wd->fsync_mode) { /* answered by the next group commit */
-            g->wait[g->nwait++] = (waiter_t){.ord = n, .user = u, .key = key};
+            g->wait[g->nwait++] = (waiter_t){.ord = n, .user = u, .key = key, .end = end};
             key_pending(wd, u, key, gi, qty); /* until then the client knows nothing */
             tr(wd, "gw%d: buy u%u k%u qty %u: o%u appended, waits for the fdatasync", gi, u, key,
                qty, n);
@@ -938,12 +945,14 @@ static void do_buy(world_t *wd)
             /* the status table forgot it: spooled again (gw_buy.c after_reserve) */
             oq_order_t o;
             fill_order(wd, acked, &o);
-            rc = oq_spool_append(g->sp, &o, 1);
+            const oq_order_t *one = &o;
+            size_t kept;
+            oq_pos_t end;
+            rc = oq_spool_append_batch(g->sp, &one, 1, &kept, &end);
             if (rc == 0 && wd->fsync_mode)
-                rc = oq_spool_sync(g->sp);
+                rc = oq_spool_sync_to(g->sp, end);
             if (gw_died(wd, g))
                 return;
-            g->sync_failed = g->sync_failed || rc == CM_EIO;
             if (rc != 0) {
                 tr(wd, "gw%d: keyed retry k%u -> 503 (%s)", gi, key, cm_errname(rc));
                 return;
@@ -979,7 +988,7 @@ static void do_cancel(world_t *wd)
     c.idem_key[0] = '\0';
     snprintf(c.reason, sizeof(c.reason), "by the buyer");
     sim_disk_use(g->disk);
-    int rc = spool_event(wd, g, &c);
+    int rc = spool_event(g, &c);
     if (gw_died(wd, g))
         return;
     tr(wd, "gw%d: cancel o%u -> %s", r->gw, n, rc == 0 ? "202" : cm_errname(rc));
@@ -1251,7 +1260,7 @@ static void giveback(world_t *wd, gw_t *g, uint32_t n)
     gb.status = OQ_STATUS_FAILED;
     gb.accepted_at_ms = 0;
     gb.idem_key[0] = '\0';
-    (void)spool_event(wd, g, &gb);
+    (void)spool_event(g, &gb);
     if (gw_died(wd, g))
         return;
     if (inv_giveback(g->inv, gb.sale_id, gb.user_id, gb.qty, gb.order_id) == 0)
@@ -1344,7 +1353,6 @@ static void lottery_step(world_t *wd, gw_t *g)
         int crc = oq_spool_commit(g->sp);
         if (gw_died(wd, g))
             return;
-        g->sync_failed = g->sync_failed || crc == CM_EIO;
         if (crc != 0) { /* not accepted; the units stay held (undersell) */
             L->o_inexact = true;
             for (size_t i = 0; i < L->nwon; i++) {
@@ -1428,12 +1436,6 @@ static void do_sale_edit(world_t *wd)
         if (sale_put(wd, g, g->stock_total, lim, g->starts_ms, g->ends_ms, err, sizeof(err)) == 0)
             tr(wd, "gw%d: per-user limit -> %u", g->idx, lim);
     } else if (kind == 2) {
-        /* Open defect (docs/simulation.md, "Open"): after a failed fdatasync
-         * the units held in memory may leave out orders that are durable, so
-         * a reduction to them oversells at the next start. Left out unless
-         * asked for (flashgate-sim --open-defects). */
-        if (g->sync_failed && !wd->open_defects)
-            return;
         inv_sale_info_t before;
         if (inv_sale_get(g->inv, g->sale_id, &before) != 0)
             return;
@@ -1628,7 +1630,7 @@ static void compensate(world_t *wd, gw_t *g, uint32_t n, uint8_t st)
     ev.status = st == ST_FAILED ? OQ_STATUS_FAILED : OQ_STATUS_CANCELLED;
     ev.accepted_at_ms = 0;
     ev.idem_key[0] = '\0';
-    int rc = spool_event(wd, g, &ev);
+    int rc = spool_event(g, &ev);
     if (gw_died(wd, g))
         return;
     (void)rc;
@@ -1853,7 +1855,6 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
     world_t *wd = cm_xcalloc(1, sizeof(*wd));
     wd->res = out;
     wd->tr = opts->trace;
-    wd->open_defects = opts->open_defects;
     cm_rand_seed(&wd->rng, opts->seed);
     yield_world = wd;
     cm_yield_set(sim_yield);

@@ -267,9 +267,11 @@ typedef struct gw_worker_buy {
     uint64_t spool_wait_bytes; /* their records' bound (oq_spool_order_bound): the room they hold */
     /* fsync group commit: requests whose record is written and waits for a sync */
     gw_req_t *sync_wait, **sync_wait_tail;
+    oq_pos_t sync_wait_end; /* where their last record ends */
     bool sync_running;
     uv_work_t sync_work;
     gw_req_t *sync_batch;
+    oq_pos_t sync_upto; /* the batch's end: its sync waits for these records only */
     int sync_result;
     /* Prepared 410 sold_out answers, one per sale: 99% of a sale's crowd gets one. */
     struct {
@@ -468,6 +470,7 @@ struct gw_req {
     uint32_t eligible;
     int64_t created_at;
     oq_order_t order;
+    oq_pos_t spool_end; /* where the spool write that holds order's record ends (gw_buy.c) */
     gw_resp_t resp;
 };
 

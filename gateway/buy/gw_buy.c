@@ -1011,10 +1011,13 @@ static bool buy_handle(gw_req_t *r)
 
 /*---- fsync group commit, once per loop iteration ----*/
 
+/* The batch's sync waits for this worker's records only (sync_upto): another
+ * worker's record appended later, and its failed fdatasync, are not this
+ * batch's to answer. */
 static void sync_work(uv_work_t *wk)
 {
     gw_worker_t *w = wk->data;
-    w->buy.sync_result = oq_spool_sync(w->srv->spool);
+    w->buy.sync_result = oq_spool_sync_to(w->srv->spool, w->buy.sync_upto);
 }
 
 static void sync_after(uv_work_t *wk, int status)
@@ -1026,7 +1029,12 @@ static void sync_after(uv_work_t *wk, int status)
     w->buy.sync_batch = NULL;
     while (r) {
         gw_req_t *next = r->next;
-        if (w->buy.sync_result != 0) {
+        /* A failed batch may still hold records an earlier round (another
+         * worker's) made durable: those are relayed and settled, so they are
+         * answered 202. After a CM_EIO the spool answers each end at once,
+         * without an fdatasync, so this runs on the loop. */
+        int rc = w->buy.sync_result == 0 ? 0 : oq_spool_sync_to(w->srv->spool, r->spool_end);
+        if (rc != 0) {
             /*
              * The disk failed: the spool cut every record not confirmed by an
              * fdatasync (the relay never saw them: it reads only synced ones,
@@ -1041,7 +1049,7 @@ static void sync_after(uv_work_t *wk, int status)
         } else {
             gw_orders_put(w->srv->orders, &r->order);
         }
-        gw_ol_release(r, GW_DEP_SPOOL, w->buy.sync_result ? GW_AL_DROP : GW_AL_OK);
+        gw_ol_release(r, GW_DEP_SPOOL, rc ? GW_AL_DROP : GW_AL_OK);
         buy_finish(r);
         r = next;
     }
@@ -1075,10 +1083,12 @@ static void spooled(gw_req_t *r, int rc)
         atomic_fetch_add_explicit(&w->ctr.accepted_units, o->qty, memory_order_relaxed);
     reply_accepted(r, o, r->replayed);
     if (srv->cfg->durability == GW_DURABILITY_FSYNC) {
-        /* Group commit: the answer goes out after the next fdatasync. */
+        /* Group commit: the answer goes out after the fdatasync of its record. */
         r->next = NULL;
         *w->buy.sync_wait_tail = r;
         w->buy.sync_wait_tail = &r->next;
+        if (oq_pos_cmp(r->spool_end, w->buy.sync_wait_end) > 0)
+            w->buy.sync_wait_end = r->spool_end;
         return;
     }
     gw_orders_put(srv->orders, o); /* known (and replayable by its key) once durable */
@@ -1107,10 +1117,15 @@ static void spool_flush(gw_worker_t *w)
             size_t n = 0, kept = 0;
             for (; r && n < SPOOL_BATCH; r = r->next)
                 orders[n++] = &r->order;
-            int rc = oq_spool_append_batch(w->srv->spool, orders, n, &kept);
+            /* One write(2): a sync round covers all of its records or none
+             * (it reads the end under the append mutex), so each order's
+             * record is durable once the write's end is. */
+            oq_pos_t end;
+            int rc = oq_spool_append_batch(w->srv->spool, orders, n, &kept, &end);
             size_t i = 0;
             for (gw_req_t *q = first; q != r; i++) {
                 gw_req_t *next = q->next; /* q may be freed and reused by its answer */
+                q->spool_end = end;
                 spooled(q, i < kept ? 0 : rc);
                 q = next;
             }
@@ -1124,6 +1139,7 @@ void gw_buy_loop_tick(gw_worker_t *w)
     if (w->buy.sync_running || !w->buy.sync_wait)
         return;
     w->buy.sync_batch = w->buy.sync_wait;
+    w->buy.sync_upto = w->buy.sync_wait_end;
     w->buy.sync_wait = NULL;
     w->buy.sync_wait_tail = &w->buy.sync_wait;
     w->buy.sync_running = true;

@@ -295,9 +295,9 @@ static void test_append_batch_pointers(void **state)
         ptrs[i] = &orders[N - 1 - i]; /* the records follow ptrs, not the array */
     }
     size_t kept = 99;
-    assert_int_equal(oq_spool_append_batch(sp, ptrs, 0, &kept), 0);
+    assert_int_equal(oq_spool_append_batch(sp, ptrs, 0, &kept, NULL), 0);
     assert_int_equal(kept, 0);
-    assert_int_equal(oq_spool_append_batch(sp, ptrs, N, &kept), 0);
+    assert_int_equal(oq_spool_append_batch(sp, ptrs, N, &kept, NULL), 0);
     assert_int_equal(kept, N);
     long n;
     collect_t *c = scan_all(sp, oq_spool_released(sp), &n);
@@ -309,7 +309,7 @@ static void test_append_batch_pointers(void **state)
     assert_int_equal(st.appended_records, N);
     /* one bad order refuses the whole batch, nothing written */
     orders[5].qty = 0;
-    assert_int_equal(oq_spool_append_batch(sp, ptrs, N, &kept), CM_EINVAL);
+    assert_int_equal(oq_spool_append_batch(sp, ptrs, N, &kept, NULL), CM_EINVAL);
     assert_int_equal(kept, 0);
     oq_spool_stats(sp, &st);
     assert_int_equal(st.appended_records, N);
@@ -332,7 +332,7 @@ static void test_batch_near_cap_keeps_what_fits(void **state)
         ptrs[i] = &orders[i];
     }
     size_t kept = 0;
-    assert_int_equal(oq_spool_append_batch(sp, ptrs, N, &kept), CM_EBUSY);
+    assert_int_equal(oq_spool_append_batch(sp, ptrs, N, &kept, NULL), CM_EBUSY);
     assert_true(kept > 5 && kept < N);
     oq_spool_stats_t st;
     oq_spool_stats(sp, &st);
@@ -340,7 +340,7 @@ static void test_batch_near_cap_keeps_what_fits(void **state)
     assert_int_equal(st.appended_records, kept);
     /* the next one did not fit: the cap is filled to the record */
     size_t more = 99;
-    assert_int_equal(oq_spool_append_batch(sp, ptrs + kept, 1, &more), CM_EBUSY);
+    assert_int_equal(oq_spool_append_batch(sp, ptrs + kept, 1, &more, NULL), CM_EBUSY);
     assert_int_equal(more, 0);
     long n;
     collect_t *c = scan_all(sp, oq_spool_released(sp), &n);
@@ -369,7 +369,7 @@ static void short_batch_write(const char *dir, bool cut_fails)
     }
     oq__spool_short_next_write(sp, 2000, cut_fails); /* ~14 of 20 records, the 15th torn */
     size_t kept = 0;
-    assert_int_equal(oq_spool_append_batch(sp, ptrs, N, &kept), CM_EIO);
+    assert_int_equal(oq_spool_append_batch(sp, ptrs, N, &kept, NULL), CM_EIO);
     assert_true(kept > 2 && kept < N);
     oq_spool_stats_t st;
     oq_spool_stats(sp, &st);
@@ -381,10 +381,10 @@ static void short_batch_write(const char *dir, bool cut_fails)
     free(c);
     size_t more = 0;
     if (cut_fails) { /* the torn tail is still there: nothing may follow it */
-        assert_int_equal(oq_spool_append_batch(sp, ptrs + kept, 2, &more), CM_EIO);
+        assert_int_equal(oq_spool_append_batch(sp, ptrs + kept, 2, &more, NULL), CM_EIO);
         assert_int_equal(more, 0);
     } else {
-        assert_int_equal(oq_spool_append_batch(sp, ptrs + kept, 2, &more), 0);
+        assert_int_equal(oq_spool_append_batch(sp, ptrs + kept, 2, &more, NULL), 0);
         assert_int_equal(more, 2);
     }
     oq_spool_close(sp);
@@ -1426,6 +1426,168 @@ static void test_fsync_readers_see_only_synced(void **state)
 }
 
 /*
+ * Issue 54: a sync answers for the caller's own records. A record that a
+ * round made durable is relayed, settled and replayed at a restart whatever
+ * its client hears, so a later failed fdatasync (another thread's records)
+ * must not answer it CM_EIO: the buy path would say 503 and give its units
+ * back while the order stands.
+ */
+static oq_pos_t append_one(oq_spool_t *sp, uint64_t i)
+{
+    oq_order_t o;
+    make_order(&o, i);
+    const oq_order_t *p = &o;
+    size_t kept = 0;
+    oq_pos_t end = {0, 0};
+    assert_int_equal(oq_spool_append_batch(sp, &p, 1, &kept, &end), 0);
+    assert_int_equal(kept, 1);
+    assert_true(end.off > 0);
+    return end;
+}
+
+static void test_sync_to_own_records(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_opts_t o = {.dir = f->dir, .durability = OQ_DURABILITY_FSYNC, .segment_bytes = 4096};
+    oq_spool_t *sp = NULL;
+    char err[256];
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    oq_pos_t a = append_one(sp, 1);
+    assert_int_equal(oq_spool_sync_to(sp, a), 0);
+    oq_pos_t b = append_one(sp, 2);
+    assert_true(oq_pos_cmp(b, a) > 0);
+    oq__spool_fail_next_sync(sp);
+    assert_int_equal(oq_spool_sync_to(sp, b), CM_EIO);
+    /* a was durable before the failure: 0, now and whenever asked */
+    assert_int_equal(oq_spool_sync_to(sp, a), 0);
+    assert_int_equal(oq_spool_sync_to(sp, b), CM_EIO); /* sticky */
+    assert_int_equal(oq_spool_sync(sp), CM_EIO); /* "everything appended": not all durable */
+    oq_spool_close(sp);
+    /* the restart agrees with the answers: a is there, b was cut */
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    long n;
+    collect_t *c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 1);
+    check_orders(c, 1, 1);
+    free(c);
+    oq_spool_close(sp);
+}
+
+/* fdatasync held on demand: the first call after `gate_arm` waits for
+ * gate_go and succeeds; every call after that fails (EIO). */
+static oq_fs_ops_t fs_gated;
+static atomic_int gate_arm, gate_inside, gate_go, gate_fail;
+
+static int gated_fdatasync(int fd)
+{
+    int one = 1;
+    if (atomic_compare_exchange_strong(&gate_arm, &one, 0)) {
+        atomic_store(&gate_inside, 1);
+        uint64_t deadline = cm_mono_ms() + 20000;
+        while (!atomic_load(&gate_go) && cm_mono_ms() < deadline)
+            usleep(1000);
+        atomic_store(&gate_fail, 1);
+        return oq_fs_posix()->fdatasync(fd);
+    }
+    if (atomic_load(&gate_fail)) {
+        errno = EIO;
+        return -1;
+    }
+    return oq_fs_posix()->fdatasync(fd);
+}
+
+typedef struct {
+    oq_spool_t *sp;
+    oq_pos_t upto;
+    int rc;
+    atomic_bool done;
+} syncto_arg_t;
+
+static void *syncto_main(void *arg)
+{
+    syncto_arg_t *a = arg;
+    a->rc = oq_spool_sync_to(a->sp, a->upto);
+    atomic_store(&a->done, true);
+    return NULL;
+}
+
+/*
+ * The group commit across a failure. Leader L's round covers record a and is
+ * held inside its fdatasync; b1 and b2 are appended after L read its cover.
+ * Follower A (own range: a) and followers B1, B2 (own ranges b1, b2) all wait
+ * for L. L's round succeeds; the next round (led by B1 or B2, which it covers)
+ * fails. A's range was durable before that failure: 0. B1's and B2's were
+ * not: CM_EIO, the leader's and the follower's alike (their records were cut).
+ * Before the fix a sync's range was everything appended before the call, so A
+ * (called after b1 and b2) waited for the failed round and got CM_EIO.
+ */
+static void test_group_commit_follower_own_range(void **state)
+{
+    fixture_t *f = *state;
+    fs_gated = *oq_fs_posix();
+    fs_gated.fdatasync = gated_fdatasync;
+    atomic_store(&gate_arm, 0);
+    atomic_store(&gate_inside, 0);
+    atomic_store(&gate_go, 0);
+    atomic_store(&gate_fail, 0);
+    oq_spool_opts_t o = {.dir = f->dir, .durability = OQ_DURABILITY_FSYNC,
+                         .segment_bytes = 1u << 20, /* no roll: one fdatasync per round */
+                         .fs = &fs_gated};
+    oq_spool_t *sp = NULL;
+    char err[256];
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+
+    oq_pos_t a = append_one(sp, 1);
+    atomic_store(&gate_arm, 1);
+    syncto_arg_t lead = {.sp = sp, .upto = a};
+    pthread_t lt;
+    assert_int_equal(pthread_create(&lt, NULL, syncto_main, &lead), 0);
+    uint64_t deadline = cm_mono_ms() + 10000;
+    while (!atomic_load(&gate_inside) && cm_mono_ms() < deadline)
+        usleep(1000);
+    assert_int_equal(atomic_load(&gate_inside), 1);
+
+    /* appended after L read its cover (it is inside the fdatasync) */
+    oq_pos_t b1 = append_one(sp, 2), b2 = append_one(sp, 3);
+    syncto_arg_t fa = {.sp = sp, .upto = a}, fb1 = {.sp = sp, .upto = b1},
+                 fb2 = {.sp = sp, .upto = b2};
+    syncto_arg_t *fl[] = {&fa, &fb1, &fb2};
+    pthread_t ft[3];
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(pthread_create(&ft[k], NULL, syncto_main, fl[k]), 0);
+    /* each waits for the held round: none of them may return while it is held */
+    usleep(100 * 1000);
+    for (int k = 0; k < 3; k++)
+        assert_false(atomic_load(&fl[k]->done));
+
+    atomic_store(&gate_go, 1);
+    pthread_join(lt, NULL);
+    for (int k = 0; k < 3; k++)
+        pthread_join(ft[k], NULL);
+
+    assert_int_equal(lead.rc, 0);
+    if (fa.rc != 0)
+        fail_msg("follower A (durable before the failure): %s, want 0", cm_errname(fa.rc));
+    if (fb1.rc != CM_EIO || fb2.rc != CM_EIO)
+        fail_msg("followers B1, B2 (not durable): %s, %s, want CM_EIO", cm_errname(fb1.rc),
+                 cm_errname(fb2.rc));
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    assert_int_equal(st.syncs, 2); /* L and A */
+    oq_spool_close(sp);
+
+    /* the restart keeps exactly the record answered 0 */
+    o.fs = NULL;
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    long n;
+    collect_t *c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    assert_int_equal(n, 1);
+    check_orders(c, 1, 1);
+    free(c);
+    oq_spool_close(sp);
+}
+
+/*
  * Out of file descriptors while syncing (EMFILE): the sync leader dup()s the
  * current segment's fd and opens each rolled segment by name, and a failed
  * open was taken as a failed fdatasync: the spool cut the unsynced records,
@@ -1730,6 +1892,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_tool_dump_and_stats, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roll_swaps_in_a_spare, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsync_readers_see_only_synced, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sync_to_own_records, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit_follower_own_range, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsync_reopen_syncs_what_was_left, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsync_out_of_fds_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_flush_out_of_fds_waits, setup, teardown),
