@@ -1279,7 +1279,9 @@ int oq_relay_open(oq_relay_t **out, const oq_relay_opts_t *opts, char *errbuf, s
     r->bctx = r;
     r->max_inflight = opts->max_inflight ? opts->max_inflight : 100000;
     r->settle_cap = r->max_inflight * 2 > 200000 ? r->max_inflight * 2 : 200000;
-    r->cap = 1024;
+    r->cap = 1024; /* grows (ring_push); a small max_inflight starts small (the simulator's 64) */
+    while (r->cap > 16 && r->cap / 2 >= r->max_inflight)
+        r->cap /= 2;
     r->ring = cm_xmalloc(r->cap * sizeof(*r->ring));
     pthread_mutex_init(&r->mu, NULL);
     pthread_mutex_init(&r->smu, NULL);

@@ -501,12 +501,20 @@ static void broker_poll(void *ctx, int timeout_ms, oq_broker_report_fn fn, void 
     g->nreps = 0;
 }
 
-/* The broker table's consume: the next outcome (this sim reads no orders back). */
+/*
+ * The broker table's consume: the next outcome of one of this gateway's
+ * orders. The relay reads no orders back here, and the other gateways'
+ * outcomes are passed over: they would only sit in its settled-id set, and
+ * each costs a decode (a gateway reads the topic again at every start).
+ */
 static int broker_consume(void *ctx, int timeout_ms, oq_broker_msg_fn fn, void *arg)
 {
     gw_t *g = ctx;
     world_t *wd = g->wd;
     (void)timeout_ms;
+    while (g->out_cur < wd->nouts && (wd->outs[g->out_cur].ord >= wd->nords ||
+                                      wd->ords[wd->outs[g->out_cur].ord].gw != g->idx))
+        g->out_cur++;
     if (!wd->broker_up || g->out_cur >= wd->nouts)
         return 0;
     const char *json = wd->outs[g->out_cur++].json;
