@@ -129,6 +129,8 @@ typedef struct oq_relay_stats {
  * applies `properties`, and starts the relay thread. Returns 0 or CM_EINVAL
  * (bad property: errbuf holds "kafka.properties: KEY: librdkafka's message"),
  * CM_EBACKEND or CM_EIO with a reason in errbuf. Single-threaded init.
+ * With opts.broker: no producer, broker or thread; the owner runs the turns
+ * (oq_relay_step).
  */
 int oq_relay_open(oq_relay_t **out, const oq_relay_opts_t *opts, char *errbuf, size_t errlen);
 
