@@ -32,11 +32,10 @@ typedef enum {
     CM_PLANT_SPOOL_TEAR_KEPT,    /* recovery does not cut a torn tail off the file */
     CM_PLANT_SETTLE_COPY_RERUN,  /* with user SQL, a copy of a recorded order is run and inserted
                                     again */
-    CM_PLANT_SIM_RELAY_DROP_ON_ERROR, /* (the simulator's relay model) a failed delivery is taken as
-                                         sent */
-    CM_PLANT_SIM_RELAY_HELD_TWICE, /* (the simulator's relay model) outcomes per id are a bit, not a
-                                      count: an order twice in one spool holds the release point (a
-                                      past review defect) */
+    CM_PLANT_RELAY_DROP_ON_ERROR, /* oq_relay.c: a failed delivery report is taken as delivered */
+    CM_PLANT_RELAY_HELD_TWICE,    /* oq_relay.c: outcomes per id are a bit, not a count: an order
+                                     twice in one spool holds the release point (a past review
+                                     defect) */
     CM_PLANT_INV_SOLD_OUT_STALE,   /* a restock races a sell-out: the sold-out flag is stored from a
                                       read taken before the restock, not checked again, and stays set
                                       with units back */

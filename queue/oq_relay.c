@@ -13,6 +13,13 @@
  * core at 200 scans/s. A releaser thread persists the release point
  * (oq_spool_release fsyncs) off the relay thread. "oq-relay-c" owns the consumer, blocks in
  * rd_kafka_consumer_poll (100 ms) and calls the gateway's callbacks.
+ * Each thread's loop calls its turn (relay_turn, releaser_turn,
+ * consumer_turn); a stepped relay (opts.broker) starts no thread and its
+ * owner runs the turns from one thread (oq_relay_step).
+ *
+ * The broker is a table (oq_broker.h): kafka_ops below on librdkafka (its
+ * conf, the topic layout check, the embedded mock cluster and the fatal
+ * error's recreation of the producer stay here), or the owner's.
  *
  * The tracking window is a ring of the records read from the spool and not yet
  * released, in spool order, each with its state (in flight, delivered,
@@ -45,6 +52,7 @@
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_log.h"
+#include "common/cm_plant.h"
 #include "common/cm_smap.h"
 #include "common/cm_time.h"
 
@@ -107,6 +115,11 @@ struct oq_relay {
     bool embedded_mode, settle_mode;
     oq_embedded_t *emb;
     oq_spool_t *spool;
+    /* the broker: librdkafka (kafka_ops, ctx the relay) or the owner's table (stepped) */
+    const oq_broker_ops_t *bops;
+    void *bctx;
+    bool stepped; /* no threads: the owner runs the turns (oq_relay_step) */
+    uint32_t rewind_backoff_ms;
 
     int wake_rd, wake_wr;
     pthread_t thr, cthr;
@@ -145,6 +158,8 @@ struct oq_relay {
 
     /* consumer: consumer thread only */
     rd_kafka_t *ck;
+    int known_parts[2];      /* partitions of each topic assigned */
+    uint64_t next_meta_ms;   /* next metadata refresh */
     atomic_int orders_parts; /* partitions of the orders topic the consumer knows */
 
     /*
@@ -171,6 +186,8 @@ struct oq_relay {
 
 static void wake(oq_relay_t *r)
 {
+    if (r->wake_wr < 0) /* stepped: the owner runs the turns */
+        return;
     char c = 1;
     ssize_t w = write(r->wake_wr, &c, 1); /* EAGAIN: a wake-up is already pending */
     (void)w;
@@ -193,7 +210,10 @@ static void settle_add(oq_relay_t *r, const char *id, unsigned bits)
         }
         e = cm_smap_put(&r->sets[0], id, NULL);
     }
-    e->val.u = (e->val.u | bits) + OUT_ONE;
+    if (CM_PLANT(RELAY_HELD_TWICE))
+        e->val.u = (e->val.u & OUT_FLAGS) | bits | OUT_ONE;
+    else
+        e->val.u = (e->val.u | bits) + OUT_ONE;
     pthread_mutex_unlock(&r->smu);
 }
 
@@ -285,20 +305,19 @@ static entry_t *ring_find(oq_relay_t *r, uint64_t seq)
 
 /*---- producer ----*/
 
-static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+/* A delivery report (the broker table's poll, relay thread): the record's state. */
+static void on_report(void *arg, const oq_broker_report_t *rep)
 {
-    (void)rk;
-    oq_relay_t *r = opaque;
-    uint64_t seq = (uint64_t)(uintptr_t)m->_private;
+    oq_relay_t *r = arg;
     pthread_mutex_lock(&r->mu);
-    entry_t *e = ring_find(r, seq);
+    entry_t *e = ring_find(r, rep->token);
     if (e && e->state == E_INFLIGHT) {
         atomic_fetch_sub_explicit(&r->inflight, 1, memory_order_relaxed);
-        if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (!rep->err || CM_PLANT(RELAY_DROP_ON_ERROR)) {
             e->state = E_DELIVERED;
             e->delivered_ms = cm_mono_ms();
-            e->partition = m->partition;
-            e->offset = m->offset;
+            e->partition = rep->partition;
+            e->offset = rep->offset;
             atomic_fetch_add_explicit(&r->delivered, 1, memory_order_relaxed);
             static const uint64_t bounds[OQ_ACK_NBOUNDS] = OQ_ACK_BOUNDS_MS;
             uint64_t ms = e->delivered_ms - e->sent_ms;
@@ -312,10 +331,21 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
             r->rewind = true;
             atomic_fetch_add_explicit(&r->errors, 1, memory_order_relaxed);
             cm_log_warn("oq", "delivery failed, will resend", "order=%s err=\"%s\"", e->order_id,
-                        rd_kafka_err2str(m->err));
+                        rep->err);
         }
     }
     pthread_mutex_unlock(&r->mu);
+}
+
+/* librdkafka's delivery report (rd_kafka_poll on the relay thread). */
+static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    oq_broker_report_t rep = {.token = (uint64_t)(uintptr_t)m->_private,
+                              .err = m->err ? rd_kafka_err2str(m->err) : NULL,
+                              .partition = m->partition,
+                              .offset = m->offset};
+    on_report(opaque, &rep);
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -529,13 +559,36 @@ static void rec_message(oq_relay_t *r, const oq_rec_t *rec, entry_t *e, char *ke
     *pvlen = vlen;
 }
 
-static rd_kafka_resp_err_t produce_msg(oq_relay_t *r, const char *key, const char *val, size_t vlen,
-                                       uint64_t seq)
+/* The broker table's produce for librdkafka (oq_broker.h). */
+static int kafka_produce(void *ctx, const char *key, const void *val, size_t vlen, uint64_t token,
+                         const char **why)
 {
-    return rd_kafka_producev(r->rk, RD_KAFKA_V_TOPIC(r->topic), RD_KAFKA_V_KEY(key, strlen(key)),
-                             RD_KAFKA_V_VALUE((void *)val, vlen),
-                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                             RD_KAFKA_V_OPAQUE((void *)(uintptr_t)seq), RD_KAFKA_V_END);
+    oq_relay_t *r = ctx;
+    rd_kafka_resp_err_t err =
+        rd_kafka_producev(r->rk, RD_KAFKA_V_TOPIC(r->topic), RD_KAFKA_V_KEY(key, strlen(key)),
+                          RD_KAFKA_V_VALUE((void *)val, vlen),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                          RD_KAFKA_V_OPAQUE((void *)(uintptr_t)token), RD_KAFKA_V_END);
+    if (!err)
+        return 0;
+    *why = rd_kafka_err2str(err);
+    return err == RD_KAFKA_RESP_ERR__QUEUE_FULL ? CM_EBUSY : CM_EBACKEND;
+}
+
+/* The broker table's poll for librdkafka: delivery reports reach on_report through dr_cb. */
+static void kafka_poll(void *ctx, int timeout_ms, oq_broker_report_fn fn, void *arg)
+{
+    (void)fn;
+    (void)arg;
+    oq_relay_t *r = ctx;
+    rd_kafka_poll(r->rk, timeout_ms);
+}
+
+/* One message to the broker; 0, CM_EBUSY (queue full) or another error with *why. */
+static int produce_msg(oq_relay_t *r, const char *key, const char *val, size_t vlen, uint64_t seq,
+                       const char **why)
+{
+    return r->bops->produce(r->bctx, key, val, vlen, seq, why);
 }
 
 static int scan_cb(const oq_rec_t *rec, void *ctx)
@@ -554,13 +607,14 @@ static int scan_cb(const oq_rec_t *rec, void *ctx)
         e.state = E_DELIVERED;
         e.delivered_ms = now;
     } else {
-        rd_kafka_resp_err_t err = produce_msg(r, key, val, vlen, e.seq);
-        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        const char *why = "";
+        int err = produce_msg(r, key, val, vlen, e.seq, &why);
+        if (err == CM_EBUSY)
             return 1; /* retried at the next wake-up */
         if (err) {
             atomic_fetch_add_explicit(&r->errors, 1, memory_order_relaxed);
-            cm_log_warn("oq", "produce failed, will retry", "err=\"%s\"", rd_kafka_err2str(err));
-            r->scan_not_before_ms = now + REWIND_BACKOFF_MS;
+            cm_log_warn("oq", "produce failed, will retry", "err=\"%s\"", why);
+            r->scan_not_before_ms = now + r->rewind_backoff_ms;
             return 1;
         }
         e.state = E_INFLIGHT;
@@ -611,6 +665,34 @@ static int do_release(oq_relay_t *r, oq_pos_t upto)
  * ~6 ms to ~40 ms). A stale release point only means more records resent
  * after a crash, so the relay hands the latest point over and goes on.
  */
+/*
+ * One turn of the releaser: persists the point handed over, if any. rmu is
+ * held on entry and on return (dropped around the fsyncs). Returns 0 (done,
+ * or nothing pending) or the spool's error; the records then stay pending
+ * and the next point covers them.
+ */
+static int releaser_turn(oq_relay_t *r)
+{
+    if (!r->rel_pending)
+        return 0;
+    oq_pos_t upto = r->rel_upto;
+    uint64_t n = r->rel_pending;
+    r->rel_pending = 0;
+    pthread_mutex_unlock(&r->rmu);
+    int rc = do_release(r, upto);
+    pthread_mutex_lock(&r->rmu);
+    if (rc == 0) {
+        atomic_fetch_add_explicit(&r->released_records, n, memory_order_relaxed);
+        return 0;
+    }
+    atomic_fetch_add_explicit(&r->errors, 1, memory_order_relaxed);
+    cm_log_error("oq", "spool release failed", "err=%s", cm_errname(rc));
+    r->rel_pending += n; /* the next point covers these records too */
+    if (oq_pos_cmp(upto, r->rel_upto) > 0)
+        r->rel_upto = upto;
+    return rc;
+}
+
 static void *releaser_main(void *arg)
 {
     oq_relay_t *r = arg;
@@ -620,21 +702,8 @@ static void *releaser_main(void *arg)
             pthread_cond_wait(&r->rcond, &r->rmu);
         if (!r->rel_pending)
             break; /* stopping and nothing left */
-        oq_pos_t upto = r->rel_upto;
-        uint64_t n = r->rel_pending;
-        r->rel_pending = 0;
-        pthread_mutex_unlock(&r->rmu);
-        int rc = do_release(r, upto);
-        pthread_mutex_lock(&r->rmu);
-        if (rc == 0) {
-            atomic_fetch_add_explicit(&r->released_records, n, memory_order_relaxed);
+        if (releaser_turn(r) == 0)
             continue;
-        }
-        atomic_fetch_add_explicit(&r->errors, 1, memory_order_relaxed);
-        cm_log_error("oq", "spool release failed", "err=%s", cm_errname(rc));
-        r->rel_pending += n; /* the next point covers these records too */
-        if (oq_pos_cmp(upto, r->rel_upto) > 0)
-            r->rel_upto = upto;
         if (r->rel_stop)
             break;
         struct timespec ts;
@@ -673,7 +742,9 @@ static void release_prefix(oq_relay_t *r)
     pthread_mutex_unlock(&r->rmu);
 }
 
-static void handle_errors(oq_relay_t *r)
+/* A fatal producer error or a failed delivery: rewinds. False when the
+ * producer is gone (stopping while it could not be recreated). */
+static bool handle_errors(oq_relay_t *r)
 {
     if (atomic_exchange(&r->fatal, false)) {
         char eb[512];
@@ -691,10 +762,10 @@ static void handle_errors(oq_relay_t *r)
         while (make_producer(r, eb, sizeof(eb)) != 0) {
             cm_log_error("oq", "cannot recreate kafka producer", "reason=\"%s\"", eb);
             if (atomic_load(&r->stop))
-                return;
+                return false;
             usleep(1000 * 1000);
         }
-        r->scan_not_before_ms = cm_mono_ms() + REWIND_BACKOFF_MS;
+        r->scan_not_before_ms = cm_mono_ms() + r->rewind_backoff_ms;
     }
     pthread_mutex_lock(&r->mu);
     if (r->rewind) {
@@ -703,9 +774,10 @@ static void handle_errors(oq_relay_t *r)
         while (i < r->count && ring_at(r, i)->state != E_FAILED)
             i++;
         ring_truncate(r, i);
-        r->scan_not_before_ms = cm_mono_ms() + REWIND_BACKOFF_MS;
+        r->scan_not_before_ms = cm_mono_ms() + r->rewind_backoff_ms;
     }
     pthread_mutex_unlock(&r->mu);
+    return true;
 }
 
 /*
@@ -799,16 +871,17 @@ static int retain_cb(const oq_rec_t *rec, void *ctx)
         e->resend = false; /* not the record it was read as: leave it alone */
         return 0;
     }
-    rd_kafka_resp_err_t err = produce_msg(r, key, val, vlen, e->seq);
+    const char *why = "";
+    int err = produce_msg(r, key, val, vlen, e->seq, &why);
     if (err) {
         /* queue full or a produce error: the next check finds it again */
-        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+        if (err != CM_EBUSY) {
             atomic_fetch_add_explicit(&r->errors, 1, memory_order_relaxed);
-            cm_log_warn("oq", "produce failed, will retry", "err=\"%s\"", rd_kafka_err2str(err));
+            cm_log_warn("oq", "produce failed, will retry", "err=\"%s\"", why);
         }
         return 1;
     }
-    /* dr_cb (this thread) finds it by its sequence number and records its new offset */
+    /* on_report (this thread) finds it by its sequence number and records its new offset */
     pthread_mutex_lock(&r->mu);
     e->resend = false;
     e->state = E_INFLIGHT;
@@ -875,7 +948,7 @@ static void retain_check(oq_relay_t *r)
     if (!n)
         return;
     /* The ring does not change meanwhile: only this thread pushes, releases and
-     * runs dr_cb (rd_kafka_poll). */
+     * runs on_report (the broker table's poll). */
     retain_ctx_t c = {.r = r, .i = first, .last = last, .now = now};
     long rc = oq_spool_scan(r->spool, from, retain_cb, &c);
     if (rc < 0) {
@@ -945,6 +1018,30 @@ static void *wm_main(void *arg)
     return NULL;
 }
 
+/*
+ * One turn of the relay thread: delivery reports, errors (rewind), the spool
+ * read on from scan_pos and produced, the done prefix handed to the
+ * releaser, the retention check. False when the producer is gone.
+ */
+static bool relay_turn(oq_relay_t *r)
+{
+    r->bops->poll(r->bctx, 0, on_report, r); /* delivery reports -> on_report */
+    if (!handle_errors(r))
+        return false;
+    if (cm_mono_ms() >= r->scan_not_before_ms && r->count < r->max_inflight) {
+        long n = oq_spool_scan(r->spool, r->scan_pos, scan_cb, r);
+        if (n < 0) {
+            atomic_fetch_add_explicit(&r->errors, 1, memory_order_relaxed);
+            cm_log_error("oq", "spool scan failed", "err=%s", cm_errname((int)n));
+            r->scan_not_before_ms = cm_mono_ms() + r->rewind_backoff_ms;
+        }
+    }
+    release_prefix(r);
+    if (r->settle_mode)
+        retain_check(r);
+    return true;
+}
+
 static void *relay_main(void *arg)
 {
     oq_relay_t *r = arg;
@@ -959,28 +1056,15 @@ static void *relay_main(void *arg)
         char drain[256];
         while (read(r->wake_rd, drain, sizeof(drain)) > 0) {
         }
-        rd_kafka_poll(r->rk, 0); /* delivery reports -> dr_cb */
-        handle_errors(r);
-        if (!r->rk)
+        if (!relay_turn(r))
             break;
-        if (cm_mono_ms() >= r->scan_not_before_ms && r->count < r->max_inflight) {
-            long n = oq_spool_scan(r->spool, r->scan_pos, scan_cb, r);
-            if (n < 0) {
-                atomic_fetch_add_explicit(&r->errors, 1, memory_order_relaxed);
-                cm_log_error("oq", "spool scan failed", "err=%s", cm_errname((int)n));
-                r->scan_not_before_ms = cm_mono_ms() + REWIND_BACKOFF_MS;
-            }
-        }
-        release_prefix(r);
-        if (r->settle_mode)
-            retain_check(r);
     }
     return NULL;
 }
 
 /*---- consumer ----*/
 
-static void handle_outcome(oq_relay_t *r, const rd_kafka_message_t *m)
+static void handle_outcome(oq_relay_t *r, const oq_broker_msg_t *m)
 {
     oq_order_t oc;
     char why[160];
@@ -1009,7 +1093,7 @@ static void handle_outcome(oq_relay_t *r, const rd_kafka_message_t *m)
     }
 }
 
-static void handle_order(oq_relay_t *r, const rd_kafka_message_t *m)
+static void handle_order(oq_relay_t *r, const oq_broker_msg_t *m)
 {
     /* Cancel commands share the topic: only order records are orders. */
     oq_order_t o;
@@ -1069,30 +1153,58 @@ static void refresh_assignment(oq_relay_t *r, int *known_parts)
         rd_kafka_topic_partition_list_destroy(cur);
 }
 
+/*
+ * The broker table's consume for librdkafka: the assignment refreshed when
+ * due (new partitions), then one message of either topic.
+ */
+static int kafka_consume(void *ctx, int timeout_ms, oq_broker_msg_fn fn, void *arg)
+{
+    oq_relay_t *r = ctx;
+    uint64_t now = cm_mono_ms();
+    if (now >= r->next_meta_ms) {
+        refresh_assignment(r, r->known_parts);
+        atomic_store(&r->orders_parts, r->known_parts[0]);
+        r->next_meta_ms =
+            now + (r->known_parts[0] && r->known_parts[1] ? META_PERIOD_MS : 500);
+    }
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(r->ck, timeout_ms);
+    if (!m)
+        return 0;
+    if (!m->err && m->rkt) {
+        const char *tn = rd_kafka_topic_name(m->rkt);
+        oq_broker_msg_t bm = {.payload = m->payload, .len = m->len};
+        if (strcmp(tn, r->outcomes_topic) == 0) {
+            bm.topic = OQ_BROKER_OUTCOMES;
+            fn(arg, &bm);
+        } else if (strcmp(tn, r->topic) == 0) {
+            bm.topic = OQ_BROKER_ORDERS;
+            fn(arg, &bm);
+        }
+    }
+    rd_kafka_message_destroy(m);
+    return 1;
+}
+
+static void consumer_msg(void *arg, const oq_broker_msg_t *m)
+{
+    oq_relay_t *r = arg;
+    if (m->topic == OQ_BROKER_OUTCOMES)
+        handle_outcome(r, m);
+    else
+        handle_order(r, m);
+}
+
+/* One turn of the consumer thread: at most one message to the callbacks. 1 if one was read. */
+static int consumer_turn(oq_relay_t *r, int timeout_ms)
+{
+    return r->bops->consume(r->bctx, timeout_ms, consumer_msg, r);
+}
+
 static void *consumer_main(void *arg)
 {
     oq_relay_t *r = arg;
-    int known[2] = {0, 0};
-    uint64_t next_meta = 0;
-    while (!atomic_load(&r->stop)) {
-        uint64_t now = cm_mono_ms();
-        if (now >= next_meta) {
-            refresh_assignment(r, known);
-            atomic_store(&r->orders_parts, known[0]);
-            next_meta = now + (known[0] && known[1] ? META_PERIOD_MS : 500);
-        }
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(r->ck, 100);
-        if (!m)
-            continue;
-        if (!m->err && m->rkt) {
-            const char *tn = rd_kafka_topic_name(m->rkt);
-            if (strcmp(tn, r->outcomes_topic) == 0)
-                handle_outcome(r, m);
-            else if (strcmp(tn, r->topic) == 0)
-                handle_order(r, m);
-        }
-        rd_kafka_message_destroy(m);
-    }
+    while (!atomic_load(&r->stop))
+        consumer_turn(r, 100);
     return NULL;
 }
 
@@ -1136,6 +1248,13 @@ static char *dup_or(const char *s, const char *def)
     return cm_xstrdup(s && *s ? s : def);
 }
 
+/* librdkafka, the table every product binary uses (ctx: the relay). */
+static const oq_broker_ops_t kafka_ops = {
+    .produce = kafka_produce,
+    .poll = kafka_poll,
+    .consume = kafka_consume,
+};
+
 int oq_relay_open(oq_relay_t **out, const oq_relay_opts_t *opts, char *errbuf, size_t errlen)
 {
     *out = NULL;
@@ -1155,9 +1274,14 @@ int oq_relay_open(oq_relay_t **out, const oq_relay_opts_t *opts, char *errbuf, s
     r->client_id = dup_or(opts->client_id, cid);
     if (!r->o.idle_poll_ms)
         r->o.idle_poll_ms = 5;
+    r->rewind_backoff_ms = opts->rewind_backoff_ms ? opts->rewind_backoff_ms : REWIND_BACKOFF_MS;
+    r->bops = &kafka_ops;
+    r->bctx = r;
     r->max_inflight = opts->max_inflight ? opts->max_inflight : 100000;
     r->settle_cap = r->max_inflight * 2 > 200000 ? r->max_inflight * 2 : 200000;
-    r->cap = 1024;
+    r->cap = 1024; /* grows (ring_push); a small max_inflight starts small (the simulator's 64) */
+    while (r->cap > 16 && r->cap / 2 >= r->max_inflight)
+        r->cap /= 2;
     r->ring = cm_xmalloc(r->cap * sizeof(*r->ring));
     pthread_mutex_init(&r->mu, NULL);
     pthread_mutex_init(&r->smu, NULL);
@@ -1171,6 +1295,23 @@ int oq_relay_open(oq_relay_t **out, const oq_relay_opts_t *opts, char *errbuf, s
     cm_smap_init(&r->sets[1], 0);
     r->wake_rd = r->wake_wr = -1;
     int rc;
+
+    if (opts->broker) { /* stepped, on the owner's broker: no thread, no client of its own */
+        if (opts->embedded_release_on_settle && !opts->consume) {
+            snprintf(errbuf, errlen, "relay: release on settle needs the consumer (consume=true)");
+            rc = CM_EINVAL;
+            goto fail;
+        }
+        r->bops = opts->broker;
+        r->bctx = opts->broker_ctx;
+        r->stepped = true;
+        r->settle_mode = opts->embedded_release_on_settle;
+        r->brokers = cm_xstrdup("stepped");
+        r->scan_pos = oq_spool_released(r->spool);
+        r->next_seq = 1;
+        *out = r;
+        return 0;
+    }
 
     int fds[2];
     if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
@@ -1261,7 +1402,7 @@ void oq_relay_close(oq_relay_t *r, int timeout_ms)
         pthread_mutex_unlock(&r->wmu);
         pthread_join(r->wmthr, NULL);
     }
-    if (r->rk) {
+    if (r->rk) { /* never stepped: a stepped relay is only freed */
         rd_kafka_flush(r->rk, timeout_ms); /* runs dr_cb on this thread */
         release_prefix(r);
         destroy_producer(r);
@@ -1303,6 +1444,26 @@ void oq_relay_close(oq_relay_t *r, int timeout_ms)
 void oq_relay_notify(oq_relay_t *r)
 {
     wake(r);
+}
+
+int oq_relay_step(oq_relay_t *r, oq_relay_thread_t which)
+{
+    if (!r->stepped)
+        return CM_EINVAL;
+    switch (which) {
+    case OQ_RELAY_PRODUCER:
+        relay_turn(r);
+        return 0;
+    case OQ_RELAY_RELEASER: {
+        pthread_mutex_lock(&r->rmu);
+        int rc = releaser_turn(r);
+        pthread_mutex_unlock(&r->rmu);
+        return rc;
+    }
+    case OQ_RELAY_CONSUMER:
+        return consumer_turn(r, 0);
+    }
+    return CM_EINVAL;
 }
 
 int oq_relay_cancel(oq_relay_t *r, const oq_order_t *o, const char *reason)

@@ -38,6 +38,7 @@
 #ifndef OQ_RELAY_H
 #define OQ_RELAY_H
 
+#include "queue/oq_broker.h"
 #include "queue/oq_embedded.h"
 #include "queue/oq_spool.h"
 
@@ -85,6 +86,16 @@ typedef struct oq_relay_opts {
     uint32_t idle_poll_ms;      /* spool re-scan period without a notify; 0 = 5 */
     uint32_t max_inflight;      /* tracked unreleased records; 0 = 100000 */
     int embedded_partitions;    /* 0 = 4 */
+    /*
+     * NULL: librdkafka on `brokers` (every product binary). Else the broker
+     * table (oq_broker.h) and its ctx, and the relay is stepped: no thread,
+     * no producer or consumer of its own, brokers and properties unused,
+     * release on settle when embedded_release_on_settle; its owner runs
+     * each thread's turns with oq_relay_step (the simulator).
+     */
+    const oq_broker_ops_t *broker;
+    void *broker_ctx;
+    uint32_t rewind_backoff_ms; /* wait after a failed delivery or produce; 0 = 1000 */
 } oq_relay_opts_t;
 
 #define OQ_ACK_BOUNDS_MS {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000}
@@ -118,6 +129,8 @@ typedef struct oq_relay_stats {
  * applies `properties`, and starts the relay thread. Returns 0 or CM_EINVAL
  * (bad property: errbuf holds "kafka.properties: KEY: librdkafka's message"),
  * CM_EBACKEND or CM_EIO with a reason in errbuf. Single-threaded init.
+ * With opts.broker: no producer, broker or thread; the owner runs the turns
+ * (oq_relay_step).
  */
 int oq_relay_open(oq_relay_t **out, const oq_relay_opts_t *opts, char *errbuf, size_t errlen);
 
@@ -125,6 +138,8 @@ int oq_relay_open(oq_relay_t **out, const oq_relay_opts_t *opts, char *errbuf, s
  * Stops the thread, waits up to timeout_ms for outstanding deliveries
  * (rd_kafka_flush) and releases what was delivered, then frees everything.
  * Unreleased records stay in the spool for the next start. NULL is fine.
+ * A stepped relay (opts.broker) is freed only: nothing is flushed or
+ * released (as after a kill -9 of its process).
  */
 void oq_relay_close(oq_relay_t *r, int timeout_ms);
 
@@ -144,6 +159,23 @@ void oq_relay_notify(oq_relay_t *r);
  * full) or CM_EIO. May block: not on a worker loop. Thread-safe.
  */
 int oq_relay_cancel(oq_relay_t *r, const oq_order_t *o, const char *reason);
+
+/* The relay's threads, whose turns a stepped relay's owner runs. */
+typedef enum {
+    OQ_RELAY_PRODUCER = 0, /* delivery reports, spool scan and produce, the done prefix handed
+                              to the releaser */
+    OQ_RELAY_RELEASER = 1, /* persists the release point handed over (oq_spool_release*) */
+    OQ_RELAY_CONSUMER = 2, /* one message of the orders or outcomes topic to the callbacks */
+} oq_relay_thread_t;
+
+/*
+ * Runs one turn of thread `which`'s loop on the caller's thread, for a relay
+ * opened with opts.broker (CM_EINVAL for any other). Returns 0, 1 (consumer:
+ * a message was read) or the releaser's spool error (the point stays
+ * pending for the next turn). The callbacks run inside it. Not thread-safe:
+ * one thread runs every turn.
+ */
+int oq_relay_step(oq_relay_t *r, oq_relay_thread_t which);
 
 /* Fills *out. Thread-safe (relaxed counters). */
 void oq_relay_stats(oq_relay_t *r, oq_relay_stats_t *out);

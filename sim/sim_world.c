@@ -13,12 +13,15 @@
  * inv_restock), the start-window lottery (gw_lottery.c: entries, the entry
  * log, the draw, its resume after a crash), its start-up replay and
  * compensation (gw_server.c replay_one, gw_release.c gw_compensate),
- * the relay in release-on-settle mode (oq_relay.c: tail the spool, produce,
- * resend on a failed delivery, release the done prefix, outcomes counted per
- * id), the broker (per-partition order, duplicates on a retried produce,
- * down and back, a failed delivery past message.timeout.ms) and settle's
- * consumer loop (st_settle.c: write the batch, publish outcomes, commit
- * offsets, a crash possible between any two).
+ * settle's consumer loop (st_settle.c: write the batch, publish outcomes
+ * with the real st_outcome_format, commit offsets, a crash possible between
+ * any two).
+ * The relay is the real one (oq_relay.c), stepped (oq_relay_step: its
+ * producer, releaser and consumer turns run from the driver), on the
+ * simulated broker below through its broker table (queue/oq_broker.h):
+ * per-partition order, a random partition's oldest message moved at a
+ * time, duplicates on a retried produce, refused produces, down and back,
+ * a failed delivery past message.timeout.ms.
  */
 #include "sim/sim_world.h"
 
@@ -32,8 +35,11 @@
 #include "common/cm_yield.h"
 #include "gateway/buy/gw_fair.h"
 #include "inventory/inv.h"
+#include "queue/oq_broker.h"
 #include "queue/oq_order.h"
+#include "queue/oq_relay.h"
 #include "queue/oq_spool.h"
+#include "settle/st_settle.h"
 #include "settle/st_sink.h"
 #include "sim/sim_disk.h"
 
@@ -47,6 +53,7 @@
 #define NPART 3
 #define ORD_MAX 8192
 #define MSG_TIMEOUT_MS 40 /* the relay's message.timeout.ms, simulated */
+#define REWIND_BACKOFF_MS 20 /* the relay's back-off after a failed delivery (product: 1000) */
 #define HEAL_STEPS_MAX 60000
 
 enum { ST_NONE = 0, ST_QUEUED, ST_SETTLED, ST_FAILED, ST_CANCELLED };
@@ -63,13 +70,13 @@ typedef struct ord {
     uint8_t db;   /* the committed status in the database (ST_*) */
 } ord_t;
 
-typedef struct rent {
-    oq_pos_t next;
-    uint32_t ord;
-    uint8_t kind;  /* 0 order, 1 cancel, 2 release (done at once) */
-    uint8_t state; /* 0 to send, 1 in flight, 2 delivered, 3 done */
-    uint64_t seq;
-} rent_t;
+/* A delivery report waiting for the relay's poll. */
+typedef struct rep {
+    uint64_t token;
+    bool ok;
+    int32_t partition;
+    int64_t offset;
+} rep_t;
 
 /* The start-window lottery (gw_fair.h, gw_lottery.c), modelled on one
  * gateway's sale; the draw order is the real gw_fair_order. */
@@ -128,6 +135,7 @@ typedef struct waiter {
 } waiter_t;
 
 typedef struct gw {
+    struct world *wd;
     int idx;
     bool up;
     sim_disk_t *disk;
@@ -140,16 +148,17 @@ typedef struct gw {
     uint32_t limit, max_limit;  /* the per-user limit now (sales.json), the highest it was */
     int64_t starts_ms, ends_ms; /* the sale's window now (sales.json; 0: open, no end) */
     bool power_lost_write;      /* durability write lost a tail: the end count may differ */
-    /* the relay (process memory) */
-    rent_t *ring;
-    size_t rhead, rn, rcap;
-    oq_pos_t scan_from, rel_target;
-    uint64_t seqgen;
+    /* the relay (process memory): the real one, stepped; the delivery
+     * reports its producer has not polled; its consumer's place in the
+     * outcomes topic (read from the beginning at every start) */
+    oq_relay_t *relay;
+    bool on_settle; /* release on settle (else on delivery, an external cluster's mode) */
+    rep_t *reps;
+    size_t nreps, capreps;
     uint32_t gen;
-    /* the gateway's status table and the relay's outcome counts (process memory) */
-    uint8_t status[ORD_MAX];
-    uint8_t credit[ORD_MAX];
     size_t out_cur;
+    /* the gateway's status table (process memory) */
+    uint8_t status[ORD_MAX];
     uint64_t units_back; /* units released or given back on this sale, ever (the oracle's) */
     lottery_t lot;
     /* buys appended and waiting for the group commit (durability fsync) */
@@ -178,7 +187,7 @@ typedef struct plog {
 
 typedef struct outc {
     uint32_t ord;
-    uint8_t status;
+    char *json; /* the message, as settle formats it (st_outcome_format) */
 } outc_t;
 
 /* The database: committed rows and the open transaction's. */
@@ -204,7 +213,7 @@ typedef struct world {
     int ng, nu;
     uint32_t limit;
     bool fsync_mode;
-    double p_crash, p_power, p_fsync_fail, p_broker_flip, p_dup, p_lost_reply;
+    double p_crash, p_power, p_fsync_fail, p_broker_flip, p_dup, p_lost_reply, p_produce_err;
     bool faults;
     gw_t gw[NG_MAX];
     plog_t part[NPART];
@@ -443,18 +452,96 @@ static const st_sink_ops_t sink_ops = {
 
 /*---- the broker ----*/
 
-static void broker_produce(world_t *wd, gw_t *g, uint64_t seq, const oq_order_t *o)
+/* The broker table's produce (oq_broker.h): one gateway's relay. */
+static int broker_produce(void *ctx, const char *key, const void *val, size_t vlen, uint64_t token,
+                          const char **why)
 {
-    plog_t *p = &wd->part[part_of(ord_of(o->order_id))];
+    gw_t *g = ctx;
+    world_t *wd = g->wd;
+    oq_order_t o;
+    char err[160];
+    if (oq_order_decode(val, vlen, &o, err, sizeof(err)) != 0) {
+        fail(wd, "gw%d: the relay produced a message the codec rejects: %s", g->idx, err);
+        *why = "invalid message";
+        return CM_EINVAL;
+    }
+    if (strcmp(key, o.order_id) != 0) {
+        fail(wd, "gw%d: the relay keyed %s by \"%s\", not its order id", g->idx, o.order_id, key);
+        *why = "wrong key";
+        return CM_EINVAL;
+    }
+    if (wd->faults && chance(wd, wd->p_produce_err)) { /* a non-retriable produce error */
+        tr(wd, "gw%d: produce of %s refused", g->idx, o.order_id);
+        *why = "refused (simulated)";
+        return CM_EBACKEND;
+    }
+    plog_t *p = &wd->part[part_of(ord_of(key))];
     if (p->qn == p->qcap) {
         p->qcap = p->qcap ? p->qcap * 2 : 64;
         p->q = cm_xrealloc(p->q, p->qcap * sizeof(infl_t));
     }
     p->q[p->qn++] =
-        (infl_t){.gw = g->idx, .gen = g->gen, .seq = seq, .t_sent = wd->now_ms, .o = *o};
+        (infl_t){.gw = g->idx, .gen = g->gen, .seq = token, .t_sent = wd->now_ms, .o = o};
+    return 0;
 }
 
-static void relay_report(world_t *wd, int gi, uint32_t gen, uint64_t seq, bool ok);
+/* The broker table's poll: the reports that reached this process, in order. */
+static void broker_poll(void *ctx, int timeout_ms, oq_broker_report_fn fn, void *arg)
+{
+    gw_t *g = ctx;
+    (void)timeout_ms;
+    for (size_t i = 0; i < g->nreps; i++) {
+        oq_broker_report_t r = {.token = g->reps[i].token,
+                                .err = g->reps[i].ok ? NULL : "Local: Message timed out",
+                                .partition = g->reps[i].partition,
+                                .offset = g->reps[i].offset};
+        fn(arg, &r);
+    }
+    g->nreps = 0;
+}
+
+/*
+ * The broker table's consume: the next outcome of one of this gateway's
+ * orders. The relay reads no orders back here, and the other gateways'
+ * outcomes are passed over: they would only sit in its settled-id set, and
+ * each costs a decode (a gateway reads the topic again at every start).
+ */
+static int broker_consume(void *ctx, int timeout_ms, oq_broker_msg_fn fn, void *arg)
+{
+    gw_t *g = ctx;
+    world_t *wd = g->wd;
+    (void)timeout_ms;
+    while (g->out_cur < wd->nouts && (wd->outs[g->out_cur].ord >= wd->nords ||
+                                      wd->ords[wd->outs[g->out_cur].ord].gw != g->idx))
+        g->out_cur++;
+    if (!wd->broker_up || g->out_cur >= wd->nouts)
+        return 0;
+    const char *json = wd->outs[g->out_cur++].json;
+    oq_broker_msg_t m = {.topic = OQ_BROKER_OUTCOMES, .payload = json, .len = strlen(json)};
+    fn(arg, &m);
+    return 1;
+}
+
+static const oq_broker_ops_t sim_broker_ops = {
+    .produce = broker_produce,
+    .poll = broker_poll,
+    .consume = broker_consume,
+};
+
+/* A delivery report for gateway gi's producer, if the process that sent it still runs. */
+static void relay_report(world_t *wd, int gi, uint32_t gen, uint64_t seq, bool ok, int part,
+                         int64_t off)
+{
+    gw_t *g = &wd->gw[gi];
+    if (!g->up || g->gen != gen || !g->relay)
+        return; /* the producer that sent it is gone */
+    if (g->nreps == g->capreps) {
+        g->capreps = g->capreps ? g->capreps * 2 : 64;
+        g->reps = cm_xrealloc(g->reps, g->capreps * sizeof(rep_t));
+    }
+    g->reps[g->nreps++] =
+        (rep_t){.token = seq, .ok = ok, .partition = ok ? part : -1, .offset = ok ? off : -1};
+}
 
 static void plog_append(plog_t *p, const oq_order_t *o)
 {
@@ -478,11 +565,12 @@ static void broker_step(world_t *wd)
         memmove(p->q, p->q + 1, (p->qn - 1) * sizeof(infl_t));
         p->qn--;
         tr(wd, "broker: delivery of %s failed (timed out, broker down)", m.o.order_id);
-        relay_report(wd, m.gw, m.gen, m.seq, false);
+        relay_report(wd, m.gw, m.gen, m.seq, false, -1, -1);
         return;
     }
     memmove(p->q, p->q + 1, (p->qn - 1) * sizeof(infl_t));
     p->qn--;
+    int64_t off = (int64_t)p->n;
     plog_append(p, &m.o);
     uint32_t n = ord_of(m.o.order_id);
     if (m.o.type == OQ_MSG_ORDER && n < ORD_MAX)
@@ -491,20 +579,20 @@ static void broker_step(world_t *wd)
         plog_append(p, &m.o);
         tr(wd, "broker: %s written twice (a retried produce)", m.o.order_id);
     }
-    relay_report(wd, m.gw, m.gen, m.seq, true);
+    relay_report(wd, m.gw, m.gen, m.seq, true, (int)(p - wd->part), off);
 }
 
-static void outcome_publish(world_t *wd, uint32_t n, oq_status_t st)
+/* Settle publishes the outcome of message o (st_settle.c publish_outcomes). */
+static void outcome_publish(world_t *wd, const oq_order_t *o, const st_outcome_t *oc)
 {
+    if (oc->status != OQ_STATUS_SETTLED && !oq_status_releases(oc->status))
+        return; /* no outcome message for it */
     if (wd->nouts == wd->capouts) {
         wd->capouts = wd->capouts ? wd->capouts * 2 : 256;
         wd->outs = cm_xrealloc(wd->outs, wd->capouts * sizeof(outc_t));
     }
-    uint8_t s = st == OQ_STATUS_SETTLED     ? ST_SETTLED
-                : st == OQ_STATUS_FAILED    ? ST_FAILED
-                : st == OQ_STATUS_CANCELLED ? ST_CANCELLED
-                                            : ST_QUEUED;
-    wd->outs[wd->nouts++] = (outc_t){.ord = n, .status = s};
+    wd->outs[wd->nouts++] = (outc_t){.ord = ord_of(o->order_id),
+                                     .json = st_outcome_format(o, oc, cm_wall_ms())};
 }
 
 /*---- settlement ----*/
@@ -559,7 +647,7 @@ static void settle_step(world_t *wd)
         return;
     }
     for (size_t i = 0; i < n; i++)
-        outcome_publish(wd, ord_of(batch[i].order_id), outv[i].status);
+        outcome_publish(wd, &batch[i], &outv[i]);
     if (wd->faults && chance(wd, wd->p_crash * 4)) {
         settle_crash(wd, "after the outcomes, before the offsets");
         return;
@@ -589,6 +677,9 @@ static void gw_crash(world_t *wd, gw_t *g, bool power, const char *why)
     }
     wd->res->crashes++;
     tr(wd, "gw%d: %s (%s)", g->idx, power ? "power loss" : "crash", why);
+    oq_relay_close(g->relay, 0); /* stepped: freed, nothing flushed or released */
+    g->relay = NULL;
+    g->nreps = 0;
     if (g->sp)
         oq_spool_close(g->sp); /* its descriptors are dead: nothing reaches the disk */
     g->sp = NULL;
@@ -600,8 +691,6 @@ static void gw_crash(world_t *wd, gw_t *g, bool power, const char *why)
     g->inv = NULL;
     g->sale = NULL;
     g->up = false;
-    g->rn = 0;
-    g->rhead = 0;
     g->nwait = 0; /* their clients never hear: they retry their keys */
     g->gen++;
     lottery_t *L = &g->lot;
@@ -672,6 +761,8 @@ static int replay_cb(const oq_rec_t *rec, void *arg)
     return 0;
 }
 
+static void sim_on_outcome(const oq_order_t *oc, void *ud);
+
 static void gw_start(world_t *wd, gw_t *g)
 {
     char err[256];
@@ -679,7 +770,6 @@ static void gw_start(world_t *wd, gw_t *g)
     if (wd->faults && chance(wd, 0.15)) /* it will die in the middle of its recovery */
         sim_disk_die_after(g->disk, 1 + rnd(wd, 40));
     memset(g->status, 0, sizeof(g->status));
-    memset(g->credit, 0, sizeof(g->credit));
     g->out_cur = 0;
     if (inv_open(&g->inv, "memory", NULL, 8, err, sizeof(err)) != 0) {
         fail(wd, "gw%d: inv_open: %s", g->idx, err);
@@ -738,10 +828,24 @@ static void gw_start(world_t *wd, gw_t *g)
            g->lot.seed);
     else if (g->lot.drawn && !g->lot.o_done && !wd->failed) /* its "F" reached the log */
         lot_check_done(wd, g);
-    g->scan_from = oq_spool_released(g->sp);
-    g->rel_target = g->scan_from;
+    oq_relay_opts_t ro = {.spool = g->sp,
+                          .node_id = (uint32_t)g->idx,
+                          .embedded_release_on_settle = g->on_settle,
+                          .release_deletes = false,
+                          .consume = true,
+                          .on_outcome = sim_on_outcome,
+                          .cb_ud = g,
+                          .max_inflight = 64,
+                          .broker = &sim_broker_ops,
+                          .broker_ctx = g,
+                          .rewind_backoff_ms = REWIND_BACKOFF_MS};
+    if (oq_relay_open(&g->relay, &ro, err, sizeof(err)) != 0) {
+        fail(wd, "gw%d: relay: %s", g->idx, err);
+        return;
+    }
+    oq_pos_t rp = oq_spool_released(g->sp);
     tr(wd, "gw%d: started, replayed %ld records, release point %" PRIu64 ":%" PRIu64, g->idx, nrec,
-       g->scan_from.seg, g->scan_from.off);
+       rp.seg, rp.off);
 }
 
 /* An EVENT record of o (release or cancel) into the spool, committed. */
@@ -1509,63 +1613,11 @@ static void sim_yield(cm_yield_t at)
     wd->in_reserve = g;
 }
 
-/*---- the relay (oq_relay.c, release on settle) ----*/
+/*---- the relay (the real oq_relay.c, stepped) ----*/
 
-static rent_t *ring_at(gw_t *g, size_t i)
-{
-    return &g->ring[(g->rhead + i) % g->rcap];
-}
-
-static int relay_scan_cb(const oq_rec_t *rec, void *arg)
-{
-    gw_t *g = arg;
-    if (g->rn == g->rcap) {
-        size_t ncap = g->rcap ? g->rcap * 2 : 256;
-        rent_t *nr = cm_xmalloc(ncap * sizeof(rent_t));
-        for (size_t i = 0; i < g->rn; i++)
-            nr[i] = *ring_at(g, i);
-        free(g->ring);
-        g->ring = nr;
-        g->rcap = ncap;
-        g->rhead = 0;
-    }
-    rent_t *e = ring_at(g, g->rn++);
-    *e = (rent_t){.next = rec->next, .seq = ++g->seqgen};
-    if (rec->type == OQ_REC_ORDER) {
-        e->ord = ord_of(rec->order->order_id);
-        e->kind = 0;
-    } else {
-        oq_order_t o;
-        if (oq_order_decode(rec->event, rec->event_len, &o, NULL, 0) != 0)
-            return 1;
-        e->ord = ord_of(o.order_id);
-        e->kind = o.type == OQ_MSG_CANCEL ? 1 : 2;
-        if (e->kind == 2)
-            e->state = 3;
-    }
-    g->scan_from = rec->next;
-    return g->rn >= 64; /* a bounded step */
-}
-
-static void relay_report(world_t *wd, int gi, uint32_t gen, uint64_t seq, bool ok)
-{
-    gw_t *g = &wd->gw[gi];
-    if (!g->up || g->gen != gen)
-        return; /* the producer that sent it is gone */
-    for (size_t i = 0; i < g->rn; i++) {
-        rent_t *e = ring_at(g, i);
-        if (e->seq != seq || e->state != 1)
-            continue;
-        if (ok)
-            e->state = e->kind == 1 ? 3 : 2; /* a cancel is done once in the topic */
-        else if (CM_PLANT(SIM_RELAY_DROP_ON_ERROR))
-            e->state = 3;
-        else
-            e->state = 0; /* sent again */
-        return;
-    }
-}
-
+/* The relay's producer turn (reports, scan and produce, the done prefix),
+ * and its releaser's, which persists the point (not always at once: a crash
+ * may come in between). */
 static void relay_step(world_t *wd, gw_t *g)
 {
     if (!g->up)
@@ -1574,49 +1626,18 @@ static void relay_step(world_t *wd, gw_t *g)
     oq_spool_step(g->sp);
     if (gw_died(wd, g))
         return;
-    long rc = oq_spool_scan(g->sp, g->scan_from, relay_scan_cb, g);
+    oq_relay_step(g->relay, OQ_RELAY_PRODUCER);
+    if (gw_died(wd, g) || rnd(wd, 3) == 0)
+        return;
+    oq_pos_t was = oq_spool_released(g->sp);
+    int rc = oq_relay_step(g->relay, OQ_RELAY_RELEASER);
     if (gw_died(wd, g))
         return;
-    if (rc < 0) {
-        fail(wd, "gw%d: the relay cannot read its spool: %s", g->idx, cm_errname((int)rc));
-        return;
-    }
-    for (size_t i = 0; i < g->rn; i++) {
-        rent_t *e = ring_at(g, i);
-        if (e->state != 0)
-            continue;
-        oq_order_t o;
-        fill_order(wd, e->ord, &o);
-        if (e->kind == 1) {
-            o.type = OQ_MSG_CANCEL;
-            o.accepted_at_ms = 0;
-            o.idem_key[0] = '\0';
-        }
-        broker_produce(wd, g, e->seq, &o);
-        e->state = 1;
-    }
-    /* a delivered order is done on an outcome for it: counted per id */
-    size_t k = 0;
-    for (; k < g->rn; k++) {
-        rent_t *e = ring_at(g, k);
-        if (e->state == 2 && g->credit[e->ord] > 0) {
-            g->credit[e->ord]--;
-            e->state = 3;
-        }
-        if (e->state != 3)
-            break;
-        g->rel_target = e->next;
-    }
-    g->rhead = (g->rhead + k) % (g->rcap ? g->rcap : 1);
-    g->rn -= k;
-    if (oq_pos_cmp(g->rel_target, oq_spool_released(g->sp)) > 0) {
-        int r = oq_spool_release_keep(g->sp, g->rel_target);
-        if (gw_died(wd, g))
-            return;
-        if (r == 0)
-            tr(wd, "gw%d: released to %" PRIu64 ":%" PRIu64, g->idx, g->rel_target.seg,
-               g->rel_target.off);
-    }
+    oq_pos_t now = oq_spool_released(g->sp);
+    if (oq_pos_cmp(now, was) != 0)
+        tr(wd, "gw%d: released to %" PRIu64 ":%" PRIu64, g->idx, now.seg, now.off);
+    else if (rc != 0)
+        tr(wd, "gw%d: release failed (%s)", g->idx, cm_errname(rc));
 }
 
 /* Compensation: a failed or cancelled order's units go back once (gw_compensate). */
@@ -1631,8 +1652,8 @@ static void compensate(world_t *wd, gw_t *g, uint32_t n, uint8_t st)
     ev.accepted_at_ms = 0;
     ev.idem_key[0] = '\0';
     int rc = spool_event(g, &ev);
-    if (gw_died(wd, g))
-        return;
+    if (sim_disk_dead(g->disk))
+        return; /* inside the relay's callback: the caller crashes the process after it */
     (void)rc;
     rc = inv_release(g->inv, ev.sale_id, ev.user_id, ev.qty, ev.order_id);
     if (rc == 0)
@@ -1642,24 +1663,30 @@ static void compensate(world_t *wd, gw_t *g, uint32_t n, uint8_t st)
        rc == 0 ? "released" : cm_errname(rc));
 }
 
-/* The gateway's consumer of the outcomes topic, from the beginning at every start. */
+/* The relay's on_outcome (gw_server.c's): compensation or the status table. */
+static void sim_on_outcome(const oq_order_t *oc, void *ud)
+{
+    gw_t *g = ud;
+    world_t *wd = g->wd;
+    uint32_t n = ord_of(oc->order_id);
+    if (sim_disk_dead(g->disk) || n == 0 || n >= wd->nords || wd->ords[n].gw != g->idx)
+        return;
+    if (oc->status == OQ_STATUS_FAILED || oc->status == OQ_STATUS_CANCELLED)
+        compensate(wd, g, n, oc->status == OQ_STATUS_FAILED ? ST_FAILED : ST_CANCELLED);
+    else if (oc->status == OQ_STATUS_SETTLED)
+        set_status(g, n, ST_SETTLED);
+}
+
+/* The relay's consumer turns: the outcomes topic, from the beginning at every start. */
 static void outcomes_step(world_t *wd, gw_t *g)
 {
     if (!g->up || !wd->broker_up)
         return;
     sim_disk_use(g->disk);
-    for (int k = 0; k < 32 && g->out_cur < wd->nouts && g->up; k++) {
-        outc_t oc = wd->outs[g->out_cur++];
-        if (oc.ord >= wd->nords || wd->ords[oc.ord].gw != g->idx)
-            continue;
-        if (CM_PLANT(SIM_RELAY_HELD_TWICE))
-            g->credit[oc.ord] = 1;
-        else if (g->credit[oc.ord] < 255)
-            g->credit[oc.ord]++;
-        if (oc.status == ST_FAILED || oc.status == ST_CANCELLED)
-            compensate(wd, g, oc.ord, oc.status);
-        else if (oc.status == ST_SETTLED)
-            set_status(g, oc.ord, ST_SETTLED);
+    for (int k = 0; k < 32 && g->out_cur < wd->nouts; k++) {
+        oq_relay_step(g->relay, OQ_RELAY_CONSUMER);
+        if (gw_died(wd, g))
+            return;
     }
 }
 
@@ -1683,7 +1710,7 @@ static bool quiescent(world_t *wd)
             return false;
         oq_spool_stats_t ss;
         oq_spool_stats(g->sp, &ss);
-        if (ss.unreleased_bytes != 0 || g->out_cur < wd->nouts || g->nwait ||
+        if (ss.unreleased_bytes != 0 || g->out_cur < wd->nouts || g->nwait || g->nreps ||
             (g->lot.on && !g->lot.drawn))
             return false;
     }
@@ -1869,6 +1896,7 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
     wd->p_broker_flip = 0.002;
     wd->p_dup = 0.05;
     wd->p_lost_reply = 0.1;
+    wd->p_produce_err = 0.01;
     wd->p_db_fail = 0.03;
     wd->faults = true;
     wd->broker_up = true;
@@ -1879,7 +1907,9 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
     wd->sink.wd = wd;
     for (int i = 0; i < wd->ng; i++) {
         gw_t *g = &wd->gw[i];
+        g->wd = wd;
         g->idx = i;
+        g->on_settle = rnd(wd, 4) != 0;
         g->disk = sim_disk_new(&wd->rng);
         sim_disk_set_faults(g->disk, wd->p_fsync_fail, rnd(wd, 4) == 0 ? 6000 + rnd(wd, 20000) : 0);
         snprintf(g->sale_id, sizeof(g->sale_id), "s%d", i);
@@ -1917,13 +1947,15 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
                 oq_spool_stats_t ss;
                 if (g->up) {
                     oq_spool_stats(g->sp, &ss);
-                    if (ss.unreleased_bytes != 0 && g->rn) {
-                        const rent_t *e = ring_at(g, 0);
+                    if (ss.unreleased_bytes != 0) {
+                        oq_relay_stats_t rs;
+                        oq_relay_stats(g->relay, &rs);
                         snprintf(buf, sizeof(buf),
-                                 "gw%d's release point is stuck before its end "
-                                 "at o%u (kind %d, state %d, outcomes %d, database %d)",
-                                 i, e->ord, e->kind, e->state, g->credit[e->ord],
-                                 wd->ords[e->ord].db);
+                                 "gw%d's release point is stuck before its end (release on %s: "
+                                 "%" PRIu64 " records tracked, %" PRIu64 " in flight, %" PRIu64
+                                 " awaiting an outcome)",
+                                 i, g->on_settle ? "settle" : "delivery",
+                                 rs.spool_unreleased_records, rs.inflight, rs.awaiting_outcome);
                         what = buf;
                     }
                 }
@@ -1940,13 +1972,14 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
     for (int i = 0; i < wd->ng; i++) {
         gw_t *g = &wd->gw[i];
         sim_disk_use(g->disk);
+        oq_relay_close(g->relay, 0);
         if (g->sp)
             oq_spool_close(g->sp);
         if (g->w)
             inv_worker_close(g->w);
         if (g->inv)
             inv_close(g->inv);
-        free(g->ring);
+        free(g->reps);
         sim_disk_stats_t ds;
         sim_disk_stats(g->disk, &ds);
         out->fsync_fails += ds.fsync_fails;
@@ -1957,6 +1990,8 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
         free(wd->part[p].m);
         free(wd->part[p].q);
     }
+    for (size_t i = 0; i < wd->nouts; i++)
+        free(wd->outs[i].json);
     free(wd->outs);
     st_batch_writer_free(&wd->bw);
     cm_yield_set(NULL);

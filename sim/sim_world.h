@@ -1,7 +1,7 @@
 /*
  * The simulated sale (docs/simulation.md): gateways (the real memory
- * inventory and the real spool on a simulated disk, with a model of the
- * gateway's buy, replay and compensation and of the relay), a broker, and
+ * inventory, the real spool on a simulated disk and the real relay, stepped,
+ * with a model of the gateway's buy, replay and compensation), a broker, and
  * settlement (the real batch writer on a simulated sink), driven from a seed
  * and checked by an oracle after every step. One thread; nothing is shared
  * between two runs but the active plant.
