@@ -8,6 +8,7 @@
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_log.h"
+#include "common/cm_plant.h"
 
 #include <stddef.h>
 #include <stdio.h>
@@ -289,7 +290,8 @@ static int sync_reserve(rw_t *w, inv_reserve_req_t *req, int sc)
         }
     }
     freeReplyObject(r);
-    if (rc == INV_RESERVED && rb->wait_replicas && !sync_wait(w, req->sale->sale_id)) {
+    if (rc == INV_RESERVED && rb->wait_replicas && !CM_PLANT(INV_REDIS_NO_WAIT) &&
+        !sync_wait(w, req->sale->sale_id)) {
         /* Not answered 202 unless the replicas have it (a failover would lose it): given
          * back now as the loop's path does; if that fails too, the caller's give-back
          * (it holds the order id) or nobody's: the units stay held, never sold twice. */
@@ -428,7 +430,8 @@ int inv__redis_claim(inv_worker_t *wk, inv_reserve_req_t *req)
     freeReplyObject(r);
     /* A claimed order is answered 202: only once the replicas have it and its claim
      * mark (the reserve that took it may have been answered 503 for want of them). */
-    if (rc == INV_RESERVED && rb->wait_replicas && !sync_wait(w, req->sale->sale_id))
+    if (rc == INV_RESERVED && rb->wait_replicas && !CM_PLANT(INV_REDIS_NO_WAIT) &&
+        !sync_wait(w, req->sale->sale_id))
         rc = CM_EBACKEND;
     if (rc == CM_EBACKEND)
         inv__redis_br_failure(rb, node);
