@@ -178,6 +178,8 @@ int inv_cluster_route(inv_cluster_t *cl, uint16_t slot)
 
 int inv_cluster_any(inv_cluster_t *cl, unsigned hint)
 {
+    if (!cl->addr.cluster)
+        return 0; /* the one node, serving every slot */
     /* a node that serves a slot is a master the map believes in */
     pthread_rwlock_rdlock(&cl->lock);
     int found = -1;

@@ -14,7 +14,7 @@
  * splitmix, not SHA-1: the backend only sends back what SCRIPT LOAD said).
  *
  * Persistence and replication keep the commands that wrote, in order (the
- * scripts as EVAL with their text, as Redis's verbatim script replication):
+ * scripts by id, their texts kept apart: Redis's verbatim script replication):
  * a restart with persistence replays them all (appendfsync always: what ran
  * is on disk), the replica holds a prefix of them, and a failover replays
  * that prefix.
@@ -200,7 +200,8 @@ typedef struct conn {
 struct sim_redis {
     cm_rand_t *rng;
     sd_t *ks;      /* key -> obj_t */
-    sd_t *scripts; /* id -> text */
+    sd_t *scripts; /* id -> text: the script cache */
+    sd_t *texts;   /* id -> text: every script ever loaded (the log's EVALSHA replay) */
     lua_State *L;
     uint64_t dirty; /* writes so far (a command that moved it is logged) */
     cmd_t *log;
@@ -487,9 +488,9 @@ static void set_argv_table(lua_State *L, const char *name, int n, char **argv, s
     lua_setglobal(L, name);
 }
 
-/* Runs a script's text with its keys and arguments (argv from the key count on). */
-static redisReply *run_script(sim_redis_t *r, const char *text, size_t tlen, int argc, char **argv,
-                              size_t *argl)
+/* Runs a script (its id and text) with its keys and arguments (argv from the key count on). */
+static redisReply *run_script(sim_redis_t *r, const char *id, const char *text, size_t tlen,
+                              int argc, char **argv, size_t *argl)
 {
     long long nk;
     if (argc < 1 || !parse_ll(argv[0], argl[0], &nk) || nk < 0 || nk > argc - 1)
@@ -497,8 +498,6 @@ static redisReply *run_script(sim_redis_t *r, const char *text, size_t tlen, int
     lua_State *L = r->L;
     r->stats.scripts++;
     /* compiled once per text, as Redis keeps f_<sha> */
-    char id[41];
-    script_id(text, tlen, id);
     lua_getfield(L, LUA_REGISTRYINDEX, id);
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
@@ -536,6 +535,20 @@ static redisReply *wrongtype(void)
     return rep_err("WRONGTYPE Operation against a key holding the wrong kind of value");
 }
 
+/* Caches a script's text under its id (and keeps it for the log's replay). */
+static void remember(sim_redis_t *r, const char *id, const char *text, size_t n)
+{
+    sd_t *d[2] = {r->scripts, r->texts};
+    for (int i = 0; i < 2; i++) {
+        bool created;
+        sd_ent_t *e = sd_get(d[i], id, 40, &created);
+        if (created) {
+            e->v = mem_dup(text, n);
+            e->vlen = n;
+        }
+    }
+}
+
 static redisReply *exec(sim_redis_t *r, int argc, char **argv, size_t *argl)
 {
     const char *c = argv[0];
@@ -545,30 +558,21 @@ static redisReply *exec(sim_redis_t *r, int argc, char **argv, size_t *argl)
     if (is(c, "SCRIPT") && argc == 3 && is(argv[1], "LOAD")) {
         char id[41];
         script_id(argv[2], argl[2], id);
-        bool created;
-        sd_ent_t *e = sd_get(r->scripts, id, 40, &created);
-        if (created) {
-            e->v = mem_dup(argv[2], argl[2]);
-            e->vlen = argl[2];
-        }
+        remember(r, id, argv[2], argl[2]);
         return rep_str(REDIS_REPLY_STRING, id, 40);
     }
     if (is(c, "EVAL") && argc >= 3) {
         char id[41];
         script_id(argv[1], argl[1], id);
-        bool created;
-        sd_ent_t *e = sd_get(r->scripts, id, 40, &created);
-        if (created) {
-            e->v = mem_dup(argv[1], argl[1]);
-            e->vlen = argl[1];
-        }
-        return run_script(r, argv[1], argl[1], argc - 2, argv + 2, argl + 2);
+        remember(r, id, argv[1], argl[1]);
+        return run_script(r, id, argv[1], argl[1], argc - 2, argv + 2, argl + 2);
     }
     if (is(c, "EVALSHA") && argc >= 3) {
-        sd_ent_t *e = sd_find(r->scripts, argv[1], argl[1]);
-        if (!e)
+        /* the log's replay finds every script (the verbatim EVAL of replication) */
+        sd_ent_t *e = sd_find(r->replaying ? r->texts : r->scripts, argv[1], argl[1]);
+        if (!e || argl[1] != 40)
             return rep_err("NOSCRIPT No matching script. Please use EVAL.");
-        return run_script(r, e->v, e->vlen, argc - 2, argv + 2, argl + 2);
+        return run_script(r, e->k, e->v, e->vlen, argc - 2, argv + 2, argl + 2);
     }
     if (is(c, "PUBLISH") && argc == 3)
         return rep_int(0);
@@ -724,18 +728,16 @@ static redisReply *run_logged(sim_redis_t *r, int argc, char **argv, size_t *arg
         r->log = cm_xrealloc(r->log, r->caplog * sizeof(*r->log));
     }
     cmd_t *c = &r->log[r->nlog++];
-    if (is(argv[0], "EVALSHA")) {
-        sd_ent_t *e = sd_find(r->scripts, argv[1], argl[1]);
-        char *a0 = "EVAL";
-        cmd_copy(c, argc, argv, argl);
+    cmd_copy(c, argc, argv, argl);
+    if (is(argv[0], "EVAL")) { /* logged by id: the replay finds its text in r->texts */
+        char id[41];
+        script_id(argv[1], argl[1], id);
         free(c->argv[0]);
         free(c->argv[1]);
-        c->argv[0] = mem_dup(a0, 4);
-        c->argl[0] = 4;
-        c->argv[1] = mem_dup(e->v, e->vlen);
-        c->argl[1] = e->vlen;
-    } else {
-        cmd_copy(c, argc, argv, argl);
+        c->argv[0] = mem_dup("EVALSHA", 7);
+        c->argl[0] = 7;
+        c->argv[1] = mem_dup(id, 40);
+        c->argl[1] = 40;
     }
     return rp;
 }
@@ -923,6 +925,7 @@ sim_redis_t *sim_redis_new(cm_rand_t *rng)
     r->rng = rng;
     r->ks = sd_new();
     r->scripts = sd_new();
+    r->texts = sd_new();
     lua_setup(r);
     r->tr = (inv_cluster_transport_t){.open = tr_open,
                                       .call = tr_call,
@@ -943,6 +946,7 @@ void sim_redis_free(sim_redis_t *r)
     free(r->log);
     sd_free(r->ks, obj_free);
     sd_free(r->scripts, NULL);
+    sd_free(r->texts, NULL);
     lua_close(r->L);
     free(r);
 }
