@@ -30,6 +30,8 @@ const char *const cm_plant_names[CM_PLANT_COUNT] = {
     [CM_PLANT_SIM_LOTTERY_NEW_SEED] = "sim_lottery_new_seed",
     [CM_PLANT_SIM_LOTTERY_CUT_FORGETS] = "sim_lottery_cut_forgets",
     [CM_PLANT_SIM_LOTTERY_ARRIVAL_ORDER] = "sim_lottery_arrival_order",
+    [CM_PLANT_INV_REDIS_LIMIT_KEYED] = "inv_redis_limit_keyed",
+    [CM_PLANT_INV_REDIS_NO_WAIT] = "inv_redis_no_wait",
 };
 
 void cm_plant_set(cm_plant_t p)

@@ -46,6 +46,10 @@ typedef enum {
                                          not take its winners from the spool */
     CM_PLANT_SIM_LOTTERY_ARRIVAL_ORDER, /* (the simulator's lottery model) winners taken in arrival
                                            order, the draw order computed but not used */
+    CM_PLANT_INV_REDIS_LIMIT_KEYED, /* the Redis reserve script skips the per-user check of a
+                                       keyed request (a retry) */
+    CM_PLANT_INV_REDIS_NO_WAIT,     /* a loop-less worker's reserve and claim answered without
+                                       WAIT (a past defect the simulator found) */
     CM_PLANT_COUNT
 } cm_plant_t;
 

@@ -15,9 +15,10 @@ set -eu
 # nginx + Lua peer (bench/lua/peer.lua), loaded into nginx-light with load_module.
 # docker-compose, python3-jsonschema: the compose-spec schema integration.74-container
 # validates deploy/container/compose.yaml against (offline; no container engine runs).
+# liblua5.1-0-dev: the simulator's Redis runs the inventory's Lua scripts (sim/sim_redis.c).
 PKGS="build-essential cmake pkg-config git curl procps python3
 libmicrohttpd-dev libgnutls28-dev libuv1-dev node-llhttp libcurl4-openssl-dev libhiredis-dev librdkafka-dev libjansson-dev libcmocka-dev
-libsqlite3-dev sqlite3 libpq-dev libsystemd-dev postgresql redis-server
+libsqlite3-dev sqlite3 libpq-dev libsystemd-dev postgresql redis-server liblua5.1-0-dev
 kcat wrk gnuplot-nox nginx-light libnginx-mod-http-lua varnish python3-yaml python3-jsonschema
 docker-compose valgrind strace
 clang libclang-rt-14-dev libssl-dev cppcheck clang-tidy

@@ -106,8 +106,22 @@ struct inv_cluster {
     _Atomic uint64_t changes;
 };
 
+static const inv_cluster_transport_t *g_transport;
+
+void inv_cluster_transport_set(const inv_cluster_transport_t *t)
+{
+    g_transport = t;
+}
+
+const inv_cluster_transport_t *inv_cluster_transport(void)
+{
+    return g_transport;
+}
+
 static uint64_t mono_ms(void)
 {
+    if (g_transport)
+        return g_transport->now_ms(g_transport->arg);
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
@@ -164,6 +178,8 @@ int inv_cluster_route(inv_cluster_t *cl, uint16_t slot)
 
 int inv_cluster_any(inv_cluster_t *cl, unsigned hint)
 {
+    if (!cl->addr.cluster)
+        return 0; /* the one node, serving every slot */
     /* a node that serves a slot is a master the map believes in */
     pthread_rwlock_rdlock(&cl->lock);
     int found = -1;
@@ -408,6 +424,7 @@ struct inv_cluster_sync {
     inv_cluster_t *cl;
     uint32_t timeout_ms;
     redisContext *ctx[INV_CLUSTER_NODES_MAX];
+    void *tconn[INV_CLUSTER_NODES_MAX]; /* the transport's connections, when one is set */
     uint64_t used_ms[INV_CLUSTER_NODES_MAX];
     char errstr[256];
 };
@@ -424,9 +441,12 @@ void inv_cluster_sync_free(inv_cluster_sync_t *s)
 {
     if (!s)
         return;
-    for (int i = 0; i < INV_CLUSTER_NODES_MAX; i++)
+    for (int i = 0; i < INV_CLUSTER_NODES_MAX; i++) {
         if (s->ctx[i])
             redisFree(s->ctx[i]);
+        if (s->tconn[i])
+            g_transport->close(g_transport->arg, s->tconn[i]);
+    }
     free(s);
 }
 
@@ -496,6 +516,68 @@ static redisContext *node_ctx(inv_cluster_sync_t *s, int idx)
     return s->ctx[idx];
 }
 
+static int key_node(inv_cluster_sync_t *s, const char *key, unsigned attempt);
+
+/* node_ctx through the transport: the same idle PING, the same rules. */
+static void *node_tconn(inv_cluster_sync_t *s, int idx)
+{
+    const inv_cluster_transport_t *t = g_transport;
+    uint64_t now = mono_ms();
+    if (s->tconn[idx] && now - s->used_ms[idx] >= PING_IDLE_MS) {
+        static const char ping[] = "*1\r\n$4\r\nPING\r\n";
+        redisReply *r = NULL;
+        int rc = t->call(t->arg, s->tconn[idx], ping, sizeof(ping) - 1, &r);
+        bool ok = rc == 0 && r && r->type == REDIS_REPLY_STATUS;
+        if (r)
+            freeReplyObject(r);
+        if (rc == CM_ETIMEOUT)
+            snprintf(s->errstr, sizeof(s->errstr), "no answer to PING in %u ms", s->timeout_ms);
+        if (!ok) {
+            t->close(t->arg, s->tconn[idx]);
+            s->tconn[idx] = NULL;
+        }
+        if (rc == CM_ETIMEOUT)
+            return NULL;
+    }
+    if (!s->tconn[idx]) {
+        char host[256];
+        int port;
+        if (inv_cluster_node(s->cl, idx, host, sizeof(host), &port) != 0)
+            return NULL;
+        s->tconn[idx] = t->open(t->arg, host, port, s->errstr, sizeof(s->errstr));
+        if (!s->tconn[idx])
+            return NULL;
+    }
+    s->used_ms[idx] = now;
+    return s->tconn[idx];
+}
+
+/* send_formatted through the transport (one node: no redirects). */
+static redisReply *send_transport(inv_cluster_sync_t *s, const char *key, const char *cmd,
+                                  size_t len, int *err)
+{
+    const inv_cluster_transport_t *t = g_transport;
+    int idx = key_node(s, key, 0);
+    void *c = idx >= 0 ? node_tconn(s, idx) : NULL;
+    if (!c) {
+        *err = CM_EBACKEND; /* nothing was sent */
+        return NULL;
+    }
+    redisReply *r = NULL;
+    int rc = t->call(t->arg, c, cmd, len, &r);
+    if (rc < 0) {
+        /* sent, and the answer is lost: its fate is unknown, never resend */
+        snprintf(s->errstr, sizeof(s->errstr), "%s",
+                 rc == CM_ETIMEOUT ? "Resource temporarily unavailable" : "connection lost");
+        t->close(t->arg, c);
+        s->tconn[idx] = NULL;
+        *err = rc == CM_ETIMEOUT ? CM_ETIMEOUT : CM_EBACKEND;
+        return NULL;
+    }
+    s->errstr[0] = '\0';
+    return r;
+}
+
 static int key_node(inv_cluster_sync_t *s, const char *key, unsigned attempt)
 {
     if (!key)
@@ -516,6 +598,11 @@ static bool backoff(inv_cluster_sync_t *s, uint64_t start)
 
 redisContext *inv_cluster_sync_ctx(inv_cluster_sync_t *s, const char *key, int *err)
 {
+    if (g_transport) { /* no raw hiredis context to give */
+        snprintf(s->errstr, sizeof(s->errstr), "no raw connection through a transport");
+        *err = CM_EBACKEND;
+        return NULL;
+    }
     uint64_t start = mono_ms();
     for (unsigned attempt = 0;; attempt++) {
         int idx = key_node(s, key, attempt);
@@ -536,6 +623,8 @@ redisContext *inv_cluster_sync_ctx(inv_cluster_sync_t *s, const char *key, int *
 static redisReply *send_formatted(inv_cluster_sync_t *s, const char *key, const char *cmd,
                                   size_t len, int *err)
 {
+    if (g_transport)
+        return send_transport(s, key, cmd, len, err);
     uint64_t start = mono_ms();
     int ask_idx = -1, redirects = 0;
     for (unsigned attempt = 0;; attempt++) {

@@ -93,6 +93,39 @@ int inv_cluster_moved(inv_cluster_t *cl, uint16_t slot, const char *host, int po
 redisContext *inv_cluster_connect_node(inv_cluster_t *cl, int idx, uint32_t timeout_ms,
                                        char *errbuf, size_t errlen);
 
+/*---- the transport seam (the simulator's; hiredis when none is set) ----*/
+
+/*
+ * What the blocking routed client talks through. Unset (production): hiredis
+ * blocking contexts. The simulator (sim/sim_redis.c) sets one so that the real
+ * backend runs against a simulated Redis in one thread.
+ */
+typedef struct inv_cluster_transport {
+    /* A connection to host:port: a handle, or NULL with why in errbuf. */
+    void *(*open)(void *arg, const char *host, int port, char *errbuf, size_t errlen);
+    /* Sends one command (RESP, len bytes) on conn and waits for its reply: 0 with
+     * *out (freed by freeReplyObject), CM_ETIMEOUT (no reply in time) or
+     * CM_EBACKEND (the connection broke): then the command may or may not have
+     * run, and the caller closes conn. */
+    int (*call)(void *arg, void *conn, const char *cmd, size_t len, redisReply **out);
+    void (*close)(void *arg, void *conn);
+    void *arg;
+    /* The monotonic clock the client's idle PING reads (ms). */
+    uint64_t (*now_ms)(void *arg);
+    /* No background thread: the Redis backend starts no sync thread, and its
+     * owner calls inv_redis_sync_step (inv_redis.h) instead. */
+    bool stepped;
+} inv_cluster_transport_t;
+
+/*
+ * Sets the process's transport (NULL: hiredis). Set it before any open and
+ * clear it after the last close; t must outlive them. Not thread-safe: the
+ * simulator's single thread and unit tests only.
+ */
+void inv_cluster_transport_set(const inv_cluster_transport_t *t);
+/* The transport set, or NULL (hiredis). */
+const inv_cluster_transport_t *inv_cluster_transport(void);
+
 /*---- the blocking routed client: one thread at a time per instance ----*/
 
 typedef struct inv_cluster_sync inv_cluster_sync_t;

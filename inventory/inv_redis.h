@@ -23,4 +23,13 @@
 redisContext *inv_redis_connect(const cm_redis_url_t *addr, uint32_t timeout_ms, char *errbuf,
                                 size_t errlen);
 
+/*
+ * The sync thread's periodic work, run in the caller's thread: re-reads every
+ * sale of the index into the local view. Only for a backend opened while a
+ * stepped transport was set (inv_cluster_transport_set: no sync thread);
+ * CM_EINVAL otherwise. The simulator's one thread only.
+ */
+struct inv;
+int inv_redis_sync_step(struct inv *inv);
+
 #endif

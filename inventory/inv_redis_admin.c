@@ -131,6 +131,9 @@ static int redis_open(inv_t *inv, const char *url, char *errbuf, size_t errlen)
         return CM_EBACKEND;
     }
     rb->admin = inv_cluster_sync_new(rb->cl, rb->admin_timeout_ms);
+#ifdef FLASHGATE_PLANTS
+    inv__redis_plant_scripts();
+#endif
     /* On a cluster the scripts land on one master here; the others load them
      * on their first NOSCRIPT (every caller falls back to EVAL). */
     for (int i = 0; i < SC_N; i++) {

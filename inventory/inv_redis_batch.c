@@ -8,6 +8,7 @@
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_log.h"
+#include "common/cm_plant.h"
 
 #include <stddef.h>
 #include <stdio.h>
@@ -233,6 +234,26 @@ void inv__redis_queue_send(rw_t *w)
 }
 
 
+/*
+ * wait_replicas on the blocking path: WAIT on the connection that just ran
+ * the script (the routed client keeps one per node, and reconnects only
+ * before a command, after an idle spell). true once enough replicas have
+ * every write made before it.
+ */
+static bool sync_wait(rw_t *w, const char *sale_id)
+{
+    rb_t *rb = w->rb;
+    char key[KEY_MAX];
+    inv__redis_sale_key(key, sale_id, "meta");
+    int err = 0;
+    redisReply *r = inv_cluster_sync_cmd(w->sync, key, &err, "WAIT %u %u", rb->wait_replicas,
+                                         rb->timeout_ms);
+    bool ok = r && r->type == REDIS_REPLY_INTEGER && r->integer >= (long long)rb->wait_replicas;
+    if (r)
+        freeReplyObject(r);
+    return ok;
+}
+
 /* sc: SC_RESERVE, or SC_RESERVE_ONCE (inv_reserve_once) */
 static int sync_reserve(rw_t *w, inv_reserve_req_t *req, int sc)
 {
@@ -269,6 +290,19 @@ static int sync_reserve(rw_t *w, inv_reserve_req_t *req, int sc)
         }
     }
     freeReplyObject(r);
+    if (rc == INV_RESERVED && rb->wait_replicas && !CM_PLANT(INV_REDIS_NO_WAIT) &&
+        !sync_wait(w, req->sale->sale_id)) {
+        /* Not answered 202 unless the replicas have it (a failover would lose it): given
+         * back now as the loop's path does; if that fails too, the caller's give-back
+         * (it holds the order id) or nobody's: the units stay held, never sold twice. */
+        const char *rel[4] = {req->order_id, req->user_id, req->sale->sale_id, "1"};
+        int rerr = 0;
+        redisReply *g =
+            inv__redis_sync_eval(w->sync, rb, SC_RELEASE, req->sale->sale_id, 4, 4, rel, &rerr);
+        if (g)
+            freeReplyObject(g);
+        rc = CM_EBACKEND;
+    }
     if (rc < 0)
         inv__redis_br_failure(rb, node);
     else
@@ -394,6 +428,11 @@ int inv__redis_claim(inv_worker_t *wk, inv_reserve_req_t *req)
              : r->integer == CM_ENOTFOUND    ? CM_ENOTFOUND
                                              : CM_EBACKEND;
     freeReplyObject(r);
+    /* A claimed order is answered 202: only once the replicas have it and its claim
+     * mark (the reserve that took it may have been answered 503 for want of them). */
+    if (rc == INV_RESERVED && rb->wait_replicas && !CM_PLANT(INV_REDIS_NO_WAIT) &&
+        !sync_wait(w, req->sale->sale_id))
+        rc = CM_EBACKEND;
     if (rc == CM_EBACKEND)
         inv__redis_br_failure(rb, node);
     else

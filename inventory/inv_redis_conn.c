@@ -8,6 +8,7 @@
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_log.h"
+#include "common/cm_plant.h"
 
 #include <errno.h>
 #include <hiredis/sds.h>
@@ -19,7 +20,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifdef FLASHGATE_PLANTS
+const char *inv__redis_script_text[SC_N] = {
+#else
 const char *const inv__redis_script_text[SC_N] = {
+#endif
     INV_REDIS_LUA_RESERVE,
     INV_REDIS_LUA_RELEASE,
     INV_REDIS_LUA_PUT,
@@ -29,6 +34,24 @@ const char *const inv__redis_script_text[SC_N] = {
     INV_REDIS_LUA_RESERVE_BATCH,
     INV_REDIS_LUA_RESERVE_ONCE,
 };
+
+#ifdef FLASHGATE_PLANTS
+/* The planted scripts of the active plant (the simulator's self-test); the
+ * real ones otherwise. Single-threaded: called at open. */
+void inv__redis_plant_scripts(void)
+{
+    static char reserve[sizeof(INV_REDIS_LUA_RESERVE) + 64];
+    static const char check[] = "if have > limit then\n";
+    inv__redis_script_text[SC_RESERVE] = INV_REDIS_LUA_RESERVE;
+    const char *at = strstr(INV_REDIS_LUA_RESERVE, check);
+    if (CM_PLANT(INV_REDIS_LIMIT_KEYED) && at) {
+        size_t head = (size_t)(at - INV_REDIS_LUA_RESERVE);
+        snprintf(reserve, sizeof(reserve), "%.*sif have > limit and ARGV[3] == '' then\n%s",
+                 (int)head, INV_REDIS_LUA_RESERVE, at + strlen(check));
+        inv__redis_script_text[SC_RESERVE] = reserve;
+    }
+}
+#endif
 
 /*---- Helpers ----*/
 

@@ -84,8 +84,14 @@ enum {
     SC_N
 };
 
-/* The scripts' text, by SC_* (inv_redis_conn.c). */
+/* The scripts' text, by SC_* (inv_redis_conn.c). The plant build's can be
+ * swapped for planted ones (inv__redis_plant_scripts, at open). */
+#ifdef FLASHGATE_PLANTS
+extern const char *inv__redis_script_text[SC_N];
+void inv__redis_plant_scripts(void);
+#else
 extern const char *const inv__redis_script_text[SC_N];
+#endif
 
 enum { BR_CLOSED = 0, BR_OPEN = 1, BR_HALF_OPEN = 2 };
 

@@ -195,6 +195,11 @@ static void sync_thread(void *arg)
 
 int inv__redis_sync_start(rb_t *rb)
 {
+    const inv_cluster_transport_t *t = inv_cluster_transport();
+    if (t && t->stepped) { /* the owner calls inv_redis_sync_step */
+        rb->query = inv_cluster_sync_new(rb->cl, rb->admin_timeout_ms);
+        return 0;
+    }
     if (uv_loop_init(&rb->sloop) != 0)
         return CM_EBACKEND;
     rb->query = inv_cluster_sync_new(rb->cl, rb->admin_timeout_ms);
@@ -227,4 +232,13 @@ void inv__redis_sync_stop(rb_t *rb)
     uv_run(&rb->sloop, UV_RUN_DEFAULT); /* any close callbacks left */
     uv_loop_close(&rb->sloop);
     rb->thr_started = false;
+}
+
+int inv_redis_sync_step(inv_t *inv)
+{
+    rb_t *rb = inv->backend;
+    if (!rb || rb->thr_started || !rb->query)
+        return CM_EINVAL;
+    refresh_all(rb);
+    return 0;
 }

@@ -7,6 +7,9 @@
  *   flashgate-sim --seed-file FILE         every seed listed (regression seeds)
  *   --fsync-only: every seed in durability fsync (else the seed draws it:
  *   fsync two times in three, write otherwise)
+ *   --fleet: only the fleet path (sim_fleet.h: gateways of the real Redis
+ *   backend on a simulated Redis); --no-fleet: never it (else every seed
+ *   divisible by 8 runs it too, after the sale's world)
  *   --open-defects: also the steps that meet the defects docs/simulation.md
  *   lists as open (left out otherwise, so that a batch tests the rest; none
  *   is open now, and the flag changes nothing)
@@ -20,6 +23,7 @@
 #include "common/cm_log.h"
 #include "common/cm_plant.h"
 #include "common/cm_time.h"
+#include "sim/sim_fleet.h"
 #include "sim/sim_world.h"
 
 #include <inttypes.h>
@@ -39,7 +43,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: flashgate-sim [--seed N] [--seeds N] [--seconds T | --minutes M]\n"
                     "                     [--seed-file FILE] [--steps K] [--trace] [--fsync-only]\n"
-                    "                     [--open-defects]\n"
+                    "                     [--open-defects] [--fleet | --no-fleet]\n"
                     "                     [--plant NAME [--expect-fail]] [--list-plants]\n");
 }
 
@@ -49,6 +53,7 @@ int main(int argc, char **argv)
     double seconds = 0;
     bool trace = false, expect_fail = false, seed_given = false, fsync_only = false;
     bool open_defects = false;
+    int fleet = 0; /* 0: every 8th seed runs the fleet path too; 1: only it; -1: never */
     const char *seed_file = NULL, *plant = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -79,6 +84,10 @@ int main(int argc, char **argv)
             i++;
         } else if (!strcmp(a, "--fsync-only")) {
             fsync_only = true;
+        } else if (!strcmp(a, "--fleet")) {
+            fleet = 1;
+        } else if (!strcmp(a, "--no-fleet")) {
+            fleet = -1;
         } else if (!strcmp(a, "--open-defects")) {
             open_defects = true;
         } else if (!strcmp(a, "--trace")) {
@@ -175,7 +184,19 @@ int main(int argc, char **argv)
                         .fsync_only = fs_only,
                         .open_defects = open_defects};
         sim_result_t r;
-        sim_run(&o, &r);
+        if (fleet == 1)
+            sim_fleet_run(&o, &r);
+        else
+            sim_run(&o, &r);
+        if (fleet == 0 && s % 8 == 0 && r.ok) {
+            sim_result_t rf;
+            sim_fleet_run(&o, &rf);
+            r.ok = rf.ok;
+            memcpy(r.why, rf.why, sizeof(r.why));
+            r.steps += rf.steps;
+            r.crashes += rf.crashes;
+            r.accepted += rf.accepted;
+        }
         done++;
         total_steps += r.steps;
         crashes += r.crashes;
@@ -187,15 +208,19 @@ int main(int argc, char **argv)
             failures++;
             printf("FAIL seed=%" PRIu64 ": %s\n", s, r.why);
             printf("  reproduce: flashgate-sim --seed %" PRIu64 " --steps %" PRIu64
-                   "%s%s%s%s --trace\n",
+                   "%s%s%s%s%s --trace\n",
                    s, steps, fs_only ? " --fsync-only" : "", open_defects ? " --open-defects" : "",
+                   fleet == 1 ? " --fleet" : "",
                    plant ? " --plant " : "", plant ? plant : "");
 #ifdef FLASHGATE_PLANTS
             if (expect_fail) { /* the plant's doing only if the seed passes without it */
                 cm_plant_t p = cm_plant_active;
                 sim_result_t r0;
                 cm_plant_set(CM_PLANT_NONE);
-                sim_run(&o, &r0);
+                if (fleet == 1)
+                    sim_fleet_run(&o, &r0);
+                else
+                    sim_run(&o, &r0);
                 cm_plant_set(p);
                 if (!r0.ok) {
                     printf("  (fails without the plant too: not counted)\n");

@@ -925,6 +925,46 @@ static void test_blocking_worker(void **state)
 }
 
 /*
+ * wait_replicas binds a loop-less worker too (the fleet draw's path): with no
+ * replica, WAIT counts 0, so a reserve is not answered reserved and its units
+ * go back at once, and a claim of a held order is not answered reserved
+ * either. Found by the simulator (flashgate-sim --fleet: a 202 lost in a
+ * failover with wait_replicas on).
+ */
+static void test_blocking_worker_waits(void **state)
+{
+    (void)state;
+    fx_t a, fx;
+    fx_open(&a, NULL);
+    fx_open(&fx, "timeout_ms=100&wait_replicas=1");
+    put(a.inv, "bwt", 3, 2);
+    assert_true(wait_for(fx.inv, "bwt", 0, 1000));
+    inv_worker_t *w;
+    assert_int_equal(inv_worker_open(fx.inv, NULL, &w), 0);
+    treq_t t;
+    treq_init(&t, &fx, "bwt", "wu", 1, NULL, "bw1", NULL);
+    int rc = inv_reserve(w, &t.req);
+    assert_true(rc == CM_EBACKEND || rc == CM_ETIMEOUT); /* WAIT's timeout is the call's */
+    char buf[64];
+    assert_int_equal(ts_redis_cmd(&srv, buf, sizeof(buf), "HEXISTS {sale:bwt}:orders bw1"), 0);
+    assert_string_equal(buf, "0");
+    assert_int_equal(ts_redis_cmd(&srv, buf, sizeof(buf), "HGET {sale:bwt}:meta left"), 0);
+    assert_string_equal(buf, "3");
+    /* held through a (no-wait) gateway, then claimed by the waiting one: no 202 */
+    assert_int_equal(buy(&a, &t, "bwt", "wv", 1, "kw", "bw2"), INV_RESERVED);
+    inv_reserve_req_t rq;
+    memset(&rq, 0, sizeof(rq));
+    rq.sale = inv_sale_find(fx.inv, "bwt");
+    snprintf(rq.user_id, sizeof(rq.user_id), "wv");
+    snprintf(rq.order_id, sizeof(rq.order_id), "bw2");
+    rc = inv_claim(w, &rq);
+    assert_true(rc == CM_EBACKEND || rc == CM_ETIMEOUT);
+    inv_worker_close(w);
+    fx_close(&fx);
+    fx_close(&a);
+}
+
+/*
  * inv_reserve_once (the fleet draw's winners): an order id reserved once is
  * never reserved again, also after its release took its idempotency key
  * (inv_reserve then takes it as a new purchase); held, it is found by its key.
@@ -1489,6 +1529,7 @@ int main(void)
         cmocka_unit_test(test_async_many_pipelined),
         cmocka_unit_test(test_burst_fills_the_socket),
         cmocka_unit_test(test_blocking_worker),
+        cmocka_unit_test(test_blocking_worker_waits),
         cmocka_unit_test(test_reserve_once),
         cmocka_unit_test(test_reserved_reply_is_one_integer),
         cmocka_unit_test(test_batch_matches_one_by_one),

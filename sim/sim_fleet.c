@@ -1,0 +1,647 @@
+/*
+ * The fleet path's driver and oracle (see sim_fleet.h).
+ *
+ * A sale on one simulated Redis; NGW gateways (each an inv_t opened on
+ * redis:// through the simulated transport, a loop-less worker, the sync
+ * thread's work run as a step) take buys from NUSERS users, with and without
+ * Idempotency-Keys, retried by the clients after a 503; cancels (inv_release),
+ * keyed restocks, gateway crashes (the gateway's in-doubt give-backs are lost
+ * with it), and the Redis faults of sim_redis.h. A reserve whose answer was
+ * lost is given back later by its gateway (inv_giveback), as the worker
+ * loop's doubt list does; a keyed retry that finds the order claims it
+ * (inv_claim) before it is answered 202.
+ *
+ * The oracle (after every step):
+ * - the units of the orders answered 202 and not cancelled (nor their release
+ *   sent with its answer lost: it may have run) <= the stock as
+ *   the acknowledged admin calls left it (plus restocks whose answer was
+ *   lost: they may have run) plus the units of 202s a failover lost;
+ * - each user's units of such orders <= the limit plus that user's units of
+ *   202s a failover lost;
+ * - docs/fleet.md's bound on failover: with wait_replicas off, a failover may
+ *   lose 202s (counted above: the oversell is at most their units); with
+ *   wait_replicas on, none: a 202 missing from the promoted replica fails;
+ *   a restart with persistence (appendfsync always) loses none either;
+ * - compensation once: a release answered 0 twice for one order, or a
+ *   give-back answered 0 for an order answered 202, fails;
+ * - Redis's own books (checked every 64 steps and at the end): the stock's
+ *   total minus left is the units of its orders hash, each user's units are
+ *   the sum of their orders', and (with no failover or restart in the run)
+ *   every 202 not cancelled is there and no cancelled one is.
+ * A restart without persistence empties Redis: the operator puts the sale
+ * back with the stock not yet sold, and the checks start again from there.
+ */
+#include "sim/sim_fleet.h"
+
+#include "sim/sim_redis.h"
+
+#include "common/cm_alloc.h"
+#include "common/cm_err.h"
+#include "common/cm_rand.h"
+#include "common/cm_time.h"
+#include "inventory/inv.h"
+#include "inventory/inv_redis.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NGW 3
+#define NUSERS 10
+#define MAX_ORDERS 4096
+#define SALE "s1"
+
+enum { O_NONE, O_ACKED, O_CANCELLED, O_LOST };
+
+typedef struct order {
+    char id[16];
+    int user;
+    uint32_t qty;
+    char key[16]; /* "" = none */
+    int state;
+    int epoch;
+    bool cancel_sent; /* a release whose answer was lost */
+    bool doubt;       /* its reserve's answer was lost: its gateway gives it back */
+    int doubt_gw;
+    bool retry;       /* keyed, answered 503: the client retries with its key */
+    uint64_t ack_failovers; /* failovers before its 202 */
+} order_t;
+
+typedef struct gw {
+    inv_t *inv;
+    inv_worker_t *w;
+    bool up;
+} gw_t;
+
+typedef struct world {
+    cm_rand_t rng;
+    sim_redis_t *rs;
+    gw_t gw[NGW];
+    order_t *o;
+    int no;
+    int epoch;
+    int64_t stock;         /* as the acknowledged admin calls left it (this epoch) */
+    int64_t restock_pending; /* units of restocks whose answer was lost */
+    int restock_n;
+    int restock_key_pending; /* -1: none */
+    int64_t restock_add;
+    uint32_t limit;
+    int64_t lost_units;
+    int64_t lost_user[NUSERS];
+    bool lossy; /* a failover or restart since the start */
+    bool wait_replicas;
+    bool sale_lost; /* emptied: the operator puts it back */
+    uint64_t step;
+    FILE *trace;
+    sim_result_t *res;
+} world_t;
+
+static bool chance(world_t *wd, double p)
+{
+    return cm_rand_unit(&wd->rng) < p;
+}
+
+static uint32_t below(world_t *wd, uint32_t n)
+{
+    return (uint32_t)cm_rand_below(&wd->rng, n);
+}
+
+static void trace(world_t *wd, const char *fmt, ...)
+{
+    if (!wd->trace)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(wd->trace, "[%" PRIu64 "] ", wd->step);
+    vfprintf(wd->trace, fmt, ap);
+    fputc('\n', wd->trace);
+    va_end(ap);
+}
+
+static void fail(world_t *wd, const char *fmt, ...)
+{
+    if (!wd->res->ok)
+        return;
+    wd->res->ok = false;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = snprintf(wd->res->why, sizeof(wd->res->why), "fleet step %" PRIu64 ": ", wd->step);
+    vsnprintf(wd->res->why + n, sizeof(wd->res->why) - (size_t)n, fmt, ap);
+    va_end(ap);
+    trace(wd, "FAIL %s", wd->res->why);
+}
+
+static void gw_down(world_t *wd, int g)
+{
+    gw_t *G = &wd->gw[g];
+    if (!G->up)
+        return;
+    inv_worker_close(G->w);
+    inv_close(G->inv);
+    G->w = NULL;
+    G->inv = NULL;
+    G->up = false;
+    /* its doubts die with it: their units stay held (never an oversell) */
+    for (int i = 0; i < wd->no; i++)
+        if (wd->o[i].doubt && wd->o[i].doubt_gw == g)
+            wd->o[i].doubt = false;
+}
+
+static void gw_up(world_t *wd, int g)
+{
+    gw_t *G = &wd->gw[g];
+    if (G->up)
+        return;
+    char url[160], err[256];
+    snprintf(url, sizeof(url),
+             "redis://127.0.0.1:6379/?timeout_ms=40&admin_timeout_ms=2000"
+             "&breaker_failures=1000&wait_replicas=%d",
+             wd->wait_replicas ? 1 : 0);
+    if (inv_open(&G->inv, url, NULL, 16, err, sizeof(err)) != 0) {
+        trace(wd, "gw%d open failed: %s", g, err);
+        G->inv = NULL;
+        return;
+    }
+    if (inv_worker_open(G->inv, NULL, &G->w) != 0) {
+        inv_close(G->inv);
+        G->inv = NULL;
+        return;
+    }
+    G->up = true;
+    trace(wd, "gw%d up", g);
+}
+
+static int any_up(world_t *wd)
+{
+    int start = (int)below(wd, NGW);
+    for (int k = 0; k < NGW; k++) {
+        int g = (start + k) % NGW;
+        if (wd->gw[g].up)
+            return g;
+    }
+    return -1;
+}
+
+static order_t *order_new(world_t *wd, int user, uint32_t qty, bool keyed)
+{
+    if (wd->no == MAX_ORDERS)
+        return NULL;
+    order_t *o = &wd->o[wd->no];
+    memset(o, 0, sizeof(*o));
+    snprintf(o->id, sizeof(o->id), "o%d", wd->no);
+    if (keyed)
+        snprintf(o->key, sizeof(o->key), "k%d", wd->no);
+    o->user = user;
+    o->qty = qty;
+    o->epoch = wd->epoch;
+    wd->no++;
+    return o;
+}
+
+static order_t *order_by_id(world_t *wd, const char *id)
+{
+    if (id[0] != 'o')
+        return NULL;
+    int i = atoi(id + 1);
+    return i >= 0 && i < wd->no ? &wd->o[i] : NULL;
+}
+
+static void ack(world_t *wd, order_t *o)
+{
+    if (o->state == O_ACKED)
+        return;
+    if (o->state != O_NONE) {
+        fail(wd, "order %s answered 202 in state %d", o->id, o->state);
+        return;
+    }
+    o->state = O_ACKED;
+    o->ack_failovers = sim_redis_stats(wd->rs)->failovers;
+    wd->res->accepted++;
+}
+
+/* A buy (or a client's keyed retry of `retry_of`) through gateway g. */
+static void buy(world_t *wd, int g, order_t *retry_of)
+{
+    gw_t *G = &wd->gw[g];
+    inv_sale_t *s = inv_sale_find(G->inv, SALE);
+    if (!s)
+        return;
+    int user = retry_of ? retry_of->user : (int)below(wd, NUSERS);
+    uint32_t qty = retry_of ? retry_of->qty : 1 + below(wd, 2);
+    order_t *o = order_new(wd, user, qty, false);
+    if (!o)
+        return;
+    if (retry_of)
+        memcpy(o->key, retry_of->key, sizeof(o->key));
+    else if (chance(wd, 0.7))
+        snprintf(o->key, sizeof(o->key), "k%d", (int)(o - wd->o));
+    inv_reserve_req_t req;
+    memset(&req, 0, sizeof(req));
+    req.sale = s;
+    snprintf(req.user_id, sizeof(req.user_id), "u%d", user);
+    req.qty = qty;
+    snprintf(req.idem_key, sizeof(req.idem_key), "%s", o->key);
+    snprintf(req.order_id, sizeof(req.order_id), "%s", o->id);
+    int rc = inv_reserve(G->w, &req);
+    trace(wd, "gw%d buy %s u%d qty=%u key=%s -> %d", g, o->id, user, qty, o->key, rc);
+    if (retry_of)
+        retry_of->retry = false;
+    if (rc == INV_RESERVED) {
+        ack(wd, o);
+    } else if (rc == INV_DUPLICATE) {
+        order_t *orig = order_by_id(wd, req.order_id);
+        if (!orig || strcmp(orig->key, o->key) != 0 || orig->user != user) {
+            fail(wd, "a duplicate of %s found order %s, not one of its key", o->id,
+                 req.order_id);
+            return;
+        }
+        int c = inv_claim(G->w, &req);
+        trace(wd, "gw%d claim %s -> %d", g, orig->id, c);
+        if (c == INV_RESERVED) {
+            if (orig->state == O_CANCELLED || orig->state == O_LOST) {
+                /* a lost release or a failover brought it back: no new 202 to count */
+                return;
+            }
+            if (orig->state == O_NONE)
+                ack(wd, orig);
+        } else if (c < 0 && c != CM_ENOTFOUND) {
+            o->retry = true;
+        }
+    } else if (rc < 0) {
+        o->doubt = true;
+        o->doubt_gw = g;
+        if (o->key[0])
+            o->retry = true;
+    }
+}
+
+static void cancel(world_t *wd, int g, order_t *o)
+{
+    char user[16];
+    snprintf(user, sizeof(user), "u%d", o->user);
+    int rc = inv_release(wd->gw[g].inv, SALE, user, o->qty, o->id);
+    trace(wd, "gw%d cancel %s -> %d", g, o->id, rc);
+    if (rc == 0) {
+        if (o->state == O_CANCELLED)
+            fail(wd, "order %s compensated twice", o->id);
+        o->state = O_CANCELLED;
+        o->cancel_sent = false;
+    } else if (rc == CM_ENOTFOUND) {
+        if (o->cancel_sent || wd->lossy) {
+            o->state = O_CANCELLED;
+            o->cancel_sent = false;
+        } else {
+            fail(wd, "order %s answered 202 is unknown to Redis at its cancel", o->id);
+        }
+    } else {
+        o->cancel_sent = true;
+    }
+}
+
+static void giveback(world_t *wd, order_t *o)
+{
+    gw_t *G = &wd->gw[o->doubt_gw];
+    if (!G->up)
+        return;
+    char user[16];
+    snprintf(user, sizeof(user), "u%d", o->user);
+    int rc = inv_giveback(G->inv, SALE, user, o->qty, o->id);
+    trace(wd, "gw%d giveback %s -> %d", o->doubt_gw, o->id, rc);
+    if (rc == 0 && o->state == O_ACKED) {
+        /* its claim mark (not its reserve) lost in a failover without wait_replicas:
+         * the oversell docs/fleet.md allows, counted as a lost 202 */
+        if (!wd->wait_replicas && sim_redis_stats(wd->rs)->failovers > o->ack_failovers) {
+            o->state = O_LOST;
+            wd->lost_units += o->qty;
+            wd->lost_user[o->user] += o->qty;
+        } else {
+            fail(wd, "order %s answered 202 was given back", o->id);
+        }
+    }
+    if (rc == 0 || rc == CM_ENOTFOUND || rc == CM_ECONFLICT)
+        o->doubt = false;
+}
+
+static void restock(world_t *wd, int g)
+{
+    if (wd->restock_key_pending < 0) {
+        wd->restock_key_pending = wd->restock_n++;
+        wd->restock_add = 1 + below(wd, 3);
+        wd->restock_pending = wd->restock_add;
+    }
+    char key[16], err[128];
+    snprintf(key, sizeof(key), "r%d", wd->restock_key_pending);
+    inv_sale_info_t info;
+    int rc = inv_restock_keyed(wd->gw[g].inv, SALE, wd->restock_add, key, &info, err,
+                               sizeof(err));
+    trace(wd, "gw%d restock %s +%" PRId64 " -> %d", g, key, wd->restock_add, rc);
+    if (rc == 0 || rc == INV_RESTOCK_REPLAYED) {
+        wd->stock += wd->restock_add;
+        wd->restock_pending = 0;
+        wd->restock_key_pending = -1;
+    }
+}
+
+/* The operator's (re)creation of the sale: true once Redis has it. */
+static bool put_sale(world_t *wd, int g, int64_t stock)
+{
+    inv_sale_def_t def;
+    memset(&def, 0, sizeof(def));
+    snprintf(def.sale_id, sizeof(def.sale_id), SALE);
+    def.stock = stock;
+    def.per_user_limit = wd->limit;
+    def.starts_at_ms = 0;
+    def.ends_at_ms = 0;
+    char err[128];
+    inv_sale_info_t info;
+    int rc = inv_sale_put(wd->gw[g].inv, &def, &info, err, sizeof(err));
+    trace(wd, "gw%d put sale stock=%" PRId64 " -> %d %s", g, stock, rc, rc ? err : "");
+    return rc == 0;
+}
+
+static int64_t live_units(world_t *wd, int user)
+{
+    int64_t n = 0;
+    for (int i = 0; i < wd->no; i++) {
+        const order_t *o = &wd->o[i];
+        /* a release whose answer was lost may have run: its units may be sold again */
+        if (o->epoch == wd->epoch && (o->state == O_ACKED || o->state == O_LOST) &&
+            !o->cancel_sent && (user < 0 || o->user == user))
+            n += o->qty;
+    }
+    return n;
+}
+
+static void check_bounds(world_t *wd)
+{
+    int64_t user[NUSERS] = {0};
+    int64_t held = 0;
+    for (int i = 0; i < wd->no; i++) { /* live_units, all users in one pass */
+        const order_t *o = &wd->o[i];
+        if (o->epoch == wd->epoch && (o->state == O_ACKED || o->state == O_LOST) &&
+            !o->cancel_sent) {
+            held += o->qty;
+            user[o->user] += o->qty;
+        }
+    }
+    if (held > wd->stock + wd->restock_pending + wd->lost_units)
+        fail(wd, "oversold: %" PRId64 " units answered 202 of a stock of %" PRId64
+                 " (+%" PRId64 " in doubt, +%" PRId64 " lost in failovers)",
+             held, wd->stock, wd->restock_pending, wd->lost_units);
+    for (int u = 0; u < NUSERS; u++) {
+        int64_t h = user[u];
+        if (h > (int64_t)wd->limit + wd->lost_user[u])
+            fail(wd, "user u%d holds %" PRId64 " units answered 202, limit %u (+%" PRId64
+                     " lost in failovers)",
+                 u, h, wd->limit, wd->lost_user[u]);
+    }
+}
+
+/* After a failover or a restart with persistence: which 202s did Redis lose? */
+static void find_lost(world_t *wd, const char *what, bool may_lose)
+{
+    for (int i = 0; i < wd->no; i++) {
+        order_t *o = &wd->o[i];
+        if (o->epoch != wd->epoch || o->state != O_ACKED || o->cancel_sent)
+            continue;
+        if (sim_redis_hget(wd->rs, "{sale:" SALE "}:orders", o->id))
+            continue;
+        if (!may_lose) {
+            fail(wd, "order %s answered 202 is gone after a %s%s", o->id, what,
+                 wd->wait_replicas ? " with wait_replicas on" : "");
+            return;
+        }
+        o->state = O_LOST;
+        wd->lost_units += o->qty;
+        wd->lost_user[o->user] += o->qty;
+        trace(wd, "%s lost %s (%u units)", what, o->id, o->qty);
+    }
+}
+
+typedef struct books {
+    int64_t units;
+    int64_t user[NUSERS];
+    world_t *wd;
+} books_t;
+
+static void books_order(const char *field, const char *val, void *ctx)
+{
+    books_t *b = ctx;
+    int u = -1;
+    unsigned q = 0;
+    if (sscanf(val, "u%d %u", &u, &q) != 2 || u < 0 || u >= NUSERS) {
+        fail(b->wd, "orders hash: %s -> '%s' is not an order", field, val);
+        return;
+    }
+    b->units += q;
+    b->user[u] += q;
+}
+
+static void check_books(world_t *wd, bool final)
+{
+    const char *tot = sim_redis_hget(wd->rs, "{sale:" SALE "}:meta", "total");
+    const char *left = sim_redis_hget(wd->rs, "{sale:" SALE "}:meta", "left");
+    if (!tot || !left)
+        return;
+    books_t b = {.wd = wd};
+    sim_redis_hforeach(wd->rs, "{sale:" SALE "}:orders", books_order, &b);
+    if (atoll(tot) - atoll(left) != b.units)
+        fail(wd, "Redis's books: total %s - left %s != %" PRId64 " units in its orders", tot,
+             left, b.units);
+    for (int u = 0; u < NUSERS; u++) {
+        char f[8];
+        snprintf(f, sizeof(f), "u%d", u);
+        const char *h = sim_redis_hget(wd->rs, "{sale:" SALE "}:users", f);
+        if ((h ? atoll(h) : 0) != b.user[u])
+            fail(wd, "Redis's books: user %s holds %s, its orders %" PRId64, f, h ? h : "0",
+                 b.user[u]);
+    }
+    if (!final || wd->lossy)
+        return;
+    for (int i = 0; i < wd->no; i++) {
+        const order_t *o = &wd->o[i];
+        bool there = sim_redis_hget(wd->rs, "{sale:" SALE "}:orders", o->id) != NULL;
+        if (o->state == O_ACKED && !o->cancel_sent && !there)
+            fail(wd, "order %s answered 202 is not held at the end", o->id);
+        if (o->state == O_CANCELLED && there)
+            fail(wd, "order %s cancelled is still held at the end", o->id);
+    }
+}
+
+static order_t *pick(world_t *wd, bool (*want)(const order_t *o))
+{
+    if (wd->no == 0)
+        return NULL;
+    int start = (int)below(wd, (uint32_t)wd->no);
+    for (int k = 0; k < wd->no; k++) {
+        order_t *o = &wd->o[(start + k) % wd->no];
+        if (want(o))
+            return o;
+    }
+    return NULL;
+}
+
+static bool want_retry(const order_t *o)
+{
+    return o->retry;
+}
+
+static bool want_doubt(const order_t *o)
+{
+    return o->doubt;
+}
+
+static bool want_cancel(const order_t *o)
+{
+    return o->state == O_ACKED || o->cancel_sent;
+}
+
+static bool want_cancel_sent(const order_t *o)
+{
+    return o->cancel_sent && o->state == O_ACKED;
+}
+
+static void redis_faults(world_t *wd)
+{
+    sim_redis_faults_t *f = sim_redis_faults(wd->rs);
+    if (chance(wd, 0.5))
+        sim_redis_replicate_one(wd->rs);
+    if (chance(wd, 0.1))
+        sim_redis_replicate(wd->rs);
+    if (chance(wd, 0.02))
+        f->replica_lags = !f->replica_lags;
+    if (chance(wd, f->down ? 0.2 : 0.005)) {
+        f->down = !f->down;
+        trace(wd, "redis %s", f->down ? "down" : "up");
+    }
+    if (chance(wd, 0.003)) {
+        trace(wd, "redis failover");
+        sim_redis_failover(wd->rs);
+        wd->lossy = true;
+        find_lost(wd, "failover", !wd->wait_replicas);
+    } else if (chance(wd, 0.002)) {
+        trace(wd, "redis restart with persistence");
+        sim_redis_restart(wd->rs, true);
+        wd->lossy = true;
+        find_lost(wd, "restart with persistence", false);
+    } else if (chance(wd, 0.0007)) {
+        trace(wd, "redis restart without persistence");
+        sim_redis_restart(wd->rs, false);
+        wd->lossy = true;
+        /* the operator puts back the stock not sold (from the database) */
+        wd->stock -= live_units(wd, -1);
+        wd->epoch++;
+        wd->lost_units = 0;
+        memset(wd->lost_user, 0, sizeof(wd->lost_user));
+        wd->sale_lost = true;
+        wd->restock_pending = 0; /* its key went with the keyspace */
+        wd->restock_key_pending = -1;
+    }
+}
+
+static void step(world_t *wd, bool heal)
+{
+    wd->step++;
+    wd->res->steps++;
+    cm_time_advance_fake((1 + below(wd, 3)) * 1000000ull);
+    sim_redis_step(wd->rs, wd->step);
+    if (!heal)
+        redis_faults(wd);
+    int g = any_up(wd);
+    if (g < 0 || chance(wd, 0.02)) {
+        int k = (int)below(wd, NGW);
+        if (wd->gw[k].up && !heal && chance(wd, 0.6)) {
+            trace(wd, "gw%d crash", k);
+            wd->res->crashes++;
+            gw_down(wd, k);
+        } else {
+            gw_up(wd, k);
+        }
+        return;
+    }
+    if (wd->sale_lost) {
+        if (put_sale(wd, g, wd->stock))
+            wd->sale_lost = false;
+        return;
+    }
+    uint32_t a = below(wd, 100);
+    order_t *o;
+    if (a < 45) {
+        if (!heal)
+            buy(wd, g, NULL);
+    } else if (a < 60) {
+        if ((o = pick(wd, want_retry)))
+            buy(wd, g, o);
+    } else if (a < 70) {
+        if (!heal && (o = pick(wd, want_cancel)))
+            cancel(wd, g, o);
+        else if (heal && (o = pick(wd, want_cancel_sent)))
+            cancel(wd, g, o);
+    } else if (a < 80) {
+        if ((o = pick(wd, want_doubt)))
+            giveback(wd, o);
+    } else if (a < 85) {
+        if (!heal || wd->restock_key_pending >= 0)
+            restock(wd, g);
+    } else if (a < 92) {
+        inv_redis_sync_step(wd->gw[g].inv);
+    }
+    check_bounds(wd);
+    if ((wd->step & 63) == 0)
+        check_books(wd, false);
+}
+
+void sim_fleet_run(const sim_opts_t *opts, sim_result_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->ok = true;
+    world_t *wd = cm_xcalloc(1, sizeof(*wd));
+    wd->res = out;
+    wd->trace = opts->trace;
+    cm_rand_seed(&wd->rng, opts->seed ^ 0x5eed4ed15ull);
+    wd->rs = sim_redis_new(&wd->rng);
+    wd->o = cm_xcalloc(MAX_ORDERS, sizeof(*wd->o));
+    wd->wait_replicas = chance(wd, 0.5);
+    wd->limit = 1 + below(wd, 3);
+    wd->stock = 5 + below(wd, 25);
+    wd->restock_key_pending = -1;
+    sim_redis_faults_t *f = sim_redis_faults(wd->rs);
+    cm_time_set_fake(true, 1000000000ull, 1700000000000LL);
+    inv_cluster_transport_set(sim_redis_transport(wd->rs));
+    for (int g = 0; g < NGW; g++)
+        gw_up(wd, g);
+    trace(wd, "fleet: stock=%" PRId64 " limit=%u wait_replicas=%d", wd->stock, wd->limit,
+          wd->wait_replicas);
+    if (!put_sale(wd, 0, wd->stock)) {
+        fail(wd, "the sale could not be created");
+        goto out;
+    }
+    sim_redis_replicate(wd->rs);
+    for (int g = 0; g < NGW; g++)
+        inv_redis_sync_step(wd->gw[g].inv);
+    f->p_timeout = 0.01 * below(wd, 6);
+    f->p_lost = 0.01 * below(wd, 6);
+    uint64_t n = opts->steps / 8 > 100 ? opts->steps / 8 : 100;
+    for (uint64_t i = 0; i < n && out->ok; i++)
+        step(wd, false);
+    /* heal: every fault off, every gateway back, the clients' retries and the
+     * gateways' give-backs run to the end */
+    *f = (sim_redis_faults_t){0};
+    sim_redis_replicate(wd->rs);
+    for (int g = 0; g < NGW; g++)
+        gw_up(wd, g);
+    for (uint64_t i = 0; i < 400 && out->ok; i++)
+        step(wd, true);
+    check_books(wd, true);
+out:
+    for (int g = 0; g < NGW; g++)
+        gw_down(wd, g);
+    inv_cluster_transport_set(NULL);
+    cm_time_set_fake(false, 0, 0);
+    out->crashes += sim_redis_stats(wd->rs)->restarts + sim_redis_stats(wd->rs)->failovers;
+    sim_redis_free(wd->rs);
+    free(wd->o);
+    free(wd);
+}

@@ -1,0 +1,984 @@
+/*
+ * The simulated Redis (see sim_redis.h).
+ *
+ * Written by hand, only as much as the backend's scripts and calls need
+ * (inventory/inv_redis_lua.h, inv_redis_admin.c, inv_redis_sync.c): strings
+ * are not stored (no script writes one), hashes and sets are; the commands are
+ * PING, SCRIPT LOAD, EVAL, EVALSHA (NOSCRIPT when the cache lacks it), HGET,
+ * HMGET, HSET, HEXISTS, HINCRBY, HDEL, HLEN, EXISTS, DEL, SADD, SREM,
+ * SMEMBERS (insertion order), SISMEMBER, PUBLISH (no subscriber: 0) and WAIT.
+ * A script runs in Lua 5.1 with redis.call / redis.pcall and Redis's
+ * conversions both ways (an integer reply is a number, a nil bulk false, a
+ * table with err an error reply); a script's writes before an error stay, as
+ * in Redis. A script's id is 40 hex digits derived from its text (FNV-1a and
+ * splitmix, not SHA-1: the backend only sends back what SCRIPT LOAD said).
+ *
+ * Persistence and replication keep the commands that wrote, in order (the
+ * scripts by id, their texts kept apart: Redis's verbatim script replication):
+ * a restart with persistence replays them all (appendfsync always: what ran
+ * is on disk), the replica holds a prefix of them, and a failover replays
+ * that prefix.
+ */
+#include "sim/sim_redis.h"
+
+#include "common/cm_alloc.h"
+#include "common/cm_err.h"
+#include "common/cm_time.h"
+
+#include <ctype.h>
+#include <hiredis/hiredis.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/*---- a dictionary of byte strings ----*/
+
+typedef struct sd_ent {
+    struct sd_ent *next;  /* in the bucket */
+    struct sd_ent *onext; /* insertion order */
+    struct sd_ent *oprev;
+    size_t klen, vlen;
+    char *k;
+    char *v; /* a hash's value; a set's members have none; the keyspace's: obj_t */
+} sd_ent_t;
+
+typedef struct sd {
+    sd_ent_t **b;
+    size_t nb, n;
+    sd_ent_t *ohead, *otail;
+} sd_t;
+
+static uint64_t fnv(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
+    return h;
+}
+
+static sd_t *sd_new(void)
+{
+    sd_t *d = cm_xcalloc(1, sizeof(*d));
+    d->nb = 16;
+    d->b = cm_xcalloc(d->nb, sizeof(*d->b));
+    return d;
+}
+
+static sd_ent_t *sd_find(const sd_t *d, const char *k, size_t kl)
+{
+    for (sd_ent_t *e = d->b[fnv(k, kl) & (d->nb - 1)]; e; e = e->next)
+        if (e->klen == kl && memcmp(e->k, k, kl) == 0)
+            return e;
+    return NULL;
+}
+
+static void sd_grow(sd_t *d)
+{
+    size_t nb = d->nb * 2;
+    sd_ent_t **b = cm_xcalloc(nb, sizeof(*b));
+    for (sd_ent_t *e = d->ohead; e; e = e->onext) {
+        size_t i = fnv(e->k, e->klen) & (nb - 1);
+        e->next = b[i];
+        b[i] = e;
+    }
+    free(d->b);
+    d->b = b;
+    d->nb = nb;
+}
+
+static char *mem_dup(const char *s, size_t n)
+{
+    char *p = cm_xmalloc(n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+/* The entry of k, created (no value) if missing; *created says which. */
+static sd_ent_t *sd_get(sd_t *d, const char *k, size_t kl, bool *created)
+{
+    sd_ent_t *e = sd_find(d, k, kl);
+    *created = e == NULL;
+    if (e)
+        return e;
+    if (d->n + 1 > d->nb)
+        sd_grow(d);
+    e = cm_xcalloc(1, sizeof(*e));
+    e->k = mem_dup(k, kl);
+    e->klen = kl;
+    size_t i = fnv(k, kl) & (d->nb - 1);
+    e->next = d->b[i];
+    d->b[i] = e;
+    e->oprev = d->otail;
+    if (d->otail)
+        d->otail->onext = e;
+    else
+        d->ohead = e;
+    d->otail = e;
+    d->n++;
+    return e;
+}
+
+/* Unlinks and returns k's entry (the caller frees its value), or NULL. */
+static sd_ent_t *sd_take(sd_t *d, const char *k, size_t kl)
+{
+    sd_ent_t **pp = &d->b[fnv(k, kl) & (d->nb - 1)];
+    for (; *pp; pp = &(*pp)->next) {
+        sd_ent_t *e = *pp;
+        if (e->klen != kl || memcmp(e->k, k, kl) != 0)
+            continue;
+        *pp = e->next;
+        if (e->oprev)
+            e->oprev->onext = e->onext;
+        else
+            d->ohead = e->onext;
+        if (e->onext)
+            e->onext->oprev = e->oprev;
+        else
+            d->otail = e->oprev;
+        d->n--;
+        return e;
+    }
+    return NULL;
+}
+
+static void sd_free(sd_t *d, void (*vfree)(char *v))
+{
+    if (!d)
+        return;
+    for (sd_ent_t *e = d->ohead, *nx; e; e = nx) {
+        nx = e->onext;
+        if (vfree)
+            vfree(e->v);
+        else
+            free(e->v);
+        free(e->k);
+        free(e);
+    }
+    free(d->b);
+    free(d);
+}
+
+/*---- the server ----*/
+
+enum { T_HASH = 1, T_SET = 2 };
+
+typedef struct obj {
+    int type;
+    sd_t *d;
+} obj_t;
+
+static void obj_free(char *v)
+{
+    obj_t *o = (obj_t *)(void *)v;
+    if (o) {
+        sd_free(o->d, NULL);
+        free(o);
+    }
+}
+
+typedef struct cmd {
+    int argc;
+    char **argv;
+    size_t *argl;
+} cmd_t;
+
+typedef struct late {
+    struct late *next;
+    cmd_t c;
+    uint64_t due; /* the step it runs at */
+} late_t;
+
+typedef struct conn {
+    uint64_t epoch; /* the server's life it belongs to */
+} conn_t;
+
+struct sim_redis {
+    cm_rand_t *rng;
+    sd_t *ks;      /* key -> obj_t */
+    sd_t *scripts; /* id -> text: the script cache */
+    sd_t *texts;   /* id -> text: every script ever loaded (the log's EVALSHA replay) */
+    lua_State *L;
+    uint64_t dirty; /* writes so far (a command that moved it is logged) */
+    cmd_t *log;
+    size_t nlog, caplog;
+    size_t repl; /* the replica has log[0..repl) */
+    uint64_t epoch;
+    uint64_t step;
+    late_t *late;
+    bool replaying;
+    sim_redis_faults_t faults;
+    sim_redis_stats_t stats;
+    inv_cluster_transport_t tr;
+};
+
+static redisReply *rep_new(int type)
+{
+    redisReply *r = cm_xcalloc(1, sizeof(*r));
+    r->type = type;
+    return r;
+}
+
+static redisReply *rep_int(long long v)
+{
+    redisReply *r = rep_new(REDIS_REPLY_INTEGER);
+    r->integer = v;
+    return r;
+}
+
+static redisReply *rep_str(int type, const char *s, size_t n)
+{
+    redisReply *r = rep_new(type);
+    r->str = mem_dup(s, n);
+    r->len = n;
+    return r;
+}
+
+static redisReply *rep_err(const char *msg)
+{
+    return rep_str(REDIS_REPLY_ERROR, msg, strlen(msg));
+}
+
+static redisReply *rep_arr(size_t n)
+{
+    redisReply *r = rep_new(REDIS_REPLY_ARRAY);
+    r->elements = n;
+    r->element = cm_xcalloc(n ? n : 1, sizeof(*r->element));
+    return r;
+}
+
+static obj_t *lookup(sim_redis_t *r, const char *k, size_t kl, int type, bool *wrong)
+{
+    sd_ent_t *e = sd_find(r->ks, k, kl);
+    *wrong = false;
+    if (!e)
+        return NULL;
+    obj_t *o = (obj_t *)(void *)e->v;
+    if (o->type != type) {
+        *wrong = true;
+        return NULL;
+    }
+    return o;
+}
+
+static obj_t *lookup_create(sim_redis_t *r, const char *k, size_t kl, int type, bool *wrong)
+{
+    obj_t *o = lookup(r, k, kl, type, wrong);
+    if (o || *wrong)
+        return o;
+    bool created;
+    sd_ent_t *e = sd_get(r->ks, k, kl, &created);
+    o = cm_xcalloc(1, sizeof(*o));
+    o->type = type;
+    o->d = sd_new();
+    e->v = (char *)(void *)o;
+    return o;
+}
+
+/* A hash or set left empty goes away, as in Redis. */
+static void drop_if_empty(sim_redis_t *r, const char *k, size_t kl)
+{
+    sd_ent_t *e = sd_find(r->ks, k, kl);
+    if (e && ((obj_t *)(void *)e->v)->d->n == 0) {
+        e = sd_take(r->ks, k, kl);
+        obj_free(e->v);
+        free(e->k);
+        free(e);
+    }
+}
+
+static bool parse_ll(const char *s, size_t n, long long *out)
+{
+    if (n == 0 || n > 20)
+        return false;
+    char buf[24];
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    char *end;
+    long long v = strtoll(buf, &end, 10);
+    if (*end != '\0')
+        return false;
+    *out = v;
+    return true;
+}
+
+static void script_id(const char *text, size_t n, char out[41])
+{
+    uint64_t x = fnv(text, n);
+    for (int i = 0; i < 40; i += 16) {
+        uint64_t v = cm_rand_splitmix64(&x);
+        char h[17];
+        snprintf(h, sizeof(h), "%016llx", (unsigned long long)v);
+        memcpy(out + i, h, i + 16 <= 40 ? 16 : 40 - (size_t)i);
+    }
+    out[40] = '\0';
+}
+
+static redisReply *exec(sim_redis_t *r, int argc, char **argv, size_t *argl);
+
+/*---- Lua ----*/
+
+static sim_redis_t *lua_server(lua_State *L)
+{
+    return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+/* Pushes a reply as Lua sees it; an error reply is pushed as {err=...}. */
+static void push_reply(lua_State *L, const redisReply *rp)
+{
+    switch (rp->type) {
+    case REDIS_REPLY_INTEGER:
+        lua_pushnumber(L, (lua_Number)rp->integer);
+        break;
+    case REDIS_REPLY_STRING:
+        lua_pushlstring(L, rp->str, rp->len);
+        break;
+    case REDIS_REPLY_NIL:
+        lua_pushboolean(L, 0);
+        break;
+    case REDIS_REPLY_STATUS:
+    case REDIS_REPLY_ERROR:
+        lua_newtable(L);
+        lua_pushstring(L, rp->type == REDIS_REPLY_STATUS ? "ok" : "err");
+        lua_pushlstring(L, rp->str, rp->len);
+        lua_settable(L, -3);
+        break;
+    case REDIS_REPLY_ARRAY:
+        lua_newtable(L);
+        for (size_t i = 0; i < rp->elements; i++) {
+            lua_pushnumber(L, (lua_Number)(i + 1));
+            push_reply(L, rp->element[i]);
+            lua_settable(L, -3);
+        }
+        break;
+    default:
+        lua_pushboolean(L, 0);
+    }
+}
+
+static int lua_call_impl(lua_State *L, bool raise)
+{
+    sim_redis_t *r = lua_server(L);
+    int argc = lua_gettop(L);
+    if (argc < 1 || argc > 64)
+        return luaL_error(L, "Please specify at least one argument for redis.call()");
+    char *argv[64];
+    size_t argl[64];
+    for (int i = 0; i < argc; i++) {
+        size_t n;
+        const char *s = lua_tolstring(L, i + 1, &n); /* numbers become strings, as in Redis */
+        if (!s)
+            return luaL_error(L, "Lua redis() command arguments must be strings or integers");
+        argv[i] = (char *)s;
+        argl[i] = n;
+    }
+    if (!strcasecmp(argv[0], "EVAL") || !strcasecmp(argv[0], "EVALSHA") ||
+        !strcasecmp(argv[0], "WAIT") || !strcasecmp(argv[0], "SCRIPT"))
+        return luaL_error(L, "This Redis command is not allowed from scripts");
+    redisReply *rp = exec(r, argc, argv, argl);
+    if (rp->type == REDIS_REPLY_ERROR && raise) {
+        lua_pushlstring(L, rp->str, rp->len);
+        freeReplyObject(rp);
+        return lua_error(L);
+    }
+    push_reply(L, rp);
+    freeReplyObject(rp);
+    return 1;
+}
+
+static int lua_redis_call(lua_State *L)
+{
+    return lua_call_impl(L, true);
+}
+
+static int lua_redis_pcall(lua_State *L)
+{
+    return lua_call_impl(L, false);
+}
+
+/* The value at the top of the stack as a reply, Redis's rules. */
+static redisReply *lua_to_reply(lua_State *L)
+{
+    switch (lua_type(L, -1)) {
+    case LUA_TNUMBER:
+        return rep_int((long long)lua_tonumber(L, -1));
+    case LUA_TSTRING: {
+        size_t n;
+        const char *s = lua_tolstring(L, -1, &n);
+        return rep_str(REDIS_REPLY_STRING, s, n);
+    }
+    case LUA_TBOOLEAN:
+        return lua_toboolean(L, -1) ? rep_int(1) : rep_new(REDIS_REPLY_NIL);
+    case LUA_TTABLE: {
+        lua_pushstring(L, "err");
+        lua_gettable(L, -2);
+        if (lua_isstring(L, -1)) {
+            redisReply *e = rep_err(lua_tostring(L, -1));
+            lua_pop(L, 1);
+            return e;
+        }
+        lua_pop(L, 1);
+        lua_pushstring(L, "ok");
+        lua_gettable(L, -2);
+        if (lua_isstring(L, -1)) {
+            size_t n;
+            const char *s = lua_tolstring(L, -1, &n);
+            redisReply *e = rep_str(REDIS_REPLY_STATUS, s, n);
+            lua_pop(L, 1);
+            return e;
+        }
+        lua_pop(L, 1);
+        size_t n = 0;
+        for (;; n++) { /* up to the first nil */
+            lua_rawgeti(L, -1, (int)n + 1);
+            bool nil = lua_isnil(L, -1);
+            lua_pop(L, 1);
+            if (nil)
+                break;
+        }
+        redisReply *a = rep_arr(n);
+        for (size_t i = 0; i < n; i++) {
+            lua_rawgeti(L, -1, (int)i + 1);
+            a->element[i] = lua_to_reply(L);
+            lua_pop(L, 1);
+        }
+        return a;
+    }
+    default:
+        return rep_new(REDIS_REPLY_NIL);
+    }
+}
+
+static void lua_setup(sim_redis_t *r)
+{
+    lua_State *L = luaL_newstate();
+    /* the libraries Redis gives a script (less cjson, struct, cmsgpack, bit: unused) */
+    lua_pushcfunction(L, luaopen_base);
+    lua_call(L, 0, 0);
+    lua_pushcfunction(L, luaopen_table);
+    lua_call(L, 0, 0);
+    lua_pushcfunction(L, luaopen_string);
+    lua_call(L, 0, 0);
+    lua_pushcfunction(L, luaopen_math);
+    lua_call(L, 0, 0);
+    lua_newtable(L);
+    lua_pushstring(L, "call");
+    lua_pushlightuserdata(L, r);
+    lua_pushcclosure(L, lua_redis_call, 1);
+    lua_settable(L, -3);
+    lua_pushstring(L, "pcall");
+    lua_pushlightuserdata(L, r);
+    lua_pushcclosure(L, lua_redis_pcall, 1);
+    lua_settable(L, -3);
+    lua_setglobal(L, "redis");
+    r->L = L;
+}
+
+static void set_argv_table(lua_State *L, const char *name, int n, char **argv, size_t *argl)
+{
+    lua_newtable(L);
+    for (int i = 0; i < n; i++) {
+        lua_pushlstring(L, argv[i], argl[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setglobal(L, name);
+}
+
+/* Runs a script (its id and text) with its keys and arguments (argv from the key count on). */
+static redisReply *run_script(sim_redis_t *r, const char *id, const char *text, size_t tlen,
+                              int argc, char **argv, size_t *argl)
+{
+    long long nk;
+    if (argc < 1 || !parse_ll(argv[0], argl[0], &nk) || nk < 0 || nk > argc - 1)
+        return rep_err("ERR Number of keys can't be greater than number of args");
+    lua_State *L = r->L;
+    r->stats.scripts++;
+    /* compiled once per text, as Redis keeps f_<sha> */
+    lua_getfield(L, LUA_REGISTRYINDEX, id);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        if (luaL_loadbuffer(L, text, tlen, "@user_script") != 0) {
+            char msg[300];
+            snprintf(msg, sizeof(msg), "ERR Error compiling script: %s", lua_tostring(L, -1));
+            lua_pop(L, 1);
+            return rep_err(msg);
+        }
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, id);
+    }
+    set_argv_table(L, "KEYS", (int)nk, argv + 1, argl + 1);
+    set_argv_table(L, "ARGV", argc - 1 - (int)nk, argv + 1 + nk, argl + 1 + nk);
+    if (lua_pcall(L, 0, 1, 0) != 0) {
+        char msg[400];
+        snprintf(msg, sizeof(msg), "ERR Error running script: %s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return rep_err(msg);
+    }
+    redisReply *rp = lua_to_reply(L);
+    lua_pop(L, 1);
+    return rp;
+}
+
+/*---- commands ----*/
+
+static bool is(const char *a, const char *name)
+{
+    return strcasecmp(a, name) == 0;
+}
+
+static redisReply *wrongtype(void)
+{
+    return rep_err("WRONGTYPE Operation against a key holding the wrong kind of value");
+}
+
+/* Caches a script's text under its id (and keeps it for the log's replay). */
+static void remember(sim_redis_t *r, const char *id, const char *text, size_t n)
+{
+    sd_t *d[2] = {r->scripts, r->texts};
+    for (int i = 0; i < 2; i++) {
+        bool created;
+        sd_ent_t *e = sd_get(d[i], id, 40, &created);
+        if (created) {
+            e->v = mem_dup(text, n);
+            e->vlen = n;
+        }
+    }
+}
+
+static redisReply *exec(sim_redis_t *r, int argc, char **argv, size_t *argl)
+{
+    const char *c = argv[0];
+    bool wrong;
+    if (is(c, "PING"))
+        return rep_str(REDIS_REPLY_STATUS, "PONG", 4);
+    if (is(c, "SCRIPT") && argc == 3 && is(argv[1], "LOAD")) {
+        char id[41];
+        script_id(argv[2], argl[2], id);
+        remember(r, id, argv[2], argl[2]);
+        return rep_str(REDIS_REPLY_STRING, id, 40);
+    }
+    if (is(c, "EVAL") && argc >= 3) {
+        char id[41];
+        script_id(argv[1], argl[1], id);
+        remember(r, id, argv[1], argl[1]);
+        return run_script(r, id, argv[1], argl[1], argc - 2, argv + 2, argl + 2);
+    }
+    if (is(c, "EVALSHA") && argc >= 3) {
+        /* the log's replay finds every script (the verbatim EVAL of replication) */
+        sd_ent_t *e = sd_find(r->replaying ? r->texts : r->scripts, argv[1], argl[1]);
+        if (!e || argl[1] != 40)
+            return rep_err("NOSCRIPT No matching script. Please use EVAL.");
+        return run_script(r, e->k, e->v, e->vlen, argc - 2, argv + 2, argl + 2);
+    }
+    if (is(c, "PUBLISH") && argc == 3)
+        return rep_int(0);
+    if (is(c, "WAIT") && argc == 3) {
+        if (r->faults.replica_lags)
+            return rep_int(r->repl == r->nlog);
+        r->repl = r->nlog;
+        return rep_int(1);
+    }
+    if ((is(c, "EXISTS") || is(c, "DEL")) && argc >= 2) {
+        long long n = 0;
+        for (int i = 1; i < argc; i++) {
+            if (is(c, "EXISTS")) {
+                n += sd_find(r->ks, argv[i], argl[i]) != NULL;
+                continue;
+            }
+            sd_ent_t *e = sd_take(r->ks, argv[i], argl[i]);
+            if (e) {
+                n++;
+                r->dirty++;
+                obj_free(e->v);
+                free(e->k);
+                free(e);
+            }
+        }
+        return rep_int(n);
+    }
+    bool hash = toupper((unsigned char)c[0]) == 'H';
+    bool set = toupper((unsigned char)c[0]) == 'S';
+    if ((!hash && !set) || argc < 2)
+        return rep_err("ERR unknown command or wrong number of arguments (simulated Redis)");
+    obj_t *o = lookup(r, argv[1], argl[1], hash ? T_HASH : T_SET, &wrong);
+    if (wrong)
+        return wrongtype();
+    if (is(c, "HGET") && argc == 3) {
+        sd_ent_t *e = o ? sd_find(o->d, argv[2], argl[2]) : NULL;
+        return e ? rep_str(REDIS_REPLY_STRING, e->v, e->vlen) : rep_new(REDIS_REPLY_NIL);
+    }
+    if (is(c, "HMGET") && argc >= 3) {
+        redisReply *a = rep_arr((size_t)argc - 2);
+        for (int i = 2; i < argc; i++) {
+            sd_ent_t *e = o ? sd_find(o->d, argv[i], argl[i]) : NULL;
+            a->element[i - 2] =
+                e ? rep_str(REDIS_REPLY_STRING, e->v, e->vlen) : rep_new(REDIS_REPLY_NIL);
+        }
+        return a;
+    }
+    if (is(c, "HEXISTS") && argc == 3)
+        return rep_int(o && sd_find(o->d, argv[2], argl[2]) != NULL);
+    if (is(c, "HLEN") && argc == 2)
+        return rep_int(o ? (long long)o->d->n : 0);
+    if (is(c, "SISMEMBER") && argc == 3)
+        return rep_int(o && sd_find(o->d, argv[2], argl[2]) != NULL);
+    if (is(c, "SMEMBERS") && argc == 2) {
+        redisReply *a = rep_arr(o ? o->d->n : 0);
+        size_t i = 0;
+        for (sd_ent_t *e = o ? o->d->ohead : NULL; e; e = e->onext)
+            a->element[i++] = rep_str(REDIS_REPLY_STRING, e->k, e->klen);
+        return a;
+    }
+    if (is(c, "HINCRBY") && argc == 4) {
+        long long by, cur = 0;
+        if (!parse_ll(argv[3], argl[3], &by))
+            return rep_err("ERR value is not an integer or out of range");
+        o = lookup_create(r, argv[1], argl[1], T_HASH, &wrong);
+        bool created;
+        sd_ent_t *e = sd_get(o->d, argv[2], argl[2], &created);
+        if (!created && !parse_ll(e->v, e->vlen, &cur))
+            return rep_err("ERR hash value is not an integer");
+        char buf[24];
+        int n = snprintf(buf, sizeof(buf), "%lld", cur + by);
+        free(e->v);
+        e->v = mem_dup(buf, (size_t)n);
+        e->vlen = (size_t)n;
+        r->dirty++;
+        return rep_int(cur + by);
+    }
+    if (is(c, "HSET") && argc >= 4 && argc % 2 == 0) {
+        o = lookup_create(r, argv[1], argl[1], T_HASH, &wrong);
+        long long added = 0;
+        for (int i = 2; i < argc; i += 2) {
+            bool created;
+            sd_ent_t *e = sd_get(o->d, argv[i], argl[i], &created);
+            added += created;
+            free(e->v);
+            e->v = mem_dup(argv[i + 1], argl[i + 1]);
+            e->vlen = argl[i + 1];
+        }
+        r->dirty++;
+        return rep_int(added);
+    }
+    if ((is(c, "HDEL") || is(c, "SREM")) && argc >= 3) {
+        long long n = 0;
+        for (int i = 2; o && i < argc; i++) {
+            sd_ent_t *e = sd_take(o->d, argv[i], argl[i]);
+            if (e) {
+                n++;
+                free(e->v);
+                free(e->k);
+                free(e);
+            }
+        }
+        if (n) {
+            r->dirty++;
+            drop_if_empty(r, argv[1], argl[1]);
+        }
+        return rep_int(n);
+    }
+    if (is(c, "SADD") && argc >= 3) {
+        o = lookup_create(r, argv[1], argl[1], T_SET, &wrong);
+        long long n = 0;
+        for (int i = 2; i < argc; i++) {
+            bool created;
+            sd_get(o->d, argv[i], argl[i], &created);
+            n += created;
+        }
+        r->dirty++;
+        return rep_int(n);
+    }
+    return rep_err("ERR unknown command or wrong number of arguments (simulated Redis)");
+}
+
+/*---- the log, replication, restarts ----*/
+
+static void cmd_copy(cmd_t *dst, int argc, char **argv, size_t *argl)
+{
+    dst->argc = argc;
+    dst->argv = cm_xcalloc((size_t)argc, sizeof(*dst->argv));
+    dst->argl = cm_xcalloc((size_t)argc, sizeof(*dst->argl));
+    for (int i = 0; i < argc; i++) {
+        dst->argv[i] = mem_dup(argv[i], argl[i]);
+        dst->argl[i] = argl[i];
+    }
+}
+
+static void cmd_free(cmd_t *c)
+{
+    for (int i = 0; i < c->argc; i++)
+        free(c->argv[i]);
+    free(c->argv);
+    free(c->argl);
+}
+
+/* Runs a client's command: logged (as EVAL for a script) when it wrote. */
+static redisReply *run_logged(sim_redis_t *r, int argc, char **argv, size_t *argl)
+{
+    uint64_t d0 = r->dirty;
+    redisReply *rp = exec(r, argc, argv, argl);
+    if (r->dirty == d0 || r->replaying)
+        return rp;
+    if (r->nlog == r->caplog) {
+        r->caplog = r->caplog ? r->caplog * 2 : 64;
+        r->log = cm_xrealloc(r->log, r->caplog * sizeof(*r->log));
+    }
+    cmd_t *c = &r->log[r->nlog++];
+    cmd_copy(c, argc, argv, argl);
+    if (is(argv[0], "EVAL")) { /* logged by id: the replay finds its text in r->texts */
+        char id[41];
+        script_id(argv[1], argl[1], id);
+        free(c->argv[0]);
+        free(c->argv[1]);
+        c->argv[0] = mem_dup("EVALSHA", 7);
+        c->argl[0] = 7;
+        c->argv[1] = mem_dup(id, 40);
+        c->argl[1] = 40;
+    }
+    return rp;
+}
+
+static void late_drop_all(sim_redis_t *r)
+{
+    while (r->late) {
+        late_t *l = r->late;
+        r->late = l->next;
+        cmd_free(&l->c);
+        free(l);
+    }
+}
+
+/* A new keyspace from log[0..n): the rest of the log is forgotten. */
+static void rebuild(sim_redis_t *r, size_t n)
+{
+    sd_free(r->ks, obj_free);
+    r->ks = sd_new();
+    r->replaying = true;
+    for (size_t i = 0; i < n; i++) {
+        redisReply *rp = exec(r, r->log[i].argc, r->log[i].argv, r->log[i].argl);
+        freeReplyObject(rp);
+    }
+    r->replaying = false;
+    for (size_t i = n; i < r->nlog; i++)
+        cmd_free(&r->log[i]);
+    r->nlog = n;
+    if (r->repl > n)
+        r->repl = n;
+    r->epoch++; /* every connection breaks */
+    late_drop_all(r);
+}
+
+void sim_redis_restart(sim_redis_t *r, bool persist)
+{
+    r->stats.restarts++;
+    sd_free(r->scripts, NULL);
+    r->scripts = sd_new();
+    rebuild(r, persist ? r->nlog : 0);
+    r->repl = r->nlog; /* the replica resynchronises from the restarted master */
+}
+
+void sim_redis_failover(sim_redis_t *r)
+{
+    r->stats.failovers++;
+    rebuild(r, r->repl); /* the replica's script cache: SCRIPT LOAD and EVAL replicate */
+}
+
+void sim_redis_replicate(sim_redis_t *r)
+{
+    if (!r->faults.replica_lags)
+        r->repl = r->nlog;
+}
+
+void sim_redis_replicate_one(sim_redis_t *r)
+{
+    if (r->repl < r->nlog)
+        r->repl++;
+}
+
+void sim_redis_step(sim_redis_t *r, uint64_t step)
+{
+    r->step = step;
+    for (late_t **pp = &r->late; *pp;) {
+        late_t *l = *pp;
+        if (l->due > step || r->faults.down) {
+            pp = &l->next;
+            continue;
+        }
+        *pp = l->next;
+        r->stats.late_ran++;
+        freeReplyObject(run_logged(r, l->c.argc, l->c.argv, l->c.argl));
+        cmd_free(&l->c);
+        free(l);
+    }
+}
+
+/*---- the transport ----*/
+
+static void *tr_open(void *arg, const char *host, int port, char *errbuf, size_t errlen)
+{
+    (void)host, (void)port;
+    sim_redis_t *r = arg;
+    if (r->faults.down) {
+        snprintf(errbuf, errlen, "redis: connect: Connection refused (simulated)");
+        return NULL;
+    }
+    conn_t *c = cm_xcalloc(1, sizeof(*c));
+    c->epoch = r->epoch;
+    return c;
+}
+
+static void tr_close(void *arg, void *conn)
+{
+    (void)arg;
+    free(conn);
+}
+
+static uint64_t tr_now_ms(void *arg)
+{
+    (void)arg;
+    return cm_mono_ms();
+}
+
+/* Splits a RESP multibulk (as hiredis formats every command) in place. */
+static int parse_resp(char *p, size_t len, char **argv, size_t *argl, int max)
+{
+    char *end = p + len;
+    if (p >= end || *p != '*')
+        return -1;
+    int argc = (int)strtol(p + 1, &p, 10);
+    if (argc < 1 || argc > max)
+        return -1;
+    p += 2;
+    for (int i = 0; i < argc; i++) {
+        if (p >= end || *p != '$')
+            return -1;
+        long n = strtol(p + 1, &p, 10);
+        p += 2;
+        if (n < 0 || p + n + 2 > end)
+            return -1;
+        argv[i] = p;
+        argl[i] = (size_t)n;
+        p[n] = '\0'; /* over the \r */
+        p += n + 2;
+    }
+    return argc;
+}
+
+static int tr_call(void *arg, void *conn, const char *cmd, size_t len, redisReply **out)
+{
+    sim_redis_t *r = arg;
+    conn_t *c = conn;
+    *out = NULL;
+    r->stats.calls++;
+    if (r->faults.down || c->epoch != r->epoch)
+        return CM_EBACKEND; /* reset: nothing ran */
+    char *buf = mem_dup(cmd, len);
+    char *argv[80];
+    size_t argl[80];
+    int argc = parse_resp(buf, len, argv, argl, 80);
+    if (argc < 0) {
+        free(buf);
+        *out = rep_err("ERR Protocol error (simulated Redis)");
+        return 0;
+    }
+    bool ping = is(argv[0], "PING");
+    if (!ping && cm_rand_unit(r->rng) < r->faults.p_timeout) {
+        r->stats.timeouts++;
+        switch (cm_rand_below(r->rng, 3)) {
+        case 0: /* it ran; the reply came too late */
+            freeReplyObject(run_logged(r, argc, argv, argl));
+            break;
+        case 1: { /* it sits in the server's input and runs K steps later */
+            late_t *l = cm_xcalloc(1, sizeof(*l));
+            cmd_copy(&l->c, argc, argv, argl);
+            l->due = r->step + 1 + cm_rand_below(r->rng, 20);
+            late_t **pp = &r->late;
+            while (*pp)
+                pp = &(*pp)->next;
+            *pp = l;
+            break;
+        }
+        default: /* never read: the client closed first */
+            break;
+        }
+        free(buf);
+        return CM_ETIMEOUT;
+    }
+    redisReply *rp = run_logged(r, argc, argv, argl);
+    free(buf);
+    if (!ping && cm_rand_unit(r->rng) < r->faults.p_lost) {
+        r->stats.lost++;
+        freeReplyObject(rp);
+        return CM_EBACKEND;
+    }
+    *out = rp;
+    return 0;
+}
+
+sim_redis_t *sim_redis_new(cm_rand_t *rng)
+{
+    sim_redis_t *r = cm_xcalloc(1, sizeof(*r));
+    r->rng = rng;
+    r->ks = sd_new();
+    r->scripts = sd_new();
+    r->texts = sd_new();
+    lua_setup(r);
+    r->tr = (inv_cluster_transport_t){.open = tr_open,
+                                      .call = tr_call,
+                                      .close = tr_close,
+                                      .arg = r,
+                                      .now_ms = tr_now_ms,
+                                      .stepped = true};
+    return r;
+}
+
+void sim_redis_free(sim_redis_t *r)
+{
+    if (!r)
+        return;
+    late_drop_all(r);
+    for (size_t i = 0; i < r->nlog; i++)
+        cmd_free(&r->log[i]);
+    free(r->log);
+    sd_free(r->ks, obj_free);
+    sd_free(r->scripts, NULL);
+    sd_free(r->texts, NULL);
+    lua_close(r->L);
+    free(r);
+}
+
+const inv_cluster_transport_t *sim_redis_transport(sim_redis_t *r)
+{
+    return &r->tr;
+}
+
+sim_redis_faults_t *sim_redis_faults(sim_redis_t *r)
+{
+    return &r->faults;
+}
+
+const sim_redis_stats_t *sim_redis_stats(const sim_redis_t *r)
+{
+    return &r->stats;
+}
+
+const char *sim_redis_hget(sim_redis_t *r, const char *key, const char *field)
+{
+    bool wrong;
+    obj_t *o = lookup(r, key, strlen(key), T_HASH, &wrong);
+    sd_ent_t *e = o ? sd_find(o->d, field, strlen(field)) : NULL;
+    return e ? e->v : NULL;
+}
+
+void sim_redis_hforeach(sim_redis_t *r, const char *key,
+                        void (*fn)(const char *field, const char *val, void *ctx), void *ctx)
+{
+    bool wrong;
+    obj_t *o = lookup(r, key, strlen(key), T_HASH, &wrong);
+    for (sd_ent_t *e = o ? o->d->ohead : NULL; e; e = e->onext)
+        fn(e->k, e->v, ctx);
+}

@@ -1,0 +1,69 @@
+/*
+ * A simulated Redis (docs/simulation.md, "The fleet path"): one server in the
+ * simulator's thread that the real Redis inventory backend reaches through the
+ * blocking client's transport seam (inv_cluster_transport_t). It runs the
+ * backend's real Lua scripts in an embedded Lua 5.1, as Redis does, over an
+ * in-memory keyspace, and injects the faults of the fleet path: latency past
+ * the client's timeout (the command runs K steps later, or at once with its
+ * reply late, or never), lost replies, a server down, a restart with and
+ * without persistence, and a failover to a replica that has a prefix of the
+ * writes. Deterministic from the seed it is given; one thread.
+ */
+#ifndef SIM_REDIS_H
+#define SIM_REDIS_H
+
+#include "common/cm_rand.h"
+#include "inventory/inv_cluster.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct sim_redis sim_redis_t;
+
+typedef struct sim_redis_faults {
+    double p_timeout; /* a call the client gives up on (then: ran, runs later, or never) */
+    double p_lost;    /* a call that ran and whose reply is lost with the connection */
+    bool down;        /* refuses every connection and call (nothing runs) */
+    bool replica_lags; /* the replica stops taking writes (WAIT answers 0) */
+} sim_redis_faults_t;
+
+/* A new server with an empty keyspace; rng is the world's (borrowed). */
+sim_redis_t *sim_redis_new(cm_rand_t *rng);
+void sim_redis_free(sim_redis_t *r);
+
+/* The transport to install with inv_cluster_transport_set (stepped; owned by r). */
+const inv_cluster_transport_t *sim_redis_transport(sim_redis_t *r);
+
+/* The faults in force (changed by the driver between steps). */
+sim_redis_faults_t *sim_redis_faults(sim_redis_t *r);
+
+/* Runs the commands whose time has come (late commands of timed-out calls). */
+void sim_redis_step(sim_redis_t *r, uint64_t step);
+
+/* The replica takes every write so far (replication caught up). */
+void sim_redis_replicate(sim_redis_t *r);
+/* The replica takes the next write, if it lags. */
+void sim_redis_replicate_one(sim_redis_t *r);
+
+/*
+ * A crash and restart: every connection breaks, late commands are dropped and
+ * the script cache is empty; with `persist` (appendonly, appendfsync always)
+ * the keyspace is every write that ran, else it is empty.
+ */
+void sim_redis_restart(sim_redis_t *r, bool persist);
+/* A failover after a master crash: the replica's writes are all there is. */
+void sim_redis_failover(sim_redis_t *r);
+
+/* Reads for the oracle (no fault, no log): a hash field's value, or NULL. */
+const char *sim_redis_hget(sim_redis_t *r, const char *key, const char *field);
+/* Calls fn for every field of a hash. */
+void sim_redis_hforeach(sim_redis_t *r, const char *key,
+                        void (*fn)(const char *field, const char *val, void *ctx), void *ctx);
+
+/* Counters for the report. */
+typedef struct sim_redis_stats {
+    uint64_t calls, timeouts, lost, late_ran, restarts, failovers, scripts;
+} sim_redis_stats_t;
+const sim_redis_stats_t *sim_redis_stats(const sim_redis_t *r);
+
+#endif
