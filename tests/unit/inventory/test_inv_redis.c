@@ -1348,6 +1348,44 @@ static void test_batch_waits_once(void **state)
     fx_close(&fx);
 }
 
+/*
+ * wait_replicas binds a worker loop's claim too (gw_buy.c claims the order a
+ * keyed retry found held by another gateway, then answers 202 for it): with
+ * the replica attached the claim is answered reserved after a WAIT; with the
+ * replica gone (WAIT counts 0) it is answered "unavailable" (or the timeout,
+ * which WAIT's equals). A claim is not given back: the order stays held and
+ * marked, and the client's next retry with its key claims it again.
+ */
+static void test_async_claim_waits(void **state)
+{
+    (void)state;
+    ts_redis_t rep;
+    replica_start(&rep);
+    fx_t a, fx;
+    fx_open(&a, NULL); /* the gateway whose reserve the retry finds: no wait_replicas */
+    fx_open(&fx, "timeout_ms=500&wait_replicas=1");
+    put(fx.inv, "cw", 10, 2);
+    assert_true(wait_for(a.inv, "cw", 0, 1000));
+    treq_t t;
+    char buf[64];
+    assert_int_equal(buy(&a, &t, "cw", "c1", 1, "k1", "cw1"), INV_RESERVED);
+    CMD(buf, "CONFIG RESETSTAT");
+    assert_int_equal(call(&fx, &t, inv_claim, "cw", "c1", 1, NULL, "cw1"), INV_RESERVED);
+    assert_int_equal(cmd_calls("wait"), 1);
+    replica_stop(&rep);
+    assert_int_equal(buy(&a, &t, "cw", "c2", 1, "k2", "cw2"), INV_RESERVED);
+    int rc = call(&fx, &t, inv_claim, "cw", "c2", 1, NULL, "cw2");
+    assert_true(rc == CM_EBACKEND || rc == CM_ETIMEOUT);
+    assert_int_equal(
+        ts_redis_cmd(&srv, buf, sizeof(buf), "HEXISTS {sale:cw}:idem %s", "\002claim\ncw2"), 0);
+    assert_string_equal(buf, "1");
+    CMD(buf, "HEXISTS {sale:cw}:orders cw2");
+    assert_string_equal(buf, "1");
+    assert_int_equal(left_of(fx.inv, "cw"), 8);
+    fx_close(&fx);
+    fx_close(&a);
+}
+
 /* URL options are checked; the password comes from the URL or the environment. */
 static void test_url_and_password(void **state)
 {
@@ -1546,6 +1584,7 @@ int main(void)
         cmocka_unit_test(test_batch_matches_one_by_one),
         cmocka_unit_test(test_batch_error_gives_back),
         cmocka_unit_test(test_batch_waits_once),
+        cmocka_unit_test(test_async_claim_waits),
         cmocka_unit_test(test_record_and_sell_out_news),
         cmocka_unit_test(test_fleet_views),
         cmocka_unit_test(test_fleet_config_cas),
