@@ -17,7 +17,7 @@
  *   admin_timeout_ms=2000  blocking admin calls (1..60000)
  *   breaker_failures=5     consecutive failures or timeouts that open the breaker (1..1000)
  *   breaker_cooldown_ms=250  open time before one probe is let through (1..60000)
- *   wait_replicas=0  a reserve is answered only once this many replicas have it
+ *   wait_replicas=0  a reserve (and a claim) is answered only once this many replicas have it
  *                    (WAIT after the script; 0..16, 0 = off): a failover after a
  *                    master crash then keeps every reserve that was answered
  *

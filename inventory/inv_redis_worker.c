@@ -648,6 +648,10 @@ bool inv__redis_is_retry_later(const redisReply *r)
  * gateway of the fleet answered 202 for (gw_buy.c after_reserve) claimed the
  * order first, and the give-back leaves a claimed order held
  * (INV_REDIS_CLAIM).
+ * The WAIT after a claim: a claimed order is answered reserved (202) only once
+ * the replicas have it and its mark (the reserve that took it may have been
+ * answered 503 for want of them); else "unavailable", with nothing given back
+ * (the client's next retry with the key claims it again).
  */
 void inv__redis_wait_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
@@ -656,6 +660,19 @@ void inv__redis_wait_reply(redisAsyncContext *ac, void *reply, void *privdata)
     rop_t *op = privdata;
     rb_t *rb = op->w->rb;
     bool acked = r && r->type == REDIS_REPLY_INTEGER && r->integer >= (long long)rb->wait_replicas;
+    if (op->is_claim) { /* nothing to give back: unconfirmed, the order stays held and marked */
+        if (op->req) {
+            if (acked) {
+                op_rtt(op, op->req);
+                inv__redis_op_complete(op, INV_RESERVED);
+            } else {
+                inv__redis_br_failure(rb, inv__redis_op_node(op));
+                inv__redis_op_complete(op, CM_EBACKEND);
+            }
+        }
+        inv__redis_op_free(op);
+        return;
+    }
     if (acked && op->req) {
         inv_reserve_req_t *req = op->req;
         req->stock_left = op->w_left;
@@ -715,6 +732,13 @@ void inv__redis_reserve_reply(redisAsyncContext *ac, void *reply, void *privdata
                 inv__redis_br_failure(rb, inv__redis_op_node(op));
             else
                 inv__redis_br_success(rb, inv__redis_op_node(op));
+            if (rc == INV_RESERVED && rb->wait_replicas) {
+                /* the answer waits until the replicas have the mark (inv__redis_wait_reply) */
+                if (redisAsyncCommand(op->conn->ac, inv__redis_wait_reply, op, "WAIT %u %u",
+                                      rb->wait_replicas, rb->timeout_ms) == REDIS_OK)
+                    return;
+                rc = CM_EBACKEND;
+            }
             op_rtt(op, op->req);
             inv__redis_op_complete(op, rc);
         }

@@ -1263,6 +1263,36 @@ static void test_batch_error_gives_back(void **state)
     fx_close(&fx);
 }
 
+/* Waits (at most 10 s) until the server's INFO replication has every one of `want`. */
+static void replication_wait(const char *want1, const char *want2)
+{
+    uint64_t until = ms_now() + 10000;
+    for (;;) {
+        char info[8192] = "";
+        CMD(info, "INFO replication");
+        if (strstr(info, want1) && (!want2 || strstr(info, want2)))
+            return;
+        assert_true(ms_now() < until);
+        sleep_ms(20);
+    }
+}
+
+/* A replica of srv, started and synced: WAIT 1 counts it. */
+static void replica_start(ts_redis_t *rep)
+{
+    char buf[256];
+    assert_int_equal(ts_redis_start(rep, false), 0);
+    assert_int_equal(ts_redis_cmd(rep, buf, sizeof(buf), "REPLICAOF 127.0.0.1 %d", srv.port), 0);
+    replication_wait("connected_slaves:1", "state=online");
+}
+
+/* The replica stopped and gone from srv's list: WAIT counts 0 from now on. */
+static void replica_stop(ts_redis_t *rep)
+{
+    ts_redis_free(rep);
+    replication_wait("connected_slaves:0", NULL);
+}
+
 /*
  * With wait_replicas, a batch's reserves wait for one WAIT after the batch
  * (inv_redis_batch.c batch_each), not one each: with a replica attached all five are
@@ -1274,18 +1304,8 @@ static void test_batch_waits_once(void **state)
 {
     (void)state;
     ts_redis_t rep;
-    assert_int_equal(ts_redis_start(&rep, false), 0);
+    replica_start(&rep);
     char buf[256];
-    assert_int_equal(ts_redis_cmd(&rep, buf, sizeof(buf), "REPLICAOF 127.0.0.1 %d", srv.port), 0);
-    uint64_t until = ms_now() + 10000;
-    for (;;) { /* until the replica has synced */
-        char info[8192] = "";
-        CMD(info, "INFO replication");
-        if (strstr(info, "connected_slaves:1") && strstr(info, "state=online"))
-            break;
-        assert_true(ms_now() < until);
-        sleep_ms(20);
-    }
     fx_t fx;
     fx_open(&fx, "timeout_ms=3000&wait_replicas=1");
     put(fx.inv, "wb", 20, 1);
@@ -1312,20 +1332,11 @@ static void test_batch_waits_once(void **state)
         assert_int_equal(cmd_calls("wait"), 1);
         if (round == 0) {
             assert_int_equal(left_of(fx.inv, "wb"), 20 - N);
-            ts_redis_free(&rep); /* WAIT now counts no replica */
-            until = ms_now() + 10000;
-            for (;;) {
-                char info[8192] = "";
-                CMD(info, "INFO replication");
-                if (strstr(info, "connected_slaves:0"))
-                    break;
-                assert_true(ms_now() < until);
-                sleep_ms(20);
-            }
+            replica_stop(&rep); /* WAIT now counts no replica */
         }
     }
     /* the second round's five are given back once WAIT answers 0 (the loop sends the releases) */
-    until = ms_now() + 10000;
+    uint64_t until = ms_now() + 10000;
     for (;;) {
         uv_run(&fx.loop, UV_RUN_NOWAIT);
         CMD(buf, "HGET {sale:wb}:meta left");
@@ -1335,6 +1346,44 @@ static void test_batch_waits_once(void **state)
     }
     assert_string_equal(buf, "15");
     fx_close(&fx);
+}
+
+/*
+ * wait_replicas binds a worker loop's claim too (gw_buy.c claims the order a
+ * keyed retry found held by another gateway, then answers 202 for it): with
+ * the replica attached the claim is answered reserved after a WAIT; with the
+ * replica gone (WAIT counts 0) it is answered "unavailable" (or the timeout,
+ * which WAIT's equals). A claim is not given back: the order stays held and
+ * marked, and the client's next retry with its key claims it again.
+ */
+static void test_async_claim_waits(void **state)
+{
+    (void)state;
+    ts_redis_t rep;
+    replica_start(&rep);
+    fx_t a, fx;
+    fx_open(&a, NULL); /* the gateway whose reserve the retry finds: no wait_replicas */
+    fx_open(&fx, "timeout_ms=500&wait_replicas=1");
+    put(fx.inv, "cw", 10, 2);
+    assert_true(wait_for(a.inv, "cw", 0, 1000));
+    treq_t t;
+    char buf[64];
+    assert_int_equal(buy(&a, &t, "cw", "c1", 1, "k1", "cw1"), INV_RESERVED);
+    CMD(buf, "CONFIG RESETSTAT");
+    assert_int_equal(call(&fx, &t, inv_claim, "cw", "c1", 1, NULL, "cw1"), INV_RESERVED);
+    assert_int_equal(cmd_calls("wait"), 1);
+    replica_stop(&rep);
+    assert_int_equal(buy(&a, &t, "cw", "c2", 1, "k2", "cw2"), INV_RESERVED);
+    int rc = call(&fx, &t, inv_claim, "cw", "c2", 1, NULL, "cw2");
+    assert_true(rc == CM_EBACKEND || rc == CM_ETIMEOUT);
+    assert_int_equal(
+        ts_redis_cmd(&srv, buf, sizeof(buf), "HEXISTS {sale:cw}:idem %s", "\002claim\ncw2"), 0);
+    assert_string_equal(buf, "1");
+    CMD(buf, "HEXISTS {sale:cw}:orders cw2");
+    assert_string_equal(buf, "1");
+    assert_int_equal(left_of(fx.inv, "cw"), 8);
+    fx_close(&fx);
+    fx_close(&a);
 }
 
 /* URL options are checked; the password comes from the URL or the environment. */
@@ -1535,6 +1584,7 @@ int main(void)
         cmocka_unit_test(test_batch_matches_one_by_one),
         cmocka_unit_test(test_batch_error_gives_back),
         cmocka_unit_test(test_batch_waits_once),
+        cmocka_unit_test(test_async_claim_waits),
         cmocka_unit_test(test_record_and_sell_out_news),
         cmocka_unit_test(test_fleet_views),
         cmocka_unit_test(test_fleet_config_cas),
