@@ -366,6 +366,14 @@ int gw_fair__reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint6
                      char *why, size_t whylen)
 {
     if (f->fleet) {
+        /* As below, before the round trip: a delete seen here since the route's check
+         * records nothing. One on another gateway (seen at the next poll), or one here
+         * between this check and the script, can still let the script run after the
+         * delete's DEL: the answer is 201, and the set it makes again is cleared before
+         * a lottery is set again under the id (gw_fair_fleet.c, the tombstone's clear),
+         * the only way a registration under the id is read again. */
+        if (atomic_load(&fs->reg_opens_ms) <= 0 || atomic_load(&fs->window_ms) <= 0)
+            return GW_REG_GONE;
         inv_fleet_conn_t *c = gw_fair__pool_get(f, why, whylen);
         int added = 0;
         int rc = c ? inv_reg_add(c, fs->sale_id, person, (long long)cap, &added, why, whylen)
