@@ -292,16 +292,24 @@ static int sync_reserve(rw_t *w, inv_reserve_req_t *req, int sc)
     freeReplyObject(r);
     if (rc == INV_RESERVED && rb->wait_replicas && !CM_PLANT(INV_REDIS_NO_WAIT) &&
         !sync_wait(w, req->sale->sale_id)) {
-        /* Not answered 202 unless the replicas have it (a failover would lose it): given
-         * back now as the loop's path does; if that fails too, the caller's give-back
-         * (it holds the order id) or nobody's: the units stay held, never sold twice. */
-        const char *rel[4] = {req->order_id, req->user_id, req->sale->sale_id, "1"};
-        int rerr = 0;
-        redisReply *g =
-            inv__redis_sync_eval(w->sync, rb, SC_RELEASE, req->sale->sale_id, 4, 4, rel, &rerr);
-        if (g)
-            freeReplyObject(g);
         rc = CM_EBACKEND;
+        /* A winner's units (SC_RESERVE_ONCE) stay held: a release would leave the
+         * once-per-order mark, the retry would answer INV_RESERVED_BEFORE and the caller
+         * would record a winner with no order. Held, the retry finds them by its key
+         * (INV_DUPLICATE, the same order id) and goes on to inv_claim, which waits for the
+         * replicas, then the spool: "won" always has an order.
+         * A purchase (SC_RESERVE) is not answered 202 unless the replicas have it (a
+         * failover would lose it): given back now as the loop's path does; if that fails
+         * too, the caller's give-back (it holds the order id) or nobody's: the units stay
+         * held, never sold twice. */
+        if (sc == SC_RESERVE) {
+            const char *rel[4] = {req->order_id, req->user_id, req->sale->sale_id, "1"};
+            int rerr = 0;
+            redisReply *g = inv__redis_sync_eval(w->sync, rb, SC_RELEASE, req->sale->sale_id,
+                                                 4, 4, rel, &rerr);
+            if (g)
+                freeReplyObject(g);
+        }
     }
     if (rc < 0)
         inv__redis_br_failure(rb, node);

@@ -136,11 +136,13 @@ static int publish(struct gw_elig *e, const char *sale_id, gw_elig_rule_t *r)
     return 0;
 }
 
-/* A claim name as identity.eligibility_claims allows it (safe inside a JSON string). */
+/* A claim name as identity.eligibility_claims allows it (safe inside a JSON string; no
+ * ',', the separator of that list and of the fleet's text of a rule). */
 static bool name_ok(const char *s)
 {
     for (; *s; s++)
-        if ((unsigned char)*s <= ' ' || *s == '"' || *s == '\\' || (unsigned char)*s >= 127)
+        if ((unsigned char)*s <= ' ' || *s == '"' || *s == '\\' || *s == ',' ||
+            (unsigned char)*s >= 127)
             return false;
     return true;
 }
@@ -260,6 +262,13 @@ int gw_elig_parse(gw_server_t *srv, const char *sale_id, const void *require_cla
     json_t *v;
     json_object_foreach((json_t *)rc, name, v)
     {
+        if (strchr(name, ',')) {
+            cm_errbuf_set(errbuf, errlen,
+                          "require_claims: \"%.64s\" has a ',': a claim name cannot (',' "
+                          "separates identity.eligibility_claims)",
+                          name);
+            return CM_EINVAL;
+        }
         int bit = id_config_claim_bit(&cfg->identity, name, strlen(name));
         if (bit < 0) {
             cm_errbuf_set(errbuf, errlen,
@@ -285,6 +294,12 @@ int gw_elig_parse(gw_server_t *srv, const char *sale_id, const void *require_cla
     return 0;
 }
 
+/* The fleet's text of a rule: "<days> <claim,claim>" ("-" for no claims); its longest,
+ * with the NUL, fits GW_ELIG_FLEET_VALUE_MAX. */
+#define GW_ELIG_FLEET_VALUE_MAX (16 + ID_ELIG_MAX * (ID_CLAIM_NAME_MAX + 1))
+_Static_assert(GW_ELIG_FLEET_VALUE_MAX >=
+                   sizeof("36500 ") - 1 + ID_ELIG_MAX * (ID_CLAIM_NAME_MAX + 1),
+               "the fleet's text of the longest rule fits");
 /* The fleet's text of a rule: "<days> <claim,claim>" ("-" for no claims). */
 static void fleet_value(const gw_elig_rule_t *r, char *out, size_t cap)
 {
@@ -300,7 +315,7 @@ static void fleet_value(const gw_elig_rule_t *r, char *out, size_t cap)
 static int fleet_put(struct gw_elig *e, const gw_elig_rule_t *r, char *errbuf, size_t errlen)
 {
     char why[256] = "", field[INV_SALE_ID_MAX + 8];
-    char val[16 + ID_ELIG_MAX * (ID_CLAIM_NAME_MAX + 1)];
+    char val[GW_ELIG_FLEET_VALUE_MAX];
     snprintf(field, sizeof(field), GW_ELIG_FLEET_PREFIX "%s", r->sale_id);
     inv_fleet_conn_t *c = inv_fleet_connect(&e->addr, 2000, why, sizeof(why));
     int rc = CM_EBACKEND;
@@ -427,6 +442,26 @@ static bool same_rule(const gw_elig_rule_t *a, const gw_elig_rule_t *b)
     return true;
 }
 
+/* The fleet's text of a rule (fleet_value) into r's days and claims; false when it is
+ * not one (too long, a bad number or name, too many names). */
+static bool fleet_parse(const char *value, gw_elig_rule_t *r)
+{
+    char names[GW_ELIG_FLEET_VALUE_MAX];
+    unsigned days;
+    if (strlen(value) >= sizeof(names) || sscanf(value, "%u %s", &days, names) != 2 ||
+        days > GW_ELIG_AGE_MAX_DAYS)
+        return false;
+    r->min_age_days = days;
+    if (strcmp(names, "-") == 0)
+        return true;
+    for (char *save = NULL, *t = strtok_r(names, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (r->n_claims >= ID_ELIG_MAX || strlen(t) > ID_CLAIM_NAME_MAX || !name_ok(t))
+            return false;
+        memcpy(r->claims[r->n_claims++], t, strlen(t) + 1);
+    }
+    return r->n_claims > 0;
+}
+
 void gw_elig_fleet_apply(gw_server_t *srv, const char *field, const char *value)
 {
     struct gw_elig *e = srv->elig;
@@ -434,19 +469,26 @@ void gw_elig_fleet_apply(gw_server_t *srv, const char *field, const char *value)
     if (!e || strncmp(field, GW_ELIG_FLEET_PREFIX, pl) != 0)
         return;
     const char *sale = field + pl;
-    unsigned days;
-    char names[ID_ELIG_MAX * (ID_CLAIM_NAME_MAX + 1) + 2];
-    if (!inv_id_valid(sale, strlen(sale), INV_SALE_ID_MAX) || strlen(value) >= sizeof(names) ||
-        sscanf(value, "%u %s", &days, names) != 2 || days > GW_ELIG_AGE_MAX_DAYS)
+    if (!inv_id_valid(sale, strlen(sale), INV_SALE_ID_MAX)) {
+        cm_log_warn("elig", "a fleet rule for a malformed sale id is ignored", "field=%.80s",
+                    field);
         return;
+    }
     gw_elig_rule_t *r = cm_xcalloc(1, sizeof(*r));
+    if (!fleet_parse(value, r)) {
+        /* A rule this gateway cannot read is kept as it is here (marked seen): dropping it
+         * would open the sale to everyone. */
+        free(r);
+        cm_log_error("elig", "a fleet rule cannot be read: the sale's rule here is kept",
+                     "sale=%s value=%.80s", sale, value);
+        pthread_mutex_lock(&e->mu);
+        size_t slot = 0;
+        if (find(e, sale, &slot))
+            e->seen[slot] = true;
+        pthread_mutex_unlock(&e->mu);
+        return;
+    }
     snprintf(r->sale_id, sizeof(r->sale_id), "%s", sale);
-    r->min_age_days = days;
-    if (strcmp(names, "-") != 0)
-        for (char *save = NULL, *t = strtok_r(names, ",", &save); t && r->n_claims < ID_ELIG_MAX;
-             t = strtok_r(NULL, ",", &save))
-            if (strlen(t) <= ID_CLAIM_NAME_MAX && name_ok(t))
-                memcpy(r->claims[r->n_claims++], t, strlen(t) + 1);
     bind_bits(srv, r);
     pthread_mutex_lock(&e->mu);
     size_t slot = 0;

@@ -292,9 +292,16 @@ void gw_fair__pool_put(gw_fair_t *f, inv_fleet_conn_t *c);
 
 /* Reads the sale's registration log (one node). Single-threaded (open). */
 void gw_fair__reg_load(gw_fair_t *f, gw_fair_sale_t *fs);
-/* Registers person for the sale (at most cap persons): 1 new, 0 registered already, -1
- * full, -2 the sale has no registration any more (deleted, or its window removed, since
- * the caller looked); or a negative cm_err_t with a reason in why. Loop or admin thread. */
+/* gw_fair__reg_add's outcomes: non-negative, never equal to a cm_err_t. */
+typedef enum {
+    GW_REG_ALREADY = 0, /* registered already */
+    GW_REG_ADDED = 1,   /* new */
+    GW_REG_FULL = 2,    /* cap persons registered */
+    GW_REG_GONE = 3,    /* no registration any more (deleted, or its window removed, since
+                         * the caller looked) */
+} gw_reg_add_t;
+/* Registers person for the sale (at most cap persons): a gw_reg_add_t, or a negative
+ * cm_err_t with a reason in why. Loop or admin thread. */
 int gw_fair__reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap,
                      char *why, size_t whylen);
 /* Drops a deleted sale's registrations and their log. Caller as gw_fair__sale_reset. 0 or CM_EIO. */

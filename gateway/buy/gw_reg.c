@@ -366,14 +366,24 @@ int gw_fair__reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint6
                      char *why, size_t whylen)
 {
     if (f->fleet) {
+        /* As below, before the round trip: a delete seen here since the route's check
+         * records nothing. One on another gateway (seen at the next poll), or one here
+         * between this check and the script, can still let the script run after the
+         * delete's DEL: the answer is 201, and the set it makes again is cleared before
+         * a lottery is set again under the id (gw_fair_fleet.c, the tombstone's clear),
+         * the only way a registration under the id is read again. */
+        if (atomic_load(&fs->reg_opens_ms) <= 0 || atomic_load(&fs->window_ms) <= 0)
+            return GW_REG_GONE;
         inv_fleet_conn_t *c = gw_fair__pool_get(f, why, whylen);
         int added = 0;
         int rc = c ? inv_reg_add(c, fs->sale_id, person, (long long)cap, &added, why, whylen)
                    : CM_EBACKEND;
         gw_fair__pool_put(f, c);
-        if (rc == 0 && added == 1)
+        if (rc < 0)
+            return rc;
+        if (added == 1)
             atomic_fetch_add_explicit(&f->reg_taken, 1, memory_order_relaxed);
-        return rc ? rc : added;
+        return added == 1 ? GW_REG_ADDED : added == 0 ? GW_REG_ALREADY : GW_REG_FULL;
     }
     pthread_mutex_lock(&fs->reg_mu);
     /* A delete (gw_fair__reg_reset) clears the window before it takes reg_mu and
@@ -381,22 +391,22 @@ int gw_fair__reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint6
      * before the delete and comes here after it must not create the log again. */
     if (atomic_load(&fs->reg_opens_ms) <= 0 || atomic_load(&fs->window_ms) <= 0) {
         pthread_mutex_unlock(&fs->reg_mu);
-        return -2;
+        return GW_REG_GONE;
     }
     struct gw_reg_set *s = set_get(fs);
     int out;
     if (set_has(s, person))
-        out = 0;
+        out = GW_REG_ALREADY;
     else if (s->n >= cap)
-        out = -1;
+        out = GW_REG_FULL;
     else if (log_append(f, fs, s, person) != 0)
         out = CM_EIO;
     else {
         set_add(s, person);
-        out = 1;
+        out = GW_REG_ADDED;
     }
     pthread_mutex_unlock(&fs->reg_mu);
-    if (out == 1)
+    if (out == GW_REG_ADDED)
         atomic_fetch_add_explicit(&f->reg_taken, 1, memory_order_relaxed);
     if (out == CM_EIO)
         snprintf(why, whylen, "the registration log write failed");
@@ -484,11 +494,11 @@ void gw_reg_handle(gw_req_t *r)
     char why[256] = "";
     uint64_t cap = srv->cfg->max_registrations;
     int rc = gw_fair__reg_add(srv->fair, fs, r->person, cap, why, sizeof(why));
-    if (rc == -2) {
+    if (rc == GW_REG_GONE) {
         gw_resp_error(p, GW_R_NOT_FOUND, NULL, "sale %s has no registration", r->id);
         return;
     }
-    if (rc == -1) {
+    if (rc == GW_REG_FULL) {
         gw_resp_error(p, GW_R_CONFLICT, "\"reason\":\"registration_full\"",
                       "registration for sale %s is full (%llu persons, "
                       "sales.max_registrations)",
@@ -500,11 +510,11 @@ void gw_reg_handle(gw_req_t *r)
         gw_resp_retry_after(p, 1);
         return;
     }
-    gw_resp_init(p, rc == 1 ? GW_R_CREATED : GW_R_OK);
+    gw_resp_init(p, rc == GW_REG_ADDED ? GW_R_CREATED : GW_R_OK);
     p->body_len = (size_t)snprintf(p->body, sizeof(p->body),
                                    "{\"registered\":true,\"sale_id\":\"%s\",\"person\":\"%s\","
                                    "\"new\":%s,%s}",
-                                   r->id, r->person, rc == 1 ? "true" : "false", win);
+                                   r->id, r->person, rc == GW_REG_ADDED ? "true" : "false", win);
     gw_resp_header(p, "Cache-Control", "no-store");
 }
 

@@ -965,6 +965,41 @@ static void test_blocking_worker_waits(void **state)
 }
 
 /*
+ * A blocking worker's inv_reserve_once whose WAIT falls short (no replica: WAIT
+ * answers 0) fails, and its retry finds the order it holds (INV_DUPLICATE, same
+ * order id) instead of INV_RESERVED_BEFORE for an order nobody holds: the caller
+ * records a winner only when an order exists.
+ */
+static void test_blocking_reserve_once_wait_short(void **state)
+{
+    (void)state;
+    fx_t a, fx;
+    fx_open(&a, NULL);
+    fx_open(&fx, "timeout_ms=100&wait_replicas=1");
+    put(a.inv, "bwo", 3, 2);
+    assert_true(wait_for(fx.inv, "bwo", 0, 1000));
+    inv_worker_t *w;
+    assert_int_equal(inv_worker_open(fx.inv, NULL, &w), 0);
+    treq_t t;
+    treq_init(&t, &fx, "bwo", "wo", 1, "fair-bo1", "bo1", NULL);
+    int rc = inv_reserve_once(w, &t.req);
+    assert_true(rc == CM_EBACKEND || rc == CM_ETIMEOUT);
+    treq_init(&t, &fx, "bwo", "wo", 1, "fair-bo1", "bo1", NULL);
+    rc = inv_reserve_once(w, &t.req);
+    assert_int_not_equal(rc, INV_RESERVED_BEFORE);
+    assert_int_equal(rc, INV_DUPLICATE);
+    assert_string_equal(t.req.order_id, "bo1");
+    char buf[64];
+    assert_int_equal(ts_redis_cmd(&srv, buf, sizeof(buf), "HEXISTS {sale:bwo}:orders bo1"), 0);
+    assert_string_equal(buf, "1");
+    assert_int_equal(ts_redis_cmd(&srv, buf, sizeof(buf), "HGET {sale:bwo}:meta left"), 0);
+    assert_string_equal(buf, "2");
+    inv_worker_close(w);
+    fx_close(&fx);
+    fx_close(&a);
+}
+
+/*
  * inv_reserve_once (the fleet draw's winners): an order id reserved once is
  * never reserved again, also after its release took its idempotency key
  * (inv_reserve then takes it as a new purchase); held, it is found by its key.
@@ -1579,6 +1614,7 @@ int main(void)
         cmocka_unit_test(test_burst_fills_the_socket),
         cmocka_unit_test(test_blocking_worker),
         cmocka_unit_test(test_blocking_worker_waits),
+        cmocka_unit_test(test_blocking_reserve_once_wait_short),
         cmocka_unit_test(test_reserve_once),
         cmocka_unit_test(test_reserved_reply_is_one_integer),
         cmocka_unit_test(test_batch_matches_one_by_one),

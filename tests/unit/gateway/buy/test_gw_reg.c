@@ -267,7 +267,7 @@ static void test_registration_after_delete(void **state)
     assert_int_equal(access(path, F_OK), 0);
     assert_int_equal(gw_fair_sale_deleted(&m.srv, "s1", false, why, sizeof(why)), 0);
     assert_int_equal(access(path, F_OK), -1);
-    assert_int_equal(reg(&m, fs, "P-late"), -2);
+    assert_int_equal(reg(&m, fs, "P-late"), GW_REG_GONE);
     assert_int_equal(access(path, F_OK), -1); /* no log left behind */
     /* the sale again under its id, with registration: nobody registered */
     int64_t now = cm_wall_ms();
