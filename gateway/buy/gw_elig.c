@@ -12,6 +12,7 @@
 #include "gateway/buy/gw_identity.h"
 #include "inventory/inv_fleet.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -447,11 +448,17 @@ static bool same_rule(const gw_elig_rule_t *a, const gw_elig_rule_t *b)
 static bool fleet_parse(const char *value, gw_elig_rule_t *r)
 {
     char names[GW_ELIG_FLEET_VALUE_MAX];
-    unsigned days;
-    if (strlen(value) >= sizeof(names) || sscanf(value, "%u %s", &days, names) != 2 ||
-        days > GW_ELIG_AGE_MAX_DAYS)
+    if (strlen(value) >= sizeof(names) || value[0] < '0' || value[0] > '9')
         return false;
-    r->min_age_days = days;
+    char *end;
+    errno = 0;
+    unsigned long days = strtoul(value, &end, 10);
+    /* "<days> <names>": one space, then names without blanks */
+    if (errno || days > GW_ELIG_AGE_MAX_DAYS || *end != ' ' || end[1] == '\0' ||
+        strpbrk(end + 1, " \t\r\n"))
+        return false;
+    memcpy(names, end + 1, strlen(end + 1) + 1);
+    r->min_age_days = (uint32_t)days;
     if (strcmp(names, "-") == 0)
         return true;
     for (char *save = NULL, *t = strtok_r(names, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
