@@ -237,6 +237,12 @@ void gw_fair__wl_init(gw_fair_sale_t *fs);
 void gw_fair__wl_add(gw_fair_sale_t *fs, entry_t *e);
 /* A waitlisted entry leaves the waitlist, to won or lost (fs->mu held or single-threaded). */
 void gw_fair__wl_remove(gw_fair_sale_t *fs, entry_t *e);
+/* The end of a waitlist pass, one gateway's and a fleet's alike: a failed pass
+ * (retry_at_ms != 0) waits until then; a pass that admitted nobody and did not fail
+ * remembers the stock it saw (no new walk until it moves); the waitlist closes once
+ * nobody waits (what: "one" or "fleet", for the log). Takes fs->mu. */
+void gw_fair__wl_pass_end(gw_fair_sale_t *fs, const inv_sale_info_t *info, bool admitted,
+                          int64_t retry_at_ms, const char *what);
 /* The place of a waitlisted entry: 1 + the waitlisted entries ahead (fs->mu held). */
 uint32_t gw_fair__wl_place(const gw_fair_sale_t *fs, const entry_t *e);
 /* Admits waitlisted entries while stock is free; ends the waitlist with the sale. Lottery

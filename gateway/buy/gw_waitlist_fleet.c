@@ -391,18 +391,5 @@ void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
         if (i == fs->wl_head && e->state != GW_ENTRY_WAITLISTED)
             fs->wl_head++;
     }
-    if (failed)
-        fs->wl_retry_ms = now + FLEET_WL_RETRY_MS;
-    if (!admitted && !failed) {
-        fs->wl_seen_left = info.stock_left;
-        fs->wl_seen_acc = info.accepted_units;
-        fs->wl_seen_version = info.version;
-    }
-    pthread_mutex_lock(&fs->mu);
-    if (fs->waitlisted == 0) {
-        atomic_store(&fs->wl_open, false);
-        cm_log_info("fair", "fleet waitlist done: first-come from now", "sale=%s promoted=%llu",
-                    fs->sale_id, (unsigned long long)fs->promoted);
-    }
-    pthread_mutex_unlock(&fs->mu);
+    gw_fair__wl_pass_end(fs, &info, admitted, failed ? now + FLEET_WL_RETRY_MS : 0, "fleet");
 }
