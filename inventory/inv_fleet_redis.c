@@ -457,14 +457,11 @@ static void fkey(char *out, size_t cap, const char *sale, const char *what)
 
 /* One command on key's node; NULL with the reason in errbuf on a transport error or an
  * error reply. */
-static redisReply *fcmd(inv_fleet_conn_t *c, const char *key, char *errbuf, size_t errlen,
-                        const char *fmt, ...)
+static redisReply *vfcmd(inv_fleet_conn_t *c, const char *key, char *errbuf, size_t errlen,
+                         const char *fmt, va_list ap)
 {
     int err = 0;
-    va_list ap;
-    va_start(ap, fmt);
     redisReply *r = inv_cluster_sync_vcmd(c->s, key, &err, fmt, ap);
-    va_end(ap);
     if (!r) {
         c->broken = true;
         snprintf(c->err, sizeof(c->err), "%s", inv_cluster_sync_errstr(c->s));
@@ -479,10 +476,39 @@ static redisReply *fcmd(inv_fleet_conn_t *c, const char *key, char *errbuf, size
     return r;
 }
 
-int inv_lottery_conf_all(inv_fleet_conn_t *c, inv_fleet_pair_fn fn, void *ctx, char *errbuf,
-                         size_t errlen)
+static redisReply *fcmd(inv_fleet_conn_t *c, const char *key, char *errbuf, size_t errlen,
+                        const char *fmt, ...)
 {
-    redisReply *r = fcmd(c, K_CONF, errbuf, errlen, "HGETALL %s", K_CONF);
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = vfcmd(c, key, errbuf, errlen, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+/* One command on key's node for its effect or its integer: 0, with *out (when not
+ * NULL) the reply's integer, or `dflt` when the reply is not one; CM_EBACKEND with
+ * the reason in errbuf. */
+static int fint(inv_fleet_conn_t *c, const char *key, long long *out, long long dflt,
+                char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = vfcmd(c, key, errbuf, errlen, fmt, ap);
+    va_end(ap);
+    if (!r)
+        return CM_EBACKEND;
+    if (out)
+        *out = r->type == REDIS_REPLY_INTEGER ? r->integer : dflt;
+    freeReplyObject(r);
+    return 0;
+}
+
+/* HGETALL of key: fn for each field and value; 0 or CM_EBACKEND (errbuf). */
+static int fpairs(inv_fleet_conn_t *c, const char *key, inv_fleet_pair_fn fn, void *ctx,
+                  char *errbuf, size_t errlen)
+{
+    redisReply *r = fcmd(c, key, errbuf, errlen, "HGETALL %s", key);
     if (!r)
         return CM_EBACKEND;
     for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2)
@@ -490,6 +516,12 @@ int inv_lottery_conf_all(inv_fleet_conn_t *c, inv_fleet_pair_fn fn, void *ctx, c
             fn(ctx, r->element[i]->str, r->element[i + 1]->str);
     freeReplyObject(r);
     return 0;
+}
+
+int inv_lottery_conf_all(inv_fleet_conn_t *c, inv_fleet_pair_fn fn, void *ctx, char *errbuf,
+                         size_t errlen)
+{
+    return fpairs(c, K_CONF, fn, ctx, errbuf, errlen);
 }
 
 int inv_lottery_conf_get(inv_fleet_conn_t *c, const char *sale, char *out, size_t cap,
@@ -520,11 +552,7 @@ int inv_lottery_conf_put(inv_fleet_conn_t *c, const char *sale, const char *valu
 
 int inv_lottery_conf_del(inv_fleet_conn_t *c, const char *field, char *errbuf, size_t errlen)
 {
-    redisReply *r = fcmd(c, K_CONF, errbuf, errlen, "HDEL %s %s", K_CONF, field);
-    if (!r)
-        return CM_EBACKEND;
-    freeReplyObject(r);
-    return 0;
+    return fint(c, K_CONF, NULL, 0, errbuf, errlen, "HDEL %s %s", K_CONF, field);
 }
 
 int inv_lottery_clear(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_t errlen)
@@ -616,12 +644,7 @@ int inv_lottery_pushed_count(inv_fleet_conn_t *c, const char *sale, long long *n
 {
     char k[160];
     fkey(k, sizeof(k), sale, "pushed");
-    redisReply *r = fcmd(c, k, errbuf, errlen, "SCARD %s", k);
-    if (!r)
-        return CM_EBACKEND;
-    *n = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
-    freeReplyObject(r);
-    return 0;
+    return fint(c, k, n, -1, errbuf, errlen, "SCARD %s", k);
 }
 
 /* Whether the sale's lottery key `name` exists. */
@@ -630,11 +653,10 @@ static int lottery_key_exists(inv_fleet_conn_t *c, const char *sale, const char 
 {
     char k[160];
     fkey(k, sizeof(k), sale, name);
-    redisReply *r = fcmd(c, k, errbuf, errlen, "EXISTS %s", k);
-    if (!r)
+    long long v = 0;
+    if (fint(c, k, &v, 0, errbuf, errlen, "EXISTS %s", k) != 0)
         return CM_EBACKEND;
-    *out = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-    freeReplyObject(r);
+    *out = v == 1;
     return 0;
 }
 
@@ -649,11 +671,7 @@ int inv_lottery_done_set(inv_fleet_conn_t *c, const char *sale, size_t n, char *
 {
     char k[160];
     fkey(k, sizeof(k), sale, "done");
-    redisReply *r = fcmd(c, k, errbuf, errlen, "SET %s %llu", k, (unsigned long long)n);
-    if (!r)
-        return CM_EBACKEND;
-    freeReplyObject(r);
-    return 0;
+    return fint(c, k, NULL, 0, errbuf, errlen, "SET %s %llu", k, (unsigned long long)n);
 }
 
 int inv_lottery_entered_mark(inv_fleet_conn_t *c, const char *sale, uint32_t node_id, char *errbuf,
@@ -661,11 +679,7 @@ int inv_lottery_entered_mark(inv_fleet_conn_t *c, const char *sale, uint32_t nod
 {
     char k[160];
     fkey(k, sizeof(k), sale, "entered");
-    redisReply *r = fcmd(c, k, errbuf, errlen, "SADD %s %u", k, node_id);
-    if (!r)
-        return CM_EBACKEND;
-    freeReplyObject(r);
-    return 0;
+    return fint(c, k, NULL, 0, errbuf, errlen, "SADD %s %u", k, node_id);
 }
 
 int inv_lottery_entered(inv_fleet_conn_t *c, const char *sale, bool *busy, char *errbuf,
@@ -691,11 +705,10 @@ int inv_lottery_lock(inv_fleet_conn_t *c, const char *sale, uint32_t node_id, in
         "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end "
         "if redis.call('GET', KEYS[1]) == ARGV[1] then "
         "redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end return 0";
-    redisReply *r = fcmd(c, k, errbuf, errlen, "EVAL %s 1 %s %u %d", script, k, node_id, ttl_ms);
-    if (!r)
+    long long v = 0;
+    if (fint(c, k, &v, 0, errbuf, errlen, "EVAL %s 1 %s %u %d", script, k, node_id, ttl_ms) != 0)
         return CM_EBACKEND;
-    *mine = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-    freeReplyObject(r);
+    *mine = v == 1;
     return 0;
 }
 
@@ -704,11 +717,7 @@ int inv_lottery_lock_renew(inv_fleet_conn_t *c, const char *sale, int ttl_ms, ch
 {
     char k[160];
     fkey(k, sizeof(k), sale, "lock");
-    redisReply *r = fcmd(c, k, errbuf, errlen, "PEXPIRE %s %d", k, ttl_ms);
-    if (!r)
-        return CM_EBACKEND;
-    freeReplyObject(r);
-    return 0;
+    return fint(c, k, NULL, 0, errbuf, errlen, "PEXPIRE %s %d", k, ttl_ms);
 }
 
 int inv_lottery_freeze(inv_fleet_conn_t *c, const char *sale)
@@ -728,15 +737,7 @@ int inv_lottery_entrants(inv_fleet_conn_t *c, const char *sale, inv_fleet_pair_f
 {
     char k[160];
     fkey(k, sizeof(k), sale, "drawn");
-    redisReply *r = fcmd(c, k, errbuf, errlen, "HGETALL %s", k);
-    if (!r)
-        return CM_EBACKEND;
-    size_t m = r->type == REDIS_REPLY_ARRAY ? r->elements / 2 : 0;
-    for (size_t i = 0; i < m; i++)
-        if (r->element[2 * i]->str && r->element[2 * i + 1]->str)
-            fn(ctx, r->element[2 * i]->str, r->element[2 * i + 1]->str);
-    freeReplyObject(r);
-    return 0;
+    return fpairs(c, k, fn, ctx, errbuf, errlen);
 }
 
 int inv_lottery_seed_offer(inv_fleet_conn_t *c, const char *sale, const char *seed_hex,
@@ -744,11 +745,7 @@ int inv_lottery_seed_offer(inv_fleet_conn_t *c, const char *sale, const char *se
 {
     char k[160];
     fkey(k, sizeof(k), sale, "seed");
-    redisReply *r = fcmd(c, k, errbuf, errlen, "SET %s %s NX", k, seed_hex);
-    if (!r)
-        return CM_EBACKEND;
-    freeReplyObject(r);
-    return 0;
+    return fint(c, k, NULL, 0, errbuf, errlen, "SET %s %s NX", k, seed_hex);
 }
 
 int inv_lottery_seed_get(inv_fleet_conn_t *c, const char *sale, uint64_t *seed, bool *seeded,
@@ -771,14 +768,7 @@ int inv_lottery_winners(inv_fleet_conn_t *c, const char *sale, inv_fleet_pair_fn
 {
     char k[160];
     fkey(k, sizeof(k), sale, "won");
-    redisReply *r = fcmd(c, k, errbuf, errlen, "HGETALL %s", k);
-    if (!r)
-        return CM_EBACKEND;
-    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2)
-        if (r->element[i]->str && r->element[i + 1]->str)
-            fn(ctx, r->element[i]->str, r->element[i + 1]->str);
-    freeReplyObject(r);
-    return 0;
+    return fpairs(c, k, fn, ctx, errbuf, errlen);
 }
 
 int inv_lottery_winner_put(inv_fleet_conn_t *c, const char *sale, const char *user,
@@ -786,11 +776,7 @@ int inv_lottery_winner_put(inv_fleet_conn_t *c, const char *sale, const char *us
 {
     char k[160];
     fkey(k, sizeof(k), sale, "won");
-    redisReply *r = fcmd(c, k, errbuf, errlen, "HSET %s %s %s", k, user, order_id);
-    if (!r)
-        return CM_EBACKEND;
-    freeReplyObject(r);
-    return 0;
+    return fint(c, k, NULL, 0, errbuf, errlen, "HSET %s %s %s", k, user, order_id);
 }
 
 /*---- the fleet's waitlist ----*/
@@ -1050,12 +1036,7 @@ int inv_reg_count(inv_fleet_conn_t *c, const char *sale, long long *n, char *err
 {
     char k[160];
     fkey(k, sizeof(k), sale, "reg");
-    redisReply *r = fcmd(c, k, errbuf, errlen, "ZCARD %s", k);
-    if (!r)
-        return CM_EBACKEND;
-    *n = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
-    freeReplyObject(r);
-    return 0;
+    return fint(c, k, n, 0, errbuf, errlen, "ZCARD %s", k);
 }
 
 int inv_reg_range(inv_fleet_conn_t *c, const char *sale, long long start, long long stop,
@@ -1281,11 +1262,7 @@ int inv_room_unclaim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, char *
 {
     char k[200];
     jti_key(k, sizeof(k), sale, jti);
-    redisReply *r = fcmd(c, k, errbuf, errlen, "DEL %s", k);
-    if (!r)
-        return CM_EBACKEND;
-    freeReplyObject(r);
-    return 0;
+    return fint(c, k, NULL, 0, errbuf, errlen, "DEL %s", k);
 }
 
 int inv_room_state(inv_fleet_conn_t *c, const char *sale, inv_room_state_t *st, char *errbuf,
