@@ -724,6 +724,7 @@ void gw_fair__rooms_tick(gw_fair_t *f, int64_t now)
             gw_fair__room_fleet_tick(f, fs, now, started, eff, eff * members, info.starts_at_ms);
             continue;
         }
+        gw_fair__room_store_sync(fs, now); /* the pre-queue's joins too */
         if (!s || (info.starts_at_ms && now < info.starts_at_ms) || dt <= 0)
             continue; /* admissions start with the sale */
         if (!atomic_load(&fs->wr_sealed)) {
@@ -741,6 +742,5 @@ void gw_fair__rooms_tick(gw_fair_t *f, int64_t now)
         if (front / 1000 > fs->wr_front_logged / 1000 &&
             gw_fair__room_store_line(fs, false, "F %llu", (unsigned long long)front) == 0)
             fs->wr_front_logged = front;
-        gw_fair__room_store_sync(fs, now);
     }
 }
