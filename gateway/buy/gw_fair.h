@@ -255,8 +255,9 @@ void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id);
  * token claim and give-back are lines of <data_dir>/fair/<sale>.room
  * (gw_room_store.c), each one write(2) before what it records is answered
  * (a claim before the buy's reserve, a give-back before it is given back),
- * fdatasync'd at the seal and by the lottery thread at most GW_WR_SYNC_MS
- * after any other line. A restart reads them back: the same seed, ranks,
+ * fdatasync'd at the seal and by the lottery thread's first tick that is
+ * GW_WR_SYNC_MS or more after the last sync (a line is on disk within about
+ * GW_WR_SYNC_MS plus a tick). A restart reads them back: the same seed, ranks,
  * places, front and spent tokens; a token claimed by a buy that a crash cut
  * stays spent (never a second order).
  */

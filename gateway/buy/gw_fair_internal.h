@@ -284,7 +284,8 @@ void gw_fair__room_load(gw_fair_sale_t *fs);
 
 /*---- gw_room_store.c: one gateway's waiting-room log ----*/
 
-/* A dirty log is fdatasync'd by the lottery thread at most this long after a line. */
+/* A dirty log is fdatasync'd by the lottery thread's first tick this long or more after
+ * its last sync. */
 #define GW_WR_SYNC_MS 100
 void gw_fair__room_store_init(gw_room_store_t *st);
 /* fdatasync if dirty, close. Single-threaded (close). */

@@ -3,7 +3,8 @@
  * (see gw_fair.h, "Durability of one gateway's room", for what it keeps and
  * gw_room.c for what each line means). This file does the file: lines
  * appended with one write(2) each, a torn tail cut back, fdatasync at the seal
- * and at most GW_WR_SYNC_MS after any other line, read back line by line.
+ * and at most every GW_WR_SYNC_MS for the others (by the lottery thread's
+ * tick), read back line by line.
  */
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
