@@ -261,6 +261,7 @@ static gw_fair_sale_t *sale_new(gw_fair_t *f, const char *sale_id)
     pthread_mutex_init(&fs->wr_mu, NULL);
     pthread_mutex_init(&fs->reg_mu, NULL);
     gw_wr_spent_init(&fs->wr_spent);
+    gw_fair__room_store_init(&fs->wr_store);
     fs->fd = -1;
     return fs;
 }
@@ -401,6 +402,8 @@ int gw_fair_open(gw_server_t *srv, char *errbuf, size_t errlen)
         atomic_init(&fs->reg_closes_ms,
                     json_integer_value(json_object_get(it, "registration_closes_ms")));
         gw_fair__reg_load(f, fs);
+        if (!f->fleet)
+            gw_fair__room_load(fs);
         fs->secret.k0 = strtoull(k0, NULL, 16);
         fs->secret.k1 = strtoull(k1, NULL, 16);
         gw_fair__log_load(f, fs, &max_id);
@@ -511,6 +514,7 @@ void gw_fair_close(gw_server_t *srv)
         free(fs->wr_names);
         free(fs->wr_name_at);
         gw_wr_spent_deinit(&fs->wr_spent);
+        gw_fair__room_store_deinit(&fs->wr_store);
         pthread_mutex_destroy(&fs->mu);
         pthread_mutex_destroy(&fs->wr_mu);
         pthread_mutex_destroy(&fs->reg_mu);

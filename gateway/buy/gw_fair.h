@@ -249,6 +249,17 @@ void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id);
  * (gw_room_fleet.c): the pre-queue, places, seal, seed, front and spent tokens
  * are shared, and the join and the claim return CM_EBACKEND when Redis cannot
  * answer (the caller answers 503).
+ *
+ * Durability of one gateway's room: its keys and seed, every pre-queue join,
+ * the seal, every place given, every first admission, the front and every
+ * token claim and give-back are lines of <data_dir>/fair/<sale>.room
+ * (gw_room_store.c), each one write(2) before what it records is answered
+ * (a claim before the buy's reserve, a give-back before it is given back),
+ * fdatasync'd at the seal and by the lottery thread's first tick that is
+ * GW_WR_SYNC_MS or more after the last sync (a line is on disk within about
+ * GW_WR_SYNC_MS plus a tick). A restart reads them back: the same seed, ranks,
+ * places, front and spent tokens; a token claimed by a buy that a crash cut
+ * stays spent (never a second order).
  */
 #define GW_WR_RATE_MAX 1000000
 #define GW_WR_TOKEN_TTL_S 120
@@ -286,7 +297,8 @@ typedef struct gw_wr_join {
  * person holds their rank, anyone else a place at the back, kept while the
  * room's bounded table holds it (WR_PLACES, gw_fair_internal.h). When the
  * place is at or before admitted_through, out->exp_s and out->jti are set.
- * Returns 0, CM_EBUSY (a join before the start, the pre-queue full) or, in a
+ * Returns 0, CM_EBUSY (a join before the start, the pre-queue full), CM_EIO
+ * (one gateway: the join's line was not written; not in the pre-queue) or, in a
  * fleet, CM_EBACKEND (Redis did not answer; nothing is known to be taken).
  * Thread-safe.
  */
@@ -352,7 +364,8 @@ int gw_wr_spent_claim(gw_wr_spent_t *s, uint64_t jti, int64_t exp_s, uint64_t fp
 void gw_wr_spent_settle(gw_wr_spent_t *s, uint64_t jti, bool accepted);
 
 /* The buy path's side of the above for a sale's room (none: GW_WR_CLAIMED, nothing held).
- * In a fleet the table is Redis' (one key per claimed replay id, gw_room_fleet.c): the
+ * One gateway: the claim may also return CM_EIO (its line was not written: not claimed;
+ * the buy answers 503). In a fleet the table is Redis' (one key per claimed replay id, gw_room_fleet.c): the
  * claim may also return CM_EBACKEND (the buy answers 503), and a give-back that Redis
  * does not take leaves the token spent until it expires. Blocks on Redis in a fleet. */
 int gw_fair_admission_claim(gw_fair_t *f, const char *sale_id, uint64_t jti, int64_t exp_s,

@@ -27,6 +27,16 @@
 #define IDLE_TICK_MS 100 /* while no sale has a lottery or a waiting room */
 
 
+/* One gateway's waiting-room log (gw_room_store.c): its own lock, taken inside wr_mu
+ * and the spent table's, never around them. */
+typedef struct gw_room_store {
+    pthread_mutex_t mu;
+    int fd;         /* -1 until the first line (or after a failure) */
+    off_t len;      /* where a short write is cut back to */
+    bool dirty;     /* lines since the last fdatasync */
+    int64_t synced_ms, err_ms;
+} gw_room_store_t;
+
 typedef struct entry {
     char order_id[INV_ORDER_ID_MAX + 1];
     char user_id[INV_USER_ID_MAX + 1]; /* the account that entered */
@@ -99,8 +109,8 @@ struct gw_fair_sale {
     pthread_mutex_t wr_mu;            /* wr_places, wr_key, the pre-queue */
     gw_wr_place_t *wr_places;         /* WR_PLACES slots, allocated at the first join */
     /* The place table's key and the replay ids' (gw_room.c): this gateway's
-     * own (the table is local and not kept across a restart), new when the
-     * sale is deleted, so a re-keyed secret does not move anyone's place. */
+     * own (kept across a restart in the room's log), new when the sale is
+     * deleted, so a re-keyed secret does not move anyone's place. */
     cm_hash_key_t wr_key;
     /* registration (gw_reg.c): its window (0, 0 = none) and, one node, its persons */
     _Atomic int64_t reg_opens_ms, reg_closes_ms;
@@ -128,6 +138,10 @@ struct gw_fair_sale {
      * view and the audit read are a copy the lottery thread refreshes, and
      * wr_seed is the fleet's seed once a tick or a join has read it. */
     int64_t wr_fleet_ms;              /* the last fleet tick (lottery thread) */
+    /* One gateway: the room's log (gw_room_store.c) and the front it last wrote
+     * (lottery thread); never used in a fleet, whose room is Redis'. */
+    gw_room_store_t wr_store;
+    uint64_t wr_front_logged;
 };
 
 /*
@@ -263,6 +277,32 @@ void *gw_fair__room_json(gw_fair_sale_t *fs);
 void gw_fair__room_reset(gw_fair_sale_t *fs);
 /* Draws the room's place key and pre-queue seed. wr_mu held or single-threaded. */
 void gw_fair__room_keys(gw_fair_sale_t *fs);
+
+/* One gateway's room after a restart: replays <data_dir>/fair/<sale>.room into fs
+ * (keys, pre-queue, seal, places, admissions, front, spent tokens). Single-threaded (open). */
+void gw_fair__room_load(gw_fair_sale_t *fs);
+
+/*---- gw_room_store.c: one gateway's waiting-room log ----*/
+
+/* A dirty log is fdatasync'd by the lottery thread's first tick this long or more after
+ * its last sync. */
+#define GW_WR_SYNC_MS 100
+void gw_fair__room_store_init(gw_room_store_t *st);
+/* fdatasync if dirty, close. Single-threaded (close). */
+void gw_fair__room_store_deinit(gw_room_store_t *st);
+/* Appends one line (printf format, no newline; at most 254 bytes) with one write(2),
+ * fdatasync'd if sync; a new log starts with a "K" line of the room's keys (wr_key,
+ * wr_seed: wr_mu held, or keys that no longer change). 0, CM_EIO or CM_EINVAL. Thread-safe. */
+int gw_fair__room_store_line(gw_fair_sale_t *fs, bool sync, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* fdatasync if lines were written GW_WR_SYNC_MS or more since the last. Lottery thread. */
+void gw_fair__room_store_sync(gw_fair_sale_t *fs, int64_t now_ms);
+/* Closes and removes the log (a deleted sale's room). 0 or CM_EIO. Thread-safe. */
+int gw_fair__room_store_drop(gw_fair_sale_t *fs);
+/* Calls apply with every whole line of the log (newline stripped; the first is the "K"
+ * line), cuts a torn tail off the file, removes a log without a readable key line.
+ * Returns the lines applied. Single-threaded (open). */
+size_t gw_fair__room_store_read(gw_fair_sale_t *fs, void (*apply)(gw_fair_sale_t *, char *));
 
 /*---- gw_room_fleet.c: the waiting room of a fleet, in Redis ----*/
 

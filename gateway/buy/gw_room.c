@@ -164,9 +164,11 @@ static void names_rank(gw_fair_sale_t *fs, size_t n)
 }
 
 /* Adds key to the pre-queue's set (linear probing, grown at half full), and
- * a new person's name.
- * Returns 0 (added or there already) or CM_EBUSY (full). wr_mu held. */
-static int prequeue_add(gw_fair_sale_t *fs, uint64_t key, const char *person, size_t len)
+ * a new person's name, with its "J" line first if log.
+ * Returns 0 (added or there already), CM_EBUSY (full) or CM_EIO (the line
+ * was not written: not added). wr_mu held. */
+static int prequeue_add(gw_fair_sale_t *fs, uint64_t key, const char *person, size_t len,
+                        bool log)
 {
     if (fs->wr_pre_cap) {
         size_t mask = fs->wr_pre_cap - 1;
@@ -179,6 +181,8 @@ static int prequeue_add(gw_fair_sale_t *fs, uint64_t key, const char *person, si
     }
     if (fs->wr_npre >= GW_WR_PREQUEUE_MAX)
         return CM_EBUSY;
+    if (log && gw_fair__room_store_line(fs, false, "J %.*s", (int)len, person) != 0)
+        return CM_EIO;
     if ((fs->wr_npre + 1) * 2 > fs->wr_pre_cap) {
         size_t cap = fs->wr_pre_cap ? fs->wr_pre_cap * 2 : 1024;
         uint64_t *t = cm_xcalloc(cap, sizeof(*t));
@@ -206,8 +210,9 @@ static int prequeue_add(gw_fair_sale_t *fs, uint64_t key, const char *person, si
 }
 
 /* The start: the set becomes the sorted ranks, the places after them go to
- * later arrivals, and the seed may be published. wr_mu held. */
-static void prequeue_seal(gw_fair_sale_t *fs, int64_t now_ms, int64_t starts_at_ms)
+ * later arrivals, and the seed may be published; its "S" line, synced, if
+ * log. wr_mu held. */
+static void prequeue_seal(gw_fair_sale_t *fs, int64_t now_ms, int64_t starts_at_ms, bool log)
 {
     size_t n = 0;
     for (size_t j = 0; j < fs->wr_pre_cap; j++)
@@ -222,6 +227,11 @@ static void prequeue_seal(gw_fair_sale_t *fs, int64_t now_ms, int64_t starts_at_
     /* the first later arrival takes the place after the pre-queue */
     atomic_fetch_add(&fs->wr_next, (uint64_t)n);
     atomic_store(&fs->wr_sealed, true);
+    /* a failed line is logged by the store: a restart then seals again with
+     * the same joins and seed, so the same ranks */
+    if (log)
+        (void)gw_fair__room_store_line(fs, true, "S %lld %lld", (long long)now_ms,
+                                       (long long)starts_at_ms);
     if (n)
         cm_log_info("fair", "waiting room pre-queue sealed", "sale=%s persons=%zu", fs->sale_id, n);
 }
@@ -252,13 +262,14 @@ int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool t
             out->prequeue = true;
             if (take)
                 rc = prequeue_add(fs, gw_wr_prequeue_key(&fs->wr_seed, person, len), person,
-                                  len);
+                                  len, true);
             pthread_mutex_unlock(&fs->wr_mu);
             return rc;
         }
-        prequeue_seal(fs, now_ms, starts_at_ms);
+        prequeue_seal(fs, now_ms, starts_at_ms, true);
     }
     int64_t *exp = NULL;
+    uint64_t tag = 0, next0 = atomic_load_explicit(&fs->wr_next, memory_order_relaxed);
     uint64_t rank = fs->wr_npre ? gw_wr_prequeue_rank(fs->wr_pre, fs->wr_npre,
                                                       gw_wr_prequeue_key(&fs->wr_seed, person, len))
                                 : 0;
@@ -268,7 +279,7 @@ int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool t
         out->pos = rank;
         exp = &fs->wr_pre_exp[rank - 1];
     } else {
-        uint64_t tag = cm_hash_sip24(&fs->wr_key, person, len) | 1;
+        tag = cm_hash_sip24(&fs->wr_key, person, len) | 1;
         size_t b = (size_t)(tag >> 32) & (WR_PLACES - GW_WR_WAYS);
         if (!fs->wr_places && take)
             fs->wr_places = cm_xcalloc(WR_PLACES, sizeof(*fs->wr_places));
@@ -281,11 +292,22 @@ int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool t
         if (p) {
             out->pos = p->pos;
             exp = &p->exp_s;
+            /* a new place (here or at the back again): a failed line is logged
+             * by the store, and the place is then kept in memory only */
+            if (p->pos > next0)
+                (void)gw_fair__room_store_line(fs, false, "P %016llx %llu",
+                                               (unsigned long long)tag,
+                                               (unsigned long long)p->pos);
         }
     }
     if (exp && out->pos <= admitted_through && (!*exp || *exp >= now_s)) {
-        if (!*exp)
+        if (!*exp) {
             *exp = now_s + GW_WR_TOKEN_TTL_S;
+            /* the expiry and so the token stay the same across a restart */
+            (void)gw_fair__room_store_line(fs, false, "A %016llx %llu %lld",
+                                           (unsigned long long)tag,
+                                           (unsigned long long)out->pos, (long long)*exp);
+        }
         out->exp_s = *exp;
         out->jti = place_jti(fs, out->pos);
     }
@@ -395,6 +417,11 @@ void gw_fair__room_reset(gw_fair_sale_t *fs)
     fs->wr_sealed_ms = fs->wr_starts_ms = 0;
     atomic_store(&fs->wr_sealed, false);
     gw_fair__room_keys(fs);
+    /* a new log with the new keys from the next line on */
+    if (gw_fair__room_store_drop(fs) != 0)
+        cm_log_error("fair", "cannot remove the waiting-room log of a deleted sale",
+                     "sale=%s err=%s", fs->sale_id, strerror(errno));
+    fs->wr_front_logged = 0;
     atomic_store(&fs->wr_next, 0);
     atomic_store(&fs->wr_front_milli, 0);
     atomic_store(&fs->wr_eff_milli, 0);
@@ -411,6 +438,115 @@ void gw_fair__room_keys(gw_fair_sale_t *fs)
         fs->wr_key = (cm_hash_key_t){0x9e3779b97f4a7c15ull, (uint64_t)(uintptr_t)fs};
     if (cm_hash_seed_random(&fs->wr_seed) != 0)
         fs->wr_seed = (cm_hash_key_t){0xbf58476d1ce4e5b9ull, (uint64_t)(uintptr_t)fs};
+}
+
+/*---- one gateway's room across a restart (the log: gw_room_store.c) ----*/
+
+/* Replay: the slot of the place table that tag's place at pos took (as
+ * place_slot took it: the same slot, as the log is read in order). */
+static gw_wr_place_t *place_put(gw_fair_sale_t *fs, uint64_t tag, uint64_t pos)
+{
+    if (!fs->wr_places)
+        fs->wr_places = cm_xcalloc(WR_PLACES, sizeof(*fs->wr_places));
+    gw_wr_place_t *bucket = fs->wr_places + ((size_t)(tag >> 32) & (WR_PLACES - GW_WR_WAYS));
+    gw_wr_place_t *p = bucket;
+    for (size_t i = 0; i < GW_WR_WAYS; i++) {
+        if (bucket[i].tag == tag) {
+            p = bucket + i;
+            break;
+        }
+        if (bucket[i].pos < p->pos)
+            p = bucket + i;
+    }
+    *p = (gw_wr_place_t){.tag = tag, .pos = pos, .exp_s = 0};
+    return p;
+}
+
+/*
+ * One line of the log, in the order written:
+ *   K <key k0> <key k1> <seed k0> <seed k1>  the place key and the pre-queue seed (first)
+ *   J <person>                a pre-queue join, before its answer
+ *   S <sealed ms> <starts ms> the seal (fdatasync'd)
+ *   P <tag> <pos>             a place given after the seal (tag: gw_wr_place_find's)
+ *   A <tag> <pos> <exp s>     a place admitted: its token's expiry (tag 0: a pre-queue rank)
+ *   F <front milli>           the admission front
+ *   T <jti> <exp s> <fp>      an admission token claimed by a buy, before its reserve
+ *   U <jti>                   the claim given back (the buy was not a new order's 202)
+ * Hex fields are 16 digits. An unknown or malformed line is skipped.
+ */
+static void room_apply(gw_fair_sale_t *fs, char *line)
+{
+    unsigned long long a = 0, b = 0, c = 0, d = 0;
+    long long e = 0;
+    int64_t now_s = cm_wall_ms() / 1000;
+    bool sealed = atomic_load(&fs->wr_sealed);
+    switch (line[0]) {
+    case 'K':
+        if (sscanf(line, "K %16llx %16llx %16llx %16llx", &a, &b, &c, &d) == 4) {
+            fs->wr_key = (cm_hash_key_t){a, b};
+            fs->wr_seed = (cm_hash_key_t){c, d};
+        }
+        break;
+    case 'J': {
+        const char *p = line + 2;
+        size_t len = strlen(p);
+        if (!sealed && line[1] == ' ' && inv_id_valid(p, len, INV_USER_ID_MAX))
+            (void)prequeue_add(fs, gw_wr_prequeue_key(&fs->wr_seed, p, len), p, len, false);
+        break;
+    }
+    case 'S':
+        if (!sealed && sscanf(line, "S %lld %llu", &e, &a) == 2)
+            prequeue_seal(fs, e, (int64_t)a, false);
+        break;
+    case 'P':
+        if (sealed && sscanf(line, "P %16llx %llu", &a, &b) == 2 && (a & 1) && b > fs->wr_npre) {
+            place_put(fs, a, b);
+            if (b > atomic_load(&fs->wr_next))
+                atomic_store(&fs->wr_next, b);
+        }
+        break;
+    case 'A':
+        if (!sealed || sscanf(line, "A %16llx %llu %lld", &a, &b, &e) != 3 || b == 0)
+            break;
+        if (a == 0 && b <= fs->wr_npre) {
+            fs->wr_pre_exp[b - 1] = e;
+        } else if (a && fs->wr_places) {
+            gw_wr_place_t *bk = fs->wr_places + ((size_t)(a >> 32) & (WR_PLACES - GW_WR_WAYS));
+            for (size_t i = 0; i < GW_WR_WAYS; i++)
+                if (bk[i].tag == a && bk[i].pos == b)
+                    bk[i].exp_s = e;
+        }
+        if (b * 1000 > atomic_load(&fs->wr_front_milli)) /* it was admitted */
+            atomic_store(&fs->wr_front_milli, b * 1000);
+        break;
+    case 'F':
+        if (sscanf(line, "F %llu", &a) == 1 && a > atomic_load(&fs->wr_front_milli))
+            atomic_store(&fs->wr_front_milli, a);
+        break;
+    case 'T':
+        if (sscanf(line, "T %16llx %lld %16llx", &a, &e, &b) == 3 && a && e >= now_s &&
+            gw_wr_spent_claim(&fs->wr_spent, a, e, b, now_s) == GW_WR_CLAIMED)
+            gw_wr_spent_settle(&fs->wr_spent, a, true);
+        break;
+    case 'U':
+        if (sscanf(line, "U %16llx", &a) == 1 && a)
+            gw_wr_spent_settle(&fs->wr_spent, a, false);
+        break;
+    default:
+        break;
+    }
+}
+
+void gw_fair__room_load(gw_fair_sale_t *fs)
+{
+    size_t lines = gw_fair__room_store_read(fs, room_apply);
+    fs->wr_front_logged = atomic_load(&fs->wr_front_milli);
+    if (lines)
+        cm_log_info("fair", "waiting room loaded",
+                    "sale=%s prequeue=%zu sealed=%d places=%llu admitted_through=%llu", fs->sale_id,
+                    fs->wr_npre, (int)atomic_load(&fs->wr_sealed),
+                    (unsigned long long)atomic_load(&fs->wr_next),
+                    (unsigned long long)(atomic_load(&fs->wr_front_milli) / 1000));
 }
 
 /*---- spent admission tokens ----*/
@@ -498,7 +634,18 @@ int gw_fair_admission_claim(gw_fair_t *f, const char *sale_id, uint64_t jti, int
         gw_fair__pool_put(f, c);
         return rc == 0 ? GW_WR_CLAIMED : rc == 1 ? GW_WR_SPENT : rc == 2 ? GW_WR_REPLAY : rc;
     }
-    return fs ? gw_wr_spent_claim(&fs->wr_spent, jti, exp_s, fp, now_s) : GW_WR_CLAIMED;
+    if (!fs)
+        return GW_WR_CLAIMED;
+    int rc = gw_wr_spent_claim(&fs->wr_spent, jti, exp_s, fp, now_s);
+    /* on disk before the reserve: a restart reads the token spent (a claim a
+     * crash cut before its answer included: never a second order) */
+    if (rc == GW_WR_CLAIMED &&
+        gw_fair__room_store_line(fs, false, "T %016llx %lld %016llx", (unsigned long long)jti,
+                                 (long long)exp_s, (unsigned long long)fp) != 0) {
+        gw_wr_spent_settle(&fs->wr_spent, jti, false);
+        return CM_EIO;
+    }
+    return rc;
 }
 
 void gw_fair_admission_settle(gw_fair_t *f, const char *sale_id, uint64_t jti, bool accepted)
@@ -516,8 +663,15 @@ void gw_fair_admission_settle(gw_fair_t *f, const char *sale_id, uint64_t jti, b
             gw_fair__room_fleet_trouble("give an admission token back", sale_id, why);
         return;
     }
-    if (fs)
-        gw_wr_spent_settle(&fs->wr_spent, jti, accepted);
+    if (!fs)
+        return;
+    /* The give-back's line before the give-back: a later claim of the token
+     * (possible only after it) is then after it in the log too. Not written:
+     * the token stays spent until it expires, as on disk. */
+    if (!accepted &&
+        gw_fair__room_store_line(fs, false, "U %016llx", (unsigned long long)jti) != 0)
+        accepted = true;
+    gw_wr_spent_settle(&fs->wr_spent, jti, accepted);
 }
 
 /*
@@ -570,16 +724,23 @@ void gw_fair__rooms_tick(gw_fair_t *f, int64_t now)
             gw_fair__room_fleet_tick(f, fs, now, started, eff, eff * members, info.starts_at_ms);
             continue;
         }
+        gw_fair__room_store_sync(fs, now); /* the pre-queue's joins too */
         if (!s || (info.starts_at_ms && now < info.starts_at_ms) || dt <= 0)
             continue; /* admissions start with the sale */
         if (!atomic_load(&fs->wr_sealed)) {
             pthread_mutex_lock(&fs->wr_mu);
             if (!atomic_load(&fs->wr_sealed))
-                prequeue_seal(fs, now, info.starts_at_ms);
+                prequeue_seal(fs, now, info.starts_at_ms, true);
             pthread_mutex_unlock(&fs->wr_mu);
         }
         uint64_t front = atomic_load(&fs->wr_front_milli) + (uint64_t)(eff * (double)dt);
         uint64_t ahead = (atomic_load(&fs->wr_next) + (uint64_t)eff) * 1000;
-        atomic_store(&fs->wr_front_milli, front < ahead ? front : ahead);
+        front = front < ahead ? front : ahead;
+        atomic_store(&fs->wr_front_milli, front);
+        /* the front as the restart's floor: a line when it passed another
+         * place, at most one a tick */
+        if (front / 1000 > fs->wr_front_logged / 1000 &&
+            gw_fair__room_store_line(fs, false, "F %llu", (unsigned long long)front) == 0)
+            fs->wr_front_logged = front;
     }
 }

@@ -14,6 +14,7 @@
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
 #include "common/cm_rand.h"
+#include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
 #include "gateway/buy/gw_buy.h"
 #include "gateway/ctl/gw_ctl.h"
@@ -428,6 +429,137 @@ static void test_spent_give_back_concurrent(void **st)
     gw_wr_spent_deinit(&s);
 }
 
+static gw_wr_join_t joinat(room_t *m, const char *person, bool take, int64_t now_ms,
+                           int64_t starts_ms, uint64_t admitted)
+{
+    gw_wr_join_t j;
+    assert_int_equal(
+        gw_fair_room_join(m->fs, person, strlen(person), take, now_ms, starts_ms, admitted, &j), 0);
+    return j;
+}
+
+/* Closes the lottery and opens it again on the same data dir: a restart. */
+static void room_restart(room_t *m)
+{
+    gw_fair_close(m->srv);
+    char why[256] = "";
+    assert_int_equal(gw_fair_open(m->srv, why, sizeof(why)), 0);
+    m->fs = gw_fair_room(m->srv->fair, "s1");
+    assert_non_null(m->fs);
+}
+
+/* One gateway's room across restarts (gw_room_store.c): a restart before the
+ * start keeps the pre-queue (its joins and its seed); one after it keeps the
+ * ranks, the later places, each admitted place's token (expiry and replay id)
+ * and the spent tokens, claims given back excepted; a torn last line is cut
+ * off and the lines after it read back. */
+static void test_restart_keeps_room(void **st)
+{
+    (void)st;
+    room_t m;
+    room_open(&m);
+    enum { P = 30 };
+    /* real times: a restart drops the claims of tokens already expired by the clock */
+    int64_t t0 = cm_wall_ms(), S = t0 + 60000;
+    int64_t now_s = S / 1000;
+    char names[P][16];
+    for (int i = 0; i < P / 2; i++) {
+        snprintf(names[i], sizeof(names[i]), "p%d", i);
+        assert_true(joinat(&m, names[i], true, t0, S, 0).prequeue);
+    }
+    room_restart(&m); /* before the start: the joins so far are kept */
+    for (int i = P / 2; i < P; i++) {
+        snprintf(names[i], sizeof(names[i]), "p%d", i);
+        assert_true(joinat(&m, names[i], true, t0, S, 0).prequeue);
+    }
+    assert_true(joinat(&m, names[0], true, t0, S, 0).prequeue); /* again: counted once */
+    gw_fair_room_view_t v;
+    gw_fair_room_view(m.fs, &v);
+    assert_int_equal(v.prequeued, P);
+    /* the start, later arrivals, the first places admitted */
+    assert_int_equal(joinat(&m, "late0", true, S + 0, S, 0).pos, P + 1);
+    assert_int_equal(joinat(&m, "late1", true, S + 0, S, 0).pos, P + 2);
+    uint64_t pos[P];
+    gw_wr_join_t tok[P];
+    for (int i = 0; i < P; i++) {
+        pos[i] = joinat(&m, names[i], true, S + 1, S, 0).pos;
+        tok[i] = joinat(&m, names[i], true, S + 2, S, 3); /* the first 3 places admitted */
+    }
+    gw_wr_join_t late_tok = joinat(&m, "late1", true, S + 2, S, P + 2);
+    assert_true(late_tok.jti != 0);
+    cm_hash_key_t seed;
+    assert_true(published_seed(&m, &seed));
+    /* tokens: one spent, one claimed and given back, one claimed by a buy a crash cut */
+    int spent = -1, back = -1, cut = -1;
+    for (int i = 0; i < P; i++) {
+        if (!tok[i].jti)
+            continue;
+        if (spent < 0)
+            spent = i;
+        else if (back < 0)
+            back = i;
+        else
+            cut = i;
+    }
+    assert_true(spent >= 0 && back >= 0 && cut >= 0);
+    gw_fair_t *f = m.srv->fair;
+    assert_int_equal(gw_fair_admission_claim(f, "s1", tok[spent].jti, tok[spent].exp_s, 7, now_s),
+                     GW_WR_CLAIMED);
+    gw_fair_admission_settle(f, "s1", tok[spent].jti, true);
+    assert_int_equal(gw_fair_admission_claim(f, "s1", tok[back].jti, tok[back].exp_s, 0, now_s),
+                     GW_WR_CLAIMED);
+    gw_fair_admission_settle(f, "s1", tok[back].jti, false);
+    assert_int_equal(gw_fair_admission_claim(f, "s1", tok[cut].jti, tok[cut].exp_s, 0, now_s),
+                     GW_WR_CLAIMED);
+
+    room_restart(&m);
+    /* a torn last line: cut off at the next load, the line after it read back */
+    char path[200];
+    snprintf(path, sizeof(path), "%s/fair/s1.room", m.dir);
+    gw_fair_close(m.srv);
+    FILE *fp = fopen(path, "a");
+    assert_non_null(fp);
+    fputs("P 0000", fp);
+    fclose(fp);
+    char why[256] = "";
+    assert_int_equal(gw_fair_open(m.srv, why, sizeof(why)), 0);
+    m.fs = gw_fair_room(m.srv->fair, "s1");
+    f = m.srv->fair;
+    assert_int_equal(joinat(&m, "late2", true, S + 3, S, 0).pos, P + 3);
+    room_restart(&m);
+    f = m.srv->fair;
+
+    cm_hash_key_t seed2;
+    assert_true(published_seed(&m, &seed2));
+    assert_int_equal(seed2.k0, seed.k0);
+    assert_int_equal(seed2.k1, seed.k1);
+    gw_fair_room_view(m.fs, &v);
+    assert_int_equal(v.prequeued, P);
+    assert_true(v.sealed);
+    assert_int_equal(v.queued, P + 3);
+    for (int i = 0; i < P; i++) {
+        gw_wr_join_t j = joinat(&m, names[i], false, S + 4, S, 3);
+        assert_int_equal(j.pos, pos[i]);
+        assert_int_equal(j.exp_s, tok[i].exp_s);
+        assert_int_equal(j.jti, tok[i].jti);
+    }
+    gw_wr_join_t j = joinat(&m, "late1", false, S + 4, S, P + 2);
+    assert_int_equal(j.pos, P + 2);
+    assert_int_equal(j.exp_s, late_tok.exp_s);
+    assert_int_equal(j.jti, late_tok.jti);
+    assert_int_equal(joinat(&m, "late2", false, S + 4, S, 0).pos, P + 3);
+    assert_int_equal(joinat(&m, "late3", true, S + 4, S, 0).pos, P + 4);
+    assert_int_equal(gw_fair_admission_claim(f, "s1", tok[spent].jti, tok[spent].exp_s, 0, now_s),
+                     GW_WR_SPENT);
+    assert_int_equal(gw_fair_admission_claim(f, "s1", tok[spent].jti, tok[spent].exp_s, 7, now_s),
+                     GW_WR_REPLAY);
+    assert_int_equal(gw_fair_admission_claim(f, "s1", tok[cut].jti, tok[cut].exp_s, 0, now_s),
+                     GW_WR_SPENT);
+    assert_int_equal(gw_fair_admission_claim(f, "s1", tok[back].jti, tok[back].exp_s, 0, now_s),
+                     GW_WR_CLAIMED);
+    room_close(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -440,6 +572,7 @@ int main(void)
         cmocka_unit_test(test_spent_once_concurrent),
         cmocka_unit_test(test_spent_given_back),
         cmocka_unit_test(test_spent_give_back_concurrent),
+        cmocka_unit_test(test_restart_keeps_room),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
