@@ -429,6 +429,7 @@ typedef struct gw_known_hdrs {
     const char *content_length, *content_type, *idem_key, *xff, *admission;
     const char *transfer_encoding;
     const char *req_start; /* the last X-Request-Start (gw_ol_too_late) */
+    const char *authorization; /* the first Authorization (gw_identity.c, the buyer's token) */
     bool cl_conflict;
     unsigned te_count, xff_count;
 } gw_known_hdrs_t;
