@@ -5,7 +5,7 @@ runs"); Python 3 stdlib, wrk, valgrind (calls) or perf (sys).
   python3 bench/profile.py BIN_DIR CASE MODE [SECONDS [CONNS]]
 
 CASE: sold (410), later (425 not started: a sale starting in a day, sold out's request
-shape), rate (429), acc (202, spool only), floor (bench/uv_floor.c, the
+shape), nosale (404 unknown sale: the same requests to a sale id no sale has), rate (429), acc (202, spool only), floor (bench/uv_floor.c, the
 libuv+llhttp floor, with sold out's wrk script: BIN_DIR's flashgate-bench-uv-floor), nginx
 (bench/nginx.conf.in's one worker, `return 200`, with sold out's wrk script too), nginx-rate
 (the same nginx under rate's wrk script: the 429's peer in bench.py), and
@@ -17,7 +17,7 @@ script, tokens minted by BIN_DIR's flashgate-token): jwt-acc (202, identity.mode
 every token new: one signature check each) against none-acc (202, the same users in the
 body), jwt-retry (409, jwt, 64 tokens over and over: each a cache hit) against
 retry-bytes (409, none, the same bytes: the token's header sent, unread).
-PROFILE_IDENTITY=jwt runs sold, later and rate on a jwt-mode gateway (their requests
+PROFILE_IDENTITY=jwt runs sold, later, nosale and rate on a jwt-mode gateway (their requests
 carry no token: the answers that need no identity). One `flashgate --threads 1` with the
 bench's flags (identity.mode=none: the body's user_id), a 1 s warm-up, then `wrk -t1 -cCONNS -dSECONDS`. MODE:
   cpu    the gateway's utime+stime per answer, and each alone (load-dependent: compare
@@ -297,6 +297,7 @@ def main():
                         "nginx": (os.path.join(wrkdir, "sold_out.lua"), "so"),
                         "rate": (rate, "rl"),
                         "later": (later, "later"),
+                        "nosale": (later, "nosuch"),  # bench_identity.py's 404 sale id
                         "nginx-rate": (rate, "rl"),  # the 429's peer in bench.py
                         "acc": (os.path.join(wrkdir, "buy.lua"), "acc"),
                         "mem": (os.path.join(wrkdir, "buy.lua"), "acc"),

@@ -221,9 +221,10 @@ typedef struct id_cache id_cache_t;
 /*
  * A cache of `entries` verified tokens (rounded up to a power of two, >= 16),
  * tokens up to 2 KiB each: memory is bounded by entries * (2 KiB + 200 B)
- * and is allocated as tokens arrive. Entries are placed by a keyed hash
- * (cm_hash, a per-cache random key) and matched on the whole token, so no
- * client can make a token hit another's entry. Returns a new cache.
+ * and is allocated as tokens arrive, plus an 8 KiB memo (id_cache.c).
+ * Entries are placed by a keyed hash (cm_hash, a per-cache random key) and
+ * matched on the whole token, so no client can make a token hit another's
+ * entry. Returns a new cache.
  * Not thread-safe: one per worker, used on its thread only.
  */
 id_cache_t *id_cache_new(size_t entries);

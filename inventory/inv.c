@@ -303,11 +303,17 @@ inv_sale_t *inv_sale_find_memo(inv_t *inv, inv_sale_memo_t *m, const char *sale_
     uint64_t removals = atomic_load_explicit(&inv->removals, memory_order_acquire);
     if (m->sale && sale_id && m->removals == removals && strcmp(m->id, sale_id) == 0)
         return m->sale;
+    uint64_t additions = atomic_load_explicit(&inv->additions, memory_order_acquire);
+    if (sale_id && m->miss_id[0] && m->additions == additions && strcmp(m->miss_id, sale_id) == 0)
+        return NULL;
     inv_sale_t *s = inv_sale_find(inv, sale_id);
     if (s) {
         m->sale = s;
         m->removals = removals;
         memcpy(m->id, s->sale_id, sizeof(m->id));
+    } else if (sale_id && strlen(sale_id) < sizeof(m->miss_id)) {
+        m->additions = additions; /* read before the lookup: an addition since shows */
+        memcpy(m->miss_id, sale_id, strlen(sale_id) + 1);
     }
     return s;
 }
@@ -338,6 +344,7 @@ inv_sale_t *inv__sale_get_or_create(inv_t *inv, const char *sale_id)
         atomic_init(&s->seq, 0);
         inv->sales[i] = s;
         inv->nsales++;
+        atomic_fetch_add_explicit(&inv->additions, 1, memory_order_release);
     }
     pthread_rwlock_unlock(&inv->sales_lock);
     return s;

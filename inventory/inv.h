@@ -235,12 +235,16 @@ inv_sale_t *inv_sale_find(inv_t *inv, const char *sale_id);
  * a line every worker writes) and a SipHash of the id, ~380 instructions, ~5% of a
  * sold-out answer (callgrind: python3 bench/profile.py build sold calls). The memo is
  * checked against the map's count of removals: a removed sale is looked up again.
- * Zero-initialise it.
+ * It keeps the last id that found no sale too, checked against the map's count
+ * of additions (a crowd polling a sale not created yet: the 404 costs no
+ * lookup). Zero-initialise it.
  */
 typedef struct inv_sale_memo {
     inv_sale_t *sale;
     uint64_t removals;
     char id[INV_SALE_ID_MAX + 1];
+    uint64_t additions; /* when miss_id found no sale */
+    char miss_id[INV_SALE_ID_MAX + 1]; /* "" = none */
 } inv_sale_memo_t;
 
 /* inv_sale_find through m (owned by the calling thread). */

@@ -79,6 +79,7 @@ struct inv {
     uint32_t sales_cap, nsales;
     inv_sale_t *dead; /* deleted sales: workers may still hold a pointer; freed at close */
     _Atomic uint64_t removals; /* sales taken out of the map: inv_sale_memo_t checks it */
+    _Atomic uint64_t additions; /* sales put into the map: inv_sale_memo_t's miss checks it */
     uint32_t redis_pool, redis_timeout_ms, redis_batch; /* inv_opts_t: 0 = the URL's */
     uint64_t max_held_orders;              /* inv_opts_t: memory backend's cap */
     char redis_password[256];

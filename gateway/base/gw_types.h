@@ -288,6 +288,14 @@ typedef struct gw_worker_buy {
         gw_prep_t *resp;
     } not_started_cache[32];
     unsigned nnot_started, not_started_next;
+    /* Prepared 404 unknown_sale answers, one per sale id asked for (a crowd
+     * polling a sale not created yet asks for one id); past the 8 the slot
+     * unknown_next is made again. */
+    struct {
+        char id[INV_SALE_ID_MAX + 1];
+        gw_prep_t *resp;
+    } unknown_cache[8];
+    unsigned nunknown, unknown_next;
 } gw_worker_buy_t;
 
 /* The overload control's part of a worker (gateway/overload/gw_overload.c):
@@ -421,6 +429,7 @@ typedef struct gw_known_hdrs {
     const char *content_length, *content_type, *idem_key, *xff, *admission;
     const char *transfer_encoding;
     const char *req_start; /* the last X-Request-Start (gw_ol_too_late) */
+    const char *authorization; /* the first Authorization (gw_identity.c, the buyer's token) */
     bool cl_conflict;
     unsigned te_count, xff_count;
 } gw_known_hdrs_t;

@@ -757,6 +757,28 @@ static void buy_finish(gw_req_t *r)
 
 static bool buy_handle(gw_req_t *r);
 
+/* The 404 unknown_sale for sale_id (checked: the id alphabet, at most
+ * INV_SALE_ID_MAX), prepared once per id and worker: the answer a crowd
+ * polling a sale not created yet gets costs what the prepared 410 costs.
+ * Whether the sale exists is asked first, every time, so a sale created
+ * since is never answered 404 from here. */
+static gw_prep_t *unknown_sale_response(gw_worker_t *w, const char *sale_id)
+{
+    gw_worker_buy_t *b = &w->buy;
+    for (unsigned i = 0; i < b->nunknown; i++)
+        if (strcmp(b->unknown_cache[i].id, sale_id) == 0)
+            return b->unknown_cache[i].resp;
+    unsigned slot = b->nunknown < CM_ARRAY_LEN(b->unknown_cache)
+                        ? b->nunknown++
+                        : b->unknown_next++ % CM_ARRAY_LEN(b->unknown_cache);
+    gw_prep_free(b->unknown_cache[slot].resp);
+    gw_resp_t tmp;
+    gw_resp_error(&tmp, GW_R_UNKNOWN_SALE, NULL, "no sale %s", sale_id);
+    b->unknown_cache[slot].resp = gw_prep_new(&tmp, w); /* Content-Type, no-store */
+    snprintf(b->unknown_cache[slot].id, sizeof(b->unknown_cache[slot].id), "%s", sale_id);
+    return b->unknown_cache[slot].resp;
+}
+
 bool gw_buy_handle(gw_req_t *r)
 {
     r->adm_jti = 0;
@@ -802,7 +824,8 @@ static bool buy_handle(gw_req_t *r)
     }
     inv_sale_t *sale = inv_sale_find_memo(srv->inv, &w->buy.sale_memo, r->id);
     if (!sale) {
-        gw_resp_error(&r->resp, GW_R_UNKNOWN_SALE, NULL, "no sale %s", r->id);
+        r->cached = unknown_sale_response(w, r->id);
+        r->cached_reply = GW_R_UNKNOWN_SALE;
         return false;
     }
     /* Sold out: answered from the flag, nothing verified, unless the key
@@ -1530,6 +1553,12 @@ void gw_buy_prep_free(gw_worker_t *w)
         gw_prep_free(w->buy.not_started_cache[k].resp);
     w->buy.nnot_started = 0;
     w->buy.not_started_next = 0;
+    for (unsigned k = 0; k < w->buy.nunknown; k++) {
+        gw_prep_free(w->buy.unknown_cache[k].resp);
+        w->buy.unknown_cache[k].resp = NULL;
+    }
+    w->buy.nunknown = 0;
+    w->buy.unknown_next = 0;
 }
 
 void gw_buy_relay_notify(gw_server_t *srv)

@@ -38,7 +38,8 @@ gw_prep_t *gw_sold_out_response(gw_worker_t *w, const inv_sale_t *sale);
  */
 gw_prep_t *gw_not_started_response(gw_worker_t *w, const inv_sale_t *sale, const char *sale_id,
                                    uint64_t retry);
-/* Frees the worker's prepared sold-out and not-started answers. Loop thread, or after it ended. */
+/* Frees the worker's prepared sold-out, not-started and unknown-sale answers. Loop thread,
+ * or after it ended. */
 void gw_buy_prep_free(gw_worker_t *w);
 /* Once per loop iteration: starts the fsync of the waiting accepts (group commit). */
 void gw_buy_loop_tick(gw_worker_t *w);

@@ -186,7 +186,7 @@ bool gw_identity_on(const gw_server_t *srv)
  * of the identity.cookie, or NULL. */
 static const char *find_token(const gw_req_t *r, const struct gw_identity *id, size_t *len)
 {
-    const char *a = gw_req_header(r, "Authorization");
+    const char *a = r->conn ? r->hdr.authorization : NULL; /* gw_req_header's, found by the head's walk */
     if (a) {
         while (*a == ' ' || *a == '\t')
             a++;

@@ -825,6 +825,9 @@ static void known_field(gw_h1_head_t *h, const gw_hdr_t *f)
     case 12:
         slot = NAME_IS(f, "Content-Type") ? &k->content_type : NULL;
         break;
+    case 13:
+        slot = NAME_IS(f, "Authorization") ? &k->authorization : NULL;
+        break;
     case 14:
         if (!NAME_IS(f, "Content-Length"))
             return;

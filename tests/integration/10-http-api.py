@@ -102,6 +102,15 @@ try:
     r = g.buy("nope", "u-1")
     eq((r.status, r.json["error"]), (404, "unknown_sale"), "unknown sale buy")
     eq(g.get("/v1/sales/nope").status, 404, "unknown sale GET")
+    # the buy's 404 is prepared per sale id and worker (gw_buy.c, 8 ids): each id's own
+    # message, past the 8 too, and a sale created after its 404 sells
+    for i in range(10):
+        r = g.buy("made-%d" % i, "u-1")
+        eq((r.status, r.json["message"]), (404, "no sale made-%d" % i), "404 of id %d" % i)
+    r = g.buy("nope", "u-1")
+    eq((r.status, r.json["message"]), (404, "no sale nope"), "the first id's 404 made again")
+    g.put_sale("made-3", stock=1)
+    eq(g.buy("made-3", "u-1").status, 202, "a sale created after its 404 sells")
     now = time.time()
     g.put_sale("later", stock=5, starts_at=rfc3339(now + 100))
     r = g.buy("later", "u-1")

@@ -124,15 +124,29 @@ static void test_hit_and_expiry(void **state)
     assert_int_equal(id_verify_cached(v, c, t, (size_t)n, NOW + 130, &r), ID_EXPIRED);
     /* a token differing in one byte never hits */
     assert_int_equal(id_verify_cached(v, c, t, (size_t)n, NOW, &r), ID_OK);
-    t[n - 2] = t[n - 2] == 'A' ? 'B' : 'A';
+    char sig = t[n - 2];
+    t[n - 2] = sig == 'A' ? 'B' : 'A';
     int rc = id_verify_cached(v, c, t, (size_t)n, NOW, &r);
     assert_true(rc == ID_BAD_SIGNATURE || rc == ID_MALFORMED);
     /* a refused token is not cached */
     rc = id_verify_cached(v, c, t, (size_t)n, NOW, &r);
     assert_true(rc == ID_BAD_SIGNATURE || rc == ID_MALFORMED);
     id_cache_stats_t st;
+    /* a token that shares a cached one's length and last bytes (the memo's slot,
+     * id_cache.c) but not its claims: the whole token is compared, so no hit */
+    t[n - 2] = sig; /* the cached token again */
+    assert_int_equal(id_verify_cached(v, c, t, (size_t)n, NOW, &r), ID_OK);
+    assert_true(r.cached);
+    char *dot = strchr(t, '.');
+    char pl = dot[3];
+    dot[3] = pl == 'A' ? 'B' : 'A'; /* the payload's first bytes */
+    rc = id_verify_cached(v, c, t, (size_t)n, NOW, &r);
+    assert_true(rc == ID_BAD_SIGNATURE || rc == ID_MALFORMED);
+    dot[3] = pl;
+    assert_int_equal(id_verify_cached(v, c, t, (size_t)n, NOW, &r), ID_OK);
+    assert_true(r.cached);
     id_cache_stats(c, &st);
-    assert_int_equal(st.hits, 2);
+    assert_int_equal(st.hits, 4);
     id_cache_free(c);
 }
 

@@ -657,6 +657,10 @@ static void test_sale_memo(void **state)
     inv_sale_memo_t m;
     memset(&m, 0, sizeof(m));
     assert_null(inv_sale_find_memo(inv, &m, "old"));
+    assert_null(inv_sale_find_memo(inv, &m, "old")); /* the miss memo */
+    assert_null(inv_sale_find_memo(inv, &m, "older"));
+    assert_null(inv_sale_find_memo(inv, &m, "old"));
+    /* a sale created since an id's miss is found (the map's count of additions) */
     assert_int_equal(put(inv, "old", 5, 1, 0, 1000), 0);
     assert_int_equal(put(inv, "other", 5, 1, 0, 0), 0);
     inv_sale_t *old = inv_sale_find(inv, "old");
