@@ -167,7 +167,7 @@ static void gw_up(world_t *wd, int g)
     char url[160], err[256];
     snprintf(url, sizeof(url),
              "redis://127.0.0.1:6379/?timeout_ms=40&admin_timeout_ms=2000"
-             "&breaker_failures=%d&wait_replicas=%d&batch=4",
+             "&breaker_failures=%d&breaker_cooldown_ms=20&wait_replicas=%d&batch=4",
              wd->async ? 5 : 1000, wd->wait_replicas ? 1 : 0);
     if (inv_open(&G->inv, url, NULL, 16, err, sizeof(err)) != 0) {
         trace(wd, "gw%d open failed: %s", g, err);

@@ -1078,17 +1078,15 @@ static void a_free(void *arg, redisAsyncContext *ac)
 {
     sim_redis_t *r = arg;
     aconn_t *c = aconn_of(ac);
-    while (c->in && c->state == AC_UP && !r->faults.down && c->epoch == r->epoch &&
-           cm_rand_below(r->rng, 2)) {
-        areq_t *q = c->in;
-        c->in = q->next;
-        if (!q->reply)
+    for (areq_t *q = c->in; q && c->state == AC_UP && !r->faults.down && c->epoch == r->epoch &&
+                            cm_rand_below(r->rng, 2);
+         q = q->next) {
+        if (q->c.argv) { /* it runs; its callback hears NULL all the same */
             freeReplyObject(run_logged(r, q->c.argc, q->c.argv, q->c.argl));
-        q->next = NULL;
-        areq_free(q);
+            cmd_free(&q->c);
+            q->c.argv = NULL;
+        }
     }
-    if (!c->in)
-        c->in_tail = NULL;
     a_teardown(r, c, REDIS_OK);
 }
 
