@@ -494,7 +494,7 @@ static size_t op_format(const rop_t *op, int sc, char *buf, size_t cap)
         args[nargs++] = op->user_id;
         args[nargs++] = op->sale_id;
         if (sc == SC_RELEASE)
-            args[nargs++] = "1";
+            args[nargs++] = CM_PLANT(INV_REDIS_GIVEBACK_CLAIMED) ? "0" : "1";
     }
     resp_t b = {buf, cap, 0};
     rw_t *w = op->w;
