@@ -722,7 +722,7 @@ redisAsyncContext *inv__redis_async_open(rb_t *rb, int node, uv_loop_t *loop, vo
     int port;
     if (inv_cluster_node(rb->cl, node, host, sizeof(host), &port) != 0)
         return NULL;
-    if (rb->tr && rb->tr->async) /* AUTH and SELECT are the simulator's business */
+    if (rb->tr && rb->tr->async) /* the transport authenticates and selects, if at all */
         return rb->tr->async->open(rb->tr->arg, host, port, data, on_conn, on_disc);
     redisAsyncContext *ac = redisAsyncConnect(host, port);
     if (!ac)
