@@ -32,6 +32,9 @@ const char *const cm_plant_names[CM_PLANT_COUNT] = {
     [CM_PLANT_SIM_LOTTERY_ARRIVAL_ORDER] = "sim_lottery_arrival_order",
     [CM_PLANT_INV_REDIS_LIMIT_KEYED] = "inv_redis_limit_keyed",
     [CM_PLANT_INV_REDIS_NO_WAIT] = "inv_redis_no_wait",
+    [CM_PLANT_INV_REDIS_ASYNC_NO_WAIT] = "inv_redis_async_no_wait",
+    [CM_PLANT_INV_REDIS_BATCH_SHIFT] = "inv_redis_batch_shift",
+    [CM_PLANT_INV_REDIS_GIVEBACK_CLAIMED] = "inv_redis_giveback_claimed",
 };
 
 void cm_plant_set(cm_plant_t p)

@@ -50,6 +50,13 @@ typedef enum {
                                        keyed request (a retry) */
     CM_PLANT_INV_REDIS_NO_WAIT,     /* a loop-less worker's reserve and claim answered without
                                        WAIT (a past defect the simulator found) */
+    CM_PLANT_INV_REDIS_ASYNC_NO_WAIT, /* a worker loop's reserve and claim answered before their
+                                         WAIT reply (the async path's twin of the above) */
+    CM_PLANT_INV_REDIS_BATCH_SHIFT, /* a batch's reply matched to its reserves one off: each
+                                       caller hears its neighbour's answer */
+    CM_PLANT_INV_REDIS_GIVEBACK_CLAIMED, /* a worker loop's give-back of a reserve in doubt
+                                            releases the order even when a keyed retry's claim
+                                            answered it 202 */
     CM_PLANT_COUNT
 } cm_plant_t;
 

@@ -25,6 +25,7 @@
 
 #include "common/cm_url.h"
 
+#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -115,7 +116,36 @@ typedef struct inv_cluster_transport {
     /* No background thread: the Redis backend starts no sync thread, and its
      * owner calls inv_redis_sync_step (inv_redis.h) instead. */
     bool stepped;
+    /* The worker loops' connections (inv_redis_worker.c); NULL: hiredis on libuv. */
+    const struct inv_cluster_async *async;
 } inv_cluster_transport_t;
+
+/*
+ * The asynchronous side of the seam: where a worker loop hands a formatted
+ * command to hiredis and where replies come back. Production uses hiredis's
+ * async contexts on libuv; the simulator's (sim/sim_redis.c) hands out
+ * contexts of its own (only `data` and `errstr` are read; no hiredis call is
+ * made on them) and, from its owner's step, calls the callbacks as hiredis
+ * would: on_conn once (REDIS_ERR: the context is then freed, and the
+ * commands queued on it get a NULL reply), each command's callback once and
+ * in order (the reply is freed after the callback; NULL when the connection
+ * goes away), then on_disc (REDIS_ERR for a lost connection, REDIS_OK after
+ * free) and the context is freed. The clock of the worker's timers is then
+ * the transport's now_ms, and its owner runs them with inv_redis_worker_step.
+ */
+typedef struct inv_cluster_async {
+    /* A connection to host:port whose ac->data is data, or NULL (nothing sent). */
+    redisAsyncContext *(*open)(void *arg, const char *host, int port, void *data,
+                               redisConnectCallback *on_conn, redisDisconnectCallback *on_disc);
+    /* Queues one command (RESP, len bytes; cb may be NULL): REDIS_OK, or REDIS_ERR
+     * (the context is going away; cb will not be called). */
+    int (*send)(void *arg, redisAsyncContext *ac, redisCallbackFn *cb, void *priv,
+                const char *cmd, size_t len);
+    /* Hands over the replies that have arrived (redisAsyncHandleRead). */
+    void (*read)(void *arg, redisAsyncContext *ac);
+    /* Closes and frees the context (redisAsyncFree). */
+    void (*free)(void *arg, redisAsyncContext *ac);
+} inv_cluster_async_t;
 
 /*
  * Sets the process's transport (NULL: hiredis). Set it before any open and

@@ -32,4 +32,15 @@ redisContext *inv_redis_connect(const cm_redis_url_t *addr, uint32_t timeout_ms,
 struct inv;
 int inv_redis_sync_step(struct inv *inv);
 
+/*
+ * A worker loop's timers, run in the caller's thread: the calls past their
+ * timeout fail (CM_ETIMEOUT) and the connections whose reconnect back-off
+ * has passed are opened again, by the transport's clock. Only for a worker
+ * opened with a loop while a transport with an async side was set
+ * (inv_cluster_async_t: the loop is then never run for it); CM_EINVAL
+ * otherwise. Its prepare phase is inv_flush. The simulator's one thread only.
+ */
+struct inv_worker;
+int inv_redis_worker_step(struct inv_worker *wk);
+
 #endif

@@ -113,6 +113,7 @@ static int redis_open(inv_t *inv, const char *url, char *errbuf, size_t errlen)
 {
     rb_t *rb = cm_xcalloc(1, sizeof(*rb));
     rb->inv = inv;
+    rb->tr = inv_cluster_transport();
     pthread_mutex_init(&rb->admin_mu, NULL);
     for (int i = 0; i < INV_CLUSTER_NODES_MAX; i++) {
         atomic_init(&rb->br[i].state, BR_CLOSED);

@@ -4,6 +4,7 @@
  * (reserve, claim, flush, worker open/close).
  */
 #include "inventory/inv_redis_internal.h"
+#include "inventory/inv_redis.h"
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
@@ -68,7 +69,7 @@ static int batch_send(rbatch_t *b)
         buf = cm_xmalloc(len);
         batch_format(b, buf, len);
     }
-    int rc = redisAsyncFormattedCommand(b->conn->ac, batch_reply, b, buf, len);
+    int rc = inv__redis_async_send(b->w->rb, b->conn->ac, batch_reply, b, buf, len);
     if (buf != stack)
         free(buf);
     return rc == REDIS_OK ? 0 : CM_EBACKEND;
@@ -119,15 +120,15 @@ static void batch_each(redisAsyncContext *ac, rbatch_t *b, redisReply *r, bool s
     for (uint32_t i = 0; op; i++) {
         rop_t *next = op->qnext;
         op->qnext = NULL;
-        inv__redis_reserve_reply(ac, split && r ? r->element[i] : r, op);
+        uint32_t at = CM_PLANT(INV_REDIS_BATCH_SHIFT) ? (i + 1) % b->n : i;
+        inv__redis_reserve_reply(ac, split && r ? r->element[at] : r, op);
         op = next;
     }
     w->wait_batch = NULL;
     free(b);
     if (!waiting)
         return;
-    if (c->ac && redisAsyncCommand(c->ac, wait_batch_reply, waiting, "WAIT %u %u",
-                                   w->rb->wait_replicas, w->rb->timeout_ms) == REDIS_OK)
+    if (c->ac && inv__redis_async_wait(w->rb, c->ac, wait_batch_reply, waiting) == REDIS_OK)
         return;
     while (waiting) { /* as inv__redis_reserve_reply does when its WAIT cannot be sent */
         op = waiting;
@@ -225,7 +226,7 @@ void inv__redis_queue_send(rw_t *w)
     }
     for (uint32_t i = 0; i < w->nconns; i++) {
         rconn_t *c = &w->conns[i];
-        if (c->ac && (c->ac->c.flags & REDIS_CONNECTED)) {
+        if (c->ac && !inv__redis_is_stepped(w->rb) && (c->ac->c.flags & REDIS_CONNECTED)) {
             rl_events_t *p = c->ac->ev.data;
             if (uv_is_active((uv_handle_t *)&p->flush))
                 inv__redis_rl_flush(&p->flush);
@@ -392,11 +393,11 @@ static int op_start(rw_t *w, inv_reserve_req_t *req, bool is_claim)
         inv__redis_br_failure(rb, node);
         return CM_EBACKEND;
     }
-    op->deadline = uv_now(w->loop) + rb->timeout_ms;
+    op->deadline = inv__redis_rw_now(w) + rb->timeout_ms;
     bool was_empty = w->pending.next == &w->pending;
     inv__redis_pending_add(w, op);
     if (was_empty)
-        uv_timer_start(&w->tick, inv__redis_tick_cb, rb->timeout_ms, 0);
+        inv__redis_tick_arm(w, rb->timeout_ms);
     return INV_PENDING;
 }
 
@@ -474,6 +475,15 @@ int inv__redis_worker_open(inv_t *inv, struct uv_loop_s *loop, inv_worker_t *wk)
     return 0;
 }
 
+int inv_redis_worker_step(inv_worker_t *wk)
+{
+    rw_t *w = wk ? wk->backend : NULL;
+    if (!w || !w->loop || !inv__redis_is_stepped(w->rb))
+        return CM_EINVAL;
+    inv__redis_rw_step(w);
+    return 0;
+}
+
 /* inv_worker_inflight: every op not freed (sent and unanswered, or in doubt). */
 size_t inv__redis_worker_inflight(inv_worker_t *wk)
 {
@@ -482,7 +492,7 @@ size_t inv__redis_worker_inflight(inv_worker_t *wk)
         return 0;
     /* doubts wait for a connect; one that is up already gets them now (at
      * most every 100 ms: a Redis still LOADING answers each "later") */
-    uint64_t now = uv_now(w->loop);
+    uint64_t now = inv__redis_rw_now(w);
     if (w->ndoubt && now - w->doubt_retry_ms >= 100) {
         w->doubt_retry_ms = now;
         inv__redis_doubt_flush(w);
@@ -517,7 +527,7 @@ void inv__redis_worker_close(inv_worker_t *wk)
             redisAsyncContext *ac = c->ac;
             c->ac = NULL;
             c->is_up = false;
-            redisAsyncFree(ac);
+            inv__redis_async_free(w->rb, ac);
         }
     }
     while (w->pending.next != &w->pending)

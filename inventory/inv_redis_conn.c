@@ -56,12 +56,24 @@ void inv__redis_plant_scripts(void)
 /*---- Helpers ----*/
 
 
-/* Our own monotonic clock: the breaker must keep working when a test fakes cm_time. */
-static uint64_t now_ms(void)
+/*
+ * The breakers' clock (ms): the transport's when one is set (the simulator's
+ * is cm_time's fake), else our own monotonic clock, not cm_time: the breaker
+ * must keep working when a test fakes cm_time. Thread-safe.
+ */
+uint64_t inv__redis_now_ms(const rb_t *rb)
 {
+    if (rb->tr && rb->tr->now_ms)
+        return rb->tr->now_ms(rb->tr->arg);
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* The worker loops are stepped by the owner (a transport with an async side). */
+bool inv__redis_is_stepped(const rb_t *rb)
+{
+    return rb->tr && rb->tr->async;
 }
 
 void inv__redis_sale_key(char *buf, const char *sale_id, const char *part)
@@ -189,7 +201,7 @@ bool inv__redis_br_allow(rb_t *rb, int node)
         return true;
     if (st == BR_HALF_OPEN)
         return false;
-    if (now_ms() < atomic_load(&rb->br[node].until_ms))
+    if (inv__redis_now_ms(rb) < atomic_load(&rb->br[node].until_ms))
         return false;
     int open = BR_OPEN;
     return atomic_compare_exchange_strong(&rb->br[node].state, &open, BR_HALF_OPEN);
@@ -213,7 +225,7 @@ void inv__redis_br_failure(rb_t *rb, int node)
     if (st == BR_OPEN)
         return; /* stragglers of the burst that opened it do not extend the cool-down */
     if (st == BR_HALF_OPEN || n >= rb->br_failures) {
-        atomic_store(&rb->br[node].until_ms, now_ms() + rb->br_cooldown_ms);
+        atomic_store(&rb->br[node].until_ms, inv__redis_now_ms(rb) + rb->br_cooldown_ms);
         if (atomic_compare_exchange_strong(&rb->br[node].state, &st, BR_OPEN))
             atomic_fetch_add_explicit(&rb->br_opens, 1, memory_order_relaxed);
     }
@@ -660,6 +672,48 @@ static redisReplyObjectFunctions ro_fns = {ro_string, ro_array, ro_integer, ro_n
 
 /* Opens an async context to cluster node `node` on `loop`, queues AUTH and
  * SELECT. NULL if it failed at once. */
+/*
+ * The async seam (inv_cluster_async_t): hiredis's calls, or the transport's
+ * when it has an async side. One test of a pointer each in production.
+ */
+int inv__redis_async_send(const rb_t *rb, redisAsyncContext *ac, redisCallbackFn *cb, void *priv,
+                          const char *cmd, size_t len)
+{
+    if (rb->tr && rb->tr->async)
+        return rb->tr->async->send(rb->tr->arg, ac, cb, priv, cmd, len);
+    return redisAsyncFormattedCommand(ac, cb, priv, cmd, len);
+}
+
+/* WAIT wait_replicas timeout_ms on ac (RESP by hand, as the reserves are). */
+int inv__redis_async_wait(const rb_t *rb, redisAsyncContext *ac, redisCallbackFn *cb, void *priv)
+{
+    char n[12], t[12], buf[64];
+    inv__redis_u32_text(rb->wait_replicas, n);
+    inv__redis_u32_text(rb->timeout_ms, t);
+    resp_t b = {buf, sizeof(buf), 0};
+    inv__redis_resp_head(&b, 3);
+    inv__redis_resp_arg(&b, "WAIT", 4);
+    inv__redis_resp_arg(&b, n, strlen(n));
+    inv__redis_resp_arg(&b, t, strlen(t));
+    return inv__redis_async_send(rb, ac, cb, priv, buf, b.need);
+}
+
+void inv__redis_async_read(const rb_t *rb, redisAsyncContext *ac)
+{
+    if (rb->tr && rb->tr->async)
+        rb->tr->async->read(rb->tr->arg, ac);
+    else
+        redisAsyncHandleRead(ac);
+}
+
+void inv__redis_async_free(const rb_t *rb, redisAsyncContext *ac)
+{
+    if (rb->tr && rb->tr->async)
+        rb->tr->async->free(rb->tr->arg, ac);
+    else
+        redisAsyncFree(ac);
+}
+
 redisAsyncContext *inv__redis_async_open(rb_t *rb, int node, uv_loop_t *loop, void *data,
                                      redisConnectCallback *on_conn,
                                      redisDisconnectCallback *on_disc)
@@ -668,6 +722,8 @@ redisAsyncContext *inv__redis_async_open(rb_t *rb, int node, uv_loop_t *loop, vo
     int port;
     if (inv_cluster_node(rb->cl, node, host, sizeof(host), &port) != 0)
         return NULL;
+    if (rb->tr && rb->tr->async) /* the transport authenticates and selects, if at all */
+        return rb->tr->async->open(rb->tr->arg, host, port, data, on_conn, on_disc);
     redisAsyncContext *ac = redisAsyncConnect(host, port);
     if (!ac)
         return NULL;

@@ -114,6 +114,10 @@ typedef struct rb {
     char sha[SC_N][41]; /* set at open, read-only after */
 
     inv_cluster_t *cl;  /* the slot map (one node for redis://) */
+    /* The transport set at open (inv_cluster_transport), NULL: hiredis. With an
+     * async side, the worker loops talk through it and their timers and the
+     * breakers read its clock (inv__redis_now_ms); the owner steps them. */
+    const inv_cluster_transport_t *tr;
 
     pthread_mutex_t admin_mu;
     inv_cluster_sync_t *admin; /* guarded by admin_mu */
@@ -172,6 +176,7 @@ typedef struct rconn {
     bool is_up;            /* connect callback said OK */
     uint32_t backoff_ms;
     uv_timer_t retry;
+    uint64_t retry_at_ms;  /* stepped (inv__redis_is_stepped): when the retry is due, 0: none */
 } rconn_t;
 
 /* One call in flight. Freed only by its hiredis callback (which always comes:
@@ -220,6 +225,7 @@ struct rw {
     uint32_t ndoubt;
     uint32_t nops;             /* ops allocated and not freed: calls in flight, doubts */
     uint64_t doubt_retry_ms;   /* inv_worker_inflight's last inv__redis_doubt_flush (loop time) */
+    uint64_t tick_at_ms;       /* stepped: when the tick is due, 0: not armed */
     inv_orphan_fn orphan;      /* at close: who gets the reserves still in doubt */
     void *orphan_ctx;
     bool is_closing;
@@ -266,6 +272,13 @@ redisReply *inv__redis_sync_eval(inv_cluster_sync_t *c, const rb_t *rb, int sc, 
 redisReply *inv__redis_admin_cmd(rb_t *rb, const char *key, int *err, const char *fmt, ...);
 int inv__redis_admin_state(rb_t *rb, const char *sale_id, inv_sale_info_t *out);
 void inv__redis_rl_flush(uv_prepare_t *h);
+uint64_t inv__redis_now_ms(const rb_t *rb);
+bool inv__redis_is_stepped(const rb_t *rb);
+int inv__redis_async_send(const rb_t *rb, redisAsyncContext *ac, redisCallbackFn *cb, void *priv,
+                          const char *cmd, size_t len);
+int inv__redis_async_wait(const rb_t *rb, redisAsyncContext *ac, redisCallbackFn *cb, void *priv);
+void inv__redis_async_read(const rb_t *rb, redisAsyncContext *ac);
+void inv__redis_async_free(const rb_t *rb, redisAsyncContext *ac);
 redisAsyncContext *inv__redis_async_open(rb_t *rb, int node, uv_loop_t *loop, void *data,
                                          redisConnectCallback *on_conn,
                                          redisDisconnectCallback *on_disc);
@@ -288,6 +301,10 @@ int inv__redis_op_node(const rop_t *op);
 void inv__redis_pending_add(rw_t *w, rop_t *op);
 void inv__redis_op_complete(rop_t *op, int outcome);
 void inv__redis_tick_cb(uv_timer_t *t);
+uint64_t inv__redis_rw_now(const rw_t *w);
+void inv__redis_tick_arm(rw_t *w, uint64_t delay_ms);
+void inv__redis_rw_step(rw_t *w);
+void inv__redis_resp_head(resp_t *b, size_t nargs);
 void inv__redis_resp_arg(resp_t *b, const char *s, size_t n);
 void inv__redis_script_head(resp_t *b, const rb_t *rb, int sc, bool reloaded, size_t nargs,
                             const char *sale_id);

@@ -8,6 +8,7 @@
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_log.h"
+#include "common/cm_plant.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -185,7 +186,10 @@ static void conn_retry(rconn_t *c)
     c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : BACKOFF_MIN_MS;
     if (c->backoff_ms > BACKOFF_MAX_MS)
         c->backoff_ms = BACKOFF_MAX_MS;
-    uv_timer_start(&c->retry, conn_retry_cb, c->backoff_ms, 0);
+    if (inv__redis_is_stepped(c->w->rb))
+        c->retry_at_ms = inv__redis_now_ms(c->w->rb) + c->backoff_ms;
+    else
+        uv_timer_start(&c->retry, conn_retry_cb, c->backoff_ms, 0);
 }
 
 
@@ -236,7 +240,7 @@ static void conn_start(rconn_t *c)
                                   conn_on_disconnect);
     if (!c->ac)
         conn_retry(c);
-    else {
+    else if (!inv__redis_is_stepped(c->w->rb)) {
         ((rl_events_t *)c->ac->ev.data)->w = c->w;
         rx_stamps_on(c->ac->c.fd);
     }
@@ -353,16 +357,33 @@ static void drain_replies(rw_t *w)
     for (uint32_t i = 0; i < w->nconns; i++) {
         rconn_t *c = &w->conns[i];
         if (c->ac && c->is_up) {
-            inv__redis_rw_read_stamp(w, c->ac->c.fd);
-            redisAsyncHandleRead(c->ac); /* may drop the context: c->ac is NULL then */
+            if (!inv__redis_is_stepped(w->rb))
+                inv__redis_rw_read_stamp(w, c->ac->c.fd);
+            inv__redis_async_read(w->rb, c->ac); /* may drop the context: c->ac is NULL then */
         }
     }
+}
+
+/* The loop's time (ms): uv_now, or the transport's clock when stepped. */
+uint64_t inv__redis_rw_now(const rw_t *w)
+{
+    return inv__redis_is_stepped(w->rb) ? inv__redis_now_ms(w->rb) : uv_now(w->loop);
+}
+
+/* Arms the tick delay_ms from now (the timer, or the owner's step when stepped). */
+void inv__redis_tick_arm(rw_t *w, uint64_t delay_ms)
+{
+    if (inv__redis_is_stepped(w->rb))
+        w->tick_at_ms = inv__redis_now_ms(w->rb) + delay_ms;
+    else
+        uv_timer_start(&w->tick, inv__redis_tick_cb, delay_ms, 0);
 }
 
 void inv__redis_tick_cb(uv_timer_t *t)
 {
     rw_t *w = t->data;
-    uint64_t now = uv_now(w->loop);
+    uint64_t now = inv__redis_rw_now(w);
+    w->tick_at_ms = 0;
     if (w->pending.next != &w->pending && w->pending.next->deadline <= now)
         drain_replies(w);
     while (w->pending.next != &w->pending && w->pending.next->deadline <= now) {
@@ -370,7 +391,25 @@ void inv__redis_tick_cb(uv_timer_t *t)
         inv__redis_op_complete(w->pending.next, CM_ETIMEOUT);
     }
     if (w->pending.next != &w->pending && !w->is_closing)
-        uv_timer_start(&w->tick, inv__redis_tick_cb, w->pending.next->deadline - now, 0);
+        inv__redis_tick_arm(w, w->pending.next->deadline - now);
+}
+
+/*
+ * A stepped worker's timers (inv_redis_worker_step): the tick (timeouts) and
+ * the connections' retries whose time has come on the transport's clock.
+ */
+void inv__redis_rw_step(rw_t *w)
+{
+    uint64_t now = inv__redis_now_ms(w->rb);
+    if (w->tick_at_ms && w->tick_at_ms <= now)
+        inv__redis_tick_cb(&w->tick);
+    for (uint32_t i = 0; i < w->nconns && !w->is_closing; i++) {
+        rconn_t *c = &w->conns[i];
+        if (c->is_inited && c->retry_at_ms && c->retry_at_ms <= now) {
+            c->retry_at_ms = 0;
+            conn_start(c);
+        }
+    }
 }
 
 
@@ -394,6 +433,12 @@ static void resp_num(resp_t *b, char tag, size_t v)
     } while (v);
     t[--i] = tag;
     resp_put(b, t + i, sizeof(t) - i);
+}
+
+/* The multibulk header of a command of nargs arguments. */
+void inv__redis_resp_head(resp_t *b, size_t nargs)
+{
+    resp_num(b, '*', nargs);
 }
 
 void inv__redis_resp_arg(resp_t *b, const char *s, size_t n)
@@ -449,7 +494,7 @@ static size_t op_format(const rop_t *op, int sc, char *buf, size_t cap)
         args[nargs++] = op->user_id;
         args[nargs++] = op->sale_id;
         if (sc == SC_RELEASE)
-            args[nargs++] = "1";
+            args[nargs++] = CM_PLANT(INV_REDIS_GIVEBACK_CLAIMED) ? "0" : "1";
     }
     resp_t b = {buf, cap, 0};
     rw_t *w = op->w;
@@ -482,7 +527,9 @@ int inv__redis_op_send(rop_t *op, int sc)
         return CM_EBACKEND;
     /* ASKING applies to the next command of this connection: both are queued
      * back to back on this loop, so nothing can come between them. */
-    if (op->is_asking && redisAsyncCommand(op->conn->ac, NULL, NULL, "ASKING") != REDIS_OK)
+    static const char asking[] = "*1\r\n$6\r\nASKING\r\n";
+    if (op->is_asking && inv__redis_async_send(op->w->rb, op->conn->ac, NULL, NULL, asking,
+                                               sizeof(asking) - 1) != REDIS_OK)
         return CM_EBACKEND;
     char stack[1024];
     char *buf = stack;
@@ -491,7 +538,8 @@ int inv__redis_op_send(rop_t *op, int sc)
         buf = cm_xmalloc(len);
         op_format(op, sc, buf, len);
     }
-    int rc = redisAsyncFormattedCommand(op->conn->ac, inv__redis_reserve_reply, op, buf, len);
+    int rc = inv__redis_async_send(op->w->rb, op->conn->ac, inv__redis_reserve_reply, op, buf,
+                                   len);
     if (buf != stack)
         free(buf);
     return rc == REDIS_OK ? 0 : CM_EBACKEND;
@@ -732,10 +780,9 @@ void inv__redis_reserve_reply(redisAsyncContext *ac, void *reply, void *privdata
                 inv__redis_br_failure(rb, inv__redis_op_node(op));
             else
                 inv__redis_br_success(rb, inv__redis_op_node(op));
-            if (rc == INV_RESERVED && rb->wait_replicas) {
+            if (rc == INV_RESERVED && rb->wait_replicas && !CM_PLANT(INV_REDIS_ASYNC_NO_WAIT)) {
                 /* the answer waits until the replicas have the mark (inv__redis_wait_reply) */
-                if (redisAsyncCommand(op->conn->ac, inv__redis_wait_reply, op, "WAIT %u %u",
-                                      rb->wait_replicas, rb->timeout_ms) == REDIS_OK)
+                if (inv__redis_async_wait(rb, op->conn->ac, inv__redis_wait_reply, op) == REDIS_OK)
                     return;
                 rc = CM_EBACKEND;
             }
@@ -793,7 +840,7 @@ void inv__redis_reserve_reply(redisAsyncContext *ac, void *reply, void *privdata
         return;
     }
     inv__redis_br_success(rb, inv__redis_op_node(op));
-    if (code == INV_RESERVED && rb->wait_replicas) {
+    if (code == INV_RESERVED && rb->wait_replicas && !CM_PLANT(INV_REDIS_ASYNC_NO_WAIT)) {
         /* the answer waits until the replicas have the write */
         op->w_left = ans.left;
         op->w_units = (uint32_t)ans.units;
@@ -803,8 +850,7 @@ void inv__redis_reserve_reply(redisAsyncContext *ac, void *reply, void *privdata
             *op->w->wait_batch = op;
             return;
         }
-        if (redisAsyncCommand(op->conn->ac, inv__redis_wait_reply, op, "WAIT %u %u",
-                              rb->wait_replicas, rb->timeout_ms) == REDIS_OK)
+        if (inv__redis_async_wait(rb, op->conn->ac, inv__redis_wait_reply, op) == REDIS_OK)
             return;
         inv__redis_op_complete(op, CM_EBACKEND);
         inv__redis_doubt_add(op);

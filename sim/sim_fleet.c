@@ -43,6 +43,7 @@
 #include "inventory/inv_redis.h"
 
 #include <inttypes.h>
+#include <uv.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,6 +74,7 @@ typedef struct gw {
     inv_t *inv;
     inv_worker_t *w;
     bool up;
+    uv_loop_t loop; /* async: the worker's loop, never run but to close its handles */
 } gw_t;
 
 typedef struct world {
@@ -92,6 +94,8 @@ typedef struct world {
     int64_t lost_user[NUSERS];
     bool lossy; /* a failover or restart since the start */
     bool wait_replicas;
+    bool async;     /* the gateways' workers are loops (the buy path), stepped */
+    int inflight;   /* async calls not answered yet (abuy_t) */
     bool sale_lost; /* emptied: the operator puts it back */
     uint64_t step;
     FILE *trace;
@@ -138,7 +142,13 @@ static void gw_down(world_t *wd, int g)
     gw_t *G = &wd->gw[g];
     if (!G->up)
         return;
+    G->up = false;
+    /* a crash: the calls in flight hear "unavailable" (their callbacks run
+     * here), the worker's doubts are dropped (no orphan callback), and what
+     * the server had read of its connections may still run */
     inv_worker_close(G->w);
+    if (wd->async)
+        uv_run(&G->loop, UV_RUN_NOWAIT); /* the worker's handles close */
     inv_close(G->inv);
     G->w = NULL;
     G->inv = NULL;
@@ -157,14 +167,14 @@ static void gw_up(world_t *wd, int g)
     char url[160], err[256];
     snprintf(url, sizeof(url),
              "redis://127.0.0.1:6379/?timeout_ms=40&admin_timeout_ms=2000"
-             "&breaker_failures=1000&wait_replicas=%d",
-             wd->wait_replicas ? 1 : 0);
+             "&breaker_failures=%d&breaker_cooldown_ms=20&wait_replicas=%d&batch=4",
+             wd->async ? 5 : 1000, wd->wait_replicas ? 1 : 0);
     if (inv_open(&G->inv, url, NULL, 16, err, sizeof(err)) != 0) {
         trace(wd, "gw%d open failed: %s", g, err);
         G->inv = NULL;
         return;
     }
-    if (inv_worker_open(G->inv, NULL, &G->w) != 0) {
+    if (inv_worker_open(G->inv, wd->async ? &G->loop : NULL, &G->w) != 0) {
         inv_close(G->inv);
         G->inv = NULL;
         return;
@@ -221,6 +231,96 @@ static void ack(world_t *wd, order_t *o)
     wd->res->accepted++;
 }
 
+/*
+ * An asynchronous buy: the request lives until its callback, which runs from
+ * the server's turn (sim_redis_async_step), a worker's timer, or its close.
+ */
+typedef struct abuy {
+    inv_reserve_req_t req;
+    world_t *wd;
+    int g;
+    int order;     /* wd->o index of the buy */
+    bool claiming; /* its duplicate's claim is in flight */
+} abuy_t;
+
+static void claim_answer(world_t *wd, int g, order_t *o, order_t *orig, int c)
+{
+    trace(wd, "gw%d claim %s -> %d", g, orig->id, c);
+    if (c == INV_RESERVED) {
+        if (orig->state == O_CANCELLED || orig->state == O_LOST) {
+            /* a lost release or a failover brought it back: no new 202 to count */
+            return;
+        }
+        if (orig->state == O_NONE)
+            ack(wd, orig);
+    } else if (c < 0 && c != CM_ENOTFOUND) {
+        o->retry = true;
+    }
+}
+
+/* A duplicate found: its order must be the key's; NULL (failed) if not. */
+static order_t *dup_order(world_t *wd, order_t *o, const inv_reserve_req_t *req)
+{
+    order_t *orig = order_by_id(wd, req->order_id);
+    if (!orig || strcmp(orig->key, o->key) != 0 || orig->user != o->user) {
+        fail(wd, "a duplicate of %s found order %s, not one of its key", o->id, req->order_id);
+        return NULL;
+    }
+    return orig;
+}
+
+static void abuy_done(inv_reserve_req_t *req, int outcome)
+{
+    abuy_t *ab = (abuy_t *)(void *)req;
+    world_t *wd = ab->wd;
+    order_t *o = &wd->o[ab->order];
+    if (ab->claiming) {
+        order_t *orig = order_by_id(wd, req->order_id);
+        if (orig)
+            claim_answer(wd, ab->g, o, orig, outcome);
+        goto done;
+    }
+    trace(wd, "gw%d buy %s answered %d", ab->g, o->id, outcome);
+    if (outcome == INV_RESERVED) {
+        ack(wd, o);
+    } else if (outcome == INV_DUPLICATE) {
+        order_t *orig = dup_order(wd, o, req);
+        gw_t *G = &wd->gw[ab->g];
+        if (!orig || !G->up)
+            goto done;
+        ab->claiming = true;
+        int c = inv_claim(G->w, req);
+        if (c == INV_PENDING)
+            return;
+        claim_answer(wd, ab->g, o, orig, c);
+    } else if (outcome < 0 && o->key[0]) {
+        o->retry = true; /* the worker gives its units back if it ran */
+    }
+done:
+    wd->inflight--;
+    free(ab);
+}
+
+static void abuy(world_t *wd, int g, order_t *o, inv_sale_t *s)
+{
+    abuy_t *ab = cm_xcalloc(1, sizeof(*ab));
+    ab->wd = wd;
+    ab->g = g;
+    ab->order = (int)(o - wd->o);
+    inv_reserve_req_t *req = &ab->req;
+    req->sale = s;
+    snprintf(req->user_id, sizeof(req->user_id), "u%d", o->user);
+    req->qty = o->qty;
+    snprintf(req->idem_key, sizeof(req->idem_key), "%s", o->key);
+    snprintf(req->order_id, sizeof(req->order_id), "%s", o->id);
+    req->done = abuy_done;
+    wd->inflight++;
+    int rc = inv_reserve(wd->gw[g].w, req);
+    trace(wd, "gw%d buy %s u%d qty=%u key=%s -> %d", g, o->id, o->user, o->qty, o->key, rc);
+    if (rc != INV_PENDING)
+        abuy_done(req, rc);
+}
+
 /* A buy (or a client's keyed retry of `retry_of`) through gateway g. */
 static void buy(world_t *wd, int g, order_t *retry_of)
 {
@@ -237,6 +337,12 @@ static void buy(world_t *wd, int g, order_t *retry_of)
         memcpy(o->key, retry_of->key, sizeof(o->key));
     else if (chance(wd, 0.7))
         snprintf(o->key, sizeof(o->key), "k%d", (int)(o - wd->o));
+    if (retry_of)
+        retry_of->retry = false;
+    if (wd->async) {
+        abuy(wd, g, o, s);
+        return;
+    }
     inv_reserve_req_t req;
     memset(&req, 0, sizeof(req));
     req.sale = s;
@@ -246,29 +352,12 @@ static void buy(world_t *wd, int g, order_t *retry_of)
     snprintf(req.order_id, sizeof(req.order_id), "%s", o->id);
     int rc = inv_reserve(G->w, &req);
     trace(wd, "gw%d buy %s u%d qty=%u key=%s -> %d", g, o->id, user, qty, o->key, rc);
-    if (retry_of)
-        retry_of->retry = false;
     if (rc == INV_RESERVED) {
         ack(wd, o);
     } else if (rc == INV_DUPLICATE) {
-        order_t *orig = order_by_id(wd, req.order_id);
-        if (!orig || strcmp(orig->key, o->key) != 0 || orig->user != user) {
-            fail(wd, "a duplicate of %s found order %s, not one of its key", o->id,
-                 req.order_id);
-            return;
-        }
-        int c = inv_claim(G->w, &req);
-        trace(wd, "gw%d claim %s -> %d", g, orig->id, c);
-        if (c == INV_RESERVED) {
-            if (orig->state == O_CANCELLED || orig->state == O_LOST) {
-                /* a lost release or a failover brought it back: no new 202 to count */
-                return;
-            }
-            if (orig->state == O_NONE)
-                ack(wd, orig);
-        } else if (c < 0 && c != CM_ENOTFOUND) {
-            o->retry = true;
-        }
+        order_t *orig = dup_order(wd, o, &req);
+        if (orig)
+            claim_answer(wd, g, o, orig, inv_claim(G->w, &req));
     } else if (rc < 0) {
         o->doubt = true;
         o->doubt_gw = g;
@@ -374,12 +463,34 @@ static int64_t live_units(world_t *wd, int user)
     return n;
 }
 
+/*
+ * A 202 not cancelled that Redis no longer holds: given back (by a driver's
+ * inv_giveback or a worker loop's doubt list), or released twice. Allowed
+ * only as docs/fleet.md's failover loss (wait_replicas off: its claim mark
+ * lost, so a give-back released it), then counted as lost.
+ */
+static void check_held(world_t *wd, order_t *o)
+{
+    if (wd->sale_lost || sim_redis_hget(wd->rs, "{sale:" SALE "}:orders", o->id))
+        return;
+    if (!wd->wait_replicas && sim_redis_stats(wd->rs)->failovers > o->ack_failovers) {
+        o->state = O_LOST;
+        wd->lost_units += o->qty;
+        wd->lost_user[o->user] += o->qty;
+        trace(wd, "failover lost %s's claim; given back (%u units)", o->id, o->qty);
+        return;
+    }
+    fail(wd, "order %s answered 202 is no longer held (given back or released)", o->id);
+}
+
 static void check_bounds(world_t *wd)
 {
     int64_t user[NUSERS] = {0};
     int64_t held = 0;
     for (int i = 0; i < wd->no; i++) { /* live_units, all users in one pass */
-        const order_t *o = &wd->o[i];
+        order_t *o = &wd->o[i];
+        if (o->epoch == wd->epoch && o->state == O_ACKED && !o->cancel_sent)
+            check_held(wd, o);
         if (o->epoch == wd->epoch && (o->state == O_ACKED || o->state == O_LOST) &&
             !o->cancel_sent) {
             held += o->qty;
@@ -549,6 +660,13 @@ static void step(world_t *wd, bool heal)
     sim_redis_step(wd->rs, wd->step);
     if (!heal)
         redis_faults(wd);
+    if (wd->async) {
+        /* the loops' timers, then the server's turn: replies reach their callbacks */
+        for (int k = 0; k < NGW; k++)
+            if (wd->gw[k].up)
+                inv_redis_worker_step(wd->gw[k].w);
+        sim_redis_async_step(wd->rs);
+    }
     int g = any_up(wd);
     if (g < 0 || chance(wd, 0.02)) {
         int k = (int)below(wd, NGW);
@@ -569,7 +687,8 @@ static void step(world_t *wd, bool heal)
     uint32_t a = below(wd, 100);
     order_t *o;
     if (a < 45) {
-        if (!heal)
+        /* async: a few buys in one loop iteration, for one batch */
+        for (uint32_t n = wd->async ? 1 + below(wd, 3) : 1; n && !heal && wd->res->ok; n--)
             buy(wd, g, NULL);
     } else if (a < 60) {
         if ((o = pick(wd, want_retry)))
@@ -588,6 +707,10 @@ static void step(world_t *wd, bool heal)
     } else if (a < 92) {
         inv_redis_sync_step(wd->gw[g].inv);
     }
+    if (wd->async) /* the prepare phase: what this iteration queued goes out */
+        for (int k = 0; k < NGW; k++)
+            if (wd->gw[k].up)
+                inv_flush(wd->gw[k].w);
     check_bounds(wd);
     if ((wd->step & 63) == 0)
         check_books(wd, false);
@@ -601,6 +724,10 @@ void sim_fleet_run(const sim_opts_t *opts, sim_result_t *out)
     wd->res = out;
     wd->trace = opts->trace;
     cm_rand_seed(&wd->rng, opts->seed ^ 0x5eed4ed15ull);
+    /* every other run of 8 seeds: the worker loops (the buy path), stepped */
+    wd->async = (opts->seed >> 3) & 1;
+    for (int g = 0; wd->async && g < NGW; g++)
+        uv_loop_init(&wd->gw[g].loop);
     wd->rs = sim_redis_new(&wd->rng);
     wd->o = cm_xcalloc(MAX_ORDERS, sizeof(*wd->o));
     wd->wait_replicas = chance(wd, 0.5);
@@ -609,11 +736,11 @@ void sim_fleet_run(const sim_opts_t *opts, sim_result_t *out)
     wd->restock_key_pending = -1;
     sim_redis_faults_t *f = sim_redis_faults(wd->rs);
     cm_time_set_fake(true, 1000000000ull, 1700000000000LL);
-    inv_cluster_transport_set(sim_redis_transport(wd->rs));
+    inv_cluster_transport_set(sim_redis_transport(wd->rs, wd->async));
     for (int g = 0; g < NGW; g++)
         gw_up(wd, g);
-    trace(wd, "fleet: stock=%" PRId64 " limit=%u wait_replicas=%d", wd->stock, wd->limit,
-          wd->wait_replicas);
+    trace(wd, "fleet: stock=%" PRId64 " limit=%u wait_replicas=%d async=%d", wd->stock,
+          wd->limit, wd->wait_replicas, wd->async);
     if (!put_sale(wd, 0, wd->stock)) {
         fail(wd, "the sale could not be created");
         goto out;
@@ -638,6 +765,10 @@ void sim_fleet_run(const sim_opts_t *opts, sim_result_t *out)
 out:
     for (int g = 0; g < NGW; g++)
         gw_down(wd, g);
+    for (int g = 0; wd->async && g < NGW; g++)
+        uv_loop_close(&wd->gw[g].loop);
+    if (wd->inflight)
+        fail(wd, "%d calls never answered", wd->inflight);
     inv_cluster_transport_set(NULL);
     cm_time_set_fake(false, 0, 0);
     out->crashes += sim_redis_stats(wd->rs)->restarts + sim_redis_stats(wd->rs)->failovers;

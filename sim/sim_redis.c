@@ -26,6 +26,7 @@
 #include "common/cm_time.h"
 
 #include <ctype.h>
+#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <lauxlib.h>
 #include <lua.h>
@@ -214,6 +215,9 @@ struct sim_redis {
     sim_redis_faults_t faults;
     sim_redis_stats_t stats;
     inv_cluster_transport_t tr;
+    inv_cluster_async_t atr;
+    struct aconn *aconns; /* the worker loops' connections, oldest first */
+    uint64_t aconn_ids;
 };
 
 static redisReply *rep_new(int type)
@@ -919,6 +923,269 @@ static int tr_call(void *arg, void *conn, const char *cmd, size_t len, redisRepl
     return 0;
 }
 
+
+/*---- the asynchronous transport (the worker loops') ----*/
+
+/*
+ * A worker loop's connection: the commands it sent and the server has not
+ * read yet (run in order, some each step), then the replies the server wrote
+ * and the worker has not read (handed over in order, from the owner's step or
+ * the worker's drain). Faults: a reply held past the client's timeout (the
+ * command ran), a connection that stalls (nothing read for a while: the
+ * command has not run), then runs on or breaks (it never runs), a reply lost
+ * with the connection after the command ran; a server down refuses connects
+ * and breaks connections; a restart or failover breaks them all.
+ */
+typedef struct areq {
+    struct areq *next;
+    redisCallbackFn *cb;
+    void *priv;
+    cmd_t c;            /* until it runs */
+    redisReply *reply;  /* once it ran */
+    uint64_t due;       /* its reply is held until this step */
+} areq_t;
+
+enum { AC_CONNECTING, AC_UP };
+
+typedef struct aconn {
+    redisAsyncContext ac; /* what the worker holds: data, errstr */
+    struct aconn *next;
+    uint64_t id;
+    uint64_t epoch;
+    int state;
+    bool closing;          /* in its teardown: sends are refused, as hiredis does */
+    uint64_t stall_until;  /* nothing is read before this step */
+    bool break_at_stall;   /* ... and then it breaks: what it held never runs */
+    redisConnectCallback *on_conn;
+    redisDisconnectCallback *on_disc;
+    areq_t *in, *in_tail;
+    areq_t *out, *out_tail;
+} aconn_t;
+
+static aconn_t *aconn_of(redisAsyncContext *ac)
+{
+    return (aconn_t *)(void *)ac;
+}
+
+static void areq_free(areq_t *q)
+{
+    if (q->c.argv)
+        cmd_free(&q->c);
+    if (q->reply)
+        freeReplyObject(q->reply);
+    free(q);
+}
+
+static redisAsyncContext *a_open(void *arg, const char *host, int port, void *data,
+                                 redisConnectCallback *on_conn, redisDisconnectCallback *on_disc)
+{
+    (void)host, (void)port;
+    sim_redis_t *r = arg;
+    aconn_t *c = cm_xcalloc(1, sizeof(*c));
+    c->ac.data = data;
+    c->ac.errstr = c->ac.c.errstr;
+    c->id = ++r->aconn_ids;
+    c->epoch = r->epoch;
+    c->state = AC_CONNECTING;
+    c->on_conn = on_conn;
+    c->on_disc = on_disc;
+    aconn_t **pp = &r->aconns;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = c;
+    return &c->ac;
+}
+
+static int a_send(void *arg, redisAsyncContext *ac, redisCallbackFn *cb, void *priv,
+                  const char *cmd, size_t len)
+{
+    (void)arg;
+    aconn_t *c = aconn_of(ac);
+    if (c->closing)
+        return REDIS_ERR;
+    char *buf = mem_dup(cmd, len);
+    char *argv[80];
+    size_t argl[80];
+    int argc = parse_resp(buf, len, argv, argl, 80);
+    areq_t *q = cm_xcalloc(1, sizeof(*q));
+    q->cb = cb;
+    q->priv = priv;
+    if (argc > 0)
+        cmd_copy(&q->c, argc, argv, argl);
+    else
+        q->reply = rep_err("ERR Protocol error (simulated Redis)");
+    free(buf);
+    if (c->in_tail)
+        c->in_tail->next = q;
+    else
+        c->in = q;
+    c->in_tail = q;
+    return REDIS_OK;
+}
+
+/* Hands over the replies in order, up to the first one held back. */
+static void a_deliver(sim_redis_t *r, aconn_t *c)
+{
+    while (c->out && c->out->due <= r->step && !c->closing) {
+        areq_t *q = c->out;
+        c->out = q->next;
+        if (!c->out)
+            c->out_tail = NULL;
+        if (q->cb)
+            q->cb(&c->ac, q->reply, q->priv);
+        areq_free(q); /* the reply is freed after the callback, as hiredis does */
+    }
+}
+
+static void a_read(void *arg, redisAsyncContext *ac)
+{
+    a_deliver(arg, aconn_of(ac));
+}
+
+/* Unlinks c; every command it holds hears NULL; then the connect or disconnect
+ * callback as hiredis calls it; then c is freed. */
+static void a_teardown(sim_redis_t *r, aconn_t *c, int status)
+{
+    for (aconn_t **pp = &r->aconns; *pp; pp = &(*pp)->next) {
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
+    }
+    c->closing = true;
+    snprintf(c->ac.c.errstr, sizeof(c->ac.c.errstr), "%s",
+             status == REDIS_OK ? "" : "Connection reset by peer (simulated)");
+    if (c->state == AC_CONNECTING && status != REDIS_OK && c->on_conn)
+        c->on_conn(&c->ac, REDIS_ERR);
+    for (int pass = 0; pass < 2; pass++) {
+        areq_t **list = pass == 0 ? &c->out : &c->in;
+        while (*list) {
+            areq_t *q = *list;
+            *list = q->next;
+            if (q->cb)
+                q->cb(&c->ac, NULL, q->priv);
+            areq_free(q);
+        }
+    }
+    if (c->state == AC_UP && c->on_disc)
+        c->on_disc(&c->ac, status);
+    free(c);
+}
+
+/* The client closes (redisAsyncFree; a gateway's crash too): what the server
+ * had read of it may still run, a prefix of what it sent. */
+static void a_free(void *arg, redisAsyncContext *ac)
+{
+    sim_redis_t *r = arg;
+    aconn_t *c = aconn_of(ac);
+    for (areq_t *q = c->in; q && c->state == AC_UP && !r->faults.down && c->epoch == r->epoch &&
+                            cm_rand_below(r->rng, 2);
+         q = q->next) {
+        if (q->c.argv) { /* it runs; its callback hears NULL all the same */
+            freeReplyObject(run_logged(r, q->c.argc, q->c.argv, q->c.argl));
+            cmd_free(&q->c);
+            q->c.argv = NULL;
+        }
+    }
+    a_teardown(r, c, REDIS_OK);
+}
+
+/* Reads and runs c's next command; false if c broke (then freed). */
+static bool a_run_one(sim_redis_t *r, aconn_t *c)
+{
+    areq_t *q = c->in;
+    bool ping = q->c.argv && is(q->c.argv[0], "PING");
+    if (!ping && cm_rand_unit(r->rng) < r->faults.p_timeout) {
+        r->stats.timeouts++;
+        switch (cm_rand_below(r->rng, 3)) {
+        case 0: /* it runs; its reply comes past the client's timeout */
+            q->due = r->step + 10 + cm_rand_below(r->rng, 40);
+            break;
+        case 1: /* the server reads nothing of c for a while, then goes on */
+            c->stall_until = r->step + 1 + cm_rand_below(r->rng, 40);
+            return true;
+        default: /* ... then the connection breaks: it never runs */
+            c->stall_until = r->step + 1 + cm_rand_below(r->rng, 40);
+            c->break_at_stall = true;
+            return true;
+        }
+    }
+    c->in = q->next;
+    if (!c->in)
+        c->in_tail = NULL;
+    q->next = NULL;
+    if (!q->reply) {
+        r->stats.calls++;
+        q->reply = run_logged(r, q->c.argc, q->c.argv, q->c.argl);
+        cmd_free(&q->c);
+        q->c.argv = NULL;
+    }
+    if (c->out_tail)
+        c->out_tail->next = q;
+    else
+        c->out = q;
+    c->out_tail = q;
+    if (!ping && cm_rand_unit(r->rng) < r->faults.p_lost) {
+        r->stats.lost++;
+        a_teardown(r, c, REDIS_ERR);
+        return false;
+    }
+    return true;
+}
+
+static aconn_t *a_find(sim_redis_t *r, uint64_t id)
+{
+    for (aconn_t *c = r->aconns; c; c = c->next)
+        if (c->id == id)
+            return c;
+    return NULL;
+}
+
+void sim_redis_async_step(sim_redis_t *r)
+{
+    uint64_t ids[64];
+    size_t n = 0;
+    for (aconn_t *c = r->aconns; c && n < 64; c = c->next)
+        ids[n++] = c->id;
+    for (size_t i = n; i > 1; i--) { /* connections in a random order */
+        size_t j = cm_rand_below(r->rng, i);
+        uint64_t t = ids[i - 1];
+        ids[i - 1] = ids[j];
+        ids[j] = t;
+    }
+    for (size_t i = 0; i < n; i++) {
+        aconn_t *c = a_find(r, ids[i]); /* a callback may have closed it */
+        if (!c)
+            continue;
+        if (c->state == AC_CONNECTING) {
+            if (r->faults.down || c->epoch != r->epoch) {
+                a_teardown(r, c, REDIS_ERR);
+                continue;
+            }
+            c->state = AC_UP;
+            if (c->on_conn)
+                c->on_conn(&c->ac, REDIS_OK);
+            continue;
+        }
+        if (r->faults.down || c->epoch != r->epoch) {
+            a_teardown(r, c, REDIS_ERR);
+            continue;
+        }
+        if (c->stall_until > r->step)
+            continue;
+        if (c->break_at_stall) {
+            a_teardown(r, c, REDIS_ERR);
+            continue;
+        }
+        uint32_t k = (uint32_t)cm_rand_below(r->rng, 4); /* commands it reads this step */
+        bool alive = true;
+        while (k-- && c->in && c->stall_until <= r->step && (alive = a_run_one(r, c)))
+            ;
+        if (alive && cm_rand_below(r->rng, 4) != 0)
+            a_deliver(r, c);
+    }
+}
+
 sim_redis_t *sim_redis_new(cm_rand_t *rng)
 {
     sim_redis_t *r = cm_xcalloc(1, sizeof(*r));
@@ -933,6 +1200,8 @@ sim_redis_t *sim_redis_new(cm_rand_t *rng)
                                       .arg = r,
                                       .now_ms = tr_now_ms,
                                       .stepped = true};
+    r->atr = (inv_cluster_async_t){.open = a_open, .send = a_send, .read = a_read,
+                                   .free = a_free};
     return r;
 }
 
@@ -940,6 +1209,8 @@ void sim_redis_free(sim_redis_t *r)
 {
     if (!r)
         return;
+    while (r->aconns) /* none when every worker closed first */
+        a_teardown(r, r->aconns, REDIS_OK);
     late_drop_all(r);
     for (size_t i = 0; i < r->nlog; i++)
         cmd_free(&r->log[i]);
@@ -951,8 +1222,9 @@ void sim_redis_free(sim_redis_t *r)
     free(r);
 }
 
-const inv_cluster_transport_t *sim_redis_transport(sim_redis_t *r)
+const inv_cluster_transport_t *sim_redis_transport(sim_redis_t *r, bool async)
 {
+    r->tr.async = async ? &r->atr : NULL;
     return &r->tr;
 }
 

@@ -31,8 +31,16 @@ typedef struct sim_redis_faults {
 sim_redis_t *sim_redis_new(cm_rand_t *rng);
 void sim_redis_free(sim_redis_t *r);
 
-/* The transport to install with inv_cluster_transport_set (stepped; owned by r). */
-const inv_cluster_transport_t *sim_redis_transport(sim_redis_t *r);
+/* The transport to install with inv_cluster_transport_set (stepped; owned by r).
+ * With async, its async side too (inv_cluster_async_t): the worker loops of a
+ * backend opened then talk to r, driven by sim_redis_async_step and
+ * inv_redis_worker_step. */
+const inv_cluster_transport_t *sim_redis_transport(sim_redis_t *r, bool async);
+
+/* The server's turn for the worker loops' connections: connects complete or
+ * fail, some commands of each connection run, replies are handed over (the
+ * callbacks run here), connections break (faults, down, restart). */
+void sim_redis_async_step(sim_redis_t *r);
 
 /* The faults in force (changed by the driver between steps). */
 sim_redis_faults_t *sim_redis_faults(sim_redis_t *r);
