@@ -922,7 +922,7 @@ static void finish_buy(world_t *wd, gw_t *g, uint32_t n, uint32_t u, uint32_t ke
 /* The group commit (durability fsync, gw_buy.c sync_work and sync_after): one
  * oq_spool_sync_to up to the last waiting buy's record; if it fails, each buy
  * is answered by its own record's end (202 when an earlier round, such as an
- * event's commit, made it durable). */
+ * event's commit, made it durable; else 503 with its units held). */
 static void sync_step(world_t *wd, gw_t *g)
 {
     if (!g->up || g->nwait == 0)
@@ -937,8 +937,19 @@ static void sync_step(world_t *wd, gw_t *g)
         return;
     tr(wd, "gw%d: fdatasync for %zu buys: %s", g->idx, g->nwait, rc == 0 ? "ok" : cm_errname(rc));
     for (size_t i = 0; i < g->nwait && g->up; i++) {
-        int brc = rc == 0 ? 0 : oq_spool_sync_to(g->sp, g->wait[i].end);
-        finish_buy(wd, g, g->wait[i].ord, g->wait[i].user, g->wait[i].key, brc);
+        const waiter_t *b = &g->wait[i];
+        int brc = rc == 0 ? 0 : oq_spool_sync_to(g->sp, b->end);
+        if (brc == 0) {
+            finish_buy(wd, g, b->ord, b->user, b->key, 0);
+            continue;
+        }
+        /* Its record was cut (not confirmed): 503, and the units stay held
+         * as gw_buy.c sync_after leaves them (undersell until the restart's
+         * replay, never oversell: a record whose cut failed comes back). */
+        wd->ords[b->ord].state = O_REFUSED;
+        tr(wd, "gw%d: buy u%u k%u qty %u -> 503 (%s), units held", g->idx, b->user, b->key,
+           wd->ords[b->ord].qty, cm_errname(brc));
+        key_pending(wd, b->user, b->key, g->idx, wd->ords[b->ord].qty);
     }
     g->nwait = 0;
 }
