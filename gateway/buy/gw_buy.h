@@ -119,8 +119,8 @@ int gw_release_units(gw_server_t *srv, const oq_order_t *o);
  */
 int gw_releaser_start(gw_server_t *srv, char *errbuf, size_t errlen);
 void gw_releaser_stop(gw_server_t *srv);
-void gw_releaser_push(gw_server_t *srv, const oq_order_t *o, int final_status,
-                      const char *reason, const oq_pos_t *commit_to);
+void gw_releaser_push(gw_server_t *srv, const oq_order_t *o, int final_status, const char *reason,
+                      const oq_pos_t *commit_to);
 /* true while a release for order_id is queued or running; a give-back
  * (oq_order_t.giveback) counts only if `givebacks`: one may end refused
  * (CM_ECONFLICT, a claimed order), so it does not stand for a cancel. */

@@ -237,8 +237,8 @@ void gw_releaser_stop(gw_server_t *srv)
     srv->releaser = NULL;
 }
 
-void gw_releaser_push(gw_server_t *srv, const oq_order_t *o, int final_status,
-                      const char *reason, const oq_pos_t *commit_to)
+void gw_releaser_push(gw_server_t *srv, const oq_order_t *o, int final_status, const char *reason,
+                      const oq_pos_t *commit_to)
 {
     gw_releaser_t *rl = srv->releaser;
     item_t *it = cm_xcalloc(1, sizeof(*it));
@@ -280,8 +280,8 @@ void gw_releaser_stats(gw_server_t *srv, uint64_t *pending, uint64_t *done, uint
 
 /* The "release" EVENT: durable record that the units of an order go back.
  * Replayed at start; the relay keeps it in the spool while it is pending. */
-static int release_event(gw_server_t *srv, const oq_order_t *o, oq_status_t st,
-                         const char *reason, bool giveback, oq_pos_t *end)
+static int release_event(gw_server_t *srv, const oq_order_t *o, oq_status_t st, const char *reason,
+                         bool giveback, oq_pos_t *end)
 {
     oq_order_t ev = *o;
     ev.type = OQ_MSG_RELEASE;

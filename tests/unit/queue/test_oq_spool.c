@@ -1495,10 +1495,8 @@ static void test_commit_to_own_records(void **state)
     fixture_t *f = *state;
     fs_counted = *oq_fs_posix();
     fs_counted.fdatasync = counted_fdatasync;
-    oq_spool_opts_t o = {.dir = f->dir,
-                         .durability = OQ_DURABILITY_FSYNC,
-                         .segment_bytes = 4096,
-                         .fs = &fs_counted};
+    oq_spool_opts_t o = {
+        .dir = f->dir, .durability = OQ_DURABILITY_FSYNC, .segment_bytes = 4096, .fs = &fs_counted};
     oq_spool_t *sp = NULL;
     char err[256];
     assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
@@ -1513,9 +1511,9 @@ static void test_commit_to_own_records(void **state)
     assert_int_equal(oq_spool_append_event_end(sp, "{\"n\":2}", 7, &e2), 0);
     assert_true(oq_pos_cmp(e2, b) > 0);
     oq__spool_fail_next_sync(sp);
-    assert_int_equal(oq_spool_sync_to(sp, b), CM_EIO); /* the other thread's round fails */
-    assert_int_equal(oq_spool_commit_to(sp, e1), 0);       /* durable before it */
-    assert_int_equal(oq_spool_commit_to(sp, e2), CM_EIO);  /* cut with b */
+    assert_int_equal(oq_spool_sync_to(sp, b), CM_EIO);    /* the other thread's round fails */
+    assert_int_equal(oq_spool_commit_to(sp, e1), 0);      /* durable before it */
+    assert_int_equal(oq_spool_commit_to(sp, e2), CM_EIO); /* cut with b */
     assert_int_equal(oq_spool_append_event_end(sp, "{}", 2, &e2), CM_EIO); /* refused */
     assert_int_equal(e2.seg, 0);
     assert_int_equal(e2.off, 0);

@@ -288,10 +288,8 @@ static void mini_open_fs(mini_t *m, const oq_fs_ops_t *fs, uint64_t segment_byte
     char why[256] = "", spdir[128];
     assert_int_equal(inv_open(&m->srv.inv, "memory", NULL, 16, why, sizeof(why)), 0);
     snprintf(spdir, sizeof(spdir), "%s/spool", m->dir);
-    oq_spool_opts_t so = {.dir = spdir,
-                          .durability = OQ_DURABILITY_FSYNC,
-                          .fs = fs,
-                          .segment_bytes = segment_bytes};
+    oq_spool_opts_t so = {
+        .dir = spdir, .durability = OQ_DURABILITY_FSYNC, .fs = fs, .segment_bytes = segment_bytes};
     assert_int_equal(oq_spool_open(&m->srv.spool, &so, why, sizeof(why)), 0);
     m->srv.orders = gw_orders_new(1000);
     assert_int_equal(gw_fair_open(&m->srv, why, sizeof(why)), 0);
@@ -459,7 +457,7 @@ static void test_draw_winner_durable_before_a_later_failure(void **st)
         t.entered_at_ms = now - 9000;
         assert_int_equal(gw_fair_enter(fs, &t, NULL), 0);
     }
-    /* the preparer makes the spare now: the draw's roll waits for it, not for a create of its own */
+    /* the preparer makes the spare now: the draw's roll waits for it, not creates one */
     for (int i = 0; i < 5000 && !atomic_load(&create_waiting); i++)
         usleep(1000);
     assert_true(atomic_load(&create_waiting));
