@@ -1478,9 +1478,10 @@ int oq_relay_cancel(oq_relay_t *r, const oq_order_t *o, const char *reason)
     int n = oq_order_encode(&c, buf, sizeof(buf));
     if (n < 0 || oq_order_check(&c, NULL, 0) != 0)
         return CM_EINVAL;
-    int rc = oq_spool_append_event(r->spool, buf, (size_t)n);
+    oq_pos_t end;
+    int rc = oq_spool_append_event_end(r->spool, buf, (size_t)n, &end);
     if (rc == 0) /* in fsync durability the relay sees it only once it is on disk */
-        rc = oq_spool_commit(r->spool);
+        rc = oq_spool_commit_to(r->spool, end);
     if (rc == 0)
         wake(r);
     return rc;

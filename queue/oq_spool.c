@@ -1339,14 +1339,22 @@ int oq_spool_room(oq_spool_t *sp, const oq_order_t *o, uint64_t pending)
 
 int oq_spool_append_event(oq_spool_t *sp, const char *json, size_t len)
 {
+    oq_pos_t end;
+    return oq_spool_append_event_end(sp, json, len, &end);
+}
+
+int oq_spool_append_event_end(oq_spool_t *sp, const char *json, size_t len, oq_pos_t *end)
+{
+    *end = (oq_pos_t){0, 0};
     if (json == NULL || len == 0 || len > REC_MAX_PAYLOAD)
         return CM_EINVAL;
     unsigned char stack[STACK_BUF];
     unsigned char *buf = len + REC_HDR <= sizeof(stack) ? stack : cm_xmalloc(len + REC_HDR);
     memcpy(buf + REC_HDR, json, len);
     rec_frame(buf, OQ_REC_EVENT, (uint32_t)len);
-    oq_pos_t end;
-    int rc = write_records(sp, buf, len + REC_HDR, 1, true, NULL, &end);
+    int rc = write_records(sp, buf, len + REC_HDR, 1, true, NULL, end);
+    if (rc != 0)
+        *end = (oq_pos_t){0, 0};
     if (buf != stack)
         free(buf);
     return rc;
@@ -1388,9 +1396,9 @@ static void cut_unsynced_locked(oq_spool_t *sp)
     sp->unreleased_bytes = compute_unreleased(sp);
 }
 
-int oq_spool_commit(oq_spool_t *sp)
+int oq_spool_commit_to(oq_spool_t *sp, oq_pos_t upto)
 {
-    return sp->durability == OQ_DURABILITY_FSYNC ? oq_spool_sync(sp) : 0;
+    return sp->durability == OQ_DURABILITY_FSYNC ? oq_spool_sync_to(sp, upto) : 0;
 }
 
 void oq__spool_fail_next_sync(oq_spool_t *sp)

@@ -110,6 +110,11 @@ size_t oq_spool_order_bound(const oq_order_t *o);
  */
 int oq_spool_append_event(oq_spool_t *sp, const char *json, size_t len);
 /*
+ * oq_spool_append_event, and on 0 sets *end to where the record ends (for
+ * oq_spool_commit_to); on an error *end is {0,0}. Thread-safe.
+ */
+int oq_spool_append_event_end(oq_spool_t *sp, const char *json, size_t len, oq_pos_t *end);
+/*
  * fdatasync of the records before `upto` (an end an append returned): returns
  * 0 once they are durable, CM_EIO if an fdatasync failed before they were
  * (sticky, see oq_spool_scan: such records are cut and never relayed). A
@@ -138,12 +143,14 @@ int oq_spool_sync_to(oq_spool_t *sp, oq_pos_t upto);
 int oq_spool_sync(oq_spool_t *sp);
 
 /*
- * Makes appended records visible to readers: in fsync durability an
- * oq_spool_sync() (blocks; CM_EIO once any fdatasync failed), in write
- * durability 0 at once. For writers of
- * events off the worker loops (cancel, compensation). Thread-safe.
+ * Makes the records before `upto` (an end an append returned) visible to
+ * readers: in fsync durability oq_spool_sync_to(sp, upto) (blocks; 0 once
+ * they are durable, even if a later round, another thread's, failed; CM_EIO
+ * if they were not made durable), in write durability 0 at once. For writers
+ * off the worker loops that hold their own records' end (the lottery's
+ * winners, waitlist promotions, releases, cancels). Thread-safe.
  */
-int oq_spool_commit(oq_spool_t *sp);
+int oq_spool_commit_to(oq_spool_t *sp, oq_pos_t upto);
 
 /* One record met while reading. `order` is set for ORDER, `event` for EVENT. */
 typedef struct oq_rec {

@@ -115,6 +115,7 @@ typedef struct lottery {
     uint64_t seed;
     uint32_t perm[NU_MAX];
     uint32_t won[NU_MAX]; /* reserved and spooled by this process's draw, not yet committed */
+    oq_pos_t won_end[NU_MAX]; /* where each one's record ends: its commit waits for it */
     size_t nwon;
     /* the oracle */
     bool o_seeded, o_done;
@@ -126,7 +127,7 @@ typedef struct lottery {
     uint32_t o_entry[NU_MAX]; /* the entry id each user was answered "entered" with */
     uint8_t o_won[NU_MAX];    /* E_WON or E_LOST: what each entrant was told once drawn */
     bool o_power;             /* a power loss before the seed: entries may be lost, by design */
-    bool o_inexact;           /* the winners' commit failed: they lost, their units stay held */
+    bool o_inexact;           /* a winner's commit failed: it lost, its units stay held */
 } lottery_t;
 
 typedef struct waiter {
@@ -855,9 +856,10 @@ static int spool_event(gw_t *g, const oq_order_t *ev)
     int n = oq_order_encode(ev, buf, sizeof(buf));
     if (n < 0)
         return n;
-    int rc = oq_spool_append_event(g->sp, buf, (size_t)n);
-    if (rc == 0)
-        rc = oq_spool_commit(g->sp);
+    oq_pos_t end;
+    int rc = oq_spool_append_event_end(g->sp, buf, (size_t)n, &end);
+    if (rc == 0) /* its own record only (oq_relay_cancel, gw_compensate) */
+        rc = oq_spool_commit_to(g->sp, end);
     while (!sim_disk_dead(g->disk) && oq_spool_step(g->sp)) /* the preparer, at once */
         ;
     return rc;
@@ -920,7 +922,7 @@ static void finish_buy(world_t *wd, gw_t *g, uint32_t n, uint32_t u, uint32_t ke
 /* The group commit (durability fsync, gw_buy.c sync_work and sync_after): one
  * oq_spool_sync_to up to the last waiting buy's record; if it fails, each buy
  * is answered by its own record's end (202 when an earlier round, such as an
- * event's commit, made it durable). */
+ * event's commit, made it durable; else 503 with its units held). */
 static void sync_step(world_t *wd, gw_t *g)
 {
     if (!g->up || g->nwait == 0)
@@ -935,8 +937,19 @@ static void sync_step(world_t *wd, gw_t *g)
         return;
     tr(wd, "gw%d: fdatasync for %zu buys: %s", g->idx, g->nwait, rc == 0 ? "ok" : cm_errname(rc));
     for (size_t i = 0; i < g->nwait && g->up; i++) {
-        int brc = rc == 0 ? 0 : oq_spool_sync_to(g->sp, g->wait[i].end);
-        finish_buy(wd, g, g->wait[i].ord, g->wait[i].user, g->wait[i].key, brc);
+        const waiter_t *b = &g->wait[i];
+        int brc = rc == 0 ? 0 : oq_spool_sync_to(g->sp, b->end);
+        if (brc == 0) {
+            finish_buy(wd, g, b->ord, b->user, b->key, 0);
+            continue;
+        }
+        /* Its record was cut (not confirmed): 503, and the units stay held
+         * as gw_buy.c sync_after leaves them (undersell until the restart's
+         * replay, never oversell: a record whose cut failed comes back). */
+        wd->ords[b->ord].state = O_REFUSED;
+        tr(wd, "gw%d: buy u%u k%u qty %u -> 503 (%s), units held", g->idx, b->user, b->key,
+           wd->ords[b->ord].qty, cm_errname(brc));
+        key_pending(wd, b->user, b->key, g->idx, wd->ords[b->ord].qty);
     }
     g->nwait = 0;
 }
@@ -1422,7 +1435,9 @@ static void lottery_step(world_t *wd, gw_t *g)
                          e->user);
                 oq_order_t o;
                 fill_order(wd, e->ord, &o);
-                int arc = oq_spool_append(g->sp, &o, 1);
+                const oq_order_t *one = &o;
+                oq_pos_t end;
+                int arc = oq_spool_append_batch(g->sp, &one, 1, NULL, &end);
                 while (!sim_disk_dead(g->disk) && oq_spool_step(g->sp))
                     ;
                 if (gw_died(wd, g))
@@ -1434,6 +1449,7 @@ static void lottery_step(world_t *wd, gw_t *g)
                     r->state = O_REFUSED;
                     st = E_LOST;
                 } else {
+                    L->won_end[L->nwon] = end;
                     L->won[L->nwon++] = e->ord;
                     st = E_WON;
                 }
@@ -1454,21 +1470,23 @@ static void lottery_step(world_t *wd, gw_t *g)
     if (L->next < L->ndraw || wd->failed)
         return;
     if (L->nwon) {
-        int crc = oq_spool_commit(g->sp);
+        /* as gw_lottery.c: the last winner's end, then each one's own after a
+         * failure (a record an earlier round made durable won) */
+        int crc = oq_spool_commit_to(g->sp, L->won_end[L->nwon - 1]);
         if (gw_died(wd, g))
             return;
-        if (crc != 0) { /* not accepted; the units stay held (undersell) */
-            L->o_inexact = true;
-            for (size_t i = 0; i < L->nwon; i++) {
-                lot_ent_t *e = lot_id(L, L->won[i], L->ndraw);
-                if (e && e->state == E_WON) {
-                    e->state = E_LOST;
-                    e->held_lost = true;
-                    wd->ords[e->ord].state = O_REFUSED;
-                }
+        for (size_t i = 0; i < L->nwon && crc != 0; i++) {
+            if (oq_spool_commit_to(g->sp, L->won_end[i]) == 0)
+                continue;
+            lot_ent_t *e = lot_id(L, L->won[i], L->ndraw);
+            if (e && e->state == E_WON) { /* not accepted; the units stay held (undersell) */
+                L->o_inexact = true;
+                e->state = E_LOST;
+                e->held_lost = true;
+                wd->ords[e->ord].state = O_REFUSED;
+                tr(wd, "gw%d: lottery: o%u's fdatasync failed (%s): lost", g->idx, e->ord,
+                   cm_errname(crc));
             }
-            tr(wd, "gw%d: lottery: the winners' fdatasync failed (%s): lost", g->idx,
-               cm_errname(crc));
         }
         L->nwon = 0;
     }

@@ -111,17 +111,17 @@ int gw_release_units(gw_server_t *srv, const oq_order_t *o);
 /*
  * The releaser (gw_release.c): one thread that calls inv_release for queued
  * orders until it returns 0 or CM_ENOTFOUND, backing off 50 ms .. 2 s, then
- * sets final_status (an oq_status_t, or -1 for none). With `commit` (a
- * release whose spool event the caller appended and could not wait for: a
- * worker loop's give-back), it first makes the spool's records durable
- * (oq_spool_commit: in fsync durability a group-commit fdatasync). start/stop:
- * single-threaded init and shutdown; push/pending/stats: thread-safe, never
- * block beyond a short mutex.
+ * sets final_status (an oq_status_t, or -1 for none). With `commit_to` (the
+ * end of a release's spool event that the caller appended and could not wait
+ * for: a worker loop's give-back; NULL for none), it first makes that event
+ * durable (oq_spool_commit_to: in fsync durability a group-commit fdatasync).
+ * start/stop: single-threaded init and shutdown; push/pending/stats:
+ * thread-safe, never block beyond a short mutex.
  */
 int gw_releaser_start(gw_server_t *srv, char *errbuf, size_t errlen);
 void gw_releaser_stop(gw_server_t *srv);
-void gw_releaser_push(gw_server_t *srv, const oq_order_t *o, int final_status,
-                      const char *reason, bool commit);
+void gw_releaser_push(gw_server_t *srv, const oq_order_t *o, int final_status, const char *reason,
+                      const oq_pos_t *commit_to);
 /* true while a release for order_id is queued or running; a give-back
  * (oq_order_t.giveback) counts only if `givebacks`: one may end refused
  * (CM_ECONFLICT, a claimed order), so it does not stand for a cancel. */

@@ -562,7 +562,9 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
         if (rc == INV_RESERVED || again) {
             oq_order_t o;
             gw_order_of_reserve(&o, &rq, e->user_id, fs->sale_id, cm_wall_ms(), srv->node_id);
-            int arc = oq_spool_append(srv->spool, &o, 1);
+            const oq_order_t *one = &o;
+            oq_pos_t end;
+            int arc = oq_spool_append_batch(srv->spool, &one, 1, NULL, &end);
             if (arc != 0) {
                 gw_release_unaccepted(srv, &o, "lottery winner not accepted: spool refused");
                 /* Not a winner: recorded, so that a drawer that resumes does not take the
@@ -577,7 +579,8 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
                 }
                 continue;
             }
-            if (oq_spool_commit(srv->spool) != 0 || !fconn(f) ||
+            /* its own record only: durable is a winner, whatever fdatasync failed after */
+            if (oq_spool_commit_to(srv->spool, end) != 0 || !fconn(f) ||
                 !fok(f,
                      inv_lottery_winner_put(f->rc, fs->sale_id, e->person, e->order_id, why,
                                             sizeof(why)),

@@ -486,6 +486,7 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
 
     inv_sale_t *sale = inv_sale_find(srv->inv, fs->sale_id);
     oq_order_t *won = cm_xmalloc(sizeof(*won) * 256);
+    oq_pos_t *won_end = cm_xmalloc(sizeof(*won_end) * 256); /* where each one's record ends */
     size_t nwon = 0, capwon = 256;
     bool failed = false;
     int64_t now = cm_wall_ms();
@@ -510,7 +511,9 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
             if (rc == INV_RESERVED) {
                 oq_order_t o;
                 gw_order_of_reserve(&o, &rq, e->user_id, fs->sale_id, now, srv->node_id);
-                int arc = oq_spool_append(srv->spool, &o, 1);
+                const oq_order_t *one = &o;
+                oq_pos_t end;
+                int arc = oq_spool_append_batch(srv->spool, &one, 1, NULL, &end);
                 if (arc != 0) {
                     gw_release_unaccepted(srv, &o, "lottery winner not accepted: spool refused");
                     st = GW_ENTRY_LOST;
@@ -518,7 +521,9 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
                     if (nwon == capwon) {
                         capwon *= 2;
                         won = cm_xrealloc(won, sizeof(*won) * capwon);
+                        won_end = cm_xrealloc(won_end, sizeof(*won_end) * capwon);
                     }
+                    won_end[nwon] = end;
                     won[nwon++] = o;
                     st = GW_ENTRY_WON;
                 }
@@ -550,40 +555,54 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
         pthread_mutex_unlock(&fs->mu);
     }
     if (nwon) {
-        int crc = oq_spool_commit(srv->spool);
-        if (crc != 0) {
-            /* The fdatasync failed (fsync durability): the spool cut these
-             * records and refuses appends from now on, so after a restart they
-             * are no orders and the entries read lost. Say so now rather than
-             * "won" with an order that reads queued for ever. The units stay
-             * held, as the buy path leaves those of its 503s after a failed
-             * fsync (gw_buy.c, sync_after): if the cut failed too the record
-             * may come back at a restart, so undersell, never oversell. */
-            cm_log_error("fair", "spool fsync failed: the draw's winners are not accepted",
-                         "sale=%s orders=%zu", fs->sale_id, nwon);
+        /*
+         * One wait for the last winner's record (appended last, so it ends
+         * last); after a failure each winner is asked by its own record's end
+         * (answered at once: no fdatasync after a CM_EIO). A record that a
+         * round made durable is relayed, settled and replayed at a restart
+         * whatever later round failed (another thread's records): its entrant
+         * won. A wait for the spool's whole end instead would fail after any
+         * failed fdatasync and tell such a winner it lost.
+         */
+        int crc = oq_spool_commit_to(srv->spool, won_end[nwon - 1]);
+        size_t nok = 0;
+        for (size_t i = 0; i < nwon; i++) {
+            if (crc == 0 || oq_spool_commit_to(srv->spool, won_end[i]) == 0) {
+                won[nok++] = won[i];
+                continue;
+            }
+            /* Not durable (fsync durability): the spool cut the record and
+             * refuses appends from now on, so after a restart it is no order
+             * and the entry reads lost. Say so now rather than "won" with an
+             * order that reads queued for ever. The units stay held, as the
+             * buy path leaves those of its 503s after a failed fsync (gw_buy.c,
+             * sync_after): if the cut failed too the record may come back at
+             * a restart, so undersell, never oversell. */
             pthread_mutex_lock(&fs->mu);
-            for (size_t i = 0; i < nwon; i++) {
-                entry_t *e = gw_fair__find_id(fs, won[i].order_id);
-                if (e && e->state == GW_ENTRY_WON) {
-                    e->state = GW_ENTRY_LOST;
-                    fs->won_orders--;
-                    fs->won_units -= e->qty;
-                    fs->lost++;
-                    gw_fair__wl_log_lost(fs, e);
-                }
+            entry_t *e = gw_fair__find_id(fs, won[i].order_id);
+            if (e && e->state == GW_ENTRY_WON) {
+                e->state = GW_ENTRY_LOST;
+                fs->won_orders--;
+                fs->won_units -= e->qty;
+                fs->lost++;
+                gw_fair__wl_log_lost(fs, e);
             }
             pthread_mutex_unlock(&fs->mu);
         }
-        for (size_t i = 0; i < nwon && crc == 0; i++) {
+        if (nok < nwon)
+            cm_log_error("fair", "spool fsync failed: draw winners not accepted",
+                         "sale=%s orders=%zu accepted=%zu", fs->sale_id, nwon, nok);
+        for (size_t i = 0; i < nok; i++) {
             gw_orders_put(srv->orders, &won[i]);
             gw_identity_order_put(srv, won[i].order_id, won[i].user_id);
             if (srv->workers)
                 atomic_fetch_add_explicit(&srv->workers[0].ctr.accepted_units, won[i].qty,
                                           memory_order_relaxed);
         }
-        if (crc == 0)
+        if (nok)
             gw_buy_relay_notify(srv);
     }
+    free(won_end);
     free(won);
     if (failed)
         return;

@@ -15,7 +15,8 @@
  * id, so a retry, a replay or a re-delivered outcome can never give twice),
  * backing off from 50 ms to 2 s between tries. A give-back queued from a
  * worker loop, which cannot wait for an fdatasync, is made durable here
- * first (oq_spool_commit, fsync durability), before its first try.
+ * first (oq_spool_commit_to its event's end, fsync durability), before its
+ * first try.
  *
  * Only after the units are back is a compensated order marked final
  * (failed/cancelled), so a re-delivered outcome never finds a "final" order
@@ -49,7 +50,8 @@ typedef struct item {
     uint64_t not_before_ms;
     uint32_t backoff_ms;
     uint32_t tries;
-    bool commit; /* make the spool's release event durable before the first try */
+    bool commit;        /* make the spool's release event durable before the first try */
+    oq_pos_t commit_to; /* where that event ends */
 } item_t;
 
 struct gw_releaser {
@@ -141,7 +143,7 @@ static void *releaser_main(void *arg)
              * spool's group commit: the give-backs queued behind this one
              * share its fdatasync, or an order's covered it already. */
             it->commit = false;
-            int crc = oq_spool_commit(rl->srv->spool);
+            int crc = oq_spool_commit_to(rl->srv->spool, it->commit_to);
             if (crc != 0)
                 cm_log_error("gw", "cannot make a give-back durable in the spool",
                              "order=%s err=%s", o->order_id, cm_errname(crc));
@@ -235,14 +237,16 @@ void gw_releaser_stop(gw_server_t *srv)
     srv->releaser = NULL;
 }
 
-void gw_releaser_push(gw_server_t *srv, const oq_order_t *o, int final_status,
-                      const char *reason, bool commit)
+void gw_releaser_push(gw_server_t *srv, const oq_order_t *o, int final_status, const char *reason,
+                      const oq_pos_t *commit_to)
 {
     gw_releaser_t *rl = srv->releaser;
     item_t *it = cm_xcalloc(1, sizeof(*it));
     it->o = *o;
     it->final_status = final_status;
-    it->commit = commit;
+    it->commit = commit_to != NULL;
+    if (commit_to)
+        it->commit_to = *commit_to;
     if (reason)
         snprintf(it->reason, sizeof(it->reason), "%s", reason);
     pthread_mutex_lock(&rl->mu);
@@ -276,8 +280,8 @@ void gw_releaser_stats(gw_server_t *srv, uint64_t *pending, uint64_t *done, uint
 
 /* The "release" EVENT: durable record that the units of an order go back.
  * Replayed at start; the relay keeps it in the spool while it is pending. */
-static int release_event(gw_server_t *srv, const oq_order_t *o, oq_status_t st,
-                         const char *reason, bool giveback)
+static int release_event(gw_server_t *srv, const oq_order_t *o, oq_status_t st, const char *reason,
+                         bool giveback, oq_pos_t *end)
 {
     oq_order_t ev = *o;
     ev.type = OQ_MSG_RELEASE;
@@ -291,7 +295,7 @@ static int release_event(gw_server_t *srv, const oq_order_t *o, oq_status_t st,
     int n = oq_order_encode(&ev, buf, sizeof(buf));
     if (n < 0)
         return n;
-    return oq_spool_append_event(srv->spool, buf, (size_t)n);
+    return oq_spool_append_event_end(srv->spool, buf, (size_t)n, end);
 }
 
 int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
@@ -316,9 +320,10 @@ int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
     /* Durable first, so a restart replays the release (memory inventory, or a
      * release still pending when the process stopped). */
     ord.giveback = false;
-    int rc = release_event(srv, &ord, st, reason, false);
-    if (rc == 0)
-        rc = oq_spool_commit(srv->spool); /* fsync durability: on disk before the release */
+    oq_pos_t end;
+    int rc = release_event(srv, &ord, st, reason, false, &end);
+    if (rc == 0) /* fsync durability: on disk before the release (its own record only) */
+        rc = oq_spool_commit_to(srv->spool, end);
     if (rc != 0)
         cm_log_error("gw", "cannot record a release in the spool", "order=%s err=%s",
                      order_id, cm_errname(rc));
@@ -334,7 +339,7 @@ int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
     if (rc != 0 && rc != CM_ENOTFOUND) {
         cm_log_warn("gw", "release failed; the releaser retries", "order=%s err=%s", order_id,
                     cm_errname(rc));
-        gw_releaser_push(srv, &ord, (int)st, reason, false); /* committed above */
+        gw_releaser_push(srv, &ord, (int)st, reason, NULL); /* committed above */
         return 0;
     }
     gw_orders_set_status(srv->orders, order_id, &ord, st, reason);
@@ -349,7 +354,8 @@ void gw_release_unaccepted(gw_server_t *srv, const oq_order_t *o, const char *wh
      * and been answered 202 for it there (inv_claim); then it stays held. */
     oq_order_t gb = *o;
     gb.giveback = true;
-    int rc = release_event(srv, &gb, OQ_STATUS_FAILED, why, true);
+    oq_pos_t end;
+    int rc = release_event(srv, &gb, OQ_STATUS_FAILED, why, true, &end);
     if (rc != 0)
         cm_log_error("gw", "cannot record a release in the spool; retried in memory only",
                      "order=%s err=%s", o->order_id, cm_errname(rc));
@@ -361,5 +367,5 @@ void gw_release_unaccepted(gw_server_t *srv, const oq_order_t *o, const char *wh
      * before its first try, joining the spool's group commit (one fdatasync
      * for the give-backs queued meanwhile, none if an order's sync covered
      * it already; test_gw_release.c). */
-    gw_releaser_push(srv, &gb, -1, NULL, rc == 0);
+    gw_releaser_push(srv, &gb, -1, NULL, rc == 0 ? &end : NULL);
 }

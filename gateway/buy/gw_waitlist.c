@@ -155,11 +155,15 @@ static promo_t promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, entry
     *left = rq.stock_left >= 0 ? rq.stock_left : *left - e->qty;
     oq_order_t o;
     gw_order_of_reserve(&o, &rq, e->user_id, fs->sale_id, cm_wall_ms(), srv->node_id);
-    if (oq_spool_append(srv->spool, &o, 1) != 0) {
+    const oq_order_t *one = &o;
+    oq_pos_t end;
+    if (oq_spool_append_batch(srv->spool, &one, 1, NULL, &end) != 0) {
         gw_release_unaccepted(srv, &o, "waitlist promotion not accepted: spool refused");
         return PROMO_FAILED; /* still waitlisted: tried again after WL_RETRY_MS */
     }
-    if (oq_spool_commit(srv->spool) != 0) {
+    /* its own record only: one an earlier round made durable is settled, whatever
+     * another thread's later fdatasync did */
+    if (oq_spool_commit_to(srv->spool, end) != 0) {
         /* as the draw's failed commit: the record was cut, the units stay held
          * (undersell, never oversell), and the entry is lost, not "won" with an
          * order that reads queued for ever */

@@ -205,7 +205,9 @@ static fpromo_t promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, entr
         else
             *left -= e->qty;
         gw_order_of_reserve(&sf.o, &rq, e->user_id, fs->sale_id, cm_wall_ms(), srv->node_id);
-        if (oq_spool_append(srv->spool, &sf.o, 1) != 0) {
+        const oq_order_t *one = &sf.o;
+        oq_pos_t end;
+        if (oq_spool_append_batch(srv->spool, &one, 1, NULL, &end) != 0) {
             gw_release_unaccepted(srv, &sf.o, "waitlist promotion not accepted: spool refused");
             snprintf(fs->wl_giveback, sizeof(fs->wl_giveback), "%s", e->order_id);
             if (!finish(f, fs, owner, e->person, INV_LOTTERY_NOT_ACCEPTED))
@@ -214,7 +216,8 @@ static fpromo_t promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, entr
             settle_local(fs, e, false);
             return FP_LOST;
         }
-        if (oq_spool_commit(srv->spool) != 0)
+        /* its own record only: another thread's later failed fdatasync is not its to answer */
+        if (oq_spool_commit_to(srv->spool, end) != 0)
             return FP_FAILED; /* pending: the next try asks the spool */
         fresh = true;
     }

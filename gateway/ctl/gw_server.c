@@ -212,7 +212,7 @@ static int replay_one(const oq_rec_t *rec, void *arg)
             } else { /* e.g. Redis down at start: the releaser retries */
                 o.type = OQ_MSG_ORDER;
                 gw_releaser_push(srv, &o, ours ? (int)o.status : -1, reason,
-                                 false); /* read from the spool: on disk */
+                                 NULL); /* read from the spool: on disk */
             }
         }
         rc->events++;

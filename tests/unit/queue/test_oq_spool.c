@@ -1473,6 +1473,63 @@ static void test_sync_to_own_records(void **state)
     oq_spool_close(sp);
 }
 
+/* The spool's fdatasyncs, counted. */
+static atomic_int counted_syncs;
+static oq_fs_ops_t fs_counted;
+
+static int counted_fdatasync(int fd)
+{
+    atomic_fetch_add(&counted_syncs, 1);
+    return oq_fs_posix()->fdatasync(fd);
+}
+
+/*
+ * oq_spool_commit_to, the wait of writers that hold their records' end (the
+ * lottery, waitlist promotions, releases, cancels): an event's append returns
+ * its end; in fsync durability the commit answers for those records only (an
+ * event made durable before another record's failed fdatasync is committed,
+ * one after it is not); in write durability it answers 0 with no fdatasync.
+ */
+static void test_commit_to_own_records(void **state)
+{
+    fixture_t *f = *state;
+    fs_counted = *oq_fs_posix();
+    fs_counted.fdatasync = counted_fdatasync;
+    oq_spool_opts_t o = {
+        .dir = f->dir, .durability = OQ_DURABILITY_FSYNC, .segment_bytes = 4096, .fs = &fs_counted};
+    oq_spool_t *sp = NULL;
+    char err[256];
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    oq_pos_t e1;
+    assert_int_equal(oq_spool_append_event_end(sp, "{\"n\":1}", 7, &e1), 0);
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    assert_int_equal(oq_pos_cmp(e1, st.end), 0);
+    assert_int_equal(oq_spool_commit_to(sp, e1), 0);
+    oq_pos_t b = append_one(sp, 2); /* another thread's order */
+    oq_pos_t e2;
+    assert_int_equal(oq_spool_append_event_end(sp, "{\"n\":2}", 7, &e2), 0);
+    assert_true(oq_pos_cmp(e2, b) > 0);
+    oq__spool_fail_next_sync(sp);
+    assert_int_equal(oq_spool_sync_to(sp, b), CM_EIO);    /* the other thread's round fails */
+    assert_int_equal(oq_spool_commit_to(sp, e1), 0);      /* durable before it */
+    assert_int_equal(oq_spool_commit_to(sp, e2), CM_EIO); /* cut with b */
+    assert_int_equal(oq_spool_append_event_end(sp, "{}", 2, &e2), CM_EIO); /* refused */
+    assert_int_equal(e2.seg, 0);
+    assert_int_equal(e2.off, 0);
+    oq_spool_close(sp);
+
+    /* durability write: no fdatasync on the commit's path */
+    o.durability = OQ_DURABILITY_WRITE;
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    int before = atomic_load(&counted_syncs);
+    assert_int_equal(oq_spool_append_event_end(sp, "{\"n\":3}", 7, &e1), 0);
+    assert_true(e1.off > 0);
+    assert_int_equal(oq_spool_commit_to(sp, e1), 0);
+    assert_int_equal(atomic_load(&counted_syncs), before);
+    oq_spool_close(sp);
+}
+
 /* fdatasync held on demand: the first call after `gate_arm` waits for
  * gate_go and succeeds; every call after that fails (EIO). */
 static oq_fs_ops_t fs_gated;
@@ -1893,6 +1950,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_roll_swaps_in_a_spare, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsync_readers_see_only_synced, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_to_own_records, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_to_own_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_commit_follower_own_range, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsync_reopen_syncs_what_was_left, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsync_out_of_fds_waits, setup, teardown),

@@ -11,6 +11,7 @@
  */
 #include "gateway/buy/gw_fair.h"
 
+#include "common/cm_err.h"
 #include "common/cm_id.h"
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
@@ -24,6 +25,7 @@
 #include "queue/oq_spool.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -265,7 +267,16 @@ typedef struct mini {
     gw_server_t srv;
 } mini_t;
 
+/* mini_open with the spool's file operations `fs` (NULL: the real ones) and
+ * segment size (0: the default). */
+static void mini_open_fs(mini_t *m, const oq_fs_ops_t *fs, uint64_t segment_bytes);
+
 static void mini_open(mini_t *m)
+{
+    mini_open_fs(m, NULL, 0);
+}
+
+static void mini_open_fs(mini_t *m, const oq_fs_ops_t *fs, uint64_t segment_bytes)
 {
     memset(m, 0, sizeof(*m));
     snprintf(m->dir, sizeof(m->dir), "/tmp/fg-fair-unit-XXXXXX");
@@ -277,7 +288,8 @@ static void mini_open(mini_t *m)
     char why[256] = "", spdir[128];
     assert_int_equal(inv_open(&m->srv.inv, "memory", NULL, 16, why, sizeof(why)), 0);
     snprintf(spdir, sizeof(spdir), "%s/spool", m->dir);
-    oq_spool_opts_t so = {.dir = spdir, .durability = OQ_DURABILITY_FSYNC};
+    oq_spool_opts_t so = {
+        .dir = spdir, .durability = OQ_DURABILITY_FSYNC, .fs = fs, .segment_bytes = segment_bytes};
     assert_int_equal(oq_spool_open(&m->srv.spool, &so, why, sizeof(why)), 0);
     m->srv.orders = gw_orders_new(1000);
     assert_int_equal(gw_fair_open(&m->srv, why, sizeof(why)), 0);
@@ -355,6 +367,136 @@ static void test_draw_commit_fails(void **st)
         assert_int_equal(t.state, GW_ENTRY_LOST);
         assert_false(gw_orders_get(m->srv.orders, id, NULL));
     }
+    mini_close(m);
+    free(m);
+}
+
+/* The spool's openat, whose create of segment 2 (the preparer's spare: the
+ * open makes segment 1) waits while create_gate is 1, until it is 2 (at most
+ * 20 s). */
+static atomic_int create_gate, create_waiting;
+static oq_fs_ops_t fs_gated;
+
+static int gated_openat(int dirfd, const char *name, int flags, mode_t mode)
+{
+    if ((flags & O_CREAT) && strcmp(name, "spool-0000000000000002.log") == 0) {
+        uint64_t deadline = cm_mono_ms() + 20000;
+        atomic_store(&create_waiting, atomic_load(&create_gate) == 1);
+        while (atomic_load(&create_gate) == 1 && cm_mono_ms() < deadline)
+            usleep(1000);
+    }
+    return oq_fs_posix()->openat(dirfd, name, flags, mode);
+}
+
+static int orders_cb(const oq_rec_t *rec, void *ctx)
+{
+    *(int *)ctx += rec->type == OQ_REC_ORDER;
+    return 0;
+}
+
+/* The bytes of a draw winner's ORDER record in the spool (a scratch spool). */
+static uint64_t winner_record_bytes(void)
+{
+    char dir[64] = "/tmp/fg-fair-probe-XXXXXX", why[256] = "";
+    assert_non_null(mkdtemp(dir));
+    oq_spool_opts_t so = {.dir = dir, .durability = OQ_DURABILITY_WRITE};
+    oq_spool_t *sp = NULL;
+    assert_int_equal(oq_spool_open(&sp, &so, why, sizeof(why)), 0);
+    inv_reserve_req_t rq;
+    memset(&rq, 0, sizeof(rq));
+    snprintf(rq.user_id, sizeof(rq.user_id), "u0");
+    snprintf(rq.order_id, sizeof(rq.order_id), "o0");
+    rq.qty = 1;
+    char sale[INV_SALE_ID_MAX + 1] = "s1";
+    oq_order_t o;
+    gw_order_of_reserve(&o, &rq, "u0", sale, cm_wall_ms(), 1);
+    assert_int_equal(oq_spool_append(sp, &o, 1), 0);
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    oq_spool_close(sp);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    return st.end.off;
+}
+
+/*
+ * A winner whose record an fdatasync made durable won, even when another
+ * thread's later fdatasync failed before the draw's own wait: that record is
+ * relayed, settled and replayed at a restart. Two entrants, two units; the
+ * spool's segment holds one winner's record, so the second winner's append
+ * waits for the next segment (its create held back): meanwhile a sync makes
+ * the first record durable, another record is appended and its fdatasync
+ * fails. The first winner reads won, with its order; the second (refused:
+ * the spool refuses appends after the failure) lost. A draw that waited for
+ * the spool's whole end (oq_spool_commit) told both they lost.
+ */
+static void test_draw_winner_durable_before_a_later_failure(void **st)
+{
+    (void)st;
+    uint64_t rec = winner_record_bytes();
+    fs_gated = *oq_fs_posix();
+    fs_gated.openat = gated_openat;
+    atomic_store(&create_gate, 1);
+    mini_t *m = calloc(1, sizeof(*m));
+    mini_open_fs(m, &fs_gated, rec + rec / 2); /* one record and a small event, not two */
+    char why[256] = "";
+    assert_int_equal(gw_releaser_start(&m->srv, why, sizeof(why)), 0); /* the refused one's */
+    int64_t now = cm_wall_ms(), starts_at_ms;
+    gw_fair_sale_t *fs = mini_lottery(m, 2, now, &starts_at_ms);
+    cm_id_gen_t ids;
+    cm_id_gen_init(&ids, 1);
+    char id[2][INV_ORDER_ID_MAX + 1];
+    for (int i = 0; i < 2; i++) {
+        gw_fair_ticket_t t;
+        memset(&t, 0, sizeof(t));
+        cm_id_format(cm_id_next(&ids, now), t.order_id); /* the status table's kind */
+        snprintf(id[i], sizeof(id[i]), "%s", t.order_id);
+        snprintf(t.user_id, sizeof(t.user_id), "u%d", i);
+        t.qty = 1;
+        t.entered_at_ms = now - 9000;
+        assert_int_equal(gw_fair_enter(fs, &t, NULL), 0);
+    }
+    /* the preparer makes the spare now: the draw's roll waits for it, not creates one */
+    for (int i = 0; i < 5000 && !atomic_load(&create_waiting); i++)
+        usleep(1000);
+    assert_true(atomic_load(&create_waiting));
+    assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
+    /* the draw appended the first winner and waits for segment 2 (mutex released) */
+    oq_spool_stats_t ss;
+    oq_spool_stats(m->srv.spool, &ss);
+    for (int i = 0; i < 5000 && ss.rolls_inline == 0; i++) {
+        usleep(1000);
+        oq_spool_stats(m->srv.spool, &ss);
+    }
+    assert_int_equal(ss.rolls_inline, 1);
+    assert_int_equal(ss.appended_records, 1);
+    assert_int_equal(oq_spool_sync(m->srv.spool), 0); /* the first winner's record: durable */
+    /* another thread's record, and its fdatasync fails */
+    assert_int_equal(oq_spool_append_event(m->srv.spool, "{}", 2), 0);
+    oq__spool_fail_next_sync(m->srv.spool);
+    assert_int_equal(oq_spool_sync(m->srv.spool), CM_EIO);
+    atomic_store(&create_gate, 2);
+    for (int i = 0; i < 500 && gw_fair_phase(fs, starts_at_ms, cm_wall_ms()) != GW_FAIR_OPEN; i++)
+        usleep(10000);
+    assert_int_equal(gw_fair_phase(fs, starts_at_ms, cm_wall_ms()), GW_FAIR_OPEN);
+    int won = 0;
+    for (int i = 0; i < 2; i++) {
+        gw_fair_ticket_t t;
+        assert_true(gw_fair_lookup(m->srv.fair, id[i], &t));
+        if (t.state == GW_ENTRY_WON) {
+            won++;
+            assert_true(gw_orders_get(m->srv.orders, id[i], NULL));
+        } else {
+            assert_int_equal(t.state, GW_ENTRY_LOST);
+            assert_false(gw_orders_get(m->srv.orders, id[i], NULL));
+        }
+    }
+    assert_int_equal(won, 1);
+    int orders = 0;
+    oq_spool_scan(m->srv.spool, (oq_pos_t){0, 0}, orders_cb, &orders);
+    assert_int_equal(orders, 1); /* the winner's order, in what the relay reads */
+    gw_releaser_stop(&m->srv);
     mini_close(m);
     free(m);
 }
@@ -1030,6 +1172,7 @@ int main(void)
         cmocka_unit_test(test_uniform_permutations),
         cmocka_unit_test(test_uniform_positions_and_winners),
         cmocka_unit_test(test_draw_commit_fails),
+        cmocka_unit_test(test_draw_winner_durable_before_a_later_failure),
         cmocka_unit_test(test_draw_end_not_durable),
         cmocka_unit_test(test_draw_winners_not_arrival_order),
         cmocka_unit_test(test_idem_dash_survives_restart),

@@ -191,11 +191,11 @@ static void test_release_account_only_releaser(void **state)
     held_by_person(&m, &o);
     oq_order_t out = o; /* the outcome: the account, no person member */
     out.person[0] = '\0';
-    gw_releaser_push(&m.srv, &out, OQ_STATUS_FAILED, "payment declined", false);
+    gw_releaser_push(&m.srv, &out, OQ_STATUS_FAILED, "payment declined", NULL);
     wait_done(&m.srv, 1);
     assert_int_equal(stock_left(&m), 5);
     /* once: the same release again finds nothing to give back */
-    gw_releaser_push(&m.srv, &out, OQ_STATUS_FAILED, "payment declined", false);
+    gw_releaser_push(&m.srv, &out, OQ_STATUS_FAILED, "payment declined", NULL);
     wait_done(&m.srv, 2);
     assert_int_equal(stock_left(&m), 5);
     mini_close(&m);
