@@ -982,7 +982,7 @@ static bool buy_handle(gw_req_t *r)
         }
         if (ac < 0) { /* a fleet's spent tokens are Redis': unknown, never a second order */
             gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
-                          "cannot check the admission token of sale %s now; retry", r->id);
+                          "cannot check or record the admission token of sale %s now; retry", r->id);
             gw_resp_retry_after(&r->resp, 1);
             return false;
         }

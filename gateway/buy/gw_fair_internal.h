@@ -287,6 +287,8 @@ void gw_fair__room_load(gw_fair_sale_t *fs);
 /* A dirty log is fdatasync'd by the lottery thread's first tick this long or more after
  * its last sync. */
 #define GW_WR_SYNC_MS 100
+/* The longest line the load reads as one of the log's own (with its newline). */
+#define GW_WR_LINE_MAX 511
 void gw_fair__room_store_init(gw_room_store_t *st);
 /* fdatasync if dirty, close. Single-threaded (close). */
 void gw_fair__room_store_deinit(gw_room_store_t *st);
@@ -295,8 +297,9 @@ void gw_fair__room_store_deinit(gw_room_store_t *st);
  * wr_seed: wr_mu held, or keys that no longer change). 0, CM_EIO or CM_EINVAL. Thread-safe. */
 int gw_fair__room_store_line(gw_fair_sale_t *fs, bool sync, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* fdatasync if lines were written GW_WR_SYNC_MS or more since the last. Lottery thread. */
-void gw_fair__room_store_sync(gw_fair_sale_t *fs, int64_t now_ms);
+/* fdatasync if lines were written GW_WR_SYNC_MS or more (monotonic) since the
+ * last; the log's lock is not held across the fdatasync. Lottery thread. */
+void gw_fair__room_store_sync(gw_fair_sale_t *fs);
 /* Closes and removes the log (a deleted sale's room). 0 or CM_EIO. Thread-safe. */
 int gw_fair__room_store_drop(gw_fair_sale_t *fs);
 /* Calls apply with every whole line of the log (newline stripped; the first is the "K"

@@ -724,7 +724,7 @@ void gw_fair__rooms_tick(gw_fair_t *f, int64_t now)
             gw_fair__room_fleet_tick(f, fs, now, started, eff, eff * members, info.starts_at_ms);
             continue;
         }
-        gw_fair__room_store_sync(fs, now); /* the pre-queue's joins too */
+        gw_fair__room_store_sync(fs); /* the pre-queue's joins too */
         if (!s || (info.starts_at_ms && now < info.starts_at_ms) || dt <= 0)
             continue; /* admissions start with the sale */
         if (!atomic_load(&fs->wr_sealed)) {

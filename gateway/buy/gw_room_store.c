@@ -4,7 +4,8 @@
  * gw_room.c for what each line means). This file does the file: lines
  * appended with one write(2) each, a torn tail cut back, fdatasync at the seal
  * and at most every GW_WR_SYNC_MS for the others (by the lottery thread's
- * tick), read back line by line.
+ * tick, never with the log's lock held across it: the worker loops append
+ * meanwhile), read back line by line.
  */
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
@@ -17,6 +18,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -50,12 +52,79 @@ static void store_path(const gw_fair_sale_t *fs, char *out, size_t cap)
 /* Logs a failed write at most once in 5 s. st->mu held. */
 static void store_trouble(gw_fair_sale_t *fs, const char *what)
 {
-    int64_t now = cm_wall_ms();
-    if (now - fs->wr_store.err_ms < 5000)
+    int64_t now = (int64_t)cm_mono_ms();
+    if (fs->wr_store.err_ms && now - fs->wr_store.err_ms < 5000)
         return;
     fs->wr_store.err_ms = now;
     cm_log_error("fair", "waiting-room log", "sale=%s what=%s err=%s", fs->sale_id, what,
                  strerror(errno));
+}
+
+/* fsync of the log's directory: a new log, or its removal, survives a power cut. */
+static void store_dir_sync(gw_fair_sale_t *fs)
+{
+    int dfd = open(fs->f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || fsync(dfd) != 0)
+        store_trouble(fs, "directory fsync");
+    if (dfd >= 0)
+        close(dfd);
+}
+
+/* fdatasync of the log: st->mu held on entry and on return, but not across
+ * the call, so that the worker loops' appends and claims go on meanwhile (a
+ * dup of the fd keeps the file open should a drop close it). 0 or CM_EIO. */
+static int store_sync(gw_fair_sale_t *fs)
+{
+    gw_room_store_t *st = &fs->wr_store;
+    int fd = fcntl(st->fd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) {
+        store_trouble(fs, "dup");
+        return CM_EIO;
+    }
+    st->dirty = false; /* an append during the sync sets it again */
+    pthread_mutex_unlock(&st->mu);
+    int rc = fdatasync(fd), e = errno;
+    close(fd);
+    pthread_mutex_lock(&st->mu);
+    if (rc != 0) {
+        st->dirty = true;
+        errno = e;
+        store_trouble(fs, "fdatasync");
+        return CM_EIO;
+    }
+    st->synced_ms = (int64_t)cm_mono_ms();
+    return 0;
+}
+
+/* A log that does not end with a newline (a write cut short whose cut-off
+ * failed too): cut back to its last whole line, or the next line appended
+ * would be glued to the fragment and both lost at the load. 0 or CM_EIO. */
+static int store_cut_torn(gw_fair_sale_t *fs)
+{
+    gw_room_store_t *st = &fs->wr_store;
+    char buf[512];
+    off_t end = st->len;
+    while (end > 0) {
+        size_t n = end < (off_t)sizeof(buf) ? (size_t)end : sizeof(buf);
+        ssize_t r = pread(st->fd, buf, n, end - (off_t)n);
+        if (r != (ssize_t)n)
+            return CM_EIO;
+        if (end == st->len && buf[n - 1] == '\n')
+            return 0;
+        for (size_t i = n; i > 0; i--)
+            if (buf[i - 1] == '\n') {
+                off_t cut = end - (off_t)n + (off_t)i;
+                if (ftruncate(st->fd, cut) != 0)
+                    return CM_EIO;
+                st->len = cut;
+                return 0;
+            }
+        end -= (off_t)n;
+    }
+    if (ftruncate(st->fd, 0) != 0) /* not even the key line is whole */
+        return CM_EIO;
+    st->len = 0;
+    return 0;
 }
 
 /* One whole line at the end of the file (st->mu held, fd open). 0 or CM_EIO. */
@@ -87,7 +156,7 @@ static int store_open(gw_fair_sale_t *fs)
         return 0;
     char path[700];
     store_path(fs, path, sizeof(path));
-    st->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    st->fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     struct stat sb;
     if (st->fd < 0 || fstat(st->fd, &sb) != 0) {
         store_trouble(fs, "open");
@@ -97,6 +166,12 @@ static int store_open(gw_fair_sale_t *fs)
         return CM_EIO;
     }
     st->len = sb.st_size;
+    if (st->len > 0 && store_cut_torn(fs) != 0) {
+        store_trouble(fs, "cut a torn line");
+        close(st->fd);
+        st->fd = -1;
+        return CM_EIO;
+    }
     if (st->len > 0)
         return 0;
     /* the keys first, synced: every place and replay id after them derives from them */
@@ -112,6 +187,7 @@ static int store_open(gw_fair_sale_t *fs)
         return CM_EIO;
     }
     st->dirty = false;
+    store_dir_sync(fs);
     return 0;
 }
 
@@ -130,31 +206,18 @@ int gw_fair__room_store_line(gw_fair_sale_t *fs, bool sync, const char *fmt, ...
     int rc = store_open(fs);
     if (rc == 0)
         rc = store_write(fs, line, (size_t)n);
-    if (rc == 0 && sync) {
-        if (fdatasync(st->fd) != 0) {
-            store_trouble(fs, "fdatasync");
-            rc = CM_EIO;
-        } else {
-            st->dirty = false;
-            st->synced_ms = cm_wall_ms();
-        }
-    }
+    if (rc == 0 && sync)
+        rc = store_sync(fs);
     pthread_mutex_unlock(&st->mu);
     return rc;
 }
 
-void gw_fair__room_store_sync(gw_fair_sale_t *fs, int64_t now_ms)
+void gw_fair__room_store_sync(gw_fair_sale_t *fs)
 {
     gw_room_store_t *st = &fs->wr_store;
     pthread_mutex_lock(&st->mu);
-    if (st->fd >= 0 && st->dirty && now_ms - st->synced_ms >= GW_WR_SYNC_MS) {
-        if (fdatasync(st->fd) != 0) {
-            store_trouble(fs, "fdatasync");
-        } else {
-            st->dirty = false;
-            st->synced_ms = now_ms;
-        }
-    }
+    if (st->fd >= 0 && st->dirty && (int64_t)cm_mono_ms() - st->synced_ms >= GW_WR_SYNC_MS)
+        (void)store_sync(fs);
     pthread_mutex_unlock(&st->mu);
 }
 
@@ -170,6 +233,8 @@ int gw_fair__room_store_drop(gw_fair_sale_t *fs)
     char path[700];
     store_path(fs, path, sizeof(path));
     int rc = unlink(path) == 0 || errno == ENOENT ? 0 : CM_EIO;
+    if (rc == 0) /* a sale made again under this id must not find this room */
+        store_dir_sync(fs);
     pthread_mutex_unlock(&st->mu);
     return rc;
 }
@@ -181,39 +246,38 @@ size_t gw_fair__room_store_read(gw_fair_sale_t *fs, void (*apply)(gw_fair_sale_t
     FILE *fp = fopen(path, "r");
     if (!fp)
         return 0;
-    char line[512];
-    size_t lines = 0, bad = 0;
+    char *line = NULL;
+    size_t cap = 0, lines = 0, bad = 0;
     off_t good = 0; /* the end of the last whole line */
-    while (fgets(line, sizeof(line), fp)) {
-        size_t n = strlen(line);
+    ssize_t n;
+    while ((n = getline(&line, &cap, fp)) > 0) {
         /* a line without its newline is a write cut short (never answered):
-         * the last one is cut off the file, or the next line appended would
-         * be glued to it */
-        if (!n || line[n - 1] != '\n') {
+         * it is cut off the file, or the next line appended would be glued
+         * to it */
+        if (line[n - 1] != '\n') {
             bad++;
-            if (!feof(fp)) { /* an overlong line (not one of ours): skipped whole */
-                int c;
-                while ((c = fgetc(fp)) != EOF && c != '\n')
-                    n++;
-                if (c == '\n') {
-                    good += (off_t)n + 1;
-                    continue;
-                }
-            }
             if (truncate(path, good) != 0)
                 cm_log_error("fair", "cannot cut a torn line off the waiting-room log",
                              "sale=%s err=%s", fs->sale_id, strerror(errno));
             break;
         }
         good += (off_t)n;
+        /* not one of ours (a zero-filled block after a power cut, an overlong
+         * line): skipped whole, by its real length */
+        bool unreadable = n > GW_WR_LINE_MAX || memchr(line, '\0', (size_t)n) != NULL;
         line[n - 1] = '\0';
-        if (lines == 0 && line[0] != 'K') { /* no keys: nothing after them can be read */
+        if (lines == 0 && (unreadable || line[0] != 'K')) { /* no keys: nothing after them can be read */
             bad++;
             break;
+        }
+        if (unreadable) {
+            bad++;
+            continue;
         }
         apply(fs, line);
         lines++;
     }
+    free(line);
     fclose(fp);
     if (bad)
         cm_log_warn("fair", "waiting-room log has torn or unreadable lines; skipped",

@@ -18,58 +18,26 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fg import check, eq, finish, need_binary, rfc3339  # noqa: E402
-from fleet import Redis, need_redis, rcmd, spool_orders, start_fleet, wait_for  # noqa: E402
+from fleet import NO_LIMITS as LIMITS  # noqa: E402
+from fleet import FleetLottery, Redis, need_redis, rcmd, spool_orders, start_fleet, wait_for  # noqa: E402
 
 need_binary("flashgate")
 need_redis()
 
-LIMITS = ("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set",
-          "limits.subnet_rps=0", "--set", "limits.sale_rps=0")
 SALE = "wa"
-K = "{flashgate:fair:%s}:" % SALE
-S = "{sale:%s}:" % SALE
 STOCK, ENTRANTS = 2, 5
 GRACE_S = 10.0  # FLEET_WL_GRACE_MS
 
-
-def draw(g):
-    return g.admin("GET", "/admin/v1/sales/%s/draw" % SALE).json
-
-
-def outcomes(g):
-    return [e["outcome"] for e in sorted(draw(g)["entries"], key=lambda e: e["position"])]
-
-
-def owner_of(g):
-    with open(os.path.join(g.data_dir, "fair", "owner.id")) as f:
-        return f.read().strip()
-
-
-def held_orders():
-    v = rcmd(redis.port, "HKEYS", S + "orders")
-    return sorted(x.decode() if isinstance(x, bytes) else x for x in (v or []))
-
-
 redis = Redis().start()
+lot = FleetLottery(redis, SALE)
+K, S = lot.K, lot.S
+draw, outcomes, owner_of, held_orders = lot.draw, lot.outcomes, lot.owner_of, lot.held_orders
 gws = []
 t0 = time.time()
 try:
     gws = start_fleet(redis, 2, extra=LIMITS)
     adopter, victim = gws
-    starts = rfc3339(time.time() + 1.5)
-    r = adopter.admin("PUT", "/admin/v1/sales/" + SALE, body={
-        "stock": STOCK, "per_user_limit": 1, "starts_at": starts,
-        "fair_window_ms": 1000, "fair_early_ms": 3600000})
-    eq(r.status, 201, "sale with a lottery")
-    ok, _ = wait_for(lambda: all(g.admin("GET", "/admin/v1/sales/" + SALE).json.get(
-        "fair_window_ms") == 1000 for g in gws), 5)
-    check(ok, "both gateways have the window")
-    token, user = {}, {}
-    for i in range(ENTRANTS):
-        r = gws[i % 2].buy(SALE, "e%d" % i)
-        eq((r.status, r.json.get("status")), (202, "entered"), "entry of e%d" % i)
-        token[r.json["order_id"]] = r.json["status_token"]
-        user[r.json["order_id"]] = "e%d" % i
+    token, user = lot.open(gws, STOCK, ENTRANTS, starts_in=1.5)
     want = ["won"] * STOCK + ["waitlisted"] * (ENTRANTS - STOCK)
     ok, _ = wait_for(lambda: all(outcomes(g) == want for g in gws), 20)
     check(ok, "both gateways know the draw: 2 won, 3 waitlisted")

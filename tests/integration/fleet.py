@@ -326,6 +326,56 @@ def wait_for(pred, timeout, step=0.05):
         time.sleep(step)
 
 
+NO_LIMITS = ("--set", "limits.user_rps=0", "--set", "limits.ip_rps=0", "--set",
+             "limits.subnet_rps=0", "--set", "limits.sale_rps=0")
+
+
+class FleetLottery:
+    """A start-window lottery on a fleet, as the waitlist tests read it: its keys in
+    Redis (K the fair slot's prefix, S the sale's), the draw each gateway serves, a
+    gateway's owner id and the orders Redis holds."""
+
+    def __init__(self, redis, sale):
+        self.redis, self.sale = redis, sale
+        self.K = "{flashgate:fair:%s}:" % sale
+        self.S = "{sale:%s}:" % sale
+
+    def open(self, gws, stock, entrants, starts_in):
+        """PUTs the sale (a 1 s window opening starts_in seconds from now), waits until
+        every gateway has it and enters e0..e<entrants-1> round-robin over gws; returns
+        ({order_id: status_token}, {order_id: user})."""
+        from fg import check, eq, rfc3339
+        r = gws[0].admin("PUT", "/admin/v1/sales/" + self.sale, body={
+            "stock": stock, "per_user_limit": 1, "starts_at": rfc3339(time.time() + starts_in),
+            "fair_window_ms": 1000, "fair_early_ms": 3600000})
+        eq(r.status, 201, "sale with a lottery")
+        ok, _ = wait_for(lambda: all(g.admin("GET", "/admin/v1/sales/" + self.sale).json.get(
+            "fair_window_ms") == 1000 for g in gws), 5)
+        check(ok, "every gateway has the window")
+        token, user = {}, {}
+        for i in range(entrants):
+            r = gws[i % len(gws)].buy(self.sale, "e%d" % i)
+            eq((r.status, r.json.get("status")), (202, "entered"), "entry of e%d" % i)
+            token[r.json["order_id"]] = r.json["status_token"]
+            user[r.json["order_id"]] = "e%d" % i
+        return token, user
+
+    def draw(self, g):
+        return g.admin("GET", "/admin/v1/sales/%s/draw" % self.sale).json
+
+    def outcomes(self, g):
+        return [e["outcome"] for e in sorted(self.draw(g)["entries"], key=lambda e: e["position"])]
+
+    @staticmethod
+    def owner_of(g):
+        with open(os.path.join(g.data_dir, "fair", "owner.id")) as f:
+            return f.read().strip()
+
+    def held_orders(self):
+        v = rcmd(self.redis.port, "HKEYS", self.S + "orders")
+        return sorted(x.decode() if isinstance(x, bytes) else x for x in (v or []))
+
+
 class Crowd:
     """Distinct users spread over the gateways by client threads with keep-alive
     connections; each user tries once (plus retries on 503/429 if asked).
