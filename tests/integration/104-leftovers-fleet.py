@@ -180,7 +180,7 @@ try:
 
     # the sale ends: the two still waiting are lost on every gateway, nobody is promoted
     r = a.admin("PUT", "/admin/v1/sales/" + SALE, body={
-        "stock": 6, "per_user_limit": 1, "starts_at": starts,
+        "stock": 6, "per_user_limit": 1, "starts_at": lot.starts_at,
         "ends_at": rfc3339(time.time() + 1.5)})
     eq(r.status, 200, "ends_at set: %s" % r.json)
     all_outcomes(gws, ["won"] * (STOCK + 5) + ["lost"] * 2)

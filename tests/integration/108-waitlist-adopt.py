@@ -17,7 +17,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fg import check, eq, finish, need_binary, rfc3339  # noqa: E402
+from fg import check, eq, finish, need_binary  # noqa: E402
 from fleet import NO_LIMITS as LIMITS  # noqa: E402
 from fleet import FleetLottery, Redis, need_redis, rcmd, spool_orders, start_fleet, wait_for  # noqa: E402
 

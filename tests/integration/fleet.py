@@ -341,12 +341,14 @@ class FleetLottery:
         self.S = "{sale:%s}:" % sale
 
     def open(self, gws, stock, entrants, starts_in):
-        """PUTs the sale (a 1 s window opening starts_in seconds from now), waits until
+        """PUTs the sale (a 1 s window opening starts_in seconds from now, kept in
+        starts_at), waits until
         every gateway has it and enters e0..e<entrants-1> round-robin over gws; returns
         ({order_id: status_token}, {order_id: user})."""
         from fg import check, eq, rfc3339
+        self.starts_at = rfc3339(time.time() + starts_in)
         r = gws[0].admin("PUT", "/admin/v1/sales/" + self.sale, body={
-            "stock": stock, "per_user_limit": 1, "starts_at": rfc3339(time.time() + starts_in),
+            "stock": stock, "per_user_limit": 1, "starts_at": self.starts_at,
             "fair_window_ms": 1000, "fair_early_ms": 3600000})
         eq(r.status, 201, "sale with a lottery")
         ok, _ = wait_for(lambda: all(g.admin("GET", "/admin/v1/sales/" + self.sale).json.get(
