@@ -287,6 +287,7 @@ struct oq_spool {
     oq_pos_t sync_done; /* records before it are durable: this process's rounds and its open */
     uint64_t sync_floor; /* segments below it are durable */
     _Atomic uint64_t syncs, fsyncs, sync_fd_waits;
+    uint64_t cut_failures; /* mu */
 
     pthread_mutex_t rel_mu; /* serialises releases */
 };
@@ -1372,27 +1373,49 @@ static void cut_unsynced_locked(oq_spool_t *sp)
     if (sp->durability != OQ_DURABILITY_FSYNC)
         return;
     oq_pos_t to = sp->synced_pos;
+    bool removed = false, failed = false;
     while (sp->nsegs > 1 && sp->segs[sp->nsegs - 1].seg > to.seg) {
         char name[64];
         seg_name(name, sizeof(name), sp->segs[sp->nsegs - 1].seg);
-        if (sp->fs->unlinkat(sp->dirfd, name, 0) != 0 && errno != ENOENT)
+        if (sp->fs->unlinkat(sp->dirfd, name, 0) != 0 && errno != ENOENT) {
             cm_log_error("oq", "spool: cannot remove an unsynced segment", "seg=%s errno=%d",
                          name, errno);
+            failed = true;
+        }
+        removed = true;
         sp->nsegs--;
+    }
+    /* The cut is made durable itself (the removals by the directory's fsync,
+     * the truncation by the segment's fdatasync): a power loss would
+     * otherwise undo it, and a replay bring back an order whose client heard
+     * "not confirmed". */
+    if (removed && sp->fs->fsync(sp->dirfd) != 0) {
+        cm_log_error("oq", "spool: cannot sync the removal of unsynced segments", "errno=%d",
+                     errno);
+        failed = true;
     }
     seg_info_t *last = &sp->segs[sp->nsegs - 1];
     if (last->seg == to.seg && last->size > to.off) {
         char name[64];
         seg_name(name, sizeof(name), last->seg);
         int fd = sp->fs->openat(sp->dirfd, name, O_WRONLY | O_CLOEXEC, 0);
-        if (fd < 0 || sp->fs->ftruncate(fd, (off_t)to.off) != 0)
+        if (fd < 0 || sp->fs->ftruncate(fd, (off_t)to.off) != 0) {
             cm_log_error("oq", "spool: cannot cut unsynced records", "seg=%s errno=%d", name,
                          errno);
-        else
+            failed = true;
+        } else {
             last->size = to.off;
+            if (sp->fs->fdatasync(fd) != 0) {
+                cm_log_error("oq", "spool: cannot sync the cut of unsynced records",
+                             "seg=%s errno=%d", name, errno);
+                failed = true;
+            }
+        }
         if (fd >= 0)
             sp->fs->close(fd);
     }
+    if (failed)
+        sp->cut_failures++;
     sp->unreleased_bytes = compute_unreleased(sp);
 }
 
@@ -1740,6 +1763,7 @@ void oq_spool_stats(oq_spool_t *sp, oq_spool_stats_t *out)
     out->rolls_inline = atomic_load_explicit(&sp->rolls_inline, memory_order_relaxed);
     out->segment_flushes = atomic_load_explicit(&sp->seg_flushes, memory_order_relaxed);
     out->spare_ready = sp->spare_fd >= 0;
+    out->cut_failures = sp->cut_failures;
     pthread_mutex_unlock(&sp->mu);
     out->syncs = atomic_load_explicit(&sp->syncs, memory_order_relaxed);
     out->fsyncs = atomic_load_explicit(&sp->fsyncs, memory_order_relaxed);

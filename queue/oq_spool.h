@@ -222,6 +222,9 @@ typedef struct oq_spool_stats {
                                  the open's in fsync durability */
     uint64_t sync_fd_waits;   /* sync rounds put off because no file could be opened
                                  (EMFILE, ENFILE): tried again, not a disk failure */
+    uint64_t cut_failures;    /* cuts of unsynced records after a failed fdatasync that
+                                 could not be made durable: those records may come back
+                                 at the next start */
 } oq_spool_stats_t;
 void oq_spool_stats(oq_spool_t *sp, oq_spool_stats_t *out);
 

@@ -65,6 +65,7 @@ typedef struct ord {
     uint8_t limit_at; /* the per-user limit in force when it was reserved */
     uint32_t rseq;    /* when it was reserved (the world's count of reservations) */
     bool exempt;      /* durability write and a power loss since its 202: may be lost */
+    bool cut_unsure;  /* answered 503 "not confirmed" by a spool whose cut failed: may come back */
     bool in_topic;
     uint32_t key; /* the client's idempotency key number, 0 = none */
     uint8_t db;   /* the committed status in the database (ST_*) */
@@ -947,6 +948,9 @@ static void sync_step(world_t *wd, gw_t *g)
          * as gw_buy.c sync_after leaves them (undersell until the restart's
          * replay, never oversell: a record whose cut failed comes back). */
         wd->ords[b->ord].state = O_REFUSED;
+        oq_spool_stats_t ss;
+        oq_spool_stats(g->sp, &ss);
+        wd->ords[b->ord].cut_unsure = ss.cut_failures > 0;
         tr(wd, "gw%d: buy u%u k%u qty %u -> 503 (%s), units held", g->idx, b->user, b->key,
            wd->ords[b->ord].qty, cm_errname(brc));
         key_pending(wd, b->user, b->key, g->idx, wd->ords[b->ord].qty);
@@ -1822,6 +1826,10 @@ static void final_checks(world_t *wd)
         const ord_t *r = &wd->ords[i];
         if (r->state == O_ACKED && !r->exempt && r->db == ST_NONE)
             fail(wd, "order o%u was answered 202 and never reached the database", i);
+        /* a 503 "not confirmed" is not an order: its record was cut off the
+         * spool, durably unless the cut itself failed */
+        if (r->state == O_REFUSED && !r->cut_unsure && r->db != ST_NONE)
+            fail(wd, "order o%u was answered 503 (not confirmed) and reached the database", i);
         if (r->key && r->db == ST_SETTLED && !wd->gw[r->gw].power_lost_write && key_held[r->key]++)
             fail(wd, "idempotency key k%u has two orders settled", r->key);
     }
