@@ -723,6 +723,8 @@ static void cmd_free(cmd_t *c)
 /* Runs a client's command: logged (as EVAL for a script) when it wrote. */
 static redisReply *run_logged(sim_redis_t *r, int argc, char **argv, size_t *argl)
 {
+    if (argc <= 0 || !argv)
+        return rep_err("ERR empty command (simulated Redis)");
     uint64_t d0 = r->dirty;
     redisReply *rp = exec(r, argc, argv, argl);
     if (r->dirty == d0 || r->replaying)
