@@ -264,7 +264,8 @@ try:
     ok, _ = wait_for(lambda: room(C, "rf")["sealed"] and room(C, "rf")["seed"] == seed.hex(), 3)
     eq(ok, True, "restarted, C publishes the same seed")
     r = buy(C, "rf", ACCOUNTS[second][0], second, tok=t2)
-    eq((r.status, r.json.get("status")), (202, "queued"), "a token given before C's restart buys")
+    eq((r.status, r.json.get("status")), (202, "queued"),
+       "a token given before C's restart buys (%r)" % (r.json,))
     late3 = join(B, "rf", "late3", "late3").json.get("position")
     eq(late3, len(PERSONS) + 3, "the counter of later places went on")
 
