@@ -31,7 +31,9 @@ need_binary("flashgate")
 need_binary("flashgate-spool")
 STOCK = 100000
 redis = Redis(aof=False, extra=["--enable-debug-command", "local"]).start()
-ARGS = ("--inventory", redis.url, "--kafka-brokers", "none", "--set", "limits.user_rps=0",
+ARGS = ("--inventory", redis.url, "--kafka-brokers", "none",
+        "--set", "inventory.redis_timeout=40ms",  # the default: reserves time out while Redis sleeps
+        "--set", "limits.user_rps=0",
         "--set", "limits.ip_rps=0", "--set", "limits.subnet_rps=0", "--set", "limits.global_rps=0", "--set", "limits.sale_rps=0")
 
 

@@ -296,13 +296,6 @@ def start_fleet(redis, n, extra=(), threads=2):
     """n gateways on one Redis (a Redis object, or an inventory URL such as a
     redis-cluster:// seed list), distinct data dirs; returns them started."""
     url = redis if isinstance(redis, str) else redis.url
-    if not any("inventory.redis_timeout" in str(a) for a in extra):
-        # A reserve slower than the default 40 ms answers 503; with a dozen
-        # servers beside it (ctest -j, ASan, AOF fsync) Redis takes that long
-        # now and then, and a test about the fleet's logic failed on it
-        # (103-room-fleet, a buy just after a restart). Only a real stall
-        # reaches 1 s; timeouts themselves are tested in 53, 63, 66 and 67.
-        extra = ("--set", "inventory.redis_timeout=1s") + tuple(extra)
     gws = []
     for _ in range(n):
         g = Gateway("--inventory", url, "--kafka-brokers", "none", *extra, threads=threads)
