@@ -1394,17 +1394,23 @@ static void cut_unsynced_locked(oq_spool_t *sp)
                      errno);
         failed = true;
     }
+    /* The last segment keeps what is at or before synced_pos: all of it when
+     * it is before synced_pos, up to synced_pos in its own segment, nothing
+     * when it comes after (the segment of synced_pos was released and deleted
+     * by the relay, and the loop above, which keeps one segment, left this
+     * unsynced one). */
     seg_info_t *last = &sp->segs[sp->nsegs - 1];
-    if (last->seg == to.seg && last->size > to.off) {
+    uint64_t keep = last->seg == to.seg ? to.off : last->seg > to.seg ? 0 : last->size;
+    if (last->size > keep) {
         char name[64];
         seg_name(name, sizeof(name), last->seg);
         int fd = sp->fs->openat(sp->dirfd, name, O_WRONLY | O_CLOEXEC, 0);
-        if (fd < 0 || sp->fs->ftruncate(fd, (off_t)to.off) != 0) {
+        if (fd < 0 || sp->fs->ftruncate(fd, (off_t)keep) != 0) {
             cm_log_error("oq", "spool: cannot cut unsynced records", "seg=%s errno=%d", name,
                          errno);
             failed = true;
         } else {
-            last->size = to.off;
+            last->size = keep;
             if (sp->fs->fdatasync(fd) != 0) {
                 cm_log_error("oq", "spool: cannot sync the cut of unsynced records",
                              "seg=%s errno=%d", name, errno);

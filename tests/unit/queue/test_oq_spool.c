@@ -1916,6 +1916,44 @@ static void test_reader_survives_a_cut(void **state)
     oq_spool_close(sp);
 }
 
+/* The segment holding synced_pos released and deleted (the Redis inventory's
+ * relay deletes what it released) before a failed fdatasync: the cut must still
+ * remove the unsynced records of the segment after it, now the only one. */
+static void test_cut_after_synced_segment_deleted(void **state)
+{
+    fixture_t *f = *state;
+    oq_spool_opts_t o = {.dir = f->dir, .durability = OQ_DURABILITY_FSYNC, .segment_bytes = 4096};
+    oq_spool_t *sp = NULL;
+    char err[256];
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    oq_pos_t e = append_one(sp, 0), x;
+    uint64_t seg0 = e.seg;
+    for (uint64_t i = 1;; i++) {
+        assert_int_equal(oq_spool_sync_to(sp, e), 0); /* synced_pos = {seg0, e.off} */
+        x = append_one(sp, 1000 + i);
+        if (x.seg != seg0)
+            break; /* rolled: x alone in the new segment, unsynced */
+        e = x;
+    }
+    assert_int_equal(x.seg, seg0 + 1);
+    assert_int_equal(oq_spool_release(sp, e), 0); /* the relay: all of segment 0 done, deleted */
+    oq_spool_stats_t st;
+    oq_spool_stats(sp, &st);
+    print_message("segments after release: %zu\n", (size_t)st.segments);
+    oq__spool_fail_next_sync(sp);
+    assert_int_equal(oq_spool_sync_to(sp, x), CM_EIO); /* order 1000 answered "not confirmed" */
+    oq_spool_stats(sp, &st);
+    print_message("cut_failures: %llu\n", (unsigned long long)st.cut_failures);
+    oq_spool_close(sp);
+    assert_int_equal(oq_spool_open(&sp, &o, err, sizeof(err)), 0);
+    long n;
+    collect_t *c = scan_all(sp, (oq_pos_t){0, 0}, &n);
+    print_message("records after restart: %ld (expected 0)\n", n);
+    free(c);
+    oq_spool_close(sp);
+    assert_int_equal(n, 0);
+}
+
 int main(int argc, char **argv)
 {
     snprintf(g_self, sizeof(g_self), "%s", argv[0]);
@@ -1957,6 +1995,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_write_flush_out_of_fds_waits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_rolled_segments_are_flushed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_survives_a_cut, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cut_after_synced_segment_deleted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_near_cap_keeps_what_fits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_short_batch_write_kept_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_short_batch_write_cut_fails, setup, teardown),
