@@ -160,30 +160,35 @@ void gw_fair__reg_load(gw_fair_t *f, gw_fair_sale_t *fs)
     if (!fp)
         return;
     struct gw_reg_set *s = set_get(fs);
-    char line[INV_USER_ID_MAX + 8];
-    size_t bad = 0;
+    char *line = NULL;
+    size_t cap = 0, bad = 0;
+    ssize_t got;
     off_t good = 0; /* the end of the last whole line */
-    while (fgets(line, sizeof(line), fp)) {
-        size_t n = strlen(line);
+    /* getline, not a fixed buffer: an overlong line (two glued together) is
+     * skipped whole, never read back in pieces, one of which could pass for an id */
+    while ((got = getline(&line, &cap, fp)) > 0) {
+        size_t n = (size_t)got;
         /* a line without its newline is a write cut short: never answered.
          * The last one is cut off the file, or the next registration's line
          * would be glued to it and read back as another id. */
-        if (!n || line[n - 1] != '\n') {
+        if (line[n - 1] != '\n') {
             bad++;
-            if (feof(fp) && truncate(path, good) != 0)
+            if (truncate(path, good) != 0)
                 cm_log_error("fair", "cannot cut a torn line off the registration log",
                              "sale=%s err=%s", fs->sale_id, strerror(errno));
-            continue;
+            break;
         }
         good += (off_t)n;
-        if (n < 2) {
+        line[n - 1] = '\0';
+        if (n < 2 || n - 1 > INV_USER_ID_MAX || strlen(line) != n - 1 ||
+            !inv_id_valid(line, n - 1, INV_USER_ID_MAX)) {
             bad++;
             continue;
         }
-        line[n - 1] = '\0';
-        if (inv_id_valid(line, n - 1, INV_USER_ID_MAX) && !set_has(s, line))
+        if (!set_has(s, line))
             set_add(s, line);
     }
+    free(line);
     fclose(fp);
     if (bad)
         cm_log_warn("fair", "registration log has torn lines; skipped", "sale=%s lines=%zu",
@@ -192,13 +197,40 @@ void gw_fair__reg_load(gw_fair_t *f, gw_fair_sale_t *fs)
         cm_log_info("fair", "registrations loaded", "sale=%s persons=%zu", fs->sale_id, s->n);
 }
 
+/* Cuts fd (of *len bytes) back to its last newline, so that the log ends with a
+ * whole line; *len is the new length. 0, or -1 when it cannot read or cut. */
+static int tail_cut(int fd, off_t *len)
+{
+    char buf[128];
+    off_t end = *len;
+    while (end > 0) {
+        off_t from = end > (off_t)sizeof(buf) ? end - (off_t)sizeof(buf) : 0;
+        ssize_t n = pread(fd, buf, (size_t)(end - from), from);
+        if (n != end - from)
+            return -1;
+        while (n > 0 && buf[n - 1] != '\n')
+            n--;
+        if (n > 0) {
+            end = from + n;
+            break;
+        }
+        end = from;
+    }
+    if (end == *len)
+        return 0;
+    if (ftruncate(fd, end) != 0)
+        return -1;
+    *len = end;
+    return 0;
+}
+
 /* Appends p's line (one write(2)); fs->reg_mu held. 0 or CM_EIO. */
 static int log_append(gw_fair_t *f, gw_fair_sale_t *fs, struct gw_reg_set *s, const char *p)
 {
     if (s->fd < 0) {
         char path[700];
         reg_path(f, fs->sale_id, path, sizeof(path));
-        s->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        s->fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644); /* read: tail_cut */
         struct stat st;
         if (s->fd < 0 || fstat(s->fd, &st) != 0) {
             if (s->fd >= 0)
@@ -207,6 +239,13 @@ static int log_append(gw_fair_t *f, gw_fair_sale_t *fs, struct gw_reg_set *s, co
             return CM_EIO;
         }
         s->log_len = st.st_size;
+        /* reopened after a failed cut (below): the torn line goes first, or the
+         * next person's line would be glued to it */
+        if (tail_cut(s->fd, &s->log_len) != 0) {
+            close(s->fd);
+            s->fd = -1;
+            return CM_EIO;
+        }
     }
     char line[INV_USER_ID_MAX + 2];
     int len = snprintf(line, sizeof(line), "%s\n", p);
