@@ -1038,21 +1038,20 @@ static bool buy_handle(gw_req_t *r)
  * worker's record appended later, and its failed fdatasync, are not this
  * batch's to answer.
  *
- * The admission tokens its orders claimed on one gateway are made durable with
- * them: a power cut must not keep an order answered 202 and lose the claim of
- * the token it spent (the token could buy again). Each claim's line was
- * written (gw_fair_admission_claim) before its reserve, so before its record's
- * append and before this work was queued: the room log's fdatasync from here
- * covers it. Once per sale of the batch (a batch of more sales than `done`
- * holds may sync one twice, still correct), whatever the spool's result (a
- * failed round still answers 202 the records an earlier one made durable). A
+ * The admission tokens its orders claimed on one gateway are made durable
+ * first: a power cut must not keep an order and lose the claim of the token it
+ * spent (the token could buy again), whereas a claim kept without its order
+ * only leaves the token spent, as a crash between the claim and the answer
+ * does. Each claim's line was written (gw_fair_admission_claim) before its
+ * reserve, so before its record's append and before this work was queued: the
+ * room log's fdatasync from here covers it. Once per sale of the batch (a
+ * batch of more sales than `done` holds may sync one twice, still correct). A
  * failed room fdatasync leaves the answers as they are: the order is durable
  * and will be settled, so a 503 would be false; the store logs and counts it
  * (the room's claim_sync_failures). */
 static void sync_work(uv_work_t *wk)
 {
     gw_worker_t *w = wk->data;
-    w->buy.sync_result = oq_spool_sync_to(w->srv->spool, w->buy.sync_upto);
     const char *done[16];
     size_t ndone = 0;
     for (const gw_req_t *r = w->buy.sync_batch; r; r = r->next) {
@@ -1067,6 +1066,7 @@ static void sync_work(uv_work_t *wk)
         if (ndone < CM_ARRAY_LEN(done))
             done[ndone++] = r->id;
     }
+    w->buy.sync_result = oq_spool_sync_to(w->srv->spool, w->buy.sync_upto);
 }
 
 static void sync_after(uv_work_t *wk, int status)
