@@ -1036,10 +1036,36 @@ static bool buy_handle(gw_req_t *r)
 
 /* The batch's sync waits for this worker's records only (sync_upto): another
  * worker's record appended later, and its failed fdatasync, are not this
- * batch's to answer. */
+ * batch's to answer.
+ *
+ * The admission tokens its orders claimed on one gateway are made durable
+ * first: a power cut must not keep an order and lose the claim of the token it
+ * spent (the token could buy again), whereas a claim kept without its order
+ * only leaves the token spent, as a crash between the claim and the answer
+ * does. Each claim's line was written (gw_fair_admission_claim) before its
+ * reserve, so before its record's append and before this work was queued: the
+ * room log's fdatasync from here covers it. Once per sale of the batch (a
+ * batch of more sales than `done` holds may sync one twice, still correct). A
+ * failed room fdatasync leaves the answers as they are: the order is durable
+ * and will be settled, so a 503 would be false; the store logs and counts it
+ * (the room's claim_sync_failures). */
 static void sync_work(uv_work_t *wk)
 {
     gw_worker_t *w = wk->data;
+    const char *done[16];
+    size_t ndone = 0;
+    for (const gw_req_t *r = w->buy.sync_batch; r; r = r->next) {
+        if (!r->adm_jti)
+            continue;
+        bool seen = false;
+        for (size_t i = 0; i < ndone && !seen; i++)
+            seen = strcmp(done[i], r->id) == 0;
+        if (seen)
+            continue;
+        (void)gw_fair_admission_sync(w->srv->fair, r->id);
+        if (ndone < CM_ARRAY_LEN(done))
+            done[ndone++] = r->id;
+    }
     w->buy.sync_result = oq_spool_sync_to(w->srv->spool, w->buy.sync_upto);
 }
 

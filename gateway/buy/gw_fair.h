@@ -257,7 +257,9 @@ void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id);
  * (a claim before the buy's reserve, a give-back before it is given back),
  * fdatasync'd at the seal and by the lottery thread's first tick that is
  * GW_WR_SYNC_MS or more after the last sync (a line is on disk within about
- * GW_WR_SYNC_MS plus a tick). A restart reads them back: the same seed, ranks,
+ * GW_WR_SYNC_MS plus a tick); with spool.durability fsync, a claim also by the
+ * group commit of its order, before its 202 (gw_fair_admission_sync). A
+ * restart reads them back: the same seed, ranks,
  * places, front and spent tokens; a token claimed by a buy that a crash cut
  * stays spent (never a second order).
  */
@@ -371,6 +373,13 @@ void gw_wr_spent_settle(gw_wr_spent_t *s, uint64_t jti, bool accepted);
 int gw_fair_admission_claim(gw_fair_t *f, const char *sale_id, uint64_t jti, int64_t exp_s,
                             uint64_t fp, int64_t now_s);
 void gw_fair_admission_settle(gw_fair_t *f, const char *sale_id, uint64_t jti, bool accepted);
+/* One gateway, spool.durability fsync: makes the sale's claims so far durable before the
+ * 202s of the orders they admit: an fdatasync of the room's log through its length now
+ * (every claim whose gw_fair_admission_claim returned before the call), unless one covered
+ * it already. 0 (also: no room, a fleet's claims, which are Redis') or CM_EIO (logged by
+ * the store, counted in the room's claim_sync_failures). Blocks on the disk: call it off
+ * the loops. Thread-safe. */
+int gw_fair_admission_sync(gw_fair_t *f, const char *sale_id);
 
 /*
  * The admin's export of a sealed pre-queue (GET /admin/v1/sales/{id}/room/persons):

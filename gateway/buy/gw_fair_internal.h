@@ -33,8 +33,16 @@ typedef struct gw_room_store {
     pthread_mutex_t mu;
     int fd;         /* -1 until the first line (or after a failure) */
     off_t len;      /* where a short write is cut back to */
+    /* What an fdatasync covered: the length it started at (0 for what this
+     * process found in the file: a crash may have left it in the page cache) */
+    off_t synced_len;
+    unsigned gen;   /* a new file or a reopened one: a sync in flight on the old fd
+                     * does not cover the new one's bytes */
     bool dirty;     /* lines since the last fdatasync */
     int64_t synced_ms, err_ms;
+    /* fsync durability's group commits that made this room's token claims durable
+     * (gw_fair__room_store_flush), and those whose fdatasync failed */
+    _Atomic uint64_t claim_syncs, claim_sync_failures;
 } gw_room_store_t;
 
 typedef struct entry {
@@ -300,6 +308,15 @@ int gw_fair__room_store_line(gw_fair_sale_t *fs, bool sync, const char *fmt, ...
 /* fdatasync if lines were written GW_WR_SYNC_MS or more (monotonic) since the
  * last; the log's lock is not held across the fdatasync. Lottery thread. */
 void gw_fair__room_store_sync(gw_fair_sale_t *fs);
+/* fdatasync of the log through its length now (every line whose write(2) returned
+ * before the call), unless an fdatasync covered it already; no GW_WR_SYNC_MS interval.
+ * The log's lock is not held across the fdatasync. Counts claim_syncs, and
+ * claim_sync_failures on a failure (logged, rate limited). 0 or CM_EIO. Thread-safe
+ * (blocks on the disk: off the loops). */
+int gw_fair__room_store_flush(gw_fair_sale_t *fs);
+/* The log's length and how much of it an fdatasync covered (both 0 before this process's
+ * first line). Thread-safe. */
+void gw_fair__room_store_len(gw_fair_sale_t *fs, off_t *len, off_t *synced_len);
 /* Closes and removes the log (a deleted sale's room). 0 or CM_EIO. Thread-safe. */
 int gw_fair__room_store_drop(gw_fair_sale_t *fs);
 /* Calls apply with every whole line of the log (newline stripped; the first is the "K"

@@ -340,6 +340,17 @@ void *gw_fair__room_json(gw_fair_sale_t *fs)
     json_object_set_new(o, "admitted_through",
                         json_integer((json_int_t)(atomic_load(&fs->wr_front_milli) / 1000)));
     json_object_set_new(o, "queued", json_integer((json_int_t)atomic_load(&fs->wr_next)));
+    if (!fs->f || !fs->f->fleet) { /* one gateway's log (a fleet's room is Redis') */
+        off_t len, synced;
+        gw_fair__room_store_len(fs, &len, &synced);
+        json_object_set_new(o, "log_bytes", json_integer((json_int_t)len));
+        json_object_set_new(o, "log_synced_bytes", json_integer((json_int_t)synced));
+        json_object_set_new(o, "claim_syncs",
+                            json_integer((json_int_t)atomic_load(&fs->wr_store.claim_syncs)));
+        json_object_set_new(
+            o, "claim_sync_failures",
+            json_integer((json_int_t)atomic_load(&fs->wr_store.claim_sync_failures)));
+    }
     return o;
 }
 
@@ -646,6 +657,14 @@ int gw_fair_admission_claim(gw_fair_t *f, const char *sale_id, uint64_t jti, int
         return CM_EIO;
     }
     return rc;
+}
+
+int gw_fair_admission_sync(gw_fair_t *f, const char *sale_id)
+{
+    gw_fair_sale_t *fs = f ? gw_fair__slot_find(f, sale_id) : NULL;
+    if (!fs || f->fleet) /* a fleet's claims are Redis' */
+        return 0;
+    return gw_fair__room_store_flush(fs);
 }
 
 void gw_fair_admission_settle(gw_fair_t *f, const char *sale_id, uint64_t jti, bool accepted)

@@ -5,7 +5,9 @@
  * appended with one write(2) each, a torn tail cut back, fdatasync at the seal
  * and at most every GW_WR_SYNC_MS for the others (by the lottery thread's
  * tick, never with the log's lock held across it: the worker loops append
- * meanwhile), read back line by line.
+ * meanwhile), and through its end on demand (gw_fair__room_store_flush: fsync
+ * durability's group commit, for the token claims of the orders it answers),
+ * read back line by line.
  */
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
@@ -28,9 +30,13 @@ void gw_fair__room_store_init(gw_room_store_t *st)
     pthread_mutex_init(&st->mu, NULL);
     st->fd = -1;
     st->len = 0;
+    st->synced_len = 0;
+    st->gen = 0;
     st->dirty = false;
     st->synced_ms = 0;
     st->err_ms = 0;
+    atomic_init(&st->claim_syncs, 0);
+    atomic_init(&st->claim_sync_failures, 0);
 }
 
 void gw_fair__room_store_deinit(gw_room_store_t *st)
@@ -72,7 +78,9 @@ static void store_dir_sync(gw_fair_sale_t *fs)
 
 /* fdatasync of the log: st->mu held on entry and on return, but not across
  * the call, so that the worker loops' appends and claims go on meanwhile (a
- * dup of the fd keeps the file open should a drop close it). 0 or CM_EIO. */
+ * dup of the fd keeps the file open should a drop close it). On success the
+ * log is durable through the length it had at the call (synced_len), unless
+ * the file was dropped or reopened meanwhile. 0 or CM_EIO. */
 static int store_sync(gw_fair_sale_t *fs)
 {
     gw_room_store_t *st = &fs->wr_store;
@@ -81,6 +89,8 @@ static int store_sync(gw_fair_sale_t *fs)
         store_trouble(fs, "dup");
         return CM_EIO;
     }
+    off_t upto = st->len;
+    unsigned gen = st->gen;
     st->dirty = false; /* an append during the sync sets it again */
     pthread_mutex_unlock(&st->mu);
     int rc = fdatasync(fd), e = errno;
@@ -93,6 +103,8 @@ static int store_sync(gw_fair_sale_t *fs)
         return CM_EIO;
     }
     st->synced_ms = (int64_t)cm_mono_ms();
+    if (st->gen == gen && upto > st->synced_len)
+        st->synced_len = upto;
     return 0;
 }
 
@@ -165,7 +177,9 @@ static int store_open(gw_fair_sale_t *fs)
         st->fd = -1;
         return CM_EIO;
     }
+    st->gen++;
     st->len = sb.st_size;
+    st->synced_len = 0; /* what a crash left may be in the page cache only */
     if (st->len > 0 && store_cut_torn(fs) != 0) {
         store_trouble(fs, "cut a torn line");
         close(st->fd);
@@ -187,6 +201,7 @@ static int store_open(gw_fair_sale_t *fs)
         return CM_EIO;
     }
     st->dirty = false;
+    st->synced_len = st->len;
     store_dir_sync(fs);
     return 0;
 }
@@ -221,6 +236,38 @@ void gw_fair__room_store_sync(gw_fair_sale_t *fs)
     pthread_mutex_unlock(&st->mu);
 }
 
+int gw_fair__room_store_flush(gw_fair_sale_t *fs)
+{
+    gw_room_store_t *st = &fs->wr_store;
+    pthread_mutex_lock(&st->mu);
+    int rc = 0;
+    /* synced_len, not dirty: a sync of the lottery thread in flight has
+     * cleared dirty before its fdatasync returned */
+    if (st->synced_len < st->len) {
+        if (st->fd >= 0) {
+            rc = store_sync(fs); /* logs its own failure */
+        } else { /* closed after a write whose cut-off failed: the lines it held unsynced are
+                  * out of reach */
+            errno = EBADF;
+            store_trouble(fs, "fdatasync (the log was closed)");
+            rc = CM_EIO;
+        }
+    }
+    pthread_mutex_unlock(&st->mu);
+    atomic_fetch_add_explicit(rc == 0 ? &st->claim_syncs : &st->claim_sync_failures, 1,
+                              memory_order_relaxed);
+    return rc;
+}
+
+void gw_fair__room_store_len(gw_fair_sale_t *fs, off_t *len, off_t *synced_len)
+{
+    gw_room_store_t *st = &fs->wr_store;
+    pthread_mutex_lock(&st->mu);
+    *len = st->len;
+    *synced_len = st->synced_len;
+    pthread_mutex_unlock(&st->mu);
+}
+
 int gw_fair__room_store_drop(gw_fair_sale_t *fs)
 {
     gw_room_store_t *st = &fs->wr_store;
@@ -228,7 +275,9 @@ int gw_fair__room_store_drop(gw_fair_sale_t *fs)
     if (st->fd >= 0)
         close(st->fd);
     st->fd = -1;
+    st->gen++;
     st->len = 0;
+    st->synced_len = 0;
     st->dirty = false;
     char path[700];
     store_path(fs, path, sizeof(path));
