@@ -159,7 +159,7 @@ int main(int argc, char **argv)
     }
 
     double t0 = now_s();
-    uint64_t done = 0, total_steps = 0, crashes = 0, powers = 0, accepted = 0, failures = 0;
+    uint64_t done = 0, total_steps = 0, crashes = 0, stops = 0, powers = 0, accepted = 0, failures = 0;
     uint64_t fsync_fails = 0, torn = 0;
     for (uint64_t k = 0;; k++) {
         uint64_t s;
@@ -201,6 +201,7 @@ int main(int argc, char **argv)
         total_steps += r.steps;
         crashes += r.crashes;
         powers += r.power_losses;
+        stops += r.stops;
         accepted += r.accepted;
         fsync_fails += r.fsync_fails;
         torn += r.torn_writes;
@@ -239,9 +240,9 @@ int main(int argc, char **argv)
     }
     double dt = now_s() - t0;
     printf("seeds=%" PRIu64 " failed=%" PRIu64 " steps=%" PRIu64 " crashes=%" PRIu64
-           " power_losses=%" PRIu64 " fsync_fails=%" PRIu64 " torn_writes=%" PRIu64
+           " stops=%" PRIu64 " power_losses=%" PRIu64 " fsync_fails=%" PRIu64 " torn_writes=%" PRIu64
            " accepted=%" PRIu64 " time=%.1fs steps/s=%.0f\n",
-           done, failures, total_steps, crashes, powers, fsync_fails, torn, accepted, dt,
+           done, failures, total_steps, crashes, stops, powers, fsync_fails, torn, accepted, dt,
            dt > 0 ? (double)total_steps / dt : 0.0);
     free(list);
     free(list_fsync);

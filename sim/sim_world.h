@@ -28,6 +28,7 @@ typedef struct sim_result {
     uint64_t steps;   /* steps run, heal phase included */
     uint64_t crashes; /* simulated process crashes (kill -9, death mid-call) */
     uint64_t power_losses;
+    uint64_t stops;       /* graceful stops (SIGTERM) of gateways and settle workers */
     uint64_t fsync_fails; /* failed fsyncs the disks injected */
     uint64_t torn_writes; /* writes a death cut at a random byte */
     uint64_t accepted;    /* orders answered 202 */
