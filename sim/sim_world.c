@@ -1732,6 +1732,13 @@ static size_t inflight_of(const world_t *wd, const gw_t *g)
     return n;
 }
 
+/* oq_spool_scan's callback: the first record's place, then stop. */
+static int first_rec(const oq_rec_t *rec, void *arg)
+{
+    *(oq_pos_t *)arg = rec->pos;
+    return 1;
+}
+
 /*
  * SIGTERM, in gw_server_stop's order (gateway/main.c, gw_server.c): the
  * workers drain (the buys waiting for the group commit are answered), the
@@ -1775,11 +1782,22 @@ static void gw_stop(world_t *wd, gw_t *g)
            ":%" PRIu64 ", %zu left in flight",
        g->idx, rp.seg, rp.off, rs.scanned_to.seg, rs.scanned_to.off, left);
     if (!g->on_settle && broker_up && !failed_report && left == 0 &&
-        d1.fsync_fails == d0.fsync_fails && d1.full_writes == d0.full_writes && oq_pos_cmp(rp, rs.scanned_to) < 0)
-        fail(wd,
-             "gw%d: a graceful stop left delivered records unreleased: released to %" PRIu64
-             ":%" PRIu64 ", the relay had read and delivered to %" PRIu64 ":%" PRIu64,
-             g->idx, rp.seg, rp.off, rs.scanned_to.seg, rs.scanned_to.off);
+        d1.fsync_fails == d0.fsync_fails && d1.full_writes == d0.full_writes &&
+        oq_pos_cmp(rp, rs.scanned_to) < 0) {
+        /* a record between the two (not the same place named twice: the end
+         * of one segment and the start of the next, or nothing released yet) */
+        oq_pos_t first = rs.scanned_to;
+        long n = oq_spool_scan(g->sp, rp, first_rec, &first);
+        if (gw_died(wd, g))
+            return;
+        if (n >= 0 && oq_pos_cmp(first, rs.scanned_to) < 0)
+            fail(wd,
+                 "gw%d: a graceful stop left delivered records unreleased: released to %" PRIu64
+                 ":%" PRIu64 " (a record at %" PRIu64 ":%" PRIu64 "), the relay had read and "
+                 "delivered to %" PRIu64 ":%" PRIu64,
+                 g->idx, rp.seg, rp.off, first.seg, first.off, rs.scanned_to.seg,
+                 rs.scanned_to.off);
+    }
     gw_gone(g); /* the spool's close, the inventory's */
     if (sim_disk_dead(g->disk))
         tr(wd, "gw%d: died while closing its spool", g->idx);
