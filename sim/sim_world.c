@@ -218,6 +218,7 @@ typedef struct world {
     int ng, nu;
     uint32_t limit;
     bool fsync_mode;
+    bool no_stops; /* sim_opts_t.no_stops */
     double p_crash, p_power, p_fsync_fail, p_broker_flip, p_dup, p_lost_reply, p_produce_err;
     bool faults;
     gw_t gw[NG_MAX];
@@ -1894,7 +1895,7 @@ static void one_step(world_t *wd)
     gw_t *g = &wd->gw[rnd(wd, (uint32_t)wd->ng)];
     if (wd->faults) {
         if (r < 3) {
-            if (r == 2 && chance(wd, 0.5)) /* a sixth of them: a deploy's SIGTERM */
+            if (r == 2 && !wd->no_stops && chance(wd, 0.5)) /* a sixth: a deploy's SIGTERM */
                 gw_stop(wd, g);
             else
                 gw_crash(wd, g, false, "kill -9");
@@ -1910,7 +1911,7 @@ static void one_step(world_t *wd)
             return;
         }
         if (r < 8) {
-            if (wd->st_up && r == 7 && chance(wd, 0.5))
+            if (wd->st_up && r == 7 && !wd->no_stops && chance(wd, 0.5))
                 settle_stop(wd);
             else if (wd->st_up)
                 settle_crash(wd, "kill -9");
@@ -2064,6 +2065,7 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
     wd->nu = 4 + (int)rnd(wd, NU_MAX - 4);
     wd->limit = 1 + rnd(wd, 3);
     wd->fsync_mode = rnd(wd, 3) != 0 || opts->fsync_only;
+    wd->no_stops = opts->no_stops;
     wd->p_fsync_fail = rnd(wd, 2) ? 0.05 : 0;
     wd->p_power = wd->fsync_mode ? 0.3e-3 : 0.1e-3;
     wd->p_crash = 0.004;
