@@ -35,6 +35,7 @@ const char *const cm_plant_names[CM_PLANT_COUNT] = {
     [CM_PLANT_INV_REDIS_ASYNC_NO_WAIT] = "inv_redis_async_no_wait",
     [CM_PLANT_INV_REDIS_BATCH_SHIFT] = "inv_redis_batch_shift",
     [CM_PLANT_INV_REDIS_GIVEBACK_CLAIMED] = "inv_redis_giveback_claimed",
+    [CM_PLANT_RELAY_CLOSE_NO_RELEASE] = "relay_close_no_release",
 };
 
 void cm_plant_set(cm_plant_t p)

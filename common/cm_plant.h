@@ -57,6 +57,8 @@ typedef enum {
     CM_PLANT_INV_REDIS_GIVEBACK_CLAIMED, /* a worker loop's give-back of a reserve in doubt
                                             releases the order even when a keyed retry's claim
                                             answered it 202 */
+    CM_PLANT_RELAY_CLOSE_NO_RELEASE, /* oq_relay.c: a graceful close flushes but does not hand
+                                        what was delivered to the releaser */
     CM_PLANT_COUNT
 } cm_plant_t;
 

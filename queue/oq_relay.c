@@ -119,6 +119,7 @@ struct oq_relay {
     const oq_broker_ops_t *bops;
     void *bctx;
     bool stepped; /* no threads: the owner runs the turns (oq_relay_step) */
+    bool dropped; /* oq_relay_drop: freed as a kill -9 leaves it */
     uint32_t rewind_backoff_ms;
 
     int wake_rd, wake_wr;
@@ -624,9 +625,9 @@ static int scan_cb(const oq_rec_t *rec, void *ctx)
     }
     pthread_mutex_lock(&r->mu);
     *ring_push(r) = e;
+    r->scan_pos = rec->next; /* under mu: oq_relay_stats reads it */
     pthread_mutex_unlock(&r->mu);
     r->next_seq++;
-    r->scan_pos = rec->next;
     return 0;
 }
 
@@ -1385,6 +1386,32 @@ fail:
     return rc;
 }
 
+/*
+ * rd_kafka_flush for a stepped relay: polls the owner's broker table until
+ * nothing is in flight or timeout_ms has passed. A poll that reports nothing
+ * waited out the time it was given (oq_broker.h), so it ends the flush.
+ */
+static void flush_stepped(oq_relay_t *r, int timeout_ms)
+{
+    uint64_t until = cm_mono_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+    for (;;) {
+        uint64_t now = cm_mono_ms(), was = atomic_load(&r->inflight);
+        if (was == 0)
+            return;
+        r->bops->poll(r->bctx, now < until ? (int)(until - now) : 0, on_report, r);
+        if (atomic_load(&r->inflight) == was || cm_mono_ms() >= until)
+            return;
+    }
+}
+
+void oq_relay_drop(oq_relay_t *r)
+{
+    if (!r)
+        return;
+    r->dropped = true;
+    oq_relay_close(r, 0);
+}
+
 void oq_relay_close(oq_relay_t *r, int timeout_ms)
 {
     if (!r)
@@ -1402,10 +1429,20 @@ void oq_relay_close(oq_relay_t *r, int timeout_ms)
         pthread_mutex_unlock(&r->wmu);
         pthread_join(r->wmthr, NULL);
     }
-    if (r->rk) { /* never stepped: a stepped relay is only freed */
+    /* Delivered by the deadline: handed to the releaser, which persists it
+     * below. In flight past it: resent by the next start. */
+    if (r->rk) {
         rd_kafka_flush(r->rk, timeout_ms); /* runs dr_cb on this thread */
-        release_prefix(r);
+        if (!CM_PLANT(RELAY_CLOSE_NO_RELEASE))
+            release_prefix(r);
         destroy_producer(r);
+    } else if (r->stepped && !r->dropped) {
+        flush_stepped(r, timeout_ms);
+        if (!CM_PLANT(RELAY_CLOSE_NO_RELEASE))
+            release_prefix(r);
+        pthread_mutex_lock(&r->rmu); /* the releaser thread's last turn */
+        (void)releaser_turn(r);
+        pthread_mutex_unlock(&r->rmu);
     }
     if (r->relthr_started) { /* persists what is pending, then exits */
         pthread_mutex_lock(&r->rmu);
@@ -1496,6 +1533,7 @@ void oq_relay_stats(oq_relay_t *r, oq_relay_stats_t *out)
     uint64_t now = cm_mono_ms();
     pthread_mutex_lock(&r->mu);
     out->spool_unreleased_records = r->count;
+    out->scanned_to = r->scan_pos;
     bool oldest_found = false;
     for (size_t i = 0; i < r->count; i++) {
         entry_t *e = ring_at(r, i);

@@ -103,6 +103,7 @@ typedef struct oq_relay_opts {
 
 typedef struct oq_relay_stats {
     uint64_t spool_unreleased_records; /* tracked records not yet released (<= max_inflight) */
+    oq_pos_t scanned_to;          /* the spool is read (produced or passed over) up to here */
     uint64_t spool_unreleased_bytes;
     uint64_t inflight;            /* produced, no delivery report yet */
     uint64_t oldest_unacked_age_ms;
@@ -135,13 +136,22 @@ typedef struct oq_relay_stats {
 int oq_relay_open(oq_relay_t **out, const oq_relay_opts_t *opts, char *errbuf, size_t errlen);
 
 /*
- * Stops the thread, waits up to timeout_ms for outstanding deliveries
- * (rd_kafka_flush) and releases what was delivered, then frees everything.
- * Unreleased records stay in the spool for the next start. NULL is fine.
- * A stepped relay (opts.broker) is freed only: nothing is flushed or
- * released (as after a kill -9 of its process).
+ * Stops the thread (no record is read from the spool after this), waits up
+ * to timeout_ms for outstanding deliveries (rd_kafka_flush) and releases
+ * what was delivered (on settle: what settle's outcomes already named),
+ * persisting the point, then frees everything. Unreleased records stay in
+ * the spool for the next start. NULL is fine. A stepped relay (opts.broker)
+ * does the same in the caller's thread, its wait being the broker table's
+ * poll. Not concurrently with any other call on r.
  */
 void oq_relay_close(oq_relay_t *r, int timeout_ms);
+
+/*
+ * Frees a stepped relay as a kill -9 of its process leaves it: nothing is
+ * flushed, released or persisted (the simulator's crash). NULL is fine. Not
+ * concurrently with any other call on r.
+ */
+void oq_relay_drop(oq_relay_t *r);
 
 /*
  * Wakes the relay after spool appends (one byte into a pipe; cheap, may be

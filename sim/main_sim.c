@@ -7,6 +7,9 @@
  *   flashgate-sim --seed-file FILE         every seed listed (regression seeds)
  *   --fsync-only: every seed in durability fsync (else the seed draws it:
  *   fsync two times in three, write otherwise)
+ *   --no-stops: no graceful stops (every kill a crash), and the draws of a
+ *   simulator without them: a regression seed found before stops existed
+ *   replays the path that found its defect (sim/seeds.txt)
  *   --fleet: only the fleet path (sim_fleet.h: gateways of the real Redis
  *   backend on a simulated Redis); --no-fleet: never it (else every seed
  *   divisible by 8 runs it too, after the sale's world)
@@ -42,7 +45,7 @@ static double now_s(void)
 static void usage(void)
 {
     fprintf(stderr, "usage: flashgate-sim [--seed N] [--seeds N] [--seconds T | --minutes M]\n"
-                    "                     [--seed-file FILE] [--steps K] [--trace] [--fsync-only]\n"
+                    "                     [--seed-file FILE] [--steps K] [--trace] [--fsync-only] [--no-stops]\n"
                     "                     [--open-defects] [--fleet | --no-fleet]\n"
                     "                     [--plant NAME [--expect-fail]] [--list-plants]\n");
 }
@@ -52,6 +55,7 @@ int main(int argc, char **argv)
     uint64_t seed = 1, nseeds = 1, steps = 4000;
     double seconds = 0;
     bool trace = false, expect_fail = false, seed_given = false, fsync_only = false;
+    bool no_stops = false;
     bool open_defects = false;
     int fleet = 0; /* 0: every 8th seed runs the fleet path too; 1: only it; -1: never */
     const char *seed_file = NULL, *plant = NULL;
@@ -84,6 +88,8 @@ int main(int argc, char **argv)
             i++;
         } else if (!strcmp(a, "--fsync-only")) {
             fsync_only = true;
+        } else if (!strcmp(a, "--no-stops")) {
+            no_stops = true;
         } else if (!strcmp(a, "--fleet")) {
             fleet = 1;
         } else if (!strcmp(a, "--no-fleet")) {
@@ -125,7 +131,7 @@ int main(int argc, char **argv)
     atomic_store(&cm_log_level_current, -1); /* the product's logs: faults are the point */
 
     uint64_t *list = NULL;
-    bool *list_fsync = NULL;
+    bool *list_fsync = NULL, *list_nostops = NULL;
     size_t nlist = 0;
     if (seed_file) {
         FILE *f = fopen(seed_file, "r");
@@ -151,6 +157,8 @@ int main(int argc, char **argv)
             list = cm_xrealloc(list, (nlist + 1) * sizeof(*list));
             list_fsync = cm_xrealloc(list_fsync, (nlist + 1) * sizeof(*list_fsync));
             list_fsync[nlist] = strstr(end, "--fsync-only") != NULL;
+            list_nostops = cm_xrealloc(list_nostops, (nlist + 1) * sizeof(*list_nostops));
+            list_nostops[nlist] = strstr(end, "--no-stops") != NULL;
             list[nlist++] = v;
         }
         fclose(f);
@@ -159,16 +167,17 @@ int main(int argc, char **argv)
     }
 
     double t0 = now_s();
-    uint64_t done = 0, total_steps = 0, crashes = 0, powers = 0, accepted = 0, failures = 0;
+    uint64_t done = 0, total_steps = 0, crashes = 0, stops = 0, powers = 0, accepted = 0, failures = 0;
     uint64_t fsync_fails = 0, torn = 0;
     for (uint64_t k = 0;; k++) {
         uint64_t s;
-        bool fs_only = fsync_only;
+        bool fs_only = fsync_only, nst = no_stops;
         if (seed_file) {
             if (k >= nlist)
                 break;
             s = list[k];
             fs_only = fs_only || list_fsync[k];
+            nst = nst || list_nostops[k];
         } else if (seconds > 0) {
             if (now_s() - t0 >= seconds)
                 break;
@@ -182,6 +191,7 @@ int main(int argc, char **argv)
                         .steps = steps,
                         .trace = trace ? stdout : NULL,
                         .fsync_only = fs_only,
+                        .no_stops = nst,
                         .open_defects = open_defects};
         sim_result_t r;
         if (fleet == 1)
@@ -201,6 +211,7 @@ int main(int argc, char **argv)
         total_steps += r.steps;
         crashes += r.crashes;
         powers += r.power_losses;
+        stops += r.stops;
         accepted += r.accepted;
         fsync_fails += r.fsync_fails;
         torn += r.torn_writes;
@@ -233,18 +244,20 @@ int main(int argc, char **argv)
                        plant ? plant : "-", s, done);
                 free(list);
                 free(list_fsync);
+                free(list_nostops);
                 return 0;
             }
         }
     }
     double dt = now_s() - t0;
     printf("seeds=%" PRIu64 " failed=%" PRIu64 " steps=%" PRIu64 " crashes=%" PRIu64
-           " power_losses=%" PRIu64 " fsync_fails=%" PRIu64 " torn_writes=%" PRIu64
+           " stops=%" PRIu64 " power_losses=%" PRIu64 " fsync_fails=%" PRIu64 " torn_writes=%" PRIu64
            " accepted=%" PRIu64 " time=%.1fs steps/s=%.0f\n",
-           done, failures, total_steps, crashes, powers, fsync_fails, torn, accepted, dt,
+           done, failures, total_steps, crashes, stops, powers, fsync_fails, torn, accepted, dt,
            dt > 0 ? (double)total_steps / dt : 0.0);
     free(list);
     free(list_fsync);
+    free(list_nostops);
     if (expect_fail) {
         printf("plant %s NOT found in %" PRIu64 " seeds\n", plant ? plant : "-", done);
         return 1;

@@ -22,6 +22,9 @@
  * per-partition order, a random partition's oldest message moved at a
  * time, duplicates on a retried produce, refused produces, down and back,
  * a failed delivery past message.timeout.ms.
+ * Processes end by kill -9, power loss, death inside a call, or a graceful
+ * stop (gw_stop, settle_stop: SIGTERM, the shutdown's calls in the real
+ * order, the relay's flush waiting in simulated time).
  */
 #include "sim/sim_world.h"
 
@@ -215,6 +218,7 @@ typedef struct world {
     int ng, nu;
     uint32_t limit;
     bool fsync_mode;
+    bool no_stops; /* sim_opts_t.no_stops */
     double p_crash, p_power, p_fsync_fail, p_broker_flip, p_dup, p_lost_reply, p_produce_err;
     bool faults;
     gw_t gw[NG_MAX];
@@ -487,11 +491,23 @@ static int broker_produce(void *ctx, const char *key, const void *val, size_t vl
     return 0;
 }
 
-/* The broker table's poll: the reports that reached this process, in order. */
+static void broker_step(world_t *wd);
+
+/*
+ * The broker table's poll: the reports that reached this process, in order.
+ * Waiting (timeout_ms > 0: the relay's flush at a graceful close) lets
+ * simulated time pass, a millisecond at a time, the broker moving messages,
+ * until a report comes or the time is up; nothing else runs meanwhile.
+ */
 static void broker_poll(void *ctx, int timeout_ms, oq_broker_report_fn fn, void *arg)
 {
     gw_t *g = ctx;
-    (void)timeout_ms;
+    world_t *wd = g->wd;
+    for (int t = 0; t < timeout_ms && g->nreps == 0; t++) {
+        wd->now_ms++;
+        cm_time_advance_fake(1000000);
+        broker_step(wd);
+    }
     for (size_t i = 0; i < g->nreps; i++) {
         oq_broker_report_t r = {.token = g->reps[i].token,
                                 .err = g->reps[i].ok ? NULL : "Local: Message timed out",
@@ -606,7 +622,13 @@ static void settle_crash(world_t *wd, const char *where)
     tr(wd, "settle: crash %s", where);
 }
 
-static void settle_step(world_t *wd)
+/*
+ * One turn of settle's loop (st_settle.c st_settle_run): a batch written,
+ * its outcomes published, its offsets committed. Stopping (a stop seen in
+ * the batch): it finishes within settle.stop_grace or is given up
+ * uncommitted, and a batch whose write fails is given up at once.
+ */
+static void settle_turn(world_t *wd, bool stopping)
 {
     if (!wd->st_up) {
         if (chance(wd, 0.2)) {
@@ -639,17 +661,26 @@ static void settle_step(world_t *wd)
     st_batch_note_t note;
     int rc = st_batch_write(&wd->bw, &wd->sink.base, msgs, outs, n, &note);
     if (rc != 0) {
-        tr(wd, "settle: batch of %zu failed (%s), retried", n, cm_errname(rc));
+        tr(wd, "settle: batch of %zu failed (%s), %s", n, cm_errname(rc),
+           stopping ? "given up at the stop" : "retried");
         return;
     }
     st_batch_writer_done(&wd->bw, &wd->sink.base);
     tr(wd, "settle: wrote a batch of %zu", n);
+    if (stopping && chance(wd, 0.25)) {
+        tr(wd, "settle: stop grace over after the write: the batch given up uncommitted");
+        return;
+    }
     if (wd->faults && chance(wd, wd->p_crash * 4)) {
         settle_crash(wd, "after the write, before the outcomes and the offsets");
         return;
     }
     for (size_t i = 0; i < n; i++)
         outcome_publish(wd, &batch[i], &outv[i]);
+    if (stopping && chance(wd, 0.25)) {
+        tr(wd, "settle: stop grace over after the outcomes: the offsets not committed");
+        return;
+    }
     if (wd->faults && chance(wd, wd->p_crash * 4)) {
         settle_crash(wd, "after the outcomes, before the offsets");
         return;
@@ -658,7 +689,31 @@ static void settle_step(world_t *wd)
     memcpy(wd->committed, upto, sizeof(upto));
 }
 
+static void settle_step(world_t *wd)
+{
+    settle_turn(wd, false);
+}
+
+/*
+ * SIGTERM to the settle worker (st_settle_stop): seen between two batches,
+ * or inside one, which finishes or is given up (settle_turn); then it exits
+ * (st_settle_free: the consumer leaves the group, the database closes). Its
+ * loop and Kafka clients are librdkafka's threads, not stepped: this follows
+ * st_settle.c's rules on the modelled loop.
+ */
+static void settle_stop(world_t *wd)
+{
+    wd->res->stops++;
+    tr(wd, "settle: SIGTERM");
+    if (chance(wd, 0.5))
+        settle_turn(wd, true);
+    wd->st_up = false;
+    tr(wd, "settle: stopped");
+}
+
 /*---- a gateway process ----*/
+
+static void gw_gone(gw_t *g);
 
 static void gw_crash(world_t *wd, gw_t *g, bool power, const char *why)
 {
@@ -679,11 +734,22 @@ static void gw_crash(world_t *wd, gw_t *g, bool power, const char *why)
     }
     wd->res->crashes++;
     tr(wd, "gw%d: %s (%s)", g->idx, power ? "power loss" : "crash", why);
-    oq_relay_close(g->relay, 0); /* stepped: freed, nothing flushed or released */
+    lottery_t *L = &g->lot;
+    if (power && L->nlog > L->nsynced) /* the entry log: written, not synced */
+        L->nlog = L->nsynced + rnd(wd, (uint32_t)(L->nlog - L->nsynced + 1));
+    if (power && !L->o_seeded)
+        L->o_power = true;
+    gw_gone(g);
+}
+
+/* What a process leaves when it is gone: its memory, its threads. */
+static void gw_gone(gw_t *g)
+{
+    oq_relay_drop(g->relay); /* stepped: freed, nothing flushed or released */
     g->relay = NULL;
     g->nreps = 0;
     if (g->sp)
-        oq_spool_close(g->sp); /* its descriptors are dead: nothing reaches the disk */
+        oq_spool_close(g->sp); /* after a crash its descriptors are dead: nothing reaches the disk */
     g->sp = NULL;
     if (g->w)
         inv_worker_close(g->w);
@@ -695,12 +761,7 @@ static void gw_crash(world_t *wd, gw_t *g, bool power, const char *why)
     g->up = false;
     g->nwait = 0; /* their clients never hear: they retry their keys */
     g->gen++;
-    lottery_t *L = &g->lot;
-    if (power && L->nlog > L->nsynced) /* the entry log: written, not synced */
-        L->nlog = L->nsynced + rnd(wd, (uint32_t)(L->nlog - L->nsynced + 1));
-    if (power && !L->o_seeded)
-        L->o_power = true;
-    lot_forget(L);
+    lot_forget(&g->lot);
 }
 
 /* After a call into g's process: if its disk says it died meanwhile, it did. */
@@ -1662,6 +1723,89 @@ static void relay_step(world_t *wd, gw_t *g)
         tr(wd, "gw%d: release failed (%s)", g->idx, cm_errname(rc));
 }
 
+/* Messages of g's running process still in flight in the broker. */
+static size_t inflight_of(const world_t *wd, const gw_t *g)
+{
+    size_t n = 0;
+    for (int p = 0; p < NPART; p++)
+        for (size_t i = 0; i < wd->part[p].qn; i++)
+            n += wd->part[p].q[i].gw == g->idx && wd->part[p].q[i].gen == g->gen;
+    return n;
+}
+
+/* oq_spool_scan's callback: the first record's place, then stop. */
+static int first_rec(const oq_rec_t *rec, void *arg)
+{
+    *(oq_pos_t *)arg = rec->pos;
+    return 1;
+}
+
+/*
+ * SIGTERM, in gw_server_stop's order (gateway/main.c, gw_server.c): the
+ * workers drain (the buys waiting for the group commit are answered), the
+ * draw's thread stops (a cut draw resumes at the next start, as after a
+ * crash), the relay closes (oq_relay_close: its flush waits up to drain_ms
+ * of simulated time for the deliveries in flight, then what was delivered is
+ * released and the point persisted), the spool closes, then the inventory.
+ * No request arrives meanwhile (/readyz is 503 and the stop is one step).
+ * The check: on delivery (release on delivery), with the broker up and
+ * nothing left in flight, the persisted point reaches what the relay had read
+ * (unless an fsync of that release failed).
+ */
+static void gw_stop(world_t *wd, gw_t *g)
+{
+    if (!g->up)
+        return;
+    uint32_t drain_ms = rnd(wd, 60);
+    sim_disk_use(g->disk);
+    wd->res->stops++;
+    tr(wd, "gw%d: SIGTERM: drains (the relay's flush waits up to %u ms)", g->idx, drain_ms);
+    sync_step(wd, g);
+    if (!g->up)
+        return;
+    oq_relay_stats_t rs;
+    oq_relay_stats(g->relay, &rs);
+    bool failed_report = false;
+    for (size_t i = 0; i < g->nreps; i++)
+        failed_report |= !g->reps[i].ok;
+    bool broker_up = wd->broker_up;
+    sim_disk_stats_t d0, d1;
+    sim_disk_stats(g->disk, &d0);
+    oq_relay_close(g->relay, (int)drain_ms);
+    g->relay = NULL;
+    g->nreps = 0;
+    if (gw_died(wd, g))
+        return;
+    sim_disk_stats(g->disk, &d1);
+    size_t left = inflight_of(wd, g);
+    oq_pos_t rp = oq_spool_released(g->sp);
+    tr(wd, "gw%d: relay closed: released to %" PRIu64 ":%" PRIu64 ", read to %" PRIu64
+           ":%" PRIu64 ", %zu left in flight",
+       g->idx, rp.seg, rp.off, rs.scanned_to.seg, rs.scanned_to.off, left);
+    if (!g->on_settle && broker_up && !failed_report && left == 0 &&
+        d1.fsync_fails == d0.fsync_fails && d1.full_writes == d0.full_writes &&
+        oq_pos_cmp(rp, rs.scanned_to) < 0) {
+        /* a record between the two (not the same place named twice: the end
+         * of one segment and the start of the next, or nothing released yet) */
+        oq_pos_t first = rs.scanned_to;
+        long n = oq_spool_scan(g->sp, rp, first_rec, &first);
+        if (gw_died(wd, g))
+            return;
+        if (n >= 0 && oq_pos_cmp(first, rs.scanned_to) < 0)
+            fail(wd,
+                 "gw%d: a graceful stop left delivered records unreleased: released to %" PRIu64
+                 ":%" PRIu64 " (a record at %" PRIu64 ":%" PRIu64 "), the relay had read and "
+                 "delivered to %" PRIu64 ":%" PRIu64,
+                 g->idx, rp.seg, rp.off, first.seg, first.off, rs.scanned_to.seg,
+                 rs.scanned_to.off);
+    }
+    gw_gone(g); /* the spool's close, the inventory's */
+    if (sim_disk_dead(g->disk))
+        tr(wd, "gw%d: died while closing its spool", g->idx);
+    sim_disk_crash(g->disk); /* the process has exited: its descriptors go, the page cache stays */
+    tr(wd, "gw%d: stopped", g->idx);
+}
+
 /* Compensation: a failed or cancelled order's units go back once (gw_compensate). */
 static void compensate(world_t *wd, gw_t *g, uint32_t n, uint8_t st)
 {
@@ -1751,7 +1895,10 @@ static void one_step(world_t *wd)
     gw_t *g = &wd->gw[rnd(wd, (uint32_t)wd->ng)];
     if (wd->faults) {
         if (r < 3) {
-            gw_crash(wd, g, false, "kill -9");
+            if (r == 2 && !wd->no_stops && chance(wd, 0.5)) /* a sixth: a deploy's SIGTERM */
+                gw_stop(wd, g);
+            else
+                gw_crash(wd, g, false, "kill -9");
             return;
         }
         if (r < 4 && chance(wd, wd->p_power * 1000)) {
@@ -1764,7 +1911,9 @@ static void one_step(world_t *wd)
             return;
         }
         if (r < 8) {
-            if (wd->st_up)
+            if (wd->st_up && r == 7 && !wd->no_stops && chance(wd, 0.5))
+                settle_stop(wd);
+            else if (wd->st_up)
                 settle_crash(wd, "kill -9");
             return;
         }
@@ -1916,6 +2065,7 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
     wd->nu = 4 + (int)rnd(wd, NU_MAX - 4);
     wd->limit = 1 + rnd(wd, 3);
     wd->fsync_mode = rnd(wd, 3) != 0 || opts->fsync_only;
+    wd->no_stops = opts->no_stops;
     wd->p_fsync_fail = rnd(wd, 2) ? 0.05 : 0;
     wd->p_power = wd->fsync_mode ? 0.3e-3 : 0.1e-3;
     wd->p_crash = 0.004;
@@ -1998,7 +2148,7 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
     for (int i = 0; i < wd->ng; i++) {
         gw_t *g = &wd->gw[i];
         sim_disk_use(g->disk);
-        oq_relay_close(g->relay, 0);
+        oq_relay_drop(g->relay);
         if (g->sp)
             oq_spool_close(g->sp);
         if (g->w)

@@ -18,6 +18,8 @@ typedef struct sim_opts {
     uint64_t steps;  /* driver steps with faults before the heal phase */
     FILE *trace;     /* a readable line per step, or NULL */
     bool fsync_only; /* every gateway in durability fsync (else a third in write) */
+    bool no_stops;   /* no graceful stops: every kill is a crash, and the seed's draws
+                      * are those of a simulator without stops (regression seeds) */
     bool open_defects; /* also the steps that meet the open defects (docs/simulation.md;
                           none is open now: no step reads it) */
 } sim_opts_t;
@@ -28,6 +30,7 @@ typedef struct sim_result {
     uint64_t steps;   /* steps run, heal phase included */
     uint64_t crashes; /* simulated process crashes (kill -9, death mid-call) */
     uint64_t power_losses;
+    uint64_t stops;       /* graceful stops (SIGTERM) of gateways and settle workers */
     uint64_t fsync_fails; /* failed fsyncs the disks injected */
     uint64_t torn_writes; /* writes a death cut at a random byte */
     uint64_t accepted;    /* orders answered 202 */

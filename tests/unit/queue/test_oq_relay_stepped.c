@@ -3,7 +3,8 @@
  * broker table (queue/oq_broker.h) and a real spool, on the fake clock: a
  * failed delivery report is never released and is produced again after the
  * back-off; a refused produce backs off; release on settle waits for each
- * order's outcome. No thread and no librdkafka: runs under TSan too.
+ * order's outcome; a graceful close releases what was delivered, a drop
+ * nothing. No thread and no librdkafka: runs under TSan too.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -208,6 +209,49 @@ static void test_failed_report_not_released(void **state)
 }
 
 /* A refused produce: nothing produced until the back-off is over. */
+/* A graceful close flushes (one poll), releases what was delivered and
+ * persists the point; a record still in flight stays for the next start. */
+static void test_close_releases_delivered(void **state)
+{
+    fx_t *f = *state;
+    open_relay(f, false);
+    assert_int_equal(oq_relay_step(f->r, OQ_RELAY_PRODUCER), 0);
+    assert_int_equal(f->fk.n, 3);
+    report(f, 0, true);
+    report(f, 1, true); /* the flush's poll reads these; the third stays in flight */
+    oq_relay_stats_t rs;
+    oq_relay_stats(f->r, &rs);
+    oq_pos_t read_to = rs.scanned_to;
+    assert_true(oq_pos_cmp(read_to, oq_spool_released(f->sp)) > 0);
+    oq_relay_close(f->r, 100);
+    f->r = NULL;
+    oq_pos_t rp = oq_spool_released(f->sp);
+    assert_true(oq_pos_cmp(rp, (oq_pos_t){0, 0}) > 0);
+    assert_true(oq_pos_cmp(rp, read_to) < 0);
+    assert_true(unreleased(f) > 0);
+    /* the point was persisted: a reopened spool starts from it */
+    oq_spool_close(f->sp);
+    oq_spool_opts_t so = {.dir = f->dir, .durability = OQ_DURABILITY_WRITE};
+    char err[256];
+    assert_int_equal(oq_spool_open(&f->sp, &so, err, sizeof(err)), 0);
+    assert_int_equal(oq_pos_cmp(oq_spool_released(f->sp), rp), 0);
+}
+
+/* A dropped relay (a kill -9) releases nothing, delivered or not. */
+static void test_drop_releases_nothing(void **state)
+{
+    fx_t *f = *state;
+    open_relay(f, false);
+    assert_int_equal(oq_relay_step(f->r, OQ_RELAY_PRODUCER), 0);
+    for (int i = 0; i < 3; i++)
+        report(f, i, true);
+    uint64_t before = unreleased(f);
+    oq_relay_drop(f->r);
+    f->r = NULL;
+    assert_int_equal(unreleased(f), before);
+    assert_int_equal(oq_pos_cmp(oq_spool_released(f->sp), (oq_pos_t){0, 0}), 0);
+}
+
 static void test_refused_produce_backs_off(void **state)
 {
     fx_t *f = *state;
@@ -263,6 +307,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_failed_report_not_released, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refused_produce_backs_off, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_releases_delivered, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_drop_releases_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_on_settle, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
