@@ -134,6 +134,8 @@ struct gw_fair_sale {
     size_t wr_npre, wr_pre_cap;
     int64_t wr_sealed_ms;             /* when the pre-queue was sealed, 0 = not yet */
     int64_t wr_starts_ms;             /* the sale's start it was sealed at */
+    bool wr_seal_unlogged;            /* the seal's "S" line failed: written again before
+                                       * the next P or A line (wr_mu) */
     /* The pre-queue's persons for the admin's export (one gateway): each
      * NUL-terminated in wr_names, wr_name_at[i] the offset of the i-th,
      * in joining order until the seal, then in rank order. */

@@ -228,12 +228,25 @@ static void prequeue_seal(gw_fair_sale_t *fs, int64_t now_ms, int64_t starts_at_
     atomic_fetch_add(&fs->wr_next, (uint64_t)n);
     atomic_store(&fs->wr_sealed, true);
     /* a failed line is logged by the store: a restart then seals again with
-     * the same joins and seed, so the same ranks */
-    if (log)
-        (void)gw_fair__room_store_line(fs, true, "S %lld %lld", (long long)now_ms,
-                                       (long long)starts_at_ms);
+     * the same joins and seed, so the same ranks; it is written again before
+     * the next place's line (seal_relog) */
+    fs->wr_seal_unlogged = log && gw_fair__room_store_line(fs, true, "S %lld %lld",
+                                                           (long long)now_ms,
+                                                           (long long)starts_at_ms) != 0;
     if (n)
         cm_log_info("fair", "waiting room pre-queue sealed", "sale=%s persons=%zu", fs->sale_id, n);
+}
+
+/* Before a P or A line: the seal's line again if it failed. A restart reads
+ * P and A lines only in a sealed room, so without it every place given after
+ * the seal would be skipped and given again to later arrivals (with the same
+ * replay ids). wr_mu held. */
+static void seal_relog(gw_fair_sale_t *fs)
+{
+    if (fs->wr_seal_unlogged &&
+        gw_fair__room_store_line(fs, true, "S %lld %lld", (long long)fs->wr_sealed_ms,
+                                 (long long)fs->wr_starts_ms) == 0)
+        fs->wr_seal_unlogged = false;
 }
 
 uint64_t gw_fair__place_jti(const cm_hash_key_t *key, uint64_t pos)
@@ -294,16 +307,19 @@ int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool t
             exp = &p->exp_s;
             /* a new place (here or at the back again): a failed line is logged
              * by the store, and the place is then kept in memory only */
-            if (p->pos > next0)
+            if (p->pos > next0) {
+                seal_relog(fs);
                 (void)gw_fair__room_store_line(fs, false, "P %016llx %llu",
                                                (unsigned long long)tag,
                                                (unsigned long long)p->pos);
+            }
         }
     }
     if (exp && out->pos <= admitted_through && (!*exp || *exp >= now_s)) {
         if (!*exp) {
             *exp = now_s + GW_WR_TOKEN_TTL_S;
             /* the expiry and so the token stay the same across a restart */
+            seal_relog(fs);
             (void)gw_fair__room_store_line(fs, false, "A %016llx %llu %lld",
                                            (unsigned long long)tag,
                                            (unsigned long long)out->pos, (long long)*exp);
@@ -426,6 +442,7 @@ void gw_fair__room_reset(gw_fair_sale_t *fs)
     fs->wr_names_len = fs->wr_names_cap = 0;
     fs->wr_npre = fs->wr_pre_cap = 0;
     fs->wr_sealed_ms = fs->wr_starts_ms = 0;
+    fs->wr_seal_unlogged = false;
     atomic_store(&fs->wr_sealed, false);
     gw_fair__room_keys(fs);
     /* a new log with the new keys from the next line on */

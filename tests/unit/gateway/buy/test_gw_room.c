@@ -24,6 +24,7 @@
 #include "gateway/overload/gw_ol.h"
 #include "gateway/proxy/gw_proxy.h"
 
+#include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -581,6 +582,42 @@ static void test_restart_keeps_room(void **st)
     room_close(&m);
 }
 
+/* The seal's "S" line failed (here: the log's descriptor read-only for that
+ * one write): it is written again before the next place's line, so a restart
+ * reads the room sealed with the places given after the seal, and the next
+ * arrival gets the next place, not one already given (with its replay id). */
+static void test_seal_line_written_again(void **st)
+{
+    (void)st;
+    room_t m;
+    room_open(&m);
+    int64_t t0 = cm_wall_ms(), S = t0 + 60000;
+    assert_true(joinat(&m, "p0", true, t0, S, 0).prequeue);
+    assert_true(joinat(&m, "p1", true, t0, S, 0).prequeue);
+    char path[200];
+    snprintf(path, sizeof(path), "%s/fair/s1.room", m.dir);
+    int fd = m.fs->wr_store.fd;
+    assert_true(fd >= 0);
+    int keep = dup(fd), ro = open(path, O_RDONLY);
+    assert_true(keep >= 0 && ro >= 0);
+    assert_int_equal(dup2(ro, fd), fd);
+    uint64_t p0 = joinat(&m, "p0", true, S, S, 0).pos; /* the seal: its line fails */
+    assert_true(p0 == 1 || p0 == 2);
+    assert_int_equal(dup2(keep, fd), fd);
+    close(keep);
+    close(ro);
+    assert_int_equal(joinat(&m, "late0", true, S + 1, S, 0).pos, 3);
+    assert_int_equal(joinat(&m, "late1", true, S + 1, S, 0).pos, 4);
+    room_restart(&m);
+    gw_fair_room_view_t v;
+    gw_fair_room_view(m.fs, &v);
+    assert_true(v.sealed);
+    assert_int_equal(joinat(&m, "p0", false, S + 2, S, 0).pos, p0);
+    assert_int_equal(joinat(&m, "late0", false, S + 2, S, 0).pos, 3);
+    assert_int_equal(joinat(&m, "late2", true, S + 2, S, 0).pos, 5);
+    room_close(&m);
+}
+
 /* The room's "log_bytes" and "log_synced_bytes" as the admin draw view shows them. */
 static void log_lens(room_t *m, json_int_t *len, json_int_t *synced, json_int_t *syncs)
 {
@@ -663,6 +700,7 @@ int main(void)
         cmocka_unit_test(test_spent_given_back),
         cmocka_unit_test(test_spent_give_back_concurrent),
         cmocka_unit_test(test_restart_keeps_room),
+        cmocka_unit_test(test_seal_line_written_again),
         cmocka_unit_test(test_claim_sync),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
