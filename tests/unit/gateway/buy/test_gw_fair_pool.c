@@ -30,7 +30,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#define TIMEOUT_MS 50
+#define TIMEOUT_MS 200
 
 typedef struct peer {
     int lfd;
