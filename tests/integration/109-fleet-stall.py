@@ -124,6 +124,8 @@ try:
     check(wr.get("windows", 0) >= 1, "the fail-fast window was counted")
     check(wr.get("refused_fast", 0) >= 1, "the calls answered at once were counted")
     eq(wr.get("failing_fast"), False, "no window open once Redis answers")
+    rc, g = g.stop(), None
+    eq(rc, 0, "the gateway stops cleanly (a sanitizer's report would not)")
 finally:
     if stopped:
         red.proc.send_signal(signal.SIGCONT)
