@@ -155,8 +155,9 @@ struct gw_fair_sale {
 
 /*
  * A pool of the fleet's blocking Redis connections with one timeout for the
- * connect and for each command (gw_fair_pool.c). With fail_fast, a timeout or
- * a transport failure opens a window of GW_FAIR_FAIL_FAST_MS in which every
+ * connect and for each command (gw_fair_pool.c). With fail_fast,
+ * GW_FAIR_FAIL_FAST_AFTER timeouts or transport failures in a row open a
+ * window of GW_FAIR_FAIL_FAST_MS in which every
  * get fails at once; the first get after it asks Redis again, and any call
  * Redis answers closes it. The counters are relaxed (stats only).
  */
@@ -168,6 +169,7 @@ typedef struct gw_fair_pool {
     uint32_t timeout_ms;
     bool fail_fast;
     _Atomic uint64_t down_until_ms;                /* cm_mono_ms; 0: no window */
+    _Atomic uint32_t consecutive;                  /* failures since the last answer */
     _Atomic uint64_t opened_log_ms, closed_log_ms; /* the window's log lines, rate-limited */
     _Atomic uint64_t failed;                       /* timeouts and transport failures */
     _Atomic uint64_t refused;                      /* gets failed at once inside a window */
@@ -176,6 +178,10 @@ typedef struct gw_fair_pool {
 
 /* The fail-fast window: about as long as the Retry-After of the 503 the routes answer. */
 #define GW_FAIR_FAIL_FAST_MS 1000u
+/* Consecutive transport failures that open it: one slow reply on a loaded
+ * Redis is a 503 for its caller, not a second of 503s for everyone; a stall
+ * costs a worker loop this many timeouts before calls fail at once. */
+#define GW_FAIR_FAIL_FAST_AFTER 3u
 /* The worker loops' pool keeps a connection per worker and this many more, ... */
 #define GW_FAIR_LOOP_POOL_EXTRA 2
 /* ... at most this many (server.threads is at most 64; 0 means one per CPU). */

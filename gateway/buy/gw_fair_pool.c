@@ -9,13 +9,14 @@
  *   included), so with the 2 s of the other pool a stalled Redis (SIGSTOP, an
  *   overloaded host, dropped packets) held a one-worker gateway 2 s per call,
  *   one call after another: four registrations and a /healthz waited 8 s and
- *   a load balancer would mark every gateway dead at the sale's peak. After a
- *   timeout or a transport failure the pool fails fast: for
+ *   a load balancer would mark every gateway dead at the sale's peak. After
+ *   GW_FAIR_FAIL_FAST_AFTER timeouts or transport failures in a row (one
+ *   slow reply is its caller's 503 only) the pool fails fast: for
  *   GW_FAIR_FAIL_FAST_MS every call fails at once without touching Redis (the
  *   routes answer 503 with Retry-After 1); the first call after the window
  *   asks Redis again (one caller: the others still fail fast meanwhile) and
  *   any call that Redis answers closes the window. A stall therefore costs a
- *   worker loop one timeout a second, not one per call.
+ *   worker loop a few timeouts, then one a second, not one per call.
  * - the rest (the lottery thread's room tick, the admin's exports and counts):
  *   2 s, no window; they run on their own threads.
  *
@@ -51,6 +52,7 @@ void gw_fair__pool_init(gw_fair_pool_t *p, const cm_redis_url_t *addr, size_t ca
     p->timeout_ms = timeout_ms;
     p->fail_fast = fail_fast;
     atomic_init(&p->down_until_ms, 0);
+    atomic_init(&p->consecutive, 0);
     atomic_init(&p->opened_log_ms, 0);
     atomic_init(&p->closed_log_ms, 0);
     atomic_init(&p->failed, 0);
@@ -87,6 +89,9 @@ static void pool_failed(gw_fair_pool_t *p, const char *why)
     atomic_fetch_add_explicit(&p->failed, 1, memory_order_relaxed);
     if (!p->fail_fast)
         return;
+    uint32_t n = atomic_fetch_add_explicit(&p->consecutive, 1, memory_order_relaxed) + 1;
+    if (n < GW_FAIR_FAIL_FAST_AFTER && atomic_load(&p->down_until_ms) == 0)
+        return; /* not yet an outage */
     uint64_t now = cm_mono_ms();
     uint64_t was = atomic_exchange(&p->down_until_ms, now + GW_FAIR_FAIL_FAST_MS);
     if (was)
@@ -102,7 +107,11 @@ static void pool_failed(gw_fair_pool_t *p, const char *why)
 /* Redis answered a call: closes the window if one is open. */
 static void pool_answered(gw_fair_pool_t *p)
 {
-    if (!p->fail_fast || atomic_load(&p->down_until_ms) == 0)
+    if (!p->fail_fast)
+        return;
+    if (atomic_load_explicit(&p->consecutive, memory_order_relaxed))
+        atomic_store_explicit(&p->consecutive, 0, memory_order_relaxed);
+    if (atomic_load(&p->down_until_ms) == 0)
         return;
     if (atomic_exchange(&p->down_until_ms, 0) == 0)
         return;

@@ -7,7 +7,7 @@
  * caller probes while the others still fail fast; a failed probe keeps the
  * same window (counted once); an answered call closes it. The pool without
  * fail_fast never refuses. The routes and a real redis-server stopped with
- * SIGSTOP: tests/integration/109-fleet-stall.py.
+ * SIGSTOP: tests/integration/111-fleet-stall.py.
  */
 #include "gateway/buy/gw_fair_internal.h"
 
@@ -90,12 +90,15 @@ static void test_stalled_peer_fails_fast(void **state)
     gw_fair_pool_t pool;
     gw_fair__pool_init(&pool, &peer.addr, 4, TIMEOUT_MS, true);
 
-    /* the first call waits out the timeout, once (the connect itself succeeds) */
+    /* the first GW_FAIR_FAIL_FAST_AFTER calls wait out the timeout (the connect
+     * itself succeeds); the last of them opens the window */
     uint64_t ms;
-    assert_int_equal(pooled_call(&pool, &ms), CM_EBACKEND);
-    assert_true(ms >= TIMEOUT_MS - 5 && ms < 1000);
-    assert_int_equal(pool_stat(&pool, "failed"), 1);
-    assert_int_equal(pool_stat(&pool, "windows"), 1);
+    for (unsigned i = 1; i <= GW_FAIR_FAIL_FAST_AFTER; i++) {
+        assert_int_equal(pooled_call(&pool, &ms), CM_EBACKEND);
+        assert_true(ms >= TIMEOUT_MS - 5 && ms < 1000);
+        assert_int_equal(pool_stat(&pool, "failed"), i);
+        assert_int_equal(pool_stat(&pool, "windows"), i == GW_FAIR_FAIL_FAST_AFTER);
+    }
 
     /* inside the window: at once, nothing sent, counted */
     char why[256] = "";
@@ -106,7 +109,7 @@ static void test_stalled_peer_fails_fast(void **state)
     assert_null(gw_fair__pool_get(&pool, why, sizeof(why)));
     assert_non_null(strstr(why, "not asked again"));
     assert_int_equal(pool_stat(&pool, "refused_fast"), 4);
-    assert_int_equal(pool_stat(&pool, "failed"), 1);
+    assert_int_equal(pool_stat(&pool, "failed"), GW_FAIR_FAIL_FAST_AFTER);
     cm_time_advance_fake((GW_FAIR_FAIL_FAST_MS - 1) * 1000000ull);
     assert_null(gw_fair__pool_get(&pool, why, sizeof(why)));
 
@@ -119,17 +122,22 @@ static void test_stalled_peer_fails_fast(void **state)
     assert_int_equal(inv_reg_has(probe, "s1", "p1", &has, why, sizeof(why)), CM_EBACKEND);
     gw_fair__pool_put(&pool, probe);
     assert_int_equal(pool_stat(&pool, "windows"), 1); /* the same outage */
-    assert_int_equal(pool_stat(&pool, "failed"), 2);
+    assert_int_equal(pool_stat(&pool, "failed"), GW_FAIR_FAIL_FAST_AFTER + 1);
     assert_null(gw_fair__pool_get(&pool, why, sizeof(why)));
 
     /* the peer answers: the probe's call succeeds and closes the window */
     cm_time_advance_fake(GW_FAIR_FAIL_FAST_MS * 1000000ull);
     probe = gw_fair__pool_get(&pool, why, sizeof(why));
     assert_non_null(probe);
-    /* the probe's connection is the newest in the backlog; drop the two before it */
-    int dead1 = accept(peer.lfd, NULL, NULL), dead2 = accept(peer.lfd, NULL, NULL);
+    /* the probe's connection is the newest in the backlog; drop the failed
+     * calls' before it */
+    int dead[GW_FAIR_FAIL_FAST_AFTER + 1];
+    for (unsigned i = 0; i < GW_FAIR_FAIL_FAST_AFTER + 1; i++) {
+        dead[i] = accept(peer.lfd, NULL, NULL);
+        assert_true(dead[i] >= 0);
+    }
     int live = accept(peer.lfd, NULL, NULL);
-    assert_true(dead1 >= 0 && dead2 >= 0 && live >= 0);
+    assert_true(live >= 0);
     assert_int_equal(write(live, "$1\r\n1\r\n", 7), 7);
     assert_int_equal(inv_reg_has(probe, "s1", "p1", &has, why, sizeof(why)), 0);
     assert_true(has);
@@ -145,11 +153,52 @@ static void test_stalled_peer_fails_fast(void **state)
     assert_int_equal(pool_stat(&pool, "windows"), 1);
 
     gw_fair__pool_deinit(&pool);
-    close(dead1);
-    close(dead2);
+    for (unsigned i = 0; i < GW_FAIR_FAIL_FAST_AFTER + 1; i++)
+        close(dead[i]);
     close(live);
     close(peer.lfd);
     cm_time_set_fake(false, 0, 0);
+}
+
+/* An answer resets the count: failures in a row open the window, failures
+ * with an answer between them do not. */
+static void test_answer_resets_count(void **state)
+{
+    (void)state;
+    peer_t peer;
+    peer_open(&peer);
+    gw_fair_pool_t pool;
+    gw_fair__pool_init(&pool, &peer.addr, 4, TIMEOUT_MS, true);
+    uint64_t ms;
+    for (unsigned i = 0; i + 1 < GW_FAIR_FAIL_FAST_AFTER; i++)
+        assert_int_equal(pooled_call(&pool, &ms), CM_EBACKEND);
+    /* a call the peer answers (its connection is the newest in the backlog) */
+    char why[256] = "";
+    inv_fleet_conn_t *c = gw_fair__pool_get(&pool, why, sizeof(why));
+    assert_non_null(c);
+    int dead[GW_FAIR_FAIL_FAST_AFTER];
+    for (unsigned i = 0; i + 1 < GW_FAIR_FAIL_FAST_AFTER; i++) {
+        dead[i] = accept(peer.lfd, NULL, NULL);
+        assert_true(dead[i] >= 0);
+    }
+    int live = accept(peer.lfd, NULL, NULL);
+    assert_true(live >= 0);
+    assert_int_equal(write(live, ":1\r\n", 4), 4);
+    bool has = false;
+    assert_int_equal(inv_reg_has(c, "s1", "p1", &has, why, sizeof(why)), 0);
+    gw_fair__pool_put(&pool, c);
+    /* as many failures again, minus one: no window; one more opens it */
+    for (unsigned i = 0; i + 1 < GW_FAIR_FAIL_FAST_AFTER; i++)
+        assert_int_equal(pooled_call(&pool, &ms), CM_EBACKEND);
+    assert_int_equal(pool_stat(&pool, "windows"), 0);
+    assert_int_equal(pooled_call(&pool, &ms), CM_EBACKEND);
+    assert_int_equal(pool_stat(&pool, "windows"), 1);
+    assert_int_equal(pool_stat(&pool, "failed"), 2 * GW_FAIR_FAIL_FAST_AFTER - 1);
+    gw_fair__pool_deinit(&pool);
+    for (unsigned i = 0; i + 1 < GW_FAIR_FAIL_FAST_AFTER; i++)
+        close(dead[i]);
+    close(live);
+    close(peer.lfd);
 }
 
 /* The other threads' pool (fail_fast off) asks Redis every time. */
@@ -176,6 +225,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stalled_peer_fails_fast),
+        cmocka_unit_test(test_answer_resets_count),
         cmocka_unit_test(test_no_window_without_fail_fast),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
