@@ -601,7 +601,9 @@ const cm_opt_t gw_config_opts[] = {
      NULL},
     {"inventory.redis_timeout", CM_OPT_MS, OFF(redis_timeout_ms), 0,
      XSTR(INV_REDIS_TIMEOUT_MS_DEFAULT) "ms", 1, 60000, NULL, 0, NULL, "DURATION",
-     "a Redis call slower than this fails (the buy path fails closed)", NULL},
+     "a Redis call slower than this fails (the buy path fails closed; in a fleet so do a "
+     "worker's registration, waiting-room and admission-token calls)",
+     NULL},
     {"inventory.redis_pool", CM_OPT_UINT, OFF(redis_pool), 0, XSTR(INV_REDIS_POOL_DEFAULT), 1,
      64, NULL, 0, NULL, "N", "Redis connections per worker", NULL},
     {"inventory.redis_batch", CM_OPT_UINT, OFF(redis_batch), 0, XSTR(INV_REDIS_BATCH_DEFAULT), 1,

@@ -355,7 +355,6 @@ int gw_fair_open(gw_server_t *srv, char *errbuf, size_t errlen)
     f->srv = srv;
     pthread_mutex_init(&f->tick_mu, NULL);
     pthread_mutex_init(&f->mu, NULL);
-    pthread_mutex_init(&f->reg_pool_mu, NULL);
     snprintf(f->dir, sizeof(f->dir), "%s/fair", srv->cfg->data_dir);
     srv->fair = f;
     if (strncmp(srv->cfg->inventory, "redis", 5) == 0) {
@@ -366,6 +365,15 @@ int gw_fair_open(gw_server_t *srv, char *errbuf, size_t errlen)
             return CM_EINVAL;
         }
         f->fleet = true;
+        /* The worker loops' calls get the buy path's budget (inventory.redis_timeout),
+         * not the 2 s of the other threads: a blocking call holds its whole loop. */
+        uint32_t loop_ms = (uint32_t)srv->cfg->redis_timeout_ms; /* 1..60000, gw_config.c */
+        size_t conns = (size_t)srv->nworkers + GW_FAIR_LOOP_POOL_EXTRA;
+        gw_fair__pool_init(&f->loop_pool, &f->addr,
+                           conns < GW_FAIR_LOOP_POOL_MAX ? conns : GW_FAIR_LOOP_POOL_MAX,
+                           loop_ms ? loop_ms : INV_REDIS_TIMEOUT_MS_DEFAULT, true);
+        gw_fair__pool_init(&f->pool, &f->addr, GW_FAIR_POOL_SIZE, GW_FAIR_POOL_TIMEOUT_MS,
+                           false);
     }
     if (mkdir_one(f->dir) != 0) {
         cm_errbuf_set(errbuf, errlen, "cannot create %s: %s", f->dir, strerror(errno));
@@ -496,7 +504,8 @@ void gw_fair_close(gw_server_t *srv)
         return;
     gw_fair_stop_thread(srv);
     inv_fleet_close(f->rc);
-    gw_fair__reg_close(f);
+    gw_fair__pool_deinit(&f->loop_pool);
+    gw_fair__pool_deinit(&f->pool);
     size_t n = atomic_load(&f->n);
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
@@ -522,7 +531,6 @@ void gw_fair_close(gw_server_t *srv)
     }
     pthread_mutex_destroy(&f->mu);
     pthread_mutex_destroy(&f->tick_mu);
-    pthread_mutex_destroy(&f->reg_pool_mu);
     free(f);
     srv->fair = NULL;
 }

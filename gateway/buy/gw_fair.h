@@ -302,7 +302,7 @@ typedef struct gw_wr_join {
  * Returns 0, CM_EBUSY (a join before the start, the pre-queue full), CM_EIO
  * (one gateway: the join's line was not written; not in the pre-queue) or, in a
  * fleet, CM_EBACKEND (Redis did not answer; nothing is known to be taken).
- * Thread-safe.
+ * Thread-safe. In a fleet it blocks on Redis as gw_fair_admission_claim does.
  */
 int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool take,
                       int64_t now_ms, int64_t starts_at_ms, uint64_t admitted_through,
@@ -369,7 +369,9 @@ void gw_wr_spent_settle(gw_wr_spent_t *s, uint64_t jti, bool accepted);
  * One gateway: the claim may also return CM_EIO (its line was not written: not claimed;
  * the buy answers 503). In a fleet the table is Redis' (one key per claimed replay id, gw_room_fleet.c): the
  * claim may also return CM_EBACKEND (the buy answers 503), and a give-back that Redis
- * does not take leaves the token spent until it expires. Blocks on Redis in a fleet. */
+ * does not take leaves the token spent until it expires. Blocks on Redis in a fleet, at
+ * most inventory.redis_timeout per step (the worker loops' pool, gw_fair_pool.c: inside its
+ * fail-fast window the claim is CM_EBACKEND at once and a give-back is not made). */
 int gw_fair_admission_claim(gw_fair_t *f, const char *sale_id, uint64_t jti, int64_t exp_s,
                             uint64_t fp, int64_t now_s);
 void gw_fair_admission_settle(gw_fair_t *f, const char *sale_id, uint64_t jti, bool accepted);

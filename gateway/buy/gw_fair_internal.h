@@ -163,6 +163,43 @@ struct gw_fair_sale {
  */
 #define WR_PLACES 65536
 
+/*
+ * A pool of the fleet's blocking Redis connections with one timeout for the
+ * connect and for each command (gw_fair_pool.c). With fail_fast,
+ * GW_FAIR_FAIL_FAST_AFTER timeouts or transport failures in a row open a
+ * window of GW_FAIR_FAIL_FAST_MS in which every
+ * get fails at once; the first get after it asks Redis again, and any call
+ * Redis answers closes it. The counters are relaxed (stats only).
+ */
+typedef struct gw_fair_pool {
+    pthread_mutex_t mu;
+    const cm_redis_url_t *addr; /* borrowed: the gw_fair_t's */
+    inv_fleet_conn_t **idle;
+    size_t nidle, cap;
+    uint32_t timeout_ms;
+    bool fail_fast;
+    _Atomic uint64_t down_until_ms;                /* cm_mono_ms; 0: no window */
+    _Atomic uint32_t consecutive;                  /* failures since the last answer */
+    _Atomic uint64_t opened_log_ms, closed_log_ms; /* the window's log lines, rate-limited */
+    _Atomic uint64_t failed;                       /* timeouts and transport failures */
+    _Atomic uint64_t refused;                      /* gets failed at once inside a window */
+    _Atomic uint64_t windows;                      /* windows opened */
+} gw_fair_pool_t;
+
+/* The fail-fast window: about as long as the Retry-After of the 503 the routes answer. */
+#define GW_FAIR_FAIL_FAST_MS 1000u
+/* Consecutive transport failures that open it: one slow reply on a loaded
+ * Redis is a 503 for its caller, not a second of 503s for everyone; a stall
+ * costs a worker loop this many timeouts before calls fail at once. */
+#define GW_FAIR_FAIL_FAST_AFTER 3u
+/* The worker loops' pool keeps a connection per worker and this many more, ... */
+#define GW_FAIR_LOOP_POOL_EXTRA 2
+/* ... at most this many (server.threads is at most 64; 0 means one per CPU). */
+#define GW_FAIR_LOOP_POOL_MAX 66
+/* The other threads' pool (the lottery thread, the admin's threads) and its timeout. */
+#define GW_FAIR_POOL_SIZE 8
+#define GW_FAIR_POOL_TIMEOUT_MS 2000
+
 struct gw_fair {
     gw_server_t *srv;
     /* Held by gw_fair_tick for a whole tick, and by the admin thread while it
@@ -184,10 +221,9 @@ struct gw_fair {
     int64_t last_conf_ms, last_err_ms;
     /* fleet: this data directory's id, the owner of its waitlist promotions (gw_waitlist_fleet.c) */
     char owner[40];
-    /* fleet: the workers' connections for registrations and entry checks (gw_reg.c) */
-    pthread_mutex_t reg_pool_mu;
-    inv_fleet_conn_t *reg_pool[8];
-    size_t reg_npool;
+    /* fleet: the worker loops' connections (inventory.redis_timeout, fail-fast) and
+     * the other threads' (2 s): gw_fair_pool.c */
+    gw_fair_pool_t loop_pool, pool;
     _Atomic uint64_t reg_taken, reg_refused; /* new registrations here; entries refused here */
 };
 
@@ -329,7 +365,7 @@ size_t gw_fair__room_store_read(gw_fair_sale_t *fs, void (*apply)(gw_fair_sale_t
 /*---- gw_room_fleet.c: the waiting room of a fleet, in Redis ----*/
 
 /* gw_fair_room_join in a fleet (the same contract, CM_EBACKEND when Redis cannot
- * answer). Thread-safe (a pooled connection). */
+ * answer). Thread-safe (a connection of the worker loops' pool). */
 int gw_fair__room_fleet_join(gw_fair_sale_t *fs, const char *person, size_t len, bool take,
                              int64_t now_ms, int64_t starts_at_ms, gw_wr_join_t *out);
 /* One room's step in a fleet, at most every GW_WR_FLEET_TICK_MS: seals at the start,
@@ -352,9 +388,25 @@ uint64_t gw_fair__place_jti(const cm_hash_key_t *key, uint64_t pos);
  * publishes), and back (false if hex is not 32 hex digits). Pure. */
 void gw_fair__seed_hex(const cm_hash_key_t *seed, char out[33]);
 bool gw_fair__seed_parse(const char *hex, cm_hash_key_t *seed);
-/* The fleet's pooled connections (gw_reg.c): one per caller at a time. Thread-safe. */
-inv_fleet_conn_t *gw_fair__pool_get(gw_fair_t *f, char *errbuf, size_t errlen);
-void gw_fair__pool_put(gw_fair_t *f, inv_fleet_conn_t *c);
+
+/*---- gw_fair_pool.c: the fleet's pooled connections ----*/
+
+/* Sets up p for addr (borrowed, outlives p): at most cap idle connections, timeout_ms for
+ * the connect and each command, a fail-fast window if fail_fast. Single-threaded (open). */
+void gw_fair__pool_init(gw_fair_pool_t *p, const cm_redis_url_t *addr, size_t cap,
+                        uint32_t timeout_ms, bool fail_fast);
+/* Closes the idle connections. Single-threaded (close); a zeroed p is fine. */
+void gw_fair__pool_deinit(gw_fair_pool_t *p);
+/* A connection for one caller (a pooled one, else a new one), or NULL with the reason in
+ * errbuf: Redis unreachable, or inside p's fail-fast window (then at once, nothing sent).
+ * Blocks up to p's timeout per connect step. Return it with gw_fair__pool_put. Thread-safe. */
+inv_fleet_conn_t *gw_fair__pool_get(gw_fair_pool_t *p, char *errbuf, size_t errlen);
+/* Takes c back (NULL is fine): a broken one (a timeout, a lost connection) is closed and
+ * opens p's window; a sound one closes it and is pooled if there is room. Thread-safe. */
+void gw_fair__pool_put(gw_fair_pool_t *p, inv_fleet_conn_t *c);
+/* Adds {"worker_redis": {timeout_ms, failed, refused_fast, windows, failing_fast}} to
+ * obj (json_t *). Thread-safe. */
+void gw_fair__pool_stats(const gw_fair_pool_t *p, void *obj);
 
 /*---- gw_reg.c: registration ----*/
 
@@ -369,7 +421,8 @@ typedef enum {
                          * the caller looked) */
 } gw_reg_add_t;
 /* Registers person for the sale (at most cap persons): a gw_reg_add_t, or a negative
- * cm_err_t with a reason in why. Loop or admin thread. */
+ * cm_err_t with a reason in why. A fleet's goes through the worker loops' pool.
+ * Loop thread. */
 int gw_fair__reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap,
                      char *why, size_t whylen);
 /* Drops a deleted sale's registrations and their log. Caller as gw_fair__sale_reset. 0 or CM_EIO. */
@@ -378,8 +431,6 @@ int gw_fair__reg_reset(gw_fair_t *f, gw_fair_sale_t *fs);
 void gw_fair__reg_free(gw_fair_sale_t *fs);
 /* Adds {"registration": {...}} to the fair stats object o (json_t *). Thread-safe. */
 void gw_fair__reg_stats(gw_fair_t *f, void *o);
-/* Closes the pool of fleet connections. Single-threaded (close). */
-void gw_fair__reg_close(gw_fair_t *f);
 /* The fleet configuration's registration token (" r=<opens>:<closes>", "" for none). */
 void gw_fair__reg_token(gw_fair_sale_t *fs, char *out, size_t cap);
 /* Sets fs's registration window from a fleet configuration value (none without the token). */

@@ -729,5 +729,7 @@ void gw_fair_stats(gw_fair_t *f, void *json_obj)
     json_object_set_new(o, "waitlisted", json_integer((json_int_t)wl));
     json_object_set_new(o, "waitlist_promoted", json_integer((json_int_t)promoted));
     gw_fair__reg_stats(f, o);
+    if (f->fleet)
+        gw_fair__pool_stats(&f->loop_pool, o);
     json_object_set_new(json_obj, "fair", o);
 }

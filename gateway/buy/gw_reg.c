@@ -287,40 +287,6 @@ void gw_fair__reg_free(gw_fair_sale_t *fs)
     fs->reg = NULL;
 }
 
-/*---- the fleet's connections ----*/
-
-inv_fleet_conn_t *gw_fair__pool_get(gw_fair_t *f, char *errbuf, size_t errlen)
-{
-    pthread_mutex_lock(&f->reg_pool_mu);
-    inv_fleet_conn_t *c = f->reg_npool ? f->reg_pool[--f->reg_npool] : NULL;
-    pthread_mutex_unlock(&f->reg_pool_mu);
-    return c ? c : inv_fleet_connect(&f->addr, 2000, errbuf, errlen);
-}
-
-void gw_fair__pool_put(gw_fair_t *f, inv_fleet_conn_t *c)
-{
-    if (!c)
-        return;
-    if (inv_fleet_broken(c)) {
-        inv_fleet_close(c);
-        return;
-    }
-    pthread_mutex_lock(&f->reg_pool_mu);
-    if (f->reg_npool < sizeof(f->reg_pool) / sizeof(f->reg_pool[0])) {
-        f->reg_pool[f->reg_npool++] = c;
-        c = NULL;
-    }
-    pthread_mutex_unlock(&f->reg_pool_mu);
-    inv_fleet_close(c);
-}
-
-void gw_fair__reg_close(gw_fair_t *f)
-{
-    for (size_t i = 0; i < f->reg_npool; i++)
-        inv_fleet_close(f->reg_pool[i]);
-    f->reg_npool = 0;
-}
-
 /*---- the configuration ----*/
 
 void gw_fair__reg_token(gw_fair_sale_t *fs, char *out, size_t cap)
@@ -413,11 +379,11 @@ int gw_fair__reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint6
          * the only way a registration under the id is read again. */
         if (atomic_load(&fs->reg_opens_ms) <= 0 || atomic_load(&fs->window_ms) <= 0)
             return GW_REG_GONE;
-        inv_fleet_conn_t *c = gw_fair__pool_get(f, why, whylen);
+        inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, whylen);
         int added = 0;
         int rc = c ? inv_reg_add(c, fs->sale_id, person, (long long)cap, &added, why, whylen)
                    : CM_EBACKEND;
-        gw_fair__pool_put(f, c);
+        gw_fair__pool_put(&f->loop_pool, c);
         if (rc < 0)
             return rc;
         if (added == 1)
@@ -566,9 +532,9 @@ bool gw_reg_entry_ok(gw_req_t *r, void *fsv)
     bool has = false;
     char why[256] = "";
     if (f->fleet) {
-        inv_fleet_conn_t *c = gw_fair__pool_get(f, why, sizeof(why));
+        inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
         int rc = c ? inv_reg_has(c, fs->sale_id, r->person, &has, why, sizeof(why)) : CM_EBACKEND;
-        gw_fair__pool_put(f, c);
+        gw_fair__pool_put(&f->loop_pool, c);
         if (rc) {
             gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
                           "cannot check the registration now (redis: %s); retry", why);
@@ -622,9 +588,9 @@ int gw_reg_count(gw_server_t *srv, const char *sale_id, long long *n, char *errb
         return 0;
     if (f->fleet) {
         char why[256] = "";
-        inv_fleet_conn_t *c = gw_fair__pool_get(f, why, sizeof(why));
+        inv_fleet_conn_t *c = gw_fair__pool_get(&f->pool, why, sizeof(why));
         int rc = c ? inv_reg_count(c, sale_id, n, why, sizeof(why)) : CM_EBACKEND;
-        gw_fair__pool_put(f, c);
+        gw_fair__pool_put(&f->pool, c);
         if (rc)
             cm_errbuf_set(errbuf, errlen, "redis: %s", why);
         return rc ? CM_EBACKEND : 0;
@@ -655,14 +621,14 @@ void *gw_reg_export_json(gw_server_t *srv, const char *sale_id, uint64_t cursor,
     if (f->fleet) {
         char why[256] = "";
         long long n = 0;
-        inv_fleet_conn_t *c = gw_fair__pool_get(f, why, sizeof(why));
+        inv_fleet_conn_t *c = gw_fair__pool_get(&f->pool, why, sizeof(why));
         int r = c ? inv_reg_count(c, sale_id, &n, why, sizeof(why)) : CM_EBACKEND;
         total = n > 0 ? (uint64_t)n : 0;
         gw_reg_page(total, cursor, limit, &start, &end);
         if (r == 0 && end > start)
             r = inv_reg_range(c, sale_id, (long long)start, (long long)end - 1, add_person, arr,
                               why, sizeof(why));
-        gw_fair__pool_put(f, c);
+        gw_fair__pool_put(&f->pool, c);
         if (r) {
             json_decref(arr);
             *rc = CM_EBACKEND;

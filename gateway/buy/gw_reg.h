@@ -16,10 +16,12 @@
  * back at start. A Redis fleet: a ZSET per sale in the lottery's hash slot
  * (inv_reg_add: one script, one round trip; the rank is the score, so the
  * export pages exactly), and the entry's check is one ZSCORE. Those Redis
- * calls block the worker's loop for one round trip (a small pool of
- * connections, gw_fair_t): registration runs for days before a sale, and an
- * entry pays one round trip once per person (a second buy of an entrant is
- * answered from its entry).
+ * calls block the worker's loop for one round trip (the worker loops' pool
+ * of connections, gw_fair_pool.c): registration runs for days before a sale,
+ * and an entry pays one round trip once per person (a second buy of an
+ * entrant is answered from its entry). A Redis that does not answer holds the
+ * loop at most inventory.redis_timeout, then such calls answer 503 at once
+ * for about a second (the pool's fail-fast window).
  */
 #ifndef GW_REG_H
 #define GW_REG_H

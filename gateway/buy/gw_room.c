@@ -654,12 +654,12 @@ int gw_fair_admission_claim(gw_fair_t *f, const char *sale_id, uint64_t jti, int
     gw_fair_sale_t *fs = f ? gw_fair__slot_find(f, sale_id) : NULL;
     if (fs && f->fleet) {
         char why[256] = "";
-        inv_fleet_conn_t *c = gw_fair__pool_get(f, why, sizeof(why));
+        inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
         /* kept as long as the token lives, a second past its last valid second */
         int rc = c ? inv_room_claim(c, sale_id, jti, fp, (exp_s - now_s + 1) * 1000, why,
                                     sizeof(why))
                    : CM_EBACKEND;
-        gw_fair__pool_put(f, c);
+        gw_fair__pool_put(&f->loop_pool, c);
         return rc == 0 ? GW_WR_CLAIMED : rc == 1 ? GW_WR_SPENT : rc == 2 ? GW_WR_REPLAY : rc;
     }
     if (!fs)
@@ -691,9 +691,9 @@ void gw_fair_admission_settle(gw_fair_t *f, const char *sale_id, uint64_t jti, b
         if (accepted)
             return; /* the claim stays until the token expires */
         char why[256] = "";
-        inv_fleet_conn_t *c = gw_fair__pool_get(f, why, sizeof(why));
+        inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
         int rc = c ? inv_room_unclaim(c, sale_id, jti, why, sizeof(why)) : CM_EBACKEND;
-        gw_fair__pool_put(f, c);
+        gw_fair__pool_put(&f->loop_pool, c);
         /* not given back: the token reads spent until it expires (never a second order) */
         if (rc)
             gw_fair__room_fleet_trouble("give an admission token back", sale_id, why);

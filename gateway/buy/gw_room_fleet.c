@@ -110,7 +110,7 @@ int gw_fair__room_fleet_join(gw_fair_sale_t *fs, const char *person, size_t len,
     memset(out, 0, sizeof(*out));
     gw_fair_t *f = fs->f;
     char why[256] = "";
-    inv_fleet_conn_t *c = gw_fair__pool_get(f, why, sizeof(why));
+    inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
     int rc = c ? 0 : CM_EBACKEND;
     inv_room_join_t j = {0};
     cm_hash_key_t seed = {0, 0};
@@ -134,7 +134,7 @@ int gw_fair__room_fleet_join(gw_fair_sale_t *fs, const char *person, size_t len,
             rc = CM_EBACKEND;
         }
     }
-    gw_fair__pool_put(f, c);
+    gw_fair__pool_put(&f->loop_pool, c);
     if (rc) {
         gw_fair__room_fleet_trouble("join", fs->sale_id, why);
         return CM_EBACKEND;
@@ -184,12 +184,12 @@ void gw_fair__room_fleet_tick(gw_fair_t *f, gw_fair_sale_t *fs, int64_t now, boo
     pthread_mutex_lock(&fs->wr_mu);
     seed_offer(fs, &fs->wr_seed, hex);
     pthread_mutex_unlock(&fs->wr_mu);
-    inv_fleet_conn_t *c = gw_fair__pool_get(f, why, sizeof(why));
+    inv_fleet_conn_t *c = gw_fair__pool_get(&f->pool, why, sizeof(why));
     inv_room_state_t st;
     int rc = c ? inv_room_tick(c, fs->sale_id, hex, started, now, add, (uint64_t)fleet_per_s, &st,
                                why, sizeof(why))
                : CM_EBACKEND;
-    gw_fair__pool_put(f, c);
+    gw_fair__pool_put(&f->pool, c);
     if (rc) {
         gw_fair__room_fleet_trouble("tick", fs->sale_id, why);
         return;
@@ -217,7 +217,7 @@ int gw_fair__room_fleet_persons(gw_fair_t *f, const char *sale_id, uint64_t star
                                 char *errbuf, size_t errlen)
 {
     char why[256] = "";
-    inv_fleet_conn_t *c = gw_fair__pool_get(f, why, sizeof(why));
+    inv_fleet_conn_t *c = gw_fair__pool_get(&f->pool, why, sizeof(why));
     inv_room_state_t st;
     int rc = c ? inv_room_state(c, sale_id, &st, why, sizeof(why)) : CM_EBACKEND;
     if (rc == 0) {
@@ -229,7 +229,7 @@ int gw_fair__room_fleet_persons(gw_fair_t *f, const char *sale_id, uint64_t star
             rc = inv_room_range(c, sale_id, (long long)start, (long long)(start + limit - 1),
                                 person_member, &x, why, sizeof(why));
     }
-    gw_fair__pool_put(f, c);
+    gw_fair__pool_put(&f->pool, c);
     if (rc)
         cm_errbuf_set(errbuf, errlen, "redis: %s", why);
     return rc ? CM_EBACKEND : 0;
