@@ -744,7 +744,8 @@ static void admission_settle(gw_req_t *r)
     if (!r->adm_jti)
         return;
     bool accepted = !r->cached && r->resp.reply == GW_R_ACCEPTED && !r->replayed;
-    gw_fair_admission_settle(r->w->srv->fair, r->id, r->adm_jti, accepted);
+    gw_fair_admission_settle(r->w->srv->fair, r->id, r->adm_jti, r->adm_fp, r->adm_nonce,
+                             accepted);
     r->adm_jti = 0;
 }
 
@@ -974,8 +975,9 @@ static bool buy_handle(gw_req_t *r)
          * identity on): another account of the token's person sending the
          * same raw key is not a retry of this buy */
         uint32_t kfp = r->res.idem_key[0] ? inv_idem_key_fp(r->res.idem_key) : 0;
+        uint64_t nonce = 0;
         int ac = gw_fair_admission_claim(srv->fair, r->id, atok.jti, atok.exp_s, kfp,
-                                         now_ms / 1000);
+                                         now_ms / 1000, &nonce);
         if (ac == GW_WR_SPENT || ac == CM_EBUSY) {
             admission_refused(r, ac == CM_EBUSY ? ADM_BUSY : ADM_SPENT);
             return false;
@@ -986,8 +988,11 @@ static bool buy_handle(gw_req_t *r)
             gw_resp_retry_after(&r->resp, 1);
             return false;
         }
-        if (ac == GW_WR_CLAIMED)
+        if (ac == GW_WR_CLAIMED) {
             r->adm_jti = atok.jti;
+            r->adm_fp = kfp;
+            r->adm_nonce = nonce;
+        }
     }
 
     /* 5. the atomic step */

@@ -363,14 +363,23 @@ void gw_wr_spent_clear(gw_wr_spent_t *s);
 int gw_wr_spent_claim(gw_wr_spent_t *s, uint64_t jti, int64_t exp_s, uint64_t fp, int64_t now_s);
 void gw_wr_spent_settle(gw_wr_spent_t *s, uint64_t jti, bool accepted);
 
-/* The buy path's side of the above for a sale's room (none: GW_WR_CLAIMED, nothing held).
- * One gateway: the claim may also return CM_EIO (its line was not written: not claimed;
- * the buy answers 503). In a fleet the table is Redis' (one key per claimed replay id, gw_room_fleet.c): the
- * claim may also return CM_EBACKEND (the buy answers 503), and a give-back that Redis
- * does not take leaves the token spent until it expires. Blocks on Redis in a fleet. */
+/*
+ * The buy path's side of the above for a sale's room (none: GW_WR_CLAIMED, nothing held);
+ * fp is the buy's Idempotency-Key fingerprint (0: none). One gateway: the claim may also
+ * return CM_EIO (its line was not written: not claimed; the buy answers 503). In a fleet
+ * the table is Redis' (one key per claimed replay id, gw_room_fleet.c), each claim with a
+ * nonce of its own (*nonce, to pass to the settle; 0 if not claimed): the claim may also
+ * return CM_EBACKEND (the buy answers 503). Such a claim may still run in Redis; without
+ * an Idempotency-Key the lottery thread gives it back (it voids it if it has not run).
+ * The settle gives back only this claim (compare-and-delete); a give-back Redis does not
+ * take is retried by the lottery thread, except with an Idempotency-Key (its retry may
+ * rest on the claim: the token reads spent until it expires, never a second order).
+ * Blocks on Redis in a fleet. Thread-safe.
+ */
 int gw_fair_admission_claim(gw_fair_t *f, const char *sale_id, uint64_t jti, int64_t exp_s,
-                            uint64_t fp, int64_t now_s);
-void gw_fair_admission_settle(gw_fair_t *f, const char *sale_id, uint64_t jti, bool accepted);
+                            uint64_t fp, int64_t now_s, uint64_t *nonce);
+void gw_fair_admission_settle(gw_fair_t *f, const char *sale_id, uint64_t jti, uint64_t fp,
+                              uint64_t nonce, bool accepted);
 
 /*
  * The admin's export of a sealed pre-queue (GET /admin/v1/sales/{id}/room/persons):

@@ -153,6 +153,15 @@ struct gw_fair_sale {
  */
 #define WR_PLACES 65536
 
+/* A fleet claim of an admission token to give back (inv_room_unclaim): its
+ * reply was lost, or the give-back of a buy that was not accepted failed. */
+#define FAIR_UNCLAIM_MAX 256
+typedef struct gw_fair_unclaim {
+    char sale[INV_SALE_ID_MAX + 1];
+    uint64_t jti, fp, nonce;
+    int64_t exp_s; /* the token's expiry: past it, the claim is of no use to anyone */
+} gw_fair_unclaim_t;
+
 struct gw_fair {
     gw_server_t *srv;
     /* Held by gw_fair_tick for a whole tick, and by the admin thread while it
@@ -179,6 +188,12 @@ struct gw_fair {
     inv_fleet_conn_t *reg_pool[8];
     size_t reg_npool;
     _Atomic uint64_t reg_taken, reg_refused; /* new registrations here; entries refused here */
+    /* fleet: admission-token claims to give back, retried by the lottery thread (gw_room.c) */
+    pthread_mutex_t unclaim_mu;
+    gw_fair_unclaim_t unclaim[FAIR_UNCLAIM_MAX];
+    size_t nunclaim;
+    int64_t unclaim_next_ms;     /* lottery thread only: no try before this after a failure */
+    _Atomic uint64_t claim_nonce; /* the next claim's nonce (random start, then +1) */
 };
 
 #define FLEET_PUSH_WAIT_MS 3000 /* the draw waits this long after the close for every gateway */
@@ -336,6 +351,10 @@ bool gw_fair__seed_parse(const char *hex, cm_hash_key_t *seed);
 /* The fleet's pooled connections (gw_reg.c): one per caller at a time. Thread-safe. */
 inv_fleet_conn_t *gw_fair__pool_get(gw_fair_t *f, char *errbuf, size_t errlen);
 void gw_fair__pool_put(gw_fair_t *f, inv_fleet_conn_t *c);
+/* Sends the give-backs of f->unclaim (lottery thread, each tick; after a
+ * failure the next try waits FAIR_UNCLAIM_RETRY_MS). */
+#define FAIR_UNCLAIM_RETRY_MS 250
+void gw_fair__room_unclaims_tick(gw_fair_t *f, int64_t now_ms);
 
 /*---- gw_reg.c: registration ----*/
 
