@@ -240,8 +240,9 @@ void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id);
  * 16 hex digits, one per place). The expiry is fixed when the place is first
  * admitted (asking again gives the same token); once it passed, the person's
  * next join takes a new place at the back. The order a token admits spends
- * it: the buy claims its jti before the reserve and keeps it only when the
- * answer is a 202 of a new order; any other answer gives it back
+ * it: the buy claims its jti before the reserve and keeps it when the answer
+ * is a 202 (a new order, or the replay of an order of its Idempotency-Key that
+ * the claim now stands for); any other answer gives it back
  * (gw_fair_admission_claim / _settle), so a token is spent exactly once and
  * never by a refused buy.
  *
