@@ -1278,7 +1278,10 @@ int inv_room_claim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, uint64_t
                  ? (int)r->integer
                  : CM_EBACKEND;
     if (rc < 0)
-        cm_errbuf_set(errbuf, errlen, "unexpected reply");
+        cm_errbuf_set(errbuf, errlen,
+                      r->type == REDIS_REPLY_INTEGER && r->integer == 3
+                          ? "the claim was given back before it ran"
+                          : "unexpected reply");
     freeReplyObject(r);
     return rc;
 }
