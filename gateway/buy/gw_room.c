@@ -669,7 +669,9 @@ void gw_fair__room_unclaims_tick(gw_fair_t *f, int64_t now_ms)
         if (rc >= 0)
             continue;
         gw_fair__room_fleet_trouble("give an admission token back (retried)", u.sale, why);
-        (void)unclaim_later(f, u.sale, u.jti, u.fp, u.nonce, u.exp_s); /* it had its slot */
+        /* workers may have filled the list meanwhile: then the token stays
+         * spent until it expires, as when the list was full at the claim */
+        (void)unclaim_later(f, u.sale, u.jti, u.fp, u.nonce, u.exp_s);
         f->unclaim_next_ms = now_ms + FAIR_UNCLAIM_RETRY_MS;
         return;
     }
