@@ -1142,11 +1142,28 @@ static const char LUA_ROOM_JOIN[] =
     "end\n"
     "return {1, pos, exp}\n";
 
-/* Claim: KEYS jti; ARGV fp, ttl_ms. 0 claimed, 1 spent, 2 the same fingerprint's. */
+/* Claim: KEYS jti, the claim's void mark; ARGV "fp:nonce", ttl_ms, fp. 0 claimed, 1 spent,
+ * 2 the same fingerprint's, 3 given back before it ran (its caller gave up on it). The
+ * fingerprint is the value's part before ':' (a value without ':' is all fingerprint). */
 static const char LUA_ROOM_CLAIM[] =
+    "if redis.call('EXISTS', KEYS[2]) == 1 then return 3 end\n"
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end\n"
-    "if ARGV[1] ~= '0' and redis.call('GET', KEYS[1]) == ARGV[1] then return 2 end\n"
+    "if ARGV[3] ~= '0' then\n"
+    "  local v = redis.call('GET', KEYS[1])\n"
+    "  if v and string.match(v, '^[^:]*') == ARGV[3] then return 2 end\n"
+    "end\n"
     "return 1\n";
+
+/* Give-back: KEYS jti, the claim's void mark; ARGV "fp:nonce", ttl_ms. Deletes the claim
+ * only if it holds this value (1); else marks the claim void (0), so that the claim,
+ * should it still run, claims nothing. */
+static const char LUA_ROOM_UNCLAIM[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+    "  redis.call('DEL', KEYS[1])\n"
+    "  return 1\n"
+    "end\n"
+    "redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])\n"
+    "return 0\n";
 
 static void room_keys(const char *sale, char wr[160], char pre[160], char pl[160])
 {
@@ -1239,30 +1256,52 @@ static void jti_key(char *out, size_t cap, const char *sale, uint64_t jti)
     fkey(out, cap, sale, what);
 }
 
-int inv_room_claim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, uint64_t fp,
-                   int64_t ttl_ms, char *errbuf, size_t errlen)
+/* The claim's key, its void mark's key and its value "fp:nonce". */
+static void claim_keys(const char *sale, uint64_t jti, uint64_t fp, uint64_t nonce, char k[200],
+                       char vk[240], char val[48])
 {
-    char k[200];
-    jti_key(k, sizeof(k), sale, jti);
-    redisReply *r = fcmd(c, k, errbuf, errlen, "EVAL %s 1 %s %llu %lld", LUA_ROOM_CLAIM, k,
-                         (unsigned long long)fp, (long long)(ttl_ms > 0 ? ttl_ms : 1));
+    jti_key(k, 200, sale, jti);
+    snprintf(vk, 240, "%s:void:%016llx", k, (unsigned long long)nonce);
+    snprintf(val, 48, "%llu:%016llx", (unsigned long long)fp, (unsigned long long)nonce);
+}
+
+int inv_room_claim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, uint64_t fp,
+                   uint64_t nonce, int64_t ttl_ms, char *errbuf, size_t errlen)
+{
+    char k[200], vk[240], val[48];
+    claim_keys(sale, jti, fp, nonce, k, vk, val);
+    redisReply *r = fcmd(c, k, errbuf, errlen, "EVAL %s 2 %s %s %s %lld %llu", LUA_ROOM_CLAIM, k,
+                         vk, val, (long long)(ttl_ms > 0 ? ttl_ms : 1), (unsigned long long)fp);
     if (!r)
         return CM_EBACKEND;
     int rc = r->type == REDIS_REPLY_INTEGER && r->integer >= 0 && r->integer <= 2
                  ? (int)r->integer
                  : CM_EBACKEND;
     if (rc < 0)
-        cm_errbuf_set(errbuf, errlen, "unexpected reply");
+        cm_errbuf_set(errbuf, errlen,
+                      r->type == REDIS_REPLY_INTEGER && r->integer == 3
+                          ? "the claim was given back before it ran"
+                          : "unexpected reply");
     freeReplyObject(r);
     return rc;
 }
 
-int inv_room_unclaim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, char *errbuf,
-                     size_t errlen)
+int inv_room_unclaim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, uint64_t fp,
+                     uint64_t nonce, int64_t ttl_ms, char *errbuf, size_t errlen)
 {
-    char k[200];
-    jti_key(k, sizeof(k), sale, jti);
-    return fint(c, k, NULL, 0, errbuf, errlen, "DEL %s", k);
+    char k[200], vk[240], val[48];
+    claim_keys(sale, jti, fp, nonce, k, vk, val);
+    redisReply *r = fcmd(c, k, errbuf, errlen, "EVAL %s 2 %s %s %s %lld", LUA_ROOM_UNCLAIM, k, vk,
+                         val, (long long)(ttl_ms > 0 ? ttl_ms : 1));
+    if (!r)
+        return CM_EBACKEND;
+    int rc = r->type == REDIS_REPLY_INTEGER && (r->integer == 0 || r->integer == 1)
+                 ? (int)r->integer
+                 : CM_EBACKEND;
+    if (rc < 0)
+        cm_errbuf_set(errbuf, errlen, "unexpected reply");
+    freeReplyObject(r);
+    return rc;
 }
 
 int inv_room_state(inv_fleet_conn_t *c, const char *sale, inv_room_state_t *st, char *errbuf,

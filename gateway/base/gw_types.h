@@ -473,6 +473,7 @@ struct gw_req {
      * body's parse; read only after one of them. */
     char person[INV_USER_ID_MAX + 1];
     uint64_t adm_jti; /* the admission token this buy holds claimed (gw_buy.c), 0 = none */
+    uint64_t adm_fp, adm_nonce; /* that claim's key fingerprint and nonce (gw_fair.h) */
     /* The verified token's eligibility facts (id_result_t.eligible and
      * created_at; 0 in header mode and without a token), set with person by
      * the identity step; read only after it (gw_elig_check). */

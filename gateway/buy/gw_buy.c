@@ -138,7 +138,7 @@ static char *put(char *p, const char *s)
 static void reply_accepted(gw_req_t *r, const oq_order_t *o, bool replayed)
 {
     gw_resp_t *p = &r->resp;
-    r->replayed = replayed; /* a replayed 202 spends no admission token (admission_settle) */
+    r->replayed = replayed; /* the Idempotent-Replayed header */
     gw_resp_init(p, GW_R_ACCEPTED);
     /* The status token is the only way to read the order back (order ids can be
      * enumerated); the buyer's user id is never sent back. */
@@ -733,18 +733,23 @@ static void admission_refused(gw_req_t *r, admission_t adm)
 
 /*
  * The admission token's jti is claimed just before the reserve and settled by
- * the buy's answer: kept by a 202 of a new order, given back by anything else
- * (a refusal, a 503, a replayed 202), so a failed buy does not cost the
- * person their admission and two concurrent buys with one token make one
- * order. Every answer of a buy passes here (gw_buy_handle's return, or the
- * held buy's gw_req_finish through buy_finish).
+ * the buy's answer: kept by a 202, given back by anything else (a refusal, a
+ * 503), so a failed buy does not cost the person their admission and two
+ * concurrent buys with one token make one order. A replayed 202 keeps the
+ * claim too: when this buy claimed the token, the order of its key stands
+ * and nothing else holds the token for it (the buy that made the order gave
+ * its claim back when its answer was lost); a retry that found the token
+ * held by its own key (GW_WR_REPLAY) claimed nothing and settles nothing.
+ * Every answer of a buy passes here (gw_buy_handle's return, or the held
+ * buy's gw_req_finish through buy_finish).
  */
 static void admission_settle(gw_req_t *r)
 {
     if (!r->adm_jti)
         return;
-    bool accepted = !r->cached && r->resp.reply == GW_R_ACCEPTED && !r->replayed;
-    gw_fair_admission_settle(r->w->srv->fair, r->id, r->adm_jti, accepted);
+    bool accepted = !r->cached && r->resp.reply == GW_R_ACCEPTED;
+    gw_fair_admission_settle(r->w->srv->fair, r->id, r->adm_jti, r->adm_fp, r->adm_nonce,
+                             accepted);
     r->adm_jti = 0;
 }
 
@@ -974,8 +979,9 @@ static bool buy_handle(gw_req_t *r)
          * identity on): another account of the token's person sending the
          * same raw key is not a retry of this buy */
         uint32_t kfp = r->res.idem_key[0] ? inv_idem_key_fp(r->res.idem_key) : 0;
+        uint64_t nonce = 0;
         int ac = gw_fair_admission_claim(srv->fair, r->id, atok.jti, atok.exp_s, kfp,
-                                         now_ms / 1000);
+                                         now_ms / 1000, &nonce);
         if (ac == GW_WR_SPENT || ac == CM_EBUSY) {
             admission_refused(r, ac == CM_EBUSY ? ADM_BUSY : ADM_SPENT);
             return false;
@@ -986,8 +992,11 @@ static bool buy_handle(gw_req_t *r)
             gw_resp_retry_after(&r->resp, 1);
             return false;
         }
-        if (ac == GW_WR_CLAIMED)
+        if (ac == GW_WR_CLAIMED) {
             r->adm_jti = atok.jti;
+            r->adm_fp = kfp;
+            r->adm_nonce = nonce;
+        }
     }
 
     /* 5. the atomic step */

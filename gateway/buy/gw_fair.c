@@ -355,6 +355,10 @@ int gw_fair_open(gw_server_t *srv, char *errbuf, size_t errlen)
     f->srv = srv;
     pthread_mutex_init(&f->tick_mu, NULL);
     pthread_mutex_init(&f->mu, NULL);
+    pthread_mutex_init(&f->unclaim_mu, NULL);
+    cm_hash_key_t nk = {0, 0};
+    (void)cm_hash_seed_random(&nk); /* unique per gateway, not secret */
+    atomic_init(&f->claim_nonce, nk.k0 ^ (uint64_t)cm_wall_ms());
     snprintf(f->dir, sizeof(f->dir), "%s/fair", srv->cfg->data_dir);
     srv->fair = f;
     if (strncmp(srv->cfg->inventory, "redis", 5) == 0) {
@@ -531,6 +535,7 @@ void gw_fair_close(gw_server_t *srv)
     }
     pthread_mutex_destroy(&f->mu);
     pthread_mutex_destroy(&f->tick_mu);
+    pthread_mutex_destroy(&f->unclaim_mu);
     free(f);
     srv->fair = NULL;
 }
@@ -552,6 +557,8 @@ static void fair_tick_locked(gw_server_t *srv, gw_fair_t *f)
         f->last_conf_ms = cm_wall_ms();
         gw_fair__fleet_conf_sync(f);
     }
+    if (f->fleet)
+        gw_fair__room_unclaims_tick(f, cm_wall_ms());
     gw_fair__rooms_tick(f, cm_wall_ms());
     size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
     for (size_t i = 0; i < n; i++) {

@@ -240,8 +240,9 @@ void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id);
  * 16 hex digits, one per place). The expiry is fixed when the place is first
  * admitted (asking again gives the same token); once it passed, the person's
  * next join takes a new place at the back. The order a token admits spends
- * it: the buy claims its jti before the reserve and keeps it only when the
- * answer is a 202 of a new order; any other answer gives it back
+ * it: the buy claims its jti before the reserve and keeps it when the answer
+ * is a 202 (a new order, or the replay of an order of its Idempotency-Key that
+ * the claim now stands for); any other answer gives it back
  * (gw_fair_admission_claim / _settle), so a token is spent exactly once and
  * never by a refused buy.
  *
@@ -365,16 +366,25 @@ void gw_wr_spent_clear(gw_wr_spent_t *s);
 int gw_wr_spent_claim(gw_wr_spent_t *s, uint64_t jti, int64_t exp_s, uint64_t fp, int64_t now_s);
 void gw_wr_spent_settle(gw_wr_spent_t *s, uint64_t jti, bool accepted);
 
-/* The buy path's side of the above for a sale's room (none: GW_WR_CLAIMED, nothing held).
- * One gateway: the claim may also return CM_EIO (its line was not written: not claimed;
- * the buy answers 503). In a fleet the table is Redis' (one key per claimed replay id, gw_room_fleet.c): the
- * claim may also return CM_EBACKEND (the buy answers 503), and a give-back that Redis
- * does not take leaves the token spent until it expires. Blocks on Redis in a fleet, at
- * most inventory.redis_timeout per step (the worker loops' pool, gw_fair_pool.c: inside its
- * fail-fast window the claim is CM_EBACKEND at once and a give-back is not made). */
+/*
+ * The buy path's side of the above for a sale's room (none: GW_WR_CLAIMED, nothing held);
+ * fp is the buy's Idempotency-Key fingerprint (0: none). One gateway: the claim may also
+ * return CM_EIO (its line was not written: not claimed; the buy answers 503). In a fleet
+ * the table is Redis' (one key per claimed replay id, gw_room_fleet.c), each claim with a
+ * nonce of its own (*nonce, to pass to the settle; 0 if not claimed): the claim may also
+ * return CM_EBACKEND (the buy answers 503). Such a claim may still run in Redis; without
+ * an Idempotency-Key the lottery thread gives it back (it voids it if it has not run).
+ * The settle gives back only this claim (compare-and-delete); a give-back Redis does not
+ * take is retried by the lottery thread, except with an Idempotency-Key (its retry may
+ * rest on the claim: the token reads spent until it expires, never a second order).
+ * Blocks on Redis in a fleet, at most inventory.redis_timeout per step (the worker loops'
+ * pool, gw_fair_pool.c: inside its fail-fast window the claim is CM_EBACKEND at once,
+ * nothing sent, and a give-back is left to the lottery thread). Thread-safe.
+ */
 int gw_fair_admission_claim(gw_fair_t *f, const char *sale_id, uint64_t jti, int64_t exp_s,
-                            uint64_t fp, int64_t now_s);
-void gw_fair_admission_settle(gw_fair_t *f, const char *sale_id, uint64_t jti, bool accepted);
+                            uint64_t fp, int64_t now_s, uint64_t *nonce);
+void gw_fair_admission_settle(gw_fair_t *f, const char *sale_id, uint64_t jti, uint64_t fp,
+                              uint64_t nonce, bool accepted);
 /* One gateway, spool.durability fsync: makes the sale's claims so far durable before the
  * 202s of the orders they admit: an fdatasync of the room's log through its length now
  * (every claim whose gw_fair_admission_claim returned before the call), unless one covered

@@ -200,6 +200,15 @@ typedef struct gw_fair_pool {
 #define GW_FAIR_POOL_SIZE 8
 #define GW_FAIR_POOL_TIMEOUT_MS 2000
 
+/* A fleet claim of an admission token to give back (inv_room_unclaim): its
+ * reply was lost, or the give-back of a buy that was not accepted failed. */
+#define FAIR_UNCLAIM_MAX 256
+typedef struct gw_fair_unclaim {
+    char sale[INV_SALE_ID_MAX + 1];
+    uint64_t jti, fp, nonce;
+    int64_t exp_s; /* the token's expiry: past it, the claim is of no use to anyone */
+} gw_fair_unclaim_t;
+
 struct gw_fair {
     gw_server_t *srv;
     /* Held by gw_fair_tick for a whole tick, and by the admin thread while it
@@ -225,6 +234,12 @@ struct gw_fair {
      * the other threads' (2 s): gw_fair_pool.c */
     gw_fair_pool_t loop_pool, pool;
     _Atomic uint64_t reg_taken, reg_refused; /* new registrations here; entries refused here */
+    /* fleet: admission-token claims to give back, retried by the lottery thread (gw_room.c) */
+    pthread_mutex_t unclaim_mu;
+    gw_fair_unclaim_t unclaim[FAIR_UNCLAIM_MAX];
+    size_t nunclaim;
+    int64_t unclaim_next_ms;     /* lottery thread only: no try before this after a failure */
+    _Atomic uint64_t claim_nonce; /* the next claim's nonce (random start, then +1) */
 };
 
 #define FLEET_PUSH_WAIT_MS 3000 /* the draw waits this long after the close for every gateway */
@@ -407,6 +422,10 @@ void gw_fair__pool_put(gw_fair_pool_t *p, inv_fleet_conn_t *c);
 /* Adds {"worker_redis": {timeout_ms, failed, refused_fast, windows, failing_fast}} to
  * obj (json_t *). Thread-safe. */
 void gw_fair__pool_stats(const gw_fair_pool_t *p, void *obj);
+/* Sends the give-backs of f->unclaim (lottery thread, each tick; after a
+ * failure the next try waits FAIR_UNCLAIM_RETRY_MS). */
+#define FAIR_UNCLAIM_RETRY_MS 250
+void gw_fair__room_unclaims_tick(gw_fair_t *f, int64_t now_ms);
 
 /*---- gw_reg.c: registration ----*/
 

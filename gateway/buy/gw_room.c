@@ -648,18 +648,91 @@ void gw_wr_spent_settle(gw_wr_spent_t *s, uint64_t jti, bool accepted)
     pthread_mutex_unlock(&s->mu);
 }
 
-int gw_fair_admission_claim(gw_fair_t *f, const char *sale_id, uint64_t jti, int64_t exp_s,
-                            uint64_t fp, int64_t now_s)
+/* Keeps a fleet claim to give back later; false if the list is full. */
+static bool unclaim_later(gw_fair_t *f, const char *sale_id, uint64_t jti, uint64_t fp,
+                          uint64_t nonce, int64_t exp_s)
 {
+    pthread_mutex_lock(&f->unclaim_mu);
+    bool ok = f->nunclaim < FAIR_UNCLAIM_MAX;
+    if (ok) {
+        gw_fair_unclaim_t *u = &f->unclaim[f->nunclaim++];
+        snprintf(u->sale, sizeof(u->sale), "%s", sale_id);
+        u->jti = jti;
+        u->fp = fp;
+        u->nonce = nonce;
+        u->exp_s = exp_s;
+    }
+    pthread_mutex_unlock(&f->unclaim_mu);
+    return ok;
+}
+
+/* The give-back's void mark lives as long as the token, a second past its last valid second. */
+static int64_t unclaim_ttl_ms(int64_t exp_s, int64_t now_s)
+{
+    return (exp_s - now_s + 1) * 1000;
+}
+
+void gw_fair__room_unclaims_tick(gw_fair_t *f, int64_t now_ms)
+{
+    if (now_ms < f->unclaim_next_ms)
+        return;
+    int64_t now_s = now_ms / 1000;
+    for (;;) {
+        gw_fair_unclaim_t u;
+        pthread_mutex_lock(&f->unclaim_mu);
+        bool any = f->nunclaim > 0;
+        if (any)
+            u = f->unclaim[--f->nunclaim];
+        pthread_mutex_unlock(&f->unclaim_mu);
+        if (!any)
+            return;
+        if (u.exp_s < now_s)
+            continue; /* the token expired: its claim, if it ran, expires within a second */
+        char why[256] = "";
+        inv_fleet_conn_t *c = gw_fair__pool_get(&f->pool, why, sizeof(why));
+        int rc = c ? inv_room_unclaim(c, u.sale, u.jti, u.fp, u.nonce,
+                                      unclaim_ttl_ms(u.exp_s, now_s), why, sizeof(why))
+                   : CM_EBACKEND;
+        gw_fair__pool_put(&f->pool, c);
+        if (rc >= 0)
+            continue;
+        gw_fair__room_fleet_trouble("give an admission token back (retried)", u.sale, why);
+        /* workers may have filled the list meanwhile: then the token stays
+         * spent until it expires, as when the list was full at the claim */
+        (void)unclaim_later(f, u.sale, u.jti, u.fp, u.nonce, u.exp_s);
+        f->unclaim_next_ms = now_ms + FAIR_UNCLAIM_RETRY_MS;
+        return;
+    }
+}
+
+int gw_fair_admission_claim(gw_fair_t *f, const char *sale_id, uint64_t jti, int64_t exp_s,
+                            uint64_t fp, int64_t now_s, uint64_t *nonce)
+{
+    *nonce = 0;
     gw_fair_sale_t *fs = f ? gw_fair__slot_find(f, sale_id) : NULL;
     if (fs && f->fleet) {
         char why[256] = "";
+        uint64_t n = atomic_fetch_add_explicit(&f->claim_nonce, 1, memory_order_relaxed);
         inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
         /* kept as long as the token lives, a second past its last valid second */
-        int rc = c ? inv_room_claim(c, sale_id, jti, fp, (exp_s - now_s + 1) * 1000, why,
+        int rc = c ? inv_room_claim(c, sale_id, jti, fp, n, unclaim_ttl_ms(exp_s, now_s), why,
                                     sizeof(why))
                    : CM_EBACKEND;
         gw_fair__pool_put(&f->loop_pool, c);
+        /*
+         * Sent, no answer (a timeout, a lost connection): Redis may run the
+         * claim still, and the token would read spent with no order. Given
+         * back by the lottery thread (not on this worker's loop), which
+         * voids it if it has not run yet. Not with an Idempotency-Key: its
+         * retry goes on past this claim (GW_WR_REPLAY), and a give-back
+         * after that retry's order would free the token under it; the
+         * token stays the key's until it expires, as on a failed give-back.
+         */
+        if (rc < 0 && c && !fp && !unclaim_later(f, sale_id, jti, fp, n, exp_s))
+            gw_fair__room_fleet_trouble("give an admission token back", sale_id,
+                                        "too many give-backs pending");
+        if (rc == 0)
+            *nonce = n;
         return rc == 0 ? GW_WR_CLAIMED : rc == 1 ? GW_WR_SPENT : rc == 2 ? GW_WR_REPLAY : rc;
     }
     if (!fs)
@@ -684,18 +757,25 @@ int gw_fair_admission_sync(gw_fair_t *f, const char *sale_id)
     return gw_fair__room_store_flush(fs);
 }
 
-void gw_fair_admission_settle(gw_fair_t *f, const char *sale_id, uint64_t jti, bool accepted)
+void gw_fair_admission_settle(gw_fair_t *f, const char *sale_id, uint64_t jti, uint64_t fp,
+                              uint64_t nonce, bool accepted)
 {
     gw_fair_sale_t *fs = f ? gw_fair__slot_find(f, sale_id) : NULL;
     if (fs && f->fleet) {
         if (accepted)
             return; /* the claim stays until the token expires */
         char why[256] = "";
+        int64_t now_s = cm_wall_ms() / 1000, exp_s = now_s + GW_WR_TOKEN_TTL_S;
         inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
-        int rc = c ? inv_room_unclaim(c, sale_id, jti, why, sizeof(why)) : CM_EBACKEND;
+        /* this claim's value only: another buy's claim of the token stays */
+        int rc = c ? inv_room_unclaim(c, sale_id, jti, fp, nonce, unclaim_ttl_ms(exp_s, now_s),
+                                      why, sizeof(why))
+                   : CM_EBACKEND;
         gw_fair__pool_put(&f->loop_pool, c);
-        /* not given back: the token reads spent until it expires (never a second order) */
-        if (rc)
+        /* Not given back: retried by the lottery thread; with an Idempotency-Key
+         * the token reads spent until it expires (a retry with the key may rest
+         * on this claim, GW_WR_REPLAY): never a second order. */
+        if (rc < 0 && (fp || !unclaim_later(f, sale_id, jti, fp, nonce, exp_s)))
             gw_fair__room_fleet_trouble("give an admission token back", sale_id, why);
         return;
     }

@@ -504,13 +504,17 @@ static void test_restart_keeps_room(void **st)
     }
     assert_true(spent >= 0 && back >= 0 && cut >= 0);
     gw_fair_t *f = m.srv->fair;
-    assert_int_equal(gw_fair_admission_claim(f, "s1", tok[spent].jti, tok[spent].exp_s, 7, now_s),
+    uint64_t nonce = 0;
+    assert_int_equal(gw_fair_admission_claim(f, "s1", tok[spent].jti, tok[spent].exp_s, 7, now_s,
+                                             &nonce),
                      GW_WR_CLAIMED);
-    gw_fair_admission_settle(f, "s1", tok[spent].jti, true);
-    assert_int_equal(gw_fair_admission_claim(f, "s1", tok[back].jti, tok[back].exp_s, 0, now_s),
+    gw_fair_admission_settle(f, "s1", tok[spent].jti, 7, nonce, true);
+    assert_int_equal(gw_fair_admission_claim(f, "s1", tok[back].jti, tok[back].exp_s, 0, now_s,
+                                             &nonce),
                      GW_WR_CLAIMED);
-    gw_fair_admission_settle(f, "s1", tok[back].jti, false);
-    assert_int_equal(gw_fair_admission_claim(f, "s1", tok[cut].jti, tok[cut].exp_s, 0, now_s),
+    gw_fair_admission_settle(f, "s1", tok[back].jti, 0, nonce, false);
+    assert_int_equal(gw_fair_admission_claim(f, "s1", tok[cut].jti, tok[cut].exp_s, 0, now_s,
+                                             &nonce),
                      GW_WR_CLAIMED);
 
     room_restart(&m);
@@ -571,13 +575,17 @@ static void test_restart_keeps_room(void **st)
     assert_int_equal(joinat(&m, "late2", false, S + 4, S, 0).pos, P + 3);
     assert_int_equal(joinat(&m, "late3", false, S + 4, S, 0).pos, P + 4);
     assert_int_equal(joinat(&m, "late4", true, S + 4, S, 0).pos, P + 5);
-    assert_int_equal(gw_fair_admission_claim(f, "s1", tok[spent].jti, tok[spent].exp_s, 0, now_s),
+    assert_int_equal(gw_fair_admission_claim(f, "s1", tok[spent].jti, tok[spent].exp_s, 0, now_s,
+                                             &nonce),
                      GW_WR_SPENT);
-    assert_int_equal(gw_fair_admission_claim(f, "s1", tok[spent].jti, tok[spent].exp_s, 7, now_s),
+    assert_int_equal(gw_fair_admission_claim(f, "s1", tok[spent].jti, tok[spent].exp_s, 7, now_s,
+                                             &nonce),
                      GW_WR_REPLAY);
-    assert_int_equal(gw_fair_admission_claim(f, "s1", tok[cut].jti, tok[cut].exp_s, 0, now_s),
+    assert_int_equal(gw_fair_admission_claim(f, "s1", tok[cut].jti, tok[cut].exp_s, 0, now_s,
+                                             &nonce),
                      GW_WR_SPENT);
-    assert_int_equal(gw_fair_admission_claim(f, "s1", tok[back].jti, tok[back].exp_s, 0, now_s),
+    assert_int_equal(gw_fair_admission_claim(f, "s1", tok[back].jti, tok[back].exp_s, 0, now_s,
+                                             &nonce),
                      GW_WR_CLAIMED);
     room_close(&m);
 }
