@@ -660,7 +660,9 @@ static void test_claim_sync(void **st)
     log_lens(&m, &len0, &synced0, &syncs0);
     assert_true(len0 > 0); /* the keys, the seal, the place and its admission */
     assert_int_equal(syncs0, 0);
-    assert_int_equal(gw_fair_admission_claim(f, "s1", t.jti, t.exp_s, 0, now_s), GW_WR_CLAIMED);
+    uint64_t nonce = 0;
+    assert_int_equal(gw_fair_admission_claim(f, "s1", t.jti, t.exp_s, 0, now_s, &nonce),
+                     GW_WR_CLAIMED);
     char line[80];
     int claim_len = snprintf(line, sizeof(line), "T %016llx %lld %016llx\n",
                              (unsigned long long)t.jti, (long long)t.exp_s, 0ull);
@@ -680,7 +682,7 @@ static void test_claim_sync(void **st)
     assert_int_equal(gw_fair_admission_sync(f, "s1"), 0); /* nothing new: no fdatasync */
     assert_int_equal(m.fs->wr_store.synced_ms, at);
     assert_int_equal(gw_fair_admission_sync(f, "nosuch"), 0);
-    gw_fair_admission_settle(f, "s1", t.jti, true);
+    gw_fair_admission_settle(f, "s1", t.jti, 0, nonce, true);
 
     /* a restart: what this process found is not known durable until it syncs */
     room_restart(&m);
