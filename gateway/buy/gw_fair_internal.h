@@ -370,6 +370,12 @@ int gw_fair__room_store_flush(gw_fair_sale_t *fs);
 /* The log's length and how much of it an fdatasync covered (both 0 before this process's
  * first line). Thread-safe. */
 void gw_fair__room_store_len(gw_fair_sale_t *fs, off_t *len, off_t *synced_len);
+/* A line log (the room's, the registrations') that does not end with a newline,
+ * left by a write cut short whose cut-off failed too: cut back to its last whole
+ * line (*len, its length, updated), or the next line appended would be glued to
+ * the fragment and read back as another line. fd open for reading and writing.
+ * 0 or CM_EIO. */
+int gw_fair__log_cut_torn(int fd, off_t *len);
 /* Closes and removes the log (a deleted sale's room). 0 or CM_EIO. Thread-safe. */
 int gw_fair__room_store_drop(gw_fair_sale_t *fs);
 /* Calls apply with every whole line of the log (newline stripped; the first is the "K"

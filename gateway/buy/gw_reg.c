@@ -197,40 +197,13 @@ void gw_fair__reg_load(gw_fair_t *f, gw_fair_sale_t *fs)
         cm_log_info("fair", "registrations loaded", "sale=%s persons=%zu", fs->sale_id, s->n);
 }
 
-/* Cuts fd (of *len bytes) back to its last newline, so that the log ends with a
- * whole line; *len is the new length. 0, or -1 when it cannot read or cut. */
-static int tail_cut(int fd, off_t *len)
-{
-    char buf[128];
-    off_t end = *len;
-    while (end > 0) {
-        off_t from = end > (off_t)sizeof(buf) ? end - (off_t)sizeof(buf) : 0;
-        ssize_t n = pread(fd, buf, (size_t)(end - from), from);
-        if (n != end - from)
-            return -1;
-        while (n > 0 && buf[n - 1] != '\n')
-            n--;
-        if (n > 0) {
-            end = from + n;
-            break;
-        }
-        end = from;
-    }
-    if (end == *len)
-        return 0;
-    if (ftruncate(fd, end) != 0)
-        return -1;
-    *len = end;
-    return 0;
-}
-
 /* Appends p's line (one write(2)); fs->reg_mu held. 0 or CM_EIO. */
 static int log_append(gw_fair_t *f, gw_fair_sale_t *fs, struct gw_reg_set *s, const char *p)
 {
     if (s->fd < 0) {
         char path[700];
         reg_path(f, fs->sale_id, path, sizeof(path));
-        s->fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644); /* read: tail_cut */
+        s->fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644); /* read: the torn-line cut */
         struct stat st;
         if (s->fd < 0 || fstat(s->fd, &st) != 0) {
             if (s->fd >= 0)
@@ -241,7 +214,7 @@ static int log_append(gw_fair_t *f, gw_fair_sale_t *fs, struct gw_reg_set *s, co
         s->log_len = st.st_size;
         /* reopened after a failed cut (below): the torn line goes first, or the
          * next person's line would be glued to it */
-        if (tail_cut(s->fd, &s->log_len) != 0) {
+        if (gw_fair__log_cut_torn(s->fd, &s->log_len) != 0) {
             close(s->fd);
             s->fd = -1;
             return CM_EIO;

@@ -108,35 +108,37 @@ static int store_sync(gw_fair_sale_t *fs)
     return 0;
 }
 
-/* A log that does not end with a newline (a write cut short whose cut-off
- * failed too): cut back to its last whole line, or the next line appended
- * would be glued to the fragment and both lost at the load. 0 or CM_EIO. */
-static int store_cut_torn(gw_fair_sale_t *fs)
+int gw_fair__log_cut_torn(int fd, off_t *len)
 {
-    gw_room_store_t *st = &fs->wr_store;
     char buf[512];
-    off_t end = st->len;
+    off_t end = *len;
     while (end > 0) {
         size_t n = end < (off_t)sizeof(buf) ? (size_t)end : sizeof(buf);
-        ssize_t r = pread(st->fd, buf, n, end - (off_t)n);
+        ssize_t r = pread(fd, buf, n, end - (off_t)n);
         if (r != (ssize_t)n)
             return CM_EIO;
-        if (end == st->len && buf[n - 1] == '\n')
+        if (end == *len && buf[n - 1] == '\n')
             return 0;
         for (size_t i = n; i > 0; i--)
             if (buf[i - 1] == '\n') {
                 off_t cut = end - (off_t)n + (off_t)i;
-                if (ftruncate(st->fd, cut) != 0)
+                if (ftruncate(fd, cut) != 0)
                     return CM_EIO;
-                st->len = cut;
+                *len = cut;
                 return 0;
             }
         end -= (off_t)n;
     }
-    if (ftruncate(st->fd, 0) != 0) /* not even the key line is whole */
+    if (*len > 0 && ftruncate(fd, 0) != 0) /* not even the first line is whole */
         return CM_EIO;
-    st->len = 0;
+    *len = 0;
     return 0;
+}
+
+/* The room log's torn tail (gw_fair__log_cut_torn). st->mu held, fd open. */
+static int store_cut_torn(gw_fair_sale_t *fs)
+{
+    return gw_fair__log_cut_torn(fs->wr_store.fd, &fs->wr_store.len);
 }
 
 /* One whole line at the end of the file (st->mu held, fd open). 0 or CM_EIO. */
