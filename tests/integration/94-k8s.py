@@ -20,11 +20,21 @@ and a CNI would read is checked against the processes themselves.
 - the NetworkPolicies select the workloads, admit the public port from the
   ingress namespace only and the admin and metrics ports from monitoring only,
   name ports that exist, and let egress reach only Redis, Kafka, PostgreSQL
-  (settle) and DNS.
+  (settle) and DNS;
+- every gateway pod verifies buyers with ONE shared JWK set: identity.jwks_file
+  (its effective value, --check-config on the pod's args and env) lies in a
+  volume mounted from a Secret or ConfigMap that every replica shares, and the
+  gateway starts on that set (a token signed with its key verifies on two
+  gateways with data dirs of their own);
+- the StatefulSet spreads its pods over nodes and zones (topologySpreadConstraints
+  selecting its own pods);
+- the spool relay Job runs flashgate-spool relay on a volume of the StatefulSet's
+  claim template, mounted at the gateway's --data-dir, with the gateways' brokers.
 """
 import atexit
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +45,8 @@ from fg import BIN, SRC, Gateway, check, eq, finish, need_binary  # noqa: E402
 
 need_binary("flashgate")
 need_binary("flashgate-settle")
+need_binary("flashgate-token")
+need_binary("flashgate-spool")
 try:
     import yaml
 except ImportError:
@@ -46,7 +58,8 @@ O = os.path.join(SRC, "deploy", "observability")
 API = {"Service": "v1", "StatefulSet": "apps/v1", "Deployment": "apps/v1",
        "PodDisruptionBudget": "policy/v1", "HorizontalPodAutoscaler": "autoscaling/v2",
        "NetworkPolicy": "networking.k8s.io/v1", "PodMonitor": "monitoring.coreos.com/v1",
-       "ServiceMonitor": "monitoring.coreos.com/v1", "PrometheusRule": "monitoring.coreos.com/v1"}
+       "ServiceMonitor": "monitoring.coreos.com/v1", "PrometheusRule": "monitoring.coreos.com/v1",
+       "Job": "batch/v1"}
 # A CPU quota's period is 100 ms by default; the admin listener waited up to
 # 119 ms for its turn under a quota (docs/runbook.md section 1, 7).
 MIN_TIMEOUT_S = 2
@@ -65,7 +78,7 @@ for d in docs:
     eq(d.get("apiVersion"), API.get(kind), "%s %s apiVersion" % (d["_file"], kind))
     check(d.get("metadata", {}).get("name"), "%s %s has a name" % (d["_file"], kind))
 kinds = {d["kind"] for d in docs}
-for k in ("StatefulSet", "Deployment", "PodMonitor", "PrometheusRule", "NetworkPolicy"):
+for k in ("StatefulSet", "Deployment", "PodMonitor", "PrometheusRule", "NetworkPolicy", "Job"):
     check(k in kinds, "deploy/k8s has a " + k)
 
 workloads = {d["metadata"]["name"]: d for d in docs if d["kind"] in ("StatefulSet", "Deployment")}
@@ -103,9 +116,24 @@ def local_secret(path):
     return p
 
 
-def effective(binary, c):
+def jwks_stand_in():
+    """A real public JWK set (flashgate-token --init --jwks) standing in for the
+    mounted Secret, and the key dir that signs for it."""
+    p = os.path.join(SECRETS, "jwks.json")
+    if not os.path.exists(p):
+        keys = os.path.join(SECRETS, "signer")
+        os.makedirs(keys, mode=0o700)
+        out = subprocess.run([os.path.join(BIN, "flashgate-token"), "--data-dir", keys, "--init",
+                              "--jwks"], capture_output=True, text=True, timeout=30)
+        eq(out.returncode, 0, "flashgate-token --init --jwks: " + out.stderr[-300:])
+        with open(p, "w") as f:
+            f.write(out.stdout)
+    return p
+
+
+def effective(binary, c, args=None):
     """--check-config's effective values for the container's args and literal env."""
-    args = list(c.get("args", []))
+    args = list(c.get("args", []) if args is None else args)
     if "--data-dir" in args:
         args[args.index("--data-dir") + 1] = "/tmp/fg-it-k8s-data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLASHGATE_")}
@@ -114,6 +142,8 @@ def effective(binary, c):
             env[e["name"]] = e["value"]
             if e["name"].endswith("_TOKEN_FILE") and e["value"].startswith("/"):
                 env[e["name"]] = local_secret(e["value"])
+            if e["name"] == "FLASHGATE_IDENTITY_JWKS_FILE":
+                env[e["name"]] = jwks_stand_in()
     out = subprocess.run([os.path.join(BIN, binary)] + args + ["--check-config"],
                          capture_output=True, text=True, env=env, timeout=30)
     eq(out.returncode, 0, "%s --check-config with the pod's args: %s" % (binary, out.stderr[-300:]))
@@ -277,4 +307,86 @@ for name, w, rules in (("flashgate", gw, {"http": "ingress-nginx", "admin": "mon
             if t.get("podSelector") and t.get("podSelector", {}).get("matchLabels", {}).get("k8s-app") != "kube-dns":
                 check({p["port"] for p in r["ports"]} <= {6379, 9092, 5432},
                       "NetworkPolicy %s: a pod destination on its service port" % name)
+# ---- one JWK set for every gateway ----
+gspec = gw["spec"]["template"]["spec"]
+gvols = {v["name"]: v for v in gspec.get("volumes", [])}
+genv = {e["name"]: e.get("value") for e in gc.get("env", [])}
+jwks_path = genv.get("FLASHGATE_IDENTITY_JWKS_FILE") or ""
+check(jwks_path.startswith("/"), "the gateway sets identity.jwks_file (FLASHGATE_IDENTITY_JWKS_FILE): "
+      "without it each pod verifies with its own data dir's key")
+eq(eff.get("identity.jwks_file"), jwks_stand_in(),
+   "the effective identity.jwks_file is the variable's (--check-config)")
+eq(eff.get("identity.mode", "jwt"), "jwt", "the gateway verifies buyer tokens (identity.mode jwt)")
+mnt = [m for m in gc.get("volumeMounts", []) if jwks_path.startswith(m["mountPath"].rstrip("/") + "/")]
+check(len(mnt) == 1, "the JWK set's path %s lies in one volume mount" % jwks_path)
+if mnt:
+    v = gvols.get(mnt[0]["name"], {})
+    src = v.get("secret") or v.get("configMap") or {}
+    check(src and (src.get("secretName") or src.get("name")),
+          "the JWK set's volume %s is a Secret or ConfigMap, the same for every replica (not a "
+          "per-pod volume claim): %r" % (mnt[0]["name"], v))
+    rel = jwks_path[len(mnt[0]["mountPath"].rstrip("/")) + 1:]
+    items = src.get("items")
+    check(items is None or rel in [i["path"] for i in items],
+          "the Secret's items put the set at %s" % jwks_path)
+    check(mnt[0].get("readOnly"), "the JWK set is mounted read-only")
+check("flashgate-jwks" in open(os.path.join(K, "flashgate.yaml")).read().split("---")[0],
+      "the manifest's header says how to create the JWK set's Secret")
+
+# Two gateways, each with a data dir (and so a key) of its own, as two pods with the
+# one mounted set: a token signed with the set's key verifies on both.
+keys_dir = os.path.join(SECRETS, "signer")
+tok = subprocess.run([os.path.join(BIN, "flashgate-token"), "--data-dir", keys_dir, "buyer-1"],
+                     capture_output=True, text=True, timeout=30).stdout.strip()
+check(tok.count(".") == 2, "flashgate-token signs with the set's key")
+pods = []
+try:
+    for i in range(2):
+        g2 = Gateway("--set", "identity.jwks_file=" + jwks_stand_in(), threads=1,
+                     identity_mode=None).start()
+        pods.append(g2)
+        g2.put_sale("s1", stock=10, per_user_limit=1)
+    for i, g2 in enumerate(pods):
+        r = g2.post_order("s1", body={"qty": 1}, headers={"Authorization": "Bearer " + tok})
+        eq(r.status, 202, "pod %d accepts a buyer whose token the shared set verifies (%s)"
+           % (i, r.raw[:200]))
+finally:
+    for g2 in pods:
+        g2.cleanup()
+
+# ---- topology spread ----
+tsc = gspec.get("topologySpreadConstraints", [])
+keys = {t.get("topologyKey") for t in tsc
+        if selects(t.get("labelSelector", {}).get("matchLabels"), pod_labels(gw))}
+for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone"):
+    check(key in keys, "the StatefulSet spreads its own pods by %s" % key)
+for t in tsc:
+    check(t.get("maxSkew") == 1, "topology spread maxSkew 1: %r" % t)
+
+# ---- the spool relay Job ----
+jobs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Job"}
+job = jobs.get("flashgate-spool-relay")
+check(job, "a Job flashgate-spool-relay")
+if job:
+    jspec = job["spec"]["template"]["spec"]
+    jc = jspec["containers"][0]
+    eq(jc.get("command"), ["/usr/local/bin/flashgate-spool"], "the Job runs flashgate-spool")
+    jargs = jc.get("args", [])
+    check(jargs[:1] == ["relay"], "the Job's command is relay: %r" % jargs)
+    jdir = jargs[jargs.index("--data-dir") + 1] if "--data-dir" in jargs else None
+    eq(jdir, gc["args"][gc["args"].index("--data-dir") + 1], "the Job's --data-dir is the gateway's")
+    jm = [m for m in jc.get("volumeMounts", []) if m["mountPath"] == jdir]
+    check(jm, "a volume is mounted at the Job's --data-dir")
+    jv = {v["name"]: v for v in jspec.get("volumes", [])}
+    claim = jv.get(jm[0]["name"], {}).get("persistentVolumeClaim", {}).get("claimName", "") if jm else ""
+    tmpl = gw["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
+    check(re.fullmatch(r"%s-%s-\d+" % (tmpl, gw["metadata"]["name"]), claim or ""),
+          "the Job mounts a gateway's volume claim (%s-%s-N): %r" % (tmpl, gw["metadata"]["name"], claim))
+    jenv = {e["name"]: e.get("value") for e in jc.get("env", [])}
+    eq(jenv.get("FLASHGATE_KAFKA_BROKERS"), genv.get("FLASHGATE_KAFKA_BROKERS"),
+       "the Job relays to the gateways' brokers")
+    eq(jspec.get("restartPolicy"), "OnFailure", "the Job retries a failed relay")
+    jeff = effective("flashgate-spool", jc, args=jargs)
+    eq(jeff.get("kafka.brokers"), genv.get("FLASHGATE_KAFKA_BROKERS"),
+       "flashgate-spool --check-config reads the brokers from the Job's env")
 finish()
