@@ -12,7 +12,13 @@ started or applied (README says so). What can be checked without them is:
   two gateways, two settle workers and nginx are there; depends_on names real
   services; nginx's upstream rewrite names the gateways on the port they
   expose; every FLASHGATE_* variable is accepted by the binary and reaches a
-  key (--check-config).
+  key (--check-config); Debian 12's docker-compose 1.29.2 accepts the file
+  (`docker-compose config`); both gateways read one JWK set (the same host file
+  mounted read-only at identity.jwks_file); the tokens the gateways and
+  Prometheus read are files the `secrets` one-shot writes; Prometheus's config
+  passes promtool check config with the shipped rule files and scrapes every
+  gateway's admin port and every worker's metrics port; Grafana provisions
+  the shipped dashboard and a data source that is the stack's Prometheus.
 - flashgate.yaml (Kubernetes): parses; StatefulSet or Deployment, Service,
   PodDisruptionBudget and HorizontalPodAutoscaler present; selectors match the
   pod labels; probes (/readyz readiness, /healthz liveness) and Service ports
@@ -37,6 +43,7 @@ from fg import BIN, SRC, check, eq, finish, need_binary  # noqa: E402
 
 need_binary("flashgate")
 need_binary("flashgate-settle")
+need_binary("flashgate-token")
 try:
     import yaml
 except ImportError:
@@ -64,12 +71,40 @@ def local_secret(path):
     return p
 
 
+def jwks_stand_in():
+    """A real public JWK set (flashgate-token --init --jwks) for a mounted one."""
+    p = os.path.join(SECRETS, "jwks.json")
+    if not os.path.exists(p):
+        os.makedirs(os.path.join(SECRETS, "signer"), mode=0o700, exist_ok=True)
+        out = subprocess.run([os.path.join(BIN, "flashgate-token"), "--data-dir",
+                              os.path.join(SECRETS, "signer"), "--init", "--jwks"],
+                             capture_output=True, text=True, timeout=30)
+        eq(out.returncode, 0, "flashgate-token --init --jwks: " + out.stderr[-300:])
+        with open(p, "w") as f:
+            f.write(out.stdout)
+    return p
+
+
+def tokens_stand_in():
+    """A named-tokens file (server.admin_tokens_file) as the secrets one-shot writes it."""
+    p = os.path.join(SECRETS, "admin.tokens")
+    if not os.path.exists(p):
+        with open(p, "w") as f:
+            f.write("prometheus:read:%s\n" % ("r" * 32))
+        os.chmod(p, 0o600)
+    return p
+
+
 def run_check(binary, args, env_vars):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLASHGATE_")}
     env.update(env_vars)
     for k, v in env_vars.items():
         if k.endswith("_TOKEN_FILE") and v.startswith("/"):
             env[k] = local_secret(v)
+        if k.endswith("_TOKENS_FILE") and v.startswith("/"):
+            env[k] = tokens_stand_in()
+        if k == "FLASHGATE_IDENTITY_JWKS_FILE":
+            env[k] = jwks_stand_in()
     out = subprocess.run([os.path.join(BIN, binary)] + args + ["--check-config"],
                          capture_output=True, text=True, env=env, timeout=30)
     return out
@@ -206,9 +241,31 @@ for st in ("settle1", "settle2"):
           % (st, s.get("stop_grace_period", "10s (default)"), grace, SETTLE_EXIT_S))
 eq(svcs["gateway1"]["image"], svcs["settle1"]["image"], "gateways and settle share one image")
 
-# The compose-spec schema: Debian's docker-compose (1.29) ships it; the spec has
-# since gained two keys this file uses (top-level `name`, a secret's
-# `environment`), added here as the current spec defines them.
+# Debian 12's docker-compose (1.29.2) must accept the file as it is: no key
+# newer than it (a top-level `name`, a secret's `environment`).
+COMPOSE_ENV = {"FLASHGATE_JWKS": "/tmp/jwks.json", "FLASHGATE_ADMIN_TOKEN": "a" * 24,
+               "FLASHGATE_METRICS_TOKEN": "b" * 24, "POSTGRES_PASSWORD": "c" * 16,
+               "GRAFANA_ADMIN_PASSWORD": "d" * 12}
+dc = shutil.which("docker-compose")
+check(dc is not None, "docker-compose installed (Debian 12's, apt install docker-compose)")
+if dc:
+    ver = subprocess.run([dc, "version", "--short"], capture_output=True, text=True, timeout=60)
+    print("docker-compose %s" % ver.stdout.strip())
+    env = dict(os.environ, **COMPOSE_ENV)
+    out = subprocess.run([dc, "-f", os.path.join(D, "container", "compose.yaml"), "config", "-q"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    eq(out.returncode, 0, "docker-compose %s config accepts compose.yaml: %s"
+       % (ver.stdout.strip(), (out.stdout + out.stderr)[-600:]))
+    # and it does refuse what it does not know (the check is not a no-op)
+    bad_dir = tempfile.mkdtemp(prefix="fg-it-compose-")
+    atexit.register(shutil.rmtree, bad_dir, True)
+    with open(os.path.join(bad_dir, "compose.yaml"), "w") as f:
+        f.write("name: x\nservices:\n  a: {image: busybox}\n")
+    out = subprocess.run([dc, "-f", os.path.join(bad_dir, "compose.yaml"), "config", "-q"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    check(out.returncode != 0, "docker-compose config refuses a top-level name (1.29)")
+
+# The compose-spec schema: Debian's docker-compose (1.29) ships it, unchanged.
 SPEC = "/usr/lib/python3/dist-packages/compose/config/compose_spec.json"
 try:
     import jsonschema
@@ -218,8 +275,6 @@ except (ImportError, OSError) as e:
     print("FAIL: the compose schema needs python3-jsonschema and docker-compose "
           "(sh deploy/install-deps.sh): %s" % e, file=sys.stderr)
     sys.exit(1)
-spec["properties"].setdefault("name", {"type": "string"})
-spec["definitions"]["secret"]["properties"].setdefault("environment", {"type": "string"})
 raw = yaml.safe_load(open(os.path.join(D, "container", "compose.yaml")))
 V = jsonschema.Draft201909Validator  # the schema's $schema
 errs = sorted(V(spec).iter_errors(raw), key=str)
@@ -239,6 +294,8 @@ for name, s in svcs.items():
         if c == "service_healthy":
             check("healthcheck" in svcs[dep], "compose %s waits for %s healthy: it has a "
                   "healthcheck" % (name, dep))
+        elif c == "service_started":
+            check(dep in svcs, "compose %s starts after %s" % (name, dep))
         elif c == "service_completed_successfully":
             check(svcs[dep].get("restart", "no") in ("no", "on-failure") and
                   "healthcheck" not in svcs[dep], "compose %s waits for %s to complete: a one-shot"
@@ -276,9 +333,18 @@ check(entry[0] in bins, "the image's ENTRYPOINT %s is a copied binary" % entry[0
 for st in ("settle1", "settle2"):
     check(svcs[st]["entrypoint"][0] in bins, st + ": entrypoint is a binary in the image")
 vol = json.loads(re.search(r"^VOLUME (\[.*\])$", dockerfile, re.M).group(1))
+def mount_target(v):
+    return v["target"] if isinstance(v, dict) else v.split(":")[1]
+
+
+def mount_source(v):
+    return v["source"] if isinstance(v, dict) else v.split(":")[0]
+
+
 for name in ("gateway1", "gateway2"):
-    targets = [v.split(":")[1] for v in svcs[name]["volumes"]]
-    eq(targets, vol, name + ": its volume is the image's VOLUME")
+    data = [mount_source(v) for v in svcs[name]["volumes"] if mount_target(v) == vol[0]]
+    check(len(vol) == 1 and len(data) == 1 and data[0] in compose.get("volumes", {}),
+          name + ": a named volume at the image's VOLUME %s: %r" % (vol, svcs[name]["volumes"]))
     check(("--data-dir\", \"%s\"" % vol[0]) in cmd_line, "the image's CMD uses that data dir")
 for st in ("settle1", "settle2"):
     a = svcs[st]["command"]
@@ -288,6 +354,113 @@ kvol = [v.split(":")[1] for v in svcs["kafka"]["volumes"]]
 eq(kvol, [kenv.get("KAFKA_LOG_DIRS")], "the Kafka volume is its KAFKA_LOG_DIRS")
 check(re.fullmatch(r"[A-Za-z0-9_-]{22}", kenv.get("CLUSTER_ID", "")) is not None,
       "Kafka has a fixed CLUSTER_ID (a restart keeps its formatted volume)")
+
+# One JWK set for both gateways: the same host file, read-only, at the path
+# identity.jwks_file names.
+jwks_srcs = set()
+for g in ("gateway1", "gateway2"):
+    path = svcs[g]["environment"].get("FLASHGATE_IDENTITY_JWKS_FILE")
+    check(path, g + " sets identity.jwks_file (FLASHGATE_IDENTITY_JWKS_FILE)")
+    m = [v for v in svcs[g]["volumes"] if mount_target(v) == path]
+    check(len(m) == 1, "%s mounts a file at %s: %r" % (g, path, svcs[g]["volumes"]))
+    if m:
+        check(isinstance(m[0], dict) and m[0].get("type") == "bind" and m[0].get("read_only"),
+              g + ": the JWK set is a read-only bind of the host's file: %r" % m[0])
+        jwks_srcs.add(mount_source(m[0]))
+eq(len(jwks_srcs), 1, "both gateways mount the same JWK set: %r" % jwks_srcs)
+
+# The tokens: files the secrets one-shot writes into the volume the readers mount.
+sec = svcs.get("secrets", {})
+sec_cmd = " ".join(sec.get("command", []))
+sec_vol = [v.split(":") for v in sec.get("volumes", [])]
+check(sec_vol and sec.get("restart", "no") == "no" and "healthcheck" not in sec,
+      "a one-shot secrets service with a volume")
+sec_dir = dict((a, b) for a, b, *_ in sec_vol)
+
+
+def written_by_secrets(svc, path):
+    for v in svcs[svc].get("volumes", []):
+        parts = [mount_source(v), mount_target(v)]
+        if parts[0] in sec_dir and path.startswith(parts[1].rstrip("/") + "/"):
+            name = path[len(parts[1].rstrip("/")) + 1:]
+            return ("$$d/" + name) in sec_cmd
+    return False
+
+
+for g in ("gateway1", "gateway2"):
+    e = svcs[g]["environment"]
+    for k in ("FLASHGATE_ADMIN_TOKEN_FILE", "FLASHGATE_SERVER_ADMIN_TOKENS_FILE"):
+        check(written_by_secrets(g, e.get(k, "")), "%s: %s (%s) is written by the secrets one-shot"
+              % (g, k, e.get(k)))
+    eq(svcs[g]["depends_on"].get("secrets"), {"condition": "service_completed_successfully"},
+       g + " starts after the secrets are written")
+check("chmod 0400 $$d/admin_token" in sec_cmd and "chown 10001:10001" in sec_cmd,
+      "the admin token is the image user's, 0400 (flashgate refuses other access)")
+
+# Prometheus: the shipped rule files, promtool check config, every gateway and worker.
+prom = svcs.get("prometheus", {})
+mounts = {mount_target(v): mount_source(v) for v in prom.get("volumes", [])}
+cfg_path = [a.split("=", 1)[1] for a in prom.get("command", []) if a.startswith("--config.file=")]
+check(cfg_path and cfg_path[0] in mounts, "Prometheus's --config.file is a mounted file")
+if cfg_path and cfg_path[0] in mounts:
+    host_cfg = os.path.normpath(os.path.join(D, "container", mounts[cfg_path[0]]))
+    pcfg = yaml.safe_load(open(host_cfg))
+    ptmp = tempfile.mkdtemp(prefix="fg-it-prom-")
+    atexit.register(shutil.rmtree, ptmp, True)
+    cdir = os.path.dirname(cfg_path[0])
+    for rf in pcfg["rule_files"]:
+        cpath = rf if rf.startswith("/") else cdir + "/" + rf
+        check(cpath in mounts, "rule file %s is mounted" % cpath)
+        if cpath in mounts:
+            src = os.path.normpath(os.path.join(D, "container", mounts[cpath]))
+            check(src.startswith(os.path.join(D, "observability")),
+                  "rule file %s is the shipped %s" % (cpath, src))
+            shutil.copy(src, os.path.join(ptmp, os.path.basename(rf)))
+    jobs = {j["job_name"]: j for j in pcfg["scrape_configs"]}
+    eq(sorted(jobs), ["flashgate", "flashgate-settle"], "Prometheus has the jobs the alerts name")
+    cred = jobs["flashgate"]["authorization"]["credentials_file"]
+    check(written_by_secrets("prometheus", cred),
+          "Prometheus's token file %s is written by the secrets one-shot" % cred)
+    check("prometheus:read:" in sec_cmd, "the gateways list Prometheus's token as a READ token")
+    tok = os.path.join(ptmp, "token")
+    with open(tok, "w") as f:
+        f.write("t\n")
+    jobs["flashgate"]["authorization"]["credentials_file"] = tok
+    with open(os.path.join(ptmp, "prometheus.yml"), "w") as f:
+        yaml.safe_dump(pcfg, f)
+    out = subprocess.run(["promtool", "check", "config", os.path.join(ptmp, "prometheus.yml")],
+                         capture_output=True, text=True, timeout=60)
+    eq(out.returncode, 0, "promtool check config on compose's prometheus.yml: " +
+       (out.stdout + out.stderr)[-500:])
+    targets = lambda j: sorted(t for sc in jobs[j]["static_configs"] for t in sc["targets"])
+    eq(targets("flashgate"), ["gateway%d:%s" % (i, admin_port) for i in (1, 2)],
+       "Prometheus scrapes both gateways' admin listeners")
+    eq(targets("flashgate-settle"), sorted(
+        "%s:%s" % (st, svcs[st]["environment"]["FLASHGATE_SETTLE_METRICS_LISTEN"].rsplit(":", 1)[1])
+        for st in ("settle1", "settle2")), "Prometheus scrapes both settle workers")
+
+# Grafana: the shipped dashboard and the stack's Prometheus, provisioned from files.
+graf = svcs.get("grafana", {})
+gm = {mount_target(v): mount_source(v) for v in graf.get("volumes", [])}
+prov = {k: yaml.safe_load(open(os.path.normpath(os.path.join(D, "container", v))))
+        for k, v in gm.items() if k.startswith("/etc/grafana/provisioning/")}
+ds = [d for k, p in prov.items() if "/datasources/" in k for d in p.get("datasources", [])]
+check(any(d["type"] == "prometheus" and d["url"] == "http://prometheus:9090" for d in ds),
+      "Grafana's data source is the stack's Prometheus: %r" % ds)
+dp = [p_["options"]["path"] for k, p in prov.items() if "/dashboards/" in k for p_ in p.get("providers", [])]
+dash_mounts = [k for k, v in gm.items() if v.endswith("observability/grafana-dashboard.json")]
+check(dash_mounts and dp and any(m.startswith(dp[0].rstrip("/") + "/") for m in dash_mounts),
+      "Grafana's dashboard provider reads the shipped grafana-dashboard.json: %r %r" % (dp, dash_mounts))
+
+# systemd: the env example names the same shared set, installed readable by the
+# service's group beside the config.
+senv = open(os.path.join(D, "systemd", "flashgate.env.example")).read()
+m = re.search(r"^FLASHGATE_IDENTITY_JWKS_FILE=(\S+)$", senv, re.M)
+check(m is not None, "the systemd env example sets FLASHGATE_IDENTITY_JWKS_FILE (not commented out)")
+if m:
+    check(re.search(r"install -m 0640 -g flashgate \S+ %s" % re.escape(m.group(1)),
+                    open(os.path.join(D, "systemd", "flashgate.service")).read()),
+          "flashgate.service's comments install the JWK set at %s" % m.group(1))
 
 # ---- Kubernetes ----
 docs = [d for d in yaml.safe_load_all(open(os.path.join(D, "k8s", "flashgate.yaml"))) if d]
