@@ -323,6 +323,18 @@ for st in ("settle1", "settle2"):
     port = svcs[st]["environment"]["FLASHGATE_SETTLE_METRICS_LISTEN"].rsplit(":", 1)[1]
     eq(t[-1], "http://127.0.0.1:%s/metrics" % port, st + ": probes its metrics listener")
 check("curl" in run_pkgs, "the runtime stage installs curl, which the healthchecks run")
+# The image's own HEALTHCHECK: liveness (/healthz) on the admin port of its CMD.
+hc = re.search(r"^HEALTHCHECK ((?:--\S+ )*)\\?\s*CMD (\[.*\])$", run_stage, re.M)
+check(hc is not None, "the runtime stage has a HEALTHCHECK CMD [...]")
+if hc:
+    hopts = dict(o.lstrip("-").split("=", 1) for o in hc.group(1).split())
+    hcmd = json.loads(hc.group(2))
+    eq(hcmd[0], "curl", "the HEALTHCHECK runs curl (installed in the runtime stage)")
+    eq(hcmd[-1], "http://127.0.0.1:%s/healthz" % admin_port,
+       "the HEALTHCHECK asks /healthz on the CMD's admin listener, never the public port")
+    check(secs(hopts.get("timeout", "30s")) >= 2 and int(hopts.get("retries", "3")) >= 3,
+          "the HEALTHCHECK waits several CPU-quota periods, 3 or more misses: %r" % hopts)
+    check(secs(hopts.get("start-period", "0s")) >= 30, "a start period for the spool's replay")
 
 # Entrypoints and paths against the Dockerfile.
 copied = re.search(r"^COPY --from=build (.*) (/\S+/)$", run_stage, re.M)
