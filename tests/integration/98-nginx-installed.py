@@ -17,6 +17,12 @@ request (nginx -t only warned about the conflicting server name "_").
    through it reaches flashgate (202, the sale's count moves); a storm from one
    address meets flashgate's per-IP limit (429 scope "ip") before nginx's
    coarse one (scope "edge"), as the file's comment promises.
+4. flashgate-beside-default.conf installed as its header says into a copy with
+   Debian's default site left enabled: `nginx -t` passes with no [warn] or
+   [emerg]; it is flashgate.conf but for its header, listen and server_name.
+5. In both files the real-IP directives sit inside the server block (at http
+   level they would rewrite $remote_addr for every other site), and the server
+   listens on IPv6 too.
 """
 import http.client
 import json
@@ -45,19 +51,44 @@ header = open(SHIPPED).read()
 steps = re.findall(r"^#     (cp|rm) (\S+)(?: (\S+))?", header, flags=re.M)
 eq([s[0] for s in steps], ["cp", "rm"], "the header gives the cp and rm steps")
 
+VARIANT = os.path.join(SRC, "deploy", "nginx", "flashgate-beside-default.conf")
+variant_text = open(VARIANT).read()
+variant_steps = re.findall(r"^#     (cp|rm) (\S+)(?: (\S+))?", variant_text, flags=re.M)
+eq([s[0] for s in variant_steps], ["cp"], "the variant's header gives a cp step and no rm")
+
+
+def body(text):
+    """The file past its header comment, without the lines the variant changes."""
+    lines = text.split("\n")
+    start = next(i for i, l in enumerate(lines) if l and not l.startswith("#"))
+    return [l for l in lines[start:] if not re.match(r"\s*(listen|server_name) ", l)]
+
+
+eq(body(variant_text), body(header), "the variant is flashgate.conf but for listen and server_name")
+for name, text in (("flashgate.conf", header), ("flashgate-beside-default.conf", variant_text)):
+    code = re.sub(r"#.*", "", text)
+    srv = code.index("server {")
+    for d in ("set_real_ip_from", "real_ip_header", "real_ip_recursive"):
+        pos = [m.start() for m in re.finditer(r"^\s*%s " % d, code, re.M)]
+        check(pos and all(p > srv for p in pos), "%s: %s is inside the server block" % (name, d))
+    check(re.search(r"^\s*listen \[::\]:80[ ;]", code, re.M), "%s listens on [::]:80" % name)
+check(re.search(r"^\s*listen 80;", re.sub(r"#.*", "", variant_text), re.M) and
+      "default_server" not in re.sub(r"#.*", "", variant_text),
+      "the variant claims no default_server")
+
 tmp = tempfile.mkdtemp(prefix="fg-nginx-installed-")
 os.chmod(tmp, 0o755)
 
 
-def install(root, keep_default_site):
+def install(root, keep_default_site, shipped=SHIPPED):
     """A copy of /etc/nginx at root/etc/nginx with the header's steps applied."""
     etc = os.path.join(root, "etc", "nginx")
     # symlinks=False: sites-enabled/default points at /etc/nginx/sites-available/default
     shutil.copytree("/etc/nginx", etc, symlinks=False)
-    for op, a, b in steps:
+    for op, a, b in (steps if shipped == SHIPPED else variant_steps):
         if op == "cp":
-            eq((a, b), ("flashgate.conf", "/etc/nginx/conf.d/flashgate.conf"), "cp step")
-            shutil.copy(SHIPPED, root + b)
+            eq((a, b), (os.path.basename(shipped), "/etc/nginx/conf.d/flashgate.conf"), "cp step")
+            shutil.copy(shipped, root + b)
         elif op == "rm" and not keep_default_site:
             eq(a, "/etc/nginx/sites-enabled/default", "rm step")
             os.unlink(root + a)
@@ -104,12 +135,23 @@ try:
     check(rc != 0 and "duplicate default server" in err,
           "with Debian's default site still enabled nginx -t fails: rc=%d %s" % (rc, err[-300:]))
 
+    # 4. the variant, Debian's default site kept
+    root4 = os.path.join(tmp, "beside-default")
+    main4 = install(root4, keep_default_site=True, shipped=VARIANT)
+    check(os.path.exists(os.path.join(root4, "etc", "nginx", "sites-enabled", "default")),
+          "the default site is still enabled")
+    rc, err = nginx_t(root4, main4)
+    eq(rc, 0, "nginx -t accepts the variant beside the default site: " + err)
+    bad = [l for l in err.splitlines() if "[warn]" in l or "[emerg]" in l]
+    eq(bad, [], "nginx -t prints no warning for the variant")
+
     # 3. run it against a real flashgate
     gw = Gateway("--set", "server.trusted_proxies=127.0.0.1/32").start()
     port = free_port()
     fconf = os.path.join(root, "etc", "nginx", "conf.d", "flashgate.conf")
     c = open(fconf).read()
     c = rewrite(c, r"^(\s*)listen 80 (.*)$", "\\1listen 127.0.0.1:%d \\2" % port, 1, "listen")
+    c = rewrite(c, r"^\s*listen \[::\]:80 .*\n", "", 1, "listen [::]")
     c = rewrite(c, r"^(\s*)server \S+:8080 (.*)$", "\\1server 127.0.0.1:%d \\2" % gw.port, 2,
                 "upstream servers")
     open(fconf, "w").write(c)

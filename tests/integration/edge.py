@@ -47,7 +47,7 @@ class Nginx(Server):
         self.port = free_port()
         self.log_path = os.path.join(self.tmp, "nginx.out")
         shipped = open(os.path.join(SRC, "deploy", "nginx", "flashgate.conf")).read()
-        conf = rewrite(shipped, r"^set_real_ip_from \S+;.*$", "set_real_ip_from 127.0.0.1;", 1,
+        conf = rewrite(shipped, r"^(\s*)set_real_ip_from \S+;.*$", "\\1set_real_ip_from 127.0.0.1;", 1,
                        "flashgate.conf CDN range")
         conf = rewrite(conf, r"^(\s*)server \S+:8080 (.*)$", "\\1server UPSTREAM \\2",
                        len(upstream_ports), "flashgate.conf upstream servers")
@@ -55,6 +55,8 @@ class Nginx(Server):
             conf = conf.replace("server UPSTREAM", "server 127.0.0.1:%d" % p, 1)
         conf = rewrite(conf, r"^(\s*)listen 80 (.*)$", "\\1listen 127.0.0.1:%d \\2" % self.port, 1,
                        "flashgate.conf listen")
+        # IPv6's port 80 is not ours to take here (unprivileged, maybe no IPv6)
+        conf = rewrite(conf, r"^\s*listen \[::\]:80 .*\n", "", 1, "flashgate.conf listen [::]")
         open(os.path.join(self.tmp, "flashgate.conf"), "w").write(conf)
         t = self.tmp
         main = """
