@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 /*---- heavy hitters ----*/
@@ -473,6 +474,18 @@ char *gw_metrics_text(gw_server_t *srv, size_t *len)
     head(&b, "flashgate_spool_sync_fd_waits_total", "counter",
          "Spool fdatasync rounds put off for want of a file descriptor (EMFILE, ENFILE).");
     put(&b, "flashgate_spool_sync_fd_waits_total %llu\n", (unsigned long long)ss.sync_fd_waits);
+    /* ---- disk room under the spool (alert FlashgateSpoolDiskNearlyFull) ---- */
+    head(&b, "flashgate_spool_max_bytes", "gauge",
+         "spool.max_bytes: unreleased bytes past which buys are answered 503.");
+    put(&b, "flashgate_spool_max_bytes %llu\n", (unsigned long long)srv->cfg->spool_max_bytes);
+    struct statvfs vfs;
+    if (statvfs(srv->cfg->data_dir, &vfs) == 0) {
+        head(&b, "flashgate_spool_filesystem_avail_bytes", "gauge",
+             "Bytes an unprivileged writer may still use on the data dir's filesystem.");
+        put(&b, "flashgate_spool_filesystem_avail_bytes %llu\n",
+            (unsigned long long)vfs.f_bavail * (unsigned long long)vfs.f_frsize);
+    }
+    /* ---- end of the disk room block ---- */
     if (srv->relay) {
         oq_relay_stats_t rs;
         oq_relay_stats(srv->relay, &rs);
