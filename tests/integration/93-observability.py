@@ -48,8 +48,12 @@ need_tool("prometheus")
 need_tool("promtool")
 
 OBS = os.path.join(SRC, "deploy", "observability")
+# Series that exist only for a dependency with a breaker (a Redis inventory,
+# proxied routes), which this run has none of.
+BREAKER_ONLY = {"flashgate_dependency_breaker_state"}
 RULE_FILES = ["flashgate.rules.yml", "flashgate.alerts.yml"]
 SUBST = {"$__rate_interval": "5s", "${__rate_interval}": "5s", "$instance": ".*",
+         "$job": ".*", "$namespace": ".*",
          "${instance}": ".*"}
 
 
@@ -129,6 +133,32 @@ check(alerts and all("alert" in r for r in alerts), "alert rules found")
 eq(sorted(named), sorted(a["alert"] for a in alerts if a["alert"] != "FlashgateDown"),
    "docs/runbook.md names every alert (but FlashgateDown) and no other")
 check("deploy/observability/grafana-dashboard.json" in runbook, "the runbook names the dashboard file")
+# Saturation, shedding and breakers on the board; every gateway series scoped by
+# the job and namespace variables (environments sharing a Prometheus do not
+# mix); alert panels link to the runbook heading of their alert.
+for metric in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
+               "flashgate_overload_shed_total", "flashgate_overload_degraded_total",
+               "flashgate_dependency_breaker_state", "flashgate_spool_filesystem_avail_bytes"):
+    check(any(re.search(r"\b%s\b" % metric, e) for _, e in dash_exprs),
+          "a dashboard panel shows %s" % metric)
+var_names = [v["name"] for v in dash["templating"]["list"]]
+for v in ("datasource", "namespace", "job", "instance", "runbook"):
+    check(v in var_names, "the dashboard has a $%s variable" % v)
+for title, e in dash_exprs:
+    for m in re.finditer(r"\b((?:flashgate|process)_[a-z0-9_]+)(\{[^}]*\})?(?![a-z0-9_(])", e):
+        sel = m.group(2) or ""
+        check('namespace=~"$namespace"' in sel and
+              ('job=~"$job"' in sel or m.group(1).startswith("flashgate_settle_")),
+              "panel %s: %s is scoped by $job and $namespace" % (title, m.group(0)))
+anchors = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+           for h in re.findall(r"^#+ (.*)$", runbook, re.M)}
+linked = 0
+for p in dash["panels"]:
+    for link in p.get("links", []):
+        linked += 1
+        anchor = link["url"].split("#", 1)[1] if link["url"].startswith("${runbook}#") else None
+        check(anchor in anchors, "panel %s links a runbook heading: %s" % (p["title"], link["url"]))
+check(linked >= 15, "alert panels link to the runbook (%d links)" % linked)
 # Every alert waits (for:), says what it means and where the response steps are:
 # runbook_url is docs/runbook.md#anchor, the anchor a heading of the runbook (as
 # GitHub and most renderers make it: lower case, punctuation dropped, spaces to -).
@@ -295,14 +325,22 @@ try:
         ok, _, res = prom.query(r["record"])
         check(res, "recorded series %s exists in Prometheus" % r["record"])
     for title, e in dash_exprs:
+        if re.search(r"\b(%s)\b" % "|".join(BREAKER_ONLY), e):
+            ok, err, _ = prom.query(sub(e))
+            check(ok, "panel %s: parses (%s): %s" % (title, err, e))
+            continue  # no dependency with a breaker in this run
         must_return("panel " + title, e)
     for v in dash["templating"]["list"]:
         q = v.get("query")
         if isinstance(q, dict):
-            m = re.match(r"label_values\((\w+), (\w+)\)", q["query"])
-            st, j = prom.get("/api/v1/label/%s/values" % m.group(2), **{"match[]": m.group(1)})
-            check(st == 200 and len(j["data"]) == 2,
-                  "dashboard variable %s lists both gateways: %r" % (v["name"], j))
+            m = re.match(r"label_values\((\w+(?:\{[^}]*\})?), (\w+)\)", q["query"])
+            st, j = prom.get("/api/v1/label/%s/values" % m.group(2),
+                             **{"match[]": sub(m.group(1))})
+            # each variable filters the next: namespace (none outside Kubernetes),
+            # job (the gateways' one job here), instance (both gateways)
+            want = {"instance": 2, "job": 1, "namespace": 0}[v["name"]]
+            check(st == 200 and len(j["data"]) == want,
+                  "dashboard variable %s lists %d value(s): %r" % (v["name"], want, j))
 
     # ---- alerts: quiet when healthy, so their parts are checked ----
     src_strings = set()
@@ -312,9 +350,6 @@ try:
     # a metric, or a recorded series (level:flashgate_...:operations)
     sel_re = re.compile(r'(?<![a-z0-9_:])(up|(?:[a-z_]+:)?flashgate[a-z0-9_:]*)(\{([^}]*)\})?'
                         r'(?![a-z0-9_:(])')
-    # Series that exist only for a dependency with a breaker (a Redis inventory,
-    # proxied routes), which this run has none of.
-    BREAKER_ONLY = {"flashgate_dependency_breaker_state"}
     matcher_re = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
     print("alert expressions checked (each parsed; each selector's metric, labels and values):")
     for a in alerts:
