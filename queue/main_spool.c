@@ -173,8 +173,9 @@ static int relay_spool(const spool_conf_t *c, const char *dir)
            st.released.seg, st.released.off);
     oq_spool_close(sp);
     if (st.unreleased_bytes > 0) {
-        fprintf(stderr, "flashgate-spool: relay: %" PRIu64 " bytes still unreleased after %" PRIu64
-                        " ms (brokers %s unreachable or refusing?)\n",
+        fprintf(stderr,
+                "flashgate-spool: relay: %" PRIu64 " bytes still unreleased after %" PRIu64
+                " ms (brokers %s unreachable or refusing?)\n",
                 st.unreleased_bytes, c->timeout_ms, c->kafka_brokers);
         return 1;
     }
@@ -217,7 +218,8 @@ int main(int argc, char **argv)
     } else if (strcmp(cmd, "relay") == 0 &&
                (c.kafka_brokers[0] == '\0' || strcmp(c.kafka_brokers, "embedded") == 0 ||
                 strcmp(c.kafka_brokers, "none") == 0)) {
-        fprintf(stderr, "flashgate-spool: relay needs --kafka-brokers HOST:PORT,... (a real Kafka)\n");
+        fprintf(stderr,
+                "flashgate-spool: relay needs --kafka-brokers HOST:PORT,... (a real Kafka)\n");
         usage_rc = 2;
     } else if (c.data_dir[0] == '\0') {
         fprintf(stderr, "flashgate-spool: --data-dir is empty\n");
