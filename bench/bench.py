@@ -542,7 +542,8 @@ def open_loop(tmp, bindir, gw):
         "targets": [gw.url()], "admin": "http://127.0.0.1:%d" % gw.admin,
         "admin_token": TOKEN, "connections": 64,
         "sale": {"id": "open-loop", "create": True, "stock": HUGE, "per_user_limit": 1,
-                 "start_offset_s": 0, "duration_s": 3600},
+                 "start_offset_s": 0, "duration_s": 3600,
+                 "fair_window_ms": 0},  # the buy path first-come, not the lottery's entries
         "crowd": {"users": OPEN_RATE * secs * 2, "addresses": 10000, "bot_fraction": 0},
         "behaviour": {"poll_max": 0, "max_retries": 3},
         "arrivals": [{"kind": "plateau", "duration_s": secs, "rate": OPEN_RATE}],

@@ -55,7 +55,8 @@ def main():
                   "connections_max": 4096, "give_up_ms": 2000, "request_timeout_ms": 3000,
                   "warm_connections": warm, "loops": loops,
                   "sale": {"id": "cc%d" % i, "create": True, "stock": 0, "per_user_limit": 1,
-                           "start_offset_s": 0, "duration_s": 3600},
+                           "start_offset_s": 0, "duration_s": 3600,
+                           "fair_window_ms": 0},  # first-come: the buy path, not entries
                   "crowd": {"users": int(rate * secs * 1.3) + 1000, "addresses": 100000},
                   "behaviour": {"max_retries": 0, "poll_max": 0},
                   "arrivals": [{"kind": "plateau", "duration_s": secs, "rate": rate}]}

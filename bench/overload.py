@@ -558,7 +558,8 @@ class Bench:
             "connections_max": self.a.conn_max,
             "give_up_ms": give_up, "request_timeout_ms": give_up + 1000,
             "sale": {"id": sale, "create": True, "stock": 1000000000, "per_user_limit": 1,
-                     "start_offset_s": 0, "duration_s": 3600},
+                     "start_offset_s": 0, "duration_s": 3600,
+                     "fair_window_ms": 0},  # first-come: the buy path, not the lottery's entries
             "crowd": {"users": int(arrivals * 1.3) + 1000, "addresses": 100000},
             "behaviour": {"max_retries": 0, "poll_max": 0},
             "arrivals": segments,

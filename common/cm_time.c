@@ -46,27 +46,17 @@ uint64_t cm_mono_ms(void)
 }
 
 /* Fault-injection seam (tests only): a step of the wall clock without touching
- * the system's. Set at run time by cm_time_set_wall_offset (the admin API's
- * PUT /admin/v1/debug/clock) or at start by FLASHGATE_DEBUG_WALL_OFFSET_MS. */
+ * the system's. Set at start from debug.wall_offset_ms and at run time by the
+ * admin API's PUT /admin/v1/debug/clock, both only with the debug routes on. */
 static _Atomic int64_t wall_offset;
-static pthread_once_t wall_offset_once = PTHREAD_ONCE_INIT;
-
-static void wall_offset_init(void)
-{
-    const char *e = getenv("FLASHGATE_DEBUG_WALL_OFFSET_MS");
-    if (e && *e)
-        atomic_store(&wall_offset, strtoll(e, NULL, 10));
-}
 
 void cm_time_set_wall_offset(int64_t offset_ms)
 {
-    pthread_once(&wall_offset_once, wall_offset_init);
     atomic_store(&wall_offset, offset_ms);
 }
 
 int64_t cm_time_wall_offset(void)
 {
-    pthread_once(&wall_offset_once, wall_offset_init);
     return atomic_load_explicit(&wall_offset, memory_order_relaxed);
 }
 

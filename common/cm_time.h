@@ -27,9 +27,9 @@ void cm_time_advance_fake(uint64_t ns);
 /*
  * Fault-injection seam for tests (the clock stepped backwards or forwards):
  * cm_wall_ms() adds offset_ms to the real wall clock; the monotonic clock is
- * untouched, as with a real step of CLOCK_REALTIME. Starts from the
- * environment variable FLASHGATE_DEBUG_WALL_OFFSET_MS (0 if unset) and is set
- * at run time by the admin API (PUT /admin/v1/debug/clock). Thread-safe.
+ * untouched, as with a real step of CLOCK_REALTIME. Starts at 0; flashgate
+ * sets it from debug.wall_offset_ms at start and from the admin API (PUT
+ * /admin/v1/debug/clock), both only with the debug routes on. Thread-safe.
  */
 void cm_time_set_wall_offset(int64_t offset_ms);
 int64_t cm_time_wall_offset(void);

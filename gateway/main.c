@@ -117,6 +117,47 @@ static void on_reload_signal(uv_signal_t *h, int signum)
                restart);
 }
 
+/*
+ * systemd's watchdog (WatchdogSec= in deploy/systemd/flashgate.service):
+ * WATCHDOG=1 only while every worker loop turns (gw_liveness_watch), so a
+ * stuck loop stops the pings and systemd restarts the gateway WatchdogSec
+ * after the last one. A timer on this thread's loop rather than a thread of
+ * its own: if this loop is held (a reload), the pings stop too, which is
+ * right. Pinged four times per WATCHDOG_USEC, and at least each second so
+ * that the stuck/recovered log lines are timely.
+ */
+typedef struct sd_watch {
+    uv_timer_t timer;
+    gw_server_t *srv;
+    gw_liveness_watch_t st;
+    bool sd;
+} sd_watch_t;
+
+static void on_sd_watch(uv_timer_t *t)
+{
+    sd_watch_t *wd = t->data;
+    if (gw_liveness_watch(wd->srv, &wd->st) && wd->sd)
+        sd_notify(0, "WATCHDOG=1");
+}
+
+static void sd_watch_start(sd_watch_t *wd, gw_server_t *srv, uv_loop_t *loop)
+{
+    uint64_t usec = 0;
+    wd->srv = srv;
+    wd->sd = sd_watchdog_enabled(0, &usec) > 0 && usec > 0;
+    uint64_t every_ms = 1000;
+    if (wd->sd && usec / 4000 < every_ms)
+        every_ms = usec / 4000 ? usec / 4000 : 1;
+    uv_timer_init(loop, &wd->timer);
+    wd->timer.data = wd;
+    if (wd->sd || srv->cfg->liveness_timeout_ms)
+        uv_timer_start(&wd->timer, on_sd_watch, 0, every_ms);
+    if (wd->sd)
+        cm_log_info("gw", "systemd watchdog on", "ping_every_ms=%llu liveness_timeout_ms=%llu",
+                    (unsigned long long)every_ms,
+                    (unsigned long long)srv->cfg->liveness_timeout_ms);
+}
+
 /* Bounds the graceful stop: past server.drain_timeout the process exits with
  * status 1, as a kill would; the spool holds every accepted order. */
 static struct {
@@ -215,6 +256,8 @@ int main(int argc, char **argv)
      * without NOTIFY_SOCKET. */
     sd_notifyf(0, "READY=1\nSTATUS=serving on %s\nMAINPID=%lu", cfg.listen,
                (unsigned long)getpid());
+    static sd_watch_t sdw;
+    sd_watch_start(&sdw, &srv, loop);
     summary_t sum = {.srv = &srv};
     uv_timer_t timer;
     uv_timer_init(loop, &timer);
@@ -225,6 +268,9 @@ int main(int argc, char **argv)
 
     if (!ops.leaving)
         sd_notify(0, "STOPPING=1");
+    /* the last ping (if every loop turns): this loop has stopped, so the drain
+     * gets one whole WatchdogSec, and server.drain_timeout bounds it below */
+    on_sd_watch(&sdw.timer);
     watchdog.timeout_ms = cfg.drain_timeout_ms;
     pthread_t wd;
     bool wd_started = pthread_create(&wd, NULL, watchdog_main, NULL) == 0;
@@ -245,6 +291,7 @@ int main(int argc, char **argv)
     uv_close((uv_handle_t *)&sighup, NULL);
     uv_close((uv_handle_t *)&ops.grace, NULL);
     uv_close((uv_handle_t *)&timer, NULL);
+    uv_close((uv_handle_t *)&sdw.timer, NULL); /* stopped with the loop */
     uv_run(loop, UV_RUN_DEFAULT);
     uv_loop_close(loop);
     cm_log_info("gw", "stopped", NULL);

@@ -547,7 +547,7 @@ static void check_fairness(const lt_scenario_t *sc, const lt_results_t *res, lt_
     bool ok = true;
     char detail[sizeof(a->checks[0].detail)];
     size_t len = (size_t)snprintf(detail, sizeof(detail), "%s; per person, base %s (%.0f): ",
-                                  sc->fair_window_ms ? "fair window" : "not enforced: no fair window",
+                                  res->fair_window_ms ? "fair window" : "not enforced: no fair window",
                                   !by_entry  ? "persons who pressed buy"
                                   : sc->reg ? "registered entrant persons"
                                             : "entrant persons",
@@ -581,7 +581,7 @@ static void check_fairness(const lt_scenario_t *sc, const lt_results_t *res, lt_
         snprintf(detail + len, sizeof(detail) - len, "; most units one of the people won: %llu",
                  (unsigned long long)res->class_max_person_units[LT_CLASS_PERSON]);
     /* Without a window it is reported, not enforced: WARN, which fails nothing. */
-    check_add(a, "fairness", ok ? LT_CHECK_PASS : sc->fair_window_ms ? LT_CHECK_FAIL : LT_CHECK_WARN,
+    check_add(a, "fairness", ok ? LT_CHECK_PASS : res->fair_window_ms ? LT_CHECK_FAIL : LT_CHECK_WARN,
               "%s", detail);
 }
 

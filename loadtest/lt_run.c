@@ -1239,9 +1239,19 @@ static void on_progress(uv_timer_t *t)
     }
 }
 
-/* PUTs the sale; with reg_opens_ms > 0 it requires registration in [opens, closes). */
+/* The sale's lottery window in an admin API sale body ("fair_window_ms",
+ * absent for a first-come sale). */
+static uint32_t sale_fair_window(const json_t *sale)
+{
+    json_int_t w = json_integer_value(json_object_get(sale, "fair_window_ms"));
+    return w > 0 && w <= UINT32_MAX ? (uint32_t)w : 0;
+}
+
+/* PUTs the sale; with reg_opens_ms > 0 it requires registration in [opens, closes).
+ * *window_ms: the lottery window the sale got (the scenario's, or the gateway's
+ * default when the scenario names none). */
 static int create_sale(const lt_scenario_t *sc, int64_t start_ms, int64_t reg_opens_ms,
-                       int64_t reg_closes_ms, char *eb, size_t el)
+                       int64_t reg_closes_ms, uint32_t *window_ms, char *eb, size_t el)
 {
     char starts[40], ends[40], body[512], path[160];
     cm_time_format_rfc3339(start_ms, starts, sizeof(starts));
@@ -1249,11 +1259,15 @@ static int create_sale(const lt_scenario_t *sc, int64_t start_ms, int64_t reg_op
     int bl = snprintf(body, sizeof(body),
                       "{\"stock\":%lld,\"per_user_limit\":%u,\"starts_at\":\"%s\",\"ends_at\":\"%s\"",
                       (long long)sc->sale_stock, sc->per_user_limit, starts, ends);
-    /* always said: a sale created without it gets the gateway's default window
-     * (sales.default_fair_window_ms), and the scenario's 0 means first-come */
-    bl += snprintf(body + bl, sizeof(body) - (size_t)bl,
-                   ",\"fair_window_ms\":%u,\"fair_early_ms\":%u", sc->fair_window_ms,
-                   sc->fair_early_ms);
+    /* Only what the scenario says: a sale created without a window gets the
+     * gateway's default (sales.default_fair_window_ms), as an operator's PUT
+     * does, so the rehearsal rehearses the sale the product makes. */
+    if (sc->has_fair_window)
+        bl += snprintf(body + bl, sizeof(body) - (size_t)bl, ",\"fair_window_ms\":%u",
+                       sc->fair_window_ms);
+    if (sc->has_fair_early)
+        bl += snprintf(body + bl, sizeof(body) - (size_t)bl, ",\"fair_early_ms\":%u",
+                       sc->fair_early_ms);
     if (reg_opens_ms > 0)
         bl += snprintf(body + bl, sizeof(body) - (size_t)bl,
                        ",\"registration_opens_at\":%lld,\"registration_closes_at\":%lld",
@@ -1271,12 +1285,15 @@ static int create_sale(const lt_scenario_t *sc, int64_t start_ms, int64_t reg_op
         free(resp);
         return CM_EBACKEND;
     }
+    json_t *j = json_loads(resp, 0, NULL);
+    *window_ms = sale_fair_window(j);
+    json_decref(j);
     free(resp);
     return 0;
 }
 
 /* When the sale is not ours to create, ask the admin API when it starts. */
-static int64_t existing_start_ms(const lt_scenario_t *sc)
+static int64_t existing_start_ms(const lt_scenario_t *sc, uint32_t *window_ms)
 {
     if (!sc->admin_url)
         return 0;
@@ -1292,6 +1309,7 @@ static int64_t existing_start_ms(const lt_scenario_t *sc)
     const char *s = json_string_value(json_object_get(j, "starts_at"));
     if (s)
         cm_time_parse_rfc3339(s, &ms);
+    *window_ms = sale_fair_window(j);
     json_decref(j);
     free(resp);
     return ms;
@@ -1750,11 +1768,13 @@ int lt_run(const lt_scenario_t *sc, bool quiet, lt_results_t *res, char *eb, siz
             cw->reg_opens_ms = wall_now + (int64_t)(sc->reg_opens_s * 1000);
             cw->reg_closes_ms = wall_now + (int64_t)(sc->reg_closes_s * 1000);
         }
-        rc = create_sale(sc, cw->start_ms, cw->reg_opens_ms, cw->reg_closes_ms, eb, el);
+        rc = create_sale(sc, cw->start_ms, cw->reg_opens_ms, cw->reg_closes_ms,
+                         &res->fair_window_ms, eb, el);
         if (rc < 0)
             goto out;
     } else {
-        cw->start_ms = existing_start_ms(sc);
+        res->fair_window_ms = sc->fair_window_ms;
+        cw->start_ms = existing_start_ms(sc, &res->fair_window_ms);
         if (cw->start_ms == 0)
             cw->start_ms = wall_now + (int64_t)(sc->start_offset_s * 1000);
     }

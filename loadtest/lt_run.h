@@ -122,6 +122,10 @@ typedef struct lt_operator_stat {
 } lt_operator_stat_t;
 
 typedef struct lt_results {
+    /* The sale's start-window lottery as the gateway answered (0 = first-come):
+     * the scenario's, or the gateway's default when the scenario names none.
+     * The audit enforces fairness when it is > 0. */
+    uint32_t fair_window_ms;
     uint64_t arrivals;     /* first presses scheduled */
     uint64_t sent_buy, sent_poll;
     uint64_t answers[LT_ANS_N];

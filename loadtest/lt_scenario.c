@@ -419,6 +419,10 @@ static int parse_root(lt_scenario_t *sc, json_t *root, char *eb, size_t el)
         TRY(get_num(s, "sale", "duration_s", 1, 86400 * 30, &sc->sale_duration_s, eb, el));
         TRY(get_u32(s, "sale", "fair_window_ms", 0, 600000, &sc->fair_window_ms, eb, el));
         TRY(get_u32(s, "sale", "fair_early_ms", 0, 3600000, &sc->fair_early_ms, eb, el));
+        sc->has_fair_window = !json_is_null(json_object_get(s, "fair_window_ms")) &&
+                              json_object_get(s, "fair_window_ms");
+        sc->has_fair_early = !json_is_null(json_object_get(s, "fair_early_ms")) &&
+                             json_object_get(s, "fair_early_ms");
         json_t *g = json_object_get(s, "registration");
         if (g && !json_is_null(g))
             TRY(parse_registration(sc, g, eb, el));

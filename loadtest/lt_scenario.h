@@ -73,8 +73,11 @@ typedef struct lt_scenario {
     uint32_t per_user_limit;
     double start_offset_s;  /* the sale starts this long after the run starts */
     double sale_duration_s;
-    uint32_t fair_window_ms; /* start-window lottery of the sale (0 = none); enforces fairness */
+    uint32_t fair_window_ms; /* start-window lottery of the sale (0 = none) */
     uint32_t fair_early_ms;  /* entries accepted this long before the start */
+    /* Whether the scenario names them: a field it does not name is not sent,
+     * so the sale gets the gateway's default (sales.default_fair_*). */
+    bool has_fair_window, has_fair_early;
     /* registration (sale.registration): the sale takes lottery entries only from
      * persons who registered in [reg_opens_s, reg_closes_s) (seconds after the run
      * starts, as start_offset_s); a person of crowd class c registers with

@@ -240,5 +240,9 @@ void oq__spool_short_next_write(oq_spool_t *sp, size_t bytes, bool cut_fails);
 /* Module-private (exposed for the unit test): CRC-32C (Castagnoli) of buf,
  * continuing from crc (start with 0). SSE4.2 when the CPU has it. Thread-safe. */
 uint32_t oq__crc32c(uint32_t crc, const void *buf, size_t len);
+/* Test seam: oq__crc32c uses its table code from now on, whatever the CPU
+ * has, so a test can check the fallback on a machine with SSE4.2.
+ * Single-threaded: before any other thread computes a CRC. */
+void oq__crc32c_force_table(void);
 
 #endif

@@ -38,6 +38,7 @@ void *gw_secret_alloc(size_t len); /* gw_token.c */
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
 #include <jansson.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -88,6 +89,29 @@ static const char *v_admin_token(const void *v)
         if (!isgraph((unsigned char)*p))
             return "must be printable ASCII without spaces (it is sent as a bearer token)";
     return NULL;
+}
+
+/* debug.wall_offset_ms: a signed decimal count of ms, within a year either way. */
+static const char *v_wall_offset(const void *v)
+{
+    const char *s = v;
+    if (!*s)
+        return NULL;
+    char *end = NULL;
+    errno = 0;
+    long long ms = strtoll(s, &end, 10);
+    if (errno || end == s || *end || ms < -31536000000LL || ms > 31536000000LL)
+        return "must be a whole number of ms, -31536000000..31536000000 (a year), or empty";
+    return NULL;
+}
+
+/* server.liveness_timeout: an idle loop turns every 500 ms at most (the
+ * connection guard's sweep, gateway/edge/gw_conn.c), so a bound under 1 s
+ * would call an idle loop stuck. */
+static const char *v_liveness(const void *v)
+{
+    uint64_t ms = *(const uint64_t *)v;
+    return ms == 0 || ms >= 1000 ? NULL : "must be 0 (off) or at least 1s";
 }
 
 static const char *v_nonempty(const void *v)
@@ -508,9 +532,17 @@ const cm_opt_t gw_config_opts[] = {
      NULL},
     {"server.admin_debug_routes", CM_OPT_BOOL, OFF(admin_debug_routes), 0, "false", 0, 0, NULL,
      0, "enable-debug-routes", NULL,
-     "serve the fault-injection routes (PUT /admin/v1/debug/clock, /admin/v1/debug/broker: "
-     "tests and rehearsals only); off, they answer 404",
+     "serve the fault-injection routes (PUT /admin/v1/debug/clock, /admin/v1/debug/broker, "
+     "/admin/v1/debug/overload, /admin/v1/debug/stall: tests and rehearsals only) and allow "
+     "the debug.* test seams; off, the routes answer 404 and a debug.* key refuses the start",
      NULL},
+    {"server.liveness_timeout", CM_OPT_MS, OFF(liveness_timeout_ms), 0, "10s", 0, 3600000, NULL,
+     0, NULL, "DURATION",
+     "GET /healthz (admin listener) answers 503 naming the worker whose event loop has not "
+     "turned for this long (a handler stuck in a blocking call), and systemd's watchdog "
+     "(WatchdogSec, sd_notify WATCHDOG=1) is pinged only while no loop is; an idle loop turns "
+     "every 0.5 s; 0 = off (always alive)",
+     v_liveness},
     {"server.threads", CM_OPT_UINT, OFF(threads), 0, "0", 0, 64, NULL, 0, "threads", "N",
      "worker threads (one event loop each), 0 = one per CPU", NULL},
     {"server.node_id", CM_OPT_UINT, OFF(node_id), 0, "1024", 0, 1024, NULL, 0, "node-id", "N",
@@ -784,6 +816,23 @@ const cm_opt_t gw_config_opts[] = {
     {"identity.cookie", CM_OPT_STR, OFF(id_cookie), SZ(id_cookie), "", 0, 0, NULL, 0, NULL,
      "NAME", "jwt mode: a cookie that may carry the token when there is no Authorization header",
      v_token_name},
+    {"identity.own_key_on_redis", CM_OPT_BOOL, OFF(id_own_key_on_redis), 0, "false", 0, 0,
+     NULL, 0, NULL, NULL,
+     "allow identity.mode=jwt with neither jwks_file nor jwks_url on a Redis inventory: each "
+     "data dir has a key of its own, so in a fleet every gateway would refuse the tokens the "
+     "others' keys signed; the start refuses that unless this is true (one gateway on Redis)",
+     NULL},
+    {"debug.wall_offset_ms", CM_OPT_STR, OFF(debug_wall_offset_ms), SZ(debug_wall_offset_ms), "",
+     0, 0, NULL, 0, NULL, "MS",
+     "test seam, only with server.admin_debug_routes: this process's wall clock reads this many "
+     "ms off the system's from the start (negative = stepped back; PUT /admin/v1/debug/clock "
+     "changes it later); empty = 0",
+     v_wall_offset},
+    {"debug.fleet_tick", CM_OPT_MS, OFF(debug_fleet_tick_ms), 0, "0", 0, 86400000, NULL, 0, NULL,
+     "DURATION",
+     "test seam, only with server.admin_debug_routes: the fleet thread's period (heartbeat, "
+     "config and sale reloads) instead of its own 1 s; 0 = its own",
+     NULL},
     {NULL, 0, 0, 0, NULL, 0, 0, NULL, 0, NULL, NULL, NULL, NULL},
 };
 
@@ -873,6 +922,22 @@ static int identity_rules(const gw_config_t *cfg, const cm_conf_t *view, char *e
                        errbuf, errlen);
         bad++;
     }
+    /* A fleet shares its stock through Redis, and each gateway's data dir has
+     * a key of its own: with no shared JWK set a buyer's token verifies on
+     * one gateway and is refused (401) on every other. That fleet starts,
+     * passes its probes and refuses most buyers, so the start refuses it
+     * instead, unless the operator says this is one gateway. */
+    if (cfg->id_mode == GW_ID_JWT && !cfg->identity.jwks_url[0] && !cfg->identity.jwks_file[0] &&
+        cm_redis_url_is(cfg->inventory) && !cfg->id_own_key_on_redis) {
+        cm_conf_report(view, "identity.mode",
+                       "jwt with neither identity.jwks_file nor identity.jwks_url on a Redis "
+                       "inventory verifies with this gateway's own data-dir key, which no other "
+                       "gateway of the fleet trusts: give every gateway one JWK set "
+                       "(docs/identity.md), or set identity.own_key_on_redis=true for a single "
+                       "gateway",
+                       errbuf, errlen);
+        bad++;
+    }
     if (cfg->id_mode != GW_ID_JWT && (cfg->identity.jwks_url[0] || cfg->identity.jwks_file[0])) {
         cm_conf_report(view, "identity.mode",
                        "must be jwt when identity.jwks_url or identity.jwks_file is set (a key "
@@ -955,6 +1020,20 @@ int gw_config_check(const gw_config_t *cfg, const cm_conf_t *conf, char *errbuf,
         bad++;
     }
     bad += identity_rules(cfg, &view, errbuf, errlen);
+    /* The test seams bend the clock or the fleet's timing: a production
+     * gateway must not start with them from a stray environment variable. */
+    if (!cfg->admin_debug_routes) {
+        static const char *const seams[] = {"debug.wall_offset_ms", "debug.fleet_tick"};
+        for (size_t i = 0; i < sizeof(seams) / sizeof(seams[0]); i++)
+            if (cm_conf_source(conf, seams[i]) != CM_SRC_DEFAULT &&
+                (i == 0 ? cfg->debug_wall_offset_ms[0] != '\0' : cfg->debug_fleet_tick_ms != 0)) {
+                cm_conf_report(&view, seams[i],
+                               "is a test seam: needs server.admin_debug_routes=true "
+                               "(--enable-debug-routes)",
+                               errbuf, errlen);
+                bad++;
+            }
+    }
     return bad ? CM_EINVAL : 0;
 }
 

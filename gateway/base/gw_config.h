@@ -35,6 +35,10 @@ typedef struct gw_config {
     char admin_tls_key[512];   /* server.admin_tls_key: the certificate's PEM private key */
     char admin_tls_client_ca[512]; /* server.admin_tls_client_ca: PEM CAs clients must chain to */
     bool admin_debug_routes;   /* server.admin_debug_routes (--enable-debug-routes) */
+    uint64_t liveness_timeout_ms; /* server.liveness_timeout: /healthz 503 past it, 0 = off */
+    /* debug.* test seams: refused unless server.admin_debug_routes */
+    char debug_wall_offset_ms[24]; /* debug.wall_offset_ms: signed ms, "" = 0 */
+    uint64_t debug_fleet_tick_ms;  /* debug.fleet_tick: 0 = the fleet's own tick */
     uint64_t threads;          /* server.threads, 0 = one per CPU (--threads) */
     uint64_t node_id;          /* server.node_id 0..1023 (--node-id); 1024 = derive */
     uint64_t body_limit;       /* server.body_limit bytes, default 4k */
@@ -108,6 +112,7 @@ typedef struct gw_config {
     uint64_t id_max_token_bytes;
     char id_header[128];       /* identity.header: header mode's user header */
     char id_cookie[128];       /* identity.cookie: a cookie that may carry the token */
+    bool id_own_key_on_redis;  /* identity.own_key_on_redis: allow the data dir's key on Redis */
 } gw_config_t;
 
 /*

@@ -60,9 +60,9 @@
  * fields are laid over that version (they win: they are the later write of
  * those fields) and the fields it did not set keep that version's values.
  *
- * Test seam: FLASHGATE_DEBUG_FLEET_TICK_MS (environment, read at start) sets
+ * Test seam: debug.fleet_tick (with the debug routes only, read at start) sets
  * the tick's period, so a test can keep a gateway from polling the config
- * (tests/integration/62-fleet-config-cas.py); a pub/sub message still runs it.
+ * (tests/integration/59-fleet-config-cas.py); a pub/sub message still runs it.
  */
 #include "gateway/base/gw_base.h"
 #include "gateway/base/gw_fleet.h"
@@ -940,9 +940,8 @@ int gw_fleet_start(struct gw_server *srv, char *errbuf, size_t errlen)
     pthread_mutex_init(&f->fig_mu, NULL);
     atomic_init(&f->members, 1);
     f->tick_ms = TICK_MS;
-    const char *dt = getenv("FLASHGATE_DEBUG_FLEET_TICK_MS"); /* test seam: see the top */
-    if (dt && *dt && strtoull(dt, NULL, 10) > 0)
-        f->tick_ms = strtoull(dt, NULL, 10);
+    if (srv->cfg->debug_fleet_tick_ms) /* test seam: see the top */
+        f->tick_ms = srv->cfg->debug_fleet_tick_ms;
     int rc = parse_url(f, srv->cfg->inventory, errbuf, errlen);
     if (rc < 0)
         goto fail;

@@ -336,6 +336,12 @@ struct gw_worker {
      * (gw_h1_read_after_ns: the too-late check without a getsockopt). */
     uint64_t iter_no;
     uint64_t stamp_last_ns, stamp_prev_ns;
+    /* Liveness: libuv's monotonic ms (uv_now) at the top of the loop's last
+     * turn, 0 while the loop is not running. Stored once a turn, relaxed:
+     * only this worker writes it; gateway/ctl/gw_liveness.c reads it. */
+    _Atomic uint64_t beat_ms;
+    /* PUT /admin/v1/debug/stall: ms to sleep on this loop at its next wake. */
+    _Atomic uint64_t debug_stall_ms;
     inv_worker_t *inv;
     gw_counters_t ctr;
     gw_req_t *free_reqs; /* per-worker free list of request contexts */

@@ -1848,7 +1848,7 @@ static void h_fleet(admin_call_t *a)
  */
 static void h_healthz(admin_call_t *a)
 {
-    gw_http_health(a->srv, false, a->p);
+    gw_liveness_health(a->srv, a->p);
 }
 
 static void h_readyz(admin_call_t *a)
@@ -1980,6 +1980,40 @@ static void h_debug_overload(admin_call_t *a)
         resp_json(p, GW_R_OK, buf);
         gw_audit_record(a->srv, a->who, "debug.overload", "user_cut", NULL,
                         json_pack("{s:i}", "user_cut", gw_ol_debug_user_cut_get(a->srv)));
+    }
+    json_decref(j);
+}
+
+/* PUT /admin/v1/debug/stall {"worker": N, "ms": M}: worker N's loop sleeps M
+ * ms (1..600000), as a handler stuck in a blocking call (gw_liveness.c). */
+static void h_debug_stall(admin_call_t *a)
+{
+    gw_resp_t *p = a->p;
+    json_t *j = parse_object(a->ar, p);
+    static const char *const keys[] = {"worker", "ms", NULL};
+    if (!j || !only_keys(j, keys, p)) {
+        json_decref(j);
+        return;
+    }
+    json_t *wk = json_object_get(j, "worker"), *ms = json_object_get(j, "ms");
+    int rc = CM_EINVAL;
+    if (json_is_integer(wk) && json_is_integer(ms) && json_integer_value(wk) >= 0 &&
+        json_integer_value(wk) <= UINT32_MAX && json_integer_value(ms) >= 1 &&
+        json_integer_value(ms) <= 600000)
+        rc = gw_worker_debug_stall(a->srv, (unsigned)json_integer_value(wk),
+                                   (uint64_t)json_integer_value(ms));
+    if (rc == CM_EAGAIN) {
+        gw_resp_error(p, GW_R_CONFLICT, NULL, "the workers are not serving");
+    } else if (rc) {
+        gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
+                      "body must be {\"worker\": 0..%u, \"ms\": 1..600000}",
+                      a->srv->nworkers ? a->srv->nworkers - 1 : 0);
+    } else {
+        char buf[80];
+        snprintf(buf, sizeof(buf), "{\"worker\":%u,\"ms\":%lld}",
+                 (unsigned)json_integer_value(wk), (long long)json_integer_value(ms));
+        resp_json(p, GW_R_OK, buf);
+        gw_audit_record(a->srv, a->who, "debug.stall", "worker", NULL, json_deep_copy(j));
     }
     json_decref(j);
 }
@@ -2274,6 +2308,7 @@ static void h_sale_room_persons(admin_call_t *a)
     XX("PUT", "/admin/v1/debug/broker", WRITE, h_broker)                                           \
     XX("PUT", "/admin/v1/debug/clock", WRITE, h_clock)                                             \
     XX("PUT", "/admin/v1/debug/overload", WRITE, h_debug_overload)                                 \
+    XX("PUT", "/admin/v1/debug/stall", WRITE, h_debug_stall)                                       \
     XX("POST", "/admin/v1/orders/{order_id}/cancel", WRITE, h_order_cancel)
 
 static const struct admin_route {

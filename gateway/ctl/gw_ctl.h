@@ -57,6 +57,31 @@ int gw_server_reload(gw_server_t *srv, int argc, char **argv, unsigned *applied,
 /* Sums the workers' counters into out. Thread-safe. */
 void gw_server_counters(gw_server_t *srv, gw_counters_t *out);
 
+/*
+ * Liveness (gw_liveness.c): whether every running worker loop has turned
+ * within server.liveness_timeout. True if so (or the check is off, or the
+ * workers are not serving); false fills *out with the worker whose loop has
+ * waited longest and its age. Thread-safe; never blocks.
+ */
+typedef struct gw_liveness {
+    unsigned worker;     /* the stuck worker's index */
+    uint64_t age_ms;     /* since its loop last turned */
+    uint64_t timeout_ms; /* server.liveness_timeout */
+} gw_liveness_t;
+bool gw_liveness_check(gw_server_t *srv, gw_liveness_t *out);
+/* GET /healthz on the admin listener: gw_http_health's 200 "alive", or 503
+ * {"status":"stuck","code":"loop_stuck","worker":N,"age_ms":A,...} while
+ * gw_liveness_check fails. Thread-safe. */
+void gw_liveness_health(gw_server_t *srv, gw_resp_t *out);
+/* A periodic watcher's step (main.c's systemd watchdog timer): the check,
+ * logged once when a loop gets stuck and once when all turn again. Returns
+ * the check's answer. `st` is the caller's, zeroed before the first call. */
+typedef struct gw_liveness_watch {
+    bool stuck;
+    unsigned worker;
+} gw_liveness_watch_t;
+bool gw_liveness_watch(gw_server_t *srv, gw_liveness_watch_t *st);
+
 /* Admin tokens: a name (the audit's "who"), a role, the secret. */
 typedef enum { GW_ROLE_NONE = 0, GW_ROLE_READ = 1, GW_ROLE_WRITE = 2 } gw_role_t;
 typedef struct gw_admin_token {

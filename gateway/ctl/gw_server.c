@@ -239,6 +239,10 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
     srv->cfg = cfg;
     srv->conf = conf;
     pthread_mutex_init(&srv->cfg_mu, NULL);
+    /* debug.wall_offset_ms (a test seam the config allows with the debug
+     * routes only): before the first wall-clock read, the spool replay's */
+    if (cfg->debug_wall_offset_ms[0])
+        cm_time_set_wall_offset(strtoll(cfg->debug_wall_offset_ms, NULL, 10));
     srv->started_ms = cm_wall_ms();
     atomic_store(&srv->node_since_ms, srv->started_ms - 1);
     srv->body_limit = cfg->body_limit;

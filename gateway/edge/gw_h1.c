@@ -2110,7 +2110,13 @@ void gw_h1_run(gw_worker_t *w)
     uv_loop_t *l = &w->loop;
     struct epoll_event ev[EVENTS_MAX];
     bool run_uv = true;
+    /* The liveness stamp (gw_liveness.c): once a turn, from the time the
+     * loop already read after its poll, so a turn costs no clock read more.
+     * An idle loop still turns: the connection guard's sweep timer
+     * (gw_conn.c) fires every 50..500 ms, so epoll_wait never blocks longer. */
+    uv_update_time(l);
     for (;;) {
+        atomic_store_explicit(&w->beat_ms, uv_now(l), memory_order_relaxed);
         if (run_uv || uv_due(l)) {
             int alive = uv_run(l, UV_RUN_NOWAIT);
             if (!alive && !w->edge.h1_conns && w->edge.lfd < 0 && !w->edge.h1_dead)
@@ -2174,6 +2180,7 @@ void gw_h1_run(gw_worker_t *w)
         w->edge.h1_dead = c->dead_next;
         conn_free(c);
     }
+    atomic_store_explicit(&w->beat_ms, 0, memory_order_relaxed);
 }
 
 /*---- what the handlers read of a request ----*/

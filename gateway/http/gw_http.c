@@ -31,6 +31,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define FREE_LIST_MAX 256
@@ -474,8 +475,29 @@ static void stop_try(gw_worker_t *w)
 static void on_wake(uv_async_t *a)
 {
     gw_worker_t *w = a->data;
+    uint64_t stall_ms = atomic_exchange(&w->debug_stall_ms, 0);
+    if (stall_ms) {
+        cm_log_warn("gw", "debug: worker loop stalled on request", "worker=%u ms=%llu", w->index,
+                    (unsigned long long)stall_ms);
+        struct timespec ts = {(time_t)(stall_ms / 1000), (long)(stall_ms % 1000) * 1000000L};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+    }
     if (atomic_load(&w->stopping))
         stop_try(w);
+}
+
+int gw_worker_debug_stall(gw_server_t *srv, unsigned index, uint64_t ms)
+{
+    /* srv->ready is stored after the workers start and cleared before they stop */
+    if (!atomic_load(&srv->ready))
+        return CM_EAGAIN;
+    if (index >= srv->nworkers)
+        return CM_EINVAL;
+    gw_worker_t *w = &srv->workers[index];
+    atomic_store(&w->debug_stall_ms, ms);
+    uv_async_send(&w->wake);
+    return 0;
 }
 
 static void *worker_main(void *arg)

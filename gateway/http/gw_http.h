@@ -36,6 +36,13 @@ void gw_route_not_found(gw_req_t *r, const char *url);
 /* Workers (gw_http.c). */
 int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen);
 void gw_workers_stop(gw_server_t *srv);
+/*
+ * Fault injection (PUT /admin/v1/debug/stall, debug routes only): worker
+ * `index`'s loop sleeps `ms` at its next wake, as a handler stuck in a
+ * blocking call would hold it. CM_EINVAL for an index past the workers,
+ * CM_EAGAIN while the workers are not running. Thread-safe; does not wait.
+ */
+int gw_worker_debug_stall(gw_server_t *srv, unsigned index, uint64_t ms);
 /* The connection guards and the per-address table, which GET /admin/v1/stats
  * reads (gw_conn_stats): freed after the admin listener stopped, not with the
  * workers (gw_server_stop). */

@@ -408,6 +408,9 @@ try:
     OV = "/admin/v1/debug/overload"
     call("PUT", OV, OV, 400, {"user_cut": 129})
     call("PUT", OV, OV, 200, {"user_cut": -1})
+    ST = "/admin/v1/debug/stall"
+    call("PUT", ST, ST, 400, {"worker": 99, "ms": 1})
+    call("PUT", ST, ST, 200, {"worker": 0, "ms": 1})
     C = "/admin/v1/orders/{order_id}/cancel"
     call("POST", C, "/admin/v1/orders/%s/cancel" % order_id, 400, raw="{nope",
          headers={"Content-Type": "application/json"})
@@ -437,6 +440,7 @@ try:
                          ("PUT", BR, BR),
                          ("PUT", CK, CK),
                          ("PUT", OV, OV),
+                         ("PUT", ST, ST),
                          ("POST", C, "/admin/v1/orders/%s/cancel" % order_id)):
         r = call(m, tpl, path, 413, raw=big, headers={"Content-Type": "application/json"})
         eq(r.json and r.json.get("error"), "payload_too_large", "%s %s: 413's code" % (m, path))
@@ -448,6 +452,8 @@ try:
     elsewhere = {
         ("POST", B, "503"): "overload or a full spool: 38-spool-full, bench/overload.py",
         ("GET", "/readyz", "503"): "while starting or draining: 10-http-api (drain)",
+        ("GET", "/healthz", "503"): "a worker's loop stuck (admin listener): 112-liveness",
+        ("PUT", ST, "409"): "while the workers are not serving (starting, draining)",
         ("PUT", BR, "409"): "only without an embedded broker (the TSan stage's gateways)",
         ("PUT", BR, "200"): "only with an embedded broker",
         ("POST", C, "200"): "an already final order: 33-compensation",

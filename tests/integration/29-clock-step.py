@@ -1,5 +1,6 @@
 """The wall clock stepped backwards (through the test seam: PUT
-/admin/v1/debug/clock, and FLASHGATE_DEBUG_WALL_OFFSET_MS at start; the
+/admin/v1/debug/clock, and debug.wall_offset_ms at start, from its environment
+variable FLASHGATE_DEBUG_WALL_OFFSET_MS; both need the debug routes on; the
 system clock itself cannot be stepped safely on a shared machine).
 
 Buys before the step, one hour back while running, and after a kill -9 and a

@@ -102,10 +102,12 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 assert r["audit"]["result"] == "PASS", r["audit"]
 a = r["figures"]["answers"]
-assert a["202"] == 100, a
+# smoke.json names no lottery window: its sale is the gateway's default, fair
+# one, where every entry in the window is answered 202 and 100 of them win
+assert a["202"] >= 100, a
 assert r["figures"]["latency"]["all_buy"]["p99_ms"] > 0
 assert r["environment"]["cores"] >= 1
-assert sum(t["answers"].get("202", 0) for t in r["figures"]["timeline"]) == 100
+assert sum(t["answers"].get("202", 0) for t in r["figures"]["timeline"]) == a["202"]
 so = r["figures"]["sell_out"]
 assert so["stock"] == 100 and so["units_accepted"] == 100, so
 assert so["sold_out_s"] is not None and so["sold_out_s"] > 0, so

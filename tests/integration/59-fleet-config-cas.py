@@ -2,7 +2,8 @@
 that it has not read yet: the publish is a compare-and-set, so the newer
 version's fields survive (one redis-server, no timing in any assertion).
 
-Gateway A runs with a one-hour fleet tick (FLASHGATE_DEBUG_FLEET_TICK_MS), so it
+Gateway A runs with a one-hour fleet tick (debug.fleet_tick, a test seam the
+config takes only with the debug routes on), so it
 reads the config only at start and on a pub/sub message. "Gateway B"'s versions
 are written straight into Redis without a PUBLISH: A cannot have read them
 when it is PATCHed, whatever the machine's speed. (Each of A's own publishes
@@ -104,8 +105,8 @@ try:
                                "sale_burst": 1000, "user_rps": 0, "user_burst": 5,
                                "ip_rps": 0, "ip_burst": 40, "subnet_rps": 0,
                                "subnet_burst": 200}, sort_keys=True, separators=(",", ":")))
-    A = Gateway("--inventory", redis.url, *FLAGS,
-                extra_env={"FLASHGATE_DEBUG_FLEET_TICK_MS": "3600000"})
+    A = Gateway("--inventory", redis.url, *FLAGS, "--enable-debug-routes",
+                "--set", "debug.fleet_tick=1h")
     gws.append(A)
     A.start()
     # the start's tick and the thread's first one (it subscribes, then reloads)

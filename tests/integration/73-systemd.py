@@ -13,7 +13,8 @@ started. What is checked:
   ProtectSystem=strict with the data dir in ReadWritePaths and on the command
   line, PrivateTmp, an empty CapabilityBoundingSet, Restart=on-failure,
   EnvironmentFile, ExecReload sending SIGHUP (flashgate), LimitNOFILE sized for
-  server.max_connections, TimeoutStopSec above the drain bound (flashgate) and
+  server.max_connections, TimeoutStopSec above the drain bound (flashgate),
+  WatchdogSec above server.drain_timeout and server.liveness_timeout (flashgate) and
   above settle.stop_grace + the exit's own waits (flashgate-settle);
 - each ExecStart's flags, with its binary's sample config (deploy/*.example,
   which the comments install where --config reads it), and each example
@@ -175,6 +176,12 @@ try:
             drain = seconds(eff["server.drain_timeout"].split()[0].strip('"'))
             check(drain is not None and seconds(one(u, "TimeoutStopSec")) >= drain + 5,
                   what + "TimeoutStopSec above server.drain_timeout + a 5 s grace")
+            # the watchdog (integration.112-liveness): no ping while the workers drain
+            wd = seconds(one(u, "WatchdogSec") or "")
+            live = seconds(eff["server.liveness_timeout"].split()[0].strip('"'))
+            check(wd is not None and drain is not None and wd > drain and live is not None
+                  and 0 < live < wd, what + "WatchdogSec %s above server.drain_timeout and "
+                  "server.liveness_timeout" % one(u, "WatchdogSec"))
         else:
             eff = dict(l.split(" = ", 1)[0:2] for l in out.stdout.splitlines() if " = " in l)
             grace = seconds(eff["settle.stop_grace"].split()[0].strip('"'))

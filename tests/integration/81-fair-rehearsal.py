@@ -44,8 +44,9 @@ with Rehearsal("fg-fair-reh-") as reh:
         sc["sale"]["id"] = sale
         sc["targets"] = ["http://127.0.0.1:%d" % g.port]
         sc["admin"] = "http://127.0.0.1:%d" % g.admin_port
+        # said either way: a scenario silent about it gets the gateway's default window
+        sc["sale"]["fair_window_ms"] = window_ms
         if window_ms:
-            sc["sale"]["fair_window_ms"] = window_ms
             sc["sale"]["fair_early_ms"] = 400
         path = os.path.join(reh.tmp, sale + ".json")
         with open(path, "w") as f:

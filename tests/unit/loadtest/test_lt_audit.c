@@ -296,6 +296,7 @@ static void test_fairness(void **state)
     res->class_won_orders[LT_CLASS_PERSON] = 290;
     res->class_won_orders[LT_CLASS_AGGRESSIVE] = 210;
     sc.fair_window_ms = 2000;
+    res->fair_window_ms = 2000; /* the sale as the gateway answered */
     lt_audit_run(&sc, res, a);
     assert_int_equal(find(a, "fairness")->result, LT_CHECK_PASS);
     assert_false(a->failed);
@@ -314,6 +315,7 @@ static void test_fairness(void **state)
     assert_non_null(strstr(find(a, "fairness")->detail, "OVER"));
     /* first-come without a window: reported, not enforced; base = who pressed buy */
     sc.fair_window_ms = 0;
+    res->fair_window_ms = 0; /* the sale as the gateway answered */
     res->n_entries = 0;
     res->class_person_tried[LT_CLASS_PERSON] = 6000;
     res->class_person_tried[LT_CLASS_AGGRESSIVE] = 4000;
@@ -366,6 +368,7 @@ static void test_fairness_per_person(void **state)
     sc.per_user_limit = 1;
     sc.fair_window_ms = 1000;
     lt_results_t *res = calloc(1, sizeof(*res));
+    res->fair_window_ms = 1000; /* the sale as the gateway answered */
     lt_audit_t *a = calloc(1, sizeof(*a));
     /* 900 people and 100 operators (2,000 accounts, 200 persons) entered; 300 units */
     res->n_entries = 2900;
@@ -422,6 +425,7 @@ static void test_registration(void **state)
     sc.per_user_limit = 1;
     sc.fair_window_ms = 1000;
     lt_results_t *res = calloc(1, sizeof(*res));
+    res->fair_window_ms = 1000; /* the sale as the gateway answered */
     lt_audit_t *a = calloc(1, sizeof(*a));
     lt_audit_run(&sc, res, a);
     assert_int_equal(find(a, "registration")->result, LT_CHECK_SKIP);

@@ -37,6 +37,9 @@ static void test_shipped_files(void **state)
     assert_int_equal(sc.sale_stock, 1000);
     assert_int_equal(sc.users, 100000);
     assert_int_equal(sc.n_targets, 1);
+    /* silent about the lottery: the sale gets the gateway's default window */
+    assert_false(sc.has_fair_window);
+    assert_false(sc.has_fair_early);
     assert_true(sc.n_segments >= 3);
     /* the default run stays bounded: no more first presses than users, and
      * at most (1 + retries) buys + polls per user */
@@ -47,6 +50,7 @@ static void test_shipped_files(void **state)
     load_shipped("bot-heavy.json", &sc);
     assert_true(sc.bot_fraction >= 0.3);
     assert_int_equal(sc.fair_window_ms, 0);
+    assert_true(sc.has_fair_window); /* first-come, said: the contrast to bot-heavy-fair */
     lt_scenario_free(&sc);
     load_shipped("bot-heavy-fair.json", &sc);
     assert_true(sc.bot_fraction >= 0.3);

@@ -118,7 +118,8 @@ static void test_required_flags(void **state)
                   "--admin-token", "tok-0123456789abcdef", "--inventory", "redis://127.0.0.1:6379/0",
                   "--data-dir=/var/lib/fg", "--threads", "4", "--durability", "fsync",
                   "--node-id", "1023", "--kafka-brokers", "k1:9092,k2:9092", "--kafka-topic=t.o",
-                  "--set", "limits.user_rps=2.5", "--set=log.level=debug", NULL);
+                  "--set", "limits.user_rps=2.5", "--set=log.level=debug",
+                  "--set", "identity.own_key_on_redis=true", NULL);
     if (rc != 0)
         fail_msg("%s", f->err);
     gw_config_t *c = &f->cfg;
@@ -264,6 +265,35 @@ static void good(fx_t *f, const char *key, const char *val)
         fail_msg("%s refused: %s", set, f->err);
 }
 
+/* A Redis inventory (a fleet) verifying buyers with the data dir's own key is
+ * refused, naming the way out; the debug.* seams need the debug routes. */
+static void test_fleet_key_and_seams(void **state)
+{
+    fx_t *f = *state;
+    assert_int_equal(load(f, "--inventory", "redis://127.0.0.1:6379", NULL), CM_EINVAL);
+    assert_non_null(strstr(f->err, "config: identity.mode=jwt"));
+    assert_non_null(strstr(f->err, "identity.own_key_on_redis=true"));
+    if (load(f, "--inventory", "redis://127.0.0.1:6379", "--set", "identity.jwks_file=/k.json",
+             NULL) != 0)
+        fail_msg("a shared JWK set refused: %s", f->err);
+    if (load(f, "--inventory", "redis://127.0.0.1:6379", "--set", "identity.mode=none", NULL))
+        fail_msg("identity.mode=none refused: %s", f->err);
+    assert_int_equal(load(f, "--set", "debug.fleet_tick=1h", NULL), CM_EINVAL);
+    assert_non_null(strstr(f->err, "config: debug.fleet_tick="));
+    assert_non_null(strstr(f->err, "server.admin_debug_routes"));
+    assert_int_equal(load(f, "--set", "debug.wall_offset_ms=-5", NULL), CM_EINVAL);
+    if (load(f, "--enable-debug-routes", "--set", "debug.wall_offset_ms=-5", "--set",
+             "debug.fleet_tick=1h", NULL) != 0)
+        fail_msg("seams with the debug routes refused: %s", f->err);
+    assert_string_equal(f->cfg.debug_wall_offset_ms, "-5");
+    assert_int_equal(f->cfg.debug_fleet_tick_ms, 3600000);
+    assert_int_equal(load(f, "--enable-debug-routes", "--set", "debug.wall_offset_ms=1e3", NULL),
+                     CM_EINVAL);
+    assert_int_equal(load(f, "--set", "server.liveness_timeout=999", NULL), CM_EINVAL);
+    if (load(f, "--set", "server.liveness_timeout=0", NULL) != 0)
+        fail_msg("liveness off refused: %s", f->err);
+}
+
 static void test_value_rules(void **state)
 {
     fx_t *f = *state;
@@ -282,11 +312,17 @@ static void test_value_rules(void **state)
     bad(f, "server.admin_listen", "nope", "HOST:PORT");
     /* inventory */
     good(f, "inventory.backend", "memory");
-    good(f, "inventory.backend", "redis://127.0.0.1:6379");
-    good(f, "inventory.backend", "redis://cache.internal/3");
-    good(f, "inventory.backend", "redis://user:p%40ss@[::1]:6380/2");
-    good(f, "inventory.backend", "redis-cluster://10.0.0.1:7000,10.0.0.2:7000,[::1]:7001");
-    good(f, "inventory.backend", "redis-cluster://:pw@redis-0.internal");
+    static const char *const redis_urls[] = {
+        "redis://127.0.0.1:6379", "redis://cache.internal/3", "redis://user:p%40ss@[::1]:6380/2",
+        "redis-cluster://10.0.0.1:7000,10.0.0.2:7000,[::1]:7001",
+        "redis-cluster://:pw@redis-0.internal"};
+    for (size_t i = 0; i < sizeof(redis_urls) / sizeof(redis_urls[0]); i++) {
+        char set[600];
+        snprintf(set, sizeof(set), "inventory.backend=%s", redis_urls[i]);
+        /* a single gateway on Redis (a fleet needs one JWK set: test_fleet_key) */
+        if (load(f, "--set", set, "--set", "identity.own_key_on_redis=true", NULL) != 0)
+            fail_msg("%s refused: %s", set, f->err);
+    }
     bad(f, "inventory.backend", "redis-cluster://h:7000/2", "redis-cluster://");
     bad(f, "inventory.backend", "redis-cluster://h:7000,", "redis-cluster://");
     bad(f, "inventory.backend", "redis-cluster://h:0", "redis-cluster://");
@@ -591,6 +627,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_names_unique, setup, teardown),
         cmocka_unit_test_setup_teardown(test_precedence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_value_rules, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fleet_key_and_seams, setup, teardown),
         cmocka_unit_test_setup_teardown(test_the_documented_error_line, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cross_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_runtime_change, setup, teardown),
