@@ -452,7 +452,7 @@ try:
     elsewhere = {
         ("POST", B, "503"): "overload or a full spool: 38-spool-full, bench/overload.py",
         ("GET", "/readyz", "503"): "while starting or draining: 10-http-api (drain)",
-        ("GET", "/healthz", "503"): "a worker's loop stuck (admin listener): 112-liveness",
+        ("GET", "/healthz", "503"): "a worker's loop stuck (admin listener): 114-liveness",
         ("PUT", ST, "409"): "while the workers are not serving (starting, draining)",
         ("PUT", BR, "409"): "only without an embedded broker (the TSan stage's gateways)",
         ("PUT", BR, "200"): "only with an embedded broker",

@@ -176,7 +176,7 @@ try:
             drain = seconds(eff["server.drain_timeout"].split()[0].strip('"'))
             check(drain is not None and seconds(one(u, "TimeoutStopSec")) >= drain + 5,
                   what + "TimeoutStopSec above server.drain_timeout + a 5 s grace")
-            # the watchdog (integration.112-liveness): no ping while the workers drain
+            # the watchdog (integration.114-liveness): no ping while the workers drain
             wd = seconds(one(u, "WatchdogSec") or "")
             live = seconds(eff["server.liveness_timeout"].split()[0].strip('"'))
             check(wd is not None and drain is not None and wd > drain and live is not None
