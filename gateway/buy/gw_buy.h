@@ -97,6 +97,16 @@ int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
  */
 void gw_release_unaccepted(gw_server_t *srv, const oq_order_t *o, const char *why);
 
+/* The start-up replay's state (gw_server.c fills it before the scan). */
+typedef struct gw_replay_ctx {
+    gw_server_t *srv;
+    uint64_t orders, events, max_id;
+    bool settled_before_release; /* embedded broker: released = settled */
+    oq_pos_t released;
+} gw_replay_ctx_t;
+/* oq_spool_scan's callback for the start-up replay; arg is a gw_replay_ctx_t. */
+int gw_replay_one(const oq_rec_t *rec, void *arg);
+
 /*
  * Gives back an order's units in the inventory (o->giveback: inv_giveback,
  * else inv_release) under its person's mark (oq_order_person). A release of
