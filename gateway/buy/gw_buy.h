@@ -8,6 +8,7 @@
 #define GW_BUY_H
 
 #include "gateway/base/gw_types.h"
+#include "gateway/buy/gw_replay.h"
 
 /* The public routes (gw_buy.c). Fill req->resp, or hold req (return true if held). */
 bool gw_buy_handle(gw_req_t *req);
@@ -97,15 +98,11 @@ int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
  */
 void gw_release_unaccepted(gw_server_t *srv, const oq_order_t *o, const char *why);
 
-/* The start-up replay's state (gw_server.c fills it before the scan). */
-typedef struct gw_replay_ctx {
-    gw_server_t *srv;
-    uint64_t orders, events, max_id;
-    bool settled_before_release; /* embedded broker: released = settled */
-    oq_pos_t released;
-} gw_replay_ctx_t;
-/* oq_spool_scan's callback for the start-up replay; arg is a gw_replay_ctx_t. */
-int gw_replay_one(const oq_rec_t *rec, void *arg);
+/* The start-up replay's shell: ctx's inventory, order table and actions are
+ * srv's (the buyer's identity noted, a failed release queued to the releaser). */
+void gw_replay_init(gw_server_t *srv, gw_replay_ctx_t *ctx, bool settled_before_release);
+/* The order table as the cores see it (gw_replay.h): srv->orders. */
+const gw_book_t *gw_server_book(gw_server_t *srv);
 
 /*
  * Gives back an order's units in the inventory (o->giveback: inv_giveback,
