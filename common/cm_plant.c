@@ -39,7 +39,7 @@ const char *const cm_plant_names[CM_PLANT_COUNT] = {
     [CM_PLANT_SETTLE_COMMIT_FIRST] = "settle_commit_first",
     [CM_PLANT_SETTLE_COMMIT_UNPUBLISHED] = "settle_commit_unpublished",
     [CM_PLANT_REPLAY_SKIP_SEG_FIRST] = "replay_skip_seg_first",
-    [CM_PLANT_REPLAY_RELEASE_SKIPPED] = "replay_release_skipped",
+    [CM_PLANT_COMP_FORGOTTEN_SKIPPED] = "comp_forgotten_skipped",
     [CM_PLANT_COMP_SETTLED_RELEASES] = "comp_settled_releases",
 };
 

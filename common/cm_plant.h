@@ -65,8 +65,8 @@ typedef enum {
                                            outcomes published */
     CM_PLANT_REPLAY_SKIP_SEG_FIRST,     /* gw_replay.c: the start-up replay skips the first
                                            record of every segment but the first */
-    CM_PLANT_REPLAY_RELEASE_SKIPPED,    /* gw_replay.c: the start-up replay restores the orders
-                                           but not the release events */
+    CM_PLANT_COMP_FORGOTTEN_SKIPPED,    /* gw_replay.c: compensation skips an order the bounded
+                                           table forgot, though the outcome names it */
     CM_PLANT_COMP_SETTLED_RELEASES,     /* gw_replay.c: a settled outcome read again gives the
                                            order's units back */
     CM_PLANT_COUNT

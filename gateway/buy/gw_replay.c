@@ -69,7 +69,7 @@ int gw_replay_one(const oq_rec_t *rec, void *arg)
             cm_log_error("gw", "spool event unreadable, skipped",
                          "seg=%" PRIu64 " off=%" PRIu64 " reason=\"%s\"", rec->pos.seg,
                          rec->pos.off, why);
-        } else if (o.type == OQ_MSG_RELEASE && !CM_PLANT(REPLAY_RELEASE_SKIPPED)) {
+        } else if (o.type == OQ_MSG_RELEASE) {
             const char *reason = o.reason[0] ? o.reason : NULL;
             int rel = gw_units_release(rc->inv, &o);
             oq_order_t known;
@@ -114,6 +114,8 @@ int gw_comp_check(const gw_book_t *book, const char *order_id, const oq_order_t 
 {
     oq_order_t cur;
     bool known = book->get(book->ud, order_id, &cur);
+    if (CM_PLANT(COMP_FORGOTTEN_SKIPPED) && !known)
+        return CM_ENOTFOUND; /* planted: the outcome's order ignored when the table forgot it */
     if (o)
         *ord = *o;
     else if (known)
