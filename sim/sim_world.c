@@ -5,17 +5,18 @@
  * (common/cm_yield.h: sim_yield runs a restock there), the spool and its
  * recovery (queue/oq_spool.h) on sim_disk, the order codec, settlement's
  * batch writer and settle step (st_batch_write, st_sink_settle) on sim_sink,
- * the lottery's draw order (gw_fair_order).
+ * settle's consumer loop as its stepped core (settle/st_loop.h: a batch's
+ * write, outcomes with the real st_outcome_format, offsets, a crash possible
+ * between any two), the start-up replay, the outcomes' decision and
+ * compensation (gateway/buy/gw_replay.h: gw_replay_one, gw_outcome_take,
+ * gw_comp_check, gw_comp_release) on the gateway's status table here (a
+ * gw_book_t), the lottery's draw order (gw_fair_order).
  * Modelled here, each after the file named: the gateway's buy (gw_buy.c:
  * the sale's window, reserve, spool, fdatasync, 202; a failed write gives
  * the units back; a keyed retry whose order the status table forgot spools
  * it again), the admin's sale edits (gw_admin.c, through inv_sale_put and
  * inv_restock), the start-window lottery (gw_lottery.c: entries, the entry
- * log, the draw, its resume after a crash), its start-up replay and
- * compensation (gw_server.c replay_one, gw_release.c gw_compensate),
- * settle's consumer loop (st_settle.c: write the batch, publish outcomes
- * with the real st_outcome_format, commit offsets, a crash possible between
- * any two).
+ * log, the draw, its resume after a crash).
  * The relay is the real one (oq_relay.c), stepped (oq_relay_step: its
  * producer, releaser and consumer turns run from the driver), on the
  * simulated broker below through its broker table (queue/oq_broker.h):
@@ -730,9 +731,9 @@ static void settle_step(world_t *wd)
 /*
  * SIGTERM to the settle worker (st_settle_stop): seen between two batches,
  * or inside one, which finishes or is given up (settle_turn); then it exits
- * (st_settle_free: the consumer leaves the group, the database closes). Its
- * loop and Kafka clients are librdkafka's threads, not stepped: this follows
- * st_settle.c's rules on the modelled loop.
+ * (st_settle_free: the consumer leaves the group, the database closes). The
+ * batch runs through the real core (settle_turn); librdkafka's threads and
+ * st_settle_run's polling around it are not run.
  */
 static void settle_stop(world_t *wd)
 {
