@@ -11,11 +11,13 @@
  * compensation (gateway/buy/gw_replay.h: gw_replay_one, gw_outcome_take,
  * gw_comp_check, gw_comp_release) on the gateway's status table here (a
  * gw_book_t), the lottery's draw order (gw_fair_order).
+ * The admin's sale edits (do_sale_edit, do_restock: a simulated operator)
+ * through the admin API's core (gateway/buy/gw_sale_edit.h: gw_sale_edit)
+ * and the real inv_restock.
  * Modelled here, each after the file named: the gateway's buy (gw_buy.c:
  * the sale's window, reserve, spool, fdatasync, 202; a failed write gives
  * the units back; a keyed retry whose order the status table forgot spools
- * it again), the admin's sale edits (gw_admin.c, through inv_sale_put and
- * inv_restock), the start-window lottery (gw_lottery.c: entries, the entry
+ * it again), the start-window lottery (gw_lottery.c: entries, the entry
  * log, the draw, its resume after a crash).
  * The relay is the real one (oq_relay.c), stepped (oq_relay_step: its
  * producer, releaser and consumer turns run from the driver), on the
@@ -39,6 +41,7 @@
 #include "common/cm_yield.h"
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_replay.h"
+#include "gateway/buy/gw_sale_edit.h"
 #include "inventory/inv.h"
 #include "queue/oq_broker.h"
 #include "queue/oq_order.h"
@@ -1689,7 +1692,7 @@ static int sale_put(world_t *wd, gw_t *g, int64_t stock, uint32_t limit, int64_t
     inv_sale_def_t def = {
         .stock = stock, .per_user_limit = limit, .starts_at_ms = starts, .ends_at_ms = ends};
     snprintf(def.sale_id, sizeof(def.sale_id), "%s", g->sale_id);
-    int rc = inv_sale_put(g->inv, &def, NULL, err, errlen);
+    int rc = gw_sale_edit(g->inv, &def, NULL, err, errlen); /* the admin API's core */
     if (rc == 0) {
         g->stock_total = stock;
         g->limit = limit;
