@@ -105,12 +105,10 @@ static void book_set_status(void *ud, const char *order_id, const oq_order_t *o,
     gw_orders_set_status(ud, order_id, o, st, reason);
 }
 
-const gw_book_t *gw_server_book(gw_server_t *srv)
+void gw_server_book(gw_server_t *srv, gw_book_t *out)
 {
-    /* one table per process: the book is made once, at the start's replay */
-    static gw_book_t book = {.get = book_get, .put = book_put, .set_status = book_set_status};
-    book.ud = srv->orders;
-    return &book;
+    *out = (gw_book_t){
+        .get = book_get, .put = book_put, .set_status = book_set_status, .ud = srv->orders};
 }
 
 static void replay_order(void *ud, const oq_order_t *o)
@@ -125,11 +123,13 @@ static void replay_release(void *ud, const oq_order_t *o, int rc, int final_stat
         gw_releaser_push(ud, o, final_status, reason, NULL); /* read from the spool: on disk */
 }
 
-void gw_replay_init(gw_server_t *srv, gw_replay_ctx_t *ctx, bool settled_before_release)
+void gw_replay_init(gw_server_t *srv, gw_replay_ctx_t *ctx, gw_book_t *book,
+                    bool settled_before_release)
 {
     memset(ctx, 0, sizeof(*ctx));
+    gw_server_book(srv, book);
     ctx->inv = srv->inv;
-    ctx->book = gw_server_book(srv);
+    ctx->book = book;
     ctx->node_id = srv->node_id;
     ctx->settled_before_release = settled_before_release;
     ctx->released = oq_spool_released(srv->spool);
@@ -339,7 +339,9 @@ int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
                   oq_status_t st, const char *reason)
 {
     oq_order_t ord;
-    const gw_book_t *book = gw_server_book(srv);
+    gw_book_t bk;
+    gw_server_book(srv, &bk);
+    const gw_book_t *book = &bk;
     int rc = gw_comp_check(book, order_id, o, gw_releaser_pending(srv, order_id, false), &ord);
     if (rc != 0)
         return rc;

@@ -41,7 +41,9 @@ static void on_outcome(const oq_order_t *oc, void *ud)
 {
     gw_server_t *srv = ud;
     oq_order_t o;
-    if (gw_outcome_take(gw_server_book(srv), oc, &o))
+    gw_book_t book;
+    gw_server_book(srv, &book);
+    if (gw_outcome_take(&book, oc, &o))
         gw_compensate(srv, oc->order_id, &o, oc->status, oc->reason);
 }
 

@@ -266,7 +266,8 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
         return rc;
     }
     gw_replay_ctx_t rctx;
-    gw_replay_init(srv, &rctx, strcmp(cfg->kafka_brokers, "embedded") == 0);
+    gw_book_t rbook;
+    gw_replay_init(srv, &rctx, &rbook, strcmp(cfg->kafka_brokers, "embedded") == 0);
     uint64_t t0 = cm_mono_us();
     long n = oq_spool_scan(srv->spool, (oq_pos_t){0, 0}, gw_replay_one, &rctx);
     if (n < 0) {
