@@ -36,6 +36,11 @@ const char *const cm_plant_names[CM_PLANT_COUNT] = {
     [CM_PLANT_INV_REDIS_BATCH_SHIFT] = "inv_redis_batch_shift",
     [CM_PLANT_INV_REDIS_GIVEBACK_CLAIMED] = "inv_redis_giveback_claimed",
     [CM_PLANT_RELAY_CLOSE_NO_RELEASE] = "relay_close_no_release",
+    [CM_PLANT_SETTLE_COMMIT_FIRST] = "settle_commit_first",
+    [CM_PLANT_SETTLE_COMMIT_UNPUBLISHED] = "settle_commit_unpublished",
+    [CM_PLANT_REPLAY_SKIP_SEG_FIRST] = "replay_skip_seg_first",
+    [CM_PLANT_COMP_FORGOTTEN_SKIPPED] = "comp_forgotten_skipped",
+    [CM_PLANT_COMP_SETTLED_RELEASES] = "comp_settled_releases",
 };
 
 void cm_plant_set(cm_plant_t p)

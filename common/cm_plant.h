@@ -59,6 +59,16 @@ typedef enum {
                                             answered it 202 */
     CM_PLANT_RELAY_CLOSE_NO_RELEASE, /* oq_relay.c: a graceful close flushes but does not hand
                                         what was delivered to the releaser */
+    CM_PLANT_SETTLE_COMMIT_FIRST,       /* st_loop.c: a batch's offsets committed before its
+                                           write */
+    CM_PLANT_SETTLE_COMMIT_UNPUBLISHED, /* st_loop.c: a batch's offsets committed without its
+                                           outcomes published */
+    CM_PLANT_REPLAY_SKIP_SEG_FIRST,     /* gw_replay.c: the start-up replay skips the first
+                                           record of every segment but the first */
+    CM_PLANT_COMP_FORGOTTEN_SKIPPED,    /* gw_replay.c: compensation skips an order the bounded
+                                           table forgot, though the outcome names it */
+    CM_PLANT_COMP_SETTLED_RELEASES,     /* gw_replay.c: a settled outcome read again gives the
+                                           order's units back */
     CM_PLANT_COUNT
 } cm_plant_t;
 

@@ -4,6 +4,7 @@
  * database": database commit, then outcomes delivered, then offsets committed.
  */
 #include "settle/st_settle.h"
+#include "settle/st_loop.h"
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
@@ -917,17 +918,21 @@ static int publish_outcomes(st_settle_t *st)
 
 static int commit_offsets(st_settle_t *st)
 {
-    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(4);
+    /* one topic: the batch's partitions and offsets, the core's choice of what to commit */
+    int32_t *part = cm_xmalloc(st->nbatch * 2 * sizeof(int32_t));
+    int64_t *off = cm_xmalloc(st->nbatch * 2 * sizeof(int64_t));
     for (size_t i = 0; i < st->nbatch; i++) {
-        rd_kafka_message_t *m = st->batch[i].m;
-        const char *topic = rd_kafka_topic_name(m->rkt);
-        rd_kafka_topic_partition_t *tp =
-            rd_kafka_topic_partition_list_find(list, topic, m->partition);
-        if (!tp)
-            tp = rd_kafka_topic_partition_list_add(list, topic, m->partition);
-        if (m->offset + 1 > tp->offset)
-            tp->offset = m->offset + 1;
+        part[i] = st->batch[i].m->partition;
+        off[i] = st->batch[i].m->offset;
     }
+    size_t np = st_batch_offsets(part, off, st->nbatch, part + st->nbatch, off + st->nbatch);
+    const char *topic = rd_kafka_topic_name(st->batch[0].m->rkt);
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)np);
+    for (size_t j = 0; j < np; j++)
+        rd_kafka_topic_partition_list_add(list, topic, part[st->nbatch + j])->offset =
+            off[st->nbatch + j];
+    free(part);
+    free(off);
     /* Not rd_kafka_commit(sync): when the broker dies (the embedded one on a
      * gateway kill -9) the request sits in the coordinator's queue for
      * socket.timeout.ms (60 s) and settlement stops that long. Wait at most
@@ -986,13 +991,8 @@ static void record_batch_latency(st_settle_t *st, uint64_t us)
     atomic_fetch_add_explicit(&st->stats.batch_lat_sum_us, us, memory_order_relaxed);
 }
 
-static void process_batch(st_settle_t *st)
+static void count_outcomes(st_settle_t *st)
 {
-    uint64_t t0 = cm_mono_us();
-    for (size_t i = 0; i < st->nbatch; i++)
-        batch_parse(st, &st->batch[i]);
-    if (write_batch(st) != 0)
-        return;
     for (size_t i = 0; i < st->nbatch; i++) {
         st_msg_t *bm = &st->batch[i];
         if (!bm->valid)
@@ -1003,14 +1003,48 @@ static void process_batch(st_settle_t *st)
                                                                  : &st->stats.cancelled;
         atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
     }
-    if (publish_outcomes(st) != 0)
-        return;
-    if (commit_offsets(st) == 0)
-        atomic_store_explicit(&st->stats.last_commit_ms, cm_wall_ms(), memory_order_relaxed);
-    record_batch_latency(st, cm_mono_us() - t0);
-    update_lag(st);
-    atomic_fetch_add_explicit(&st->stats.messages, st->nbatch, memory_order_relaxed);
-    atomic_fetch_add_explicit(&st->stats.batches, 1, memory_order_relaxed);
+}
+
+/* One batch through the stepped core (st_loop.h): the I/O of each action here,
+ * the order of the actions there. write_batch and publish_outcomes retry inside
+ * and fail only when the batch is to be given up (a stop, the brokers moved). */
+static void process_batch(st_settle_t *st)
+{
+    uint64_t t0 = cm_mono_us();
+    for (size_t i = 0; i < st->nbatch; i++)
+        batch_parse(st, &st->batch[i]);
+    st_batch_step_t b;
+    st_batch_act_t act = st_batch_begin(&b);
+    for (;;) {
+        int rc;
+        switch (act) {
+        case ST_BATCH_WRITE:
+            rc = write_batch(st);
+            if (rc == 0)
+                count_outcomes(st);
+            act = st_batch_step(&b, rc, rc != 0);
+            break;
+        case ST_BATCH_PUBLISH:
+            rc = publish_outcomes(st);
+            act = st_batch_step(&b, rc, rc != 0);
+            break;
+        case ST_BATCH_COMMIT:
+            rc = commit_offsets(st);
+            if (rc == 0)
+                atomic_store_explicit(&st->stats.last_commit_ms, cm_wall_ms(),
+                                      memory_order_relaxed);
+            act = st_batch_step(&b, rc, false);
+            break;
+        case ST_BATCH_GIVE_UP:
+            return;
+        case ST_BATCH_DONE:
+            record_batch_latency(st, cm_mono_us() - t0);
+            update_lag(st);
+            atomic_fetch_add_explicit(&st->stats.messages, st->nbatch, memory_order_relaxed);
+            atomic_fetch_add_explicit(&st->stats.batches, 1, memory_order_relaxed);
+            return;
+        }
+    }
 }
 
 /*

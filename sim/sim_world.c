@@ -5,17 +5,20 @@
  * (common/cm_yield.h: sim_yield runs a restock there), the spool and its
  * recovery (queue/oq_spool.h) on sim_disk, the order codec, settlement's
  * batch writer and settle step (st_batch_write, st_sink_settle) on sim_sink,
- * the lottery's draw order (gw_fair_order).
+ * settle's consumer loop as its stepped core (settle/st_loop.h: a batch's
+ * write, outcomes with the real st_outcome_format, offsets, a crash possible
+ * between any two), the start-up replay, the outcomes' decision and
+ * compensation (gateway/buy/gw_replay.h: gw_replay_one, gw_outcome_take,
+ * gw_comp_check, gw_comp_release) on the gateway's status table here (a
+ * gw_book_t), the lottery's draw order (gw_fair_order).
+ * The admin's sale edits (do_sale_edit, do_restock: a simulated operator)
+ * through the admin API's core (gateway/buy/gw_sale_edit.h: gw_sale_edit)
+ * and the real inv_restock.
  * Modelled here, each after the file named: the gateway's buy (gw_buy.c:
  * the sale's window, reserve, spool, fdatasync, 202; a failed write gives
  * the units back; a keyed retry whose order the status table forgot spools
- * it again), the admin's sale edits (gw_admin.c, through inv_sale_put and
- * inv_restock), the start-window lottery (gw_lottery.c: entries, the entry
- * log, the draw, its resume after a crash), its start-up replay and
- * compensation (gw_server.c replay_one, gw_release.c gw_compensate),
- * settle's consumer loop (st_settle.c: write the batch, publish outcomes
- * with the real st_outcome_format, commit offsets, a crash possible between
- * any two).
+ * it again), the start-window lottery (gw_lottery.c: entries, the entry
+ * log, the draw, its resume after a crash).
  * The relay is the real one (oq_relay.c), stepped (oq_relay_step: its
  * producer, releaser and consumer turns run from the driver), on the
  * simulated broker below through its broker table (queue/oq_broker.h):
@@ -37,11 +40,14 @@
 #include "common/cm_time.h"
 #include "common/cm_yield.h"
 #include "gateway/buy/gw_fair.h"
+#include "gateway/buy/gw_replay.h"
+#include "gateway/buy/gw_sale_edit.h"
 #include "inventory/inv.h"
 #include "queue/oq_broker.h"
 #include "queue/oq_order.h"
 #include "queue/oq_relay.h"
 #include "queue/oq_spool.h"
+#include "settle/st_loop.h"
 #include "settle/st_settle.h"
 #include "settle/st_sink.h"
 #include "sim/sim_disk.h"
@@ -162,8 +168,11 @@ typedef struct gw {
     size_t nreps, capreps;
     uint32_t gen;
     size_t out_cur;
-    /* the gateway's status table (process memory) */
+    /* the gateway's status table (process memory), the cores' order table
+     * (gw_book_t): bounded, so some orders are not in it after a start */
     uint8_t status[ORD_MAX];
+    gw_book_t book;
+    bool replaying;
     uint64_t units_back; /* units released or given back on this sale, ever (the oracle's) */
     lottery_t lot;
     /* buys appended and waiting for the group commit (durability fsync) */
@@ -623,10 +632,14 @@ static void settle_crash(world_t *wd, const char *where)
 }
 
 /*
- * One turn of settle's loop (st_settle.c st_settle_run): a batch written,
- * its outcomes published, its offsets committed. Stopping (a stop seen in
- * the batch): it finishes within settle.stop_grace or is given up
- * uncommitted, and a batch whose write fails is given up at once.
+ * One turn of settle's loop: a batch run through the real stepped core
+ * (settle/st_loop.h, as st_settle.c process_batch runs it), each of its
+ * actions done here on the simulated database and broker: the write
+ * (st_batch_write), the outcomes (st_outcome_format), the offsets
+ * (st_batch_offsets). A crash may come before any action but the first.
+ * Stopping (a stop seen in the batch): past settle.stop_grace the outcomes or
+ * the commit give up (the batch uncommitted), and a failed write gives up at
+ * once; a failed write otherwise is tried again in the next turn.
  */
 static void settle_turn(world_t *wd, bool stopping)
 {
@@ -644,13 +657,16 @@ static void settle_turn(world_t *wd, bool stopping)
     const oq_order_t *msgs[24];
     st_outcome_t outv[24];
     st_outcome_t *outs[24];
-    uint64_t upto[NPART];
+    int32_t mpart[24], cpart[24];
+    int64_t moff[24], cnext[24];
     size_t n = 0;
     size_t want = 1 + rnd(wd, 24);
     for (int p = 0; p < NPART; p++) {
-        upto[p] = wd->stpos[p];
-        while (n < want && upto[p] < wd->part[p].n) {
-            batch[n] = wd->part[p].m[upto[p]++].o;
+        uint64_t at = wd->stpos[p];
+        while (n < want && at < wd->part[p].n) {
+            mpart[n] = p;
+            moff[n] = (int64_t)at;
+            batch[n] = wd->part[p].m[at++].o;
             msgs[n] = &batch[n];
             outs[n] = &outv[n];
             n++;
@@ -658,35 +674,56 @@ static void settle_turn(world_t *wd, bool stopping)
     }
     if (n == 0)
         return;
-    st_batch_note_t note;
-    int rc = st_batch_write(&wd->bw, &wd->sink.base, msgs, outs, n, &note);
-    if (rc != 0) {
-        tr(wd, "settle: batch of %zu failed (%s), %s", n, cm_errname(rc),
-           stopping ? "given up at the stop" : "retried");
-        return;
-    }
-    st_batch_writer_done(&wd->bw, &wd->sink.base);
-    tr(wd, "settle: wrote a batch of %zu", n);
-    if (stopping && chance(wd, 0.25)) {
-        tr(wd, "settle: stop grace over after the write: the batch given up uncommitted");
-        return;
-    }
-    if (wd->faults && chance(wd, wd->p_crash * 4)) {
-        settle_crash(wd, "after the write, before the outcomes and the offsets");
-        return;
+    st_batch_step_t b;
+    st_batch_act_t act = st_batch_begin(&b);
+    bool first = true;
+    for (;;) {
+        if (act == ST_BATCH_GIVE_UP)
+            return;
+        if (act == ST_BATCH_DONE)
+            break;
+        if (!first && wd->faults && chance(wd, wd->p_crash * 4)) {
+            settle_crash(wd, act == ST_BATCH_PUBLISH  ? "before the outcomes"
+                             : act == ST_BATCH_COMMIT ? "before the offsets"
+                                                      : "before the write");
+            return;
+        }
+        first = false;
+        int rc = 0;
+        bool give_up = false;
+        if (act == ST_BATCH_WRITE) {
+            st_batch_note_t note;
+            rc = st_batch_write(&wd->bw, &wd->sink.base, msgs, outs, n, &note);
+            if (rc == 0)
+                st_batch_writer_done(&wd->bw, &wd->sink.base);
+            tr(wd, "settle: batch of %zu %s%s", n, rc == 0 ? "written" : "failed",
+               rc == 0 ? "" : stopping ? ", given up at the stop" : ", retried");
+            if (rc != 0 && !stopping) /* retried in a later turn, as after a backoff */
+                return;
+            give_up = rc != 0;
+        } else if (act == ST_BATCH_PUBLISH) {
+            if (stopping && chance(wd, 0.25)) {
+                tr(wd, "settle: stop grace over before the outcomes: the batch given up");
+                rc = CM_EAGAIN;
+                give_up = true;
+            } else {
+                for (size_t i = 0; i < n; i++)
+                    outcome_publish(wd, &batch[i], &outv[i]);
+            }
+        } else { /* ST_BATCH_COMMIT */
+            if (stopping && chance(wd, 0.25)) {
+                tr(wd, "settle: stop grace over before the offsets: not committed");
+                return; /* the process exits: its position goes with it */
+            }
+            size_t np = st_batch_offsets(mpart, moff, n, cpart, cnext);
+            for (size_t j = 0; j < np; j++)
+                wd->committed[cpart[j]] = (uint64_t)cnext[j];
+        }
+        act = st_batch_step(&b, rc, give_up);
     }
     for (size_t i = 0; i < n; i++)
-        outcome_publish(wd, &batch[i], &outv[i]);
-    if (stopping && chance(wd, 0.25)) {
-        tr(wd, "settle: stop grace over after the outcomes: the offsets not committed");
-        return;
-    }
-    if (wd->faults && chance(wd, wd->p_crash * 4)) {
-        settle_crash(wd, "after the outcomes, before the offsets");
-        return;
-    }
-    memcpy(wd->stpos, upto, sizeof(upto));
-    memcpy(wd->committed, upto, sizeof(upto));
+        if (wd->stpos[mpart[i]] < (uint64_t)moff[i] + 1)
+            wd->stpos[mpart[i]] = (uint64_t)moff[i] + 1;
 }
 
 static void settle_step(world_t *wd)
@@ -697,9 +734,9 @@ static void settle_step(world_t *wd)
 /*
  * SIGTERM to the settle worker (st_settle_stop): seen between two batches,
  * or inside one, which finishes or is given up (settle_turn); then it exits
- * (st_settle_free: the consumer leaves the group, the database closes). Its
- * loop and Kafka clients are librdkafka's threads, not stepped: this follows
- * st_settle.c's rules on the modelled loop.
+ * (st_settle_free: the consumer leaves the group, the database closes). The
+ * batch runs through the real core (settle_turn); librdkafka's threads and
+ * st_settle_run's polling around it are not run.
  */
 static void settle_stop(world_t *wd)
 {
@@ -776,6 +813,7 @@ static bool gw_died(world_t *wd, gw_t *g)
 typedef struct replay_ctx {
     world_t *wd;
     gw_t *g;
+    gw_replay_ctx_t rp; /* the real replay's (gateway/buy/gw_replay.c) */
     uint8_t seen[ORD_MAX];
 } replay_ctx_t;
 
@@ -787,6 +825,72 @@ static void set_status(gw_t *g, uint32_t n, uint8_t st)
         g->status[n] = st;
 }
 
+/*---- the order table the cores see (gw_book_t over the status table) ----*/
+
+static uint8_t from_oq(oq_status_t st)
+{
+    return st == OQ_STATUS_SETTLED     ? ST_SETTLED
+           : st == OQ_STATUS_FAILED    ? ST_FAILED
+           : st == OQ_STATUS_CANCELLED ? ST_CANCELLED
+                                       : ST_QUEUED;
+}
+
+static bool book_get(void *ud, const char *order_id, oq_order_t *out)
+{
+    gw_t *g = ud;
+    uint32_t n = ord_of(order_id);
+    if (n == 0 || n >= ORD_MAX || g->status[n] == ST_NONE)
+        return false;
+    /* what gw_orders keeps: the id and the status (no user id) */
+    memset(out, 0, sizeof(*out));
+    snprintf(out->order_id, sizeof(out->order_id), "%s", order_id);
+    out->status = to_oq(g->status[n]);
+    return true;
+}
+
+static void book_put(void *ud, const oq_order_t *o)
+{
+    gw_t *g = ud;
+    uint32_t n = ord_of(o->order_id);
+    /* bounded: a start's replay leaves some orders out of the table */
+    if (n > 0 && n < ORD_MAX && g->status[n] == ST_NONE && (!g->replaying || rnd(g->wd, 4) != 0))
+        g->status[n] = ST_QUEUED;
+}
+
+static void book_set_status(void *ud, const char *order_id, const oq_order_t *o, oq_status_t st,
+                            const char *reason)
+{
+    (void)reason;
+    gw_t *g = ud;
+    uint32_t n = ord_of(order_id);
+    if (n == 0 || n >= ORD_MAX || (g->status[n] == ST_NONE && !o))
+        return;
+    if (g->replaying && rnd(g->wd, 4) == 0) /* bounded, as above */
+        return;
+    set_status(g, n, from_oq(st));
+}
+
+/* The replay's actions: an order restored (the oracle's count), a release
+ * done (the units back). */
+static void replay_order(void *ud, const oq_order_t *o)
+{
+    replay_ctx_t *c = ud;
+    uint32_t n = ord_of(o->order_id);
+    if (n < ORD_MAX)
+        c->seen[n] = 1;
+}
+
+static void replay_release(void *ud, const oq_order_t *o, int rc, int final_status,
+                           const char *reason)
+{
+    (void)final_status;
+    (void)reason;
+    replay_ctx_t *c = ud;
+    if (rc == 0)
+        c->g->units_back += o->qty;
+}
+
+/* The oracle's look at each record, then the real replay (gw_replay_one). */
 static int replay_cb(const oq_rec_t *rec, void *arg)
 {
     replay_ctx_t *c = arg;
@@ -799,29 +903,16 @@ static int replay_cb(const oq_rec_t *rec, void *arg)
             fail(wd, "gw%d: spool recovery invented order %s", g->idx, o->order_id);
             return 1;
         }
-        inv_replay(g->inv, o->sale_id, o->user_id, o->qty, o->order_id, o->idem_key);
         lot_cut_winner(g, o);
-        c->seen[n] = 1;
-        /* the status table is bounded: some orders are not in it after a start */
-        if (rnd(wd, 4) != 0)
-            set_status(g, n, ST_QUEUED);
-        return 0;
+    } else {
+        oq_order_t o;
+        char why[160];
+        if (oq_order_decode(rec->event, rec->event_len, &o, why, sizeof(why)) != 0) {
+            fail(wd, "gw%d: spool event unreadable: %s", g->idx, why);
+            return 1;
+        }
     }
-    oq_order_t o;
-    char why[160];
-    if (oq_order_decode(rec->event, rec->event_len, &o, why, sizeof(why)) != 0) {
-        fail(wd, "gw%d: spool event unreadable: %s", g->idx, why);
-        return 1;
-    }
-    if (o.type == OQ_MSG_RELEASE) {
-        int rel = o.giveback ? inv_giveback(g->inv, o.sale_id, o.user_id, o.qty, o.order_id)
-                             : inv_release(g->inv, o.sale_id, o.user_id, o.qty, o.order_id);
-        if (rel == 0)
-            g->units_back += o.qty;
-        if (!o.giveback && rnd(wd, 4) != 0) /* bounded: some are not in the table */
-            g->status[ord_of(o.order_id)] = o.status == OQ_STATUS_FAILED ? ST_FAILED : ST_CANCELLED;
-    }
-    return 0;
+    return gw_replay_one(rec, &c->rp);
 }
 
 static void sim_on_outcome(const oq_order_t *oc, void *ud);
@@ -872,7 +963,17 @@ static void gw_start(world_t *wd, gw_t *g)
     replay_ctx_t *c = cm_xcalloc(1, sizeof(*c));
     c->wd = wd;
     c->g = g;
+    c->rp = (gw_replay_ctx_t){.inv = g->inv,
+                              .book = &g->book,
+                              .node_id = (uint32_t)g->idx,
+                              .settled_before_release = g->on_settle,
+                              .released = oq_spool_released(g->sp),
+                              .on_order = replay_order,
+                              .on_release = replay_release,
+                              .ud = c};
+    g->replaying = true;
     long nrec = oq_spool_scan(g->sp, (oq_pos_t){0, 0}, replay_cb, c);
+    g->replaying = false;
     if (gw_died(wd, g)) {
         free(c);
         return;
@@ -1591,7 +1692,7 @@ static int sale_put(world_t *wd, gw_t *g, int64_t stock, uint32_t limit, int64_t
     inv_sale_def_t def = {
         .stock = stock, .per_user_limit = limit, .starts_at_ms = starts, .ends_at_ms = ends};
     snprintf(def.sale_id, sizeof(def.sale_id), "%s", g->sale_id);
-    int rc = inv_sale_put(g->inv, &def, NULL, err, errlen);
+    int rc = gw_sale_edit(g->inv, &def, NULL, err, errlen); /* the admin API's core */
     if (rc == 0) {
         g->stock_total = stock;
         g->limit = limit;
@@ -1806,30 +1907,28 @@ static void gw_stop(world_t *wd, gw_t *g)
     tr(wd, "gw%d: stopped", g->idx);
 }
 
-/* Compensation: a failed or cancelled order's units go back once (gw_compensate). */
-static void compensate(world_t *wd, gw_t *g, uint32_t n, uint8_t st)
+/* Compensation (gw_release.c gw_compensate's shell around the real core,
+ * gw_replay.c): the check, the release event made durable, the release. The
+ * simulated one has no releaser: the memory inventory's release never fails. */
+static void compensate(world_t *wd, gw_t *g, const oq_order_t *o, oq_status_t st)
 {
-    if (g->status[n] == ST_FAILED || g->status[n] == ST_CANCELLED)
+    oq_order_t ord, ev;
+    if (gw_comp_check(&g->book, o->order_id, o, false, &ord) != 0)
         return;
-    oq_order_t ev;
-    fill_order(wd, n, &ev);
-    ev.type = OQ_MSG_RELEASE;
-    ev.status = st == ST_FAILED ? OQ_STATUS_FAILED : OQ_STATUS_CANCELLED;
-    ev.accepted_at_ms = 0;
-    ev.idem_key[0] = '\0';
+    gw_release_event_fill(&ev, &ord, st, NULL, false, 0);
     int rc = spool_event(g, &ev);
     if (sim_disk_dead(g->disk))
         return; /* inside the relay's callback: the caller crashes the process after it */
     (void)rc;
-    rc = inv_release(g->inv, ev.sale_id, ev.user_id, ev.qty, ev.order_id);
+    rc = gw_comp_release(g->inv, &g->book, &ord, st, NULL);
     if (rc == 0)
-        g->units_back += ev.qty;
-    g->status[n] = st;
-    tr(wd, "gw%d: o%u %s, units back (%s)", g->idx, n, st == ST_FAILED ? "failed" : "cancelled",
-       rc == 0 ? "released" : cm_errname(rc));
+        g->units_back += ord.qty;
+    tr(wd, "gw%d: %s %s, units back (%s)", g->idx, ord.order_id,
+       st == OQ_STATUS_FAILED ? "failed" : "cancelled",
+       rc == 0 ? "released" : rc == 1 ? "released before" : cm_errname(rc));
 }
 
-/* The relay's on_outcome (gw_server.c's): compensation or the status table. */
+/* The relay's on_outcome (gw_kafka.c's): the real core's outcome decision. */
 static void sim_on_outcome(const oq_order_t *oc, void *ud)
 {
     gw_t *g = ud;
@@ -1837,10 +1936,9 @@ static void sim_on_outcome(const oq_order_t *oc, void *ud)
     uint32_t n = ord_of(oc->order_id);
     if (sim_disk_dead(g->disk) || n == 0 || n >= wd->nords || wd->ords[n].gw != g->idx)
         return;
-    if (oc->status == OQ_STATUS_FAILED || oc->status == OQ_STATUS_CANCELLED)
-        compensate(wd, g, n, oc->status == OQ_STATUS_FAILED ? ST_FAILED : ST_CANCELLED);
-    else if (oc->status == OQ_STATUS_SETTLED)
-        set_status(g, n, ST_SETTLED);
+    oq_order_t o;
+    if (gw_outcome_take(&g->book, oc, &o))
+        compensate(wd, g, &o, oc->status);
 }
 
 /* The relay's consumer turns: the outcomes topic, from the beginning at every start. */
@@ -2085,6 +2183,8 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
         gw_t *g = &wd->gw[i];
         g->wd = wd;
         g->idx = i;
+        g->book = (gw_book_t){
+            .get = book_get, .put = book_put, .set_status = book_set_status, .ud = g};
         g->on_settle = rnd(wd, 4) != 0;
         g->disk = sim_disk_new(&wd->rng);
         sim_disk_set_faults(g->disk, wd->p_fsync_fail, rnd(wd, 4) == 0 ? 6000 + rnd(wd, 20000) : 0);

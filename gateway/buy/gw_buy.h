@@ -8,6 +8,7 @@
 #define GW_BUY_H
 
 #include "gateway/base/gw_types.h"
+#include "gateway/buy/gw_replay.h"
 
 /* The public routes (gw_buy.c). Fill req->resp, or hold req (return true if held). */
 bool gw_buy_handle(gw_req_t *req);
@@ -96,6 +97,15 @@ int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
  * to the releaser. Never blocks beyond one write(2). Thread-safe: worker loops.
  */
 void gw_release_unaccepted(gw_server_t *srv, const oq_order_t *o, const char *why);
+
+/* The start-up replay's shell: ctx's inventory, order table (in *book, which
+ * must outlive the scan) and actions are srv's (the buyer's identity noted, a
+ * failed release queued to the releaser). Single-threaded init. */
+void gw_replay_init(gw_server_t *srv, gw_replay_ctx_t *ctx, gw_book_t *book,
+                    bool settled_before_release);
+/* The order table as the cores see it (gw_replay.h): srv->orders. Thread-safe
+ * (gw_orders is). */
+void gw_server_book(gw_server_t *srv, gw_book_t *out);
 
 /*
  * Gives back an order's units in the inventory (o->giveback: inv_giveback,

@@ -28,6 +28,7 @@
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
 #include "gateway/buy/gw_buy.h"
+#include "gateway/buy/gw_identity.h"
 #include "gateway/edge/gw_edge.h"
 #include "gateway/overload/gw_ol.h"
 
@@ -83,16 +84,58 @@ static void finish(gw_releaser_t *rl, item_t *it)
 
 int gw_release_units(gw_server_t *srv, const oq_order_t *o)
 {
-    /* the mark is the person's (oq_order_person), not the account's */
-    const char *who = oq_order_person(o);
-    if (o->giveback)
-        return inv_giveback(srv->inv, o->sale_id, who, o->qty, o->order_id);
-    int rc = inv_release(srv->inv, o->sale_id, who, o->qty, o->order_id);
-    /* an outcome that named the account alone (a settlement before the person
-     * member) of an order held under its person: the order's holder, by its id */
-    if (rc == CM_ENOTFOUND && !o->person[0] && o->user_id[0])
-        rc = inv_release(srv->inv, o->sale_id, "", o->qty, o->order_id);
-    return rc;
+    return gw_units_release(srv->inv, o);
+}
+
+/*---- the cores' order table and the replay's shell (gw_replay.h) ----*/
+
+static bool book_get(void *ud, const char *order_id, oq_order_t *out)
+{
+    return gw_orders_get(ud, order_id, out);
+}
+
+static void book_put(void *ud, const oq_order_t *o)
+{
+    gw_orders_put(ud, o);
+}
+
+static void book_set_status(void *ud, const char *order_id, const oq_order_t *o, oq_status_t st,
+                            const char *reason)
+{
+    gw_orders_set_status(ud, order_id, o, st, reason);
+}
+
+void gw_server_book(gw_server_t *srv, gw_book_t *out)
+{
+    *out = (gw_book_t){
+        .get = book_get, .put = book_put, .set_status = book_set_status, .ud = srv->orders};
+}
+
+static void replay_order(void *ud, const oq_order_t *o)
+{
+    gw_identity_order_put(ud, o->order_id, o->user_id);
+}
+
+static void replay_release(void *ud, const oq_order_t *o, int rc, int final_status,
+                           const char *reason)
+{
+    if (!gw_release_ok(o, rc)) /* e.g. Redis down at start: the releaser retries */
+        gw_releaser_push(ud, o, final_status, reason, NULL); /* read from the spool: on disk */
+}
+
+void gw_replay_init(gw_server_t *srv, gw_replay_ctx_t *ctx, gw_book_t *book,
+                    bool settled_before_release)
+{
+    memset(ctx, 0, sizeof(*ctx));
+    gw_server_book(srv, book);
+    ctx->inv = srv->inv;
+    ctx->book = book;
+    ctx->node_id = srv->node_id;
+    ctx->settled_before_release = settled_before_release;
+    ctx->released = oq_spool_released(srv->spool);
+    ctx->on_order = replay_order;
+    ctx->on_release = replay_release;
+    ctx->ud = srv;
 }
 
 static void *releaser_main(void *arg)
@@ -152,7 +195,7 @@ static void *releaser_main(void *arg)
         if (o->giveback && rc == CM_ECONFLICT) /* claimed: answered 202 elsewhere, kept */
             cm_log_info("gw", "give-back refused: a keyed retry was accepted with the order",
                         "order=%s sale=%s", o->order_id, o->sale_id);
-        bool ok = rc == 0 || rc == CM_ENOTFOUND || (o->giveback && rc == CM_ECONFLICT);
+        bool ok = gw_release_ok(o, rc);
         if (ok) {
             finish(rl, it);
             if (it->tries)
@@ -283,14 +326,8 @@ void gw_releaser_stats(gw_server_t *srv, uint64_t *pending, uint64_t *done, uint
 static int release_event(gw_server_t *srv, const oq_order_t *o, oq_status_t st, const char *reason,
                          bool giveback, oq_pos_t *end)
 {
-    oq_order_t ev = *o;
-    ev.type = OQ_MSG_RELEASE;
-    ev.giveback = giveback;
-    ev.status = st;
-    ev.at_ms = cm_wall_ms();
-    ev.accepted_at_ms = 0;
-    ev.idem_key[0] = '\0';
-    snprintf(ev.reason, sizeof(ev.reason), "%s", reason ? reason : "");
+    oq_order_t ev;
+    gw_release_event_fill(&ev, o, st, reason, giveback, cm_wall_ms());
     char buf[OQ_ORDER_JSON_MAX];
     int n = oq_order_encode(&ev, buf, sizeof(buf));
     if (n < 0)
@@ -301,48 +338,29 @@ static int release_event(gw_server_t *srv, const oq_order_t *o, oq_status_t st, 
 int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
                   oq_status_t st, const char *reason)
 {
-    oq_order_t cur;
     oq_order_t ord;
-    bool known = gw_orders_get(srv->orders, order_id, &cur);
-    if (o)
-        ord = *o;
-    else if (known)
-        ord = cur;
-    else
-        return CM_ENOTFOUND;
-    if (known && oq_status_releases(cur.status))
-        return 1; /* final only once the units went back */
-    /* A pending give-back may end refused (a claimed order: a keyed retry was
-     * accepted with it), so a cancel goes on beside it: the release is
-     * exactly once per order id, whichever comes first. */
-    if (gw_releaser_pending(srv, order_id, false))
-        return 1; /* being given back; the releaser marks it final */
+    gw_book_t bk;
+    gw_server_book(srv, &bk);
+    const gw_book_t *book = &bk;
+    int rc = gw_comp_check(book, order_id, o, gw_releaser_pending(srv, order_id, false), &ord);
+    if (rc != 0)
+        return rc;
     /* Durable first, so a restart replays the release (memory inventory, or a
      * release still pending when the process stopped). */
-    ord.giveback = false;
     oq_pos_t end;
-    int rc = release_event(srv, &ord, st, reason, false, &end);
+    rc = release_event(srv, &ord, st, reason, false, &end);
     if (rc == 0) /* fsync durability: on disk before the release (its own record only) */
         rc = oq_spool_commit_to(srv->spool, end);
     if (rc != 0)
         cm_log_error("gw", "cannot record a release in the spool", "order=%s err=%s",
                      order_id, cm_errname(rc));
-    /* Release first, final after: inv_release is exactly once per order id, so
-     * a re-delivered outcome may call it again; a final order whose release
-     * failed would be taken as done and its units lost. */
-    rc = inv_release(srv->inv, ord.sale_id, oq_order_person(&ord), ord.qty, ord.order_id);
-    /* An outcome written by a settlement that predates the person member
-     * names the account alone: when the account holds no such order, the
-     * order's holder (its person) gives it back, found by the order id. */
-    if (rc == CM_ENOTFOUND && !ord.person[0] && ord.user_id[0])
-        rc = inv_release(srv->inv, ord.sale_id, "", ord.qty, ord.order_id);
-    if (rc != 0 && rc != CM_ENOTFOUND) {
+    rc = gw_comp_release(srv->inv, book, &ord, st, reason);
+    if (rc < 0) {
         cm_log_warn("gw", "release failed; the releaser retries", "order=%s err=%s", order_id,
                     cm_errname(rc));
         gw_releaser_push(srv, &ord, (int)st, reason, NULL); /* committed above */
         return 0;
     }
-    gw_orders_set_status(srv->orders, order_id, &ord, st, reason);
     cm_log_info("gw", "units returned to stock", "order=%s sale=%s qty=%u status=%s", order_id,
                 ord.sale_id, ord.qty, oq_status_name(st));
     return 0;

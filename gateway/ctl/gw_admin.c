@@ -24,6 +24,7 @@
 #include "gateway/buy/gw_elig.h"
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_reg.h"
+#include "gateway/buy/gw_sale_edit.h"
 #include "gateway/ctl/gw_audit.h"
 #include "gateway/ctl/gw_ctl.h"
 #include "gateway/ctl/gw_ring.h"
@@ -949,11 +950,9 @@ static void h_sale_put(admin_call_t *a)
         get_reg_time(j, "registration_opens_at", &ropen, p) &&
         get_reg_time(j, "registration_closes_at", &rclose, p) &&
         elig_arg(a, j, id)) {
-        if (d.starts_at_ms && d.ends_at_ms && d.ends_at_ms <= d.starts_at_ms) {
-            gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "ends_at must be after starts_at");
-        } else if (fwin > 0 && !d.starts_at_ms) {
-            gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
-                          "fair_window_ms needs starts_at: the window opens at the start");
+        char bad[128];
+        if (gw_sale_window_check(&d, fwin, bad, sizeof(bad)) != 0) {
+            gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "%s", bad);
         } else {
             d.stock = stock;
             d.per_user_limit = (uint32_t)limit;
@@ -991,7 +990,7 @@ static void h_sale_put(admin_call_t *a)
             }
             bool drawn = rc == CM_ECONFLICT; /* the lottery has had its one draw */
             if (rc == 0)
-                rc = inv_sale_put(srv->inv, &d, &info, why, sizeof(why));
+                rc = gw_sale_edit(srv->inv, &d, &info, why, sizeof(why));
             if (rc == 0 && (rc = gw_elig_set(srv, &a->elig, why, sizeof(why))) != 0) {
                 sale_saved_error(a, id, rc, why, existed ? &before : NULL, &info);
                 json_decref(j);

@@ -40,20 +40,10 @@ static bool release_pending(const char *order_id, void *ud)
 static void on_outcome(const oq_order_t *oc, void *ud)
 {
     gw_server_t *srv = ud;
-    oq_order_t o = *oc;
-    o.type = OQ_MSG_ORDER;
-    o.reason[0] = '\0';
-    oq_order_t cur;
-    bool known = gw_orders_get(srv->orders, oc->order_id, &cur);
-    if (oc->status == OQ_STATUS_SETTLED) {
-        /* Never move a final (failed/cancelled) order back: outcomes are re-read at start. */
-        if (!known || cur.status == OQ_STATUS_QUEUED)
-            gw_orders_set_status(srv->orders, oc->order_id, known ? NULL : &o,
-                                 OQ_STATUS_SETTLED, NULL);
-        return;
-    }
-    /* The outcome carries the user id (the status table keeps none): give back with it. */
-    if (oq_status_releases(oc->status))
+    oq_order_t o;
+    gw_book_t book;
+    gw_server_book(srv, &book);
+    if (gw_outcome_take(&book, oc, &o))
         gw_compensate(srv, oc->order_id, &o, oc->status, oc->reason);
 }
 
