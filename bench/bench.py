@@ -850,8 +850,7 @@ BATCH_CEIL = 32  # reserves a call in the batch ceiling: about a c64 loop iterat
 def ceiling_args(gw, rport, per_call=0):
     """The reserve's keys and arguments for redis-benchmark, on a fresh sale written by the
     gateway: like each gateway row, which starts a fresh sale, so the script works on hashes
-    of the same sizes (the ceiling used to reserve on one sale whose hashes grew to 600k
-    orders over its rounds), with a sale id, user and order id of about the gateway's
+    of the same sizes (not one sale whose hashes grow to 600k orders over the rounds), with a sale id, user and order id of about the gateway's
     lengths (acc-ceil-N / acc-redis-N; u + 12 digits / wrk-0-N; o + 12 digits / 13 chars)."""
     sale = gw.new_sale("acc-ceil", HUGE)
     k = "{sale:%s}:" % sale

@@ -86,11 +86,11 @@ void inv__redis_tick_closed(uv_handle_t *h)
  * A reserve's own time (inv_reserve_req_t.rtt_us): from the write that carried
  * it to the moment its reply reached this host, both on the wall clock; not
  * from the caller's request to the callback. The gateway's adaptive limit for
- * Redis reacts to it. Timed to the callback, it measured the gateway's own
- * loop on a busy machine: a command waits for the end of the iteration to be
- * written, its reply waits in the socket while the loop works, a batch's
+ * Redis reacts to it. Timed to the callback, it would measure the gateway's
+ * own loop on a busy machine: a command waits for the end of the iteration to
+ * be written, its reply waits in the socket while the loop works, a batch's
  * callbacks run one after the other (25-40 ms against 1-3 ms in Redis), and
- * the limit fell to 6-24 with Redis idle (bench/README.md "Redis").
+ * the limit falls to 6-24 with Redis idle (bench/README.md "Redis").
  * An event loop cannot tell when bytes arrived; the kernel can: with
  * SO_TIMESTAMPNS a TCP socket stamps what it receives, and a 1-byte
  * recvmsg(MSG_PEEK) before hiredis reads returns the stamp of the unread data
