@@ -1,7 +1,8 @@
 /*
  * The Redis backend's connections (see inv_redis_internal.h): reply helpers,
  * the circuit breakers, the blocking connections (admin, loop-less workers,
- * open) and the async ones on a libuv loop (worker loops and the sync thread).
+ * open), the receive stamps, and the async ones on a libuv loop (worker loops
+ * and the sync thread).
  */
 #include "inventory/inv_redis_internal.h"
 

@@ -2,6 +2,13 @@
  * Private to inventory/inv_redis_*.c: the Redis backend's shared state and
  * the functions its files call in one another (prefix inv__redis_).
  *
+ * The files call down only, in this order (the layer check, see
+ * tests/unit/layers.sh, refuses a cycle between them): inv_redis_admin.c
+ * (the backend's ops) over inv_redis_sync.c and inv_redis_batch.c, the batches
+ * over inv_redis_worker.c, the worker loops over inv_redis_conn.c, and all of
+ * them over inv_cluster.c (the routed client and inv_redis_connect) and
+ * inv_resp.c (the RESP writer, a leaf).
+ *
  * The Redis backend: a fleet of gateways shares one Redis (or one Redis
  * Cluster slot per sale) that holds the stock, the per-user purchases, the
  * orders and the idempotency keys of every sale; the Lua scripts in
@@ -242,7 +249,8 @@ struct rw {
     uint32_t nfree_ops;
 };
 
-/* inv_redis_conn.c: helpers, circuit breakers, blocking and async connections. Each is described at
+/* inv_redis_conn.c: helpers, circuit breakers, blocking and async connections, receive stamps.
+ * Each is described at
  * its definition. */
 void inv__redis_sale_key(char *buf, const char *sale_id, const char *part);
 bool inv__redis_reply_i64(const redisReply *r, int64_t *out);
