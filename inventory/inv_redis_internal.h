@@ -2,8 +2,8 @@
  * Private to inventory/inv_redis_*.c: the Redis backend's shared state and
  * the functions its files call in one another (prefix inv__redis_).
  *
- * The files call down only, in this order (the layer check, see
- * tests/unit/layers.sh, refuses a cycle between them): inv_redis_admin.c
+ * The files call down only, in this order (tests/unit/gateway_interfaces.sh
+ * refuses a cycle between them): inv_redis_admin.c
  * (the backend's ops) over inv_redis_sync.c and inv_redis_batch.c, the batches
  * over inv_redis_worker.c, the worker loops over inv_redis_conn.c, and all of
  * them over inv_cluster.c (the routed client and inv_redis_connect) and
