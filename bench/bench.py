@@ -434,7 +434,7 @@ def version(argv):
 # ---------------------------------------------------------------- the benchmarks
 
 def bench_http(tmp, bindir, scripts):
-    """Issue 2 (+5): nginx vs flashgate's buy path, closed loop; then one open-loop run."""
+    """Nginx vs flashgate's buy path, closed loop; then one open-loop run."""
     ngx, ngx_port = start_nginx(tmp)
     floor, floor_port = start_floor(tmp, bindir)
     uvf, uvf_port = start_floor(tmp, bindir, "uv-floor", {"FLOOR_EPOLL": "1"})
@@ -485,7 +485,7 @@ def bench_http(tmp, bindir, scripts):
                     sale = g.new_sale("acc", HUGE)
                     r = run_wrk(g.url(), conns, SECONDS, scripts["buy"], [sale], g.pid)
                 res[(case, conns)].append(r)
-    # open loop (issue 5): flashgate-load at a fixed rate below capacity, same gateway
+    # open loop: flashgate-load at a fixed rate below capacity, same gateway
     log("open loop: flashgate-load at %d/s for %d s" % (OPEN_RATE, max(SECONDS, 2)))
     ol = open_loop(tmp, bindir, gw)
     sc = bench_scrape(gw, scripts)
@@ -500,7 +500,7 @@ def bench_http(tmp, bindir, scripts):
 
 
 def bench_scrape(gw, scripts):
-    """Issue 12: the buy path with and without a Prometheus scraper (GET /metrics once a
+    """The buy path with and without a Prometheus scraper (GET /metrics once a
     second), runs interleaved on the same gateway; plus what one scrape costs on its own."""
     import threading
     out = {"off": [], "on": [], "scrapes": 0, "scrape_ms": []}
@@ -578,7 +578,7 @@ def open_loop(tmp, bindir, gw):
 
 
 def bench_settle(tmp, bindir, scripts):
-    """Issue 3: accepted orders through spool + embedded broker + flashgate-settle into SQLite."""
+    """Accepted orders through spool + embedded broker + flashgate-settle into SQLite."""
     gw = Gateway(tmp, "gw-settle", os.path.join(bindir, "flashgate"),
                  ["--kafka-brokers", "embedded", "--limits-user-rps", "1"])
     data = os.path.join(gw.dir, "data")
@@ -851,8 +851,7 @@ BATCH_CEIL = 32  # reserves a call in the batch ceiling: about a c64 loop iterat
 def ceiling_args(gw, rport, per_call=0):
     """The reserve's keys and arguments for redis-benchmark, on a fresh sale written by the
     gateway: like each gateway row, which starts a fresh sale, so the script works on hashes
-    of the same sizes (the ceiling used to reserve on one sale whose hashes grew to 600k
-    orders over its rounds), with a sale id, user and order id of about the gateway's
+    of the same sizes (not one sale whose hashes grow to 600k orders over the rounds), with a sale id, user and order id of about the gateway's
     lengths (acc-ceil-N / acc-redis-N; u + 12 digits / wrk-0-N; o + 12 digits / 13 chars)."""
     sale = gw.new_sale("acc-ceil", HUGE)
     k = "{sale:%s}:" % sale
@@ -996,7 +995,7 @@ def report_redis(rres, ceil):
           "reserves a call, 4 calls in flight a connection), distinct users, "
           "each round on a fresh sale as each gateway row, median of %d"
           % (CEILING_N, BATCH_CEIL, len(ceil["flashgate"])))
-    print("  targets (issue 10):")
+    print("  targets:")
     for conns in CONNS:
         gr, gm, pr = m[("gw", "redis", conns)], m[("gw", "memory", conns)], m[("peer", "redis", conns)]
         checks = [
@@ -1132,9 +1131,9 @@ def report_head(bindir, load0, load1):
 def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed, spool="", sc=None,
            sk=None):
     report_head(bindir, load0, load1)
-    print("== Issue 2: buy path vs nginx `return 200` (closed loop, wrk) ==")
+    print("== buy path vs nginx `return 200` (closed loop, wrk) ==")
     rows = []
-    # issue 10 (was issue 2's 2x for the accepted case)
+    # the accepted case's target
     target = {"sold out (410)": 1.0, "rate limited (429)": 1.0, "accepted, spool only (202)": 1.5}
     for conns in CONNS:
         ngx = med([r["cpu_us"] for r in res[("nginx return 200", conns)]])
@@ -1190,7 +1189,7 @@ def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed, spool=
                       "sold-out answer %.1f us (%.2fx nginx's whole answer)"
                       % (conns, paired(res, UV_FLOOR, NGX_SO, conns), so - fl, (so - fl) / ngx))
     print()
-    print("== Issue 5: open loop (flashgate-load) next to closed loop (wrk), accepted orders, "
+    print("== open loop (flashgate-load) next to closed loop (wrk), accepted orders, "
           "spool only, 64 connections ==")
     wrk64 = res[("accepted, spool only (202)", 64)]
     rows = [["closed loop: wrk, as fast as answers come back", fmt(med([r["rps"] for r in wrk64]), 0),
@@ -1208,7 +1207,7 @@ def report(bindir, cases, res, ol, st, rres, ceil, load0, load1, elapsed, spool=
         print("  open loop: flashgate-load gave no report")
     print()
     if sc:
-        print("== Issue 12: the buy path while Prometheus scrapes GET /metrics once a second "
+        print("== the buy path while Prometheus scrapes GET /metrics once a second "
               "(accepted orders, spool only, wrk -c64, runs interleaved) ==")
         rows = []
         for mode in ("off", "on"):

@@ -21,11 +21,11 @@ case "${BENCH_ONLY:-}" in
 mem|identity) ;;
 *) python3 "$HERE/bench.py" "$@" ;;
 esac
-# what verified buyer identity costs, against none and nginx (issue 51; BENCH_ONLY=identity: alone)
+# what verified buyer identity costs, against none and nginx (BENCH_ONLY=identity: alone)
 case "${BENCH_ONLY:-}" in
 ""|identity) python3 "$HERE/bench_identity.py" ;;
 esac
-# gateway memory per accepted order (issue 10), same run (BENCH_ONLY=mem: alone)
+# gateway memory per accepted order, same run (BENCH_ONLY=mem: alone)
 case "${BENCH_ONLY:-}" in
 ""|mem) exec python3 "$HERE/bench_mem.py" ;;
 esac

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""`make bench`'s identity section (issue 51): what verified buyer identity costs
+"""`make bench`'s identity section: what verified buyer identity costs
 the gateway, side by side with OpenSSL on this machine. Python 3 stdlib, wrk.
 
 Prints, in one run:

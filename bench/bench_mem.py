@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Gateway memory per accepted order (issue 10's memory target: <= 64 bytes of
+"""Gateway memory per accepted order (the memory target: <= 64 bytes of
 per-user mark plus order-status entry, in a sale of 10 million units).
 
 One gateway (memory inventory, no Kafka, limits off, 2 workers), a sale of
@@ -212,7 +212,7 @@ def main():
     finally:
         bench.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
-    print("== Issue 10: gateway memory per accepted order (bench/bench_mem.py) ==")
+    print("== gateway memory per accepted order (bench/bench_mem.py) ==")
     report(r)
     if "--check" in sys.argv:  # the CI smoke: the tables' own counters, not a timing
         # A held-order shard table of a page or more is whole pages (inventory/inv_mem.c,

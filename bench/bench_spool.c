@@ -6,8 +6,8 @@
  * segments (8 MiB, argv[2] MiB) so that a run rolls often: appends/s (median of reps), and the
  * slowest single append of the run next to the median one, which shows what a
  * roll costs the appender (with the spare segment made ahead it is a swap of
- * file descriptors; before, it was a create plus a directory fsync under the
- * spool's mutex, on a worker loop). Prints rolls and rolls_inline (rolls that
+ * file descriptors, not a create plus a directory fsync under the spool's
+ * mutex on a worker loop). Prints rolls and rolls_inline (rolls that
  * had to wait for a segment to be created because appends outran the spool's
  * preparer thread).
  *

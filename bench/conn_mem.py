@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Resident memory per public connection (issue 10: what a connection costs while it
+"""Resident memory per public connection (what a connection costs while it
 waits, against nginx's ~1 KiB).
 
 One gateway (--threads 1, the bench's flags, a sold-out sale), then N keep-alive

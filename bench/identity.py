@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What a buyer token costs, side by side with OpenSSL on this machine (issue 51).
+"""What a buyer token costs, side by side with OpenSSL on this machine.
 
 Prints the CPU model and load, `openssl speed -seconds 1` for the three
 default algorithms' primitives (rsa2048, ecdsap256, ed25519), and

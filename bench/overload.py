@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Overload benchmark (issue 8): does flashgate keep the buy path alive when
+"""Overload benchmark: does flashgate keep the buy path alive when
 the crowd is larger than the machine? Python 3 stdlib only; started by
 bench/overload.sh (`make bench-overload`).
 
@@ -1133,7 +1133,7 @@ def lagged(r):
 # ---------------------------------------------------------------- main
 
 def main():
-    ap = argparse.ArgumentParser(description="flashgate overload benchmark (issue 8)")
+    ap = argparse.ArgumentParser(description="flashgate overload benchmark")
     ap.add_argument("--quick", action="store_true", help="shorter runs (~2-3 min)")
     ap.add_argument("--smoke", action="store_true",
                     help="CI: tiny runs of every case, no targets judged")
@@ -1693,7 +1693,7 @@ def targets_for(name, c, a):
 
 
 def report(res, a):
-    print("flashgate overload benchmark (issue 8), %s mode" % res["mode"])
+    print("flashgate overload benchmark, %s mode" % res["mode"])
     print("CPU: %s, %d cores, kernel %s. THE MACHINE IS SHARED with other builds and tests: "
           "absolute figures are noisy (load average %s before, %s after)." % (
               res["cpu"], res["cores"], res["kernel"], " ".join(res["loadavg_before"]),

@@ -1,5 +1,5 @@
 #!/bin/sh
-# The overload benchmark (issue 8): dependency-bound, CPU-bound and mixed
+# The overload benchmark: dependency-bound, CPU-bound and mixed
 # page load at 1x, 2x, 5x and 10x of the measured capacity, protection on and
 # off side by side. Caps processes with cgroup v1 cpu quotas (needs root).
 #

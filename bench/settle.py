@@ -1,4 +1,4 @@
-"""Settlement throughput per sink (issue 10, settlement), called by bench.py.
+"""Settlement throughput per sink, called by bench.py.
 
 One gateway (embedded Kafka broker) and one private PostgreSQL cluster
 (initdb + postgres in the bench's temp dir, 127.0.0.1 at a free port, run as

@@ -6,7 +6,7 @@
  *
  * Why no JOSE library. The Debian 12 candidates against this file, same keys
  * and tokens (bench/jose_compare.c; its header has the build and run
- * commands; AMD EPYC, 2 cores, OpenSSL 3.0.19, CPU time, 2026-11-27):
+ * commands; AMD EPYC, 2 cores, OpenSSL 3.0.19, CPU time):
  *
  *                                  ours     libcjose 0.6.2  libjose 11  libjwt 1.10.2
  *   RS256 / ES256 good token       ok       ok              ok          ok

@@ -241,6 +241,46 @@ const cm_redis_url_t *inv_cluster_addr(const inv_cluster_t *cl)
     return &cl->addr;
 }
 
+redisContext *inv_redis_connect(const cm_redis_url_t *addr, uint32_t timeout_ms, char *errbuf,
+                                size_t errlen)
+{
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    redisContext *c = redisConnectWithTimeout(addr->host, addr->port, tv);
+    if (!c || c->err) {
+        cm_errbuf_set(errbuf, errlen, "redis: connect %s:%d: %s", addr->host, addr->port,
+                c ? c->errstr : "out of memory");
+        redisFree(c);
+        return NULL;
+    }
+    redisSetTimeout(c, tv);
+    redisReply *r = NULL;
+    if (addr->pass[0]) {
+        if (addr->user[0])
+            r = redisCommand(c, "AUTH %s %s", addr->user, addr->pass);
+        else
+            r = redisCommand(c, "AUTH %s", addr->pass);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            cm_errbuf_set(errbuf, errlen, "redis: AUTH: %s", r ? r->str : c->errstr);
+            goto fail;
+        }
+        freeReplyObject(r);
+    }
+    if (addr->db) {
+        r = redisCommand(c, "SELECT %d", addr->db);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            cm_errbuf_set(errbuf, errlen, "redis: SELECT %d: %s", addr->db, r ? r->str : c->errstr);
+            goto fail;
+        }
+        freeReplyObject(r);
+    }
+    return c;
+fail:
+    if (r)
+        freeReplyObject(r);
+    redisFree(c);
+    return NULL;
+}
+
 static redisContext *connect_hp(const inv_cluster_t *cl, const char *host, int port,
                                 uint32_t timeout_ms, char *errbuf, size_t errlen)
 {

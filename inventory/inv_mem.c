@@ -87,11 +87,12 @@ _Static_assert(sizeof(mem_entry_t) == 24, "a held order costs 24 bytes in its ta
  * shifts the entries after the hole back (no tombstones). The table grows by
  * a quarter, not doubled, so the bytes per held order stay within 27-34 in a
  * sale of some thousands of orders or more. Below that the shards' first
- * tables dominate (8 slots, 192 bytes, on a shard's first buyer: measured ~170
- * bytes per order at 100 orders, ~50 at 1,000); and while the 256 shards'
- * tables cross into whole pages (slots_alloc), between ~30,000 and ~60,000
- * orders, a sale costs up to ~55-64 per order (54 measured at 37,000; 29-37
- * from 60,000 orders on).
+ * tables dominate (8 slots, 192 bytes, on a shard's first buyer: ~170 bytes
+ * per order at 100 orders, ~50 at 1,000); and while the 256 shards' tables
+ * cross into whole pages (slots_alloc), between ~30,000 and ~60,000 orders, a
+ * sale costs up to ~55-64 per order (54 at 37,000; 29-37 from 60,000 orders
+ * on). The held-order tables' bytes per order at N orders:
+ * `python3 bench/bench_mem.py N`.
  */
 typedef struct mem_shard {
     _Alignas(64) pthread_mutex_t lock; /* one cache line per shard: no false sharing */

@@ -2,7 +2,8 @@
  * The one blocking Redis connection routine of the project, shared by the
  * Redis inventory backend (admin and loop-less callers) and the fleet thread
  * (gateway/base/gw_fleet.c), so both connect, authenticate and select a database
- * the same way. Private to inventory/: other modules use inv.h and inv_fleet.h.
+ * the same way; defined in inv_cluster.c, the lowest file that connects.
+ * Private to inventory/: other modules use inv.h and inv_fleet.h.
  */
 #ifndef INV_REDIS_H
 #define INV_REDIS_H

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 /*---- Batches: a sale's reserves of one loop iteration in one script call ----*/
 
@@ -320,6 +321,33 @@ static int sync_reserve(rw_t *w, inv_reserve_req_t *req, int sc)
 }
 
 static int op_start(rw_t *w, inv_reserve_req_t *req, bool is_claim);
+
+static uint64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/*
+ * The prepare phase, just before the loop polls: the worker's queued reserves
+ * go out (inv__redis_queue_send), and the connections' flushes
+ * write everything queued in this iteration (inv__redis_rl_flush), so that is each new
+ * op's send time. Ops are appended to the pending list as they are queued;
+ * the walk stops at the first one already stamped (a resent op keeps its
+ * first send).
+ */
+void inv__redis_rw_send_cb(uv_prepare_t *h)
+{
+    rw_t *w = h->data;
+    if (w->q_head)
+        inv__redis_queue_send(w);
+    if (w->pending.prev == &w->pending || w->pending.prev->sent_us)
+        return;
+    uint64_t now = wall_us();
+    for (rop_t *op = w->pending.prev; op != &w->pending && !op->sent_us; op = op->prev)
+        op->sent_us = now;
+}
 
 /* inv_flush: the prepare phase's work (inv__redis_rw_send_cb), for a loop that runs libuv
  * inside its own and calls this at the end of each iteration. */

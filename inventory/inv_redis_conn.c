@@ -1,7 +1,8 @@
 /*
  * The Redis backend's connections (see inv_redis_internal.h): reply helpers,
  * the circuit breakers, the blocking connections (admin, loop-less workers,
- * open) and the async ones on a libuv loop (worker loops and the sync thread).
+ * open), the receive stamps, and the async ones on a libuv loop (worker loops
+ * and the sync thread).
  */
 #include "inventory/inv_redis_internal.h"
 
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -233,46 +235,6 @@ void inv__redis_br_failure(rb_t *rb, int node)
 
 /*---- Blocking connections (admin, loop-less workers, open) ----*/
 
-redisContext *inv_redis_connect(const cm_redis_url_t *addr, uint32_t timeout_ms, char *errbuf,
-                                size_t errlen)
-{
-    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
-    redisContext *c = redisConnectWithTimeout(addr->host, addr->port, tv);
-    if (!c || c->err) {
-        cm_errbuf_set(errbuf, errlen, "redis: connect %s:%d: %s", addr->host, addr->port,
-                c ? c->errstr : "out of memory");
-        redisFree(c);
-        return NULL;
-    }
-    redisSetTimeout(c, tv);
-    redisReply *r = NULL;
-    if (addr->pass[0]) {
-        if (addr->user[0])
-            r = redisCommand(c, "AUTH %s %s", addr->user, addr->pass);
-        else
-            r = redisCommand(c, "AUTH %s", addr->pass);
-        if (!r || r->type == REDIS_REPLY_ERROR) {
-            cm_errbuf_set(errbuf, errlen, "redis: AUTH: %s", r ? r->str : c->errstr);
-            goto fail;
-        }
-        freeReplyObject(r);
-    }
-    if (addr->db) {
-        r = redisCommand(c, "SELECT %d", addr->db);
-        if (!r || r->type == REDIS_REPLY_ERROR) {
-            cm_errbuf_set(errbuf, errlen, "redis: SELECT %d: %s", addr->db, r ? r->str : c->errstr);
-            goto fail;
-        }
-        freeReplyObject(r);
-    }
-    return c;
-fail:
-    if (r)
-        freeReplyObject(r);
-    redisFree(c);
-    return NULL;
-}
-
 /*
  * Runs script `sc` with the sale's first `nkeys` keys (meta, users, orders,
  * idem) and `nargs` arguments on the sale's node; reloads it on NOSCRIPT.
@@ -370,6 +332,60 @@ int inv__redis_admin_state(rb_t *rb, const char *sale_id, inv_sale_info_t *out)
     int rc = inv__redis_parse_state(r, sale_id, out);
     freeReplyObject(r);
     return rc;
+}
+
+/*---- Receive stamps (a reserve's own time) ----*/
+
+/*
+ * A reserve's own time (inv_reserve_req_t.rtt_us): from the write that carried
+ * it to the moment its reply reached this host, both on the wall clock; not
+ * from the caller's request to the callback. The gateway's adaptive limit for
+ * Redis reacts to it. Timed to the callback, it would measure the gateway's
+ * own loop on a busy machine: a command waits for the end of the iteration to
+ * be written, its reply waits in the socket while the loop works, a batch's
+ * callbacks run one after the other (25-40 ms against 1-3 ms in Redis), and
+ * the limit falls to 6-24 with Redis idle (bench/README.md "Redis").
+ * An event loop cannot tell when bytes arrived; the kernel can: with
+ * SO_TIMESTAMPNS a TCP socket stamps what it receives, and a 1-byte
+ * recvmsg(MSG_PEEK) before hiredis reads returns the stamp of the unread data
+ * (of the newest segment, when the kernel merged several while we did not
+ * read: an upper bound for the older replies of the batch). One syscall per
+ * read of a batch of replies, not per reply.
+ */
+
+/* Asks the kernel to stamp what the socket receives; best effort (no stamp: no sample). */
+void inv__redis_rx_stamps_on(int fd)
+{
+    int on = 1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on));
+}
+
+/* When the unread data of `fd` arrived (wall clock, µs), 0 if unknown. */
+static uint64_t rx_stamp_us(int fd)
+{
+    char byte;
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union {
+        char buf[CMSG_SPACE(sizeof(struct timespec))];
+        struct cmsghdr align;
+    } u;
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                       .msg_controllen = sizeof(u.buf)};
+    if (fd < 0 || recvmsg(fd, &m, MSG_PEEK | MSG_DONTWAIT) <= 0)
+        return 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(c), sizeof(ts));
+            return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+        }
+    }
+    return 0;
+}
+
+void inv__redis_rw_read_stamp(struct rw *w, int fd)
+{
+    w->arrival_us = rx_stamp_us(fd);
 }
 
 /*---- Async connections (worker loops and the sync thread) ----*/

@@ -2,6 +2,13 @@
  * Private to inventory/inv_redis_*.c: the Redis backend's shared state and
  * the functions its files call in one another (prefix inv__redis_).
  *
+ * The files call down only, in this order (tests/unit/gateway_interfaces.sh
+ * refuses a cycle between them): inv_redis_admin.c
+ * (the backend's ops) over inv_redis_sync.c and inv_redis_batch.c, the batches
+ * over inv_redis_worker.c, the worker loops over inv_redis_conn.c, and all of
+ * them over inv_cluster.c (the routed client and inv_redis_connect) and
+ * inv_resp.c (the RESP writer, a leaf).
+ *
  * The Redis backend: a fleet of gateways shares one Redis (or one Redis
  * Cluster slot per sale) that holds the stock, the per-user purchases, the
  * orders and the idempotency keys of every sale; the Lua scripts in
@@ -62,6 +69,7 @@
 #include "inventory/inv_cluster.h"
 #include "inventory/inv_redis.h"
 #include "inventory/inv_redis_lua.h"
+#include "inventory/inv_resp.h"
 #include "common/cm_url.h"
 
 #include <hiredis/async.h>
@@ -241,19 +249,8 @@ struct rw {
     uint32_t nfree_ops;
 };
 
-/*
- * RESP written by hand: hiredis's argv formatter grows an sds argument by argument
- * (sdscatfmt, realloc) and our keys went through snprintf: together ~17k instructions of
- * the ~33k that a Redis order cost the gateway more than a memory order (callgrind:
- * python3 bench/profile.py build {mem,redis} calls). `need` counts past the end, so a
- * caller can retry with a buffer that fits (EVAL carries the script text).
- */
-typedef struct resp {
-    char *p;
-    size_t cap, need;
-} resp_t;
-
-/* inv_redis_conn.c: helpers, circuit breakers, blocking and async connections. Each is described at
+/* inv_redis_conn.c: helpers, circuit breakers, blocking and async connections, receive stamps.
+ * Each is described at
  * its definition. */
 void inv__redis_sale_key(char *buf, const char *sale_id, const char *part);
 bool inv__redis_reply_i64(const redisReply *r, int64_t *out);
@@ -273,6 +270,8 @@ redisReply *inv__redis_admin_cmd(rb_t *rb, const char *key, int *err, const char
 int inv__redis_admin_state(rb_t *rb, const char *sale_id, inv_sale_info_t *out);
 void inv__redis_rl_flush(uv_prepare_t *h);
 uint64_t inv__redis_now_ms(const rb_t *rb);
+void inv__redis_rx_stamps_on(int fd);
+void inv__redis_rw_read_stamp(struct rw *w, int fd);
 bool inv__redis_is_stepped(const rb_t *rb);
 int inv__redis_async_send(const rb_t *rb, redisAsyncContext *ac, redisCallbackFn *cb, void *priv,
                           const char *cmd, size_t len);
@@ -289,8 +288,6 @@ rop_t *inv__redis_op_new(rw_t *w);
 void inv__redis_op_free(rop_t *op);
 void inv__redis_free_ops_drain(rw_t *w);
 void inv__redis_tick_closed(uv_handle_t *h);
-void inv__redis_rw_send_cb(uv_prepare_t *h);
-void inv__redis_rw_read_stamp(struct rw *w, int fd);
 void inv__redis_retry_closed(uv_handle_t *h);
 void inv__redis_node_open(rw_t *w, int node);
 rconn_t *inv__redis_node_conn(rw_t *w, int node, bool up_only);
@@ -304,13 +301,9 @@ void inv__redis_tick_cb(uv_timer_t *t);
 uint64_t inv__redis_rw_now(const rw_t *w);
 void inv__redis_tick_arm(rw_t *w, uint64_t delay_ms);
 void inv__redis_rw_step(rw_t *w);
-void inv__redis_resp_head(resp_t *b, size_t nargs);
-void inv__redis_resp_arg(resp_t *b, const char *s, size_t n);
 void inv__redis_script_head(resp_t *b, const rb_t *rb, int sc, bool reloaded, size_t nargs,
                             const char *sale_id);
 int inv__redis_op_send(rop_t *op, int sc);
-void inv__redis_copy_str(char *dst, size_t cap, const char *src);
-void inv__redis_u32_text(uint32_t v, char *out);
 void inv__redis_doubt_add(rop_t *op);
 void inv__redis_doubt_flush(rw_t *w);
 bool inv__redis_is_retry_later(const redisReply *r);
@@ -319,6 +312,7 @@ void inv__redis_reserve_reply(redisAsyncContext *ac, void *reply, void *privdata
 
 /* inv_redis_batch.c: batches and the worker-facing ops. Each is described at its definition. */
 void inv__redis_queue_send(rw_t *w);
+void inv__redis_rw_send_cb(uv_prepare_t *h);
 void inv__redis_flush(inv_worker_t *wk);
 int inv__redis_reserve(inv_worker_t *wk, inv_reserve_req_t *req);
 int inv__redis_reserve_once(inv_worker_t *wk, inv_reserve_req_t *req);

@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 
 /*---- Workers ----*/
@@ -82,84 +81,9 @@ void inv__redis_tick_closed(uv_handle_t *h)
     rw_release(h->data);
 }
 
-/*
- * A reserve's own time (inv_reserve_req_t.rtt_us): from the write that carried
- * it to the moment its reply reached this host, both on the wall clock; not
- * from the caller's request to the callback. The gateway's adaptive limit for
- * Redis reacts to it. Timed to the callback, it measured the gateway's own
- * loop on a busy machine: a command waits for the end of the iteration to be
- * written, its reply waits in the socket while the loop works, a batch's
- * callbacks run one after the other (25-40 ms against 1-3 ms in Redis), and
- * the limit fell to 6-24 with Redis idle (bench/README.md "Redis").
- * An event loop cannot tell when bytes arrived; the kernel can: with
- * SO_TIMESTAMPNS a TCP socket stamps what it receives, and a 1-byte
- * recvmsg(MSG_PEEK) before hiredis reads returns the stamp of the unread data
- * (of the newest segment, when the kernel merged several while we did not
- * read: an upper bound for the older replies of the batch). One syscall per
- * read of a batch of replies, not per reply.
- */
-static uint64_t wall_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-/* Asks the kernel to stamp what the socket receives; best effort (no stamp: no sample). */
-static void rx_stamps_on(int fd)
-{
-    int on = 1;
-    (void)setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on));
-}
-
-/* When the unread data of `fd` arrived (wall clock, µs), 0 if unknown. */
-static uint64_t rx_stamp_us(int fd)
-{
-    char byte;
-    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-    union {
-        char buf[CMSG_SPACE(sizeof(struct timespec))];
-        struct cmsghdr align;
-    } u;
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                       .msg_controllen = sizeof(u.buf)};
-    if (fd < 0 || recvmsg(fd, &m, MSG_PEEK | MSG_DONTWAIT) <= 0)
-        return 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
-            struct timespec ts;
-            memcpy(&ts, CMSG_DATA(c), sizeof(ts));
-            return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-        }
-    }
-    return 0;
-}
 
 
-/*
- * The prepare phase, just before the loop polls: the worker's queued reserves
- * go out (inv__redis_queue_send), and the connections' flushes
- * write everything queued in this iteration (inv__redis_rl_flush), so that is each new
- * op's send time. Ops are appended to the pending list as they are queued;
- * the walk stops at the first one already stamped (a resent op keeps its
- * first send).
- */
-void inv__redis_rw_send_cb(uv_prepare_t *h)
-{
-    rw_t *w = h->data;
-    if (w->q_head)
-        inv__redis_queue_send(w);
-    if (w->pending.prev == &w->pending || w->pending.prev->sent_us)
-        return;
-    uint64_t now = wall_us();
-    for (rop_t *op = w->pending.prev; op != &w->pending && !op->sent_us; op = op->prev)
-        op->sent_us = now;
-}
 
-void inv__redis_rw_read_stamp(struct rw *w, int fd)
-{
-    w->arrival_us = rx_stamp_us(fd);
-}
 
 static void op_rtt(const rop_t *op, inv_reserve_req_t *req)
 {
@@ -242,7 +166,7 @@ static void conn_start(rconn_t *c)
         conn_retry(c);
     else if (!inv__redis_is_stepped(c->w->rb)) {
         ((rl_events_t *)c->ac->ev.data)->w = c->w;
-        rx_stamps_on(c->ac->c.fd);
+        inv__redis_rx_stamps_on(c->ac->c.fd);
     }
 }
 
@@ -414,51 +338,6 @@ void inv__redis_rw_step(rw_t *w)
 
 
 
-static void resp_put(resp_t *b, const char *s, size_t n)
-{
-    if (b->need + n <= b->cap)
-        memcpy(b->p + b->need, s, n);
-    b->need += n;
-}
-
-static void resp_num(resp_t *b, char tag, size_t v)
-{
-    char t[24];
-    size_t i = sizeof(t);
-    t[--i] = '\n';
-    t[--i] = '\r';
-    do {
-        t[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    t[--i] = tag;
-    resp_put(b, t + i, sizeof(t) - i);
-}
-
-/* The multibulk header of a command of nargs arguments. */
-void inv__redis_resp_head(resp_t *b, size_t nargs)
-{
-    resp_num(b, '*', nargs);
-}
-
-void inv__redis_resp_arg(resp_t *b, const char *s, size_t n)
-{
-    resp_num(b, '$', n);
-    resp_put(b, s, n);
-    resp_put(b, "\r\n", 2);
-}
-
-/* The key "{sale:ID}:part" (inv__redis_sale_key's layout) as one argument. */
-static void resp_key(resp_t *b, const char *sale_id, size_t idlen, const char *part)
-{
-    size_t plen = strlen(part);
-    resp_num(b, '$', 6 + idlen + 2 + plen);
-    resp_put(b, "{sale:", 6);
-    resp_put(b, sale_id, idlen);
-    resp_put(b, "}:", 2);
-    resp_put(b, part, plen);
-    resp_put(b, "\r\n", 2);
-}
 
 /* A script call up to its arguments: EVALSHA (EVAL with the text after
  * NOSCRIPT), the script, and the sale's 4 keys; nargs arguments follow. */
@@ -467,7 +346,7 @@ void inv__redis_script_head(resp_t *b, const rb_t *rb, int sc, bool reloaded, si
 {
     static const char *const parts[4] = {"meta", "users", "orders", "idem"};
     const char *body = reloaded ? inv__redis_script_text[sc] : rb->sha[sc];
-    resp_num(b, '*', 3 + 4 + nargs);
+    inv__redis_resp_head(b, 3 + 4 + nargs);
     if (reloaded)
         inv__redis_resp_arg(b, "EVAL", 4);
     else
@@ -476,7 +355,7 @@ void inv__redis_script_head(resp_t *b, const rb_t *rb, int sc, bool reloaded, si
     inv__redis_resp_arg(b, "4", 1);
     size_t idlen = strlen(sale_id);
     for (int i = 0; i < 4; i++)
-        resp_key(b, sale_id, idlen, parts[i]);
+        inv__redis_resp_key(b, sale_id, idlen, parts[i]);
 }
 
 /* EVALSHA (EVAL after NOSCRIPT) of script sc with the sale's 4 keys; returns the length. */
@@ -501,7 +380,7 @@ static size_t op_format(const rop_t *op, int sc, char *buf, size_t cap)
     bool cacheable = sc == SC_RESERVE && !op->is_reloaded;
     if (cacheable && w->pfx_len && strcmp(w->pfx_sale, op->sale_id) == 0) {
         /* a copy instead of ~15 formatted pieces: ~1k instructions a reserve (callgrind) */
-        resp_put(&b, w->pfx, w->pfx_len);
+        inv__redis_resp_put(&b, w->pfx, w->pfx_len);
     } else {
         inv__redis_script_head(&b, w->rb, sc, op->is_reloaded, (size_t)nargs, op->sale_id);
         if (cacheable && b.need <= b.cap && b.need <= sizeof(w->pfx)) {
@@ -545,27 +424,6 @@ int inv__redis_op_send(rop_t *op, int sc)
     return rc == REDIS_OK ? 0 : CM_EBACKEND;
 }
 
-/* strlcpy: the request's fields are NUL-terminated within their sizes already. */
-void inv__redis_copy_str(char *dst, size_t cap, const char *src)
-{
-    size_t n = strnlen(src, cap - 1);
-    memcpy(dst, src, n);
-    dst[n] = '\0';
-}
-
-/* A uint32 in decimal, NUL-terminated, into 11+ bytes (no snprintf on the buy path). */
-void inv__redis_u32_text(uint32_t v, char *out)
-{
-    char t[10];
-    size_t n = 0;
-    do {
-        t[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++)
-        out[i] = t[n - 1 - i];
-    out[n] = '\0';
-}
 
 
 /* A reserve that reserved after its caller was told "timed out": give the units back. */

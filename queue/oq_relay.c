@@ -434,9 +434,10 @@ static int make_producer(oq_relay_t *r, char *errbuf, size_t errlen)
     rd_kafka_conf_t *c = rd_kafka_conf_new();
     int rc = 0;
     /*
-     * linger.ms=5: linger 0 measured ~6x the CPU per message with a (docs/design.md)
-     * worse p99. reconnect.backoff.max.ms=1000: after an outage the producer
-     * is back within a second instead of librdkafka's 10 s ceiling.
+     * linger.ms=5: linger 0 costs ~6x the CPU per message and has a worse p99
+     * (docs/design.md, "Other measured facts"). reconnect.backoff.max.ms=1000:
+     * after an outage the producer is back within a second instead of
+     * librdkafka's 10 s ceiling.
      * enable.idempotence, acks and linger.ms go after kafka.properties, so
      * that no line there configures them away (docs/kafka.md), as
      * flashgate-settle's producer does: a record leaves the spool on its

@@ -944,9 +944,9 @@ void oq_spool_close(oq_spool_t *sp)
 /*
  * The preparer thread: keeps one spare segment ready (created, its name made
  * durable with fsync of the directory), so that a roll on the append path,
- * under mu and on a worker loop, is a swap of file descriptors. Before, the
- * roll created the file and fsynced the directory there, every 64 MiB,
- * stalling every worker behind mu for the length of a directory fsync.
+ * under mu and on a worker loop, is a swap of file descriptors: a roll that
+ * created the file and fsynced the directory there, every 64 MiB, would stall
+ * every worker behind mu for the length of a directory fsync.
  */
 /* resync_segment of closed segment `seg` (0 if it is gone: released). Called
  * without mu. */

@@ -703,8 +703,8 @@ const cm_opt_t gw_config_opts[] = {
      NULL},
     {"overload.shed_buys", CM_OPT_BOOL, OFF(ol_shed_buys), 0, "false", 0, 0, NULL, 0, NULL, NULL,
      "at level 2+ past the queuing target, refuse buys outside the admitted user priorities "
-     "(DAGOR); off: under a CPU cap a 503 still cost a third to a half of an accept (kernel "
-     "connection work; measured on libmicrohttpd), and refusing buys lowered goodput",
+     "(DAGOR); off: under a CPU cap a 503 costs more than half an accept (kernel connection "
+     "work), so refusing buys lowers goodput (docs/design.md, Overload)",
      NULL},
     {"overload.queue_target", CM_OPT_MS, OFF(ol_queue_target_ms), 0, "20ms", 1, 10000, NULL, 0,
      NULL, "DURATION", "average queuing delay of a worker past which it sheds (DAGOR: 20 ms); a "

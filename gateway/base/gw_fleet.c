@@ -618,8 +618,8 @@ static int64_t lease_limit(gw_fleet_t *f)
  * persistence): then a holder may still make ids under a lease it wrote
  * before, up to NODEID_LEASE_MS past its last heartbeat, so ours start after
  * `limit` (now + NODEID_LEASE_MS), which is past that on a clock like ours.
- * Taking it as 0 started ours at the wall clock, in the milliseconds a paused
- * holder made its ids in after it resumed (integration.69-fleet-lease).
+ * Taking it as 0 would start ours at the wall clock, in the milliseconds a
+ * paused holder makes its ids in after it resumes (integration.69-fleet-lease).
  * The generator is moved first and the lease stored after (cm_id_next reads
  * them in the other order).
  */

@@ -275,9 +275,9 @@ gw_limits_t *gw_limits_new(uint64_t max_keys)
     l->nslots_total = nslots * GW_LIMIT_SHARDS;
     /* Every buy probes a random slot: huge pages, or each probe is a TLB miss,
      * and resident from the start, or each new key's first touch is a page
-     * fault on the buy path; together they were most of an accepted order's
-     * user time under a CPU quota (`make bench-overload`, the cpu case). Lazy pages,
-     * as before, cost RAM only for the slots in use, but a sale's crowd of
+     * fault on the buy path; together they would be most of an accepted order's
+     * user time under a CPU quota (`make bench-overload`, the cpu case). Lazy pages
+     * would cost RAM only for the slots in use, but a sale's crowd of
      * new users touches every page within its first seconds anyway. */
     l->slot_mem = cm_map_huge(l->nslots_total * sizeof(slot_t), &l->slot_bytes);
     if (l->slot_mem)

@@ -34,7 +34,7 @@ typedef enum {
 typedef struct gw_limits gw_limits_t;
 
 /*
- * A per-sale rule (issue 12): its own per-user and per-sale rates for one
+ * A per-sale rule: its own per-user and per-sale rates for one
  * sale, checked in addition to the global scopes (a hot sale gets tighter or
  * looser-but-separate buckets). A rate of 0 turns that part off. A dry-run
  * rule refuses nothing: it takes tokens like a real one and counts what it
@@ -71,7 +71,7 @@ void gw_limits_set(gw_limits_t *l, gw_scope_t scope, cm_rate_policy_t p);
  * (rate 0) keeps its burst, the one it takes when its rate is turned on. */
 cm_rate_policy_t gw_limits_get(gw_limits_t *l, gw_scope_t scope);
 /*
- * Fleet share (issue 4): global and sale rates are divided by `n` live
+ * Fleet share: global and sale rates are divided by `n` live
  * gateways (n >= 1) when applied. Thread-safe.
  */
 void gw_limits_set_share(gw_limits_t *l, uint32_t n);

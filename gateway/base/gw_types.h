@@ -347,7 +347,7 @@ struct gw_worker {
     gw_req_t *free_reqs; /* per-worker free list of request contexts */
     unsigned nfree;
     /* Requests held (waiting for the spool write, Redis, an fsync, an upstream)
-     * until gw_req_finish. (Named in libmicrohttpd's days; gw_overload.c reads it.) */
+     * until gw_req_finish; gw_overload.c reads it. */
     uint32_t suspended;
     atomic_bool stopping;
     gw_rl_cache_t rl_cache[GW_SCOPE_COUNT]; /* the last 429 per scope, prepared */

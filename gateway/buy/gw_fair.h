@@ -1,5 +1,5 @@
 /*
- * Fair start: a start-window lottery per sale (issue 14).
+ * Fair start: a start-window lottery per sale.
  *
  * A sale with fair_window_ms > 0 does not serve its first seconds
  * first-come. Every valid buy that arrives in the entry window

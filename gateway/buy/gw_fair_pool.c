@@ -6,10 +6,11 @@
  *   admission token's claim and give-back): inventory.redis_timeout for the
  *   connect and for each command, the budget of the buy path's reserve. A
  *   blocking call holds its whole loop (every connection on it, /healthz
- *   included), so with the 2 s of the other pool a stalled Redis (SIGSTOP, an
- *   overloaded host, dropped packets) held a one-worker gateway 2 s per call,
- *   one call after another: four registrations and a /healthz waited 8 s and
- *   a load balancer would mark every gateway dead at the sale's peak. After
+ *   included), so a stalled Redis (SIGSTOP, an overloaded host, dropped
+ *   packets) must not cost the loop one full wait per call: with the other
+ *   pool's 2 s, four registrations in a row and a /healthz behind them wait
+ *   8 s, and a load balancer marks the gateway dead at the sale's peak
+ *   (tests/integration/111-fleet-stall.py holds the bound). After
  *   GW_FAIR_FAIL_FAST_AFTER timeouts or transport failures in a row (one
  *   slow reply is its caller's 503 only) the pool fails fast: for
  *   GW_FAIR_FAIL_FAST_MS every call fails at once without touching Redis (the

@@ -1,5 +1,5 @@
 /*
- * Versioned admin changes and the append-only audit log (issue 12).
+ * Versioned admin changes and the append-only audit log.
  *
  * Every change made through the admin API (sales, stock, limits, rules,
  * degrade level, rollbacks) gets the next version number and one JSON line in

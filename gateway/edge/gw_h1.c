@@ -5,7 +5,7 @@
  * here: CMakeLists.txt).
  *
  * Why hand-written: what one answer costs decides how many machines a sale
- * needs (issue 10: a sold-out or rate-limited answer at most nginx's CPU).
+ * needs (the target: a sold-out or rate-limited answer at most nginx's CPU).
  * libmicrohttpd alone, answering a constant, costs about nginx's CPU
  * (bench/mhd_floor.c); a libuv loop with an HTTP parser and the same bytes
  * costs well below it (bench/uv_floor.c); `sh bench/bench.sh` prints both

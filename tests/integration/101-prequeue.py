@@ -1,5 +1,5 @@
 """The waiting room's pre-queue, one place per person and admission tokens
-spent once (issue 52), on one gateway.
+spent once, on one gateway.
 
 - Scalpers join first, then people, all before starts_at: each is told
   "prequeue" (no place yet), joining again counts once, the seed is secret.

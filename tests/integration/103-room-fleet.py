@@ -1,4 +1,4 @@
-"""The waiting room of a fleet (issue 52): one room per sale in Redis, shared
+"""The waiting room of a fleet: one room per sale in Redis, shared
 by three gateways (docs/design.md "The waiting room, per person", docs/fleet.md).
 identity.mode=jwt with identity.person_claim=person, tokens minted by
 flashgate-token with --person.

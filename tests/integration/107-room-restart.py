@@ -1,4 +1,4 @@
-"""One gateway's waiting room survives a restart (issue 52): kill -9 in the
+"""One gateway's waiting room survives a restart: kill -9 in the
 middle of a sale, then a graceful restart, on the same data dir.
 
 - Before the start persons join the pre-queue; at the start it is sealed,

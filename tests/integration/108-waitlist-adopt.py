@@ -1,4 +1,4 @@
-"""The fleet waitlist's adoption path (issue 52): a promotion abandoned by a
+"""The fleet waitlist's adoption path: a promotion abandoned by a
 gateway that does not come back is finished by another one, after the grace
 (FLEET_WL_GRACE_MS, 10 s, gateway/buy/gw_waitlist_fleet.c), and only then.
 

@@ -3,7 +3,7 @@ Redis is stopped (SIGSTOP) while the claim's SET NX waits in its socket, the
 buy answers 503 after inventory.redis_timeout, and Redis runs the claim when
 it resumes. The buyer retries with the same token and no Idempotency-Key: the
 gateway gives such a claim back (a compare-and-delete on the claim's own
-value, retried by the lottery thread), so the retry buys; it used to read
+value, retried by the lottery thread), so the retry buys instead of reading
 403 admission_spent for the token's whole lifetime. The order then spends the
 token: a third buy with it is 403.
 
@@ -12,8 +12,8 @@ Redis through a proxy that lets A's reserve reach Redis and loses its reply)
 answers 503 and gives the token back while its order stands in Redis; the
 keyed retry on gateway B claims the token anew, takes A's order over and
 answers a replayed 202. The token is spent by that order: a buy with it and a
-new key is 403. It used to be given back with the replayed 202, and that buy
-made a second order."""
+new key is 403: given back with the replayed 202, it would let that buy make
+a second order."""
 import os
 import signal
 import socket

@@ -1,4 +1,4 @@
-"""Operating it live (issue 12): named admin tokens with roles (none, wrong,
+"""Operating it live: named admin tokens with roles (none, wrong,
 read on a write route: 401/403 and nothing changed), per-sale rules with dry
 run (reject nothing, count exactly), an audit line for every change, rollback
 restores earlier limits and rules (never stock), heavy hitters, the sampled

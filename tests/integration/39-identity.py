@@ -1,7 +1,7 @@
 """Buyer identity on the buy route (docs/identity.md): identity.mode=jwt with the
 data dir's key and tokens minted by flashgate-token; the hostile tokens answered
 401 with their reason and nothing changed; the impersonation, lockout and
-Idempotency-Key probes of issue 51 failing for the attacker; order status by
+Idempotency-Key probes failing for the attacker; order status by
 the verified buyer; identity.mode=header from a trusted and an untrusted peer;
 config errors named at start."""
 import base64

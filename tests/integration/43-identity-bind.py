@@ -1,4 +1,4 @@
-"""Every per-user fact bound to the verified buyer (issue 51, docs/identity.md):
+"""Every per-user fact bound to the verified buyer (docs/identity.md):
 identity.mode=jwt with the data dir's key and tokens minted by flashgate-token.
 The waiting room: a join is the verified user's (another user's id is 403
 identity_mismatch, none is 401, no place taken), the same user gets the same

@@ -1,4 +1,4 @@
-"""Start-window lottery on one gateway (issue 14): the admin API sets and
+"""Start-window lottery on one gateway: the admin API sets and
 checks the window, 425 before it, 202 "entered" in it with one entry per user,
 entries that survive a kill -9 in the middle of the window, one seeded draw
 that allocates the stock exactly (winners are orders in the spool, losers read

@@ -1,4 +1,4 @@
-"""Waiting room on one gateway (issue 14): a sale with waiting_room_rate
+"""Waiting room on one gateway: a sale with waiting_room_rate
 refuses a buy without an admission token (403 admission_required, nothing
 taken); GET /v1/sales/{id}/queue?user_id= hands out positions in arrival
 order with a signed ticket (the same position when the ticket comes back, a

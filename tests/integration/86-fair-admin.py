@@ -1,6 +1,6 @@
 """Start-window lottery, admin API: a PUT the lottery refuses (400) changes
-nothing, not even the sale's own fields. The sale used to be written first
-and the lottery asked after: a refused window change still moved the stock
+nothing, not even the sale's own fields. Were the sale written first and
+the lottery asked after, a refused window change would still move the stock
 and starts_at under the entries taken (and with them the draw's time), and
 a new sale refused a lottery (the table of 64 is full) was made anyway,
 selling first-come."""
@@ -61,8 +61,8 @@ try:
 
     # --- the lottery part fails after the sale was saved: audited, and the error says so ---
     # (fair.json.tmp a directory: saving the lottery's configuration fails, as on a full
-    # disk, after the check passed and the sale was written. It used to answer 503 with no
-    # audit line although the sale had changed.)
+    # disk, after the check passed and the sale was written. The sale has changed, so
+    # the answer carries an audit line, not a bare 503.)
     tmpdir = os.path.join(g.data_dir, "fair.json.tmp")
     os.mkdir(tmpdir)
     v0 = g.admin("GET", "/admin/v1/audit").json["version"]

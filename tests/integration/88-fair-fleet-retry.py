@@ -1,8 +1,8 @@
 """Start-window lottery in a fleet: a drawer whose draw fails on a Redis
 error (here a :won key of the wrong type, then put right) resumes at its
-next tick. It used to keep the drawer's lock (SET NX PX 15 s) it already
-held: nobody, itself included, could take it, so one failed command left
-the sale answering 503 "draw running" for the lock's 15 s."""
+next tick, taking the drawer's lock (SET NX PX 15 s) it already holds: if
+nobody, itself included, could take it, one failed command would leave the
+sale answering 503 "draw running" for the lock's 15 s."""
 import os
 import sys
 import time

@@ -2,9 +2,9 @@
 that would change its window or open it again (starts_at moved so that the
 window closes in the future) is refused with 409 "conflict", "reason":
 "lottery_drawn", and changes nothing: the draw's record (seed, entrants,
-positions, outcomes) is the sale's, once. Such a PUT used to be taken: the
-new window then answered 425 and then 503 "the draw is running" to every buy
-in it, and no second draw ever ran. A PUT that leaves the window alone still
+positions, outcomes) is the sale's, once. Were such a PUT taken, the new
+window would answer 425 and then 503 "the draw is running" to every buy in
+it, and no second draw would run. A PUT that leaves the window alone still
 changes the sale, and buys after the draw are first-come. On one gateway and
 in a fleet (where Redis says whether the draw is done)."""
 import os

@@ -1,11 +1,11 @@
 """Start-window lottery: a draw cut by a kill -9 and resumed at the next start
 reserves no entrant twice, whatever the status table kept. The draw reserves
 each winner and spools its order; the gateway's status table is bounded
-(orders.max_known) and evicts the oldest orders. The resumed draw used to take
-its winners so far from that table: a winner evicted from it was reserved a
-second time (another unit of the stock, the user past the per-user limit, a
-second order with the same id in the spool). Now a cut draw reads its winners
-from the spool, and a finished draw names them in its own log."""
+(orders.max_known) and evicts the oldest orders, so a resumed draw that took
+its winners so far from that table would reserve an evicted winner a second
+time (another unit of the stock, the user past the per-user limit, a second
+order with the same id in the spool). A cut draw reads its winners from the
+spool, and a finished draw names them in its own log."""
 import http.client
 import json
 import os

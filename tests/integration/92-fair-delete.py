@@ -1,8 +1,8 @@
 """Start-window lottery: deleting a sale deletes its lottery. A sale created
-again under the same id then has a new lottery, on every gateway. The Redis
-inventory's DELETE used to leave the lottery's keys in Redis (entries, draw,
-seed, :won, :done) and every gateway its own record of the draw, so a new
-sale under the id with a start window was refused with 409 lottery_drawn.
+again under the same id then has a new lottery, on every gateway: the Redis
+inventory's DELETE removes the lottery's keys in Redis (entries, draw, seed,
+:won, :done) and every gateway its own record of the draw, else a new sale
+under the id with a start window would be refused with 409 lottery_drawn.
 In a fleet the deleting gateway leaves a tombstone in the lottery
 configuration, and a gateway that still holds the old draw drops it at its
 next poll, or at once when it is asked to configure the id. With the memory

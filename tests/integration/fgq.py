@@ -1,4 +1,4 @@
-"""Helpers for the order-queue integration tests (issue 3): flashgate-settle as a
+"""Helpers for the order-queue integration tests: flashgate-settle as a
 process, kcat reads of a topic, SQLite and PostgreSQL queries, a real PostgreSQL
 server in a temp dir, and a bounded keep-alive buyer.
 

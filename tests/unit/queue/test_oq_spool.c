@@ -1425,7 +1425,7 @@ static void test_fsync_readers_see_only_synced(void **state)
 }
 
 /*
- * Issue 54: a sync answers for the caller's own records. A record that a
+ * A sync answers for the caller's own records. A record that a
  * round made durable is relayed, settled and replayed at a restart whatever
  * its client hears, so a later failed fdatasync (another thread's records)
  * must not answer it CM_EIO: the buy path would say 503 and give its units

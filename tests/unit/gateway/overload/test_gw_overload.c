@@ -95,7 +95,7 @@ static void test_limit_app_limited_does_not_grow(void **state)
 }
 
 /*
- * The dependency-bound step (bench/overload.py, issue 8: < 100 ms to converge
+ * The dependency-bound step (bench/overload.py; the target: < 100 ms to converge
  * after 0.5x -> 5x). A Redis held to 10% of a core serves ~4.4 reserves a ms;
  * the gateway times a call out after 50 ms. At half that rate the limit was
  * never used past a few dozen slots, so Gradient2 (app-limited) left it at its
