@@ -37,7 +37,7 @@ const char *const cm_plant_names[CM_PLANT_COUNT] = {
     [CM_PLANT_INV_REDIS_GIVEBACK_CLAIMED] = "inv_redis_giveback_claimed",
     [CM_PLANT_RELAY_CLOSE_NO_RELEASE] = "relay_close_no_release",
     [CM_PLANT_BUY_ACK_BEFORE_SPOOL] = "buy_ack_before_spool",
-    [CM_PLANT_BUY_RETRY_SPOOLED_TWICE] = "buy_retry_spooled_twice",
+    [CM_PLANT_BUY_RETRY_ACK_IN_FLIGHT] = "buy_retry_ack_in_flight",
     [CM_PLANT_BUY_FAILED_WRITE_KEEPS_UNITS] = "buy_failed_write_keeps_units",
     [CM_PLANT_BUY_SYNC_FAILURE_ACCEPTED] = "buy_sync_failure_accepted",
 };

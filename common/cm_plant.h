@@ -61,8 +61,8 @@ typedef enum {
                                         what was delivered to the releaser */
     CM_PLANT_BUY_ACK_BEFORE_SPOOL, /* gw_buy_core.c: the 202 goes out before the spool write
                                       returned */
-    CM_PLANT_BUY_RETRY_SPOOLED_TWICE, /* gw_buy_core.c: a keyed retry of an order durable here is
-                                         spooled again as a new order */
+    CM_PLANT_BUY_RETRY_ACK_IN_FLIGHT, /* gw_buy_core.c: a keyed retry of this incarnation's order
+                                         not known durable is answered 202, not 503 in progress */
     CM_PLANT_BUY_FAILED_WRITE_KEEPS_UNITS, /* gw_buy_core.c: a failed spool write does not give
                                               the units back */
     CM_PLANT_BUY_SYNC_FAILURE_ACCEPTED, /* gw_buy_core.c: a failed group-commit fdatasync is

@@ -142,6 +142,7 @@ typedef struct buy {
     uint32_t u, key, qty;
     bool own;      /* n is this request's own new order */
     bool answered; /* the client heard an answer (a later one goes nowhere) */
+    int64_t held_before; /* the sale's accepted units before its reserve */
 } buy_t;
 
 typedef struct waiter {
@@ -983,6 +984,9 @@ static void buy_heard(world_t *wd, gw_t *g, buy_t *b, const gw_buy_out_t *out)
     case GW_BUY_A_SPOOL_REFUSED:
     case GW_BUY_A_NOT_CONFIRMED:
         if (b->own) { /* not a key's replay: that order is its first request's */
+            if (r->state == O_ACKED)
+                fail(wd, "gw%d: o%u was answered 202 to a keyed retry, then 503 to its own buy",
+                     g->idx, b->n);
             r->state = O_REFUSED;
             if (out->answer == GW_BUY_A_NOT_CONFIRMED) {
                 oq_spool_stats_t ss;
@@ -1041,6 +1045,11 @@ static void buy_spool(world_t *wd, gw_t *g, buy_t *b, gw_buy_out_t *out)
     }
     gw_buy_core_step(&b->core, &(gw_buy_ev_t){.kind = GW_BUY_EV_SPOOLED, .rc = rc}, 0, out);
     buy_act(wd, g, b, out);
+    inv_sale_info_t si;
+    if (g->up && b->own && out->answer == GW_BUY_A_SPOOL_REFUSED &&
+        inv_sale_get(g->inv, g->sale_id, &si) == 0 && si.accepted_units != b->held_before)
+        fail(wd, "gw%d: o%u's spool write failed (503) and its %u units were not given back",
+             g->idx, b->n, b->qty);
     if (!g->up || !(out->actions & GW_BUY_DO_SYNC))
         return;
     g->wait[g->nwait++] = (waiter_t){.buy = *b, .end = end};
@@ -1149,7 +1158,8 @@ static void do_buy(world_t *wd)
     sim_disk_use(g->disk);
     inv_sale_info_t before;
     if (inv_sale_get(g->inv, g->sale_id, &before) != 0)
-        before.stock_left = 0;
+        before.stock_left = before.accepted_units = 0;
+    b.held_before = before.accepted_units;
     uint64_t edits = wd->yield_edits;
     wd->in_reserve = g;
     int rc = inv_reserve(g->w, &req);

@@ -124,7 +124,9 @@ static void on_admitted(gw_buy_core_t *c, const gw_buy_ev_t *ev, gw_buy_out_t *o
 static void on_duplicate(gw_buy_core_t *c, const gw_buy_ev_t *ev, gw_buy_out_t *out)
 {
     if (ev->ours && ev->seen == GW_BUY_SEEN_UNKNOWN && !ev->claimed) {
-        answer(out, GW_BUY_A_IN_PROGRESS, 0);
+        /* planted: the retry is told 202 while its order's record may not
+         * be durable (or may be refused and given back) */
+        answer(out, CM_PLANT(BUY_RETRY_ACK_IN_FLIGHT) ? GW_BUY_A_REPLAYED : GW_BUY_A_IN_PROGRESS, 0);
         return;
     }
     if (ev->seen != GW_BUY_SEEN_FOUND && (!ev->ours || ev->seen == GW_BUY_SEEN_UNKNOWN)) {
@@ -134,13 +136,7 @@ static void on_duplicate(gw_buy_core_t *c, const gw_buy_ev_t *ev, gw_buy_out_t *
         out->actions = GW_BUY_DO_CLAIM;
         return;
     }
-    /* durable here: the replayed 202; planted: its record written again,
-     * a second order for the key */
-    if (CM_PLANT(BUY_RETRY_SPOOLED_TWICE)) {
-        spool(c, out, false);
-        return;
-    }
-    answer(out, GW_BUY_A_REPLAYED, 0);
+    answer(out, GW_BUY_A_REPLAYED, 0); /* durable here */
 }
 
 static void on_reserved(gw_buy_core_t *c, const gw_buy_ev_t *ev, gw_buy_out_t *out)
