@@ -126,7 +126,8 @@ static void on_duplicate(gw_buy_core_t *c, const gw_buy_ev_t *ev, gw_buy_out_t *
     if (ev->ours && ev->seen == GW_BUY_SEEN_UNKNOWN && !ev->claimed) {
         /* planted: the retry is told 202 while its order's record may not
          * be durable (or may be refused and given back) */
-        answer(out, CM_PLANT(BUY_RETRY_ACK_IN_FLIGHT) ? GW_BUY_A_REPLAYED : GW_BUY_A_IN_PROGRESS, 0);
+        answer(out, CM_PLANT(BUY_RETRY_ACK_IN_FLIGHT) ? GW_BUY_A_REPLAYED : GW_BUY_A_IN_PROGRESS,
+               0);
         return;
     }
     if (ev->seen != GW_BUY_SEEN_FOUND && (!ev->ours || ev->seen == GW_BUY_SEEN_UNKNOWN)) {

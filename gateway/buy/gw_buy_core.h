@@ -28,26 +28,26 @@ enum { GW_BUY_ADM_CLAIMED = 0, GW_BUY_ADM_SPENT = 1, GW_BUY_ADM_REPLAY = 2 };
 
 /* What the buyer is told (the shell words each; gw_buy_answer_name). */
 #define GW_BUY_ANSWERS(XX)                                                                         \
-    XX(NONE, "none")                 /* nothing yet: perform the actions */                      \
-    XX(ACCEPTED, "accepted")         /* 202 */                                                   \
-    XX(REPLAYED, "replayed")         /* 202 Idempotent-Replayed: a keyed retry's order */        \
-    XX(SOLD_OUT, "sold_out")         /* 410 */                                                   \
-    XX(WAITLIST, "waitlist")         /* 410: units freed go to a draw's waitlist */              \
-    XX(NOT_STARTED, "not_started")   /* 425 */                                                   \
-    XX(ENDED, "ended")               /* 410 sale_ended */                                        \
-    XX(QTY_OVER_LIMIT, "qty_over")   /* 409: qty alone exceeds the per-user limit */             \
-    XX(LIMIT_PER_USER, "limit")      /* 409: the inventory's per-user mark */                    \
-    XX(RATE_LIMITED, "rate_limited") /* 429 */                                                   \
-    XX(DRAW_RUNNING, "draw_running") /* 503: the start-window draw runs */                       \
-    XX(ADMISSION_SPENT, "admission_spent") /* 403 */                                             \
-    XX(ADMISSION_BUSY, "admission_busy")   /* 503: the spent table is full */                    \
-    XX(ADMISSION_UNKNOWN, "admission_unknown") /* 503: the spent tokens cannot be read */        \
-    XX(UNKNOWN_SALE, "unknown_sale")         /* 404 */                                           \
-    XX(IN_PROGRESS, "in_progress")           /* 503: the key's first request is not done */      \
-    XX(KEY_GIVEN_BACK, "key_given_back")     /* 503: the key's order went back */                \
-    XX(INV_FAILED, "inv_failed")             /* 503: the inventory failed (rc) */                \
-    XX(SPOOL_REFUSED, "spool_refused")       /* 503: full or failed spool write (rc) */          \
-    XX(NOT_CONFIRMED, "not_confirmed")       /* 503: the record's fdatasync failed */
+    XX(NONE, "none")                       /* nothing yet: perform the actions */                  \
+    XX(ACCEPTED, "accepted")               /* 202 */                                               \
+    XX(REPLAYED, "replayed")               /* 202 Idempotent-Replayed: a keyed retry's order */    \
+    XX(SOLD_OUT, "sold_out")               /* 410 */                                               \
+    XX(WAITLIST, "waitlist")               /* 410: units freed go to a draw's waitlist */          \
+    XX(NOT_STARTED, "not_started")         /* 425 */                                               \
+    XX(ENDED, "ended")                     /* 410 sale_ended */                                    \
+    XX(QTY_OVER_LIMIT, "qty_over")         /* 409: qty alone exceeds the per-user limit */         \
+    XX(LIMIT_PER_USER, "limit")            /* 409: the inventory's per-user mark */                \
+    XX(RATE_LIMITED, "rate_limited")       /* 429 */                                               \
+    XX(DRAW_RUNNING, "draw_running")       /* 503: the start-window draw runs */                   \
+    XX(ADMISSION_SPENT, "admission_spent") /* 403 */                                               \
+    XX(ADMISSION_BUSY, "admission_busy")   /* 503: the spent table is full */                      \
+    XX(ADMISSION_UNKNOWN, "admission_unknown") /* 503: the spent tokens cannot be read */          \
+    XX(UNKNOWN_SALE, "unknown_sale")           /* 404 */                                           \
+    XX(IN_PROGRESS, "in_progress")             /* 503: the key's first request is not done */      \
+    XX(KEY_GIVEN_BACK, "key_given_back")       /* 503: the key's order went back */                \
+    XX(INV_FAILED, "inv_failed")               /* 503: the inventory failed (rc) */                \
+    XX(SPOOL_REFUSED, "spool_refused")         /* 503: full or failed spool write (rc) */          \
+    XX(NOT_CONFIRMED, "not_confirmed")         /* 503: the record's fdatasync failed */
 
 typedef enum {
 #define XX(n, s) GW_BUY_A_##n,
@@ -58,15 +58,15 @@ typedef enum {
 
 /* Actions, a bit set: the shell performs them in this order. */
 enum {
-    GW_BUY_DO_ENTER = 1u << 0,    /* a lottery entry instead of an order (its own answer) */
-    GW_BUY_DO_ADMIT = 1u << 1,    /* claim the admission token, then ADMITTED */
-    GW_BUY_DO_RESERVE = 1u << 2,  /* an order id, the spool's room, the reserve: RESERVED */
-    GW_BUY_DO_CLAIM = 1u << 3,    /* claim the key's order (inv_claim): CLAIMED */
+    GW_BUY_DO_ENTER = 1u << 0,     /* a lottery entry instead of an order (its own answer) */
+    GW_BUY_DO_ADMIT = 1u << 1,     /* claim the admission token, then ADMITTED */
+    GW_BUY_DO_RESERVE = 1u << 2,   /* an order id, the spool's room, the reserve: RESERVED */
+    GW_BUY_DO_CLAIM = 1u << 3,     /* claim the key's order (inv_claim): CLAIMED */
     GW_BUY_DO_GIVE_BACK = 1u << 4, /* give the reserved units back (a release event) */
-    GW_BUY_DO_SPOOL = 1u << 5,    /* append the order's record: SPOOLED */
-    GW_BUY_DO_COUNT = 1u << 6,    /* count the order's units as accepted */
-    GW_BUY_DO_SYNC = 1u << 7,     /* wait for the group commit: SYNCED */
-    GW_BUY_DO_KNOWN = 1u << 8,    /* the status table learns the order (durable now) */
+    GW_BUY_DO_SPOOL = 1u << 5,     /* append the order's record: SPOOLED */
+    GW_BUY_DO_COUNT = 1u << 6,     /* count the order's units as accepted */
+    GW_BUY_DO_SYNC = 1u << 7,      /* wait for the group commit: SYNCED */
+    GW_BUY_DO_KNOWN = 1u << 8,     /* the status table learns the order (durable now) */
 };
 
 typedef enum {
@@ -128,9 +128,9 @@ typedef struct gw_buy_out {
 
 /* A buy's state: held by the shell between events (all bytes: it packs). */
 typedef struct gw_buy_core {
-    uint8_t stage;     /* the event expected next (internal) */
-    bool fsync;        /* durability fsync: a 202 waits for the group commit */
-    bool replayed;     /* the record spooled is a keyed retry's order */
+    uint8_t stage; /* the event expected next (internal) */
+    bool fsync;    /* durability fsync: a 202 waits for the group commit */
+    bool replayed; /* the record spooled is a keyed retry's order */
 } gw_buy_core_t;
 
 /* Whether an answer keeps the admission token the buy claimed: a 202, a

@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+/* clang-format off: cmocka needs the headers above first */
 #include <cmocka.h>
+/* clang-format on */
 
 #define NOW 1000000
 
@@ -33,8 +35,8 @@ static void to_reserve(gw_buy_core_t *c, bool fsync)
     assert_int_equal(o.answer, GW_BUY_A_NONE);
     o = step(c, (gw_buy_ev_t){.kind = GW_BUY_EV_BUYER, .qty = 1, .per_user_limit = 2});
     assert_int_equal(o.answer, GW_BUY_A_NONE);
-    o = step(c, (gw_buy_ev_t){.kind = GW_BUY_EV_LIMITS, .rate_allowed = true,
-                              .fair = GW_BUY_FAIR_OPEN});
+    o = step(
+        c, (gw_buy_ev_t){.kind = GW_BUY_EV_LIMITS, .rate_allowed = true, .fair = GW_BUY_FAIR_OPEN});
     assert_int_equal(o.answer, GW_BUY_A_NONE);
     assert_int_equal(o.actions, GW_BUY_DO_RESERVE);
 }
@@ -52,8 +54,8 @@ static void test_head(void **state)
     assert_int_equal(o.answer, GW_BUY_A_WAITLIST);
     /* the window: 425 before, 410 ended at and after its end */
     gw_buy_core_init(&c, false);
-    o = step(&c, (gw_buy_ev_t){.kind = GW_BUY_EV_HEAD, .starts_at_ms = NOW + 1,
-                               .fair = GW_BUY_FAIR_OPEN});
+    o = step(&c, (gw_buy_ev_t){
+                     .kind = GW_BUY_EV_HEAD, .starts_at_ms = NOW + 1, .fair = GW_BUY_FAIR_OPEN});
     assert_int_equal(o.answer, GW_BUY_A_NOT_STARTED);
     gw_buy_core_init(&c, false);
     o = step(&c, (gw_buy_ev_t){.kind = GW_BUY_EV_HEAD, .starts_at_ms = NOW, .ends_at_ms = NOW});
@@ -63,7 +65,8 @@ static void test_head(void **state)
     assert_int_equal(o.answer, GW_BUY_A_NONE);
     /* a lottery's early entry window is not "not started" */
     gw_buy_core_init(&c, false);
-    o = step(&c, (gw_buy_ev_t){.kind = GW_BUY_EV_HEAD, .starts_at_ms = NOW + 5000,
+    o = step(&c, (gw_buy_ev_t){.kind = GW_BUY_EV_HEAD,
+                               .starts_at_ms = NOW + 5000,
                                .fair = GW_BUY_FAIR_ENTER});
     assert_int_equal(o.answer, GW_BUY_A_NONE);
 }
@@ -74,7 +77,8 @@ static void test_buyer_and_limits(void **state)
     gw_buy_core_t c;
     gw_buy_core_init(&c, false);
     step(&c, (gw_buy_ev_t){.kind = GW_BUY_EV_HEAD, .fair = GW_BUY_FAIR_OPEN});
-    gw_buy_out_t o = step(&c, (gw_buy_ev_t){.kind = GW_BUY_EV_BUYER, .qty = 3, .per_user_limit = 2});
+    gw_buy_out_t o =
+        step(&c, (gw_buy_ev_t){.kind = GW_BUY_EV_BUYER, .qty = 3, .per_user_limit = 2});
     assert_int_equal(o.answer, GW_BUY_A_QTY_OVER_LIMIT);
     /* a refused rate comes before the lottery's and the waitlist's answers */
     const struct {
@@ -84,16 +88,23 @@ static void test_buyer_and_limits(void **state)
     } cases[] = {
         {{.kind = GW_BUY_EV_LIMITS, .fair = GW_BUY_FAIR_ENTER}, GW_BUY_A_RATE_LIMITED, 0},
         {{.kind = GW_BUY_EV_LIMITS, .rate_allowed = true, .fair = GW_BUY_FAIR_ENTER},
-         GW_BUY_A_NONE, GW_BUY_DO_ENTER},
+         GW_BUY_A_NONE,
+         GW_BUY_DO_ENTER},
         {{.kind = GW_BUY_EV_LIMITS, .rate_allowed = true, .fair = GW_BUY_FAIR_DRAWING},
-         GW_BUY_A_DRAW_RUNNING, 0},
-        {{.kind = GW_BUY_EV_LIMITS, .rate_allowed = true, .fair = GW_BUY_FAIR_OPEN,
+         GW_BUY_A_DRAW_RUNNING,
+         0},
+        {{.kind = GW_BUY_EV_LIMITS,
+          .rate_allowed = true,
+          .fair = GW_BUY_FAIR_OPEN,
           .waitlist_open = true},
-         GW_BUY_A_WAITLIST, 0},
+         GW_BUY_A_WAITLIST,
+         0},
         {{.kind = GW_BUY_EV_LIMITS, .rate_allowed = true, .fair = GW_BUY_FAIR_OPEN, .room = true},
-         GW_BUY_A_NONE, GW_BUY_DO_ADMIT},
+         GW_BUY_A_NONE,
+         GW_BUY_DO_ADMIT},
         {{.kind = GW_BUY_EV_LIMITS, .rate_allowed = true, .fair = GW_BUY_FAIR_OPEN},
-         GW_BUY_A_NONE, GW_BUY_DO_RESERVE},
+         GW_BUY_A_NONE,
+         GW_BUY_DO_RESERVE},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         gw_buy_core_init(&c, false);
@@ -113,7 +124,7 @@ static void test_admission(void **state)
         int rc;
         gw_buy_answer_t a;
     } cases[] = {
-        {GW_BUY_ADM_CLAIMED, GW_BUY_A_NONE},         {GW_BUY_ADM_REPLAY, GW_BUY_A_NONE},
+        {GW_BUY_ADM_CLAIMED, GW_BUY_A_NONE},          {GW_BUY_ADM_REPLAY, GW_BUY_A_NONE},
         {GW_BUY_ADM_SPENT, GW_BUY_A_ADMISSION_SPENT}, {CM_EBUSY, GW_BUY_A_ADMISSION_BUSY},
         {CM_EIO, GW_BUY_A_ADMISSION_UNKNOWN},
     };
@@ -122,8 +133,10 @@ static void test_admission(void **state)
         gw_buy_core_init(&c, false);
         step(&c, (gw_buy_ev_t){.kind = GW_BUY_EV_HEAD, .fair = GW_BUY_FAIR_OPEN});
         step(&c, (gw_buy_ev_t){.kind = GW_BUY_EV_BUYER, .qty = 1, .per_user_limit = 1});
-        step(&c, (gw_buy_ev_t){.kind = GW_BUY_EV_LIMITS, .rate_allowed = true,
-                               .fair = GW_BUY_FAIR_OPEN, .room = true});
+        step(&c, (gw_buy_ev_t){.kind = GW_BUY_EV_LIMITS,
+                               .rate_allowed = true,
+                               .fair = GW_BUY_FAIR_OPEN,
+                               .room = true});
         gw_buy_out_t o = step(&c, (gw_buy_ev_t){.kind = GW_BUY_EV_ADMITTED, .rc = cases[i].rc});
         assert_int_equal(o.answer, cases[i].a);
         assert_int_equal(o.actions, cases[i].a == GW_BUY_A_NONE ? GW_BUY_DO_RESERVE : 0u);
@@ -192,8 +205,10 @@ static void test_inventory_refusals(void **state)
         int rc;
         gw_buy_answer_t a;
     } cases[] = {
-        {INV_SOLD_OUT, GW_BUY_A_SOLD_OUT},     {INV_LIMIT_REACHED, GW_BUY_A_LIMIT_PER_USER},
-        {INV_UNKNOWN_SALE, GW_BUY_A_UNKNOWN_SALE}, {CM_ETIMEOUT, GW_BUY_A_INV_FAILED},
+        {INV_SOLD_OUT, GW_BUY_A_SOLD_OUT},
+        {INV_LIMIT_REACHED, GW_BUY_A_LIMIT_PER_USER},
+        {INV_UNKNOWN_SALE, GW_BUY_A_UNKNOWN_SALE},
+        {CM_ETIMEOUT, GW_BUY_A_INV_FAILED},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         gw_buy_core_t c;
@@ -211,14 +226,18 @@ static void test_keyed_retry(void **state)
     gw_buy_core_t c;
     /* durable here: a replayed 202, nothing spooled, and it keeps the admission token */
     to_reserve(&c, false);
-    gw_buy_out_t o = step(&c, (gw_buy_ev_t){.kind = GW_BUY_EV_RESERVED, .rc = INV_DUPLICATE,
-                                            .ours = true, .seen = GW_BUY_SEEN_FOUND});
+    gw_buy_out_t o = step(&c, (gw_buy_ev_t){.kind = GW_BUY_EV_RESERVED,
+                                            .rc = INV_DUPLICATE,
+                                            .ours = true,
+                                            .seen = GW_BUY_SEEN_FOUND});
     assert_int_equal(o.answer, GW_BUY_A_REPLAYED);
     assert_int_equal(o.actions, 0);
     assert_true(gw_buy_answer_keeps_admission(o.answer));
     /* ours, evicted from the status table: durable when put there */
     to_reserve(&c, false);
-    o = step(&c, (gw_buy_ev_t){.kind = GW_BUY_EV_RESERVED, .rc = INV_DUPLICATE, .ours = true,
+    o = step(&c, (gw_buy_ev_t){.kind = GW_BUY_EV_RESERVED,
+                               .rc = INV_DUPLICATE,
+                               .ours = true,
                                .seen = GW_BUY_SEEN_EXPIRED});
     assert_int_equal(o.answer, GW_BUY_A_REPLAYED);
     /* ours, never seen, unclaimed: its first request is in flight */
