@@ -734,7 +734,9 @@ static void admission_settle(gw_req_t *r)
 {
     if (!r->adm_jti)
         return;
-    bool accepted = !r->cached && r->resp.reply == GW_R_ACCEPTED;
+    /* the core's rule (an admission token is claimed only after its init) */
+    bool accepted = !r->cached && gw_buy_answer_keeps_admission(
+                                      (gw_buy_answer_t)core_of(r)->answer);
     gw_fair_admission_settle(r->w->srv->fair, r->id, r->adm_jti, r->adm_fp, r->adm_nonce,
                              accepted);
     r->adm_jti = 0;

@@ -47,6 +47,7 @@ void gw_buy_core_init(gw_buy_core_t *c, bool fsync)
     c->stage = GW_BUY_EV_HEAD;
     c->fsync = fsync;
     c->replayed = false;
+    c->answer = GW_BUY_A_NONE;
 }
 
 static void answer(gw_buy_out_t *out, gw_buy_answer_t a, int rc)
@@ -254,6 +255,8 @@ void gw_buy_core_step(gw_buy_core_t *c, const gw_buy_ev_t *ev, int64_t now_ms, g
         on_synced(c, ev, out);
         break;
     }
+    if (out->answer != GW_BUY_A_NONE)
+        c->answer = (uint8_t)out->answer;
     if (out->answer != GW_BUY_A_NONE && !(out->actions & (GW_BUY_DO_SPOOL | GW_BUY_DO_SYNC)))
         c->stage = STAGE_DONE; /* answered: no event follows */
 }

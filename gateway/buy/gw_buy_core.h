@@ -131,6 +131,7 @@ typedef struct gw_buy_core {
     uint8_t stage; /* the event expected next (internal) */
     bool fsync;    /* durability fsync: a 202 waits for the group commit */
     bool replayed; /* the record spooled is a keyed retry's order */
+    uint8_t answer; /* the last answer given (gw_buy_answer_t; GW_BUY_A_NONE: none) */
 } gw_buy_core_t;
 
 /* Whether an answer keeps the admission token the buy claimed: a 202, a

@@ -233,6 +233,7 @@ static void test_keyed_retry(void **state)
     assert_int_equal(o.answer, GW_BUY_A_REPLAYED);
     assert_int_equal(o.actions, 0);
     assert_true(gw_buy_answer_keeps_admission(o.answer));
+    assert_int_equal(c.answer, GW_BUY_A_REPLAYED); /* what the shell's settle reads */
     /* ours, evicted from the status table: durable when put there */
     to_reserve(&c, false);
     o = step(&c, (gw_buy_ev_t){.kind = GW_BUY_EV_RESERVED,
