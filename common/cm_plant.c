@@ -41,6 +41,10 @@ const char *const cm_plant_names[CM_PLANT_COUNT] = {
     [CM_PLANT_REPLAY_SKIP_SEG_FIRST] = "replay_skip_seg_first",
     [CM_PLANT_COMP_FORGOTTEN_SKIPPED] = "comp_forgotten_skipped",
     [CM_PLANT_COMP_SETTLED_RELEASES] = "comp_settled_releases",
+    [CM_PLANT_BUY_ACK_BEFORE_SPOOL] = "buy_ack_before_spool",
+    [CM_PLANT_BUY_RETRY_ACK_IN_FLIGHT] = "buy_retry_ack_in_flight",
+    [CM_PLANT_BUY_FAILED_WRITE_KEEPS_UNITS] = "buy_failed_write_keeps_units",
+    [CM_PLANT_BUY_SYNC_FAILURE_ACCEPTED] = "buy_sync_failure_accepted",
 };
 
 void cm_plant_set(cm_plant_t p)

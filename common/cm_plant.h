@@ -69,6 +69,14 @@ typedef enum {
                                            table forgot, though the outcome names it */
     CM_PLANT_COMP_SETTLED_RELEASES,     /* gw_replay.c: a settled outcome read again gives the
                                            order's units back */
+    CM_PLANT_BUY_ACK_BEFORE_SPOOL, /* gw_buy_core.c: the 202 goes out before the spool write
+                                      returned */
+    CM_PLANT_BUY_RETRY_ACK_IN_FLIGHT, /* gw_buy_core.c: a keyed retry of this incarnation's order
+                                         not known durable is answered 202, not 503 in progress */
+    CM_PLANT_BUY_FAILED_WRITE_KEEPS_UNITS, /* gw_buy_core.c: a failed spool write does not give
+                                              the units back */
+    CM_PLANT_BUY_SYNC_FAILURE_ACCEPTED, /* gw_buy_core.c: a failed group-commit fdatasync is
+                                           answered 202 */
     CM_PLANT_COUNT
 } cm_plant_t;
 

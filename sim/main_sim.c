@@ -14,8 +14,7 @@
  *   backend on a simulated Redis); --no-fleet: never it (else every seed
  *   divisible by 8 runs it too, after the sale's world)
  *   --open-defects: also the steps that meet the defects docs/simulation.md
- *   lists as open (left out otherwise, so that a batch tests the rest; none
- *   is open now, and the flag changes nothing)
+ *   lists as open (left out otherwise, so that a batch tests the rest)
  *   flashgate-sim --plant NAME --seeds N --expect-fail
  *                                          plant build: exit 0 iff a seed fails
  *

@@ -20,8 +20,7 @@ typedef struct sim_opts {
     bool fsync_only; /* every gateway in durability fsync (else a third in write) */
     bool no_stops;   /* no graceful stops: every kill is a crash, and the seed's draws
                       * are those of a simulator without stops (regression seeds) */
-    bool open_defects; /* also the steps that meet the open defects (docs/simulation.md;
-                          none is open now: no step reads it) */
+    bool open_defects; /* also the steps that meet the open defects (docs/simulation.md) */
 } sim_opts_t;
 
 typedef struct sim_result {

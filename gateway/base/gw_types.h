@@ -459,6 +459,9 @@ struct gw_req {
     gw_conn_t *cn; /* the connection's guard entry (gw_conn.c), NULL if untracked */
     bool bad_media;
     bool replayed; /* a buy in the spool batch answers Idempotent-Replayed (gw_buy.c) */
+    /* the buy's core state between its events (gw_buy_core_t of
+     * gateway/buy/gw_buy_core.h, which this layer does not include) */
+    unsigned char buy_core[4];
     gw_prep_t *cached; /* a prepared answer (sold out, rate limited), sent instead */
     gw_reply_t cached_reply;
     uint64_t t0_ns; /* first handler call (latency histogram) */

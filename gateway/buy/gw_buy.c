@@ -28,6 +28,7 @@
 #include "gateway/base/gw_base.h"
 #include "gateway/base/gw_fleet.h"
 #include "gateway/buy/gw_buy.h"
+#include "gateway/buy/gw_buy_core.h"
 #include "gateway/buy/gw_elig.h"
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_identity.h"
@@ -398,6 +399,31 @@ static void spool_refused(gw_req_t *r, int rc)
         cm_log_error("gw", "spool append failed", "err=%s", cm_errname(rc));
 }
 
+/* The buy's core (gw_buy_core.h): its state is kept in r between events. */
+_Static_assert(sizeof(gw_buy_core_t) <= sizeof(((gw_req_t *)0)->buy_core) &&
+                   _Alignof(gw_buy_core_t) == 1,
+               "gw_req_t.buy_core holds a gw_buy_core_t");
+_Static_assert((int)GW_BUY_ADM_CLAIMED == (int)GW_WR_CLAIMED &&
+                   (int)GW_BUY_ADM_SPENT == (int)GW_WR_SPENT &&
+                   (int)GW_BUY_ADM_REPLAY == (int)GW_WR_REPLAY,
+               "the admission claim's results");
+_Static_assert((int)GW_BUY_FAIR_ENTER == (int)GW_FAIR_ENTER &&
+                   (int)GW_BUY_FAIR_DRAWING == (int)GW_FAIR_DRAWING &&
+                   (int)GW_BUY_FAIR_OPEN == (int)GW_FAIR_OPEN &&
+                   (int)GW_BUY_FAIR_TOO_EARLY == (int)GW_FAIR_TOO_EARLY,
+               "the lottery's phases");
+_Static_assert((int)GW_BUY_SEEN_UNKNOWN == (int)GW_ORDERS_UNKNOWN &&
+                   (int)GW_BUY_SEEN_FOUND == (int)GW_ORDERS_FOUND &&
+                   (int)GW_BUY_SEEN_EXPIRED == (int)GW_ORDERS_EXPIRED,
+               "the status table's answers");
+
+static gw_buy_core_t *core_of(gw_req_t *r)
+{
+    return (gw_buy_core_t *)(void *)r->buy_core;
+}
+
+static bool buy_do(gw_req_t *r, const gw_buy_out_t *out);
+
 /*
  * Step 6 for a reserved order: it joins this loop iteration's spool batch and
  * is held; spool_flush (end of the iteration) writes the batch's records with
@@ -405,11 +431,11 @@ static void spool_refused(gw_req_t *r, int rc)
  * accepted order's CPU, the syscall and ext4's per-write work (perf,
  * `python3 bench/profile.py build acc sys`). An order is still in the spool before its 202.
  */
-static bool spool_later(gw_req_t *r, bool replayed)
+static bool spool_later(gw_req_t *r)
 {
     gw_worker_t *w = r->w;
     hold(r);
-    r->replayed = replayed;
+    r->replayed = core_of(r)->replayed;
     r->next = NULL;
     *w->buy.spool_wait_tail = r;
     w->buy.spool_wait_tail = &r->next;
@@ -417,21 +443,12 @@ static bool spool_later(gw_req_t *r, bool replayed)
     return true;
 }
 
-/* The claim's answer: the order is spooled here and replayed, or the client
- * hears why not. Returns true if r is held (spool_later). */
+/* The claim's answer (gw_buy_core.h CLAIMED). Returns true if r is held. */
 static bool after_claim(gw_req_t *r, int rc)
 {
-    if (rc == INV_RESERVED)
-        return spool_later(r, true);
-    if (rc == CM_ENOTFOUND) {
-        gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
-                      "the order of this Idempotency-Key was not accepted and its units went "
-                      "back; retry to buy again");
-        gw_resp_retry_after(&r->resp, 1);
-        return false;
-    }
-    gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "inventory unavailable: %s", cm_strerror(rc));
-    return false;
+    gw_buy_out_t out;
+    gw_buy_core_step(core_of(r), &(gw_buy_ev_t){.kind = GW_BUY_EV_CLAIMED, .rc = rc}, 0, &out);
+    return buy_do(r, &out);
 }
 
 static void on_claimed(inv_reserve_req_t *res, int outcome)
@@ -455,84 +472,54 @@ static bool claim(gw_req_t *r)
     return after_claim(r, rc);
 }
 
-/* Steps 6 and 7 once the inventory has answered. Returns true if r is held
- * (its record waits for the iteration's spool write). */
+/*
+ * A keyed retry's facts for the core (INV_DUPLICATE): the key's order, known
+ * durable here or not, ours or not. A replayed 202 only for an order known to
+ * be durable: the original may still be in flight on another worker or
+ * waiting for its fsync, or it may be a Redis reserve that timed out and is
+ * being given back. An order of another gateway of the fleet that this one
+ * has not seen is spooled here too before the replayed 202: that gateway
+ * reserves in Redis before it spools, so if it died in between (kill -9
+ * behind a load balancer, the client retrying elsewhere with its key) Redis
+ * holds an order no spool has. (Found by integration.70-nginx.) Such an
+ * order is claimed first (inv_claim): its gateway may still give it back
+ * (its reserve answered after its timeout, or its spool refused it), and the
+ * claim makes that give-back leave it held, or tells this one it was given
+ * back already (integration.66-fleet-claim).
+ */
+static void duplicate_facts(gw_req_t *r, gw_buy_ev_t *ev)
+{
+    gw_server_t *srv = r->w->srv;
+    uint64_t idv = 0;
+    /* Ours: minted by this node since this process started. One minted
+     * before (the node id is the same on every start) belongs to an
+     * incarnation that may have died between its reserve and its spool
+     * write: like another gateway's, it is spooled here; asked to retry,
+     * the client was answered 503 for ever. So does one of a node id the
+     * fleet took over from another gateway, at or below the floor it took
+     * it at (node_since_ms; integration.69-fleet-lease). node_id is read
+     * first: node_since_ms is stored before it. */
+    uint32_t node = atomic_load(&srv->node_id);
+    ev->ours = cm_id_parse(r->res.order_id, strlen(r->res.order_id), &idv) == 0 &&
+               cm_id_node(idv) == node && cm_id_time_ms(idv) > atomic_load(&srv->node_since_ms);
+    /* An own order evicted from the status table was durable when it was put there. */
+    ev->seen = (gw_buy_seen_t)gw_orders_lookup(srv->orders, r->res.order_id, NULL);
+    ev->claimed = r->res.claimed;
+    /* the record and the answer are the key's order's */
+    snprintf(r->order.order_id, sizeof(r->order.order_id), "%s", r->res.order_id);
+    r->order.qty = r->res.qty;
+}
+
+/* Steps 6 and 7 once the inventory has answered (gw_buy_core.h RESERVED).
+ * Returns true if r is held (its record waits for the iteration's spool write). */
 static bool after_reserve(gw_req_t *r, int rc)
 {
-    gw_worker_t *w = r->w;
-    gw_server_t *srv = w->srv;
-    oq_order_t *o = &r->order;
-    switch (rc) {
-    case INV_RESERVED:
-        return spool_later(r, false);
-    case INV_DUPLICATE: {
-        /*
-         * The key was used before. Replay the 202 only for an order known to
-         * be durable: the original may still be in flight on another worker or
-         * waiting for its fsync, or it may be a Redis reserve that timed out and
-         * is being given back. Then the client retries.
-         * An order of another gateway of the fleet that this one has not seen
-         * is spooled here too before the replayed 202: that gateway reserves in
-         * Redis before it spools, so if it died in between (kill -9 behind a
-         * load balancer, the client retrying elsewhere with its key) Redis
-         * holds an order no spool has. A second copy of an order that was
-         * spooled is harmless: settlement is idempotent by order id.
-         * (Found by integration.70-nginx.) Such an order is claimed first
-         * (inv_claim): its gateway may still give it back (its reserve
-         * answered after its timeout, or its spool refused it), and the claim
-         * makes that give-back leave it held, or tells this one it was given
-         * back already (integration.66-fleet-claim).
-         */
-        uint64_t idv = 0;
-        /* Ours: minted by this node since this process started. One minted
-         * before (the node id is the same on every start) belongs to an
-         * incarnation that may have died between its reserve and its spool
-         * write: like another gateway's, it is spooled here; asked to retry,
-         * the client was answered 503 for ever. So does one of a node id the
-         * fleet took over from another gateway, at or below the floor it took
-         * it at (node_since_ms; integration.69-fleet-lease). node_id is read
-         * first: node_since_ms is stored before it. */
-        uint32_t node = atomic_load(&srv->node_id);
-        bool ours = cm_id_parse(r->res.order_id, strlen(r->res.order_id), &idv) == 0 &&
-                    cm_id_node(idv) == node &&
-                    cm_id_time_ms(idv) > atomic_load(&srv->node_since_ms);
-        /* An own order evicted from the status table was durable when it was put there. */
-        gw_orders_found_t seen = gw_orders_lookup(srv->orders, r->res.order_id, NULL);
-        if (ours && seen == GW_ORDERS_UNKNOWN && !r->res.claimed) {
-            gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
-                          "the original request with this Idempotency-Key is still in progress; "
-                          "retry");
-            return false;
-        }
-        if (seen != GW_ORDERS_FOUND && (!ours || seen == GW_ORDERS_UNKNOWN)) {
-            /* (ours and claimed: a gateway took it over after this one's own
-             * attempt failed; spooled here too) */
-            snprintf(o->order_id, sizeof(o->order_id), "%s", r->res.order_id);
-            o->qty = r->res.qty;
-            return claim(r);
-        }
-        oq_order_t orig = *o;
-        snprintf(orig.order_id, sizeof(orig.order_id), "%s", r->res.order_id);
-        orig.qty = r->res.qty;
-        reply_accepted(r, &orig, true);
-        return false;
-    }
-    case INV_SOLD_OUT:
-        gw_resp_sold_out(&r->resp, o->sale_id);
-        return false;
-    case INV_LIMIT_REACHED:
-        gw_hitters_add(w, o->user_id, NULL, 0);
-        gw_resp_error(&r->resp, GW_R_LIMIT_PER_USER, NULL,
-                      "user %s would exceed the per-user limit of this sale", o->user_id);
-        return false;
-    case INV_UNKNOWN_SALE:
-        gw_resp_error(&r->resp, GW_R_UNKNOWN_SALE, NULL, "no sale %s", o->sale_id);
-        return false;
-    default:
-        gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "inventory unavailable: %s",
-                      cm_strerror(rc));
-        return false;
-    }
+    gw_buy_ev_t ev = {.kind = GW_BUY_EV_RESERVED, .rc = rc};
+    if (rc == INV_DUPLICATE)
+        duplicate_facts(r, &ev);
+    gw_buy_out_t out;
+    gw_buy_core_step(core_of(r), &ev, 0, &out);
+    return buy_do(r, &out);
 }
 
 static void on_reserved(inv_reserve_req_t *res, int outcome)
@@ -747,7 +734,9 @@ static void admission_settle(gw_req_t *r)
 {
     if (!r->adm_jti)
         return;
-    bool accepted = !r->cached && r->resp.reply == GW_R_ACCEPTED;
+    /* the core's rule (an admission token is claimed only after its init) */
+    bool accepted = !r->cached && gw_buy_answer_keeps_admission(
+                                      (gw_buy_answer_t)core_of(r)->answer);
     gw_fair_admission_settle(r->w->srv->fair, r->id, r->adm_jti, r->adm_fp, r->adm_nonce,
                              accepted);
     r->adm_jti = 0;
@@ -758,6 +747,116 @@ static void buy_finish(gw_req_t *r)
 {
     admission_settle(r);
     gw_req_finish(r);
+}
+
+/* The words of the core's answer (those whose facts are the head's or the
+ * limits', sold out from the flag, 425 and 429, are answered in buy_handle). */
+static void buy_say(gw_req_t *r, const gw_buy_out_t *out)
+{
+    gw_resp_t *p = &r->resp;
+    switch (out->answer) {
+    case GW_BUY_A_ACCEPTED:
+    case GW_BUY_A_REPLAYED:
+        reply_accepted(r, &r->order, out->answer == GW_BUY_A_REPLAYED);
+        return;
+    case GW_BUY_A_SOLD_OUT:
+        gw_resp_sold_out(p, r->id);
+        return;
+    case GW_BUY_A_WAITLIST:
+        reply_waitlist(r);
+        return;
+    case GW_BUY_A_ENDED:
+        gw_resp_error(p, GW_R_SALE_ENDED, NULL, "sale %s has ended", r->id);
+        return;
+    case GW_BUY_A_LIMIT_PER_USER:
+        gw_hitters_add(r->w, r->order.user_id, NULL, 0);
+        gw_resp_error(p, GW_R_LIMIT_PER_USER, NULL,
+                      "user %s would exceed the per-user limit of this sale", r->order.user_id);
+        return;
+    case GW_BUY_A_DRAW_RUNNING:
+        gw_resp_error(p, GW_R_UNAVAILABLE, NULL,
+                      "the start-window draw of sale %s is running; retry", r->id);
+        gw_resp_retry_after(p, 1);
+        return;
+    case GW_BUY_A_ADMISSION_SPENT:
+    case GW_BUY_A_ADMISSION_BUSY:
+        admission_refused(r, out->answer == GW_BUY_A_ADMISSION_BUSY ? ADM_BUSY : ADM_SPENT);
+        return;
+    case GW_BUY_A_ADMISSION_UNKNOWN:
+        gw_resp_error(p, GW_R_UNAVAILABLE, NULL,
+                      "cannot check or record the admission token of sale %s now; retry", r->id);
+        gw_resp_retry_after(p, 1);
+        return;
+    case GW_BUY_A_UNKNOWN_SALE:
+        gw_resp_error(p, GW_R_UNKNOWN_SALE, NULL, "no sale %s", r->id);
+        return;
+    case GW_BUY_A_IN_PROGRESS:
+        gw_resp_error(p, GW_R_UNAVAILABLE, NULL,
+                      "the original request with this Idempotency-Key is still in progress; "
+                      "retry");
+        return;
+    case GW_BUY_A_KEY_GIVEN_BACK:
+        gw_resp_error(p, GW_R_UNAVAILABLE, NULL,
+                      "the order of this Idempotency-Key was not accepted and its units went "
+                      "back; retry to buy again");
+        gw_resp_retry_after(p, 1);
+        return;
+    case GW_BUY_A_INV_FAILED:
+        gw_resp_error(p, GW_R_UNAVAILABLE, NULL, "inventory unavailable: %s",
+                      cm_strerror(out->rc));
+        return;
+    case GW_BUY_A_SPOOL_REFUSED:
+        spool_refused(r, out->rc);
+        return;
+    case GW_BUY_A_NOT_CONFIRMED:
+        /* The disk failed: the spool cut every record not confirmed by an
+         * fdatasync (the relay never saw them: it reads only synced ones, so
+         * this order is never settled) and now refuses every append (the
+         * gateway stops accepting). The client hears the truth. */
+        gw_resp_error(p, GW_R_UNAVAILABLE, NULL,
+                      "order spool fsync failed: the order is not confirmed");
+        return;
+    default:
+        return;
+    }
+}
+
+/* The group commit: r's answer goes out after the fdatasync of its record. */
+static void sync_later(gw_req_t *r)
+{
+    gw_worker_t *w = r->w;
+    r->next = NULL;
+    *w->buy.sync_wait_tail = r;
+    w->buy.sync_wait_tail = &r->next;
+    if (oq_pos_cmp(r->spool_end, w->buy.sync_wait_end) > 0)
+        w->buy.sync_wait_end = r->spool_end;
+}
+
+/* Performs what the core asked after an inventory or spool event, in the
+ * order gw_buy_core.h lists. Returns true if r is held (an action's result
+ * comes back later), false once answered. */
+static bool buy_do(gw_req_t *r, const gw_buy_out_t *out)
+{
+    gw_worker_t *w = r->w;
+    oq_order_t *o = &r->order;
+    unsigned a = out->actions;
+    if (a & GW_BUY_DO_GIVE_BACK) /* off this loop (a Redis release blocks), durably */
+        gw_release_unaccepted(w->srv, o, out->rc == CM_EBUSY ? "not accepted: spool full"
+                                                             : "not accepted: spool write failed");
+    if (a & GW_BUY_DO_COUNT)
+        atomic_fetch_add_explicit(&w->ctr.accepted_units, o->qty, memory_order_relaxed);
+    if (a & GW_BUY_DO_KNOWN)
+        gw_orders_put(w->srv->orders, o);
+    buy_say(r, out);
+    if (a & GW_BUY_DO_SPOOL)
+        return spool_later(r);
+    if (a & GW_BUY_DO_CLAIM)
+        return claim(r);
+    if (a & GW_BUY_DO_SYNC) {
+        sync_later(r);
+        return true;
+    }
+    return false;
 }
 
 static bool buy_handle(gw_req_t *r);
@@ -794,26 +893,37 @@ bool gw_buy_handle(gw_req_t *r)
     return held;
 }
 
-static bool buy_handle(gw_req_t *r)
+/* What buy_handle learns on the way, for its steps. */
+typedef struct buy_ctx {
+    inv_sale_t *sale;
+    inv_sale_terms_t info;
+    int64_t now_ms;
+    gw_fair_sale_t *fair;
+    gw_fair_phase_t phase;
+    bool identity, room;
+    admission_tok_t atok;
+    uint8_t ipkey[16];
+    size_t iplen;
+    gw_limit_verdict_t v;
+} buy_ctx_t;
+
+/* Steps 1 and 2 up to the sale: the overload guard, the Idempotency-Key (the
+ * head's), the sale (404 from a prepared answer). NULL: answered. */
+static inv_sale_t *buy_sale(gw_req_t *r)
 {
     gw_worker_t *w = r->w;
     gw_server_t *srv = w->srv;
-
-    /* 1. overload guard */
     if (atomic_load_explicit(&srv->draining, memory_order_relaxed)) {
         /* After the drain grace, on a connection opened before: close it, so
          * the load balancer's next request opens one to another gateway. */
         gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "gateway is shutting down");
         r->close_after = true;
-        return false;
+        return NULL;
     }
     if (w->suspended >= srv->max_held) {
         gw_ol_overloaded(r, GW_OLR_INFLIGHT_LIMIT, "too many requests in flight", false);
-        return false;
+        return NULL;
     }
-
-    /* 2. the idempotency key, then the sale's state from the local view: both
-     * need only the request head, so a sold-out crowd costs no body parsing. */
     const char *ik = r->hdr.idem_key; /* the head's headers: gw_http.c, buy_header */
     r->res.idem_key[0] = '\0';
     r->res.raw_key_fp = 0;
@@ -822,7 +932,7 @@ static bool buy_handle(gw_req_t *r)
         if (!gw_idem_key_valid(ik, iklen)) {
             gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL,
                           "Idempotency-Key must be 1..128 visible ASCII characters");
-            return false;
+            return NULL;
         }
         memcpy(r->res.idem_key, ik, iklen + 1);
         r->res.raw_key_fp = inv_idem_key_fp(ik); /* identity scopes idem_key later */
@@ -831,48 +941,66 @@ static bool buy_handle(gw_req_t *r)
     if (!sale) {
         r->cached = unknown_sale_response(w, r->id);
         r->cached_reply = GW_R_UNKNOWN_SALE;
-        return false;
     }
-    /* Sold out: answered from the flag, nothing verified, unless the key
-     * may be a retry of a held order (any user's: the key is scoped by the
-     * verified user only later), which must still get its order back. */
-    if (inv_sale_sold_out(sale) &&
-        (!r->res.idem_key[0] || !inv_sale_key_may_hold(srv->inv, sale, r->res.raw_key_fp))) {
-        if (gw_fair_waitlist_open(gw_fair_find(srv->fair, r->id))) {
-            reply_waitlist(r);
-            return false;
-        }
-        r->cached = gw_sold_out_response(w, sale);
+    return sale;
+}
+
+/* The head's facts (gw_buy_core.h HEAD): both need only the request head, so
+ * a sold-out crowd costs no body parsing. Sold out from the flag, nothing
+ * verified, unless the key may be a retry of a held order (any user's: the
+ * key is scoped by the verified user only later), which must still get its
+ * order back; else the sale's window and its lottery's phase. A sale with a
+ * start-window lottery (gw_fair.h) takes entries from starts_at - early to
+ * starts_at + window, then first-come once drawn. */
+static void head_facts(gw_req_t *r, buy_ctx_t *x, gw_buy_ev_t *ev)
+{
+    gw_server_t *srv = r->w->srv;
+    ev->sold_out = inv_sale_sold_out(x->sale) &&
+                   (!r->res.idem_key[0] || !inv_sale_key_may_hold(srv->inv, x->sale, r->res.raw_key_fp));
+    if (ev->sold_out) {
+        ev->waitlist_open = gw_fair_waitlist_open(gw_fair_find(srv->fair, r->id));
+        return;
+    }
+    inv_sale_terms(x->sale, &x->info);
+    x->now_ms = cm_wall_ms();
+    x->fair = x->info.starts_at_ms ? gw_fair_find(srv->fair, r->id) : NULL;
+    x->phase = x->fair ? gw_fair_phase(x->fair, x->info.starts_at_ms, x->now_ms) : GW_FAIR_OPEN;
+    ev->fair = (gw_buy_fair_t)x->phase;
+    ev->starts_at_ms = x->info.starts_at_ms;
+    ev->ends_at_ms = x->info.ends_at_ms;
+}
+
+/* The head's answers: sold out and 425 from prepared answers. */
+static void head_answer(gw_req_t *r, const buy_ctx_t *x, const gw_buy_out_t *out)
+{
+    gw_worker_t *w = r->w;
+    if (out->answer == GW_BUY_A_SOLD_OUT) {
+        r->cached = gw_sold_out_response(w, x->sale);
         r->cached_reply = GW_R_SOLD_OUT;
         if (!r->cached)
             gw_resp_sold_out(&r->resp, r->id);
-        return false;
-    }
-    inv_sale_terms_t info;
-    inv_sale_terms(sale, &info);
-    int64_t now_ms = cm_wall_ms();
-    /* A sale with a start-window lottery (gw_fair.h) takes entries from
-     * starts_at - early to starts_at + window, then first-come once drawn. */
-    gw_fair_sale_t *fair = info.starts_at_ms ? gw_fair_find(srv->fair, r->id) : NULL;
-    gw_fair_phase_t phase = fair ? gw_fair_phase(fair, info.starts_at_ms, now_ms) : GW_FAIR_OPEN;
-    if (info.starts_at_ms && now_ms < info.starts_at_ms && phase != GW_FAIR_ENTER) {
-        uint64_t wait_ns = (uint64_t)(info.starts_at_ms - now_ms) * 1000000ull;
-        r->cached = gw_not_started_response(w, sale, r->id, ceil_s(wait_ns));
+    } else if (out->answer == GW_BUY_A_NOT_STARTED) {
+        uint64_t wait_ns = (uint64_t)(x->info.starts_at_ms - x->now_ms) * 1000000ull;
+        r->cached = gw_not_started_response(w, x->sale, r->id, ceil_s(wait_ns));
         r->cached_reply = GW_R_NOT_STARTED;
-        return false;
+    } else {
+        buy_say(r, out);
     }
-    if (info.ends_at_ms && now_ms >= info.ends_at_ms) {
-        gw_resp_error(&r->resp, GW_R_SALE_ENDED, NULL, "sale %s has ended", r->id);
-        return false;
-    }
+}
 
-    /* 3. parse and validate the body; while buys are shed by user priority, a
-     * refused user is told so before the parse (no JSON work for a 503) and,
-     * with identity on, before the token's signature check: the user it
-     * claims decides, and a token that claims another's user is refused at
-     * verification (bench/README.md, "Identity") */
-    bool identity = gw_identity_on(srv);
-    if (identity) {
+/*
+ * Step 3, the buyer: parse and validate the body; while buys are shed by user
+ * priority, a refused user is told so before the parse (no JSON work for a
+ * 503) and, with identity on, before the token's signature check: the user it
+ * claims decides, and a token that claims another's user is refused at
+ * verification (bench/README.md, "Identity"). false: answered.
+ */
+static bool buyer_facts(gw_req_t *r, buy_ctx_t *x)
+{
+    gw_worker_t *w = r->w;
+    gw_server_t *srv = w->srv;
+    x->identity = gw_identity_on(srv);
+    if (x->identity) {
         char claimed[ID_USER_MAX + 1];
         if (gw_ol_buy_shedding(r) && gw_identity_claimed(r, claimed) &&
             !gw_ol_buy_admit_user(r, claimed, strlen(claimed)))
@@ -880,21 +1008,19 @@ static bool buy_handle(gw_req_t *r)
     } else if (!gw_ol_buy_precheck(r)) {
         return false;
     }
-    uint8_t ipkey[16];
-    size_t iplen = 0;
-    gw_limit_verdict_t v;
-    if (identity) {
-        iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
+    x->iplen = 0;
+    if (x->identity) {
+        x->iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), x->ipkey);
         if (!parse_body_identity(r))
             return false;
         /* 3b. with identity on, the client address's limits come before the
          * token's check (a signature is CPU work a flood from one address
          * must not buy), and everything keyed by the user after it. A
          * request refused later (user, sale) has spent its address's token. */
-        gw_limits_admit_ip(srv->limits, (const char *)ipkey, iplen, w->now_ns, &v);
-        if (!v.allowed) {
-            gw_hitters_add(w, NULL, ipkey, iplen);
-            reply_rate_limited(r, &v);
+        gw_limits_admit_ip(srv->limits, (const char *)x->ipkey, x->iplen, w->now_ns, &x->v);
+        if (!x->v.allowed) {
+            gw_hitters_add(w, NULL, x->ipkey, x->iplen);
+            reply_rate_limited(r, &x->v);
             return false;
         }
         if (!gw_identity_buy(r))
@@ -906,101 +1032,87 @@ static bool buy_handle(gw_req_t *r)
     }
     /* 3c. the sale's eligibility (verified claims, account age): a buy, a
      * lottery entry alike, refused before anything keyed by the buyer */
-    if (!gw_elig_check(r, r->id, now_ms))
+    if (!gw_elig_check(r, r->id, x->now_ms))
         return false;
     /* The user's bucket, fetched into the cache now (its inventory slot once
      * the limits let the buy through, step 4): with a new buyer per order each
      * was a cache miss, one after the other; this way they overlap the checks
      * in between (`python3 bench/profile.py build acc calls`). Hints only: nothing is read or
      * changed. */
-    size_t user_len = strlen(r->res.user_id);
-    gw_limits_prefetch_user(srv->limits, r->res.user_id, user_len);
+    gw_limits_prefetch_user(srv->limits, r->res.user_id, strlen(r->res.user_id));
     /* 3a. a sale with a waiting room needs its admission token (the MAC: no
      * shared state; its replay id is claimed at step 4c). Not for a lottery
      * entry, nor while the draw runs: the room governs the first-come buys
      * after the draw (docs/design.md, "Room and lottery"). */
-    admission_tok_t atok = {0};
-    bool room = phase == GW_FAIR_OPEN && gw_fair_room(srv->fair, r->id);
-    admission_t adm = room ? admission_check(r, now_ms, &atok) : ADM_OK;
+    memset(&x->atok, 0, sizeof(x->atok));
+    x->room = x->phase == GW_FAIR_OPEN && gw_fair_room(srv->fair, r->id);
+    admission_t adm = x->room ? admission_check(r, x->now_ms, &x->atok) : ADM_OK;
     if (adm != ADM_OK) {
         admission_refused(r, adm);
         return false;
     }
-    if (r->res.qty > info.per_user_limit) {
-        gw_hitters_add(w, r->res.user_id, NULL, 0);
-        gw_resp_error(&r->resp, GW_R_LIMIT_PER_USER, NULL,
-                      "qty %u exceeds the per-user limit of %u", r->res.qty,
-                      info.per_user_limit);
-        return false;
-    }
-    if (!gw_ol_buy_admit(r))
-        return false;
+    return true;
+}
 
-    /* 4. rate limits (the address's were taken at 3b with identity on) */
-    if (!identity)
-        iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
-    gw_limits_admit(srv->limits, r->res.user_id, user_len, identity ? NULL : (const char *)ipkey,
-                    identity ? 0 : iplen, r->id, strlen(r->id), w->now_ns, &v);
-    if (!v.allowed) {
-        gw_hitters_add(w, r->res.user_id, ipkey, iplen);
-        reply_rate_limited(r, &v);
-        return false;
-    }
+/* Step 4: the rate limits (the address's were taken at 3b with identity on). */
+static void limits_facts(gw_req_t *r, buy_ctx_t *x, gw_buy_ev_t *ev)
+{
+    gw_worker_t *w = r->w;
+    gw_server_t *srv = w->srv;
+    if (!x->identity)
+        x->iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), x->ipkey);
+    gw_limits_admit(srv->limits, r->res.user_id, strlen(r->res.user_id),
+                    x->identity ? NULL : (const char *)x->ipkey, x->identity ? 0 : x->iplen, r->id,
+                    strlen(r->id), w->now_ns, &x->v);
+    ev->rate_allowed = x->v.allowed;
+    ev->fair = (gw_buy_fair_t)x->phase;
+    ev->waitlist_open = x->v.allowed && x->phase == GW_FAIR_OPEN && gw_fair_waitlist_open(x->fair);
+    ev->room = x->room;
+    if (!x->v.allowed)
+        return;
     /* Not before: a 429 had no use for it (its hash, ~300 instructions of a
      * refusal; the reserve is still ~600 instructions away: `python3 bench/profile.py build rate
      * calls`). */
-    inv_prefetch(w->inv, sale, r->person);
+    inv_prefetch(w->inv, x->sale, r->person);
+}
 
-    /* 4b. the lottery: an entry instead of an order, or wait for the draw */
-    if (phase == GW_FAIR_ENTER) {
-        if (!gw_reg_entry_ok(r, fair)) /* registration: registered persons only */
-            return false;
-        if (now_ms < info.starts_at_ms)
-            gw_hitters_add(w, NULL, ipkey, iplen); /* early arrivals, per address */
-        fair_enter(r, fair, gw_fair_closes_at(fair, info.starts_at_ms), now_ms);
-        return false;
-    }
-    if (phase == GW_FAIR_DRAWING) {
-        gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
-                      "the start-window draw of sale %s is running; retry", r->id);
-        gw_resp_retry_after(&r->resp, 1);
-        return false;
-    }
-    if (gw_fair_waitlist_open(fair)) {
-        reply_waitlist(r);
-        return false;
-    }
+/* 4b. the lottery: an entry instead of an order (registered persons only). */
+static void buy_enter(gw_req_t *r, buy_ctx_t *x)
+{
+    if (!gw_reg_entry_ok(r, x->fair))
+        return;
+    if (x->now_ms < x->info.starts_at_ms)
+        gw_hitters_add(r->w, NULL, x->ipkey, x->iplen); /* early arrivals, per address */
+    fair_enter(r, x->fair, gw_fair_closes_at(x->fair, x->info.starts_at_ms), x->now_ms);
+}
 
-    /* 4c. the admission token is spent by the order it admits: claimed now,
-     * kept or given back by the answer (admission_settle). A retry with the
-     * Idempotency-Key of the buy that spent it goes on to get its order. */
-    if (room) {
-        /* the key as the inventory dedups it (scoped by the account with
-         * identity on): another account of the token's person sending the
-         * same raw key is not a retry of this buy */
-        uint32_t kfp = r->res.idem_key[0] ? inv_idem_key_fp(r->res.idem_key) : 0;
-        uint64_t nonce = 0;
-        int ac = gw_fair_admission_claim(srv->fair, r->id, atok.jti, atok.exp_s, kfp,
-                                         now_ms / 1000, &nonce);
-        if (ac == GW_WR_SPENT || ac == CM_EBUSY) {
-            admission_refused(r, ac == CM_EBUSY ? ADM_BUSY : ADM_SPENT);
-            return false;
-        }
-        if (ac < 0) { /* a fleet's spent tokens are Redis': unknown, never a second order */
-            gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
-                          "cannot check or record the admission token of sale %s now; retry", r->id);
-            gw_resp_retry_after(&r->resp, 1);
-            return false;
-        }
-        if (ac == GW_WR_CLAIMED) {
-            r->adm_jti = atok.jti;
-            r->adm_fp = kfp;
-            r->adm_nonce = nonce;
-        }
+/* 4c. the admission token is spent by the order it admits: claimed now, kept
+ * or given back by the answer (admission_settle). A retry with the
+ * Idempotency-Key of the buy that spent it goes on to get its order. The key
+ * as the inventory dedups it (scoped by the account with identity on):
+ * another account of the token's person sending the same raw key is not a
+ * retry of this buy. Returns the claim's result (gw_buy_core.h ADMITTED). */
+static int buy_admit(gw_req_t *r, const buy_ctx_t *x)
+{
+    uint32_t kfp = r->res.idem_key[0] ? inv_idem_key_fp(r->res.idem_key) : 0;
+    uint64_t nonce = 0;
+    int ac = gw_fair_admission_claim(r->w->srv->fair, r->id, x->atok.jti, x->atok.exp_s, kfp,
+                                     x->now_ms / 1000, &nonce);
+    if (ac == GW_WR_CLAIMED) {
+        r->adm_jti = x->atok.jti;
+        r->adm_fp = kfp;
+        r->adm_nonce = nonce;
     }
+    return ac;
+}
 
-    /* 5. the atomic step */
-    uint64_t idv = cm_id_next(&srv->ids, now_ms);
+/* Step 5, the atomic step: an order id, the spool's room, the reserve.
+ * Returns true if r is held. */
+static bool buy_reserve(gw_req_t *r, const buy_ctx_t *x)
+{
+    gw_worker_t *w = r->w;
+    gw_server_t *srv = w->srv;
+    uint64_t idv = cm_id_next(&srv->ids, x->now_ms);
     if (!idv) {
         ids_refused(r);
         return false;
@@ -1014,7 +1126,7 @@ static bool buy_handle(gw_req_t *r)
     char account[INV_USER_ID_MAX + 1];
     memcpy(account, r->res.user_id, sizeof(account));
     memcpy(r->res.user_id, r->person, sizeof(r->res.user_id));
-    gw_order_of_reserve(o, &r->res, account, r->id, now_ms, cm_id_node(idv));
+    gw_order_of_reserve(o, &r->res, account, r->id, x->now_ms, cm_id_node(idv));
     /* A full (or failed) spool refuses before the reserve: no stock taken and
      * given back, no backend round trip for an order that cannot be kept. The
      * iteration's batch counts: its records are not written yet, and an order
@@ -1026,7 +1138,7 @@ static bool buy_handle(gw_req_t *r)
         spool_refused(r, src);
         return false;
     }
-    r->res.sale = sale;
+    r->res.sale = x->sale;
     r->res.done = on_reserved;
     r->res.data = r;
     if (!gw_ol_acquire(r, GW_DEP_REDIS) || !gw_ol_acquire(r, GW_DEP_SPOOL))
@@ -1037,8 +1149,63 @@ static bool buy_handle(gw_req_t *r)
         return true;
     }
     gw_ol_release(r, GW_DEP_REDIS, GW_AL_IGNORE); /* answered without a round trip */
-    /* 6, 7 */
-    return after_reserve(r, rc);
+    return after_reserve(r, rc); /* 6, 7 */
+}
+
+/* The shell around the buy's core (gw_buy_core.h): each step's facts in, the
+ * core's answer and actions out, in the order at the top of this file. */
+static bool buy_handle(gw_req_t *r)
+{
+    buy_ctx_t x;
+    x.sale = buy_sale(r);
+    if (!x.sale)
+        return false;
+    gw_buy_core_t *c = core_of(r);
+    gw_buy_core_init(c, r->w->srv->cfg->durability == GW_DURABILITY_FSYNC);
+    gw_buy_out_t out;
+    gw_buy_ev_t ev = {.kind = GW_BUY_EV_HEAD};
+    x.now_ms = 0;
+    head_facts(r, &x, &ev);
+    gw_buy_core_step(c, &ev, x.now_ms, &out);
+    if (out.answer != GW_BUY_A_NONE) {
+        head_answer(r, &x, &out);
+        return false;
+    }
+    if (!buyer_facts(r, &x))
+        return false;
+    ev = (gw_buy_ev_t){.kind = GW_BUY_EV_BUYER, .qty = r->res.qty,
+                       .per_user_limit = x.info.per_user_limit};
+    gw_buy_core_step(c, &ev, x.now_ms, &out);
+    if (out.answer == GW_BUY_A_QTY_OVER_LIMIT) {
+        gw_hitters_add(r->w, r->res.user_id, NULL, 0);
+        gw_resp_error(&r->resp, GW_R_LIMIT_PER_USER, NULL,
+                      "qty %u exceeds the per-user limit of %u", r->res.qty,
+                      x.info.per_user_limit);
+        return false;
+    }
+    if (!gw_ol_buy_admit(r))
+        return false;
+    ev = (gw_buy_ev_t){.kind = GW_BUY_EV_LIMITS};
+    limits_facts(r, &x, &ev);
+    gw_buy_core_step(c, &ev, x.now_ms, &out);
+    if (out.answer == GW_BUY_A_RATE_LIMITED) {
+        gw_hitters_add(r->w, r->res.user_id, x.ipkey, x.iplen);
+        reply_rate_limited(r, &x.v);
+        return false;
+    }
+    if (out.actions & GW_BUY_DO_ENTER) {
+        buy_enter(r, &x);
+        return false;
+    }
+    if (out.actions & GW_BUY_DO_ADMIT) {
+        ev = (gw_buy_ev_t){.kind = GW_BUY_EV_ADMITTED, .rc = buy_admit(r, &x)};
+        gw_buy_core_step(c, &ev, x.now_ms, &out);
+    }
+    if (out.answer != GW_BUY_A_NONE) {
+        buy_say(r, &out);
+        return false;
+    }
+    return buy_reserve(r, &x);
 }
 
 /*---- fsync group commit, once per loop iteration ----*/
@@ -1092,23 +1259,14 @@ static void sync_after(uv_work_t *wk, int status)
          * answered 202. After a CM_EIO the spool answers each end at once,
          * without an fdatasync, so this runs on the loop. */
         int rc = w->buy.sync_result == 0 ? 0 : oq_spool_sync_to(w->srv->spool, r->spool_end);
-        if (rc != 0) {
-            /*
-             * The disk failed: the spool cut every record not confirmed by an
-             * fdatasync (the relay never saw them: it reads only synced ones,
-             * so this order is never settled) and now refuses every append
-             * (the gateway stops accepting). The reservation stays (at worst
-             * undersell, never oversell: if the cut itself failed, the record
-             * may come back at a restart) and the client hears the truth:
-             * not confirmed.
-             */
-            gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
-                          "order spool fsync failed: the order is not confirmed");
-        } else {
-            gw_orders_put(w->srv->orders, &r->order);
-        }
+        /* A failed one: the reservation stays (at worst undersell, never
+         * oversell: if the cut itself failed, the record may come back at a
+         * restart), the answer is 503 not confirmed (gw_buy_core.h SYNCED). */
+        gw_buy_out_t out;
+        gw_buy_core_step(core_of(r), &(gw_buy_ev_t){.kind = GW_BUY_EV_SYNCED, .rc = rc}, 0, &out);
         gw_ol_release(r, GW_DEP_SPOOL, rc ? GW_AL_DROP : GW_AL_OK);
-        buy_finish(r);
+        if (!buy_do(r, &out)) /* SYNCED holds nothing: always answered */
+            buy_finish(r);
         r = next;
     }
     if (w->buy.sync_result != 0)
@@ -1116,41 +1274,20 @@ static void sync_after(uv_work_t *wk, int status)
     gw_buy_loop_tick(w);
 }
 
-/* Step 7 for one order of a spool batch written with result rc. */
+/* Step 7 for one order of a spool batch written with result rc (gw_buy_core.h
+ * SPOOLED): 202, or with durability fsync the group commit first; a failed
+ * write is not durable, so not accepted, and its units go back. Rare: the
+ * room was checked before the reserve with the batch counted (left: other
+ * workers' appends, Redis reserves still in flight at that check, a failed
+ * write). */
 static void spooled(gw_req_t *r, int rc)
 {
-    gw_worker_t *w = r->w;
-    gw_server_t *srv = w->srv;
-    oq_order_t *o = &r->order;
-    if (rc != 0) {
-        /* Not durable, so not accepted: the units go back (a replayed order
-         * belongs to its first request: keep it), off this loop (a Redis
-         * release blocks), durably recorded and retried until done. Rare:
-         * the room was checked before the reserve with the batch counted
-         * (left: other workers' appends, Redis reserves still in flight at
-         * that check, a failed write). */
-        if (!r->replayed)
-            gw_release_unaccepted(srv, o, rc == CM_EBUSY ? "not accepted: spool full"
-                                                         : "not accepted: spool write failed");
-        spool_refused(r, rc);
+    if (rc == 0)
+        r->w->buy.notify_relay = true;
+    gw_buy_out_t out;
+    gw_buy_core_step(core_of(r), &(gw_buy_ev_t){.kind = GW_BUY_EV_SPOOLED, .rc = rc}, 0, &out);
+    if (!buy_do(r, &out))
         buy_finish(r);
-        return;
-    }
-    w->buy.notify_relay = true;
-    if (!r->replayed)
-        atomic_fetch_add_explicit(&w->ctr.accepted_units, o->qty, memory_order_relaxed);
-    reply_accepted(r, o, r->replayed);
-    if (srv->cfg->durability == GW_DURABILITY_FSYNC) {
-        /* Group commit: the answer goes out after the fdatasync of its record. */
-        r->next = NULL;
-        *w->buy.sync_wait_tail = r;
-        w->buy.sync_wait_tail = &r->next;
-        if (oq_pos_cmp(r->spool_end, w->buy.sync_wait_end) > 0)
-            w->buy.sync_wait_end = r->spool_end;
-        return;
-    }
-    gw_orders_put(srv->orders, o); /* known (and replayable by its key) once durable */
-    buy_finish(r);
 }
 
 #define SPOOL_BATCH 64 /* orders per write(2): ~16 KiB of records */
