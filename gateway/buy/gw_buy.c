@@ -762,6 +762,16 @@ static void buy_finish(gw_req_t *r)
 
 static bool buy_handle(gw_req_t *r);
 
+/* A keyed buy on a sold-out sale whose key may hold an order is a retry only
+ * its verified buyer makes (identity off: anyone's, the key is not scoped). A
+ * verified token is cached, so its identity step that follows costs no second
+ * signature check. */
+static bool keyed_retry_verified(gw_req_t *r)
+{
+    char user[ID_USER_MAX + 1];
+    return !gw_identity_on(r->w->srv) || gw_identity_user(r, user);
+}
+
 /* The 404 unknown_sale for sale_id (checked: the id alphabet, at most
  * INV_SALE_ID_MAX), prepared once per id and worker: the answer a crowd
  * polling a sale not created yet gets costs what the prepared 410 costs.
@@ -835,9 +845,12 @@ static bool buy_handle(gw_req_t *r)
     }
     /* Sold out: answered from the flag, nothing verified, unless the key
      * may be a retry of a held order (any user's: the key is scoped by the
-     * verified user only later), which must still get its order back. */
+     * verified user only later), which must still get its order back. That
+     * retry is the verified buyer's only: without a valid token it is sold
+     * out too, so the answer never tells whether some order holds the key. */
     if (inv_sale_sold_out(sale) &&
-        (!r->res.idem_key[0] || !inv_sale_key_may_hold(srv->inv, sale, r->res.raw_key_fp))) {
+        (!r->res.idem_key[0] || !inv_sale_key_may_hold(srv->inv, sale, r->res.raw_key_fp) ||
+         !keyed_retry_verified(r))) {
         if (gw_fair_waitlist_open(gw_fair_find(srv->fair, r->id))) {
             reply_waitlist(r);
             return false;
@@ -874,8 +887,8 @@ static bool buy_handle(gw_req_t *r)
     bool identity = gw_identity_on(srv);
     if (identity) {
         char claimed[ID_USER_MAX + 1];
-        if (gw_ol_buy_shedding(r) && gw_identity_claimed(r, claimed) &&
-            !gw_ol_buy_admit_user(r, claimed, strlen(claimed)))
+        if (gw_ol_buy_shedding(r) && (!gw_identity_claimed(r, claimed) ||
+                                      !gw_ol_buy_admit_user(r, claimed, strlen(claimed))))
             return false;
     } else if (!gw_ol_buy_precheck(r)) {
         return false;
