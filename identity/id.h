@@ -336,14 +336,15 @@ typedef struct id_signer id_signer_t;
 /*
  * The embedded default key: opens <data_dir>/identity.key, generating an
  * ES256 (P-256) key pair there first when it does not exist and `create`.
- * Refuses (NULL, a sentence in err) a key file that is a symlink, not a
- * regular file, readable or writable by group or others, or not a private
- * key. ES256 because minting must be cheap (the load tester mints one token
+ * Refuses (NULL, a sentence in err) a data dir group or others may write, and
+ * a key file that is a symlink, not a regular file, readable or writable by
+ * group or others, owned by another uid than the running one, or not a
+ * private key. ES256 because minting must be cheap (the load tester mints one token
  * per simulated account): see identity/id_keys.c for the measured choice.
  * Returns a new signer. Thread-safe (touches only the file system).
  */
 id_signer_t *id_keys_ensure(const char *data_dir, bool create, char *err, size_t errlen);
-/* Opens a private key file (same checks as id_keys_ensure). Thread-safe. */
+/* Opens a private key file (the key file's checks of id_keys_ensure). Thread-safe. */
 id_signer_t *id_signer_open(const char *path, char *err, size_t errlen);
 /*
  * A new in-memory key for `alg` ("RS256", "ES256", "ES384", "EdDSA", "PS256";

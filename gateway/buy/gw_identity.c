@@ -59,7 +59,6 @@ struct gw_identity {
     id_config_t ic;
     char header[128], cookie[128];
     uint32_t retry_s; /* Retry-After of the 503 no_keys */
-    id_signer_t *signer;
     id_verifier_t *verifier;
     id_fetcher_t *fetcher;
     id_worker_t *workers;
@@ -117,12 +116,15 @@ int gw_identity_start(gw_server_t *srv, char *errbuf, size_t errlen)
     if (id->mode == GW_ID_JWT) {
         id_jwks_t *def = NULL;
         if (!id->ic.jwks_file[0] && !id->ic.jwks_url[0]) {
-            id->signer = id_keys_ensure(cfg->data_dir, true, why, sizeof(why));
-            if (!id->signer) {
+            id_signer_t *signer = id_keys_ensure(cfg->data_dir, true, why, sizeof(why));
+            if (!signer) {
                 snprintf(errbuf, errlen, "identity: %s", why);
                 return CM_EIO;
             }
-            def = id_signer_jwks(id->signer);
+            def = id_signer_jwks(signer);
+            /* the gateway only verifies: its public half is all it keeps (the
+             * load tester and flashgate-token mint from the file themselves) */
+            id_signer_free(signer);
         }
         id->verifier = id_verifier_new(&id->ic, def, why, sizeof(why));
         id_jwks_unref(def);
@@ -170,7 +172,6 @@ void gw_identity_stop(gw_server_t *srv)
     for (unsigned i = 0; i < id->nworkers; i++)
         id_cache_free(id->workers[i].cache);
     id_verifier_free(id->verifier);
-    id_signer_free(id->signer);
     for (unsigned i = 0; i < OWNER_STRIPES; i++)
         pthread_mutex_destroy(&id->owner_mu[i]);
     free(id->owners);
