@@ -768,8 +768,7 @@ static bool buy_handle(gw_req_t *r);
  * signature check. */
 static bool keyed_retry_verified(gw_req_t *r)
 {
-    char user[ID_USER_MAX + 1];
-    return !gw_identity_on(r->w->srv) || gw_identity_user(r, user);
+    return !gw_identity_on(r->w->srv) || gw_identity_valid(r);
 }
 
 /* The 404 unknown_sale for sale_id (checked: the id alphabet, at most

@@ -262,8 +262,10 @@ static bool csrf_ok(const gw_req_t *r)
 /* The request's verified user: WHO_OK with user and r->person filled; WHO_FAIL with
  * *outcome (an id_outcome_t); WHO_UNTRUSTED: identity.header from a peer not
  * in server.trusted_proxies; WHO_DUP: the identity field twice (dup_identity);
- * WHO_CSRF (only when `csrf`): a cookie's token without csrf_ok. Counts the outcome. */
-static who_t who(gw_req_t *r, char *user, int *outcome, bool count_missing, bool csrf)
+ * WHO_CSRF (only when `csrf`): a cookie's token without csrf_ok. Counts the outcome
+ * (ID_MISSING only when count_missing, ID_OK and its cache hit only when count_ok). */
+static who_t who(gw_req_t *r, char *user, int *outcome, bool count_missing, bool count_ok,
+                 bool csrf)
 {
     gw_server_t *srv = r->w->srv;
     struct gw_identity *id = srv->identity;
@@ -311,11 +313,12 @@ static who_t who(gw_req_t *r, char *user, int *outcome, bool count_missing, bool
             memcpy(r->person, res.person, strlen(res.person) + 1);
             r->eligible = res.eligible;
             r->created_at = res.created_at;
-            if (res.cached)
+            if (res.cached && count_ok)
                 bump(&iw->hits);
         }
     }
-    if (oc >= 0 && oc < ID__OUTCOME_COUNT && (oc != ID_MISSING || count_missing))
+    if (oc >= 0 && oc < ID__OUTCOME_COUNT && (oc != ID_MISSING || count_missing) &&
+        (oc != ID_OK || count_ok))
         bump(&iw->verif[oc]);
     *outcome = oc;
     return oc == ID_OK ? WHO_OK : WHO_FAIL;
@@ -394,7 +397,7 @@ bool gw_identity_check(gw_req_t *r, const char *claimed, char *user)
 {
     struct gw_identity *id = r->w->srv->identity;
     int oc = ID_MISSING;
-    who_t w = who(r, user, &oc, true, true);
+    who_t w = who(r, user, &oc, true, true, true);
     if (w != WHO_OK) {
         refuse(r, w, oc);
         return false;
@@ -459,7 +462,14 @@ bool gw_identity_user(gw_req_t *r, char *user)
     if (!gw_identity_on(r->w->srv))
         return false;
     int oc;
-    return who(r, user, &oc, false, false) == WHO_OK;
+    return who(r, user, &oc, false, true, false) == WHO_OK;
+}
+
+bool gw_identity_valid(gw_req_t *r)
+{
+    char user[ID_USER_MAX + 1];
+    int oc;
+    return who(r, user, &oc, false, false, false) == WHO_OK;
 }
 
 /*---- order -> buyer ----*/

@@ -73,6 +73,15 @@ bool gw_identity_claimed(gw_req_t *r, char *user);
 bool gw_identity_user(gw_req_t *r, char *user);
 
 /*
+ * Whether the request carries a valid identity (identity on only), for a
+ * decision that must not depend on anything else (the sold-out keyed retry:
+ * gw_buy.c). A refusal is counted as gw_identity_user counts it; a success is
+ * not, as the identity step that follows counts it (from the cache). Loop
+ * thread of r->w.
+ */
+bool gw_identity_valid(gw_req_t *r);
+
+/*
  * Which verified user bought an order (identity on only): a bounded table of
  * orders.max_known slots placed by order id; a slot taken by a later order
  * forgets the earlier one (its buyer then needs the status token). Thread-safe.
