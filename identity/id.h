@@ -216,9 +216,12 @@ void id_verifier_free(id_verifier_t *v);
  * RSA key, ES256 P-256, ES384 P-384, EdDSA Ed25519, HS256 only the secret
  * file); the key by kid, or without a kid the only key of that type; then exp
  * (required) and nbf with the leeway, iss, aud, the user claim (the id
- * alphabet) and the person claim. Fills *out on ID_OK only. An unknown kid of
- * valid form asks the fetcher for a refetch (granted at most once per
- * jwks_min_refetch_s). Returns an id_outcome_t. Thread-safe; no blocking
+ * alphabet) and the person claim; identity.typ against the header's typ and
+ * identity.max_lifetime_s against exp - iat (exp - now_s without iat) when
+ * set; a key of the fetched set past jwks_max_stale: ID_STALE_KEYS. Fills
+ * *out on ID_OK only. An unknown kid of valid form asks the fetcher for a
+ * refetch (granted at most once per jwks_min_refetch_s); a token without a
+ * kid that matches no single key is ID_UNKNOWN_KID with no refetch. Returns an id_outcome_t. Thread-safe; no blocking
  * beyond one signature check (~30-140 us, bench/identity.py).
  */
 int id_verify(id_verifier_t *v, const char *tok, size_t len, int64_t now_s, id_result_t *out);
@@ -253,8 +256,8 @@ typedef struct id_cache id_cache_t;
  * A cache of `entries` verified tokens (rounded up to a power of two, >= 16),
  * tokens up to 2 KiB each: memory is bounded by entries * (2 KiB + 200 B)
  * and is allocated as tokens arrive, plus an 8 KiB memo (id_cache.c).
- * Entries are placed by a keyed hash (cm_hash, a per-cache random key) and
- * matched on the whole token, so no client can make a token hit another's
+ * Entries are placed by a keyed hash (cm_hash, a per-cache random key) of the
+ * token's last 64 bytes and its length, and matched on the whole token, so no client can make a token hit another's
  * entry. Returns a new cache.
  * Not thread-safe: one per worker, used on its thread only.
  */

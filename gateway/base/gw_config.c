@@ -808,7 +808,10 @@ const cm_opt_t gw_config_opts[] = {
      "any other peer a request carrying it is refused with 403",
      v_token_name},
     {"identity.cookie", CM_OPT_STR, OFF(id_cookie), SZ(id_cookie), "", 0, 0, NULL, 0, NULL,
-     "NAME", "jwt mode: a cookie that may carry the token when there is no Authorization header",
+     "NAME",
+     "jwt mode: a cookie that may carry the token when there is no Authorization header; "
+     "state-changing requests it names the buyer of need Content-Type: application/json or "
+     "X-Requested-With (403 csrf)",
      v_token_name},
     {NULL, 0, 0, 0, NULL, 0, 0, NULL, 0, NULL, NULL, NULL, NULL},
 };
