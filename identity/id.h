@@ -30,7 +30,11 @@
 #define ID_USER_MAX 64
 #define ID_STR_MAX 256        /* issuer, audience list, claim names */
 #define ID_PATH_MAX 512       /* files and the JWKS URL */
-#define ID_TOKEN_LIMIT 16384  /* the largest identity.max_token_bytes */
+/* The largest identity.max_token_bytes: the public listener's whole request head
+ * is at most 8 KiB (GW_H1_READ_BUF, else 431), so a token must leave room for the
+ * request line, Host and the other fields; 7680 leaves them 512 bytes. */
+#define ID_TOKEN_LIMIT 7680
+#define ID_TYP_MAX 31         /* identity.typ: 1..31 printable characters */
 #define ID_JWKS_MAX_BYTES (1024 * 1024) /* a JWK set file or answer beyond this is refused */
 #define ID_JWKS_MAX_KEYS 64
 #define ID_KID_MAX 128        /* kid: 1..128 of [A-Za-z0-9._~+=:-] (no '/', quotes, spaces) */
@@ -43,7 +47,8 @@
 
 /*
  * What a verification decided. The gateway answers ID_OK by going on with
- * the verified user; ID_NO_KEYS by 503 (it cannot verify: no key set yet);
+ * the verified user; ID_NO_KEYS and ID_STALE_KEYS by 503 (it cannot verify: no
+ * key set yet, or one whose refresh has failed longer than jwks_max_stale);
  * every other outcome by 401 with the outcome's name as the error code's
  * reason. ID_MISSING is the gateway's (no token in the request).
  */
@@ -57,6 +62,9 @@
     XX(BAD_KID, "bad_kid", "kid is not 1..128 of A-Z a-z 0-9 . _ ~ + = : -")                       \
     XX(UNKNOWN_KID, "unknown_kid", "no key with this kid")                                         \
     XX(NO_KEYS, "no_keys", "no key set loaded yet")                                                \
+    XX(STALE_KEYS, "stale_keys", "the key set's refresh has failed longer than identity.jwks_max_stale") \
+    XX(BAD_TYP, "bad_typ", "header typ is not identity.typ")                                       \
+    XX(TOO_LONG_LIVED, "too_long_lived", "exp - iat (or exp - now) beyond identity.max_lifetime_s") \
     XX(BAD_SIGNATURE, "bad_signature", "signature does not verify")                               \
     XX(EXPIRED, "expired", "exp has passed")                                                       \
     XX(NOT_YET_VALID, "not_yet_valid", "nbf is in the future")                                     \
@@ -97,7 +105,14 @@ typedef struct id_config {
     uint32_t jwks_refresh_s;          /* background refresh period; default 300, 1..86400 */
     uint32_t jwks_min_refetch_s;      /* at most one unknown-kid refetch per this; default 30, 1..3600 */
     uint32_t jwks_timeout_ms;         /* one fetch's bound; default 5000, 100..60000 */
-    uint32_t max_token_bytes;         /* longer tokens: ID_TOO_LARGE; default 8192, 256..16384 */
+    uint32_t max_token_bytes;         /* longer tokens: ID_TOO_LARGE; default and max ID_TOKEN_LIMIT, >= 256 */
+    bool jwks_allow_http;             /* a plain http:// jwks_url off loopback; default false */
+    /* A fetched set whose refresh has failed for longer than this stops verifying
+     * (ID_STALE_KEYS) until a fetch succeeds; 0 = never; default 0, <= 30 days. */
+    uint32_t jwks_max_stale_s;
+    /* exp - iat (exp - now without iat) above this: ID_TOO_LONG_LIVED; 0 = no bound. */
+    uint32_t max_lifetime_s;
+    char typ[ID_TYP_MAX + 1];         /* the header typ required ("" = any), case-insensitive */
     /* Boolean claims read into id_result_t.eligible (comma-separated, <= ID_ELIG_MAX
      * distinct names; "" = none): bit i is set when the i-th name is present and JSON true. */
     char eligibility_claims[ID_ELIG_LIST_MAX];
@@ -133,9 +148,13 @@ typedef struct id_jwks id_jwks_t;
 
 /*
  * Parses a JWK set ({"keys":[...]}, at most ID_JWKS_MAX_BYTES and
- * ID_JWKS_MAX_KEYS). Takes RSA (>= 2048 bits), EC P-256/P-384 and OKP Ed25519
- * signature keys; skips keys with "use" other than "sig" and unknown key
- * types; refuses the set (NULL, a sentence in err) when it is not JSON, has
+ * ID_JWKS_MAX_KEYS). Takes RSA (2048..8192 bits by BN_num_bits, odd e >= 65537),
+ * EC P-256/P-384 and OKP Ed25519 signature keys; skips keys with "use" other
+ * than "sig" and unknown key types; refuses one key on its own (skipped,
+ * logged, counted in id_jwks_refused) when it could forge or is too weak:
+ * an RSA modulus under 2048 bits, an exponent that is even or under 65537,
+ * an Ed25519 point of small order (the identity among them), or a key
+ * EVP_PKEY_public_check refuses; refuses the set (NULL, a sentence in err) when it is not JSON, has
  * duplicate members, a key with private members ("d", "p", ...), a kid outside
  * the kid alphabet, two keys with one kid, a malformed key of a known type, or
  * no usable key. Returns a new reference. Thread-safe.
@@ -149,6 +168,8 @@ id_jwks_t *id_jwks_ref(id_jwks_t *ks);
 void id_jwks_unref(id_jwks_t *ks);
 /* Number of usable keys. Thread-safe (the set is immutable). */
 size_t id_jwks_count(const id_jwks_t *ks);
+/* Keys of the set's text refused one by one (weak or forged: see id_jwks_parse). Thread-safe. */
+size_t id_jwks_refused(const id_jwks_t *ks);
 /* True when both sets hold the same keys (kid, type, alg, key bytes). Thread-safe. */
 bool id_jwks_equal(const id_jwks_t *a, const id_jwks_t *b);
 
@@ -195,9 +216,12 @@ void id_verifier_free(id_verifier_t *v);
  * RSA key, ES256 P-256, ES384 P-384, EdDSA Ed25519, HS256 only the secret
  * file); the key by kid, or without a kid the only key of that type; then exp
  * (required) and nbf with the leeway, iss, aud, the user claim (the id
- * alphabet) and the person claim. Fills *out on ID_OK only. An unknown kid of
- * valid form asks the fetcher for a refetch (granted at most once per
- * jwks_min_refetch_s). Returns an id_outcome_t. Thread-safe; no blocking
+ * alphabet) and the person claim; identity.typ against the header's typ and
+ * identity.max_lifetime_s against exp - iat (exp - now_s without iat) when
+ * set; a key of the fetched set past jwks_max_stale: ID_STALE_KEYS. Fills
+ * *out on ID_OK only. An unknown kid of valid form asks the fetcher for a
+ * refetch (granted at most once per jwks_min_refetch_s); a token without a
+ * kid that matches no single key is ID_UNKNOWN_KID with no refetch. Returns an id_outcome_t. Thread-safe; no blocking
  * beyond one signature check (~30-140 us, bench/identity.py).
  */
 int id_verify(id_verifier_t *v, const char *tok, size_t len, int64_t now_s, id_result_t *out);
@@ -209,6 +233,16 @@ int id_verify(id_verifier_t *v, const char *tok, size_t len, int64_t now_s, id_r
  * verdicts are re-checked. Thread-safe (the fetcher calls it).
  */
 bool id_verifier_set_keys(id_verifier_t *v, id_jwks_t *ks);
+/*
+ * A refresh of jwks_url failed at wall time now_s: the first failure since the
+ * last good refresh starts the staleness clock (id_verifier_set_keys stops it).
+ * Thread-safe (the fetcher calls it).
+ */
+void id_verifier_refresh_failed(id_verifier_t *v, int64_t now_s);
+/* True when the fetched set has been failing to refresh for longer than
+ * identity.jwks_max_stale at now_s (never with jwks_max_stale 0): its keys then
+ * verify nothing (ID_STALE_KEYS). One relaxed load when fresh. Thread-safe. */
+bool id_verifier_stale(id_verifier_t *v, int64_t now_s);
 /* Changes whenever a published key set differs from the one before. Thread-safe. */
 uint64_t id_verifier_keys_gen(const id_verifier_t *v);
 /* Usable keys now (static + fetched). Thread-safe. */
@@ -222,8 +256,8 @@ typedef struct id_cache id_cache_t;
  * A cache of `entries` verified tokens (rounded up to a power of two, >= 16),
  * tokens up to 2 KiB each: memory is bounded by entries * (2 KiB + 200 B)
  * and is allocated as tokens arrive, plus an 8 KiB memo (id_cache.c).
- * Entries are placed by a keyed hash (cm_hash, a per-cache random key) and
- * matched on the whole token, so no client can make a token hit another's
+ * Entries are placed by a keyed hash (cm_hash, a per-cache random key) of the
+ * token's last 64 bytes and its length, and matched on the whole token, so no client can make a token hit another's
  * entry. Returns a new cache.
  * Not thread-safe: one per worker, used on its thread only.
  */
@@ -287,6 +321,8 @@ typedef struct id_fetch_stats {
     uint64_t refetch_granted; /* unknown-kid refetches granted */
     uint64_t refetch_denied;  /* unknown-kid asks inside jwks_min_refetch_s */
     size_t keys;              /* usable keys now */
+    uint64_t keys_refused;    /* weak keys skipped in the sets now in use (id_jwks_refused) */
+    bool stale;               /* id_verifier_stale now */
     int64_t last_ok_ms;       /* wall time of the last good fetch, 0 = never */
     char last_error[160];     /* the last failure's sentence, "" if none */
 } id_fetch_stats_t;
@@ -303,14 +339,15 @@ typedef struct id_signer id_signer_t;
 /*
  * The embedded default key: opens <data_dir>/identity.key, generating an
  * ES256 (P-256) key pair there first when it does not exist and `create`.
- * Refuses (NULL, a sentence in err) a key file that is a symlink, not a
- * regular file, readable or writable by group or others, or not a private
- * key. ES256 because minting must be cheap (the load tester mints one token
+ * Refuses (NULL, a sentence in err) a data dir group or others may write, and
+ * a key file that is a symlink, not a regular file, readable or writable by
+ * group or others, owned by another uid than the running one, or not a
+ * private key. ES256 because minting must be cheap (the load tester mints one token
  * per simulated account): see identity/id_keys.c for the measured choice.
  * Returns a new signer. Thread-safe (touches only the file system).
  */
 id_signer_t *id_keys_ensure(const char *data_dir, bool create, char *err, size_t errlen);
-/* Opens a private key file (same checks as id_keys_ensure). Thread-safe. */
+/* Opens a private key file (the key file's checks of id_keys_ensure). Thread-safe. */
 id_signer_t *id_signer_open(const char *path, char *err, size_t errlen);
 /*
  * A new in-memory key for `alg` ("RS256", "ES256", "ES384", "EdDSA", "PS256";

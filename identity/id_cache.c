@@ -163,7 +163,11 @@ static bool memo_hit(const centry_t *e, const char *tok, size_t len, int64_t now
 int id_verify_cached(id_verifier_t *v, id_cache_t *c, const char *tok, size_t len, int64_t now_s,
                      id_result_t *out)
 {
-    if (len == 0 || len > CACHE_TOKEN_MAX)
+    /* a stale fetched set verifies nothing: cached verdicts of its keys neither
+     * (one relaxed load while no refresh has failed: no call on the hit path) */
+    if (len == 0 || len > CACHE_TOKEN_MAX ||
+        (atomic_load_explicit(&v->fail_since_s, memory_order_relaxed) &&
+         id_verifier_stale(v, now_s)))
         return id_verify(v, tok, len, now_s, out);
     uint64_t gen = id_verifier_keys_gen(v);
     centry_t **memo = memo_slot(c, tok, len);

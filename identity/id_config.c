@@ -5,8 +5,10 @@
 
 #include "common/cm_err.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 const id_alg_t id__algs[] = {
     {"RS256", ID_KT_RSA, "SHA256", false},   {"RS384", ID_KT_RSA, "SHA384", false},
@@ -66,7 +68,33 @@ void id_config_defaults(id_config_t *c)
     c->jwks_refresh_s = 300;
     c->jwks_min_refetch_s = 30;
     c->jwks_timeout_ms = 5000;
-    c->max_token_bytes = 8192;
+    c->max_token_bytes = ID_TOKEN_LIMIT;
+}
+
+/* The host of an http:// URL is loopback: 127.0.0.0/8, [::1] or localhost. */
+static bool url_loopback(const char *url)
+{
+    const char *h = url + 7;
+    size_t n = strcspn(h, "/?#");
+    const char *at = memchr(h, '@', n);
+    if (at) {
+        n -= (size_t)(at + 1 - h);
+        h = at + 1;
+    }
+    if (n >= 5 && strncmp(h, "[::1]", 5) == 0)
+        return n == 5 || h[5] == ':';
+    size_t hl = strcspn(h, ":/?#");
+    if (hl > n)
+        hl = n;
+    if (hl == 9 && strncasecmp(h, "localhost", 9) == 0)
+        return true;
+    char ip[16];
+    if (hl >= sizeof(ip))
+        return false;
+    memcpy(ip, h, hl);
+    ip[hl] = '\0';
+    unsigned char a[4];
+    return inet_pton(AF_INET, ip, a) == 1 && a[0] == 127;
 }
 
 static bool claim_name_ok(const char *s)
@@ -226,6 +254,28 @@ int id_config_validate(const id_config_t *c, char *err, size_t errlen)
         strncmp(c->jwks_url, "http://", 7) != 0) {
         snprintf(err, errlen, "identity.jwks_url: must start with https:// or http://");
         return CM_EINVAL;
+    }
+    /* whoever is on the path of a plain http:// fetch publishes the keys, and
+     * with them mints any buyer: loopback only, unless opted in */
+    if (strncmp(c->jwks_url, "http://", 7) == 0 && !c->jwks_allow_http &&
+        !url_loopback(c->jwks_url)) {
+        snprintf(err, errlen,
+                 "identity.jwks_url: plain http:// off loopback lets anyone on the path publish "
+                 "keys: use https://, or set identity.jwks_allow_http=true");
+        return CM_EINVAL;
+    }
+    if (c->jwks_max_stale_s > 30 * 86400) {
+        snprintf(err, errlen, "identity.jwks_max_stale=%u: must be at most 30 days",
+                 c->jwks_max_stale_s);
+        return CM_EINVAL;
+    }
+    if (c->typ[0]) {
+        for (const char *t = c->typ; *t; t++)
+            if ((unsigned char)*t <= ' ' || *t == '"' || *t == '\\' || (unsigned char)*t >= 127) {
+                snprintf(err, errlen, "identity.typ: must be 1..%d printable characters",
+                         ID_TYP_MAX);
+                return CM_EINVAL;
+            }
     }
     if (c->jwks_cache_file[0] && !c->jwks_url[0]) {
         snprintf(err, errlen, "identity.jwks_cache_file is set without identity.jwks_url");

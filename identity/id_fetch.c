@@ -149,6 +149,8 @@ static bool fetch_once(id_fetcher_t *f, char *why, size_t whylen)
         snprintf(f->last_error, sizeof(f->last_error), "%s", why);
     }
     pthread_mutex_unlock(&f->mu);
+    if (!ok)
+        id_verifier_refresh_failed(f->v, cm_wall_ms() / 1000);
     return ok;
 }
 
@@ -275,5 +277,9 @@ void id_fetch_stats(id_fetcher_t *f, id_verifier_t *v, id_fetch_stats_t *out)
         out->refetch_granted = atomic_load(&v->refetch_granted);
         out->refetch_denied = atomic_load(&v->refetch_denied);
         out->keys = id_verifier_key_count(v);
+        pthread_mutex_lock(&v->mu);
+        out->keys_refused = id_jwks_refused(v->fixed) + id_jwks_refused(v->fetched);
+        pthread_mutex_unlock(&v->mu);
+        out->stale = id_verifier_stale(v, cm_wall_ms() / 1000);
     }
 }

@@ -57,6 +57,7 @@ typedef struct id_key {
 
 struct id_jwks {
     atomic_int refs;
+    size_t refused; /* keys of the text refused one by one (id_jwks_parse) */
     size_t n;
     id_key_t keys[];
 };
@@ -88,6 +89,9 @@ struct id_verifier {
     /* unknown-kid refetches: one granted per jwks_min_refetch_s */
     atomic_int_fast64_t next_refetch_ms;
     atomic_uint_fast64_t refetch_granted, refetch_denied;
+    /* Wall seconds of the first failed refresh since the last good one, 0 = none:
+     * the fetched set is stale from fail_since_s + jwks_max_stale_s on. */
+    atomic_int_fast64_t fail_since_s;
     void (*wake)(void *arg); /* the fetcher's, set while it runs (under mu) */
     void *wake_arg;
 };

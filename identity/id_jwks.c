@@ -6,6 +6,7 @@
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
+#include "common/cm_log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -49,6 +50,11 @@ size_t id_jwks_count(const id_jwks_t *ks)
     return ks ? ks->n : 0;
 }
 
+size_t id_jwks_refused(const id_jwks_t *ks)
+{
+    return ks ? ks->refused : 0;
+}
+
 bool id_jwks_equal(const id_jwks_t *a, const id_jwks_t *b)
 {
     if (!a || !b)
@@ -70,10 +76,34 @@ static long b64_member(json_t *k, const char *name, unsigned char *buf, size_t b
     return id_b64url_decode(json_string_value(v), json_string_length(v), buf, buflen);
 }
 
-static EVP_PKEY *rsa_key(json_t *k, EVP_MD_CTX *fp, char *err, size_t errlen)
+/* parse_key's answers: a key taken, skipped (not ours), refused on its own
+ * (weak or forged: counted, the rest of the set stands), or an error that
+ * refuses the set (malformed JSON of a known key type). */
+enum { KEY_ERR = -1, KEY_SKIP = 0, KEY_OK = 1, KEY_WEAK = 2 };
+
+/* EVP_PKEY_public_check on pk: the RSA modulus odd and composite-looking, the
+ * exponent in range; the EC point on its curve and not infinity. */
+static bool public_check(EVP_PKEY *pk)
+{
+    EVP_PKEY_CTX *chk = EVP_PKEY_CTX_new_from_pkey(NULL, pk, NULL);
+    bool ok = chk && EVP_PKEY_public_check(chk) > 0;
+    EVP_PKEY_CTX_free(chk);
+    return ok;
+}
+
+/*
+ * An RSA JWK. The modulus counts by BN_num_bits (a 2041-bit n padded into 256
+ * bytes is 2041 bits), 2048..8192. The exponent is odd and 2^16 < e < 2^256,
+ * FIPS 186-5 A.1.1's rule: e = 1 makes every signature verify (s^1 = m),
+ * an even e (2, Rabin) is not an RSA permutation, and a small odd e invites
+ * the low-exponent forgeries of a lax PKCS#1 parser; every issuer we know of
+ * publishes 65537 ("AQAB"). Sets *rc to KEY_OK, KEY_WEAK or KEY_ERR.
+ */
+static EVP_PKEY *rsa_key(json_t *k, EVP_MD_CTX *fp, int *rc, char *err, size_t errlen)
 {
     unsigned char n[1024], e[16];
     long nl = b64_member(k, "n", n, sizeof(n)), el = b64_member(k, "e", e, sizeof(e));
+    *rc = KEY_ERR;
     if (nl < 0 || el < 1) {
         snprintf(err, errlen, "RSA key without valid base64url n and e");
         return NULL;
@@ -81,23 +111,36 @@ static EVP_PKEY *rsa_key(json_t *k, EVP_MD_CTX *fp, char *err, size_t errlen)
     size_t skip = 0;
     while (skip < (size_t)nl && n[skip] == 0)
         skip++;
-    size_t bits = ((size_t)nl - skip) * 8;
-    if (bits < 2048 || bits > 8192) {
-        snprintf(err, errlen, "RSA key of %zu bits (2048..8192 accepted)", bits);
-        return NULL;
-    }
     EVP_DigestUpdate(fp, n + skip, (size_t)nl - skip);
     EVP_DigestUpdate(fp, e, (size_t)el);
     BIGNUM *bn = BN_bin2bn(n, (int)nl, NULL), *be = BN_bin2bn(e, (int)el, NULL);
-    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    OSSL_PARAM_BLD *bld = NULL;
     OSSL_PARAM *params = NULL;
     EVP_PKEY *pk = NULL;
-    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
-    if (bn && be && bld && ctx && OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn) &&
-        OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, be) &&
-        (params = OSSL_PARAM_BLD_to_param(bld)) && EVP_PKEY_fromdata_init(ctx) > 0 &&
-        EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY, params) > 0) {
-        /* nothing */
+    EVP_PKEY_CTX *ctx = NULL;
+    int bits = bn ? BN_num_bits(bn) : 0, ebits = be ? BN_num_bits(be) : 0;
+    if (!bn || !be) {
+        snprintf(err, errlen, "out of memory");
+    } else if (bits < 2048 || bits > 8192) {
+        *rc = KEY_WEAK;
+        snprintf(err, errlen, "RSA key of %d bits (2048..8192 accepted)", bits);
+    } else if (!BN_is_odd(be) || ebits <= 16 || ebits > 256) {
+        *rc = KEY_WEAK;
+        snprintf(err, errlen, "RSA exponent of %d bits%s (odd, 2^16 < e < 2^256 accepted)",
+                 ebits, BN_is_odd(be) ? "" : ", even");
+    } else if ((bld = OSSL_PARAM_BLD_new()) && (ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL)) &&
+               OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn) &&
+               OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, be) &&
+               (params = OSSL_PARAM_BLD_to_param(bld)) && EVP_PKEY_fromdata_init(ctx) > 0 &&
+               EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY, params) > 0) {
+        if (public_check(pk)) {
+            *rc = KEY_OK;
+        } else {
+            *rc = KEY_WEAK;
+            snprintf(err, errlen, "RSA key EVP_PKEY_public_check refuses");
+            EVP_PKEY_free(pk);
+            pk = NULL;
+        }
     } else {
         snprintf(err, errlen, "RSA key OpenSSL does not accept");
         pk = NULL;
@@ -134,36 +177,79 @@ static EVP_PKEY *ec_key(json_t *k, int kt, EVP_MD_CTX *fp, char *err, size_t err
         pk = NULL;
     }
     EVP_PKEY_CTX_free(ctx);
-    if (pk) {
+    if (pk && !public_check(pk)) {
         /* fromdata decodes the point; check it is on the curve and not infinity */
-        EVP_PKEY_CTX *chk = EVP_PKEY_CTX_new_from_pkey(NULL, pk, NULL);
-        if (!chk || EVP_PKEY_public_check(chk) <= 0) {
-            snprintf(err, errlen, "EC point not on the curve");
-            EVP_PKEY_free(pk);
-            pk = NULL;
-        }
-        EVP_PKEY_CTX_free(chk);
+        snprintf(err, errlen, "EC point not on the curve");
+        EVP_PKEY_free(pk);
+        pk = NULL;
     }
     return pk;
 }
 
-static EVP_PKEY *okp_key(json_t *k, EVP_MD_CTX *fp, char *err, size_t errlen)
+/* The encodings of Ed25519's points of small order (orders 1, 2, 4, 8: the
+ * identity among them), with the sign bit (bit 255) ignored, which also
+ * covers the non-canonical y = p, p + 1, p - 1: libsodium's blocklist
+ * (ge25519_has_small_order). With such a public key A, [k]A vanishes for every
+ * (or every 8th) message, and R = identity, S = 0 verifies: anyone forges. */
+static const unsigned char ed_small_order[][32] = {
+    {0x00},
+    {0x01},
+    {0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98, 0xf0,
+     0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x05},
+    {0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67, 0x0f,
+     0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0x7a},
+    {0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+     0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f},
+    {0xed, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+     0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f},
+    {0xee, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+     0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f},
+};
+
+static bool ed_small(const unsigned char x[32])
+{
+    for (size_t j = 0; j < sizeof(ed_small_order) / sizeof(ed_small_order[0]); j++) {
+        unsigned char c = (unsigned char)((x[31] & 0x7f) ^ ed_small_order[j][31]);
+        for (size_t i = 0; i < 31; i++)
+            c |= (unsigned char)(x[i] ^ ed_small_order[j][i]);
+        if (!c)
+            return true;
+    }
+    return false;
+}
+
+static EVP_PKEY *okp_key(json_t *k, EVP_MD_CTX *fp, int *rc, char *err, size_t errlen)
 {
     unsigned char x[33];
+    *rc = KEY_ERR;
     if (b64_member(k, "x", x, sizeof(x)) != 32) {
         snprintf(err, errlen, "Ed25519 key without a 32-byte base64url x");
         return NULL;
     }
     EVP_DigestUpdate(fp, x, 32);
+    if (ed_small(x)) {
+        *rc = KEY_WEAK;
+        snprintf(err, errlen, "Ed25519 key is a point of small order (it verifies forgeries)");
+        return NULL;
+    }
     EVP_PKEY *pk = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, x, 32);
-    if (!pk)
+    if (!pk) {
         snprintf(err, errlen, "Ed25519 key OpenSSL does not accept");
+    } else if (!public_check(pk)) {
+        *rc = KEY_WEAK;
+        snprintf(err, errlen, "Ed25519 key EVP_PKEY_public_check refuses");
+        EVP_PKEY_free(pk);
+        pk = NULL;
+    } else {
+        *rc = KEY_OK;
+    }
     return pk;
 }
 
 static const char *const private_members[] = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"};
 
-/* One JWK. Returns 1 (filled *out), 0 (skipped: not a signature key we use) or -1 (err). */
+/* One JWK. Returns KEY_OK (filled *out), KEY_SKIP (not a signature key we use),
+ * KEY_WEAK (refused on its own, err says why) or KEY_ERR (err). */
 static int parse_key(json_t *k, id_key_t *out, char *err, size_t errlen)
 {
     if (!json_is_object(k)) {
@@ -228,16 +314,19 @@ static int parse_key(json_t *k, id_key_t *out, char *err, size_t errlen)
     EVP_DigestUpdate(fp, out->kid, strlen(out->kid) + 1);
     EVP_DigestUpdate(fp, out->alg, strlen(out->alg) + 1);
     EVP_DigestUpdate(fp, &kt, sizeof(kt));
-    if (kt == ID_KT_RSA)
-        out->pk = rsa_key(k, fp, err, errlen);
-    else if (kt == ID_KT_ED25519)
-        out->pk = okp_key(k, fp, err, errlen);
-    else
+    int rc = KEY_ERR;
+    if (kt == ID_KT_RSA) {
+        out->pk = rsa_key(k, fp, &rc, err, errlen);
+    } else if (kt == ID_KT_ED25519) {
+        out->pk = okp_key(k, fp, &rc, err, errlen);
+    } else {
         out->pk = ec_key(k, kt, fp, err, errlen);
+        rc = out->pk ? KEY_OK : KEY_ERR;
+    }
     unsigned int fl = 0;
     EVP_DigestFinal_ex(fp, out->fp, &fl);
     EVP_MD_CTX_free(fp);
-    return out->pk ? 1 : -1;
+    return rc;
 }
 
 id_jwks_t *id_jwks_parse(const char *buf, size_t len, char *err, size_t errlen)
@@ -270,11 +359,19 @@ id_jwks_t *id_jwks_parse(const char *buf, size_t len, char *err, size_t errlen)
     atomic_init(&ks->refs, 1);
     for (size_t i = 0; i < n; i++) {
         int rc = parse_key(json_array_get(keys, i), &ks->keys[ks->n], why, sizeof(why));
-        if (rc < 0) {
+        if (rc == KEY_ERR) {
             snprintf(err, errlen, "JWK set key %zu: %s", i, why);
             goto fail;
         }
-        if (rc == 0)
+        if (rc == KEY_WEAK) {
+            /* one weak or forging key never takes the others down with it */
+            cm_log_warn("id", "JWK refused", "key=%zu kid=\"%s\" why=\"%s\"", i,
+                        ks->keys[ks->n].kid, why);
+            key_clear(&ks->keys[ks->n]);
+            ks->refused++;
+            continue;
+        }
+        if (rc == KEY_SKIP)
             continue;
         for (size_t j = 0; j < ks->n; j++)
             if (ks->keys[ks->n].kid[0] && strcmp(ks->keys[j].kid, ks->keys[ks->n].kid) == 0) {
@@ -285,7 +382,9 @@ id_jwks_t *id_jwks_parse(const char *buf, size_t len, char *err, size_t errlen)
         ks->n++;
     }
     if (!ks->n) {
-        snprintf(err, errlen, "JWK set has no usable signature key (RSA, EC P-256/P-384, Ed25519)");
+        snprintf(err, errlen,
+                 "JWK set has no usable signature key (RSA, EC P-256/P-384, Ed25519)%s",
+                 ks->refused ? "; weak keys refused" : "");
         goto fail;
     }
     json_decref(root);

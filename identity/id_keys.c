@@ -188,6 +188,13 @@ static EVP_PKEY *read_private(const char *path, char *err, size_t errlen)
         close(fd);
         return NULL;
     }
+    if (st.st_uid != geteuid()) {
+        /* another user's key file: whoever owns it can change it under us */
+        snprintf(err, errlen, "%s: owned by uid %u, not by the running uid %u (chown it)", path,
+                 (unsigned)st.st_uid, (unsigned)geteuid());
+        close(fd);
+        return NULL;
+    }
     if (st.st_size > 65536) {
         snprintf(err, errlen, "%s: %lld bytes is not a private key", path, (long long)st.st_size);
         close(fd);
@@ -268,6 +275,15 @@ id_signer_t *id_keys_ensure(const char *data_dir, bool create, char *err, size_t
         return NULL;
     }
     struct stat st;
+    /* a data dir others may write lets them replace identity.key (a rename
+     * needs only the directory's write permission) and mint any buyer */
+    if (stat(data_dir, &st) == 0 && (st.st_mode & 022)) {
+        snprintf(err, errlen,
+                 "%s: mode %03o lets group or others write the data dir, and so replace %s "
+                 "(chmod go-w it)",
+                 data_dir, (unsigned)(st.st_mode & 0777), ID_KEY_FILE);
+        return NULL;
+    }
     if (lstat(path, &st) < 0) {
         if (errno != ENOENT || !create) {
             snprintf(err, errlen, "%s: %s%s", path, strerror(errno),

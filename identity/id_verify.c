@@ -49,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -116,6 +117,7 @@ id_verifier_t *id_verifier_new(const id_config_t *c, id_jwks_t *default_keys, ch
     pthread_mutex_init(&v->mu, NULL);
     atomic_init(&v->gen, 1);
     atomic_init(&v->next_refetch_ms, 0);
+    atomic_init(&v->fail_since_s, 0);
     id__algs_parse(c->algorithms, &v->allowed, err, errlen);
     id__audiences(c->audience, v->aud, &v->n_aud, err, errlen);
     id__elig_names(c->eligibility_claims, v->elig, &v->n_elig, err, errlen);
@@ -178,11 +180,24 @@ bool id_verifier_set_keys(id_verifier_t *v, id_jwks_t *ks)
     id_jwks_t *old = v->fetched;
     bool changed = !id_jwks_equal(old, ks);
     v->fetched = ks;
+    atomic_store(&v->fail_since_s, 0);
     if (changed)
         atomic_fetch_add(&v->gen, 1);
     pthread_mutex_unlock(&v->mu);
     id_jwks_unref(old);
     return changed;
+}
+
+void id_verifier_refresh_failed(id_verifier_t *v, int64_t now_s)
+{
+    int_fast64_t zero = 0;
+    atomic_compare_exchange_strong(&v->fail_since_s, &zero, now_s > 0 ? now_s : 1);
+}
+
+bool id_verifier_stale(id_verifier_t *v, int64_t now_s)
+{
+    int_fast64_t since = atomic_load_explicit(&v->fail_since_s, memory_order_relaxed);
+    return since && v->cfg.jwks_max_stale_s && now_s - since > (int64_t)v->cfg.jwks_max_stale_s;
 }
 
 uint64_t id_verifier_keys_gen(const id_verifier_t *v)
@@ -380,6 +395,17 @@ static int check_claims(id_verifier_t *v, const unsigned char *pl, size_t plen, 
         rc = ID_EXPIRED;
         goto out;
     }
+    if (v->cfg.max_lifetime_s) {
+        /* exp - iat, or exp - now without a usable iat; both as doubles so that
+         * exp = 2^63 - 1 minus a negative iat cannot overflow */
+        double from = json_is_integer(iat) ? (double)json_integer_value(iat)
+                      : json_is_real(iat)  ? json_real_value(iat)
+                                           : (double)now_s;
+        if ((double)e - from > (double)v->cfg.max_lifetime_s + (double)leeway) {
+            rc = ID_TOO_LONG_LIVED;
+            goto out;
+        }
+    }
     if (nbf && now_s + leeway < json_integer_value(nbf)) {
         rc = ID_NOT_YET_VALID;
         goto out;
@@ -426,8 +452,10 @@ out:
 
 /* A token's JOSE header checked as id_verify checks it: ID_OK with *ai (the alg's index
  * in id__algs) and the kid (kidlen 0: none), or ID_BAD_HEADER / ID_BAD_ALG / ID_BAD_KID.
- * The alg's allow-list is not applied here. */
-static int header_parse(const unsigned char *hdr, size_t hl, int *ai, char *kid, size_t *kidlen)
+ * typ (ID_TYP_MAX + 1 bytes): the header's typ when a string of at most ID_TYP_MAX, else
+ * "" (checked against identity.typ by the caller). The alg's allow-list is not applied here. */
+static int header_parse(const unsigned char *hdr, size_t hl, int *ai, char *kid, size_t *kidlen,
+                        char *typ)
 {
     json_error_t jerr;
     json_t *h = json_loadb((const char *)hdr, hl, JSON_REJECT_DUPLICATES, &jerr);
@@ -437,6 +465,11 @@ static int header_parse(const unsigned char *hdr, size_t hl, int *ai, char *kid,
     }
     /* jku, x5u, x5c and jwk are never read: keys come only from our sets */
     json_t *ja = json_object_get(h, "alg"), *jk = json_object_get(h, "kid");
+    json_t *jt = json_object_get(h, "typ");
+    typ[0] = '\0';
+    if (json_is_string(jt) && json_string_length(jt) <= ID_TYP_MAX &&
+        strlen(json_string_value(jt)) == json_string_length(jt))
+        memcpy(typ, json_string_value(jt), json_string_length(jt) + 1);
     *ai = json_is_string(ja) ? id__alg_find(json_string_value(ja), json_string_length(ja)) : -1;
     *kidlen = 0;
     int rc = ID_OK;
@@ -464,7 +497,21 @@ static _Thread_local struct {
     int ai;
     size_t kidlen;
     char kid[ID_KID_MAX + 1];
+    char typ[ID_TYP_MAX + 1];
 } hdr_memo;
+
+/* The header's typ against identity.typ: case-insensitive (RFC 7515 4.1.9), and
+ * "application/" may be left out either side ("at+jwt" = "application/at+jwt"). */
+static bool typ_ok(const char *want, const char *got)
+{
+    if (!want[0])
+        return true;
+    if (strncasecmp(want, "application/", 12) == 0)
+        want += 12;
+    if (strncasecmp(got, "application/", 12) == 0)
+        got += 12;
+    return strcasecmp(want, got) == 0;
+}
 
 int id_verify(id_verifier_t *v, const char *tok, size_t len, int64_t now_s, id_result_t *out)
 {
@@ -488,14 +535,16 @@ int id_verify(id_verifier_t *v, const char *tok, size_t len, int64_t now_s, id_r
         return ID_MALFORMED;
 
     int ai;
-    char kid[ID_KID_MAX + 1];
+    char kid[ID_KID_MAX + 1], typbuf[ID_TYP_MAX + 1];
+    const char *typ = typbuf;
     size_t kidlen;
     if (memo) {
         ai = hdr_memo.ai;
         kidlen = hdr_memo.kidlen;
         memcpy(kid, hdr_memo.kid, kidlen + 1);
+        typ = hdr_memo.typ;
     } else {
-        int hrc = header_parse(hdr, (size_t)hl, &ai, kid, &kidlen);
+        int hrc = header_parse(hdr, (size_t)hl, &ai, kid, &kidlen, typbuf);
         /* an unknown alg is refused before a bad kid; a known but disallowed one too */
         if (hrc == ID_BAD_KID && !(v->allowed & (1u << ai)))
             hrc = ID_BAD_ALG;
@@ -507,10 +556,13 @@ int id_verify(id_verifier_t *v, const char *tok, size_t len, int64_t now_s, id_r
             hdr_memo.ai = ai;
             hdr_memo.kidlen = kidlen;
             memcpy(hdr_memo.kid, kid, kidlen + 1);
+            memcpy(hdr_memo.typ, typbuf, strlen(typbuf) + 1);
         }
     }
     if (!(v->allowed & (1u << ai)))
         return ID_BAD_ALG;
+    if (!typ_ok(v->cfg.typ, typ))
+        return ID_BAD_TYP;
     const id_alg_t *a = &id__algs[ai];
     bool jk = kidlen > 0;
     if (sl == 0)
@@ -544,6 +596,8 @@ int id_verify(id_verifier_t *v, const char *tok, size_t len, int64_t now_s, id_r
         int rc = ID_OK;
         if (!v->fixed && !f)
             rc = ID_NO_KEYS;
+        else if (k && f && k >= f->keys && k < f->keys + f->n && id_verifier_stale(v, now_s))
+            rc = ID_STALE_KEYS;
         else if (!k)
             rc = ID_UNKNOWN_KID;
         else if (k->kt != a->kt || (k->alg[0] && strcmp(k->alg, a->name) != 0))

@@ -456,6 +456,8 @@ void gw_identity_config(const gw_config_t *cfg, id_config_t *out)
     out->jwks_min_refetch_s = (uint32_t)(cfg->id_jwks_min_refetch_ms / 1000);
     out->jwks_timeout_ms = (uint32_t)cfg->id_jwks_timeout_ms;
     out->max_token_bytes = (uint32_t)cfg->id_max_token_bytes;
+    out->jwks_max_stale_s = (uint32_t)(cfg->id_jwks_max_stale_ms / 1000);
+    out->max_lifetime_s = (uint32_t)cfg->id_max_lifetime_s;
 }
 
 /*---- The table ----*/
@@ -767,8 +769,20 @@ const cm_opt_t gw_config_opts[] = {
      NULL},
     IDS("jwks_file", jwks_file, "", "FILE", "a JWK set on disk the tokens are verified with", NULL),
     IDS("jwks_url", jwks_url, "", "URL",
-        "an http(s) JWK set, fetched off the workers at start and refreshed in the background",
+        "an https JWK set, fetched off the workers at start and refreshed in the background "
+        "(plain http:// only to loopback, or with identity.jwks_allow_http)",
         NULL),
+    {"identity.jwks_allow_http", CM_OPT_BOOL, OFF(identity.jwks_allow_http), 0, "false", 0, 0,
+     NULL, 0, NULL, NULL,
+     "allow a plain http:// identity.jwks_url off loopback (anyone on the path can then publish "
+     "keys: only on a network you trust end to end)",
+     NULL},
+    {"identity.jwks_max_stale", CM_OPT_MS, OFF(id_jwks_max_stale_ms), 0, "0", 0, 2592000000u,
+     NULL, 0, NULL, "DURATION",
+     "when identity.jwks_url's refresh has failed for longer than this, its keys verify nothing "
+     "(503 stale_keys) and /readyz says so, until a fetch succeeds (a revoked key is not trusted "
+     "for ever); 0 = the last good keys stay in use (whole seconds)",
+     NULL},
     {"identity.jwks_refresh", CM_OPT_MS, OFF(id_jwks_refresh_ms), 0, "300s", 1000, 86400000,
      NULL, 0, NULL, "DURATION", "how often identity.jwks_url is fetched again (whole seconds)",
      NULL},
@@ -794,8 +808,20 @@ const cm_opt_t gw_config_opts[] = {
         "a token's aud must name one of these (comma-separated, up to 8)", NULL),
     {"identity.leeway_s", CM_OPT_UINT, OFF(id_leeway_s), 0, "30", 0, 600, NULL, 0, NULL,
      "SECONDS", "clock skew allowed on a token's exp and nbf", NULL},
-    {"identity.max_token_bytes", CM_OPT_SIZE, OFF(id_max_token_bytes), 0, "8192", 256,
-     ID_TOKEN_LIMIT, NULL, 0, NULL, "SIZE", "longer tokens are refused (401 too_large)", NULL},
+    {"identity.max_token_bytes", CM_OPT_SIZE, OFF(id_max_token_bytes), 0, "7680", 256,
+     ID_TOKEN_LIMIT, NULL, 0, NULL, "SIZE",
+     "longer tokens are refused (401 too_large); at most 7680, as the whole request head is at "
+     "most 8 KiB (431)",
+     NULL},
+    {"identity.max_lifetime_s", CM_OPT_UINT, OFF(id_max_lifetime_s), 0, "0", 0, 31536000, NULL, 0,
+     NULL, "SECONDS",
+     "a token whose exp - iat (exp - now without iat) exceeds this is refused (401 "
+     "too_long_lived); 0 = no bound",
+     NULL},
+    IDS("typ", typ, "", "TYP",
+        "the JOSE header typ a token must carry (e.g. at+jwt; case-insensitive, \"application/\" "
+        "optional); empty = any",
+        NULL),
     IDS("user_claim", user_claim, "sub", "CLAIM",
         "the claim that names the user (1..64 of A-Z a-z 0-9 . _ -)", NULL),
     IDS("person_claim", person_claim, "", "CLAIM",
@@ -814,7 +840,10 @@ const cm_opt_t gw_config_opts[] = {
      "any other peer a request carrying it is refused with 403",
      v_token_name},
     {"identity.cookie", CM_OPT_STR, OFF(id_cookie), SZ(id_cookie), "", 0, 0, NULL, 0, NULL,
-     "NAME", "jwt mode: a cookie that may carry the token when there is no Authorization header",
+     "NAME",
+     "jwt mode: a cookie that may carry the token when there is no Authorization header; "
+     "state-changing requests it names the buyer of need Content-Type: application/json or "
+     "X-Requested-With (403 csrf)",
      v_token_name},
     {"identity.own_key_on_redis", CM_OPT_BOOL, OFF(id_own_key_on_redis), 0, "false", 0, 0,
      NULL, 0, NULL, NULL,

@@ -110,6 +110,7 @@ typedef struct gw_config {
     id_config_t identity;
     uint64_t id_leeway_s, id_jwks_refresh_ms, id_jwks_min_refetch_ms, id_jwks_timeout_ms;
     uint64_t id_max_token_bytes;
+    uint64_t id_jwks_max_stale_ms, id_max_lifetime_s;
     char id_header[128];       /* identity.header: header mode's user header */
     char id_cookie[128];       /* identity.cookie: a cookie that may carry the token */
     bool id_own_key_on_redis;  /* identity.own_key_on_redis: allow the data dir's key on Redis */

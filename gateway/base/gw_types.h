@@ -438,6 +438,7 @@ typedef struct gw_known_hdrs {
     const char *authorization; /* the first Authorization (gw_identity.c, the buyer's token) */
     bool cl_conflict;
     unsigned te_count, xff_count;
+    unsigned auth_count; /* Authorization fields seen (two: gw_identity.c refuses the request) */
 } gw_known_hdrs_t;
 /* The methods the built-in routes take, from the parser's method number (no
  * string compares per request); any other is GW_VERB_OTHER (r->method names it). */

@@ -861,6 +861,15 @@ static bool buy_do(gw_req_t *r, const gw_buy_out_t *out)
 
 static bool buy_handle(gw_req_t *r);
 
+/* A keyed buy on a sold-out sale whose key may hold an order is a retry only
+ * its verified buyer makes (identity off: anyone's, the key is not scoped). A
+ * verified token is cached, so its identity step that follows costs no second
+ * signature check. */
+static bool keyed_retry_verified(gw_req_t *r)
+{
+    return !gw_identity_on(r->w->srv) || gw_identity_valid(r);
+}
+
 /* The 404 unknown_sale for sale_id (checked: the id alphabet, at most
  * INV_SALE_ID_MAX), prepared once per id and worker: the answer a crowd
  * polling a sale not created yet gets costs what the prepared 410 costs.
@@ -949,14 +958,18 @@ static inv_sale_t *buy_sale(gw_req_t *r)
  * a sold-out crowd costs no body parsing. Sold out from the flag, nothing
  * verified, unless the key may be a retry of a held order (any user's: the
  * key is scoped by the verified user only later), which must still get its
- * order back; else the sale's window and its lottery's phase. A sale with a
+ * order back. That retry is the verified buyer's only: without a valid token
+ * it is sold out too, so the answer never tells whether some order holds the
+ * key. Else the sale's window and its lottery's phase. A sale with a
  * start-window lottery (gw_fair.h) takes entries from starts_at - early to
  * starts_at + window, then first-come once drawn. */
 static void head_facts(gw_req_t *r, buy_ctx_t *x, gw_buy_ev_t *ev)
 {
     gw_server_t *srv = r->w->srv;
     ev->sold_out = inv_sale_sold_out(x->sale) &&
-                   (!r->res.idem_key[0] || !inv_sale_key_may_hold(srv->inv, x->sale, r->res.raw_key_fp));
+                   (!r->res.idem_key[0] ||
+                    !inv_sale_key_may_hold(srv->inv, x->sale, r->res.raw_key_fp) ||
+                    !keyed_retry_verified(r));
     if (ev->sold_out) {
         ev->waitlist_open = gw_fair_waitlist_open(gw_fair_find(srv->fair, r->id));
         return;
@@ -1002,8 +1015,8 @@ static bool buyer_facts(gw_req_t *r, buy_ctx_t *x)
     x->identity = gw_identity_on(srv);
     if (x->identity) {
         char claimed[ID_USER_MAX + 1];
-        if (gw_ol_buy_shedding(r) && gw_identity_claimed(r, claimed) &&
-            !gw_ol_buy_admit_user(r, claimed, strlen(claimed)))
+        if (gw_ol_buy_shedding(r) && (!gw_identity_claimed(r, claimed) ||
+                                      !gw_ol_buy_admit_user(r, claimed, strlen(claimed))))
             return false;
     } else if (!gw_ol_buy_precheck(r)) {
         return false;

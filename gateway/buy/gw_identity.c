@@ -27,6 +27,10 @@
 #include <string.h>
 #include <strings.h>
 
+/* A token of identity.max_token_bytes fits in the public listener's head with
+ * room for the request line, Host and the other fields (else 431 first). */
+_Static_assert(ID_TOKEN_LIMIT + 512 <= GW_H1_READ_BUF, "identity.max_token_bytes beyond the head");
+
 /* Verified tokens cached per worker: 4096 x ~2.2 KiB at most = 9 MiB per worker. */
 #define ID_CACHE_ENTRIES 4096
 #define OWNER_STRIPES 64
@@ -34,7 +38,7 @@
 typedef struct id_worker {
     _Alignas(64) id_cache_t *cache;
     _Atomic uint64_t verif[ID__OUTCOME_COUNT];
-    _Atomic uint64_t hits, untrusted, mismatches;
+    _Atomic uint64_t hits, untrusted, mismatches, dups, csrf;
 } id_worker_t;
 
 /* One more on a counter only its worker writes: a plain load and store, no locked
@@ -55,7 +59,6 @@ struct gw_identity {
     id_config_t ic;
     char header[128], cookie[128];
     uint32_t retry_s; /* Retry-After of the 503 no_keys */
-    id_signer_t *signer;
     id_verifier_t *verifier;
     id_fetcher_t *fetcher;
     id_worker_t *workers;
@@ -113,12 +116,15 @@ int gw_identity_start(gw_server_t *srv, char *errbuf, size_t errlen)
     if (id->mode == GW_ID_JWT) {
         id_jwks_t *def = NULL;
         if (!id->ic.jwks_file[0] && !id->ic.jwks_url[0]) {
-            id->signer = id_keys_ensure(cfg->data_dir, true, why, sizeof(why));
-            if (!id->signer) {
+            id_signer_t *signer = id_keys_ensure(cfg->data_dir, true, why, sizeof(why));
+            if (!signer) {
                 snprintf(errbuf, errlen, "identity: %s", why);
                 return CM_EIO;
             }
-            def = id_signer_jwks(id->signer);
+            def = id_signer_jwks(signer);
+            /* the gateway only verifies: its public half is all it keeps (the
+             * load tester and flashgate-token mint from the file themselves) */
+            id_signer_free(signer);
         }
         id->verifier = id_verifier_new(&id->ic, def, why, sizeof(why));
         id_jwks_unref(def);
@@ -166,7 +172,6 @@ void gw_identity_stop(gw_server_t *srv)
     for (unsigned i = 0; i < id->nworkers; i++)
         id_cache_free(id->workers[i].cache);
     id_verifier_free(id->verifier);
-    id_signer_free(id->signer);
     for (unsigned i = 0; i < OWNER_STRIPES; i++)
         pthread_mutex_destroy(&id->owner_mu[i]);
     free(id->owners);
@@ -183,10 +188,12 @@ bool gw_identity_on(const gw_server_t *srv)
 /*---- where the token is ----*/
 
 /* The token of "Authorization: Bearer <token>" (scheme case-insensitive), or
- * of the identity.cookie, or NULL. */
-static const char *find_token(const gw_req_t *r, const struct gw_identity *id, size_t *len)
+ * of the identity.cookie (*from_cookie set), or NULL. */
+static const char *find_token(const gw_req_t *r, const struct gw_identity *id, size_t *len,
+                              bool *from_cookie)
 {
     const char *a = r->conn ? r->hdr.authorization : NULL; /* gw_req_header's, found by the head's walk */
+    *from_cookie = false;
     if (a) {
         while (*a == ' ' || *a == '\t')
             a++;
@@ -213,6 +220,7 @@ static const char *find_token(const gw_req_t *r, const struct gw_identity *id, s
             *len = n - nl - 1;
             while (*len && c[nl + *len] == ' ')
                 (*len)--;
+            *from_cookie = *len > 0;
             return *len ? c + nl + 1 : NULL;
         }
         c += n;
@@ -220,12 +228,44 @@ static const char *find_token(const gw_req_t *r, const struct gw_identity *id, s
     return NULL;
 }
 
-typedef enum { WHO_OK, WHO_FAIL, WHO_UNTRUSTED } who_t;
+typedef enum { WHO_OK, WHO_FAIL, WHO_UNTRUSTED, WHO_DUP, WHO_CSRF } who_t;
+
+/* Two identity headers, or two Authorization fields: which one a proxy wrote
+ * cannot be told (an appending proxy leaves the client's first), so neither
+ * is read. Header mode reads identity.header, jwt mode Authorization (the
+ * head's walk counted it: no second walk). */
+static bool dup_identity(const gw_req_t *r, const struct gw_identity *id, const char **h)
+{
+    if (id->mode == GW_ID_HEADER) {
+        bool dup;
+        *h = gw_req_header_once(r, id->header, &dup);
+        return dup;
+    }
+    return r->hdr.auth_count > 1;
+}
+
+/* A state-changing request whose buyer a cookie names must prove it is no
+ * cross-site form or link: a browser sends neither an application/json
+ * Content-Type nor an X-Requested-With field cross-site without a CORS
+ * preflight, which the gateway never grants. HEAD changes nothing. */
+static bool csrf_ok(const gw_req_t *r)
+{
+    if (r->verb == GW_VERB_HEAD)
+        return true;
+    const char *ct = r->hdr.content_type;
+    if (ct && strncasecmp(ct, "application/json", 16) == 0 &&
+        (ct[16] == '\0' || ct[16] == ';' || ct[16] == ' ' || ct[16] == '\t'))
+        return true;
+    return gw_req_header(r, "X-Requested-With") != NULL;
+}
 
 /* The request's verified user: WHO_OK with user and r->person filled; WHO_FAIL with
  * *outcome (an id_outcome_t); WHO_UNTRUSTED: identity.header from a peer not
- * in server.trusted_proxies. Counts the outcome. */
-static who_t who(gw_req_t *r, char *user, int *outcome, bool count_missing)
+ * in server.trusted_proxies; WHO_DUP: the identity field twice (dup_identity);
+ * WHO_CSRF (only when `csrf`): a cookie's token without csrf_ok. Counts the outcome
+ * (ID_MISSING only when count_missing, ID_OK and its cache hit only when count_ok). */
+static who_t who(gw_req_t *r, char *user, int *outcome, bool count_missing, bool count_ok,
+                 bool csrf)
 {
     gw_server_t *srv = r->w->srv;
     struct gw_identity *id = srv->identity;
@@ -233,8 +273,12 @@ static who_t who(gw_req_t *r, char *user, int *outcome, bool count_missing)
     int oc;
     r->eligible = 0;
     r->created_at = 0;
+    const char *h = NULL;
+    if (dup_identity(r, id, &h)) {
+        bump(&iw->dups);
+        return WHO_DUP;
+    }
     if (id->mode == GW_ID_HEADER) {
-        const char *h = gw_req_header(r, id->header);
         if (h && !gw_proxies_match(&srv->proxies, gw_req_peer(r))) {
             bump(&iw->untrusted);
             return WHO_UNTRUSTED;
@@ -251,7 +295,12 @@ static who_t who(gw_req_t *r, char *user, int *outcome, bool count_missing)
         }
     } else {
         size_t len = 0;
-        const char *tok = find_token(r, id, &len);
+        bool cookie;
+        const char *tok = find_token(r, id, &len, &cookie);
+        if (tok && cookie && csrf && !csrf_ok(r)) {
+            bump(&iw->csrf);
+            return WHO_CSRF;
+        }
         id_result_t res;
         res.eligible = 0; /* filled on ID_OK only: set for the analyzers */
         res.created_at = 0;
@@ -264,11 +313,12 @@ static who_t who(gw_req_t *r, char *user, int *outcome, bool count_missing)
             memcpy(r->person, res.person, strlen(res.person) + 1);
             r->eligible = res.eligible;
             r->created_at = res.created_at;
-            if (res.cached)
+            if (res.cached && count_ok)
                 bump(&iw->hits);
         }
     }
-    if (oc >= 0 && oc < ID__OUTCOME_COUNT && (oc != ID_MISSING || count_missing))
+    if (oc >= 0 && oc < ID__OUTCOME_COUNT && (oc != ID_MISSING || count_missing) &&
+        (oc != ID_OK || count_ok))
         bump(&iw->verif[oc]);
     *outcome = oc;
     return oc == ID_OK ? WHO_OK : WHO_FAIL;
@@ -295,39 +345,62 @@ static void scope_idem_key(char *key, const char *user)
     *p = '\0';
 }
 
-bool gw_identity_check(gw_req_t *r, const char *claimed, char *user)
+/* The answer to a request whose buyer is not known (w != WHO_OK). */
+static void refuse(gw_req_t *r, who_t w, int oc)
 {
     struct gw_identity *id = r->w->srv->identity;
-    int oc = ID_MISSING;
-    switch (who(r, user, &oc, true)) {
+    switch (w) {
     case WHO_UNTRUSTED:
         gw_resp_error(&r->resp, GW_R_FORBIDDEN, NULL,
                       "%s is accepted only from a trusted proxy (server.trusted_proxies)",
                       id->header);
-        return false;
+        return;
+    case WHO_DUP:
+        gw_resp_error(&r->resp, GW_R_BAD_REQUEST, "\"reason\":\"duplicate_identity\"",
+                      "%s appears more than once: the proxy must replace it, not append",
+                      id->mode == GW_ID_HEADER ? id->header : "Authorization");
+        return;
+    case WHO_CSRF:
+        gw_resp_error(&r->resp, GW_R_FORBIDDEN, "\"reason\":\"csrf\"",
+                      "a buyer named by the %s cookie needs Content-Type: application/json or an "
+                      "X-Requested-With header on this route",
+                      id->cookie);
+        return;
     case WHO_FAIL:
-        if (oc == ID_NO_KEYS) {
-            gw_resp_error(&r->resp, GW_R_UNAVAILABLE, "\"reason\":\"no_keys\"",
-                          "buyer tokens cannot be verified yet: no key set loaded; retry");
-            gw_resp_retry_after(&r->resp, id->retry_s);
-            return false;
-        }
-        {
-            char extra[64];
-            snprintf(extra, sizeof(extra), "\"reason\":\"%s\"", id_outcome_name(oc));
-            gw_resp_error(&r->resp, GW_R_UNAUTHORIZED, extra, "%s%s", id_outcome_text(oc),
-                          id->mode == GW_ID_JWT
-                              ? ": send the buyer's login token as Authorization: Bearer <JWT>"
-                              : "");
-            if (id->mode == GW_ID_JWT)
-                gw_resp_header_set(&r->resp, "WWW-Authenticate",
-                                   oc == ID_MISSING ? "Bearer realm=\"flashgate\""
-                                                    : "Bearer realm=\"flashgate\", "
-                                                      "error=\"invalid_token\"");
-        }
-        return false;
     case WHO_OK:
         break;
+    }
+    if (oc == ID_NO_KEYS || oc == ID_STALE_KEYS) {
+        gw_resp_error(&r->resp, GW_R_UNAVAILABLE,
+                      oc == ID_NO_KEYS ? "\"reason\":\"no_keys\"" : "\"reason\":\"stale_keys\"",
+                      oc == ID_NO_KEYS
+                          ? "buyer tokens cannot be verified yet: no key set loaded; retry"
+                          : "buyer tokens cannot be verified: the key set's refresh has failed "
+                            "longer than identity.jwks_max_stale; retry");
+        gw_resp_retry_after(&r->resp, id->retry_s);
+        return;
+    }
+    char extra[64];
+    snprintf(extra, sizeof(extra), "\"reason\":\"%s\"", id_outcome_name(oc));
+    gw_resp_error(&r->resp, GW_R_UNAUTHORIZED, extra, "%s%s", id_outcome_text(oc),
+                  id->mode == GW_ID_JWT
+                      ? ": send the buyer's login token as Authorization: Bearer <JWT>"
+                      : "");
+    if (id->mode == GW_ID_JWT)
+        gw_resp_header_set(&r->resp, "WWW-Authenticate",
+                           oc == ID_MISSING ? "Bearer realm=\"flashgate\""
+                                            : "Bearer realm=\"flashgate\", "
+                                              "error=\"invalid_token\"");
+}
+
+bool gw_identity_check(gw_req_t *r, const char *claimed, char *user)
+{
+    struct gw_identity *id = r->w->srv->identity;
+    int oc = ID_MISSING;
+    who_t w = who(r, user, &oc, true, true, true);
+    if (w != WHO_OK) {
+        refuse(r, w, oc);
+        return false;
     }
     if (claimed && claimed[0] && strcmp(claimed, user) != 0) {
         bump(&id->workers[r->w->index].mismatches);
@@ -355,19 +428,33 @@ bool gw_identity_claimed(gw_req_t *r, char *user)
     struct gw_identity *id = r->w->srv->identity;
     if (!gw_identity_on(r->w->srv))
         return false;
+    const char *h = NULL;
+    if (dup_identity(r, id, &h)) {
+        refuse(r, WHO_DUP, ID_MISSING);
+        return false;
+    }
     if (id->mode == GW_ID_HEADER) {
-        const char *h = gw_req_header(r, id->header);
-        if (!h || !gw_proxies_match(&r->w->srv->proxies, gw_req_peer(r)) ||
-            !id_user_valid(h, strlen(h), ID_USER_MAX))
+        if (h && !gw_proxies_match(&r->w->srv->proxies, gw_req_peer(r))) {
+            refuse(r, WHO_UNTRUSTED, ID_MISSING);
             return false;
+        }
+        if (!h || !id_user_valid(h, strlen(h), ID_USER_MAX)) {
+            refuse(r, WHO_FAIL, h ? ID_BAD_SUBJECT : ID_MISSING);
+            return false;
+        }
         memcpy(user, h, strlen(h) + 1);
         return true;
     }
     size_t len = 0;
-    const char *tok = find_token(r, id, &len);
-    bool verified;
-    return tok && id_claimed_user(id->verifier, id->workers[r->w->index].cache, tok, len,
-                                  cm_wall_ms() / 1000, user, &verified);
+    bool verified, cookie;
+    const char *tok = find_token(r, id, &len, &cookie);
+    if (tok && id_claimed_user(id->verifier, id->workers[r->w->index].cache, tok, len,
+                               cm_wall_ms() / 1000, user, &verified))
+        return true;
+    /* no readable claim: verification could only refuse it, so it is refused
+     * now, before any signature work */
+    refuse(r, WHO_FAIL, tok ? ID_BAD_SUBJECT : ID_MISSING);
+    return false;
 }
 
 bool gw_identity_user(gw_req_t *r, char *user)
@@ -375,7 +462,14 @@ bool gw_identity_user(gw_req_t *r, char *user)
     if (!gw_identity_on(r->w->srv))
         return false;
     int oc;
-    return who(r, user, &oc, false) == WHO_OK;
+    return who(r, user, &oc, false, true, false) == WHO_OK;
+}
+
+bool gw_identity_valid(gw_req_t *r)
+{
+    char user[ID_USER_MAX + 1];
+    int oc;
+    return who(r, user, &oc, false, false, false) == WHO_OK;
 }
 
 /*---- order -> buyer ----*/
@@ -420,6 +514,15 @@ bool gw_identity_order_owner(gw_server_t *srv, const char *order_id, const char 
     return ok;
 }
 
+const char *gw_identity_stale(gw_server_t *srv)
+{
+    struct gw_identity *id = srv->identity;
+    if (!id || !id->verifier || !id_verifier_stale(id->verifier, cm_wall_ms() / 1000))
+        return NULL;
+    return "identity: the JWKS refresh has failed longer than identity.jwks_max_stale; buyer "
+           "tokens are refused (503 stale_keys)";
+}
+
 void gw_identity_stats(gw_server_t *srv, gw_identity_stats_t *out)
 {
     memset(out, 0, sizeof(*out));
@@ -434,6 +537,8 @@ void gw_identity_stats(gw_server_t *srv, gw_identity_stats_t *out)
         out->cache_hits += atomic_load_explicit(&w->hits, memory_order_relaxed);
         out->untrusted_header += atomic_load_explicit(&w->untrusted, memory_order_relaxed);
         out->mismatches += atomic_load_explicit(&w->mismatches, memory_order_relaxed);
+        out->duplicates += atomic_load_explicit(&w->dups, memory_order_relaxed);
+        out->csrf += atomic_load_explicit(&w->csrf, memory_order_relaxed);
     }
     if (id->verifier) {
         id_fetch_stats_t fs;
@@ -441,5 +546,7 @@ void gw_identity_stats(gw_server_t *srv, gw_identity_stats_t *out)
         out->keys = id_verifier_key_count(id->verifier);
         out->refresh_ok = fs.ok;
         out->refresh_failed = fs.failed;
+        out->keys_refused = fs.keys_refused;
+        out->stale = fs.stale;
     }
 }

@@ -34,7 +34,10 @@ bool gw_identity_on(const gw_server_t *srv);
  * user, and a non-empty r->res.idem_key is replaced by its scope under that
  * user (a replay answers only the same user), and returns true. Otherwise
  * fills r->resp (401 unauthorized with the outcome's name as "reason", 403
- * identity_mismatch or forbidden, 503 while no keys are loaded) and returns
+ * identity_mismatch or forbidden, 403 forbidden reason csrf for a cookie's
+ * token without an application/json Content-Type or X-Requested-With, 400
+ * reason duplicate_identity for two identity headers or two Authorization
+ * fields, 503 while no keys are loaded or they are stale) and returns
  * false. Loop thread of r->w.
  */
 bool gw_identity_buy(gw_req_t *r);
@@ -55,7 +58,9 @@ bool gw_identity_check(gw_req_t *r, const char *claimed, char *user);
  * control's user priority, which may refuse a buy before its signature check
  * but never lets one through: a token that claims another's user is refused
  * at verification. true with `user` (ID_USER_MAX + 1 bytes); false: nothing
- * readable (the identity step then answers). Counts nothing. Loop thread of r->w.
+ * readable, r->resp filled as the identity step would answer (a token whose
+ * user cannot be read: 401 bad_subject, before any signature check). Counts
+ * nothing. Loop thread of r->w.
  */
 bool gw_identity_claimed(gw_req_t *r, char *user);
 
@@ -66,6 +71,15 @@ bool gw_identity_claimed(gw_req_t *r, char *user);
  * verify. Counted in the verification metrics. Loop thread of r->w.
  */
 bool gw_identity_user(gw_req_t *r, char *user);
+
+/*
+ * Whether the request carries a valid identity (identity on only), for a
+ * decision that must not depend on anything else (the sold-out keyed retry:
+ * gw_buy.c). A refusal is counted as gw_identity_user counts it; a success is
+ * not, as the identity step that follows counts it (from the cache). Loop
+ * thread of r->w.
+ */
+bool gw_identity_valid(gw_req_t *r);
 
 /*
  * Which verified user bought an order (identity on only): a bounded table of
@@ -81,9 +95,16 @@ typedef struct gw_identity_stats {
     uint64_t cache_hits;
     uint64_t untrusted_header;              /* header mode: 403 from an untrusted peer */
     uint64_t mismatches;                    /* 403 identity_mismatch */
+    uint64_t duplicates;                    /* 400 duplicate_identity */
+    uint64_t csrf;                          /* 403 csrf (cookie mode) */
+    uint64_t keys_refused;                  /* weak keys skipped in the sets in use */
+    bool stale;                             /* the fetched set is past identity.jwks_max_stale */
     size_t keys;                            /* usable keys now (jwt mode) */
     uint64_t refresh_ok, refresh_failed;    /* identity.jwks_url fetches */
 } gw_identity_stats_t;
+/* NULL, or why buyer tokens cannot be verified now (the fetched key set is past
+ * identity.jwks_max_stale): /readyz answers 503 with it. Thread-safe. */
+const char *gw_identity_stale(gw_server_t *srv);
 /* Sums the workers' counters. Thread-safe. */
 void gw_identity_stats(gw_server_t *srv, gw_identity_stats_t *out);
 

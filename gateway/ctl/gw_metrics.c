@@ -134,11 +134,24 @@ static void identity_metrics(buf_t *b, gw_server_t *srv)
     put(b, "flashgate_identity_cache_hits_total %llu\n", (unsigned long long)st.cache_hits);
     head(b, "flashgate_identity_refused_total", "counter",
          "Identity refusals that are no token outcome: identity.header from an untrusted peer "
-         "(403 forbidden), a body user_id other than the verified buyer (403 identity_mismatch).");
+         "(403 forbidden), a body user_id other than the verified buyer (403 identity_mismatch), "
+         "two identity headers or Authorization fields (400 duplicate_identity), a cookie's token "
+         "without the CSRF proof (403 csrf).");
     put(b, "flashgate_identity_refused_total{reason=\"untrusted_header\"} %llu\n",
         (unsigned long long)st.untrusted_header);
     put(b, "flashgate_identity_refused_total{reason=\"identity_mismatch\"} %llu\n",
         (unsigned long long)st.mismatches);
+    put(b, "flashgate_identity_refused_total{reason=\"duplicate_identity\"} %llu\n",
+        (unsigned long long)st.duplicates);
+    put(b, "flashgate_identity_refused_total{reason=\"csrf\"} %llu\n", (unsigned long long)st.csrf);
+    head(b, "flashgate_identity_jwks_keys_refused", "gauge",
+         "Keys of the JWK sets in use refused one by one at load (weak RSA, small-order Ed25519, "
+         "EVP_PKEY_public_check): the rest of the set is used.");
+    put(b, "flashgate_identity_jwks_keys_refused %llu\n", (unsigned long long)st.keys_refused);
+    head(b, "flashgate_identity_jwks_stale", "gauge",
+         "1 while identity.jwks_url's refresh has failed longer than identity.jwks_max_stale (its "
+         "keys verify nothing: 503 stale_keys), else 0.");
+    put(b, "flashgate_identity_jwks_stale %d\n", st.stale ? 1 : 0);
     head(b, "flashgate_identity_jwks_keys", "gauge",
          "Usable verification keys (jwt mode: identity.jwks_file, jwks_url or the data dir's key).");
     put(b, "flashgate_identity_jwks_keys %zu\n", st.keys);

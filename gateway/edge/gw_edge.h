@@ -183,6 +183,9 @@ void gw_h1_header(gw_req_t *r, const char *name, const char *value);
 void gw_h1_body(gw_req_t *r, const char *body, size_t len, int64_t announce);
 /* What a handler reads of its request; valid until the answer. */
 const char *gw_req_header(const gw_req_t *r, const char *name); /* the first, or NULL */
+/* The first field of that name, or NULL; *dup = true when there is more than one
+ * (a proxy that appends a field leaves the client's before its own). Loop thread. */
+const char *gw_req_header_once(const gw_req_t *r, const char *name, bool *dup);
 const gw_hdr_t *gw_req_headers(const gw_req_t *r, unsigned *n);
 bool gw_req_http10(const gw_req_t *r); /* an HTTP/1.0 request (no Host required) */
 /* X-Forwarded-For as one list: r->hdr.xff when the request has at most one

@@ -826,7 +826,10 @@ static void known_field(gw_h1_head_t *h, const gw_hdr_t *f)
         slot = NAME_IS(f, "Content-Type") ? &k->content_type : NULL;
         break;
     case 13:
-        slot = NAME_IS(f, "Authorization") ? &k->authorization : NULL;
+        if (!NAME_IS(f, "Authorization"))
+            return;
+        k->auth_count++;
+        slot = &k->authorization;
         break;
     case 14:
         if (!NAME_IS(f, "Content-Length"))
@@ -2188,6 +2191,25 @@ void gw_h1_run(gw_worker_t *w)
 const char *gw_req_header(const gw_req_t *r, const char *name)
 {
     return r->conn ? gw_h1_head_find(r->conn->h, name) : NULL;
+}
+
+const char *gw_req_header_once(const gw_req_t *r, const char *name, bool *dup)
+{
+    *dup = false;
+    if (!r->conn)
+        return NULL;
+    const gw_h1_head_t *h = r->conn->h;
+    size_t n = strlen(name);
+    const char *first = NULL;
+    for (unsigned i = 0; i < h->nhdrs; i++)
+        if (h->hdrs[i].nlen == n && strncasecmp(h->hdrs[i].name, name, n) == 0) {
+            if (first) {
+                *dup = true;
+                break;
+            }
+            first = h->hdrs[i].value;
+        }
+    return first;
 }
 
 bool gw_req_http10(const gw_req_t *r)

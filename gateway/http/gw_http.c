@@ -17,6 +17,7 @@
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
 #include "gateway/buy/gw_buy.h"
+#include "gateway/buy/gw_identity.h"
 #include "gateway/buy/gw_reg.h"
 #include "gateway/edge/gw_edge.h"
 #include "gateway/edge/gw_upcall.h"
@@ -162,14 +163,15 @@ void gw_http_health(gw_server_t *srv, bool ready, gw_resp_t *out)
         return;
     }
     bool leaving = atomic_load(&srv->draining) || atomic_load(&srv->leaving);
-    if (atomic_load(&srv->ready) && !leaving) {
+    const char *stale = gw_identity_stale(srv);
+    if (atomic_load(&srv->ready) && !leaving && !stale) {
         gw_resp_init(out, GW_R_OK);
         out->body_len = (size_t)snprintf(out->body, sizeof(out->body),
                                          "{\"status\":\"ready\",\"inventory\":\"%s\"}",
                                          inv_backend_name(srv->inv));
     } else {
         gw_resp_error(out, GW_R_NOT_READY, NULL, "%s",
-                      leaving ? "draining: shutting down" : "starting up");
+                      leaving ? "draining: shutting down" : stale ? stale : "starting up");
     }
 }
 

@@ -417,6 +417,21 @@ static void test_key_file(void **state)
     assert_null(id_keys_ensure(d, true, err, sizeof(err)));
     assert_non_null(strstr(err, "chmod 600"));
     chmod(path, 0600);
+    /* another uid's key file: refused (whoever owns it can swap it) */
+    if (geteuid() == 0) {
+        assert_int_equal(chown(path, 65534, 65534), 0);
+        assert_null(id_keys_ensure(d, true, err, sizeof(err)));
+        assert_non_null(strstr(err, "not by the running uid"));
+        assert_int_equal(chown(path, 0, 0), 0);
+    }
+    /* a data dir group or others may write: refused (they could rename a key in) */
+    chmod(d, 0770);
+    assert_null(id_keys_ensure(d, true, err, sizeof(err)));
+    assert_non_null(strstr(err, "chmod go-w"));
+    chmod(d, 0700);
+    id_signer_t *s3 = id_keys_ensure(d, true, err, sizeof(err));
+    assert_non_null(s3);
+    id_signer_free(s3);
     char link[160];
     snprintf(link, sizeof(link), "%s/link.key", dir);
     assert_int_equal(symlink(path, link), 0);
@@ -469,6 +484,34 @@ static void test_config(void **state)
     snprintf(c.jwks_url, sizeof(c.jwks_url), "file:///etc/passwd");
     assert_int_equal(id_config_validate(&c, err, sizeof(err)), CM_EINVAL);
     assert_non_null(strstr(err, "jwks_url"));
+    /* plain http:// only to loopback, or opted in */
+    const char *http_bad[] = {"http://keys.example.com/jwks", "http://10.0.0.1/jwks",
+                              "http://localhost.evil.example/", "http://127.0.0.1@evil.example/",
+                              "http://[::2]/"};
+    for (size_t i = 0; i < sizeof(http_bad) / sizeof(http_bad[0]); i++) {
+        snprintf(c.jwks_url, sizeof(c.jwks_url), "%s", http_bad[i]);
+        assert_int_equal(id_config_validate(&c, err, sizeof(err)), CM_EINVAL);
+        assert_non_null(strstr(err, "jwks_allow_http"));
+    }
+    const char *http_ok[] = {"http://127.0.0.1:8080/jwks", "http://localhost/jwks",
+                             "http://[::1]:9000/k", "https://keys.example.com/jwks"};
+    for (size_t i = 0; i < sizeof(http_ok) / sizeof(http_ok[0]); i++) {
+        snprintf(c.jwks_url, sizeof(c.jwks_url), "%s", http_ok[i]);
+        assert_int_equal(id_config_validate(&c, err, sizeof(err)), 0);
+    }
+    snprintf(c.jwks_url, sizeof(c.jwks_url), "http://keys.example.com/jwks");
+    c.jwks_allow_http = true;
+    assert_int_equal(id_config_validate(&c, err, sizeof(err)), 0);
+    c.jwks_allow_http = false;
+    c.jwks_url[0] = '\0';
+    /* max_token_bytes fits the 8 KiB head */
+    c.max_token_bytes = 8192;
+    assert_int_equal(id_config_validate(&c, err, sizeof(err)), CM_EINVAL);
+    c.max_token_bytes = ID_TOKEN_LIMIT;
+    assert_int_equal(id_config_validate(&c, err, sizeof(err)), 0);
+    snprintf(c.typ, sizeof(c.typ), "at jwt");
+    assert_int_equal(id_config_validate(&c, err, sizeof(err)), CM_EINVAL);
+    c.typ[0] = '\0';
     id_config_defaults(&c);
     c.leeway_s = 601;
     assert_int_equal(id_config_validate(&c, err, sizeof(err)), CM_EINVAL);

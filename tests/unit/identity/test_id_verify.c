@@ -641,6 +641,200 @@ static void test_header_memo(void **state)
     id_verifier_free(narrow);
 }
 
+
+/* The RSA JWK of rs with its n or e replaced (base64url); a new string. */
+static char *rsa_jwk_with(const char *kid, const char *n, const char *e)
+{
+    char *j = id_signer_jwks_json(rs);
+    json_t *o = json_loads(j, 0, NULL);
+    free(j);
+    json_t *k = json_incref(json_array_get(json_object_get(o, "keys"), 0));
+    json_decref(o);
+    if (n)
+        json_object_set_new(k, "n", json_string(n));
+    if (e)
+        json_object_set_new(k, "e", json_string(e));
+    json_object_set_new(k, "kid", json_string(kid));
+    char *s = json_dumps(k, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(k);
+    return s;
+}
+
+/* Keys that verify forgeries or are too weak: each refused on its own, the
+ * set's good key kept. */
+static void test_weak_keys(void **state)
+{
+    (void)state;
+    /* rs's modulus with its top 7 bits cleared: 2041 bits in 256 bytes */
+    char *j = id_signer_jwks_json(rs);
+    json_t *o = json_loads(j, 0, NULL);
+    free(j);
+    const char *n64 = json_string_value(json_object_get(json_array_get(json_object_get(o, "keys"), 0), "n"));
+    unsigned char n[600];
+    long nl = id_b64url_decode(n64, strlen(n64), n, sizeof(n));
+    json_decref(o);
+    assert_int_equal(nl, 256);
+    n[0] = 0x01;
+    char short_n[400];
+    id_b64url_encode(n, 256, short_n);
+    char *e1 = rsa_jwk_with("rsa-e1", NULL, "AQ");       /* e = 1: s^1 = m, anyone signs */
+    char *e2 = rsa_jwk_with("rsa-e2", NULL, "Ag");       /* e = 2 */
+    char *e3 = rsa_jwk_with("rsa-e3", NULL, "Aw");       /* e = 3: below 2^16 */
+    char *b2041 = rsa_jwk_with("rsa-2041", short_n, NULL);
+    char *good = id_signer_jwks_json(es);
+    o = json_loads(good, 0, NULL);
+    free(good);
+    good = json_dumps(json_array_get(json_object_get(o, "keys"), 0), JSON_COMPACT);
+    json_decref(o);
+    /* Ed25519 public keys of small order: the identity (y = 1), 0 (order 4) and
+     * the identity with its sign bit set */
+    const char *ed_id = "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    const char *ed_zero = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    const char *ed_id_neg = "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAIA";
+    char set[8192];
+    snprintf(set, sizeof(set),
+             "{\"keys\":[%s,%s,%s,%s,"
+             "{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\":\"ed-id\",\"x\":\"%s\"},"
+             "{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\":\"ed-zero\",\"x\":\"%s\"},"
+             "{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\":\"ed-neg\",\"x\":\"%s\"},%s]}",
+             e1, e2, e3, b2041, ed_id, ed_zero, ed_id_neg, good);
+    char err[300] = "";
+    id_jwks_t *ks = id_jwks_parse(set, strlen(set), err, sizeof(err));
+    if (!ks)
+        fprintf(stderr, "weak set: %s\n", err);
+    assert_non_null(ks);
+    assert_int_equal(id_jwks_count(ks), 1); /* the ES256 key only */
+    assert_int_equal(id_jwks_refused(ks), 7);
+    id_jwks_unref(ks);
+    /* each alone: no usable key, the set refused */
+    const char *alone[] = {e1, e2, b2041};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(set, sizeof(set), "{\"keys\":[%s]}", alone[i]);
+        assert_null(id_jwks_parse(set, strlen(set), err, sizeof(err)));
+    }
+    /* the forgery an identity-point key accepts: R = identity, S = 0, any message */
+    snprintf(set, sizeof(set),
+             "{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\":\"ed-id\",\"x\":\"%s\"},%s]}",
+             ed_id, good);
+    char path[128];
+    snprintf(path, sizeof(path), "%s/weak.json", dir);
+    write_file(path, set, strlen(set), 0644);
+    id_config_t c;
+    id_config_defaults(&c);
+    snprintf(c.jwks_file, sizeof(c.jwks_file), "%s", path);
+    id_verifier_t *wv = id_verifier_new(&c, NULL, err, sizeof(err));
+    assert_non_null(wv);
+    unsigned char rs0[64] = {1};
+    char h64[200], p64[400], s64[100], forged[800];
+    const char *h = "{\"alg\":\"EdDSA\",\"kid\":\"ed-id\"}";
+    id_b64url_encode(h, strlen(h), h64);
+    const char *pl = claims(NULL);
+    id_b64url_encode(pl, strlen(pl), p64);
+    id_b64url_encode(rs0, 64, s64);
+    snprintf(forged, sizeof(forged), "%s.%s.%s", h64, p64, s64);
+    expect("identity-point forgery", wv, forged, ID_UNKNOWN_KID);
+    id_verifier_free(wv);
+    free(e1);
+    free(e2);
+    free(e3);
+    free(b2041);
+    free(good);
+}
+
+/* identity.typ: the header's typ, case-insensitive, "application/" optional. */
+static void test_typ(void **state)
+{
+    (void)state;
+    id_config_t c;
+    id_config_defaults(&c);
+    snprintf(c.jwks_file, sizeof(c.jwks_file), "%s/jwks.json", dir);
+    snprintf(c.typ, sizeof(c.typ), "at+jwt");
+    char err[300];
+    id_verifier_t *tv = id_verifier_new(&c, NULL, err, sizeof(err));
+    assert_non_null(tv);
+    char h[256];
+    snprintf(h, sizeof(h), "{\"alg\":\"ES256\",\"kid\":\"%s\",\"typ\":\"at+jwt\"}", id_signer_kid(es));
+    expect("typ at+jwt", tv, mk(es, h, claims(NULL)), ID_OK);
+    snprintf(h, sizeof(h), "{\"alg\":\"ES256\",\"kid\":\"%s\",\"typ\":\"application/AT+JWT\"}",
+             id_signer_kid(es));
+    expect("typ application/AT+JWT", tv, mk(es, h, claims(NULL)), ID_OK);
+    expect("typ JWT", tv, mk(es, hdr(es, NULL), claims(NULL)), ID_BAD_TYP);
+    snprintf(h, sizeof(h), "{\"alg\":\"ES256\",\"kid\":\"%s\"}", id_signer_kid(es));
+    expect("no typ", tv, mk(es, h, claims(NULL)), ID_BAD_TYP);
+    snprintf(h, sizeof(h), "{\"alg\":\"ES256\",\"kid\":\"%s\",\"typ\":[\"at+jwt\"]}", id_signer_kid(es));
+    expect("typ array", tv, mk(es, h, claims(NULL)), ID_BAD_TYP);
+    /* the memo of the last header does not carry one verifier's typ to another */
+    expect("typ JWT, default verifier", v, mk(es, hdr(es, NULL), claims(NULL)), ID_OK);
+    expect("typ JWT again", tv, mk(es, hdr(es, NULL), claims(NULL)), ID_BAD_TYP);
+    id_verifier_free(tv);
+}
+
+/* identity.max_lifetime_s: exp - iat, or exp - now without iat. */
+static void test_lifetime(void **state)
+{
+    (void)state;
+    id_config_t c;
+    id_config_defaults(&c);
+    snprintf(c.jwks_file, sizeof(c.jwks_file), "%s/jwks.json", dir);
+    c.max_lifetime_s = 3600;
+    char err[300], p[300];
+    id_verifier_t *lv = id_verifier_new(&c, NULL, err, sizeof(err));
+    assert_non_null(lv);
+    const char *base = "{\"iss\":\"flashgate\",\"aud\":\"flashgate\",\"sub\":\"a\"";
+    snprintf(p, sizeof(p), "%s,\"exp\":%lld}", base, NOW + 600);
+    expect("10 min", lv, mk(es, hdr(es, NULL), p), ID_OK);
+    snprintf(p, sizeof(p), "%s,\"exp\":4611686018427387904}", base);
+    expect("exp 2^62", lv, mk(es, hdr(es, NULL), p), ID_TOO_LONG_LIVED);
+    expect("exp 2^62, no bound", v, mk(es, hdr(es, NULL), p), ID_OK);
+    snprintf(p, sizeof(p), "%s,\"iat\":%lld,\"exp\":%lld}", base, NOW - 7200, NOW + 600);
+    expect("iat 2 h ago", lv, mk(es, hdr(es, NULL), p), ID_TOO_LONG_LIVED);
+    snprintf(p, sizeof(p), "%s,\"iat\":%lld,\"exp\":%lld}", base, NOW, NOW + 3600);
+    expect("exactly the bound", lv, mk(es, hdr(es, NULL), p), ID_OK);
+    snprintf(p, sizeof(p), "%s,\"iat\":-9223372036854775807,\"exp\":9223372036854775807}", base);
+    expect("iat min, exp max", lv, mk(es, hdr(es, NULL), p), ID_TOO_LONG_LIVED);
+    id_verifier_free(lv);
+}
+
+/* identity.jwks_max_stale: a fetched set failing to refresh past it verifies nothing. */
+static void test_stale(void **state)
+{
+    (void)state;
+    id_config_t c;
+    id_config_defaults(&c);
+    snprintf(c.jwks_url, sizeof(c.jwks_url), "http://127.0.0.1:1/jwks");
+    c.jwks_max_stale_s = 60;
+    char err[300];
+    id_verifier_t *sv = id_verifier_new(&c, NULL, err, sizeof(err));
+    assert_non_null(sv);
+    id_signer_t *one[] = {es};
+    char *set = set_of(one, 1);
+    id_jwks_t *ks = id_jwks_parse(set, strlen(set), err, sizeof(err));
+    free(set);
+    assert_non_null(ks);
+    id_verifier_set_keys(sv, ks);
+    const char *t = mk(es, hdr(es, NULL), claims(NULL));
+    char good[2048];
+    snprintf(good, sizeof(good), "%s", t);
+    expect("fresh", sv, good, ID_OK);
+    id_verifier_refresh_failed(sv, NOW);
+    id_verifier_refresh_failed(sv, NOW + 50); /* the first failure starts the clock */
+    expect("failing 30 s", sv, good, ID_OK);
+    assert_false(id_verifier_stale(sv, NOW + 60));
+    assert_true(id_verifier_stale(sv, NOW + 61));
+    id_result_t r;
+    assert_int_equal(id_verify(sv, good, strlen(good), NOW + 61, &r), ID_STALE_KEYS);
+    /* the per-worker cache answers no stale verdict either */
+    id_cache_t *cache = id_cache_new(16);
+    assert_int_equal(id_verify_cached(sv, cache, good, strlen(good), NOW, &r), ID_OK);
+    assert_int_equal(id_verify_cached(sv, cache, good, strlen(good), NOW + 61, &r), ID_STALE_KEYS);
+    id_verifier_set_keys(sv, ks); /* a good fetch */
+    assert_int_equal(id_verify(sv, good, strlen(good), NOW + 61, &r), ID_OK);
+    assert_false(id_verifier_stale(sv, NOW + 1000));
+    id_cache_free(cache);
+    id_jwks_unref(ks);
+    id_verifier_free(sv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -652,6 +846,8 @@ int main(void)
         cmocka_unit_test(test_person),          cmocka_unit_test(test_encoding),
         cmocka_unit_test(test_mutations),       cmocka_unit_test(test_names),
         cmocka_unit_test(test_ecdsa_der),       cmocka_unit_test(test_header_memo),
+        cmocka_unit_test(test_weak_keys),       cmocka_unit_test(test_typ),
+        cmocka_unit_test(test_lifetime),        cmocka_unit_test(test_stale),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
