@@ -52,7 +52,8 @@ done
 [ ${#mutants[@]} -gt 0 ] || { say "no mutant matches '$PICK'"; exit 2; }
 
 say "configuring $B"
-cmake -S "$TMP/src" -B "$B" -DFLASHGATE_WERROR=ON >"$TMP/logs/cmake.log" 2>&1 ||
+# shellcheck disable=SC2086 # CMAKE_FLAGS: words (e.g. the compiler launcher)
+cmake -S "$TMP/src" -B "$B" -DFLASHGATE_WERROR=ON ${CMAKE_FLAGS:-} >"$TMP/logs/cmake.log" 2>&1 ||
     { KEEP=1; say "cmake failed (logs/cmake.log)"; exit 2; }
 
 # ctest names of a regex.
