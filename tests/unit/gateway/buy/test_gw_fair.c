@@ -26,10 +26,8 @@
 #include "gateway/proxy/gw_proxy.h"
 #include "queue/oq_spool.h"
 
-#include <cmocka.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -39,6 +37,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <cmocka.h>
+#include <jansson.h>
 #include <unistd.h>
 
 /* fdatasync (linked with --wrap, tests/CMakeLists.txt): once log_syncs_left
@@ -818,7 +818,8 @@ static void test_person_entry(void **st)
 /* Waits (bounded) until the lottery of `fs` has drawn. */
 static void wait_drawn(gw_fair_sale_t *fs, int64_t starts_at_ms)
 {
-    for (int i = 0; i < 500 && gw_fair_phase(fs, starts_at_ms, cm_wall_ms()) != GW_FAIR_OPEN; i++) {
+    for (int i = 0; i < 500 && gw_fair_phase(fs, starts_at_ms, cm_wall_ms()) != GW_FAIR_OPEN;
+         i++) {
         struct timespec ts = {0, 10 * 1000000L};
         nanosleep(&ts, NULL);
     }
@@ -1030,8 +1031,8 @@ static const char *outcome_at(mini_t *m, int pos, uint32_t *place)
     snprintf(out, sizeof(out), "%s", json_string_value(json_object_get(e, "outcome")));
     if (place) {
         gw_fair_ticket_t t;
-        assert_true(
-            gw_fair_lookup(m->srv.fair, json_string_value(json_object_get(e, "order_id")), &t));
+        assert_true(gw_fair_lookup(m->srv.fair, json_string_value(json_object_get(e, "order_id")),
+                                   &t));
         *place = t.waitlist_place;
     }
     json_decref(d);
@@ -1054,10 +1055,8 @@ static gw_fair_sale_t *wl_setup(mini_t *m, inv_sale_def_t *def, int64_t stock, i
 {
     char why[256] = "";
     int64_t now = cm_wall_ms();
-    *def = (inv_sale_def_t){.stock = stock,
-                            .per_user_limit = 1,
-                            .starts_at_ms = now - 10000,
-                            .ends_at_ms = now + 3600000};
+    *def = (inv_sale_def_t){
+        .stock = stock, .per_user_limit = 1, .starts_at_ms = now - 10000, .ends_at_ms = now + 3600000};
     snprintf(def->sale_id, sizeof(def->sale_id), "s1");
     inv_sale_info_t info;
     assert_int_equal(inv_sale_put(m->srv.inv, def, &info, why, sizeof(why)), 0);
@@ -1115,9 +1114,8 @@ static void test_waitlist_in_draw_order(void **st)
     char id[INV_ORDER_ID_MAX + 1];
     json_t *d = gw_fair_draw_json(m->srv.fair, "s1");
     json_t *e1 = json_array_get(json_object_get(d, "entries"), 0);
-    assert_int_equal(inv_release(m->srv.inv, "s1",
-                                 json_string_value(json_object_get(e1, "user_id")), 1,
-                                 order_at(m, 1, id)),
+    assert_int_equal(inv_release(m->srv.inv, "s1", json_string_value(json_object_get(e1, "user_id")),
+                                 1, order_at(m, 1, id)),
                      0);
     json_decref(d);
     wait_won(m, 5);
@@ -1178,7 +1176,8 @@ static void test_waitlist_restart_admits_once(void **st)
         o.status = OQ_STATUS_SETTLED;
         gw_orders_put(m->srv.orders, &o);
     }
-    assert_int_equal(gw_orders_lookup(m->srv.orders, promoted_id, NULL), GW_ORDERS_EXPIRED);
+    assert_int_equal(gw_orders_lookup(m->srv.orders, promoted_id, NULL),
+                     GW_ORDERS_EXPIRED);
     assert_int_equal(inv_sale_get(m->srv.inv, "s1", &info), 0);
     assert_int_equal(info.accepted_units, 2);
     assert_int_equal(gw_fair_open(&m->srv, why, sizeof(why)), 0);
