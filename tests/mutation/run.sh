@@ -18,7 +18,7 @@
 # KEEP_LOGS=1 keeps each mutant's build and test log (they are kept on a failure).
 set -u
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
-MUT_DIR=$SRC/tests/mutation/mutants
+MUT_DIR=${MUT_DIR:-$SRC/tests/mutation/mutants} # another folder: a test of this runner
 PICK=${1:-.}
 JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 TMP=$(mktemp -d /tmp/fg-mutation-XXXXXX)
