@@ -122,8 +122,11 @@ fi
 # integration test's "FAIL: ..." (fg.py check/eq), a Python traceback's last
 # line, a sanitizer's report.
 first_check() {
-    grep -m1 -E '^[0-9]+: (FAIL: |ERROR: |\[  ERROR   \] )|^(FAIL: |ERROR: |\[  ERROR   \] )|: error: |^[0-9]*:? ?[A-Za-z]*Error: |runtime error: |ERROR: AddressSanitizer' "$1" |
-        sed -E 's/^[0-9]+: //; s/^\[  ERROR   \] --- //' | cut -c1-160
+    local loc msg
+    loc=$(grep -m1 -oE '[A-Za-z0-9_./-]+\.(c|py):[0-9]+: error: ' "$1" | sed -E 's/: error: $//; s|.*/||')
+    msg=$(grep -m1 -E '^[0-9]+: (FAIL: |ERROR: |\[  ERROR   \] )|^(FAIL: |ERROR: |\[  ERROR   \] )|^(([0-9]+: )?cmocka: )?(\[  ERROR   \] --- )?[^[ ].* != |^[0-9]*:? ?[A-Za-z]*Error: |runtime error: |ERROR: AddressSanitizer' "$1" |
+        sed -E 's/^[0-9]+: //; s/^cmocka: //; s/^\[  ERROR   \] --- //')
+    echo "${loc:+$loc: }$msg" | cut -c1-160
 }
 
 survivors=0
