@@ -14,7 +14,8 @@
 #   make faults     the fault suite as one table (tests/fault/run.sh)
 #   make mutation   plant each bug of tests/mutation/mutants/ in a copy of the
 #                   tree, run the tests that should catch it, fail on a survivor
-#                   (tests/mutation/run.sh; not part of make test: minutes)
+#                   or a stale mutant (tests/mutation/run.sh; not part of make
+#                   test: minutes; MUTANTS=REGEX picks some)
 #   make soak       10 minutes of steady mixed load: RSS, fds, spool, p99 plotted
 #   make bench      benchmarks (bench/bench.sh), printed side by side
 #   make bench-overload  the overload benchmark (bench/overload.sh, ~12 min: 3 rounds;

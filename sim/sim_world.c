@@ -1514,6 +1514,20 @@ static void lot_check_order(world_t *wd, gw_t *g)
     for (size_t i = 0; i < L->ndraw; i++)
         order[i] = L->v[L->perm[i]].user;
     if (!L->o_seeded) {
+        /* the order is the seed's: gw_fair_order over the entrants' keys, computed here
+         * from their user ids (not the model's perm), so a draw that took its entrants
+         * in another order (arrival order) fails here even when every step agrees */
+        uint64_t keys[NU_MAX];
+        uint32_t want[NU_MAX];
+        for (size_t i = 0; i < L->ndraw; i++)
+            keys[i] = lot_hash(L, L->v[i].user);
+        gw_fair_order(keys, L->ndraw, L->seed, want);
+        for (size_t i = 0; i < L->ndraw; i++)
+            if (order[i] != L->v[want[i]].user)
+                fail(wd,
+                     "gw%d: lottery: u%u drawn at position %zu; seed %016" PRIx64
+                     " and the entrants' keys put u%u there",
+                     g->idx, order[i], i + 1, L->seed, L->v[want[i]].user);
         /* one entry per user; every entry answered is in the draw (no power loss) */
         for (size_t i = 0; i < L->ndraw; i++)
             for (size_t j = 0; j < i; j++)

@@ -333,6 +333,17 @@ static void read_winner(void *ctx, const char *user, const char *order)
     d->won[d->nwon++] = cm_xstrdup(user);
 }
 
+uint32_t *gw_fair__fleet_perm(const entry_t *all, size_t n, uint64_t seed)
+{
+    uint32_t *perm = cm_xmalloc((n ? n : 1) * sizeof(uint32_t));
+    uint64_t *keys = cm_xmalloc((n ? n : 1) * sizeof(uint64_t));
+    for (size_t i = 0; i < n; i++)
+        keys[i] = all[i].key;
+    gw_fair_order(keys, n, seed, perm);
+    free(keys);
+    return perm;
+}
+
 /* Reads the draw's state. with_won: also the winners. Returns false on a Redis problem. */
 static bool fleet_read(gw_fair_t *f, gw_fair_sale_t *fs, fleet_draw_t *d, bool with_won)
 {
@@ -364,14 +375,8 @@ static bool fleet_read(gw_fair_t *f, gw_fair_sale_t *fs, fleet_draw_t *d, bool w
         if (d->nrefused)
             qsort(d->refused, d->nrefused, sizeof(char *), strp_cmp);
     }
-    if (d->seeded) {
-        d->perm = cm_xmalloc((d->n ? d->n : 1) * sizeof(uint32_t));
-        uint64_t *keys = cm_xmalloc((d->n ? d->n : 1) * sizeof(uint64_t));
-        for (size_t i = 0; i < d->n; i++)
-            keys[i] = d->all[i].key;
-        gw_fair_order(keys, d->n, d->seed, d->perm);
-        free(keys);
-    }
+    if (d->seeded)
+        d->perm = gw_fair__fleet_perm(d->all, d->n, d->seed);
     return true;
 }
 

@@ -462,6 +462,10 @@ void gw_fair__reg_token(gw_fair_sale_t *fs, char *out, size_t cap);
 void gw_fair__reg_token_apply(gw_fair_sale_t *fs, const char *conf);
 
 /*---- gw_fair_fleet.c: the fleet's draw and configuration ----*/
+/* The fleet's draw order over the frozen entrants (all[0..n), as read from Redis, in
+ * any order): gw_fair_order of their keys and the seed. Returns a new array of n
+ * indexes into all (the caller frees). Pure: every gateway computes the same one. */
+uint32_t *gw_fair__fleet_perm(const entry_t *all, size_t n, uint64_t seed);
 
 /* Tells the fleet this gateway holds entries of the sale, once it has one. Lottery thread. */
 void gw_fair__fleet_mark(gw_fair_t *f, gw_fair_sale_t *fs);

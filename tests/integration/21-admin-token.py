@@ -84,6 +84,11 @@ def no_token_visible(g, tok, what, freed_wiped=False):
     eq(g.admin("GET", "/admin/v1/stats", token=None).status, 401, "%s: no token, 401" % what)
     eq(g.admin("GET", "/admin/v1/stats", token=tok[:-1] + "x").status, 401,
        "%s: a wrong token, 401" % what)
+    # the whole token, not a prefix of it, nor a token that starts with it
+    eq(g.admin("GET", "/admin/v1/stats", token=tok + "x").status, 401,
+       "%s: the token with a character more, 401" % what)
+    eq(g.admin("GET", "/admin/v1/stats", token=tok[:-1]).status, 401,
+       "%s: the token less its last character, 401" % what)
     # the token's requests last: nothing after them overwrites the memory they used
     for path in ("/admin/v1/stats", "/admin/v1/sales"):
         check(t not in g.admin("GET", path, token=tok).raw, "%s: not in %s" % (what, path))

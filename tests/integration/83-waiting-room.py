@@ -84,7 +84,7 @@ try:
           "position 40 waits with an ETA: %r" % last)
     tok = first["admission_token"]
     r = g.buy("wr", "u01", headers={"X-Admission-Token": tok})
-    eq((r.status, r.json["error"]), (403, "admission_required"), "a token buys for its user only")
+    eq((r.status, r.json.get("error")), (403, "admission_required"), "a token buys for its user only")
     exp, jti, mac = tok.split(".")
     eq(len(jti), 16, "the token carries a 16-hex-digit replay id: %r" % tok)
     r = g.buy("wr", "u00", headers={"X-Admission-Token": "%d.%s.%s" % (int(exp) + 100, jti, mac)})

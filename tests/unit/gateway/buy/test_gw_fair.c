@@ -10,8 +10,10 @@
  * spool's seam and a restart's replay done by hand).
  */
 #include "gateway/buy/gw_fair.h"
+#include "gateway/buy/gw_fair_internal.h"
 
 #include "common/cm_err.h"
+#include "common/cm_hash.h"
 #include "common/cm_id.h"
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
@@ -591,6 +593,52 @@ static void test_draw_winners_not_arrival_order(void **st)
     assert_true(mean > 199.5 - 100 && mean < 199.5 + 100);
     mini_close(m);
     free(m);
+}
+
+/* The fleet's draw (gw_fair_fleet.c fleet_read) orders the frozen entrants it
+ * read from Redis by gw_fair_order of their keys and the seed, computed here on
+ * its own: not in the order Redis returned them, which under 128 entrants is
+ * the order the gateways pushed them (arrival order). Every gateway reads the
+ * entrants in its own order and must draw the same persons: the order is the
+ * same for the entrants read reversed. */
+static void test_fleet_perm_is_the_seeded_order(void **st)
+{
+    (void)st;
+    enum { N = 60, STOCK = 10 };
+    const cm_hash_key_t secret = {.k0 = 0x0123456789abcdefull, .k1 = 0xfedcba9876543210ull};
+    static const uint64_t seeds[] = {1, 42, 0x5eedf00dull, 0xffffffffffffffffull};
+    entry_t *all = calloc(N, sizeof(entry_t)), *rev = calloc(N, sizeof(entry_t));
+    assert_non_null(all);
+    assert_non_null(rev);
+    uint64_t keys[N];
+    for (unsigned i = 0; i < N; i++) {
+        snprintf(all[i].person, sizeof(all[i].person), "e%02u", i);
+        keys[i] = cm_hash_sip24(&secret, all[i].person, strlen(all[i].person));
+        all[i].key = keys[i];
+        rev[N - 1 - i] = all[i];
+    }
+    for (size_t s = 0; s < sizeof(seeds) / sizeof(seeds[0]); s++) {
+        uint32_t want[N];
+        gw_fair_order(keys, N, seeds[s], want);
+        uint32_t *got = gw_fair__fleet_perm(all, N, seeds[s]);
+        uint32_t *got_rev = gw_fair__fleet_perm(rev, N, seeds[s]);
+        double rank_sum = 0;
+        for (unsigned i = 0; i < N; i++) {
+            if (got[i] != want[i] || strcmp(rev[got_rev[i]].person, all[want[i]].person) != 0)
+                fail_msg("seed %#llx, draw position %u: the fleet drew %s (reversed read: %s), "
+                         "gw_fair_order says %s",
+                         (unsigned long long)seeds[s], i + 1, all[got[i] % N].person,
+                         rev[got_rev[i] % N].person, all[want[i]].person);
+            if (i < STOCK)
+                rank_sum += got[i];
+        }
+        printf("# seed %#llx: the first %d drawn have mean arrival rank %.1f of %d\n",
+               (unsigned long long)seeds[s], STOCK, rank_sum / STOCK, N);
+        free(got);
+        free(got_rev);
+    }
+    free(all);
+    free(rev);
 }
 
 typedef struct idem_seen {
@@ -1175,6 +1223,7 @@ int main(void)
         cmocka_unit_test(test_draw_winner_durable_before_a_later_failure),
         cmocka_unit_test(test_draw_end_not_durable),
         cmocka_unit_test(test_draw_winners_not_arrival_order),
+        cmocka_unit_test(test_fleet_perm_is_the_seeded_order),
         cmocka_unit_test(test_idem_dash_survives_restart),
         cmocka_unit_test(test_person_entry),
         cmocka_unit_test(test_resumed_draw_reserves_once),
