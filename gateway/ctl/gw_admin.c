@@ -17,6 +17,7 @@
 #include "common/cm_err.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
+#include "gateway/base/gw_admin_route.h"
 #include "gateway/base/gw_base.h"
 #include "gateway/base/gw_fleet.h"
 #include "gateway/base/gw_limit_json.h"
@@ -49,8 +50,6 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-
-#define ADMIN_BODY_MAX 65536
 
 typedef struct admin_req {
     char *body;
@@ -626,161 +625,13 @@ static int load_token_file(gw_server_t *srv, bool quiet, char *errbuf, size_t er
 
 /*---- helpers ----*/
 
-static void resp_json(gw_resp_t *p, gw_reply_t r, const char *json)
-{
-    gw_resp_init(p, r);
-    p->body_len = (size_t)snprintf(p->body, sizeof(p->body), "%s", json);
-}
-
-static json_t *parse_object(admin_req_t *ar, gw_resp_t *p)
-{
-    if (ar->too_large) {
-        gw_resp_error(p, GW_R_TOO_LARGE, NULL, "body is larger than %d bytes", ADMIN_BODY_MAX);
-        return NULL;
-    }
-    json_error_t e;
-    json_t *j = json_loadb(ar->body ? ar->body : "", ar->len, JSON_REJECT_DUPLICATES, &e);
-    if (!j) {
-        gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "malformed JSON at line %d column %d: %s",
-                      e.line, e.column, e.text);
-        return NULL;
-    }
-    if (!json_is_object(j)) {
-        json_decref(j);
-        gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "body must be a JSON object");
-        return NULL;
-    }
-    return j;
-}
-
-/* Refuses keys not in `allowed` (NULL-terminated). Returns false with p set. */
-static bool only_keys(json_t *obj, const char *const *allowed, gw_resp_t *p)
-{
-    const char *k;
-    json_t *v;
-    json_object_foreach(obj, k, v) {
-        bool ok = false;
-        for (const char *const *a = allowed; *a; a++)
-            if (strcmp(k, *a) == 0)
-                ok = true;
-        if (!ok) {
-            gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "unknown field %s", k);
-            return false;
-        }
-    }
-    return true;
-}
-
-static bool get_int(json_t *obj, const char *key, int64_t min, int64_t max, bool required,
-                    int64_t *out, gw_resp_t *p)
-{
-    json_t *v = json_object_get(obj, key);
-    if (!v) {
-        if (required) {
-            gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "missing field %s", key);
-            return false;
-        }
-        return true;
-    }
-    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
-        gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "%s must be an integer from %lld to %lld", key,
-                      (long long)min, (long long)max);
-        return false;
-    }
-    *out = json_integer_value(v);
-    return true;
-}
-
-static bool get_time(json_t *obj, const char *key, int64_t *out, gw_resp_t *p)
-{
-    json_t *v = json_object_get(obj, key);
-    if (!v || json_is_null(v))
-        return true;
-    if (!json_is_string(v) || cm_time_parse_rfc3339(json_string_value(v), out) != 0) {
-        gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
-                      "%s must be an RFC 3339 time such as 2026-11-22T10:00:00Z, or null", key);
-        return false;
-    }
-    return true;
-}
-
-/* A registration time: an RFC 3339 string as starts_at, or ms since the epoch; null = none (0). */
-static bool get_reg_time(json_t *obj, const char *key, int64_t *out, gw_resp_t *p)
-{
-    json_t *v = json_object_get(obj, key);
-    if (!v)
-        return true;
-    if (json_is_null(v)) {
-        *out = 0;
-        return true;
-    }
-    if (json_is_integer(v) && json_integer_value(v) > 0) {
-        *out = json_integer_value(v);
-        return true;
-    }
-    if (json_is_string(v) && cm_time_parse_rfc3339(json_string_value(v), out) == 0 && *out > 0)
-        return true;
-    gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
-                  "%s must be an RFC 3339 time such as 2026-11-22T10:00:00Z, milliseconds "
-                  "since the epoch, or null",
-                  key);
-    return false;
-}
-
 static void sale_reply(gw_resp_t *p, gw_reply_t r, const inv_sale_info_t *info)
 {
     gw_resp_init(p, r);
     p->body_len = gw_sale_json(info, true, cm_wall_ms(), p->body, sizeof(p->body));
 }
 
-static void inv_error(gw_resp_t *p, int rc, const char *why, const char *sale_id)
-{
-    if (rc == CM_ENOTFOUND)
-        gw_resp_error(p, GW_R_UNKNOWN_SALE, NULL, "no sale %s", sale_id);
-    else if (rc == CM_EINVAL)
-        gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "%s", why[0] ? why : "invalid request");
-    else if (rc == CM_ECONFLICT)
-        gw_resp_error(p, GW_R_CONFLICT, NULL, "%s", why[0] ? why : "conflict");
-    else {
-        gw_resp_error(p, GW_R_UNAVAILABLE, NULL, "inventory: %s%s%s", cm_strerror(rc),
-                      why[0] ? ": " : "", why);
-    }
-}
-
-
 /*---- the call of one route ----*/
-
-typedef struct admin_call {
-    gw_server_t *srv;
-    struct MHD_Connection *c;
-    admin_req_t *ar;
-    const char *method, *url;
-    const char *who;  /* token name, for the audit */
-    char arg[160];    /* the {parameter} of the route's path, if any (unchecked) */
-    gw_resp_t *p;     /* a small answer */
-    char *big;        /* or a large one (malloc'd), sent with big_type */
-    const char *big_type;
-    const gw_asset_t *asset; /* or a static file */
-    gw_elig_rule_t elig;     /* a sale PUT's eligibility rule, once checked (elig_arg) */
-} admin_call_t;
-
-static void set_big(admin_call_t *a, char *json)
-{
-    a->big = json;
-    a->big_type = "application/json";
-}
-
-/* Checks a sale id from the path; false with a 400 answer set. */
-static bool sale_arg(admin_call_t *a)
-{
-    size_t n = strlen(a->arg);
-    if (n == 0 || n > INV_SALE_ID_MAX || !inv_id_valid(a->arg, n, INV_SALE_ID_MAX)) {
-        gw_resp_error(a->p, GW_R_BAD_REQUEST, NULL,
-                      "sale_id must be 1..64 characters of A-Z a-z 0-9 . _ -");
-        return false;
-    }
-    return true;
-}
 
 static json_t *sale_obj(const inv_sale_info_t *info)
 {
@@ -794,7 +645,7 @@ static json_t *sale_obj(const inv_sale_info_t *info)
 /* Adds a sale's eligibility rule to its answer (only when it has one):
  * "require_claims":{"name":true,...},"min_account_age_days":N; an answer
  * longer than the small body (16 long names) goes out as a big one. */
-static void elig_fields(admin_call_t *a, const char *sale_id)
+static void elig_fields(gw_admin_call_t *a, const char *sale_id)
 {
     gw_elig_rule_t el;
     gw_resp_t *p = a->p;
@@ -818,20 +669,20 @@ static void elig_fields(admin_call_t *a, const char *sale_id)
         p->body_len = n;
         free(s);
     } else {
-        set_big(a, s);
+        gw_admin_set_big(a, s);
     }
 }
 
 /*
  * A PUT's require_claims and min_account_age_days (absent: as they were)
- * checked into a->elig (gw_elig_parse), or 400 naming the problem.
+ * checked into *out (gw_elig_parse), or 400 naming the problem.
  */
-static bool elig_arg(admin_call_t *a, json_t *j, const char *id)
+static bool elig_arg(gw_admin_call_t *a, json_t *j, const char *id, gw_elig_rule_t *out)
 {
     gw_elig_rule_t old;
     bool had = gw_elig_get(a->srv, id, &old);
     int64_t days = had ? old.min_age_days : 0;
-    if (!get_int(j, "min_account_age_days", 0, GW_ELIG_AGE_MAX_DAYS, false, &days, a->p))
+    if (!gw_admin_get_int(j, "min_account_age_days", 0, GW_ELIG_AGE_MAX_DAYS, false, &days, a->p))
         return false;
     json_t *rq = json_object_get(j, "require_claims"), *own = NULL;
     if (json_is_null(rq))
@@ -842,7 +693,7 @@ static bool elig_arg(admin_call_t *a, json_t *j, const char *id)
             json_object_set_new(own, old.claims[i], json_true());
     }
     char why[512];
-    int rc = gw_elig_parse(a->srv, id, rq, days, &a->elig, why, sizeof(why));
+    int rc = gw_elig_parse(a->srv, id, rq, days, out, why, sizeof(why));
     json_decref(own);
     if (rc) {
         gw_resp_error(a->p, GW_R_BAD_REQUEST, NULL, "%s", why);
@@ -897,13 +748,13 @@ static void reg_fields(gw_server_t *srv, gw_resp_t *p, const char *sale_id)
  * and a message naming both. Not "unchanged": a lottery applied here but not
  * saved to fair.json, or put in Redis but not applied here, is partly set.
  */
-static void sale_saved_error(admin_call_t *a, const char *id, int rc, const char *why,
+static void sale_saved_error(gw_admin_call_t *a, const char *id, int rc, const char *why,
                              const inv_sale_info_t *before, const inv_sale_info_t *info)
 {
     json_t *now = sale_obj(info);
     if (now)
         json_object_set_new(now, "lottery_error", json_string(why[0] ? why : cm_strerror(rc)));
-    gw_audit_record(a->srv, a->who, "sale.put", id, before ? sale_obj(before) : NULL, now);
+    gw_admin_audit(a, "sale.put", id, before ? sale_obj(before) : NULL, now);
     cm_log_warn("admin", "sale saved but its lottery settings were not", "sale=%s reason=\"%s\"",
                 id, why);
     gw_reply_t st = rc == CM_ECONFLICT ? GW_R_CONFLICT
@@ -917,14 +768,14 @@ static void sale_saved_error(admin_call_t *a, const char *id, int rc, const char
                   id, why[0] ? why : cm_strerror(rc));
 }
 
-static void h_sale_put(admin_call_t *a)
+static void h_sale_put(gw_admin_call_t *a)
 {
     gw_server_t *srv = a->srv;
     gw_resp_t *p = a->p;
-    if (!sale_arg(a))
+    if (!gw_admin_sale_arg(a))
         return;
     const char *id = a->arg;
-    json_t *j = parse_object(a->ar, p);
+    json_t *j = gw_admin_parse_object(a, p);
     if (!j)
         return;
     static const char *const keys[] = {"stock",          "per_user_limit", "starts_at",
@@ -940,15 +791,16 @@ static void h_sale_put(admin_call_t *a)
     int64_t wr = gw_fair_room_rate(srv->fair, id);
     int64_t ropen = 0, rclose = 0;
     gw_reg_conf_get(srv, id, &ropen, &rclose); /* absent: unchanged */
-    if (only_keys(j, keys, p) && get_int(j, "stock", 0, 1000000000000LL, true, &stock, p) &&
-        get_int(j, "per_user_limit", 1, 1000000, false, &limit, p) &&
-        get_time(j, "starts_at", &d.starts_at_ms, p) && get_time(j, "ends_at", &d.ends_at_ms, p) &&
-        get_int(j, "fair_window_ms", 0, GW_FAIR_WINDOW_MAX_MS, false, &fwin, p) &&
-        get_int(j, "fair_early_ms", 0, GW_FAIR_EARLY_MAX_MS, false, &fearly, p) &&
-        get_int(j, "waiting_room_rate", 0, GW_WR_RATE_MAX, false, &wr, p) &&
-        get_reg_time(j, "registration_opens_at", &ropen, p) &&
-        get_reg_time(j, "registration_closes_at", &rclose, p) &&
-        elig_arg(a, j, id)) {
+    gw_elig_rule_t elig; /* checked by elig_arg, set once all is valid */
+    if (gw_admin_only_keys(j, keys, p) && gw_admin_get_int(j, "stock", 0, 1000000000000LL, true, &stock, p) &&
+        gw_admin_get_int(j, "per_user_limit", 1, 1000000, false, &limit, p) &&
+        gw_admin_get_time(j, "starts_at", &d.starts_at_ms, p) && gw_admin_get_time(j, "ends_at", &d.ends_at_ms, p) &&
+        gw_admin_get_int(j, "fair_window_ms", 0, GW_FAIR_WINDOW_MAX_MS, false, &fwin, p) &&
+        gw_admin_get_int(j, "fair_early_ms", 0, GW_FAIR_EARLY_MAX_MS, false, &fearly, p) &&
+        gw_admin_get_int(j, "waiting_room_rate", 0, GW_WR_RATE_MAX, false, &wr, p) &&
+        gw_admin_get_reg_time(j, "registration_opens_at", &ropen, p) &&
+        gw_admin_get_reg_time(j, "registration_closes_at", &rclose, p) &&
+        elig_arg(a, j, id, &elig)) {
         if (d.starts_at_ms && d.ends_at_ms && d.ends_at_ms <= d.starts_at_ms) {
             gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "ends_at must be after starts_at");
         } else if (fwin > 0 && !d.starts_at_ms) {
@@ -992,7 +844,7 @@ static void h_sale_put(admin_call_t *a)
             bool drawn = rc == CM_ECONFLICT; /* the lottery has had its one draw */
             if (rc == 0)
                 rc = inv_sale_put(srv->inv, &d, &info, why, sizeof(why));
-            if (rc == 0 && (rc = gw_elig_set(srv, &a->elig, why, sizeof(why))) != 0) {
+            if (rc == 0 && (rc = gw_elig_set(srv, &elig, why, sizeof(why))) != 0) {
                 sale_saved_error(a, id, rc, why, existed ? &before : NULL, &info);
                 json_decref(j);
                 return;
@@ -1020,21 +872,21 @@ static void h_sale_put(admin_call_t *a)
                 fair_fields(srv, p, id);
                 reg_fields(srv, p, id);
                 elig_fields(a, id);
-                gw_audit_record(srv, a->who, "sale.put", id, existed ? sale_obj(&before) : NULL,
+                gw_admin_audit(a, "sale.put", id, existed ? sale_obj(&before) : NULL,
                                 sale_obj(&info));
                 cm_log_info("admin", "sale defined", "sale=%s stock=%lld per_user_limit=%u",
                             id, (long long)stock, d.per_user_limit);
             } else {
-                inv_error(p, rc, why, id);
+                gw_admin_inv_error(p, rc, why, id);
             }
         }
     }
     json_decref(j);
 }
 
-static void h_sale_get(admin_call_t *a)
+static void h_sale_get(gw_admin_call_t *a)
 {
-    if (!sale_arg(a))
+    if (!gw_admin_sale_arg(a))
         return;
     inv_sale_info_t info;
     int rc = inv_sale_get(a->srv->inv, a->arg, &info);
@@ -1044,14 +896,14 @@ static void h_sale_get(admin_call_t *a)
         reg_fields(a->srv, a->p, a->arg);
         elig_fields(a, a->arg);
     } else {
-        inv_error(a->p, rc, "", a->arg);
+        gw_admin_inv_error(a->p, rc, "", a->arg);
     }
 }
 
 /* DELETE /admin/v1/sales/{id}: an ended sale only (409 for a live or upcoming one). */
-static void h_sale_delete(admin_call_t *a)
+static void h_sale_delete(gw_admin_call_t *a)
 {
-    if (!sale_arg(a))
+    if (!gw_admin_sale_arg(a))
         return;
     gw_server_t *srv = a->srv;
     inv_sale_info_t before;
@@ -1071,7 +923,7 @@ static void h_sale_delete(admin_call_t *a)
                           "again",
                           a->arg, rc == 0 ? "is deleted" : "was deleted", fwhy);
             if (rc == 0)
-                gw_audit_record(srv, a->who, "sale.delete", a->arg,
+                gw_admin_audit(a, "sale.delete", a->arg,
                                 had ? sale_obj(&before) : NULL, NULL);
             return;
         }
@@ -1079,18 +931,18 @@ static void h_sale_delete(admin_call_t *a)
             rc = 0; /* what its lottery left is gone now */
     }
     if (rc != 0) {
-        inv_error(a->p, rc, why, a->arg);
+        gw_admin_inv_error(a->p, rc, why, a->arg);
         return;
     }
-    resp_json(a->p, GW_R_OK, "{\"deleted\":true}");
-    gw_audit_record(srv, a->who, "sale.delete", a->arg, had ? sale_obj(&before) : NULL, NULL);
+    gw_admin_resp_json(a->p, GW_R_OK, "{\"deleted\":true}");
+    gw_admin_audit(a, "sale.delete", a->arg, had ? sale_obj(&before) : NULL, NULL);
     cm_log_info("admin", "sale deleted", "sale=%s", a->arg);
 }
 
 /* GET /admin/v1/sales/{id}/draw: the start-window draw, auditable (gw_fair.h). */
-static void h_sale_draw(admin_call_t *a)
+static void h_sale_draw(gw_admin_call_t *a)
 {
-    if (!sale_arg(a))
+    if (!gw_admin_sale_arg(a))
         return;
     json_t *o = gw_fair_draw_json(a->srv->fair, a->arg);
     if (!o) {
@@ -1098,31 +950,31 @@ static void h_sale_draw(admin_call_t *a)
                       a->arg);
         return;
     }
-    set_big(a, json_dumps(o, JSON_COMPACT));
+    gw_admin_set_big(a, json_dumps(o, JSON_COMPACT));
     json_decref(o);
 }
 
-static void h_sale_restock(admin_call_t *a)
+static void h_sale_restock(gw_admin_call_t *a)
 {
     gw_server_t *srv = a->srv;
     gw_resp_t *p = a->p;
-    if (!sale_arg(a))
+    if (!gw_admin_sale_arg(a))
         return;
     const char *id = a->arg;
-    const char *key = MHD_lookup_connection_value(a->c, MHD_HEADER_KIND, "Idempotency-Key");
-    json_t *j = parse_object(a->ar, p);
+    const char *key = gw_admin_header(a, "Idempotency-Key");
+    json_t *j = gw_admin_parse_object(a, p);
     if (!j)
         return;
     static const char *const keys[] = {"add", NULL};
     int64_t add = 0;
-    if (only_keys(j, keys, p) && get_int(j, "add", 1, 1000000000000LL, true, &add, p)) {
+    if (gw_admin_only_keys(j, keys, p) && gw_admin_get_int(j, "add", 1, 1000000000000LL, true, &add, p)) {
         inv_sale_info_t before, info;
         bool known = inv_sale_get(srv->inv, id, &before) == 0;
         char why[256] = "";
         int rc = inv_restock_keyed(srv->inv, id, add, key, &info, why, sizeof(why));
         if (rc == 0) {
             sale_reply(p, GW_R_OK, &info);
-            gw_audit_record(srv, a->who, "sale.restock", id,
+            gw_admin_audit(a, "sale.restock", id,
                             known ? json_pack("{s:I,s:I}", "stock_total",
                                               (json_int_t)before.stock_total, "stock_left",
                                               (json_int_t)before.stock_left)
@@ -1136,7 +988,7 @@ static void h_sale_restock(admin_call_t *a)
             sale_reply(p, GW_R_OK, &info);
             gw_resp_header(p, "Idempotent-Replayed", "true");
         } else {
-            inv_error(p, rc, why, id);
+            gw_admin_inv_error(p, rc, why, id);
         }
     }
     json_decref(j);
@@ -1165,12 +1017,12 @@ static void list_one(inv_sale_t *sale, void *ctx)
     json_array_append_new(lc->arr, o);
 }
 
-static void h_sales_list(admin_call_t *a)
+static void h_sales_list(gw_admin_call_t *a)
 {
     json_t *arr = json_array();
     inv_sale_foreach(a->srv->inv, list_one, &(list_ctx_t){a->srv, arr});
     json_t *o = json_pack("{s:o}", "sales", arr);
-    set_big(a, json_dumps(o, JSON_COMPACT));
+    gw_admin_set_big(a, json_dumps(o, JSON_COMPACT));
     json_decref(o);
 }
 
@@ -1330,15 +1182,15 @@ static void fleet_conflict(gw_resp_t *p, const char *why)
     gw_resp_error(p, GW_R_CONFLICT, "\"reason\":\"fleet_config_conflict\"", "%s", why);
 }
 
-static void h_limits_get(admin_call_t *a)
+static void h_limits_get(gw_admin_call_t *a)
 {
-    set_big(a, limits_json(a->srv));
+    gw_admin_set_big(a, limits_json(a->srv));
 }
 
-static void h_limits_patch(admin_call_t *a)
+static void h_limits_patch(gw_admin_call_t *a)
 {
     gw_server_t *srv = a->srv;
-    json_t *j = parse_object(a->ar, a->p);
+    json_t *j = gw_admin_parse_object(a, a->p);
     if (!j)
         return;
     /* The fields not in the body keep the limits in force: read, merged, applied,
@@ -1365,10 +1217,10 @@ static void h_limits_patch(admin_call_t *a)
             json_decref(r.old);
             fleet_conflict(a->p, why);
         } else {
-            gw_audit_record(srv, a->who, "limits.patch", "limits", r.old, gw_limits_json(srv->limits));
+            gw_admin_audit(a, "limits.patch", "limits", r.old, gw_limits_json(srv->limits));
             char *s = limits_json(srv);
             cm_log_info("admin", "limits changed", "limits=%s", s);
-            set_big(a, s);
+            gw_admin_set_big(a, s);
         }
     }
     gw_fleet_limits_unlock(srv);
@@ -1384,7 +1236,7 @@ static bool rule_parse(json_t *j, const char *sale_id, gw_rule_t *r, gw_resp_t *
                                        "sale_burst", "dry_run", "rejected", "dry_run_rejected",
                                        NULL};
     memset(r, 0, sizeof(*r));
-    if (!only_keys(j, keys, p))
+    if (!gw_admin_only_keys(j, keys, p))
         return false;
     size_t n = strlen(sale_id);
     if (n == 0 || n > INV_SALE_ID_MAX || !inv_id_valid(sale_id, n, INV_SALE_ID_MAX)) {
@@ -1440,17 +1292,17 @@ static bool rule_parse(json_t *j, const char *sale_id, gw_rule_t *r, gw_resp_t *
     return true;
 }
 
-static void h_rules_list(admin_call_t *a)
+static void h_rules_list(gw_admin_call_t *a)
 {
     json_t *o = json_pack("{s:o}", "rules", gw_rules_json(a->srv->limits, true));
-    set_big(a, json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12)));
+    gw_admin_set_big(a, json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12)));
     json_decref(o);
 }
 
-static void h_rule_put(admin_call_t *a)
+static void h_rule_put(gw_admin_call_t *a)
 {
     gw_server_t *srv = a->srv;
-    json_t *j = parse_object(a->ar, a->p);
+    json_t *j = gw_admin_parse_object(a, a->p);
     if (!j)
         return;
     gw_rule_t r;
@@ -1468,9 +1320,9 @@ static void h_rule_put(admin_call_t *a)
         } else {
             rules[i] = r;
             gw_limits_set_rules(srv->limits, rules, i == n ? n + 1 : n);
-            gw_audit_record(srv, a->who, "rule.put", r.sale_id, old, gw_rule_json(&r, false));
+            gw_admin_audit(a, "rule.put", r.sale_id, old, gw_rule_json(&r, false));
             json_t *o = gw_rule_json(&r, false);
-            set_big(a, json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12)));
+            gw_admin_set_big(a, json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12)));
             json_decref(o);
             if (i == n)
                 gw_resp_init(a->p, GW_R_CREATED); /* the body is set_big's */
@@ -1480,7 +1332,7 @@ static void h_rule_put(admin_call_t *a)
     json_decref(j);
 }
 
-static void h_rule_delete(admin_call_t *a)
+static void h_rule_delete(gw_admin_call_t *a)
 {
     gw_server_t *srv = a->srv;
     gw_rule_t rules[GW_LIMIT_RULES_MAX];
@@ -1491,7 +1343,7 @@ static void h_rule_delete(admin_call_t *a)
         json_t *old = gw_rule_json(&rules[i], false);
         rules[i] = rules[n - 1];
         gw_limits_set_rules(srv->limits, rules, n - 1);
-        gw_audit_record(srv, a->who, "rule.delete", a->arg, old, NULL);
+        gw_admin_audit(a, "rule.delete", a->arg, old, NULL);
         gw_resp_init(a->p, GW_R_OK);
         a->p->body_len = (size_t)snprintf(a->p->body, sizeof(a->p->body),
                                           "{\"deleted\":true}");
@@ -1502,27 +1354,11 @@ static void h_rule_delete(admin_call_t *a)
 
 /*---- audit and rollback ----*/
 
-static bool query_u64(admin_call_t *a, const char *name, uint64_t max, uint64_t *out)
-{
-    const char *v = MHD_lookup_connection_value(a->c, MHD_GET_ARGUMENT_KIND, name);
-    if (!v)
-        return true;
-    char *end;
-    errno = 0;
-    unsigned long long n = strtoull(v, &end, 10);
-    if (!*v || *end || errno || n > max || *v == '-') {
-        gw_resp_error(a->p, GW_R_BAD_REQUEST, NULL, "%s must be an integer from 0 to %llu", name,
-                      (unsigned long long)max);
-        return false;
-    }
-    *out = n;
-    return true;
-}
 
-static void h_audit(admin_call_t *a)
+static void h_audit(gw_admin_call_t *a)
 {
     uint64_t since = 0, limit = 100;
-    if (!query_u64(a, "since", UINT64_MAX / 2, &since) || !query_u64(a, "limit", 10000, &limit))
+    if (!gw_admin_query_u64(a, "since", UINT64_MAX / 2, &since) || !gw_admin_query_u64(a, "limit", 10000, &limit))
         return;
     json_t *arr = gw_audit_list(a->srv, since, limit ? limit : 1);
     if (!arr) {
@@ -1531,20 +1367,20 @@ static void h_audit(admin_call_t *a)
     }
     json_t *o = json_pack("{s:I,s:o}", "version", (json_int_t)gw_audit_version(a->srv),
                           "entries", arr);
-    set_big(a, json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12)));
+    gw_admin_set_big(a, json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12)));
     json_decref(o);
 }
 
-static void h_rollback(admin_call_t *a)
+static void h_rollback(gw_admin_call_t *a)
 {
     gw_server_t *srv = a->srv;
-    json_t *j = parse_object(a->ar, a->p);
+    json_t *j = gw_admin_parse_object(a, a->p);
     if (!j)
         return;
     static const char *const keys[] = {"version", NULL};
     int64_t version = 0;
     json_t *cfg = NULL;
-    if (!only_keys(j, keys, a->p) || !get_int(j, "version", 1, INT64_MAX, true, &version, a->p))
+    if (!gw_admin_only_keys(j, keys, a->p) || !gw_admin_get_int(j, "version", 1, INT64_MAX, true, &version, a->p))
         goto out;
     if (gw_audit_config_at(srv, (uint64_t)version, (void **)&cfg) != 0) {
         gw_resp_error(a->p, GW_R_INTERNAL, NULL, "cannot read the audit log");
@@ -1597,11 +1433,11 @@ static void h_rollback(admin_call_t *a)
     char target[48];
     snprintf(target, sizeof(target), "version %lld", (long long)version);
     uint64_t v =
-        gw_audit_record(srv, a->who, "config.rollback", target, r.old, gw_config_snapshot(srv));
+        gw_admin_audit(a, "config.rollback", target, r.old, gw_config_snapshot(srv));
     gw_fleet_limits_unlock(srv);
     json_t *o = json_pack("{s:I,s:I,s:o}", "version", (json_int_t)v, "restored", (json_int_t)version,
                           "config", (json_t *)gw_config_snapshot(srv));
-    set_big(a, json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12)));
+    gw_admin_set_big(a, json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12)));
     json_decref(o);
     cm_log_info("admin", "limits and rules rolled back", "to_version=%lld version=%llu",
                 (long long)version, (unsigned long long)v);
@@ -1782,12 +1618,12 @@ static char *stats_json(gw_server_t *srv)
     return s;
 }
 
-static void h_stats(admin_call_t *a)
+static void h_stats(gw_admin_call_t *a)
 {
-    set_big(a, stats_json(a->srv));
+    gw_admin_set_big(a, stats_json(a->srv));
 }
 
-static void h_config(admin_call_t *a)
+static void h_config(gw_admin_call_t *a)
 {
     gw_server_t *srv = a->srv;
     json_t *o = json_object();
@@ -1800,18 +1636,18 @@ static void h_config(admin_call_t *a)
                                       cm_src_name(srv->conf->src[opt - srv->conf->opts])));
     }
     pthread_mutex_unlock(&srv->cfg_mu);
-    set_big(a, json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS));
+    gw_admin_set_big(a, json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS));
     json_decref(o);
 }
 
-static void h_metrics(admin_call_t *a)
+static void h_metrics(gw_admin_call_t *a)
 {
     size_t len;
     a->big = gw_metrics_text(a->srv, &len);
     a->big_type = "text/plain; version=0.0.4; charset=utf-8";
 }
 
-static void h_whoami(admin_call_t *a)
+static void h_whoami(gw_admin_call_t *a)
 {
     gw_resp_init(a->p, GW_R_OK);
     const gw_admin_token_t *t = NULL;
@@ -1825,17 +1661,17 @@ static void h_whoami(admin_call_t *a)
 
 /*---- the dashboard's history and fleet view (gw_ring.h) ----*/
 
-static void h_history(admin_call_t *a)
+static void h_history(gw_admin_call_t *a)
 {
     uint64_t since = 0;
-    if (!query_u64(a, "since", (uint64_t)INT64_MAX, &since))
+    if (!gw_admin_query_u64(a, "since", (uint64_t)INT64_MAX, &since))
         return;
-    set_big(a, gw_ring_history_json(a->srv, (int64_t)since));
+    gw_admin_set_big(a, gw_ring_history_json(a->srv, (int64_t)since));
 }
 
-static void h_fleet(admin_call_t *a)
+static void h_fleet(gw_admin_call_t *a)
 {
-    set_big(a, gw_ring_fleet_json(a->srv));
+    gw_admin_set_big(a, gw_ring_fleet_json(a->srv));
 }
 
 /*---- health on the admin listener (no token) ----*/
@@ -1846,19 +1682,19 @@ static void h_fleet(admin_call_t *a)
  * shut their door (overload.accept_pause) or queue, and a load balancer's
  * probe must not read that as a dead process (docs/ops/runbook.md: probe here).
  */
-static void h_healthz(admin_call_t *a)
+static void h_healthz(gw_admin_call_t *a)
 {
     gw_http_health(a->srv, false, a->p);
 }
 
-static void h_readyz(admin_call_t *a)
+static void h_readyz(gw_admin_call_t *a)
 {
     gw_http_health(a->srv, true, a->p);
 }
 
 /*---- the dashboard (static, embedded; holds no data, so no token) ----*/
 
-static void h_dashboard(admin_call_t *a)
+static void h_dashboard(gw_admin_call_t *a)
 {
     for (size_t i = 0; i < gw_nassets; i++)
         if (strcmp(gw_assets[i].name, "index.html") == 0)
@@ -1867,7 +1703,7 @@ static void h_dashboard(admin_call_t *a)
         gw_resp_error(a->p, GW_R_NOT_FOUND, NULL, "dashboard not built in");
 }
 
-static void h_asset(admin_call_t *a)
+static void h_asset(gw_admin_call_t *a)
 {
     for (size_t i = 0; i < gw_nassets; i++)
         if (strcmp(gw_assets[i].name, a->arg) == 0)
@@ -1878,12 +1714,12 @@ static void h_asset(admin_call_t *a)
 
 /*---- debug and orders ----*/
 
-static void h_broker(admin_call_t *a)
+static void h_broker(gw_admin_call_t *a)
 {
     gw_resp_t *p = a->p;
-    json_t *j = parse_object(a->ar, p);
+    json_t *j = gw_admin_parse_object(a, p);
     static const char *const keys[] = {"down", "rtt_ms", NULL};
-    if (j && !only_keys(j, keys, p)) { /* unknown fields: 400 naming them, as every route */
+    if (j && !gw_admin_only_keys(j, keys, p)) { /* unknown fields: 400 naming them, as every route */
         json_decref(j);
         return;
     }
@@ -1906,8 +1742,8 @@ static void h_broker(admin_call_t *a)
         } else {
             char buf[64];
             snprintf(buf, sizeof(buf), "{\"broker\":\"up\",\"rtt_ms\":%lld}", (long long)ms);
-            resp_json(p, GW_R_OK, buf);
-            gw_audit_record(a->srv, a->who, "debug.broker", "embedded", NULL,
+            gw_admin_resp_json(p, GW_R_OK, buf);
+            gw_admin_audit(a, "debug.broker", "embedded", NULL,
                             json_pack("{s:I}", "rtt_ms", (json_int_t)ms));
         }
     } else if (j && !json_is_boolean(d)) {
@@ -1920,8 +1756,8 @@ static void h_broker(admin_call_t *a)
         } else if (rc) {
             gw_resp_error(p, GW_R_INTERNAL, NULL, "%s", cm_strerror(rc));
         } else {
-            resp_json(p, GW_R_OK, json_is_true(d) ? "{\"broker\":\"down\"}" : "{\"broker\":\"up\"}");
-            gw_audit_record(a->srv, a->who, "debug.broker", "embedded", NULL,
+            gw_admin_resp_json(p, GW_R_OK, json_is_true(d) ? "{\"broker\":\"down\"}" : "{\"broker\":\"up\"}");
+            gw_admin_audit(a, "debug.broker", "embedded", NULL,
                             json_pack("{s:b}", "down", json_is_true(d)));
         }
     }
@@ -1929,12 +1765,12 @@ static void h_broker(admin_call_t *a)
 }
 
 /* Fault injection: steps this process's wall clock (tests; see cm_time.h). */
-static void h_clock(admin_call_t *a)
+static void h_clock(gw_admin_call_t *a)
 {
     gw_resp_t *p = a->p;
-    json_t *j = parse_object(a->ar, p);
+    json_t *j = gw_admin_parse_object(a, p);
     static const char *const keys[] = {"wall_offset_ms", NULL};
-    if (j && !only_keys(j, keys, p)) { /* unknown fields: 400 naming them, as every route */
+    if (j && !gw_admin_only_keys(j, keys, p)) { /* unknown fields: 400 naming them, as every route */
         json_decref(j);
         return;
     }
@@ -1949,20 +1785,20 @@ static void h_clock(admin_call_t *a)
         char buf[96];
         snprintf(buf, sizeof(buf), "{\"wall_offset_ms\":%lld}",
                  (long long)cm_time_wall_offset());
-        resp_json(p, GW_R_OK, buf);
-        gw_audit_record(a->srv, a->who, "debug.clock", "wall", NULL,
+        gw_admin_resp_json(p, GW_R_OK, buf);
+        gw_admin_audit(a, "debug.clock", "wall", NULL,
                         json_pack("{s:I}", "wall_offset_ms", (json_int_t)cm_time_wall_offset()));
     }
     json_decref(j);
 }
 
 /* PUT /admin/v1/debug/overload {"user_cut": -1..128}: pins the buy path's user cut (gw_ol.h). */
-static void h_debug_overload(admin_call_t *a)
+static void h_debug_overload(gw_admin_call_t *a)
 {
     gw_resp_t *p = a->p;
-    json_t *j = parse_object(a->ar, p);
+    json_t *j = gw_admin_parse_object(a, p);
     static const char *const keys[] = {"user_cut", NULL};
-    if (!j || !only_keys(j, keys, p)) {
+    if (!j || !gw_admin_only_keys(j, keys, p)) {
         json_decref(j);
         return;
     }
@@ -1977,14 +1813,14 @@ static void h_debug_overload(admin_call_t *a)
         gw_ol_debug_user_cut(a->srv, (int)json_integer_value(c));
         char buf[48];
         snprintf(buf, sizeof(buf), "{\"user_cut\":%d}", gw_ol_debug_user_cut_get(a->srv));
-        resp_json(p, GW_R_OK, buf);
-        gw_audit_record(a->srv, a->who, "debug.overload", "user_cut", NULL,
+        gw_admin_resp_json(p, GW_R_OK, buf);
+        gw_admin_audit(a, "debug.overload", "user_cut", NULL,
                         json_pack("{s:i}", "user_cut", gw_ol_debug_user_cut_get(a->srv)));
     }
     json_decref(j);
 }
 
-static void h_order_cancel(admin_call_t *a)
+static void h_order_cancel(gw_admin_call_t *a)
 {
     gw_server_t *srv = a->srv;
     gw_resp_t *p = a->p;
@@ -1994,12 +1830,12 @@ static void h_order_cancel(admin_call_t *a)
         return;
     }
     char reason[128] = "cancelled by operator";
-    if (a->ar->len || a->ar->too_large) { /* too large: 413 (a body, though none kept) */
-        json_t *j = parse_object(a->ar, p);
+    if (a->body_len || a->body_too_large) { /* too large: 413 (a body, though none kept) */
+        json_t *j = gw_admin_parse_object(a, p);
         if (!j)
             return;
         static const char *const keys[] = {"reason", NULL};
-        if (!only_keys(j, keys, p)) {
+        if (!gw_admin_only_keys(j, keys, p)) {
             json_decref(j);
             return;
         }
@@ -2042,7 +1878,7 @@ static void h_order_cancel(admin_call_t *a)
                                    oq_status_name(ord.status),
                                    rc == 0 ? "requested" : "already_final");
     if (rc == 0)
-        gw_audit_record(srv, a->who, "order.cancel", id, json_pack("{s:s}", "status", before),
+        gw_admin_audit(a, "order.cancel", id, json_pack("{s:s}", "status", before),
                         json_pack("{s:s,s:s}", "cancel", "requested", "reason", reason));
 }
 
@@ -2064,20 +1900,20 @@ static void degrade_json(gw_server_t *srv, gw_resp_t *p)
     free(s);
 }
 
-static void h_degrade_get(admin_call_t *a)
+static void h_degrade_get(gw_admin_call_t *a)
 {
     degrade_json(a->srv, a->p);
 }
 
 /* PUT /admin/v1/degrade {"level":"auto"|0|1|2|3}: bad input changes nothing. */
-static void h_degrade_put(admin_call_t *a)
+static void h_degrade_put(gw_admin_call_t *a)
 {
     gw_resp_t *p = a->p;
-    json_t *j = parse_object(a->ar, p);
+    json_t *j = gw_admin_parse_object(a, p);
     if (!j)
         return;
     static const char *const keys[] = {"level", NULL};
-    if (!only_keys(j, keys, p)) {
+    if (!gw_admin_only_keys(j, keys, p)) {
         json_decref(j);
         return;
     }
@@ -2098,7 +1934,7 @@ static void h_degrade_put(admin_call_t *a)
     int before = (int)gw_ol_level(a->srv);
     gw_ol_pin(a->srv, level);
     degrade_json(a->srv, p);
-    gw_audit_record(a->srv, a->who, "degrade.set", "level", json_pack("{s:i}", "level", before),
+    gw_admin_audit(a, "degrade.set", "level", json_pack("{s:i}", "level", before),
                     level < 0 ? json_pack("{s:s}", "level", "auto")
                               : json_pack("{s:i}", "level", level));
 }
@@ -2117,7 +1953,7 @@ static json_t *route_obj(gw_server_t *srv, size_t i)
                      r->latency_target_ms ? json_integer(r->latency_target_ms) : json_null());
 }
 
-static void h_routes_get(admin_call_t *a)
+static void h_routes_get(gw_admin_call_t *a)
 {
     size_t n = 0;
     gw_ol_upstreams(a->srv, &n);
@@ -2125,7 +1961,7 @@ static void h_routes_get(admin_call_t *a)
     for (size_t i = 0; i < n; i++)
         json_array_append_new(list, route_obj(a->srv, i));
     json_t *o = json_pack("{s:o}", "routes", list);
-    set_big(a, json_dumps(o, JSON_COMPACT));
+    gw_admin_set_big(a, json_dumps(o, JSON_COMPACT));
     json_decref(o);
 }
 
@@ -2135,14 +1971,14 @@ static void h_routes_get(admin_call_t *a)
  * restart (the configured one comes back). This gateway only, as the
  * degradation pin. Bad input changes nothing.
  */
-static void h_routes_patch(admin_call_t *a)
+static void h_routes_patch(gw_admin_call_t *a)
 {
     gw_resp_t *p = a->p;
-    json_t *j = parse_object(a->ar, p);
+    json_t *j = gw_admin_parse_object(a, p);
     if (!j)
         return;
     static const char *const keys[] = {"prefix", "latency_target_ms", NULL};
-    if (!only_keys(j, keys, p)) {
+    if (!gw_admin_only_keys(j, keys, p)) {
         json_decref(j);
         return;
     }
@@ -2166,9 +2002,9 @@ static void h_routes_patch(admin_call_t *a)
         uint32_t want = json_is_null(t) ? 0 : (uint32_t)json_integer_value(t);
         uint32_t before = gw_ol_upstream_set_target(a->srv, at, want);
         json_t *o = route_obj(a->srv, at);
-        set_big(a, json_dumps(o, JSON_COMPACT));
+        gw_admin_set_big(a, json_dumps(o, JSON_COMPACT));
         json_decref(o);
-        gw_audit_record(a->srv, a->who, "route.target", prefix,
+        gw_admin_audit(a, "route.target", prefix,
                         json_pack("{s:o}", "latency_target_ms",
                                   before ? json_integer(before) : json_null()),
                         json_pack("{s:o}", "latency_target_ms",
@@ -2180,13 +2016,13 @@ static void h_routes_patch(admin_call_t *a)
 }
 
 /* GET /admin/v1/sales/{id}/registrations?cursor=C&limit=N: the registered persons (gw_reg.h). */
-static void h_sale_registrations(admin_call_t *a)
+static void h_sale_registrations(gw_admin_call_t *a)
 {
-    if (!sale_arg(a))
+    if (!gw_admin_sale_arg(a))
         return;
     uint64_t cursor = 0, limit = 100;
-    if (!query_u64(a, "cursor", UINT64_MAX / 2, &cursor) ||
-        !query_u64(a, "limit", GW_REG_PAGE_MAX, &limit))
+    if (!gw_admin_query_u64(a, "cursor", UINT64_MAX / 2, &cursor) ||
+        !gw_admin_query_u64(a, "limit", GW_REG_PAGE_MAX, &limit))
         return;
     if (limit == 0) {
         gw_resp_error(a->p, GW_R_BAD_REQUEST, NULL, "limit must be an integer from 1 to %d",
@@ -2203,19 +2039,19 @@ static void h_sale_registrations(admin_call_t *a)
             gw_resp_error(a->p, GW_R_UNAVAILABLE, NULL, "%s", why);
         return;
     }
-    set_big(a, json_dumps(o, JSON_COMPACT));
+    gw_admin_set_big(a, json_dumps(o, JSON_COMPACT));
     json_decref(o);
 }
 
 /* GET /admin/v1/sales/{id}/room/persons?cursor=C&limit=N: the sealed pre-queue by rank
  * (gw_fair.h). */
-static void h_sale_room_persons(admin_call_t *a)
+static void h_sale_room_persons(gw_admin_call_t *a)
 {
-    if (!sale_arg(a))
+    if (!gw_admin_sale_arg(a))
         return;
     uint64_t cursor = 0, limit = 100;
-    if (!query_u64(a, "cursor", UINT64_MAX / 2, &cursor) ||
-        !query_u64(a, "limit", GW_WR_PAGE_MAX, &limit))
+    if (!gw_admin_query_u64(a, "cursor", UINT64_MAX / 2, &cursor) ||
+        !gw_admin_query_u64(a, "limit", GW_WR_PAGE_MAX, &limit))
         return;
     if (limit == 0) {
         gw_resp_error(a->p, GW_R_BAD_REQUEST, NULL, "limit must be an integer from 1 to %d",
@@ -2234,56 +2070,47 @@ static void h_sale_room_persons(admin_call_t *a)
                       rc == CM_ECONFLICT ? "\"reason\":\"not_sealed\"" : NULL, "%s", why);
         return;
     }
-    set_big(a, json_dumps(o, JSON_COMPACT));
+    gw_admin_set_big(a, json_dumps(o, JSON_COMPACT));
     json_decref(o);
 }
 
 /*---- the route table and the dispatcher ----*/
 
 /* method, path ({name} = one segment), role needed, handler */
-#define GW_ADMIN_ROUTES(XX)                                                                        \
-    XX("GET", "/admin/", NONE, h_dashboard)                                                        \
-    XX("GET", "/healthz", NONE, h_healthz)                                                         \
-    XX("GET", "/readyz", NONE, h_readyz)                                                           \
-    XX("GET", "/admin/assets/{file}", NONE, h_asset)                                               \
-    XX("GET", "/metrics", READ, h_metrics)                                                         \
-    XX("GET", "/admin/v1/whoami", READ, h_whoami)                                                  \
-    XX("GET", "/admin/v1/sales", READ, h_sales_list)                                               \
-    XX("GET", "/admin/v1/sales/{sale_id}", READ, h_sale_get)                                       \
-    XX("PUT", "/admin/v1/sales/{sale_id}", WRITE, h_sale_put)                                      \
-    XX("DELETE", "/admin/v1/sales/{sale_id}", WRITE, h_sale_delete)                                \
-    XX("POST", "/admin/v1/sales/{sale_id}/restock", WRITE, h_sale_restock)                         \
-    XX("GET", "/admin/v1/sales/{sale_id}/draw", READ, h_sale_draw)                                 \
-    XX("GET", "/admin/v1/sales/{sale_id}/registrations", READ, h_sale_registrations)               \
-    XX("GET", "/admin/v1/sales/{sale_id}/room/persons", READ, h_sale_room_persons)                 \
-    XX("GET", "/admin/v1/limits", READ, h_limits_get)                                              \
-    XX("PATCH", "/admin/v1/limits", WRITE, h_limits_patch)                                         \
-    XX("GET", "/admin/v1/rules", READ, h_rules_list)                                               \
-    XX("PUT", "/admin/v1/rules/{sale_id}", WRITE, h_rule_put)                                      \
-    XX("DELETE", "/admin/v1/rules/{sale_id}", WRITE, h_rule_delete)                                \
-    XX("GET", "/admin/v1/stats", READ, h_stats)                                                    \
-    XX("GET", "/admin/v1/history", READ, h_history)                                                \
-    XX("GET", "/admin/v1/fleet", READ, h_fleet)                                                    \
-    XX("GET", "/admin/v1/degrade", READ, h_degrade_get)                                            \
-    XX("PUT", "/admin/v1/degrade", WRITE, h_degrade_put)                                           \
-    XX("GET", "/admin/v1/routes", READ, h_routes_get)                                              \
-    XX("PATCH", "/admin/v1/routes", WRITE, h_routes_patch)                                         \
-    XX("GET", "/admin/v1/config", READ, h_config)                                                  \
-    XX("POST", "/admin/v1/config/rollback", WRITE, h_rollback)                                     \
-    XX("GET", "/admin/v1/audit", READ, h_audit)                                                    \
-    XX("PUT", "/admin/v1/debug/broker", WRITE, h_broker)                                           \
-    XX("PUT", "/admin/v1/debug/clock", WRITE, h_clock)                                             \
-    XX("PUT", "/admin/v1/debug/overload", WRITE, h_debug_overload)                                 \
-    XX("POST", "/admin/v1/orders/{order_id}/cancel", WRITE, h_order_cancel)
-
-static const struct admin_route {
-    const char *method, *path;
-    gw_role_t role;
-    void (*fn)(admin_call_t *a);
-} admin_routes[] = {
-#define XX(m, p, r, f) {m, p, GW_ROLE_##r, f},
-    GW_ADMIN_ROUTES(XX)
-#undef XX
+static const gw_admin_route_t admin_routes[] = {
+    GW_ADMIN_ROUTE("GET", "/admin/", NONE, h_dashboard),
+    GW_ADMIN_ROUTE("GET", "/healthz", NONE, h_healthz),
+    GW_ADMIN_ROUTE("GET", "/readyz", NONE, h_readyz),
+    GW_ADMIN_ROUTE("GET", "/admin/assets/{file}", NONE, h_asset),
+    GW_ADMIN_ROUTE("GET", "/metrics", READ, h_metrics),
+    GW_ADMIN_ROUTE("GET", "/admin/v1/whoami", READ, h_whoami),
+    GW_ADMIN_ROUTE("GET", "/admin/v1/sales", READ, h_sales_list),
+    GW_ADMIN_ROUTE("GET", "/admin/v1/sales/{sale_id}", READ, h_sale_get),
+    GW_ADMIN_ROUTE("PUT", "/admin/v1/sales/{sale_id}", WRITE, h_sale_put),
+    GW_ADMIN_ROUTE("DELETE", "/admin/v1/sales/{sale_id}", WRITE, h_sale_delete),
+    GW_ADMIN_ROUTE("POST", "/admin/v1/sales/{sale_id}/restock", WRITE, h_sale_restock),
+    GW_ADMIN_ROUTE("GET", "/admin/v1/sales/{sale_id}/draw", READ, h_sale_draw),
+    GW_ADMIN_ROUTE("GET", "/admin/v1/sales/{sale_id}/registrations", READ, h_sale_registrations),
+    GW_ADMIN_ROUTE("GET", "/admin/v1/sales/{sale_id}/room/persons", READ, h_sale_room_persons),
+    GW_ADMIN_ROUTE("GET", "/admin/v1/limits", READ, h_limits_get),
+    GW_ADMIN_ROUTE("PATCH", "/admin/v1/limits", WRITE, h_limits_patch),
+    GW_ADMIN_ROUTE("GET", "/admin/v1/rules", READ, h_rules_list),
+    GW_ADMIN_ROUTE("PUT", "/admin/v1/rules/{sale_id}", WRITE, h_rule_put),
+    GW_ADMIN_ROUTE("DELETE", "/admin/v1/rules/{sale_id}", WRITE, h_rule_delete),
+    GW_ADMIN_ROUTE("GET", "/admin/v1/stats", READ, h_stats),
+    GW_ADMIN_ROUTE("GET", "/admin/v1/history", READ, h_history),
+    GW_ADMIN_ROUTE("GET", "/admin/v1/fleet", READ, h_fleet),
+    GW_ADMIN_ROUTE("GET", "/admin/v1/degrade", READ, h_degrade_get),
+    GW_ADMIN_ROUTE("PUT", "/admin/v1/degrade", WRITE, h_degrade_put),
+    GW_ADMIN_ROUTE("GET", "/admin/v1/routes", READ, h_routes_get),
+    GW_ADMIN_ROUTE("PATCH", "/admin/v1/routes", WRITE, h_routes_patch),
+    GW_ADMIN_ROUTE("GET", "/admin/v1/config", READ, h_config),
+    GW_ADMIN_ROUTE("POST", "/admin/v1/config/rollback", WRITE, h_rollback),
+    GW_ADMIN_ROUTE("GET", "/admin/v1/audit", READ, h_audit),
+    GW_ADMIN_ROUTE("PUT", "/admin/v1/debug/broker", WRITE, h_broker),
+    GW_ADMIN_ROUTE("PUT", "/admin/v1/debug/clock", WRITE, h_clock),
+    GW_ADMIN_ROUTE("PUT", "/admin/v1/debug/overload", WRITE, h_debug_overload),
+    GW_ADMIN_ROUTE("POST", "/admin/v1/orders/{order_id}/cancel", WRITE, h_order_cancel),
 };
 
 /* Matches url against a pattern; copies the {param} segment (if any) to arg. */
@@ -2349,7 +2176,7 @@ gw_reply_t gw__admin_verdict(const gw_admin_match_t *m, gw_role_t token_role)
     return GW_R_OK;
 }
 
-static enum MHD_Result send_call(admin_call_t *a)
+static enum MHD_Result send_call(gw_admin_call_t *a)
 {
     gw_server_t *srv = a->srv;
     /* a body of our own (set_big) or an asset: 200, or 201 for a creation,
@@ -2377,12 +2204,26 @@ static enum MHD_Result send_call(admin_call_t *a)
             MHD_add_response_header(mr, "Content-Security-Policy",
                                     "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:");
         gw_reply_t k = a->p->reply == GW_R_CREATED ? GW_R_CREATED : GW_R_OK;
-        enum MHD_Result ret = MHD_queue_response(a->c, (unsigned)gw_reply_status(k), mr);
+        enum MHD_Result ret = MHD_queue_response(a->conn, (unsigned)gw_reply_status(k), mr);
         MHD_destroy_response(mr);
         atomic_fetch_add_explicit(&srv->admin_ctr.replies[k], 1, memory_order_relaxed);
         return ret;
     }
-    return gw_resp_send(a->c, &srv->admin_ctr, a->p);
+    return gw_resp_send(a->conn, &srv->admin_ctr, a->p);
+}
+
+/* The call's hooks (gw_admin_route.h): the connection's header or query
+ * argument, and the audit log. */
+static const char *conn_lookup(void *conn, bool query, const char *name)
+{
+    return MHD_lookup_connection_value(conn, query ? MHD_GET_ARGUMENT_KIND : MHD_HEADER_KIND,
+                                       name);
+}
+
+static uint64_t audit_hook(gw_server_t *srv, const char *who, const char *what,
+                           const char *target, void *old_json, void *new_json)
+{
+    return gw_audit_record(srv, who, what, target, old_json, new_json);
 }
 
 static enum MHD_Result admin_cb(void *cls, struct MHD_Connection *c, const char *url,
@@ -2397,7 +2238,7 @@ static enum MHD_Result admin_cb(void *cls, struct MHD_Connection *c, const char 
         return MHD_YES;
     }
     if (*data_size) {
-        if (ar->len + *data_size > ADMIN_BODY_MAX) {
+        if (ar->len + *data_size > GW_ADMIN_BODY_MAX) {
             ar->too_large = true;
         } else if (!ar->too_large) {
             ar->body = cm_xrealloc(ar->body, ar->len + *data_size + 1);
@@ -2410,7 +2251,16 @@ static enum MHD_Result admin_cb(void *cls, struct MHD_Connection *c, const char 
     }
     gw_resp_t resp;
     gw_resp_init(&resp, GW_R_OK);
-    admin_call_t a = {.srv = srv, .c = c, .ar = ar, .method = method, .url = url, .p = &resp};
+    gw_admin_call_t a = {.srv = srv,
+                         .method = method,
+                         .url = url,
+                         .body = ar->body,
+                         .body_len = ar->len,
+                         .body_too_large = ar->too_large,
+                         .p = &resp,
+                         .conn = c,
+                         .lookup = conn_lookup,
+                         .audit = audit_hook};
 
     if (admin_tls.ca && !tls_client_verified(c)) {
         gw_resp_error(&resp, GW_R_FORBIDDEN, NULL,
@@ -2421,7 +2271,7 @@ static enum MHD_Result admin_cb(void *cls, struct MHD_Connection *c, const char 
     /* Which routes have this path, and which of them this method. */
     gw_admin_match_t m;
     gw__admin_match(method, url, srv->cfg->admin_debug_routes, &m);
-    const struct admin_route *hit = m.route >= 0 ? &admin_routes[m.route] : NULL;
+    const gw_admin_route_t *hit = m.route >= 0 ? &admin_routes[m.route] : NULL;
     const char *allow = m.allow;
     memcpy(a.arg, m.arg, sizeof(a.arg));
     const gw_admin_token_t *tok = NULL;

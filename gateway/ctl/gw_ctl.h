@@ -6,6 +6,7 @@
 #ifndef GW_CTL_H
 #define GW_CTL_H
 
+#include "gateway/base/gw_admin_route.h"
 #include "gateway/base/gw_types.h"
 
 /*
@@ -58,7 +59,6 @@ int gw_server_reload(gw_server_t *srv, int argc, char **argv, unsigned *applied,
 void gw_server_counters(gw_server_t *srv, gw_counters_t *out);
 
 /* Admin tokens: a name (the audit's "who"), a role, the secret. */
-typedef enum { GW_ROLE_NONE = 0, GW_ROLE_READ = 1, GW_ROLE_WRITE = 2 } gw_role_t;
 typedef struct gw_admin_token {
     char name[33];
     gw_role_t role;
