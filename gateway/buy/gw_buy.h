@@ -132,4 +132,13 @@ void gw_releaser_stats(gw_server_t *srv, uint64_t *pending, uint64_t *done, uint
 struct gw_limit_verdict;
 void gw_buy_rate_limited(gw_req_t *r, const struct gw_limit_verdict *v);
 
+/* The admin routes of sales (gw_sale_admin.c) and of fairness (gw_fair_admin.c):
+ * tables of *n routes the admin listener assembles at start. */
+struct gw_admin_route;
+/* Every sale as the admin API lists it, with its eligibility rule (a new
+ * jansson array). Thread-safe. */
+void *gw_sales_json(gw_server_t *srv);
+const struct gw_admin_route *gw_sale_admin_routes(size_t *n);
+const struct gw_admin_route *gw_fair_admin_routes(size_t *n);
+
 #endif

@@ -97,6 +97,9 @@ void gw__admin_match(const char *method, const char *url, bool debug_routes,
  * of the token presented (GW_ROLE_NONE: none, or a wrong one): 401, 404, 405 or
  * 403 in that order, else GW_R_OK (the route runs). Pure, thread-safe. */
 gw_reply_t gw__admin_verdict(const gw_admin_match_t *m, gw_role_t token_role);
+/* The assembled route table (the owners' tables, assembled on first use): its
+ * rows in *routes, their number returned. Thread-safe. */
+size_t gw__admin_routes(const gw_admin_route_t **routes);
 
 /* Admin API (gw_admin.c). */
 int gw_admin_start(gw_server_t *srv, char *errbuf, size_t errlen);
@@ -124,5 +127,12 @@ char *gw_metrics_text(gw_server_t *srv, size_t *len);
 
 /* Applies limits from the config struct to the limiter. */
 void gw_apply_limits(gw_server_t *srv);
+
+/* The admin routes of the configuration (gw_admin_config.c), of the
+ * dashboard's figures (gw_admin_stats.c) and of fault injection and orders
+ * (gw_admin_debug.c): tables of *n routes gw_admin.c assembles at start. */
+const gw_admin_route_t *gw_admin_config_routes(size_t *n);
+const gw_admin_route_t *gw_admin_stats_routes(size_t *n);
+const gw_admin_route_t *gw_admin_debug_routes(size_t *n);
 
 #endif
