@@ -2,7 +2,7 @@
  * The admin API on its own listener (default 127.0.0.1:9090). Every route but
  * the dashboard's static page needs "Authorization: Bearer <token>",
  * compared in constant time against the named tokens (role read or write; see
- * load_tokens). A read token on a write route gets 403 and changes nothing.
+ * gw_admin_token.c). A read token on a write route gets 403 and changes nothing.
  *
  * Admin traffic is small and its operations may block (a Redis round trip),
  * so this daemon uses MHD's thread-per-connection mode, away from the worker
@@ -21,26 +21,16 @@
 #include "common/cm_time.h"
 #include "gateway/base/gw_admin_route.h"
 #include "gateway/base/gw_base.h"
-#include "gateway/base/gw_fleet.h"
-#include "gateway/base/gw_limit_json.h"
 #include "gateway/buy/gw_buy.h"
-#include "gateway/buy/gw_elig.h"
-#include "gateway/buy/gw_fair.h"
-#include "gateway/buy/gw_reg.h"
+#include "gateway/ctl/gw_admin_internal.h"
 #include "gateway/ctl/gw_audit.h"
 #include "gateway/ctl/gw_ctl.h"
-#include "gateway/ctl/gw_ring.h"
-#include "gateway/edge/gw_edge.h"
 #include "gateway/http/gw_http.h"
 #include "gateway/overload/gw_ol.h"
-#include "gateway/proxy/gw_proxy.h"
-#include "queue/oq_order.h"
 
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <gnutls/gnutls.h>
 #include <jansson.h>
 #include <microhttpd.h>
 #include <stdio.h>
@@ -48,7 +38,6 @@
 #include <string.h>
 #include <strings.h>
 #include <pthread.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -117,139 +106,6 @@ static struct MHD_Daemon *mhd_start(const struct sockaddr *sa, unsigned flags,
                             MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)GW_LISTEN_BACKLOG,
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_CONN_MEMORY,
                             MHD_OPTION_END);
-}
-
-/*---- TLS (server.admin_tls_cert, _key, _client_ca) ----*/
-
-/* The PEM texts libmicrohttpd serves from (it keeps pointers: they live until
- * gw_admin_stop). One admin listener per process. */
-static struct {
-    char *cert, *key, *ca;
-    size_t key_cap;
-} admin_tls;
-
-#define ADMIN_PEM_MAX (1u << 20)
-
-/* Reads a PEM file whole into *out (NUL-terminated; a key into a secret page,
- * *cap its size). secret: the file must have no access for others, as the
- * token files. */
-static int pem_read(const char *key, const char *path, bool secret, char **out, size_t *cap,
-                    char *errbuf, size_t errlen)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) != 0) {
-        snprintf(errbuf, errlen, "cannot read %s %s: %s", key, path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return CM_EIO;
-    }
-    const char *why = !S_ISREG(st.st_mode)                 ? "is not a regular file"
-                      : st.st_size <= 0                    ? "is empty"
-                      : st.st_size >= (off_t)ADMIN_PEM_MAX ? "is larger than 1 MiB"
-                      : secret && (st.st_mode & 007) != 0
-                          ? "must have no access for others (chmod 0400 or 0440)"
-                          : NULL;
-    if (why) {
-        close(fd);
-        snprintf(errbuf, errlen, "%s %s %s", key, path, why);
-        return CM_EINVAL;
-    }
-    size_t n = (size_t)st.st_size + 1;
-    char *buf = secret ? gw_secret_alloc(n) : cm_xmalloc(n);
-    if (!buf)
-        abort(); /* out of memory, as cm_xmalloc */
-    size_t got = 0;
-    while (got < n - 1) {
-        ssize_t r = read(fd, buf + got, n - 1 - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    close(fd);
-    buf[got] = '\0';
-    if (got != n - 1 || !strstr(buf, "-----BEGIN ")) {
-        snprintf(errbuf, errlen, "%s %s is not a PEM file (no -----BEGIN line)", key, path);
-        if (secret)
-            gw_secret_free(buf, n);
-        else
-            free(buf);
-        return CM_EINVAL;
-    }
-    *out = buf;
-    if (cap)
-        *cap = n;
-    return 0;
-}
-
-static void tls_free(void)
-{
-    free(admin_tls.cert);
-    free(admin_tls.ca);
-    if (admin_tls.key)
-        gw_secret_free(admin_tls.key, admin_tls.key_cap);
-    memset(&admin_tls, 0, sizeof(admin_tls));
-}
-
-/*
- * The certificate and key as GnuTLS will take them (PEM, a matching pair), so
- * a bad pair is refused by name, by --check-config too, rather than as the
- * daemon's start failing without an errno.
- */
-static int tls_pair_check(const gw_config_t *cfg, char *errbuf, size_t errlen)
-{
-    gnutls_certificate_credentials_t cred;
-    if (gnutls_certificate_allocate_credentials(&cred) < 0) {
-        snprintf(errbuf, errlen, "server.admin_tls_cert: out of memory");
-        return CM_ENOMEM;
-    }
-    gnutls_datum_t c = {(unsigned char *)admin_tls.cert, (unsigned)strlen(admin_tls.cert)};
-    gnutls_datum_t k = {(unsigned char *)admin_tls.key, (unsigned)strlen(admin_tls.key)};
-    int g = gnutls_certificate_set_x509_key_mem(cred, &c, &k, GNUTLS_X509_FMT_PEM);
-    gnutls_certificate_free_credentials(cred);
-    if (g < 0) {
-        snprintf(errbuf, errlen,
-                 "server.admin_tls_cert %s and server.admin_tls_key %s: not a PEM certificate "
-                 "and its private key (%s)",
-                 cfg->admin_tls_cert, cfg->admin_tls_key, gnutls_strerror(g));
-        return CM_EINVAL;
-    }
-    return 0;
-}
-
-/* Loads the configured PEM files into admin_tls (none: plain HTTP). */
-static int tls_load(const gw_config_t *cfg, char *errbuf, size_t errlen)
-{
-    int rc = 0;
-    if (cfg->admin_tls_cert[0] &&
-        ((rc = pem_read("server.admin_tls_cert", cfg->admin_tls_cert, false, &admin_tls.cert,
-                        NULL, errbuf, errlen)) ||
-         (rc = pem_read("server.admin_tls_key", cfg->admin_tls_key, true, &admin_tls.key,
-                        &admin_tls.key_cap, errbuf, errlen)) ||
-         (rc = tls_pair_check(cfg, errbuf, errlen)) ||
-         (cfg->admin_tls_client_ca[0] &&
-          (rc = pem_read("server.admin_tls_client_ca", cfg->admin_tls_client_ca, false,
-                         &admin_tls.ca, NULL, errbuf, errlen)))))
-        tls_free();
-    return rc;
-}
-
-/*
- * With server.admin_tls_client_ca, libmicrohttpd asks for a client
- * certificate (GnuTLS's GNUTLS_CERT_REQUEST) but does not require one: a
- * request on a connection without a certificate that chains to the CAs is
- * refused here. True: verified.
- */
-static bool tls_client_verified(struct MHD_Connection *c)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
-    unsigned status = 0;
-    return ci && ci->tls_session &&
-           gnutls_certificate_verify_peers2((gnutls_session_t)ci->tls_session, &status) == 0 &&
-           status == 0;
 }
 
 /*---- auth failure backoff ----*/
@@ -393,236 +249,6 @@ static const gw_admin_token_t *authenticate(gw_server_t *srv, struct MHD_Connect
      * of every admin request made. Nothing reads the header after this. */
     explicit_bzero((char *)(uintptr_t)h, n);
     return found;
-}
-
-static void add_token(gw_server_t *srv, const char *name, gw_role_t role, const char *tok,
-                      size_t len)
-{
-    /* Tokens live in a secret page (no core dump, mlock'ed, wiped on free). */
-    gw_admin_token_t *v = gw_secret_alloc((srv->ntokens + 1) * sizeof(*srv->tokens));
-    if (!v)
-        abort(); /* out of memory, as cm_xmalloc */
-    if (srv->ntokens)
-        memcpy(v, srv->tokens, srv->ntokens * sizeof(*srv->tokens));
-    gw_secret_free(srv->tokens, srv->ntokens * sizeof(*srv->tokens));
-    srv->tokens = v;
-    gw_admin_token_t *t = &srv->tokens[srv->ntokens++];
-    memset(t, 0, sizeof(*t));
-    snprintf(t->name, sizeof(t->name), "%s", name);
-    t->role = role;
-    memcpy(t->token, tok, len);
-    t->token[len] = '\0';
-    t->len = len;
-}
-
-/*
- * Named tokens: server.admin_tokens_file (default <data-dir>/admin.tokens if
- * it exists), mode 0600, one "name:role:token" per line (role read|write,
- * token 16..256 printable characters), '#' starts a comment. The single
- * server.admin_token (or the generated admin.token) is the write token "admin".
- */
-static int load_tokens(gw_server_t *srv, bool quiet, char *errbuf, size_t errlen)
-{
-    char path[700];
-    bool explicit_path = srv->cfg->admin_tokens_file[0] != '\0';
-    if (explicit_path)
-        snprintf(path, sizeof(path), "%s", srv->cfg->admin_tokens_file);
-    else
-        snprintf(path, sizeof(path), "%s/admin.tokens", srv->cfg->data_dir);
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT && !explicit_path)
-            return 0;
-        snprintf(errbuf, errlen, "cannot read admin tokens file %s: %s", path, strerror(errno));
-        return CM_EIO;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || (st.st_mode & 077) != 0) {
-        close(fd);
-        snprintf(errbuf, errlen, "admin tokens file %s must not be readable by others (chmod 600)",
-                 path);
-        return CM_EINVAL;
-    }
-    FILE *f = fdopen(fd, "r");
-    /* stdio's own buffer would go back to the heap with the tokens in it */
-    char iobuf[4096];
-    setvbuf(f, iobuf, _IOFBF, sizeof(iobuf));
-    char line[512];
-    unsigned lineno = 0;
-    while (fgets(line, sizeof(line), f)) {
-        lineno++;
-        size_t n = strlen(line);
-        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' '))
-            line[--n] = '\0';
-        char *p = line;
-        while (*p == ' ')
-            p++;
-        if (!*p || *p == '#')
-            continue;
-        char *c1 = strchr(p, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-        const char *why = NULL;
-        if (!c2) {
-            why = "expected name:role:token";
-        } else {
-            *c1 = *c2 = '\0';
-            const char *name = p, *role = c1 + 1, *tok = c2 + 1;
-            size_t nl = strlen(name), tl = strlen(tok);
-            gw_role_t r = strcmp(role, "read") == 0    ? GW_ROLE_READ
-                          : strcmp(role, "write") == 0 ? GW_ROLE_WRITE
-                                                       : GW_ROLE_NONE;
-            if (nl == 0 || nl > 32 || !inv_id_valid(name, nl, 32))
-                why = "name must be 1..32 characters of A-Z a-z 0-9 . _ -";
-            else if (r == GW_ROLE_NONE)
-                why = "role must be read or write";
-            else if (tl < GW_ADMIN_TOKEN_MIN || tl > 256)
-                why = "token must be 16..256 characters";
-            for (size_t i = 0; !why && i < tl; i++)
-                if (!isgraph((unsigned char)tok[i]))
-                    why = "token must be printable ASCII without spaces";
-            for (size_t i = 0; !why && i < srv->ntokens; i++)
-                if (strcmp(srv->tokens[i].name, name) == 0)
-                    why = "duplicate name";
-            if (!why)
-                add_token(srv, name, r, tok, tl);
-        }
-        if (why) {
-            fclose(f);
-            explicit_bzero(iobuf, sizeof(iobuf));
-            explicit_bzero(line, sizeof(line));
-            snprintf(errbuf, errlen, "admin tokens file %s line %u: %s", path, lineno, why);
-            return CM_EINVAL;
-        }
-    }
-    fclose(f);
-    explicit_bzero(iobuf, sizeof(iobuf));
-    explicit_bzero(line, sizeof(line));
-    if (!quiet)
-        cm_log_info("admin", "named admin tokens loaded", "path=%s tokens=%zu", path,
-                    srv->ntokens - 1);
-    return 0;
-}
-
-/* Reads or creates <data-dir>/admin.token (0600). Never logs the token itself. */
-static int load_or_make_token(gw_server_t *srv, char *errbuf, size_t errlen)
-{
-    snprintf(srv->admin_token_path, sizeof(srv->admin_token_path), "%s/admin.token",
-             srv->cfg->data_dir);
-    int fd = open(srv->admin_token_path, O_RDONLY | O_NOFOLLOW);
-    if (fd >= 0) {
-        struct stat st;
-        char buf[256];
-        ssize_t n = fstat(fd, &st) == 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-        close(fd);
-        if (n > 0 && (st.st_mode & 077) == 0) {
-            while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
-                n--;
-            if (n >= 32) {
-                add_token(srv, "admin", GW_ROLE_WRITE, buf, (size_t)n);
-                explicit_bzero(buf, sizeof(buf));
-                cm_log_info("admin", "admin token loaded", "path=%s", srv->admin_token_path);
-                return 0;
-            }
-        }
-        explicit_bzero(buf, sizeof(buf));
-        if (n > 0 && (st.st_mode & 077) != 0)
-            cm_log_warn("admin", "admin token file is readable by others; replacing it",
-                        "path=%s", srv->admin_token_path);
-    }
-    uint8_t rnd[32];
-    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
-        snprintf(errbuf, errlen, "getrandom: %s", strerror(errno));
-        return CM_EIO;
-    }
-    static const char hex[] = "0123456789abcdef";
-    char tokbuf[2 * sizeof(rnd) + 1];
-    for (size_t i = 0; i < sizeof(rnd); i++) {
-        tokbuf[2 * i] = hex[rnd[i] >> 4];
-        tokbuf[2 * i + 1] = hex[rnd[i] & 15];
-    }
-    tokbuf[2 * sizeof(rnd)] = '\0';
-    explicit_bzero(rnd, sizeof(rnd));
-    add_token(srv, "admin", GW_ROLE_WRITE, tokbuf, 2 * sizeof(rnd));
-    char tmp[640];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", srv->admin_token_path);
-    unlink(tmp);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
-    if (fd < 0) {
-        snprintf(errbuf, errlen, "cannot write %s: %s", tmp, strerror(errno));
-        return CM_EIO;
-    }
-    char line[300];
-    int len = snprintf(line, sizeof(line), "%s\n", tokbuf);
-    bool ok = write(fd, line, (size_t)len) == len && fsync(fd) == 0;
-    close(fd);
-    explicit_bzero(line, sizeof(line));
-    explicit_bzero(tokbuf, sizeof(tokbuf));
-    if (!ok || rename(tmp, srv->admin_token_path) != 0) {
-        snprintf(errbuf, errlen, "cannot write %s: %s", srv->admin_token_path, strerror(errno));
-        unlink(tmp);
-        return CM_EIO;
-    }
-    cm_log_info("admin", "generated an admin token", "path=%s mode=0600",
-                srv->admin_token_path);
-    return 0;
-}
-
-/*
- * server.admin_token_file: one line, the token (16..255 printable characters;
- * trailing spaces and the newline are dropped). Read once, here, straight into
- * the secret page add_token copies from; the read buffer is wiped. Mounted
- * secrets come as 0400 or 0440 (a Kubernetes fsGroup adds the group), so the
- * rule is: no access for others, and the file must be a regular file.
- */
-static int load_token_file(gw_server_t *srv, bool quiet, char *errbuf, size_t errlen)
-{
-    const char *path = srv->cfg->admin_token_file;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(errbuf, errlen, "cannot read server.admin_token_file %s: %s", path,
-                 strerror(errno));
-        return CM_EIO;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (st.st_mode & 007) != 0) {
-        close(fd);
-        snprintf(errbuf, errlen,
-                 "server.admin_token_file %s must be a regular file without access for others "
-                 "(chmod 0400 or 0440)",
-                 path);
-        return CM_EINVAL;
-    }
-    enum { CAP = 260 };
-    char *buf = gw_secret_alloc(CAP);
-    if (!buf)
-        abort(); /* out of memory, as cm_xmalloc */
-    size_t n = 0;
-    ssize_t r;
-    while (n < CAP - 1 && (r = read(fd, buf + n, CAP - 1 - n)) != 0) {
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            break;
-        n += (size_t)r;
-    }
-    close(fd);
-    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
-                 buf[n - 1] == '\t'))
-        n--;
-    const char *why =
-        n < GW_ADMIN_TOKEN_MIN || n > 255 ? "must hold one token of 16..255 characters" : NULL;
-    for (size_t i = 0; !why && i < n; i++)
-        if (!isgraph((unsigned char)buf[i]))
-            why = "the token must be printable ASCII without spaces, on one line";
-    if (!why)
-        add_token(srv, "admin", GW_ROLE_WRITE, buf, n);
-    gw_secret_free(buf, CAP);
-    if (why) {
-        snprintf(errbuf, errlen, "server.admin_token_file %s: %s", path, why);
-        return CM_EINVAL;
-    }
-    if (!quiet)
-        cm_log_info("admin", "admin token loaded", "path=%s", path);
-    return 0;
 }
 
 /*---- helpers ----*/
@@ -855,7 +481,7 @@ static enum MHD_Result admin_cb(void *cls, struct MHD_Connection *c, const char 
                          .lookup = conn_lookup,
                          .audit = audit_hook};
 
-    if (admin_tls.ca && !tls_client_verified(c)) {
+    if (gw__admin_tls.ca && !gw__admin_tls_client_verified(c)) {
         gw_resp_error(&resp, GW_R_FORBIDDEN, NULL,
                       "this admin listener needs a client certificate signed by "
                       "server.admin_tls_client_ca");
@@ -1012,15 +638,15 @@ static int join_cgroup(const char *dir, char *what, size_t len)
 static struct MHD_Daemon *admin_daemon(gw_server_t *srv, const struct sockaddr *sa)
 {
     struct MHD_OptionItem tls[] = {
-        {MHD_OPTION_HTTPS_MEM_CERT, 0, admin_tls.cert},
-        {MHD_OPTION_HTTPS_MEM_KEY, 0, admin_tls.key},
-        {admin_tls.ca ? MHD_OPTION_HTTPS_MEM_TRUST : MHD_OPTION_END, 0, admin_tls.ca},
+        {MHD_OPTION_HTTPS_MEM_CERT, 0, gw__admin_tls.cert},
+        {MHD_OPTION_HTTPS_MEM_KEY, 0, gw__admin_tls.key},
+        {gw__admin_tls.ca ? MHD_OPTION_HTTPS_MEM_TRUST : MHD_OPTION_END, 0, gw__admin_tls.ca},
         {MHD_OPTION_END, 0, NULL},
     };
-    struct MHD_OptionItem *extra = admin_tls.cert ? tls : tls + 3;
+    struct MHD_OptionItem *extra = gw__admin_tls.cert ? tls : tls + 3;
     return mhd_start(sa,
                      MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |
-                         (admin_tls.cert ? MHD_USE_TLS : 0),
+                         (gw__admin_tls.cert ? MHD_USE_TLS : 0),
                      admin_cb, srv, 64, 30, admin_done, extra);
 }
 
@@ -1072,9 +698,9 @@ static int admin_prepare(gw_server_t *srv, bool dry, struct sockaddr_storage *ss
     bool chosen = true;
     int rc = 0;
     if (sealed)
-        add_token(srv, "admin", GW_ROLE_WRITE, sealed, sealed_len);
+        gw__admin_token_add(srv, "admin", GW_ROLE_WRITE, sealed, sealed_len);
     else if (srv->cfg->admin_token_file[0])
-        rc = load_token_file(srv, dry, errbuf, errlen);
+        rc = gw__admin_token_file_load(srv, dry, errbuf, errlen);
     else if (srv->cfg->admin_token[0]) {
         /* gw_config_check refuses it at load; a struct filled another way too */
         size_t n = strlen(srv->cfg->admin_token);
@@ -1083,14 +709,14 @@ static int admin_prepare(gw_server_t *srv, bool dry, struct sockaddr_storage *ss
                      GW_ADMIN_TOKEN_MIN);
             return CM_EINVAL;
         }
-        add_token(srv, "admin", GW_ROLE_WRITE, srv->cfg->admin_token, n);
+        gw__admin_token_add(srv, "admin", GW_ROLE_WRITE, srv->cfg->admin_token, n);
     } else {
         chosen = false;
-        rc = dry ? 0 : load_or_make_token(srv, errbuf, errlen);
+        rc = dry ? 0 : gw__admin_token_make(srv, errbuf, errlen);
     }
     if (rc)
         return rc;
-    rc = load_tokens(srv, dry, errbuf, errlen);
+    rc = gw__admin_tokens_load(srv, dry, errbuf, errlen);
     if (rc)
         return rc;
     rc = gw_addr_parse_listen(srv->cfg->admin_listen, ss, errbuf, errlen);
@@ -1107,18 +733,18 @@ static int admin_prepare(gw_server_t *srv, bool dry, struct sockaddr_storage *ss
                  srv->cfg->admin_listen);
         return CM_EINVAL;
     }
-    if ((rc = tls_load(srv->cfg, errbuf, errlen)))
+    if ((rc = gw__admin_tls_load(srv->cfg, errbuf, errlen)))
         return rc;
     /* Bearer tokens in clear text: never on a public address; on a private
      * one (or every address, a container's wildcard), said loudly. */
-    if (!is_loopback(sa) && !admin_tls.cert) {
+    if (!is_loopback(sa) && !gw__admin_tls.cert) {
         if (!is_private_or_any(sa)) {
             snprintf(errbuf, errlen,
                      "admin listener %s is a public address and speaks plain HTTP: set "
                      "server.admin_tls_cert and server.admin_tls_key (or listen on loopback or "
                      "a private address)",
                      srv->cfg->admin_listen);
-            tls_free();
+            gw__admin_tls_free();
             return CM_EINVAL;
         }
         if (!dry)
@@ -1136,7 +762,7 @@ int gw_admin_check(const gw_config_t *cfg, char *errbuf, size_t errlen)
     srv->cfg = (gw_config_t *)cfg;
     struct sockaddr_storage ss;
     int rc = admin_prepare(srv, true, &ss, errbuf, errlen);
-    tls_free();
+    gw__admin_tls_free();
     gw_secret_free(srv->tokens, srv->ntokens * sizeof(*srv->tokens));
     free(srv);
     return rc;
@@ -1151,7 +777,7 @@ int gw_admin_start(gw_server_t *srv, char *errbuf, size_t errlen)
         return rc;
     if ((rc = gw_audit_open(srv, errbuf, errlen)))
         return rc;
-    if (admin_tls.cert)
+    if (gw__admin_tls.cert)
         cm_log_info("admin", "admin listener serves HTTPS", "cert=%s client_ca=%s",
                     srv->cfg->admin_tls_cert,
                     srv->cfg->admin_tls_client_ca[0] ? srv->cfg->admin_tls_client_ca : "none");
@@ -1173,7 +799,7 @@ void gw_admin_stop(gw_server_t *srv)
         srv->admin = NULL;
     }
     gw_audit_close(srv);
-    tls_free();
+    gw__admin_tls_free();
     gw_secret_free(srv->tokens, srv->ntokens * sizeof(*srv->tokens));
     srv->tokens = NULL;
     srv->ntokens = 0;
