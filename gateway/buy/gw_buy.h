@@ -90,6 +90,13 @@ void gw_buy_relay_notify(gw_server_t *srv);
 int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
                   oq_status_t st, const char *reason);
 /*
+ * Operator cancel of a known order: returns 0 when the cancel was issued (it
+ * completes through settlement, or at once without Kafka, by gw_compensate),
+ * 1 when the order was already cancelled or failed (nothing changes), or a
+ * negative cm_err_t. Admin threads.
+ */
+int gw_order_cancel(gw_server_t *srv, const oq_order_t *ord, const char *reason);
+/*
  * Gives back the units of an order that was reserved but never accepted (its
  * spool append failed): writes a "release" EVENT to the spool (replayed at
  * start; the relay keeps it until the release is done) and queues the release

@@ -145,7 +145,7 @@ static void h_order_cancel(gw_admin_call_t *a)
         oq_order_person_set(
             &ord, inv_order_user(srv->inv, ord.sale_id, ord.order_id, who) == 0 ? who : NULL);
     }
-    int rc = gw_server_cancel(srv, &ord, reason);
+    int rc = gw_order_cancel(srv, &ord, reason);
     if (rc < 0) {
         gw_resp_error(p, GW_R_UNAVAILABLE, NULL, "cancel failed: %s", cm_strerror(rc));
         return;

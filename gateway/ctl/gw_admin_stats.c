@@ -94,7 +94,7 @@ static json_t *latency_obj(const gw_counters_t *c)
 static char *stats_json(gw_server_t *srv)
 {
     gw_counters_t c;
-    gw_server_counters(srv, &c);
+    gw_workers_counters(srv, &c);
     json_t *replies = json_object();
     for (int i = 0; i < GW_R_COUNT; i++) {
         uint64_t n = atomic_load(&c.replies[i]);

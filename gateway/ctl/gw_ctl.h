@@ -55,8 +55,6 @@ void gw_server_leave(gw_server_t *srv);
  */
 int gw_server_reload(gw_server_t *srv, int argc, char **argv, unsigned *applied,
                      unsigned *restart);
-/* Sums the workers' counters into out. Thread-safe. */
-void gw_server_counters(gw_server_t *srv, gw_counters_t *out);
 
 /* Admin tokens: a name (the audit's "who"), a role, the secret. */
 typedef struct gw_admin_token {
@@ -107,17 +105,10 @@ void gw_admin_stop(gw_server_t *srv);
 
 /* Adds relay/queue figures to the stats object (json_t *). */
 void gw_kafka_stats(gw_server_t *srv, void *json_obj);
-/*
- * Operator cancel of a known order: returns 0 when the cancel was issued (it
- * completes through settlement, or at once without Kafka), 1 when the order
- * was already cancelled or failed (nothing changes), or a negative cm_err_t.
- */
-int gw_server_cancel(gw_server_t *srv, const oq_order_t *ord, const char *reason);
 
 /* The Kafka side (gw_kafka.c): relay, outcomes, cancel commands. */
 int gw_kafka_start(gw_server_t *srv, char *errbuf, size_t errlen);
 void gw_kafka_stop(gw_server_t *srv);
-int gw_kafka_cancel(gw_server_t *srv, const oq_order_t *ord, const char *reason);
 /* Fault injection: takes the embedded broker down or up. CM_ENOTFOUND without one. */
 int gw_kafka_broker_set_down(gw_server_t *srv, bool down);
 /* Fault injection: the embedded broker answers rtt_ms late (0 = normal). CM_ENOTFOUND without one. */

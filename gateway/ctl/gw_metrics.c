@@ -324,7 +324,7 @@ char *gw_metrics_text(gw_server_t *srv, size_t *len)
     static cm_topk_t users, ips;
     static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
     pthread_mutex_lock(&mu);
-    gw_server_counters(srv, &c);
+    gw_workers_counters(srv, &c);
 
     head(&b, "flashgate_up", "gauge", "1 while the gateway serves.");
     put(&b, "flashgate_up 1\n");

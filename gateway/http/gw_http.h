@@ -36,6 +36,11 @@ void gw_route_not_found(gw_req_t *r, const char *url);
 /* Workers (gw_http.c). */
 int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen);
 void gw_workers_stop(gw_server_t *srv);
+/* Sums the workers' counters into out: each worker bumps its own (relaxed
+ * atomics, no shared line on the hot path) and a reader adds them up. All
+ * zero before the workers start (the admin listener starts first).
+ * Thread-safe. */
+void gw_workers_counters(gw_server_t *srv, gw_counters_t *out);
 /* The connection guards and the per-address table, which GET /admin/v1/stats
  * reads (gw_conn_stats): freed after the admin listener stopped, not with the
  * workers (gw_server_stop). */
