@@ -147,5 +147,7 @@ struct gw_admin_route;
 void *gw_sales_json(gw_server_t *srv);
 const struct gw_admin_route *gw_sale_admin_routes(size_t *n);
 const struct gw_admin_route *gw_fair_admin_routes(size_t *n);
+/* The operator's cancel of an order (gw_order_admin.c). */
+const struct gw_admin_route *gw_order_admin_routes(size_t *n);
 
 #endif

@@ -302,8 +302,9 @@ static const gw_admin_route_t *core_admin_routes(size_t *n)
 /* The owners' tables, assembled into the one table the dispatcher answers
  * from. Two routes of one path keep their owner's order (a 405's Allow). */
 static const gw_admin_route_t *(*const owners[])(size_t *n) = {
-    core_admin_routes,    gw_admin_stats_routes, gw_sale_admin_routes,  gw_fair_admin_routes,
-    gw_admin_config_routes, gw_ol_admin_routes,  gw_admin_debug_routes,
+    core_admin_routes,      gw_admin_stats_routes, gw_sale_admin_routes,
+    gw_fair_admin_routes,   gw_order_admin_routes, gw_admin_config_routes,
+    gw_ol_admin_routes,     gw_admin_debug_routes,
 };
 
 #define ADMIN_ROUTES_MAX 64
