@@ -86,7 +86,8 @@ static inline uint64_t gw_admin_audit(gw_admin_call_t *a, const char *what, cons
 }
 
 /*---- the handlers' common checks (gw_admin_call.c); each sets a 4xx in p and
- * returns false (or NULL) on a bad request ----*/
+ * returns false (or NULL) on a bad request. Thread-safe (admin threads, each
+ * on its own call). ----*/
 
 /* A small JSON answer. */
 void gw_admin_resp_json(gw_resp_t *p, gw_reply_t r, const char *json);
