@@ -6,6 +6,7 @@
 #include "common/cm_log.h"
 #include "gateway/base/gw_base.h"
 #include "gateway/ctl/gw_ctl.h"
+#include "gateway/http/gw_http.h"
 #include "gateway/overload/gw_ol.h"
 
 #include "common/cm_time.h"
@@ -38,7 +39,7 @@ static void on_summary(uv_timer_t *t)
 {
     summary_t *s = t->data;
     gw_counters_t c;
-    gw_server_counters(s->srv, &c);
+    gw_workers_counters(s->srv, &c);
     uint64_t req = c.requests - s->last.requests;
     if (req) {
 #define D(x) (unsigned long long)(c.replies[GW_R_##x] - s->last.replies[GW_R_##x])

@@ -395,11 +395,15 @@ struct gw_server {
     unsigned nworkers;
     bool workers_running;
     bool workers_stopped; /* gw_workers_stop ran: a failed start stops them once, not twice */
-    struct MHD_Daemon *admin;
-    struct gw_admin_token *tokens; /* named admin tokens (gw_admin.c) */
-    size_t ntokens;
-    char admin_token_path[600];
-    struct gw_audit *audit; /* versioned changes and the audit log (gw_audit.c) */
+    /* The admin listener (gateway/ctl): its daemon, tokens, audit log and answers. */
+    struct gw_server_admin {
+        struct MHD_Daemon *daemon;
+        struct gw_admin_token *tokens; /* named admin tokens (gw_admin_token.c) */
+        size_t ntokens;
+        char token_path[600];
+        struct gw_audit *audit; /* versioned changes and the audit log (gw_audit.c) */
+        gw_counters_t ctr;      /* the admin API's answers by code (only replies[]) */
+    } admin;
     uint64_t access_sample_ppm; /* sampled access log: lines per million requests */
     uint64_t body_limit;
     uint32_t max_held; /* held requests per worker: past it, buys are shed with 503 */
@@ -408,7 +412,6 @@ struct gw_server {
     atomic_bool leaving;    /* SIGTERM seen: /readyz 503 through server.drain_grace, the rest serves on */
     gw_config_t *loaded;    /* the configuration as last read from its sources (SIGHUP diffs it) */
     int64_t started_ms;
-    gw_counters_t admin_ctr;
     uv_loop_t main_loop;
     struct gw_overload *ol; /* levels, limits config, routes (gw_overload.c) */
     struct gw_fair *fair;   /* start-window lotteries (gw_fair.c) */

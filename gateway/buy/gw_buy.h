@@ -91,6 +91,13 @@ void gw_buy_relay_notify(gw_server_t *srv);
 int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
                   oq_status_t st, const char *reason);
 /*
+ * Operator cancel of a known order: returns 0 when the cancel was issued (it
+ * completes through settlement, or at once without Kafka, by gw_compensate),
+ * 1 when the order was already cancelled or failed (nothing changes), or a
+ * negative cm_err_t. Admin threads.
+ */
+int gw_order_cancel(gw_server_t *srv, const oq_order_t *ord, const char *reason);
+/*
  * Gives back the units of an order that was reserved but never accepted (its
  * spool append failed): writes a "release" EVENT to the spool (replayed at
  * start; the relay keeps it until the release is done) and queues the release
@@ -141,5 +148,16 @@ void gw_releaser_stats(gw_server_t *srv, uint64_t *pending, uint64_t *done, uint
 /* The 429 of a limiter's refusal v (as the buy answers it). Loop thread of r->w. */
 struct gw_limit_verdict;
 void gw_buy_rate_limited(gw_req_t *r, const struct gw_limit_verdict *v);
+
+/* The admin routes of sales (gw_sale_admin.c) and of fairness (gw_fair_admin.c):
+ * tables of *n routes the admin listener assembles at start. */
+struct gw_admin_route;
+/* Every sale as the admin API lists it, with its eligibility rule (a new
+ * jansson array). Thread-safe. */
+void *gw_sales_json(gw_server_t *srv);
+const struct gw_admin_route *gw_sale_admin_routes(size_t *n);
+const struct gw_admin_route *gw_fair_admin_routes(size_t *n);
+/* The operator's cancel of an order (gw_order_admin.c). */
+const struct gw_admin_route *gw_order_admin_routes(size_t *n);
 
 #endif

@@ -31,6 +31,7 @@
 #include "gateway/buy/gw_identity.h"
 #include "gateway/edge/gw_edge.h"
 #include "gateway/overload/gw_ol.h"
+#include "queue/oq_relay.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -386,4 +387,14 @@ void gw_release_unaccepted(gw_server_t *srv, const oq_order_t *o, const char *wh
      * for the give-backs queued meanwhile, none if an order's sync covered
      * it already; test_gw_release.c). */
     gw_releaser_push(srv, &gb, -1, NULL, rc == 0 ? &end : NULL);
+}
+
+int gw_order_cancel(gw_server_t *srv, const oq_order_t *ord, const char *reason)
+{
+    if (ord->status == OQ_STATUS_FAILED || ord->status == OQ_STATUS_CANCELLED)
+        return 1;
+    if (!srv->relay)
+        return gw_compensate(srv, ord->order_id, ord, OQ_STATUS_CANCELLED, reason);
+    /* Settlement decides: it cancels a settled order once and publishes the outcome. */
+    return oq_relay_cancel(srv->relay, ord, reason);
 }

@@ -6,6 +6,7 @@
 #ifndef GW_CTL_H
 #define GW_CTL_H
 
+#include "gateway/base/gw_admin_route.h"
 #include "gateway/base/gw_types.h"
 
 /*
@@ -54,8 +55,6 @@ void gw_server_leave(gw_server_t *srv);
  */
 int gw_server_reload(gw_server_t *srv, int argc, char **argv, unsigned *applied,
                      unsigned *restart);
-/* Sums the workers' counters into out. Thread-safe. */
-void gw_server_counters(gw_server_t *srv, gw_counters_t *out);
 
 /*
  * Liveness (gw_liveness.c): whether every running worker loop has turned
@@ -83,7 +82,6 @@ typedef struct gw_liveness_watch {
 bool gw_liveness_watch(gw_server_t *srv, gw_liveness_watch_t *st);
 
 /* Admin tokens: a name (the audit's "who"), a role, the secret. */
-typedef enum { GW_ROLE_NONE = 0, GW_ROLE_READ = 1, GW_ROLE_WRITE = 2 } gw_role_t;
 typedef struct gw_admin_token {
     char name[33];
     gw_role_t role;
@@ -122,6 +120,9 @@ void gw__admin_match(const char *method, const char *url, bool debug_routes,
  * of the token presented (GW_ROLE_NONE: none, or a wrong one): 401, 404, 405 or
  * 403 in that order, else GW_R_OK (the route runs). Pure, thread-safe. */
 gw_reply_t gw__admin_verdict(const gw_admin_match_t *m, gw_role_t token_role);
+/* The assembled route table (the owners' tables, assembled on first use): its
+ * rows in *routes, their number returned. Thread-safe. */
+size_t gw__admin_routes(const gw_admin_route_t **routes);
 
 /* Admin API (gw_admin.c). */
 int gw_admin_start(gw_server_t *srv, char *errbuf, size_t errlen);
@@ -129,17 +130,10 @@ void gw_admin_stop(gw_server_t *srv);
 
 /* Adds relay/queue figures to the stats object (json_t *). */
 void gw_kafka_stats(gw_server_t *srv, void *json_obj);
-/*
- * Operator cancel of a known order: returns 0 when the cancel was issued (it
- * completes through settlement, or at once without Kafka), 1 when the order
- * was already cancelled or failed (nothing changes), or a negative cm_err_t.
- */
-int gw_server_cancel(gw_server_t *srv, const oq_order_t *ord, const char *reason);
 
 /* The Kafka side (gw_kafka.c): relay, outcomes, cancel commands. */
 int gw_kafka_start(gw_server_t *srv, char *errbuf, size_t errlen);
 void gw_kafka_stop(gw_server_t *srv);
-int gw_kafka_cancel(gw_server_t *srv, const oq_order_t *ord, const char *reason);
 /* Fault injection: takes the embedded broker down or up. CM_ENOTFOUND without one. */
 int gw_kafka_broker_set_down(gw_server_t *srv, bool down);
 /* Fault injection: the embedded broker answers rtt_ms late (0 = normal). CM_ENOTFOUND without one. */
@@ -149,5 +143,12 @@ char *gw_metrics_text(gw_server_t *srv, size_t *len);
 
 /* Applies limits from the config struct to the limiter. */
 void gw_apply_limits(gw_server_t *srv);
+
+/* The admin routes of the configuration (gw_admin_config.c), of the
+ * dashboard's figures (gw_admin_stats.c) and of fault injection and orders
+ * (gw_admin_debug.c): tables of *n routes gw_admin.c assembles at start. */
+const gw_admin_route_t *gw_admin_config_routes(size_t *n);
+const gw_admin_route_t *gw_admin_stats_routes(size_t *n);
+const gw_admin_route_t *gw_admin_debug_routes(size_t *n);
 
 #endif

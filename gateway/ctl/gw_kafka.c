@@ -88,14 +88,6 @@ void gw_kafka_stop(gw_server_t *srv)
     }
 }
 
-int gw_kafka_cancel(gw_server_t *srv, const oq_order_t *ord, const char *reason)
-{
-    if (!srv->relay)
-        return gw_compensate(srv, ord->order_id, ord, OQ_STATUS_CANCELLED, reason);
-    /* Settlement decides: it cancels a settled order once and publishes the outcome. */
-    return oq_relay_cancel(srv->relay, ord, reason);
-}
-
 int gw_kafka_broker_set_down(gw_server_t *srv, bool down)
 {
     oq_embedded_t *e = srv->relay ? oq_relay_embedded(srv->relay) : NULL;

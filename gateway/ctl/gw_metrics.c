@@ -28,6 +28,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -331,265 +332,417 @@ static void process_metrics(buf_t *b)
     }
 }
 
+/*---- the exposition: one row per metric family ----*/
+
+/* One scrape's figures, read once before the rows run (under gw_metrics_text's
+ * lock). A plain row reads one uint64_t (U64) or double (SECS) of it. */
+typedef struct scrape {
+    buf_t *b;
+    gw_server_t *srv;
+    const gw_counters_t *c;
+    uint64_t one, workers, accepted_units, access_logged, proxy_client_aborts, proxy_stale_conns;
+    uint64_t nid_lost, nid_refused, nid_held, hh_counted, config_version;
+    double uptime_s, relay_age_s;
+    gw_rule_t *rules;
+    size_t nr;
+    oq_spool_stats_t ss;
+    bool has_relay;
+    oq_relay_stats_t rs;
+    gw_limits_stats_t ls;
+    gw_orders_stats_t os;
+    uint64_t spool_max_bytes;
+} scrape_t;
+
+typedef enum { MV_U64, MV_SECS, MV_FN } mv_kind_t;
+
+/* A metric family: its head (name, type, help; name NULL: fn writes the heads
+ * of a group of families itself) and its samples: one uint64_t or double of
+ * the scrape at off, or fn's lines. relay: only with a relay. */
+typedef struct metric {
+    const char *name, *type, *help;
+    mv_kind_t kind;
+    size_t off;
+    void (*fn)(scrape_t *s, const struct metric *m);
+    int arg;
+    bool relay;
+} metric_t;
+
+/* A plain row's field, checked to be of the type its kind reads. */
+#define U64(f)                                                                                     \
+    .kind = MV_U64,                                                                                \
+    .off = offsetof(scrape_t, f) +                                                                 \
+           0 * sizeof(char[_Generic(((scrape_t *)0)->f, uint64_t: 1, default: -1)])
+#define SECS(f)                                                                                    \
+    .kind = MV_SECS,                                                                               \
+    .off = offsetof(scrape_t, f) + 0 * sizeof(char[_Generic(((scrape_t *)0)->f, double: 1, default: -1)])
+#define FN(f) .kind = MV_FN, .fn = (f)
+
+static void m_build_info(scrape_t *s, const metric_t *m)
+{
+    (void)m;
+    put(s->b, "flashgate_build_info{version=\"%s\",commit=\"%s\"} 1\n", FLASHGATE_VERSION,
+        cm_build_commit);
+}
+
+static void m_process(scrape_t *s, const metric_t *m)
+{
+    (void)m;
+    process_metrics(s->b);
+}
+
+static void m_overload(scrape_t *s, const metric_t *m)
+{
+    (void)m;
+    overload_metrics(s->b, s->srv);
+}
+
+static void m_identity(scrape_t *s, const metric_t *m)
+{
+    (void)m;
+    identity_metrics(s->b, s->srv);
+}
+
+/* The room left under the spool (alert FlashgateSpoolDiskNearlyFull): absent
+ * when the data dir's filesystem cannot be asked. */
+static void m_spool_fs_avail(scrape_t *s, const metric_t *m)
+{
+    (void)m;
+    struct statvfs vfs;
+    if (statvfs(s->srv->cfg->data_dir, &vfs) != 0)
+        return;
+    head(s->b, "flashgate_spool_filesystem_avail_bytes", "gauge",
+         "Bytes an unprivileged writer may still use on the data dir's filesystem.");
+    put(s->b, "flashgate_spool_filesystem_avail_bytes %llu
+",
+        (unsigned long long)vfs.f_bavail * (unsigned long long)vfs.f_frsize);
+}
+
+static void m_requests(scrape_t *s, const metric_t *m)
+{
+    (void)m;
+    for (int r = 0; r < GW_ROUTE_COUNT; r++)
+        put(s->b, "flashgate_requests_total{route=\"%s\"} %llu\n", gw_route_name((gw_route_t)r),
+            (unsigned long long)s->c->route_requests[r]);
+}
+
+static void m_responses(scrape_t *s, const metric_t *m)
+{
+    (void)m;
+    const gw_counters_t *c = s->c;
+    for (int r = 0; r < GW_ROUTE_COUNT; r++)
+        for (int k = 0; k < GW_R_COUNT; k++) {
+            if (!c->route_replies[r][k])
+                continue;
+            int kind = gw_px_kind((gw_reply_t)k);
+            if (kind < 0) {
+                responses_line(s->b, (gw_route_t)r, gw_reply_status((gw_reply_t)k),
+                               (gw_reply_t)k, c->route_replies[r][k]);
+                continue;
+            }
+            /* an upstream's answer or a fallback: by the status sent (only the
+             * proxy route answers them, so px_status is all this route's) */
+            for (int st = 0; st < GW_PX_STATUS_SPAN; st++)
+                if (c->px_status[kind][st])
+                    responses_line(s->b, (gw_route_t)r, GW_PX_STATUS_MIN + st, (gw_reply_t)k,
+                                   c->px_status[kind][st]);
+        }
+}
+
+static void m_rate_limited(scrape_t *s, const metric_t *m)
+{
+    (void)m;
+    for (int sc = 0; sc < GW_SCOPE_COUNT; sc++)
+        put(s->b, "flashgate_rate_limited_total{scope=\"%s\"} %llu\n",
+            gw_scope_name((gw_scope_t)sc), (unsigned long long)s->c->rate_limited[sc]);
+}
+
+static void m_overload_rejected(scrape_t *s, const metric_t *m)
+{
+    (void)m;
+    for (int k = 0; k < GW_OLR_COUNT; k++)
+        put(s->b, "flashgate_overload_rejected_total{reason=\"%s\"} %llu\n",
+            gw_ol_reason_name((gw_ol_reason_t)k), (unsigned long long)s->c->overload_reasons[k]);
+}
+
+static void m_rule_rejected(scrape_t *s, const metric_t *m)
+{
+    (void)m;
+    for (size_t i = 0; i < s->nr; i++) {
+        char l[160];
+        lv(s->rules[i].sale_id, l, sizeof(l));
+        for (int part = 0; part < 2; part++) {
+            put(s->b,
+                "flashgate_rule_rejected_total{sale=\"%s\",scope=\"%s\",mode=\"enforce\"} %llu\n",
+                l, part ? "sale" : "user", (unsigned long long)s->rules[i].rejected[part]);
+            put(s->b,
+                "flashgate_rule_rejected_total{sale=\"%s\",scope=\"%s\",mode=\"dry_run\"} %llu\n",
+                l, part ? "sale" : "user", (unsigned long long)s->rules[i].dry_run_rejected[part]);
+        }
+    }
+}
+
+static void m_rule_dry_run(scrape_t *s, const metric_t *m)
+{
+    (void)m;
+    for (size_t i = 0; i < s->nr; i++) {
+        char l[160];
+        put(s->b, "flashgate_rule_dry_run{sale=\"%s\"} %d\n", lv(s->rules[i].sale_id, l, sizeof(l)),
+            s->rules[i].dry_run ? 1 : 0);
+    }
+}
+
+static void m_limit_rate(scrape_t *s, const metric_t *m)
+{
+    (void)m;
+    for (int sc = 0; sc < GW_SCOPE_COUNT; sc++)
+        put(s->b, "flashgate_limit_rate{scope=\"%s\"} %.3f\n", gw_scope_name((gw_scope_t)sc),
+            (double)gw_limits_get(s->srv->limits, (gw_scope_t)sc).rate_milli / 1e3);
+}
+
+static void m_limit_burst(scrape_t *s, const metric_t *m)
+{
+    (void)m;
+    for (int sc = 0; sc < GW_SCOPE_COUNT; sc++)
+        put(s->b, "flashgate_limit_burst{scope=\"%s\"} %llu\n", gw_scope_name((gw_scope_t)sc),
+            (unsigned long long)gw_limits_get(s->srv->limits, (gw_scope_t)sc).burst);
+}
+
+/* m->arg: which figure of each sale (sale_line). */
+static void m_sale(scrape_t *s, const metric_t *m)
+{
+    sale_ctx_t sc = {.b = s->b, .which = m->arg};
+    inv_sale_foreach(s->srv->inv, sale_line, &sc);
+}
+
+static void m_duration(scrape_t *s, const metric_t *m)
+{
+    (void)m;
+    static const uint64_t bounds[GW_LAT_NBOUNDS] = GW_LAT_BOUNDS_US;
+    for (int r = 0; r < GW_ROUTE_COUNT; r++) {
+        const char *rn = gw_route_name((gw_route_t)r);
+        uint64_t cum = 0;
+        for (int i = 0; i < GW_LAT_NBOUNDS; i++) {
+            cum += s->c->lat_buckets[r][i];
+            put(s->b, "flashgate_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
+                rn, (double)bounds[i] / 1e6, (unsigned long long)cum);
+        }
+        cum += s->c->lat_buckets[r][GW_LAT_NBOUNDS];
+        put(s->b, "flashgate_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n", rn,
+            (unsigned long long)cum);
+        put(s->b, "flashgate_request_duration_seconds_sum{route=\"%s\"} %.6f\n", rn,
+            (double)s->c->lat_sum_us[r] / 1e6);
+        put(s->b, "flashgate_request_duration_seconds_count{route=\"%s\"} %llu\n", rn,
+            (unsigned long long)cum);
+    }
+}
+
+static void m_kafka_ack(scrape_t *s, const metric_t *m)
+{
+    (void)m;
+    static const uint64_t ack_bounds[OQ_ACK_NBOUNDS] = OQ_ACK_BOUNDS_MS;
+    uint64_t cum = 0;
+    for (int i = 0; i < OQ_ACK_NBOUNDS; i++) {
+        cum += s->rs.ack_buckets[i];
+        put(s->b, "flashgate_kafka_ack_duration_seconds_bucket{le=\"%g\"} %llu\n",
+            (double)ack_bounds[i] / 1e3, (unsigned long long)cum);
+    }
+    cum += s->rs.ack_buckets[OQ_ACK_NBOUNDS];
+    put(s->b, "flashgate_kafka_ack_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+        (unsigned long long)cum);
+    put(s->b, "flashgate_kafka_ack_duration_seconds_sum %.3f\n", (double)s->rs.ack_sum_ms / 1e3);
+    put(s->b, "flashgate_kafka_ack_duration_seconds_count %llu\n", (unsigned long long)cum);
+}
+
+static void m_limiter_evicted(scrape_t *s, const metric_t *m)
+{
+    (void)m;
+    put(s->b, "flashgate_limiter_evicted_total{kind=\"idle\"} %llu\n",
+        (unsigned long long)s->ls.evicted_idle);
+    put(s->b, "flashgate_limiter_evicted_total{kind=\"busy\"} %llu\n",
+        (unsigned long long)s->ls.evicted_busy);
+}
+
+static void m_admin_responses(scrape_t *s, const metric_t *m)
+{
+    (void)m;
+    for (int k = 0; k < GW_R_COUNT; k++) {
+        uint64_t n = atomic_load_explicit(&s->srv->admin.ctr.replies[k], memory_order_relaxed);
+        if (n)
+            put(s->b, "flashgate_admin_responses_total{status=\"%d\",code=\"%s\"} %llu\n",
+                gw_reply_status((gw_reply_t)k), gw_reply_code((gw_reply_t)k),
+                (unsigned long long)n);
+    }
+}
+
+/* /metrics in this order: an added metric is one row here (and, when its
+ * figure is new, one field of scrape_t read in gw_metrics_text). */
+static const metric_t metrics[] = {
+    {"flashgate_up", "gauge", "1 while the gateway serves.", U64(one)},
+    {"flashgate_build_info", "gauge",
+     "1, labelled with the version and commit (git describe) this binary was built from.",
+     FN(m_build_info)},
+    {NULL, NULL, NULL, FN(m_process)},
+    {"flashgate_uptime_seconds", "gauge", "Seconds since start.", SECS(uptime_s)},
+    {"flashgate_workers", "gauge", "Worker event loops.", U64(workers)},
+    {"flashgate_requests_total", "counter",
+     "Requests received on the public listener, by route (other = unrouted).", FN(m_requests)},
+    {"flashgate_responses_total", "counter",
+     "Answers on the public listener by route, HTTP status and error code.", FN(m_responses)},
+    {"flashgate_accepted_units_total", "counter", "Units accepted (answered 202).",
+     U64(accepted_units)},
+    {"flashgate_rate_limited_total", "counter",
+     "Requests refused with 429, by the limit scope that refused (global limits and rules).",
+     FN(m_rate_limited)},
+    {"flashgate_overload_rejected_total", "counter",
+     "Requests refused with 503 overloaded, by the reason in the body.", FN(m_overload_rejected)},
+    {NULL, NULL, NULL, FN(m_overload)},
+    {NULL, NULL, NULL, FN(m_identity)},
+    {"flashgate_fleet_node_id_lost_total", "counter",
+     "Times this gateway found its node id gone from Redis or held by another gateway.",
+     U64(nid_lost)},
+    {"flashgate_fleet_node_id_refused_total", "counter",
+     "Buys answered 503 because no unique order id could be made (node id lost, or its "
+     "lease not renewed).",
+     U64(nid_refused)},
+    {"flashgate_fleet_node_id_held", "gauge",
+     "1 while this gateway holds a node id (or has a fixed one), 0 after a loss until it "
+     "claims one.",
+     U64(nid_held)},
+    {"flashgate_rule_rejected_total", "counter",
+     "Requests a per-sale rule refused (mode enforce) or would have refused (mode dry_run).",
+     FN(m_rule_rejected)},
+    {"flashgate_rule_dry_run", "gauge", "1 for a per-sale rule in dry-run mode, else 0.",
+     FN(m_rule_dry_run)},
+    {"flashgate_limit_rate", "gauge",
+     "Configured global rate limit by scope, requests per second (0 = off).", FN(m_limit_rate)},
+    {"flashgate_limit_burst", "gauge", "Configured global burst by scope.", FN(m_limit_burst)},
+    {"flashgate_sale_accepted_units_total", "counter", "Units accepted per sale.", FN(m_sale),
+     .arg = 0},
+    {"flashgate_sale_accepted_orders_total", "counter", "Orders accepted per sale.", FN(m_sale),
+     .arg = 1},
+    {"flashgate_sale_stock_left", "gauge", "Units left per sale.", FN(m_sale), .arg = 2},
+    {"flashgate_sale_stock_units", "gauge", "Units made available per sale (with restocks).",
+     FN(m_sale), .arg = 3},
+    {"flashgate_request_duration_seconds", "histogram",
+     "Time from a request's head to its answer being queued, by route (summed over workers).",
+     FN(m_duration)},
+    {"flashgate_spool_unreleased_bytes", "gauge",
+     "Bytes in the spool not yet released (acknowledged by Kafka).", U64(ss.unreleased_bytes)},
+    {"flashgate_spool_segments", "gauge", "Spool segment files.", U64(ss.segments)},
+    {"flashgate_spool_appended_records_total", "counter", "Records appended to the spool.",
+     U64(ss.appended_records)},
+    {"flashgate_spool_fsyncs_total", "counter", "fdatasync rounds of the spool.", U64(ss.fsyncs)},
+    {"flashgate_spool_sync_fd_waits_total", "counter",
+     "Spool fdatasync rounds put off for want of a file descriptor (EMFILE, ENFILE).",
+     U64(ss.sync_fd_waits)},
+    {"flashgate_spool_max_bytes", "gauge",
+     "spool.max_bytes: unreleased bytes past which buys are answered 503.", U64(spool_max_bytes)},
+    {NULL, NULL, NULL, FN(m_spool_fs_avail)},
+    {"flashgate_relay_unreleased_records", "gauge",
+     "Spool depth: records tracked by the relay and not yet released.",
+     U64(rs.spool_unreleased_records), .relay = true},
+    {"flashgate_relay_inflight", "gauge", "Records produced to Kafka, not yet acknowledged.",
+     U64(rs.inflight), .relay = true},
+    {"flashgate_relay_oldest_unacked_age_seconds", "gauge",
+     "Relay lag: age of the oldest record Kafka has not acknowledged.", SECS(relay_age_s),
+     .relay = true},
+    {"flashgate_relay_awaiting_outcome", "gauge",
+     "Delivered records waiting for settlement's outcome (embedded broker).",
+     U64(rs.awaiting_outcome), .relay = true},
+    {"flashgate_kafka_ack_duration_seconds", "histogram",
+     "Kafka latency: produce to successful delivery report (acks=all), ms resolution.",
+     FN(m_kafka_ack), .relay = true},
+    {"flashgate_relay_produced_total", "counter", "Records produced to Kafka.", U64(rs.produced),
+     .relay = true},
+    {"flashgate_relay_delivered_total", "counter", "Successful delivery reports.",
+     U64(rs.delivered), .relay = true},
+    {"flashgate_relay_errors_total", "counter", "Failed deliveries and produce errors.",
+     U64(rs.errors), .relay = true},
+    {"flashgate_relay_resent_total", "counter", "Records produced again after an error.",
+     U64(rs.resent), .relay = true},
+    {"flashgate_relay_retention_resent_total", "counter",
+     "Records produced again because the broker dropped them before settle read them.",
+     U64(rs.retention_resent), .relay = true},
+    {"flashgate_limiter_keys", "gauge", "Users and client addresses tracked by the limiter.",
+     U64(ls.keys)},
+    {"flashgate_limiter_capacity", "gauge", "Most keys the limiter tracks.", U64(ls.capacity)},
+    {"flashgate_limiter_evicted_total", "counter",
+     "Limiter keys evicted: idle (lossless) or busy (that key fails open).",
+     FN(m_limiter_evicted)},
+    /* The heavy hitters themselves (user ids, addresses) are not label values:
+     * they churn, and each would be a series of its own. The admin API's stats
+     * and the dashboard list them. */
+    {"flashgate_heavy_hitter_counted_total", "counter",
+     "Rejections fed to the heavy-hitter summaries.", U64(hh_counted)},
+    {"flashgate_orders_known", "gauge", "Orders this gateway can answer status for.",
+     U64(os.known)},
+    {"flashgate_orders_evicted_total", "counter",
+     "Orders evicted from the status table (orders.max_known).", U64(os.evicted)},
+    {"flashgate_config_version", "gauge", "Version of the last audited admin change.",
+     U64(config_version)},
+    {"flashgate_access_log_lines_total", "counter", "Sampled access log lines written.",
+     U64(access_logged)},
+    {"flashgate_proxy_client_aborts_total", "counter",
+     "Upstream transfers ended because their client's connection closed.",
+     U64(proxy_client_aborts)},
+    {"flashgate_proxy_stale_connections_total", "counter",
+     "Kept upstream connections refused before a request: bytes or a close were waiting.",
+     U64(proxy_stale_conns)},
+    {"flashgate_admin_responses_total", "counter", "Answers of the admin API by code.",
+     FN(m_admin_responses)},
+};
+
 char *gw_metrics_text(gw_server_t *srv, size_t *len)
 {
     buf_t b = {.s = cm_xmalloc(16384), .len = 0, .cap = 16384};
     static gw_counters_t c; /* ~20 KiB: kept off the admin thread's stack, under mu */
     static cm_topk_t users, ips;
+    static gw_rule_t rules[GW_LIMIT_RULES_MAX];
     static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
     pthread_mutex_lock(&mu);
-    gw_server_counters(srv, &c);
+    gw_workers_counters(srv, &c);
 
-    head(&b, "flashgate_up", "gauge", "1 while the gateway serves.");
-    put(&b, "flashgate_up 1\n");
-    head(&b, "flashgate_build_info", "gauge",
-         "1, labelled with the version and commit (git describe) this binary was built from.");
-    put(&b, "flashgate_build_info{version=\"%s\",commit=\"%s\"} 1\n", FLASHGATE_VERSION,
-        cm_build_commit);
-    process_metrics(&b);
-    head(&b, "flashgate_uptime_seconds", "gauge", "Seconds since start.");
-    put(&b, "flashgate_uptime_seconds %.3f\n", (double)(cm_wall_ms() - srv->started_ms) / 1e3);
-    head(&b, "flashgate_workers", "gauge", "Worker event loops.");
-    put(&b, "flashgate_workers %u\n", srv->nworkers);
-
-    head(&b, "flashgate_requests_total", "counter",
-         "Requests received on the public listener, by route (other = unrouted).");
-    for (int r = 0; r < GW_ROUTE_COUNT; r++)
-        put(&b, "flashgate_requests_total{route=\"%s\"} %llu\n", gw_route_name((gw_route_t)r),
-            (unsigned long long)c.route_requests[r]);
-    head(&b, "flashgate_responses_total", "counter",
-         "Answers on the public listener by route, HTTP status and error code.");
-    for (int r = 0; r < GW_ROUTE_COUNT; r++)
-        for (int k = 0; k < GW_R_COUNT; k++) {
-            if (!c.route_replies[r][k])
-                continue;
-            int kind = gw_px_kind((gw_reply_t)k);
-            if (kind < 0) {
-                responses_line(&b, (gw_route_t)r, gw_reply_status((gw_reply_t)k), (gw_reply_t)k,
-                               c.route_replies[r][k]);
-                continue;
-            }
-            /* an upstream's answer or a fallback: by the status sent (only the
-             * proxy route answers them, so px_status is all this route's) */
-            for (int s = 0; s < GW_PX_STATUS_SPAN; s++)
-                if (c.px_status[kind][s])
-                    responses_line(&b, (gw_route_t)r, GW_PX_STATUS_MIN + s, (gw_reply_t)k,
-                                   c.px_status[kind][s]);
-        }
-    head(&b, "flashgate_accepted_units_total", "counter", "Units accepted (answered 202).");
-    put(&b, "flashgate_accepted_units_total %llu\n", (unsigned long long)c.accepted_units);
-
-    head(&b, "flashgate_rate_limited_total", "counter",
-         "Requests refused with 429, by the limit scope that refused (global limits and rules).");
-    for (int s = 0; s < GW_SCOPE_COUNT; s++)
-        put(&b, "flashgate_rate_limited_total{scope=\"%s\"} %llu\n",
-            gw_scope_name((gw_scope_t)s), (unsigned long long)c.rate_limited[s]);
-    head(&b, "flashgate_overload_rejected_total", "counter",
-         "Requests refused with 503 overloaded, by the reason in the body.");
-    for (int k = 0; k < GW_OLR_COUNT; k++)
-        put(&b, "flashgate_overload_rejected_total{reason=\"%s\"} %llu\n", gw_ol_reason_name((gw_ol_reason_t)k),
-            (unsigned long long)c.overload_reasons[k]);
-    overload_metrics(&b, srv);
-    identity_metrics(&b, srv);
-
-    uint64_t nid_lost = 0, nid_refused = 0;
+    scrape_t s = {.b = &b, .srv = srv, .c = &c, .one = 1, .workers = srv->nworkers,
+                  .rules = rules};
+    s.uptime_s = (double)(cm_wall_ms() - srv->started_ms) / 1e3;
+    s.accepted_units = c.accepted_units;
+    s.access_logged = c.access_logged;
+    s.proxy_client_aborts = c.proxy_client_aborts;
+    s.proxy_stale_conns = c.proxy_stale_conns;
     int nid_held = 1;
-    gw_fleet_node_counters(srv, &nid_lost, &nid_refused, &nid_held);
-    head(&b, "flashgate_fleet_node_id_lost_total", "counter",
-         "Times this gateway found its node id gone from Redis or held by another gateway.");
-    put(&b, "flashgate_fleet_node_id_lost_total %llu\n", (unsigned long long)nid_lost);
-    head(&b, "flashgate_fleet_node_id_refused_total", "counter",
-         "Buys answered 503 because no unique order id could be made (node id lost, or its "
-         "lease not renewed).");
-    put(&b, "flashgate_fleet_node_id_refused_total %llu\n", (unsigned long long)nid_refused);
-    head(&b, "flashgate_fleet_node_id_held", "gauge",
-         "1 while this gateway holds a node id (or has a fixed one), 0 after a loss until it "
-         "claims one.");
-    put(&b, "flashgate_fleet_node_id_held %d\n", nid_held);
-
-    gw_rule_t rules[GW_LIMIT_RULES_MAX];
-    size_t nr = gw_limits_get_rules(srv->limits, rules, GW_LIMIT_RULES_MAX);
-    head(&b, "flashgate_rule_rejected_total", "counter",
-         "Requests a per-sale rule refused (mode enforce) or would have refused (mode dry_run).");
-    for (size_t i = 0; i < nr; i++) {
-        char l[160];
-        lv(rules[i].sale_id, l, sizeof(l));
-        for (int part = 0; part < 2; part++) {
-            put(&b, "flashgate_rule_rejected_total{sale=\"%s\",scope=\"%s\",mode=\"enforce\"} %llu\n",
-                l, part ? "sale" : "user", (unsigned long long)rules[i].rejected[part]);
-            put(&b, "flashgate_rule_rejected_total{sale=\"%s\",scope=\"%s\",mode=\"dry_run\"} %llu\n",
-                l, part ? "sale" : "user", (unsigned long long)rules[i].dry_run_rejected[part]);
-        }
+    gw_fleet_node_counters(srv, &s.nid_lost, &s.nid_refused, &nid_held);
+    s.nid_held = (uint64_t)nid_held;
+    s.nr = gw_limits_get_rules(srv->limits, rules, GW_LIMIT_RULES_MAX);
+    oq_spool_stats(srv->spool, &s.ss);
+    s.spool_max_bytes = srv->cfg->spool_max_bytes;
+    if ((s.has_relay = srv->relay != NULL)) {
+        oq_relay_stats(srv->relay, &s.rs);
+        s.relay_age_s = (double)s.rs.oldest_unacked_age_ms / 1e3;
     }
-    head(&b, "flashgate_rule_dry_run", "gauge", "1 for a per-sale rule in dry-run mode, else 0.");
-    for (size_t i = 0; i < nr; i++) {
-        char l[160];
-        put(&b, "flashgate_rule_dry_run{sale=\"%s\"} %d\n", lv(rules[i].sale_id, l, sizeof(l)),
-            rules[i].dry_run ? 1 : 0);
-    }
-
-    head(&b, "flashgate_limit_rate", "gauge",
-         "Configured global rate limit by scope, requests per second (0 = off).");
-    for (int s = 0; s < GW_SCOPE_COUNT; s++)
-        put(&b, "flashgate_limit_rate{scope=\"%s\"} %.3f\n", gw_scope_name((gw_scope_t)s),
-            (double)gw_limits_get(srv->limits, (gw_scope_t)s).rate_milli / 1e3);
-    head(&b, "flashgate_limit_burst", "gauge", "Configured global burst by scope.");
-    for (int s = 0; s < GW_SCOPE_COUNT; s++)
-        put(&b, "flashgate_limit_burst{scope=\"%s\"} %llu\n", gw_scope_name((gw_scope_t)s),
-            (unsigned long long)gw_limits_get(srv->limits, (gw_scope_t)s).burst);
-
-    static const struct {
-        const char *name, *type, *help;
-    } sale_m[4] = {
-        {"flashgate_sale_accepted_units_total", "counter", "Units accepted per sale."},
-        {"flashgate_sale_accepted_orders_total", "counter", "Orders accepted per sale."},
-        {"flashgate_sale_stock_left", "gauge", "Units left per sale."},
-        {"flashgate_sale_stock_units", "gauge", "Units made available per sale (with restocks)."},
-    };
-    for (int k = 0; k < 4; k++) {
-        head(&b, sale_m[k].name, sale_m[k].type, sale_m[k].help);
-        sale_ctx_t sc = {.b = &b, .which = k};
-        inv_sale_foreach(srv->inv, sale_line, &sc);
-    }
-
-    static const uint64_t bounds[GW_LAT_NBOUNDS] = GW_LAT_BOUNDS_US;
-    head(&b, "flashgate_request_duration_seconds", "histogram",
-         "Time from a request's head to its answer being queued, by route (summed over workers).");
-    for (int r = 0; r < GW_ROUTE_COUNT; r++) {
-        const char *rn = gw_route_name((gw_route_t)r);
-        uint64_t cum = 0;
-        for (int i = 0; i < GW_LAT_NBOUNDS; i++) {
-            cum += c.lat_buckets[r][i];
-            put(&b, "flashgate_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n", rn,
-                (double)bounds[i] / 1e6, (unsigned long long)cum);
-        }
-        cum += c.lat_buckets[r][GW_LAT_NBOUNDS];
-        put(&b, "flashgate_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n", rn,
-            (unsigned long long)cum);
-        put(&b, "flashgate_request_duration_seconds_sum{route=\"%s\"} %.6f\n", rn,
-            (double)c.lat_sum_us[r] / 1e6);
-        put(&b, "flashgate_request_duration_seconds_count{route=\"%s\"} %llu\n", rn,
-            (unsigned long long)cum);
-    }
-
-    oq_spool_stats_t ss;
-    oq_spool_stats(srv->spool, &ss);
-    head(&b, "flashgate_spool_unreleased_bytes", "gauge",
-         "Bytes in the spool not yet released (acknowledged by Kafka).");
-    put(&b, "flashgate_spool_unreleased_bytes %llu\n", (unsigned long long)ss.unreleased_bytes);
-    head(&b, "flashgate_spool_segments", "gauge", "Spool segment files.");
-    put(&b, "flashgate_spool_segments %llu\n", (unsigned long long)ss.segments);
-    head(&b, "flashgate_spool_appended_records_total", "counter", "Records appended to the spool.");
-    put(&b, "flashgate_spool_appended_records_total %llu\n",
-        (unsigned long long)ss.appended_records);
-    head(&b, "flashgate_spool_fsyncs_total", "counter", "fdatasync rounds of the spool.");
-    put(&b, "flashgate_spool_fsyncs_total %llu\n", (unsigned long long)ss.fsyncs);
-    head(&b, "flashgate_spool_sync_fd_waits_total", "counter",
-         "Spool fdatasync rounds put off for want of a file descriptor (EMFILE, ENFILE).");
-    put(&b, "flashgate_spool_sync_fd_waits_total %llu\n", (unsigned long long)ss.sync_fd_waits);
-    /* ---- disk room under the spool (alert FlashgateSpoolDiskNearlyFull) ---- */
-    head(&b, "flashgate_spool_max_bytes", "gauge",
-         "spool.max_bytes: unreleased bytes past which buys are answered 503.");
-    put(&b, "flashgate_spool_max_bytes %llu\n", (unsigned long long)srv->cfg->spool_max_bytes);
-    struct statvfs vfs;
-    if (statvfs(srv->cfg->data_dir, &vfs) == 0) {
-        head(&b, "flashgate_spool_filesystem_avail_bytes", "gauge",
-             "Bytes an unprivileged writer may still use on the data dir's filesystem.");
-        put(&b, "flashgate_spool_filesystem_avail_bytes %llu\n",
-            (unsigned long long)vfs.f_bavail * (unsigned long long)vfs.f_frsize);
-    }
-    /* ---- end of the disk room block ---- */
-    if (srv->relay) {
-        oq_relay_stats_t rs;
-        oq_relay_stats(srv->relay, &rs);
-        head(&b, "flashgate_relay_unreleased_records", "gauge",
-             "Spool depth: records tracked by the relay and not yet released.");
-        put(&b, "flashgate_relay_unreleased_records %llu\n",
-            (unsigned long long)rs.spool_unreleased_records);
-        head(&b, "flashgate_relay_inflight", "gauge", "Records produced to Kafka, not yet acknowledged.");
-        put(&b, "flashgate_relay_inflight %llu\n", (unsigned long long)rs.inflight);
-        head(&b, "flashgate_relay_oldest_unacked_age_seconds", "gauge",
-             "Relay lag: age of the oldest record Kafka has not acknowledged.");
-        put(&b, "flashgate_relay_oldest_unacked_age_seconds %.3f\n",
-            (double)rs.oldest_unacked_age_ms / 1e3);
-        head(&b, "flashgate_relay_awaiting_outcome", "gauge",
-             "Delivered records waiting for settlement's outcome (embedded broker).");
-        put(&b, "flashgate_relay_awaiting_outcome %llu\n", (unsigned long long)rs.awaiting_outcome);
-        static const uint64_t ack_bounds[OQ_ACK_NBOUNDS] = OQ_ACK_BOUNDS_MS;
-        head(&b, "flashgate_kafka_ack_duration_seconds", "histogram",
-             "Kafka latency: produce to successful delivery report (acks=all), ms resolution.");
-        uint64_t cum = 0;
-        for (int i = 0; i < OQ_ACK_NBOUNDS; i++) {
-            cum += rs.ack_buckets[i];
-            put(&b, "flashgate_kafka_ack_duration_seconds_bucket{le=\"%g\"} %llu\n",
-                (double)ack_bounds[i] / 1e3, (unsigned long long)cum);
-        }
-        cum += rs.ack_buckets[OQ_ACK_NBOUNDS];
-        put(&b, "flashgate_kafka_ack_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
-            (unsigned long long)cum);
-        put(&b, "flashgate_kafka_ack_duration_seconds_sum %.3f\n", (double)rs.ack_sum_ms / 1e3);
-        put(&b, "flashgate_kafka_ack_duration_seconds_count %llu\n", (unsigned long long)cum);
-        head(&b, "flashgate_relay_produced_total", "counter", "Records produced to Kafka.");
-        put(&b, "flashgate_relay_produced_total %llu\n", (unsigned long long)rs.produced);
-        head(&b, "flashgate_relay_delivered_total", "counter", "Successful delivery reports.");
-        put(&b, "flashgate_relay_delivered_total %llu\n", (unsigned long long)rs.delivered);
-        head(&b, "flashgate_relay_errors_total", "counter", "Failed deliveries and produce errors.");
-        put(&b, "flashgate_relay_errors_total %llu\n", (unsigned long long)rs.errors);
-        head(&b, "flashgate_relay_resent_total", "counter", "Records produced again after an error.");
-        put(&b, "flashgate_relay_resent_total %llu\n", (unsigned long long)rs.resent);
-        head(&b, "flashgate_relay_retention_resent_total", "counter",
-             "Records produced again because the broker dropped them before settle read them.");
-        put(&b, "flashgate_relay_retention_resent_total %llu\n",
-            (unsigned long long)rs.retention_resent);
-    }
-
-    gw_limits_stats_t ls;
-    gw_limits_stats(srv->limits, &ls);
-    head(&b, "flashgate_limiter_keys", "gauge", "Users and client addresses tracked by the limiter.");
-    put(&b, "flashgate_limiter_keys %llu\n", (unsigned long long)ls.keys);
-    head(&b, "flashgate_limiter_capacity", "gauge", "Most keys the limiter tracks.");
-    put(&b, "flashgate_limiter_capacity %llu\n", (unsigned long long)ls.capacity);
-    head(&b, "flashgate_limiter_evicted_total", "counter",
-         "Limiter keys evicted: idle (lossless) or busy (that key fails open).");
-    put(&b, "flashgate_limiter_evicted_total{kind=\"idle\"} %llu\n",
-        (unsigned long long)ls.evicted_idle);
-    put(&b, "flashgate_limiter_evicted_total{kind=\"busy\"} %llu\n",
-        (unsigned long long)ls.evicted_busy);
-
-    /* The heavy hitters themselves (user ids, addresses) are not label values:
-     * they churn, and each would be a series of its own. The admin API's stats
-     * and the dashboard list them. */
+    gw_limits_stats(srv->limits, &s.ls);
     gw_hitters_merge(srv, &users, &ips);
-    head(&b, "flashgate_heavy_hitter_counted_total", "counter",
-         "Rejections fed to the heavy-hitter summaries.");
-    put(&b, "flashgate_heavy_hitter_counted_total %llu\n", (unsigned long long)users.total);
+    s.hh_counted = users.total;
+    gw_orders_stats(srv->orders, &s.os);
+    s.config_version = gw_audit_version(srv);
 
-    head(&b, "flashgate_orders_known", "gauge", "Orders this gateway can answer status for.");
-    gw_orders_stats_t os;
-    gw_orders_stats(srv->orders, &os);
-    put(&b, "flashgate_orders_known %llu\n", (unsigned long long)os.known);
-    head(&b, "flashgate_orders_evicted_total", "counter",
-         "Orders evicted from the status table (orders.max_known).");
-    put(&b, "flashgate_orders_evicted_total %llu\n", (unsigned long long)os.evicted);
-    head(&b, "flashgate_config_version", "gauge", "Version of the last audited admin change.");
-    put(&b, "flashgate_config_version %llu\n", (unsigned long long)gw_audit_version(srv));
-    head(&b, "flashgate_access_log_lines_total", "counter", "Sampled access log lines written.");
-    put(&b, "flashgate_access_log_lines_total %llu\n", (unsigned long long)c.access_logged);
-    head(&b, "flashgate_proxy_client_aborts_total", "counter",
-         "Upstream transfers ended because their client's connection closed.");
-    put(&b, "flashgate_proxy_client_aborts_total %llu\n",
-        (unsigned long long)c.proxy_client_aborts);
-    head(&b, "flashgate_proxy_stale_connections_total", "counter",
-         "Kept upstream connections refused before a request: bytes or a close were waiting.");
-    put(&b, "flashgate_proxy_stale_connections_total %llu\n",
-        (unsigned long long)c.proxy_stale_conns);
-    head(&b, "flashgate_admin_responses_total", "counter", "Answers of the admin API by code.");
-    for (int k = 0; k < GW_R_COUNT; k++) {
-        uint64_t n = atomic_load_explicit(&srv->admin_ctr.replies[k], memory_order_relaxed);
-        if (n)
-            put(&b, "flashgate_admin_responses_total{status=\"%d\",code=\"%s\"} %llu\n",
-                gw_reply_status((gw_reply_t)k), gw_reply_code((gw_reply_t)k),
-                (unsigned long long)n);
+    for (size_t i = 0; i < CM_ARRAY_LEN(metrics); i++) {
+        const metric_t *m = &metrics[i];
+        if (m->relay && !s.has_relay)
+            continue;
+        if (m->name)
+            head(&b, m->name, m->type, m->help);
+        const char *f = (const char *)&s + m->off;
+        switch (m->kind) {
+        case MV_U64:
+            put(&b, "%s %llu\n", m->name, (unsigned long long)*(const uint64_t *)(const void *)f);
+            break;
+        case MV_SECS:
+            put(&b, "%s %.3f\n", m->name, *(const double *)(const void *)f);
+            break;
+        case MV_FN:
+            m->fn(&s, m);
+            break;
+        }
     }
     pthread_mutex_unlock(&mu);
     *len = b.len;

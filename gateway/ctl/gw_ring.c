@@ -19,6 +19,7 @@
 #include "gateway/base/gw_fleet.h"
 #include "gateway/buy/gw_identity.h"
 #include "gateway/ctl/gw_ctl.h"
+#include "gateway/http/gw_http.h"
 #include "gateway/overload/gw_overload.h"
 #include "identity/id.h"
 #include "queue/oq_relay.h"
@@ -195,7 +196,7 @@ static void read_figures(gw_ring_t *g, gw_ring_sample_t *x, gw_ol_snapshot_t *ol
     gw_server_t *srv = g->srv;
     static const uint64_t bounds[GW_LAT_NBOUNDS] = GW_LAT_BOUNDS_US;
     gw_counters_t c;
-    gw_server_counters(srv, &c);
+    gw_workers_counters(srv, &c);
     uint64_t cls[CLS_COUNT] = {0};
     for (int i = 0; i < GW_R_COUNT; i++) {
         int kind = gw_px_kind((gw_reply_t)i);

@@ -744,6 +744,45 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
     return 0;
 }
 
+void gw_workers_counters(gw_server_t *srv, gw_counters_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!srv->workers)
+        return; /* the admin listener starts before the workers */
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        gw_counters_t *c = &srv->workers[i].ctr;
+        for (int r = 0; r < GW_R_COUNT; r++)
+            out->replies[r] += atomic_load_explicit(&c->replies[r], memory_order_relaxed);
+        for (int k = 0; k < GW_PX_KINDS; k++)
+            for (int s = 0; s < GW_PX_STATUS_SPAN; s++)
+                out->px_status[k][s] +=
+                    atomic_load_explicit(&c->px_status[k][s], memory_order_relaxed);
+        for (int s = 0; s < GW_SCOPE_COUNT; s++)
+            out->rate_limited[s] +=
+                atomic_load_explicit(&c->rate_limited[s], memory_order_relaxed);
+        out->requests += atomic_load_explicit(&c->requests, memory_order_relaxed);
+        out->accepted_units += atomic_load_explicit(&c->accepted_units, memory_order_relaxed);
+        out->access_logged += atomic_load_explicit(&c->access_logged, memory_order_relaxed);
+        out->proxy_client_aborts +=
+            atomic_load_explicit(&c->proxy_client_aborts, memory_order_relaxed);
+        out->proxy_stale_conns += atomic_load_explicit(&c->proxy_stale_conns, memory_order_relaxed);
+        for (int k = 0; k < GW_OLR_COUNT; k++)
+            out->overload_reasons[k] +=
+                atomic_load_explicit(&c->overload_reasons[k], memory_order_relaxed);
+        for (int r = 0; r < GW_ROUTE_COUNT; r++) {
+            out->route_requests[r] +=
+                atomic_load_explicit(&c->route_requests[r], memory_order_relaxed);
+            out->lat_sum_us[r] += atomic_load_explicit(&c->lat_sum_us[r], memory_order_relaxed);
+            for (int k = 0; k < GW_R_COUNT; k++)
+                out->route_replies[r][k] +=
+                    atomic_load_explicit(&c->route_replies[r][k], memory_order_relaxed);
+            for (int k = 0; k <= GW_LAT_NBOUNDS; k++)
+                out->lat_buckets[r][k] +=
+                    atomic_load_explicit(&c->lat_buckets[r][k], memory_order_relaxed);
+        }
+    }
+}
+
 void gw_workers_stop(gw_server_t *srv)
 {
     if (!srv->workers)

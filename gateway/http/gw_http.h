@@ -43,6 +43,11 @@ void gw_workers_stop(gw_server_t *srv);
  * CM_EAGAIN while the workers are not running. Thread-safe; does not wait.
  */
 int gw_worker_debug_stall(gw_server_t *srv, unsigned index, uint64_t ms);
+/* Sums the workers' counters into out: each worker bumps its own (relaxed
+ * atomics, no shared line on the hot path) and a reader adds them up. All
+ * zero before the workers start (the admin listener starts first).
+ * Thread-safe. */
+void gw_workers_counters(gw_server_t *srv, gw_counters_t *out);
 /* The connection guards and the per-address table, which GET /admin/v1/stats
  * reads (gw_conn_stats): freed after the admin listener stopped, not with the
  * workers (gw_server_stop). */

@@ -145,4 +145,9 @@ uint32_t gw_ol_upstream_set_target(gw_server_t *srv, size_t i, uint32_t target_m
 /* The latency target in force of route i (ms, 0 none). Thread-safe. */
 uint32_t gw_ol_upstream_target_ms(const gw_server_t *srv, size_t i);
 
+/* The overload control's admin routes (gw_overload_admin.c): a table of *n
+ * routes the admin listener assembles at start. */
+struct gw_admin_route;
+const struct gw_admin_route *gw_ol_admin_routes(size_t *n);
+
 #endif

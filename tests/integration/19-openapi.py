@@ -1,6 +1,6 @@
 """docs/openapi.yaml against the running server:
 - the routes it documents are exactly the routes in the server's route tables
-  (GW_PUBLIC_ROUTES in gateway/base/gw_types.h, GW_ADMIN_ROUTES in gateway/ctl/gw_admin.c),
+  (GW_PUBLIC_ROUTES in gateway/base/gw_types.h, the GW_ADMIN_ROUTE rows of each owner),
   and the admin routes' roles match the documented security (401 everywhere a token is
   needed, 403 on every write route);
 - every documented route answers every documented status (a request for each; the few
@@ -34,11 +34,13 @@ for name, label, methods, path in re.findall(r'XX\((\w+),\s*"(\w+)",\s*"([^"]+)"
     for m in methods.split(", "):
         if m != "HEAD":  # HEAD is GET without the body
             server[(m, path)] = "NONE"
-adm = open(os.path.join(SRC, "gateway", "ctl", "gw_admin.c")).read()
-adm_block = adm[adm.index("#define GW_ADMIN_ROUTES"):]
-adm_block = adm_block[:adm_block.index("\n\n")]
-for m, path, role in re.findall(r'XX\("(\w+)",\s*"([^"]+)",\s*(\w+),', adm_block):
-    server[(m, path)] = role
+# the admin routes: each owner's table of GW_ADMIN_ROUTE rows (gateway/base/gw_admin_route.h)
+for d, _, names in os.walk(os.path.join(SRC, "gateway")):
+    for n in sorted(names):
+        if n.endswith(".c"):
+            for m, path, role in re.findall(r'GW_ADMIN_ROUTE\("(\w+)",\s*"([^"]+)",\s*(\w+),',
+                                            open(os.path.join(d, n)).read()):
+                server[(m, path)] = role
 check(len(server) >= 20, "route tables parsed (%d routes)" % len(server))
 
 documented = {}
