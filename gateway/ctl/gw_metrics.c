@@ -412,8 +412,7 @@ static void m_spool_fs_avail(scrape_t *s, const metric_t *m)
         return;
     head(s->b, "flashgate_spool_filesystem_avail_bytes", "gauge",
          "Bytes an unprivileged writer may still use on the data dir's filesystem.");
-    put(s->b, "flashgate_spool_filesystem_avail_bytes %llu
-",
+    put(s->b, "flashgate_spool_filesystem_avail_bytes %llu\n",
         (unsigned long long)vfs.f_bavail * (unsigned long long)vfs.f_frsize);
 }
 
