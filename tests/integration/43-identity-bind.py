@@ -105,6 +105,7 @@ try:
     b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
     v0 = verifications(g)
     codes = []
+    t0 = time.monotonic()
     for i in range(70):
         bad = mallory[:-6] + b64[i % 64] + b64[i // 64] + mallory[-4:]
         h = {"X-Forwarded-For": "10.200.0.1", "Authorization": "Bearer " + bad}
@@ -112,8 +113,13 @@ try:
                     headers=h)
         codes.append(r.status)
     spent = verifications(g) - v0
-    check(codes.count(429) >= 25, "the flood over the address's burst is refused 429: %s"
-          % sorted(set(codes)))
+    # The bucket holds 40 and refills 20 a second (limits.ip_rps, ip_burst):
+    # at most that many get through in the flood's time, however slow the
+    # machine (a sanitizer build takes longer to verify the ones let through).
+    let_through = 40 + int(20 * (time.monotonic() - t0)) + 1
+    check(codes.count(429) >= min(25, len(codes) - let_through),
+          "the flood over the address's burst is refused 429: %d of %d, at most %d let through"
+          % (codes.count(429), len(codes), let_through))
     eq(spent, len(codes) - codes.count(429),
        "only the requests the address's limits let through were verified")
 

@@ -81,10 +81,12 @@ try:
 
     # --- per_user_limit per person, across gateways ---
     g1.put_sale("pf", stock=100, per_user_limit=1)
-    starts = int(time.time()) + 3
+    # the early window opens 0.5 s from now and the window closes 7 s from now:
+    # the per-person buys below run in between, slowly under a sanitizer
+    starts = int(time.time()) + 6
     r = g1.admin("PUT", "/admin/v1/sales/pl", body={
         "stock": LOT_STOCK, "per_user_limit": 1, "starts_at": rfc3339(starts),
-        "fair_window_ms": 1000, "fair_early_ms": 2500})
+        "fair_window_ms": 1000, "fair_early_ms": 5500})
     eq(r.status, 201, "lottery sale created through gw1")
     ok, _ = wait_for(lambda: all(g.admin("GET", "/admin/v1/sales/pl").json.get("fair_window_ms")
                                  == 1000 and g.admin("GET", "/admin/v1/sales/pf").status == 200
@@ -126,7 +128,7 @@ try:
     # --- one lottery entry per person ---
     la, lb, lc = token("lot-a", "p-3"), token("lot-b", "p-3"), token("lot-c", "p-3")
     solo = [token("solo-%d" % i, "q-%d" % i) for i in range(6)]
-    time.sleep(max(0.0, starts - 2.5 + 0.1 - time.time()))  # the early window is open
+    time.sleep(max(0.0, starts - 5.5 + 0.1 - time.time()))  # the early window is open
     ea = buy(g1, "pl", la, ip="10.2.0.1")
     eq((ea.status, ea.json.get("status")), (202, "entered"), "lot-a of p-3 enters on gw1 (%r)" % ea)
     ec = buy(g1, "pl", lc, ip="10.2.0.3")
