@@ -503,9 +503,9 @@ static void up_run(gw_alimit_t *l, unsigned n, up_sim_t *u, int ms, double arriv
  * A page upstream serving 2,000/s (0.5 ms a call), offered 10 times that from
  * the first call: the limit starts as a small window, so the queue Gradient2
  * learns as its baseline is the one slow start stopped at (about the floor),
- * not the one a high initial limit makes at once. Measured with 256 to start:
- * the queue stayed at 68-79 ms for the whole run (`make bench-overload`, the
- * upstream case at 10x).
+ * not the one a high initial limit makes at once (a start of 256 keeps the
+ * queue several times higher for the whole run: bench/README.md, "Overload
+ * control", `python3 bench/overload.py --cases mixed --loads 10`).
  */
 static void test_limit_busy_from_the_start(void **state)
 {
@@ -532,7 +532,7 @@ static void test_limit_busy_from_the_start(void **state)
  * The same upstream and crowd with a latency target of 10 ms (a route's
  * latency_target_ms): the queue Gradient2's long average lets drift up is
  * held near the target, and the upstream is still kept busy. Printed beside
- * the plain limits' drift, which docs/design.md quotes.
+ * the plain limits' drift (bench/README.md, "Overload control").
  */
 static void test_limit_target_holds_the_queue(void **state)
 {
