@@ -123,6 +123,7 @@ typedef struct lottery {
     lot_ent_t v[NU_MAX];
     size_t n, ndraw, next;
     bool closed, seeded, drawn, exhausted;
+    bool seed_unsynced; /* a seed the load read back and could not make durable */
     uint64_t seed;
     uint32_t perm[NU_MAX];
     uint32_t won[NU_MAX]; /* reserved and spooled by this process's draw, not yet committed */
@@ -1337,7 +1338,7 @@ static void lot_forget(lottery_t *L)
 {
     memset(L->v, 0, sizeof(L->v));
     L->n = L->ndraw = L->next = L->nwon = 0;
-    L->closed = L->seeded = L->drawn = L->exhausted = false;
+    L->closed = L->seeded = L->drawn = L->exhausted = L->seed_unsynced = false;
     L->seed = 0;
 }
 
@@ -1373,14 +1374,8 @@ static bool lot_log(world_t *wd, gw_t *g, lot_line_t ln, bool sync)
     L->log[L->nlog++] = ln;
     if (!sync)
         return true;
-    if (wd->faults && chance(wd, wd->p_fsync_fail)) {
-        /* the line may or may not stay; a seed that stays is the open defect
-         * of docs/simulation.md (a restart trusts it unsynced), left out
-         * unless --open-defects */
-        if (ln.kind == 'D' && !wd->open_defects)
-            L->nlog--;
-        return false;
-    }
+    if (wd->faults && chance(wd, wd->p_fsync_fail))
+        return false; /* the line stays readable (a kill -9 keeps it), unsynced */
     L->nsynced = L->nlog;
     return true;
 }
@@ -1395,7 +1390,10 @@ static void lot_order(lottery_t *L)
 }
 
 /* At a start, before the spool's replay: the entries, the seed, the winners
- * logged; a draw whose "F" was read is done once the log is made durable. */
+ * logged. A seed read back is made durable (the log written again and
+ * synced) before the draw resumes, and a draw whose "F" was read is done only
+ * then: the lines may be readable only because the process that failed to
+ * sync them was killed, and a power loss would still lose them. */
 static void lot_load(world_t *wd, gw_t *g)
 {
     lottery_t *L = &g->lot;
@@ -1432,17 +1430,19 @@ static void lot_load(world_t *wd, gw_t *g)
     if (!L->seeded)
         return;
     lot_order(L);
+    bool durable = !(wd->faults && chance(wd, wd->p_fsync_fail));
+    if (durable)
+        L->nsynced = L->nlog;
     if (finished) {
         for (size_t i = 0; i < L->ndraw; i++)
             if (L->v[i].state != E_WON)
                 L->v[i].state = E_LOST;
         L->next = L->ndraw;
-        /* decided; done once the log is written again and synced (else the
-         * draw's thread writes "F" again) */
-        if (wd->faults && chance(wd, wd->p_fsync_fail))
-            return;
-        L->nsynced = L->nlog;
-        L->drawn = true;
+        /* decided; done once durable (else the draw's thread writes "F" again) */
+        L->drawn = durable;
+    } else {
+        /* no winner is drawn with it before it is durable (lottery_step) */
+        L->seed_unsynced = !durable;
     }
 }
 
@@ -1648,6 +1648,14 @@ static void lottery_step(world_t *wd, gw_t *g)
         lot_order(L);
         tr(wd, "gw%d: lottery: window closed, %zu entrants, seed %016" PRIx64, g->idx, L->ndraw,
            L->seed);
+    } else if (L->seed_unsynced) {
+        /* the seed the load read back: the log written again and synced first */
+        if (wd->faults && chance(wd, wd->p_fsync_fail)) {
+            tr(wd, "gw%d: lottery: the read-back seed's fdatasync failed, tried again", g->idx);
+            return;
+        }
+        L->nsynced = L->nlog;
+        L->seed_unsynced = false;
     }
     lot_check_order(wd, g);
     for (uint32_t k = 1 + rnd(wd, 6); k > 0 && L->next < L->ndraw && !wd->failed; k--) {

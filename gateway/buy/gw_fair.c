@@ -310,7 +310,7 @@ int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs)
     fs->wl_polled_ms = 0;
     fs->wl_giveback[0] = '\0';
     fs->n = fs->cap = fs->tcap = 0;
-    fs->closed = fs->seeded = fs->exhausted = false;
+    fs->closed = fs->seeded = fs->seed_unsynced = fs->exhausted = false;
     fs->draw_wl = 0;
     fs->seed = 0;
     fs->draw_started_ms = fs->draw_done_ms = fs->draw_retry_ms = 0;

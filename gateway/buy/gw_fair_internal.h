@@ -79,6 +79,9 @@ struct gw_fair_sale {
     off_t log_len;           /* its length: where a short write is cut back to */
     bool closed;             /* the draw took the entries: no more */
     bool seeded;
+    /* The seed was read back by the load ("D" and no "F") and the log could
+     * not be made durable: the draw resumes only once it is (gw_fair__run_draw). */
+    bool seed_unsynced;
     /* whether the draw's losers are waitlisted, decided once (the first "F"
      * line read, or the draw's first run) so that a retried end line cannot
      * flip it: 0 undecided, 1 lost, 2 waitlisted. Lottery thread, or load. */

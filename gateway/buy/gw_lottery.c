@@ -214,6 +214,13 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
     fclose(fp);
     if (!fs->seeded)
         return;
+    /* The seed and the entries it draws from may read back only from the
+     * page cache: the draw's fdatasync of its "D" line failed, then a kill -9.
+     * Drawn with them, a power loss would lose them and the next start draw
+     * another seed, other winners, after these got orders. So the whole log
+     * (not only its "D": the same failed fdatasync covered the "E" lines) is
+     * written again and synced before the draw resumes or counts as done. */
+    bool durable = log_make_durable(path) == 0;
     compute_order(fs);
     /* A log written before the "W" lines: its winners are the orders the
      * status table still knows (an order it knows is one, whatever else). */
@@ -236,13 +243,18 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
         fs->next = fs->ndraw;
         /* decided, but done only once "F" is durable: else the draw's
          * thread writes the lines again (gw_fair__run_draw) */
-        if (log_make_durable(path) == 0) {
+        if (durable) {
             atomic_store(&fs->wl_open, fs->waitlisted > 0);
             atomic_store(&fs->drawn, true);
         } else {
             cm_log_error("fair", "the end of the draw is not durable; written again",
                          "sale=%s", fs->sale_id);
         }
+    } else if (!durable) {
+        /* the draw's thread writes the log again before it reserves anything */
+        fs->seed_unsynced = true;
+        cm_log_error("fair", "the draw's seed is not durable; written again before the draw",
+                     "sale=%s", fs->sale_id);
     }
 }
 
@@ -481,6 +493,18 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
         }
         fs->seeded = true;
         compute_order(fs);
+    } else if (fs->seed_unsynced) {
+        /* a seed the load read back unsynced (gw_fair__log_load): no winner
+         * is drawn with it before it is durable */
+        char path[700];
+        gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
+        if (log_make_durable(path) != 0) {
+            cm_log_error("fair", "cannot record the draw seed; tried again", "sale=%s",
+                         fs->sale_id);
+            pthread_mutex_unlock(&fs->mu);
+            return;
+        }
+        fs->seed_unsynced = false;
     }
     pthread_mutex_unlock(&fs->mu);
 
