@@ -1511,7 +1511,8 @@ static void lot_check_order(world_t *wd, gw_t *g)
 {
     lottery_t *L = &g->lot;
     uint8_t order[NU_MAX];
-    for (size_t i = 0; i < L->ndraw; i++)
+    size_t n = L->ndraw;
+    for (size_t i = 0; i < n; i++)
         order[i] = L->v[L->perm[i]].user;
     if (!L->o_seeded) {
         /* the order is the seed's: gw_fair_order over the entrants' keys, computed here
@@ -1519,10 +1520,10 @@ static void lot_check_order(world_t *wd, gw_t *g)
          * in another order (arrival order) fails here even when every step agrees */
         uint64_t keys[NU_MAX];
         uint32_t want[NU_MAX];
-        for (size_t i = 0; i < L->ndraw; i++)
+        for (size_t i = 0; i < n; i++)
             keys[i] = lot_hash(L, L->v[i].user);
-        gw_fair_order(keys, L->ndraw, L->seed, want);
-        for (size_t i = 0; i < L->ndraw; i++)
+        gw_fair_order(keys, n, L->seed, want);
+        for (size_t i = 0; i < n; i++)
             if (order[i] != L->v[want[i]].user)
                 fail(wd,
                      "gw%d: lottery: u%u drawn at position %zu; seed %016" PRIx64

@@ -1177,7 +1177,10 @@ static bool buy_handle(gw_req_t *r)
     gw_buy_core_init(c, r->w->srv->cfg->durability == GW_DURABILITY_FSYNC);
     gw_buy_out_t out;
     gw_buy_ev_t ev = {.kind = GW_BUY_EV_HEAD};
+    /* what a sold-out head leaves unread (head_facts returns before it) */
     x.now_ms = 0;
+    x.info.starts_at_ms = 0;
+    x.phase = GW_FAIR_OPEN;
     head_facts(r, &x, &ev);
     gw_buy_core_step(c, &ev, x.now_ms, &out);
     if (out.answer != GW_BUY_A_NONE) {
