@@ -1179,7 +1179,7 @@ static bool buy_handle(gw_req_t *r)
     gw_buy_ev_t ev = {.kind = GW_BUY_EV_HEAD};
     /* what a sold-out head leaves unread (head_facts returns before it) */
     x.now_ms = 0;
-    x.info.starts_at_ms = 0;
+    memset(&x.info, 0, sizeof(x.info));
     x.phase = GW_FAIR_OPEN;
     head_facts(r, &x, &ev);
     gw_buy_core_step(c, &ev, x.now_ms, &out);
