@@ -14,13 +14,13 @@ earliest 30 arrivals win at most the 5-sigma level of that spread (13,
 hyper_limit below: a clean draw exceeds it with probability < 2.87e-7), and
 so do the latest 30. The winners' mean arrival rank is printed (49.5 expected,
 standard deviation ~6.9; 14 for the draw in arrival order)."""
-import math
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fg import check, eq, finish, need_binary, rfc3339  # noqa: E402
+from fgq import hyper_limit  # noqa: E402
 from fleet import Redis, need_redis, start_fleet, wait_for  # noqa: E402
 
 need_binary("flashgate")
@@ -30,17 +30,6 @@ STOCK = 15
 ENTRANTS = 100  # fewer than Redis's 128 (hash-max-listpack-entries): insertion order kept
 EDGE = 30  # the earliest (and latest) arrivals audited
 
-
-def hyper_limit(N, n, K):
-    """Smallest x with P(X > x) < 2.87e-7 (5 sigma) for X ~ Hypergeometric(N, n, K)."""
-    def lc(a, b):
-        return math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)
-    cdf = 0.0
-    for x in range(max(0, K - (N - n)), min(n, K) + 1):
-        cdf += math.exp(lc(n, x) + lc(N - n, K - x) - lc(N, K))
-        if 1 - cdf < 2.87e-7:
-            return x
-    return min(n, K)
 
 
 redis = Redis().start()

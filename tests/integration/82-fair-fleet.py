@@ -8,7 +8,6 @@ and the admin views agree), every winner's order is in exactly one spool,
 every gateway answers for every entry (losers 410 with their position), and
 the bots' units stay within the 5-sigma level of their share of entrants."""
 import json
-import math
 import os
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fg import check, eq, finish, need_binary, rfc3339  # noqa: E402
+from fgq import hyper_limit  # noqa: E402
 from fleet import BIN, Redis, need_redis, spool_orders, start_fleet, wait_for  # noqa: E402
 
 need_binary("flashgate")
@@ -24,17 +24,6 @@ need_redis()
 STOCK = 40
 PEOPLE, BOTS = 180, 120
 
-
-def hyper_limit(N, n, K):
-    """Smallest x with P(X > x) < 2.87e-7 (5 sigma) for X ~ Hypergeometric(N, n, K), as the audit."""
-    def lc(a, b):
-        return math.lgamma(a + 1) - math.lgamma(b + 1) - math.lgamma(a - b + 1)
-    cdf = 0.0
-    for x in range(max(0, K - (N - n)), min(n, K) + 1):
-        cdf += math.exp(lc(n, x) + lc(N - n, K - x) - lc(N, K))
-        if 1 - cdf < 2.87e-7:
-            return x
-    return min(n, K)
 
 
 redis = Redis().start()
