@@ -10,14 +10,16 @@
  * between any two), the start-up replay, the outcomes' decision and
  * compensation (gateway/buy/gw_replay.h: gw_replay_one, gw_outcome_take,
  * gw_comp_check, gw_comp_release) on the gateway's status table here (a
- * gw_book_t), the lottery's draw order (gw_fair_order), the buy's decision
+ * gw_book_t), the start-window lottery's core (gw_fair_core.h: entries,
+ * the seed, the draw in its order, its resume after a crash; lot_buy,
+ * lot_load, lot_cut_winner and lottery_step are its shell here, as
+ * gw_lottery.c is in the gateway, with the entry log's records in memory
+ * that a power loss cuts to their synced prefix and more), the buy's decision
  * (gw_buy_core.h: the sale's window, the reserve's and the spool's results,
  * the keyed retries; do_buy is its shell here, as buy_handle is in gw_buy.c).
  * The admin's sale edits (do_sale_edit, do_restock: a simulated operator)
  * through the admin API's core (gateway/buy/gw_sale_edit.h: gw_sale_edit)
  * and the real inv_restock.
- * Modelled here, after the file named: the start-window lottery
- * (gw_lottery.c: entries, the entry log, the draw, its resume after a crash).
  * The relay is the real one (oq_relay.c), stepped (oq_relay_step: its
  * producer, releaser and consumer turns run from the driver), on the
  * simulated broker below through its broker table (queue/oq_broker.h):
