@@ -129,7 +129,7 @@ typedef struct lottery {
     lot_ent_t v[NU_MAX];
     size_t n;
     uint32_t perm[NU_MAX];
-    bool drawn; /* the core published the draw done: first-come */
+    bool drawn;           /* the core published the draw done: first-come */
     uint32_t won[NU_MAX]; /* reserved and spooled by this process's draw, not yet committed */
     oq_pos_t won_end[NU_MAX]; /* where each one's record ends: its commit waits for it */
     size_t nwon;
@@ -1577,7 +1577,8 @@ static void lot_check_order(world_t *wd, gw_t *g)
         L->o_units_back = g->units_back;
         return;
     }
-    if (L->core.seed != L->o_seed || L->core.ndraw != L->o_ndraw || memcmp(order, L->o_order, L->core.ndraw) != 0)
+    if (L->core.seed != L->o_seed || L->core.ndraw != L->o_ndraw ||
+        memcmp(order, L->o_order, L->core.ndraw) != 0)
         fail(wd,
              "gw%d: lottery: the draw resumed with seed %016" PRIx64 " and %zu entrants, "
              "first drawn with seed %016" PRIx64 " and %zu: another order",
@@ -1739,8 +1740,8 @@ static void lottery_step(world_t *wd, gw_t *g)
         gw_fair_core_step(c, &ev, now, &out);
         if (out.actions & GW_FAIR_DO_ORDER) {
             lot_order(L);
-            tr(wd, "gw%d: lottery: window closed, %zu entrants, seed %016" PRIx64, g->idx,
-               c->ndraw, c->seed);
+            tr(wd, "gw%d: lottery: window closed, %zu entrants, seed %016" PRIx64, g->idx, c->ndraw,
+               c->seed);
         }
         if (!c->seeded || c->seed_unsynced) {
             tr(wd, "gw%d: lottery: the seed's fdatasync failed, tried again later", g->idx);
@@ -1749,7 +1750,8 @@ static void lottery_step(world_t *wd, gw_t *g)
     }
     lot_check_order(wd, g);
     for (uint32_t k = 1 + rnd(wd, 6); k > 0 && c->next < c->ndraw && !wd->failed; k--) {
-        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .closes_at_ms = L->closes_ms, .sale_over = true};
+        ev = (gw_fair_ev_t){
+            .kind = GW_FAIR_EV_TICK, .closes_at_ms = L->closes_ms, .sale_over = true};
         gw_fair_core_step(c, &ev, now, &out);
         if (!(out.actions & GW_FAIR_DO_DRAW))
             return;

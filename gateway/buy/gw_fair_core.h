@@ -39,18 +39,18 @@
  * gw_fair_internal.h can name them in its per-sale struct as well (the
  * files that only read them: the waitlist, the fleet's draw). */
 #define GW_FAIR_CORE_FIELDS                                                                        \
-    uint64_t seed;       /* the draw's seed (seeded) */                                           \
-    uint32_t *perm;      /* the draw order: ndraw entry indexes (the shell's buffer) */           \
-    size_t ndraw;        /* the entrants frozen by the seed: entries 0..ndraw-1 */                \
-    size_t next;         /* the next draw position to decide */                                   \
-    bool closed;         /* the entries are taken: no more */                                     \
-    bool seeded;         /* the seed's record is written */                                       \
-    bool seed_unsynced;  /* read back and not durable yet: no winner drawn before it is */        \
-    bool exhausted;      /* the stock ran out in the draw: the rest are not tried */              \
-    uint8_t draw_wl;     /* the losers: 0 undecided, 1 lost, 2 waitlisted (decided once) */       \
-    uint8_t lot_stage;   /* the reply awaited (internal) */                                       \
-    bool lot_finished;   /* a restart read the end's record */                                    \
-    bool lot_done;       /* the end is durable: the draw is done */
+    uint64_t seed;      /* the draw's seed (seeded) */                                             \
+    uint32_t *perm;     /* the draw order: ndraw entry indexes (the shell's buffer) */             \
+    size_t ndraw;       /* the entrants frozen by the seed: entries 0..ndraw-1 */                  \
+    size_t next;        /* the next draw position to decide */                                     \
+    bool closed;        /* the entries are taken: no more */                                       \
+    bool seeded;        /* the seed's record is written */                                         \
+    bool seed_unsynced; /* read back and not durable yet: no winner drawn before it is */          \
+    bool exhausted;     /* the stock ran out in the draw: the rest are not tried */                \
+    uint8_t draw_wl;    /* the losers: 0 undecided, 1 lost, 2 waitlisted (decided once) */         \
+    uint8_t lot_stage;  /* the reply awaited (internal) */                                         \
+    bool lot_finished;  /* a restart read the end's record */                                      \
+    bool lot_done;      /* the end is durable: the draw is done */
 
 typedef struct gw_fair_core {
     GW_FAIR_CORE_FIELDS
@@ -58,12 +58,12 @@ typedef struct gw_fair_core {
 
 /* What an entrant is told (the shell words each; gw_fair_answer_name). */
 #define GW_FAIR_ANSWERS(XX)                                                                        \
-    XX(NONE, "none")                   /* nothing yet: perform the actions */                     \
-    XX(ENTERED, "entered")             /* 202: a new entry */                                     \
-    XX(ALREADY, "already_entered")     /* 202: the person's own entry back */                     \
-    XX(OTHER_ACCOUNT, "other_account") /* 409: another account of the person entered */           \
-    XX(NOT_OPEN, "not_open")           /* 425: before the window */                               \
-    XX(CLOSED, "closed")               /* 503: the window closed, the draw runs */                \
+    XX(NONE, "none")                   /* nothing yet: perform the actions */                      \
+    XX(ENTERED, "entered")             /* 202: a new entry */                                      \
+    XX(ALREADY, "already_entered")     /* 202: the person's own entry back */                      \
+    XX(OTHER_ACCOUNT, "other_account") /* 409: another account of the person entered */            \
+    XX(NOT_OPEN, "not_open")           /* 425: before the window */                                \
+    XX(CLOSED, "closed")               /* 503: the window closed, the draw runs */                 \
     XX(LOG_FAILED, "log_failed")       /* 503: the entry's record was not written */
 
 typedef enum {
@@ -90,15 +90,15 @@ enum {
 };
 
 typedef enum {
-    GW_FAIR_EV_ENTER = 0,     /* an entry: found, now, opens_at_ms, closes_at_ms */
-    GW_FAIR_EV_ENTRY_LOGGED,  /* the entry's record: rc */
-    GW_FAIR_EV_TICK,          /* the draw's thread: now, closes_at_ms, entrants, rnd, sale_over */
-    GW_FAIR_EV_SEED_DURABLE,  /* the seed's record (or the log written again): rc */
-    GW_FAIR_EV_DRAW,          /* the entry DO_DRAW named: state */
-    GW_FAIR_EV_ACCEPTED,      /* the accept of DO_ACCEPT's entry: acc, sold_out */
-    GW_FAIR_EV_DRAW_LOGGED,   /* the outcomes' and the end's records: rc */
-    GW_FAIR_EV_RECORD,        /* a restart: one record read back (rec, found, within, entrants) */
-    GW_FAIR_EV_LOADED,        /* a restart: the records read; rc: the log made durable again */
+    GW_FAIR_EV_ENTER = 0,    /* an entry: found, now, opens_at_ms, closes_at_ms */
+    GW_FAIR_EV_ENTRY_LOGGED, /* the entry's record: rc */
+    GW_FAIR_EV_TICK,         /* the draw's thread: now, closes_at_ms, entrants, rnd, sale_over */
+    GW_FAIR_EV_SEED_DURABLE, /* the seed's record (or the log written again): rc */
+    GW_FAIR_EV_DRAW,         /* the entry DO_DRAW named: state */
+    GW_FAIR_EV_ACCEPTED,     /* the accept of DO_ACCEPT's entry: acc, sold_out */
+    GW_FAIR_EV_DRAW_LOGGED,  /* the outcomes' and the end's records: rc */
+    GW_FAIR_EV_RECORD,       /* a restart: one record read back (rec, found, within, entrants) */
+    GW_FAIR_EV_LOADED,       /* a restart: the records read; rc: the log made durable again */
 } gw_fair_ev_kind_t;
 
 /* Whether the entrant's person has an entry already, and by which account. */
@@ -135,9 +135,9 @@ typedef struct gw_fair_ev {
     bool sold_out;                     /* ACCEPTED: the stock is gone now */
     /* RECORD */
     gw_fair_rec_kind_t rec;
-    uint64_t seed;  /* SEED */
-    bool within;    /* WON: the record names one of the frozen entrants */
-    bool waitlist;  /* END: its "w" mark */
+    uint64_t seed; /* SEED */
+    bool within;   /* WON: the record names one of the frozen entrants */
+    bool waitlist; /* END: its "w" mark */
 } gw_fair_ev_t;
 
 /* One step's result. */

@@ -161,8 +161,8 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
             gw_fair__person_in(&e, line, 6); /* E id user qty at key [k] [f=fp] [@person] */
             e.key = gw_fair__hash_str(fs, e.person);
             gw_fair_ev_t ev = {.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_ENTRY};
-            ev.found = gw_fair__find_user(fs, e.person, e.key) ? GW_FAIR_FOUND_SAME
-                                                                : GW_FAIR_FOUND_NONE;
+            ev.found =
+                gw_fair__find_user(fs, e.person, e.key) ? GW_FAIR_FOUND_SAME : GW_FAIR_FOUND_NONE;
             gw_fair_core_step(&fs->core, &ev, 0, &out);
             if (!(out.actions & GW_FAIR_DO_ADD_ENTRY))
                 continue;
@@ -171,8 +171,10 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
             if (cm_id_parse(e.order_id, strlen(e.order_id), &id) == 0 && id > *max_id)
                 *max_id = id;
         } else if (line[0] == 'D' && sscanf(line, "D %llx %lld %lld", &seed, &at, &seedlo) >= 2) {
-            gw_fair_ev_t ev = {
-                .kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_SEED, .seed = seed, .entrants = fs->n};
+            gw_fair_ev_t ev = {.kind = GW_FAIR_EV_RECORD,
+                               .rec = GW_FAIR_REC_SEED,
+                               .seed = seed,
+                               .entrants = fs->n};
             gw_fair_core_step(&fs->core, &ev, 0, &out);
             fs->draw_started_ms = at;
         } else if (line[0] == 'W' && fs->seeded) {
@@ -229,8 +231,8 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
             if (e->state == GW_ENTRY_WON)
                 continue;
             /* the "L" line: the sale ended, the waitlist with it */
-            if (!fs->wl_ended && gw_fair_core_loser(&fs->core, e->lost_logged) ==
-                                     GW_ENTRY_WAITLISTED) {
+            if (!fs->wl_ended &&
+                gw_fair_core_loser(&fs->core, e->lost_logged) == GW_ENTRY_WAITLISTED) {
                 gw_fair__wl_add(fs, e);
                 fs->wl_cut = fs->wl_cut || e->promo_cut;
             } else {
@@ -397,8 +399,9 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
     int len = snprintf(line, sizeof(line), "E %s %s %u %lld %s%s%s%s\n", ne.order_id, ne.user_id,
                        ne.qty, (long long)ne.at_ms, gw_fair__idem_out(ne.idem),
                        gw_fair__idem_mark(ne.idem), fp, gw_fair__person_out(&ne, pb, sizeof(pb)));
-    ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRY_LOGGED,
-                        .rc = fs->fd < 0 ? CM_EIO : gw_fair__log_line(fs, line, (size_t)len, false)};
+    ev =
+        (gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRY_LOGGED,
+                       .rc = fs->fd < 0 ? CM_EIO : gw_fair__log_line(fs, line, (size_t)len, false)};
     gw_fair_core_step(&fs->core, &ev, t->entered_at_ms, &out);
     if (!(out.actions & GW_FAIR_DO_ADD_ENTRY)) {
         rc = CM_EIO;
@@ -495,9 +498,9 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
         if (out.actions & GW_FAIR_DO_SEED) {
             fs->draw_started_ms = now;
             char line[96];
-            int len = snprintf(line, sizeof(line), "D %016llx %lld %zu\n",
-                               (unsigned long long)fs->seed, (long long)fs->draw_started_ms,
-                               fs->ndraw);
+            int len =
+                snprintf(line, sizeof(line), "D %016llx %lld %zu\n", (unsigned long long)fs->seed,
+                         (long long)fs->draw_started_ms, fs->ndraw);
             ev.rc = gw_fair__log_line(fs, line, (size_t)len, true);
         } else if (out.actions & GW_FAIR_DO_MAKE_DURABLE) {
             char path[700];
@@ -645,7 +648,8 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
      * winners. The draw is done once "F" is durable, not before (the core's
      * rule): until then buys get 503 and the next tick writes the lines
      * again. */
-    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_TICK, .closes_at_ms = closes_at_ms, .sale_over = !waitlist};
+    gw_fair_ev_t ev = {
+        .kind = GW_FAIR_EV_TICK, .closes_at_ms = closes_at_ms, .sale_over = !waitlist};
     gw_fair_out_t out;
     gw_fair_core_step(&fs->core, &ev, fs->draw_done_ms, &out);
     ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = CM_EINVAL};

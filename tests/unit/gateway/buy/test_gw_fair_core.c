@@ -74,12 +74,11 @@ static void order(sale_t *s)
 /* The window closes: the seed drawn and made durable, the order computed. */
 static void seed(sale_t *s)
 {
-    gw_fair_out_t o = step(&s->c,
-                           (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK,
-                                          .closes_at_ms = CLOSES,
-                                          .entrants = s->n,
-                                          .rnd = SEED},
-                           CLOSES);
+    gw_fair_out_t o =
+        step(&s->c,
+             (gw_fair_ev_t){
+                 .kind = GW_FAIR_EV_TICK, .closes_at_ms = CLOSES, .entrants = s->n, .rnd = SEED},
+             CLOSES);
     assert_int_equal(o.actions, GW_FAIR_DO_SEED);
     o = step(&s->c, (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_DURABLE, .rc = 0}, CLOSES);
     assert_int_equal(o.actions, GW_FAIR_DO_ORDER);
@@ -91,11 +90,10 @@ static void seed(sale_t *s)
 static bool draw(sale_t *s, size_t max, bool sale_over)
 {
     for (size_t k = 0; k < max; k++) {
-        gw_fair_out_t o = step(&s->c,
-                               (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK,
-                                              .closes_at_ms = CLOSES,
-                                              .sale_over = sale_over},
-                               CLOSES);
+        gw_fair_out_t o = step(
+            &s->c,
+            (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .closes_at_ms = CLOSES, .sale_over = sale_over},
+            CLOSES);
         if (o.actions == GW_FAIR_DO_LOG_OUTCOMES) {
             s->waitlist = o.waitlist;
             return false;
@@ -240,10 +238,9 @@ static void test_draw(void **state)
     assert_false(draw(&s, 1, true));
     assert_true(end(&s, 0));
     assert_true(s.c.lot_done);
-    assert_int_equal(step(&s.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .closes_at_ms = CLOSES},
-                          CLOSES)
-                         .actions,
-                     0);
+    assert_int_equal(
+        step(&s.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .closes_at_ms = CLOSES}, CLOSES).actions,
+        0);
 }
 
 /* An unreachable inventory stops the draw at its entrant; the next tick
@@ -260,8 +257,7 @@ static void test_accept_failed(void **state)
     size_t first = o.entry;
     o = step(&s.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW, .state = GW_ENTRY_ENTERED}, CLOSES);
     assert_int_equal(o.actions, GW_FAIR_DO_ACCEPT);
-    o = step(&s.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_ACCEPTED, .acc = GW_FAIR_ACC_FAILED},
-             CLOSES);
+    o = step(&s.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_ACCEPTED, .acc = GW_FAIR_ACC_FAILED}, CLOSES);
     assert_int_equal(o.actions, 0);
     assert_int_equal(s.c.next, 0);
     o = step(&s.c, tick, CLOSES);
@@ -269,8 +265,7 @@ static void test_accept_failed(void **state)
     assert_int_equal(o.entry, first);
     /* refused or denied: lost, never waitlisted */
     step(&s.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW, .state = GW_ENTRY_ENTERED}, CLOSES);
-    o = step(&s.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_ACCEPTED, .acc = GW_FAIR_ACC_REFUSED},
-             CLOSES);
+    o = step(&s.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_ACCEPTED, .acc = GW_FAIR_ACC_REFUSED}, CLOSES);
     assert_int_equal(o.actions, GW_FAIR_DO_SET_STATE);
     assert_int_equal(o.state, GW_ENTRY_LOST);
 }
@@ -313,8 +308,8 @@ static void test_load_finished(void **state)
     assert_int_equal(o.actions, GW_FAIR_DO_ADD_ENTRY);
     rec.found = GW_FAIR_FOUND_SAME;
     assert_int_equal(step(&c, rec, 0).actions, 0);
-    o = step(&c,
-             (gw_fair_ev_t){.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_WON, .within = true}, 0);
+    o = step(&c, (gw_fair_ev_t){.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_WON, .within = true},
+             0);
     assert_int_equal(o.actions, 0); /* before a seed a "W" is nobody's */
     step(&c,
          (gw_fair_ev_t){
@@ -322,11 +317,11 @@ static void test_load_finished(void **state)
          0);
     assert_true(c.seeded && c.closed);
     assert_int_equal(c.ndraw, 3);
-    o = step(&c,
-             (gw_fair_ev_t){.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_WON, .within = false}, 0);
+    o = step(&c, (gw_fair_ev_t){.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_WON, .within = false},
+             0);
     assert_int_equal(o.actions, 0);
-    o = step(&c,
-             (gw_fair_ev_t){.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_WON, .within = true}, 0);
+    o = step(&c, (gw_fair_ev_t){.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_WON, .within = true},
+             0);
     assert_int_equal(o.actions, GW_FAIR_DO_SET_STATE);
     assert_int_equal(o.state, GW_ENTRY_WON);
     /* the first end record decides the waitlist; a retried one does not flip it */
