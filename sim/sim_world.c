@@ -1490,7 +1490,7 @@ static bool lot_buy(world_t *wd, gw_t *g, uint32_t u, uint32_t qty, uint32_t key
     gw_fair_out_t out;
     int64_t now = cm_wall_ms();
     gw_fair_core_step(&L->core, &ev, now, &out);
-    if (out.answer == GW_FAIR_A_ALREADY) {
+    if (out.answer == GW_FAIR_A_ALREADY && e) {
         if (L->o_entry[u] && e->ord != L->o_entry[u] && !L->o_power)
             fail(wd, "gw%d: lottery: u%u entered as e%u, now answered e%u (two entries)", g->idx, u,
                  L->o_entry[u], e->ord);

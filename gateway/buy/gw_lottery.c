@@ -368,17 +368,16 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
     }
     gw_fair_out_t out;
     gw_fair_core_step(&fs->core, &ev, t->entered_at_ms, &out);
-    switch (out.answer) {
-    case GW_FAIR_A_NONE:
-        break; /* a new entry: its record first */
-    case GW_FAIR_A_ALREADY:
+    if (out.answer == GW_FAIR_A_ALREADY && e) {
         ticket_of(fs, e, t, draw_at);
         rc = 1;
         goto out;
-    case GW_FAIR_A_OTHER_ACCOUNT:
+    }
+    if (out.answer == GW_FAIR_A_OTHER_ACCOUNT) {
         rc = GW_FAIR_OTHER_ACCOUNT; /* its id and token are that account's, not this one's */
         goto out;
-    default: /* closed: the draw took the entries */
+    }
+    if (!(out.actions & GW_FAIR_DO_APPEND_ENTRY)) { /* closed: the draw took the entries */
         rc = CM_EBUSY;
         goto out;
     }
