@@ -27,9 +27,9 @@ const char *const cm_plant_names[CM_PLANT_COUNT] = {
     [CM_PLANT_RELAY_HELD_TWICE] = "relay_held_twice",
     [CM_PLANT_INV_SOLD_OUT_STALE] = "inv_sold_out_stale",
     [CM_PLANT_INV_REDUCE_BELOW_HELD] = "inv_reduce_below_held",
-    [CM_PLANT_SIM_LOTTERY_NEW_SEED] = "sim_lottery_new_seed",
-    [CM_PLANT_SIM_LOTTERY_CUT_FORGETS] = "sim_lottery_cut_forgets",
-    [CM_PLANT_SIM_LOTTERY_ARRIVAL_ORDER] = "sim_lottery_arrival_order",
+    [CM_PLANT_FAIR_NEW_SEED] = "fair_new_seed",
+    [CM_PLANT_FAIR_CUT_FORGETS] = "fair_cut_forgets",
+    [CM_PLANT_FAIR_ARRIVAL_ORDER] = "fair_arrival_order",
     [CM_PLANT_INV_REDIS_LIMIT_KEYED] = "inv_redis_limit_keyed",
     [CM_PLANT_INV_REDIS_NO_WAIT] = "inv_redis_no_wait",
     [CM_PLANT_INV_REDIS_ASYNC_NO_WAIT] = "inv_redis_async_no_wait",
@@ -45,6 +45,8 @@ const char *const cm_plant_names[CM_PLANT_COUNT] = {
     [CM_PLANT_BUY_RETRY_ACK_IN_FLIGHT] = "buy_retry_ack_in_flight",
     [CM_PLANT_BUY_FAILED_WRITE_KEEPS_UNITS] = "buy_failed_write_keeps_units",
     [CM_PLANT_BUY_SYNC_FAILURE_ACCEPTED] = "buy_sync_failure_accepted",
+    [CM_PLANT_FAIR_TWO_ENTRIES] = "fair_two_entries",
+    [CM_PLANT_FAIR_SEED_UNSYNCED_DRAWS] = "fair_seed_unsynced_draws",
 };
 
 void cm_plant_set(cm_plant_t p)

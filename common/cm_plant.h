@@ -40,12 +40,12 @@ typedef enum {
                                       read taken before the restock, not checked again, and stays set
                                       with units back */
     CM_PLANT_INV_REDUCE_BELOW_HELD, /* a stock edit below the units already held is accepted */
-    CM_PLANT_SIM_LOTTERY_NEW_SEED,  /* (the simulator's lottery model) a restarted draw ignores its
-                                       logged seed and draws a new one */
-    CM_PLANT_SIM_LOTTERY_CUT_FORGETS, /* (the simulator's lottery model) a draw cut by a crash does
-                                         not take its winners from the spool */
-    CM_PLANT_SIM_LOTTERY_ARRIVAL_ORDER, /* (the simulator's lottery model) winners taken in arrival
-                                           order, the draw order computed but not used */
+    CM_PLANT_FAIR_NEW_SEED,         /* gw_fair_core.c: a restart ignores the draw's logged seed
+                                       and draws a new one */
+    CM_PLANT_FAIR_CUT_FORGETS,      /* gw_fair_core.c: a draw cut by a crash does not take its
+                                       winners from the spool */
+    CM_PLANT_FAIR_ARRIVAL_ORDER,    /* gw_fair_core.c: winners taken in arrival order, the draw
+                                       order computed but not used */
     CM_PLANT_INV_REDIS_LIMIT_KEYED, /* the Redis reserve script skips the per-user check of a
                                        keyed request (a retry) */
     CM_PLANT_INV_REDIS_NO_WAIT,     /* a loop-less worker's reserve and claim answered without
@@ -77,6 +77,10 @@ typedef enum {
                                               the units back */
     CM_PLANT_BUY_SYNC_FAILURE_ACCEPTED, /* gw_buy_core.c: a failed group-commit fdatasync is
                                            answered 202 */
+    CM_PLANT_FAIR_TWO_ENTRIES, /* gw_fair_core.c: a person's second entry by the same account
+                                  is a new entry, not the first one back */
+    CM_PLANT_FAIR_SEED_UNSYNCED_DRAWS, /* gw_fair_core.c: a failed fdatasync of the seed's record
+                                          is taken as durable: the draw goes on with it */
     CM_PLANT_COUNT
 } cm_plant_t;
 

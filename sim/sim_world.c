@@ -10,14 +10,16 @@
  * between any two), the start-up replay, the outcomes' decision and
  * compensation (gateway/buy/gw_replay.h: gw_replay_one, gw_outcome_take,
  * gw_comp_check, gw_comp_release) on the gateway's status table here (a
- * gw_book_t), the lottery's draw order (gw_fair_order), the buy's decision
+ * gw_book_t), the start-window lottery's core (gw_fair_core.h: entries,
+ * the seed, the draw in its order, its resume after a crash; lot_buy,
+ * lot_load, lot_cut_winner and lottery_step are its shell here, as
+ * gw_lottery.c is in the gateway, with the entry log's records in memory
+ * that a power loss cuts to their synced prefix and more), the buy's decision
  * (gw_buy_core.h: the sale's window, the reserve's and the spool's results,
  * the keyed retries; do_buy is its shell here, as buy_handle is in gw_buy.c).
  * The admin's sale edits (do_sale_edit, do_restock: a simulated operator)
  * through the admin API's core (gateway/buy/gw_sale_edit.h: gw_sale_edit)
  * and the real inv_restock.
- * Modelled here, after the file named: the start-window lottery
- * (gw_lottery.c: entries, the entry log, the draw, its resume after a crash).
  * The relay is the real one (oq_relay.c), stepped (oq_relay_step: its
  * producer, releaser and consumer turns run from the driver), on the
  * simulated broker below through its broker table (queue/oq_broker.h):
@@ -40,6 +42,7 @@
 #include "common/cm_yield.h"
 #include "gateway/buy/gw_buy_core.h"
 #include "gateway/buy/gw_fair.h"
+#include "gateway/buy/gw_fair_core.h"
 #include "gateway/buy/gw_replay.h"
 #include "gateway/buy/gw_sale_edit.h"
 #include "inventory/inv.h"
@@ -89,43 +92,44 @@ typedef struct rep {
     int64_t offset;
 } rep_t;
 
-/* The start-window lottery (gw_fair.h, gw_lottery.c), modelled on one
- * gateway's sale; the draw order is the real gw_fair_order. */
-enum { E_ENTERED = 0, E_WON, E_LOST };
+/* The start-window lottery on one gateway's sale: the real core
+ * (gw_fair_core.h) and its shell here, as gw_lottery.c is the product's: the
+ * entries and the draw order in process memory, the entry log, the accept
+ * (reserve, spool, commit). */
 #define LOT_LOG_MAX 256
 
 typedef struct lot_ent {
     uint32_t ord;  /* the entry id: the order id it becomes if it wins */
     uint32_t key;  /* the buy's idempotency key number, 0 = none */
     uint64_t hkey; /* siphash(secret, user id): the draw's sort key */
-    uint8_t user, qty, state;
+    uint8_t user, qty, state; /* state: gw_entry_state_t */
     bool wlogged;
     bool held_lost; /* lost after its reservation (the commit failed): units stay held */
 } lot_ent_t;
 
-/* A line of <data_dir>/fair/<sale>.log: E entry, D seed, W winner, F done. */
-typedef struct lot_line {
-    char kind;
+/* A record of <data_dir>/fair/<sale>.log (the core's kinds: E entry, D seed, W winner, F end). */
+typedef struct lot_rec {
+    gw_fair_rec_kind_t kind;
     uint8_t user, qty;
     uint32_t ord, key;
     uint64_t seed;
-} lot_line_t;
+    bool waitlist;
+} lot_rec_t;
 
 typedef struct lottery {
     bool on;
     int64_t closes_ms; /* the entry window closes (fair.json) */
     cm_hash_key_t secret;
-    /* the entry log: survives a kill -9; a power loss keeps the synced lines
+    /* the entry log: survives a kill -9; a power loss keeps the synced records
      * and any prefix of the rest (a torn line is cut at the next load) */
-    lot_line_t log[LOT_LOG_MAX];
+    lot_rec_t log[LOT_LOG_MAX];
     size_t nlog, nsynced;
-    /* process memory */
+    /* process memory: the core, the entries, the draw order's buffer */
+    gw_fair_core_t core;
     lot_ent_t v[NU_MAX];
-    size_t n, ndraw, next;
-    bool closed, seeded, drawn, exhausted;
-    bool seed_unsynced; /* a seed the load read back and could not make durable */
-    uint64_t seed;
+    size_t n;
     uint32_t perm[NU_MAX];
+    bool drawn;           /* the core published the draw done: first-come */
     uint32_t won[NU_MAX]; /* reserved and spooled by this process's draw, not yet committed */
     oq_pos_t won_end[NU_MAX]; /* where each one's record ends: its commit waits for it */
     size_t nwon;
@@ -137,7 +141,7 @@ typedef struct lottery {
     int64_t o_stock;
     uint32_t o_limit;
     uint32_t o_entry[NU_MAX]; /* the entry id each user was answered "entered" with */
-    uint8_t o_won[NU_MAX];    /* E_WON or E_LOST: what each entrant was told once drawn */
+    uint8_t o_won[NU_MAX];    /* GW_ENTRY_WON or _LOST: what each entrant was told once drawn */
     bool o_power;             /* a power loss before the seed: entries may be lost, by design */
     bool o_inexact;           /* a winner's commit failed: it lost, its units stay held */
 } lottery_t;
@@ -1000,9 +1004,9 @@ static void gw_start(world_t *wd, gw_t *g)
             fail(wd, "gw%d: spool recovery dropped order o%u, answered 202", g->idx, i);
     }
     free(c);
-    if (g->lot.seeded && !g->lot.drawn)
+    if (g->lot.core.seeded && !g->lot.drawn)
         tr(wd, "gw%d: lottery: a draw cut by a crash resumes (seed %016" PRIx64 ")", g->idx,
-           g->lot.seed);
+           g->lot.core.seed);
     else if (g->lot.drawn && !g->lot.o_done && !wd->failed) /* its "F" reached the log */
         lot_check_done(wd, g);
     oq_relay_opts_t ro = {.spool = g->sp,
@@ -1330,16 +1334,17 @@ static void do_cancel(world_t *wd)
     tr(wd, "gw%d: cancel o%u -> %s", r->gw, n, rc == 0 ? "202" : cm_errname(rc));
 }
 
-/*---- the lottery (gw_lottery.c: gw_fair_enter, gw_fair__log_load, gw_fair__cut_winners,
- * gw_fair__run_draw) ----*/
+/*---- the lottery: the real core (gw_fair_core.h), its shell as gw_lottery.c's
+ * gw_fair_enter, gw_fair__log_load, gw_fair__cut_winners, gw_fair__run_draw ----*/
 
 /* The process's lottery state goes with the process; the log and fair.json stay. */
 static void lot_forget(lottery_t *L)
 {
     memset(L->v, 0, sizeof(L->v));
-    L->n = L->ndraw = L->next = L->nwon = 0;
-    L->closed = L->seeded = L->drawn = L->exhausted = L->seed_unsynced = false;
-    L->seed = 0;
+    L->n = L->nwon = 0;
+    L->drawn = false;
+    L->core.perm = L->perm;
+    gw_fair_core_init(&L->core);
 }
 
 static uint64_t lot_hash(const lottery_t *L, uint32_t user)
@@ -1365,136 +1370,158 @@ static lot_ent_t *lot_id(lottery_t *L, uint32_t ord, size_t within)
     return NULL;
 }
 
-/* A line appended with one write(2); with sync, fdatasync'd (which may fail). */
-static bool lot_log(world_t *wd, gw_t *g, lot_line_t ln, bool sync)
+/* A record appended with one write(2); with sync, fdatasync'd (which may fail). */
+static bool lot_log(world_t *wd, gw_t *g, lot_rec_t rec, bool sync)
 {
     lottery_t *L = &g->lot;
     if (L->nlog == LOT_LOG_MAX)
         return false;
-    L->log[L->nlog++] = ln;
+    L->log[L->nlog++] = rec;
     if (!sync)
         return true;
     if (wd->faults && chance(wd, wd->p_fsync_fail))
-        return false; /* the line stays readable (a kill -9 keeps it), unsynced */
+        return false; /* the record stays readable (a kill -9 keeps it), unsynced */
     L->nsynced = L->nlog;
     return true;
 }
 
-/* The real draw order over the first ndraw entries (compute_order). */
+/* The log written again and synced (log_make_durable): 0 or CM_EIO. */
+static int lot_make_durable(world_t *wd, lottery_t *L)
+{
+    if (wd->faults && chance(wd, wd->p_fsync_fail))
+        return CM_EIO;
+    L->nsynced = L->nlog;
+    return 0;
+}
+
+/* The core's DO_ORDER over the frozen entrants' keys (compute_order). */
 static void lot_order(lottery_t *L)
 {
     uint64_t keys[NU_MAX];
-    for (size_t i = 0; i < L->ndraw; i++)
+    for (size_t i = 0; i < L->core.ndraw; i++)
         keys[i] = L->v[i].hkey;
-    gw_fair_order(keys, L->ndraw, L->seed, L->perm);
+    gw_fair_core_order(&L->core, keys);
 }
 
-/* At a start, before the spool's replay: the entries, the seed, the winners
- * logged. A seed read back is made durable (the log written again and
- * synced) before the draw resumes, and a draw whose "F" was read is done only
- * then: the lines may be readable only because the process that failed to
- * sync them was killed, and a power loss would still lose them. */
+/* At a start, before the spool's replay: the log's records through the core
+ * (the entries, the seed, the winners logged, the end), then LOADED with the
+ * log made durable or not (gw_fair__log_load). */
 static void lot_load(world_t *wd, gw_t *g)
 {
     lottery_t *L = &g->lot;
     lot_forget(L);
     if (!L->on)
         return;
-    bool finished = false;
+    gw_fair_out_t out;
     for (size_t i = 0; i < L->nlog; i++) {
-        const lot_line_t *ln = &L->log[i];
-        if (ln->kind == 'E') {
-            if (lot_user(L, ln->user) || L->n == NU_MAX)
-                continue;
-            L->v[L->n++] = (lot_ent_t){.ord = ln->ord,
-                                       .key = ln->key,
-                                       .hkey = lot_hash(L, ln->user),
-                                       .user = ln->user,
-                                       .qty = ln->qty};
-        } else if (ln->kind == 'D') {
-            if (CM_PLANT(SIM_LOTTERY_NEW_SEED))
-                continue;
-            L->seeded = L->closed = true;
-            L->seed = ln->seed;
-            L->ndraw = L->n;
-        } else if (ln->kind == 'W' && L->seeded) {
-            lot_ent_t *e = lot_id(L, ln->ord, L->ndraw);
-            if (e) {
-                e->state = E_WON;
-                e->wlogged = true;
-            }
-        } else if (ln->kind == 'F') {
-            finished = true;
+        const lot_rec_t *r = &L->log[i];
+        gw_fair_ev_t ev = {.kind = GW_FAIR_EV_RECORD, .rec = r->kind};
+        lot_ent_t *e = NULL;
+        switch (r->kind) {
+        case GW_FAIR_REC_ENTRY:
+            ev.found = lot_user(L, r->user) ? GW_FAIR_FOUND_SAME : GW_FAIR_FOUND_NONE;
+            break;
+        case GW_FAIR_REC_SEED:
+            ev.seed = r->seed;
+            ev.entrants = L->n;
+            break;
+        case GW_FAIR_REC_WON:
+            e = lot_id(L, r->ord, L->core.ndraw);
+            ev.within = e != NULL;
+            break;
+        case GW_FAIR_REC_END:
+            ev.waitlist = r->waitlist;
+            break;
+        }
+        gw_fair_core_step(&L->core, &ev, 0, &out);
+        if ((out.actions & GW_FAIR_DO_ADD_ENTRY) && L->n < NU_MAX)
+            L->v[L->n++] = (lot_ent_t){.ord = r->ord,
+                                       .key = r->key,
+                                       .hkey = lot_hash(L, r->user),
+                                       .user = r->user,
+                                       .qty = r->qty};
+        if ((out.actions & GW_FAIR_DO_SET_STATE) && e) {
+            e->state = out.state;
+            e->wlogged = true;
         }
     }
-    if (!L->seeded)
-        return;
-    lot_order(L);
-    bool durable = !(wd->faults && chance(wd, wd->p_fsync_fail));
-    if (durable)
-        L->nsynced = L->nlog;
-    if (finished) {
-        for (size_t i = 0; i < L->ndraw; i++)
-            if (L->v[i].state != E_WON)
-                L->v[i].state = E_LOST;
-        L->next = L->ndraw;
-        /* decided; done once durable (else the draw's thread writes "F" again) */
-        L->drawn = durable;
-    } else {
-        /* no winner is drawn with it before it is durable (lottery_step) */
-        L->seed_unsynced = !durable;
-    }
+    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_LOADED,
+                       .rc = L->core.seeded ? lot_make_durable(wd, L) : 0};
+    gw_fair_core_step(&L->core, &ev, 0, &out);
+    if (out.actions & GW_FAIR_DO_ORDER)
+        lot_order(L);
+    if (out.actions & GW_FAIR_DO_LEFTOVERS)
+        for (size_t i = 0; i < L->core.ndraw; i++)
+            if (L->v[i].state != GW_ENTRY_WON)
+                L->v[i].state = (uint8_t)gw_fair_core_loser(&L->core, false);
+    if (out.actions & GW_FAIR_DO_PUBLISH)
+        L->drawn = true;
 }
 
-/* A replayed order of a draw cut by a crash: that entry won (gw_fair__cut_winners). */
+/* A replayed order: the entry won if the core takes the spool's word for a
+ * cut draw's winners (gw_fair__cut_winners). */
 static void lot_cut_winner(gw_t *g, const oq_order_t *o)
 {
     lottery_t *L = &g->lot;
-    if (!L->on || !L->seeded || L->drawn || CM_PLANT(SIM_LOTTERY_CUT_FORGETS))
+    if (!L->on || !gw_fair_core_takes_spooled(&L->core))
         return;
-    lot_ent_t *e = lot_id(L, ord_of(o->order_id), L->ndraw);
+    lot_ent_t *e = lot_id(L, ord_of(o->order_id), L->core.ndraw);
     char user[16];
     if (e) {
         snprintf(user, sizeof(user), "u%u", e->user);
         if (strcmp(user, o->user_id) == 0)
-            e->state = E_WON;
+            e->state = GW_ENTRY_WON;
     }
 }
 
 /*
- * A buy on a sale whose lottery has not drawn (gw_buy.c fair_enter): in the
- * window an entry (one per user: a second buy gets the first entry back),
- * after it 503 until the draw is done. False: first-come as usual.
+ * A buy on a sale whose lottery has not drawn (gw_buy.c fair_enter): the
+ * core's answer, an entry's record written first. False: first-come as usual.
  */
 static bool lot_buy(world_t *wd, gw_t *g, uint32_t u, uint32_t qty, uint32_t key)
 {
     lottery_t *L = &g->lot;
     if (!L->on || L->drawn)
         return false;
-    if (L->closed || cm_wall_ms() >= L->closes_ms) {
-        tr(wd, "gw%d: buy u%u -> 503 (the lottery draws)", g->idx, u);
-        return true;
-    }
-    lot_ent_t *e = lot_user(L, u);
-    if (e) {
+    lot_ent_t *e = L->core.closed ? NULL : lot_user(L, u);
+    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_ENTER,
+                       .closes_at_ms = L->closes_ms,
+                       .found = e ? GW_FAIR_FOUND_SAME : GW_FAIR_FOUND_NONE};
+    gw_fair_out_t out;
+    int64_t now = cm_wall_ms();
+    gw_fair_core_step(&L->core, &ev, now, &out);
+    if (out.answer == GW_FAIR_A_ALREADY && e) {
         if (L->o_entry[u] && e->ord != L->o_entry[u] && !L->o_power)
             fail(wd, "gw%d: lottery: u%u entered as e%u, now answered e%u (two entries)", g->idx, u,
                  L->o_entry[u], e->ord);
         tr(wd, "gw%d: buy u%u -> 202 entered already (e%u)", g->idx, u, e->ord);
         return true;
     }
-    if (L->n == NU_MAX || wd->nords + 1 >= ORD_MAX)
+    if (!(out.actions & GW_FAIR_DO_APPEND_ENTRY)) {
+        tr(wd, "gw%d: buy u%u -> %s", g->idx, u, gw_fair_answer_name(out.answer));
         return true;
+    }
+    if (L->n == NU_MAX || wd->nords + 1 >= ORD_MAX) { /* no room in the simulation: not written */
+        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRY_LOGGED, .rc = CM_EIO};
+        gw_fair_core_step(&L->core, &ev, now, &out);
+        return true;
+    }
     uint32_t n = wd->nords++;
     wd->ords[n] = (ord_t){.gw = (uint8_t)g->idx,
                           .user = (uint8_t)u,
                           .qty = (uint8_t)qty,
                           .key = key,
                           .limit_at = (uint8_t)g->limit};
-    if (!lot_log(wd, g,
-                 (lot_line_t){
-                     .kind = 'E', .user = (uint8_t)u, .qty = (uint8_t)qty, .ord = n, .key = key},
-                 false)) {
+    bool logged = lot_log(wd, g,
+                          (lot_rec_t){.kind = GW_FAIR_REC_ENTRY,
+                                      .user = (uint8_t)u,
+                                      .qty = (uint8_t)qty,
+                                      .ord = n,
+                                      .key = key},
+                          false);
+    ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRY_LOGGED, .rc = logged ? 0 : CM_EIO};
+    gw_fair_core_step(&L->core, &ev, now, &out);
+    if (!(out.actions & GW_FAIR_DO_ADD_ENTRY)) {
         tr(wd, "gw%d: buy u%u -> 503 (the entry log is full)", g->idx, u);
         return true;
     }
@@ -1511,9 +1538,9 @@ static void lot_check_order(world_t *wd, gw_t *g)
 {
     lottery_t *L = &g->lot;
     uint8_t order[NU_MAX];
-    size_t n = L->ndraw;
+    size_t n = L->core.ndraw;
     for (size_t i = 0; i < n; i++)
-        order[i] = L->v[L->perm[i]].user;
+        order[i] = L->v[L->core.perm[i]].user;
     if (!L->o_seeded) {
         /* the order is the seed's: gw_fair_order over the entrants' keys, computed here
          * from their user ids (not the model's perm), so a draw that took its entrants
@@ -1522,39 +1549,40 @@ static void lot_check_order(world_t *wd, gw_t *g)
         uint32_t want[NU_MAX];
         for (size_t i = 0; i < n; i++)
             keys[i] = lot_hash(L, L->v[i].user);
-        gw_fair_order(keys, n, L->seed, want);
+        gw_fair_order(keys, n, L->core.seed, want);
         for (size_t i = 0; i < n; i++)
             if (order[i] != L->v[want[i]].user)
                 fail(wd,
                      "gw%d: lottery: u%u drawn at position %zu; seed %016" PRIx64
                      " and the entrants' keys put u%u there",
-                     g->idx, order[i], i + 1, L->seed, L->v[want[i]].user);
+                     g->idx, order[i], i + 1, L->core.seed, L->v[want[i]].user);
         /* one entry per user; every entry answered is in the draw (no power loss) */
-        for (size_t i = 0; i < L->ndraw; i++)
+        for (size_t i = 0; i < L->core.ndraw; i++)
             for (size_t j = 0; j < i; j++)
                 if (L->v[i].user == L->v[j].user)
                     fail(wd, "gw%d: lottery: u%u has two entries in the draw", g->idx,
                          L->v[i].user);
         for (int u = 0; u < wd->nu && !L->o_power; u++)
-            if (L->o_entry[u] && !lot_id(L, L->o_entry[u], L->ndraw))
+            if (L->o_entry[u] && !lot_id(L, L->o_entry[u], L->core.ndraw))
                 fail(wd, "gw%d: lottery: u%d was answered entered (e%u) and is not in the draw",
                      g->idx, u, L->o_entry[u]);
         inv_sale_info_t si;
         inv_sale_get(g->inv, g->sale_id, &si);
         L->o_seeded = true;
-        L->o_seed = L->seed;
-        L->o_ndraw = L->ndraw;
-        memcpy(L->o_order, order, L->ndraw);
+        L->o_seed = L->core.seed;
+        L->o_ndraw = L->core.ndraw;
+        memcpy(L->o_order, order, L->core.ndraw);
         L->o_stock = si.stock_left;
         L->o_limit = g->limit;
         L->o_units_back = g->units_back;
         return;
     }
-    if (L->seed != L->o_seed || L->ndraw != L->o_ndraw || memcmp(order, L->o_order, L->ndraw) != 0)
+    if (L->core.seed != L->o_seed || L->core.ndraw != L->o_ndraw ||
+        memcmp(order, L->o_order, L->core.ndraw) != 0)
         fail(wd,
              "gw%d: lottery: the draw resumed with seed %016" PRIx64 " and %zu entrants, "
              "first drawn with seed %016" PRIx64 " and %zu: another order",
-             g->idx, L->seed, L->ndraw, L->o_seed, L->o_ndraw);
+             g->idx, L->core.seed, L->core.ndraw, L->o_seed, L->o_ndraw);
 }
 
 /* The oracle once a draw is done: winners within the stock, each entrant
@@ -1569,9 +1597,9 @@ static void lot_check_done(world_t *wd, gw_t *g)
     bool exact = g->units_back == L->o_units_back && !L->o_inexact;
     int64_t units = 0, left = L->o_stock;
     bool exhausted = false;
-    for (size_t i = 0; i < L->ndraw && !wd->failed; i++) {
-        lot_ent_t *e = &L->v[L->perm[i]];
-        if (e->state == E_WON)
+    for (size_t i = 0; i < L->core.ndraw && !wd->failed; i++) {
+        lot_ent_t *e = &L->v[L->core.perm[i]];
+        if (e->state == GW_ENTRY_WON)
             units += e->qty;
         L->o_won[e->user] = e->state;
         exact = exact && !e->held_lost;
@@ -1580,20 +1608,20 @@ static void lot_check_done(world_t *wd, gw_t *g)
         uint32_t held = 0;
         inv_user_units(g->inv, g->sale_id, user, &held);
         /* never more than its entry; exactly it or nothing unless units came back */
-        uint32_t want = e->state == E_WON ? e->qty : 0;
+        uint32_t want = e->state == GW_ENTRY_WON ? e->qty : 0;
         if (held > e->qty || (exact && !e->held_lost && held != want))
             fail(wd, "gw%d: lottery: entrant %s %s with %u units, holds %u after the draw", g->idx,
-                 user, e->state == E_WON ? "won" : "lost", e->qty, held);
+                 user, e->state == GW_ENTRY_WON ? "won" : "lost", e->qty, held);
         bool wins = !exhausted && e->qty <= L->o_limit && left >= e->qty;
         if (wins)
             left -= e->qty;
         if (left <= 0)
             exhausted = true;
-        if (exact && wins != (e->state == E_WON))
+        if (exact && wins != (e->state == GW_ENTRY_WON))
             fail(wd,
                  "gw%d: lottery: %s at draw position %zu %s; its seed's order and a stock of "
                  "%" PRId64 " say it %s",
-                 g->idx, user, i + 1, e->state == E_WON ? "won" : "lost", L->o_stock,
+                 g->idx, user, i + 1, e->state == GW_ENTRY_WON ? "won" : "lost", L->o_stock,
                  wins ? "wins" : "loses");
     }
     int64_t back = (int64_t)(g->units_back - L->o_units_back);
@@ -1603,7 +1631,7 @@ static void lot_check_done(world_t *wd, gw_t *g)
              " units came back during the draw)",
              g->idx, units, L->o_stock, back);
     tr(wd, "gw%d: lottery: draw done, %zu entrants, %" PRId64 " units won of %" PRId64 "%s", g->idx,
-       L->ndraw, units, L->o_stock, exact ? "" : " (units came back meanwhile)");
+       L->core.ndraw, units, L->o_stock, exact ? "" : " (units came back meanwhile)");
 }
 
 /* Gives back the units of an order whose record could not be written (gw_release_unaccepted). */
@@ -1624,97 +1652,126 @@ static void giveback(world_t *wd, gw_t *g, uint32_t n)
 }
 
 /*
+ * The accept of a draw's winner (the accept sequence: gw_lottery.c's, buy's):
+ * the real inventory and the spool, as a buy. Returns the core's ACCEPTED
+ * facts; false if the process died in it (nothing more to tell the core).
+ */
+static bool lot_accept(world_t *wd, gw_t *g, lot_ent_t *e, gw_fair_ev_t *ev)
+{
+    lottery_t *L = &g->lot;
+    *ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_ACCEPTED};
+    inv_reserve_req_t rq = {.sale = g->sale, .qty = e->qty};
+    snprintf(rq.user_id, sizeof(rq.user_id), "u%u", e->user);
+    if (e->key)
+        snprintf(rq.idem_key, sizeof(rq.idem_key), "k%u", e->key);
+    snprintf(rq.order_id, sizeof(rq.order_id), "o%u", e->ord);
+    int rc = inv_reserve(g->w, &rq);
+    if (rc < 0) {
+        ev->acc = GW_FAIR_ACC_FAILED; /* resumed at the next tick */
+        return true;
+    }
+    if (rc == INV_RESERVED) {
+        check_inv(wd, g, rq.user_id);
+        ord_t *r = &wd->ords[e->ord];
+        r->state = O_APPENDED;
+        r->limit_at = (uint8_t)g->limit;
+        r->rseq = ++wd->rseq;
+        if (L->o_done && L->o_won[e->user] != GW_ENTRY_WON)
+            fail(wd, "gw%d: lottery: u%u was told it lost the draw, and now it won", g->idx,
+                 e->user);
+        oq_order_t o;
+        fill_order(wd, e->ord, &o);
+        const oq_order_t *one = &o;
+        oq_pos_t end;
+        int arc = oq_spool_append_batch(g->sp, &one, 1, NULL, &end);
+        while (!sim_disk_dead(g->disk) && oq_spool_step(g->sp))
+            ;
+        if (gw_died(wd, g))
+            return false;
+        if (arc != 0) {
+            giveback(wd, g, e->ord);
+            if (!g->up) /* it died in the give-back */
+                return false;
+            r->state = O_REFUSED;
+            ev->acc = GW_FAIR_ACC_REFUSED;
+        } else {
+            L->won_end[L->nwon] = end;
+            L->won[L->nwon++] = e->ord;
+            ev->acc = GW_FAIR_ACC_WON;
+        }
+    } else {
+        ev->acc = rc == INV_SOLD_OUT ? GW_FAIR_ACC_SOLD_OUT : GW_FAIR_ACC_DENIED;
+    }
+    ev->sold_out = rq.stock_left == 0 || inv_sale_sold_out(g->sale);
+    return true;
+}
+
+/*
  * The draw's thread, a few entrants a step (so that a crash can cut it
- * anywhere): once the window closed, the seed logged and synced, the real
- * order, then each entrant in that order through the real inventory and the
- * spool as a buy, until the stock is gone; at the end one commit for the
- * winners, their "W" lines and "F".
+ * anywhere), the core deciding each: once the window closed, the seed
+ * logged and synced, the real order, then each entrant in that order
+ * accepted while the stock lasts; at the end one commit for the winners,
+ * their records and the end's.
  */
 static void lottery_step(world_t *wd, gw_t *g)
 {
     lottery_t *L = &g->lot;
-    if (!g->up || !L->on || L->drawn || cm_wall_ms() < L->closes_ms)
+    gw_fair_core_t *c = &L->core;
+    int64_t now = cm_wall_ms();
+    /* the draw's thread wakes at the close (gw_fair.c fair_tick_locked) */
+    if (!g->up || !L->on || L->drawn || now < L->closes_ms)
         return;
     sim_disk_use(g->disk);
-    if (!L->seeded) {
-        L->closed = true;
-        L->seed = cm_rand_next(&wd->rng);
-        L->ndraw = L->n;
-        if (!lot_log(wd, g, (lot_line_t){.kind = 'D', .seed = L->seed}, true)) {
-            L->closed = false; /* nothing decided: tried again */
-            tr(wd, "gw%d: lottery: the seed's fdatasync failed, drawn again later", g->idx);
+    gw_fair_out_t out;
+    gw_fair_ev_t ev;
+    if (!c->seeded || c->seed_unsynced) {
+        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK,
+                            .closes_at_ms = L->closes_ms,
+                            .entrants = L->n,
+                            .rnd = c->seeded ? 0 : cm_rand_next(&wd->rng)};
+        gw_fair_core_step(c, &ev, now, &out);
+        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_DURABLE, .rc = CM_EINVAL};
+        if (out.actions & GW_FAIR_DO_SEED)
+            ev.rc = lot_log(wd, g, (lot_rec_t){.kind = GW_FAIR_REC_SEED, .seed = c->seed}, true)
+                        ? 0
+                        : CM_EIO;
+        else if (out.actions & GW_FAIR_DO_MAKE_DURABLE)
+            ev.rc = lot_make_durable(wd, L);
+        gw_fair_core_step(c, &ev, now, &out);
+        if (out.actions & GW_FAIR_DO_ORDER) {
+            lot_order(L);
+            tr(wd, "gw%d: lottery: window closed, %zu entrants, seed %016" PRIx64, g->idx, c->ndraw,
+               c->seed);
+        }
+        if (!c->seeded || c->seed_unsynced) {
+            tr(wd, "gw%d: lottery: the seed's fdatasync failed, tried again later", g->idx);
             return;
         }
-        L->seeded = true;
-        lot_order(L);
-        tr(wd, "gw%d: lottery: window closed, %zu entrants, seed %016" PRIx64, g->idx, L->ndraw,
-           L->seed);
-    } else if (L->seed_unsynced) {
-        /* the seed the load read back: the log written again and synced first */
-        if (wd->faults && chance(wd, wd->p_fsync_fail)) {
-            tr(wd, "gw%d: lottery: the read-back seed's fdatasync failed, tried again", g->idx);
-            return;
-        }
-        L->nsynced = L->nlog;
-        L->seed_unsynced = false;
     }
     lot_check_order(wd, g);
-    for (uint32_t k = 1 + rnd(wd, 6); k > 0 && L->next < L->ndraw && !wd->failed; k--) {
-        lot_ent_t *e = &L->v[CM_PLANT(SIM_LOTTERY_ARRIVAL_ORDER) ? L->next : L->perm[L->next]];
-        uint8_t st = e->state;
-        if (st == E_ENTERED && !L->exhausted) {
-            inv_reserve_req_t rq = {.sale = g->sale, .qty = e->qty};
-            snprintf(rq.user_id, sizeof(rq.user_id), "u%u", e->user);
-            if (e->key)
-                snprintf(rq.idem_key, sizeof(rq.idem_key), "k%u", e->key);
-            snprintf(rq.order_id, sizeof(rq.order_id), "o%u", e->ord);
-            int rc = inv_reserve(g->w, &rq);
-            if (rc < 0)
-                return; /* resumed at the next tick */
-            if (rc == INV_RESERVED) {
-                check_inv(wd, g, rq.user_id);
-                ord_t *r = &wd->ords[e->ord];
-                r->state = O_APPENDED;
-                r->limit_at = (uint8_t)g->limit;
-                r->rseq = ++wd->rseq;
-                if (L->o_done && L->o_won[e->user] != E_WON)
-                    fail(wd, "gw%d: lottery: u%u was told it lost the draw, and now it won", g->idx,
-                         e->user);
-                oq_order_t o;
-                fill_order(wd, e->ord, &o);
-                const oq_order_t *one = &o;
-                oq_pos_t end;
-                int arc = oq_spool_append_batch(g->sp, &one, 1, NULL, &end);
-                while (!sim_disk_dead(g->disk) && oq_spool_step(g->sp))
-                    ;
-                if (gw_died(wd, g))
-                    return;
-                if (arc != 0) {
-                    giveback(wd, g, e->ord);
-                    if (!g->up) /* it died in the give-back */
-                        return;
-                    r->state = O_REFUSED;
-                    st = E_LOST;
-                } else {
-                    L->won_end[L->nwon] = end;
-                    L->won[L->nwon++] = e->ord;
-                    st = E_WON;
-                }
-            } else {
-                st = E_LOST;
-            }
-            tr(wd, "gw%d: lottery: #%zu u%u qty %u -> %s", g->idx, L->next + 1, e->user, e->qty,
-               st == E_WON ? "won" : "lost");
-            if (rq.stock_left == 0 || inv_sale_sold_out(g->sale))
-                L->exhausted = true;
-        } else if (st == E_ENTERED) {
-            st = E_LOST;
+    for (uint32_t k = 1 + rnd(wd, 6); k > 0 && c->next < c->ndraw && !wd->failed; k--) {
+        ev = (gw_fair_ev_t){
+            .kind = GW_FAIR_EV_TICK, .closes_at_ms = L->closes_ms, .sale_over = true};
+        gw_fair_core_step(c, &ev, now, &out);
+        if (!(out.actions & GW_FAIR_DO_DRAW))
+            return;
+        size_t pos = c->next;
+        lot_ent_t *e = &L->v[out.entry];
+        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW, .state = e->state};
+        gw_fair_core_step(c, &ev, now, &out);
+        if (out.actions & GW_FAIR_DO_ACCEPT) {
+            if (!lot_accept(wd, g, e, &ev))
+                return; /* the process died: its core with it */
+            gw_fair_core_step(c, &ev, now, &out);
+            if (ev.acc == GW_FAIR_ACC_FAILED)
+                return;
+            tr(wd, "gw%d: lottery: #%zu u%u qty %u -> %s", g->idx, pos + 1, e->user, e->qty,
+               gw_entry_state_name((gw_entry_state_t)out.state));
         }
-        if (e->state == E_ENTERED)
-            e->state = st;
-        L->next++;
+        if ((out.actions & GW_FAIR_DO_SET_STATE) && e->state == GW_ENTRY_ENTERED)
+            e->state = out.state;
     }
-    if (L->next < L->ndraw || wd->failed)
+    if (c->next < c->ndraw || wd->failed)
         return;
     if (L->nwon) {
         /* as gw_lottery.c: the last winner's end, then each one's own after a
@@ -1725,10 +1782,10 @@ static void lottery_step(world_t *wd, gw_t *g)
         for (size_t i = 0; i < L->nwon && crc != 0; i++) {
             if (oq_spool_commit_to(g->sp, L->won_end[i]) == 0)
                 continue;
-            lot_ent_t *e = lot_id(L, L->won[i], L->ndraw);
-            if (e && e->state == E_WON) { /* not accepted; the units stay held (undersell) */
+            lot_ent_t *e = lot_id(L, L->won[i], c->ndraw);
+            if (e && e->state == GW_ENTRY_WON) { /* not accepted; the units stay held (undersell) */
                 L->o_inexact = true;
-                e->state = E_LOST;
+                e->state = GW_ENTRY_LOST;
                 e->held_lost = true;
                 wd->ords[e->ord].state = O_REFUSED;
                 tr(wd, "gw%d: lottery: o%u's fdatasync failed (%s): lost", g->idx, e->ord,
@@ -1737,10 +1794,14 @@ static void lottery_step(world_t *wd, gw_t *g)
         }
         L->nwon = 0;
     }
+    ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .closes_at_ms = L->closes_ms, .sale_over = true};
+    gw_fair_core_step(c, &ev, now, &out);
+    if (!(out.actions & GW_FAIR_DO_LOG_OUTCOMES))
+        return;
     bool logged = true;
-    for (size_t i = 0; i < L->ndraw; i++) {
+    for (size_t i = 0; i < c->ndraw; i++) {
         lot_ent_t *e = &L->v[i];
-        if (e->state != E_WON)
+        if (e->state != GW_ENTRY_WON)
             continue;
         ord_t *r = &wd->ords[e->ord];
         if (r->state != O_ACKED) { /* "won": GET /v1/orders/{id} answers as a 202 did */
@@ -1749,16 +1810,18 @@ static void lottery_step(world_t *wd, gw_t *g)
         }
         set_status(g, e->ord, ST_QUEUED);
         if (!e->wlogged) {
-            if (lot_log(wd, g, (lot_line_t){.kind = 'W', .ord = e->ord}, false))
+            if (lot_log(wd, g, (lot_rec_t){.kind = GW_FAIR_REC_WON, .ord = e->ord}, false))
                 e->wlogged = true;
             else
                 logged = false;
         }
     }
-    /* Done once "F" is durable: without it a restart resumes the draw and
-     * could give a loser, told so, an order. Until then buys get 503 and the
-     * next tick tries again. */
-    if (!logged || !lot_log(wd, g, (lot_line_t){.kind = 'F'}, true)) {
+    ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = CM_EIO};
+    if (logged &&
+        lot_log(wd, g, (lot_rec_t){.kind = GW_FAIR_REC_END, .waitlist = out.waitlist}, true))
+        ev.rc = 0;
+    gw_fair_core_step(c, &ev, now, &out);
+    if (!(out.actions & GW_FAIR_DO_PUBLISH)) {
         tr(wd, "gw%d: lottery: the end of the draw not recorded, tried again", g->idx);
         return;
     }

@@ -310,11 +310,8 @@ int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs)
     fs->wl_polled_ms = 0;
     fs->wl_giveback[0] = '\0';
     fs->n = fs->cap = fs->tcap = 0;
-    fs->closed = fs->seeded = fs->seed_unsynced = fs->exhausted = false;
-    fs->draw_wl = 0;
-    fs->seed = 0;
+    gw_fair_core_init(&fs->core); /* a new lottery, taking entries */
     fs->draw_started_ms = fs->draw_done_ms = fs->draw_retry_ms = 0;
-    fs->ndraw = fs->next = 0;
     fs->won_orders = fs->won_units = fs->lost = 0;
     atomic_store(&fs->drawn, false);
     atomic_store(&fs->duplicates, 0);
@@ -585,7 +582,7 @@ static void fair_tick_locked(gw_server_t *srv, gw_fair_t *f)
         if (f->fleet)
             gw_fair__fleet_tick_sale(f, fs, closes);
         else
-            gw_fair__run_draw(f, fs);
+            gw_fair__run_draw(f, fs, closes);
     }
 }
 

@@ -9,6 +9,7 @@
 #define GW_FAIR_INTERNAL_H
 
 #include "gateway/buy/gw_fair.h"
+#include "gateway/buy/gw_fair_core.h"
 
 #include "common/cm_hash.h"
 #include "common/cm_url.h"
@@ -77,21 +78,19 @@ struct gw_fair_sale {
     size_t tcap;
     int fd; /* the entry log, -1 until the first entry */
     off_t log_len;           /* its length: where a short write is cut back to */
-    bool closed;             /* the draw took the entries: no more */
-    bool seeded;
-    /* The seed was read back by the load ("D" and no "F") and the log could
-     * not be made durable: the draw resumes only once it is (gw_fair__run_draw). */
-    bool seed_unsynced;
-    /* whether the draw's losers are waitlisted, decided once (the first "F"
-     * line read, or the draw's first run) so that a retried end line cannot
-     * flip it: 0 undecided, 1 lost, 2 waitlisted. Lottery thread, or load. */
-    uint8_t draw_wl;
-    uint64_t seed;
+    /* The lottery's state, decided by its core (gw_fair_core.h): the core's
+     * struct, and the same members by name for the files that read them
+     * (the waitlist, the fleet's draw). draw_wl is decided once (the first
+     * end record read, or the draw's first step) so that a retried end record
+     * cannot flip it. */
+    union {
+        gw_fair_core_t core;
+        struct {
+            GW_FAIR_CORE_FIELDS
+        };
+    };
     int64_t draw_started_ms, draw_done_ms;
     int64_t draw_retry_ms; /* fleet: no new try of a failed draw before this (lottery thread) */
-    uint32_t *perm;          /* the draw order once seeded */
-    size_t ndraw, next;      /* entrants of the draw, next position to allocate */
-    bool exhausted;
     uint64_t won_orders, won_units, lost;
     atomic_bool drawn;
     /* the waitlist (gw_waitlist.c): losers of the draw, for units freed after it */
@@ -305,7 +304,7 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id);
 /* The winners of draws cut by a crash, from the spool. Single-threaded (open). */
 void gw_fair__cut_winners(gw_fair_t *f);
 /* Draws a closed window (not in a fleet), or resumes the draw. Lottery thread. */
-void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs);
+void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms);
 
 /*---- gw_waitlist.c: leftovers by lot ----*/
 

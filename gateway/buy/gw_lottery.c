@@ -3,6 +3,7 @@
  * entries, the draw and its log (see gw_fair.h for the rules).
  */
 #include "gateway/buy/gw_fair.h"
+#include "gateway/buy/gw_fair_core.h"
 #include "gateway/buy/gw_fair_internal.h"
 
 #include "common/cm_rand.h"
@@ -34,21 +35,10 @@
 #include <time.h>
 #include <unistd.h>
 
-/*---- the pure part: the phase (the draw order: gw_fair_order.c) ----*/
+/*---- the shell of the lottery's core (gw_fair_core.h: every decision is there) ----*/
 
-gw_fair_phase_t gw_fair_phase_at(int64_t starts_at_ms, int64_t early_ms, int64_t window_ms,
-                                 bool drawn, int64_t now_ms)
-{
-    if (window_ms <= 0)
-        return now_ms < starts_at_ms ? GW_FAIR_TOO_EARLY : GW_FAIR_OPEN;
-    if (now_ms < starts_at_ms - early_ms)
-        return GW_FAIR_TOO_EARLY;
-    if (now_ms < starts_at_ms + window_ms)
-        return GW_FAIR_ENTER;
-    return drawn ? GW_FAIR_OPEN : GW_FAIR_DRAWING;
-}
-
-/* Computes the draw order of the first fs->ndraw entries from fs->seed. fs->mu held. */
+/* The core's DO_ORDER: the draw order of the frozen entrants (the first
+ * fs->ndraw entries) from the seed. fs->mu held. */
 static void compute_order(gw_fair_sale_t *fs)
 {
     free(fs->perm);
@@ -56,7 +46,7 @@ static void compute_order(gw_fair_sale_t *fs)
     uint64_t *keys = cm_xmalloc((fs->ndraw ? fs->ndraw : 1) * sizeof(uint64_t));
     for (size_t i = 0; i < fs->ndraw; i++)
         keys[i] = fs->v[i].key;
-    gw_fair_order(keys, fs->ndraw, fs->seed, fs->perm);
+    gw_fair_core_order(&fs->core, keys);
     free(keys);
     for (size_t i = 0; i < fs->ndraw; i++)
         fs->v[fs->perm[i]].pos = (uint32_t)(i + 1);
@@ -139,8 +129,8 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
     if (!fp)
         return;
     char line[512];
-    bool finished = false, waitlist = false;
     long good = 0; /* the end of the last whole line */
+    gw_fair_out_t out;
     while (fgets(line, sizeof(line), fp)) {
         size_t len = strlen(line);
         if (!len || line[len - 1] != '\n') {
@@ -170,22 +160,31 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
                 e.key_fp = inv_idem_fp_unstamp(strtoull(fpm + 2, NULL, 16));
             gw_fair__person_in(&e, line, 6); /* E id user qty at key [k] [f=fp] [@person] */
             e.key = gw_fair__hash_str(fs, e.person);
-            if (gw_fair__find_user(fs, e.person, e.key))
+            gw_fair_ev_t ev = {.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_ENTRY};
+            ev.found =
+                gw_fair__find_user(fs, e.person, e.key) ? GW_FAIR_FOUND_SAME : GW_FAIR_FOUND_NONE;
+            gw_fair_core_step(&fs->core, &ev, 0, &out);
+            if (!(out.actions & GW_FAIR_DO_ADD_ENTRY))
                 continue;
             gw_fair__entry_add(fs, &e);
             uint64_t id;
             if (cm_id_parse(e.order_id, strlen(e.order_id), &id) == 0 && id > *max_id)
                 *max_id = id;
         } else if (line[0] == 'D' && sscanf(line, "D %llx %lld %lld", &seed, &at, &seedlo) >= 2) {
-            fs->seeded = true;
-            fs->closed = true;
-            fs->seed = seed;
+            gw_fair_ev_t ev = {.kind = GW_FAIR_EV_RECORD,
+                               .rec = GW_FAIR_REC_SEED,
+                               .seed = seed,
+                               .entrants = fs->n};
+            gw_fair_core_step(&fs->core, &ev, 0, &out);
             fs->draw_started_ms = at;
-            fs->ndraw = fs->n;
         } else if (line[0] == 'W' && fs->seeded) {
             char id[INV_ORDER_ID_MAX + 1];
             entry_t *w = sscanf(line, "W %31s", id) == 1 ? gw_fair__find_id(fs, id) : NULL;
-            if (w && w < fs->v + fs->ndraw) {
+            gw_fair_ev_t ev = {.kind = GW_FAIR_EV_RECORD,
+                               .rec = GW_FAIR_REC_WON,
+                               .within = w && w < fs->v + fs->ndraw};
+            gw_fair_core_step(&fs->core, &ev, 0, &out);
+            if (w && (out.actions & GW_FAIR_DO_SET_STATE)) {
                 mark_won(fs, w);
                 w->wlogged = true;
             }
@@ -200,12 +199,9 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
             }
         } else if (line[0] == 'F' && sscanf(line, "F %lld", &at) == 1) {
             char wflag[2] = "";
-            finished = true;
-            if (!fs->draw_wl) /* the first "F" decides; a later one is a retried write */
-                fs->draw_wl = sscanf(line, "F %lld %1s", &at, wflag) == 2 && wflag[0] == 'w'
-                                  ? 2
-                                  : 1;
-            waitlist = fs->draw_wl == 2;
+            gw_fair_ev_t ev = {.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_END};
+            ev.waitlist = sscanf(line, "F %lld %1s", &at, wflag) == 2 && wflag[0] == 'w';
+            gw_fair_core_step(&fs->core, &ev, 0, &out);
             fs->draw_done_ms = at;
         } else if (line[0] == 'L' && fs->seeded) {
             fs->wl_ended = true;
@@ -220,19 +216,23 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
      * another seed, other winners, after these got orders. So the whole log
      * (not only its "D": the same failed fdatasync covered the "E" lines) is
      * written again and synced before the draw resumes or counts as done. */
-    bool durable = log_make_durable(path) == 0;
-    compute_order(fs);
+    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_LOADED, .rc = log_make_durable(path)};
+    gw_fair_core_step(&fs->core, &ev, 0, &out);
+    if (out.actions & GW_FAIR_DO_ORDER)
+        compute_order(fs);
     /* A log written before the "W" lines: its winners are the orders the
      * status table still knows (an order it knows is one, whatever else). */
     for (size_t i = 0; i < fs->ndraw; i++)
         if (gw_orders_get(f->srv->orders, fs->v[i].order_id, NULL))
             mark_won(fs, &fs->v[i]);
-    if (finished) {
+    if (out.actions & GW_FAIR_DO_LEFTOVERS) {
         for (size_t i = 0; i < fs->ndraw; i++) {
             entry_t *e = &fs->v[i];
             if (e->state == GW_ENTRY_WON)
                 continue;
-            if (waitlist && !fs->wl_ended && !e->lost_logged) {
+            /* the "L" line: the sale ended, the waitlist with it */
+            if (!fs->wl_ended &&
+                gw_fair_core_loser(&fs->core, e->lost_logged) == GW_ENTRY_WAITLISTED) {
                 gw_fair__wl_add(fs, e);
                 fs->wl_cut = fs->wl_cut || e->promo_cut;
             } else {
@@ -240,19 +240,17 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
                 fs->lost++;
             }
         }
-        fs->next = fs->ndraw;
         /* decided, but done only once "F" is durable: else the draw's
          * thread writes the lines again (gw_fair__run_draw) */
-        if (durable) {
+        if (out.actions & GW_FAIR_DO_PUBLISH) {
             atomic_store(&fs->wl_open, fs->waitlisted > 0);
             atomic_store(&fs->drawn, true);
         } else {
             cm_log_error("fair", "the end of the draw is not durable; written again",
                          "sale=%s", fs->sale_id);
         }
-    } else if (!durable) {
+    } else if (fs->seed_unsynced) {
         /* the draw's thread writes the log again before it reserves anything */
-        fs->seed_unsynced = true;
         cm_log_error("fair", "the draw's seed is not durable; written again before the draw",
                      "sale=%s", fs->sale_id);
     }
@@ -266,7 +264,8 @@ static int cut_winner_one(const oq_rec_t *rec, void *ctx)
         return 0;
     const oq_order_t *o = rec->order;
     gw_fair_sale_t *fs = gw_fair__slot_find(f, o->sale_id);
-    if (!fs || !fs->seeded || (atomic_load(&fs->drawn) && !fs->wl_cut))
+    /* a cut draw's (the core's rule), or a cut promotion's (the waitlist's) */
+    if (!fs || !(gw_fair_core_takes_spooled(&fs->core) || (fs->seeded && fs->wl_cut)))
         return 0;
     entry_t *e = gw_fair__find_id(fs, o->order_id);
     if (e && e < fs->v + fs->ndraw && strcmp(e->user_id, o->user_id) == 0)
@@ -360,23 +359,26 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
     const char *person = t->person[0] ? t->person : t->user_id;
     uint64_t key = gw_fair__hash_str(fs, person); /* under mu: the secret may be re-keyed */
     int rc;
-    if (fs->closed) {
-        rc = CM_EBUSY;
-        goto out;
-    }
-    entry_t *e = gw_fair__find_user(fs, person, key);
+    /* the window itself is the buy path's to check (gw_buy.c: the phase) */
+    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_ENTER};
+    entry_t *e = fs->closed ? NULL : gw_fair__find_user(fs, person, key);
     if (e) {
         atomic_fetch_add_explicit(&fs->duplicates, 1, memory_order_relaxed);
-        if (strcmp(e->user_id, t->user_id) != 0) {
-            rc = GW_FAIR_OTHER_ACCOUNT; /* its id and token are that account's, not this one's */
-            goto out;
-        }
+        ev.found = strcmp(e->user_id, t->user_id) == 0 ? GW_FAIR_FOUND_SAME : GW_FAIR_FOUND_OTHER;
+    }
+    gw_fair_out_t out;
+    gw_fair_core_step(&fs->core, &ev, t->entered_at_ms, &out);
+    if (out.answer == GW_FAIR_A_ALREADY && e) {
         ticket_of(fs, e, t, draw_at);
         rc = 1;
         goto out;
     }
-    if (fs->fd < 0) {
-        rc = CM_EIO;
+    if (out.answer == GW_FAIR_A_OTHER_ACCOUNT) {
+        rc = GW_FAIR_OTHER_ACCOUNT; /* its id and token are that account's, not this one's */
+        goto out;
+    }
+    if (!(out.actions & GW_FAIR_DO_APPEND_ENTRY)) { /* closed: the draw took the entries */
+        rc = CM_EBUSY;
         goto out;
     }
     entry_t ne;
@@ -396,7 +398,11 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
     int len = snprintf(line, sizeof(line), "E %s %s %u %lld %s%s%s%s\n", ne.order_id, ne.user_id,
                        ne.qty, (long long)ne.at_ms, gw_fair__idem_out(ne.idem),
                        gw_fair__idem_mark(ne.idem), fp, gw_fair__person_out(&ne, pb, sizeof(pb)));
-    if (gw_fair__log_line(fs, line, (size_t)len, false) != 0) {
+    ev =
+        (gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRY_LOGGED,
+                       .rc = fs->fd < 0 ? CM_EIO : gw_fair__log_line(fs, line, (size_t)len, false)};
+    gw_fair_core_step(&fs->core, &ev, t->entered_at_ms, &out);
+    if (!(out.actions & GW_FAIR_DO_ADD_ENTRY)) {
         rc = CM_EIO;
         goto out;
     }
@@ -467,44 +473,49 @@ static int log_winners(gw_fair_sale_t *fs)
 }
 
 /* Allocates stock in draw order from fs->next on. Lottery thread. */
-void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
+void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
 {
     gw_server_t *srv = f->srv;
     pthread_mutex_lock(&fs->mu);
-    if (!fs->seeded) {
-        cm_hash_key_t rnd;
-        if (cm_hash_seed_random(&rnd) != 0 || gw_fair__log_open(f, fs) != 0) {
+    if (!fs->seeded || fs->seed_unsynced) {
+        /* the core's first steps: the seed (its record durable), or a seed
+         * the load read back unsynced made durable; the entrants in draw
+         * order are then the loop's below */
+        cm_hash_key_t rnd = {0, 0};
+        if (!fs->seeded && (cm_hash_seed_random(&rnd) != 0 || gw_fair__log_open(f, fs) != 0)) {
             pthread_mutex_unlock(&fs->mu);
             return;
         }
-        fs->closed = true;
-        fs->seed = rnd.k0 ^ gw_fair__rotl(rnd.k1, 32);
-        fs->ndraw = fs->n;
-        fs->draw_started_ms = cm_wall_ms();
-        char line[96];
-        int len = snprintf(line, sizeof(line), "D %016llx %lld %zu\n",
-                           (unsigned long long)fs->seed, (long long)fs->draw_started_ms,
-                           fs->ndraw);
-        if (gw_fair__log_line(fs, line, (size_t)len, true) != 0) {
-            cm_log_error("fair", "cannot record the draw seed", "sale=%s", fs->sale_id);
-            fs->closed = false; /* nothing decided: try again */
+        int64_t now = cm_wall_ms();
+        gw_fair_ev_t ev = {.kind = GW_FAIR_EV_TICK,
+                           .closes_at_ms = closes_at_ms,
+                           .entrants = fs->n,
+                           .rnd = rnd.k0 ^ gw_fair__rotl(rnd.k1, 32)};
+        gw_fair_out_t out;
+        gw_fair_core_step(&fs->core, &ev, now, &out);
+        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_DURABLE, .rc = CM_EINVAL};
+        if (out.actions & GW_FAIR_DO_SEED) {
+            fs->draw_started_ms = now;
+            char line[96];
+            int len =
+                snprintf(line, sizeof(line), "D %016llx %lld %zu\n", (unsigned long long)fs->seed,
+                         (long long)fs->draw_started_ms, fs->ndraw);
+            ev.rc = gw_fair__log_line(fs, line, (size_t)len, true);
+        } else if (out.actions & GW_FAIR_DO_MAKE_DURABLE) {
+            char path[700];
+            gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
+            ev.rc = log_make_durable(path);
+        }
+        gw_fair_core_step(&fs->core, &ev, now, &out);
+        if (out.actions & GW_FAIR_DO_ORDER)
+            compute_order(fs);
+        if (!fs->seeded || fs->seed_unsynced) { /* nothing decided: the next tick tries again */
+            if (ev.rc != CM_EINVAL)
+                cm_log_error("fair", "cannot record the draw seed; tried again", "sale=%s",
+                             fs->sale_id);
             pthread_mutex_unlock(&fs->mu);
             return;
         }
-        fs->seeded = true;
-        compute_order(fs);
-    } else if (fs->seed_unsynced) {
-        /* a seed the load read back unsynced (gw_fair__log_load): no winner
-         * is drawn with it before it is durable */
-        char path[700];
-        gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
-        if (log_make_durable(path) != 0) {
-            cm_log_error("fair", "cannot record the draw seed; tried again", "sale=%s",
-                         fs->sale_id);
-            pthread_mutex_unlock(&fs->mu);
-            return;
-        }
-        fs->seed_unsynced = false;
     }
     pthread_mutex_unlock(&fs->mu);
 
@@ -633,23 +644,29 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
     pthread_mutex_lock(&fs->mu);
     fs->draw_done_ms = cm_wall_ms();
     /* Every winner's "W" line, then "F": a finished draw's log names all its
-     * winners. The draw is done once "F" is durable, not before: a draw
-     * taken as done without it is resumed by a restart after a power loss,
-     * and that could give an order to an entrant told it lost, after the
-     * sale went first-come (flashgate-sim, docs/simulation.md). Until then
-     * buys get 503 and the next tick writes the lines again. */
-    int lrc = log_winners(fs);
-    if (lrc == 0) {
-        char line[64];
-        int len = snprintf(line, sizeof(line), "F %lld%s\n", (long long)fs->draw_done_ms,
-                           waitlist ? " w" : "");
-        lrc = gw_fair__log_line(fs, line, (size_t)len, false);
-        char path[700];
-        gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
-        if (lrc == 0)
-            lrc = log_make_durable(path);
+     * winners. The draw is done once "F" is durable, not before (the core's
+     * rule): until then buys get 503 and the next tick writes the lines
+     * again. */
+    gw_fair_ev_t ev = {
+        .kind = GW_FAIR_EV_TICK, .closes_at_ms = closes_at_ms, .sale_over = !waitlist};
+    gw_fair_out_t out;
+    gw_fair_core_step(&fs->core, &ev, fs->draw_done_ms, &out);
+    ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = CM_EINVAL};
+    if (out.actions & GW_FAIR_DO_LOG_OUTCOMES) {
+        ev.rc = log_winners(fs);
+        if (ev.rc == 0) {
+            char line[64];
+            int len = snprintf(line, sizeof(line), "F %lld%s\n", (long long)fs->draw_done_ms,
+                               out.waitlist ? " w" : "");
+            ev.rc = gw_fair__log_line(fs, line, (size_t)len, false);
+            char path[700];
+            gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
+            if (ev.rc == 0)
+                ev.rc = log_make_durable(path);
+        }
     }
-    if (lrc != 0) {
+    gw_fair_core_step(&fs->core, &ev, fs->draw_done_ms, &out);
+    if (!(out.actions & GW_FAIR_DO_PUBLISH)) {
         cm_log_error("fair", "cannot record the end of the draw; tried again", "sale=%s",
                      fs->sale_id);
         pthread_mutex_unlock(&fs->mu);
@@ -675,17 +692,6 @@ void gw_fair__entry_reserve_req(const entry_t *e, inv_sale_t *sale, inv_reserve_
     rq->raw_key_fp = e->key_fp;
     snprintf(rq->order_id, sizeof(rq->order_id), "%s", e->order_id);
     rq->qty = e->qty;
-}
-
-static const char *const entry_state_names[GW_ENTRY_STATE_COUNT] = {
-#define XX(n, s) [GW_ENTRY_##n] = s,
-    GW_ENTRY_STATES(XX)
-#undef XX
-};
-
-const char *gw_entry_state_name(gw_entry_state_t s)
-{
-    return (unsigned)s < GW_ENTRY_STATE_COUNT ? entry_state_names[s] : "entered";
 }
 
 void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id)

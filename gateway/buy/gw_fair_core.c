@@ -1,0 +1,359 @@
+/*
+ * The start-window lottery's decisions (gw_fair_core.h): the rules of one
+ * sale's lottery from its first entry to its last winner, in one file, with
+ * no I/O. The shell around it is gw_lottery.c (gw_fair_enter,
+ * gw_fair__log_load, gw_fair__cut_winners, gw_fair__run_draw); the simulator
+ * runs it too (sim/sim_world.c, the lottery's shell there).
+ *
+ * The rules:
+ *   - one entry per person: a person's second entry gets the first back (the
+ *     same account) or a 409 (another account's); an entry is answered only
+ *     once its record is written
+ *   - no entry after the window closes: the draw takes the entrants there
+ *     are when its seed is drawn, and no more (the frozen entrants)
+ *   - the seed is durable before any winner is drawn with it: a seed lost
+ *     to a power loss would draw other winners after these got orders; a
+ *     failed fdatasync of it draws again (a new seed, no winner yet)
+ *   - the order is gw_fair_order of the seed and the frozen entrants' keys
+ *     alone, so a restart, or another gateway, computes the same winners
+ *   - in that order each entrant is accepted while the stock lasts; once it
+ *     is gone the rest are not tried: they lose, or (the sale still on)
+ *     wait in draw order for units freed later (the leftovers)
+ *   - an unreachable inventory stops the draw where it is; the next tick
+ *     resumes it at the same position
+ *   - the draw is done once its winners' records and its end's are
+ *     durable, not before: a draw taken as done without them is resumed by
+ *     a restart, and could give an order to an entrant told it lost
+ *   - a restart resumes a draw cut by a crash with the seed it logged, over
+ *     the entrants logged before it; its winners are those whose records
+ *     say so, or whose orders the spool holds (they were accepted)
+ *   - whether the losers wait for leftovers is decided once (at the draw's
+ *     first step, or by the first end record read): a retried end record
+ *     never flips it
+ */
+#include "gateway/buy/gw_fair_core.h"
+
+#include "common/cm_plant.h"
+
+enum {
+    STAGE_ENTRY = 0,     /* taking entries */
+    STAGE_ENTRY_LOGGING, /* an entry's record is being written */
+    STAGE_SEEDING,       /* the seed's record is being made durable */
+    STAGE_RESYNC,        /* the log read back is being made durable */
+    STAGE_DRAWING,       /* the frozen entrants, in draw order */
+    STAGE_ACCEPTING,     /* an entrant's accept */
+    STAGE_ENDING,        /* the outcomes' records are being made durable */
+    STAGE_DONE,
+};
+
+static const char *const answer_names[GW_FAIR_A_COUNT] = {
+#define XX(n, s) [GW_FAIR_A_##n] = s,
+    GW_FAIR_ANSWERS(XX)
+#undef XX
+};
+
+const char *gw_fair_answer_name(gw_fair_answer_t a)
+{
+    return (unsigned)a < GW_FAIR_A_COUNT ? answer_names[a] : "?";
+}
+
+static const char *const entry_state_names[GW_ENTRY_STATE_COUNT] = {
+#define XX(n, s) [GW_ENTRY_##n] = s,
+    GW_ENTRY_STATES(XX)
+#undef XX
+};
+
+const char *gw_entry_state_name(gw_entry_state_t s)
+{
+    return (unsigned)s < GW_ENTRY_STATE_COUNT ? entry_state_names[s] : "entered";
+}
+
+gw_fair_phase_t gw_fair_phase_at(int64_t starts_at_ms, int64_t early_ms, int64_t window_ms,
+                                 bool drawn, int64_t now_ms)
+{
+    if (window_ms <= 0)
+        return now_ms < starts_at_ms ? GW_FAIR_TOO_EARLY : GW_FAIR_OPEN;
+    if (now_ms < starts_at_ms - early_ms)
+        return GW_FAIR_TOO_EARLY;
+    if (now_ms < starts_at_ms + window_ms)
+        return GW_FAIR_ENTER;
+    return drawn ? GW_FAIR_OPEN : GW_FAIR_DRAWING;
+}
+
+void gw_fair_core_init(gw_fair_core_t *c)
+{
+    uint32_t *perm = c->perm; /* the shell's buffer stays the shell's */
+    *c = (gw_fair_core_t){.perm = perm};
+}
+
+void gw_fair_core_order(gw_fair_core_t *c, const uint64_t *keys)
+{
+    gw_fair_order(keys, c->ndraw, c->seed, c->perm);
+}
+
+gw_entry_state_t gw_fair_core_loser(const gw_fair_core_t *c, bool lost_for_cause)
+{
+    return c->draw_wl == 2 && !lost_for_cause ? GW_ENTRY_WAITLISTED : GW_ENTRY_LOST;
+}
+
+bool gw_fair_core_takes_spooled(const gw_fair_core_t *c)
+{
+    /* planted: a draw cut by a crash forgets the winners the spool holds,
+     * and gives their units a second time when it resumes */
+    return c->seeded && !c->lot_done && !CM_PLANT(FAIR_CUT_FORGETS);
+}
+
+static void answer(gw_fair_out_t *out, gw_fair_answer_t a)
+{
+    out->answer = a;
+}
+
+static void set_state(gw_fair_out_t *out, size_t entry, gw_entry_state_t st)
+{
+    out->actions |= GW_FAIR_DO_SET_STATE;
+    out->entry = entry;
+    out->state = (uint8_t)st;
+}
+
+static void on_enter(gw_fair_core_t *c, const gw_fair_ev_t *ev, int64_t now_ms, gw_fair_out_t *out)
+{
+    if (c->closed || c->lot_stage != STAGE_ENTRY ||
+        (ev->closes_at_ms && now_ms >= ev->closes_at_ms)) {
+        answer(out, GW_FAIR_A_CLOSED);
+        return;
+    }
+    if (ev->opens_at_ms && now_ms < ev->opens_at_ms) {
+        answer(out, GW_FAIR_A_NOT_OPEN);
+        return;
+    }
+    /* planted: a person's second entry by the same account is taken as a
+     * new one (two chances in the draw) */
+    if (ev->found == GW_FAIR_FOUND_SAME && !CM_PLANT(FAIR_TWO_ENTRIES)) {
+        answer(out, GW_FAIR_A_ALREADY);
+        return;
+    }
+    if (ev->found == GW_FAIR_FOUND_OTHER) {
+        answer(out, GW_FAIR_A_OTHER_ACCOUNT);
+        return;
+    }
+    c->lot_stage = STAGE_ENTRY_LOGGING;
+    out->actions = GW_FAIR_DO_APPEND_ENTRY;
+}
+
+static void on_tick(gw_fair_core_t *c, const gw_fair_ev_t *ev, int64_t now_ms, gw_fair_out_t *out)
+{
+    if (c->lot_stage == STAGE_ENTRY) {
+        if (c->closed || !ev->closes_at_ms || now_ms < ev->closes_at_ms)
+            return;
+        /* the window closed: the entrants there are now are the draw's */
+        c->closed = true;
+        c->seed = ev->rnd;
+        c->ndraw = ev->entrants;
+        c->next = 0;
+        c->lot_stage = STAGE_SEEDING;
+        out->actions = GW_FAIR_DO_SEED;
+        return;
+    }
+    if (c->lot_stage != STAGE_DRAWING)
+        return;
+    if (c->seed_unsynced) {
+        c->lot_stage = STAGE_RESYNC;
+        out->actions = GW_FAIR_DO_MAKE_DURABLE;
+        return;
+    }
+    if (!c->draw_wl) /* once: a resumed or retried draw keeps it */
+        c->draw_wl = ev->sale_over ? 1 : 2;
+    out->waitlist = c->draw_wl == 2;
+    if (c->next < c->ndraw) {
+        out->actions = GW_FAIR_DO_DRAW;
+        /* planted: the entrants taken in arrival order, the draw order computed and not used */
+        out->entry = CM_PLANT(FAIR_ARRIVAL_ORDER) ? c->next : c->perm[c->next];
+        return;
+    }
+    c->lot_stage = STAGE_ENDING;
+    out->actions = GW_FAIR_DO_LOG_OUTCOMES;
+}
+
+static void on_seed_durable(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *out)
+{
+    if (c->lot_stage == STAGE_RESYNC) {
+        if (ev->rc == 0)
+            c->seed_unsynced = false;
+        c->lot_stage = STAGE_DRAWING;
+        return;
+    }
+    if (c->lot_stage != STAGE_SEEDING)
+        return;
+    /* planted: a seed whose fdatasync failed is drawn with (a power loss
+     * may lose it after its winners got orders) */
+    if (ev->rc != 0 && !CM_PLANT(FAIR_SEED_UNSYNCED_DRAWS)) {
+        /* nothing decided: the window's entrants, drawn again at a tick */
+        c->closed = false;
+        c->lot_stage = STAGE_ENTRY;
+        return;
+    }
+    c->seeded = true;
+    c->lot_stage = STAGE_DRAWING;
+    out->actions = GW_FAIR_DO_ORDER;
+}
+
+static void on_draw(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *out)
+{
+    if (c->lot_stage != STAGE_DRAWING || c->next >= c->ndraw || c->seed_unsynced)
+        return;
+    size_t i = CM_PLANT(FAIR_ARRIVAL_ORDER) ? c->next : c->perm[c->next];
+    if (ev->state != GW_ENTRY_ENTERED) { /* decided already: its record, or the spool */
+        c->next++;
+        return;
+    }
+    if (!c->exhausted) {
+        c->lot_stage = STAGE_ACCEPTING;
+        out->actions = GW_FAIR_DO_ACCEPT;
+        out->entry = i;
+        return;
+    }
+    set_state(out, i, gw_fair_core_loser(c, false));
+    c->next++;
+}
+
+static void on_accepted(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *out)
+{
+    if (c->lot_stage != STAGE_ACCEPTING)
+        return;
+    c->lot_stage = STAGE_DRAWING;
+    if (ev->acc == GW_FAIR_ACC_FAILED)
+        return; /* the same entrant again at the next tick */
+    size_t i = CM_PLANT(FAIR_ARRIVAL_ORDER) ? c->next : c->perm[c->next];
+    gw_entry_state_t st;
+    switch (ev->acc) {
+    case GW_FAIR_ACC_WON:
+        st = GW_ENTRY_WON;
+        break;
+    case GW_FAIR_ACC_SOLD_OUT: /* short of stock: next in line for units freed later */
+        st = gw_fair_core_loser(c, false);
+        break;
+    default: /* refused (the units went back) or denied: lost for cause */
+        st = GW_ENTRY_LOST;
+        break;
+    }
+    set_state(out, i, st);
+    if (ev->sold_out)
+        c->exhausted = true;
+    c->next++;
+}
+
+static void on_draw_logged(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *out)
+{
+    if (c->lot_stage != STAGE_ENDING)
+        return;
+    if (ev->rc != 0) { /* buys wait (503); the next tick writes the records again */
+        c->lot_stage = STAGE_DRAWING;
+        return;
+    }
+    c->lot_done = true;
+    c->lot_stage = STAGE_DONE;
+    out->actions = GW_FAIR_DO_PUBLISH;
+    out->waitlist = c->draw_wl == 2;
+}
+
+static void on_record(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *out)
+{
+    switch (ev->rec) {
+    case GW_FAIR_REC_ENTRY:
+        if (ev->found == GW_FAIR_FOUND_NONE) /* the person's first entry is its entry */
+            out->actions = GW_FAIR_DO_ADD_ENTRY;
+        return;
+    case GW_FAIR_REC_SEED:
+        /* planted: the logged seed is not read, the draw is seeded again */
+        if (CM_PLANT(FAIR_NEW_SEED))
+            return;
+        /* a later seed record is a retried draw's: it decides */
+        c->seeded = c->closed = true;
+        c->seed = ev->seed;
+        c->ndraw = ev->entrants;
+        return;
+    case GW_FAIR_REC_WON:
+        if (c->seeded && ev->within) { /* the record's entry won */
+            out->actions = GW_FAIR_DO_SET_STATE;
+            out->state = GW_ENTRY_WON;
+        }
+        return;
+    case GW_FAIR_REC_END:
+        c->lot_finished = true;
+        if (!c->draw_wl) /* the first end record decides; a later one is a retried write */
+            c->draw_wl = ev->waitlist ? 2 : 1;
+        return;
+    }
+}
+
+static void on_loaded(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *out)
+{
+    if (!c->seeded) {
+        c->lot_stage = STAGE_ENTRY;
+        return;
+    }
+    out->actions = GW_FAIR_DO_ORDER;
+    c->lot_stage = STAGE_DRAWING;
+    if (!c->lot_finished) {
+        /* the seed may read back only from the page cache (its fdatasync
+         * failed, then a kill -9): no winner is drawn with it before the log
+         * is made durable */
+        c->seed_unsynced = ev->rc != 0;
+        return;
+    }
+    /* decided; done once the end is durable, else the next tick writes the
+     * records again */
+    out->actions |= GW_FAIR_DO_LEFTOVERS;
+    c->next = c->ndraw;
+    out->waitlist = c->draw_wl == 2;
+    if (ev->rc == 0) {
+        c->lot_done = true;
+        c->lot_stage = STAGE_DONE;
+        out->actions |= GW_FAIR_DO_PUBLISH;
+    }
+}
+
+void gw_fair_core_step(gw_fair_core_t *c, const gw_fair_ev_t *ev, int64_t now_ms,
+                       gw_fair_out_t *out)
+{
+    *out = (gw_fair_out_t){.answer = GW_FAIR_A_NONE};
+    switch (ev->kind) {
+    case GW_FAIR_EV_ENTER:
+        on_enter(c, ev, now_ms, out);
+        break;
+    case GW_FAIR_EV_ENTRY_LOGGED:
+        if (c->lot_stage != STAGE_ENTRY_LOGGING)
+            break;
+        c->lot_stage = STAGE_ENTRY;
+        if (ev->rc != 0) {
+            answer(out, GW_FAIR_A_LOG_FAILED);
+            break;
+        }
+        answer(out, GW_FAIR_A_ENTERED);
+        out->actions = GW_FAIR_DO_ADD_ENTRY;
+        break;
+    case GW_FAIR_EV_TICK:
+        on_tick(c, ev, now_ms, out);
+        break;
+    case GW_FAIR_EV_SEED_DURABLE:
+        on_seed_durable(c, ev, out);
+        break;
+    case GW_FAIR_EV_DRAW:
+        on_draw(c, ev, out);
+        break;
+    case GW_FAIR_EV_ACCEPTED:
+        on_accepted(c, ev, out);
+        break;
+    case GW_FAIR_EV_DRAW_LOGGED:
+        on_draw_logged(c, ev, out);
+        break;
+    case GW_FAIR_EV_RECORD:
+        if (c->lot_stage == STAGE_ENTRY)
+            on_record(c, ev, out);
+        break;
+    case GW_FAIR_EV_LOADED:
+        if (c->lot_stage == STAGE_ENTRY)
+            on_loaded(c, ev, out);
+        break;
+    }
+}
