@@ -17,6 +17,20 @@ script, tokens minted by BIN_DIR's flashgate-token): jwt-acc (202, identity.mode
 every token new: one signature check each) against none-acc (202, the same users in the
 body), jwt-retry (409, jwt, 64 tokens over and over: each a cache hit) against
 retry-bytes (409, none, the same bytes: the token's header sent, unread).
+Fairness (docs/api.md "Start-window lottery", "Waiting room"): lot-entry (202 "entered":
+entries of a start-window lottery whose window is open for the whole run, its starts_at 30
+min ahead with fair_early_ms 3,600,000, a new user per request from buy.lua's 10,000
+addresses; nothing bounds a sale's entries but memory: an entry_t of ~340 B in a vector
+that doubles) and room-buy (202 "queued": first-come buys through a waiting room of
+waiting_room_rate 1,000,000, whose front runs a second of admissions ahead of its queue, so
+that every join is admitted at once; each buy names its own user and carries that user's
+unspent X-Admission-Token, fetched by joining the room, GET /v1/sales/room/queue?user_id=U,
+before the warm-up; then a 1.1 s pause, so that the join's per-user bucket is full again at
+the buy). room-buy's run ends when its ROOM_TOKENS run out, if SECONDS does not end it
+first: a room's spent-token table holds 262,144 in buckets of 16 (a full bucket is 503
+admission_busy), and a token lives 120 s from its join. Both count their answers by kind
+(wrklua.KINDS_LUA) and stop, printing the mix, unless 99% of the warm-up's and the run's
+are the case's.
 PROFILE_IDENTITY=jwt runs sold, later, nosale and rate on a jwt-mode gateway (their requests
 carry no token: the answers that need no identity). One `flashgate --threads 1` with the
 bench's flags (identity.mode=none: the body's user_id), a 1 s warm-up, then `wrk -t1 -cCONNS -dSECONDS`. MODE:
@@ -62,15 +76,17 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from http.client import HTTPConnection, HTTPException
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench import (PEER_LIKE, RATE_LIMITED_LUA, free_port, nginx_worker, start_nginx,  # noqa: E402
                    start_redis, stop)
-from wrklua import ANSWERS_LUA  # noqa: E402
+from wrklua import ANSWERS_LUA, KINDS_LUA  # noqa: E402
 from bench_identity import TOKENS_LUA  # noqa: E402
 
 # bench_identity.py's cases: (identity.mode, wrk TOKENS_LUA mode, sale, cycle)
@@ -78,6 +94,14 @@ ID_CASES = {"jwt-acc": ("jwt", "jwt", "acc", 0), "none-acc": ("none", "body", "a
             "jwt-retry": ("jwt", "jwt", "retry", 64),
             "retry-bytes": ("none", "bodyhdr", "retry", 64)}
 ID_TOKENS = 60000  # jwt-acc's tokens (valgrind answers ~100/s); warm-up and run each half
+
+# room-buy's tokens: the warm-up's and the run's (under the spent table's 262,144, far from
+# a full bucket of 16), and how long their fetch may take (a token lives 120 s from its join)
+ROOM_TOKENS = (4000, 56000)
+ROOM_FETCH_MAX_S = 80
+# the answer each fairness case must give (wrklua.KINDS_LUA's kind), at least KIND_SHARE of them
+FAIR_KIND = {"lot-entry": "202-entered", "room-buy": "202-queued"}
+KIND_SHARE = 0.99
 
 TOKEN = "profile-token-0123456789abcdef"
 HUGE = 10 ** 9
@@ -102,6 +126,52 @@ end
 """ + ANSWERS_LUA
 
 
+# wrk: buy.lua's requests (a new body user_id PREFIX-N each, from 10,000 X-Forwarded-For
+# addresses) without its thread numbering: args SALE PREFIX (the warm-up's users are not the
+# run's, so that every answer of a lottery is a new entry); answers counted by kind
+LOT_LUA = r"""
+local sale, prefix, counter = "lot", "u", 0
+function init(args)
+   sale, prefix = args[1], args[2]
+   wrk.method = "POST"
+   wrk.path = "/v1/sales/" .. sale .. "/orders"
+   wrk.headers["Content-Type"] = "application/json"
+end
+function request()
+   counter = counter + 1
+   local a = counter % 10000
+   wrk.headers["X-Forwarded-For"] = string.format("198.18.%d.%d", math.floor(a / 256), a % 256)
+   return wrk.format(nil, nil, nil, string.format('{"user_id":"%s-%d","qty":1}', prefix, counter))
+end
+""" + KINDS_LUA
+
+# wrk: args SALE FILE, FILE's lines "USER TOKEN": one line per request, USER the body's
+# user_id and TOKEN its X-Admission-Token (LOT_LUA's addresses); the thread stops when the
+# lines run out, so no token is sent twice but by the requests already on their way
+ROOM_LUA = r"""
+local sale, users, toks, i = "room", {}, {}, 0
+function init(args)
+   sale = args[1]
+   for line in io.lines(args[2]) do
+      local u, t = string.match(line, "^(%S+) (%S+)$")
+      table.insert(users, u)
+      table.insert(toks, t)
+   end
+   wrk.method = "POST"
+   wrk.path = "/v1/sales/" .. sale .. "/orders"
+   wrk.headers["Content-Type"] = "application/json"
+end
+function request()
+   i = i + 1
+   if i > #toks then wrk.thread:stop() i = #toks end
+   local a = i % 10000
+   wrk.headers["X-Forwarded-For"] = string.format("198.18.%d.%d", math.floor(a / 256), a % 256)
+   wrk.headers["X-Admission-Token"] = toks[i]
+   return wrk.format(nil, nil, nil, '{"user_id":"' .. users[i] .. '","qty":1}')
+end
+""" + KINDS_LUA
+
+
 def http(port, method, path, body=None, tok=None):
     h = {"Content-Type": "application/json"}
     if tok:
@@ -114,6 +184,70 @@ def http(port, method, path, body=None, tok=None):
             return f.status
     except urllib.error.HTTPError as e:
         return e.code
+
+
+def room_tokens(port, sale, prefix, n, conns=4):
+    """["USER TOKEN", ...]: users PREFIX-0..n-1 each join the sale's waiting room
+    (GET /v1/sales/SALE/queue?user_id=U) over conns kept connections and give the
+    admission token the answer carries; a place not admitted yet is asked again with its
+    ticket (no rate limit applies to it), a 503 again as it was, for up to 5 s. Exits
+    naming the answer otherwise."""
+    out, errs = [None] * n, []
+
+    def get(c, path):
+        c.request("GET", path)
+        r = c.getresponse()
+        body = r.read()
+        return r.status, json.loads(body) if body.startswith(b"{") else {}
+
+    def part(k):
+        c = HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            for j in range(k, n, conns):
+                u = "%s-%d" % (prefix, j)
+                path = "/v1/sales/%s/queue?user_id=%s" % (sale, u)
+                st, a = get(c, path)
+                for _ in range(250):
+                    if st == 200 and "ticket" in a and "admission_token" not in a:
+                        path = "/v1/sales/%s/queue?user_id=%s&ticket=%s" % (sale, u, a["ticket"])
+                    elif st != 503:  # 503: the overload's queue_time on a busy machine
+                        break
+                    time.sleep(0.02)
+                    st, a = get(c, path)
+                if st != 200 or "admission_token" not in a:
+                    errs.append("%s: %d %s" % (u, st, json.dumps(a)[:200]))
+                    return
+                out[j] = u + " " + a["admission_token"]
+        except (OSError, ValueError, HTTPException) as e:
+            errs.append("join: %r" % e)
+        finally:
+            c.close()
+
+    ts = [threading.Thread(target=part, args=(k,)) for k in range(conns)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errs:
+        sys.exit("profile: no admission token for " + errs[0])
+    return out
+
+
+def answer_kinds(out):
+    """{kind: count} of a KINDS_LUA script's "answers:" line"""
+    m = re.search(r"^answers:(.*)$", out, re.M)
+    return {k: int(v) for k, v in (x.rsplit("=", 1) for x in m.group(1).split())} if m else {}
+
+
+def check_kinds(case, what, n, out):
+    """the answers of a fairness case's wrk run by kind; exits printing them unless at least
+    KIND_SHARE of wrk's n answers, and of those counted, are FAIR_KIND[case]"""
+    kinds = answer_kinds(out)
+    good = kinds.get(FAIR_KIND[case], 0)
+    if not n or good < KIND_SHARE * n or good < KIND_SHARE * sum(kinds.values()):
+        sys.exit("profile: %s %s: %d of %d answers are %s: %s\n%s" %
+                 (case, what, good, n, FAIR_KIND[case], json.dumps(kinds), out))
+    return kinds
 
 
 def ctxsw(pid):
@@ -150,7 +284,7 @@ def ticks(pid):
     return int(f[11]), int(f[12])
 
 
-WRK_CPU = [0.0]  # the last wrk run's utime+stime, seconds
+WRK_CPU = [0.0, 1.0]  # the last wrk run's utime+stime and its length (wrk's), seconds
 
 
 def cap(pid, spec, tmp):
@@ -181,9 +315,10 @@ def wrk(port, conns, secs, script, sale):
                          capture_output=True, text=True).stdout
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     WRK_CPU[0] = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
-    m = re.search(r"(\d+) requests in", out)
+    m = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)", out)
     if not m:
         sys.exit("profile: wrk gave no count:\n" + out)
+    WRK_CPU[1] = max(float(m.group(2)) * {"ms": 1e-3, "s": 1, "m": 60}[m.group(3)], 1e-3)
     return int(m.group(1)), out
 
 
@@ -271,6 +406,19 @@ def main():
             http(admin, "PUT", "/admin/v1/sales/later",
                  {"stock": HUGE, "per_user_limit": 1, "starts_at":
                   time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))}, TOKEN)
+        fair = None
+        if case == "lot-entry":  # entries from 30 min ago until 40 min ahead
+            fair = ("lot", {"starts_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                       time.gmtime(time.time() + 1800)),
+                            "fair_window_ms": 600000, "fair_early_ms": 3600000})
+        if case == "room-buy":
+            fair = ("room", {"waiting_room_rate": 1000000})
+        if fair:
+            body = dict(fair[1], stock=HUGE, per_user_limit=1)
+            st = http(admin, "PUT", "/admin/v1/sales/" + fair[0], body, TOKEN)
+            if st not in (200, 201):
+                sys.exit("profile: PUT /admin/v1/sales/%s %s: %d" %
+                         (fair[0], json.dumps(body), st))
         rate = os.path.join(tmp, "rate.lua")
         with open(rate, "w") as f:
             f.write(RATE_LIMITED_LUA)
@@ -292,6 +440,28 @@ def main():
             for name, part in (("warm", warm_toks), ("run", toks[n // 2:] if cycle == 0 else toks)):
                 with open(os.path.join(tmp, name + "-tokens.txt"), "w") as f:
                     f.write("\n".join(part) + "\n")
+        if case == "room-buy":
+            # the room's front moves with the lottery thread's tick: joins once it has
+            for _ in range(100):
+                c = HTTPConnection("127.0.0.1", port, timeout=10)
+                c.request("GET", "/v1/sales/room/queue")
+                page = json.loads(c.getresponse().read())
+                c.close()
+                if page.get("admitting_through", 0) > sum(ROOM_TOKENS):
+                    break
+                time.sleep(0.05)
+            t_fetch = time.monotonic()
+            for name, prefix, k in (("warm", "rw", ROOM_TOKENS[0]), ("run", "rr", ROOM_TOKENS[1])):
+                with open(os.path.join(tmp, name + "-room.txt"), "w") as f:
+                    f.write("\n".join(room_tokens(port, "room", prefix, k)) + "\n")
+            t_fetch = time.monotonic() - t_fetch
+            if t_fetch > ROOM_FETCH_MAX_S:
+                sys.exit("profile: fetching %d admission tokens took %.0f s: they live 120 s"
+                         % (sum(ROOM_TOKENS), t_fetch))
+            time.sleep(1.1)  # the joins' per-user buckets full again (limits.user_rps 1)
+        for name, lua in (("lot", LOT_LUA), ("room", ROOM_LUA)):
+            with open(os.path.join(tmp, name + ".lua"), "w") as f:
+                f.write(lua)
         script, sale = {"sold": (os.path.join(wrkdir, "sold_out.lua"), "so"),
                         "floor": (os.path.join(wrkdir, "sold_out.lua"), "so"),
                         "nginx": (os.path.join(wrkdir, "sold_out.lua"), "so"),
@@ -301,17 +471,27 @@ def main():
                         "nginx-rate": (rate, "rl"),  # the 429's peer in bench.py
                         "acc": (os.path.join(wrkdir, "buy.lua"), "acc"),
                         "mem": (os.path.join(wrkdir, "buy.lua"), "acc"),
-                        "redis": (os.path.join(wrkdir, "buy.lua"), "acc")}.get(case, (None, None))
+                        "redis": (os.path.join(wrkdir, "buy.lua"), "acc"),
+                        "lot-entry": (os.path.join(tmp, "lot.lua"), ["lot", "lr"]),
+                        "room-buy": (os.path.join(tmp, "room.lua"),
+                                     ["room", os.path.join(tmp, "run-room.txt")])
+                        }.get(case, (None, None))
         if case in ID_CASES:  # wrk's args: sale, token file, mode, cycle
             script = toks_lua
             sale = [idsale, os.path.join(tmp, "run-tokens.txt"), idmode, str(cycle)]
         group = cap(target, os.environ["PROFILE_CAP"], tmp) if os.environ.get("PROFILE_CAP") \
             else None
-        # warm-up (the accepted case on its own sale: buy.lua's users restart at 1)
-        wrk(port, conns, 1, script,
-            ["warm" if cycle == 0 else idsale, os.path.join(tmp, "warm-tokens.txt"), idmode,
-             str(cycle)] if case in ID_CASES else
-            "warm" if case in ("acc", "mem", "redis") else sale)
+        # warm-up (the accepted case on its own sale: buy.lua's users restart at 1; the
+        # fairness cases on theirs with users of their own)
+        wn, wout = wrk(port, conns, 1, script,
+                       ["warm" if cycle == 0 else idsale, os.path.join(tmp, "warm-tokens.txt"),
+                        idmode, str(cycle)] if case in ID_CASES else
+                       "warm" if case in ("acc", "mem", "redis") else
+                       ["lot", "lw"] if case == "lot-entry" else
+                       ["room", os.path.join(tmp, "warm-room.txt")] if case == "room-buy" else
+                       sale)
+        if case in FAIR_KIND:
+            check_kinds(case, "warm-up", wn, wout)
         perf, eps = perf_stat(target) if mode == "sys" else (None, [])
         pdata = os.path.join(tmp, "perf.data")
         if mode in ("perf", "perfg"):
@@ -334,7 +514,9 @@ def main():
                "sleeps_per_answer": round((s1[0] - s0[0]) / n, 3),
                "preempted_per_answer": round((s1[1] - s0[1]) / n, 3),
                "wrk_cpu_us": round(WRK_CPU[0] * 1e6 / n, 2),
-               "wrk_busy": round(WRK_CPU[0] / secs, 3)}
+               "wrk_busy": round(WRK_CPU[0] / WRK_CPU[1], 3)}
+        if case in FAIR_KIND:
+            res["answers_by_kind"] = check_kinds(case, "run", n, out)
         if mode in ("perf", "perfg"):
             rec.send_signal(signal.SIGINT)
             rec.wait(timeout=120)

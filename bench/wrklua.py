@@ -21,3 +21,37 @@ function done(summary, latency, requests)
    io.write("\n")
 end
 """
+
+# The answer count by kind, for scripts whose answers share a status: as ANSWERS_LUA, but
+# each answer is counted under "STATUS-WHAT", WHAT the body's "status" for a 202
+# ("202-entered", "202-queued"; "-duplicate" added for a lottery entry given back) and its
+# "reason", else its "error", for any other status ("403-admission_spent", "429-rate_limited").
+# done() prints "answers: 202-queued=N 403-admission_spent=M" (profile.answer_kinds reads
+# it). Defines setup, response and done as ANSWERS_LUA does.
+KINDS_LUA = r"""
+statuses = {}
+local kind_threads = {}
+function setup(thread) table.insert(kind_threads, thread) end
+function response(status, headers, body)
+   local k = tostring(status)
+   body = body or ""
+   if status == 202 then
+      k = k .. "-" .. (string.match(body, '"status":"([%w_]+)"') or "none")
+      if string.find(body, '"duplicate":true', 1, true) then k = k .. "-duplicate" end
+   else
+      local why = string.match(body, '"reason":"([%w_]+)"') or
+                  string.match(body, '"error":"([%w_]+)"')
+      if why then k = k .. "-" .. why end
+   end
+   statuses[k] = (statuses[k] or 0) + 1
+end
+function done(summary, latency, requests)
+   local total = {}
+   for _, t in ipairs(kind_threads) do
+      for k, n in pairs(t:get("statuses") or {}) do total[k] = (total[k] or 0) + n end
+   end
+   io.write("answers:")
+   for k, n in pairs(total) do io.write(string.format(" %s=%d", k, n)) end
+   io.write("\n")
+end
+"""
