@@ -33,10 +33,10 @@ static int take(void *ctx, const gw_accept_req_t *req, gw_accept_t *a)
         if (c != INV_RESERVED)
             return c < 0 ? c : CM_EBACKEND;
     } else if (rc != INV_RESERVED) {
-        return rc == INV_SOLD_OUT           ? GW_ACCEPT_SOLD_OUT
-               : rc == INV_UNKNOWN_SALE     ? GW_ACCEPT_UNKNOWN_SALE
+        return rc == INV_SOLD_OUT          ? GW_ACCEPT_SOLD_OUT
+               : rc == INV_UNKNOWN_SALE    ? GW_ACCEPT_UNKNOWN_SALE
                : rc == INV_RESERVED_BEFORE ? GW_ACCEPT_BEFORE
-                                            : GW_ACCEPT_REFUSED;
+                                           : GW_ACCEPT_REFUSED;
     }
     gw_order_of_reserve(&a->o, rq, req->user, req->sale_id, req->accepted_at_ms, srv->node_id);
     a->fresh = true;

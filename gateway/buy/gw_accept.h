@@ -49,9 +49,9 @@ typedef struct gw_accept_req {
 /* One order the sequence made or found. */
 typedef struct gw_accept {
     oq_order_t o;
-    oq_pos_t end;  /* where its record ends in the spool */
-    bool fresh;    /* spooled by take; false: found in the spool (find) */
-    bool durable;  /* commit: the record is durable */
+    oq_pos_t end; /* where its record ends in the spool */
+    bool fresh;   /* spooled by take; false: found in the spool (find) */
+    bool durable; /* commit: the record is durable */
 } gw_accept_t;
 
 typedef struct gw_accept_ops {
@@ -83,8 +83,7 @@ typedef struct gw_acceptor {
  * counters and relay. Single-threaded init. */
 gw_acceptor_t gw_acceptor(gw_server_t *srv);
 
-static inline int gw_accept_take(const gw_acceptor_t *x, const gw_accept_req_t *req,
-                                 gw_accept_t *a)
+static inline int gw_accept_take(const gw_acceptor_t *x, const gw_accept_req_t *req, gw_accept_t *a)
 {
     return x->ops->take(x->ctx, req, a);
 }
