@@ -1,8 +1,9 @@
 /*
  * gateway/buy: the sale routes (gw_buy.c: buy, order, sale), the releaser
- * (gw_release.c: units given back and compensation) and the start-window
- * lottery and waiting room (gw_fair.h). Uses gateway/base, edge and
- * overload; never gateway/proxy.
+ * (gw_release.c: units given back and compensation), the start-window
+ * lottery and waiting room (gw_fair.h), and the accept sequence through
+ * which their winners become orders (gw_accept.h). Uses gateway/base, edge
+ * and overload; never gateway/proxy.
  */
 #ifndef GW_BUY_H
 #define GW_BUY_H
