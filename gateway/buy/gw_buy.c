@@ -42,12 +42,6 @@
 #include <string.h>
 
 
-static uint64_t ceil_s(uint64_t ns)
-{
-    uint64_t s = (ns + 999999999ull) / 1000000000ull;
-    return s ? s : 1;
-}
-
 static const char *const sale_state_names[GW_SALE_STATE_COUNT] = {
 #define XX(n, s) [GW_SALE_##n] = s,
     GW_SALE_STATES(XX)
@@ -333,52 +327,6 @@ bool gw_idem_key_valid(const char *k, size_t len)
     return inv_idem_key_valid(k, len); /* one rule, the inventory's */
 }
 
-static void reply_rate_limited(gw_req_t *r, const gw_limit_verdict_t *v)
-{
-    gw_worker_t *w = r->w;
-    atomic_fetch_add_explicit(&w->ctr.rate_limited[v->scope], 1, memory_order_relaxed);
-    uint64_t retry = ceil_s(v->retry_after_ns);
-    uint64_t window = v->policy.rate_milli
-                          ? (v->policy.burst * 1000ull + v->policy.rate_milli - 1) /
-                                v->policy.rate_milli
-                          : 1;
-    if (!window)
-        window = 1;
-    /*
-     * A crowd refused by one scope gets the same answer over and over (same
-     * policy, retry and remaining): keep the last one per scope prepared, as
-     * for sold out, so a refusal costs no response building.
-     */
-    gw_rl_cache_t *c = &w->rl_cache[v->scope];
-    if (c->resp && c->retry == retry && c->burst == v->policy.burst && c->window == window &&
-        c->remaining == v->remaining) {
-        r->cached = c->resp;
-        r->cached_reply = GW_R_RATE_LIMITED;
-        return;
-    }
-    const char *scope = gw_scope_name(v->scope);
-    char extra[96];
-    snprintf(extra, sizeof(extra), "\"scope\":\"%s\",\"retry_after\":%llu", scope,
-             (unsigned long long)retry);
-    gw_resp_error(&r->resp, GW_R_RATE_LIMITED, extra,
-                  "too many requests (%s limit); retry after %llu s", scope,
-                  (unsigned long long)retry);
-    gw_resp_retry_after(&r->resp, retry);
-    gw_resp_header(&r->resp, "RateLimit-Policy", "\"%s\";q=%llu;w=%llu", scope,
-                   (unsigned long long)v->policy.burst, (unsigned long long)window);
-    gw_resp_header(&r->resp, "RateLimit", "\"%s\";r=%llu;t=%llu", scope,
-                   (unsigned long long)v->remaining, (unsigned long long)retry);
-    gw_prep_t *mr = gw_prep_new(&r->resp, w); /* its Date follows w's (gw_prep_redate) */
-    gw_prep_free(c->resp);
-    c->resp = mr;
-    c->retry = retry;
-    c->burst = v->policy.burst;
-    c->window = window;
-    c->remaining = v->remaining;
-    r->cached = mr;
-    r->cached_reply = GW_R_RATE_LIMITED;
-}
-
 static void buy_finish(gw_req_t *r);
 
 static void hold(gw_req_t *r)
@@ -557,7 +505,7 @@ static void reply_entered(gw_req_t *r, const gw_fair_ticket_t *t, bool again, in
     gw_resp_header(p, "Location", "/v1/orders/%s?token=%s", t->order_id, tok);
     gw_resp_header(p, "Cache-Control", "no-store");
     int64_t wait = t->draw_at_ms > now_ms ? t->draw_at_ms - now_ms : 0;
-    gw_resp_retry_after(p, (unsigned long long)ceil_s((uint64_t)wait * 1000000ull));
+    gw_resp_retry_after(p, (unsigned long long)gw_retry_after_s((uint64_t)wait * 1000000ull));
 }
 
 /* The 410 of a first-come buy while a drawn lottery's losers wait (gw_fair_waitlist_open). */
@@ -994,7 +942,7 @@ static void head_answer(gw_req_t *r, const buy_ctx_t *x, const gw_buy_out_t *out
             gw_resp_sold_out(&r->resp, r->id);
     } else if (out->answer == GW_BUY_A_NOT_STARTED) {
         uint64_t wait_ns = (uint64_t)(x->info.starts_at_ms - x->now_ms) * 1000000ull;
-        r->cached = gw_not_started_response(w, x->sale, r->id, ceil_s(wait_ns));
+        r->cached = gw_not_started_response(w, x->sale, r->id, gw_retry_after_s(wait_ns));
         r->cached_reply = GW_R_NOT_STARTED;
     } else {
         buy_say(r, out);
@@ -1033,7 +981,7 @@ static bool buyer_facts(gw_req_t *r, buy_ctx_t *x)
         gw_limits_admit_ip(srv->limits, (const char *)x->ipkey, x->iplen, w->now_ns, &x->v);
         if (!x->v.allowed) {
             gw_hitters_add(w, NULL, x->ipkey, x->iplen);
-            reply_rate_limited(r, &x->v);
+            gw_buy_rate_limited(r, &x->v);
             return false;
         }
         if (!gw_identity_buy(r))
@@ -1206,7 +1154,7 @@ static bool buy_handle(gw_req_t *r)
     gw_buy_core_step(c, &ev, x.now_ms, &out);
     if (out.answer == GW_BUY_A_RATE_LIMITED) {
         gw_hitters_add(r->w, r->res.user_id, x.ipkey, x.iplen);
-        reply_rate_limited(r, &x.v);
+        gw_buy_rate_limited(r, &x.v);
         return false;
     }
     if (out.actions & GW_BUY_DO_ENTER) {
@@ -1544,7 +1492,7 @@ void gw_room_handle(gw_req_t *r)
         gw_limits_admit_ip(srv->limits, (const char *)ipkey, iplen, r->w->now_ns, &lv);
         if (!lv.allowed) {
             gw_hitters_add(r->w, NULL, ipkey, iplen);
-            reply_rate_limited(r, &lv);
+            gw_buy_rate_limited(r, &lv);
             return;
         }
         if (!gw_identity_check(r, user, verified))
@@ -1587,7 +1535,7 @@ void gw_room_handle(gw_req_t *r)
                         identity ? 0 : iplen, r->id, strlen(r->id), r->w->now_ns, &lv);
         if (!lv.allowed) {
             gw_hitters_add(r->w, user, ipkey, iplen);
-            reply_rate_limited(r, &lv);
+            gw_buy_rate_limited(r, &lv);
             return;
         }
     }
@@ -1771,9 +1719,4 @@ gw_prep_t *gw_sold_out_response(gw_worker_t *w, const inv_sale_t *sale)
     w->buy.sold_out_cache[w->buy.nsold_out].resp = mr;
     w->buy.nsold_out++;
     return mr;
-}
-
-void gw_buy_rate_limited(gw_req_t *r, const gw_limit_verdict_t *v)
-{
-    reply_rate_limited(r, v);
 }

@@ -346,10 +346,11 @@ static int mkdir_one(const char *p)
     return mkdir(p, 0755) == 0 || errno == EEXIST ? 0 : CM_EIO;
 }
 
-int gw_fair_open(gw_server_t *srv, char *errbuf, size_t errlen)
+int gw_fair_open(gw_server_t *srv, gw_acceptor_t accept, char *errbuf, size_t errlen)
 {
     gw_fair_t *f = cm_xcalloc(1, sizeof(*f));
     f->srv = srv;
+    f->accept = accept;
     pthread_mutex_init(&f->tick_mu, NULL);
     pthread_mutex_init(&f->mu, NULL);
     pthread_mutex_init(&f->unclaim_mu, NULL);

@@ -44,6 +44,7 @@
 #define GW_FAIR_H
 
 #include "common/cm_hash.h"
+#include "gateway/buy/gw_accept.h"
 #include "inventory/inv.h"
 
 #include <pthread.h>
@@ -85,10 +86,12 @@ void gw_fair_order(const uint64_t *keys, size_t n, uint64_t seed, uint32_t *perm
 /*
  * Opens the lottery: loads <data_dir>/fair.json and every sale's entry log.
  * Call after the spool replay (winners are known from it) and before the
- * workers start; gw_fair_start_thread starts the drawing thread.
+ * workers start; gw_fair_start_thread starts the drawing thread. accept
+ * turns winners and promotions into orders (gw_accept.h, gw_acceptor):
+ * fairness calls the sale path through it alone.
  * Returns 0 or a negative cm_err_t with a reason.
  */
-int gw_fair_open(struct gw_server *srv, char *errbuf, size_t errlen);
+int gw_fair_open(struct gw_server *srv, gw_acceptor_t accept, char *errbuf, size_t errlen);
 int gw_fair_start_thread(struct gw_server *srv, char *errbuf, size_t errlen);
 /* Stops the thread (it spools and reserves: before the workers stop). */
 void gw_fair_stop_thread(struct gw_server *srv);

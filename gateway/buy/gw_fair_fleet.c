@@ -14,9 +14,7 @@
 #include "common/cm_url.h"
 #include "gateway/base/gw_base.h"
 #include "gateway/base/gw_fleet.h"
-#include "gateway/buy/gw_buy.h"
 #include "gateway/buy/gw_elig.h"
-#include "gateway/buy/gw_identity.h"
 #include "gateway/edge/gw_edge.h"
 #include "gateway/overload/gw_ol.h"
 #include "inventory/inv_fleet.h"
@@ -524,26 +522,24 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
         if (fleet_won(&d, e->person) || fleet_refused(&d, e->person))
             continue; /* a drawer before us admitted it (or its spool refused it) */
         inv_reserve_req_t rq;
-        memset(&rq, 0, sizeof(rq));
-        rq.sale = sale;
-        snprintf(rq.user_id, sizeof(rq.user_id), "%s", e->person); /* the mark: inv.h */
+        gw_fair__entry_reserve_req(e, sale, &rq);
         /* a key, so a drawer that resumes after a crash finds the order, not a second one */
-        if (e->idem[0])
-            memcpy(rq.idem_key, e->idem, sizeof(rq.idem_key));
-        else
+        if (!rq.idem_key[0])
             snprintf(rq.idem_key, sizeof(rq.idem_key), "fair-%s", e->order_id);
-        snprintf(rq.order_id, sizeof(rq.order_id), "%s", e->order_id);
-        rq.qty = e->qty;
         /* once per order id: reserved before and released since (a drawer
          * died between this winner's reserve and :won, and its order failed
          * or was cancelled meanwhile, which took its key with it), it is a
          * winner already, not an entrant to reserve again */
-        int rc = inv_reserve_once(f->inv, &rq);
+        gw_accept_req_t ar = {.inv = f->inv, .rq = &rq, .sale_id = fs->sale_id,
+                              .user = e->user_id, .accepted_at_ms = cm_wall_ms(),
+                              .why = "lottery winner not accepted: spool refused"};
+        gw_accept_t a;
+        int rc = gw_accept_take(&f->accept, &ar, &a);
         if (rc < 0) {
             failed = true;
             break;
         }
-        if (rc == INV_RESERVED_BEFORE) {
+        if (rc == GW_ACCEPT_BEFORE) {
             if (!fconn(f) || !fok(f,
                                   inv_lottery_winner_put(f->rc, fs->sale_id, e->person, e->order_id,
                                                          why, sizeof(why)),
@@ -555,37 +551,23 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
                         "sale=%s order=%s", fs->sale_id, e->order_id);
             continue;
         }
-        bool again = rc == INV_DUPLICATE && strcmp(rq.order_id, e->order_id) == 0;
-        /* Found held (a drawer that died after its reserve, or whose spool
-         * refused the order and whose give-back is still pending): claimed
-         * before it is spooled, so that give-back leaves it held; given back
-         * already, the next tick reserves it anew (its key is free). */
-        if (again && inv_claim(f->inv, &rq) != INV_RESERVED) {
-            failed = true;
-            break;
-        }
-        if (rc == INV_RESERVED || again) {
-            oq_order_t o;
-            gw_order_of_reserve(&o, &rq, e->user_id, fs->sale_id, cm_wall_ms(), srv->node_id);
-            const oq_order_t *one = &o;
-            oq_pos_t end;
-            int arc = oq_spool_append_batch(srv->spool, &one, 1, NULL, &end);
-            if (arc != 0) {
-                gw_release_unaccepted(srv, &o, "lottery winner not accepted: spool refused");
-                /* Not a winner: recorded, so that a drawer that resumes does not take the
-                 * order's mark (inv_reserve_once) for a winner released since. */
-                if (!fconn(f) ||
-                    !fok(f,
-                         inv_lottery_winner_put(f->rc, fs->sale_id, e->person,
-                                                INV_LOTTERY_NOT_ACCEPTED, why, sizeof(why)),
-                         why)) {
-                    failed = true;
-                    break;
-                }
-                continue;
+        if (rc == GW_ACCEPT_SPOOL_REFUSED) {
+            /* Not a winner: recorded, so that a drawer that resumes does not take the
+             * order's mark (inv_reserve_once) for a winner released since. */
+            if (!fconn(f) ||
+                !fok(f,
+                     inv_lottery_winner_put(f->rc, fs->sale_id, e->person,
+                                            INV_LOTTERY_NOT_ACCEPTED, why, sizeof(why)),
+                     why)) {
+                failed = true;
+                break;
             }
+            continue;
+        }
+        if (rc == GW_ACCEPT_SPOOLED) {
             /* its own record only: durable is a winner, whatever fdatasync failed after */
-            if (oq_spool_commit_to(srv->spool, end) != 0 || !fconn(f) ||
+            gw_accept_commit(&f->accept, &a, 1);
+            if (!a.durable || !fconn(f) ||
                 !fok(f,
                      inv_lottery_winner_put(f->rc, fs->sale_id, e->person, e->order_id, why,
                                             sizeof(why)),
@@ -593,13 +575,9 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
                 failed = true; /* spooled: a resumed draw finds it by its key */
                 break;
             }
-            gw_orders_put(srv->orders, &o);
-            gw_identity_order_put(srv, o.order_id, o.user_id);
-            if (srv->workers)
-                atomic_fetch_add_explicit(&srv->workers[0].ctr.accepted_units, o.qty,
-                                          memory_order_relaxed);
+            gw_accept_publish(&f->accept, &a, 1);
             nwon++;
-        } else if (rc != INV_SOLD_OUT && rc != INV_UNKNOWN_SALE) {
+        } else if (rc == GW_ACCEPT_REFUSED) {
             /* refused for cause (the per-user limit, the key of another order): lost, not
              * waitlisted, on every gateway, and never promoted (gw_waitlist_fleet.c) */
             if (!fconn(f) ||
@@ -614,8 +592,6 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
         if (rq.stock_left == 0 || inv_sale_sold_out(sale))
             exhausted = true;
     }
-    if (nwon)
-        gw_buy_relay_notify(srv);
     bool done = false;
     if (!failed && fconn(f) &&
         fok(f, inv_lottery_done_set(f->rc, fs->sale_id, d.n, why, sizeof(why)), why)) {

@@ -225,6 +225,8 @@ struct gw_fair {
     bool running;
     atomic_bool stop;
     inv_worker_t *inv;
+    /* how a winner or a promotion becomes an order: the sale path's (gw_accept.h) */
+    gw_acceptor_t accept;
     /* fleet mode (Redis inventory): the lottery thread's own connection */
     bool fleet;
     cm_redis_url_t addr;

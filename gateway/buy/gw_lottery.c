@@ -15,8 +15,6 @@
 #include "common/cm_url.h"
 #include "gateway/base/gw_base.h"
 #include "gateway/base/gw_fleet.h"
-#include "gateway/buy/gw_buy.h"
-#include "gateway/buy/gw_identity.h"
 #include "gateway/edge/gw_edge.h"
 #include "gateway/overload/gw_ol.h"
 #include "inventory/inv_fleet.h"
@@ -520,8 +518,7 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
     pthread_mutex_unlock(&fs->mu);
 
     inv_sale_t *sale = inv_sale_find(srv->inv, fs->sale_id);
-    oq_order_t *won = cm_xmalloc(sizeof(*won) * 256);
-    oq_pos_t *won_end = cm_xmalloc(sizeof(*won_end) * 256); /* where each one's record ends */
+    gw_accept_t *won = cm_xmalloc(sizeof(*won) * 256);
     size_t nwon = 0, capwon = 256;
     bool failed = false;
     int64_t now = cm_wall_ms();
@@ -538,33 +535,24 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
         if (st == GW_ENTRY_ENTERED && !fs->exhausted && sale) {
             inv_reserve_req_t rq;
             gw_fair__entry_reserve_req(e, sale, &rq);
-            int rc = inv_reserve(f->inv, &rq);
+            if (nwon == capwon) {
+                capwon *= 2;
+                won = cm_xrealloc(won, sizeof(*won) * capwon);
+            }
+            gw_accept_req_t ar = {.inv = f->inv, .rq = &rq, .sale_id = fs->sale_id,
+                                  .user = e->user_id, .accepted_at_ms = now,
+                                  .why = "lottery winner not accepted: spool refused"};
+            int rc = gw_accept_take(&f->accept, &ar, &won[nwon]);
             if (rc < 0) {
                 failed = true; /* the inventory is unreachable: resume at the next tick */
                 break;
             }
-            if (rc == INV_RESERVED) {
-                oq_order_t o;
-                gw_order_of_reserve(&o, &rq, e->user_id, fs->sale_id, now, srv->node_id);
-                const oq_order_t *one = &o;
-                oq_pos_t end;
-                int arc = oq_spool_append_batch(srv->spool, &one, 1, NULL, &end);
-                if (arc != 0) {
-                    gw_release_unaccepted(srv, &o, "lottery winner not accepted: spool refused");
-                    st = GW_ENTRY_LOST;
-                } else {
-                    if (nwon == capwon) {
-                        capwon *= 2;
-                        won = cm_xrealloc(won, sizeof(*won) * capwon);
-                        won_end = cm_xrealloc(won_end, sizeof(*won_end) * capwon);
-                    }
-                    won_end[nwon] = end;
-                    won[nwon++] = o;
-                    st = GW_ENTRY_WON;
-                }
+            if (rc == GW_ACCEPT_SPOOLED) {
+                nwon++;
+                st = GW_ENTRY_WON;
             } else {
                 /* short of stock: next in line for units freed later */
-                st = rc == INV_SOLD_OUT && waitlist ? GW_ENTRY_WAITLISTED : GW_ENTRY_LOST;
+                st = rc == GW_ACCEPT_SOLD_OUT && waitlist ? GW_ENTRY_WAITLISTED : GW_ENTRY_LOST;
             }
             if (rq.stock_left == 0 || inv_sale_sold_out(sale))
                 fs->exhausted = true;
@@ -590,19 +578,10 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
         pthread_mutex_unlock(&fs->mu);
     }
     if (nwon) {
-        /*
-         * One wait for the last winner's record (appended last, so it ends
-         * last); after a failure each winner is asked by its own record's end
-         * (answered at once: no fdatasync after a CM_EIO). A record that a
-         * round made durable is relayed, settled and replayed at a restart
-         * whatever later round failed (another thread's records): its entrant
-         * won. A wait for the spool's whole end instead would fail after any
-         * failed fdatasync and tell such a winner it lost.
-         */
-        int crc = oq_spool_commit_to(srv->spool, won_end[nwon - 1]);
+        gw_accept_commit(&f->accept, won, nwon);
         size_t nok = 0;
         for (size_t i = 0; i < nwon; i++) {
-            if (crc == 0 || oq_spool_commit_to(srv->spool, won_end[i]) == 0) {
+            if (won[i].durable) {
                 won[nok++] = won[i];
                 continue;
             }
@@ -614,7 +593,7 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
              * sync_after): if the cut failed too the record may come back at
              * a restart, so undersell, never oversell. */
             pthread_mutex_lock(&fs->mu);
-            entry_t *e = gw_fair__find_id(fs, won[i].order_id);
+            entry_t *e = gw_fair__find_id(fs, won[i].o.order_id);
             if (e && e->state == GW_ENTRY_WON) {
                 e->state = GW_ENTRY_LOST;
                 fs->won_orders--;
@@ -627,17 +606,8 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
         if (nok < nwon)
             cm_log_error("fair", "spool fsync failed: draw winners not accepted",
                          "sale=%s orders=%zu accepted=%zu", fs->sale_id, nwon, nok);
-        for (size_t i = 0; i < nok; i++) {
-            gw_orders_put(srv->orders, &won[i]);
-            gw_identity_order_put(srv, won[i].order_id, won[i].user_id);
-            if (srv->workers)
-                atomic_fetch_add_explicit(&srv->workers[0].ctr.accepted_units, won[i].qty,
-                                          memory_order_relaxed);
-        }
-        if (nok)
-            gw_buy_relay_notify(srv);
+        gw_accept_publish(&f->accept, won, nok);
     }
-    free(won_end);
     free(won);
     if (failed)
         return;

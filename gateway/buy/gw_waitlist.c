@@ -14,8 +14,6 @@
 #include "common/cm_log.h"
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
-#include "gateway/buy/gw_buy.h"
-#include "gateway/buy/gw_identity.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -130,7 +128,6 @@ typedef enum { PROMO_WON, PROMO_LOST, PROMO_NO_STOCK, PROMO_FAILED } promo_t;
 static promo_t promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, entry_t *e,
                        int64_t *left)
 {
-    gw_server_t *srv = f->srv;
     int rc;
     pthread_mutex_lock(&fs->mu);
     log_id(fs, 'P', e, true, &rc);
@@ -141,29 +138,28 @@ static promo_t promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, entry
     }
     inv_reserve_req_t rq;
     gw_fair__entry_reserve_req(e, sale, &rq);
-    rc = inv_reserve(f->inv, &rq);
+    gw_accept_req_t ar = {.inv = f->inv, .rq = &rq, .sale_id = fs->sale_id, .user = e->user_id,
+                          .accepted_at_ms = cm_wall_ms(),
+                          .why = "waitlist promotion not accepted: spool refused"};
+    gw_accept_t a;
+    rc = gw_accept_take(&f->accept, &ar, &a);
     if (rc < 0)
         return PROMO_FAILED;
-    if (rc == INV_SOLD_OUT)
+    if (rc == GW_ACCEPT_SOLD_OUT)
         return PROMO_NO_STOCK;
-    if (rc != INV_RESERVED) {
+    if (rc != GW_ACCEPT_SPOOLED && rc != GW_ACCEPT_SPOOL_REFUSED) {
         pthread_mutex_lock(&fs->mu);
         lose(fs, e);
         pthread_mutex_unlock(&fs->mu);
         return PROMO_LOST;
     }
     *left = rq.stock_left >= 0 ? rq.stock_left : *left - e->qty;
-    oq_order_t o;
-    gw_order_of_reserve(&o, &rq, e->user_id, fs->sale_id, cm_wall_ms(), srv->node_id);
-    const oq_order_t *one = &o;
-    oq_pos_t end;
-    if (oq_spool_append_batch(srv->spool, &one, 1, NULL, &end) != 0) {
-        gw_release_unaccepted(srv, &o, "waitlist promotion not accepted: spool refused");
+    if (rc == GW_ACCEPT_SPOOL_REFUSED)
         return PROMO_FAILED; /* still waitlisted: tried again after WL_RETRY_MS */
-    }
     /* its own record only: one an earlier round made durable is settled, whatever
      * another thread's later fdatasync did */
-    if (oq_spool_commit_to(srv->spool, end) != 0) {
+    gw_accept_commit(&f->accept, &a, 1);
+    if (!a.durable) {
         /* as the draw's failed commit: the record was cut, the units stay held
          * (undersell, never oversell), and the entry is lost, not "won" with an
          * order that reads queued for ever */
@@ -174,12 +170,7 @@ static promo_t promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, entry
         pthread_mutex_unlock(&fs->mu);
         return PROMO_FAILED;
     }
-    gw_orders_put(srv->orders, &o);
-    gw_identity_order_put(srv, o.order_id, o.user_id);
-    if (srv->workers)
-        atomic_fetch_add_explicit(&srv->workers[0].ctr.accepted_units, o.qty,
-                                  memory_order_relaxed);
-    gw_buy_relay_notify(srv);
+    gw_accept_publish(&f->accept, &a, 1);
     pthread_mutex_lock(&fs->mu);
     gw_fair__wl_remove(fs, e);
     e->state = GW_ENTRY_WON;

@@ -35,8 +35,6 @@
 #include "common/cm_log.h"
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
-#include "gateway/buy/gw_buy.h"
-#include "gateway/buy/gw_identity.h"
 #include "inventory/inv_fleet.h"
 
 #include <fcntl.h>
@@ -129,22 +127,6 @@ static bool finish(gw_fair_t *f, gw_fair_sale_t *fs, const char *owner, const ch
     return true;
 }
 
-typedef struct spool_find {
-    const char *order_id;
-    oq_order_t o;
-    bool found;
-} spool_find_t;
-
-static int spool_find_one(const oq_rec_t *rec, void *ctx)
-{
-    spool_find_t *x = ctx;
-    if (rec->type != OQ_REC_ORDER || strcmp(rec->order->order_id, x->order_id) != 0)
-        return 0;
-    x->o = *rec->order;
-    x->found = true;
-    return 1;
-}
-
 typedef enum { FP_WON, FP_LOST, FP_NO_STOCK, FP_FAILED } fpromo_t;
 
 /*
@@ -157,8 +139,8 @@ typedef enum { FP_WON, FP_LOST, FP_NO_STOCK, FP_FAILED } fpromo_t;
 static fpromo_t promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, entry_t *e,
                         const char *owner, bool scan_spool, int64_t *left)
 {
-    gw_server_t *srv = f->srv;
-    spool_find_t sf = {.order_id = e->order_id};
+    gw_accept_t a = {.fresh = false};
+    int found = 0;
     if (strcmp(fs->wl_giveback, e->order_id) == 0) {
         /* given back after a spool refusal; its "lost" could not be written then */
         if (!finish(f, fs, owner, e->person, INV_LOTTERY_NOT_ACCEPTED))
@@ -167,21 +149,23 @@ static fpromo_t promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, entr
         settle_local(fs, e, false);
         return FP_LOST;
     }
-    if (scan_spool && oq_spool_scan(srv->spool, (oq_pos_t){0, 0}, spool_find_one, &sf) < 0)
+    if (scan_spool && (found = gw_accept_find(&f->accept, e->order_id, &a)) < 0)
         return FP_FAILED;
-    bool fresh = false; /* a new order of this call: counted and announced */
-    if (!sf.found) {
+    if (!found) {
         inv_reserve_req_t rq;
         gw_fair__entry_reserve_req(e, sale, &rq);
         /* a key, so that a retry finds the order held (INV_DUPLICATE), not a second one */
         if (!rq.idem_key[0])
             snprintf(rq.idem_key, sizeof(rq.idem_key), "fair-%s", e->order_id);
-        int rc = inv_reserve_once(f->inv, &rq);
+        gw_accept_req_t ar = {.inv = f->inv, .rq = &rq, .sale_id = fs->sale_id,
+                              .user = e->user_id, .accepted_at_ms = cm_wall_ms(),
+                              .why = "waitlist promotion not accepted: spool refused"};
+        int rc = gw_accept_take(&f->accept, &ar, &a);
         if (rc < 0)
             return FP_FAILED; /* still pending: tried again */
-        if (rc == INV_SOLD_OUT) /* the stock seen was gone: it keeps its place */
+        if (rc == GW_ACCEPT_SOLD_OUT) /* the stock seen was gone: it keeps its place */
             return finish(f, fs, owner, e->person, "") ? FP_NO_STOCK : FP_FAILED;
-        if (rc == INV_RESERVED_BEFORE) {
+        if (rc == GW_ACCEPT_BEFORE) {
             /* reserved by an earlier try and released since (cancelled, failed): it was
              * promoted, as the fleet draw takes such a winner */
             if (!finish(f, fs, owner, e->person, e->order_id))
@@ -189,12 +173,8 @@ static fpromo_t promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, entr
             settle_local(fs, e, true);
             return FP_WON;
         }
-        bool again = rc == INV_DUPLICATE && strcmp(rq.order_id, e->order_id) == 0;
-        /* held by an earlier try that did not spool it: claimed, so a give-back of that
-         * try leaves it held, then spooled here */
-        if (again && inv_claim(f->inv, &rq) != INV_RESERVED)
-            return FP_FAILED;
-        if (rc != INV_RESERVED && !again) { /* for cause: the per-user limit, another key */
+        if (rc != GW_ACCEPT_SPOOLED && rc != GW_ACCEPT_SPOOL_REFUSED) {
+            /* for cause: the per-user limit, another key */
             if (!finish(f, fs, owner, e->person, INV_LOTTERY_NOT_ACCEPTED))
                 return FP_FAILED;
             settle_local(fs, e, false);
@@ -204,11 +184,7 @@ static fpromo_t promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, entr
             *left = rq.stock_left;
         else
             *left -= e->qty;
-        gw_order_of_reserve(&sf.o, &rq, e->user_id, fs->sale_id, cm_wall_ms(), srv->node_id);
-        const oq_order_t *one = &sf.o;
-        oq_pos_t end;
-        if (oq_spool_append_batch(srv->spool, &one, 1, NULL, &end) != 0) {
-            gw_release_unaccepted(srv, &sf.o, "waitlist promotion not accepted: spool refused");
+        if (rc == GW_ACCEPT_SPOOL_REFUSED) {
             snprintf(fs->wl_giveback, sizeof(fs->wl_giveback), "%s", e->order_id);
             if (!finish(f, fs, owner, e->person, INV_LOTTERY_NOT_ACCEPTED))
                 return FP_FAILED;
@@ -217,25 +193,16 @@ static fpromo_t promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, entr
             return FP_LOST;
         }
         /* its own record only: another thread's later failed fdatasync is not its to answer */
-        if (oq_spool_commit_to(srv->spool, end) != 0)
+        gw_accept_commit(&f->accept, &a, 1);
+        if (!a.durable)
             return FP_FAILED; /* pending: the next try asks the spool */
-        fresh = true;
     }
-    if (!finish(f, fs, owner, e->person, sf.o.order_id))
+    if (!finish(f, fs, owner, e->person, a.o.order_id))
         return FP_FAILED; /* pending and ours: the next try finds it in the spool */
-    if (fresh || !gw_orders_get(srv->orders, sf.o.order_id, NULL)) {
-        gw_orders_put(srv->orders, &sf.o);
-        gw_identity_order_put(srv, sf.o.order_id, sf.o.user_id);
-    }
-    if (fresh) {
-        if (srv->workers)
-            atomic_fetch_add_explicit(&srv->workers[0].ctr.accepted_units, sf.o.qty,
-                                      memory_order_relaxed);
-        gw_buy_relay_notify(srv);
-    }
+    gw_accept_publish(&f->accept, &a, 1);
     settle_local(fs, e, true);
     cm_log_info("fair", "fleet waitlist promotion", "sale=%s order=%s position=%u%s", fs->sale_id,
-                e->order_id, e->pos, fresh ? "" : " found=spool");
+                e->order_id, e->pos, a.fresh ? "" : " found=spool");
     return FP_WON;
 }
 

@@ -237,7 +237,7 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
                 (unsigned long long)((cm_mono_us() - t0) / 1000));
 
     /* After the replay: a lottery's winners are orders the replay knows. */
-    if ((rc = gw_fair_open(srv, errbuf, errlen)))
+    if ((rc = gw_fair_open(srv, gw_acceptor(srv), errbuf, errlen)))
         return rc;
     if ((rc = gw_elig_open(srv, errbuf, errlen)))
         return rc;

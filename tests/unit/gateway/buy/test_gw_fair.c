@@ -294,7 +294,7 @@ static void mini_open_fs(mini_t *m, const oq_fs_ops_t *fs, uint64_t segment_byte
         .dir = spdir, .durability = OQ_DURABILITY_FSYNC, .fs = fs, .segment_bytes = segment_bytes};
     assert_int_equal(oq_spool_open(&m->srv.spool, &so, why, sizeof(why)), 0);
     m->srv.orders = gw_orders_new(1000);
-    assert_int_equal(gw_fair_open(&m->srv, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_open(&m->srv, gw_acceptor(&m->srv), why, sizeof(why)), 0);
 }
 
 static void mini_close(mini_t *m)
@@ -696,7 +696,7 @@ static void test_idem_dash_survives_restart(void **st)
     assert_int_equal(fclose(fp), 0);
 
     gw_fair_close(&m->srv); /* a restart of the lottery: the log is read back */
-    assert_int_equal(gw_fair_open(&m->srv, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_open(&m->srv, gw_acceptor(&m->srv), why, sizeof(why)), 0);
     fs = gw_fair_find(m->srv.fair, "s1");
     assert_non_null(fs);
     assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
@@ -773,7 +773,7 @@ static void test_person_entry(void **st)
 
     char why[256] = "";
     gw_fair_close(&m->srv); /* a restart of the lottery: the log is read back */
-    assert_int_equal(gw_fair_open(&m->srv, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_open(&m->srv, gw_acceptor(&m->srv), why, sizeof(why)), 0);
     fs = gw_fair_find(m->srv.fair, "s1");
     assert_non_null(fs);
     assert_int_equal(enter_as(fs, "0AM0AZFQKEG05", "a2", "P", NULL, now - 9000, &t),
@@ -957,7 +957,7 @@ static void test_resumed_draw_reserves_once(void **st)
     assert_int_equal(inv_sale_get(m->srv.inv, "s1", &info), 0);
     assert_int_equal(info.accepted_units, N); /* the winners, held again by the replay */
 
-    assert_int_equal(gw_fair_open(&m->srv, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_open(&m->srv, gw_acceptor(&m->srv), why, sizeof(why)), 0);
     fs = gw_fair_find(m->srv.fair, "s1");
     assert_non_null(fs);
     assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
@@ -994,7 +994,7 @@ static void test_resumed_draw_reserves_once(void **st)
         o.status = OQ_STATUS_SETTLED;
         gw_orders_put(m->srv.orders, &o);
     }
-    assert_int_equal(gw_fair_open(&m->srv, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_open(&m->srv, gw_acceptor(&m->srv), why, sizeof(why)), 0);
     for (int i = 0; i < N; i++) {
         assert_int_equal(gw_orders_lookup(m->srv.orders, cnt.ids[i], NULL), GW_ORDERS_EXPIRED);
         gw_fair_ticket_t t;
@@ -1077,7 +1077,7 @@ static void test_seed_read_back_unsynced(void **st)
     gw_fair_close(&m->srv); /* kill -9: the "D" lines stay in the page cache */
     uint64_t seed = log_last_seed(m, &nd);
 
-    assert_int_equal(gw_fair_open(&m->srv, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_open(&m->srv, gw_acceptor(&m->srv), why, sizeof(why)), 0);
     fs = gw_fair_find(m->srv.fair, "s1");
     assert_non_null(fs);
     assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
@@ -1282,7 +1282,7 @@ static void test_waitlist_restart_admits_once(void **st)
                      GW_ORDERS_EXPIRED);
     assert_int_equal(inv_sale_get(m->srv.inv, "s1", &info), 0);
     assert_int_equal(info.accepted_units, 2);
-    assert_int_equal(gw_fair_open(&m->srv, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_open(&m->srv, gw_acceptor(&m->srv), why, sizeof(why)), 0);
     fs = gw_fair_find(m->srv.fair, "s1");
     assert_non_null(fs);
     assert_string_equal(outcome_at(m, 2, NULL), "won");

@@ -119,7 +119,7 @@ static void mini_start(mini_t *m)
     oq_spool_opts_t so = {.dir = spdir, .durability = OQ_DURABILITY_WRITE};
     assert_int_equal(oq_spool_open(&m->srv.spool, &so, why, sizeof(why)), 0);
     m->srv.orders = gw_orders_new(1000);
-    assert_int_equal(gw_fair_open(&m->srv, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_open(&m->srv, gw_acceptor(&m->srv), why, sizeof(why)), 0);
 }
 
 static void mini_stop(mini_t *m)

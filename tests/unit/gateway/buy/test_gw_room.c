@@ -117,7 +117,7 @@ static void room_open(room_t *m)
     snprintf(m->cfg->inventory, sizeof(m->cfg->inventory), "memory");
     m->srv->cfg = m->cfg;
     char why[256] = "";
-    assert_int_equal(gw_fair_open(m->srv, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_open(m->srv, gw_acceptor(m->srv), why, sizeof(why)), 0);
     assert_int_equal(gw_fair_configure(m->srv, "s1", 0, 0, 10, why, sizeof(why)), 0);
     m->fs = gw_fair_room(m->srv->fair, "s1");
     assert_non_null(m->fs);
@@ -444,7 +444,7 @@ static void room_restart(room_t *m)
 {
     gw_fair_close(m->srv);
     char why[256] = "";
-    assert_int_equal(gw_fair_open(m->srv, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_open(m->srv, gw_acceptor(m->srv), why, sizeof(why)), 0);
     m->fs = gw_fair_room(m->srv->fair, "s1");
     assert_non_null(m->fs);
 }
@@ -527,7 +527,7 @@ static void test_restart_keeps_room(void **st)
     fputs("P 0000", fp);
     fclose(fp);
     char why[256] = "";
-    assert_int_equal(gw_fair_open(m.srv, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_open(m.srv, gw_acceptor(m.srv), why, sizeof(why)), 0);
     m.fs = gw_fair_room(m.srv->fair, "s1");
     f = m.srv->fair;
     assert_int_equal(joinat(&m, "late2", true, S + 3, S, 0).pos, P + 3);
@@ -549,7 +549,7 @@ static void test_restart_keeps_room(void **st)
     assert_int_equal(fwrite("\0\0\0\0\0\0\n", 1, 7, fp), 7);
     assert_int_equal(fwrite(text + last, 1, tlen - last, fp), tlen - last);
     fclose(fp);
-    assert_int_equal(gw_fair_open(m.srv, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_open(m.srv, gw_acceptor(m.srv), why, sizeof(why)), 0);
     m.fs = gw_fair_room(m.srv->fair, "s1");
     room_restart(&m);
     f = m.srv->fair;
