@@ -2,8 +2,11 @@
  * The gateway's shared types, and no functions: the worker, the server and a
  * request, the reply, route and overload-reason tables their counters are
  * sized by, and a response. Every folder of gateway/ may include it; each
- * folder's functions are in its own header (docs/design.md "The gateway's
- * folders").
+ * folder's functions are in its own header, and the state of a folder above
+ * overload/ in its own types header (gateway/buy/gw_buy_t.h,
+ * gateway/ctl/gw_ctl_t.h), which the worker and the server hold behind
+ * pointers: the transport compiles without it (docs/design.md "The
+ * gateway's folders").
  */
 #ifndef GW_TYPES_H
 #define GW_TYPES_H
@@ -37,6 +40,8 @@ struct gw_overload;
 struct gw_ol_worker;
 struct gw_px_worker;
 struct gw_px_req;
+struct gw_worker_buy;
+struct gw_server_admin;
 
 /*---- Replies: the ONE table of outcomes -> HTTP status, stable code, Retry-After ----*/
 
@@ -258,8 +263,6 @@ typedef struct gw_worker_edge {
 } gw_worker_edge_t;
 
 
-#include "gateway/buy/gw_buy_t.h"
-
 /* The overload control's part of a worker (gateway/overload/gw_overload.c):
  * prepared 503 overloaded answers, one per (reason, message, degraded,
  * Retry-After), so a shed crowd costs no response building. Not behind
@@ -276,8 +279,9 @@ typedef struct gw_worker_ol_cache {
 } gw_worker_ol_cache_t;
 
 /* One worker thread. The fields every folder reads stay at the top; each
- * folder's own state is in its part (edge, buy, ol_cache, and the pointers
- * ol and px to state private to overload/ and proxy/). */
+ * folder's own state is in its part: edge and ol_cache in place (the layers
+ * below buy), and behind pointers whose type this header does not know, buy,
+ * ol and px (gateway/buy/gw_buy_t.h, overload/ and proxy/'s own files). */
 struct gw_worker {
     gw_server_t *srv;
     unsigned index;
@@ -323,13 +327,13 @@ struct gw_worker {
     cm_topk_t hh_users, hh_ips;
     uint64_t rng; /* access-log sampling */
     gw_worker_edge_t edge; /* gateway/edge/ */
-    gw_worker_buy_t buy;   /* gateway/buy/ */
+    /* the buy path's part (gateway/buy/gw_buy_t.h), allocated with the worker
+     * (gw_workers_start) */
+    struct gw_worker_buy *buy;
     gw_worker_ol_cache_t ol_cache; /* gateway/overload/ */
     struct gw_ol_worker *ol; /* overload control (gw_overload.c) */
     struct gw_px_worker *px; /* proxied routes (gw_proxy.c); NULL without routes */
 };
-
-#include "gateway/ctl/gw_ctl_t.h"
 
 struct gw_server {
     gw_config_t *cfg;
@@ -359,7 +363,9 @@ struct gw_server {
     unsigned nworkers;
     bool workers_running;
     bool workers_stopped; /* gw_workers_stop ran: a failed start stops them once, not twice */
-    struct gw_server_admin admin;
+    /* The admin listener (gateway/ctl/gw_ctl_t.h): allocated by gw_server_start,
+     * freed by gw_server_stop. */
+    struct gw_server_admin *admin;
     uint64_t access_sample_ppm; /* sampled access log: lines per million requests */
     uint64_t body_limit;
     uint32_t max_held; /* held requests per worker: past it, buys are shed with 503 */

@@ -437,9 +437,9 @@ static bool spool_later(gw_req_t *r)
     hold(r);
     r->replayed = core_of(r)->replayed;
     r->next = NULL;
-    *w->buy.spool_wait_tail = r;
-    w->buy.spool_wait_tail = &r->next;
-    w->buy.spool_wait_bytes += oq_spool_order_bound(&r->order);
+    *w->buy->spool_wait_tail = r;
+    w->buy->spool_wait_tail = &r->next;
+    w->buy->spool_wait_bytes += oq_spool_order_bound(&r->order);
     return true;
 }
 
@@ -826,10 +826,10 @@ static void sync_later(gw_req_t *r)
 {
     gw_worker_t *w = r->w;
     r->next = NULL;
-    *w->buy.sync_wait_tail = r;
-    w->buy.sync_wait_tail = &r->next;
-    if (oq_pos_cmp(r->spool_end, w->buy.sync_wait_end) > 0)
-        w->buy.sync_wait_end = r->spool_end;
+    *w->buy->sync_wait_tail = r;
+    w->buy->sync_wait_tail = &r->next;
+    if (oq_pos_cmp(r->spool_end, w->buy->sync_wait_end) > 0)
+        w->buy->sync_wait_end = r->spool_end;
 }
 
 /* Performs what the core asked after an inventory or spool event, in the
@@ -877,7 +877,7 @@ static bool keyed_retry_verified(gw_req_t *r)
  * since is never answered 404 from here. */
 static gw_prep_t *unknown_sale_response(gw_worker_t *w, const char *sale_id)
 {
-    gw_worker_buy_t *b = &w->buy;
+    gw_worker_buy_t *b = w->buy;
     for (unsigned i = 0; i < b->nunknown; i++)
         if (strcmp(b->unknown_cache[i].id, sale_id) == 0)
             return b->unknown_cache[i].resp;
@@ -946,7 +946,7 @@ static inv_sale_t *buy_sale(gw_req_t *r)
         memcpy(r->res.idem_key, ik, iklen + 1);
         r->res.raw_key_fp = inv_idem_key_fp(ik); /* identity scopes idem_key later */
     }
-    inv_sale_t *sale = inv_sale_find_memo(srv->inv, &w->buy.sale_memo, r->id);
+    inv_sale_t *sale = inv_sale_find_memo(srv->inv, &w->buy->sale_memo, r->id);
     if (!sale) {
         r->cached = unknown_sale_response(w, r->id);
         r->cached_reply = GW_R_UNKNOWN_SALE;
@@ -1146,7 +1146,7 @@ static bool buy_reserve(gw_req_t *r, const buy_ctx_t *x)
      * that fits only without them would be reserved, then refused at the
      * batch's write (its units given back by a release event that eats the
      * room). */
-    int src = oq_spool_room(srv->spool, o, w->buy.spool_wait_bytes);
+    int src = oq_spool_room(srv->spool, o, w->buy->spool_wait_bytes);
     if (src != 0) {
         spool_refused(r, src);
         return false;
@@ -1246,7 +1246,7 @@ static void sync_work(uv_work_t *wk)
     gw_worker_t *w = wk->data;
     const char *done[16];
     size_t ndone = 0;
-    for (const gw_req_t *r = w->buy.sync_batch; r; r = r->next) {
+    for (const gw_req_t *r = w->buy->sync_batch; r; r = r->next) {
         if (!r->adm_jti)
             continue;
         bool seen = false;
@@ -1258,23 +1258,23 @@ static void sync_work(uv_work_t *wk)
         if (ndone < CM_ARRAY_LEN(done))
             done[ndone++] = r->id;
     }
-    w->buy.sync_result = oq_spool_sync_to(w->srv->spool, w->buy.sync_upto);
+    w->buy->sync_result = oq_spool_sync_to(w->srv->spool, w->buy->sync_upto);
 }
 
 static void sync_after(uv_work_t *wk, int status)
 {
     (void)status;
     gw_worker_t *w = wk->data;
-    w->buy.sync_running = false;
-    gw_req_t *r = w->buy.sync_batch;
-    w->buy.sync_batch = NULL;
+    w->buy->sync_running = false;
+    gw_req_t *r = w->buy->sync_batch;
+    w->buy->sync_batch = NULL;
     while (r) {
         gw_req_t *next = r->next;
         /* A failed batch may still hold records an earlier round (another
          * worker's) made durable: those are relayed and settled, so they are
          * answered 202. After a CM_EIO the spool answers each end at once,
          * without an fdatasync, so this runs on the loop. */
-        int rc = w->buy.sync_result == 0 ? 0 : oq_spool_sync_to(w->srv->spool, r->spool_end);
+        int rc = w->buy->sync_result == 0 ? 0 : oq_spool_sync_to(w->srv->spool, r->spool_end);
         /* A failed one: the reservation stays (at worst undersell, never
          * oversell: if the cut itself failed, the record may come back at a
          * restart), the answer is 503 not confirmed (gw_buy_core.h SYNCED). */
@@ -1285,8 +1285,8 @@ static void sync_after(uv_work_t *wk, int status)
             buy_finish(r);
         r = next;
     }
-    if (w->buy.sync_result != 0)
-        cm_log_error("gw", "spool fsync failed", "err=%s", cm_errname(w->buy.sync_result));
+    if (w->buy->sync_result != 0)
+        cm_log_error("gw", "spool fsync failed", "err=%s", cm_errname(w->buy->sync_result));
     gw_buy_loop_tick(w);
 }
 
@@ -1299,7 +1299,7 @@ static void sync_after(uv_work_t *wk, int status)
 static void spooled(gw_req_t *r, int rc)
 {
     if (rc == 0)
-        r->w->buy.notify_relay = true;
+        r->w->buy->notify_relay = true;
     gw_buy_out_t out;
     gw_buy_core_step(core_of(r), &(gw_buy_ev_t){.kind = GW_BUY_EV_SPOOLED, .rc = rc}, 0, &out);
     if (!buy_do(r, &out))
@@ -1317,11 +1317,11 @@ static void spooled(gw_req_t *r, int rc)
  * with what the spool replays. */
 static void spool_flush(gw_worker_t *w)
 {
-    while (w->buy.spool_wait) {
-        gw_req_t *r = w->buy.spool_wait;
-        w->buy.spool_wait = NULL;
-        w->buy.spool_wait_tail = &w->buy.spool_wait;
-        w->buy.spool_wait_bytes = 0;
+    while (w->buy->spool_wait) {
+        gw_req_t *r = w->buy->spool_wait;
+        w->buy->spool_wait = NULL;
+        w->buy->spool_wait_tail = &w->buy->spool_wait;
+        w->buy->spool_wait_bytes = 0;
         while (r) {
             const oq_order_t *orders[SPOOL_BATCH];
             gw_req_t *first = r;
@@ -1347,15 +1347,15 @@ static void spool_flush(gw_worker_t *w)
 void gw_buy_loop_tick(gw_worker_t *w)
 {
     spool_flush(w);
-    if (w->buy.sync_running || !w->buy.sync_wait)
+    if (w->buy->sync_running || !w->buy->sync_wait)
         return;
-    w->buy.sync_batch = w->buy.sync_wait;
-    w->buy.sync_upto = w->buy.sync_wait_end;
-    w->buy.sync_wait = NULL;
-    w->buy.sync_wait_tail = &w->buy.sync_wait;
-    w->buy.sync_running = true;
-    w->buy.sync_work.data = w;
-    uv_queue_work(&w->loop, &w->buy.sync_work, sync_work, sync_after);
+    w->buy->sync_batch = w->buy->sync_wait;
+    w->buy->sync_upto = w->buy->sync_wait_end;
+    w->buy->sync_wait = NULL;
+    w->buy->sync_wait_tail = &w->buy->sync_wait;
+    w->buy->sync_running = true;
+    w->buy->sync_work.data = w;
+    uv_queue_work(&w->loop, &w->buy->sync_work, sync_work, sync_after);
 }
 
 /*---- GET /v1/orders/{id}, GET /v1/sales/{id} ----*/
@@ -1707,7 +1707,7 @@ static void not_started_resp(gw_resp_t *out, const char *sale_id, uint64_t retry
 gw_prep_t *gw_not_started_response(gw_worker_t *w, const inv_sale_t *sale, const char *sale_id,
                                    uint64_t retry)
 {
-    gw_worker_buy_t *b = &w->buy;
+    gw_worker_buy_t *b = w->buy;
     unsigned slot = b->nnot_started;
     for (unsigned i = 0; i < b->nnot_started; i++) {
         if (b->not_started_cache[i].sale == sale) {
@@ -1734,19 +1734,19 @@ gw_prep_t *gw_not_started_response(gw_worker_t *w, const inv_sale_t *sale, const
 
 void gw_buy_prep_free(gw_worker_t *w)
 {
-    for (unsigned k = 0; k < w->buy.nsold_out; k++)
-        gw_prep_free(w->buy.sold_out_cache[k].resp);
-    w->buy.nsold_out = 0;
-    for (unsigned k = 0; k < w->buy.nnot_started; k++)
-        gw_prep_free(w->buy.not_started_cache[k].resp);
-    w->buy.nnot_started = 0;
-    w->buy.not_started_next = 0;
-    for (unsigned k = 0; k < w->buy.nunknown; k++) {
-        gw_prep_free(w->buy.unknown_cache[k].resp);
-        w->buy.unknown_cache[k].resp = NULL;
+    for (unsigned k = 0; k < w->buy->nsold_out; k++)
+        gw_prep_free(w->buy->sold_out_cache[k].resp);
+    w->buy->nsold_out = 0;
+    for (unsigned k = 0; k < w->buy->nnot_started; k++)
+        gw_prep_free(w->buy->not_started_cache[k].resp);
+    w->buy->nnot_started = 0;
+    w->buy->not_started_next = 0;
+    for (unsigned k = 0; k < w->buy->nunknown; k++) {
+        gw_prep_free(w->buy->unknown_cache[k].resp);
+        w->buy->unknown_cache[k].resp = NULL;
     }
-    w->buy.nunknown = 0;
-    w->buy.unknown_next = 0;
+    w->buy->nunknown = 0;
+    w->buy->unknown_next = 0;
 }
 
 void gw_buy_relay_notify(gw_server_t *srv)
@@ -1757,19 +1757,19 @@ void gw_buy_relay_notify(gw_server_t *srv)
 
 gw_prep_t *gw_sold_out_response(gw_worker_t *w, const inv_sale_t *sale)
 {
-    for (unsigned i = 0; i < w->buy.nsold_out; i++)
-        if (w->buy.sold_out_cache[i].sale == sale)
-            return w->buy.sold_out_cache[i].resp;
-    if (w->buy.nsold_out == CM_ARRAY_LEN(w->buy.sold_out_cache))
+    for (unsigned i = 0; i < w->buy->nsold_out; i++)
+        if (w->buy->sold_out_cache[i].sale == sale)
+            return w->buy->sold_out_cache[i].resp;
+    if (w->buy->nsold_out == CM_ARRAY_LEN(w->buy->sold_out_cache))
         return NULL;
     inv_sale_info_t info;
     inv_sale_snapshot(sale, &info);
     gw_resp_t tmp;
     gw_resp_sold_out(&tmp, info.sale_id);
     gw_prep_t *mr = gw_prep_new(&tmp, w); /* Content-Type, no-store */
-    w->buy.sold_out_cache[w->buy.nsold_out].sale = sale;
-    w->buy.sold_out_cache[w->buy.nsold_out].resp = mr;
-    w->buy.nsold_out++;
+    w->buy->sold_out_cache[w->buy->nsold_out].sale = sale;
+    w->buy->sold_out_cache[w->buy->nsold_out].resp = mr;
+    w->buy->nsold_out++;
     return mr;
 }
 

@@ -8,6 +8,7 @@
 #define GW_BUY_H
 
 #include "gateway/base/gw_types.h"
+#include "gateway/buy/gw_buy_t.h"
 #include "gateway/buy/gw_replay.h"
 
 /* The public routes (gw_buy.c). Fill req->resp, or hold req (return true if held). */

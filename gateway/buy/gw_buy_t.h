@@ -1,6 +1,19 @@
 #ifndef GW_BUY_T_H
 #define GW_BUY_T_H
 
+/*
+ * The buy path's types that no folder below it sees: the worker's part of the
+ * buy path. The worker (gateway/base/gw_types.h) holds it behind w->buy.
+ */
+
+#include "gateway/base/gw_types.h"
+#include "inventory/inv.h"
+#include "queue/oq_spool.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
 /* The buy path's part of a worker (gateway/buy/gw_buy.c). */
 typedef struct gw_worker_buy {
     inv_sale_memo_t sale_memo; /* the buy path's last sale (inv_sale_find_memo) */

@@ -565,7 +565,7 @@ static void m_admin_responses(scrape_t *s, const metric_t *m)
 {
     (void)m;
     for (int k = 0; k < GW_R_COUNT; k++) {
-        uint64_t n = atomic_load_explicit(&s->srv->admin.ctr.replies[k], memory_order_relaxed);
+        uint64_t n = atomic_load_explicit(&s->srv->admin->ctr.replies[k], memory_order_relaxed);
         if (n)
             put(s->b, "flashgate_admin_responses_total{status=\"%d\",code=\"%s\"} %llu\n",
                 gw_reply_status((gw_reply_t)k), gw_reply_code((gw_reply_t)k),

@@ -132,6 +132,7 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
     int rc;
     srv->cfg = cfg;
     srv->conf = conf;
+    srv->admin = cm_xcalloc(1, sizeof(*srv->admin));
     pthread_mutex_init(&srv->cfg_mu, NULL);
     /* debug.wall_offset_ms (a test seam the config allows with the debug
      * routes only): before the first wall-clock read, the spool replay's */
@@ -298,6 +299,7 @@ void gw_server_stop(gw_server_t *srv)
     gw_proxies_free(&srv->proxies);
     gw_status_key_free(srv);
     CM_FREE(srv->loaded);
+    CM_FREE(srv->admin);
     free(srv->workers);
     srv->workers = NULL;
     srv->spool = NULL;

@@ -399,8 +399,8 @@ void gw_http_check(gw_worker_t *w)
         w->in_iter = false;
         gw_ol_door_look(w);
     }
-    if (w->buy.notify_relay) {
-        w->buy.notify_relay = false;
+    if (w->buy->notify_relay) {
+        w->buy->notify_relay = false;
         gw_buy_relay_notify(w->srv);
     }
     /* between requests: this worker holds no per-sale rule set (gw_limit.h) */
@@ -667,8 +667,9 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
         gw_worker_t *w = &srv->workers[i];
         w->srv = srv;
         w->index = i;
-        w->buy.spool_wait_tail = &w->buy.spool_wait;
-        w->buy.sync_wait_tail = &w->buy.sync_wait;
+        w->buy = cm_xcalloc(1, sizeof(*w->buy));
+        w->buy->spool_wait_tail = &w->buy->spool_wait;
+        w->buy->sync_wait_tail = &w->buy->sync_wait;
         pthread_mutex_init(&w->hh_mu, NULL);
         w->rng = cm_mono_ns() ^ ((uint64_t)(i + 1) << 32);
         uv_loop_init(&w->loop);
@@ -679,6 +680,7 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
             uv_run(&w->loop, UV_RUN_DEFAULT);
             gw_conn_guard_free(w);
             uv_loop_close(&w->loop);
+            CM_FREE(w->buy);
             srv->nworkers = i;
             gw_workers_stop(srv);
             close(probe);
@@ -734,6 +736,7 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
             gw_limits_reader_offline(srv->limits, k);
             gw_conn_guard_free(w);
             uv_loop_close(&w->loop);
+            CM_FREE(w->buy);
         }
         srv->nworkers = i;
         srv->workers_running = true;
@@ -806,6 +809,7 @@ void gw_workers_stop(gw_server_t *srv)
         gw_limits_reader_offline(srv->limits, w->index); /* reads no rule set any more */
         uv_loop_close(&w->loop);
         gw_buy_prep_free(w);
+        CM_FREE(w->buy);
         for (unsigned k = 0; k < GW_SCOPE_COUNT; k++) {
             gw_prep_free(w->rl_cache[k].resp);
             w->rl_cache[k].resp = NULL;

@@ -6,7 +6,7 @@
  * not started, ended, body and qty bounds, the per-user limit (the sale's
  * terms, then the inventory's count), sold out, and a keyed retry (in
  * progress while its original waits for the spool, replayed once durable).
- * A reserved order is held in the worker's spool batch (w->buy.spool_wait):
+ * A reserved order is held in the worker's spool batch (w->buy->spool_wait):
  * its write and 202 are the loop's (integration.37-spool-burst).
  */
 #include "gateway/buy/gw_buy.h"
@@ -34,6 +34,7 @@ typedef struct rig {
     gw_config_t cfg;
     gw_server_t srv;
     gw_worker_t w;
+    gw_worker_buy_t wbuy; /* w.buy */
     gw_req_t *held[8];
     unsigned nheld;
 } rig_t;
@@ -61,9 +62,10 @@ static int rig_setup(void **state)
     cm_id_gen_init(&srv->ids, 1);
     gw_worker_t *w = &g->w;
     w->srv = srv;
+    w->buy = &g->wbuy;
     assert_int_equal(inv_worker_open(srv->inv, NULL, &w->inv), 0);
-    w->buy.spool_wait_tail = &w->buy.spool_wait;
-    w->buy.sync_wait_tail = &w->buy.sync_wait;
+    w->buy->spool_wait_tail = &w->buy->spool_wait;
+    w->buy->sync_wait_tail = &w->buy->sync_wait;
     pthread_mutex_init(&w->hh_mu, NULL);
     cm_topk_init(&w->hh_users);
     cm_topk_init(&w->hh_ips);
@@ -175,7 +177,7 @@ static void test_refusals_before_the_reserve(void **state)
     assert_int_equal(buy(g, "live", "{\"user_id\":\"u1\"}", "bad key", NULL, NULL),
                      GW_R_BAD_REQUEST);
     /* nothing was reserved or held */
-    assert_null(g->w.buy.spool_wait);
+    assert_null(g->w.buy->spool_wait);
     assert_int_equal(g->w.suspended, 0);
 }
 
@@ -189,9 +191,9 @@ static void test_reserve_then_limits(void **state)
                      GW_R_ACCEPTED);
     assert_true(held);
     /* held in this iteration's spool batch, its order filled in */
-    assert_ptr_equal(g->w.buy.spool_wait, r);
+    assert_ptr_equal(g->w.buy->spool_wait, r);
     assert_int_equal(g->w.suspended, 1);
-    assert_true(g->w.buy.spool_wait_bytes > 0);
+    assert_true(g->w.buy->spool_wait_bytes > 0);
     assert_string_equal(r->order.sale_id, "s1");
     assert_string_equal(r->order.user_id, "u1");
     assert_int_equal(r->order.qty, 2);
@@ -259,14 +261,14 @@ static void test_not_started_prepared(void **state)
     assert_int_equal(buy(g, "later", "{\"user_id\":\"u3\"}", NULL, NULL, &c), GW_R_NOT_STARTED);
     assert_true(prep_has(c->cached, "Retry-After: 4\r\n"));
     assert_true(prep_has(c->cached, "\"retry_after\":4}"));
-    assert_int_equal(g->w.buy.nnot_started, 2);
+    assert_int_equal(g->w.buy->nnot_started, 2);
     free(a);
     free(b);
     free(c);
     free(o);
     /* more sales than slots: each still answered with its own, the cache bounded */
     char id[16];
-    for (unsigned i = 0; i < CM_ARRAY_LEN(g->w.buy.not_started_cache) + 3; i++) {
+    for (unsigned i = 0; i < CM_ARRAY_LEN(g->w.buy->not_started_cache) + 3; i++) {
         snprintf(id, sizeof(id), "s%u", i);
         sale(g, id, 10, 2, 60000, 3600000);
         assert_int_equal(buy(g, id, "{\"user_id\":\"u1\"}", NULL, NULL, &a), GW_R_NOT_STARTED);
@@ -275,7 +277,7 @@ static void test_not_started_prepared(void **state)
         assert_true(prep_has(a->cached, want));
         free(a);
     }
-    assert_int_equal(g->w.buy.nnot_started, CM_ARRAY_LEN(g->w.buy.not_started_cache));
+    assert_int_equal(g->w.buy->nnot_started, CM_ARRAY_LEN(g->w.buy->not_started_cache));
 }
 
 /* The in-place body reading with identity on (user_id optional): what jansson's

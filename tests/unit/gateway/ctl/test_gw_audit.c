@@ -179,6 +179,7 @@ typedef struct mini {
     char path[128];
     gw_config_t cfg;
     gw_server_t srv;
+    struct gw_server_admin admin; /* srv.admin */
 } mini_t;
 
 static void mini_init(mini_t *m)
@@ -189,6 +190,7 @@ static void mini_init(mini_t *m)
     snprintf(m->cfg.data_dir, sizeof(m->cfg.data_dir), "%s", m->dir);
     snprintf(m->path, sizeof(m->path), "%s/audit.log", m->dir);
     m->srv.cfg = &m->cfg;
+    m->srv.admin = &m->admin;
     m->srv.limits = gw_limits_new(1000);
 }
 
