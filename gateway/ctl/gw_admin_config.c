@@ -11,9 +11,9 @@
 #include "gateway/base/gw_admin_route.h"
 #include "gateway/base/gw_base.h"
 #include "gateway/base/gw_fleet.h"
-#include "gateway/base/gw_limit_json.h"
 #include "gateway/ctl/gw_audit.h"
 #include "gateway/ctl/gw_ctl.h"
+#include "gateway/ctl/gw_limit_json.h"
 
 #include <errno.h>
 #include <jansson.h>

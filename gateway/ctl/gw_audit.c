@@ -9,7 +9,7 @@
 #include "common/cm_log.h"
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
-#include "gateway/base/gw_limit_json.h"
+#include "gateway/ctl/gw_limit_json.h"
 #include "gateway/buy/gw_buy.h"
 #include "gateway/ctl/gw_ctl.h"
 #include "gateway/edge/gw_edge.h"

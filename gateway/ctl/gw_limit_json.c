@@ -1,7 +1,7 @@
 /*
  * The rate limits and per-sale rules as JSON (gw_limit_json.h).
  */
-#include "gateway/base/gw_limit_json.h"
+#include "gateway/ctl/gw_limit_json.h"
 
 #include <jansson.h>
 
