@@ -335,50 +335,74 @@ struct gw_worker {
     struct gw_px_worker *px; /* proxied routes (gw_proxy.c); NULL without routes */
 };
 
+/* The server: the configuration every folder reads, then one sub-struct per
+ * concern, then each upper folder's own state behind a pointer whose type this
+ * header does not know. */
 struct gw_server {
     gw_config_t *cfg;
-    /* Guards cfg's runtime-changeable fields (limits) written by the admin API and
-     * the fleet thread. Lock order: fleet's own locks, then this one. */
-    pthread_mutex_t cfg_mu;
-    cm_conf_t *conf;
-    inv_t *inv;
-    oq_spool_t *spool;
-    struct oq_relay *relay;
-    struct gw_fleet *fleet; /* gw_fleet.c; NULL without a Redis inventory */
-    struct gw_ring *ring;   /* gw_ring.c: the dashboard's history; NULL until started */
-    gw_releaser_t *releaser; /* gw_release.c: units given back off the loops */
-    gw_limits_t *limits;
-    gw_orders_t *orders;
-    gw_proxies_t proxies;
-    gw_ip_table_t *iptable; /* gw_conn.c: open connections per client address */
-    uint64_t max_conns;     /* gw_conn.c: per-worker cap in force (fits RLIMIT_NOFILE) */
-    struct gw_status_key *status_key; /* gw_token.c: key + HMAC pads, a secret page (no core dump) */
-    cm_id_gen_t ids;
-    _Atomic uint32_t node_id; /* the order ids' node (the fleet may claim another at run time) */
-    /* This process's ids of node_id carry a millisecond past this: started_ms - 1, or
-     * the floor the fleet took node_id over at (ids at or below it are another
-     * gateway's, or an earlier holder's). Stored before node_id. */
-    _Atomic int64_t node_since_ms;
-    gw_worker_t *workers;
-    unsigned nworkers;
-    bool workers_running;
-    bool workers_stopped; /* gw_workers_stop ran: a failed start stops them once, not twice */
-    /* The admin listener (gateway/ctl/gw_ctl_t.h): allocated by gw_server_start,
-     * freed by gw_server_stop. */
-    struct gw_server_admin *admin;
-    uint64_t access_sample_ppm; /* sampled access log: lines per million requests */
-    uint64_t body_limit;
-    uint32_t max_held; /* held requests per worker: past it, buys are shed with 503 */
-    atomic_bool ready;
-    atomic_bool draining;
-    atomic_bool leaving;    /* SIGTERM seen: /readyz 503 through server.drain_grace, the rest serves on */
-    gw_config_t *loaded;    /* the configuration as last read from its sources (SIGHUP diffs it) */
-    int64_t started_ms;
-    uv_loop_t main_loop;
+    /* The configuration's sources and its lock. */
+    struct gw_server_config {
+        /* Guards cfg's runtime-changeable fields (limits) written by the admin API
+         * and the fleet thread. Lock order: fleet's own locks, then this one. */
+        pthread_mutex_t mu;
+        cm_conf_t *conf;
+        gw_config_t *loaded; /* as last read from its sources (SIGHUP diffs it) */
+    } config;
+    /* What the requests read and write: stock, the spool and its relay, the
+     * order table, the rate limits' buckets, the units given back. */
+    struct gw_server_stores {
+        inv_t *inv;
+        oq_spool_t *spool;
+        struct oq_relay *relay;
+        gw_releaser_t *releaser; /* gw_release.c: units given back off the loops */
+        gw_limits_t *limits;
+        gw_orders_t *orders;
+    } stores;
+    /* This gateway as a node: its order ids, its status tokens' key, its fleet. */
+    struct gw_server_node {
+        cm_id_gen_t ids;
+        _Atomic uint32_t id; /* the order ids' node (the fleet may claim another at run time) */
+        /* This process's ids of id carry a millisecond past this: life.started_ms - 1,
+         * or the floor the fleet took id over at (ids at or below it are another
+         * gateway's, or an earlier holder's). Stored before id. */
+        _Atomic int64_t since_ms;
+        /* gw_token.c: key + HMAC pads, a secret page (no core dump) */
+        struct gw_status_key *status_key;
+        struct gw_fleet *fleet; /* gw_fleet.c; NULL without a Redis inventory */
+    } node;
+    /* The worker threads and what they apply to each request. */
+    struct gw_server_pool {
+        gw_worker_t *workers;
+        unsigned nworkers;
+        bool running;
+        bool stopped; /* gw_workers_stop ran: a failed start stops them once, not twice */
+        uint32_t max_held; /* held requests per worker: past it, buys are shed with 503 */
+        uint64_t body_limit;
+        uint64_t access_sample_ppm; /* sampled access log: lines per million requests */
+    } pool;
+    /* The public listener's connections (gw_addr.c, gw_conn.c). */
+    struct gw_server_conns {
+        gw_proxies_t proxies;   /* trusted proxies (server.trusted_proxies) */
+        gw_ip_table_t *iptable; /* open connections per client address */
+        uint64_t max_conns;     /* per-worker cap in force (fits RLIMIT_NOFILE) */
+    } conns;
+    /* Start, readiness, drain and stop (gw_server.c, gw_liveness.c). */
+    struct gw_server_life {
+        atomic_bool ready;
+        atomic_bool draining;
+        /* SIGTERM seen: /readyz 503 through server.drain_grace, the rest serves on */
+        atomic_bool leaving;
+        int64_t started_ms;
+        uv_loop_t main_loop;
+    } life;
     struct gw_overload *ol; /* levels, limits config, routes (gw_overload.c) */
     struct gw_fair *fair;   /* start-window lotteries (gw_fair.c) */
     struct gw_identity *identity; /* the buyer's identity (gw_identity.c) */
     struct gw_elig *elig;         /* per-sale eligibility rules (gw_elig.c) */
+    struct gw_ring *ring; /* gw_ring.c: the dashboard's history; NULL until started */
+    /* The admin listener (gateway/ctl/gw_ctl_t.h): allocated by gw_server_start,
+     * freed by gw_server_stop. */
+    struct gw_server_admin *admin;
 };
 
 /*

@@ -497,13 +497,13 @@ static void duplicate_facts(gw_req_t *r, gw_buy_ev_t *ev)
      * write: like another gateway's, it is spooled here; asked to retry,
      * the client was answered 503 for ever. So does one of a node id the
      * fleet took over from another gateway, at or below the floor it took
-     * it at (node_since_ms; integration.69-fleet-lease). node_id is read
-     * first: node_since_ms is stored before it. */
-    uint32_t node = atomic_load(&srv->node_id);
+     * it at (node.since_ms; integration.69-fleet-lease). node.id is read
+     * first: node.since_ms is stored before it. */
+    uint32_t node = atomic_load(&srv->node.id);
     ev->ours = cm_id_parse(r->res.order_id, strlen(r->res.order_id), &idv) == 0 &&
-               cm_id_node(idv) == node && cm_id_time_ms(idv) > atomic_load(&srv->node_since_ms);
+               cm_id_node(idv) == node && cm_id_time_ms(idv) > atomic_load(&srv->node.since_ms);
     /* An own order evicted from the status table was durable when it was put there. */
-    ev->seen = (gw_buy_seen_t)gw_orders_lookup(srv->orders, r->res.order_id, NULL);
+    ev->seen = (gw_buy_seen_t)gw_orders_lookup(srv->stores.orders, r->res.order_id, NULL);
     ev->claimed = r->res.claimed;
     /* the record and the answer are the key's order's */
     snprintf(r->order.order_id, sizeof(r->order.order_id), "%s", r->res.order_id);
@@ -573,7 +573,7 @@ static void fair_enter(gw_req_t *r, gw_fair_sale_t *fair, int64_t closes_at, int
 {
     gw_fair_ticket_t t;
     memset(&t, 0, sizeof(t));
-    uint64_t idv = cm_id_next(&r->w->srv->ids, now_ms);
+    uint64_t idv = cm_id_next(&r->w->srv->node.ids, now_ms);
     if (!idv) {
         ids_refused(r);
         return;
@@ -846,7 +846,7 @@ static bool buy_do(gw_req_t *r, const gw_buy_out_t *out)
     if (a & GW_BUY_DO_COUNT)
         atomic_fetch_add_explicit(&w->ctr.accepted_units, o->qty, memory_order_relaxed);
     if (a & GW_BUY_DO_KNOWN)
-        gw_orders_put(w->srv->orders, o);
+        gw_orders_put(w->srv->stores.orders, o);
     buy_say(r, out);
     if (a & GW_BUY_DO_SPOOL)
         return spool_later(r);
@@ -922,14 +922,14 @@ static inv_sale_t *buy_sale(gw_req_t *r)
 {
     gw_worker_t *w = r->w;
     gw_server_t *srv = w->srv;
-    if (atomic_load_explicit(&srv->draining, memory_order_relaxed)) {
+    if (atomic_load_explicit(&srv->life.draining, memory_order_relaxed)) {
         /* After the drain grace, on a connection opened before: close it, so
          * the load balancer's next request opens one to another gateway. */
         gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "gateway is shutting down");
         r->close_after = true;
         return NULL;
     }
-    if (w->suspended >= srv->max_held) {
+    if (w->suspended >= srv->pool.max_held) {
         gw_ol_overloaded(r, GW_OLR_INFLIGHT_LIMIT, "too many requests in flight", false);
         return NULL;
     }
@@ -946,7 +946,7 @@ static inv_sale_t *buy_sale(gw_req_t *r)
         memcpy(r->res.idem_key, ik, iklen + 1);
         r->res.raw_key_fp = inv_idem_key_fp(ik); /* identity scopes idem_key later */
     }
-    inv_sale_t *sale = inv_sale_find_memo(srv->inv, &w->buy->sale_memo, r->id);
+    inv_sale_t *sale = inv_sale_find_memo(srv->stores.inv, &w->buy->sale_memo, r->id);
     if (!sale) {
         r->cached = unknown_sale_response(w, r->id);
         r->cached_reply = GW_R_UNKNOWN_SALE;
@@ -968,7 +968,7 @@ static void head_facts(gw_req_t *r, buy_ctx_t *x, gw_buy_ev_t *ev)
     gw_server_t *srv = r->w->srv;
     ev->sold_out = inv_sale_sold_out(x->sale) &&
                    (!r->res.idem_key[0] ||
-                    !inv_sale_key_may_hold(srv->inv, x->sale, r->res.raw_key_fp) ||
+                    !inv_sale_key_may_hold(srv->stores.inv, x->sale, r->res.raw_key_fp) ||
                     !keyed_retry_verified(r));
     if (ev->sold_out) {
         ev->waitlist_open = gw_fair_waitlist_open(gw_fair_find(srv->fair, r->id));
@@ -1023,14 +1023,14 @@ static bool buyer_facts(gw_req_t *r, buy_ctx_t *x)
     }
     x->iplen = 0;
     if (x->identity) {
-        x->iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), x->ipkey);
+        x->iplen = gw_client_key(&srv->conns.proxies, gw_req_peer(r), gw_req_xff(r), x->ipkey);
         if (!parse_body_identity(r))
             return false;
         /* 3b. with identity on, the client address's limits come before the
          * token's check (a signature is CPU work a flood from one address
          * must not buy), and everything keyed by the user after it. A
          * request refused later (user, sale) has spent its address's token. */
-        gw_limits_admit_ip(srv->limits, (const char *)x->ipkey, x->iplen, w->now_ns, &x->v);
+        gw_limits_admit_ip(srv->stores.limits, (const char *)x->ipkey, x->iplen, w->now_ns, &x->v);
         if (!x->v.allowed) {
             gw_hitters_add(w, NULL, x->ipkey, x->iplen);
             reply_rate_limited(r, &x->v);
@@ -1052,7 +1052,7 @@ static bool buyer_facts(gw_req_t *r, buy_ctx_t *x)
      * was a cache miss, one after the other; this way they overlap the checks
      * in between (`python3 bench/profile.py build acc calls`). Hints only: nothing is read or
      * changed. */
-    gw_limits_prefetch_user(srv->limits, r->res.user_id, strlen(r->res.user_id));
+    gw_limits_prefetch_user(srv->stores.limits, r->res.user_id, strlen(r->res.user_id));
     /* 3a. a sale with a waiting room needs its admission token (the MAC: no
      * shared state; its replay id is claimed at step 4c). Not for a lottery
      * entry, nor while the draw runs: the room governs the first-come buys
@@ -1073,8 +1073,8 @@ static void limits_facts(gw_req_t *r, buy_ctx_t *x, gw_buy_ev_t *ev)
     gw_worker_t *w = r->w;
     gw_server_t *srv = w->srv;
     if (!x->identity)
-        x->iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), x->ipkey);
-    gw_limits_admit(srv->limits, r->res.user_id, strlen(r->res.user_id),
+        x->iplen = gw_client_key(&srv->conns.proxies, gw_req_peer(r), gw_req_xff(r), x->ipkey);
+    gw_limits_admit(srv->stores.limits, r->res.user_id, strlen(r->res.user_id),
                     x->identity ? NULL : (const char *)x->ipkey, x->identity ? 0 : x->iplen, r->id,
                     strlen(r->id), w->now_ns, &x->v);
     ev->rate_allowed = x->v.allowed;
@@ -1125,14 +1125,14 @@ static bool buy_reserve(gw_req_t *r, const buy_ctx_t *x)
 {
     gw_worker_t *w = r->w;
     gw_server_t *srv = w->srv;
-    uint64_t idv = cm_id_next(&srv->ids, x->now_ms);
+    uint64_t idv = cm_id_next(&srv->node.ids, x->now_ms);
     if (!idv) {
         ids_refused(r);
         return false;
     }
     oq_order_t *o = &r->order;
     cm_id_format(idv, r->res.order_id);
-    gw_orders_prefetch(srv->orders, idv); /* its put comes after the spool write */
+    gw_orders_prefetch(srv->stores.orders, idv); /* its put comes after the spool write */
     /* From here the reserve's user is the person: the inventory's per-user
      * mark counts the units a person holds, over all their accounts (inv.h);
      * the order keeps the account as its user_id and names the person. */
@@ -1146,7 +1146,7 @@ static bool buy_reserve(gw_req_t *r, const buy_ctx_t *x)
      * that fits only without them would be reserved, then refused at the
      * batch's write (its units given back by a release event that eats the
      * room). */
-    int src = oq_spool_room(srv->spool, o, w->buy->spool_wait_bytes);
+    int src = oq_spool_room(srv->stores.spool, o, w->buy->spool_wait_bytes);
     if (src != 0) {
         spool_refused(r, src);
         return false;
@@ -1258,7 +1258,7 @@ static void sync_work(uv_work_t *wk)
         if (ndone < CM_ARRAY_LEN(done))
             done[ndone++] = r->id;
     }
-    w->buy->sync_result = oq_spool_sync_to(w->srv->spool, w->buy->sync_upto);
+    w->buy->sync_result = oq_spool_sync_to(w->srv->stores.spool, w->buy->sync_upto);
 }
 
 static void sync_after(uv_work_t *wk, int status)
@@ -1274,7 +1274,8 @@ static void sync_after(uv_work_t *wk, int status)
          * worker's) made durable: those are relayed and settled, so they are
          * answered 202. After a CM_EIO the spool answers each end at once,
          * without an fdatasync, so this runs on the loop. */
-        int rc = w->buy->sync_result == 0 ? 0 : oq_spool_sync_to(w->srv->spool, r->spool_end);
+        int rc =
+            w->buy->sync_result == 0 ? 0 : oq_spool_sync_to(w->srv->stores.spool, r->spool_end);
         /* A failed one: the reservation stays (at worst undersell, never
          * oversell: if the cut itself failed, the record may come back at a
          * restart), the answer is 503 not confirmed (gw_buy_core.h SYNCED). */
@@ -1332,7 +1333,7 @@ static void spool_flush(gw_worker_t *w)
              * (it reads the end under the append mutex), so each order's
              * record is durable once the write's end is. */
             oq_pos_t end;
-            int rc = oq_spool_append_batch(w->srv->spool, orders, n, &kept, &end);
+            int rc = oq_spool_append_batch(w->srv->stores.spool, orders, n, &kept, &end);
             size_t i = 0;
             for (gw_req_t *q = first; q != r; i++) {
                 gw_req_t *next = q->next; /* q may be freed and reused by its answer */
@@ -1429,7 +1430,7 @@ void gw_order_handle(gw_req_t *r)
     if (verified)
         tok_ok = gw_identity_order_owner(r->w->srv, id, buyer);
     gw_orders_found_t f =
-        tok_ok ? gw_orders_lookup(r->w->srv->orders, id, &ord) : GW_ORDERS_UNKNOWN;
+        tok_ok ? gw_orders_lookup(r->w->srv->stores.orders, id, &ord) : GW_ORDERS_UNKNOWN;
     if (f != GW_ORDERS_FOUND) {
         gw_fair_ticket_t t;
         if ((tok_ok || verified) && gw_fair_lookup(r->w->srv->fair, id, &t) &&
@@ -1488,7 +1489,7 @@ void gw_room_handle(gw_req_t *r)
 {
     gw_server_t *srv = r->w->srv;
     gw_resp_t *p = &r->resp;
-    inv_sale_t *sale = inv_sale_find(srv->inv, r->id);
+    inv_sale_t *sale = inv_sale_find(srv->stores.inv, r->id);
     if (!sale) {
         gw_resp_error(p, GW_R_UNKNOWN_SALE, NULL, "no sale %s", r->id);
         return;
@@ -1540,8 +1541,8 @@ void gw_room_handle(gw_req_t *r)
          * token's check, the user's after it (a join only). A ticket refresh
          * or a HEAD takes no place but may cost a verification, so it spends
          * the address's buckets too: a flood of them is refused unverified. */
-        iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
-        gw_limits_admit_ip(srv->limits, (const char *)ipkey, iplen, r->w->now_ns, &lv);
+        iplen = gw_client_key(&srv->conns.proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
+        gw_limits_admit_ip(srv->stores.limits, (const char *)ipkey, iplen, r->w->now_ns, &lv);
         if (!lv.allowed) {
             gw_hitters_add(r->w, NULL, ipkey, iplen);
             reply_rate_limited(r, &lv);
@@ -1582,9 +1583,10 @@ void gw_room_handle(gw_req_t *r)
          * person who holds a place gets it back. HEAD takes none: its head is
          * the one a join would get now. */
         if (!identity)
-            iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
-        gw_limits_admit(srv->limits, user, strlen(user), identity ? NULL : (const char *)ipkey,
-                        identity ? 0 : iplen, r->id, strlen(r->id), r->w->now_ns, &lv);
+            iplen = gw_client_key(&srv->conns.proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
+        gw_limits_admit(srv->stores.limits, user, strlen(user),
+                        identity ? NULL : (const char *)ipkey, identity ? 0 : iplen, r->id,
+                        strlen(r->id), r->w->now_ns, &lv);
         if (!lv.allowed) {
             gw_hitters_add(r->w, user, ipkey, iplen);
             reply_rate_limited(r, &lv);
@@ -1666,7 +1668,7 @@ void gw_room_handle(gw_req_t *r)
 
 void gw_sale_handle(gw_req_t *r)
 {
-    inv_sale_t *sale = inv_sale_find(r->w->srv->inv, r->id);
+    inv_sale_t *sale = inv_sale_find(r->w->srv->stores.inv, r->id);
     if (!sale) {
         gw_resp_error(&r->resp, GW_R_UNKNOWN_SALE, NULL, "no sale %s", r->id);
         gw_resp_header(&r->resp, "Cache-Control", "public, max-age=%d", SALE_MAX_AGE_S);
@@ -1751,8 +1753,8 @@ void gw_buy_prep_free(gw_worker_t *w)
 
 void gw_buy_relay_notify(gw_server_t *srv)
 {
-    if (srv->relay)
-        oq_relay_notify(srv->relay);
+    if (srv->stores.relay)
+        oq_relay_notify(srv->stores.relay);
 }
 
 gw_prep_t *gw_sold_out_response(gw_worker_t *w, const inv_sale_t *sale)

@@ -111,7 +111,7 @@ void gw_release_unaccepted(gw_server_t *srv, const oq_order_t *o, const char *wh
  * failed release queued to the releaser). Single-threaded init. */
 void gw_replay_init(gw_server_t *srv, gw_replay_ctx_t *ctx, gw_book_t *book,
                     bool settled_before_release);
-/* The order table as the cores see it (gw_replay.h): srv->orders. Thread-safe
+/* The order table as the cores see it (gw_replay.h): srv->stores.orders. Thread-safe
  * (gw_orders is). */
 void gw_server_book(gw_server_t *srv, gw_book_t *out);
 

@@ -179,7 +179,7 @@ void gw_fair__fleet_mark(gw_fair_t *f, gw_fair_sale_t *fs)
     pthread_mutex_unlock(&fs->mu);
     char why[256] = "";
     if (any && fconn(f) &&
-        fok(f, inv_lottery_entered_mark(f->rc, fs->sale_id, f->srv->node_id, why, sizeof(why)),
+        fok(f, inv_lottery_entered_mark(f->rc, fs->sale_id, f->srv->node.id, why, sizeof(why)),
             why))
         fs->marked = true;
 }
@@ -211,7 +211,7 @@ static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
         const entry_t *e = &fs->v[i];
         char val[320];
         snprintf(val, sizeof(val), "%s %u %s %u%s%s%s", e->order_id, e->qty,
-                 gw_fair__idem_out(e->idem), f->srv->node_id, gw_fair__idem_mark(e->idem),
+                 gw_fair__idem_out(e->idem), f->srv->node.id, gw_fair__idem_mark(e->idem),
                  strcmp(e->person, e->user_id) != 0 ? " @" : "",
                  strcmp(e->person, e->user_id) != 0 ? e->user_id : "");
         if (inv_lottery_push_add(c, fs->sale_id, e->person, val) == 0)
@@ -219,7 +219,7 @@ static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
     }
     pthread_mutex_unlock(&fs->mu);
     char why[256] = "";
-    int rc = inv_lottery_push_finish(c, fs->sale_id, f->srv->node_id, sent, sent == n, why,
+    int rc = inv_lottery_push_finish(c, fs->sale_id, f->srv->node.id, sent, sent == n, why,
                                      sizeof(why));
     if (rc < 0) {
         trouble(f, "push", why);
@@ -383,7 +383,7 @@ static bool fleet_read(gw_fair_t *f, gw_fair_sale_t *fs, fleet_draw_t *d, bool w
 /* Whether the sale's ends_at passed (its waitlist is then lost). */
 static bool sale_ended(gw_fair_t *f, const char *sale_id)
 {
-    inv_sale_t *s = inv_sale_find(f->srv->inv, sale_id);
+    inv_sale_t *s = inv_sale_find(f->srv->stores.inv, sale_id);
     if (!s)
         return false;
     inv_sale_info_t info;
@@ -501,7 +501,7 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
              (unsigned long long)(rnd.k0 ^ gw_fair__rotl(rnd.k1, 32)));
     if (!fok(f, inv_lottery_seed_offer(c, fs->sale_id, seed, why, sizeof(why)), why))
         return false;
-    inv_sale_t *sale = inv_sale_find(srv->inv, fs->sale_id);
+    inv_sale_t *sale = inv_sale_find(srv->stores.inv, fs->sale_id);
     /* whether the losers wait for freed units, decided once (a resumed draw keeps it):
      * not when the sale is over already */
     bool over = !sale || sale_ended(f, fs->sale_id);
@@ -566,10 +566,10 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
         }
         if (rc == INV_RESERVED || again) {
             oq_order_t o;
-            gw_order_of_reserve(&o, &rq, e->user_id, fs->sale_id, cm_wall_ms(), srv->node_id);
+            gw_order_of_reserve(&o, &rq, e->user_id, fs->sale_id, cm_wall_ms(), srv->node.id);
             const oq_order_t *one = &o;
             oq_pos_t end;
-            int arc = oq_spool_append_batch(srv->spool, &one, 1, NULL, &end);
+            int arc = oq_spool_append_batch(srv->stores.spool, &one, 1, NULL, &end);
             if (arc != 0) {
                 gw_release_unaccepted(srv, &o, "lottery winner not accepted: spool refused");
                 /* Not a winner: recorded, so that a drawer that resumes does not take the
@@ -585,7 +585,7 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
                 continue;
             }
             /* its own record only: durable is a winner, whatever fdatasync failed after */
-            if (oq_spool_commit_to(srv->spool, end) != 0 || !fconn(f) ||
+            if (oq_spool_commit_to(srv->stores.spool, end) != 0 || !fconn(f) ||
                 !fok(f,
                      inv_lottery_winner_put(f->rc, fs->sale_id, e->person, e->order_id, why,
                                             sizeof(why)),
@@ -593,10 +593,10 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
                 failed = true; /* spooled: a resumed draw finds it by its key */
                 break;
             }
-            gw_orders_put(srv->orders, &o);
+            gw_orders_put(srv->stores.orders, &o);
             gw_identity_order_put(srv, o.order_id, o.user_id);
-            if (srv->workers)
-                atomic_fetch_add_explicit(&srv->workers[0].ctr.accepted_units, o.qty,
+            if (srv->pool.workers)
+                atomic_fetch_add_explicit(&srv->pool.workers[0].ctr.accepted_units, o.qty,
                                           memory_order_relaxed);
             nwon++;
         } else if (rc != INV_SOLD_OUT && rc != INV_UNKNOWN_SALE) {
@@ -658,7 +658,7 @@ void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_m
         return;
     bool mine = false;
     if (!fconn(f) ||
-        !fok(f, inv_lottery_lock(f->rc, fs->sale_id, f->srv->node_id, FLEET_LOCK_MS, &mine, why,
+        !fok(f, inv_lottery_lock(f->rc, fs->sale_id, f->srv->node.id, FLEET_LOCK_MS, &mine, why,
                                  sizeof(why)),
              why))
         return;

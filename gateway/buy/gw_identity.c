@@ -100,8 +100,8 @@ int gw_identity_start(gw_server_t *srv, char *errbuf, size_t errlen)
     snprintf(id->header, sizeof(id->header), "%s", cfg->id_header);
     snprintf(id->cookie, sizeof(id->cookie), "%s", cfg->id_cookie);
     id->retry_s = id->ic.jwks_min_refetch_s;
-    id->nworkers = srv->nworkers;
-    id->workers = cm_xcalloc(srv->nworkers, sizeof(*id->workers));
+    id->nworkers = srv->pool.nworkers;
+    id->workers = cm_xcalloc(srv->pool.nworkers, sizeof(*id->workers));
     for (unsigned i = 0; i < OWNER_STRIPES; i++)
         pthread_mutex_init(&id->owner_mu[i], NULL);
     if (id->mode == GW_ID_NONE) {
@@ -279,7 +279,7 @@ static who_t who(gw_req_t *r, char *user, int *outcome, bool count_missing, bool
         return WHO_DUP;
     }
     if (id->mode == GW_ID_HEADER) {
-        if (h && !gw_proxies_match(&srv->proxies, gw_req_peer(r))) {
+        if (h && !gw_proxies_match(&srv->conns.proxies, gw_req_peer(r))) {
             bump(&iw->untrusted);
             return WHO_UNTRUSTED;
         }
@@ -434,7 +434,7 @@ bool gw_identity_claimed(gw_req_t *r, char *user)
         return false;
     }
     if (id->mode == GW_ID_HEADER) {
-        if (h && !gw_proxies_match(&r->w->srv->proxies, gw_req_peer(r))) {
+        if (h && !gw_proxies_match(&r->w->srv->conns.proxies, gw_req_peer(r))) {
             refuse(r, WHO_UNTRUSTED, ID_MISSING);
             return false;
         }

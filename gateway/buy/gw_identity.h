@@ -15,7 +15,7 @@
  * Sets up identity per cfg->id_mode: in jwt mode opens (creating it at first
  * start) <data_dir>/identity.key, builds the verifier on it (or on
  * identity.jwks_file / jwks_url), starts the JWKS fetcher when jwks_url is
- * set, and makes one verified-token cache per worker (srv->nworkers must be
+ * set, and makes one verified-token cache per worker (srv->pool.nworkers must be
  * known). In none mode logs a warning when server.listen is not loopback.
  * Before the workers start. Returns 0, or a negative CM_E* with the reason in
  * errbuf. Single-threaded init.

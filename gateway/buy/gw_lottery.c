@@ -225,7 +225,7 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
     /* A log written before the "W" lines: its winners are the orders the
      * status table still knows (an order it knows is one, whatever else). */
     for (size_t i = 0; i < fs->ndraw; i++)
-        if (gw_orders_get(f->srv->orders, fs->v[i].order_id, NULL))
+        if (gw_orders_get(f->srv->stores.orders, fs->v[i].order_id, NULL))
             mark_won(fs, &fs->v[i]);
     if (finished) {
         for (size_t i = 0; i < fs->ndraw; i++) {
@@ -289,10 +289,10 @@ void gw_fair__cut_winners(gw_fair_t *f)
     bool cut = false;
     for (size_t i = 0; i < n && !cut; i++)
         cut = (f->sales[i]->seeded && !atomic_load(&f->sales[i]->drawn)) || f->sales[i]->wl_cut;
-    if (!cut || !f->srv->spool)
+    if (!cut || !f->srv->stores.spool)
         return;
     uint64_t t0 = cm_mono_us();
-    long rc = oq_spool_scan(f->srv->spool, (oq_pos_t){0, 0}, cut_winner_one, f);
+    long rc = oq_spool_scan(f->srv->stores.spool, (oq_pos_t){0, 0}, cut_winner_one, f);
     if (rc < 0)
         cm_log_error("fair", "cannot read the spool for the winners of a cut draw", "err=%s",
                      cm_strerror((int)rc));
@@ -418,7 +418,7 @@ bool gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out)
         pthread_mutex_lock(&fs->mu);
         entry_t *e = gw_fair__find_id(fs, order_id);
         if (e) {
-            inv_sale_t *s = inv_sale_find(f->srv->inv, fs->sale_id);
+            inv_sale_t *s = inv_sale_find(f->srv->stores.inv, fs->sale_id);
             int64_t starts = 0;
             if (s) {
                 inv_sale_info_t info;
@@ -508,7 +508,7 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
     }
     pthread_mutex_unlock(&fs->mu);
 
-    inv_sale_t *sale = inv_sale_find(srv->inv, fs->sale_id);
+    inv_sale_t *sale = inv_sale_find(srv->stores.inv, fs->sale_id);
     oq_order_t *won = cm_xmalloc(sizeof(*won) * 256);
     oq_pos_t *won_end = cm_xmalloc(sizeof(*won_end) * 256); /* where each one's record ends */
     size_t nwon = 0, capwon = 256;
@@ -534,10 +534,10 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
             }
             if (rc == INV_RESERVED) {
                 oq_order_t o;
-                gw_order_of_reserve(&o, &rq, e->user_id, fs->sale_id, now, srv->node_id);
+                gw_order_of_reserve(&o, &rq, e->user_id, fs->sale_id, now, srv->node.id);
                 const oq_order_t *one = &o;
                 oq_pos_t end;
-                int arc = oq_spool_append_batch(srv->spool, &one, 1, NULL, &end);
+                int arc = oq_spool_append_batch(srv->stores.spool, &one, 1, NULL, &end);
                 if (arc != 0) {
                     gw_release_unaccepted(srv, &o, "lottery winner not accepted: spool refused");
                     st = GW_ENTRY_LOST;
@@ -588,10 +588,10 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
          * won. A wait for the spool's whole end instead would fail after any
          * failed fdatasync and tell such a winner it lost.
          */
-        int crc = oq_spool_commit_to(srv->spool, won_end[nwon - 1]);
+        int crc = oq_spool_commit_to(srv->stores.spool, won_end[nwon - 1]);
         size_t nok = 0;
         for (size_t i = 0; i < nwon; i++) {
-            if (crc == 0 || oq_spool_commit_to(srv->spool, won_end[i]) == 0) {
+            if (crc == 0 || oq_spool_commit_to(srv->stores.spool, won_end[i]) == 0) {
                 won[nok++] = won[i];
                 continue;
             }
@@ -617,10 +617,10 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
             cm_log_error("fair", "spool fsync failed: draw winners not accepted",
                          "sale=%s orders=%zu accepted=%zu", fs->sale_id, nwon, nok);
         for (size_t i = 0; i < nok; i++) {
-            gw_orders_put(srv->orders, &won[i]);
+            gw_orders_put(srv->stores.orders, &won[i]);
             gw_identity_order_put(srv, won[i].order_id, won[i].user_id);
-            if (srv->workers)
-                atomic_fetch_add_explicit(&srv->workers[0].ctr.accepted_units, won[i].qty,
+            if (srv->pool.workers)
+                atomic_fetch_add_explicit(&srv->pool.workers[0].ctr.accepted_units, won[i].qty,
                                           memory_order_relaxed);
         }
         if (nok)

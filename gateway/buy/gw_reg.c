@@ -413,7 +413,7 @@ void gw_reg_handle(gw_req_t *r)
     gw_server_t *srv = r->w->srv;
     gw_resp_t *p = &r->resp;
     /* 1. the sale and its window: nothing verified for a closed registration */
-    if (!inv_sale_find(srv->inv, r->id)) {
+    if (!inv_sale_find(srv->stores.inv, r->id)) {
         gw_resp_error(p, GW_R_UNKNOWN_SALE, NULL, "no sale %s", r->id);
         return;
     }
@@ -440,11 +440,11 @@ void gw_reg_handle(gw_req_t *r)
         return;
     }
     uint8_t ipkey[16];
-    size_t iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
+    size_t iplen = gw_client_key(&srv->conns.proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
     gw_limit_verdict_t lv;
     char verified[ID_USER_MAX + 1];
     if (identity) {
-        gw_limits_admit_ip(srv->limits, (const char *)ipkey, iplen, r->w->now_ns, &lv);
+        gw_limits_admit_ip(srv->stores.limits, (const char *)ipkey, iplen, r->w->now_ns, &lv);
         if (!lv.allowed) {
             gw_hitters_add(r->w, NULL, ipkey, iplen);
             gw_buy_rate_limited(r, &lv);
@@ -462,7 +462,7 @@ void gw_reg_handle(gw_req_t *r)
     /* an ineligible person is not registered: the sale would refuse their entry anyway */
     if (!gw_elig_check(r, r->id, cm_wall_ms()))
         return;
-    gw_limits_admit(srv->limits, user, strlen(user), identity ? NULL : (const char *)ipkey,
+    gw_limits_admit(srv->stores.limits, user, strlen(user), identity ? NULL : (const char *)ipkey,
                     identity ? 0 : iplen, r->id, strlen(r->id), r->w->now_ns, &lv);
     if (!lv.allowed) {
         gw_hitters_add(r->w, user, ipkey, iplen);

@@ -154,16 +154,16 @@ static promo_t promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, entry
     }
     *left = rq.stock_left >= 0 ? rq.stock_left : *left - e->qty;
     oq_order_t o;
-    gw_order_of_reserve(&o, &rq, e->user_id, fs->sale_id, cm_wall_ms(), srv->node_id);
+    gw_order_of_reserve(&o, &rq, e->user_id, fs->sale_id, cm_wall_ms(), srv->node.id);
     const oq_order_t *one = &o;
     oq_pos_t end;
-    if (oq_spool_append_batch(srv->spool, &one, 1, NULL, &end) != 0) {
+    if (oq_spool_append_batch(srv->stores.spool, &one, 1, NULL, &end) != 0) {
         gw_release_unaccepted(srv, &o, "waitlist promotion not accepted: spool refused");
         return PROMO_FAILED; /* still waitlisted: tried again after WL_RETRY_MS */
     }
     /* its own record only: one an earlier round made durable is settled, whatever
      * another thread's later fdatasync did */
-    if (oq_spool_commit_to(srv->spool, end) != 0) {
+    if (oq_spool_commit_to(srv->stores.spool, end) != 0) {
         /* as the draw's failed commit: the record was cut, the units stay held
          * (undersell, never oversell), and the entry is lost, not "won" with an
          * order that reads queued for ever */
@@ -174,10 +174,10 @@ static promo_t promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, entry
         pthread_mutex_unlock(&fs->mu);
         return PROMO_FAILED;
     }
-    gw_orders_put(srv->orders, &o);
+    gw_orders_put(srv->stores.orders, &o);
     gw_identity_order_put(srv, o.order_id, o.user_id);
-    if (srv->workers)
-        atomic_fetch_add_explicit(&srv->workers[0].ctr.accepted_units, o.qty,
+    if (srv->pool.workers)
+        atomic_fetch_add_explicit(&srv->pool.workers[0].ctr.accepted_units, o.qty,
                                   memory_order_relaxed);
     gw_buy_relay_notify(srv);
     pthread_mutex_lock(&fs->mu);
@@ -200,7 +200,7 @@ void gw_fair__wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
     int64_t now = cm_wall_ms();
     if (now < fs->wl_retry_ms)
         return;
-    inv_sale_t *sale = inv_sale_find(f->srv->inv, fs->sale_id);
+    inv_sale_t *sale = inv_sale_find(f->srv->stores.inv, fs->sale_id);
     if (!sale)
         return;
     inv_sale_info_t info;

@@ -167,7 +167,7 @@ static fpromo_t promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, entr
         settle_local(fs, e, false);
         return FP_LOST;
     }
-    if (scan_spool && oq_spool_scan(srv->spool, (oq_pos_t){0, 0}, spool_find_one, &sf) < 0)
+    if (scan_spool && oq_spool_scan(srv->stores.spool, (oq_pos_t){0, 0}, spool_find_one, &sf) < 0)
         return FP_FAILED;
     bool fresh = false; /* a new order of this call: counted and announced */
     if (!sf.found) {
@@ -204,10 +204,10 @@ static fpromo_t promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, entr
             *left = rq.stock_left;
         else
             *left -= e->qty;
-        gw_order_of_reserve(&sf.o, &rq, e->user_id, fs->sale_id, cm_wall_ms(), srv->node_id);
+        gw_order_of_reserve(&sf.o, &rq, e->user_id, fs->sale_id, cm_wall_ms(), srv->node.id);
         const oq_order_t *one = &sf.o;
         oq_pos_t end;
-        if (oq_spool_append_batch(srv->spool, &one, 1, NULL, &end) != 0) {
+        if (oq_spool_append_batch(srv->stores.spool, &one, 1, NULL, &end) != 0) {
             gw_release_unaccepted(srv, &sf.o, "waitlist promotion not accepted: spool refused");
             snprintf(fs->wl_giveback, sizeof(fs->wl_giveback), "%s", e->order_id);
             if (!finish(f, fs, owner, e->person, INV_LOTTERY_NOT_ACCEPTED))
@@ -217,19 +217,19 @@ static fpromo_t promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, entr
             return FP_LOST;
         }
         /* its own record only: another thread's later failed fdatasync is not its to answer */
-        if (oq_spool_commit_to(srv->spool, end) != 0)
+        if (oq_spool_commit_to(srv->stores.spool, end) != 0)
             return FP_FAILED; /* pending: the next try asks the spool */
         fresh = true;
     }
     if (!finish(f, fs, owner, e->person, sf.o.order_id))
         return FP_FAILED; /* pending and ours: the next try finds it in the spool */
-    if (fresh || !gw_orders_get(srv->orders, sf.o.order_id, NULL)) {
-        gw_orders_put(srv->orders, &sf.o);
+    if (fresh || !gw_orders_get(srv->stores.orders, sf.o.order_id, NULL)) {
+        gw_orders_put(srv->stores.orders, &sf.o);
         gw_identity_order_put(srv, sf.o.order_id, sf.o.user_id);
     }
     if (fresh) {
-        if (srv->workers)
-            atomic_fetch_add_explicit(&srv->workers[0].ctr.accepted_units, sf.o.qty,
+        if (srv->pool.workers)
+            atomic_fetch_add_explicit(&srv->pool.workers[0].ctr.accepted_units, sf.o.qty,
                                       memory_order_relaxed);
         gw_buy_relay_notify(srv);
     }
@@ -317,7 +317,7 @@ void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
     if (!owner)
         return;
     int64_t now = cm_wall_ms();
-    inv_sale_t *sale = inv_sale_find(f->srv->inv, fs->sale_id);
+    inv_sale_t *sale = inv_sale_find(f->srv->stores.inv, fs->sale_id);
     if (!sale)
         return;
     inv_sale_info_t info;

@@ -238,7 +238,7 @@ int gw_overload_start(gw_server_t *srv, char *errbuf, size_t errlen)
     ol->adaptive = cfg->ol_adaptive;
     ol->accept_pause = cfg->ol_accept_pause;
     ol->shed_buys = cfg->ol_shed_buys;
-    ol->redis_dep = (inv_caps(srv->inv) & INV_CAP_SHARED) != 0; /* a remote store */
+    ol->redis_dep = (inv_caps(srv->stores.inv) & INV_CAP_SHARED) != 0; /* a remote store */
     ol->spool_dep = cfg->durability == GW_DURABILITY_FSYNC;
     ol->retry_min = (unsigned)cfg->ol_retry_min_s;
     ol->retry_max = (unsigned)cfg->ol_retry_max_s;
@@ -259,8 +259,8 @@ void gw_overload_stop(gw_server_t *srv)
 {
     if (!srv->ol)
         return;
-    for (unsigned i = 0; srv->workers && i < srv->nworkers; i++)
-        CM_FREE(srv->workers[i].ol);
+    for (unsigned i = 0; srv->pool.workers && i < srv->pool.nworkers; i++)
+        CM_FREE(srv->pool.workers[i].ol);
     pthread_mutex_destroy(&srv->ol->mu);
     gw_secret_free(srv->ol->uprio_secret, GW_UPRIO_SECRET_LEN);
     CM_FREE(srv->ol);
@@ -490,8 +490,8 @@ static void evaluate(gw_server_t *srv)
     if (atomic_load(&ol->pinned) >= 0)
         return;
     uint64_t worst = 0;
-    for (unsigned i = 0; i < srv->nworkers; i++) {
-        gw_ol_worker_t *o = srv->workers[i].ol;
+    for (unsigned i = 0; i < srv->pool.nworkers; i++) {
+        gw_ol_worker_t *o = srv->pool.workers[i].ol;
         if (!o)
             continue;
         uint64_t v = atomic_load_explicit(&o->q.pub_pressure_us, memory_order_relaxed);
@@ -851,7 +851,8 @@ static bool keeps_open(gw_ol_worker_t *o)
 static bool upstream_waited(gw_req_t *r, uint64_t *waited_us)
 {
     const gw_server_t *srv = r->w->srv;
-    if (!r->hdr.req_start || srv->proxies.n == 0 || !gw_proxies_match(&srv->proxies, gw_req_peer(r)))
+    if (!r->hdr.req_start || srv->conns.proxies.n == 0 ||
+        !gw_proxies_match(&srv->conns.proxies, gw_req_peer(r)))
         return false;
     return gw_upstream_waited(r->hdr.req_start, (uint64_t)cm_wall_ms() * 1000u, waited_us);
 }
@@ -1300,12 +1301,12 @@ void gw_overload_snapshot(gw_server_t *srv, gw_ol_snapshot_t *out)
     }
     if (ol->redis_dep) {
         uint64_t opens = 0;
-        int st = inv_redis_breaker(srv->inv, &opens);
+        int st = inv_redis_breaker(srv->stores.inv, &opens);
         out->deps[GW_DEP_REDIS].breaker = st;
         out->deps[GW_DEP_REDIS].breaker_opens = opens;
     }
-    for (unsigned i = 0; i < srv->nworkers && srv->workers; i++) {
-        gw_ol_worker_t *o = srv->workers[i].ol;
+    for (unsigned i = 0; i < srv->pool.nworkers && srv->pool.workers; i++) {
+        gw_ol_worker_t *o = srv->pool.workers[i].ol;
         if (!o)
             continue;
         uint64_t qd = atomic_load_explicit(&o->q.pub_avg_us, memory_order_relaxed);

@@ -48,22 +48,22 @@ static int rig_setup(void **state)
     snprintf(g->cfg.data_dir, sizeof(g->cfg.data_dir), "%s", g->dir);
     gw_server_t *srv = &g->srv;
     srv->cfg = &g->cfg;
-    srv->node_id = 1;
-    srv->node_since_ms = cm_wall_ms() - 1;
-    srv->max_held = 100;
+    srv->node.id = 1;
+    srv->node.since_ms = cm_wall_ms() - 1;
+    srv->pool.max_held = 100;
     char why[256] = "", spdir[128];
-    assert_int_equal(inv_open(&srv->inv, "memory", NULL, 64, why, sizeof(why)), 0);
+    assert_int_equal(inv_open(&srv->stores.inv, "memory", NULL, 64, why, sizeof(why)), 0);
     snprintf(spdir, sizeof(spdir), "%s/spool", g->dir);
     oq_spool_opts_t so = {.dir = spdir, .durability = OQ_DURABILITY_FSYNC};
-    assert_int_equal(oq_spool_open(&srv->spool, &so, why, sizeof(why)), 0);
-    srv->orders = gw_orders_new(1000);
-    srv->limits = gw_limits_new(1000); /* every rate 0: off */
-    assert_non_null(srv->limits);
-    cm_id_gen_init(&srv->ids, 1);
+    assert_int_equal(oq_spool_open(&srv->stores.spool, &so, why, sizeof(why)), 0);
+    srv->stores.orders = gw_orders_new(1000);
+    srv->stores.limits = gw_limits_new(1000); /* every rate 0: off */
+    assert_non_null(srv->stores.limits);
+    cm_id_gen_init(&srv->node.ids, 1);
     gw_worker_t *w = &g->w;
     w->srv = srv;
     w->buy = &g->wbuy;
-    assert_int_equal(inv_worker_open(srv->inv, NULL, &w->inv), 0);
+    assert_int_equal(inv_worker_open(srv->stores.inv, NULL, &w->inv), 0);
     w->buy->spool_wait_tail = &w->buy->spool_wait;
     w->buy->sync_wait_tail = &w->buy->sync_wait;
     pthread_mutex_init(&w->hh_mu, NULL);
@@ -82,10 +82,10 @@ static int rig_teardown(void **state)
     gw_buy_prep_free(&g->w);
     pthread_mutex_destroy(&g->w.hh_mu);
     inv_worker_close(g->w.inv);
-    gw_limits_free(g->srv.limits);
-    gw_orders_free(g->srv.orders);
-    oq_spool_close(g->srv.spool);
-    inv_close(g->srv.inv);
+    gw_limits_free(g->srv.stores.limits);
+    gw_orders_free(g->srv.stores.orders);
+    oq_spool_close(g->srv.stores.spool);
+    inv_close(g->srv.stores.inv);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g->dir);
     assert_int_equal(system(cmd), 0);
@@ -105,7 +105,7 @@ static void sale(rig_t *g, const char *id, int64_t stock, uint32_t per_user, int
     snprintf(def.sale_id, sizeof(def.sale_id), "%s", id);
     inv_sale_info_t info;
     char why[256] = "";
-    assert_int_equal(inv_sale_put(g->srv.inv, &def, &info, why, sizeof(why)), 0);
+    assert_int_equal(inv_sale_put(g->srv.stores.inv, &def, &info, why, sizeof(why)), 0);
 }
 
 /* POST /v1/sales/{id}/orders with body (and an Idempotency-Key if key): the
@@ -222,7 +222,7 @@ static void test_keyed_retry(void **state)
     assert_int_equal(buy(g, "s1", "{\"user_id\":\"u1\"}", "k-1", NULL, NULL), GW_R_UNAVAILABLE);
     /* durable (what the spool write does: the order table knows it): replayed,
      * with the original's id, though the sale has sold out since */
-    assert_true(gw_orders_put(g->srv.orders, &first->order));
+    assert_true(gw_orders_put(g->srv.stores.orders, &first->order));
     gw_req_t *r = NULL;
     assert_int_equal(buy(g, "s1", "{\"user_id\":\"u1\"}", "k-1", &held, &r), GW_R_ACCEPTED);
     assert_false(held);

@@ -191,7 +191,7 @@ static void mini_init(mini_t *m)
     snprintf(m->path, sizeof(m->path), "%s/audit.log", m->dir);
     m->srv.cfg = &m->cfg;
     m->srv.admin = &m->admin;
-    m->srv.limits = gw_limits_new(1000);
+    m->srv.stores.limits = gw_limits_new(1000);
 }
 
 static void mini_open(mini_t *m)
@@ -204,7 +204,7 @@ static void mini_open(mini_t *m)
 static void mini_close(mini_t *m)
 {
     gw_audit_close(&m->srv);
-    gw_limits_free(m->srv.limits);
+    gw_limits_free(m->srv.stores.limits);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", m->dir);
     assert_int_equal(system(cmd), 0);
