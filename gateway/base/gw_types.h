@@ -218,9 +218,6 @@ typedef struct gw_proxies {
 
 /*---- Workers and the server ----*/
 
-/* Prepared 503 answers per worker: reasons x messages x Retry-After values
- * (3 by default); a wider Retry-After range builds the rest per request. */
-#define GW_OL_CACHE 64
 /* listen() backlog of a worker's socket (gw_h1.c; gw_overload.c reopens with it) and of
  * the admin listener (gw_admin.c). */
 #define GW_LISTEN_BACKLOG 4096
@@ -263,20 +260,7 @@ typedef struct gw_worker_edge {
 } gw_worker_edge_t;
 
 
-/* The overload control's part of a worker (gateway/overload/gw_overload.c):
- * prepared 503 overloaded answers, one per (reason, message, degraded,
- * Retry-After), so a shed crowd costs no response building. Not behind
- * w->ol: the buy path's in-flight cap answers 503 where w->ol is NULL too. */
-typedef struct gw_worker_ol_cache {
-    struct {
-        gw_ol_reason_t reason;
-        const char *msg;
-        unsigned retry;
-        bool degraded;
-        gw_prep_t *resp;
-    } entry[GW_OL_CACHE];
-    unsigned n;
-} gw_worker_ol_cache_t;
+#include "gateway/overload/gw_overload_t.h"
 
 /* One worker thread. The fields every folder reads stay at the top; each
  * folder's own state is in its part: edge and ol_cache in place (the layers
