@@ -3,9 +3,9 @@
  * request, the reply, route and overload-reason tables their counters are
  * sized by, and a response. Every folder of gateway/ may include it; each
  * folder's functions are in its own header, and the state of a folder above
- * overload/ in its own types header (gateway/buy/gw_buy_t.h,
- * gateway/ctl/gw_ctl_t.h), which the worker and the server hold behind
- * pointers: the transport compiles without it (docs/design.md "The
+ * the transport in its own types header (gateway/overload/gw_overload_t.h,
+ * gateway/buy/gw_buy_t.h, gateway/ctl/gw_ctl_t.h), which the worker and the
+ * server hold behind pointers: the transport compiles without them (docs/design.md "The
  * gateway's folders").
  */
 #ifndef GW_TYPES_H
@@ -41,6 +41,7 @@ struct gw_ol_worker;
 struct gw_px_worker;
 struct gw_px_req;
 struct gw_worker_buy;
+struct gw_worker_ol_cache;
 struct gw_server_admin;
 
 /*---- Replies: the ONE table of outcomes -> HTTP status, stable code, Retry-After ----*/
@@ -259,13 +260,11 @@ typedef struct gw_worker_edge {
     gw_conn_guard_t *guard; /* gw_conn.c: caps and deadlines of this worker's connections */
 } gw_worker_edge_t;
 
-
-#include "gateway/overload/gw_overload_t.h"
-
 /* One worker thread. The fields every folder reads stay at the top; each
- * folder's own state is in its part: edge and ol_cache in place (the layers
- * below buy), and behind pointers whose type this header does not know, buy,
- * ol and px (gateway/buy/gw_buy_t.h, overload/ and proxy/'s own files). */
+ * folder's own state is in its part: the transport's in place (every request
+ * reads it: a pointer would cost a load per access), the others behind
+ * pointers whose type this header does not know (gateway/buy/gw_buy_t.h,
+ * gateway/overload/gw_overload_t.h, proxy/'s own file). */
 struct gw_worker {
     gw_server_t *srv;
     unsigned index;
@@ -314,7 +313,10 @@ struct gw_worker {
     /* the buy path's part (gateway/buy/gw_buy_t.h), allocated with the worker
      * (gw_workers_start) */
     struct gw_worker_buy *buy;
-    gw_worker_ol_cache_t ol_cache; /* gateway/overload/ */
+    /* overload's prepared 503s (gateway/overload/gw_overload_t.h), allocated by
+     * the first of them and freed by gw_ol_cache_free; not behind ol, which is
+     * NULL where the buy path's in-flight cap answers 503 too */
+    struct gw_worker_ol_cache *ol_cache;
     struct gw_ol_worker *ol; /* overload control (gw_overload.c) */
     struct gw_px_worker *px; /* proxied routes (gw_proxy.c); NULL without routes */
 };

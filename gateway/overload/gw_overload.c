@@ -38,6 +38,7 @@
 #include "gateway/edge/gw_edge.h"
 #include "gateway/edge/gw_upcall.h"
 #include "gateway/overload/gw_ol.h"
+#include "gateway/overload/gw_overload_t.h"
 #include "inventory/inv.h"
 #include "inventory/inv_fleet.h"
 
@@ -990,33 +991,39 @@ void gw_ol_overloaded(gw_req_t *r, gw_ol_reason_t reason, const char *msg, bool 
      * (as sold out and 429 are), so a refusal costs no formatting, no
      * allocation and no header building. Messages are literals: pointer compares.
      */
-    for (unsigned i = 0; i < w->ol_cache.n; i++) {
-        if (w->ol_cache.entry[i].reason == reason && w->ol_cache.entry[i].msg == msg &&
-            w->ol_cache.entry[i].retry == retry && w->ol_cache.entry[i].degraded == degraded) {
-            r->cached = w->ol_cache.entry[i].resp;
+    gw_worker_ol_cache_t *oc = w->ol_cache;
+    if (!oc)
+        oc = w->ol_cache = cm_xcalloc(1, sizeof(*oc));
+    for (unsigned i = 0; i < oc->n; i++) {
+        if (oc->entry[i].reason == reason && oc->entry[i].msg == msg &&
+            oc->entry[i].retry == retry && oc->entry[i].degraded == degraded) {
+            r->cached = oc->entry[i].resp;
             r->cached_reply = GW_R_OVERLOADED;
             return;
         }
     }
     build_overloaded(w, &r->resp, reason, msg, retry, degraded);
-    if (w->ol_cache.n == GW_OL_CACHE)
+    if (oc->n == GW_OL_CACHE)
         return; /* answered from r->resp */
     gw_prep_t *mr = gw_prep_new(&r->resp, w);
-    w->ol_cache.entry[w->ol_cache.n].reason = reason;
-    w->ol_cache.entry[w->ol_cache.n].msg = msg;
-    w->ol_cache.entry[w->ol_cache.n].retry = retry;
-    w->ol_cache.entry[w->ol_cache.n].degraded = degraded;
-    w->ol_cache.entry[w->ol_cache.n].resp = mr;
-    w->ol_cache.n++;
+    oc->entry[oc->n].reason = reason;
+    oc->entry[oc->n].msg = msg;
+    oc->entry[oc->n].retry = retry;
+    oc->entry[oc->n].degraded = degraded;
+    oc->entry[oc->n].resp = mr;
+    oc->n++;
     r->cached = mr;
     r->cached_reply = GW_R_OVERLOADED;
 }
 
 void gw_ol_cache_free(gw_worker_t *w)
 {
-    for (unsigned i = 0; i < w->ol_cache.n; i++)
-        gw_prep_free(w->ol_cache.entry[i].resp);
-    w->ol_cache.n = 0;
+    gw_worker_ol_cache_t *oc = w->ol_cache;
+    if (!oc)
+        return;
+    for (unsigned i = 0; i < oc->n; i++)
+        gw_prep_free(oc->entry[i].resp);
+    CM_FREE(w->ol_cache);
 }
 
 void gw_ol_count_shed(gw_worker_t *w, gw_crit_t c)

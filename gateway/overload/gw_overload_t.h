@@ -1,14 +1,22 @@
 #ifndef GW_OVERLOAD_T_H
 #define GW_OVERLOAD_T_H
 
+/*
+ * The overload control's types that the transport does not see: the worker's
+ * prepared 503s, held behind w->ol_cache.
+ */
+
+#include "gateway/base/gw_types.h"
+
+#include <stdbool.h>
+
 /* Prepared 503 answers per worker: reasons x messages x Retry-After values
  * (3 by default); a wider Retry-After range builds the rest per request. */
 #define GW_OL_CACHE 64
 
 /* The overload control's part of a worker (gateway/overload/gw_overload.c):
  * prepared 503 overloaded answers, one per (reason, message, degraded,
- * Retry-After), so a shed crowd costs no response building. Not behind
- * w->ol: the buy path's in-flight cap answers 503 where w->ol is NULL too. */
+ * Retry-After), so a shed crowd costs no response building. */
 typedef struct gw_worker_ol_cache {
     struct {
         gw_ol_reason_t reason;
