@@ -395,7 +395,9 @@ struct gw_server {
  * Per-request context: allocated when its head is in (gw_h1.c), freed once its
  * answer is rendered or its connection closed, recycled through a per-worker
  * free list. Fields before body_inline are zeroed on reuse; the rest is
- * written before it is read.
+ * written before it is read. The buy path's fields follow it in the same
+ * allocation (gw_req_buy_t of gateway/buy/gw_buy_t.h, which this layer does
+ * not include; gw_http_req_new allocates both).
  */
 typedef enum { GW_ST_BODY = 0, GW_ST_WAIT, GW_ST_DONE } gw_req_state_t;
 /* The request header fields the gateway reads on every request (the buy
@@ -450,22 +452,6 @@ struct gw_req {
     size_t body_len, body_cap;
     char *body;
     char body_inline[512];
-    inv_reserve_req_t res;
-    /* The person behind res.user_id: identity.person_claim of the verified
-     * token, else the user itself (header and none modes, a token without
-     * the claim). Set by the identity step (gw_identity_check and
-     * gw_identity_buy) and, with identity off, by the buy path after the
-     * body's parse; read only after one of them. */
-    char person[INV_USER_ID_MAX + 1];
-    uint64_t adm_jti; /* the admission token this buy holds claimed (gw_buy.c), 0 = none */
-    uint64_t adm_fp, adm_nonce; /* that claim's key fingerprint and nonce (gw_fair.h) */
-    /* The verified token's eligibility facts (id_result_t.eligible and
-     * created_at; 0 in header mode and without a token), set with person by
-     * the identity step; read only after it (gw_elig_check). */
-    uint32_t eligible;
-    int64_t created_at;
-    oq_order_t order;
-    oq_pos_t spool_end; /* where the spool write that holds order's record ends (gw_buy.c) */
     gw_resp_t resp;
 };
 

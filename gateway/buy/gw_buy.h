@@ -15,7 +15,7 @@
 bool gw_buy_handle(gw_req_t *req);
 /*
  * Validates the buy body r->body (NUL-terminated, r->body_len bytes): fills
- * r->res.user_id and r->res.qty and returns true, or returns false with the
+ * gw_req_buy(r)->res.user_id and gw_req_buy(r)->res.qty and returns true, or returns false with the
  * 400 in r->resp. Pure (no socket or server state); thread-safe on r.
  */
 bool gw_buy_parse_body(gw_req_t *r);

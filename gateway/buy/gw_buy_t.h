@@ -3,11 +3,13 @@
 
 /*
  * The buy path's types that no folder below it sees: the worker's part of the
- * buy path. The worker (gateway/base/gw_types.h) holds it behind w->buy.
+ * buy path, which the worker (gateway/base/gw_types.h) holds behind w->buy,
+ * and the request's, which follows the request in its allocation.
  */
 
 #include "gateway/base/gw_types.h"
 #include "inventory/inv.h"
+#include "queue/oq_order.h"
 #include "queue/oq_spool.h"
 
 #include <stdbool.h>
@@ -54,5 +56,47 @@ typedef struct gw_worker_buy {
     } unknown_cache[8];
     unsigned nunknown, unknown_next;
 } gw_worker_buy_t;
+
+/* The buy path's fields of a request: written before they are read, so a
+ * request taken from the free list need not clear them. */
+typedef struct gw_req_buy {
+    inv_reserve_req_t res;
+    /* The person behind res.user_id: identity.person_claim of the verified
+     * token, else the user itself (header and none modes, a token without
+     * the claim). Set by the identity step (gw_identity_check and
+     * gw_identity_buy) and, with identity off, by the buy path after the
+     * body's parse; read only after one of them. */
+    char person[INV_USER_ID_MAX + 1];
+    uint64_t adm_jti; /* the admission token this buy holds claimed (gw_buy.c), 0 = none */
+    uint64_t adm_fp, adm_nonce; /* that claim's key fingerprint and nonce (gw_fair.h) */
+    /* The verified token's eligibility facts (id_result_t.eligible and
+     * created_at; 0 in header mode and without a token), set with person by
+     * the identity step; read only after it (gw_elig_check). */
+    uint32_t eligible;
+    int64_t created_at;
+    oq_order_t order;
+    oq_pos_t spool_end; /* where the spool write that holds order's record ends (gw_buy.c) */
+} gw_req_buy_t;
+
+/* A request as gw_http_req_new allocates it: the request first, so a
+ * gw_req_t * points at one of these, then the buy path's fields. */
+typedef struct gw_req_with_buy {
+    gw_req_t r;
+    gw_req_buy_t buy;
+} gw_req_with_buy_t;
+
+/* gw_req_buy(r): the buy path's fields of r (const when r is), which must be
+ * the r of a gw_req_with_buy_t (every request of gw_http_req_new is): a
+ * constant offset from r, as a field of r would be. */
+static inline gw_req_buy_t *gw__req_buy(gw_req_t *r)
+{
+    return &((gw_req_with_buy_t *)(void *)r)->buy;
+}
+static inline const gw_req_buy_t *gw__req_buy_const(const gw_req_t *r)
+{
+    return &((const gw_req_with_buy_t *)(const void *)r)->buy;
+}
+#define gw_req_buy(r)                                                                              \
+    _Generic((r), const gw_req_t *: gw__req_buy_const, default: gw__req_buy)(r)
 
 #endif

@@ -452,12 +452,12 @@ void gw_reg_handle(gw_req_t *r)
         }
         if (!gw_identity_check(r, user, verified))
             return;
-        user = verified; /* r->person: its person */
+        user = verified; /* gw_req_buy(r)->person: its person */
     } else if (!user) {
         gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "missing query parameter user_id");
         return;
     } else {
-        snprintf(r->person, sizeof(r->person), "%s", user);
+        snprintf(gw_req_buy(r)->person, sizeof(gw_req_buy(r)->person), "%s", user);
     }
     /* an ineligible person is not registered: the sale would refuse their entry anyway */
     if (!gw_elig_check(r, r->id, cm_wall_ms()))
@@ -471,7 +471,7 @@ void gw_reg_handle(gw_req_t *r)
     }
     char why[256] = "";
     uint64_t cap = srv->cfg->max_registrations;
-    int rc = gw_fair__reg_add(srv->fair, fs, r->person, cap, why, sizeof(why));
+    int rc = gw_fair__reg_add(srv->fair, fs, gw_req_buy(r)->person, cap, why, sizeof(why));
     if (rc == GW_REG_GONE) {
         gw_resp_error(p, GW_R_NOT_FOUND, NULL, "sale %s has no registration", r->id);
         return;
@@ -489,10 +489,11 @@ void gw_reg_handle(gw_req_t *r)
         return;
     }
     gw_resp_init(p, rc == GW_REG_ADDED ? GW_R_CREATED : GW_R_OK);
-    p->body_len = (size_t)snprintf(p->body, sizeof(p->body),
-                                   "{\"registered\":true,\"sale_id\":\"%s\",\"person\":\"%s\","
-                                   "\"new\":%s,%s}",
-                                   r->id, r->person, rc == GW_REG_ADDED ? "true" : "false", win);
+    p->body_len =
+        (size_t)snprintf(p->body, sizeof(p->body),
+                         "{\"registered\":true,\"sale_id\":\"%s\",\"person\":\"%s\","
+                         "\"new\":%s,%s}",
+                         r->id, gw_req_buy(r)->person, rc == GW_REG_ADDED ? "true" : "false", win);
     gw_resp_header(p, "Cache-Control", "no-store");
 }
 
@@ -506,7 +507,8 @@ bool gw_reg_entry_ok(gw_req_t *r, void *fsv)
     char why[256] = "";
     if (f->fleet) {
         inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
-        int rc = c ? inv_reg_has(c, fs->sale_id, r->person, &has, why, sizeof(why)) : CM_EBACKEND;
+        int rc = c ? inv_reg_has(c, fs->sale_id, gw_req_buy(r)->person, &has, why, sizeof(why))
+                   : CM_EBACKEND;
         gw_fair__pool_put(&f->loop_pool, c);
         if (rc) {
             gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
@@ -516,7 +518,7 @@ bool gw_reg_entry_ok(gw_req_t *r, void *fsv)
         }
     } else {
         pthread_mutex_lock(&fs->reg_mu);
-        has = set_has(fs->reg, r->person);
+        has = set_has(fs->reg, gw_req_buy(r)->person);
         pthread_mutex_unlock(&fs->reg_mu);
     }
     if (!has)

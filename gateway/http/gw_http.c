@@ -48,7 +48,7 @@ gw_req_t *gw_http_req_new(gw_worker_t *w, gw_h1_t *c)
         w->free_reqs = r->next;
         w->nfree--;
     } else {
-        r = cm_xmalloc(sizeof(*r));
+        r = cm_xmalloc(sizeof(gw_req_with_buy_t)); /* r, then the buy path's part */
     }
     /* Only the header part needs clearing; buffers are written before read. */
     memset(r, 0, offsetof(gw_req_t, body_inline));

@@ -1074,11 +1074,11 @@ bool gw_ol_buy_admit_user(gw_req_t *r, const char *user, size_t len)
     return false;
 }
 
-bool gw_ol_buy_admit(gw_req_t *r)
+bool gw_ol_buy_admit(gw_req_t *r, const char *user)
 {
     if (!gw_ol_buy_shedding(r))
         return true;
-    return gw_ol_buy_admit_user(r, r->res.user_id, strlen(r->res.user_id));
+    return gw_ol_buy_admit_user(r, user, strlen(user));
 }
 
 void gw_ol_debug_user_cut(gw_server_t *srv, int cut)

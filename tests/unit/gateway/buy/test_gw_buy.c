@@ -114,7 +114,7 @@ static void sale(rig_t *g, const char *id, int64_t stock, uint32_t per_user, int
 static gw_reply_t buy(rig_t *g, const char *id, const char *body, const char *key, bool *held,
                       gw_req_t **out)
 {
-    gw_req_t *r = calloc(1, sizeof(*r));
+    gw_req_t *r = calloc(1, sizeof(gw_req_with_buy_t)); /* the buy path's part after it */
     assert_non_null(r);
     r->w = &g->w;
     r->method = "POST";
@@ -194,10 +194,10 @@ static void test_reserve_then_limits(void **state)
     assert_ptr_equal(g->w.buy->spool_wait, r);
     assert_int_equal(g->w.suspended, 1);
     assert_true(g->w.buy->spool_wait_bytes > 0);
-    assert_string_equal(r->order.sale_id, "s1");
-    assert_string_equal(r->order.user_id, "u1");
-    assert_int_equal(r->order.qty, 2);
-    assert_true(r->order.order_id[0] != '\0');
+    assert_string_equal(gw_req_buy(r)->order.sale_id, "s1");
+    assert_string_equal(gw_req_buy(r)->order.user_id, "u1");
+    assert_int_equal(gw_req_buy(r)->order.qty, 2);
+    assert_true(gw_req_buy(r)->order.order_id[0] != '\0');
     /* the inventory's per-user count: u1 holds 2 of 2 */
     assert_int_equal(buy(g, "s1", "{\"user_id\":\"u1\"}", NULL, NULL, NULL), GW_R_LIMIT_PER_USER);
     /* the last unit, then sold out: from the inventory, then the prepared answer */
@@ -222,11 +222,11 @@ static void test_keyed_retry(void **state)
     assert_int_equal(buy(g, "s1", "{\"user_id\":\"u1\"}", "k-1", NULL, NULL), GW_R_UNAVAILABLE);
     /* durable (what the spool write does: the order table knows it): replayed,
      * with the original's id, though the sale has sold out since */
-    assert_true(gw_orders_put(g->srv.stores.orders, &first->order));
+    assert_true(gw_orders_put(g->srv.stores.orders, &gw_req_buy(first)->order));
     gw_req_t *r = NULL;
     assert_int_equal(buy(g, "s1", "{\"user_id\":\"u1\"}", "k-1", &held, &r), GW_R_ACCEPTED);
     assert_false(held);
-    assert_non_null(strstr(r->resp.body, first->order.order_id));
+    assert_non_null(strstr(r->resp.body, gw_req_buy(first)->order.order_id));
     free(r);
     /* another key on the sold-out sale holds no order (the sale's key set):
      * the sold-out answer, before anything keyed by the user */
@@ -298,13 +298,14 @@ static void test_body_fast_user_optional(void **state)
             assert_int_equal(fast, opt ? fast_opt[i] : fast_req[i]);
             if (!fast)
                 continue;
-            gw_req_t r;
-            memset(&r, 0, sizeof(r));
-            r.body = (char *)bodies[i];
-            r.body_len = strlen(bodies[i]);
-            assert_true(gw_buy_parse_body_json(&r, opt));
-            assert_string_equal(user, r.res.user_id);
-            assert_int_equal(qty, r.res.qty);
+            gw_req_with_buy_t rb;
+            memset(&rb, 0, sizeof(rb));
+            gw_req_t *r = &rb.r;
+            r->body = (char *)bodies[i];
+            r->body_len = strlen(bodies[i]);
+            assert_true(gw_buy_parse_body_json(r, opt));
+            assert_string_equal(user, gw_req_buy(r)->res.user_id);
+            assert_int_equal(qty, gw_req_buy(r)->res.qty);
         }
     }
 }
