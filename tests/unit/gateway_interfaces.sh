@@ -20,14 +20,14 @@
 #    calls (an object that uses, through others of its folder, its own
 #    symbols). Each cycle found is printed; one outside FILE_CYCLES fails, and
 #    so does an entry of FILE_CYCLES that no cycle needs any more.
+# 6. docs/design.md's table of the gateway's folders says what LAYERS says:
+#    its "may use" column is LAYERS' list, its "header" column every header of
+#    the folder.
 # 7. The transport and the overload control compile without the types of the
 #    folders above them: no file under gateway/edge/ or gateway/overload/
 #    includes a header of buy, proxy, http or ctl, directly or through the
 #    headers it includes (an include closure over the gateway's files, which
 #    names the chain that reaches one).
-# 6. docs/design.md's table of the gateway's folders says what LAYERS says:
-#    its "may use" column is LAYERS' list, its "header" column every header of
-#    the folder.
 #
 # Usage: gateway_interfaces.sh <source dir> [<libflashgate_gateway.a> [<other library>...]]
 #        gateway_interfaces.sh --selftest <source dir> <libflashgate_gateway.a>
