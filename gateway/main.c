@@ -240,7 +240,7 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    uv_loop_t *loop = &srv.main_loop;
+    uv_loop_t *loop = &srv.life.main_loop;
     uv_loop_init(loop);
     static ops_t ops;
     ops = (ops_t){.srv = &srv, .cfg = &cfg, .argc = argc, .argv = argv};
@@ -277,7 +277,7 @@ int main(int argc, char **argv)
     bool wd_started = pthread_create(&wd, NULL, watchdog_main, NULL) == 0;
     uint64_t t0 = cm_mono_us();
     gw_server_leave(&srv);
-    atomic_store(&srv.draining, true);
+    atomic_store(&srv.life.draining, true);
     on_summary(&timer);
     gw_server_stop(&srv);
     pthread_mutex_lock(&watchdog.mu);

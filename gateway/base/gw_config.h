@@ -202,7 +202,7 @@ const char *gw_config_admin_token(size_t *len);
 
 /* Marks `key` (e.g. "limits.user_rps") as set at run time: GET /admin/v1/config
  * then says "runtime", not the default or the file whose value it no longer
- * holds. The caller changed the value and holds srv->cfg_mu. NULL conf: nothing. */
+ * holds. The caller changed the value and holds srv->config.mu. NULL conf: nothing. */
 void gw_config_mark_runtime(cm_conf_t *conf, const char *key);
 
 /* Splits "host:port" / "[v6]:port" into parts (host without brackets; port

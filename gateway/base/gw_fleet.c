@@ -236,14 +236,14 @@ static uint64_t *cfg_burst(gw_config_t *c, gw_scope_t s)
 static char *limits_to_json(gw_fleet_t *f)
 {
     json_t *o = json_object();
-    pthread_mutex_lock(&f->srv->cfg_mu);
+    pthread_mutex_lock(&f->srv->config.mu);
     for (size_t i = 0; i < sizeof(limit_names) / sizeof(limit_names[0]); i++) {
         json_object_set_new(o, limit_names[i].rps,
                             json_integer((json_int_t)*cfg_rate(f->srv->cfg, limit_names[i].scope)));
         json_object_set_new(o, limit_names[i].burst,
                             json_integer((json_int_t)*cfg_burst(f->srv->cfg, limit_names[i].scope)));
     }
-    pthread_mutex_unlock(&f->srv->cfg_mu);
+    pthread_mutex_unlock(&f->srv->config.mu);
     char *s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(o);
     return s;
@@ -254,7 +254,7 @@ static void mark_runtime(gw_fleet_t *f, const char *name)
 {
     char key[48];
     snprintf(key, sizeof(key), "limits.%s", name);
-    gw_config_mark_runtime(f->srv->conf, key);
+    gw_config_mark_runtime(f->srv->config.conf, key);
 }
 
 /*
@@ -282,7 +282,7 @@ static int apply_limits_json(gw_fleet_t *f, const char *s, size_t len)
             (uint64_t)bv > CM_RATE_BURST_MAX || (rv > 0 && bv < 1))
             continue;
         gw_scope_t sc = limit_names[i].scope;
-        pthread_mutex_lock(&f->srv->cfg_mu);
+        pthread_mutex_lock(&f->srv->config.mu);
         /* Another gateway's admin change: "runtime" in GET /admin/v1/config, as
          * on that gateway, not the source of the value it replaced. */
         if (*cfg_rate(f->srv->cfg, sc) != (uint64_t)rv)
@@ -291,8 +291,8 @@ static int apply_limits_json(gw_fleet_t *f, const char *s, size_t len)
             mark_runtime(f, limit_names[i].burst);
         *cfg_rate(f->srv->cfg, sc) = (uint64_t)rv;
         *cfg_burst(f->srv->cfg, sc) = (uint64_t)bv;
-        pthread_mutex_unlock(&f->srv->cfg_mu);
-        gw_limits_set(f->srv->limits, sc,
+        pthread_mutex_unlock(&f->srv->config.mu);
+        gw_limits_set(f->srv->stores.limits, sc,
                       (cm_rate_policy_t){.rate_milli = (uint64_t)rv, .burst = (uint64_t)bv});
         applied++;
     }
@@ -319,12 +319,12 @@ uint32_t gw_fleet_limit_bit(const char *name)
 /* The limit fields in srv->cfg, by bit (rate, burst of limit_names[i] at 2i, 2i + 1). */
 static void limits_get(gw_fleet_t *f, uint64_t *v)
 {
-    pthread_mutex_lock(&f->srv->cfg_mu);
+    pthread_mutex_lock(&f->srv->config.mu);
     for (size_t i = 0; i < LIMIT_FIELDS / 2; i++) {
         v[2 * i] = *cfg_rate(f->srv->cfg, limit_names[i].scope);
         v[2 * i + 1] = *cfg_burst(f->srv->cfg, limit_names[i].scope);
     }
-    pthread_mutex_unlock(&f->srv->cfg_mu);
+    pthread_mutex_unlock(&f->srv->config.mu);
 }
 
 /* Puts the limit fields v in force (srv->cfg and the limiter), as an admin
@@ -333,7 +333,7 @@ static void limits_set(gw_fleet_t *f, const uint64_t *v)
 {
     for (size_t i = 0; i < LIMIT_FIELDS / 2; i++) {
         gw_scope_t sc = limit_names[i].scope;
-        pthread_mutex_lock(&f->srv->cfg_mu);
+        pthread_mutex_lock(&f->srv->config.mu);
         uint64_t *r = cfg_rate(f->srv->cfg, sc), *b = cfg_burst(f->srv->cfg, sc);
         bool same = *r == v[2 * i] && *b == v[2 * i + 1];
         if (*r != v[2 * i])
@@ -342,9 +342,9 @@ static void limits_set(gw_fleet_t *f, const uint64_t *v)
             mark_runtime(f, limit_names[i].burst);
         *r = v[2 * i];
         *b = v[2 * i + 1];
-        pthread_mutex_unlock(&f->srv->cfg_mu);
+        pthread_mutex_unlock(&f->srv->config.mu);
         if (!same)
-            gw_limits_set(f->srv->limits, sc,
+            gw_limits_set(f->srv->stores.limits, sc,
                           (cm_rate_policy_t){.rate_milli = v[2 * i], .burst = v[2 * i + 1]});
     }
 }
@@ -417,7 +417,7 @@ static int load_config(gw_fleet_t *f, inv_fleet_conn_t *c, bool at_start)
 
 /*
  * Lock order, whoever takes more than one: pub_mu, then cfg_mu, then
- * srv->cfg_mu (then the limiter's own locks, which are leaves). The fleet
+ * srv->config.mu (then the limiter's own locks, which are leaves). The fleet
  * thread takes cfg_mu alone to apply a peer's change (load_config), and
  * pub_mu alone, or pub_mu then cfg_mu, to publish; the admin thread takes
  * pub_mu then cfg_mu (lock_limits) around a whole change of the limits. A
@@ -605,7 +605,7 @@ enum { NODE_FIXED = 0, NODE_HELD = 1, NODE_LOST = 2 };
  */
 static int64_t lease_limit(gw_fleet_t *f)
 {
-    int64_t now = cm_wall_ms(), last = cm_id_gen_last_ms(&f->srv->ids);
+    int64_t now = cm_wall_ms(), last = cm_id_gen_last_ms(&f->srv->node.ids);
     return (last > now ? last : now) + NODEID_LEASE_MS;
 }
 
@@ -625,19 +625,19 @@ static int64_t lease_limit(gw_fleet_t *f)
  */
 static void node_adopt(gw_fleet_t *f, uint32_t n, int64_t floor, int64_t limit, bool fresh)
 {
-    cm_id_gen_t *g = &f->srv->ids;
+    cm_id_gen_t *g = &f->srv->node.ids;
     if (floor < 0)
         floor = limit;
     if (fresh || floor > f->floor_mine) {
         cm_id_gen_after_ms(g, floor);
         /* ids of n at or below the floor are another holder's, not this process's */
-        if (floor > atomic_load(&f->srv->node_since_ms))
-            atomic_store(&f->srv->node_since_ms, floor);
+        if (floor > atomic_load(&f->srv->node.since_ms))
+            atomic_store(&f->srv->node.since_ms, floor);
     }
     if (fresh || limit > f->floor_mine)
         f->floor_mine = limit;
     f->node_n = n;
-    atomic_store(&f->srv->node_id, n);
+    atomic_store(&f->srv->node.id, n);
     cm_id_gen_lease(g, n, limit);
     atomic_store(&f->lease_until_ms, limit);
     atomic_store(&f->has_node_key, true);
@@ -678,7 +678,7 @@ static int claim_node_id(gw_fleet_t *f, inv_fleet_conn_t *c, uint32_t start, cha
 /* Another gateway holds our node id: no more ids under it, from now on. */
 static void node_lost(gw_fleet_t *f)
 {
-    cm_id_gen_revoke(&f->srv->ids);
+    cm_id_gen_revoke(&f->srv->node.ids);
     atomic_store(&f->node_state, NODE_LOST);
     atomic_store(&f->has_node_key, false);
     atomic_fetch_add(&f->node_lost, 1);
@@ -734,7 +734,7 @@ static void apply_members(gw_fleet_t *f, uint32_t n)
         n = 1;
     uint32_t old = atomic_exchange(&f->members, n);
     if (old != n) {
-        gw_limits_set_share(f->srv->limits, n);
+        gw_limits_set_share(f->srv->stores.limits, n);
         cm_log_info("fleet", "fleet members changed; limits share re-balanced",
                     "members=%u was=%u", n, old);
     }
@@ -957,10 +957,10 @@ int gw_fleet_start(struct gw_server *srv, char *errbuf, size_t errlen)
         goto fail;
     }
     if (srv->cfg->node_id > CM_ID_NODE_MAX) {
-        cm_id_gen_revoke(&srv->ids); /* until a node id is ours */
-        if ((rc = claim_node_id(f, f->cmd, srv->node_id, errbuf, errlen)) < 0)
+        cm_id_gen_revoke(&srv->node.ids); /* until a node id is ours */
+        if ((rc = claim_node_id(f, f->cmd, srv->node.id, errbuf, errlen)) < 0)
             goto fail;
-        cm_log_info("fleet", "node id claimed", "node_id=%u key=%s", srv->node_id, f->node_key);
+        cm_log_info("fleet", "node id claimed", "node_id=%u key=%s", srv->node.id, f->node_key);
     }
     /* The fleet's limits win over the local flags: a restart rejoins them. */
     if ((rc = load_config(f, f->cmd, true)) < 0) {
@@ -983,10 +983,10 @@ int gw_fleet_start(struct gw_server *srv, char *errbuf, size_t errlen)
         goto fail;
     }
     f->thread_started = true;
-    srv->fleet = f;
+    srv->node.fleet = f;
     cm_log_info("fleet", "fleet member registered",
                 "member=%s members=%u node_id=%u config_version=%llu", f->member,
-                atomic_load(&f->members), srv->node_id,
+                atomic_load(&f->members), srv->node.id,
                 (unsigned long long)atomic_load(&f->version));
     return 0;
 fail:
@@ -998,7 +998,7 @@ fail:
 
 void gw_fleet_stop_request(struct gw_server *srv)
 {
-    gw_fleet_t *f = srv->fleet;
+    gw_fleet_t *f = srv->node.fleet;
     if (!f || atomic_exchange(&f->stopping, true))
         return;
     uint64_t one = 1;
@@ -1008,7 +1008,7 @@ void gw_fleet_stop_request(struct gw_server *srv)
 
 void gw_fleet_stop(struct gw_server *srv)
 {
-    gw_fleet_t *f = srv->fleet;
+    gw_fleet_t *f = srv->node.fleet;
     if (!f)
         return;
     gw_fleet_stop_request(srv);
@@ -1021,32 +1021,32 @@ void gw_fleet_stop(struct gw_server *srv)
     if (f->cmd) {
         /* the workers are stopped: no id comes after the generator's last */
         inv_fleet_leave(f->cmd, f->member, atomic_load(&f->has_node_key) ? f->node_key : NULL,
-                        f->node_n, f->floor_mine, cm_id_gen_last_ms(&srv->ids));
+                        f->node_n, f->floor_mine, cm_id_gen_last_ms(&srv->node.ids));
         cm_log_info("fleet", "left the fleet", "member=%s", f->member);
     } else {
         cm_log_warn("fleet", "cannot deregister; the others see us leave after the TTL",
                     "err=\"%s\" ttl_ms=%d", why, MEMBER_TTL_MS);
     }
-    srv->fleet = NULL;
+    srv->node.fleet = NULL;
     fleet_free(f);
 }
 
 void gw_fleet_limits_lock(struct gw_server *srv, char *errbuf, size_t errlen)
 {
-    if (srv->fleet)
-        lock_limits(srv->fleet, errbuf, errlen);
+    if (srv->node.fleet)
+        lock_limits(srv->node.fleet, errbuf, errlen);
 }
 
 void gw_fleet_limits_unlock(struct gw_server *srv)
 {
-    if (srv->fleet)
-        unlock_limits(srv->fleet);
+    if (srv->node.fleet)
+        unlock_limits(srv->node.fleet);
 }
 
 int gw_fleet_publish_limits(struct gw_server *srv, uint32_t fields, bool refuse,
                             void (*replaced)(void *ctx), void *ctx, char *errbuf, size_t errlen)
 {
-    gw_fleet_t *f = srv->fleet;
+    gw_fleet_t *f = srv->node.fleet;
     if (!f)
         return 0;
     return publish_locked(f, fields, refuse, replaced, ctx, errbuf, errlen);
@@ -1054,14 +1054,14 @@ int gw_fleet_publish_limits(struct gw_server *srv, uint32_t fields, bool refuse,
 
 uint32_t gw_fleet_members(struct gw_server *srv)
 {
-    gw_fleet_t *f = srv->fleet;
+    gw_fleet_t *f = srv->node.fleet;
     uint32_t n = f ? atomic_load(&f->members) : 1;
     return n ? n : 1;
 }
 
 void gw_fleet_stats(struct gw_server *srv, void *json_obj)
 {
-    gw_fleet_t *f = srv->fleet;
+    gw_fleet_t *f = srv->node.fleet;
     if (!f || !json_obj)
         return;
     uint32_t n = atomic_load(&f->members);
@@ -1071,7 +1071,7 @@ void gw_fleet_stats(struct gw_server *srv, void *json_obj)
     json_t *o = json_pack(
         "{s:b,s:s,s:I,s:I,s:I,s:I,s:b,s:b,s:s,s:I,s:I,s:I,s:b,s:I,s:I,s:I,s:I}", "enabled", 1,
         "member", f->member, "members", (json_int_t)n, "share", (json_int_t)n, "config_version",
-        (json_int_t)atomic_load(&f->version), "node_id", (json_int_t)srv->node_id,
+        (json_int_t)atomic_load(&f->version), "node_id", (json_int_t)srv->node.id,
         "node_id_claimed", atomic_load(&f->has_node_key), "node_id_conflict",
         state == NODE_LOST, "node_id_state",
         state == NODE_FIXED ? "fixed" : state == NODE_LOST ? "lost" : "held", "node_id_lost",
@@ -1088,8 +1088,8 @@ void gw_fleet_stats(struct gw_server *srv, void *json_obj)
                         json_integer((json_int_t)atomic_load(&f->config_conflicts)));
     /* What this gateway enforces of the fleet-wide scopes (req/s, rounded up as gw_limit does). */
     uint32_t d = n ? n : 1;
-    cm_rate_policy_t g = gw_limits_get(srv->limits, GW_SCOPE_GLOBAL);
-    cm_rate_policy_t s = gw_limits_get(srv->limits, GW_SCOPE_SALE);
+    cm_rate_policy_t g = gw_limits_get(srv->stores.limits, GW_SCOPE_GLOBAL);
+    cm_rate_policy_t s = gw_limits_get(srv->stores.limits, GW_SCOPE_SALE);
     uint64_t g_share = (g.rate_milli + d - 1) / d, s_share = (s.rate_milli + d - 1) / d;
     json_object_set_new(o, "global_rps_share", json_real((double)g_share / 1000.0));
     json_object_set_new(o, "sale_rps_share", json_real((double)s_share / 1000.0));
@@ -1098,7 +1098,7 @@ void gw_fleet_stats(struct gw_server *srv, void *json_obj)
 
 const char *gw_fleet_ids_refused(struct gw_server *srv)
 {
-    gw_fleet_t *f = srv->fleet;
+    gw_fleet_t *f = srv->node.fleet;
     if (!f)
         return "no order id can be made";
     atomic_fetch_add_explicit(&f->node_refused, 1, memory_order_relaxed);
@@ -1112,7 +1112,7 @@ const char *gw_fleet_ids_refused(struct gw_server *srv)
 void gw_fleet_node_counters(struct gw_server *srv, uint64_t *lost, uint64_t *refused,
                             int *held)
 {
-    gw_fleet_t *f = srv->fleet;
+    gw_fleet_t *f = srv->node.fleet;
     *lost = f ? atomic_load(&f->node_lost) : 0;
     *refused = f ? atomic_load(&f->node_refused) : 0;
     *held = !f || atomic_load(&f->node_state) != NODE_LOST;
@@ -1120,7 +1120,7 @@ void gw_fleet_node_counters(struct gw_server *srv, uint64_t *lost, uint64_t *ref
 
 void gw_fleet_figures_set(struct gw_server *srv, const char *json)
 {
-    gw_fleet_t *f = srv->fleet;
+    gw_fleet_t *f = srv->node.fleet;
     if (!f)
         return;
     char *copy = cm_xstrdup(json);
@@ -1132,7 +1132,7 @@ void gw_fleet_figures_set(struct gw_server *srv, const char *json)
 
 char *gw_fleet_figures_get(struct gw_server *srv, int64_t *at_ms)
 {
-    gw_fleet_t *f = srv->fleet;
+    gw_fleet_t *f = srv->node.fleet;
     *at_ms = 0;
     if (!f)
         return NULL;
@@ -1145,5 +1145,5 @@ char *gw_fleet_figures_get(struct gw_server *srv, int64_t *at_ms)
 
 const char *gw_fleet_member(struct gw_server *srv)
 {
-    return srv->fleet ? srv->fleet->member : NULL;
+    return srv->node.fleet ? srv->node.fleet->member : NULL;
 }

@@ -29,8 +29,8 @@ struct gw_server;
 
 /*
  * Connects, claims a node id if srv->cfg->node_id is 1024 ("derive": sets
- * srv->node_id), registers, loads the fleet's runtime configuration (applying
- * it to srv->limits and srv->cfg) and starts the heartbeat/subscriber thread.
+ * srv->node.id), registers, loads the fleet's runtime configuration (applying
+ * it to srv->stores.limits and srv->cfg) and starts the heartbeat/subscriber thread.
  * Called by gw_server_start after the inventory is open and before the
  * workers start. Returns 0 or a negative cm_err_t with a reason in errbuf.
  */

@@ -22,10 +22,10 @@ void gw_hitters_merge(gw_server_t *srv, cm_topk_t *users, cm_topk_t *ips)
 {
     cm_topk_init(users);
     cm_topk_init(ips);
-    if (!srv->workers)
+    if (!srv->pool.workers)
         return;
-    for (unsigned i = 0; i < srv->nworkers; i++) {
-        gw_worker_t *w = &srv->workers[i];
+    for (unsigned i = 0; i < srv->pool.nworkers; i++) {
+        gw_worker_t *w = &srv->pool.workers[i];
         pthread_mutex_lock(&w->hh_mu);
         cm_topk_merge(users, &w->hh_users);
         cm_topk_merge(ips, &w->hh_ips);

@@ -281,7 +281,7 @@ int gw_status_key_load(gw_server_t *srv, char *errbuf, size_t errlen)
         return rc;
     }
     key_pads(sk);
-    srv->status_key = sk;
+    srv->node.status_key = sk;
     cm_log_info("gw", fresh ? "generated the order status key" : "order status key loaded",
                 "path=%s mode=0600", path);
     return 0;
@@ -289,8 +289,8 @@ int gw_status_key_load(gw_server_t *srv, char *errbuf, size_t errlen)
 
 void gw_status_key_free(gw_server_t *srv)
 {
-    gw_secret_free(srv->status_key, sizeof(*srv->status_key));
-    srv->status_key = NULL;
+    gw_secret_free(srv->node.status_key, sizeof(*srv->node.status_key));
+    srv->node.status_key = NULL;
 }
 
 size_t gw_status_token(const gw_server_t *srv, const char *order_id, char *out)
@@ -311,7 +311,7 @@ size_t gw_status_token(const gw_server_t *srv, const char *order_id, char *out)
 
 int gw_status_key_derive(const gw_server_t *srv, const char *label, uint8_t *out, size_t len)
 {
-    const struct gw_status_key *sk = srv->status_key;
+    const struct gw_status_key *sk = srv->node.status_key;
     if (!sk || len > SHA256_DIGEST_LENGTH)
         return CM_EINVAL;
     /* HMAC-SHA256(status key, "derive:" label): a key of its own per use */
@@ -340,7 +340,7 @@ bool gw_token_mac_ok(const gw_server_t *srv, const char *msg, const char *mac, s
 
 size_t gw_token_mac(const gw_server_t *srv, const char *msg, char *out)
 {
-    const struct gw_status_key *sk = srv->status_key;
+    const struct gw_status_key *sk = srv->node.status_key;
     if (!sk) {
         out[0] = '\0';
         return 0;

@@ -2,8 +2,11 @@
  * The gateway's shared types, and no functions: the worker, the server and a
  * request, the reply, route and overload-reason tables their counters are
  * sized by, and a response. Every folder of gateway/ may include it; each
- * folder's functions are in its own header (docs/design.md "The gateway's
- * folders").
+ * folder's functions are in its own header, and the state of a folder above
+ * the transport in its own types header (gateway/overload/gw_overload_t.h,
+ * gateway/buy/gw_buy_t.h, gateway/ctl/gw_ctl_t.h), which the worker and the
+ * server hold behind pointers: the transport compiles without them (docs/design.md "The
+ * gateway's folders").
  */
 #ifndef GW_TYPES_H
 #define GW_TYPES_H
@@ -37,6 +40,9 @@ struct gw_overload;
 struct gw_ol_worker;
 struct gw_px_worker;
 struct gw_px_req;
+struct gw_worker_buy;
+struct gw_worker_ol_cache;
+struct gw_server_admin;
 
 /*---- Replies: the ONE table of outcomes -> HTTP status, stable code, Retry-After ----*/
 
@@ -213,9 +219,6 @@ typedef struct gw_proxies {
 
 /*---- Workers and the server ----*/
 
-/* Prepared 503 answers per worker: reasons x messages x Retry-After values
- * (3 by default); a wider Retry-After range builds the rest per request. */
-#define GW_OL_CACHE 64
 /* listen() backlog of a worker's socket (gw_h1.c; gw_overload.c reopens with it) and of
  * the admin listener (gw_admin.c). */
 #define GW_LISTEN_BACKLOG 4096
@@ -257,65 +260,11 @@ typedef struct gw_worker_edge {
     gw_conn_guard_t *guard; /* gw_conn.c: caps and deadlines of this worker's connections */
 } gw_worker_edge_t;
 
-/* The buy path's part of a worker (gateway/buy/gw_buy.c). */
-typedef struct gw_worker_buy {
-    inv_sale_memo_t sale_memo; /* the buy path's last sale (inv_sale_find_memo) */
-    bool notify_relay; /* appends happened this iteration */
-    /* The spool batch: reserved orders held until the end of the loop
-     * iteration writes their records with one write(2) */
-    gw_req_t *spool_wait, **spool_wait_tail;
-    uint64_t spool_wait_bytes; /* their records' bound (oq_spool_order_bound): the room they hold */
-    /* fsync group commit: requests whose record is written and waits for a sync */
-    gw_req_t *sync_wait, **sync_wait_tail;
-    oq_pos_t sync_wait_end; /* where their last record ends */
-    bool sync_running;
-    uv_work_t sync_work;
-    gw_req_t *sync_batch;
-    oq_pos_t sync_upto; /* the batch's end: its sync waits for these records only */
-    int sync_result;
-    /* Prepared 410 sold_out answers, one per sale: 99% of a sale's crowd gets one. */
-    struct {
-        const inv_sale_t *sale;
-        gw_prep_t *resp;
-    } sold_out_cache[32];
-    unsigned nsold_out;
-    /* Prepared 425 sale_not_started answers, one per sale, each for the
-     * Retry-After it says (whole seconds to the start): rebuilt when that
-     * second changes; a sale past the 32 takes the slot not_started_next. */
-    struct {
-        const inv_sale_t *sale;
-        uint64_t retry;
-        gw_prep_t *resp;
-    } not_started_cache[32];
-    unsigned nnot_started, not_started_next;
-    /* Prepared 404 unknown_sale answers, one per sale id asked for (a crowd
-     * polling a sale not created yet asks for one id); past the 8 the slot
-     * unknown_next is made again. */
-    struct {
-        char id[INV_SALE_ID_MAX + 1];
-        gw_prep_t *resp;
-    } unknown_cache[8];
-    unsigned nunknown, unknown_next;
-} gw_worker_buy_t;
-
-/* The overload control's part of a worker (gateway/overload/gw_overload.c):
- * prepared 503 overloaded answers, one per (reason, message, degraded,
- * Retry-After), so a shed crowd costs no response building. Not behind
- * w->ol: the buy path's in-flight cap answers 503 where w->ol is NULL too. */
-typedef struct gw_worker_ol_cache {
-    struct {
-        gw_ol_reason_t reason;
-        const char *msg;
-        unsigned retry;
-        bool degraded;
-        gw_prep_t *resp;
-    } entry[GW_OL_CACHE];
-    unsigned n;
-} gw_worker_ol_cache_t;
-
 /* One worker thread. The fields every folder reads stay at the top; each
- * folder's own state is in its part (edge, buy, ol_cache, and the pointers
- * ol and px to state private to overload/ and proxy/). */
+ * folder's own state is in its part: the transport's in place (every request
+ * reads it: a pointer would cost a load per access), the others behind
+ * pointers whose type this header does not know (gateway/buy/gw_buy_t.h,
+ * gateway/overload/gw_overload_t.h, proxy/'s own file). */
 struct gw_worker {
     gw_server_t *srv;
     unsigned index;
@@ -361,69 +310,94 @@ struct gw_worker {
     cm_topk_t hh_users, hh_ips;
     uint64_t rng; /* access-log sampling */
     gw_worker_edge_t edge; /* gateway/edge/ */
-    gw_worker_buy_t buy;   /* gateway/buy/ */
-    gw_worker_ol_cache_t ol_cache; /* gateway/overload/ */
+    /* the buy path's part (gateway/buy/gw_buy_t.h), allocated with the worker
+     * (gw_workers_start) */
+    struct gw_worker_buy *buy;
+    /* overload's prepared 503s (gateway/overload/gw_overload_t.h), allocated by
+     * the first of them and freed by gw_ol_cache_free; not behind ol, which is
+     * NULL where the buy path's in-flight cap answers 503 too */
+    struct gw_worker_ol_cache *ol_cache;
     struct gw_ol_worker *ol; /* overload control (gw_overload.c) */
     struct gw_px_worker *px; /* proxied routes (gw_proxy.c); NULL without routes */
 };
 
+/* The server: the configuration every folder reads, then one sub-struct per
+ * concern, then each upper folder's own state behind a pointer whose type this
+ * header does not know. */
 struct gw_server {
     gw_config_t *cfg;
-    /* Guards cfg's runtime-changeable fields (limits) written by the admin API and
-     * the fleet thread. Lock order: fleet's own locks, then this one. */
-    pthread_mutex_t cfg_mu;
-    cm_conf_t *conf;
-    inv_t *inv;
-    oq_spool_t *spool;
-    struct oq_relay *relay;
-    struct gw_fleet *fleet; /* gw_fleet.c; NULL without a Redis inventory */
-    struct gw_ring *ring;   /* gw_ring.c: the dashboard's history; NULL until started */
-    gw_releaser_t *releaser; /* gw_release.c: units given back off the loops */
-    gw_limits_t *limits;
-    gw_orders_t *orders;
-    gw_proxies_t proxies;
-    gw_ip_table_t *iptable; /* gw_conn.c: open connections per client address */
-    uint64_t max_conns;     /* gw_conn.c: per-worker cap in force (fits RLIMIT_NOFILE) */
-    struct gw_status_key *status_key; /* gw_token.c: key + HMAC pads, a secret page (no core dump) */
-    cm_id_gen_t ids;
-    _Atomic uint32_t node_id; /* the order ids' node (the fleet may claim another at run time) */
-    /* This process's ids of node_id carry a millisecond past this: started_ms - 1, or
-     * the floor the fleet took node_id over at (ids at or below it are another
-     * gateway's, or an earlier holder's). Stored before node_id. */
-    _Atomic int64_t node_since_ms;
-    gw_worker_t *workers;
-    unsigned nworkers;
-    bool workers_running;
-    bool workers_stopped; /* gw_workers_stop ran: a failed start stops them once, not twice */
-    /* The admin listener (gateway/ctl): its daemon, tokens, audit log and answers. */
-    struct gw_server_admin {
-        struct MHD_Daemon *daemon;
-        struct gw_admin_token *tokens; /* named admin tokens (gw_admin_token.c) */
-        size_t ntokens;
-        char token_path[600];
-        struct gw_audit *audit; /* versioned changes and the audit log (gw_audit.c) */
-        gw_counters_t ctr;      /* the admin API's answers by code (only replies[]) */
-    } admin;
-    uint64_t access_sample_ppm; /* sampled access log: lines per million requests */
-    uint64_t body_limit;
-    uint32_t max_held; /* held requests per worker: past it, buys are shed with 503 */
-    atomic_bool ready;
-    atomic_bool draining;
-    atomic_bool leaving;    /* SIGTERM seen: /readyz 503 through server.drain_grace, the rest serves on */
-    gw_config_t *loaded;    /* the configuration as last read from its sources (SIGHUP diffs it) */
-    int64_t started_ms;
-    uv_loop_t main_loop;
+    /* The configuration's sources and its lock. */
+    struct gw_server_config {
+        /* Guards cfg's runtime-changeable fields (limits) written by the admin API
+         * and the fleet thread. Lock order: fleet's own locks, then this one. */
+        pthread_mutex_t mu;
+        cm_conf_t *conf;
+        gw_config_t *loaded; /* as last read from its sources (SIGHUP diffs it) */
+    } config;
+    /* What the requests read and write: stock, the spool and its relay, the
+     * order table, the rate limits' buckets, the units given back. */
+    struct gw_server_stores {
+        inv_t *inv;
+        oq_spool_t *spool;
+        struct oq_relay *relay;
+        gw_releaser_t *releaser; /* gw_release.c: units given back off the loops */
+        gw_limits_t *limits;
+        gw_orders_t *orders;
+    } stores;
+    /* This gateway as a node: its order ids, its status tokens' key, its fleet. */
+    struct gw_server_node {
+        cm_id_gen_t ids;
+        _Atomic uint32_t id; /* the order ids' node (the fleet may claim another at run time) */
+        /* This process's ids of id carry a millisecond past this: life.started_ms - 1,
+         * or the floor the fleet took id over at (ids at or below it are another
+         * gateway's, or an earlier holder's). Stored before id. */
+        _Atomic int64_t since_ms;
+        /* gw_token.c: key + HMAC pads, a secret page (no core dump) */
+        struct gw_status_key *status_key;
+        struct gw_fleet *fleet; /* gw_fleet.c; NULL without a Redis inventory */
+    } node;
+    /* The worker threads and what they apply to each request. */
+    struct gw_server_pool {
+        gw_worker_t *workers;
+        unsigned nworkers;
+        bool running;
+        bool stopped; /* gw_workers_stop ran: a failed start stops them once, not twice */
+        uint32_t max_held; /* held requests per worker: past it, buys are shed with 503 */
+        uint64_t body_limit;
+        uint64_t access_sample_ppm; /* sampled access log: lines per million requests */
+    } pool;
+    /* The public listener's connections (gw_addr.c, gw_conn.c). */
+    struct gw_server_conns {
+        gw_proxies_t proxies;   /* trusted proxies (server.trusted_proxies) */
+        gw_ip_table_t *iptable; /* open connections per client address */
+        uint64_t max_conns;     /* per-worker cap in force (fits RLIMIT_NOFILE) */
+    } conns;
+    /* Start, readiness, drain and stop (gw_server.c, gw_liveness.c). */
+    struct gw_server_life {
+        atomic_bool ready;
+        atomic_bool draining;
+        /* SIGTERM seen: /readyz 503 through server.drain_grace, the rest serves on */
+        atomic_bool leaving;
+        int64_t started_ms;
+        uv_loop_t main_loop;
+    } life;
     struct gw_overload *ol; /* levels, limits config, routes (gw_overload.c) */
     struct gw_fair *fair;   /* start-window lotteries (gw_fair.c) */
     struct gw_identity *identity; /* the buyer's identity (gw_identity.c) */
     struct gw_elig *elig;         /* per-sale eligibility rules (gw_elig.c) */
+    struct gw_ring *ring; /* gw_ring.c: the dashboard's history; NULL until started */
+    /* The admin listener (gateway/ctl/gw_ctl_t.h): allocated by gw_server_start,
+     * freed by gw_server_stop. */
+    struct gw_server_admin *admin;
 };
 
 /*
  * Per-request context: allocated when its head is in (gw_h1.c), freed once its
  * answer is rendered or its connection closed, recycled through a per-worker
  * free list. Fields before body_inline are zeroed on reuse; the rest is
- * written before it is read.
+ * written before it is read. The buy path's fields follow it in the same
+ * allocation (gw_req_buy_t of gateway/buy/gw_buy_t.h, which this layer does
+ * not include; gw_http_req_new allocates both).
  */
 typedef enum { GW_ST_BODY = 0, GW_ST_WAIT, GW_ST_DONE } gw_req_state_t;
 /* The request header fields the gateway reads on every request (the buy
@@ -478,22 +452,6 @@ struct gw_req {
     size_t body_len, body_cap;
     char *body;
     char body_inline[512];
-    inv_reserve_req_t res;
-    /* The person behind res.user_id: identity.person_claim of the verified
-     * token, else the user itself (header and none modes, a token without
-     * the claim). Set by the identity step (gw_identity_check and
-     * gw_identity_buy) and, with identity off, by the buy path after the
-     * body's parse; read only after one of them. */
-    char person[INV_USER_ID_MAX + 1];
-    uint64_t adm_jti; /* the admission token this buy holds claimed (gw_buy.c), 0 = none */
-    uint64_t adm_fp, adm_nonce; /* that claim's key fingerprint and nonce (gw_fair.h) */
-    /* The verified token's eligibility facts (id_result_t.eligible and
-     * created_at; 0 in header mode and without a token), set with person by
-     * the identity step; read only after it (gw_elig_check). */
-    uint32_t eligible;
-    int64_t created_at;
-    oq_order_t order;
-    oq_pos_t spool_end; /* where the spool write that holds order's record ends (gw_buy.c) */
     gw_resp_t resp;
 };
 

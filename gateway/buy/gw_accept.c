@@ -38,11 +38,11 @@ static int take(void *ctx, const gw_accept_req_t *req, gw_accept_t *a)
                : rc == INV_RESERVED_BEFORE ? GW_ACCEPT_BEFORE
                                            : GW_ACCEPT_REFUSED;
     }
-    gw_order_of_reserve(&a->o, rq, req->user, req->sale_id, req->accepted_at_ms, srv->node_id);
+    gw_order_of_reserve(&a->o, rq, req->user, req->sale_id, req->accepted_at_ms, srv->node.id);
     a->fresh = true;
     a->durable = false;
     const oq_order_t *one = &a->o;
-    if (oq_spool_append_batch(srv->spool, &one, 1, NULL, &a->end) != 0) {
+    if (oq_spool_append_batch(srv->stores.spool, &one, 1, NULL, &a->end) != 0) {
         gw_release_unaccepted(srv, &a->o, req->why);
         return GW_ACCEPT_SPOOL_REFUSED;
     }
@@ -62,9 +62,9 @@ static void commit(void *ctx, gw_accept_t *a, size_t n)
     gw_server_t *srv = ctx;
     if (!n)
         return;
-    bool all = oq_spool_commit_to(srv->spool, a[n - 1].end) == 0;
+    bool all = oq_spool_commit_to(srv->stores.spool, a[n - 1].end) == 0;
     for (size_t i = 0; i < n; i++)
-        a[i].durable = all || (i + 1 < n && oq_spool_commit_to(srv->spool, a[i].end) == 0);
+        a[i].durable = all || (i + 1 < n && oq_spool_commit_to(srv->stores.spool, a[i].end) == 0);
 }
 
 static void publish(void *ctx, const gw_accept_t *a, size_t n)
@@ -73,15 +73,15 @@ static void publish(void *ctx, const gw_accept_t *a, size_t n)
     bool fresh = false;
     for (size_t i = 0; i < n; i++) {
         const oq_order_t *o = &a[i].o;
-        if (a[i].fresh || !gw_orders_get(srv->orders, o->order_id, NULL)) {
-            gw_orders_put(srv->orders, o);
+        if (a[i].fresh || !gw_orders_get(srv->stores.orders, o->order_id, NULL)) {
+            gw_orders_put(srv->stores.orders, o);
             gw_identity_order_put(srv, o->order_id, o->user_id);
         }
         if (!a[i].fresh)
             continue;
         fresh = true;
-        if (srv->workers)
-            atomic_fetch_add_explicit(&srv->workers[0].ctr.accepted_units, o->qty,
+        if (srv->pool.workers)
+            atomic_fetch_add_explicit(&srv->pool.workers[0].ctr.accepted_units, o->qty,
                                       memory_order_relaxed);
     }
     if (fresh)
@@ -108,7 +108,7 @@ static int find(void *ctx, const char *order_id, gw_accept_t *a)
 {
     gw_server_t *srv = ctx;
     spool_find_t sf = {.order_id = order_id, .a = a};
-    long rc = oq_spool_scan(srv->spool, (oq_pos_t){0, 0}, spool_find_one, &sf);
+    long rc = oq_spool_scan(srv->stores.spool, (oq_pos_t){0, 0}, spool_find_one, &sf);
     if (rc < 0)
         return (int)rc;
     if (!sf.found)

@@ -52,7 +52,7 @@ void gw_order_of_reserve(oq_order_t *o, const inv_reserve_req_t *rq, const char 
                          const char sale_id[INV_SALE_ID_MAX + 1], int64_t accepted_at_ms,
                          uint32_t node_id)
 {
-    /* Every field, the ones an order does not use included: r->order lies past
+    /* Every field, the ones an order does not use included: gw_req_buy(r)->order lies past
      * the part of a recycled request context that is cleared, and a field left
      * with a previous request's (or malloc's) bytes makes the codec refuse the
      * record (the spool write fails: 503). */
@@ -257,7 +257,8 @@ static bool parse_body_json(gw_req_t *r, bool user_optional);
 
 bool gw_buy_parse_body(gw_req_t *r)
 {
-    return gw_buy_body_fast(r->body, r->body_len, false, r->res.user_id, &r->res.qty) ||
+    return gw_buy_body_fast(r->body, r->body_len, false, gw_req_buy(r)->res.user_id,
+                            &gw_req_buy(r)->res.qty) ||
            parse_body_json(r, false);
 }
 
@@ -265,7 +266,8 @@ bool gw_buy_parse_body(gw_req_t *r)
  * user fills it). */
 static bool parse_body_identity(gw_req_t *r)
 {
-    return gw_buy_body_fast(r->body, r->body_len, true, r->res.user_id, &r->res.qty) ||
+    return gw_buy_body_fast(r->body, r->body_len, true, gw_req_buy(r)->res.user_id,
+                            &gw_req_buy(r)->res.qty) ||
            parse_body_json(r, true);
 }
 
@@ -294,7 +296,7 @@ static bool parse_body_json(gw_req_t *r, bool user_optional)
         gw_resp_error(&r->resp, GW_R_BAD_REQUEST, NULL, "missing field user_id");
         goto out;
     }
-    r->res.user_id[0] = '\0';
+    gw_req_buy(r)->res.user_id[0] = '\0';
     if (u) {
         const char *us = json_string_value(u);
         size_t ulen = json_string_length(u);
@@ -303,9 +305,9 @@ static bool parse_body_json(gw_req_t *r, bool user_optional)
                           "user_id must be a string of 1..64 characters of A-Z a-z 0-9 . _ -");
             goto out;
         }
-        memcpy(r->res.user_id, us, ulen + 1);
+        memcpy(gw_req_buy(r)->res.user_id, us, ulen + 1);
     }
-    r->res.qty = 1;
+    gw_req_buy(r)->res.qty = 1;
     json_t *q = json_object_get(root, "qty");
     if (q) {
         json_int_t v = json_is_integer(q) ? json_integer_value(q) : 0;
@@ -314,7 +316,7 @@ static bool parse_body_json(gw_req_t *r, bool user_optional)
                           "qty must be an integer from 1 to %u", OQ_QTY_MAX);
             goto out;
         }
-        r->res.qty = (uint32_t)v;
+        gw_req_buy(r)->res.qty = (uint32_t)v;
     }
     ok = true;
 out:
@@ -385,9 +387,9 @@ static bool spool_later(gw_req_t *r)
     hold(r);
     r->replayed = core_of(r)->replayed;
     r->next = NULL;
-    *w->buy.spool_wait_tail = r;
-    w->buy.spool_wait_tail = &r->next;
-    w->buy.spool_wait_bytes += oq_spool_order_bound(&r->order);
+    *w->buy->spool_wait_tail = r;
+    w->buy->spool_wait_tail = &r->next;
+    w->buy->spool_wait_bytes += oq_spool_order_bound(&gw_req_buy(r)->order);
     return true;
 }
 
@@ -406,13 +408,13 @@ static void on_claimed(inv_reserve_req_t *res, int outcome)
         buy_finish(r);
 }
 
-/* Claims the order a keyed retry found (r->res: its id and user), then spools
+/* Claims the order a keyed retry found (gw_req_buy(r)->res: its id and user), then spools
  * it as a replay. Returns true if r is held. */
 static bool claim(gw_req_t *r)
 {
-    r->res.done = on_claimed;
-    r->res.data = r;
-    int rc = inv_claim(r->w->inv, &r->res);
+    gw_req_buy(r)->res.done = on_claimed;
+    gw_req_buy(r)->res.data = r;
+    int rc = inv_claim(r->w->inv, &gw_req_buy(r)->res);
     if (rc == INV_PENDING) {
         hold(r);
         return true;
@@ -445,17 +447,20 @@ static void duplicate_facts(gw_req_t *r, gw_buy_ev_t *ev)
      * write: like another gateway's, it is spooled here; asked to retry,
      * the client was answered 503 for ever. So does one of a node id the
      * fleet took over from another gateway, at or below the floor it took
-     * it at (node_since_ms; integration.69-fleet-lease). node_id is read
-     * first: node_since_ms is stored before it. */
-    uint32_t node = atomic_load(&srv->node_id);
-    ev->ours = cm_id_parse(r->res.order_id, strlen(r->res.order_id), &idv) == 0 &&
-               cm_id_node(idv) == node && cm_id_time_ms(idv) > atomic_load(&srv->node_since_ms);
+     * it at (node.since_ms; integration.69-fleet-lease). node.id is read
+     * first: node.since_ms is stored before it. */
+    uint32_t node = atomic_load(&srv->node.id);
+    ev->ours =
+        cm_id_parse(gw_req_buy(r)->res.order_id, strlen(gw_req_buy(r)->res.order_id), &idv) == 0 &&
+        cm_id_node(idv) == node && cm_id_time_ms(idv) > atomic_load(&srv->node.since_ms);
     /* An own order evicted from the status table was durable when it was put there. */
-    ev->seen = (gw_buy_seen_t)gw_orders_lookup(srv->orders, r->res.order_id, NULL);
-    ev->claimed = r->res.claimed;
+    ev->seen =
+        (gw_buy_seen_t)gw_orders_lookup(srv->stores.orders, gw_req_buy(r)->res.order_id, NULL);
+    ev->claimed = gw_req_buy(r)->res.claimed;
     /* the record and the answer are the key's order's */
-    snprintf(r->order.order_id, sizeof(r->order.order_id), "%s", r->res.order_id);
-    r->order.qty = r->res.qty;
+    snprintf(gw_req_buy(r)->order.order_id, sizeof(gw_req_buy(r)->order.order_id), "%s",
+             gw_req_buy(r)->res.order_id);
+    gw_req_buy(r)->order.qty = gw_req_buy(r)->res.qty;
 }
 
 /* Steps 6 and 7 once the inventory has answered (gw_buy_core.h RESERVED).
@@ -521,20 +526,20 @@ static void fair_enter(gw_req_t *r, gw_fair_sale_t *fair, int64_t closes_at, int
 {
     gw_fair_ticket_t t;
     memset(&t, 0, sizeof(t));
-    uint64_t idv = cm_id_next(&r->w->srv->ids, now_ms);
+    uint64_t idv = cm_id_next(&r->w->srv->node.ids, now_ms);
     if (!idv) {
         ids_refused(r);
         return;
     }
     cm_id_format(idv, t.order_id);
     snprintf(t.sale_id, sizeof(t.sale_id), "%s", r->id);
-    snprintf(t.user_id, sizeof(t.user_id), "%s", r->res.user_id);
-    snprintf(t.person, sizeof(t.person), "%s", r->person);
-    t.qty = r->res.qty;
+    snprintf(t.user_id, sizeof(t.user_id), "%s", gw_req_buy(r)->res.user_id);
+    snprintf(t.person, sizeof(t.person), "%s", gw_req_buy(r)->person);
+    t.qty = gw_req_buy(r)->res.qty;
     t.entered_at_ms = now_ms;
     t.draw_at_ms = closes_at;
-    t.key_fp = r->res.idem_key[0] ? r->res.raw_key_fp : 0;
-    int rc = gw_fair_enter(fair, &t, r->res.idem_key);
+    t.key_fp = gw_req_buy(r)->res.idem_key[0] ? gw_req_buy(r)->res.raw_key_fp : 0;
+    int rc = gw_fair_enter(fair, &t, gw_req_buy(r)->res.idem_key);
     if (rc == 0 || rc == 1) {
         reply_entered(r, &t, rc == 1, now_ms);
     } else if (rc == GW_FAIR_OTHER_ACCOUNT) {
@@ -627,7 +632,7 @@ static admission_t admission_check(gw_req_t *r, int64_t now_ms, admission_tok_t 
     if (exp < now_ms / 1000)
         return ADM_EXPIRED;
     char msg[200];
-    snprintf(msg, sizeof(msg), "a:%s:%s:%lld:%016llx", r->id, r->person, exp,
+    snprintf(msg, sizeof(msg), "a:%s:%s:%lld:%016llx", r->id, gw_req_buy(r)->person, exp,
              (unsigned long long)jti);
     if (!gw_token_mac_ok(r->w->srv, msg, dot2 + 1, strlen(dot2 + 1)))
         return ADM_NOT_THIS_BUYER;
@@ -680,14 +685,14 @@ static void admission_refused(gw_req_t *r, admission_t adm)
  */
 static void admission_settle(gw_req_t *r)
 {
-    if (!r->adm_jti)
+    if (!gw_req_buy(r)->adm_jti)
         return;
     /* the core's rule (an admission token is claimed only after its init) */
     bool accepted = !r->cached && gw_buy_answer_keeps_admission(
                                       (gw_buy_answer_t)core_of(r)->answer);
-    gw_fair_admission_settle(r->w->srv->fair, r->id, r->adm_jti, r->adm_fp, r->adm_nonce,
-                             accepted);
-    r->adm_jti = 0;
+    gw_fair_admission_settle(r->w->srv->fair, r->id, gw_req_buy(r)->adm_jti, gw_req_buy(r)->adm_fp,
+                             gw_req_buy(r)->adm_nonce, accepted);
+    gw_req_buy(r)->adm_jti = 0;
 }
 
 /* gw_req_finish of a held buy. */
@@ -705,7 +710,7 @@ static void buy_say(gw_req_t *r, const gw_buy_out_t *out)
     switch (out->answer) {
     case GW_BUY_A_ACCEPTED:
     case GW_BUY_A_REPLAYED:
-        reply_accepted(r, &r->order, out->answer == GW_BUY_A_REPLAYED);
+        reply_accepted(r, &gw_req_buy(r)->order, out->answer == GW_BUY_A_REPLAYED);
         return;
     case GW_BUY_A_SOLD_OUT:
         gw_resp_sold_out(p, r->id);
@@ -717,9 +722,10 @@ static void buy_say(gw_req_t *r, const gw_buy_out_t *out)
         gw_resp_error(p, GW_R_SALE_ENDED, NULL, "sale %s has ended", r->id);
         return;
     case GW_BUY_A_LIMIT_PER_USER:
-        gw_hitters_add(r->w, r->order.user_id, NULL, 0);
+        gw_hitters_add(r->w, gw_req_buy(r)->order.user_id, NULL, 0);
         gw_resp_error(p, GW_R_LIMIT_PER_USER, NULL,
-                      "user %s would exceed the per-user limit of this sale", r->order.user_id);
+                      "user %s would exceed the per-user limit of this sale",
+                      gw_req_buy(r)->order.user_id);
         return;
     case GW_BUY_A_DRAW_RUNNING:
         gw_resp_error(p, GW_R_UNAVAILABLE, NULL,
@@ -774,10 +780,10 @@ static void sync_later(gw_req_t *r)
 {
     gw_worker_t *w = r->w;
     r->next = NULL;
-    *w->buy.sync_wait_tail = r;
-    w->buy.sync_wait_tail = &r->next;
-    if (oq_pos_cmp(r->spool_end, w->buy.sync_wait_end) > 0)
-        w->buy.sync_wait_end = r->spool_end;
+    *w->buy->sync_wait_tail = r;
+    w->buy->sync_wait_tail = &r->next;
+    if (oq_pos_cmp(gw_req_buy(r)->spool_end, w->buy->sync_wait_end) > 0)
+        w->buy->sync_wait_end = gw_req_buy(r)->spool_end;
 }
 
 /* Performs what the core asked after an inventory or spool event, in the
@@ -786,7 +792,7 @@ static void sync_later(gw_req_t *r)
 static bool buy_do(gw_req_t *r, const gw_buy_out_t *out)
 {
     gw_worker_t *w = r->w;
-    oq_order_t *o = &r->order;
+    oq_order_t *o = &gw_req_buy(r)->order;
     unsigned a = out->actions;
     if (a & GW_BUY_DO_GIVE_BACK) /* off this loop (a Redis release blocks), durably */
         gw_release_unaccepted(w->srv, o, out->rc == CM_EBUSY ? "not accepted: spool full"
@@ -794,7 +800,7 @@ static bool buy_do(gw_req_t *r, const gw_buy_out_t *out)
     if (a & GW_BUY_DO_COUNT)
         atomic_fetch_add_explicit(&w->ctr.accepted_units, o->qty, memory_order_relaxed);
     if (a & GW_BUY_DO_KNOWN)
-        gw_orders_put(w->srv->orders, o);
+        gw_orders_put(w->srv->stores.orders, o);
     buy_say(r, out);
     if (a & GW_BUY_DO_SPOOL)
         return spool_later(r);
@@ -825,7 +831,7 @@ static bool keyed_retry_verified(gw_req_t *r)
  * since is never answered 404 from here. */
 static gw_prep_t *unknown_sale_response(gw_worker_t *w, const char *sale_id)
 {
-    gw_worker_buy_t *b = &w->buy;
+    gw_worker_buy_t *b = w->buy;
     for (unsigned i = 0; i < b->nunknown; i++)
         if (strcmp(b->unknown_cache[i].id, sale_id) == 0)
             return b->unknown_cache[i].resp;
@@ -842,7 +848,7 @@ static gw_prep_t *unknown_sale_response(gw_worker_t *w, const char *sale_id)
 
 bool gw_buy_handle(gw_req_t *r)
 {
-    r->adm_jti = 0;
+    gw_req_buy(r)->adm_jti = 0;
     r->replayed = false;
     bool held = buy_handle(r);
     if (!held)
@@ -870,20 +876,20 @@ static inv_sale_t *buy_sale(gw_req_t *r)
 {
     gw_worker_t *w = r->w;
     gw_server_t *srv = w->srv;
-    if (atomic_load_explicit(&srv->draining, memory_order_relaxed)) {
+    if (atomic_load_explicit(&srv->life.draining, memory_order_relaxed)) {
         /* After the drain grace, on a connection opened before: close it, so
          * the load balancer's next request opens one to another gateway. */
         gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "gateway is shutting down");
         r->close_after = true;
         return NULL;
     }
-    if (w->suspended >= srv->max_held) {
+    if (w->suspended >= srv->pool.max_held) {
         gw_ol_overloaded(r, GW_OLR_INFLIGHT_LIMIT, "too many requests in flight", false);
         return NULL;
     }
     const char *ik = r->hdr.idem_key; /* the head's headers: gw_http.c, buy_header */
-    r->res.idem_key[0] = '\0';
-    r->res.raw_key_fp = 0;
+    gw_req_buy(r)->res.idem_key[0] = '\0';
+    gw_req_buy(r)->res.raw_key_fp = 0;
     if (ik) {
         size_t iklen = strlen(ik);
         if (!gw_idem_key_valid(ik, iklen)) {
@@ -891,10 +897,10 @@ static inv_sale_t *buy_sale(gw_req_t *r)
                           "Idempotency-Key must be 1..128 visible ASCII characters");
             return NULL;
         }
-        memcpy(r->res.idem_key, ik, iklen + 1);
-        r->res.raw_key_fp = inv_idem_key_fp(ik); /* identity scopes idem_key later */
+        memcpy(gw_req_buy(r)->res.idem_key, ik, iklen + 1);
+        gw_req_buy(r)->res.raw_key_fp = inv_idem_key_fp(ik); /* identity scopes idem_key later */
     }
-    inv_sale_t *sale = inv_sale_find_memo(srv->inv, &w->buy.sale_memo, r->id);
+    inv_sale_t *sale = inv_sale_find_memo(srv->stores.inv, &w->buy->sale_memo, r->id);
     if (!sale) {
         r->cached = unknown_sale_response(w, r->id);
         r->cached_reply = GW_R_UNKNOWN_SALE;
@@ -914,10 +920,11 @@ static inv_sale_t *buy_sale(gw_req_t *r)
 static void head_facts(gw_req_t *r, buy_ctx_t *x, gw_buy_ev_t *ev)
 {
     gw_server_t *srv = r->w->srv;
-    ev->sold_out = inv_sale_sold_out(x->sale) &&
-                   (!r->res.idem_key[0] ||
-                    !inv_sale_key_may_hold(srv->inv, x->sale, r->res.raw_key_fp) ||
-                    !keyed_retry_verified(r));
+    ev->sold_out =
+        inv_sale_sold_out(x->sale) &&
+        (!gw_req_buy(r)->res.idem_key[0] ||
+         !inv_sale_key_may_hold(srv->stores.inv, x->sale, gw_req_buy(r)->res.raw_key_fp) ||
+         !keyed_retry_verified(r));
     if (ev->sold_out) {
         ev->waitlist_open = gw_fair_waitlist_open(gw_fair_find(srv->fair, r->id));
         return;
@@ -971,14 +978,14 @@ static bool buyer_facts(gw_req_t *r, buy_ctx_t *x)
     }
     x->iplen = 0;
     if (x->identity) {
-        x->iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), x->ipkey);
+        x->iplen = gw_client_key(&srv->conns.proxies, gw_req_peer(r), gw_req_xff(r), x->ipkey);
         if (!parse_body_identity(r))
             return false;
         /* 3b. with identity on, the client address's limits come before the
          * token's check (a signature is CPU work a flood from one address
          * must not buy), and everything keyed by the user after it. A
          * request refused later (user, sale) has spent its address's token. */
-        gw_limits_admit_ip(srv->limits, (const char *)x->ipkey, x->iplen, w->now_ns, &x->v);
+        gw_limits_admit_ip(srv->stores.limits, (const char *)x->ipkey, x->iplen, w->now_ns, &x->v);
         if (!x->v.allowed) {
             gw_hitters_add(w, NULL, x->ipkey, x->iplen);
             gw_buy_rate_limited(r, &x->v);
@@ -989,7 +996,8 @@ static bool buyer_facts(gw_req_t *r, buy_ctx_t *x)
     } else if (!gw_buy_parse_body(r)) {
         return false;
     } else {
-        memcpy(r->person, r->res.user_id, strlen(r->res.user_id) + 1);
+        memcpy(gw_req_buy(r)->person, gw_req_buy(r)->res.user_id,
+               strlen(gw_req_buy(r)->res.user_id) + 1);
     }
     /* 3c. the sale's eligibility (verified claims, account age): a buy, a
      * lottery entry alike, refused before anything keyed by the buyer */
@@ -1000,7 +1008,8 @@ static bool buyer_facts(gw_req_t *r, buy_ctx_t *x)
      * was a cache miss, one after the other; this way they overlap the checks
      * in between (`python3 bench/profile.py build acc calls`). Hints only: nothing is read or
      * changed. */
-    gw_limits_prefetch_user(srv->limits, r->res.user_id, strlen(r->res.user_id));
+    gw_limits_prefetch_user(srv->stores.limits, gw_req_buy(r)->res.user_id,
+                            strlen(gw_req_buy(r)->res.user_id));
     /* 3a. a sale with a waiting room needs its admission token (the MAC: no
      * shared state; its replay id is claimed at step 4c). Not for a lottery
      * entry, nor while the draw runs: the room governs the first-come buys
@@ -1021,10 +1030,10 @@ static void limits_facts(gw_req_t *r, buy_ctx_t *x, gw_buy_ev_t *ev)
     gw_worker_t *w = r->w;
     gw_server_t *srv = w->srv;
     if (!x->identity)
-        x->iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), x->ipkey);
-    gw_limits_admit(srv->limits, r->res.user_id, strlen(r->res.user_id),
-                    x->identity ? NULL : (const char *)x->ipkey, x->identity ? 0 : x->iplen, r->id,
-                    strlen(r->id), w->now_ns, &x->v);
+        x->iplen = gw_client_key(&srv->conns.proxies, gw_req_peer(r), gw_req_xff(r), x->ipkey);
+    gw_limits_admit(srv->stores.limits, gw_req_buy(r)->res.user_id,
+                    strlen(gw_req_buy(r)->res.user_id), x->identity ? NULL : (const char *)x->ipkey,
+                    x->identity ? 0 : x->iplen, r->id, strlen(r->id), w->now_ns, &x->v);
     ev->rate_allowed = x->v.allowed;
     ev->fair = (gw_buy_fair_t)x->phase;
     ev->waitlist_open = x->v.allowed && x->phase == GW_FAIR_OPEN && gw_fair_waitlist_open(x->fair);
@@ -1034,7 +1043,7 @@ static void limits_facts(gw_req_t *r, buy_ctx_t *x, gw_buy_ev_t *ev)
     /* Not before: a 429 had no use for it (its hash, ~300 instructions of a
      * refusal; the reserve is still ~600 instructions away: `python3 bench/profile.py build rate
      * calls`). */
-    inv_prefetch(w->inv, x->sale, r->person);
+    inv_prefetch(w->inv, x->sale, gw_req_buy(r)->person);
 }
 
 /* 4b. the lottery: an entry instead of an order (registered persons only). */
@@ -1055,14 +1064,15 @@ static void buy_enter(gw_req_t *r, buy_ctx_t *x)
  * retry of this buy. Returns the claim's result (gw_buy_core.h ADMITTED). */
 static int buy_admit(gw_req_t *r, const buy_ctx_t *x)
 {
-    uint32_t kfp = r->res.idem_key[0] ? inv_idem_key_fp(r->res.idem_key) : 0;
+    uint32_t kfp =
+        gw_req_buy(r)->res.idem_key[0] ? inv_idem_key_fp(gw_req_buy(r)->res.idem_key) : 0;
     uint64_t nonce = 0;
     int ac = gw_fair_admission_claim(r->w->srv->fair, r->id, x->atok.jti, x->atok.exp_s, kfp,
                                      x->now_ms / 1000, &nonce);
     if (ac == GW_WR_CLAIMED) {
-        r->adm_jti = x->atok.jti;
-        r->adm_fp = kfp;
-        r->adm_nonce = nonce;
+        gw_req_buy(r)->adm_jti = x->atok.jti;
+        gw_req_buy(r)->adm_fp = kfp;
+        gw_req_buy(r)->adm_nonce = nonce;
     }
     return ac;
 }
@@ -1073,38 +1083,38 @@ static bool buy_reserve(gw_req_t *r, const buy_ctx_t *x)
 {
     gw_worker_t *w = r->w;
     gw_server_t *srv = w->srv;
-    uint64_t idv = cm_id_next(&srv->ids, x->now_ms);
+    uint64_t idv = cm_id_next(&srv->node.ids, x->now_ms);
     if (!idv) {
         ids_refused(r);
         return false;
     }
-    oq_order_t *o = &r->order;
-    cm_id_format(idv, r->res.order_id);
-    gw_orders_prefetch(srv->orders, idv); /* its put comes after the spool write */
+    oq_order_t *o = &gw_req_buy(r)->order;
+    cm_id_format(idv, gw_req_buy(r)->res.order_id);
+    gw_orders_prefetch(srv->stores.orders, idv); /* its put comes after the spool write */
     /* From here the reserve's user is the person: the inventory's per-user
      * mark counts the units a person holds, over all their accounts (inv.h);
      * the order keeps the account as its user_id and names the person. */
     char account[INV_USER_ID_MAX + 1];
-    memcpy(account, r->res.user_id, sizeof(account));
-    memcpy(r->res.user_id, r->person, sizeof(r->res.user_id));
-    gw_order_of_reserve(o, &r->res, account, r->id, x->now_ms, cm_id_node(idv));
+    memcpy(account, gw_req_buy(r)->res.user_id, sizeof(account));
+    memcpy(gw_req_buy(r)->res.user_id, gw_req_buy(r)->person, sizeof(gw_req_buy(r)->res.user_id));
+    gw_order_of_reserve(o, &gw_req_buy(r)->res, account, r->id, x->now_ms, cm_id_node(idv));
     /* A full (or failed) spool refuses before the reserve: no stock taken and
      * given back, no backend round trip for an order that cannot be kept. The
      * iteration's batch counts: its records are not written yet, and an order
      * that fits only without them would be reserved, then refused at the
      * batch's write (its units given back by a release event that eats the
      * room). */
-    int src = oq_spool_room(srv->spool, o, w->buy.spool_wait_bytes);
+    int src = oq_spool_room(srv->stores.spool, o, w->buy->spool_wait_bytes);
     if (src != 0) {
         spool_refused(r, src);
         return false;
     }
-    r->res.sale = x->sale;
-    r->res.done = on_reserved;
-    r->res.data = r;
+    gw_req_buy(r)->res.sale = x->sale;
+    gw_req_buy(r)->res.done = on_reserved;
+    gw_req_buy(r)->res.data = r;
     if (!gw_ol_acquire(r, GW_DEP_REDIS) || !gw_ol_acquire(r, GW_DEP_SPOOL))
         return false;
-    int rc = inv_reserve(w->inv, &r->res);
+    int rc = inv_reserve(w->inv, &gw_req_buy(r)->res);
     if (rc == INV_PENDING) {
         hold(r);
         return true;
@@ -1137,23 +1147,23 @@ static bool buy_handle(gw_req_t *r)
     }
     if (!buyer_facts(r, &x))
         return false;
-    ev = (gw_buy_ev_t){.kind = GW_BUY_EV_BUYER, .qty = r->res.qty,
+    ev = (gw_buy_ev_t){.kind = GW_BUY_EV_BUYER, .qty = gw_req_buy(r)->res.qty,
                        .per_user_limit = x.info.per_user_limit};
     gw_buy_core_step(c, &ev, x.now_ms, &out);
     if (out.answer == GW_BUY_A_QTY_OVER_LIMIT) {
-        gw_hitters_add(r->w, r->res.user_id, NULL, 0);
+        gw_hitters_add(r->w, gw_req_buy(r)->res.user_id, NULL, 0);
         gw_resp_error(&r->resp, GW_R_LIMIT_PER_USER, NULL,
-                      "qty %u exceeds the per-user limit of %u", r->res.qty,
+                      "qty %u exceeds the per-user limit of %u", gw_req_buy(r)->res.qty,
                       x.info.per_user_limit);
         return false;
     }
-    if (!gw_ol_buy_admit(r))
+    if (!gw_ol_buy_admit(r, gw_req_buy(r)->res.user_id))
         return false;
     ev = (gw_buy_ev_t){.kind = GW_BUY_EV_LIMITS};
     limits_facts(r, &x, &ev);
     gw_buy_core_step(c, &ev, x.now_ms, &out);
     if (out.answer == GW_BUY_A_RATE_LIMITED) {
-        gw_hitters_add(r->w, r->res.user_id, x.ipkey, x.iplen);
+        gw_hitters_add(r->w, gw_req_buy(r)->res.user_id, x.ipkey, x.iplen);
         gw_buy_rate_limited(r, &x.v);
         return false;
     }
@@ -1194,8 +1204,8 @@ static void sync_work(uv_work_t *wk)
     gw_worker_t *w = wk->data;
     const char *done[16];
     size_t ndone = 0;
-    for (const gw_req_t *r = w->buy.sync_batch; r; r = r->next) {
-        if (!r->adm_jti)
+    for (const gw_req_t *r = w->buy->sync_batch; r; r = r->next) {
+        if (!gw_req_buy(r)->adm_jti)
             continue;
         bool seen = false;
         for (size_t i = 0; i < ndone && !seen; i++)
@@ -1206,23 +1216,25 @@ static void sync_work(uv_work_t *wk)
         if (ndone < CM_ARRAY_LEN(done))
             done[ndone++] = r->id;
     }
-    w->buy.sync_result = oq_spool_sync_to(w->srv->spool, w->buy.sync_upto);
+    w->buy->sync_result = oq_spool_sync_to(w->srv->stores.spool, w->buy->sync_upto);
 }
 
 static void sync_after(uv_work_t *wk, int status)
 {
     (void)status;
     gw_worker_t *w = wk->data;
-    w->buy.sync_running = false;
-    gw_req_t *r = w->buy.sync_batch;
-    w->buy.sync_batch = NULL;
+    w->buy->sync_running = false;
+    gw_req_t *r = w->buy->sync_batch;
+    w->buy->sync_batch = NULL;
     while (r) {
         gw_req_t *next = r->next;
         /* A failed batch may still hold records an earlier round (another
          * worker's) made durable: those are relayed and settled, so they are
          * answered 202. After a CM_EIO the spool answers each end at once,
          * without an fdatasync, so this runs on the loop. */
-        int rc = w->buy.sync_result == 0 ? 0 : oq_spool_sync_to(w->srv->spool, r->spool_end);
+        int rc = w->buy->sync_result == 0
+                     ? 0
+                     : oq_spool_sync_to(w->srv->stores.spool, gw_req_buy(r)->spool_end);
         /* A failed one: the reservation stays (at worst undersell, never
          * oversell: if the cut itself failed, the record may come back at a
          * restart), the answer is 503 not confirmed (gw_buy_core.h SYNCED). */
@@ -1233,8 +1245,8 @@ static void sync_after(uv_work_t *wk, int status)
             buy_finish(r);
         r = next;
     }
-    if (w->buy.sync_result != 0)
-        cm_log_error("gw", "spool fsync failed", "err=%s", cm_errname(w->buy.sync_result));
+    if (w->buy->sync_result != 0)
+        cm_log_error("gw", "spool fsync failed", "err=%s", cm_errname(w->buy->sync_result));
     gw_buy_loop_tick(w);
 }
 
@@ -1247,7 +1259,7 @@ static void sync_after(uv_work_t *wk, int status)
 static void spooled(gw_req_t *r, int rc)
 {
     if (rc == 0)
-        r->w->buy.notify_relay = true;
+        r->w->buy->notify_relay = true;
     gw_buy_out_t out;
     gw_buy_core_step(core_of(r), &(gw_buy_ev_t){.kind = GW_BUY_EV_SPOOLED, .rc = rc}, 0, &out);
     if (!buy_do(r, &out))
@@ -1265,26 +1277,26 @@ static void spooled(gw_req_t *r, int rc)
  * with what the spool replays. */
 static void spool_flush(gw_worker_t *w)
 {
-    while (w->buy.spool_wait) {
-        gw_req_t *r = w->buy.spool_wait;
-        w->buy.spool_wait = NULL;
-        w->buy.spool_wait_tail = &w->buy.spool_wait;
-        w->buy.spool_wait_bytes = 0;
+    while (w->buy->spool_wait) {
+        gw_req_t *r = w->buy->spool_wait;
+        w->buy->spool_wait = NULL;
+        w->buy->spool_wait_tail = &w->buy->spool_wait;
+        w->buy->spool_wait_bytes = 0;
         while (r) {
             const oq_order_t *orders[SPOOL_BATCH];
             gw_req_t *first = r;
             size_t n = 0, kept = 0;
             for (; r && n < SPOOL_BATCH; r = r->next)
-                orders[n++] = &r->order;
+                orders[n++] = &gw_req_buy(r)->order;
             /* One write(2): a sync round covers all of its records or none
              * (it reads the end under the append mutex), so each order's
              * record is durable once the write's end is. */
             oq_pos_t end;
-            int rc = oq_spool_append_batch(w->srv->spool, orders, n, &kept, &end);
+            int rc = oq_spool_append_batch(w->srv->stores.spool, orders, n, &kept, &end);
             size_t i = 0;
             for (gw_req_t *q = first; q != r; i++) {
                 gw_req_t *next = q->next; /* q may be freed and reused by its answer */
-                q->spool_end = end;
+                gw_req_buy(q)->spool_end = end;
                 spooled(q, i < kept ? 0 : rc);
                 q = next;
             }
@@ -1295,15 +1307,15 @@ static void spool_flush(gw_worker_t *w)
 void gw_buy_loop_tick(gw_worker_t *w)
 {
     spool_flush(w);
-    if (w->buy.sync_running || !w->buy.sync_wait)
+    if (w->buy->sync_running || !w->buy->sync_wait)
         return;
-    w->buy.sync_batch = w->buy.sync_wait;
-    w->buy.sync_upto = w->buy.sync_wait_end;
-    w->buy.sync_wait = NULL;
-    w->buy.sync_wait_tail = &w->buy.sync_wait;
-    w->buy.sync_running = true;
-    w->buy.sync_work.data = w;
-    uv_queue_work(&w->loop, &w->buy.sync_work, sync_work, sync_after);
+    w->buy->sync_batch = w->buy->sync_wait;
+    w->buy->sync_upto = w->buy->sync_wait_end;
+    w->buy->sync_wait = NULL;
+    w->buy->sync_wait_tail = &w->buy->sync_wait;
+    w->buy->sync_running = true;
+    w->buy->sync_work.data = w;
+    uv_queue_work(&w->loop, &w->buy->sync_work, sync_work, sync_after);
 }
 
 /*---- GET /v1/orders/{id}, GET /v1/sales/{id} ----*/
@@ -1377,7 +1389,7 @@ void gw_order_handle(gw_req_t *r)
     if (verified)
         tok_ok = gw_identity_order_owner(r->w->srv, id, buyer);
     gw_orders_found_t f =
-        tok_ok ? gw_orders_lookup(r->w->srv->orders, id, &ord) : GW_ORDERS_UNKNOWN;
+        tok_ok ? gw_orders_lookup(r->w->srv->stores.orders, id, &ord) : GW_ORDERS_UNKNOWN;
     if (f != GW_ORDERS_FOUND) {
         gw_fair_ticket_t t;
         if ((tok_ok || verified) && gw_fair_lookup(r->w->srv->fair, id, &t) &&
@@ -1436,7 +1448,7 @@ void gw_room_handle(gw_req_t *r)
 {
     gw_server_t *srv = r->w->srv;
     gw_resp_t *p = &r->resp;
-    inv_sale_t *sale = inv_sale_find(srv->inv, r->id);
+    inv_sale_t *sale = inv_sale_find(srv->stores.inv, r->id);
     if (!sale) {
         gw_resp_error(p, GW_R_UNKNOWN_SALE, NULL, "no sale %s", r->id);
         return;
@@ -1455,7 +1467,7 @@ void gw_room_handle(gw_req_t *r)
     const char *ticket = gw_req_arg(r, "ticket");
     /* With identity on, a request for a place (user_id, ticket or join in the
      * query, or a bearer token) is the verified person's: the places, tickets,
-     * admission tokens are keyed by the person (gw_req_t.person), the per-user
+     * admission tokens are keyed by the person (gw_req_buy_t.person), the per-user
      * bucket by the user. A cookie or trusted header alone does not make a join
      * of the page poll. */
     bool identity = gw_identity_on(srv);
@@ -1488,8 +1500,8 @@ void gw_room_handle(gw_req_t *r)
          * token's check, the user's after it (a join only). A ticket refresh
          * or a HEAD takes no place but may cost a verification, so it spends
          * the address's buckets too: a flood of them is refused unverified. */
-        iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
-        gw_limits_admit_ip(srv->limits, (const char *)ipkey, iplen, r->w->now_ns, &lv);
+        iplen = gw_client_key(&srv->conns.proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
+        gw_limits_admit_ip(srv->stores.limits, (const char *)ipkey, iplen, r->w->now_ns, &lv);
         if (!lv.allowed) {
             gw_hitters_add(r->w, NULL, ipkey, iplen);
             gw_buy_rate_limited(r, &lv);
@@ -1502,12 +1514,12 @@ void gw_room_handle(gw_req_t *r)
         gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "missing query parameter user_id");
         return;
     } else {
-        memcpy(r->person, user, strlen(user) + 1);
+        memcpy(gw_req_buy(r)->person, user, strlen(user) + 1);
     }
     /* An ineligible buyer takes no place and gets no ticket (gw_elig.h). */
     if (!gw_elig_check(r, r->id, cm_wall_ms()))
         return;
-    const char *person = r->person;
+    const char *person = gw_req_buy(r)->person;
     size_t person_len = strlen(person);
     char msg[200], mac[GW_TOKEN_LEN + 1];
     uint64_t q = 0;
@@ -1530,9 +1542,10 @@ void gw_room_handle(gw_req_t *r)
          * person who holds a place gets it back. HEAD takes none: its head is
          * the one a join would get now. */
         if (!identity)
-            iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
-        gw_limits_admit(srv->limits, user, strlen(user), identity ? NULL : (const char *)ipkey,
-                        identity ? 0 : iplen, r->id, strlen(r->id), r->w->now_ns, &lv);
+            iplen = gw_client_key(&srv->conns.proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
+        gw_limits_admit(srv->stores.limits, user, strlen(user),
+                        identity ? NULL : (const char *)ipkey, identity ? 0 : iplen, r->id,
+                        strlen(r->id), r->w->now_ns, &lv);
         if (!lv.allowed) {
             gw_hitters_add(r->w, user, ipkey, iplen);
             gw_buy_rate_limited(r, &lv);
@@ -1614,7 +1627,7 @@ void gw_room_handle(gw_req_t *r)
 
 void gw_sale_handle(gw_req_t *r)
 {
-    inv_sale_t *sale = inv_sale_find(r->w->srv->inv, r->id);
+    inv_sale_t *sale = inv_sale_find(r->w->srv->stores.inv, r->id);
     if (!sale) {
         gw_resp_error(&r->resp, GW_R_UNKNOWN_SALE, NULL, "no sale %s", r->id);
         gw_resp_header(&r->resp, "Cache-Control", "public, max-age=%d", SALE_MAX_AGE_S);
@@ -1655,7 +1668,7 @@ static void not_started_resp(gw_resp_t *out, const char *sale_id, uint64_t retry
 gw_prep_t *gw_not_started_response(gw_worker_t *w, const inv_sale_t *sale, const char *sale_id,
                                    uint64_t retry)
 {
-    gw_worker_buy_t *b = &w->buy;
+    gw_worker_buy_t *b = w->buy;
     unsigned slot = b->nnot_started;
     for (unsigned i = 0; i < b->nnot_started; i++) {
         if (b->not_started_cache[i].sale == sale) {
@@ -1682,41 +1695,41 @@ gw_prep_t *gw_not_started_response(gw_worker_t *w, const inv_sale_t *sale, const
 
 void gw_buy_prep_free(gw_worker_t *w)
 {
-    for (unsigned k = 0; k < w->buy.nsold_out; k++)
-        gw_prep_free(w->buy.sold_out_cache[k].resp);
-    w->buy.nsold_out = 0;
-    for (unsigned k = 0; k < w->buy.nnot_started; k++)
-        gw_prep_free(w->buy.not_started_cache[k].resp);
-    w->buy.nnot_started = 0;
-    w->buy.not_started_next = 0;
-    for (unsigned k = 0; k < w->buy.nunknown; k++) {
-        gw_prep_free(w->buy.unknown_cache[k].resp);
-        w->buy.unknown_cache[k].resp = NULL;
+    for (unsigned k = 0; k < w->buy->nsold_out; k++)
+        gw_prep_free(w->buy->sold_out_cache[k].resp);
+    w->buy->nsold_out = 0;
+    for (unsigned k = 0; k < w->buy->nnot_started; k++)
+        gw_prep_free(w->buy->not_started_cache[k].resp);
+    w->buy->nnot_started = 0;
+    w->buy->not_started_next = 0;
+    for (unsigned k = 0; k < w->buy->nunknown; k++) {
+        gw_prep_free(w->buy->unknown_cache[k].resp);
+        w->buy->unknown_cache[k].resp = NULL;
     }
-    w->buy.nunknown = 0;
-    w->buy.unknown_next = 0;
+    w->buy->nunknown = 0;
+    w->buy->unknown_next = 0;
 }
 
 void gw_buy_relay_notify(gw_server_t *srv)
 {
-    if (srv->relay)
-        oq_relay_notify(srv->relay);
+    if (srv->stores.relay)
+        oq_relay_notify(srv->stores.relay);
 }
 
 gw_prep_t *gw_sold_out_response(gw_worker_t *w, const inv_sale_t *sale)
 {
-    for (unsigned i = 0; i < w->buy.nsold_out; i++)
-        if (w->buy.sold_out_cache[i].sale == sale)
-            return w->buy.sold_out_cache[i].resp;
-    if (w->buy.nsold_out == CM_ARRAY_LEN(w->buy.sold_out_cache))
+    for (unsigned i = 0; i < w->buy->nsold_out; i++)
+        if (w->buy->sold_out_cache[i].sale == sale)
+            return w->buy->sold_out_cache[i].resp;
+    if (w->buy->nsold_out == CM_ARRAY_LEN(w->buy->sold_out_cache))
         return NULL;
     inv_sale_info_t info;
     inv_sale_snapshot(sale, &info);
     gw_resp_t tmp;
     gw_resp_sold_out(&tmp, info.sale_id);
     gw_prep_t *mr = gw_prep_new(&tmp, w); /* Content-Type, no-store */
-    w->buy.sold_out_cache[w->buy.nsold_out].sale = sale;
-    w->buy.sold_out_cache[w->buy.nsold_out].resp = mr;
-    w->buy.nsold_out++;
+    w->buy->sold_out_cache[w->buy->nsold_out].sale = sale;
+    w->buy->sold_out_cache[w->buy->nsold_out].resp = mr;
+    w->buy->nsold_out++;
     return mr;
 }

@@ -9,13 +9,14 @@
 #define GW_BUY_H
 
 #include "gateway/base/gw_types.h"
+#include "gateway/buy/gw_buy_t.h"
 #include "gateway/buy/gw_replay.h"
 
 /* The public routes (gw_buy.c). Fill req->resp, or hold req (return true if held). */
 bool gw_buy_handle(gw_req_t *req);
 /*
  * Validates the buy body r->body (NUL-terminated, r->body_len bytes): fills
- * r->res.user_id and r->res.qty and returns true, or returns false with the
+ * gw_req_buy(r)->res.user_id and gw_req_buy(r)->res.qty and returns true, or returns false with the
  * 400 in r->resp. Pure (no socket or server state); thread-safe on r.
  */
 bool gw_buy_parse_body(gw_req_t *r);
@@ -111,7 +112,7 @@ void gw_release_unaccepted(gw_server_t *srv, const oq_order_t *o, const char *wh
  * failed release queued to the releaser). Single-threaded init. */
 void gw_replay_init(gw_server_t *srv, gw_replay_ctx_t *ctx, gw_book_t *book,
                     bool settled_before_release);
-/* The order table as the cores see it (gw_replay.h): srv->orders. Thread-safe
+/* The order table as the cores see it (gw_replay.h): srv->stores.orders. Thread-safe
  * (gw_orders is). */
 void gw_server_book(gw_server_t *srv, gw_book_t *out);
 

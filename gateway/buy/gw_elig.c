@@ -402,10 +402,10 @@ bool gw_elig_check(gw_req_t *r, const char *sale_id, int64_t now_ms)
     char reason[ID_CLAIM_NAME_MAX + 48];
     reason[0] = '\0';
     for (uint32_t i = 0; i < rule->n_claims && !reason[0]; i++)
-        if (!verified || rule->bits[i] < 0 || !(r->eligible & (1u << rule->bits[i])))
+        if (!verified || rule->bits[i] < 0 || !(gw_req_buy(r)->eligible & (1u << rule->bits[i])))
             snprintf(reason, sizeof(reason), "claim %s", rule->claims[i]);
     if (!reason[0] && rule->min_age_days) {
-        int64_t created = verified ? r->created_at : 0;
+        int64_t created = verified ? gw_req_buy(r)->created_at : 0;
         if (created <= 0)
             snprintf(reason, sizeof(reason), "account age unknown");
         else if (now_ms / 1000 - created < (int64_t)rule->min_age_days * 86400)

@@ -370,7 +370,7 @@ int gw_fair_open(gw_server_t *srv, gw_acceptor_t accept, char *errbuf, size_t er
         /* The worker loops' calls get the buy path's budget (inventory.redis_timeout),
          * not the 2 s of the other threads: a blocking call holds its whole loop. */
         uint32_t loop_ms = (uint32_t)srv->cfg->redis_timeout_ms; /* 1..60000, gw_config.c */
-        size_t conns = (size_t)srv->nworkers + GW_FAIR_LOOP_POOL_EXTRA;
+        size_t conns = (size_t)srv->pool.nworkers + GW_FAIR_LOOP_POOL_EXTRA;
         gw_fair__pool_init(&f->loop_pool, &f->addr,
                            conns < GW_FAIR_LOOP_POOL_MAX ? conns : GW_FAIR_LOOP_POOL_MAX,
                            loop_ms ? loop_ms : INV_REDIS_TIMEOUT_MS_DEFAULT, true);
@@ -435,7 +435,7 @@ int gw_fair_open(gw_server_t *srv, gw_acceptor_t accept, char *errbuf, size_t er
     gw_fair__cut_winners(f);
     /* Entry ids are order ids of this node: new ids must come after them. */
     if (max_id)
-        cm_id_gen_after(&srv->ids, max_id);
+        cm_id_gen_after(&srv->node.ids, max_id);
     return 0;
 }
 
@@ -471,7 +471,7 @@ static void *fair_thread(void *arg)
 int gw_fair_start_thread(gw_server_t *srv, char *errbuf, size_t errlen)
 {
     gw_fair_t *f = srv->fair;
-    int rc = inv_worker_open(srv->inv, NULL, &f->inv);
+    int rc = inv_worker_open(srv->stores.inv, NULL, &f->inv);
     if (rc) {
         cm_errbuf_set(errbuf, errlen, "lottery inventory handle: %s", cm_strerror(rc));
         return rc;
@@ -572,7 +572,7 @@ static void fair_tick_locked(gw_server_t *srv, gw_fair_t *f)
             continue;
         if (f->fleet && !fs->marked)
             gw_fair__fleet_mark(f, fs);
-        inv_sale_t *s = inv_sale_find(srv->inv, fs->sale_id);
+        inv_sale_t *s = inv_sale_find(srv->stores.inv, fs->sale_id);
         if (!s)
             continue;
         inv_sale_info_t info;

@@ -227,7 +227,7 @@ void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id);
  * place order as the admission front advances at the sale's
  * waiting_room_rate, scaled by the overload controller's state (level,
  * share of users admitted, the Redis limit's throughput) and divided among the
- * fleet's gateways. Places are per person (gw_req_t.person): a person who
+ * fleet's gateways. Places are per person (gw_req_buy_t.person): a person who
  * joins again gets the place they hold.
  *
  * The pre-queue: everyone who joins before the sale's starts_at is told so

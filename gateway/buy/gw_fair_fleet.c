@@ -177,7 +177,7 @@ void gw_fair__fleet_mark(gw_fair_t *f, gw_fair_sale_t *fs)
     pthread_mutex_unlock(&fs->mu);
     char why[256] = "";
     if (any && fconn(f) &&
-        fok(f, inv_lottery_entered_mark(f->rc, fs->sale_id, f->srv->node_id, why, sizeof(why)),
+        fok(f, inv_lottery_entered_mark(f->rc, fs->sale_id, f->srv->node.id, why, sizeof(why)),
             why))
         fs->marked = true;
 }
@@ -209,7 +209,7 @@ static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
         const entry_t *e = &fs->v[i];
         char val[320];
         snprintf(val, sizeof(val), "%s %u %s %u%s%s%s", e->order_id, e->qty,
-                 gw_fair__idem_out(e->idem), f->srv->node_id, gw_fair__idem_mark(e->idem),
+                 gw_fair__idem_out(e->idem), f->srv->node.id, gw_fair__idem_mark(e->idem),
                  strcmp(e->person, e->user_id) != 0 ? " @" : "",
                  strcmp(e->person, e->user_id) != 0 ? e->user_id : "");
         if (inv_lottery_push_add(c, fs->sale_id, e->person, val) == 0)
@@ -217,7 +217,7 @@ static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
     }
     pthread_mutex_unlock(&fs->mu);
     char why[256] = "";
-    int rc = inv_lottery_push_finish(c, fs->sale_id, f->srv->node_id, sent, sent == n, why,
+    int rc = inv_lottery_push_finish(c, fs->sale_id, f->srv->node.id, sent, sent == n, why,
                                      sizeof(why));
     if (rc < 0) {
         trouble(f, "push", why);
@@ -381,7 +381,7 @@ static bool fleet_read(gw_fair_t *f, gw_fair_sale_t *fs, fleet_draw_t *d, bool w
 /* Whether the sale's ends_at passed (its waitlist is then lost). */
 static bool sale_ended(gw_fair_t *f, const char *sale_id)
 {
-    inv_sale_t *s = inv_sale_find(f->srv->inv, sale_id);
+    inv_sale_t *s = inv_sale_find(f->srv->stores.inv, sale_id);
     if (!s)
         return false;
     inv_sale_info_t info;
@@ -499,7 +499,7 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
              (unsigned long long)(rnd.k0 ^ gw_fair__rotl(rnd.k1, 32)));
     if (!fok(f, inv_lottery_seed_offer(c, fs->sale_id, seed, why, sizeof(why)), why))
         return false;
-    inv_sale_t *sale = inv_sale_find(srv->inv, fs->sale_id);
+    inv_sale_t *sale = inv_sale_find(srv->stores.inv, fs->sale_id);
     /* whether the losers wait for freed units, decided once (a resumed draw keeps it):
      * not when the sale is over already */
     bool over = !sale || sale_ended(f, fs->sale_id);
@@ -634,7 +634,7 @@ void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_m
         return;
     bool mine = false;
     if (!fconn(f) ||
-        !fok(f, inv_lottery_lock(f->rc, fs->sale_id, f->srv->node_id, FLEET_LOCK_MS, &mine, why,
+        !fok(f, inv_lottery_lock(f->rc, fs->sale_id, f->srv->node.id, FLEET_LOCK_MS, &mine, why,
                                  sizeof(why)),
              why))
         return;

@@ -100,8 +100,8 @@ int gw_identity_start(gw_server_t *srv, char *errbuf, size_t errlen)
     snprintf(id->header, sizeof(id->header), "%s", cfg->id_header);
     snprintf(id->cookie, sizeof(id->cookie), "%s", cfg->id_cookie);
     id->retry_s = id->ic.jwks_min_refetch_s;
-    id->nworkers = srv->nworkers;
-    id->workers = cm_xcalloc(srv->nworkers, sizeof(*id->workers));
+    id->nworkers = srv->pool.nworkers;
+    id->workers = cm_xcalloc(srv->pool.nworkers, sizeof(*id->workers));
     for (unsigned i = 0; i < OWNER_STRIPES; i++)
         pthread_mutex_init(&id->owner_mu[i], NULL);
     if (id->mode == GW_ID_NONE) {
@@ -259,7 +259,7 @@ static bool csrf_ok(const gw_req_t *r)
     return gw_req_header(r, "X-Requested-With") != NULL;
 }
 
-/* The request's verified user: WHO_OK with user and r->person filled; WHO_FAIL with
+/* The request's verified user: WHO_OK with user and gw_req_buy(r)->person filled; WHO_FAIL with
  * *outcome (an id_outcome_t); WHO_UNTRUSTED: identity.header from a peer not
  * in server.trusted_proxies; WHO_DUP: the identity field twice (dup_identity);
  * WHO_CSRF (only when `csrf`): a cookie's token without csrf_ok. Counts the outcome
@@ -271,15 +271,15 @@ static who_t who(gw_req_t *r, char *user, int *outcome, bool count_missing, bool
     struct gw_identity *id = srv->identity;
     id_worker_t *iw = &id->workers[r->w->index];
     int oc;
-    r->eligible = 0;
-    r->created_at = 0;
+    gw_req_buy(r)->eligible = 0;
+    gw_req_buy(r)->created_at = 0;
     const char *h = NULL;
     if (dup_identity(r, id, &h)) {
         bump(&iw->dups);
         return WHO_DUP;
     }
     if (id->mode == GW_ID_HEADER) {
-        if (h && !gw_proxies_match(&srv->proxies, gw_req_peer(r))) {
+        if (h && !gw_proxies_match(&srv->conns.proxies, gw_req_peer(r))) {
             bump(&iw->untrusted);
             return WHO_UNTRUSTED;
         }
@@ -290,7 +290,7 @@ static who_t who(gw_req_t *r, char *user, int *outcome, bool count_missing, bool
             oc = ID_BAD_SUBJECT;
         else {
             memcpy(user, h, n + 1);
-            memcpy(r->person, h, n + 1);
+            memcpy(gw_req_buy(r)->person, h, n + 1);
             oc = ID_OK;
         }
     } else {
@@ -310,9 +310,9 @@ static who_t who(gw_req_t *r, char *user, int *outcome, bool count_missing, bool
             oc = id_verify_cached(id->verifier, iw->cache, tok, len, cm_wall_ms() / 1000, &res);
         if (oc == ID_OK) {
             memcpy(user, res.user, strlen(res.user) + 1);
-            memcpy(r->person, res.person, strlen(res.person) + 1);
-            r->eligible = res.eligible;
-            r->created_at = res.created_at;
+            memcpy(gw_req_buy(r)->person, res.person, strlen(res.person) + 1);
+            gw_req_buy(r)->eligible = res.eligible;
+            gw_req_buy(r)->created_at = res.created_at;
             if (res.cached && count_ok)
                 bump(&iw->hits);
         }
@@ -415,11 +415,11 @@ bool gw_identity_check(gw_req_t *r, const char *claimed, char *user)
 bool gw_identity_buy(gw_req_t *r)
 {
     char user[ID_USER_MAX + 1];
-    if (!gw_identity_check(r, r->res.user_id, user))
+    if (!gw_identity_check(r, gw_req_buy(r)->res.user_id, user))
         return false;
-    memcpy(r->res.user_id, user, strlen(user) + 1);
-    if (r->res.idem_key[0])
-        scope_idem_key(r->res.idem_key, user);
+    memcpy(gw_req_buy(r)->res.user_id, user, strlen(user) + 1);
+    if (gw_req_buy(r)->res.idem_key[0])
+        scope_idem_key(gw_req_buy(r)->res.idem_key, user);
     return true;
 }
 
@@ -434,7 +434,7 @@ bool gw_identity_claimed(gw_req_t *r, char *user)
         return false;
     }
     if (id->mode == GW_ID_HEADER) {
-        if (h && !gw_proxies_match(&r->w->srv->proxies, gw_req_peer(r))) {
+        if (h && !gw_proxies_match(&r->w->srv->conns.proxies, gw_req_peer(r))) {
             refuse(r, WHO_UNTRUSTED, ID_MISSING);
             return false;
         }

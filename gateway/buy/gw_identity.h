@@ -9,13 +9,14 @@
 #define GW_IDENTITY_H
 
 #include "gateway/base/gw_types.h"
+#include "gateway/buy/gw_buy_t.h"
 #include "identity/id.h"
 
 /*
  * Sets up identity per cfg->id_mode: in jwt mode opens (creating it at first
  * start) <data_dir>/identity.key, builds the verifier on it (or on
  * identity.jwks_file / jwks_url), starts the JWKS fetcher when jwks_url is
- * set, and makes one verified-token cache per worker (srv->nworkers must be
+ * set, and makes one verified-token cache per worker (srv->pool.nworkers must be
  * known). In none mode logs a warning when server.listen is not loopback.
  * Before the workers start. Returns 0, or a negative CM_E* with the reason in
  * errbuf. Single-threaded init.
@@ -29,9 +30,9 @@ bool gw_identity_on(const gw_server_t *srv);
 
 /*
  * The buy path's identity step, after the per-IP and per-subnet limits and
- * before anything keyed by the user. r->res.user_id holds the body's user_id
+ * before anything keyed by the user. gw_req_buy(r)->res.user_id holds the body's user_id
  * or "" (identity on: it may be omitted). On success it holds the verified
- * user, and a non-empty r->res.idem_key is replaced by its scope under that
+ * user, and a non-empty gw_req_buy(r)->res.idem_key is replaced by its scope under that
  * user (a replay answers only the same user), and returns true. Otherwise
  * fills r->resp (401 unauthorized with the outcome's name as "reason", 403
  * identity_mismatch or forbidden, 403 forbidden reason csrf for a cookie's

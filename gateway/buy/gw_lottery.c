@@ -221,7 +221,7 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
     /* A log written before the "W" lines: its winners are the orders the
      * status table still knows (an order it knows is one, whatever else). */
     for (size_t i = 0; i < fs->ndraw; i++)
-        if (gw_orders_get(f->srv->orders, fs->v[i].order_id, NULL))
+        if (gw_orders_get(f->srv->stores.orders, fs->v[i].order_id, NULL))
             mark_won(fs, &fs->v[i]);
     if (out.actions & GW_FAIR_DO_LEFTOVERS) {
         for (size_t i = 0; i < fs->ndraw; i++) {
@@ -286,10 +286,10 @@ void gw_fair__cut_winners(gw_fair_t *f)
     bool cut = false;
     for (size_t i = 0; i < n && !cut; i++)
         cut = (f->sales[i]->seeded && !atomic_load(&f->sales[i]->drawn)) || f->sales[i]->wl_cut;
-    if (!cut || !f->srv->spool)
+    if (!cut || !f->srv->stores.spool)
         return;
     uint64_t t0 = cm_mono_us();
-    long rc = oq_spool_scan(f->srv->spool, (oq_pos_t){0, 0}, cut_winner_one, f);
+    long rc = oq_spool_scan(f->srv->stores.spool, (oq_pos_t){0, 0}, cut_winner_one, f);
     if (rc < 0)
         cm_log_error("fair", "cannot read the spool for the winners of a cut draw", "err=%s",
                      cm_strerror((int)rc));
@@ -422,7 +422,7 @@ bool gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out)
         pthread_mutex_lock(&fs->mu);
         entry_t *e = gw_fair__find_id(fs, order_id);
         if (e) {
-            inv_sale_t *s = inv_sale_find(f->srv->inv, fs->sale_id);
+            inv_sale_t *s = inv_sale_find(f->srv->stores.inv, fs->sale_id);
             int64_t starts = 0;
             if (s) {
                 inv_sale_info_t info;
@@ -517,7 +517,7 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
     }
     pthread_mutex_unlock(&fs->mu);
 
-    inv_sale_t *sale = inv_sale_find(srv->inv, fs->sale_id);
+    inv_sale_t *sale = inv_sale_find(srv->stores.inv, fs->sale_id);
     gw_accept_t *won = cm_xmalloc(sizeof(*won) * 256);
     size_t nwon = 0, capwon = 256;
     bool failed = false;

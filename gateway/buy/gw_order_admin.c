@@ -47,7 +47,7 @@ static void h_order_cancel(gw_admin_call_t *a)
         json_decref(j);
     }
     oq_order_t ord;
-    if (!gw_orders_get(srv->orders, id, &ord)) {
+    if (!gw_orders_get(srv->stores.orders, id, &ord)) {
         gw_resp_error(p, GW_R_UNKNOWN_ORDER, NULL, "no order %s", id);
         return;
     }
@@ -58,7 +58,8 @@ static void h_order_cancel(gw_admin_call_t *a)
         char who[INV_USER_ID_MAX + 1];
         ord.user_id[0] = '\0';
         oq_order_person_set(
-            &ord, inv_order_user(srv->inv, ord.sale_id, ord.order_id, who) == 0 ? who : NULL);
+            &ord,
+            inv_order_user(srv->stores.inv, ord.sale_id, ord.order_id, who) == 0 ? who : NULL);
     }
     int rc = gw_order_cancel(srv, &ord, reason);
     if (rc < 0) {
@@ -66,7 +67,7 @@ static void h_order_cancel(gw_admin_call_t *a)
         return;
     }
     const char *before = oq_status_name(ord.status);
-    gw_orders_get(srv->orders, id, &ord);
+    gw_orders_get(srv->stores.orders, id, &ord);
     gw_resp_init(p, rc == 0 ? GW_R_ACCEPTED : GW_R_OK);
     p->body_len = (size_t)snprintf(p->body, sizeof(p->body),
                                    "{\"order_id\":\"%s\",\"status\":\"%s\",\"cancel\":\"%s\"}", id,

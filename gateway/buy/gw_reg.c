@@ -413,7 +413,7 @@ void gw_reg_handle(gw_req_t *r)
     gw_server_t *srv = r->w->srv;
     gw_resp_t *p = &r->resp;
     /* 1. the sale and its window: nothing verified for a closed registration */
-    if (!inv_sale_find(srv->inv, r->id)) {
+    if (!inv_sale_find(srv->stores.inv, r->id)) {
         gw_resp_error(p, GW_R_UNKNOWN_SALE, NULL, "no sale %s", r->id);
         return;
     }
@@ -440,11 +440,11 @@ void gw_reg_handle(gw_req_t *r)
         return;
     }
     uint8_t ipkey[16];
-    size_t iplen = gw_client_key(&srv->proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
+    size_t iplen = gw_client_key(&srv->conns.proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
     gw_limit_verdict_t lv;
     char verified[ID_USER_MAX + 1];
     if (identity) {
-        gw_limits_admit_ip(srv->limits, (const char *)ipkey, iplen, r->w->now_ns, &lv);
+        gw_limits_admit_ip(srv->stores.limits, (const char *)ipkey, iplen, r->w->now_ns, &lv);
         if (!lv.allowed) {
             gw_hitters_add(r->w, NULL, ipkey, iplen);
             gw_buy_rate_limited(r, &lv);
@@ -452,17 +452,17 @@ void gw_reg_handle(gw_req_t *r)
         }
         if (!gw_identity_check(r, user, verified))
             return;
-        user = verified; /* r->person: its person */
+        user = verified; /* gw_req_buy(r)->person: its person */
     } else if (!user) {
         gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "missing query parameter user_id");
         return;
     } else {
-        snprintf(r->person, sizeof(r->person), "%s", user);
+        snprintf(gw_req_buy(r)->person, sizeof(gw_req_buy(r)->person), "%s", user);
     }
     /* an ineligible person is not registered: the sale would refuse their entry anyway */
     if (!gw_elig_check(r, r->id, cm_wall_ms()))
         return;
-    gw_limits_admit(srv->limits, user, strlen(user), identity ? NULL : (const char *)ipkey,
+    gw_limits_admit(srv->stores.limits, user, strlen(user), identity ? NULL : (const char *)ipkey,
                     identity ? 0 : iplen, r->id, strlen(r->id), r->w->now_ns, &lv);
     if (!lv.allowed) {
         gw_hitters_add(r->w, user, ipkey, iplen);
@@ -471,7 +471,7 @@ void gw_reg_handle(gw_req_t *r)
     }
     char why[256] = "";
     uint64_t cap = srv->cfg->max_registrations;
-    int rc = gw_fair__reg_add(srv->fair, fs, r->person, cap, why, sizeof(why));
+    int rc = gw_fair__reg_add(srv->fair, fs, gw_req_buy(r)->person, cap, why, sizeof(why));
     if (rc == GW_REG_GONE) {
         gw_resp_error(p, GW_R_NOT_FOUND, NULL, "sale %s has no registration", r->id);
         return;
@@ -489,10 +489,11 @@ void gw_reg_handle(gw_req_t *r)
         return;
     }
     gw_resp_init(p, rc == GW_REG_ADDED ? GW_R_CREATED : GW_R_OK);
-    p->body_len = (size_t)snprintf(p->body, sizeof(p->body),
-                                   "{\"registered\":true,\"sale_id\":\"%s\",\"person\":\"%s\","
-                                   "\"new\":%s,%s}",
-                                   r->id, r->person, rc == GW_REG_ADDED ? "true" : "false", win);
+    p->body_len =
+        (size_t)snprintf(p->body, sizeof(p->body),
+                         "{\"registered\":true,\"sale_id\":\"%s\",\"person\":\"%s\","
+                         "\"new\":%s,%s}",
+                         r->id, gw_req_buy(r)->person, rc == GW_REG_ADDED ? "true" : "false", win);
     gw_resp_header(p, "Cache-Control", "no-store");
 }
 
@@ -506,7 +507,8 @@ bool gw_reg_entry_ok(gw_req_t *r, void *fsv)
     char why[256] = "";
     if (f->fleet) {
         inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
-        int rc = c ? inv_reg_has(c, fs->sale_id, r->person, &has, why, sizeof(why)) : CM_EBACKEND;
+        int rc = c ? inv_reg_has(c, fs->sale_id, gw_req_buy(r)->person, &has, why, sizeof(why))
+                   : CM_EBACKEND;
         gw_fair__pool_put(&f->loop_pool, c);
         if (rc) {
             gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
@@ -516,7 +518,7 @@ bool gw_reg_entry_ok(gw_req_t *r, void *fsv)
         }
     } else {
         pthread_mutex_lock(&fs->reg_mu);
-        has = set_has(fs->reg, r->person);
+        has = set_has(fs->reg, gw_req_buy(r)->person);
         pthread_mutex_unlock(&fs->reg_mu);
     }
     if (!has)

@@ -3,7 +3,7 @@
  * lottery (gw_fair.h).
  *
  * A sale with registration_opens_at/registration_closes_at takes
- * registrations of PERSONS (gw_req_t.person: the verified token's person
+ * registrations of PERSONS (gw_req_buy_t.person: the verified token's person
  * claim) in [opens, closes), which ends no later than the lottery's window
  * opens (starts_at - fair_early_ms); its lottery then takes entries only
  * from registered persons (403 not_registered otherwise), so the draw is
@@ -62,7 +62,7 @@ void gw_reg_handle(gw_req_t *r);
 
 /*
  * The buy path's check of a lottery entry (fs: the sale's lottery, a
- * gw_fair_sale_t): true when the sale has no registration or r->person is
+ * gw_fair_sale_t): true when the sale has no registration or gw_req_buy(r)->person is
  * registered; else false with r->resp set (403 not_registered, or 503 when
  * the fleet's Redis cannot tell). Loop thread of r->w.
  */

@@ -77,7 +77,7 @@ static bool same_order(const item_t *it, const char *order_id)
 static void finish(gw_releaser_t *rl, item_t *it)
 {
     if (it->final_status >= 0)
-        gw_orders_set_status(rl->srv->orders, it->o.order_id, &it->o,
+        gw_orders_set_status(rl->srv->stores.orders, it->o.order_id, &it->o,
                              (oq_status_t)it->final_status,
                              it->reason[0] ? it->reason : NULL);
     atomic_fetch_add_explicit(&rl->done, 1, memory_order_relaxed);
@@ -85,7 +85,7 @@ static void finish(gw_releaser_t *rl, item_t *it)
 
 int gw_release_units(gw_server_t *srv, const oq_order_t *o)
 {
-    return gw_units_release(srv->inv, o);
+    return gw_units_release(srv->stores.inv, o);
 }
 
 /*---- the cores' order table and the replay's shell (gw_replay.h) ----*/
@@ -109,7 +109,7 @@ static void book_set_status(void *ud, const char *order_id, const oq_order_t *o,
 void gw_server_book(gw_server_t *srv, gw_book_t *out)
 {
     *out = (gw_book_t){
-        .get = book_get, .put = book_put, .set_status = book_set_status, .ud = srv->orders};
+        .get = book_get, .put = book_put, .set_status = book_set_status, .ud = srv->stores.orders};
 }
 
 static void replay_order(void *ud, const oq_order_t *o)
@@ -129,11 +129,11 @@ void gw_replay_init(gw_server_t *srv, gw_replay_ctx_t *ctx, gw_book_t *book,
 {
     memset(ctx, 0, sizeof(*ctx));
     gw_server_book(srv, book);
-    ctx->inv = srv->inv;
+    ctx->inv = srv->stores.inv;
     ctx->book = book;
-    ctx->node_id = srv->node_id;
+    ctx->node_id = srv->node.id;
     ctx->settled_before_release = settled_before_release;
-    ctx->released = oq_spool_released(srv->spool);
+    ctx->released = oq_spool_released(srv->stores.spool);
     ctx->on_order = replay_order;
     ctx->on_release = replay_release;
     ctx->ud = srv;
@@ -187,7 +187,7 @@ static void *releaser_main(void *arg)
              * spool's group commit: the give-backs queued behind this one
              * share its fdatasync, or an order's covered it already. */
             it->commit = false;
-            int crc = oq_spool_commit_to(rl->srv->spool, it->commit_to);
+            int crc = oq_spool_commit_to(rl->srv->stores.spool, it->commit_to);
             if (crc != 0)
                 cm_log_error("gw", "cannot make a give-back durable in the spool",
                              "order=%s err=%s", o->order_id, cm_errname(crc));
@@ -243,7 +243,7 @@ int gw_releaser_start(gw_server_t *srv, char *errbuf, size_t errlen)
     rl->tail = &rl->head;
     pthread_mutex_init(&rl->mu, NULL);
     pthread_cond_init(&rl->cv, NULL);
-    srv->releaser = rl;
+    srv->stores.releaser = rl;
     int e = pthread_create(&rl->thread, NULL, releaser_main, rl);
     if (e != 0) {
         snprintf(errbuf, errlen, "cannot start the release thread: %s", strerror(e));
@@ -255,7 +255,7 @@ int gw_releaser_start(gw_server_t *srv, char *errbuf, size_t errlen)
 
 void gw_releaser_stop(gw_server_t *srv)
 {
-    gw_releaser_t *rl = srv->releaser;
+    gw_releaser_t *rl = srv->stores.releaser;
     if (!rl)
         return;
     pthread_mutex_lock(&rl->mu);
@@ -278,13 +278,13 @@ void gw_releaser_stop(gw_server_t *srv)
     pthread_mutex_destroy(&rl->mu);
     pthread_cond_destroy(&rl->cv);
     free(rl);
-    srv->releaser = NULL;
+    srv->stores.releaser = NULL;
 }
 
 void gw_releaser_push(gw_server_t *srv, const oq_order_t *o, int final_status, const char *reason,
                       const oq_pos_t *commit_to)
 {
-    gw_releaser_t *rl = srv->releaser;
+    gw_releaser_t *rl = srv->stores.releaser;
     item_t *it = cm_xcalloc(1, sizeof(*it));
     it->o = *o;
     it->final_status = final_status;
@@ -303,7 +303,7 @@ void gw_releaser_push(gw_server_t *srv, const oq_order_t *o, int final_status, c
 
 bool gw_releaser_pending(gw_server_t *srv, const char *order_id, bool givebacks)
 {
-    gw_releaser_t *rl = srv->releaser;
+    gw_releaser_t *rl = srv->stores.releaser;
     if (!rl || atomic_load_explicit(&rl->pending, memory_order_relaxed) == 0)
         return false;
     pthread_mutex_lock(&rl->mu);
@@ -316,7 +316,7 @@ bool gw_releaser_pending(gw_server_t *srv, const char *order_id, bool givebacks)
 
 void gw_releaser_stats(gw_server_t *srv, uint64_t *pending, uint64_t *done, uint64_t *retries)
 {
-    gw_releaser_t *rl = srv->releaser;
+    gw_releaser_t *rl = srv->stores.releaser;
     *pending = rl ? atomic_load_explicit(&rl->pending, memory_order_relaxed) : 0;
     *done = rl ? atomic_load_explicit(&rl->done, memory_order_relaxed) : 0;
     *retries = rl ? atomic_load_explicit(&rl->retries, memory_order_relaxed) : 0;
@@ -333,7 +333,7 @@ static int release_event(gw_server_t *srv, const oq_order_t *o, oq_status_t st, 
     int n = oq_order_encode(&ev, buf, sizeof(buf));
     if (n < 0)
         return n;
-    return oq_spool_append_event_end(srv->spool, buf, (size_t)n, end);
+    return oq_spool_append_event_end(srv->stores.spool, buf, (size_t)n, end);
 }
 
 int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
@@ -351,11 +351,11 @@ int gw_compensate(gw_server_t *srv, const char *order_id, const oq_order_t *o,
     oq_pos_t end;
     rc = release_event(srv, &ord, st, reason, false, &end);
     if (rc == 0) /* fsync durability: on disk before the release (its own record only) */
-        rc = oq_spool_commit_to(srv->spool, end);
+        rc = oq_spool_commit_to(srv->stores.spool, end);
     if (rc != 0)
         cm_log_error("gw", "cannot record a release in the spool", "order=%s err=%s",
                      order_id, cm_errname(rc));
-    rc = gw_comp_release(srv->inv, book, &ord, st, reason);
+    rc = gw_comp_release(srv->stores.inv, book, &ord, st, reason);
     if (rc < 0) {
         cm_log_warn("gw", "release failed; the releaser retries", "order=%s err=%s", order_id,
                     cm_errname(rc));
@@ -393,8 +393,8 @@ int gw_order_cancel(gw_server_t *srv, const oq_order_t *ord, const char *reason)
 {
     if (ord->status == OQ_STATUS_FAILED || ord->status == OQ_STATUS_CANCELLED)
         return 1;
-    if (!srv->relay)
+    if (!srv->stores.relay)
         return gw_compensate(srv, ord->order_id, ord, OQ_STATUS_CANCELLED, reason);
     /* Settlement decides: it cancels a settled order once and publishes the outcome. */
-    return oq_relay_cancel(srv->relay, ord, reason);
+    return oq_relay_cancel(srv->stores.relay, ord, reason);
 }

@@ -825,7 +825,7 @@ void gw_fair__rooms_tick(gw_fair_t *f, int64_t now)
         fs->wr_last_ms = now;
         if (rate <= 0)
             continue;
-        inv_sale_t *s = inv_sale_find(f->srv->inv, fs->sale_id);
+        inv_sale_t *s = inv_sale_find(f->srv->stores.inv, fs->sale_id);
         inv_sale_info_t info = {0};
         if (s)
             inv_sale_snapshot(s, &info);

@@ -202,7 +202,7 @@ static void h_sale_put(gw_admin_call_t *a)
             d.stock = stock;
             d.per_user_limit = (uint32_t)limit;
             inv_sale_info_t before;
-            bool existed = inv_sale_get(srv->inv, id, &before) == 0;
+            bool existed = inv_sale_get(srv->stores.inv, id, &before) == 0;
             inv_sale_info_t info;
             char why[256] = "";
             /* Fair by default: a new sale with a start and no word on its lottery gets
@@ -235,7 +235,7 @@ static void h_sale_put(gw_admin_call_t *a)
             }
             bool drawn = rc == CM_ECONFLICT; /* the lottery has had its one draw */
             if (rc == 0)
-                rc = gw_sale_edit(srv->inv, &d, &info, why, sizeof(why));
+                rc = gw_sale_edit(srv->stores.inv, &d, &info, why, sizeof(why));
             if (rc == 0 && (rc = gw_elig_set(srv, &elig, why, sizeof(why))) != 0) {
                 sale_saved_error(a, id, rc, why, existed ? &before : NULL, &info);
                 json_decref(j);
@@ -281,7 +281,7 @@ static void h_sale_get(gw_admin_call_t *a)
     if (!gw_admin_sale_arg(a))
         return;
     inv_sale_info_t info;
-    int rc = inv_sale_get(a->srv->inv, a->arg, &info);
+    int rc = inv_sale_get(a->srv->stores.inv, a->arg, &info);
     if (rc == 0) {
         sale_reply(a->p, GW_R_OK, &info);
         fair_fields(a->srv, a->p, a->arg);
@@ -299,9 +299,9 @@ static void h_sale_delete(gw_admin_call_t *a)
         return;
     gw_server_t *srv = a->srv;
     inv_sale_info_t before;
-    bool had = inv_sale_get(srv->inv, a->arg, &before) == 0;
+    bool had = inv_sale_get(srv->stores.inv, a->arg, &before) == 0;
     char why[256] = "";
-    int rc = inv_sale_delete(srv->inv, a->arg, cm_wall_ms(), why, sizeof(why));
+    int rc = inv_sale_delete(srv->stores.inv, a->arg, cm_wall_ms(), why, sizeof(why));
     if (rc == 0 || rc == CM_ENOTFOUND) {
         /* The sale's lottery goes with it (gw_fair_sale_deleted): left behind, it would make
          * a sale created again under the id answer 409 lottery_drawn, or take its draw. A
@@ -346,9 +346,9 @@ static void h_sale_restock(gw_admin_call_t *a)
     int64_t add = 0;
     if (gw_admin_only_keys(j, keys, p) && gw_admin_get_int(j, "add", 1, 1000000000000LL, true, &add, p)) {
         inv_sale_info_t before, info;
-        bool known = inv_sale_get(srv->inv, id, &before) == 0;
+        bool known = inv_sale_get(srv->stores.inv, id, &before) == 0;
         char why[256] = "";
-        int rc = inv_restock_keyed(srv->inv, id, add, key, &info, why, sizeof(why));
+        int rc = inv_restock_keyed(srv->stores.inv, id, add, key, &info, why, sizeof(why));
         if (rc == 0) {
             sale_reply(p, GW_R_OK, &info);
             gw_admin_audit(a, "sale.restock", id,
@@ -397,7 +397,7 @@ static void list_one(inv_sale_t *sale, void *ctx)
 void *gw_sales_json(gw_server_t *srv)
 {
     json_t *arr = json_array();
-    inv_sale_foreach(srv->inv, list_one, &(list_ctx_t){srv, arr});
+    inv_sale_foreach(srv->stores.inv, list_one, &(list_ctx_t){srv, arr});
     return arr;
 }
 

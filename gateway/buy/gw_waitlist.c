@@ -191,7 +191,7 @@ void gw_fair__wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
     int64_t now = cm_wall_ms();
     if (now < fs->wl_retry_ms)
         return;
-    inv_sale_t *sale = inv_sale_find(f->srv->inv, fs->sale_id);
+    inv_sale_t *sale = inv_sale_find(f->srv->stores.inv, fs->sale_id);
     if (!sale)
         return;
     inv_sale_info_t info;

@@ -284,7 +284,7 @@ void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
     if (!owner)
         return;
     int64_t now = cm_wall_ms();
-    inv_sale_t *sale = inv_sale_find(f->srv->inv, fs->sale_id);
+    inv_sale_t *sale = inv_sale_find(f->srv->stores.inv, fs->sale_id);
     if (!sale)
         return;
     inv_sale_info_t info;

@@ -241,9 +241,9 @@ static const gw_admin_token_t *authenticate(gw_server_t *srv, struct MHD_Connect
         h++;
     size_t n = strlen(h);
     const gw_admin_token_t *found = NULL;
-    for (size_t i = 0; i < srv->admin.ntokens; i++)
-        if (token_equal(h, n, srv->admin.tokens[i].token, srv->admin.tokens[i].len) && !found)
-            found = &srv->admin.tokens[i];
+    for (size_t i = 0; i < srv->admin->ntokens; i++)
+        if (token_equal(h, n, srv->admin->tokens[i].token, srv->admin->tokens[i].len) && !found)
+            found = &srv->admin->tokens[i];
     /* The header value lies in MHD's connection memory, which goes back to the
      * heap unwiped when the connection ends: a core dump would show the token
      * of every admin request made. Nothing reads the header after this. */
@@ -257,9 +257,9 @@ static void h_whoami(gw_admin_call_t *a)
 {
     gw_resp_init(a->p, GW_R_OK);
     const gw_admin_token_t *t = NULL;
-    for (size_t i = 0; i < a->srv->admin.ntokens; i++)
-        if (strcmp(a->srv->admin.tokens[i].name, a->who) == 0)
-            t = &a->srv->admin.tokens[i];
+    for (size_t i = 0; i < a->srv->admin->ntokens; i++)
+        if (strcmp(a->srv->admin->tokens[i].name, a->who) == 0)
+            t = &a->srv->admin->tokens[i];
     a->p->body_len = (size_t)snprintf(a->p->body, sizeof(a->p->body),
                                       "{\"name\":\"%s\",\"role\":\"%s\"}", a->who,
                                       t && t->role == GW_ROLE_WRITE ? "write" : "read");
@@ -426,10 +426,10 @@ static enum MHD_Result send_call(gw_admin_call_t *a)
         gw_reply_t k = a->p->reply == GW_R_CREATED ? GW_R_CREATED : GW_R_OK;
         enum MHD_Result ret = MHD_queue_response(a->conn, (unsigned)gw_reply_status(k), mr);
         MHD_destroy_response(mr);
-        atomic_fetch_add_explicit(&srv->admin.ctr.replies[k], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&srv->admin->ctr.replies[k], 1, memory_order_relaxed);
         return ret;
     }
-    return gw_resp_send(a->conn, &srv->admin.ctr, a->p);
+    return gw_resp_send(a->conn, &srv->admin->ctr, a->p);
 }
 
 /* The call's hooks (gw_admin_route.h): the connection's header or query
@@ -486,7 +486,7 @@ static enum MHD_Result admin_cb(void *cls, struct MHD_Connection *c, const char 
         gw_resp_error(&resp, GW_R_FORBIDDEN, NULL,
                       "this admin listener needs a client certificate signed by "
                       "server.admin_tls_client_ca");
-        return gw_resp_send(c, &srv->admin.ctr, &resp);
+        return gw_resp_send(c, &srv->admin->ctr, &resp);
     }
     /* Which routes have this path, and which of them this method. */
     gw_admin_match_t m;
@@ -503,7 +503,7 @@ static enum MHD_Result admin_cb(void *cls, struct MHD_Connection *c, const char 
             gw_resp_error(&resp, GW_R_RATE_LIMITED, NULL,
                           "too many wrong admin tokens from this address: try again later");
             gw_resp_retry_after(&resp, (unsigned long long)((blocked + 999) / 1000));
-            return gw_resp_send(c, &srv->admin.ctr, &resp);
+            return gw_resp_send(c, &srv->admin->ctr, &resp);
         }
         tok = authenticate(srv, c);
         if (have_addr &&
@@ -513,30 +513,30 @@ static enum MHD_Result admin_cb(void *cls, struct MHD_Connection *c, const char 
             gw_resp_error(&resp, GW_R_UNAUTHORIZED, NULL,
                           "missing or wrong bearer token (Authorization: Bearer <token>)");
             gw_resp_header(&resp, "WWW-Authenticate", "Bearer realm=\"flashgate-admin\"");
-            return gw_resp_send(c, &srv->admin.ctr, &resp);
+            return gw_resp_send(c, &srv->admin->ctr, &resp);
         }
         a.who = tok->name;
     }
     switch (gw__admin_verdict(&m, tok ? tok->role : GW_ROLE_NONE)) {
     case GW_R_NOT_FOUND:
         gw_resp_error(&resp, GW_R_NOT_FOUND, NULL, "no such resource: %s", url);
-        return gw_resp_send(c, &srv->admin.ctr, &resp);
+        return gw_resp_send(c, &srv->admin->ctr, &resp);
     case GW_R_METHOD:
         gw_resp_error(&resp, GW_R_METHOD, NULL, "method %s is not allowed here; use %s", method,
                       allow);
         gw_resp_header(&resp, "Allow", "%s", allow);
-        return gw_resp_send(c, &srv->admin.ctr, &resp);
+        return gw_resp_send(c, &srv->admin->ctr, &resp);
     case GW_R_FORBIDDEN:
         gw_resp_error(&resp, GW_R_FORBIDDEN, NULL,
                       "token %s has the read role; %s %s needs a write token", tok->name, method,
                       url);
-        return gw_resp_send(c, &srv->admin.ctr, &resp);
+        return gw_resp_send(c, &srv->admin->ctr, &resp);
     default:
         break;
     }
     if (!hit) { /* GW_R_OK has a route (gw__admin_verdict: METHOD otherwise) */
         gw_resp_error(&resp, GW_R_NOT_FOUND, NULL, "no such resource: %s", url);
-        return gw_resp_send(c, &srv->admin.ctr, &resp);
+        return gw_resp_send(c, &srv->admin->ctr, &resp);
     }
     /* Changes are serialised: validate, apply, audit as one step. */
     bool lock = hit->role == GW_ROLE_WRITE;
@@ -668,8 +668,8 @@ static int admin_listen(gw_server_t *srv, const struct sockaddr *sa, char *errbu
 {
     const char *cg = srv->cfg->admin_cgroup;
     if (!cg[0]) {
-        srv->admin.daemon = admin_daemon(srv, sa);
-        return srv->admin.daemon ? 0 : (errno ? errno : EADDRINUSE);
+        srv->admin->daemon = admin_daemon(srv, sa);
+        return srv->admin->daemon ? 0 : (errno ? errno : EADDRINUSE);
     }
     admin_boot_t b = {.cgroup = cg, .sa = sa, .srv = srv};
     pthread_t t;
@@ -681,8 +681,8 @@ static int admin_listen(gw_server_t *srv, const struct sockaddr *sa, char *errbu
         snprintf(errbuf, errlen, "%s", b.what);
         return -1;
     }
-    srv->admin.daemon = b.daemon;
-    return srv->admin.daemon ? 0 : (b.err ? b.err : EADDRINUSE);
+    srv->admin->daemon = b.daemon;
+    return srv->admin->daemon ? 0 : (b.err ? b.err : EADDRINUSE);
 }
 
 /* The tokens, the listener's address and its TLS files, as a start needs
@@ -727,7 +727,7 @@ static int admin_prepare(gw_server_t *srv, bool dry, struct sockaddr_storage *ss
      * operator); anywhere else an operator must have chosen the tokens. */
     size_t generated = chosen ? 0 : 1;
     const struct sockaddr *sa = (const struct sockaddr *)ss;
-    if (!is_loopback(sa) && srv->admin.ntokens <= generated) {
+    if (!is_loopback(sa) && srv->admin->ntokens <= generated) {
         snprintf(errbuf, errlen,
                  "admin listener %s is not on loopback: set server.admin_token_file "
                  "(--admin-token-file), server.admin_token or server.admin_tokens_file first",
@@ -760,11 +760,13 @@ static int admin_prepare(gw_server_t *srv, bool dry, struct sockaddr_storage *ss
 int gw_admin_check(const gw_config_t *cfg, char *errbuf, size_t errlen)
 {
     gw_server_t *srv = cm_xcalloc(1, sizeof(*srv));
+    struct gw_server_admin admin = {0};
     srv->cfg = (gw_config_t *)cfg;
+    srv->admin = &admin;
     struct sockaddr_storage ss;
     int rc = admin_prepare(srv, true, &ss, errbuf, errlen);
     gw__admin_tls_free();
-    gw_secret_free(srv->admin.tokens, srv->admin.ntokens * sizeof(*srv->admin.tokens));
+    gw_secret_free(srv->admin->tokens, srv->admin->ntokens * sizeof(*srv->admin->tokens));
     free(srv);
     return rc;
 }
@@ -795,13 +797,13 @@ int gw_admin_start(gw_server_t *srv, char *errbuf, size_t errlen)
 
 void gw_admin_stop(gw_server_t *srv)
 {
-    if (srv->admin.daemon) {
-        MHD_stop_daemon(srv->admin.daemon);
-        srv->admin.daemon = NULL;
+    if (srv->admin->daemon) {
+        MHD_stop_daemon(srv->admin->daemon);
+        srv->admin->daemon = NULL;
     }
     gw_audit_close(srv);
     gw__admin_tls_free();
-    gw_secret_free(srv->admin.tokens, srv->admin.ntokens * sizeof(*srv->admin.tokens));
-    srv->admin.tokens = NULL;
-    srv->admin.ntokens = 0;
+    gw_secret_free(srv->admin->tokens, srv->admin->ntokens * sizeof(*srv->admin->tokens));
+    srv->admin->tokens = NULL;
+    srv->admin->ntokens = 0;
 }

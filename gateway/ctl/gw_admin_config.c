@@ -11,9 +11,9 @@
 #include "gateway/base/gw_admin_route.h"
 #include "gateway/base/gw_base.h"
 #include "gateway/base/gw_fleet.h"
-#include "gateway/base/gw_limit_json.h"
 #include "gateway/ctl/gw_audit.h"
 #include "gateway/ctl/gw_ctl.h"
+#include "gateway/ctl/gw_limit_json.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -26,7 +26,7 @@
 
 static char *limits_json(gw_server_t *srv)
 {
-    json_t *o = gw_limits_json(srv->limits);
+    json_t *o = gw_limits_json(srv->stores.limits);
     char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12));
     json_decref(o);
     return s;
@@ -133,7 +133,8 @@ static void replaced_take(void *ctx)
 {
     replaced_t *r = ctx;
     json_decref(r->old);
-    r->old = r->rules ? (json_t *)gw_config_snapshot(r->srv) : gw_limits_json(r->srv->limits);
+    r->old =
+        r->rules ? (json_t *)gw_config_snapshot(r->srv) : gw_limits_json(r->srv->stores.limits);
 }
 
 /* All valid: apply at once (buckets keep their tokens), record, publish. */
@@ -148,8 +149,8 @@ static int limits_apply(gw_server_t *srv, const cm_rate_policy_t *pol, uint32_t 
                         replaced_t *r, char *why, size_t whylen)
 {
     for (int s = 0; s < GW_SCOPE_COUNT; s++)
-        gw_limits_set(srv->limits, (gw_scope_t)s, pol[s]);
-    pthread_mutex_lock(&srv->cfg_mu);
+        gw_limits_set(srv->stores.limits, (gw_scope_t)s, pol[s]);
+    pthread_mutex_lock(&srv->config.mu);
     for (size_t i = 0; i < CM_ARRAY_LEN(gw_limit_keys); i++) {
         const cm_rate_policy_t *pp = &pol[gw_limit_keys[i].scope];
         uint64_t v = gw_limit_keys[i].rate ? pp->rate_milli : pp->burst, *f = limit_field(srv->cfg, i);
@@ -160,9 +161,9 @@ static int limits_apply(gw_server_t *srv, const cm_rate_policy_t *pol, uint32_t 
          * value it replaced ("default", "file"): it says "runtime" now. */
         char key[48];
         snprintf(key, sizeof(key), "limits.%s", gw_limit_keys[i].name);
-        gw_config_mark_runtime(srv->conf, key);
+        gw_config_mark_runtime(srv->config.conf, key);
     }
-    pthread_mutex_unlock(&srv->cfg_mu);
+    pthread_mutex_unlock(&srv->config.mu);
     int rc = gw_fleet_publish_limits(srv, fields, true, replaced_take, r, why, whylen);
     if (rc == CM_ECONFLICT)
         return rc;
@@ -200,7 +201,7 @@ static void h_limits_patch(gw_admin_call_t *a)
     gw_fleet_limits_lock(srv, why, sizeof(why));
     cm_rate_policy_t pol[GW_SCOPE_COUNT];
     for (int s = 0; s < GW_SCOPE_COUNT; s++)
-        pol[s] = gw_limits_get(srv->limits, (gw_scope_t)s);
+        pol[s] = gw_limits_get(srv->stores.limits, (gw_scope_t)s);
     if (limits_parse(j, pol, a->p)) {
         uint32_t fields = 0;
         const char *k;
@@ -208,12 +209,12 @@ static void h_limits_patch(gw_admin_call_t *a)
         json_object_foreach(j, k, v) {
             fields |= gw_fleet_limit_bit(k);
         }
-        replaced_t r = {.srv = srv, .old = gw_limits_json(srv->limits)};
+        replaced_t r = {.srv = srv, .old = gw_limits_json(srv->stores.limits)};
         if (limits_apply(srv, pol, fields, &r, why, sizeof(why)) == CM_ECONFLICT) {
             json_decref(r.old);
             fleet_conflict(a->p, why);
         } else {
-            gw_admin_audit(a, "limits.patch", "limits", r.old, gw_limits_json(srv->limits));
+            gw_admin_audit(a, "limits.patch", "limits", r.old, gw_limits_json(srv->stores.limits));
             char *s = limits_json(srv);
             cm_log_info("admin", "limits changed", "limits=%s", s);
             gw_admin_set_big(a, s);
@@ -290,7 +291,7 @@ static bool rule_parse(json_t *j, const char *sale_id, gw_rule_t *r, gw_resp_t *
 
 static void h_rules_list(gw_admin_call_t *a)
 {
-    json_t *o = json_pack("{s:o}", "rules", gw_rules_json(a->srv->limits, true));
+    json_t *o = json_pack("{s:o}", "rules", gw_rules_json(a->srv->stores.limits, true));
     gw_admin_set_big(a, json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12)));
     json_decref(o);
 }
@@ -304,7 +305,7 @@ static void h_rule_put(gw_admin_call_t *a)
     gw_rule_t r;
     if (rule_parse(j, a->arg, &r, a->p)) {
         gw_rule_t rules[GW_LIMIT_RULES_MAX + 1];
-        size_t n = gw_limits_get_rules(srv->limits, rules, GW_LIMIT_RULES_MAX);
+        size_t n = gw_limits_get_rules(srv->stores.limits, rules, GW_LIMIT_RULES_MAX);
         size_t i;
         for (i = 0; i < n; i++)
             if (strcmp(rules[i].sale_id, r.sale_id) == 0)
@@ -315,7 +316,7 @@ static void h_rule_put(gw_admin_call_t *a)
             json_decref(old);
         } else {
             rules[i] = r;
-            gw_limits_set_rules(srv->limits, rules, i == n ? n + 1 : n);
+            gw_limits_set_rules(srv->stores.limits, rules, i == n ? n + 1 : n);
             gw_admin_audit(a, "rule.put", r.sale_id, old, gw_rule_json(&r, false));
             json_t *o = gw_rule_json(&r, false);
             gw_admin_set_big(a, json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12)));
@@ -332,13 +333,13 @@ static void h_rule_delete(gw_admin_call_t *a)
 {
     gw_server_t *srv = a->srv;
     gw_rule_t rules[GW_LIMIT_RULES_MAX];
-    size_t n = gw_limits_get_rules(srv->limits, rules, GW_LIMIT_RULES_MAX);
+    size_t n = gw_limits_get_rules(srv->stores.limits, rules, GW_LIMIT_RULES_MAX);
     for (size_t i = 0; i < n; i++) {
         if (strcmp(rules[i].sale_id, a->arg) != 0)
             continue;
         json_t *old = gw_rule_json(&rules[i], false);
         rules[i] = rules[n - 1];
-        gw_limits_set_rules(srv->limits, rules, n - 1);
+        gw_limits_set_rules(srv->stores.limits, rules, n - 1);
         gw_admin_audit(a, "rule.delete", a->arg, old, NULL);
         gw_resp_init(a->p, GW_R_OK);
         a->p->body_len = (size_t)snprintf(a->p->body, sizeof(a->p->body),
@@ -390,7 +391,7 @@ static void h_rollback(gw_admin_call_t *a)
     /* Validate everything first; apply only a complete, valid set. */
     cm_rate_policy_t pol[GW_SCOPE_COUNT];
     for (int s = 0; s < GW_SCOPE_COUNT; s++)
-        pol[s] = gw_limits_get(srv->limits, (gw_scope_t)s);
+        pol[s] = gw_limits_get(srv->stores.limits, (gw_scope_t)s);
     json_t *lim = json_object_get(cfg, "limits"), *rl = json_object_get(cfg, "rules");
     if (!json_is_object(lim) || !json_is_array(rl) || !limits_parse(lim, pol, a->p)) {
         gw_resp_error(a->p, GW_R_CONFLICT, NULL, "version %lld holds no usable limits",
@@ -425,7 +426,7 @@ static void h_rollback(gw_admin_call_t *a)
         fleet_conflict(a->p, why);
         goto out;
     }
-    gw_limits_set_rules(srv->limits, rules, n);
+    gw_limits_set_rules(srv->stores.limits, rules, n);
     char target[48];
     snprintf(target, sizeof(target), "version %lld", (long long)version);
     uint64_t v =
@@ -446,15 +447,16 @@ static void h_config(gw_admin_call_t *a)
 {
     gw_server_t *srv = a->srv;
     json_t *o = json_object();
-    pthread_mutex_lock(&srv->cfg_mu);
-    for (const cm_opt_t *opt = srv->conf->opts; opt->key; opt++) {
+    pthread_mutex_lock(&srv->config.mu);
+    for (const cm_opt_t *opt = srv->config.conf->opts; opt->key; opt++) {
         char val[4200];
-        cm_conf_format(srv->conf, opt, val, sizeof(val));
-        json_object_set_new(o, opt->key,
-                            json_pack("{s:s,s:s}", "value", val, "source",
-                                      cm_src_name(srv->conf->src[opt - srv->conf->opts])));
+        cm_conf_format(srv->config.conf, opt, val, sizeof(val));
+        json_object_set_new(
+            o, opt->key,
+            json_pack("{s:s,s:s}", "value", val, "source",
+                      cm_src_name(srv->config.conf->src[opt - srv->config.conf->opts])));
     }
-    pthread_mutex_unlock(&srv->cfg_mu);
+    pthread_mutex_unlock(&srv->config.mu);
     gw_admin_set_big(a, json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS));
     json_decref(o);
 }

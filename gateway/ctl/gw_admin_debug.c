@@ -124,7 +124,7 @@ static void h_debug_stall(gw_admin_call_t *a)
     } else if (rc) {
         gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
                       "body must be {\"worker\": 0..%u, \"ms\": 1..600000}",
-                      a->srv->nworkers ? a->srv->nworkers - 1 : 0);
+                      a->srv->pool.nworkers ? a->srv->pool.nworkers - 1 : 0);
     } else {
         char buf[80];
         snprintf(buf, sizeof(buf), "{\"worker\":%u,\"ms\":%lld}",

@@ -10,11 +10,11 @@
 #include "gateway/base/gw_admin_route.h"
 #include "gateway/base/gw_base.h"
 #include "gateway/base/gw_fleet.h"
-#include "gateway/base/gw_limit_json.h"
 #include "gateway/buy/gw_buy.h"
 #include "gateway/buy/gw_fair.h"
 #include "gateway/ctl/gw_audit.h"
 #include "gateway/ctl/gw_ctl.h"
+#include "gateway/ctl/gw_limit_json.h"
 #include "gateway/ctl/gw_ring.h"
 #include "gateway/edge/gw_edge.h"
 #include "gateway/http/gw_http.h"
@@ -123,11 +123,11 @@ static char *stats_json(gw_server_t *srv)
         json_object_set_new(rl, gw_scope_name((gw_scope_t)s),
                             json_integer((json_int_t)atomic_load(&c.rate_limited[s])));
     oq_spool_stats_t ss;
-    oq_spool_stats(srv->spool, &ss);
+    oq_spool_stats(srv->stores.spool, &ss);
     gw_limits_stats_t ls;
-    gw_limits_stats(srv->limits, &ls);
+    gw_limits_stats(srv->stores.limits, &ls);
     gw_orders_stats_t os;
-    gw_orders_stats(srv->orders, &os);
+    gw_orders_stats(srv->stores.orders, &os);
     static cm_topk_t users, ips; /* ~12 KiB: off the small admin thread stack; under stats_mu */
     static pthread_mutex_t stats_mu = PTHREAD_MUTEX_INITIALIZER;
     pthread_mutex_lock(&stats_mu);
@@ -137,7 +137,7 @@ static char *stats_json(gw_server_t *srv)
     pthread_mutex_unlock(&stats_mu);
     json_t *o = json_pack(
         "{s:I,s:I,s:I,s:o,s:o,s:{s:I,s:I,s:I},s:{s:I,s:I,s:I,s:I,s:I,s:I},s:I,s:s,s:I}",
-        "uptime_ms", (json_int_t)(cm_wall_ms() - srv->started_ms), "requests",
+        "uptime_ms", (json_int_t)(cm_wall_ms() - srv->life.started_ms), "requests",
         (json_int_t)atomic_load(&c.requests), "accepted_units",
         (json_int_t)atomic_load(&c.accepted_units), "replies", replies, "rate_limited", rl,
         "spool", "unreleased_bytes", (json_int_t)ss.unreleased_bytes, "appended_records",
@@ -145,7 +145,7 @@ static char *stats_json(gw_server_t *srv)
         (json_int_t)ls.keys, "capacity", (json_int_t)ls.capacity, "bytes", (json_int_t)ls.bytes,
         "evicted_idle", (json_int_t)ls.evicted_idle, "evicted_busy", (json_int_t)ls.evicted_busy,
         "rule_sets", (json_int_t)ls.rule_sets, "orders_known", (json_int_t)os.known, "inventory",
-        inv_backend_name(srv->inv), "workers", (json_int_t)srv->nworkers);
+        inv_backend_name(srv->stores.inv), "workers", (json_int_t)srv->pool.nworkers);
     json_t *spj = json_object_get(o, "spool");
     if (spj) { /* a roll that had to wait for its segment stalled the appending loop */
         json_object_set_new(spj, "rolls", json_integer((json_int_t)ss.rolls));
@@ -170,7 +170,7 @@ static char *stats_json(gw_server_t *srv)
                   (json_int_t)os.table_bytes, "bytes_per_order",
                   (json_int_t)(os.table_bytes / (os.capacity ? os.capacity : 1))));
     inv_mem_stats_t ims;
-    if (inv_mem_stats(srv->inv, &ims) == 0) /* the memory backend's held-order tables */
+    if (inv_mem_stats(srv->stores.inv, &ims) == 0) /* the memory backend's held-order tables */
         json_object_set_new(
             o, "inventory_memory",
             json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "held_orders", (json_int_t)ims.held_orders,
@@ -181,7 +181,7 @@ static char *stats_json(gw_server_t *srv)
                       (json_int_t)ims.over_cap_replayed, "key_fingerprints",
                       (json_int_t)ims.key_fingerprints));
     json_object_set_new(o, "heavy_hitters", hh);
-    json_object_set_new(o, "rules", gw_rules_json(srv->limits, true));
+    json_object_set_new(o, "rules", gw_rules_json(srv->stores.limits, true));
     json_object_set_new(o, "latency", latency_obj(&c));
     json_object_set_new(o, "config_version", json_integer((json_int_t)gw_audit_version(srv)));
     json_object_set_new(o, "access_logged", json_integer((json_int_t)c.access_logged));

@@ -27,14 +27,14 @@ void gw__admin_token_add(gw_server_t *srv, const char *name, gw_role_t role, con
                          size_t len)
 {
     /* Tokens live in a secret page (no core dump, mlock'ed, wiped on free). */
-    gw_admin_token_t *v = gw_secret_alloc((srv->admin.ntokens + 1) * sizeof(*srv->admin.tokens));
+    gw_admin_token_t *v = gw_secret_alloc((srv->admin->ntokens + 1) * sizeof(*srv->admin->tokens));
     if (!v)
         abort(); /* out of memory, as cm_xmalloc */
-    if (srv->admin.ntokens)
-        memcpy(v, srv->admin.tokens, srv->admin.ntokens * sizeof(*srv->admin.tokens));
-    gw_secret_free(srv->admin.tokens, srv->admin.ntokens * sizeof(*srv->admin.tokens));
-    srv->admin.tokens = v;
-    gw_admin_token_t *t = &srv->admin.tokens[srv->admin.ntokens++];
+    if (srv->admin->ntokens)
+        memcpy(v, srv->admin->tokens, srv->admin->ntokens * sizeof(*srv->admin->tokens));
+    gw_secret_free(srv->admin->tokens, srv->admin->ntokens * sizeof(*srv->admin->tokens));
+    srv->admin->tokens = v;
+    gw_admin_token_t *t = &srv->admin->tokens[srv->admin->ntokens++];
     memset(t, 0, sizeof(*t));
     snprintf(t->name, sizeof(t->name), "%s", name);
     t->role = role;
@@ -107,8 +107,8 @@ int gw__admin_tokens_load(gw_server_t *srv, bool quiet, char *errbuf, size_t err
             for (size_t i = 0; !why && i < tl; i++)
                 if (!isgraph((unsigned char)tok[i]))
                     why = "token must be printable ASCII without spaces";
-            for (size_t i = 0; !why && i < srv->admin.ntokens; i++)
-                if (strcmp(srv->admin.tokens[i].name, name) == 0)
+            for (size_t i = 0; !why && i < srv->admin->ntokens; i++)
+                if (strcmp(srv->admin->tokens[i].name, name) == 0)
                     why = "duplicate name";
             if (!why)
                 gw__admin_token_add(srv, name, r, tok, tl);
@@ -126,16 +126,16 @@ int gw__admin_tokens_load(gw_server_t *srv, bool quiet, char *errbuf, size_t err
     explicit_bzero(line, sizeof(line));
     if (!quiet)
         cm_log_info("admin", "named admin tokens loaded", "path=%s tokens=%zu", path,
-                    srv->admin.ntokens - 1);
+                    srv->admin->ntokens - 1);
     return 0;
 }
 
 /* Reads or creates <data-dir>/admin.token (0600). Never logs the token itself. */
 int gw__admin_token_make(gw_server_t *srv, char *errbuf, size_t errlen)
 {
-    snprintf(srv->admin.token_path, sizeof(srv->admin.token_path), "%s/admin.token",
+    snprintf(srv->admin->token_path, sizeof(srv->admin->token_path), "%s/admin.token",
              srv->cfg->data_dir);
-    int fd = open(srv->admin.token_path, O_RDONLY | O_NOFOLLOW);
+    int fd = open(srv->admin->token_path, O_RDONLY | O_NOFOLLOW);
     if (fd >= 0) {
         struct stat st;
         char buf[256];
@@ -147,14 +147,14 @@ int gw__admin_token_make(gw_server_t *srv, char *errbuf, size_t errlen)
             if (n >= 32) {
                 gw__admin_token_add(srv, "admin", GW_ROLE_WRITE, buf, (size_t)n);
                 explicit_bzero(buf, sizeof(buf));
-                cm_log_info("admin", "admin token loaded", "path=%s", srv->admin.token_path);
+                cm_log_info("admin", "admin token loaded", "path=%s", srv->admin->token_path);
                 return 0;
             }
         }
         explicit_bzero(buf, sizeof(buf));
         if (n > 0 && (st.st_mode & 077) != 0)
             cm_log_warn("admin", "admin token file is readable by others; replacing it",
-                        "path=%s", srv->admin.token_path);
+                        "path=%s", srv->admin->token_path);
     }
     uint8_t rnd[32];
     if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
@@ -171,7 +171,7 @@ int gw__admin_token_make(gw_server_t *srv, char *errbuf, size_t errlen)
     explicit_bzero(rnd, sizeof(rnd));
     gw__admin_token_add(srv, "admin", GW_ROLE_WRITE, tokbuf, 2 * sizeof(rnd));
     char tmp[640];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", srv->admin.token_path);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", srv->admin->token_path);
     unlink(tmp);
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600);
     if (fd < 0) {
@@ -184,13 +184,13 @@ int gw__admin_token_make(gw_server_t *srv, char *errbuf, size_t errlen)
     close(fd);
     explicit_bzero(line, sizeof(line));
     explicit_bzero(tokbuf, sizeof(tokbuf));
-    if (!ok || rename(tmp, srv->admin.token_path) != 0) {
-        snprintf(errbuf, errlen, "cannot write %s: %s", srv->admin.token_path, strerror(errno));
+    if (!ok || rename(tmp, srv->admin->token_path) != 0) {
+        snprintf(errbuf, errlen, "cannot write %s: %s", srv->admin->token_path, strerror(errno));
         unlink(tmp);
         return CM_EIO;
     }
     cm_log_info("admin", "generated an admin token", "path=%s mode=0600",
-                srv->admin.token_path);
+                srv->admin->token_path);
     return 0;
 }
 

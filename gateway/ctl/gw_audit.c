@@ -9,7 +9,7 @@
 #include "common/cm_log.h"
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
-#include "gateway/base/gw_limit_json.h"
+#include "gateway/ctl/gw_limit_json.h"
 #include "gateway/buy/gw_buy.h"
 #include "gateway/ctl/gw_ctl.h"
 #include "gateway/edge/gw_edge.h"
@@ -133,25 +133,25 @@ int gw_audit_open(gw_server_t *srv, char *errbuf, size_t errlen)
         free(a);
         return CM_EIO;
     }
-    srv->admin.audit = a;
+    srv->admin->audit = a;
     gw_audit_record(srv, "flashgate", "start", "", NULL, NULL);
     return 0;
 }
 
 void gw_audit_close(gw_server_t *srv)
 {
-    gw_audit_t *a = srv->admin.audit;
+    gw_audit_t *a = srv->admin->audit;
     if (!a)
         return;
     close(a->fd);
     pthread_mutex_destroy(&a->mu);
     free(a);
-    srv->admin.audit = NULL;
+    srv->admin->audit = NULL;
 }
 
 uint64_t gw_audit_version(gw_server_t *srv)
 {
-    return srv->admin.audit ? atomic_load(&srv->admin.audit->version) : 0;
+    return srv->admin->audit ? atomic_load(&srv->admin->audit->version) : 0;
 }
 
 /*
@@ -180,7 +180,7 @@ uint64_t gw_audit_version(gw_server_t *srv)
 uint64_t gw_audit_record(gw_server_t *srv, const char *who, const char *what, const char *target,
                          void *old_json, void *new_json)
 {
-    gw_audit_t *a = srv->admin.audit;
+    gw_audit_t *a = srv->admin->audit;
     if (!a) {
         json_decref(old_json);
         json_decref(new_json);
@@ -378,7 +378,7 @@ static int list_one(const char *line, size_t n, void *ctx)
 
 void *gw_audit_list(gw_server_t *srv, uint64_t since, size_t limit)
 {
-    gw_audit_t *a = srv->admin.audit;
+    gw_audit_t *a = srv->admin->audit;
     if (!a)
         return json_array();
     list_ctx_t c = {.since = since, .limit = limit ? limit : 1, .newest_first = json_array()};
@@ -420,7 +420,7 @@ static int find_one(const char *line, size_t n, void *ctx)
 
 int gw_audit_config_at(gw_server_t *srv, uint64_t version, void **config)
 {
-    gw_audit_t *a = srv->admin.audit;
+    gw_audit_t *a = srv->admin->audit;
     *config = NULL;
     if (!a)
         return 0;

@@ -8,6 +8,7 @@
 
 #include "gateway/base/gw_admin_route.h"
 #include "gateway/base/gw_types.h"
+#include "gateway/ctl/gw_ctl_t.h"
 
 /*
  * Everything a start checks before it binds, without changing anything: the

@@ -27,7 +27,7 @@
 static void on_order(const oq_order_t *o, void *ud)
 {
     gw_server_t *srv = ud;
-    gw_orders_put(srv->orders, o);
+    gw_orders_put(srv->stores.orders, o);
     /* Every gateway that reads the order's status knows its buyer too. */
     gw_identity_order_put(srv, o->order_id, o->user_id);
 }
@@ -54,15 +54,15 @@ int gw_kafka_start(gw_server_t *srv, char *errbuf, size_t errlen)
         cm_log_warn("gw", "kafka.brokers=none: orders stay in the spool (no relay)", NULL);
         return 0;
     }
-    bool rebuilt = inv_caps(srv->inv) & INV_CAP_REBUILT_FROM_SPOOL;
+    bool rebuilt = inv_caps(srv->stores.inv) & INV_CAP_REBUILT_FROM_SPOOL;
     oq_relay_opts_t o = {
         .brokers = c->kafka_brokers,
         .topic = c->kafka_topic,
         .outcomes_topic = c->kafka_outcomes_topic,
         .properties = c->kafka_properties,
         .data_dir = c->data_dir,
-        .node_id = srv->node_id,
-        .spool = srv->spool,
+        .node_id = srv->node.id,
+        .spool = srv->stores.spool,
         .embedded_release_on_settle = true,
         /* An inventory rebuilt from the spool at start needs the segments kept. */
         .release_deletes = !rebuilt,
@@ -72,25 +72,25 @@ int gw_kafka_start(gw_server_t *srv, char *errbuf, size_t errlen)
         .release_pending = release_pending,
         .cb_ud = srv,
     };
-    int rc = oq_relay_open(&srv->relay, &o, errbuf, errlen);
+    int rc = oq_relay_open(&srv->stores.relay, &o, errbuf, errlen);
     if (rc)
         return rc;
     cm_log_info("gw", "order relay started", "brokers=%s topic=%s outcomes_topic=%s",
-                oq_relay_bootstrap(srv->relay), c->kafka_topic, c->kafka_outcomes_topic);
+                oq_relay_bootstrap(srv->stores.relay), c->kafka_topic, c->kafka_outcomes_topic);
     return 0;
 }
 
 void gw_kafka_stop(gw_server_t *srv)
 {
-    if (srv->relay) {
-        oq_relay_close(srv->relay, 5000);
-        srv->relay = NULL;
+    if (srv->stores.relay) {
+        oq_relay_close(srv->stores.relay, 5000);
+        srv->stores.relay = NULL;
     }
 }
 
 int gw_kafka_broker_set_down(gw_server_t *srv, bool down)
 {
-    oq_embedded_t *e = srv->relay ? oq_relay_embedded(srv->relay) : NULL;
+    oq_embedded_t *e = srv->stores.relay ? oq_relay_embedded(srv->stores.relay) : NULL;
     if (!e)
         return CM_ENOTFOUND;
     cm_log_warn("gw", down ? "embedded broker taken down (fault injection)"
@@ -101,21 +101,21 @@ int gw_kafka_broker_set_down(gw_server_t *srv, bool down)
 
 int gw_kafka_broker_set_rtt(gw_server_t *srv, int rtt_ms)
 {
-    oq_embedded_t *e = srv->relay ? oq_relay_embedded(srv->relay) : NULL;
+    oq_embedded_t *e = srv->stores.relay ? oq_relay_embedded(srv->stores.relay) : NULL;
     return e ? oq_embedded_set_rtt(e, rtt_ms) : CM_ENOTFOUND;
 }
 
 void gw_kafka_stats(gw_server_t *srv, void *json_obj)
 {
-    if (!srv->relay)
+    if (!srv->stores.relay)
         return;
     oq_relay_stats_t s;
-    oq_relay_stats(srv->relay, &s);
+    oq_relay_stats(srv->stores.relay, &s);
     json_object_set_new(
         json_obj, "relay",
         json_pack("{s:s,s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "bootstrap",
-                  oq_relay_bootstrap(srv->relay), "embedded", s.embedded, "unreleased_records",
-                  (json_int_t)s.spool_unreleased_records, "unreleased_bytes",
+                  oq_relay_bootstrap(srv->stores.relay), "embedded", s.embedded,
+                  "unreleased_records", (json_int_t)s.spool_unreleased_records, "unreleased_bytes",
                   (json_int_t)s.spool_unreleased_bytes, "inflight", (json_int_t)s.inflight,
                   "oldest_unacked_age_ms", (json_int_t)s.oldest_unacked_age_ms, "awaiting_outcome",
                   (json_int_t)s.awaiting_outcome, "produced", (json_int_t)s.produced, "delivered",

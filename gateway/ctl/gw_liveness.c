@@ -24,16 +24,16 @@
 bool gw_liveness_check(gw_server_t *srv, gw_liveness_t *out)
 {
     *out = (gw_liveness_t){.timeout_ms = srv->cfg->liveness_timeout_ms};
-    /* srv->ready is stored after the workers start and cleared before they
-     * stop, so srv->workers is theirs while it holds; starting and draining
+    /* srv->life.ready is stored after the workers start and cleared before they
+     * stop, so srv->pool.workers is theirs while it holds; starting and draining
      * have deadlines of their own (TimeoutStartSec, server.drain_timeout). */
-    if (!out->timeout_ms || !atomic_load(&srv->ready))
+    if (!out->timeout_ms || !atomic_load(&srv->life.ready))
         return true;
     /* the clock of uv_now, which the stamps are (CLOCK_MONOTONIC) */
     uint64_t now_ms = uv_hrtime() / 1000000u;
     bool ok = true;
-    for (unsigned i = 0; i < srv->nworkers; i++) {
-        uint64_t beat = atomic_load_explicit(&srv->workers[i].beat_ms, memory_order_relaxed);
+    for (unsigned i = 0; i < srv->pool.nworkers; i++) {
+        uint64_t beat = atomic_load_explicit(&srv->pool.workers[i].beat_ms, memory_order_relaxed);
         if (!beat) /* not running (stopped, or not yet started) */
             continue;
         uint64_t age = now_ms > beat ? now_ms - beat : 0;

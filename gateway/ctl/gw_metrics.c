@@ -495,7 +495,7 @@ static void m_limit_rate(scrape_t *s, const metric_t *m)
     (void)m;
     for (int sc = 0; sc < GW_SCOPE_COUNT; sc++)
         put(s->b, "flashgate_limit_rate{scope=\"%s\"} %.3f\n", gw_scope_name((gw_scope_t)sc),
-            (double)gw_limits_get(s->srv->limits, (gw_scope_t)sc).rate_milli / 1e3);
+            (double)gw_limits_get(s->srv->stores.limits, (gw_scope_t)sc).rate_milli / 1e3);
 }
 
 static void m_limit_burst(scrape_t *s, const metric_t *m)
@@ -503,14 +503,14 @@ static void m_limit_burst(scrape_t *s, const metric_t *m)
     (void)m;
     for (int sc = 0; sc < GW_SCOPE_COUNT; sc++)
         put(s->b, "flashgate_limit_burst{scope=\"%s\"} %llu\n", gw_scope_name((gw_scope_t)sc),
-            (unsigned long long)gw_limits_get(s->srv->limits, (gw_scope_t)sc).burst);
+            (unsigned long long)gw_limits_get(s->srv->stores.limits, (gw_scope_t)sc).burst);
 }
 
 /* m->arg: which figure of each sale (sale_line). */
 static void m_sale(scrape_t *s, const metric_t *m)
 {
     sale_ctx_t sc = {.b = s->b, .which = m->arg};
-    inv_sale_foreach(s->srv->inv, sale_line, &sc);
+    inv_sale_foreach(s->srv->stores.inv, sale_line, &sc);
 }
 
 static void m_duration(scrape_t *s, const metric_t *m)
@@ -565,7 +565,7 @@ static void m_admin_responses(scrape_t *s, const metric_t *m)
 {
     (void)m;
     for (int k = 0; k < GW_R_COUNT; k++) {
-        uint64_t n = atomic_load_explicit(&s->srv->admin.ctr.replies[k], memory_order_relaxed);
+        uint64_t n = atomic_load_explicit(&s->srv->admin->ctr.replies[k], memory_order_relaxed);
         if (n)
             put(s->b, "flashgate_admin_responses_total{status=\"%d\",code=\"%s\"} %llu\n",
                 gw_reply_status((gw_reply_t)k), gw_reply_code((gw_reply_t)k),
@@ -701,9 +701,9 @@ char *gw_metrics_text(gw_server_t *srv, size_t *len)
     pthread_mutex_lock(&mu);
     gw_workers_counters(srv, &c);
 
-    scrape_t s = {.b = &b, .srv = srv, .c = &c, .one = 1, .workers = srv->nworkers,
+    scrape_t s = {.b = &b, .srv = srv, .c = &c, .one = 1, .workers = srv->pool.nworkers,
                   .rules = rules};
-    s.uptime_s = (double)(cm_wall_ms() - srv->started_ms) / 1e3;
+    s.uptime_s = (double)(cm_wall_ms() - srv->life.started_ms) / 1e3;
     s.accepted_units = c.accepted_units;
     s.access_logged = c.access_logged;
     s.proxy_client_aborts = c.proxy_client_aborts;
@@ -711,17 +711,17 @@ char *gw_metrics_text(gw_server_t *srv, size_t *len)
     int nid_held = 1;
     gw_fleet_node_counters(srv, &s.nid_lost, &s.nid_refused, &nid_held);
     s.nid_held = (uint64_t)nid_held;
-    s.nr = gw_limits_get_rules(srv->limits, rules, GW_LIMIT_RULES_MAX);
-    oq_spool_stats(srv->spool, &s.ss);
+    s.nr = gw_limits_get_rules(srv->stores.limits, rules, GW_LIMIT_RULES_MAX);
+    oq_spool_stats(srv->stores.spool, &s.ss);
     s.spool_max_bytes = srv->cfg->spool_max_bytes;
-    if ((s.has_relay = srv->relay != NULL)) {
-        oq_relay_stats(srv->relay, &s.rs);
+    if ((s.has_relay = srv->stores.relay != NULL)) {
+        oq_relay_stats(srv->stores.relay, &s.rs);
         s.relay_age_s = (double)s.rs.oldest_unacked_age_ms / 1e3;
     }
-    gw_limits_stats(srv->limits, &s.ls);
+    gw_limits_stats(srv->stores.limits, &s.ls);
     gw_hitters_merge(srv, &users, &ips);
     s.hh_counted = users.total;
-    gw_orders_stats(srv->orders, &s.os);
+    gw_orders_stats(srv->stores.orders, &s.os);
     s.config_version = gw_audit_version(srv);
 
     for (size_t i = 0; i < CM_ARRAY_LEN(metrics); i++) {

@@ -245,16 +245,16 @@ static void read_figures(gw_ring_t *g, gw_ring_sample_t *x, gw_ol_snapshot_t *ol
     gw_overload_snapshot(srv, ol);
     x->level = (int8_t)ol->level;
     x->pinned = ol->pinned;
-    x->ready =
-        atomic_load(&srv->ready) && !atomic_load(&srv->draining) && !atomic_load(&srv->leaving);
-    if (srv->spool) {
+    x->ready = atomic_load(&srv->life.ready) && !atomic_load(&srv->life.draining) &&
+               !atomic_load(&srv->life.leaving);
+    if (srv->stores.spool) {
         oq_spool_stats_t ss;
-        oq_spool_stats(srv->spool, &ss);
+        oq_spool_stats(srv->stores.spool, &ss);
         x->spool_bytes = ss.unreleased_bytes;
     }
-    if (srv->relay) {
+    if (srv->stores.relay) {
         oq_relay_stats_t rs;
-        oq_relay_stats(srv->relay, &rs);
+        oq_relay_stats(srv->stores.relay, &rs);
         x->relay_inflight = u32(rs.inflight);
         x->relay_lag_ms = u32(rs.oldest_unacked_age_ms);
         x->awaiting_outcome = u32(rs.awaiting_outcome);
@@ -277,7 +277,7 @@ static void sample(gw_ring_t *g)
     pthread_mutex_lock(&g->mu);
     /* the sales (under mu: a new one may take a column and clear its history) */
     sale_ctx_t sc = {g, &x};
-    inv_sale_foreach(g->srv->inv, sale_one, &sc);
+    inv_sale_foreach(g->srv->stores.inv, sale_one, &sc);
     for (unsigned d = 0; d < ol->ndeps && d < GW_OL_DEPS_MAX; d++) {
         if (!ol->deps[d].active)
             continue;
@@ -293,7 +293,7 @@ static void sample(gw_ring_t *g)
     g->accepted_units = g->read_accepted;
     pthread_mutex_unlock(&g->mu);
 
-    if (g->srv->fleet) {
+    if (g->srv->node.fleet) {
         char *fig = gw_ring_figures_text(g);
         if (fig)
             gw_fleet_figures_set(g->srv, fig);
@@ -325,10 +325,10 @@ static json_t *figures_obj(gw_ring_t *g)
     const char *member = gw_fleet_member(srv);
     json_t *o = json_pack("{s:s,s:s,s:s,s:I}", "member", member ? member : srv->cfg->listen,
                           "listen", srv->cfg->listen, "admin_listen", srv->cfg->admin_listen,
-                          "node_id", (json_int_t)srv->node_id);
+                          "node_id", (json_int_t)srv->node.id);
     if (!g->n) {
         json_object_set_new(o, "t_ms", json_integer((json_int_t)cm_wall_ms()));
-        json_object_set_new(o, "ready", json_boolean(atomic_load(&srv->ready)));
+        json_object_set_new(o, "ready", json_boolean(atomic_load(&srv->life.ready)));
         return o;
     }
     const gw_ring_sample_t *x = at(g, g->n - 1);
@@ -542,7 +542,7 @@ char *gw_ring_fleet_json(gw_server_t *srv)
                                         "self", 1, "figures", mine));
     json_decref(mine);
     json_t *o =
-        json_pack("{s:b,s:I,s:I,s:o}", "fleet", srv->fleet != NULL, "read_at_ms",
+        json_pack("{s:b,s:I,s:I,s:o}", "fleet", srv->node.fleet != NULL, "read_at_ms",
                   (json_int_t)read_at, "now_ms", (json_int_t)cm_wall_ms(), "members", members);
     char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(10));
     json_decref(o);

@@ -102,15 +102,15 @@ int gw_server_check(const gw_config_t *cfg, char *errbuf, size_t errlen)
 void gw_apply_limits(gw_server_t *srv)
 {
     const gw_config_t *c = srv->cfg;
-    gw_limits_set(srv->limits, GW_SCOPE_GLOBAL,
+    gw_limits_set(srv->stores.limits, GW_SCOPE_GLOBAL,
                   (cm_rate_policy_t){.rate_milli = c->global_rps, .burst = c->global_burst});
-    gw_limits_set(srv->limits, GW_SCOPE_SALE,
+    gw_limits_set(srv->stores.limits, GW_SCOPE_SALE,
                   (cm_rate_policy_t){.rate_milli = c->sale_rps, .burst = c->sale_burst});
-    gw_limits_set(srv->limits, GW_SCOPE_USER,
+    gw_limits_set(srv->stores.limits, GW_SCOPE_USER,
                   (cm_rate_policy_t){.rate_milli = c->user_rps, .burst = c->user_burst});
-    gw_limits_set(srv->limits, GW_SCOPE_IP,
+    gw_limits_set(srv->stores.limits, GW_SCOPE_IP,
                   (cm_rate_policy_t){.rate_milli = c->ip_rps, .burst = c->ip_burst});
-    gw_limits_set(srv->limits, GW_SCOPE_SUBNET,
+    gw_limits_set(srv->stores.limits, GW_SCOPE_SUBNET,
                   (cm_rate_policy_t){.rate_milli = c->subnet_rps, .burst = c->subnet_burst});
 }
 
@@ -131,22 +131,23 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
 {
     int rc;
     srv->cfg = cfg;
-    srv->conf = conf;
-    pthread_mutex_init(&srv->cfg_mu, NULL);
+    srv->config.conf = conf;
+    srv->admin = cm_xcalloc(1, sizeof(*srv->admin));
+    pthread_mutex_init(&srv->config.mu, NULL);
     /* debug.wall_offset_ms (a test seam the config allows with the debug
      * routes only): before the first wall-clock read, the spool replay's */
     if (cfg->debug_wall_offset_ms[0])
         cm_time_set_wall_offset(strtoll(cfg->debug_wall_offset_ms, NULL, 10));
-    srv->started_ms = cm_wall_ms();
-    atomic_store(&srv->node_since_ms, srv->started_ms - 1);
-    srv->body_limit = cfg->body_limit;
-    srv->max_held = MAX_HELD_PER_WORKER;
-    srv->access_sample_ppm = cfg->access_sample_milli * 1000; /* thousandths of 1 -> ppm */
+    srv->life.started_ms = cm_wall_ms();
+    atomic_store(&srv->node.since_ms, srv->life.started_ms - 1);
+    srv->pool.body_limit = cfg->body_limit;
+    srv->pool.max_held = MAX_HELD_PER_WORKER;
+    srv->pool.access_sample_ppm = cfg->access_sample_milli * 1000; /* thousandths of 1 -> ppm */
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    srv->nworkers = cfg->threads ? (unsigned)cfg->threads : (unsigned)(ncpu > 0 ? ncpu : 1);
-    srv->node_id = cfg->node_id <= CM_ID_NODE_MAX ? (uint32_t)cfg->node_id : derive_node_id(cfg);
-    srv->loaded = cm_xmalloc(sizeof(*srv->loaded));
-    *srv->loaded = *cfg;
+    srv->pool.nworkers = cfg->threads ? (unsigned)cfg->threads : (unsigned)(ncpu > 0 ? ncpu : 1);
+    srv->node.id = cfg->node_id <= CM_ID_NODE_MAX ? (uint32_t)cfg->node_id : derive_node_id(cfg);
+    srv->config.loaded = cm_xmalloc(sizeof(*srv->config.loaded));
+    *srv->config.loaded = *cfg;
 
     if ((rc = gw_server_check(cfg, errbuf, errlen)))
         return rc;
@@ -155,7 +156,7 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
                  strerror(errno));
         return CM_EIO;
     }
-    if ((rc = gw_proxies_parse(&srv->proxies, cfg->trusted_proxies, errbuf, errlen)))
+    if ((rc = gw_proxies_parse(&srv->conns.proxies, cfg->trusted_proxies, errbuf, errlen)))
         return rc;
     if ((rc = gw_status_key_load(srv, errbuf, errlen)))
         return rc;
@@ -173,16 +174,16 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
      * the workers), and the order owners' table, which the spool replay fills. */
     if ((rc = gw_identity_start(srv, errbuf, errlen)))
         return rc;
-    srv->orders = gw_orders_new(cfg->orders_max_known);
-    srv->limits = gw_limits_new(cfg->limiter_max_keys);
-    if (!srv->limits) {
+    srv->stores.orders = gw_orders_new(cfg->orders_max_known);
+    srv->stores.limits = gw_limits_new(cfg->limiter_max_keys);
+    if (!srv->stores.limits) {
         snprintf(errbuf, errlen, "cannot allocate the limiter table for %llu keys",
                  (unsigned long long)cfg->limiter_max_keys);
         return CM_ENOMEM;
     }
     /* The workers read the per-sale rules; a replaced set is freed once each
      * has passed the end of a loop iteration (gw_http_check). */
-    if (gw_limits_set_readers(srv->limits, srv->nworkers) != 0) {
+    if (gw_limits_set_readers(srv->stores.limits, srv->pool.nworkers) != 0) {
         snprintf(errbuf, errlen, "cannot allocate the limiter's reader slots");
         return CM_ENOMEM;
     }
@@ -196,13 +197,13 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
                      .redis_password = cfg->redis_password,
                      .max_held_orders = cfg->inv_max_held_orders};
     char why[256] = "";
-    if ((rc = inv_open_opts(&srv->inv, cfg->inventory, &io, why, sizeof(why)))) {
+    if ((rc = inv_open_opts(&srv->stores.inv, cfg->inventory, &io, why, sizeof(why)))) {
         snprintf(errbuf, errlen, "inventory %s: %s", cfg->inventory, why[0] ? why : cm_strerror(rc));
         return rc;
     }
 
     /* Fleet membership may claim a node id and leases the generator to it. */
-    cm_id_gen_init(&srv->ids, srv->node_id);
+    cm_id_gen_init(&srv->node.ids, srv->node.id);
     if ((rc = gw_fleet_start(srv, errbuf, errlen)))
         return rc;
 
@@ -217,7 +218,7 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
                                             : OQ_DURABILITY_WRITE,
                           .segment_bytes = cfg->spool_segment_bytes,
                           .max_bytes = cfg->spool_max_bytes};
-    if ((rc = oq_spool_open(&srv->spool, &so, why, sizeof(why)))) {
+    if ((rc = oq_spool_open(&srv->stores.spool, &so, why, sizeof(why)))) {
         snprintf(errbuf, errlen, "spool %s: %s", spool_dir, why[0] ? why : cm_strerror(rc));
         return rc;
     }
@@ -225,13 +226,13 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
     gw_book_t rbook;
     gw_replay_init(srv, &rctx, &rbook, strcmp(cfg->kafka_brokers, "embedded") == 0);
     uint64_t t0 = cm_mono_us();
-    long n = oq_spool_scan(srv->spool, (oq_pos_t){0, 0}, gw_replay_one, &rctx);
+    long n = oq_spool_scan(srv->stores.spool, (oq_pos_t){0, 0}, gw_replay_one, &rctx);
     if (n < 0) {
         snprintf(errbuf, errlen, "spool replay: %s", cm_strerror((int)n));
         return (int)n;
     }
     if (rctx.max_id)
-        cm_id_gen_after(&srv->ids, rctx.max_id);
+        cm_id_gen_after(&srv->node.ids, rctx.max_id);
     cm_log_info("gw", "spool replayed", "orders=%llu events=%llu elapsed_ms=%llu",
                 (unsigned long long)rctx.orders, (unsigned long long)rctx.events,
                 (unsigned long long)((cm_mono_us() - t0) / 1000));
@@ -256,19 +257,19 @@ int gw_server_start(gw_server_t *srv, gw_config_t *cfg, cm_conf_t *conf, char *e
         return rc;
     if ((rc = gw_fair_start_thread(srv, errbuf, errlen)))
         return rc;
-    atomic_store(&srv->ready, true);
+    atomic_store(&srv->life.ready, true);
     cm_log_info("gw", "flashgate ready",
                 "listen=%s admin_listen=%s workers=%u node_id=%u inventory=%s durability=%s",
-                cfg->listen, cfg->admin_listen, srv->nworkers, srv->node_id,
-                inv_backend_name(srv->inv),
+                cfg->listen, cfg->admin_listen, srv->pool.nworkers, srv->node.id,
+                inv_backend_name(srv->stores.inv),
                 cfg->durability == GW_DURABILITY_FSYNC ? "fsync" : "write");
     return 0;
 }
 
 void gw_server_stop(gw_server_t *srv)
 {
-    atomic_store(&srv->draining, true);
-    atomic_store(&srv->ready, false);
+    atomic_store(&srv->life.draining, true);
+    atomic_store(&srv->life.ready, false);
     /* Draining: no heartbeat from now on (no buy takes an order id any more;
      * the leave, after the workers, still lowers the node id's floor). Told
      * first, so that one blocked on an unresponsive Redis times out while the
@@ -289,28 +290,29 @@ void gw_server_stop(gw_server_t *srv)
     gw_fleet_stop(srv);
     gw_kafka_stop(srv);
     gw_releaser_stop(srv);
-    if (srv->spool)
-        oq_spool_close(srv->spool);
-    if (srv->inv)
-        inv_close(srv->inv);
-    gw_limits_free(srv->limits);
-    gw_orders_free(srv->orders);
-    gw_proxies_free(&srv->proxies);
+    if (srv->stores.spool)
+        oq_spool_close(srv->stores.spool);
+    if (srv->stores.inv)
+        inv_close(srv->stores.inv);
+    gw_limits_free(srv->stores.limits);
+    gw_orders_free(srv->stores.orders);
+    gw_proxies_free(&srv->conns.proxies);
     gw_status_key_free(srv);
-    CM_FREE(srv->loaded);
-    free(srv->workers);
-    srv->workers = NULL;
-    srv->spool = NULL;
-    srv->inv = NULL;
-    srv->limits = NULL;
-    srv->orders = NULL;
+    CM_FREE(srv->config.loaded);
+    CM_FREE(srv->admin);
+    free(srv->pool.workers);
+    srv->pool.workers = NULL;
+    srv->stores.spool = NULL;
+    srv->stores.inv = NULL;
+    srv->stores.limits = NULL;
+    srv->stores.orders = NULL;
 }
 
 /*---- graceful operations: leave, reload ----*/
 
 void gw_server_leave(gw_server_t *srv)
 {
-    atomic_store(&srv->leaving, true);
+    atomic_store(&srv->life.leaving, true);
 }
 
 /* Bytes an option's value takes in the config struct. */
@@ -356,15 +358,15 @@ int gw_server_reload(gw_server_t *srv, int argc, char **argv, unsigned *applied,
     uint32_t fields = 0; /* the published limit fields among them (gw_fleet_limit_bit) */
     /* The fleet's limits lock from before the first write to the limits until
      * their publish, as an admin change holds it (gw_fleet.h; order: it, then
-     * cfg_mu): taken only around the publish, a peer's version the fleet thread
+     * config.mu): taken only around the publish, a peer's version the fleet thread
      * applied in between replaced the file's new values before they were
      * applied or published, and the reload's change was lost. */
     char fwhy[512] = "";
     gw_fleet_limits_lock(srv, fwhy, sizeof(fwhy));
-    pthread_mutex_lock(&srv->cfg_mu);
+    pthread_mutex_lock(&srv->config.mu);
     for (const cm_opt_t *o = gw_config_opts; o->key; o++) {
         size_t i = (size_t)(o - gw_config_opts), sz = opt_size(o);
-        char *was = (char *)srv->loaded + o->offset;
+        char *was = (char *)srv->config.loaded + o->offset;
         const char *now = (const char *)nc + o->offset;
         if (memcmp(was, now, sz) == 0)
             continue; /* unchanged in the sources: a runtime change (admin API) stays */
@@ -378,7 +380,7 @@ int gw_server_reload(gw_server_t *srv, int argc, char **argv, unsigned *applied,
         }
         char val[4200], why[512];
         cm_conf_format(&ncf, o, val, sizeof(val));
-        if (cm_conf_set(srv->conf, o->key, val, ncf.src[i], why, sizeof(why)) != 0) {
+        if (cm_conf_set(srv->config.conf, o->key, val, ncf.src[i], why, sizeof(why)) != 0) {
             cm_log_error("gw", "reload: cannot apply", "key=%s problem=\"%s\"", o->key, why);
             continue;
         }
@@ -393,7 +395,7 @@ int gw_server_reload(gw_server_t *srv, int argc, char **argv, unsigned *applied,
         }
         (*applied)++;
     }
-    pthread_mutex_unlock(&srv->cfg_mu);
+    pthread_mutex_unlock(&srv->config.mu);
     if (limits) {
         /* The changed keys are the change's fields: over a newer version of the
          * fleet's, they are laid over it. Never refused: nobody to answer, and

@@ -357,29 +357,29 @@ gw_conn_t *gw_conn_open(gw_worker_t *w, const struct sockaddr *addr)
     static const gw_proxies_t none = {0};
     size_t n = gw_client_key(&none, addr, NULL, key);
     gw_conn_t *victim = NULL;
-    if (g->open >= srv->max_conns) {
+    if (g->open >= srv->conns.max_conns) {
         /* Full: make room by closing the oldest connection without a request in
          * progress; refuse only when every one is being served. */
-        victim = pick_victim(g, srv->iptable);
+        victim = pick_victim(g, srv->conns.iptable);
         if (!victim) {
-            atomic_fetch_add_explicit(&srv->iptable->refused_full, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&srv->conns.iptable->refused_full, 1, memory_order_relaxed);
             return NULL;
         }
     }
     bool proxy = false;
     if (n) {
         /* Counted now, so that workers accepting at once cannot overshoot the cap. */
-        proxy = gw_proxies_match(&srv->proxies, addr);
+        proxy = gw_proxies_match(&srv->conns.proxies, addr);
         uint64_t cap = proxy ? srv->cfg->proxy_max_connections : srv->cfg->max_connections_per_ip;
-        if (ip_add(srv->iptable, key, n, +1, (uint32_t)(cap > UINT32_MAX ? UINT32_MAX : cap)) ==
-            UINT32_MAX) {
-            atomic_fetch_add_explicit(&srv->iptable->refused_per_ip, 1, memory_order_relaxed);
+        if (ip_add(srv->conns.iptable, key, n, +1,
+                   (uint32_t)(cap > UINT32_MAX ? UINT32_MAX : cap)) == UINT32_MAX) {
+            atomic_fetch_add_explicit(&srv->conns.iptable->refused_per_ip, 1, memory_order_relaxed);
             return NULL;
         }
     }
     if (victim) {
         conn_kill(victim);
-        atomic_fetch_add_explicit(&srv->iptable->evicted, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&srv->conns.iptable->evicted, 1, memory_order_relaxed);
     }
     gw_ol_conn_started(w);
     gw_conn_t *c = cm_xcalloc(1, sizeof(*c));
@@ -408,7 +408,7 @@ void gw_conn_release(gw_conn_t *c)
     gw_conn_guard_t *g = c->g;
     list_remove(g, c);
     if (c->keylen)
-        ip_add(g->w->srv->iptable, c->key, c->keylen, -1, 0);
+        ip_add(g->w->srv->conns.iptable, c->key, c->keylen, -1, 0);
     g->open--;
     free(c);
 }
@@ -465,7 +465,7 @@ void gw_conn_idle(gw_conn_t *c)
  * out before the end (come back soon). */
 static bool sweep_deadlines(gw_conn_guard_t *g, int64_t now, int *budget)
 {
-    gw_ip_table_t *t = g->w->srv->iptable;
+    gw_ip_table_t *t = g->w->srv->conns.iptable;
     for (int l = PH_HEAD; l <= PH_IDLE; l++) {
         gw_conn_t *c;
         while ((c = g->lists[l].first) && c->deadline_ms <= now) {
@@ -483,7 +483,7 @@ static bool sweep_deadlines(gw_conn_guard_t *g, int64_t now, int *budget)
  * nothing since the last look, else looked at again a timeout later. */
 static bool sweep_writes(gw_conn_guard_t *g, int64_t now, int *budget)
 {
-    gw_ip_table_t *t = g->w->srv->iptable;
+    gw_ip_table_t *t = g->w->srv->conns.iptable;
     int64_t timeout = (int64_t)g->w->srv->cfg->connection_timeout_ms;
     gw_conn_t *c;
     while ((c = g->lists[PH_WRITE].first) && c->deadline_ms <= now) {
@@ -509,7 +509,7 @@ static bool sweep_writes(gw_conn_guard_t *g, int64_t now, int *budget)
 static bool sweep_bodies(gw_conn_guard_t *g, int64_t now, int *budget)
 {
     uint64_t rate = g->w->srv->cfg->body_min_rate;
-    gw_ip_table_t *t = g->w->srv->iptable;
+    gw_ip_table_t *t = g->w->srv->conns.iptable;
     for (; g->wheel_next <= now / g->every; g->wheel_next++) {
         conn_list_t *slot = &g->wheel[g->wheel_next % WHEEL_SLOTS];
         gw_conn_t *c;
@@ -564,17 +564,17 @@ void gw_conn_limit(gw_server_t *srv)
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
         uint64_t reserve = 64 + rl.rlim_cur / 8;
         uint64_t room = rl.rlim_cur > reserve ? rl.rlim_cur - reserve : 0;
-        uint64_t per = room / (srv->nworkers ? srv->nworkers : 1);
+        uint64_t per = room / (srv->pool.nworkers ? srv->pool.nworkers : 1);
         per = per > FD_HEADROOM + 8 ? per - FD_HEADROOM : 8;
         if (per < cap) {
             cm_log_warn("gw", "server.max_connections lowered to fit the open-file limit",
                         "configured=%llu per_worker=%llu nofile=%llu workers=%u",
                         (unsigned long long)cap, (unsigned long long)per,
-                        (unsigned long long)rl.rlim_cur, srv->nworkers);
+                        (unsigned long long)rl.rlim_cur, srv->pool.nworkers);
             cap = per;
         }
     }
-    srv->max_conns = cap;
+    srv->conns.max_conns = cap;
 }
 
 void gw_conn_guard_init(gw_worker_t *w)
@@ -608,13 +608,13 @@ void gw_conn_guard_free(gw_worker_t *w)
 
 void gw_conn_stats(gw_server_t *srv, void *json_obj)
 {
-    gw_ip_table_t *t = srv->iptable;
+    gw_ip_table_t *t = srv->conns.iptable;
     if (!t)
         return;
     json_int_t open = 0;
-    for (unsigned i = 0; i < srv->nworkers; i++)
-        if (srv->workers && srv->workers[i].edge.guard)
-            open += (json_int_t)atomic_load_explicit(&srv->workers[i].edge.guard->open,
+    for (unsigned i = 0; i < srv->pool.nworkers; i++)
+        if (srv->pool.workers && srv->pool.workers[i].edge.guard)
+            open += (json_int_t)atomic_load_explicit(&srv->pool.workers[i].edge.guard->open,
                                                     memory_order_relaxed);
     json_object_set_new(
         json_obj, "connections",

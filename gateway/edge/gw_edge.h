@@ -26,7 +26,7 @@ void gw_conn_guard_close(gw_worker_t *w);
 /* Frees the guard; after the worker's connections closed. */
 void gw_conn_guard_free(gw_worker_t *w);
 /* Decides the per-worker connection cap (server.max_connections, lowered to
- * fit RLIMIT_NOFILE) into srv->max_conns. Single-threaded init. */
+ * fit RLIMIT_NOFILE) into srv->conns.max_conns. Single-threaded init. */
 void gw_conn_limit(gw_server_t *srv);
 /*
  * An accepted socket from peer: the per-address cap and, at the total cap,

@@ -1321,8 +1321,8 @@ static bool conn_on_head(gw_h1_head_t *h)
         gw_http_head(r);
     }
     if (r->state == GW_ST_DONE && has_body(p) &&
-        (r->close_after || (p->flags & F_CHUNKED) || p->content_length > c->w->srv->body_limit ||
-         expects_continue(c))) {
+        (r->close_after || (p->flags & F_CHUNKED) ||
+         p->content_length > c->w->srv->pool.body_limit || expects_continue(c))) {
         /* Answered from the head and refused to read the body (413, the
          * framing refusals, queue_time, a refused proxied route), one too
          * large to skip, or one the client waits to be asked for (Expect:

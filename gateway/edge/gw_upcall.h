@@ -21,7 +21,7 @@ void gw_http_req_free(gw_req_t *r);
  * which goes back to the free list for another connection to write. Sets
  * them and r->conn to NULL, so that a later reader crashes instead of reading
  * another connection's bytes (nothing reads them after the handler: the buy
- * copied what it needs into r->res and r->order). */
+ * copied what it needs into the buy path's part of r). */
 void gw_http_req_orphan(gw_req_t *r);
 void gw_http_head(gw_req_t *r);  /* routes; may answer (GW_ST_DONE) before the body */
 void gw_http_body(gw_req_t *r, const char *data, size_t n);

@@ -48,7 +48,7 @@ gw_req_t *gw_http_req_new(gw_worker_t *w, gw_h1_t *c)
         w->free_reqs = r->next;
         w->nfree--;
     } else {
-        r = cm_xmalloc(sizeof(*r));
+        r = cm_xmalloc(sizeof(gw_req_with_buy_t)); /* r, then the buy path's part */
     }
     /* Only the header part needs clearing; buffers are written before read. */
     memset(r, 0, offsetof(gw_req_t, body_inline));
@@ -162,13 +162,13 @@ void gw_http_health(gw_server_t *srv, bool ready, gw_resp_t *out)
         out->body_len = (size_t)snprintf(out->body, sizeof(out->body), "{\"status\":\"alive\"}");
         return;
     }
-    bool leaving = atomic_load(&srv->draining) || atomic_load(&srv->leaving);
+    bool leaving = atomic_load(&srv->life.draining) || atomic_load(&srv->life.leaving);
     const char *stale = gw_identity_stale(srv);
-    if (atomic_load(&srv->ready) && !leaving && !stale) {
+    if (atomic_load(&srv->life.ready) && !leaving && !stale) {
         gw_resp_init(out, GW_R_OK);
         out->body_len = (size_t)snprintf(out->body, sizeof(out->body),
                                          "{\"status\":\"ready\",\"inventory\":\"%s\"}",
-                                         inv_backend_name(srv->inv));
+                                         inv_backend_name(srv->stores.inv));
     } else {
         gw_resp_error(out, GW_R_NOT_READY, NULL, "%s",
                       leaving ? "draining: shutting down" : stale ? stale : "starting up");
@@ -238,7 +238,7 @@ void gw_http_account(gw_req_t *r, gw_reply_t reply, int status)
         inc(&c->px_status[kind][status - GW_PX_STATUS_MIN], 1);
     inc(&c->lat_buckets[r->route][b], 1);
     inc(&c->lat_sum_us[r->route], us);
-    uint64_t ppm = w->srv->access_sample_ppm;
+    uint64_t ppm = w->srv->pool.access_sample_ppm;
     if (ppm && next_rand(w) % 1000000 < ppm) {
         inc(&c->access_logged, 1);
         char path[160];
@@ -283,9 +283,9 @@ void gw_http_head(gw_req_t *r)
         /* Every route that reads a body or drops it (a GET's): no reading
          * past the limit, whatever the route (the proxy has proxy.max_body). */
         const char *cl = r->hdr.content_length;
-        if (cl && content_length(cl) > w->srv->body_limit) {
+        if (cl && content_length(cl) > w->srv->pool.body_limit) {
             /* refused before reading: the body stays unread */
-            gw_req_too_large(r, w->srv->body_limit);
+            gw_req_too_large(r, w->srv->pool.body_limit);
             return;
         }
         if (r->route == GW_ROUTE_BUY && !json_media_type(r->hdr.content_type))
@@ -302,12 +302,12 @@ void gw_http_body(gw_req_t *r, const char *data, size_t n)
         gw_px_body(r, data, n);
         return;
     }
-    if (r->body_len + n > w->srv->body_limit) {
+    if (r->body_len + n > w->srv->pool.body_limit) {
         /* A chunked body (or one the head did not announce) passed the
          * limit: 413 now and close with the rest unread, as nginx's
          * client_max_body_size does; reading on to the end let one client
          * keep the worker parsing for as long as it kept sending. */
-        gw_req_too_large(r, w->srv->body_limit);
+        gw_req_too_large(r, w->srv->pool.body_limit);
         return;
     }
     if (r->route != GW_ROUTE_BUY || r->bad_media) {
@@ -315,7 +315,7 @@ void gw_http_body(gw_req_t *r, const char *data, size_t n)
         return;
     }
     if (r->body_len + n + 1 > r->body_cap) {
-        size_t cap = w->srv->body_limit + 1;
+        size_t cap = w->srv->pool.body_limit + 1;
         char *b = cm_xmalloc(cap);
         memcpy(b, r->body, r->body_len);
         if (r->body != r->body_inline)
@@ -399,12 +399,12 @@ void gw_http_check(gw_worker_t *w)
         w->in_iter = false;
         gw_ol_door_look(w);
     }
-    if (w->buy.notify_relay) {
-        w->buy.notify_relay = false;
+    if (w->buy->notify_relay) {
+        w->buy->notify_relay = false;
         gw_buy_relay_notify(w->srv);
     }
     /* between requests: this worker holds no per-sale rule set (gw_limit.h) */
-    gw_limits_quiescent(w->srv->limits, w->index);
+    gw_limits_quiescent(w->srv->stores.limits, w->index);
 }
 
 static void close_cb(uv_handle_t *h)
@@ -491,12 +491,12 @@ static void on_wake(uv_async_t *a)
 
 int gw_worker_debug_stall(gw_server_t *srv, unsigned index, uint64_t ms)
 {
-    /* srv->ready is stored after the workers start and cleared before they stop */
-    if (!atomic_load(&srv->ready))
+    /* srv->life.ready is stored after the workers start and cleared before they stop */
+    if (!atomic_load(&srv->life.ready))
         return CM_EAGAIN;
-    if (index >= srv->nworkers)
+    if (index >= srv->pool.nworkers)
         return CM_EINVAL;
-    gw_worker_t *w = &srv->workers[index];
+    gw_worker_t *w = &srv->pool.workers[index];
     atomic_store(&w->debug_stall_ms, ms);
     uv_async_send(&w->wake);
     return 0;
@@ -619,10 +619,10 @@ static bool port_shared(const gw_server_t *srv, const struct sockaddr_storage *s
         if (!addr_overlaps(ss, a, n))
             continue;
         bool ours = false;
-        for (unsigned i = 0; i < srv->nworkers && !ours; i++) {
+        for (unsigned i = 0; i < srv->pool.nworkers && !ours; i++) {
             struct stat sb;
-            ours = srv->workers[i].edge.lfd >= 0 && fstat(srv->workers[i].edge.lfd, &sb) == 0 &&
-                   sb.st_ino == ino;
+            ours = srv->pool.workers[i].edge.lfd >= 0 &&
+                   fstat(srv->pool.workers[i].edge.lfd, &sb) == 0 && sb.st_ino == ino;
         }
         if (!ours) {
             shared = true;
@@ -658,17 +658,18 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
     int probe = -1;
     if ((rc = port_probe(srv, &ss, &probe, errbuf, errlen)))
         return rc;
-    srv->workers = cm_xcalloc(srv->nworkers, sizeof(gw_worker_t));
-    srv->iptable = gw_ip_table_new();
+    srv->pool.workers = cm_xcalloc(srv->pool.nworkers, sizeof(gw_worker_t));
+    srv->conns.iptable = gw_ip_table_new();
     gw_conn_limit(srv);
-    for (unsigned i = 0; i < srv->nworkers; i++)
-        srv->workers[i].edge.lfd = srv->workers[i].edge.efd = -1;
-    for (unsigned i = 0; i < srv->nworkers; i++) {
-        gw_worker_t *w = &srv->workers[i];
+    for (unsigned i = 0; i < srv->pool.nworkers; i++)
+        srv->pool.workers[i].edge.lfd = srv->pool.workers[i].edge.efd = -1;
+    for (unsigned i = 0; i < srv->pool.nworkers; i++) {
+        gw_worker_t *w = &srv->pool.workers[i];
         w->srv = srv;
         w->index = i;
-        w->buy.spool_wait_tail = &w->buy.spool_wait;
-        w->buy.sync_wait_tail = &w->buy.sync_wait;
+        w->buy = cm_xcalloc(1, sizeof(*w->buy));
+        w->buy->spool_wait_tail = &w->buy->spool_wait;
+        w->buy->sync_wait_tail = &w->buy->sync_wait;
         pthread_mutex_init(&w->hh_mu, NULL);
         w->rng = cm_mono_ns() ^ ((uint64_t)(i + 1) << 32);
         uv_loop_init(&w->loop);
@@ -679,7 +680,8 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
             uv_run(&w->loop, UV_RUN_DEFAULT);
             gw_conn_guard_free(w);
             uv_loop_close(&w->loop);
-            srv->nworkers = i;
+            CM_FREE(w->buy);
+            srv->pool.nworkers = i;
             gw_workers_stop(srv);
             close(probe);
             return CM_EIO;
@@ -694,10 +696,10 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
         (void)gw_ol_upstreams(srv, &nroutes);
         if (nroutes)
             gw_px_worker_start(w);
-        rc = inv_worker_open(srv->inv, &w->loop, &w->inv);
+        rc = inv_worker_open(srv->stores.inv, &w->loop, &w->inv);
         if (rc) {
             snprintf(errbuf, errlen, "inventory worker: %s", cm_strerror(rc));
-            srv->nworkers = i + 1;
+            srv->pool.nworkers = i + 1;
             gw_workers_stop(srv);
             close(probe);
             return rc;
@@ -717,40 +719,42 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
         return CM_EIO;
     }
     listen_addr_write(srv, bound);
-    cm_log_info("gw", "listening", "listen=%s workers=%u", bound, srv->nworkers);
-    for (unsigned i = 0; i < srv->nworkers; i++) {
-        int e = pthread_create(&srv->workers[i].thread, NULL, worker_main, &srv->workers[i]);
+    cm_log_info("gw", "listening", "listen=%s workers=%u", bound, srv->pool.nworkers);
+    for (unsigned i = 0; i < srv->pool.nworkers; i++) {
+        int e =
+            pthread_create(&srv->pool.workers[i].thread, NULL, worker_main, &srv->pool.workers[i]);
         if (e == 0)
             continue;
         /* Fail the start rather than serve with fewer workers than asked (their share
          * of the SO_REUSEPORT traffic would wait unserved): run the loops that never
          * started to a stop here, then stop and join the ones that did. */
         snprintf(errbuf, errlen, "cannot start worker thread %u: %s", i, strerror(e));
-        for (unsigned k = i; k < srv->nworkers; k++) {
-            gw_worker_t *w = &srv->workers[k];
+        for (unsigned k = i; k < srv->pool.nworkers; k++) {
+            gw_worker_t *w = &srv->pool.workers[k];
             atomic_store(&w->stopping, true);
             stop_try(w);
             gw_h1_run(w);
-            gw_limits_reader_offline(srv->limits, k);
+            gw_limits_reader_offline(srv->stores.limits, k);
             gw_conn_guard_free(w);
             uv_loop_close(&w->loop);
+            CM_FREE(w->buy);
         }
-        srv->nworkers = i;
-        srv->workers_running = true;
+        srv->pool.nworkers = i;
+        srv->pool.running = true;
         gw_workers_stop(srv);
         return CM_EIO;
     }
-    srv->workers_running = true;
+    srv->pool.running = true;
     return 0;
 }
 
 void gw_workers_counters(gw_server_t *srv, gw_counters_t *out)
 {
     memset(out, 0, sizeof(*out));
-    if (!srv->workers)
+    if (!srv->pool.workers)
         return; /* the admin listener starts before the workers */
-    for (unsigned i = 0; i < srv->nworkers; i++) {
-        gw_counters_t *c = &srv->workers[i].ctr;
+    for (unsigned i = 0; i < srv->pool.nworkers; i++) {
+        gw_counters_t *c = &srv->pool.workers[i].ctr;
         for (int r = 0; r < GW_R_COUNT; r++)
             out->replies[r] += atomic_load_explicit(&c->replies[r], memory_order_relaxed);
         for (int k = 0; k < GW_PX_KINDS; k++)
@@ -785,27 +789,28 @@ void gw_workers_counters(gw_server_t *srv, gw_counters_t *out)
 
 void gw_workers_stop(gw_server_t *srv)
 {
-    if (!srv->workers)
+    if (!srv->pool.workers)
         return;
-    if (srv->workers_stopped)
+    if (srv->pool.stopped)
         return;
-    for (unsigned i = 0; i < srv->nworkers; i++) {
-        gw_worker_t *w = &srv->workers[i];
+    for (unsigned i = 0; i < srv->pool.nworkers; i++) {
+        gw_worker_t *w = &srv->pool.workers[i];
         atomic_store(&w->stopping, true);
-        if (srv->workers_running) {
+        if (srv->pool.running) {
             uv_async_send(&w->wake);
         } else {
             stop_try(w);
             gw_h1_run(w);
         }
     }
-    for (unsigned i = 0; i < srv->nworkers; i++) {
-        gw_worker_t *w = &srv->workers[i];
-        if (srv->workers_running)
+    for (unsigned i = 0; i < srv->pool.nworkers; i++) {
+        gw_worker_t *w = &srv->pool.workers[i];
+        if (srv->pool.running)
             pthread_join(w->thread, NULL);
-        gw_limits_reader_offline(srv->limits, w->index); /* reads no rule set any more */
+        gw_limits_reader_offline(srv->stores.limits, w->index); /* reads no rule set any more */
         uv_loop_close(&w->loop);
         gw_buy_prep_free(w);
+        CM_FREE(w->buy);
         for (unsigned k = 0; k < GW_SCOPE_COUNT; k++) {
             gw_prep_free(w->rl_cache[k].resp);
             w->rl_cache[k].resp = NULL;
@@ -820,14 +825,14 @@ void gw_workers_stop(gw_server_t *srv)
         }
         gw_h1_worker_free(w);
     }
-    srv->workers_running = false;
-    srv->workers_stopped = true;
+    srv->pool.running = false;
+    srv->pool.stopped = true;
 }
 
 void gw_workers_free_guards(gw_server_t *srv)
 {
-    for (unsigned i = 0; srv->workers && i < srv->nworkers; i++)
-        gw_conn_guard_free(&srv->workers[i]);
-    gw_ip_table_free(srv->iptable);
-    srv->iptable = NULL;
+    for (unsigned i = 0; srv->pool.workers && i < srv->pool.nworkers; i++)
+        gw_conn_guard_free(&srv->pool.workers[i]);
+    gw_ip_table_free(srv->conns.iptable);
+    srv->conns.iptable = NULL;
 }

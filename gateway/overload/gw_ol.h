@@ -56,12 +56,13 @@ bool gw_ol_too_late(gw_req_t *r);
  * gw_ol_buy_shedding: whether buys are being cut now (then the user decides).
  * gw_ol_buy_admit_user: whether `user` passes the cut; false: r answered 503
  * queue_delay and counted in shed_users. Asked only while shedding.
- * gw_ol_buy_admit: the same for r->res.user_id (after the body is parsed and
- * the buyer verified), asking gw_ol_buy_shedding first. Loop thread.
+ * gw_ol_buy_admit: the same for the buy's user (NUL-terminated: the body's
+ * user_id once parsed and the buyer verified), asking gw_ol_buy_shedding
+ * first. Loop thread.
  */
 bool gw_ol_buy_shedding(gw_req_t *r);
 bool gw_ol_buy_admit_user(gw_req_t *r, const char *user, size_t len);
-bool gw_ol_buy_admit(gw_req_t *r);
+bool gw_ol_buy_admit(gw_req_t *r, const char *user);
 /*
  * PUT /admin/v1/debug/overload (--enable-debug-routes): pins every worker's
  * user cut to `cut` (0..GW_UPRIO_LEVELS: buys with priority < cut pass; all

@@ -38,6 +38,7 @@
 #include "gateway/edge/gw_edge.h"
 #include "gateway/edge/gw_upcall.h"
 #include "gateway/overload/gw_ol.h"
+#include "gateway/overload/gw_overload_t.h"
 #include "inventory/inv.h"
 #include "inventory/inv_fleet.h"
 
@@ -238,7 +239,7 @@ int gw_overload_start(gw_server_t *srv, char *errbuf, size_t errlen)
     ol->adaptive = cfg->ol_adaptive;
     ol->accept_pause = cfg->ol_accept_pause;
     ol->shed_buys = cfg->ol_shed_buys;
-    ol->redis_dep = (inv_caps(srv->inv) & INV_CAP_SHARED) != 0; /* a remote store */
+    ol->redis_dep = (inv_caps(srv->stores.inv) & INV_CAP_SHARED) != 0; /* a remote store */
     ol->spool_dep = cfg->durability == GW_DURABILITY_FSYNC;
     ol->retry_min = (unsigned)cfg->ol_retry_min_s;
     ol->retry_max = (unsigned)cfg->ol_retry_max_s;
@@ -259,8 +260,8 @@ void gw_overload_stop(gw_server_t *srv)
 {
     if (!srv->ol)
         return;
-    for (unsigned i = 0; srv->workers && i < srv->nworkers; i++)
-        CM_FREE(srv->workers[i].ol);
+    for (unsigned i = 0; srv->pool.workers && i < srv->pool.nworkers; i++)
+        CM_FREE(srv->pool.workers[i].ol);
     pthread_mutex_destroy(&srv->ol->mu);
     gw_secret_free(srv->ol->uprio_secret, GW_UPRIO_SECRET_LEN);
     CM_FREE(srv->ol);
@@ -490,8 +491,8 @@ static void evaluate(gw_server_t *srv)
     if (atomic_load(&ol->pinned) >= 0)
         return;
     uint64_t worst = 0;
-    for (unsigned i = 0; i < srv->nworkers; i++) {
-        gw_ol_worker_t *o = srv->workers[i].ol;
+    for (unsigned i = 0; i < srv->pool.nworkers; i++) {
+        gw_ol_worker_t *o = srv->pool.workers[i].ol;
         if (!o)
             continue;
         uint64_t v = atomic_load_explicit(&o->q.pub_pressure_us, memory_order_relaxed);
@@ -851,7 +852,8 @@ static bool keeps_open(gw_ol_worker_t *o)
 static bool upstream_waited(gw_req_t *r, uint64_t *waited_us)
 {
     const gw_server_t *srv = r->w->srv;
-    if (!r->hdr.req_start || srv->proxies.n == 0 || !gw_proxies_match(&srv->proxies, gw_req_peer(r)))
+    if (!r->hdr.req_start || srv->conns.proxies.n == 0 ||
+        !gw_proxies_match(&srv->conns.proxies, gw_req_peer(r)))
         return false;
     return gw_upstream_waited(r->hdr.req_start, (uint64_t)cm_wall_ms() * 1000u, waited_us);
 }
@@ -989,33 +991,39 @@ void gw_ol_overloaded(gw_req_t *r, gw_ol_reason_t reason, const char *msg, bool 
      * (as sold out and 429 are), so a refusal costs no formatting, no
      * allocation and no header building. Messages are literals: pointer compares.
      */
-    for (unsigned i = 0; i < w->ol_cache.n; i++) {
-        if (w->ol_cache.entry[i].reason == reason && w->ol_cache.entry[i].msg == msg &&
-            w->ol_cache.entry[i].retry == retry && w->ol_cache.entry[i].degraded == degraded) {
-            r->cached = w->ol_cache.entry[i].resp;
+    gw_worker_ol_cache_t *oc = w->ol_cache;
+    if (!oc)
+        oc = w->ol_cache = cm_xcalloc(1, sizeof(*oc));
+    for (unsigned i = 0; i < oc->n; i++) {
+        if (oc->entry[i].reason == reason && oc->entry[i].msg == msg &&
+            oc->entry[i].retry == retry && oc->entry[i].degraded == degraded) {
+            r->cached = oc->entry[i].resp;
             r->cached_reply = GW_R_OVERLOADED;
             return;
         }
     }
     build_overloaded(w, &r->resp, reason, msg, retry, degraded);
-    if (w->ol_cache.n == GW_OL_CACHE)
+    if (oc->n == GW_OL_CACHE)
         return; /* answered from r->resp */
     gw_prep_t *mr = gw_prep_new(&r->resp, w);
-    w->ol_cache.entry[w->ol_cache.n].reason = reason;
-    w->ol_cache.entry[w->ol_cache.n].msg = msg;
-    w->ol_cache.entry[w->ol_cache.n].retry = retry;
-    w->ol_cache.entry[w->ol_cache.n].degraded = degraded;
-    w->ol_cache.entry[w->ol_cache.n].resp = mr;
-    w->ol_cache.n++;
+    oc->entry[oc->n].reason = reason;
+    oc->entry[oc->n].msg = msg;
+    oc->entry[oc->n].retry = retry;
+    oc->entry[oc->n].degraded = degraded;
+    oc->entry[oc->n].resp = mr;
+    oc->n++;
     r->cached = mr;
     r->cached_reply = GW_R_OVERLOADED;
 }
 
 void gw_ol_cache_free(gw_worker_t *w)
 {
-    for (unsigned i = 0; i < w->ol_cache.n; i++)
-        gw_prep_free(w->ol_cache.entry[i].resp);
-    w->ol_cache.n = 0;
+    gw_worker_ol_cache_t *oc = w->ol_cache;
+    if (!oc)
+        return;
+    for (unsigned i = 0; i < oc->n; i++)
+        gw_prep_free(oc->entry[i].resp);
+    CM_FREE(w->ol_cache);
 }
 
 void gw_ol_count_shed(gw_worker_t *w, gw_crit_t c)
@@ -1066,11 +1074,11 @@ bool gw_ol_buy_admit_user(gw_req_t *r, const char *user, size_t len)
     return false;
 }
 
-bool gw_ol_buy_admit(gw_req_t *r)
+bool gw_ol_buy_admit(gw_req_t *r, const char *user)
 {
     if (!gw_ol_buy_shedding(r))
         return true;
-    return gw_ol_buy_admit_user(r, r->res.user_id, strlen(r->res.user_id));
+    return gw_ol_buy_admit_user(r, user, strlen(user));
 }
 
 void gw_ol_debug_user_cut(gw_server_t *srv, int cut)
@@ -1300,12 +1308,12 @@ void gw_overload_snapshot(gw_server_t *srv, gw_ol_snapshot_t *out)
     }
     if (ol->redis_dep) {
         uint64_t opens = 0;
-        int st = inv_redis_breaker(srv->inv, &opens);
+        int st = inv_redis_breaker(srv->stores.inv, &opens);
         out->deps[GW_DEP_REDIS].breaker = st;
         out->deps[GW_DEP_REDIS].breaker_opens = opens;
     }
-    for (unsigned i = 0; i < srv->nworkers && srv->workers; i++) {
-        gw_ol_worker_t *o = srv->workers[i].ol;
+    for (unsigned i = 0; i < srv->pool.nworkers && srv->pool.workers; i++) {
+        gw_ol_worker_t *o = srv->pool.workers[i].ol;
         if (!o)
             continue;
         uint64_t qd = atomic_load_explicit(&o->q.pub_avg_us, memory_order_relaxed);

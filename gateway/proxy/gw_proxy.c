@@ -1070,7 +1070,7 @@ static void peer_text(gw_req_t *r, char *out, size_t cap)
 static void real_ip_text(gw_req_t *r, char *out, size_t cap)
 {
     uint8_t addr[16];
-    int fam = gw_client_addr(&r->w->srv->proxies, gw_req_peer(r), gw_req_xff(r), addr);
+    int fam = gw_client_addr(&r->w->srv->conns.proxies, gw_req_peer(r), gw_req_xff(r), addr);
     out[0] = '\0';
     if (fam)
         inet_ntop(fam, addr, out, (socklen_t)cap);
@@ -1119,7 +1119,7 @@ static bool last_element(gw_req_t *r, const char *name, char *out, size_t cap)
  */
 static const char *forwarded_host(gw_req_t *r, char *buf, size_t cap)
 {
-    if (gw_proxies_match(&r->w->srv->proxies, gw_req_peer(r)) &&
+    if (gw_proxies_match(&r->w->srv->conns.proxies, gw_req_peer(r)) &&
         last_element(r, "X-Forwarded-Host", buf, cap) && reads_as_host(buf))
         return buf;
     /* An absolute-form target names the host asked for, and its Host field
@@ -1145,7 +1145,7 @@ static void scheme_fields(gw_req_t *r, gw_px_req_t *p)
 {
     const char *proto = "http";
     char v[16], line[64];
-    if (gw_proxies_match(&r->w->srv->proxies, gw_req_peer(r))) {
+    if (gw_proxies_match(&r->w->srv->conns.proxies, gw_req_peer(r))) {
         if (last_element(r, "X-Forwarded-Proto", v, sizeof(v)) && strcasecmp(v, "https") == 0)
             proto = "https";
         unsigned long port = 0;
@@ -1175,7 +1175,7 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
         answer_shed(r, p->shed_level);
         return false;
     }
-    if (!px || px->stopped || atomic_load_explicit(&w->srv->draining, memory_order_relaxed)) {
+    if (!px || px->stopped || atomic_load_explicit(&w->srv->life.draining, memory_order_relaxed)) {
         gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "gateway is shutting down");
         return false;
     }
@@ -1247,7 +1247,8 @@ bool gw_px_handle(gw_req_t *r, const char *url, const char *method)
     free(conn.buf);
     char peer[INET6_ADDRSTRLEN] = "";
     peer_text(r, peer, sizeof(peer));
-    append_xff(p, gw_proxies_match(&r->w->srv->proxies, gw_req_peer(r)) ? gw_req_xff(r) : NULL,
+    append_xff(p,
+               gw_proxies_match(&r->w->srv->conns.proxies, gw_req_peer(r)) ? gw_req_xff(r) : NULL,
                peer);
     char line[1200];
     char real_ip[INET6_ADDRSTRLEN];

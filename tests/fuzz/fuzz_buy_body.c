@@ -23,14 +23,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size > 4096)
         return 0;
-    gw_req_t *r = calloc(1, sizeof(*r));
+    gw_req_t *r = calloc(1, sizeof(gw_req_with_buy_t)); /* the buy path's part after it */
     r->body = malloc(size + 1);
     memcpy(r->body, data, size);
     r->body[size] = '\0';
     r->body_len = size;
     if (gw_buy_parse_body(r)) {
-        FZ_CHECK(inv_id_valid(r->res.user_id, strlen(r->res.user_id), INV_USER_ID_MAX));
-        FZ_CHECK(r->res.qty >= 1 && r->res.qty <= 1000);
+        const char *user = gw_req_buy(r)->res.user_id;
+        FZ_CHECK(inv_id_valid(user, strlen(user), INV_USER_ID_MAX));
+        FZ_CHECK(gw_req_buy(r)->res.qty >= 1 && gw_req_buy(r)->res.qty <= 1000);
     } else {
         FZ_CHECK(r->resp.status == 400);
         json_t *j = json_loadb(r->resp.body, r->resp.body_len, 0, NULL);
@@ -44,7 +45,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint32_t qty = 0;
         if (gw_buy_body_fast(r->body, r->body_len, opt, user, &qty)) {
             FZ_CHECK(gw_buy_parse_body_json(r, opt));
-            FZ_CHECK(strcmp(user, r->res.user_id) == 0 && qty == r->res.qty);
+            FZ_CHECK(strcmp(user, gw_req_buy(r)->res.user_id) == 0 &&
+                     qty == gw_req_buy(r)->res.qty);
         }
     }
     free(r->body);

@@ -23,6 +23,11 @@
 # 6. docs/design.md's table of the gateway's folders says what LAYERS says:
 #    its "may use" column is LAYERS' list, its "header" column every header of
 #    the folder.
+# 7. The transport and the overload control compile without the types of the
+#    folders above them: no file under gateway/edge/ or gateway/overload/
+#    includes a header of buy, proxy, http or ctl, directly or through the
+#    headers it includes (an include closure over the gateway's files, which
+#    names the chain that reaches one).
 #
 # Usage: gateway_interfaces.sh <source dir> [<libflashgate_gateway.a> [<other library>...]]
 #        gateway_interfaces.sh --selftest <source dir> <libflashgate_gateway.a>
@@ -156,6 +161,43 @@ file_cycles() { # file_cycles <source dir> [<library>...]: 0 if every cycle is i
             }
             exit bad
         }'
+}
+
+# The folders whose closure check 7 walks, and the folders it may not reach.
+CLOSED='gateway/edge gateway/overload'
+UPPER='buy proxy http ctl'
+
+include_closure() { # include_closure <source dir>: 0 if no file of CLOSED reaches UPPER
+    (cd "$1" && find gateway -name '*.[ch]' | sort | xargs awk -v closed="$CLOSED" -v upper="$UPPER" '
+        /^[[:space:]]*#[[:space:]]*include[[:space:]]*"gateway\// {
+            inc = $0; sub(/^[^"]*"/, "", inc); sub(/".*/, "", inc)
+            if (!((FILENAME, inc) in e)) { e[FILENAME, inc] = 1; out[FILENAME] = out[FILENAME] " " inc }
+        }
+        FNR == 1 { files[++n] = FILENAME }
+        END {
+            nc = split(closed, cl, " "); nu = split(upper, up, " ")
+            for (i = 1; i <= n; i++) {
+                f = files[i]; keep = 0
+                for (k = 1; k <= nc; k++) if (index(f, cl[k] "/") == 1) keep = 1
+                if (!keep) continue
+                # breadth first from f: via[x] = the file that included x
+                delete via; delete q; qh = 1; qt = 1; q[1] = f; via[f] = ""
+                while (qh <= qt) {
+                    x = q[qh++]; m = split(out[x], ia, " ")
+                    for (j = 1; j <= m; j++) {
+                        y = ia[j]
+                        if (y in via) continue
+                        via[y] = x; q[++qt] = y
+                        split(y, p, "/")
+                        for (k = 1; k <= nu; k++) if (p[2] == up[k]) {
+                            chain = y; z = x
+                            while (z != "") { chain = z " -> " chain; z = via[z] }
+                            printf "%s reaches %s: %s\n", f, y, chain
+                        }
+                    }
+                }
+            }
+        }')
 }
 
 design_table() { # design_table <source dir>: docs/design.md's folder table against LAYERS
@@ -294,6 +336,14 @@ check() { # check <source dir> [<library> [<other library>...]]
         fi
     fi
 
+    # 7. the include closure of edge and overload
+    out=$(include_closure "$src")
+    if [ -n "$out" ]; then
+        printf '%s\n' "$out" >&2
+        echo "edge and overload compile without the types of $UPPER: hold that state behind a pointer (gateway/base/gw_types.h)" >&2
+        bad=1
+    fi
+
     # 5. cycles between the files of a folder; 6. the design's table
     shift
     file_cycles "$src" "$@" || bad=1
@@ -348,6 +398,10 @@ selftest() { # selftest <source dir> <library> (sh has no local variables: check
     ${CC:-cc} -c -o "$tmp/up/gw_zz_edge.c.o" "$tmp/up/gateway/edge/gw_zz_edge.c" &&
         ar rc "$tmp/up/lib.a" "$tmp/up/gw_zz_edge.c.o" || return 1
     expect_fail up "a call from edge into http outside the upcall list" "edge may not use http"
+    # a base header that edge includes through gw_types.h pulls in buy's types
+    plant clo
+    echo '#include "gateway/buy/gw_buy_t.h"' >>"$tmp/clo/gateway/base/gw_limit.h"
+    expect_fail clo "buy's types reached from edge through base" "gw_h1.c reaches gateway/buy/gw_buy_t.h: .*gateway/base/gw_limit.h -> gateway/buy/gw_buy_t.h"
     # two headers of a folder include each other
     plant hcyc
     printf '#include "gateway/base/gw_zz_b.h"\n' >"$tmp/hcyc/gateway/base/gw_zz_a.h"

@@ -124,7 +124,7 @@ static void test_key_file_not_a_key(void **st)
         if (rc == 0)
             fail_msg("a key file with %s was loaded", bad[i].what);
         assert_non_null(strstr(t->why, "does not hold a key"));
-        assert_null(t->srv.status_key);
+        assert_null(t->srv.node.status_key);
         tk_free(t);
     }
 }
@@ -137,7 +137,7 @@ static void test_key_file_readable_by_others(void **st)
     put_file(t, KEY_HEX "\n", 65, 0640);
     assert_int_not_equal(load(t), 0);
     assert_non_null(strstr(t->why, "readable by others"));
-    assert_null(t->srv.status_key);
+    assert_null(t->srv.node.status_key);
     tk_free(t);
 }
 
@@ -156,7 +156,7 @@ static void test_key_file_symlink(void **st)
     assert_int_equal(symlink(target, t->path), 0);
     assert_int_not_equal(load(t), 0);
     assert_non_null(strstr(t->why, "is a symbolic link"));
-    assert_null(t->srv.status_key);
+    assert_null(t->srv.node.status_key);
     tk_free(t);
 }
 
@@ -177,7 +177,7 @@ static void test_key_file_not_regular(void **st)
     assert_int_equal(mkdir(t->path, 0700), 0);
     assert_int_not_equal(load(t), 0);
     assert_non_null(strstr(t->why, "not a regular file"));
-    assert_null(t->srv.status_key);
+    assert_null(t->srv.node.status_key);
     tk_free(t);
 }
 

@@ -46,21 +46,21 @@ static void acc_open(acc_t *m)
     assert_non_null(mkdtemp(m->dir));
     snprintf(m->cfg.data_dir, sizeof(m->cfg.data_dir), "%s", m->dir);
     m->srv.cfg = &m->cfg;
-    m->srv.node_id = 1;
+    m->srv.node.id = 1;
     char why[256] = "", spdir[128];
-    assert_int_equal(inv_open(&m->srv.inv, "memory", NULL, 16, why, sizeof(why)), 0);
+    assert_int_equal(inv_open(&m->srv.stores.inv, "memory", NULL, 16, why, sizeof(why)), 0);
     snprintf(spdir, sizeof(spdir), "%s/spool", m->dir);
     oq_spool_opts_t so = {.dir = spdir, .durability = OQ_DURABILITY_FSYNC};
-    assert_int_equal(oq_spool_open(&m->srv.spool, &so, why, sizeof(why)), 0);
-    m->srv.orders = gw_orders_new(1000);
-    assert_int_equal(inv_worker_open(m->srv.inv, NULL, &m->w), 0);
+    assert_int_equal(oq_spool_open(&m->srv.stores.spool, &so, why, sizeof(why)), 0);
+    m->srv.stores.orders = gw_orders_new(1000);
+    assert_int_equal(inv_worker_open(m->srv.stores.inv, NULL, &m->w), 0);
     int64_t now = cm_wall_ms();
     inv_sale_def_t def = {
         .stock = 2, .per_user_limit = 1, .starts_at_ms = now - 10000, .ends_at_ms = now + 3600000};
     snprintf(def.sale_id, sizeof(def.sale_id), "s1");
     inv_sale_info_t info;
-    assert_int_equal(inv_sale_put(m->srv.inv, &def, &info, why, sizeof(why)), 0);
-    m->sale = inv_sale_find(m->srv.inv, "s1");
+    assert_int_equal(inv_sale_put(m->srv.stores.inv, &def, &info, why, sizeof(why)), 0);
+    m->sale = inv_sale_find(m->srv.stores.inv, "s1");
     assert_non_null(m->sale);
     snprintf(m->sale_id, sizeof(m->sale_id), "s1");
     m->x = gw_acceptor(&m->srv);
@@ -73,9 +73,9 @@ static void acc_open(acc_t *m)
 static void acc_close(acc_t *m)
 {
     inv_worker_close(m->w);
-    gw_orders_free(m->srv.orders);
-    oq_spool_close(m->srv.spool);
-    inv_close(m->srv.inv);
+    gw_orders_free(m->srv.stores.orders);
+    oq_spool_close(m->srv.stores.spool);
+    inv_close(m->srv.stores.inv);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", m->dir);
     assert_int_equal(system(cmd), 0);
@@ -116,12 +116,12 @@ static void test_accept_then_known(void **st)
     assert_string_equal(a.o.user_id, "acct-p1");
     assert_string_equal(oq_order_person(&a.o), "p1");
     assert_int_equal(a.o.accepted_at_ms, 1234);
-    assert_false(gw_orders_get(m->srv.orders, ID(m, 1), NULL)); /* not before it is durable */
+    assert_false(gw_orders_get(m->srv.stores.orders, ID(m, 1), NULL)); /* not before it is durable */
     gw_accept_commit(&m->x, &a, 1);
     assert_true(a.durable);
     gw_accept_publish(&m->x, &a, 1);
     oq_order_t o;
-    assert_true(gw_orders_get(m->srv.orders, ID(m, 1), &o));
+    assert_true(gw_orders_get(m->srv.stores.orders, ID(m, 1), &o));
     assert_int_equal(o.qty, 1);
     gw_accept_t f;
     assert_int_equal(gw_accept_find(&m->x, ID(m, 1), &f), 1);
@@ -151,9 +151,9 @@ static void test_outcomes(void **st)
     gw_accept_commit(&m->x, a, 2); /* a batch: one wait for the last */
     assert_true(a[0].durable && a[1].durable);
     gw_accept_publish(&m->x, a, 2);
-    assert_true(gw_orders_get(m->srv.orders, ID(m, 1), NULL));
-    assert_true(gw_orders_get(m->srv.orders, ID(m, 3), NULL));
-    assert_false(gw_orders_get(m->srv.orders, ID(m, 2), NULL));
+    assert_true(gw_orders_get(m->srv.stores.orders, ID(m, 1), NULL));
+    assert_true(gw_orders_get(m->srv.stores.orders, ID(m, 3), NULL));
+    assert_false(gw_orders_get(m->srv.stores.orders, ID(m, 2), NULL));
     assert_int_equal(gw_accept_find(&m->x, ID(m, 2), &x), 0);
     assert_int_equal(gw_accept_find(&m->x, ID(m, 4), &x), 0);
     acc_close(m);
@@ -172,7 +172,7 @@ static void test_commit_fails(void **st)
     inv_reserve_req_t rq;
     gw_accept_t a, b;
     assert_int_equal(take(m, "p1", ID(m, 1), &rq, &a), GW_ACCEPT_SPOOLED);
-    oq__spool_fail_next_sync(m->srv.spool);
+    oq__spool_fail_next_sync(m->srv.stores.spool);
     gw_accept_commit(&m->x, &a, 1);
     assert_false(a.durable);
     assert_int_equal(take(m, "p2", ID(m, 2), &rq, &b), GW_ACCEPT_SPOOL_REFUSED);
@@ -200,9 +200,9 @@ static void test_publish_found(void **st)
     gw_accept_commit(&m->x, &a, 1);
     assert_true(a.durable);
     assert_int_equal(gw_accept_find(&m->x, ID(m, 1), &f), 1);
-    assert_false(gw_orders_get(m->srv.orders, ID(m, 1), NULL));
+    assert_false(gw_orders_get(m->srv.stores.orders, ID(m, 1), NULL));
     gw_accept_publish(&m->x, &f, 1);
-    assert_true(gw_orders_get(m->srv.orders, ID(m, 1), NULL));
+    assert_true(gw_orders_get(m->srv.stores.orders, ID(m, 1), NULL));
     acc_close(m);
     free(m);
 }

@@ -6,7 +6,7 @@
  * not started, ended, body and qty bounds, the per-user limit (the sale's
  * terms, then the inventory's count), sold out, and a keyed retry (in
  * progress while its original waits for the spool, replayed once durable).
- * A reserved order is held in the worker's spool batch (w->buy.spool_wait):
+ * A reserved order is held in the worker's spool batch (w->buy->spool_wait):
  * its write and 202 are the loop's (integration.37-spool-burst).
  */
 #include "gateway/buy/gw_buy.h"
@@ -34,6 +34,7 @@ typedef struct rig {
     gw_config_t cfg;
     gw_server_t srv;
     gw_worker_t w;
+    gw_worker_buy_t wbuy; /* w.buy */
     gw_req_t *held[8];
     unsigned nheld;
 } rig_t;
@@ -47,23 +48,24 @@ static int rig_setup(void **state)
     snprintf(g->cfg.data_dir, sizeof(g->cfg.data_dir), "%s", g->dir);
     gw_server_t *srv = &g->srv;
     srv->cfg = &g->cfg;
-    srv->node_id = 1;
-    srv->node_since_ms = cm_wall_ms() - 1;
-    srv->max_held = 100;
+    srv->node.id = 1;
+    srv->node.since_ms = cm_wall_ms() - 1;
+    srv->pool.max_held = 100;
     char why[256] = "", spdir[128];
-    assert_int_equal(inv_open(&srv->inv, "memory", NULL, 64, why, sizeof(why)), 0);
+    assert_int_equal(inv_open(&srv->stores.inv, "memory", NULL, 64, why, sizeof(why)), 0);
     snprintf(spdir, sizeof(spdir), "%s/spool", g->dir);
     oq_spool_opts_t so = {.dir = spdir, .durability = OQ_DURABILITY_FSYNC};
-    assert_int_equal(oq_spool_open(&srv->spool, &so, why, sizeof(why)), 0);
-    srv->orders = gw_orders_new(1000);
-    srv->limits = gw_limits_new(1000); /* every rate 0: off */
-    assert_non_null(srv->limits);
-    cm_id_gen_init(&srv->ids, 1);
+    assert_int_equal(oq_spool_open(&srv->stores.spool, &so, why, sizeof(why)), 0);
+    srv->stores.orders = gw_orders_new(1000);
+    srv->stores.limits = gw_limits_new(1000); /* every rate 0: off */
+    assert_non_null(srv->stores.limits);
+    cm_id_gen_init(&srv->node.ids, 1);
     gw_worker_t *w = &g->w;
     w->srv = srv;
-    assert_int_equal(inv_worker_open(srv->inv, NULL, &w->inv), 0);
-    w->buy.spool_wait_tail = &w->buy.spool_wait;
-    w->buy.sync_wait_tail = &w->buy.sync_wait;
+    w->buy = &g->wbuy;
+    assert_int_equal(inv_worker_open(srv->stores.inv, NULL, &w->inv), 0);
+    w->buy->spool_wait_tail = &w->buy->spool_wait;
+    w->buy->sync_wait_tail = &w->buy->sync_wait;
     pthread_mutex_init(&w->hh_mu, NULL);
     cm_topk_init(&w->hh_users);
     cm_topk_init(&w->hh_ips);
@@ -80,10 +82,10 @@ static int rig_teardown(void **state)
     gw_buy_prep_free(&g->w);
     pthread_mutex_destroy(&g->w.hh_mu);
     inv_worker_close(g->w.inv);
-    gw_limits_free(g->srv.limits);
-    gw_orders_free(g->srv.orders);
-    oq_spool_close(g->srv.spool);
-    inv_close(g->srv.inv);
+    gw_limits_free(g->srv.stores.limits);
+    gw_orders_free(g->srv.stores.orders);
+    oq_spool_close(g->srv.stores.spool);
+    inv_close(g->srv.stores.inv);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g->dir);
     assert_int_equal(system(cmd), 0);
@@ -103,7 +105,7 @@ static void sale(rig_t *g, const char *id, int64_t stock, uint32_t per_user, int
     snprintf(def.sale_id, sizeof(def.sale_id), "%s", id);
     inv_sale_info_t info;
     char why[256] = "";
-    assert_int_equal(inv_sale_put(g->srv.inv, &def, &info, why, sizeof(why)), 0);
+    assert_int_equal(inv_sale_put(g->srv.stores.inv, &def, &info, why, sizeof(why)), 0);
 }
 
 /* POST /v1/sales/{id}/orders with body (and an Idempotency-Key if key): the
@@ -112,7 +114,7 @@ static void sale(rig_t *g, const char *id, int64_t stock, uint32_t per_user, int
 static gw_reply_t buy(rig_t *g, const char *id, const char *body, const char *key, bool *held,
                       gw_req_t **out)
 {
-    gw_req_t *r = calloc(1, sizeof(*r));
+    gw_req_t *r = calloc(1, sizeof(gw_req_with_buy_t)); /* the buy path's part after it */
     assert_non_null(r);
     r->w = &g->w;
     r->method = "POST";
@@ -175,7 +177,7 @@ static void test_refusals_before_the_reserve(void **state)
     assert_int_equal(buy(g, "live", "{\"user_id\":\"u1\"}", "bad key", NULL, NULL),
                      GW_R_BAD_REQUEST);
     /* nothing was reserved or held */
-    assert_null(g->w.buy.spool_wait);
+    assert_null(g->w.buy->spool_wait);
     assert_int_equal(g->w.suspended, 0);
 }
 
@@ -189,13 +191,13 @@ static void test_reserve_then_limits(void **state)
                      GW_R_ACCEPTED);
     assert_true(held);
     /* held in this iteration's spool batch, its order filled in */
-    assert_ptr_equal(g->w.buy.spool_wait, r);
+    assert_ptr_equal(g->w.buy->spool_wait, r);
     assert_int_equal(g->w.suspended, 1);
-    assert_true(g->w.buy.spool_wait_bytes > 0);
-    assert_string_equal(r->order.sale_id, "s1");
-    assert_string_equal(r->order.user_id, "u1");
-    assert_int_equal(r->order.qty, 2);
-    assert_true(r->order.order_id[0] != '\0');
+    assert_true(g->w.buy->spool_wait_bytes > 0);
+    assert_string_equal(gw_req_buy(r)->order.sale_id, "s1");
+    assert_string_equal(gw_req_buy(r)->order.user_id, "u1");
+    assert_int_equal(gw_req_buy(r)->order.qty, 2);
+    assert_true(gw_req_buy(r)->order.order_id[0] != '\0');
     /* the inventory's per-user count: u1 holds 2 of 2 */
     assert_int_equal(buy(g, "s1", "{\"user_id\":\"u1\"}", NULL, NULL, NULL), GW_R_LIMIT_PER_USER);
     /* the last unit, then sold out: from the inventory, then the prepared answer */
@@ -220,11 +222,11 @@ static void test_keyed_retry(void **state)
     assert_int_equal(buy(g, "s1", "{\"user_id\":\"u1\"}", "k-1", NULL, NULL), GW_R_UNAVAILABLE);
     /* durable (what the spool write does: the order table knows it): replayed,
      * with the original's id, though the sale has sold out since */
-    assert_true(gw_orders_put(g->srv.orders, &first->order));
+    assert_true(gw_orders_put(g->srv.stores.orders, &gw_req_buy(first)->order));
     gw_req_t *r = NULL;
     assert_int_equal(buy(g, "s1", "{\"user_id\":\"u1\"}", "k-1", &held, &r), GW_R_ACCEPTED);
     assert_false(held);
-    assert_non_null(strstr(r->resp.body, first->order.order_id));
+    assert_non_null(strstr(r->resp.body, gw_req_buy(first)->order.order_id));
     free(r);
     /* another key on the sold-out sale holds no order (the sale's key set):
      * the sold-out answer, before anything keyed by the user */
@@ -259,14 +261,14 @@ static void test_not_started_prepared(void **state)
     assert_int_equal(buy(g, "later", "{\"user_id\":\"u3\"}", NULL, NULL, &c), GW_R_NOT_STARTED);
     assert_true(prep_has(c->cached, "Retry-After: 4\r\n"));
     assert_true(prep_has(c->cached, "\"retry_after\":4}"));
-    assert_int_equal(g->w.buy.nnot_started, 2);
+    assert_int_equal(g->w.buy->nnot_started, 2);
     free(a);
     free(b);
     free(c);
     free(o);
     /* more sales than slots: each still answered with its own, the cache bounded */
     char id[16];
-    for (unsigned i = 0; i < CM_ARRAY_LEN(g->w.buy.not_started_cache) + 3; i++) {
+    for (unsigned i = 0; i < CM_ARRAY_LEN(g->w.buy->not_started_cache) + 3; i++) {
         snprintf(id, sizeof(id), "s%u", i);
         sale(g, id, 10, 2, 60000, 3600000);
         assert_int_equal(buy(g, id, "{\"user_id\":\"u1\"}", NULL, NULL, &a), GW_R_NOT_STARTED);
@@ -275,7 +277,7 @@ static void test_not_started_prepared(void **state)
         assert_true(prep_has(a->cached, want));
         free(a);
     }
-    assert_int_equal(g->w.buy.nnot_started, CM_ARRAY_LEN(g->w.buy.not_started_cache));
+    assert_int_equal(g->w.buy->nnot_started, CM_ARRAY_LEN(g->w.buy->not_started_cache));
 }
 
 /* The in-place body reading with identity on (user_id optional): what jansson's
@@ -296,13 +298,14 @@ static void test_body_fast_user_optional(void **state)
             assert_int_equal(fast, opt ? fast_opt[i] : fast_req[i]);
             if (!fast)
                 continue;
-            gw_req_t r;
-            memset(&r, 0, sizeof(r));
-            r.body = (char *)bodies[i];
-            r.body_len = strlen(bodies[i]);
-            assert_true(gw_buy_parse_body_json(&r, opt));
-            assert_string_equal(user, r.res.user_id);
-            assert_int_equal(qty, r.res.qty);
+            gw_req_with_buy_t rb;
+            memset(&rb, 0, sizeof(rb));
+            gw_req_t *r = &rb.r;
+            r->body = (char *)bodies[i];
+            r->body_len = strlen(bodies[i]);
+            assert_true(gw_buy_parse_body_json(r, opt));
+            assert_string_equal(user, gw_req_buy(r)->res.user_id);
+            assert_int_equal(qty, gw_req_buy(r)->res.qty);
         }
     }
 }

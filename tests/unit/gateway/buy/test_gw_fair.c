@@ -286,23 +286,23 @@ static void mini_open_fs(mini_t *m, const oq_fs_ops_t *fs, uint64_t segment_byte
     snprintf(m->cfg.data_dir, sizeof(m->cfg.data_dir), "%s", m->dir);
     snprintf(m->cfg.inventory, sizeof(m->cfg.inventory), "memory");
     m->srv.cfg = &m->cfg;
-    m->srv.node_id = 1;
+    m->srv.node.id = 1;
     char why[256] = "", spdir[128];
-    assert_int_equal(inv_open(&m->srv.inv, "memory", NULL, 16, why, sizeof(why)), 0);
+    assert_int_equal(inv_open(&m->srv.stores.inv, "memory", NULL, 16, why, sizeof(why)), 0);
     snprintf(spdir, sizeof(spdir), "%s/spool", m->dir);
     oq_spool_opts_t so = {
         .dir = spdir, .durability = OQ_DURABILITY_FSYNC, .fs = fs, .segment_bytes = segment_bytes};
-    assert_int_equal(oq_spool_open(&m->srv.spool, &so, why, sizeof(why)), 0);
-    m->srv.orders = gw_orders_new(1000);
+    assert_int_equal(oq_spool_open(&m->srv.stores.spool, &so, why, sizeof(why)), 0);
+    m->srv.stores.orders = gw_orders_new(1000);
     assert_int_equal(gw_fair_open(&m->srv, gw_acceptor(&m->srv), why, sizeof(why)), 0);
 }
 
 static void mini_close(mini_t *m)
 {
     gw_fair_close(&m->srv);
-    gw_orders_free(m->srv.orders);
-    oq_spool_close(m->srv.spool);
-    inv_close(m->srv.inv);
+    gw_orders_free(m->srv.stores.orders);
+    oq_spool_close(m->srv.stores.spool);
+    inv_close(m->srv.stores.inv);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", m->dir);
     assert_int_equal(system(cmd), 0);
@@ -319,7 +319,7 @@ static gw_fair_sale_t *mini_lottery(mini_t *m, int64_t stock, int64_t now, int64
                           .ends_at_ms = now + 3600000};
     snprintf(def.sale_id, sizeof(def.sale_id), "s1");
     inv_sale_info_t info;
-    assert_int_equal(inv_sale_put(m->srv.inv, &def, &info, why, sizeof(why)), 0);
+    assert_int_equal(inv_sale_put(m->srv.stores.inv, &def, &info, why, sizeof(why)), 0);
     assert_int_equal(gw_fair_configure(&m->srv, "s1", 1000, 0, 0, why, sizeof(why)), 0);
     gw_fair_sale_t *fs = gw_fair_find(m->srv.fair, "s1");
     assert_non_null(fs);
@@ -359,7 +359,7 @@ static void test_draw_commit_fails(void **st)
         t.entered_at_ms = now - 9000;
         assert_int_equal(gw_fair_enter(fs, &t, NULL), 0);
     }
-    oq__spool_fail_next_sync(m->srv.spool);
+    oq__spool_fail_next_sync(m->srv.stores.spool);
     mini_draw(m, fs, starts_at_ms);
     for (int i = 0; i < 3; i++) {
         char id[16];
@@ -367,7 +367,7 @@ static void test_draw_commit_fails(void **st)
         gw_fair_ticket_t t;
         assert_true(gw_fair_lookup(m->srv.fair, id, &t));
         assert_int_equal(t.state, GW_ENTRY_LOST);
-        assert_false(gw_orders_get(m->srv.orders, id, NULL));
+        assert_false(gw_orders_get(m->srv.stores.orders, id, NULL));
     }
     mini_close(m);
     free(m);
@@ -466,18 +466,19 @@ static void test_draw_winner_durable_before_a_later_failure(void **st)
     assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
     /* the draw appended the first winner and waits for segment 2 (mutex released) */
     oq_spool_stats_t ss;
-    oq_spool_stats(m->srv.spool, &ss);
+    oq_spool_stats(m->srv.stores.spool, &ss);
     for (int i = 0; i < 5000 && ss.rolls_inline == 0; i++) {
         usleep(1000);
-        oq_spool_stats(m->srv.spool, &ss);
+        oq_spool_stats(m->srv.stores.spool, &ss);
     }
     assert_int_equal(ss.rolls_inline, 1);
     assert_int_equal(ss.appended_records, 1);
-    assert_int_equal(oq_spool_sync(m->srv.spool), 0); /* the first winner's record: durable */
+    assert_int_equal(oq_spool_sync(m->srv.stores.spool),
+                     0); /* the first winner's record: durable */
     /* another thread's record, and its fdatasync fails */
-    assert_int_equal(oq_spool_append_event(m->srv.spool, "{}", 2), 0);
-    oq__spool_fail_next_sync(m->srv.spool);
-    assert_int_equal(oq_spool_sync(m->srv.spool), CM_EIO);
+    assert_int_equal(oq_spool_append_event(m->srv.stores.spool, "{}", 2), 0);
+    oq__spool_fail_next_sync(m->srv.stores.spool);
+    assert_int_equal(oq_spool_sync(m->srv.stores.spool), CM_EIO);
     atomic_store(&create_gate, 2);
     for (int i = 0; i < 500 && gw_fair_phase(fs, starts_at_ms, cm_wall_ms()) != GW_FAIR_OPEN; i++)
         usleep(10000);
@@ -488,15 +489,15 @@ static void test_draw_winner_durable_before_a_later_failure(void **st)
         assert_true(gw_fair_lookup(m->srv.fair, id[i], &t));
         if (t.state == GW_ENTRY_WON) {
             won++;
-            assert_true(gw_orders_get(m->srv.orders, id[i], NULL));
+            assert_true(gw_orders_get(m->srv.stores.orders, id[i], NULL));
         } else {
             assert_int_equal(t.state, GW_ENTRY_LOST);
-            assert_false(gw_orders_get(m->srv.orders, id[i], NULL));
+            assert_false(gw_orders_get(m->srv.stores.orders, id[i], NULL));
         }
     }
     assert_int_equal(won, 1);
     int orders = 0;
-    oq_spool_scan(m->srv.spool, (oq_pos_t){0, 0}, orders_cb, &orders);
+    oq_spool_scan(m->srv.stores.spool, (oq_pos_t){0, 0}, orders_cb, &orders);
     assert_int_equal(orders, 1); /* the winner's order, in what the relay reads */
     gw_releaser_stop(&m->srv);
     mini_close(m);
@@ -674,7 +675,7 @@ static void test_idem_dash_survives_restart(void **st)
         .stock = 10, .per_user_limit = 1, .starts_at_ms = now - 10000, .ends_at_ms = now + 3600000};
     snprintf(def.sale_id, sizeof(def.sale_id), "s1");
     inv_sale_info_t info;
-    assert_int_equal(inv_sale_put(m->srv.inv, &def, &info, why, sizeof(why)), 0);
+    assert_int_equal(inv_sale_put(m->srv.stores.inv, &def, &info, why, sizeof(why)), 0);
     assert_int_equal(gw_fair_configure(&m->srv, "s1", 1000, 0, 0, why, sizeof(why)), 0);
     gw_fair_sale_t *fs = gw_fair_find(m->srv.fair, "s1");
     const char *keys[2] = {NULL, "-"};
@@ -708,7 +709,7 @@ static void test_idem_dash_survives_restart(void **st)
     assert_int_equal(gw_fair_phase(fs, def.starts_at_ms, cm_wall_ms()), GW_FAIR_OPEN);
     idem_seen_t seen;
     memset(&seen, 0, sizeof(seen));
-    oq_spool_scan(m->srv.spool, (oq_pos_t){0, 0}, idem_cb, &seen);
+    oq_spool_scan(m->srv.stores.spool, (oq_pos_t){0, 0}, idem_cb, &seen);
     assert_int_equal(seen.orders, 3);
     assert_string_equal(seen.idem[0], "");
     assert_string_equal(seen.idem[1], "-");
@@ -785,7 +786,7 @@ static void test_person_entry(void **st)
 
     person_seen_t seen;
     memset(&seen, 0, sizeof(seen));
-    oq_spool_scan(m->srv.spool, (oq_pos_t){0, 0}, person_cb, &seen);
+    oq_spool_scan(m->srv.stores.spool, (oq_pos_t){0, 0}, person_cb, &seen);
     assert_int_equal(seen.n, 4);
     int found = 0;
     for (int i = 0; i < seen.n; i++) {
@@ -807,9 +808,9 @@ static void test_person_entry(void **st)
     }
     assert_int_equal(found, 4);
     uint32_t units = 9;
-    assert_int_equal(inv_user_units(m->srv.inv, "s1", "P", &units), 0);
+    assert_int_equal(inv_user_units(m->srv.stores.inv, "s1", "P", &units), 0);
     assert_int_equal(units, 1);
-    assert_int_equal(inv_user_units(m->srv.inv, "s1", "a1", &units), 0);
+    assert_int_equal(inv_user_units(m->srv.stores.inv, "s1", "a1", &units), 0);
     assert_int_equal(units, 0);
     mini_close(m);
     free(m);
@@ -868,9 +869,9 @@ static int replay_cb(const oq_rec_t *rec, void *ctx)
     mini_t *m = ctx;
     if (rec->type == OQ_REC_ORDER) {
         const oq_order_t *o = rec->order;
-        inv_replay(m->srv.inv, o->sale_id, o->user_id, o->qty, o->order_id, o->idem_key);
-        gw_orders_put(m->srv.orders, o);
-        gw_orders_set_status(m->srv.orders, o->order_id, NULL, OQ_STATUS_SETTLED, NULL);
+        inv_replay(m->srv.stores.inv, o->sale_id, o->user_id, o->qty, o->order_id, o->idem_key);
+        gw_orders_put(m->srv.stores.orders, o);
+        gw_orders_set_status(m->srv.stores.orders, o->order_id, NULL, OQ_STATUS_SETTLED, NULL);
     }
     return 0;
 }
@@ -880,18 +881,18 @@ static int replay_cb(const oq_rec_t *rec, void *ctx)
 static void mini_replay(mini_t *m, const inv_sale_def_t *def, uint64_t max_known)
 {
     char why[256] = "";
-    inv_close(m->srv.inv);
-    assert_int_equal(inv_open(&m->srv.inv, "memory", NULL, 16, why, sizeof(why)), 0);
+    inv_close(m->srv.stores.inv);
+    assert_int_equal(inv_open(&m->srv.stores.inv, "memory", NULL, 16, why, sizeof(why)), 0);
     inv_sale_info_t info;
-    assert_int_equal(inv_sale_put(m->srv.inv, def, &info, why, sizeof(why)), 0);
-    gw_orders_free(m->srv.orders);
-    m->srv.orders = gw_orders_new(max_known);
-    oq_spool_close(m->srv.spool);
+    assert_int_equal(inv_sale_put(m->srv.stores.inv, def, &info, why, sizeof(why)), 0);
+    gw_orders_free(m->srv.stores.orders);
+    m->srv.stores.orders = gw_orders_new(max_known);
+    oq_spool_close(m->srv.stores.spool);
     char spdir[128];
     snprintf(spdir, sizeof(spdir), "%s/spool", m->dir);
     oq_spool_opts_t so = {.dir = spdir, .durability = OQ_DURABILITY_FSYNC};
-    assert_int_equal(oq_spool_open(&m->srv.spool, &so, why, sizeof(why)), 0);
-    oq_spool_scan(m->srv.spool, (oq_pos_t){0, 0}, replay_cb, m);
+    assert_int_equal(oq_spool_open(&m->srv.stores.spool, &so, why, sizeof(why)), 0);
+    oq_spool_scan(m->srv.stores.spool, (oq_pos_t){0, 0}, replay_cb, m);
 }
 
 /*
@@ -915,7 +916,7 @@ static void test_resumed_draw_reserves_once(void **st)
         .stock = 10, .per_user_limit = 2, .starts_at_ms = now - 10000, .ends_at_ms = now + 3600000};
     snprintf(def.sale_id, sizeof(def.sale_id), "s1");
     inv_sale_info_t info;
-    assert_int_equal(inv_sale_put(m->srv.inv, &def, &info, why, sizeof(why)), 0);
+    assert_int_equal(inv_sale_put(m->srv.stores.inv, &def, &info, why, sizeof(why)), 0);
     assert_int_equal(gw_fair_configure(&m->srv, "s1", 1000, 0, 0, why, sizeof(why)), 0);
     gw_fair_sale_t *fs = gw_fair_find(m->srv.fair, "s1");
     assert_non_null(fs);
@@ -950,11 +951,12 @@ static void test_resumed_draw_reserves_once(void **st)
         snprintf(o.user_id, sizeof(o.user_id), "x%d", i);
         o.qty = 1;
         o.status = OQ_STATUS_SETTLED;
-        gw_orders_put(m->srv.orders, &o);
+        gw_orders_put(m->srv.stores.orders, &o);
     }
     for (int i = 0; i < N; i++)
-        assert_int_equal(gw_orders_lookup(m->srv.orders, cnt.ids[i], NULL), GW_ORDERS_EXPIRED);
-    assert_int_equal(inv_sale_get(m->srv.inv, "s1", &info), 0);
+        assert_int_equal(gw_orders_lookup(m->srv.stores.orders, cnt.ids[i], NULL),
+                         GW_ORDERS_EXPIRED);
+    assert_int_equal(inv_sale_get(m->srv.stores.inv, "s1", &info), 0);
     assert_int_equal(info.accepted_units, N); /* the winners, held again by the replay */
 
     assert_int_equal(gw_fair_open(&m->srv, gw_acceptor(&m->srv), why, sizeof(why)), 0);
@@ -963,7 +965,7 @@ static void test_resumed_draw_reserves_once(void **st)
     assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
     wait_drawn(fs, def.starts_at_ms);
 
-    oq_spool_scan(m->srv.spool, (oq_pos_t){0, 0}, count_cb, &cnt);
+    oq_spool_scan(m->srv.stores.spool, (oq_pos_t){0, 0}, count_cb, &cnt);
     for (int i = 0; i < N; i++) {
         assert_int_equal(cnt.n[i], 1); /* one order per winner */
         gw_fair_ticket_t t;
@@ -971,7 +973,7 @@ static void test_resumed_draw_reserves_once(void **st)
         assert_int_equal(t.state, GW_ENTRY_WON);
     }
     assert_int_equal(cnt.orders, N);
-    assert_int_equal(inv_sale_get(m->srv.inv, "s1", &info), 0);
+    assert_int_equal(inv_sale_get(m->srv.stores.inv, "s1", &info), 0);
     assert_int_equal(info.accepted_units, N);
     assert_int_equal(info.stock_left, 10 - N);
     json_t *d = gw_fair_draw_json(m->srv.fair, "s1");
@@ -992,11 +994,12 @@ static void test_resumed_draw_reserves_once(void **st)
         snprintf(o.user_id, sizeof(o.user_id), "y%d", i);
         o.qty = 1;
         o.status = OQ_STATUS_SETTLED;
-        gw_orders_put(m->srv.orders, &o);
+        gw_orders_put(m->srv.stores.orders, &o);
     }
     assert_int_equal(gw_fair_open(&m->srv, gw_acceptor(&m->srv), why, sizeof(why)), 0);
     for (int i = 0; i < N; i++) {
-        assert_int_equal(gw_orders_lookup(m->srv.orders, cnt.ids[i], NULL), GW_ORDERS_EXPIRED);
+        assert_int_equal(gw_orders_lookup(m->srv.stores.orders, cnt.ids[i], NULL),
+                         GW_ORDERS_EXPIRED);
         gw_fair_ticket_t t;
         assert_true(gw_fair_lookup(m->srv.fair, cnt.ids[i], &t));
         assert_int_equal(t.state, GW_ENTRY_WON);
@@ -1086,10 +1089,10 @@ static void test_seed_read_back_unsynced(void **st)
     json_t *d = gw_fair_draw_json(m->srv.fair, "s1");
     assert_int_equal(json_integer_value(json_object_get(d, "won_orders")), 0);
     json_decref(d);
-    oq_spool_scan(m->srv.spool, (oq_pos_t){0, 0}, count_cb, &cnt);
+    oq_spool_scan(m->srv.stores.spool, (oq_pos_t){0, 0}, count_cb, &cnt);
     assert_int_equal(cnt.orders, 0);
     inv_sale_info_t info;
-    assert_int_equal(inv_sale_get(m->srv.inv, "s1", &info), 0);
+    assert_int_equal(inv_sale_get(m->srv.stores.inv, "s1", &info), 0);
     assert_int_equal(info.accepted_units, 0);
 
     atomic_store(&fail_log_syncs, false);
@@ -1161,7 +1164,7 @@ static gw_fair_sale_t *wl_setup(mini_t *m, inv_sale_def_t *def, int64_t stock, i
         .stock = stock, .per_user_limit = 1, .starts_at_ms = now - 10000, .ends_at_ms = now + 3600000};
     snprintf(def->sale_id, sizeof(def->sale_id), "s1");
     inv_sale_info_t info;
-    assert_int_equal(inv_sale_put(m->srv.inv, def, &info, why, sizeof(why)), 0);
+    assert_int_equal(inv_sale_put(m->srv.stores.inv, def, &info, why, sizeof(why)), 0);
     assert_int_equal(gw_fair_configure(&m->srv, "s1", 1000, 0, 0, why, sizeof(why)), 0);
     gw_fair_sale_t *fs = gw_fair_find(m->srv.fair, "s1");
     assert_non_null(fs);
@@ -1204,7 +1207,7 @@ static void test_waitlist_in_draw_order(void **st)
     assert_true(gw_fair_waitlist_open(fs));
     inv_sale_info_t info;
     char why[256] = "";
-    assert_int_equal(inv_restock(m->srv.inv, "s1", 2, &info, why, sizeof(why)), 0);
+    assert_int_equal(inv_restock(m->srv.stores.inv, "s1", 2, &info, why, sizeof(why)), 0);
     wait_won(m, 4);
     assert_string_equal(outcome_at(m, 3, NULL), "won");
     assert_string_equal(outcome_at(m, 4, NULL), "won");
@@ -1216,26 +1219,27 @@ static void test_waitlist_in_draw_order(void **st)
     char id[INV_ORDER_ID_MAX + 1];
     json_t *d = gw_fair_draw_json(m->srv.fair, "s1");
     json_t *e1 = json_array_get(json_object_get(d, "entries"), 0);
-    assert_int_equal(inv_release(m->srv.inv, "s1", json_string_value(json_object_get(e1, "user_id")),
-                                 1, order_at(m, 1, id)),
+    assert_int_equal(inv_release(m->srv.stores.inv, "s1",
+                                 json_string_value(json_object_get(e1, "user_id")), 1,
+                                 order_at(m, 1, id)),
                      0);
     json_decref(d);
     wait_won(m, 5);
     assert_string_equal(outcome_at(m, 5, NULL), "won");
     assert_string_equal(outcome_at(m, 6, NULL), "waitlisted");
     assert_true(gw_fair_waitlist_open(fs));
-    assert_int_equal(inv_restock(m->srv.inv, "s1", 1, &info, why, sizeof(why)), 0);
+    assert_int_equal(inv_restock(m->srv.stores.inv, "s1", 1, &info, why, sizeof(why)), 0);
     wait_won(m, 6);
     for (int i = 0; i < 100 && gw_fair_waitlist_open(fs); i++) {
         struct timespec ts = {0, 10 * 1000000L};
         nanosleep(&ts, NULL);
     }
     assert_false(gw_fair_waitlist_open(fs)); /* nobody left: first-come */
-    assert_int_equal(inv_sale_get(m->srv.inv, "s1", &info), 0);
+    assert_int_equal(inv_sale_get(m->srv.stores.inv, "s1", &info), 0);
     assert_int_equal(info.accepted_units, 5); /* 6 admitted, 1 released */
     spool_count_t cnt;
     memset(&cnt, 0, sizeof(cnt));
-    oq_spool_scan(m->srv.spool, (oq_pos_t){0, 0}, count_cb, &cnt);
+    oq_spool_scan(m->srv.stores.spool, (oq_pos_t){0, 0}, count_cb, &cnt);
     assert_int_equal(cnt.orders, 6); /* one order per winner, the released one's included */
     mini_close(m);
     free(m);
@@ -1256,7 +1260,7 @@ static void test_waitlist_restart_admits_once(void **st)
     gw_fair_sale_t *fs = wl_setup(m, &def, 1, 4);
     inv_sale_info_t info;
     char why[256] = "";
-    assert_int_equal(inv_restock(m->srv.inv, "s1", 1, &info, why, sizeof(why)), 0);
+    assert_int_equal(inv_restock(m->srv.stores.inv, "s1", 1, &info, why, sizeof(why)), 0);
     wait_won(m, 2);
     assert_string_equal(outcome_at(m, 2, NULL), "won");
     order_at(m, 2, promoted_id);
@@ -1276,11 +1280,11 @@ static void test_waitlist_restart_admits_once(void **st)
         snprintf(o.user_id, sizeof(o.user_id), "x%d", i);
         o.qty = 1;
         o.status = OQ_STATUS_SETTLED;
-        gw_orders_put(m->srv.orders, &o);
+        gw_orders_put(m->srv.stores.orders, &o);
     }
-    assert_int_equal(gw_orders_lookup(m->srv.orders, promoted_id, NULL),
+    assert_int_equal(gw_orders_lookup(m->srv.stores.orders, promoted_id, NULL),
                      GW_ORDERS_EXPIRED);
-    assert_int_equal(inv_sale_get(m->srv.inv, "s1", &info), 0);
+    assert_int_equal(inv_sale_get(m->srv.stores.inv, "s1", &info), 0);
     assert_int_equal(info.accepted_units, 2);
     assert_int_equal(gw_fair_open(&m->srv, gw_acceptor(&m->srv), why, sizeof(why)), 0);
     fs = gw_fair_find(m->srv.fair, "s1");
@@ -1293,7 +1297,7 @@ static void test_waitlist_restart_admits_once(void **st)
     assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
     struct timespec ts = {0, 200 * 1000000L};
     nanosleep(&ts, NULL); /* ticks over a sale with no free unit admit nobody */
-    assert_int_equal(inv_restock(m->srv.inv, "s1", 1, &info, why, sizeof(why)), 0);
+    assert_int_equal(inv_restock(m->srv.stores.inv, "s1", 1, &info, why, sizeof(why)), 0);
     wait_won(m, 3);
     assert_string_equal(outcome_at(m, 3, NULL), "won");
     assert_string_equal(outcome_at(m, 4, NULL), "waitlisted");
@@ -1301,12 +1305,12 @@ static void test_waitlist_restart_admits_once(void **st)
     memset(&cnt, 0, sizeof(cnt));
     for (int p = 1; p <= 4; p++)
         order_at(m, p, cnt.ids[p - 1]);
-    oq_spool_scan(m->srv.spool, (oq_pos_t){0, 0}, count_cb, &cnt);
+    oq_spool_scan(m->srv.stores.spool, (oq_pos_t){0, 0}, count_cb, &cnt);
     assert_int_equal(cnt.orders, 3);
     for (int p = 0; p < 3; p++)
         assert_int_equal(cnt.n[p], 1);
     assert_int_equal(cnt.n[3], 0);
-    assert_int_equal(inv_sale_get(m->srv.inv, "s1", &info), 0);
+    assert_int_equal(inv_sale_get(m->srv.stores.inv, "s1", &info), 0);
     assert_int_equal(info.accepted_units, 3);
     mini_close(m);
     free(m);

@@ -34,7 +34,7 @@ static void mini_start(mini_t *m, int mode)
     snprintf(m->cfg.listen, sizeof(m->cfg.listen), "127.0.0.1:0");
     snprintf(m->cfg.id_header, sizeof(m->cfg.id_header), "X-User");
     m->srv.cfg = &m->cfg;
-    m->srv.nworkers = 1;
+    m->srv.pool.nworkers = 1;
     char why[256] = "";
     assert_int_equal(gw_identity_start(&m->srv, why, sizeof(why)), 0);
 }

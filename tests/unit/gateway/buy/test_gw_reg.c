@@ -113,21 +113,21 @@ static void mini_start(mini_t *m)
 {
     char why[256] = "", spdir[128];
     m->srv.cfg = &m->cfg;
-    m->srv.node_id = 1;
-    assert_int_equal(inv_open(&m->srv.inv, "memory", NULL, 16, why, sizeof(why)), 0);
+    m->srv.node.id = 1;
+    assert_int_equal(inv_open(&m->srv.stores.inv, "memory", NULL, 16, why, sizeof(why)), 0);
     snprintf(spdir, sizeof(spdir), "%s/spool", m->dir);
     oq_spool_opts_t so = {.dir = spdir, .durability = OQ_DURABILITY_WRITE};
-    assert_int_equal(oq_spool_open(&m->srv.spool, &so, why, sizeof(why)), 0);
-    m->srv.orders = gw_orders_new(1000);
+    assert_int_equal(oq_spool_open(&m->srv.stores.spool, &so, why, sizeof(why)), 0);
+    m->srv.stores.orders = gw_orders_new(1000);
     assert_int_equal(gw_fair_open(&m->srv, gw_acceptor(&m->srv), why, sizeof(why)), 0);
 }
 
 static void mini_stop(mini_t *m)
 {
     gw_fair_close(&m->srv);
-    gw_orders_free(m->srv.orders);
-    oq_spool_close(m->srv.spool);
-    inv_close(m->srv.inv);
+    gw_orders_free(m->srv.stores.orders);
+    oq_spool_close(m->srv.stores.spool);
+    inv_close(m->srv.stores.inv);
     memset(&m->srv, 0, sizeof(m->srv));
 }
 

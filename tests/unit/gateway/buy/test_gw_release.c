@@ -56,24 +56,24 @@ static void mini_open(mini_t *m, gw_durability_t durability)
     snprintf(m->cfg.inventory, sizeof(m->cfg.inventory), "memory");
     m->cfg.durability = durability;
     m->srv.cfg = &m->cfg;
-    m->srv.node_id = 1;
+    m->srv.node.id = 1;
     char why[256] = "", spdir[128];
-    assert_int_equal(inv_open(&m->srv.inv, "memory", NULL, 16, why, sizeof(why)), 0);
+    assert_int_equal(inv_open(&m->srv.stores.inv, "memory", NULL, 16, why, sizeof(why)), 0);
     snprintf(spdir, sizeof(spdir), "%s/spool", m->dir);
     oq_spool_opts_t so = {.dir = spdir,
                           .durability = durability == GW_DURABILITY_FSYNC ? OQ_DURABILITY_FSYNC
                                                                           : OQ_DURABILITY_WRITE};
-    assert_int_equal(oq_spool_open(&m->srv.spool, &so, why, sizeof(why)), 0);
-    m->srv.orders = gw_orders_new(1000);
+    assert_int_equal(oq_spool_open(&m->srv.stores.spool, &so, why, sizeof(why)), 0);
+    m->srv.stores.orders = gw_orders_new(1000);
     assert_int_equal(gw_releaser_start(&m->srv, why, sizeof(why)), 0);
 }
 
 static void mini_close(mini_t *m)
 {
     gw_releaser_stop(&m->srv);
-    gw_orders_free(m->srv.orders);
-    oq_spool_close(m->srv.spool);
-    inv_close(m->srv.inv);
+    gw_orders_free(m->srv.stores.orders);
+    oq_spool_close(m->srv.stores.spool);
+    inv_close(m->srv.stores.inv);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", m->dir);
     assert_int_equal(system(cmd), 0);
@@ -115,13 +115,13 @@ static void test_giveback_fsynced(void **state)
     /* an order, then a give-back, as a worker's spool batch leaves them */
     oq_order_t o, gb;
     make_order(&o, 1);
-    assert_int_equal(oq_spool_append(m.srv.spool, &o, 1), 0);
-    assert_int_equal(oq_spool_sync(m.srv.spool), 0);
+    assert_int_equal(oq_spool_append(m.srv.stores.spool, &o, 1), 0);
+    assert_int_equal(oq_spool_sync(m.srv.stores.spool), 0);
     make_order(&gb, 2);
     gw_release_unaccepted(&m.srv, &gb, "not accepted: spool full");
     wait_done(&m.srv, 1);
     /* its units are back: the event that says so is on disk */
-    oq_spool_stats(m.srv.spool, &st);
+    oq_spool_stats(m.srv.stores.spool, &st);
     assert_int_equal(st.appended_records, 2);
     assert_int_equal(oq_pos_cmp(st.synced, st.end), 0);
 
@@ -133,7 +133,7 @@ static void test_giveback_fsynced(void **state)
         gw_release_unaccepted(&m.srv, &gb, "not accepted: spool full");
     }
     wait_done(&m.srv, 51);
-    oq_spool_stats(m.srv.spool, &st);
+    oq_spool_stats(m.srv.stores.spool, &st);
     assert_int_equal(oq_pos_cmp(st.synced, st.end), 0);
     fprintf(stderr, "50 give-backs: %llu fdatasyncs\n", (unsigned long long)(st.fsyncs - before));
     assert_true(st.fsyncs - before >= 1);
@@ -152,7 +152,7 @@ static void test_giveback_write_no_fsync(void **state)
     gw_release_unaccepted(&m.srv, &gb, "not accepted: spool full");
     wait_done(&m.srv, 1);
     oq_spool_stats_t st;
-    oq_spool_stats(m.srv.spool, &st);
+    oq_spool_stats(m.srv.stores.spool, &st);
     assert_int_equal(st.appended_records, 1);
     assert_int_equal(st.fsyncs, 0);
     mini_close(&m);
@@ -167,17 +167,17 @@ static void held_by_person(mini_t *m, oq_order_t *o)
         .stock = 5, .per_user_limit = 1, .starts_at_ms = now - 1000, .ends_at_ms = now + 3600000};
     snprintf(def.sale_id, sizeof(def.sale_id), "s1");
     inv_sale_info_t info;
-    assert_int_equal(inv_sale_put(m->srv.inv, &def, &info, why, sizeof(why)), 0);
+    assert_int_equal(inv_sale_put(m->srv.stores.inv, &def, &info, why, sizeof(why)), 0);
     make_order(o, 1);
-    assert_int_equal(inv_replay_keyed(m->srv.inv, "s1", "P-1", 1, o->order_id, NULL, 0), 0);
-    assert_int_equal(inv_sale_get(m->srv.inv, "s1", &info), 0);
+    assert_int_equal(inv_replay_keyed(m->srv.stores.inv, "s1", "P-1", 1, o->order_id, NULL, 0), 0);
+    assert_int_equal(inv_sale_get(m->srv.stores.inv, "s1", &info), 0);
     assert_int_equal(info.stock_left, 4);
 }
 
 static int64_t stock_left(mini_t *m)
 {
     inv_sale_info_t info;
-    assert_int_equal(inv_sale_get(m->srv.inv, "s1", &info), 0);
+    assert_int_equal(inv_sale_get(m->srv.stores.inv, "s1", &info), 0);
     return info.stock_left;
 }
 
@@ -219,7 +219,7 @@ static void test_release_account_only_replay(void **state)
     /* with the person member: released under the person */
     oq_order_t o2;
     make_order(&o2, 2);
-    assert_int_equal(inv_replay_keyed(m.srv.inv, "s1", "P-2", 1, o2.order_id, NULL, 0), 0);
+    assert_int_equal(inv_replay_keyed(m.srv.stores.inv, "s1", "P-2", 1, o2.order_id, NULL, 0), 0);
     oq_order_person_set(&o2, "P-2");
     assert_int_equal(stock_left(&m), 4);
     assert_int_equal(gw_release_units(&m.srv, &o2), 0);

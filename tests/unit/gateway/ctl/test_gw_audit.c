@@ -179,6 +179,7 @@ typedef struct mini {
     char path[128];
     gw_config_t cfg;
     gw_server_t srv;
+    struct gw_server_admin admin; /* srv.admin */
 } mini_t;
 
 static void mini_init(mini_t *m)
@@ -189,7 +190,8 @@ static void mini_init(mini_t *m)
     snprintf(m->cfg.data_dir, sizeof(m->cfg.data_dir), "%s", m->dir);
     snprintf(m->path, sizeof(m->path), "%s/audit.log", m->dir);
     m->srv.cfg = &m->cfg;
-    m->srv.limits = gw_limits_new(1000);
+    m->srv.admin = &m->admin;
+    m->srv.stores.limits = gw_limits_new(1000);
 }
 
 static void mini_open(mini_t *m)
@@ -202,7 +204,7 @@ static void mini_open(mini_t *m)
 static void mini_close(mini_t *m)
 {
     gw_audit_close(&m->srv);
-    gw_limits_free(m->srv.limits);
+    gw_limits_free(m->srv.stores.limits);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", m->dir);
     assert_int_equal(system(cmd), 0);

@@ -1,7 +1,7 @@
 /*
  * The rate limits and per-sale rules as JSON (gw_limit_json.h).
  */
-#include "gateway/base/gw_limit_json.h"
+#include "gateway/ctl/gw_limit_json.h"
 
 #include <jansson.h>
 
@@ -61,6 +61,6 @@ json_t *gw_rules_json(gw_limits_t *l, bool counters)
 
 void *gw_config_snapshot(gw_server_t *srv)
 {
-    return json_pack("{s:o,s:o}", "limits", gw_limits_json(srv->limits), "rules",
-                     gw_rules_json(srv->limits, false));
+    return json_pack("{s:o,s:o}", "limits", gw_limits_json(srv->stores.limits), "rules",
+                     gw_rules_json(srv->stores.limits, false));
 }
