@@ -82,8 +82,6 @@ typedef struct ord {
     uint32_t key; /* the client's idempotency key number, 0 = none */
     uint8_t db;   /* the committed status in the database (ST_*) */
     uint32_t gen; /* the incarnation of its gateway that reserved it by a buy (gw_t.gen) */
-    oq_pos_t end; /* where its last record in its gateway's spool ends (Redis: the relay
-                   * deletes the segments it released, and the replay no longer sees it) */
 } ord_t;
 
 /* A delivery report waiting for the relay's poll. */
@@ -1141,12 +1139,13 @@ static void gw_start(world_t *wd, gw_t *g)
     if (nrec < 0 && !wd->failed)
         fail(wd, "gw%d: replay of the spool failed: %s", g->idx, cm_errname((int)nrec));
     /* recovery never drops a record whose 202 went out (with Redis, the
-     * relay deletes what it released: only those past the release point) */
-    oq_pos_t released = oq_spool_released(g->sp);
+     * relay deletes the segments it released: only records done may go, in
+     * the topic, and on settle settled too; oq_spool.c release_impl deletes
+     * them even when the point's write failed) */
     for (uint32_t i = 1; i < wd->nords && !wd->failed; i++) {
         const ord_t *r = &wd->ords[i];
         if (r->gw == g->idx && r->state == O_ACKED && !r->exempt && !c->seen[i] &&
-            !(g->redis && oq_pos_cmp(r->end, released) <= 0))
+            !(g->redis && r->in_topic && (!g->on_settle || r->db != ST_NONE)))
             fail(wd, "gw%d: spool recovery dropped order o%u, answered 202", g->idx, i);
     }
     free(c);
@@ -1302,12 +1301,14 @@ static void buy_spool(world_t *wd, gw_t *g, buy_t *b, gw_buy_out_t *out)
 {
     oq_order_t o;
     fill_order(wd, b->n, &o);
+    /* Redis: a keyed retry claimed a reserve in doubt, or one answered 503 whose
+     * give-back has not run yet: spooled again, it is the key's order */
+    if (g->redis && (wd->ords[b->n].state == O_FREE || wd->ords[b->n].state == O_REFUSED))
+        wd->ords[b->n].state = O_APPENDED;
     const oq_order_t *one = &o;
     size_t kept;
     oq_pos_t end;
     int rc = oq_spool_append_batch(g->sp, &one, 1, &kept, &end);
-    if (rc == 0)
-        wd->ords[b->n].end = end;
     /* the preparer thread is woken by a roll and flushes the rolled segment at once */
     while (!sim_disk_dead(g->disk) && oq_spool_step(g->sp))
         ;
@@ -1462,6 +1463,11 @@ static void do_buy(world_t *wd)
     int rc = inv_reserve(g->w, &req);
     wd->in_reserve = NULL;
     bool doubt = rc < 0; /* Redis: it may have run */
+    if (doubt && g->redis) { /* when (and so under which limit), nobody knows: never checked
+                              * itself, and sorted after the others (final_checks) */
+        wd->ords[n].rseq = UINT32_MAX;
+        wd->ords[n].limit_at = UINT8_MAX;
+    }
     /* (Redis: a 410 may come from the sale's local sold-out view, which the
      * subscriber the simulator does not run would refresh) */
     if (rc == INV_SOLD_OUT && !g->redis && wd->yield_edits == edits &&
@@ -2161,7 +2167,8 @@ static int first_rec(const oq_rec_t *rec, void *arg)
  * No request arrives meanwhile (/readyz is 503 and the stop is one step).
  * The check: on delivery (release on delivery), with the broker up and
  * nothing left in flight, the persisted point reaches what the relay had read
- * (unless an fsync of that release failed).
+ * (unless an fsync of that release failed, or a release the releaser still
+ * holds keeps its event: Redis down).
  */
 static void gw_stop(world_t *wd, gw_t *g)
 {
@@ -2195,7 +2202,7 @@ static void gw_stop(world_t *wd, gw_t *g)
     tr(wd, "gw%d: relay closed: released to %" PRIu64 ":%" PRIu64 ", read to %" PRIu64
            ":%" PRIu64 ", %zu left in flight",
        g->idx, rp.seg, rp.off, rs.scanned_to.seg, rs.scanned_to.off, left);
-    if (!g->on_settle && broker_up && !failed_report && left == 0 &&
+    if (!g->on_settle && broker_up && !failed_report && left == 0 && g->nrel == 0 &&
         d1.fsync_fails == d0.fsync_fails && d1.full_writes == d0.full_writes &&
         oq_pos_cmp(rp, rs.scanned_to) < 0) {
         /* a record between the two (not the same place named twice: the end
