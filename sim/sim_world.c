@@ -38,6 +38,7 @@
 #include "common/cm_rand.h"
 #include "common/cm_time.h"
 #include "common/cm_yield.h"
+#include "gateway/base/gw_drain.h"
 #include "gateway/buy/gw_buy_core.h"
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_replay.h"
@@ -172,6 +173,12 @@ typedef struct gw {
     int idx;
     bool up;
     bool redis;     /* the Redis inventory on the world's simulated Redis (else memory) */
+    /* a graceful stop under way (gw_drain.h): SIGTERM seen (leaving) until
+     * grace_end_ms, then gw_server_stop (draining); keepalive: the connections
+     * still open from before, each with one more request to come */
+    bool leaving, draining;
+    uint64_t grace_end_ms;
+    uint8_t keepalive;
     bool sale_made; /* Redis: the operator created its sale there */
     rel_t *rel;     /* the releaser's queue (process memory) */
     size_t nrel, caprel;
@@ -826,6 +833,8 @@ static void gw_gone(gw_t *g)
     g->up = false;
     g->nwait = 0; /* their clients never hear: they retry their keys */
     g->nrel = 0;  /* the releaser's queue: what the spool holds is replayed at the next start */
+    g->leaving = g->draining = false;
+    g->keepalive = 0;
     g->gen++;
     lot_forget(&g->lot);
 }
@@ -2157,30 +2166,79 @@ static int first_rec(const oq_rec_t *rec, void *arg)
     return 1;
 }
 
+/* The load balancer's probe of a stopping gateway: the real rule (gw_drain.h). */
+static void probe_ready(world_t *wd, gw_t *g)
+{
+    if (gw_drain_ready(true, gw_drain_phase(g->leaving, g->draining), false))
+        fail(wd, "gw%d: /readyz answered 200 while it stops (the load balancer keeps sending)",
+             g->idx);
+}
+
+static void gw_drain(world_t *wd, gw_t *g);
+
 /*
- * SIGTERM, in gw_server_stop's order (gateway/main.c, gw_server.c): the
- * workers drain (the buys waiting for the group commit are answered), the
- * draw's thread stops (a cut draw resumes at the next start, as after a
- * crash), the relay closes (oq_relay_close: its flush waits up to drain_ms
- * of simulated time for the deliveries in flight, then what was delivered is
- * released and the point persisted), the spool closes, then the inventory.
- * No request arrives meanwhile (/readyz is 503 and the stop is one step).
- * The check: on delivery (release on delivery), with the broker up and
+ * SIGTERM (gateway/main.c on_stop_signal): the gateway leaves, /readyz answers
+ * 503, and every other route serves on through the drain grace (0-29 ms of
+ * simulated time here: buys keep coming on the connections kept alive); then
+ * gw_drain. The grace and the answers are the real rules (gw_drain.h).
+ */
+static void gw_stop(world_t *wd, gw_t *g)
+{
+    if (!g->up || g->leaving)
+        return;
+    uint64_t grace_ms = gw_drain_grace_ms(rnd(wd, 30), false);
+    g->leaving = true;
+    g->grace_end_ms = wd->now_ms + grace_ms;
+    g->keepalive = (uint8_t)rnd(wd, 4);
+    wd->res->stops++;
+    tr(wd, "gw%d: SIGTERM: leaves, the drain grace %" PRIu64 " ms, %u connections kept alive",
+       g->idx, grace_ms, g->keepalive);
+    probe_ready(wd, g);
+    if (grace_ms == 0)
+        gw_drain(wd, g);
+}
+
+/*
+ * The grace is over: gw_server_stop, in its order (gateway/ctl/gw_server.c):
+ * a request on a connection kept alive is answered 503 and the connection
+ * closed (gw_drain_refuses, gw_buy.c buy_sale), the workers drain (the buys
+ * waiting for the group commit are answered), the draw's thread stops (a cut
+ * draw resumes at the next start, as after a crash), the releaser tries its
+ * queue once more, the relay closes (oq_relay_close: its flush waits up to
+ * drain_ms of simulated time for the deliveries in flight, then what was
+ * delivered is released and the point persisted), the spool closes, then the
+ * inventory. No request arrives after the grace but on those connections.
+ * The checks: /readyz 503 throughout; no request after the grace served on a
+ * connection left open (its client's next request would meet a closed
+ * socket, unanswered); every buy waiting for the group commit answered before
+ * the workers stop; on delivery (release on delivery), with the broker up and
  * nothing left in flight, the persisted point reaches what the relay had read
  * (unless an fsync of that release failed, or a release the releaser still
  * holds keeps its event: Redis down).
  */
-static void gw_stop(world_t *wd, gw_t *g)
+static void gw_drain(world_t *wd, gw_t *g)
 {
     if (!g->up)
         return;
+    g->draining = true;
+    probe_ready(wd, g);
+    gw_drain_phase_t ph = gw_drain_phase(g->leaving, g->draining);
+    for (; g->keepalive; g->keepalive--) {
+        if (!gw_drain_refuses(ph)) {
+            fail(wd, "gw%d: a buy after the drain grace was served on a connection left open "
+                     "(its client's next request meets a closed socket, unanswered)", g->idx);
+            return;
+        }
+        tr(wd, "gw%d: a buy on a kept-alive connection -> 503 shutting down, closed", g->idx);
+    }
     uint32_t drain_ms = rnd(wd, 60);
     sim_disk_use(g->disk);
-    wd->res->stops++;
-    tr(wd, "gw%d: SIGTERM: drains (the relay's flush waits up to %u ms)", g->idx, drain_ms);
+    tr(wd, "gw%d: drains (the relay's flush waits up to %u ms)", g->idx, drain_ms);
     sync_step(wd, g);
     if (!g->up)
         return;
+    if (g->nwait)
+        fail(wd, "gw%d: the workers stopped with %zu buys unanswered", g->idx, g->nwait);
     if (g->redis) /* gw_releaser_stop: what is queued is tried once more */
         releaser_step(wd, g);
     oq_relay_stats_t rs;
@@ -2431,6 +2489,14 @@ static void one_step(world_t *wd)
     wd->step++;
     wd->now_ms++;
     cm_time_advance_fake(1000000);
+    for (int i = 0; i < wd->ng; i++) { /* the stops in their drain grace */
+        gw_t *s = &wd->gw[i];
+        if (s->up && s->leaving) {
+            probe_ready(wd, s);
+            if (wd->now_ms >= s->grace_end_ms)
+                gw_drain(wd, s);
+        }
+    }
     if (wd->rs) {
         redis_turn(wd);
         for (int i = 0; (wd->step & 63) == 0 && i < wd->ng && !wd->failed; i++)
