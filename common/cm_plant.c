@@ -45,7 +45,6 @@ const char *const cm_plant_names[CM_PLANT_COUNT] = {
     [CM_PLANT_BUY_RETRY_ACK_IN_FLIGHT] = "buy_retry_ack_in_flight",
     [CM_PLANT_BUY_FAILED_WRITE_KEEPS_UNITS] = "buy_failed_write_keeps_units",
     [CM_PLANT_BUY_SYNC_FAILURE_ACCEPTED] = "buy_sync_failure_accepted",
-    [CM_PLANT_RELAY_RELEASE_PENDING_IGNORED] = "relay_release_pending_ignored",
     [CM_PLANT_COMP_RELEASE_FAILURE_FINAL] = "comp_release_failure_final",
     [CM_PLANT_REPLAY_RELEASE_FAILURE_DROPPED] = "replay_release_failure_dropped",
     [CM_PLANT_INV_REDIS_RELEASE_KEEPS_ORDER] = "inv_redis_release_keeps_order",

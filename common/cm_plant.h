@@ -77,9 +77,6 @@ typedef enum {
                                               the units back */
     CM_PLANT_BUY_SYNC_FAILURE_ACCEPTED, /* gw_buy_core.c: a failed group-commit fdatasync is
                                            answered 202 */
-    CM_PLANT_RELAY_RELEASE_PENDING_IGNORED, /* oq_relay.c: a release event is released (its
-                                               segment deleted) while the releaser still has
-                                               its order: a crash loses the give-back */
     CM_PLANT_COMP_RELEASE_FAILURE_FINAL, /* gw_replay.c: a compensation whose release failed
                                             (Redis down, a timeout) marks the order final and
                                             hands nothing to the releaser */

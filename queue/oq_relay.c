@@ -636,9 +636,8 @@ static bool entry_done(oq_relay_t *r, const entry_t *e, uint64_t now)
 {
     if (e->state != E_DELIVERED)
         return false;
-    if (e->kind == K_RELEASE) /* planted: released while the releaser still has it */
-        return !r->o.release_pending || CM_PLANT(RELAY_RELEASE_PENDING_IGNORED) ||
-               !r->o.release_pending(e->order_id, r->o.cb_ud);
+    if (e->kind == K_RELEASE)
+        return !r->o.release_pending || !r->o.release_pending(e->order_id, r->o.cb_ud);
     if (!r->settle_mode || e->kind == K_SKIP)
         return true;
     unsigned bits = settle_get(r, e->order_id, false);
