@@ -2,7 +2,13 @@
  * The simulated sale (sim_world.h, docs/simulation.md).
  *
  * Real code: the memory inventory (inventory/inv.h) with its yield points
- * (common/cm_yield.h: sim_yield runs a restock there), the spool and its
+ * (common/cm_yield.h: sim_yield runs a restock there), or on some gateways
+ * (--redis, seeds 4 mod 8) the Redis inventory (inventory/inv_redis_*.c, its
+ * Lua scripts run by sim_redis.c, a loop-less worker, the sync thread's work
+ * stepped) with lost and late replies, outages and restarts of Redis, the
+ * relay deleting the segments it released, and the releaser's queue
+ * (gw_release.c: a failed release retried, the relay's release_pending); the
+ * spool and its
  * recovery (queue/oq_spool.h) on sim_disk, the order codec, settlement's
  * batch writer and settle step (st_batch_write, st_sink_settle) on sim_sink,
  * settle's consumer loop as its stepped core (settle/st_loop.h: a batch's
@@ -25,8 +31,11 @@
  * time, duplicates on a retried produce, refused produces, down and back,
  * a failed delivery past message.timeout.ms.
  * Processes end by kill -9, power loss, death inside a call, or a graceful
- * stop (gw_stop, settle_stop: SIGTERM, the shutdown's calls in the real
- * order, the relay's flush waiting in simulated time).
+ * stop (gw_stop, gw_drain, settle_stop: SIGTERM, the stop's HTTP rules of
+ * gateway/base/gw_drain.h — /readyz 503, the drain grace in simulated time,
+ * a request after it on a kept-alive connection refused and closed — then
+ * the shutdown's calls in the real order, the relay's flush waiting in
+ * simulated time).
  */
 #include "sim/sim_world.h"
 
