@@ -15,7 +15,7 @@
  *   divisible by 8 runs it too, after the sale's world)
  *   --redis: every gateway of the sale's world on the Redis inventory (the
  *   real backend on a simulated Redis, sim_redis.h); --no-redis: every one
- *   on the memory inventory (else seeds 12 mod 16 draw Redis per gateway)
+ *   on the memory inventory (else seeds 28 mod 32 draw Redis per gateway)
  *   --open-defects: also the steps that meet the defects docs/simulation.md
  *   lists as open (left out otherwise, so that a batch tests the rest)
  *   flashgate-sim --plant NAME --seeds N --expect-fail
@@ -60,7 +60,7 @@ int main(int argc, char **argv)
     bool no_stops = false;
     bool open_defects = false;
     int fleet = 0; /* 0: every 8th seed runs the fleet path too; 1: only it; -1: never */
-    int redis = 0; /* 0: seeds 12 mod 16 draw Redis gateways; 1: every gateway; -1: none */
+    int redis = 0; /* 0: seeds 28 mod 32 draw Redis gateways; 1: every gateway; -1: none */
     const char *seed_file = NULL, *plant = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];

@@ -22,7 +22,7 @@ typedef struct sim_opts {
                       * are those of a simulator without stops (regression seeds) */
     bool open_defects; /* also the steps that meet the open defects (docs/simulation.md) */
     int redis;         /* the inventory: 1 Redis (sim_redis.h) on every gateway, -1 memory on
-                        * every one, 0 the seed's draw (seeds 12 mod 16: Redis per gateway) */
+                        * every one, 0 the seed's draw (seeds 28 mod 32: Redis per gateway) */
 } sim_opts_t;
 
 typedef struct sim_result {
