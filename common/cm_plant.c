@@ -47,6 +47,11 @@ const char *const cm_plant_names[CM_PLANT_COUNT] = {
     [CM_PLANT_BUY_SYNC_FAILURE_ACCEPTED] = "buy_sync_failure_accepted",
     [CM_PLANT_FAIR_TWO_ENTRIES] = "fair_two_entries",
     [CM_PLANT_FAIR_SEED_UNSYNCED_DRAWS] = "fair_seed_unsynced_draws",
+    [CM_PLANT_COMP_RELEASE_FAILURE_FINAL] = "comp_release_failure_final",
+    [CM_PLANT_REPLAY_RELEASE_FAILURE_DROPPED] = "replay_release_failure_dropped",
+    [CM_PLANT_INV_REDIS_RELEASE_KEEPS_ORDER] = "inv_redis_release_keeps_order",
+    [CM_PLANT_READY_WHILE_LEAVING] = "ready_while_leaving",
+    [CM_PLANT_DRAIN_KEEPS_SERVING] = "drain_keeps_serving",
 };
 
 void cm_plant_set(cm_plant_t p)

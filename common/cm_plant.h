@@ -81,6 +81,17 @@ typedef enum {
                                   is a new entry, not the first one back */
     CM_PLANT_FAIR_SEED_UNSYNCED_DRAWS, /* gw_fair_core.c: a failed fdatasync of the seed's record
                                           is taken as durable: the draw goes on with it */
+    CM_PLANT_COMP_RELEASE_FAILURE_FINAL, /* gw_replay.c: a compensation whose release failed
+                                            (Redis down, a timeout) marks the order final and
+                                            hands nothing to the releaser */
+    CM_PLANT_REPLAY_RELEASE_FAILURE_DROPPED, /* gw_replay.c: the start-up replay takes a
+                                                release event the inventory failed as done */
+    CM_PLANT_INV_REDIS_RELEASE_KEEPS_ORDER, /* the Redis release script gives the units back
+                                               and keeps the order: a second release (a
+                                               redelivered outcome) gives them back again */
+    CM_PLANT_READY_WHILE_LEAVING, /* gw_drain.c: /readyz stays 200 through the drain grace */
+    CM_PLANT_DRAIN_KEEPS_SERVING, /* gw_drain.c: after the grace, a request on a kept-alive
+                                     connection is served and the connection left open */
     CM_PLANT_COUNT
 } cm_plant_t;
 

@@ -5,6 +5,7 @@
 #include "common/cm_err.h"
 #include "common/cm_log.h"
 #include "gateway/base/gw_base.h"
+#include "gateway/base/gw_drain.h"
 #include "gateway/ctl/gw_ctl.h"
 #include "gateway/http/gw_http.h"
 #include "gateway/overload/gw_ol.h"
@@ -85,6 +86,7 @@ static void on_grace_over(uv_timer_t *t)
 static void on_stop_signal(uv_signal_t *h, int signum)
 {
     ops_t *o = h->data;
+    uint64_t grace_ms = gw_drain_grace_ms(o->cfg->drain_grace_ms, o->leaving);
     if (o->leaving) {
         cm_log_info("gw", "second stop signal: skipping the drain grace", "signal=%s",
                     strsignal(signum));
@@ -99,8 +101,8 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     cm_log_info("gw", "signal received, draining", "signal=%s grace_ms=%llu timeout_ms=%llu",
                 strsignal(signum), (unsigned long long)o->cfg->drain_grace_ms,
                 (unsigned long long)o->cfg->drain_timeout_ms);
-    if (o->cfg->drain_grace_ms)
-        uv_timer_start(&o->grace, on_grace_over, o->cfg->drain_grace_ms, 0);
+    if (grace_ms)
+        uv_timer_start(&o->grace, on_grace_over, grace_ms, 0);
     else
         uv_stop(h->loop);
 }

@@ -52,6 +52,16 @@ void inv__redis_plant_scripts(void)
                  (int)head, INV_REDIS_LUA_RESERVE, at + strlen(check));
         inv__redis_script_text[SC_RESERVE] = reserve;
     }
+    static char release[sizeof(INV_REDIS_LUA_RELEASE)];
+    static const char del[] = "redis.call('HDEL', KEYS[3], ARGV[1])\n";
+    inv__redis_script_text[SC_RELEASE] = INV_REDIS_LUA_RELEASE;
+    at = strstr(INV_REDIS_LUA_RELEASE, del);
+    if (CM_PLANT(INV_REDIS_RELEASE_KEEPS_ORDER) && at) {
+        size_t head = (size_t)(at - INV_REDIS_LUA_RELEASE);
+        snprintf(release, sizeof(release), "%.*s%s", (int)head, INV_REDIS_LUA_RELEASE,
+                 at + strlen(del));
+        inv__redis_script_text[SC_RELEASE] = release;
+    }
 }
 #endif
 

@@ -13,6 +13,9 @@
  *   --fleet: only the fleet path (sim_fleet.h: gateways of the real Redis
  *   backend on a simulated Redis); --no-fleet: never it (else every seed
  *   divisible by 8 runs it too, after the sale's world)
+ *   --redis: every gateway of the sale's world on the Redis inventory (the
+ *   real backend on a simulated Redis, sim_redis.h); --no-redis: every one
+ *   on the memory inventory (else seeds 28 mod 32 draw Redis per gateway)
  *   --open-defects: also the steps that meet the defects docs/simulation.md
  *   lists as open (left out otherwise, so that a batch tests the rest)
  *   flashgate-sim --plant NAME --seeds N --expect-fail
@@ -45,7 +48,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: flashgate-sim [--seed N] [--seeds N] [--seconds T | --minutes M]\n"
                     "                     [--seed-file FILE] [--steps K] [--trace] [--fsync-only] [--no-stops]\n"
-                    "                     [--open-defects] [--fleet | --no-fleet]\n"
+                    "                     [--open-defects] [--fleet | --no-fleet] [--redis | --no-redis]\n"
                     "                     [--plant NAME [--expect-fail]] [--list-plants]\n");
 }
 
@@ -57,6 +60,7 @@ int main(int argc, char **argv)
     bool no_stops = false;
     bool open_defects = false;
     int fleet = 0; /* 0: every 8th seed runs the fleet path too; 1: only it; -1: never */
+    int redis = 0; /* 0: seeds 28 mod 32 draw Redis gateways; 1: every gateway; -1: none */
     const char *seed_file = NULL, *plant = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -93,6 +97,10 @@ int main(int argc, char **argv)
             fleet = 1;
         } else if (!strcmp(a, "--no-fleet")) {
             fleet = -1;
+        } else if (!strcmp(a, "--redis")) {
+            redis = 1;
+        } else if (!strcmp(a, "--no-redis")) {
+            redis = -1;
         } else if (!strcmp(a, "--open-defects")) {
             open_defects = true;
         } else if (!strcmp(a, "--trace")) {
@@ -130,7 +138,7 @@ int main(int argc, char **argv)
     atomic_store(&cm_log_level_current, -1); /* the product's logs: faults are the point */
 
     uint64_t *list = NULL;
-    bool *list_fsync = NULL, *list_nostops = NULL;
+    bool *list_fsync = NULL, *list_nostops = NULL, *list_redis = NULL;
     size_t nlist = 0;
     if (seed_file) {
         FILE *f = fopen(seed_file, "r");
@@ -158,6 +166,8 @@ int main(int argc, char **argv)
             list_fsync[nlist] = strstr(end, "--fsync-only") != NULL;
             list_nostops = cm_xrealloc(list_nostops, (nlist + 1) * sizeof(*list_nostops));
             list_nostops[nlist] = strstr(end, "--no-stops") != NULL;
+            list_redis = cm_xrealloc(list_redis, (nlist + 1) * sizeof(*list_redis));
+            list_redis[nlist] = strstr(end, "--redis") != NULL;
             list[nlist++] = v;
         }
         fclose(f);
@@ -171,12 +181,14 @@ int main(int argc, char **argv)
     for (uint64_t k = 0;; k++) {
         uint64_t s;
         bool fs_only = fsync_only, nst = no_stops;
+        int rds = redis;
         if (seed_file) {
             if (k >= nlist)
                 break;
             s = list[k];
             fs_only = fs_only || list_fsync[k];
             nst = nst || list_nostops[k];
+            rds = list_redis[k] ? 1 : rds;
         } else if (seconds > 0) {
             if (now_s() - t0 >= seconds)
                 break;
@@ -191,6 +203,7 @@ int main(int argc, char **argv)
                         .trace = trace ? stdout : NULL,
                         .fsync_only = fs_only,
                         .no_stops = nst,
+                        .redis = rds,
                         .open_defects = open_defects};
         sim_result_t r;
         if (fleet == 1)
@@ -218,9 +231,10 @@ int main(int argc, char **argv)
             failures++;
             printf("FAIL seed=%" PRIu64 ": %s\n", s, r.why);
             printf("  reproduce: flashgate-sim --seed %" PRIu64 " --steps %" PRIu64
-                   "%s%s%s%s%s --trace\n",
-                   s, steps, fs_only ? " --fsync-only" : "", open_defects ? " --open-defects" : "",
-                   fleet == 1 ? " --fleet" : "",
+                   "%s%s%s%s%s%s%s --trace\n",
+                   s, steps, fs_only ? " --fsync-only" : "", nst ? " --no-stops" : "",
+                   rds == 1 ? " --redis" : rds < 0 ? " --no-redis" : "",
+                   open_defects ? " --open-defects" : "", fleet == 1 ? " --fleet" : "",
                    plant ? " --plant " : "", plant ? plant : "");
 #ifdef FLASHGATE_PLANTS
             if (expect_fail) { /* the plant's doing only if the seed passes without it */
@@ -244,6 +258,7 @@ int main(int argc, char **argv)
                 free(list);
                 free(list_fsync);
                 free(list_nostops);
+                free(list_redis);
                 return 0;
             }
         }
@@ -257,6 +272,7 @@ int main(int argc, char **argv)
     free(list);
     free(list_fsync);
     free(list_nostops);
+    free(list_redis);
     if (expect_fail) {
         printf("plant %s NOT found in %" PRIu64 " seeds\n", plant ? plant : "-", done);
         return 1;

@@ -8,8 +8,12 @@
  * keyed restocks, gateway crashes (the gateway's in-doubt give-backs are lost
  * with it), and the Redis faults of sim_redis.h. A reserve whose answer was
  * lost is given back later by its gateway (inv_giveback), as the worker
- * loop's doubt list does; a keyed retry that finds the order claims it
- * (inv_claim) before it is answered 202.
+ * loop's doubt list does. Each buy is decided by the real buy core
+ * (gateway/buy/gw_buy_core.h, as gw_buy.c's shell runs it): the qty against
+ * the limit, the reserve's answer, a keyed retry's order (claimed with
+ * inv_claim when another incarnation minted it, 503 in progress when this
+ * one did and has not answered it, replayed when this one answered it 202);
+ * the fleet's gateways have no spool, so their record's write always succeeds.
  *
  * The oracle (after every step):
  * - the units of the orders answered 202 and not cancelled (nor their release
@@ -39,12 +43,14 @@
 #include "common/cm_err.h"
 #include "common/cm_rand.h"
 #include "common/cm_time.h"
+#include "gateway/buy/gw_buy_core.h"
 #include "inventory/inv.h"
 #include "inventory/inv_redis.h"
 
 #include <inttypes.h>
 #include <uv.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,12 +74,15 @@ typedef struct order {
     int doubt_gw;
     bool retry;       /* keyed, answered 503: the client retries with its key */
     uint64_t ack_failovers; /* failovers before its 202 */
+    int gw, gen;            /* the gateway incarnation whose buy minted its id */
+    int ack_gw, ack_gen;    /* the one that answered it 202 (its status table knows it) */
 } order_t;
 
 typedef struct gw {
     inv_t *inv;
     inv_worker_t *w;
     bool up;
+    int gen;        /* its incarnation (a start after a crash is a new one) */
     uv_loop_t loop; /* async: the worker's loop, never run but to close its handles */
 } gw_t;
 
@@ -95,7 +104,7 @@ typedef struct world {
     bool lossy; /* a failover or restart since the start */
     bool wait_replicas;
     bool async;     /* the gateways' workers are loops (the buy path), stepped */
-    int inflight;   /* async calls not answered yet (abuy_t) */
+    int inflight;   /* async calls not answered yet (fbuy_t) */
     bool sale_lost; /* emptied: the operator puts it back */
     uint64_t step;
     FILE *trace;
@@ -119,6 +128,7 @@ static void trace(world_t *wd, const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     fprintf(wd->trace, "[%" PRIu64 "] ", wd->step);
+    // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start above
     vfprintf(wd->trace, fmt, ap);
     fputc('\n', wd->trace);
     va_end(ap);
@@ -132,6 +142,7 @@ static void fail(world_t *wd, const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     int n = snprintf(wd->res->why, sizeof(wd->res->why), "fleet step %" PRIu64 ": ", wd->step);
+    // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start above
     vsnprintf(wd->res->why + n, sizeof(wd->res->why) - (size_t)n, fmt, ap);
     va_end(ap);
     trace(wd, "FAIL %s", wd->res->why);
@@ -180,6 +191,7 @@ static void gw_up(world_t *wd, int g)
         return;
     }
     G->up = true;
+    G->gen++;
     trace(wd, "gw%d up", g);
 }
 
@@ -218,7 +230,7 @@ static order_t *order_by_id(world_t *wd, const char *id)
     return i >= 0 && i < wd->no ? &wd->o[i] : NULL;
 }
 
-static void ack(world_t *wd, order_t *o)
+static void ack(world_t *wd, order_t *o, int g)
 {
     if (o->state == O_ACKED)
         return;
@@ -227,98 +239,129 @@ static void ack(world_t *wd, order_t *o)
         return;
     }
     o->state = O_ACKED;
+    o->ack_gw = g;
+    o->ack_gen = wd->gw[g].gen;
     o->ack_failovers = sim_redis_stats(wd->rs)->failovers;
     wd->res->accepted++;
 }
 
 /*
- * An asynchronous buy: the request lives until its callback, which runs from
- * the server's turn (sim_redis_async_step), a worker's timer, or its close.
+ * The buy through the real core (gateway/buy/gw_buy_core.h), as gw_buy.c's
+ * shell runs it: the sale's terms, the qty against the limit, the reserve,
+ * a keyed retry's order (minted by this incarnation? known durable here?),
+ * its claim, then the spool write, which the fleet's gateways, without a
+ * spool, always get done (durability write: 202 at once).
  */
-typedef struct abuy {
+typedef struct fbuy {
+    gw_buy_core_t core;
+    gw_buy_out_t out;
     inv_reserve_req_t req;
     world_t *wd;
     int g;
-    int order;     /* wd->o index of the buy */
-    bool claiming; /* its duplicate's claim is in flight */
-} abuy_t;
+    int order;      /* wd->o index of the buy */
+    int orig;       /* a keyed retry's order (wd->o index), -1: none */
+    bool reserving; /* the answer awaited is the reserve's (else the claim's) */
+} fbuy_t;
 
-static void claim_answer(world_t *wd, int g, order_t *o, order_t *orig, int c)
+/* The core's answer: what the client hears, what the oracle learns. */
+static void fbuy_answer(world_t *wd, fbuy_t *b)
 {
-    trace(wd, "gw%d claim %s -> %d", g, orig->id, c);
-    if (c == INV_RESERVED) {
-        if (orig->state == O_CANCELLED || orig->state == O_LOST) {
-            /* a lost release or a failover brought it back: no new 202 to count */
-            return;
+    order_t *o = &wd->o[b->order];
+    order_t *orig = b->orig >= 0 ? &wd->o[b->orig] : NULL;
+    if (!o) /* (never: clang-analyzer follows order_new's NULL for a full table here) */
+        return;
+    if (b->out.actions & GW_BUY_DO_SPOOL) /* the record written */
+        gw_buy_core_step(&b->core, &(gw_buy_ev_t){.kind = GW_BUY_EV_SPOOLED, .rc = 0}, 0,
+                         &b->out);
+    gw_buy_answer_t a = b->out.answer;
+    trace(wd, "gw%d buy %s -> %s%s%s", b->g, o->id, gw_buy_answer_name(a), orig ? " of " : "",
+          orig ? orig->id : "");
+    switch (a) {
+    case GW_BUY_A_ACCEPTED:
+        ack(wd, o, b->g);
+        return;
+    case GW_BUY_A_REPLAYED:
+        /* a lost release or a failover brought a cancelled one back: no new 202 */
+        if (orig && orig->state == O_NONE)
+            ack(wd, orig, b->g);
+        return;
+    case GW_BUY_A_INV_FAILED:
+        if (b->reserving && !wd->async) { /* it may have run: its gateway gives it back */
+            o->doubt = true;
+            o->doubt_gw = b->g;
         }
-        if (orig->state == O_NONE)
-            ack(wd, orig);
-    } else if (c < 0 && c != CM_ENOTFOUND) {
-        o->retry = true;
+        o->retry = o->key[0] != '\0'; /* (async: the worker's doubt list gives it back) */
+        return;
+    case GW_BUY_A_IN_PROGRESS:
+    case GW_BUY_A_KEY_GIVEN_BACK:
+        o->retry = o->key[0] != '\0'; /* told to try again */
+        return;
+    default: /* 409, 410, 404: final */
+        return;
     }
 }
 
-/* A duplicate found: its order must be the key's; NULL (failed) if not. */
-static order_t *dup_order(world_t *wd, order_t *o, const inv_reserve_req_t *req)
+/* The reserve's answer (RESERVED); true if a claim is now in flight (async). */
+static bool fbuy_reserved(world_t *wd, fbuy_t *b, int rc)
 {
-    order_t *orig = order_by_id(wd, req->order_id);
-    if (!orig || strcmp(orig->key, o->key) != 0 || orig->user != o->user) {
-        fail(wd, "a duplicate of %s found order %s, not one of its key", o->id, req->order_id);
-        return NULL;
+    gw_buy_ev_t ev = {.kind = GW_BUY_EV_RESERVED, .rc = rc};
+    if (rc == INV_DUPLICATE) {
+        order_t *o = &wd->o[b->order];
+        order_t *orig = order_by_id(wd, b->req.order_id);
+        if (!orig || strcmp(orig->key, o->key) != 0 || orig->user != o->user) {
+            fail(wd, "a duplicate of %s found order %s, not one of its key", o->id,
+                 b->req.order_id);
+            return false;
+        }
+        gw_t *G = &wd->gw[b->g];
+        b->orig = (int)(orig - wd->o);
+        /* gw_buy.c duplicate_facts: minted by this incarnation (the id's node
+         * and time); known durable here (the status table: this incarnation
+         * answered it 202) */
+        ev.ours = orig->gw == b->g && orig->gen == G->gen;
+        ev.seen = orig->state == O_ACKED && orig->ack_gw == b->g && orig->ack_gen == G->gen
+                      ? GW_BUY_SEEN_FOUND
+                      : GW_BUY_SEEN_UNKNOWN;
+        ev.claimed = b->req.claimed;
     }
-    return orig;
+    gw_buy_core_step(&b->core, &ev, cm_wall_ms(), &b->out);
+    if (!(b->out.actions & GW_BUY_DO_CLAIM)) {
+        fbuy_answer(wd, b);
+        return false;
+    }
+    b->reserving = false;
+    if (!wd->gw[b->g].up) { /* the gateway is gone: the client hears nothing */
+        wd->o[b->order].retry = wd->o[b->order].key[0] != '\0';
+        return false;
+    }
+    int c = inv_claim(wd->gw[b->g].w, &b->req);
+    trace(wd, "gw%d claim %s -> %d", b->g, b->req.order_id, c);
+    if (c == INV_PENDING)
+        return true;
+    gw_buy_core_step(&b->core, &(gw_buy_ev_t){.kind = GW_BUY_EV_CLAIMED, .rc = c}, cm_wall_ms(),
+                     &b->out);
+    fbuy_answer(wd, b);
+    return false;
 }
 
-static void abuy_done(inv_reserve_req_t *req, int outcome)
+/* An asynchronous call's answer: from the server's turn
+ * (sim_redis_async_step), a worker's timer, or its close. */
+static void fbuy_done(inv_reserve_req_t *req, int outcome)
 {
-    abuy_t *ab = (abuy_t *)(void *)req;
-    world_t *wd = ab->wd;
-    order_t *o = &wd->o[ab->order];
-    if (ab->claiming) {
-        order_t *orig = order_by_id(wd, req->order_id);
-        if (orig)
-            claim_answer(wd, ab->g, o, orig, outcome);
-        goto done;
+    fbuy_t *b = (fbuy_t *)(void *)((char *)req - offsetof(fbuy_t, req));
+    world_t *wd = b->wd;
+    trace(wd, "gw%d %s %s answered %d", b->g, b->reserving ? "buy" : "claim",
+          wd->o[b->order].id, outcome);
+    if (b->reserving) {
+        if (fbuy_reserved(wd, b, outcome))
+            return; /* its claim is in flight */
+    } else {
+        gw_buy_core_step(&b->core, &(gw_buy_ev_t){.kind = GW_BUY_EV_CLAIMED, .rc = outcome},
+                         cm_wall_ms(), &b->out);
+        fbuy_answer(wd, b);
     }
-    trace(wd, "gw%d buy %s answered %d", ab->g, o->id, outcome);
-    if (outcome == INV_RESERVED) {
-        ack(wd, o);
-    } else if (outcome == INV_DUPLICATE) {
-        order_t *orig = dup_order(wd, o, req);
-        gw_t *G = &wd->gw[ab->g];
-        if (!orig || !G->up)
-            goto done;
-        ab->claiming = true;
-        int c = inv_claim(G->w, req);
-        if (c == INV_PENDING)
-            return;
-        claim_answer(wd, ab->g, o, orig, c);
-    } else if (outcome < 0 && o->key[0]) {
-        o->retry = true; /* the worker gives its units back if it ran */
-    }
-done:
     wd->inflight--;
-    free(ab);
-}
-
-static void abuy(world_t *wd, int g, order_t *o, inv_sale_t *s)
-{
-    abuy_t *ab = cm_xcalloc(1, sizeof(*ab));
-    ab->wd = wd;
-    ab->g = g;
-    ab->order = (int)(o - wd->o);
-    inv_reserve_req_t *req = &ab->req;
-    req->sale = s;
-    snprintf(req->user_id, sizeof(req->user_id), "u%d", o->user);
-    req->qty = o->qty;
-    snprintf(req->idem_key, sizeof(req->idem_key), "%s", o->key);
-    snprintf(req->order_id, sizeof(req->order_id), "%s", o->id);
-    req->done = abuy_done;
-    wd->inflight++;
-    int rc = inv_reserve(wd->gw[g].w, req);
-    trace(wd, "gw%d buy %s u%d qty=%u key=%s -> %d", g, o->id, o->user, o->qty, o->key, rc);
-    if (rc != INV_PENDING)
-        abuy_done(req, rc);
+    free(b);
 }
 
 /* A buy (or a client's keyed retry of `retry_of`) through gateway g. */
@@ -333,37 +376,67 @@ static void buy(world_t *wd, int g, order_t *retry_of)
     order_t *o = order_new(wd, user, qty, false);
     if (!o)
         return;
+    o->gw = g;
+    o->gen = G->gen;
     if (retry_of)
         memcpy(o->key, retry_of->key, sizeof(o->key));
     else if (chance(wd, 0.7))
         snprintf(o->key, sizeof(o->key), "k%d", (int)(o - wd->o));
     if (retry_of)
         retry_of->retry = false;
-    if (wd->async) {
-        abuy(wd, g, o, s);
+    fbuy_t *b = cm_xcalloc(1, sizeof(*b));
+    b->wd = wd;
+    b->g = g;
+    b->order = (int)(o - wd->o);
+    b->orig = -1;
+    b->reserving = true;
+    gw_buy_core_init(&b->core, false);
+    /* the head, the buyer, the limits (gw_buy.c: the sale's local view) */
+    inv_sale_terms_t terms;
+    inv_sale_terms(s, &terms);
+    int64_t now = cm_wall_ms();
+    gw_buy_core_step(&b->core,
+                     &(gw_buy_ev_t){.kind = GW_BUY_EV_HEAD,
+                                    .fair = GW_BUY_FAIR_OPEN,
+                                    .starts_at_ms = terms.starts_at_ms,
+                                    .ends_at_ms = terms.ends_at_ms},
+                     now, &b->out);
+    if (b->out.answer == GW_BUY_A_NONE)
+        gw_buy_core_step(&b->core,
+                         &(gw_buy_ev_t){.kind = GW_BUY_EV_BUYER,
+                                        .qty = qty,
+                                        .per_user_limit = terms.per_user_limit},
+                         now, &b->out);
+    if (b->out.answer == GW_BUY_A_NONE)
+        gw_buy_core_step(&b->core,
+                         &(gw_buy_ev_t){.kind = GW_BUY_EV_LIMITS,
+                                        .rate_allowed = true,
+                                        .fair = GW_BUY_FAIR_OPEN},
+                         now, &b->out);
+    if (!(b->out.actions & GW_BUY_DO_RESERVE)) {
+        fbuy_answer(wd, b);
+        free(b);
         return;
     }
-    inv_reserve_req_t req;
-    memset(&req, 0, sizeof(req));
-    req.sale = s;
-    snprintf(req.user_id, sizeof(req.user_id), "u%d", user);
-    req.qty = qty;
-    snprintf(req.idem_key, sizeof(req.idem_key), "%s", o->key);
-    snprintf(req.order_id, sizeof(req.order_id), "%s", o->id);
-    int rc = inv_reserve(G->w, &req);
-    trace(wd, "gw%d buy %s u%d qty=%u key=%s -> %d", g, o->id, user, qty, o->key, rc);
-    if (rc == INV_RESERVED) {
-        ack(wd, o);
-    } else if (rc == INV_DUPLICATE) {
-        order_t *orig = dup_order(wd, o, &req);
-        if (orig)
-            claim_answer(wd, g, o, orig, inv_claim(G->w, &req));
-    } else if (rc < 0) {
-        o->doubt = true;
-        o->doubt_gw = g;
-        if (o->key[0])
-            o->retry = true;
+    inv_reserve_req_t *req = &b->req;
+    req->sale = s;
+    snprintf(req->user_id, sizeof(req->user_id), "u%d", user);
+    req->qty = qty;
+    snprintf(req->idem_key, sizeof(req->idem_key), "%s", o->key);
+    snprintf(req->order_id, sizeof(req->order_id), "%s", o->id);
+    if (wd->async) {
+        req->done = fbuy_done;
+        wd->inflight++;
+        int rc = inv_reserve(G->w, req);
+        trace(wd, "gw%d buy %s u%d qty=%u key=%s -> %d", g, o->id, user, qty, o->key, rc);
+        if (rc != INV_PENDING)
+            fbuy_done(req, rc);
+        return;
     }
+    int rc = inv_reserve(G->w, req);
+    trace(wd, "gw%d buy %s u%d qty=%u key=%s -> %d", g, o->id, user, qty, o->key, rc);
+    (void)fbuy_reserved(wd, b, rc);
+    free(b);
 }
 
 static void cancel(world_t *wd, int g, order_t *o)

@@ -1,7 +1,7 @@
 /*
- * The simulated sale (docs/simulation.md): gateways (the real memory
- * inventory, the real spool on a simulated disk and the real relay, stepped,
- * with a model of the gateway's buy, replay and compensation), a broker, and
+ * The simulated sale (docs/simulation.md): gateways (the real memory or
+ * Redis inventory, the real spool on a simulated disk and the real relay,
+ * stepped, the real buy, replay and compensation cores), a broker, and
  * settlement (the real batch writer on a simulated sink), driven from a seed
  * and checked by an oracle after every step. One thread; nothing is shared
  * between two runs but the active plant.
@@ -21,6 +21,8 @@ typedef struct sim_opts {
     bool no_stops;   /* no graceful stops: every kill is a crash, and the seed's draws
                       * are those of a simulator without stops (regression seeds) */
     bool open_defects; /* also the steps that meet the open defects (docs/simulation.md) */
+    int redis;         /* the inventory: 1 Redis (sim_redis.h) on every gateway, -1 memory on
+                        * every one, 0 the seed's draw (seeds 28 mod 32: Redis per gateway) */
 } sim_opts_t;
 
 typedef struct sim_result {

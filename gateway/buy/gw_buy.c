@@ -26,6 +26,7 @@
 #include "common/cm_log.h"
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
+#include "gateway/base/gw_drain.h"
 #include "gateway/base/gw_fleet.h"
 #include "gateway/buy/gw_buy.h"
 #include "gateway/buy/gw_buy_core.h"
@@ -876,7 +877,8 @@ static inv_sale_t *buy_sale(gw_req_t *r)
 {
     gw_worker_t *w = r->w;
     gw_server_t *srv = w->srv;
-    if (atomic_load_explicit(&srv->life.draining, memory_order_relaxed)) {
+    if (gw_drain_refuses(gw_drain_phase(atomic_load_explicit(&srv->life.leaving, memory_order_relaxed),
+                                        atomic_load_explicit(&srv->life.draining, memory_order_relaxed)))) {
         /* After the drain grace, on a connection opened before: close it, so
          * the load balancer's next request opens one to another gateway. */
         gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "gateway is shutting down");

@@ -72,6 +72,8 @@ int gw_replay_one(const oq_rec_t *rec, void *arg)
         } else if (o.type == OQ_MSG_RELEASE) {
             const char *reason = o.reason[0] ? o.reason : NULL;
             int rel = gw_units_release(rc->inv, &o);
+            if (CM_PLANT(REPLAY_RELEASE_FAILURE_DROPPED) && rel < 0)
+                rel = CM_ENOTFOUND; /* planted: a failed release taken as done before */
             oq_order_t known;
             /* A give-back's order was never accepted here, so it has no status
              * to set; it is known only if a keyed retry claimed it here after,
@@ -140,6 +142,8 @@ int gw_comp_release(inv_t *inv, const gw_book_t *book, const oq_order_t *ord, oq
      * a re-delivered outcome may call it again; a final order whose release
      * failed would be taken as done and its units lost. */
     int rc = gw_units_release(inv, ord);
+    if (CM_PLANT(COMP_RELEASE_FAILURE_FINAL) && rc < 0)
+        rc = 0; /* planted: a failed release taken as done */
     if (!gw_release_ok(ord, rc))
         return rc;
     book->set_status(book->ud, ord->order_id, ord, st, reason);

@@ -16,6 +16,7 @@
 #include "common/cm_rand.h"
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
+#include "gateway/base/gw_drain.h"
 #include "gateway/buy/gw_buy.h"
 #include "gateway/buy/gw_identity.h"
 #include "gateway/buy/gw_reg.h"
@@ -162,9 +163,10 @@ void gw_http_health(gw_server_t *srv, bool ready, gw_resp_t *out)
         out->body_len = (size_t)snprintf(out->body, sizeof(out->body), "{\"status\":\"alive\"}");
         return;
     }
-    bool leaving = atomic_load(&srv->life.draining) || atomic_load(&srv->life.leaving);
+    gw_drain_phase_t ph = gw_drain_phase(atomic_load(&srv->life.leaving), atomic_load(&srv->life.draining));
+    bool leaving = ph != GW_DRAIN_SERVING;
     const char *stale = gw_identity_stale(srv);
-    if (atomic_load(&srv->life.ready) && !leaving && !stale) {
+    if (gw_drain_ready(atomic_load(&srv->life.ready), ph, stale != NULL)) {
         gw_resp_init(out, GW_R_OK);
         out->body_len = (size_t)snprintf(out->body, sizeof(out->body),
                                          "{\"status\":\"ready\",\"inventory\":\"%s\"}",
