@@ -1600,6 +1600,12 @@ void gw_room_handle(gw_req_t *r)
         gw_resp_retry_after(p, 1);
         return;
     }
+    if (rc == CM_EAGAIN) { /* the pre-queue's seal is on its way to disk */
+        gw_resp_error(p, GW_R_UNAVAILABLE, NULL,
+                      "the waiting room of sale %s is opening; retry", r->id);
+        gw_resp_retry_after(p, 1);
+        return;
+    }
     if (rc == CM_EIO) { /* one gateway's pre-queue join is on disk before its answer */
         gw_resp_error(p, GW_R_UNAVAILABLE, NULL,
                       "the waiting room of sale %s could not record the join; retry", r->id);

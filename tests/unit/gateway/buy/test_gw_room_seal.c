@@ -1,0 +1,146 @@
+/*
+ * gw_room: the seal of one gateway's pre-queue is made durable without the
+ * room's lock. The disk is made slow at the seal's fdatasync (the program
+ * links with --wrap=fdatasync): while it is in flight another thread's join
+ * and look at the room must return at once, and must not act on the seal (no
+ * place given from ranks whose joins are not yet durable, no seed published);
+ * once it returned, the sealing join has its rank and the next arrival the
+ * place after the pre-queue. Label concurrency: TSan runs it.
+ */
+#include "gateway/buy/gw_fair.h"
+#include "gateway/buy/gw_fair_internal.h"
+
+#include "common/cm_err.h"
+#include "common/cm_time.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/ctl/gw_ctl.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+int __real_fdatasync(int fd);
+
+static gw_fair_sale_t *room;
+static int64_t starts_ms;
+static atomic_bool slow_armed;
+
+/* What the other thread saw while the seal's fdatasync was in flight. */
+static pthread_mutex_t other_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t other_cv = PTHREAD_COND_INITIALIZER;
+static bool other_done, other_in_time;
+static int other_rc;
+static gw_wr_join_t other_join;
+static gw_fair_room_view_t other_view;
+static pthread_t other;
+
+static void *other_run(void *arg)
+{
+    (void)arg;
+    gw_wr_join_t j;
+    int rc = gw_fair_room_join(room, "late", 4, true, starts_ms + 1, starts_ms, 0, &j);
+    gw_fair_room_view_t v;
+    gw_fair_room_view(room, &v);
+    pthread_mutex_lock(&other_mu);
+    other_rc = rc;
+    other_join = j;
+    other_view = v;
+    other_done = true;
+    pthread_cond_signal(&other_cv);
+    pthread_mutex_unlock(&other_mu);
+    return NULL;
+}
+
+/* The slow disk: the first fdatasync of the room's log once armed waits (up to
+ * 5 s) for another thread's join and look to return. */
+int __wrap_fdatasync(int fd);
+int __wrap_fdatasync(int fd)
+{
+    char link[64], path[512];
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, path, sizeof(path) - 1);
+    path[n > 0 ? n : 0] = '\0';
+    bool is_room = n > 5 && strcmp(path + n - 5, ".room") == 0;
+    if (is_room && atomic_exchange(&slow_armed, false)) {
+        assert_int_equal(pthread_create(&other, NULL, other_run, NULL), 0);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 5;
+        pthread_mutex_lock(&other_mu);
+        while (!other_done)
+            if (pthread_cond_timedwait(&other_cv, &other_mu, &until) == ETIMEDOUT)
+                break;
+        other_in_time = other_done;
+        pthread_mutex_unlock(&other_mu);
+    }
+    return __real_fdatasync(fd);
+}
+
+static void test_seal_sync_outside_lock(void **st)
+{
+    (void)st;
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/tmp/fg-seal-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    gw_config_t *cfg = calloc(1, sizeof(*cfg));
+    gw_server_t *srv = calloc(1, sizeof(*srv));
+    snprintf(cfg->data_dir, sizeof(cfg->data_dir), "%s", dir);
+    snprintf(cfg->inventory, sizeof(cfg->inventory), "memory");
+    srv->cfg = cfg;
+    char why[256] = "";
+    assert_int_equal(gw_fair_open(srv, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_configure(srv, "s1", 0, 0, 10, why, sizeof(why)), 0);
+    room = gw_fair_room(srv->fair, "s1");
+    assert_non_null(room);
+    int64_t t0 = cm_wall_ms();
+    starts_ms = t0 + 60000;
+    gw_wr_join_t j;
+    assert_int_equal(gw_fair_room_join(room, "p0", 2, true, t0, starts_ms, 0, &j), 0);
+    assert_true(j.prequeue);
+    assert_int_equal(gw_fair_room_join(room, "p1", 2, true, t0, starts_ms, 0, &j), 0);
+    assert_true(j.prequeue);
+
+    atomic_store(&slow_armed, true);
+    /* the first join at the start seals, and syncs the seal */
+    assert_int_equal(gw_fair_room_join(room, "p0", 2, true, starts_ms, starts_ms, 0, &j), 0);
+    assert_false(atomic_load(&slow_armed)); /* the seal's fdatasync ran */
+    assert_true(j.pos == 1 || j.pos == 2);
+    assert_int_equal(pthread_join(other, NULL), 0);
+    /* the other thread was not held for the fdatasync's duration ... */
+    assert_true(other_in_time);
+    /* ... and nothing it got rests on the seal before the seal was durable */
+    assert_int_equal(other_rc, CM_EAGAIN);
+    assert_int_equal(other_join.pos, 0);
+    assert_false(other_view.sealed);
+    /* once durable: the next arrival has the place after the pre-queue */
+    assert_int_equal(gw_fair_room_join(room, "late", 4, true, starts_ms + 2, starts_ms, 0, &j), 0);
+    assert_int_equal(j.pos, 3);
+    gw_fair_room_view_t v;
+    gw_fair_room_view(room, &v);
+    assert_true(v.sealed);
+    gw_fair_close(srv);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    (void)system(cmd);
+    free(srv);
+    free(cfg);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_seal_sync_outside_lock),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
