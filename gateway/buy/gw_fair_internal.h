@@ -39,6 +39,11 @@ typedef struct gw_room_store {
     unsigned gen;   /* a new file or a reopened one: a sync in flight on the old fd
                      * does not cover the new one's bytes */
     bool dirty;     /* lines since the last fdatasync */
+    /* fdatasyncs running (store_sync), the furthest length one of them covers (0
+     * when none), and their end, broadcast: a flush whose lines one covers waits */
+    unsigned sync_inflight;
+    off_t sync_inflight_upto;
+    pthread_cond_t sync_cv;
     int64_t synced_ms, err_ms;
     /* A compaction in progress (gw_fair__room_store_compact): its new file, to
      * which every line appended meanwhile goes too (-1: none), that file's
@@ -387,7 +392,8 @@ int gw_fair__room_store_line(gw_fair_sale_t *fs, bool sync, const char *fmt, ...
  * last; the log's lock is not held across the fdatasync. Lottery thread. */
 void gw_fair__room_store_sync(gw_fair_sale_t *fs);
 /* fdatasync of the log through its length now (every line whose write(2) returned
- * before the call), unless an fdatasync covered it already; no GW_WR_SYNC_MS interval.
+ * before the call), unless an fdatasync covered it already or one running covers it
+ * (waited for: a group commit across the worker loops); no GW_WR_SYNC_MS interval.
  * The log's lock is not held across the fdatasync. Counts claim_syncs, and
  * claim_sync_failures on a failure (logged, rate limited). 0 or CM_EIO. Thread-safe
  * (blocks on the disk: off the loops). */

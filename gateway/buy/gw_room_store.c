@@ -29,6 +29,9 @@
 void gw_fair__room_store_init(gw_room_store_t *st)
 {
     pthread_mutex_init(&st->mu, NULL);
+    pthread_cond_init(&st->sync_cv, NULL);
+    st->sync_inflight = 0;
+    st->sync_inflight_upto = 0;
     st->fd = -1;
     st->len = 0;
     st->synced_len = 0;
@@ -55,6 +58,7 @@ void gw_fair__room_store_deinit(gw_room_store_t *st)
         close(st->fd);
     }
     st->fd = -1;
+    pthread_cond_destroy(&st->sync_cv);
     pthread_mutex_destroy(&st->mu);
 }
 
@@ -110,6 +114,9 @@ static int store_sync(gw_fair_sale_t *fs)
     unsigned gen = st->gen;
     bool dir = st->dir_unsynced;
     st->dirty = false; /* an append during the sync sets it again */
+    st->sync_inflight++;
+    if (upto > st->sync_inflight_upto)
+        st->sync_inflight_upto = upto;
     pthread_mutex_unlock(&st->mu);
     int rc = fdatasync(fd), e = errno;
     close(fd);
@@ -124,6 +131,9 @@ static int store_sync(gw_fair_sale_t *fs)
             close(dfd);
     }
     pthread_mutex_lock(&st->mu);
+    if (--st->sync_inflight == 0)
+        st->sync_inflight_upto = 0;
+    pthread_cond_broadcast(&st->sync_cv);
     if (cfd >= 0 && st->gen == gen) {
         if (crc != 0)
             st->cfailed = true;
@@ -288,6 +298,16 @@ static int store_flush(gw_fair_sale_t *fs)
 {
     gw_room_store_t *st = &fs->wr_store;
     int rc = 0;
+    /* Group commit: a sync in flight that started past this call's lines (another
+     * worker's batch, the lottery thread's tick) is waited for, not doubled; if it
+     * failed, this call syncs itself. */
+    off_t want = st->len;
+    unsigned gen = st->gen;
+    while (st->sync_inflight && st->sync_inflight_upto >= want && st->gen == gen &&
+           st->synced_len < want)
+        pthread_cond_wait(&st->sync_cv, &st->mu);
+    if (st->gen == gen && st->synced_len >= want)
+        return 0;
     /* synced_len, not dirty: a sync of the lottery thread in flight has
      * cleared dirty before its fdatasync returned */
     if (st->synced_len < st->len) {
