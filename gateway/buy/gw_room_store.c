@@ -369,6 +369,9 @@ int gw_fair__room_store_drop(gw_fair_sale_t *fs)
     char path[700];
     store_path(fs, path, sizeof(path));
     int rc = unlink(path) == 0 || errno == ENOENT ? 0 : CM_EIO;
+    char tmp[710];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    (void)unlink(tmp); /* what a compaction cut by a crash left */
     if (rc == 0) /* a sale made again under this id must not find this room */
         store_dir_sync(fs);
     pthread_mutex_unlock(&st->mu);
@@ -511,6 +514,7 @@ int gw_fair__room_store_compact(gw_fair_sale_t *fs, const char *image, size_t n)
         st->synced_len = st->csynced;
         st->dirty = st->len > st->synced_len;
         st->gen++; /* a sync in flight on the old file does not count for this one */
+        st->sync_inflight_upto = 0; /* nor does a flush of this one wait for it */
         st->dir_unsynced = true;
         st->base_len = (off_t)n;
         atomic_fetch_add_explicit(&st->compactions, 1, memory_order_relaxed);

@@ -5,7 +5,10 @@
  * and look at the room must return at once, and must not act on the seal (no
  * place given from ranks whose joins are not yet durable, no seed published);
  * once it returned, the sealing join has its rank and the next arrival the
- * place after the pre-queue. Label concurrency: TSan runs it.
+ * place after the pre-queue. And the room log's compaction while two threads
+ * claim, give back and sync tokens (the group commit's flushes): the claims
+ * kept read spent after a restart, those given back free. Label concurrency:
+ * TSan runs it.
  */
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
@@ -137,10 +140,123 @@ static void test_seal_sync_outside_lock(void **st)
     free(cfg);
 }
 
+/*---- compaction under concurrent claims ----*/
+
+enum { CLAIMERS = 2, CYCLES = 16000, KEEP_EVERY = 200, TOKENS = 200 };
+
+typedef struct claimer {
+    gw_fair_t *f;
+    gw_wr_join_t *tok; /* this thread's TOKENS admitted places */
+    int kept[CYCLES / KEEP_EVERY + 1], nkept;
+    int failures;
+} claimer_t;
+
+static atomic_int claimers_left;
+
+static void *claimer_run(void *arg)
+{
+    claimer_t *c = arg;
+    int64_t now_s = cm_wall_ms() / 1000;
+    int next_keep = 1;
+    for (int k = 0; k < CYCLES; k++) {
+        uint64_t nonce = 0;
+        bool keep = k % KEEP_EVERY == 0 && next_keep < TOKENS;
+        int t = keep ? next_keep++ : 0; /* token 0: claimed and given back over and over */
+        if (gw_fair_admission_claim(c->f, "s1", c->tok[t].jti, c->tok[t].exp_s, 0, now_s,
+                                    &nonce) != GW_WR_CLAIMED) {
+            c->failures++;
+            continue;
+        }
+        if (keep && gw_fair_admission_sync(c->f, "s1") != 0)
+            c->failures++;
+        gw_fair_admission_settle(c->f, "s1", c->tok[t].jti, 0, nonce, keep);
+        if (keep)
+            c->kept[c->nkept++] = t;
+    }
+    atomic_fetch_sub(&claimers_left, 1);
+    return NULL;
+}
+
+static void test_compaction_while_claiming(void **st)
+{
+    (void)st;
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/tmp/fg-seal-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    gw_config_t *cfg = calloc(1, sizeof(*cfg));
+    gw_server_t *srv = calloc(1, sizeof(*srv));
+    snprintf(cfg->data_dir, sizeof(cfg->data_dir), "%s", dir);
+    snprintf(cfg->inventory, sizeof(cfg->inventory), "memory");
+    srv->cfg = cfg;
+    char why[256] = "";
+    assert_int_equal(gw_fair_open(srv, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_configure(srv, "s1", 0, 0, 10, why, sizeof(why)), 0);
+    gw_fair_sale_t *fs = gw_fair_room(srv->fair, "s1");
+    assert_non_null(fs);
+    int64_t now_ms = cm_wall_ms();
+    static gw_wr_join_t tok[CLAIMERS][TOKENS];
+    static claimer_t cl[CLAIMERS];
+    pthread_t th[CLAIMERS];
+    for (int i = 0; i < CLAIMERS; i++)
+        for (int t = 0; t < TOKENS; t++) {
+            char name[32];
+            snprintf(name, sizeof(name), "c%d-%d", i, t);
+            assert_int_equal(gw_fair_room_join(fs, name, strlen(name), true, now_ms, 0, 1u << 30,
+                                               &tok[i][t]),
+                             0);
+            assert_true(tok[i][t].jti != 0);
+        }
+    atomic_store(&claimers_left, CLAIMERS);
+    for (int i = 0; i < CLAIMERS; i++) {
+        cl[i] = (claimer_t){.f = srv->fair, .tok = tok[i]};
+        assert_int_equal(pthread_create(&th[i], NULL, claimer_run, &cl[i]), 0);
+    }
+    /* the lottery thread's part: sync and compact as the log grows */
+    while (atomic_load(&claimers_left) > 0) {
+        gw_fair_tick(srv);
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+    for (int i = 0; i < CLAIMERS; i++)
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+    gw_fair_tick(srv);
+    for (int i = 0; i < CLAIMERS; i++) {
+        assert_int_equal(cl[i].failures, 0);
+        assert_true(cl[i].nkept > 10);
+    }
+    assert_true(atomic_load(&fs->wr_store.compactions) >= 1);
+
+    gw_fair_close(srv); /* a restart */
+    assert_int_equal(gw_fair_open(srv, why, sizeof(why)), 0);
+    gw_fair_t *f = srv->fair;
+    int64_t now_s = cm_wall_ms() / 1000;
+    uint64_t nonce;
+    for (int i = 0; i < CLAIMERS; i++) {
+        for (int k = 0; k < cl[i].nkept; k++) {
+            gw_wr_join_t *t = &tok[i][cl[i].kept[k]];
+            assert_int_equal(gw_fair_admission_claim(f, "s1", t->jti, t->exp_s, 0, now_s, &nonce),
+                             GW_WR_SPENT);
+        }
+        assert_int_equal(gw_fair_admission_claim(f, "s1", tok[i][0].jti, tok[i][0].exp_s, 0,
+                                                 now_s, &nonce),
+                         GW_WR_CLAIMED);
+        assert_int_equal(gw_fair_admission_claim(f, "s1", tok[i][TOKENS - 1].jti,
+                                                 tok[i][TOKENS - 1].exp_s, 0, now_s, &nonce),
+                         GW_WR_CLAIMED); /* never claimed */
+    }
+    gw_fair_close(srv);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    (void)system(cmd);
+    free(srv);
+    free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_seal_sync_outside_lock),
+        cmocka_unit_test(test_compaction_while_claiming),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
