@@ -309,8 +309,8 @@ int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool t
             pthread_mutex_lock(&fs->wr_mu);
         }
     }
-    if (fs->wr_seal_syncing || !atomic_load(&fs->wr_sealed)) { /* another thread's seal, in
-                                                                * its fdatasync (or a reset) */
+    /* another thread's seal, in its fdatasync (or a reset meanwhile) */
+    if (fs->wr_seal_syncing || !atomic_load(&fs->wr_sealed)) {
         pthread_mutex_unlock(&fs->wr_mu);
         return CM_EAGAIN;
     }

@@ -489,8 +489,8 @@ int gw_fair__room_store_compact(gw_fair_sale_t *fs, const char *image, size_t n)
     int tfd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
     bool ok = tfd >= 0 && write_all(tfd, image, n) == 0;
     pthread_mutex_lock(&st->mu);
-    ok = ok && st->fd >= 0 && st->gen == st->cgen &&
-         copy_tail(st->fd, tfd, st->cmark, st->len) == 0;
+    ok =
+        ok && st->fd >= 0 && st->gen == st->cgen && copy_tail(st->fd, tfd, st->cmark, st->len) == 0;
     if (ok) {
         st->cfd = tfd;
         st->clen = (off_t)n + (st->len - st->cmark);
