@@ -7,8 +7,8 @@
  * once it returned, the sealing join has its rank and the next arrival the
  * place after the pre-queue. And the room log's compaction while two threads
  * claim, give back and sync tokens (the group commit's flushes): the claims
- * kept read spent after a restart, those given back free. Label concurrency:
- * TSan runs it.
+ * kept read spent after a restart, those given back free. TSan runs it (label
+ * concurrency), Helgrind too (race.room-seal).
  */
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
