@@ -7,7 +7,8 @@
  * once it returned, the sealing join has its rank and the next arrival the
  * place after the pre-queue. And the room log's compaction while two threads
  * claim, give back and sync tokens (the group commit's flushes): the claims
- * kept read spent after a restart, those given back free. TSan runs it (label
+ * kept read spent after a restart, those given back free. And two flushes of
+ * the log at once (two worker loops' group commits) make one fdatasync. TSan runs it (label
  * concurrency), Helgrind too (race.room-seal).
  */
 #include "gateway/buy/gw_fair.h"
@@ -65,6 +66,14 @@ static void *other_run(void *arg)
     return NULL;
 }
 
+/* A held disk: the first fdatasync of the room's log once armed waits until
+ * the test releases it; every fdatasync of it is counted. */
+static atomic_int room_syncs;
+static atomic_bool hold_armed;
+static pthread_mutex_t hold_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t hold_cv = PTHREAD_COND_INITIALIZER;
+static bool held, released;
+
 /* The slow disk: the first fdatasync of the room's log once armed waits (up to
  * 5 s) for another thread's join and look to return. */
 int __wrap_fdatasync(int fd);
@@ -75,6 +84,16 @@ int __wrap_fdatasync(int fd)
     ssize_t n = readlink(link, path, sizeof(path) - 1);
     path[n > 0 ? n : 0] = '\0';
     bool is_room = n > 5 && strcmp(path + n - 5, ".room") == 0;
+    if (is_room)
+        atomic_fetch_add(&room_syncs, 1);
+    if (is_room && atomic_exchange(&hold_armed, false)) {
+        pthread_mutex_lock(&hold_mu);
+        held = true;
+        pthread_cond_broadcast(&hold_cv);
+        while (!released)
+            pthread_cond_wait(&hold_cv, &hold_mu);
+        pthread_mutex_unlock(&hold_mu);
+    }
     if (is_room && atomic_exchange(&slow_armed, false)) {
         assert_int_equal(pthread_create(&other, NULL, other_run, NULL), 0);
         struct timespec until;
@@ -252,11 +271,87 @@ static void test_compaction_while_claiming(void **st)
     free(cfg);
 }
 
+/*---- the room log's group commit ----*/
+
+static gw_fair_t *flush_fair;
+static int flush_rc[2];
+
+static void *flush_run(void *arg)
+{
+    int *rc = arg;
+    *rc = gw_fair_admission_sync(flush_fair, "s1");
+    return NULL;
+}
+
+/* Two worker loops' group commits flush the room log at once: the second
+ * finds the first's fdatasync running past its claim's line and waits for it
+ * instead of making another (one fdatasync for both, the disk held meanwhile). */
+static void test_flush_shares_sync(void **st)
+{
+    (void)st;
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/tmp/fg-seal-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    gw_config_t *cfg = calloc(1, sizeof(*cfg));
+    gw_server_t *srv = calloc(1, sizeof(*srv));
+    snprintf(cfg->data_dir, sizeof(cfg->data_dir), "%s", dir);
+    snprintf(cfg->inventory, sizeof(cfg->inventory), "memory");
+    srv->cfg = cfg;
+    char why[256] = "";
+    assert_int_equal(gw_fair_open(srv, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_configure(srv, "s1", 0, 0, 10, why, sizeof(why)), 0);
+    gw_fair_sale_t *fs = gw_fair_room(srv->fair, "s1");
+    flush_fair = srv->fair;
+    int64_t now_ms = cm_wall_ms();
+    gw_wr_join_t a, b;
+    assert_int_equal(gw_fair_room_join(fs, "a", 1, true, now_ms, 0, 10, &a), 0);
+    assert_int_equal(gw_fair_room_join(fs, "b", 1, true, now_ms, 0, 10, &b), 0);
+    uint64_t nonce;
+    assert_int_equal(gw_fair_admission_claim(srv->fair, "s1", a.jti, a.exp_s, 0, now_ms / 1000,
+                                             &nonce),
+                     GW_WR_CLAIMED);
+    assert_int_equal(gw_fair_admission_claim(srv->fair, "s1", b.jti, b.exp_s, 0, now_ms / 1000,
+                                             &nonce),
+                     GW_WR_CLAIMED);
+    atomic_store(&room_syncs, 0);
+    atomic_store(&hold_armed, true);
+    pthread_t t1, t2;
+    assert_int_equal(pthread_create(&t1, NULL, flush_run, &flush_rc[0]), 0);
+    pthread_mutex_lock(&hold_mu);
+    while (!held)
+        pthread_cond_wait(&hold_cv, &hold_mu);
+    pthread_mutex_unlock(&hold_mu);
+    assert_int_equal(pthread_create(&t2, NULL, flush_run, &flush_rc[1]), 0);
+    struct timespec ts = {0, 300000000};
+    nanosleep(&ts, NULL);
+    assert_int_equal(atomic_load(&room_syncs), 1); /* the second waits, makes none */
+    pthread_mutex_lock(&hold_mu);
+    released = true;
+    pthread_cond_broadcast(&hold_cv);
+    pthread_mutex_unlock(&hold_mu);
+    assert_int_equal(pthread_join(t1, NULL), 0);
+    assert_int_equal(pthread_join(t2, NULL), 0);
+    assert_int_equal(flush_rc[0], 0);
+    assert_int_equal(flush_rc[1], 0);
+    assert_int_equal(atomic_load(&room_syncs), 1);
+    off_t len, synced;
+    gw_fair__room_store_len(fs, &len, &synced);
+    assert_true(len > 0);
+    assert_int_equal(synced, len);
+    gw_fair_close(srv);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    (void)system(cmd);
+    free(srv);
+    free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_seal_sync_outside_lock),
         cmocka_unit_test(test_compaction_while_claiming),
+        cmocka_unit_test(test_flush_shares_sync),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
