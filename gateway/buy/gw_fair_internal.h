@@ -405,11 +405,11 @@ int gw_fair__room_store_durable(gw_fair_sale_t *fs);
  * compacted by the lottery thread: the file stays within about twice the state
  * it records plus this, and the rewrite costs at most one byte per byte appended. */
 #define GW_WR_COMPACT_MIN_BYTES (1 << 20)
-/* Whether the log is due a compaction (GW_WR_COMPACT_MIN_BYTES); if so, marks its
- * length now as the one the room's state is about to be copied at: the caller holds
- * wr_mu and the spent table's lock, so that no line changes that state meanwhile.
- * Lottery thread. */
-bool gw_fair__room_store_compact_due(gw_fair_sale_t *fs);
+/* Whether the log is due a compaction (GW_WR_COMPACT_MIN_BYTES); if so and mark,
+ * marks its length now as the one the room's state is about to be copied at: the
+ * caller then holds wr_mu and the spent table's lock, so that no line changes that
+ * state meanwhile. Lottery thread. */
+bool gw_fair__room_store_compact_due(gw_fair_sale_t *fs, bool mark);
 /* Replaces the log by image (n bytes of whole lines, starting with the "K" line: the
  * room's state at gw_fair__room_store_compact_due) followed by the lines appended
  * since: written beside it (<sale>.room.tmp), fdatasync'd, renamed over it, and the

@@ -858,10 +858,13 @@ static int place_pos_cmp(const void *a, const void *b)
  */
 static void room_compact(gw_fair_sale_t *fs)
 {
+    /* every tick: the room's locks only when it is due */
+    if (!gw_fair__room_store_compact_due(fs, false))
+        return;
     int64_t now_s = cm_wall_ms() / 1000;
     pthread_mutex_lock(&fs->wr_mu);
     pthread_mutex_lock(&fs->wr_spent.mu);
-    if (fs->wr_seal_syncing || !gw_fair__room_store_compact_due(fs)) {
+    if (fs->wr_seal_syncing || !gw_fair__room_store_compact_due(fs, true)) {
         pthread_mutex_unlock(&fs->wr_spent.mu);
         pthread_mutex_unlock(&fs->wr_mu);
         return;

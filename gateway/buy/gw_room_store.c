@@ -428,13 +428,13 @@ size_t gw_fair__room_store_read(gw_fair_sale_t *fs, void (*apply)(gw_fair_sale_t
 
 /*---- compaction ----*/
 
-bool gw_fair__room_store_compact_due(gw_fair_sale_t *fs)
+bool gw_fair__room_store_compact_due(gw_fair_sale_t *fs, bool mark)
 {
     gw_room_store_t *st = &fs->wr_store;
     pthread_mutex_lock(&st->mu);
     bool due = st->fd >= 0 && st->cfd < 0 && st->len > GW_WR_COMPACT_MIN_BYTES &&
                st->len > 2 * st->base_len;
-    if (due) {
+    if (due && mark) {
         st->cmark = st->len;
         st->cgen = st->gen;
     }
