@@ -29,6 +29,9 @@ typedef struct gw_worker_buy {
     oq_pos_t sync_wait_end; /* where their last record ends */
     bool sync_running;
     uv_work_t sync_work;
+    /* the batch's admission claims: the rooms' fdatasync, run beside sync_work's */
+    uv_work_t claim_work;
+    unsigned sync_pending; /* works of the batch not yet finished (sync_after) */
     gw_req_t *sync_batch;
     oq_pos_t sync_upto; /* the batch's end: its sync waits for these records only */
     int sync_result;

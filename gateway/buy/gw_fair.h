@@ -259,13 +259,17 @@ void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id);
  * token claim and give-back are lines of <data_dir>/fair/<sale>.room
  * (gw_room_store.c), each one write(2) before what it records is answered
  * (a claim before the buy's reserve, a give-back before it is given back),
- * fdatasync'd at the seal and by the lottery thread's first tick that is
- * GW_WR_SYNC_MS or more after the last sync (a line is on disk within about
- * GW_WR_SYNC_MS plus a tick); with spool.durability fsync, a claim also by the
- * group commit of its order, before its 202 (gw_fair_admission_sync). A
- * restart reads them back: the same seed, ranks,
- * places, front and spent tokens; a token claimed by a buy that a crash cut
- * stays spent (never a second order).
+ * fdatasync'd at the seal (outside the room's lock: until it returned, no
+ * rank or place is answered from the seal, CM_EAGAIN) and by the lottery
+ * thread's first tick that is GW_WR_SYNC_MS or more after the last sync (a
+ * line is on disk within about GW_WR_SYNC_MS plus a tick); with
+ * spool.durability fsync, a claim also by the group commit of its order,
+ * before its 202 (gw_fair_admission_sync). A restart reads them back: the
+ * same seed, ranks, places, front and spent tokens; a token claimed by a buy
+ * that a crash cut stays spent (never a second order). The lottery thread
+ * rewrites the log as the state it records once it is more than twice that
+ * (GW_WR_COMPACT_MIN_BYTES), so its length follows the room's state, not its
+ * history.
  */
 #define GW_WR_RATE_MAX 1000000
 #define GW_WR_TOKEN_TTL_S 120
@@ -304,9 +308,14 @@ typedef struct gw_wr_join {
  * room's bounded table holds it (WR_PLACES, gw_fair_internal.h). When the
  * place is at or before admitted_through, out->exp_s and out->jti are set.
  * Returns 0, CM_EBUSY (a join before the start, the pre-queue full), CM_EIO
- * (one gateway: the join's line was not written; not in the pre-queue) or, in a
- * fleet, CM_EBACKEND (Redis did not answer; nothing is known to be taken).
- * Thread-safe. In a fleet it blocks on Redis as gw_fair_admission_claim does.
+ * (one gateway: the join's line was not written; not in the pre-queue),
+ * CM_EAGAIN (one gateway: another thread sealed the pre-queue and its fdatasync
+ * has not returned; nothing taken, ask again) or, in a fleet, CM_EBACKEND
+ * (Redis did not answer; nothing is known to be taken).
+ * Thread-safe. On one gateway the call that seals the pre-queue (the first at
+ * or after the start, unless the lottery thread's tick sealed it first) waits
+ * for the seal's fdatasync, once per room. In a fleet it blocks on Redis as
+ * gw_fair_admission_claim does.
  */
 int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool take,
                       int64_t now_ms, int64_t starts_at_ms, uint64_t admitted_through,

@@ -40,7 +40,29 @@ typedef struct gw_room_store {
     unsigned gen;   /* a new file or a reopened one: a sync in flight on the old fd
                      * does not cover the new one's bytes */
     bool dirty;     /* lines since the last fdatasync */
+    /* fdatasyncs running (store_sync), the furthest length one of them covers (0
+     * when none), and their end, broadcast: a flush whose lines one covers waits */
+    unsigned sync_inflight;
+    off_t sync_inflight_upto;
+    pthread_cond_t sync_cv;
     int64_t synced_ms, err_ms;
+    /* A compaction in progress (gw_fair__room_store_compact): its new file, to
+     * which every line appended meanwhile goes too (-1: none), that file's
+     * length, what an fdatasync covered of it, whether a write or sync to it
+     * failed (the compaction is given up), and the log's length when the
+     * room's state was copied (the new file holds that state, then the lines
+     * after it). Owned by the lottery thread; the appends and syncs use it
+     * under mu. */
+    int cfd;
+    off_t clen, csynced, cmark;
+    unsigned cgen;
+    bool cfailed;
+    /* A compaction renamed its file over the log: the directory entry is
+     * fsync'd before a sync of the new file counts (a power cut could bring
+     * back the old name without the lines appended to the new file). */
+    bool dir_unsynced;
+    off_t base_len; /* the log's length after its last compaction (0: none yet) */
+    _Atomic uint64_t compactions;
     /* fsync durability's group commits that made this room's token claims durable
      * (gw_fair__room_store_flush), and those whose fdatasync failed */
     _Atomic uint64_t claim_syncs, claim_sync_failures;
@@ -138,6 +160,11 @@ struct gw_fair_sale {
     int64_t wr_starts_ms;             /* the sale's start it was sealed at */
     bool wr_seal_unlogged;            /* the seal's "S" line failed: written again before
                                        * the next P or A line (wr_mu) */
+    /* One gateway: the seal's "S" line is written and its fdatasync (run
+     * without wr_mu, by the thread that sealed) has not returned yet: the
+     * ranks exist but nothing is answered from them, the seed is not
+     * published (wr_mu). */
+    bool wr_seal_syncing;
     /* The pre-queue's persons for the admin's export (one gateway): each
      * NUL-terminated in wr_names, wr_name_at[i] the offset of the i-th,
      * in joining order until the seal, then in rank order. */
@@ -366,11 +393,31 @@ int gw_fair__room_store_line(gw_fair_sale_t *fs, bool sync, const char *fmt, ...
  * last; the log's lock is not held across the fdatasync. Lottery thread. */
 void gw_fair__room_store_sync(gw_fair_sale_t *fs);
 /* fdatasync of the log through its length now (every line whose write(2) returned
- * before the call), unless an fdatasync covered it already; no GW_WR_SYNC_MS interval.
+ * before the call), unless an fdatasync covered it already or one running covers it
+ * (waited for: a group commit across the worker loops); no GW_WR_SYNC_MS interval.
  * The log's lock is not held across the fdatasync. Counts claim_syncs, and
  * claim_sync_failures on a failure (logged, rate limited). 0 or CM_EIO. Thread-safe
  * (blocks on the disk: off the loops). */
 int gw_fair__room_store_flush(gw_fair_sale_t *fs);
+/* fdatasync of the log through its length now, as gw_fair__room_store_flush but
+ * counted as no claim's (the seal's). 0 or CM_EIO. Thread-safe (blocks on the disk). */
+int gw_fair__room_store_durable(gw_fair_sale_t *fs);
+/* A log longer than this and than twice what its last compaction wrote is
+ * compacted by the lottery thread: the file stays within about twice the state
+ * it records plus this, and the rewrite costs at most one byte per byte appended. */
+#define GW_WR_COMPACT_MIN_BYTES (1 << 20)
+/* Whether the log is due a compaction (GW_WR_COMPACT_MIN_BYTES); if so and mark,
+ * marks its length now as the one the room's state is about to be copied at: the
+ * caller then holds wr_mu and the spent table's lock, so that no line changes that
+ * state meanwhile. Lottery thread. */
+bool gw_fair__room_store_compact_due(gw_fair_sale_t *fs, bool mark);
+/* Replaces the log by image (n bytes of whole lines, starting with the "K" line: the
+ * room's state at gw_fair__room_store_compact_due) followed by the lines appended
+ * since: written beside it (<sale>.room.tmp), fdatasync'd, renamed over it, and the
+ * directory fsync'd; the loops append and sync meanwhile, and no fdatasync runs
+ * under the log's lock. 0 or CM_EIO (logged; the log stays as it was). Lottery
+ * thread, no lock held; blocks on the disk. */
+int gw_fair__room_store_compact(gw_fair_sale_t *fs, const char *image, size_t n);
 /* The log's length and how much of it an fdatasync covered (both 0 before this process's
  * first line). Thread-safe. */
 void gw_fair__room_store_len(gw_fair_sale_t *fs, off_t *len, off_t *synced_len);

@@ -54,7 +54,7 @@ void gw_fair_room_view(gw_fair_sale_t *fs, gw_fair_room_view_t *out)
     out->rate_per_s = (double)atomic_load_explicit(&fs->wr_eff_milli, memory_order_relaxed) / 1000;
     pthread_mutex_lock(&fs->wr_mu);
     out->prequeued = fs->wr_npre;
-    out->sealed = atomic_load(&fs->wr_sealed);
+    out->sealed = atomic_load(&fs->wr_sealed) && !fs->wr_seal_syncing;
     pthread_mutex_unlock(&fs->wr_mu);
 }
 
@@ -210,8 +210,9 @@ static int prequeue_add(gw_fair_sale_t *fs, uint64_t key, const char *person, si
 }
 
 /* The start: the set becomes the sorted ranks, the places after them go to
- * later arrivals, and the seed may be published; its "S" line, synced, if
- * log. wr_mu held. */
+ * later arrivals, and the seed may be published; its "S" line if log, whose
+ * fdatasync the caller runs after releasing wr_mu (seal_sync) while
+ * wr_seal_syncing holds back everything that acts on the seal. wr_mu held. */
 static void prequeue_seal(gw_fair_sale_t *fs, int64_t now_ms, int64_t starts_at_ms, bool log)
 {
     size_t n = 0;
@@ -230,9 +231,10 @@ static void prequeue_seal(gw_fair_sale_t *fs, int64_t now_ms, int64_t starts_at_
     /* a failed line is logged by the store: a restart then seals again with
      * the same joins and seed, so the same ranks; it is written again before
      * the next place's line (seal_relog) */
-    fs->wr_seal_unlogged = log && gw_fair__room_store_line(fs, true, "S %lld %lld",
+    fs->wr_seal_unlogged = log && gw_fair__room_store_line(fs, false, "S %lld %lld",
                                                            (long long)now_ms,
                                                            (long long)starts_at_ms) != 0;
+    fs->wr_seal_syncing = log && !fs->wr_seal_unlogged;
     if (n)
         cm_log_info("fair", "waiting room pre-queue sealed", "sale=%s persons=%zu", fs->sale_id, n);
 }
@@ -240,13 +242,34 @@ static void prequeue_seal(gw_fair_sale_t *fs, int64_t now_ms, int64_t starts_at_
 /* Before a P or A line: the seal's line again if it failed. A restart reads
  * P and A lines only in a sealed room, so without it every place given after
  * the seal would be skipped and given again to later arrivals (with the same
- * replay ids). wr_mu held. */
+ * replay ids). Not synced here (wr_mu held): it precedes those lines in the
+ * file, and the lottery thread's sync covers them together. wr_mu held. */
 static void seal_relog(gw_fair_sale_t *fs)
 {
     if (fs->wr_seal_unlogged &&
-        gw_fair__room_store_line(fs, true, "S %lld %lld", (long long)fs->wr_sealed_ms,
+        gw_fair__room_store_line(fs, false, "S %lld %lld", (long long)fs->wr_sealed_ms,
                                  (long long)fs->wr_starts_ms) == 0)
         fs->wr_seal_unlogged = false;
+}
+
+/*
+ * The seal's fdatasync, by the thread that sealed, without wr_mu: the joins
+ * before the seal and its "S" line are durable before any rank or place is
+ * answered from it or its seed published (until then wr_seal_syncing makes
+ * the other joins answer CM_EAGAIN instead of waiting: no worker loop waits
+ * for this disk), and the worker loops' other work on the room goes on. A
+ * failed sync is treated as a failed "S" line was before: the room stays
+ * sealed (a restart seals it again from the same joins and seed) and the line
+ * is written again before the next place's. wr_mu not held.
+ */
+static void seal_sync(gw_fair_sale_t *fs)
+{
+    int rc = gw_fair__room_store_durable(fs);
+    pthread_mutex_lock(&fs->wr_mu);
+    fs->wr_seal_syncing = false;
+    if (rc != 0)
+        fs->wr_seal_unlogged = true;
+    pthread_mutex_unlock(&fs->wr_mu);
 }
 
 uint64_t gw_fair__place_jti(const cm_hash_key_t *key, uint64_t pos)
@@ -280,6 +303,16 @@ int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool t
             return rc;
         }
         prequeue_seal(fs, now_ms, starts_at_ms, true);
+        if (fs->wr_seal_syncing) { /* this join sealed: it syncs, then goes on */
+            pthread_mutex_unlock(&fs->wr_mu);
+            seal_sync(fs);
+            pthread_mutex_lock(&fs->wr_mu);
+        }
+    }
+    /* another thread's seal, in its fdatasync (or a reset meanwhile) */
+    if (fs->wr_seal_syncing || !atomic_load(&fs->wr_sealed)) {
+        pthread_mutex_unlock(&fs->wr_mu);
+        return CM_EAGAIN;
     }
     int64_t *exp = NULL;
     uint64_t tag = 0, next0 = atomic_load_explicit(&fs->wr_next, memory_order_relaxed);
@@ -335,7 +368,7 @@ void *gw_fair__room_json(gw_fair_sale_t *fs)
 {
     json_t *o = json_object();
     pthread_mutex_lock(&fs->wr_mu);
-    bool sealed = atomic_load(&fs->wr_sealed);
+    bool sealed = atomic_load(&fs->wr_sealed) && !fs->wr_seal_syncing;
     json_object_set_new(o, "waiting_room_rate", json_integer(atomic_load(&fs->wr_rate)));
     json_object_set_new(o, "prequeue_size", json_integer((json_int_t)fs->wr_npre));
     json_object_set_new(o, "sealed", json_boolean(sealed));
@@ -361,6 +394,8 @@ void *gw_fair__room_json(gw_fair_sale_t *fs)
         gw_fair__room_store_len(fs, &len, &synced);
         json_object_set_new(o, "log_bytes", json_integer((json_int_t)len));
         json_object_set_new(o, "log_synced_bytes", json_integer((json_int_t)synced));
+        json_object_set_new(o, "log_compactions",
+                            json_integer((json_int_t)atomic_load(&fs->wr_store.compactions)));
         json_object_set_new(o, "claim_syncs",
                             json_integer((json_int_t)atomic_load(&fs->wr_store.claim_syncs)));
         json_object_set_new(
@@ -397,7 +432,7 @@ void *gw_fair_room_persons_json(gw_fair_t *f, const char *sale_id, uint64_t curs
         }
     } else {
         pthread_mutex_lock(&fs->wr_mu);
-        sealed = atomic_load(&fs->wr_sealed);
+        sealed = atomic_load(&fs->wr_sealed) && !fs->wr_seal_syncing;
         total = fs->wr_npre;
         for (uint64_t i = cursor; sealed && i < total && i - cursor < limit; i++)
             person_rank_add(arr, fs->wr_names + fs->wr_name_at[i], i + 1);
@@ -443,6 +478,7 @@ void gw_fair__room_reset(gw_fair_sale_t *fs)
     fs->wr_npre = fs->wr_pre_cap = 0;
     fs->wr_sealed_ms = fs->wr_starts_ms = 0;
     fs->wr_seal_unlogged = false;
+    fs->wr_seal_syncing = false;
     atomic_store(&fs->wr_sealed, false);
     gw_fair__room_keys(fs);
     /* a new log with the new keys from the next line on */
@@ -632,9 +668,9 @@ int gw_wr_spent_claim(gw_wr_spent_t *s, uint64_t jti, int64_t exp_s, uint64_t fp
     return rc;
 }
 
-void gw_wr_spent_settle(gw_wr_spent_t *s, uint64_t jti, bool accepted)
+/* gw_wr_spent_settle with s->mu held. */
+static void spent_settle_locked(gw_wr_spent_t *s, uint64_t jti, bool accepted)
 {
-    pthread_mutex_lock(&s->mu);
     gw_wr_spent_slot_t *b = s->slots ? spent_bucket(s, jti) : NULL;
     for (size_t i = 0; b && i < GW_WR_SPENT_WAYS; i++) {
         if (b[i].jti != jti)
@@ -645,6 +681,12 @@ void gw_wr_spent_settle(gw_wr_spent_t *s, uint64_t jti, bool accepted)
             b[i] = (gw_wr_spent_slot_t){0};
         break;
     }
+}
+
+void gw_wr_spent_settle(gw_wr_spent_t *s, uint64_t jti, bool accepted)
+{
+    pthread_mutex_lock(&s->mu);
+    spent_settle_locked(s, jti, accepted);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -783,11 +825,126 @@ void gw_fair_admission_settle(gw_fair_t *f, const char *sale_id, uint64_t jti, u
         return;
     /* The give-back's line before the give-back: a later claim of the token
      * (possible only after it) is then after it in the log too. Not written:
-     * the token stays spent until it expires, as on disk. */
+     * the token stays spent until it expires, as on disk. Both under the spent
+     * table's lock: a compaction copies the table and marks the log's length
+     * under it, so it never finds the line written and the token still spent. */
+    pthread_mutex_lock(&fs->wr_spent.mu);
     if (!accepted &&
         gw_fair__room_store_line(fs, false, "U %016llx", (unsigned long long)jti) != 0)
         accepted = true;
-    gw_wr_spent_settle(&fs->wr_spent, jti, accepted);
+    spent_settle_locked(&fs->wr_spent, jti, accepted);
+    pthread_mutex_unlock(&fs->wr_spent.mu);
+}
+
+/*---- compaction of one gateway's room log ----*/
+
+static int place_pos_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const gw_wr_place_t *)a)->pos, y = ((const gw_wr_place_t *)b)->pos;
+    return (x > y) - (x < y);
+}
+
+/*
+ * Rewrites one gateway's room log as the lines of its state (room_apply reads
+ * them back to the same room) once gw_fair__room_store_compact_due says it is
+ * due: "K"; a "J" per pre-queue person; "S" if sealed; a "P" per place the
+ * table holds, by position (a bucket takes them back into as many slots: the
+ * slot a place sits in decides nothing, its position does); an "A" per
+ * admitted rank or place; "F"; a "T" per token spent or claimed and not
+ * expired (a claim in flight reads spent after a restart, as it would from
+ * the whole log). The state is copied under wr_mu and the spent table's lock,
+ * with the log's length it stands for, and written out without them.
+ * Lottery thread.
+ */
+static void room_compact(gw_fair_sale_t *fs)
+{
+    /* every tick: the room's locks only when it is due */
+    if (!gw_fair__room_store_compact_due(fs, false))
+        return;
+    int64_t now_s = cm_wall_ms() / 1000;
+    pthread_mutex_lock(&fs->wr_mu);
+    pthread_mutex_lock(&fs->wr_spent.mu);
+    if (fs->wr_seal_syncing || !gw_fair__room_store_compact_due(fs, true)) {
+        pthread_mutex_unlock(&fs->wr_spent.mu);
+        pthread_mutex_unlock(&fs->wr_mu);
+        return;
+    }
+    cm_hash_key_t key = fs->wr_key, seed = fs->wr_seed;
+    bool sealed = atomic_load(&fs->wr_sealed);
+    int64_t sealed_ms = fs->wr_sealed_ms, starts_ms = fs->wr_starts_ms;
+    uint64_t front = atomic_load(&fs->wr_front_milli);
+    size_t npre = fs->wr_npre, nplaces = 0, nspent = 0;
+    char *names = npre ? cm_xmalloc(fs->wr_names_len) : NULL;
+    uint32_t *name_at = npre ? cm_xmalloc(npre * sizeof(*name_at)) : NULL;
+    int64_t *pre_exp = sealed && npre ? cm_xmalloc(npre * sizeof(*pre_exp)) : NULL;
+    if (npre) {
+        memcpy(names, fs->wr_names, fs->wr_names_len);
+        memcpy(name_at, fs->wr_name_at, npre * sizeof(*name_at));
+    }
+    if (pre_exp)
+        memcpy(pre_exp, fs->wr_pre_exp, npre * sizeof(*pre_exp));
+    gw_wr_place_t *places = NULL;
+    if (fs->wr_places) {
+        places = cm_xmalloc(WR_PLACES * sizeof(*places));
+        for (size_t i = 0; i < WR_PLACES; i++)
+            if (fs->wr_places[i].tag)
+                places[nplaces++] = fs->wr_places[i];
+    }
+    gw_wr_spent_slot_t *spent = NULL;
+    if (fs->wr_spent.slots) {
+        spent = cm_xmalloc(GW_WR_SPENT_SLOTS * sizeof(*spent));
+        for (size_t i = 0; i < GW_WR_SPENT_SLOTS; i++) {
+            const gw_wr_spent_slot_t *e = &fs->wr_spent.slots[i];
+            if (e->jti && e->exp_s >= now_s)
+                spent[nspent++] = *e;
+        }
+    }
+    pthread_mutex_unlock(&fs->wr_spent.mu);
+    pthread_mutex_unlock(&fs->wr_mu);
+
+    if (nplaces > 1)
+        qsort(places, nplaces, sizeof(*places), place_pos_cmp);
+    char *img = NULL;
+    size_t n = 0;
+    FILE *m = open_memstream(&img, &n);
+    if (m) {
+        fprintf(m, "K %016llx %016llx %016llx %016llx\n", (unsigned long long)key.k0,
+                (unsigned long long)key.k1, (unsigned long long)seed.k0,
+                (unsigned long long)seed.k1);
+        for (size_t i = 0; i < npre; i++)
+            fprintf(m, "J %s\n", names + name_at[i]);
+        if (sealed)
+            fprintf(m, "S %lld %lld\n", (long long)sealed_ms, (long long)starts_ms);
+        for (size_t i = 0; i < nplaces; i++)
+            fprintf(m, "P %016llx %llu\n", (unsigned long long)places[i].tag,
+                    (unsigned long long)places[i].pos);
+        for (size_t i = 0; pre_exp && i < npre; i++)
+            if (pre_exp[i])
+                fprintf(m, "A %016llx %llu %lld\n", 0ull, (unsigned long long)(i + 1),
+                        (long long)pre_exp[i]);
+        for (size_t i = 0; i < nplaces; i++)
+            if (places[i].exp_s)
+                fprintf(m, "A %016llx %llu %lld\n", (unsigned long long)places[i].tag,
+                        (unsigned long long)places[i].pos, (long long)places[i].exp_s);
+        if (front)
+            fprintf(m, "F %llu\n", (unsigned long long)front);
+        for (size_t i = 0; i < nspent; i++)
+            fprintf(m, "T %016llx %lld %016llx\n", (unsigned long long)spent[i].jti,
+                    (long long)spent[i].exp_s, (unsigned long long)spent[i].fp);
+    }
+    bool ok = m && fclose(m) == 0;
+    free(names);
+    free(name_at);
+    free(pre_exp);
+    free(places);
+    free(spent);
+    if (!ok) /* the log stays as it is; a later tick tries again */
+        cm_log_error("fair", "cannot compact the waiting-room log", "sale=%s err=%s",
+                     fs->sale_id, strerror(errno));
+    else if (gw_fair__room_store_compact(fs, img, n) == 0)
+        cm_log_info("fair", "waiting-room log compacted",
+                    "sale=%s bytes=%zu places=%zu tokens=%zu", fs->sale_id, n, nplaces, nspent);
+    free(img);
 }
 
 /*
@@ -841,13 +998,18 @@ void gw_fair__rooms_tick(gw_fair_t *f, int64_t now)
             continue;
         }
         gw_fair__room_store_sync(fs); /* the pre-queue's joins too */
+        room_compact(fs);
         if (!s || (info.starts_at_ms && now < info.starts_at_ms) || dt <= 0)
             continue; /* admissions start with the sale */
         if (!atomic_load(&fs->wr_sealed)) {
             pthread_mutex_lock(&fs->wr_mu);
-            if (!atomic_load(&fs->wr_sealed))
+            bool sealer = !atomic_load(&fs->wr_sealed);
+            if (sealer)
                 prequeue_seal(fs, now, info.starts_at_ms, true);
+            sealer = sealer && fs->wr_seal_syncing;
             pthread_mutex_unlock(&fs->wr_mu);
+            if (sealer)
+                seal_sync(fs);
         }
         uint64_t front = atomic_load(&fs->wr_front_milli) + (uint64_t)(eff * (double)dt);
         uint64_t ahead = (atomic_load(&fs->wr_next) + (uint64_t)eff) * 1000;

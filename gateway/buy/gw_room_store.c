@@ -7,7 +7,8 @@
  * tick, never with the log's lock held across it: the worker loops append
  * meanwhile), and through its end on demand (gw_fair__room_store_flush: fsync
  * durability's group commit, for the token claims of the orders it answers),
- * read back line by line.
+ * read back line by line, and compacted by the lottery thread once it is
+ * more than twice as long as the state it records (gw_fair__room_store_compact).
  */
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
@@ -28,6 +29,9 @@
 void gw_fair__room_store_init(gw_room_store_t *st)
 {
     pthread_mutex_init(&st->mu, NULL);
+    pthread_cond_init(&st->sync_cv, NULL);
+    st->sync_inflight = 0;
+    st->sync_inflight_upto = 0;
     st->fd = -1;
     st->len = 0;
     st->synced_len = 0;
@@ -35,6 +39,13 @@ void gw_fair__room_store_init(gw_room_store_t *st)
     st->dirty = false;
     st->synced_ms = 0;
     st->err_ms = 0;
+    st->cfd = -1;
+    st->clen = st->csynced = st->cmark = 0;
+    st->cgen = 0;
+    st->cfailed = false;
+    st->dir_unsynced = false;
+    st->base_len = 0;
+    atomic_init(&st->compactions, 0);
     atomic_init(&st->claim_syncs, 0);
     atomic_init(&st->claim_sync_failures, 0);
 }
@@ -47,6 +58,7 @@ void gw_fair__room_store_deinit(gw_room_store_t *st)
         close(st->fd);
     }
     st->fd = -1;
+    pthread_cond_destroy(&st->sync_cv);
     pthread_mutex_destroy(&st->mu);
 }
 
@@ -66,21 +78,27 @@ static void store_trouble(gw_fair_sale_t *fs, const char *what)
                  strerror(errno));
 }
 
-/* fsync of the log's directory: a new log, or its removal, survives a power cut. */
-static void store_dir_sync(gw_fair_sale_t *fs)
+/* fsync of the log's directory: a new log, its removal or a compaction's rename
+ * survives a power cut. 0 or CM_EIO (logged). */
+static int store_dir_sync(gw_fair_sale_t *fs)
 {
     int dfd = open(fs->f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0 || fsync(dfd) != 0)
+    int rc = dfd >= 0 && fsync(dfd) == 0 ? 0 : CM_EIO;
+    if (rc != 0)
         store_trouble(fs, "directory fsync");
     if (dfd >= 0)
         close(dfd);
+    return rc;
 }
 
 /* fdatasync of the log: st->mu held on entry and on return, but not across
  * the call, so that the worker loops' appends and claims go on meanwhile (a
  * dup of the fd keeps the file open should a drop close it). On success the
  * log is durable through the length it had at the call (synced_len), unless
- * the file was dropped or reopened meanwhile. 0 or CM_EIO. */
+ * the file was dropped or reopened meanwhile. While a compaction runs, its new
+ * file is synced too: a line this sync makes durable must stay durable once
+ * that file replaces the log; after the rename, the directory is too, until
+ * an fsync of it succeeded. 0 or CM_EIO. */
 static int store_sync(gw_fair_sale_t *fs)
 {
     gw_room_store_t *st = &fs->wr_store;
@@ -89,13 +107,42 @@ static int store_sync(gw_fair_sale_t *fs)
         store_trouble(fs, "dup");
         return CM_EIO;
     }
-    off_t upto = st->len;
+    int cfd = -1;
+    if (st->cfd >= 0 && !st->cfailed && (cfd = fcntl(st->cfd, F_DUPFD_CLOEXEC, 0)) < 0)
+        st->cfailed = true; /* the compaction is given up: nothing of this sync is in it */
+    off_t upto = st->len, cupto = st->clen;
     unsigned gen = st->gen;
+    bool dir = st->dir_unsynced;
     st->dirty = false; /* an append during the sync sets it again */
+    st->sync_inflight++;
+    if (upto > st->sync_inflight_upto)
+        st->sync_inflight_upto = upto;
     pthread_mutex_unlock(&st->mu);
     int rc = fdatasync(fd), e = errno;
     close(fd);
+    int crc = cfd >= 0 ? fdatasync(cfd) : 0;
+    if (cfd >= 0)
+        close(cfd);
+    if (rc == 0 && dir) {
+        int dfd = open(fs->f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        rc = dfd >= 0 && fsync(dfd) == 0 ? 0 : -1;
+        e = errno;
+        if (dfd >= 0)
+            close(dfd);
+    }
     pthread_mutex_lock(&st->mu);
+    if (--st->sync_inflight == 0)
+        st->sync_inflight_upto = 0;
+    pthread_cond_broadcast(&st->sync_cv);
+    if (cfd >= 0 && st->gen == gen) {
+        if (crc != 0)
+            st->cfailed = true;
+        else if (cupto > st->csynced)
+            st->csynced = cupto;
+    } else if (cfd >= 0 && crc != 0) {
+        rc = -1; /* the compaction's file became the log: its lines are not known durable */
+        e = EIO;
+    }
     if (rc != 0) {
         st->dirty = true;
         errno = e;
@@ -105,6 +152,8 @@ static int store_sync(gw_fair_sale_t *fs)
     st->synced_ms = (int64_t)cm_mono_ms();
     if (st->gen == gen && upto > st->synced_len)
         st->synced_len = upto;
+    if (st->gen == gen && dir)
+        st->dir_unsynced = false;
     return 0;
 }
 
@@ -159,6 +208,12 @@ static int store_write(gw_fair_sale_t *fs, const char *line, size_t len)
     }
     st->len += (off_t)len;
     st->dirty = true;
+    if (st->cfd >= 0 && !st->cfailed) { /* a compaction's file gets every line too */
+        if (write(st->cfd, line, len) == (ssize_t)len)
+            st->clen += (off_t)len;
+        else
+            st->cfailed = true; /* the compaction is given up; the log has the line */
+    }
     return 0;
 }
 
@@ -238,11 +293,21 @@ void gw_fair__room_store_sync(gw_fair_sale_t *fs)
     pthread_mutex_unlock(&st->mu);
 }
 
-int gw_fair__room_store_flush(gw_fair_sale_t *fs)
+/* fdatasync through the log's length now, unless one covered it (st->mu held). */
+static int store_flush(gw_fair_sale_t *fs)
 {
     gw_room_store_t *st = &fs->wr_store;
-    pthread_mutex_lock(&st->mu);
     int rc = 0;
+    /* Group commit: a sync in flight that started past this call's lines (another
+     * worker's batch, the lottery thread's tick) is waited for, not doubled; if it
+     * failed, this call syncs itself. */
+    off_t want = st->len;
+    unsigned gen = st->gen;
+    while (st->sync_inflight && st->sync_inflight_upto >= want && st->gen == gen &&
+           st->synced_len < want)
+        pthread_cond_wait(&st->sync_cv, &st->mu);
+    if (st->gen == gen && st->synced_len >= want)
+        return 0;
     /* synced_len, not dirty: a sync of the lottery thread in flight has
      * cleared dirty before its fdatasync returned */
     if (st->synced_len < st->len) {
@@ -255,9 +320,26 @@ int gw_fair__room_store_flush(gw_fair_sale_t *fs)
             rc = CM_EIO;
         }
     }
+    return rc;
+}
+
+int gw_fair__room_store_flush(gw_fair_sale_t *fs)
+{
+    gw_room_store_t *st = &fs->wr_store;
+    pthread_mutex_lock(&st->mu);
+    int rc = store_flush(fs);
     pthread_mutex_unlock(&st->mu);
     atomic_fetch_add_explicit(rc == 0 ? &st->claim_syncs : &st->claim_sync_failures, 1,
                               memory_order_relaxed);
+    return rc;
+}
+
+int gw_fair__room_store_durable(gw_fair_sale_t *fs)
+{
+    gw_room_store_t *st = &fs->wr_store;
+    pthread_mutex_lock(&st->mu);
+    int rc = store_flush(fs);
+    pthread_mutex_unlock(&st->mu);
     return rc;
 }
 
@@ -281,9 +363,15 @@ int gw_fair__room_store_drop(gw_fair_sale_t *fs)
     st->len = 0;
     st->synced_len = 0;
     st->dirty = false;
+    st->dir_unsynced = false;
+    st->base_len = 0;
+    st->cfd = -1; /* a compaction's file is its own to close: it finds the log dropped */
     char path[700];
     store_path(fs, path, sizeof(path));
     int rc = unlink(path) == 0 || errno == ENOENT ? 0 : CM_EIO;
+    char tmp[710];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    (void)unlink(tmp); /* what a compaction cut by a crash left */
     if (rc == 0) /* a sale made again under this id must not find this room */
         store_dir_sync(fs);
     pthread_mutex_unlock(&st->mu);
@@ -336,4 +424,122 @@ size_t gw_fair__room_store_read(gw_fair_sale_t *fs, void (*apply)(gw_fair_sale_t
     if (lines == 0) /* nothing usable (a torn key line): start a new log with new keys */
         (void)unlink(path);
     return lines;
+}
+
+/*---- compaction ----*/
+
+bool gw_fair__room_store_compact_due(gw_fair_sale_t *fs, bool mark)
+{
+    gw_room_store_t *st = &fs->wr_store;
+    pthread_mutex_lock(&st->mu);
+    bool due = st->fd >= 0 && st->cfd < 0 && st->len > GW_WR_COMPACT_MIN_BYTES &&
+               st->len > 2 * st->base_len;
+    if (due && mark) {
+        st->cmark = st->len;
+        st->cgen = st->gen;
+    }
+    pthread_mutex_unlock(&st->mu);
+    return due;
+}
+
+/* n bytes at fd's end. 0 or -1 (errno). */
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* The log's bytes [from, to) at the end of tfd (st->mu held). 0 or -1. */
+static int copy_tail(int fd, int tfd, off_t from, off_t to)
+{
+    char buf[16384];
+    while (from < to) {
+        size_t n = to - from < (off_t)sizeof(buf) ? (size_t)(to - from) : sizeof(buf);
+        ssize_t r = pread(fd, buf, n, from);
+        if (r <= 0 || write_all(tfd, buf, (size_t)r) != 0)
+            return -1;
+        from += r;
+    }
+    return 0;
+}
+
+/*
+ * The new file is built beside the log while the loops go on appending:
+ * the state (image), then the log's lines since the state was copied
+ * (cmark..len, under mu), then every line appended as it is appended
+ * (store_write) and synced with the log (store_sync). It replaces the log
+ * only once an fdatasync covers in it every line a sync already reported
+ * durable in the log; so the rename under mu is the only step the loops wait
+ * for, and no fdatasync runs under mu.
+ */
+int gw_fair__room_store_compact(gw_fair_sale_t *fs, const char *image, size_t n)
+{
+    gw_room_store_t *st = &fs->wr_store;
+    char path[700], tmp[710];
+    store_path(fs, path, sizeof(path));
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int tfd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    bool ok = tfd >= 0 && write_all(tfd, image, n) == 0;
+    pthread_mutex_lock(&st->mu);
+    ok =
+        ok && st->fd >= 0 && st->gen == st->cgen && copy_tail(st->fd, tfd, st->cmark, st->len) == 0;
+    if (ok) {
+        st->cfd = tfd;
+        st->clen = (off_t)n + (st->len - st->cmark);
+        st->csynced = 0;
+        st->cfailed = false;
+    }
+    off_t upto = st->clen;
+    pthread_mutex_unlock(&st->mu);
+    int rc = ok ? fdatasync(tfd) : -1;
+    pthread_mutex_lock(&st->mu);
+    if (ok && rc == 0 && upto > st->csynced)
+        st->csynced = upto;
+    /* every line a sync reported durable: the state stands for those before cmark */
+    off_t need = (off_t)n + (st->synced_len > st->cmark ? st->synced_len - st->cmark : 0);
+    ok = ok && rc == 0 && !st->cfailed && st->gen == st->cgen && st->fd >= 0 &&
+         st->csynced >= need && rename(tmp, path) == 0;
+    if (ok) {
+        close(st->fd);
+        st->fd = tfd;
+        st->len = st->clen;
+        st->synced_len = st->csynced;
+        st->dirty = st->len > st->synced_len;
+        st->gen++; /* a sync in flight on the old file does not count for this one */
+        st->sync_inflight_upto = 0; /* nor does a flush of this one wait for it */
+        st->dir_unsynced = true;
+        st->base_len = (off_t)n;
+        atomic_fetch_add_explicit(&st->compactions, 1, memory_order_relaxed);
+    }
+    if (st->cfd == tfd)
+        st->cfd = -1;
+    if (!ok && st->gen == st->cgen) /* not again before the log doubled once more */
+        st->base_len = st->cmark;
+    unsigned gen = st->gen;
+    pthread_mutex_unlock(&st->mu);
+    if (!ok) {
+        if (tfd >= 0) {
+            close(tfd);
+            (void)unlink(tmp);
+        }
+        pthread_mutex_lock(&st->mu);
+        store_trouble(fs, "compaction");
+        pthread_mutex_unlock(&st->mu);
+        return CM_EIO;
+    }
+    if (store_dir_sync(fs) == 0) {
+        pthread_mutex_lock(&st->mu);
+        if (st->gen == gen)
+            st->dir_unsynced = false;
+        pthread_mutex_unlock(&st->mu);
+    }
+    return 0;
 }

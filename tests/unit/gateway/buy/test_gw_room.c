@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -697,6 +698,150 @@ static void test_claim_sync(void **st)
     room_close(&m);
 }
 
+/* The room log's length on disk. */
+static off_t room_file_len(room_t *m)
+{
+    char path[200];
+    snprintf(path, sizeof(path), "%s/fair/s1.room", m->dir);
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    return sb.st_size;
+}
+
+/* Every person's place and token as a look (take false) at now_ms shows them. */
+static void looks(room_t *m, char (*names)[16], size_t n, int64_t now_ms, int64_t starts_ms,
+                  gw_wr_join_t *out)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = joinat(m, names[i], false, now_ms, starts_ms, 1u << 30);
+}
+
+/* One gateway's room log is compacted by the lottery thread's tick once it is
+ * past GW_WR_COMPACT_MIN_BYTES and twice the state it records: a room with
+ * many joins, admissions, expiries and tokens claimed, spent and given back
+ * keeps its file bounded however much it appends, and a restart reads the
+ * compacted file back to the same room: the pre-queue's ranks and seed, the
+ * places given after the seal, each admitted place's token (expiry and replay
+ * id), the tokens spent (a replay of the same key included) and those given
+ * back. */
+static void test_log_compacted(void **st)
+{
+    (void)st;
+    room_t m;
+    room_open(&m);
+    enum { PRE = 40, LATE = 3000, N = PRE + LATE, ADMITTED = 2000, EXPIRED = 300 };
+    /* real times: a restart drops the claims of tokens already expired by the clock */
+    int64_t t0 = cm_wall_ms(), S = t0 + 60000, later = S + 200000;
+    static char names[N][16];
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], sizeof(names[i]), i < PRE ? "pre%d" : "late%d", i);
+        gw_wr_join_t j = joinat(&m, names[i], true, i < PRE ? t0 : S + 1, S, 0);
+        assert_true(i < PRE ? j.prequeue : j.pos == (uint64_t)i + 1);
+    }
+    /* the first ADMITTED places admitted; then EXPIRED of them let their tokens
+     * lapse and join again at the back, where they are admitted again */
+    static gw_wr_join_t tok[N];
+    for (int i = 0; i < N; i++)
+        tok[i] = joinat(&m, names[i], true, S + 2, S, ADMITTED);
+    for (int i = 0; i < EXPIRED; i++) {
+        gw_wr_join_t j = joinat(&m, names[i * 5], true, later, S, 0);
+        assert_true(j.pos > N);
+        assert_true(joinat(&m, names[i * 5], true, later, S, 1u << 30).jti != 0);
+    }
+    /* tokens: spent (with and without a key), given back, and one claimed and
+     * given back over and over: the appends that grow the log */
+    gw_fair_t *f = m.srv->fair;
+    int64_t now_s = cm_wall_ms() / 1000;
+    uint64_t nonce = 0;
+    int spent[200], back[200], nspent = 0, nback = 0;
+    for (int i = 1; i < ADMITTED && (nspent < 200 || nback < 200); i += 3) {
+        if (i % 5 == 0 || !tok[i].jti)
+            continue; /* an expired one */
+        uint64_t fp = nspent % 2 ? 9 : 0;
+        assert_int_equal(gw_fair_admission_claim(f, "s1", tok[i].jti, tok[i].exp_s, fp, now_s,
+                                                 &nonce),
+                         GW_WR_CLAIMED);
+        bool keep = nspent < 200 && (nback >= 200 || i % 2);
+        gw_fair_admission_settle(f, "s1", tok[i].jti, fp, nonce, keep);
+        if (keep)
+            spent[nspent++] = i;
+        else
+            back[nback++] = i;
+    }
+    assert_int_equal(nspent, 200);
+    assert_int_equal(nback, 200);
+    int churn = 2;
+    assert_true(tok[churn].jti != 0);
+    off_t most = 0, wrote = 0;
+    for (int round = 0; round < 40; round++) {
+        off_t len0 = room_file_len(&m);
+        for (int k = 0; k < 1500; k++) {
+            assert_int_equal(gw_fair_admission_claim(f, "s1", tok[churn].jti, tok[churn].exp_s,
+                                                     0, now_s, &nonce),
+                             GW_WR_CLAIMED);
+            gw_fair_admission_settle(f, "s1", tok[churn].jti, 0, nonce, false);
+        }
+        wrote += room_file_len(&m) - len0;
+        gw_fair_tick(m.srv);
+        off_t len = room_file_len(&m);
+        most = len > most ? len : most;
+    }
+    /* the appends were several times the bound; the file never passed it by more
+     * than a round's appends */
+    assert_true(wrote > 3 * GW_WR_COMPACT_MIN_BYTES);
+    assert_true(most < GW_WR_COMPACT_MIN_BYTES + 256 * 1024);
+    json_t *o = gw_fair_draw_json(f, "s1");
+    assert_true(json_integer_value(json_object_get(json_object_get(o, "room"),
+                                                   "log_compactions")) >= 2);
+    json_decref(o);
+
+    /* the state before the restart: looks admit nothing new the second time */
+    static gw_wr_join_t before[N], after[N];
+    looks(&m, names, N, later + 1000, S, before);
+    looks(&m, names, N, later + 1000, S, before);
+    gw_fair_room_view_t v0, v1;
+    gw_fair_room_view(m.fs, &v0);
+    cm_hash_key_t seed0, seed1;
+    assert_true(published_seed(&m, &seed0));
+    gw_fair_tick(m.srv); /* compacts once more if due: the restart reads what it left */
+    room_restart(&m);
+    f = m.srv->fair;
+    looks(&m, names, N, later + 1000, S, after);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(after[i].pos, before[i].pos);
+        assert_int_equal(after[i].exp_s, before[i].exp_s);
+        assert_int_equal(after[i].jti, before[i].jti);
+    }
+    gw_fair_room_view(m.fs, &v1);
+    assert_int_equal(v1.prequeued, v0.prequeued);
+    assert_int_equal(v1.queued, v0.queued);
+    assert_true(v1.sealed);
+    assert_true(published_seed(&m, &seed1));
+    assert_int_equal(seed1.k0, seed0.k0);
+    assert_int_equal(seed1.k1, seed0.k1);
+    for (int k = 0; k < nspent; k++) {
+        int i = spent[k];
+        uint64_t fp = k % 2 ? 9 : 0;
+        assert_int_equal(gw_fair_admission_claim(f, "s1", tok[i].jti, tok[i].exp_s, 0, now_s,
+                                                 &nonce),
+                         GW_WR_SPENT);
+        if (fp)
+            assert_int_equal(gw_fair_admission_claim(f, "s1", tok[i].jti, tok[i].exp_s, fp,
+                                                     now_s, &nonce),
+                             GW_WR_REPLAY);
+    }
+    for (int k = 0; k < nback; k++)
+        assert_int_equal(gw_fair_admission_claim(f, "s1", tok[back[k]].jti, tok[back[k]].exp_s,
+                                                 0, now_s, &nonce),
+                         GW_WR_CLAIMED);
+    assert_int_equal(gw_fair_admission_claim(f, "s1", tok[churn].jti, tok[churn].exp_s, 0, now_s,
+                                             &nonce),
+                     GW_WR_CLAIMED);
+    /* a place given after the restart is the next one */
+    assert_int_equal(joinat(&m, "newcomer", true, later + 2000, S, 0).pos, v0.queued + 1);
+    room_close(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -712,6 +857,7 @@ int main(void)
         cmocka_unit_test(test_restart_keeps_room),
         cmocka_unit_test(test_seal_line_written_again),
         cmocka_unit_test(test_claim_sync),
+        cmocka_unit_test(test_log_compacted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
