@@ -559,7 +559,7 @@ int inv_lottery_clear(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_
 {
     static const char *const names[] = {"e",    "drawn", "pushed",  "lock", "seed", "won",
                                         "done", "entered", "reg", "wr",   "wrpre", "wrpl",
-                                        "wl",   "wlock", "wp"};
+                                        "wl",   "wlock", "wp",  "ep",   "ei"};
     enum { N = sizeof(names) / sizeof(names[0]) };
     char keys[N][160];
     const char *argv[N + 1];
@@ -777,6 +777,87 @@ int inv_lottery_winner_put(inv_fleet_conn_t *c, const char *sale, const char *us
     char k[160];
     fkey(k, sizeof(k), sale, "won");
     return fint(c, k, NULL, 0, errbuf, errlen, "HSET %s %s %s", k, user, order_id);
+}
+
+/* KEYS ep, ei; ARGV person, order id, value. {1} taken, or {0, the value held}. */
+static const char LUA_ENTRY_MARK[] =
+    "local v = redis.call('HGET', KEYS[1], ARGV[1])\n"
+    "if v then return {0, v} end\n"
+    "redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])\n"
+    "redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])\n"
+    "return {1}\n";
+
+/* KEYS ep, ei; ARGV person, order id. Deletes the mark only while it is that order's. */
+static const char LUA_ENTRY_DROP[] =
+    "local v = redis.call('HGET', KEYS[1], ARGV[1])\n"
+    "if v and string.sub(v, 1, #ARGV[2] + 1) == ARGV[2] .. ' ' then\n"
+    "  redis.call('HDEL', KEYS[1], ARGV[1]) redis.call('HDEL', KEYS[2], ARGV[2]) return 1 end\n"
+    "return 0\n";
+
+/* KEYS ep, ei; ARGV order id. {person, value}, or {} when the id names no entry. */
+static const char LUA_ENTRY_GET[] =
+    "local p = redis.call('HGET', KEYS[2], ARGV[1])\n"
+    "if not p then return {} end\n"
+    "local v = redis.call('HGET', KEYS[1], p)\n"
+    "if not v then return {} end\n"
+    "return {p, v}\n";
+
+int inv_lottery_entry_mark(inv_fleet_conn_t *c, const char *sale, const char *person,
+                           const char *order_id, const char *value, bool *taken, char *held,
+                           size_t cap, char *errbuf, size_t errlen)
+{
+    char kp[160], ki[160];
+    fkey(kp, sizeof(kp), sale, "ep");
+    fkey(ki, sizeof(ki), sale, "ei");
+    redisReply *r = fcmd(c, kp, errbuf, errlen, "EVAL %s 2 %s %s %s %s %s", LUA_ENTRY_MARK, kp,
+                         ki, person, order_id, value);
+    if (!r)
+        return CM_EBACKEND;
+    int rc = 0;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER ||
+        (r->element[0]->integer == 0 &&
+         (r->elements < 2 || r->element[1]->type != REDIS_REPLY_STRING))) {
+        cm_errbuf_set(errbuf, errlen, "unexpected reply to the entry mark");
+        rc = CM_EBACKEND;
+    } else {
+        *taken = r->element[0]->integer == 1;
+        snprintf(held, cap, "%s", *taken ? "" : r->element[1]->str);
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+int inv_lottery_entry_drop(inv_fleet_conn_t *c, const char *sale, const char *person,
+                           const char *order_id, char *errbuf, size_t errlen)
+{
+    char kp[160], ki[160];
+    fkey(kp, sizeof(kp), sale, "ep");
+    fkey(ki, sizeof(ki), sale, "ei");
+    return fint(c, kp, NULL, 0, errbuf, errlen, "EVAL %s 2 %s %s %s %s", LUA_ENTRY_DROP, kp, ki,
+                person, order_id);
+}
+
+int inv_lottery_entry_get(inv_fleet_conn_t *c, const char *sale, const char *order_id,
+                          bool *found, char *person, size_t pcap, char *value, size_t vcap,
+                          char *errbuf, size_t errlen)
+{
+    char kp[160], ki[160];
+    fkey(kp, sizeof(kp), sale, "ep");
+    fkey(ki, sizeof(ki), sale, "ei");
+    redisReply *r =
+        fcmd(c, kp, errbuf, errlen, "EVAL %s 2 %s %s %s", LUA_ENTRY_GET, kp, ki, order_id);
+    if (!r)
+        return CM_EBACKEND;
+    *found = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+             r->element[0]->type == REDIS_REPLY_STRING &&
+             r->element[1]->type == REDIS_REPLY_STRING;
+    if (*found) {
+        snprintf(person, pcap, "%s", r->element[0]->str);
+        snprintf(value, vcap, "%s", r->element[1]->str);
+    }
+    freeReplyObject(r);
+    return 0;
 }
 
 /*---- the fleet's waitlist ----*/

@@ -599,6 +599,10 @@ static void fair_enter(gw_req_t *r, gw_fair_sale_t *fair, int64_t closes_at, int
         gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
                       "the start-window draw of sale %s is running; retry", r->id);
         gw_resp_retry_after(&r->resp, 1);
+    } else if (rc == CM_EBACKEND) {
+        gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
+                      "cannot check the fleet's entries of this buyer's person now; retry");
+        gw_resp_retry_after(&r->resp, 1);
     } else {
         gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "lottery entry log write failed");
         gw_resp_retry_after(&r->resp, 1);

@@ -495,6 +495,24 @@ bool gw_fair__fleet_ok(gw_fair_t *f, int rc, const char *why);
  * Lottery thread. */
 void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs);
 
+/*
+ * One entry per person across the fleet, checked at entry (inv_lottery_entry_mark): takes
+ * the person's mark for t (t->order_id, t->user_id, t->qty, t->entered_at_ms), or reads the
+ * entry that holds it. Returns 0 when t goes on to the local entry (*marked: the mark is
+ * t's new one, to give back with gw_fair__fleet_enter_unmark if the entry is not written;
+ * t->order_id, t->qty and t->entered_at_ms are the held entry's when this gateway took it
+ * and lost it to a crash), 1 (the account's entry on another gateway: *t is that entry),
+ * GW_FAIR_OTHER_ACCOUNT, or CM_EBACKEND (Redis not asked or not answering). Worker loops:
+ * blocks on the worker loops' pool (gw_fair_pool.c).
+ */
+int gw_fair__fleet_enter_mark(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *marked);
+void gw_fair__fleet_enter_unmark(gw_fair_sale_t *fs, const gw_fair_ticket_t *t,
+                                 const char *order_id);
+/* An entry of any gateway by its id, from the marks (before the draw: entered; after this
+ * gateway learnt the draw: lost, since every entrant drawn is in the local table then).
+ * False when no lottery sale holds the id or Redis cannot tell. Worker loops (as above). */
+bool gw_fair__fleet_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out);
+
 /*---- gw_waitlist_fleet.c: leftovers by lot in a fleet ----*/
 
 /* Promotes the fleet's waitlisted entries while stock is free (one gateway at a time) and

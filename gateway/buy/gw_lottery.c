@@ -356,6 +356,14 @@ static void ticket_of(const gw_fair_sale_t *fs, const entry_t *e, gw_fair_ticket
 int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
 {
     int64_t draw_at = t->draw_at_ms;
+    bool marked = false;
+    char mark_id[INV_ORDER_ID_MAX + 1] = "";
+    if (fs->f->fleet) { /* one entry per person across the fleet, before the local one */
+        int mrc = gw_fair__fleet_enter_mark(fs, t, &marked);
+        if (mrc != 0)
+            return mrc;
+        memcpy(mark_id, t->order_id, sizeof(mark_id));
+    }
     pthread_mutex_lock(&fs->mu);
     const char *person = t->person[0] ? t->person : t->user_id;
     uint64_t key = gw_fair__hash_str(fs, person); /* under mu: the secret may be re-keyed */
@@ -405,6 +413,10 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
     rc = 0;
 out:
     pthread_mutex_unlock(&fs->mu);
+    /* the mark names no entry after all (a retry of the account racing this one
+     * wrote the same id: then it does) */
+    if (marked && rc != 0 && (rc != 1 || strcmp(t->order_id, mark_id) != 0))
+        gw_fair__fleet_enter_unmark(fs, t, mark_id);
     return rc;
 }
 
@@ -431,7 +443,7 @@ bool gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out)
         if (e)
             return true;
     }
-    return false;
+    return f->fleet && gw_fair__fleet_lookup(f, order_id, out);
 }
 
 /*---- the draw ----*/
