@@ -463,15 +463,17 @@ int inv_room_join(inv_fleet_conn_t *c, const char *sale, const char *seed_hex, c
  * "fp:nonce", nonce random per claim, unless this claim was given back
  * already (its void mark, inv_room_unclaim). Returns 0 claimed, 1 spent (or
  * held by a buy in flight), 2 held with the same non-zero fp (the spending
- * buy's retry), or CM_EBACKEND (a transport error or an error reply: the
- * claim may still run later; inv_room_unclaim with the same nonce undoes it).
+ * buy's retry: this claim holds it too, with its own nonce, until its own
+ * give-back), or CM_EBACKEND (a transport error or an error reply: the claim
+ * may still run later; inv_room_unclaim with the same nonce undoes it).
  */
 int inv_room_claim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, uint64_t fp,
                    uint64_t nonce, int64_t ttl_ms, char *errbuf, size_t errlen);
 
 /*
- * Gives back the claim of (jti, fp, nonce): deletes the replay id only if it
- * holds that claim's value (another buy's claim of the same token stays),
+ * Gives back the claim of (jti, fp, nonce): takes that claim's nonce out of
+ * the replay id's holders and deletes it with the last one (another buy's
+ * claim of the same token stays, a retry's of the same key too),
  * else marks the claim void for ttl_ms, so that a claim still on its way
  * (sent, its reply lost) claims nothing. Returns 1 given back, 0 not held
  * (now void), or CM_EBACKEND. Idempotent.

@@ -1223,27 +1223,48 @@ static const char LUA_ROOM_JOIN[] =
     "end\n"
     "return {1, pos, exp}\n";
 
-/* Claim: KEYS jti, the claim's void mark; ARGV "fp:nonce", ttl_ms, fp. 0 claimed, 1 spent,
- * 2 the same fingerprint's, 3 given back before it ran (its caller gave up on it). The
- * fingerprint is the value's part before ':' (a value without ':' is all fingerprint). */
+/* Claim: KEYS jti, the claim's void mark; ARGV "fp:nonce", ttl_ms, fp, nonce. 0 claimed,
+ * 1 spent, 2 the same fingerprint's (this claim's nonce joins the holders), 3 given back
+ * before it ran (its caller gave up on it). The value is "fp:nonce[,nonce...]": the
+ * buys of one Idempotency-Key that hold the token, each until its own give-back, so
+ * that a retry going on past the claim holds it too and the first buy's give-back
+ * leaves it held (an order of the key may be the retry's). At most 64 holders: a key's
+ * retries in flight at once beyond that read the token spent. */
 static const char LUA_ROOM_CLAIM[] =
     "if redis.call('EXISTS', KEYS[2]) == 1 then return 3 end\n"
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end\n"
     "if ARGV[3] ~= '0' then\n"
     "  local v = redis.call('GET', KEYS[1])\n"
-    "  if v and string.match(v, '^[^:]*') == ARGV[3] then return 2 end\n"
+    "  if v and string.match(v, '^[^:]*') == ARGV[3] then\n"
+    "    local _, n = string.gsub(v, ',', ',')\n"
+    "    if n >= 63 then return 1 end\n"
+    "    local t = redis.call('PTTL', KEYS[1])\n"
+    "    redis.call('SET', KEYS[1], v .. ',' .. ARGV[4], 'PX', t > 0 and t or ARGV[2])\n"
+    "    return 2\n"
+    "  end\n"
     "end\n"
     "return 1\n";
 
-/* Give-back: KEYS jti, the claim's void mark; ARGV "fp:nonce", ttl_ms. Deletes the claim
- * only if it holds this value (1); else marks the claim void (0), so that the claim,
- * should it still run, claims nothing. */
+/* Give-back: KEYS jti, the claim's void mark; ARGV ttl_ms, fp, nonce. Takes this
+ * claim's nonce out of the holders, deleting the claim with the last one (1); else
+ * marks the claim void (0), so that the claim, should it still run, claims nothing. */
 static const char LUA_ROOM_UNCLAIM[] =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
-    "  redis.call('DEL', KEYS[1])\n"
-    "  return 1\n"
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if v and string.match(v, '^[^:]*') == ARGV[2] then\n"
+    "  local left, found = {}, false\n"
+    "  for x in string.gmatch(string.sub(v, #ARGV[2] + 2), '[^,]+') do\n"
+    "    if x == ARGV[3] and not found then found = true else left[#left + 1] = x end\n"
+    "  end\n"
+    "  if found then\n"
+    "    if #left == 0 then redis.call('DEL', KEYS[1]) else\n"
+    "      local t = redis.call('PTTL', KEYS[1])\n"
+    "      redis.call('SET', KEYS[1], ARGV[2] .. ':' .. table.concat(left, ','),\n"
+    "                 'PX', t > 0 and t or ARGV[1])\n"
+    "    end\n"
+    "    return 1\n"
+    "  end\n"
     "end\n"
-    "redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])\n"
+    "redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])\n"
     "return 0\n";
 
 static void room_keys(const char *sale, char wr[160], char pre[160], char pl[160])
@@ -1337,22 +1358,24 @@ static void jti_key(char *out, size_t cap, const char *sale, uint64_t jti)
     fkey(out, cap, sale, what);
 }
 
-/* The claim's key, its void mark's key and its value "fp:nonce". */
+/* The claim's key, its void mark's key, its value "fp:nonce", fp and the nonce alone. */
 static void claim_keys(const char *sale, uint64_t jti, uint64_t fp, uint64_t nonce, char k[200],
-                       char vk[240], char val[48])
+                       char vk[240], char val[48], char fps[24], char ns[24])
 {
     jti_key(k, 200, sale, jti);
     snprintf(vk, 240, "%s:void:%016llx", k, (unsigned long long)nonce);
-    snprintf(val, 48, "%llu:%016llx", (unsigned long long)fp, (unsigned long long)nonce);
+    snprintf(fps, 24, "%llu", (unsigned long long)fp);
+    snprintf(ns, 24, "%016llx", (unsigned long long)nonce);
+    snprintf(val, 48, "%s:%s", fps, ns);
 }
 
 int inv_room_claim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, uint64_t fp,
                    uint64_t nonce, int64_t ttl_ms, char *errbuf, size_t errlen)
 {
-    char k[200], vk[240], val[48];
-    claim_keys(sale, jti, fp, nonce, k, vk, val);
-    redisReply *r = fcmd(c, k, errbuf, errlen, "EVAL %s 2 %s %s %s %lld %llu", LUA_ROOM_CLAIM, k,
-                         vk, val, (long long)(ttl_ms > 0 ? ttl_ms : 1), (unsigned long long)fp);
+    char k[200], vk[240], val[48], fps[24], ns[24];
+    claim_keys(sale, jti, fp, nonce, k, vk, val, fps, ns);
+    redisReply *r = fcmd(c, k, errbuf, errlen, "EVAL %s 2 %s %s %s %lld %s %s", LUA_ROOM_CLAIM, k,
+                         vk, val, (long long)(ttl_ms > 0 ? ttl_ms : 1), fps, ns);
     if (!r)
         return CM_EBACKEND;
     int rc = r->type == REDIS_REPLY_INTEGER && r->integer >= 0 && r->integer <= 2
@@ -1370,10 +1393,10 @@ int inv_room_claim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, uint64_t
 int inv_room_unclaim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, uint64_t fp,
                      uint64_t nonce, int64_t ttl_ms, char *errbuf, size_t errlen)
 {
-    char k[200], vk[240], val[48];
-    claim_keys(sale, jti, fp, nonce, k, vk, val);
-    redisReply *r = fcmd(c, k, errbuf, errlen, "EVAL %s 2 %s %s %s %lld", LUA_ROOM_UNCLAIM, k, vk,
-                         val, (long long)(ttl_ms > 0 ? ttl_ms : 1));
+    char k[200], vk[240], val[48], fps[24], ns[24];
+    claim_keys(sale, jti, fp, nonce, k, vk, val, fps, ns);
+    redisReply *r = fcmd(c, k, errbuf, errlen, "EVAL %s 2 %s %s %lld %s %s", LUA_ROOM_UNCLAIM, k,
+                         vk, (long long)(ttl_ms > 0 ? ttl_ms : 1), fps, ns);
     if (!r)
         return CM_EBACKEND;
     int rc = r->type == REDIS_REPLY_INTEGER && (r->integer == 0 || r->integer == 1)

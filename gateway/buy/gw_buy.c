@@ -730,7 +730,9 @@ static void admission_refused(gw_req_t *r, admission_t adm)
  * claim too: when this buy claimed the token, the order of its key stands
  * and nothing else holds the token for it (the buy that made the order gave
  * its claim back when its answer was lost); a retry that found the token
- * held by its own key (GW_WR_REPLAY) claimed nothing and settles nothing.
+ * held by its own key (GW_WR_REPLAY) claimed nothing and settles nothing on
+ * one gateway, and in a fleet holds the token beside the key's first buy and
+ * settles its own hold.
  * Every answer of a buy passes here (gw_buy_handle's return, or the held
  * buy's gw_req_finish through buy_finish).
  */
@@ -1115,7 +1117,9 @@ static int buy_admit(gw_req_t *r, const buy_ctx_t *x)
     uint64_t nonce = 0;
     int ac = gw_fair_admission_claim(r->w->srv->fair, r->id, x->atok.jti, x->atok.exp_s, kfp,
                                      x->now_ms / 1000, &nonce);
-    if (ac == GW_WR_CLAIMED) {
+    /* a fleet's GW_WR_REPLAY holds the token too (a nonce): this retry settles
+     * it, so its first buy's give-back cannot free the token under its order */
+    if (ac == GW_WR_CLAIMED || (ac == GW_WR_REPLAY && nonce)) {
         r->adm_jti = x->atok.jti;
         r->adm_fp = kfp;
         r->adm_nonce = nonce;
