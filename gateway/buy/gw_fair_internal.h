@@ -191,10 +191,13 @@ typedef struct gw_fair_pool {
 
 /* The fail-fast window: about as long as the Retry-After of the 503 the routes answer. */
 #define GW_FAIR_FAIL_FAST_MS 1000u
-/* Consecutive transport failures that open it: one slow reply on a loaded
- * Redis is a 503 for its caller, not a second of 503s for everyone; a stall
- * costs a worker loop this many timeouts before calls fail at once. */
-#define GW_FAIR_FAIL_FAST_AFTER 3u
+/* Consecutive transport failures that open it. One: a call that waited a
+ * whole timeout held its worker loop (every connection on it) that long, and
+ * a second or third such wait on the same loop would hold it again, so a stall
+ * costs a worker loop one timeout, then one a second (the probe); the price is
+ * that one slow reply on a loaded Redis makes a second of 503s for these calls
+ * (tests/integration/118-fleet-sleep-loop.py holds the bound). */
+#define GW_FAIR_FAIL_FAST_AFTER 1u
 /* The worker loops' pool keeps a connection per worker and this many more, ... */
 #define GW_FAIR_LOOP_POOL_EXTRA 2
 /* ... at most this many (server.threads is at most 64; 0 means one per CPU). */
