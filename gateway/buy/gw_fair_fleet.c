@@ -39,7 +39,8 @@
 /*
  * Why this design: entries are taken where they arrive, logged locally, and
  * reach Redis in one pipelined batch per gateway when the window closes, so
- * the busiest second of the sale costs no Redis round trip per entry. Then
+ * the busiest second of the sale costs one small Redis round trip per new
+ * entry (the person's mark, below), not the entry's whole record. Then
  * one gateway (SET NX lock, renewed while it works) freezes the entrant set
  * (RENAMENX, so a late push cannot change a draw in progress), records the
  * seed once (SET NX: a drawer that dies is resumed by another with the same
@@ -246,8 +247,9 @@ static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
 static bool mark_parse(const char *v, char *order, size_t ocap, unsigned *node, char *account,
                        size_t acap, unsigned *qty, long long *at_ms)
 {
-    char o[INV_ORDER_ID_MAX + 1], a[INV_USER_ID_MAX + 1];
-    if (sscanf(v, "%31s %u %128s %u %lld", o, node, a, qty, at_ms) != 5)
+    char o[INV_ORDER_ID_MAX + 1], a[128 + 1];
+    if (sscanf(v, "%31s %u %128s %u %lld", o, node, a, qty, at_ms) != 5 ||
+        strlen(a) > INV_USER_ID_MAX)
         return false;
     snprintf(order, ocap, "%s", o);
     snprintf(account, acap, "%s", a);
