@@ -1229,7 +1229,8 @@ static const char LUA_ROOM_JOIN[] =
  * buys of one Idempotency-Key that hold the token, each until its own give-back, so
  * that a retry going on past the claim holds it too and the first buy's give-back
  * leaves it held (an order of the key may be the retry's). At most 64 holders: a key's
- * retries in flight at once beyond that read the token spent. */
+ * retries in flight at once beyond that read the token spent. A value of the bare
+ * fingerprint (no ':') gets its first nonce after a ':'. */
 static const char LUA_ROOM_CLAIM[] =
     "if redis.call('EXISTS', KEYS[2]) == 1 then return 3 end\n"
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end\n"
@@ -1239,7 +1240,8 @@ static const char LUA_ROOM_CLAIM[] =
     "    local _, n = string.gsub(v, ',', ',')\n"
     "    if n >= 63 then return 1 end\n"
     "    local t = redis.call('PTTL', KEYS[1])\n"
-    "    redis.call('SET', KEYS[1], v .. ',' .. ARGV[4], 'PX', t > 0 and t or ARGV[2])\n"
+    "    local sep = string.find(v, ':', 1, true) and ',' or ':'\n"
+    "    redis.call('SET', KEYS[1], v .. sep .. ARGV[4], 'PX', t > 0 and t or ARGV[2])\n"
     "    return 2\n"
     "  end\n"
     "end\n"
