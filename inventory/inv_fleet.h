@@ -297,6 +297,10 @@ int inv_lottery_winner_put(inv_fleet_conn_t *c, const char *sale, const char *us
 int inv_lottery_entry_mark(inv_fleet_conn_t *c, const char *sale, const char *person,
                            const char *order_id, const char *value, bool *taken, char *held,
                            size_t cap, char *errbuf, size_t errlen);
+/* The marks of n entries in one script, args person, order id, value for each (3 * n
+ * strings, borrowed): each taken unless its person holds one. */
+int inv_lottery_entry_mark_many(inv_fleet_conn_t *c, const char *sale, const char *const *args,
+                                size_t n, char *errbuf, size_t errlen);
 int inv_lottery_entry_drop(inv_fleet_conn_t *c, const char *sale, const char *person,
                            const char *order_id, char *errbuf, size_t errlen);
 int inv_lottery_entry_get(inv_fleet_conn_t *c, const char *sale, const char *order_id,

@@ -828,6 +828,57 @@ int inv_lottery_entry_mark(inv_fleet_conn_t *c, const char *sale, const char *pe
     return rc;
 }
 
+/* KEYS ep, ei; ARGV person, order id, value, ... The marks not held yet are taken. */
+static const char LUA_ENTRY_MARK_MANY[] =
+    "local n = 0\n"
+    "for i = 1, #ARGV - 2, 3 do\n"
+    "  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 2]) == 1 then\n"
+    "    redis.call('HSET', KEYS[2], ARGV[i + 1], ARGV[i]) n = n + 1 end\n"
+    "end\n"
+    "return n\n";
+
+int inv_lottery_entry_mark_many(inv_fleet_conn_t *c, const char *sale, const char *const *args,
+                                size_t n, char *errbuf, size_t errlen)
+{
+    char kp[160], ki[160];
+    fkey(kp, sizeof(kp), sale, "ep");
+    fkey(ki, sizeof(ki), sale, "ei");
+    size_t argc = 5 + 3 * n;
+    const char **argv = malloc(argc * sizeof(*argv));
+    size_t *argl = malloc(argc * sizeof(*argl));
+    if (!argv || !argl) {
+        free(argv);
+        free(argl);
+        cm_errbuf_set(errbuf, errlen, "out of memory");
+        return CM_EBACKEND;
+    }
+    argv[0] = "EVAL";
+    argv[1] = LUA_ENTRY_MARK_MANY;
+    argv[2] = "2";
+    argv[3] = kp;
+    argv[4] = ki;
+    for (size_t i = 0; i < 3 * n; i++)
+        argv[5 + i] = args[i];
+    for (size_t i = 0; i < argc; i++)
+        argl[i] = strlen(argv[i]);
+    int err = 0;
+    redisReply *r = inv_cluster_sync_argv(c->s, kp, (int)argc, argv, argl, &err);
+    free(argv);
+    free(argl);
+    if (!r) {
+        c->broken = true;
+        snprintf(c->err, sizeof(c->err), "%s", inv_cluster_sync_errstr(c->s));
+        cm_errbuf_set(errbuf, errlen, "%s", c->err);
+        return CM_EBACKEND;
+    }
+    int rc = r->type == REDIS_REPLY_INTEGER ? 0 : CM_EBACKEND;
+    if (rc)
+        cm_errbuf_set(errbuf, errlen, "%s",
+                      r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    freeReplyObject(r);
+    return rc;
+}
+
 int inv_lottery_entry_drop(inv_fleet_conn_t *c, const char *sale, const char *person,
                            const char *order_id, char *errbuf, size_t errlen)
 {

@@ -299,6 +299,66 @@ int gw_fair__fleet_enter_mark(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *mar
     return 1;
 }
 
+/* Marks sent per script call, and calls per tick at most (a tick is 20 ms). */
+#define MARKS_BATCH 512
+#define MARKS_CALLS_PER_TICK 4
+
+typedef struct mark_out {
+    char person[INV_USER_ID_MAX + 1];
+    char order[INV_ORDER_ID_MAX + 1];
+    char val[INV_ORDER_ID_MAX + INV_USER_ID_MAX + 64];
+} mark_out_t;
+
+void gw_fair__fleet_marks_push(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    unsigned me = atomic_load(&f->srv->node_id);
+    for (int call = 0; call < MARKS_CALLS_PER_TICK; call++) {
+        pthread_mutex_lock(&fs->mu);
+        if (fs->closed || fs->mark_next >= fs->n) {
+            pthread_mutex_unlock(&fs->mu);
+            return;
+        }
+        mark_out_t *m = cm_xmalloc(MARKS_BATCH * sizeof(*m));
+        size_t k = 0, i = fs->mark_next;
+        for (; i < fs->n && k < MARKS_BATCH; i++) {
+            const entry_t *e = &fs->v[i];
+            if (e->fleet_marked)
+                continue;
+            snprintf(m[k].person, sizeof(m[k].person), "%s", e->person);
+            snprintf(m[k].order, sizeof(m[k].order), "%s", e->order_id);
+            snprintf(m[k].val, sizeof(m[k].val), "%s %u %s %u %lld", e->order_id, me, e->user_id,
+                     e->qty, (long long)e->at_ms);
+            k++;
+        }
+        size_t upto = i;
+        pthread_mutex_unlock(&fs->mu);
+        int rc = 0;
+        char why[256] = "";
+        if (k) {
+            const char **args = cm_xmalloc(3 * k * sizeof(*args));
+            for (size_t j = 0; j < k; j++) {
+                args[3 * j] = m[j].person;
+                args[3 * j + 1] = m[j].order;
+                args[3 * j + 2] = m[j].val;
+            }
+            rc = fconn(f) ? inv_lottery_entry_mark_many(f->rc, fs->sale_id, args, k, why,
+                                                        sizeof(why))
+                          : CM_EBACKEND;
+            free(args);
+        }
+        free(m);
+        if (rc != 0) {
+            if (f->rc)
+                (void)fok(f, rc, why);
+            return; /* sent again at the next tick (each mark is taken at most once) */
+        }
+        pthread_mutex_lock(&fs->mu);
+        if (fs->mark_next < upto && upto <= fs->n) /* not reset meanwhile */
+            fs->mark_next = upto;
+        pthread_mutex_unlock(&fs->mu);
+    }
+}
+
 void gw_fair__fleet_enter_unmark(gw_fair_sale_t *fs, const gw_fair_ticket_t *t,
                                  const char *order_id)
 {

@@ -59,6 +59,7 @@ typedef struct entry {
     uint32_t pos; /* 1-based draw position, 0 before the draw */
     bool promo_cut; /* a "P" line and no "W": the spool says whether it won (open) */
     bool lost_logged; /* an "X" line: lost for cause, not waitlisted, at a reload */
+    bool fleet_marked; /* fleet: its person's mark in Redis is known taken (gw_fair_fleet.c) */
 } entry_t;
 
 struct gw_fair_sale {
@@ -111,6 +112,7 @@ struct gw_fair_sale {
     _Atomic uint64_t duplicates;
     bool pushed; /* fleet: this gateway's entries are in Redis (lottery thread only) */
     bool marked; /* fleet: Redis knows this gateway holds entries (lottery thread only) */
+    size_t mark_next; /* fleet: entries before this index had their marks sent (lottery thread) */
     /* waiting room */
     _Atomic int64_t wr_rate;          /* admissions per second configured, 0 = none */
     _Atomic uint64_t wr_next;         /* positions given */
@@ -509,6 +511,10 @@ void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs);
  * blocks on the worker loops' pool (gw_fair_pool.c).
  */
 int gw_fair__fleet_enter_mark(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *marked);
+/* Sends the person marks of this gateway's entries that took none at entry (an account
+ * that is its own person: one round trip per tick for all of them, not one per entry on a
+ * worker loop), so every gateway reads them by id before the draw. Lottery thread. */
+void gw_fair__fleet_marks_push(gw_fair_t *f, gw_fair_sale_t *fs);
 void gw_fair__fleet_enter_unmark(gw_fair_sale_t *fs, const gw_fair_ticket_t *t,
                                  const char *order_id);
 /* An entry of any gateway by its id, from the marks (before the draw: entered; after this

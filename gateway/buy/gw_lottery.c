@@ -358,7 +358,11 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
     int64_t draw_at = t->draw_at_ms;
     bool marked = false;
     char mark_id[INV_ORDER_ID_MAX + 1] = "";
-    if (fs->f->fleet) { /* one entry per person across the fleet, before the local one */
+    /* One entry per person across the fleet, checked before the local one, when
+     * the person is not the account (another account may enter elsewhere); an
+     * account that is its own person is marked by the lottery thread. */
+    bool mark_now = fs->f->fleet && t->person[0] && strcmp(t->person, t->user_id) != 0;
+    if (mark_now) {
         int mrc = gw_fair__fleet_enter_mark(fs, t, &marked);
         if (mrc != 0)
             return mrc;
@@ -397,6 +401,7 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
     ne.qty = t->qty;
     ne.at_ms = t->entered_at_ms;
     ne.key = key;
+    ne.fleet_marked = mark_now;
     char line[400], pb[INV_USER_ID_MAX + 3], fp[24] = "";
     uint64_t stamp = inv_idem_fp_stamp(ne.key_fp);
     if (stamp)
