@@ -39,8 +39,8 @@
 /*
  * Why this design: entries are taken where they arrive, logged locally, and
  * reach Redis in one pipelined batch per gateway when the window closes, so
- * the busiest second of the sale costs one small Redis round trip per new
- * entry (the person's mark, below), not the entry's whole record. Then
+ * the busiest second of the sale costs no Redis round trip per entry, except
+ * the person's mark of an entry whose person is not its account (below). Then
  * one gateway (SET NX lock, renewed while it works) freezes the entrant set
  * (RENAMENX, so a late push cannot change a draw in progress), records the
  * seed once (SET NX: a drawer that dies is resumed by another with the same
@@ -238,11 +238,15 @@ static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
 /*---- one entry per person, at entry ----*/
 
 /*
- * Why at entry: the entries meet only at the close (fleet_push), so a second
- * account of a person entering through another gateway was told "entered"
- * and then read lost. The mark ("order node account qty at_ms") is one
- * round trip per new entry, in the worker loops' pool like the registration
- * check before it; a retry by the account that holds it gets its entry back.
+ * Why at entry: the entries meet only at the close (fleet_push), so without
+ * it a second account of a person entering through another gateway would be
+ * told "entered" and then read lost. The mark ("order node account qty
+ * at_ms") is one round trip per new entry whose person is not its account,
+ * in the worker loops' pool like the registration check before it; a retry
+ * by the account that holds it gets its entry back. An account that is its
+ * own person has no other account to race: its mark only lets every gateway
+ * read the entry by id before the draw, and the lottery thread sends it with
+ * the tick's others in one script (gw_fair__fleet_marks_push).
  */
 static bool mark_parse(const char *v, char *order, size_t ocap, unsigned *node, char *account,
                        size_t acap, unsigned *qty, long long *at_ms)
