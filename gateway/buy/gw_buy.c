@@ -1440,9 +1440,15 @@ void gw_order_handle(gw_req_t *r)
         tok_ok ? gw_orders_lookup(r->w->srv->orders, id, &ord) : GW_ORDERS_UNKNOWN;
     if (f != GW_ORDERS_FOUND) {
         gw_fair_ticket_t t;
-        if ((tok_ok || verified) && gw_fair_lookup(r->w->srv->fair, id, &t) &&
-            (tok_ok || strcmp(t.user_id, buyer) == 0)) {
+        int lr = tok_ok || verified ? gw_fair_lookup(r->w->srv->fair, id, &t) : 0;
+        if (lr > 0 && (tok_ok || strcmp(t.user_id, buyer) == 0)) {
             fair_order(r, &t);
+            return;
+        }
+        if (lr < 0 && f == GW_ORDERS_UNKNOWN) { /* a fleet's entry Redis cannot read now */
+            gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
+                          "cannot read the fleet's lottery entries now; retry");
+            gw_resp_retry_after(&r->resp, 1);
             return;
         }
     }

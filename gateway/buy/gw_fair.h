@@ -168,9 +168,13 @@ bool gw_fair_waitlist_open(gw_fair_sale_t *fs);
 
 /*
  * An entry by its id, for GET /v1/orders/{id} when the orders table does not
- * know the id (entered and lost entries are not orders). Thread-safe.
+ * know the id (entered and lost entries are not orders). Returns 1 (*out is
+ * the entry), 0 (no entry has the id) or, in a fleet, CM_EBACKEND (this
+ * gateway does not hold the id and Redis cannot say whether another does).
+ * Thread-safe; in a fleet, blocks on the worker loops' pool when this gateway
+ * does not hold the id (gw_fair_pool.c).
  */
-bool gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out);
+int gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out);
 
 /*
  * Admin: sets (creates) a sale's lottery window and early acceptance, 0/0

@@ -378,12 +378,16 @@ void gw_fair__fleet_enter_unmark(gw_fair_sale_t *fs, const gw_fair_ticket_t *t,
         gw_fair__room_fleet_trouble("lottery entry mark given back", fs->sale_id, why);
 }
 
-bool gw_fair__fleet_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out)
+int gw_fair__fleet_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out)
 {
     size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
-        if (atomic_load_explicit(&fs->window_ms, memory_order_relaxed) <= 0)
+        /* drawn here: every entrant of the draw is in the local table (fleet_fetch), so
+         * Redis is asked only while a draw is not known (a status poll of another
+         * gateway's order costs no round trip per drawn lottery) */
+        if (atomic_load_explicit(&fs->window_ms, memory_order_relaxed) <= 0 ||
+            atomic_load(&fs->drawn))
             continue;
         char why[256] = "", person[INV_USER_ID_MAX + 1], v[INV_ORDER_ID_MAX + INV_USER_ID_MAX + 64];
         bool found = false;
@@ -394,7 +398,7 @@ bool gw_fair__fleet_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t 
         gw_fair__pool_put(&f->loop_pool, c);
         if (rc) {
             gw_fair__room_fleet_trouble("lottery entry lookup", fs->sale_id, why);
-            return false;
+            return CM_EBACKEND;
         }
         char order[INV_ORDER_ID_MAX + 1];
         unsigned node = 0, qty = 0;
@@ -417,14 +421,10 @@ bool gw_fair__fleet_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t 
             starts = info.starts_at_ms;
         }
         out->draw_at_ms = starts + atomic_load(&fs->window_ms);
-        pthread_mutex_lock(&fs->mu);
-        /* drawn here: every entrant of the draw is in the local table (fleet_fetch) */
-        out->state = atomic_load(&fs->drawn) ? GW_ENTRY_LOST : GW_ENTRY_ENTERED;
-        out->entrants = (uint32_t)(fs->seeded ? fs->ndraw : 0);
-        pthread_mutex_unlock(&fs->mu);
-        return true;
+        out->state = GW_ENTRY_ENTERED;
+        return 1;
     }
-    return false;
+    return 0;
 }
 
 /* The frozen entrants, the seed and the winners, as every gateway reads them. */

@@ -517,10 +517,11 @@ int gw_fair__fleet_enter_mark(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *mar
 void gw_fair__fleet_marks_push(gw_fair_t *f, gw_fair_sale_t *fs);
 void gw_fair__fleet_enter_unmark(gw_fair_sale_t *fs, const gw_fair_ticket_t *t,
                                  const char *order_id);
-/* An entry of any gateway by its id, from the marks (before the draw: entered; after this
- * gateway learnt the draw: lost, since every entrant drawn is in the local table then).
- * False when no lottery sale holds the id or Redis cannot tell. Worker loops (as above). */
-bool gw_fair__fleet_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out);
+/* An entry of any gateway by its id, from the marks of the lotteries whose draw this
+ * gateway does not know yet (entered; once it knows the draw, every entrant is in its
+ * local table). 1 found, 0 no such lottery holds the id, CM_EBACKEND Redis cannot tell.
+ * Worker loops (as above). */
+int gw_fair__fleet_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out);
 
 /*---- gw_waitlist_fleet.c: leftovers by lot in a fleet ----*/
 

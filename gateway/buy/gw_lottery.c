@@ -425,10 +425,10 @@ out:
     return rc;
 }
 
-bool gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out)
+int gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out)
 {
     if (!f)
-        return false;
+        return 0;
     size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
@@ -446,9 +446,9 @@ bool gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out)
         }
         pthread_mutex_unlock(&fs->mu);
         if (e)
-            return true;
+            return 1;
     }
-    return f->fleet && gw_fair__fleet_lookup(f, order_id, out);
+    return f->fleet ? gw_fair__fleet_lookup(f, order_id, out) : 0;
 }
 
 /*---- the draw ----*/

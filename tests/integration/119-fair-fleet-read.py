@@ -12,6 +12,7 @@ person: its entry's mark goes to Redis with the lottery thread's next tick).
   it won, 410 waitlisted when it lost: the losers wait for freed units).
 Bounded: ~20 requests, one 1 s window (~6 s)."""
 import os
+import signal
 import sys
 import time
 
@@ -53,6 +54,13 @@ try:
     eq(r.status, 404, "with another entry's token gw2 knows no such entry")
     r = g2.get("/v1/orders/%s" % oid)
     eq(r.status, 404, "without a token either")
+    redis.proc.send_signal(signal.SIGSTOP)  # Redis cannot answer: gw2 cannot tell
+    try:
+        r = g2.get("/v1/orders/%s?token=%s" % (oid, tok))
+    finally:
+        redis.proc.send_signal(signal.SIGCONT)
+    eq((r.status, r.headers.get("retry-after")), (503, "1"),
+       "with Redis stopped gw2 answers 503, not 404 (%r)" % r)
     check(time.time() < starts + 1, "read inside the window (else the test proves nothing)")
 
     def drawn():
