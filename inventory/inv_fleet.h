@@ -174,8 +174,9 @@ bool inv_fleet_broken(const inv_fleet_conn_t *c);
  * entries pushed), :pushed (SET of node ids that pushed), :drawn (the entries
  * frozen for the draw), :seed, :won (HASH user -> order), :lock (the
  * drawer's, SET NX PX), :done (the number drawn, once the draw is complete),
- * :entered (SET of node ids that took an entry, before they push); the
- * waitlist's :wl, :wlock and :wp (below).
+ * :entered (SET of node ids that took an entry, before they push), :ep and :ei
+ * (each person's entry, taken at entry: below); the waitlist's :wl, :wlock and :wp
+ * (below).
  *
  * Unless said otherwise the calls return 0, or CM_EBACKEND with the reason in
  * errbuf (then inv_fleet_broken tells a transport failure from an error
@@ -196,8 +197,8 @@ int inv_lottery_conf_get(inv_fleet_conn_t *c, const char *sale, char *out, size_
  * (a tombstone: every gateway drops its own record of the lottery when it
  * reads it, and a sale created again under the id starts a new one), and
  * inv_lottery_clear deletes every per-sale key (entries, entrants, pushed,
- * lock, seed, winners, done, entered, registrations, the waiting room's
- * wr/wrpre/wrpl) in one DEL: they share one slot.
+ * lock, seed, winners, done, entered, entry marks, registrations, the waiting
+ * room's wr/wrpre/wrpl) in one DEL: they share one slot.
  */
 #define INV_LOTTERY_DELETED "-"
 int inv_lottery_clear(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_t errlen);
@@ -282,6 +283,29 @@ int inv_lottery_winners(inv_fleet_conn_t *c, const char *sale, inv_fleet_pair_fn
 /* Records user's winning order. */
 int inv_lottery_winner_put(inv_fleet_conn_t *c, const char *sale, const char *user,
                            const char *order_id, char *errbuf, size_t errlen);
+
+/*
+ * One entry per person across the fleet, taken at entry: {flashgate:fair:<sale>}:ep
+ * (HASH person -> value, "order node account qty at_ms" as gw_fair_fleet.c writes it)
+ * and :ei (HASH order id -> person), both set in one script, so two gateways that take
+ * entries of one person at once cannot both hold the mark. inv_lottery_entry_mark sets
+ * the mark when the person holds none (*taken true), else copies the value held into
+ * held. inv_lottery_entry_drop deletes the mark while it is order_id's (an entry that
+ * was not written after all). inv_lottery_entry_get reads the entry of an order id on
+ * any gateway (*found false: none). Deleted by inv_lottery_clear with the rest.
+ */
+int inv_lottery_entry_mark(inv_fleet_conn_t *c, const char *sale, const char *person,
+                           const char *order_id, const char *value, bool *taken, char *held,
+                           size_t cap, char *errbuf, size_t errlen);
+/* The marks of n entries in one script, args person, order id, value for each (3 * n
+ * strings, borrowed): each taken unless its person holds one. */
+int inv_lottery_entry_mark_many(inv_fleet_conn_t *c, const char *sale, const char *const *args,
+                                size_t n, char *errbuf, size_t errlen);
+int inv_lottery_entry_drop(inv_fleet_conn_t *c, const char *sale, const char *person,
+                           const char *order_id, char *errbuf, size_t errlen);
+int inv_lottery_entry_get(inv_fleet_conn_t *c, const char *sale, const char *order_id,
+                          bool *found, char *person, size_t pcap, char *value, size_t vcap,
+                          char *errbuf, size_t errlen);
 
 /*---- the fleet's waitlist (gateway/buy/gw_fair_fleet.c) ----
  *
@@ -443,15 +467,17 @@ int inv_room_join(inv_fleet_conn_t *c, const char *sale, const char *seed_hex, c
  * "fp:nonce", nonce random per claim, unless this claim was given back
  * already (its void mark, inv_room_unclaim). Returns 0 claimed, 1 spent (or
  * held by a buy in flight), 2 held with the same non-zero fp (the spending
- * buy's retry), or CM_EBACKEND (a transport error or an error reply: the
- * claim may still run later; inv_room_unclaim with the same nonce undoes it).
+ * buy's retry: this claim holds it too, with its own nonce, until its own
+ * give-back), or CM_EBACKEND (a transport error or an error reply: the claim
+ * may still run later; inv_room_unclaim with the same nonce undoes it).
  */
 int inv_room_claim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, uint64_t fp,
                    uint64_t nonce, int64_t ttl_ms, char *errbuf, size_t errlen);
 
 /*
- * Gives back the claim of (jti, fp, nonce): deletes the replay id only if it
- * holds that claim's value (another buy's claim of the same token stays),
+ * Gives back the claim of (jti, fp, nonce): takes that claim's nonce out of
+ * the replay id's holders and deletes it with the last one (another buy's
+ * claim of the same token stays, a retry's of the same key too),
  * else marks the claim void for ttl_ms, so that a claim still on its way
  * (sent, its reply lost) claims nothing. Returns 1 given back, 0 not held
  * (now void), or CM_EBACKEND. Idempotent.

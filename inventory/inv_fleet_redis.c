@@ -559,7 +559,7 @@ int inv_lottery_clear(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_
 {
     static const char *const names[] = {"e",    "drawn", "pushed",  "lock", "seed", "won",
                                         "done", "entered", "reg", "wr",   "wrpre", "wrpl",
-                                        "wl",   "wlock", "wp"};
+                                        "wl",   "wlock", "wp",  "ep",   "ei"};
     enum { N = sizeof(names) / sizeof(names[0]) };
     char keys[N][160];
     const char *argv[N + 1];
@@ -777,6 +777,138 @@ int inv_lottery_winner_put(inv_fleet_conn_t *c, const char *sale, const char *us
     char k[160];
     fkey(k, sizeof(k), sale, "won");
     return fint(c, k, NULL, 0, errbuf, errlen, "HSET %s %s %s", k, user, order_id);
+}
+
+/* KEYS ep, ei; ARGV person, order id, value. {1} taken, or {0, the value held}. */
+static const char LUA_ENTRY_MARK[] =
+    "local v = redis.call('HGET', KEYS[1], ARGV[1])\n"
+    "if v then return {0, v} end\n"
+    "redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])\n"
+    "redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])\n"
+    "return {1}\n";
+
+/* KEYS ep, ei; ARGV person, order id. Deletes the mark only while it is that order's. */
+static const char LUA_ENTRY_DROP[] =
+    "local v = redis.call('HGET', KEYS[1], ARGV[1])\n"
+    "if v and string.sub(v, 1, #ARGV[2] + 1) == ARGV[2] .. ' ' then\n"
+    "  redis.call('HDEL', KEYS[1], ARGV[1]) redis.call('HDEL', KEYS[2], ARGV[2]) return 1 end\n"
+    "return 0\n";
+
+/* KEYS ep, ei; ARGV order id. {person, value}, or {} when the id names no entry. */
+static const char LUA_ENTRY_GET[] =
+    "local p = redis.call('HGET', KEYS[2], ARGV[1])\n"
+    "if not p then return {} end\n"
+    "local v = redis.call('HGET', KEYS[1], p)\n"
+    "if not v then return {} end\n"
+    "return {p, v}\n";
+
+int inv_lottery_entry_mark(inv_fleet_conn_t *c, const char *sale, const char *person,
+                           const char *order_id, const char *value, bool *taken, char *held,
+                           size_t cap, char *errbuf, size_t errlen)
+{
+    char kp[160], ki[160];
+    fkey(kp, sizeof(kp), sale, "ep");
+    fkey(ki, sizeof(ki), sale, "ei");
+    redisReply *r = fcmd(c, kp, errbuf, errlen, "EVAL %s 2 %s %s %s %s %s", LUA_ENTRY_MARK, kp,
+                         ki, person, order_id, value);
+    if (!r)
+        return CM_EBACKEND;
+    int rc = 0;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER ||
+        (r->element[0]->integer == 0 &&
+         (r->elements < 2 || r->element[1]->type != REDIS_REPLY_STRING))) {
+        cm_errbuf_set(errbuf, errlen, "unexpected reply to the entry mark");
+        rc = CM_EBACKEND;
+    } else {
+        *taken = r->element[0]->integer == 1;
+        snprintf(held, cap, "%s", *taken ? "" : r->element[1]->str);
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+/* KEYS ep, ei; ARGV person, order id, value, ... The marks not held yet are taken. */
+static const char LUA_ENTRY_MARK_MANY[] =
+    "local n = 0\n"
+    "for i = 1, #ARGV - 2, 3 do\n"
+    "  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 2]) == 1 then\n"
+    "    redis.call('HSET', KEYS[2], ARGV[i + 1], ARGV[i]) n = n + 1 end\n"
+    "end\n"
+    "return n\n";
+
+int inv_lottery_entry_mark_many(inv_fleet_conn_t *c, const char *sale, const char *const *args,
+                                size_t n, char *errbuf, size_t errlen)
+{
+    char kp[160], ki[160];
+    fkey(kp, sizeof(kp), sale, "ep");
+    fkey(ki, sizeof(ki), sale, "ei");
+    size_t argc = 5 + 3 * n;
+    const char **argv = malloc(argc * sizeof(*argv));
+    size_t *argl = malloc(argc * sizeof(*argl));
+    if (!argv || !argl) {
+        free(argv);
+        free(argl);
+        cm_errbuf_set(errbuf, errlen, "out of memory");
+        return CM_EBACKEND;
+    }
+    argv[0] = "EVAL";
+    argv[1] = LUA_ENTRY_MARK_MANY;
+    argv[2] = "2";
+    argv[3] = kp;
+    argv[4] = ki;
+    for (size_t i = 0; i < 3 * n; i++)
+        argv[5 + i] = args[i];
+    for (size_t i = 0; i < argc; i++)
+        argl[i] = strlen(argv[i]);
+    int err = 0;
+    redisReply *r = inv_cluster_sync_argv(c->s, kp, (int)argc, argv, argl, &err);
+    free(argv);
+    free(argl);
+    if (!r) {
+        c->broken = true;
+        snprintf(c->err, sizeof(c->err), "%s", inv_cluster_sync_errstr(c->s));
+        cm_errbuf_set(errbuf, errlen, "%s", c->err);
+        return CM_EBACKEND;
+    }
+    int rc = r->type == REDIS_REPLY_INTEGER ? 0 : CM_EBACKEND;
+    if (rc)
+        cm_errbuf_set(errbuf, errlen, "%s",
+                      r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    freeReplyObject(r);
+    return rc;
+}
+
+int inv_lottery_entry_drop(inv_fleet_conn_t *c, const char *sale, const char *person,
+                           const char *order_id, char *errbuf, size_t errlen)
+{
+    char kp[160], ki[160];
+    fkey(kp, sizeof(kp), sale, "ep");
+    fkey(ki, sizeof(ki), sale, "ei");
+    return fint(c, kp, NULL, 0, errbuf, errlen, "EVAL %s 2 %s %s %s %s", LUA_ENTRY_DROP, kp, ki,
+                person, order_id);
+}
+
+int inv_lottery_entry_get(inv_fleet_conn_t *c, const char *sale, const char *order_id,
+                          bool *found, char *person, size_t pcap, char *value, size_t vcap,
+                          char *errbuf, size_t errlen)
+{
+    char kp[160], ki[160];
+    fkey(kp, sizeof(kp), sale, "ep");
+    fkey(ki, sizeof(ki), sale, "ei");
+    redisReply *r =
+        fcmd(c, kp, errbuf, errlen, "EVAL %s 2 %s %s %s", LUA_ENTRY_GET, kp, ki, order_id);
+    if (!r)
+        return CM_EBACKEND;
+    *found = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+             r->element[0]->type == REDIS_REPLY_STRING &&
+             r->element[1]->type == REDIS_REPLY_STRING;
+    if (*found) {
+        snprintf(person, pcap, "%s", r->element[0]->str);
+        snprintf(value, vcap, "%s", r->element[1]->str);
+    }
+    freeReplyObject(r);
+    return 0;
 }
 
 /*---- the fleet's waitlist ----*/
@@ -1142,27 +1274,50 @@ static const char LUA_ROOM_JOIN[] =
     "end\n"
     "return {1, pos, exp}\n";
 
-/* Claim: KEYS jti, the claim's void mark; ARGV "fp:nonce", ttl_ms, fp. 0 claimed, 1 spent,
- * 2 the same fingerprint's, 3 given back before it ran (its caller gave up on it). The
- * fingerprint is the value's part before ':' (a value without ':' is all fingerprint). */
+/* Claim: KEYS jti, the claim's void mark; ARGV "fp:nonce", ttl_ms, fp, nonce. 0 claimed,
+ * 1 spent, 2 the same fingerprint's (this claim's nonce joins the holders), 3 given back
+ * before it ran (its caller gave up on it). The value is "fp:nonce[,nonce...]": the
+ * buys of one Idempotency-Key that hold the token, each until its own give-back, so
+ * that a retry going on past the claim holds it too and the first buy's give-back
+ * leaves it held (an order of the key may be the retry's). At most 64 holders: a key's
+ * retries in flight at once beyond that read the token spent. A value of the bare
+ * fingerprint (no ':') gets its first nonce after a ':'. */
 static const char LUA_ROOM_CLAIM[] =
     "if redis.call('EXISTS', KEYS[2]) == 1 then return 3 end\n"
     "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end\n"
     "if ARGV[3] ~= '0' then\n"
     "  local v = redis.call('GET', KEYS[1])\n"
-    "  if v and string.match(v, '^[^:]*') == ARGV[3] then return 2 end\n"
+    "  if v and string.match(v, '^[^:]*') == ARGV[3] then\n"
+    "    local _, n = string.gsub(v, ',', ',')\n"
+    "    if n >= 63 then return 1 end\n"
+    "    local t = redis.call('PTTL', KEYS[1])\n"
+    "    local sep = string.find(v, ':', 1, true) and ',' or ':'\n"
+    "    redis.call('SET', KEYS[1], v .. sep .. ARGV[4], 'PX', t > 0 and t or ARGV[2])\n"
+    "    return 2\n"
+    "  end\n"
     "end\n"
     "return 1\n";
 
-/* Give-back: KEYS jti, the claim's void mark; ARGV "fp:nonce", ttl_ms. Deletes the claim
- * only if it holds this value (1); else marks the claim void (0), so that the claim,
- * should it still run, claims nothing. */
+/* Give-back: KEYS jti, the claim's void mark; ARGV ttl_ms, fp, nonce. Takes this
+ * claim's nonce out of the holders, deleting the claim with the last one (1); else
+ * marks the claim void (0), so that the claim, should it still run, claims nothing. */
 static const char LUA_ROOM_UNCLAIM[] =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
-    "  redis.call('DEL', KEYS[1])\n"
-    "  return 1\n"
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if v and string.match(v, '^[^:]*') == ARGV[2] then\n"
+    "  local left, found = {}, false\n"
+    "  for x in string.gmatch(string.sub(v, #ARGV[2] + 2), '[^,]+') do\n"
+    "    if x == ARGV[3] and not found then found = true else left[#left + 1] = x end\n"
+    "  end\n"
+    "  if found then\n"
+    "    if #left == 0 then redis.call('DEL', KEYS[1]) else\n"
+    "      local t = redis.call('PTTL', KEYS[1])\n"
+    "      redis.call('SET', KEYS[1], ARGV[2] .. ':' .. table.concat(left, ','),\n"
+    "                 'PX', t > 0 and t or ARGV[1])\n"
+    "    end\n"
+    "    return 1\n"
+    "  end\n"
     "end\n"
-    "redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])\n"
+    "redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])\n"
     "return 0\n";
 
 static void room_keys(const char *sale, char wr[160], char pre[160], char pl[160])
@@ -1256,22 +1411,24 @@ static void jti_key(char *out, size_t cap, const char *sale, uint64_t jti)
     fkey(out, cap, sale, what);
 }
 
-/* The claim's key, its void mark's key and its value "fp:nonce". */
+/* The claim's key, its void mark's key, its value "fp:nonce", fp and the nonce alone. */
 static void claim_keys(const char *sale, uint64_t jti, uint64_t fp, uint64_t nonce, char k[200],
-                       char vk[240], char val[48])
+                       char vk[240], char val[48], char fps[24], char ns[24])
 {
     jti_key(k, 200, sale, jti);
     snprintf(vk, 240, "%s:void:%016llx", k, (unsigned long long)nonce);
-    snprintf(val, 48, "%llu:%016llx", (unsigned long long)fp, (unsigned long long)nonce);
+    snprintf(fps, 24, "%llu", (unsigned long long)fp);
+    snprintf(ns, 24, "%016llx", (unsigned long long)nonce);
+    snprintf(val, 48, "%s:%s", fps, ns);
 }
 
 int inv_room_claim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, uint64_t fp,
                    uint64_t nonce, int64_t ttl_ms, char *errbuf, size_t errlen)
 {
-    char k[200], vk[240], val[48];
-    claim_keys(sale, jti, fp, nonce, k, vk, val);
-    redisReply *r = fcmd(c, k, errbuf, errlen, "EVAL %s 2 %s %s %s %lld %llu", LUA_ROOM_CLAIM, k,
-                         vk, val, (long long)(ttl_ms > 0 ? ttl_ms : 1), (unsigned long long)fp);
+    char k[200], vk[240], val[48], fps[24], ns[24];
+    claim_keys(sale, jti, fp, nonce, k, vk, val, fps, ns);
+    redisReply *r = fcmd(c, k, errbuf, errlen, "EVAL %s 2 %s %s %s %lld %s %s", LUA_ROOM_CLAIM, k,
+                         vk, val, (long long)(ttl_ms > 0 ? ttl_ms : 1), fps, ns);
     if (!r)
         return CM_EBACKEND;
     int rc = r->type == REDIS_REPLY_INTEGER && r->integer >= 0 && r->integer <= 2
@@ -1289,10 +1446,10 @@ int inv_room_claim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, uint64_t
 int inv_room_unclaim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, uint64_t fp,
                      uint64_t nonce, int64_t ttl_ms, char *errbuf, size_t errlen)
 {
-    char k[200], vk[240], val[48];
-    claim_keys(sale, jti, fp, nonce, k, vk, val);
-    redisReply *r = fcmd(c, k, errbuf, errlen, "EVAL %s 2 %s %s %s %lld", LUA_ROOM_UNCLAIM, k, vk,
-                         val, (long long)(ttl_ms > 0 ? ttl_ms : 1));
+    char k[200], vk[240], val[48], fps[24], ns[24];
+    claim_keys(sale, jti, fp, nonce, k, vk, val, fps, ns);
+    redisReply *r = fcmd(c, k, errbuf, errlen, "EVAL %s 2 %s %s %lld %s %s", LUA_ROOM_UNCLAIM, k,
+                         vk, (long long)(ttl_ms > 0 ? ttl_ms : 1), fps, ns);
     if (!r)
         return CM_EBACKEND;
     int rc = r->type == REDIS_REPLY_INTEGER && (r->integer == 0 || r->integer == 1)

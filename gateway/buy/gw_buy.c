@@ -553,6 +553,10 @@ static void fair_enter(gw_req_t *r, gw_fair_sale_t *fair, int64_t closes_at, int
         gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
                       "the start-window draw of sale %s is running; retry", r->id);
         gw_resp_retry_after(&r->resp, 1);
+    } else if (rc == CM_EBACKEND) {
+        gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
+                      "cannot check the fleet's entries of this buyer's person now; retry");
+        gw_resp_retry_after(&r->resp, 1);
     } else {
         gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL, "lottery entry log write failed");
         gw_resp_retry_after(&r->resp, 1);
@@ -680,7 +684,9 @@ static void admission_refused(gw_req_t *r, admission_t adm)
  * claim too: when this buy claimed the token, the order of its key stands
  * and nothing else holds the token for it (the buy that made the order gave
  * its claim back when its answer was lost); a retry that found the token
- * held by its own key (GW_WR_REPLAY) claimed nothing and settles nothing.
+ * held by its own key (GW_WR_REPLAY) claimed nothing and settles nothing on
+ * one gateway, and in a fleet holds the token beside the key's first buy and
+ * settles its own hold.
  * Every answer of a buy passes here (gw_buy_handle's return, or the held
  * buy's gw_req_finish through buy_finish).
  */
@@ -1071,7 +1077,9 @@ static int buy_admit(gw_req_t *r, const buy_ctx_t *x)
     uint64_t nonce = 0;
     int ac = gw_fair_admission_claim(r->w->srv->fair, r->id, x->atok.jti, x->atok.exp_s, kfp,
                                      x->now_ms / 1000, &nonce);
-    if (ac == GW_WR_CLAIMED) {
+    /* a fleet's GW_WR_REPLAY holds the token too (a nonce): this retry settles
+     * it, so its first buy's give-back cannot free the token under its order */
+    if (ac == GW_WR_CLAIMED || (ac == GW_WR_REPLAY && nonce)) {
         gw_req_buy(r)->adm_jti = x->atok.jti;
         gw_req_buy(r)->adm_fp = kfp;
         gw_req_buy(r)->adm_nonce = nonce;
@@ -1419,9 +1427,15 @@ void gw_order_handle(gw_req_t *r)
         tok_ok ? gw_orders_lookup(r->w->srv->stores.orders, id, &ord) : GW_ORDERS_UNKNOWN;
     if (f != GW_ORDERS_FOUND) {
         gw_fair_ticket_t t;
-        if ((tok_ok || verified) && gw_fair_lookup(r->w->srv->fair, id, &t) &&
-            (tok_ok || strcmp(t.user_id, buyer) == 0)) {
+        int lr = tok_ok || verified ? gw_fair_lookup(r->w->srv->fair, id, &t) : 0;
+        if (lr > 0 && (tok_ok || strcmp(t.user_id, buyer) == 0)) {
             fair_order(r, &t);
+            return;
+        }
+        if (lr < 0 && f == GW_ORDERS_UNKNOWN) { /* a fleet's entry Redis cannot read now */
+            gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
+                          "cannot read the fleet's lottery entries now; retry");
+            gw_resp_retry_after(&r->resp, 1);
             return;
         }
     }

@@ -316,6 +316,7 @@ int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs)
     atomic_store(&fs->drawn, false);
     atomic_store(&fs->duplicates, 0);
     fs->pushed = fs->marked = false;
+    fs->mark_next = 0;
     /* a new, empty log: the old lines (entries, seed, winners, end) must not load again */
     if (fs->fd >= 0)
         close(fs->fd);
@@ -572,6 +573,8 @@ static void fair_tick_locked(gw_server_t *srv, gw_fair_t *f)
             continue;
         if (f->fleet && !fs->marked)
             gw_fair__fleet_mark(f, fs);
+        if (f->fleet)
+            gw_fair__fleet_marks_push(f, fs);
         inv_sale_t *s = inv_sale_find(srv->stores.inv, fs->sale_id);
         if (!s)
             continue;

@@ -171,9 +171,13 @@ bool gw_fair_waitlist_open(gw_fair_sale_t *fs);
 
 /*
  * An entry by its id, for GET /v1/orders/{id} when the orders table does not
- * know the id (entered and lost entries are not orders). Thread-safe.
+ * know the id (entered and lost entries are not orders). Returns 1 (*out is
+ * the entry), 0 (no entry has the id) or, in a fleet, CM_EBACKEND (this
+ * gateway does not hold the id and Redis cannot say whether another does).
+ * Thread-safe; in a fleet, blocks on the worker loops' pool when this gateway
+ * does not hold the id (gw_fair_pool.c).
  */
-bool gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out);
+int gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out);
 
 /*
  * Admin: sets (creates) a sale's lottery window and early acceptance, 0/0
@@ -383,12 +387,12 @@ void gw_wr_spent_settle(gw_wr_spent_t *s, uint64_t jti, bool accepted);
  * fp is the buy's Idempotency-Key fingerprint (0: none). One gateway: the claim may also
  * return CM_EIO (its line was not written: not claimed; the buy answers 503). In a fleet
  * the table is Redis' (one key per claimed replay id, gw_room_fleet.c), each claim with a
- * nonce of its own (*nonce, to pass to the settle; 0 if not claimed): the claim may also
- * return CM_EBACKEND (the buy answers 503). Such a claim may still run in Redis; without
- * an Idempotency-Key the lottery thread gives it back (it voids it if it has not run).
- * The settle gives back only this claim (compare-and-delete); a give-back Redis does not
- * take is retried by the lottery thread, except with an Idempotency-Key (its retry may
- * rest on the claim: the token reads spent until it expires, never a second order).
+ * nonce of its own (*nonce, to pass to the settle; 0 if not held): GW_WR_REPLAY there
+ * holds the token too, beside the key's first buy, and is settled alike. The claim may
+ * also return CM_EBACKEND (the buy answers 503). Such a claim may still run in Redis: the
+ * lottery thread gives it back (it voids it if it has not run). The settle gives back
+ * only this claim's hold (the token is free once no buy holds it); a give-back Redis does
+ * not take is retried by the lottery thread.
  * Blocks on Redis in a fleet, at most inventory.redis_timeout per step (the worker loops'
  * pool, gw_fair_pool.c: inside its fail-fast window the claim is CM_EBACKEND at once,
  * nothing sent, and a give-back is left to the lottery thread). Thread-safe.

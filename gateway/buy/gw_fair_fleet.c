@@ -37,7 +37,8 @@
 /*
  * Why this design: entries are taken where they arrive, logged locally, and
  * reach Redis in one pipelined batch per gateway when the window closes, so
- * the busiest second of the sale costs no Redis round trip per entry. Then
+ * the busiest second of the sale costs no Redis round trip per entry, except
+ * the person's mark of an entry whose person is not its account (below). Then
  * one gateway (SET NX lock, renewed while it works) freezes the entrant set
  * (RENAMENX, so a late push cannot change a draw in progress), records the
  * seed once (SET NX: a drawer that dies is resumed by another with the same
@@ -230,6 +231,198 @@ static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
     if (ok)
         cm_log_info("fair", "entries pushed to the fleet", "sale=%s entries=%zu", fs->sale_id, n);
     return ok;
+}
+
+/*---- one entry per person, at entry ----*/
+
+/*
+ * Why at entry: the entries meet only at the close (fleet_push), so without
+ * it a second account of a person entering through another gateway would be
+ * told "entered" and then read lost. The mark ("order node account qty
+ * at_ms") is one round trip per new entry whose person is not its account,
+ * in the worker loops' pool like the registration check before it; a retry
+ * by the account that holds it gets its entry back. An account that is its
+ * own person has no other account to race: its mark only lets every gateway
+ * read the entry by id before the draw, and the lottery thread sends it with
+ * the tick's others in one script (gw_fair__fleet_marks_push).
+ */
+static bool mark_parse(const char *v, char *order, size_t ocap, unsigned *node, char *account,
+                       size_t acap, unsigned *qty, long long *at_ms)
+{
+    char o[INV_ORDER_ID_MAX + 1], a[128 + 1];
+    if (sscanf(v, "%31s %u %128s %u %lld", o, node, a, qty, at_ms) != 5 ||
+        strlen(a) > INV_USER_ID_MAX)
+        return false;
+    snprintf(order, ocap, "%s", o);
+    snprintf(account, acap, "%s", a);
+    return true;
+}
+
+int gw_fair__fleet_enter_mark(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *marked)
+{
+    gw_fair_t *f = fs->f;
+    *marked = false;
+    const char *person = t->person[0] ? t->person : t->user_id;
+    unsigned me = atomic_load(&f->srv->node.id);
+    char val[INV_ORDER_ID_MAX + INV_USER_ID_MAX + 64], held[sizeof(val) + 64], why[256] = "";
+    snprintf(val, sizeof(val), "%s %u %s %u %lld", t->order_id, me, t->user_id, t->qty,
+             (long long)t->entered_at_ms);
+    bool taken = false;
+    inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
+    int rc = c ? inv_lottery_entry_mark(c, fs->sale_id, person, t->order_id, val, &taken, held,
+                                        sizeof(held), why, sizeof(why))
+               : CM_EBACKEND;
+    gw_fair__pool_put(&f->loop_pool, c);
+    if (rc) {
+        gw_fair__room_fleet_trouble("lottery entry mark", fs->sale_id, why);
+        return CM_EBACKEND;
+    }
+    if (taken) {
+        *marked = true;
+        return 0;
+    }
+    char order[INV_ORDER_ID_MAX + 1], account[INV_USER_ID_MAX + 1];
+    unsigned node = 0, qty = 0;
+    long long at = 0;
+    if (!mark_parse(held, order, sizeof(order), &node, account, sizeof(account), &qty, &at))
+        return CM_EBACKEND;
+    if (strcmp(account, t->user_id) != 0) {
+        atomic_fetch_add_explicit(&fs->duplicates, 1, memory_order_relaxed);
+        return GW_FAIR_OTHER_ACCOUNT; /* its id and token are that account's */
+    }
+    snprintf(t->order_id, sizeof(t->order_id), "%s", order);
+    t->qty = qty;
+    t->entered_at_ms = at;
+    if (node == me)
+        return 0; /* ours: the local table has it, or a crash lost it and it is written again */
+    atomic_fetch_add_explicit(&fs->duplicates, 1, memory_order_relaxed);
+    t->state = GW_ENTRY_ENTERED;
+    t->position = t->entrants = t->waitlist_place = 0;
+    return 1;
+}
+
+/* Marks sent per script call, and calls per tick at most (a tick is 20 ms). */
+#define MARKS_BATCH 512
+#define MARKS_CALLS_PER_TICK 4
+
+typedef struct mark_out {
+    char person[INV_USER_ID_MAX + 1];
+    char order[INV_ORDER_ID_MAX + 1];
+    char val[INV_ORDER_ID_MAX + INV_USER_ID_MAX + 64];
+} mark_out_t;
+
+void gw_fair__fleet_marks_push(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    unsigned me = atomic_load(&f->srv->node.id);
+    for (int call = 0; call < MARKS_CALLS_PER_TICK; call++) {
+        pthread_mutex_lock(&fs->mu);
+        if (fs->closed || fs->mark_next >= fs->n) {
+            pthread_mutex_unlock(&fs->mu);
+            return;
+        }
+        mark_out_t *m = cm_xmalloc(MARKS_BATCH * sizeof(*m));
+        size_t k = 0, i = fs->mark_next;
+        for (; i < fs->n && k < MARKS_BATCH; i++) {
+            const entry_t *e = &fs->v[i];
+            if (e->fleet_marked)
+                continue;
+            snprintf(m[k].person, sizeof(m[k].person), "%s", e->person);
+            snprintf(m[k].order, sizeof(m[k].order), "%s", e->order_id);
+            snprintf(m[k].val, sizeof(m[k].val), "%s %u %s %u %lld", e->order_id, me, e->user_id,
+                     e->qty, (long long)e->at_ms);
+            k++;
+        }
+        size_t upto = i;
+        pthread_mutex_unlock(&fs->mu);
+        int rc = 0;
+        char why[256] = "";
+        if (k) {
+            const char **args = cm_xmalloc(3 * k * sizeof(*args));
+            for (size_t j = 0; j < k; j++) {
+                args[3 * j] = m[j].person;
+                args[3 * j + 1] = m[j].order;
+                args[3 * j + 2] = m[j].val;
+            }
+            rc = fconn(f) ? inv_lottery_entry_mark_many(f->rc, fs->sale_id, args, k, why,
+                                                        sizeof(why))
+                          : CM_EBACKEND;
+            free(args);
+        }
+        free(m);
+        if (rc != 0) {
+            if (f->rc)
+                (void)fok(f, rc, why);
+            return; /* sent again at the next tick (each mark is taken at most once) */
+        }
+        pthread_mutex_lock(&fs->mu);
+        if (fs->mark_next < upto && upto <= fs->n) /* not reset meanwhile */
+            fs->mark_next = upto;
+        pthread_mutex_unlock(&fs->mu);
+    }
+}
+
+void gw_fair__fleet_enter_unmark(gw_fair_sale_t *fs, const gw_fair_ticket_t *t,
+                                 const char *order_id)
+{
+    gw_fair_t *f = fs->f;
+    char why[256] = "";
+    inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
+    int rc = c ? inv_lottery_entry_drop(c, fs->sale_id, t->person[0] ? t->person : t->user_id,
+                                        order_id, why, sizeof(why))
+               : CM_EBACKEND;
+    gw_fair__pool_put(&f->loop_pool, c);
+    /* kept: the account's retry through this gateway writes the entry again */
+    if (rc)
+        gw_fair__room_fleet_trouble("lottery entry mark given back", fs->sale_id, why);
+}
+
+int gw_fair__fleet_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out)
+{
+    size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
+    for (size_t i = 0; i < n; i++) {
+        gw_fair_sale_t *fs = f->sales[i];
+        /* drawn here: every entrant of the draw is in the local table (fleet_fetch), so
+         * Redis is asked only while a draw is not known (a status poll of another
+         * gateway's order costs no round trip per drawn lottery) */
+        if (atomic_load_explicit(&fs->window_ms, memory_order_relaxed) <= 0 ||
+            atomic_load(&fs->drawn))
+            continue;
+        char why[256] = "", person[INV_USER_ID_MAX + 1], v[INV_ORDER_ID_MAX + INV_USER_ID_MAX + 64];
+        bool found = false;
+        inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
+        int rc = c ? inv_lottery_entry_get(c, fs->sale_id, order_id, &found, person,
+                                           sizeof(person), v, sizeof(v), why, sizeof(why))
+                   : CM_EBACKEND;
+        gw_fair__pool_put(&f->loop_pool, c);
+        if (rc) {
+            gw_fair__room_fleet_trouble("lottery entry lookup", fs->sale_id, why);
+            return CM_EBACKEND;
+        }
+        char order[INV_ORDER_ID_MAX + 1];
+        unsigned node = 0, qty = 0;
+        long long at = 0;
+        memset(out, 0, sizeof(*out));
+        if (!found || !mark_parse(v, order, sizeof(order), &node, out->user_id,
+                                  sizeof(out->user_id), &qty, &at) ||
+            strcmp(order, order_id) != 0)
+            continue;
+        snprintf(out->order_id, sizeof(out->order_id), "%s", order);
+        snprintf(out->sale_id, sizeof(out->sale_id), "%s", fs->sale_id);
+        snprintf(out->person, sizeof(out->person), "%s", person);
+        out->qty = qty;
+        out->entered_at_ms = at;
+        inv_sale_t *s = inv_sale_find(f->srv->stores.inv, fs->sale_id);
+        int64_t starts = 0;
+        if (s) {
+            inv_sale_info_t info;
+            inv_sale_snapshot(s, &info);
+            starts = info.starts_at_ms;
+        }
+        out->draw_at_ms = starts + atomic_load(&fs->window_ms);
+        out->state = GW_ENTRY_ENTERED;
+        return 1;
+    }
+    return 0;
 }
 
 /* The frozen entrants, the seed and the winners, as every gateway reads them. */

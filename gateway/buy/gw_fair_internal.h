@@ -82,6 +82,7 @@ typedef struct entry {
     uint32_t pos; /* 1-based draw position, 0 before the draw */
     bool promo_cut; /* a "P" line and no "W": the spool says whether it won (open) */
     bool lost_logged; /* an "X" line: lost for cause, not waitlisted, at a reload */
+    bool fleet_marked; /* fleet: its person's mark in Redis is known taken (gw_fair_fleet.c) */
 } entry_t;
 
 struct gw_fair_sale {
@@ -132,6 +133,7 @@ struct gw_fair_sale {
     _Atomic uint64_t duplicates;
     bool pushed; /* fleet: this gateway's entries are in Redis (lottery thread only) */
     bool marked; /* fleet: Redis knows this gateway holds entries (lottery thread only) */
+    size_t mark_next; /* fleet: entries before this index had their marks sent (lottery thread) */
     /* waiting room */
     _Atomic int64_t wr_rate;          /* admissions per second configured, 0 = none */
     _Atomic uint64_t wr_next;         /* positions given */
@@ -217,10 +219,13 @@ typedef struct gw_fair_pool {
 
 /* The fail-fast window: about as long as the Retry-After of the 503 the routes answer. */
 #define GW_FAIR_FAIL_FAST_MS 1000u
-/* Consecutive transport failures that open it: one slow reply on a loaded
- * Redis is a 503 for its caller, not a second of 503s for everyone; a stall
- * costs a worker loop this many timeouts before calls fail at once. */
-#define GW_FAIR_FAIL_FAST_AFTER 3u
+/* Consecutive transport failures that open it. One: a call that waited a
+ * whole timeout held its worker loop (every connection on it) that long, and
+ * a second or third such wait on the same loop would hold it again, so a stall
+ * costs a worker loop one timeout, then one a second (the probe); the price is
+ * that one slow reply on a loaded Redis makes a second of 503s for these calls
+ * (tests/integration/118-fleet-sleep-loop.py holds the bound). */
+#define GW_FAIR_FAIL_FAST_AFTER 1u
 /* The worker loops' pool keeps a connection per worker and this many more, ... */
 #define GW_FAIR_LOOP_POOL_EXTRA 2
 /* ... at most this many (server.threads is at most 64; 0 means one per CPU). */
@@ -542,6 +547,29 @@ bool gw_fair__fleet_ok(gw_fair_t *f, int rc, const char *why);
 /* Learns the fleet's draw: every entry's position and outcome, the waitlist's state.
  * Lottery thread. */
 void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs);
+
+/*
+ * One entry per person across the fleet, checked at entry (inv_lottery_entry_mark): takes
+ * the person's mark for t (t->order_id, t->user_id, t->qty, t->entered_at_ms), or reads the
+ * entry that holds it. Returns 0 when t goes on to the local entry (*marked: the mark is
+ * t's new one, to give back with gw_fair__fleet_enter_unmark if the entry is not written;
+ * t->order_id, t->qty and t->entered_at_ms are the held entry's when this gateway took it
+ * and lost it to a crash), 1 (the account's entry on another gateway: *t is that entry),
+ * GW_FAIR_OTHER_ACCOUNT, or CM_EBACKEND (Redis not asked or not answering). Worker loops:
+ * blocks on the worker loops' pool (gw_fair_pool.c).
+ */
+int gw_fair__fleet_enter_mark(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *marked);
+/* Sends the person marks of this gateway's entries that took none at entry (an account
+ * that is its own person: one round trip per tick for all of them, not one per entry on a
+ * worker loop), so every gateway reads them by id before the draw. Lottery thread. */
+void gw_fair__fleet_marks_push(gw_fair_t *f, gw_fair_sale_t *fs);
+void gw_fair__fleet_enter_unmark(gw_fair_sale_t *fs, const gw_fair_ticket_t *t,
+                                 const char *order_id);
+/* An entry of any gateway by its id, from the marks of the lotteries whose draw this
+ * gateway does not know yet (entered; once it knows the draw, every entrant is in its
+ * local table). 1 found, 0 no such lottery holds the id, CM_EBACKEND Redis cannot tell.
+ * Worker loops (as above). */
+int gw_fair__fleet_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out);
 
 /*---- gw_waitlist_fleet.c: leftovers by lot in a fleet ----*/
 

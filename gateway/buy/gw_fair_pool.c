@@ -2,8 +2,9 @@
  * The fleet's pooled blocking connections to the inventory's Redis, in two
  * pools (gw_fair_internal.h "gw_fair_pool.c" has the contract):
  *
- * - the worker loops' (registration, its entry check, the room's join, the
- *   admission token's claim and give-back): inventory.redis_timeout for the
+ * - the worker loops' (registration, its entry check, the lottery entry's
+ *   person mark and an entry's lookup by id, the room's join, the admission
+ *   token's claim and give-back): inventory.redis_timeout for the
  *   connect and for each command, the budget of the buy path's reserve. A
  *   blocking call holds its whole loop (every connection on it, /healthz
  *   included), so a stalled Redis (SIGSTOP, an overloaded host, dropped
@@ -11,13 +12,14 @@
  *   pool's 2 s, four registrations in a row and a /healthz behind them wait
  *   8 s, and a load balancer marks the gateway dead at the sale's peak
  *   (tests/integration/111-fleet-stall.py holds the bound). After
- *   GW_FAIR_FAIL_FAST_AFTER timeouts or transport failures in a row (one
- *   slow reply is its caller's 503 only) the pool fails fast: for
+ *   GW_FAIR_FAIL_FAST_AFTER timeouts or transport failures in a row (one:
+ *   every such wait held a whole loop) the pool fails fast: for
  *   GW_FAIR_FAIL_FAST_MS every call fails at once without touching Redis (the
  *   routes answer 503 with Retry-After 1); the first call after the window
  *   asks Redis again (one caller: the others still fail fast meanwhile) and
  *   any call that Redis answers closes the window. A stall therefore costs a
- *   worker loop a few timeouts, then one a second, not one per call.
+ *   worker loop one timeout, then one a second, not one per call
+ *   (tests/integration/118-fleet-sleep-loop.py).
  * - the rest (the lottery thread's room tick, the admin's exports and counts):
  *   2 s, no window; they run on their own threads.
  *

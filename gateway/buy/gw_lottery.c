@@ -353,6 +353,18 @@ static void ticket_of(const gw_fair_sale_t *fs, const entry_t *e, gw_fair_ticket
 int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
 {
     int64_t draw_at = t->draw_at_ms;
+    bool marked = false;
+    char mark_id[INV_ORDER_ID_MAX + 1] = "";
+    /* One entry per person across the fleet, checked before the local one, when
+     * the person is not the account (another account may enter elsewhere); an
+     * account that is its own person is marked by the lottery thread. */
+    bool mark_now = fs->f->fleet && t->person[0] && strcmp(t->person, t->user_id) != 0;
+    if (mark_now) {
+        int mrc = gw_fair__fleet_enter_mark(fs, t, &marked);
+        if (mrc != 0)
+            return mrc;
+        memcpy(mark_id, t->order_id, sizeof(mark_id));
+    }
     pthread_mutex_lock(&fs->mu);
     const char *person = t->person[0] ? t->person : t->user_id;
     uint64_t key = gw_fair__hash_str(fs, person); /* under mu: the secret may be re-keyed */
@@ -389,6 +401,7 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
     ne.qty = t->qty;
     ne.at_ms = t->entered_at_ms;
     ne.key = key;
+    ne.fleet_marked = mark_now;
     char line[400], pb[INV_USER_ID_MAX + 3], fp[24] = "";
     uint64_t stamp = inv_idem_fp_stamp(ne.key_fp);
     if (stamp)
@@ -409,13 +422,17 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
     rc = 0;
 out:
     pthread_mutex_unlock(&fs->mu);
+    /* the mark names no entry after all (a retry of the account racing this one
+     * wrote the same id: then it does) */
+    if (marked && rc != 0 && (rc != 1 || strcmp(t->order_id, mark_id) != 0))
+        gw_fair__fleet_enter_unmark(fs, t, mark_id);
     return rc;
 }
 
-bool gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out)
+int gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out)
 {
     if (!f)
-        return false;
+        return 0;
     size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
@@ -433,9 +450,9 @@ bool gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out)
         }
         pthread_mutex_unlock(&fs->mu);
         if (e)
-            return true;
+            return 1;
     }
-    return false;
+    return f->fleet ? gw_fair__fleet_lookup(f, order_id, out) : 0;
 }
 
 /*---- the draw ----*/

@@ -755,6 +755,8 @@ int gw_fair_admission_claim(gw_fair_t *f, const char *sale_id, uint64_t jti, int
     if (fs && f->fleet) {
         char why[256] = "";
         uint64_t n = atomic_fetch_add_explicit(&f->claim_nonce, 1, memory_order_relaxed);
+        if (n == 0) /* 0 says "holds nothing" to the caller */
+            n = atomic_fetch_add_explicit(&f->claim_nonce, 1, memory_order_relaxed);
         inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
         /* kept as long as the token lives, a second past its last valid second */
         int rc = c ? inv_room_claim(c, sale_id, jti, fp, n, unclaim_ttl_ms(exp_s, now_s), why,
@@ -765,15 +767,15 @@ int gw_fair_admission_claim(gw_fair_t *f, const char *sale_id, uint64_t jti, int
          * Sent, no answer (a timeout, a lost connection): Redis may run the
          * claim still, and the token would read spent with no order. Given
          * back by the lottery thread (not on this worker's loop), which
-         * voids it if it has not run yet. Not with an Idempotency-Key: its
-         * retry goes on past this claim (GW_WR_REPLAY), and a give-back
-         * after that retry's order would free the token under it; the
-         * token stays the key's until it expires, as on a failed give-back.
+         * voids it if it has not run yet. With an Idempotency-Key too: a
+         * retry of the key that goes on past this claim (GW_WR_REPLAY)
+         * holds the token with its own nonce, so this give-back leaves it
+         * held under that retry's order.
          */
-        if (rc < 0 && c && !fp && !unclaim_later(f, sale_id, jti, fp, n, exp_s))
+        if (rc < 0 && c && !unclaim_later(f, sale_id, jti, fp, n, exp_s))
             gw_fair__room_fleet_trouble("give an admission token back", sale_id,
                                         "too many give-backs pending");
-        if (rc == 0)
+        if (rc == 0 || rc == 2) /* claimed, or held with the key's first buy: settled alike */
             *nonce = n;
         return rc == 0 ? GW_WR_CLAIMED : rc == 1 ? GW_WR_SPENT : rc == 2 ? GW_WR_REPLAY : rc;
     }
@@ -814,10 +816,9 @@ void gw_fair_admission_settle(gw_fair_t *f, const char *sale_id, uint64_t jti, u
                                       why, sizeof(why))
                    : CM_EBACKEND;
         gw_fair__pool_put(&f->loop_pool, c);
-        /* Not given back: retried by the lottery thread; with an Idempotency-Key
-         * the token reads spent until it expires (a retry with the key may rest
-         * on this claim, GW_WR_REPLAY): never a second order. */
-        if (rc < 0 && (fp || !unclaim_later(f, sale_id, jti, fp, nonce, exp_s)))
+        /* Not given back: retried by the lottery thread (a retry with the key
+         * that rests on the token holds it with a nonce of its own) */
+        if (rc < 0 && !unclaim_later(f, sale_id, jti, fp, nonce, exp_s))
             gw_fair__room_fleet_trouble("give an admission token back", sale_id, why);
         return;
     }

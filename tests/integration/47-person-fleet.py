@@ -9,10 +9,13 @@ identity.person_claim=person, tokens minted by flashgate-token with --person.
     account as user_id with the person beside it;
   - one lottery entry per person: a second account of an entered person on the
     same gateway is refused 409 already_entered (neither the entry id nor a
-    status token in it), the same account again gets its own entry back; two
-    accounts of one person on different gateways make one entrant of the
+    status token in it), the same account again gets its own entry back; a
+    second account of the person on another gateway is refused alike at
+    entry (the fleet's mark of the person, taken with the first entry), and
+    the account's own retry there gets its entry back; one entrant of the
     fleet's draw (its Redis entry keyed by the person, the account in the
-    value), at most one of them wins, and the other reads lost;
+    value); the entry reads entered on every gateway before the draw (with
+    its status token only) and its outcome on every gateway after;
   - no oversell: each sale's units held never pass its stock, in Redis and in
     the spools.
 Bounded: ~30 requests, one 1 s lottery window (~9 s)."""
@@ -148,9 +151,25 @@ try:
     again = buy(g1, "pl", la, ip="10.2.0.1")
     eq((again.status, again.json.get("order_id"), again.json.get("duplicate")),
        (202, ea.json["order_id"], True), "lot-a again: its own entry back")
+    # the fleet's mark of p-3 (taken at gw1's entry) refuses another account anywhere
     eb = buy(g2, "pl", lb, ip="10.2.0.2")
-    eq((eb.status, eb.json.get("status")), (202, "entered"),
-       "lot-b of p-3 on gw2 enters there (entries meet at the close)")
+    eq((eb.status, eb.json.get("reason")), (409, "already_entered"),
+       "lot-b of p-3 on gw2: 409 already_entered, as on one gateway (%r)" % eb)
+    check("order_id" not in eb.json and "status_token" not in eb.json and
+          ea.json["order_id"] not in eb.raw.decode() and
+          ea.json["status_token"] not in eb.raw.decode(),
+          "gw2's 409 gives neither the other account's entry id nor its token")
+    again = buy(g3, "pl", la, ip="10.2.0.1")
+    eq((again.status, again.json.get("order_id"), again.json.get("duplicate")),
+       (202, ea.json["order_id"], True), "lot-a again through gw3: its own entry back")
+    # an entry is readable on every gateway before the draw, with its status token only
+    for g in (g2, g3):
+        r = g.get("/v1/orders/%s?token=%s" % (ea.json["order_id"], ea.json["status_token"]))
+        eq((r.status, r.json.get("status")), (200, "entered"),
+           "gw%d reads gw1's entry as entered (%r)" % (gws.index(g) + 1, r))
+        r = g.get("/v1/orders/%s?token=%s" % (ea.json["order_id"], "0" * 43))
+        eq(r.status, 404, "without its status token gw%d knows no such entry" %
+           (gws.index(g) + 1))
     others = {}
     for i in range(6):
         r = buy(gws[i % 3], "pl", solo[i], ip="10.3.0.%d" % (i + 1))
@@ -174,13 +193,18 @@ try:
           "the fleet's entry is keyed by the person, the account in its value: %r" % ent)
     eq(redis.cmd("HEXISTS", "{flashgate:fair:pl}:drawn", "lot-a") +
        redis.cmd("HEXISTS", "{flashgate:fair:pl}:drawn", "lot-b"), 0, "not by an account")
-    eq(drawn_id in (ea.json["order_id"], eb.json["order_id"]), True,
-       "the drawn entry is one of the two the accounts were given")
-    for g, e in ((g1, ea), (g2, eb)):
-        r = g.get("/v1/orders/%s?token=%s" % (e.json["order_id"], e.json["status_token"]))
-        if e.json["order_id"] != drawn_id:
+    eq(drawn_id, ea.json["order_id"], "the drawn entry is lot-a's, the only one p-3 was given")
+    eq(ent.split()[-1], "@lot-a", "and names lot-a")
+    # after the draw every gateway reads the entry's outcome alike
+    outcome = [e["outcome"] for e in d["entries"] if e["order_id"] == drawn_id][0]
+    for g in gws:
+        r = g.get("/v1/orders/%s?token=%s" % (ea.json["order_id"], ea.json["status_token"]))
+        if outcome == "won":
+            check(r.status == 200 and r.json.get("status") != "entered",
+                  "gw%d reads lot-a's entry won (%r)" % (gws.index(g) + 1, r))
+        else:
             eq((r.status, r.json.get("error")), (410, "sold_out"),
-               "the entry not drawn reads lost on its gateway")
+               "gw%d reads lot-a's entry lost (%r)" % (gws.index(g) + 1, r))
     won = [e for e in d["entries"] if e["outcome"] == "won"]
     eq(len(won), LOT_STOCK, "the stock allocated exactly")
     eq(len({e["user_id"] for e in won}), LOT_STOCK, "one unit per winner")
