@@ -190,8 +190,11 @@ try:
     codes = [buy(g, "s43", tok["victim-43"]).status for _ in range(5)]
     eq(codes, [202] * 5, "the victim's five buys after the probe (its per-user burst of 5 whole)")
     # an attacker's own joins spend its own bucket, keyed by its verified id
+    # (a join that meets the room's seal being synced is 503 Retry-After 1, docs/api.md:
+    # it spent its token all the same)
     codes = [join(g, "decoy", tok["eve"]).status for _ in range(8)]
-    check(codes.count(429) >= 1 and codes[0] == 200,
+    answered = [c for c in codes if c != 503]
+    check(answered.count(429) >= 1 and answered[0] == 200 and codes.count(503) <= 1,
           "eve's own joins run into its own per-user limit: %r" % codes)
     r = join(g, "decoy", tok["eve"])
     if r.status == 429:
