@@ -234,7 +234,10 @@ static void prequeue_seal(gw_fair_sale_t *fs, int64_t now_ms, int64_t starts_at_
     fs->wr_seal_unlogged = log && gw_fair__room_store_line(fs, false, "S %lld %lld",
                                                            (long long)now_ms,
                                                            (long long)starts_at_ms) != 0;
-    fs->wr_seal_syncing = log && !fs->wr_seal_unlogged;
+    /* an empty pre-queue ranks nobody: its line needs no sync of its own
+     * (the next sync covers it before any P line after it), so a room
+     * without a pre-queue never answers 503 for its seal */
+    fs->wr_seal_syncing = log && !fs->wr_seal_unlogged && n > 0;
     if (n)
         cm_log_info("fair", "waiting room pre-queue sealed", "sale=%s persons=%zu", fs->sale_id, n);
 }
