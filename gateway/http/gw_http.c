@@ -504,6 +504,29 @@ int gw_worker_debug_stall(gw_server_t *srv, unsigned index, uint64_t ms)
     return 0;
 }
 
+/* What a worker holds once its loop has run to its end: its rule-set reader,
+ * loop, buy part, prepared answers, free requests and transport state. */
+static void worker_free(gw_server_t *srv, gw_worker_t *w)
+{
+    gw_limits_reader_offline(srv->stores.limits, w->index); /* reads no rule set any more */
+    uv_loop_close(&w->loop);
+    gw_buy_prep_free(w);
+    CM_FREE(w->buy);
+    for (unsigned k = 0; k < GW_SCOPE_COUNT; k++) {
+        gw_prep_free(w->rl_cache[k].resp);
+        w->rl_cache[k].resp = NULL;
+    }
+    gw_ol_cache_free(w);
+    free(w->edge.xff_join);
+    w->edge.xff_join = NULL;
+    while (w->free_reqs) {
+        gw_req_t *r = w->free_reqs;
+        w->free_reqs = r->next;
+        free(r);
+    }
+    gw_h1_worker_free(w);
+}
+
 static void *worker_main(void *arg)
 {
     gw_worker_t *w = arg;
@@ -736,10 +759,8 @@ int gw_workers_start(gw_server_t *srv, char *errbuf, size_t errlen)
             atomic_store(&w->stopping, true);
             stop_try(w);
             gw_h1_run(w);
-            gw_limits_reader_offline(srv->stores.limits, k);
             gw_conn_guard_free(w);
-            uv_loop_close(&w->loop);
-            CM_FREE(w->buy);
+            worker_free(srv, w);
         }
         srv->pool.nworkers = i;
         srv->pool.running = true;
@@ -809,23 +830,7 @@ void gw_workers_stop(gw_server_t *srv)
         gw_worker_t *w = &srv->pool.workers[i];
         if (srv->pool.running)
             pthread_join(w->thread, NULL);
-        gw_limits_reader_offline(srv->stores.limits, w->index); /* reads no rule set any more */
-        uv_loop_close(&w->loop);
-        gw_buy_prep_free(w);
-        CM_FREE(w->buy);
-        for (unsigned k = 0; k < GW_SCOPE_COUNT; k++) {
-            gw_prep_free(w->rl_cache[k].resp);
-            w->rl_cache[k].resp = NULL;
-        }
-        gw_ol_cache_free(w);
-        free(w->edge.xff_join);
-        w->edge.xff_join = NULL;
-        while (w->free_reqs) {
-            gw_req_t *r = w->free_reqs;
-            w->free_reqs = r->next;
-            free(r);
-        }
-        gw_h1_worker_free(w);
+        worker_free(srv, w);
     }
     srv->pool.running = false;
     srv->pool.stopped = true;
