@@ -1,6 +1,6 @@
 /*
  * The waiting room of a fleet: one room per sale in Redis, shared by every
- * gateway (inv_fleet.h "the waiting room" has the keys and the scripts).
+ * gateway (gw_fair_redis.h has the keys, gw_fair_redis.c the scripts).
  *
  * What is shared and why: the pre-queue (a ZSET of SipHash(seed, person)
  * keys, the seed one per room, so the rank is the same whichever gateway a

@@ -2,7 +2,7 @@
  * Leftovers by lot in a fleet: the draw's losers wait, in draw order, for the
  * units freed after it on any gateway (a cancelled or failed order, a
  * restock), and one gateway at a time promotes them (see gw_fair.h and
- * inventory/inv_fleet.h for the keys).
+ * gw_fair_redis.h for the keys).
  *
  * Why this shape: a promotion spans Redis (the reservation) and one gateway's
  * spool (the order), which no single step can write together. So each
