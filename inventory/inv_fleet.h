@@ -2,7 +2,9 @@
  * The fleet's shared state in the inventory's Redis, behind an interface that
  * exposes no hiredis type: the gateway (gateway/base/gw_fleet.c, gw_token.c) sees
  * connections as an opaque handle and operations by what they mean. This
- * module owns the keys, the scripts and the reply shapes.
+ * module owns the keys, the scripts and the reply shapes of the fleet's own
+ * state below; the fairness store (gateway/buy/gw_fair_redis.c) owns its keys
+ * and sends its commands through inv_fleet_cmd and its kin at the end.
  *
  * Redis keys (all in the inventory's db, one hash tag so the scripts run on
  * one Redis Cluster slot):
@@ -28,6 +30,7 @@
 
 #include "common/cm_url.h"
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -166,333 +169,65 @@ int inv_fleet_figures(inv_fleet_conn_t *c, const char *member, const char *json,
 /* True when c's transport failed (it must be closed). Not thread-safe on c. */
 bool inv_fleet_broken(const inv_fleet_conn_t *c);
 
-/*---- the fair-start lottery (gateway/buy/gw_fair_fleet.c) ----
+/*---- commands for a store above inventory (gateway/buy/gw_fair_redis.c) ----
  *
- * Keys: {flashgate:fair}:conf HASH sale -> "window early k0 k1 [wr_rate]", and
- * "elig:<sale>" -> the sale's eligibility rule (gateway/buy/gw_elig.c);
- * per sale {flashgate:fair:<sale>}:e (HASH user -> "order qty idem node", the
- * entries pushed), :pushed (SET of node ids that pushed), :drawn (the entries
- * frozen for the draw), :seed, :won (HASH user -> order), :lock (the
- * drawer's, SET NX PX), :done (the number drawn, once the draw is complete),
- * :entered (SET of node ids that took an entry, before they push), :ep and :ei
- * (each person's entry, taken at entry: below); the waitlist's :wl, :wlock and :wp
- * (below).
- *
- * Unless said otherwise the calls return 0, or CM_EBACKEND with the reason in
- * errbuf (then inv_fleet_broken tells a transport failure from an error
- * reply). Not thread-safe on c.
+ * The fairness store keeps its own keys and scripts on the fleet's connection; these
+ * calls carry its commands and hand back their replies without hiredis types, so the
+ * gateway includes no hiredis and this module names no key of the store. A command is
+ * routed by `key` (its hash tag picks the Redis Cluster node: every key of one script
+ * shares one tag); its format is hiredis's (printf-like, %b a binary-safe string and
+ * its length, each %s one argument, so an empty string needs %b). Not thread-safe on c.
  */
 
+/* A reply, read through the functions below; freed with inv_fleet_reply_free. */
+typedef struct inv_fleet_reply inv_fleet_reply_t;
 
-/* Every sale's lottery configuration: fn(ctx, sale, value). */
-int inv_lottery_conf_all(inv_fleet_conn_t *c, inv_fleet_pair_fn fn, void *ctx, char *errbuf,
-                         size_t errlen);
-
-/* One sale's configuration into out (*found false when unset or not a string). */
-int inv_lottery_conf_get(inv_fleet_conn_t *c, const char *sale, char *out, size_t cap,
-                         bool *found, char *errbuf, size_t errlen);
+typedef enum inv_fleet_reply_type {
+    INV_FLEET_REPLY_OTHER = 0, /* a RESP3 type the store does not ask for */
+    INV_FLEET_REPLY_STRING,
+    INV_FLEET_REPLY_ARRAY,
+    INV_FLEET_REPLY_INTEGER,
+    INV_FLEET_REPLY_NIL,
+    INV_FLEET_REPLY_STATUS,
+    INV_FLEET_REPLY_ERROR
+} inv_fleet_reply_type_t;
 
 /*
- * A deleted sale's lottery: the configuration's value INV_LOTTERY_DELETED
- * (a tombstone: every gateway drops its own record of the lottery when it
- * reads it, and a sale created again under the id starts a new one), and
- * inv_lottery_clear deletes every per-sale key (entries, entrants, pushed,
- * lock, seed, winners, done, entered, entry marks, registrations, the waiting
- * room's wr/wrpre/wrpl) in one DEL: they share one slot.
+ * Sends one command on key's node and reads its reply. Returns a new reply (an error
+ * reply too), or NULL on a transport failure: c is then broken and inv_fleet_errstr
+ * says why.
  */
-#define INV_LOTTERY_DELETED "-"
-int inv_lottery_clear(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_t errlen);
+inv_fleet_reply_t *inv_fleet_cmd(inv_fleet_conn_t *c, const char *key, const char *fmt, ...);
+inv_fleet_reply_t *inv_fleet_vcmd(inv_fleet_conn_t *c, const char *key, const char *fmt,
+                                  va_list ap);
+/* The same with argc arguments (argv borrowed, argl their lengths). */
+inv_fleet_reply_t *inv_fleet_cmd_argv(inv_fleet_conn_t *c, const char *key, int argc,
+                                      const char **argv, const size_t *argl);
 
-/* Stores one sale's configuration. */
-int inv_lottery_conf_put(inv_fleet_conn_t *c, const char *sale, const char *value, char *errbuf,
-                         size_t errlen);
-/* Deletes one field of the configuration hash (HDEL; absent is fine). */
-int inv_lottery_conf_del(inv_fleet_conn_t *c, const char *field, char *errbuf, size_t errlen);
+/* Frees r (NULL is fine). */
+void inv_fleet_reply_free(inv_fleet_reply_t *r);
+/* r's type. */
+inv_fleet_reply_type_t inv_fleet_reply_type(const inv_fleet_reply_t *r);
+/* An integer reply's value (0 for the other types). */
+long long inv_fleet_reply_integer(const inv_fleet_reply_t *r);
+/* The text of a string, status or error reply (NUL-terminated, borrowed from r; its
+ * length in inv_fleet_reply_len), NULL for the other types. */
+const char *inv_fleet_reply_str(const inv_fleet_reply_t *r);
+size_t inv_fleet_reply_len(const inv_fleet_reply_t *r);
+/* An array reply's elements (0 for the other types) and element i < that (borrowed). */
+size_t inv_fleet_reply_elements(const inv_fleet_reply_t *r);
+const inv_fleet_reply_t *inv_fleet_reply_element(const inv_fleet_reply_t *r, size_t i);
 
 /*
- * Pushing entries is one pipeline: inv_lottery_push_add queues one entry
- * (HSETNX, so the first push of a user wins) and returns 0 if queued;
- * inv_lottery_push_finish queues "node pushed" when all_added, sends, and
- * reads the `added` replies (plus that one). Returns 1 when every reply was
- * a success, 0 when one was an error reply, or CM_EBACKEND on a transport
- * failure (reason in errbuf).
+ * A pipeline on one node: inv_fleet_pipe_append queues a command without waiting (the
+ * first one after a read picks the node by its key; the ones after go to that node:
+ * give them keys of one hash tag). Returns 0, CM_EBACKEND when the node cannot be
+ * reached (c broken), or CM_ENOMEM when the command was not queued.
+ * inv_fleet_pipe_read reads every queued command's reply in order, counting the error
+ * replies into *errors; returns 0, or CM_EBACKEND on a transport failure (c broken).
+ * Nothing is queued after it.
  */
-int inv_lottery_push_add(inv_fleet_conn_t *c, const char *sale, const char *user,
-                         const char *value);
-int inv_lottery_push_finish(inv_fleet_conn_t *c, const char *sale, uint32_t node_id,
-                            size_t added, bool all_added, char *errbuf, size_t errlen);
-
-/* How many gateways pushed (*n is -1 on an unexpected reply). */
-int inv_lottery_pushed_count(inv_fleet_conn_t *c, const char *sale, long long *n, char *errbuf,
-                             size_t errlen);
-
-/* Whether the draw is complete. */
-int inv_lottery_done(inv_fleet_conn_t *c, const char *sale, bool *done, char *errbuf,
-                     size_t errlen);
-
-/* Marks the draw complete with n entrants. */
-int inv_lottery_done_set(inv_fleet_conn_t *c, const char *sale, size_t n, char *errbuf,
-                         size_t errlen);
-
-/*
- * Marks that node_id holds entries of the sale (its window cannot change any
- * more); *busy: whether some gateway holds entries and the draw is not done.
- */
-int inv_lottery_entered_mark(inv_fleet_conn_t *c, const char *sale, uint32_t node_id, char *errbuf,
-                             size_t errlen);
-int inv_lottery_entered(inv_fleet_conn_t *c, const char *sale, bool *busy, char *errbuf,
-                        size_t errlen);
-
-/* Tries to take the drawer's lock for node_id (ttl_ms); *mine when taken or node_id's already
- * (then extended). */
-int inv_lottery_lock(inv_fleet_conn_t *c, const char *sale, uint32_t node_id, int ttl_ms,
-                     bool *mine, char *errbuf, size_t errlen);
-
-/* Extends the drawer's lock to ttl_ms. */
-int inv_lottery_lock_renew(inv_fleet_conn_t *c, const char *sale, int ttl_ms, char *errbuf,
-                           size_t errlen);
-
-/*
- * Freezes the pushed entries as the draw's entrants (a no-op when a drawer
- * before did, or nobody entered: that error reply is ignored). Returns
- * CM_EBACKEND only on a transport failure.
- */
-int inv_lottery_freeze(inv_fleet_conn_t *c, const char *sale);
-
-/* The frozen entrants: fn(ctx, user, "order qty idem node"). */
-int inv_lottery_entrants(inv_fleet_conn_t *c, const char *sale, inv_fleet_pair_fn fn, void *ctx,
-                         char *errbuf, size_t errlen);
-
-/* Offers seed_hex as the draw's seed (SET NX: the first drawer's stays). */
-int inv_lottery_seed_offer(inv_fleet_conn_t *c, const char *sale, const char *seed_hex,
-                           char *errbuf, size_t errlen);
-
-/* The draw's seed (*seeded false when none yet). */
-int inv_lottery_seed_get(inv_fleet_conn_t *c, const char *sale, uint64_t *seed, bool *seeded,
-                         char *errbuf, size_t errlen);
-
-/*
- * The recorded winners: fn(ctx, user, order id), or fn(ctx, user,
- * INV_LOTTERY_NOT_ACCEPTED) for an entrant drawn and reserved whose order the
- * drawer's spool refused (given back: not a winner, and not drawn again).
- */
-#define INV_LOTTERY_NOT_ACCEPTED "-"
-int inv_lottery_winners(inv_fleet_conn_t *c, const char *sale, inv_fleet_pair_fn fn, void *ctx,
-                        char *errbuf, size_t errlen);
-
-/* Records user's winning order. */
-int inv_lottery_winner_put(inv_fleet_conn_t *c, const char *sale, const char *user,
-                           const char *order_id, char *errbuf, size_t errlen);
-
-/*
- * One entry per person across the fleet, taken at entry: {flashgate:fair:<sale>}:ep
- * (HASH person -> value, "order node account qty at_ms" as gw_fair_fleet.c writes it)
- * and :ei (HASH order id -> person), both set in one script, so two gateways that take
- * entries of one person at once cannot both hold the mark. inv_lottery_entry_mark sets
- * the mark when the person holds none (*taken true), else copies the value held into
- * held. inv_lottery_entry_drop deletes the mark while it is order_id's (an entry that
- * was not written after all). inv_lottery_entry_get reads the entry of an order id on
- * any gateway (*found false: none). Deleted by inv_lottery_clear with the rest.
- */
-int inv_lottery_entry_mark(inv_fleet_conn_t *c, const char *sale, const char *person,
-                           const char *order_id, const char *value, bool *taken, char *held,
-                           size_t cap, char *errbuf, size_t errlen);
-/* The marks of n entries in one script, args person, order id, value for each (3 * n
- * strings, borrowed): each taken unless its person holds one. */
-int inv_lottery_entry_mark_many(inv_fleet_conn_t *c, const char *sale, const char *const *args,
-                                size_t n, char *errbuf, size_t errlen);
-int inv_lottery_entry_drop(inv_fleet_conn_t *c, const char *sale, const char *person,
-                           const char *order_id, char *errbuf, size_t errlen);
-int inv_lottery_entry_get(inv_fleet_conn_t *c, const char *sale, const char *order_id,
-                          bool *found, char *person, size_t pcap, char *value, size_t vcap,
-                          char *errbuf, size_t errlen);
-
-/*---- the fleet's waitlist (gateway/buy/gw_fair_fleet.c) ----
- *
- * Leftovers by lot across the fleet: the draw's losers wait, in draw order,
- * for units freed after it, and one gateway at a time promotes them. Keys (the
- * lottery's slot, deleted by inv_lottery_clear): {flashgate:fair:<sale>}:wl
- * HASH mode ("w" losers wait, "l" they are lost; unset: an older drawer, lost),
- * ended (the sale ended: the rest are lost), gen (bumped by every change a
- * gateway must learn), head (the draw index before which nobody waits),
- * promoted; :wlock the promoter's lock (its owner id, SET PX); :wp the
- * promotion in progress, "person order owner at_ms", set before its reserve
- * and deleted with its outcome; each outcome goes to :won (person -> order
- * id, or INV_LOTTERY_NOT_ACCEPTED: lost for cause) in the same script.
- * Owner ids are a gateway's data directory's (they survive a restart, which a
- * node id does not). Returns as the lottery calls above. Not thread-safe on c.
- */
-
-/* The waitlist's state, one script: mode ('w', 'l' or 0), ended, gen, head, promoted, and
- * the pending promotion's owner ("" when none). */
-typedef struct inv_wl_state {
-    char mode;
-    bool ended;
-    long long gen, head, promoted;
-    char owner[40];
-} inv_wl_state_t;
-int inv_wl_state(inv_fleet_conn_t *c, const char *sale, inv_wl_state_t *st, char *errbuf,
-                 size_t errlen);
-/* Decides the mode once (HSETNX: a resumed draw keeps the first drawer's). */
-int inv_wl_mode_set(inv_fleet_conn_t *c, const char *sale, char mode, char *errbuf,
-                    size_t errlen);
-/*
- * Takes or renews the promoter's lock for owner (ttl_ms); *mine when held
- * now. The owner of the pending promotion takes it over from whoever holds
- * it: only it can tell from its spool whether that promotion's order exists.
- */
-int inv_wl_lock(inv_fleet_conn_t *c, const char *sale, const char *owner, int ttl_ms, bool *mine,
-                char *errbuf, size_t errlen);
-/* The pending promotion: *found, and its person, order id and owner (cut to each cap). */
-int inv_wl_pending(inv_fleet_conn_t *c, const char *sale, bool *found, char *person,
-                   size_t person_cap, char *order, size_t order_cap, char *owner,
-                   size_t owner_cap, char *errbuf, size_t errlen);
-/*
- * Begins the promotion of person's entry order by owner, who must hold the
- * lock: 1 begun (:wp set), 0 refused (the lock is not owner's, the sale
- * ended, a promotion is pending, or person has an outcome already).
- */
-int inv_wl_begin(inv_fleet_conn_t *c, const char *sale, const char *owner, const char *person,
-                 const char *order, char *errbuf, size_t errlen);
-/*
- * The lock's holder owner adopts a pending promotion of another owner that
- * is at least grace_ms old (its owner did not come back to finish it): 1
- * adopted (or owner's already), 0 not (yet).
- */
-int inv_wl_adopt(inv_fleet_conn_t *c, const char *sale, const char *owner, int grace_ms,
-                 char *errbuf, size_t errlen);
-/*
- * Ends the pending promotion of person by the lock's holder owner: result an
- * order id (a winner, counted as promoted), INV_LOTTERY_NOT_ACCEPTED (lost
- * for cause) or "" (no outcome: the stock was gone, the entry still waits);
- * head raised to at least `head`. 1 done (*gen: the generation after it), 0
- * the lock is not owner's (nothing written).
- */
-int inv_wl_finish(inv_fleet_conn_t *c, const char *sale, const char *owner, const char *person,
-                  const char *result, long long head, long long *gen, char *errbuf,
-                  size_t errlen);
-/* The sale ended: the waitlist's rest is lost (once; gen bumped). */
-int inv_wl_end(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_t errlen);
-
-/*---- registration (gateway/buy/gw_reg.c) ----
- *
- * Key: {flashgate:fair:<sale>}:reg, a ZSET person -> rank (1, 2, ...), in the
- * lottery's slot (inv_lottery_clear deletes it with the rest). Returns 0 or
- * CM_EBACKEND with the reason in errbuf. Not thread-safe on c.
- */
-
-/* Registers person, one script: *added 1 (new), 0 (registered already) or -1 (cap reached). */
-int inv_reg_add(inv_fleet_conn_t *c, const char *sale, const char *person, long long cap,
-                int *added, char *errbuf, size_t errlen);
-/* Whether person is registered (ZSCORE). */
-int inv_reg_has(inv_fleet_conn_t *c, const char *sale, const char *person, bool *has,
-                char *errbuf, size_t errlen);
-/* How many persons are registered (ZCARD). */
-int inv_reg_count(inv_fleet_conn_t *c, const char *sale, long long *n, char *errbuf,
-                  size_t errlen);
-/* The persons of ranks start..stop (0-based, inclusive) in registration order: fn(ctx, person). */
-int inv_reg_range(inv_fleet_conn_t *c, const char *sale, long long start, long long stop,
-                  void (*fn)(void *ctx, const char *person), void *ctx, char *errbuf,
-                  size_t errlen);
-
-/*---- the waiting room (gateway/buy/gw_room_fleet.c) ----
- *
- * Keys, in the lottery's slot (inv_lottery_clear deletes the first three):
- *   {flashgate:fair:<sale>}:wr     HASH seed (32 hex digits, the first offered
- *                                  stays), sealed (ms, absent before the seal),
- *                                  npre, next (places given), front (admitted
- *                                  through, thousandths of a place).
- *   {flashgate:fair:<sale>}:wrpre  ZSET of the pre-queue, every score 0 and
- *                                  each member INV_ROOM_KEY_HEX hex digits of
- *                                  SipHash(seed, person) followed by the person:
- *                                  ZRANK is the rank by the hash (lexicographic
- *                                  order of fixed-width hex is numeric order).
- *   {flashgate:fair:<sale>}:wrpl   HASH person -> "pos exp_s": later arrivals'
- *                                  places and admitted places' token expiry.
- *   {flashgate:fair:<sale>}:wrjti:<jti> the claim of a spent admission token
- *                                  (the Idempotency-Key fingerprint, decimal),
- *                                  PX the token's remaining life: it goes by
- *                                  itself, and a room made again has a new seed
- *                                  and so new replay ids.
- * Returns 0 or CM_EBACKEND with the reason in errbuf, unless said otherwise.
- * Not thread-safe on c.
- */
-#define INV_ROOM_KEY_HEX 16
-#define INV_ROOM_SEED_HEX 32
-
-/* A room's shared state, as the tick and the export read it. */
-typedef struct inv_room_state {
-    char seed[INV_ROOM_SEED_HEX + 1]; /* "" when none yet */
-    int64_t sealed_ms;                /* 0 = not sealed */
-    uint64_t npre;                    /* the pre-queue's persons (counted live before the seal) */
-    uint64_t next;                    /* places given, the pre-queue's included once sealed */
-    uint64_t front_milli;             /* admitted through, thousandths of a place */
-} inv_room_state_t;
-
-/*
- * The lottery thread's step for one room: offers seed_hex as the room's seed
- * (kept if none yet; "-<seed>" offers none: CM_ENOTFOUND when the room has none), seals the pre-queue when started (at now_ms: npre is
- * its size and the later arrivals' places come after it), then, sealed, adds
- * add_milli to the front without passing (next + ahead) places. Fills *st.
- */
-int inv_room_tick(inv_fleet_conn_t *c, const char *sale, const char *seed_hex, bool started,
-                  int64_t now_ms, uint64_t add_milli, uint64_t ahead, inv_room_state_t *st,
-                  char *errbuf, size_t errlen);
-
-/* What inv_room_join found. */
-typedef struct inv_room_join {
-    bool prequeue; /* not sealed and before the start: in the pre-queue (or looked), no place */
-    bool full;     /* a join into a pre-queue of cap persons: refused */
-    uint64_t pos;  /* the 1-based place, 0 = none */
-    int64_t exp_s; /* the place is admitted: its token's expiry, else 0 */
-    char seed[INV_ROOM_SEED_HEX + 1]; /* the room's seed when it is not seed_hex */
-} inv_room_join_t;
-
-/*
- * A person's join (take) or look at the room, one script: checks seed_hex is
- * the room's (else out->seed is set and nothing else is done; offered as the
- * room's when it has none, unless given as "-<seed>": then CM_ENOTFOUND), enters the
- * pre-queue before the start (member: the key's hex and the person), seals it
- * at the start, finds the place (the pre-queue rank, a later place, or with
- * take a new one at the back; a place whose token expired unused is given up
- * for one at the back) and admits it when the shared front passed it, the
- * token's expiry fixed at now_s + ttl_s on its first admission.
- */
-int inv_room_join(inv_fleet_conn_t *c, const char *sale, const char *seed_hex, const char *member,
-                  const char *person, bool before_start, bool take, int64_t now_ms,
-                  int ttl_s, uint64_t cap, inv_room_join_t *out, char *errbuf, size_t errlen);
-
-/*
- * Claims an admission token's replay id: SET NX PX ttl_ms of the value
- * "fp:nonce", nonce random per claim, unless this claim was given back
- * already (its void mark, inv_room_unclaim). Returns 0 claimed, 1 spent (or
- * held by a buy in flight), 2 held with the same non-zero fp (the spending
- * buy's retry: this claim holds it too, with its own nonce, until its own
- * give-back), or CM_EBACKEND (a transport error or an error reply: the claim
- * may still run later; inv_room_unclaim with the same nonce undoes it).
- */
-int inv_room_claim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, uint64_t fp,
-                   uint64_t nonce, int64_t ttl_ms, char *errbuf, size_t errlen);
-
-/*
- * Gives back the claim of (jti, fp, nonce): takes that claim's nonce out of
- * the replay id's holders and deletes it with the last one (another buy's
- * claim of the same token stays, a retry's of the same key too),
- * else marks the claim void for ttl_ms, so that a claim still on its way
- * (sent, its reply lost) claims nothing. Returns 1 given back, 0 not held
- * (now void), or CM_EBACKEND. Idempotent.
- */
-int inv_room_unclaim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, uint64_t fp,
-                     uint64_t nonce, int64_t ttl_ms, char *errbuf, size_t errlen);
-
-/* The room's state without changing it. */
-int inv_room_state(inv_fleet_conn_t *c, const char *sale, inv_room_state_t *st, char *errbuf,
-                   size_t errlen);
-
-/* The pre-queue's members of ranks start..stop (0-based, inclusive) in rank
- * order: fn(ctx, member) (INV_ROOM_KEY_HEX hex digits, then the person). */
-int inv_room_range(inv_fleet_conn_t *c, const char *sale, long long start, long long stop,
-                   void (*fn)(void *ctx, const char *member), void *ctx, char *errbuf,
-                   size_t errlen);
+int inv_fleet_pipe_append(inv_fleet_conn_t *c, const char *key, const char *fmt, ...);
+int inv_fleet_pipe_read(inv_fleet_conn_t *c, size_t *errors);
 
 #endif

@@ -9,6 +9,7 @@
 #include "common/cm_log.h"
 #include "common/cm_url.h"
 #include "gateway/base/gw_base.h"
+#include "gateway/buy/gw_fair_redis.h"
 #include "gateway/buy/gw_identity.h"
 #include "inventory/inv_fleet.h"
 
@@ -322,9 +323,9 @@ static int fleet_put(struct gw_elig *e, const gw_elig_rule_t *r, char *errbuf, s
     int rc = CM_EBACKEND;
     if (c && (r->n_claims || r->min_age_days)) {
         fleet_value(r, val, sizeof(val));
-        rc = inv_lottery_conf_put(c, field, val, why, sizeof(why));
+        rc = gw_fair_redis_lottery_conf_put(c, field, val, why, sizeof(why));
     } else if (c) {
-        rc = inv_lottery_conf_del(c, field, why, sizeof(why));
+        rc = gw_fair_redis_lottery_conf_del(c, field, why, sizeof(why));
     }
     inv_fleet_close(c);
     if (rc)

@@ -741,7 +741,8 @@ static int drawn_check(gw_fair_t *f, gw_fair_sale_t *fs, int64_t starts_at_ms, i
     if (!drawn && f->fleet) {
         char why[256] = "";
         inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
-        int rc = c ? inv_lottery_done(c, fs->sale_id, &drawn, why, sizeof(why)) : CM_EBACKEND;
+        int rc =
+            c ? gw_fair_redis_lottery_done(c, fs->sale_id, &drawn, why, sizeof(why)) : CM_EBACKEND;
         inv_fleet_close(c);
         if (rc) {
             cm_errbuf_set(errbuf, errlen, "redis: %s", why);
@@ -777,7 +778,7 @@ int gw_fair_configure_check(gw_server_t *srv, const char *sale_id, int64_t start
         /* Other gateways keep their entries until the close: ask the fleet. */
         char why[256] = "";
         inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
-        rc = c ? inv_lottery_entered(c, sale_id, &busy, why, sizeof(why)) : CM_EBACKEND;
+        rc = c ? gw_fair_redis_lottery_entered(c, sale_id, &busy, why, sizeof(why)) : CM_EBACKEND;
         inv_fleet_close(c);
         if (rc) {
             cm_errbuf_set(errbuf, errlen, "redis: %s", why);
@@ -843,9 +844,10 @@ int gw_fair_sale_deleted(gw_server_t *srv, const char *sale_id, bool sale_gone, 
         char why[256] = "", cur[256];
         bool found = false;
         inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
-        int rc = c ? inv_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why, sizeof(why))
+        int rc = c ? gw_fair_redis_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why,
+                                                    sizeof(why))
                    : CM_EBACKEND;
-        fleet_has = rc == 0 && found && strcmp(cur, INV_LOTTERY_DELETED) != 0;
+        fleet_has = rc == 0 && found && strcmp(cur, GW_FAIR_REDIS_LOTTERY_DELETED) != 0;
         /* Whenever the fleet may hold something of it: the tombstone first (every gateway
          * drops its own record; a new sale under the id clears what is left), then every
          * key of the lottery at once. For a sale gone already the fleet's record decides
@@ -854,9 +856,10 @@ int gw_fair_sale_deleted(gw_server_t *srv, const char *sale_id, bool sale_gone, 
             here = false;
         if (rc == 0 && (fleet_has || !sale_gone)) {
             if (found || here)
-                rc = inv_lottery_conf_put(c, sale_id, INV_LOTTERY_DELETED, why, sizeof(why));
+                rc = gw_fair_redis_lottery_conf_put(c, sale_id, GW_FAIR_REDIS_LOTTERY_DELETED, why,
+                                                    sizeof(why));
             if (rc == 0)
-                rc = inv_lottery_clear(c, sale_id, why, sizeof(why));
+                rc = gw_fair_redis_lottery_clear(c, sale_id, why, sizeof(why));
         }
         inv_fleet_close(c);
         if (rc) {

@@ -119,7 +119,7 @@ static void conf_sync_one(void *ctx, const char *sale, const char *v)
     }
     if (!inv_id_valid(sale, strlen(sale), INV_SALE_ID_MAX))
         return;
-    bool deleted = strcmp(v, INV_LOTTERY_DELETED) == 0;
+    bool deleted = strcmp(v, GW_FAIR_REDIS_LOTTERY_DELETED) == 0;
     if (!deleted && sscanf(v, "%lld %lld %llx %llx %lld", &w, &e, &k0, &k1, &wr) < 4)
         return;
     cm_hash_key_t k = {k0, k1};
@@ -178,7 +178,9 @@ void gw_fair__fleet_mark(gw_fair_t *f, gw_fair_sale_t *fs)
     pthread_mutex_unlock(&fs->mu);
     char why[256] = "";
     if (any && fconn(f) &&
-        fok(f, inv_lottery_entered_mark(f->rc, fs->sale_id, f->srv->node.id, why, sizeof(why)),
+        fok(f,
+            gw_fair_redis_lottery_entered_mark(f->rc, fs->sale_id, f->srv->node.id, why,
+                                               sizeof(why)),
             why))
         fs->marked = true;
 }
@@ -190,7 +192,8 @@ void gw_fair__fleet_conf_sync(gw_fair_t *f)
         return;
     char why[256] = "";
     gw_elig_fleet_begin(f->srv);
-    bool ok = fok(f, inv_lottery_conf_all(f->rc, conf_sync_one, f, why, sizeof(why)), why);
+    bool ok =
+        fok(f, gw_fair_redis_lottery_conf_all(f->rc, conf_sync_one, f, why, sizeof(why)), why);
     gw_elig_fleet_end(f->srv, ok);
 }
 
@@ -213,13 +216,13 @@ static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
                  gw_fair__idem_out(e->idem), f->srv->node.id, gw_fair__idem_mark(e->idem),
                  strcmp(e->person, e->user_id) != 0 ? " @" : "",
                  strcmp(e->person, e->user_id) != 0 ? e->user_id : "");
-        if (inv_lottery_push_add(c, fs->sale_id, e->person, val) == 0)
+        if (gw_fair_redis_lottery_push_add(c, fs->sale_id, e->person, val) == 0)
             sent++;
     }
     pthread_mutex_unlock(&fs->mu);
     char why[256] = "";
-    int rc = inv_lottery_push_finish(c, fs->sale_id, f->srv->node.id, sent, sent == n, why,
-                                     sizeof(why));
+    int rc = gw_fair_redis_lottery_push_finish(c, fs->sale_id, f->srv->node.id, sent, sent == n,
+                                               why, sizeof(why));
     if (rc < 0) {
         trouble(f, "push", why);
         inv_fleet_close(f->rc);
@@ -269,8 +272,8 @@ int gw_fair__fleet_enter_mark(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *mar
              (long long)t->entered_at_ms);
     bool taken = false;
     inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
-    int rc = c ? inv_lottery_entry_mark(c, fs->sale_id, person, t->order_id, val, &taken, held,
-                                        sizeof(held), why, sizeof(why))
+    int rc = c ? gw_fair_redis_lottery_entry_mark(c, fs->sale_id, person, t->order_id, val, &taken,
+                                                  held, sizeof(held), why, sizeof(why))
                : CM_EBACKEND;
     gw_fair__pool_put(&f->loop_pool, c);
     if (rc) {
@@ -343,8 +346,8 @@ void gw_fair__fleet_marks_push(gw_fair_t *f, gw_fair_sale_t *fs)
                 args[3 * j + 1] = m[j].order;
                 args[3 * j + 2] = m[j].val;
             }
-            rc = fconn(f) ? inv_lottery_entry_mark_many(f->rc, fs->sale_id, args, k, why,
-                                                        sizeof(why))
+            rc = fconn(f) ? gw_fair_redis_lottery_entry_mark_many(f->rc, fs->sale_id, args, k, why,
+                                                                  sizeof(why))
                           : CM_EBACKEND;
             free(args);
         }
@@ -367,9 +370,10 @@ void gw_fair__fleet_enter_unmark(gw_fair_sale_t *fs, const gw_fair_ticket_t *t,
     gw_fair_t *f = fs->f;
     char why[256] = "";
     inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
-    int rc = c ? inv_lottery_entry_drop(c, fs->sale_id, t->person[0] ? t->person : t->user_id,
-                                        order_id, why, sizeof(why))
-               : CM_EBACKEND;
+    int rc =
+        c ? gw_fair_redis_lottery_entry_drop(c, fs->sale_id, t->person[0] ? t->person : t->user_id,
+                                             order_id, why, sizeof(why))
+          : CM_EBACKEND;
     gw_fair__pool_put(&f->loop_pool, c);
     /* kept: the account's retry through this gateway writes the entry again */
     if (rc)
@@ -390,8 +394,8 @@ int gw_fair__fleet_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *
         char why[256] = "", person[INV_USER_ID_MAX + 1], v[INV_ORDER_ID_MAX + INV_USER_ID_MAX + 64];
         bool found = false;
         inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
-        int rc = c ? inv_lottery_entry_get(c, fs->sale_id, order_id, &found, person,
-                                           sizeof(person), v, sizeof(v), why, sizeof(why))
+        int rc = c ? gw_fair_redis_lottery_entry_get(c, fs->sale_id, order_id, &found, person,
+                                                     sizeof(person), v, sizeof(v), why, sizeof(why))
                    : CM_EBACKEND;
         gw_fair__pool_put(&f->loop_pool, c);
         if (rc) {
@@ -435,7 +439,7 @@ typedef struct fleet_draw {
     char **won; /* sorted person ids of recorded winners */
     size_t nwon;
     /* sorted person ids drawn and reserved whose order the drawer's spool refused
-     * (:won value INV_LOTTERY_NOT_ACCEPTED): given back, not winners, not drawn again */
+     * (:won value GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED): given back, not winners, not drawn again */
     char **refused;
     size_t nrefused;
 } fleet_draw_t;
@@ -509,7 +513,7 @@ static void read_winner(void *ctx, const char *user, const char *order)
 {
     read_ctx_t *x = ctx;
     fleet_draw_t *d = x->d;
-    if (strcmp(order, INV_LOTTERY_NOT_ACCEPTED) == 0) {
+    if (strcmp(order, GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED) == 0) {
         if (d->nrefused == x->cap_refused) {
             x->cap_refused = x->cap_refused ? x->cap_refused * 2 : 16;
             d->refused = cm_xrealloc(d->refused, x->cap_refused * sizeof(char *));
@@ -547,9 +551,12 @@ static bool fleet_read(gw_fair_t *f, gw_fair_sale_t *fs, fleet_draw_t *d, bool w
     x.secret = fs->secret;
     pthread_mutex_unlock(&fs->mu);
     d->all = cm_xcalloc(x.cap, sizeof(entry_t));
-    if (!fok(f, inv_lottery_entrants(f->rc, fs->sale_id, read_entrant, &x, why, sizeof(why)),
+    if (!fok(f,
+             gw_fair_redis_lottery_entrants(f->rc, fs->sale_id, read_entrant, &x, why, sizeof(why)),
              why) ||
-        !fok(f, inv_lottery_seed_get(f->rc, fs->sale_id, &d->seed, &d->seeded, why, sizeof(why)),
+        !fok(f,
+             gw_fair_redis_lottery_seed_get(f->rc, fs->sale_id, &d->seed, &d->seeded, why,
+                                            sizeof(why)),
              why)) {
         fleet_draw_free(d);
         return false;
@@ -557,7 +564,9 @@ static bool fleet_read(gw_fair_t *f, gw_fair_sale_t *fs, fleet_draw_t *d, bool w
     if (with_won) {
         x.cap = 64;
         d->won = cm_xcalloc(x.cap, sizeof(char *));
-        if (!fok(f, inv_lottery_winners(f->rc, fs->sale_id, read_winner, &x, why, sizeof(why)),
+        if (!fok(f,
+                 gw_fair_redis_lottery_winners(f->rc, fs->sale_id, read_winner, &x, why,
+                                               sizeof(why)),
                  why)) {
             fleet_draw_free(d);
             return false;
@@ -590,9 +599,10 @@ static bool sale_ended(gw_fair_t *f, const char *sale_id)
  */
 void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
 {
-    inv_wl_state_t ws;
+    gw_fair_redis_wl_state_t ws;
     char why[256] = "";
-    if (!fconn(f) || !fok(f, inv_wl_state(f->rc, fs->sale_id, &ws, why, sizeof(why)), why))
+    if (!fconn(f) ||
+        !fok(f, gw_fair_redis_wl_state(f->rc, fs->sale_id, &ws, why, sizeof(why)), why))
         return;
     fleet_draw_t d;
     if (!fleet_read(f, fs, &d, true))
@@ -679,7 +689,7 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
     inv_fleet_conn_t *c = fconn(f);
     if (!c)
         return false;
-    if (inv_lottery_freeze(c, fs->sale_id) < 0) {
+    if (gw_fair_redis_lottery_freeze(c, fs->sale_id) < 0) {
         inv_fleet_close(f->rc);
         f->rc = NULL;
         return false;
@@ -690,13 +700,13 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
     char seed[24];
     snprintf(seed, sizeof(seed), "%016llx",
              (unsigned long long)(rnd.k0 ^ gw_fair__rotl(rnd.k1, 32)));
-    if (!fok(f, inv_lottery_seed_offer(c, fs->sale_id, seed, why, sizeof(why)), why))
+    if (!fok(f, gw_fair_redis_lottery_seed_offer(c, fs->sale_id, seed, why, sizeof(why)), why))
         return false;
     inv_sale_t *sale = inv_sale_find(srv->stores.inv, fs->sale_id);
     /* whether the losers wait for freed units, decided once (a resumed draw keeps it):
      * not when the sale is over already */
     bool over = !sale || sale_ended(f, fs->sale_id);
-    if (!fok(f, inv_wl_mode_set(c, fs->sale_id, over ? 'l' : 'w', why, sizeof(why)), why))
+    if (!fok(f, gw_fair_redis_wl_mode_set(c, fs->sale_id, over ? 'l' : 'w', why, sizeof(why)), why))
         return false;
     fleet_draw_t d;
     if (!fleet_read(f, fs, &d, true) || !d.seeded) {
@@ -710,7 +720,9 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
     for (size_t pos = 0; pos < d.n && !exhausted; pos++) {
         entry_t *e = &d.all[d.perm[pos]];
         if (pos % 64 == 63 && fconn(f))
-            fok(f, inv_lottery_lock_renew(f->rc, fs->sale_id, FLEET_LOCK_MS, why, sizeof(why)),
+            fok(f,
+                gw_fair_redis_lottery_lock_renew(f->rc, fs->sale_id, FLEET_LOCK_MS, why,
+                                                 sizeof(why)),
                 why);
         if (fleet_won(&d, e->person) || fleet_refused(&d, e->person))
             continue; /* a drawer before us admitted it (or its spool refused it) */
@@ -734,8 +746,8 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
         }
         if (rc == GW_ACCEPT_BEFORE) {
             if (!fconn(f) || !fok(f,
-                                  inv_lottery_winner_put(f->rc, fs->sale_id, e->person, e->order_id,
-                                                         why, sizeof(why)),
+                                  gw_fair_redis_lottery_winner_put(f->rc, fs->sale_id, e->person,
+                                                                   e->order_id, why, sizeof(why)),
                                   why)) {
                 failed = true;
                 break;
@@ -747,11 +759,11 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
         if (rc == GW_ACCEPT_SPOOL_REFUSED) {
             /* Not a winner: recorded, so that a drawer that resumes does not take the
              * order's mark (inv_reserve_once) for a winner released since. */
-            if (!fconn(f) ||
-                !fok(f,
-                     inv_lottery_winner_put(f->rc, fs->sale_id, e->person,
-                                            INV_LOTTERY_NOT_ACCEPTED, why, sizeof(why)),
-                     why)) {
+            if (!fconn(f) || !fok(f,
+                                  gw_fair_redis_lottery_winner_put(
+                                      f->rc, fs->sale_id, e->person,
+                                      GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED, why, sizeof(why)),
+                                  why)) {
                 failed = true;
                 break;
             }
@@ -762,8 +774,8 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
             gw_accept_commit(&f->accept, &a, 1);
             if (!a.durable || !fconn(f) ||
                 !fok(f,
-                     inv_lottery_winner_put(f->rc, fs->sale_id, e->person, e->order_id, why,
-                                            sizeof(why)),
+                     gw_fair_redis_lottery_winner_put(f->rc, fs->sale_id, e->person, e->order_id,
+                                                      why, sizeof(why)),
                      why)) {
                 failed = true; /* spooled: a resumed draw finds it by its key */
                 break;
@@ -773,11 +785,11 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
         } else if (rc == GW_ACCEPT_REFUSED) {
             /* refused for cause (the per-user limit, the key of another order): lost, not
              * waitlisted, on every gateway, and never promoted (gw_waitlist_fleet.c) */
-            if (!fconn(f) ||
-                !fok(f,
-                     inv_lottery_winner_put(f->rc, fs->sale_id, e->person,
-                                            INV_LOTTERY_NOT_ACCEPTED, why, sizeof(why)),
-                     why)) {
+            if (!fconn(f) || !fok(f,
+                                  gw_fair_redis_lottery_winner_put(
+                                      f->rc, fs->sale_id, e->person,
+                                      GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED, why, sizeof(why)),
+                                  why)) {
                 failed = true;
                 break;
             }
@@ -787,7 +799,7 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
     }
     bool done = false;
     if (!failed && fconn(f) &&
-        fok(f, inv_lottery_done_set(f->rc, fs->sale_id, d.n, why, sizeof(why)), why)) {
+        fok(f, gw_fair_redis_lottery_done_set(f->rc, fs->sale_id, d.n, why, sizeof(why)), why)) {
         done = true;
         cm_log_info("fair", "fleet draw done",
                     "sale=%s entrants=%zu won_here=%zu seed=%016llx elapsed_ms=%lld",
@@ -810,7 +822,7 @@ void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_m
         return;
     char why[256] = "";
     bool done = false;
-    if (!fok(f, inv_lottery_done(f->rc, fs->sale_id, &done, why, sizeof(why)), why))
+    if (!fok(f, gw_fair_redis_lottery_done(f->rc, fs->sale_id, &done, why, sizeof(why)), why))
         return;
     if (done) {
         gw_fair__fleet_fetch(f, fs);
@@ -818,7 +830,9 @@ void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_m
     }
     if (cm_wall_ms() < closes_ms + FLEET_PUSH_WAIT_MS) {
         long long pushed = -1;
-        if (!fok(f, inv_lottery_pushed_count(f->rc, fs->sale_id, &pushed, why, sizeof(why)), why))
+        if (!fok(f,
+                 gw_fair_redis_lottery_pushed_count(f->rc, fs->sale_id, &pushed, why, sizeof(why)),
+                 why))
             return;
         if (pushed < (long long)gw_fleet_members(f->srv))
             return;
@@ -826,10 +840,10 @@ void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_m
     if (cm_wall_ms() < fs->draw_retry_ms)
         return;
     bool mine = false;
-    if (!fconn(f) ||
-        !fok(f, inv_lottery_lock(f->rc, fs->sale_id, f->srv->node.id, FLEET_LOCK_MS, &mine, why,
-                                 sizeof(why)),
-             why))
+    if (!fconn(f) || !fok(f,
+                          gw_fair_redis_lottery_lock(f->rc, fs->sale_id, f->srv->node.id,
+                                                     FLEET_LOCK_MS, &mine, why, sizeof(why)),
+                          why))
         return;
     if (mine && !fleet_run_draw(f, fs))
         fs->draw_retry_ms = cm_wall_ms() + FLEET_DRAW_RETRY_MS;
@@ -854,12 +868,12 @@ int gw_fair__fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms
     bool found = false;
     unsigned long long k0, k1;
     long long w0, e0;
-    if (inv_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why, sizeof(why)) < 0)
+    if (gw_fair_redis_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why, sizeof(why)) < 0)
         goto out;
     /* A sale deleted with its lottery and created again: whatever its deletion could not
      * clear goes before the new lottery is announced (a new secret, too). */
-    if (found && strcmp(cur, INV_LOTTERY_DELETED) == 0 &&
-        inv_lottery_clear(c, sale_id, why, sizeof(why)) != 0)
+    if (found && strcmp(cur, GW_FAIR_REDIS_LOTTERY_DELETED) == 0 &&
+        gw_fair_redis_lottery_clear(c, sale_id, why, sizeof(why)) != 0)
         goto out;
     if (found && sscanf(cur, "%lld %lld %llx %llx", &w0, &e0, &k0, &k1) == 4) {
         secret->k0 = k0;
@@ -874,7 +888,7 @@ int gw_fair__fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms
     snprintf(val, sizeof(val), "%lld %lld %016llx %016llx %lld%s", (long long)window_ms,
              (long long)early_ms, (unsigned long long)secret->k0, (unsigned long long)secret->k1,
              (long long)wr_rate, reg);
-    if (inv_lottery_conf_put(c, sale_id, val, why, sizeof(why)) == 0)
+    if (gw_fair_redis_lottery_conf_put(c, sale_id, val, why, sizeof(why)) == 0)
         rc = 0;
 out:
     if (rc)
@@ -894,8 +908,9 @@ int gw_fair__fleet_conf_refresh(gw_fair_t *f, const char *sale_id, char *errbuf,
     char why[256] = "", cur[256];
     bool found = false;
     inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
-    int rc = c ? inv_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why, sizeof(why))
-               : CM_EBACKEND;
+    int rc =
+        c ? gw_fair_redis_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why, sizeof(why))
+          : CM_EBACKEND;
     inv_fleet_close(c);
     if (rc) {
         cm_errbuf_set(errbuf, errlen, "redis: %s", why);

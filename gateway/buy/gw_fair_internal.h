@@ -10,6 +10,7 @@
 
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_core.h"
+#include "gateway/buy/gw_fair_redis.h"
 
 #include "common/cm_hash.h"
 #include "common/cm_url.h"
@@ -234,7 +235,7 @@ typedef struct gw_fair_pool {
 #define GW_FAIR_POOL_SIZE 8
 #define GW_FAIR_POOL_TIMEOUT_MS 2000
 
-/* A fleet claim of an admission token to give back (inv_room_unclaim): its
+/* A fleet claim of an admission token to give back (gw_fair_redis_room_unclaim): its
  * reply was lost, or the give-back of a buy that was not accepted failed. */
 #define FAIR_UNCLAIM_MAX 256
 typedef struct gw_fair_unclaim {
@@ -549,7 +550,7 @@ bool gw_fair__fleet_ok(gw_fair_t *f, int rc, const char *why);
 void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs);
 
 /*
- * One entry per person across the fleet, checked at entry (inv_lottery_entry_mark): takes
+ * One entry per person across the fleet, checked at entry (gw_fair_redis_lottery_entry_mark): takes
  * the person's mark for t (t->order_id, t->user_id, t->qty, t->entered_at_ms), or reads the
  * entry that holds it. Returns 0 when t goes on to the local entry (*marked: the mark is
  * t's new one, to give back with gw_fair__fleet_enter_unmark if the entry is not written;

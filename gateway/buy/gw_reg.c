@@ -319,16 +319,16 @@ int gw_reg_configure(gw_server_t *srv, const char *sale_id, int64_t opens_ms, in
     char why[256] = "", cur[256];
     bool found = false;
     inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
-    rc = c ? inv_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why, sizeof(why))
+    rc = c ? gw_fair_redis_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why, sizeof(why))
            : CM_EBACKEND;
-    if (rc == 0 && found && strcmp(cur, INV_LOTTERY_DELETED) != 0) {
+    if (rc == 0 && found && strcmp(cur, GW_FAIR_REDIS_LOTTERY_DELETED) != 0) {
         char *t = strstr(cur, " r=");
         if (t)
             *t = '\0';
         char val[320], tok[64];
         gw_fair__reg_token(fs, tok, sizeof(tok));
         snprintf(val, sizeof(val), "%s%s", cur, tok);
-        rc = inv_lottery_conf_put(c, sale_id, val, why, sizeof(why));
+        rc = gw_fair_redis_lottery_conf_put(c, sale_id, val, why, sizeof(why));
     }
     inv_fleet_close(c);
     if (rc) {
@@ -354,8 +354,9 @@ int gw_fair__reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint6
             return GW_REG_GONE;
         inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, whylen);
         int added = 0;
-        int rc = c ? inv_reg_add(c, fs->sale_id, person, (long long)cap, &added, why, whylen)
-                   : CM_EBACKEND;
+        int rc =
+            c ? gw_fair_redis_reg_add(c, fs->sale_id, person, (long long)cap, &added, why, whylen)
+              : CM_EBACKEND;
         gw_fair__pool_put(&f->loop_pool, c);
         if (rc < 0)
             return rc;
@@ -507,8 +508,9 @@ bool gw_reg_entry_ok(gw_req_t *r, void *fsv)
     char why[256] = "";
     if (f->fleet) {
         inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
-        int rc = c ? inv_reg_has(c, fs->sale_id, gw_req_buy(r)->person, &has, why, sizeof(why))
-                   : CM_EBACKEND;
+        int rc =
+            c ? gw_fair_redis_reg_has(c, fs->sale_id, gw_req_buy(r)->person, &has, why, sizeof(why))
+              : CM_EBACKEND;
         gw_fair__pool_put(&f->loop_pool, c);
         if (rc) {
             gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
@@ -564,7 +566,7 @@ int gw_reg_count(gw_server_t *srv, const char *sale_id, long long *n, char *errb
     if (f->fleet) {
         char why[256] = "";
         inv_fleet_conn_t *c = gw_fair__pool_get(&f->pool, why, sizeof(why));
-        int rc = c ? inv_reg_count(c, sale_id, n, why, sizeof(why)) : CM_EBACKEND;
+        int rc = c ? gw_fair_redis_reg_count(c, sale_id, n, why, sizeof(why)) : CM_EBACKEND;
         gw_fair__pool_put(&f->pool, c);
         if (rc)
             cm_errbuf_set(errbuf, errlen, "redis: %s", why);
@@ -597,12 +599,12 @@ void *gw_reg_export_json(gw_server_t *srv, const char *sale_id, uint64_t cursor,
         char why[256] = "";
         long long n = 0;
         inv_fleet_conn_t *c = gw_fair__pool_get(&f->pool, why, sizeof(why));
-        int r = c ? inv_reg_count(c, sale_id, &n, why, sizeof(why)) : CM_EBACKEND;
+        int r = c ? gw_fair_redis_reg_count(c, sale_id, &n, why, sizeof(why)) : CM_EBACKEND;
         total = n > 0 ? (uint64_t)n : 0;
         gw_reg_page(total, cursor, limit, &start, &end);
         if (r == 0 && end > start)
-            r = inv_reg_range(c, sale_id, (long long)start, (long long)end - 1, add_person, arr,
-                              why, sizeof(why));
+            r = gw_fair_redis_reg_range(c, sale_id, (long long)start, (long long)end - 1,
+                                        add_person, arr, why, sizeof(why));
         gw_fair__pool_put(&f->pool, c);
         if (r) {
             json_decref(arr);

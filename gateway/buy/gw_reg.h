@@ -14,7 +14,7 @@
  * sales.max_registrations persons), every new person appended to
  * <data_dir>/fair/<sale>.reg with one write(2) before the answer and read
  * back at start. A Redis fleet: a ZSET per sale in the lottery's hash slot
- * (inv_reg_add: one script, one round trip; the rank is the score, so the
+ * (gw_fair_redis_reg_add: one script, one round trip; the rank is the score, so the
  * export pages exactly), and the entry's check is one ZSCORE. Those Redis
  * calls block the worker's loop for one round trip (the worker loops' pool
  * of connections, gw_fair_pool.c): registration runs for days before a sale,

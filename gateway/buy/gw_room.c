@@ -735,8 +735,8 @@ void gw_fair__room_unclaims_tick(gw_fair_t *f, int64_t now_ms)
             continue; /* the token expired: its claim, if it ran, expires within a second */
         char why[256] = "";
         inv_fleet_conn_t *c = gw_fair__pool_get(&f->pool, why, sizeof(why));
-        int rc = c ? inv_room_unclaim(c, u.sale, u.jti, u.fp, u.nonce,
-                                      unclaim_ttl_ms(u.exp_s, now_s), why, sizeof(why))
+        int rc = c ? gw_fair_redis_room_unclaim(c, u.sale, u.jti, u.fp, u.nonce,
+                                                unclaim_ttl_ms(u.exp_s, now_s), why, sizeof(why))
                    : CM_EBACKEND;
         gw_fair__pool_put(&f->pool, c);
         if (rc >= 0)
@@ -762,8 +762,8 @@ int gw_fair_admission_claim(gw_fair_t *f, const char *sale_id, uint64_t jti, int
             n = atomic_fetch_add_explicit(&f->claim_nonce, 1, memory_order_relaxed);
         inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
         /* kept as long as the token lives, a second past its last valid second */
-        int rc = c ? inv_room_claim(c, sale_id, jti, fp, n, unclaim_ttl_ms(exp_s, now_s), why,
-                                    sizeof(why))
+        int rc = c ? gw_fair_redis_room_claim(c, sale_id, jti, fp, n, unclaim_ttl_ms(exp_s, now_s),
+                                              why, sizeof(why))
                    : CM_EBACKEND;
         gw_fair__pool_put(&f->loop_pool, c);
         /*
@@ -815,8 +815,8 @@ void gw_fair_admission_settle(gw_fair_t *f, const char *sale_id, uint64_t jti, u
         int64_t now_s = cm_wall_ms() / 1000, exp_s = now_s + GW_WR_TOKEN_TTL_S;
         inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
         /* this claim's value only: another buy's claim of the token stays */
-        int rc = c ? inv_room_unclaim(c, sale_id, jti, fp, nonce, unclaim_ttl_ms(exp_s, now_s),
-                                      why, sizeof(why))
+        int rc = c ? gw_fair_redis_room_unclaim(c, sale_id, jti, fp, nonce,
+                                                unclaim_ttl_ms(exp_s, now_s), why, sizeof(why))
                    : CM_EBACKEND;
         gw_fair__pool_put(&f->loop_pool, c);
         /* Not given back: retried by the lottery thread (a retry with the key

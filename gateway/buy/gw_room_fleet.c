@@ -1,6 +1,6 @@
 /*
  * The waiting room of a fleet: one room per sale in Redis, shared by every
- * gateway (inv_fleet.h "the waiting room" has the keys and the scripts).
+ * gateway (gw_fair_redis.h has the keys, gw_fair_redis.c the scripts).
  *
  * What is shared and why: the pre-queue (a ZSET of SipHash(seed, person)
  * keys, the seed one per room, so the rank is the same whichever gateway a
@@ -112,20 +112,20 @@ int gw_fair__room_fleet_join(gw_fair_sale_t *fs, const char *person, size_t len,
     char why[256] = "";
     inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
     int rc = c ? 0 : CM_EBACKEND;
-    inv_room_join_t j = {0};
+    gw_fair_redis_room_join_t j = {0};
     cm_hash_key_t seed = {0, 0};
     /* twice at most: a seed that is not the fleet's is replaced by the one Redis holds */
     for (int attempt = 0; rc == 0 && attempt < 2; attempt++) {
-        char hex[34], member[INV_ROOM_KEY_HEX + INV_USER_ID_MAX + 2];
+        char hex[34], member[GW_FAIR_REDIS_ROOM_KEY_HEX + INV_USER_ID_MAX + 2];
         pthread_mutex_lock(&fs->wr_mu);
         seed = fs->wr_seed;
         seed_offer(fs, &seed, hex);
         pthread_mutex_unlock(&fs->wr_mu);
         snprintf(member, sizeof(member), "%016llx%.*s",
                  (unsigned long long)gw_wr_prequeue_key(&seed, person, len), (int)len, person);
-        rc = inv_room_join(c, fs->sale_id, hex, member, person,
-                           starts_at_ms && now_ms < starts_at_ms, take, now_ms, GW_WR_TOKEN_TTL_S,
-                           GW_WR_PREQUEUE_MAX, &j, why, sizeof(why));
+        rc = gw_fair_redis_room_join(c, fs->sale_id, hex, member, person,
+                                     starts_at_ms && now_ms < starts_at_ms, take, now_ms,
+                                     GW_WR_TOKEN_TTL_S, GW_WR_PREQUEUE_MAX, &j, why, sizeof(why));
         if (rc || !j.seed[0])
             break;
         seed_adopt(fs, j.seed);
@@ -153,7 +153,8 @@ int gw_fair__room_fleet_join(gw_fair_sale_t *fs, const char *person, size_t len,
 }
 
 /* Copies the fleet's state into the room's local fields (the view and the audit). */
-static void state_copy(gw_fair_sale_t *fs, const inv_room_state_t *st, int64_t starts_at_ms)
+static void state_copy(gw_fair_sale_t *fs, const gw_fair_redis_room_state_t *st,
+                       int64_t starts_at_ms)
 {
     cm_hash_key_t k;
     bool seeded = gw_fair__seed_parse(st->seed, &k);
@@ -185,9 +186,9 @@ void gw_fair__room_fleet_tick(gw_fair_t *f, gw_fair_sale_t *fs, int64_t now, boo
     seed_offer(fs, &fs->wr_seed, hex);
     pthread_mutex_unlock(&fs->wr_mu);
     inv_fleet_conn_t *c = gw_fair__pool_get(&f->pool, why, sizeof(why));
-    inv_room_state_t st;
-    int rc = c ? inv_room_tick(c, fs->sale_id, hex, started, now, add, (uint64_t)fleet_per_s, &st,
-                               why, sizeof(why))
+    gw_fair_redis_room_state_t st;
+    int rc = c ? gw_fair_redis_room_tick(c, fs->sale_id, hex, started, now, add,
+                                         (uint64_t)fleet_per_s, &st, why, sizeof(why))
                : CM_EBACKEND;
     gw_fair__pool_put(&f->pool, c);
     if (rc) {
@@ -206,10 +207,11 @@ static void person_member(void *ctx, const char *member)
 {
     persons_ctx_t *x = ctx;
     x->rank++;
-    if (strlen(member) <= INV_ROOM_KEY_HEX)
+    if (strlen(member) <= GW_FAIR_REDIS_ROOM_KEY_HEX)
         return;
-    json_array_append_new(x->arr, json_pack("{s:s,s:I}", "person", member + INV_ROOM_KEY_HEX,
-                                            "rank", (json_int_t)x->rank));
+    json_array_append_new(x->arr,
+                          json_pack("{s:s,s:I}", "person", member + GW_FAIR_REDIS_ROOM_KEY_HEX,
+                                    "rank", (json_int_t)x->rank));
 }
 
 int gw_fair__room_fleet_persons(gw_fair_t *f, const char *sale_id, uint64_t start, uint64_t limit,
@@ -218,16 +220,17 @@ int gw_fair__room_fleet_persons(gw_fair_t *f, const char *sale_id, uint64_t star
 {
     char why[256] = "";
     inv_fleet_conn_t *c = gw_fair__pool_get(&f->pool, why, sizeof(why));
-    inv_room_state_t st;
-    int rc = c ? inv_room_state(c, sale_id, &st, why, sizeof(why)) : CM_EBACKEND;
+    gw_fair_redis_room_state_t st;
+    int rc = c ? gw_fair_redis_room_state(c, sale_id, &st, why, sizeof(why)) : CM_EBACKEND;
     if (rc == 0) {
         *total = st.npre;
         *sealed = st.sealed_ms != 0;
         snprintf(seed_hex, 33, "%s", st.seed);
         persons_ctx_t x = {arr, start};
         if (*sealed && start < st.npre && limit > 0)
-            rc = inv_room_range(c, sale_id, (long long)start, (long long)(start + limit - 1),
-                                person_member, &x, why, sizeof(why));
+            rc = gw_fair_redis_room_range(c, sale_id, (long long)start,
+                                          (long long)(start + limit - 1), person_member, &x, why,
+                                          sizeof(why));
     }
     gw_fair__pool_put(&f->pool, c);
     if (rc)

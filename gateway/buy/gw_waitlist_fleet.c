@@ -2,7 +2,7 @@
  * Leftovers by lot in a fleet: the draw's losers wait, in draw order, for the
  * units freed after it on any gateway (a cancelled or failed order, a
  * restock), and one gateway at a time promotes them (see gw_fair.h and
- * inventory/inv_fleet.h for the keys).
+ * gw_fair_redis.h for the keys).
  *
  * Why this shape: a promotion spans Redis (the reservation) and one gateway's
  * spool (the order), which no single step can write together. So each
@@ -117,8 +117,8 @@ static bool finish(gw_fair_t *f, gw_fair_sale_t *fs, const char *owner, const ch
     char why[256] = "";
     long long gen = 0;
     inv_fleet_conn_t *c = gw_fair__fleet_conn(f);
-    int rc = c ? inv_wl_finish(c, fs->sale_id, owner, person, result, (long long)fs->wl_head,
-                               &gen, why, sizeof(why))
+    int rc = c ? gw_fair_redis_wl_finish(c, fs->sale_id, owner, person, result,
+                                         (long long)fs->wl_head, &gen, why, sizeof(why))
                : CM_EBACKEND;
     if (!gw_fair__fleet_ok(f, rc < 0 ? rc : 0, why) || rc == 0)
         return false;
@@ -143,7 +143,7 @@ static fpromo_t promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, entr
     int found = 0;
     if (strcmp(fs->wl_giveback, e->order_id) == 0) {
         /* given back after a spool refusal; its "lost" could not be written then */
-        if (!finish(f, fs, owner, e->person, INV_LOTTERY_NOT_ACCEPTED))
+        if (!finish(f, fs, owner, e->person, GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED))
             return FP_FAILED;
         fs->wl_giveback[0] = '\0';
         settle_local(fs, e, false);
@@ -175,7 +175,7 @@ static fpromo_t promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, entr
         }
         if (rc != GW_ACCEPT_SPOOLED && rc != GW_ACCEPT_SPOOL_REFUSED) {
             /* for cause: the per-user limit, another key */
-            if (!finish(f, fs, owner, e->person, INV_LOTTERY_NOT_ACCEPTED))
+            if (!finish(f, fs, owner, e->person, GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED))
                 return FP_FAILED;
             settle_local(fs, e, false);
             return FP_LOST;
@@ -186,7 +186,7 @@ static fpromo_t promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, entr
             *left -= e->qty;
         if (rc == GW_ACCEPT_SPOOL_REFUSED) {
             snprintf(fs->wl_giveback, sizeof(fs->wl_giveback), "%s", e->order_id);
-            if (!finish(f, fs, owner, e->person, INV_LOTTERY_NOT_ACCEPTED))
+            if (!finish(f, fs, owner, e->person, GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED))
                 return FP_FAILED;
             fs->wl_giveback[0] = '\0';
             settle_local(fs, e, false);
@@ -212,7 +212,7 @@ static void wl_end(gw_fair_t *f, gw_fair_sale_t *fs)
     char why[256] = "";
     inv_fleet_conn_t *c = gw_fair__fleet_conn(f);
     if (c)
-        gw_fair__fleet_ok(f, inv_wl_end(c, fs->sale_id, why, sizeof(why)), why);
+        gw_fair__fleet_ok(f, gw_fair_redis_wl_end(c, fs->sale_id, why, sizeof(why)), why);
     pthread_mutex_lock(&fs->mu);
     for (size_t i = 0; i < fs->ndraw; i++) {
         entry_t *e = &fs->v[fs->perm[i]];
@@ -229,11 +229,12 @@ static void wl_end(gw_fair_t *f, gw_fair_sale_t *fs)
 }
 
 /* Reads the waitlist's state and re-reads the draw when it moved. False on a Redis problem. */
-static bool wl_sync(gw_fair_t *f, gw_fair_sale_t *fs, inv_wl_state_t *ws)
+static bool wl_sync(gw_fair_t *f, gw_fair_sale_t *fs, gw_fair_redis_wl_state_t *ws)
 {
     char why[256] = "";
     inv_fleet_conn_t *c = gw_fair__fleet_conn(f);
-    if (!c || !gw_fair__fleet_ok(f, inv_wl_state(c, fs->sale_id, ws, why, sizeof(why)), why))
+    if (!c ||
+        !gw_fair__fleet_ok(f, gw_fair_redis_wl_state(c, fs->sale_id, ws, why, sizeof(why)), why))
         return false;
     if (ws->gen != fs->wl_gen)
         gw_fair__fleet_fetch(f, fs);
@@ -245,15 +246,16 @@ static bool wl_sync(gw_fair_t *f, gw_fair_sale_t *fs, inv_wl_state_t *ws)
  * earlier life or an earlier failure: the spool is asked), or another's that
  * waited FLEET_WL_GRACE_MS, adopted. Returns false when promotions must wait.
  */
-static bool resolve_pending(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale,
-                            const char *owner, const inv_wl_state_t *ws, int64_t *left)
+static bool resolve_pending(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, const char *owner,
+                            const gw_fair_redis_wl_state_t *ws, int64_t *left)
 {
     char why[256] = "", person[INV_USER_ID_MAX + 1], order[INV_ORDER_ID_MAX + 1], w[40];
     bool mine = strcmp(ws->owner, owner) == 0;
     inv_fleet_conn_t *c = gw_fair__fleet_conn(f);
     if (!mine) {
-        int a = c ? inv_wl_adopt(c, fs->sale_id, owner, FLEET_WL_GRACE_MS, why, sizeof(why))
-                  : CM_EBACKEND;
+        int a =
+            c ? gw_fair_redis_wl_adopt(c, fs->sale_id, owner, FLEET_WL_GRACE_MS, why, sizeof(why))
+              : CM_EBACKEND;
         if (!gw_fair__fleet_ok(f, a < 0 ? a : 0, why) || a != 1)
             return false; /* its owner may still come back */
         cm_log_warn("fair", "fleet waitlist: a promotion whose gateway did not come back adopted",
@@ -261,8 +263,8 @@ static bool resolve_pending(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale,
     }
     bool found = false;
     c = gw_fair__fleet_conn(f);
-    int rc = c ? inv_wl_pending(c, fs->sale_id, &found, person, sizeof(person), order,
-                                sizeof(order), w, sizeof(w), why, sizeof(why))
+    int rc = c ? gw_fair_redis_wl_pending(c, fs->sale_id, &found, person, sizeof(person), order,
+                                          sizeof(order), w, sizeof(w), why, sizeof(why))
                : CM_EBACKEND;
     if (!gw_fair__fleet_ok(f, rc, why))
         return false;
@@ -296,7 +298,7 @@ void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
     if (now < fs->wl_retry_ms || now - fs->wl_polled_ms < FLEET_WL_POLL_MS)
         return;
     fs->wl_polled_ms = now;
-    inv_wl_state_t ws;
+    gw_fair_redis_wl_state_t ws;
     if (!wl_sync(f, fs, &ws) || !atomic_load(&fs->wl_open))
         return;
     int64_t left = info.stock_left;
@@ -307,10 +309,11 @@ void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
     char why[256] = "";
     bool mine = false;
     inv_fleet_conn_t *c = gw_fair__fleet_conn(f);
-    if (!c || !gw_fair__fleet_ok(f,
-                                 inv_wl_lock(c, fs->sale_id, owner, FLEET_WL_LOCK_MS, &mine, why,
-                                             sizeof(why)),
-                                 why) ||
+    if (!c ||
+        !gw_fair__fleet_ok(
+            f,
+            gw_fair_redis_wl_lock(c, fs->sale_id, owner, FLEET_WL_LOCK_MS, &mine, why, sizeof(why)),
+            why) ||
         !mine)
         return;
     /* under the lock: what the last holder did is read first */
@@ -333,17 +336,19 @@ void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
             continue; /* keeps its place; the next one that fits goes */
         if (++walked % FLEET_WL_RENEW_EVERY == 0) {
             c = gw_fair__fleet_conn(f);
-            if (!c || !gw_fair__fleet_ok(f,
-                                         inv_wl_lock(c, fs->sale_id, owner, FLEET_WL_LOCK_MS,
-                                                     &mine, why, sizeof(why)),
-                                         why) ||
+            if (!c ||
+                !gw_fair__fleet_ok(f,
+                                   gw_fair_redis_wl_lock(c, fs->sale_id, owner, FLEET_WL_LOCK_MS,
+                                                         &mine, why, sizeof(why)),
+                                   why) ||
                 !mine) {
                 failed = true;
                 break;
             }
         }
         c = gw_fair__fleet_conn(f);
-        int b = c ? inv_wl_begin(c, fs->sale_id, owner, e->person, e->order_id, why, sizeof(why))
+        int b = c ? gw_fair_redis_wl_begin(c, fs->sale_id, owner, e->person, e->order_id, why,
+                                           sizeof(why))
                   : CM_EBACKEND;
         if (!gw_fair__fleet_ok(f, b < 0 ? b : 0, why) || b != 1) {
             failed = true; /* the lock or the fleet's state moved: read it again */

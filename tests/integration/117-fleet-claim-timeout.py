@@ -1,6 +1,6 @@
 """An admission token's claim in a fleet room that times out, with an
 Idempotency-Key (gateway/buy/gw_room.c gw_fair_admission_claim,
-inventory/inv_fleet_redis.c LUA_ROOM_CLAIM): a token admits at most one
+gateway/buy/gw_fair_redis.c LUA_ROOM_CLAIM): a token admits at most one
 order, and a claim that timed out is given back.
 
 One gateway on a redis:// inventory (a fleet of one: the room is Redis'),

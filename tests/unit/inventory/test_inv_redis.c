@@ -734,122 +734,6 @@ static void test_fleet_config_cas(void **state)
     CMD(buf, "DEL %s", INV_FLEET_KEY_CONFIG);
 }
 
-/*
- * An admission token's claim in a fleet (inv_room_claim / inv_room_unclaim):
- * a give-back deletes only its own claim (another buy's claim of the token
- * stays), a give-back that finds no claim of its own voids the claim so
- * that, sent before and run after, it claims nothing, and the same
- * Idempotency-Key fingerprint reads as the spending buy's retry (a value
- * written without a nonce too), and that retry holds the token beside the
- * first claim: the token is free only once both gave theirs back.
- */
-static void test_room_claim_giveback(void **state)
-{
-    (void)state;
-    char url[128], why[256] = "", buf[256];
-    cm_redis_url_t addr;
-    assert_int_equal(
-        cm_redis_url_parse(ts_redis_url(&srv, url, sizeof(url), NULL), &addr, why, sizeof(why)), 0);
-    inv_fleet_conn_t *c = inv_fleet_connect(&addr, 3000, why, sizeof(why));
-    assert_non_null(c);
-    const char *key = "{flashgate:fair:rc}:wrjti:000000000000002a";
-    int64_t ttl = 60000;
-    assert_int_equal(inv_room_claim(c, "rc", 42, 0, 1, ttl, why, sizeof(why)), 0);
-    assert_int_equal(inv_room_claim(c, "rc", 42, 0, 2, ttl, why, sizeof(why)), 1);
-    /* the second buy's give-back leaves the first one's claim */
-    assert_int_equal(inv_room_unclaim(c, "rc", 42, 0, 2, ttl, why, sizeof(why)), 0);
-    CMD(buf, "GET %s", key);
-    assert_string_equal(buf, "0:0000000000000001");
-    assert_int_equal(inv_room_claim(c, "rc", 42, 0, 3, ttl, why, sizeof(why)), 1);
-    assert_int_equal(inv_room_unclaim(c, "rc", 42, 0, 1, ttl, why, sizeof(why)), 1);
-    CMD(buf, "EXISTS %s", key);
-    assert_string_equal(buf, "0");
-    assert_int_equal(inv_room_unclaim(c, "rc", 42, 0, 1, ttl, why, sizeof(why)), 0);
-    /* given back before it ran: claims nothing; another claim claims */
-    assert_int_equal(inv_room_unclaim(c, "rc", 42, 0, 4, ttl, why, sizeof(why)), 0);
-    assert_int_equal(inv_room_claim(c, "rc", 42, 0, 4, ttl, why, sizeof(why)), CM_EBACKEND);
-    assert_non_null(strstr(why, "given back"));
-    CMD(buf, "EXISTS %s", key);
-    assert_string_equal(buf, "0");
-    assert_int_equal(inv_room_claim(c, "rc", 42, 7, 5, ttl, why, sizeof(why)), 0);
-    /* the same key's retry, another key's buy */
-    assert_int_equal(inv_room_claim(c, "rc", 42, 7, 6, ttl, why, sizeof(why)), 2);
-    assert_int_equal(inv_room_claim(c, "rc", 42, 8, 6, ttl, why, sizeof(why)), 1);
-    assert_int_equal(inv_room_claim(c, "rc", 42, 0, 6, ttl, why, sizeof(why)), 1);
-    CMD(buf, "GET %s", key);
-    assert_string_equal(buf, "7:0000000000000005,0000000000000006");
-    /* the first claim's give-back leaves the retry's hold, the retry's frees the token */
-    assert_int_equal(inv_room_unclaim(c, "rc", 42, 7, 5, ttl, why, sizeof(why)), 1);
-    CMD(buf, "GET %s", key);
-    assert_string_equal(buf, "7:0000000000000006");
-    assert_int_equal(inv_room_claim(c, "rc", 42, 8, 9, ttl, why, sizeof(why)), 1);
-    assert_int_equal(inv_room_unclaim(c, "rc", 42, 7, 6, ttl, why, sizeof(why)), 1);
-    CMD(buf, "EXISTS %s", key);
-    assert_string_equal(buf, "0");
-    /* a claim stored as the bare fingerprint */
-    CMD(buf, "SET %s 9 PX 60000", key);
-    assert_int_equal(inv_room_claim(c, "rc", 42, 9, 7, ttl, why, sizeof(why)), 2);
-    CMD(buf, "GET %s", key);
-    assert_string_equal(buf, "9:0000000000000007");
-    assert_int_equal(inv_room_claim(c, "rc", 42, 9, 8, ttl, why, sizeof(why)), 2);
-    assert_int_equal(inv_room_claim(c, "rc", 42, 7, 7, ttl, why, sizeof(why)), 1);
-    inv_fleet_close(c);
-    CMD(buf, "DEL %s", key);
-}
-
-/*
- * A lottery entry's person mark (inv_lottery_entry_mark / _get / _drop): the
- * first entry of a person takes it, any later one reads the value held; an
- * entry is found by its order id; a drop of another order's id leaves the
- * mark, the holder's own drop frees it; inv_lottery_clear deletes it.
- */
-static void test_lottery_entry_mark(void **state)
-{
-    (void)state;
-    char url[128], why[256] = "", held[256], person[80], val[256];
-    cm_redis_url_t addr;
-    assert_int_equal(
-        cm_redis_url_parse(ts_redis_url(&srv, url, sizeof(url), NULL), &addr, why, sizeof(why)), 0);
-    inv_fleet_conn_t *c = inv_fleet_connect(&addr, 3000, why, sizeof(why));
-    assert_non_null(c);
-    bool taken = false, found = false;
-    assert_int_equal(inv_lottery_entry_mark(c, "em", "p1", "O1", "O1 3 acct-a 1 100", &taken, held,
-                                            sizeof(held), why, sizeof(why)),
-                     0);
-    assert_true(taken);
-    assert_int_equal(inv_lottery_entry_mark(c, "em", "p1", "O2", "O2 4 acct-b 1 200", &taken, held,
-                                            sizeof(held), why, sizeof(why)),
-                     0);
-    assert_false(taken);
-    assert_string_equal(held, "O1 3 acct-a 1 100");
-    assert_int_equal(inv_lottery_entry_get(c, "em", "O1", &found, person, sizeof(person), val,
-                                           sizeof(val), why, sizeof(why)),
-                     0);
-    assert_true(found);
-    assert_string_equal(person, "p1");
-    assert_string_equal(val, "O1 3 acct-a 1 100");
-    assert_int_equal(inv_lottery_entry_get(c, "em", "O2", &found, person, sizeof(person), val,
-                                           sizeof(val), why, sizeof(why)),
-                     0);
-    assert_false(found);
-    assert_int_equal(inv_lottery_entry_drop(c, "em", "p1", "O2", why, sizeof(why)), 0);
-    assert_int_equal(inv_lottery_entry_mark(c, "em", "p1", "O3", "O3 4 acct-b 1 300", &taken, held,
-                                            sizeof(held), why, sizeof(why)),
-                     0);
-    assert_false(taken);
-    assert_int_equal(inv_lottery_entry_drop(c, "em", "p1", "O1", why, sizeof(why)), 0);
-    assert_int_equal(inv_lottery_entry_mark(c, "em", "p1", "O3", "O3 4 acct-b 1 300", &taken, held,
-                                            sizeof(held), why, sizeof(why)),
-                     0);
-    assert_true(taken);
-    assert_int_equal(inv_lottery_clear(c, "em", why, sizeof(why)), 0);
-    assert_int_equal(inv_lottery_entry_get(c, "em", "O3", &found, person, sizeof(person), val,
-                                           sizeof(val), why, sizeof(why)),
-                     0);
-    assert_false(found);
-    inv_fleet_close(c);
-}
-
 /* Two gateways: a sale put on one appears on the other, a sell-out on one
  * flags the other, and a restock clears it, each within one second. */
 static void test_fleet_views(void **state)
@@ -1741,8 +1625,6 @@ int main(void)
         cmocka_unit_test(test_fleet_views),
         cmocka_unit_test(test_fleet_config_cas),
         cmocka_unit_test(test_claim_and_giveback),
-        cmocka_unit_test(test_room_claim_giveback),
-        cmocka_unit_test(test_lottery_entry_mark),
         cmocka_unit_test(test_sale_delete),
         cmocka_unit_test(test_stall_answers_in_time),
         cmocka_unit_test(test_rtt_is_redis_time),

@@ -66,7 +66,7 @@ static int pooled_call(gw_fair_pool_t *pool, uint64_t *ms)
     bool has = false;
     uint64_t t0 = real_ms();
     inv_fleet_conn_t *c = gw_fair__pool_get(pool, why, sizeof(why));
-    int rc = c ? inv_reg_has(c, "s1", "p1", &has, why, sizeof(why)) : CM_EBACKEND;
+    int rc = c ? gw_fair_redis_reg_has(c, "s1", "p1", &has, why, sizeof(why)) : CM_EBACKEND;
     gw_fair__pool_put(pool, c);
     *ms = real_ms() - t0;
     return rc;
@@ -119,7 +119,7 @@ static void test_stalled_peer_fails_fast(void **state)
     assert_non_null(probe);
     assert_null(gw_fair__pool_get(&pool, why, sizeof(why)));
     bool has = false;
-    assert_int_equal(inv_reg_has(probe, "s1", "p1", &has, why, sizeof(why)), CM_EBACKEND);
+    assert_int_equal(gw_fair_redis_reg_has(probe, "s1", "p1", &has, why, sizeof(why)), CM_EBACKEND);
     gw_fair__pool_put(&pool, probe);
     assert_int_equal(pool_stat(&pool, "windows"), 1); /* the same outage */
     assert_int_equal(pool_stat(&pool, "failed"), GW_FAIR_FAIL_FAST_AFTER + 1);
@@ -139,7 +139,7 @@ static void test_stalled_peer_fails_fast(void **state)
     int live = accept(peer.lfd, NULL, NULL);
     assert_true(live >= 0);
     assert_int_equal(write(live, "$1\r\n1\r\n", 7), 7);
-    assert_int_equal(inv_reg_has(probe, "s1", "p1", &has, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_redis_reg_has(probe, "s1", "p1", &has, why, sizeof(why)), 0);
     assert_true(has);
     gw_fair__pool_put(&pool, probe);
     json_t *o = json_object();
@@ -185,7 +185,7 @@ static void test_answer_resets_count(void **state)
     assert_true(live >= 0);
     assert_int_equal(write(live, ":1\r\n", 4), 4);
     bool has = false;
-    assert_int_equal(inv_reg_has(c, "s1", "p1", &has, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_redis_reg_has(c, "s1", "p1", &has, why, sizeof(why)), 0);
     gw_fair__pool_put(&pool, c);
     /* as many failures again, minus one: no window; one more opens it */
     for (unsigned i = 0; i + 1 < GW_FAIR_FAIL_FAST_AFTER; i++)

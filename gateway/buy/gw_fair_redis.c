@@ -1,0 +1,1077 @@
+/*
+ * The fairness store in a fleet's Redis (key schema: gw_fair_redis.h). Every
+ * command goes through the fleet's connection (inventory/inv_fleet.h), routed
+ * by its first key: a script's keys share the sale's hash tag, so a
+ * redis-cluster:// address works as a redis:// one does.
+ */
+#include "gateway/buy/gw_fair_redis.h"
+
+#include "common/cm_err.h"
+#include "inventory/inv_fleet.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Reading a reply: short names for inv_fleet_reply_*, as hiredis's fields read. */
+static inv_fleet_reply_type_t rtype(const inv_fleet_reply_t *r)
+{
+    return inv_fleet_reply_type(r);
+}
+
+static long long rnum(const inv_fleet_reply_t *r)
+{
+    return inv_fleet_reply_integer(r);
+}
+
+static const char *rstr(const inv_fleet_reply_t *r)
+{
+    return inv_fleet_reply_str(r);
+}
+
+static size_t rlen(const inv_fleet_reply_t *r)
+{
+    return inv_fleet_reply_len(r);
+}
+
+static size_t relems(const inv_fleet_reply_t *r)
+{
+    return inv_fleet_reply_elements(r);
+}
+
+static const inv_fleet_reply_t *el(const inv_fleet_reply_t *r, size_t i)
+{
+    return inv_fleet_reply_element(r, i);
+}
+
+/*---- the lottery ----*/
+
+#define K_CONF "{flashgate:fair}:conf"
+
+static void fkey(char *out, size_t cap, const char *sale, const char *what)
+{
+    snprintf(out, cap, "{flashgate:fair:%s}:%s", sale, what);
+}
+
+/* One command on key's node; NULL with the reason in errbuf on a transport error or an
+ * error reply. */
+static inv_fleet_reply_t *vfcmd(inv_fleet_conn_t *c, const char *key, char *errbuf, size_t errlen,
+                                const char *fmt, va_list ap)
+{
+    inv_fleet_reply_t *r = inv_fleet_vcmd(c, key, fmt, ap);
+    if (!r) {
+        cm_errbuf_set(errbuf, errlen, "%s", inv_fleet_errstr(c));
+        return NULL;
+    }
+    if (rtype(r) == INV_FLEET_REPLY_ERROR) {
+        cm_errbuf_set(errbuf, errlen, "%s", rstr(r));
+        inv_fleet_reply_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+static inv_fleet_reply_t *fcmd(inv_fleet_conn_t *c, const char *key, char *errbuf, size_t errlen,
+                               const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    inv_fleet_reply_t *r = vfcmd(c, key, errbuf, errlen, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+/* One command on key's node for its effect or its integer: 0, with *out (when not
+ * NULL) the reply's integer, or `dflt` when the reply is not one; CM_EBACKEND with
+ * the reason in errbuf. */
+static int fint(inv_fleet_conn_t *c, const char *key, long long *out, long long dflt, char *errbuf,
+                size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    inv_fleet_reply_t *r = vfcmd(c, key, errbuf, errlen, fmt, ap);
+    va_end(ap);
+    if (!r)
+        return CM_EBACKEND;
+    if (out)
+        *out = rtype(r) == INV_FLEET_REPLY_INTEGER ? rnum(r) : dflt;
+    inv_fleet_reply_free(r);
+    return 0;
+}
+
+/* HGETALL of key: fn for each field and value; 0 or CM_EBACKEND (errbuf). */
+static int fpairs(inv_fleet_conn_t *c, const char *key, inv_fleet_pair_fn fn, void *ctx,
+                  char *errbuf, size_t errlen)
+{
+    inv_fleet_reply_t *r = fcmd(c, key, errbuf, errlen, "HGETALL %s", key);
+    if (!r)
+        return CM_EBACKEND;
+    for (size_t i = 0; rtype(r) == INV_FLEET_REPLY_ARRAY && i + 1 < relems(r); i += 2)
+        if (rstr(el(r, i)) && rstr(el(r, i + 1)))
+            fn(ctx, rstr(el(r, i)), rstr(el(r, i + 1)));
+    inv_fleet_reply_free(r);
+    return 0;
+}
+
+int gw_fair_redis_lottery_conf_all(inv_fleet_conn_t *c, inv_fleet_pair_fn fn, void *ctx,
+                                   char *errbuf, size_t errlen)
+{
+    return fpairs(c, K_CONF, fn, ctx, errbuf, errlen);
+}
+
+int gw_fair_redis_lottery_conf_get(inv_fleet_conn_t *c, const char *sale, char *out, size_t cap,
+                                   bool *found, char *errbuf, size_t errlen)
+{
+    inv_fleet_reply_t *r = fcmd(c, K_CONF, errbuf, errlen, "HGET %s %s", K_CONF, sale);
+    if (!r)
+        return CM_EBACKEND;
+    *found = rtype(r) == INV_FLEET_REPLY_STRING;
+    if (*found)
+        snprintf(out, cap, "%s", rstr(r));
+    inv_fleet_reply_free(r);
+    return 0;
+}
+
+int gw_fair_redis_lottery_conf_put(inv_fleet_conn_t *c, const char *sale, const char *value,
+                                   char *errbuf, size_t errlen)
+{
+    inv_fleet_reply_t *r = fcmd(c, K_CONF, errbuf, errlen, "HSET %s %s %s", K_CONF, sale, value);
+    if (!r)
+        return CM_EBACKEND;
+    int rc = rtype(r) == INV_FLEET_REPLY_INTEGER ? 0 : CM_EBACKEND;
+    if (rc)
+        cm_errbuf_set(errbuf, errlen, "unexpected reply");
+    inv_fleet_reply_free(r);
+    return rc;
+}
+
+int gw_fair_redis_lottery_conf_del(inv_fleet_conn_t *c, const char *field, char *errbuf,
+                                   size_t errlen)
+{
+    return fint(c, K_CONF, NULL, 0, errbuf, errlen, "HDEL %s %s", K_CONF, field);
+}
+
+int gw_fair_redis_lottery_clear(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_t errlen)
+{
+    static const char *const names[] = {"e",    "drawn",   "pushed", "lock", "seed",  "won",
+                                        "done", "entered", "reg",    "wr",   "wrpre", "wrpl",
+                                        "wl",   "wlock",   "wp",     "ep",   "ei"};
+    enum { N = sizeof(names) / sizeof(names[0]) };
+    char keys[N][160];
+    const char *argv[N + 1];
+    size_t argl[N + 1];
+    argv[0] = "DEL";
+    argl[0] = 3;
+    for (size_t i = 0; i < N; i++) {
+        fkey(keys[i], sizeof(keys[i]), sale, names[i]);
+        argv[i + 1] = keys[i];
+        argl[i + 1] = strlen(keys[i]);
+    }
+    inv_fleet_reply_t *r = inv_fleet_cmd_argv(c, keys[0], N + 1, argv, argl);
+    if (!r) {
+        cm_errbuf_set(errbuf, errlen, "%s", inv_fleet_errstr(c));
+        return CM_EBACKEND;
+    }
+    int rc = rtype(r) == INV_FLEET_REPLY_INTEGER ? 0 : CM_EBACKEND;
+    if (rc)
+        cm_errbuf_set(errbuf, errlen, "%s",
+                      rtype(r) == INV_FLEET_REPLY_ERROR ? rstr(r) : "unexpected reply");
+    inv_fleet_reply_free(r);
+    return rc;
+}
+
+int gw_fair_redis_lottery_push_add(inv_fleet_conn_t *c, const char *sale, const char *user,
+                                   const char *value)
+{
+    char ke[160];
+    fkey(ke, sizeof(ke), sale, "e");
+    /* the first command picks the pipeline's node: the sale's */
+    return inv_fleet_pipe_append(c, ke, "HSETNX %s %s %s", ke, user, value) == 0 ? 0 : CM_EBACKEND;
+}
+
+int gw_fair_redis_lottery_push_finish(inv_fleet_conn_t *c, const char *sale, uint32_t node_id,
+                                      size_t added, bool all_added, char *errbuf, size_t errlen)
+{
+    char kp[160];
+    fkey(kp, sizeof(kp), sale, "pushed");
+    (void)added; /* counted by push_add */
+    bool ok = false;
+    if (all_added) {
+        int rc = inv_fleet_pipe_append(c, kp, "SADD %s %u", kp, node_id);
+        if (rc == CM_EBACKEND) { /* no connection to the node */
+            cm_errbuf_set(errbuf, errlen, "%s", inv_fleet_errstr(c));
+            return CM_EBACKEND;
+        }
+        ok = rc == 0;
+    }
+    size_t errors = 0;
+    if (inv_fleet_pipe_read(c, &errors) != 0) {
+        cm_errbuf_set(errbuf, errlen, "%s", inv_fleet_errstr(c));
+        return CM_EBACKEND;
+    }
+    return ok && errors == 0 ? 1 : 0;
+}
+
+int gw_fair_redis_lottery_pushed_count(inv_fleet_conn_t *c, const char *sale, long long *n,
+                                       char *errbuf, size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "pushed");
+    return fint(c, k, n, -1, errbuf, errlen, "SCARD %s", k);
+}
+
+/* Whether the sale's lottery key `name` exists. */
+static int lottery_key_exists(inv_fleet_conn_t *c, const char *sale, const char *name, bool *out,
+                              char *errbuf, size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, name);
+    long long v = 0;
+    if (fint(c, k, &v, 0, errbuf, errlen, "EXISTS %s", k) != 0)
+        return CM_EBACKEND;
+    *out = v == 1;
+    return 0;
+}
+
+int gw_fair_redis_lottery_done(inv_fleet_conn_t *c, const char *sale, bool *done, char *errbuf,
+                               size_t errlen)
+{
+    return lottery_key_exists(c, sale, "done", done, errbuf, errlen);
+}
+
+int gw_fair_redis_lottery_done_set(inv_fleet_conn_t *c, const char *sale, size_t n, char *errbuf,
+                                   size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "done");
+    return fint(c, k, NULL, 0, errbuf, errlen, "SET %s %llu", k, (unsigned long long)n);
+}
+
+int gw_fair_redis_lottery_entered_mark(inv_fleet_conn_t *c, const char *sale, uint32_t node_id,
+                                       char *errbuf, size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "entered");
+    return fint(c, k, NULL, 0, errbuf, errlen, "SADD %s %u", k, node_id);
+}
+
+int gw_fair_redis_lottery_entered(inv_fleet_conn_t *c, const char *sale, bool *busy, char *errbuf,
+                                  size_t errlen)
+{
+    bool entered = false, done = false;
+    if (lottery_key_exists(c, sale, "entered", &entered, errbuf, errlen) != 0 ||
+        (entered && lottery_key_exists(c, sale, "done", &done, errbuf, errlen) != 0))
+        return CM_EBACKEND;
+    *busy = entered && !done;
+    return 0;
+}
+
+int gw_fair_redis_lottery_lock(inv_fleet_conn_t *c, const char *sale, uint32_t node_id, int ttl_ms,
+                               bool *mine, char *errbuf, size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "lock");
+    /* Taken, or held by this node already: a drawer whose draw stopped on a
+     * Redis error resumes at its next tick instead of waiting out its own
+     * lock (nobody else may take it meanwhile either). */
+    static const char script[] =
+        "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end "
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+        "redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end return 0";
+    long long v = 0;
+    if (fint(c, k, &v, 0, errbuf, errlen, "EVAL %s 1 %s %u %d", script, k, node_id, ttl_ms) != 0)
+        return CM_EBACKEND;
+    *mine = v == 1;
+    return 0;
+}
+
+int gw_fair_redis_lottery_lock_renew(inv_fleet_conn_t *c, const char *sale, int ttl_ms,
+                                     char *errbuf, size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "lock");
+    return fint(c, k, NULL, 0, errbuf, errlen, "PEXPIRE %s %d", k, ttl_ms);
+}
+
+int gw_fair_redis_lottery_freeze(inv_fleet_conn_t *c, const char *sale)
+{
+    char ke[160], kd[160];
+    fkey(ke, sizeof(ke), sale, "e");
+    fkey(kd, sizeof(kd), sale, "drawn");
+    inv_fleet_reply_t *r = inv_fleet_cmd(c, ke, "RENAMENX %s %s", ke, kd);
+    if (!r)
+        return CM_EBACKEND;
+    inv_fleet_reply_free(r);
+    return 0;
+}
+
+int gw_fair_redis_lottery_entrants(inv_fleet_conn_t *c, const char *sale, inv_fleet_pair_fn fn,
+                                   void *ctx, char *errbuf, size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "drawn");
+    return fpairs(c, k, fn, ctx, errbuf, errlen);
+}
+
+int gw_fair_redis_lottery_seed_offer(inv_fleet_conn_t *c, const char *sale, const char *seed_hex,
+                                     char *errbuf, size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "seed");
+    return fint(c, k, NULL, 0, errbuf, errlen, "SET %s %s NX", k, seed_hex);
+}
+
+int gw_fair_redis_lottery_seed_get(inv_fleet_conn_t *c, const char *sale, uint64_t *seed,
+                                   bool *seeded, char *errbuf, size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "seed");
+    inv_fleet_reply_t *r = fcmd(c, k, errbuf, errlen, "GET %s", k);
+    if (!r)
+        return CM_EBACKEND;
+    *seeded = rtype(r) == INV_FLEET_REPLY_STRING;
+    if (*seeded)
+        *seed = strtoull(rstr(r), NULL, 16);
+    inv_fleet_reply_free(r);
+    return 0;
+}
+
+int gw_fair_redis_lottery_winners(inv_fleet_conn_t *c, const char *sale, inv_fleet_pair_fn fn,
+                                  void *ctx, char *errbuf, size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "won");
+    return fpairs(c, k, fn, ctx, errbuf, errlen);
+}
+
+int gw_fair_redis_lottery_winner_put(inv_fleet_conn_t *c, const char *sale, const char *user,
+                                     const char *order_id, char *errbuf, size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "won");
+    return fint(c, k, NULL, 0, errbuf, errlen, "HSET %s %s %s", k, user, order_id);
+}
+
+/* KEYS ep, ei; ARGV person, order id, value. {1} taken, or {0, the value held}. */
+static const char LUA_ENTRY_MARK[] = "local v = redis.call('HGET', KEYS[1], ARGV[1])\n"
+                                     "if v then return {0, v} end\n"
+                                     "redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])\n"
+                                     "redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])\n"
+                                     "return {1}\n";
+
+/* KEYS ep, ei; ARGV person, order id. Deletes the mark only while it is that order's. */
+static const char LUA_ENTRY_DROP[] =
+    "local v = redis.call('HGET', KEYS[1], ARGV[1])\n"
+    "if v and string.sub(v, 1, #ARGV[2] + 1) == ARGV[2] .. ' ' then\n"
+    "  redis.call('HDEL', KEYS[1], ARGV[1]) redis.call('HDEL', KEYS[2], ARGV[2]) return 1 end\n"
+    "return 0\n";
+
+/* KEYS ep, ei; ARGV order id. {person, value}, or {} when the id names no entry. */
+static const char LUA_ENTRY_GET[] = "local p = redis.call('HGET', KEYS[2], ARGV[1])\n"
+                                    "if not p then return {} end\n"
+                                    "local v = redis.call('HGET', KEYS[1], p)\n"
+                                    "if not v then return {} end\n"
+                                    "return {p, v}\n";
+
+int gw_fair_redis_lottery_entry_mark(inv_fleet_conn_t *c, const char *sale, const char *person,
+                                     const char *order_id, const char *value, bool *taken,
+                                     char *held, size_t cap, char *errbuf, size_t errlen)
+{
+    char kp[160], ki[160];
+    fkey(kp, sizeof(kp), sale, "ep");
+    fkey(ki, sizeof(ki), sale, "ei");
+    inv_fleet_reply_t *r = fcmd(c, kp, errbuf, errlen, "EVAL %s 2 %s %s %s %s %s", LUA_ENTRY_MARK,
+                                kp, ki, person, order_id, value);
+    if (!r)
+        return CM_EBACKEND;
+    int rc = 0;
+    if (rtype(r) != INV_FLEET_REPLY_ARRAY || relems(r) < 1 ||
+        rtype(el(r, 0)) != INV_FLEET_REPLY_INTEGER ||
+        (rnum(el(r, 0)) == 0 && (relems(r) < 2 || rtype(el(r, 1)) != INV_FLEET_REPLY_STRING))) {
+        cm_errbuf_set(errbuf, errlen, "unexpected reply to the entry mark");
+        rc = CM_EBACKEND;
+    } else {
+        *taken = rnum(el(r, 0)) == 1;
+        snprintf(held, cap, "%s", *taken ? "" : rstr(el(r, 1)));
+    }
+    inv_fleet_reply_free(r);
+    return rc;
+}
+
+/* KEYS ep, ei; ARGV person, order id, value, ... The marks not held yet are taken. */
+static const char LUA_ENTRY_MARK_MANY[] =
+    "local n = 0\n"
+    "for i = 1, #ARGV - 2, 3 do\n"
+    "  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 2]) == 1 then\n"
+    "    redis.call('HSET', KEYS[2], ARGV[i + 1], ARGV[i]) n = n + 1 end\n"
+    "end\n"
+    "return n\n";
+
+int gw_fair_redis_lottery_entry_mark_many(inv_fleet_conn_t *c, const char *sale,
+                                          const char *const *args, size_t n, char *errbuf,
+                                          size_t errlen)
+{
+    char kp[160], ki[160];
+    fkey(kp, sizeof(kp), sale, "ep");
+    fkey(ki, sizeof(ki), sale, "ei");
+    size_t argc = 5 + 3 * n;
+    const char **argv = malloc(argc * sizeof(*argv));
+    size_t *argl = malloc(argc * sizeof(*argl));
+    if (!argv || !argl) {
+        free(argv);
+        free(argl);
+        cm_errbuf_set(errbuf, errlen, "out of memory");
+        return CM_EBACKEND;
+    }
+    argv[0] = "EVAL";
+    argv[1] = LUA_ENTRY_MARK_MANY;
+    argv[2] = "2";
+    argv[3] = kp;
+    argv[4] = ki;
+    for (size_t i = 0; i < 3 * n; i++)
+        argv[5 + i] = args[i];
+    for (size_t i = 0; i < argc; i++)
+        argl[i] = strlen(argv[i]);
+    inv_fleet_reply_t *r = inv_fleet_cmd_argv(c, kp, (int)argc, argv, argl);
+    free(argv);
+    free(argl);
+    if (!r) {
+        cm_errbuf_set(errbuf, errlen, "%s", inv_fleet_errstr(c));
+        return CM_EBACKEND;
+    }
+    int rc = rtype(r) == INV_FLEET_REPLY_INTEGER ? 0 : CM_EBACKEND;
+    if (rc)
+        cm_errbuf_set(errbuf, errlen, "%s",
+                      rtype(r) == INV_FLEET_REPLY_ERROR ? rstr(r) : "unexpected reply");
+    inv_fleet_reply_free(r);
+    return rc;
+}
+
+int gw_fair_redis_lottery_entry_drop(inv_fleet_conn_t *c, const char *sale, const char *person,
+                                     const char *order_id, char *errbuf, size_t errlen)
+{
+    char kp[160], ki[160];
+    fkey(kp, sizeof(kp), sale, "ep");
+    fkey(ki, sizeof(ki), sale, "ei");
+    return fint(c, kp, NULL, 0, errbuf, errlen, "EVAL %s 2 %s %s %s %s", LUA_ENTRY_DROP, kp, ki,
+                person, order_id);
+}
+
+int gw_fair_redis_lottery_entry_get(inv_fleet_conn_t *c, const char *sale, const char *order_id,
+                                    bool *found, char *person, size_t pcap, char *value,
+                                    size_t vcap, char *errbuf, size_t errlen)
+{
+    char kp[160], ki[160];
+    fkey(kp, sizeof(kp), sale, "ep");
+    fkey(ki, sizeof(ki), sale, "ei");
+    inv_fleet_reply_t *r =
+        fcmd(c, kp, errbuf, errlen, "EVAL %s 2 %s %s %s", LUA_ENTRY_GET, kp, ki, order_id);
+    if (!r)
+        return CM_EBACKEND;
+    *found = rtype(r) == INV_FLEET_REPLY_ARRAY && relems(r) == 2 &&
+             rtype(el(r, 0)) == INV_FLEET_REPLY_STRING && rtype(el(r, 1)) == INV_FLEET_REPLY_STRING;
+    if (*found) {
+        snprintf(person, pcap, "%s", rstr(el(r, 0)));
+        snprintf(value, vcap, "%s", rstr(el(r, 1)));
+    }
+    inv_fleet_reply_free(r);
+    return 0;
+}
+
+/*---- the fleet's waitlist ----*/
+
+/* KEYS wl, wp. {mode, ended, gen, head, promoted, pending owner}. */
+static const char LUA_WL_STATE[] =
+    "local v = redis.call('HMGET', KEYS[1], 'mode', 'ended', 'gen', 'head', 'promoted')\n"
+    "local p = redis.call('GET', KEYS[2])\n"
+    "local w = p and string.match(p, '^%S+ %S+ (%S+)') or ''\n"
+    "return {v[1] or '', v[2] and 1 or 0, tonumber(v[3] or '0'), tonumber(v[4] or '0'),\n"
+    "        tonumber(v[5] or '0'), w}\n";
+
+/* KEYS wlock, wp; ARGV owner, ttl_ms. The pending promotion's owner takes the lock over. */
+static const char LUA_WL_LOCK[] =
+    "local cur = redis.call('GET', KEYS[1])\n"
+    "if cur == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end\n"
+    "local p = redis.call('GET', KEYS[2])\n"
+    "local w = p and string.match(p, '^%S+ %S+ (%S+)')\n"
+    "if cur == false or w == ARGV[1] then\n"
+    "  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end\n"
+    "return 0\n";
+
+/* KEYS wlock, wp, won, wl; ARGV owner, person, order. */
+static const char LUA_WL_BEGIN[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end\n"
+    "if redis.call('HEXISTS', KEYS[4], 'ended') == 1 then return 0 end\n"
+    "if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end\n"
+    "if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then return 0 end\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "redis.call('SET', KEYS[2], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[1] .. ' ' .. now)\n"
+    "return 1\n";
+
+/* KEYS wlock, wp; ARGV owner, grace_ms. */
+static const char LUA_WL_ADOPT[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end\n"
+    "local p = redis.call('GET', KEYS[2])\n"
+    "if not p then return 0 end\n"
+    "local u, o, w, at = string.match(p, '^(%S+) (%S+) (%S+) (%d+)$')\n"
+    "if not u then return 0 end\n"
+    "if w == ARGV[1] then return 1 end\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "if now - tonumber(at) < tonumber(ARGV[2]) then return 0 end\n"
+    "redis.call('SET', KEYS[2], u .. ' ' .. o .. ' ' .. ARGV[1] .. ' ' .. at)\n"
+    "return 1\n";
+
+/* KEYS wlock, wp, won, wl; ARGV owner, person, result ("" = none), head, not_accepted. */
+static const char LUA_WL_FINISH[] =
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end\n"
+    "redis.call('DEL', KEYS[2])\n"
+    "local h = tonumber(redis.call('HGET', KEYS[4], 'head') or '0')\n"
+    "if tonumber(ARGV[4]) > h then redis.call('HSET', KEYS[4], 'head', ARGV[4]) end\n"
+    "if ARGV[3] == '' then return tonumber(redis.call('HGET', KEYS[4], 'gen') or '0') end\n"
+    "redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])\n"
+    "if ARGV[3] ~= ARGV[5] then redis.call('HINCRBY', KEYS[4], 'promoted', 1) end\n"
+    "return redis.call('HINCRBY', KEYS[4], 'gen', 1)\n";
+
+/* KEYS wl. */
+static const char LUA_WL_END[] = "if redis.call('HSETNX', KEYS[1], 'ended', '1') == 1 then\n"
+                                 "  redis.call('HINCRBY', KEYS[1], 'gen', 1) end\n"
+                                 "return 1\n";
+
+/* The waitlist's keys of a sale: wl, wlock, wp, won. */
+typedef struct wl_keys {
+    char wl[160], wlock[160], wp[160], won[160];
+} wl_keys_t;
+
+static void wl_keys(wl_keys_t *k, const char *sale)
+{
+    fkey(k->wl, sizeof(k->wl), sale, "wl");
+    fkey(k->wlock, sizeof(k->wlock), sale, "wlock");
+    fkey(k->wp, sizeof(k->wp), sale, "wp");
+    fkey(k->won, sizeof(k->won), sale, "won");
+}
+
+/* An integer reply into *out, else CM_EBACKEND with the reason. Frees r. */
+static int int_reply(inv_fleet_reply_t *r, long long *out, char *errbuf, size_t errlen)
+{
+    if (!r)
+        return CM_EBACKEND;
+    int rc = rtype(r) == INV_FLEET_REPLY_INTEGER ? 0 : CM_EBACKEND;
+    if (rc)
+        cm_errbuf_set(errbuf, errlen, "unexpected reply");
+    else
+        *out = rnum(r);
+    inv_fleet_reply_free(r);
+    return rc;
+}
+
+int gw_fair_redis_wl_state(inv_fleet_conn_t *c, const char *sale, gw_fair_redis_wl_state_t *st,
+                           char *errbuf, size_t errlen)
+{
+    wl_keys_t k;
+    wl_keys(&k, sale);
+    memset(st, 0, sizeof(*st));
+    inv_fleet_reply_t *r =
+        fcmd(c, k.wl, errbuf, errlen, "EVAL %s 2 %s %s", LUA_WL_STATE, k.wl, k.wp);
+    if (!r)
+        return CM_EBACKEND;
+    if (rtype(r) != INV_FLEET_REPLY_ARRAY || relems(r) != 6 ||
+        rtype(el(r, 0)) != INV_FLEET_REPLY_STRING || rtype(el(r, 5)) != INV_FLEET_REPLY_STRING) {
+        cm_errbuf_set(errbuf, errlen, "unexpected reply");
+        inv_fleet_reply_free(r);
+        return CM_EBACKEND;
+    }
+    st->mode = rlen(el(r, 0)) == 1 ? rstr(el(r, 0))[0] : 0;
+    st->ended = rnum(el(r, 1)) != 0;
+    st->gen = rnum(el(r, 2));
+    st->head = rnum(el(r, 3));
+    st->promoted = rnum(el(r, 4));
+    snprintf(st->owner, sizeof(st->owner), "%s", rstr(el(r, 5)));
+    inv_fleet_reply_free(r);
+    return 0;
+}
+
+int gw_fair_redis_wl_mode_set(inv_fleet_conn_t *c, const char *sale, char mode, char *errbuf,
+                              size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "wl");
+    long long n;
+    char m[2] = {mode, '\0'};
+    return int_reply(fcmd(c, k, errbuf, errlen, "HSETNX %s mode %s", k, m), &n, errbuf, errlen);
+}
+
+int gw_fair_redis_wl_lock(inv_fleet_conn_t *c, const char *sale, const char *owner, int ttl_ms,
+                          bool *mine, char *errbuf, size_t errlen)
+{
+    wl_keys_t k;
+    wl_keys(&k, sale);
+    long long n = 0;
+    int rc = int_reply(fcmd(c, k.wlock, errbuf, errlen, "EVAL %s 2 %s %s %s %d", LUA_WL_LOCK,
+                            k.wlock, k.wp, owner, ttl_ms),
+                       &n, errbuf, errlen);
+    *mine = rc == 0 && n == 1;
+    return rc;
+}
+
+int gw_fair_redis_wl_pending(inv_fleet_conn_t *c, const char *sale, bool *found, char *person,
+                             size_t person_cap, char *order, size_t order_cap, char *owner,
+                             size_t owner_cap, char *errbuf, size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "wp");
+    inv_fleet_reply_t *r = fcmd(c, k, errbuf, errlen, "GET %s", k);
+    if (!r)
+        return CM_EBACKEND;
+    *found = false;
+    if (rtype(r) == INV_FLEET_REPLY_STRING) {
+        char p[128], o[64], w[64];
+        if (sscanf(rstr(r), "%127s %63s %63s", p, o, w) == 3) {
+            snprintf(person, person_cap, "%s", p);
+            snprintf(order, order_cap, "%s", o);
+            snprintf(owner, owner_cap, "%s", w);
+            *found = true;
+        }
+    }
+    inv_fleet_reply_free(r);
+    return 0;
+}
+
+int gw_fair_redis_wl_begin(inv_fleet_conn_t *c, const char *sale, const char *owner,
+                           const char *person, const char *order, char *errbuf, size_t errlen)
+{
+    wl_keys_t k;
+    wl_keys(&k, sale);
+    long long n = 0;
+    int rc = int_reply(fcmd(c, k.wlock, errbuf, errlen, "EVAL %s 4 %s %s %s %s %s %s %s",
+                            LUA_WL_BEGIN, k.wlock, k.wp, k.won, k.wl, owner, person, order),
+                       &n, errbuf, errlen);
+    return rc ? rc : n == 1;
+}
+
+int gw_fair_redis_wl_adopt(inv_fleet_conn_t *c, const char *sale, const char *owner, int grace_ms,
+                           char *errbuf, size_t errlen)
+{
+    wl_keys_t k;
+    wl_keys(&k, sale);
+    long long n = 0;
+    int rc = int_reply(fcmd(c, k.wlock, errbuf, errlen, "EVAL %s 2 %s %s %s %d", LUA_WL_ADOPT,
+                            k.wlock, k.wp, owner, grace_ms),
+                       &n, errbuf, errlen);
+    return rc ? rc : n == 1;
+}
+
+int gw_fair_redis_wl_finish(inv_fleet_conn_t *c, const char *sale, const char *owner,
+                            const char *person, const char *result, long long head, long long *gen,
+                            char *errbuf, size_t errlen)
+{
+    wl_keys_t k;
+    wl_keys(&k, sale);
+    long long n = 0;
+    /* %b: the result may be empty, which a plain %s would drop as an argument */
+    int rc = int_reply(fcmd(c, k.wlock, errbuf, errlen, "EVAL %s 4 %s %s %s %s %s %s %b %lld %s",
+                            LUA_WL_FINISH, k.wlock, k.wp, k.won, k.wl, owner, person, result,
+                            strlen(result), head, GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED),
+                       &n, errbuf, errlen);
+    if (rc)
+        return rc;
+    if (n < 0)
+        return 0;
+    *gen = n;
+    return 1;
+}
+
+int gw_fair_redis_wl_end(inv_fleet_conn_t *c, const char *sale, char *errbuf, size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "wl");
+    long long n;
+    return int_reply(fcmd(c, k, errbuf, errlen, "EVAL %s 1 %s", LUA_WL_END, k), &n, errbuf, errlen);
+}
+
+/*---- registration (gateway/buy/gw_reg.c) ----*/
+
+int gw_fair_redis_reg_add(inv_fleet_conn_t *c, const char *sale, const char *person, long long cap,
+                          int *added, char *errbuf, size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "reg");
+    /* The score is the registration's rank (ZCARD + 1: nothing is ever
+     * removed but the whole key), so ZRANGE by rank pages exactly. */
+    static const char script[] = "if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end "
+                                 "local n = redis.call('ZCARD', KEYS[1]) "
+                                 "if n >= tonumber(ARGV[2]) then return -1 end "
+                                 "redis.call('ZADD', KEYS[1], n + 1, ARGV[1]) return 1";
+    inv_fleet_reply_t *r =
+        fcmd(c, k, errbuf, errlen, "EVAL %s 1 %s %s %lld", script, k, person, cap);
+    if (!r)
+        return CM_EBACKEND;
+    int rc = rtype(r) == INV_FLEET_REPLY_INTEGER ? 0 : CM_EBACKEND;
+    if (rc)
+        cm_errbuf_set(errbuf, errlen, "unexpected reply");
+    else
+        *added = (int)rnum(r);
+    inv_fleet_reply_free(r);
+    return rc;
+}
+
+int gw_fair_redis_reg_has(inv_fleet_conn_t *c, const char *sale, const char *person, bool *has,
+                          char *errbuf, size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "reg");
+    inv_fleet_reply_t *r = fcmd(c, k, errbuf, errlen, "ZSCORE %s %s", k, person);
+    if (!r)
+        return CM_EBACKEND;
+    *has = rtype(r) == INV_FLEET_REPLY_STRING;
+    inv_fleet_reply_free(r);
+    return 0;
+}
+
+int gw_fair_redis_reg_count(inv_fleet_conn_t *c, const char *sale, long long *n, char *errbuf,
+                            size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "reg");
+    return fint(c, k, n, 0, errbuf, errlen, "ZCARD %s", k);
+}
+
+int gw_fair_redis_reg_range(inv_fleet_conn_t *c, const char *sale, long long start, long long stop,
+                            void (*fn)(void *ctx, const char *person), void *ctx, char *errbuf,
+                            size_t errlen)
+{
+    char k[160];
+    fkey(k, sizeof(k), sale, "reg");
+    inv_fleet_reply_t *r = fcmd(c, k, errbuf, errlen, "ZRANGE %s %lld %lld", k, start, stop);
+    if (!r)
+        return CM_EBACKEND;
+    for (size_t i = 0; rtype(r) == INV_FLEET_REPLY_ARRAY && i < relems(r); i++)
+        if (rstr(el(r, i)))
+            fn(ctx, rstr(el(r, i)));
+    inv_fleet_reply_free(r);
+    return 0;
+}
+
+/*---- the waiting room (gateway/buy/gw_room_fleet.c) ----*/
+
+/* The seal, shared by the tick and the join: the pre-queue's size becomes npre
+ * and the later arrivals' places start after it. */
+#define LUA_ROOM_SEAL                                                                              \
+    "local function seal(now)\n"                                                                   \
+    "  local n = redis.call('ZCARD', KEYS[2])\n"                                                   \
+    "  redis.call('HSET', KEYS[1], 'sealed', now, 'npre', n)\n"                                    \
+    "  redis.call('HINCRBY', KEYS[1], 'next', n)\n"                                                \
+    "end\n"                                                                                        \
+    "local want, offer = ARGV[1], true\n"                                                          \
+    "if string.sub(want, 1, 1) == '-' then want = string.sub(want, 2) offer = false end\n"         \
+    "local s = redis.call('HGET', KEYS[1], 'seed')\n"                                              \
+    "if not s and not offer then return {-3} end\n"                                                \
+    "if not s then redis.call('HSET', KEYS[1], 'seed', want) s = want end\n"
+
+/*
+ * Tick: KEYS wr, wrpre; ARGV seed ("-seed": not to offer), started, now_ms, add_milli, ahead.
+ * {seed, sealed ms or 0, npre, next, front}; {-3}: no seed and none offered.
+ */
+static const char LUA_ROOM_TICK[] =
+    LUA_ROOM_SEAL "local sealed = redis.call('HGET', KEYS[1], 'sealed')\n"
+                  "if not sealed and ARGV[2] == '1' then seal(ARGV[3]) sealed = ARGV[3] end\n"
+                  "local nx = tonumber(redis.call('HGET', KEYS[1], 'next') or '0')\n"
+                  "local front = tonumber(redis.call('HGET', KEYS[1], 'front') or '0')\n"
+                  "local npre\n"
+                  "if sealed then\n"
+                  "  npre = tonumber(redis.call('HGET', KEYS[1], 'npre') or '0')\n"
+                  "  local add = tonumber(ARGV[4])\n"
+                  "  if add > 0 then\n"
+                  "    local cap = (nx + tonumber(ARGV[5])) * 1000\n"
+                  "    if front < cap then\n"
+                  "      front = math.min(front + add, cap)\n"
+                  "      redis.call('HSET', KEYS[1], 'front', string.format('%d', front))\n"
+                  "    end\n"
+                  "  end\n"
+                  "else npre = redis.call('ZCARD', KEYS[2]) end\n"
+                  "return {s, sealed or '0', npre, nx, string.format('%d', front)}\n";
+
+/*
+ * Join: KEYS wr, wrpre, wrpl; ARGV seed ("-seed": not to offer), member, person,
+ * before_start, take, now_ms, ttl_s, cap. {-3}: no seed and none offered;
+ * {-2, seed}: another seed; {-1}: the pre-queue is full; {0}: pre-queue;
+ * {1, pos, exp_s}.
+ */
+static const char LUA_ROOM_JOIN[] = LUA_ROOM_SEAL
+    "if s ~= want then return {-2, s} end\n"
+    "local take = ARGV[5] == '1'\n"
+    "if not redis.call('HGET', KEYS[1], 'sealed') then\n"
+    "  if ARGV[4] == '1' then\n"
+    "    if take and not redis.call('ZSCORE', KEYS[2], ARGV[2]) then\n"
+    "      if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[8]) then return {-1} end\n"
+    "      redis.call('ZADD', KEYS[2], 0, ARGV[2])\n"
+    "    end\n"
+    "    return {0}\n"
+    "  end\n"
+    "  seal(ARGV[6])\n"
+    "end\n"
+    "local now = math.floor(tonumber(ARGV[6]) / 1000)\n"
+    "local pos, exp = 0, 0\n"
+    "local v = redis.call('HGET', KEYS[3], ARGV[3])\n"
+    "if v then\n"
+    "  local sp = string.find(v, ' ')\n"
+    "  pos = tonumber(string.sub(v, 1, sp - 1)) exp = tonumber(string.sub(v, sp + 1))\n"
+    "else\n"
+    "  local r = redis.call('ZRANK', KEYS[2], ARGV[2])\n"
+    "  if r then pos = r + 1 end\n"
+    "end\n"
+    "if pos > 0 and exp > 0 and exp < now then\n"
+    "  if not take then return {1, pos, 0} end\n"
+    "  pos = 0\n"
+    "end\n"
+    "if pos == 0 then\n"
+    "  if not take then return {1, 0, 0} end\n"
+    "  pos = redis.call('HINCRBY', KEYS[1], 'next', 1) exp = 0\n"
+    "  redis.call('HSET', KEYS[3], ARGV[3], pos .. ' 0')\n"
+    "end\n"
+    "local front = math.floor(tonumber(redis.call('HGET', KEYS[1], 'front') or '0') / 1000)\n"
+    "if pos > front then return {1, pos, 0} end\n"
+    "if exp == 0 then\n"
+    "  exp = now + tonumber(ARGV[7])\n"
+    "  redis.call('HSET', KEYS[3], ARGV[3], pos .. ' ' .. exp)\n"
+    "end\n"
+    "return {1, pos, exp}\n";
+
+/* Claim: KEYS jti, the claim's void mark; ARGV "fp:nonce", ttl_ms, fp, nonce. 0 claimed,
+ * 1 spent, 2 the same fingerprint's (this claim's nonce joins the holders), 3 given back
+ * before it ran (its caller gave up on it). The value is "fp:nonce[,nonce...]": the
+ * buys of one Idempotency-Key that hold the token, each until its own give-back, so
+ * that a retry going on past the claim holds it too and the first buy's give-back
+ * leaves it held (an order of the key may be the retry's). At most 64 holders: a key's
+ * retries in flight at once beyond that read the token spent. A value of the bare
+ * fingerprint (no ':') gets its first nonce after a ':'. */
+static const char LUA_ROOM_CLAIM[] =
+    "if redis.call('EXISTS', KEYS[2]) == 1 then return 3 end\n"
+    "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end\n"
+    "if ARGV[3] ~= '0' then\n"
+    "  local v = redis.call('GET', KEYS[1])\n"
+    "  if v and string.match(v, '^[^:]*') == ARGV[3] then\n"
+    "    local _, n = string.gsub(v, ',', ',')\n"
+    "    if n >= 63 then return 1 end\n"
+    "    local t = redis.call('PTTL', KEYS[1])\n"
+    "    local sep = string.find(v, ':', 1, true) and ',' or ':'\n"
+    "    redis.call('SET', KEYS[1], v .. sep .. ARGV[4], 'PX', t > 0 and t or ARGV[2])\n"
+    "    return 2\n"
+    "  end\n"
+    "end\n"
+    "return 1\n";
+
+/* Give-back: KEYS jti, the claim's void mark; ARGV ttl_ms, fp, nonce. Takes this
+ * claim's nonce out of the holders, deleting the claim with the last one (1); else
+ * marks the claim void (0), so that the claim, should it still run, claims nothing. */
+static const char LUA_ROOM_UNCLAIM[] =
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if v and string.match(v, '^[^:]*') == ARGV[2] then\n"
+    "  local left, found = {}, false\n"
+    "  for x in string.gmatch(string.sub(v, #ARGV[2] + 2), '[^,]+') do\n"
+    "    if x == ARGV[3] and not found then found = true else left[#left + 1] = x end\n"
+    "  end\n"
+    "  if found then\n"
+    "    if #left == 0 then redis.call('DEL', KEYS[1]) else\n"
+    "      local t = redis.call('PTTL', KEYS[1])\n"
+    "      redis.call('SET', KEYS[1], ARGV[2] .. ':' .. table.concat(left, ','),\n"
+    "                 'PX', t > 0 and t or ARGV[1])\n"
+    "    end\n"
+    "    return 1\n"
+    "  end\n"
+    "end\n"
+    "redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])\n"
+    "return 0\n";
+
+static void room_keys(const char *sale, char wr[160], char pre[160], char pl[160])
+{
+    fkey(wr, 160, sale, "wr");
+    fkey(pre, 160, sale, "wrpre");
+    fkey(pl, 160, sale, "wrpl");
+}
+
+static uint64_t reply_u64(const inv_fleet_reply_t *e)
+{
+    if (rtype(e) == INV_FLEET_REPLY_INTEGER)
+        return rnum(e) > 0 ? (uint64_t)rnum(e) : 0;
+    if (rtype(e) == INV_FLEET_REPLY_STRING)
+        return strtoull(rstr(e), NULL, 10);
+    return 0;
+}
+
+int gw_fair_redis_room_tick(inv_fleet_conn_t *c, const char *sale, const char *seed_hex,
+                            bool started, int64_t now_ms, uint64_t add_milli, uint64_t ahead,
+                            gw_fair_redis_room_state_t *st, char *errbuf, size_t errlen)
+{
+    char wr[160], pre[160], pl[160];
+    room_keys(sale, wr, pre, pl);
+    inv_fleet_reply_t *r =
+        fcmd(c, wr, errbuf, errlen, "EVAL %s 2 %s %s %s %d %lld %llu %llu", LUA_ROOM_TICK, wr, pre,
+             seed_hex, started ? 1 : 0, (long long)now_ms, (unsigned long long)add_milli,
+             (unsigned long long)ahead);
+    if (!r)
+        return CM_EBACKEND;
+    int rc = 0;
+    if (rtype(r) == INV_FLEET_REPLY_ARRAY && relems(r) == 1) {
+        cm_errbuf_set(errbuf, errlen, "the room has no seed (deleted?) and none was offered");
+        rc = CM_ENOTFOUND;
+    } else if (rtype(r) != INV_FLEET_REPLY_ARRAY || relems(r) != 5 ||
+               rtype(el(r, 0)) != INV_FLEET_REPLY_STRING) {
+        cm_errbuf_set(errbuf, errlen, "unexpected reply");
+        rc = CM_EBACKEND;
+    } else {
+        memset(st, 0, sizeof(*st));
+        snprintf(st->seed, sizeof(st->seed), "%s", rstr(el(r, 0)));
+        st->sealed_ms = (int64_t)reply_u64(el(r, 1));
+        st->npre = reply_u64(el(r, 2));
+        st->next = reply_u64(el(r, 3));
+        st->front_milli = reply_u64(el(r, 4));
+    }
+    inv_fleet_reply_free(r);
+    return rc;
+}
+
+int gw_fair_redis_room_join(inv_fleet_conn_t *c, const char *sale, const char *seed_hex,
+                            const char *member, const char *person, bool before_start, bool take,
+                            int64_t now_ms, int ttl_s, uint64_t cap, gw_fair_redis_room_join_t *out,
+                            char *errbuf, size_t errlen)
+{
+    char wr[160], pre[160], pl[160];
+    room_keys(sale, wr, pre, pl);
+    memset(out, 0, sizeof(*out));
+    inv_fleet_reply_t *r =
+        fcmd(c, wr, errbuf, errlen, "EVAL %s 3 %s %s %s %s %s %s %d %d %lld %d %llu", LUA_ROOM_JOIN,
+             wr, pre, pl, seed_hex, member, person, before_start ? 1 : 0, take ? 1 : 0,
+             (long long)now_ms, ttl_s, (unsigned long long)cap);
+    if (!r)
+        return CM_EBACKEND;
+    int rc = 0;
+    long long kind = rtype(r) == INV_FLEET_REPLY_ARRAY && relems(r) >= 1 &&
+                             rtype(el(r, 0)) == INV_FLEET_REPLY_INTEGER
+                         ? rnum(el(r, 0))
+                         : -9;
+    if (kind == -2 && relems(r) == 2 && rtype(el(r, 1)) == INV_FLEET_REPLY_STRING) {
+        snprintf(out->seed, sizeof(out->seed), "%s", rstr(el(r, 1)));
+    } else if (kind == -3) {
+        cm_errbuf_set(errbuf, errlen, "the room has no seed (deleted?) and none was offered");
+        rc = CM_ENOTFOUND;
+    } else if (kind == -1 || kind == 0) {
+        out->prequeue = true;
+        out->full = kind == -1;
+    } else if (kind == 1 && relems(r) == 3) {
+        out->pos = reply_u64(el(r, 1));
+        out->exp_s = (int64_t)reply_u64(el(r, 2));
+    } else {
+        cm_errbuf_set(errbuf, errlen, "unexpected reply");
+        rc = CM_EBACKEND;
+    }
+    inv_fleet_reply_free(r);
+    return rc;
+}
+
+static void jti_key(char *out, size_t cap, const char *sale, uint64_t jti)
+{
+    char what[40];
+    snprintf(what, sizeof(what), "wrjti:%016llx", (unsigned long long)jti);
+    fkey(out, cap, sale, what);
+}
+
+/* The claim's key, its void mark's key, its value "fp:nonce", fp and the nonce alone. */
+static void claim_keys(const char *sale, uint64_t jti, uint64_t fp, uint64_t nonce, char k[200],
+                       char vk[240], char val[48], char fps[24], char ns[24])
+{
+    jti_key(k, 200, sale, jti);
+    snprintf(vk, 240, "%s:void:%016llx", k, (unsigned long long)nonce);
+    snprintf(fps, 24, "%llu", (unsigned long long)fp);
+    snprintf(ns, 24, "%016llx", (unsigned long long)nonce);
+    snprintf(val, 48, "%s:%s", fps, ns);
+}
+
+int gw_fair_redis_room_claim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, uint64_t fp,
+                             uint64_t nonce, int64_t ttl_ms, char *errbuf, size_t errlen)
+{
+    char k[200], vk[240], val[48], fps[24], ns[24];
+    claim_keys(sale, jti, fp, nonce, k, vk, val, fps, ns);
+    inv_fleet_reply_t *r =
+        fcmd(c, k, errbuf, errlen, "EVAL %s 2 %s %s %s %lld %s %s", LUA_ROOM_CLAIM, k, vk, val,
+             (long long)(ttl_ms > 0 ? ttl_ms : 1), fps, ns);
+    if (!r)
+        return CM_EBACKEND;
+    int rc = rtype(r) == INV_FLEET_REPLY_INTEGER && rnum(r) >= 0 && rnum(r) <= 2 ? (int)rnum(r)
+                                                                                 : CM_EBACKEND;
+    if (rc < 0)
+        cm_errbuf_set(errbuf, errlen,
+                      rtype(r) == INV_FLEET_REPLY_INTEGER && rnum(r) == 3
+                          ? "the claim was given back before it ran"
+                          : "unexpected reply");
+    inv_fleet_reply_free(r);
+    return rc;
+}
+
+int gw_fair_redis_room_unclaim(inv_fleet_conn_t *c, const char *sale, uint64_t jti, uint64_t fp,
+                               uint64_t nonce, int64_t ttl_ms, char *errbuf, size_t errlen)
+{
+    char k[200], vk[240], val[48], fps[24], ns[24];
+    claim_keys(sale, jti, fp, nonce, k, vk, val, fps, ns);
+    inv_fleet_reply_t *r =
+        fcmd(c, k, errbuf, errlen, "EVAL %s 2 %s %s %lld %s %s", LUA_ROOM_UNCLAIM, k, vk,
+             (long long)(ttl_ms > 0 ? ttl_ms : 1), fps, ns);
+    if (!r)
+        return CM_EBACKEND;
+    int rc = rtype(r) == INV_FLEET_REPLY_INTEGER && (rnum(r) == 0 || rnum(r) == 1) ? (int)rnum(r)
+                                                                                   : CM_EBACKEND;
+    if (rc < 0)
+        cm_errbuf_set(errbuf, errlen, "unexpected reply");
+    inv_fleet_reply_free(r);
+    return rc;
+}
+
+int gw_fair_redis_room_state(inv_fleet_conn_t *c, const char *sale, gw_fair_redis_room_state_t *st,
+                             char *errbuf, size_t errlen)
+{
+    char wr[160], pre[160], pl[160];
+    room_keys(sale, wr, pre, pl);
+    inv_fleet_reply_t *r = fcmd(c, wr, errbuf, errlen, "HMGET %s seed sealed npre next front", wr);
+    if (!r)
+        return CM_EBACKEND;
+    int rc = 0;
+    memset(st, 0, sizeof(*st));
+    if (rtype(r) != INV_FLEET_REPLY_ARRAY || relems(r) != 5) {
+        cm_errbuf_set(errbuf, errlen, "unexpected reply");
+        rc = CM_EBACKEND;
+    } else {
+        if (rtype(el(r, 0)) == INV_FLEET_REPLY_STRING)
+            snprintf(st->seed, sizeof(st->seed), "%s", rstr(el(r, 0)));
+        st->sealed_ms = (int64_t)reply_u64(el(r, 1));
+        st->npre = reply_u64(el(r, 2));
+        st->next = reply_u64(el(r, 3));
+        st->front_milli = reply_u64(el(r, 4));
+    }
+    inv_fleet_reply_free(r);
+    if (rc == 0 && !st->sealed_ms) {
+        r = fcmd(c, pre, errbuf, errlen, "ZCARD %s", pre);
+        if (!r)
+            return CM_EBACKEND;
+        st->npre = reply_u64(r);
+        inv_fleet_reply_free(r);
+    }
+    return rc;
+}
+
+int gw_fair_redis_room_range(inv_fleet_conn_t *c, const char *sale, long long start, long long stop,
+                             void (*fn)(void *ctx, const char *member), void *ctx, char *errbuf,
+                             size_t errlen)
+{
+    char wr[160], pre[160], pl[160];
+    room_keys(sale, wr, pre, pl);
+    inv_fleet_reply_t *r = fcmd(c, pre, errbuf, errlen, "ZRANGE %s %lld %lld", pre, start, stop);
+    if (!r)
+        return CM_EBACKEND;
+    for (size_t i = 0; rtype(r) == INV_FLEET_REPLY_ARRAY && i < relems(r); i++)
+        if (rstr(el(r, i)))
+            fn(ctx, rstr(el(r, i)));
+    inv_fleet_reply_free(r);
+    return 0;
+}
