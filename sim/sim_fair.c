@@ -26,11 +26,12 @@
  *   - the draw takes registered persons only, one entry each
  *   - a promotion goes to the first waiting loser in draw order, and only
  *     while the sale is on
- *   - promotions never outnumber the units freed after the draw
+ *   - promotions never take more units than the draw left and the
+ *     cancels freed
  *   - a restart restores every entry's outcome: an entry promoted stays
  *     won, none waits while holding an order
  *   - at the end: every winner holds exactly one order, every order is a
- *     winner's, and the orders held fit the stock
+ *     winner's, and the units held fit the stock
  */
 #include "sim/sim_fair.h"
 
@@ -91,6 +92,7 @@ typedef struct fw {
     uint32_t perm[NP];
     uint8_t who[NP];        /* entry index -> person */
     uint8_t draw_state[NP]; /* WON or WAITLISTED, as drawn */
+    uint8_t qty[NP];        /* entry index -> the units it wants (1 or 2) */
     /* the inventory (durable on its own): the stock left, each order id's reservation */
     int64_t left;
     bool reserved[NP], cancelled[NP];
@@ -99,7 +101,7 @@ typedef struct fw {
     bool o_added[NP];    /* answered 201 */
     bool o_power;        /* a power loss: the unsynced .reg may have lost 201s, by design */
     uint8_t o_state[NP]; /* by entry index: each entry's outcome as told */
-    uint64_t o_freed, o_promoted;
+    uint64_t o_freed, o_promoted; /* units */
 } fw_t;
 
 static void tr(fw_t *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -461,10 +463,10 @@ static int reserve_once(fw_t *w, size_t e)
 {
     if (w->reserved[e])
         return 0;
-    if (w->left <= 0)
+    if (w->left < w->qty[e])
         return -1;
     w->reserved[e] = true;
-    w->left--;
+    w->left -= w->qty[e];
     return 1;
 }
 
@@ -494,6 +496,7 @@ static void do_draw(fw_t *w)
         if (found)
             fail(w, "draw: p-%d entered twice", p);
         w->who[n] = (uint8_t)p;
+        w->qty[n] = (uint8_t)(1 + rnd(w, 2));
         keys[n++] = cm_hash_sip24(&w->secret, w->set[i], strlen(w->set[i]));
     }
     w->ndraw = n;
@@ -536,17 +539,19 @@ static void do_draw(fw_t *w)
     }
     memcpy(w->draw_state, w->state, sizeof(w->state));
     memcpy(w->o_state, w->state, sizeof(w->state));
+    w->o_freed = (uint64_t)w->left; /* the units no winner's qty fitted */
     w->drawn = true;
     tr(w, "draw: %zu entrants, stock %" PRId64 ", seed %016" PRIx64, n, w->stock, c.seed);
 }
 
 /*---- the leftovers (gw_fair__wl_tick's shell) ----*/
 
-/* The first waiting loser in draw order, as the oracle knows the outcomes. */
+/* The first waiting loser in draw order whose units the stock left holds, as
+ * the oracle knows the outcomes (one that wants more keeps its place). */
 static size_t o_first_waiting(const fw_t *w)
 {
     for (size_t i = 0; i < w->ndraw; i++)
-        if (w->o_state[w->perm[i]] == GW_ENTRY_WAITLISTED)
+        if (w->o_state[w->perm[i]] == GW_ENTRY_WAITLISTED && w->qty[w->perm[i]] <= w->left)
             return i;
     return w->ndraw;
 }
@@ -558,19 +563,20 @@ static gw_wl_result_t promote(fw_t *w, size_t pos)
     snprintf(line, sizeof(line), "P %zu\n", e);
     if (log_append(w, &w->wlfd, WL_LOG, line, true) != 0)
         return GW_WL_FAILED;
+    size_t first = o_first_waiting(w);
     int r = reserve_once(w, e);
     if (r < 0)
         return GW_WL_NO_STOCK;
     if (r > 0) {
-        size_t first = o_first_waiting(w);
         if (first != pos)
             fail(w, "leftovers: p-%u at draw position %zu promoted while p-%u at %zu waits",
                  w->who[e], pos + 1, first < w->ndraw ? w->who[w->perm[first]] : 0, first + 1);
         if (w->now >= w->ends_at)
             fail(w, "leftovers: p-%u promoted after the sale's end", w->who[e]);
-        if (++w->o_promoted > w->o_freed)
-            fail(w, "leftovers: %" PRIu64 " promotions for %" PRIu64 " units freed", w->o_promoted,
-                 w->o_freed);
+        w->o_promoted += w->qty[e];
+        if (w->o_promoted > w->o_freed)
+            fail(w, "leftovers: %" PRIu64 " units promoted, %" PRIu64 " left or freed",
+                 w->o_promoted, w->o_freed);
         w->o_state[e] = GW_ENTRY_WON;
         tr(w, "leftovers: p-%u at draw position %zu promoted", w->who[e], pos + 1);
     }
@@ -618,8 +624,9 @@ static void wl_tick(fw_t *w)
     while ((out.actions & (GW_WL_DO_LOOK | GW_WL_DO_PROMOTE)) && !sim_disk_dead(w->disk)) {
         size_t e = w->perm[out.pos];
         if (out.actions & GW_WL_DO_LOOK) {
-            ev = (gw_wl_ev_t){
-                .kind = GW_WL_EV_ENTRY, .waitlisted = w->state[e] == GW_ENTRY_WAITLISTED, .qty = 1};
+            ev = (gw_wl_ev_t){.kind = GW_WL_EV_ENTRY,
+                              .waitlisted = w->state[e] == GW_ENTRY_WAITLISTED,
+                              .qty = w->qty[e]};
         } else {
             gw_wl_result_t r = promote(w, out.pos);
             ev = (gw_wl_ev_t){.kind = GW_WL_EV_PROMOTED, .result = r, .left = w->left};
@@ -661,10 +668,10 @@ static void end_check(fw_t *w)
         if (won != w->reserved[e])
             fail(w, "end: p-%u %s and %s an order", w->who[e], won ? "won" : "did not win",
                  w->reserved[e] ? "holds" : "has no");
-        held += w->reserved[e] && !w->cancelled[e];
+        held += w->reserved[e] && !w->cancelled[e] ? w->qty[e] : 0;
     }
     if (held > w->stock)
-        fail(w, "end: %" PRId64 " orders held, the stock is %" PRId64, held, w->stock);
+        fail(w, "end: %" PRId64 " units held, the stock is %" PRId64, held, w->stock);
 }
 
 /*---- the run ----*/
@@ -728,9 +735,9 @@ void sim_fair_run(const sim_opts_t *opts, sim_result_t *out)
             size_t e = rnd(w, (uint32_t)w->ndraw);
             if (w->reserved[e] && !w->cancelled[e]) {
                 w->cancelled[e] = true;
-                w->left++;
-                w->o_freed++;
-                tr(w, "p-%u cancels its order: a unit back", w->who[e]);
+                w->left += w->qty[e];
+                w->o_freed += w->qty[e];
+                tr(w, "p-%u cancels its order: %u units back", w->who[e], w->qty[e]);
             }
         }
         wl_tick(w);
