@@ -52,6 +52,11 @@ const char *const cm_plant_names[CM_PLANT_COUNT] = {
     [CM_PLANT_INV_REDIS_RELEASE_KEEPS_ORDER] = "inv_redis_release_keeps_order",
     [CM_PLANT_READY_WHILE_LEAVING] = "ready_while_leaving",
     [CM_PLANT_DRAIN_KEEPS_SERVING] = "drain_keeps_serving",
+    [CM_PLANT_REG_TWO_PER_PERSON] = "reg_two_per_person",
+    [CM_PLANT_REG_CAP_ONE_MORE] = "reg_cap_one_more",
+    [CM_PLANT_REG_TORN_KEPT] = "reg_torn_kept",
+    [CM_PLANT_WL_SKIPS_FIRST] = "wl_skips_first",
+    [CM_PLANT_WL_END_KEEPS] = "wl_end_keeps",
 };
 
 void cm_plant_set(cm_plant_t p)

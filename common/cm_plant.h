@@ -92,6 +92,15 @@ typedef enum {
     CM_PLANT_READY_WHILE_LEAVING, /* gw_drain.c: /readyz stays 200 through the drain grace */
     CM_PLANT_DRAIN_KEEPS_SERVING, /* gw_drain.c: after the grace, a request on a kept-alive
                                      connection is served and the connection left open */
+    CM_PLANT_REG_TWO_PER_PERSON, /* gw_reg_core.c: a person registered already is registered
+                                    again (a second line) */
+    CM_PLANT_REG_CAP_ONE_MORE,   /* gw_reg_core.c: the registration cap lets one person more in */
+    CM_PLANT_REG_TORN_KEPT,      /* gw_reg_core.c: a .reg line cut short is read as a person and
+                                    left on the log */
+    CM_PLANT_WL_SKIPS_FIRST,     /* gw_waitlist_core.c: the leftovers' walk passes over the first
+                                    waitlisted loser in draw order */
+    CM_PLANT_WL_END_KEEPS,       /* gw_waitlist_core.c: the sale's end does not end the waitlist:
+                                    losers are still promoted after it */
     CM_PLANT_COUNT
 } cm_plant_t;
 

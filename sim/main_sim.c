@@ -16,6 +16,8 @@
  *   --redis: every gateway of the sale's world on the Redis inventory (the
  *   real backend on a simulated Redis, sim_redis.h); --no-redis: every one
  *   on the memory inventory (else seeds 28 mod 32 draw Redis per gateway)
+ *   --fair: only registration and the leftovers (sim_fair.h); --no-fair:
+ *   never them (else every seed runs them too, after the sale's world)
  *   --open-defects: also the steps that meet the defects docs/simulation.md
  *   lists as open (left out otherwise, so that a batch tests the rest)
  *   flashgate-sim --plant NAME --seeds N --expect-fail
@@ -28,6 +30,7 @@
 #include "common/cm_log.h"
 #include "common/cm_plant.h"
 #include "common/cm_time.h"
+#include "sim/sim_fair.h"
 #include "sim/sim_fleet.h"
 #include "sim/sim_world.h"
 
@@ -49,6 +52,7 @@ static void usage(void)
     fprintf(stderr, "usage: flashgate-sim [--seed N] [--seeds N] [--seconds T | --minutes M]\n"
                     "                     [--seed-file FILE] [--steps K] [--trace] [--fsync-only] [--no-stops]\n"
                     "                     [--open-defects] [--fleet | --no-fleet] [--redis | --no-redis]\n"
+                    "                     [--fair | --no-fair]\n"
                     "                     [--plant NAME [--expect-fail]] [--list-plants]\n");
 }
 
@@ -61,6 +65,7 @@ int main(int argc, char **argv)
     bool open_defects = false;
     int fleet = 0; /* 0: every 8th seed runs the fleet path too; 1: only it; -1: never */
     int redis = 0; /* 0: seeds 28 mod 32 draw Redis gateways; 1: every gateway; -1: none */
+    int fair = 0;  /* 0: every seed runs registration and the leftovers too; 1: only; -1: never */
     const char *seed_file = NULL, *plant = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -97,6 +102,10 @@ int main(int argc, char **argv)
             fleet = 1;
         } else if (!strcmp(a, "--no-fleet")) {
             fleet = -1;
+        } else if (!strcmp(a, "--fair")) {
+            fair = 1;
+        } else if (!strcmp(a, "--no-fair")) {
+            fair = -1;
         } else if (!strcmp(a, "--redis")) {
             redis = 1;
         } else if (!strcmp(a, "--no-redis")) {
@@ -206,11 +215,13 @@ int main(int argc, char **argv)
                         .redis = rds,
                         .open_defects = open_defects};
         sim_result_t r;
-        if (fleet == 1)
+        if (fair == 1)
+            sim_fair_run(&o, &r);
+        else if (fleet == 1)
             sim_fleet_run(&o, &r);
         else
             sim_run(&o, &r);
-        if (fleet == 0 && s % 8 == 0 && r.ok) {
+        if (fair != 1 && fleet == 0 && s % 8 == 0 && r.ok) {
             sim_result_t rf;
             sim_fleet_run(&o, &rf);
             r.ok = rf.ok;
@@ -218,6 +229,15 @@ int main(int argc, char **argv)
             r.steps += rf.steps;
             r.crashes += rf.crashes;
             r.accepted += rf.accepted;
+        }
+        if (fair == 0 && fleet != 1 && r.ok) { /* registration and the leftovers (sim_fair.h) */
+            sim_result_t rf;
+            sim_fair_run(&o, &rf);
+            r.ok = rf.ok;
+            memcpy(r.why, rf.why, sizeof(r.why));
+            r.steps += rf.steps;
+            r.crashes += rf.crashes;
+            r.power_losses += rf.power_losses;
         }
         done++;
         total_steps += r.steps;
@@ -231,20 +251,25 @@ int main(int argc, char **argv)
             failures++;
             printf("FAIL seed=%" PRIu64 ": %s\n", s, r.why);
             printf("  reproduce: flashgate-sim --seed %" PRIu64 " --steps %" PRIu64
-                   "%s%s%s%s%s%s%s --trace\n",
+                   "%s%s%s%s%s%s%s%s --trace\n",
                    s, steps, fs_only ? " --fsync-only" : "", nst ? " --no-stops" : "",
                    rds == 1 ? " --redis" : rds < 0 ? " --no-redis" : "",
                    open_defects ? " --open-defects" : "", fleet == 1 ? " --fleet" : "",
+                   fair == 1 ? " --fair" : "",
                    plant ? " --plant " : "", plant ? plant : "");
 #ifdef FLASHGATE_PLANTS
             if (expect_fail) { /* the plant's doing only if the seed passes without it */
                 cm_plant_t p = cm_plant_active;
                 sim_result_t r0;
                 cm_plant_set(CM_PLANT_NONE);
-                if (fleet == 1)
+                if (fair == 1)
+                    sim_fair_run(&o, &r0);
+                else if (fleet == 1)
                     sim_fleet_run(&o, &r0);
                 else
                     sim_run(&o, &r0);
+                if (r0.ok && fair == 0 && fleet != 1)
+                    sim_fair_run(&o, &r0);
                 cm_plant_set(p);
                 if (!r0.ok) {
                     printf("  (fails without the plant too: not counted)\n");

@@ -1,7 +1,8 @@
 /*
  * Registration: the window, the set of registered persons (memory and its
  * log on one node, a ZSET in a Redis fleet), the public route, the lottery
- * entry's check and the admin's count and export (see gw_reg.h).
+ * entry's check and the admin's count and export (see gw_reg.h): the shell
+ * around the registration's decisions (gw_reg_core.c).
  */
 #include "gateway/buy/gw_reg.h"
 #include "gateway/buy/gw_fair.h"
@@ -30,53 +31,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/*---- pure ----*/
-
-gw_reg_phase_t gw_reg_phase_at(int64_t opens_ms, int64_t closes_ms, int64_t now_ms)
-{
-    if (opens_ms <= 0)
-        return GW_REG_NONE;
-    if (now_ms < opens_ms)
-        return GW_REG_BEFORE;
-    return now_ms < closes_ms ? GW_REG_OPEN : GW_REG_CLOSED;
-}
-
-int gw_reg_window_check(int64_t opens_ms, int64_t closes_ms, int64_t window_ms,
-                        int64_t lottery_opens_ms, char *errbuf, size_t errlen)
-{
-    if (opens_ms == 0 && closes_ms == 0)
-        return 0;
-    if (opens_ms <= 0 || closes_ms <= 0) {
-        cm_errbuf_set(errbuf, errlen,
-                      "registration_opens_at and registration_closes_at go together: set both "
-                      "or neither");
-        return CM_EINVAL;
-    }
-    if (closes_ms <= opens_ms) {
-        cm_errbuf_set(errbuf, errlen, "registration_closes_at must be after registration_opens_at");
-        return CM_EINVAL;
-    }
-    if (window_ms <= 0) {
-        cm_errbuf_set(errbuf, errlen,
-                      "registration needs a start-window lottery (fair_window_ms > 0): the "
-                      "lottery is what takes only registered persons");
-        return CM_EINVAL;
-    }
-    if (closes_ms > lottery_opens_ms) {
-        cm_errbuf_set(errbuf, errlen,
-                      "registration_closes_at must be no later than the lottery window's opening "
-                      "(starts_at - fair_early_ms)");
-        return CM_EINVAL;
-    }
-    return 0;
-}
-
-void gw_reg_page(uint64_t total, uint64_t cursor, uint64_t limit, uint64_t *start, uint64_t *end)
-{
-    *start = cursor < total ? cursor : total;
-    *end = limit < total - *start ? *start + limit : total;
-}
-
 /*---- the set, one node ----*/
 
 typedef char person_t[INV_USER_ID_MAX + 1];
@@ -86,9 +40,10 @@ struct gw_reg_set {
     size_t n, cap;
     uint32_t *tab; /* open addressing: index + 1, 0 = empty */
     size_t tcap;
-    int fd;        /* the log, -1 until opened */
-    off_t log_len; /* where a torn line is cut back to */
-    cm_hash_key_t key; /* the table's own (the room's key is re-drawn at a reset) */
+    int fd;             /* the log, -1 until opened */
+    off_t log_len;      /* where a torn line is cut back to */
+    gw_reg_core_t core; /* the decisions: one per person, the cap, the log's lines */
+    cm_hash_key_t key;  /* the table's own (the room's key is re-drawn at a reset) */
 };
 
 static uint64_t person_hash(const struct gw_reg_set *s, const char *p)
@@ -140,6 +95,7 @@ static struct gw_reg_set *set_get(gw_fair_sale_t *fs)
     if (!fs->reg) {
         fs->reg = cm_xcalloc(1, sizeof(*fs->reg));
         fs->reg->fd = -1;
+        gw_reg_core_init(&fs->reg->core);
         /* never fails on Linux; a fixed key still works (a table's order only) */
         if (cm_hash_seed_random(&fs->reg->key) != 0)
             fs->reg->key = (cm_hash_key_t){0x94d049bb133111ebull, (uint64_t)(uintptr_t)fs};
@@ -168,25 +124,23 @@ void gw_fair__reg_load(gw_fair_t *f, gw_fair_sale_t *fs)
      * skipped whole, never read back in pieces, one of which could pass for an id */
     while ((got = getline(&line, &cap, fp)) > 0) {
         size_t n = (size_t)got;
-        /* a line without its newline is a write cut short: never answered.
-         * The last one is cut off the file, or the next registration's line
-         * would be glued to it and read back as another id. */
-        if (line[n - 1] != '\n') {
-            bad++;
+        bool nl = line[n - 1] == '\n';
+        if (nl)
+            line[--n] = '\0';
+        gw_reg_ev_t ev = {.kind = GW_REG_EV_LINE, .line = line, .len = n, .has_newline = nl};
+        ev.found = n <= INV_USER_ID_MAX && strlen(line) == n && set_has(s, line);
+        gw_reg_out_t out;
+        gw_reg_core_step(&s->core, &ev, &out);
+        bad += out.bad;
+        if (out.actions & GW_REG_DO_ADD)
+            set_add(s, line);
+        if (out.actions & GW_REG_DO_CUT) {
             if (truncate(path, good) != 0)
                 cm_log_error("fair", "cannot cut a torn line off the registration log",
                              "sale=%s err=%s", fs->sale_id, strerror(errno));
             break;
         }
-        good += (off_t)n;
-        line[n - 1] = '\0';
-        if (n < 2 || n - 1 > INV_USER_ID_MAX || strlen(line) != n - 1 ||
-            !inv_id_valid(line, n - 1, INV_USER_ID_MAX)) {
-            bad++;
-            continue;
-        }
-        if (!set_has(s, line))
-            set_add(s, line);
+        good += (off_t)got;
     }
     free(line);
     fclose(fp);
@@ -343,6 +297,8 @@ int gw_reg_configure(gw_server_t *srv, const char *sale_id, int64_t opens_ms, in
 int gw_fair__reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap,
                      char *why, size_t whylen)
 {
+    gw_reg_ev_t ev = {.kind = GW_REG_EV_REGISTER, .cap = cap};
+    gw_reg_out_t out;
     if (f->fleet) {
         /* As below, before the round trip: a delete seen here since the route's check
          * records nothing. One on another gateway (seen at the next poll), or one here
@@ -350,46 +306,53 @@ int gw_fair__reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint6
          * delete's DEL: the answer is 201, and the set it makes again is cleared before
          * a lottery is set again under the id (gw_fair_fleet.c, the tombstone's clear),
          * the only way a registration under the id is read again. */
-        if (atomic_load(&fs->reg_opens_ms) <= 0 || atomic_load(&fs->window_ms) <= 0)
-            return GW_REG_GONE;
+        gw_reg_core_t core = {.n = 0}; /* the set is Redis's: the store decides */
+        ev.opens_ms = atomic_load(&fs->reg_opens_ms);
+        ev.window_ms = atomic_load(&fs->window_ms);
+        ev.store_decides = true;
+        gw_reg_core_step(&core, &ev, &out);
+        if (!(out.actions & GW_REG_DO_STORE))
+            return out.answer;
         inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, whylen);
         int added = 0;
         int rc =
             c ? gw_fair_redis_reg_add(c, fs->sale_id, person, (long long)cap, &added, why, whylen)
               : CM_EBACKEND;
         gw_fair__pool_put(&f->loop_pool, c);
-        if (rc < 0)
-            return rc;
-        if (added == 1)
+        ev = (gw_reg_ev_t){.kind = GW_REG_EV_STORED,
+                           .stored = rc < 0       ? rc
+                                     : added == 1 ? GW_REG_ADDED
+                                     : added == 0 ? GW_REG_ALREADY
+                                                  : GW_REG_FULL};
+        gw_reg_core_step(&core, &ev, &out);
+        if (out.answer == GW_REG_ADDED)
             atomic_fetch_add_explicit(&f->reg_taken, 1, memory_order_relaxed);
-        return added == 1 ? GW_REG_ADDED : added == 0 ? GW_REG_ALREADY : GW_REG_FULL;
+        return out.answer;
     }
     pthread_mutex_lock(&fs->reg_mu);
     /* A delete (gw_fair__reg_reset) clears the window before it takes reg_mu and
      * removes the log under it: a registration that passed the route's check
      * before the delete and comes here after it must not create the log again. */
-    if (atomic_load(&fs->reg_opens_ms) <= 0 || atomic_load(&fs->window_ms) <= 0) {
-        pthread_mutex_unlock(&fs->reg_mu);
-        return GW_REG_GONE;
-    }
-    struct gw_reg_set *s = set_get(fs);
-    int out;
-    if (set_has(s, person))
-        out = GW_REG_ALREADY;
-    else if (s->n >= cap)
-        out = GW_REG_FULL;
-    else if (log_append(f, fs, s, person) != 0)
-        out = CM_EIO;
-    else {
-        set_add(s, person);
-        out = GW_REG_ADDED;
+    ev.opens_ms = atomic_load(&fs->reg_opens_ms);
+    ev.window_ms = atomic_load(&fs->window_ms);
+    struct gw_reg_set *s = ev.opens_ms > 0 && ev.window_ms > 0 ? set_get(fs) : NULL;
+    gw_reg_core_t none;
+    gw_reg_core_init(&none);
+    gw_reg_core_t *core = s ? &s->core : &none;
+    ev.found = set_has(s, person);
+    gw_reg_core_step(core, &ev, &out);
+    if (out.actions & GW_REG_DO_APPEND) {
+        ev = (gw_reg_ev_t){.kind = GW_REG_EV_APPENDED, .rc = log_append(f, fs, s, person)};
+        gw_reg_core_step(core, &ev, &out);
+        if (out.actions & GW_REG_DO_ADD)
+            set_add(s, person);
     }
     pthread_mutex_unlock(&fs->reg_mu);
-    if (out == GW_REG_ADDED)
+    if (out.answer == GW_REG_ADDED)
         atomic_fetch_add_explicit(&f->reg_taken, 1, memory_order_relaxed);
-    if (out == CM_EIO)
+    if (out.answer < 0)
         snprintf(why, whylen, "the registration log write failed");
-    return out;
+    return out.answer;
 }
 
 static void put_window(char *out, size_t cap, int64_t opens, int64_t closes)

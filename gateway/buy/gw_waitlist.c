@@ -4,10 +4,12 @@
  * lottery's thread admits them as the draw admits a winner (see gw_fair.h).
  * The draw's order is uniformly random, so going on down it is a second
  * random draw among the losers; a first-come buyer would instead win by being
- * fastest at the moment a unit comes back.
+ * fastest at the moment a unit comes back. Who is next, and when a walk
+ * stops, is gw_waitlist_core.c's; this file performs the promotions.
  */
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
+#include "gateway/buy/gw_waitlist_core.h"
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
@@ -184,6 +186,20 @@ static promo_t promote(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, entry
     return PROMO_WON;
 }
 
+static gw_wl_result_t promo_result(promo_t p)
+{
+    switch (p) {
+    case PROMO_WON:
+        return GW_WL_WON;
+    case PROMO_LOST:
+        return GW_WL_LOST;
+    case PROMO_NO_STOCK:
+        return GW_WL_NO_STOCK;
+    default:
+        return GW_WL_FAILED;
+    }
+}
+
 void gw_fair__wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
 {
     if (!atomic_load(&fs->wl_open))
@@ -196,44 +212,46 @@ void gw_fair__wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
         return;
     inv_sale_info_t info;
     inv_sale_snapshot(sale, &info);
-    if (info.ends_at_ms && now >= info.ends_at_ms) {
+    int64_t left = info.stock_left;
+    /* Lottery thread: the only writer of a drawn lottery's states and of
+     * wl_head, so they are read here without fs->mu. */
+    gw_wl_core_t c;
+    gw_wl_core_init(&c, fs->wl_head);
+    gw_wl_out_t out;
+    gw_wl_ev_t ev = {.kind = GW_WL_EV_TICK,
+                     .now_ms = now,
+                     .ends_at_ms = info.ends_at_ms,
+                     .left = left,
+                     /* a walk over the same stock that admitted nobody (every qty too large) */
+                     .unchanged = left == fs->wl_seen_left &&
+                                  info.accepted_units == fs->wl_seen_acc &&
+                                  info.version == fs->wl_seen_version};
+    gw_wl_core_step(&c, &ev, &out);
+    if (out.actions & GW_WL_DO_END) {
         wl_end(fs, now);
         return;
     }
-    int64_t left = info.stock_left;
-    if (left <= 0)
+    if (!(out.actions & GW_WL_DO_WALK))
         return;
-    /* a walk over the same stock that admitted nobody (every qty too large) */
-    if (left == fs->wl_seen_left && info.accepted_units == fs->wl_seen_acc &&
-        info.version == fs->wl_seen_version)
-        return;
-    bool admitted = false, failed = false;
-    /* Lottery thread: the only writer of a drawn lottery's states and of
-     * wl_head, so they are read here without fs->mu. */
-    for (size_t i = fs->wl_head; i < fs->ndraw && left > 0; i++) {
-        entry_t *e = &fs->v[fs->perm[i]];
-        if (e->state != GW_ENTRY_WAITLISTED) {
-            if (i == fs->wl_head)
-                fs->wl_head++;
-            continue;
+    ev = (gw_wl_ev_t){.kind = GW_WL_EV_WALK, .left = left, .ndraw = fs->ndraw};
+    gw_wl_core_step(&c, &ev, &out);
+    while (out.actions & (GW_WL_DO_LOOK | GW_WL_DO_PROMOTE)) {
+        entry_t *e = &fs->v[fs->perm[out.pos]];
+        if (out.actions & GW_WL_DO_LOOK) {
+            ev = (gw_wl_ev_t){.kind = GW_WL_EV_ENTRY,
+                              .waitlisted = e->state == GW_ENTRY_WAITLISTED,
+                              .qty = e->qty};
+        } else {
+            promo_t p = promote(f, fs, sale, e, &left);
+            if (p == PROMO_WON)
+                cm_log_info("fair", "waitlist promotion", "sale=%s order=%s position=%u",
+                            fs->sale_id, e->order_id, e->pos);
+            ev = (gw_wl_ev_t){.kind = GW_WL_EV_PROMOTED, .result = promo_result(p), .left = left};
         }
-        if ((int64_t)e->qty > left)
-            continue; /* keeps its place; the next one that fits goes */
-        promo_t p = promote(f, fs, sale, e, &left);
-        if (p == PROMO_WON) {
-            admitted = true;
-            cm_log_info("fair", "waitlist promotion", "sale=%s order=%s position=%u",
-                        fs->sale_id, e->order_id, e->pos);
-        } else if (p == PROMO_NO_STOCK) {
-            break; /* the stock seen was gone: the next tick looks again */
-        } else if (p == PROMO_FAILED) {
-            failed = true;
-            break;
-        }
-        if (i == fs->wl_head && e->state != GW_ENTRY_WAITLISTED)
-            fs->wl_head++;
+        gw_wl_core_step(&c, &ev, &out);
+        fs->wl_head = c.head;
     }
-    gw_fair__wl_pass_end(fs, &info, admitted, failed ? now + WL_RETRY_MS : 0, "one");
+    gw_fair__wl_pass_end(fs, &info, out.admitted, out.failed ? now + WL_RETRY_MS : 0, "one");
 }
 
 void gw_fair__wl_pass_end(gw_fair_sale_t *fs, const inv_sale_info_t *info, bool admitted,

@@ -29,6 +29,7 @@
  */
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
+#include "gateway/buy/gw_waitlist_core.h"
 
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
@@ -291,7 +292,17 @@ void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
         return;
     inv_sale_info_t info;
     inv_sale_snapshot(sale, &info);
-    if (info.ends_at_ms && now >= info.ends_at_ms) {
+    gw_wl_core_t wc;
+    gw_wl_core_init(&wc, fs->wl_head);
+    gw_wl_out_t out;
+    /* the end first: every gateway loses its waiters at once */
+    gw_wl_ev_t ev = {.kind = GW_WL_EV_TICK,
+                     .now_ms = now,
+                     .ends_at_ms = info.ends_at_ms,
+                     .left = 1,
+                     .pending = true};
+    gw_wl_core_step(&wc, &ev, &out);
+    if (out.actions & GW_WL_DO_END) {
         wl_end(f, fs);
         return;
     }
@@ -302,9 +313,16 @@ void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
     if (!wl_sync(f, fs, &ws) || !atomic_load(&fs->wl_open))
         return;
     int64_t left = info.stock_left;
-    bool seen = left == fs->wl_seen_left && info.accepted_units == fs->wl_seen_acc &&
-                info.version == fs->wl_seen_version;
-    if (!ws.owner[0] && (left <= 0 || seen))
+    ev = (gw_wl_ev_t){.kind = GW_WL_EV_TICK,
+                      .now_ms = now,
+                      .ends_at_ms = info.ends_at_ms,
+                      .left = left,
+                      .unchanged = left == fs->wl_seen_left &&
+                                   info.accepted_units == fs->wl_seen_acc &&
+                                   info.version == fs->wl_seen_version,
+                      .pending = ws.owner[0] != '\0'};
+    gw_wl_core_step(&wc, &ev, &out);
+    if (!(out.actions & GW_WL_DO_WALK))
         return;
     char why[256] = "";
     bool mine = false;
@@ -323,48 +341,51 @@ void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs)
         fs->wl_retry_ms = now + FLEET_WL_RETRY_MS;
         return;
     }
-    bool admitted = false, failed = false;
+    gw_wl_core_init(&wc, fs->wl_head); /* the fetch under the lock may have moved it */
+    ev = (gw_wl_ev_t){.kind = GW_WL_EV_WALK, .left = left, .ndraw = fs->ndraw};
+    gw_wl_core_step(&wc, &ev, &out);
     size_t walked = 0;
-    for (size_t i = fs->wl_head; i < fs->ndraw && left > 0; i++) {
-        entry_t *e = &fs->v[fs->perm[i]];
-        if (e->state != GW_ENTRY_WAITLISTED) {
-            if (i == fs->wl_head)
-                fs->wl_head++;
+    while (out.actions & (GW_WL_DO_LOOK | GW_WL_DO_PROMOTE)) {
+        entry_t *e = &fs->v[fs->perm[out.pos]];
+        if (out.actions & GW_WL_DO_LOOK) {
+            ev = (gw_wl_ev_t){.kind = GW_WL_EV_ENTRY,
+                              .waitlisted = e->state == GW_ENTRY_WAITLISTED,
+                              .qty = e->qty};
+            gw_wl_core_step(&wc, &ev, &out);
+            fs->wl_head = wc.head;
             continue;
         }
-        if ((int64_t)e->qty > left)
-            continue; /* keeps its place; the next one that fits goes */
+        ev = (gw_wl_ev_t){.kind = GW_WL_EV_PROMOTED, .result = GW_WL_FAILED};
+        int b = 0;
         if (++walked % FLEET_WL_RENEW_EVERY == 0) {
             c = gw_fair__fleet_conn(f);
             if (!c ||
-                !gw_fair__fleet_ok(f,
-                                   gw_fair_redis_wl_lock(c, fs->sale_id, owner, FLEET_WL_LOCK_MS,
-                                                         &mine, why, sizeof(why)),
-                                   why) ||
-                !mine) {
-                failed = true;
-                break;
-            }
+                !gw_fair__fleet_ok(
+                    f,
+                    gw_fair_redis_wl_lock(c, fs->sale_id, owner, FLEET_WL_LOCK_MS, &mine, why, sizeof(why)),
+                    why) ||
+                !mine)
+                b = -1;
         }
-        c = gw_fair__fleet_conn(f);
-        int b = c ? gw_fair_redis_wl_begin(c, fs->sale_id, owner, e->person, e->order_id, why,
-                                           sizeof(why))
+        if (b == 0) {
+            c = gw_fair__fleet_conn(f);
+            b = c ? gw_fair_redis_wl_begin(c, fs->sale_id, owner, e->person, e->order_id, why, sizeof(why))
                   : CM_EBACKEND;
-        if (!gw_fair__fleet_ok(f, b < 0 ? b : 0, why) || b != 1) {
-            failed = true; /* the lock or the fleet's state moved: read it again */
-            break;
+            if (!gw_fair__fleet_ok(f, b < 0 ? b : 0, why))
+                b = -1;
         }
-        fpromo_t p = promote(f, fs, sale, e, owner, false, &left);
-        if (p == FP_WON)
-            admitted = true;
-        else if (p == FP_NO_STOCK)
-            break; /* the stock seen was gone: the next poll looks again */
-        else if (p == FP_FAILED) {
-            failed = true;
-            break;
+        /* b != 1: the lock or the fleet's state moved: read it again (FAILED) */
+        if (b == 1) {
+            fpromo_t p = promote(f, fs, sale, e, owner, false, &left);
+            ev.result = p == FP_WON        ? GW_WL_WON
+                        : p == FP_LOST     ? GW_WL_LOST
+                        : p == FP_NO_STOCK ? GW_WL_NO_STOCK
+                                           : GW_WL_FAILED;
+            ev.left = left;
         }
-        if (i == fs->wl_head && e->state != GW_ENTRY_WAITLISTED)
-            fs->wl_head++;
+        gw_wl_core_step(&wc, &ev, &out);
+        fs->wl_head = wc.head;
     }
-    gw_fair__wl_pass_end(fs, &info, admitted, failed ? now + FLEET_WL_RETRY_MS : 0, "fleet");
+    gw_fair__wl_pass_end(fs, &info, out.admitted, out.failed ? now + FLEET_WL_RETRY_MS : 0,
+                         "fleet");
 }

@@ -1,0 +1,171 @@
+/*
+ * Registration's decisions (gw_reg_core.h), in one file, with no I/O, and
+ * the pure helpers of gw_reg.h (the window's phase and checks, the export's
+ * page).
+ *
+ * The rules:
+ *   - one registration per person, whatever account they use: a person
+ *     registered already is answered ALREADY and nothing is written
+ *   - at most cap persons: the next new one is FULL
+ *   - a new person is answered ADDED only once its line is written: a
+ *     registration whose line failed is answered with the error, and the
+ *     person is not in the set (a retry registers it)
+ *   - a registration that meets a deleted window (or a sale without its
+ *     lottery) is GONE, and writes nothing: the delete removed the log
+ *   - a fleet's store checks the person and the cap in one step: its answer
+ *     is the registration's
+ *   - at a restart each whole line is a person, once; a line that is not an
+ *     id is skipped; a last line without its newline is a write cut short,
+ *     never answered: it is cut off the log, or the next person's line
+ *     would be glued to it and read back as another id
+ */
+#include "gateway/buy/gw_reg_core.h"
+#include "gateway/buy/gw_reg.h"
+
+#include "common/cm_err.h"
+#include "common/cm_plant.h"
+#include "inventory/inv.h"
+
+#include <string.h>
+
+/*---- pure helpers (gw_reg.h) ----*/
+
+gw_reg_phase_t gw_reg_phase_at(int64_t opens_ms, int64_t closes_ms, int64_t now_ms)
+{
+    if (opens_ms <= 0)
+        return GW_REG_NONE;
+    if (now_ms < opens_ms)
+        return GW_REG_BEFORE;
+    return now_ms < closes_ms ? GW_REG_OPEN : GW_REG_CLOSED;
+}
+
+int gw_reg_window_check(int64_t opens_ms, int64_t closes_ms, int64_t window_ms,
+                        int64_t lottery_opens_ms, char *errbuf, size_t errlen)
+{
+    if (opens_ms == 0 && closes_ms == 0)
+        return 0;
+    if (opens_ms <= 0 || closes_ms <= 0) {
+        cm_errbuf_set(errbuf, errlen,
+                      "registration_opens_at and registration_closes_at go together: set both "
+                      "or neither");
+        return CM_EINVAL;
+    }
+    if (closes_ms <= opens_ms) {
+        cm_errbuf_set(errbuf, errlen, "registration_closes_at must be after registration_opens_at");
+        return CM_EINVAL;
+    }
+    if (window_ms <= 0) {
+        cm_errbuf_set(errbuf, errlen,
+                      "registration needs a start-window lottery (fair_window_ms > 0): the "
+                      "lottery is what takes only registered persons");
+        return CM_EINVAL;
+    }
+    if (closes_ms > lottery_opens_ms) {
+        cm_errbuf_set(errbuf, errlen,
+                      "registration_closes_at must be no later than the lottery window's opening "
+                      "(starts_at - fair_early_ms)");
+        return CM_EINVAL;
+    }
+    return 0;
+}
+
+void gw_reg_page(uint64_t total, uint64_t cursor, uint64_t limit, uint64_t *start, uint64_t *end)
+{
+    *start = cursor < total ? cursor : total;
+    *end = limit < total - *start ? *start + limit : total;
+}
+
+/*---- the core ----*/
+
+void gw_reg_core_init(gw_reg_core_t *c)
+{
+    *c = (gw_reg_core_t){0};
+}
+
+static void answer(gw_reg_out_t *out, int a)
+{
+    out->answered = true;
+    out->answer = a;
+}
+
+static void on_register(gw_reg_core_t *c, const gw_reg_ev_t *ev, gw_reg_out_t *out)
+{
+    if (c->appending)
+        return; /* one at a time: the shell holds the set's lock over a registration */
+    if (ev->opens_ms <= 0 || ev->window_ms <= 0) {
+        answer(out, GW_REG_GONE);
+        return;
+    }
+    if (ev->store_decides) {
+        c->appending = true;
+        out->actions = GW_REG_DO_STORE;
+        return;
+    }
+    /* planted: a person registered already is taken as new (a second line, a
+     * second chance) */
+    if (ev->found && !CM_PLANT(REG_TWO_PER_PERSON)) {
+        answer(out, GW_REG_ALREADY);
+        return;
+    }
+    /* planted: the cap lets one person more in */
+    if (CM_PLANT(REG_CAP_ONE_MORE) ? c->n > ev->cap : c->n >= ev->cap) {
+        answer(out, GW_REG_FULL);
+        return;
+    }
+    c->appending = true;
+    out->actions = GW_REG_DO_APPEND;
+}
+
+static void on_line(gw_reg_core_t *c, const gw_reg_ev_t *ev, gw_reg_out_t *out)
+{
+    /* planted: a last line cut short is read as a person and left on the log */
+    if (!ev->has_newline && !CM_PLANT(REG_TORN_KEPT)) {
+        out->bad = true;
+        out->actions = GW_REG_DO_CUT;
+        return;
+    }
+    /* one line, no NUL inside, an id's characters */
+    if (ev->len < 1 || ev->len > INV_USER_ID_MAX || memchr(ev->line, '\0', ev->len) ||
+        !inv_id_valid(ev->line, ev->len, INV_USER_ID_MAX)) {
+        out->bad = true;
+        return;
+    }
+    if (ev->found)
+        return;
+    c->n++;
+    out->actions = GW_REG_DO_ADD;
+}
+
+void gw_reg_core_step(gw_reg_core_t *c, const gw_reg_ev_t *ev, gw_reg_out_t *out)
+{
+    *out = (gw_reg_out_t){0};
+    switch (ev->kind) {
+    case GW_REG_EV_REGISTER:
+        on_register(c, ev, out);
+        break;
+    case GW_REG_EV_APPENDED:
+        if (!c->appending)
+            break;
+        c->appending = false;
+        if (ev->rc != 0) {
+            answer(out, ev->rc < 0 ? ev->rc : CM_EIO);
+            break;
+        }
+        c->n++;
+        answer(out, GW_REG_ADDED);
+        out->actions = GW_REG_DO_ADD;
+        break;
+    case GW_REG_EV_STORED:
+        if (!c->appending)
+            break;
+        c->appending = false;
+        answer(out, ev->stored);
+        if (ev->stored == GW_REG_ADDED)
+            c->n++;
+        break;
+    case GW_REG_EV_LINE:
+        if (!c->appending)
+            on_line(c, ev, out);
+        break;
+    }
+}

@@ -1,0 +1,81 @@
+/*
+ * Registration's decisions without I/O (gw_reg.h for the feature): who is
+ * registered, whether a new person fits, and what a line of the .reg log
+ * read back at a start means. One core per sale, stepped by events, each
+ * answered with an outcome and actions for the shell to perform, whose
+ * results come back as the next event.
+ *
+ *   REGISTER  a person asks (found: the set has it already)
+ *   APPENDED  the person's line was written (rc), one gateway's log
+ *   STORED    the store's own answer (a fleet's Redis checks and adds in
+ *             one script): its outcome or a negative cm_err_t
+ *   LINE      a restart: one line of the log read back
+ *
+ * No syscall, lock, clock read or allocation: the shell (gw_reg.c) and the
+ * simulator (sim/sim_fair.c) run this same code, and
+ * tests/unit/gateway/buy/test_gw_reg_core.c drives it alone. The shell keeps
+ * the set of persons; the core keeps its count and the rules.
+ */
+#ifndef GW_REG_CORE_H
+#define GW_REG_CORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A registration's outcomes: non-negative, never equal to a cm_err_t. */
+typedef enum {
+    GW_REG_ALREADY = 0, /* registered already: 200 with the same body */
+    GW_REG_ADDED = 1,   /* new: 201 */
+    GW_REG_FULL = 2,    /* cap persons registered: 409 */
+    GW_REG_GONE = 3,    /* no registration any more (deleted, or its window removed, since
+                         * the caller looked): 404 */
+} gw_reg_outcome_t;
+
+/* Actions, a bit set, performed in this order. */
+enum {
+    GW_REG_DO_APPEND = 1u << 0, /* append the person's line (one write(2)): APPENDED */
+    GW_REG_DO_STORE = 1u << 1,  /* the store adds the person if absent and under the cap: STORED */
+    GW_REG_DO_ADD = 1u << 2,    /* the person joins the shell's set */
+    GW_REG_DO_CUT = 1u << 3,    /* LINE: cut the log where this line starts, read no further */
+};
+
+typedef enum {
+    GW_REG_EV_REGISTER = 0, /* opens_ms, window_ms, found, cap, store_decides */
+    GW_REG_EV_APPENDED,     /* rc */
+    GW_REG_EV_STORED,       /* stored */
+    GW_REG_EV_LINE,         /* line, len, has_newline, found */
+} gw_reg_ev_kind_t;
+
+typedef struct gw_reg_ev {
+    gw_reg_ev_kind_t kind;
+    int64_t opens_ms;   /* REGISTER: the registration window's opening (<= 0: none) */
+    int64_t window_ms;  /* REGISTER: the sale's lottery window (<= 0: no lottery) */
+    bool found;         /* REGISTER, LINE: the set holds the person already */
+    uint64_t cap;       /* REGISTER: sales.max_registrations */
+    bool store_decides; /* REGISTER: found and the cap are the store's to check (a fleet) */
+    int rc;             /* APPENDED: 0 or a negative cm_err_t */
+    int stored;         /* STORED: a gw_reg_outcome_t or a negative cm_err_t */
+    const char *line;   /* LINE: its bytes, the newline excluded */
+    size_t len;         /* LINE */
+    bool has_newline;   /* LINE: false for a last line a write left cut short */
+} gw_reg_ev_t;
+
+typedef struct gw_reg_out {
+    bool answered;    /* the registration has its answer */
+    int answer;       /* answered: a gw_reg_outcome_t or a negative cm_err_t */
+    unsigned actions; /* GW_REG_DO_* */
+    bool bad;         /* LINE: not a person (torn or malformed): skipped */
+} gw_reg_out_t;
+
+typedef struct gw_reg_core {
+    size_t n;       /* persons registered */
+    bool appending; /* a person's line is being written or stored: its answer awaited */
+} gw_reg_core_t;
+
+/* An empty registration. */
+void gw_reg_core_init(gw_reg_core_t *c);
+/* One event. An event the core does not expect now does nothing. */
+void gw_reg_core_step(gw_reg_core_t *c, const gw_reg_ev_t *ev, gw_reg_out_t *out);
+
+#endif

@@ -1,0 +1,84 @@
+/*
+ * The leftovers' decisions without I/O (gw_fair.h, "leftovers by lot"):
+ * once a sale's draw is done, its losers wait in draw order, and each unit
+ * freed later (a cancelled or failed order, a restock) goes to the next of
+ * them. This core decides when a walk runs, who is next and where the walk
+ * stops; the shells (gw_waitlist.c one gateway, gw_waitlist_fleet.c a fleet)
+ * perform the promotions (buy's accept sequence) and feed their results
+ * back. The simulator (sim/sim_fair.c) runs this same code.
+ *
+ *   TICK      the lottery's thread: the sale's end, its stock left, whether
+ *             that stock is the one a walk admitted nobody from
+ *   WALK      the walk begins (after a fleet's lock): the stock left now
+ *   ENTRY     the entry at out.pos (a draw position): waitlisted or not, qty
+ *   PROMOTED  the promotion of out.pos: its result, the stock left after it
+ *
+ * No syscall, lock, clock read or allocation; draw positions only (the
+ * shell maps a position to its entry through the draw order).
+ */
+#ifndef GW_WAITLIST_CORE_H
+#define GW_WAITLIST_CORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Actions, a bit set. */
+enum {
+    GW_WL_DO_END = 1u << 0,      /* the sale ended: every waitlisted entry is lost ("L") */
+    GW_WL_DO_WALK = 1u << 1,     /* a walk is due: (take the fleet's lock, then) WALK */
+    GW_WL_DO_LOOK = 1u << 2,     /* tell the entry at draw position out.pos: ENTRY */
+    GW_WL_DO_PROMOTE = 1u << 3,  /* promote the entry at out.pos: PROMOTED */
+    GW_WL_DO_PASS_END = 1u << 4, /* the walk is over: out.admitted, out.failed */
+};
+
+typedef enum {
+    GW_WL_EV_TICK = 0, /* now_ms, ends_at_ms, left, unchanged, pending */
+    GW_WL_EV_WALK,     /* left, ndraw */
+    GW_WL_EV_ENTRY,    /* waitlisted, qty */
+    GW_WL_EV_PROMOTED, /* result, left */
+} gw_wl_ev_kind_t;
+
+/* A promotion's result. */
+typedef enum {
+    GW_WL_WON = 0,  /* accepted: an order */
+    GW_WL_LOST,     /* refused for cause (the per-user limit, a key): lost */
+    GW_WL_NO_STOCK, /* the stock seen was gone: it keeps its place */
+    GW_WL_FAILED,   /* the inventory, the log, the spool or the fleet's lock: tried again later */
+} gw_wl_result_t;
+
+typedef struct gw_wl_ev {
+    gw_wl_ev_kind_t kind;
+    int64_t now_ms, ends_at_ms; /* TICK (ends_at_ms 0: no end) */
+    int64_t left;               /* TICK, WALK, PROMOTED: the sale's stock left */
+    bool unchanged;             /* TICK: the stock a walk admitted nobody from, not moved */
+    bool pending;               /* TICK: a fleet's promotion begun and not finished */
+    size_t ndraw;               /* WALK: the draw's entrants */
+    bool waitlisted;            /* ENTRY */
+    uint32_t qty;               /* ENTRY */
+    gw_wl_result_t result;      /* PROMOTED */
+} gw_wl_ev_t;
+
+typedef struct gw_wl_out {
+    unsigned actions; /* GW_WL_DO_* */
+    size_t pos;       /* LOOK, PROMOTE: the draw position */
+    bool admitted;    /* PASS_END: someone was promoted */
+    bool failed;      /* PASS_END: a promotion failed: no new walk for a while */
+} gw_wl_out_t;
+
+typedef struct gw_wl_core {
+    size_t head;   /* the draw position before which no entry waits (it only grows) */
+    size_t at;     /* the walk's position */
+    size_t ndraw;  /* the walk's end */
+    int64_t left;  /* the walk's stock */
+    uint8_t stage; /* internal */
+    bool met;      /* the walk met a waitlisted entry that fits */
+    bool admitted; /* the walk promoted someone */
+} gw_wl_core_t;
+
+/* A waitlist whose first waiter is at draw position head or later. */
+void gw_wl_core_init(gw_wl_core_t *c, size_t head);
+/* One event. An event the core does not expect now does nothing. */
+void gw_wl_core_step(gw_wl_core_t *c, const gw_wl_ev_t *ev, gw_wl_out_t *out);
+
+#endif

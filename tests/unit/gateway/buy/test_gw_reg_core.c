@@ -1,0 +1,157 @@
+/* gw_reg_core (registration's decisions, no I/O): one registration per
+ * person, the cap, an answer only once the line is written, a deleted
+ * window, a fleet store's answer, and the log's lines read back at a start
+ * (a torn last line cut, a malformed line skipped, a person read twice
+ * counted once). */
+#include "common/cm_err.h"
+#include "gateway/buy/gw_reg_core.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+/* clang-format off: cmocka needs the headers above first */
+#include <cmocka.h>
+/* clang-format on */
+
+static gw_reg_out_t step(gw_reg_core_t *c, gw_reg_ev_t ev)
+{
+    gw_reg_out_t out;
+    gw_reg_core_step(c, &ev, &out);
+    return out;
+}
+
+static gw_reg_ev_t reg(bool found, uint64_t cap)
+{
+    return (gw_reg_ev_t){
+        .kind = GW_REG_EV_REGISTER, .opens_ms = 1000, .window_ms = 500, .found = found, .cap = cap};
+}
+
+static void test_one_per_person(void **state)
+{
+    (void)state;
+    gw_reg_core_t c;
+    gw_reg_core_init(&c);
+    gw_reg_out_t o = step(&c, reg(false, 10));
+    assert_false(o.answered); /* not before its line is written */
+    assert_int_equal(o.actions, GW_REG_DO_APPEND);
+    o = step(&c, (gw_reg_ev_t){.kind = GW_REG_EV_APPENDED, .rc = 0});
+    assert_true(o.answered);
+    assert_int_equal(o.answer, GW_REG_ADDED);
+    assert_int_equal(o.actions, GW_REG_DO_ADD);
+    assert_int_equal(c.n, 1);
+    o = step(&c, reg(true, 10)); /* the same person, any account */
+    assert_true(o.answered);
+    assert_int_equal(o.answer, GW_REG_ALREADY);
+    assert_int_equal(o.actions, 0);
+    assert_int_equal(c.n, 1);
+}
+
+static void test_cap(void **state)
+{
+    (void)state;
+    gw_reg_core_t c;
+    gw_reg_core_init(&c);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(step(&c, reg(false, 3)).actions, GW_REG_DO_APPEND);
+        assert_int_equal(step(&c, (gw_reg_ev_t){.kind = GW_REG_EV_APPENDED}).answer, GW_REG_ADDED);
+    }
+    gw_reg_out_t o = step(&c, reg(false, 3));
+    assert_true(o.answered);
+    assert_int_equal(o.answer, GW_REG_FULL);
+    assert_int_equal(o.actions, 0);
+    /* a registered person is still answered as such at the cap */
+    assert_int_equal(step(&c, reg(true, 3)).answer, GW_REG_ALREADY);
+}
+
+static void test_failed_line(void **state)
+{
+    (void)state;
+    gw_reg_core_t c;
+    gw_reg_core_init(&c);
+    step(&c, reg(false, 10));
+    /* a second registration while the first one's line is written: nothing */
+    assert_false(step(&c, reg(false, 10)).answered);
+    gw_reg_out_t o = step(&c, (gw_reg_ev_t){.kind = GW_REG_EV_APPENDED, .rc = CM_EIO});
+    assert_true(o.answered);
+    assert_int_equal(o.answer, CM_EIO);
+    assert_int_equal(o.actions, 0); /* not in the set: a retry registers it */
+    assert_int_equal(c.n, 0);
+    assert_int_equal(step(&c, reg(false, 10)).actions, GW_REG_DO_APPEND);
+}
+
+static void test_gone(void **state)
+{
+    (void)state;
+    gw_reg_core_t c;
+    gw_reg_core_init(&c);
+    gw_reg_ev_t ev = reg(false, 10);
+    ev.opens_ms = 0; /* deleted */
+    gw_reg_out_t o = step(&c, ev);
+    assert_int_equal(o.answer, GW_REG_GONE);
+    assert_int_equal(o.actions, 0);
+    ev = reg(false, 10);
+    ev.window_ms = 0; /* the lottery removed */
+    assert_int_equal(step(&c, ev).answer, GW_REG_GONE);
+}
+
+static void test_store_decides(void **state)
+{
+    (void)state;
+    gw_reg_core_t c;
+    gw_reg_core_init(&c);
+    gw_reg_ev_t ev = reg(false, 10);
+    ev.store_decides = true;
+    assert_int_equal(step(&c, ev).actions, GW_REG_DO_STORE);
+    gw_reg_out_t o = step(&c, (gw_reg_ev_t){.kind = GW_REG_EV_STORED, .stored = GW_REG_FULL});
+    assert_int_equal(o.answer, GW_REG_FULL);
+    step(&c, ev);
+    o = step(&c, (gw_reg_ev_t){.kind = GW_REG_EV_STORED, .stored = CM_EBACKEND});
+    assert_int_equal(o.answer, CM_EBACKEND);
+}
+
+static gw_reg_out_t line(gw_reg_core_t *c, const char *s, bool nl, bool found)
+{
+    return step(c, (gw_reg_ev_t){.kind = GW_REG_EV_LINE,
+                                 .line = s,
+                                 .len = strlen(s),
+                                 .has_newline = nl,
+                                 .found = found});
+}
+
+static void test_replay(void **state)
+{
+    (void)state;
+    gw_reg_core_t c;
+    gw_reg_core_init(&c);
+    gw_reg_out_t o = line(&c, "P-1", true, false);
+    assert_int_equal(o.actions, GW_REG_DO_ADD);
+    assert_false(o.bad);
+    o = line(&c, "P-1", true, true); /* twice: once */
+    assert_int_equal(o.actions, 0);
+    assert_false(o.bad);
+    o = line(&c, "no spaces", true, false);
+    assert_true(o.bad);
+    assert_int_equal(o.actions, 0);
+    o = line(&c, "", true, false);
+    assert_true(o.bad);
+    /* a write cut short: "P-12" torn to "P-1" could pass for P-1, or glue
+     * to the next line */
+    o = line(&c, "P-2", false, false);
+    assert_true(o.bad);
+    assert_int_equal(o.actions, GW_REG_DO_CUT);
+    assert_int_equal(c.n, 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_one_per_person), cmocka_unit_test(test_cap),
+        cmocka_unit_test(test_failed_line),    cmocka_unit_test(test_gone),
+        cmocka_unit_test(test_store_decides),  cmocka_unit_test(test_replay),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
