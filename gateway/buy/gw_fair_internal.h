@@ -493,15 +493,7 @@ void gw_fair__room_unclaims_tick(gw_fair_t *f, int64_t now_ms);
 
 /* Reads the sale's registration log (one node). Single-threaded (open). */
 void gw_fair__reg_load(gw_fair_t *f, gw_fair_sale_t *fs);
-/* gw_fair__reg_add's outcomes: non-negative, never equal to a cm_err_t. */
-typedef enum {
-    GW_REG_ALREADY = 0, /* registered already */
-    GW_REG_ADDED = 1,   /* new */
-    GW_REG_FULL = 2,    /* cap persons registered */
-    GW_REG_GONE = 3,    /* no registration any more (deleted, or its window removed, since
-                         * the caller looked) */
-} gw_reg_add_t;
-/* Registers person for the sale (at most cap persons): a gw_reg_add_t, or a negative
+/* Registers person for the sale (at most cap persons): a gw_reg_add_t (gw_reg.h), or a negative
  * cm_err_t with a reason in why. A fleet's goes through the worker loops' pool.
  * Loop thread. */
 int gw_fair__reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap,
