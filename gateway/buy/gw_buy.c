@@ -33,6 +33,7 @@
 #include "gateway/buy/gw_elig.h"
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_identity.h"
+#include "gateway/buy/gw_rate_reply.h"
 #include "gateway/buy/gw_reg.h"
 #include "gateway/edge/gw_edge.h"
 #include "gateway/overload/gw_ol.h"

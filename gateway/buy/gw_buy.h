@@ -145,17 +145,6 @@ void gw_releaser_push(gw_server_t *srv, const oq_order_t *o, int final_status, c
 bool gw_releaser_pending(gw_server_t *srv, const char *order_id, bool givebacks);
 void gw_releaser_stats(gw_server_t *srv, uint64_t *pending, uint64_t *done, uint64_t *retries);
 
-/* A wait of ns nanoseconds as Retry-After: whole seconds rounded up, at least 1. Pure. */
-static inline uint64_t gw_retry_after_s(uint64_t ns)
-{
-    uint64_t s = (ns + 999999999ull) / 1000000000ull;
-    return s ? s : 1;
-}
-/* The 429 of a limiter's refusal v (as the buy answers it; gw_rate_reply.c). Loop thread
- * of r->w. */
-struct gw_limit_verdict;
-void gw_buy_rate_limited(gw_req_t *r, const struct gw_limit_verdict *v);
-
 /* The admin routes of sales (gw_sale_admin.c; fairness's: gw_fair_routes.h):
  * tables of *n routes the admin listener assembles at start. */
 struct gw_admin_route;

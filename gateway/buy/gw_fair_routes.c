@@ -17,10 +17,11 @@
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
 #include "gateway/base/gw_limit.h"
-#include "gateway/buy/gw_buy.h"
+#include "gateway/buy/gw_buy_t.h"
 #include "gateway/buy/gw_elig.h"
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_identity.h"
+#include "gateway/buy/gw_rate_reply.h"
 #include "gateway/buy/gw_reg.h"
 #include "gateway/edge/gw_edge.h"
 

@@ -4,8 +4,9 @@
  * routes reach the sale path's answer without calling into gw_buy.c (the
  * checker's FILE_CYCLES, tests/unit/gateway_interfaces.sh).
  */
+#include "gateway/buy/gw_rate_reply.h"
+
 #include "gateway/base/gw_base.h"
-#include "gateway/buy/gw_buy.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
