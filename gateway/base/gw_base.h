@@ -171,6 +171,14 @@ size_t gw_token_mac(const gw_server_t *srv, const char *msg, char *out);
 int gw_status_key_derive(const gw_server_t *srv, const char *label, uint8_t *out, size_t len);
 /* Constant-time check of a gw_token_mac of msg. */
 bool gw_token_mac_ok(const gw_server_t *srv, const char *msg, const char *mac, size_t len);
+/*
+ * The number before a waiting-room token's '.' (a ticket's position, an
+ * admission token's expiry; dot points into s): 1..19 decimal digits, no
+ * sign, blank or leading zero, > 0; 0 if it is not one. The MAC is over the
+ * number as printed, so only that spelling may pass (strtoull would take
+ * " +0005" for 5). Pure.
+ */
+uint64_t gw_token_number(const char *s, const char *dot);
 /* Whether token is the order's status token (constant-time compare). Thread-safe. */
 bool gw_status_token_ok(const gw_server_t *srv, const char *order_id, const char *token);
 /*

@@ -338,6 +338,20 @@ bool gw_token_mac_ok(const gw_server_t *srv, const char *msg, const char *mac, s
     return ok;
 }
 
+uint64_t gw_token_number(const char *s, const char *dot)
+{
+    size_t n = (size_t)(dot - s);
+    if (n == 0 || n > 19 || s[0] == '0')
+        return 0;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    return v;
+}
+
 size_t gw_token_mac(const gw_server_t *srv, const char *msg, char *out)
 {
     const struct gw_status_key *sk = srv->node.status_key;

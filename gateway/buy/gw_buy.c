@@ -33,6 +33,7 @@
 #include "gateway/buy/gw_elig.h"
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_identity.h"
+#include "gateway/buy/gw_rate_reply.h"
 #include "gateway/buy/gw_reg.h"
 #include "gateway/edge/gw_edge.h"
 #include "gateway/overload/gw_ol.h"
@@ -563,31 +564,8 @@ static void fair_enter(gw_req_t *r, gw_fair_sale_t *fair, int64_t closes_at, int
     }
 }
 
-/*
- * Waiting-room tokens: a ticket "<position>.<mac>" over "q:<sale>:<person>:<pos>"
- * and an admission token "<expiry s>.<jti>.<mac>" over
- * "a:<sale>:<person>:<expiry>:<jti>" (jti: 16 lower-case hex digits), MACs of
- * gw_token_mac (the fleet's status key), so any gateway checks them.
- */
-/* The number before a token's '.': 1..19 decimal digits, no sign, blank or
- * leading zero, > 0; 0 if it is not one. strtoull took " +0005" for 5: the MAC
- * is over the number as printed, so every such spelling of a ticket or token
- * was as good as the one given out. */
-static uint64_t token_number(const char *s, const char *dot)
-{
-    size_t n = (size_t)(dot - s);
-    if (n == 0 || n > 19 || s[0] == '0')
-        return 0;
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return 0;
-        v = v * 10 + (uint64_t)(s[i] - '0');
-    }
-    return v;
-}
-
-/* Why an X-Admission-Token does not admit: the "reason" of the 403 (busy: 503). */
+/* Why an X-Admission-Token does not admit: the "reason" of the 403 (busy: 503).
+ * The waiting room's route gives the tokens out (gw_fair_routes.c: their format). */
 #define ADMISSION_OUTCOMES(XX)                                                                 \
     XX(OK, "ok") XX(MISSING, "missing") XX(MALFORMED, "malformed") XX(EXPIRED, "expired")      \
     XX(NOT_THIS_BUYER, "not_this_buyer") XX(SPENT, "admission_spent") XX(BUSY, "admission_busy")
@@ -618,7 +596,7 @@ static admission_t admission_check(gw_req_t *r, int64_t now_ms, admission_tok_t 
     const char *dot = strchr(t, '.');
     if (!dot || dot - t > 12)
         return ADM_MALFORMED;
-    long long exp = (long long)token_number(t, dot); /* at most 12 digits */
+    long long exp = (long long)gw_token_number(t, dot); /* at most 12 digits */
     if (exp <= 0)
         return ADM_MALFORMED;
     const char *j = dot + 1, *dot2 = strchr(j, '.');
@@ -1484,193 +1462,6 @@ void gw_order_handle(gw_req_t *r)
 #define SALE_SOLD_OUT_MAX_AGE_S 10
 #define SALE_ENDED_MAX_AGE_S 60
 #define SALE_DEGRADED_MAX_AGE_S 5 /* degrade level >= 1: caches absorb more */
-
-void gw_room_handle(gw_req_t *r)
-{
-    gw_server_t *srv = r->w->srv;
-    gw_resp_t *p = &r->resp;
-    inv_sale_t *sale = inv_sale_find(srv->stores.inv, r->id);
-    if (!sale) {
-        gw_resp_error(p, GW_R_UNKNOWN_SALE, NULL, "no sale %s", r->id);
-        return;
-    }
-    gw_fair_sale_t *fs = gw_fair_room(srv->fair, r->id);
-    if (!fs) {
-        gw_resp_error(p, GW_R_NOT_FOUND, NULL, "sale %s has no waiting room", r->id);
-        return;
-    }
-    inv_sale_terms_t terms;
-    inv_sale_terms(sale, &terms);
-    int64_t now_ms = cm_wall_ms();
-    gw_fair_room_view_t v;
-    gw_fair_room_view(fs, &v);
-    const char *user = gw_req_arg(r, "user_id");
-    const char *ticket = gw_req_arg(r, "ticket");
-    /* With identity on, a request for a place (user_id, ticket or join in the
-     * query, or a bearer token) is the verified person's: the places, tickets,
-     * admission tokens are keyed by the person (gw_req_buy_t.person), the per-user
-     * bucket by the user. A cookie or trusted header alone does not make a join
-     * of the page poll. */
-    bool identity = gw_identity_on(srv);
-    bool personal = user || ticket ||
-                    (identity && (gw_req_arg(r, "join") || gw_req_header(r, "Authorization")));
-    if (!personal) {
-        /* the queue page every client polls: the same bytes for all, cacheable */
-        gw_resp_init(p, GW_R_OK);
-        p->body_len = (size_t)snprintf(
-            p->body, sizeof(p->body),
-            "{\"sale_id\":\"%s\",\"admitting_through\":%llu,\"queued\":%llu,"
-            "\"prequeued\":%llu,\"rate_per_s\":%.3f}",
-            r->id, (unsigned long long)v.admitted_through, (unsigned long long)v.queued,
-            (unsigned long long)v.prequeued, v.rate_per_s);
-        gw_resp_header(p, "Cache-Control", "public, max-age=1");
-        return;
-    }
-    if (user && !inv_id_valid(user, strlen(user), INV_USER_ID_MAX)) {
-        gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
-                      "user_id must be 1..64 characters of A-Z a-z 0-9 . _ -");
-        return;
-    }
-    bool take = !ticket && r->verb != GW_VERB_HEAD;
-    uint8_t ipkey[16];
-    size_t iplen = 0;
-    gw_limit_verdict_t lv;
-    char verified[ID_USER_MAX + 1];
-    if (identity) {
-        /* As in the buy: the address's limits (IP, subnet) before the
-         * token's check, the user's after it (a join only). A ticket refresh
-         * or a HEAD takes no place but may cost a verification, so it spends
-         * the address's buckets too: a flood of them is refused unverified. */
-        iplen = gw_client_key(&srv->conns.proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
-        gw_limits_admit_ip(srv->stores.limits, (const char *)ipkey, iplen, r->w->now_ns, &lv);
-        if (!lv.allowed) {
-            gw_hitters_add(r->w, NULL, ipkey, iplen);
-            gw_buy_rate_limited(r, &lv);
-            return;
-        }
-        if (!gw_identity_check(r, user, verified))
-            return;
-        user = verified;
-    } else if (!user) {
-        gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "missing query parameter user_id");
-        return;
-    } else {
-        memcpy(gw_req_buy(r)->person, user, strlen(user) + 1);
-    }
-    /* An ineligible buyer takes no place and gets no ticket (gw_elig.h). */
-    if (!gw_elig_check(r, r->id, cm_wall_ms()))
-        return;
-    const char *person = gw_req_buy(r)->person;
-    size_t person_len = strlen(person);
-    char msg[200], mac[GW_TOKEN_LEN + 1];
-    uint64_t q = 0;
-    if (ticket) {
-        const char *dot = strchr(ticket, '.');
-        q = dot ? token_number(ticket, dot) : 0;
-        if (q > 0) {
-            snprintf(msg, sizeof(msg), "q:%s:%s:%llu", r->id, person, (unsigned long long)q);
-            if (!gw_token_mac_ok(srv, msg, dot + 1, strlen(dot + 1)))
-                q = 0;
-        }
-        if (!q) {
-            gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
-                          "ticket is not one of this sale's for this person");
-            return;
-        }
-    } else if (take) {
-        /* A join takes a place, which every later buyer waits behind: it goes
-         * through the buy's limiters (per IP, per user, the sale's rule), and a
-         * person who holds a place gets it back. HEAD takes none: its head is
-         * the one a join would get now. */
-        if (!identity)
-            iplen = gw_client_key(&srv->conns.proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
-        gw_limits_admit(srv->stores.limits, user, strlen(user),
-                        identity ? NULL : (const char *)ipkey, identity ? 0 : iplen, r->id,
-                        strlen(r->id), r->w->now_ns, &lv);
-        if (!lv.allowed) {
-            gw_hitters_add(r->w, user, ipkey, iplen);
-            gw_buy_rate_limited(r, &lv);
-            return;
-        }
-    }
-    gw_wr_join_t j;
-    int rc = gw_fair_room_join(fs, person, person_len, take, now_ms, terms.starts_at_ms,
-                               v.admitted_through, &j);
-    if (rc == CM_EBACKEND) { /* a fleet's room is Redis': no place from a local guess */
-        gw_resp_error(p, GW_R_UNAVAILABLE, NULL, "the waiting room of sale %s cannot be reached "
-                      "now; retry", r->id);
-        gw_resp_retry_after(p, 1);
-        return;
-    }
-    if (rc == CM_EAGAIN) { /* the pre-queue's seal is on its way to disk */
-        gw_resp_error(p, GW_R_UNAVAILABLE, NULL,
-                      "the waiting room of sale %s is opening; retry", r->id);
-        gw_resp_retry_after(p, 1);
-        return;
-    }
-    if (rc == CM_EIO) { /* one gateway's pre-queue join is on disk before its answer */
-        gw_resp_error(p, GW_R_UNAVAILABLE, NULL,
-                      "the waiting room of sale %s could not record the join; retry", r->id);
-        gw_resp_retry_after(p, 1);
-        return;
-    }
-    if (rc == CM_EBUSY) {
-        gw_resp_error(p, GW_R_UNAVAILABLE, NULL,
-                      "the pre-queue of sale %s is full; join again after the start", r->id);
-        gw_resp_retry_after(p, (uint64_t)((terms.starts_at_ms - now_ms) / 1000 + 1));
-        return;
-    }
-    if (j.prequeue) {
-        /* before the start: no place yet; the order is drawn at the start */
-        char at[40];
-        cm_time_format_rfc3339(terms.starts_at_ms, at, sizeof(at));
-        gw_resp_init(p, GW_R_OK);
-        p->body_len = (size_t)snprintf(p->body, sizeof(p->body),
-                                       "{\"sale_id\":\"%s\",\"prequeue\":true,\"joined\":%s,"
-                                       "\"starts_at\":\"%s\",\"retry_after\":%lld}",
-                                       r->id, take ? "true" : "false", at,
-                                       (long long)((terms.starts_at_ms - now_ms) / 1000 + 1));
-        gw_resp_header(p, "Cache-Control", "no-store");
-        return;
-    }
-    if (ticket && j.pos != q) {
-        gw_resp_error(p, GW_R_CONFLICT, "\"reason\":\"place_gone\"",
-                      "this ticket's place of sale %s is no longer held (its admission "
-                      "expired or the room's table gave it up): join again",
-                      r->id);
-        return;
-    }
-    uint64_t pos = j.pos ? j.pos : v.queued + 1; /* HEAD without a place: the next one */
-    snprintf(msg, sizeof(msg), "q:%s:%s:%llu", r->id, person, (unsigned long long)pos);
-    gw_token_mac(srv, msg, mac);
-    gw_resp_init(p, GW_R_OK);
-    size_t n = (size_t)snprintf(
-        p->body, sizeof(p->body),
-        "{\"sale_id\":\"%s\",\"position\":%llu,\"admitting_through\":%llu,"
-        "\"ticket\":\"%llu.%s\"",
-        r->id, (unsigned long long)pos, (unsigned long long)v.admitted_through,
-        (unsigned long long)pos, mac);
-    if (j.exp_s) {
-        snprintf(msg, sizeof(msg), "a:%s:%s:%lld:%016llx", r->id, person, (long long)j.exp_s,
-                 (unsigned long long)j.jti);
-        gw_token_mac(srv, msg, mac);
-        long long left = (long long)j.exp_s - now_ms / 1000;
-        n += (size_t)snprintf(p->body + n, sizeof(p->body) - n,
-                              ",\"admission_token\":\"%lld.%016llx.%s\",\"expires_in_s\":%lld",
-                              (long long)j.exp_s, (unsigned long long)j.jti, mac,
-                              left > 0 ? left : 0);
-    } else if (v.rate_per_s > 0) {
-        n += (size_t)snprintf(p->body + n, sizeof(p->body) - n, ",\"eta_s\":%.1f",
-                              pos > v.admitted_through
-                                  ? (double)(pos - v.admitted_through) / v.rate_per_s
-                                  : 0.0);
-    } else {
-        n += (size_t)snprintf(p->body + n, sizeof(p->body) - n, ",\"eta_s\":null");
-    }
-    n += (size_t)snprintf(p->body + n, sizeof(p->body) - n, "}");
-    p->body_len = n;
-    gw_resp_header(p, "Cache-Control", "no-store");
-}
 
 void gw_sale_handle(gw_req_t *r)
 {

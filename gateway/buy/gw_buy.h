@@ -1,9 +1,9 @@
 /*
  * gateway/buy: the sale routes (gw_buy.c: buy, order, sale), the releaser
  * (gw_release.c: units given back and compensation), the start-window
- * lottery and waiting room (gw_fair.h), and the accept sequence through
- * which their winners become orders (gw_accept.h). Uses gateway/base, edge
- * and overload; never gateway/proxy.
+ * lottery and waiting room (gw_fair.h) and their routes (gw_fair_routes.h),
+ * and the accept sequence through which their winners become orders
+ * (gw_accept.h). Uses gateway/base, edge and overload; never gateway/proxy.
  */
 #ifndef GW_BUY_H
 #define GW_BUY_H
@@ -48,8 +48,6 @@ void gw_buy_prep_free(gw_worker_t *w);
 void gw_buy_loop_tick(gw_worker_t *w);
 void gw_order_handle(gw_req_t *req);
 void gw_sale_handle(gw_req_t *req);
-/* GET /v1/sales/{id}/queue: the waiting room (gw_fair.h). Loop thread. */
-void gw_room_handle(gw_req_t *req);
 /* Fills the sale JSON shown by GET /v1/sales/{id} (public) or the admin API (exact). */
 size_t gw_sale_json(const inv_sale_info_t *s, bool admin, int64_t now_ms, char *buf, size_t len);
 /*
@@ -147,25 +145,13 @@ void gw_releaser_push(gw_server_t *srv, const oq_order_t *o, int final_status, c
 bool gw_releaser_pending(gw_server_t *srv, const char *order_id, bool givebacks);
 void gw_releaser_stats(gw_server_t *srv, uint64_t *pending, uint64_t *done, uint64_t *retries);
 
-/* A wait of ns nanoseconds as Retry-After: whole seconds rounded up, at least 1. Pure. */
-static inline uint64_t gw_retry_after_s(uint64_t ns)
-{
-    uint64_t s = (ns + 999999999ull) / 1000000000ull;
-    return s ? s : 1;
-}
-/* The 429 of a limiter's refusal v (as the buy answers it; gw_rate_reply.c). Loop thread
- * of r->w. */
-struct gw_limit_verdict;
-void gw_buy_rate_limited(gw_req_t *r, const struct gw_limit_verdict *v);
-
-/* The admin routes of sales (gw_sale_admin.c) and of fairness (gw_fair_admin.c):
+/* The admin routes of sales (gw_sale_admin.c; fairness's: gw_fair_routes.h):
  * tables of *n routes the admin listener assembles at start. */
 struct gw_admin_route;
 /* Every sale as the admin API lists it, with its eligibility rule (a new
  * jansson array). Thread-safe. */
 void *gw_sales_json(gw_server_t *srv);
 const struct gw_admin_route *gw_sale_admin_routes(size_t *n);
-const struct gw_admin_route *gw_fair_admin_routes(size_t *n);
 /* The operator's cancel of an order (gw_order_admin.c). */
 const struct gw_admin_route *gw_order_admin_routes(size_t *n);
 

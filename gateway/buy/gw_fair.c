@@ -15,7 +15,6 @@
 #include "common/cm_url.h"
 #include "gateway/base/gw_base.h"
 #include "gateway/base/gw_fleet.h"
-#include "gateway/buy/gw_buy.h"
 #include "gateway/edge/gw_edge.h"
 #include "gateway/overload/gw_ol.h"
 #include "inventory/inv_fleet.h"

@@ -8,8 +8,8 @@
 #include "common/cm_time.h"
 #include "gateway/base/gw_admin_route.h"
 #include "gateway/base/gw_base.h"
-#include "gateway/buy/gw_buy.h"
 #include "gateway/buy/gw_fair.h"
+#include "gateway/buy/gw_fair_routes.h"
 #include "gateway/buy/gw_reg.h"
 
 #include <errno.h>

@@ -495,8 +495,7 @@ void gw_fair__room_unclaims_tick(gw_fair_t *f, int64_t now_ms);
 
 /* Reads the sale's registration log (one node). Single-threaded (open). */
 void gw_fair__reg_load(gw_fair_t *f, gw_fair_sale_t *fs);
-/* gw_fair__reg_add's outcomes: gw_reg_outcome_t (gw_reg_core.h). */
-/* Registers person for the sale (at most cap persons): a gw_reg_outcome_t, or a negative
+/* Registers person for the sale (at most cap persons): a gw_reg_outcome_t (gw_reg_core.h), or a negative
  * cm_err_t with a reason in why. A fleet's goes through the worker loops' pool.
  * Loop thread. */
 int gw_fair__reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap,

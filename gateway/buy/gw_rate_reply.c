@@ -1,11 +1,12 @@
 /*
- * The 429 of a rate limiter's refusal, as the buy path and the registration
- * route (gw_reg.c) answer it: one file of its own, so that the registration
- * route reaches the sale path's answer without calling into gw_buy.c (the
+ * The 429 of a rate limiter's refusal, as the buy path and the fairness
+ * routes (gw_fair_routes.c) answer it: one file of its own, so that those
+ * routes reach the sale path's answer without calling into gw_buy.c (the
  * checker's FILE_CYCLES, tests/unit/gateway_interfaces.sh).
  */
+#include "gateway/buy/gw_rate_reply.h"
+
 #include "gateway/base/gw_base.h"
-#include "gateway/buy/gw_buy.h"
 
 #include <stdatomic.h>
 #include <stdio.h>

@@ -1,8 +1,9 @@
 /*
  * Registration: the window, the set of registered persons (memory and its
- * log on one node, a ZSET in a Redis fleet), the public route, the lottery
- * entry's check and the admin's count and export (see gw_reg.h): the shell
- * around the registration's decisions (gw_reg_core.c).
+ * log on one node, a ZSET in a Redis fleet), what the public route takes
+ * (gw_fair_routes.c), the lottery entry's check and the admin's count and
+ * export (see gw_reg.h): the shell around the registration's decisions
+ * (gw_reg_core.c).
  */
 #include "gateway/buy/gw_reg.h"
 #include "gateway/buy/gw_fair.h"
@@ -15,10 +16,7 @@
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
 #include "gateway/base/gw_config.h"
-#include "gateway/base/gw_limit.h"
-#include "gateway/buy/gw_buy.h"
-#include "gateway/buy/gw_elig.h"
-#include "gateway/buy/gw_identity.h"
+#include "gateway/buy/gw_buy_t.h"
 #include "gateway/edge/gw_edge.h"
 #include "inventory/inv_fleet.h"
 
@@ -292,7 +290,7 @@ int gw_reg_configure(gw_server_t *srv, const char *sale_id, int64_t opens_ms, in
     return 0;
 }
 
-/*---- the route ----*/
+/*---- registering, the entry's check ----*/
 
 int gw_fair__reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap,
                      char *why, size_t whylen)
@@ -355,14 +353,6 @@ int gw_fair__reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint6
     return out.answer;
 }
 
-static void put_window(char *out, size_t cap, int64_t opens, int64_t closes)
-{
-    char o[40], c[40];
-    cm_time_format_rfc3339(opens, o, sizeof(o));
-    cm_time_format_rfc3339(closes, c, sizeof(c));
-    snprintf(out, cap, "\"opens_at\":\"%s\",\"closes_at\":\"%s\"", o, c);
-}
-
 /* The sale's lottery slot with a registration, or NULL. */
 static gw_fair_sale_t *reg_sale(gw_server_t *srv, const char *sale_id)
 {
@@ -372,93 +362,23 @@ static gw_fair_sale_t *reg_sale(gw_server_t *srv, const char *sale_id)
     return fs;
 }
 
-void gw_reg_handle(gw_req_t *r)
+bool gw_reg_window(gw_server_t *srv, const char *sale_id, int64_t *opens_ms, int64_t *closes_ms)
 {
-    gw_server_t *srv = r->w->srv;
-    gw_resp_t *p = &r->resp;
-    /* 1. the sale and its window: nothing verified for a closed registration */
-    if (!inv_sale_find(srv->stores.inv, r->id)) {
-        gw_resp_error(p, GW_R_UNKNOWN_SALE, NULL, "no sale %s", r->id);
-        return;
-    }
-    gw_fair_sale_t *fs = reg_sale(srv, r->id);
-    if (!fs) {
-        gw_resp_error(p, GW_R_NOT_FOUND, NULL, "sale %s has no registration", r->id);
-        return;
-    }
-    int64_t opens = atomic_load(&fs->reg_opens_ms), closes = atomic_load(&fs->reg_closes_ms);
-    gw_reg_phase_t ph = gw_reg_phase_at(opens, closes, cm_wall_ms());
-    char win[128];
-    put_window(win, sizeof(win), opens, closes);
-    if (ph != GW_REG_OPEN) {
-        gw_resp_error(p, GW_R_REGISTRATION_CLOSED, win, "registration for sale %s is %s", r->id,
-                      ph == GW_REG_BEFORE ? "not open yet" : "closed");
-        return;
-    }
-    /* 2. the address's limits, 3. the identity, 4. the user's limits: as a buy */
-    bool identity = gw_identity_on(srv);
-    const char *user = gw_req_arg(r, "user_id");
-    if (user && !inv_id_valid(user, strlen(user), INV_USER_ID_MAX)) {
-        gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
-                      "user_id must be 1..64 characters of A-Z a-z 0-9 . _ -");
-        return;
-    }
-    uint8_t ipkey[16];
-    size_t iplen = gw_client_key(&srv->conns.proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
-    gw_limit_verdict_t lv;
-    char verified[ID_USER_MAX + 1];
-    if (identity) {
-        gw_limits_admit_ip(srv->stores.limits, (const char *)ipkey, iplen, r->w->now_ns, &lv);
-        if (!lv.allowed) {
-            gw_hitters_add(r->w, NULL, ipkey, iplen);
-            gw_buy_rate_limited(r, &lv);
-            return;
-        }
-        if (!gw_identity_check(r, user, verified))
-            return;
-        user = verified; /* gw_req_buy(r)->person: its person */
-    } else if (!user) {
-        gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "missing query parameter user_id");
-        return;
-    } else {
-        snprintf(gw_req_buy(r)->person, sizeof(gw_req_buy(r)->person), "%s", user);
-    }
-    /* an ineligible person is not registered: the sale would refuse their entry anyway */
-    if (!gw_elig_check(r, r->id, cm_wall_ms()))
-        return;
-    gw_limits_admit(srv->stores.limits, user, strlen(user), identity ? NULL : (const char *)ipkey,
-                    identity ? 0 : iplen, r->id, strlen(r->id), r->w->now_ns, &lv);
-    if (!lv.allowed) {
-        gw_hitters_add(r->w, user, ipkey, iplen);
-        gw_buy_rate_limited(r, &lv);
-        return;
-    }
-    char why[256] = "";
-    uint64_t cap = srv->cfg->max_registrations;
-    int rc = gw_fair__reg_add(srv->fair, fs, gw_req_buy(r)->person, cap, why, sizeof(why));
-    if (rc == GW_REG_GONE) {
-        gw_resp_error(p, GW_R_NOT_FOUND, NULL, "sale %s has no registration", r->id);
-        return;
-    }
-    if (rc == GW_REG_FULL) {
-        gw_resp_error(p, GW_R_CONFLICT, "\"reason\":\"registration_full\"",
-                      "registration for sale %s is full (%llu persons, "
-                      "sales.max_registrations)",
-                      r->id, (unsigned long long)cap);
-        return;
-    }
-    if (rc < 0) {
-        gw_resp_error(p, GW_R_UNAVAILABLE, NULL, "registration failed: %s; retry", why);
-        gw_resp_retry_after(p, 1);
-        return;
-    }
-    gw_resp_init(p, rc == GW_REG_ADDED ? GW_R_CREATED : GW_R_OK);
-    p->body_len =
-        (size_t)snprintf(p->body, sizeof(p->body),
-                         "{\"registered\":true,\"sale_id\":\"%s\",\"person\":\"%s\","
-                         "\"new\":%s,%s}",
-                         r->id, gw_req_buy(r)->person, rc == GW_REG_ADDED ? "true" : "false", win);
-    gw_resp_header(p, "Cache-Control", "no-store");
+    gw_fair_sale_t *fs = reg_sale(srv, sale_id);
+    if (!fs)
+        return false;
+    *opens_ms = atomic_load(&fs->reg_opens_ms);
+    *closes_ms = atomic_load(&fs->reg_closes_ms);
+    return true;
+}
+
+int gw_reg_add(gw_server_t *srv, const char *sale_id, const char *person, uint64_t cap, char *why,
+               size_t whylen)
+{
+    gw_fair_sale_t *fs = srv->fair ? gw_fair__slot_find(srv->fair, sale_id) : NULL;
+    if (!fs)
+        return GW_REG_GONE;
+    return gw_fair__reg_add(srv->fair, fs, person, cap, why, whylen);
 }
 
 bool gw_reg_entry_ok(gw_req_t *r, void *fsv)

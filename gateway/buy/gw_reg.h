@@ -27,6 +27,7 @@
 #define GW_REG_H
 
 #include "gateway/base/gw_types.h"
+#include "gateway/buy/gw_reg_core.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -57,8 +58,24 @@ void gw_reg_page(uint64_t total, uint64_t cursor, uint64_t limit, uint64_t *star
 
 #define GW_REG_PAGE_MAX 1000
 
-/* POST /v1/sales/{id}/registrations (docs/api.md). Loop thread of r->w. */
-void gw_reg_handle(gw_req_t *r);
+/*
+ * The registration window [*opens_ms, *closes_ms) of a sale that takes
+ * registrations (it has a lottery and a registration window); false when it
+ * has none. Thread-safe.
+ */
+bool gw_reg_window(gw_server_t *srv, const char *sale_id, int64_t *opens_ms, int64_t *closes_ms);
+
+
+/*
+ * Registers person for the sale (at most cap persons; the caller checked the
+ * window is open, gw_reg_window): a gw_reg_outcome_t (gw_reg_core.h), or a negative cm_err_t
+ * (CM_EIO: one node's log write failed; a fleet's Redis error) with a reason
+ * in why. One node's registration is appended to its log (one write(2))
+ * before this returns; a fleet's is one round trip on the worker loops'
+ * pool. Loop thread.
+ */
+int gw_reg_add(gw_server_t *srv, const char *sale_id, const char *person, uint64_t cap, char *why,
+               size_t whylen);
 
 /*
  * The buy path's check of a lottery entry (fs: the sale's lottery, a

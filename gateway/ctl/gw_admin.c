@@ -22,6 +22,7 @@
 #include "gateway/base/gw_admin_route.h"
 #include "gateway/base/gw_base.h"
 #include "gateway/buy/gw_buy.h"
+#include "gateway/buy/gw_fair_routes.h"
 #include "gateway/ctl/gw_admin_internal.h"
 #include "gateway/ctl/gw_audit.h"
 #include "gateway/ctl/gw_ctl.h"

@@ -3,7 +3,7 @@
  * wrote, one an operator wrote, a corrupt, short, padded, world-readable,
  * linked or special file), and the status token's binding to the whole order
  * id. Each case loads the key the way a start does (gw_status_key_load, the
- * memory inventory: no Redis).
+ * memory inventory: no Redis). And the number a waiting-room token starts with.
  */
 #include "gateway/base/gw_base.h"
 #include "gateway/buy/gw_buy.h"
@@ -215,6 +215,31 @@ static void test_token_whole_id(void **st)
     tk_free(t);
 }
 
+/* A waiting-room token's number: only the spelling the MAC was made over
+ * (1..19 digits, no sign, blank or leading zero) reads as one. */
+static uint64_t num(const char *s)
+{
+    const char *dot = strchr(s, '.');
+    assert_non_null(dot);
+    return gw_token_number(s, dot);
+}
+
+static void test_token_number(void **st)
+{
+    (void)st;
+    assert_int_equal(num("5.mac"), 5);
+    assert_int_equal(num("1234567890.x"), 1234567890);
+    assert_true(num("9999999999999999999.x") == 9999999999999999999ull); /* 19 digits */
+    assert_int_equal(num("10000000000000000000.x"), 0);                  /* 20 digits */
+    assert_int_equal(num(".x"), 0);
+    assert_int_equal(num("0.x"), 0);
+    assert_int_equal(num("05.x"), 0);
+    assert_int_equal(num("+5.x"), 0);
+    assert_int_equal(num(" 5.x"), 0);
+    assert_int_equal(num("-5.x"), 0);
+    assert_int_equal(num("5a.x"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -224,6 +249,7 @@ int main(void)
         cmocka_unit_test(test_key_file_symlink),
         cmocka_unit_test(test_key_file_not_regular),
         cmocka_unit_test(test_token_whole_id),
+        cmocka_unit_test(test_token_number),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -333,6 +333,30 @@ static void test_registration_after_delete(void **state)
     mini_close(&m);
 }
 
+/* What the public route asks by sale id (gw_fair_routes.c): the window of a
+ * sale that takes registrations, and a registration's outcome; a sale
+ * without registration, or deleted, has no window and registers nobody. */
+static void test_route_calls(void **state)
+{
+    (void)state;
+    mini_t m;
+    mini_open(&m);
+    int64_t o = 0, c = 0;
+    assert_true(gw_reg_window(&m.srv, "s1", &o, &c));
+    assert_true(o > 0 && c > o);
+    assert_false(gw_reg_window(&m.srv, "s2", &o, &c));
+    char why[256] = "";
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", 2, why, sizeof(why)), GW_REG_ADDED);
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", 2, why, sizeof(why)), GW_REG_ALREADY);
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-b", 2, why, sizeof(why)), GW_REG_ADDED);
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-c", 2, why, sizeof(why)), GW_REG_FULL);
+    assert_int_equal(gw_reg_add(&m.srv, "s2", "P-a", 2, why, sizeof(why)), GW_REG_GONE);
+    assert_int_equal(gw_fair_sale_deleted(&m.srv, "s1", false, why, sizeof(why)), 0);
+    assert_false(gw_reg_window(&m.srv, "s1", &o, &c));
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-d", 2, why, sizeof(why)), GW_REG_GONE);
+    mini_close(&m);
+}
+
 int main(void)
 {
     cm_log_set_level(CM_LOG_ERROR);
@@ -345,6 +369,7 @@ int main(void)
         cmocka_unit_test(test_overlong_line_skipped),
         cmocka_unit_test(test_own_hash_key),
         cmocka_unit_test(test_registration_after_delete),
+        cmocka_unit_test(test_route_calls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,316 @@
+/*
+ * The public fairness routes (gw_fair_routes.h): the waiting room's queue and
+ * registration. Each checks the buyer as the buy does (the address's limits,
+ * the identity, eligibility, the user's limits, in that order) and then asks
+ * the room (gw_fair.h) or registration (gw_reg.h); what a place, a ticket or
+ * a registration is stays theirs.
+ *
+ * Waiting-room tokens: a ticket "<position>.<mac>" over "q:<sale>:<person>:<pos>"
+ * and an admission token "<expiry s>.<jti>.<mac>" over
+ * "a:<sale>:<person>:<expiry>:<jti>" (jti: 16 lower-case hex digits), MACs of
+ * gw_token_mac (the fleet's status key), so any gateway checks them. The room
+ * gives both out here; the buy checks the admission token (gw_buy.c).
+ */
+#include "gateway/buy/gw_fair_routes.h"
+
+#include "common/cm_err.h"
+#include "common/cm_time.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/base/gw_limit.h"
+#include "gateway/buy/gw_buy_t.h"
+#include "gateway/buy/gw_elig.h"
+#include "gateway/buy/gw_fair.h"
+#include "gateway/buy/gw_identity.h"
+#include "gateway/buy/gw_rate_reply.h"
+#include "gateway/buy/gw_reg.h"
+#include "gateway/edge/gw_edge.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/*---- GET /v1/sales/{id}/queue ----*/
+
+void gw_room_handle(gw_req_t *r)
+{
+    gw_server_t *srv = r->w->srv;
+    gw_resp_t *p = &r->resp;
+    inv_sale_t *sale = inv_sale_find(srv->stores.inv, r->id);
+    if (!sale) {
+        gw_resp_error(p, GW_R_UNKNOWN_SALE, NULL, "no sale %s", r->id);
+        return;
+    }
+    gw_fair_sale_t *fs = gw_fair_room(srv->fair, r->id);
+    if (!fs) {
+        gw_resp_error(p, GW_R_NOT_FOUND, NULL, "sale %s has no waiting room", r->id);
+        return;
+    }
+    inv_sale_terms_t terms;
+    inv_sale_terms(sale, &terms);
+    int64_t now_ms = cm_wall_ms();
+    gw_fair_room_view_t v;
+    gw_fair_room_view(fs, &v);
+    const char *user = gw_req_arg(r, "user_id");
+    const char *ticket = gw_req_arg(r, "ticket");
+    /* With identity on, a request for a place (user_id, ticket or join in the
+     * query, or a bearer token) is the verified person's: the places, tickets,
+     * admission tokens are keyed by the person (gw_req_buy_t.person), the per-user
+     * bucket by the user. A cookie or trusted header alone does not make a join
+     * of the page poll. */
+    bool identity = gw_identity_on(srv);
+    bool personal = user || ticket ||
+                    (identity && (gw_req_arg(r, "join") || gw_req_header(r, "Authorization")));
+    if (!personal) {
+        /* the queue page every client polls: the same bytes for all, cacheable */
+        gw_resp_init(p, GW_R_OK);
+        p->body_len = (size_t)snprintf(
+            p->body, sizeof(p->body),
+            "{\"sale_id\":\"%s\",\"admitting_through\":%llu,\"queued\":%llu,"
+            "\"prequeued\":%llu,\"rate_per_s\":%.3f}",
+            r->id, (unsigned long long)v.admitted_through, (unsigned long long)v.queued,
+            (unsigned long long)v.prequeued, v.rate_per_s);
+        gw_resp_header(p, "Cache-Control", "public, max-age=1");
+        return;
+    }
+    if (user && !inv_id_valid(user, strlen(user), INV_USER_ID_MAX)) {
+        gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
+                      "user_id must be 1..64 characters of A-Z a-z 0-9 . _ -");
+        return;
+    }
+    bool take = !ticket && r->verb != GW_VERB_HEAD;
+    uint8_t ipkey[16];
+    size_t iplen = 0;
+    gw_limit_verdict_t lv;
+    char verified[ID_USER_MAX + 1];
+    if (identity) {
+        /* As in the buy: the address's limits (IP, subnet) before the
+         * token's check, the user's after it (a join only). A ticket refresh
+         * or a HEAD takes no place but may cost a verification, so it spends
+         * the address's buckets too: a flood of them is refused unverified. */
+        iplen = gw_client_key(&srv->conns.proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
+        gw_limits_admit_ip(srv->stores.limits, (const char *)ipkey, iplen, r->w->now_ns, &lv);
+        if (!lv.allowed) {
+            gw_hitters_add(r->w, NULL, ipkey, iplen);
+            gw_buy_rate_limited(r, &lv);
+            return;
+        }
+        if (!gw_identity_check(r, user, verified))
+            return;
+        user = verified;
+    } else if (!user) {
+        gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "missing query parameter user_id");
+        return;
+    } else {
+        memcpy(gw_req_buy(r)->person, user, strlen(user) + 1);
+    }
+    /* An ineligible buyer takes no place and gets no ticket (gw_elig.h). */
+    if (!gw_elig_check(r, r->id, cm_wall_ms()))
+        return;
+    const char *person = gw_req_buy(r)->person;
+    size_t person_len = strlen(person);
+    char msg[200], mac[GW_TOKEN_LEN + 1];
+    uint64_t q = 0;
+    if (ticket) {
+        const char *dot = strchr(ticket, '.');
+        q = dot ? gw_token_number(ticket, dot) : 0;
+        if (q > 0) {
+            snprintf(msg, sizeof(msg), "q:%s:%s:%llu", r->id, person, (unsigned long long)q);
+            if (!gw_token_mac_ok(srv, msg, dot + 1, strlen(dot + 1)))
+                q = 0;
+        }
+        if (!q) {
+            gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
+                          "ticket is not one of this sale's for this person");
+            return;
+        }
+    } else if (take) {
+        /* A join takes a place, which every later buyer waits behind: it goes
+         * through the buy's limiters (per IP, per user, the sale's rule), and a
+         * person who holds a place gets it back. HEAD takes none: its head is
+         * the one a join would get now. */
+        if (!identity)
+            iplen = gw_client_key(&srv->conns.proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
+        gw_limits_admit(srv->stores.limits, user, strlen(user),
+                        identity ? NULL : (const char *)ipkey, identity ? 0 : iplen, r->id,
+                        strlen(r->id), r->w->now_ns, &lv);
+        if (!lv.allowed) {
+            gw_hitters_add(r->w, user, ipkey, iplen);
+            gw_buy_rate_limited(r, &lv);
+            return;
+        }
+    }
+    gw_wr_join_t j;
+    int rc = gw_fair_room_join(fs, person, person_len, take, now_ms, terms.starts_at_ms,
+                               v.admitted_through, &j);
+    if (rc == CM_EBACKEND) { /* a fleet's room is Redis': no place from a local guess */
+        gw_resp_error(p, GW_R_UNAVAILABLE, NULL, "the waiting room of sale %s cannot be reached "
+                      "now; retry", r->id);
+        gw_resp_retry_after(p, 1);
+        return;
+    }
+    if (rc == CM_EAGAIN) { /* the pre-queue's seal is on its way to disk */
+        gw_resp_error(p, GW_R_UNAVAILABLE, NULL,
+                      "the waiting room of sale %s is opening; retry", r->id);
+        gw_resp_retry_after(p, 1);
+        return;
+    }
+    if (rc == CM_EIO) { /* one gateway's pre-queue join is on disk before its answer */
+        gw_resp_error(p, GW_R_UNAVAILABLE, NULL,
+                      "the waiting room of sale %s could not record the join; retry", r->id);
+        gw_resp_retry_after(p, 1);
+        return;
+    }
+    if (rc == CM_EBUSY) {
+        gw_resp_error(p, GW_R_UNAVAILABLE, NULL,
+                      "the pre-queue of sale %s is full; join again after the start", r->id);
+        gw_resp_retry_after(p, (uint64_t)((terms.starts_at_ms - now_ms) / 1000 + 1));
+        return;
+    }
+    if (j.prequeue) {
+        /* before the start: no place yet; the order is drawn at the start */
+        char at[40];
+        cm_time_format_rfc3339(terms.starts_at_ms, at, sizeof(at));
+        gw_resp_init(p, GW_R_OK);
+        p->body_len = (size_t)snprintf(p->body, sizeof(p->body),
+                                       "{\"sale_id\":\"%s\",\"prequeue\":true,\"joined\":%s,"
+                                       "\"starts_at\":\"%s\",\"retry_after\":%lld}",
+                                       r->id, take ? "true" : "false", at,
+                                       (long long)((terms.starts_at_ms - now_ms) / 1000 + 1));
+        gw_resp_header(p, "Cache-Control", "no-store");
+        return;
+    }
+    if (ticket && j.pos != q) {
+        gw_resp_error(p, GW_R_CONFLICT, "\"reason\":\"place_gone\"",
+                      "this ticket's place of sale %s is no longer held (its admission "
+                      "expired or the room's table gave it up): join again",
+                      r->id);
+        return;
+    }
+    uint64_t pos = j.pos ? j.pos : v.queued + 1; /* HEAD without a place: the next one */
+    snprintf(msg, sizeof(msg), "q:%s:%s:%llu", r->id, person, (unsigned long long)pos);
+    gw_token_mac(srv, msg, mac);
+    gw_resp_init(p, GW_R_OK);
+    size_t n = (size_t)snprintf(
+        p->body, sizeof(p->body),
+        "{\"sale_id\":\"%s\",\"position\":%llu,\"admitting_through\":%llu,"
+        "\"ticket\":\"%llu.%s\"",
+        r->id, (unsigned long long)pos, (unsigned long long)v.admitted_through,
+        (unsigned long long)pos, mac);
+    if (j.exp_s) {
+        snprintf(msg, sizeof(msg), "a:%s:%s:%lld:%016llx", r->id, person, (long long)j.exp_s,
+                 (unsigned long long)j.jti);
+        gw_token_mac(srv, msg, mac);
+        long long left = (long long)j.exp_s - now_ms / 1000;
+        n += (size_t)snprintf(p->body + n, sizeof(p->body) - n,
+                              ",\"admission_token\":\"%lld.%016llx.%s\",\"expires_in_s\":%lld",
+                              (long long)j.exp_s, (unsigned long long)j.jti, mac,
+                              left > 0 ? left : 0);
+    } else if (v.rate_per_s > 0) {
+        n += (size_t)snprintf(p->body + n, sizeof(p->body) - n, ",\"eta_s\":%.1f",
+                              pos > v.admitted_through
+                                  ? (double)(pos - v.admitted_through) / v.rate_per_s
+                                  : 0.0);
+    } else {
+        n += (size_t)snprintf(p->body + n, sizeof(p->body) - n, ",\"eta_s\":null");
+    }
+    n += (size_t)snprintf(p->body + n, sizeof(p->body) - n, "}");
+    p->body_len = n;
+    gw_resp_header(p, "Cache-Control", "no-store");
+}
+
+/*---- POST /v1/sales/{id}/registrations ----*/
+
+static void put_window(char *out, size_t cap, int64_t opens, int64_t closes)
+{
+    char o[40], c[40];
+    cm_time_format_rfc3339(opens, o, sizeof(o));
+    cm_time_format_rfc3339(closes, c, sizeof(c));
+    snprintf(out, cap, "\"opens_at\":\"%s\",\"closes_at\":\"%s\"", o, c);
+}
+
+void gw_reg_handle(gw_req_t *r)
+{
+    gw_server_t *srv = r->w->srv;
+    gw_resp_t *p = &r->resp;
+    /* 1. the sale and its window: nothing verified for a closed registration */
+    if (!inv_sale_find(srv->stores.inv, r->id)) {
+        gw_resp_error(p, GW_R_UNKNOWN_SALE, NULL, "no sale %s", r->id);
+        return;
+    }
+    int64_t opens = 0, closes = 0;
+    if (!gw_reg_window(srv, r->id, &opens, &closes)) {
+        gw_resp_error(p, GW_R_NOT_FOUND, NULL, "sale %s has no registration", r->id);
+        return;
+    }
+    gw_reg_phase_t ph = gw_reg_phase_at(opens, closes, cm_wall_ms());
+    char win[128];
+    put_window(win, sizeof(win), opens, closes);
+    if (ph != GW_REG_OPEN) {
+        gw_resp_error(p, GW_R_REGISTRATION_CLOSED, win, "registration for sale %s is %s", r->id,
+                      ph == GW_REG_BEFORE ? "not open yet" : "closed");
+        return;
+    }
+    /* 2. the address's limits, 3. the identity, 4. the user's limits: as a buy */
+    bool identity = gw_identity_on(srv);
+    const char *user = gw_req_arg(r, "user_id");
+    if (user && !inv_id_valid(user, strlen(user), INV_USER_ID_MAX)) {
+        gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
+                      "user_id must be 1..64 characters of A-Z a-z 0-9 . _ -");
+        return;
+    }
+    uint8_t ipkey[16];
+    size_t iplen = gw_client_key(&srv->conns.proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
+    gw_limit_verdict_t lv;
+    char verified[ID_USER_MAX + 1];
+    if (identity) {
+        gw_limits_admit_ip(srv->stores.limits, (const char *)ipkey, iplen, r->w->now_ns, &lv);
+        if (!lv.allowed) {
+            gw_hitters_add(r->w, NULL, ipkey, iplen);
+            gw_buy_rate_limited(r, &lv);
+            return;
+        }
+        if (!gw_identity_check(r, user, verified))
+            return;
+        user = verified; /* gw_req_buy(r)->person: its person */
+    } else if (!user) {
+        gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "missing query parameter user_id");
+        return;
+    } else {
+        snprintf(gw_req_buy(r)->person, sizeof(gw_req_buy(r)->person), "%s", user);
+    }
+    /* an ineligible person is not registered: the sale would refuse their entry anyway */
+    if (!gw_elig_check(r, r->id, cm_wall_ms()))
+        return;
+    gw_limits_admit(srv->stores.limits, user, strlen(user), identity ? NULL : (const char *)ipkey,
+                    identity ? 0 : iplen, r->id, strlen(r->id), r->w->now_ns, &lv);
+    if (!lv.allowed) {
+        gw_hitters_add(r->w, user, ipkey, iplen);
+        gw_buy_rate_limited(r, &lv);
+        return;
+    }
+    char why[256] = "";
+    uint64_t cap = srv->cfg->max_registrations;
+    int rc = gw_reg_add(srv, r->id, gw_req_buy(r)->person, cap, why, sizeof(why));
+    if (rc == GW_REG_GONE) {
+        gw_resp_error(p, GW_R_NOT_FOUND, NULL, "sale %s has no registration", r->id);
+        return;
+    }
+    if (rc == GW_REG_FULL) {
+        gw_resp_error(p, GW_R_CONFLICT, "\"reason\":\"registration_full\"",
+                      "registration for sale %s is full (%llu persons, "
+                      "sales.max_registrations)",
+                      r->id, (unsigned long long)cap);
+        return;
+    }
+    if (rc < 0) {
+        gw_resp_error(p, GW_R_UNAVAILABLE, NULL, "registration failed: %s; retry", why);
+        gw_resp_retry_after(p, 1);
+        return;
+    }
+    gw_resp_init(p, rc == GW_REG_ADDED ? GW_R_CREATED : GW_R_OK);
+    p->body_len =
+        (size_t)snprintf(p->body, sizeof(p->body),
+                         "{\"registered\":true,\"sale_id\":\"%s\",\"person\":\"%s\","
+                         "\"new\":%s,%s}",
+                         r->id, gw_req_buy(r)->person, rc == GW_REG_ADDED ? "true" : "false", win);
+    gw_resp_header(p, "Cache-Control", "no-store");
+}
