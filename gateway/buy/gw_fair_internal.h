@@ -426,7 +426,7 @@ int gw_fair__room_store_compact(gw_fair_sale_t *fs, const char *image, size_t n)
 /* The log's length and how much of it an fdatasync covered (both 0 before this process's
  * first line). Thread-safe. */
 void gw_fair__room_store_len(gw_fair_sale_t *fs, off_t *len, off_t *synced_len);
-/* A line log (the room's, the registrations') that does not end with a newline,
+/* A line log (the registrations') that does not end with a newline,
  * left by a write cut short whose cut-off failed too: cut back to its last whole
  * line (*len, its length, updated), or the next line appended would be glued to
  * the fragment and read back as another line. fd open for reading and writing.
@@ -434,8 +434,11 @@ void gw_fair__room_store_len(gw_fair_sale_t *fs, off_t *len, off_t *synced_len);
 int gw_fair__log_cut_torn(int fd, off_t *len);
 /* Closes and removes the log (a deleted sale's room). 0 or CM_EIO. Thread-safe. */
 int gw_fair__room_store_drop(gw_fair_sale_t *fs);
-/* Calls apply with every whole line of the log (newline stripped; the first is the "K"
- * line), cuts a torn tail off the file, removes a log without a readable key line.
+/* Calls apply with every line of the log (a journal's record, NUL-terminated; the
+ * first is the "K" line) up to its first bad frame, cuts the file there
+ * (common/cm_journal.h), removes a log without a readable key line. A log in the
+ * line format before the journal is converted to it first (atomically; if that
+ * fails, nothing is read and the file is left for the next start's load).
  * Returns the lines applied. Single-threaded (open). */
 size_t gw_fair__room_store_read(gw_fair_sale_t *fs, void (*apply)(gw_fair_sale_t *, char *));
 
