@@ -289,6 +289,15 @@ static void test_upgrade_lines(void **st)
     char tmp[160];
     snprintf(tmp, sizeof(tmp), "%s.tmp", f->path);
     assert_int_equal(file_len(tmp), -1);
+    /* a conversion a crash cut before its rename: the line log is whole beside
+     * its ".tmp", and the next one converts it */
+    put_file(f->path, "K 9\nJ bob\n", 10);
+    put_file(tmp, CM_JOURNAL_MAGIC "0000", CM_JOURNAL_MAGIC_LEN + 4);
+    assert_int_equal(open_seen(&j, f->path, CM_JOURNAL_UPGRADE_LINES, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.recs[1], "J bob");
+    assert_int_equal(file_len(tmp), -1);
+    assert_int_equal(cm_journal_close(&j), 0);
     /* no file: nothing to do */
     (void)unlink(f->path);
     assert_int_equal(cm_journal_upgrade_lines(f->path, &recs), 0);
