@@ -9,6 +9,8 @@ the one it was:
 - the room shows the same seed, sealed, the same pre-queue, every person
   not admitted holds the place they held, the admission front did not go
   back, and a new arrival queues after the last place given;
+- the lottery beside it (fair/lt.log) keeps its seed, its entries in draw
+  order and their outcomes;
 - a restart reads the journal back (the new arrival's place included) and
   converts nothing again."""
 import json
@@ -16,6 +18,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fg import SRC, Gateway, check, eq, finish, need_binary  # noqa: E402
@@ -87,9 +90,11 @@ try:
     rm = g.admin("GET", "/admin/v1/sales/up/draw").json["room"]
     eq((rm.get("seed"), rm["sealed"], rm["prequeue_size"]),
        (want["seed"], True, want["prequeue_size"]), "the same seed, sealed, the same pre-queue")
-    # the admitted person who bought: its admission lapsed (the fixture is older
-    # than its token), so it is asked for last, after the places that hold
+    # the admitted person who bought: asked for last. Its place holds while its
+    # token (expiry: the token's first field) has not lapsed; once it has (the
+    # fixture is older than the token), it joins again at the back.
     bought = want["spent"]["user"]
+    lapsed = time.time() > int(want["spent"]["token"].split(".")[0])
     users = sorted(u for u in want["places"] if u != bought)
     kept = {u: want["places"][u] for u in users}
     eq(places(g, users), kept, "every person not admitted holds the place they held")
@@ -97,8 +102,15 @@ try:
           "the admission front did not go back")
     last = max(want["places"].values())
     eq(places(g, ["new1"]), {"new1": last + 1}, "a new arrival queues after the last place given")
-    eq(places(g, [bought]), {bought: last + 2},
-       "the admitted place whose token lapsed joins again at the back")
+    again = last + 2 if lapsed else want["places"][bought]
+    eq(places(g, [bought]), {bought: again},
+       "the admitted place holds, or joins again at the back once its token lapsed")
+    lot = g.admin("GET", "/admin/v1/sales/lt/draw").json
+    eq((lot["state"], lot["seed"]), ("drawn", want["lottery"]["seed"]),
+       "the lottery beside it (fair/lt.log) is drawn with the same seed")
+    eq([{k: e[k] for k in ("position", "order_id", "user_id", "outcome")}
+        for e in lot["entries"]], want["lottery"]["entries"],
+       "the same entries in the same draw order, the same outcomes")
     eq(g.stop(), 0, "graceful stop")
 
     g2 = Gateway(*ARGS, data_dir=data).start()
@@ -108,7 +120,7 @@ try:
     check("converted to the journal framing" not in g2.logs(1 << 20), "nothing converted again")
     rm = g2.admin("GET", "/admin/v1/sales/up/draw").json["room"]
     eq((rm.get("seed"), rm["sealed"]), (want["seed"], True), "after a restart: the same seed")
-    eq(places(g2, users + ["new1", bought]), dict(kept, new1=last + 1, **{bought: last + 2}),
+    eq(places(g2, users + ["new1", bought]), dict(kept, new1=last + 1, **{bought: again}),
        "every place kept, those given after the conversion too")
     eq(g2.stop(), 0, "graceful stop")
 except Exception:
