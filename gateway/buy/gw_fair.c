@@ -10,6 +10,7 @@
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
+#include "common/cm_journal.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
 #include "common/cm_url.h"
@@ -166,33 +167,62 @@ void gw_fair__log_path(gw_fair_t *f, const char *sale_id, char *out, size_t cap)
     snprintf(out, cap, "%s/%s.log", f->dir, sale_id);
 }
 
+/* A record of the entry log as the line the load parses (gw_fair__log_records). */
+static void log_record(void *arg, char *rec, size_t len)
+{
+    FILE *m = arg;
+    fwrite(rec, 1, len, m);
+    fputc('\n', m);
+}
+
 int gw_fair__log_open(gw_fair_t *f, gw_fair_sale_t *fs)
 {
     if (fs->fd >= 0)
         return 0;
     char path[700];
     gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
-    fs->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    fs->fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644); /* read: the recovery */
     if (fs->fd < 0)
         return CM_EIO;
-    struct stat st;
-    if (fstat(fs->fd, &st) != 0) {
+    /* a torn frame goes first (the load cut it, unless a write since failed and its
+     * cut-off too); a line log the load could not convert gets no frame after it */
+    off_t len = 0;
+    int rc = cm_journal_recover(fs->fd, path, NULL, NULL, &len);
+    /* a new log starts with the journal's magic line, synced with the first synced line */
+    if (rc == 0 && len == 0) {
+        rc = ftruncate(fs->fd, 0) == 0 &&
+                     write(fs->fd, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN) == CM_JOURNAL_MAGIC_LEN
+                 ? 0
+                 : CM_EIO;
+        len = CM_JOURNAL_MAGIC_LEN;
+    }
+    if (rc != 0) {
         close(fs->fd);
         fs->fd = -1;
         return CM_EIO;
     }
-    fs->log_len = st.st_size;
+    fs->log_len = len;
     return 0;
 }
 
-/* Appends one line (fs->mu held or single-threaded). */
+/* Appends whole lines, each one frame of the journal, with one write(2) (fs->mu
+ * held or single-threaded). */
 int gw_fair__log_line(gw_fair_sale_t *fs, const char *line, size_t len, bool sync)
 {
-    ssize_t w = write(fs->fd, line, len);
-    if (w != (ssize_t)len) {
-        /* A short write (a full disk) left part of a line: the next line
-         * appended after it would be glued to it and lost at the next load,
-         * though answered. Cut it off; if that fails too, no more lines. */
+    cm_journal_buf_t frames = {0};
+    for (const char *p = line, *end = line + len; p < end;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        (void)cm_journal_buf_add(&frames, p, l); /* a line is far below the record limit */
+        p += l + 1;
+    }
+    ssize_t w = write(fs->fd, frames.p, frames.len);
+    bool whole = w == (ssize_t)frames.len;
+    cm_journal_buf_free(&frames);
+    if (!whole) {
+        /* A short write (a full disk) left part of a frame: the load would cut
+         * the file there, losing the lines appended after it, though answered.
+         * Cut it off; if that fails too, no more lines. */
         if (w > 0 && ftruncate(fs->fd, fs->log_len) != 0) {
             cm_log_error("fair", "cannot cut a torn line off the entry log", "sale=%s err=%s",
                          fs->sale_id, strerror(errno));
@@ -201,10 +231,45 @@ int gw_fair__log_line(gw_fair_sale_t *fs, const char *line, size_t len, bool syn
         }
         return CM_EIO;
     }
-    fs->log_len += (off_t)len;
+    fs->log_len += (off_t)w;
     if (sync && fdatasync(fs->fd) != 0)
         return CM_EIO;
     return 0;
+}
+
+FILE *gw_fair__log_records(gw_fair_sale_t *fs, const char *path, char **text)
+{
+    *text = NULL;
+    size_t converted = 0;
+    int up = cm_journal_upgrade_lines(path, &converted);
+    if (up > 0)
+        cm_log_info("fair", "entry log converted to the journal framing", "sale=%s lines=%zu",
+                    fs->sale_id, converted);
+    else if (up < 0) /* left as it is; gw_fair__log_open appends nothing to it */
+        return NULL;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    size_t n = 0;
+    FILE *m = open_memstream(text, &n);
+    off_t len = 0;
+    int rc = m ? cm_journal_recover(fd, path, log_record, m, &len) : CM_EIO; /* logs a cut */
+    close(fd);
+    if (m && fclose(m) != 0)
+        rc = CM_EIO;
+    if (rc != 0) {
+        cm_log_error("fair", "cannot read the entry log", "sale=%s err=%s", fs->sale_id,
+                     cm_strerror(rc));
+        free(*text);
+        *text = NULL;
+        return NULL;
+    }
+    FILE *fp = n ? fmemopen(*text, n, "r") : NULL;
+    if (!fp) {
+        free(*text);
+        *text = NULL;
+    }
+    return fp;
 }
 
 /* Rewrites fair.json (tmp, fsync, rename). f->mu held. */

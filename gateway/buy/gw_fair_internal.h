@@ -316,8 +316,17 @@ entry_t *gw_fair__entry_add(gw_fair_sale_t *fs, const entry_t *e);
 void gw_fair__log_path(gw_fair_t *f, const char *sale_id, char *out, size_t cap);
 /* Opens the sale's entry log for appends if it is not open. 0 or CM_EIO. */
 int gw_fair__log_open(gw_fair_t *f, gw_fair_sale_t *fs);
-/* Appends one line, fdatasync'd if sync (fs->mu held or single-threaded). 0 or CM_EIO. */
+/* Appends whole lines (len bytes, each ending in a newline), each as one frame of the
+ * journal (common/cm_journal.h), with one write(2), fdatasync'd if sync (fs->mu held or
+ * single-threaded). 0 or CM_EIO. */
 int gw_fair__log_line(gw_fair_sale_t *fs, const char *line, size_t len, bool sync);
+/* The entry log at path for the load: a line log of the format before the journal
+ * converted first (atomically), then every record up to the first bad frame (the
+ * file cut there), each as a line ending in a newline, read from memory: *text (freed
+ * by the caller after the fclose). NULL (and *text NULL) for no log, an empty one
+ * or one that cannot be read or converted (logged; left for the next start).
+ * Single-threaded (open). */
+FILE *gw_fair__log_records(gw_fair_sale_t *fs, const char *path, char **text);
 /* Rewrites fair.json. f->mu held. 0 or CM_EIO. */
 int gw_fair__conf_save(gw_fair_t *f);
 /* The slot of a sale, whatever its window and rate; NULL if none. Lock-free. */

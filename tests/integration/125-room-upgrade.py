@@ -1,8 +1,9 @@
 """A data dir written by the line-log release (tests/fixtures/upgrade-room,
-made by its make_fixture.py) starts on this binary, and its waiting room is
-the one it was:
+made by its make_fixture.py) starts on this binary, and its waiting room and
+lottery are the ones they were:
 
-- fair/up.room, a line log, is converted at the first start to a journal
+- fair/up.room and fair/lt.log, line logs, are converted at the first start
+  to journals
   (common/cm_journal.h): the magic line, then one frame per line, each
   length and CRC-32C right, the records the lines in their order, no
   "<sale>.room.tmp" left;
@@ -75,17 +76,23 @@ with open(os.path.join(FIX, "expect.json")) as f:
 with open(os.path.join(FIX, "data", "fair", "up.room")) as f:
     old_lines = f.read().splitlines()
 check(old_lines and old_lines[0].startswith("K "), "the fixture's room log is a line log")
+with open(os.path.join(FIX, "data", "fair", "lt.log")) as f:
+    old_lot = f.read().splitlines()
+check(old_lot and old_lot[0].startswith("E "), "the fixture's lottery log is a line log")
 
 tmp = tempfile.mkdtemp(prefix="fg-upgrade-")
 data = os.path.join(tmp, "data")
 shutil.copytree(os.path.join(FIX, "data"), data)
 room_log = os.path.join(data, "fair", "up.room")
+lot_log = os.path.join(data, "fair", "lt.log")
 g = g2 = None
 try:
     g = Gateway(*ARGS, data_dir=data).start()
     recs = journal_records(room_log)
     eq(recs[:len(old_lines)], old_lines, "the line log is now a journal of its lines, in order")
     check(not os.path.exists(room_log + ".tmp"), "no rewrite left beside it")
+    recs = journal_records(lot_log)
+    eq(recs[:len(old_lot)], old_lot, "the lottery's line log is now a journal of its lines too")
     check("converted to the journal framing" in g.logs(1 << 20), "the conversion is logged")
     rm = g.admin("GET", "/admin/v1/sales/up/draw").json["room"]
     eq((rm.get("seed"), rm["sealed"], rm["prequeue_size"]),
@@ -118,6 +125,7 @@ try:
     eq(recs[:len(old_lines)], old_lines, "the journal kept its records")
     check(not any(r.startswith("K ") for r in recs[1:]), "one key record")
     check("converted to the journal framing" not in g2.logs(1 << 20), "nothing converted again")
+    eq(journal_records(lot_log)[:len(old_lot)], old_lot, "the lottery's journal kept its records")
     rm = g2.admin("GET", "/admin/v1/sales/up/draw").json["room"]
     eq((rm.get("seed"), rm["sealed"]), (want["seed"], True), "after a restart: the same seed")
     eq(places(g2, users + ["new1", bought]), dict(kept, new1=last + 1, **{bought: again}),
