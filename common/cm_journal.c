@@ -118,6 +118,49 @@ static char *window_get(window_t *w, off_t off, size_t need)
     return w->buf + (off - w->at);
 }
 
+/* Whether a whole frame with its checksum right starts at off: 1 (*f its bytes in
+ * the window, *len its record's length), 0 not, CM_EIO. */
+static int frame_at(window_t *w, off_t off, char **f, uint32_t *len)
+{
+    if (w->size - off < (off_t)HDR)
+        return 0;
+    char *h = window_get(w, off, HDR);
+    uint32_t crc;
+    if (!h)
+        return CM_EIO;
+    if (!get_hex8(h, len) || h[8] != ' ' || !get_hex8(h + 9, &crc) || h[17] != ' ' ||
+        *len > CM_JOURNAL_RECORD_MAX)
+        return 0;
+    size_t need = HDR + *len + 1;
+    if (w->size - off < (off_t)need)
+        return 0;
+    if (!(h = window_get(w, off, need)))
+        return CM_EIO;
+    if (h[HDR + *len] != '\n' || cm_crc32c(cm_crc32c(0, h, 8), h + HDR, *len) != crc)
+        return 0;
+    *f = h;
+    return 1;
+}
+
+/* The first whole frame after a bad one at bad: it starts after a newline (a frame's
+ * end) or a NUL (a zero-filled block's). Its offset, -1 if none, or CM_EIO. */
+static off_t resync(window_t *w, off_t bad)
+{
+    for (off_t p = bad + 1; w->size - p >= (off_t)HDR; p++) {
+        char *c = window_get(w, p - 1, 1);
+        if (!c)
+            return CM_EIO;
+        if (*c != '\n' && *c != '\0')
+            continue;
+        char *f;
+        uint32_t len;
+        int r = frame_at(w, p, &f, &len);
+        if (r != 0)
+            return r < 0 ? CM_EIO : p;
+    }
+    return -1;
+}
+
 int cm_journal_scan(int fd, cm_journal_record_fn fn, void *arg, cm_journal_scan_t *out)
 {
     memset(out, 0, sizeof(*out));
@@ -142,28 +185,33 @@ int cm_journal_scan(int fd, cm_journal_record_fn fn, void *arg, cm_journal_scan_
     off_t off = out->end = CM_JOURNAL_MAGIC_LEN;
     int rc = 0;
     while (size - off >= (off_t)HDR) {
-        char *f = window_get(&w, off, HDR);
-        uint32_t len, crc;
-        if (!f) {
+        char *f;
+        uint32_t len;
+        int r = frame_at(&w, off, &f, &len);
+        if (r < 0) {
             rc = CM_EIO;
             break;
         }
-        if (!get_hex8(f, &len) || f[8] != ' ' || !get_hex8(f + 9, &crc) || f[17] != ' ' ||
-            len > CM_JOURNAL_RECORD_MAX)
-            break;
-        size_t need = HDR + len + 1;
-        if (size - off < (off_t)need)
-            break;
-        if (!(f = window_get(&w, off, need))) {
-            rc = CM_EIO;
-            break;
+        if (r == 0) { /* a bad frame: a hole with whole frames after it, or the torn tail */
+            off_t next = resync(&w, off);
+            if (next == CM_EIO) {
+                rc = CM_EIO;
+                break;
+            }
+            if (next < 0)
+                break;
+            if (!out->holes)
+                out->first_hole = off;
+            out->holes++;
+            out->hole_bytes += next - off;
+            off = next;
+            continue;
         }
-        if (f[HDR + len] != '\n' || cm_crc32c(cm_crc32c(0, f, 8), f + HDR, len) != crc)
-            break;
-        f[HDR + len] = '\0'; /* the record's NUL; the window is not read again here */
+        f[HDR + len] = '\0'; /* the record's NUL, for the callee */
         if (fn)
             fn(arg, f + HDR, len);
-        off += (off_t)need;
+        f[HDR + len] = '\n';
+        off += (off_t)(HDR + len + 1);
         out->end = off;
         out->records++;
     }
@@ -179,6 +227,10 @@ int cm_journal_recover(int fd, const char *path, cm_journal_record_fn fn, void *
         return rc;
     if (sc.is_legacy)
         return CM_ECORRUPT;
+    if (sc.holes)
+        cm_log_warn("journal", "corrupt frames between whole ones: skipped",
+                    "path=%s at=%lld holes=%zu bytes=%lld records=%zu", path,
+                    (long long)sc.first_hole, sc.holes, (long long)sc.hole_bytes, sc.records);
     if (sc.end < sc.size) {
         cm_log_warn("journal", "torn or corrupt frame: the file is cut there",
                     "path=%s at=%lld cut_bytes=%lld records=%zu", path, (long long)sc.end,

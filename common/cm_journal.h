@@ -9,12 +9,14 @@
  * covers the eight length digits and the record. A record may hold any bytes;
  * a text record without a newline keeps the file readable with grep and less.
  *
- * Recovery: the file is read frame by frame from the magic line, and cut at
- * the first frame that is not whole or whose checksum fails (a write cut short,
- * a block a power cut zero-filled): nothing after it is read, and the cut is
- * logged with its offset and length. A frame after a bad one was written after
- * the bad one, so no fdatasync that returned covered it: the cut drops nothing
- * a writer reported durable.
+ * Recovery: the file is read frame by frame from the magic line. A frame that
+ * is not whole or whose checksum fails (a write cut short, a block a power cut
+ * zero-filled, pages a failed fdatasync dropped) is skipped up to the next
+ * whole frame, found after a newline or a NUL (a false one passes the length,
+ * the newline and the CRC-32C: about 1 in 2^32): a frame after a hole may have
+ * been reported durable by a later fdatasync, after the one that failed. Bad
+ * bytes with no whole frame after them are the torn tail: the file is cut
+ * there. Both are logged with their offset and length.
  *
  * Upgrade: a file that does not start with the magic line is a line log of the
  * format before it (one record per line): cm_journal_upgrade_lines rewrites it
@@ -54,17 +56,19 @@ typedef struct cm_journal_scan {
     off_t size;      /* the file's length */
     off_t end;       /* the end of its last whole frame (0: no magic line whole) */
     size_t records;  /* whole frames read */
+    size_t holes;    /* runs of bad bytes with a whole frame after them, skipped */
+    off_t hole_bytes, first_hole;
     bool is_legacy;  /* does not start with the magic line: nothing was read */
 } cm_journal_scan_t;
 
 /* Reads the journal open at fd from its start (pread: fd's offset is not used)
- * and hands every whole frame's record to fn (NULL: none), up to the first bad
- * frame; changes nothing. 0 or CM_EIO. Single-threaded per file. */
+ * and hands every whole frame's record to fn (NULL: none), skipping holes;
+ * changes nothing. 0 or CM_EIO. Single-threaded per file. */
 int cm_journal_scan(int fd, cm_journal_record_fn fn, void *arg, cm_journal_scan_t *out);
 
 /* cm_journal_scan, then the file is cut at the end of its last whole frame
  * (logged with path, offset and the bytes cut; a torn magic line leaves it
- * empty), and *len is its length. A file that is not framed (is_legacy) is left
+ * empty; holes are logged and stay), and *len is its length. A file that is not framed (is_legacy) is left
  * as it is: CM_ECORRUPT. fd open for reading and writing. 0, CM_EIO or
  * CM_ECORRUPT. Single-threaded per file. */
 int cm_journal_recover(int fd, const char *path, cm_journal_record_fn fn, void *arg,

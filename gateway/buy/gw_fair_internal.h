@@ -321,8 +321,8 @@ int gw_fair__log_open(gw_fair_t *f, gw_fair_sale_t *fs);
  * single-threaded). 0 or CM_EIO. */
 int gw_fair__log_line(gw_fair_sale_t *fs, const char *line, size_t len, bool sync);
 /* The entry log at path for the load: a line log of the format before the journal
- * converted first (atomically), then every record up to the first bad frame (the
- * file cut there), each as a line ending in a newline, read from memory: *text (freed
+ * converted first (atomically), then every whole record (holes skipped, a torn tail
+ * cut off the file: cm_journal_recover), each as a line ending in a newline, read from memory: *text (freed
  * by the caller after the fclose). NULL (and *text NULL) for no log, an empty one
  * or one that cannot be read or converted (logged; left for the next start).
  * Single-threaded (open). */
@@ -444,8 +444,8 @@ int gw_fair__log_cut_torn(int fd, off_t *len);
 /* Closes and removes the log (a deleted sale's room). 0 or CM_EIO. Thread-safe. */
 int gw_fair__room_store_drop(gw_fair_sale_t *fs);
 /* Calls apply with every line of the log (a journal's record, NUL-terminated; the
- * first is the "K" line) up to its first bad frame, cuts the file there
- * (common/cm_journal.h), removes a log without a readable key line. A log in the
+ * first is the "K" line), holes skipped and a torn tail cut off the file
+ * (cm_journal_recover), removes a log without a readable key line. A log in the
  * line format before the journal is converted to it first (atomically; if that
  * fails, nothing is read and the file is left for the next start's load).
  * Returns the lines applied. Single-threaded (open). */

@@ -2,8 +2,8 @@
  * Fair start: one gateway's waiting-room log, <data_dir>/fair/<sale>.room
  * (see gw_fair.h, "Durability of one gateway's room", for what it keeps and
  * gw_room.c for what each line means). The file is a journal
- * (common/cm_journal.h): each line is one checksummed frame, a torn or corrupt
- * tail is cut at the first bad frame, and a room log of the line format before
+ * (common/cm_journal.h): each line is one checksummed frame, a bad frame is
+ * skipped (a torn tail cut off), and a room log of the line format before
  * the journal is converted at the load. This file does the file: lines
  * appended with one write(2) each, a torn tail cut back, fdatasync at the seal
  * and at most every GW_WR_SYNC_MS for the others (by the lottery thread's

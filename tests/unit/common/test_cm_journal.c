@@ -1,6 +1,7 @@
 /*
  * The journal (common/cm_journal.h) on a real temp dir: the framing, a torn
- * tail and a bad checksum mid-file cut at the first bad frame, an empty file
+ * tail cut off, a bad checksum or a zero-filled block mid-file skipped up to
+ * the next whole frame, an empty file
  * and a torn magic line, the crash points of a compaction (a ".tmp" left
  * before the rename, the new file after it), the batch's one write, and the
  * upgrade of a line log.
@@ -206,30 +207,67 @@ static void test_torn_tail(void **st)
 }
 
 /* A bad checksum mid-file (one flipped byte in the second of five records),
- * and a zero-filled block there: the file is cut at that frame; the frames
- * after it are not read. */
+ * a zero-filled block there, and a block of zeros that ends inside the third
+ * frame: skipped up to the next whole frame, the frames after it read, the
+ * file kept whole; an append after it reads back. */
 static void test_bad_frame_mid_file(void **st)
 {
     fixture_t *f = *st;
-    for (int zero = 0; zero < 2; zero++) {
+    for (int how = 0; how < 3; how++) {
         (void)unlink(f->path);
         write_records(f->path, 5);
         char full[512];
         size_t n = get_file(f->path, full, sizeof(full));
-        size_t second = CM_JOURNAL_MAGIC_LEN + CM_JOURNAL_FRAME_OVERHEAD + 2;
-        if (zero)
-            memset(full + second, 0, CM_JOURNAL_FRAME_OVERHEAD + 2);
-        else
+        size_t fl = CM_JOURNAL_FRAME_OVERHEAD + 2, second = CM_JOURNAL_MAGIC_LEN + fl;
+        if (how == 0)
             full[second + 18] ^= 0x01; /* "r1" -> "s1" */
+        else if (how == 1)
+            memset(full + second, 0, fl);
+        else
+            memset(full + second, 0, fl + 5); /* into the third frame: it goes too */
         put_file(f->path, full, n);
         cm_journal_t j;
         seen_t s;
         assert_int_equal(open_seen(&j, f->path, 0, &s), 0);
-        assert_int_equal(s.n, 1);
+        assert_int_equal(s.n, how == 2 ? 3 : 4);
         assert_string_equal(s.recs[0], "r0");
-        assert_int_equal(file_len(f->path), (off_t)second);
+        assert_string_equal(s.recs[1], how == 2 ? "r3" : "r2");
+        assert_string_equal(s.recs[s.n - 1], "r4");
+        assert_int_equal(file_len(f->path), (off_t)n);
+        assert_int_equal(cm_journal_append(&j, "r5", 2), 0);
         assert_int_equal(cm_journal_close(&j), 0);
+        assert_int_equal(open_seen(&j, f->path, 0, &s), 0);
+        assert_string_equal(s.recs[s.n - 1], "r5");
+        assert_int_equal(cm_journal_close(&j), 0);
+        int fd = open(f->path, O_RDONLY);
+        cm_journal_scan_t sc;
+        assert_int_equal(cm_journal_scan(fd, NULL, NULL, &sc), 0);
+        close(fd);
+        assert_int_equal(sc.holes, 1);
+        assert_int_equal(sc.first_hole, (off_t)second);
+        assert_int_equal(sc.hole_bytes, (off_t)(how == 2 ? 2 * fl : fl));
     }
+}
+
+/* Garbage after the last whole frame with no whole frame after it (a torn
+ * batch: zeros, then part of a frame): the torn tail, cut off. */
+static void test_torn_tail_after_garbage(void **st)
+{
+    fixture_t *f = *st;
+    write_records(f->path, 2);
+    off_t whole = file_len(f->path);
+    FILE *fp = fopen(f->path, "a");
+    assert_non_null(fp);
+    static const char zeros[100];
+    assert_int_equal(fwrite(zeros, 1, sizeof(zeros), fp), sizeof(zeros));
+    fputs("00000002 1234abcd r", fp);
+    fclose(fp);
+    cm_journal_t j;
+    seen_t s;
+    assert_int_equal(open_seen(&j, f->path, 0, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_int_equal(file_len(f->path), whole);
+    assert_int_equal(cm_journal_close(&j), 0);
 }
 
 /* A length field over CM_JOURNAL_RECORD_MAX, or past the file's end, is a bad frame. */
@@ -386,6 +424,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_empty_and_torn_magic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_frame_mid_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_tail_after_garbage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_length, setup, teardown),
         cmocka_unit_test_setup_teardown(test_not_a_journal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_upgrade_lines, setup, teardown),
