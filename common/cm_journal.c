@@ -242,6 +242,17 @@ int cm_journal_recover(int fd, const char *path, cm_journal_record_fn fn, void *
     return 0;
 }
 
+int cm_journal_attach(int fd, const char *path, off_t *len)
+{
+    int rc = cm_journal_recover(fd, path, NULL, NULL, len);
+    if (rc != 0 || *len > 0)
+        return rc;
+    if (ftruncate(fd, 0) != 0 || write_all(fd, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN) != 0)
+        return CM_EIO;
+    *len = CM_JOURNAL_MAGIC_LEN;
+    return 0;
+}
+
 int cm_journal_dir_sync(const char *path)
 {
     char dir[1024];

@@ -74,6 +74,14 @@ int cm_journal_scan(int fd, cm_journal_record_fn fn, void *arg, cm_journal_scan_
 int cm_journal_recover(int fd, const char *path, cm_journal_record_fn fn, void *arg,
                        off_t *len);
 
+/* For a writer that keeps its own descriptor (fd open O_RDWR | O_APPEND):
+ * cm_journal_recover with no callback, then a file left empty gets its magic
+ * line (written, not synced: a torn one reads back as an empty journal, so the
+ * writer's own fdatasync of its first frames covers it). *len: the file's
+ * length. 0, CM_EIO or CM_ECORRUPT (a line log: left as it is).
+ * Single-threaded per file. */
+int cm_journal_attach(int fd, const char *path, off_t *len);
+
 /* The upgrade: a file at path that is not empty and does not start with the
  * magic line is rewritten framed, a record per whole line (its newline not
  * kept), atomically (cm_journal_replace); a last line without its newline is

@@ -320,13 +320,14 @@ int gw_fair__log_open(gw_fair_t *f, gw_fair_sale_t *fs);
  * journal (common/cm_journal.h), with one write(2), fdatasync'd if sync (fs->mu held or
  * single-threaded). 0 or CM_EIO. */
 int gw_fair__log_line(gw_fair_sale_t *fs, const char *line, size_t len, bool sync);
-/* The entry log at path for the load: a line log of the format before the journal
- * converted first (atomically), then every whole record (holes skipped, a torn tail
- * cut off the file: cm_journal_recover), each as a line ending in a newline, read from memory: *text (freed
- * by the caller after the fclose). NULL (and *text NULL) for no log, an empty one
- * or one that cannot be read or converted (logged; left for the next start).
- * Single-threaded (open). */
-FILE *gw_fair__log_records(gw_fair_sale_t *fs, const char *path, char **text);
+/* A sale's log at path (the entry log, the registrations'; what names it in the
+ * log lines) for its load: a line log of the format before the journal converted
+ * first (atomically), then every whole record (holes skipped, a torn tail cut off
+ * the file: cm_journal_recover), each as a line ending in a newline, read from
+ * a stream in memory (fclose frees it). NULL for no log, an empty one or one that
+ * cannot be read or converted (logged; left for the next start). Single-threaded
+ * (open). */
+FILE *gw_fair__journal_lines(gw_fair_sale_t *fs, const char *path, const char *what);
 /* Rewrites fair.json. f->mu held. 0 or CM_EIO. */
 int gw_fair__conf_save(gw_fair_t *f);
 /* The slot of a sale, whatever its window and rate; NULL if none. Lock-free. */
@@ -435,12 +436,6 @@ int gw_fair__room_store_compact(gw_fair_sale_t *fs, const char *image, size_t n)
 /* The log's length and how much of it an fdatasync covered (both 0 before this process's
  * first line). Thread-safe. */
 void gw_fair__room_store_len(gw_fair_sale_t *fs, off_t *len, off_t *synced_len);
-/* A line log (the registrations') that does not end with a newline,
- * left by a write cut short whose cut-off failed too: cut back to its last whole
- * line (*len, its length, updated), or the next line appended would be glued to
- * the fragment and read back as another line. fd open for reading and writing.
- * 0 or CM_EIO. */
-int gw_fair__log_cut_torn(int fd, off_t *len);
 /* Closes and removes the log (a deleted sale's room). 0 or CM_EIO. Thread-safe. */
 int gw_fair__room_store_drop(gw_fair_sale_t *fs);
 /* Calls apply with every line of the log (a journal's record, NUL-terminated; the

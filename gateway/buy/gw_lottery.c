@@ -123,8 +123,7 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
 {
     char path[700];
     gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
-    char *text; /* the journal's records (gw_fair__log_records) */
-    FILE *fp = gw_fair__log_records(fs, path, &text);
+    FILE *fp = gw_fair__journal_lines(fs, path, "entries");
     if (!fp)
         return;
     char line[512];
@@ -207,7 +206,6 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
         }
     }
     fclose(fp);
-    free(text);
     if (!fs->seeded)
         return;
     /* The seed and the entries it draws from may read back only from the

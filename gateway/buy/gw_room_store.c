@@ -162,33 +162,6 @@ static int store_sync(gw_fair_sale_t *fs)
     return 0;
 }
 
-int gw_fair__log_cut_torn(int fd, off_t *len)
-{
-    char buf[512];
-    off_t end = *len;
-    while (end > 0) {
-        size_t n = end < (off_t)sizeof(buf) ? (size_t)end : sizeof(buf);
-        ssize_t r = pread(fd, buf, n, end - (off_t)n);
-        if (r != (ssize_t)n)
-            return CM_EIO;
-        if (end == *len && buf[n - 1] == '\n')
-            return 0;
-        for (size_t i = n; i > 0; i--)
-            if (buf[i - 1] == '\n') {
-                off_t cut = end - (off_t)n + (off_t)i;
-                if (ftruncate(fd, cut) != 0)
-                    return CM_EIO;
-                *len = cut;
-                return 0;
-            }
-        end -= (off_t)n;
-    }
-    if (*len > 0 && ftruncate(fd, 0) != 0) /* not even the first line is whole */
-        return CM_EIO;
-    *len = 0;
-    return 0;
-}
-
 /* Whole frames at the end of the file (st->mu held, fd open). 0 or CM_EIO. */
 static int store_write_frames(gw_fair_sale_t *fs, const char *line, size_t len)
 {

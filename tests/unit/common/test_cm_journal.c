@@ -416,6 +416,33 @@ static void test_record_sizes(void **st)
     assert_false(sc.is_legacy);
 }
 
+/* A writer's own descriptor: an empty file gets the magic line (not synced), a
+ * torn tail is cut, a line log is refused and left as it is. */
+static void test_attach(void **st)
+{
+    fixture_t *f = *st;
+    int fd = open(f->path, O_RDWR | O_CREAT | O_APPEND, 0644);
+    assert_true(fd >= 0);
+    off_t len = -1;
+    assert_int_equal(cm_journal_attach(fd, f->path, &len), 0);
+    assert_int_equal(len, CM_JOURNAL_MAGIC_LEN);
+    char frame[64];
+    size_t n = cm_journal_frame(frame, sizeof(frame), "alice", 5);
+    assert_int_equal(write(fd, frame, n), (ssize_t)n);
+    assert_int_equal(write(fd, frame, 7), 7); /* torn */
+    close(fd);
+    fd = open(f->path, O_RDWR | O_APPEND);
+    assert_int_equal(cm_journal_attach(fd, f->path, &len), 0);
+    assert_int_equal(len, (off_t)(CM_JOURNAL_MAGIC_LEN + n));
+    assert_int_equal(file_len(f->path), len);
+    close(fd);
+    put_file(f->path, "alice\nbob\n", 10);
+    fd = open(f->path, O_RDWR | O_APPEND);
+    assert_int_equal(cm_journal_attach(fd, f->path, &len), CM_ECORRUPT);
+    close(fd);
+    assert_int_equal(file_len(f->path), 10);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -430,6 +457,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_upgrade_lines, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_crash_points, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_sizes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_attach, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
