@@ -2,8 +2,8 @@
 made by its make_fixture.py) starts on this binary, and its waiting room and
 lottery are the ones they were:
 
-- fair/up.room and fair/lt.log, line logs, are converted at the first start
-  to journals
+- fair/up.room, fair/lt.log and fair/rg.reg, line logs, are converted at
+  the first start to journals
   (common/cm_journal.h): the magic line, then one frame per line, each
   length and CRC-32C right, the records the lines in their order, no
   "<sale>.room.tmp" left;
@@ -11,7 +11,8 @@ lottery are the ones they were:
   not admitted holds the place they held, the admission front did not go
   back, and a new arrival queues after the last place given;
 - the lottery beside it (fair/lt.log) keeps its seed, its entries in draw
-  order and their outcomes;
+  order and their outcomes, and the registrations of a third sale
+  (fair/rg.reg) are the persons registered;
 - a restart reads the journal back (the new arrival's place included) and
   converts nothing again."""
 import json
@@ -85,6 +86,7 @@ data = os.path.join(tmp, "data")
 shutil.copytree(os.path.join(FIX, "data"), data)
 room_log = os.path.join(data, "fair", "up.room")
 lot_log = os.path.join(data, "fair", "lt.log")
+reg_log = os.path.join(data, "fair", "rg.reg")
 g = g2 = None
 try:
     g = Gateway(*ARGS, data_dir=data).start()
@@ -112,6 +114,12 @@ try:
     again = last + 2 if lapsed else want["places"][bought]
     eq(places(g, [bought]), {bought: again},
        "the admitted place holds, or joins again at the back once its token lapsed")
+    r = g.admin("GET", "/admin/v1/sales/rg/registrations?limit=100")
+    eq((r.status, r.json.get("count"), r.json.get("persons")),
+       (200, len(want["registered"]["persons"]), want["registered"]["persons"]),
+       "the registrations (fair/rg.reg) are the persons registered, in their order")
+    eq(journal_records(reg_log), want["registered"]["persons"],
+       "the registrations' line log is now a journal of its lines")
     lot = g.admin("GET", "/admin/v1/sales/lt/draw").json
     eq((lot["state"], lot["seed"]), ("drawn", want["lottery"]["seed"]),
        "the lottery beside it (fair/lt.log) is drawn with the same seed")
@@ -126,6 +134,8 @@ try:
     check(not any(r.startswith("K ") for r in recs[1:]), "one key record")
     check("converted to the journal framing" not in g2.logs(1 << 20), "nothing converted again")
     eq(journal_records(lot_log)[:len(old_lot)], old_lot, "the lottery's journal kept its records")
+    r = g2.admin("GET", "/admin/v1/sales/rg/registrations?limit=100")
+    eq(r.json.get("persons"), want["registered"]["persons"], "the registrations kept")
     rm = g2.admin("GET", "/admin/v1/sales/up/draw").json["room"]
     eq((rm.get("seed"), rm["sealed"]), (want["seed"], True), "after a restart: the same seed")
     eq(places(g2, users + ["new1", bought]), dict(kept, new1=last + 1, **{bought: again}),
