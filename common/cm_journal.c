@@ -387,6 +387,67 @@ int cm_journal_upgrade_lines(const char *path, size_t *records)
     return 1;
 }
 
+/* A record as the line a load parses (cm_journal_lines_open). */
+static void line_record(void *arg, char *rec, size_t len)
+{
+    FILE *m = arg;
+    fwrite(rec, 1, len, m);
+    fputc('\n', m);
+}
+
+/* The stream cm_journal_lines_open returns: its text, freed by its fclose. */
+typedef struct lines {
+    char *text;
+    size_t n, at;
+} lines_t;
+
+static ssize_t lines_read(void *cookie, char *buf, size_t size)
+{
+    lines_t *l = cookie;
+    size_t k = l->n - l->at < size ? l->n - l->at : size;
+    memcpy(buf, l->text + l->at, k);
+    l->at += k;
+    return (ssize_t)k;
+}
+
+static int lines_close(void *cookie)
+{
+    lines_t *l = cookie;
+    free(l->text);
+    free(l);
+    return 0;
+}
+
+FILE *cm_journal_lines_open(const char *path)
+{
+    if (cm_journal_upgrade_lines(path, NULL) < 0) /* logged */
+        return NULL;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    char *text = NULL;
+    size_t n = 0;
+    FILE *m = open_memstream(&text, &n);
+    off_t len = 0;
+    int rc = m ? cm_journal_recover(fd, path, line_record, m, &len) : CM_EIO; /* logs a cut */
+    close(fd);
+    if (m && fclose(m) != 0)
+        rc = CM_EIO;
+    if (rc != 0)
+        cm_log_error("journal", "cannot read", "path=%s err=%s", path, cm_strerror(rc));
+    if (rc == 0 && n) {
+        lines_t *l = cm_xmalloc(sizeof(*l));
+        *l = (lines_t){.text = text, .n = n};
+        FILE *fp =
+            fopencookie(l, "r", (cookie_io_functions_t){.read = lines_read, .close = lines_close});
+        if (fp)
+            return fp; /* its fclose frees text */
+        free(l);
+    }
+    free(text);
+    return NULL;
+}
+
 /*---- one owned journal ----*/
 
 int cm_journal_open(cm_journal_t *j, const char *path, unsigned flags, cm_journal_record_fn fn,

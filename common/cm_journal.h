@@ -34,6 +34,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #define CM_JOURNAL_MAGIC "flashgate journal 1\n"
@@ -90,6 +91,13 @@ int cm_journal_attach(int fd, const char *path, off_t *len);
  * empty one or a journal), CM_EIO (logged; the file is left as it was).
  * Single-threaded per file. */
 int cm_journal_upgrade_lines(const char *path, size_t *records);
+
+/* For a load that parses lines (a line log's grammar): cm_journal_upgrade_lines,
+ * then cm_journal_recover, and every record followed by a newline, read from a
+ * stream in memory (its fclose frees it). NULL for no file, an empty journal, or
+ * one that cannot be converted or read (logged; left as it is, and
+ * cm_journal_attach refuses a line log). Single-threaded per file. */
+FILE *cm_journal_lines_open(const char *path);
 
 /* Replaces the file at path by the magic line and frames (n bytes of whole
  * frames, as cm_journal_frame writes them): written to "<path>.tmp",

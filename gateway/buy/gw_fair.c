@@ -167,14 +167,6 @@ void gw_fair__log_path(gw_fair_t *f, const char *sale_id, char *out, size_t cap)
     snprintf(out, cap, "%s/%s.log", f->dir, sale_id);
 }
 
-/* A record of a log as the line its load parses (gw_fair__journal_lines). */
-static void log_record(void *arg, char *rec, size_t len)
-{
-    FILE *m = arg;
-    fwrite(rec, 1, len, m);
-    fputc('\n', m);
-}
-
 int gw_fair__log_open(gw_fair_t *f, gw_fair_sale_t *fs)
 {
     if (fs->fd >= 0)
@@ -226,65 +218,6 @@ int gw_fair__log_line(gw_fair_sale_t *fs, const char *line, size_t len, bool syn
     if (sync && fdatasync(fs->fd) != 0)
         return CM_EIO;
     return 0;
-}
-
-/* The stream gw_fair__journal_lines returns: its text, freed by its fclose. */
-typedef struct lines {
-    char *text;
-    size_t n, at;
-} lines_t;
-
-static ssize_t lines_read(void *cookie, char *buf, size_t size)
-{
-    lines_t *l = cookie;
-    size_t k = l->n - l->at < size ? l->n - l->at : size;
-    memcpy(buf, l->text + l->at, k);
-    l->at += k;
-    return (ssize_t)k;
-}
-
-static int lines_close(void *cookie)
-{
-    lines_t *l = cookie;
-    free(l->text);
-    free(l);
-    return 0;
-}
-
-FILE *gw_fair__journal_lines(gw_fair_sale_t *fs, const char *path, const char *what)
-{
-    size_t converted = 0;
-    int up = cm_journal_upgrade_lines(path, &converted);
-    if (up > 0)
-        cm_log_info("fair", "log converted to the journal framing", "sale=%s log=%s lines=%zu",
-                    fs->sale_id, what, converted);
-    else if (up < 0) /* left as it is; no line is appended to it */
-        return NULL;
-    int fd = open(path, O_RDWR | O_CLOEXEC);
-    if (fd < 0)
-        return NULL;
-    char *text = NULL;
-    size_t n = 0;
-    FILE *m = open_memstream(&text, &n);
-    off_t len = 0;
-    int rc = m ? cm_journal_recover(fd, path, log_record, m, &len) : CM_EIO; /* logs a cut */
-    close(fd);
-    if (m && fclose(m) != 0)
-        rc = CM_EIO;
-    FILE *fp = NULL;
-    if (rc != 0)
-        cm_log_error("fair", "cannot read a log", "sale=%s log=%s err=%s", fs->sale_id, what,
-                     cm_strerror(rc));
-    else if (n) {
-        lines_t *l = cm_xmalloc(sizeof(*l));
-        *l = (lines_t){.text = text, .n = n};
-        fp = fopencookie(l, "r", (cookie_io_functions_t){.read = lines_read, .close = lines_close});
-        if (fp)
-            return fp; /* its fclose frees text */
-        free(l);
-    }
-    free(text);
-    return NULL;
 }
 
 /* Rewrites fair.json (tmp, fsync, rename). f->mu held. */

@@ -320,14 +320,6 @@ int gw_fair__log_open(gw_fair_t *f, gw_fair_sale_t *fs);
  * journal (common/cm_journal.h), with one write(2), fdatasync'd if sync (fs->mu held or
  * single-threaded). 0 or CM_EIO. */
 int gw_fair__log_line(gw_fair_sale_t *fs, const char *line, size_t len, bool sync);
-/* A sale's log at path (the entry log, the registrations'; what names it in the
- * log lines) for its load: a line log of the format before the journal converted
- * first (atomically), then every whole record (holes skipped, a torn tail cut off
- * the file: cm_journal_recover), each as a line ending in a newline, read from
- * a stream in memory (fclose frees it). NULL for no log, an empty one or one that
- * cannot be read or converted (logged; left for the next start). Single-threaded
- * (open). */
-FILE *gw_fair__journal_lines(gw_fair_sale_t *fs, const char *path, const char *what);
 /* Rewrites fair.json. f->mu held. 0 or CM_EIO. */
 int gw_fair__conf_save(gw_fair_t *f);
 /* The slot of a sale, whatever its window and rate; NULL if none. Lock-free. */

@@ -157,7 +157,7 @@ void gw_fair__reg_load(gw_fair_t *f, gw_fair_sale_t *fs)
 {
     char path[700];
     reg_path(f, fs->sale_id, path, sizeof(path));
-    FILE *fp = gw_fair__journal_lines(fs, path, "registrations"); /* a line a record */
+    FILE *fp = cm_journal_lines_open(path); /* the journal's records, a line each */
     if (!fp)
         return;
     struct gw_reg_set *s = set_get(fs);

@@ -443,6 +443,27 @@ static void test_attach(void **st)
     assert_int_equal(file_len(f->path), 10);
 }
 
+/* A load that parses lines: a line log converted, then its records read back
+ * as lines; a journal's hole skipped and torn tail cut; no file: NULL. */
+static void test_lines_open(void **st)
+{
+    fixture_t *f = *st;
+    assert_null(cm_journal_lines_open(f->path));
+    put_file(f->path, "E a 1\nD 5\nW a", 14);
+    FILE *fp = cm_journal_lines_open(f->path);
+    assert_non_null(fp);
+    char text[128];
+    size_t n = fread(text, 1, sizeof(text) - 1, fp);
+    text[n] = '\0';
+    fclose(fp);
+    assert_string_equal(text, "E a 1\nD 5\n");
+    cm_journal_t j;
+    seen_t s;
+    assert_int_equal(open_seen(&j, f->path, 0, &s), 0); /* a journal now */
+    assert_int_equal(s.n, 2);
+    assert_int_equal(cm_journal_close(&j), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -458,6 +479,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_compaction_crash_points, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_sizes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_attach, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lines_open, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
