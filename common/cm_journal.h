@@ -1,7 +1,10 @@
 /*
  * One framing, one recovery path and one upgrade for the append-only files
- * the product keeps (a journal per file: the waiting room's <sale>.room
- * first). A journal is the magic line CM_JOURNAL_MAGIC followed by frames:
+ * the product keeps, a journal per file: the waiting room's <sale>.room
+ * (gw_room_store.c, its own appends and compaction beside the loops), the
+ * lottery's <sale>.log and the registrations' <sale>.reg (cm_journal_attach,
+ * cm_journal_frame, cm_journal_lines_open); cm_journal_t is the whole path
+ * for one writer. A journal is the magic line CM_JOURNAL_MAGIC followed by frames:
  *
  *     "%08x %08x " length, CRC-32C, then the record's bytes, then "\n"
  *
