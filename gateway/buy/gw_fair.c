@@ -10,6 +10,7 @@
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
+#include "common/cm_journal.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
 #include "common/cm_url.h"
@@ -171,27 +172,39 @@ int gw_fair__log_open(gw_fair_t *f, gw_fair_sale_t *fs)
         return 0;
     char path[700];
     gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
-    fs->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    fs->fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644); /* read: the recovery */
     if (fs->fd < 0)
         return CM_EIO;
-    struct stat st;
-    if (fstat(fs->fd, &st) != 0) {
+    /* a torn frame goes first (the load cut it, unless a write since failed and its
+     * cut-off too); a line log the load could not convert gets no frame after it */
+    off_t len = 0;
+    if (cm_journal_attach(fs->fd, path, &len) != 0) {
         close(fs->fd);
         fs->fd = -1;
         return CM_EIO;
     }
-    fs->log_len = st.st_size;
+    fs->log_len = len;
     return 0;
 }
 
-/* Appends one line (fs->mu held or single-threaded). */
+/* Appends whole lines, each one frame of the journal, with one write(2) (fs->mu
+ * held or single-threaded). */
 int gw_fair__log_line(gw_fair_sale_t *fs, const char *line, size_t len, bool sync)
 {
-    ssize_t w = write(fs->fd, line, len);
-    if (w != (ssize_t)len) {
-        /* A short write (a full disk) left part of a line: the next line
-         * appended after it would be glued to it and lost at the next load,
-         * though answered. Cut it off; if that fails too, no more lines. */
+    cm_journal_buf_t frames = {0};
+    for (const char *p = line, *end = line + len; p < end;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        (void)cm_journal_buf_add(&frames, p, l); /* a line is far below the record limit */
+        p += l + 1;
+    }
+    ssize_t w = write(fs->fd, frames.p, frames.len);
+    bool whole = w == (ssize_t)frames.len;
+    cm_journal_buf_free(&frames);
+    if (!whole) {
+        /* A short write (a full disk) left part of a frame: the load would cut
+         * the file there, losing the lines appended after it, though answered.
+         * Cut it off; if that fails too, no more lines. */
         if (w > 0 && ftruncate(fs->fd, fs->log_len) != 0) {
             cm_log_error("fair", "cannot cut a torn line off the entry log", "sale=%s err=%s",
                          fs->sale_id, strerror(errno));
@@ -200,7 +213,7 @@ int gw_fair__log_line(gw_fair_sale_t *fs, const char *line, size_t len, bool syn
         }
         return CM_EIO;
     }
-    fs->log_len += (off_t)len;
+    fs->log_len += (off_t)w;
     if (sync && fdatasync(fs->fd) != 0)
         return CM_EIO;
     return 0;

@@ -318,7 +318,9 @@ entry_t *gw_fair__entry_add(gw_fair_sale_t *fs, const entry_t *e);
 void gw_fair__log_path(gw_fair_t *f, const char *sale_id, char *out, size_t cap);
 /* Opens the sale's entry log for appends if it is not open. 0 or CM_EIO. */
 int gw_fair__log_open(gw_fair_t *f, gw_fair_sale_t *fs);
-/* Appends one line, fdatasync'd if sync (fs->mu held or single-threaded). 0 or CM_EIO. */
+/* Appends whole lines (len bytes, each ending in a newline), each as one frame of the
+ * journal (common/cm_journal.h), with one write(2), fdatasync'd if sync (fs->mu held or
+ * single-threaded). 0 or CM_EIO. */
 int gw_fair__log_line(gw_fair_sale_t *fs, const char *line, size_t len, bool sync);
 /* Rewrites fair.json. f->mu held. 0 or CM_EIO. */
 int gw_fair__conf_save(gw_fair_t *f);
@@ -428,16 +430,13 @@ int gw_fair__room_store_compact(gw_fair_sale_t *fs, const char *image, size_t n)
 /* The log's length and how much of it an fdatasync covered (both 0 before this process's
  * first line). Thread-safe. */
 void gw_fair__room_store_len(gw_fair_sale_t *fs, off_t *len, off_t *synced_len);
-/* A line log (the room's, the registrations') that does not end with a newline,
- * left by a write cut short whose cut-off failed too: cut back to its last whole
- * line (*len, its length, updated), or the next line appended would be glued to
- * the fragment and read back as another line. fd open for reading and writing.
- * 0 or CM_EIO. */
-int gw_fair__log_cut_torn(int fd, off_t *len);
 /* Closes and removes the log (a deleted sale's room). 0 or CM_EIO. Thread-safe. */
 int gw_fair__room_store_drop(gw_fair_sale_t *fs);
-/* Calls apply with every whole line of the log (newline stripped; the first is the "K"
- * line), cuts a torn tail off the file, removes a log without a readable key line.
+/* Calls apply with every line of the log (a journal's record, NUL-terminated; the
+ * first is the "K" line), holes skipped and a torn tail cut off the file
+ * (cm_journal_recover), removes a log without a readable key line. A log in the
+ * line format before the journal is converted to it first (atomically; if that
+ * fails, nothing is read and the file is left for the next start's load).
  * Returns the lines applied. Single-threaded (open). */
 size_t gw_fair__room_store_read(gw_fair_sale_t *fs, void (*apply)(gw_fair_sale_t *, char *));
 

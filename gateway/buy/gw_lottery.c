@@ -10,6 +10,7 @@
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
+#include "common/cm_journal.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
 #include "common/cm_url.h"
@@ -123,7 +124,7 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
 {
     char path[700];
     gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
-    FILE *fp = fopen(path, "r");
+    FILE *fp = cm_journal_lines_open(path); /* the journal's records, a line each */
     if (!fp)
         return;
     char line[512];

@@ -12,6 +12,7 @@
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
+#include "common/cm_journal.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
@@ -110,7 +111,7 @@ void gw_fair__reg_load(gw_fair_t *f, gw_fair_sale_t *fs)
 {
     char path[700];
     reg_path(f, fs->sale_id, path, sizeof(path));
-    FILE *fp = fopen(path, "r");
+    FILE *fp = cm_journal_lines_open(path); /* the journal's records, a line each */
     if (!fp)
         return;
     struct gw_reg_set *s = set_get(fs);
@@ -155,27 +156,18 @@ static int log_append(gw_fair_t *f, gw_fair_sale_t *fs, struct gw_reg_set *s, co
     if (s->fd < 0) {
         char path[700];
         reg_path(f, fs->sale_id, path, sizeof(path));
-        s->fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644); /* read: the torn-line cut */
-        struct stat st;
-        if (s->fd < 0 || fstat(s->fd, &st) != 0) {
+        s->fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644); /* read: the recovery */
+        if (s->fd < 0 || cm_journal_attach(s->fd, path, &s->log_len) != 0) {
             if (s->fd >= 0)
                 close(s->fd);
             s->fd = -1;
             return CM_EIO;
         }
-        s->log_len = st.st_size;
-        /* reopened after a failed cut (below): the torn line goes first, or the
-         * next person's line would be glued to it */
-        if (gw_fair__log_cut_torn(s->fd, &s->log_len) != 0) {
-            close(s->fd);
-            s->fd = -1;
-            return CM_EIO;
-        }
     }
-    char line[INV_USER_ID_MAX + 2];
-    int len = snprintf(line, sizeof(line), "%s\n", p);
-    ssize_t w = write(s->fd, line, (size_t)len);
-    if (w != len) {
+    char line[INV_USER_ID_MAX + CM_JOURNAL_FRAME_OVERHEAD]; /* one frame of the journal */
+    int len = (int)cm_journal_frame(line, sizeof(line), p, strlen(p));
+    ssize_t w = len ? write(s->fd, line, (size_t)len) : -1;
+    if (w != len || !len) {
         if (w > 0 && ftruncate(s->fd, s->log_len) != 0) {
             close(s->fd);
             s->fd = -1;

@@ -1,7 +1,10 @@
 /*
  * Fair start: one gateway's waiting-room log, <data_dir>/fair/<sale>.room
  * (see gw_fair.h, "Durability of one gateway's room", for what it keeps and
- * gw_room.c for what each line means). This file does the file: lines
+ * gw_room.c for what each line means). The file is a journal
+ * (common/cm_journal.h): each line is one checksummed frame, a bad frame is
+ * skipped (a torn tail cut off), and a room log of the line format before
+ * the journal is converted at the load. This file does the file: lines
  * appended with one write(2) each, a torn tail cut back, fdatasync at the seal
  * and at most every GW_WR_SYNC_MS for the others (by the lottery thread's
  * tick, never with the log's lock held across it: the worker loops append
@@ -13,7 +16,9 @@
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
 
+#include "common/cm_alloc.h"
 #include "common/cm_err.h"
+#include "common/cm_journal.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
 
@@ -157,47 +162,14 @@ static int store_sync(gw_fair_sale_t *fs)
     return 0;
 }
 
-int gw_fair__log_cut_torn(int fd, off_t *len)
-{
-    char buf[512];
-    off_t end = *len;
-    while (end > 0) {
-        size_t n = end < (off_t)sizeof(buf) ? (size_t)end : sizeof(buf);
-        ssize_t r = pread(fd, buf, n, end - (off_t)n);
-        if (r != (ssize_t)n)
-            return CM_EIO;
-        if (end == *len && buf[n - 1] == '\n')
-            return 0;
-        for (size_t i = n; i > 0; i--)
-            if (buf[i - 1] == '\n') {
-                off_t cut = end - (off_t)n + (off_t)i;
-                if (ftruncate(fd, cut) != 0)
-                    return CM_EIO;
-                *len = cut;
-                return 0;
-            }
-        end -= (off_t)n;
-    }
-    if (*len > 0 && ftruncate(fd, 0) != 0) /* not even the first line is whole */
-        return CM_EIO;
-    *len = 0;
-    return 0;
-}
-
-/* The room log's torn tail (gw_fair__log_cut_torn). st->mu held, fd open. */
-static int store_cut_torn(gw_fair_sale_t *fs)
-{
-    return gw_fair__log_cut_torn(fs->wr_store.fd, &fs->wr_store.len);
-}
-
-/* One whole line at the end of the file (st->mu held, fd open). 0 or CM_EIO. */
-static int store_write(gw_fair_sale_t *fs, const char *line, size_t len)
+/* Whole frames at the end of the file (st->mu held, fd open). 0 or CM_EIO. */
+static int store_write_frames(gw_fair_sale_t *fs, const char *line, size_t len)
 {
     gw_room_store_t *st = &fs->wr_store;
     ssize_t w = write(st->fd, line, len);
     if (w != (ssize_t)len) {
-        /* a short write (a full disk) left part of a line: the next one would
-         * be glued to it and both lost at the load. Cut it off; if that fails
+        /* a short write (a full disk) left part of a frame: the next one would
+         * follow it and both be cut at the load. Cut it off; if that fails
          * too, no more lines (the next append opens the file again). */
         store_trouble(fs, "write");
         if (w > 0 && ftruncate(st->fd, st->len) != 0) {
@@ -208,13 +180,22 @@ static int store_write(gw_fair_sale_t *fs, const char *line, size_t len)
     }
     st->len += (off_t)len;
     st->dirty = true;
-    if (st->cfd >= 0 && !st->cfailed) { /* a compaction's file gets every line too */
+    if (st->cfd >= 0 && !st->cfailed) { /* a compaction's file gets every frame too */
         if (write(st->cfd, line, len) == (ssize_t)len)
             st->clen += (off_t)len;
         else
             st->cfailed = true; /* the compaction is given up; the log has the line */
     }
     return 0;
+}
+
+/* One line (len bytes, no newline) as one frame at the end of the file (st->mu
+ * held, fd open). 0 or CM_EIO. */
+static int store_write(gw_fair_sale_t *fs, const char *line, size_t len)
+{
+    char frame[GW_WR_LINE_MAX + CM_JOURNAL_FRAME_OVERHEAD];
+    size_t n = cm_journal_frame(frame, sizeof(frame), line, len);
+    return n ? store_write_frames(fs, frame, n) : CM_EINVAL;
 }
 
 /* Opens the log for appends; a new (empty) one starts with the room's keys. st->mu held. */
@@ -237,20 +218,32 @@ static int store_open(gw_fair_sale_t *fs)
     st->gen++;
     st->len = sb.st_size;
     st->synced_len = 0; /* what a crash left may be in the page cache only */
-    if (st->len > 0 && store_cut_torn(fs) != 0) {
-        store_trouble(fs, "cut a torn line");
+    /* a torn or bad tail is cut (the load cut it already, unless a write since
+     * failed and its cut-off too); a line log the load could not convert is
+     * left for the next start's, and no line goes after it */
+    int rc = st->len > 0 ? cm_journal_recover(st->fd, path, NULL, NULL, &st->len) : 0;
+    if (rc != 0) {
+        if (rc == CM_ECORRUPT)
+            errno = EINVAL;
+        store_trouble(fs, rc == CM_ECORRUPT ? "a line log not converted" : "cut a torn frame");
         close(st->fd);
         st->fd = -1;
         return CM_EIO;
     }
     if (st->len > 0)
         return 0;
-    /* the keys first, synced: every place and replay id after them derives from them */
-    char line[128];
-    int n = snprintf(line, sizeof(line), "K %016llx %016llx %016llx %016llx\n",
+    /* the magic line and the keys first, synced: every place and replay id after
+     * them derives from them */
+    char line[128], head[CM_JOURNAL_MAGIC_LEN + sizeof(line) + CM_JOURNAL_FRAME_OVERHEAD];
+    int n = snprintf(line, sizeof(line), "K %016llx %016llx %016llx %016llx",
                      (unsigned long long)fs->wr_key.k0, (unsigned long long)fs->wr_key.k1,
                      (unsigned long long)fs->wr_seed.k0, (unsigned long long)fs->wr_seed.k1);
-    if (store_write(fs, line, (size_t)n) != 0 || fdatasync(st->fd) != 0) {
+    memcpy(head, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN);
+    size_t hn = CM_JOURNAL_MAGIC_LEN + cm_journal_frame(head + CM_JOURNAL_MAGIC_LEN,
+                                                        sizeof(head) - CM_JOURNAL_MAGIC_LEN, line,
+                                                        (size_t)n);
+    if (ftruncate(st->fd, 0) != 0 || store_write_frames(fs, head, hn) != 0 ||
+        fdatasync(st->fd) != 0) {
         store_trouble(fs, "keys");
         close(st->fd);
         st->fd = -1;
@@ -272,7 +265,6 @@ int gw_fair__room_store_line(gw_fair_sale_t *fs, bool sync, const char *fmt, ...
     va_end(ap);
     if (n < 0 || (size_t)n >= sizeof(line) - 1)
         return CM_EINVAL;
-    line[n++] = '\n';
     gw_room_store_t *st = &fs->wr_store;
     pthread_mutex_lock(&st->mu);
     int rc = store_open(fs);
@@ -378,52 +370,64 @@ int gw_fair__room_store_drop(gw_fair_sale_t *fs)
     return rc;
 }
 
+/* What the load's records go through (room_record). */
+typedef struct room_read {
+    gw_fair_sale_t *fs;
+    void (*apply)(gw_fair_sale_t *, char *);
+    size_t lines, bad;
+    bool stop; /* no keys: nothing after them can be read */
+} room_read_t;
+
+static void room_record(void *arg, char *rec, size_t len)
+{
+    room_read_t *rd = arg;
+    if (rd->stop)
+        return;
+    /* not one of ours (a line log's zero-filled block after a power cut, an
+     * overlong line, kept whole by its conversion): skipped */
+    bool unreadable = len >= GW_WR_LINE_MAX || memchr(rec, '\0', len) != NULL;
+    if (rd->lines == 0 && (unreadable || rec[0] != 'K')) {
+        rd->bad++;
+        rd->stop = true;
+        return;
+    }
+    if (unreadable) {
+        rd->bad++;
+        return;
+    }
+    rd->apply(rd->fs, rec);
+    rd->lines++;
+}
+
 size_t gw_fair__room_store_read(gw_fair_sale_t *fs, void (*apply)(gw_fair_sale_t *, char *))
 {
     char path[700];
     store_path(fs, path, sizeof(path));
-    FILE *fp = fopen(path, "r");
-    if (!fp)
+    /* the upgrade: a room log of the line format is rewritten as a journal first
+     * (atomically: a crash leaves the line log, converted at the next start) */
+    size_t converted = 0;
+    int up = cm_journal_upgrade_lines(path, &converted);
+    if (up > 0)
+        cm_log_info("fair", "waiting-room log converted to the journal framing",
+                    "sale=%s lines=%zu", fs->sale_id, converted);
+    else if (up < 0) /* left as it is; store_open appends nothing to it */
         return 0;
-    char *line = NULL;
-    size_t cap = 0, lines = 0, bad = 0;
-    off_t good = 0; /* the end of the last whole line */
-    ssize_t n;
-    while ((n = getline(&line, &cap, fp)) > 0) {
-        /* a line without its newline is a write cut short (never answered):
-         * it is cut off the file, or the next line appended would be glued
-         * to it */
-        if (line[n - 1] != '\n') {
-            bad++;
-            if (truncate(path, good) != 0)
-                cm_log_error("fair", "cannot cut a torn line off the waiting-room log",
-                             "sale=%s err=%s", fs->sale_id, strerror(errno));
-            break;
-        }
-        good += (off_t)n;
-        /* not one of ours (a zero-filled block after a power cut, an overlong
-         * line): skipped whole, by its real length */
-        bool unreadable = n > GW_WR_LINE_MAX || memchr(line, '\0', (size_t)n) != NULL;
-        line[n - 1] = '\0';
-        if (lines == 0 && (unreadable || line[0] != 'K')) { /* no keys: nothing after them can be read */
-            bad++;
-            break;
-        }
-        if (unreadable) {
-            bad++;
-            continue;
-        }
-        apply(fs, line);
-        lines++;
-    }
-    free(line);
-    fclose(fp);
-    if (bad)
-        cm_log_warn("fair", "waiting-room log has torn or unreadable lines; skipped",
-                    "sale=%s lines=%zu", fs->sale_id, bad);
-    if (lines == 0) /* nothing usable (a torn key line): start a new log with new keys */
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    room_read_t rd = {.fs = fs, .apply = apply};
+    off_t len = 0;
+    int rc = cm_journal_recover(fd, path, room_record, &rd, &len); /* logs a cut */
+    close(fd);
+    if (rc != 0)
+        cm_log_error("fair", "cannot read the waiting-room log", "sale=%s err=%s", fs->sale_id,
+                     cm_strerror(rc));
+    if (rd.bad)
+        cm_log_warn("fair", "waiting-room log has unreadable lines; skipped", "sale=%s lines=%zu",
+                    fs->sale_id, rd.bad);
+    if (rc == 0 && rd.lines == 0) /* nothing usable (no key line): a new log with new keys */
         (void)unlink(path);
-    return lines;
+    return rd.lines;
 }
 
 /*---- compaction ----*/
@@ -480,14 +484,25 @@ static int copy_tail(int fd, int tfd, off_t from, off_t to)
  * durable in the log; so the rename under mu is the only step the loops wait
  * for, and no fdatasync runs under mu.
  */
-int gw_fair__room_store_compact(gw_fair_sale_t *fs, const char *image, size_t n)
+int gw_fair__room_store_compact(gw_fair_sale_t *fs, const char *image, size_t image_len)
 {
     gw_room_store_t *st = &fs->wr_store;
     char path[700], tmp[710];
     store_path(fs, path, sizeof(path));
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    /* the image's lines as the journal's frames, after its magic line */
+    cm_journal_buf_t frames = {0};
+    for (const char *p = image, *end = image + image_len; p < end;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        (void)cm_journal_buf_add(&frames, p, l); /* a line is far below the record limit */
+        p += l + 1;
+    }
+    size_t n = CM_JOURNAL_MAGIC_LEN + frames.len;
     int tfd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
-    bool ok = tfd >= 0 && write_all(tfd, image, n) == 0;
+    bool ok = tfd >= 0 && write_all(tfd, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN) == 0 &&
+              write_all(tfd, frames.p, frames.len) == 0;
+    cm_journal_buf_free(&frames);
     pthread_mutex_lock(&st->mu);
     ok =
         ok && st->fd >= 0 && st->gen == st->cgen && copy_tail(st->fd, tfd, st->cmark, st->len) == 0;

@@ -62,7 +62,8 @@ try:
     log = os.path.join(g.data_dir, "fair", "fr.log")
     with open(log) as fp:
         lines = fp.read().splitlines(True)
-    cut = max(i for i, ln in enumerate(lines) if ln.startswith("D "))
+    # a journal: "%08x %08x <line>" a frame, after its magic line
+    cut = max(i for i, ln in enumerate(lines) if ln[18:].startswith("D "))
     with open(log, "w") as fp:
         fp.write("".join(lines[:cut + 1]))
     g.start()

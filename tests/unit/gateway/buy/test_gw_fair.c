@@ -13,6 +13,7 @@
 #include "gateway/buy/gw_fair_internal.h"
 
 #include "common/cm_err.h"
+#include "common/cm_journal.h"
 #include "common/cm_hash.h"
 #include "common/cm_id.h"
 #include "common/cm_time.h"
@@ -688,12 +689,16 @@ static void test_idem_dash_survives_restart(void **st)
         t.entered_at_ms = now - 9000;
         assert_int_equal(gw_fair_enter(fs, &t, keys[i]), 0);
     }
-    /* A line as an older gateway wrote it for an entry without a key. */
-    char path[160];
+    /* A line as an older gateway wrote it for an entry without a key (a record
+     * of the journal, common/cm_journal.h). */
+    char path[160], rec[128], frame[160];
     snprintf(path, sizeof(path), "%s/fair/s1.log", m->dir);
+    int rlen = snprintf(rec, sizeof(rec), "E 0AM0AZFQKEG02 u2 1 %lld -", (long long)(now - 9000));
+    size_t flen = cm_journal_frame(frame, sizeof(frame), rec, (size_t)rlen);
+    assert_true(flen > 0);
     FILE *fp = fopen(path, "a");
     assert_non_null(fp);
-    fprintf(fp, "E 0AM0AZFQKEG02 u2 1 %lld -\n", (long long)(now - 9000));
+    assert_int_equal(fwrite(frame, 1, flen, fp), flen);
     assert_int_equal(fclose(fp), 0);
 
     gw_fair_close(&m->srv); /* a restart of the lottery: the log is read back */
@@ -836,9 +841,9 @@ static void log_cut_after(const mini_t *m, char tag)
     FILE *fp = fopen(path, "r");
     assert_non_null(fp);
     long keep = -1, at = 0;
-    while (fgets(line, sizeof(line), fp)) {
+    while (fgets(line, sizeof(line), fp)) { /* a frame a line: its record after 18 bytes */
         at += (long)strlen(line);
-        if (line[0] == tag)
+        if (strlen(line) > 18 && line[18] == tag)
             keep = at;
     }
     fclose(fp);
@@ -1017,8 +1022,8 @@ static uint64_t log_last_seed(const mini_t *m, int *nd)
     assert_non_null(fp);
     unsigned long long seed = 0;
     *nd = 0;
-    while (fgets(line, sizeof(line), fp))
-        if (line[0] == 'D' && sscanf(line, "D %llx", &seed) == 1)
+    while (fgets(line, sizeof(line), fp)) /* a frame a line: its record after 18 bytes */
+        if (strlen(line) > 18 && line[18] == 'D' && sscanf(line + 18, "D %llx", &seed) == 1)
             (*nd)++;
     fclose(fp);
     return seed;

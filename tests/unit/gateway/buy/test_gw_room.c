@@ -13,6 +13,7 @@
 
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
+#include "common/cm_journal.h"
 #include "common/cm_rand.h"
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
@@ -534,8 +535,8 @@ static void test_restart_keeps_room(void **st)
     assert_int_equal(joinat(&m, "late2", true, S + 3, S, 0).pos, P + 3);
     room_restart(&m);
     f = m.srv->fair;
-    /* a whole line of zeros (a block a power cut left) before the last line:
-     * skipped by its real length, the line after it read back */
+    /* a run of zeros (a block a power cut left) before the last frame: skipped
+     * up to the next whole frame (common/cm_journal.h), the last one read back */
     assert_int_equal(joinat(&m, "late3", true, S + 3, S, 0).pos, P + 4);
     gw_fair_close(m.srv);
     fp = fopen(path, "r+");
@@ -664,9 +665,10 @@ static void test_claim_sync(void **st)
     uint64_t nonce = 0;
     assert_int_equal(gw_fair_admission_claim(f, "s1", t.jti, t.exp_s, 0, now_s, &nonce),
                      GW_WR_CLAIMED);
-    char line[80];
-    int claim_len = snprintf(line, sizeof(line), "T %016llx %lld %016llx\n",
-                             (unsigned long long)t.jti, (long long)t.exp_s, 0ull);
+    char line[80]; /* the claim's line, framed (common/cm_journal.h) */
+    int claim_len = snprintf(line, sizeof(line), "T %016llx %lld %016llx",
+                             (unsigned long long)t.jti, (long long)t.exp_s, 0ull) +
+                    CM_JOURNAL_FRAME_OVERHEAD;
     json_int_t len, synced, syncs;
     log_lens(&m, &len, &synced, &syncs);
     assert_int_equal(len, len0 + claim_len);

@@ -1,0 +1,568 @@
+/*
+ * The journal framing, its recovery, its upgrade and its atomic replacement
+ * (common/cm_journal.h says what each promises).
+ */
+#include "common/cm_journal.h"
+
+#include "common/cm_alloc.h"
+#include "common/cm_crc32c.h"
+#include "common/cm_err.h"
+#include "common/cm_log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define HDR 18u /* "%08x %08x " */
+#define READ_CHUNK (64u * 1024u)
+
+static const char hexd[] = "0123456789abcdef";
+
+static void put_hex8(char *p, uint32_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 4)
+        p[i] = hexd[v & 15];
+}
+
+/* Eight lowercase hex digits. */
+static bool get_hex8(const char *p, uint32_t *v)
+{
+    uint32_t x = 0;
+    for (int i = 0; i < 8; i++) {
+        char c = p[i];
+        if (c >= '0' && c <= '9')
+            x = x << 4 | (uint32_t)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            x = x << 4 | (uint32_t)(c - 'a' + 10);
+        else
+            return false;
+    }
+    *v = x;
+    return true;
+}
+
+size_t cm_journal_frame(char *out, size_t cap, const void *rec, size_t len)
+{
+    if (len > CM_JOURNAL_RECORD_MAX || cap < len + CM_JOURNAL_FRAME_OVERHEAD)
+        return 0;
+    put_hex8(out, (uint32_t)len);
+    out[8] = ' ';
+    uint32_t crc = cm_crc32c(cm_crc32c(0, out, 8), rec, len);
+    put_hex8(out + 9, crc);
+    out[17] = ' ';
+    if (len)
+        memcpy(out + HDR, rec, len);
+    out[HDR + len] = '\n';
+    return len + CM_JOURNAL_FRAME_OVERHEAD;
+}
+
+/* n bytes at off, retried on EINTR and short reads. 0 or -1. */
+static int pread_all(int fd, char *p, size_t n, off_t off)
+{
+    while (n > 0) {
+        ssize_t r = pread(fd, p, n, off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        p += r;
+        n -= (size_t)r;
+        off += r;
+    }
+    return 0;
+}
+
+/* n bytes at fd's end. 0 or -1 (errno). */
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* A window of the file being scanned: buf holds [at, at + len). */
+typedef struct window {
+    int fd;
+    off_t size, at;
+    char *buf;
+    size_t cap, len;
+} window_t;
+
+/* The file's bytes [off, off + need) (all within size) in the window, read
+ * from off on if they are not. Returns them, or NULL on a read error. */
+static char *window_get(window_t *w, off_t off, size_t need)
+{
+    if (off < w->at || off + (off_t)need > w->at + (off_t)w->len) {
+        if (need > w->cap) {
+            free(w->buf);
+            w->cap = need;
+            w->buf = cm_xmalloc(w->cap);
+        }
+        size_t want = w->size - off < (off_t)w->cap ? (size_t)(w->size - off) : w->cap;
+        if (pread_all(w->fd, w->buf, want, off) != 0)
+            return NULL;
+        w->at = off;
+        w->len = want;
+    }
+    return w->buf + (off - w->at);
+}
+
+/* Whether a whole frame with its checksum right starts at off: 1 (*f its bytes in
+ * the window, *len its record's length), 0 not, CM_EIO. */
+static int frame_at(window_t *w, off_t off, char **f, uint32_t *len)
+{
+    if (w->size - off < (off_t)HDR)
+        return 0;
+    char *h = window_get(w, off, HDR);
+    uint32_t crc;
+    if (!h)
+        return CM_EIO;
+    if (!get_hex8(h, len) || h[8] != ' ' || !get_hex8(h + 9, &crc) || h[17] != ' ' ||
+        *len > CM_JOURNAL_RECORD_MAX)
+        return 0;
+    size_t need = HDR + *len + 1;
+    if (w->size - off < (off_t)need)
+        return 0;
+    if (!(h = window_get(w, off, need)))
+        return CM_EIO;
+    if (h[HDR + *len] != '\n' || cm_crc32c(cm_crc32c(0, h, 8), h + HDR, *len) != crc)
+        return 0;
+    *f = h;
+    return 1;
+}
+
+/* The first whole frame after a bad one at bad: it starts after a newline (a frame's
+ * end) or a NUL (a zero-filled block's). Its offset, -1 if none, or CM_EIO. */
+static off_t resync(window_t *w, off_t bad)
+{
+    for (off_t p = bad + 1; w->size - p >= (off_t)HDR; p++) {
+        char *c = window_get(w, p - 1, 1);
+        if (!c)
+            return CM_EIO;
+        if (*c != '\n' && *c != '\0')
+            continue;
+        char *f;
+        uint32_t len;
+        int r = frame_at(w, p, &f, &len);
+        if (r != 0)
+            return r < 0 ? CM_EIO : p;
+    }
+    return -1;
+}
+
+int cm_journal_scan(int fd, cm_journal_record_fn fn, void *arg, cm_journal_scan_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0)
+        return CM_EIO;
+    off_t size = out->size = sb.st_size;
+    if (size == 0)
+        return 0;
+    char magic[CM_JOURNAL_MAGIC_LEN];
+    size_t m = size < CM_JOURNAL_MAGIC_LEN ? (size_t)size : CM_JOURNAL_MAGIC_LEN;
+    if (pread_all(fd, magic, m, 0) != 0)
+        return CM_EIO;
+    if (memcmp(magic, CM_JOURNAL_MAGIC, m) != 0) {
+        out->is_legacy = true;
+        return 0;
+    }
+    if (m < CM_JOURNAL_MAGIC_LEN) /* a torn magic line: an empty journal */
+        return 0;
+    window_t w = {.fd = fd, .size = size, .cap = READ_CHUNK};
+    w.buf = cm_xmalloc(w.cap);
+    off_t off = out->end = CM_JOURNAL_MAGIC_LEN;
+    int rc = 0;
+    while (size - off >= (off_t)HDR) {
+        char *f;
+        uint32_t len;
+        int r = frame_at(&w, off, &f, &len);
+        if (r < 0) {
+            rc = CM_EIO;
+            break;
+        }
+        if (r == 0) { /* a bad frame: a hole with whole frames after it, or the torn tail */
+            off_t next = resync(&w, off);
+            if (next == CM_EIO) {
+                rc = CM_EIO;
+                break;
+            }
+            if (next < 0)
+                break;
+            if (!out->holes)
+                out->first_hole = off;
+            out->holes++;
+            out->hole_bytes += next - off;
+            off = next;
+            continue;
+        }
+        f[HDR + len] = '\0'; /* the record's NUL, for the callee */
+        if (fn)
+            fn(arg, f + HDR, len);
+        f[HDR + len] = '\n';
+        off += (off_t)(HDR + len + 1);
+        out->end = off;
+        out->records++;
+    }
+    free(w.buf);
+    return rc;
+}
+
+int cm_journal_recover(int fd, const char *path, cm_journal_record_fn fn, void *arg, off_t *len)
+{
+    cm_journal_scan_t sc;
+    int rc = cm_journal_scan(fd, fn, arg, &sc);
+    if (rc != 0)
+        return rc;
+    if (sc.is_legacy)
+        return CM_ECORRUPT;
+    if (sc.holes)
+        cm_log_warn("journal", "corrupt frames between whole ones: skipped",
+                    "path=%s at=%lld holes=%zu bytes=%lld records=%zu", path,
+                    (long long)sc.first_hole, sc.holes, (long long)sc.hole_bytes, sc.records);
+    if (sc.end < sc.size) {
+        cm_log_warn("journal", "torn or corrupt frame: the file is cut there",
+                    "path=%s at=%lld cut_bytes=%lld records=%zu", path, (long long)sc.end,
+                    (long long)(sc.size - sc.end), sc.records);
+        if (ftruncate(fd, sc.end) != 0)
+            return CM_EIO;
+    }
+    *len = sc.end;
+    return 0;
+}
+
+int cm_journal_attach(int fd, const char *path, off_t *len)
+{
+    int rc = cm_journal_recover(fd, path, NULL, NULL, len);
+    if (rc != 0 || *len > 0)
+        return rc;
+    if (ftruncate(fd, 0) != 0 || write_all(fd, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN) != 0)
+        return CM_EIO;
+    *len = CM_JOURNAL_MAGIC_LEN;
+    return 0;
+}
+
+int cm_journal_dir_sync(const char *path)
+{
+    char dir[1024];
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(dir, sizeof(dir), ".");
+    else if (slash == path)
+        snprintf(dir, sizeof(dir), "/");
+    else
+        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = dfd >= 0 && fsync(dfd) == 0 ? 0 : CM_EIO;
+    if (dfd >= 0)
+        close(dfd);
+    return rc;
+}
+
+int cm_journal_replace(const char *path, const void *frames, size_t n, int *fd_out)
+{
+    char tmp[1100];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    const char *what = "open";
+    if (fd < 0)
+        goto fail;
+    what = "write";
+    if (write_all(fd, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN) != 0 || write_all(fd, frames, n) != 0)
+        goto fail;
+    what = "fdatasync";
+    if (fdatasync(fd) != 0)
+        goto fail;
+    what = "rename";
+    if (rename(tmp, path) != 0)
+        goto fail;
+    /* the new file is whole under either name: a failed directory fsync only
+     * leaves which one a power cut brings back open */
+    if (cm_journal_dir_sync(path) != 0)
+        cm_log_warn("journal", "directory fsync after a rewrite failed", "path=%s err=%s", path,
+                    strerror(errno));
+    if (fd_out)
+        *fd_out = fd;
+    else
+        close(fd);
+    return 0;
+fail:
+    cm_log_error("journal", "cannot rewrite", "path=%s what=%s err=%s", path, what,
+                 strerror(errno));
+    if (fd >= 0) {
+        close(fd);
+        (void)unlink(tmp);
+    }
+    return CM_EIO;
+}
+
+void cm_journal_buf_free(cm_journal_buf_t *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+int cm_journal_buf_add(cm_journal_buf_t *b, const void *rec, size_t len)
+{
+    if (len > CM_JOURNAL_RECORD_MAX)
+        return CM_EINVAL;
+    size_t need = b->len + len + CM_JOURNAL_FRAME_OVERHEAD;
+    if (need > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < need)
+            cap *= 2;
+        b->p = cm_xrealloc(b->p, cap);
+        b->cap = cap;
+    }
+    b->len += cm_journal_frame(b->p + b->len, b->cap - b->len, rec, len);
+    return 0;
+}
+
+int cm_journal_upgrade_lines(const char *path, size_t *records)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : CM_EIO;
+    char magic[CM_JOURNAL_MAGIC_LEN];
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        close(fd);
+        return CM_EIO;
+    }
+    size_t m = sb.st_size < CM_JOURNAL_MAGIC_LEN ? (size_t)sb.st_size : CM_JOURNAL_MAGIC_LEN;
+    if (m == 0 || (pread_all(fd, magic, m, 0) == 0 && memcmp(magic, CM_JOURNAL_MAGIC, m) == 0)) {
+        close(fd);
+        return 0;
+    }
+    FILE *fp = fdopen(fd, "r");
+    if (!fp) {
+        close(fd);
+        return CM_EIO;
+    }
+    cm_journal_buf_t b = {0};
+    char *line = NULL;
+    size_t cap = 0, n_rec = 0;
+    ssize_t n;
+    bool torn = false;
+    int rc = 0;
+    while ((n = getline(&line, &cap, fp)) > 0) {
+        if (line[n - 1] != '\n') { /* a write cut short: never answered */
+            torn = true;
+            break;
+        }
+        if (cm_journal_buf_add(&b, line, (size_t)n - 1) != 0) {
+            torn = true; /* a line over CM_JOURNAL_RECORD_MAX is none of ours: the tail goes */
+            break;
+        }
+        n_rec++;
+    }
+    if (ferror(fp))
+        rc = CM_EIO;
+    free(line);
+    fclose(fp);
+    if (rc == 0)
+        rc = cm_journal_replace(path, b.p ? b.p : "", b.len, NULL);
+    cm_journal_buf_free(&b);
+    if (rc != 0) {
+        cm_log_error("journal", "cannot upgrade a line log to the journal framing", "path=%s",
+                     path);
+        return CM_EIO;
+    }
+    cm_log_info("journal", "line log upgraded to the journal framing", "path=%s records=%zu%s",
+                path, n_rec, torn ? " torn_tail=dropped" : "");
+    if (records)
+        *records = n_rec;
+    return 1;
+}
+
+/* A record as the line a load parses (cm_journal_lines_open). */
+static void line_record(void *arg, char *rec, size_t len)
+{
+    FILE *m = arg;
+    fwrite(rec, 1, len, m);
+    fputc('\n', m);
+}
+
+/* The stream cm_journal_lines_open returns: its text, freed by its fclose. */
+typedef struct lines {
+    char *text;
+    size_t n, at;
+} lines_t;
+
+static ssize_t lines_read(void *cookie, char *buf, size_t size)
+{
+    lines_t *l = cookie;
+    size_t k = l->n - l->at < size ? l->n - l->at : size;
+    memcpy(buf, l->text + l->at, k);
+    l->at += k;
+    return (ssize_t)k;
+}
+
+static int lines_close(void *cookie)
+{
+    lines_t *l = cookie;
+    free(l->text);
+    free(l);
+    return 0;
+}
+
+FILE *cm_journal_lines_open(const char *path)
+{
+    if (cm_journal_upgrade_lines(path, NULL) < 0) /* logged */
+        return NULL;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    char *text = NULL;
+    size_t n = 0;
+    FILE *m = open_memstream(&text, &n);
+    off_t len = 0;
+    int rc = m ? cm_journal_recover(fd, path, line_record, m, &len) : CM_EIO; /* logs a cut */
+    close(fd);
+    if (m && fclose(m) != 0)
+        rc = CM_EIO;
+    if (rc != 0)
+        cm_log_error("journal", "cannot read", "path=%s err=%s", path, cm_strerror(rc));
+    if (rc == 0 && n) {
+        lines_t *l = cm_xmalloc(sizeof(*l));
+        *l = (lines_t){.text = text, .n = n};
+        FILE *fp =
+            fopencookie(l, "r", (cookie_io_functions_t){.read = lines_read, .close = lines_close});
+        if (fp)
+            return fp; /* its fclose frees text */
+        free(l);
+    }
+    free(text);
+    return NULL;
+}
+
+/*---- one owned journal ----*/
+
+int cm_journal_open(cm_journal_t *j, const char *path, unsigned flags, cm_journal_record_fn fn,
+                    void *arg, char *errbuf, size_t errlen)
+{
+    memset(j, 0, sizeof(*j));
+    j->fd = -1;
+    char tmp[1100];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    if (unlink(tmp) == 0) /* a rewrite a crash cut before its rename: the file is whole */
+        cm_log_warn("journal", "removed a rewrite cut short", "path=%s", tmp);
+    if ((flags & CM_JOURNAL_UPGRADE_LINES) && cm_journal_upgrade_lines(path, NULL) < 0) {
+        cm_errbuf_set(errbuf, errlen, "%s: cannot upgrade the line log", path);
+        return CM_EIO;
+    }
+    int fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        cm_errbuf_set(errbuf, errlen, "%s: %s", path, strerror(errno));
+        return CM_EIO;
+    }
+    off_t len = 0;
+    int rc = cm_journal_recover(fd, path, fn, arg, &len);
+    if (rc != 0) {
+        cm_errbuf_set(errbuf, errlen, "%s: %s", path,
+                      rc == CM_ECORRUPT ? "not a journal" : "cannot read or cut its tail");
+        close(fd);
+        return rc;
+    }
+    if (len == 0) {
+        if (ftruncate(fd, 0) != 0 ||
+            write_all(fd, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN) != 0 || fdatasync(fd) != 0 ||
+            cm_journal_dir_sync(path) != 0) {
+            cm_errbuf_set(errbuf, errlen, "%s: cannot start the journal: %s", path,
+                          strerror(errno));
+            close(fd);
+            return CM_EIO;
+        }
+        len = CM_JOURNAL_MAGIC_LEN;
+    }
+    j->fd = fd;
+    j->path = cm_xstrdup(path);
+    j->len = len;
+    j->synced_len = 0; /* what a crash left may be in the page cache only */
+    return 0;
+}
+
+int cm_journal_append(cm_journal_t *j, const void *rec, size_t len)
+{
+    return cm_journal_buf_add(&j->batch, rec, len);
+}
+
+int cm_journal_write(cm_journal_t *j)
+{
+    if (j->batch.len == 0)
+        return j->fd >= 0 ? 0 : CM_EIO;
+    size_t n = j->batch.len;
+    j->batch.len = 0;
+    if (j->fd < 0)
+        return CM_EIO;
+    ssize_t w = write(j->fd, j->batch.p, n);
+    if (w == (ssize_t)n) {
+        j->len += (off_t)n;
+        return 0;
+    }
+    /* part of a frame would glue the next batch to it: both cut at the next
+     * open. Cut it off now; if that fails too, no more appends. */
+    cm_log_error("journal", "write", "path=%s err=%s", j->path, w < 0 ? strerror(errno) : "short");
+    if (w > 0 && ftruncate(j->fd, j->len) != 0) {
+        close(j->fd);
+        j->fd = -1;
+    }
+    return CM_EIO;
+}
+
+int cm_journal_sync(cm_journal_t *j)
+{
+    int rc = cm_journal_write(j);
+    if (rc != 0)
+        return rc;
+    if (j->synced_len >= j->len)
+        return 0;
+    if (fdatasync(j->fd) != 0) {
+        cm_log_error("journal", "fdatasync", "path=%s err=%s", j->path, strerror(errno));
+        return CM_EIO;
+    }
+    j->synced_len = j->len;
+    return 0;
+}
+
+int cm_journal_compact(cm_journal_t *j, const cm_journal_buf_t *image)
+{
+    if (j->fd < 0)
+        return CM_EIO;
+    int fd = -1;
+    if (cm_journal_replace(j->path, image->p ? image->p : "", image->len, &fd) != 0)
+        return CM_EIO;
+    close(j->fd);
+    j->fd = fd;
+    j->len = j->synced_len = (off_t)(CM_JOURNAL_MAGIC_LEN + image->len);
+    j->batch.len = 0;
+    return 0;
+}
+
+int cm_journal_close(cm_journal_t *j)
+{
+    int rc = 0;
+    if (j->fd >= 0) {
+        rc = cm_journal_sync(j);
+        close(j->fd);
+    } else if (j->path) {
+        rc = CM_EIO;
+    }
+    j->fd = -1;
+    cm_journal_buf_free(&j->batch);
+    free(j->path);
+    j->path = NULL;
+    return rc;
+}

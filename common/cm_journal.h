@@ -1,0 +1,166 @@
+/*
+ * One framing, one recovery path and one upgrade for the append-only files
+ * the product keeps, a journal per file: the waiting room's <sale>.room
+ * (gw_room_store.c, its own appends and compaction beside the loops), the
+ * lottery's <sale>.log and the registrations' <sale>.reg (cm_journal_attach,
+ * cm_journal_frame, cm_journal_lines_open); cm_journal_t is the whole path
+ * for one writer. A journal is the magic line CM_JOURNAL_MAGIC followed by frames:
+ *
+ *     "%08x %08x " length, CRC-32C, then the record's bytes, then "\n"
+ *
+ * the length is the record's (hex, lowercase), the CRC-32C (common/cm_crc32c.h)
+ * covers the eight length digits and the record. A record may hold any bytes;
+ * a text record without a newline keeps the file readable with grep and less.
+ *
+ * Recovery: the file is read frame by frame from the magic line. A frame that
+ * is not whole or whose checksum fails (a write cut short, a block a power cut
+ * zero-filled, pages a failed fdatasync dropped) is skipped up to the next
+ * whole frame, found after a newline or a NUL (a false one passes the length,
+ * the newline and the CRC-32C: about 1 in 2^32): a frame after a hole may have
+ * been reported durable by a later fdatasync, after the one that failed. Bad
+ * bytes with no whole frame after them are the torn tail: the file is cut
+ * there. Both are logged with their offset and length.
+ *
+ * Upgrade: a file that does not start with the magic line is a line log of the
+ * format before it (one record per line): cm_journal_upgrade_lines rewrites it
+ * framed, one record per whole line, its torn last line dropped, atomically
+ * (beside it, fdatasync'd, renamed over it, the directory fsync'd).
+ *
+ * Compaction replaces the file the same way: its new content is written to
+ * "<path>.tmp", fdatasync'd, renamed over the file and the directory fsync'd;
+ * a crash before the rename leaves the old file whole and a stale ".tmp" that
+ * the next cm_journal_open removes, one after it leaves the new file whole.
+ */
+#ifndef CM_JOURNAL_H
+#define CM_JOURNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#define CM_JOURNAL_MAGIC "flashgate journal 1\n"
+#define CM_JOURNAL_MAGIC_LEN 20
+/* A frame's bytes besides its record's: "%08x %08x " and "\n". */
+#define CM_JOURNAL_FRAME_OVERHEAD 19
+/* The longest record a journal holds; a longer length field is a bad frame. */
+#define CM_JOURNAL_RECORD_MAX (1u << 20)
+
+/* Frames rec (len bytes) into out: returns the frame's length (len +
+ * CM_JOURNAL_FRAME_OVERHEAD), or 0 if it does not fit in cap or len is over
+ * CM_JOURNAL_RECORD_MAX. Thread-safe. */
+size_t cm_journal_frame(char *out, size_t cap, const void *rec, size_t len);
+
+/* Called with each whole record in file order: rec is a copy of its len bytes
+ * followed by a NUL, which the callee may modify; borrowed, valid until it returns. */
+typedef void (*cm_journal_record_fn)(void *arg, char *rec, size_t len);
+
+typedef struct cm_journal_scan {
+    off_t size;      /* the file's length */
+    off_t end;       /* the end of its last whole frame (0: no magic line whole) */
+    size_t records;  /* whole frames read */
+    size_t holes;    /* runs of bad bytes with a whole frame after them, skipped */
+    off_t hole_bytes, first_hole;
+    bool is_legacy;  /* does not start with the magic line: nothing was read */
+} cm_journal_scan_t;
+
+/* Reads the journal open at fd from its start (pread: fd's offset is not used)
+ * and hands every whole frame's record to fn (NULL: none), skipping holes;
+ * changes nothing. 0 or CM_EIO. Single-threaded per file. */
+int cm_journal_scan(int fd, cm_journal_record_fn fn, void *arg, cm_journal_scan_t *out);
+
+/* cm_journal_scan, then the file is cut at the end of its last whole frame
+ * (logged with path, offset and the bytes cut; a torn magic line leaves it
+ * empty; holes are logged and stay), and *len is its length. A file that is not framed (is_legacy) is left
+ * as it is: CM_ECORRUPT. fd open for reading and writing. 0, CM_EIO or
+ * CM_ECORRUPT. Single-threaded per file. */
+int cm_journal_recover(int fd, const char *path, cm_journal_record_fn fn, void *arg,
+                       off_t *len);
+
+/* For a writer that keeps its own descriptor (fd open O_RDWR | O_APPEND):
+ * cm_journal_recover with no callback, then a file left empty gets its magic
+ * line (written, not synced: a torn one reads back as an empty journal, so the
+ * writer's own fdatasync of its first frames covers it). *len: the file's
+ * length. 0, CM_EIO or CM_ECORRUPT (a line log: left as it is).
+ * Single-threaded per file. */
+int cm_journal_attach(int fd, const char *path, off_t *len);
+
+/* The upgrade: a file at path that is not empty and does not start with the
+ * magic line is rewritten framed, a record per whole line (its newline not
+ * kept), atomically (cm_journal_replace); a last line without its newline is
+ * dropped and logged. Returns 1 if it converted the file (*records: the records
+ * it wrote; records may be NULL), 0 if there was nothing to do (no file, an
+ * empty one or a journal), CM_EIO (logged; the file is left as it was).
+ * Single-threaded per file. */
+int cm_journal_upgrade_lines(const char *path, size_t *records);
+
+/* For a load that parses lines (a line log's grammar): cm_journal_upgrade_lines,
+ * then cm_journal_recover, and every record followed by a newline, read from a
+ * stream in memory (its fclose frees it). NULL for no file, an empty journal, or
+ * one that cannot be converted or read (logged; left as it is, and
+ * cm_journal_attach refuses a line log). Single-threaded per file. */
+FILE *cm_journal_lines_open(const char *path);
+
+/* Replaces the file at path by the magic line and frames (n bytes of whole
+ * frames, as cm_journal_frame writes them): written to "<path>.tmp",
+ * fdatasync'd, renamed over path, the directory fsync'd. If fd_out, *fd_out is
+ * the new file open for appends (O_RDWR | O_APPEND), else it is closed.
+ * 0 or CM_EIO (logged; path is left as it was, the ".tmp" removed).
+ * Single-threaded per file. */
+int cm_journal_replace(const char *path, const void *frames, size_t n, int *fd_out);
+
+/* fsync of the directory that holds path: a new name, a removal or a rename
+ * in it survives a power cut. 0 or CM_EIO. Thread-safe. */
+int cm_journal_dir_sync(const char *path);
+
+/* A growable run of frames: a batch of appends, or a compaction's image. */
+typedef struct cm_journal_buf {
+    char *p;
+    size_t len, cap;
+} cm_journal_buf_t;
+
+/* Appends rec's frame (aborts on OOM). 0 or CM_EINVAL (over CM_JOURNAL_RECORD_MAX). */
+int cm_journal_buf_add(cm_journal_buf_t *b, const void *rec, size_t len);
+void cm_journal_buf_free(cm_journal_buf_t *b);
+
+/*
+ * One journal file owned by one writer (the caller serializes the calls).
+ * Appends are buffered and written with one write(2) per batch
+ * (cm_journal_write), made durable with one fdatasync (cm_journal_sync).
+ */
+typedef struct cm_journal {
+    int fd;            /* -1: closed, or a failed cut-off of a short write */
+    char *path;
+    off_t len;         /* the file's length: whole frames only */
+    off_t synced_len;  /* what an fdatasync of this process covered */
+    cm_journal_buf_t batch; /* frames appended, not yet written */
+} cm_journal_t;
+
+/* Upgrade a line log of the format before the journal at open (cm_journal_upgrade_lines). */
+#define CM_JOURNAL_UPGRADE_LINES 1u
+
+/* Opens (creates) the journal at path: removes a stale "<path>.tmp", upgrades a
+ * line log if flags has CM_JOURNAL_UPGRADE_LINES, reads every record into fn
+ * (NULL: none) and cuts a bad tail (cm_journal_recover); a new or empty file
+ * gets its magic line, fdatasync'd, and its directory fsync'd. 0, CM_EIO or
+ * CM_ECORRUPT (a file not framed, without the upgrade flag); errbuf says why.
+ * On failure j holds nothing to close. */
+int cm_journal_open(cm_journal_t *j, const char *path, unsigned flags, cm_journal_record_fn fn,
+                    void *arg, char *errbuf, size_t errlen);
+/* Adds a record to the batch (no I/O). 0 or CM_EINVAL (too long). */
+int cm_journal_append(cm_journal_t *j, const void *rec, size_t len);
+/* Writes the batch with one write(2) at the file's end; a short write is cut
+ * back off the file (if that fails too, the journal is closed: every later call
+ * is CM_EIO). The batch is emptied either way. 0 or CM_EIO. */
+int cm_journal_write(cm_journal_t *j);
+/* cm_journal_write, then fdatasync unless one covered the file's length. 0 or CM_EIO. */
+int cm_journal_sync(cm_journal_t *j);
+/* Replaces every record appended so far (written or in the batch, which is
+ * dropped) by image's frames (cm_journal_replace); the new file is durable.
+ * 0 or CM_EIO (the file and the batch stay as they were). */
+int cm_journal_compact(cm_journal_t *j, const cm_journal_buf_t *image);
+/* cm_journal_sync, close, free. 0 or CM_EIO (what the sync said). */
+int cm_journal_close(cm_journal_t *j);
+
+#endif

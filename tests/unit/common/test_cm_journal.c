@@ -1,0 +1,485 @@
+/*
+ * The journal (common/cm_journal.h) on a real temp dir: the framing, a torn
+ * tail cut off, a bad checksum or a zero-filled block mid-file skipped up to
+ * the next whole frame, an empty file
+ * and a torn magic line, the crash points of a compaction (a ".tmp" left
+ * before the rename, the new file after it), the batch's one write, and the
+ * upgrade of a line log.
+ */
+#include "common/cm_journal.h"
+
+#include "common/cm_err.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+typedef struct seen {
+    char recs[64][80];
+    size_t n;
+} seen_t;
+
+static void collect(void *arg, char *rec, size_t len)
+{
+    seen_t *s = arg;
+    assert_int_equal(strlen(rec), len); /* the test's records hold no NUL */
+    assert_true(s->n < 64 && len < sizeof(s->recs[0]));
+    memcpy(s->recs[s->n++], rec, len + 1);
+}
+
+typedef struct fixture {
+    char dir[64];
+    char path[128];
+} fixture_t;
+
+static int setup(void **st)
+{
+    fixture_t *f = calloc(1, sizeof(*f));
+    snprintf(f->dir, sizeof(f->dir), "/tmp/cm_journal.XXXXXX");
+    if (!mkdtemp(f->dir))
+        return -1;
+    snprintf(f->path, sizeof(f->path), "%s/s1.room", f->dir);
+    *st = f;
+    return 0;
+}
+
+static int teardown(void **st)
+{
+    fixture_t *f = *st;
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+    if (system(cmd) != 0)
+        return -1;
+    free(f);
+    return 0;
+}
+
+static off_t file_len(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 ? sb.st_size : -1;
+}
+
+static void put_file(const char *path, const char *bytes, size_t n)
+{
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(bytes, 1, n, fp), n);
+    assert_int_equal(fclose(fp), 0);
+}
+
+static size_t get_file(const char *path, char *out, size_t cap)
+{
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    size_t n = fread(out, 1, cap - 1, fp);
+    out[n] = '\0';
+    fclose(fp);
+    return n;
+}
+
+/* Opens path, reading its records into s. */
+static int open_seen(cm_journal_t *j, const char *path, unsigned flags, seen_t *s)
+{
+    memset(s, 0, sizeof(*s));
+    char why[256] = "";
+    return cm_journal_open(j, path, flags, collect, s, why, sizeof(why));
+}
+
+/* Writes records "r0".."r<n-1>" to a new journal at path, synced, closed. */
+static void write_records(const char *path, int n)
+{
+    cm_journal_t j;
+    seen_t s;
+    assert_int_equal(open_seen(&j, path, 0, &s), 0);
+    assert_int_equal(s.n, 0);
+    for (int i = 0; i < n; i++) {
+        char rec[16];
+        int k = snprintf(rec, sizeof(rec), "r%d", i);
+        assert_int_equal(cm_journal_append(&j, rec, (size_t)k), 0);
+    }
+    assert_int_equal(cm_journal_close(&j), 0);
+}
+
+/* The frame's exact bytes: the record stays readable text, the checksum covers it. */
+static void test_frame_bytes(void **st)
+{
+    (void)st;
+    char out[64];
+    size_t n = cm_journal_frame(out, sizeof(out), "J alice", 7);
+    assert_int_equal(n, 7 + CM_JOURNAL_FRAME_OVERHEAD);
+    assert_memory_equal(out, "00000007 ", 9);
+    assert_memory_equal(out + 18, "J alice\n", 8);
+    char other[64];
+    assert_int_equal(cm_journal_frame(other, sizeof(other), "J alicf", 7), n);
+    assert_memory_not_equal(out + 9, other + 9, 8); /* one byte changes the checksum */
+    assert_int_equal(cm_journal_frame(out, 10, "J alice", 7), 0); /* does not fit */
+    assert_int_equal(cm_journal_frame(out, sizeof(out), "", 0), CM_JOURNAL_FRAME_OVERHEAD);
+}
+
+/* A new file gets the magic line; a batch of appends is one write; the records
+ * read back in order after a close and a reopen. */
+static void test_append_and_read_back(void **st)
+{
+    fixture_t *f = *st;
+    cm_journal_t j;
+    seen_t s;
+    assert_int_equal(open_seen(&j, f->path, 0, &s), 0);
+    assert_int_equal(file_len(f->path), CM_JOURNAL_MAGIC_LEN);
+    assert_int_equal(cm_journal_append(&j, "K 1", 3), 0);
+    assert_int_equal(cm_journal_append(&j, "J bob", 5), 0);
+    assert_int_equal(file_len(f->path), CM_JOURNAL_MAGIC_LEN); /* buffered */
+    assert_int_equal(cm_journal_write(&j), 0);
+    off_t want = CM_JOURNAL_MAGIC_LEN + 8 + 2 * CM_JOURNAL_FRAME_OVERHEAD;
+    assert_int_equal(file_len(f->path), want);
+    assert_int_equal(j.len, want);
+    assert_true(j.synced_len < j.len);
+    assert_int_equal(cm_journal_sync(&j), 0);
+    assert_int_equal(j.synced_len, want);
+    assert_int_equal(cm_journal_close(&j), 0);
+
+    assert_int_equal(open_seen(&j, f->path, 0, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.recs[0], "K 1");
+    assert_string_equal(s.recs[1], "J bob");
+    assert_int_equal(j.len, want);
+    assert_int_equal(j.synced_len, 0); /* what a crash left may be in the page cache only */
+    assert_int_equal(cm_journal_close(&j), 0);
+}
+
+/* An empty file, and one whose magic line is torn (a crash at its creation):
+ * an empty journal, given its magic line. */
+static void test_empty_and_torn_magic(void **st)
+{
+    fixture_t *f = *st;
+    cm_journal_t j;
+    seen_t s;
+    put_file(f->path, "", 0);
+    assert_int_equal(open_seen(&j, f->path, 0, &s), 0);
+    assert_int_equal(s.n, 0);
+    assert_int_equal(file_len(f->path), CM_JOURNAL_MAGIC_LEN);
+    assert_int_equal(cm_journal_close(&j), 0);
+    put_file(f->path, CM_JOURNAL_MAGIC, 7);
+    assert_int_equal(open_seen(&j, f->path, 0, &s), 0);
+    assert_int_equal(s.n, 0);
+    char text[128];
+    assert_int_equal(get_file(f->path, text, sizeof(text)), CM_JOURNAL_MAGIC_LEN);
+    assert_string_equal(text, CM_JOURNAL_MAGIC);
+    assert_int_equal(cm_journal_append(&j, "x", 1), 0);
+    assert_int_equal(cm_journal_close(&j), 0);
+    assert_int_equal(open_seen(&j, f->path, 0, &s), 0);
+    assert_int_equal(s.n, 1);
+    assert_int_equal(cm_journal_close(&j), 0);
+}
+
+/* A torn tail (every cut inside the last frame): cut back to the frame before
+ * it, and the next append reads back after it. */
+static void test_torn_tail(void **st)
+{
+    fixture_t *f = *st;
+    write_records(f->path, 3);
+    off_t whole = file_len(f->path), last = CM_JOURNAL_FRAME_OVERHEAD + 2;
+    char full[256];
+    assert_int_equal(get_file(f->path, full, sizeof(full)), (size_t)whole);
+    for (off_t cut = whole - last + 1; cut < whole; cut++) {
+        put_file(f->path, full, (size_t)cut);
+        cm_journal_t j;
+        seen_t s;
+        assert_int_equal(open_seen(&j, f->path, 0, &s), 0);
+        assert_int_equal(s.n, 2);
+        assert_int_equal(file_len(f->path), whole - last);
+        assert_int_equal(cm_journal_append(&j, "r9", 2), 0);
+        assert_int_equal(cm_journal_close(&j), 0);
+        assert_int_equal(open_seen(&j, f->path, 0, &s), 0);
+        assert_int_equal(s.n, 3);
+        assert_string_equal(s.recs[2], "r9");
+        assert_int_equal(cm_journal_close(&j), 0);
+    }
+}
+
+/* A bad checksum mid-file (one flipped byte in the second of five records),
+ * a zero-filled block there, and a block of zeros that ends inside the third
+ * frame: skipped up to the next whole frame, the frames after it read, the
+ * file kept whole; an append after it reads back. */
+static void test_bad_frame_mid_file(void **st)
+{
+    fixture_t *f = *st;
+    for (int how = 0; how < 3; how++) {
+        (void)unlink(f->path);
+        write_records(f->path, 5);
+        char full[512];
+        size_t n = get_file(f->path, full, sizeof(full));
+        size_t fl = CM_JOURNAL_FRAME_OVERHEAD + 2, second = CM_JOURNAL_MAGIC_LEN + fl;
+        if (how == 0)
+            full[second + 18] ^= 0x01; /* "r1" -> "s1" */
+        else if (how == 1)
+            memset(full + second, 0, fl);
+        else
+            memset(full + second, 0, fl + 5); /* into the third frame: it goes too */
+        put_file(f->path, full, n);
+        cm_journal_t j;
+        seen_t s;
+        assert_int_equal(open_seen(&j, f->path, 0, &s), 0);
+        assert_int_equal(s.n, how == 2 ? 3 : 4);
+        assert_string_equal(s.recs[0], "r0");
+        assert_string_equal(s.recs[1], how == 2 ? "r3" : "r2");
+        assert_string_equal(s.recs[s.n - 1], "r4");
+        assert_int_equal(file_len(f->path), (off_t)n);
+        assert_int_equal(cm_journal_append(&j, "r5", 2), 0);
+        assert_int_equal(cm_journal_close(&j), 0);
+        assert_int_equal(open_seen(&j, f->path, 0, &s), 0);
+        assert_string_equal(s.recs[s.n - 1], "r5");
+        assert_int_equal(cm_journal_close(&j), 0);
+        int fd = open(f->path, O_RDONLY);
+        cm_journal_scan_t sc;
+        assert_int_equal(cm_journal_scan(fd, NULL, NULL, &sc), 0);
+        close(fd);
+        assert_int_equal(sc.holes, 1);
+        assert_int_equal(sc.first_hole, (off_t)second);
+        assert_int_equal(sc.hole_bytes, (off_t)(how == 2 ? 2 * fl : fl));
+    }
+}
+
+/* Garbage after the last whole frame with no whole frame after it (a torn
+ * batch: zeros, then part of a frame): the torn tail, cut off. */
+static void test_torn_tail_after_garbage(void **st)
+{
+    fixture_t *f = *st;
+    write_records(f->path, 2);
+    off_t whole = file_len(f->path);
+    FILE *fp = fopen(f->path, "a");
+    assert_non_null(fp);
+    static const char zeros[100];
+    assert_int_equal(fwrite(zeros, 1, sizeof(zeros), fp), sizeof(zeros));
+    fputs("00000002 1234abcd r", fp);
+    fclose(fp);
+    cm_journal_t j;
+    seen_t s;
+    assert_int_equal(open_seen(&j, f->path, 0, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_int_equal(file_len(f->path), whole);
+    assert_int_equal(cm_journal_close(&j), 0);
+}
+
+/* A length field over CM_JOURNAL_RECORD_MAX, or past the file's end, is a bad frame. */
+static void test_bad_length(void **st)
+{
+    fixture_t *f = *st;
+    char buf[256];
+    size_t n = (size_t)snprintf(buf, sizeof(buf), "%s%s", CM_JOURNAL_MAGIC,
+                                "7fffffff 00000000 x\n");
+    put_file(f->path, buf, n);
+    cm_journal_t j;
+    seen_t s;
+    assert_int_equal(open_seen(&j, f->path, 0, &s), 0);
+    assert_int_equal(s.n, 0);
+    assert_int_equal(file_len(f->path), CM_JOURNAL_MAGIC_LEN);
+    assert_int_equal(cm_journal_close(&j), 0);
+}
+
+/* A file in no framing, opened without the upgrade: refused, left as it was. */
+static void test_not_a_journal(void **st)
+{
+    fixture_t *f = *st;
+    put_file(f->path, "K 1\nJ a\n", 8);
+    cm_journal_t j;
+    seen_t s;
+    char why[256] = "";
+    assert_int_equal(cm_journal_open(&j, f->path, 0, collect, &s, why, sizeof(why)),
+                     CM_ECORRUPT);
+    assert_non_null(strstr(why, "not a journal"));
+    assert_int_equal(file_len(f->path), 8);
+}
+
+/* The upgrade: a line log becomes a journal of its whole lines, its torn last
+ * line dropped; a second open reads the journal as it is. */
+static void test_upgrade_lines(void **st)
+{
+    fixture_t *f = *st;
+    put_file(f->path, "K 1 2\nJ alice\n\nS 5 6\nP 00", 26);
+    size_t recs = 0;
+    assert_int_equal(cm_journal_upgrade_lines(f->path, &recs), 1);
+    assert_int_equal(recs, 4);
+    char text[256];
+    get_file(f->path, text, sizeof(text));
+    assert_memory_equal(text, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN);
+    assert_non_null(strstr(text, " J alice\n"));
+    assert_null(strstr(text, "P 00"));
+    assert_int_equal(cm_journal_upgrade_lines(f->path, &recs), 0); /* a journal already */
+    cm_journal_t j;
+    seen_t s;
+    assert_int_equal(open_seen(&j, f->path, CM_JOURNAL_UPGRADE_LINES, &s), 0);
+    assert_int_equal(s.n, 4);
+    assert_string_equal(s.recs[0], "K 1 2");
+    assert_string_equal(s.recs[1], "J alice");
+    assert_string_equal(s.recs[2], "");
+    assert_string_equal(s.recs[3], "S 5 6");
+    assert_int_equal(cm_journal_close(&j), 0);
+    char tmp[160];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", f->path);
+    assert_int_equal(file_len(tmp), -1);
+    /* a conversion a crash cut before its rename: the line log is whole beside
+     * its ".tmp", and the next one converts it */
+    put_file(f->path, "K 9\nJ bob\n", 10);
+    put_file(tmp, CM_JOURNAL_MAGIC "0000", CM_JOURNAL_MAGIC_LEN + 4);
+    assert_int_equal(open_seen(&j, f->path, CM_JOURNAL_UPGRADE_LINES, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.recs[1], "J bob");
+    assert_int_equal(file_len(tmp), -1);
+    assert_int_equal(cm_journal_close(&j), 0);
+    /* no file: nothing to do */
+    (void)unlink(f->path);
+    assert_int_equal(cm_journal_upgrade_lines(f->path, &recs), 0);
+}
+
+/* Compaction and its crash points: a ".tmp" left before the rename (whole or
+ * torn) leaves the old file whole and is removed at the open; after the
+ * rename the new file is read; appends after a compaction go to the new file. */
+static void test_compaction_crash_points(void **st)
+{
+    fixture_t *f = *st;
+    char tmp[160];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", f->path);
+    write_records(f->path, 4);
+    off_t old_len = file_len(f->path);
+
+    /* crash before the rename: a whole new image, and a torn one */
+    cm_journal_buf_t img = {0};
+    assert_int_equal(cm_journal_buf_add(&img, "state", 5), 0);
+    for (int torn = 0; torn < 2; torn++) {
+        char content[256];
+        memcpy(content, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN);
+        memcpy(content + CM_JOURNAL_MAGIC_LEN, img.p, img.len);
+        put_file(tmp, content, CM_JOURNAL_MAGIC_LEN + img.len - (torn ? 3 : 0));
+        cm_journal_t j;
+        seen_t s;
+        assert_int_equal(open_seen(&j, f->path, 0, &s), 0);
+        assert_int_equal(s.n, 4);
+        assert_string_equal(s.recs[3], "r3");
+        assert_int_equal(file_len(f->path), old_len);
+        assert_int_equal(file_len(tmp), -1);
+        assert_int_equal(cm_journal_close(&j), 0);
+    }
+
+    /* the compaction itself: the buffered appends are covered by the image */
+    cm_journal_t j;
+    seen_t s;
+    assert_int_equal(open_seen(&j, f->path, 0, &s), 0);
+    assert_int_equal(cm_journal_append(&j, "r4", 2), 0);
+    assert_int_equal(cm_journal_compact(&j, &img), 0);
+    assert_int_equal(j.len, (off_t)(CM_JOURNAL_MAGIC_LEN + img.len));
+    assert_int_equal(j.synced_len, j.len);
+    assert_int_equal(file_len(tmp), -1);
+    assert_int_equal(cm_journal_append(&j, "after", 5), 0);
+    assert_int_equal(cm_journal_close(&j), 0);
+    /* after the rename: the new file */
+    assert_int_equal(open_seen(&j, f->path, 0, &s), 0);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.recs[0], "state");
+    assert_string_equal(s.recs[1], "after");
+    assert_int_equal(cm_journal_close(&j), 0);
+    cm_journal_buf_free(&img);
+}
+
+/* A record over CM_JOURNAL_RECORD_MAX is refused; a long one (over the read
+ * window) reads back whole. */
+static void test_record_sizes(void **st)
+{
+    fixture_t *f = *st;
+    cm_journal_t j;
+    seen_t s;
+    assert_int_equal(open_seen(&j, f->path, 0, &s), 0);
+    size_t big = 200 * 1024;
+    char *p = malloc(CM_JOURNAL_RECORD_MAX + 1);
+    memset(p, 'x', CM_JOURNAL_RECORD_MAX + 1);
+    assert_int_equal(cm_journal_append(&j, p, CM_JOURNAL_RECORD_MAX + 1), CM_EINVAL);
+    assert_int_equal(cm_journal_append(&j, p, big), 0);
+    assert_int_equal(cm_journal_append(&j, "tail", 4), 0);
+    assert_int_equal(cm_journal_close(&j), 0);
+    free(p);
+    int fd = open(f->path, O_RDONLY);
+    assert_true(fd >= 0);
+    cm_journal_scan_t sc;
+    assert_int_equal(cm_journal_scan(fd, NULL, NULL, &sc), 0);
+    close(fd);
+    assert_int_equal(sc.records, 2);
+    assert_int_equal(sc.end, sc.size);
+    assert_false(sc.is_legacy);
+}
+
+/* A writer's own descriptor: an empty file gets the magic line (not synced), a
+ * torn tail is cut, a line log is refused and left as it is. */
+static void test_attach(void **st)
+{
+    fixture_t *f = *st;
+    int fd = open(f->path, O_RDWR | O_CREAT | O_APPEND, 0644);
+    assert_true(fd >= 0);
+    off_t len = -1;
+    assert_int_equal(cm_journal_attach(fd, f->path, &len), 0);
+    assert_int_equal(len, CM_JOURNAL_MAGIC_LEN);
+    char frame[64];
+    size_t n = cm_journal_frame(frame, sizeof(frame), "alice", 5);
+    assert_int_equal(write(fd, frame, n), (ssize_t)n);
+    assert_int_equal(write(fd, frame, 7), 7); /* torn */
+    close(fd);
+    fd = open(f->path, O_RDWR | O_APPEND);
+    assert_int_equal(cm_journal_attach(fd, f->path, &len), 0);
+    assert_int_equal(len, (off_t)(CM_JOURNAL_MAGIC_LEN + n));
+    assert_int_equal(file_len(f->path), len);
+    close(fd);
+    put_file(f->path, "alice\nbob\n", 10);
+    fd = open(f->path, O_RDWR | O_APPEND);
+    assert_int_equal(cm_journal_attach(fd, f->path, &len), CM_ECORRUPT);
+    close(fd);
+    assert_int_equal(file_len(f->path), 10);
+}
+
+/* A load that parses lines: a line log converted, then its records read back
+ * as lines; a journal's hole skipped and torn tail cut; no file: NULL. */
+static void test_lines_open(void **st)
+{
+    fixture_t *f = *st;
+    assert_null(cm_journal_lines_open(f->path));
+    put_file(f->path, "E a 1\nD 5\nW a", 14);
+    FILE *fp = cm_journal_lines_open(f->path);
+    assert_non_null(fp);
+    char text[128];
+    size_t n = fread(text, 1, sizeof(text) - 1, fp);
+    text[n] = '\0';
+    fclose(fp);
+    assert_string_equal(text, "E a 1\nD 5\n");
+    cm_journal_t j;
+    seen_t s;
+    assert_int_equal(open_seen(&j, f->path, 0, &s), 0); /* a journal now */
+    assert_int_equal(s.n, 2);
+    assert_int_equal(cm_journal_close(&j), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_frame_bytes),
+        cmocka_unit_test_setup_teardown(test_append_and_read_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_empty_and_torn_magic, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_tail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_frame_mid_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_tail_after_garbage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_length, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_not_a_journal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upgrade_lines, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compaction_crash_points, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_record_sizes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_attach, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lines_open, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
