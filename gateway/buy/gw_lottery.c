@@ -128,20 +128,13 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
     if (!fp)
         return;
     char line[512];
-    long good = 0; /* the end of the last whole line */
     gw_fair_out_t out;
     while (fgets(line, sizeof(line), fp)) {
         size_t len = strlen(line);
-        if (!len || line[len - 1] != '\n') {
-            /* A torn last line (a crash or a full disk in its write): that
-             * entry was never answered. Cut it off before lines are appended
-             * again, or the next one is glued to it and lost at the next load. */
-            if (feof(fp) && truncate(path, good) != 0)
-                cm_log_error("fair", "cannot cut a torn line off the entry log", "sale=%s err=%s",
-                             fs->sale_id, strerror(errno));
+        /* every record ends its line (the journal's open cut a torn tail off
+         * the file): one that does not is longer than any the log writes */
+        if (!len || line[len - 1] != '\n')
             break;
-        }
-        good += (long)len;
         entry_t e;
         memset(&e, 0, sizeof(e));
         unsigned qty;

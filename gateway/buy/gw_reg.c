@@ -118,7 +118,6 @@ void gw_fair__reg_load(gw_fair_t *f, gw_fair_sale_t *fs)
     char *line = NULL;
     size_t cap = 0, bad = 0;
     ssize_t got;
-    off_t good = 0; /* the end of the last whole line */
     /* getline, not a fixed buffer: an overlong line (two glued together) is
      * skipped whole, never read back in pieces, one of which could pass for an id */
     while ((got = getline(&line, &cap, fp)) > 0) {
@@ -133,13 +132,11 @@ void gw_fair__reg_load(gw_fair_t *f, gw_fair_sale_t *fs)
         bad += out.bad;
         if (out.actions & GW_REG_DO_ADD)
             set_add(s, line);
-        if (out.actions & GW_REG_DO_CUT) {
-            if (truncate(path, good) != 0)
-                cm_log_error("fair", "cannot cut a torn line off the registration log",
-                             "sale=%s err=%s", fs->sale_id, strerror(errno));
+        /* a record without its end: the journal's open cut a torn tail off
+         * the file already, so nothing is cut here (the stream's offsets are
+         * not the file's) and the records after it are not read */
+        if (out.actions & GW_REG_DO_CUT)
             break;
-        }
-        good += (off_t)got;
     }
     free(line);
     fclose(fp);
