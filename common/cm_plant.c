@@ -52,6 +52,7 @@ const char *const cm_plant_names[CM_PLANT_COUNT] = {
     [CM_PLANT_INV_REDIS_RELEASE_KEEPS_ORDER] = "inv_redis_release_keeps_order",
     [CM_PLANT_READY_WHILE_LEAVING] = "ready_while_leaving",
     [CM_PLANT_DRAIN_KEEPS_SERVING] = "drain_keeps_serving",
+    [CM_PLANT_FAIR_SOLD_OUT_FORGOTTEN] = "fair_sold_out_forgotten",
 };
 
 void cm_plant_set(cm_plant_t p)

@@ -92,6 +92,8 @@ typedef enum {
     CM_PLANT_READY_WHILE_LEAVING, /* gw_drain.c: /readyz stays 200 through the drain grace */
     CM_PLANT_DRAIN_KEEPS_SERVING, /* gw_drain.c: after the grace, a request on a kept-alive
                                      connection is served and the connection left open */
+    CM_PLANT_FAIR_SOLD_OUT_FORGOTTEN, /* gw_fair_core.c: a restart ignores the draw's sold-out
+                                         record: a resumed draw tries the entrants after it */
     CM_PLANT_COUNT
 } cm_plant_t;
 

@@ -27,6 +27,10 @@
  *   - a restart resumes a draw cut by a crash with the seed it logged, over
  *     the entrants logged before it; its winners are those whose records
  *     say so, or whose orders the spool holds (they were accepted)
+ *   - the stock running out is a record of its own, durable before any
+ *     entrant after it is decided: a restart that resumes a cut draw knows
+ *     the rest were not tried, and never lets one told it lost win with
+ *     units that came back meanwhile (those are the leftovers')
  *   - whether the losers wait for leftovers is decided once (at the draw's
  *     first step, or by the first end record read): a retried end record
  *     never flips it
@@ -42,6 +46,7 @@ enum {
     STAGE_RESYNC,        /* the log read back is being made durable */
     STAGE_DRAWING,       /* the frozen entrants, in draw order */
     STAGE_ACCEPTING,     /* an entrant's accept */
+    STAGE_SOLD_OUT,      /* the sold-out record is being made durable */
     STAGE_ENDING,        /* the outcomes' records are being made durable */
     STAGE_DONE,
 };
@@ -216,6 +221,35 @@ static void on_draw(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *ou
     c->next++;
 }
 
+/*---- the stock running out: its record (a restart resumes a cut draw knowing it) ----*/
+
+/* The stock is gone: the entrants after this one are not tried, and none is
+ * decided before the record saying so is durable. */
+static void sold_out(gw_fair_core_t *c, gw_fair_out_t *out)
+{
+    c->exhausted = true;
+    c->lot_stage = STAGE_SOLD_OUT;
+    out->actions |= GW_FAIR_DO_LOG_SOLD_OUT;
+}
+
+static void on_sold_out_logged(gw_fair_core_t *c, const gw_fair_ev_t *ev)
+{
+    if (c->lot_stage != STAGE_SOLD_OUT)
+        return;
+    c->lot_stage = STAGE_DRAWING;
+    /* not durable: the next tick makes the log durable before the next entrant */
+    if (ev->rc != 0)
+        c->seed_unsynced = true;
+}
+
+/* Its record read back: the resumed draw tries nobody (planted: it is ignored,
+ * and a loser may win units that came back after the crash). */
+static void on_sold_out_record(gw_fair_core_t *c)
+{
+    if (c->seeded && !CM_PLANT(FAIR_SOLD_OUT_FORGOTTEN))
+        c->exhausted = true;
+}
+
 static void on_accepted(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *out)
 {
     if (c->lot_stage != STAGE_ACCEPTING)
@@ -237,9 +271,9 @@ static void on_accepted(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t
         break;
     }
     set_state(out, i, st);
-    if (ev->sold_out)
-        c->exhausted = true;
     c->next++;
+    if (ev->sold_out && !c->exhausted)
+        sold_out(c, out);
 }
 
 static void on_draw_logged(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *out)
@@ -271,6 +305,10 @@ static void on_record(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *
         c->seeded = c->closed = true;
         c->seed = ev->seed;
         c->ndraw = ev->entrants;
+        c->exhausted = false;
+        return;
+    case GW_FAIR_REC_SOLD_OUT:
+        on_sold_out_record(c);
         return;
     case GW_FAIR_REC_WON:
         if (c->seeded && ev->within) { /* the record's entry won */
@@ -354,6 +392,9 @@ void gw_fair_core_step(gw_fair_core_t *c, const gw_fair_ev_t *ev, int64_t now_ms
     case GW_FAIR_EV_LOADED:
         if (c->lot_stage == STAGE_ENTRY)
             on_loaded(c, ev, out);
+        break;
+    case GW_FAIR_EV_SOLD_OUT_LOGGED:
+        on_sold_out_logged(c, ev);
         break;
     }
 }

@@ -45,7 +45,8 @@
     size_t next;        /* the next draw position to decide */                                     \
     bool closed;        /* the entries are taken: no more */                                       \
     bool seeded;        /* the seed's record is written */                                         \
-    bool seed_unsynced; /* read back and not durable yet: no winner drawn before it is */          \
+    bool seed_unsynced; /* the seed (or sold-out) record read back or written and not durable   \
+                           yet: no entrant is drawn before it is */                                \
     bool exhausted;     /* the stock ran out in the draw: the rest are not tried */                \
     uint8_t draw_wl;    /* the losers: 0 undecided, 1 lost, 2 waitlisted (decided once) */         \
     uint8_t lot_stage;  /* the reply awaited (internal) */                                         \
@@ -87,6 +88,8 @@ enum {
     GW_FAIR_DO_LOG_OUTCOMES = 1u << 9, /* the winners' records, the end's (out.waitlist),
                                           fdatasync: DRAW_LOGGED */
     GW_FAIR_DO_PUBLISH = 1u << 10,     /* the draw is done: first-come or the waitlist opens */
+    GW_FAIR_DO_LOG_SOLD_OUT = 1u << 11, /* the winners so far made durable, then the sold-out
+                                           record, as durable as they are: SOLD_OUT_LOGGED */
 };
 
 typedef enum {
@@ -99,6 +102,7 @@ typedef enum {
     GW_FAIR_EV_DRAW_LOGGED,  /* the outcomes' and the end's records: rc */
     GW_FAIR_EV_RECORD,       /* a restart: one record read back (rec, found, within, entrants) */
     GW_FAIR_EV_LOADED,       /* a restart: the records read; rc: the log made durable again */
+    GW_FAIR_EV_SOLD_OUT_LOGGED, /* the sold-out record: rc */
 } gw_fair_ev_kind_t;
 
 /* Whether the entrant's person has an entry already, and by which account. */
@@ -119,6 +123,7 @@ typedef enum {
     GW_FAIR_REC_SEED = 'D',  /* the draw's seed: the entrants before it are frozen */
     GW_FAIR_REC_WON = 'W',   /* a winner whose order is durable */
     GW_FAIR_REC_END = 'F',   /* the draw done (waitlist: its losers wait for leftovers) */
+    GW_FAIR_REC_SOLD_OUT = 'O', /* the stock ran out in the draw: the rest are not tried */
 } gw_fair_rec_kind_t;
 
 /* One event's facts; each kind reads only its own members. */
