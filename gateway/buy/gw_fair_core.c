@@ -9,6 +9,9 @@
  *   - one entry per person: a person's second entry gets the first back (the
  *     same account) or a 409 (another account's); an entry is answered only
  *     once its record is written
+ *   - at most max_entries entries per sale (each is held in memory): a new
+ *     person past it is refused (409 lottery_full), a person's own entry
+ *     still comes back
  *   - no entry after the window closes: the draw takes the entrants there
  *     are when its seed is drawn, and no more (the frozen entrants)
  *   - the seed is durable before any winner is drawn with it: a seed lost
@@ -120,6 +123,12 @@ static void set_state(gw_fair_out_t *out, size_t entry, gw_entry_state_t st)
     out->state = (uint8_t)st;
 }
 
+/* The sale's entries are at their cap (the shell's memory bound). */
+static bool entries_full(const gw_fair_ev_t *ev)
+{
+    return ev->max_entries && ev->entrants >= ev->max_entries;
+}
+
 static void on_enter(gw_fair_core_t *c, const gw_fair_ev_t *ev, int64_t now_ms, gw_fair_out_t *out)
 {
     if (c->closed || c->lot_stage != STAGE_ENTRY ||
@@ -139,6 +148,10 @@ static void on_enter(gw_fair_core_t *c, const gw_fair_ev_t *ev, int64_t now_ms, 
     }
     if (ev->found == GW_FAIR_FOUND_OTHER) {
         answer(out, GW_FAIR_A_OTHER_ACCOUNT);
+        return;
+    }
+    if (entries_full(ev)) {
+        answer(out, GW_FAIR_A_FULL);
         return;
     }
     c->lot_stage = STAGE_ENTRY_LOGGING;

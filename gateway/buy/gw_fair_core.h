@@ -65,7 +65,8 @@ typedef struct gw_fair_core {
     XX(OTHER_ACCOUNT, "other_account") /* 409: another account of the person entered */            \
     XX(NOT_OPEN, "not_open")           /* 425: before the window */                                \
     XX(CLOSED, "closed")               /* 503: the window closed, the draw runs */                 \
-    XX(LOG_FAILED, "log_failed")       /* 503: the entry's record was not written */
+    XX(LOG_FAILED, "log_failed")       /* 503: the entry's record was not written */          \
+    XX(FULL, "lottery_full")           /* 409: the sale holds max_entries entries */
 
 typedef enum {
 #define XX(n, s) GW_FAIR_A_##n,
@@ -93,7 +94,8 @@ enum {
 };
 
 typedef enum {
-    GW_FAIR_EV_ENTER = 0,    /* an entry: found, now, opens_at_ms, closes_at_ms */
+    GW_FAIR_EV_ENTER = 0,    /* an entry: found, now, opens_at_ms, closes_at_ms, entrants,
+                                max_entries */
     GW_FAIR_EV_ENTRY_LOGGED, /* the entry's record: rc */
     GW_FAIR_EV_TICK,         /* the draw's thread: now, closes_at_ms, entrants, rnd, sale_over */
     GW_FAIR_EV_SEED_DURABLE, /* the seed's record (or the log written again): rc */
@@ -132,7 +134,8 @@ typedef struct gw_fair_ev {
     int64_t opens_at_ms, closes_at_ms; /* ENTER, TICK: the window (0: not told) */
     gw_fair_found_t found;             /* ENTER; RECORD ENTRY: the person's entry */
     int rc;                            /* ENTRY_LOGGED, SEED_DURABLE, DRAW_LOGGED, LOADED */
-    size_t entrants;                   /* TICK, RECORD SEED: the entries so far */
+    size_t entrants;                   /* ENTER, TICK, RECORD SEED: the entries so far */
+    size_t max_entries;                /* ENTER: the cap on entries (0: none) */
     uint64_t rnd;                      /* TICK: a fresh random value (the seed if one is drawn) */
     bool sale_over;                    /* TICK: the sale ended: losers are lost, not waitlisted */
     uint8_t state;                     /* DRAW: the entry's gw_entry_state_t */

@@ -376,7 +376,9 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
     uint64_t key = gw_fair__hash_str(fs, person); /* under mu: the secret may be re-keyed */
     int rc;
     /* the window itself is the buy path's to check (gw_buy.c: the phase) */
-    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_ENTER};
+    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_ENTER,
+                       .entrants = fs->n,
+                       .max_entries = fs->f->srv->cfg->max_lottery_entries};
     entry_t *e = fs->closed ? NULL : gw_fair__find_user(fs, person, key);
     if (e) {
         atomic_fetch_add_explicit(&fs->duplicates, 1, memory_order_relaxed);
@@ -391,6 +393,10 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
     }
     if (out.answer == GW_FAIR_A_OTHER_ACCOUNT) {
         rc = GW_FAIR_OTHER_ACCOUNT; /* its id and token are that account's, not this one's */
+        goto out;
+    }
+    if (out.answer == GW_FAIR_A_FULL) {
+        rc = GW_FAIR_FULL;
         goto out;
     }
     if (!(out.actions & GW_FAIR_DO_APPEND_ENTRY)) { /* closed: the draw took the entries */

@@ -443,6 +443,27 @@ static void test_seed_unsynced(void **state)
     assert_int_equal(o.entry, 0);
 }
 
+/* At most max_entries entries: a new person past the cap is refused
+ * (nothing to append), a person's own entry still comes back. */
+static void test_entries_capped(void **state)
+{
+    (void)state;
+    sale_t s;
+    sale_init(&s, 10);
+    keys_init(&s, 3);
+    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_ENTER, .entrants = 3, .max_entries = 3};
+    gw_fair_out_t o = step(&s.c, ev, OPENS);
+    assert_int_equal(o.answer, GW_FAIR_A_FULL);
+    assert_int_equal(o.actions, 0);
+    assert_string_equal(gw_fair_answer_name(o.answer), "lottery_full");
+    ev.found = GW_FAIR_FOUND_SAME;
+    assert_int_equal(step(&s.c, ev, OPENS).answer, GW_FAIR_A_ALREADY);
+    ev.found = GW_FAIR_FOUND_NONE;
+    ev.max_entries = 4;
+    o = step(&s.c, ev, OPENS);
+    assert_int_equal(o.actions, GW_FAIR_DO_APPEND_ENTRY);
+}
+
 /* A draw cut by a crash after its stock ran out, resumed with units that
  * came back meanwhile (a winner's record that never became durable): the
  * "O" record read back tells the core the rest were not tried, so no
@@ -525,6 +546,7 @@ int main(void)
         cmocka_unit_test(test_load_finished),
         cmocka_unit_test(test_resume_same_winners),
         cmocka_unit_test(test_seed_unsynced),
+        cmocka_unit_test(test_entries_capped),
         cmocka_unit_test(test_resume_after_sold_out),
         cmocka_unit_test(test_sold_out_unsynced),
     };
