@@ -607,8 +607,8 @@ const cm_opt_t gw_config_opts[] = {
      NULL},
     {"sales.max_lottery_entries", CM_OPT_UINT, OFF(max_lottery_entries), 0, "1000000", 1,
      100000000, NULL, 0, NULL, "N",
-     "most entries one sale's start-window lottery holds on this gateway (~340 bytes each in "
-     "memory: 1000000 is ~340 MB); a new person's entry past it gets 409 lottery_full",
+     "most entries one sale's start-window lottery holds on this gateway (~350 bytes each in "
+     "memory: 1000000 is ~370 MB); a new person's entry past it gets 409 lottery_full",
      NULL},
     {"sales.default_fair_early_ms", CM_OPT_UINT, OFF(default_fair_early_ms), 0, "1000", 0,
      3600000, NULL, 0, NULL, "MS",
