@@ -364,6 +364,53 @@ static void on_loaded(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *
     }
 }
 
+/*---- a fleet's draw: the store (Redis) freezes the entrants and keeps the seed ----*/
+
+/*
+ * The fleet's rules are the same; only where they are kept differs. The
+ * entries of every gateway meet in the store when the windows close
+ * (ENTRIES_TAKEN: no more here); the drawer's DO_SEED freezes them there and
+ * offers its seed, of which the first drawer's stays (SEED_TAKEN: a drawer
+ * that resumes another's draw takes its seed and so its order); the draw
+ * then runs as on one gateway, each winner recorded in the store at its
+ * accept; its end is the store's done mark (LOG_OUTCOMES, DRAW_LOGGED). A
+ * gateway that did not draw learns the draw from the store (DRAW_KNOWN).
+ */
+static void on_entries_taken(gw_fair_core_t *c)
+{
+    if (c->lot_stage == STAGE_ENTRY)
+        c->closed = true;
+}
+
+static void on_seed_taken(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *out)
+{
+    if (c->lot_stage != STAGE_SEEDING)
+        return;
+    if (ev->rc != 0) { /* nothing decided here: the next tick asks again */
+        c->closed = false;
+        c->lot_stage = STAGE_ENTRY;
+        return;
+    }
+    c->seed = ev->seed;
+    c->ndraw = ev->entrants;
+    c->next = 0;
+    c->seeded = c->closed = true;
+    c->lot_stage = STAGE_DRAWING;
+    out->actions = GW_FAIR_DO_ORDER;
+}
+
+static void on_draw_known(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *out)
+{
+    c->seed = ev->seed;
+    c->ndraw = c->next = ev->entrants;
+    c->seeded = c->closed = true;
+    c->draw_wl = ev->waitlist ? 2 : 1;
+    c->lot_done = true;
+    c->lot_stage = STAGE_DONE;
+    out->actions = GW_FAIR_DO_ORDER | GW_FAIR_DO_LEFTOVERS | GW_FAIR_DO_PUBLISH;
+    out->waitlist = ev->waitlist;
+}
+
 void gw_fair_core_step(gw_fair_core_t *c, const gw_fair_ev_t *ev, int64_t now_ms,
                        gw_fair_out_t *out)
 {
@@ -408,6 +455,15 @@ void gw_fair_core_step(gw_fair_core_t *c, const gw_fair_ev_t *ev, int64_t now_ms
         break;
     case GW_FAIR_EV_SOLD_OUT_LOGGED:
         on_sold_out_logged(c, ev);
+        break;
+    case GW_FAIR_EV_ENTRIES_TAKEN:
+        on_entries_taken(c);
+        break;
+    case GW_FAIR_EV_SEED_TAKEN:
+        on_seed_taken(c, ev, out);
+        break;
+    case GW_FAIR_EV_DRAW_KNOWN:
+        on_draw_known(c, ev, out);
         break;
     }
 }

@@ -79,7 +79,9 @@ typedef enum {
 enum {
     GW_FAIR_DO_APPEND_ENTRY = 1u << 0, /* append the entry's record: ENTRY_LOGGED */
     GW_FAIR_DO_ADD_ENTRY = 1u << 1,    /* the entry joins the sale's entries (index: the count) */
-    GW_FAIR_DO_SEED = 1u << 2,         /* append the seed's record, fdatasync: SEED_DURABLE */
+    GW_FAIR_DO_SEED = 1u << 2,         /* append the seed's record, fdatasync: SEED_DURABLE
+                                          (a fleet: freeze the entrants, offer the seed,
+                                          read both back: SEED_TAKEN) */
     GW_FAIR_DO_MAKE_DURABLE = 1u << 3, /* write the log again and fdatasync it: SEED_DURABLE */
     GW_FAIR_DO_ORDER = 1u << 4,        /* compute the draw order (gw_fair_core_order) */
     GW_FAIR_DO_DRAW = 1u << 5,         /* entry out.entry is next: its state, DRAW */
@@ -87,7 +89,8 @@ enum {
     GW_FAIR_DO_SET_STATE = 1u << 7,    /* entry out.entry's outcome is out.state */
     GW_FAIR_DO_LEFTOVERS = 1u << 8,    /* every frozen entrant not won: gw_fair_core_loser */
     GW_FAIR_DO_LOG_OUTCOMES = 1u << 9, /* the winners' records, the end's (out.waitlist),
-                                          fdatasync: DRAW_LOGGED */
+                                          fdatasync: DRAW_LOGGED (a fleet: the store's done
+                                          mark; each winner was put at its accept) */
     GW_FAIR_DO_PUBLISH = 1u << 10,     /* the draw is done: first-come or the waitlist opens */
     GW_FAIR_DO_LOG_SOLD_OUT = 1u << 11, /* the winners so far made durable, then the sold-out
                                            record, as durable as they are: SOLD_OUT_LOGGED */
@@ -105,6 +108,11 @@ typedef enum {
     GW_FAIR_EV_RECORD,       /* a restart: one record read back (rec, found, within, entrants) */
     GW_FAIR_EV_LOADED,       /* a restart: the records read; rc: the log made durable again */
     GW_FAIR_EV_SOLD_OUT_LOGGED, /* the sold-out record: rc */
+    /* a fleet's draw, its store Redis (gw_fair_fleet.c): */
+    GW_FAIR_EV_ENTRIES_TAKEN, /* the window closed here: this gateway's entries go to the store */
+    GW_FAIR_EV_SEED_TAKEN,    /* DO_SEED's answer: the entrants frozen and the seed kept in the
+                                 store (entrants, seed: the first drawer's), or rc */
+    GW_FAIR_EV_DRAW_KNOWN,    /* the store's draw is done: seed, entrants, waitlist (its mode) */
 } gw_fair_ev_kind_t;
 
 /* Whether the entrant's person has an entry already, and by which account. */
@@ -143,9 +151,9 @@ typedef struct gw_fair_ev {
     bool sold_out;                     /* ACCEPTED: the stock is gone now */
     /* RECORD */
     gw_fair_rec_kind_t rec;
-    uint64_t seed; /* SEED */
+    uint64_t seed; /* SEED; SEED_TAKEN, DRAW_KNOWN */
     bool within;   /* WON: the record names one of the frozen entrants */
-    bool waitlist; /* END: its "w" mark */
+    bool waitlist; /* END: its "w" mark; DRAW_KNOWN: the store's mode */
 } gw_fair_ev_t;
 
 /* One step's result. */

@@ -443,6 +443,65 @@ static void test_seed_unsynced(void **state)
     assert_int_equal(o.entry, 0);
 }
 
+/* A fleet's draw through the same core: the store's seed (another drawer's
+ * wins over the one offered) and its frozen entrants, the same order and
+ * winners as one gateway's draw of them, the store's done mark the end; a
+ * gateway that did not draw learns the draw (DRAW_KNOWN) with the same
+ * leftovers rule. */
+static void test_fleet_draw(void **state)
+{
+    (void)state;
+    sale_t one;
+    sale_init(&one, 7);
+    keys_init(&one, N);
+    seed(&one);
+    assert_false(draw(&one, SIZE_MAX, true));
+    assert_true(end(&one, 0));
+
+    sale_t fl;
+    sale_init(&fl, 7);
+    for (size_t i = 0; i < N; i++) { /* the store's entrants: no entry step here */
+        fl.key[i] = one.key[i];
+        fl.qty[i] = one.qty[i];
+    }
+    fl.n = N;
+    gw_fair_out_t o = step(&fl.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRIES_TAKEN}, CLOSES);
+    assert_int_equal(o.actions, 0);
+    gw_fair_core_init(&fl.c); /* the drawer's own core */
+    o = step(&fl.c,
+             (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .closes_at_ms = CLOSES, .rnd = 12345},
+             CLOSES);
+    assert_int_equal(o.actions, GW_FAIR_DO_SEED);
+    /* the store kept another drawer's seed: that one decides */
+    o = step(&fl.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_TAKEN, .rc = CM_EBACKEND}, CLOSES);
+    assert_int_equal(o.actions, 0);
+    assert_false(fl.c.seeded);
+    step(&fl.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .closes_at_ms = CLOSES, .rnd = 9}, CLOSES);
+    o = step(&fl.c,
+             (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_TAKEN, .seed = SEED, .entrants = N}, CLOSES);
+    assert_int_equal(o.actions, GW_FAIR_DO_ORDER);
+    assert_int_equal(fl.c.seed, SEED);
+    order(&fl);
+    assert_memory_equal(fl.perm, one.perm, sizeof(fl.perm));
+    assert_false(draw(&fl, SIZE_MAX, true));
+    assert_true(end(&fl, 0));
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(fl.state[i], one.state[i]);
+
+    gw_fair_core_t k;
+    uint32_t perm[N];
+    k.perm = perm;
+    gw_fair_core_init(&k);
+    o = step(&k,
+             (gw_fair_ev_t){
+                 .kind = GW_FAIR_EV_DRAW_KNOWN, .seed = SEED, .entrants = N, .waitlist = true},
+             CLOSES);
+    assert_int_equal(o.actions, GW_FAIR_DO_ORDER | GW_FAIR_DO_LEFTOVERS | GW_FAIR_DO_PUBLISH);
+    assert_true(k.lot_done && k.seeded);
+    assert_int_equal(gw_fair_core_loser(&k, false), GW_ENTRY_WAITLISTED);
+    assert_int_equal(gw_fair_core_loser(&k, true), GW_ENTRY_LOST);
+}
+
 /* At most max_entries entries: a new person past the cap is refused
  * (nothing to append), a person's own entry still comes back. */
 static void test_entries_capped(void **state)
@@ -546,6 +605,7 @@ int main(void)
         cmocka_unit_test(test_load_finished),
         cmocka_unit_test(test_resume_same_winners),
         cmocka_unit_test(test_seed_unsynced),
+        cmocka_unit_test(test_fleet_draw),
         cmocka_unit_test(test_entries_capped),
         cmocka_unit_test(test_resume_after_sold_out),
         cmocka_unit_test(test_sold_out_unsynced),
