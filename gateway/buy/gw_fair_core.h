@@ -45,7 +45,7 @@
     size_t next;        /* the next draw position to decide */                                     \
     bool closed;        /* the entries are taken: no more */                                       \
     bool seeded;        /* the seed's record is written */                                         \
-    bool seed_unsynced; /* the seed (or sold-out) record read back or written and not durable   \
+    bool seed_unsynced; /* the seed (or sold-out) record read back or written and not durable      \
                            yet: no entrant is drawn before it is */                                \
     bool exhausted;     /* the stock ran out in the draw: the rest are not tried */                \
     uint8_t draw_wl;    /* the losers: 0 undecided, 1 lost, 2 waitlisted (decided once) */         \
@@ -65,7 +65,7 @@ typedef struct gw_fair_core {
     XX(OTHER_ACCOUNT, "other_account") /* 409: another account of the person entered */            \
     XX(NOT_OPEN, "not_open")           /* 425: before the window */                                \
     XX(CLOSED, "closed")               /* 503: the window closed, the draw runs */                 \
-    XX(LOG_FAILED, "log_failed")       /* 503: the entry's record was not written */          \
+    XX(LOG_FAILED, "log_failed")       /* 503: the entry's record was not written */               \
     XX(FULL, "lottery_full")           /* 409: the sale holds max_entries entries */
 
 typedef enum {
@@ -77,36 +77,36 @@ typedef enum {
 
 /* Actions, a bit set: the shell performs them in this order. */
 enum {
-    GW_FAIR_DO_APPEND_ENTRY = 1u << 0, /* append the entry's record: ENTRY_LOGGED */
-    GW_FAIR_DO_ADD_ENTRY = 1u << 1,    /* the entry joins the sale's entries (index: the count) */
-    GW_FAIR_DO_SEED = 1u << 2,         /* append the seed's record, fdatasync: SEED_DURABLE
-                                          (a fleet: freeze the entrants, offer the seed,
-                                          read both back: SEED_TAKEN) */
-    GW_FAIR_DO_MAKE_DURABLE = 1u << 3, /* write the log again and fdatasync it: SEED_DURABLE */
-    GW_FAIR_DO_ORDER = 1u << 4,        /* compute the draw order (gw_fair_core_order) */
-    GW_FAIR_DO_DRAW = 1u << 5,         /* entry out.entry is next: its state, DRAW */
-    GW_FAIR_DO_ACCEPT = 1u << 6,       /* accept entry out.entry (buy's accept): ACCEPTED */
-    GW_FAIR_DO_SET_STATE = 1u << 7,    /* entry out.entry's outcome is out.state */
-    GW_FAIR_DO_LEFTOVERS = 1u << 8,    /* every frozen entrant not won: gw_fair_core_loser */
-    GW_FAIR_DO_LOG_OUTCOMES = 1u << 9, /* the winners' records, the end's (out.waitlist),
-                                          fdatasync: DRAW_LOGGED (a fleet: the store's done
-                                          mark; each winner was put at its accept) */
-    GW_FAIR_DO_PUBLISH = 1u << 10,     /* the draw is done: first-come or the waitlist opens */
+    GW_FAIR_DO_APPEND_ENTRY = 1u << 0,  /* append the entry's record: ENTRY_LOGGED */
+    GW_FAIR_DO_ADD_ENTRY = 1u << 1,     /* the entry joins the sale's entries (index: the count) */
+    GW_FAIR_DO_SEED = 1u << 2,          /* append the seed's record, fdatasync: SEED_DURABLE
+                                           (a fleet: freeze the entrants, offer the seed,
+                                           read both back: SEED_TAKEN) */
+    GW_FAIR_DO_MAKE_DURABLE = 1u << 3,  /* write the log again and fdatasync it: SEED_DURABLE */
+    GW_FAIR_DO_ORDER = 1u << 4,         /* compute the draw order (gw_fair_core_order) */
+    GW_FAIR_DO_DRAW = 1u << 5,          /* entry out.entry is next: its state, DRAW */
+    GW_FAIR_DO_ACCEPT = 1u << 6,        /* accept entry out.entry (buy's accept): ACCEPTED */
+    GW_FAIR_DO_SET_STATE = 1u << 7,     /* entry out.entry's outcome is out.state */
+    GW_FAIR_DO_LEFTOVERS = 1u << 8,     /* every frozen entrant not won: gw_fair_core_loser */
+    GW_FAIR_DO_LOG_OUTCOMES = 1u << 9,  /* the winners' records, the end's (out.waitlist),
+                                           fdatasync: DRAW_LOGGED (a fleet: the store's done
+                                           mark; each winner was put at its accept) */
+    GW_FAIR_DO_PUBLISH = 1u << 10,      /* the draw is done: first-come or the waitlist opens */
     GW_FAIR_DO_LOG_SOLD_OUT = 1u << 11, /* the winners so far made durable, then the sold-out
                                            record, as durable as they are: SOLD_OUT_LOGGED */
 };
 
 typedef enum {
-    GW_FAIR_EV_ENTER = 0,    /* an entry: found, now, opens_at_ms, closes_at_ms, entrants,
-                                max_entries */
-    GW_FAIR_EV_ENTRY_LOGGED, /* the entry's record: rc */
-    GW_FAIR_EV_TICK,         /* the draw's thread: now, closes_at_ms, entrants, rnd, sale_over */
-    GW_FAIR_EV_SEED_DURABLE, /* the seed's record (or the log written again): rc */
-    GW_FAIR_EV_DRAW,         /* the entry DO_DRAW named: state */
-    GW_FAIR_EV_ACCEPTED,     /* the accept of DO_ACCEPT's entry: acc, sold_out */
-    GW_FAIR_EV_DRAW_LOGGED,  /* the outcomes' and the end's records: rc */
-    GW_FAIR_EV_RECORD,       /* a restart: one record read back (rec, found, within, entrants) */
-    GW_FAIR_EV_LOADED,       /* a restart: the records read; rc: the log made durable again */
+    GW_FAIR_EV_ENTER = 0,       /* an entry: found, now, opens_at_ms, closes_at_ms, entrants,
+                                   max_entries */
+    GW_FAIR_EV_ENTRY_LOGGED,    /* the entry's record: rc */
+    GW_FAIR_EV_TICK,            /* the draw's thread: now, closes_at_ms, entrants, rnd, sale_over */
+    GW_FAIR_EV_SEED_DURABLE,    /* the seed's record (or the log written again): rc */
+    GW_FAIR_EV_DRAW,            /* the entry DO_DRAW named: state */
+    GW_FAIR_EV_ACCEPTED,        /* the accept of DO_ACCEPT's entry: acc, sold_out */
+    GW_FAIR_EV_DRAW_LOGGED,     /* the outcomes' and the end's records: rc */
+    GW_FAIR_EV_RECORD,          /* a restart: one record read back (rec, found, within, entrants) */
+    GW_FAIR_EV_LOADED,          /* a restart: the records read; rc: the log made durable again */
     GW_FAIR_EV_SOLD_OUT_LOGGED, /* the sold-out record: rc */
     /* a fleet's draw, its store Redis (gw_fair_fleet.c): */
     GW_FAIR_EV_ENTRIES_TAKEN, /* the window closed here: this gateway's entries go to the store */
@@ -129,10 +129,10 @@ typedef enum {
 
 /* The entry log's records (the letters of <sale>.log; gw_lottery.c). */
 typedef enum {
-    GW_FAIR_REC_ENTRY = 'E', /* an entry */
-    GW_FAIR_REC_SEED = 'D',  /* the draw's seed: the entrants before it are frozen */
-    GW_FAIR_REC_WON = 'W',   /* a winner whose order is durable */
-    GW_FAIR_REC_END = 'F',   /* the draw done (waitlist: its losers wait for leftovers) */
+    GW_FAIR_REC_ENTRY = 'E',    /* an entry */
+    GW_FAIR_REC_SEED = 'D',     /* the draw's seed: the entrants before it are frozen */
+    GW_FAIR_REC_WON = 'W',      /* a winner whose order is durable */
+    GW_FAIR_REC_END = 'F',      /* the draw done (waitlist: its losers wait for leftovers) */
     GW_FAIR_REC_SOLD_OUT = 'O', /* the stock ran out in the draw: the rest are not tried */
 } gw_fair_rec_kind_t;
 

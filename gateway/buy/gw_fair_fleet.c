@@ -612,10 +612,8 @@ void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
     /* the core's DRAW_KNOWN: its ORDER is the perm below (the same gw_fair_order
      * over the local table, which takes the store's entrants), its LEFTOVERS
      * the losers' states, its PUBLISH the drawn flag */
-    gw_fair_ev_t kev = {.kind = GW_FAIR_EV_DRAW_KNOWN,
-                        .seed = d.seed,
-                        .entrants = d.n,
-                        .waitlist = ws.mode == 'w'};
+    gw_fair_ev_t kev = {
+        .kind = GW_FAIR_EV_DRAW_KNOWN, .seed = d.seed, .entrants = d.n, .waitlist = ws.mode == 'w'};
     gw_fair_out_t out;
     gw_fair_core_step(&fs->core, &kev, cm_wall_ms(), &out);
     uint32_t *perm = cm_xmalloc((d.n ? d.n : 1) * sizeof(uint32_t));
@@ -683,8 +681,7 @@ void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
  * before did), the seed offered (the first drawer's stays), the losers' mode
  * decided once (not waitlisted when the sale is over), then the entrants, the
  * seed and the recorded winners read back into *d. 0 or CM_EBACKEND. */
-static int fleet_seed(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t seed, bool over,
-                      fleet_draw_t *d)
+static int fleet_seed(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t seed, bool over, fleet_draw_t *d)
 {
     memset(d, 0, sizeof(*d));
     char why[256] = "", hex[24];
@@ -726,8 +723,11 @@ static gw_fair_ev_t fleet_accept(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *s
      * died between this winner's reserve and :won, and its order failed
      * or was cancelled meanwhile, which took its key with it), it is a
      * winner already, not an entrant to reserve again */
-    gw_accept_req_t ar = {.inv = f->inv, .rq = &rq, .sale_id = fs->sale_id,
-                          .user = e->user_id, .accepted_at_ms = cm_wall_ms(),
+    gw_accept_req_t ar = {.inv = f->inv,
+                          .rq = &rq,
+                          .sale_id = fs->sale_id,
+                          .user = e->user_id,
+                          .accepted_at_ms = cm_wall_ms(),
                           .why = "lottery winner not accepted: spool refused"};
     gw_accept_t a;
     int rc = gw_accept_take(&f->accept, &ar, &a);
@@ -768,10 +768,10 @@ static gw_fair_ev_t fleet_accept(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *s
         ev.acc = GW_FAIR_ACC_SOLD_OUT;
         break;
     }
-    if (put && (!fconn(f) || !fok(f,
-                                  inv_lottery_winner_put(f->rc, fs->sale_id, e->person, put, why,
-                                                         sizeof(why)),
-                                  why))) {
+    if (put &&
+        (!fconn(f) ||
+         !fok(f, inv_lottery_winner_put(f->rc, fs->sale_id, e->person, put, why, sizeof(why)),
+              why))) {
         ev.acc = GW_FAIR_ACC_FAILED;
         return ev;
     }
@@ -815,8 +815,8 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms)
     if (!(out.actions & GW_FAIR_DO_SEED))
         return false;
     fleet_draw_t d;
-    ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_TAKEN,
-                        .rc = fleet_seed(f, fs, core.seed, over, &d)};
+    ev =
+        (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_TAKEN, .rc = fleet_seed(f, fs, core.seed, over, &d)};
     ev.seed = d.seed;
     ev.entrants = d.n;
     gw_fair_core_step(&core, &ev, t0, &out);
@@ -860,8 +860,7 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms)
          * LOG_SOLD_OUT: nobody is told an outcome before :done, so the stock's
          * end needs no record of its own here */
         if (out.actions & GW_FAIR_DO_LOG_SOLD_OUT)
-            gw_fair_core_step(&core, &(gw_fair_ev_t){.kind = GW_FAIR_EV_SOLD_OUT_LOGGED},
-                              t0, &out);
+            gw_fair_core_step(&core, &(gw_fair_ev_t){.kind = GW_FAIR_EV_SOLD_OUT_LOGGED}, t0, &out);
     }
     bool done = false;
     if (!failed && core.next >= core.ndraw) {

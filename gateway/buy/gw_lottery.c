@@ -545,8 +545,8 @@ static bool draw_seed(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
     if (out.actions & GW_FAIR_DO_SEED) {
         fs->draw_started_ms = now;
         char line[96];
-        int len = snprintf(line, sizeof(line), "D %016llx %lld %zu\n",
-                           (unsigned long long)fs->seed, (long long)fs->draw_started_ms, fs->ndraw);
+        int len = snprintf(line, sizeof(line), "D %016llx %lld %zu\n", (unsigned long long)fs->seed,
+                           (long long)fs->draw_started_ms, fs->ndraw);
         ev.rc = log_line_synced(fs, line, (size_t)len, true);
     } else if (out.actions & GW_FAIR_DO_MAKE_DURABLE) {
         char path[700];
@@ -570,15 +570,18 @@ static bool draw_seed(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
 /* The core's DO_ACCEPT: buy's accept sequence for one entrant, its result
  * as the core's ACCEPTED. A spooled winner joins won[] (committed when the
  * stock runs out or at the draw's end). Lottery thread, fs->mu not held. */
-static gw_fair_ev_t accept_one(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale,
-                               const entry_t *e, int64_t now, gw_accept_t *won, size_t *nwon)
+static gw_fair_ev_t accept_one(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, const entry_t *e,
+                               int64_t now, gw_accept_t *won, size_t *nwon)
 {
     gw_fair_ev_t ev = {.kind = GW_FAIR_EV_ACCEPTED, .acc = GW_FAIR_ACC_SOLD_OUT, .sold_out = true};
     if (!sale) /* the sale went: nothing to win, the rest are not tried */
         return ev;
     inv_reserve_req_t rq;
     gw_fair__entry_reserve_req(e, sale, &rq);
-    gw_accept_req_t ar = {.inv = f->inv, .rq = &rq, .sale_id = fs->sale_id, .user = e->user_id,
+    gw_accept_req_t ar = {.inv = f->inv,
+                          .rq = &rq,
+                          .sale_id = fs->sale_id,
+                          .user = e->user_id,
                           .accepted_at_ms = now,
                           .why = "lottery winner not accepted: spool refused"};
     int rc = gw_accept_take(&f->accept, &ar, &won[*nwon]);
@@ -697,7 +700,8 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
             pthread_mutex_unlock(&fs->mu);
             break;
         }
-        gw_fair_ev_t ev = {.kind = GW_FAIR_EV_TICK, .closes_at_ms = closes_at_ms, .sale_over = over};
+        gw_fair_ev_t ev = {
+            .kind = GW_FAIR_EV_TICK, .closes_at_ms = closes_at_ms, .sale_over = over};
         gw_fair_core_step(&fs->core, &ev, now, &out);
         if (!(out.actions & GW_FAIR_DO_DRAW)) {
             pthread_mutex_unlock(&fs->mu);
@@ -734,14 +738,15 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
             pthread_mutex_lock(&fs->mu);
             char line[48];
             int len = snprintf(line, sizeof(line), "O %lld\n", (long long)now);
-            ev = (gw_fair_ev_t){
-                .kind = GW_FAIR_EV_SOLD_OUT_LOGGED,
-                .rc = log_line_synced(fs, line, (size_t)len,
-                                      srv->cfg->durability == GW_DURABILITY_FSYNC)};
+            ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_SOLD_OUT_LOGGED,
+                                .rc = log_line_synced(fs, line, (size_t)len,
+                                                      srv->cfg->durability == GW_DURABILITY_FSYNC)};
             gw_fair_core_step(&fs->core, &ev, now, &out);
             if (ev.rc != 0)
-                cm_log_error("fair", "cannot record that the draw's stock ran out; the log is "
-                             "written again before the next entrant", "sale=%s", fs->sale_id);
+                cm_log_error("fair",
+                             "cannot record that the draw's stock ran out; the log is "
+                             "written again before the next entrant",
+                             "sale=%s", fs->sale_id);
         }
         pthread_mutex_unlock(&fs->mu);
     }

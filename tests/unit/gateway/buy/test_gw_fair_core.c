@@ -468,8 +468,7 @@ static void test_fleet_draw(void **state)
     gw_fair_out_t o = step(&fl.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRIES_TAKEN}, CLOSES);
     assert_int_equal(o.actions, 0);
     gw_fair_core_init(&fl.c); /* the drawer's own core */
-    o = step(&fl.c,
-             (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .closes_at_ms = CLOSES, .rnd = 12345},
+    o = step(&fl.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .closes_at_ms = CLOSES, .rnd = 12345},
              CLOSES);
     assert_int_equal(o.actions, GW_FAIR_DO_SEED);
     /* the store kept another drawer's seed: that one decides */
@@ -477,8 +476,8 @@ static void test_fleet_draw(void **state)
     assert_int_equal(o.actions, 0);
     assert_false(fl.c.seeded);
     step(&fl.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .closes_at_ms = CLOSES, .rnd = 9}, CLOSES);
-    o = step(&fl.c,
-             (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_TAKEN, .seed = SEED, .entrants = N}, CLOSES);
+    o = step(&fl.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_TAKEN, .seed = SEED, .entrants = N},
+             CLOSES);
     assert_int_equal(o.actions, GW_FAIR_DO_ORDER);
     assert_int_equal(fl.c.seed, SEED);
     order(&fl);
