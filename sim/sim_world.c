@@ -158,7 +158,8 @@ typedef struct lottery {
     uint8_t o_won[NU_MAX];    /* GW_ENTRY_WON or _LOST: what each entrant was told once drawn */
     bool o_told_lost[NU_MAX]; /* decided lost once the stock ran out (a status poll says so) */
     bool o_power;             /* a power loss before the seed: entries may be lost, by design */
-    bool o_inexact;           /* a winner's commit failed: it lost, its units stay held */
+    bool o_inexact; /* a winner's commit failed (it lost, its units stay held), or a power
+                       loss under write durability cut the draw: its counts are not exact */
 } lottery_t;
 
 /* One buy in flight (do_buy): the real core's state and what the client sent. */
@@ -826,6 +827,11 @@ static void gw_crash(world_t *wd, gw_t *g, bool power, const char *why)
         L->nlog = L->nsynced + rnd(wd, (uint32_t)(L->nlog - L->nsynced + 1));
     if (power && !L->o_seeded)
         L->o_power = true;
+    /* write durability promises nothing across a power loss: the spool may
+     * lose winners the entry log's "O" (written, not synced) outlives, and
+     * their units then go undrawn; the draw's count checks are exempt */
+    if (power && !wd->fsync_mode && L->o_seeded && !L->o_done)
+        L->o_inexact = true;
     gw_gone(g);
 }
 
