@@ -57,6 +57,7 @@ const char *const cm_plant_names[CM_PLANT_COUNT] = {
     [CM_PLANT_REG_TORN_KEPT] = "reg_torn_kept",
     [CM_PLANT_WL_SKIPS_FIRST] = "wl_skips_first",
     [CM_PLANT_WL_END_KEEPS] = "wl_end_keeps",
+    [CM_PLANT_FAIR_SOLD_OUT_FORGOTTEN] = "fair_sold_out_forgotten",
 };
 
 void cm_plant_set(cm_plant_t p)

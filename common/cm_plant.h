@@ -101,6 +101,8 @@ typedef enum {
                                     waitlisted loser in draw order */
     CM_PLANT_WL_END_KEEPS,       /* gw_waitlist_core.c: the sale's end does not end the waitlist:
                                     losers are still promoted after it */
+    CM_PLANT_FAIR_SOLD_OUT_FORGOTTEN, /* gw_fair_core.c: a restart ignores the draw's sold-out
+                                         record: a resumed draw tries the entrants after it */
     CM_PLANT_COUNT
 } cm_plant_t;
 

@@ -156,8 +156,10 @@ typedef struct lottery {
     uint32_t o_limit;
     uint32_t o_entry[NU_MAX]; /* the entry id each user was answered "entered" with */
     uint8_t o_won[NU_MAX];    /* GW_ENTRY_WON or _LOST: what each entrant was told once drawn */
+    bool o_told_lost[NU_MAX]; /* decided lost once the stock ran out (a status poll says so) */
     bool o_power;             /* a power loss before the seed: entries may be lost, by design */
-    bool o_inexact;           /* a winner's commit failed: it lost, its units stay held */
+    bool o_inexact; /* a winner's commit failed (it lost, its units stay held), or a power
+                       loss under write durability cut the draw: its counts are not exact */
 } lottery_t;
 
 /* One buy in flight (do_buy): the real core's state and what the client sent. */
@@ -825,6 +827,11 @@ static void gw_crash(world_t *wd, gw_t *g, bool power, const char *why)
         L->nlog = L->nsynced + rnd(wd, (uint32_t)(L->nlog - L->nsynced + 1));
     if (power && !L->o_seeded)
         L->o_power = true;
+    /* write durability promises nothing across a power loss: the spool may
+     * lose winners the entry log's "O" (written, not synced) outlives, and
+     * their units then go undrawn; the draw's count checks are exempt */
+    if (power && !wd->fsync_mode && L->o_seeded && !L->o_done)
+        L->o_inexact = true;
     gw_gone(g);
 }
 
@@ -1663,6 +1670,8 @@ static void lot_load(world_t *wd, gw_t *g)
         case GW_FAIR_REC_END:
             ev.waitlist = r->waitlist;
             break;
+        case GW_FAIR_REC_SOLD_OUT:
+            break;
         }
         gw_fair_core_step(&L->core, &ev, 0, &out);
         if ((out.actions & GW_FAIR_DO_ADD_ENTRY) && L->n < NU_MAX)
@@ -1911,7 +1920,7 @@ static bool lot_accept(world_t *wd, gw_t *g, lot_ent_t *e, gw_fair_ev_t *ev)
         r->state = O_APPENDED;
         r->limit_at = (uint8_t)g->limit;
         r->rseq = ++wd->rseq;
-        if (L->o_done && L->o_won[e->user] != GW_ENTRY_WON)
+        if ((L->o_done && L->o_won[e->user] != GW_ENTRY_WON) || L->o_told_lost[e->user])
             fail(wd, "gw%d: lottery: u%u was told it lost the draw, and now it won", g->idx,
                  e->user);
         oq_order_t o;
@@ -1938,6 +1947,36 @@ static bool lot_accept(world_t *wd, gw_t *g, lot_ent_t *e, gw_fair_ev_t *ev)
         ev->acc = rc == INV_SOLD_OUT ? GW_FAIR_ACC_SOLD_OUT : GW_FAIR_ACC_DENIED;
     }
     ev->sold_out = rq.stock_left == 0 || inv_sale_sold_out(g->sale);
+    return true;
+}
+
+/* The winners accepted so far made durable (commit_winners): false if the
+ * process died in it. */
+static bool lot_commit(world_t *wd, gw_t *g)
+{
+    lottery_t *L = &g->lot;
+    gw_fair_core_t *c = &L->core;
+    if (!L->nwon)
+        return true;
+    /* as gw_lottery.c: the last winner's end, then each one's own after a
+     * failure (a record an earlier round made durable won) */
+    int crc = oq_spool_commit_to(g->sp, L->won_end[L->nwon - 1]);
+    if (gw_died(wd, g))
+        return false;
+    for (size_t i = 0; i < L->nwon && crc != 0; i++) {
+        if (oq_spool_commit_to(g->sp, L->won_end[i]) == 0)
+            continue;
+        lot_ent_t *e = lot_id(L, L->won[i], c->ndraw);
+        if (e && e->state == GW_ENTRY_WON) { /* not accepted; the units stay held (undersell) */
+            L->o_inexact = true;
+            e->state = GW_ENTRY_LOST;
+            e->held_lost = true;
+            wd->ords[e->ord].state = O_REFUSED;
+            tr(wd, "gw%d: lottery: o%u's fdatasync failed (%s): lost", g->idx, e->ord,
+               cm_errname(crc));
+        }
+    }
+    L->nwon = 0;
     return true;
 }
 
@@ -2003,32 +2042,30 @@ static void lottery_step(world_t *wd, gw_t *g)
             tr(wd, "gw%d: lottery: #%zu u%u qty %u -> %s", g->idx, pos + 1, e->user, e->qty,
                gw_entry_state_name((gw_entry_state_t)out.state));
         }
-        if ((out.actions & GW_FAIR_DO_SET_STATE) && e->state == GW_ENTRY_ENTERED)
+        if ((out.actions & GW_FAIR_DO_SET_STATE) && e->state == GW_ENTRY_ENTERED) {
             e->state = out.state;
+            /* not tried: the stock ran out before it (GET /v1/orders says lost now) */
+            if (!(out.actions & GW_FAIR_DO_ACCEPT) && out.state == GW_ENTRY_LOST && c->exhausted &&
+                wd->fsync_mode) /* write durability: a power loss may lose what was said */
+                L->o_told_lost[e->user] = true;
+        }
+        if (out.actions & GW_FAIR_DO_LOG_SOLD_OUT) {
+            if (!lot_commit(wd, g))
+                return;
+            ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_SOLD_OUT_LOGGED, .rc = CM_EIO};
+            if (lot_log(wd, g, (lot_rec_t){.kind = GW_FAIR_REC_SOLD_OUT}, wd->fsync_mode))
+                ev.rc = 0;
+            gw_fair_core_step(c, &ev, now, &out);
+            tr(wd, "gw%d: lottery: the stock ran out at #%zu%s", g->idx, pos + 1,
+               ev.rc ? " (its record's fdatasync failed)" : "");
+            if (c->seed_unsynced)
+                return; /* the log made durable at the next step, before the next entrant */
+        }
     }
     if (c->next < c->ndraw || wd->failed)
         return;
-    if (L->nwon) {
-        /* as gw_lottery.c: the last winner's end, then each one's own after a
-         * failure (a record an earlier round made durable won) */
-        int crc = oq_spool_commit_to(g->sp, L->won_end[L->nwon - 1]);
-        if (gw_died(wd, g))
-            return;
-        for (size_t i = 0; i < L->nwon && crc != 0; i++) {
-            if (oq_spool_commit_to(g->sp, L->won_end[i]) == 0)
-                continue;
-            lot_ent_t *e = lot_id(L, L->won[i], c->ndraw);
-            if (e && e->state == GW_ENTRY_WON) { /* not accepted; the units stay held (undersell) */
-                L->o_inexact = true;
-                e->state = GW_ENTRY_LOST;
-                e->held_lost = true;
-                wd->ords[e->ord].state = O_REFUSED;
-                tr(wd, "gw%d: lottery: o%u's fdatasync failed (%s): lost", g->idx, e->ord,
-                   cm_errname(crc));
-            }
-        }
-        L->nwon = 0;
-    }
+    if (!lot_commit(wd, g))
+        return;
     ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .closes_at_ms = L->closes_ms, .sale_over = true};
     gw_fair_core_step(c, &ev, now, &out);
     if (!(out.actions & GW_FAIR_DO_LOG_OUTCOMES))

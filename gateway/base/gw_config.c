@@ -605,6 +605,11 @@ const cm_opt_t gw_config_opts[] = {
      "most persons one sale's registration takes (a registration past it gets 409 "
      "registration_full)",
      NULL},
+    {"sales.max_lottery_entries", CM_OPT_UINT, OFF(max_lottery_entries), 0, "1000000", 1,
+     100000000, NULL, 0, NULL, "N",
+     "most entries one sale's start-window lottery holds on this gateway (~350 bytes each in "
+     "memory: 1000000 is ~370 MB); a new person's entry past it gets 409 lottery_full",
+     NULL},
     {"sales.default_fair_early_ms", CM_OPT_UINT, OFF(default_fair_early_ms), 0, "1000", 0,
      3600000, NULL, 0, NULL, "MS",
      "early acceptance of that default lottery: entries from this many ms before starts_at, so "

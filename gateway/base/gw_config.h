@@ -54,6 +54,7 @@ typedef struct gw_config {
     uint64_t max_sales;        /* server.max_sales */
     uint64_t default_fair_window_ms; /* sales.default_fair_window_ms: a new sale's window */
     uint64_t max_registrations; /* sales.max_registrations: persons per sale's registration */
+    uint64_t max_lottery_entries;    /* sales.max_lottery_entries: entries per sale's lottery */
     uint64_t default_fair_early_ms;  /* sales.default_fair_early_ms: its early acceptance */
     uint64_t summary_interval_ms; /* log.summary_interval: periodic rejection summary */
     char data_dir[512];        /* server.data_dir "./data" (--data-dir) */

@@ -550,6 +550,11 @@ static void fair_enter(gw_req_t *r, gw_fair_sale_t *fair, int64_t closes_at, int
                       "another account of this buyer's person has entered the start-window "
                       "draw of sale %s: one entry per person",
                       r->id);
+    } else if (rc == GW_FAIR_FULL) {
+        gw_resp_error(&r->resp, GW_R_CONFLICT, "\"reason\":\"lottery_full\"",
+                      "the start-window draw of sale %s holds its most entries "
+                      "(sales.max_lottery_entries): not entered",
+                      r->id);
     } else if (rc == CM_EBUSY) {
         gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
                       "the start-window draw of sale %s is running; retry", r->id);

@@ -145,11 +145,13 @@ typedef struct gw_fair_ticket {
  * line. Returns 0 (entered; *t completed), 1 (the account has an entry
  * already: *t is that entry, nothing counted), GW_FAIR_OTHER_ACCOUNT
  * (another account of the person has the entry: *t unchanged, nothing
- * counted; never that entry's id), CM_EBUSY (the window closed meanwhile),
+ * counted; never that entry's id), GW_FAIR_FULL (the sale holds
+ * sales.max_lottery_entries entries: not entered), CM_EBUSY (the window closed meanwhile),
  * or CM_EIO (the log write failed: not entered). Thread-safe (worker loops);
  * one write(2).
  */
 #define GW_FAIR_OTHER_ACCOUNT 2
+#define GW_FAIR_FULL 3
 int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key);
 
 /*

@@ -9,6 +9,9 @@
  *   - one entry per person: a person's second entry gets the first back (the
  *     same account) or a 409 (another account's); an entry is answered only
  *     once its record is written
+ *   - at most max_entries entries per sale (each is held in memory): a new
+ *     person past it is refused (409 lottery_full), a person's own entry
+ *     still comes back
  *   - no entry after the window closes: the draw takes the entrants there
  *     are when its seed is drawn, and no more (the frozen entrants)
  *   - the seed is durable before any winner is drawn with it: a seed lost
@@ -27,6 +30,10 @@
  *   - a restart resumes a draw cut by a crash with the seed it logged, over
  *     the entrants logged before it; its winners are those whose records
  *     say so, or whose orders the spool holds (they were accepted)
+ *   - the stock running out is a record of its own, durable before any
+ *     entrant after it is decided: a restart that resumes a cut draw knows
+ *     the rest were not tried, and never lets one told it lost win with
+ *     units that came back meanwhile (those are the leftovers')
  *   - whether the losers wait for leftovers is decided once (at the draw's
  *     first step, or by the first end record read): a retried end record
  *     never flips it
@@ -42,6 +49,7 @@ enum {
     STAGE_RESYNC,        /* the log read back is being made durable */
     STAGE_DRAWING,       /* the frozen entrants, in draw order */
     STAGE_ACCEPTING,     /* an entrant's accept */
+    STAGE_SOLD_OUT,      /* the sold-out record is being made durable */
     STAGE_ENDING,        /* the outcomes' records are being made durable */
     STAGE_DONE,
 };
@@ -115,6 +123,12 @@ static void set_state(gw_fair_out_t *out, size_t entry, gw_entry_state_t st)
     out->state = (uint8_t)st;
 }
 
+/* The sale's entries are at their cap (the shell's memory bound). */
+static bool entries_full(const gw_fair_ev_t *ev)
+{
+    return ev->max_entries && ev->entrants >= ev->max_entries;
+}
+
 static void on_enter(gw_fair_core_t *c, const gw_fair_ev_t *ev, int64_t now_ms, gw_fair_out_t *out)
 {
     if (c->closed || c->lot_stage != STAGE_ENTRY ||
@@ -134,6 +148,10 @@ static void on_enter(gw_fair_core_t *c, const gw_fair_ev_t *ev, int64_t now_ms, 
     }
     if (ev->found == GW_FAIR_FOUND_OTHER) {
         answer(out, GW_FAIR_A_OTHER_ACCOUNT);
+        return;
+    }
+    if (entries_full(ev)) {
+        answer(out, GW_FAIR_A_FULL);
         return;
     }
     c->lot_stage = STAGE_ENTRY_LOGGING;
@@ -216,6 +234,35 @@ static void on_draw(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *ou
     c->next++;
 }
 
+/*---- the stock running out: its record (a restart resumes a cut draw knowing it) ----*/
+
+/* The stock is gone: the entrants after this one are not tried, and none is
+ * decided before the record saying so is durable. */
+static void sold_out(gw_fair_core_t *c, gw_fair_out_t *out)
+{
+    c->exhausted = true;
+    c->lot_stage = STAGE_SOLD_OUT;
+    out->actions |= GW_FAIR_DO_LOG_SOLD_OUT;
+}
+
+static void on_sold_out_logged(gw_fair_core_t *c, const gw_fair_ev_t *ev)
+{
+    if (c->lot_stage != STAGE_SOLD_OUT)
+        return;
+    c->lot_stage = STAGE_DRAWING;
+    /* not durable: the next tick makes the log durable before the next entrant */
+    if (ev->rc != 0)
+        c->seed_unsynced = true;
+}
+
+/* Its record read back: the resumed draw tries nobody (planted: it is ignored,
+ * and a loser may win units that came back after the crash). */
+static void on_sold_out_record(gw_fair_core_t *c)
+{
+    if (c->seeded && !CM_PLANT(FAIR_SOLD_OUT_FORGOTTEN))
+        c->exhausted = true;
+}
+
 static void on_accepted(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *out)
 {
     if (c->lot_stage != STAGE_ACCEPTING)
@@ -237,9 +284,9 @@ static void on_accepted(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t
         break;
     }
     set_state(out, i, st);
-    if (ev->sold_out)
-        c->exhausted = true;
     c->next++;
+    if (ev->sold_out && !c->exhausted)
+        sold_out(c, out);
 }
 
 static void on_draw_logged(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *out)
@@ -271,6 +318,10 @@ static void on_record(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *
         c->seeded = c->closed = true;
         c->seed = ev->seed;
         c->ndraw = ev->entrants;
+        c->exhausted = false;
+        return;
+    case GW_FAIR_REC_SOLD_OUT:
+        on_sold_out_record(c);
         return;
     case GW_FAIR_REC_WON:
         if (c->seeded && ev->within) { /* the record's entry won */
@@ -311,6 +362,53 @@ static void on_loaded(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *
         c->lot_stage = STAGE_DONE;
         out->actions |= GW_FAIR_DO_PUBLISH;
     }
+}
+
+/*---- a fleet's draw: the store (Redis) freezes the entrants and keeps the seed ----*/
+
+/*
+ * The fleet's rules are the same; only where they are kept differs. The
+ * entries of every gateway meet in the store when the windows close
+ * (ENTRIES_TAKEN: no more here); the drawer's DO_SEED freezes them there and
+ * offers its seed, of which the first drawer's stays (SEED_TAKEN: a drawer
+ * that resumes another's draw takes its seed and so its order); the draw
+ * then runs as on one gateway, each winner recorded in the store at its
+ * accept; its end is the store's done mark (LOG_OUTCOMES, DRAW_LOGGED). A
+ * gateway that did not draw learns the draw from the store (DRAW_KNOWN).
+ */
+static void on_entries_taken(gw_fair_core_t *c)
+{
+    if (c->lot_stage == STAGE_ENTRY)
+        c->closed = true;
+}
+
+static void on_seed_taken(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *out)
+{
+    if (c->lot_stage != STAGE_SEEDING)
+        return;
+    if (ev->rc != 0) { /* nothing decided here: the next tick asks again */
+        c->closed = false;
+        c->lot_stage = STAGE_ENTRY;
+        return;
+    }
+    c->seed = ev->seed;
+    c->ndraw = ev->entrants;
+    c->next = 0;
+    c->seeded = c->closed = true;
+    c->lot_stage = STAGE_DRAWING;
+    out->actions = GW_FAIR_DO_ORDER;
+}
+
+static void on_draw_known(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *out)
+{
+    c->seed = ev->seed;
+    c->ndraw = c->next = ev->entrants;
+    c->seeded = c->closed = true;
+    c->draw_wl = ev->waitlist ? 2 : 1;
+    c->lot_done = true;
+    c->lot_stage = STAGE_DONE;
+    out->actions = GW_FAIR_DO_ORDER | GW_FAIR_DO_LEFTOVERS | GW_FAIR_DO_PUBLISH;
+    out->waitlist = ev->waitlist;
 }
 
 void gw_fair_core_step(gw_fair_core_t *c, const gw_fair_ev_t *ev, int64_t now_ms,
@@ -354,6 +452,18 @@ void gw_fair_core_step(gw_fair_core_t *c, const gw_fair_ev_t *ev, int64_t now_ms
     case GW_FAIR_EV_LOADED:
         if (c->lot_stage == STAGE_ENTRY)
             on_loaded(c, ev, out);
+        break;
+    case GW_FAIR_EV_SOLD_OUT_LOGGED:
+        on_sold_out_logged(c, ev);
+        break;
+    case GW_FAIR_EV_ENTRIES_TAKEN:
+        on_entries_taken(c);
+        break;
+    case GW_FAIR_EV_SEED_TAKEN:
+        on_seed_taken(c, ev, out);
+        break;
+    case GW_FAIR_EV_DRAW_KNOWN:
+        on_draw_known(c, ev, out);
         break;
     }
 }

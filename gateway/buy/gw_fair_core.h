@@ -45,7 +45,8 @@
     size_t next;        /* the next draw position to decide */                                     \
     bool closed;        /* the entries are taken: no more */                                       \
     bool seeded;        /* the seed's record is written */                                         \
-    bool seed_unsynced; /* read back and not durable yet: no winner drawn before it is */          \
+    bool seed_unsynced; /* the seed (or sold-out) record read back or written and not durable      \
+                           yet: no entrant is drawn before it is */                                \
     bool exhausted;     /* the stock ran out in the draw: the rest are not tried */                \
     uint8_t draw_wl;    /* the losers: 0 undecided, 1 lost, 2 waitlisted (decided once) */         \
     uint8_t lot_stage;  /* the reply awaited (internal) */                                         \
@@ -64,7 +65,8 @@ typedef struct gw_fair_core {
     XX(OTHER_ACCOUNT, "other_account") /* 409: another account of the person entered */            \
     XX(NOT_OPEN, "not_open")           /* 425: before the window */                                \
     XX(CLOSED, "closed")               /* 503: the window closed, the draw runs */                 \
-    XX(LOG_FAILED, "log_failed")       /* 503: the entry's record was not written */
+    XX(LOG_FAILED, "log_failed")       /* 503: the entry's record was not written */               \
+    XX(FULL, "lottery_full")           /* 409: the sale holds max_entries entries */
 
 typedef enum {
 #define XX(n, s) GW_FAIR_A_##n,
@@ -75,30 +77,42 @@ typedef enum {
 
 /* Actions, a bit set: the shell performs them in this order. */
 enum {
-    GW_FAIR_DO_APPEND_ENTRY = 1u << 0, /* append the entry's record: ENTRY_LOGGED */
-    GW_FAIR_DO_ADD_ENTRY = 1u << 1,    /* the entry joins the sale's entries (index: the count) */
-    GW_FAIR_DO_SEED = 1u << 2,         /* append the seed's record, fdatasync: SEED_DURABLE */
-    GW_FAIR_DO_MAKE_DURABLE = 1u << 3, /* write the log again and fdatasync it: SEED_DURABLE */
-    GW_FAIR_DO_ORDER = 1u << 4,        /* compute the draw order (gw_fair_core_order) */
-    GW_FAIR_DO_DRAW = 1u << 5,         /* entry out.entry is next: its state, DRAW */
-    GW_FAIR_DO_ACCEPT = 1u << 6,       /* accept entry out.entry (buy's accept): ACCEPTED */
-    GW_FAIR_DO_SET_STATE = 1u << 7,    /* entry out.entry's outcome is out.state */
-    GW_FAIR_DO_LEFTOVERS = 1u << 8,    /* every frozen entrant not won: gw_fair_core_loser */
-    GW_FAIR_DO_LOG_OUTCOMES = 1u << 9, /* the winners' records, the end's (out.waitlist),
-                                          fdatasync: DRAW_LOGGED */
-    GW_FAIR_DO_PUBLISH = 1u << 10,     /* the draw is done: first-come or the waitlist opens */
+    GW_FAIR_DO_APPEND_ENTRY = 1u << 0,  /* append the entry's record: ENTRY_LOGGED */
+    GW_FAIR_DO_ADD_ENTRY = 1u << 1,     /* the entry joins the sale's entries (index: the count) */
+    GW_FAIR_DO_SEED = 1u << 2,          /* append the seed's record, fdatasync: SEED_DURABLE
+                                           (a fleet: freeze the entrants, offer the seed,
+                                           read both back: SEED_TAKEN) */
+    GW_FAIR_DO_MAKE_DURABLE = 1u << 3,  /* write the log again and fdatasync it: SEED_DURABLE */
+    GW_FAIR_DO_ORDER = 1u << 4,         /* compute the draw order (gw_fair_core_order) */
+    GW_FAIR_DO_DRAW = 1u << 5,          /* entry out.entry is next: its state, DRAW */
+    GW_FAIR_DO_ACCEPT = 1u << 6,        /* accept entry out.entry (buy's accept): ACCEPTED */
+    GW_FAIR_DO_SET_STATE = 1u << 7,     /* entry out.entry's outcome is out.state */
+    GW_FAIR_DO_LEFTOVERS = 1u << 8,     /* every frozen entrant not won: gw_fair_core_loser */
+    GW_FAIR_DO_LOG_OUTCOMES = 1u << 9,  /* the winners' records, the end's (out.waitlist),
+                                           fdatasync: DRAW_LOGGED (a fleet: the store's done
+                                           mark; each winner was put at its accept) */
+    GW_FAIR_DO_PUBLISH = 1u << 10,      /* the draw is done: first-come or the waitlist opens */
+    GW_FAIR_DO_LOG_SOLD_OUT = 1u << 11, /* the winners so far made durable, then the sold-out
+                                           record, as durable as they are: SOLD_OUT_LOGGED */
 };
 
 typedef enum {
-    GW_FAIR_EV_ENTER = 0,    /* an entry: found, now, opens_at_ms, closes_at_ms */
-    GW_FAIR_EV_ENTRY_LOGGED, /* the entry's record: rc */
-    GW_FAIR_EV_TICK,         /* the draw's thread: now, closes_at_ms, entrants, rnd, sale_over */
-    GW_FAIR_EV_SEED_DURABLE, /* the seed's record (or the log written again): rc */
-    GW_FAIR_EV_DRAW,         /* the entry DO_DRAW named: state */
-    GW_FAIR_EV_ACCEPTED,     /* the accept of DO_ACCEPT's entry: acc, sold_out */
-    GW_FAIR_EV_DRAW_LOGGED,  /* the outcomes' and the end's records: rc */
-    GW_FAIR_EV_RECORD,       /* a restart: one record read back (rec, found, within, entrants) */
-    GW_FAIR_EV_LOADED,       /* a restart: the records read; rc: the log made durable again */
+    GW_FAIR_EV_ENTER = 0,       /* an entry: found, now, opens_at_ms, closes_at_ms, entrants,
+                                   max_entries */
+    GW_FAIR_EV_ENTRY_LOGGED,    /* the entry's record: rc */
+    GW_FAIR_EV_TICK,            /* the draw's thread: now, closes_at_ms, entrants, rnd, sale_over */
+    GW_FAIR_EV_SEED_DURABLE,    /* the seed's record (or the log written again): rc */
+    GW_FAIR_EV_DRAW,            /* the entry DO_DRAW named: state */
+    GW_FAIR_EV_ACCEPTED,        /* the accept of DO_ACCEPT's entry: acc, sold_out */
+    GW_FAIR_EV_DRAW_LOGGED,     /* the outcomes' and the end's records: rc */
+    GW_FAIR_EV_RECORD,          /* a restart: one record read back (rec, found, within, entrants) */
+    GW_FAIR_EV_LOADED,          /* a restart: the records read; rc: the log made durable again */
+    GW_FAIR_EV_SOLD_OUT_LOGGED, /* the sold-out record: rc */
+    /* a fleet's draw, its store Redis (gw_fair_fleet.c): */
+    GW_FAIR_EV_ENTRIES_TAKEN, /* the window closed here: this gateway's entries go to the store */
+    GW_FAIR_EV_SEED_TAKEN,    /* DO_SEED's answer: the entrants frozen and the seed kept in the
+                                 store (entrants, seed: the first drawer's), or rc */
+    GW_FAIR_EV_DRAW_KNOWN,    /* the store's draw is done: seed, entrants, waitlist (its mode) */
 } gw_fair_ev_kind_t;
 
 /* Whether the entrant's person has an entry already, and by which account. */
@@ -115,10 +129,11 @@ typedef enum {
 
 /* The entry log's records (the letters of <sale>.log; gw_lottery.c). */
 typedef enum {
-    GW_FAIR_REC_ENTRY = 'E', /* an entry */
-    GW_FAIR_REC_SEED = 'D',  /* the draw's seed: the entrants before it are frozen */
-    GW_FAIR_REC_WON = 'W',   /* a winner whose order is durable */
-    GW_FAIR_REC_END = 'F',   /* the draw done (waitlist: its losers wait for leftovers) */
+    GW_FAIR_REC_ENTRY = 'E',    /* an entry */
+    GW_FAIR_REC_SEED = 'D',     /* the draw's seed: the entrants before it are frozen */
+    GW_FAIR_REC_WON = 'W',      /* a winner whose order is durable */
+    GW_FAIR_REC_END = 'F',      /* the draw done (waitlist: its losers wait for leftovers) */
+    GW_FAIR_REC_SOLD_OUT = 'O', /* the stock ran out in the draw: the rest are not tried */
 } gw_fair_rec_kind_t;
 
 /* One event's facts; each kind reads only its own members. */
@@ -127,7 +142,8 @@ typedef struct gw_fair_ev {
     int64_t opens_at_ms, closes_at_ms; /* ENTER, TICK: the window (0: not told) */
     gw_fair_found_t found;             /* ENTER; RECORD ENTRY: the person's entry */
     int rc;                            /* ENTRY_LOGGED, SEED_DURABLE, DRAW_LOGGED, LOADED */
-    size_t entrants;                   /* TICK, RECORD SEED: the entries so far */
+    size_t entrants;                   /* ENTER, TICK, RECORD SEED: the entries so far */
+    size_t max_entries;                /* ENTER: the cap on entries (0: none) */
     uint64_t rnd;                      /* TICK: a fresh random value (the seed if one is drawn) */
     bool sale_over;                    /* TICK: the sale ended: losers are lost, not waitlisted */
     uint8_t state;                     /* DRAW: the entry's gw_entry_state_t */
@@ -135,9 +151,9 @@ typedef struct gw_fair_ev {
     bool sold_out;                     /* ACCEPTED: the stock is gone now */
     /* RECORD */
     gw_fair_rec_kind_t rec;
-    uint64_t seed; /* SEED */
+    uint64_t seed; /* SEED; SEED_TAKEN, DRAW_KNOWN */
     bool within;   /* WON: the record names one of the frozen entrants */
-    bool waitlist; /* END: its "w" mark */
+    bool waitlist; /* END: its "w" mark; DRAW_KNOWN: the store's mode */
 } gw_fair_ev_t;
 
 /* One step's result. */

@@ -3,13 +3,14 @@
  * entries (see gw_fair.h for the rules).
  */
 #include "gateway/buy/gw_fair.h"
+#include "gateway/buy/gw_fair_core.h"
 #include "gateway/buy/gw_fair_internal.h"
 
-#include "common/cm_rand.h"
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
 #include "common/cm_log.h"
+#include "common/cm_rand.h"
 #include "common/cm_time.h"
 #include "common/cm_url.h"
 #include "gateway/base/gw_base.h"
@@ -207,7 +208,9 @@ static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
     if (!c)
         return false;
     pthread_mutex_lock(&fs->mu);
-    fs->closed = true;
+    gw_fair_out_t out;
+    gw_fair_core_step(&fs->core, &(gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRIES_TAKEN}, cm_wall_ms(),
+                      &out);
     size_t n = fs->n, sent = 0;
     for (size_t i = 0; i < n; i++) {
         const entry_t *e = &fs->v[i];
@@ -406,8 +409,9 @@ int gw_fair__fleet_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *
         unsigned node = 0, qty = 0;
         long long at = 0;
         memset(out, 0, sizeof(*out));
-        if (!found || !mark_parse(v, order, sizeof(order), &node, out->user_id,
-                                  sizeof(out->user_id), &qty, &at) ||
+        if (!found ||
+            !mark_parse(v, order, sizeof(order), &node, out->user_id, sizeof(out->user_id), &qty,
+                        &at) ||
             strcmp(order, order_id) != 0)
             continue;
         snprintf(out->order_id, sizeof(out->order_id), "%s", order);
@@ -469,8 +473,7 @@ static bool fleet_won(const fleet_draw_t *d, const char *user)
 
 static bool fleet_refused(const fleet_draw_t *d, const char *user)
 {
-    return d->nrefused &&
-           bsearch(&user, d->refused, d->nrefused, sizeof(char *), strp_cmp) != NULL;
+    return d->nrefused && bsearch(&user, d->refused, d->nrefused, sizeof(char *), strp_cmp) != NULL;
 }
 
 typedef struct read_ctx {
@@ -614,17 +617,25 @@ void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
     /* the losers wait unless the draw said not (or an older drawer said nothing) or the
      * sale ended; an entry the draw or a promotion refused for cause is lost */
     bool ended = ws.ended || sale_ended(f, fs->sale_id);
-    bool wl = ws.mode == 'w' && !ended;
     bool first = !atomic_load(&fs->drawn);
     pthread_mutex_lock(&fs->mu);
+    /* the core's DRAW_KNOWN: its ORDER is the perm below (the same gw_fair_order
+     * over the local table, which takes the store's entrants), its LEFTOVERS
+     * the losers' states, its PUBLISH the drawn flag */
+    gw_fair_ev_t kev = {
+        .kind = GW_FAIR_EV_DRAW_KNOWN, .seed = d.seed, .entrants = d.n, .waitlist = ws.mode == 'w'};
+    gw_fair_out_t out;
+    gw_fair_core_step(&fs->core, &kev, cm_wall_ms(), &out);
     uint32_t *perm = cm_xmalloc((d.n ? d.n : 1) * sizeof(uint32_t));
     fs->won_orders = fs->won_units = fs->lost = 0;
     for (size_t pos = 0; pos < d.n; pos++) {
         entry_t *src = &d.all[d.perm[pos]];
         /* ENTERED here: waitlisted below, once the tree is sized */
-        uint8_t st = fleet_won(&d, src->person)                        ? GW_ENTRY_WON
-                     : wl && !fleet_refused(&d, src->person)           ? GW_ENTRY_ENTERED
-                                                                       : GW_ENTRY_LOST;
+        bool waits = !ended && gw_fair_core_loser(&fs->core, fleet_refused(&d, src->person)) ==
+                                   GW_ENTRY_WAITLISTED;
+        uint8_t st = fleet_won(&d, src->person) ? GW_ENTRY_WON
+                     : waits                    ? GW_ENTRY_ENTERED
+                                                : GW_ENTRY_LOST;
         entry_t *e = gw_fair__find_user(fs, src->person, src->key);
         if (e && strcmp(e->order_id, src->order_id) != 0) {
             /* this person's entry through another gateway (or account) is the one drawn */
@@ -648,7 +659,6 @@ void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
     }
     free(fs->perm);
     fs->perm = perm;
-    fs->ndraw = fs->next = d.n;
     gw_fair__wl_init(fs);
     for (size_t pos = 0; pos < d.n; pos++)
         if (fs->v[perm[pos]].state == GW_ENTRY_ENTERED)
@@ -660,10 +670,6 @@ void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
     fs->promoted = (uint64_t)ws.promoted;
     fs->wl_gen = ws.gen;
     fs->wl_ended = ended;
-    fs->draw_wl = ws.mode == 'w' ? 2 : 1;
-    fs->seed = d.seed;
-    fs->seeded = true;
-    fs->closed = true;
     if (!fs->draw_done_ms)
         fs->draw_done_ms = cm_wall_ms();
     /* before drawn: no first-come buy slips in while losers wait */
@@ -679,132 +685,213 @@ void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs)
     fleet_draw_free(&d);
 }
 
-/* The drawer: holds the lock. Lottery thread. */
-/* The fleet's draw by the lock's holder; true when it is done (:done set). */
-static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs)
+/*---- the drawer (the lock's holder): the core's draw over the store's entrants ----*/
+
+/* The core's DO_SEED in a fleet: the entrants frozen (a no-op when a drawer
+ * before did), the seed offered (the first drawer's stays), the losers' mode
+ * decided once (not waitlisted when the sale is over), then the entrants, the
+ * seed and the recorded winners read back into *d. 0 or CM_EBACKEND. */
+static int fleet_seed(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t seed, bool over, fleet_draw_t *d)
 {
-    gw_server_t *srv = f->srv;
-    char why[256] = "";
-    /* freeze the entrants (a no-op when a drawer before us did; an error when nobody entered) */
+    memset(d, 0, sizeof(*d));
+    char why[256] = "", hex[24];
     inv_fleet_conn_t *c = fconn(f);
     if (!c)
-        return false;
+        return CM_EBACKEND;
     if (gw_fair_redis_lottery_freeze(c, fs->sale_id) < 0) {
         inv_fleet_close(f->rc);
         f->rc = NULL;
-        return false;
+        return CM_EBACKEND;
     }
+    snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)seed);
+    if (!fok(f, gw_fair_redis_lottery_seed_offer(c, fs->sale_id, hex, why, sizeof(why)), why) ||
+        !fok(f, gw_fair_redis_wl_mode_set(c, fs->sale_id, over ? 'l' : 'w', why, sizeof(why)), why))
+        return CM_EBACKEND;
+    if (!fleet_read(f, fs, d, true))
+        return CM_EBACKEND;
+    return d->seeded ? 0 : CM_EBACKEND;
+}
+
+/* The core's DO_ACCEPT in a fleet: buy's accept sequence for one entrant, and
+ * its outcome put in the store's :won at once (a drawer that resumes this
+ * draw skips it), as the core's ACCEPTED; FAILED when either failed (the
+ * next run resumes there: a spooled winner is found again by its key).
+ * Lottery thread. */
+static gw_fair_ev_t fleet_accept(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale,
+                                 const entry_t *e, size_t *nwon)
+{
+    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_ACCEPTED, .acc = GW_FAIR_ACC_SOLD_OUT, .sold_out = true};
+    if (!sale) /* the sale went: nothing to win, the rest are not tried */
+        return ev;
+    char why[256] = "";
+    inv_reserve_req_t rq;
+    gw_fair__entry_reserve_req(e, sale, &rq);
+    /* a key, so a drawer that resumes after a crash finds the order, not a second one */
+    if (!rq.idem_key[0])
+        snprintf(rq.idem_key, sizeof(rq.idem_key), "fair-%s", e->order_id);
+    /* once per order id: reserved before and released since (a drawer
+     * died between this winner's reserve and :won, and its order failed
+     * or was cancelled meanwhile, which took its key with it), it is a
+     * winner already, not an entrant to reserve again */
+    gw_accept_req_t ar = {.inv = f->inv,
+                          .rq = &rq,
+                          .sale_id = fs->sale_id,
+                          .user = e->user_id,
+                          .accepted_at_ms = cm_wall_ms(),
+                          .why = "lottery winner not accepted: spool refused"};
+    gw_accept_t a;
+    int rc = gw_accept_take(&f->accept, &ar, &a);
+    const char *put = NULL; /* the outcome for :won */
+    ev.sold_out = false;
+    switch (rc) {
+    case GW_ACCEPT_BEFORE:
+        put = e->order_id;
+        ev.acc = GW_FAIR_ACC_WON;
+        break;
+    case GW_ACCEPT_SPOOL_REFUSED:
+        /* not a winner: recorded, so that a drawer that resumes does not take the
+         * order's mark (inv_reserve_once) for a winner released since */
+        put = GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED;
+        ev.acc = GW_FAIR_ACC_REFUSED;
+        break;
+    case GW_ACCEPT_SPOOLED:
+        /* its own record only: durable is a winner, whatever fdatasync failed after */
+        gw_accept_commit(&f->accept, &a, 1);
+        if (!a.durable) {
+            ev.acc = GW_FAIR_ACC_FAILED; /* spooled: a resumed draw finds it by its key */
+            return ev;
+        }
+        put = e->order_id;
+        ev.acc = GW_FAIR_ACC_WON;
+        break;
+    case GW_ACCEPT_REFUSED:
+        /* refused for cause (the per-user limit, the key of another order): lost, not
+         * waitlisted, on every gateway, and never promoted (gw_waitlist_fleet.c) */
+        put = GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED;
+        ev.acc = GW_FAIR_ACC_DENIED;
+        break;
+    default:
+        if (rc < 0) {
+            ev.acc = GW_FAIR_ACC_FAILED;
+            return ev;
+        }
+        ev.acc = GW_FAIR_ACC_SOLD_OUT;
+        break;
+    }
+    if (put && (!fconn(f) || !fok(f,
+                                  gw_fair_redis_lottery_winner_put(f->rc, fs->sale_id, e->person,
+                                                                   put, why, sizeof(why)),
+                                  why))) {
+        ev.acc = GW_FAIR_ACC_FAILED;
+        return ev;
+    }
+    if (rc == GW_ACCEPT_BEFORE)
+        cm_log_info("fair", "fleet draw: a winner's order was released before the resume",
+                    "sale=%s order=%s", fs->sale_id, e->order_id);
+    if (rc == GW_ACCEPT_SPOOLED) {
+        gw_accept_publish(&f->accept, &a, 1);
+        (*nwon)++;
+    }
+    if (rc != GW_ACCEPT_BEFORE && rc != GW_ACCEPT_SPOOL_REFUSED)
+        ev.sold_out = rq.stock_left == 0 || inv_sale_sold_out(sale);
+    return ev;
+}
+
+/*
+ * The fleet's draw by the lock's holder, every decision the core's
+ * (gw_fair_core.c), as on one gateway: the seed (the store's), the frozen
+ * entrants in its order, each accepted while the stock lasts (one recorded
+ * in :won by a drawer before is decided already), then the end (:done).
+ * A fresh core each run: the store holds the draw, a run resumes it. True
+ * when it is done. Lottery thread.
+ */
+static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms)
+{
+    gw_server_t *srv = f->srv;
+    char why[256] = "";
     cm_hash_key_t rnd;
     if (cm_hash_seed_random(&rnd) != 0)
         return false;
-    char seed[24];
-    snprintf(seed, sizeof(seed), "%016llx",
-             (unsigned long long)(rnd.k0 ^ gw_fair__rotl(rnd.k1, 32)));
-    if (!fok(f, gw_fair_redis_lottery_seed_offer(c, fs->sale_id, seed, why, sizeof(why)), why))
-        return false;
     inv_sale_t *sale = inv_sale_find(srv->stores.inv, fs->sale_id);
-    /* whether the losers wait for freed units, decided once (a resumed draw keeps it):
-     * not when the sale is over already */
     bool over = !sale || sale_ended(f, fs->sale_id);
-    if (!fok(f, gw_fair_redis_wl_mode_set(c, fs->sale_id, over ? 'l' : 'w', why, sizeof(why)), why))
+    int64_t t0 = cm_wall_ms();
+    gw_fair_core_t core = {.perm = NULL};
+    gw_fair_core_init(&core);
+    gw_fair_out_t out;
+    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_TICK,
+                       .closes_at_ms = closes_ms,
+                       .rnd = rnd.k0 ^ gw_fair__rotl(rnd.k1, 32)};
+    gw_fair_core_step(&core, &ev, t0, &out);
+    if (!(out.actions & GW_FAIR_DO_SEED))
         return false;
     fleet_draw_t d;
-    if (!fleet_read(f, fs, &d, true) || !d.seeded) {
-        if (d.all)
-            fleet_draw_free(&d);
+    ev =
+        (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_TAKEN, .rc = fleet_seed(f, fs, core.seed, over, &d)};
+    ev.seed = d.seed;
+    ev.entrants = d.n;
+    gw_fair_core_step(&core, &ev, t0, &out);
+    if (!(out.actions & GW_FAIR_DO_ORDER)) {
+        fleet_draw_free(&d);
         return false;
     }
-    int64_t t0 = cm_wall_ms();
-    bool exhausted = !sale, failed = false;
+    free(d.perm); /* the core's order: the same gw_fair_order of the seed and the keys */
+    d.perm = core.perm = cm_xmalloc((d.n ? d.n : 1) * sizeof(uint32_t));
+    uint64_t *keys = cm_xmalloc((d.n ? d.n : 1) * sizeof(uint64_t));
+    for (size_t i = 0; i < d.n; i++)
+        keys[i] = d.all[i].key;
+    gw_fair_core_order(&core, keys);
+    free(keys);
     size_t nwon = 0;
-    for (size_t pos = 0; pos < d.n && !exhausted; pos++) {
-        entry_t *e = &d.all[d.perm[pos]];
-        if (pos % 64 == 63 && fconn(f))
+    bool failed = false;
+    while (core.next < core.ndraw) {
+        if (core.next % 64 == 63 && fconn(f))
             fok(f,
                 gw_fair_redis_lottery_lock_renew(f->rc, fs->sale_id, FLEET_LOCK_MS, why,
                                                  sizeof(why)),
                 why);
-        if (fleet_won(&d, e->person) || fleet_refused(&d, e->person))
-            continue; /* a drawer before us admitted it (or its spool refused it) */
-        inv_reserve_req_t rq;
-        gw_fair__entry_reserve_req(e, sale, &rq);
-        /* a key, so a drawer that resumes after a crash finds the order, not a second one */
-        if (!rq.idem_key[0])
-            snprintf(rq.idem_key, sizeof(rq.idem_key), "fair-%s", e->order_id);
-        /* once per order id: reserved before and released since (a drawer
-         * died between this winner's reserve and :won, and its order failed
-         * or was cancelled meanwhile, which took its key with it), it is a
-         * winner already, not an entrant to reserve again */
-        gw_accept_req_t ar = {.inv = f->inv, .rq = &rq, .sale_id = fs->sale_id,
-                              .user = e->user_id, .accepted_at_ms = cm_wall_ms(),
-                              .why = "lottery winner not accepted: spool refused"};
-        gw_accept_t a;
-        int rc = gw_accept_take(&f->accept, &ar, &a);
-        if (rc < 0) {
-            failed = true;
+        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .closes_at_ms = closes_ms, .sale_over = over};
+        gw_fair_core_step(&core, &ev, t0, &out);
+        if (!(out.actions & GW_FAIR_DO_DRAW))
             break;
-        }
-        if (rc == GW_ACCEPT_BEFORE) {
-            if (!fconn(f) || !fok(f,
-                                  gw_fair_redis_lottery_winner_put(f->rc, fs->sale_id, e->person,
-                                                                   e->order_id, why, sizeof(why)),
-                                  why)) {
-                failed = true;
-                break;
-            }
-            cm_log_info("fair", "fleet draw: a winner's order was released before the resume",
-                        "sale=%s order=%s", fs->sale_id, e->order_id);
-            continue;
-        }
-        if (rc == GW_ACCEPT_SPOOL_REFUSED) {
-            /* Not a winner: recorded, so that a drawer that resumes does not take the
-             * order's mark (inv_reserve_once) for a winner released since. */
-            if (!fconn(f) || !fok(f,
-                                  gw_fair_redis_lottery_winner_put(
-                                      f->rc, fs->sale_id, e->person,
-                                      GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED, why, sizeof(why)),
-                                  why)) {
-                failed = true;
-                break;
-            }
-            continue;
-        }
-        if (rc == GW_ACCEPT_SPOOLED) {
-            /* its own record only: durable is a winner, whatever fdatasync failed after */
-            gw_accept_commit(&f->accept, &a, 1);
-            if (!a.durable || !fconn(f) ||
-                !fok(f,
-                     gw_fair_redis_lottery_winner_put(f->rc, fs->sale_id, e->person, e->order_id,
-                                                      why, sizeof(why)),
-                     why)) {
-                failed = true; /* spooled: a resumed draw finds it by its key */
-                break;
-            }
-            gw_accept_publish(&f->accept, &a, 1);
-            nwon++;
-        } else if (rc == GW_ACCEPT_REFUSED) {
-            /* refused for cause (the per-user limit, the key of another order): lost, not
-             * waitlisted, on every gateway, and never promoted (gw_waitlist_fleet.c) */
-            if (!fconn(f) || !fok(f,
-                                  gw_fair_redis_lottery_winner_put(
-                                      f->rc, fs->sale_id, e->person,
-                                      GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED, why, sizeof(why)),
-                                  why)) {
+        const entry_t *e = &d.all[out.entry];
+        /* a drawer before us admitted it (or its spool refused it): decided */
+        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW,
+                            .state = fleet_won(&d, e->person)       ? GW_ENTRY_WON
+                                     : fleet_refused(&d, e->person) ? GW_ENTRY_LOST
+                                                                    : GW_ENTRY_ENTERED};
+        gw_fair_core_step(&core, &ev, t0, &out);
+        if (out.actions & GW_FAIR_DO_ACCEPT) {
+            ev = fleet_accept(f, fs, sale, e, &nwon);
+            gw_fair_core_step(&core, &ev, t0, &out);
+            if (ev.acc == GW_FAIR_ACC_FAILED) {
                 failed = true;
                 break;
             }
         }
-        if (rq.stock_left == 0 || inv_sale_sold_out(sale))
-            exhausted = true;
+        /* SET_STATE: every gateway reads the outcomes from the store at :done;
+         * LOG_SOLD_OUT: nobody is told an outcome before :done, so the stock's
+         * end needs no record of its own here */
+        if (out.actions & GW_FAIR_DO_LOG_SOLD_OUT)
+            gw_fair_core_step(&core, &(gw_fair_ev_t){.kind = GW_FAIR_EV_SOLD_OUT_LOGGED}, t0, &out);
     }
     bool done = false;
-    if (!failed && fconn(f) &&
-        fok(f, gw_fair_redis_lottery_done_set(f->rc, fs->sale_id, d.n, why, sizeof(why)), why)) {
-        done = true;
+    if (!failed && core.next >= core.ndraw) {
+        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .closes_at_ms = closes_ms, .sale_over = over};
+        gw_fair_core_step(&core, &ev, t0, &out);
+        if (out.actions & GW_FAIR_DO_LOG_OUTCOMES) {
+            ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = CM_EBACKEND};
+            if (fconn(f) &&
+                fok(f, gw_fair_redis_lottery_done_set(f->rc, fs->sale_id, d.n, why, sizeof(why)),
+                    why))
+                ev.rc = 0;
+            gw_fair_core_step(&core, &ev, t0, &out);
+            done = (out.actions & GW_FAIR_DO_PUBLISH) != 0;
+        }
+    }
+    if (done) {
         cm_log_info("fair", "fleet draw done",
-                    "sale=%s entrants=%zu won_here=%zu seed=%016llx elapsed_ms=%lld",
-                    fs->sale_id, d.n, nwon, (unsigned long long)d.seed,
-                    (long long)(cm_wall_ms() - t0));
+                    "sale=%s entrants=%zu won_here=%zu seed=%016llx elapsed_ms=%lld", fs->sale_id,
+                    d.n, nwon, (unsigned long long)d.seed, (long long)(cm_wall_ms() - t0));
         pthread_mutex_lock(&fs->mu);
         fs->draw_started_ms = t0;
         pthread_mutex_unlock(&fs->mu);
@@ -845,7 +932,7 @@ void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_m
                                                      FLEET_LOCK_MS, &mine, why, sizeof(why)),
                           why))
         return;
-    if (mine && !fleet_run_draw(f, fs))
+    if (mine && !fleet_run_draw(f, fs, closes_ms))
         fs->draw_retry_ms = cm_wall_ms() + FLEET_DRAW_RETRY_MS;
 }
 

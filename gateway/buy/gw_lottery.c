@@ -106,7 +106,10 @@ static void mark_won(gw_fair_sale_t *fs, entry_t *e)
  * key is a literal "-"; stamp: inv_idem_fp_stamp of the raw key, in hex); "D seed at n" the
  * draw's seed, written (fdatasync) before its first reserve; "W order" a
  * winner whose order is durable in the spool (written after the spool's
- * commit); "F at" the draw done, written after every winner's "W" line. A
+ * commit); "O at" the stock ran out in the draw (written once the winners
+ * before it are committed, as durable as they are, and before the next
+ * entrant is decided: a resumed draw tries nobody after it); "F at"
+ * the draw done, written after every winner's "W" line. A
  * finished draw thus knows its winners from its own log. A draw cut by a
  * crash (a "D" and no "F") learns them from the spool (gw_fair__cut_winners), not
  * from the status table: that table is bounded (orders.max_known) and may
@@ -195,6 +198,9 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
             ev.waitlist = sscanf(line, "F %lld %1s", &at, wflag) == 2 && wflag[0] == 'w';
             gw_fair_core_step(&fs->core, &ev, 0, &out);
             fs->draw_done_ms = at;
+        } else if (line[0] == 'O') {
+            gw_fair_ev_t ev = {.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_SOLD_OUT};
+            gw_fair_core_step(&fs->core, &ev, 0, &out);
         } else if (line[0] == 'L' && fs->seeded) {
             fs->wl_ended = true;
         }
@@ -364,7 +370,9 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
     uint64_t key = gw_fair__hash_str(fs, person); /* under mu: the secret may be re-keyed */
     int rc;
     /* the window itself is the buy path's to check (gw_buy.c: the phase) */
-    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_ENTER};
+    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_ENTER,
+                       .entrants = fs->n,
+                       .max_entries = fs->f->srv->cfg->max_lottery_entries};
     entry_t *e = fs->closed ? NULL : gw_fair__find_user(fs, person, key);
     if (e) {
         atomic_fetch_add_explicit(&fs->duplicates, 1, memory_order_relaxed);
@@ -379,6 +387,10 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
     }
     if (out.answer == GW_FAIR_A_OTHER_ACCOUNT) {
         rc = GW_FAIR_OTHER_ACCOUNT; /* its id and token are that account's, not this one's */
+        goto out;
+    }
+    if (out.answer == GW_FAIR_A_FULL) {
+        rc = GW_FAIR_FULL;
         goto out;
     }
     if (!(out.actions & GW_FAIR_DO_APPEND_ENTRY)) { /* closed: the draw took the entries */
@@ -481,156 +493,270 @@ static int log_winners(gw_fair_sale_t *fs)
     return 0;
 }
 
-/* Allocates stock in draw order from fs->next on. Lottery thread. */
+/*
+ * Appends a line and makes it durable with fs->mu released for the
+ * fdatasync (workers entering or polling take fs->mu, and a sync takes
+ * milliseconds to seconds on a loaded disk). What acts on the draw is held
+ * back meanwhile by the core's stage (an entry is answered closed, the draw
+ * waits for the event this returns). The fd is a dup: the sale's reset
+ * closes fs->fd only under f->tick_mu, which the lottery thread holds here.
+ * fs->mu held on entry and on return. Returns 0 or CM_EIO.
+ */
+static int log_line_synced(gw_fair_sale_t *fs, const char *line, size_t len, bool sync)
+{
+    if (fs->fd < 0 || gw_fair__log_line(fs, line, len, false) != 0)
+        return CM_EIO;
+    if (!sync)
+        return 0;
+    int fd = dup(fs->fd);
+    if (fd < 0)
+        return CM_EIO;
+    pthread_mutex_unlock(&fs->mu);
+    int rc = fdatasync(fd) == 0 ? 0 : CM_EIO;
+    close(fd);
+    pthread_mutex_lock(&fs->mu);
+    return rc;
+}
+
+/* The core's first steps of a draw: the seed's "D" record made durable, or a
+ * log read back unsynced made durable again. True once the entrants can be
+ * drawn. Lottery thread, fs->mu held. */
+static bool draw_seed(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
+{
+    if (fs->seeded && !fs->seed_unsynced)
+        return true;
+    cm_hash_key_t rnd = {0, 0};
+    if (!fs->seeded && (cm_hash_seed_random(&rnd) != 0 || gw_fair__log_open(f, fs) != 0))
+        return false;
+    int64_t now = cm_wall_ms();
+    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_TICK,
+                       .closes_at_ms = closes_at_ms,
+                       .entrants = fs->n,
+                       .rnd = rnd.k0 ^ gw_fair__rotl(rnd.k1, 32)};
+    gw_fair_out_t out;
+    gw_fair_core_step(&fs->core, &ev, now, &out);
+    ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_DURABLE, .rc = CM_EINVAL};
+    if (out.actions & GW_FAIR_DO_SEED) {
+        fs->draw_started_ms = now;
+        char line[96];
+        int len = snprintf(line, sizeof(line), "D %016llx %lld %zu\n", (unsigned long long)fs->seed,
+                           (long long)fs->draw_started_ms, fs->ndraw);
+        ev.rc = log_line_synced(fs, line, (size_t)len, true);
+    } else if (out.actions & GW_FAIR_DO_MAKE_DURABLE) {
+        char path[700];
+        gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
+        pthread_mutex_unlock(&fs->mu);
+        ev.rc = log_make_durable(path);
+        pthread_mutex_lock(&fs->mu);
+    }
+    gw_fair_core_step(&fs->core, &ev, now, &out);
+    if (out.actions & GW_FAIR_DO_ORDER)
+        compute_order(fs);
+    if (!fs->seeded || fs->seed_unsynced) { /* nothing decided: the next tick tries again */
+        if (ev.rc != CM_EINVAL)
+            cm_log_error("fair", "cannot record the draw seed; tried again", "sale=%s",
+                         fs->sale_id);
+        return false;
+    }
+    return true;
+}
+
+/* The core's DO_ACCEPT: buy's accept sequence for one entrant, its result
+ * as the core's ACCEPTED. A spooled winner joins won[] (committed when the
+ * stock runs out or at the draw's end). Lottery thread, fs->mu not held. */
+static gw_fair_ev_t accept_one(gw_fair_t *f, gw_fair_sale_t *fs, inv_sale_t *sale, const entry_t *e,
+                               int64_t now, gw_accept_t *won, size_t *nwon)
+{
+    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_ACCEPTED, .acc = GW_FAIR_ACC_SOLD_OUT, .sold_out = true};
+    if (!sale) /* the sale went: nothing to win, the rest are not tried */
+        return ev;
+    inv_reserve_req_t rq;
+    gw_fair__entry_reserve_req(e, sale, &rq);
+    gw_accept_req_t ar = {.inv = f->inv,
+                          .rq = &rq,
+                          .sale_id = fs->sale_id,
+                          .user = e->user_id,
+                          .accepted_at_ms = now,
+                          .why = "lottery winner not accepted: spool refused"};
+    int rc = gw_accept_take(&f->accept, &ar, &won[*nwon]);
+    if (rc < 0) {
+        ev.acc = GW_FAIR_ACC_FAILED; /* the inventory is unreachable: resume at the next tick */
+        ev.sold_out = false;
+        return ev;
+    }
+    switch (rc) {
+    case GW_ACCEPT_SPOOLED:
+        (*nwon)++;
+        ev.acc = GW_FAIR_ACC_WON;
+        break;
+    case GW_ACCEPT_SOLD_OUT:
+        ev.acc = GW_FAIR_ACC_SOLD_OUT;
+        break;
+    case GW_ACCEPT_SPOOL_REFUSED:
+        ev.acc = GW_FAIR_ACC_REFUSED;
+        break;
+    default:
+        ev.acc = GW_FAIR_ACC_DENIED;
+        break;
+    }
+    ev.sold_out = rq.stock_left == 0 || inv_sale_sold_out(sale);
+    return ev;
+}
+
+/* The winners accepted so far made durable (the spool's commit), then known
+ * (published). Lottery thread, fs->mu not held. */
+static void commit_winners(gw_fair_t *f, gw_fair_sale_t *fs, gw_accept_t *won, size_t nwon)
+{
+    if (!nwon)
+        return;
+    gw_accept_commit(&f->accept, won, nwon);
+    size_t nok = 0;
+    for (size_t i = 0; i < nwon; i++) {
+        if (won[i].durable) {
+            won[nok++] = won[i];
+            continue;
+        }
+        /* Not durable (fsync durability): the spool cut the record and
+         * refuses appends from now on, so after a restart it is no order
+         * and the entry reads lost. Say so now rather than "won" with an
+         * order that reads queued for ever. The units stay held, as the
+         * buy path leaves those of its 503s after a failed fsync (gw_buy.c,
+         * sync_after): if the cut failed too the record may come back at
+         * a restart, so undersell, never oversell. */
+        pthread_mutex_lock(&fs->mu);
+        entry_t *e = gw_fair__find_id(fs, won[i].o.order_id);
+        if (e && e->state == GW_ENTRY_WON) {
+            e->state = GW_ENTRY_LOST;
+            fs->won_orders--;
+            fs->won_units -= e->qty;
+            fs->lost++;
+            gw_fair__wl_log_lost(fs, e);
+        }
+        pthread_mutex_unlock(&fs->mu);
+    }
+    if (nok < nwon)
+        cm_log_error("fair", "spool fsync failed: draw winners not accepted",
+                     "sale=%s orders=%zu accepted=%zu", fs->sale_id, nwon, nok);
+    gw_accept_publish(&f->accept, won, nok);
+}
+
+/* The core's SET_STATE on an entrant still undecided here. fs->mu held. */
+static void apply_state(gw_fair_sale_t *fs, entry_t *e, gw_entry_state_t st, bool waitlist)
+{
+    if (e->state != GW_ENTRY_ENTERED)
+        return;
+    e->state = st;
+    if (st == GW_ENTRY_WON) {
+        fs->won_orders++;
+        fs->won_units += e->qty;
+    } else if (st == GW_ENTRY_WAITLISTED) {
+        gw_fair__wl_add(fs, e);
+    } else {
+        fs->lost++;
+        if (waitlist) /* an "F" without "w" loses every loser anyway */
+            gw_fair__wl_log_lost(fs, e);
+    }
+}
+
+/*
+ * The draw from fs->next on, each step the core's (gw_fair_core.c): the
+ * seed, then each entrant in draw order accepted while the stock lasts, the
+ * stock's end recorded ("O", durable before the next entrant is decided),
+ * then the winners' "W" records and the end's "F". Lottery thread.
+ */
 void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
 {
     gw_server_t *srv = f->srv;
     pthread_mutex_lock(&fs->mu);
-    if (!fs->seeded || fs->seed_unsynced) {
-        /* the core's first steps: the seed (its record durable), or a seed
-         * the load read back unsynced made durable; the entrants in draw
-         * order are then the loop's below */
-        cm_hash_key_t rnd = {0, 0};
-        if (!fs->seeded && (cm_hash_seed_random(&rnd) != 0 || gw_fair__log_open(f, fs) != 0)) {
-            pthread_mutex_unlock(&fs->mu);
-            return;
-        }
-        int64_t now = cm_wall_ms();
-        gw_fair_ev_t ev = {.kind = GW_FAIR_EV_TICK,
-                           .closes_at_ms = closes_at_ms,
-                           .entrants = fs->n,
-                           .rnd = rnd.k0 ^ gw_fair__rotl(rnd.k1, 32)};
-        gw_fair_out_t out;
-        gw_fair_core_step(&fs->core, &ev, now, &out);
-        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_DURABLE, .rc = CM_EINVAL};
-        if (out.actions & GW_FAIR_DO_SEED) {
-            fs->draw_started_ms = now;
-            char line[96];
-            int len =
-                snprintf(line, sizeof(line), "D %016llx %lld %zu\n", (unsigned long long)fs->seed,
-                         (long long)fs->draw_started_ms, fs->ndraw);
-            ev.rc = gw_fair__log_line(fs, line, (size_t)len, true);
-        } else if (out.actions & GW_FAIR_DO_MAKE_DURABLE) {
-            char path[700];
-            gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
-            ev.rc = log_make_durable(path);
-        }
-        gw_fair_core_step(&fs->core, &ev, now, &out);
-        if (out.actions & GW_FAIR_DO_ORDER)
-            compute_order(fs);
-        if (!fs->seeded || fs->seed_unsynced) { /* nothing decided: the next tick tries again */
-            if (ev.rc != CM_EINVAL)
-                cm_log_error("fair", "cannot record the draw seed; tried again", "sale=%s",
-                             fs->sale_id);
-            pthread_mutex_unlock(&fs->mu);
-            return;
-        }
-    }
+    bool seeded = draw_seed(f, fs, closes_at_ms);
     pthread_mutex_unlock(&fs->mu);
+    if (!seeded)
+        return;
 
     inv_sale_t *sale = inv_sale_find(srv->stores.inv, fs->sale_id);
     gw_accept_t *won = cm_xmalloc(sizeof(*won) * 256);
     size_t nwon = 0, capwon = 256;
     bool failed = false;
     int64_t now = cm_wall_ms();
-    /* the losers wait for freed units (gw_waitlist.c) unless the sale is over already */
-    if (!fs->draw_wl && sale) { /* once: a resumed or retried draw keeps it */
+    /* the losers wait for freed units (gw_waitlist.c) unless the sale is over
+     * already; the core decides it once (a resumed or retried draw keeps it) */
+    bool over = !sale;
+    if (sale) {
         inv_sale_info_t si;
         inv_sale_snapshot(sale, &si);
-        fs->draw_wl = si.ends_at_ms && now >= si.ends_at_ms ? 1 : 2;
+        over = si.ends_at_ms && now >= si.ends_at_ms;
     }
-    bool waitlist = fs->draw_wl == 2;
-    while (fs->next < fs->ndraw) {
-        entry_t *e = &fs->v[fs->perm[fs->next]]; /* the vector no longer grows: closed */
-        uint8_t st = e->state;
-        if (st == GW_ENTRY_ENTERED && !fs->exhausted && sale) {
-            inv_reserve_req_t rq;
-            gw_fair__entry_reserve_req(e, sale, &rq);
+    bool waitlist = false;
+    gw_fair_out_t out;
+    for (;;) {
+        pthread_mutex_lock(&fs->mu);
+        if (fs->next >= fs->ndraw || fs->seed_unsynced) {
+            pthread_mutex_unlock(&fs->mu);
+            break;
+        }
+        gw_fair_ev_t ev = {
+            .kind = GW_FAIR_EV_TICK, .closes_at_ms = closes_at_ms, .sale_over = over};
+        gw_fair_core_step(&fs->core, &ev, now, &out);
+        if (!(out.actions & GW_FAIR_DO_DRAW)) {
+            pthread_mutex_unlock(&fs->mu);
+            break;
+        }
+        waitlist = out.waitlist;
+        entry_t *e = &fs->v[out.entry]; /* the vector no longer grows: closed */
+        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW, .state = e->state};
+        gw_fair_core_step(&fs->core, &ev, now, &out);
+        if (out.actions & GW_FAIR_DO_ACCEPT) {
+            pthread_mutex_unlock(&fs->mu);
             if (nwon == capwon) {
                 capwon *= 2;
                 won = cm_xrealloc(won, sizeof(*won) * capwon);
             }
-            gw_accept_req_t ar = {.inv = f->inv, .rq = &rq, .sale_id = fs->sale_id,
-                                  .user = e->user_id, .accepted_at_ms = now,
-                                  .why = "lottery winner not accepted: spool refused"};
-            int rc = gw_accept_take(&f->accept, &ar, &won[nwon]);
-            if (rc < 0) {
-                failed = true; /* the inventory is unreachable: resume at the next tick */
+            ev = accept_one(f, fs, sale, e, now, won, &nwon);
+            pthread_mutex_lock(&fs->mu);
+            gw_fair_core_step(&fs->core, &ev, now, &out);
+            if (ev.acc == GW_FAIR_ACC_FAILED) {
+                failed = true;
+                pthread_mutex_unlock(&fs->mu);
                 break;
             }
-            if (rc == GW_ACCEPT_SPOOLED) {
-                nwon++;
-                st = GW_ENTRY_WON;
-            } else {
-                /* short of stock: next in line for units freed later */
-                st = rc == GW_ACCEPT_SOLD_OUT && waitlist ? GW_ENTRY_WAITLISTED : GW_ENTRY_LOST;
-            }
-            if (rq.stock_left == 0 || inv_sale_sold_out(sale))
-                fs->exhausted = true;
-        } else if (st == GW_ENTRY_ENTERED) {
-            st = waitlist ? GW_ENTRY_WAITLISTED : GW_ENTRY_LOST;
         }
-        pthread_mutex_lock(&fs->mu);
-        if (e->state == GW_ENTRY_ENTERED) {
-            e->state = st;
-            if (st == GW_ENTRY_WON) {
-                fs->won_orders++;
-                fs->won_units += e->qty;
-            } else if (st == GW_ENTRY_WAITLISTED) {
-                gw_fair__wl_add(fs, e);
-            } else {
-                e->state = st;
-                fs->lost++;
-                if (waitlist) /* an "F" without "w" loses every loser anyway */
-                    gw_fair__wl_log_lost(fs, e);
-            }
+        if (out.actions & GW_FAIR_DO_SET_STATE)
+            apply_state(fs, &fs->v[out.entry], (gw_entry_state_t)out.state, waitlist);
+        if (out.actions & GW_FAIR_DO_LOG_SOLD_OUT) {
+            /* the winners before it durable first: a power loss that lost
+             * them would otherwise leave their units to nobody; the record
+             * as durable as they are (fsync durability: fdatasync'd) */
+            pthread_mutex_unlock(&fs->mu);
+            commit_winners(f, fs, won, nwon);
+            nwon = 0;
+            pthread_mutex_lock(&fs->mu);
+            char line[48];
+            int len = snprintf(line, sizeof(line), "O %lld\n", (long long)now);
+            ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_SOLD_OUT_LOGGED,
+                                .rc = log_line_synced(fs, line, (size_t)len,
+                                                      srv->cfg->durability == GW_DURABILITY_FSYNC)};
+            gw_fair_core_step(&fs->core, &ev, now, &out);
+            if (ev.rc != 0)
+                cm_log_error("fair",
+                             "cannot record that the draw's stock ran out; the log is "
+                             "written again before the next entrant",
+                             "sale=%s", fs->sale_id);
         }
-        fs->next++;
         pthread_mutex_unlock(&fs->mu);
     }
-    if (nwon) {
-        gw_accept_commit(&f->accept, won, nwon);
-        size_t nok = 0;
-        for (size_t i = 0; i < nwon; i++) {
-            if (won[i].durable) {
-                won[nok++] = won[i];
-                continue;
-            }
-            /* Not durable (fsync durability): the spool cut the record and
-             * refuses appends from now on, so after a restart it is no order
-             * and the entry reads lost. Say so now rather than "won" with an
-             * order that reads queued for ever. The units stay held, as the
-             * buy path leaves those of its 503s after a failed fsync (gw_buy.c,
-             * sync_after): if the cut failed too the record may come back at
-             * a restart, so undersell, never oversell. */
-            pthread_mutex_lock(&fs->mu);
-            entry_t *e = gw_fair__find_id(fs, won[i].o.order_id);
-            if (e && e->state == GW_ENTRY_WON) {
-                e->state = GW_ENTRY_LOST;
-                fs->won_orders--;
-                fs->won_units -= e->qty;
-                fs->lost++;
-                gw_fair__wl_log_lost(fs, e);
-            }
-            pthread_mutex_unlock(&fs->mu);
-        }
-        if (nok < nwon)
-            cm_log_error("fair", "spool fsync failed: draw winners not accepted",
-                         "sale=%s orders=%zu accepted=%zu", fs->sale_id, nwon, nok);
-        gw_accept_publish(&f->accept, won, nok);
-    }
+    commit_winners(f, fs, won, nwon);
     free(won);
-    if (failed)
-        return;
     pthread_mutex_lock(&fs->mu);
+    if (failed || fs->next < fs->ndraw) { /* resumed at the next tick */
+        pthread_mutex_unlock(&fs->mu);
+        return;
+    }
     fs->draw_done_ms = cm_wall_ms();
     /* Every winner's "W" line, then "F": a finished draw's log names all its
      * winners. The draw is done once "F" is durable, not before (the core's
      * rule): until then buys get 503 and the next tick writes the lines
      * again. */
-    gw_fair_ev_t ev = {
-        .kind = GW_FAIR_EV_TICK, .closes_at_ms = closes_at_ms, .sale_over = !waitlist};
-    gw_fair_out_t out;
+    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_TICK, .closes_at_ms = closes_at_ms, .sale_over = over};
     gw_fair_core_step(&fs->core, &ev, fs->draw_done_ms, &out);
     ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = CM_EINVAL};
     if (out.actions & GW_FAIR_DO_LOG_OUTCOMES) {
@@ -642,8 +768,11 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
             ev.rc = gw_fair__log_line(fs, line, (size_t)len, false);
             char path[700];
             gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
-            if (ev.rc == 0)
+            if (ev.rc == 0) { /* the core's ENDING stage holds the draw back meanwhile */
+                pthread_mutex_unlock(&fs->mu);
                 ev.rc = log_make_durable(path);
+                pthread_mutex_lock(&fs->mu);
+            }
         }
     }
     gw_fair_core_step(&fs->core, &ev, fs->draw_done_ms, &out);

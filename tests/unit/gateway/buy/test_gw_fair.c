@@ -47,10 +47,27 @@
  * the next ones fail with EIO while fail_log_syncs is set. */
 static atomic_bool fail_log_syncs;
 static atomic_int log_syncs_left;
+/* hold_log_syncs: an entry log's fdatasync waits (log_sync_held set) until it
+ * is cleared, a disk that takes its time */
+static atomic_bool hold_log_syncs, log_sync_held;
 int __real_fdatasync(int fd);
 int __wrap_fdatasync(int fd);
 int __wrap_fdatasync(int fd)
 {
+    if (atomic_load(&hold_log_syncs)) {
+        char link[64], path[512];
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(link, path, sizeof(path) - 1);
+        path[n > 0 ? n : 0] = '\0';
+        if (strstr(path, "/fair/")) {
+            atomic_store(&log_sync_held, true);
+            while (atomic_load(&hold_log_syncs)) {
+                struct timespec ms = {0, 1000000L};
+                nanosleep(&ms, NULL);
+            }
+            atomic_store(&log_sync_held, false);
+        }
+    }
     if (atomic_load(&fail_log_syncs)) {
         char link[64], path[512];
         snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
@@ -549,6 +566,69 @@ static void test_draw_end_not_durable(void **st)
         won += t.state == GW_ENTRY_WON;
     }
     assert_int_equal(won, 1);
+    mini_close(m);
+    free(m);
+}
+
+/* The seed's "D" line is fdatasync'd with the sale's mutex released: the
+ * workers that take it (an entry, a status poll) are not held for as long
+ * as the disk takes. While the sync waits, the mutex is free, and an entry
+ * is answered closed (the core's stage holds it back). */
+static void test_seed_sync_not_under_mutex(void **st)
+{
+    (void)st;
+    mini_t *m = calloc(1, sizeof(*m));
+    mini_open(m);
+    int64_t now = cm_wall_ms(), starts_at_ms;
+    gw_fair_sale_t *fs = mini_lottery(m, 1, now, &starts_at_ms);
+    for (int i = 0; i < 3; i++) {
+        gw_fair_ticket_t t;
+        memset(&t, 0, sizeof(t));
+        snprintf(t.order_id, sizeof(t.order_id), "o%d", i);
+        snprintf(t.user_id, sizeof(t.user_id), "u%d", i);
+        t.qty = 1;
+        t.entered_at_ms = now - 9000;
+        assert_int_equal(gw_fair_enter(fs, &t, NULL), 0);
+    }
+    atomic_store(&hold_log_syncs, true);
+    char why[256] = "";
+    assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
+    for (int i = 0; i < 500 && !atomic_load(&log_sync_held); i++) {
+        struct timespec t10 = {0, 10 * 1000000L};
+        nanosleep(&t10, NULL);
+    }
+    assert_true(atomic_load(&log_sync_held));
+    /* the mutex is free within 1 s while the seed's sync waits */
+    bool free_mu = false;
+    for (int i = 0; i < 100 && !free_mu; i++) {
+        if (pthread_mutex_trylock(&fs->mu) == 0) {
+            free_mu = true;
+            pthread_mutex_unlock(&fs->mu);
+            break;
+        }
+        struct timespec t10 = {0, 10 * 1000000L};
+        nanosleep(&t10, NULL);
+    }
+    bool still_held = atomic_load(&log_sync_held);
+    int rc = CM_EIO;
+    if (free_mu) {
+        gw_fair_ticket_t t;
+        memset(&t, 0, sizeof(t));
+        snprintf(t.order_id, sizeof(t.order_id), "o9");
+        snprintf(t.user_id, sizeof(t.user_id), "u9");
+        t.qty = 1;
+        t.entered_at_ms = cm_wall_ms();
+        rc = gw_fair_enter(fs, &t, NULL);
+    }
+    atomic_store(&hold_log_syncs, false);
+    for (int i = 0; i < 500 && gw_fair_phase(fs, starts_at_ms, cm_wall_ms()) != GW_FAIR_OPEN; i++) {
+        struct timespec t10 = {0, 10 * 1000000L};
+        nanosleep(&t10, NULL);
+    }
+    assert_true(free_mu);
+    assert_true(still_held);
+    assert_int_equal(rc, CM_EBUSY); /* closed: the draw took the entries */
+    assert_int_equal(gw_fair_phase(fs, starts_at_ms, cm_wall_ms()), GW_FAIR_OPEN);
     mini_close(m);
     free(m);
 }
@@ -1333,6 +1413,7 @@ int main(void)
         cmocka_unit_test(test_draw_commit_fails),
         cmocka_unit_test(test_draw_winner_durable_before_a_later_failure),
         cmocka_unit_test(test_draw_end_not_durable),
+        cmocka_unit_test(test_seed_sync_not_under_mutex),
         cmocka_unit_test(test_draw_winners_not_arrival_order),
         cmocka_unit_test(test_fleet_perm_is_the_seeded_order),
         cmocka_unit_test(test_idem_dash_survives_restart),

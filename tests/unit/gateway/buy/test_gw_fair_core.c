@@ -36,6 +36,8 @@ typedef struct sale {
     int64_t stock;
     bool waitlist; /* the end record's mark */
     bool logged_won[N];
+    bool sold_out_logged; /* the "O" record written */
+    int sold_out_rc;      /* its fdatasync's result */
 } sale_t;
 
 static gw_fair_out_t step(gw_fair_core_t *c, gw_fair_ev_t ev, int64_t now)
@@ -117,6 +119,11 @@ static bool draw(sale_t *s, size_t max, bool sale_over)
         if (o.actions & GW_FAIR_DO_SET_STATE) {
             assert_int_equal(o.entry, i);
             s->state[i] = o.state;
+        }
+        if (o.actions & GW_FAIR_DO_LOG_SOLD_OUT) {
+            s->sold_out_logged = true;
+            step(&s->c, (gw_fair_ev_t){.kind = GW_FAIR_EV_SOLD_OUT_LOGGED, .rc = s->sold_out_rc},
+                 CLOSES);
         }
     }
     return true;
@@ -436,6 +443,156 @@ static void test_seed_unsynced(void **state)
     assert_int_equal(o.entry, 0);
 }
 
+/* A fleet's draw through the same core: the store's seed (another drawer's
+ * wins over the one offered) and its frozen entrants, the same order and
+ * winners as one gateway's draw of them, the store's done mark the end; a
+ * gateway that did not draw learns the draw (DRAW_KNOWN) with the same
+ * leftovers rule. */
+static void test_fleet_draw(void **state)
+{
+    (void)state;
+    sale_t one;
+    sale_init(&one, 7);
+    keys_init(&one, N);
+    seed(&one);
+    assert_false(draw(&one, SIZE_MAX, true));
+    assert_true(end(&one, 0));
+
+    sale_t fl;
+    sale_init(&fl, 7);
+    for (size_t i = 0; i < N; i++) { /* the store's entrants: no entry step here */
+        fl.key[i] = one.key[i];
+        fl.qty[i] = one.qty[i];
+    }
+    fl.n = N;
+    gw_fair_out_t o = step(&fl.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRIES_TAKEN}, CLOSES);
+    assert_int_equal(o.actions, 0);
+    gw_fair_core_init(&fl.c); /* the drawer's own core */
+    o = step(&fl.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .closes_at_ms = CLOSES, .rnd = 12345},
+             CLOSES);
+    assert_int_equal(o.actions, GW_FAIR_DO_SEED);
+    /* the store kept another drawer's seed: that one decides */
+    o = step(&fl.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_TAKEN, .rc = CM_EBACKEND}, CLOSES);
+    assert_int_equal(o.actions, 0);
+    assert_false(fl.c.seeded);
+    step(&fl.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .closes_at_ms = CLOSES, .rnd = 9}, CLOSES);
+    o = step(&fl.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_TAKEN, .seed = SEED, .entrants = N},
+             CLOSES);
+    assert_int_equal(o.actions, GW_FAIR_DO_ORDER);
+    assert_int_equal(fl.c.seed, SEED);
+    order(&fl);
+    assert_memory_equal(fl.perm, one.perm, sizeof(fl.perm));
+    assert_false(draw(&fl, SIZE_MAX, true));
+    assert_true(end(&fl, 0));
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(fl.state[i], one.state[i]);
+
+    gw_fair_core_t k;
+    uint32_t perm[N];
+    k.perm = perm;
+    gw_fair_core_init(&k);
+    o = step(&k,
+             (gw_fair_ev_t){
+                 .kind = GW_FAIR_EV_DRAW_KNOWN, .seed = SEED, .entrants = N, .waitlist = true},
+             CLOSES);
+    assert_int_equal(o.actions, GW_FAIR_DO_ORDER | GW_FAIR_DO_LEFTOVERS | GW_FAIR_DO_PUBLISH);
+    assert_true(k.lot_done && k.seeded);
+    assert_int_equal(gw_fair_core_loser(&k, false), GW_ENTRY_WAITLISTED);
+    assert_int_equal(gw_fair_core_loser(&k, true), GW_ENTRY_LOST);
+}
+
+/* At most max_entries entries: a new person past the cap is refused
+ * (nothing to append), a person's own entry still comes back. */
+static void test_entries_capped(void **state)
+{
+    (void)state;
+    sale_t s;
+    sale_init(&s, 10);
+    keys_init(&s, 3);
+    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_ENTER, .entrants = 3, .max_entries = 3};
+    gw_fair_out_t o = step(&s.c, ev, OPENS);
+    assert_int_equal(o.answer, GW_FAIR_A_FULL);
+    assert_int_equal(o.actions, 0);
+    assert_string_equal(gw_fair_answer_name(o.answer), "lottery_full");
+    ev.found = GW_FAIR_FOUND_SAME;
+    assert_int_equal(step(&s.c, ev, OPENS).answer, GW_FAIR_A_ALREADY);
+    ev.found = GW_FAIR_FOUND_NONE;
+    ev.max_entries = 4;
+    o = step(&s.c, ev, OPENS);
+    assert_int_equal(o.actions, GW_FAIR_DO_APPEND_ENTRY);
+}
+
+/* A draw cut by a crash after its stock ran out, resumed with units that
+ * came back meanwhile (a winner's record that never became durable): the
+ * "O" record read back tells the core the rest were not tried, so no
+ * entrant decided lost before the crash wins in the resumed draw. */
+static void test_resume_after_sold_out(void **state)
+{
+    (void)state;
+    sale_t b;
+    sale_init(&b, 5);
+    keys_init(&b, N);
+    seed(&b);
+    size_t drawn = 0;
+    while (!b.sold_out_logged && drawn < N)
+        draw(&b, 1, true), drawn++;
+    assert_true(b.sold_out_logged);
+    draw(&b, 6, true); /* a few decided lost after it, then the crash */
+    bool told_lost[N];
+    size_t nlost = 0;
+    for (size_t i = 0; i < N; i++) {
+        told_lost[i] = b.state[i] == GW_ENTRY_LOST;
+        nlost += told_lost[i];
+    }
+    assert_true(nlost > 0);
+    sale_t r;
+    sale_init(&r, 4); /* units came back after the crash */
+    r.n = b.n;
+    memcpy(r.key, b.key, sizeof(r.key));
+    memcpy(r.qty, b.qty, sizeof(r.qty));
+    for (size_t i = 0; i < r.n; i++)
+        step(&r.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_ENTRY}, 0);
+    step(&r.c,
+         (gw_fair_ev_t){
+             .kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_SEED, .seed = SEED, .entrants = N},
+         0);
+    step(&r.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_SOLD_OUT}, 0);
+    gw_fair_out_t o = step(&r.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_LOADED, .rc = 0}, 0);
+    assert_int_equal(o.actions, GW_FAIR_DO_ORDER);
+    order(&r);
+    for (size_t i = 0; i < r.n; i++)
+        if (b.state[i] == GW_ENTRY_WON)
+            r.state[i] = GW_ENTRY_WON; /* the spool's orders */
+    assert_false(draw(&r, SIZE_MAX, true));
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(r.accepts[i], 0); /* nobody tried after the stock ran out */
+        if (told_lost[i])
+            assert_int_not_equal(r.state[i], GW_ENTRY_WON);
+    }
+    assert_int_equal(r.stock, 4);
+}
+
+/* The sold-out record not durable: no entrant after it is decided before the
+ * log is made durable. */
+static void test_sold_out_unsynced(void **state)
+{
+    (void)state;
+    sale_t s;
+    sale_init(&s, 1);
+    keys_init(&s, 4);
+    seed(&s);
+    s.sold_out_rc = CM_EIO;
+    while (!s.sold_out_logged)
+        draw(&s, 1, true);
+    assert_true(s.c.seed_unsynced);
+    gw_fair_ev_t tick = {.kind = GW_FAIR_EV_TICK, .closes_at_ms = CLOSES, .sale_over = true};
+    assert_int_equal(step(&s.c, tick, CLOSES).actions, GW_FAIR_DO_MAKE_DURABLE);
+    step(&s.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_DURABLE, .rc = 0}, CLOSES);
+    assert_false(s.c.seed_unsynced);
+    assert_false(draw(&s, SIZE_MAX, true));
+    assert_true(end(&s, 0));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -447,6 +604,10 @@ int main(void)
         cmocka_unit_test(test_load_finished),
         cmocka_unit_test(test_resume_same_winners),
         cmocka_unit_test(test_seed_unsynced),
+        cmocka_unit_test(test_fleet_draw),
+        cmocka_unit_test(test_entries_capped),
+        cmocka_unit_test(test_resume_after_sold_out),
+        cmocka_unit_test(test_sold_out_unsynced),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
