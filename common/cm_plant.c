@@ -52,6 +52,11 @@ const char *const cm_plant_names[CM_PLANT_COUNT] = {
     [CM_PLANT_INV_REDIS_RELEASE_KEEPS_ORDER] = "inv_redis_release_keeps_order",
     [CM_PLANT_READY_WHILE_LEAVING] = "ready_while_leaving",
     [CM_PLANT_DRAIN_KEEPS_SERVING] = "drain_keeps_serving",
+    [CM_PLANT_ROOM_RANK_ARRIVAL] = "room_rank_arrival",
+    [CM_PLANT_ROOM_SEAL_NEXT_OVERLAP] = "room_seal_next_overlap",
+    [CM_PLANT_ROOM_PREQUEUE_TWICE] = "room_prequeue_twice",
+    [CM_PLANT_ROOM_REPLAY_FORGETS_NEXT] = "room_replay_forgets_next",
+    [CM_PLANT_ROOM_REPLAY_SKIPS_CLAIM] = "room_replay_skips_claim",
 };
 
 void cm_plant_set(cm_plant_t p)

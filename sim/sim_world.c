@@ -65,6 +65,7 @@
 #include "settle/st_sink.h"
 #include "sim/sim_disk.h"
 #include "sim/sim_redis.h"
+#include "sim/sim_room.h"
 #include "inventory/inv_cluster.h"
 #include "inventory/inv_redis.h"
 
@@ -2883,6 +2884,8 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
     if (!wd->failed)
         final_checks(wd);
     out->ok = !wd->failed;
+    if (out->ok) /* the waiting room's world, the same seed (sim_room.h) */
+        sim_room_run(opts, out);
     out->steps = wd->step;
     for (uint32_t i = 1; i < wd->nords; i++)
         out->accepted += wd->ords[i].state == O_ACKED;

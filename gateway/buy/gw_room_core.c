@@ -246,8 +246,8 @@ void gw_room_core_seal(gw_room_core_t *c, int64_t now_ms, int64_t starts_ms, gw_
         atomic_fetch_add(&c->next, (uint64_t)n);
     atomic_store(&c->sealed, true);
     out->nrec = 0;
-    out_add(out, (gw_room_rec_t){.kind = GW_ROOM_REC_S, .a = (uint64_t)now_ms,
-                                 .b = (uint64_t)starts_ms});
+    out_add(out, (gw_room_rec_t){
+                     .kind = GW_ROOM_REC_S, .a = (uint64_t)now_ms, .b = (uint64_t)starts_ms});
     /* an empty pre-queue ranks nobody: its record needs no sync of its own
      * (the next sync covers it before any P record after it) */
     out->sync = n > 0;
@@ -256,7 +256,7 @@ void gw_room_core_seal(gw_room_core_t *c, int64_t now_ms, int64_t starts_ms, gw_
 void gw_room_core_seal_synced(gw_room_core_t *c, bool ok)
 {
     /* a restart seals again from the same joins and seed, so the same ranks */
-    if (!ok && !CM_PLANT(ROOM_SEAL_SYNC_IGNORED))
+    if (!ok)
         c->seal_unlogged = true;
 }
 
@@ -276,13 +276,13 @@ int gw_room_core_join(gw_room_core_t *c, const gw_room_join_ev_t *ev, gw_wr_join
         if (!ev->take)
             return GW_ROOM_PREQUEUE;
         uint64_t key = gw_wr_prequeue_key(&c->seed, ev->person, ev->len);
-        if (pre_has(c, key))
+        if (pre_has(c, key) && !CM_PLANT(ROOM_PREQUEUE_TWICE))
             return GW_ROOM_PREQUEUE;
         if (c->npre >= GW_WR_PREQUEUE_MAX)
             return CM_EBUSY;
         /* added once its record is written (gw_room_core_written) */
-        out_add(out, (gw_room_rec_t){.kind = GW_ROOM_REC_J, .a = key, .person = ev->person,
-                                     .len = ev->len});
+        out_add(out, (gw_room_rec_t){
+                         .kind = GW_ROOM_REC_J, .a = key, .person = ev->person, .len = ev->len});
         return GW_ROOM_PREQUEUE;
     }
     int64_t *exp = NULL;
@@ -299,8 +299,8 @@ int gw_room_core_join(gw_room_core_t *c, const gw_room_join_ev_t *ev, gw_wr_join
         tag = cm_hash_sip24(&c->key, ev->person, ev->len) | 1;
         if (!c->places && ev->take)
             c->places = cm_xcalloc(GW_ROOM_PLACES, sizeof(*c->places));
-        gw_wr_place_t *p = c->places ? place_slot(place_bucket(c, tag), tag, ev->take, &c->next)
-                                     : NULL;
+        gw_wr_place_t *p =
+            c->places ? place_slot(place_bucket(c, tag), tag, ev->take, &c->next) : NULL;
         if (p && p->exp_s && p->exp_s < now_s && ev->take) {
             p->pos = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed) + 1;
             p->exp_s = 0;
@@ -318,8 +318,8 @@ int gw_room_core_join(gw_room_core_t *c, const gw_room_join_ev_t *ev, gw_wr_join
         if (!*exp) {
             *exp = now_s + GW_WR_TOKEN_TTL_S;
             /* the expiry and so the token stay the same across a restart */
-            out_add(out, (gw_room_rec_t){.kind = GW_ROOM_REC_A, .a = tag, .b = answer->pos,
-                                         .c = *exp});
+            out_add(out,
+                    (gw_room_rec_t){.kind = GW_ROOM_REC_A, .a = tag, .b = answer->pos, .c = *exp});
         }
         answer->exp_s = *exp;
         answer->jti = gw_fair__place_jti(&c->key, answer->pos);
@@ -332,7 +332,8 @@ void gw_room_core_written(gw_room_core_t *c, const gw_room_rec_t *rec, bool ok)
     switch (rec->kind) {
     case GW_ROOM_REC_J:
         /* not written: not added (the join is answered with the error) */
-        if (ok && !atomic_load(&c->sealed) && !pre_has(c, rec->a))
+        if (ok && !atomic_load(&c->sealed) &&
+            (!pre_has(c, rec->a) || CM_PLANT(ROOM_PREQUEUE_TWICE)))
             pre_put(c, rec->a, rec->person, rec->len);
         break;
     case GW_ROOM_REC_S:
@@ -352,8 +353,8 @@ bool gw_room_core_relog(const gw_room_core_t *c, const gw_room_rec_t *rec, gw_ro
 {
     if (!c->seal_unlogged || (rec->kind != GW_ROOM_REC_P && rec->kind != GW_ROOM_REC_A))
         return false;
-    *s = (gw_room_rec_t){.kind = GW_ROOM_REC_S, .a = (uint64_t)c->sealed_ms,
-                         .b = (uint64_t)c->starts_ms};
+    *s = (gw_room_rec_t){
+        .kind = GW_ROOM_REC_S, .a = (uint64_t)c->sealed_ms, .b = (uint64_t)c->starts_ms};
     return true;
 }
 

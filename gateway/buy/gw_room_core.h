@@ -54,13 +54,13 @@
 /* A room's state. next, front_milli and sealed are read without the shell's
  * lock (the queue page, the view); everything else under it. */
 typedef struct gw_room_core {
-    cm_hash_key_t key;  /* the place tags' and replay ids' key */
-    cm_hash_key_t seed; /* the pre-queue's order; secret until the seal */
+    cm_hash_key_t key;            /* the place tags' and replay ids' key */
+    cm_hash_key_t seed;           /* the pre-queue's order; secret until the seal */
     _Atomic uint64_t next;        /* positions given */
     _Atomic uint64_t front_milli; /* admitted through (thousandths of a position) */
     atomic_bool sealed;
-    uint64_t front_logged;        /* the front of the last "F" record written */
-    gw_wr_place_t *places;        /* GW_ROOM_PLACES slots, allocated at the first place */
+    uint64_t front_logged; /* the front of the last "F" record written */
+    gw_wr_place_t *places; /* GW_ROOM_PLACES slots, allocated at the first place */
     /* The pre-queue: the keys of the persons who joined before the start, an
      * open-addressing set of pre_cap slots (0 = empty) until the seal, then
      * npre of them sorted, with each one's admission token expiry in pre_exp
@@ -68,8 +68,8 @@ typedef struct gw_room_core {
     uint64_t *pre;
     int64_t *pre_exp;
     size_t npre, pre_cap;
-    int64_t sealed_ms; /* when the pre-queue was sealed, 0 = not yet */
-    int64_t starts_ms; /* the sale's start it was sealed at */
+    int64_t sealed_ms;  /* when the pre-queue was sealed, 0 = not yet */
+    int64_t starts_ms;  /* the sale's start it was sealed at */
     bool seal_unlogged; /* the seal's record was not written (or not synced):
                          * written again before the next P or A record */
     /* The pre-queue's persons for the admin's export: each NUL-terminated in
@@ -117,10 +117,10 @@ typedef struct gw_room_join_ev {
 
 /* What gw_room_core_join decided (>= 0), besides its answer. */
 enum {
-    GW_ROOM_ANSWERED = 0,  /* answered: write out's records (places, admissions) */
-    GW_ROOM_PREQUEUE = 1,  /* before the start: out->rec[0] is a new person's J record
-                            * (write it, then gw_room_core_written) or out is empty */
-    GW_ROOM_SEAL = 2,      /* at or after the start, not sealed: seal first */
+    GW_ROOM_ANSWERED = 0, /* answered: write out's records (places, admissions) */
+    GW_ROOM_PREQUEUE = 1, /* before the start: out->rec[0] is a new person's J record
+                           * (write it, then gw_room_core_written) or out is empty */
+    GW_ROOM_SEAL = 2,     /* at or after the start, not sealed: seal first */
 };
 
 void gw_room_core_init(gw_room_core_t *c);

@@ -104,8 +104,8 @@ static void test_prequeue(void **state)
     assert_int_equal(join(r, "bob", START_MS - 5, 0, &a), GW_ROOM_PREQUEUE);
     assert_int_equal(r->c.npre, 2);
     /* a look takes nothing */
-    gw_room_join_ev_t look = {.person = "carol", .len = 5, .now_ms = START_MS - 1,
-                              .starts_at_ms = START_MS};
+    gw_room_join_ev_t look = {
+        .person = "carol", .len = 5, .now_ms = START_MS - 1, .starts_at_ms = START_MS};
     gw_room_out_t o;
     assert_int_equal(gw_room_core_join(&r->c, &look, &a, &o), GW_ROOM_PREQUEUE);
     assert_int_equal(o.nrec, 0);
@@ -290,8 +290,11 @@ static void test_replay(void **state)
     assert_int_equal(b->c.npre, 8);
     for (int i = 0; i < 16; i++) {
         snprintf(p, sizeof(p), i < 8 ? "pre%d" : "back%d", i % 8);
-        gw_room_join_ev_t ev = {.person = p, .len = strlen(p), .take = true,
-                                .now_ms = START_MS + 3000, .starts_at_ms = START_MS,
+        gw_room_join_ev_t ev = {.person = p,
+                                .len = strlen(p),
+                                .take = true,
+                                .now_ms = START_MS + 3000,
+                                .starts_at_ms = START_MS,
                                 .admitted_through = 20};
         gw_wr_join_t after;
         assert_int_equal(gw_room_core_join(&b->c, &ev, &after, &o), GW_ROOM_ANSWERED);
@@ -322,9 +325,9 @@ static void test_replay(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_prequeue),  cmocka_unit_test(test_seal_ranks),
+        cmocka_unit_test(test_prequeue),   cmocka_unit_test(test_seal_ranks),
         cmocka_unit_test(test_seal_relog), cmocka_unit_test(test_admission),
-        cmocka_unit_test(test_tick),      cmocka_unit_test(test_replay),
+        cmocka_unit_test(test_tick),       cmocka_unit_test(test_replay),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
