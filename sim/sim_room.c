@@ -82,6 +82,7 @@ typedef struct rworld {
     } ord[ORD_MAX];
     int nord;
     uint64_t step;
+    uint64_t max_next; /* the most places a process of this world gave */
 } rworld_t;
 
 static uint64_t rnd(rworld_t *w, uint64_t n)
@@ -113,6 +114,54 @@ __attribute__((format(printf, 2, 3))) static void fail(rworld_t *w, const char *
     va_end(ap);
     snprintf(w->res->why, sizeof(w->res->why), "room step %" PRIu64 ": %s", w->step, buf);
     tr(w, "FAIL %s", buf);
+}
+
+/*
+ * The room's tables, a place table of 1.5 MiB and a spent table of 8 MiB,
+ * are allocated once per process and handed to each room: a new table of
+ * each at every restart, cleared by calloc, was most of the world's time.
+ * Only the buckets this world can have used are cleared (those of its
+ * persons' tags and of its places' replay ids), which leaves the tables as
+ * new ones.
+ */
+static gw_wr_place_t *places_buf;
+static gw_wr_spent_slot_t *spent_buf;
+
+static void tables_clear(rworld_t *w)
+{
+    for (int i = 0; i < w->np; i++) {
+        uint64_t tag = cm_hash_sip24(&w->key, w->p[i].id, w->p[i].len) | 1;
+        size_t b = (size_t)(tag >> 32) & (GW_ROOM_PLACES - GW_WR_WAYS);
+        memset(places_buf + b, 0, GW_WR_WAYS * sizeof(*places_buf));
+    }
+    for (uint64_t pos = 1; pos <= w->max_next; pos++) {
+        uint64_t jti = gw_fair__place_jti(&w->key, pos);
+        size_t b = (size_t)(jti % (GW_WR_SPENT_SLOTS / GW_WR_SPENT_WAYS)) * GW_WR_SPENT_WAYS;
+        memset(spent_buf + b, 0, GW_WR_SPENT_WAYS * sizeof(*spent_buf));
+    }
+}
+
+/* The room's process is gone: the core without its tables, which are cleared. */
+static void core_gone(rworld_t *w)
+{
+    uint64_t next = atomic_load(&w->core.next);
+    w->max_next = next > w->max_next ? next : w->max_next;
+    w->core.places = NULL;
+    gw_room_core_deinit(&w->core);
+    w->spent = NULL;
+    tables_clear(w);
+}
+
+/* A new process's core, with the cleared tables. */
+static void core_new(rworld_t *w)
+{
+    if (!places_buf) {
+        places_buf = cm_xcalloc(GW_ROOM_PLACES, sizeof(*places_buf));
+        spent_buf = cm_xcalloc(GW_WR_SPENT_SLOTS, sizeof(*spent_buf));
+    }
+    gw_room_core_init(&w->core);
+    w->core.places = places_buf;
+    w->spent = spent_buf;
 }
 
 /* Bytes [0, end) durable: synced, and not in what a failed fdatasync dropped. */
@@ -366,10 +415,8 @@ static void restart(rworld_t *w, bool power)
         w->res->crashes++;
     }
     tr(w, "%s", power ? "power loss" : "crash");
-    gw_room_core_deinit(&w->core);
-    gw_room_core_init(&w->core);
-    free(w->spent);
-    w->spent = NULL;
+    core_gone(w);
+    core_new(w);
     const oq_fs_ops_t *fs = sim_disk_ops();
     w->dfd = fs->open_dir("room");
     w->fd = fs->openat(w->dfd, "s.room", O_RDWR | O_APPEND, 0);
@@ -473,8 +520,9 @@ void sim_room_run(const sim_opts_t *opts, sim_result_t *out)
     fs->fsync(w->dfd);
     w->key = (cm_hash_key_t){cm_rand_next(&w->rng), cm_rand_next(&w->rng)};
     w->seed = (cm_hash_key_t){cm_rand_next(&w->rng), cm_rand_next(&w->rng)};
-    gw_room_core_init(&w->core);
-    gw_room_core_reset(&w->core, &w->key, &w->seed);
+    core_new(w);
+    w->core.key = w->key;
+    w->core.seed = w->seed;
     char k[96];
     snprintf(k, sizeof(k), "K %016llx %016llx %016llx %016llx", (unsigned long long)w->key.k0,
              (unsigned long long)w->key.k1, (unsigned long long)w->seed.k0,
@@ -501,17 +549,17 @@ void sim_room_run(const sim_opts_t *opts, sim_result_t *out)
        (long long)(w->starts_ms - T0_MS), w->rate, w->fsync_mode ? "fsync" : "write");
     for (w->step = 0; w->step < steps && !w->failed; w->step++) {
         w->now_ms += (int64_t)rnd(w, 300);
-        uint64_t r = rnd(w, 100);
+        uint64_t r = rnd(w, 1000);
         int who = (int)rnd(w, (uint64_t)w->np);
-        if (r < 45) {
+        if (r < 450) {
             join(w, who, rnd(w, 8) != 0);
-        } else if (r < 65) {
+        } else if (r < 650) {
             tick(w);
-        } else if (r < 80) {
+        } else if (r < 830) {
             buy(w, who);
-        } else if (r < 94) {
+        } else if (r < 988) {
             (void)log_sync(w); /* the lottery thread's periodic sync */
-        } else if (r < 97) {
+        } else if (r < 994) {
             restart(w, false);
             if (!w->failed)
                 check_places(w);
@@ -530,8 +578,7 @@ void sim_room_run(const sim_opts_t *opts, sim_result_t *out)
     out->torn_writes += ds.torn_writes;
     if (w->failed)
         out->ok = false;
-    gw_room_core_deinit(&w->core);
-    free(w->spent);
+    core_gone(w);
     sim_disk_free(w->disk);
     free(w);
 }

@@ -2884,11 +2884,11 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
     if (!wd->failed)
         final_checks(wd);
     out->ok = !wd->failed;
-    if (out->ok) /* the waiting room's world, the same seed (sim_room.h) */
-        sim_room_run(opts, out);
     out->steps = wd->step;
     for (uint32_t i = 1; i < wd->nords; i++)
         out->accepted += wd->ords[i].state == O_ACKED;
+    if (out->ok) /* the waiting room's world, the same seed (sim_room.h) */
+        sim_room_run(opts, out);
     for (int i = 0; i < wd->ng; i++) {
         gw_t *g = &wd->gw[i];
         sim_disk_use(g->disk);

@@ -50,7 +50,8 @@ int64_t gw_fair_room_rate(gw_fair_t *f, const char *sale_id)
 
 void gw_fair_room_view(gw_fair_sale_t *fs, gw_fair_room_view_t *out)
 {
-    out->admitted_through = atomic_load_explicit(&fs->wr_core.front_milli, memory_order_relaxed) / 1000;
+    out->admitted_through =
+        atomic_load_explicit(&fs->wr_core.front_milli, memory_order_relaxed) / 1000;
     out->queued = atomic_load_explicit(&fs->wr_core.next, memory_order_relaxed);
     out->rate_per_s = (double)atomic_load_explicit(&fs->wr_eff_milli, memory_order_relaxed) / 1000;
     pthread_mutex_lock(&fs->wr_mu);
