@@ -142,7 +142,9 @@ struct gw_fair_sale {
     pthread_mutex_t wr_mu;            /* wr_core, wr_key, wr_seed, wr_seal_syncing */
     /* The place table's key and the replay ids' (gw_room.c): this gateway's
      * own (kept across a restart in the room's log), new when the sale is
-     * deleted, so a re-keyed secret does not move anyone's place. */
+     * deleted, so a re-keyed secret does not move anyone's place. The core
+     * decides with its copies (wr_core.key, wr_core.seed: set with these by
+     * gw_fair__room_keys and the log's K line); the store writes these. */
     cm_hash_key_t wr_key;
     /* registration (gw_reg.c): its window (0, 0 = none) and, one node, its persons */
     _Atomic int64_t reg_opens_ms, reg_closes_ms;
@@ -162,8 +164,8 @@ struct gw_fair_sale {
      * view and the audit read are a copy the lottery thread refreshes, and
      * wr_seed is the fleet's seed once a tick or a join has read it. */
     int64_t wr_fleet_ms;              /* the last fleet tick (lottery thread) */
-    /* One gateway: the room's log (gw_room_store.c) and the front it last wrote
-     * (lottery thread); never used in a fleet, whose room is Redis'. */
+    /* One gateway: the room's log (gw_room_store.c); never used in a fleet,
+     * whose room is Redis'. */
     gw_room_store_t wr_store;
 };
 
