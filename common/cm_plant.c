@@ -58,6 +58,11 @@ const char *const cm_plant_names[CM_PLANT_COUNT] = {
     [CM_PLANT_WL_SKIPS_FIRST] = "wl_skips_first",
     [CM_PLANT_WL_END_KEEPS] = "wl_end_keeps",
     [CM_PLANT_FAIR_SOLD_OUT_FORGOTTEN] = "fair_sold_out_forgotten",
+    [CM_PLANT_ROOM_RANK_ARRIVAL] = "room_rank_arrival",
+    [CM_PLANT_ROOM_SEAL_NEXT_OVERLAP] = "room_seal_next_overlap",
+    [CM_PLANT_ROOM_PREQUEUE_TWICE] = "room_prequeue_twice",
+    [CM_PLANT_ROOM_REPLAY_FORGETS_NEXT] = "room_replay_forgets_next",
+    [CM_PLANT_ROOM_REPLAY_SKIPS_CLAIM] = "room_replay_skips_claim",
 };
 
 void cm_plant_set(cm_plant_t p)

@@ -103,6 +103,16 @@ typedef enum {
                                     losers are still promoted after it */
     CM_PLANT_FAIR_SOLD_OUT_FORGOTTEN, /* gw_fair_core.c: a restart ignores the draw's sold-out
                                          record: a resumed draw tries the entrants after it */
+    CM_PLANT_ROOM_RANK_ARRIVAL,      /* gw_room_core.c: the seal ranks the pre-queue in arrival
+                                        order, not by the keyed hash */
+    CM_PLANT_ROOM_SEAL_NEXT_OVERLAP, /* gw_room_core.c: the seal does not move the back past the
+                                        ranks: the first later arrival gets rank 1's place */
+    CM_PLANT_ROOM_PREQUEUE_TWICE,    /* gw_room_core.c: a person's second pre-queue join adds
+                                        their key again: two ranks, every later one shifted */
+    CM_PLANT_ROOM_REPLAY_FORGETS_NEXT, /* gw_room_core.c: a restart reads the places back but not
+                                          the back of the queue: new places reuse positions */
+    CM_PLANT_ROOM_REPLAY_SKIPS_CLAIM, /* gw_room_core.c: a restart does not read the claimed
+                                         tokens back: a token admits a second order */
     CM_PLANT_COUNT
 } cm_plant_t;
 

@@ -65,6 +65,7 @@
 #include "settle/st_sink.h"
 #include "sim/sim_disk.h"
 #include "sim/sim_redis.h"
+#include "sim/sim_room.h"
 #include "inventory/inv_cluster.h"
 #include "inventory/inv_redis.h"
 
@@ -2923,6 +2924,8 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
     out->steps = wd->step;
     for (uint32_t i = 1; i < wd->nords; i++)
         out->accepted += wd->ords[i].state == O_ACKED;
+    if (out->ok) /* the waiting room's world, the same seed (sim_room.h) */
+        sim_room_run(opts, out);
     for (int i = 0; i < wd->ng; i++) {
         gw_t *g = &wd->gw[i];
         sim_disk_use(g->disk);

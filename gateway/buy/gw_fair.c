@@ -531,12 +531,8 @@ void gw_fair_close(gw_server_t *srv)
         free(fs->by_id);
         free(fs->perm);
         free(fs->wl_bit);
-        free(fs->wr_places);
         gw_fair__reg_free(fs);
-        free(fs->wr_pre);
-        free(fs->wr_pre_exp);
-        free(fs->wr_names);
-        free(fs->wr_name_at);
+        gw_room_core_deinit(&fs->wr_core);
         gw_wr_spent_deinit(&fs->wr_spent);
         gw_fair__room_store_deinit(&fs->wr_store);
         pthread_mutex_destroy(&fs->mu);

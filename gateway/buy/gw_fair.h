@@ -311,7 +311,7 @@ typedef struct gw_wr_join {
  * start a join enters the pre-queue (out->prequeue). From the start (the first
  * call at or after it seals the pre-queue, as does the tick), a pre-queue
  * person holds their rank, anyone else a place at the back, kept while the
- * room's bounded table holds it (WR_PLACES, gw_fair_internal.h). When the
+ * room's bounded table holds it (GW_ROOM_PLACES, gw_room_core.h). When the
  * place is at or before admitted_through, out->exp_s and out->jti are set.
  * Returns 0, CM_EBUSY (a join before the start, the pre-queue full), CM_EIO
  * (one gateway: the join's line was not written; not in the pre-queue),

@@ -12,6 +12,7 @@
 #include "gateway/buy/gw_fair_core.h"
 #include "gateway/buy/gw_fair_redis.h"
 #include "gateway/buy/gw_reg_core.h"
+#include "gateway/buy/gw_room_core.h"
 
 #include "common/cm_hash.h"
 #include "common/cm_url.h"
@@ -141,63 +142,38 @@ struct gw_fair_sale {
     size_t mark_next; /* fleet: entries before this index had their marks sent (lottery thread) */
     /* waiting room */
     _Atomic int64_t wr_rate;          /* admissions per second configured, 0 = none */
-    _Atomic uint64_t wr_next;         /* positions given */
-    _Atomic uint64_t wr_front_milli;  /* admitted through (thousandths of a position) */
     _Atomic uint64_t wr_eff_milli;    /* the rate in force (thousandths per second) */
     int64_t wr_last_ms;               /* lottery thread */
-    pthread_mutex_t wr_mu;            /* wr_places, wr_key, the pre-queue */
-    gw_wr_place_t *wr_places;         /* WR_PLACES slots, allocated at the first join */
+    pthread_mutex_t wr_mu;            /* wr_core, wr_key, wr_seed, wr_seal_syncing */
     /* The place table's key and the replay ids' (gw_room.c): this gateway's
      * own (kept across a restart in the room's log), new when the sale is
-     * deleted, so a re-keyed secret does not move anyone's place. */
+     * deleted, so a re-keyed secret does not move anyone's place. The core
+     * decides with its copies (wr_core.key, wr_core.seed: set with these by
+     * gw_fair__room_keys and the log's K line); the store writes these. */
     cm_hash_key_t wr_key;
     /* registration (gw_reg.c): its window (0, 0 = none) and, one node, its persons */
     _Atomic int64_t reg_opens_ms, reg_closes_ms;
     pthread_mutex_t reg_mu; /* reg */
     struct gw_reg_set *reg; /* allocated at the first registration or load */
-    /* The pre-queue: the keys (gw_wr_prequeue_key under wr_seed) of the persons
-     * who joined before the start, an open-addressing set of wr_pre_cap slots
-     * (0 = empty) until the seal, then wr_npre of them sorted, with each
-     * one's admission token expiry in wr_pre_exp (0 = not admitted yet). */
     cm_hash_key_t wr_seed;            /* secret until the seal */
-    uint64_t *wr_pre;
-    int64_t *wr_pre_exp;
-    size_t wr_npre, wr_pre_cap;
-    int64_t wr_sealed_ms;             /* when the pre-queue was sealed, 0 = not yet */
-    int64_t wr_starts_ms;             /* the sale's start it was sealed at */
-    bool wr_seal_unlogged;            /* the seal's "S" line failed: written again before
-                                       * the next P or A line (wr_mu) */
     /* One gateway: the seal's "S" line is written and its fdatasync (run
      * without wr_mu, by the thread that sealed) has not returned yet: the
      * ranks exist but nothing is answered from them, the seed is not
      * published (wr_mu). */
     bool wr_seal_syncing;
-    /* The pre-queue's persons for the admin's export (one gateway): each
-     * NUL-terminated in wr_names, wr_name_at[i] the offset of the i-th,
-     * in joining order until the seal, then in rank order. */
-    char *wr_names;
-    size_t wr_names_len, wr_names_cap;
-    uint32_t *wr_name_at;
-    atomic_bool wr_sealed;
+    /* The room's state and decisions (gw_room_core.h): one gateway's own;
+     * in a fleet, the copy of Redis' room that the view and the audit read. */
+    gw_room_core_t wr_core;
     gw_wr_spent_t wr_spent;           /* the spent admission tokens */
     /* Fleet: the room is Redis' (gw_room_fleet.c); the fields above that the
      * view and the audit read are a copy the lottery thread refreshes, and
      * wr_seed is the fleet's seed once a tick or a join has read it. */
     int64_t wr_fleet_ms;              /* the last fleet tick (lottery thread) */
-    /* One gateway: the room's log (gw_room_store.c) and the front it last wrote
-     * (lottery thread); never used in a fleet, whose room is Redis'. */
+    /* One gateway: the room's log (gw_room_store.c); never used in a fleet,
+     * whose room is Redis'. */
     gw_room_store_t wr_store;
-    uint64_t wr_front_logged;
 };
 
-/*
- * The places the waiting room gave, by user, so that a user who joins again
- * gets the place they hold instead of a new one at the back. Bounded: a fixed
- * table of WR_PLACES slots (16 bytes each, 1 MiB per room) in buckets of
- * GW_WR_WAYS (gw_wr_place_find). The per-IP and per-user limiters bound how
- * fast anyone can push places out.
- */
-#define WR_PLACES 65536
 
 /*
  * A pool of the fleet's blocking Redis connections with one timeout for the
@@ -464,7 +440,6 @@ int gw_fair__room_fleet_persons(gw_fair_t *f, const char *sale_id, uint64_t star
 /* Logs a Redis failure of the fleet's room, at most once in 5 s. Thread-safe. */
 void gw_fair__room_fleet_trouble(const char *what, const char *sale, const char *why);
 /* The replay id of place pos: SipHash(key, pos), 0 read as 1. Pure. */
-uint64_t gw_fair__place_jti(const cm_hash_key_t *key, uint64_t pos);
 /* A room seed as 32 hex digits (k0 then k1, each little-endian: the bytes the audit
  * publishes), and back (false if hex is not 32 hex digits). Pure. */
 void gw_fair__seed_hex(const cm_hash_key_t *seed, char out[33]);

@@ -3,6 +3,7 @@
  */
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
+#include "gateway/buy/gw_room_core.h"
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
@@ -48,210 +49,59 @@ int64_t gw_fair_room_rate(gw_fair_t *f, const char *sale_id)
 
 void gw_fair_room_view(gw_fair_sale_t *fs, gw_fair_room_view_t *out)
 {
-    out->admitted_through = atomic_load_explicit(&fs->wr_front_milli, memory_order_relaxed) / 1000;
-    out->queued = atomic_load_explicit(&fs->wr_next, memory_order_relaxed);
+    out->admitted_through =
+        atomic_load_explicit(&fs->wr_core.front_milli, memory_order_relaxed) / 1000;
+    out->queued = atomic_load_explicit(&fs->wr_core.next, memory_order_relaxed);
     out->rate_per_s = (double)atomic_load_explicit(&fs->wr_eff_milli, memory_order_relaxed) / 1000;
     pthread_mutex_lock(&fs->wr_mu);
-    out->prequeued = fs->wr_npre;
-    out->sealed = atomic_load(&fs->wr_sealed) && !fs->wr_seal_syncing;
+    out->prequeued = fs->wr_core.npre;
+    out->sealed = atomic_load(&fs->wr_core.sealed) && !fs->wr_seal_syncing;
     pthread_mutex_unlock(&fs->wr_mu);
 }
 
-/* The slot of tag in a bucket (gw_wr_place_find), or NULL without take. */
-static gw_wr_place_t *place_slot(gw_wr_place_t *bucket, uint64_t tag, bool take,
-                                 _Atomic uint64_t *next)
+/* A record of the room's core as a line of the log (gw_room_store.c): 0 or
+ * CM_EIO (logged by the store). wr_mu held. */
+static int rec_line(gw_fair_sale_t *fs, const gw_room_rec_t *rec)
 {
-    gw_wr_place_t *oldest = bucket;
-    for (size_t i = 0; i < GW_WR_WAYS; i++) {
-        if (bucket[i].tag == tag)
-            return bucket + i;
-        if (bucket[i].pos < oldest->pos)
-            oldest = bucket + i; /* an empty slot has position 0: taken first */
-    }
-    if (!take)
-        return NULL;
-    oldest->tag = tag;
-    oldest->pos = atomic_fetch_add_explicit(next, 1, memory_order_relaxed) + 1;
-    oldest->exp_s = 0;
-    return oldest;
-}
-
-uint64_t gw_wr_place_find(gw_wr_place_t *bucket, uint64_t tag, bool take, _Atomic uint64_t *next)
-{
-    gw_wr_place_t *p = place_slot(bucket, tag, take, next);
-    return p ? p->pos : 0;
-}
-
-/*---- the pre-queue ----*/
-
-uint64_t gw_wr_prequeue_key(const cm_hash_key_t *seed, const char *person, size_t len)
-{
-    uint64_t k = cm_hash_sip24(seed, person, len);
-    return k ? k : 1;
-}
-
-static int u64_cmp(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x > y) - (x < y);
-}
-
-void gw_wr_prequeue_sort(uint64_t *keys, size_t n)
-{
-    if (n > 1)
-        qsort(keys, n, sizeof(*keys), u64_cmp);
-}
-
-uint64_t gw_wr_prequeue_rank(const uint64_t *sorted, size_t n, uint64_t key)
-{
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (sorted[mid] < key)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < n && sorted[lo] == key ? lo + 1 : 0;
-}
-
-/* Keeps a new pre-queue person's name for the export (the wr_npre-th). wr_mu held. */
-static void name_add(gw_fair_sale_t *fs, const char *person, size_t len)
-{
-    if (fs->wr_names_len + len + 1 > fs->wr_names_cap) {
-        size_t cap = fs->wr_names_cap ? fs->wr_names_cap * 2 : 4096;
-        while (cap < fs->wr_names_len + len + 1)
-            cap *= 2;
-        fs->wr_names = cm_xrealloc(fs->wr_names, cap);
-        fs->wr_names_cap = cap;
-    }
-    /* wr_npre persons so far: the array grows in powers of two from 1024 */
-    size_t n = fs->wr_npre;
-    if (n == 0 || (n >= 1024 && (n & (n - 1)) == 0))
-        fs->wr_name_at = cm_xrealloc(fs->wr_name_at, (n < 1024 ? 1024 : n * 2) * sizeof(uint32_t));
-    fs->wr_name_at[n] = (uint32_t)fs->wr_names_len;
-    memcpy(fs->wr_names + fs->wr_names_len, person, len);
-    fs->wr_names[fs->wr_names_len + len] = '\0';
-    fs->wr_names_len += len + 1;
-}
-
-typedef struct keyed_name {
-    uint64_t key;
-    uint32_t at;
-} keyed_name_t;
-
-static int keyed_cmp(const void *a, const void *b)
-{
-    uint64_t x = ((const keyed_name_t *)a)->key, y = ((const keyed_name_t *)b)->key;
-    return (x > y) - (x < y);
-}
-
-/* At the seal: the names in rank order (the keys' order). wr_mu held. */
-static void names_rank(gw_fair_sale_t *fs, size_t n)
-{
-    if (n < 2)
-        return;
-    keyed_name_t *v = cm_xmalloc(n * sizeof(*v));
-    for (size_t i = 0; i < n; i++) {
-        const char *p = fs->wr_names + fs->wr_name_at[i];
-        v[i] = (keyed_name_t){gw_wr_prequeue_key(&fs->wr_seed, p, strlen(p)), fs->wr_name_at[i]};
-    }
-    qsort(v, n, sizeof(*v), keyed_cmp);
-    for (size_t i = 0; i < n; i++)
-        fs->wr_name_at[i] = v[i].at;
-    free(v);
-}
-
-/* Adds key to the pre-queue's set (linear probing, grown at half full), and
- * a new person's name, with its "J" line first if log.
- * Returns 0 (added or there already), CM_EBUSY (full) or CM_EIO (the line
- * was not written: not added). wr_mu held. */
-static int prequeue_add(gw_fair_sale_t *fs, uint64_t key, const char *person, size_t len,
-                        bool log)
-{
-    if (fs->wr_pre_cap) {
-        size_t mask = fs->wr_pre_cap - 1;
-        for (size_t i = (size_t)key & mask;; i = (i + 1) & mask) {
-            if (fs->wr_pre[i] == key)
-                return 0;
-            if (!fs->wr_pre[i])
-                break;
-        }
-    }
-    if (fs->wr_npre >= GW_WR_PREQUEUE_MAX)
-        return CM_EBUSY;
-    if (log && gw_fair__room_store_line(fs, false, "J %.*s", (int)len, person) != 0)
+    char line[32 + INV_USER_ID_MAX];
+    int n = gw_room_rec_format(rec, line, sizeof(line));
+    if (n < 0 || (size_t)n >= sizeof(line))
         return CM_EIO;
-    if ((fs->wr_npre + 1) * 2 > fs->wr_pre_cap) {
-        size_t cap = fs->wr_pre_cap ? fs->wr_pre_cap * 2 : 1024;
-        uint64_t *t = cm_xcalloc(cap, sizeof(*t));
-        for (size_t j = 0; j < fs->wr_pre_cap; j++) {
-            uint64_t k = fs->wr_pre[j];
-            if (!k)
-                continue;
-            size_t i = (size_t)k & (cap - 1);
-            while (t[i])
-                i = (i + 1) & (cap - 1);
-            t[i] = k;
-        }
-        free(fs->wr_pre);
-        fs->wr_pre = t;
-        fs->wr_pre_cap = cap;
+    return gw_fair__room_store_line(fs, false, "%s", line);
+}
+
+/* Writes the core's records in order, the seal's again first where it
+ * failed (gw_room_core_relog), and tells the core each result. Returns the
+ * last record's result. wr_mu held. */
+static int recs_write(gw_fair_sale_t *fs, const gw_room_out_t *out)
+{
+    int rc = 0;
+    for (size_t i = 0; i < out->nrec; i++) {
+        gw_room_rec_t s;
+        if (gw_room_core_relog(&fs->wr_core, &out->rec[i], &s))
+            gw_room_core_written(&fs->wr_core, &s, rec_line(fs, &s) == 0);
+        rc = rec_line(fs, &out->rec[i]);
+        gw_room_core_written(&fs->wr_core, &out->rec[i], rc == 0);
     }
-    size_t mask = fs->wr_pre_cap - 1;
-    size_t i = (size_t)key & mask;
-    while (fs->wr_pre[i])
-        i = (i + 1) & mask;
-    fs->wr_pre[i] = key;
-    name_add(fs, person, len);
-    fs->wr_npre++;
-    return 0;
+    return rc;
 }
 
-/* The start: the set becomes the sorted ranks, the places after them go to
- * later arrivals, and the seed may be published; its "S" line if log, whose
- * fdatasync the caller runs after releasing wr_mu (seal_sync) while
- * wr_seal_syncing holds back everything that acts on the seal. wr_mu held. */
-static void prequeue_seal(gw_fair_sale_t *fs, int64_t now_ms, int64_t starts_at_ms, bool log)
+/* The start: the core seals the pre-queue; its "S" line, whose fdatasync
+ * the caller runs after releasing wr_mu (seal_sync) while wr_seal_syncing
+ * holds back everything that acts on the seal. A failed line is logged by
+ * the store: a restart then seals again with the same joins and seed, so the
+ * same ranks; it is written again before the next place's line. An empty
+ * pre-queue's line needs no sync of its own, so a room without a pre-queue
+ * never answers 503 for its seal. wr_mu held. */
+static void prequeue_seal(gw_fair_sale_t *fs, int64_t now_ms, int64_t starts_at_ms)
 {
-    size_t n = 0;
-    for (size_t j = 0; j < fs->wr_pre_cap; j++)
-        if (fs->wr_pre[j])
-            fs->wr_pre[n++] = fs->wr_pre[j];
-    gw_wr_prequeue_sort(fs->wr_pre, n);
-    names_rank(fs, n);
-    fs->wr_pre_exp = n ? cm_xcalloc(n, sizeof(*fs->wr_pre_exp)) : NULL;
-    fs->wr_npre = n;
-    fs->wr_sealed_ms = now_ms;
-    fs->wr_starts_ms = starts_at_ms;
-    /* the first later arrival takes the place after the pre-queue */
-    atomic_fetch_add(&fs->wr_next, (uint64_t)n);
-    atomic_store(&fs->wr_sealed, true);
-    /* a failed line is logged by the store: a restart then seals again with
-     * the same joins and seed, so the same ranks; it is written again before
-     * the next place's line (seal_relog) */
-    fs->wr_seal_unlogged = log && gw_fair__room_store_line(fs, false, "S %lld %lld",
-                                                           (long long)now_ms,
-                                                           (long long)starts_at_ms) != 0;
-    /* an empty pre-queue ranks nobody: its line needs no sync of its own
-     * (the next sync covers it before any P line after it), so a room
-     * without a pre-queue never answers 503 for its seal */
-    fs->wr_seal_syncing = log && !fs->wr_seal_unlogged && n > 0;
-    if (n)
-        cm_log_info("fair", "waiting room pre-queue sealed", "sale=%s persons=%zu", fs->sale_id, n);
-}
-
-/* Before a P or A line: the seal's line again if it failed. A restart reads
- * P and A lines only in a sealed room, so without it every place given after
- * the seal would be skipped and given again to later arrivals (with the same
- * replay ids). Not synced here (wr_mu held): it precedes those lines in the
- * file, and the lottery thread's sync covers them together. wr_mu held. */
-static void seal_relog(gw_fair_sale_t *fs)
-{
-    if (fs->wr_seal_unlogged &&
-        gw_fair__room_store_line(fs, false, "S %lld %lld", (long long)fs->wr_sealed_ms,
-                                 (long long)fs->wr_starts_ms) == 0)
-        fs->wr_seal_unlogged = false;
+    gw_room_out_t out;
+    gw_room_core_seal(&fs->wr_core, now_ms, starts_at_ms, &out);
+    (void)recs_write(fs, &out);
+    fs->wr_seal_syncing = out.sync && !fs->wr_core.seal_unlogged;
+    if (fs->wr_core.npre)
+        cm_log_info("fair", "waiting room pre-queue sealed", "sale=%s persons=%zu", fs->sale_id,
+                    fs->wr_core.npre);
 }
 
 /*
@@ -260,30 +110,16 @@ static void seal_relog(gw_fair_sale_t *fs)
  * answered from it or its seed published (until then wr_seal_syncing makes
  * the other joins answer CM_EAGAIN instead of waiting: no worker loop waits
  * for this disk), and the worker loops' other work on the room goes on. A
- * failed sync is treated as a failed "S" line was before: the room stays
- * sealed (a restart seals it again from the same joins and seed) and the line
- * is written again before the next place's. wr_mu not held.
+ * failed sync is treated as a failed "S" line (gw_room_core_seal_synced).
+ * wr_mu not held.
  */
 static void seal_sync(gw_fair_sale_t *fs)
 {
     int rc = gw_fair__room_store_durable(fs);
     pthread_mutex_lock(&fs->wr_mu);
     fs->wr_seal_syncing = false;
-    if (rc != 0)
-        fs->wr_seal_unlogged = true;
+    gw_room_core_seal_synced(&fs->wr_core, rc == 0);
     pthread_mutex_unlock(&fs->wr_mu);
-}
-
-uint64_t gw_fair__place_jti(const cm_hash_key_t *key, uint64_t pos)
-{
-    uint64_t j = cm_hash_sip24(key, &pos, sizeof(pos));
-    return j ? j : 1;
-}
-
-/* The replay id of a place: one per place of this room, opaque outside. */
-static uint64_t place_jti(const gw_fair_sale_t *fs, uint64_t pos)
-{
-    return gw_fair__place_jti(&fs->wr_key, pos);
 }
 
 int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool take, int64_t now_ms,
@@ -291,88 +127,48 @@ int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool t
 {
     if (fs->f && fs->f->fleet)
         return gw_fair__room_fleet_join(fs, person, len, take, now_ms, starts_at_ms, out);
-    memset(out, 0, sizeof(*out));
-    int64_t now_s = now_ms / 1000;
-    int rc = 0;
+    gw_room_join_ev_t ev = {.person = person,
+                            .len = len,
+                            .take = take,
+                            .now_ms = now_ms,
+                            .starts_at_ms = starts_at_ms,
+                            .admitted_through = admitted_through};
+    gw_room_out_t recs;
     pthread_mutex_lock(&fs->wr_mu);
-    if (!atomic_load(&fs->wr_sealed)) {
-        if (starts_at_ms && now_ms < starts_at_ms) {
-            out->prequeue = true;
-            if (take)
-                rc = prequeue_add(fs, gw_wr_prequeue_key(&fs->wr_seed, person, len), person,
-                                  len, true);
-            pthread_mutex_unlock(&fs->wr_mu);
-            return rc;
-        }
-        prequeue_seal(fs, now_ms, starts_at_ms, true);
+    /* another thread's seal, in its fdatasync: nothing is answered from it yet */
+    int rc = fs->wr_seal_syncing ? CM_EAGAIN : gw_room_core_join(&fs->wr_core, &ev, out, &recs);
+    if (rc == GW_ROOM_SEAL) {
+        prequeue_seal(fs, now_ms, starts_at_ms);
         if (fs->wr_seal_syncing) { /* this join sealed: it syncs, then goes on */
             pthread_mutex_unlock(&fs->wr_mu);
             seal_sync(fs);
             pthread_mutex_lock(&fs->wr_mu);
         }
+        /* another thread's seal in its fdatasync meanwhile, or a reset */
+        rc = fs->wr_seal_syncing || !atomic_load(&fs->wr_core.sealed)
+                 ? CM_EAGAIN
+                 : gw_room_core_join(&fs->wr_core, &ev, out, &recs);
     }
-    /* another thread's seal, in its fdatasync (or a reset meanwhile) */
-    if (fs->wr_seal_syncing || !atomic_load(&fs->wr_sealed)) {
-        pthread_mutex_unlock(&fs->wr_mu);
-        return CM_EAGAIN;
-    }
-    int64_t *exp = NULL;
-    uint64_t tag = 0, next0 = atomic_load_explicit(&fs->wr_next, memory_order_relaxed);
-    uint64_t rank = fs->wr_npre ? gw_wr_prequeue_rank(fs->wr_pre, fs->wr_npre,
-                                                      gw_wr_prequeue_key(&fs->wr_seed, person, len))
-                                : 0;
-    /* a pre-queue place whose token expired unused is given up: the person
-     * joins at the back like a place of the table */
-    if (rank && (!fs->wr_pre_exp[rank - 1] || fs->wr_pre_exp[rank - 1] >= now_s)) {
-        out->pos = rank;
-        exp = &fs->wr_pre_exp[rank - 1];
-    } else {
-        tag = cm_hash_sip24(&fs->wr_key, person, len) | 1;
-        size_t b = (size_t)(tag >> 32) & (WR_PLACES - GW_WR_WAYS);
-        if (!fs->wr_places && take)
-            fs->wr_places = cm_xcalloc(WR_PLACES, sizeof(*fs->wr_places));
-        gw_wr_place_t *p =
-            fs->wr_places ? place_slot(fs->wr_places + b, tag, take, &fs->wr_next) : NULL;
-        if (p && p->exp_s && p->exp_s < now_s && take) {
-            p->pos = atomic_fetch_add_explicit(&fs->wr_next, 1, memory_order_relaxed) + 1;
-            p->exp_s = 0;
-        }
-        if (p) {
-            out->pos = p->pos;
-            exp = &p->exp_s;
-            /* a new place (here or at the back again): a failed line is logged
-             * by the store, and the place is then kept in memory only */
-            if (p->pos > next0) {
-                seal_relog(fs);
-                (void)gw_fair__room_store_line(fs, false, "P %016llx %llu",
-                                               (unsigned long long)tag,
-                                               (unsigned long long)p->pos);
-            }
-        }
-    }
-    if (exp && out->pos <= admitted_through && (!*exp || *exp >= now_s)) {
-        if (!*exp) {
-            *exp = now_s + GW_WR_TOKEN_TTL_S;
-            /* the expiry and so the token stay the same across a restart */
-            seal_relog(fs);
-            (void)gw_fair__room_store_line(fs, false, "A %016llx %llu %lld",
-                                           (unsigned long long)tag,
-                                           (unsigned long long)out->pos, (long long)*exp);
-        }
-        out->exp_s = *exp;
-        out->jti = place_jti(fs, out->pos);
+    if (rc == GW_ROOM_ANSWERED) {
+        /* a failed line is logged by the store: the place is kept in memory only */
+        (void)recs_write(fs, &recs);
+    } else if (rc == GW_ROOM_PREQUEUE) {
+        /* a new person's line before they are added: not written, not added */
+        rc = recs_write(fs, &recs) == 0 ? 0 : CM_EIO;
+    } else if (rc == CM_EAGAIN) {
+        memset(out, 0, sizeof(*out));
     }
     pthread_mutex_unlock(&fs->wr_mu);
-    return 0;
+    return rc;
 }
 
 void *gw_fair__room_json(gw_fair_sale_t *fs)
 {
     json_t *o = json_object();
     pthread_mutex_lock(&fs->wr_mu);
-    bool sealed = atomic_load(&fs->wr_sealed) && !fs->wr_seal_syncing;
+    bool sealed = atomic_load(&fs->wr_core.sealed) && !fs->wr_seal_syncing;
     json_object_set_new(o, "waiting_room_rate", json_integer(atomic_load(&fs->wr_rate)));
-    json_object_set_new(o, "prequeue_size", json_integer((json_int_t)fs->wr_npre));
+    json_object_set_new(o, "prequeue_size", json_integer((json_int_t)fs->wr_core.npre));
     json_object_set_new(o, "sealed", json_boolean(sealed));
     json_object_set_new(o, "hash", json_string("siphash-2-4"));
     if (sealed) {
@@ -380,17 +176,17 @@ void *gw_fair__room_json(gw_fair_sale_t *fs)
         gw_fair__seed_hex(&fs->wr_seed, hex);
         json_object_set_new(o, "seed", json_string(hex));
         char t[40];
-        cm_time_format_rfc3339(fs->wr_sealed_ms, t, sizeof(t));
+        cm_time_format_rfc3339(fs->wr_core.sealed_ms, t, sizeof(t));
         json_object_set_new(o, "sealed_at", json_string(t));
-        if (fs->wr_starts_ms) {
-            cm_time_format_rfc3339(fs->wr_starts_ms, t, sizeof(t));
+        if (fs->wr_core.starts_ms) {
+            cm_time_format_rfc3339(fs->wr_core.starts_ms, t, sizeof(t));
             json_object_set_new(o, "starts_at", json_string(t));
         }
     }
     pthread_mutex_unlock(&fs->wr_mu);
     json_object_set_new(o, "admitted_through",
-                        json_integer((json_int_t)(atomic_load(&fs->wr_front_milli) / 1000)));
-    json_object_set_new(o, "queued", json_integer((json_int_t)atomic_load(&fs->wr_next)));
+                        json_integer((json_int_t)(atomic_load(&fs->wr_core.front_milli) / 1000)));
+    json_object_set_new(o, "queued", json_integer((json_int_t)atomic_load(&fs->wr_core.next)));
     if (!fs->f || !fs->f->fleet) { /* one gateway's log (a fleet's room is Redis') */
         off_t len, synced;
         gw_fair__room_store_len(fs, &len, &synced);
@@ -434,10 +230,10 @@ void *gw_fair_room_persons_json(gw_fair_t *f, const char *sale_id, uint64_t curs
         }
     } else {
         pthread_mutex_lock(&fs->wr_mu);
-        sealed = atomic_load(&fs->wr_sealed) && !fs->wr_seal_syncing;
-        total = fs->wr_npre;
+        sealed = atomic_load(&fs->wr_core.sealed) && !fs->wr_seal_syncing;
+        total = fs->wr_core.npre;
         for (uint64_t i = cursor; sealed && i < total && i - cursor < limit; i++)
-            person_rank_add(arr, fs->wr_names + fs->wr_name_at[i], i + 1);
+            person_rank_add(arr, fs->wr_core.names + fs->wr_core.name_at[i], i + 1);
         gw_fair__seed_hex(&fs->wr_seed, hex);
         pthread_mutex_unlock(&fs->wr_mu);
     }
@@ -466,30 +262,12 @@ void *gw_fair_room_persons_json(gw_fair_t *f, const char *sale_id, uint64_t curs
 void gw_fair__room_reset(gw_fair_sale_t *fs)
 {
     pthread_mutex_lock(&fs->wr_mu);
-    if (fs->wr_places)
-        memset(fs->wr_places, 0, WR_PLACES * sizeof(*fs->wr_places));
-    free(fs->wr_pre);
-    free(fs->wr_pre_exp);
-    fs->wr_pre = NULL;
-    fs->wr_pre_exp = NULL;
-    free(fs->wr_names);
-    free(fs->wr_name_at);
-    fs->wr_names = NULL;
-    fs->wr_name_at = NULL;
-    fs->wr_names_len = fs->wr_names_cap = 0;
-    fs->wr_npre = fs->wr_pre_cap = 0;
-    fs->wr_sealed_ms = fs->wr_starts_ms = 0;
-    fs->wr_seal_unlogged = false;
     fs->wr_seal_syncing = false;
-    atomic_store(&fs->wr_sealed, false);
     gw_fair__room_keys(fs);
     /* a new log with the new keys from the next line on */
     if (gw_fair__room_store_drop(fs) != 0)
         cm_log_error("fair", "cannot remove the waiting-room log of a deleted sale",
                      "sale=%s err=%s", fs->sale_id, strerror(errno));
-    fs->wr_front_logged = 0;
-    atomic_store(&fs->wr_next, 0);
-    atomic_store(&fs->wr_front_milli, 0);
     atomic_store(&fs->wr_eff_milli, 0);
     fs->wr_last_ms = 0;
     fs->wr_fleet_ms = 0;
@@ -504,115 +282,34 @@ void gw_fair__room_keys(gw_fair_sale_t *fs)
         fs->wr_key = (cm_hash_key_t){0x9e3779b97f4a7c15ull, (uint64_t)(uintptr_t)fs};
     if (cm_hash_seed_random(&fs->wr_seed) != 0)
         fs->wr_seed = (cm_hash_key_t){0xbf58476d1ce4e5b9ull, (uint64_t)(uintptr_t)fs};
+    /* the room's state goes with the old keys */
+    gw_room_core_reset(&fs->wr_core, &fs->wr_key, &fs->wr_seed);
 }
 
 /*---- one gateway's room across a restart (the log: gw_room_store.c) ----*/
 
-/* Replay: the slot of the place table that tag's place at pos took (as
- * place_slot took it: the same slot, as the log is read in order). */
-static gw_wr_place_t *place_put(gw_fair_sale_t *fs, uint64_t tag, uint64_t pos)
-{
-    if (!fs->wr_places)
-        fs->wr_places = cm_xcalloc(WR_PLACES, sizeof(*fs->wr_places));
-    gw_wr_place_t *bucket = fs->wr_places + ((size_t)(tag >> 32) & (WR_PLACES - GW_WR_WAYS));
-    gw_wr_place_t *p = bucket;
-    for (size_t i = 0; i < GW_WR_WAYS; i++) {
-        if (bucket[i].tag == tag) {
-            p = bucket + i;
-            break;
-        }
-        if (bucket[i].pos < p->pos)
-            p = bucket + i;
-    }
-    *p = (gw_wr_place_t){.tag = tag, .pos = pos, .exp_s = 0};
-    return p;
-}
-
-/*
- * One line of the log, in the order written:
- *   K <key k0> <key k1> <seed k0> <seed k1>  the place key and the pre-queue seed (first)
- *   J <person>                a pre-queue join, before its answer
- *   S <sealed ms> <starts ms> the seal (fdatasync'd)
- *   P <tag> <pos>             a place given after the seal (tag: gw_wr_place_find's)
- *   A <tag> <pos> <exp s>     a place admitted: its token's expiry (tag 0: a pre-queue rank)
- *   F <front milli>           the admission front
- *   T <jti> <exp s> <fp>      an admission token claimed by a buy, before its reserve
- *   U <jti>                   the claim given back (the buy was not a new order's 202)
- * Hex fields are 16 digits. An unknown or malformed line is skipped.
- */
+/* One line of the log (gw_room_core_replay), in the order written. */
 static void room_apply(gw_fair_sale_t *fs, char *line)
 {
-    unsigned long long a = 0, b = 0, c = 0, d = 0;
-    long long e = 0;
-    int64_t now_s = cm_wall_ms() / 1000;
-    bool sealed = atomic_load(&fs->wr_sealed);
-    switch (line[0]) {
-    case 'K':
-        if (sscanf(line, "K %16llx %16llx %16llx %16llx", &a, &b, &c, &d) == 4) {
-            fs->wr_key = (cm_hash_key_t){a, b};
-            fs->wr_seed = (cm_hash_key_t){c, d};
-        }
-        break;
-    case 'J': {
-        const char *p = line + 2;
-        size_t len = strlen(p);
-        if (!sealed && line[1] == ' ' && inv_id_valid(p, len, INV_USER_ID_MAX))
-            (void)prequeue_add(fs, gw_wr_prequeue_key(&fs->wr_seed, p, len), p, len, false);
-        break;
-    }
-    case 'S':
-        if (!sealed && sscanf(line, "S %lld %llu", &e, &a) == 2)
-            prequeue_seal(fs, e, (int64_t)a, false);
-        break;
-    case 'P':
-        if (sealed && sscanf(line, "P %16llx %llu", &a, &b) == 2 && (a & 1) && b > fs->wr_npre) {
-            place_put(fs, a, b);
-            if (b > atomic_load(&fs->wr_next))
-                atomic_store(&fs->wr_next, b);
-        }
-        break;
-    case 'A':
-        if (!sealed || sscanf(line, "A %16llx %llu %lld", &a, &b, &e) != 3 || b == 0)
-            break;
-        if (a == 0 && b <= fs->wr_npre) {
-            fs->wr_pre_exp[b - 1] = e;
-        } else if (a && fs->wr_places) {
-            gw_wr_place_t *bk = fs->wr_places + ((size_t)(a >> 32) & (WR_PLACES - GW_WR_WAYS));
-            for (size_t i = 0; i < GW_WR_WAYS; i++)
-                if (bk[i].tag == a && bk[i].pos == b)
-                    bk[i].exp_s = e;
-        }
-        if (b * 1000 > atomic_load(&fs->wr_front_milli)) /* it was admitted */
-            atomic_store(&fs->wr_front_milli, b * 1000);
-        break;
-    case 'F':
-        if (sscanf(line, "F %llu", &a) == 1 && a > atomic_load(&fs->wr_front_milli))
-            atomic_store(&fs->wr_front_milli, a);
-        break;
-    case 'T':
-        if (sscanf(line, "T %16llx %lld %16llx", &a, &e, &b) == 3 && a && e >= now_s &&
-            gw_wr_spent_claim(&fs->wr_spent, a, e, b, now_s) == GW_WR_CLAIMED)
-            gw_wr_spent_settle(&fs->wr_spent, a, true);
-        break;
-    case 'U':
-        if (sscanf(line, "U %16llx", &a) == 1 && a)
-            gw_wr_spent_settle(&fs->wr_spent, a, false);
-        break;
-    default:
-        break;
+    pthread_mutex_lock(&fs->wr_spent.mu);
+    gw_room_core_replay(&fs->wr_core, &fs->wr_spent.slots, line, cm_wall_ms() / 1000);
+    pthread_mutex_unlock(&fs->wr_spent.mu);
+    if (line[0] == 'K') { /* the store writes the keys of a new log from these */
+        fs->wr_key = fs->wr_core.key;
+        fs->wr_seed = fs->wr_core.seed;
     }
 }
 
 void gw_fair__room_load(gw_fair_sale_t *fs)
 {
     size_t lines = gw_fair__room_store_read(fs, room_apply);
-    fs->wr_front_logged = atomic_load(&fs->wr_front_milli);
+    gw_room_core_loaded(&fs->wr_core);
     if (lines)
         cm_log_info("fair", "waiting room loaded",
                     "sale=%s prequeue=%zu sealed=%d places=%llu admitted_through=%llu", fs->sale_id,
-                    fs->wr_npre, (int)atomic_load(&fs->wr_sealed),
-                    (unsigned long long)atomic_load(&fs->wr_next),
-                    (unsigned long long)(atomic_load(&fs->wr_front_milli) / 1000));
+                    fs->wr_core.npre, (int)atomic_load(&fs->wr_core.sealed),
+                    (unsigned long long)atomic_load(&fs->wr_core.next),
+                    (unsigned long long)(atomic_load(&fs->wr_core.front_milli) / 1000));
 }
 
 /*---- spent admission tokens ----*/
@@ -638,57 +335,18 @@ void gw_wr_spent_clear(gw_wr_spent_t *s)
     pthread_mutex_unlock(&s->mu);
 }
 
-static gw_wr_spent_slot_t *spent_bucket(gw_wr_spent_t *s, uint64_t jti)
-{
-    size_t nb = GW_WR_SPENT_SLOTS / GW_WR_SPENT_WAYS;
-    return s->slots + (size_t)(jti % nb) * GW_WR_SPENT_WAYS;
-}
-
 int gw_wr_spent_claim(gw_wr_spent_t *s, uint64_t jti, int64_t exp_s, uint64_t fp, int64_t now_s)
 {
     pthread_mutex_lock(&s->mu);
-    if (!s->slots)
-        s->slots = cm_xcalloc(GW_WR_SPENT_SLOTS, sizeof(*s->slots));
-    gw_wr_spent_slot_t *b = spent_bucket(s, jti), *free_slot = NULL;
-    int rc = CM_EBUSY;
-    for (size_t i = 0; i < GW_WR_SPENT_WAYS; i++) {
-        gw_wr_spent_slot_t *e = b + i;
-        if (e->jti == jti) {
-            rc = fp && e->fp == fp ? GW_WR_REPLAY : GW_WR_SPENT;
-            free_slot = NULL;
-            break;
-        }
-        /* an expired token's id is free again: the token itself is refused as expired */
-        if (!free_slot && (!e->jti || e->exp_s < now_s))
-            free_slot = e;
-    }
-    if (free_slot) {
-        *free_slot = (gw_wr_spent_slot_t){.jti = jti, .exp_s = exp_s, .fp = fp, .spent = false};
-        rc = GW_WR_CLAIMED;
-    }
+    int rc = gw_room_spent_claim(&s->slots, jti, exp_s, fp, now_s);
     pthread_mutex_unlock(&s->mu);
     return rc;
-}
-
-/* gw_wr_spent_settle with s->mu held. */
-static void spent_settle_locked(gw_wr_spent_t *s, uint64_t jti, bool accepted)
-{
-    gw_wr_spent_slot_t *b = s->slots ? spent_bucket(s, jti) : NULL;
-    for (size_t i = 0; b && i < GW_WR_SPENT_WAYS; i++) {
-        if (b[i].jti != jti)
-            continue;
-        if (accepted)
-            b[i].spent = true;
-        else
-            b[i] = (gw_wr_spent_slot_t){0};
-        break;
-    }
 }
 
 void gw_wr_spent_settle(gw_wr_spent_t *s, uint64_t jti, bool accepted)
 {
     pthread_mutex_lock(&s->mu);
-    spent_settle_locked(s, jti, accepted);
+    gw_room_spent_settle(s->slots, jti, accepted);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -835,7 +493,7 @@ void gw_fair_admission_settle(gw_fair_t *f, const char *sale_id, uint64_t jti, u
     if (!accepted &&
         gw_fair__room_store_line(fs, false, "U %016llx", (unsigned long long)jti) != 0)
         accepted = true;
-    spent_settle_locked(&fs->wr_spent, jti, accepted);
+    gw_room_spent_settle(fs->wr_spent.slots, jti, accepted);
     pthread_mutex_unlock(&fs->wr_spent.mu);
 }
 
@@ -873,25 +531,25 @@ static void room_compact(gw_fair_sale_t *fs)
         return;
     }
     cm_hash_key_t key = fs->wr_key, seed = fs->wr_seed;
-    bool sealed = atomic_load(&fs->wr_sealed);
-    int64_t sealed_ms = fs->wr_sealed_ms, starts_ms = fs->wr_starts_ms;
-    uint64_t front = atomic_load(&fs->wr_front_milli);
-    size_t npre = fs->wr_npre, nplaces = 0, nspent = 0;
-    char *names = npre ? cm_xmalloc(fs->wr_names_len) : NULL;
+    bool sealed = atomic_load(&fs->wr_core.sealed);
+    int64_t sealed_ms = fs->wr_core.sealed_ms, starts_ms = fs->wr_core.starts_ms;
+    uint64_t front = atomic_load(&fs->wr_core.front_milli);
+    size_t npre = fs->wr_core.npre, nplaces = 0, nspent = 0;
+    char *names = npre ? cm_xmalloc(fs->wr_core.names_len) : NULL;
     uint32_t *name_at = npre ? cm_xmalloc(npre * sizeof(*name_at)) : NULL;
     int64_t *pre_exp = sealed && npre ? cm_xmalloc(npre * sizeof(*pre_exp)) : NULL;
     if (npre) {
-        memcpy(names, fs->wr_names, fs->wr_names_len);
-        memcpy(name_at, fs->wr_name_at, npre * sizeof(*name_at));
+        memcpy(names, fs->wr_core.names, fs->wr_core.names_len);
+        memcpy(name_at, fs->wr_core.name_at, npre * sizeof(*name_at));
     }
     if (pre_exp)
-        memcpy(pre_exp, fs->wr_pre_exp, npre * sizeof(*pre_exp));
+        memcpy(pre_exp, fs->wr_core.pre_exp, npre * sizeof(*pre_exp));
     gw_wr_place_t *places = NULL;
-    if (fs->wr_places) {
-        places = cm_xmalloc(WR_PLACES * sizeof(*places));
-        for (size_t i = 0; i < WR_PLACES; i++)
-            if (fs->wr_places[i].tag)
-                places[nplaces++] = fs->wr_places[i];
+    if (fs->wr_core.places) {
+        places = cm_xmalloc(GW_ROOM_PLACES * sizeof(*places));
+        for (size_t i = 0; i < GW_ROOM_PLACES; i++)
+            if (fs->wr_core.places[i].tag)
+                places[nplaces++] = fs->wr_core.places[i];
     }
     gw_wr_spent_slot_t *spent = NULL;
     if (fs->wr_spent.slots) {
@@ -1004,24 +662,20 @@ void gw_fair__rooms_tick(gw_fair_t *f, int64_t now)
         room_compact(fs);
         if (!s || (info.starts_at_ms && now < info.starts_at_ms) || dt <= 0)
             continue; /* admissions start with the sale */
-        if (!atomic_load(&fs->wr_sealed)) {
+        if (!atomic_load(&fs->wr_core.sealed)) {
             pthread_mutex_lock(&fs->wr_mu);
-            bool sealer = !atomic_load(&fs->wr_sealed);
+            bool sealer = !atomic_load(&fs->wr_core.sealed);
             if (sealer)
-                prequeue_seal(fs, now, info.starts_at_ms, true);
+                prequeue_seal(fs, now, info.starts_at_ms);
             sealer = sealer && fs->wr_seal_syncing;
             pthread_mutex_unlock(&fs->wr_mu);
             if (sealer)
                 seal_sync(fs);
         }
-        uint64_t front = atomic_load(&fs->wr_front_milli) + (uint64_t)(eff * (double)dt);
-        uint64_t ahead = (atomic_load(&fs->wr_next) + (uint64_t)eff) * 1000;
-        front = front < ahead ? front : ahead;
-        atomic_store(&fs->wr_front_milli, front);
-        /* the front as the restart's floor: a line when it passed another
-         * place, at most one a tick */
-        if (front / 1000 > fs->wr_front_logged / 1000 &&
-            gw_fair__room_store_line(fs, false, "F %llu", (unsigned long long)front) == 0)
-            fs->wr_front_logged = front;
+        gw_room_out_t recs;
+        pthread_mutex_lock(&fs->wr_mu);
+        gw_room_core_tick(&fs->wr_core, eff, dt, &recs);
+        (void)recs_write(fs, &recs);
+        pthread_mutex_unlock(&fs->wr_mu);
     }
 }

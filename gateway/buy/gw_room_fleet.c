@@ -89,7 +89,7 @@ static void seed_offer(const gw_fair_sale_t *fs, const cm_hash_key_t *seed, char
 {
     hex[0] = '-';
     gw_fair__seed_hex(seed, hex + 1);
-    if (!fs->wr_sealed_ms)
+    if (!fs->wr_core.sealed_ms)
         memmove(hex, hex + 1, 33);
 }
 
@@ -161,15 +161,15 @@ static void state_copy(gw_fair_sale_t *fs, const gw_fair_redis_room_state_t *st,
     pthread_mutex_lock(&fs->wr_mu);
     if (seeded)
         fs->wr_seed = k;
-    fs->wr_npre = st->npre;
-    if (st->sealed_ms && !fs->wr_sealed_ms)
+    fs->wr_core.npre = st->npre;
+    if (st->sealed_ms && !fs->wr_core.sealed_ms)
         cm_log_info("fair", "waiting room pre-queue sealed (fleet)", "sale=%s persons=%llu",
                     fs->sale_id, (unsigned long long)st->npre);
-    fs->wr_sealed_ms = st->sealed_ms;
-    fs->wr_starts_ms = st->sealed_ms ? starts_at_ms : 0;
-    atomic_store(&fs->wr_sealed, st->sealed_ms != 0);
-    atomic_store(&fs->wr_next, st->next);
-    atomic_store(&fs->wr_front_milli, st->front_milli);
+    fs->wr_core.sealed_ms = st->sealed_ms;
+    fs->wr_core.starts_ms = st->sealed_ms ? starts_at_ms : 0;
+    atomic_store(&fs->wr_core.sealed, st->sealed_ms != 0);
+    atomic_store(&fs->wr_core.next, st->next);
+    atomic_store(&fs->wr_core.front_milli, st->front_milli);
     pthread_mutex_unlock(&fs->wr_mu);
 }
 

@@ -1,0 +1,186 @@
+/*
+ * One gateway's waiting room: its decisions without I/O (docs/design.md,
+ * "The waiting room's core"). Every rule of the room is in gw_room_core.c:
+ *
+ *   PRE-QUEUE  before the start a join adds the person's keyed hash
+ *              (gw_wr_prequeue_key under the seed) to a set: once each, at
+ *              most GW_WR_PREQUEUE_MAX; its "J" record before it is added
+ *   SEAL       at the start (the first join or tick at or after it) the set
+ *              is sorted: a person's rank is their key's place in that
+ *              order, and the first later arrival takes the place after the
+ *              last rank; its "S" record, made durable before any rank is
+ *              answered from it
+ *   PLACES     from the seal, a pre-queue person holds their rank, anyone
+ *              else a place at the back kept in a bounded table (a "P"
+ *              record per new place); a place whose admission token expired
+ *              unused is given up: its person joins at the back again
+ *   ADMISSION  a place at or before the front is admitted once: its token's
+ *              expiry is fixed at the first admission ("A" record) and the
+ *              same token is answered until it expires
+ *   FRONT      each tick moves the front by rate x elapsed time, never more
+ *              than one second of admissions ahead of the places given ("F"
+ *              record when it passed another place)
+ *   TOKENS     a buy claims its token's replay id once ("T" record before
+ *              the reserve); a buy that made no order gives it back ("U")
+ *
+ * A restart reads the records back (gw_room_core_replay) into the same state.
+ * The shell (gw_room.c) holds the room's lock, writes the records through the
+ * room's log (gw_room_store.c) and runs its fdatasync; the simulator
+ * (sim/sim_room.c) runs this same code on a simulated disk, and
+ * tests/unit/gateway/buy/test_gw_room_core.c drives it alone. No syscall, lock
+ * or clock read: the time comes in each event. The tables grow with
+ * cm_xmalloc (aborts on OOM, as the server's allocations do).
+ */
+#ifndef GW_ROOM_CORE_H
+#define GW_ROOM_CORE_H
+
+#include "common/cm_hash.h"
+#include "gateway/buy/gw_fair.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * The places the room gave, by user, so that a user who joins again gets the
+ * place they hold instead of a new one at the back. Bounded: a fixed table of
+ * GW_ROOM_PLACES slots (24 bytes each) in buckets of GW_WR_WAYS
+ * (gw_wr_place_find). The per-IP and per-user limiters bound how fast anyone
+ * can push places out.
+ */
+#define GW_ROOM_PLACES 65536
+
+/* A room's state. next, front_milli and sealed are read without the shell's
+ * lock (the queue page, the view); everything else under it. */
+typedef struct gw_room_core {
+    cm_hash_key_t key;            /* the place tags' and replay ids' key */
+    cm_hash_key_t seed;           /* the pre-queue's order; secret until the seal */
+    _Atomic uint64_t next;        /* positions given */
+    _Atomic uint64_t front_milli; /* admitted through (thousandths of a position) */
+    atomic_bool sealed;
+    uint64_t front_logged; /* the front of the last "F" record written */
+    gw_wr_place_t *places; /* GW_ROOM_PLACES slots, allocated at the first place */
+    /* The pre-queue: the keys of the persons who joined before the start, an
+     * open-addressing set of pre_cap slots (0 = empty) until the seal, then
+     * npre of them sorted, with each one's admission token expiry in pre_exp
+     * (0 = not admitted yet). */
+    uint64_t *pre;
+    int64_t *pre_exp;
+    size_t npre, pre_cap;
+    int64_t sealed_ms;  /* when the pre-queue was sealed, 0 = not yet */
+    int64_t starts_ms;  /* the sale's start it was sealed at */
+    bool seal_unlogged; /* the seal's record was not written (or not synced):
+                         * written again before the next P or A record */
+    /* The pre-queue's persons for the admin's export: each NUL-terminated in
+     * names, name_at[i] the offset of the i-th, in joining order until the
+     * seal, then in rank order. */
+    char *names;
+    size_t names_len, names_cap;
+    uint32_t *name_at;
+} gw_room_core_t;
+
+/* A record of the room's log (the letters of gw_room.c's log grammar). */
+typedef enum {
+    GW_ROOM_REC_J = 'J', /* person: a pre-queue join (key: its key) */
+    GW_ROOM_REC_S = 'S', /* a = sealed ms, b = starts ms */
+    GW_ROOM_REC_P = 'P', /* a = tag, b = pos */
+    GW_ROOM_REC_A = 'A', /* a = tag (0: a pre-queue rank), b = pos, c = exp s */
+    GW_ROOM_REC_F = 'F', /* a = front milli */
+} gw_room_rec_kind_t;
+
+typedef struct gw_room_rec {
+    gw_room_rec_kind_t kind;
+    uint64_t a, b;
+    int64_t c;
+    const char *person; /* J: borrowed from the event */
+    size_t len;
+} gw_room_rec_t;
+
+/* The records a step asks the shell to write, in order. */
+#define GW_ROOM_OUT_MAX 2
+typedef struct gw_room_out {
+    gw_room_rec_t rec[GW_ROOM_OUT_MAX];
+    size_t nrec;
+    bool sync; /* the seal: fdatasync its record before answering from it */
+} gw_room_out_t;
+
+/* A join (take) or a look at the room. */
+typedef struct gw_room_join_ev {
+    const char *person;
+    size_t len;
+    bool take;
+    int64_t now_ms;
+    int64_t starts_at_ms;      /* the sale's start, 0 = none */
+    uint64_t admitted_through; /* the front the caller admits through */
+} gw_room_join_ev_t;
+
+/* What gw_room_core_join decided (>= 0), besides its answer. */
+enum {
+    GW_ROOM_ANSWERED = 0, /* answered: write out's records (places, admissions) */
+    GW_ROOM_PREQUEUE = 1, /* before the start: out->rec[0] is a new person's J record
+                           * (write it, then gw_room_core_written) or out is empty */
+    GW_ROOM_SEAL = 2,     /* at or after the start, not sealed: seal first */
+};
+
+void gw_room_core_init(gw_room_core_t *c);
+/* Frees the tables; the core is as after _init. */
+void gw_room_core_deinit(gw_room_core_t *c);
+/* Empties the room (a deleted sale) with new keys. */
+void gw_room_core_reset(gw_room_core_t *c, const cm_hash_key_t *key, const cm_hash_key_t *seed);
+
+/*
+ * A join or a look. Fills *answer; returns GW_ROOM_ANSWERED (out: the P and A
+ * records to write, the seal's again first if it was not written:
+ * gw_room_core_relog), GW_ROOM_PREQUEUE, GW_ROOM_SEAL (nothing done: call
+ * gw_room_core_seal, then this again) or CM_EBUSY (the pre-queue is full).
+ */
+int gw_room_core_join(gw_room_core_t *c, const gw_room_join_ev_t *ev, gw_wr_join_t *answer,
+                      gw_room_out_t *out);
+/* A record the shell wrote (ok) or failed to write: a J adds its person, an S
+ * that failed is written again before the next place's, an F is the front
+ * logged. */
+void gw_room_core_written(gw_room_core_t *c, const gw_room_rec_t *rec, bool ok);
+/* Before writing rec: true (and *s, the seal's record) when the seal's record
+ * must be written first (a restart reads P and A records only after it). */
+bool gw_room_core_relog(const gw_room_core_t *c, const gw_room_rec_t *rec, gw_room_rec_t *s);
+/* The seal at now_ms (the sale starting at starts_ms): out gets the S record
+ * and sync when anyone was ranked (an empty pre-queue ranks nobody: the next
+ * sync covers its record before any P record after it). */
+void gw_room_core_seal(gw_room_core_t *c, int64_t now_ms, int64_t starts_ms, gw_room_out_t *out);
+/* The seal's fdatasync returned: a failure is treated as a failed record. */
+void gw_room_core_seal_synced(gw_room_core_t *c, bool ok);
+/* A tick of a sealed room: the front moves by eff_per_s over dt_ms, at most
+ * one second of admissions past the places given; out: an F record when it
+ * passed another place. */
+void gw_room_core_tick(gw_room_core_t *c, double eff_per_s, int64_t dt_ms, gw_room_out_t *out);
+
+/* The end of a restart's replay: the front read back is the one logged. */
+void gw_room_core_loaded(gw_room_core_t *c);
+
+/* One record of the log, formatted as the log's line (no newline). Returns
+ * snprintf's count. */
+int gw_room_rec_format(const gw_room_rec_t *rec, char *buf, size_t len);
+
+/*
+ * A restart: one line of the log, in the order written (a K first; an
+ * unknown or malformed line is skipped). T and U lines act on the spent
+ * table's slots (*spent, allocated at the first claim; the caller holds its
+ * lock if others can see it).
+ */
+void gw_room_core_replay(gw_room_core_t *c, gw_wr_spent_slot_t **spent, const char *line,
+                         int64_t now_s);
+
+/*
+ * The spent tokens' decisions (gw_wr_spent_claim, gw_wr_spent_settle) on the
+ * table's slots (*slots allocated at the first claim); the caller holds the
+ * table's lock.
+ */
+int gw_room_spent_claim(gw_wr_spent_slot_t **slots, uint64_t jti, int64_t exp_s, uint64_t fp,
+                        int64_t now_s);
+void gw_room_spent_settle(gw_wr_spent_slot_t *slots, uint64_t jti, bool accepted);
+
+/* The replay id of the place at pos in a room keyed key (never 0). */
+uint64_t gw_fair__place_jti(const cm_hash_key_t *key, uint64_t pos);
+
+#endif
