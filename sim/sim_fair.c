@@ -530,6 +530,12 @@ static void do_draw(fw_t *w)
         }
         if (out.actions & GW_FAIR_DO_SET_STATE)
             w->state[out.entry] = out.state;
+        /* the stock ran out: its record (this world's draw is not cut by a
+         * crash; sim_world.c's lottery runs that record's faults) */
+        if (out.actions & GW_FAIR_DO_LOG_SOLD_OUT) {
+            ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_SOLD_OUT_LOGGED, .rc = 0};
+            gw_fair_core_step(&c, &ev, closes, &out);
+        }
     }
     ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = 0};
     gw_fair_core_step(&c, &ev, closes, &out);
