@@ -97,7 +97,8 @@ ID_TOKENS = 60000  # jwt-acc's tokens (valgrind answers ~100/s); warm-up and run
 
 # room-buy's tokens: the warm-up's and the run's (under the spent table's 262,144, far from
 # a full bucket of 16), and how long their fetch may take (a token lives 120 s from its join)
-ROOM_TOKENS = (4000, 56000)
+# (PROFILE_ROOM_TOKENS=W,R sets them: a calls run, ~100 answers/s under valgrind, needs few)
+ROOM_TOKENS = tuple(int(x) for x in os.environ.get("PROFILE_ROOM_TOKENS", "4000,56000").split(","))
 ROOM_FETCH_MAX_S = 80
 # the answer each fairness case must give (wrklua.KINDS_LUA's kind), at least KIND_SHARE of them
 FAIR_KIND = {"lot-entry": "202-entered", "room-buy": "202-queued"}
