@@ -308,8 +308,13 @@ int gw_fair__conf_save(gw_fair_t *f);
 /* The slot of a sale, whatever its window and rate; NULL if none. Lock-free. */
 gw_fair_sale_t *gw_fair__slot_find(gw_fair_t *f, const char *sale_id);
 
-/*---- gw_fair.c: the configuration, open/close, the tick ----*/
+/*---- gw_fair_slot.c: a sale's slot, created, updated, reset ----*/
 
+/* A new slot for the sale, with its locks, room keys and no log open yet (not in f->sales). */
+gw_fair_sale_t *gw_fair__sale_new(gw_fair_t *f, const char *sale_id);
+/* CM_EINVAL with the reason in errbuf: the lottery has entries and no draw, its window may
+ * not change. */
+int gw_fair__busy_refusal(const char *sale_id, char *errbuf, size_t errlen);
 /* Empties a deleted sale's lottery and waiting room (see its definition for the locks). */
 int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs);
 /* Whether the lottery is past its close here. fs->mu held. */

@@ -56,7 +56,6 @@ gateway/ctl common inventory queue settle identity loadtest sim'
 # A cycle found must lie within one entry's files.
 FILE_CYCLES='
 gateway/edge: gw_conn.c gw_h1.c | one connection state machine in two files: the guard asks the HTTP/1.1 layer for the socket and to kill it, the layer tells the guard each state change
-gateway/buy: gw_fair.c gw_fair_fleet.c gw_lottery.c gw_waitlist_fleet.c | the tick draws and promotes, the fleet draw and the fleet waitlist read the configuration and the lottery marks its entries in the fleet, until fairness is one state machine with one store; the per-sale tables and log are below them all (gw_fair_table.c), and the sale path is out of it (a winner becomes an order through gw_accept.h)
 '
 
 # " from:to ..." for every use LAYERS allows, read once (no process per include)
