@@ -1,7 +1,9 @@
 /*
  * Fair start: what the lottery, the waiting room and the fleet draw share: the
- * per-sale tables and entry log, the configuration, open/close, the lottery
- * thread's tick and the admin calls (see gw_fair.h for the rules).
+ * configuration, open/close, the lottery thread's tick and the admin calls
+ * (see gw_fair.h for the rules). A sale's slot (its creation, update and
+ * reset) is in gw_fair_slot.c and the per-sale tables and the entry log in
+ * gw_fair_table.c, below the files that call them.
  */
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
@@ -33,325 +35,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/*---- per-sale tables ----*/
-
-uint64_t gw_fair__hash_str(const gw_fair_sale_t *fs, const char *s)
-{
-    return cm_hash_sip24(&fs->secret, s, strlen(s));
-}
-
-/*
- * The Idempotency-Key as the entry log and the fleet push write it: "-" for
- * none (a token cannot be empty), and a key that is itself "-" (valid: one
- * visible character) is followed by a marker field "k", or it would come back
- * as no key. Lines and values without the marker read as before, so older
- * logs and older gateways' pushes still load (their "-" was always none).
- */
-const char *gw_fair__idem_out(const char *idem)
-{
-    return idem[0] ? idem : "-";
-}
-
-const char *gw_fair__idem_mark(const char *idem)
-{
-    return strcmp(idem, "-") == 0 ? " k" : "";
-}
-
-/* Turns the field read back into the key: "-" without the marker is none. */
-void gw_fair__idem_in(char *idem, int nfields, int want, const char *mark)
-{
-    if (strcmp(idem, "-") == 0 && !(nfields == want && strcmp(mark, "k") == 0))
-        idem[0] = '\0';
-}
-
-static void table_insert(uint32_t *t, size_t cap, uint64_t h, uint32_t idx)
-{
-    size_t m = cap - 1;
-    for (size_t i = h & m;; i = (i + 1) & m)
-        if (!t[i]) {
-            t[i] = idx + 1;
-            return;
-        }
-}
-
-static void tables_grow(gw_fair_sale_t *fs)
-{
-    size_t cap = fs->tcap ? fs->tcap * 2 : 1024;
-    free(fs->by_user);
-    free(fs->by_id);
-    fs->by_user = cm_xcalloc(cap, sizeof(uint32_t));
-    fs->by_id = cm_xcalloc(cap, sizeof(uint32_t));
-    fs->tcap = cap;
-    for (size_t i = 0; i < fs->n; i++) {
-        table_insert(fs->by_user, cap, fs->v[i].key, (uint32_t)i);
-        table_insert(fs->by_id, cap, gw_fair__hash_str(fs, fs->v[i].order_id), (uint32_t)i);
-    }
-}
-
-entry_t *gw_fair__find_user(gw_fair_sale_t *fs, const char *person, uint64_t key)
-{
-    if (!fs->tcap)
-        return NULL;
-    size_t m = fs->tcap - 1;
-    for (size_t i = key & m; fs->by_user[i]; i = (i + 1) & m) {
-        entry_t *e = &fs->v[fs->by_user[i] - 1];
-        if (e->key == key && strcmp(e->person, person) == 0)
-            return e;
-    }
-    return NULL;
-}
-
-/* A person id never starts with '@' ([A-Za-z0-9._-]), nor do the other
- * fields that may follow the key in the log and the push ("k", a node id), so
- * a field "@..." past the key is the person; a reader that predates it stops
- * before it. */
-const char *gw_fair__person_out(const entry_t *e, char *buf, size_t cap)
-{
-    if (!e->person[0] || strcmp(e->person, e->user_id) == 0)
-        return "";
-    snprintf(buf, cap, " @%s", e->person);
-    return buf;
-}
-
-void gw_fair__person_in(entry_t *e, const char *line, int first)
-{
-    memcpy(e->person, e->user_id, sizeof(e->person));
-    const char *p = line;
-    for (int i = 0; *p; i++) {
-        size_t n = strcspn(p, " \r\n");
-        if (i >= first && n > 1 && p[0] == '@' && inv_id_valid(p + 1, n - 1, INV_USER_ID_MAX)) {
-            memcpy(e->person, p + 1, n - 1);
-            e->person[n - 1] = '\0';
-            return;
-        }
-        p += n;
-        p += strspn(p, " \r\n");
-    }
-}
-
-entry_t *gw_fair__find_id(gw_fair_sale_t *fs, const char *order_id)
-{
-    if (!fs->tcap)
-        return NULL;
-    size_t m = fs->tcap - 1;
-    for (size_t i = gw_fair__hash_str(fs, order_id) & m; fs->by_id[i]; i = (i + 1) & m) {
-        entry_t *e = &fs->v[fs->by_id[i] - 1];
-        if (strcmp(e->order_id, order_id) == 0)
-            return e;
-    }
-    return NULL;
-}
-
-/* Adds an entry to the vector and the tables (fs->mu held or single-threaded). */
-entry_t *gw_fair__entry_add(gw_fair_sale_t *fs, const entry_t *e)
-{
-    if ((fs->n + 1) * 2 > fs->tcap)
-        tables_grow(fs);
-    if (fs->n == fs->cap) {
-        fs->cap = fs->cap ? fs->cap * 2 : 1024;
-        fs->v = cm_xrealloc(fs->v, fs->cap * sizeof(*fs->v));
-    }
-    entry_t *d = &fs->v[fs->n];
-    *d = *e;
-    table_insert(fs->by_user, fs->tcap, d->key, (uint32_t)fs->n);
-    table_insert(fs->by_id, fs->tcap, gw_fair__hash_str(fs, d->order_id), (uint32_t)fs->n);
-    fs->n++;
-    return d;
-}
-
-/*---- files ----*/
-
-void gw_fair__log_path(gw_fair_t *f, const char *sale_id, char *out, size_t cap)
-{
-    snprintf(out, cap, "%s/%s.log", f->dir, sale_id);
-}
-
-int gw_fair__log_open(gw_fair_t *f, gw_fair_sale_t *fs)
-{
-    if (fs->fd >= 0)
-        return 0;
-    char path[700];
-    gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
-    fs->fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644); /* read: the recovery */
-    if (fs->fd < 0)
-        return CM_EIO;
-    /* a torn frame goes first (the load cut it, unless a write since failed and its
-     * cut-off too); a line log the load could not convert gets no frame after it */
-    off_t len = 0;
-    if (cm_journal_attach(fs->fd, path, &len) != 0) {
-        close(fs->fd);
-        fs->fd = -1;
-        return CM_EIO;
-    }
-    fs->log_len = len;
-    return 0;
-}
-
-/* Appends whole lines, each one frame of the journal, with one write(2) (fs->mu
- * held or single-threaded). */
-int gw_fair__log_line(gw_fair_sale_t *fs, const char *line, size_t len, bool sync)
-{
-    cm_journal_buf_t frames = {0};
-    for (const char *p = line, *end = line + len; p < end;) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
-        (void)cm_journal_buf_add(&frames, p, l); /* a line is far below the record limit */
-        p += l + 1;
-    }
-    ssize_t w = write(fs->fd, frames.p, frames.len);
-    bool whole = w == (ssize_t)frames.len;
-    cm_journal_buf_free(&frames);
-    if (!whole) {
-        /* A short write (a full disk) left part of a frame: the load would cut
-         * the file there, losing the lines appended after it, though answered.
-         * Cut it off; if that fails too, no more lines. */
-        if (w > 0 && ftruncate(fs->fd, fs->log_len) != 0) {
-            cm_log_error("fair", "cannot cut a torn line off the entry log", "sale=%s err=%s",
-                         fs->sale_id, strerror(errno));
-            close(fs->fd);
-            fs->fd = -1;
-        }
-        return CM_EIO;
-    }
-    fs->log_len += (off_t)w;
-    if (sync && fdatasync(fs->fd) != 0)
-        return CM_EIO;
-    return 0;
-}
-
-/* Rewrites fair.json (tmp, fsync, rename). f->mu held. */
-int gw_fair__conf_save(gw_fair_t *f)
-{
-    json_t *arr = json_array();
-    size_t n = atomic_load(&f->n);
-    for (size_t i = 0; i < n; i++) {
-        gw_fair_sale_t *fs = f->sales[i];
-        char k0[24], k1[24];
-        snprintf(k0, sizeof(k0), "%016llx", (unsigned long long)fs->secret.k0);
-        snprintf(k1, sizeof(k1), "%016llx", (unsigned long long)fs->secret.k1);
-        json_t *o = json_pack("{s:s,s:I,s:I,s:s,s:s,s:I}", "sale_id", fs->sale_id, "window_ms",
-                              (json_int_t)atomic_load(&fs->window_ms), "early_ms",
-                              (json_int_t)atomic_load(&fs->early_ms), "k0", k0, "k1", k1,
-                              "waiting_room_rate", (json_int_t)atomic_load(&fs->wr_rate));
-        if (atomic_load(&fs->reg_opens_ms) > 0) { /* registration (gw_reg.h) */
-            json_object_set_new(o, "registration_opens_ms",
-                                json_integer(atomic_load(&fs->reg_opens_ms)));
-            json_object_set_new(o, "registration_closes_ms",
-                                json_integer(atomic_load(&fs->reg_closes_ms)));
-        }
-        json_array_append_new(arr, o);
-    }
-    json_t *root = json_pack("{s:o}", "sales", arr);
-    char path[700], tmp[710];
-    snprintf(path, sizeof(path), "%s/fair.json", f->srv->cfg->data_dir);
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    int rc = CM_EIO;
-    /* the per-sale secrets: owner only, as status.key and admin.token */
-    unlink(tmp);
-    int tfd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    FILE *fp = tfd >= 0 ? fdopen(tfd, "w") : NULL;
-    if (!fp && tfd >= 0)
-        close(tfd);
-    if (fp) {
-        bool ok = json_dumpf(root, fp, JSON_COMPACT) == 0 && fflush(fp) == 0 &&
-                  fdatasync(fileno(fp)) == 0;
-        ok = fclose(fp) == 0 && ok;
-        if (ok && rename(tmp, path) == 0)
-            rc = 0;
-    }
-    json_decref(root);
-    return rc;
-}
-
-static gw_fair_sale_t *sale_new(gw_fair_t *f, const char *sale_id)
-{
-    gw_fair_sale_t *fs = cm_xcalloc(1, sizeof(*fs));
-    fs->f = f;
-    snprintf(fs->sale_id, sizeof(fs->sale_id), "%s", sale_id);
-    gw_fair__room_keys(fs);
-    pthread_mutex_init(&fs->mu, NULL);
-    pthread_mutex_init(&fs->wr_mu, NULL);
-    pthread_mutex_init(&fs->reg_mu, NULL);
-    gw_wr_spent_init(&fs->wr_spent);
-    gw_fair__room_store_init(&fs->wr_store);
-    fs->fd = -1;
-    return fs;
-}
-
-gw_fair_sale_t *gw_fair__slot_find(gw_fair_t *f, const char *sale_id)
-{
-    size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(f->sales[i]->sale_id, sale_id) == 0)
-            return f->sales[i];
-    return NULL;
-}
-
-/*
- * Drops everything a lottery and a waiting room hold (entries, the draw, the
- * fleet flags, the places) and its entry log, and sets its window, early
- * acceptance and rate to 0: what a deleted sale leaves, so that a sale created
- * again under the id starts a new lottery. The slot itself stays (the buy path
- * reads it without a lock); with a window of 0 it is not a lottery. Caller
- * holds f->tick_mu (or is single-threaded) and f->mu; fs->mu and wr_mu are
- * taken here. Returns 0 or CM_EIO (the log could not be emptied).
- */
-int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs)
-{
-    atomic_store(&fs->window_ms, 0);
-    atomic_store(&fs->early_ms, 0);
-    atomic_store(&fs->wr_rate, 0);
-    pthread_mutex_lock(&fs->mu);
-    free(fs->v);
-    free(fs->by_user);
-    free(fs->by_id);
-    free(fs->perm);
-    free(fs->wl_bit);
-    fs->v = NULL;
-    fs->by_user = fs->by_id = NULL;
-    fs->perm = NULL;
-    fs->wl_bit = NULL;
-    atomic_store(&fs->wl_open, false);
-    fs->waitlisted = fs->promoted = 0;
-    fs->wl_head = 0;
-    fs->wl_ended = fs->wl_cut = false;
-    fs->wl_seen_left = fs->wl_seen_acc = 0;
-    fs->wl_seen_version = 0;
-    fs->wl_retry_ms = 0;
-    fs->wl_gen = 0;
-    fs->wl_polled_ms = 0;
-    fs->wl_giveback[0] = '\0';
-    fs->n = fs->cap = fs->tcap = 0;
-    gw_fair_core_init(&fs->core); /* a new lottery, taking entries */
-    fs->draw_started_ms = fs->draw_done_ms = fs->draw_retry_ms = 0;
-    fs->won_orders = fs->won_units = fs->lost = 0;
-    atomic_store(&fs->drawn, false);
-    atomic_store(&fs->duplicates, 0);
-    fs->pushed = fs->marked = false;
-    fs->mark_next = 0;
-    /* a new, empty log: the old lines (entries, seed, winners, end) must not load again */
-    if (fs->fd >= 0)
-        close(fs->fd);
-    fs->fd = -1;
-    char path[700];
-    gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
-    int rc = unlink(path) == 0 || errno == ENOENT ? gw_fair__log_open(f, fs) : CM_EIO;
-    pthread_mutex_unlock(&fs->mu);
-    if (gw_fair__reg_reset(f, fs) != 0)
-        rc = CM_EIO;
-    gw_fair__room_reset(fs);
-    if (rc)
-        cm_log_error("fair", "cannot empty the entry log of a deleted sale", "sale=%s err=%s",
-                     fs->sale_id, strerror(errno));
-    return rc;
-}
-
-/* Whether the lottery is past its close here (its entries pushed or drawn): a new secret from
- * the fleet then means a new lottery, not a re-key. fs->mu held. */
-bool gw_fair__past_close(gw_fair_sale_t *fs)
-{
-    return fs->closed || fs->seeded || atomic_load(&fs->drawn);
-}
 /*---- open / close ----*/
 
 static int mkdir_one(const char *p)
@@ -416,7 +99,7 @@ int gw_fair_open(gw_server_t *srv, gw_acceptor_t accept, char *errbuf, size_t er
         if (!id || !k0 || !k1 || !inv_id_valid(id, strlen(id), INV_SALE_ID_MAX) ||
             atomic_load(&f->n) == FAIR_MAX_SALES)
             continue;
-        gw_fair_sale_t *fs = sale_new(f, id);
+        gw_fair_sale_t *fs = gw_fair__sale_new(f, id);
         atomic_init(&fs->window_ms, json_integer_value(json_object_get(it, "window_ms")));
         atomic_init(&fs->early_ms, json_integer_value(json_object_get(it, "early_ms")));
         atomic_init(&fs->wr_rate, json_integer_value(json_object_get(it, "waiting_room_rate")));
@@ -607,88 +290,7 @@ static bool undrawn_entries(gw_fair_sale_t *fs)
     return busy;
 }
 
-static int busy_refusal(const char *sale_id, char *errbuf, size_t errlen)
-{
-    cm_errbuf_set(errbuf, errlen,
-                  "the lottery of sale %s has entries and no draw yet: its window cannot "
-                  "change now",
-                  sale_id);
-    return CM_EINVAL;
-}
-
 /*---- admin ----*/
-
-/* Recomputes every entry's key after the secret changed (fs->mu held). */
-static void rekey(gw_fair_sale_t *fs)
-{
-    for (size_t i = 0; i < fs->n; i++)
-        fs->v[i].key = gw_fair__hash_str(fs, fs->v[i].person);
-    fs->tcap /= 2; /* tables_grow doubles it back */
-    tables_grow(fs);
-}
-
-/*
- * Creates or updates a sale's lottery in the local table. secret NULL: keep
- * (or a random one for a new sale). f->mu held. Returns 0 or a cm_err_t.
- */
-int gw_fair__conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window_ms,
-                               int64_t early_ms, int64_t wr_rate, const cm_hash_key_t *secret,
-                               bool refuse_busy, char *errbuf, size_t errlen)
-{
-    gw_fair_sale_t *fs = gw_fair__slot_find(f, sale_id);
-    if (!fs && window_ms == 0 && wr_rate == 0)
-        return 0; /* nothing to remove */
-    bool changed = true;
-    if (fs) {
-        int64_t ow = atomic_load(&fs->window_ms), oe = atomic_load(&fs->early_ms);
-        pthread_mutex_lock(&fs->mu);
-        bool busy = fs->n > 0 && !atomic_load(&fs->drawn);
-        if (refuse_busy && busy && (ow != window_ms || oe != early_ms)) {
-            pthread_mutex_unlock(&fs->mu);
-            return busy_refusal(sale_id, errbuf, errlen);
-        }
-        bool rk = secret && (secret->k0 != fs->secret.k0 || secret->k1 != fs->secret.k1);
-        if (rk) {
-            fs->secret = *secret;
-            rekey(fs);
-        }
-        pthread_mutex_unlock(&fs->mu);
-        changed = rk || ow != window_ms || oe != early_ms || atomic_load(&fs->wr_rate) != wr_rate;
-        atomic_store(&fs->window_ms, window_ms);
-        atomic_store(&fs->early_ms, early_ms);
-        atomic_store(&fs->wr_rate, wr_rate);
-    } else {
-        if (atomic_load(&f->n) == FAIR_MAX_SALES) {
-            cm_errbuf_set(errbuf, errlen, "too many sales with a lottery (max %d)",
-                          FAIR_MAX_SALES);
-            return CM_EINVAL;
-        }
-        fs = sale_new(f, sale_id);
-        int rnd = 0;
-        if (secret)
-            fs->secret = *secret;
-        else
-            rnd = cm_hash_seed_random(&fs->secret);
-        if (rnd != 0 || gw_fair__log_open(f, fs) != 0) {
-            cm_errbuf_set(errbuf, errlen, "cannot set up the lottery of sale %s", sale_id);
-            pthread_mutex_destroy(&fs->mu);
-            if (fs->fd >= 0)
-                close(fs->fd);
-            free(fs);
-            return CM_EIO;
-        }
-        atomic_init(&fs->window_ms, window_ms);
-        atomic_init(&fs->early_ms, early_ms);
-        atomic_init(&fs->wr_rate, wr_rate);
-        f->sales[atomic_load(&f->n)] = fs;
-        atomic_fetch_add_explicit(&f->n, 1, memory_order_release);
-    }
-    if (changed && gw_fair__conf_save(f) != 0) {
-        cm_errbuf_set(errbuf, errlen, "cannot save the lottery configuration");
-        return CM_EIO;
-    }
-    return 0;
-}
 
 /* The ranges of a lottery's and a waiting room's settings. */
 static int range_check(int64_t window_ms, int64_t early_ms, int64_t wr_rate, char *errbuf,
@@ -793,7 +395,7 @@ int gw_fair_configure_check(gw_server_t *srv, const char *sale_id, int64_t start
             return CM_EBACKEND;
         }
     }
-    return busy ? busy_refusal(sale_id, errbuf, errlen) : 0;
+    return busy ? gw_fair__busy_refusal(sale_id, errbuf, errlen) : 0;
 }
 
 int gw_fair_configure(gw_server_t *srv, const char *sale_id, int64_t window_ms, int64_t early_ms,
@@ -818,7 +420,7 @@ int gw_fair_configure(gw_server_t *srv, const char *sale_id, int64_t window_ms, 
         if (fs0 && (w0 != window_ms || e0 != early_ms)) {
             /* refused before the fleet hears of it (gw_fair__conf_apply_locked checks again) */
             if (undrawn_entries(fs0))
-                return busy_refusal(sale_id, errbuf, errlen);
+                return gw_fair__busy_refusal(sale_id, errbuf, errlen);
         }
         rc = gw_fair__fleet_conf_put(f, sale_id, window_ms, early_ms, wr_rate, &secret, errbuf,
                                      errlen);

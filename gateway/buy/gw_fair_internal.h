@@ -272,7 +272,7 @@ static inline uint64_t gw_fair__rotl(uint64_t x, int k)
     return (x << k) | (x >> (64 - k));
 }
 
-/*---- gw_fair.c: the per-sale tables, the entry log, the configuration ----*/
+/*---- gw_fair_table.c: the per-sale tables, the entry log, fair.json, a slot by id ----*/
 
 /* SipHash of s under the sale's secret. fs->mu held or single-threaded (it may be re-keyed). */
 uint64_t gw_fair__hash_str(const gw_fair_sale_t *fs, const char *s);
@@ -291,6 +291,8 @@ const char *gw_fair__person_out(const entry_t *e, char *buf, size_t cap);
  * (past the key's), else to e->user_id. */
 void gw_fair__person_in(entry_t *e, const char *line, int first);
 entry_t *gw_fair__find_id(gw_fair_sale_t *fs, const char *order_id);
+/* Recomputes every entry's key and the tables after the secret changed (fs->mu held). */
+void gw_fair__tables_rekey(gw_fair_sale_t *fs);
 /* Adds a copy of e to the vector and the tables; returns it (fs->mu held or single-threaded). */
 entry_t *gw_fair__entry_add(gw_fair_sale_t *fs, const entry_t *e);
 /* The path of a sale's entry log. */
@@ -305,6 +307,14 @@ int gw_fair__log_line(gw_fair_sale_t *fs, const char *line, size_t len, bool syn
 int gw_fair__conf_save(gw_fair_t *f);
 /* The slot of a sale, whatever its window and rate; NULL if none. Lock-free. */
 gw_fair_sale_t *gw_fair__slot_find(gw_fair_t *f, const char *sale_id);
+
+/*---- gw_fair_slot.c: a sale's slot, created, updated, reset ----*/
+
+/* A new slot for the sale, with its locks, room keys and no log open yet (not in f->sales). */
+gw_fair_sale_t *gw_fair__sale_new(gw_fair_t *f, const char *sale_id);
+/* CM_EINVAL with the reason in errbuf: the lottery has entries and no draw, its window may
+ * not change. */
+int gw_fair__busy_refusal(const char *sale_id, char *errbuf, size_t errlen);
 /* Empties a deleted sale's lottery and waiting room (see its definition for the locks). */
 int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs);
 /* Whether the lottery is past its close here. fs->mu held. */
@@ -548,7 +558,7 @@ int gw_fair__fleet_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *
  * follows the others' promotions; ends the waitlist with the sale. Lottery thread. */
 void gw_fair__fleet_wl_tick(gw_fair_t *f, gw_fair_sale_t *fs);
 
-/* The inventory step of entry e's order in sale (gw_lottery.c): the person's
+/* The inventory step of entry e's order in sale (gw_fair_table.c): the person's
  * mark (inv.h), the entry's key, fingerprint, order id and qty. The draw and
  * the waitlist's promotions both reserve through it. */
 void gw_fair__entry_reserve_req(const entry_t *e, inv_sale_t *sale, inv_reserve_req_t *rq);

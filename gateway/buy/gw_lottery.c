@@ -793,17 +793,6 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
                 (long long)(fs->draw_done_ms - fs->draw_started_ms));
 }
 
-void gw_fair__entry_reserve_req(const entry_t *e, inv_sale_t *sale, inv_reserve_req_t *rq)
-{
-    memset(rq, 0, sizeof(*rq));
-    rq->sale = sale;
-    snprintf(rq->user_id, sizeof(rq->user_id), "%s", e->person); /* the mark: inv.h */
-    snprintf(rq->idem_key, sizeof(rq->idem_key), "%s", e->idem);
-    rq->raw_key_fp = e->key_fp;
-    snprintf(rq->order_id, sizeof(rq->order_id), "%s", e->order_id);
-    rq->qty = e->qty;
-}
-
 void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id)
 {
     gw_fair_sale_t *fs = f ? gw_fair__slot_find(f, sale_id) : NULL;

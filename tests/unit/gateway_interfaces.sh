@@ -56,7 +56,6 @@ gateway/ctl common inventory queue settle identity loadtest sim'
 # A cycle found must lie within one entry's files.
 FILE_CYCLES='
 gateway/edge: gw_conn.c gw_h1.c | one connection state machine in two files: the guard asks the HTTP/1.1 layer for the socket and to kill it, the layer tells the guard each state change
-gateway/buy: gw_fair.c gw_fair_fleet.c gw_lottery.c gw_reg.c gw_room.c gw_room_fleet.c gw_waitlist.c gw_waitlist_fleet.c | the fair-start files call each other (the tick draws, promotes and admits; the draw, room and waitlist share the per-sale tables, log and Redis connection) until fairness is one state machine with one store; the sale path is out of it (a winner becomes an order through gw_accept.h)
 '
 
 # " from:to ..." for every use LAYERS allows, read once (no process per include)

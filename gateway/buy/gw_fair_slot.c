@@ -1,0 +1,177 @@
+/*
+ * A sale's slot in the fairness table: its creation, its update from the
+ * admin or the fleet's configuration, and its reset when the sale is deleted.
+ * gw_fair.c (the admin calls, the load) and gw_fair_fleet.c (the fleet's
+ * configuration) both call these, and these call neither, so the two do not
+ * need each other (tests/unit/call_pairs.sh). Below: the tables and the log
+ * (gw_fair_table.c), the room's and registration's own resets.
+ */
+#include "gateway/buy/gw_fair.h"
+#include "gateway/buy/gw_fair_core.h"
+#include "gateway/buy/gw_fair_internal.h"
+
+#include "common/cm_alloc.h"
+#include "common/cm_err.h"
+#include "common/cm_hash.h"
+#include "common/cm_log.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The refusal of a window change while the lottery has entries and no draw. */
+int gw_fair__busy_refusal(const char *sale_id, char *errbuf, size_t errlen)
+{
+    cm_errbuf_set(errbuf, errlen,
+                  "the lottery of sale %s has entries and no draw yet: its window cannot "
+                  "change now",
+                  sale_id);
+    return CM_EINVAL;
+}
+
+gw_fair_sale_t *gw_fair__sale_new(gw_fair_t *f, const char *sale_id)
+{
+    gw_fair_sale_t *fs = cm_xcalloc(1, sizeof(*fs));
+    fs->f = f;
+    snprintf(fs->sale_id, sizeof(fs->sale_id), "%s", sale_id);
+    gw_fair__room_keys(fs);
+    pthread_mutex_init(&fs->mu, NULL);
+    pthread_mutex_init(&fs->wr_mu, NULL);
+    pthread_mutex_init(&fs->reg_mu, NULL);
+    gw_wr_spent_init(&fs->wr_spent);
+    gw_fair__room_store_init(&fs->wr_store);
+    fs->fd = -1;
+    return fs;
+}
+
+/*
+ * Drops everything a lottery and a waiting room hold (entries, the draw, the
+ * fleet flags, the places) and its entry log, and sets its window, early
+ * acceptance and rate to 0: what a deleted sale leaves, so that a sale created
+ * again under the id starts a new lottery. The slot itself stays (the buy path
+ * reads it without a lock); with a window of 0 it is not a lottery. Caller
+ * holds f->tick_mu (or is single-threaded) and f->mu; fs->mu and wr_mu are
+ * taken here. Returns 0 or CM_EIO (the log could not be emptied).
+ */
+int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    atomic_store(&fs->window_ms, 0);
+    atomic_store(&fs->early_ms, 0);
+    atomic_store(&fs->wr_rate, 0);
+    pthread_mutex_lock(&fs->mu);
+    free(fs->v);
+    free(fs->by_user);
+    free(fs->by_id);
+    free(fs->perm);
+    free(fs->wl_bit);
+    fs->v = NULL;
+    fs->by_user = fs->by_id = NULL;
+    fs->perm = NULL;
+    fs->wl_bit = NULL;
+    atomic_store(&fs->wl_open, false);
+    fs->waitlisted = fs->promoted = 0;
+    fs->wl_head = 0;
+    fs->wl_ended = fs->wl_cut = false;
+    fs->wl_seen_left = fs->wl_seen_acc = 0;
+    fs->wl_seen_version = 0;
+    fs->wl_retry_ms = 0;
+    fs->wl_gen = 0;
+    fs->wl_polled_ms = 0;
+    fs->wl_giveback[0] = '\0';
+    fs->n = fs->cap = fs->tcap = 0;
+    gw_fair_core_init(&fs->core); /* a new lottery, taking entries */
+    fs->draw_started_ms = fs->draw_done_ms = fs->draw_retry_ms = 0;
+    fs->won_orders = fs->won_units = fs->lost = 0;
+    atomic_store(&fs->drawn, false);
+    atomic_store(&fs->duplicates, 0);
+    fs->pushed = fs->marked = false;
+    fs->mark_next = 0;
+    /* a new, empty log: the old lines (entries, seed, winners, end) must not load again */
+    if (fs->fd >= 0)
+        close(fs->fd);
+    fs->fd = -1;
+    char path[700];
+    gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
+    int rc = unlink(path) == 0 || errno == ENOENT ? gw_fair__log_open(f, fs) : CM_EIO;
+    pthread_mutex_unlock(&fs->mu);
+    if (gw_fair__reg_reset(f, fs) != 0)
+        rc = CM_EIO;
+    gw_fair__room_reset(fs);
+    if (rc)
+        cm_log_error("fair", "cannot empty the entry log of a deleted sale", "sale=%s err=%s",
+                     fs->sale_id, strerror(errno));
+    return rc;
+}
+
+/* Whether the lottery is past its close here (its entries pushed or drawn): a new secret from
+ * the fleet then means a new lottery, not a re-key. fs->mu held. */
+bool gw_fair__past_close(gw_fair_sale_t *fs)
+{
+    return fs->closed || fs->seeded || atomic_load(&fs->drawn);
+}
+/*
+ * Creates or updates a sale's lottery in the local table. secret NULL: keep
+ * (or a random one for a new sale). f->mu held. Returns 0 or a cm_err_t.
+ */
+int gw_fair__conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window_ms,
+                               int64_t early_ms, int64_t wr_rate, const cm_hash_key_t *secret,
+                               bool refuse_busy, char *errbuf, size_t errlen)
+{
+    gw_fair_sale_t *fs = gw_fair__slot_find(f, sale_id);
+    if (!fs && window_ms == 0 && wr_rate == 0)
+        return 0; /* nothing to remove */
+    bool changed = true;
+    if (fs) {
+        int64_t ow = atomic_load(&fs->window_ms), oe = atomic_load(&fs->early_ms);
+        pthread_mutex_lock(&fs->mu);
+        bool busy = fs->n > 0 && !atomic_load(&fs->drawn);
+        if (refuse_busy && busy && (ow != window_ms || oe != early_ms)) {
+            pthread_mutex_unlock(&fs->mu);
+            return gw_fair__busy_refusal(sale_id, errbuf, errlen);
+        }
+        bool rk = secret && (secret->k0 != fs->secret.k0 || secret->k1 != fs->secret.k1);
+        if (rk) {
+            fs->secret = *secret;
+            gw_fair__tables_rekey(fs);
+        }
+        pthread_mutex_unlock(&fs->mu);
+        changed = rk || ow != window_ms || oe != early_ms || atomic_load(&fs->wr_rate) != wr_rate;
+        atomic_store(&fs->window_ms, window_ms);
+        atomic_store(&fs->early_ms, early_ms);
+        atomic_store(&fs->wr_rate, wr_rate);
+    } else {
+        if (atomic_load(&f->n) == FAIR_MAX_SALES) {
+            cm_errbuf_set(errbuf, errlen, "too many sales with a lottery (max %d)",
+                          FAIR_MAX_SALES);
+            return CM_EINVAL;
+        }
+        fs = gw_fair__sale_new(f, sale_id);
+        int rnd = 0;
+        if (secret)
+            fs->secret = *secret;
+        else
+            rnd = cm_hash_seed_random(&fs->secret);
+        if (rnd != 0 || gw_fair__log_open(f, fs) != 0) {
+            cm_errbuf_set(errbuf, errlen, "cannot set up the lottery of sale %s", sale_id);
+            pthread_mutex_destroy(&fs->mu);
+            if (fs->fd >= 0)
+                close(fs->fd);
+            free(fs);
+            return CM_EIO;
+        }
+        atomic_init(&fs->window_ms, window_ms);
+        atomic_init(&fs->early_ms, early_ms);
+        atomic_init(&fs->wr_rate, wr_rate);
+        f->sales[atomic_load(&f->n)] = fs;
+        atomic_fetch_add_explicit(&f->n, 1, memory_order_release);
+    }
+    if (changed && gw_fair__conf_save(f) != 0) {
+        cm_errbuf_set(errbuf, errlen, "cannot save the lottery configuration");
+        return CM_EIO;
+    }
+    return 0;
+}

@@ -1,0 +1,286 @@
+/*
+ * Fair start's bottom layer: the per-sale tables (entries by person and by
+ * order id), the entry log's path, open and append, fair.json's save, a sale's
+ * slot by id and an entry's reserve request. The lottery, the room,
+ * registration, the waitlist and their fleet twins call these; they call none
+ * of them back, so no two fairness files need each other for them
+ * (tests/unit/call_pairs.sh lists the pairs that remain).
+ */
+#include "gateway/buy/gw_fair_internal.h"
+
+#include "common/cm_alloc.h"
+#include "common/cm_err.h"
+#include "common/cm_hash.h"
+#include "common/cm_journal.h"
+#include "common/cm_log.h"
+#include "gateway/base/gw_base.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/*---- per-sale tables ----*/
+
+uint64_t gw_fair__hash_str(const gw_fair_sale_t *fs, const char *s)
+{
+    return cm_hash_sip24(&fs->secret, s, strlen(s));
+}
+
+/*
+ * The Idempotency-Key as the entry log and the fleet push write it: "-" for
+ * none (a token cannot be empty), and a key that is itself "-" (valid: one
+ * visible character) is followed by a marker field "k", or it would come back
+ * as no key. Lines and values without the marker read as before, so older
+ * logs and older gateways' pushes still load (their "-" was always none).
+ */
+const char *gw_fair__idem_out(const char *idem)
+{
+    return idem[0] ? idem : "-";
+}
+
+const char *gw_fair__idem_mark(const char *idem)
+{
+    return strcmp(idem, "-") == 0 ? " k" : "";
+}
+
+/* Turns the field read back into the key: "-" without the marker is none. */
+void gw_fair__idem_in(char *idem, int nfields, int want, const char *mark)
+{
+    if (strcmp(idem, "-") == 0 && !(nfields == want && strcmp(mark, "k") == 0))
+        idem[0] = '\0';
+}
+
+static void table_insert(uint32_t *t, size_t cap, uint64_t h, uint32_t idx)
+{
+    size_t m = cap - 1;
+    for (size_t i = h & m;; i = (i + 1) & m)
+        if (!t[i]) {
+            t[i] = idx + 1;
+            return;
+        }
+}
+
+static void tables_grow(gw_fair_sale_t *fs)
+{
+    size_t cap = fs->tcap ? fs->tcap * 2 : 1024;
+    free(fs->by_user);
+    free(fs->by_id);
+    fs->by_user = cm_xcalloc(cap, sizeof(uint32_t));
+    fs->by_id = cm_xcalloc(cap, sizeof(uint32_t));
+    fs->tcap = cap;
+    for (size_t i = 0; i < fs->n; i++) {
+        table_insert(fs->by_user, cap, fs->v[i].key, (uint32_t)i);
+        table_insert(fs->by_id, cap, gw_fair__hash_str(fs, fs->v[i].order_id), (uint32_t)i);
+    }
+}
+
+/* Recomputes every entry's key after the secret changed (fs->mu held). */
+void gw_fair__tables_rekey(gw_fair_sale_t *fs)
+{
+    for (size_t i = 0; i < fs->n; i++)
+        fs->v[i].key = gw_fair__hash_str(fs, fs->v[i].person);
+    fs->tcap /= 2; /* tables_grow doubles it back */
+    tables_grow(fs);
+}
+
+entry_t *gw_fair__find_user(gw_fair_sale_t *fs, const char *person, uint64_t key)
+{
+    if (!fs->tcap)
+        return NULL;
+    size_t m = fs->tcap - 1;
+    for (size_t i = key & m; fs->by_user[i]; i = (i + 1) & m) {
+        entry_t *e = &fs->v[fs->by_user[i] - 1];
+        if (e->key == key && strcmp(e->person, person) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+/* A person id never starts with '@' ([A-Za-z0-9._-]), nor do the other
+ * fields that may follow the key in the log and the push ("k", a node id), so
+ * a field "@..." past the key is the person; a reader that predates it stops
+ * before it. */
+const char *gw_fair__person_out(const entry_t *e, char *buf, size_t cap)
+{
+    if (!e->person[0] || strcmp(e->person, e->user_id) == 0)
+        return "";
+    snprintf(buf, cap, " @%s", e->person);
+    return buf;
+}
+
+void gw_fair__person_in(entry_t *e, const char *line, int first)
+{
+    memcpy(e->person, e->user_id, sizeof(e->person));
+    const char *p = line;
+    for (int i = 0; *p; i++) {
+        size_t n = strcspn(p, " \r\n");
+        if (i >= first && n > 1 && p[0] == '@' && inv_id_valid(p + 1, n - 1, INV_USER_ID_MAX)) {
+            memcpy(e->person, p + 1, n - 1);
+            e->person[n - 1] = '\0';
+            return;
+        }
+        p += n;
+        p += strspn(p, " \r\n");
+    }
+}
+
+entry_t *gw_fair__find_id(gw_fair_sale_t *fs, const char *order_id)
+{
+    if (!fs->tcap)
+        return NULL;
+    size_t m = fs->tcap - 1;
+    for (size_t i = gw_fair__hash_str(fs, order_id) & m; fs->by_id[i]; i = (i + 1) & m) {
+        entry_t *e = &fs->v[fs->by_id[i] - 1];
+        if (strcmp(e->order_id, order_id) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+/* Adds an entry to the vector and the tables (fs->mu held or single-threaded). */
+entry_t *gw_fair__entry_add(gw_fair_sale_t *fs, const entry_t *e)
+{
+    if ((fs->n + 1) * 2 > fs->tcap)
+        tables_grow(fs);
+    if (fs->n == fs->cap) {
+        fs->cap = fs->cap ? fs->cap * 2 : 1024;
+        fs->v = cm_xrealloc(fs->v, fs->cap * sizeof(*fs->v));
+    }
+    entry_t *d = &fs->v[fs->n];
+    *d = *e;
+    table_insert(fs->by_user, fs->tcap, d->key, (uint32_t)fs->n);
+    table_insert(fs->by_id, fs->tcap, gw_fair__hash_str(fs, d->order_id), (uint32_t)fs->n);
+    fs->n++;
+    return d;
+}
+
+/*---- files ----*/
+
+void gw_fair__log_path(gw_fair_t *f, const char *sale_id, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/%s.log", f->dir, sale_id);
+}
+
+int gw_fair__log_open(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    if (fs->fd >= 0)
+        return 0;
+    char path[700];
+    gw_fair__log_path(f, fs->sale_id, path, sizeof(path));
+    fs->fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644); /* read: the recovery */
+    if (fs->fd < 0)
+        return CM_EIO;
+    /* a torn frame goes first (the load cut it, unless a write since failed and its
+     * cut-off too); a line log the load could not convert gets no frame after it */
+    off_t len = 0;
+    if (cm_journal_attach(fs->fd, path, &len) != 0) {
+        close(fs->fd);
+        fs->fd = -1;
+        return CM_EIO;
+    }
+    fs->log_len = len;
+    return 0;
+}
+
+/* Appends whole lines, each one frame of the journal, with one write(2) (fs->mu
+ * held or single-threaded). */
+int gw_fair__log_line(gw_fair_sale_t *fs, const char *line, size_t len, bool sync)
+{
+    cm_journal_buf_t frames = {0};
+    for (const char *p = line, *end = line + len; p < end;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        (void)cm_journal_buf_add(&frames, p, l); /* a line is far below the record limit */
+        p += l + 1;
+    }
+    ssize_t w = write(fs->fd, frames.p, frames.len);
+    bool whole = w == (ssize_t)frames.len;
+    cm_journal_buf_free(&frames);
+    if (!whole) {
+        /* A short write (a full disk) left part of a frame: the load would cut
+         * the file there, losing the lines appended after it, though answered.
+         * Cut it off; if that fails too, no more lines. */
+        if (w > 0 && ftruncate(fs->fd, fs->log_len) != 0) {
+            cm_log_error("fair", "cannot cut a torn line off the entry log", "sale=%s err=%s",
+                         fs->sale_id, strerror(errno));
+            close(fs->fd);
+            fs->fd = -1;
+        }
+        return CM_EIO;
+    }
+    fs->log_len += (off_t)w;
+    if (sync && fdatasync(fs->fd) != 0)
+        return CM_EIO;
+    return 0;
+}
+
+/* Rewrites fair.json (tmp, fsync, rename). f->mu held. */
+int gw_fair__conf_save(gw_fair_t *f)
+{
+    json_t *arr = json_array();
+    size_t n = atomic_load(&f->n);
+    for (size_t i = 0; i < n; i++) {
+        gw_fair_sale_t *fs = f->sales[i];
+        char k0[24], k1[24];
+        snprintf(k0, sizeof(k0), "%016llx", (unsigned long long)fs->secret.k0);
+        snprintf(k1, sizeof(k1), "%016llx", (unsigned long long)fs->secret.k1);
+        json_t *o = json_pack("{s:s,s:I,s:I,s:s,s:s,s:I}", "sale_id", fs->sale_id, "window_ms",
+                              (json_int_t)atomic_load(&fs->window_ms), "early_ms",
+                              (json_int_t)atomic_load(&fs->early_ms), "k0", k0, "k1", k1,
+                              "waiting_room_rate", (json_int_t)atomic_load(&fs->wr_rate));
+        if (atomic_load(&fs->reg_opens_ms) > 0) { /* registration (gw_reg.h) */
+            json_object_set_new(o, "registration_opens_ms",
+                                json_integer(atomic_load(&fs->reg_opens_ms)));
+            json_object_set_new(o, "registration_closes_ms",
+                                json_integer(atomic_load(&fs->reg_closes_ms)));
+        }
+        json_array_append_new(arr, o);
+    }
+    json_t *root = json_pack("{s:o}", "sales", arr);
+    char path[700], tmp[710];
+    snprintf(path, sizeof(path), "%s/fair.json", f->srv->cfg->data_dir);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int rc = CM_EIO;
+    /* the per-sale secrets: owner only, as status.key and admin.token */
+    unlink(tmp);
+    int tfd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    FILE *fp = tfd >= 0 ? fdopen(tfd, "w") : NULL;
+    if (!fp && tfd >= 0)
+        close(tfd);
+    if (fp) {
+        bool ok = json_dumpf(root, fp, JSON_COMPACT) == 0 && fflush(fp) == 0 &&
+                  fdatasync(fileno(fp)) == 0;
+        ok = fclose(fp) == 0 && ok;
+        if (ok && rename(tmp, path) == 0)
+            rc = 0;
+    }
+    json_decref(root);
+    return rc;
+}
+
+gw_fair_sale_t *gw_fair__slot_find(gw_fair_t *f, const char *sale_id)
+{
+    size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(f->sales[i]->sale_id, sale_id) == 0)
+            return f->sales[i];
+    return NULL;
+}
+
+/*---- the inventory step of an entry ----*/
+
+void gw_fair__entry_reserve_req(const entry_t *e, inv_sale_t *sale, inv_reserve_req_t *rq)
+{
+    memset(rq, 0, sizeof(*rq));
+    rq->sale = sale;
+    snprintf(rq->user_id, sizeof(rq->user_id), "%s", e->person); /* the mark: inv.h */
+    snprintf(rq->idem_key, sizeof(rq->idem_key), "%s", e->idem);
+    rq->raw_key_fp = e->key_fp;
+    snprintf(rq->order_id, sizeof(rq->order_id), "%s", e->order_id);
+    rq->qty = e->qty;
+}
