@@ -91,18 +91,22 @@ static int write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
-/* A window of the file being scanned: buf holds [at, at + len). */
+/* A window of the file being scanned: buf holds [at, at + len). A file held
+ * in memory (mem) is its own window: nothing is read. */
 typedef struct window {
     int fd;
     off_t size, at;
     char *buf;
     size_t cap, len;
+    char *mem;
 } window_t;
 
 /* The file's bytes [off, off + need) (all within size) in the window, read
  * from off on if they are not. Returns them, or NULL on a read error. */
 static char *window_get(window_t *w, off_t off, size_t need)
 {
+    if (w->mem)
+        return w->mem + off;
     if (off < w->at || off + (off_t)need > w->at + (off_t)w->len) {
         if (need > w->cap) {
             free(w->buf);
@@ -161,39 +165,24 @@ static off_t resync(window_t *w, off_t bad)
     return -1;
 }
 
-int cm_journal_scan(int fd, cm_journal_record_fn fn, void *arg, cm_journal_scan_t *out)
+/* The frames from start on (a whole frame or a hole there): each whole one to
+ * fn, the holes skipped, out's counts and end. 0 or CM_EIO. */
+static int scan_frames(window_t *w, off_t start, cm_journal_record_fn fn, void *arg,
+                       cm_journal_scan_t *out)
 {
-    memset(out, 0, sizeof(*out));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0)
-        return CM_EIO;
-    off_t size = out->size = sb.st_size;
-    if (size == 0)
-        return 0;
-    char magic[CM_JOURNAL_MAGIC_LEN];
-    size_t m = size < CM_JOURNAL_MAGIC_LEN ? (size_t)size : CM_JOURNAL_MAGIC_LEN;
-    if (pread_all(fd, magic, m, 0) != 0)
-        return CM_EIO;
-    if (memcmp(magic, CM_JOURNAL_MAGIC, m) != 0) {
-        out->is_legacy = true;
-        return 0;
-    }
-    if (m < CM_JOURNAL_MAGIC_LEN) /* a torn magic line: an empty journal */
-        return 0;
-    window_t w = {.fd = fd, .size = size, .cap = READ_CHUNK};
-    w.buf = cm_xmalloc(w.cap);
-    off_t off = out->end = CM_JOURNAL_MAGIC_LEN;
+    off_t size = w->size;
+    off_t off = out->end = start;
     int rc = 0;
     while (size - off >= (off_t)HDR) {
         char *f;
         uint32_t len;
-        int r = frame_at(&w, off, &f, &len);
+        int r = frame_at(w, off, &f, &len);
         if (r < 0) {
             rc = CM_EIO;
             break;
         }
         if (r == 0) { /* a bad frame: a hole with whole frames after it, or the torn tail */
-            off_t next = resync(&w, off);
+            off_t next = resync(w, off);
             if (next == CM_EIO) {
                 rc = CM_EIO;
                 break;
@@ -215,8 +204,68 @@ int cm_journal_scan(int fd, cm_journal_record_fn fn, void *arg, cm_journal_scan_
         out->end = off;
         out->records++;
     }
+    return rc;
+}
+
+/* The scan of the file in w (size set): the magic line, then its frames.
+ * A file that starts with a NUL is a journal whose magic line's block a power
+ * cut zero-filled (its fdatasync failed, a later one of the frames after it
+ * did not): its frames are read after the hole, and it is a line log only if
+ * it has none and holds more than NULs (a line log starts with a line). */
+static int scan_window(window_t *w, cm_journal_record_fn fn, void *arg, cm_journal_scan_t *out)
+{
+    off_t size = out->size = w->size;
+    if (size == 0)
+        return 0;
+    size_t m = size < CM_JOURNAL_MAGIC_LEN ? (size_t)size : CM_JOURNAL_MAGIC_LEN;
+    const char *magic = window_get(w, 0, m);
+    if (!magic)
+        return CM_EIO;
+    if (magic[0] == '\0') {
+        int rc = scan_frames(w, 0, fn, arg, out);
+        if (rc != 0 || out->records > 0)
+            return rc;
+        for (off_t p = 0; p < size; p++) { /* no whole frame: NULs only? */
+            const char *c = window_get(w, p, 1);
+            if (!c)
+                return CM_EIO;
+            if (*c != '\0') {
+                memset(out, 0, sizeof(*out));
+                out->size = size;
+                out->is_legacy = true;
+                return 0;
+            }
+        }
+        return 0; /* end 0: an empty journal */
+    }
+    if (memcmp(magic, CM_JOURNAL_MAGIC, m) != 0) {
+        out->is_legacy = true;
+        return 0;
+    }
+    if (m < CM_JOURNAL_MAGIC_LEN) /* a torn magic line: an empty journal */
+        return 0;
+    return scan_frames(w, CM_JOURNAL_MAGIC_LEN, fn, arg, out);
+}
+
+int cm_journal_scan(int fd, cm_journal_record_fn fn, void *arg, cm_journal_scan_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0)
+        return CM_EIO;
+    window_t w = {.fd = fd, .size = sb.st_size, .cap = READ_CHUNK};
+    w.buf = cm_xmalloc(w.cap);
+    int rc = scan_window(&w, fn, arg, out);
     free(w.buf);
     return rc;
+}
+
+int cm_journal_scan_mem(char *buf, size_t n, cm_journal_record_fn fn, void *arg,
+                        cm_journal_scan_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    window_t w = {.fd = -1, .size = (off_t)n, .mem = buf};
+    return scan_window(&w, fn, arg, out);
 }
 
 int cm_journal_recover(int fd, const char *path, cm_journal_record_fn fn, void *arg, off_t *len)
@@ -343,6 +392,11 @@ int cm_journal_upgrade_lines(const char *path, size_t *records)
     }
     size_t m = sb.st_size < CM_JOURNAL_MAGIC_LEN ? (size_t)sb.st_size : CM_JOURNAL_MAGIC_LEN;
     if (m == 0 || (pread_all(fd, magic, m, 0) == 0 && memcmp(magic, CM_JOURNAL_MAGIC, m) == 0)) {
+        close(fd);
+        return 0;
+    }
+    cm_journal_scan_t sc; /* a zero-filled magic line: a journal unless the scan says not */
+    if (m > 0 && magic[0] == '\0' && cm_journal_scan(fd, NULL, NULL, &sc) == 0 && !sc.is_legacy) {
         close(fd);
         return 0;
     }

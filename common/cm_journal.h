@@ -19,7 +19,11 @@
  * the newline and the CRC-32C: about 1 in 2^32): a frame after a hole may have
  * been reported durable by a later fdatasync, after the one that failed. Bad
  * bytes with no whole frame after them are the torn tail: the file is cut
- * there. Both are logged with their offset and length.
+ * there. Both are logged with their offset and length. A file that starts
+ * with a NUL is a journal whose magic line a power cut zero-filled (the
+ * magic line is written unsynced with the first frames, and a later
+ * fdatasync can succeed where theirs failed): its frames after the hole are
+ * read; it is a line log only if it has no whole frame and holds more than NULs.
  *
  * Upgrade: a file that does not start with the magic line is a line log of the
  * format before it (one record per line): cm_journal_upgrade_lines rewrites it
@@ -69,6 +73,13 @@ typedef struct cm_journal_scan {
  * and hands every whole frame's record to fn (NULL: none), skipping holes;
  * changes nothing. 0 or CM_EIO. Single-threaded per file. */
 int cm_journal_scan(int fd, cm_journal_record_fn fn, void *arg, cm_journal_scan_t *out);
+
+/* cm_journal_scan of a file held in memory (its n bytes at buf): the same
+ * frames, holes and end. buf is borrowed; each record is handed to fn in place
+ * (followed by a NUL written over its frame's newline, put back after fn
+ * returns). For a file on a simulated disk (sim/sim_disk.h). 0. */
+int cm_journal_scan_mem(char *buf, size_t n, cm_journal_record_fn fn, void *arg,
+                        cm_journal_scan_t *out);
 
 /* cm_journal_scan, then the file is cut at the end of its last whole frame
  * (logged with path, offset and the bytes cut; a torn magic line leaves it

@@ -10,7 +10,8 @@
  * gw_reg.c and gw_waitlist.c are the product's: the .reg log (one write(2) a
  * person, never synced, a torn last line cut at the load) and the leftovers'
  * records of the sale's log (P synced before the reserve, W after, L at the
- * end) on a simulated disk, and a simulated inventory that reserves an
+ * end; a journal, common/cm_journal.h: a record a frame, read back through
+ * the journal's recovery) on a simulated disk, and a simulated inventory that reserves an
  * order id once (inv_reserve_once). The draw's own records and their
  * crashes are sim_world.c's: here the draw's outcome is durable once made.
  *
@@ -37,6 +38,7 @@
 
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
+#include "common/cm_journal.h"
 #include "common/cm_rand.h"
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_core.h"
@@ -72,7 +74,6 @@ typedef struct fw {
     const oq_fs_ops_t *fs;
     int64_t now;
     bool faults;
-    bool open_defects; /* the steps that meet the open defects too */
     /* the sale's terms (fair.json, sales.json: they survive) */
     uint64_t cap;
     int64_t reg_opens, reg_closes, ends_at;
@@ -181,14 +182,34 @@ static size_t file_read(fw_t *w, const char *name, char *buf, size_t cap)
 }
 
 /* Appends one line to *fd (opened at the first append): one write(2), and
- * with sync an fdatasync. 0 or CM_EIO. */
+ * with sync an fdatasync. The sale's log (WL_LOG) is a journal: the line,
+ * its newline dropped, goes as one frame (cm_journal_frame), after the magic
+ * line in the same write when the file is empty (cm_journal_attach's, not
+ * synced apart: the frame's fdatasync covers both). 0 or CM_EIO. */
 static int log_append(fw_t *w, int *fd, const char *name, const char *line, bool sync)
 {
     if (*fd < 0)
         *fd = w->fs->openat(w->dirfd, name, O_RDWR | O_CREAT | O_APPEND, 0644);
     if (*fd < 0)
         return CM_EIO;
+    char buf[CM_JOURNAL_MAGIC_LEN + 64];
     size_t len = strlen(line);
+    if (strcmp(name, WL_LOG) == 0) {
+        struct stat st;
+        if (w->fs->fstat(*fd, &st) != 0)
+            return CM_EIO;
+        size_t at = 0;
+        if (st.st_size == 0) {
+            memcpy(buf, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN);
+            at = CM_JOURNAL_MAGIC_LEN;
+        }
+        size_t n = cm_journal_frame(buf + at, sizeof(buf) - at, line,
+                                    len && line[len - 1] == '\n' ? len - 1 : len);
+        if (n == 0)
+            return CM_EIO;
+        line = buf;
+        len = at + n;
+    }
     if (w->fs->write(*fd, line, len) != (ssize_t)len)
         return CM_EIO;
     if (sync && w->fs->fdatasync(*fd) != 0)
@@ -256,6 +277,25 @@ static void reg_load(fw_t *w)
 /* The leftovers' records read back (gw_fair__log_load's P, W, L): the draw's
  * outcome, each W won, each P whose order the inventory holds won (the
  * spool's word), and after L every loser lost. */
+typedef struct wl_read {
+    fw_t *w;
+    bool ended;
+} wl_read_t;
+
+/* A whole record of the sale's log (cm_journal_record_fn). */
+static void wl_record(void *arg, char *rec, size_t len)
+{
+    wl_read_t *rd = arg;
+    fw_t *w = rd->w;
+    unsigned e;
+    char tag;
+    if (strlen(rec) == len && sscanf(rec, "%c %u", &tag, &e) == 2 && e < w->ndraw &&
+        w->state[e] == GW_ENTRY_WAITLISTED && (tag == 'W' || (tag == 'P' && w->reserved[e])))
+        w->state[e] = GW_ENTRY_WON;
+    else if (strcmp(rec, "L") == 0)
+        rd->ended = true;
+}
+
 static void wl_load(fw_t *w)
 {
     if (!w->drawn)
@@ -264,56 +304,25 @@ static void wl_load(fw_t *w)
     static char buf[FILE_MAX];
     size_t n = file_read(w, WL_LOG, buf, sizeof(buf));
     tr(w, "leftovers: %zu bytes of records read back", n);
-    size_t at = 0;
-    bool ended = false;
-    while (at < n) {
-        char *nl = memchr(buf + at, '\n', n - at);
-        if (!nl) { /* a torn last line: cut off */
-            int fd = w->fs->openat(w->dirfd, WL_LOG, O_RDWR, 0);
-            if (fd >= 0) {
-                w->fs->ftruncate(fd, (off_t)at);
-                w->fs->close(fd);
-            }
-            break;
+    /* the product's recovery (cm_journal_scan): a failed fdatasync's pages
+     * read back as NULs after a power loss, a hole skipped up to the synced
+     * frames after it; a torn tail cut off the file */
+    wl_read_t rd = {.w = w};
+    cm_journal_scan_t sc;
+    cm_journal_scan_mem(buf, n, wl_record, &rd, &sc);
+    if (sc.is_legacy)
+        fail(w, "leftovers: the sale's log is not a journal (%zu bytes: \"%.*s\")", n,
+             (int)(n < 24 ? n : 24), buf);
+    if (sc.holes)
+        tr(w, "leftovers: %zu holes (%lld bytes) skipped", sc.holes, (long long)sc.hole_bytes);
+    if ((size_t)sc.end < n) {
+        int fd = w->fs->openat(w->dirfd, WL_LOG, O_RDWR, 0);
+        if (fd >= 0) {
+            w->fs->ftruncate(fd, sc.end);
+            w->fs->close(fd);
         }
-        char line[32];
-        size_t len = (size_t)(nl - (buf + at));
-        /* A failed fdatasync drops its pages: after a power loss the line
-         * reads back as NULs, glued to the next line written and synced.
-         * gw_fair__log_load (fgets, strlen) takes such a line for a torn
-         * last one and cuts the log there, synced records after it
-         * included: an open defect (docs/simulation.md), met only with
-         * --open-defects; else the hole is skipped. */
-        size_t hole = 0;
-        while (hole < len && buf[at + hole] == '\0')
-            hole++;
-        if (hole)
-            tr(w, "leftovers: a hole of %zu NULs before a record (a failed fdatasync's)", hole);
-        if (hole && w->open_defects) {
-            int fd = w->fs->openat(w->dirfd, WL_LOG, O_RDWR, 0);
-            if (fd >= 0) {
-                w->fs->ftruncate(fd, (off_t)at);
-                w->fs->close(fd);
-            }
-            break;
-        }
-        at += hole;
-        len -= hole;
-        if (len < sizeof(line)) {
-            memcpy(line, buf + at, len);
-            line[len] = '\0';
-            unsigned e;
-            char tag;
-            if (strlen(line) == len && sscanf(line, "%c %u", &tag, &e) == 2 && e < w->ndraw &&
-                w->state[e] == GW_ENTRY_WAITLISTED &&
-                (tag == 'W' || (tag == 'P' && w->reserved[e])))
-                w->state[e] = GW_ENTRY_WON;
-            else if (strcmp(line, "L") == 0)
-                ended = true;
-        }
-        at += len + 1;
     }
-    for (size_t e = 0; e < w->ndraw && ended; e++)
+    for (size_t e = 0; e < w->ndraw && rd.ended; e++)
         if (w->state[e] == GW_ENTRY_WAITLISTED)
             w->state[e] = GW_ENTRY_LOST;
     w->wl_head = 0;
@@ -694,7 +703,6 @@ void sim_fair_run(const sim_opts_t *opts, sim_result_t *out)
     w->disk = sim_disk_new(&w->rng);
     w->fs = sim_disk_ops();
     w->faults = true;
-    w->open_defects = opts->open_defects;
     sim_disk_set_faults(w->disk, 0.05, 0);
     w->cap = 4 + rnd(w, NP);
     w->reg_opens = 5;

@@ -464,6 +464,54 @@ static void test_lines_open(void **st)
     assert_int_equal(cm_journal_close(&j), 0);
 }
 
+/* The magic line and the first frame zero-filled (written together, their
+ * fdatasync failed, a later one of the frames after them succeeded, a power
+ * cut): the frames after the hole are read, from the file and from memory
+ * alike, and the lines' open does not take the file for a line log. A line
+ * log that starts with NULs stays a line log. */
+static void test_zeroed_magic(void **st)
+{
+    fixture_t *f = *st;
+    write_records(f->path, 3);
+    char full[512];
+    size_t n = get_file(f->path, full, sizeof(full));
+    size_t fl = CM_JOURNAL_FRAME_OVERHEAD + 2;
+    memset(full, 0, CM_JOURNAL_MAGIC_LEN + fl);
+    put_file(f->path, full, n);
+    int fd = open(f->path, O_RDONLY);
+    cm_journal_scan_t sc, mc;
+    assert_int_equal(cm_journal_scan(fd, NULL, NULL, &sc), 0);
+    close(fd);
+    assert_false(sc.is_legacy);
+    assert_int_equal(sc.records, 2);
+    assert_int_equal(sc.end, (off_t)n);
+    assert_int_equal(sc.first_hole, 0);
+    seen_t s = {0};
+    assert_int_equal(cm_journal_scan_mem(full, n, collect, &s, &mc), 0);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.recs[0], "r1");
+    assert_int_equal(mc.end, sc.end);
+    assert_int_equal(mc.hole_bytes, sc.hole_bytes);
+    FILE *fp = cm_journal_lines_open(f->path);
+    assert_non_null(fp);
+    char text[64];
+    size_t k = fread(text, 1, sizeof(text) - 1, fp);
+    text[k] = '\0';
+    fclose(fp);
+    assert_string_equal(text, "r1\nr2\n");
+    put_file(f->path, "\0\0E a 1\nD 5\n", 12);
+    fd = open(f->path, O_RDONLY);
+    assert_int_equal(cm_journal_scan(fd, NULL, NULL, &sc), 0);
+    close(fd);
+    assert_true(sc.is_legacy);
+    put_file(f->path, "\0\0\0\0", 4); /* NULs only: an empty journal */
+    fd = open(f->path, O_RDONLY);
+    assert_int_equal(cm_journal_scan(fd, NULL, NULL, &sc), 0);
+    close(fd);
+    assert_false(sc.is_legacy);
+    assert_int_equal(sc.end, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -480,6 +528,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_record_sizes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_attach, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lines_open, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zeroed_magic, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
