@@ -200,8 +200,7 @@ static int log_append(fw_t *w, int *fd, const char *name, const char *line, bool
             return CM_EIO;
         size_t at = 0;
         if (st.st_size == 0) {
-            memcpy(buf, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN);
-            at = CM_JOURNAL_MAGIC_LEN;
+            at = (size_t)snprintf(buf, sizeof(buf), "%s", CM_JOURNAL_MAGIC);
         }
         size_t n = cm_journal_frame(buf + at, sizeof(buf) - at, line,
                                     len && line[len - 1] == '\n' ? len - 1 : len);

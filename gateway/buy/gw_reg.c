@@ -281,8 +281,8 @@ int gw_reg_configure(gw_server_t *srv, const char *sale_id, int64_t opens_ms, in
 
 /*---- registering, the entry's check ----*/
 
-int gw_fair__reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap,
-                     char *why, size_t whylen)
+int gw_fair__reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap, char *why,
+                     size_t whylen)
 {
     gw_reg_ev_t ev = {.kind = GW_REG_EV_REGISTER, .cap = cap};
     gw_reg_out_t out;
@@ -328,7 +328,7 @@ int gw_fair__reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint6
     gw_reg_core_t *core = s ? &s->core : &none;
     ev.found = set_has(s, person);
     gw_reg_core_step(core, &ev, &out);
-    if (out.actions & GW_REG_DO_APPEND) {
+    if (s && (out.actions & GW_REG_DO_APPEND)) { /* no set: the window is gone, GONE */
         ev = (gw_reg_ev_t){.kind = GW_REG_EV_APPENDED, .rc = log_append(f, fs, s, person)};
         gw_reg_core_step(core, &ev, &out);
         if (out.actions & GW_REG_DO_ADD)
@@ -488,7 +488,7 @@ void *gw_reg_export_json(gw_server_t *srv, const char *sale_id, uint64_t cursor,
         pthread_mutex_lock(&fs->reg_mu);
         total = fs->reg ? fs->reg->n : 0;
         gw_reg_page(total, cursor, limit, &start, &end);
-        for (uint64_t i = start; i < end; i++)
+        for (uint64_t i = start; fs->reg && i < end; i++)
             json_array_append_new(arr, json_string(fs->reg->v[i]));
         pthread_mutex_unlock(&fs->reg_mu);
     }
