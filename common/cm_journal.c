@@ -76,9 +76,9 @@ static int pread_all(int fd, char *p, size_t n, off_t off)
     return 0;
 }
 
-/* n bytes at fd's end. 0 or -1 (errno). */
-static int write_all(int fd, const char *p, size_t n)
+int cm_journal_write_all(int fd, const void *buf, size_t n)
 {
+    const char *p = buf;
     while (n > 0) {
         ssize_t w = write(fd, p, n);
         if (w < 0 && errno == EINTR)
@@ -296,7 +296,8 @@ int cm_journal_attach(int fd, const char *path, off_t *len)
     int rc = cm_journal_recover(fd, path, NULL, NULL, len);
     if (rc != 0 || *len > 0)
         return rc;
-    if (ftruncate(fd, 0) != 0 || write_all(fd, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN) != 0)
+    if (ftruncate(fd, 0) != 0 ||
+        cm_journal_write_all(fd, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN) != 0)
         return CM_EIO;
     *len = CM_JOURNAL_MAGIC_LEN;
     return 0;
@@ -328,7 +329,8 @@ int cm_journal_replace(const char *path, const void *frames, size_t n, int *fd_o
     if (fd < 0)
         goto fail;
     what = "write";
-    if (write_all(fd, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN) != 0 || write_all(fd, frames, n) != 0)
+    if (cm_journal_write_all(fd, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN) != 0 ||
+        cm_journal_write_all(fd, frames, n) != 0)
         goto fail;
     what = "fdatasync";
     if (fdatasync(fd) != 0)
@@ -532,8 +534,8 @@ int cm_journal_open(cm_journal_t *j, const char *path, unsigned flags, cm_journa
     }
     if (len == 0) {
         if (ftruncate(fd, 0) != 0 ||
-            write_all(fd, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN) != 0 || fdatasync(fd) != 0 ||
-            cm_journal_dir_sync(path) != 0) {
+            cm_journal_write_all(fd, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN) != 0 ||
+            fdatasync(fd) != 0 || cm_journal_dir_sync(path) != 0) {
             cm_errbuf_set(errbuf, errlen, "%s: cannot start the journal: %s", path,
                           strerror(errno));
             close(fd);

@@ -56,6 +56,10 @@
  * CM_JOURNAL_RECORD_MAX. Thread-safe. */
 size_t cm_journal_frame(char *out, size_t cap, const void *rec, size_t len);
 
+/* n bytes written at fd's offset (O_APPEND: its end), retried on EINTR and
+ * short writes: what every journal writer uses. 0 or -1 (errno). */
+int cm_journal_write_all(int fd, const void *buf, size_t n);
+
 /* Called with each whole record in file order: rec is a copy of its len bytes
  * followed by a NUL, which the callee may modify; borrowed, valid until it returns. */
 typedef void (*cm_journal_record_fn)(void *arg, char *rec, size_t len);

@@ -364,7 +364,7 @@ int gw_fair__room_store_drop(gw_fair_sale_t *fs)
     char tmp[710];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     (void)unlink(tmp); /* what a compaction cut by a crash left */
-    if (rc == 0) /* a sale made again under this id must not find this room */
+    if (rc == 0)       /* a sale made again under this id must not find this room */
         store_dir_sync(fs);
     pthread_mutex_unlock(&st->mu);
     return rc;
@@ -446,21 +446,6 @@ bool gw_fair__room_store_compact_due(gw_fair_sale_t *fs, bool mark)
     return due;
 }
 
-/* n bytes at fd's end. 0 or -1 (errno). */
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* The log's bytes [from, to) at the end of tfd (st->mu held). 0 or -1. */
 static int copy_tail(int fd, int tfd, off_t from, off_t to)
 {
@@ -468,7 +453,7 @@ static int copy_tail(int fd, int tfd, off_t from, off_t to)
     while (from < to) {
         size_t n = to - from < (off_t)sizeof(buf) ? (size_t)(to - from) : sizeof(buf);
         ssize_t r = pread(fd, buf, n, from);
-        if (r <= 0 || write_all(tfd, buf, (size_t)r) != 0)
+        if (r <= 0 || cm_journal_write_all(tfd, buf, (size_t)r) != 0)
             return -1;
         from += r;
     }
@@ -500,8 +485,8 @@ int gw_fair__room_store_compact(gw_fair_sale_t *fs, const char *image, size_t im
     }
     size_t n = CM_JOURNAL_MAGIC_LEN + frames.len;
     int tfd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
-    bool ok = tfd >= 0 && write_all(tfd, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN) == 0 &&
-              write_all(tfd, frames.p, frames.len) == 0;
+    bool ok = tfd >= 0 && cm_journal_write_all(tfd, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN) == 0 &&
+              cm_journal_write_all(tfd, frames.p, frames.len) == 0;
     cm_journal_buf_free(&frames);
     pthread_mutex_lock(&st->mu);
     ok =
