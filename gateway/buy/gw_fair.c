@@ -55,24 +55,12 @@ int gw_fair_open(gw_server_t *srv, gw_acceptor_t accept, char *errbuf, size_t er
     atomic_init(&f->claim_nonce, nk.k0 ^ (uint64_t)cm_wall_ms());
     snprintf(f->dir, sizeof(f->dir), "%s/fair", srv->cfg->data_dir);
     srv->fair = f;
-    if (strncmp(srv->cfg->inventory, "redis", 5) == 0) {
-        char why[256];
-        if (cm_redis_url_parse(srv->cfg->inventory, &f->addr, why, sizeof(why)) != 0 ||
-            cm_redis_url_default_password(&f->addr, srv->cfg->redis_password) != 0) {
-            cm_errbuf_set(errbuf, errlen, "lottery: %s", why);
-            return CM_EINVAL;
-        }
-        f->fleet = true;
-        /* The worker loops' calls get the buy path's budget (inventory.redis_timeout),
-         * not the 2 s of the other threads: a blocking call holds its whole loop. */
-        uint32_t loop_ms = (uint32_t)srv->cfg->redis_timeout_ms; /* 1..60000, gw_config.c */
-        size_t conns = (size_t)srv->pool.nworkers + GW_FAIR_LOOP_POOL_EXTRA;
-        gw_fair__pool_init(&f->loop_pool, &f->addr,
-                           conns < GW_FAIR_LOOP_POOL_MAX ? conns : GW_FAIR_LOOP_POOL_MAX,
-                           loop_ms ? loop_ms : INV_REDIS_TIMEOUT_MS_DEFAULT, true);
-        gw_fair__pool_init(&f->pool, &f->addr, GW_FAIR_POOL_SIZE, GW_FAIR_POOL_TIMEOUT_MS,
-                           false);
-    }
+    /* the lottery's store: the one choice between one gateway and a fleet */
+    f->lot = strncmp(srv->cfg->inventory, "redis", 5) == 0 ? &gw_fair__lot_redis
+                                                            : &gw_fair__lot_local;
+    int orc = f->lot->open(f, errbuf, errlen);
+    if (orc)
+        return orc;
     if (mkdir_one(f->dir) != 0) {
         cm_errbuf_set(errbuf, errlen, "cannot create %s: %s", f->dir, strerror(errno));
         return CM_EIO;
@@ -108,8 +96,7 @@ int gw_fair_open(gw_server_t *srv, gw_acceptor_t accept, char *errbuf, size_t er
         atomic_init(&fs->reg_closes_ms,
                     json_integer_value(json_object_get(it, "registration_closes_ms")));
         gw_fair__reg_load(f, fs);
-        if (!f->fleet)
-            gw_fair__room_load(fs);
+        f->lot->sale_load(fs);
         fs->secret.k0 = strtoull(k0, NULL, 16);
         fs->secret.k1 = strtoull(k1, NULL, 16);
         gw_fair__log_load(f, fs, &max_id);
@@ -243,29 +230,18 @@ void gw_fair_tick(gw_server_t *srv)
 
 static void fair_tick_locked(gw_server_t *srv, gw_fair_t *f)
 {
-    if (f->fleet && cm_wall_ms() - f->last_conf_ms >= FLEET_CONF_POLL_MS) {
-        f->last_conf_ms = cm_wall_ms();
-        gw_fair__fleet_conf_sync(f);
-    }
-    if (f->fleet)
-        gw_fair__room_unclaims_tick(f, cm_wall_ms());
+    f->lot->tick(f, cm_wall_ms());
     gw_fair__rooms_tick(f, cm_wall_ms());
     size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
         if (atomic_load(&fs->drawn)) {
-            if (f->fleet)
-                gw_fair__fleet_wl_tick(f, fs);
-            else
-                gw_fair__wl_tick(f, fs);
+            f->lot->leftovers_tick(f, fs);
             continue;
         }
         if (atomic_load(&fs->window_ms) <= 0)
             continue;
-        if (f->fleet && !fs->marked)
-            gw_fair__fleet_mark(f, fs);
-        if (f->fleet)
-            gw_fair__fleet_marks_push(f, fs);
+        f->lot->entries_tick(f, fs);
         inv_sale_t *s = inv_sale_find(srv->stores.inv, fs->sale_id);
         if (!s)
             continue;
@@ -274,10 +250,7 @@ static void fair_tick_locked(gw_server_t *srv, gw_fair_t *f)
         int64_t closes = info.starts_at_ms + atomic_load(&fs->window_ms);
         if (cm_wall_ms() < closes)
             continue;
-        if (f->fleet)
-            gw_fair__fleet_tick_sale(f, fs, closes);
-        else
-            gw_fair__run_draw(f, fs, closes);
+        f->lot->draw_tick(f, fs, closes);
     }
 }
 
@@ -348,17 +321,9 @@ static int drawn_check(gw_fair_t *f, gw_fair_sale_t *fs, int64_t starts_at_ms, i
     if (!moved && !(window_ms > 0 && starts_at_ms + window_ms > cm_wall_ms()))
         return 0;
     bool drawn = drawn_here(fs);
-    if (!drawn && f->fleet) {
-        char why[256] = "";
-        inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
-        int rc =
-            c ? gw_fair_redis_lottery_done(c, fs->sale_id, &drawn, why, sizeof(why)) : CM_EBACKEND;
-        inv_fleet_close(c);
-        if (rc) {
-            cm_errbuf_set(errbuf, errlen, "redis: %s", why);
-            return CM_EBACKEND;
-        }
-    }
+    int rc = drawn ? 0 : f->lot->record(f, fs->sale_id, &drawn, NULL, errbuf, errlen);
+    if (rc)
+        return rc;
     return drawn ? drawn_refusal(fs->sale_id, errbuf, errlen) : 0;
 }
 
@@ -371,8 +336,7 @@ int gw_fair_configure_check(gw_server_t *srv, const char *sale_id, int64_t start
     if (rc)
         return rc;
     gw_fair_sale_t *fs = gw_fair__slot_find(f, sale_id);
-    if (fs && f->fleet && drawn_here(fs) &&
-        (rc = gw_fair__fleet_conf_refresh(f, sale_id, errbuf, errlen)) != 0)
+    if (fs && drawn_here(fs) && (rc = f->lot->conf_read(f, sale_id, errbuf, errlen)) != 0)
         return rc;
     if (!fs && (window_ms || wr_rate) && atomic_load(&f->n) == FAIR_MAX_SALES) {
         cm_errbuf_set(errbuf, errlen, "too many sales with a lottery (max %d)", FAIR_MAX_SALES);
@@ -384,17 +348,9 @@ int gw_fair_configure_check(gw_server_t *srv, const char *sale_id, int64_t start
            : window_ms == 0)
         return 0;
     bool busy = fs && undrawn_entries(fs);
-    if (!busy && f->fleet) {
-        /* Other gateways keep their entries until the close: ask the fleet. */
-        char why[256] = "";
-        inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
-        rc = c ? gw_fair_redis_lottery_entered(c, sale_id, &busy, why, sizeof(why)) : CM_EBACKEND;
-        inv_fleet_close(c);
-        if (rc) {
-            cm_errbuf_set(errbuf, errlen, "redis: %s", why);
-            return CM_EBACKEND;
-        }
-    }
+    /* other gateways of a fleet keep their entries until the close: the store knows */
+    if (!busy && (rc = f->lot->record(f, sale_id, NULL, &busy, errbuf, errlen)) != 0)
+        return rc;
     return busy ? gw_fair__busy_refusal(sale_id, errbuf, errlen) : 0;
 }
 
@@ -406,28 +362,18 @@ int gw_fair_configure(gw_server_t *srv, const char *sale_id, int64_t window_ms, 
     if (rc)
         return rc;
     gw_fair_sale_t *fs = gw_fair__slot_find(f, sale_id);
-    if (fs && drawn_here(fs) &&
-        (atomic_load(&fs->window_ms) != window_ms || atomic_load(&fs->early_ms) != early_ms))
+    bool moved = fs && (atomic_load(&fs->window_ms) != window_ms ||
+                        atomic_load(&fs->early_ms) != early_ms);
+    if (moved && drawn_here(fs))
         return drawn_refusal(sale_id, errbuf, errlen); /* one draw per sale (drawn_check) */
+    /* refused before the store hears of it (gw_fair__conf_apply_locked checks again) */
+    if (moved && undrawn_entries(fs))
+        return gw_fair__busy_refusal(sale_id, errbuf, errlen);
     cm_hash_key_t secret;
-    bool have_secret = false;
-    if (f->fleet) {
-        int64_t w0 = 0, e0 = 0;
-        gw_fair_conf_get(f, sale_id, &w0, &e0);
-        gw_fair_sale_t *fs0 = gw_fair__slot_find(f, sale_id);
-        if (window_ms == 0 && w0 == 0 && wr_rate == 0 && !fs0)
-            return 0;
-        if (fs0 && (w0 != window_ms || e0 != early_ms)) {
-            /* refused before the fleet hears of it (gw_fair__conf_apply_locked checks again) */
-            if (undrawn_entries(fs0))
-                return gw_fair__busy_refusal(sale_id, errbuf, errlen);
-        }
-        rc = gw_fair__fleet_conf_put(f, sale_id, window_ms, early_ms, wr_rate, &secret, errbuf,
-                                     errlen);
-        if (rc)
-            return rc;
-        have_secret = true;
-    }
+    rc = f->lot->conf_put(f, sale_id, window_ms, early_ms, wr_rate, &secret, errbuf, errlen);
+    if (rc < 0)
+        return rc;
+    bool have_secret = rc == 1;
     pthread_mutex_lock(&f->mu);
     rc = gw_fair__conf_apply_locked(f, sale_id, window_ms, early_ms, wr_rate,
                                     have_secret ? &secret : NULL, true, errbuf, errlen);
@@ -449,40 +395,16 @@ int gw_fair_sale_deleted(gw_server_t *srv, const char *sale_id, bool sale_gone, 
         pthread_mutex_unlock(&fs->mu);
         here = here || atomic_load(&fs->window_ms) > 0 || atomic_load(&fs->wr_rate) > 0;
     }
-    bool fleet_has = false;
-    if (f->fleet) {
-        char why[256] = "", cur[256];
-        bool found = false;
-        inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
-        int rc = c ? gw_fair_redis_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why,
-                                                    sizeof(why))
-                   : CM_EBACKEND;
-        fleet_has = rc == 0 && found && strcmp(cur, GW_FAIR_REDIS_LOTTERY_DELETED) != 0;
-        /* Whenever the fleet may hold something of it: the tombstone first (every gateway
-         * drops its own record; a new sale under the id clears what is left), then every
-         * key of the lottery at once. For a sale gone already the fleet's record decides
-         * (a gateway's own copy of a lottery tombstoned already goes at its next poll). */
-        if (sale_gone)
-            here = false;
-        if (rc == 0 && (fleet_has || !sale_gone)) {
-            if (found || here)
-                rc = gw_fair_redis_lottery_conf_put(c, sale_id, GW_FAIR_REDIS_LOTTERY_DELETED, why,
-                                                    sizeof(why));
-            if (rc == 0)
-                rc = gw_fair_redis_lottery_clear(c, sale_id, why, sizeof(why));
-        }
-        inv_fleet_close(c);
-        if (rc) {
-            cm_errbuf_set(errbuf, errlen, "redis: %s", why);
-            return CM_EBACKEND;
-        }
-    }
-    if (sale_gone && !here && !fleet_has)
+    bool store_has = false;
+    int rc = f->lot->drop(f, sale_id, sale_gone, &here, &store_has, errbuf, errlen);
+    if (rc)
+        return rc;
+    if (sale_gone && !here && !store_has)
         return CM_ENOTFOUND;
     if (fs) {
         pthread_mutex_lock(&f->tick_mu);
         pthread_mutex_lock(&f->mu);
-        int rc = gw_fair__sale_reset(f, fs);
+        rc = gw_fair__sale_reset(f, fs);
         if (gw_fair__conf_save(f) != 0)
             rc = CM_EIO;
         pthread_mutex_unlock(&f->mu);
@@ -493,7 +415,7 @@ int gw_fair_sale_deleted(gw_server_t *srv, const char *sale_id, bool sale_gone, 
             return rc;
         }
     }
-    if (here || fleet_has)
+    if (here || store_has)
         cm_log_info("fair", "lottery of a deleted sale dropped", "sale=%s", sale_id);
     return 0;
 }

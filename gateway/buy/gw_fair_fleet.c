@@ -172,7 +172,7 @@ void gw_fair_set_secret(gw_fair_t *f, const char *sale_id, uint64_t k0, uint64_t
  * the window can then not change through any gateway (entries stay local
  * until the close, so the one asked would not know). Lottery thread.
  */
-void gw_fair__fleet_mark(gw_fair_t *f, gw_fair_sale_t *fs)
+static void fleet_mark(gw_fair_t *f, gw_fair_sale_t *fs)
 {
     pthread_mutex_lock(&fs->mu);
     bool any = fs->n > 0;
@@ -187,7 +187,7 @@ void gw_fair__fleet_mark(gw_fair_t *f, gw_fair_sale_t *fs)
 }
 
 /* Reads the fleet's lottery configuration into the local table. Lottery thread. */
-void gw_fair__fleet_conf_sync(gw_fair_t *f)
+static void fleet_conf_sync(gw_fair_t *f)
 {
     if (!fconn(f))
         return;
@@ -250,7 +250,7 @@ static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
  * by the account that holds it gets its entry back. An account that is its
  * own person has no other account to race: its mark only lets every gateway
  * read the entry by id before the draw, and the lottery thread sends it with
- * the tick's others in one script (gw_fair__fleet_marks_push).
+ * the tick's others in one script (fleet_marks_push).
  */
 static bool mark_parse(const char *v, char *order, size_t ocap, unsigned *node, char *account,
                        size_t acap, unsigned *qty, long long *at_ms)
@@ -264,11 +264,18 @@ static bool mark_parse(const char *v, char *order, size_t ocap, unsigned *node, 
     return true;
 }
 
-int gw_fair__fleet_enter_mark(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *marked)
+int gw_fair__fleet_enter_mark(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *mine,
+                              bool *marked)
 {
     gw_fair_t *f = fs->f;
     *marked = false;
-    const char *person = t->person[0] ? t->person : t->user_id;
+    /* checked before the local entry when the person is not the account (another
+     * account may enter elsewhere); an account that is its own person is marked by
+     * the lottery thread (fleet_marks_push) */
+    *mine = t->person[0] && strcmp(t->person, t->user_id) != 0;
+    if (!*mine)
+        return 0;
+    const char *person = t->person;
     unsigned me = atomic_load(&f->srv->node.id);
     char val[INV_ORDER_ID_MAX + INV_USER_ID_MAX + 64], held[sizeof(val) + 64], why[256] = "";
     snprintf(val, sizeof(val), "%s %u %s %u %lld", t->order_id, me, t->user_id, t->qty,
@@ -317,7 +324,10 @@ typedef struct mark_out {
     char val[INV_ORDER_ID_MAX + INV_USER_ID_MAX + 64];
 } mark_out_t;
 
-void gw_fair__fleet_marks_push(gw_fair_t *f, gw_fair_sale_t *fs)
+/* Sends the person marks of this gateway's entries that took none at entry (an account
+ * that is its own person: one round trip per tick for all of them, not one per entry on a
+ * worker loop), so every gateway reads them by id before the draw. Lottery thread. */
+static void fleet_marks_push(gw_fair_t *f, gw_fair_sale_t *fs)
 {
     unsigned me = atomic_load(&f->srv->node.id);
     for (int call = 0; call < MARKS_CALLS_PER_TICK; call++) {
@@ -944,6 +954,9 @@ void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_m
 int gw_fair__fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms, int64_t early_ms,
                             int64_t wr_rate, cm_hash_key_t *secret, char *errbuf, size_t errlen)
 {
+    gw_fair_sale_t *fs = gw_fair__slot_find(f, sale_id);
+    if (window_ms == 0 && wr_rate == 0 && !fs)
+        return 0; /* no lottery, none to remove: the fleet need not hear of it */
     char why[256] = "";
     inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
     if (!c) {
@@ -969,16 +982,15 @@ int gw_fair__fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms
         goto out;
     }
     char val[160], reg[64] = "";
-    gw_fair_sale_t *fs = gw_fair__slot_find(f, sale_id);
     if (fs)
         gw_fair__reg_token(fs, reg, sizeof(reg)); /* gw_reg_configure sets it */
     snprintf(val, sizeof(val), "%lld %lld %016llx %016llx %lld%s", (long long)window_ms,
              (long long)early_ms, (unsigned long long)secret->k0, (unsigned long long)secret->k1,
              (long long)wr_rate, reg);
     if (gw_fair_redis_lottery_conf_put(c, sale_id, val, why, sizeof(why)) == 0)
-        rc = 0;
+        rc = 1;
 out:
-    if (rc)
+    if (rc < 0)
         cm_errbuf_set(errbuf, errlen, "redis: cannot store the lottery configuration");
     inv_fleet_close(c);
     return rc;
@@ -1009,4 +1021,97 @@ int gw_fair__fleet_conf_refresh(gw_fair_t *f, const char *sale_id, char *errbuf,
         pthread_mutex_unlock(&f->tick_mu);
     }
     return 0;
+}
+
+/*---- the Redis store's ops (gw_fair_lot_ops_t) that the shell's files called in branches ----*/
+
+int gw_fair__fleet_open(gw_fair_t *f, char *errbuf, size_t errlen)
+{
+    gw_server_t *srv = f->srv;
+    char why[256];
+    if (cm_redis_url_parse(srv->cfg->inventory, &f->addr, why, sizeof(why)) != 0 ||
+        cm_redis_url_default_password(&f->addr, srv->cfg->redis_password) != 0) {
+        cm_errbuf_set(errbuf, errlen, "lottery: %s", why);
+        return CM_EINVAL;
+    }
+    f->fleet = true;
+    /* The worker loops' calls get the buy path's budget (inventory.redis_timeout),
+     * not the 2 s of the other threads: a blocking call holds its whole loop. */
+    uint32_t loop_ms = (uint32_t)srv->cfg->redis_timeout_ms; /* 1..60000, gw_config.c */
+    size_t conns = (size_t)srv->pool.nworkers + GW_FAIR_LOOP_POOL_EXTRA;
+    gw_fair__pool_init(&f->loop_pool, &f->addr,
+                       conns < GW_FAIR_LOOP_POOL_MAX ? conns : GW_FAIR_LOOP_POOL_MAX,
+                       loop_ms ? loop_ms : INV_REDIS_TIMEOUT_MS_DEFAULT, true);
+    gw_fair__pool_init(&f->pool, &f->addr, GW_FAIR_POOL_SIZE, GW_FAIR_POOL_TIMEOUT_MS, false);
+    return 0;
+}
+
+void gw_fair__fleet_tick(gw_fair_t *f, int64_t now_ms)
+{
+    if (now_ms - f->last_conf_ms >= FLEET_CONF_POLL_MS) {
+        f->last_conf_ms = now_ms;
+        fleet_conf_sync(f);
+    }
+    gw_fair__room_unclaims_tick(f, now_ms);
+}
+
+void gw_fair__fleet_entries_tick(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    if (!fs->marked)
+        fleet_mark(f, fs);
+    fleet_marks_push(f, fs);
+}
+
+int gw_fair__fleet_record(gw_fair_t *f, const char *sale_id, bool *drawn, bool *entered,
+                          char *errbuf, size_t errlen)
+{
+    char why[256] = "";
+    inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
+    int rc = c ? 0 : CM_EBACKEND;
+    if (rc == 0 && drawn)
+        rc = gw_fair_redis_lottery_done(c, sale_id, drawn, why, sizeof(why));
+    if (rc == 0 && entered)
+        rc = gw_fair_redis_lottery_entered(c, sale_id, entered, why, sizeof(why));
+    inv_fleet_close(c);
+    if (rc) {
+        cm_errbuf_set(errbuf, errlen, "redis: %s", why);
+        return CM_EBACKEND;
+    }
+    return 0;
+}
+
+int gw_fair__fleet_drop(gw_fair_t *f, const char *sale_id, bool sale_gone, bool *here,
+                        bool *store_has, char *errbuf, size_t errlen)
+{
+    char why[256] = "", cur[256];
+    bool found = false;
+    inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, sizeof(why));
+    int rc =
+        c ? gw_fair_redis_lottery_conf_get(c, sale_id, cur, sizeof(cur), &found, why, sizeof(why))
+          : CM_EBACKEND;
+    *store_has = rc == 0 && found && strcmp(cur, GW_FAIR_REDIS_LOTTERY_DELETED) != 0;
+    /* Whenever the fleet may hold something of it: the tombstone first (every gateway
+     * drops its own record; a new sale under the id clears what is left), then every
+     * key of the lottery at once. For a sale gone already the fleet's record decides
+     * (a gateway's own copy of a lottery tombstoned already goes at its next poll). */
+    if (sale_gone)
+        *here = false;
+    if (rc == 0 && (*store_has || !sale_gone)) {
+        if (found || *here)
+            rc = gw_fair_redis_lottery_conf_put(c, sale_id, GW_FAIR_REDIS_LOTTERY_DELETED, why,
+                                                sizeof(why));
+        if (rc == 0)
+            rc = gw_fair_redis_lottery_clear(c, sale_id, why, sizeof(why));
+    }
+    inv_fleet_close(c);
+    if (rc) {
+        cm_errbuf_set(errbuf, errlen, "redis: %s", why);
+        return CM_EBACKEND;
+    }
+    return 0;
+}
+
+void gw_fair__fleet_stats(gw_fair_t *f, void *o)
+{
+    gw_fair__pool_stats(&f->loop_pool, o);
 }

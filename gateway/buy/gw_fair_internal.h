@@ -240,6 +240,8 @@ struct gw_fair {
     inv_worker_t *inv;
     /* how a winner or a promotion becomes an order: the sale path's (gw_accept.h) */
     gw_acceptor_t accept;
+    /* the lottery's store, chosen once by gw_fair_open (gw_fair_store.c) */
+    const struct gw_fair_lot_ops *lot;
     /* fleet mode (Redis inventory): the lottery thread's own connection */
     bool fleet;
     cm_redis_url_t addr;
@@ -498,20 +500,83 @@ void gw_fair__reg_token(gw_fair_sale_t *fs, char *out, size_t cap);
 /* Sets fs's registration window from a fleet configuration value (none without the token). */
 void gw_fair__reg_token_apply(gw_fair_sale_t *fs, const char *conf);
 
+/*---- gw_fair_store.c: the lottery's store ----*/
+
+/*
+ * What the shell (gw_fair.c, gw_lottery.c) needs from the lottery's store, one
+ * op per decision: one gateway's (gw_fair__lot_local: the entry log on disk,
+ * gw_lottery.c and gw_waitlist.c) or a fleet's (gw_fair__lot_redis: Redis
+ * through the fairness pool, gw_fair_fleet.c and gw_waitlist_fleet.c), chosen
+ * once by gw_fair_open. Both keep this gateway's entries in its entry log
+ * until the window closes; a fleet's then meet in Redis.
+ */
+typedef struct gw_fair_lot_ops {
+    /* Opens the store (a fleet: its Redis address, f->fleet, the pools). 0 or CM_EINVAL
+     * with the reason. Single-threaded (open). */
+    int (*open)(gw_fair_t *f, char *errbuf, size_t errlen);
+    /* What the store keeps of a sale read back at open, besides the entry log (one
+     * gateway: its waiting room's log). Single-threaded (open). */
+    void (*sale_load)(gw_fair_sale_t *fs);
+    /* The lottery thread's step before the sales' (a fleet: its configuration poll,
+     * the admission-token give-backs). Lottery thread. */
+    void (*tick)(gw_fair_t *f, int64_t now_ms);
+    /* A sale whose window is open: what the store needs of its entries meanwhile (a
+     * fleet: the marks that let every gateway read them before the draw). */
+    void (*entries_tick)(gw_fair_t *f, gw_fair_sale_t *fs);
+    /* A sale whose window closed at closes_at_ms: draw, resume the draw, or learn it. */
+    void (*draw_tick)(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms);
+    /* A drawn sale: the leftovers' promotions, the waitlist's end with the sale. */
+    void (*leftovers_tick)(gw_fair_t *f, gw_fair_sale_t *fs);
+    /* Before the local entry: one entry per person across the store
+     * (gw_fair__fleet_enter_mark's contract; *held: the person's mark is the
+     * entry's, *marked: taken now, given back with enter_unmark if the entry is not
+     * written). One gateway: 0, both false. Worker loops. */
+    int (*enter_mark)(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *held, bool *marked);
+    void (*enter_unmark)(gw_fair_sale_t *fs, const gw_fair_ticket_t *t, const char *order_id);
+    /* An entry this gateway does not hold: 1 found (*out), 0 none, CM_EBACKEND. */
+    int (*lookup)(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out);
+    /* What the store knows beyond this gateway: whether the lottery drew (drawn) and
+     * whether any gateway holds entries (entered); NULL: not asked, left as is. 0 or
+     * CM_EBACKEND with the reason. Admin thread. */
+    int (*record)(gw_fair_t *f, const char *sale_id, bool *drawn, bool *entered, char *errbuf,
+                  size_t errlen);
+    /* Reads the sale's configuration from the store now, as the next poll would. 0 or
+     * CM_EBACKEND. Admin thread. */
+    int (*conf_read)(gw_fair_t *f, const char *sale_id, char *errbuf, size_t errlen);
+    /* Stores the sale's configuration: 1 with *secret the store's (made if new), 0 none
+     * kept (the local table makes its own), or CM_EBACKEND. Admin thread. */
+    int (*conf_put)(gw_fair_t *f, const char *sale_id, int64_t window_ms, int64_t early_ms,
+                    int64_t wr_rate, cm_hash_key_t *secret, char *errbuf, size_t errlen);
+    /* A deleted sale: drops what the store holds of its lottery. *here (in: this
+     * gateway holds some) may be cleared, *store_has: the store held some. 0 or
+     * CM_EBACKEND. Admin thread. */
+    int (*drop)(gw_fair_t *f, const char *sale_id, bool sale_gone, bool *here, bool *store_has,
+                char *errbuf, size_t errlen);
+    /* Adds the store's own figures to the fair stats object (json_t *). */
+    void (*stats)(gw_fair_t *f, void *o);
+} gw_fair_lot_ops_t;
+
+extern const gw_fair_lot_ops_t gw_fair__lot_local, gw_fair__lot_redis;
+
 /*---- gw_fair_fleet.c: the fleet's draw and configuration ----*/
+/* The Redis store's ops (gw_fair__lot_redis), each as its gw_fair_lot_ops_t member says. */
+int gw_fair__fleet_open(gw_fair_t *f, char *errbuf, size_t errlen);
+void gw_fair__fleet_tick(gw_fair_t *f, int64_t now_ms);
+void gw_fair__fleet_entries_tick(gw_fair_t *f, gw_fair_sale_t *fs);
+int gw_fair__fleet_record(gw_fair_t *f, const char *sale_id, bool *drawn, bool *entered,
+                          char *errbuf, size_t errlen);
+int gw_fair__fleet_drop(gw_fair_t *f, const char *sale_id, bool sale_gone, bool *here,
+                        bool *store_has, char *errbuf, size_t errlen);
+void gw_fair__fleet_stats(gw_fair_t *f, void *o);
 /* The fleet's draw order over the frozen entrants (all[0..n), as read from Redis, in
  * any order): gw_fair_order of their keys and the seed. Returns a new array of n
  * indexes into all (the caller frees). Pure: every gateway computes the same one. */
 uint32_t *gw_fair__fleet_perm(const entry_t *all, size_t n, uint64_t seed);
 
-/* Tells the fleet this gateway holds entries of the sale, once it has one. Lottery thread. */
-void gw_fair__fleet_mark(gw_fair_t *f, gw_fair_sale_t *fs);
-/* Reads the fleet's lottery configuration into the local table. Lottery thread. */
-void gw_fair__fleet_conf_sync(gw_fair_t *f);
 /* A closed window in the fleet: push, then draw (one gateway) or learn the draw. Lottery thread. */
 void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms);
 /* Stores the sale's configuration in the fleet; *secret: the fleet's (made if new). Admin thread.
- * 0 or CM_EBACKEND. */
+ * 1 (a sale with no lottery and no slot here: 0, nothing stored) or CM_EBACKEND. */
 int gw_fair__fleet_conf_put(gw_fair_t *f, const char *sale_id, int64_t window_ms,
                             int64_t early_ms, int64_t wr_rate, cm_hash_key_t *secret,
                             char *errbuf, size_t errlen);
@@ -530,20 +595,18 @@ bool gw_fair__fleet_ok(gw_fair_t *f, int rc, const char *why);
 void gw_fair__fleet_fetch(gw_fair_t *f, gw_fair_sale_t *fs);
 
 /*
- * One entry per person across the fleet, checked at entry (gw_fair_redis_lottery_entry_mark): takes
- * the person's mark for t (t->order_id, t->user_id, t->qty, t->entered_at_ms), or reads the
- * entry that holds it. Returns 0 when t goes on to the local entry (*marked: the mark is
+ * One entry per person across the fleet, checked at entry (gw_fair_redis_lottery_entry_mark)
+ * when the person is not the account (*held; else 0 at once: the lottery thread sends the
+ * mark): takes the person's mark for t (t->order_id, t->user_id, t->qty, t->entered_at_ms),
+ * or reads the entry that holds it. Returns 0 when t goes on to the local entry (*marked: the mark is
  * t's new one, to give back with gw_fair__fleet_enter_unmark if the entry is not written;
  * t->order_id, t->qty and t->entered_at_ms are the held entry's when this gateway took it
  * and lost it to a crash), 1 (the account's entry on another gateway: *t is that entry),
  * GW_FAIR_OTHER_ACCOUNT, or CM_EBACKEND (Redis not asked or not answering). Worker loops:
  * blocks on the worker loops' pool (gw_fair_pool.c).
  */
-int gw_fair__fleet_enter_mark(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *marked);
-/* Sends the person marks of this gateway's entries that took none at entry (an account
- * that is its own person: one round trip per tick for all of them, not one per entry on a
- * worker loop), so every gateway reads them by id before the draw. Lottery thread. */
-void gw_fair__fleet_marks_push(gw_fair_t *f, gw_fair_sale_t *fs);
+int gw_fair__fleet_enter_mark(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *held,
+                              bool *marked);
 void gw_fair__fleet_enter_unmark(gw_fair_sale_t *fs, const gw_fair_ticket_t *t,
                                  const char *order_id);
 /* An entry of any gateway by its id, from the marks of the lotteries whose draw this
