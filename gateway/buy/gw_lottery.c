@@ -93,6 +93,8 @@ static void mark_won(gw_fair_sale_t *fs, entry_t *e)
         return;
     if (e->state == GW_ENTRY_WAITLISTED)
         gw_fair__wl_remove(fs, e);
+    else if (e->state == GW_ENTRY_LOST) /* its order came back from the spool after all */
+        fs->lost--;
     e->promo_cut = false;
     e->state = GW_ENTRY_WON;
     fs->won_orders++;
@@ -220,9 +222,18 @@ void gw_fair__log_load(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t *max_id)
         compute_order(fs);
     /* A log written before the "W" lines: its winners are the orders the
      * status table still knows (an order it knows is one, whatever else). */
-    for (size_t i = 0; i < fs->ndraw; i++)
-        if (gw_orders_get(f->srv->stores.orders, fs->v[i].order_id, NULL))
-            mark_won(fs, &fs->v[i]);
+    for (size_t i = 0; i < fs->ndraw; i++) {
+        entry_t *e = &fs->v[i];
+        if (gw_orders_get(f->srv->stores.orders, e->order_id, NULL))
+            mark_won(fs, e);
+        /* a cut draw's entrant lost for cause ("X") is decided: the resumed
+         * draw skips it (a finished draw's leftovers read it below) */
+        else if (!(out.actions & GW_FAIR_DO_LEFTOVERS) && e->lost_logged &&
+                 e->state == GW_ENTRY_ENTERED) {
+            e->state = GW_ENTRY_LOST;
+            fs->lost++;
+        }
+    }
     if (out.actions & GW_FAIR_DO_LEFTOVERS) {
         for (size_t i = 0; i < fs->ndraw; i++) {
             entry_t *e = &fs->v[i];
@@ -353,18 +364,13 @@ static void ticket_of(const gw_fair_sale_t *fs, const entry_t *e, gw_fair_ticket
 int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
 {
     int64_t draw_at = t->draw_at_ms;
-    bool marked = false;
-    char mark_id[INV_ORDER_ID_MAX + 1] = "";
-    /* One entry per person across the fleet, checked before the local one, when
-     * the person is not the account (another account may enter elsewhere); an
-     * account that is its own person is marked by the lottery thread. */
-    bool mark_now = fs->f->fleet && t->person[0] && strcmp(t->person, t->user_id) != 0;
-    if (mark_now) {
-        int mrc = gw_fair__fleet_enter_mark(fs, t, &marked);
-        if (mrc != 0)
-            return mrc;
-        memcpy(mark_id, t->order_id, sizeof(mark_id));
-    }
+    /* one entry per person across the store, checked before the local one */
+    bool held, marked;
+    int mrc = fs->f->lot->enter_mark(fs, t, &held, &marked);
+    if (mrc != 0)
+        return mrc;
+    char mark_id[INV_ORDER_ID_MAX + 1];
+    memcpy(mark_id, t->order_id, sizeof(mark_id));
     pthread_mutex_lock(&fs->mu);
     const char *person = t->person[0] ? t->person : t->user_id;
     uint64_t key = gw_fair__hash_str(fs, person); /* under mu: the secret may be re-keyed */
@@ -407,7 +413,7 @@ int gw_fair_enter(gw_fair_sale_t *fs, gw_fair_ticket_t *t, const char *idem_key)
     ne.qty = t->qty;
     ne.at_ms = t->entered_at_ms;
     ne.key = key;
-    ne.fleet_marked = mark_now;
+    ne.fleet_marked = held;
     char line[400], pb[INV_USER_ID_MAX + 3], fp[24] = "";
     uint64_t stamp = inv_idem_fp_stamp(ne.key_fp);
     if (stamp)
@@ -431,7 +437,7 @@ out:
     /* the mark names no entry after all (a retry of the account racing this one
      * wrote the same id: then it does) */
     if (marked && rc != 0 && (rc != 1 || strcmp(t->order_id, mark_id) != 0))
-        gw_fair__fleet_enter_unmark(fs, t, mark_id);
+        fs->f->lot->enter_unmark(fs, t, mark_id);
     return rc;
 }
 
@@ -458,7 +464,7 @@ int gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out)
         if (e)
             return 1;
     }
-    return f->fleet ? gw_fair__fleet_lookup(f, order_id, out) : 0;
+    return f->lot->lookup(f, order_id, out);
 }
 
 /*---- the draw ----*/
@@ -640,8 +646,12 @@ static void commit_winners(gw_fair_t *f, gw_fair_sale_t *fs, gw_accept_t *won, s
     gw_accept_publish(&f->accept, won, nok);
 }
 
-/* The core's SET_STATE on an entrant still undecided here. fs->mu held. */
-static void apply_state(gw_fair_sale_t *fs, entry_t *e, gw_entry_state_t st, bool waitlist)
+/* The core's SET_STATE on an entrant still undecided here. An entrant lost
+ * for cause (its accept refused or denied, not short of stock) gets its "X"
+ * record whether or not the losers wait: a restart that resumes a cut draw
+ * reads it as decided (gw_fair__log_load) instead of accepting it again, and
+ * what refused it may have gone meanwhile. fs->mu held. */
+static void apply_state(gw_fair_sale_t *fs, entry_t *e, gw_entry_state_t st, bool cause)
 {
     if (e->state != GW_ENTRY_ENTERED)
         return;
@@ -653,7 +663,7 @@ static void apply_state(gw_fair_sale_t *fs, entry_t *e, gw_entry_state_t st, boo
         gw_fair__wl_add(fs, e);
     } else {
         fs->lost++;
-        if (waitlist) /* an "F" without "w" loses every loser anyway */
+        if (cause)
             gw_fair__wl_log_lost(fs, e);
     }
 }
@@ -686,7 +696,6 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
         inv_sale_snapshot(sale, &si);
         over = si.ends_at_ms && now >= si.ends_at_ms;
     }
-    bool waitlist = false;
     gw_fair_out_t out;
     for (;;) {
         pthread_mutex_lock(&fs->mu);
@@ -701,7 +710,6 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
             pthread_mutex_unlock(&fs->mu);
             break;
         }
-        waitlist = out.waitlist;
         entry_t *e = &fs->v[out.entry]; /* the vector no longer grows: closed */
         ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW, .state = e->state};
         gw_fair_core_step(&fs->core, &ev, now, &out);
@@ -721,7 +729,9 @@ void gw_fair__run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_at_ms)
             }
         }
         if (out.actions & GW_FAIR_DO_SET_STATE)
-            apply_state(fs, &fs->v[out.entry], (gw_entry_state_t)out.state, waitlist);
+            apply_state(fs, &fs->v[out.entry], (gw_entry_state_t)out.state,
+                        ev.kind == GW_FAIR_EV_ACCEPTED &&
+                            (ev.acc == GW_FAIR_ACC_REFUSED || ev.acc == GW_FAIR_ACC_DENIED));
         if (out.actions & GW_FAIR_DO_LOG_SOLD_OUT) {
             /* the winners before it durable first: a power loss that lost
              * them would otherwise leave their units to nobody; the record
@@ -858,7 +868,6 @@ void gw_fair_stats(gw_fair_t *f, void *json_obj)
     json_object_set_new(o, "waitlisted", json_integer((json_int_t)wl));
     json_object_set_new(o, "waitlist_promoted", json_integer((json_int_t)promoted));
     gw_fair__reg_stats(f, o);
-    if (f->fleet)
-        gw_fair__pool_stats(&f->loop_pool, o);
+    f->lot->stats(f, o);
     json_object_set_new(json_obj, "fair", o);
 }

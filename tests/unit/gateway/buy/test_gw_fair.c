@@ -1093,6 +1093,75 @@ static void test_resumed_draw_reserves_once(void **st)
     free(m);
 }
 
+/*
+ * An entrant lost for cause (its person holds units already: the per-user
+ * limit refuses it) in a draw cut by a crash after that decision: the
+ * restart resumes the draw and must not decide it again. Here the units
+ * that refused it were no order of the spool's, so the rebuilt inventory no
+ * longer holds them and a second try would win. Both when the losers are
+ * waitlisted and when they are not (the sale ended before the draw).
+ */
+static void lost_for_cause_cut(bool sale_over)
+{
+    mini_t *m = calloc(1, sizeof(*m));
+    mini_open(m);
+    char why[256] = "";
+    int64_t now = cm_wall_ms();
+    inv_sale_def_t def = {.stock = 10,
+                          .per_user_limit = 1,
+                          .starts_at_ms = now - 10000,
+                          .ends_at_ms = sale_over ? now - 1000 : now + 3600000};
+    snprintf(def.sale_id, sizeof(def.sale_id), "s1");
+    inv_sale_info_t info;
+    assert_int_equal(inv_sale_put(m->srv.stores.inv, &def, &info, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_configure(&m->srv, "s1", 1000, 0, 0, why, sizeof(why)), 0);
+    gw_fair_sale_t *fs = gw_fair_find(m->srv.fair, "s1");
+    assert_non_null(fs);
+    gw_fair_ticket_t t;
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG00", "a1", NULL, NULL, now - 9000, &t), 0);
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG01", "b1", NULL, NULL, now - 9000, &t), 0);
+    /* a1 holds its one unit outside the spool: its entry is refused for cause */
+    assert_int_equal(inv_replay(m->srv.stores.inv, "s1", "a1", 1, "0AM0AZFQKEGZZ", ""), 0);
+    assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
+    wait_drawn(fs, def.starts_at_ms);
+    assert_true(gw_fair_lookup(m->srv.fair, "0AM0AZFQKEG00", &t));
+    assert_int_equal(t.state, GW_ENTRY_LOST);
+    gw_fair_close(&m->srv);
+
+    /* kill -9 right after a1's outcome was recorded: no "W", no "F" */
+    log_cut_after(m, 'X');
+    mini_replay(m, &def, 64);
+    assert_int_equal(gw_fair_open(&m->srv, gw_acceptor(&m->srv), why, sizeof(why)), 0);
+    fs = gw_fair_find(m->srv.fair, "s1");
+    assert_non_null(fs);
+    assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
+    wait_drawn(fs, def.starts_at_ms);
+    assert_true(gw_fair_lookup(m->srv.fair, "0AM0AZFQKEG00", &t));
+    assert_int_equal(t.state, GW_ENTRY_LOST);
+    assert_true(gw_fair_lookup(m->srv.fair, "0AM0AZFQKEG01", &t));
+    assert_int_equal(t.state, GW_ENTRY_WON);
+    spool_count_t cnt;
+    memset(&cnt, 0, sizeof(cnt));
+    oq_spool_scan(m->srv.stores.spool, (oq_pos_t){0, 0}, count_cb, &cnt);
+    assert_int_equal(cnt.orders, 1); /* b1's, once; none for a1 */
+    assert_int_equal(inv_sale_get(m->srv.stores.inv, "s1", &info), 0);
+    assert_int_equal(info.accepted_units, 1);
+    mini_close(m);
+    free(m);
+}
+
+static void test_lost_for_cause_not_waitlisted(void **st)
+{
+    (void)st;
+    lost_for_cause_cut(true);
+}
+
+static void test_lost_for_cause_waitlisted(void **st)
+{
+    (void)st;
+    lost_for_cause_cut(false);
+}
+
 /* The seed of the last "D" line of sale s1's entry log (the one a load takes). */
 static uint64_t log_last_seed(const mini_t *m, int *nd)
 {
@@ -1419,6 +1488,8 @@ int main(void)
         cmocka_unit_test(test_idem_dash_survives_restart),
         cmocka_unit_test(test_person_entry),
         cmocka_unit_test(test_resumed_draw_reserves_once),
+        cmocka_unit_test(test_lost_for_cause_not_waitlisted),
+        cmocka_unit_test(test_lost_for_cause_waitlisted),
         cmocka_unit_test_teardown(test_seed_read_back_unsynced, log_syncs_restore),
         cmocka_unit_test(test_waitlist_in_draw_order),
         cmocka_unit_test(test_waitlist_restart_admits_once),
