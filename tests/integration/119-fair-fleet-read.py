@@ -1,6 +1,6 @@
 """A fleet lottery entry is readable on every gateway, not only on the one
 that took it (gateway/buy/gw_fair_fleet.c gw_fair__fleet_lookup and
-gw_fair__fleet_marks_push; docs/fleet.md "Start-window lottery").
+fleet_marks_push; docs/fleet.md "Start-window lottery").
 
 Two gateways on one redis-server, identity off (each account is its own
 person: its entry's mark goes to Redis with the lottery thread's next tick).
