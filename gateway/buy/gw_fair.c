@@ -56,8 +56,8 @@ int gw_fair_open(gw_server_t *srv, gw_acceptor_t accept, char *errbuf, size_t er
     snprintf(f->dir, sizeof(f->dir), "%s/fair", srv->cfg->data_dir);
     srv->fair = f;
     /* the lottery's store: the one choice between one gateway and a fleet */
-    f->lot = strncmp(srv->cfg->inventory, "redis", 5) == 0 ? &gw_fair__lot_redis
-                                                            : &gw_fair__lot_local;
+    f->lot =
+        strncmp(srv->cfg->inventory, "redis", 5) == 0 ? &gw_fair__lot_redis : &gw_fair__lot_local;
     int orc = f->lot->open(f, errbuf, errlen);
     if (orc)
         return orc;
@@ -362,8 +362,8 @@ int gw_fair_configure(gw_server_t *srv, const char *sale_id, int64_t window_ms, 
     if (rc)
         return rc;
     gw_fair_sale_t *fs = gw_fair__slot_find(f, sale_id);
-    bool moved = fs && (atomic_load(&fs->window_ms) != window_ms ||
-                        atomic_load(&fs->early_ms) != early_ms);
+    bool moved =
+        fs && (atomic_load(&fs->window_ms) != window_ms || atomic_load(&fs->early_ms) != early_ms);
     if (moved && drawn_here(fs))
         return drawn_refusal(sale_id, errbuf, errlen); /* one draw per sale (drawn_check) */
     /* refused before the store hears of it (gw_fair__conf_apply_locked checks again) */

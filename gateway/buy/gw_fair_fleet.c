@@ -264,8 +264,7 @@ static bool mark_parse(const char *v, char *order, size_t ocap, unsigned *node, 
     return true;
 }
 
-int gw_fair__fleet_enter_mark(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *mine,
-                              bool *marked)
+int gw_fair__fleet_enter_mark(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *mine, bool *marked)
 {
     gw_fair_t *f = fs->f;
     *marked = false;

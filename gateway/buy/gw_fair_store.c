@@ -35,8 +35,7 @@ static int local_enter_mark(gw_fair_sale_t *fs, gw_fair_ticket_t *t, bool *held,
     return 0;
 }
 
-static void local_enter_unmark(gw_fair_sale_t *fs, const gw_fair_ticket_t *t,
-                               const char *order_id)
+static void local_enter_unmark(gw_fair_sale_t *fs, const gw_fair_ticket_t *t, const char *order_id)
 {
     (void)fs, (void)t, (void)order_id;
 }
@@ -49,8 +48,8 @@ static int local_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *ou
 }
 
 /* Nothing beyond this gateway: what it holds answers. */
-static int local_record(gw_fair_t *f, const char *sale_id, bool *drawn, bool *entered,
-                        char *errbuf, size_t errlen)
+static int local_record(gw_fair_t *f, const char *sale_id, bool *drawn, bool *entered, char *errbuf,
+                        size_t errlen)
 {
     (void)f, (void)sale_id, (void)drawn, (void)entered, (void)errbuf, (void)errlen;
     return 0;
