@@ -1,7 +1,8 @@
 /*
  * Fair start: what the lottery, the waiting room and the fleet draw share: the
  * configuration, open/close, the lottery thread's tick and the admin calls
- * (see gw_fair.h for the rules). A sale's slot (its creation, update and
+ * (see gw_fair.h for the rules), which reach the lottery's store through
+ * f->lot alone (gw_fair_store.c: one gateway's or a fleet's). A sale's slot (its creation, update and
  * reset) is in gw_fair_slot.c and the per-sale tables and the entry log in
  * gw_fair_table.c, below the files that call them.
  */

@@ -1,6 +1,8 @@
 /*
  * Fair start: the fleet's draw, one draw per sale over every gateway's
- * entries (see gw_fair.h for the rules).
+ * entries, and the rest of the lottery's Redis store but the leftovers'
+ * (gw_waitlist_fleet.c; the store's ops in gw_fair_store.c; see gw_fair.h for
+ * the rules).
  */
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_core.h"

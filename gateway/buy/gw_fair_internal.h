@@ -2,7 +2,8 @@
  * Fair start, private to gateway/buy/: the state the lottery (gw_lottery.c),
  * the waiting room (gw_room.c) and the fleet draw (gw_fair_fleet.c) share,
  * and the gw_fair__ functions they call across files (defined in the file
- * each section names). Included only by those files, gw_reg.c and gw_fair.c; the rest
+ * each section names). Included only by those files, gw_reg.c, gw_fair.c and
+ * gw_fair_store.c; the rest
  * of the gateway uses gw_fair.h.
  */
 #ifndef GW_FAIR_INTERNAL_H

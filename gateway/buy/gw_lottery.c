@@ -1,6 +1,7 @@
 /*
- * Fair start: the start-window lottery on one gateway: the draw order, the
- * entries, the draw and its log (see gw_fair.h for the rules).
+ * Fair start: the start-window lottery: the entries (a fleet's too: each is in
+ * this gateway's log until the close) and, on one gateway, the draw and its log,
+ * the local store's (see gw_fair.h for the rules; gw_fair_store.c).
  */
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_core.h"
