@@ -19,8 +19,9 @@
  * gw_book_t), the start-window lottery's core (gw_fair_core.h: entries,
  * the seed, the draw in its order, its resume after a crash; lot_buy,
  * lot_load, lot_cut_winner and lottery_step are its shell here, as
- * gw_lottery.c is in the gateway, with the entry log's records in memory
- * that a power loss cuts to their synced prefix and more), the buy's decision
+ * gw_lottery.c is in the gateway, with the entry log a journal on the
+ * gateway's sim_disk beside its spool: kills, deaths in a write, power
+ * losses, failed fdatasyncs, a full disk), the buy's decision
  * (gw_buy_core.h: the sale's window, the reserve's and the spool's results,
  * the keyed retries; do_buy is its shell here, as buy_handle is in gw_buy.c).
  * The admin's sale edits (do_sale_edit, do_restock: a simulated operator)
@@ -44,6 +45,7 @@
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
+#include "common/cm_journal.h"
 #include "common/cm_log.h"
 #include "common/cm_plant.h"
 #include "common/cm_rand.h"
@@ -64,11 +66,13 @@
 #include "settle/st_settle.h"
 #include "settle/st_sink.h"
 #include "sim/sim_disk.h"
+#include "sim/sim_fair.h"
 #include "sim/sim_redis.h"
 #include "sim/sim_room.h"
 #include "inventory/inv_cluster.h"
 #include "inventory/inv_redis.h"
 
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -109,9 +113,10 @@ typedef struct rep {
 
 /* The start-window lottery on one gateway's sale: the real core
  * (gw_fair_core.h) and its shell here, as gw_lottery.c is the product's: the
- * entries and the draw order in process memory, the entry log, the accept
- * (reserve, spool, commit). */
-#define LOT_LOG_MAX 256
+ * entries and the draw order in process memory, the entry log <sale>.log on
+ * the gateway's disk (a journal, common/cm_journal.h: gw_lottery.c's records
+ * E D W O F, written by sim_fair_journal_append, read back by the journal's
+ * recovery), the accept (reserve, spool, commit). */
 
 typedef struct lot_ent {
     uint32_t ord;  /* the entry id: the order id it becomes if it wins */
@@ -122,24 +127,13 @@ typedef struct lot_ent {
     bool held_lost; /* lost after its reservation (the commit failed): units stay held */
 } lot_ent_t;
 
-/* A record of <data_dir>/fair/<sale>.log (the core's kinds: E entry, D seed, W winner, F end). */
-typedef struct lot_rec {
-    gw_fair_rec_kind_t kind;
-    uint8_t user, qty;
-    uint32_t ord, key;
-    uint64_t seed;
-    bool waitlist;
-} lot_rec_t;
-
 typedef struct lottery {
     bool on;
     int64_t closes_ms; /* the entry window closes (fair.json) */
     cm_hash_key_t secret;
-    /* the entry log: survives a kill -9; a power loss keeps the synced records
-     * and any prefix of the rest (a torn line is cut at the next load) */
-    lot_rec_t log[LOT_LOG_MAX];
-    size_t nlog, nsynced;
-    /* process memory: the core, the entries, the draw order's buffer */
+    /* process memory: the entry log's descriptor (-1: none), the core, the
+     * entries, the draw order's buffer */
+    int fd;
     gw_fair_core_t core;
     lot_ent_t v[NU_MAX];
     size_t n;
@@ -306,6 +300,7 @@ typedef struct world {
 } world_t;
 
 static void lot_forget(lottery_t *L);
+static void lot_configure(gw_t *g);
 static void lot_load(world_t *wd, gw_t *g);
 static void lot_cut_winner(gw_t *g, const oq_order_t *o);
 static bool lot_buy(world_t *wd, gw_t *g, uint32_t u, uint32_t qty, uint32_t key);
@@ -824,8 +819,6 @@ static void gw_crash(world_t *wd, gw_t *g, bool power, const char *why)
     wd->res->crashes++;
     tr(wd, "gw%d: %s (%s)", g->idx, power ? "power loss" : "crash", why);
     lottery_t *L = &g->lot;
-    if (power && L->nlog > L->nsynced) /* the entry log: written, not synced */
-        L->nlog = L->nsynced + rnd(wd, (uint32_t)(L->nlog - L->nsynced + 1));
     if (power && !L->o_seeded)
         L->o_power = true;
     /* write durability promises nothing across a power loss: the spool may
@@ -1149,6 +1142,8 @@ static void gw_start(world_t *wd, gw_t *g)
         return;
     }
     lot_load(wd, g); /* the lottery opens before the replay, which finds a cut draw's winners */
+    if (gw_died(wd, g))
+        return;
     replay_ctx_t *c = cm_xcalloc(1, sizeof(*c));
     c->wd = wd;
     c->g = g;
@@ -1582,6 +1577,7 @@ static void lot_forget(lottery_t *L)
     memset(L->v, 0, sizeof(L->v));
     L->n = L->nwon = 0;
     L->drawn = false;
+    L->fd = -1; /* the process's descriptor: gone with it (sim_disk_crash) */
     L->core.perm = L->perm;
     gw_fair_core_init(&L->core);
 }
@@ -1609,28 +1605,98 @@ static lot_ent_t *lot_id(lottery_t *L, uint32_t ord, size_t within)
     return NULL;
 }
 
-/* A record appended with one write(2); with sync, fdatasync'd (which may fail). */
-static bool lot_log(world_t *wd, gw_t *g, lot_rec_t rec, bool sync)
+/* The entry log's name on the gateway's disk (one directory, shared with the
+ * spool, whose recovery takes only its spool-*.log names). */
+static void lot_name(const gw_t *g, char *out, size_t cap)
 {
-    lottery_t *L = &g->lot;
-    if (L->nlog == LOT_LOG_MAX)
-        return false;
-    L->log[L->nlog++] = rec;
-    if (!sync)
-        return true;
-    if (wd->faults && chance(wd, wd->p_fsync_fail))
-        return false; /* the record stays readable (a kill -9 keeps it), unsynced */
-    L->nsynced = L->nlog;
-    return true;
+    snprintf(out, cap, "%s.log", g->sale_id);
 }
 
-/* The log written again and synced (log_make_durable): 0 or CM_EIO. */
-static int lot_make_durable(world_t *wd, lottery_t *L)
+/* The entry log opened (created) on the gateway's disk: -1 if not. */
+static int lot_open(gw_t *g, int flags)
 {
-    if (wd->faults && chance(wd, wd->p_fsync_fail))
+    const oq_fs_ops_t *fs = sim_disk_ops();
+    char name[32];
+    lot_name(g, name, sizeof(name));
+    sim_disk_use(g->disk);
+    int dfd = fs->open_dir("fair");
+    if (dfd < 0)
+        return -1;
+    int fd = fs->openat(dfd, name, flags, 0644);
+    fs->close(dfd);
+    return fd;
+}
+
+/* The sale's configure (gw_fair.c): its log made, the name synced with
+ * fair.json's rename (conf_save's directory fsync; retried until it holds,
+ * as an operator retries a failed PUT). */
+static void lot_configure(gw_t *g)
+{
+    const oq_fs_ops_t *fs = sim_disk_ops();
+    int fd = lot_open(g, O_RDWR | O_CREAT | O_APPEND);
+    if (fd >= 0)
+        fs->close(fd);
+    int dfd = fs->open_dir("fair");
+    while (fs->fsync(dfd) != 0)
+        ;
+    fs->close(dfd);
+}
+
+/* The whole file open at fd as the page cache holds it (malloc'd; *n its
+ * length), or NULL if it cannot be read. */
+static char *lot_read(int fd, size_t *n)
+{
+    const oq_fs_ops_t *fs = sim_disk_ops();
+    struct stat st;
+    if (fs->fstat(fd, &st) != 0)
+        return NULL;
+    char *buf = cm_xmalloc((size_t)st.st_size + 1);
+    size_t got = 0;
+    ssize_t r;
+    while (got < (size_t)st.st_size &&
+           (r = fs->pread(fd, buf + got, (size_t)st.st_size - got, (off_t)got)) > 0)
+        got += (size_t)r;
+    if (got < (size_t)st.st_size) {
+        free(buf);
+        return NULL;
+    }
+    *n = got;
+    return buf;
+}
+
+/* A record appended with one write(2) (gw_fair__log_line); with sync,
+ * fdatasync'd (log_line_synced). The caller checks whether the process died
+ * in it (gw_died). True if written (and synced). */
+static bool lot_log(gw_t *g, bool sync, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static bool lot_log(gw_t *g, bool sync, const char *fmt, ...)
+{
+    char rec[128];
+    va_list ap;
+    va_start(ap, fmt);
+    int len = vsnprintf(rec, sizeof(rec), fmt, ap);
+    va_end(ap);
+    sim_disk_use(g->disk);
+    return sim_fair_journal_append(sim_disk_ops(), g->lot.fd, rec, (size_t)len, sync) == 0;
+}
+
+/* The log written again over itself and fdatasync'd (log_make_durable): the
+ * pages a failed fdatasync dropped reach the disk only once written again.
+ * One pwrite of the whole file (sim_disk takes a dropped range back only when
+ * one write covers it). 0 or CM_EIO. */
+static int lot_make_durable(gw_t *g)
+{
+    const oq_fs_ops_t *fs = sim_disk_ops();
+    int fd = lot_open(g, O_RDWR); /* not O_APPEND: a pwrite there appends */
+    if (fd < 0)
         return CM_EIO;
-    L->nsynced = L->nlog;
-    return 0;
+    size_t n = 0;
+    char *buf = lot_read(fd, &n);
+    int rc = buf && (n == 0 || fs->pwrite(fd, buf, n, 0) == (ssize_t)n) && fs->fdatasync(fd) == 0
+                 ? 0
+                 : CM_EIO;
+    free(buf);
+    fs->close(fd);
+    return rc;
 }
 
 /* The core's DO_ORDER over the frozen entrants' keys (compute_order). */
@@ -1642,52 +1708,79 @@ static void lot_order(lottery_t *L)
     gw_fair_core_order(&L->core, keys);
 }
 
-/* At a start, before the spool's replay: the log's records through the core
- * (the entries, the seed, the winners logged, the end), then LOADED with the
- * log made durable or not (gw_fair__log_load). */
+/* A whole record of the entry log read back (cm_journal_record_fn): through
+ * the core, as gw_fair__log_load's lines; one it cannot parse is skipped. */
+static void lot_record(void *arg, char *rec, size_t len)
+{
+    lottery_t *L = arg;
+    unsigned ord = 0, user = 0, qty = 0, key = 0;
+    uint64_t seed = 0;
+    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_RECORD, .rec = (gw_fair_rec_kind_t)rec[0]};
+    lot_ent_t *e = NULL;
+    if (strlen(rec) != len)
+        return;
+    if (rec[0] == 'E' && sscanf(rec, "E o%u u%u %u k%u", &ord, &user, &qty, &key) == 4 &&
+        user < NU_MAX && ord < ORD_MAX) {
+        ev.found = lot_user(L, user) ? GW_FAIR_FOUND_SAME : GW_FAIR_FOUND_NONE;
+    } else if (rec[0] == 'D' && sscanf(rec, "D %" SCNx64, &seed) == 1) {
+        ev.seed = seed;
+        ev.entrants = L->n;
+    } else if (rec[0] == 'W' && L->core.seeded && sscanf(rec, "W o%u", &ord) == 1) {
+        e = lot_id(L, ord, L->core.ndraw);
+        ev.within = e != NULL;
+    } else if (rec[0] == 'F') {
+        ev.waitlist = strcmp(rec, "F w") == 0;
+    } else if (rec[0] != 'O') {
+        return;
+    }
+    gw_fair_out_t out;
+    gw_fair_core_step(&L->core, &ev, 0, &out);
+    if ((out.actions & GW_FAIR_DO_ADD_ENTRY) && L->n < NU_MAX)
+        L->v[L->n++] = (lot_ent_t){.ord = ord,
+                                   .key = key,
+                                   .hkey = lot_hash(L, user),
+                                   .user = (uint8_t)user,
+                                   .qty = (uint8_t)qty};
+    if ((out.actions & GW_FAIR_DO_SET_STATE) && e) {
+        e->state = out.state;
+        e->wlogged = true;
+    }
+}
+
+/* At a start, before the spool's replay (gw_fair__log_load, then
+ * gw_fair__log_open): the log's records through the core (the entries, the
+ * seed, the winners logged, the end), its torn tail cut off, then LOADED with
+ * the log made durable or not. The caller checks whether the process died in
+ * it (gw_died). */
 static void lot_load(world_t *wd, gw_t *g)
 {
     lottery_t *L = &g->lot;
     lot_forget(L);
     if (!L->on)
         return;
-    gw_fair_out_t out;
-    for (size_t i = 0; i < L->nlog; i++) {
-        const lot_rec_t *r = &L->log[i];
-        gw_fair_ev_t ev = {.kind = GW_FAIR_EV_RECORD, .rec = r->kind};
-        lot_ent_t *e = NULL;
-        switch (r->kind) {
-        case GW_FAIR_REC_ENTRY:
-            ev.found = lot_user(L, r->user) ? GW_FAIR_FOUND_SAME : GW_FAIR_FOUND_NONE;
-            break;
-        case GW_FAIR_REC_SEED:
-            ev.seed = r->seed;
-            ev.entrants = L->n;
-            break;
-        case GW_FAIR_REC_WON:
-            e = lot_id(L, r->ord, L->core.ndraw);
-            ev.within = e != NULL;
-            break;
-        case GW_FAIR_REC_END:
-            ev.waitlist = r->waitlist;
-            break;
-        case GW_FAIR_REC_SOLD_OUT:
-            break;
-        }
-        gw_fair_core_step(&L->core, &ev, 0, &out);
-        if ((out.actions & GW_FAIR_DO_ADD_ENTRY) && L->n < NU_MAX)
-            L->v[L->n++] = (lot_ent_t){.ord = r->ord,
-                                       .key = r->key,
-                                       .hkey = lot_hash(L, r->user),
-                                       .user = r->user,
-                                       .qty = r->qty};
-        if ((out.actions & GW_FAIR_DO_SET_STATE) && e) {
-            e->state = out.state;
-            e->wlogged = true;
-        }
+    const oq_fs_ops_t *fs = sim_disk_ops();
+    int fd = lot_open(g, O_RDWR | O_CREAT | O_APPEND);
+    size_t n = 0;
+    char *buf = fd >= 0 ? lot_read(fd, &n) : NULL;
+    if (!buf) { /* unreadable: the sale is not configured (a start that died here) */
+        if (fd >= 0)
+            fs->close(fd);
+        return;
     }
-    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_LOADED,
-                       .rc = L->core.seeded ? lot_make_durable(wd, L) : 0};
+    cm_journal_scan_t sc;
+    cm_journal_scan_mem(buf, n, lot_record, L, &sc);
+    free(buf);
+    if (sc.is_legacy)
+        fail(wd, "gw%d: lottery: the entry log is not a journal (%zu bytes)", g->idx, n);
+    if (sc.holes)
+        tr(wd, "gw%d: lottery: %zu holes (%lld bytes) in the entry log skipped", g->idx, sc.holes,
+           (long long)sc.hole_bytes);
+    if ((size_t)sc.end < n && fs->ftruncate(fd, sc.end) == 0) /* cm_journal_recover */
+        tr(wd, "gw%d: lottery: a torn tail of %zu bytes cut off the entry log", g->idx,
+           n - (size_t)sc.end);
+    L->fd = fd;
+    gw_fair_out_t out;
+    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_LOADED, .rc = L->core.seeded ? lot_make_durable(g) : 0};
     gw_fair_core_step(&L->core, &ev, 0, &out);
     if (out.actions & GW_FAIR_DO_ORDER)
         lot_order(L);
@@ -1753,17 +1846,13 @@ static bool lot_buy(world_t *wd, gw_t *g, uint32_t u, uint32_t qty, uint32_t key
                           .qty = (uint8_t)qty,
                           .key = key,
                           .limit_at = (uint8_t)g->limit};
-    bool logged = lot_log(wd, g,
-                          (lot_rec_t){.kind = GW_FAIR_REC_ENTRY,
-                                      .user = (uint8_t)u,
-                                      .qty = (uint8_t)qty,
-                                      .ord = n,
-                                      .key = key},
-                          false);
+    bool logged = lot_log(g, false, "E o%u u%u %u k%u", n, u, qty, key);
+    if (gw_died(wd, g))
+        return true; /* its client hears nothing */
     ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRY_LOGGED, .rc = logged ? 0 : CM_EIO};
     gw_fair_core_step(&L->core, &ev, now, &out);
     if (!(out.actions & GW_FAIR_DO_ADD_ENTRY)) {
-        tr(wd, "gw%d: buy u%u -> 503 (the entry log is full)", g->idx, u);
+        tr(wd, "gw%d: buy u%u -> 503 (the entry's record not written)", g->idx, u);
         return true;
     }
     L->v[L->n++] = (lot_ent_t){
@@ -2006,12 +2095,16 @@ static void lottery_step(world_t *wd, gw_t *g)
                             .rnd = c->seeded ? 0 : cm_rand_next(&wd->rng)};
         gw_fair_core_step(c, &ev, now, &out);
         ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_DURABLE, .rc = CM_EINVAL};
-        if (out.actions & GW_FAIR_DO_SEED)
-            ev.rc = lot_log(wd, g, (lot_rec_t){.kind = GW_FAIR_REC_SEED, .seed = c->seed}, true)
-                        ? 0
+        if ((out.actions & GW_FAIR_DO_SEED) && wd->open_defects) /* gw_lottery.c draw_seed */
+            ev.rc = lot_log(g, true, "D %016" PRIx64 " %zu", c->seed, c->ndraw) ? 0 : CM_EIO;
+        else if (out.actions & GW_FAIR_DO_SEED) /* the open defect's fix: as "F" below */
+            ev.rc = lot_log(g, false, "D %016" PRIx64 " %zu", c->seed, c->ndraw)
+                        ? lot_make_durable(g)
                         : CM_EIO;
         else if (out.actions & GW_FAIR_DO_MAKE_DURABLE)
-            ev.rc = lot_make_durable(wd, L);
+            ev.rc = lot_make_durable(g);
+        if (gw_died(wd, g))
+            return;
         gw_fair_core_step(c, &ev, now, &out);
         if (out.actions & GW_FAIR_DO_ORDER) {
             lot_order(L);
@@ -2054,8 +2147,10 @@ static void lottery_step(world_t *wd, gw_t *g)
             if (!lot_commit(wd, g))
                 return;
             ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_SOLD_OUT_LOGGED, .rc = CM_EIO};
-            if (lot_log(wd, g, (lot_rec_t){.kind = GW_FAIR_REC_SOLD_OUT}, wd->fsync_mode))
+            if (lot_log(g, wd->fsync_mode, "O"))
                 ev.rc = 0;
+            if (gw_died(wd, g))
+                return;
             gw_fair_core_step(c, &ev, now, &out);
             tr(wd, "gw%d: lottery: the stock ran out at #%zu%s", g->idx, pos + 1,
                ev.rc ? " (its record's fdatasync failed)" : "");
@@ -2083,16 +2178,21 @@ static void lottery_step(world_t *wd, gw_t *g)
         }
         set_status(g, e->ord, ST_QUEUED);
         if (!e->wlogged) {
-            if (lot_log(wd, g, (lot_rec_t){.kind = GW_FAIR_REC_WON, .ord = e->ord}, false))
+            if (lot_log(g, false, "W o%u", e->ord))
                 e->wlogged = true;
             else
                 logged = false;
+            if (gw_died(wd, g))
+                return;
         }
     }
+    /* "F" written, then the whole log made durable (not a plain fdatasync:
+     * the pages of an earlier one that failed would stay dropped) */
     ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = CM_EIO};
-    if (logged &&
-        lot_log(wd, g, (lot_rec_t){.kind = GW_FAIR_REC_END, .waitlist = out.waitlist}, true))
-        ev.rc = 0;
+    if (logged && lot_log(g, false, "%s", out.waitlist ? "F w" : "F"))
+        ev.rc = lot_make_durable(g);
+    if (gw_died(wd, g))
+        return;
     gw_fair_core_step(c, &ev, now, &out);
     if (!(out.actions & GW_FAIR_DO_PUBLISH)) {
         tr(wd, "gw%d: lottery: the end of the draw not recorded, tried again", g->idx);
@@ -2868,8 +2968,11 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
     }
     tr(wd, "seed %" PRIu64 ": %d gateways, %d users, limit %u, durability %s", opts->seed, wd->ng,
        wd->nu, wd->limit, wd->fsync_mode ? "fsync" : "write");
-    for (int i = 0; i < wd->ng; i++)
+    for (int i = 0; i < wd->ng; i++) {
+        if (wd->gw[i].lot.on)
+            lot_configure(&wd->gw[i]);
         gw_start(wd, &wd->gw[i]);
+    }
     if (wd->rs) { /* lost and late replies from now on (sim_redis.h) */
         sim_redis_faults_t *f = sim_redis_faults(wd->rs);
         f->p_timeout = 0.01 * rnd(wd, 6);
