@@ -2095,9 +2095,7 @@ static void lottery_step(world_t *wd, gw_t *g)
                             .rnd = c->seeded ? 0 : cm_rand_next(&wd->rng)};
         gw_fair_core_step(c, &ev, now, &out);
         ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_DURABLE, .rc = CM_EINVAL};
-        if ((out.actions & GW_FAIR_DO_SEED) && wd->open_defects) /* gw_lottery.c draw_seed */
-            ev.rc = lot_log(g, true, "D %016" PRIx64 " %zu", c->seed, c->ndraw) ? 0 : CM_EIO;
-        else if (out.actions & GW_FAIR_DO_SEED) /* the open defect's fix: as "F" below */
+        if (out.actions & GW_FAIR_DO_SEED) /* gw_lottery.c draw_seed: written again, as "F" */
             ev.rc = lot_log(g, false, "D %016" PRIx64 " %zu", c->seed, c->ndraw)
                         ? lot_make_durable(g)
                         : CM_EIO;
