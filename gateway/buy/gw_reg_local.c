@@ -38,6 +38,9 @@ struct gw_reg_set {
     off_t log_len;      /* its length: where a failed write is cut back to */
     off_t synced;       /* what an fdatasync covered (0 for what a start found) */
     off_t failed_upto;  /* the end a failed fdatasync was to cover */
+    /* opened by this process: its directory entry is fsync'd with the next sync
+     * (a new file's name, or one a crash left unsynced, survives a power cut) */
+    bool dir_unsynced;
     bool syncing;       /* an fdatasync runs (without reg_mu); cv: its end */
     unsigned users;     /* calls of local_sync inside: the set is not freed under them */
     pthread_cond_t cv;
@@ -108,6 +111,16 @@ static void reg_path(gw_fair_t *f, const char *sale_id, char *out, size_t cap)
     snprintf(out, cap, "%s/%s.reg", f->dir, sale_id);
 }
 
+/* fsync of the logs' directory. 0 or CM_EIO. */
+static int dir_sync(gw_fair_t *f)
+{
+    int dfd = open(f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = dfd >= 0 && fsync(dfd) == 0 ? 0 : CM_EIO;
+    if (dfd >= 0)
+        close(dfd);
+    return rc;
+}
+
 static void local_load(gw_fair_t *f, gw_fair_sale_t *fs)
 {
     char path[700];
@@ -135,6 +148,16 @@ static void local_load(gw_fair_t *f, gw_fair_sale_t *fs)
     }
     free(line);
     fclose(fp);
+    /* fsync durability: what a crash left in the page cache is durable before
+     * a registration found in it is answered 200 */
+    if (f->srv->cfg->durability == GW_DURABILITY_FSYNC) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || fdatasync(fd) != 0 || dir_sync(f) != 0)
+            cm_log_error("fair", "registration log fdatasync failed at start", "sale=%s",
+                         fs->sale_id);
+        if (fd >= 0)
+            close(fd);
+    }
     if (bad)
         cm_log_warn("fair", "registration log has records that are not persons; skipped",
                     "sale=%s records=%zu", fs->sale_id, bad);
@@ -155,6 +178,7 @@ static int log_append(gw_fair_t *f, gw_fair_sale_t *fs, struct gw_reg_set *s, co
             s->fd = -1;
             return CM_EIO;
         }
+        s->dir_unsynced = true;
     }
     char rec[INV_USER_ID_MAX + CM_JOURNAL_FRAME_OVERHEAD]; /* one frame of the journal */
     int len = (int)cm_journal_frame(rec, sizeof(rec), p, strlen(p));
@@ -187,7 +211,7 @@ static int local_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint6
     gw_reg_core_t *core = s ? &s->core : &none;
     ev.found = set_has(s, person);
     ev.sync = f->srv->cfg->durability == GW_DURABILITY_FSYNC;
-    ev.covered = !s || s->synced >= s->log_len;
+    ev.covered = !s || (s->synced >= s->log_len && !s->dir_unsynced);
     gw_reg_core_step(core, &ev, &out);
     if (s && (out.actions & GW_REG_DO_APPEND)) { /* no set: the window is gone, GONE */
         ev = (gw_reg_ev_t){.kind = GW_REG_EV_APPENDED, .rc = log_append(f, fs, s, person)};
@@ -212,7 +236,7 @@ static int local_sync(gw_fair_sale_t *fs)
     int rc = 0;
     if (s)
         s->users++;
-    while (s && s->synced < want) {
+    while (s && (s->synced < want || s->dir_unsynced)) {
         if (s->failed_upto >= want) { /* the fdatasync that was to cover it failed */
             rc = CM_EIO;
             break;
@@ -223,15 +247,18 @@ static int local_sync(gw_fair_sale_t *fs)
         }
         int fd = s->fd >= 0 ? dup(s->fd) : -1; /* a failed write's close may come meanwhile */
         off_t upto = s->log_len;
+        bool dir = s->dir_unsynced;
         s->syncing = true;
         pthread_mutex_unlock(&fs->reg_mu);
-        int r = fd >= 0 && fdatasync(fd) == 0 ? 0 : CM_EIO;
+        int r = fd >= 0 && fdatasync(fd) == 0 && (!dir || dir_sync(fs->f) == 0) ? 0 : CM_EIO;
         if (fd >= 0)
             close(fd);
         pthread_mutex_lock(&fs->reg_mu);
         s->syncing = false;
         if (r == 0 && upto > s->synced)
             s->synced = upto;
+        if (r == 0 && dir)
+            s->dir_unsynced = false;
         if (r != 0 && upto > s->failed_upto)
             s->failed_upto = upto;
         pthread_cond_broadcast(&s->cv);
