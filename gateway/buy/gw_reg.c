@@ -10,25 +10,14 @@
 #include "gateway/buy/gw_fair_internal.h"
 #include "gateway/buy/gw_reg_backend.h"
 
-#include "common/cm_alloc.h"
 #include "common/cm_err.h"
-#include "common/cm_hash.h"
-#include "common/cm_journal.h"
-#include "common/cm_log.h"
-#include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
-#include "gateway/base/gw_config.h"
 #include "gateway/buy/gw_buy_t.h"
 #include "gateway/edge/gw_edge.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /*---- the store's life: chosen with the slot (fs->reg_ops) ----*/
 
