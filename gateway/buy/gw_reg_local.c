@@ -37,7 +37,7 @@ struct gw_reg_set {
     int fd;             /* the log, -1 until opened */
     off_t log_len;      /* its length: where a failed write is cut back to */
     off_t synced;       /* what an fdatasync covered (0 for what a start found) */
-    off_t failed_upto;  /* the end a failed fdatasync was to cover */
+    unsigned failures;  /* failed fdatasyncs: one while a sync waited may have been its own */
     /* opened by this process: its directory entry is fsync'd with the next sync
      * (a new file's name, or one a crash left unsynced, survives a power cut) */
     bool dir_unsynced;
@@ -234,10 +234,11 @@ static int local_sync(gw_fair_sale_t *fs)
     struct gw_reg_set *s = fs->reg;
     off_t want = s ? s->log_len : 0;
     int rc = 0;
+    unsigned failures = s ? s->failures : 0;
     if (s)
         s->users++;
     while (s && (s->synced < want || s->dir_unsynced)) {
-        if (s->failed_upto >= want) { /* the fdatasync that was to cover it failed */
+        if (s->failures != failures) { /* one ran while this waited: it may have been its own */
             rc = CM_EIO;
             break;
         }
@@ -259,8 +260,8 @@ static int local_sync(gw_fair_sale_t *fs)
             s->synced = upto;
         if (r == 0 && dir)
             s->dir_unsynced = false;
-        if (r != 0 && upto > s->failed_upto)
-            s->failed_upto = upto;
+        if (r != 0)
+            s->failures++;
         pthread_cond_broadcast(&s->cv);
     }
     if (s && --s->users == 0)
