@@ -48,6 +48,8 @@ struct gw_reg_set {
     cm_hash_key_t key;  /* the table's own (the room's key is re-drawn at a reset) */
 };
 
+int (*gw_reg__datasync)(int fd) = fdatasync;
+
 static uint64_t person_hash(const struct gw_reg_set *s, const char *p)
 {
     return cm_hash_sip24(&s->key, p, strlen(p));
@@ -251,7 +253,7 @@ static int local_sync(gw_fair_sale_t *fs)
         bool dir = s->dir_unsynced;
         s->syncing = true;
         pthread_mutex_unlock(&fs->reg_mu);
-        int r = fd >= 0 && fdatasync(fd) == 0 && (!dir || dir_sync(fs->f) == 0) ? 0 : CM_EIO;
+        int r = fd >= 0 && gw_reg__datasync(fd) == 0 && (!dir || dir_sync(fs->f) == 0) ? 0 : CM_EIO;
         if (fd >= 0)
             close(fd);
         pthread_mutex_lock(&fs->reg_mu);

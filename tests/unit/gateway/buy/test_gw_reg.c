@@ -21,8 +21,10 @@
 #include "gateway/buy/gw_buy.h"
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
+#include "gateway/buy/gw_reg_backend.h"
 #include "queue/oq_spool.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -372,6 +374,36 @@ static void test_fsync_answer_waits_for_the_sync(void **state)
     mini_close(&m);
 }
 
+static int failing_datasync(int fd)
+{
+    (void)fd;
+    errno = EIO;
+    return -1;
+}
+
+/* A failed fdatasync answers the registrations it was for with CM_EIO (503),
+ * and only those: the next sync runs an fdatasync of its own, so a person
+ * found after a disk's passing failure is answered 200 once it succeeds. */
+static void test_failed_sync(void **state)
+{
+    (void)state;
+    mini_t m;
+    mini_open(&m);
+    m.cfg.durability = GW_DURABILITY_FSYNC;
+    char why[256] = "";
+    bool sync = false;
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", 10, &sync, why, sizeof(why)), GW_REG_ADDED);
+    assert_true(sync);
+    gw_reg__datasync = failing_datasync;
+    assert_int_equal(gw_reg_sync(&m.srv, "s1", GW_REG_ADDED), CM_EIO);
+    gw_reg__datasync = fdatasync;
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", 10, &sync, why, sizeof(why)),
+                     GW_REG_ALREADY);
+    assert_true(sync); /* in the set, not yet covered */
+    assert_int_equal(gw_reg_sync(&m.srv, "s1", GW_REG_ALREADY), GW_REG_ALREADY);
+    mini_close(&m);
+}
+
 /* What the public route asks by sale id (gw_fair_routes.c): the window of a
  * sale that takes registrations, and a registration's outcome; a sale
  * without registration, or deleted, has no window and registers nobody. */
@@ -411,6 +443,7 @@ int main(void)
         cmocka_unit_test(test_registration_after_delete),
         cmocka_unit_test(test_route_calls),
         cmocka_unit_test(test_fsync_answer_waits_for_the_sync),
+        cmocka_unit_test(test_failed_sync),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
