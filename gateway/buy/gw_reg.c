@@ -103,8 +103,8 @@ int gw_reg_configure(gw_server_t *srv, const char *sale_id, int64_t opens_ms, in
 
 /*---- registering, the entry's check ----*/
 
-int gw_fair__reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap,
-                     bool *sync, char *why, size_t whylen)
+int gw_fair__reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap, bool *sync,
+                     char *why, size_t whylen)
 {
     int rc = fs->reg_ops->add(f, fs, person, cap, sync, why, whylen);
     if (rc == GW_REG_ADDED)
@@ -141,8 +141,8 @@ bool gw_reg_window(gw_server_t *srv, const char *sale_id, int64_t *opens_ms, int
     return true;
 }
 
-int gw_reg_add(gw_server_t *srv, const char *sale_id, const char *person, uint64_t cap,
-               bool *sync, char *why, size_t whylen)
+int gw_reg_add(gw_server_t *srv, const char *sale_id, const char *person, uint64_t cap, bool *sync,
+               char *why, size_t whylen)
 {
     gw_fair_sale_t *fs = srv->fair ? gw_fair__slot_find(srv->fair, sale_id) : NULL;
     *sync = false;
@@ -241,8 +241,8 @@ void *gw_reg_export_json(gw_server_t *srv, const char *sale_id, uint64_t cursor,
     json_t *arr = json_array();
     uint64_t end, total;
     char why[256] = "";
-    if (fs->reg_ops->page(f, fs, cursor, limit, &total, &end, add_person, arr, why,
-                          sizeof(why)) != 0) {
+    if (fs->reg_ops->page(f, fs, cursor, limit, &total, &end, add_person, arr, why, sizeof(why)) !=
+        0) {
         json_decref(arr);
         *rc = CM_EBACKEND;
         cm_errbuf_set(errbuf, errlen, "%s", why);

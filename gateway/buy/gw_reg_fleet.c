@@ -24,8 +24,8 @@ static int redis_err(char *why, size_t whylen)
     return CM_EBACKEND;
 }
 
-static int fleet_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap,
-                     bool *sync, char *why, size_t whylen)
+static int fleet_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap, bool *sync,
+                     char *why, size_t whylen)
 {
     /* As one gateway's, before the round trip: a delete seen here since the route's
      * check records nothing. One on another gateway (seen at the next poll), or one
@@ -84,8 +84,8 @@ static int fleet_page(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t cursor, uint64_
     *total = n > 0 ? (uint64_t)n : 0;
     gw_reg_page(*total, cursor, limit, &start, end);
     if (rc == 0 && *end > start)
-        rc = gw_fair_redis_reg_range(c, fs->sale_id, (long long)start, (long long)*end - 1, fn,
-                                     arg, why, whylen);
+        rc = gw_fair_redis_reg_range(c, fs->sale_id, (long long)start, (long long)*end - 1, fn, arg,
+                                     why, whylen);
     gw_fair__pool_put(&f->pool, c);
     return rc ? redis_err(why, whylen) : 0;
 }
@@ -103,9 +103,9 @@ static int fleet_publish(gw_fair_t *f, gw_fair_sale_t *fs, const char *token, ch
     char cur[256];
     bool found = false;
     inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, whylen);
-    int rc = c ? gw_fair_redis_lottery_conf_get(c, fs->sale_id, cur, sizeof(cur), &found, why,
-                                                whylen)
-               : CM_EBACKEND;
+    int rc =
+        c ? gw_fair_redis_lottery_conf_get(c, fs->sale_id, cur, sizeof(cur), &found, why, whylen)
+          : CM_EBACKEND;
     if (rc == 0 && found && strcmp(cur, GW_FAIR_REDIS_LOTTERY_DELETED) != 0) {
         char *t = strstr(cur, " r=");
         if (t)

@@ -34,15 +34,15 @@ struct gw_reg_set {
     size_t n, cap;
     uint32_t *tab; /* open addressing: index + 1, 0 = empty */
     size_t tcap;
-    int fd;             /* the log, -1 until opened */
-    off_t log_len;      /* its length: where a failed write is cut back to */
-    off_t synced;       /* what an fdatasync covered (0 for what a start found) */
-    unsigned failures;  /* failed fdatasyncs: one while a sync waited may have been its own */
+    int fd;            /* the log, -1 until opened */
+    off_t log_len;     /* its length: where a failed write is cut back to */
+    off_t synced;      /* what an fdatasync covered (0 for what a start found) */
+    unsigned failures; /* failed fdatasyncs: one while a sync waited may have been its own */
     /* opened by this process: its directory entry is fsync'd with the next sync
      * (a new file's name, or one a crash left unsynced, survives a power cut) */
     bool dir_unsynced;
-    bool syncing;       /* an fdatasync runs (without reg_mu); cv: its end */
-    unsigned users;     /* calls of local_sync inside: the set is not freed under them */
+    bool syncing;   /* an fdatasync runs (without reg_mu); cv: its end */
+    unsigned users; /* calls of local_sync inside: the set is not freed under them */
     pthread_cond_t cv;
     gw_reg_core_t core; /* the decisions: one per person, the cap, the log's records */
     cm_hash_key_t key;  /* the table's own (the room's key is re-drawn at a reset) */
@@ -196,8 +196,8 @@ static int log_append(gw_fair_t *f, gw_fair_sale_t *fs, struct gw_reg_set *s, co
     return 0;
 }
 
-static int local_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap,
-                     bool *sync, char *why, size_t whylen)
+static int local_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap, bool *sync,
+                     char *why, size_t whylen)
 {
     gw_reg_ev_t ev = {.kind = GW_REG_EV_REGISTER, .cap = cap};
     gw_reg_out_t out;
