@@ -412,14 +412,15 @@ static void do_register(fw_t *w, unsigned p)
     gw_reg_phase_t ph = gw_reg_phase_at(w->reg_opens, w->reg_closes, w->now);
     if (ph != GW_REG_OPEN)
         return;
-    /* covered: false, as the product's after a write not yet synced (this
-     * shell does not track what was synced; a sync more is always safe) */
+    /* covered: nothing written by this process (its load synced what it read),
+     * as the product's; after a write this shell syncs again (always safe) */
     gw_reg_ev_t ev = {.kind = GW_REG_EV_REGISTER,
                       .opens_ms = w->reg_opens,
                       .window_ms = 1,
                       .found = set_has(w, id),
                       .cap = w->cap,
-                      .sync = w->fsync};
+                      .sync = w->fsync,
+                      .covered = w->regfd < 0};
     gw_reg_out_t out;
     gw_reg_core_step(&w->reg, &ev, &out);
     arm(w, 0.08);
