@@ -95,8 +95,8 @@ typedef enum {
     CM_PLANT_REG_TWO_PER_PERSON, /* gw_reg_core.c: a person registered already is registered
                                     again (a second line) */
     CM_PLANT_REG_CAP_ONE_MORE,   /* gw_reg_core.c: the registration cap lets one person more in */
-    CM_PLANT_REG_TORN_KEPT,      /* gw_reg_core.c: a .reg line cut short is read as a person and
-                                    left on the log */
+    CM_PLANT_REG_ANSWER_UNSYNCED, /* gw_reg_core.c: under fsync durability a registration is
+                                     answered 201 at its write, before its fdatasync */
     CM_PLANT_WL_SKIPS_FIRST,     /* gw_waitlist_core.c: the leftovers' walk passes over the first
                                     waitlisted loser in draw order */
     CM_PLANT_WL_END_KEEPS,       /* gw_waitlist_core.c: the sale's end does not end the waitlist:

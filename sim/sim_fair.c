@@ -5,25 +5,29 @@
  * cancel and units come back, until the sale ends.
  *
  * The decisions are the product's cores: gw_reg_core.c (one registration
- * per person, the cap, the .reg log's lines read back), gw_fair_core.c (the
- * draw) and gw_waitlist_core.c (who is next). The shells are here, as
- * gw_reg.c and gw_waitlist.c are the product's: the .reg log (one write(2) a
- * person, never synced, a torn last line cut at the load) and the leftovers'
+ * per person, the cap, under fsync durability an answer only after the
+ * fdatasync, the .reg log's records read back), gw_fair_core.c (the draw)
+ * and gw_waitlist_core.c (who is next). The shells are here, as
+ * gw_reg_local.c and gw_waitlist.c are the product's: the .reg log (a
+ * journal, common/cm_journal.h: one frame a person with one write(2); in
+ * fsync durability (half the seeds) fdatasync'd before the answer, and its
+ * directory entry with the first sync of each process) and the leftovers'
  * records of the sale's log (P synced before the reserve, W after, L at the
- * end; a journal, common/cm_journal.h: a record a frame, read back through
- * the journal's recovery) on a simulated disk, and a simulated inventory that reserves an
- * order id once (inv_reserve_once). The draw's own records and their
- * crashes are sim_world.c's: here the draw's outcome is durable once made.
+ * end), both read back through the journal's recovery (cm_journal_scan_mem,
+ * a torn tail cut), on a simulated disk, and a simulated inventory that
+ * reserves an order id once (inv_reserve_once). The draw's own records and
+ * their crashes are sim_world.c's: here the draw's outcome is durable once made.
  *
  * Faults: a kill -9 (the page cache stays), a death in the middle of a write
- * (a torn line), a power loss (the synced part and any prefix of the rest;
- * the .reg, never synced, may lose its lines or its name), failed
- * fdatasyncs.
+ * (a torn frame), a power loss (the synced part and any prefix of the rest;
+ * in write durability the .reg, never synced, may lose its records or its
+ * name), failed fdatasyncs.
  *
  * The oracle, after every step:
  *   - the .reg log holds each person once, only persons that registered,
  *     and at most the cap; so does the set in memory
- *   - a person answered 201 is registered after a kill -9 and restart
+ *   - a person answered 201 is registered after a kill -9 and restart, and
+ *     under fsync durability after a power loss too
  *   - the draw takes registered persons only, one entry each
  *   - a promotion goes to the first waiting loser in draw order, and only
  *     while the sale is on
@@ -80,8 +84,10 @@ typedef struct fw {
     int64_t stock;
     cm_hash_key_t secret;
     /* the process: descriptors, the registration's core and set, the entries' states */
+    bool fsync; /* spool.durability fsync */
     bool up;
     int dirfd, regfd, wlfd;
+    bool reg_dir_unsynced; /* the .reg opened by this process: its name not yet synced */
     gw_reg_core_t reg;
     char set[SET_MAX][ID_LEN];
     size_t nset;
@@ -100,7 +106,8 @@ typedef struct fw {
     /* the oracle */
     bool o_tried[NP];    /* a registration line of the person was written, in part at least */
     bool o_added[NP];    /* answered 201 */
-    bool o_power;        /* a power loss: the unsynced .reg may have lost 201s, by design */
+    bool o_durable[NP];  /* answered 201 under fsync durability: no power loss excuses its loss */
+    bool o_power;        /* a power loss: write durability's .reg may have lost 201s, by design */
     uint8_t o_state[NP]; /* by entry index: each entry's outcome as told */
     uint64_t o_freed, o_promoted; /* units */
 } fw_t;
@@ -181,34 +188,35 @@ static size_t file_read(fw_t *w, const char *name, char *buf, size_t cap)
     return n;
 }
 
-/* Appends one line to *fd (opened at the first append): one write(2), and
- * with sync an fdatasync. The sale's log (WL_LOG) is a journal: the line,
+/* Appends one record to *fd (opened at the first append, *opened set): one
+ * write(2), and with sync an fdatasync. Each log is a journal: the line,
  * its newline dropped, goes as one frame (cm_journal_frame), after the magic
  * line in the same write when the file is empty (cm_journal_attach's, not
  * synced apart: the frame's fdatasync covers both). 0 or CM_EIO. */
-static int log_append(fw_t *w, int *fd, const char *name, const char *line, bool sync)
+static int log_append(fw_t *w, int *fd, const char *name, const char *line, bool sync,
+                      bool *opened)
 {
-    if (*fd < 0)
+    if (*fd < 0) {
         *fd = w->fs->openat(w->dirfd, name, O_RDWR | O_CREAT | O_APPEND, 0644);
+        if (*fd >= 0 && opened)
+            *opened = true;
+    }
     if (*fd < 0)
         return CM_EIO;
     char buf[CM_JOURNAL_MAGIC_LEN + 64];
     size_t len = strlen(line);
-    if (strcmp(name, WL_LOG) == 0) {
-        struct stat st;
-        if (w->fs->fstat(*fd, &st) != 0)
-            return CM_EIO;
-        size_t at = 0;
-        if (st.st_size == 0) {
-            at = (size_t)snprintf(buf, sizeof(buf), "%s", CM_JOURNAL_MAGIC);
-        }
-        size_t n = cm_journal_frame(buf + at, sizeof(buf) - at, line,
-                                    len && line[len - 1] == '\n' ? len - 1 : len);
-        if (n == 0)
-            return CM_EIO;
-        line = buf;
-        len = at + n;
-    }
+    struct stat st;
+    if (w->fs->fstat(*fd, &st) != 0)
+        return CM_EIO;
+    size_t at = 0;
+    if (st.st_size == 0)
+        at = (size_t)snprintf(buf, sizeof(buf), "%s", CM_JOURNAL_MAGIC);
+    size_t n = cm_journal_frame(buf + at, sizeof(buf) - at, line,
+                                len && line[len - 1] == '\n' ? len - 1 : len);
+    if (n == 0)
+        return CM_EIO;
+    line = buf;
+    len = at + n;
     if (w->fs->write(*fd, line, len) != (ssize_t)len)
         return CM_EIO;
     if (sync && w->fs->fdatasync(*fd) != 0)
@@ -236,40 +244,53 @@ static void set_add(fw_t *w, const char *p, size_t len)
     w->set[w->nset++][len] = '\0';
 }
 
-/* gw_fair__reg_load: each line through the core; a torn last line cut off. */
+/* A whole record of the .reg (cm_journal_record_fn): the core's LINE, as
+ * gw_reg_local.c's load steps it. */
+static void reg_record(void *arg, char *rec, size_t len)
+{
+    fw_t *w = arg;
+    gw_reg_ev_t ev = {.kind = GW_REG_EV_LINE,
+                      .line = rec,
+                      .len = len,
+                      .found = len < ID_LEN && strlen(rec) == len && set_has(w, rec)};
+    gw_reg_out_t out;
+    gw_reg_core_step(&w->reg, &ev, &out);
+    if (out.actions & GW_REG_DO_ADD)
+        set_add(w, rec, len);
+}
+
+/* Cuts name at end (a torn tail the recovery found), as cm_journal_recover does. */
+static void cut_tail(fw_t *w, const char *name, off_t end, size_t n)
+{
+    if ((size_t)end >= n)
+        return;
+    int fd = w->fs->openat(w->dirfd, name, O_RDWR, 0);
+    if (fd >= 0) {
+        w->fs->ftruncate(fd, end);
+        w->fs->close(fd);
+    }
+    tr(w, "%s: a torn tail of %zu bytes cut off", name, n - (size_t)end);
+}
+
+/* gw_reg_local.c's load: the journal's recovery, each record through the core;
+ * in fsync durability the file and its name made durable (what a crash left
+ * in the page cache is answered 200 from). */
 static void reg_load(fw_t *w)
 {
     static char buf[FILE_MAX];
     size_t n = file_read(w, REG_LOG, buf, sizeof(buf));
-    size_t at = 0;
-    while (at < n) {
-        char *nl = memchr(buf + at, '\n', n - at);
-        size_t len = nl ? (size_t)(nl - (buf + at)) : n - at;
-        char line[ID_LEN + 1];
-        bool fits = len < sizeof(line);
-        if (fits) {
-            memcpy(line, buf + at, len);
-            line[len] = '\0';
+    cm_journal_scan_t sc;
+    cm_journal_scan_mem(buf, n, reg_record, w, &sc);
+    if (n && sc.is_legacy)
+        fail(w, "reg: the .reg is not a journal (%zu bytes)", n);
+    cut_tail(w, REG_LOG, sc.end, n);
+    if (n && w->fsync) {
+        int fd = w->fs->openat(w->dirfd, REG_LOG, O_RDWR, 0);
+        if (fd >= 0) {
+            w->fs->fdatasync(fd);
+            w->fs->close(fd);
         }
-        gw_reg_ev_t ev = {.kind = GW_REG_EV_LINE,
-                          .line = buf + at,
-                          .len = len,
-                          .has_newline = nl != NULL,
-                          .found = fits && strlen(line) == len && set_has(w, line)};
-        gw_reg_out_t out;
-        gw_reg_core_step(&w->reg, &ev, &out);
-        if (out.actions & GW_REG_DO_ADD)
-            set_add(w, buf + at, len);
-        if (out.actions & GW_REG_DO_CUT) {
-            int fd = w->fs->openat(w->dirfd, REG_LOG, O_RDWR, 0);
-            if (fd >= 0) {
-                w->fs->ftruncate(fd, (off_t)at);
-                w->fs->close(fd);
-            }
-            tr(w, "reg: a torn line of %zu bytes cut off the log", len);
-            break;
-        }
-        at += len + 1;
+        w->fs->fsync(w->dirfd);
     }
 }
 
@@ -314,13 +335,7 @@ static void wl_load(fw_t *w)
              (int)(n < 24 ? n : 24), buf);
     if (sc.holes)
         tr(w, "leftovers: %zu holes (%lld bytes) skipped", sc.holes, (long long)sc.hole_bytes);
-    if ((size_t)sc.end < n) {
-        int fd = w->fs->openat(w->dirfd, WL_LOG, O_RDWR, 0);
-        if (fd >= 0) {
-            w->fs->ftruncate(fd, sc.end);
-            w->fs->close(fd);
-        }
-    }
+    cut_tail(w, WL_LOG, sc.end, n);
     for (size_t e = 0; e < w->ndraw && rd.ended; e++)
         if (w->state[e] == GW_ENTRY_WAITLISTED)
             w->state[e] = GW_ENTRY_LOST;
@@ -332,6 +347,7 @@ static void proc_start(fw_t *w)
     sim_disk_use(w->disk);
     w->dirfd = w->fs->open_dir("fair");
     w->regfd = w->wlfd = -1;
+    w->reg_dir_unsynced = false;
     gw_reg_core_init(&w->reg);
     w->nset = 0;
     reg_load(w);
@@ -375,7 +391,19 @@ static void disarm(fw_t *w)
     sim_disk_die_after(w->disk, 0);
 }
 
-/*---- registration (gw_fair__reg_add's shell) ----*/
+/*---- registration (gw_reg_local.c's add and sync) ----*/
+
+/* The .reg made durable through its length (local_sync): its fdatasync, and
+ * its name's with the first sync of the process that opened it. 0 or CM_EIO. */
+static int reg_sync(fw_t *w)
+{
+    if (w->regfd < 0 || w->fs->fdatasync(w->regfd) != 0)
+        return CM_EIO;
+    if (w->reg_dir_unsynced && w->fs->fsync(w->dirfd) != 0)
+        return CM_EIO;
+    w->reg_dir_unsynced = false;
+    return 0;
+}
 
 static void do_register(fw_t *w, unsigned p)
 {
@@ -384,29 +412,42 @@ static void do_register(fw_t *w, unsigned p)
     gw_reg_phase_t ph = gw_reg_phase_at(w->reg_opens, w->reg_closes, w->now);
     if (ph != GW_REG_OPEN)
         return;
+    /* covered: nothing written by this process (its load synced what it read),
+     * as the product's; after a write this shell syncs again (always safe) */
     gw_reg_ev_t ev = {.kind = GW_REG_EV_REGISTER,
                       .opens_ms = w->reg_opens,
                       .window_ms = 1,
                       .found = set_has(w, id),
-                      .cap = w->cap};
+                      .cap = w->cap,
+                      .sync = w->fsync,
+                      .covered = w->regfd < 0};
     gw_reg_out_t out;
     gw_reg_core_step(&w->reg, &ev, &out);
+    arm(w, 0.08);
     if (out.actions & GW_REG_DO_APPEND) {
         char line[ID_LEN + 2];
         snprintf(line, sizeof(line), "%s\n", id);
         w->o_tried[p] = true;
-        arm(w, 0.08);
-        int rc = log_append(w, &w->regfd, REG_LOG, line, false);
+        int rc = log_append(w, &w->regfd, REG_LOG, line, false, &w->reg_dir_unsynced);
         if (died(w))
             return;
-        disarm(w);
         ev = (gw_reg_ev_t){.kind = GW_REG_EV_APPENDED, .rc = rc};
         gw_reg_core_step(&w->reg, &ev, &out);
         if (out.actions & GW_REG_DO_ADD)
             set_add(w, id, strlen(id));
     }
-    if (out.answered && out.answer == GW_REG_ADDED)
+    if (out.actions & GW_REG_DO_SYNC) {
+        int rc = reg_sync(w);
+        if (died(w))
+            return;
+        ev = (gw_reg_ev_t){.kind = GW_REG_EV_SYNCED, .rc = rc, .held = out.held};
+        gw_reg_core_step(&w->reg, &ev, &out);
+    }
+    disarm(w);
+    if (out.answered && out.answer == GW_REG_ADDED) {
         w->o_added[p] = true;
+        w->o_durable[p] = w->o_durable[p] || w->fsync;
+    }
     tr(w, "register %s -> %s", id,
        !out.answered                  ? "none"
        : out.answer == GW_REG_ADDED   ? "201"
@@ -415,37 +456,37 @@ static void do_register(fw_t *w, unsigned p)
                                       : "503");
 }
 
+/* A record of the .reg as the oracle reads it (the page cache's whole frames). */
+typedef struct reg_read {
+    fw_t *w;
+    unsigned count[NP];
+    uint64_t persons;
+} reg_read_t;
+
+static void reg_count(void *arg, char *rec, size_t len)
+{
+    reg_read_t *rd = arg;
+    fw_t *w = rd->w;
+    int p = strlen(rec) == len ? person_of(rec) : -1;
+    if (p < 0 || !w->o_tried[p]) {
+        fail(w, "reg: the log holds \"%.*s\", a person that never registered", (int)len, rec);
+        return;
+    }
+    if (++rd->count[p] == 2)
+        fail(w, "reg: the log holds two registrations of p-%d", p);
+    if (rd->count[p] == 1)
+        rd->persons++;
+}
+
 static void reg_check(fw_t *w)
 {
     static char buf[FILE_MAX];
     size_t n = file_read(w, REG_LOG, buf, sizeof(buf));
-    unsigned count[NP] = {0};
-    uint64_t persons = 0;
-    for (size_t at = 0; at < n && !w->failed;) {
-        char *nl = memchr(buf + at, '\n', n - at);
-        if (!nl)
-            break; /* a torn tail: the next load cuts it */
-        size_t len = (size_t)(nl - (buf + at));
-        char line[ID_LEN + 1] = "";
-        if (len < sizeof(line)) {
-            memcpy(line, buf + at, len);
-            line[len] = '\0';
-        }
-        at += len + 1;
-        int p = person_of(line);
-        if (p < 0 || !w->o_tried[p]) {
-            if (len && memchr(buf + at - len - 1, '\0', len) == NULL)
-                fail(w, "reg: the log holds \"%.*s\", a person that never registered", (int)len,
-                     buf + at - len - 1);
-            continue;
-        }
-        if (++count[p] == 2)
-            fail(w, "reg: the log holds two registrations of p-%d", p);
-        if (count[p] == 1)
-            persons++;
-    }
-    if (persons > w->cap)
-        fail(w, "reg: the log holds %" PRIu64 " persons, the cap is %" PRIu64, persons, w->cap);
+    reg_read_t rd = {.w = w};
+    cm_journal_scan_t sc;
+    cm_journal_scan_mem(buf, n, reg_count, &rd, &sc);
+    if (rd.persons > w->cap)
+        fail(w, "reg: the log holds %" PRIu64 " persons, the cap is %" PRIu64, rd.persons, w->cap);
     if (!w->up)
         return;
     if (w->nset > w->cap)
@@ -455,11 +496,13 @@ static void reg_check(fw_t *w)
         if (p < 0 || !w->o_tried[p])
             fail(w, "reg: \"%s\" is registered and never registered", w->set[i]);
     }
-    for (unsigned p = 0; p < NP && !w->o_power; p++) {
+    for (unsigned p = 0; p < NP; p++) {
         char id[ID_LEN];
         person_id(p, id, sizeof(id));
-        if (w->o_added[p] && !set_has(w, id))
-            fail(w, "reg: p-%u was answered 201 and is not registered after a restart", p);
+        if (w->o_added[p] && (!w->o_power || w->o_durable[p]) && !set_has(w, id))
+            fail(w, "reg: p-%u was answered 201%s and is not registered after a restart%s", p,
+                 w->o_durable[p] ? " under fsync durability" : "",
+                 w->o_power ? " (a power loss)" : "");
     }
 }
 
@@ -575,7 +618,7 @@ static gw_wl_result_t promote(fw_t *w, size_t pos)
     size_t e = w->perm[pos];
     char line[32];
     snprintf(line, sizeof(line), "P %zu\n", e);
-    if (log_append(w, &w->wlfd, WL_LOG, line, true) != 0)
+    if (log_append(w, &w->wlfd, WL_LOG, line, true, NULL) != 0)
         return GW_WL_FAILED;
     size_t first = o_first_waiting(w);
     int r = reserve_once(w, e);
@@ -595,7 +638,7 @@ static gw_wl_result_t promote(fw_t *w, size_t pos)
         tr(w, "leftovers: p-%u at draw position %zu promoted", w->who[e], pos + 1);
     }
     snprintf(line, sizeof(line), "W %zu\n", e);
-    log_append(w, &w->wlfd, WL_LOG, line, false);
+    log_append(w, &w->wlfd, WL_LOG, line, false, NULL);
     if (!sim_disk_dead(w->disk))
         w->state[e] = GW_ENTRY_WON;
     return GW_WL_WON;
@@ -603,7 +646,7 @@ static gw_wl_result_t promote(fw_t *w, size_t pos)
 
 static void wl_end(fw_t *w)
 {
-    if (log_append(w, &w->wlfd, WL_LOG, "L\n", true) != 0)
+    if (log_append(w, &w->wlfd, WL_LOG, "L\n", true, NULL) != 0)
         tr(w, "leftovers: the end's record failed; a restart ends it again");
     if (sim_disk_dead(w->disk))
         return;
@@ -709,6 +752,8 @@ void sim_fair_run(const sim_opts_t *opts, sim_result_t *out)
     w->ends_at = REG_STEPS + 40 + rnd(w, WL_STEPS);
     w->secret.k0 = cm_rand_next(&w->rng);
     w->secret.k1 = cm_rand_next(&w->rng);
+    w->fsync = chance(w, 0.5);
+    tr(w, "durability %s", w->fsync ? "fsync" : "write");
     proc_start(w);
     /* the lottery's configure: the sale's log made, its name synced with
      * fair.json's rename (gw_fair.c conf_save's directory fsync) */

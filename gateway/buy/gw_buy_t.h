@@ -50,6 +50,11 @@ typedef struct gw_worker_buy {
         gw_prep_t *resp;
     } not_started_cache[32];
     unsigned nnot_started, not_started_next;
+    /* Registrations held for their log's fdatasync (fsync durability,
+     * gw_fair_routes.c): those waiting, and the batch reg_work syncs */
+    gw_req_t *reg_wait, *reg_batch;
+    bool reg_running;
+    uv_work_t reg_work;
     /* Prepared 404 unknown_sale answers, one per sale id asked for (a crowd
      * polling a sale not created yet asks for one id); past the 8 the slot
      * unknown_next is made again. */
@@ -79,6 +84,7 @@ typedef struct gw_req_buy {
     int64_t created_at;
     oq_order_t order;
     oq_pos_t spool_end; /* where the spool write that holds order's record ends (gw_buy.c) */
+    int reg_held; /* a registration held for its log's sync: its outcome, then its answer */
 } gw_req_buy_t;
 
 /* A request as gw_http_req_new allocates it: the request first, so a

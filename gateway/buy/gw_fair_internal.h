@@ -156,6 +156,7 @@ struct gw_fair_sale {
     _Atomic int64_t reg_opens_ms, reg_closes_ms;
     pthread_mutex_t reg_mu; /* reg */
     struct gw_reg_set *reg; /* allocated at the first registration or load */
+    const struct gw_reg_ops *reg_ops; /* its store (gw_reg_backend.h), set with the slot */
     cm_hash_key_t wr_seed;            /* secret until the seal */
     /* One gateway: the seal's "S" line is written and its fdatasync (run
      * without wr_mu, by the thread that sealed) has not returned yet: the
@@ -486,10 +487,12 @@ void gw_fair__room_unclaims_tick(gw_fair_t *f, int64_t now_ms);
 /* Reads the sale's registration log (one node). Single-threaded (open). */
 void gw_fair__reg_load(gw_fair_t *f, gw_fair_sale_t *fs);
 /* Registers person for the sale (at most cap persons): a gw_reg_outcome_t (gw_reg_core.h), or a negative
- * cm_err_t with a reason in why. A fleet's goes through the worker loops' pool.
- * Loop thread. */
+ * cm_err_t with a reason in why; *sync as gw_reg_add's. A fleet's goes through the worker
+ * loops' pool. Loop thread. */
 int gw_fair__reg_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap,
-                     char *why, size_t whylen);
+                     bool *sync, char *why, size_t whylen);
+/* gw_reg_sync for the slot fs. Thread-safe; blocks on the disk (off the loops). */
+int gw_fair__reg_sync(gw_fair_sale_t *fs, int held);
 /* Drops a deleted sale's registrations and their log. Caller as gw_fair__sale_reset. 0 or CM_EIO. */
 int gw_fair__reg_reset(gw_fair_t *f, gw_fair_sale_t *fs);
 /* Frees what fs holds of registration. Single-threaded (close). */

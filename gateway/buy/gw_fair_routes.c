@@ -227,19 +227,81 @@ static void put_window(char *out, size_t cap, int64_t opens, int64_t closes)
     snprintf(out, cap, "\"opens_at\":\"%s\",\"closes_at\":\"%s\"", o, c);
 }
 
-void gw_reg_handle(gw_req_t *r)
+/*
+ * fsync durability: a registration's answer waits for its log's fdatasync
+ * (gw_reg_sync), run on libuv's pool, one work per worker at a time over
+ * every registration held since the last one started (and the store's sync
+ * shares each fdatasync across the workers): the answers of a crowd
+ * registering wait one or two fdatasyncs, not one each.
+ */
+static void reg_batch_start(gw_worker_t *w);
+
+static void reg_sync_work(uv_work_t *wk)
+{
+    gw_worker_t *w = wk->data;
+    for (gw_req_t *r = w->buy->reg_batch; r; r = r->next)
+        gw_req_buy(r)->reg_held = gw_reg_sync(w->srv, r->id, gw_req_buy(r)->reg_held);
+}
+
+static void reg_sync_after(uv_work_t *wk, int status)
+{
+    (void)status;
+    gw_worker_t *w = wk->data;
+    gw_req_t *r = w->buy->reg_batch;
+    w->buy->reg_batch = NULL;
+    w->buy->reg_running = false;
+    while (r) {
+        gw_req_t *next = r->next; /* r is freed or reused once answered */
+        if (gw_req_buy(r)->reg_held < 0) { /* the body of its outcome was ready: replaced */
+            gw_resp_error(&r->resp, GW_R_UNAVAILABLE, NULL,
+                          "registration failed: the registration log fdatasync failed; retry");
+            gw_resp_retry_after(&r->resp, 1);
+        }
+        gw_req_finish(r);
+        r = next;
+    }
+    reg_batch_start(w);
+}
+
+static void reg_batch_start(gw_worker_t *w)
+{
+    if (w->buy->reg_running || !w->buy->reg_wait)
+        return;
+    w->buy->reg_batch = w->buy->reg_wait;
+    w->buy->reg_wait = NULL;
+    w->buy->reg_running = true;
+    w->buy->reg_work.data = w;
+    if (uv_queue_work(&w->loop, &w->buy->reg_work, reg_sync_work, reg_sync_after) != 0) {
+        reg_sync_work(&w->buy->reg_work); /* never with a valid work and callback */
+        reg_sync_after(&w->buy->reg_work, 0);
+    }
+}
+
+/* Holds r, answered (r->resp ready for outcome held) once its log is durable. */
+static void reg_hold(gw_req_t *r, int held)
+{
+    gw_worker_t *w = r->w;
+    r->state = GW_ST_WAIT; /* its connection reads nothing until gw_req_finish */
+    w->suspended++;
+    gw_req_buy(r)->reg_held = held;
+    r->next = w->buy->reg_wait;
+    w->buy->reg_wait = r;
+    reg_batch_start(w);
+}
+
+bool gw_reg_handle(gw_req_t *r)
 {
     gw_server_t *srv = r->w->srv;
     gw_resp_t *p = &r->resp;
     /* 1. the sale and its window: nothing verified for a closed registration */
     if (!inv_sale_find(srv->stores.inv, r->id)) {
         gw_resp_error(p, GW_R_UNKNOWN_SALE, NULL, "no sale %s", r->id);
-        return;
+        return false;
     }
     int64_t opens = 0, closes = 0;
     if (!gw_reg_window(srv, r->id, &opens, &closes)) {
         gw_resp_error(p, GW_R_NOT_FOUND, NULL, "sale %s has no registration", r->id);
-        return;
+        return false;
     }
     gw_reg_phase_t ph = gw_reg_phase_at(opens, closes, cm_wall_ms());
     char win[128];
@@ -247,7 +309,7 @@ void gw_reg_handle(gw_req_t *r)
     if (ph != GW_REG_OPEN) {
         gw_resp_error(p, GW_R_REGISTRATION_CLOSED, win, "registration for sale %s is %s", r->id,
                       ph == GW_REG_BEFORE ? "not open yet" : "closed");
-        return;
+        return false;
     }
     /* 2. the address's limits, 3. the identity, 4. the user's limits: as a buy */
     bool identity = gw_identity_on(srv);
@@ -255,7 +317,7 @@ void gw_reg_handle(gw_req_t *r)
     if (user && !inv_id_valid(user, strlen(user), INV_USER_ID_MAX)) {
         gw_resp_error(p, GW_R_BAD_REQUEST, NULL,
                       "user_id must be 1..64 characters of A-Z a-z 0-9 . _ -");
-        return;
+        return false;
     }
     uint8_t ipkey[16];
     size_t iplen = gw_client_key(&srv->conns.proxies, gw_req_peer(r), gw_req_xff(r), ipkey);
@@ -266,45 +328,46 @@ void gw_reg_handle(gw_req_t *r)
         if (!lv.allowed) {
             gw_hitters_add(r->w, NULL, ipkey, iplen);
             gw_buy_rate_limited(r, &lv);
-            return;
+            return false;
         }
         if (!gw_identity_check(r, user, verified))
-            return;
+            return false;
         user = verified; /* gw_req_buy(r)->person: its person */
     } else if (!user) {
         gw_resp_error(p, GW_R_BAD_REQUEST, NULL, "missing query parameter user_id");
-        return;
+        return false;
     } else {
         snprintf(gw_req_buy(r)->person, sizeof(gw_req_buy(r)->person), "%s", user);
     }
     /* an ineligible person is not registered: the sale would refuse their entry anyway */
     if (!gw_elig_check(r, r->id, cm_wall_ms()))
-        return;
+        return false;
     gw_limits_admit(srv->stores.limits, user, strlen(user), identity ? NULL : (const char *)ipkey,
                     identity ? 0 : iplen, r->id, strlen(r->id), r->w->now_ns, &lv);
     if (!lv.allowed) {
         gw_hitters_add(r->w, user, ipkey, iplen);
         gw_buy_rate_limited(r, &lv);
-        return;
+        return false;
     }
     char why[256] = "";
     uint64_t cap = srv->cfg->max_registrations;
-    int rc = gw_reg_add(srv, r->id, gw_req_buy(r)->person, cap, why, sizeof(why));
+    bool sync = false;
+    int rc = gw_reg_add(srv, r->id, gw_req_buy(r)->person, cap, &sync, why, sizeof(why));
     if (rc == GW_REG_GONE) {
         gw_resp_error(p, GW_R_NOT_FOUND, NULL, "sale %s has no registration", r->id);
-        return;
+        return false;
     }
     if (rc == GW_REG_FULL) {
         gw_resp_error(p, GW_R_CONFLICT, "\"reason\":\"registration_full\"",
                       "registration for sale %s is full (%llu persons, "
                       "sales.max_registrations)",
                       r->id, (unsigned long long)cap);
-        return;
+        return false;
     }
     if (rc < 0) {
         gw_resp_error(p, GW_R_UNAVAILABLE, NULL, "registration failed: %s; retry", why);
         gw_resp_retry_after(p, 1);
-        return;
+        return false;
     }
     gw_resp_init(p, rc == GW_REG_ADDED ? GW_R_CREATED : GW_R_OK);
     p->body_len =
@@ -313,4 +376,7 @@ void gw_reg_handle(gw_req_t *r)
                          "\"new\":%s,%s}",
                          r->id, gw_req_buy(r)->person, rc == GW_REG_ADDED ? "true" : "false", win);
     gw_resp_header(p, "Cache-Control", "no-store");
+    if (sync)
+        reg_hold(r, rc);
+    return sync;
 }

@@ -12,6 +12,7 @@
 
 #include "gateway/base/gw_types.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* GET|HEAD /v1/sales/{id}/queue: the waiting room's page, a place, a ticket's
@@ -20,8 +21,9 @@
 void gw_room_handle(gw_req_t *r);
 
 /* POST /v1/sales/{id}/registrations (docs/api.md "Registration"). Fills
- * r->resp. Loop thread of r->w. */
-void gw_reg_handle(gw_req_t *r);
+ * r->resp and returns false, or returns true: held until its log is durable
+ * (spool.durability fsync), then answered with gw_req_finish. Loop thread of r->w. */
+bool gw_reg_handle(gw_req_t *r);
 
 /* The fairness admin routes (gw_fair_admin.c): a table of *n routes the
  * admin listener assembles at start. */

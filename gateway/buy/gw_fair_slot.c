@@ -9,6 +9,7 @@
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_core.h"
 #include "gateway/buy/gw_fair_internal.h"
+#include "gateway/buy/gw_reg_backend.h"
 
 #include "common/cm_alloc.h"
 #include "common/cm_err.h"
@@ -45,6 +46,7 @@ gw_fair_sale_t *gw_fair__sale_new(gw_fair_t *f, const char *sale_id)
     gw_wr_spent_init(&fs->wr_spent);
     gw_fair__room_store_init(&fs->wr_store);
     fs->fd = -1;
+    fs->reg_ops = f->fleet ? &gw_reg__fleet_ops : &gw_reg__local_ops; /* the one choice */
     return fs;
 }
 

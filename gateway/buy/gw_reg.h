@@ -12,8 +12,10 @@
  *
  * Where the set lives: one node: in memory (a table per sale, at most
  * sales.max_registrations persons), every new person appended to
- * <data_dir>/fair/<sale>.reg with one write(2) before the answer and read
- * back at start. A Redis fleet: a ZSET per sale in the lottery's hash slot
+ * <data_dir>/fair/<sale>.reg (a journal, common/cm_journal.h) with one
+ * write(2) before the answer, and with spool.durability fsync an fdatasync
+ * too (gw_reg_sync, a group commit off the worker loop), read back at start.
+ * A Redis fleet: a ZSET per sale in the lottery's hash slot
  * (gw_fair_redis_reg_add: one script, one round trip; the rank is the score, so the
  * export pages exactly), and the entry's check is one ZSCORE. Those Redis
  * calls block the worker's loop for one round trip (the worker loops' pool
@@ -72,10 +74,21 @@ bool gw_reg_window(gw_server_t *srv, const char *sale_id, int64_t *opens_ms, int
  * (CM_EIO: one node's log write failed; a fleet's Redis error) with a reason
  * in why. One node's registration is appended to its log (one write(2))
  * before this returns; a fleet's is one round trip on the worker loops'
- * pool. Loop thread.
+ * pool. *sync true (one node in fsync durability): the outcome is not an
+ * answer yet; gw_reg_sync gives the answer once the log is durable. Loop thread.
  */
-int gw_reg_add(gw_server_t *srv, const char *sale_id, const char *person, uint64_t cap, char *why,
-               size_t whylen);
+int gw_reg_add(gw_server_t *srv, const char *sale_id, const char *person, uint64_t cap,
+               bool *sync, char *why, size_t whylen);
+
+/*
+ * The answer of a registration gw_reg_add held (*sync) with outcome held: the
+ * sale's log fdatasync'd through its length now, one fdatasync for every
+ * registration written before it (a group commit: a call that finds one
+ * running waits for it, or the next). held, or CM_EIO (503: retry; the person
+ * stays in the set, the retry's own sync decides). Thread-safe; blocks on the
+ * disk: off the worker loops.
+ */
+int gw_reg_sync(gw_server_t *srv, const char *sale_id, int held);
 
 /*
  * The buy path's check of a lottery entry (fs: the sale's lottery, a

@@ -10,14 +10,20 @@
  *   - a new person is answered ADDED only once its line is written: a
  *     registration whose line failed is answered with the error, and the
  *     person is not in the set (a retry registers it)
+ *   - under fsync durability an answer waits for the fdatasync that covers
+ *     the log through the person's line: a 201 survives a power cut. The
+ *     person joins the set at the write (a second registration finds it and
+ *     writes nothing), and a registration that finds the person while the log
+ *     holds bytes no fdatasync covered waits for one too: a 200 is as durable
+ *     as a 201. A failed fdatasync answers the error (503: retry); the line
+ *     stays in the set, and the retry's sync decides
  *   - a registration that meets a deleted window (or a sale without its
  *     lottery) is GONE, and writes nothing: the delete removed the log
  *   - a fleet's store checks the person and the cap in one step: its answer
  *     is the registration's
- *   - at a restart each whole line is a person, once; a line that is not an
- *     id is skipped; a last line without its newline is a write cut short,
- *     never answered: it is cut off the log, or the next person's line
- *     would be glued to it and read back as another id
+ *   - at a restart each record is a person, once; a record that is not an
+ *     id is skipped (the journal has cut a torn tail and skipped holes: a
+ *     record read back is one a write finished)
  */
 #include "gateway/buy/gw_reg_core.h"
 #include "gateway/buy/gw_reg.h"
@@ -104,6 +110,11 @@ static void on_register(gw_reg_core_t *c, const gw_reg_ev_t *ev, gw_reg_out_t *o
     /* planted: a person registered already is taken as new (a second line, a
      * second chance) */
     if (ev->found && !CM_PLANT(REG_TWO_PER_PERSON)) {
+        if (ev->sync && !ev->covered) {
+            out->actions = GW_REG_DO_SYNC;
+            out->held = GW_REG_ALREADY;
+            return;
+        }
         answer(out, GW_REG_ALREADY);
         return;
     }
@@ -113,18 +124,32 @@ static void on_register(gw_reg_core_t *c, const gw_reg_ev_t *ev, gw_reg_out_t *o
         return;
     }
     c->appending = true;
+    c->sync = ev->sync;
     out->actions = GW_REG_DO_APPEND;
+}
+
+static void on_appended(gw_reg_core_t *c, const gw_reg_ev_t *ev, gw_reg_out_t *out)
+{
+    c->appending = false;
+    if (ev->rc != 0) {
+        answer(out, ev->rc < 0 ? ev->rc : CM_EIO);
+        return;
+    }
+    c->n++;
+    out->actions = GW_REG_DO_ADD;
+    /* planted: fsync durability's 201 goes out at the write, before the
+     * fdatasync (a power cut loses a registration answered 201) */
+    if (c->sync && !CM_PLANT(REG_ANSWER_UNSYNCED)) {
+        out->actions |= GW_REG_DO_SYNC;
+        out->held = GW_REG_ADDED;
+        return;
+    }
+    answer(out, GW_REG_ADDED);
 }
 
 static void on_line(gw_reg_core_t *c, const gw_reg_ev_t *ev, gw_reg_out_t *out)
 {
-    /* planted: a last line cut short is read as a person and left on the log */
-    if (!ev->has_newline && !CM_PLANT(REG_TORN_KEPT)) {
-        out->bad = true;
-        out->actions = GW_REG_DO_CUT;
-        return;
-    }
-    /* one line, no NUL inside, an id's characters */
+    /* one record, no NUL inside, an id's characters */
     if (ev->len < 1 || ev->len > INV_USER_ID_MAX || memchr(ev->line, '\0', ev->len) ||
         !inv_id_valid(ev->line, ev->len, INV_USER_ID_MAX)) {
         out->bad = true;
@@ -144,16 +169,11 @@ void gw_reg_core_step(gw_reg_core_t *c, const gw_reg_ev_t *ev, gw_reg_out_t *out
         on_register(c, ev, out);
         break;
     case GW_REG_EV_APPENDED:
-        if (!c->appending)
-            break;
-        c->appending = false;
-        if (ev->rc != 0) {
-            answer(out, ev->rc < 0 ? ev->rc : CM_EIO);
-            break;
-        }
-        c->n++;
-        answer(out, GW_REG_ADDED);
-        out->actions = GW_REG_DO_ADD;
+        if (c->appending)
+            on_appended(c, ev, out);
+        break;
+    case GW_REG_EV_SYNCED: /* no state: each held answer comes back with its outcome */
+        answer(out, ev->rc == 0 ? ev->held : ev->rc < 0 ? ev->rc : CM_EIO);
         break;
     case GW_REG_EV_STORED:
         if (!c->appending)

@@ -6,10 +6,13 @@
  * results come back as the next event.
  *
  *   REGISTER  a person asks (found: the set has it already)
- *   APPENDED  the person's line was written (rc), one gateway's log
+ *   APPENDED  the person's record was written (rc), one gateway's log
+ *   SYNCED    the log's fdatasync covering that record returned (rc): fsync
+ *             durability's answer waits for it
  *   STORED    the store's own answer (a fleet's Redis checks and adds in
  *             one script): its outcome or a negative cm_err_t
- *   LINE      a restart: one line of the log read back
+ *   LINE      a restart: one record of the log read back (the journal cut
+ *             a torn tail and skipped holes before: a record is whole)
  *
  * No syscall, lock, clock read or allocation: the shell (gw_reg.c) and the
  * simulator (sim/sim_fair.c) run this same code, and
@@ -37,14 +40,17 @@ enum {
     GW_REG_DO_APPEND = 1u << 0, /* append the person's line (one write(2)): APPENDED */
     GW_REG_DO_STORE = 1u << 1,  /* the store adds the person if absent and under the cap: STORED */
     GW_REG_DO_ADD = 1u << 2,    /* the person joins the shell's set */
-    GW_REG_DO_CUT = 1u << 3,    /* LINE: cut the log where this line starts, read no further */
+    /* fdatasync the log through its length now (off the worker loop, a group
+     * commit), then SYNCED with the outcome it holds (out.held) */
+    GW_REG_DO_SYNC = 1u << 3,
 };
 
 typedef enum {
-    GW_REG_EV_REGISTER = 0, /* opens_ms, window_ms, found, cap, store_decides */
+    GW_REG_EV_REGISTER = 0, /* opens_ms, window_ms, found, cap, store_decides, sync, covered */
     GW_REG_EV_APPENDED,     /* rc */
+    GW_REG_EV_SYNCED,       /* rc, held */
     GW_REG_EV_STORED,       /* stored */
-    GW_REG_EV_LINE,         /* line, len, has_newline, found */
+    GW_REG_EV_LINE,         /* line, len, found */
 } gw_reg_ev_kind_t;
 
 typedef struct gw_reg_ev {
@@ -54,23 +60,29 @@ typedef struct gw_reg_ev {
     bool found;         /* REGISTER, LINE: the set holds the person already */
     uint64_t cap;       /* REGISTER: sales.max_registrations */
     bool store_decides; /* REGISTER: found and the cap are the store's to check (a fleet) */
-    int rc;             /* APPENDED: 0 or a negative cm_err_t */
+    bool sync;          /* REGISTER: fsync durability (one gateway's log) */
+    /* REGISTER: an fdatasync covered the whole log (a person found may be one
+     * whose own sync is still running when not) */
+    bool covered;
+    int rc;             /* APPENDED, SYNCED: 0 or a negative cm_err_t */
+    int held;           /* SYNCED: the outcome the sync was for (out.held of DO_SYNC) */
     int stored;         /* STORED: a gw_reg_outcome_t or a negative cm_err_t */
-    const char *line;   /* LINE: its bytes, the newline excluded */
+    const char *line;   /* LINE: the record's bytes */
     size_t len;         /* LINE */
-    bool has_newline;   /* LINE: false for a last line a write left cut short */
 } gw_reg_ev_t;
 
 typedef struct gw_reg_out {
     bool answered;    /* the registration has its answer */
     int answer;       /* answered: a gw_reg_outcome_t or a negative cm_err_t */
     unsigned actions; /* GW_REG_DO_* */
-    bool bad;         /* LINE: not a person (torn or malformed): skipped */
+    int held;         /* DO_SYNC: the outcome answered once the sync returns (SYNCED) */
+    bool bad;         /* LINE: not a person (malformed): skipped */
 } gw_reg_out_t;
 
 typedef struct gw_reg_core {
     size_t n;       /* persons registered */
     bool appending; /* a person's line is being written or stored: its answer awaited */
+    bool sync;      /* the one being written: its answer waits for the fdatasync */
 } gw_reg_core_t;
 
 /* An empty registration. */

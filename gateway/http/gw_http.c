@@ -194,9 +194,6 @@ static void simple_handle(gw_req_t *r)
     case GW_ROUTE_QUEUE:
         gw_room_handle(r);
         break;
-    case GW_ROUTE_REGISTER:
-        gw_reg_handle(r);
-        break;
     default:
         gw_resp_error(&r->resp, GW_R_INTERNAL, NULL, "unrouted request");
         break;
@@ -345,6 +342,9 @@ void gw_http_complete(gw_req_t *r)
     } else if (r->route == GW_ROUTE_PROXY) {
         if (gw_px_handle(r, r->url, r->method))
             return; /* the upstream works: gw_req_finish answers */
+    } else if (r->route == GW_ROUTE_REGISTER) {
+        if (gw_reg_handle(r))
+            return; /* its log's fdatasync: gw_req_finish answers */
     } else {
         simple_handle(r);
     }

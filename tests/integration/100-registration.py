@@ -2,7 +2,8 @@
 takes entries only from persons who registered in the registration window.
 
 One gateway (identity.mode=jwt, identity.person_claim=person, tokens minted by
-flashgate-token --person): the admin's refusals (registration without a
+flashgate-token --person; spool.durability=fsync, so every answer comes after
+the registration log's fdatasync): the admin's refusals (registration without a
 lottery, one time without the other, closes after the window opens); 201
 the first time, 200 again, and two accounts of one person count once; 401
 without a token; the paginated export, complete; the registrations survive a
@@ -107,7 +108,10 @@ tok = {
 crowd = {"fan%02d" % i: mint("fan%02d" % i, "P-fan%02d" % i) for i in range(20)}
 
 # 23 persons register for "rs" (sales.max_registrations): a 24th is refused
-g = Gateway(*IDENTITY, "--set", "sales.max_registrations=23", identity_mode=None).start()
+# spool.durability=fsync: each 200/201 below waits for the .reg's group-committed
+# fdatasync (the request held off the worker loop, gw_fair_routes.c)
+g = Gateway(*IDENTITY, "--set", "sales.max_registrations=23", "--set", "spool.durability=fsync",
+            identity_mode=None).start()
 try:
     now = time.time()
     # --- the admin's refusals change nothing ---

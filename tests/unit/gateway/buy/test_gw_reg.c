@@ -21,8 +21,10 @@
 #include "gateway/buy/gw_buy.h"
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
+#include "gateway/buy/gw_reg_backend.h"
 #include "queue/oq_spool.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -172,7 +174,8 @@ static void mini_close(mini_t *m)
 static int reg(mini_t *m, gw_fair_sale_t *fs, const char *person)
 {
     char why[256] = "";
-    return gw_fair__reg_add(m->srv.fair, fs, person, 1000, why, sizeof(why));
+    bool sync = false;
+    return gw_fair__reg_add(m->srv.fair, fs, person, 1000, &sync, why, sizeof(why));
 }
 
 static void reg_path(const mini_t *m, char *out, size_t cap)
@@ -338,6 +341,69 @@ static void test_registration_after_delete(void **state)
     mini_close(&m);
 }
 
+/* spool.durability fsync: a new person's answer is held (*sync) until the
+ * log's fdatasync through its record (gw_reg_sync gives it); a person found
+ * while the log holds bytes no fdatasync covered waits for one too (a 200 as
+ * durable as the 201), and once one covered them is answered at once. */
+static void test_fsync_answer_waits_for_the_sync(void **state)
+{
+    (void)state;
+    mini_t m;
+    gw_fair_sale_t *fs = mini_open(&m);
+    m.cfg.durability = GW_DURABILITY_FSYNC;
+    char why[256] = "";
+    bool sync = false;
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", 10, &sync, why, sizeof(why)), GW_REG_ADDED);
+    assert_true(sync); /* written, not answered */
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", 10, &sync, why, sizeof(why)),
+                     GW_REG_ALREADY);
+    assert_true(sync); /* found, but its record is not durable yet */
+    assert_int_equal(gw_reg_sync(&m.srv, "s1", GW_REG_ADDED), GW_REG_ADDED);
+    assert_int_equal(gw_reg_sync(&m.srv, "s1", GW_REG_ALREADY), GW_REG_ALREADY);
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", 10, &sync, why, sizeof(why)),
+                     GW_REG_ALREADY);
+    assert_false(sync); /* covered: answered now */
+    m.cfg.durability = GW_DURABILITY_WRITE;
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-b", 10, &sync, why, sizeof(why)), GW_REG_ADDED);
+    assert_false(sync); /* write durability: the write is the answer */
+    fs = mini_restart(&m);
+    char list[256];
+    exported(&m, list, sizeof(list));
+    assert_string_equal(list, "P-a,P-b");
+    (void)fs;
+    mini_close(&m);
+}
+
+static int failing_datasync(int fd)
+{
+    (void)fd;
+    errno = EIO;
+    return -1;
+}
+
+/* A failed fdatasync answers the registrations it was for with CM_EIO (503),
+ * and only those: the next sync runs an fdatasync of its own, so a person
+ * found after a disk's passing failure is answered 200 once it succeeds. */
+static void test_failed_sync(void **state)
+{
+    (void)state;
+    mini_t m;
+    mini_open(&m);
+    m.cfg.durability = GW_DURABILITY_FSYNC;
+    char why[256] = "";
+    bool sync = false;
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", 10, &sync, why, sizeof(why)), GW_REG_ADDED);
+    assert_true(sync);
+    gw_reg__datasync = failing_datasync;
+    assert_int_equal(gw_reg_sync(&m.srv, "s1", GW_REG_ADDED), CM_EIO);
+    gw_reg__datasync = fdatasync;
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", 10, &sync, why, sizeof(why)),
+                     GW_REG_ALREADY);
+    assert_true(sync); /* in the set, not yet covered */
+    assert_int_equal(gw_reg_sync(&m.srv, "s1", GW_REG_ALREADY), GW_REG_ALREADY);
+    mini_close(&m);
+}
+
 /* What the public route asks by sale id (gw_fair_routes.c): the window of a
  * sale that takes registrations, and a registration's outcome; a sale
  * without registration, or deleted, has no window and registers nobody. */
@@ -351,14 +417,15 @@ static void test_route_calls(void **state)
     assert_true(o > 0 && c > o);
     assert_false(gw_reg_window(&m.srv, "s2", &o, &c));
     char why[256] = "";
-    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", 2, why, sizeof(why)), GW_REG_ADDED);
-    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", 2, why, sizeof(why)), GW_REG_ALREADY);
-    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-b", 2, why, sizeof(why)), GW_REG_ADDED);
-    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-c", 2, why, sizeof(why)), GW_REG_FULL);
-    assert_int_equal(gw_reg_add(&m.srv, "s2", "P-a", 2, why, sizeof(why)), GW_REG_GONE);
+    bool sync = false;
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", 2, &sync, why, sizeof(why)), GW_REG_ADDED);
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-a", 2, &sync, why, sizeof(why)), GW_REG_ALREADY);
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-b", 2, &sync, why, sizeof(why)), GW_REG_ADDED);
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-c", 2, &sync, why, sizeof(why)), GW_REG_FULL);
+    assert_int_equal(gw_reg_add(&m.srv, "s2", "P-a", 2, &sync, why, sizeof(why)), GW_REG_GONE);
     assert_int_equal(gw_fair_sale_deleted(&m.srv, "s1", false, why, sizeof(why)), 0);
     assert_false(gw_reg_window(&m.srv, "s1", &o, &c));
-    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-d", 2, why, sizeof(why)), GW_REG_GONE);
+    assert_int_equal(gw_reg_add(&m.srv, "s1", "P-d", 2, &sync, why, sizeof(why)), GW_REG_GONE);
     mini_close(&m);
 }
 
@@ -375,6 +442,8 @@ int main(void)
         cmocka_unit_test(test_own_hash_key),
         cmocka_unit_test(test_registration_after_delete),
         cmocka_unit_test(test_route_calls),
+        cmocka_unit_test(test_fsync_answer_waits_for_the_sync),
+        cmocka_unit_test(test_failed_sync),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

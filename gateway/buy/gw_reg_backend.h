@@ -1,0 +1,54 @@
+/*
+ * Registration's store, private to gateway/buy/: one gateway's (gw_reg_local.c:
+ * the set in memory and the <sale>.reg journal) or a fleet's (gw_reg_fleet.c:
+ * a ZSET in Redis through gw_fair_redis.c). A sale's slot picks one when it is
+ * made (gw_fair__sale_new, fs->reg_ops); gw_reg.c calls it and never asks
+ * which. One op per thing the shell needs from its store. Each steps
+ * registration's core (gw_reg_core.h) itself around its own I/O: a fleet's
+ * Redis decides in one script what one gateway decides under its lock.
+ */
+#ifndef GW_REG_BACKEND_H
+#define GW_REG_BACKEND_H
+
+#include "gateway/buy/gw_fair.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct gw_reg_ops {
+    /* Registers person (at most cap): a gw_reg_outcome_t or a negative cm_err_t
+     * with a reason in why. *sync true: the outcome stands only once sync()
+     * returns 0 (gw_reg_sync). Loop thread (a fleet's: one round trip). */
+    int (*add)(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap, bool *sync,
+               char *why, size_t whylen);
+    /* The log made durable through its length now (a group commit across the
+     * worker loops): 0 or CM_EIO. Thread-safe; blocks on the disk (off the loops). */
+    int (*sync)(gw_fair_sale_t *fs);
+    /* Whether person is registered (*has): 0 or CM_EBACKEND with a reason. Loop thread. */
+    int (*has)(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, bool *has, char *why,
+               size_t whylen);
+    /* *total persons, and those of the page from cursor (at most limit; 0: none)
+     * handed to fn in registration order, *end after the last. 0 or CM_EBACKEND. */
+    int (*page)(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t cursor, uint64_t limit, uint64_t *total,
+                uint64_t *end, void (*fn)(void *, const char *), void *arg, char *why,
+                size_t whylen);
+    /* The persons this gateway counts without asking anyone; -1: not here (Redis'). */
+    long long (*persons)(gw_fair_sale_t *fs);
+    /* The window's token (gw_fair__reg_token) made the shared configuration's
+     * too, where there is one. 0 or CM_EBACKEND with a reason. Admin thread. */
+    int (*publish)(gw_fair_t *f, gw_fair_sale_t *fs, const char *token, char *why, size_t whylen);
+    /* A start's read of what the store keeps here. Single-threaded (open). */
+    void (*load)(gw_fair_t *f, gw_fair_sale_t *fs);
+    /* A deleted sale's registrations dropped: fs->reg_mu held. 0 or CM_EIO. */
+    int (*drop)(gw_fair_t *f, gw_fair_sale_t *fs);
+    /* What fs holds of the store, freed. Single-threaded (close) or reg_mu held. */
+    void (*free)(gw_fair_sale_t *fs);
+} gw_reg_ops_t;
+
+extern const gw_reg_ops_t gw_reg__local_ops, gw_reg__fleet_ops;
+
+/* The fdatasync(2) the local store's sync calls: a unit test's seam for a failing disk. */
+extern int (*gw_reg__datasync)(int fd);
+
+#endif

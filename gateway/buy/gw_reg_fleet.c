@@ -1,0 +1,147 @@
+/*
+ * A fleet's registration store (gw_reg_backend.h): a ZSET per sale in Redis
+ * (gw_fair_redis.c's registration calls, the one file that knows its key),
+ * checked and added in one script, so its answer is the registration's;
+ * Redis' own persistence is its durability, nothing is synced here. The
+ * worker loops' calls go through their pool (gw_fair_pool.c: one round
+ * trip, fail-fast), the admin's through the other threads' pool.
+ */
+#include "gateway/buy/gw_fair_internal.h"
+#include "gateway/buy/gw_reg.h"
+#include "gateway/buy/gw_reg_backend.h"
+
+#include "common/cm_err.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* A Redis failure's reason as the shell passes it on: "redis: <why>". CM_EBACKEND. */
+static int redis_err(char *why, size_t whylen)
+{
+    char r[256];
+    snprintf(r, sizeof(r), "%s", why);
+    snprintf(why, whylen, "redis: %s", r);
+    return CM_EBACKEND;
+}
+
+static int fleet_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap, bool *sync,
+                     char *why, size_t whylen)
+{
+    /* As one gateway's, before the round trip: a delete seen here since the route's
+     * check records nothing. One on another gateway (seen at the next poll), or one
+     * here between this check and the script, can still let the script run after
+     * the delete's DEL: the answer is 201, and the set it makes again is cleared
+     * before a lottery is set again under the id (gw_fair_fleet.c, the tombstone's
+     * clear), the only way a registration under the id is read again. */
+    gw_reg_core_t core = {.n = 0}; /* the set is Redis's: the store decides */
+    gw_reg_ev_t ev = {.kind = GW_REG_EV_REGISTER,
+                      .cap = cap,
+                      .opens_ms = atomic_load(&fs->reg_opens_ms),
+                      .window_ms = atomic_load(&fs->window_ms),
+                      .store_decides = true};
+    gw_reg_out_t out;
+    *sync = false;
+    gw_reg_core_step(&core, &ev, &out);
+    if (!(out.actions & GW_REG_DO_STORE))
+        return out.answer;
+    inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, whylen);
+    int added = 0;
+    int rc = c ? gw_fair_redis_reg_add(c, fs->sale_id, person, (long long)cap, &added, why, whylen)
+               : CM_EBACKEND;
+    gw_fair__pool_put(&f->loop_pool, c);
+    ev = (gw_reg_ev_t){.kind = GW_REG_EV_STORED,
+                       .stored = rc < 0       ? rc
+                                 : added == 1 ? GW_REG_ADDED
+                                 : added == 0 ? GW_REG_ALREADY
+                                              : GW_REG_FULL};
+    gw_reg_core_step(&core, &ev, &out);
+    return out.answer;
+}
+
+static int fleet_sync(gw_fair_sale_t *fs)
+{
+    (void)fs;
+    return 0; /* add never asks for it */
+}
+
+static int fleet_has(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, bool *has, char *why,
+                     size_t whylen)
+{
+    inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, whylen);
+    int rc = c ? gw_fair_redis_reg_has(c, fs->sale_id, person, has, why, whylen) : CM_EBACKEND;
+    gw_fair__pool_put(&f->loop_pool, c);
+    return rc ? redis_err(why, whylen) : 0;
+}
+
+static int fleet_page(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t cursor, uint64_t limit,
+                      uint64_t *total, uint64_t *end, void (*fn)(void *, const char *), void *arg,
+                      char *why, size_t whylen)
+{
+    long long n = 0;
+    uint64_t start;
+    inv_fleet_conn_t *c = gw_fair__pool_get(&f->pool, why, whylen);
+    int rc = c ? gw_fair_redis_reg_count(c, fs->sale_id, &n, why, whylen) : CM_EBACKEND;
+    *total = n > 0 ? (uint64_t)n : 0;
+    gw_reg_page(*total, cursor, limit, &start, end);
+    if (rc == 0 && *end > start)
+        rc = gw_fair_redis_reg_range(c, fs->sale_id, (long long)start, (long long)*end - 1, fn, arg,
+                                     why, whylen);
+    gw_fair__pool_put(&f->pool, c);
+    return rc ? redis_err(why, whylen) : 0;
+}
+
+static long long fleet_persons(gw_fair_sale_t *fs)
+{
+    (void)fs;
+    return -1; /* Redis': GET /admin/v1/sales/{id} counts them */
+}
+
+/* The fleet's lottery value keeps its lottery fields; only the registration token changes. */
+static int fleet_publish(gw_fair_t *f, gw_fair_sale_t *fs, const char *token, char *why,
+                         size_t whylen)
+{
+    char cur[256];
+    bool found = false;
+    inv_fleet_conn_t *c = inv_fleet_connect(&f->addr, 2000, why, whylen);
+    int rc =
+        c ? gw_fair_redis_lottery_conf_get(c, fs->sale_id, cur, sizeof(cur), &found, why, whylen)
+          : CM_EBACKEND;
+    if (rc == 0 && found && strcmp(cur, GW_FAIR_REDIS_LOTTERY_DELETED) != 0) {
+        char *t = strstr(cur, " r=");
+        if (t)
+            *t = '\0';
+        char val[320];
+        snprintf(val, sizeof(val), "%s%s", cur, token);
+        rc = gw_fair_redis_lottery_conf_put(c, fs->sale_id, val, why, whylen);
+    }
+    inv_fleet_close(c);
+    return rc ? redis_err(why, whylen) : 0;
+}
+
+static void fleet_load(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    (void)f, (void)fs; /* nothing kept here */
+}
+
+static void fleet_free(gw_fair_sale_t *fs)
+{
+    (void)fs;
+}
+
+static int fleet_drop(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    (void)f, (void)fs;
+    return 0; /* the fleet's delete clears Redis' set (gw_fair_fleet.c) */
+}
+
+const gw_reg_ops_t gw_reg__fleet_ops = {
+    .add = fleet_add,
+    .sync = fleet_sync,
+    .has = fleet_has,
+    .page = fleet_page,
+    .persons = fleet_persons,
+    .publish = fleet_publish,
+    .load = fleet_load,
+    .drop = fleet_drop,
+    .free = fleet_free,
+};

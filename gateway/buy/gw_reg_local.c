@@ -1,0 +1,351 @@
+/*
+ * One gateway's registration store (gw_reg_backend.h): the set of persons in
+ * memory (a table per sale, registration order kept for the export's
+ * cursor) and <data_dir>/fair/<sale>.reg, a journal (common/cm_journal.h):
+ * a person's record written with one write(2) before the answer, read back
+ * at a start through the journal's recovery. In fsync durability the answer
+ * also waits for an fdatasync covering the record (gw_reg_core.c's rule):
+ * sync runs off the worker loops and outside reg_mu, one fdatasync for every
+ * record written before it started (a group commit: the loops that wait
+ * meanwhile are covered by the next one).
+ */
+#include "gateway/buy/gw_fair_internal.h"
+#include "gateway/buy/gw_reg.h"
+#include "gateway/buy/gw_reg_backend.h"
+
+#include "common/cm_alloc.h"
+#include "common/cm_err.h"
+#include "common/cm_hash.h"
+#include "common/cm_journal.h"
+#include "common/cm_log.h"
+#include "gateway/base/gw_config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef char person_t[INV_USER_ID_MAX + 1];
+
+struct gw_reg_set {
+    person_t *v; /* in registration order: the export's cursor is an index */
+    size_t n, cap;
+    uint32_t *tab; /* open addressing: index + 1, 0 = empty */
+    size_t tcap;
+    int fd;            /* the log, -1 until opened */
+    off_t log_len;     /* its length: where a failed write is cut back to */
+    off_t synced;      /* what an fdatasync covered (0 for what a start found) */
+    unsigned failures; /* failed fdatasyncs: one while a sync waited may have been its own */
+    /* opened by this process: its directory entry is fsync'd with the next sync
+     * (a new file's name, or one a crash left unsynced, survives a power cut) */
+    bool dir_unsynced;
+    bool syncing;   /* an fdatasync runs (without reg_mu); cv: its end */
+    unsigned users; /* calls of local_sync inside: the set is not freed under them */
+    pthread_cond_t cv;
+    gw_reg_core_t core; /* the decisions: one per person, the cap, the log's records */
+    cm_hash_key_t key;  /* the table's own (the room's key is re-drawn at a reset) */
+};
+
+int (*gw_reg__datasync)(int fd) = fdatasync;
+
+static uint64_t person_hash(const struct gw_reg_set *s, const char *p)
+{
+    return cm_hash_sip24(&s->key, p, strlen(p));
+}
+
+static void tab_put(uint32_t *t, size_t cap, uint64_t h, uint32_t idx)
+{
+    for (size_t i = h & (cap - 1);; i = (i + 1) & (cap - 1))
+        if (!t[i]) {
+            t[i] = idx + 1;
+            return;
+        }
+}
+
+static bool set_has(const struct gw_reg_set *s, const char *p)
+{
+    if (!s || !s->tcap)
+        return false;
+    for (size_t i = person_hash(s, p) & (s->tcap - 1); s->tab[i]; i = (i + 1) & (s->tcap - 1))
+        if (strcmp(s->v[s->tab[i] - 1], p) == 0)
+            return true;
+    return false;
+}
+
+/* Adds p (not in the set). fs->reg_mu held or single-threaded. */
+static void set_add(struct gw_reg_set *s, const char *p)
+{
+    if ((s->n + 1) * 2 > s->tcap) {
+        size_t cap = s->tcap ? s->tcap * 2 : 1024;
+        free(s->tab);
+        s->tab = cm_xcalloc(cap, sizeof(uint32_t));
+        s->tcap = cap;
+        for (size_t i = 0; i < s->n; i++)
+            tab_put(s->tab, cap, person_hash(s, s->v[i]), (uint32_t)i);
+    }
+    if (s->n == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 256;
+        s->v = cm_xrealloc(s->v, s->cap * sizeof(*s->v));
+    }
+    snprintf(s->v[s->n], sizeof(s->v[s->n]), "%s", p);
+    tab_put(s->tab, s->tcap, person_hash(s, p), (uint32_t)s->n);
+    s->n++;
+}
+
+static struct gw_reg_set *set_get(gw_fair_sale_t *fs)
+{
+    if (!fs->reg) {
+        fs->reg = cm_xcalloc(1, sizeof(*fs->reg));
+        fs->reg->fd = -1;
+        pthread_cond_init(&fs->reg->cv, NULL);
+        gw_reg_core_init(&fs->reg->core);
+        /* never fails on Linux; a fixed key still works (a table's order only) */
+        if (cm_hash_seed_random(&fs->reg->key) != 0)
+            fs->reg->key = (cm_hash_key_t){0x94d049bb133111ebull, (uint64_t)(uintptr_t)fs};
+    }
+    return fs->reg;
+}
+
+static void reg_path(gw_fair_t *f, const char *sale_id, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/%s.reg", f->dir, sale_id);
+}
+
+/* fsync of the logs' directory. 0 or CM_EIO. */
+static int dir_sync(gw_fair_t *f)
+{
+    int dfd = open(f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = dfd >= 0 && fsync(dfd) == 0 ? 0 : CM_EIO;
+    if (dfd >= 0)
+        close(dfd);
+    return rc;
+}
+
+static void local_load(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    char path[700];
+    reg_path(f, fs->sale_id, path, sizeof(path));
+    FILE *fp = cm_journal_lines_open(path); /* the journal's records, a line each */
+    if (!fp)
+        return;
+    struct gw_reg_set *s = set_get(fs);
+    char *line = NULL;
+    size_t cap = 0, bad = 0;
+    ssize_t got;
+    /* getline, not a fixed buffer: an overlong record is skipped whole, never
+     * read back in pieces, one of which could pass for an id */
+    while ((got = getline(&line, &cap, fp)) > 0) {
+        size_t n = (size_t)got;
+        if (line[n - 1] == '\n')
+            line[--n] = '\0';
+        gw_reg_ev_t ev = {.kind = GW_REG_EV_LINE, .line = line, .len = n};
+        ev.found = n <= INV_USER_ID_MAX && strlen(line) == n && set_has(s, line);
+        gw_reg_out_t out;
+        gw_reg_core_step(&s->core, &ev, &out);
+        bad += out.bad;
+        if (out.actions & GW_REG_DO_ADD)
+            set_add(s, line);
+    }
+    free(line);
+    fclose(fp);
+    /* fsync durability: what a crash left in the page cache is durable before
+     * a registration found in it is answered 200 */
+    if (f->srv->cfg->durability == GW_DURABILITY_FSYNC) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || fdatasync(fd) != 0 || dir_sync(f) != 0)
+            cm_log_error("fair", "registration log fdatasync failed at start", "sale=%s",
+                         fs->sale_id);
+        if (fd >= 0)
+            close(fd);
+    }
+    if (bad)
+        cm_log_warn("fair", "registration log has records that are not persons; skipped",
+                    "sale=%s records=%zu", fs->sale_id, bad);
+    if (s->n)
+        cm_log_info("fair", "registrations loaded", "sale=%s persons=%zu", fs->sale_id, s->n);
+}
+
+/* Appends p's record (one write(2)); fs->reg_mu held. 0 or CM_EIO. */
+static int log_append(gw_fair_t *f, gw_fair_sale_t *fs, struct gw_reg_set *s, const char *p)
+{
+    if (s->fd < 0) {
+        char path[700];
+        reg_path(f, fs->sale_id, path, sizeof(path));
+        s->fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644); /* read: the recovery */
+        if (s->fd < 0 || cm_journal_attach(s->fd, path, &s->log_len) != 0) {
+            if (s->fd >= 0)
+                close(s->fd);
+            s->fd = -1;
+            return CM_EIO;
+        }
+        s->dir_unsynced = true;
+    }
+    char rec[INV_USER_ID_MAX + CM_JOURNAL_FRAME_OVERHEAD]; /* one frame of the journal */
+    int len = (int)cm_journal_frame(rec, sizeof(rec), p, strlen(p));
+    ssize_t w = len ? write(s->fd, rec, (size_t)len) : -1;
+    if (w != len || !len) {
+        if (w > 0 && ftruncate(s->fd, s->log_len) != 0) {
+            close(s->fd);
+            s->fd = -1;
+        }
+        return CM_EIO;
+    }
+    s->log_len += len;
+    return 0;
+}
+
+static int local_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint64_t cap, bool *sync,
+                     char *why, size_t whylen)
+{
+    gw_reg_ev_t ev = {.kind = GW_REG_EV_REGISTER, .cap = cap};
+    gw_reg_out_t out;
+    pthread_mutex_lock(&fs->reg_mu);
+    /* A delete (gw_fair__reg_reset) clears the window before it takes reg_mu and
+     * removes the log under it: a registration that passed the route's check
+     * before the delete and comes here after it must not create the log again. */
+    ev.opens_ms = atomic_load(&fs->reg_opens_ms);
+    ev.window_ms = atomic_load(&fs->window_ms);
+    struct gw_reg_set *s = ev.opens_ms > 0 && ev.window_ms > 0 ? set_get(fs) : NULL;
+    gw_reg_core_t none;
+    gw_reg_core_init(&none);
+    gw_reg_core_t *core = s ? &s->core : &none;
+    ev.found = set_has(s, person);
+    ev.sync = f->srv->cfg->durability == GW_DURABILITY_FSYNC;
+    ev.covered = !s || (s->synced >= s->log_len && !s->dir_unsynced);
+    gw_reg_core_step(core, &ev, &out);
+    if (s && (out.actions & GW_REG_DO_APPEND)) { /* no set: the window is gone, GONE */
+        ev = (gw_reg_ev_t){.kind = GW_REG_EV_APPENDED, .rc = log_append(f, fs, s, person)};
+        gw_reg_core_step(core, &ev, &out);
+        if (out.actions & GW_REG_DO_ADD)
+            set_add(s, person);
+    }
+    pthread_mutex_unlock(&fs->reg_mu);
+    *sync = out.actions & GW_REG_DO_SYNC;
+    if (*sync)
+        return out.held;
+    if (out.answer < 0)
+        snprintf(why, whylen, "the registration log write failed");
+    return out.answer;
+}
+
+static int local_sync(gw_fair_sale_t *fs)
+{
+    pthread_mutex_lock(&fs->reg_mu);
+    struct gw_reg_set *s = fs->reg;
+    off_t want = s ? s->log_len : 0;
+    int rc = 0;
+    unsigned failures = s ? s->failures : 0;
+    if (s)
+        s->users++;
+    while (s && (s->synced < want || s->dir_unsynced)) {
+        if (s->failures != failures) { /* one ran while this waited: it may have been its own */
+            rc = CM_EIO;
+            break;
+        }
+        if (s->syncing) { /* one runs: it may cover want; look again at its end */
+            pthread_cond_wait(&s->cv, &fs->reg_mu);
+            continue;
+        }
+        int fd = s->fd >= 0 ? dup(s->fd) : -1; /* a failed write's close may come meanwhile */
+        off_t upto = s->log_len;
+        bool dir = s->dir_unsynced;
+        s->syncing = true;
+        pthread_mutex_unlock(&fs->reg_mu);
+        int r = fd >= 0 && gw_reg__datasync(fd) == 0 && (!dir || dir_sync(fs->f) == 0) ? 0 : CM_EIO;
+        if (fd >= 0)
+            close(fd);
+        pthread_mutex_lock(&fs->reg_mu);
+        s->syncing = false;
+        if (r == 0 && upto > s->synced)
+            s->synced = upto;
+        if (r == 0 && dir)
+            s->dir_unsynced = false;
+        if (r != 0)
+            s->failures++;
+        pthread_cond_broadcast(&s->cv);
+    }
+    if (s && --s->users == 0)
+        pthread_cond_broadcast(&s->cv); /* a drop waits for it */
+    pthread_mutex_unlock(&fs->reg_mu);
+    if (rc)
+        cm_log_error("fair", "registration log fdatasync failed", "sale=%s", fs->sale_id);
+    return rc;
+}
+
+static int local_has(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, bool *has, char *why,
+                     size_t whylen)
+{
+    (void)f, (void)why, (void)whylen;
+    pthread_mutex_lock(&fs->reg_mu);
+    *has = set_has(fs->reg, person);
+    pthread_mutex_unlock(&fs->reg_mu);
+    return 0;
+}
+
+static int local_page(gw_fair_t *f, gw_fair_sale_t *fs, uint64_t cursor, uint64_t limit,
+                      uint64_t *total, uint64_t *end, void (*fn)(void *, const char *), void *arg,
+                      char *why, size_t whylen)
+{
+    (void)f, (void)why, (void)whylen;
+    uint64_t start;
+    pthread_mutex_lock(&fs->reg_mu);
+    *total = fs->reg ? fs->reg->n : 0;
+    gw_reg_page(*total, cursor, limit, &start, end);
+    for (uint64_t i = start; fs->reg && i < *end; i++)
+        fn(arg, fs->reg->v[i]);
+    pthread_mutex_unlock(&fs->reg_mu);
+    return 0;
+}
+
+static long long local_persons(gw_fair_sale_t *fs)
+{
+    pthread_mutex_lock(&fs->reg_mu);
+    long long n = fs->reg ? (long long)fs->reg->n : 0;
+    pthread_mutex_unlock(&fs->reg_mu);
+    return n;
+}
+
+static int local_publish(gw_fair_t *f, gw_fair_sale_t *fs, const char *token, char *why,
+                         size_t whylen)
+{
+    (void)f, (void)fs, (void)token, (void)why, (void)whylen;
+    return 0; /* fair.json holds it: saved by the caller */
+}
+
+static void local_free(gw_fair_sale_t *fs)
+{
+    struct gw_reg_set *s = fs->reg;
+    if (!s)
+        return;
+    if (s->fd >= 0)
+        close(s->fd);
+    pthread_cond_destroy(&s->cv);
+    free(s->v);
+    free(s->tab);
+    free(s);
+    fs->reg = NULL;
+}
+
+static int local_drop(gw_fair_t *f, gw_fair_sale_t *fs)
+{
+    while (fs->reg && fs->reg->users) /* a sync reads the set after its fdatasync */
+        pthread_cond_wait(&fs->reg->cv, &fs->reg_mu);
+    local_free(fs);
+    char path[700];
+    reg_path(f, fs->sale_id, path, sizeof(path));
+    return unlink(path) == 0 || errno == ENOENT ? 0 : CM_EIO;
+}
+
+const gw_reg_ops_t gw_reg__local_ops = {
+    .add = local_add,
+    .sync = local_sync,
+    .has = local_has,
+    .page = local_page,
+    .persons = local_persons,
+    .publish = local_publish,
+    .load = local_load,
+    .drop = local_drop,
+    .free = local_free,
+};
