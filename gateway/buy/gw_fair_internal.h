@@ -49,7 +49,7 @@ typedef struct gw_room_store {
     off_t sync_inflight_upto;
     pthread_cond_t sync_cv;
     int64_t synced_ms, err_ms;
-    /* A compaction in progress (gw_fair__room_store_compact): its new file, to
+    /* A compaction in progress (store_compact): its new file, to
      * which every line appended meanwhile goes too (-1: none), that file's
      * length, what an fdatasync covered of it, whether a write or sync to it
      * failed (the compaction is given up), and the log's length when the
@@ -67,7 +67,7 @@ typedef struct gw_room_store {
     off_t base_len; /* the log's length after its last compaction (0: none yet) */
     _Atomic uint64_t compactions;
     /* fsync durability's group commits that made this room's token claims durable
-     * (gw_fair__room_store_flush), and those whose fdatasync failed */
+     * (local_sync), and those whose fdatasync failed */
     _Atomic uint64_t claim_syncs, claim_sync_failures;
 } gw_room_store_t;
 
@@ -252,7 +252,7 @@ struct gw_fair {
      * the other threads' (2 s): gw_fair_pool.c */
     gw_fair_pool_t loop_pool, pool;
     _Atomic uint64_t reg_taken, reg_refused; /* new registrations here; entries refused here */
-    /* fleet: admission-token claims to give back, retried by the lottery thread (gw_room.c) */
+    /* fleet: token claims to give back, retried by the lottery thread (gw_room_fleet.c) */
     pthread_mutex_t unclaim_mu;
     gw_fair_unclaim_t unclaim[FAIR_UNCLAIM_MAX];
     size_t nunclaim;

@@ -94,8 +94,8 @@ void *gw_fair__room_json(gw_fair_sale_t *fs)
     return o;
 }
 
-void *gw_fair_room_persons_json(gw_fair_t *f, const char *sale_id, uint64_t cursor,
-                                uint64_t limit, int *rc, char *errbuf, size_t errlen)
+void *gw_fair_room_persons_json(gw_fair_t *f, const char *sale_id, uint64_t cursor, uint64_t limit,
+                                int *rc, char *errbuf, size_t errlen)
 {
     gw_fair_sale_t *fs = gw_fair_room(f, sale_id);
     if (!fs) {

@@ -126,10 +126,9 @@ static int fleet_join(gw_fair_sale_t *fs, const gw_room_join_ev_t *ev, gw_wr_joi
         pthread_mutex_unlock(&fs->wr_mu);
         snprintf(member, sizeof(member), "%016llx%.*s",
                  (unsigned long long)gw_wr_prequeue_key(&seed, person, len), (int)len, person);
-        rc = gw_fair_redis_room_join(c, fs->sale_id, hex, member, person,
-                                     ev->starts_at_ms && ev->now_ms < ev->starts_at_ms, ev->take,
-                                     ev->now_ms,
-                                     GW_WR_TOKEN_TTL_S, GW_WR_PREQUEUE_MAX, &j, why, sizeof(why));
+        rc = gw_fair_redis_room_join(
+            c, fs->sale_id, hex, member, person, ev->starts_at_ms && ev->now_ms < ev->starts_at_ms,
+            ev->take, ev->now_ms, GW_WR_TOKEN_TTL_S, GW_WR_PREQUEUE_MAX, &j, why, sizeof(why));
         if (rc || !j.seed[0])
             break;
         seed_adopt(fs, j.seed);
@@ -309,11 +308,10 @@ void gw_fair__room_unclaims_tick(gw_fair_t *f, int64_t now_ms)
     }
 }
 
-
 /* A buy's claim of its admission token's replay id, in Redis (a connection of the
  * worker loops' pool). */
-static int fleet_claim(gw_fair_sale_t *fs, uint64_t jti, int64_t exp_s, uint64_t fp,
-                       int64_t now_s, uint64_t *nonce)
+static int fleet_claim(gw_fair_sale_t *fs, uint64_t jti, int64_t exp_s, uint64_t fp, int64_t now_s,
+                       uint64_t *nonce)
 {
     gw_fair_t *f = fs->f;
     const char *sale_id = fs->sale_id;
@@ -323,8 +321,8 @@ static int fleet_claim(gw_fair_sale_t *fs, uint64_t jti, int64_t exp_s, uint64_t
         n = atomic_fetch_add_explicit(&f->claim_nonce, 1, memory_order_relaxed);
     inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
     /* kept as long as the token lives, a second past its last valid second */
-    int rc = c ? gw_fair_redis_room_claim(c, sale_id, jti, fp, n, unclaim_ttl_ms(exp_s, now_s),
-                                          why, sizeof(why))
+    int rc = c ? gw_fair_redis_room_claim(c, sale_id, jti, fp, n, unclaim_ttl_ms(exp_s, now_s), why,
+                                          sizeof(why))
                : CM_EBACKEND;
     gw_fair__pool_put(&f->loop_pool, c);
     /*

@@ -663,7 +663,6 @@ static void seal_sync(gw_fair_sale_t *fs)
     pthread_mutex_unlock(&fs->wr_mu);
 }
 
-
 /* A join (gw_fair_room_join's contract) decided by the core, its records written here. */
 static int local_join(gw_fair_sale_t *fs, const gw_room_join_ev_t *ev, gw_wr_join_t *out)
 {
@@ -726,8 +725,7 @@ static void person_rank_add(json_t *arr, const char *person, uint64_t rank)
 
 /* The sealed pre-queue's ranks start+1.. of at most limit persons (arr: json_t *). 0. */
 static int local_persons(gw_fair_sale_t *fs, uint64_t cursor, uint64_t limit, void *arr,
-                         uint64_t *total, bool *sealed, char hex[33], char *errbuf,
-                         size_t errlen)
+                         uint64_t *total, bool *sealed, char hex[33], char *errbuf, size_t errlen)
 {
     (void)errbuf;
     (void)errlen;
@@ -741,8 +739,8 @@ static int local_persons(gw_fair_sale_t *fs, uint64_t cursor, uint64_t limit, vo
     return 0;
 }
 
-static int local_claim(gw_fair_sale_t *fs, uint64_t jti, int64_t exp_s, uint64_t fp,
-                       int64_t now_s, uint64_t *nonce)
+static int local_claim(gw_fair_sale_t *fs, uint64_t jti, int64_t exp_s, uint64_t fp, int64_t now_s,
+                       uint64_t *nonce)
 {
     (void)nonce; /* the spent table holds one claim per token */
     int rc = gw_wr_spent_claim(&fs->wr_spent, jti, exp_s, fp, now_s);
@@ -915,9 +913,8 @@ static void room_compact(gw_fair_sale_t *fs)
     free(places);
     free(spent);
     if (store_compact(fs, &img) == 0)
-        cm_log_info("fair", "waiting-room log compacted",
-                    "sale=%s bytes=%zu places=%zu tokens=%zu", fs->sale_id, img.len, nplaces,
-                    nspent);
+        cm_log_info("fair", "waiting-room log compacted", "sale=%s bytes=%zu places=%zu tokens=%zu",
+                    fs->sale_id, img.len, nplaces, nspent);
     cm_journal_buf_free(&img);
 }
 
