@@ -87,6 +87,7 @@ typedef enum {
     GW_ROOM_REC_P = 'P', /* a = tag, b = pos */
     GW_ROOM_REC_A = 'A', /* a = tag (0: a pre-queue rank), b = pos, c = exp s */
     GW_ROOM_REC_F = 'F', /* a = front milli */
+    GW_ROOM_REC_T = 'T', /* a = jti, b = fp, c = exp s: a token claimed (the shell's) */
 } gw_room_rec_kind_t;
 
 typedef struct gw_room_rec {

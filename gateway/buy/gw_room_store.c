@@ -558,49 +558,6 @@ static int store_compact(gw_fair_sale_t *fs, const cm_journal_buf_t *img)
 
 /*---- the room's store on one gateway: its core (gw_room_core.c) and this log ----*/
 
-/* v as 16 lowercase hex digits at p. Returns the end. */
-static char *put_hex(char *p, uint64_t v)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (int i = 15; i >= 0; i--, v >>= 4)
-        p[i] = digits[v & 0xf];
-    return p + 16;
-}
-
-/* v in decimal at p (a '-' first if neg). Returns the end. */
-static char *put_dec(char *p, uint64_t v, bool neg)
-{
-    char d[20];
-    int n = 0;
-    do
-        d[n++] = (char)('0' + v % 10);
-    while (v /= 10);
-    if (neg)
-        *p++ = '-';
-    while (n)
-        *p++ = d[--n];
-    return p;
-}
-
-static char *put_i64(char *p, int64_t v)
-{
-    return put_dec(p, v < 0 ? 0 - (uint64_t)v : (uint64_t)v, v < 0);
-}
-
-/* "T <jti> <exp s> <fp>": a claimed token's line (gw_room_core_replay). Its length. */
-static size_t token_line(char *p, uint64_t jti, int64_t exp_s, uint64_t fp)
-{
-    char *e = p;
-    *e++ = 'T';
-    *e++ = ' ';
-    e = put_hex(e, jti);
-    *e++ = ' ';
-    e = put_i64(e, exp_s);
-    *e++ = ' ';
-    e = put_hex(e, fp);
-    return (size_t)(e - p);
-}
-
 /* A record of the room's core as a line of the log: 0 or CM_EIO (logged by the
  * store). wr_mu held. */
 static int rec_line(gw_fair_sale_t *fs, const gw_room_rec_t *rec)
@@ -746,8 +703,8 @@ static int local_claim(gw_fair_sale_t *fs, uint64_t jti, int64_t exp_s, uint64_t
     int rc = gw_wr_spent_claim(&fs->wr_spent, jti, exp_s, fp, now_s);
     /* on disk before the reserve: a restart reads the token spent (a claim a
      * crash cut before its answer included: never a second order) */
-    char line[64];
-    if (rc == GW_WR_CLAIMED && store_line(fs, line, token_line(line, jti, exp_s, fp)) != 0) {
+    if (rc == GW_WR_CLAIMED &&
+        rec_line(fs, &(gw_room_rec_t){.kind = GW_ROOM_REC_T, .a = jti, .b = fp, .c = exp_s}) != 0) {
         gw_wr_spent_settle(&fs->wr_spent, jti, false);
         return CM_EIO;
     }
@@ -764,33 +721,23 @@ static void local_settle(gw_fair_sale_t *fs, uint64_t jti, uint64_t fp, uint64_t
      * the token stays spent until it expires, as on disk. Both under the spent
      * table's lock: a compaction copies the table and marks the log's length
      * under it, so it never finds the line written and the token still spent. */
-    char line[20] = "U ";
+    char line[24];
+    int n = snprintf(line, sizeof(line), "U %016llx", (unsigned long long)jti);
     pthread_mutex_lock(&fs->wr_spent.mu);
-    if (!accepted && store_line(fs, line, (size_t)(put_hex(line + 2, jti) - line)) != 0)
+    if (!accepted && store_line(fs, line, (size_t)n) != 0)
         accepted = true;
     gw_room_spent_settle(fs->wr_spent.slots, jti, accepted);
     pthread_mutex_unlock(&fs->wr_spent.mu);
 }
 
-/* One line of a compaction's image (from line to end) as a frame: a line is far
- * below the record limit. */
-static void img_add(cm_journal_buf_t *img, const char *line, const char *end)
+/* One record as a line of a compaction's image, framed (a line is far below the
+ * record limit; a J line too long for the log was never written to it). */
+static void img_rec(cm_journal_buf_t *img, const gw_room_rec_t *rec)
 {
-    (void)cm_journal_buf_add(img, line, (size_t)(end - line));
-}
-
-/* "A <tag> <pos> <exp s>" (tag 0: a pre-queue rank) into img. */
-static void img_admit(cm_journal_buf_t *img, uint64_t tag, uint64_t pos, int64_t exp_s)
-{
-    char l[64], *e = l;
-    *e++ = 'A';
-    *e++ = ' ';
-    e = put_hex(e, tag);
-    *e++ = ' ';
-    e = put_dec(e, pos, false);
-    *e++ = ' ';
-    e = put_i64(e, exp_s);
-    img_add(img, l, e);
+    char l[32 + INV_USER_ID_MAX];
+    int n = gw_room_rec_format(rec, l, sizeof(l));
+    if (n > 0 && (size_t)n < sizeof(l))
+        (void)cm_journal_buf_add(img, l, (size_t)n);
 }
 
 /*
@@ -804,7 +751,7 @@ static void img_admit(cm_journal_buf_t *img, uint64_t tag, uint64_t pos, int64_t
  * reads spent after a restart, as it would from the whole log). The state is
  * copied under wr_mu and the spent table's lock, with the log's length it
  * stands for, then framed without them into one buffer (the lines formatted
- * here, not by printf: the image holds a line per live place and token), and
+ * by gw_room_rec_format, without printf: a line per live place and token), and
  * written with one write(2). Lottery thread.
  */
 static void room_compact(gw_fair_sale_t *fs)
@@ -861,52 +808,38 @@ static void room_compact(gw_fair_sale_t *fs)
     img.p = cm_xmalloc(img.cap);
     memcpy(img.p, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN);
     img.len = CM_JOURNAL_MAGIC_LEN;
-    char l[32 + INV_USER_ID_MAX], *e = l;
-    *e++ = 'K';
-    for (int i = 0; i < 4; i++) {
-        *e++ = ' ';
-        e = put_hex(e, i == 0 ? key.k0 : i == 1 ? key.k1 : i == 2 ? seed.k0 : seed.k1);
-    }
-    img_add(&img, l, e);
-    for (size_t i = 0; i < npre; i++) {
-        const char *nm = names + name_at[i];
-        size_t nl = strnlen(nm, sizeof(l) - 2);
-        l[0] = 'J';
-        l[1] = ' ';
-        memcpy(l + 2, nm, nl);
-        img_add(&img, l, l + 2 + nl);
-    }
-    if (sealed) {
-        e = l;
-        *e++ = 'S';
-        *e++ = ' ';
-        e = put_i64(e, sealed_ms);
-        *e++ = ' ';
-        e = put_i64(e, starts_ms);
-        img_add(&img, l, e);
-    }
-    for (size_t i = 0; i < nplaces; i++) {
-        e = l;
-        *e++ = 'P';
-        *e++ = ' ';
-        e = put_hex(e, places[i].tag);
-        *e++ = ' ';
-        e = put_dec(e, places[i].pos, false);
-        img_add(&img, l, e);
-    }
+    char l[80];
+    int kn = snprintf(l, sizeof(l), "K %016llx %016llx %016llx %016llx", (unsigned long long)key.k0,
+                      (unsigned long long)key.k1, (unsigned long long)seed.k0,
+                      (unsigned long long)seed.k1);
+    (void)cm_journal_buf_add(&img, l, (size_t)kn);
+    for (size_t i = 0; i < npre; i++)
+        img_rec(&img, &(gw_room_rec_t){.kind = GW_ROOM_REC_J,
+                                       .person = names + name_at[i],
+                                       .len = strlen(names + name_at[i])});
+    if (sealed)
+        img_rec(&img, &(gw_room_rec_t){.kind = GW_ROOM_REC_S,
+                                       .a = (uint64_t)sealed_ms,
+                                       .b = (uint64_t)starts_ms});
+    for (size_t i = 0; i < nplaces; i++)
+        img_rec(&img,
+                &(gw_room_rec_t){.kind = GW_ROOM_REC_P, .a = places[i].tag, .b = places[i].pos});
     for (size_t i = 0; pre_exp && i < npre; i++)
         if (pre_exp[i])
-            img_admit(&img, 0, i + 1, pre_exp[i]);
+            img_rec(&img, &(gw_room_rec_t){.kind = GW_ROOM_REC_A, .b = i + 1, .c = pre_exp[i]});
     for (size_t i = 0; i < nplaces; i++)
         if (places[i].exp_s)
-            img_admit(&img, places[i].tag, places[i].pos, places[i].exp_s);
-    if (front) {
-        l[0] = 'F';
-        l[1] = ' ';
-        img_add(&img, l, put_dec(l + 2, front, false));
-    }
+            img_rec(&img, &(gw_room_rec_t){.kind = GW_ROOM_REC_A,
+                                           .a = places[i].tag,
+                                           .b = places[i].pos,
+                                           .c = places[i].exp_s});
+    if (front)
+        img_rec(&img, &(gw_room_rec_t){.kind = GW_ROOM_REC_F, .a = front});
     for (size_t i = 0; i < nspent; i++)
-        img_add(&img, l, l + token_line(l, spent[i].jti, spent[i].exp_s, spent[i].fp));
+        img_rec(&img, &(gw_room_rec_t){.kind = GW_ROOM_REC_T,
+                                       .a = spent[i].jti,
+                                       .b = spent[i].fp,
+                                       .c = spent[i].exp_s});
     free(names);
     free(name_at);
     free(pre_exp);
