@@ -722,7 +722,7 @@ static void local_settle(gw_fair_sale_t *fs, uint64_t jti, uint64_t fp, uint64_t
      * table's lock: a compaction copies the table and marks the log's length
      * under it, so it never finds the line written and the token still spent. */
     char line[24];
-    int n = snprintf(line, sizeof(line), "U %016llx", (unsigned long long)jti);
+    int n = accepted ? 0 : snprintf(line, sizeof(line), "U %016llx", (unsigned long long)jti);
     pthread_mutex_lock(&fs->wr_spent.mu);
     if (!accepted && store_line(fs, line, (size_t)n) != 0)
         accepted = true;
