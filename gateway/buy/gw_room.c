@@ -120,7 +120,6 @@ void *gw_fair_room_persons_json(gw_fair_t *f, const char *sale_id, uint64_t curs
                       sale_id, (unsigned long long)total);
         return NULL;
     }
-    *rc = 0;
     uint64_t end = cursor + json_array_size(arr);
     json_t *o = json_pack("{s:s,s:I,s:s,s:s,s:o}", "sale_id", sale_id, "count", (json_int_t)total,
                           "seed", hex, "hash", "siphash-2-4", "persons", arr);
