@@ -160,44 +160,6 @@ void gw_fair__room_keys(gw_fair_sale_t *fs)
     gw_room_core_reset(&fs->wr_core, &fs->wr_key, &fs->wr_seed);
 }
 
-/*---- spent admission tokens ----*/
-
-void gw_wr_spent_init(gw_wr_spent_t *s)
-{
-    pthread_mutex_init(&s->mu, NULL);
-    s->slots = NULL;
-}
-
-void gw_wr_spent_deinit(gw_wr_spent_t *s)
-{
-    free(s->slots);
-    s->slots = NULL;
-    pthread_mutex_destroy(&s->mu);
-}
-
-void gw_wr_spent_clear(gw_wr_spent_t *s)
-{
-    pthread_mutex_lock(&s->mu);
-    free(s->slots);
-    s->slots = NULL;
-    pthread_mutex_unlock(&s->mu);
-}
-
-int gw_wr_spent_claim(gw_wr_spent_t *s, uint64_t jti, int64_t exp_s, uint64_t fp, int64_t now_s)
-{
-    pthread_mutex_lock(&s->mu);
-    int rc = gw_room_spent_claim(&s->slots, jti, exp_s, fp, now_s);
-    pthread_mutex_unlock(&s->mu);
-    return rc;
-}
-
-void gw_wr_spent_settle(gw_wr_spent_t *s, uint64_t jti, bool accepted)
-{
-    pthread_mutex_lock(&s->mu);
-    gw_room_spent_settle(s->slots, jti, accepted);
-    pthread_mutex_unlock(&s->mu);
-}
-
 int gw_fair_admission_claim(gw_fair_t *f, const char *sale_id, uint64_t jti, int64_t exp_s,
                             uint64_t fp, int64_t now_s, uint64_t *nonce)
 {

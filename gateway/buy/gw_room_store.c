@@ -556,6 +556,44 @@ static int store_compact(gw_fair_sale_t *fs, const cm_journal_buf_t *img)
     return 0;
 }
 
+/*---- spent admission tokens (one gateway's: a fleet's are Redis') ----*/
+
+void gw_wr_spent_init(gw_wr_spent_t *s)
+{
+    pthread_mutex_init(&s->mu, NULL);
+    s->slots = NULL;
+}
+
+void gw_wr_spent_deinit(gw_wr_spent_t *s)
+{
+    free(s->slots);
+    s->slots = NULL;
+    pthread_mutex_destroy(&s->mu);
+}
+
+void gw_wr_spent_clear(gw_wr_spent_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    free(s->slots);
+    s->slots = NULL;
+    pthread_mutex_unlock(&s->mu);
+}
+
+int gw_wr_spent_claim(gw_wr_spent_t *s, uint64_t jti, int64_t exp_s, uint64_t fp, int64_t now_s)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = gw_room_spent_claim(&s->slots, jti, exp_s, fp, now_s);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+void gw_wr_spent_settle(gw_wr_spent_t *s, uint64_t jti, bool accepted)
+{
+    pthread_mutex_lock(&s->mu);
+    gw_room_spent_settle(s->slots, jti, accepted);
+    pthread_mutex_unlock(&s->mu);
+}
+
 /*---- the room's store on one gateway: its core (gw_room_core.c) and this log ----*/
 
 /* A record of the room's core as a line of the log: 0 or CM_EIO (logged by the
