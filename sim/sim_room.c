@@ -1,7 +1,7 @@
 /*
  * The waiting room's world (sim_room.h): one gateway's room, the real core
  * (gateway/buy/gw_room_core.h), its log on a simulated disk (sim_disk.h),
- * and a shell that does what gw_room.c does around the core: a record a
+ * and a shell that does what gw_room_store.c does around the core: a record a
  * journal frame (common/cm_journal.h), one write(2) each, read back through
  * the journal's recovery; the seal's fdatasync before any rank is answered;
  * the lottery thread's periodic fdatasync; a token's claim line before its

@@ -328,7 +328,7 @@ int gw_fair_room_join(gw_fair_sale_t *fs, const char *person, size_t len, bool t
                       gw_wr_join_t *out);
 
 /*
- * One bucket of a room's place table (gw_room.c): the position held by the
+ * One bucket of a room's place table (gw_room_core.c): the position held by the
  * person whose tag (siphash(the room's own key, person) | 1; 0 = an empty slot)
  * is tag, else, with take, a new position at the back (from *next) in the slot
  * of the bucket's lowest position: an empty slot first, then the oldest place,

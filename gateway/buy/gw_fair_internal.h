@@ -50,7 +50,7 @@ typedef struct gw_room_store {
     off_t sync_inflight_upto;
     pthread_cond_t sync_cv;
     int64_t synced_ms, err_ms;
-    /* A compaction in progress (gw_fair__room_store_compact): its new file, to
+    /* A compaction in progress (store_compact): its new file, to
      * which every line appended meanwhile goes too (-1: none), that file's
      * length, what an fdatasync covered of it, whether a write or sync to it
      * failed (the compaction is given up), and the log's length when the
@@ -68,7 +68,7 @@ typedef struct gw_room_store {
     off_t base_len; /* the log's length after its last compaction (0: none yet) */
     _Atomic uint64_t compactions;
     /* fsync durability's group commits that made this room's token claims durable
-     * (gw_fair__room_store_flush), and those whose fdatasync failed */
+     * (local_sync), and those whose fdatasync failed */
     _Atomic uint64_t claim_syncs, claim_sync_failures;
 } gw_room_store_t;
 
@@ -174,6 +174,7 @@ struct gw_fair_sale {
     /* One gateway: the room's log (gw_room_store.c); never used in a fleet,
      * whose room is Redis'. */
     gw_room_store_t wr_store;
+    const struct gw_room_ops *wr_ops; /* the room's store, chosen by gw_fair__sale_new */
 };
 
 
@@ -255,7 +256,7 @@ struct gw_fair {
      * the other threads' (2 s): gw_fair_pool.c */
     gw_fair_pool_t loop_pool, pool;
     _Atomic uint64_t reg_taken, reg_refused; /* new registrations here; entries refused here */
-    /* fleet: admission-token claims to give back, retried by the lottery thread (gw_room.c) */
+    /* fleet: token claims to give back, retried by the lottery thread (gw_room_fleet.c) */
     pthread_mutex_t unclaim_mu;
     gw_fair_unclaim_t unclaim[FAIR_UNCLAIM_MAX];
     size_t nunclaim;
@@ -361,6 +362,30 @@ void gw_fair__wl_log_lost(gw_fair_sale_t *fs, const entry_t *e);
 
 /*---- gw_room.c: the waiting room ----*/
 
+/* The room's store: what gw_room.c asks of it, never which one it is. One
+ * gateway's (gw_fair__room_local_ops, gw_room_store.c: the core and its log) or
+ * the fleet's (gw_fair__room_redis_ops, gw_room_fleet.c: Redis' room). */
+typedef struct gw_room_ops {
+    /* gw_fair_room_join's answer. Thread-safe. */
+    int (*join)(gw_fair_sale_t *fs, const gw_room_join_ev_t *ev, gw_wr_join_t *out);
+    /* The lottery thread's step: eff_per_s is this gateway's share of the rate
+     * (members share it), dt_ms the time since its last tick. */
+    void (*tick)(gw_fair_sale_t *fs, int64_t now_ms, int64_t dt_ms, bool started,
+                 int64_t starts_at_ms, double eff_per_s, uint32_t members);
+    /* The sealed pre-queue's ranks cursor+1.. of at most limit persons into arr
+     * (json_t *), *total, *sealed and the seed. 0 or CM_EBACKEND (errbuf). */
+    int (*persons)(gw_fair_sale_t *fs, uint64_t cursor, uint64_t limit, void *arr,
+                   uint64_t *total, bool *sealed, char hex[33], char *errbuf, size_t errlen);
+    /* gw_fair_admission_claim, _sync and _settle of fs's room. */
+    int (*claim)(gw_fair_sale_t *fs, uint64_t jti, int64_t exp_s, uint64_t fp, int64_t now_s,
+                 uint64_t *nonce);
+    int (*sync)(gw_fair_sale_t *fs);
+    void (*settle)(gw_fair_sale_t *fs, uint64_t jti, uint64_t fp, uint64_t nonce, bool accepted);
+    /* The store's own fields of the room's audit record (o: json_t *). */
+    void (*audit)(gw_fair_sale_t *fs, void *o);
+} gw_room_ops_t;
+extern const gw_room_ops_t gw_fair__room_local_ops, gw_fair__room_redis_ops;
+
 /* Advances the admission front of every waiting room, sealing each pre-queue at its
  * sale's start. Lottery thread. */
 void gw_fair__rooms_tick(gw_fair_t *f, int64_t now);
@@ -372,10 +397,6 @@ void gw_fair__room_reset(gw_fair_sale_t *fs);
 /* Draws the room's place key and pre-queue seed. wr_mu held or single-threaded. */
 void gw_fair__room_keys(gw_fair_sale_t *fs);
 
-/* One gateway's room after a restart: replays <data_dir>/fair/<sale>.room into fs
- * (keys, pre-queue, seal, places, admissions, front, spent tokens). Single-threaded (open). */
-void gw_fair__room_load(gw_fair_sale_t *fs);
-
 /*---- gw_room_store.c: one gateway's waiting-room log ----*/
 
 /* A dirty log is fdatasync'd by the lottery thread's first tick this long or more after
@@ -386,71 +407,23 @@ void gw_fair__room_load(gw_fair_sale_t *fs);
 void gw_fair__room_store_init(gw_room_store_t *st);
 /* fdatasync if dirty, close. Single-threaded (close). */
 void gw_fair__room_store_deinit(gw_room_store_t *st);
-/* Appends one line (printf format, no newline; at most 254 bytes) with one write(2),
- * fdatasync'd if sync; a new log starts with a "K" line of the room's keys (wr_key,
- * wr_seed: wr_mu held, or keys that no longer change). 0, CM_EIO or CM_EINVAL. Thread-safe. */
-int gw_fair__room_store_line(gw_fair_sale_t *fs, bool sync, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-/* fdatasync if lines were written GW_WR_SYNC_MS or more (monotonic) since the
- * last; the log's lock is not held across the fdatasync. Lottery thread. */
-void gw_fair__room_store_sync(gw_fair_sale_t *fs);
-/* fdatasync of the log through its length now (every line whose write(2) returned
- * before the call), unless an fdatasync covered it already or one running covers it
- * (waited for: a group commit across the worker loops); no GW_WR_SYNC_MS interval.
- * The log's lock is not held across the fdatasync. Counts claim_syncs, and
- * claim_sync_failures on a failure (logged, rate limited). 0 or CM_EIO. Thread-safe
- * (blocks on the disk: off the loops). */
-int gw_fair__room_store_flush(gw_fair_sale_t *fs);
-/* fdatasync of the log through its length now, as gw_fair__room_store_flush but
- * counted as no claim's (the seal's). 0 or CM_EIO. Thread-safe (blocks on the disk). */
-int gw_fair__room_store_durable(gw_fair_sale_t *fs);
 /* A log longer than this and than twice what its last compaction wrote is
  * compacted by the lottery thread: the file stays within about twice the state
  * it records plus this, and the rewrite costs at most one byte per byte appended. */
 #define GW_WR_COMPACT_MIN_BYTES (1 << 20)
-/* Whether the log is due a compaction (GW_WR_COMPACT_MIN_BYTES); if so and mark,
- * marks its length now as the one the room's state is about to be copied at: the
- * caller then holds wr_mu and the spent table's lock, so that no line changes that
- * state meanwhile. Lottery thread. */
-bool gw_fair__room_store_compact_due(gw_fair_sale_t *fs, bool mark);
-/* Replaces the log by image (n bytes of whole lines, starting with the "K" line: the
- * room's state at gw_fair__room_store_compact_due) followed by the lines appended
- * since: written beside it (<sale>.room.tmp), fdatasync'd, renamed over it, and the
- * directory fsync'd; the loops append and sync meanwhile, and no fdatasync runs
- * under the log's lock. 0 or CM_EIO (logged; the log stays as it was). Lottery
- * thread, no lock held; blocks on the disk. */
-int gw_fair__room_store_compact(gw_fair_sale_t *fs, const char *image, size_t n);
 /* The log's length and how much of it an fdatasync covered (both 0 before this process's
  * first line). Thread-safe. */
 void gw_fair__room_store_len(gw_fair_sale_t *fs, off_t *len, off_t *synced_len);
 /* Closes and removes the log (a deleted sale's room). 0 or CM_EIO. Thread-safe. */
 int gw_fair__room_store_drop(gw_fair_sale_t *fs);
-/* Calls apply with every line of the log (a journal's record, NUL-terminated; the
- * first is the "K" line), holes skipped and a torn tail cut off the file
- * (cm_journal_recover), removes a log without a readable key line. A log in the
- * line format before the journal is converted to it first (atomically; if that
- * fails, nothing is read and the file is left for the next start's load).
- * Returns the lines applied. Single-threaded (open). */
-size_t gw_fair__room_store_read(gw_fair_sale_t *fs, void (*apply)(gw_fair_sale_t *, char *));
+/* One gateway's room after a restart: replays <data_dir>/fair/<sale>.room into fs
+ * (keys, pre-queue, seal, places, admissions, front, spent tokens). Single-threaded (open). */
+void gw_fair__room_load(gw_fair_sale_t *fs);
 
 /*---- gw_room_fleet.c: the waiting room of a fleet, in Redis ----*/
 
-/* gw_fair_room_join in a fleet (the same contract, CM_EBACKEND when Redis cannot
- * answer). Thread-safe (a connection of the worker loops' pool). */
-int gw_fair__room_fleet_join(gw_fair_sale_t *fs, const char *person, size_t len, bool take,
-                             int64_t now_ms, int64_t starts_at_ms, gw_wr_join_t *out);
-/* One room's step in a fleet, at most every GW_WR_FLEET_TICK_MS: seals at the start,
- * adds this gateway's share (eff_per_s, admissions per second) to the shared front,
- * never past fleet_per_s (the fleet's second of admissions) beyond the places given,
- * and refreshes the local copy. Lottery thread. */
-void gw_fair__room_fleet_tick(gw_fair_t *f, gw_fair_sale_t *fs, int64_t now, bool started,
-                              double eff_per_s, double fleet_per_s, int64_t starts_at_ms);
+/* A fleet room's tick talks to Redis at most this often (lottery thread). */
 #define GW_WR_FLEET_TICK_MS 100
-/* The fleet's part of gw_fair_room_persons_json: fills arr (json_t *) with ranks
- * start+1.. of at most limit persons, *total and *sealed, seed_hex. 0 or CM_EBACKEND. */
-int gw_fair__room_fleet_persons(gw_fair_t *f, const char *sale_id, uint64_t start,
-                                uint64_t limit, void *arr, uint64_t *total, bool *sealed,
-                                char seed_hex[33], char *errbuf, size_t errlen);
 /* Logs a Redis failure of the fleet's room, at most once in 5 s. Thread-safe. */
 void gw_fair__room_fleet_trouble(const char *what, const char *sale, const char *why);
 /* The replay id of place pos: SipHash(key, pos), 0 read as 1. Pure. */

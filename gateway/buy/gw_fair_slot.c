@@ -45,6 +45,7 @@ gw_fair_sale_t *gw_fair__sale_new(gw_fair_t *f, const char *sale_id)
     pthread_mutex_init(&fs->reg_mu, NULL);
     gw_wr_spent_init(&fs->wr_spent);
     gw_fair__room_store_init(&fs->wr_store);
+    fs->wr_ops = f->fleet ? &gw_fair__room_redis_ops : &gw_fair__room_local_ops;
     fs->fd = -1;
     fs->reg_ops = f->fleet ? &gw_reg__fleet_ops : &gw_reg__local_ops; /* the one choice */
     return fs;

@@ -345,6 +345,7 @@ void gw_room_core_written(gw_room_core_t *c, const gw_room_rec_t *rec, bool ok)
         break;
     case GW_ROOM_REC_P:
     case GW_ROOM_REC_A:
+    case GW_ROOM_REC_T:
         break;
     }
 }
@@ -376,23 +377,70 @@ void gw_room_core_tick(gw_room_core_t *c, double eff_per_s, int64_t dt_ms, gw_ro
 
 /*---- the log's records ----*/
 
+/* v as 16 lowercase hex digits at p. Returns the end. */
+static char *put_hex(char *p, uint64_t v)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        p[i] = digits[v & 0xf];
+    return p + 16;
+}
+
+/* ' ' then v in decimal (signed if sig) at p. Returns the end. */
+static char *put_dec(char *p, uint64_t v, bool sig)
+{
+    char d[20];
+    int n = 0;
+    *p++ = ' ';
+    if (sig && (int64_t)v < 0) {
+        *p++ = '-';
+        v = 0 - v;
+    }
+    do
+        d[n++] = (char)('0' + v % 10);
+    while (v /= 10);
+    while (n)
+        *p++ = d[--n];
+    return p;
+}
+
 int gw_room_rec_format(const gw_room_rec_t *rec, char *buf, size_t len)
 {
-    switch (rec->kind) {
-    case GW_ROOM_REC_J:
+    if (rec->kind == GW_ROOM_REC_J)
         return snprintf(buf, len, "J %.*s", (int)rec->len, rec->person);
+    /* the numbers without printf: a compaction formats a line per place and token */
+    char t[80], *e = t;
+    *e++ = (char)rec->kind;
+    switch (rec->kind) {
     case GW_ROOM_REC_S:
-        return snprintf(buf, len, "S %lld %lld", (long long)rec->a, (long long)rec->b);
+        e = put_dec(put_dec(e, rec->a, true), rec->b, true);
+        break;
     case GW_ROOM_REC_P:
-        return snprintf(buf, len, "P %016llx %llu", (unsigned long long)rec->a,
-                        (unsigned long long)rec->b);
     case GW_ROOM_REC_A:
-        return snprintf(buf, len, "A %016llx %llu %lld", (unsigned long long)rec->a,
-                        (unsigned long long)rec->b, (long long)rec->c);
+        *e++ = ' ';
+        e = put_dec(put_hex(e, rec->a), rec->b, false);
+        if (rec->kind == GW_ROOM_REC_A)
+            e = put_dec(e, (uint64_t)rec->c, true);
+        break;
     case GW_ROOM_REC_F:
-        return snprintf(buf, len, "F %llu", (unsigned long long)rec->a);
+        e = put_dec(e, rec->a, false);
+        break;
+    case GW_ROOM_REC_T:
+        *e++ = ' ';
+        e = put_dec(put_hex(e, rec->a), (uint64_t)rec->c, true);
+        *e++ = ' ';
+        e = put_hex(e, rec->b);
+        break;
+    case GW_ROOM_REC_J:
+        break;
     }
-    return snprintf(buf, len, "?");
+    size_t n = (size_t)(e - t);
+    if (len) {
+        size_t k = n < len ? n : len - 1;
+        memcpy(buf, t, k);
+        buf[k] = '\0';
+    }
+    return (int)n;
 }
 
 /*

@@ -24,7 +24,7 @@
  *              the reserve); a buy that made no order gives it back ("U")
  *
  * A restart reads the records back (gw_room_core_replay) into the same state.
- * The shell (gw_room.c) holds the room's lock, writes the records through the
+ * The shell (gw_room_store.c) holds the room's lock, writes the records through the
  * room's log (gw_room_store.c) and runs its fdatasync; the simulator
  * (sim/sim_room.c) runs this same code on a simulated disk, and
  * tests/unit/gateway/buy/test_gw_room_core.c drives it alone. No syscall, lock
@@ -80,13 +80,14 @@ typedef struct gw_room_core {
     uint32_t *name_at;
 } gw_room_core_t;
 
-/* A record of the room's log (the letters of gw_room.c's log grammar). */
+/* A record of the room's log (the letters of gw_room_core_replay's log grammar). */
 typedef enum {
     GW_ROOM_REC_J = 'J', /* person: a pre-queue join (key: its key) */
     GW_ROOM_REC_S = 'S', /* a = sealed ms, b = starts ms */
     GW_ROOM_REC_P = 'P', /* a = tag, b = pos */
     GW_ROOM_REC_A = 'A', /* a = tag (0: a pre-queue rank), b = pos, c = exp s */
     GW_ROOM_REC_F = 'F', /* a = front milli */
+    GW_ROOM_REC_T = 'T', /* a = jti, b = fp, c = exp s: a token claimed (the shell's) */
 } gw_room_rec_kind_t;
 
 typedef struct gw_room_rec {

@@ -104,10 +104,13 @@ static void seed_adopt(gw_fair_sale_t *fs, const char *hex)
     pthread_mutex_unlock(&fs->wr_mu);
 }
 
-int gw_fair__room_fleet_join(gw_fair_sale_t *fs, const char *person, size_t len, bool take,
-                             int64_t now_ms, int64_t starts_at_ms, gw_wr_join_t *out)
+/* A join (gw_fair_room_join's contract, CM_EBACKEND when Redis cannot answer):
+ * a connection of the worker loops' pool. */
+static int fleet_join(gw_fair_sale_t *fs, const gw_room_join_ev_t *ev, gw_wr_join_t *out)
 {
     memset(out, 0, sizeof(*out));
+    const char *person = ev->person;
+    size_t len = ev->len;
     gw_fair_t *f = fs->f;
     char why[256] = "";
     inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
@@ -123,9 +126,9 @@ int gw_fair__room_fleet_join(gw_fair_sale_t *fs, const char *person, size_t len,
         pthread_mutex_unlock(&fs->wr_mu);
         snprintf(member, sizeof(member), "%016llx%.*s",
                  (unsigned long long)gw_wr_prequeue_key(&seed, person, len), (int)len, person);
-        rc = gw_fair_redis_room_join(c, fs->sale_id, hex, member, person,
-                                     starts_at_ms && now_ms < starts_at_ms, take, now_ms,
-                                     GW_WR_TOKEN_TTL_S, GW_WR_PREQUEUE_MAX, &j, why, sizeof(why));
+        rc = gw_fair_redis_room_join(
+            c, fs->sale_id, hex, member, person, ev->starts_at_ms && ev->now_ms < ev->starts_at_ms,
+            ev->take, ev->now_ms, GW_WR_TOKEN_TTL_S, GW_WR_PREQUEUE_MAX, &j, why, sizeof(why));
         if (rc || !j.seed[0])
             break;
         seed_adopt(fs, j.seed);
@@ -173,9 +176,18 @@ static void state_copy(gw_fair_sale_t *fs, const gw_fair_redis_room_state_t *st,
     pthread_mutex_unlock(&fs->wr_mu);
 }
 
-void gw_fair__room_fleet_tick(gw_fair_t *f, gw_fair_sale_t *fs, int64_t now, bool started,
-                              double eff_per_s, double fleet_per_s, int64_t starts_at_ms)
+/* One room's step, at most every GW_WR_FLEET_TICK_MS: seals at the start, adds this
+ * gateway's share (eff_per_s, admissions per second) to the shared front, never past
+ * the fleet's second of admissions beyond the places given, and refreshes the local
+ * copy. Lottery thread. */
+static void fleet_tick(gw_fair_sale_t *fs, int64_t now, int64_t dt_tick, bool started,
+                       int64_t starts_at_ms, double eff_per_s, uint32_t members)
 {
+    (void)dt_tick; /* the fleet's step has its own interval */
+    gw_fair_t *f = fs->f;
+    double fleet_per_s = eff_per_s * members;
+    /* the shared front moves at the fleet's rate: the queue page's eta divides by it */
+    atomic_store(&fs->wr_eff_milli, (uint64_t)(fleet_per_s * 1000));
     if (fs->wr_fleet_ms && now - fs->wr_fleet_ms < GW_WR_FLEET_TICK_MS)
         return;
     int64_t dt = fs->wr_fleet_ms ? now - fs->wr_fleet_ms : 0;
@@ -214,10 +226,12 @@ static void person_member(void *ctx, const char *member)
                                     "rank", (json_int_t)x->rank));
 }
 
-int gw_fair__room_fleet_persons(gw_fair_t *f, const char *sale_id, uint64_t start, uint64_t limit,
-                                void *arr, uint64_t *total, bool *sealed, char seed_hex[33],
-                                char *errbuf, size_t errlen)
+static int fleet_persons(gw_fair_sale_t *fs, uint64_t start, uint64_t limit, void *arr,
+                         uint64_t *total, bool *sealed, char seed_hex[33], char *errbuf,
+                         size_t errlen)
 {
+    gw_fair_t *f = fs->f;
+    const char *sale_id = fs->sale_id;
     char why[256] = "";
     inv_fleet_conn_t *c = gw_fair__pool_get(&f->pool, why, sizeof(why));
     gw_fair_redis_room_state_t st;
@@ -237,3 +251,137 @@ int gw_fair__room_fleet_persons(gw_fair_t *f, const char *sale_id, uint64_t star
         cm_errbuf_set(errbuf, errlen, "redis: %s", why);
     return rc ? CM_EBACKEND : 0;
 }
+/* Keeps a fleet claim to give back later; false if the list is full. */
+static bool unclaim_later(gw_fair_t *f, const char *sale_id, uint64_t jti, uint64_t fp,
+                          uint64_t nonce, int64_t exp_s)
+{
+    pthread_mutex_lock(&f->unclaim_mu);
+    bool ok = f->nunclaim < FAIR_UNCLAIM_MAX;
+    if (ok) {
+        gw_fair_unclaim_t *u = &f->unclaim[f->nunclaim++];
+        snprintf(u->sale, sizeof(u->sale), "%s", sale_id);
+        u->jti = jti;
+        u->fp = fp;
+        u->nonce = nonce;
+        u->exp_s = exp_s;
+    }
+    pthread_mutex_unlock(&f->unclaim_mu);
+    return ok;
+}
+
+/* The give-back's void mark lives as long as the token, a second past its last valid second. */
+static int64_t unclaim_ttl_ms(int64_t exp_s, int64_t now_s)
+{
+    return (exp_s - now_s + 1) * 1000;
+}
+
+void gw_fair__room_unclaims_tick(gw_fair_t *f, int64_t now_ms)
+{
+    if (now_ms < f->unclaim_next_ms)
+        return;
+    int64_t now_s = now_ms / 1000;
+    for (;;) {
+        gw_fair_unclaim_t u;
+        pthread_mutex_lock(&f->unclaim_mu);
+        bool any = f->nunclaim > 0;
+        if (any)
+            u = f->unclaim[--f->nunclaim];
+        pthread_mutex_unlock(&f->unclaim_mu);
+        if (!any)
+            return;
+        if (u.exp_s < now_s)
+            continue; /* the token expired: its claim, if it ran, expires within a second */
+        char why[256] = "";
+        inv_fleet_conn_t *c = gw_fair__pool_get(&f->pool, why, sizeof(why));
+        int rc = c ? gw_fair_redis_room_unclaim(c, u.sale, u.jti, u.fp, u.nonce,
+                                                unclaim_ttl_ms(u.exp_s, now_s), why, sizeof(why))
+                   : CM_EBACKEND;
+        gw_fair__pool_put(&f->pool, c);
+        if (rc >= 0)
+            continue;
+        gw_fair__room_fleet_trouble("give an admission token back (retried)", u.sale, why);
+        /* workers may have filled the list meanwhile: then the token stays
+         * spent until it expires, as when the list was full at the claim */
+        (void)unclaim_later(f, u.sale, u.jti, u.fp, u.nonce, u.exp_s);
+        f->unclaim_next_ms = now_ms + FAIR_UNCLAIM_RETRY_MS;
+        return;
+    }
+}
+
+/* A buy's claim of its admission token's replay id, in Redis (a connection of the
+ * worker loops' pool). */
+static int fleet_claim(gw_fair_sale_t *fs, uint64_t jti, int64_t exp_s, uint64_t fp, int64_t now_s,
+                       uint64_t *nonce)
+{
+    gw_fair_t *f = fs->f;
+    const char *sale_id = fs->sale_id;
+    char why[256] = "";
+    uint64_t n = atomic_fetch_add_explicit(&f->claim_nonce, 1, memory_order_relaxed);
+    if (n == 0) /* 0 says "holds nothing" to the caller */
+        n = atomic_fetch_add_explicit(&f->claim_nonce, 1, memory_order_relaxed);
+    inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
+    /* kept as long as the token lives, a second past its last valid second */
+    int rc = c ? gw_fair_redis_room_claim(c, sale_id, jti, fp, n, unclaim_ttl_ms(exp_s, now_s), why,
+                                          sizeof(why))
+               : CM_EBACKEND;
+    gw_fair__pool_put(&f->loop_pool, c);
+    /*
+     * Sent, no answer (a timeout, a lost connection): Redis may run the
+     * claim still, and the token would read spent with no order. Given
+     * back by the lottery thread (not on this worker's loop), which
+     * voids it if it has not run yet. With an Idempotency-Key too: a
+     * retry of the key that goes on past this claim (GW_WR_REPLAY)
+     * holds the token with its own nonce, so this give-back leaves it
+     * held under that retry's order.
+     */
+    if (rc < 0 && c && !unclaim_later(f, sale_id, jti, fp, n, exp_s))
+        gw_fair__room_fleet_trouble("give an admission token back", sale_id,
+                                    "too many give-backs pending");
+    if (rc == 0 || rc == 2) /* claimed, or held with the key's first buy: settled alike */
+        *nonce = n;
+    return rc == 0 ? GW_WR_CLAIMED : rc == 1 ? GW_WR_SPENT : rc == 2 ? GW_WR_REPLAY : rc;
+}
+
+/* A claim is durable once Redis answered it. */
+static int fleet_sync(gw_fair_sale_t *fs)
+{
+    (void)fs;
+    return 0;
+}
+
+static void fleet_settle(gw_fair_sale_t *fs, uint64_t jti, uint64_t fp, uint64_t nonce,
+                         bool accepted)
+{
+    if (accepted)
+        return; /* the claim stays until the token expires */
+    gw_fair_t *f = fs->f;
+    char why[256] = "";
+    int64_t now_s = cm_wall_ms() / 1000, exp_s = now_s + GW_WR_TOKEN_TTL_S;
+    inv_fleet_conn_t *c = gw_fair__pool_get(&f->loop_pool, why, sizeof(why));
+    /* this claim's value only: another buy's claim of the token stays */
+    int rc = c ? gw_fair_redis_room_unclaim(c, fs->sale_id, jti, fp, nonce,
+                                            unclaim_ttl_ms(exp_s, now_s), why, sizeof(why))
+               : CM_EBACKEND;
+    gw_fair__pool_put(&f->loop_pool, c);
+    /* Not given back: retried by the lottery thread (a retry with the key
+     * that rests on the token holds it with a nonce of its own) */
+    if (rc < 0 && !unclaim_later(f, fs->sale_id, jti, fp, nonce, exp_s))
+        gw_fair__room_fleet_trouble("give an admission token back", fs->sale_id, why);
+}
+
+/* The room is Redis': no log of this gateway's to account for. */
+static void fleet_audit(gw_fair_sale_t *fs, void *o)
+{
+    (void)fs;
+    (void)o;
+}
+
+const gw_room_ops_t gw_fair__room_redis_ops = {
+    .join = fleet_join,
+    .tick = fleet_tick,
+    .persons = fleet_persons,
+    .claim = fleet_claim,
+    .sync = fleet_sync,
+    .settle = fleet_settle,
+    .audit = fleet_audit,
+};

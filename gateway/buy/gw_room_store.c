@@ -1,17 +1,18 @@
 /*
- * Fair start: one gateway's waiting-room log, <data_dir>/fair/<sale>.room
+ * Fair start: one gateway's waiting room, gw_fair__room_local_ops: its core
+ * (gw_room_core.c decides, under wr_mu) and its log, <data_dir>/fair/<sale>.room
  * (see gw_fair.h, "Durability of one gateway's room", for what it keeps and
- * gw_room.c for what each line means). The file is a journal
+ * gw_room_core_replay for what each line means). The file is a journal
  * (common/cm_journal.h): each line is one checksummed frame, a bad frame is
  * skipped (a torn tail cut off), and a room log of the line format before
  * the journal is converted at the load. This file does the file: lines
  * appended with one write(2) each, a torn tail cut back, fdatasync at the seal
  * and at most every GW_WR_SYNC_MS for the others (by the lottery thread's
  * tick, never with the log's lock held across it: the worker loops append
- * meanwhile), and through its end on demand (gw_fair__room_store_flush: fsync
+ * meanwhile), and through its end on demand (local_sync: fsync
  * durability's group commit, for the token claims of the orders it answers),
  * read back line by line, and compacted by the lottery thread once it is
- * more than twice as long as the state it records (gw_fair__room_store_compact).
+ * more than twice as long as the state it records (room_compact).
  */
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
@@ -21,10 +22,11 @@
 #include "common/cm_journal.h"
 #include "common/cm_log.h"
 #include "common/cm_time.h"
+#include "inventory/inv_fleet.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -256,27 +258,23 @@ static int store_open(gw_fair_sale_t *fs)
     return 0;
 }
 
-int gw_fair__room_store_line(gw_fair_sale_t *fs, bool sync, const char *fmt, ...)
+/* Appends one line (n bytes, no newline) with one write(2); a new log starts with
+ * a "K" line of the room's keys (wr_key, wr_seed: wr_mu held, or keys that no longer
+ * change). 0, CM_EIO or CM_EINVAL. Thread-safe. */
+static int store_line(gw_fair_sale_t *fs, const char *line, size_t n)
 {
-    char line[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof(line) - 1)
-        return CM_EINVAL;
     gw_room_store_t *st = &fs->wr_store;
     pthread_mutex_lock(&st->mu);
     int rc = store_open(fs);
     if (rc == 0)
-        rc = store_write(fs, line, (size_t)n);
-    if (rc == 0 && sync)
-        rc = store_sync(fs);
+        rc = store_write(fs, line, n);
     pthread_mutex_unlock(&st->mu);
     return rc;
 }
 
-void gw_fair__room_store_sync(gw_fair_sale_t *fs)
+/* fdatasync if lines were written GW_WR_SYNC_MS or more (monotonic) since the
+ * last; the log's lock is not held across the fdatasync. Lottery thread. */
+static void store_tick_sync(gw_fair_sale_t *fs)
 {
     gw_room_store_t *st = &fs->wr_store;
     pthread_mutex_lock(&st->mu);
@@ -315,7 +313,13 @@ static int store_flush(gw_fair_sale_t *fs)
     return rc;
 }
 
-int gw_fair__room_store_flush(gw_fair_sale_t *fs)
+/* fdatasync of the log through its length now (every line whose write(2) returned
+ * before the call), unless an fdatasync covered it already or one running covers it
+ * (waited for: a group commit across the worker loops); no GW_WR_SYNC_MS interval.
+ * The log's lock is not held across the fdatasync. Counts claim_syncs, and
+ * claim_sync_failures on a failure (logged, rate limited). 0 or CM_EIO. Thread-safe
+ * (blocks on the disk: off the loops). */
+static int local_sync(gw_fair_sale_t *fs)
 {
     gw_room_store_t *st = &fs->wr_store;
     pthread_mutex_lock(&st->mu);
@@ -326,7 +330,9 @@ int gw_fair__room_store_flush(gw_fair_sale_t *fs)
     return rc;
 }
 
-int gw_fair__room_store_durable(gw_fair_sale_t *fs)
+/* fdatasync of the log through its length now, as local_sync but counted as no
+ * claim's (the seal's). 0 or CM_EIO. Thread-safe (blocks on the disk). */
+static int store_durable(gw_fair_sale_t *fs)
 {
     gw_room_store_t *st = &fs->wr_store;
     pthread_mutex_lock(&st->mu);
@@ -399,7 +405,13 @@ static void room_record(void *arg, char *rec, size_t len)
     rd->lines++;
 }
 
-size_t gw_fair__room_store_read(gw_fair_sale_t *fs, void (*apply)(gw_fair_sale_t *, char *))
+/* Calls apply with every line of the log (a journal's record, NUL-terminated; the
+ * first is the "K" line), holes skipped and a torn tail cut off the file
+ * (cm_journal_recover), removes a log without a readable key line. A log in the
+ * line format before the journal is converted to it first (atomically; if that
+ * fails, nothing is read and the file is left for the next start's load).
+ * Returns the lines applied. Single-threaded (open). */
+static size_t store_read(gw_fair_sale_t *fs, void (*apply)(gw_fair_sale_t *, char *))
 {
     char path[700];
     store_path(fs, path, sizeof(path));
@@ -432,7 +444,11 @@ size_t gw_fair__room_store_read(gw_fair_sale_t *fs, void (*apply)(gw_fair_sale_t
 
 /*---- compaction ----*/
 
-bool gw_fair__room_store_compact_due(gw_fair_sale_t *fs, bool mark)
+/* Whether the log is due a compaction (GW_WR_COMPACT_MIN_BYTES); if so and mark,
+ * marks its length now as the one the room's state is about to be copied at: the
+ * caller then holds wr_mu and the spent table's lock, so that no line changes that
+ * state meanwhile. Lottery thread. */
+static bool store_compact_due(gw_fair_sale_t *fs, bool mark)
 {
     gw_room_store_t *st = &fs->wr_store;
     pthread_mutex_lock(&st->mu);
@@ -461,6 +477,12 @@ static int copy_tail(int fd, int tfd, off_t from, off_t to)
 }
 
 /*
+ * Replaces the log by img (the magic line and the frames of the room's state at
+ * store_compact_due, its "K" line first) followed by the lines appended since:
+ * written beside it (<sale>.room.tmp) with one write(2), fdatasync'd, renamed over
+ * it, and the directory fsync'd. 0 or CM_EIO (logged; the log stays as it was).
+ * Lottery thread, no lock held; blocks on the disk.
+ *
  * The new file is built beside the log while the loops go on appending:
  * the state (image), then the log's lines since the state was copied
  * (cmark..len, under mu), then every line appended as it is appended
@@ -469,25 +491,15 @@ static int copy_tail(int fd, int tfd, off_t from, off_t to)
  * durable in the log; so the rename under mu is the only step the loops wait
  * for, and no fdatasync runs under mu.
  */
-int gw_fair__room_store_compact(gw_fair_sale_t *fs, const char *image, size_t image_len)
+static int store_compact(gw_fair_sale_t *fs, const cm_journal_buf_t *img)
 {
     gw_room_store_t *st = &fs->wr_store;
     char path[700], tmp[710];
     store_path(fs, path, sizeof(path));
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    /* the image's lines as the journal's frames, after its magic line */
-    cm_journal_buf_t frames = {0};
-    for (const char *p = image, *end = image + image_len; p < end;) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
-        (void)cm_journal_buf_add(&frames, p, l); /* a line is far below the record limit */
-        p += l + 1;
-    }
-    size_t n = CM_JOURNAL_MAGIC_LEN + frames.len;
+    size_t n = img->len;
     int tfd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
-    bool ok = tfd >= 0 && cm_journal_write_all(tfd, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN) == 0 &&
-              cm_journal_write_all(tfd, frames.p, frames.len) == 0;
-    cm_journal_buf_free(&frames);
+    bool ok = tfd >= 0 && cm_journal_write_all(tfd, img->p, n) == 0;
     pthread_mutex_lock(&st->mu);
     ok =
         ok && st->fd >= 0 && st->gen == st->cgen && copy_tail(st->fd, tfd, st->cmark, st->len) == 0;
@@ -543,3 +555,389 @@ int gw_fair__room_store_compact(gw_fair_sale_t *fs, const char *image, size_t im
     }
     return 0;
 }
+
+/*---- spent admission tokens (one gateway's: a fleet's are Redis') ----*/
+
+void gw_wr_spent_init(gw_wr_spent_t *s)
+{
+    pthread_mutex_init(&s->mu, NULL);
+    s->slots = NULL;
+}
+
+void gw_wr_spent_deinit(gw_wr_spent_t *s)
+{
+    free(s->slots);
+    s->slots = NULL;
+    pthread_mutex_destroy(&s->mu);
+}
+
+void gw_wr_spent_clear(gw_wr_spent_t *s)
+{
+    pthread_mutex_lock(&s->mu);
+    free(s->slots);
+    s->slots = NULL;
+    pthread_mutex_unlock(&s->mu);
+}
+
+int gw_wr_spent_claim(gw_wr_spent_t *s, uint64_t jti, int64_t exp_s, uint64_t fp, int64_t now_s)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = gw_room_spent_claim(&s->slots, jti, exp_s, fp, now_s);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+void gw_wr_spent_settle(gw_wr_spent_t *s, uint64_t jti, bool accepted)
+{
+    pthread_mutex_lock(&s->mu);
+    gw_room_spent_settle(s->slots, jti, accepted);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/*---- the room's store on one gateway: its core (gw_room_core.c) and this log ----*/
+
+/* A record of the room's core as a line of the log: 0 or CM_EIO (logged by the
+ * store). wr_mu held. */
+static int rec_line(gw_fair_sale_t *fs, const gw_room_rec_t *rec)
+{
+    char line[32 + INV_USER_ID_MAX];
+    int n = gw_room_rec_format(rec, line, sizeof(line));
+    if (n < 0 || (size_t)n >= sizeof(line))
+        return CM_EIO;
+    return store_line(fs, line, (size_t)n);
+}
+/* Writes the core's records in order, the seal's again first where it
+ * failed (gw_room_core_relog), and tells the core each result. Returns the
+ * last record's result. wr_mu held. */
+static int recs_write(gw_fair_sale_t *fs, const gw_room_out_t *out)
+{
+    int rc = 0;
+    for (size_t i = 0; i < out->nrec; i++) {
+        gw_room_rec_t s;
+        if (gw_room_core_relog(&fs->wr_core, &out->rec[i], &s))
+            gw_room_core_written(&fs->wr_core, &s, rec_line(fs, &s) == 0);
+        rc = rec_line(fs, &out->rec[i]);
+        gw_room_core_written(&fs->wr_core, &out->rec[i], rc == 0);
+    }
+    return rc;
+}
+
+/* The start: the core seals the pre-queue; its "S" line, whose fdatasync
+ * the caller runs after releasing wr_mu (seal_sync) while wr_seal_syncing
+ * holds back everything that acts on the seal. A failed line is logged by
+ * the store: a restart then seals again with the same joins and seed, so the
+ * same ranks; it is written again before the next place's line. An empty
+ * pre-queue's line needs no sync of its own, so a room without a pre-queue
+ * never answers 503 for its seal. wr_mu held. */
+static void prequeue_seal(gw_fair_sale_t *fs, int64_t now_ms, int64_t starts_at_ms)
+{
+    gw_room_out_t out;
+    gw_room_core_seal(&fs->wr_core, now_ms, starts_at_ms, &out);
+    (void)recs_write(fs, &out);
+    fs->wr_seal_syncing = out.sync && !fs->wr_core.seal_unlogged;
+    if (fs->wr_core.npre)
+        cm_log_info("fair", "waiting room pre-queue sealed", "sale=%s persons=%zu", fs->sale_id,
+                    fs->wr_core.npre);
+}
+
+/*
+ * The seal's fdatasync, by the thread that sealed, without wr_mu: the joins
+ * before the seal and its "S" line are durable before any rank or place is
+ * answered from it or its seed published (until then wr_seal_syncing makes
+ * the other joins answer CM_EAGAIN instead of waiting: no worker loop waits
+ * for this disk), and the worker loops' other work on the room goes on. A
+ * failed sync is treated as a failed "S" line (gw_room_core_seal_synced).
+ * wr_mu not held.
+ */
+static void seal_sync(gw_fair_sale_t *fs)
+{
+    int rc = store_durable(fs);
+    pthread_mutex_lock(&fs->wr_mu);
+    fs->wr_seal_syncing = false;
+    gw_room_core_seal_synced(&fs->wr_core, rc == 0);
+    pthread_mutex_unlock(&fs->wr_mu);
+}
+
+/* A join (gw_fair_room_join's contract) decided by the core, its records written here. */
+static int local_join(gw_fair_sale_t *fs, const gw_room_join_ev_t *ev, gw_wr_join_t *out)
+{
+    gw_room_out_t recs;
+    pthread_mutex_lock(&fs->wr_mu);
+    /* another thread's seal, in its fdatasync: nothing is answered from it yet */
+    int rc = fs->wr_seal_syncing ? CM_EAGAIN : gw_room_core_join(&fs->wr_core, ev, out, &recs);
+    if (rc == GW_ROOM_SEAL) {
+        prequeue_seal(fs, ev->now_ms, ev->starts_at_ms);
+        if (fs->wr_seal_syncing) { /* this join sealed: it syncs, then goes on */
+            pthread_mutex_unlock(&fs->wr_mu);
+            seal_sync(fs);
+            pthread_mutex_lock(&fs->wr_mu);
+        }
+        /* another thread's seal in its fdatasync meanwhile, or a reset */
+        rc = fs->wr_seal_syncing || !atomic_load(&fs->wr_core.sealed)
+                 ? CM_EAGAIN
+                 : gw_room_core_join(&fs->wr_core, ev, out, &recs);
+    }
+    if (rc == GW_ROOM_ANSWERED) {
+        /* a failed line is logged by the store: the place is kept in memory only */
+        (void)recs_write(fs, &recs);
+    } else if (rc == GW_ROOM_PREQUEUE) {
+        /* a new person's line before they are added: not written, not added */
+        rc = recs_write(fs, &recs) == 0 ? 0 : CM_EIO;
+    } else if (rc == CM_EAGAIN) {
+        memset(out, 0, sizeof(*out));
+    }
+    pthread_mutex_unlock(&fs->wr_mu);
+    return rc;
+}
+/* One line of the log (gw_room_core_replay), in the order written. */
+static void room_apply(gw_fair_sale_t *fs, char *line)
+{
+    pthread_mutex_lock(&fs->wr_spent.mu);
+    gw_room_core_replay(&fs->wr_core, &fs->wr_spent.slots, line, cm_wall_ms() / 1000);
+    pthread_mutex_unlock(&fs->wr_spent.mu);
+    if (line[0] == 'K') { /* the store writes the keys of a new log from these */
+        fs->wr_key = fs->wr_core.key;
+        fs->wr_seed = fs->wr_core.seed;
+    }
+}
+
+void gw_fair__room_load(gw_fair_sale_t *fs)
+{
+    size_t lines = store_read(fs, room_apply);
+    gw_room_core_loaded(&fs->wr_core);
+    if (lines)
+        cm_log_info("fair", "waiting room loaded",
+                    "sale=%s prequeue=%zu sealed=%d places=%llu admitted_through=%llu", fs->sale_id,
+                    fs->wr_core.npre, (int)atomic_load(&fs->wr_core.sealed),
+                    (unsigned long long)atomic_load(&fs->wr_core.next),
+                    (unsigned long long)(atomic_load(&fs->wr_core.front_milli) / 1000));
+}
+
+static void person_rank_add(json_t *arr, const char *person, uint64_t rank)
+{
+    json_array_append_new(arr, json_pack("{s:s,s:I}", "person", person, "rank", (json_int_t)rank));
+}
+
+/* The sealed pre-queue's ranks start+1.. of at most limit persons (arr: json_t *). 0. */
+static int local_persons(gw_fair_sale_t *fs, uint64_t cursor, uint64_t limit, void *arr,
+                         uint64_t *total, bool *sealed, char hex[33], char *errbuf, size_t errlen)
+{
+    (void)errbuf;
+    (void)errlen;
+    pthread_mutex_lock(&fs->wr_mu);
+    *sealed = atomic_load(&fs->wr_core.sealed) && !fs->wr_seal_syncing;
+    *total = fs->wr_core.npre;
+    for (uint64_t i = cursor; *sealed && i < *total && i - cursor < limit; i++)
+        person_rank_add(arr, fs->wr_core.names + fs->wr_core.name_at[i], i + 1);
+    gw_fair__seed_hex(&fs->wr_seed, hex);
+    pthread_mutex_unlock(&fs->wr_mu);
+    return 0;
+}
+
+static int local_claim(gw_fair_sale_t *fs, uint64_t jti, int64_t exp_s, uint64_t fp, int64_t now_s,
+                       uint64_t *nonce)
+{
+    (void)nonce; /* the spent table holds one claim per token */
+    int rc = gw_wr_spent_claim(&fs->wr_spent, jti, exp_s, fp, now_s);
+    /* on disk before the reserve: a restart reads the token spent (a claim a
+     * crash cut before its answer included: never a second order) */
+    if (rc == GW_WR_CLAIMED &&
+        rec_line(fs, &(gw_room_rec_t){.kind = GW_ROOM_REC_T, .a = jti, .b = fp, .c = exp_s}) != 0) {
+        gw_wr_spent_settle(&fs->wr_spent, jti, false);
+        return CM_EIO;
+    }
+    return rc;
+}
+
+static void local_settle(gw_fair_sale_t *fs, uint64_t jti, uint64_t fp, uint64_t nonce,
+                         bool accepted)
+{
+    (void)fp;
+    (void)nonce;
+    /* The give-back's line before the give-back: a later claim of the token
+     * (possible only after it) is then after it in the log too. Not written:
+     * the token stays spent until it expires, as on disk. Both under the spent
+     * table's lock: a compaction copies the table and marks the log's length
+     * under it, so it never finds the line written and the token still spent. */
+    char line[24];
+    int n = accepted ? 0 : snprintf(line, sizeof(line), "U %016llx", (unsigned long long)jti);
+    pthread_mutex_lock(&fs->wr_spent.mu);
+    if (!accepted && store_line(fs, line, (size_t)n) != 0)
+        accepted = true;
+    gw_room_spent_settle(fs->wr_spent.slots, jti, accepted);
+    pthread_mutex_unlock(&fs->wr_spent.mu);
+}
+
+/* One record as a line of a compaction's image, framed (a line is far below the
+ * record limit; a J line too long for the log was never written to it). */
+static void img_rec(cm_journal_buf_t *img, const gw_room_rec_t *rec)
+{
+    char l[32 + INV_USER_ID_MAX];
+    int n = gw_room_rec_format(rec, l, sizeof(l));
+    if (n > 0 && (size_t)n < sizeof(l))
+        (void)cm_journal_buf_add(img, l, (size_t)n);
+}
+
+/*
+ * Rewrites the log as the lines of its state (room_apply reads them back to
+ * the same room) once store_compact_due says it is due: "K"; a "J" per
+ * pre-queue person; "S" if sealed; a "P" per place the table holds, in the
+ * table's order (a bucket takes its places back into as many slots in any
+ * order: the slot a place sits in decides nothing, its position does, and the
+ * replay keeps the highest as the next); an "A" per admitted rank or place;
+ * "F"; a "T" per token spent or claimed and not expired (a claim in flight
+ * reads spent after a restart, as it would from the whole log). The state is
+ * copied under wr_mu and the spent table's lock, with the log's length it
+ * stands for, then framed without them into one buffer (the lines formatted
+ * by gw_room_rec_format, without printf: a line per live place and token), and
+ * written with one write(2). Lottery thread.
+ */
+static void room_compact(gw_fair_sale_t *fs)
+{
+    /* every tick: the room's locks only when it is due */
+    if (!store_compact_due(fs, false))
+        return;
+    int64_t now_s = cm_wall_ms() / 1000;
+    pthread_mutex_lock(&fs->wr_mu);
+    pthread_mutex_lock(&fs->wr_spent.mu);
+    if (fs->wr_seal_syncing || !store_compact_due(fs, true)) {
+        pthread_mutex_unlock(&fs->wr_spent.mu);
+        pthread_mutex_unlock(&fs->wr_mu);
+        return;
+    }
+    cm_hash_key_t key = fs->wr_key, seed = fs->wr_seed;
+    bool sealed = atomic_load(&fs->wr_core.sealed);
+    int64_t sealed_ms = fs->wr_core.sealed_ms, starts_ms = fs->wr_core.starts_ms;
+    uint64_t front = atomic_load(&fs->wr_core.front_milli);
+    size_t npre = fs->wr_core.npre, names_len = fs->wr_core.names_len, nplaces = 0, nspent = 0;
+    char *names = npre ? cm_xmalloc(names_len) : NULL;
+    uint32_t *name_at = npre ? cm_xmalloc(npre * sizeof(*name_at)) : NULL;
+    int64_t *pre_exp = sealed && npre ? cm_xmalloc(npre * sizeof(*pre_exp)) : NULL;
+    if (npre) {
+        memcpy(names, fs->wr_core.names, names_len);
+        memcpy(name_at, fs->wr_core.name_at, npre * sizeof(*name_at));
+    }
+    if (pre_exp)
+        memcpy(pre_exp, fs->wr_core.pre_exp, npre * sizeof(*pre_exp));
+    gw_wr_place_t *places = NULL;
+    if (fs->wr_core.places) {
+        places = cm_xmalloc(GW_ROOM_PLACES * sizeof(*places));
+        for (size_t i = 0; i < GW_ROOM_PLACES; i++)
+            if (fs->wr_core.places[i].tag)
+                places[nplaces++] = fs->wr_core.places[i];
+    }
+    gw_wr_spent_slot_t *spent = NULL;
+    if (fs->wr_spent.slots) {
+        spent = cm_xmalloc(GW_WR_SPENT_SLOTS * sizeof(*spent));
+        for (size_t i = 0; i < GW_WR_SPENT_SLOTS; i++) {
+            const gw_wr_spent_slot_t *e = &fs->wr_spent.slots[i];
+            if (e->jti && e->exp_s >= now_s)
+                spent[nspent++] = *e;
+        }
+    }
+    pthread_mutex_unlock(&fs->wr_spent.mu);
+    pthread_mutex_unlock(&fs->wr_mu);
+
+    /* the magic line, then the frames: sized for them all at once (a line is at
+     * most 64 bytes besides a person's name, and a frame adds its overhead) */
+    size_t lines = 3 + npre * (sealed ? 2 : 1) + 2 * nplaces + nspent;
+    cm_journal_buf_t img = {.cap = CM_JOURNAL_MAGIC_LEN + names_len +
+                                   lines * (64 + CM_JOURNAL_FRAME_OVERHEAD)};
+    img.p = cm_xmalloc(img.cap);
+    memcpy(img.p, CM_JOURNAL_MAGIC, CM_JOURNAL_MAGIC_LEN);
+    img.len = CM_JOURNAL_MAGIC_LEN;
+    char l[80];
+    int kn = snprintf(l, sizeof(l), "K %016llx %016llx %016llx %016llx", (unsigned long long)key.k0,
+                      (unsigned long long)key.k1, (unsigned long long)seed.k0,
+                      (unsigned long long)seed.k1);
+    (void)cm_journal_buf_add(&img, l, (size_t)kn);
+    for (size_t i = 0; i < npre; i++)
+        img_rec(&img, &(gw_room_rec_t){.kind = GW_ROOM_REC_J,
+                                       .person = names + name_at[i],
+                                       .len = strlen(names + name_at[i])});
+    if (sealed)
+        img_rec(&img, &(gw_room_rec_t){.kind = GW_ROOM_REC_S,
+                                       .a = (uint64_t)sealed_ms,
+                                       .b = (uint64_t)starts_ms});
+    for (size_t i = 0; i < nplaces; i++)
+        img_rec(&img,
+                &(gw_room_rec_t){.kind = GW_ROOM_REC_P, .a = places[i].tag, .b = places[i].pos});
+    for (size_t i = 0; pre_exp && i < npre; i++)
+        if (pre_exp[i])
+            img_rec(&img, &(gw_room_rec_t){.kind = GW_ROOM_REC_A, .b = i + 1, .c = pre_exp[i]});
+    for (size_t i = 0; i < nplaces; i++)
+        if (places[i].exp_s)
+            img_rec(&img, &(gw_room_rec_t){.kind = GW_ROOM_REC_A,
+                                           .a = places[i].tag,
+                                           .b = places[i].pos,
+                                           .c = places[i].exp_s});
+    if (front)
+        img_rec(&img, &(gw_room_rec_t){.kind = GW_ROOM_REC_F, .a = front});
+    for (size_t i = 0; i < nspent; i++)
+        img_rec(&img, &(gw_room_rec_t){.kind = GW_ROOM_REC_T,
+                                       .a = spent[i].jti,
+                                       .b = spent[i].fp,
+                                       .c = spent[i].exp_s});
+    free(names);
+    free(name_at);
+    free(pre_exp);
+    free(places);
+    free(spent);
+    if (store_compact(fs, &img) == 0)
+        cm_log_info("fair", "waiting-room log compacted", "sale=%s bytes=%zu places=%zu tokens=%zu",
+                    fs->sale_id, img.len, nplaces, nspent);
+    cm_journal_buf_free(&img);
+}
+
+/* Syncs and compacts the log, seals the pre-queue at the sale's start, and moves
+ * the admission front at eff_per_s. Lottery thread. */
+static void local_tick(gw_fair_sale_t *fs, int64_t now, int64_t dt, bool started,
+                       int64_t starts_at_ms, double eff_per_s, uint32_t members)
+{
+    (void)members; /* the room is this gateway's alone */
+    atomic_store(&fs->wr_eff_milli, (uint64_t)(eff_per_s * 1000));
+    store_tick_sync(fs); /* the pre-queue's joins too */
+    room_compact(fs);
+    if (!started || dt <= 0)
+        return; /* admissions start with the sale */
+    if (!atomic_load(&fs->wr_core.sealed)) {
+        pthread_mutex_lock(&fs->wr_mu);
+        bool sealer = !atomic_load(&fs->wr_core.sealed);
+        if (sealer)
+            prequeue_seal(fs, now, starts_at_ms);
+        sealer = sealer && fs->wr_seal_syncing;
+        pthread_mutex_unlock(&fs->wr_mu);
+        if (sealer)
+            seal_sync(fs);
+    }
+    gw_room_out_t recs;
+    pthread_mutex_lock(&fs->wr_mu);
+    gw_room_core_tick(&fs->wr_core, eff_per_s, dt, &recs);
+    (void)recs_write(fs, &recs);
+    pthread_mutex_unlock(&fs->wr_mu);
+}
+
+/* The log's lengths and syncs in the room's audit record (o: json_t *). */
+static void local_audit(gw_fair_sale_t *fs, void *o)
+{
+    gw_room_store_t *st = &fs->wr_store;
+    off_t len, synced;
+    gw_fair__room_store_len(fs, &len, &synced);
+    json_object_set_new(o, "log_bytes", json_integer((json_int_t)len));
+    json_object_set_new(o, "log_synced_bytes", json_integer((json_int_t)synced));
+    json_object_set_new(o, "log_compactions",
+                        json_integer((json_int_t)atomic_load(&st->compactions)));
+    json_object_set_new(o, "claim_syncs", json_integer((json_int_t)atomic_load(&st->claim_syncs)));
+    json_object_set_new(o, "claim_sync_failures",
+                        json_integer((json_int_t)atomic_load(&st->claim_sync_failures)));
+}
+
+const gw_room_ops_t gw_fair__room_local_ops = {
+    .join = local_join,
+    .tick = local_tick,
+    .persons = local_persons,
+    .claim = local_claim,
+    .sync = local_sync,
+    .settle = local_settle,
+    .audit = local_audit,
+};

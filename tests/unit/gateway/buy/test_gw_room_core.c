@@ -322,12 +322,50 @@ static void test_replay(void **state)
     free(r);
 }
 
+/* Each record's line is the replay's grammar (printf's %016llx, %llu, %lld),
+ * at the edges of its numbers, and a short buffer gets snprintf's truncation. */
+static void test_rec_format(void **state)
+{
+    (void)state;
+    const uint64_t u[] = {0, 1, 9, 10, 1234567890123ull, UINT64_MAX};
+    const int64_t s[] = {0, -1, 7, INT64_MIN, INT64_MAX, 1700000000};
+    for (size_t i = 0; i < 6; i++) {
+        char got[96], want[96];
+        const gw_room_rec_t recs[] = {
+            {.kind = GW_ROOM_REC_S, .a = (uint64_t)s[i], .b = (uint64_t)s[5 - i]},
+            {.kind = GW_ROOM_REC_P, .a = u[i], .b = u[5 - i]},
+            {.kind = GW_ROOM_REC_A, .a = u[i], .b = u[5 - i], .c = s[i]},
+            {.kind = GW_ROOM_REC_F, .a = u[i]},
+            {.kind = GW_ROOM_REC_T, .a = u[i], .b = u[5 - i], .c = s[i]},
+        };
+        for (size_t k = 0; k < 5; k++) {
+            const gw_room_rec_t *r = &recs[k];
+            unsigned long long a = r->a, b = r->b;
+            long long sa = (long long)r->a, sb = (long long)r->b, c = r->c;
+            int n = r->kind == GW_ROOM_REC_S ? snprintf(want, sizeof(want), "S %lld %lld", sa, sb)
+                    : r->kind == GW_ROOM_REC_P
+                        ? snprintf(want, sizeof(want), "P %016llx %llu", a, b)
+                    : r->kind == GW_ROOM_REC_A
+                        ? snprintf(want, sizeof(want), "A %016llx %llu %lld", a, b, c)
+                    : r->kind == GW_ROOM_REC_F
+                        ? snprintf(want, sizeof(want), "F %llu", a)
+                        : snprintf(want, sizeof(want), "T %016llx %lld %016llx", a, c, b);
+            assert_int_equal(gw_room_rec_format(r, got, sizeof(got)), n);
+            assert_string_equal(got, want);
+            assert_int_equal(gw_room_rec_format(r, got, 5), n);
+            want[4] = '\0';
+            assert_string_equal(got, want);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_prequeue),   cmocka_unit_test(test_seal_ranks),
         cmocka_unit_test(test_seal_relog), cmocka_unit_test(test_admission),
         cmocka_unit_test(test_tick),       cmocka_unit_test(test_replay),
+        cmocka_unit_test(test_rec_format),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
