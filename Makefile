@@ -37,9 +37,10 @@ TEST_JOBS ?= $(shell echo $$(( $(JOBS) * 2 )))
 DEV_TEST_JOBS ?= $(shell echo $$(( $(JOBS) * 5 / 2 )))
 # The ASan stage waits no less: at -j2 its integration run kept the cores 27%
 # busy against the dev stage's 33% (tests/CMakeLists.txt), so it runs as many
-# slots as the dev stage. Its run is slot-bound, not CPU-bound: replaying CI's
-# per-test times through ctest's scheduler (tests/ctest_replay.py) gives 443 s
-# at -j4 and 358 s at -j5.
+# slots as the dev stage. Its run is bound by the slots, not the cores: CI's
+# per-test times replayed through ctest's scheduler (`python3 tests/ctest_replay.py
+# build-asan LOG -j4`, then -j5, LOG the output of make test) take 443 s at -j4
+# and 373 s at -j5.
 ASAN_TEST_JOBS ?= $(DEV_TEST_JOBS)
 CMAKE_FLAGS ?=
 # cmake --build runs make recursively: without this, each level prints its
