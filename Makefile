@@ -40,7 +40,7 @@ DEV_TEST_JOBS ?= $(shell echo $$(( $(JOBS) * 5 / 2 )))
 # slots as the dev stage. Its run is bound by the slots, not the cores: CI's
 # per-test times replayed through ctest's scheduler (`python3 tests/ctest_replay.py
 # build-asan LOG -j4`, then -j5, LOG the output of make test) take 443 s at -j4
-# and 373 s at -j5.
+# and 376 s at -j5.
 ASAN_TEST_JOBS ?= $(DEV_TEST_JOBS)
 CMAKE_FLAGS ?=
 # cmake --build runs make recursively: without this, each level prints its
