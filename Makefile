@@ -35,12 +35,12 @@ TEST_JOBS ?= $(shell echo $$(( $(JOBS) * 2 )))
 # The dev stage at -j4 on 2 cores kept its slots full while the cores were ~68%
 # busy (user+sys of `make test-dev` over its wall time), so it runs one slot more.
 DEV_TEST_JOBS ?= $(shell echo $$(( $(JOBS) * 5 / 2 )))
-# The ASan stage waits no less: at -j2 its integration run kept the cores 27%
-# busy against the dev stage's 33% (tests/CMakeLists.txt), so it runs as many
-# slots as the dev stage. Its run is bound by the slots, not the cores: CI's
-# per-test times replayed through ctest's scheduler (`python3 tests/ctest_replay.py
-# build-asan LOG -j4`, then -j5, LOG the output of make test) take 443 s at -j4
-# and 376 s at -j5.
+# The ASan stage is bound by its slots as well: its eleven longest tests, each
+# run alone, used 0.36 of a core per second of CI time (user+sys of
+# `/usr/bin/time ctest -R '^NAME$$'` in build-asan), so 5 slots keep about 1.8
+# cores busy. CI's per-test times replayed through ctest's scheduler
+# (`python3 tests/ctest_replay.py build-asan LOG -j4`, then -j5, LOG the output
+# of make test) take 443 s at -j4 and 376 s at -j5.
 ASAN_TEST_JOBS ?= $(DEV_TEST_JOBS)
 CMAKE_FLAGS ?=
 # cmake --build runs make recursively: without this, each level prints its
@@ -84,8 +84,10 @@ test-asan:
 		ctest -L 'unit|integration|sim' --output-on-failure -j$(ASAN_TEST_JOBS)
 
 # TEST_JOBS slots as the other stages: most of the concurrency label is the
-# integration tests' gateways, which wait there as they do in the integration
-# label; the CPU-heavy ones take two slots (tests/CMakeLists.txt).
+# integration tests' gateways, which wait under TSan too (its eight longest
+# tests, alone, used half a core per second of CI time, measured as for ASan
+# above; the two that use more take two slots, tests/CMakeLists.txt). The replay
+# takes 102 s at -j2 and 68 s at -j4.
 test-tsan:
 	@cmake -S . -B build-tsan -DFLASHGATE_WERROR=ON -DFLASHGATE_SANITIZER=thread \
 		-DCMAKE_BUILD_TYPE=Debug $(CMAKE_FLAGS) >/dev/null
