@@ -86,7 +86,7 @@ test-asan:
 # TEST_JOBS slots as the other stages: most of the concurrency label is the
 # integration tests' gateways, which wait under TSan too (its eight longest
 # tests, alone, used half a core per second of CI time, measured as for ASan
-# above; the two that use more take two slots, tests/CMakeLists.txt). The replay
+# above; the ones that use more take two slots, tests/CMakeLists.txt). The replay
 # takes 102 s at -j2 and 68 s at -j4.
 test-tsan:
 	@cmake -S . -B build-tsan -DFLASHGATE_WERROR=ON -DFLASHGATE_SANITIZER=thread \
