@@ -3,8 +3,9 @@
 #   make run        build, start flashgate + flashgate-settle on the embedded
 #                   defaults, rehearse a sale with flashgate-load, keep serving
 #   make test       the whole suite: dev build (-Werror) unit + integration + the
-#                   simulation's batch (one ctest run: the CPU-bound simulation
-#                   overlaps the tests that wait), race (Helgrind on the relay and settlement),
+#                   simulation's batch + race (Helgrind on the relay and settlement)
+#                   in one ctest run (the CPU-bound simulation and Helgrind overlap
+#                   the tests that wait),
 #                   ASan+UBSan unit + integration + simulation, TSan concurrency
 #                   tests (only their programs built), libFuzzer targets for a
 #                   bounded time (make fuzz), lint
@@ -31,10 +32,16 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 # takes two slots (PROCESSORS 2 in tests/CMakeLists.txt), so it shares the
 # machine with no more load than it did at -j$(JOBS).
 TEST_JOBS ?= $(shell echo $$(( $(JOBS) * 2 )))
-# The dev stage's tests wait more than the sanitizers' (whose code runs 2-3x
-# slower): at -j4 on 2 cores its slots stayed full while the cores were ~68%
+# The dev stage at -j4 on 2 cores kept its slots full while the cores were ~68%
 # busy (user+sys of `make test-dev` over its wall time), so it runs one slot more.
 DEV_TEST_JOBS ?= $(shell echo $$(( $(JOBS) * 5 / 2 )))
+# The ASan stage is bound by its slots as well: its eleven longest tests, each
+# run alone, used 0.36 of a core per second of CI time (user+sys of
+# `/usr/bin/time ctest -R '^NAME$$'` in build-asan), so 5 slots keep about 1.8
+# cores busy. CI's per-test times replayed through ctest's scheduler
+# (`python3 tests/ctest_replay.py build-asan LOG -j4`, then -j5, LOG the output
+# of make test) take 443 s at -j4 and 376 s at -j5.
+ASAN_TEST_JOBS ?= $(DEV_TEST_JOBS)
 CMAKE_FLAGS ?=
 # cmake --build runs make recursively: without this, each level prints its
 # "Entering/Leaving directory" lines (about 300 before the first useful one).
@@ -66,8 +73,7 @@ test: test-dev test-asan test-tsan fuzz lint
 test-dev:
 	@cmake -S . -B build -DFLASHGATE_WERROR=ON $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build -j$(JOBS)
-	@cd build && ctest -L 'unit|integration|sim' --output-on-failure -j$(DEV_TEST_JOBS)
-	@cd build && ctest -L race --output-on-failure
+	@cd build && ctest -L 'unit|integration|sim|race' --output-on-failure -j$(DEV_TEST_JOBS)
 
 test-asan:
 	@cmake -S . -B build-asan -DFLASHGATE_WERROR=ON -DFLASHGATE_SANITIZER=address,undefined \
@@ -75,14 +81,19 @@ test-asan:
 	@cmake --build build-asan -j$(JOBS)
 	@cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-		ctest -L 'unit|integration|sim' --output-on-failure -j$(TEST_JOBS)
+		ctest -L 'unit|integration|sim' --output-on-failure -j$(ASAN_TEST_JOBS)
 
+# TEST_JOBS slots as the other stages: most of the concurrency label is the
+# integration tests' gateways, which wait under TSan too (its eight longest
+# tests, alone, used half a core per second of CI time, measured as for ASan
+# above; the ones that use more take two slots, tests/CMakeLists.txt). The replay
+# takes 102 s at -j2 and 68 s at -j4.
 test-tsan:
 	@cmake -S . -B build-tsan -DFLASHGATE_WERROR=ON -DFLASHGATE_SANITIZER=thread \
 		-DCMAKE_BUILD_TYPE=Debug $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build-tsan -j$(JOBS) --target concurrency-bins
 	@cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp \
-		ctest -L concurrency --output-on-failure -j$(JOBS)
+		ctest -L concurrency --output-on-failure -j$(TEST_JOBS)
 
 lint:
 	@cmake -S . -B build -DFLASHGATE_WERROR=ON $(CMAKE_FLAGS) >/dev/null
