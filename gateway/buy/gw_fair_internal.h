@@ -383,6 +383,9 @@ typedef struct gw_room_ops {
     void (*settle)(gw_fair_sale_t *fs, uint64_t jti, uint64_t fp, uint64_t nonce, bool accepted);
     /* The store's own fields of the room's audit record (o: json_t *). */
     void (*audit)(gw_fair_sale_t *fs, void *o);
+    /* A deleted sale's room forgotten by its store (one gateway's log removed;
+     * a fleet's keys go with the sale's delete). 0 or CM_EIO (errno). */
+    int (*drop)(gw_fair_sale_t *fs);
 } gw_room_ops_t;
 extern const gw_room_ops_t gw_fair__room_local_ops, gw_fair__room_redis_ops;
 
@@ -415,7 +418,6 @@ void gw_fair__room_store_deinit(gw_room_store_t *st);
  * first line). Thread-safe. */
 void gw_fair__room_store_len(gw_fair_sale_t *fs, off_t *len, off_t *synced_len);
 /* Closes and removes the log (a deleted sale's room). 0 or CM_EIO. Thread-safe. */
-int gw_fair__room_store_drop(gw_fair_sale_t *fs);
 /* One gateway's room after a restart: replays <data_dir>/fair/<sale>.room into fs
  * (keys, pre-queue, seal, places, admissions, front, spent tokens). Single-threaded (open). */
 void gw_fair__room_load(gw_fair_sale_t *fs);

@@ -139,7 +139,7 @@ void gw_fair__room_reset(gw_fair_sale_t *fs)
     fs->wr_seal_syncing = false;
     gw_fair__room_keys(fs);
     /* a new log with the new keys from the next line on */
-    if (gw_fair__room_store_drop(fs) != 0)
+    if (fs->wr_ops->drop(fs) != 0)
         cm_log_error("fair", "cannot remove the waiting-room log of a deleted sale",
                      "sale=%s err=%s", fs->sale_id, strerror(errno));
     atomic_store(&fs->wr_eff_milli, 0);

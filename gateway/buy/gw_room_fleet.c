@@ -384,4 +384,5 @@ const gw_room_ops_t gw_fair__room_redis_ops = {
     .sync = fleet_sync,
     .settle = fleet_settle,
     .audit = fleet_audit,
+    .drop = fleet_sync, /* nothing of the room is this gateway's */
 };

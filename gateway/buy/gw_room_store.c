@@ -350,7 +350,7 @@ void gw_fair__room_store_len(gw_fair_sale_t *fs, off_t *len, off_t *synced_len)
     pthread_mutex_unlock(&st->mu);
 }
 
-int gw_fair__room_store_drop(gw_fair_sale_t *fs)
+static int local_drop(gw_fair_sale_t *fs)
 {
     gw_room_store_t *st = &fs->wr_store;
     pthread_mutex_lock(&st->mu);
@@ -940,4 +940,5 @@ const gw_room_ops_t gw_fair__room_local_ops = {
     .sync = local_sync,
     .settle = local_settle,
     .audit = local_audit,
+    .drop = local_drop,
 };
