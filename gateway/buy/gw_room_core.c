@@ -375,6 +375,39 @@ void gw_room_core_tick(gw_room_core_t *c, double eff_per_s, int64_t dt_ms, gw_ro
         out_add(out, (gw_room_rec_t){.kind = GW_ROOM_REC_F, .a = front});
 }
 
+/*---- one step entry ----*/
+
+int gw_room_core_step(gw_room_core_t *c, const gw_room_ev_t *ev, gw_wr_join_t *answer,
+                      gw_room_out_t *out)
+{
+    memset(answer, 0, sizeof(*answer));
+    out->nrec = 0;
+    out->sync = false;
+    switch (ev->kind) {
+    case GW_ROOM_EV_JOIN:
+        return gw_room_core_join(c, &ev->join, answer, out);
+    case GW_ROOM_EV_WRITTEN:
+        gw_room_core_written(c, ev->rec, ev->ok);
+        break;
+    case GW_ROOM_EV_SEAL:
+        gw_room_core_seal(c, ev->now_ms, ev->starts_ms, out);
+        break;
+    case GW_ROOM_EV_SEAL_SYNCED:
+        gw_room_core_seal_synced(c, ev->ok);
+        break;
+    case GW_ROOM_EV_TICK:
+        gw_room_core_tick(c, ev->eff_per_s, ev->dt_ms, out);
+        break;
+    case GW_ROOM_EV_LOADED:
+        gw_room_core_loaded(c);
+        break;
+    case GW_ROOM_EV_REPLAY:
+        gw_room_core_replay(c, ev->spent, ev->line, ev->now_s);
+        break;
+    }
+    return 0;
+}
+
 /*---- the log's records ----*/
 
 /* v as 16 lowercase hex digits at p. Returns the end. */

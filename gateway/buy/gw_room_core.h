@@ -159,6 +159,43 @@ void gw_room_core_tick(gw_room_core_t *c, double eff_per_s, int64_t dt_ms, gw_ro
 /* The end of a restart's replay: the front read back is the one logged. */
 void gw_room_core_loaded(gw_room_core_t *c);
 
+/*
+ * The room's events, for one step entry (gw_room_core_step) that the sale's
+ * core (gw_sale_core.h) dispatches as it does the other cores'. Each kind
+ * reads only its own members and runs the function named beside it.
+ */
+typedef enum {
+    GW_ROOM_EV_JOIN = 0,    /* join: gw_room_core_join (its return is the step's) */
+    GW_ROOM_EV_WRITTEN,     /* rec, ok: gw_room_core_written */
+    GW_ROOM_EV_SEAL,        /* now_ms, starts_ms: gw_room_core_seal */
+    GW_ROOM_EV_SEAL_SYNCED, /* ok: gw_room_core_seal_synced */
+    GW_ROOM_EV_TICK,        /* eff_per_s, dt_ms: gw_room_core_tick */
+    GW_ROOM_EV_LOADED,      /* gw_room_core_loaded */
+    GW_ROOM_EV_REPLAY,      /* line, spent, now_s: gw_room_core_replay */
+} gw_room_ev_kind_t;
+
+typedef struct gw_room_ev {
+    gw_room_ev_kind_t kind;
+    gw_room_join_ev_t join;
+    const gw_room_rec_t *rec; /* WRITTEN */
+    bool ok;                  /* WRITTEN, SEAL_SYNCED */
+    int64_t now_ms;           /* SEAL */
+    int64_t starts_ms;        /* SEAL */
+    double eff_per_s;         /* TICK */
+    int64_t dt_ms;            /* TICK */
+    const char *line;         /* REPLAY */
+    gw_wr_spent_slot_t **spent;
+    int64_t now_s;            /* REPLAY */
+} gw_room_ev_t;
+
+/*
+ * One event: *answer (JOIN; zeroed otherwise) and out (the records to write)
+ * filled. Returns JOIN's decision (GW_ROOM_ANSWERED, _PREQUEUE, _SEAL or
+ * CM_EBUSY), 0 for the other kinds.
+ */
+int gw_room_core_step(gw_room_core_t *c, const gw_room_ev_t *ev, gw_wr_join_t *answer,
+                      gw_room_out_t *out);
+
 /* One record of the log, formatted as the log's line (no newline). Returns
  * snprintf's count. */
 int gw_room_rec_format(const gw_room_rec_t *rec, char *buf, size_t len);
