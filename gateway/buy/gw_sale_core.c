@@ -62,7 +62,11 @@ static bool has_registration(const gw_sale_core_t *c)
 
 gw_sale_phase_t gw_sale_phase(const gw_sale_core_t *c, int64_t now_ms)
 {
-    const gw_sale_cfg_t *g = &c->cfg;
+    return gw_sale_phase_at(&c->cfg, c->fair && c->fair->lot_done, c->leftovers, now_ms);
+}
+
+gw_sale_phase_t gw_sale_phase_at(const gw_sale_cfg_t *g, bool drawn, bool leftovers, int64_t now_ms)
+{
     if (g->ends_at_ms && now_ms >= g->ends_at_ms)
         return GW_SALE_PH_ENDED;
     if (g->reg_opens_ms > 0 && now_ms < g->reg_closes_ms)
@@ -72,9 +76,9 @@ gw_sale_phase_t gw_sale_phase(const gw_sale_core_t *c, int64_t now_ms)
             return GW_SALE_PH_BEFORE;
         if (now_ms < g->starts_at_ms + g->fair_window_ms)
             return GW_SALE_PH_ENTRY;
-        if (!c->fair || !c->fair->lot_done)
+        if (!drawn)
             return GW_SALE_PH_DRAW;
-        if (c->leftovers)
+        if (leftovers)
             return GW_SALE_PH_LEFTOVERS;
         return g->room_rate > 0 ? GW_SALE_PH_ADMISSION : GW_SALE_PH_OPEN;
     }

@@ -152,6 +152,12 @@ void gw_sale_core_init(gw_sale_core_t *c, gw_fair_core_t *fair, gw_room_core_t *
 
 /* The phase at now_ms. Pure. */
 gw_sale_phase_t gw_sale_phase(const gw_sale_core_t *c, int64_t now_ms);
+/* The phase at now_ms of a sale configured cfg whose draw is done (drawn)
+ * and whose losers still wait for leftovers (leftovers): the one function
+ * of the windows, which gw_sale_phase and the shells' lock-free checks (the
+ * buy's gw_fair_phase, the registration route) both call. Pure. */
+gw_sale_phase_t gw_sale_phase_at(const gw_sale_cfg_t *cfg, bool drawn, bool leftovers,
+                                 int64_t now_ms);
 /* The phase as the buy path sees it (gw_fair_phase_t). */
 gw_fair_phase_t gw_sale_buy_phase(gw_sale_phase_t p);
 const char *gw_sale_phase_name(gw_sale_phase_t p);
