@@ -7,7 +7,9 @@
  * The decisions are the product's cores: gw_reg_core.c (one registration
  * per person, the cap, under fsync durability an answer only after the
  * fdatasync, the .reg log's records read back), gw_fair_core.c (the draw)
- * and gw_waitlist_core.c (who is next). The shells are here, as
+ * and gw_waitlist_core.c (who is next), each stepped through the sale's
+ * machine (gw_sale_core.c: the registration window and the lottery's are its
+ * to answer, and whether anyone still waits for leftovers). The shells are here, as
  * gw_reg_local.c and gw_waitlist.c are the product's: the .reg log (a
  * journal, common/cm_journal.h: one frame a person with one write(2); in
  * fsync durability (half the seeds) fdatasync'd before the answer, and its
@@ -48,6 +50,7 @@
 #include "gateway/buy/gw_fair_core.h"
 #include "gateway/buy/gw_reg.h"
 #include "gateway/buy/gw_reg_core.h"
+#include "gateway/buy/gw_sale_core.h"
 #include "gateway/buy/gw_waitlist_core.h"
 #include "queue/oq_fs.h"
 #include "sim/sim_disk.h"
@@ -89,14 +92,17 @@ typedef struct fw {
     int dirfd, regfd, wlfd;
     bool reg_dir_unsynced; /* the .reg opened by this process: its name not yet synced */
     gw_reg_core_t reg;
+    gw_fair_core_t lot;  /* the draw's core */
+    gw_sale_core_t sale; /* the sale's machine over reg, lot and the leftovers (gw_sale_step) */
     char set[SET_MAX][ID_LEN];
     size_t nset;
     uint8_t state[NP]; /* by entry index: gw_entry_state_t */
-    size_t wl_head;
     /* the draw's outcome (the lottery's log, durable once made) */
     bool drawn;
     size_t ndraw;
     uint32_t perm[NP];
+    uint64_t keys[NP]; /* entry index -> its draw key */
+    uint64_t seed;
     uint8_t who[NP];        /* entry index -> person */
     uint8_t draw_state[NP]; /* WON or WAITLISTED, as drawn */
     uint8_t qty[NP];        /* entry index -> the units it wants (1 or 2) */
@@ -244,6 +250,64 @@ static void set_add(fw_t *w, const char *p, size_t len)
     w->set[w->nset++][len] = '\0';
 }
 
+/*---- the sale's machine (gw_sale_core.h): every core's event through gw_sale_step ----*/
+
+static gw_sale_out_t sale_step(fw_t *w, gw_sale_ev_t ev, int64_t now)
+{
+    gw_sale_out_t out;
+    gw_sale_step(&w->sale, &ev, now, &out);
+    return out;
+}
+
+/* A registration event: false if the sale refused it (outside its window). */
+static bool reg_step(fw_t *w, const gw_reg_ev_t *ev, gw_reg_out_t *out)
+{
+    gw_sale_out_t so = sale_step(w, (gw_sale_ev_t){.kind = GW_SALE_EV_REG, .reg = *ev}, w->now);
+    *out = so.reg;
+    return !so.refused;
+}
+
+static void lot_step(fw_t *w, const gw_fair_ev_t *ev, int64_t now, gw_fair_out_t *out)
+{
+    *out = sale_step(w, (gw_sale_ev_t){.kind = GW_SALE_EV_FAIR, .fair = *ev}, now).fair;
+}
+
+static void wl_step(fw_t *w, const gw_wl_ev_t *ev, gw_wl_out_t *out)
+{
+    *out = sale_step(w, (gw_sale_ev_t){.kind = GW_SALE_EV_WL, .wl = *ev}, w->now).wl;
+}
+
+/* A process's machine: the sale's terms (fair.json, sales.json), its lottery
+ * window right after the registration's, its losers waiting for leftovers;
+ * a draw made before comes back as the store's DRAW_KNOWN would bring it
+ * (this world's draw is durable once made). */
+static void sale_start(fw_t *w)
+{
+    w->lot.perm = w->perm;
+    gw_fair_core_init(&w->lot);
+    gw_sale_core_init(&w->sale, &w->lot, NULL, &w->reg);
+    sale_step(w,
+              (gw_sale_ev_t){.kind = GW_SALE_EV_CONFIGURE,
+                             .cfg = {.reg_opens_ms = w->reg_opens,
+                                     .reg_closes_ms = w->reg_closes,
+                                     .reg_cap = w->cap,
+                                     .starts_at_ms = w->reg_closes,
+                                     .fair_window_ms = 10,
+                                     .ends_at_ms = w->ends_at,
+                                     .waitlist = true}},
+              w->now);
+    if (!w->drawn)
+        return;
+    gw_fair_out_t out;
+    lot_step(
+        w,
+        &(gw_fair_ev_t){
+            .kind = GW_FAIR_EV_DRAW_KNOWN, .seed = w->seed, .entrants = w->ndraw, .waitlist = true},
+        w->now, &out);
+    if (out.actions & GW_FAIR_DO_ORDER)
+        gw_fair_core_order(&w->lot, w->keys);
+}
+
 /* A whole record of the .reg (cm_journal_record_fn): the core's LINE, as
  * gw_reg_local.c's load steps it. */
 static void reg_record(void *arg, char *rec, size_t len)
@@ -254,7 +318,7 @@ static void reg_record(void *arg, char *rec, size_t len)
                       .len = len,
                       .found = len < ID_LEN && strlen(rec) == len && set_has(w, rec)};
     gw_reg_out_t out;
-    gw_reg_core_step(&w->reg, &ev, &out);
+    reg_step(w, &ev, &out);
     if (out.actions & GW_REG_DO_ADD)
         set_add(w, rec, len);
 }
@@ -339,7 +403,6 @@ static void wl_load(fw_t *w)
     for (size_t e = 0; e < w->ndraw && rd.ended; e++)
         if (w->state[e] == GW_ENTRY_WAITLISTED)
             w->state[e] = GW_ENTRY_LOST;
-    w->wl_head = 0;
 }
 
 static void proc_start(fw_t *w)
@@ -349,6 +412,7 @@ static void proc_start(fw_t *w)
     w->regfd = w->wlfd = -1;
     w->reg_dir_unsynced = false;
     gw_reg_core_init(&w->reg);
+    sale_start(w);
     w->nset = 0;
     reg_load(w);
     wl_load(w);
@@ -409,20 +473,15 @@ static void do_register(fw_t *w, unsigned p)
 {
     char id[ID_LEN];
     person_id(p, id, sizeof(id));
-    gw_reg_phase_t ph = gw_reg_phase_at(w->reg_opens, w->reg_closes, w->now);
-    if (ph != GW_REG_OPEN)
-        return;
     /* covered: nothing written by this process (its load synced what it read),
      * as the product's; after a write this shell syncs again (always safe) */
     gw_reg_ev_t ev = {.kind = GW_REG_EV_REGISTER,
-                      .opens_ms = w->reg_opens,
-                      .window_ms = 1,
                       .found = set_has(w, id),
-                      .cap = w->cap,
                       .sync = w->fsync,
                       .covered = w->regfd < 0};
     gw_reg_out_t out;
-    gw_reg_core_step(&w->reg, &ev, &out);
+    if (!reg_step(w, &ev, &out))
+        return; /* outside the window: 403, nothing written */
     arm(w, 0.08);
     if (out.actions & GW_REG_DO_APPEND) {
         char line[ID_LEN + 2];
@@ -432,7 +491,7 @@ static void do_register(fw_t *w, unsigned p)
         if (died(w))
             return;
         ev = (gw_reg_ev_t){.kind = GW_REG_EV_APPENDED, .rc = rc};
-        gw_reg_core_step(&w->reg, &ev, &out);
+        reg_step(w, &ev, &out);
         if (out.actions & GW_REG_DO_ADD)
             set_add(w, id, strlen(id));
     }
@@ -441,7 +500,7 @@ static void do_register(fw_t *w, unsigned p)
         if (died(w))
             return;
         ev = (gw_reg_ev_t){.kind = GW_REG_EV_SYNCED, .rc = rc, .held = out.held};
-        gw_reg_core_step(&w->reg, &ev, &out);
+        reg_step(w, &ev, &out);
     }
     disarm(w);
     if (out.answered && out.answer == GW_REG_ADDED) {
@@ -523,12 +582,10 @@ static int reserve_once(fw_t *w, size_t e)
 
 static void do_draw(fw_t *w)
 {
-    gw_fair_core_t c = {.perm = w->perm};
-    gw_fair_core_init(&c);
-    uint64_t keys[NP];
+    uint64_t *keys = w->keys;
     size_t n = 0;
     gw_fair_out_t out;
-    int64_t closes = w->reg_closes + 10;
+    int64_t closes = w->reg_closes + 10; /* the window's close (sale_start's terms) */
     for (size_t i = 0; i < w->nset && n < NP; i++) {
         int p = person_of(w->set[i]);
         if (p < 0)
@@ -537,13 +594,12 @@ static void do_draw(fw_t *w)
         for (size_t j = 0; j < n; j++)
             found = found || w->who[j] == p;
         gw_fair_ev_t ev = {.kind = GW_FAIR_EV_ENTER,
-                           .closes_at_ms = closes,
                            .found = found ? GW_FAIR_FOUND_SAME : GW_FAIR_FOUND_NONE};
-        gw_fair_core_step(&c, &ev, w->now, &out);
+        lot_step(w, &ev, w->now, &out);
         if (!(out.actions & GW_FAIR_DO_APPEND_ENTRY))
             continue;
         ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRY_LOGGED, .rc = 0};
-        gw_fair_core_step(&c, &ev, w->now, &out);
+        lot_step(w, &ev, w->now, &out);
         if (found)
             fail(w, "draw: p-%d entered twice", p);
         w->who[n] = (uint8_t)p;
@@ -553,31 +609,28 @@ static void do_draw(fw_t *w)
     w->ndraw = n;
     w->stock = n > 1 ? 1 + rnd(w, (uint32_t)n - 1) : 1;
     w->left = w->stock;
-    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_TICK,
-                       .closes_at_ms = closes,
-                       .entrants = n,
-                       .rnd = cm_rand_next(&w->rng)};
-    gw_fair_core_step(&c, &ev, closes, &out);
+    gw_fair_ev_t ev = {.kind = GW_FAIR_EV_TICK, .entrants = n, .rnd = cm_rand_next(&w->rng)};
+    lot_step(w, &ev, closes, &out);
     ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_DURABLE, .rc = 0};
-    gw_fair_core_step(&c, &ev, closes, &out);
+    lot_step(w, &ev, closes, &out);
     if (out.actions & GW_FAIR_DO_ORDER)
-        gw_fair_core_order(&c, keys);
+        gw_fair_core_order(&w->lot, keys);
     for (int guard = 0; guard < 4 * NP + 4; guard++) {
-        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .closes_at_ms = closes};
-        gw_fair_core_step(&c, &ev, closes, &out);
+        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK};
+        lot_step(w, &ev, closes, &out);
         if (out.actions & GW_FAIR_DO_LOG_OUTCOMES)
             break;
         if (!(out.actions & GW_FAIR_DO_DRAW))
             break;
         size_t e = out.entry;
         ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW, .state = w->state[e]};
-        gw_fair_core_step(&c, &ev, closes, &out);
+        lot_step(w, &ev, closes, &out);
         if (out.actions & GW_FAIR_DO_ACCEPT) {
             int r = reserve_once(w, e);
             ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_ACCEPTED,
                                 .acc = r < 0 ? GW_FAIR_ACC_SOLD_OUT : GW_FAIR_ACC_WON,
                                 .sold_out = w->left <= 0};
-            gw_fair_core_step(&c, &ev, closes, &out);
+            lot_step(w, &ev, closes, &out);
         }
         if (out.actions & GW_FAIR_DO_SET_STATE)
             w->state[out.entry] = out.state;
@@ -585,11 +638,11 @@ static void do_draw(fw_t *w)
          * crash; sim_world.c's lottery runs that record's faults) */
         if (out.actions & GW_FAIR_DO_LOG_SOLD_OUT) {
             ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_SOLD_OUT_LOGGED, .rc = 0};
-            gw_fair_core_step(&c, &ev, closes, &out);
+            lot_step(w, &ev, closes, &out);
         }
     }
     ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW_LOGGED, .rc = 0};
-    gw_fair_core_step(&c, &ev, closes, &out);
+    lot_step(w, &ev, closes, &out);
     if (!(out.actions & GW_FAIR_DO_PUBLISH) || !out.waitlist) {
         fail(w, "draw: not done with its waitlist");
         return;
@@ -598,7 +651,8 @@ static void do_draw(fw_t *w)
     memcpy(w->o_state, w->state, sizeof(w->state));
     w->o_freed = (uint64_t)w->left; /* the units no winner's qty fitted */
     w->drawn = true;
-    tr(w, "draw: %zu entrants, stock %" PRId64 ", seed %016" PRIx64, n, w->stock, c.seed);
+    w->seed = w->lot.seed;
+    tr(w, "draw: %zu entrants, stock %" PRId64 ", seed %016" PRIx64, n, w->stock, w->seed);
 }
 
 /*---- the leftovers (gw_fair__wl_tick's shell) ----*/
@@ -663,20 +717,21 @@ static void wl_tick(fw_t *w)
     bool waits = false;
     for (size_t e = 0; e < w->ndraw; e++)
         waits = waits || w->state[e] == GW_ENTRY_WAITLISTED;
-    if (!w->up || !w->drawn || !waits)
+    if (!w->up || !w->drawn)
         return;
-    gw_wl_core_t c;
-    gw_wl_core_init(&c, w->wl_head);
-    gw_wl_out_t out;
-    gw_wl_ev_t ev = {
-        .kind = GW_WL_EV_TICK, .now_ms = w->now, .ends_at_ms = w->ends_at, .left = w->left};
-    gw_wl_core_step(&c, &ev, &out);
+    gw_sale_out_t so = sale_step(
+        w, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK, .tick = {.left = w->left, .waiting = waits}},
+        w->now);
+    if (!(so.actions & GW_SALE_DO_WL))
+        return;
+    gw_wl_out_t out = so.wl;
+    gw_wl_ev_t ev;
     arm(w, 0.1);
     if (out.actions & GW_WL_DO_END)
         wl_end(w);
     if (out.actions & GW_WL_DO_WALK) {
         ev = (gw_wl_ev_t){.kind = GW_WL_EV_WALK, .left = w->left, .ndraw = w->ndraw};
-        gw_wl_core_step(&c, &ev, &out);
+        wl_step(w, &ev, &out);
     }
     while ((out.actions & (GW_WL_DO_LOOK | GW_WL_DO_PROMOTE)) && !sim_disk_dead(w->disk)) {
         size_t e = w->perm[out.pos];
@@ -688,8 +743,7 @@ static void wl_tick(fw_t *w)
             gw_wl_result_t r = promote(w, out.pos);
             ev = (gw_wl_ev_t){.kind = GW_WL_EV_PROMOTED, .result = r, .left = w->left};
         }
-        gw_wl_core_step(&c, &ev, &out);
-        w->wl_head = c.head;
+        wl_step(w, &ev, &out);
     }
     if (died(w))
         return;

@@ -1,6 +1,7 @@
 /*
  * The waiting room's world (sim_room.h): one gateway's room, the real core
- * (gateway/buy/gw_room_core.h), its log on a simulated disk (sim_disk.h),
+ * (gateway/buy/gw_room_core.h) stepped through the sale's machine
+ * (gw_sale_core.h), its log on a simulated disk (sim_disk.h),
  * and a shell that does what gw_room_store.c does around the core: a record a
  * journal frame (common/cm_journal.h), one write(2) each, read back through
  * the journal's recovery; the seal's fdatasync before any rank is answered;
@@ -29,6 +30,7 @@
 #include "common/cm_rand.h"
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_room_core.h"
+#include "gateway/buy/gw_sale_core.h"
 #include "sim/sim_disk.h"
 
 #include <fcntl.h>
@@ -70,6 +72,7 @@ typedef struct rworld {
     uint64_t lost_from, lost_to; /* dropped by a failed fdatasync (lost_to 0: none) */
     uint64_t s_end;              /* the end of the last seal line written */
     gw_room_core_t core;
+    gw_sale_core_t sale; /* the sale's machine over the core (gw_sale_step) */
     gw_wr_spent_slot_t *spent;
     cm_hash_key_t key, seed;
     int64_t now_ms, starts_ms, last_tick_ms;
@@ -154,6 +157,30 @@ static void core_gone(rworld_t *w)
     tables_clear(w);
 }
 
+/* The sale's machine over the room's core, configured with the sale's start
+ * and the room's rate (its own: the ticks bring the rate in force). */
+static void sale_configure(rworld_t *w)
+{
+    gw_sale_core_init(&w->sale, NULL, &w->core, NULL);
+    gw_sale_ev_t ev = {.kind = GW_SALE_EV_CONFIGURE,
+                       .cfg = {.starts_at_ms = w->starts_ms, .room_rate = 1 + (int64_t)w->rate}};
+    gw_sale_out_t out;
+    gw_sale_step(&w->sale, &ev, w->now_ms, &out);
+}
+
+/* One event of the room through the sale's machine: its decision, *a and *out
+ * filled (each may be NULL). */
+static int room_step(rworld_t *w, gw_room_ev_t ev, gw_wr_join_t *a, gw_room_out_t *out)
+{
+    gw_sale_out_t so;
+    gw_sale_step(&w->sale, &(gw_sale_ev_t){.kind = GW_SALE_EV_ROOM, .room = ev}, w->now_ms, &so);
+    if (a)
+        *a = so.room.answer;
+    if (out)
+        *out = so.room.recs;
+    return so.room.rc;
+}
+
 /* A new process's core, with the cleared tables. */
 static void core_new(rworld_t *w)
 {
@@ -164,6 +191,7 @@ static void core_new(rworld_t *w)
     gw_room_core_init(&w->core);
     w->core.places = places_buf;
     w->spent = spent_buf;
+    sale_configure(w);
 }
 
 /* Bytes [0, end) durable: synced, and not in what a failed fdatasync dropped. */
@@ -218,19 +246,32 @@ static void recs_write(rworld_t *w, const gw_room_out_t *out)
     for (size_t i = 0; i < out->nrec; i++) {
         gw_room_rec_t s;
         if (gw_room_core_relog(&w->core, &out->rec[i], &s))
-            gw_room_core_written(&w->core, &s, log_rec(w, &s) == 0);
-        gw_room_core_written(&w->core, &out->rec[i], log_rec(w, &out->rec[i]) == 0);
+            room_step(
+                w, (gw_room_ev_t){.kind = GW_ROOM_EV_WRITTEN, .rec = &s, .ok = log_rec(w, &s) == 0},
+                NULL, NULL);
+        room_step(w,
+                  (gw_room_ev_t){.kind = GW_ROOM_EV_WRITTEN,
+                                 .rec = &out->rec[i],
+                                 .ok = log_rec(w, &out->rec[i]) == 0},
+                  NULL, NULL);
     }
+}
+
+/* The seal's record written, and its fdatasync when anyone was ranked. */
+static void seal_write(rworld_t *w, const gw_room_out_t *out)
+{
+    recs_write(w, out);
+    if (out->sync && !w->core.seal_unlogged)
+        room_step(w, (gw_room_ev_t){.kind = GW_ROOM_EV_SEAL_SYNCED, .ok = log_sync(w) == 0}, NULL,
+                  NULL);
+    tr(w, "sealed: %zu ranked", w->core.npre);
 }
 
 static void seal(rworld_t *w)
 {
     gw_room_out_t out;
-    gw_room_core_seal(&w->core, w->now_ms, w->starts_ms, &out);
-    recs_write(w, &out);
-    if (out.sync && !w->core.seal_unlogged)
-        gw_room_core_seal_synced(&w->core, log_sync(w) == 0);
-    tr(w, "sealed: %zu ranked", w->core.npre);
+    room_step(w, (gw_room_ev_t){.kind = GW_ROOM_EV_SEAL}, NULL, &out);
+    seal_write(w, &out);
 }
 
 /*---- the oracle ----*/
@@ -292,18 +333,17 @@ static void place_answered(rworld_t *w, int who, const gw_wr_join_t *a, uint64_t
 static void join(rworld_t *w, int who, bool take)
 {
     rperson_t *p = &w->p[who];
-    gw_room_join_ev_t ev = {.person = p->id,
-                            .len = p->len,
-                            .take = take,
-                            .now_ms = w->now_ms,
-                            .starts_at_ms = w->starts_ms,
-                            .admitted_through = atomic_load(&w->core.front_milli) / 1000};
+    gw_room_ev_t ev = {.kind = GW_ROOM_EV_JOIN,
+                       .join = {.person = p->id,
+                                .len = p->len,
+                                .take = take,
+                                .admitted_through = atomic_load(&w->core.front_milli) / 1000}};
     gw_wr_join_t a;
     gw_room_out_t out;
-    int rc = gw_room_core_join(&w->core, &ev, &a, &out);
+    int rc = room_step(w, ev, &a, &out);
     if (rc == GW_ROOM_SEAL) {
         seal(w);
-        rc = gw_room_core_join(&w->core, &ev, &a, &out);
+        rc = room_step(w, ev, &a, &out);
     }
     if (rc == GW_ROOM_PREQUEUE) {
         if (out.nrec) {
@@ -341,17 +381,28 @@ static void join(rworld_t *w, int who, bool take)
     place_answered(w, who, &a, need);
 }
 
+/* The lottery thread's tick of the sale: the seal at the start, then the
+ * front moved at the rate. */
+static gw_sale_out_t sale_tick(rworld_t *w, int64_t dt)
+{
+    gw_sale_out_t so;
+    gw_sale_ev_t ev = {.kind = GW_SALE_EV_TICK, .tick = {.eff_per_s = w->rate, .dt_ms = dt}};
+    gw_sale_step(&w->sale, &ev, w->now_ms, &so);
+    return so;
+}
+
 static void tick(rworld_t *w)
 {
-    if (w->now_ms < w->starts_ms)
-        return;
-    if (!atomic_load(&w->core.sealed))
-        seal(w);
     int64_t dt = w->last_tick_ms ? w->now_ms - w->last_tick_ms : 0;
+    gw_sale_out_t so = sale_tick(w, dt);
+    if (so.phase == GW_SALE_PH_PREQUEUE)
+        return; /* nothing moves before the start */
+    if (so.actions & GW_SALE_DO_SEAL) {
+        seal_write(w, &so.room.recs);
+        so = sale_tick(w, dt);
+    }
     w->last_tick_ms = w->now_ms;
-    gw_room_out_t out;
-    gw_room_core_tick(&w->core, w->rate, dt, &out);
-    recs_write(w, &out);
+    recs_write(w, &so.room.recs);
 }
 
 static int *orders_of(rworld_t *w, uint64_t jti)
@@ -411,7 +462,11 @@ static void room_record(void *arg, char *rec, size_t len)
 {
     rworld_t *w = arg;
     (void)len;
-    gw_room_core_replay(&w->core, &w->spent, rec, w->now_ms / 1000);
+    room_step(
+        w,
+        (gw_room_ev_t){
+            .kind = GW_ROOM_EV_REPLAY, .line = rec, .spent = &w->spent, .now_s = w->now_ms / 1000},
+        NULL, NULL);
 }
 
 /* The process is gone; a new one reads the log back. */
@@ -458,7 +513,7 @@ static void restart(rworld_t *w, bool power)
     if (sc.holes)
         tr(w, "restart: %zu holes (%lld bytes) skipped", sc.holes, (long long)sc.hole_bytes);
     free(buf);
-    gw_room_core_loaded(&w->core);
+    room_step(w, (gw_room_ev_t){.kind = GW_ROOM_EV_LOADED}, NULL, NULL);
     w->len = at;
     if (w->dur > w->len)
         w->dur = w->len;
@@ -548,6 +603,7 @@ void sim_room_run(const sim_opts_t *opts, sim_result_t *out)
     w->now_ms = T0_MS;
     w->starts_ms = T0_MS + 2000 + (int64_t)rnd(w, 8000);
     w->rate = 0.5 + (double)rnd(w, 8);
+    sale_configure(w);
     w->np = 4 + (int)rnd(w, NP_MAX - 4);
     for (int i = 0; i < w->np; i++) {
         rperson_t *p = &w->p[i];

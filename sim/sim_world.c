@@ -56,8 +56,11 @@
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_core.h"
 #include "gateway/buy/gw_replay.h"
+#include "gateway/buy/gw_sale_core.h"
 #include "gateway/buy/gw_sale_edit.h"
 #include "inventory/inv.h"
+#include "inventory/inv_cluster.h"
+#include "inventory/inv_redis.h"
 #include "queue/oq_broker.h"
 #include "queue/oq_order.h"
 #include "queue/oq_relay.h"
@@ -69,8 +72,6 @@
 #include "sim/sim_fair.h"
 #include "sim/sim_redis.h"
 #include "sim/sim_room.h"
-#include "inventory/inv_cluster.h"
-#include "inventory/inv_redis.h"
 
 #include <fcntl.h>
 #include <inttypes.h>
@@ -135,6 +136,7 @@ typedef struct lottery {
      * entries, the draw order's buffer */
     int fd;
     gw_fair_core_t core;
+    gw_sale_core_t sale; /* the sale's machine over the core: the window's answers */
     lot_ent_t v[NU_MAX];
     size_t n;
     uint32_t perm[NU_MAX];
@@ -1571,6 +1573,27 @@ static void do_cancel(world_t *wd)
 /*---- the lottery: the real core (gw_fair_core.h), its shell as gw_lottery.c's
  * gw_fair_enter, gw_fair__log_load, gw_fair__cut_winners, gw_fair__run_draw ----*/
 
+/* The sale's terms as the sale's machine holds them (fair.json): entries
+ * from the first moment to closes_ms, its losers lost (no leftovers here). */
+static void lot_configure_core(lottery_t *L)
+{
+    gw_sale_core_init(&L->sale, &L->core, NULL, NULL);
+    gw_sale_ev_t ev = {.kind = GW_SALE_EV_CONFIGURE,
+                       .cfg = {.starts_at_ms = L->closes_ms - 1,
+                               .fair_early_ms = L->closes_ms - 1,
+                               .fair_window_ms = 1}};
+    gw_sale_out_t out;
+    gw_sale_step(&L->sale, &ev, 0, &out);
+}
+
+/* One event of the lottery through the sale's machine (gw_sale_step). */
+static void lot_step(lottery_t *L, const gw_fair_ev_t *ev, int64_t now, gw_fair_out_t *out)
+{
+    gw_sale_out_t so;
+    gw_sale_step(&L->sale, &(gw_sale_ev_t){.kind = GW_SALE_EV_FAIR, .fair = *ev}, now, &so);
+    *out = so.fair;
+}
+
 /* The process's lottery state goes with the process; the log and fair.json stay. */
 static void lot_forget(lottery_t *L)
 {
@@ -1580,6 +1603,7 @@ static void lot_forget(lottery_t *L)
     L->fd = -1; /* the process's descriptor: gone with it (sim_disk_crash) */
     L->core.perm = L->perm;
     gw_fair_core_init(&L->core);
+    lot_configure_core(L);
 }
 
 static uint64_t lot_hash(const lottery_t *L, uint32_t user)
@@ -1734,7 +1758,7 @@ static void lot_record(void *arg, char *rec, size_t len)
         return;
     }
     gw_fair_out_t out;
-    gw_fair_core_step(&L->core, &ev, 0, &out);
+    lot_step(L, &ev, 0, &out);
     if ((out.actions & GW_FAIR_DO_ADD_ENTRY) && L->n < NU_MAX)
         L->v[L->n++] = (lot_ent_t){.ord = ord,
                                    .key = key,
@@ -1781,7 +1805,7 @@ static void lot_load(world_t *wd, gw_t *g)
     L->fd = fd;
     gw_fair_out_t out;
     gw_fair_ev_t ev = {.kind = GW_FAIR_EV_LOADED, .rc = L->core.seeded ? lot_make_durable(g) : 0};
-    gw_fair_core_step(&L->core, &ev, 0, &out);
+    lot_step(L, &ev, 0, &out);
     if (out.actions & GW_FAIR_DO_ORDER)
         lot_order(L);
     if (out.actions & GW_FAIR_DO_LEFTOVERS)
@@ -1819,11 +1843,10 @@ static bool lot_buy(world_t *wd, gw_t *g, uint32_t u, uint32_t qty, uint32_t key
         return false;
     lot_ent_t *e = L->core.closed ? NULL : lot_user(L, u);
     gw_fair_ev_t ev = {.kind = GW_FAIR_EV_ENTER,
-                       .closes_at_ms = L->closes_ms,
                        .found = e ? GW_FAIR_FOUND_SAME : GW_FAIR_FOUND_NONE};
     gw_fair_out_t out;
     int64_t now = cm_wall_ms();
-    gw_fair_core_step(&L->core, &ev, now, &out);
+    lot_step(L, &ev, now, &out);
     if (out.answer == GW_FAIR_A_ALREADY && e) {
         if (L->o_entry[u] && e->ord != L->o_entry[u] && !L->o_power)
             fail(wd, "gw%d: lottery: u%u entered as e%u, now answered e%u (two entries)", g->idx, u,
@@ -1837,7 +1860,7 @@ static bool lot_buy(world_t *wd, gw_t *g, uint32_t u, uint32_t qty, uint32_t key
     }
     if (L->n == NU_MAX || wd->nords + 1 >= ORD_MAX) { /* no room in the simulation: not written */
         ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRY_LOGGED, .rc = CM_EIO};
-        gw_fair_core_step(&L->core, &ev, now, &out);
+        lot_step(L, &ev, now, &out);
         return true;
     }
     uint32_t n = wd->nords++;
@@ -1850,7 +1873,7 @@ static bool lot_buy(world_t *wd, gw_t *g, uint32_t u, uint32_t qty, uint32_t key
     if (gw_died(wd, g))
         return true; /* its client hears nothing */
     ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_ENTRY_LOGGED, .rc = logged ? 0 : CM_EIO};
-    gw_fair_core_step(&L->core, &ev, now, &out);
+    lot_step(L, &ev, now, &out);
     if (!(out.actions & GW_FAIR_DO_ADD_ENTRY)) {
         tr(wd, "gw%d: buy u%u -> 503 (the entry's record not written)", g->idx, u);
         return true;
@@ -2090,10 +2113,9 @@ static void lottery_step(world_t *wd, gw_t *g)
     gw_fair_ev_t ev;
     if (!c->seeded || c->seed_unsynced) {
         ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK,
-                            .closes_at_ms = L->closes_ms,
                             .entrants = L->n,
                             .rnd = c->seeded ? 0 : cm_rand_next(&wd->rng)};
-        gw_fair_core_step(c, &ev, now, &out);
+        lot_step(L, &ev, now, &out);
         ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_DURABLE, .rc = CM_EINVAL};
         if (out.actions & GW_FAIR_DO_SEED) /* gw_lottery.c draw_seed: written again, as "F" */
             ev.rc = lot_log(g, false, "D %016" PRIx64 " %zu", c->seed, c->ndraw)
@@ -2103,7 +2125,7 @@ static void lottery_step(world_t *wd, gw_t *g)
             ev.rc = lot_make_durable(g);
         if (gw_died(wd, g))
             return;
-        gw_fair_core_step(c, &ev, now, &out);
+        lot_step(L, &ev, now, &out);
         if (out.actions & GW_FAIR_DO_ORDER) {
             lot_order(L);
             tr(wd, "gw%d: lottery: window closed, %zu entrants, seed %016" PRIx64, g->idx, c->ndraw,
@@ -2116,19 +2138,18 @@ static void lottery_step(world_t *wd, gw_t *g)
     }
     lot_check_order(wd, g);
     for (uint32_t k = 1 + rnd(wd, 6); k > 0 && c->next < c->ndraw && !wd->failed; k--) {
-        ev = (gw_fair_ev_t){
-            .kind = GW_FAIR_EV_TICK, .closes_at_ms = L->closes_ms, .sale_over = true};
-        gw_fair_core_step(c, &ev, now, &out);
+        ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK};
+        lot_step(L, &ev, now, &out);
         if (!(out.actions & GW_FAIR_DO_DRAW))
             return;
         size_t pos = c->next;
         lot_ent_t *e = &L->v[out.entry];
         ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_DRAW, .state = e->state};
-        gw_fair_core_step(c, &ev, now, &out);
+        lot_step(L, &ev, now, &out);
         if (out.actions & GW_FAIR_DO_ACCEPT) {
             if (!lot_accept(wd, g, e, &ev))
                 return; /* the process died: its core with it */
-            gw_fair_core_step(c, &ev, now, &out);
+            lot_step(L, &ev, now, &out);
             if (ev.acc == GW_FAIR_ACC_FAILED)
                 return;
             tr(wd, "gw%d: lottery: #%zu u%u qty %u -> %s", g->idx, pos + 1, e->user, e->qty,
@@ -2149,7 +2170,7 @@ static void lottery_step(world_t *wd, gw_t *g)
                 ev.rc = 0;
             if (gw_died(wd, g))
                 return;
-            gw_fair_core_step(c, &ev, now, &out);
+            lot_step(L, &ev, now, &out);
             tr(wd, "gw%d: lottery: the stock ran out at #%zu%s", g->idx, pos + 1,
                ev.rc ? " (its record's fdatasync failed)" : "");
             if (c->seed_unsynced)
@@ -2160,8 +2181,8 @@ static void lottery_step(world_t *wd, gw_t *g)
         return;
     if (!lot_commit(wd, g))
         return;
-    ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .closes_at_ms = L->closes_ms, .sale_over = true};
-    gw_fair_core_step(c, &ev, now, &out);
+    ev = (gw_fair_ev_t){.kind = GW_FAIR_EV_TICK};
+    lot_step(L, &ev, now, &out);
     if (!(out.actions & GW_FAIR_DO_LOG_OUTCOMES))
         return;
     bool logged = true;
@@ -2191,7 +2212,7 @@ static void lottery_step(world_t *wd, gw_t *g)
         ev.rc = lot_make_durable(g);
     if (gw_died(wd, g))
         return;
-    gw_fair_core_step(c, &ev, now, &out);
+    lot_step(L, &ev, now, &out);
     if (!(out.actions & GW_FAIR_DO_PUBLISH)) {
         tr(wd, "gw%d: lottery: the end of the draw not recorded, tried again", g->idx);
         return;
@@ -2952,6 +2973,7 @@ void sim_run(const sim_opts_t *opts, sim_result_t *out)
             g->lot.closes_ms = cm_wall_ms() + 100 + rnd(wd, 900);
             g->lot.secret.k0 = cm_rand_next(&wd->rng);
             g->lot.secret.k1 = cm_rand_next(&wd->rng);
+            lot_configure_core(&g->lot);
         }
         /* the inventory: Redis on every gateway (--redis), or on three in four
          * in the seeds 28 mod 32 (their draws only: the others walk as before) */

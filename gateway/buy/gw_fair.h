@@ -68,13 +68,6 @@ typedef enum {
 } gw_fair_phase_t;
 
 /*
- * The phase at now_ms for a window [starts - early, starts + window) and
- * whether the draw is done. Pure; exported for the window-edge tests.
- */
-gw_fair_phase_t gw_fair_phase_at(int64_t starts_at_ms, int64_t early_ms, int64_t window_ms,
-                                 bool drawn, int64_t now_ms);
-
-/*
  * The draw order: perm[0..n) becomes a uniformly random permutation of the
  * indexes 0..n-1 of `keys` (distinct keyed hashes of the entrants' user ids),
  * determined by the keys' sorted order and the seed alone (xoshiro256**

@@ -76,18 +76,6 @@ const char *gw_entry_state_name(gw_entry_state_t s)
     return (unsigned)s < GW_ENTRY_STATE_COUNT ? entry_state_names[s] : "entered";
 }
 
-gw_fair_phase_t gw_fair_phase_at(int64_t starts_at_ms, int64_t early_ms, int64_t window_ms,
-                                 bool drawn, int64_t now_ms)
-{
-    if (window_ms <= 0)
-        return now_ms < starts_at_ms ? GW_FAIR_TOO_EARLY : GW_FAIR_OPEN;
-    if (now_ms < starts_at_ms - early_ms)
-        return GW_FAIR_TOO_EARLY;
-    if (now_ms < starts_at_ms + window_ms)
-        return GW_FAIR_ENTER;
-    return drawn ? GW_FAIR_OPEN : GW_FAIR_DRAWING;
-}
-
 void gw_fair_core_init(gw_fair_core_t *c)
 {
     uint32_t *perm = c->perm; /* the shell's buffer stays the shell's */

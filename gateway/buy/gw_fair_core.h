@@ -184,7 +184,7 @@ gw_entry_state_t gw_fair_core_loser(const gw_fair_core_t *c, bool lost_for_cause
  * draw (it was accepted before the crash cut the draw): only while a draw
  * is seeded and not done. */
 bool gw_fair_core_takes_spooled(const gw_fair_core_t *c);
-/* The phase at a time is gw_fair_phase_at (gw_fair.h), defined in gw_fair_core.c. */
+/* The phase at a time is gw_sale_phase_at (gw_sale_core.h): the sale's machine's. */
 const char *gw_fair_answer_name(gw_fair_answer_t a);
 
 #endif

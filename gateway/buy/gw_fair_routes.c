@@ -23,6 +23,7 @@
 #include "gateway/buy/gw_identity.h"
 #include "gateway/buy/gw_rate_reply.h"
 #include "gateway/buy/gw_reg.h"
+#include "gateway/buy/gw_sale_core.h"
 #include "gateway/edge/gw_edge.h"
 
 #include <stdio.h>
@@ -303,12 +304,13 @@ bool gw_reg_handle(gw_req_t *r)
         gw_resp_error(p, GW_R_NOT_FOUND, NULL, "sale %s has no registration", r->id);
         return false;
     }
-    gw_reg_phase_t ph = gw_reg_phase_at(opens, closes, cm_wall_ms());
+    gw_sale_cfg_t cfg = {.reg_opens_ms = opens, .reg_closes_ms = closes};
+    gw_sale_phase_t ph = gw_sale_phase_at(&cfg, false, false, cm_wall_ms());
     char win[128];
     put_window(win, sizeof(win), opens, closes);
-    if (ph != GW_REG_OPEN) {
+    if (ph != GW_SALE_PH_REGISTRATION) {
         gw_resp_error(p, GW_R_REGISTRATION_CLOSED, win, "registration for sale %s is %s", r->id,
-                      ph == GW_REG_BEFORE ? "not open yet" : "closed");
+                      ph == GW_SALE_PH_BEFORE ? "not open yet" : "closed");
         return false;
     }
     /* 2. the address's limits, 3. the identity, 4. the user's limits: as a buy */

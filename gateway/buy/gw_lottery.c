@@ -6,6 +6,7 @@
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_core.h"
 #include "gateway/buy/gw_fair_internal.h"
+#include "gateway/buy/gw_sale_core.h"
 
 #include "common/cm_rand.h"
 #include "common/cm_alloc.h"
@@ -336,9 +337,12 @@ gw_fair_sale_t *gw_fair_find(gw_fair_t *f, const char *sale_id)
 
 gw_fair_phase_t gw_fair_phase(gw_fair_sale_t *fs, int64_t starts_at_ms, int64_t now_ms)
 {
-    return gw_fair_phase_at(starts_at_ms, atomic_load_explicit(&fs->early_ms, memory_order_relaxed),
-                            atomic_load_explicit(&fs->window_ms, memory_order_relaxed),
-                            atomic_load_explicit(&fs->drawn, memory_order_acquire), now_ms);
+    gw_sale_cfg_t cfg = {.starts_at_ms = starts_at_ms,
+                         .fair_early_ms = atomic_load_explicit(&fs->early_ms, memory_order_relaxed),
+                         .fair_window_ms =
+                             atomic_load_explicit(&fs->window_ms, memory_order_relaxed)};
+    return gw_sale_buy_phase(gw_sale_phase_at(
+        &cfg, atomic_load_explicit(&fs->drawn, memory_order_acquire), false, now_ms));
 }
 
 int64_t gw_fair_closes_at(gw_fair_sale_t *fs, int64_t starts_at_ms)

@@ -35,17 +35,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Where now falls against a registration window [opens, closes). */
-typedef enum {
-    GW_REG_NONE = 0,   /* the sale has no registration (opens == 0) */
-    GW_REG_BEFORE = 1, /* before opens: 403 registration_closed */
-    GW_REG_OPEN = 2,   /* registrations taken */
-    GW_REG_CLOSED = 3, /* at or after closes: 403 registration_closed */
-} gw_reg_phase_t;
-
-/* The phase at now_ms of a window [opens_ms, closes_ms). Pure. */
-gw_reg_phase_t gw_reg_phase_at(int64_t opens_ms, int64_t closes_ms, int64_t now_ms);
-
 /*
  * Whether a sale's registration settings are acceptable: both 0 (none), or
  * 0 < opens < closes <= lottery_opens_ms (the lottery window's opening,

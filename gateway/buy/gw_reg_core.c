@@ -1,6 +1,6 @@
 /*
  * Registration's decisions (gw_reg_core.h), in one file, with no I/O, and
- * the pure helpers of gw_reg.h (the window's phase and checks, the export's
+ * the pure helpers of gw_reg.h (the window's checks, the export's
  * page).
  *
  * The rules:
@@ -35,15 +35,6 @@
 #include <string.h>
 
 /*---- pure helpers (gw_reg.h) ----*/
-
-gw_reg_phase_t gw_reg_phase_at(int64_t opens_ms, int64_t closes_ms, int64_t now_ms)
-{
-    if (opens_ms <= 0)
-        return GW_REG_NONE;
-    if (now_ms < opens_ms)
-        return GW_REG_BEFORE;
-    return now_ms < closes_ms ? GW_REG_OPEN : GW_REG_CLOSED;
-}
 
 int gw_reg_window_check(int64_t opens_ms, int64_t closes_ms, int64_t window_ms,
                         int64_t lottery_opens_ms, char *errbuf, size_t errlen)

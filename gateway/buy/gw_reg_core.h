@@ -33,6 +33,8 @@ typedef enum {
     GW_REG_FULL = 2,    /* cap persons registered: 409 */
     GW_REG_GONE = 3,    /* no registration any more (deleted, or its window removed, since
                          * the caller looked): 404 */
+    GW_REG_SHUT = 4,    /* outside the registration window (gw_sale_core): 403
+                         * registration_closed */
 } gw_reg_outcome_t;
 
 /* Actions, a bit set, performed in this order. */

@@ -226,7 +226,8 @@ static void out_add(gw_room_out_t *out, gw_room_rec_t rec)
         out->rec[out->nrec++] = rec;
 }
 
-void gw_room_core_seal(gw_room_core_t *c, int64_t now_ms, int64_t starts_ms, gw_room_out_t *out)
+static void gw_room_core_seal(gw_room_core_t *c, int64_t now_ms, int64_t starts_ms,
+                              gw_room_out_t *out)
 {
     size_t n = 0;
     for (size_t j = 0; j < c->pre_cap; j++)
@@ -253,7 +254,7 @@ void gw_room_core_seal(gw_room_core_t *c, int64_t now_ms, int64_t starts_ms, gw_
     out->sync = n > 0;
 }
 
-void gw_room_core_seal_synced(gw_room_core_t *c, bool ok)
+static void gw_room_core_seal_synced(gw_room_core_t *c, bool ok)
 {
     /* a restart seals again from the same joins and seed, so the same ranks */
     if (!ok)
@@ -262,8 +263,8 @@ void gw_room_core_seal_synced(gw_room_core_t *c, bool ok)
 
 /*---- joins ----*/
 
-int gw_room_core_join(gw_room_core_t *c, const gw_room_join_ev_t *ev, gw_wr_join_t *answer,
-                      gw_room_out_t *out)
+static int gw_room_core_join(gw_room_core_t *c, const gw_room_join_ev_t *ev, gw_wr_join_t *answer,
+                             gw_room_out_t *out)
 {
     memset(answer, 0, sizeof(*answer));
     out->nrec = 0;
@@ -327,7 +328,7 @@ int gw_room_core_join(gw_room_core_t *c, const gw_room_join_ev_t *ev, gw_wr_join
     return GW_ROOM_ANSWERED;
 }
 
-void gw_room_core_written(gw_room_core_t *c, const gw_room_rec_t *rec, bool ok)
+static void gw_room_core_written(gw_room_core_t *c, const gw_room_rec_t *rec, bool ok)
 {
     switch (rec->kind) {
     case GW_ROOM_REC_J:
@@ -361,7 +362,8 @@ bool gw_room_core_relog(const gw_room_core_t *c, const gw_room_rec_t *rec, gw_ro
 
 /*---- the front ----*/
 
-void gw_room_core_tick(gw_room_core_t *c, double eff_per_s, int64_t dt_ms, gw_room_out_t *out)
+static void gw_room_core_tick(gw_room_core_t *c, double eff_per_s, int64_t dt_ms,
+                              gw_room_out_t *out)
 {
     out->nrec = 0;
     out->sync = false;
@@ -455,8 +457,8 @@ int gw_room_rec_format(const gw_room_rec_t *rec, char *buf, size_t len)
  *   U <jti>                   the claim given back (the buy was not a new order's 202)
  * Hex fields are 16 digits. An unknown or malformed line is skipped.
  */
-void gw_room_core_replay(gw_room_core_t *c, gw_wr_spent_slot_t **spent, const char *line,
-                         int64_t now_s)
+static void gw_room_core_replay(gw_room_core_t *c, gw_wr_spent_slot_t **spent, const char *line,
+                                int64_t now_s)
 {
     unsigned long long a = 0, b = 0, cc = 0, d = 0;
     long long e = 0;
@@ -524,7 +526,7 @@ void gw_room_core_replay(gw_room_core_t *c, gw_wr_spent_slot_t **spent, const ch
     }
 }
 
-void gw_room_core_loaded(gw_room_core_t *c)
+static void gw_room_core_loaded(gw_room_core_t *c)
 {
     c->front_logged = atomic_load(&c->front_milli);
 }
@@ -569,4 +571,41 @@ void gw_room_spent_settle(gw_wr_spent_slot_t *slots, uint64_t jti, bool accepted
             b[i] = (gw_wr_spent_slot_t){0};
         break;
     }
+}
+
+/*---- one step entry ----*/
+
+int gw_room_core_step(gw_room_core_t *c, const gw_room_ev_t *ev, gw_wr_join_t *answer,
+                      gw_room_out_t *out)
+{
+    gw_wr_join_t no_answer;
+    gw_room_out_t no_out;
+    answer = answer ? answer : &no_answer;
+    out = out ? out : &no_out;
+    memset(answer, 0, sizeof(*answer));
+    out->nrec = 0;
+    out->sync = false;
+    switch (ev->kind) {
+    case GW_ROOM_EV_JOIN:
+        return gw_room_core_join(c, &ev->join, answer, out);
+    case GW_ROOM_EV_WRITTEN:
+        gw_room_core_written(c, ev->rec, ev->ok);
+        break;
+    case GW_ROOM_EV_SEAL:
+        gw_room_core_seal(c, ev->now_ms, ev->starts_ms, out);
+        break;
+    case GW_ROOM_EV_SEAL_SYNCED:
+        gw_room_core_seal_synced(c, ev->ok);
+        break;
+    case GW_ROOM_EV_TICK:
+        gw_room_core_tick(c, ev->eff_per_s, ev->dt_ms, out);
+        break;
+    case GW_ROOM_EV_LOADED:
+        gw_room_core_loaded(c);
+        break;
+    case GW_ROOM_EV_REPLAY:
+        gw_room_core_replay(c, ev->spent, ev->line, ev->now_s);
+        break;
+    }
+    return 0;
 }

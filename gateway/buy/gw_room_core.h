@@ -23,7 +23,7 @@
  *   TOKENS     a buy claims its token's replay id once ("T" record before
  *              the reserve); a buy that made no order gives it back ("U")
  *
- * A restart reads the records back (gw_room_core_replay) into the same state.
+ * A restart reads the records back (REPLAY) into the same state.
  * The shell (gw_room_store.c) holds the room's lock, writes the records through the
  * room's log (gw_room_store.c) and runs its fdatasync; the simulator
  * (sim/sim_room.c) runs this same code on a simulated disk, and
@@ -80,7 +80,7 @@ typedef struct gw_room_core {
     uint32_t *name_at;
 } gw_room_core_t;
 
-/* A record of the room's log (the letters of gw_room_core_replay's log grammar). */
+/* A record of the room's log (the letters of REPLAY's log grammar). */
 typedef enum {
     GW_ROOM_REC_J = 'J', /* person: a pre-queue join (key: its key) */
     GW_ROOM_REC_S = 'S', /* a = sealed ms, b = starts ms */
@@ -116,11 +116,11 @@ typedef struct gw_room_join_ev {
     uint64_t admitted_through; /* the front the caller admits through */
 } gw_room_join_ev_t;
 
-/* What gw_room_core_join decided (>= 0), besides its answer. */
+/* What a JOIN decided (>= 0), besides its answer. */
 enum {
     GW_ROOM_ANSWERED = 0, /* answered: write out's records (places, admissions) */
     GW_ROOM_PREQUEUE = 1, /* before the start: out->rec[0] is a new person's J record
-                           * (write it, then gw_room_core_written) or out is empty */
+                           * (write it, then WRITTEN) or out is empty */
     GW_ROOM_SEAL = 2,     /* at or after the start, not sealed: seal first */
 };
 
@@ -130,47 +130,73 @@ void gw_room_core_deinit(gw_room_core_t *c);
 /* Empties the room (a deleted sale) with new keys. */
 void gw_room_core_reset(gw_room_core_t *c, const cm_hash_key_t *key, const cm_hash_key_t *seed);
 
-/*
- * A join or a look. Fills *answer; returns GW_ROOM_ANSWERED (out: the P and A
- * records to write, the seal's again first if it was not written:
- * gw_room_core_relog), GW_ROOM_PREQUEUE, GW_ROOM_SEAL (nothing done: call
- * gw_room_core_seal, then this again) or CM_EBUSY (the pre-queue is full).
- */
-int gw_room_core_join(gw_room_core_t *c, const gw_room_join_ev_t *ev, gw_wr_join_t *answer,
-                      gw_room_out_t *out);
-/* A record the shell wrote (ok) or failed to write: a J adds its person, an S
- * that failed is written again before the next place's, an F is the front
- * logged. */
-void gw_room_core_written(gw_room_core_t *c, const gw_room_rec_t *rec, bool ok);
 /* Before writing rec: true (and *s, the seal's record) when the seal's record
  * must be written first (a restart reads P and A records only after it). */
 bool gw_room_core_relog(const gw_room_core_t *c, const gw_room_rec_t *rec, gw_room_rec_t *s);
-/* The seal at now_ms (the sale starting at starts_ms): out gets the S record
- * and sync when anyone was ranked (an empty pre-queue ranks nobody: the next
- * sync covers its record before any P record after it). */
-void gw_room_core_seal(gw_room_core_t *c, int64_t now_ms, int64_t starts_ms, gw_room_out_t *out);
-/* The seal's fdatasync returned: a failure is treated as a failed record. */
-void gw_room_core_seal_synced(gw_room_core_t *c, bool ok);
-/* A tick of a sealed room: the front moves by eff_per_s over dt_ms, at most
- * one second of admissions past the places given; out: an F record when it
- * passed another place. */
-void gw_room_core_tick(gw_room_core_t *c, double eff_per_s, int64_t dt_ms, gw_room_out_t *out);
 
-/* The end of a restart's replay: the front read back is the one logged. */
-void gw_room_core_loaded(gw_room_core_t *c);
+/*
+ * The room's events, through its one step entry (gw_room_core_step), which
+ * the sale's core (gw_sale_core.h) dispatches as it does the other cores'.
+ * Each kind reads only its own members:
+ *   JOIN         a join or a look: the step returns GW_ROOM_ANSWERED (out:
+ *                the P and A records to write, the seal's again first where
+ *                it was not written: gw_room_core_relog), GW_ROOM_PREQUEUE,
+ *                GW_ROOM_SEAL (nothing done: SEAL, then JOIN again) or
+ *                CM_EBUSY (the pre-queue is full)
+ *   WRITTEN      a record the shell wrote (ok) or failed to write: a J adds
+ *                its person, an S that failed is written again before the
+ *                next place's, an F is the front logged
+ *   SEAL         the seal at now_ms (the sale starting at starts_ms): out
+ *                gets the S record, and sync when anyone was ranked (an
+ *                empty pre-queue ranks nobody: the next sync covers its
+ *                record before any P record after it)
+ *   SEAL_SYNCED  the seal's fdatasync returned: a failure is treated as a
+ *                failed record
+ *   TICK         a sealed room's front moves by eff_per_s over dt_ms, at
+ *                most one second of admissions past the places given; out:
+ *                an F record when it passed another place
+ *   REPLAY       a restart: one line of the log, in the order written (a K
+ *                first; an unknown or malformed line is skipped); T and U
+ *                lines act on the spent table's slots (*spent, allocated at
+ *                the first claim; the caller holds its lock if others can
+ *                see it)
+ *   LOADED       the end of the replay: the front read back is the one logged
+ */
+typedef enum {
+    GW_ROOM_EV_JOIN = 0,    /* join */
+    GW_ROOM_EV_WRITTEN,     /* rec, ok */
+    GW_ROOM_EV_SEAL,        /* now_ms, starts_ms */
+    GW_ROOM_EV_SEAL_SYNCED, /* ok */
+    GW_ROOM_EV_TICK,        /* eff_per_s, dt_ms */
+    GW_ROOM_EV_LOADED,
+    GW_ROOM_EV_REPLAY, /* line, spent, now_s */
+} gw_room_ev_kind_t;
+
+typedef struct gw_room_ev {
+    gw_room_ev_kind_t kind;
+    gw_room_join_ev_t join;
+    const gw_room_rec_t *rec; /* WRITTEN */
+    bool ok;                  /* WRITTEN, SEAL_SYNCED */
+    int64_t now_ms;           /* SEAL */
+    int64_t starts_ms;        /* SEAL */
+    double eff_per_s;         /* TICK */
+    int64_t dt_ms;            /* TICK */
+    const char *line;         /* REPLAY */
+    gw_wr_spent_slot_t **spent;
+    int64_t now_s; /* REPLAY */
+} gw_room_ev_t;
+
+/*
+ * One event: *answer (JOIN; zeroed otherwise) and out (the records to write)
+ * filled, each NULL where the caller expects none. Returns JOIN's decision,
+ * 0 for the other kinds.
+ */
+int gw_room_core_step(gw_room_core_t *c, const gw_room_ev_t *ev, gw_wr_join_t *answer,
+                      gw_room_out_t *out);
 
 /* One record of the log, formatted as the log's line (no newline). Returns
  * snprintf's count. */
 int gw_room_rec_format(const gw_room_rec_t *rec, char *buf, size_t len);
-
-/*
- * A restart: one line of the log, in the order written (a K first; an
- * unknown or malformed line is skipped). T and U lines act on the spent
- * table's slots (*spent, allocated at the first claim; the caller holds its
- * lock if others can see it).
- */
-void gw_room_core_replay(gw_room_core_t *c, gw_wr_spent_slot_t **spent, const char *line,
-                         int64_t now_s);
 
 /*
  * The spent tokens' decisions (gw_wr_spent_claim, gw_wr_spent_settle) on the

@@ -2,7 +2,7 @@
  * Fair start: one gateway's waiting room, gw_fair__room_local_ops: its core
  * (gw_room_core.c decides, under wr_mu) and its log, <data_dir>/fair/<sale>.room
  * (see gw_fair.h, "Durability of one gateway's room", for what it keeps and
- * gw_room_core_replay for what each line means). The file is a journal
+ * gw_room_core.c's replay for what each line means). The file is a journal
  * (common/cm_journal.h): each line is one checksummed frame, a bad frame is
  * skipped (a torn tail cut off), and a room log of the line format before
  * the journal is converted at the load. This file does the file: lines
@@ -615,9 +615,15 @@ static int recs_write(gw_fair_sale_t *fs, const gw_room_out_t *out)
     for (size_t i = 0; i < out->nrec; i++) {
         gw_room_rec_t s;
         if (gw_room_core_relog(&fs->wr_core, &out->rec[i], &s))
-            gw_room_core_written(&fs->wr_core, &s, rec_line(fs, &s) == 0);
+            gw_room_core_step(
+                &fs->wr_core,
+                &(gw_room_ev_t){.kind = GW_ROOM_EV_WRITTEN, .rec = &s, .ok = rec_line(fs, &s) == 0},
+                NULL, NULL);
         rc = rec_line(fs, &out->rec[i]);
-        gw_room_core_written(&fs->wr_core, &out->rec[i], rc == 0);
+        gw_room_core_step(
+            &fs->wr_core,
+            &(gw_room_ev_t){.kind = GW_ROOM_EV_WRITTEN, .rec = &out->rec[i], .ok = rc == 0}, NULL,
+            NULL);
     }
     return rc;
 }
@@ -632,7 +638,10 @@ static int recs_write(gw_fair_sale_t *fs, const gw_room_out_t *out)
 static void prequeue_seal(gw_fair_sale_t *fs, int64_t now_ms, int64_t starts_at_ms)
 {
     gw_room_out_t out;
-    gw_room_core_seal(&fs->wr_core, now_ms, starts_at_ms, &out);
+    gw_room_core_step(
+        &fs->wr_core,
+        &(gw_room_ev_t){.kind = GW_ROOM_EV_SEAL, .now_ms = now_ms, .starts_ms = starts_at_ms}, NULL,
+        &out);
     (void)recs_write(fs, &out);
     fs->wr_seal_syncing = out.sync && !fs->wr_core.seal_unlogged;
     if (fs->wr_core.npre)
@@ -646,7 +655,7 @@ static void prequeue_seal(gw_fair_sale_t *fs, int64_t now_ms, int64_t starts_at_
  * answered from it or its seed published (until then wr_seal_syncing makes
  * the other joins answer CM_EAGAIN instead of waiting: no worker loop waits
  * for this disk), and the worker loops' other work on the room goes on. A
- * failed sync is treated as a failed "S" line (gw_room_core_seal_synced).
+ * failed sync is treated as a failed "S" line (the core's SEAL_SYNCED).
  * wr_mu not held.
  */
 static void seal_sync(gw_fair_sale_t *fs)
@@ -654,19 +663,21 @@ static void seal_sync(gw_fair_sale_t *fs)
     int rc = store_durable(fs);
     pthread_mutex_lock(&fs->wr_mu);
     fs->wr_seal_syncing = false;
-    gw_room_core_seal_synced(&fs->wr_core, rc == 0);
+    gw_room_core_step(&fs->wr_core, &(gw_room_ev_t){.kind = GW_ROOM_EV_SEAL_SYNCED, .ok = rc == 0},
+                      NULL, NULL);
     pthread_mutex_unlock(&fs->wr_mu);
 }
 
 /* A join (gw_fair_room_join's contract) decided by the core, its records written here. */
-static int local_join(gw_fair_sale_t *fs, const gw_room_join_ev_t *ev, gw_wr_join_t *out)
+static int local_join(gw_fair_sale_t *fs, const gw_room_join_ev_t *join, gw_wr_join_t *out)
 {
     gw_room_out_t recs;
+    gw_room_ev_t ev = {.kind = GW_ROOM_EV_JOIN, .join = *join};
     pthread_mutex_lock(&fs->wr_mu);
     /* another thread's seal, in its fdatasync: nothing is answered from it yet */
-    int rc = fs->wr_seal_syncing ? CM_EAGAIN : gw_room_core_join(&fs->wr_core, ev, out, &recs);
+    int rc = fs->wr_seal_syncing ? CM_EAGAIN : gw_room_core_step(&fs->wr_core, &ev, out, &recs);
     if (rc == GW_ROOM_SEAL) {
-        prequeue_seal(fs, ev->now_ms, ev->starts_at_ms);
+        prequeue_seal(fs, join->now_ms, join->starts_at_ms);
         if (fs->wr_seal_syncing) { /* this join sealed: it syncs, then goes on */
             pthread_mutex_unlock(&fs->wr_mu);
             seal_sync(fs);
@@ -675,7 +686,7 @@ static int local_join(gw_fair_sale_t *fs, const gw_room_join_ev_t *ev, gw_wr_joi
         /* another thread's seal in its fdatasync meanwhile, or a reset */
         rc = fs->wr_seal_syncing || !atomic_load(&fs->wr_core.sealed)
                  ? CM_EAGAIN
-                 : gw_room_core_join(&fs->wr_core, ev, out, &recs);
+                 : gw_room_core_step(&fs->wr_core, &ev, out, &recs);
     }
     if (rc == GW_ROOM_ANSWERED) {
         /* a failed line is logged by the store: the place is kept in memory only */
@@ -689,11 +700,16 @@ static int local_join(gw_fair_sale_t *fs, const gw_room_join_ev_t *ev, gw_wr_joi
     pthread_mutex_unlock(&fs->wr_mu);
     return rc;
 }
-/* One line of the log (gw_room_core_replay), in the order written. */
+/* One line of the log (the core's REPLAY), in the order written. */
 static void room_apply(gw_fair_sale_t *fs, char *line)
 {
     pthread_mutex_lock(&fs->wr_spent.mu);
-    gw_room_core_replay(&fs->wr_core, &fs->wr_spent.slots, line, cm_wall_ms() / 1000);
+    gw_room_core_step(&fs->wr_core,
+                      &(gw_room_ev_t){.kind = GW_ROOM_EV_REPLAY,
+                                      .line = line,
+                                      .spent = &fs->wr_spent.slots,
+                                      .now_s = cm_wall_ms() / 1000},
+                      NULL, NULL);
     pthread_mutex_unlock(&fs->wr_spent.mu);
     if (line[0] == 'K') { /* the store writes the keys of a new log from these */
         fs->wr_key = fs->wr_core.key;
@@ -704,7 +720,7 @@ static void room_apply(gw_fair_sale_t *fs, char *line)
 void gw_fair__room_load(gw_fair_sale_t *fs)
 {
     size_t lines = store_read(fs, room_apply);
-    gw_room_core_loaded(&fs->wr_core);
+    gw_room_core_step(&fs->wr_core, &(gw_room_ev_t){.kind = GW_ROOM_EV_LOADED}, NULL, NULL);
     if (lines)
         cm_log_info("fair", "waiting room loaded",
                     "sale=%s prequeue=%zu sealed=%d places=%llu admitted_through=%llu", fs->sale_id,
@@ -912,7 +928,9 @@ static void local_tick(gw_fair_sale_t *fs, int64_t now, int64_t dt, bool started
     }
     gw_room_out_t recs;
     pthread_mutex_lock(&fs->wr_mu);
-    gw_room_core_tick(&fs->wr_core, eff_per_s, dt, &recs);
+    gw_room_core_step(&fs->wr_core,
+                      &(gw_room_ev_t){.kind = GW_ROOM_EV_TICK, .eff_per_s = eff_per_s, .dt_ms = dt},
+                      NULL, &recs);
     (void)recs_write(fs, &recs);
     pthread_mutex_unlock(&fs->wr_mu);
 }

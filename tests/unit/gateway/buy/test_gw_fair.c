@@ -11,6 +11,7 @@
  */
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
+#include "gateway/buy/gw_sale_core.h"
 
 #include "common/cm_err.h"
 #include "common/cm_journal.h"
@@ -125,25 +126,30 @@ static void test_room_places_bounded(void **st)
     assert_int_equal(next, 1006);
 }
 
+/* The buy's phase of a lottery starting at START (gw_fair_phase's). */
+static gw_fair_phase_t phase_at(int64_t start, int64_t early, int64_t window, bool drawn,
+                                int64_t now)
+{
+    gw_sale_cfg_t cfg = {.starts_at_ms = start, .fair_early_ms = early, .fair_window_ms = window};
+    return gw_sale_buy_phase(gw_sale_phase_at(&cfg, drawn, false, now));
+}
+
 static void test_phase_edges(void **st)
 {
     (void)st;
-    assert_int_equal(gw_fair_phase_at(START, EARLY, WINDOW, false, START - EARLY - 1),
-                     GW_FAIR_TOO_EARLY);
-    assert_int_equal(gw_fair_phase_at(START, EARLY, WINDOW, false, START - EARLY), GW_FAIR_ENTER);
-    assert_int_equal(gw_fair_phase_at(START, EARLY, WINDOW, false, START), GW_FAIR_ENTER);
-    assert_int_equal(gw_fair_phase_at(START, EARLY, WINDOW, false, START + WINDOW - 1),
-                     GW_FAIR_ENTER);
+    assert_int_equal(phase_at(START, EARLY, WINDOW, false, START - EARLY - 1), GW_FAIR_TOO_EARLY);
+    assert_int_equal(phase_at(START, EARLY, WINDOW, false, START - EARLY), GW_FAIR_ENTER);
+    assert_int_equal(phase_at(START, EARLY, WINDOW, false, START), GW_FAIR_ENTER);
+    assert_int_equal(phase_at(START, EARLY, WINDOW, false, START + WINDOW - 1), GW_FAIR_ENTER);
     /* the window is half-open: its end belongs to the draw, then first-come */
-    assert_int_equal(gw_fair_phase_at(START, EARLY, WINDOW, false, START + WINDOW),
-                     GW_FAIR_DRAWING);
-    assert_int_equal(gw_fair_phase_at(START, EARLY, WINDOW, true, START + WINDOW), GW_FAIR_OPEN);
+    assert_int_equal(phase_at(START, EARLY, WINDOW, false, START + WINDOW), GW_FAIR_DRAWING);
+    assert_int_equal(phase_at(START, EARLY, WINDOW, true, START + WINDOW), GW_FAIR_OPEN);
     /* no early acceptance: the window starts at starts_at */
-    assert_int_equal(gw_fair_phase_at(START, 0, WINDOW, false, START - 1), GW_FAIR_TOO_EARLY);
-    assert_int_equal(gw_fair_phase_at(START, 0, WINDOW, false, START), GW_FAIR_ENTER);
+    assert_int_equal(phase_at(START, 0, WINDOW, false, START - 1), GW_FAIR_TOO_EARLY);
+    assert_int_equal(phase_at(START, 0, WINDOW, false, START), GW_FAIR_ENTER);
     /* no window: as without a lottery */
-    assert_int_equal(gw_fair_phase_at(START, EARLY, 0, false, START - 1), GW_FAIR_TOO_EARLY);
-    assert_int_equal(gw_fair_phase_at(START, EARLY, 0, false, START), GW_FAIR_OPEN);
+    assert_int_equal(phase_at(START, EARLY, 0, false, START - 1), GW_FAIR_TOO_EARLY);
+    assert_int_equal(phase_at(START, EARLY, 0, false, START), GW_FAIR_OPEN);
 }
 
 static uint64_t key_of(unsigned i)

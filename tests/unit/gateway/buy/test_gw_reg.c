@@ -22,6 +22,7 @@
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
 #include "gateway/buy/gw_reg_backend.h"
+#include "gateway/buy/gw_sale_core.h"
 #include "queue/oq_spool.h"
 
 #include <errno.h>
@@ -40,15 +41,22 @@
 #define OPENS 1000000
 #define CLOSES 2000000
 
+/* The registration route's phase of a window [opens, closes) (gw_reg_handle's). */
+static gw_sale_phase_t reg_phase_at(int64_t opens, int64_t closes, int64_t now)
+{
+    gw_sale_cfg_t cfg = {.reg_opens_ms = opens, .reg_closes_ms = closes};
+    return gw_sale_phase_at(&cfg, false, false, now);
+}
+
 static void test_phase_edges(void **state)
 {
     (void)state;
-    assert_int_equal(gw_reg_phase_at(0, 0, OPENS), GW_REG_NONE);
-    assert_int_equal(gw_reg_phase_at(OPENS, CLOSES, OPENS - 1), GW_REG_BEFORE);
-    assert_int_equal(gw_reg_phase_at(OPENS, CLOSES, OPENS), GW_REG_OPEN);
-    assert_int_equal(gw_reg_phase_at(OPENS, CLOSES, CLOSES - 1), GW_REG_OPEN);
-    assert_int_equal(gw_reg_phase_at(OPENS, CLOSES, CLOSES), GW_REG_CLOSED);
-    assert_int_equal(gw_reg_phase_at(OPENS, CLOSES, CLOSES + 86400000), GW_REG_CLOSED);
+    assert_int_not_equal(reg_phase_at(0, 0, OPENS), GW_SALE_PH_REGISTRATION);
+    assert_int_equal(reg_phase_at(OPENS, CLOSES, OPENS - 1), GW_SALE_PH_BEFORE);
+    assert_int_equal(reg_phase_at(OPENS, CLOSES, OPENS), GW_SALE_PH_REGISTRATION);
+    assert_int_equal(reg_phase_at(OPENS, CLOSES, CLOSES - 1), GW_SALE_PH_REGISTRATION);
+    assert_int_equal(reg_phase_at(OPENS, CLOSES, CLOSES), GW_SALE_PH_OPEN);
+    assert_int_equal(reg_phase_at(OPENS, CLOSES, CLOSES + 86400000), GW_SALE_PH_OPEN);
 }
 
 static void test_window_check(void **state)

@@ -25,6 +25,51 @@
 
 static const cm_hash_key_t KEY = {0x1111, 0x2222}, SEED = {0x3333, 0x4444};
 
+/* Each event through the core's one step entry (gw_room_core_step). */
+static int core_join(gw_room_core_t *c, const gw_room_join_ev_t *j, gw_wr_join_t *a,
+                     gw_room_out_t *o)
+{
+    return gw_room_core_step(c, &(gw_room_ev_t){.kind = GW_ROOM_EV_JOIN, .join = *j}, a, o);
+}
+
+static void core_written(gw_room_core_t *c, const gw_room_rec_t *rec, bool ok)
+{
+    gw_room_core_step(c, &(gw_room_ev_t){.kind = GW_ROOM_EV_WRITTEN, .rec = rec, .ok = ok}, NULL,
+                      NULL);
+}
+
+static void core_seal(gw_room_core_t *c, int64_t now_ms, int64_t starts_ms, gw_room_out_t *o)
+{
+    gw_room_core_step(
+        c, &(gw_room_ev_t){.kind = GW_ROOM_EV_SEAL, .now_ms = now_ms, .starts_ms = starts_ms}, NULL,
+        o);
+}
+
+static void core_seal_synced(gw_room_core_t *c, bool ok)
+{
+    gw_room_core_step(c, &(gw_room_ev_t){.kind = GW_ROOM_EV_SEAL_SYNCED, .ok = ok}, NULL, NULL);
+}
+
+static void core_tick(gw_room_core_t *c, double eff_per_s, int64_t dt_ms, gw_room_out_t *o)
+{
+    gw_room_core_step(
+        c, &(gw_room_ev_t){.kind = GW_ROOM_EV_TICK, .eff_per_s = eff_per_s, .dt_ms = dt_ms}, NULL,
+        o);
+}
+
+static void core_replay(gw_room_core_t *c, gw_wr_spent_slot_t **spent, const char *line,
+                        int64_t now_s)
+{
+    gw_room_core_step(
+        c, &(gw_room_ev_t){.kind = GW_ROOM_EV_REPLAY, .line = line, .spent = spent, .now_s = now_s},
+        NULL, NULL);
+}
+
+static void core_loaded(gw_room_core_t *c)
+{
+    gw_room_core_step(c, &(gw_room_ev_t){.kind = GW_ROOM_EV_LOADED}, NULL, NULL);
+}
+
 /* The shell's side: every record written as a line, as the log would hold it. */
 typedef struct room {
     gw_room_core_t c;
@@ -47,13 +92,13 @@ static void write_rec(room_t *r, const gw_room_rec_t *rec)
     gw_room_rec_t s;
     if (gw_room_core_relog(&r->c, rec, &s)) {
         gw_room_rec_format(&s, r->log[r->nlog++], 96);
-        gw_room_core_written(&r->c, &s, true);
+        core_written(&r->c, &s, true);
     }
     bool ok = !r->fail;
     r->fail = false;
     if (ok)
         gw_room_rec_format(rec, r->log[r->nlog++], 96);
-    gw_room_core_written(&r->c, rec, ok);
+    core_written(&r->c, rec, ok);
 }
 
 static void write_out(room_t *r, const gw_room_out_t *o)
@@ -72,11 +117,11 @@ static int join(room_t *r, const char *person, int64_t now_ms, uint64_t through,
                             .starts_at_ms = START_MS,
                             .admitted_through = through};
     gw_room_out_t o;
-    int rc = gw_room_core_join(&r->c, &ev, a, &o);
+    int rc = core_join(&r->c, &ev, a, &o);
     if (rc == GW_ROOM_SEAL) {
-        gw_room_core_seal(&r->c, now_ms, START_MS, &o);
+        core_seal(&r->c, now_ms, START_MS, &o);
         write_out(r, &o);
-        rc = gw_room_core_join(&r->c, &ev, a, &o);
+        rc = core_join(&r->c, &ev, a, &o);
     }
     write_out(r, &o);
     return rc;
@@ -107,7 +152,7 @@ static void test_prequeue(void **state)
     gw_room_join_ev_t look = {
         .person = "carol", .len = 5, .now_ms = START_MS - 1, .starts_at_ms = START_MS};
     gw_room_out_t o;
-    assert_int_equal(gw_room_core_join(&r->c, &look, &a, &o), GW_ROOM_PREQUEUE);
+    assert_int_equal(core_join(&r->c, &look, &a, &o), GW_ROOM_PREQUEUE);
     assert_int_equal(o.nrec, 0);
     assert_int_equal(r->c.npre, 2);
     gw_room_core_deinit(&r->c);
@@ -154,12 +199,12 @@ static void test_seal_relog(void **state)
     gw_wr_join_t a;
     join(r, "alice", START_MS - 10, 0, &a);
     gw_room_out_t o;
-    gw_room_core_seal(&r->c, START_MS, START_MS, &o);
+    core_seal(&r->c, START_MS, START_MS, &o);
     assert_int_equal(o.nrec, 1);
     assert_int_equal(o.rec[0].kind, GW_ROOM_REC_S);
     assert_true(o.sync); /* someone was ranked */
     write_out(r, &o);
-    gw_room_core_seal_synced(&r->c, false); /* its fdatasync failed */
+    core_seal_synced(&r->c, false); /* its fdatasync failed */
     assert_true(r->c.seal_unlogged);
     size_t n = r->nlog;
     assert_int_equal(join(r, "bob", START_MS + 1, 0, &a), GW_ROOM_ANSWERED);
@@ -172,7 +217,7 @@ static void test_seal_relog(void **state)
     /* an empty pre-queue's seal needs no sync of its own */
     room_t *e = malloc(sizeof(*e));
     room_init(e);
-    gw_room_core_seal(&e->c, START_MS, START_MS, &o);
+    core_seal(&e->c, START_MS, START_MS, &o);
     assert_false(o.sync);
     gw_room_core_deinit(&e->c);
     free(e);
@@ -229,16 +274,16 @@ static void test_tick(void **state)
     }
     gw_room_out_t o;
     /* 2 a second for 1.5 s: through 3 */
-    gw_room_core_tick(&r->c, 2.0, 1500, &o);
+    core_tick(&r->c, 2.0, 1500, &o);
     assert_int_equal(atomic_load(&r->c.front_milli), 3000);
     assert_int_equal(o.nrec, 1);
     assert_int_equal(o.rec[0].kind, GW_ROOM_REC_F);
     write_out(r, &o);
     /* no record until it passes another place */
-    gw_room_core_tick(&r->c, 2.0, 100, &o);
+    core_tick(&r->c, 2.0, 100, &o);
     assert_int_equal(o.nrec, 0);
     /* never more than a second of admissions past the places given (10 + 2) */
-    gw_room_core_tick(&r->c, 2.0, 60000, &o);
+    core_tick(&r->c, 2.0, 60000, &o);
     assert_int_equal(atomic_load(&r->c.front_milli), 12000);
     gw_room_core_deinit(&r->c);
     free(r);
@@ -260,7 +305,7 @@ static void test_replay(void **state)
         join(r, p, START_MS + i, 0, &a);
     }
     gw_room_out_t o;
-    gw_room_core_tick(&r->c, 5.0, 1000, &o);
+    core_tick(&r->c, 5.0, 1000, &o);
     write_out(r, &o);
     join(r, "pre3", START_MS + 2000, 5, &a);
     join(r, "back0", START_MS + 2000, 20, &a);
@@ -281,8 +326,8 @@ static void test_replay(void **state)
     gw_room_core_init(&b->c);
     gw_wr_spent_slot_t *spent = NULL;
     for (size_t i = 0; i < r->nlog; i++)
-        gw_room_core_replay(&b->c, &spent, r->log[i], (START_MS + 3000) / 1000);
-    gw_room_core_loaded(&b->c);
+        core_replay(&b->c, &spent, r->log[i], (START_MS + 3000) / 1000);
+    core_loaded(&b->c);
     assert_int_equal(atomic_load(&b->c.next), atomic_load(&r->c.next));
     /* the front: at least the logged one, and through every admitted place */
     assert_int_equal(atomic_load(&b->c.front_milli), 16000);
@@ -297,7 +342,7 @@ static void test_replay(void **state)
                                 .starts_at_ms = START_MS,
                                 .admitted_through = 20};
         gw_wr_join_t after;
-        assert_int_equal(gw_room_core_join(&b->c, &ev, &after, &o), GW_ROOM_ANSWERED);
+        assert_int_equal(core_join(&b->c, &ev, &after, &o), GW_ROOM_ANSWERED);
         assert_int_equal(after.pos, before[i].pos);
         assert_int_equal(after.exp_s, before[i].exp_s);
         assert_int_equal(after.jti, before[i].jti);
@@ -312,7 +357,7 @@ static void test_replay(void **state)
     /* a give-back frees it */
     char u[40];
     snprintf(u, sizeof(u), "U %016llx", (unsigned long long)before[8].jti);
-    gw_room_core_replay(&b->c, &spent, u, now_s);
+    core_replay(&b->c, &spent, u, now_s);
     assert_int_equal(gw_room_spent_claim(&spent, before[8].jti, before[8].exp_s, 9, now_s),
                      GW_WR_CLAIMED);
     free(spent);

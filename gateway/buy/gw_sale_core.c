@@ -1,0 +1,259 @@
+/*
+ * A sale's fairness as one state machine (gw_sale_core.h): the phase of a
+ * sale, decided in one function, and the one step that answers an event
+ * outside its phase and hands every other to the core that decides it.
+ *
+ * The rules of the phases:
+ *   - ended at ends_at, whatever else: nothing is taken after it, the draw
+ *     still running then makes its losers lose, the waitlisted lose
+ *   - registration from registration_opens_at to registration_closes_at; a
+ *     registration outside it is 403 registration_closed, one of a sale
+ *     without registration 404
+ *   - a lottery takes entries from starts_at - fair_early_ms to starts_at +
+ *     fair_window_ms: an entry before is 425 not_open, after is 503 closed
+ *     (the draw runs), and buys wait until the draw is done
+ *   - the draw done with its losers waiting: leftovers until nobody waits
+ *     or the sale ends; first-come waits behind them
+ *   - a waiting room pre-queues its joins before starts_at and seals at the
+ *     first tick or join from starts_at, then admits at its rate
+ *   - a sale with none of these is first-come from starts_at
+ * A core's replies and restart records (the store's answers) are never
+ * refused: a phase passes while a store operation is in flight, and its
+ * reply still decides.
+ */
+#include "gateway/buy/gw_sale_core.h"
+
+#include "common/cm_err.h"
+
+#include <string.h>
+
+static const char *const phase_names[GW_SALE_PHASE_COUNT] = {
+#define XX(n, s) [GW_SALE_PH_##n] = s,
+    GW_SALE_PHASES(XX)
+#undef XX
+};
+
+const char *gw_sale_phase_name(gw_sale_phase_t p)
+{
+    return (unsigned)p < GW_SALE_PHASE_COUNT ? phase_names[p] : "?";
+}
+
+void gw_sale_core_init(gw_sale_core_t *c, gw_fair_core_t *fair, gw_room_core_t *room,
+                       gw_reg_core_t *reg)
+{
+    *c = (gw_sale_core_t){.fair = fair, .room = room, .reg = reg};
+    gw_wl_core_init(&c->wl, 0);
+}
+
+static bool has_lottery(const gw_sale_core_t *c)
+{
+    return c->fair && c->cfg.fair_window_ms > 0;
+}
+
+static bool has_room(const gw_sale_core_t *c)
+{
+    return c->room && c->cfg.room_rate > 0;
+}
+
+static bool has_registration(const gw_sale_core_t *c)
+{
+    return c->reg && c->cfg.reg_opens_ms > 0 && c->cfg.fair_window_ms > 0;
+}
+
+gw_sale_phase_t gw_sale_phase(const gw_sale_core_t *c, int64_t now_ms)
+{
+    return gw_sale_phase_at(&c->cfg, c->fair && c->fair->lot_done, c->leftovers, now_ms);
+}
+
+gw_sale_phase_t gw_sale_phase_at(const gw_sale_cfg_t *g, bool drawn, bool leftovers, int64_t now_ms)
+{
+    if (g->ends_at_ms && now_ms >= g->ends_at_ms)
+        return GW_SALE_PH_ENDED;
+    if (g->reg_opens_ms > 0 && now_ms < g->reg_closes_ms)
+        return now_ms < g->reg_opens_ms ? GW_SALE_PH_BEFORE : GW_SALE_PH_REGISTRATION;
+    if (g->fair_window_ms > 0) {
+        if (now_ms < g->starts_at_ms - g->fair_early_ms)
+            return GW_SALE_PH_BEFORE;
+        if (now_ms < g->starts_at_ms + g->fair_window_ms)
+            return GW_SALE_PH_ENTRY;
+        if (!drawn)
+            return GW_SALE_PH_DRAW;
+        if (leftovers)
+            return GW_SALE_PH_LEFTOVERS;
+        return g->room_rate > 0 ? GW_SALE_PH_ADMISSION : GW_SALE_PH_OPEN;
+    }
+    if (g->room_rate > 0)
+        return g->starts_at_ms && now_ms < g->starts_at_ms ? GW_SALE_PH_PREQUEUE
+                                                           : GW_SALE_PH_ADMISSION;
+    return g->starts_at_ms && now_ms < g->starts_at_ms ? GW_SALE_PH_BEFORE : GW_SALE_PH_OPEN;
+}
+
+gw_fair_phase_t gw_sale_buy_phase(gw_sale_phase_t p)
+{
+    switch (p) {
+    case GW_SALE_PH_BEFORE:
+    case GW_SALE_PH_REGISTRATION:
+    case GW_SALE_PH_PREQUEUE:
+        return GW_FAIR_TOO_EARLY;
+    case GW_SALE_PH_ENTRY:
+        return GW_FAIR_ENTER;
+    case GW_SALE_PH_DRAW:
+        return GW_FAIR_DRAWING;
+    default:
+        return GW_FAIR_OPEN;
+    }
+}
+
+/* The draw's losers lose rather than wait: the sale ended, or it has no waitlist. */
+static bool sale_over(const gw_sale_core_t *c, int64_t now_ms)
+{
+    return !c->cfg.waitlist || (c->cfg.ends_at_ms && now_ms >= c->cfg.ends_at_ms);
+}
+
+/*---- each core's events ----*/
+
+static void on_reg(gw_sale_core_t *c, const gw_reg_ev_t *in, gw_sale_out_t *out)
+{
+    gw_reg_ev_t ev = *in;
+    if (ev.kind == GW_REG_EV_REGISTER) {
+        if (!has_registration(c) || out->phase != GW_SALE_PH_REGISTRATION) {
+            out->refused = true;
+            out->reg.answered = true;
+            out->reg.answer = has_registration(c) ? GW_REG_SHUT : GW_REG_GONE;
+            return;
+        }
+        ev.opens_ms = c->cfg.reg_opens_ms;
+        ev.window_ms = c->cfg.fair_window_ms;
+        ev.cap = c->cfg.reg_cap;
+    }
+    if (!c->reg) {
+        out->refused = true;
+        return;
+    }
+    gw_reg_core_step(c->reg, &ev, &out->reg);
+}
+
+static void on_room(gw_sale_core_t *c, const gw_room_ev_t *in, int64_t now_ms, gw_sale_out_t *out)
+{
+    if (!has_room(c)) {
+        out->refused = true;
+        out->room.rc = CM_ENOTFOUND;
+        return;
+    }
+    gw_room_ev_t ev = *in;
+    if (ev.kind == GW_ROOM_EV_JOIN) {
+        ev.join.starts_at_ms = c->cfg.starts_at_ms;
+        ev.join.now_ms = now_ms;
+    } else if (ev.kind == GW_ROOM_EV_SEAL) {
+        ev.now_ms = now_ms;
+        ev.starts_ms = c->cfg.starts_at_ms;
+    }
+    out->room.rc = gw_room_core_step(c->room, &ev, &out->room.answer, &out->room.recs);
+}
+
+/* A published draw with its losers waiting opens the leftovers. */
+static void fair_published(gw_sale_core_t *c, const gw_fair_out_t *fo)
+{
+    if ((fo->actions & GW_FAIR_DO_PUBLISH) && fo->waitlist)
+        c->leftovers = true;
+}
+
+static void on_fair(gw_sale_core_t *c, const gw_fair_ev_t *in, int64_t now_ms, gw_sale_out_t *out)
+{
+    gw_fair_ev_t ev = *in;
+    const gw_sale_cfg_t *g = &c->cfg;
+    if (ev.kind == GW_FAIR_EV_ENTER) {
+        if (!has_lottery(c) || out->phase != GW_SALE_PH_ENTRY) {
+            out->refused = true;
+            out->fair.answer = has_lottery(c) && out->phase < GW_SALE_PH_ENTRY ? GW_FAIR_A_NOT_OPEN
+                                                                               : GW_FAIR_A_CLOSED;
+            return;
+        }
+        ev.opens_at_ms = g->starts_at_ms - g->fair_early_ms;
+        ev.closes_at_ms = g->starts_at_ms + g->fair_window_ms;
+        ev.max_entries = g->max_entries;
+    } else if (ev.kind == GW_FAIR_EV_TICK) {
+        ev.closes_at_ms = g->starts_at_ms + g->fair_window_ms;
+        ev.sale_over = sale_over(c, now_ms);
+    }
+    if (!c->fair) {
+        out->refused = true;
+        return;
+    }
+    gw_fair_core_step(c->fair, &ev, now_ms, &out->fair);
+    fair_published(c, &out->fair);
+}
+
+static void on_wl(gw_sale_core_t *c, const gw_wl_ev_t *in, int64_t now_ms, gw_sale_out_t *out)
+{
+    gw_wl_ev_t ev = *in;
+    if (ev.kind == GW_WL_EV_TICK) {
+        ev.now_ms = now_ms;
+        ev.ends_at_ms = c->cfg.ends_at_ms;
+    }
+    gw_wl_core_step(&c->wl, &ev, &out->wl);
+    if (out->wl.actions & GW_WL_DO_END)
+        c->leftovers = false;
+}
+
+/* The lottery thread's tick: each core of the sale that moves with time. */
+static void on_tick(gw_sale_core_t *c, const gw_sale_tick_t *t, int64_t now_ms, gw_sale_out_t *out)
+{
+    if (has_lottery(c)) {
+        on_fair(c, &(gw_fair_ev_t){.kind = GW_FAIR_EV_TICK, .entrants = t->entrants, .rnd = t->rnd},
+                now_ms, out);
+        if (out->fair.actions)
+            out->actions |= GW_SALE_DO_FAIR;
+    }
+    if (c->leftovers && !t->waiting && !t->pending)
+        c->leftovers = false; /* nobody waits: first-come opens */
+    if (c->leftovers) {
+        on_wl(c,
+              &(gw_wl_ev_t){.kind = GW_WL_EV_TICK,
+                            .left = t->left,
+                            .unchanged = t->unchanged,
+                            .pending = t->pending},
+              now_ms, out);
+        if (out->wl.actions)
+            out->actions |= GW_SALE_DO_WL;
+    }
+    if (has_room(c) && !(c->cfg.starts_at_ms && now_ms < c->cfg.starts_at_ms)) {
+        bool sealed = atomic_load(&c->room->sealed);
+        on_room(c,
+                &(gw_room_ev_t){.kind = sealed ? GW_ROOM_EV_TICK : GW_ROOM_EV_SEAL,
+                                .eff_per_s = t->eff_per_s,
+                                .dt_ms = t->dt_ms},
+                now_ms, out);
+        out->actions |= sealed ? 0 : GW_SALE_DO_SEAL;
+        if (out->room.recs.nrec)
+            out->actions |= GW_SALE_DO_ROOM;
+    }
+    out->phase = gw_sale_phase(c, now_ms);
+}
+
+void gw_sale_step(gw_sale_core_t *c, const gw_sale_ev_t *ev, int64_t now_ms, gw_sale_out_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->phase = gw_sale_phase(c, now_ms);
+    switch (ev->kind) {
+    case GW_SALE_EV_CONFIGURE:
+        c->cfg = ev->cfg;
+        out->phase = gw_sale_phase(c, now_ms);
+        break;
+    case GW_SALE_EV_TICK:
+        on_tick(c, &ev->tick, now_ms, out);
+        break;
+    case GW_SALE_EV_REG:
+        on_reg(c, &ev->reg, out);
+        break;
+    case GW_SALE_EV_ROOM:
+        on_room(c, &ev->room, now_ms, out);
+        break;
+    case GW_SALE_EV_FAIR:
+        on_fair(c, &ev->fair, now_ms, out);
+        break;
+    case GW_SALE_EV_WL:
+        on_wl(c, &ev->wl, now_ms, out);
+        break;
+    }
+}

@@ -1,0 +1,168 @@
+/*
+ * A sale's fairness as one state machine without I/O (docs/design.md, "A
+ * sale's fairness in one screen"). The sale's configuration, its phase, and
+ * the four cores that decide inside a phase (registration gw_reg_core.h, the
+ * waiting room gw_room_core.h, the lottery gw_fair_core.h, the leftovers
+ * gw_waitlist_core.h) are one struct, stepped by one event type through one
+ * function, answered in one output.
+ *
+ * The phases, in order (a sale has the ones it configures):
+ *
+ *   BEFORE        nothing taken yet: a buy or an entry is 425, a
+ *                 registration 403 (not open yet)
+ *   REGISTRATION  [reg_opens, reg_closes): persons register (gw_reg_core)
+ *   PREQUEUE      a room's sale before starts_at: joins ranked at the seal
+ *   ENTRY         [starts - early, starts + window): one entry per person
+ *   DRAW          the window closed, the draw not done: buys wait (503)
+ *   ADMISSION     a room's sale from starts_at: places and tokens
+ *   LEFTOVERS     the draw done and its losers waiting: units freed go to
+ *                 them in draw order, first-come is held back
+ *   OPEN          first-come buys (gw_buy_core.c)
+ *   ENDED         at ends_at: the waitlisted lose, nothing is taken
+ *
+ * The phase is gw_sale_phase: a function of the configuration, the time and
+ * the cores' progress (the room sealed, the draw done, anyone waiting). An
+ * event outside its phase is answered here with the product's answer
+ * (GW_SALE_OUT_REFUSED) and reaches no core; an event in its phase goes to
+ * its core with the window's facts filled in from the configuration, so a
+ * shell sends what it saw (the person, the store's reply), never a window.
+ *
+ * No syscall, lock, clock read or allocation of its own (the room core's
+ * tables grow with cm_xmalloc): the shells hold the locks and perform the
+ * output's store operations, the simulator runs this same code, and
+ * tests/unit/gateway/buy/test_gw_sale_core.c drives it alone. The cores a
+ * shell keeps elsewhere (the lottery's in gw_fair_sale_t, the room's beside
+ * its lock, registration's with its set) are pointed to; NULL: the sale has
+ * no such core, and its events are refused.
+ */
+#ifndef GW_SALE_CORE_H
+#define GW_SALE_CORE_H
+
+#include "gateway/buy/gw_fair.h"
+#include "gateway/buy/gw_fair_core.h"
+#include "gateway/buy/gw_reg_core.h"
+#include "gateway/buy/gw_room_core.h"
+#include "gateway/buy/gw_waitlist_core.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define GW_SALE_PHASES(XX)                                                                         \
+    XX(BEFORE, "before")                                                                           \
+    XX(REGISTRATION, "registration")                                                               \
+    XX(PREQUEUE, "prequeue")                                                                       \
+    XX(ENTRY, "entry")                                                                             \
+    XX(DRAW, "draw")                                                                               \
+    XX(ADMISSION, "admission")                                                                     \
+    XX(LEFTOVERS, "leftovers")                                                                     \
+    XX(OPEN, "open")                                                                               \
+    XX(ENDED, "ended")
+
+typedef enum {
+#define XX(n, s) GW_SALE_PH_##n,
+    GW_SALE_PHASES(XX)
+#undef XX
+        GW_SALE_PHASE_COUNT
+} gw_sale_phase_t;
+
+/* A sale's fairness configuration (times in ms since the epoch, 0: none). */
+typedef struct gw_sale_cfg {
+    int64_t starts_at_ms, ends_at_ms;
+    int64_t reg_opens_ms, reg_closes_ms; /* both 0: no registration */
+    uint64_t reg_cap;                    /* sales.max_registrations */
+    int64_t fair_window_ms;              /* 0: no lottery */
+    int64_t fair_early_ms;
+    size_t max_entries; /* the lottery's cap on entries (0: none) */
+    int64_t room_rate;  /* admissions per second; 0: no waiting room */
+    bool waitlist;      /* the draw's losers wait for leftovers (else they lose) */
+} gw_sale_cfg_t;
+
+typedef enum {
+    GW_SALE_EV_CONFIGURE = 0, /* cfg: the sale's terms (new or edited) */
+    GW_SALE_EV_TICK,          /* the lottery thread's tick: phase moves, the cores' ticks */
+    GW_SALE_EV_REG,           /* reg: a registration event (gw_reg_ev_t) */
+    GW_SALE_EV_ROOM,          /* room: a room event (gw_room_ev_t) */
+    GW_SALE_EV_FAIR,          /* fair: a lottery event (gw_fair_ev_t) */
+    GW_SALE_EV_WL,            /* wl: a leftovers event (gw_wl_ev_t) */
+} gw_sale_ev_kind_t;
+
+/* What a tick tells (the shell's counts, never a window). */
+typedef struct gw_sale_tick {
+    size_t entrants;  /* the lottery's entries so far */
+    uint64_t rnd;     /* a fresh random value: the seed if one is drawn */
+    int64_t left;     /* the stock left (the leftovers' walk) */
+    bool unchanged;   /* the stock a walk admitted nobody from, not moved */
+    bool pending;     /* a fleet's promotion begun and not finished */
+    bool waiting;     /* anyone waitlisted still waits */
+    double eff_per_s; /* the room's rate in force */
+    int64_t dt_ms;    /* the room's time since its last tick */
+} gw_sale_tick_t;
+
+typedef struct gw_sale_ev {
+    gw_sale_ev_kind_t kind;
+    union {
+        gw_sale_cfg_t cfg;
+        gw_sale_tick_t tick;
+        gw_reg_ev_t reg;
+        gw_room_ev_t room;
+        gw_fair_ev_t fair;
+        gw_wl_ev_t wl;
+    };
+} gw_sale_ev_t;
+
+/* What a tick asks of the shell, besides the cores' outputs. */
+enum {
+    GW_SALE_DO_FAIR = 1u << 0, /* out.fair: the lottery's tick output */
+    GW_SALE_DO_WL = 1u << 1,   /* out.wl: the leftovers' tick output */
+    GW_SALE_DO_ROOM = 1u << 2, /* out.room: the room's tick (or seal) records */
+    GW_SALE_DO_SEAL = 1u << 3, /* the room sealed at this tick: out.room holds its S record */
+};
+
+/* An event's answer and the store operations it asks for: the members of
+ * the event's kind are filled (a TICK fills those its actions name). */
+typedef struct gw_sale_out {
+    gw_sale_phase_t phase; /* the phase the event was decided in */
+    bool refused;          /* outside its phase: answered here, no core stepped */
+    unsigned actions;      /* TICK: GW_SALE_DO_* */
+    gw_reg_out_t reg;      /* REG (refused: answer GW_REG_GONE or GW_REG_SHUT) */
+    struct {
+        int rc;              /* gw_room_core_step's return (refused: CM_ENOTFOUND) */
+        gw_wr_join_t answer; /* JOIN */
+        gw_room_out_t recs;  /* the records to write */
+    } room;
+    gw_fair_out_t fair; /* FAIR (refused: answer NOT_OPEN or CLOSED) */
+    gw_wl_out_t wl;     /* WL */
+} gw_sale_out_t;
+
+typedef struct gw_sale_core {
+    gw_sale_cfg_t cfg;    /* zero: a plain sale, always open */
+    bool leftovers;       /* the draw published with its losers waiting, none ended yet */
+    gw_fair_core_t *fair; /* the lottery's (the shell's storage), NULL: none */
+    gw_room_core_t *room;
+    gw_reg_core_t *reg;
+    gw_wl_core_t wl;
+} gw_sale_core_t;
+
+/* A sale with the cores the shell keeps (each may be NULL), initialised by
+ * their owners. Until its CONFIGURE the sale is plain: open, no core's
+ * request taken. */
+void gw_sale_core_init(gw_sale_core_t *c, gw_fair_core_t *fair, gw_room_core_t *room,
+                       gw_reg_core_t *reg);
+
+/* The phase at now_ms. Pure. */
+gw_sale_phase_t gw_sale_phase(const gw_sale_core_t *c, int64_t now_ms);
+/* The phase at now_ms of a sale configured cfg whose draw is done (drawn)
+ * and whose losers still wait for leftovers (leftovers): the one function
+ * of the windows, which gw_sale_phase and the shells' lock-free checks (the
+ * buy's gw_fair_phase, the registration route) both call. Pure. */
+gw_sale_phase_t gw_sale_phase_at(const gw_sale_cfg_t *cfg, bool drawn, bool leftovers,
+                                 int64_t now_ms);
+/* The phase as the buy path sees it (gw_fair_phase_t). */
+gw_fair_phase_t gw_sale_buy_phase(gw_sale_phase_t p);
+const char *gw_sale_phase_name(gw_sale_phase_t p);
+
+/* One event at now_ms; out filled (gw_sale_out_t). */
+void gw_sale_step(gw_sale_core_t *c, const gw_sale_ev_t *ev, int64_t now_ms, gw_sale_out_t *out);
+
+#endif
