@@ -29,6 +29,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -52,10 +53,25 @@ static atomic_int log_syncs_left;
  * them pass */
 static atomic_bool hold_log_syncs, log_sync_held;
 static atomic_int hold_log_syncs_skip;
+/* record_log_syncs: each entry log's fdatasync records the file's size then */
+static atomic_bool record_log_syncs;
+static off_t log_sync_sizes[64];
+static atomic_int log_sync_n;
 int __real_fdatasync(int fd);
 int __wrap_fdatasync(int fd);
 int __wrap_fdatasync(int fd)
 {
+    if (atomic_load(&record_log_syncs)) {
+        char link[64], path[512];
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(link, path, sizeof(path) - 1);
+        path[n > 0 ? n : 0] = '\0';
+        struct stat sb;
+        int i = strstr(path, "/fair/") && fstat(fd, &sb) == 0 ? atomic_fetch_add(&log_sync_n, 1)
+                                                               : -1;
+        if (i >= 0 && i < 64)
+            log_sync_sizes[i] = sb.st_size;
+    }
     if (atomic_load(&hold_log_syncs)) {
         char link[64], path[512];
         snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
@@ -1462,6 +1478,68 @@ static void test_waitlist_in_draw_order(void **st)
     free(m);
 }
 
+/* The end offset in s1's entry log of the line `tag id` (0: none). */
+static off_t log_line_end(const mini_t *m, char tag, const char *id)
+{
+    char path[160], line[512];
+    snprintf(path, sizeof(path), "%s/fair/s1.log", m->dir);
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    off_t at = 0, end = 0;
+    while (fgets(line, sizeof(line), fp)) { /* a frame a line: its record after 18 bytes */
+        at += (off_t)strlen(line);
+        if (strlen(line) > 20 && line[18] == tag && strncmp(line + 20, id, strlen(id)) == 0)
+            end = at;
+    }
+    fclose(fp);
+    return end;
+}
+
+/*
+ * Under fsync durability a waitlisted entry whose promotion is refused for
+ * cause (its person holds units already) is answered lost at once, so its
+ * "X" is durable before the next promotion is decided: a power loss that
+ * lost it would waitlist it again at the restart, and a later promotion
+ * could make it win after a "lost". An fdatasync of the log covers the "X"
+ * before the next entry's "P" is written.
+ */
+static void test_waitlist_lost_durable(void **st)
+{
+    (void)st;
+    mini_t *m = calloc(1, sizeof(*m));
+    mini_open(m);
+    m->cfg.durability = GW_DURABILITY_FSYNC;
+    inv_sale_def_t def;
+    wl_setup(m, &def, 1, 3);
+    char x_id[INV_ORDER_ID_MAX + 1], p_id[INV_ORDER_ID_MAX + 1], user2[INV_USER_ID_MAX + 1];
+    order_at(m, 2, x_id);
+    order_at(m, 3, p_id);
+    json_t *d = gw_fair_draw_json(m->srv.fair, "s1");
+    json_t *e2 = json_array_get(json_object_get(d, "entries"), 1);
+    snprintf(user2, sizeof(user2), "%s", json_string_value(json_object_get(e2, "user_id")));
+    json_decref(d);
+    /* position 2's account holds its one unit outside the lottery: refused for cause */
+    assert_int_equal(inv_replay(m->srv.stores.inv, "s1", user2, 1, "0AM0AZFQKEGZZ", ""), 0);
+    atomic_store(&log_sync_n, 0);
+    atomic_store(&record_log_syncs, true);
+    inv_sale_info_t info;
+    char why[256] = "";
+    /* one unit for the replayed hold, one for the waitlist */
+    assert_int_equal(inv_restock(m->srv.stores.inv, "s1", 2, &info, why, sizeof(why)), 0);
+    wait_won(m, 2);
+    atomic_store(&record_log_syncs, false);
+    assert_string_equal(outcome_at(m, 2, NULL), "lost");
+    assert_string_equal(outcome_at(m, 3, NULL), "won");
+    off_t x_end = log_line_end(m, 'X', x_id), p_end = log_line_end(m, 'P', p_id);
+    assert_true(x_end > 0 && p_end > x_end);
+    bool covered = false;
+    for (int i = 0; i < atomic_load(&log_sync_n) && i < 64; i++)
+        covered = covered || (log_sync_sizes[i] >= x_end && log_sync_sizes[i] < p_end);
+    assert_true(covered);
+    mini_close(m);
+    free(m);
+}
+
 /*
  * A restart in the middle of a promotion: its order is in the spool and its
  * unit held, the entry log has its "P" line and not its "W" (kill -9 right
@@ -1557,6 +1635,7 @@ int main(void)
         cmocka_unit_test_teardown(test_seed_read_back_unsynced, log_syncs_restore),
         cmocka_unit_test(test_waitlist_in_draw_order),
         cmocka_unit_test(test_waitlist_restart_admits_once),
+        cmocka_unit_test(test_waitlist_lost_durable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
