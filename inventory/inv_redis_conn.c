@@ -193,7 +193,6 @@ void inv__redis_publish_local(rb_t *rb, const inv_sale_info_t *info)
         inv__sale_publish(s, info);
 }
 
-
 /*---- Circuit breakers (one per master, shared by every worker; atomics only) ----*/
 
 /* `node` is the master a call goes to; -1 (no master serves the slot: the
