@@ -2174,11 +2174,13 @@ static void lottery_step(world_t *wd, gw_t *g)
         if ((out.actions & GW_FAIR_DO_SET_STATE) && e->state == GW_ENTRY_ENTERED) {
             e->state = out.state;
             /* lost for cause: its "X", unsynced (gw_lottery.c apply_state) */
-            if ((out.actions & GW_FAIR_DO_ACCEPT) && out.state == GW_ENTRY_LOST &&
+            if (ev.kind == GW_FAIR_EV_ACCEPTED && out.state == GW_ENTRY_LOST &&
                 (ev.acc == GW_FAIR_ACC_REFUSED || ev.acc == GW_FAIR_ACC_DENIED)) {
-                lot_log(g, false, "X o%u", e->ord);
+                bool x = lot_log(g, false, "X o%u", e->ord);
                 if (gw_died(wd, g))
                     return;
+                tr(wd, "gw%d: lottery: u%u lost for cause%s", g->idx, e->user,
+                   x ? "" : " (its X not written)");
             }
             /* not tried: the stock ran out before it (GET /v1/orders says lost now) */
             if (!(out.actions & GW_FAIR_DO_ACCEPT) && out.state == GW_ENTRY_LOST && c->exhausted &&
