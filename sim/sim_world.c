@@ -2183,7 +2183,7 @@ static void lottery_step(world_t *wd, gw_t *g)
                    x ? "" : " (its X not written)");
             }
             /* not tried: the stock ran out before it (GET /v1/orders says lost now) */
-            if (!(out.actions & GW_FAIR_DO_ACCEPT) && out.state == GW_ENTRY_LOST && c->exhausted &&
+            if (ev.kind != GW_FAIR_EV_ACCEPTED && out.state == GW_ENTRY_LOST && c->exhausted &&
                 wd->fsync_mode) /* write durability: a power loss may lose what was said */
                 L->o_told_lost[e->user] = true;
         }
