@@ -18,6 +18,9 @@
  *   on the memory inventory (else seeds 28 mod 32 draw Redis per gateway)
  *   --fair: only registration and the leftovers (sim_fair.h); --no-fair:
  *   never them (else every seed runs them too, after the sale's world)
+ *   --fairfleet: only the fleet's fairness (sim_fairfleet.h: three gateways'
+ *   lottery and registration on the Redis store, a simulated Redis);
+ *   --no-fairfleet: never it (else seeds 5 mod 64 run it too, after the rest)
  *   --open-defects: also the steps that meet the defects docs/simulation.md
  *   lists as open (left out otherwise, so that a batch tests the rest)
  *   flashgate-sim --plant NAME --seeds N --expect-fail
@@ -32,6 +35,7 @@
 #include "common/cm_time.h"
 #include "sim/sim_fair.h"
 #include "sim/sim_fleet.h"
+#include "sim/sim_fairfleet.h"
 #include "sim/sim_world.h"
 
 #include <inttypes.h>
@@ -39,6 +43,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+/* The seeds that also run the fleet's fairness (sim_fairfleet.h): its three
+ * gateways' real fairness is the simulator's dearest world, so a sample of
+ * seeds runs it; docs/simulation.md gives the batch's time with it. */
+#define FAIRFLEET_EVERY 64
+#define FAIRFLEET_AT 5
 
 static double now_s(void)
 {
@@ -52,7 +62,7 @@ static void usage(void)
     fprintf(stderr, "usage: flashgate-sim [--seed N] [--seeds N] [--seconds T | --minutes M]\n"
                     "                     [--seed-file FILE] [--steps K] [--trace] [--fsync-only] [--no-stops]\n"
                     "                     [--open-defects] [--fleet | --no-fleet] [--redis | --no-redis]\n"
-                    "                     [--fair | --no-fair]\n"
+                    "                     [--fair | --no-fair] [--fairfleet | --no-fairfleet]\n"
                     "                     [--plant NAME [--expect-fail]] [--list-plants]\n");
 }
 
@@ -64,6 +74,8 @@ int main(int argc, char **argv)
     bool no_stops = false;
     bool open_defects = false;
     int fleet = 0; /* 0: every 8th seed runs the fleet path too; 1: only it; -1: never */
+    /* 0: seeds FAIRFLEET_AT mod FAIRFLEET_EVERY run the fleet's fairness too; 1: only it */
+    int fairfleet = 0;
     int redis = 0; /* 0: seeds 28 mod 32 draw Redis gateways; 1: every gateway; -1: none */
     int fair = 0;  /* 0: every seed runs registration and the leftovers too; 1: only; -1: never */
     const char *seed_file = NULL, *plant = NULL;
@@ -102,6 +114,10 @@ int main(int argc, char **argv)
             fleet = 1;
         } else if (!strcmp(a, "--no-fleet")) {
             fleet = -1;
+        } else if (!strcmp(a, "--fairfleet")) {
+            fairfleet = 1;
+        } else if (!strcmp(a, "--no-fairfleet")) {
+            fairfleet = -1;
         } else if (!strcmp(a, "--fair")) {
             fair = 1;
         } else if (!strcmp(a, "--no-fair")) {
@@ -215,7 +231,9 @@ int main(int argc, char **argv)
                         .redis = rds,
                         .open_defects = open_defects};
         sim_result_t r;
-        if (fair == 1)
+        if (fairfleet == 1)
+            sim_fairfleet_run(&o, &r);
+        else if (fair == 1)
             sim_fair_run(&o, &r);
         else if (fleet == 1)
             sim_fleet_run(&o, &r);
@@ -239,6 +257,15 @@ int main(int argc, char **argv)
             r.crashes += rf.crashes;
             r.power_losses += rf.power_losses;
         }
+        if (fairfleet == 0 && fair == 0 && fleet == 0 && s % FAIRFLEET_EVERY == FAIRFLEET_AT &&
+            r.ok) { /* the fleet's fairness (sim_fairfleet.h) */
+            sim_result_t rf;
+            sim_fairfleet_run(&o, &rf);
+            r.ok = rf.ok;
+            memcpy(r.why, rf.why, sizeof(r.why));
+            r.steps += rf.steps;
+            r.crashes += rf.crashes;
+        }
         done++;
         total_steps += r.steps;
         crashes += r.crashes;
@@ -251,18 +278,20 @@ int main(int argc, char **argv)
             failures++;
             printf("FAIL seed=%" PRIu64 ": %s\n", s, r.why);
             printf("  reproduce: flashgate-sim --seed %" PRIu64 " --steps %" PRIu64
-                   "%s%s%s%s%s%s%s%s --trace\n",
+                   "%s%s%s%s%s%s%s%s%s --trace\n",
                    s, steps, fs_only ? " --fsync-only" : "", nst ? " --no-stops" : "",
                    rds == 1 ? " --redis" : rds < 0 ? " --no-redis" : "",
                    open_defects ? " --open-defects" : "", fleet == 1 ? " --fleet" : "",
-                   fair == 1 ? " --fair" : "",
+                   fair == 1 ? " --fair" : "", fairfleet == 1 ? " --fairfleet" : "",
                    plant ? " --plant " : "", plant ? plant : "");
 #ifdef FLASHGATE_PLANTS
             if (expect_fail) { /* the plant's doing only if the seed passes without it */
                 cm_plant_t p = cm_plant_active;
                 sim_result_t r0;
                 cm_plant_set(CM_PLANT_NONE);
-                if (fair == 1)
+                if (fairfleet == 1)
+                    sim_fairfleet_run(&o, &r0);
+                else if (fair == 1)
                     sim_fair_run(&o, &r0);
                 else if (fleet == 1)
                     sim_fleet_run(&o, &r0);
