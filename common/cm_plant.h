@@ -113,6 +113,10 @@ typedef enum {
                                           the back of the queue: new places reuse positions */
     CM_PLANT_ROOM_REPLAY_SKIPS_CLAIM, /* gw_room_core.c: a restart does not read the claimed
                                          tokens back: a token admits a second order */
+    CM_PLANT_FAIR_FLEET_PUSH_SKIPS, /* gw_fair_fleet.c: a gateway's push at the close leaves its
+                                       last entry out and still reports every entry pushed */
+    CM_PLANT_FAIR_REDIS_MARK_HELD,  /* gw_fair_redis.c: an entry mark another account of the
+                                       person holds is read as taken: both accounts enter */
     CM_PLANT_COUNT
 } cm_plant_t;
 

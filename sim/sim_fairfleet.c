@@ -50,6 +50,7 @@
 #include "common/cm_rand.h"
 #include "common/cm_time.h"
 #include "gateway/base/gw_base.h"
+#include "gateway/base/gw_fleet.h"
 #include "gateway/buy/gw_accept.h"
 #include "gateway/buy/gw_fair.h"
 #include "gateway/buy/gw_fair_internal.h"
@@ -74,6 +75,7 @@
 #define SALE "s1"
 #define REG_MS 120     /* the registration window, from the start */
 #define WINDOW_MS 240  /* the lottery's entry window, from the sale's start */
+#define MEMBER_TTL_MS 3000 /* gw_fleet.c's: a member missing 3 heartbeats is gone */
 #define FAULT_STEPS 700
 #define HEAL_STEPS 900 /* no faults: every gateway reads the draw by then */
 #define URL                                                                                        \
@@ -90,6 +92,7 @@ typedef struct person {
 
 typedef struct gw {
     bool up;
+    int64_t down_ms; /* when it last went down */
     gw_config_t cfg;
     gw_server_t srv;
 } gw_t;
@@ -169,6 +172,7 @@ static void gw_down(world_t *wd, int g)
     inv_close(G->srv.stores.inv);
     memset(&G->srv, 0, sizeof(G->srv));
     G->up = false;
+    G->down_ms = cm_wall_ms();
     trace(wd, "gw%d down", g);
 }
 
@@ -218,6 +222,19 @@ static bool gw_up(world_t *wd, int g)
     G->up = true;
     trace(wd, "gw%d up", g);
     return true;
+}
+
+/* The heartbeat's view (gw_fleet.c), which the gateways here do not run: a
+ * gateway is a member while up and for MEMBER_TTL_MS after it went down. */
+static world_t *g_world;
+
+static uint32_t members_sim(gw_server_t *srv)
+{
+    (void)srv;
+    uint32_t n = 0;
+    for (int g = 0; g < NGW; g++)
+        n += g_world->gw[g].up || cm_wall_ms() - g_world->gw[g].down_ms < MEMBER_TTL_MS;
+    return n ? n : 1;
 }
 
 static int any_up(world_t *wd)
@@ -601,7 +618,7 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     wd->trace = opts->trace;
     cm_rand_seed(&wd->rng, opts->seed ^ 0xfa1f1ee7ull);
     wd->stock = 2 + below(wd, 5);
-    snprintf(wd->dir, sizeof(wd->dir), "/tmp/fg-sim-fairfleet-XXXXXX");
+    snprintf(wd->dir, sizeof(wd->dir), "/dev/shm/fg-sim-fairfleet-XXXXXX");
     if (!mkdtemp(wd->dir)) {
         fail(wd, "mkdtemp failed");
         free(wd);
@@ -610,6 +627,8 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     wd->rs = sim_redis_new(&wd->rng);
     cm_time_set_fake(true, 1000000000ull, 1700000000000LL);
     inv_cluster_transport_set(sim_redis_transport(wd->rs, false));
+    g_world = wd;
+    gw_fleet__members_sim = members_sim;
     trace(wd, "fair fleet: stock=%" PRId64, wd->stock);
     if (setup(wd)) {
         sim_redis_faults_t *f = sim_redis_faults(wd->rs);
@@ -626,6 +645,8 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     for (int g = 0; g < NGW; g++)
         gw_down(wd, g);
     inv_cluster_transport_set(NULL);
+    gw_fleet__members_sim = NULL;
+    g_world = NULL;
     cm_time_set_fake(false, 0, 0);
     out->crashes += sim_redis_stats(wd->rs)->restarts;
     sim_redis_free(wd->rs);

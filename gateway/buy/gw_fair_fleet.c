@@ -12,6 +12,7 @@
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
 #include "common/cm_log.h"
+#include "common/cm_plant.h"
 #include "common/cm_rand.h"
 #include "common/cm_time.h"
 #include "common/cm_url.h"
@@ -216,6 +217,10 @@ static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
     size_t n = fs->n, sent = 0;
     for (size_t i = 0; i < n; i++) {
         const entry_t *e = &fs->v[i];
+        if (CM_PLANT(FAIR_FLEET_PUSH_SKIPS) && n > 1 && i + 1 == n) {
+            sent++;
+            continue;
+        }
         char val[320];
         snprintf(val, sizeof(val), "%s %u %s %u%s%s%s", e->order_id, e->qty,
                  gw_fair__idem_out(e->idem), f->srv->node.id, gw_fair__idem_mark(e->idem),
