@@ -239,7 +239,7 @@ int main(int argc, char **argv)
             sim_fleet_run(&o, &r);
         else
             sim_run(&o, &r);
-        if (fair != 1 && fleet == 0 && s % 8 == 0 && r.ok) {
+        if (fairfleet != 1 && fair != 1 && fleet == 0 && s % 8 == 0 && r.ok) {
             sim_result_t rf;
             sim_fleet_run(&o, &rf);
             r.ok = rf.ok;
@@ -248,7 +248,7 @@ int main(int argc, char **argv)
             r.crashes += rf.crashes;
             r.accepted += rf.accepted;
         }
-        if (fair == 0 && fleet != 1 && r.ok) { /* registration and the leftovers (sim_fair.h) */
+        if (fairfleet != 1 && fair == 0 && fleet != 1 && r.ok) { /* registration and the leftovers (sim_fair.h) */
             sim_result_t rf;
             sim_fair_run(&o, &rf);
             r.ok = rf.ok;
@@ -297,7 +297,7 @@ int main(int argc, char **argv)
                     sim_fleet_run(&o, &r0);
                 else
                     sim_run(&o, &r0);
-                if (r0.ok && fair == 0 && fleet != 1)
+                if (r0.ok && fairfleet != 1 && fair == 0 && fleet != 1)
                     sim_fair_run(&o, &r0);
                 cm_plant_set(p);
                 if (!r0.ok) {

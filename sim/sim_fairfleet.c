@@ -13,10 +13,12 @@
  * lottery thread is the driver too: gw_fair_tick on a gateway is one turn of
  * its loop (the fleet's configuration poll, the entry marks, the push, the
  * lock, the draw, the winners' accept sequence, the read of the draw).
- * What is not real: the gateways' data directories are real files under
- * /tmp (the fleet's fairness keeps fair.json and the entry log there: a
- * restart reads them back; no power loss), no HTTP, no relay, and the clock
- * is the fake one (cm_time_set_fake), 1-3 ms a step.
+ * What is not real: the gateways' data directories are real files on
+ * /dev/shm (else /tmp; the fleet's fairness keeps fair.json and the entry log
+ * there: a restart reads them back; no power loss), no HTTP, no relay, no
+ * heartbeat thread (gw_fleet.c: the members are the gateways up, or down for
+ * less than its member TTL, through gw_fleet__members_sim), and the clock is
+ * the fake one (cm_time_set_fake), 1-3 ms a step.
  *
  * Faults: Redis calls that time out (ran, run up to 20 steps later, or
  * never: a reply later than the pool's timeout), replies lost with their
@@ -618,8 +620,11 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     wd->trace = opts->trace;
     cm_rand_seed(&wd->rng, opts->seed ^ 0xfa1f1ee7ull);
     wd->stock = 2 + below(wd, 5);
+    /* tmpfs where there is one: fair.json's and the logs' fsyncs cost nothing there */
     snprintf(wd->dir, sizeof(wd->dir), "/dev/shm/fg-sim-fairfleet-XXXXXX");
-    if (!mkdtemp(wd->dir)) {
+    if (!mkdtemp(wd->dir))
+        snprintf(wd->dir, sizeof(wd->dir), "/tmp/fg-sim-fairfleet-XXXXXX");
+    if (wd->dir[1] == 't' && !mkdtemp(wd->dir)) {
         fail(wd, "mkdtemp failed");
         free(wd);
         return;
