@@ -20,7 +20,7 @@
  *   never them (else every seed runs them too, after the sale's world)
  *   --fairfleet: only the fleet's fairness (sim_fairfleet.h: three gateways'
  *   lottery and registration on the Redis store, a simulated Redis);
- *   --no-fairfleet: never it (else seeds 5 mod 64 run it too, after the rest)
+ *   --no-fairfleet: never it (else seeds 5 mod 16 run it too, after the rest)
  *   --open-defects: also the steps that meet the defects docs/simulation.md
  *   lists as open (left out otherwise, so that a batch tests the rest)
  *   flashgate-sim --plant NAME --seeds N --expect-fail
@@ -47,7 +47,7 @@
 /* The seeds that also run the fleet's fairness (sim_fairfleet.h): its three
  * gateways' real fairness is the simulator's dearest world, so a sample of
  * seeds runs it; docs/simulation.md gives the batch's time with it. */
-#define FAIRFLEET_EVERY 64
+#define FAIRFLEET_EVERY 16
 #define FAIRFLEET_AT 5
 
 static double now_s(void)
