@@ -75,6 +75,10 @@
 #define NGW 3
 #define NP 10          /* persons; every third one has a second account */
 #define SALE "s1"
+#define ROOM "s2"      /* a sale with a waiting room */
+#define NR 12          /* the room's persons */
+#define NBUY 64        /* buys in progress at most */
+#define NPOS 256       /* places tracked */
 #define REG_MS 120     /* the registration window, from the start */
 #define WINDOW_MS 240  /* the lottery's entry window, from the sale's start */
 #define MEMBER_TTL_MS 3000 /* gw_fleet.c's: a member missing 3 heartbeats is gone */
@@ -92,8 +96,27 @@ typedef struct person {
     int order_gw[2];
 } person_t;
 
+/* A room person's admission token, as the join answered it. */
+typedef struct rperson {
+    uint64_t pos, jti;
+    int64_t exp_s;
+} rperson_t;
+
+/* A buy with a token, claimed and not settled yet. */
+typedef struct buy {
+    uint64_t jti, nonce;
+    int g, gen;
+} buy_t;
+
+/* What the driver knows of a token: spent by an order answered, or maybe (its buy died). */
+typedef struct token {
+    uint64_t jti;
+    bool spent, maybe, held;
+} token_t;
+
 typedef struct gw {
     bool up;
+    int gen;         /* its incarnation */
     int64_t down_ms; /* when it last went down */
     gw_config_t cfg;
     gw_server_t srv;
@@ -104,6 +127,13 @@ typedef struct world {
     sim_redis_t *rs;
     gw_t gw[NGW];
     person_t p[NP];
+    rperson_t rp[NR];
+    char place[NPOS][16]; /* the person each place was given to */
+    buy_t buy[NBUY];
+    size_t nbuy;
+    token_t tok[NR * 4];
+    size_t ntok;
+    uint64_t claims, orders;
     char dir[64];
     int64_t t0, starts_at, stock;
     uint64_t step, next_id;
@@ -222,6 +252,7 @@ static bool gw_up(world_t *wd, int g)
     }
     inv_redis_sync_step(G->srv.stores.inv);
     G->up = true;
+    G->gen++;
     trace(wd, "gw%d up", g);
     return true;
 }
@@ -309,6 +340,101 @@ static void do_enter(world_t *wd, int g)
     }
 }
 
+/*---- the waiting room: joins, and buys that claim and settle a token ----*/
+
+static token_t *token_of(world_t *wd, uint64_t jti)
+{
+    for (size_t i = 0; i < wd->ntok; i++)
+        if (wd->tok[i].jti == jti)
+            return &wd->tok[i];
+    if (wd->ntok == sizeof(wd->tok) / sizeof(wd->tok[0]))
+        return NULL;
+    token_t *t = &wd->tok[wd->ntok++];
+    memset(t, 0, sizeof(*t));
+    t->jti = jti;
+    return t;
+}
+
+static void do_join(world_t *wd, int g)
+{
+    gw_fair_sale_t *fs = gw_fair_room(wd->gw[g].srv.fair, ROOM);
+    if (!fs)
+        return;
+    int k = (int)below(wd, NR);
+    char person[16];
+    snprintf(person, sizeof(person), "r%d", k);
+    gw_fair_room_view_t v;
+    gw_fair_room_view(fs, &v);
+    gw_wr_join_t j;
+    memset(&j, 0, sizeof(j));
+    int rc = gw_fair_room_join(fs, person, strlen(person), true, cm_wall_ms(), wd->starts_at,
+                               v.admitted_through, &j);
+    trace(wd, "gw%d join %s -> %d pos=%" PRIu64 " jti=%" PRIx64, g, person, rc, j.pos, j.jti);
+    if (rc != 0 || !j.pos)
+        return;
+    if (j.pos < NPOS) {
+        if (wd->place[j.pos][0] && strcmp(wd->place[j.pos], person) != 0)
+            fail(wd, "place %" PRIu64 " given to %s and to %s", j.pos, wd->place[j.pos], person);
+        snprintf(wd->place[j.pos], sizeof(wd->place[j.pos]), "%s", person);
+    }
+    wd->rp[k].pos = j.pos;
+    if (j.jti) {
+        wd->rp[k].jti = j.jti;
+        wd->rp[k].exp_s = j.exp_s;
+    }
+}
+
+static void do_claim(world_t *wd, int g)
+{
+    int k = (int)below(wd, NR);
+    rperson_t *R = &wd->rp[k];
+    int64_t now_s = cm_wall_ms() / 1000;
+    if (!R->jti || R->exp_s <= now_s || wd->nbuy == NBUY) /* the route's 403 */
+        return;
+    uint64_t nonce = 0;
+    int rc = gw_fair_admission_claim(wd->gw[g].srv.fair, ROOM, R->jti, R->exp_s, 0, now_s, &nonce);
+    trace(wd, "gw%d claim r%d jti=%" PRIx64 " -> %d nonce=%" PRIx64, g, k, R->jti, rc, nonce);
+    if (rc != GW_WR_CLAIMED)
+        return;
+    wd->claims++;
+    token_t *t = token_of(wd, R->jti);
+    if (!t)
+        return;
+    if (t->spent || t->maybe || t->held)
+        fail(wd, "token %" PRIx64 " of r%d claimed again while %s", R->jti, k,
+             t->spent ? "spent by an order" : t->maybe ? "maybe spent (its buy died)" : "held");
+    t->held = true;
+    wd->buy[wd->nbuy++] = (buy_t){.jti = R->jti, .nonce = nonce, .g = g, .gen = wd->gw[g].gen};
+}
+
+/* A buy in progress ends: its order answered (the token spent) or not (given back); a
+ * buy whose gateway died meanwhile ends with it (its order may exist). */
+static void do_settle(world_t *wd)
+{
+    if (!wd->nbuy)
+        return;
+    size_t i = below(wd, (uint32_t)wd->nbuy);
+    buy_t b = wd->buy[i];
+    wd->buy[i] = wd->buy[--wd->nbuy];
+    token_t *t = token_of(wd, b.jti);
+    if (!t)
+        return;
+    t->held = false;
+    gw_t *G = &wd->gw[b.g];
+    if (!G->up || G->gen != b.gen) {
+        t->maybe = true;
+        trace(wd, "buy of token %" PRIx64 " died with gw%d", b.jti, b.g);
+        return;
+    }
+    bool accepted = chance(wd, 0.6);
+    gw_fair_admission_settle(G->srv.fair, ROOM, b.jti, 0, b.nonce, accepted);
+    trace(wd, "gw%d settle jti=%" PRIx64 " accepted=%d", b.g, b.jti, accepted);
+    if (accepted) {
+        t->spent = true;
+        wd->orders++;
+    }
+}
+
 /*---- faults ----*/
 
 static void faults(world_t *wd)
@@ -348,11 +474,17 @@ static void step(world_t *wd, bool heal)
     if (g < 0)
         return;
     uint32_t a = below(wd, 100);
-    if (a < 30 && !heal)
+    if (a < 20 && !heal)
         do_register(wd, g);
-    else if (a < 60 && !heal)
+    else if (a < 40 && !heal)
         do_enter(wd, g);
-    else if (a < 90)
+    else if (a < 50 && !heal)
+        do_join(wd, g);
+    else if (a < 58 && !heal)
+        do_claim(wd, g);
+    else if (a < 64)
+        do_settle(wd);
+    else if (a < 92)
         gw_fair_tick(&wd->gw[g].srv); /* one turn of its lottery thread */
     else
         inv_redis_sync_step(wd->gw[g].srv.stores.inv);
@@ -563,7 +695,9 @@ static void check_end(world_t *wd)
         else if (!has)
             fail(wd, "registration of %s answered 201 is not in Redis", person);
     }
-    trace(wd, "oracle: %zu entrants, %" PRId64 " winners of %" PRId64, d->n, nwon, wd->stock);
+    trace(wd, "oracle: %zu entrants, %" PRId64 " winners of %" PRId64 "; room: %" PRIu64
+              " claims, %" PRIu64 " orders",
+          d->n, nwon, wd->stock, wd->claims, wd->orders);
 out:
     free(d);
     inv_fleet_close(c);
@@ -596,7 +730,13 @@ static bool setup(world_t *wd)
     char why[256] = "";
     inv_sale_info_t info;
     gw_server_t *s0 = &wd->gw[0].srv;
+    inv_sale_def_t room = def;
+    snprintf(room.sale_id, sizeof(room.sale_id), ROOM);
+    room.stock = 1000;
+    int64_t rate = 20 + below(wd, 200); /* admissions a second */
     if (inv_sale_put(s0->stores.inv, &def, &info, why, sizeof(why)) != 0 ||
+        inv_sale_put(s0->stores.inv, &room, &info, why, sizeof(why)) != 0 ||
+        gw_fair_configure(s0, ROOM, 0, 0, rate, why, sizeof(why)) != 0 ||
         gw_fair_configure(s0, SALE, WINDOW_MS, 0, 0, why, sizeof(why)) != 0 ||
         gw_reg_configure(s0, SALE, wd->t0, wd->starts_at, why, sizeof(why)) != 0) {
         fail(wd, "the sale could not be set: %s", why);
