@@ -160,10 +160,10 @@ int main(int argc, char **argv)
         return 2;
 #endif
     }
-    atomic_store(&cm_log_level_current, -1); /* the product's logs: faults are the point */
+    if (!getenv("FG_SIM_LOG")) atomic_store(&cm_log_level_current, -1); /* the product's logs: faults are the point */
 
     uint64_t *list = NULL;
-    bool *list_fsync = NULL, *list_nostops = NULL, *list_redis = NULL;
+    bool *list_fsync = NULL, *list_nostops = NULL, *list_redis = NULL, *list_ff = NULL;
     size_t nlist = 0;
     if (seed_file) {
         FILE *f = fopen(seed_file, "r");
@@ -193,6 +193,8 @@ int main(int argc, char **argv)
             list_nostops[nlist] = strstr(end, "--no-stops") != NULL;
             list_redis = cm_xrealloc(list_redis, (nlist + 1) * sizeof(*list_redis));
             list_redis[nlist] = strstr(end, "--redis") != NULL;
+            list_ff = cm_xrealloc(list_ff, (nlist + 1) * sizeof(*list_ff));
+            list_ff[nlist] = strstr(end, "--fairfleet") != NULL;
             list[nlist++] = v;
         }
         fclose(f);
@@ -206,7 +208,7 @@ int main(int argc, char **argv)
     for (uint64_t k = 0;; k++) {
         uint64_t s;
         bool fs_only = fsync_only, nst = no_stops;
-        int rds = redis;
+        int rds = redis, ff = fairfleet;
         if (seed_file) {
             if (k >= nlist)
                 break;
@@ -214,6 +216,7 @@ int main(int argc, char **argv)
             fs_only = fs_only || list_fsync[k];
             nst = nst || list_nostops[k];
             rds = list_redis[k] ? 1 : rds;
+            ff = list_ff[k] ? 1 : ff;
         } else if (seconds > 0) {
             if (now_s() - t0 >= seconds)
                 break;
@@ -231,7 +234,7 @@ int main(int argc, char **argv)
                         .redis = rds,
                         .open_defects = open_defects};
         sim_result_t r;
-        if (fairfleet == 1)
+        if (ff == 1)
             sim_fairfleet_run(&o, &r);
         else if (fair == 1)
             sim_fair_run(&o, &r);
@@ -239,7 +242,7 @@ int main(int argc, char **argv)
             sim_fleet_run(&o, &r);
         else
             sim_run(&o, &r);
-        if (fairfleet != 1 && fair != 1 && fleet == 0 && s % 8 == 0 && r.ok) {
+        if (ff != 1 && fair != 1 && fleet == 0 && s % 8 == 0 && r.ok) {
             sim_result_t rf;
             sim_fleet_run(&o, &rf);
             r.ok = rf.ok;
@@ -248,7 +251,7 @@ int main(int argc, char **argv)
             r.crashes += rf.crashes;
             r.accepted += rf.accepted;
         }
-        if (fairfleet != 1 && fair == 0 && fleet != 1 && r.ok) { /* registration and the leftovers (sim_fair.h) */
+        if (ff != 1 && fair == 0 && fleet != 1 && r.ok) { /* registration and the leftovers (sim_fair.h) */
             sim_result_t rf;
             sim_fair_run(&o, &rf);
             r.ok = rf.ok;
@@ -257,7 +260,7 @@ int main(int argc, char **argv)
             r.crashes += rf.crashes;
             r.power_losses += rf.power_losses;
         }
-        if (fairfleet == 0 && fair == 0 && fleet == 0 && s % FAIRFLEET_EVERY == FAIRFLEET_AT &&
+        if (ff == 0 && fair == 0 && fleet == 0 && s % FAIRFLEET_EVERY == FAIRFLEET_AT &&
             r.ok) { /* the fleet's fairness (sim_fairfleet.h) */
             sim_result_t rf;
             sim_fairfleet_run(&o, &rf);
@@ -282,14 +285,14 @@ int main(int argc, char **argv)
                    s, steps, fs_only ? " --fsync-only" : "", nst ? " --no-stops" : "",
                    rds == 1 ? " --redis" : rds < 0 ? " --no-redis" : "",
                    open_defects ? " --open-defects" : "", fleet == 1 ? " --fleet" : "",
-                   fair == 1 ? " --fair" : "", fairfleet == 1 ? " --fairfleet" : "",
+                   fair == 1 ? " --fair" : "", ff == 1 ? " --fairfleet" : "",
                    plant ? " --plant " : "", plant ? plant : "");
 #ifdef FLASHGATE_PLANTS
             if (expect_fail) { /* the plant's doing only if the seed passes without it */
                 cm_plant_t p = cm_plant_active;
                 sim_result_t r0;
                 cm_plant_set(CM_PLANT_NONE);
-                if (fairfleet == 1)
+                if (ff == 1)
                     sim_fairfleet_run(&o, &r0);
                 else if (fair == 1)
                     sim_fair_run(&o, &r0);
@@ -297,7 +300,7 @@ int main(int argc, char **argv)
                     sim_fleet_run(&o, &r0);
                 else
                     sim_run(&o, &r0);
-                if (r0.ok && fairfleet != 1 && fair == 0 && fleet != 1)
+                if (r0.ok && ff != 1 && fair == 0 && fleet != 1)
                     sim_fair_run(&o, &r0);
                 cm_plant_set(p);
                 if (!r0.ok) {
@@ -313,6 +316,7 @@ int main(int argc, char **argv)
                 free(list_fsync);
                 free(list_nostops);
                 free(list_redis);
+    free(list_ff);
                 return 0;
             }
         }
@@ -327,6 +331,7 @@ int main(int argc, char **argv)
     free(list_fsync);
     free(list_nostops);
     free(list_redis);
+    free(list_ff);
     if (expect_fail) {
         printf("plant %s NOT found in %" PRIu64 " seeds\n", plant ? plant : "-", done);
         return 1;
