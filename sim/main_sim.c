@@ -21,6 +21,8 @@
  *   --fairfleet: only the fleet's fairness (sim_fairfleet.h: three gateways'
  *   lottery and registration on the Redis store, a simulated Redis);
  *   --no-fairfleet: never it (else seeds 5 mod 16 run it too, after the rest)
+ *   FLASHGATE_SIM_LOG set: the product's own log lines on stderr (off
+ *   otherwise: the faults make them by the thousand)
  *   --open-defects: also the steps that meet the defects docs/simulation.md
  *   lists as open (left out otherwise, so that a batch tests the rest)
  *   flashgate-sim --plant NAME --seeds N --expect-fail
@@ -160,7 +162,8 @@ int main(int argc, char **argv)
         return 2;
 #endif
     }
-    if (!getenv("FG_SIM_LOG")) atomic_store(&cm_log_level_current, -1); /* the product's logs: faults are the point */
+    if (!getenv("FLASHGATE_SIM_LOG")) /* the product's logs: faults are the point */
+        atomic_store(&cm_log_level_current, -1);
 
     uint64_t *list = NULL;
     bool *list_fsync = NULL, *list_nostops = NULL, *list_redis = NULL, *list_ff = NULL;
