@@ -106,7 +106,7 @@ struct inv_fleet_conn {
     char **tq;
     size_t *tql;
     size_t tcap;
-    char tkey[256]; /* the pipeline's first key: its node */
+    char tkey[256];        /* the pipeline's first key: its node */
     bool broken;           /* a transport failure: close and connect again */
     char err[256];
 };
@@ -151,8 +151,8 @@ inv_fleet_conn_t *inv_fleet_connect(const cm_redis_url_t *addr, uint32_t timeout
     /* connect now, as callers expect of a connect; through a transport (the
      * simulator's) there is no raw connection: a PING opens one */
     int err = 0;
-    redisReply *ping = inv_cluster_transport() ? inv_cluster_sync_cmd(c->s, NULL, &err, "PING")
-                                               : NULL;
+    redisReply *ping =
+        inv_cluster_transport() ? inv_cluster_sync_cmd(c->s, NULL, &err, "PING") : NULL;
     freeReplyObject(ping);
     if (inv_cluster_transport() ? !ping : !inv_cluster_sync_ctx(c->s, NULL, &err)) {
         cm_errbuf_set(errbuf, errlen, "%s", inv_cluster_sync_errstr(c->s));
@@ -591,8 +591,8 @@ static int tpipe_read(inv_fleet_conn_t *c, size_t *errors)
     for (size_t i = 0; i < sent; i++) {
         int err = 0;
         redisReply *r = rc ? NULL
-                           : inv_cluster_sync_formatted(c->s, c->tkey[0] ? c->tkey : NULL,
-                                                        c->tq[i], c->tql[i], &err);
+                           : inv_cluster_sync_formatted(c->s, c->tkey[0] ? c->tkey : NULL, c->tq[i],
+                                                        c->tql[i], &err);
         redisFreeCommand(c->tq[i]);
         if (rc)
             continue;

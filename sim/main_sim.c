@@ -36,8 +36,8 @@
 #include "common/cm_plant.h"
 #include "common/cm_time.h"
 #include "sim/sim_fair.h"
-#include "sim/sim_fleet.h"
 #include "sim/sim_fairfleet.h"
+#include "sim/sim_fleet.h"
 #include "sim/sim_world.h"
 
 #include <inttypes.h>
@@ -61,11 +61,13 @@ static double now_s(void)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: flashgate-sim [--seed N] [--seeds N] [--seconds T | --minutes M]\n"
-                    "                     [--seed-file FILE] [--steps K] [--trace] [--fsync-only] [--no-stops]\n"
-                    "                     [--open-defects] [--fleet | --no-fleet] [--redis | --no-redis]\n"
-                    "                     [--fair | --no-fair] [--fairfleet | --no-fairfleet]\n"
-                    "                     [--plant NAME [--expect-fail]] [--list-plants]\n");
+    fprintf(stderr,
+            "usage: flashgate-sim [--seed N] [--seeds N] [--seconds T | --minutes M]\n"
+            "                     [--seed-file FILE] [--steps K] [--trace] [--fsync-only] "
+            "[--no-stops]\n"
+            "                     [--open-defects] [--fleet | --no-fleet] [--redis | --no-redis]\n"
+            "                     [--fair | --no-fair] [--fairfleet | --no-fairfleet]\n"
+            "                     [--plant NAME [--expect-fail]] [--list-plants]\n");
 }
 
 int main(int argc, char **argv)
@@ -254,7 +256,8 @@ int main(int argc, char **argv)
             r.crashes += rf.crashes;
             r.accepted += rf.accepted;
         }
-        if (ff != 1 && fair == 0 && fleet != 1 && r.ok) { /* registration and the leftovers (sim_fair.h) */
+        if (ff != 1 && fair == 0 && fleet != 1 &&
+            r.ok) { /* registration and the leftovers (sim_fair.h) */
             sim_result_t rf;
             sim_fair_run(&o, &rf);
             r.ok = rf.ok;
@@ -286,7 +289,9 @@ int main(int argc, char **argv)
             printf("  reproduce: flashgate-sim --seed %" PRIu64 " --steps %" PRIu64
                    "%s%s%s%s%s%s%s%s%s --trace\n",
                    s, steps, fs_only ? " --fsync-only" : "", nst ? " --no-stops" : "",
-                   rds == 1 ? " --redis" : rds < 0 ? " --no-redis" : "",
+                   rds == 1  ? " --redis"
+                   : rds < 0 ? " --no-redis"
+                             : "",
                    open_defects ? " --open-defects" : "", fleet == 1 ? " --fleet" : "",
                    fair == 1 ? " --fair" : "", ff == 1 ? " --fairfleet" : "",
                    plant ? " --plant " : "", plant ? plant : "");
@@ -319,7 +324,7 @@ int main(int argc, char **argv)
                 free(list_fsync);
                 free(list_nostops);
                 free(list_redis);
-    free(list_ff);
+                free(list_ff);
                 return 0;
             }
         }

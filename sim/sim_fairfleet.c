@@ -73,26 +73,26 @@
 #include <unistd.h>
 
 #define NGW 3
-#define NP 10          /* persons; every third one has a second account */
+#define NP 10 /* persons; every third one has a second account */
 #define SALE "s1"
-#define ROOM "s2"      /* a sale with a waiting room */
-#define NR 12          /* the room's persons */
-#define NBUY 64        /* buys in progress at most */
-#define NPOS 256       /* places tracked */
-#define REG_MS 120     /* the registration window, from the start */
-#define WINDOW_MS 240  /* the lottery's entry window, from the sale's start */
+#define ROOM "s2"          /* a sale with a waiting room */
+#define NR 12              /* the room's persons */
+#define NBUY 64            /* buys in progress at most */
+#define NPOS 256           /* places tracked */
+#define REG_MS 120         /* the registration window, from the start */
+#define WINDOW_MS 240      /* the lottery's entry window, from the sale's start */
 #define MEMBER_TTL_MS 3000 /* gw_fleet.c's: a member missing 3 heartbeats is gone */
 #define FAULT_STEPS 700
 #define HEAL_STEPS 900 /* no faults: every gateway reads the draw by then */
 #define URL                                                                                        \
-    "redis://127.0.0.1:6379/?timeout_ms=40&admin_timeout_ms=2000&breaker_failures=1000"         \
+    "redis://127.0.0.1:6379/?timeout_ms=40&admin_timeout_ms=2000&breaker_failures=1000"            \
     "&breaker_cooldown_ms=20"
 
 /* What the driver was answered, per person. */
 typedef struct person {
-    bool reg_acked;          /* a registration answered 201 */
-    bool registered;         /* answered 201 or 200: the route lets it enter */
-    char order[2][40];       /* each account's entry answered "entered" ("" none) */
+    bool reg_acked;    /* a registration answered 201 */
+    bool registered;   /* answered 201 or 200: the route lets it enter */
+    char order[2][40]; /* each account's entry answered "entered" ("" none) */
     int order_gw[2];
 } person_t;
 
@@ -404,7 +404,9 @@ static void do_claim(world_t *wd, int g)
         return;
     if (t->spent || t->maybe || t->held)
         fail(wd, "token %" PRIx64 " of r%d claimed again while %s", R->jti, k,
-             t->spent ? "spent by an order" : t->maybe ? "maybe spent (its buy died)" : "held");
+             t->spent   ? "spent by an order"
+             : t->maybe ? "maybe spent (its buy died)"
+                        : "held");
     t->held = true;
     wd->buy[wd->nbuy++] = (buy_t){.jti = R->jti, .nonce = nonce, .g = g, .gen = wd->gw[g].gen};
 }
@@ -505,8 +507,7 @@ static void note_left(world_t *wd)
     if (!draw_pending(wd))
         return;
     for (int g = 0; g < NGW; g++)
-        if (!wd->gw[g].up && cm_wall_ms() - wd->gw[g].down_ms >= MEMBER_TTL_MS &&
-            !wd->gw[g].left) {
+        if (!wd->gw[g].up && cm_wall_ms() - wd->gw[g].down_ms >= MEMBER_TTL_MS && !wd->gw[g].left) {
             wd->gw[g].left = true;
             trace(wd, "gw%d left the members before the draw", g);
         }
@@ -632,8 +633,9 @@ static void check_same_winners(world_t *wd, int g, const drawn_t *d, uint64_t se
         if (should)
             left--;
         if (should != (strcmp(w, e->order) == 0))
-            fail(wd, "gw%d's draw order puts %s (%s) at %zu with %" PRId64
-                     " units left, and the draw recorded \"%s\"",
+            fail(wd,
+                 "gw%d's draw order puts %s (%s) at %zu with %" PRId64
+                 " units left, and the draw recorded \"%s\"",
                  g, e->person, e->order, k, left + should, w);
     }
 }
@@ -750,8 +752,9 @@ static void check_end(world_t *wd)
         else if (!has)
             fail(wd, "registration of %s answered 201 is not in Redis", person);
     }
-    trace(wd, "oracle: %zu entrants, %" PRId64 " winners of %" PRId64 "; room: %" PRIu64
-              " claims, %" PRIu64 " orders",
+    trace(wd,
+          "oracle: %zu entrants, %" PRId64 " winners of %" PRId64 "; room: %" PRIu64
+          " claims, %" PRIu64 " orders",
           d->n, nwon, wd->stock, wd->claims, wd->orders);
 out:
     free(d);

@@ -174,10 +174,10 @@ enum { T_HASH = 1, T_SET = 2, T_STR = 3, T_ZSET = 4 };
 
 typedef struct obj {
     int type;
-    sd_t *d;            /* a hash's, a set's, a sorted set's (member -> score text) */
-    char *s;            /* a string's value */
+    sd_t *d; /* a hash's, a set's, a sorted set's (member -> score text) */
+    char *s; /* a string's value */
     size_t sl;
-    int64_t expire_ms;  /* the wall clock's ms it goes at (PX, PEXPIRE); 0: never */
+    int64_t expire_ms; /* the wall clock's ms it goes at (PX, PEXPIRE); 0: never */
 } obj_t;
 
 static void obj_free(char *v)
@@ -784,7 +784,8 @@ static redisReply *exec_more(sim_redis_t *r, int argc, char **argv, size_t *argl
             size_t k = a <= b ? (size_t)(b - a + 1) : 0;
             rp = rep_arr(k);
             for (size_t i = 0; i < k; i++)
-                rp->element[i] = rep_str(REDIS_REPLY_STRING, v[a + (long long)i].m, v[a + (long long)i].ml);
+                rp->element[i] =
+                    rep_str(REDIS_REPLY_STRING, v[a + (long long)i].m, v[a + (long long)i].ml);
         }
         free(v);
         return rp;
