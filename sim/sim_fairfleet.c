@@ -70,6 +70,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define NGW 3
@@ -250,6 +251,10 @@ static bool gw_up(world_t *wd, int g)
      * the driver runs its turns (gw_fair_tick) */
     if (inv_worker_open(G->srv.stores.inv, NULL, &G->srv.fair->inv) != 0) {
         fail(wd, "gw%d lottery inventory handle", g);
+        gw_fair_close(&G->srv);
+        gw_orders_free(G->srv.stores.orders);
+        oq_spool_close(G->srv.stores.spool);
+        inv_close(G->srv.stores.inv);
         return false;
     }
     inv_redis_sync_step(G->srv.stores.inv);
