@@ -126,6 +126,7 @@ typedef struct gw {
 
 typedef struct world {
     cm_rand_t rng;
+    cm_rand_t keys; /* the product's random keys (cm_hash_seed_set_fake) */
     sim_redis_t *rs;
     gw_t gw[NGW];
     person_t p[NP];
@@ -262,6 +263,12 @@ static bool gw_up(world_t *wd, int g)
     G->gen++;
     trace(wd, "gw%d up", g);
     return true;
+}
+
+/* The product's random keys (secrets, draw and room seeds) drawn from the seed. */
+static uint64_t seed_word(void *arg)
+{
+    return cm_rand_next(arg);
 }
 
 /* The heartbeat's view (gw_fleet.c), which the gateways here do not run: a
@@ -838,6 +845,8 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     inv_cluster_transport_set(sim_redis_transport(wd->rs, false));
     g_world = wd;
     gw_fleet__members_sim = members_sim;
+    cm_rand_seed(&wd->keys, opts->seed ^ 0x6b657973ull);
+    cm_hash_seed_set_fake(seed_word, &wd->keys);
     trace(wd, "fair fleet: stock=%" PRId64, wd->stock);
     if (setup(wd)) {
         sim_redis_faults_t *f = sim_redis_faults(wd->rs);
@@ -855,6 +864,7 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
         gw_down(wd, g);
     inv_cluster_transport_set(NULL);
     gw_fleet__members_sim = NULL;
+    cm_hash_seed_set_fake(NULL, NULL);
     g_world = NULL;
     cm_time_set_fake(false, 0, 0);
     out->crashes += sim_redis_stats(wd->rs)->restarts;
