@@ -85,5 +85,11 @@ uint64_t cm_hash_stable(const void *data, size_t len);
  * kernel cannot provide them (*out is then unspecified). Thread-safe.
  */
 int cm_hash_seed_random(cm_hash_key_t *out);
+/*
+ * Test seam (the simulator's, as cm_time_set_fake is): with fn set,
+ * cm_hash_seed_random takes its two words from fn(arg), so a run is the same
+ * from the same seed; NULL: the kernel's. Single-threaded setup only.
+ */
+void cm_hash_seed_set_fake(uint64_t (*fn)(void *arg), void *arg);
 
 #endif

@@ -116,6 +116,10 @@ typedef enum {
     CM_PLANT_FAIR_OUTCOME_UNSYNCED, /* gw_fair_core.c: a drawn entrant's outcome is answered at
                                        its decision, before the record covering it (its "X",
                                        its order's commit, "O" or "F") is durable */
+    CM_PLANT_FAIR_FLEET_PUSH_SKIPS, /* gw_fair_fleet.c: a gateway's push at the close leaves its
+                                       last entry out and still reports every entry pushed */
+    CM_PLANT_FAIR_REDIS_MARK_HELD,  /* gw_fair_redis.c: an entry mark another account of the
+                                       person holds is read as taken: both accounts enter */
     CM_PLANT_COUNT
 } cm_plant_t;
 

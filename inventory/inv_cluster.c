@@ -826,6 +826,12 @@ redisReply *inv_cluster_sync_vscript(inv_cluster_sync_t *s, const char *key, con
     return r;
 }
 
+redisReply *inv_cluster_sync_formatted(inv_cluster_sync_t *s, const char *key, const char *cmd,
+                                       size_t len, int *err)
+{
+    return send_formatted(s, key, cmd, len, err);
+}
+
 redisReply *inv_cluster_sync_cmd(inv_cluster_sync_t *s, const char *key, int *err,
                                  const char *fmt, ...)
 {

@@ -182,6 +182,9 @@ redisReply *inv_cluster_sync_cmd(inv_cluster_sync_t *s, const char *key, int *er
                                  const char *fmt, ...);
 redisReply *inv_cluster_sync_vcmd(inv_cluster_sync_t *s, const char *key, int *err,
                                   const char *fmt, va_list ap);
+/* The same for a command hiredis formatted already (cmd, len bytes of RESP). */
+redisReply *inv_cluster_sync_formatted(inv_cluster_sync_t *s, const char *key, const char *cmd,
+                                       size_t len, int *err);
 
 /*
  * A Lua script by its SHA1 (EVALSHA sha1 ...), sent once more with its text

@@ -100,7 +100,13 @@ struct inv_fleet_conn {
     inv_cluster_t *cl;     /* the slot map (one node for redis://) */
     inv_cluster_sync_t *s; /* owns the connections */
     redisContext *rc;      /* the subscriber's or the pipeline's connection, else NULL */
-    size_t piped;          /* commands appended to rc, not yet read */
+    size_t piped;          /* commands appended to rc (or tq), not yet read */
+    /* Through a transport (the simulator's, inv_cluster.h) a pipeline has no raw
+     * connection: its commands wait here, formatted, and go one call each at the read. */
+    char **tq;
+    size_t *tql;
+    size_t tcap;
+    char tkey[256];        /* the pipeline's first key: its node */
     bool broken;           /* a transport failure: close and connect again */
     char err[256];
 };
@@ -142,9 +148,13 @@ inv_fleet_conn_t *inv_fleet_connect(const cm_redis_url_t *addr, uint32_t timeout
     }
     c->cl = cl;
     c->s = inv_cluster_sync_new(cl, timeout_ms);
-    /* connect now, as callers expect of a connect */
+    /* connect now, as callers expect of a connect; through a transport (the
+     * simulator's) there is no raw connection: a PING opens one */
     int err = 0;
-    if (!inv_cluster_sync_ctx(c->s, NULL, &err)) {
+    redisReply *ping =
+        inv_cluster_transport() ? inv_cluster_sync_cmd(c->s, NULL, &err, "PING") : NULL;
+    freeReplyObject(ping);
+    if (inv_cluster_transport() ? !ping : !inv_cluster_sync_ctx(c->s, NULL, &err)) {
         cm_errbuf_set(errbuf, errlen, "%s", inv_cluster_sync_errstr(c->s));
         inv_fleet_close(c);
         return NULL;
@@ -156,6 +166,10 @@ void inv_fleet_close(inv_fleet_conn_t *c)
 {
     if (!c)
         return;
+    for (size_t i = 0; c->tq && i < c->piped; i++)
+        redisFreeCommand(c->tq[i]);
+    free(c->tq);
+    free(c->tql);
     inv_cluster_sync_free(c->s);
     inv_cluster_close(c->cl);
     free(c);
@@ -561,8 +575,69 @@ const inv_fleet_reply_t *inv_fleet_reply_element(const inv_fleet_reply_t *r, siz
     return (const inv_fleet_reply_t *)(const void *)rr(r)->element[i];
 }
 
+/* inv_fleet_pipe_append through a transport: the command waits in c->tq. */
+static int tpipe_append(inv_fleet_conn_t *c, const char *key, const char *fmt, va_list ap)
+{
+    char *cmd = NULL;
+    int len = redisvFormatCommand(&cmd, fmt, ap);
+    if (len < 0)
+        return CM_ENOMEM;
+    if (c->piped == c->tcap) {
+        size_t cap = c->tcap ? c->tcap * 2 : 16;
+        char **q = realloc(c->tq, cap * sizeof(*q));
+        size_t *ql = q ? realloc(c->tql, cap * sizeof(*ql)) : NULL;
+        if (q)
+            c->tq = q;
+        if (!ql) {
+            redisFreeCommand(cmd);
+            return CM_ENOMEM;
+        }
+        c->tql = ql;
+        c->tcap = cap;
+    }
+    if (c->piped == 0)
+        snprintf(c->tkey, sizeof(c->tkey), "%s", key ? key : "");
+    c->tq[c->piped] = cmd;
+    c->tql[c->piped++] = (size_t)len;
+    return 0;
+}
+
+/* inv_fleet_pipe_read through a transport: one call per command, in order; the
+ * first transport failure ends it (the commands after it are not sent). */
+static int tpipe_read(inv_fleet_conn_t *c, size_t *errors)
+{
+    size_t sent = c->piped;
+    c->piped = 0;
+    int rc = 0;
+    for (size_t i = 0; i < sent; i++) {
+        int err = 0;
+        redisReply *r = rc ? NULL
+                           : inv_cluster_sync_formatted(c->s, c->tkey[0] ? c->tkey : NULL, c->tq[i],
+                                                        c->tql[i], &err);
+        redisFreeCommand(c->tq[i]);
+        if (rc)
+            continue;
+        if (!r) {
+            routed_failed(c);
+            rc = CM_EBACKEND;
+            continue;
+        }
+        if (r->type == REDIS_REPLY_ERROR)
+            (*errors)++;
+        freeReplyObject(r);
+    }
+    return rc;
+}
+
 int inv_fleet_pipe_append(inv_fleet_conn_t *c, const char *key, const char *fmt, ...)
 {
+    if (inv_cluster_transport()) {
+        va_list ap;
+        va_start(ap, fmt);
+        int rc = tpipe_append(c, key, fmt, ap);
+        va_end(ap);
+        return rc;
+    }
     if (c->piped == 0) { /* one connection for the whole pipeline: key's node */
         int err = 0;
         c->rc = inv_cluster_sync_ctx(c->s, key, &err);
@@ -583,9 +658,11 @@ int inv_fleet_pipe_append(inv_fleet_conn_t *c, const char *key, const char *fmt,
 
 int inv_fleet_pipe_read(inv_fleet_conn_t *c, size_t *errors)
 {
+    *errors = 0;
+    if (inv_cluster_transport())
+        return tpipe_read(c, errors);
     size_t sent = c->piped;
     c->piped = 0;
-    *errors = 0;
     for (size_t i = 0; i < sent; i++) {
         redisReply *r = NULL;
         if (redisGetReply(c->rc, (void **)&r) != REDIS_OK) {

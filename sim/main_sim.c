@@ -18,6 +18,11 @@
  *   on the memory inventory (else seeds 28 mod 32 draw Redis per gateway)
  *   --fair: only registration and the leftovers (sim_fair.h); --no-fair:
  *   never them (else every seed runs them too, after the sale's world)
+ *   --fairfleet: only the fleet's fairness (sim_fairfleet.h: three gateways'
+ *   lottery and registration on the Redis store, a simulated Redis);
+ *   --no-fairfleet: never it (else seeds 5 mod 16 run it too, after the rest)
+ *   FLASHGATE_SIM_LOG set: the product's own log lines on stderr (off
+ *   otherwise: the faults make them by the thousand)
  *   --open-defects: also the steps that meet the defects docs/simulation.md
  *   lists as open (left out otherwise, so that a batch tests the rest)
  *   flashgate-sim --plant NAME --seeds N --expect-fail
@@ -31,6 +36,7 @@
 #include "common/cm_plant.h"
 #include "common/cm_time.h"
 #include "sim/sim_fair.h"
+#include "sim/sim_fairfleet.h"
 #include "sim/sim_fleet.h"
 #include "sim/sim_world.h"
 
@@ -39,6 +45,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+/* The seeds that also run the fleet's fairness (sim_fairfleet.h): its three
+ * gateways' real fairness is the simulator's dearest world, so a sample of
+ * seeds runs it; docs/simulation.md gives the batch's time with it. */
+#define FAIRFLEET_EVERY 16
+#define FAIRFLEET_AT 5
 
 static double now_s(void)
 {
@@ -49,11 +61,13 @@ static double now_s(void)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: flashgate-sim [--seed N] [--seeds N] [--seconds T | --minutes M]\n"
-                    "                     [--seed-file FILE] [--steps K] [--trace] [--fsync-only] [--no-stops]\n"
-                    "                     [--open-defects] [--fleet | --no-fleet] [--redis | --no-redis]\n"
-                    "                     [--fair | --no-fair]\n"
-                    "                     [--plant NAME [--expect-fail]] [--list-plants]\n");
+    fprintf(stderr,
+            "usage: flashgate-sim [--seed N] [--seeds N] [--seconds T | --minutes M]\n"
+            "                     [--seed-file FILE] [--steps K] [--trace] [--fsync-only] "
+            "[--no-stops]\n"
+            "                     [--open-defects] [--fleet | --no-fleet] [--redis | --no-redis]\n"
+            "                     [--fair | --no-fair] [--fairfleet | --no-fairfleet]\n"
+            "                     [--plant NAME [--expect-fail]] [--list-plants]\n");
 }
 
 int main(int argc, char **argv)
@@ -64,6 +78,8 @@ int main(int argc, char **argv)
     bool no_stops = false;
     bool open_defects = false;
     int fleet = 0; /* 0: every 8th seed runs the fleet path too; 1: only it; -1: never */
+    /* 0: seeds FAIRFLEET_AT mod FAIRFLEET_EVERY run the fleet's fairness too; 1: only it */
+    int fairfleet = 0;
     int redis = 0; /* 0: seeds 28 mod 32 draw Redis gateways; 1: every gateway; -1: none */
     int fair = 0;  /* 0: every seed runs registration and the leftovers too; 1: only; -1: never */
     const char *seed_file = NULL, *plant = NULL;
@@ -102,6 +118,10 @@ int main(int argc, char **argv)
             fleet = 1;
         } else if (!strcmp(a, "--no-fleet")) {
             fleet = -1;
+        } else if (!strcmp(a, "--fairfleet")) {
+            fairfleet = 1;
+        } else if (!strcmp(a, "--no-fairfleet")) {
+            fairfleet = -1;
         } else if (!strcmp(a, "--fair")) {
             fair = 1;
         } else if (!strcmp(a, "--no-fair")) {
@@ -144,10 +164,11 @@ int main(int argc, char **argv)
         return 2;
 #endif
     }
-    atomic_store(&cm_log_level_current, -1); /* the product's logs: faults are the point */
+    if (!getenv("FLASHGATE_SIM_LOG")) /* the product's logs: faults are the point */
+        atomic_store(&cm_log_level_current, -1);
 
     uint64_t *list = NULL;
-    bool *list_fsync = NULL, *list_nostops = NULL, *list_redis = NULL;
+    bool *list_fsync = NULL, *list_nostops = NULL, *list_redis = NULL, *list_ff = NULL;
     size_t nlist = 0;
     if (seed_file) {
         FILE *f = fopen(seed_file, "r");
@@ -177,6 +198,8 @@ int main(int argc, char **argv)
             list_nostops[nlist] = strstr(end, "--no-stops") != NULL;
             list_redis = cm_xrealloc(list_redis, (nlist + 1) * sizeof(*list_redis));
             list_redis[nlist] = strstr(end, "--redis") != NULL;
+            list_ff = cm_xrealloc(list_ff, (nlist + 1) * sizeof(*list_ff));
+            list_ff[nlist] = strstr(end, "--fairfleet") != NULL;
             list[nlist++] = v;
         }
         fclose(f);
@@ -190,7 +213,7 @@ int main(int argc, char **argv)
     for (uint64_t k = 0;; k++) {
         uint64_t s;
         bool fs_only = fsync_only, nst = no_stops;
-        int rds = redis;
+        int rds = redis, ff = fairfleet;
         if (seed_file) {
             if (k >= nlist)
                 break;
@@ -198,6 +221,7 @@ int main(int argc, char **argv)
             fs_only = fs_only || list_fsync[k];
             nst = nst || list_nostops[k];
             rds = list_redis[k] ? 1 : rds;
+            ff = list_ff[k] ? 1 : ff;
         } else if (seconds > 0) {
             if (now_s() - t0 >= seconds)
                 break;
@@ -215,13 +239,15 @@ int main(int argc, char **argv)
                         .redis = rds,
                         .open_defects = open_defects};
         sim_result_t r;
-        if (fair == 1)
+        if (ff == 1)
+            sim_fairfleet_run(&o, &r);
+        else if (fair == 1)
             sim_fair_run(&o, &r);
         else if (fleet == 1)
             sim_fleet_run(&o, &r);
         else
             sim_run(&o, &r);
-        if (fair != 1 && fleet == 0 && s % 8 == 0 && r.ok) {
+        if (ff != 1 && fair != 1 && fleet == 0 && s % 8 == 0 && r.ok) {
             sim_result_t rf;
             sim_fleet_run(&o, &rf);
             r.ok = rf.ok;
@@ -230,7 +256,8 @@ int main(int argc, char **argv)
             r.crashes += rf.crashes;
             r.accepted += rf.accepted;
         }
-        if (fair == 0 && fleet != 1 && r.ok) { /* registration and the leftovers (sim_fair.h) */
+        if (ff != 1 && fair == 0 && fleet != 1 &&
+            r.ok) { /* registration and the leftovers (sim_fair.h) */
             sim_result_t rf;
             sim_fair_run(&o, &rf);
             r.ok = rf.ok;
@@ -238,6 +265,15 @@ int main(int argc, char **argv)
             r.steps += rf.steps;
             r.crashes += rf.crashes;
             r.power_losses += rf.power_losses;
+        }
+        if (ff == 0 && fair == 0 && fleet == 0 && s % FAIRFLEET_EVERY == FAIRFLEET_AT &&
+            r.ok) { /* the fleet's fairness (sim_fairfleet.h) */
+            sim_result_t rf;
+            sim_fairfleet_run(&o, &rf);
+            r.ok = rf.ok;
+            memcpy(r.why, rf.why, sizeof(r.why));
+            r.steps += rf.steps;
+            r.crashes += rf.crashes;
         }
         done++;
         total_steps += r.steps;
@@ -251,24 +287,28 @@ int main(int argc, char **argv)
             failures++;
             printf("FAIL seed=%" PRIu64 ": %s\n", s, r.why);
             printf("  reproduce: flashgate-sim --seed %" PRIu64 " --steps %" PRIu64
-                   "%s%s%s%s%s%s%s%s --trace\n",
+                   "%s%s%s%s%s%s%s%s%s --trace\n",
                    s, steps, fs_only ? " --fsync-only" : "", nst ? " --no-stops" : "",
-                   rds == 1 ? " --redis" : rds < 0 ? " --no-redis" : "",
+                   rds == 1  ? " --redis"
+                   : rds < 0 ? " --no-redis"
+                             : "",
                    open_defects ? " --open-defects" : "", fleet == 1 ? " --fleet" : "",
-                   fair == 1 ? " --fair" : "",
+                   fair == 1 ? " --fair" : "", ff == 1 ? " --fairfleet" : "",
                    plant ? " --plant " : "", plant ? plant : "");
 #ifdef FLASHGATE_PLANTS
             if (expect_fail) { /* the plant's doing only if the seed passes without it */
                 cm_plant_t p = cm_plant_active;
                 sim_result_t r0;
                 cm_plant_set(CM_PLANT_NONE);
-                if (fair == 1)
+                if (ff == 1)
+                    sim_fairfleet_run(&o, &r0);
+                else if (fair == 1)
                     sim_fair_run(&o, &r0);
                 else if (fleet == 1)
                     sim_fleet_run(&o, &r0);
                 else
                     sim_run(&o, &r0);
-                if (r0.ok && fair == 0 && fleet != 1)
+                if (r0.ok && ff != 1 && fair == 0 && fleet != 1)
                     sim_fair_run(&o, &r0);
                 cm_plant_set(p);
                 if (!r0.ok) {
@@ -284,6 +324,7 @@ int main(int argc, char **argv)
                 free(list_fsync);
                 free(list_nostops);
                 free(list_redis);
+                free(list_ff);
                 return 0;
             }
         }
@@ -298,6 +339,7 @@ int main(int argc, char **argv)
     free(list_fsync);
     free(list_nostops);
     free(list_redis);
+    free(list_ff);
     if (expect_fail) {
         printf("plant %s NOT found in %" PRIu64 " seeds\n", plant ? plant : "-", done);
         return 1;

@@ -2,11 +2,15 @@
  * The simulated Redis (see sim_redis.h).
  *
  * Written by hand, only as much as the backend's scripts and calls need
- * (inventory/inv_redis_lua.h, inv_redis_admin.c, inv_redis_sync.c): strings
- * are not stored (no script writes one), hashes and sets are; the commands are
- * PING, SCRIPT LOAD, EVAL, EVALSHA (NOSCRIPT when the cache lacks it), HGET,
- * HMGET, HSET, HEXISTS, HINCRBY, HDEL, HLEN, EXISTS, DEL, SADD, SREM,
- * SMEMBERS (insertion order), SISMEMBER, PUBLISH (no subscriber: 0) and WAIT.
+ * (inventory/inv_redis_lua.h, inv_redis_admin.c, inv_redis_sync.c) and the
+ * fairness store's (gateway/buy/gw_fair_redis.c): strings, hashes, sets and
+ * sorted sets, a key's expiry on the simulated wall clock (lazy, as Redis's);
+ * the commands are PING, SCRIPT LOAD, EVAL, EVALSHA (NOSCRIPT when the cache
+ * lacks it), GET, SET [NX] [PX], PEXPIRE, PTTL, TIME, RENAMENX, HGET, HMGET,
+ * HGETALL, HSET, HSETNX, HEXISTS, HINCRBY, HDEL, HLEN, EXISTS, DEL, SADD,
+ * SREM, SCARD, SMEMBERS (insertion order), SISMEMBER, ZADD, ZCARD, ZSCORE,
+ * ZRANK, ZRANGE, PUBLISH (no subscriber: 0) and WAIT. A logged write replays
+ * its expiry from the replay's clock (Redis's AOF writes an absolute time).
  * A script runs in Lua 5.1 with redis.call / redis.pcall and Redis's
  * conversions both ways (an integer reply is a number, a nil bulk false, a
  * table with err an error reply); a script's writes before an error stay, as
@@ -167,11 +171,14 @@ static void sd_free(sd_t *d, void (*vfree)(char *v))
 
 /*---- the server ----*/
 
-enum { T_HASH = 1, T_SET = 2 };
+enum { T_HASH = 1, T_SET = 2, T_STR = 3, T_ZSET = 4 };
 
 typedef struct obj {
     int type;
-    sd_t *d;
+    sd_t *d; /* a hash's, a set's, a sorted set's (member -> score text) */
+    char *s; /* a string's value */
+    size_t sl;
+    int64_t expire_ms; /* the wall clock's ms it goes at (PX, PEXPIRE); 0: never */
 } obj_t;
 
 static void obj_free(char *v)
@@ -179,6 +186,7 @@ static void obj_free(char *v)
     obj_t *o = (obj_t *)(void *)v;
     if (o) {
         sd_free(o->d, NULL);
+        free(o->s);
         free(o);
     }
 }
@@ -256,9 +264,26 @@ static redisReply *rep_arr(size_t n)
     return r;
 }
 
-static obj_t *lookup(sim_redis_t *r, const char *k, size_t kl, int type, bool *wrong)
+/* k's entry in the keyspace, or NULL; a key past its expiry goes first (Redis's lazy
+ * expiry, on the simulated wall clock). */
+static sd_ent_t *ks_find(sim_redis_t *r, const char *k, size_t kl)
 {
     sd_ent_t *e = sd_find(r->ks, k, kl);
+    if (!e)
+        return NULL;
+    obj_t *o = (obj_t *)(void *)e->v;
+    if (o->expire_ms == 0 || cm_wall_ms() < o->expire_ms)
+        return e;
+    e = sd_take(r->ks, k, kl);
+    obj_free(e->v);
+    free(e->k);
+    free(e);
+    return NULL;
+}
+
+static obj_t *lookup(sim_redis_t *r, const char *k, size_t kl, int type, bool *wrong)
+{
+    sd_ent_t *e = ks_find(r, k, kl);
     *wrong = false;
     if (!e)
         return NULL;
@@ -279,7 +304,7 @@ static obj_t *lookup_create(sim_redis_t *r, const char *k, size_t kl, int type, 
     sd_ent_t *e = sd_get(r->ks, k, kl, &created);
     o = cm_xcalloc(1, sizeof(*o));
     o->type = type;
-    o->d = sd_new();
+    o->d = type == T_STR ? NULL : sd_new();
     e->v = (char *)(void *)o;
     return o;
 }
@@ -288,7 +313,7 @@ static obj_t *lookup_create(sim_redis_t *r, const char *k, size_t kl, int type, 
 static void drop_if_empty(sim_redis_t *r, const char *k, size_t kl)
 {
     sd_ent_t *e = sd_find(r->ks, k, kl);
-    if (e && ((obj_t *)(void *)e->v)->d->n == 0) {
+    if (e && ((obj_t *)(void *)e->v)->d && ((obj_t *)(void *)e->v)->d->n == 0) {
         e = sd_take(r->ks, k, kl);
         obj_free(e->v);
         free(e->k);
@@ -555,6 +580,221 @@ static void remember(sim_redis_t *r, const char *id, const char *text, size_t n)
     }
 }
 
+/* A sorted set's member and score, for ZRANK and ZRANGE's order. */
+typedef struct zm {
+    double score;
+    const char *m;
+    size_t ml;
+} zm_t;
+
+static int zm_cmp(const void *a, const void *b)
+{
+    const zm_t *x = a, *y = b;
+    if (x->score != y->score)
+        return x->score < y->score ? -1 : 1;
+    size_t n = x->ml < y->ml ? x->ml : y->ml;
+    int c = memcmp(x->m, y->m, n);
+    return c ? c : (x->ml > y->ml) - (x->ml < y->ml);
+}
+
+/* A sorted set's members in Redis's order (score, then the bytes); *n of them. */
+static zm_t *z_sorted(const obj_t *o, size_t *n)
+{
+    *n = o ? o->d->n : 0;
+    zm_t *v = cm_xcalloc(*n ? *n : 1, sizeof(*v));
+    size_t i = 0;
+    for (sd_ent_t *e = o ? o->d->ohead : NULL; e; e = e->onext, i++)
+        v[i] = (zm_t){strtod(e->v, NULL), e->k, e->klen};
+    qsort(v, *n, sizeof(*v), zm_cmp);
+    return v;
+}
+
+/* The replies of a whole hash (HGETALL): field, value, ... */
+static redisReply *hgetall(const obj_t *o)
+{
+    redisReply *a = rep_arr(o ? 2 * o->d->n : 0);
+    size_t i = 0;
+    for (sd_ent_t *e = o ? o->d->ohead : NULL; e; e = e->onext) {
+        a->element[i++] = rep_str(REDIS_REPLY_STRING, e->k, e->klen);
+        a->element[i++] = rep_str(REDIS_REPLY_STRING, e->v, e->vlen);
+    }
+    return a;
+}
+
+/*
+ * The strings (GET, SET [NX] [PX ms]), expiries (PEXPIRE, PTTL), TIME,
+ * RENAMENX, HGETALL, HSETNX, SCARD and the sorted sets (ZADD, ZCARD, ZSCORE,
+ * ZRANK, ZRANGE) the fairness store's scripts and calls need
+ * (gateway/buy/gw_fair_redis.c); NULL when the command is none of these.
+ */
+static redisReply *exec_more(sim_redis_t *r, int argc, char **argv, size_t *argl)
+{
+    const char *c = argv[0];
+    bool wrong;
+    if (is(c, "TIME") && argc == 1) {
+        int64_t ms = cm_wall_ms();
+        char a[24], b[24];
+        int na = snprintf(a, sizeof(a), "%lld", (long long)(ms / 1000));
+        int nb = snprintf(b, sizeof(b), "%lld", (long long)(ms % 1000) * 1000);
+        redisReply *t = rep_arr(2);
+        t->element[0] = rep_str(REDIS_REPLY_STRING, a, (size_t)na);
+        t->element[1] = rep_str(REDIS_REPLY_STRING, b, (size_t)nb);
+        return t;
+    }
+    if (argc < 2)
+        return NULL;
+    if (is(c, "GET") && argc == 2) {
+        obj_t *o = lookup(r, argv[1], argl[1], T_STR, &wrong);
+        if (wrong)
+            return wrongtype();
+        return o ? rep_str(REDIS_REPLY_STRING, o->s, o->sl) : rep_new(REDIS_REPLY_NIL);
+    }
+    if (is(c, "SET") && argc >= 3) {
+        bool nx = false;
+        long long px = 0;
+        for (int i = 3; i < argc; i++) {
+            if (is(argv[i], "NX"))
+                nx = true;
+            else if (is(argv[i], "PX") && i + 1 < argc && parse_ll(argv[i + 1], argl[i + 1], &px) &&
+                     px > 0)
+                i++;
+            else
+                return rep_err("ERR syntax error (simulated Redis: SET takes NX and PX)");
+        }
+        sd_ent_t *e = ks_find(r, argv[1], argl[1]);
+        if (e && nx)
+            return rep_new(REDIS_REPLY_NIL);
+        if (e) { /* SET replaces any type */
+            e = sd_take(r->ks, argv[1], argl[1]);
+            obj_free(e->v);
+            free(e->k);
+            free(e);
+        }
+        obj_t *o = lookup_create(r, argv[1], argl[1], T_STR, &wrong);
+        o->s = mem_dup(argv[2], argl[2]);
+        o->sl = argl[2];
+        o->expire_ms = px ? cm_wall_ms() + px : 0;
+        r->dirty++;
+        return rep_str(REDIS_REPLY_STATUS, "OK", 2);
+    }
+    if (is(c, "PEXPIRE") && argc == 3) {
+        long long ms;
+        if (!parse_ll(argv[2], argl[2], &ms))
+            return rep_err("ERR value is not an integer or out of range");
+        sd_ent_t *e = ks_find(r, argv[1], argl[1]);
+        if (!e)
+            return rep_int(0);
+        ((obj_t *)(void *)e->v)->expire_ms = cm_wall_ms() + ms;
+        r->dirty++;
+        return rep_int(1);
+    }
+    if (is(c, "PTTL") && argc == 2) {
+        sd_ent_t *e = ks_find(r, argv[1], argl[1]);
+        if (!e)
+            return rep_int(-2);
+        obj_t *o = (obj_t *)(void *)e->v;
+        return rep_int(o->expire_ms ? o->expire_ms - cm_wall_ms() : -1);
+    }
+    if (is(c, "RENAMENX") && argc == 3) {
+        if (!ks_find(r, argv[1], argl[1]))
+            return rep_err("ERR no such key");
+        if (ks_find(r, argv[2], argl[2]))
+            return rep_int(0);
+        sd_ent_t *e = sd_take(r->ks, argv[1], argl[1]);
+        bool created;
+        sd_ent_t *n = sd_get(r->ks, argv[2], argl[2], &created);
+        n->v = e->v;
+        free(e->k);
+        free(e);
+        r->dirty++;
+        return rep_int(1);
+    }
+    if (is(c, "HGETALL") && argc == 2) {
+        obj_t *o = lookup(r, argv[1], argl[1], T_HASH, &wrong);
+        return wrong ? wrongtype() : hgetall(o);
+    }
+    if (is(c, "HSETNX") && argc == 4) {
+        obj_t *o = lookup_create(r, argv[1], argl[1], T_HASH, &wrong);
+        if (wrong)
+            return wrongtype();
+        bool created;
+        sd_ent_t *e = sd_get(o->d, argv[2], argl[2], &created);
+        if (!created)
+            return rep_int(0);
+        e->v = mem_dup(argv[3], argl[3]);
+        e->vlen = argl[3];
+        r->dirty++;
+        return rep_int(1);
+    }
+    if (is(c, "SCARD") && argc == 2) {
+        obj_t *o = lookup(r, argv[1], argl[1], T_SET, &wrong);
+        return wrong ? wrongtype() : rep_int(o ? (long long)o->d->n : 0);
+    }
+    if (toupper((unsigned char)c[0]) != 'Z')
+        return NULL;
+    obj_t *o = lookup(r, argv[1], argl[1], T_ZSET, &wrong);
+    if (wrong)
+        return wrongtype();
+    if (is(c, "ZADD") && argc >= 4 && argc % 2 == 0) {
+        o = lookup_create(r, argv[1], argl[1], T_ZSET, &wrong);
+        long long added = 0;
+        for (int i = 2; i < argc; i += 2) {
+            char *end;
+            (void)strtod(argv[i], &end);
+            if (end == argv[i] || *end)
+                return rep_err("ERR value is not a valid float");
+            bool created;
+            sd_ent_t *e = sd_get(o->d, argv[i + 1], argl[i + 1], &created);
+            added += created;
+            free(e->v);
+            e->v = mem_dup(argv[i], argl[i]);
+            e->vlen = argl[i];
+        }
+        r->dirty++;
+        return rep_int(added);
+    }
+    if (is(c, "ZCARD") && argc == 2)
+        return rep_int(o ? (long long)o->d->n : 0);
+    if (is(c, "ZSCORE") && argc == 3) {
+        sd_ent_t *e = o ? sd_find(o->d, argv[2], argl[2]) : NULL;
+        return e ? rep_str(REDIS_REPLY_STRING, e->v, e->vlen) : rep_new(REDIS_REPLY_NIL);
+    }
+    if ((is(c, "ZRANK") && argc == 3) || (is(c, "ZRANGE") && argc == 4)) {
+        size_t n;
+        zm_t *v = z_sorted(o, &n);
+        redisReply *rp = NULL;
+        if (is(c, "ZRANK")) {
+            for (size_t i = 0; i < n && !rp; i++)
+                if (v[i].ml == argl[2] && memcmp(v[i].m, argv[2], argl[2]) == 0)
+                    rp = rep_int((long long)i);
+            if (!rp)
+                rp = rep_new(REDIS_REPLY_NIL);
+        } else {
+            long long a, b;
+            if (!parse_ll(argv[2], argl[2], &a) || !parse_ll(argv[3], argl[3], &b)) {
+                free(v);
+                return rep_err("ERR value is not an integer or out of range");
+            }
+            if (a < 0)
+                a += (long long)n;
+            if (b < 0)
+                b += (long long)n;
+            if (a < 0)
+                a = 0;
+            if (b >= (long long)n)
+                b = (long long)n - 1;
+            size_t k = a <= b ? (size_t)(b - a + 1) : 0;
+            rp = rep_arr(k);
+            for (size_t i = 0; i < k; i++)
+                rp->element[i] =
+                    rep_str(REDIS_REPLY_STRING, v[a + (long long)i].m, v[a + (long long)i].ml);
+        }
+        free(v);
+        return rp;
+    }
+    return NULL;
+}
+
 static redisReply *exec(sim_redis_t *r, int argc, char **argv, size_t *argl)
 {
     const char *c = argv[0];
@@ -592,10 +832,10 @@ static redisReply *exec(sim_redis_t *r, int argc, char **argv, size_t *argl)
         long long n = 0;
         for (int i = 1; i < argc; i++) {
             if (is(c, "EXISTS")) {
-                n += sd_find(r->ks, argv[i], argl[i]) != NULL;
+                n += ks_find(r, argv[i], argl[i]) != NULL;
                 continue;
             }
-            sd_ent_t *e = sd_take(r->ks, argv[i], argl[i]);
+            sd_ent_t *e = ks_find(r, argv[i], argl[i]) ? sd_take(r->ks, argv[i], argl[i]) : NULL;
             if (e) {
                 n++;
                 r->dirty++;
@@ -606,6 +846,9 @@ static redisReply *exec(sim_redis_t *r, int argc, char **argv, size_t *argl)
         }
         return rep_int(n);
     }
+    redisReply *more = exec_more(r, argc, argv, argl);
+    if (more)
+        return more;
     bool hash = toupper((unsigned char)c[0]) == 'H';
     bool set = toupper((unsigned char)c[0]) == 'S';
     if ((!hash && !set) || argc < 2)

@@ -1052,8 +1052,12 @@ int gw_fleet_publish_limits(struct gw_server *srv, uint32_t fields, bool refuse,
     return publish_locked(f, fields, refuse, replaced, ctx, errbuf, errlen);
 }
 
+uint32_t (*gw_fleet__members_sim)(struct gw_server *srv);
+
 uint32_t gw_fleet_members(struct gw_server *srv)
 {
+    if (gw_fleet__members_sim)
+        return gw_fleet__members_sim(srv);
     gw_fleet_t *f = srv->node.fleet;
     uint32_t n = f ? atomic_load(&f->members) : 1;
     return n ? n : 1;

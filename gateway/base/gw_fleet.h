@@ -79,6 +79,9 @@ int gw_fleet_publish_limits(struct gw_server *srv, uint32_t fields, bool refuse,
                             void (*replaced)(void *ctx), void *ctx, char *errbuf, size_t errlen);
 /* Live gateways of the fleet as last seen (1 without a fleet). Thread-safe. */
 uint32_t gw_fleet_members(struct gw_server *srv);
+/* The simulator's seam (sim/sim_fairfleet.c), NULL otherwise: the members its
+ * gateways, which run no heartbeat thread, are told. Set before any call. */
+extern uint32_t (*gw_fleet__members_sim)(struct gw_server *srv);
 /* Adds {"fleet": {...}} (members, share, config version, node id) to a jansson object. */
 void gw_fleet_stats(struct gw_server *srv, void *json_obj);
 /*

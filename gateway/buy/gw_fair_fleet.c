@@ -12,6 +12,7 @@
 #include "common/cm_err.h"
 #include "common/cm_hash.h"
 #include "common/cm_log.h"
+#include "common/cm_plant.h"
 #include "common/cm_rand.h"
 #include "common/cm_time.h"
 #include "common/cm_url.h"
@@ -216,6 +217,10 @@ static bool fleet_push(gw_fair_t *f, gw_fair_sale_t *fs)
     size_t n = fs->n, sent = 0;
     for (size_t i = 0; i < n; i++) {
         const entry_t *e = &fs->v[i];
+        if (CM_PLANT(FAIR_FLEET_PUSH_SKIPS) && n > 1 && i + 1 == n) {
+            sent++;
+            continue;
+        }
         char val[320];
         snprintf(val, sizeof(val), "%s %u %s %u%s%s%s", e->order_id, e->qty,
                  gw_fair__idem_out(e->idem), f->srv->node.id, gw_fair__idem_mark(e->idem),
@@ -911,27 +916,38 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms)
     return done;
 }
 
-/* A closed window in the fleet: push, then draw (one gateway) or learn the draw. */
+/*
+ * A closed window in the fleet: push, then draw (one gateway) or learn the draw.
+ * The draw waits for every member's push up to FLEET_PUSH_WAIT_MS of Redis
+ * answering this gateway (fs->push_read_ms, set again by every failure), not
+ * of time since the close: after an outage across the close, the first
+ * gateway back would otherwise draw at once, without the entries of live
+ * gateways a tick behind it (sim/seeds.txt, --fairfleet).
+ */
 void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms)
 {
-    if (!fs->pushed && !fleet_push(f, fs))
-        return;
-    if (!fconn(f))
-        return;
     char why[256] = "";
     bool done = false;
-    if (!fok(f, gw_fair_redis_lottery_done(f->rc, fs->sale_id, &done, why, sizeof(why)), why))
+    if ((!fs->pushed && !fleet_push(f, fs)) || !fconn(f) ||
+        !fok(f, gw_fair_redis_lottery_done(f->rc, fs->sale_id, &done, why, sizeof(why)), why)) {
+        fs->push_read_ms = 0;
         return;
+    }
     if (done) {
         gw_fair__fleet_fetch(f, fs);
         return;
     }
-    if (cm_wall_ms() < closes_ms + FLEET_PUSH_WAIT_MS) {
+    int64_t now = cm_wall_ms();
+    if (!fs->push_read_ms)
+        fs->push_read_ms = now; /* Redis answers again: the wait starts over */
+    if (now < (fs->push_read_ms > closes_ms ? fs->push_read_ms : closes_ms) + FLEET_PUSH_WAIT_MS) {
         long long pushed = -1;
         if (!fok(f,
                  gw_fair_redis_lottery_pushed_count(f->rc, fs->sale_id, &pushed, why, sizeof(why)),
-                 why))
+                 why)) {
+            fs->push_read_ms = 0;
             return;
+        }
         if (pushed < (long long)gw_fleet_members(f->srv))
             return;
     }

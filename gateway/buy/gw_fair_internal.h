@@ -121,6 +121,9 @@ struct gw_fair_sale {
     };
     int64_t draw_started_ms, draw_done_ms;
     int64_t draw_retry_ms; /* fleet: no new try of a failed draw before this (lottery thread) */
+    int64_t push_read_ms;  /* fleet: since when Redis answered this gateway's draw tick without
+                            * a failure (0: it failed last); the wait for the pushes counts
+                            * from it (gw_fair__fleet_tick_sale, lottery thread) */
     uint64_t won_orders, won_units, lost;
     atomic_bool drawn;
     /* the waitlist (gw_waitlist.c): losers of the draw, for units freed after it */

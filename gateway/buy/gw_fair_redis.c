@@ -7,6 +7,7 @@
 #include "gateway/buy/gw_fair_redis.h"
 
 #include "common/cm_err.h"
+#include "common/cm_plant.h"
 #include "inventory/inv_fleet.h"
 
 #include <openssl/evp.h>
@@ -433,7 +434,7 @@ int gw_fair_redis_lottery_entry_mark(inv_fleet_conn_t *c, const char *sale, cons
         cm_errbuf_set(errbuf, errlen, "unexpected reply to the entry mark");
         rc = CM_EBACKEND;
     } else {
-        *taken = rnum(el(r, 0)) == 1;
+        *taken = rnum(el(r, 0)) == 1 || CM_PLANT(FAIR_REDIS_MARK_HELD);
         snprintf(held, cap, "%s", *taken ? "" : rstr(el(r, 1)));
     }
     inv_fleet_reply_free(r);

@@ -1281,6 +1281,9 @@ void gw_overload_snapshot(gw_server_t *srv, gw_ol_snapshot_t *out)
 {
     memset(out, 0, sizeof(*out));
     gw_overload_t *ol = srv->ol;
+    /* no controller (the simulator's gateways): level 0, every buy admitted, so the
+     * waiting room's front moves at its rate */
+    out->buy_admit_pct = 100;
     if (!ol)
         return;
     pthread_mutex_lock(&ol->mu);

@@ -1,0 +1,874 @@
+/*
+ * The fleet's fairness: driver and oracle (see sim_fairfleet.h).
+ *
+ * What runs real: three gateways, each a gw_server_t with the Redis inventory
+ * (inventory/inv_redis*.c), a spool, an order table and gw_fair_open's state,
+ * so every call below goes through the product's fleet shells and the Redis
+ * store they were given (gw_fair_store.c's gw_fair__lot_redis,
+ * gw_reg_fleet.c's gw_reg__fleet_ops), the fairness pool (gw_fair_pool.c),
+ * the store's scripts (gw_fair_redis.c) and inventory's client, over the
+ * transport seam into sim_redis, which runs the scripts in Lua 5.1. The
+ * routes are the driver: it checks the phases as gw_buy.c's entry route and
+ * the registration route do and calls gw_reg_add and gw_fair_enter; the
+ * lottery thread is the driver too: gw_fair_tick on a gateway is one turn of
+ * its loop (the fleet's configuration poll, the entry marks, the push, the
+ * lock, the draw, the winners' accept sequence, the read of the draw).
+ * What is not real: the gateways' data directories are real files on
+ * /dev/shm (else /tmp; the fleet's fairness keeps fair.json and the entry log
+ * there: a restart reads them back; no power loss), no HTTP, no relay, no
+ * heartbeat thread (gw_fleet.c: the members are the gateways up, or down for
+ * less than its member TTL, through gw_fleet__members_sim), and the clock is
+ * the fake one (cm_time_set_fake), 1-3 ms a step.
+ *
+ * Faults: Redis calls that time out (ran, run up to 20 steps later, or
+ * never: a reply later than the pool's timeout), replies lost with their
+ * connection, Redis down and back, Redis restarted with persistence (its
+ * connections break, its script cache empties), a gateway restarted.
+ *
+ * The oracle, once every gateway read the draw (faults healed):
+ *   - one entry per person: no two accounts of a person both answered
+ *     "entered" with two orders, and the draw's entrants hold each person
+ *     once, with an order some gateway answered "entered" for its account;
+ *   - every entry answered "entered" is in the draw;
+ *   - every gateway computes the same winners from the seed and the frozen
+ *     entrants (its own SipHash key, gw_fair_order): the winners recorded are
+ *     the first `stock` of that order, less the ones the spool refused;
+ *   - winners <= stock, each winner has exactly one order (the Redis
+ *     inventory's orders of the sale and its account's units), and no order
+ *     that is not a winner's;
+ *   - every gateway answers each entry it holds as the draw recorded it;
+ *   - a registration answered 201 is in Redis (no restart loses Redis' data
+ *     here: with persistence on, appendfsync always).
+ */
+#define _XOPEN_SOURCE 700 /* nftw(3): the data directories' removal */
+
+#include "sim/sim_fairfleet.h"
+
+#include "sim/sim_redis.h"
+
+#include "common/cm_alloc.h"
+#include "common/cm_err.h"
+#include "common/cm_hash.h"
+#include "common/cm_rand.h"
+#include "common/cm_time.h"
+#include "gateway/base/gw_base.h"
+#include "gateway/base/gw_fleet.h"
+#include "gateway/buy/gw_accept.h"
+#include "gateway/buy/gw_fair.h"
+#include "gateway/buy/gw_fair_internal.h"
+#include "gateway/buy/gw_fair_redis.h"
+#include "gateway/buy/gw_reg.h"
+#include "gateway/buy/gw_reg_core.h"
+#include "inventory/inv.h"
+#include "inventory/inv_fleet.h"
+#include "inventory/inv_redis.h"
+#include "queue/oq_spool.h"
+
+#include <ftw.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define NGW 3
+#define NP 10 /* persons; every third one has a second account */
+#define SALE "s1"
+#define ROOM "s2"          /* a sale with a waiting room */
+#define NR 12              /* the room's persons */
+#define NBUY 64            /* buys in progress at most */
+#define NPOS 256           /* places tracked */
+#define REG_MS 120         /* the registration window, from the start */
+#define WINDOW_MS 240      /* the lottery's entry window, from the sale's start */
+#define MEMBER_TTL_MS 3000 /* gw_fleet.c's: a member missing 3 heartbeats is gone */
+#define FAULT_STEPS 700
+#define HEAL_STEPS 900 /* no faults: every gateway reads the draw by then */
+#define URL                                                                                        \
+    "redis://127.0.0.1:6379/?timeout_ms=40&admin_timeout_ms=2000&breaker_failures=1000"            \
+    "&breaker_cooldown_ms=20"
+
+/* What the driver was answered, per person. */
+typedef struct person {
+    bool reg_acked;    /* a registration answered 201 */
+    bool registered;   /* answered 201 or 200: the route lets it enter */
+    char order[2][40]; /* each account's entry answered "entered" ("" none) */
+    int order_gw[2];
+} person_t;
+
+/* A room person's admission token, as the join answered it. */
+typedef struct rperson {
+    uint64_t pos, jti;
+    int64_t exp_s;
+} rperson_t;
+
+/* A buy with a token, claimed and not settled yet. */
+typedef struct buy {
+    uint64_t jti, nonce;
+    int g, gen;
+} buy_t;
+
+/* What the driver knows of a token: spent by an order answered, or maybe (its buy died). */
+typedef struct token {
+    uint64_t jti;
+    bool spent, maybe, held;
+} token_t;
+
+typedef struct gw {
+    bool up;
+    int gen;         /* its incarnation */
+    bool left;       /* out of the members while a draw was pending: its entries may be out */
+    int64_t down_ms; /* when it last went down */
+    gw_config_t cfg;
+    gw_server_t srv;
+} gw_t;
+
+typedef struct world {
+    cm_rand_t rng;
+    cm_rand_t keys; /* the product's random keys (cm_hash_seed_set_fake) */
+    sim_redis_t *rs;
+    gw_t gw[NGW];
+    person_t p[NP];
+    rperson_t rp[NR];
+    char place[NPOS][16]; /* the person each place was given to */
+    buy_t buy[NBUY];
+    size_t nbuy;
+    token_t tok[NR * 4];
+    size_t ntok;
+    uint64_t claims, orders;
+    bool open_defects; /* also the steps that meet the open defect below */
+    char dir[64];
+    int64_t t0, starts_at, stock;
+    uint64_t step, next_id;
+    FILE *trace;
+    sim_result_t *res;
+} world_t;
+
+static bool chance(world_t *wd, double p)
+{
+    return cm_rand_unit(&wd->rng) < p;
+}
+
+static uint32_t below(world_t *wd, uint32_t n)
+{
+    return (uint32_t)cm_rand_below(&wd->rng, n);
+}
+
+static void trace(world_t *wd, const char *fmt, ...)
+{
+    if (!wd->trace)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(wd->trace, "[%" PRIu64 "] ", wd->step);
+    // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start above
+    vfprintf(wd->trace, fmt, ap);
+    fputc('\n', wd->trace);
+    va_end(ap);
+}
+
+static void fail(world_t *wd, const char *fmt, ...)
+{
+    if (!wd->res->ok)
+        return;
+    wd->res->ok = false;
+    va_list ap;
+    va_start(ap, fmt);
+    // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): va_start above
+    vsnprintf(wd->res->why, sizeof(wd->res->why), fmt, ap);
+    va_end(ap);
+    trace(wd, "FAIL %s", wd->res->why);
+}
+
+static void account_of(int p, int a, char *out, size_t cap)
+{
+    snprintf(out, cap, "%c%d", a ? 'b' : 'a', p);
+}
+
+/* The person of an account ("a3", "b3": p3), -1 if none. */
+static int person_of_account(const char *acct)
+{
+    if ((acct[0] != 'a' && acct[0] != 'b') || !acct[1])
+        return -1;
+    int p = atoi(acct + 1);
+    return p >= 0 && p < NP ? p : -1;
+}
+
+/*---- a gateway: started and stopped as a process is ----*/
+
+static void gw_down(world_t *wd, int g)
+{
+    gw_t *G = &wd->gw[g];
+    if (!G->up)
+        return;
+    gw_fair_close(&G->srv);
+    gw_orders_free(G->srv.stores.orders);
+    oq_spool_close(G->srv.stores.spool);
+    inv_close(G->srv.stores.inv);
+    memset(&G->srv, 0, sizeof(G->srv));
+    G->up = false;
+    G->down_ms = cm_wall_ms();
+    trace(wd, "gw%d down", g);
+}
+
+static bool gw_up(world_t *wd, int g)
+{
+    gw_t *G = &wd->gw[g];
+    if (G->up)
+        return true;
+    char why[256] = "", spdir[128];
+    memset(&G->cfg, 0, sizeof(G->cfg));
+    memset(&G->srv, 0, sizeof(G->srv));
+    snprintf(G->cfg.data_dir, sizeof(G->cfg.data_dir), "%s/g%d", wd->dir, g);
+    snprintf(G->cfg.inventory, sizeof(G->cfg.inventory), "%s", URL);
+    G->cfg.redis_timeout_ms = 40;
+    G->cfg.max_lottery_entries = 1000;
+    G->srv.cfg = &G->cfg;
+    atomic_store(&G->srv.node.id, (uint32_t)g + 1);
+    G->srv.pool.nworkers = 1;
+    if (inv_open(&G->srv.stores.inv, URL, NULL, 16, why, sizeof(why)) != 0) {
+        trace(wd, "gw%d inventory: %s", g, why);
+        return false;
+    }
+    (void)mkdir(G->cfg.data_dir, 0700);
+    snprintf(spdir, sizeof(spdir), "%s/spool", G->cfg.data_dir);
+    oq_spool_opts_t so = {.dir = spdir, .durability = OQ_DURABILITY_WRITE};
+    if (oq_spool_open(&G->srv.stores.spool, &so, why, sizeof(why)) != 0) {
+        fail(wd, "gw%d spool: %s", g, why);
+        inv_close(G->srv.stores.inv);
+        return false;
+    }
+    G->srv.stores.orders = gw_orders_new(1000);
+    if (gw_fair_open(&G->srv, gw_acceptor(&G->srv), why, sizeof(why)) != 0) {
+        fail(wd, "gw%d lottery: %s", g, why);
+        gw_fair_close(&G->srv);
+        gw_orders_free(G->srv.stores.orders);
+        oq_spool_close(G->srv.stores.spool);
+        inv_close(G->srv.stores.inv);
+        return false;
+    }
+    /* the lottery thread's inventory handle (gw_fair_start_thread's), no thread:
+     * the driver runs its turns (gw_fair_tick) */
+    if (inv_worker_open(G->srv.stores.inv, NULL, &G->srv.fair->inv) != 0) {
+        fail(wd, "gw%d lottery inventory handle", g);
+        gw_fair_close(&G->srv);
+        gw_orders_free(G->srv.stores.orders);
+        oq_spool_close(G->srv.stores.spool);
+        inv_close(G->srv.stores.inv);
+        return false;
+    }
+    inv_redis_sync_step(G->srv.stores.inv);
+    G->up = true;
+    G->gen++;
+    trace(wd, "gw%d up", g);
+    return true;
+}
+
+/* The product's random keys (secrets, draw and room seeds) drawn from the seed. */
+static uint64_t seed_word(void *arg)
+{
+    return cm_rand_next(arg);
+}
+
+/* The heartbeat's view (gw_fleet.c), which the gateways here do not run: a
+ * gateway is a member while up and for MEMBER_TTL_MS after it went down. */
+static world_t *g_world;
+
+static uint32_t members_sim(gw_server_t *srv)
+{
+    (void)srv;
+    uint32_t n = 0;
+    for (int g = 0; g < NGW; g++)
+        n += g_world->gw[g].up || cm_wall_ms() - g_world->gw[g].down_ms < MEMBER_TTL_MS;
+    return n ? n : 1;
+}
+
+static int any_up(world_t *wd)
+{
+    int start = (int)below(wd, NGW);
+    for (int k = 0; k < NGW; k++)
+        if (wd->gw[(start + k) % NGW].up)
+            return (start + k) % NGW;
+    return -1;
+}
+
+/*---- the routes, as the driver plays them ----*/
+
+static void do_register(world_t *wd, int g)
+{
+    gw_server_t *srv = &wd->gw[g].srv;
+    int64_t opens, closes;
+    if (!gw_reg_window(srv, SALE, &opens, &closes) ||
+        gw_reg_phase_at(opens, closes, cm_wall_ms()) != GW_REG_OPEN)
+        return;
+    int p = (int)below(wd, NP);
+    char person[16], why[256] = "";
+    snprintf(person, sizeof(person), "p%d", p);
+    bool sync = false;
+    int rc = gw_reg_add(srv, SALE, person, NP, &sync, why, sizeof(why));
+    trace(wd, "gw%d register %s -> %d %s", g, person, rc, rc < 0 ? why : "");
+    if (sync)
+        fail(wd, "a fleet's registration asked for a sync");
+    if (rc == GW_REG_ADDED)
+        wd->p[p].reg_acked = true;
+    if (rc == GW_REG_ADDED || rc == GW_REG_ALREADY)
+        wd->p[p].registered = true;
+    if (rc == GW_REG_FULL)
+        fail(wd, "registration of %s answered full with a cap of every person", person);
+}
+
+static void do_enter(world_t *wd, int g)
+{
+    gw_server_t *srv = &wd->gw[g].srv;
+    gw_fair_sale_t *fs = gw_fair_find(srv->fair, SALE);
+    if (!fs || gw_fair_phase(fs, wd->starts_at, cm_wall_ms()) != GW_FAIR_ENTER)
+        return;
+    int p = (int)below(wd, NP);
+    if (!wd->p[p].registered) /* the route's 403 not_registered */
+        return;
+    /* a second account plays on its own gateway: the person's two entries meet in Redis */
+    int a = p % 3 == 0 && g == (p + 1) % NGW ? 1 : 0;
+    gw_fair_ticket_t t;
+    memset(&t, 0, sizeof(t));
+    snprintf(t.order_id, sizeof(t.order_id), "f%" PRIu64, ++wd->next_id);
+    snprintf(t.sale_id, sizeof(t.sale_id), SALE);
+    account_of(p, a, t.user_id, sizeof(t.user_id));
+    snprintf(t.person, sizeof(t.person), "p%d", p);
+    t.qty = 1;
+    t.entered_at_ms = cm_wall_ms();
+    t.draw_at_ms = gw_fair_closes_at(fs, wd->starts_at);
+    int rc = gw_fair_enter(fs, &t, "");
+    trace(wd, "gw%d enter %s/%s -> %d %s", g, t.user_id, t.person, rc, t.order_id);
+    person_t *P = &wd->p[p];
+    if (rc == 0) {
+        if (P->order[a][0])
+            fail(wd, "account %s entered twice: %s then %s", t.user_id, P->order[a], t.order_id);
+        snprintf(P->order[a], sizeof(P->order[a]), "%s", t.order_id);
+        P->order_gw[a] = g;
+        if (P->order[!a][0])
+            fail(wd, "person p%d entered with two accounts: %s (gw%d) and %s (gw%d)", p,
+                 P->order[0], P->order_gw[0], P->order[1], P->order_gw[1]);
+    } else if (rc == 1 && P->order[a][0] && strcmp(t.order_id, P->order[a]) != 0) {
+        fail(wd, "account %s's entry %s answered as %s", t.user_id, P->order[a], t.order_id);
+    }
+}
+
+/*---- the waiting room: joins, and buys that claim and settle a token ----*/
+
+static token_t *token_of(world_t *wd, uint64_t jti)
+{
+    for (size_t i = 0; i < wd->ntok; i++)
+        if (wd->tok[i].jti == jti)
+            return &wd->tok[i];
+    if (wd->ntok == sizeof(wd->tok) / sizeof(wd->tok[0]))
+        return NULL;
+    token_t *t = &wd->tok[wd->ntok++];
+    memset(t, 0, sizeof(*t));
+    t->jti = jti;
+    return t;
+}
+
+static void do_join(world_t *wd, int g)
+{
+    gw_fair_sale_t *fs = gw_fair_room(wd->gw[g].srv.fair, ROOM);
+    if (!fs)
+        return;
+    int k = (int)below(wd, NR);
+    char person[16];
+    snprintf(person, sizeof(person), "r%d", k);
+    gw_fair_room_view_t v;
+    gw_fair_room_view(fs, &v);
+    gw_wr_join_t j;
+    memset(&j, 0, sizeof(j));
+    int rc = gw_fair_room_join(fs, person, strlen(person), true, cm_wall_ms(), wd->starts_at,
+                               v.admitted_through, &j);
+    trace(wd, "gw%d join %s -> %d pos=%" PRIu64 " jti=%" PRIx64, g, person, rc, j.pos, j.jti);
+    if (rc != 0 || !j.pos)
+        return;
+    if (j.pos < NPOS) {
+        if (wd->place[j.pos][0] && strcmp(wd->place[j.pos], person) != 0)
+            fail(wd, "place %" PRIu64 " given to %s and to %s", j.pos, wd->place[j.pos], person);
+        snprintf(wd->place[j.pos], sizeof(wd->place[j.pos]), "%s", person);
+    }
+    wd->rp[k].pos = j.pos;
+    if (j.jti) {
+        wd->rp[k].jti = j.jti;
+        wd->rp[k].exp_s = j.exp_s;
+    }
+}
+
+static void do_claim(world_t *wd, int g)
+{
+    int k = (int)below(wd, NR);
+    rperson_t *R = &wd->rp[k];
+    int64_t now_s = cm_wall_ms() / 1000;
+    if (!R->jti || R->exp_s <= now_s || wd->nbuy == NBUY) /* the route's 403 */
+        return;
+    uint64_t nonce = 0;
+    int rc = gw_fair_admission_claim(wd->gw[g].srv.fair, ROOM, R->jti, R->exp_s, 0, now_s, &nonce);
+    trace(wd, "gw%d claim r%d jti=%" PRIx64 " -> %d nonce=%" PRIx64, g, k, R->jti, rc, nonce);
+    if (rc != GW_WR_CLAIMED)
+        return;
+    wd->claims++;
+    token_t *t = token_of(wd, R->jti);
+    if (!t)
+        return;
+    if (t->spent || t->maybe || t->held)
+        fail(wd, "token %" PRIx64 " of r%d claimed again while %s", R->jti, k,
+             t->spent   ? "spent by an order"
+             : t->maybe ? "maybe spent (its buy died)"
+                        : "held");
+    t->held = true;
+    wd->buy[wd->nbuy++] = (buy_t){.jti = R->jti, .nonce = nonce, .g = g, .gen = wd->gw[g].gen};
+}
+
+/* A buy in progress ends: its order answered (the token spent) or not (given back); a
+ * buy whose gateway died meanwhile ends with it (its order may exist). */
+static void do_settle(world_t *wd)
+{
+    if (!wd->nbuy)
+        return;
+    size_t i = below(wd, (uint32_t)wd->nbuy);
+    buy_t b = wd->buy[i];
+    wd->buy[i] = wd->buy[--wd->nbuy];
+    token_t *t = token_of(wd, b.jti);
+    if (!t)
+        return;
+    t->held = false;
+    gw_t *G = &wd->gw[b.g];
+    if (!G->up || G->gen != b.gen) {
+        t->maybe = true;
+        trace(wd, "buy of token %" PRIx64 " died with gw%d", b.jti, b.g);
+        return;
+    }
+    bool accepted = chance(wd, 0.6);
+    gw_fair_admission_settle(G->srv.fair, ROOM, b.jti, 0, b.nonce, accepted);
+    trace(wd, "gw%d settle jti=%" PRIx64 " accepted=%d", b.g, b.jti, accepted);
+    if (accepted) {
+        t->spent = true;
+        wd->orders++;
+    }
+}
+
+/*---- faults ----*/
+
+/*
+ * Between the close and the draw. The open defect (docs/simulation.md, "The
+ * fleet's fairness"): the draw compares the number of gateways that pushed
+ * with the number of members, not the gateways themselves, so a gateway that
+ * pushed and then left the members (down past the member TTL) stands in for a
+ * live one that has not pushed yet, whose entries are then left out (seed 198
+ * --fairfleet --open-defects). Without --open-defects no gateway goes down
+ * while a draw is pending.
+ */
+static bool draw_pending(world_t *wd)
+{
+    int64_t closes = wd->starts_at + WINDOW_MS;
+    if (cm_wall_ms() < closes)
+        return false;
+    for (int g = 0; g < NGW; g++) {
+        gw_fair_sale_t *fs = wd->gw[g].up ? gw_fair_find(wd->gw[g].srv.fair, SALE) : NULL;
+        if (fs && atomic_load(&fs->drawn))
+            return false;
+    }
+    return true;
+}
+
+static void note_left(world_t *wd);
+
+static void faults(world_t *wd)
+{
+    sim_redis_faults_t *f = sim_redis_faults(wd->rs);
+    if (chance(wd, f->down ? 0.08 : 0.006)) {
+        f->down = !f->down;
+        trace(wd, "redis %s", f->down ? "down" : "up");
+    }
+    if (chance(wd, 0.002)) {
+        trace(wd, "redis restart with persistence");
+        sim_redis_restart(wd->rs, true);
+        wd->res->crashes++;
+    }
+    if (chance(wd, 0.002)) { /* a long outage (a partition, a slow restart): 0.5-5 s */
+        uint64_t ms = 500 + below(wd, 4500);
+        trace(wd, "redis away for %" PRIu64 " ms", ms);
+        f->down = true;
+        for (uint64_t t = 0; t < ms; t += 250) { /* the lottery threads keep ticking, failing */
+            cm_time_advance_fake(250 * 1000000ull);
+            note_left(wd);
+            for (int g = 0; g < NGW; g++)
+                if (wd->gw[g].up)
+                    gw_fair_tick(&wd->gw[g].srv);
+        }
+        f->down = false;
+    }
+    if (chance(wd, 0.004) && (wd->open_defects || !draw_pending(wd))) {
+        int g = (int)below(wd, NGW);
+        if (wd->gw[g].up) {
+            trace(wd, "gw%d restart", g);
+            wd->res->crashes++;
+            gw_down(wd, g);
+        }
+    }
+}
+
+/* The members' bound (gw_fair__fleet_tick_sale): the draw waits for the members'
+ * pushes, and a gateway down past the member TTL is none: its entries are not drawn. */
+static void note_left(world_t *wd)
+{
+    if (!draw_pending(wd))
+        return;
+    for (int g = 0; g < NGW; g++)
+        if (!wd->gw[g].up && cm_wall_ms() - wd->gw[g].down_ms >= MEMBER_TTL_MS && !wd->gw[g].left) {
+            wd->gw[g].left = true;
+            trace(wd, "gw%d left the members before the draw", g);
+        }
+}
+
+static void step(world_t *wd, bool heal)
+{
+    wd->step++;
+    wd->res->steps++;
+    cm_time_advance_fake((1 + below(wd, 3)) * 1000000ull);
+    sim_redis_step(wd->rs, wd->step);
+    if (!heal)
+        faults(wd);
+    note_left(wd);
+    for (int g = 0; g < NGW; g++)
+        if (!wd->gw[g].up && (heal || chance(wd, 0.05)))
+            gw_up(wd, g);
+    int g = any_up(wd);
+    if (g < 0)
+        return;
+    uint32_t a = below(wd, 100);
+    if (a < 20 && !heal)
+        do_register(wd, g);
+    else if (a < 40 && !heal)
+        do_enter(wd, g);
+    else if (a < 50 && !heal)
+        do_join(wd, g);
+    else if (a < 58 && !heal)
+        do_claim(wd, g);
+    else if (a < 64)
+        do_settle(wd);
+    else if (a < 92)
+        gw_fair_tick(&wd->gw[g].srv); /* one turn of its lottery thread */
+    else
+        inv_redis_sync_step(wd->gw[g].srv.stores.inv);
+}
+
+/*---- the oracle ----*/
+
+typedef struct entrant {
+    char person[16], account[16], order[40];
+} entrant_t;
+
+typedef struct drawn {
+    entrant_t e[NP * 2];
+    size_t n;
+    char won[NP][40]; /* per person: the order won, "-" refused, "" none */
+    world_t *wd;
+} drawn_t;
+
+static void read_entrant(void *ctx, const char *person, const char *v)
+{
+    drawn_t *d = ctx;
+    if (d->n == sizeof(d->e) / sizeof(d->e[0])) {
+        fail(d->wd, "more entrants than accounts");
+        return;
+    }
+    entrant_t *e = &d->e[d->n++];
+    memset(e, 0, sizeof(*e));
+    trace(d->wd, "entrant %s: %s", person, v);
+    snprintf(e->person, sizeof(e->person), "%s", person);
+    if (sscanf(v, "%39s", e->order) != 1)
+        fail(d->wd, "entrant %s: value \"%s\"", person, v);
+    const char *at = strstr(v, " @");
+    snprintf(e->account, sizeof(e->account), "%s", at ? at + 2 : person);
+    char *sp = strchr(e->account, ' ');
+    if (sp)
+        *sp = '\0';
+}
+
+static void read_winner(void *ctx, const char *person, const char *order)
+{
+    drawn_t *d = ctx;
+    int p = person[0] == 'p' ? atoi(person + 1) : -1;
+    if (p < 0 || p >= NP) {
+        fail(d->wd, "a winner that is no person: %s", person);
+        return;
+    }
+    snprintf(d->won[p], sizeof(d->won[p]), "%s", order);
+}
+
+typedef struct books {
+    int64_t orders;
+    world_t *wd;
+    drawn_t *d;
+} books_t;
+
+static void book_order(const char *order, const char *val, void *ctx)
+{
+    books_t *b = ctx;
+    (void)val;
+    b->orders++;
+    for (int p = 0; p < NP; p++)
+        if (strcmp(b->d->won[p], order) == 0)
+            return;
+    fail(b->wd, "order %s in the inventory is no winner's", order);
+}
+
+/* The winners gateway g computes: the first `stock` of its draw order, less the refused. */
+static void check_same_winners(world_t *wd, int g, const drawn_t *d, uint64_t seed)
+{
+    gw_fair_sale_t *fs = gw_fair_find(wd->gw[g].srv.fair, SALE);
+    if (!fs) {
+        fail(wd, "gw%d has no lottery", g);
+        return;
+    }
+    pthread_mutex_lock(&fs->mu);
+    cm_hash_key_t secret = fs->secret;
+    pthread_mutex_unlock(&fs->mu);
+    uint64_t keys[NP * 2];
+    uint32_t perm[NP * 2];
+    for (size_t i = 0; i < d->n; i++)
+        keys[i] = cm_hash_sip24(&secret, d->e[i].person, strlen(d->e[i].person));
+    gw_fair_order(keys, d->n, seed, perm);
+    int64_t left = wd->stock;
+    for (size_t k = 0; k < d->n; k++) {
+        const entrant_t *e = &d->e[perm[k]];
+        int p = atoi(e->person + 1);
+        const char *w = d->won[p];
+        if (strcmp(w, GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED) == 0)
+            continue;
+        bool should = left > 0;
+        if (should)
+            left--;
+        if (should != (strcmp(w, e->order) == 0))
+            fail(wd,
+                 "gw%d's draw order puts %s (%s) at %zu with %" PRId64
+                 " units left, and the draw recorded \"%s\"",
+                 g, e->person, e->order, k, left + should, w);
+    }
+}
+
+static void check_end(world_t *wd)
+{
+    char why[256] = "";
+    cm_redis_url_t addr;
+    if (cm_redis_url_parse(URL, &addr, why, sizeof(why)) != 0) {
+        fail(wd, "url: %s", why);
+        return;
+    }
+    inv_fleet_conn_t *c = inv_fleet_connect(&addr, 2000, why, sizeof(why));
+    if (!c) {
+        fail(wd, "oracle's connection: %s", why);
+        return;
+    }
+    drawn_t *d = cm_xcalloc(1, sizeof(*d));
+    d->wd = wd;
+    uint64_t seed = 0;
+    bool seeded = false, done = false;
+    if (gw_fair_redis_lottery_done(c, SALE, &done, why, sizeof(why)) != 0 ||
+        gw_fair_redis_lottery_entrants(c, SALE, read_entrant, d, why, sizeof(why)) != 0 ||
+        gw_fair_redis_lottery_seed_get(c, SALE, &seed, &seeded, why, sizeof(why)) != 0 ||
+        gw_fair_redis_lottery_winners(c, SALE, read_winner, d, why, sizeof(why)) != 0) {
+        fail(wd, "oracle's read: %s", why);
+        goto out;
+    }
+    bool any_entry = false;
+    for (int p = 0; p < NP; p++)
+        any_entry |= wd->p[p].order[0][0] || wd->p[p].order[1][0];
+    if (any_entry && (!done || !seeded)) {
+        fail(wd, "the draw is not complete after the heal (done=%d seeded=%d)", done, seeded);
+        goto out;
+    }
+    /* one entry per person, each one answered "entered" to its account */
+    bool in_draw[NP][2] = {{false}};
+    for (size_t i = 0; i < d->n; i++) {
+        const entrant_t *e = &d->e[i];
+        int p = e->person[0] == 'p' ? atoi(e->person + 1) : -1;
+        int pa = person_of_account(e->account);
+        if (p < 0 || p >= NP || pa != p) {
+            fail(wd, "entrant %s with account %s", e->person, e->account);
+            continue;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(d->e[j].person, e->person) == 0)
+                fail(wd, "person %s drawn twice", e->person);
+        int a = e->account[0] == 'b';
+        if (strcmp(wd->p[p].order[a], e->order) != 0)
+            fail(wd, "entrant %s's order %s was not answered \"entered\" to %s (it was \"%s\")",
+                 e->person, e->order, e->account, wd->p[p].order[a]);
+        else
+            in_draw[p][a] = true;
+    }
+    /* every entry answered "entered" is in the draw */
+    for (int p = 0; p < NP; p++)
+        for (int a = 0; a < 2; a++)
+            if (wd->p[p].order[a][0] && !in_draw[p][a] && !wd->gw[wd->p[p].order_gw[a]].left)
+                fail(wd, "entry %s of p%d (gw%d) answered \"entered\" is not in the draw",
+                     wd->p[p].order[a], p, wd->p[p].order_gw[a]);
+    /* winners <= stock, each one order; no other order */
+    int64_t nwon = 0;
+    for (int p = 0; p < NP; p++) {
+        const char *w = d->won[p];
+        if (!w[0] || strcmp(w, GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED) == 0)
+            continue;
+        nwon++;
+        int a = strcmp(wd->p[p].order[1], w) == 0;
+        if (strcmp(wd->p[p].order[a], w) != 0) {
+            fail(wd, "p%d won with %s, no entry of its", p, w);
+            continue;
+        }
+        if (!sim_redis_hget(wd->rs, "{sale:" SALE "}:orders", w))
+            fail(wd, "winner p%d's order %s is not in the inventory", p, w);
+        char person[16]; /* the inventory's user is the person (inv.h) */
+        snprintf(person, sizeof(person), "p%d", p);
+        const char *units = sim_redis_hget(wd->rs, "{sale:" SALE "}:users", person);
+        if (!units || atoll(units) != 1)
+            fail(wd, "winner %s holds %s units", person, units ? units : "no");
+    }
+    if (nwon > wd->stock)
+        fail(wd, "%" PRId64 " winners for a stock of %" PRId64, nwon, wd->stock);
+    books_t b = {.wd = wd, .d = d};
+    sim_redis_hforeach(wd->rs, "{sale:" SALE "}:orders", book_order, &b);
+    if (b.orders != nwon)
+        fail(wd, "%" PRId64 " orders in the inventory for %" PRId64 " winners", b.orders, nwon);
+    /* every gateway: the same winners from the seed and the entrants, and its answers */
+    for (int g = 0; g < NGW && seeded; g++) {
+        check_same_winners(wd, g, d, seed);
+        for (int p = 0; p < NP; p++)
+            for (int a = 0; a < 2; a++) {
+                if (!wd->p[p].order[a][0] || wd->p[p].order_gw[a] != g)
+                    continue;
+                gw_fair_ticket_t t;
+                int rc = gw_fair_lookup(wd->gw[g].srv.fair, wd->p[p].order[a], &t);
+                bool won = strcmp(d->won[p], wd->p[p].order[a]) == 0;
+                if (rc != 1)
+                    fail(wd, "gw%d does not know its entry %s (%d)", g, wd->p[p].order[a], rc);
+                else if ((t.state == GW_ENTRY_WON) != won)
+                    fail(wd, "gw%d answers entry %s of p%d %s; the draw recorded \"%s\"", g,
+                         wd->p[p].order[a], p, gw_entry_state_name(t.state), d->won[p]);
+            }
+    }
+    /* registrations answered 201 are in Redis */
+    for (int p = 0; p < NP; p++) {
+        if (!wd->p[p].reg_acked)
+            continue;
+        char person[16];
+        snprintf(person, sizeof(person), "p%d", p);
+        bool has = false;
+        if (gw_fair_redis_reg_has(c, SALE, person, &has, why, sizeof(why)) != 0)
+            fail(wd, "oracle's read of the registrations: %s", why);
+        else if (!has)
+            fail(wd, "registration of %s answered 201 is not in Redis", person);
+    }
+    trace(wd,
+          "oracle: %zu entrants, %" PRId64 " winners of %" PRId64 "; room: %" PRIu64
+          " claims, %" PRIu64 " orders",
+          d->n, nwon, wd->stock, wd->claims, wd->orders);
+out:
+    free(d);
+    inv_fleet_close(c);
+}
+
+/*---- the run ----*/
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static bool setup(world_t *wd)
+{
+    for (int g = 0; g < NGW; g++)
+        if (!gw_up(wd, g)) {
+            fail(wd, "gw%d did not start", g);
+            return false;
+        }
+    wd->t0 = cm_wall_ms();
+    wd->starts_at = wd->t0 + REG_MS;
+    inv_sale_def_t def;
+    memset(&def, 0, sizeof(def));
+    snprintf(def.sale_id, sizeof(def.sale_id), SALE);
+    def.stock = wd->stock;
+    def.per_user_limit = 1;
+    def.starts_at_ms = wd->starts_at;
+    def.ends_at_ms = wd->starts_at + 3600000;
+    char why[256] = "";
+    inv_sale_info_t info;
+    gw_server_t *s0 = &wd->gw[0].srv;
+    inv_sale_def_t room = def;
+    snprintf(room.sale_id, sizeof(room.sale_id), ROOM);
+    room.stock = 1000;
+    int64_t rate = 20 + below(wd, 200); /* admissions a second */
+    if (inv_sale_put(s0->stores.inv, &def, &info, why, sizeof(why)) != 0 ||
+        inv_sale_put(s0->stores.inv, &room, &info, why, sizeof(why)) != 0 ||
+        gw_fair_configure(s0, ROOM, 0, 0, rate, why, sizeof(why)) != 0 ||
+        gw_fair_configure(s0, SALE, WINDOW_MS, 0, 0, why, sizeof(why)) != 0 ||
+        gw_reg_configure(s0, SALE, wd->t0, wd->starts_at, why, sizeof(why)) != 0) {
+        fail(wd, "the sale could not be set: %s", why);
+        return false;
+    }
+    /* the other gateways: the sale from the inventory's sync, the lottery from
+     * the fleet's configuration (their first tick polls it) */
+    for (int g = 0; g < NGW; g++) {
+        inv_redis_sync_step(wd->gw[g].srv.stores.inv);
+        gw_fair_tick(&wd->gw[g].srv);
+    }
+    return true;
+}
+
+void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->ok = true;
+    world_t *wd = cm_xcalloc(1, sizeof(*wd));
+    wd->res = out;
+    wd->trace = opts->trace;
+    wd->open_defects = opts->open_defects;
+    cm_rand_seed(&wd->rng, opts->seed ^ 0xfa1f1ee7ull);
+    wd->stock = 2 + below(wd, 5);
+    /* tmpfs where there is one: fair.json's and the logs' fsyncs cost nothing there */
+    snprintf(wd->dir, sizeof(wd->dir), "/dev/shm/fg-sim-fairfleet-XXXXXX");
+    if (!mkdtemp(wd->dir))
+        snprintf(wd->dir, sizeof(wd->dir), "/tmp/fg-sim-fairfleet-XXXXXX");
+    if (wd->dir[1] == 't' && !mkdtemp(wd->dir)) {
+        fail(wd, "mkdtemp failed");
+        free(wd);
+        return;
+    }
+    wd->rs = sim_redis_new(&wd->rng);
+    cm_time_set_fake(true, 1000000000ull, 1700000000000LL);
+    inv_cluster_transport_set(sim_redis_transport(wd->rs, false));
+    g_world = wd;
+    gw_fleet__members_sim = members_sim;
+    cm_rand_seed(&wd->keys, opts->seed ^ 0x6b657973ull);
+    cm_hash_seed_set_fake(seed_word, &wd->keys);
+    trace(wd, "fair fleet: stock=%" PRId64, wd->stock);
+    if (setup(wd)) {
+        sim_redis_faults_t *f = sim_redis_faults(wd->rs);
+        f->p_timeout = 0.01 * below(wd, 6);
+        f->p_lost = 0.01 * below(wd, 6);
+        for (uint64_t i = 0; i < FAULT_STEPS && out->ok; i++)
+            step(wd, false);
+        *f = (sim_redis_faults_t){0};
+        for (uint64_t i = 0; i < HEAL_STEPS && out->ok; i++)
+            step(wd, true);
+        if (out->ok)
+            check_end(wd);
+    }
+    for (int g = 0; g < NGW; g++)
+        gw_down(wd, g);
+    inv_cluster_transport_set(NULL);
+    gw_fleet__members_sim = NULL;
+    cm_hash_seed_set_fake(NULL, NULL);
+    g_world = NULL;
+    cm_time_set_fake(false, 0, 0);
+    out->crashes += sim_redis_stats(wd->rs)->restarts;
+    sim_redis_free(wd->rs);
+    (void)nftw(wd->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    free(wd);
+}
