@@ -59,6 +59,7 @@
 #include "gateway/buy/gw_fair_redis.h"
 #include "gateway/buy/gw_reg.h"
 #include "gateway/buy/gw_reg_core.h"
+#include "gateway/buy/gw_sale_core.h"
 #include "inventory/inv.h"
 #include "inventory/inv_fleet.h"
 #include "inventory/inv_redis.h"
@@ -299,8 +300,10 @@ static void do_register(world_t *wd, int g)
 {
     gw_server_t *srv = &wd->gw[g].srv;
     int64_t opens, closes;
-    if (!gw_reg_window(srv, SALE, &opens, &closes) ||
-        gw_reg_phase_at(opens, closes, cm_wall_ms()) != GW_REG_OPEN)
+    if (!gw_reg_window(srv, SALE, &opens, &closes))
+        return;
+    gw_sale_cfg_t cfg = {.reg_opens_ms = opens, .reg_closes_ms = closes};
+    if (gw_sale_phase_at(&cfg, false, false, cm_wall_ms()) != GW_SALE_PH_REGISTRATION)
         return;
     int p = (int)below(wd, NP);
     char person[16], why[256] = "";
