@@ -78,6 +78,23 @@ typedef struct gw_sale_cfg {
     bool waitlist;      /* the draw's losers wait for leftovers (else they lose) */
 } gw_sale_cfg_t;
 
+/* The configuration as the machine holds it: relaxed atomics, so that the
+ * buy path reads a sale's windows without a lock while their writers (the
+ * admin's PUT, the registration window, the fleet's edits picked up by the
+ * lottery thread) set them. One owner, the machine; gw_sale_cfg_get takes a
+ * snapshot (fields read one by one: a reader racing an edit may see part of
+ * it, as it could when each field was its own atomic). */
+typedef struct gw_sale_conf {
+    _Atomic int64_t starts_at_ms, ends_at_ms;
+    _Atomic int64_t reg_opens_ms, reg_closes_ms;
+    _Atomic uint64_t reg_cap;
+    _Atomic int64_t fair_window_ms;
+    _Atomic int64_t fair_early_ms;
+    _Atomic size_t max_entries;
+    _Atomic int64_t room_rate;
+    _Atomic bool waitlist;
+} gw_sale_conf_t;
+
 typedef enum {
     GW_SALE_EV_CONFIGURE = 0, /* cfg: the sale's terms (new or edited) */
     GW_SALE_EV_TICK,          /* the lottery thread's tick: phase moves, the cores' ticks */
@@ -136,7 +153,7 @@ typedef struct gw_sale_out {
 } gw_sale_out_t;
 
 typedef struct gw_sale_core {
-    gw_sale_cfg_t cfg;    /* zero: a plain sale, always open */
+    gw_sale_conf_t cfg;   /* zero: a plain sale, always open */
     bool leftovers;       /* the draw published with its losers waiting, none ended yet */
     gw_fair_core_t *fair; /* the lottery's (the shell's storage), NULL: none */
     gw_room_core_t *room;
@@ -149,6 +166,9 @@ typedef struct gw_sale_core {
  * request taken. */
 void gw_sale_core_init(gw_sale_core_t *c, gw_fair_core_t *fair, gw_room_core_t *room,
                        gw_reg_core_t *reg);
+
+/* A snapshot of c's configuration (relaxed loads). Any thread. */
+void gw_sale_cfg_get(const gw_sale_core_t *c, gw_sale_cfg_t *out);
 
 /* The phase at now_ms. Pure. */
 gw_sale_phase_t gw_sale_phase(const gw_sale_core_t *c, int64_t now_ms);
