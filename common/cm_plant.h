@@ -113,6 +113,9 @@ typedef enum {
                                           the back of the queue: new places reuse positions */
     CM_PLANT_ROOM_REPLAY_SKIPS_CLAIM, /* gw_room_core.c: a restart does not read the claimed
                                          tokens back: a token admits a second order */
+    CM_PLANT_FAIR_OUTCOME_UNSYNCED, /* gw_fair_core.c: a drawn entrant's outcome is answered at
+                                       its decision, before the record covering it (its "X",
+                                       its order's commit, "O" or "F") is durable */
     CM_PLANT_COUNT
 } cm_plant_t;
 

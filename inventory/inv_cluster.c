@@ -759,6 +759,73 @@ redisReply *inv_cluster_sync_vcmd(inv_cluster_sync_t *s, const char *key, int *e
     return r;
 }
 
+bool inv_cluster_is_noscript(const redisReply *r)
+{
+    return r && r->type == REDIS_REPLY_ERROR && r->str && strncmp(r->str, "NOSCRIPT", 8) == 0;
+}
+
+redisReply *inv_cluster_sync_script(inv_cluster_sync_t *s, const char *key, const char *sha1,
+                                    const char *text, int argc, const char **argv,
+                                    const size_t *argl, int *err)
+{
+    enum { STACK_ARGS = 24 };
+    const char *sv[STACK_ARGS];
+    size_t sl[STACK_ARGS];
+    bool heap = argc + 2 > STACK_ARGS;
+    const char **v = heap ? cm_xmalloc((size_t)(argc + 2) * sizeof(*v)) : sv;
+    size_t *l = heap ? cm_xmalloc((size_t)(argc + 2) * sizeof(*l)) : sl;
+    memcpy(v + 2, argv, (size_t)argc * sizeof(*v));
+    memcpy(l + 2, argl, (size_t)argc * sizeof(*l));
+    v[0] = "EVALSHA";
+    l[0] = 7;
+    v[1] = sha1;
+    l[1] = strlen(sha1);
+    redisReply *r = inv_cluster_sync_argv(s, key, argc + 2, v, l, err);
+    if (inv_cluster_is_noscript(r)) {
+        freeReplyObject(r);
+        v[0] = "EVAL";
+        l[0] = 4;
+        v[1] = text;
+        l[1] = strlen(text);
+        r = inv_cluster_sync_argv(s, key, argc + 2, v, l, err);
+    }
+    if (heap) {
+        free(v);
+        free(l);
+    }
+    return r;
+}
+
+redisReply *inv_cluster_sync_vscript(inv_cluster_sync_t *s, const char *key, const char *sha1,
+                                     const char *text, int *err, const char *fmt, va_list ap)
+{
+    /* formatted once as hiredis does ("*N\r\n" then "$len\r\n<bytes>\r\n" each),
+     * then read back as arguments behind the script */
+    char *cmd = NULL;
+    int len = redisvFormatCommand(&cmd, fmt, ap);
+    if (len < 0) {
+        *err = CM_ENOMEM;
+        return NULL;
+    }
+    const char *p = cmd + 1, *end = cmd + len;
+    char *next;
+    long n = strtol(p, &next, 10);
+    const char **argv = cm_xmalloc((size_t)(n > 0 ? n : 1) * sizeof(*argv));
+    size_t *argl = cm_xmalloc((size_t)(n > 0 ? n : 1) * sizeof(*argl));
+    p = next + 2;
+    for (long i = 0; i < n && p < end; i++) {
+        long al = strtol(p + 1, &next, 10); /* "$len" */
+        argv[i] = next + 2;
+        argl[i] = (size_t)al;
+        p = next + 2 + al + 2;
+    }
+    redisReply *r = inv_cluster_sync_script(s, key, sha1, text, (int)n, argv, argl, err);
+    free(argv);
+    free(argl);
+    redisFreeCommand(cmd);
+    return r;
+}
+
 redisReply *inv_cluster_sync_cmd(inv_cluster_sync_t *s, const char *key, int *err,
                                  const char *fmt, ...)
 {

@@ -184,6 +184,23 @@ redisReply *inv_cluster_sync_vcmd(inv_cluster_sync_t *s, const char *key, int *e
                                   const char *fmt, va_list ap);
 
 /*
+ * A Lua script by its SHA1 (EVALSHA sha1 ...), sent once more with its text
+ * (EVAL text ..., which loads it) when the node answers NOSCRIPT: a restarted
+ * or flushed Redis, a Cluster node that never ran it. The text crosses the
+ * network once per node and flush instead of with every call. sha1: 40 hex
+ * digits of the text's SHA1. argv/argl: what follows the script (numkeys, the
+ * keys, the arguments), borrowed; the v form formats them as hiredis does.
+ * Returns as inv_cluster_sync_argv.
+ */
+redisReply *inv_cluster_sync_script(inv_cluster_sync_t *s, const char *key, const char *sha1,
+                                    const char *text, int argc, const char **argv,
+                                    const size_t *argl, int *err);
+redisReply *inv_cluster_sync_vscript(inv_cluster_sync_t *s, const char *key, const char *sha1,
+                                     const char *text, int *err, const char *fmt, va_list ap);
+/* True for a NOSCRIPT error reply (the script is not in the node's cache). */
+bool inv_cluster_is_noscript(const redisReply *r);
+
+/*
  * A connected context on key's node (NULL key: any node), for what needs the
  * raw connection (a pipeline on one slot, a subscriber). NULL with *err. After
  * a transport error on it, call inv_cluster_sync_drop.

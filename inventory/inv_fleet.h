@@ -204,6 +204,21 @@ inv_fleet_reply_t *inv_fleet_vcmd(inv_fleet_conn_t *c, const char *key, const ch
 inv_fleet_reply_t *inv_fleet_cmd_argv(inv_fleet_conn_t *c, const char *key, int argc,
                                       const char **argv, const size_t *argl);
 
+/*
+ * Runs a Lua script of the store by its SHA1 (EVALSHA), and once more with its text
+ * (EVAL, which loads it) when the node answers NOSCRIPT: a restarted or flushed Redis,
+ * a Cluster node that never ran it. The text then crosses the network once per node
+ * and flush, not with every call. sha1: the text's SHA1 in 40 hex digits (the caller
+ * computes it once). fmt gives what follows the script (numkeys, the keys, the
+ * arguments), as inv_fleet_cmd's; the argv form takes them borrowed. Returns as
+ * inv_fleet_cmd.
+ */
+inv_fleet_reply_t *inv_fleet_vscript(inv_fleet_conn_t *c, const char *key, const char *sha1,
+                                     const char *text, const char *fmt, va_list ap);
+inv_fleet_reply_t *inv_fleet_script_argv(inv_fleet_conn_t *c, const char *key, const char *sha1,
+                                         const char *text, int argc, const char **argv,
+                                         const size_t *argl);
+
 /* Frees r (NULL is fine). */
 void inv_fleet_reply_free(inv_fleet_reply_t *r);
 /* r's type. */

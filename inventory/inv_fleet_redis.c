@@ -489,6 +489,27 @@ inv_fleet_reply_t *inv_fleet_cmd_argv(inv_fleet_conn_t *c, const char *key, int 
     return (inv_fleet_reply_t *)(void *)r;
 }
 
+inv_fleet_reply_t *inv_fleet_vscript(inv_fleet_conn_t *c, const char *key, const char *sha1,
+                                     const char *text, const char *fmt, va_list ap)
+{
+    int err = 0;
+    redisReply *r = inv_cluster_sync_vscript(c->s, key, sha1, text, &err, fmt, ap);
+    if (!r)
+        routed_failed(c);
+    return (inv_fleet_reply_t *)(void *)r;
+}
+
+inv_fleet_reply_t *inv_fleet_script_argv(inv_fleet_conn_t *c, const char *key, const char *sha1,
+                                         const char *text, int argc, const char **argv,
+                                         const size_t *argl)
+{
+    int err = 0;
+    redisReply *r = inv_cluster_sync_script(c->s, key, sha1, text, argc, argv, argl, &err);
+    if (!r)
+        routed_failed(c);
+    return (inv_fleet_reply_t *)(void *)r;
+}
+
 void inv_fleet_reply_free(inv_fleet_reply_t *r)
 {
     if (r)

@@ -193,11 +193,6 @@ void inv__redis_publish_local(rb_t *rb, const inv_sale_info_t *info)
         inv__sale_publish(s, info);
 }
 
-bool inv__redis_is_noscript(const redisReply *r)
-{
-    return r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0;
-}
-
 /*---- Circuit breakers (one per master, shared by every worker; atomics only) ----*/
 
 /* `node` is the master a call goes to; -1 (no master serves the slot: the
@@ -263,8 +258,6 @@ redisReply *inv__redis_sync_eval_log(inv_cluster_sync_t *c, const rb_t *rb, int 
     char nk[4];
     snprintf(nk, sizeof(nk), "%d", nkeys);
     int argc = 0;
-    argv[argc++] = "EVALSHA";
-    argv[argc++] = rb->sha[sc];
     argv[argc++] = nk;
     for (int i = 0; i < nkeys; i++) {
         inv__redis_sale_key(keys[i], sale_id, parts[i]);
@@ -274,15 +267,8 @@ redisReply *inv__redis_sync_eval_log(inv_cluster_sync_t *c, const rb_t *rb, int 
         argv[argc++] = args[i];
     for (int i = 0; i < argc; i++)
         argl[i] = strlen(argv[i]);
-    redisReply *r = inv_cluster_sync_argv(c, keys[0], argc, argv, argl, err);
-    if (inv__redis_is_noscript(r)) {
-        freeReplyObject(r);
-        argv[0] = "EVAL";
-        argv[1] = inv__redis_script_text[sc];
-        argl[0] = 4;
-        argl[1] = strlen(inv__redis_script_text[sc]);
-        r = inv_cluster_sync_argv(c, keys[0], argc, argv, argl, err);
-    }
+    redisReply *r = inv_cluster_sync_script(c, keys[0], rb->sha[sc], inv__redis_script_text[sc],
+                                            argc, argv, argl, err);
     if (!r) {
         if (!quiet)
             cm_log_warn("inv", "redis call failed", "err=\"%s\"", inv_cluster_sync_errstr(c));

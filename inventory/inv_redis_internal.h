@@ -257,7 +257,6 @@ bool inv__redis_reply_i64(const redisReply *r, int64_t *out);
 bool inv__redis_reserve_parse(const redisReply *r, reserve_ans_t *out);
 int inv__redis_parse_state(const redisReply *r, const char *sale_id, inv_sale_info_t *out);
 void inv__redis_publish_local(rb_t *rb, const inv_sale_info_t *info);
-bool inv__redis_is_noscript(const redisReply *r);
 bool inv__redis_br_allow(rb_t *rb, int node);
 void inv__redis_br_success(rb_t *rb, int node);
 void inv__redis_br_failure(rb_t *rb, int node);

@@ -612,7 +612,7 @@ void inv__redis_reserve_reply(redisAsyncContext *ac, void *reply, void *privdata
     rop_t *op = privdata;
     rb_t *rb = op->w->rb;
 
-    if (inv__redis_is_noscript(r) && !op->is_reloaded) {
+    if (inv_cluster_is_noscript(r) && !op->is_reloaded) {
         /* SCRIPT FLUSH, a restarted server or another master: EVAL loads it
          * again for everyone. */
         op->is_reloaded = true;

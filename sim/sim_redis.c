@@ -31,6 +31,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -310,15 +311,16 @@ static bool parse_ll(const char *s, size_t n, long long *out)
     return true;
 }
 
+/* A script's id, Redis's own: the SHA1 of its text in hex, so that a client
+ * that hashes the text itself (gw_fair_redis.c) finds it with EVALSHA. */
 static void script_id(const char *text, size_t n, char out[41])
 {
-    uint64_t x = fnv(text, n);
-    for (int i = 0; i < 40; i += 16) {
-        uint64_t v = cm_rand_splitmix64(&x);
-        char h[17];
-        snprintf(h, sizeof(h), "%016llx", (unsigned long long)v);
-        memcpy(out + i, h, i + 16 <= 40 ? 16 : 40 - (size_t)i);
-    }
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (EVP_Digest(text, n, md, &len, EVP_sha1(), NULL) != 1 || len != 20)
+        abort();
+    for (unsigned int i = 0; i < 20; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
     out[40] = '\0';
 }
 

@@ -116,7 +116,7 @@ typedef struct rep {
  * (gw_fair_core.h) and its shell here, as gw_lottery.c is the product's: the
  * entries and the draw order in process memory, the entry log <sale>.log on
  * the gateway's disk (a journal, common/cm_journal.h: gw_lottery.c's records
- * E D W O F, written by sim_fair_journal_append, read back by the journal's
+ * E D W X O F, written by sim_fair_journal_append, read back by the journal's
  * recovery), the accept (reserve, spool, commit). */
 
 typedef struct lot_ent {
@@ -154,6 +154,9 @@ typedef struct lottery {
     uint32_t o_entry[NU_MAX]; /* the entry id each user was answered "entered" with */
     uint8_t o_won[NU_MAX];    /* GW_ENTRY_WON or _LOST: what each entrant was told once drawn */
     bool o_told_lost[NU_MAX]; /* decided lost once the stock ran out (a status poll says so) */
+    uint8_t o_told[NU_MAX];   /* fsync durability: the outcome a status poll answered (WON or
+                                 LOST; 0: none yet; UINT8_MAX: its commit failed), which no
+                                 power loss may change */
     bool o_power;             /* a power loss before the seed: entries may be lost, by design */
     bool o_inexact; /* a winner's commit failed (it lost, its units stay held), or a power
                        loss under write durability cut the draw: its counts are not exact */
@@ -1752,6 +1755,11 @@ static void lot_record(void *arg, char *rec, size_t len)
     } else if (rec[0] == 'W' && L->core.seeded && sscanf(rec, "W o%u", &ord) == 1) {
         e = lot_id(L, ord, L->core.ndraw);
         ev.within = e != NULL;
+    } else if (rec[0] == 'X') { /* lost for cause: a resumed draw does not try it again */
+        if (L->core.seeded && sscanf(rec, "X o%u", &ord) == 1 &&
+            (e = lot_id(L, ord, L->core.ndraw)) != NULL && e->state == GW_ENTRY_ENTERED)
+            e->state = GW_ENTRY_LOST;
+        return;
     } else if (rec[0] == 'F') {
         ev.waitlist = strcmp(rec, "F w") == 0;
     } else if (rec[0] != 'O') {
@@ -1936,6 +1944,35 @@ static void lot_check_order(world_t *wd, gw_t *g)
              "gw%d: lottery: the draw resumed with seed %016" PRIx64 " and %zu entrants, "
              "first drawn with seed %016" PRIx64 " and %zu: another order",
              g->idx, L->core.seed, L->core.ndraw, L->o_seed, L->o_ndraw);
+}
+
+/* The oracle after each step of the draw's thread, under fsync durability:
+ * what a status poll answers of each drawn entrant (the real ticket's rule,
+ * gw_fair_core_answered), and an outcome once answered is kept across
+ * crashes and power losses (a LOST one never wins: lot_accept checks it). */
+static void lot_check_told(world_t *wd, gw_t *g)
+{
+    lottery_t *L = &g->lot;
+    if (!wd->fsync_mode || !g->up || !L->on || !L->core.seeded)
+        return;
+    for (size_t i = 0; i < L->core.ndraw && !wd->failed; i++) {
+        lot_ent_t *e = &L->v[L->core.perm[i]];
+        if (e->held_lost) /* its commit failed: the record may come back (undersell) */
+            L->o_told[e->user] = UINT8_MAX;
+        if (L->o_told[e->user] == UINT8_MAX ||
+            (e->state != GW_ENTRY_WON && e->state != GW_ENTRY_LOST))
+            continue;
+        if (!gw_fair_core_answered(&L->core, (uint32_t)(i + 1)))
+            continue;
+        if (!L->o_told[e->user]) {
+            L->o_told[e->user] = e->state;
+            L->o_told_lost[e->user] |= e->state == GW_ENTRY_LOST;
+        } else if (L->o_told[e->user] != e->state) {
+            fail(wd, "gw%d: lottery: u%u was answered %s, now %s", g->idx, e->user,
+                 gw_entry_state_name((gw_entry_state_t)L->o_told[e->user]),
+                 gw_entry_state_name((gw_entry_state_t)e->state));
+        }
+    }
 }
 
 /* The oracle once a draw is done: winners within the stock, each entrant
@@ -2157,8 +2194,17 @@ static void lottery_step(world_t *wd, gw_t *g)
         }
         if ((out.actions & GW_FAIR_DO_SET_STATE) && e->state == GW_ENTRY_ENTERED) {
             e->state = out.state;
+            /* lost for cause: its "X", unsynced (gw_lottery.c apply_state) */
+            if (ev.kind == GW_FAIR_EV_ACCEPTED && out.state == GW_ENTRY_LOST &&
+                (ev.acc == GW_FAIR_ACC_REFUSED || ev.acc == GW_FAIR_ACC_DENIED)) {
+                bool x = lot_log(g, false, "X o%u", e->ord);
+                if (gw_died(wd, g))
+                    return;
+                tr(wd, "gw%d: lottery: u%u lost for cause%s", g->idx, e->user,
+                   x ? "" : " (its X not written)");
+            }
             /* not tried: the stock ran out before it (GET /v1/orders says lost now) */
-            if (!(out.actions & GW_FAIR_DO_ACCEPT) && out.state == GW_ENTRY_LOST && c->exhausted &&
+            if (ev.kind != GW_FAIR_EV_ACCEPTED && out.state == GW_ENTRY_LOST && c->exhausted &&
                 wd->fsync_mode) /* write durability: a power loss may lose what was said */
                 L->o_told_lost[e->user] = true;
         }
@@ -2812,9 +2858,10 @@ static void one_step(world_t *wd)
     } else if (r < 520) {
         sync_step(wd, g);
     } else if (r < 600) {
-        if (r >= 560 && g->lot.on && !g->lot.drawn && g->up) /* the draw's thread, when due */
+        if (r >= 560 && g->lot.on && !g->lot.drawn && g->up) { /* the draw's thread, when due */
             lottery_step(wd, g);
-        else
+            lot_check_told(wd, g);
+        } else
             relay_step(wd, g);
     } else if (r < 800) {
         broker_step(wd);

@@ -34,6 +34,13 @@
  *     entrant after it is decided: a restart that resumes a cut draw knows
  *     the rest were not tried, and never lets one told it lost win with
  *     units that came back meanwhile (those are the leftovers')
+ *   - an entrant's outcome is answered only once the record covering it is
+ *     durable: the draw decides many entrants between two fdatasyncs (the
+ *     "O" record's, the end's), and one a power loss lost would be decided
+ *     again by the resumed draw, perhaps otherwise (a loser for cause may
+ *     win when what refused it is gone); so the positions decided since the
+ *     last durable record read as still being drawn, and no entrant costs
+ *     an fdatasync of its own
  *   - whether the losers wait for leftovers is decided once (at the draw's
  *     first step, or by the first end record read): a retried end record
  *     never flips it
@@ -90,6 +97,15 @@ void gw_fair_core_order(gw_fair_core_t *c, const uint64_t *keys)
 gw_entry_state_t gw_fair_core_loser(const gw_fair_core_t *c, bool lost_for_cause)
 {
     return c->draw_wl == 2 && !lost_for_cause ? GW_ENTRY_WAITLISTED : GW_ENTRY_LOST;
+}
+
+bool gw_fair_core_answered(const gw_fair_core_t *c, uint32_t pos)
+{
+    /* planted: an outcome is answered at its decision, before the record
+     * covering it is durable (the "X" written without waiting for a sync) */
+    if (CM_PLANT(FAIR_OUTCOME_UNSYNCED))
+        return true;
+    return pos == 0 || c->lot_done || pos - 1 < c->told || pos - 1 >= c->next;
 }
 
 bool gw_fair_core_takes_spooled(const gw_fair_core_t *c)
@@ -183,8 +199,10 @@ static void on_tick(gw_fair_core_t *c, const gw_fair_ev_t *ev, int64_t now_ms, g
 static void on_seed_durable(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *out)
 {
     if (c->lot_stage == STAGE_RESYNC) {
-        if (ev->rc == 0)
+        if (ev->rc == 0) { /* the whole log durable: what was decided before is answered */
             c->seed_unsynced = false;
+            c->told = c->next;
+        }
         c->lot_stage = STAGE_DRAWING;
         return;
     }
@@ -209,6 +227,8 @@ static void on_draw(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *ou
         return;
     size_t i = CM_PLANT(FAIR_ARRIVAL_ORDER) ? c->next : c->perm[c->next];
     if (ev->state != GW_ENTRY_ENTERED) { /* decided already: its record, or the spool */
+        if (c->told == c->next)
+            c->told++;
         c->next++;
         return;
     }
@@ -219,6 +239,8 @@ static void on_draw(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *ou
         return;
     }
     set_state(out, i, gw_fair_core_loser(c, false));
+    if (c->told == c->next) /* the stock's end is durable already: it decides this one */
+        c->told++;
     c->next++;
 }
 
@@ -241,6 +263,8 @@ static void on_sold_out_logged(gw_fair_core_t *c, const gw_fair_ev_t *ev)
     /* not durable: the next tick makes the log durable before the next entrant */
     if (ev->rc != 0)
         c->seed_unsynced = true;
+    else /* the winners before it committed, the "X" records before it synced with it */
+        c->told = c->next;
 }
 
 /* Its record read back: the resumed draw tries nobody (planted: it is ignored,

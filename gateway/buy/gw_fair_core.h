@@ -43,6 +43,7 @@
     uint32_t *perm;     /* the draw order: ndraw entry indexes (the shell's buffer) */             \
     size_t ndraw;       /* the entrants frozen by the seed: entries 0..ndraw-1 */                  \
     size_t next;        /* the next draw position to decide */                                     \
+    size_t told;        /* the draw positions before it have their outcomes durable: answered */   \
     bool closed;        /* the entries are taken: no more */                                       \
     bool seeded;        /* the seed's record is written */                                         \
     bool seed_unsynced; /* the seed (or sold-out) record read back or written and not durable      \
@@ -180,6 +181,13 @@ void gw_fair_core_order(gw_fair_core_t *c, const uint64_t *keys);
  * (DO_LEFTOVERS): waitlisted for leftovers in draw order, or lost (the sale
  * ended, the draw was not waitlisted, or lost_for_cause: its "X" record). */
 gw_entry_state_t gw_fair_core_loser(const gw_fair_core_t *c, bool lost_for_cause);
+/* Whether an entrant's outcome may be answered (a ticket, GET /v1/orders):
+ * pos is its 1-based draw position (0: not in the draw). An outcome decided
+ * by this process's draw is answered only once the record covering it is
+ * durable: its "X" (lost for cause) and its order (won) with the next "O" or
+ * the end's "F", so that no power loss lets a resumed draw decide otherwise
+ * after the answer. Until then it reads as still being drawn. */
+bool gw_fair_core_answered(const gw_fair_core_t *c, uint32_t pos);
 /* Whether an order found in the spool at a restart is a winner of this
  * draw (it was accepted before the crash cut the draw): only while a draw
  * is seeded and not done. */

@@ -9,6 +9,8 @@
 #include "common/cm_err.h"
 #include "inventory/inv_fleet.h"
 
+#include <openssl/evp.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +81,38 @@ static inv_fleet_reply_t *fcmd(inv_fleet_conn_t *c, const char *key, char *errbu
     va_start(ap, fmt);
     inv_fleet_reply_t *r = vfcmd(c, key, errbuf, errlen, fmt, ap);
     va_end(ap);
+    return r;
+}
+
+/* A script of the store: its text, and its SHA1 in hex (scripts_init, once per process).
+ * Each goes as EVALSHA, with its text only after NOSCRIPT (inv_fleet_vscript): a room
+ * join's text is 1.6 kB that every join sent otherwise (bench/README.md, "The fairness
+ * store's scripts by SHA1"). */
+typedef struct script {
+    const char *text;
+    char sha1[41];
+} script_t;
+
+static void scripts_init(void);
+
+/* fcmd for script sc; fmt gives numkeys, the keys and the arguments. */
+static inv_fleet_reply_t *fscript(inv_fleet_conn_t *c, const char *key, const script_t *sc,
+                                  char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    scripts_init();
+    va_list ap;
+    va_start(ap, fmt);
+    inv_fleet_reply_t *r = inv_fleet_vscript(c, key, sc->sha1, sc->text, fmt, ap);
+    va_end(ap);
+    if (!r) {
+        cm_errbuf_set(errbuf, errlen, "%s", inv_fleet_errstr(c));
+        return NULL;
+    }
+    if (rtype(r) == INV_FLEET_REPLY_ERROR) {
+        cm_errbuf_set(errbuf, errlen, "%s", rstr(r));
+        inv_fleet_reply_free(r);
+        return NULL;
+    }
     return r;
 }
 
@@ -267,22 +301,26 @@ int gw_fair_redis_lottery_entered(inv_fleet_conn_t *c, const char *sale, bool *b
     return 0;
 }
 
+/* Taken, or held by this node already: a drawer whose draw stopped on a
+ * Redis error resumes at its next tick instead of waiting out its own
+ * lock (nobody else may take it meanwhile either). */
+static const char LUA_LOTTERY_LOCK[] =
+    "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end "
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end return 0";
+static script_t SC_LOTTERY_LOCK = {.text = LUA_LOTTERY_LOCK};
+
 int gw_fair_redis_lottery_lock(inv_fleet_conn_t *c, const char *sale, uint32_t node_id, int ttl_ms,
                                bool *mine, char *errbuf, size_t errlen)
 {
     char k[160];
     fkey(k, sizeof(k), sale, "lock");
-    /* Taken, or held by this node already: a drawer whose draw stopped on a
-     * Redis error resumes at its next tick instead of waiting out its own
-     * lock (nobody else may take it meanwhile either). */
-    static const char script[] =
-        "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end "
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then "
-        "redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end return 0";
-    long long v = 0;
-    if (fint(c, k, &v, 0, errbuf, errlen, "EVAL %s 1 %s %u %d", script, k, node_id, ttl_ms) != 0)
+    inv_fleet_reply_t *r =
+        fscript(c, k, &SC_LOTTERY_LOCK, errbuf, errlen, "1 %s %u %d", k, node_id, ttl_ms);
+    if (!r)
         return CM_EBACKEND;
-    *mine = v == 1;
+    *mine = rtype(r) == INV_FLEET_REPLY_INTEGER && rnum(r) == 1;
+    inv_fleet_reply_free(r);
     return 0;
 }
 
@@ -359,6 +397,7 @@ static const char LUA_ENTRY_MARK[] = "local v = redis.call('HGET', KEYS[1], ARGV
                                      "redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])\n"
                                      "redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])\n"
                                      "return {1}\n";
+static script_t SC_ENTRY_MARK = {.text = LUA_ENTRY_MARK};
 
 /* KEYS ep, ei; ARGV person, order id. Deletes the mark only while it is that order's. */
 static const char LUA_ENTRY_DROP[] =
@@ -366,6 +405,7 @@ static const char LUA_ENTRY_DROP[] =
     "if v and string.sub(v, 1, #ARGV[2] + 1) == ARGV[2] .. ' ' then\n"
     "  redis.call('HDEL', KEYS[1], ARGV[1]) redis.call('HDEL', KEYS[2], ARGV[2]) return 1 end\n"
     "return 0\n";
+static script_t SC_ENTRY_DROP = {.text = LUA_ENTRY_DROP};
 
 /* KEYS ep, ei; ARGV order id. {person, value}, or {} when the id names no entry. */
 static const char LUA_ENTRY_GET[] = "local p = redis.call('HGET', KEYS[2], ARGV[1])\n"
@@ -373,6 +413,7 @@ static const char LUA_ENTRY_GET[] = "local p = redis.call('HGET', KEYS[2], ARGV[
                                     "local v = redis.call('HGET', KEYS[1], p)\n"
                                     "if not v then return {} end\n"
                                     "return {p, v}\n";
+static script_t SC_ENTRY_GET = {.text = LUA_ENTRY_GET};
 
 int gw_fair_redis_lottery_entry_mark(inv_fleet_conn_t *c, const char *sale, const char *person,
                                      const char *order_id, const char *value, bool *taken,
@@ -381,8 +422,8 @@ int gw_fair_redis_lottery_entry_mark(inv_fleet_conn_t *c, const char *sale, cons
     char kp[160], ki[160];
     fkey(kp, sizeof(kp), sale, "ep");
     fkey(ki, sizeof(ki), sale, "ei");
-    inv_fleet_reply_t *r = fcmd(c, kp, errbuf, errlen, "EVAL %s 2 %s %s %s %s %s", LUA_ENTRY_MARK,
-                                kp, ki, person, order_id, value);
+    inv_fleet_reply_t *r = fscript(c, kp, &SC_ENTRY_MARK, errbuf, errlen, "2 %s %s %s %s %s", kp,
+                                   ki, person, order_id, value);
     if (!r)
         return CM_EBACKEND;
     int rc = 0;
@@ -407,6 +448,7 @@ static const char LUA_ENTRY_MARK_MANY[] =
     "    redis.call('HSET', KEYS[2], ARGV[i + 1], ARGV[i]) n = n + 1 end\n"
     "end\n"
     "return n\n";
+static script_t SC_ENTRY_MARK_MANY = {.text = LUA_ENTRY_MARK_MANY};
 
 int gw_fair_redis_lottery_entry_mark_many(inv_fleet_conn_t *c, const char *sale,
                                           const char *const *args, size_t n, char *errbuf,
@@ -415,7 +457,7 @@ int gw_fair_redis_lottery_entry_mark_many(inv_fleet_conn_t *c, const char *sale,
     char kp[160], ki[160];
     fkey(kp, sizeof(kp), sale, "ep");
     fkey(ki, sizeof(ki), sale, "ei");
-    size_t argc = 5 + 3 * n;
+    size_t argc = 3 + 3 * n;
     const char **argv = malloc(argc * sizeof(*argv));
     size_t *argl = malloc(argc * sizeof(*argl));
     if (!argv || !argl) {
@@ -424,16 +466,16 @@ int gw_fair_redis_lottery_entry_mark_many(inv_fleet_conn_t *c, const char *sale,
         cm_errbuf_set(errbuf, errlen, "out of memory");
         return CM_EBACKEND;
     }
-    argv[0] = "EVAL";
-    argv[1] = LUA_ENTRY_MARK_MANY;
-    argv[2] = "2";
-    argv[3] = kp;
-    argv[4] = ki;
+    argv[0] = "2";
+    argv[1] = kp;
+    argv[2] = ki;
     for (size_t i = 0; i < 3 * n; i++)
-        argv[5 + i] = args[i];
+        argv[3 + i] = args[i];
     for (size_t i = 0; i < argc; i++)
         argl[i] = strlen(argv[i]);
-    inv_fleet_reply_t *r = inv_fleet_cmd_argv(c, kp, (int)argc, argv, argl);
+    scripts_init();
+    inv_fleet_reply_t *r = inv_fleet_script_argv(c, kp, SC_ENTRY_MARK_MANY.sha1,
+                                                 SC_ENTRY_MARK_MANY.text, (int)argc, argv, argl);
     free(argv);
     free(argl);
     if (!r) {
@@ -454,8 +496,10 @@ int gw_fair_redis_lottery_entry_drop(inv_fleet_conn_t *c, const char *sale, cons
     char kp[160], ki[160];
     fkey(kp, sizeof(kp), sale, "ep");
     fkey(ki, sizeof(ki), sale, "ei");
-    return fint(c, kp, NULL, 0, errbuf, errlen, "EVAL %s 2 %s %s %s %s", LUA_ENTRY_DROP, kp, ki,
-                person, order_id);
+    inv_fleet_reply_t *r =
+        fscript(c, kp, &SC_ENTRY_DROP, errbuf, errlen, "2 %s %s %s %s", kp, ki, person, order_id);
+    inv_fleet_reply_free(r);
+    return r ? 0 : CM_EBACKEND;
 }
 
 int gw_fair_redis_lottery_entry_get(inv_fleet_conn_t *c, const char *sale, const char *order_id,
@@ -466,7 +510,7 @@ int gw_fair_redis_lottery_entry_get(inv_fleet_conn_t *c, const char *sale, const
     fkey(kp, sizeof(kp), sale, "ep");
     fkey(ki, sizeof(ki), sale, "ei");
     inv_fleet_reply_t *r =
-        fcmd(c, kp, errbuf, errlen, "EVAL %s 2 %s %s %s", LUA_ENTRY_GET, kp, ki, order_id);
+        fscript(c, kp, &SC_ENTRY_GET, errbuf, errlen, "2 %s %s %s", kp, ki, order_id);
     if (!r)
         return CM_EBACKEND;
     *found = rtype(r) == INV_FLEET_REPLY_ARRAY && relems(r) == 2 &&
@@ -488,6 +532,7 @@ static const char LUA_WL_STATE[] =
     "local w = p and string.match(p, '^%S+ %S+ (%S+)') or ''\n"
     "return {v[1] or '', v[2] and 1 or 0, tonumber(v[3] or '0'), tonumber(v[4] or '0'),\n"
     "        tonumber(v[5] or '0'), w}\n";
+static script_t SC_WL_STATE = {.text = LUA_WL_STATE};
 
 /* KEYS wlock, wp; ARGV owner, ttl_ms. The pending promotion's owner takes the lock over. */
 static const char LUA_WL_LOCK[] =
@@ -498,6 +543,7 @@ static const char LUA_WL_LOCK[] =
     "if cur == false or w == ARGV[1] then\n"
     "  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end\n"
     "return 0\n";
+static script_t SC_WL_LOCK = {.text = LUA_WL_LOCK};
 
 /* KEYS wlock, wp, won, wl; ARGV owner, person, order. */
 static const char LUA_WL_BEGIN[] =
@@ -509,6 +555,7 @@ static const char LUA_WL_BEGIN[] =
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "redis.call('SET', KEYS[2], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[1] .. ' ' .. now)\n"
     "return 1\n";
+static script_t SC_WL_BEGIN = {.text = LUA_WL_BEGIN};
 
 /* KEYS wlock, wp; ARGV owner, grace_ms. */
 static const char LUA_WL_ADOPT[] =
@@ -523,6 +570,7 @@ static const char LUA_WL_ADOPT[] =
     "if now - tonumber(at) < tonumber(ARGV[2]) then return 0 end\n"
     "redis.call('SET', KEYS[2], u .. ' ' .. o .. ' ' .. ARGV[1] .. ' ' .. at)\n"
     "return 1\n";
+static script_t SC_WL_ADOPT = {.text = LUA_WL_ADOPT};
 
 /* KEYS wlock, wp, won, wl; ARGV owner, person, result ("" = none), head, not_accepted. */
 static const char LUA_WL_FINISH[] =
@@ -534,11 +582,13 @@ static const char LUA_WL_FINISH[] =
     "redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])\n"
     "if ARGV[3] ~= ARGV[5] then redis.call('HINCRBY', KEYS[4], 'promoted', 1) end\n"
     "return redis.call('HINCRBY', KEYS[4], 'gen', 1)\n";
+static script_t SC_WL_FINISH = {.text = LUA_WL_FINISH};
 
 /* KEYS wl. */
 static const char LUA_WL_END[] = "if redis.call('HSETNX', KEYS[1], 'ended', '1') == 1 then\n"
                                  "  redis.call('HINCRBY', KEYS[1], 'gen', 1) end\n"
                                  "return 1\n";
+static script_t SC_WL_END = {.text = LUA_WL_END};
 
 /* The waitlist's keys of a sale: wl, wlock, wp, won. */
 typedef struct wl_keys {
@@ -573,8 +623,7 @@ int gw_fair_redis_wl_state(inv_fleet_conn_t *c, const char *sale, gw_fair_redis_
     wl_keys_t k;
     wl_keys(&k, sale);
     memset(st, 0, sizeof(*st));
-    inv_fleet_reply_t *r =
-        fcmd(c, k.wl, errbuf, errlen, "EVAL %s 2 %s %s", LUA_WL_STATE, k.wl, k.wp);
+    inv_fleet_reply_t *r = fscript(c, k.wl, &SC_WL_STATE, errbuf, errlen, "2 %s %s", k.wl, k.wp);
     if (!r)
         return CM_EBACKEND;
     if (rtype(r) != INV_FLEET_REPLY_ARRAY || relems(r) != 6 ||
@@ -609,8 +658,8 @@ int gw_fair_redis_wl_lock(inv_fleet_conn_t *c, const char *sale, const char *own
     wl_keys_t k;
     wl_keys(&k, sale);
     long long n = 0;
-    int rc = int_reply(fcmd(c, k.wlock, errbuf, errlen, "EVAL %s 2 %s %s %s %d", LUA_WL_LOCK,
-                            k.wlock, k.wp, owner, ttl_ms),
+    int rc = int_reply(fscript(c, k.wlock, &SC_WL_LOCK, errbuf, errlen, "2 %s %s %s %d", k.wlock,
+                               k.wp, owner, ttl_ms),
                        &n, errbuf, errlen);
     *mine = rc == 0 && n == 1;
     return rc;
@@ -645,8 +694,8 @@ int gw_fair_redis_wl_begin(inv_fleet_conn_t *c, const char *sale, const char *ow
     wl_keys_t k;
     wl_keys(&k, sale);
     long long n = 0;
-    int rc = int_reply(fcmd(c, k.wlock, errbuf, errlen, "EVAL %s 4 %s %s %s %s %s %s %s",
-                            LUA_WL_BEGIN, k.wlock, k.wp, k.won, k.wl, owner, person, order),
+    int rc = int_reply(fscript(c, k.wlock, &SC_WL_BEGIN, errbuf, errlen, "4 %s %s %s %s %s %s %s",
+                               k.wlock, k.wp, k.won, k.wl, owner, person, order),
                        &n, errbuf, errlen);
     return rc ? rc : n == 1;
 }
@@ -657,8 +706,8 @@ int gw_fair_redis_wl_adopt(inv_fleet_conn_t *c, const char *sale, const char *ow
     wl_keys_t k;
     wl_keys(&k, sale);
     long long n = 0;
-    int rc = int_reply(fcmd(c, k.wlock, errbuf, errlen, "EVAL %s 2 %s %s %s %d", LUA_WL_ADOPT,
-                            k.wlock, k.wp, owner, grace_ms),
+    int rc = int_reply(fscript(c, k.wlock, &SC_WL_ADOPT, errbuf, errlen, "2 %s %s %s %d", k.wlock,
+                               k.wp, owner, grace_ms),
                        &n, errbuf, errlen);
     return rc ? rc : n == 1;
 }
@@ -671,10 +720,11 @@ int gw_fair_redis_wl_finish(inv_fleet_conn_t *c, const char *sale, const char *o
     wl_keys(&k, sale);
     long long n = 0;
     /* %b: the result may be empty, which a plain %s would drop as an argument */
-    int rc = int_reply(fcmd(c, k.wlock, errbuf, errlen, "EVAL %s 4 %s %s %s %s %s %s %b %lld %s",
-                            LUA_WL_FINISH, k.wlock, k.wp, k.won, k.wl, owner, person, result,
-                            strlen(result), head, GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED),
-                       &n, errbuf, errlen);
+    int rc =
+        int_reply(fscript(c, k.wlock, &SC_WL_FINISH, errbuf, errlen,
+                          "4 %s %s %s %s %s %s %b %lld %s", k.wlock, k.wp, k.won, k.wl, owner,
+                          person, result, strlen(result), head, GW_FAIR_REDIS_LOTTERY_NOT_ACCEPTED),
+                  &n, errbuf, errlen);
     if (rc)
         return rc;
     if (n < 0)
@@ -688,10 +738,17 @@ int gw_fair_redis_wl_end(inv_fleet_conn_t *c, const char *sale, char *errbuf, si
     char k[160];
     fkey(k, sizeof(k), sale, "wl");
     long long n;
-    return int_reply(fcmd(c, k, errbuf, errlen, "EVAL %s 1 %s", LUA_WL_END, k), &n, errbuf, errlen);
+    return int_reply(fscript(c, k, &SC_WL_END, errbuf, errlen, "1 %s", k), &n, errbuf, errlen);
 }
 
 /*---- registration (gateway/buy/gw_reg.c) ----*/
+
+/* KEYS reg; ARGV person, cap. 0 registered already, -1 full, 1 added. */
+static const char LUA_REG_ADD[] = "if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end "
+                                  "local n = redis.call('ZCARD', KEYS[1]) "
+                                  "if n >= tonumber(ARGV[2]) then return -1 end "
+                                  "redis.call('ZADD', KEYS[1], n + 1, ARGV[1]) return 1";
+static script_t SC_REG_ADD = {.text = LUA_REG_ADD};
 
 int gw_fair_redis_reg_add(inv_fleet_conn_t *c, const char *sale, const char *person, long long cap,
                           int *added, char *errbuf, size_t errlen)
@@ -700,12 +757,8 @@ int gw_fair_redis_reg_add(inv_fleet_conn_t *c, const char *sale, const char *per
     fkey(k, sizeof(k), sale, "reg");
     /* The score is the registration's rank (ZCARD + 1: nothing is ever
      * removed but the whole key), so ZRANGE by rank pages exactly. */
-    static const char script[] = "if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end "
-                                 "local n = redis.call('ZCARD', KEYS[1]) "
-                                 "if n >= tonumber(ARGV[2]) then return -1 end "
-                                 "redis.call('ZADD', KEYS[1], n + 1, ARGV[1]) return 1";
     inv_fleet_reply_t *r =
-        fcmd(c, k, errbuf, errlen, "EVAL %s 1 %s %s %lld", script, k, person, cap);
+        fscript(c, k, &SC_REG_ADD, errbuf, errlen, "1 %s %s %lld", k, person, cap);
     if (!r)
         return CM_EBACKEND;
     int rc = rtype(r) == INV_FLEET_REPLY_INTEGER ? 0 : CM_EBACKEND;
@@ -792,6 +845,7 @@ static const char LUA_ROOM_TICK[] =
                   "  end\n"
                   "else npre = redis.call('ZCARD', KEYS[2]) end\n"
                   "return {s, sealed or '0', npre, nx, string.format('%d', front)}\n";
+static script_t SC_ROOM_TICK = {.text = LUA_ROOM_TICK};
 
 /*
  * Join: KEYS wr, wrpre, wrpl; ARGV seed ("-seed": not to offer), member, person,
@@ -838,6 +892,7 @@ static const char LUA_ROOM_JOIN[] = LUA_ROOM_SEAL
     "  redis.call('HSET', KEYS[3], ARGV[3], pos .. ' ' .. exp)\n"
     "end\n"
     "return {1, pos, exp}\n";
+static script_t SC_ROOM_JOIN = {.text = LUA_ROOM_JOIN};
 
 /* Claim: KEYS jti, the claim's void mark; ARGV "fp:nonce", ttl_ms, fp, nonce. 0 claimed,
  * 1 spent, 2 the same fingerprint's (this claim's nonce joins the holders), 3 given back
@@ -862,6 +917,7 @@ static const char LUA_ROOM_CLAIM[] =
     "  end\n"
     "end\n"
     "return 1\n";
+static script_t SC_ROOM_CLAIM = {.text = LUA_ROOM_CLAIM};
 
 /* Give-back: KEYS jti, the claim's void mark; ARGV ttl_ms, fp, nonce. Takes this
  * claim's nonce out of the holders, deleting the claim with the last one (1); else
@@ -884,6 +940,7 @@ static const char LUA_ROOM_UNCLAIM[] =
     "end\n"
     "redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])\n"
     "return 0\n";
+static script_t SC_ROOM_UNCLAIM = {.text = LUA_ROOM_UNCLAIM};
 
 static void room_keys(const char *sale, char wr[160], char pre[160], char pl[160])
 {
@@ -908,9 +965,9 @@ int gw_fair_redis_room_tick(inv_fleet_conn_t *c, const char *sale, const char *s
     char wr[160], pre[160], pl[160];
     room_keys(sale, wr, pre, pl);
     inv_fleet_reply_t *r =
-        fcmd(c, wr, errbuf, errlen, "EVAL %s 2 %s %s %s %d %lld %llu %llu", LUA_ROOM_TICK, wr, pre,
-             seed_hex, started ? 1 : 0, (long long)now_ms, (unsigned long long)add_milli,
-             (unsigned long long)ahead);
+        fscript(c, wr, &SC_ROOM_TICK, errbuf, errlen, "2 %s %s %s %d %lld %llu %llu", wr, pre,
+                seed_hex, started ? 1 : 0, (long long)now_ms, (unsigned long long)add_milli,
+                (unsigned long long)ahead);
     if (!r)
         return CM_EBACKEND;
     int rc = 0;
@@ -942,9 +999,9 @@ int gw_fair_redis_room_join(inv_fleet_conn_t *c, const char *sale, const char *s
     room_keys(sale, wr, pre, pl);
     memset(out, 0, sizeof(*out));
     inv_fleet_reply_t *r =
-        fcmd(c, wr, errbuf, errlen, "EVAL %s 3 %s %s %s %s %s %s %d %d %lld %d %llu", LUA_ROOM_JOIN,
-             wr, pre, pl, seed_hex, member, person, before_start ? 1 : 0, take ? 1 : 0,
-             (long long)now_ms, ttl_s, (unsigned long long)cap);
+        fscript(c, wr, &SC_ROOM_JOIN, errbuf, errlen, "3 %s %s %s %s %s %s %d %d %lld %d %llu", wr,
+                pre, pl, seed_hex, member, person, before_start ? 1 : 0, take ? 1 : 0,
+                (long long)now_ms, ttl_s, (unsigned long long)cap);
     if (!r)
         return CM_EBACKEND;
     int rc = 0;
@@ -994,9 +1051,8 @@ int gw_fair_redis_room_claim(inv_fleet_conn_t *c, const char *sale, uint64_t jti
 {
     char k[200], vk[240], val[48], fps[24], ns[24];
     claim_keys(sale, jti, fp, nonce, k, vk, val, fps, ns);
-    inv_fleet_reply_t *r =
-        fcmd(c, k, errbuf, errlen, "EVAL %s 2 %s %s %s %lld %s %s", LUA_ROOM_CLAIM, k, vk, val,
-             (long long)(ttl_ms > 0 ? ttl_ms : 1), fps, ns);
+    inv_fleet_reply_t *r = fscript(c, k, &SC_ROOM_CLAIM, errbuf, errlen, "2 %s %s %s %lld %s %s", k,
+                                   vk, val, (long long)(ttl_ms > 0 ? ttl_ms : 1), fps, ns);
     if (!r)
         return CM_EBACKEND;
     int rc = rtype(r) == INV_FLEET_REPLY_INTEGER && rnum(r) >= 0 && rnum(r) <= 2 ? (int)rnum(r)
@@ -1015,9 +1071,8 @@ int gw_fair_redis_room_unclaim(inv_fleet_conn_t *c, const char *sale, uint64_t j
 {
     char k[200], vk[240], val[48], fps[24], ns[24];
     claim_keys(sale, jti, fp, nonce, k, vk, val, fps, ns);
-    inv_fleet_reply_t *r =
-        fcmd(c, k, errbuf, errlen, "EVAL %s 2 %s %s %lld %s %s", LUA_ROOM_UNCLAIM, k, vk,
-             (long long)(ttl_ms > 0 ? ttl_ms : 1), fps, ns);
+    inv_fleet_reply_t *r = fscript(c, k, &SC_ROOM_UNCLAIM, errbuf, errlen, "2 %s %s %lld %s %s", k,
+                                   vk, (long long)(ttl_ms > 0 ? ttl_ms : 1), fps, ns);
     if (!r)
         return CM_EBACKEND;
     int rc = rtype(r) == INV_FLEET_REPLY_INTEGER && (rnum(r) == 0 || rnum(r) == 1) ? (int)rnum(r)
@@ -1074,4 +1129,39 @@ int gw_fair_redis_room_range(inv_fleet_conn_t *c, const char *sale, long long st
             fn(ctx, rstr(el(r, i)));
     inv_fleet_reply_free(r);
     return 0;
+}
+
+/*---- the scripts' SHA1s ----*/
+
+static script_t *const scripts[] = {
+    &SC_LOTTERY_LOCK,    &SC_ENTRY_MARK, &SC_ENTRY_DROP, &SC_ENTRY_GET,
+    &SC_ENTRY_MARK_MANY, &SC_WL_STATE,   &SC_WL_LOCK,    &SC_WL_BEGIN,
+    &SC_WL_ADOPT,        &SC_WL_FINISH,  &SC_WL_END,     &SC_REG_ADD,
+    &SC_ROOM_TICK,       &SC_ROOM_JOIN,  &SC_ROOM_CLAIM, &SC_ROOM_UNCLAIM,
+};
+
+static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
+
+static void scripts_hash(void)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < sizeof(scripts) / sizeof(scripts[0]); i++) {
+        unsigned char md[EVP_MAX_MD_SIZE];
+        unsigned int n = 0;
+        /* SHA1 is how Redis names a script; no secret rides on it */
+        if (EVP_Digest(scripts[i]->text, strlen(scripts[i]->text), md, &n, EVP_sha1(), NULL) != 1 ||
+            n != 20)
+            abort(); /* OpenSSL always has SHA1: only a broken library fails here */
+        for (unsigned int j = 0; j < 20; j++) {
+            scripts[i]->sha1[2 * j] = hex[md[j] >> 4];
+            scripts[i]->sha1[2 * j + 1] = hex[md[j] & 15];
+        }
+        scripts[i]->sha1[40] = '\0';
+    }
+}
+
+/* Thread-safe: the first call hashes every script, the others wait for it. */
+static void scripts_init(void)
+{
+    pthread_once(&scripts_once, scripts_hash);
 }

@@ -361,10 +361,11 @@ static void ticket_of(const gw_fair_sale_t *fs, const entry_t *e, gw_fair_ticket
     snprintf(t->person, sizeof(t->person), "%s", e->person);
     t->qty = e->qty;
     t->entered_at_ms = e->at_ms;
-    t->state = e->state;
+    /* an outcome not yet durable reads as still being drawn (the core's rule) */
+    t->state = gw_fair_core_answered(&fs->core, e->pos) ? e->state : GW_ENTRY_ENTERED;
     t->position = e->pos;
     t->entrants = (uint32_t)(fs->seeded ? fs->ndraw : fs->n);
-    t->waitlist_place = e->state == GW_ENTRY_WAITLISTED ? gw_fair__wl_place(fs, e) : 0;
+    t->waitlist_place = t->state == GW_ENTRY_WAITLISTED ? gw_fair__wl_place(fs, e) : 0;
     t->draw_at_ms = draw_at;
 }
 

@@ -85,13 +85,21 @@ void gw_fair__wl_log_lost(gw_fair_sale_t *fs, const entry_t *e)
     log_id(fs, 'X', e, false, NULL);
 }
 
-/* An entry leaves the waitlist lost, for cause (fs->mu held). */
+/* An entry leaves the waitlist lost, for cause (fs->mu held). It is answered
+ * lost from here on, so under fsync durability its "X" is durable first: lost
+ * to a power loss, the restart would waitlist it again and a later promotion
+ * could make it win. One fdatasync per refused promotion, as its "P" has. */
 static void lose(gw_fair_sale_t *fs, entry_t *e)
 {
     gw_fair__wl_remove(fs, e);
     e->state = GW_ENTRY_LOST;
     fs->lost++;
-    gw_fair__wl_log_lost(fs, e);
+    int rc;
+    log_id(fs, 'X', e, fs->f->srv->cfg->durability == GW_DURABILITY_FSYNC, &rc);
+    if (rc)
+        cm_log_error("fair",
+                     "cannot record a waitlisted entry lost; a restart may waitlist it again",
+                     "sale=%s order=%s", fs->sale_id, e->order_id);
 }
 
 /* The sale ended: every waitlisted entry is lost ("L", then first-come is moot). */

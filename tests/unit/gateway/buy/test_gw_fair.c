@@ -30,6 +30,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -49,18 +50,35 @@
 static atomic_bool fail_log_syncs;
 static atomic_int log_syncs_left;
 /* hold_log_syncs: an entry log's fdatasync waits (log_sync_held set) until it
- * is cleared, a disk that takes its time */
+ * is cleared, a disk that takes its time; the first hold_log_syncs_skip of
+ * them pass */
 static atomic_bool hold_log_syncs, log_sync_held;
+static atomic_int hold_log_syncs_skip;
+/* record_log_syncs: each entry log's fdatasync records the file's size then */
+static atomic_bool record_log_syncs;
+static off_t log_sync_sizes[64];
+static atomic_int log_sync_n;
 int __real_fdatasync(int fd);
 int __wrap_fdatasync(int fd);
 int __wrap_fdatasync(int fd)
 {
+    if (atomic_load(&record_log_syncs)) {
+        char link[64], path[512];
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(link, path, sizeof(path) - 1);
+        path[n > 0 ? n : 0] = '\0';
+        struct stat sb;
+        int i = strstr(path, "/fair/") && fstat(fd, &sb) == 0 ? atomic_fetch_add(&log_sync_n, 1)
+                                                               : -1;
+        if (i >= 0 && i < 64)
+            log_sync_sizes[i] = sb.st_size;
+    }
     if (atomic_load(&hold_log_syncs)) {
         char link[64], path[512];
         snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
         ssize_t n = readlink(link, path, sizeof(path) - 1);
         path[n > 0 ? n : 0] = '\0';
-        if (strstr(path, "/fair/")) {
+        if (strstr(path, "/fair/") && atomic_fetch_sub(&hold_log_syncs_skip, 1) <= 0) {
             atomic_store(&log_sync_held, true);
             while (atomic_load(&hold_log_syncs)) {
                 struct timespec ms = {0, 1000000L};
@@ -1156,6 +1174,67 @@ static void lost_for_cause_cut(bool sale_over)
     free(m);
 }
 
+/*
+ * Under fsync durability an entrant's outcome is answered only once the
+ * record covering it is durable. The draw writes a loser for cause's "X"
+ * without an fdatasync of its own (one per entrant would make a draw of 100k
+ * entrants slow): the end's rewrite and fdatasync cover it. While that
+ * fdatasync waits, a power loss would lose the "X" and the restart's
+ * resumed draw could let the entrant win (what refused it, units held
+ * outside the spool, is gone then): so it reads as still being drawn, and
+ * so does the winner whose "W" and "F" wait with it.
+ */
+static void test_outcome_answered_once_durable(void **st)
+{
+    (void)st;
+    mini_t *m = calloc(1, sizeof(*m));
+    mini_open(m);
+    char why[256] = "";
+    int64_t now = cm_wall_ms();
+    inv_sale_def_t def = {.stock = 10,
+                          .per_user_limit = 1,
+                          .starts_at_ms = now - 10000,
+                          .ends_at_ms = now + 3600000};
+    snprintf(def.sale_id, sizeof(def.sale_id), "s1");
+    inv_sale_info_t info;
+    assert_int_equal(inv_sale_put(m->srv.stores.inv, &def, &info, why, sizeof(why)), 0);
+    assert_int_equal(gw_fair_configure(&m->srv, "s1", 1000, 0, 0, why, sizeof(why)), 0);
+    gw_fair_sale_t *fs = gw_fair_find(m->srv.fair, "s1");
+    assert_non_null(fs);
+    gw_fair_ticket_t t;
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG00", "a1", NULL, NULL, now - 9000, &t), 0);
+    assert_int_equal(enter_as(fs, "0AM0AZFQKEG01", "b1", NULL, NULL, now - 9000, &t), 0);
+    /* a1 holds its one unit outside the spool: its entry is refused for cause */
+    assert_int_equal(inv_replay(m->srv.stores.inv, "s1", "a1", 1, "0AM0AZFQKEGZZ", ""), 0);
+    /* the seed's fdatasync passes; the next one (the end's) waits */
+    atomic_store(&hold_log_syncs_skip, 1);
+    atomic_store(&hold_log_syncs, true);
+    assert_int_equal(gw_fair_start_thread(&m->srv, why, sizeof(why)), 0);
+    for (int i = 0; i < 500 && !atomic_load(&log_sync_held); i++) {
+        struct timespec t10 = {0, 10 * 1000000L};
+        nanosleep(&t10, NULL);
+    }
+    bool held = atomic_load(&log_sync_held);
+    gw_fair_ticket_t ta, tb;
+    bool found_a = gw_fair_lookup(m->srv.fair, "0AM0AZFQKEG00", &ta);
+    bool found_b = gw_fair_lookup(m->srv.fair, "0AM0AZFQKEG01", &tb);
+    bool still_held = atomic_load(&log_sync_held);
+    atomic_store(&hold_log_syncs, false);
+    atomic_store(&hold_log_syncs_skip, 0);
+    wait_drawn(fs, def.starts_at_ms);
+    assert_true(held && still_held);
+    assert_true(found_a && found_b);
+    assert_string_equal(gw_entry_state_name((gw_entry_state_t)ta.state), "entered");
+    assert_string_equal(gw_entry_state_name((gw_entry_state_t)tb.state), "entered");
+    /* durable: the outcomes are answered */
+    assert_true(gw_fair_lookup(m->srv.fair, "0AM0AZFQKEG00", &ta));
+    assert_int_equal(ta.state, GW_ENTRY_LOST);
+    assert_true(gw_fair_lookup(m->srv.fair, "0AM0AZFQKEG01", &tb));
+    assert_int_equal(tb.state, GW_ENTRY_WON);
+    mini_close(m);
+    free(m);
+}
+
 static void test_lost_for_cause_not_waitlisted(void **st)
 {
     (void)st;
@@ -1405,6 +1484,68 @@ static void test_waitlist_in_draw_order(void **st)
     free(m);
 }
 
+/* The end offset in s1's entry log of the line `tag id` (0: none). */
+static off_t log_line_end(const mini_t *m, char tag, const char *id)
+{
+    char path[160], line[512];
+    snprintf(path, sizeof(path), "%s/fair/s1.log", m->dir);
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    off_t at = 0, end = 0;
+    while (fgets(line, sizeof(line), fp)) { /* a frame a line: its record after 18 bytes */
+        at += (off_t)strlen(line);
+        if (strlen(line) > 20 && line[18] == tag && strncmp(line + 20, id, strlen(id)) == 0)
+            end = at;
+    }
+    fclose(fp);
+    return end;
+}
+
+/*
+ * Under fsync durability a waitlisted entry whose promotion is refused for
+ * cause (its person holds units already) is answered lost at once, so its
+ * "X" is durable before the next promotion is decided: a power loss that
+ * lost it would waitlist it again at the restart, and a later promotion
+ * could make it win after a "lost". An fdatasync of the log covers the "X"
+ * before the next entry's "P" is written.
+ */
+static void test_waitlist_lost_durable(void **st)
+{
+    (void)st;
+    mini_t *m = calloc(1, sizeof(*m));
+    mini_open(m);
+    m->cfg.durability = GW_DURABILITY_FSYNC;
+    inv_sale_def_t def;
+    wl_setup(m, &def, 1, 3);
+    char x_id[INV_ORDER_ID_MAX + 1], p_id[INV_ORDER_ID_MAX + 1], user2[INV_USER_ID_MAX + 1];
+    order_at(m, 2, x_id);
+    order_at(m, 3, p_id);
+    json_t *d = gw_fair_draw_json(m->srv.fair, "s1");
+    json_t *e2 = json_array_get(json_object_get(d, "entries"), 1);
+    snprintf(user2, sizeof(user2), "%s", json_string_value(json_object_get(e2, "user_id")));
+    json_decref(d);
+    /* position 2's account holds its one unit outside the lottery: refused for cause */
+    assert_int_equal(inv_replay(m->srv.stores.inv, "s1", user2, 1, "0AM0AZFQKEGZZ", ""), 0);
+    atomic_store(&log_sync_n, 0);
+    atomic_store(&record_log_syncs, true);
+    inv_sale_info_t info;
+    char why[256] = "";
+    /* one unit for the replayed hold, one for the waitlist */
+    assert_int_equal(inv_restock(m->srv.stores.inv, "s1", 2, &info, why, sizeof(why)), 0);
+    wait_won(m, 2);
+    atomic_store(&record_log_syncs, false);
+    assert_string_equal(outcome_at(m, 2, NULL), "lost");
+    assert_string_equal(outcome_at(m, 3, NULL), "won");
+    off_t x_end = log_line_end(m, 'X', x_id), p_end = log_line_end(m, 'P', p_id);
+    assert_true(x_end > 0 && p_end > x_end);
+    bool covered = false;
+    for (int i = 0; i < atomic_load(&log_sync_n) && i < 64; i++)
+        covered = covered || (log_sync_sizes[i] >= x_end && log_sync_sizes[i] < p_end);
+    assert_true(covered);
+    mini_close(m);
+    free(m);
+}
+
 /*
  * A restart in the middle of a promotion: its order is in the spool and its
  * unit held, the entry log has its "P" line and not its "W" (kill -9 right
@@ -1496,9 +1637,11 @@ int main(void)
         cmocka_unit_test(test_resumed_draw_reserves_once),
         cmocka_unit_test(test_lost_for_cause_not_waitlisted),
         cmocka_unit_test(test_lost_for_cause_waitlisted),
+        cmocka_unit_test(test_outcome_answered_once_durable),
         cmocka_unit_test_teardown(test_seed_read_back_unsynced, log_syncs_restore),
         cmocka_unit_test(test_waitlist_in_draw_order),
         cmocka_unit_test(test_waitlist_restart_admits_once),
+        cmocka_unit_test(test_waitlist_lost_durable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

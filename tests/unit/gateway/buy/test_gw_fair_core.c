@@ -593,6 +593,78 @@ static void test_sold_out_unsynced(void **state)
     assert_true(end(&s, 0));
 }
 
+/* Whether entry i's outcome is answered now (its 1-based draw position). */
+static bool answered(const sale_t *s, size_t i)
+{
+    for (size_t p = 0; p < s->c.ndraw; p++)
+        if (s->perm[p] == i)
+            return gw_fair_core_answered(&s->c, (uint32_t)(p + 1));
+    return gw_fair_core_answered(&s->c, 0);
+}
+
+/* An outcome is answered only once the record covering it is durable: the
+ * entrants decided before the stock ran out read as undecided until the "O"
+ * record's fdatasync, those after it at once (the "O" decides them), every
+ * one once the end is durable; a restart answers what its records decided. */
+static void test_answered_once_durable(void **state)
+{
+    (void)state;
+    sale_t s;
+    sale_init(&s, 5);
+    keys_init(&s, N);
+    seed(&s);
+    size_t decided = 0;
+    while (decided < N) {
+        s.sold_out_rc = CM_EIO; /* the "O" record's fdatasync fails */
+        draw(&s, 1, true);
+        decided++;
+        if (s.sold_out_logged)
+            break;
+        for (size_t p = 0; p < decided; p++)
+            assert_false(answered(&s, s.perm[p]));
+    }
+    assert_true(s.sold_out_logged); /* its fdatasync failed: nothing answered yet */
+    for (size_t p = 0; p < decided; p++)
+        assert_false(answered(&s, s.perm[p]));
+    gw_fair_ev_t tick = {.kind = GW_FAIR_EV_TICK, .closes_at_ms = CLOSES, .sale_over = true};
+    assert_int_equal(step(&s.c, tick, CLOSES).actions, GW_FAIR_DO_MAKE_DURABLE);
+    step(&s.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_SEED_DURABLE, .rc = 0}, CLOSES);
+    for (size_t p = 0; p < decided; p++)
+        assert_true(answered(&s, s.perm[p]));
+    draw(&s, 3, true); /* lost after the "O": answered at once */
+    for (size_t p = decided; p < decided + 3; p++) {
+        assert_int_equal(s.state[s.perm[p]], GW_ENTRY_LOST);
+        assert_true(answered(&s, s.perm[p]));
+    }
+    assert_false(draw(&s, SIZE_MAX, true));
+    assert_true(end(&s, 0));
+    for (size_t i = 0; i < N; i++)
+        assert_true(answered(&s, i));
+
+    /* a cut draw: its first winner known from the spool answers at once,
+     * the rest as the resumed draw makes them durable */
+    sale_t r;
+    sale_init(&r, 5);
+    r.n = s.n;
+    memcpy(r.key, s.key, sizeof(r.key));
+    memcpy(r.qty, s.qty, sizeof(r.qty));
+    for (size_t i = 0; i < r.n; i++)
+        step(&r.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_ENTRY}, 0);
+    step(&r.c,
+         (gw_fair_ev_t){
+             .kind = GW_FAIR_EV_RECORD, .rec = GW_FAIR_REC_SEED, .seed = SEED, .entrants = N},
+         0);
+    assert_int_equal(step(&r.c, (gw_fair_ev_t){.kind = GW_FAIR_EV_LOADED, .rc = 0}, 0).actions,
+                     GW_FAIR_DO_ORDER);
+    order(&r);
+    r.state[r.perm[0]] = GW_ENTRY_WON; /* the spool's order */
+    r.stock -= r.qty[r.perm[0]];
+    assert_true(answered(&r, r.perm[0]));
+    draw(&r, 2, true); /* the spool's winner skipped, the next one accepted */
+    assert_true(answered(&r, r.perm[0]));
+    assert_false(answered(&r, r.perm[1]));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -608,6 +680,7 @@ int main(void)
         cmocka_unit_test(test_entries_capped),
         cmocka_unit_test(test_resume_after_sold_out),
         cmocka_unit_test(test_sold_out_unsynced),
+        cmocka_unit_test(test_answered_once_durable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -413,6 +413,111 @@ static void test_reg_and_room(void **state)
     inv_fleet_close(c);
 }
 
+/* A field of INFO's `section`: the number after "name:" (stats), or after
+ * "name=" on the line of `line` (commandstats: cmdstat_evalsha calls, usec_per_call); 0 if
+ * absent. */
+static double info_num(const char *section, const char *line, const char *name)
+{
+    char buf[8192], pat[96];
+    CMD(buf, "INFO %s", section);
+    const char *p = buf;
+    if (line) {
+        snprintf(pat, sizeof(pat), "%s:", line);
+        p = strstr(buf, pat);
+        if (!p)
+            return 0;
+        snprintf(pat, sizeof(pat), "%s=", name);
+    } else {
+        snprintf(pat, sizeof(pat), "%s:", name);
+    }
+    p = strstr(p, pat);
+    return p ? strtod(p + strlen(pat), NULL) : 0;
+}
+
+/* The bytes redis-server read and its CPU per script call over n entry marks and n room
+ * joins (INFO stats, commandstats, cpu), on stderr (the figures bench/README.md quotes:
+ * build/tests/unit.gw_fair_redis). */
+static void script_cost(inv_fleet_conn_t *c, int n)
+{
+    char why[256] = "", held[256], buf[64];
+    const char *seed = "0123456789abcdef0123456789abcdef";
+    for (int round = 0; round < 2; round++) {
+        CMD(buf, "CONFIG RESETSTAT");
+        double in0 = info_num("stats", NULL, "total_net_input_bytes");
+        double cpu0 =
+            info_num("cpu", NULL, "used_cpu_user") + info_num("cpu", NULL, "used_cpu_sys");
+        for (int i = 0; i < n; i++) {
+            char person[16], id[16], member[40];
+            snprintf(person, sizeof(person), "p%d", i);
+            snprintf(id, sizeof(id), "O%d", i);
+            bool taken = false;
+            if (round == 0) {
+                assert_int_equal(gw_fair_redis_lottery_entry_mark(c, "cost", person, id,
+                                                                  "O1 3 acct-a 1 100", &taken, held,
+                                                                  sizeof(held), why, sizeof(why)),
+                                 0);
+            } else {
+                gw_fair_redis_room_join_t j;
+                snprintf(member, sizeof(member), "%016x%s", i, person);
+                assert_int_equal(gw_fair_redis_room_join(c, "cost", seed, member, person, false,
+                                                         true, 3000, 60, 1000000, &j, why,
+                                                         sizeof(why)),
+                                 0);
+            }
+        }
+        double in = info_num("stats", NULL, "total_net_input_bytes") - in0;
+        double cpu =
+            info_num("cpu", NULL, "used_cpu_user") + info_num("cpu", NULL, "used_cpu_sys") - cpu0;
+        double sha_calls = info_num("commandstats", "cmdstat_evalsha", "calls");
+        double eval_calls = info_num("commandstats", "cmdstat_eval", "calls");
+        double usec = info_num("commandstats", "cmdstat_evalsha", "usec") +
+                      info_num("commandstats", "cmdstat_eval", "usec");
+        fprintf(stderr,
+                "script cost: %s x%d: %.0f bytes in per call, %.2f usec per call in the "
+                "script, %.2f usec of redis-server CPU per call (evalsha %.0f, eval %.0f)\n",
+                round == 0 ? "lottery entry mark" : "room join", n, in / n,
+                usec / (sha_calls + eval_calls), cpu * 1e6 / n, sha_calls, eval_calls);
+    }
+    assert_int_equal(gw_fair_redis_lottery_clear(c, "cost", why, sizeof(why)), 0);
+}
+
+/*
+ * The store's scripts go by their SHA1 (EVALSHA), and again with their text
+ * after NOSCRIPT: a SCRIPT FLUSH (or a restarted Redis) between two calls
+ * costs the second one round trip more, and both work.
+ */
+static void test_scripts_by_sha(void **state)
+{
+    (void)state;
+    char why[256] = "", held[256], buf[64];
+    inv_fleet_conn_t *c = conn();
+    bool taken = false;
+    CMD(buf, "CONFIG RESETSTAT");
+    assert_int_equal(gw_fair_redis_lottery_entry_mark(c, "sh", "p1", "O1", "O1 3 acct-a 1 100",
+                                                      &taken, held, sizeof(held), why, sizeof(why)),
+                     0);
+    assert_true(taken);
+    CMD(buf, "SCRIPT FLUSH");
+    assert_int_equal(gw_fair_redis_lottery_entry_mark(c, "sh", "p2", "O2", "O2 3 acct-b 1 100",
+                                                      &taken, held, sizeof(held), why, sizeof(why)),
+                     0);
+    assert_true(taken);
+    assert_int_equal(gw_fair_redis_lottery_entry_mark(c, "sh", "p2", "O3", "O3 3 acct-b 1 100",
+                                                      &taken, held, sizeof(held), why, sizeof(why)),
+                     0);
+    assert_false(taken);
+    assert_string_equal(held, "O2 3 acct-b 1 100");
+    /* three by SHA1; the text once after the flush (and once before it if the
+     * server had not seen it yet) */
+    double sha_calls = info_num("commandstats", "cmdstat_evalsha", "calls");
+    double eval_calls = info_num("commandstats", "cmdstat_eval", "calls");
+    script_cost(c, 2000);
+    assert_int_equal(gw_fair_redis_lottery_clear(c, "sh", why, sizeof(why)), 0);
+    inv_fleet_close(c);
+    assert_true(sha_calls == 3);
+    assert_true(eval_calls >= 1 && eval_calls <= 2);
+}
+
 int main(void)
 {
     int rc = ts_redis_start(&srv, false);
@@ -425,7 +530,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_room_claim_giveback), cmocka_unit_test(test_lottery_entry_mark),
         cmocka_unit_test(test_lottery_records),     cmocka_unit_test(test_waitlist_records),
-        cmocka_unit_test(test_reg_and_room),
+        cmocka_unit_test(test_reg_and_room),        cmocka_unit_test(test_scripts_by_sha),
     };
     rc = cmocka_run_group_tests(tests, NULL, NULL);
     ts_redis_free(&srv);
