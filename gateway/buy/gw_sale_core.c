@@ -15,7 +15,11 @@
  *   - the draw done with its losers waiting: leftovers until nobody waits
  *     or the sale ends; first-come waits behind them
  *   - a waiting room pre-queues its joins before starts_at and seals at the
- *     first tick or join from starts_at, then admits at its rate
+ *     first tick or join from starts_at, then admits at its rate; with a
+ *     lottery too, the phase before the entry window is the pre-queue, the
+ *     window takes entries without a token (the room seals inside it), and
+ *     the room governs the first-come buys after the draw and its leftovers
+ *     (docs/design.md, "Room and lottery")
  *   - a sale with none of these is first-come from starts_at
  * A core's replies and restart records (the store's answers) are never
  * refused: a phase passes while a store operation is in flight, and its
@@ -110,8 +114,8 @@ gw_sale_phase_t gw_sale_phase_at(const gw_sale_cfg_t *g, bool drawn, bool leftov
     if (g->reg_opens_ms > 0 && now_ms < g->reg_closes_ms)
         return now_ms < g->reg_opens_ms ? GW_SALE_PH_BEFORE : GW_SALE_PH_REGISTRATION;
     if (g->fair_window_ms > 0) {
-        if (now_ms < g->starts_at_ms - g->fair_early_ms)
-            return GW_SALE_PH_BEFORE;
+        if (now_ms < g->starts_at_ms - g->fair_early_ms) /* a room pre-queues its joins */
+            return g->room_rate > 0 ? GW_SALE_PH_PREQUEUE : GW_SALE_PH_BEFORE;
         if (now_ms < g->starts_at_ms + g->fair_window_ms)
             return GW_SALE_PH_ENTRY;
         if (!drawn)

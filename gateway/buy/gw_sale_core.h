@@ -11,7 +11,8 @@
  *   BEFORE        nothing taken yet: a buy or an entry is 425, a
  *                 registration 403 (not open yet)
  *   REGISTRATION  [reg_opens, reg_closes): persons register (gw_reg_core)
- *   PREQUEUE      a room's sale before starts_at: joins ranked at the seal
+ *   PREQUEUE      a room's sale before starts_at (with a lottery: before its
+ *                 entry window): joins ranked at the seal
  *   ENTRY         [starts - early, starts + window): one entry per person
  *   DRAW          the window closed, the draw not done: buys wait (503)
  *   ADMISSION     a room's sale from starts_at: places and tokens
@@ -26,6 +27,12 @@
  * (GW_SALE_OUT_REFUSED) and reaches no core; an event in its phase goes to
  * its core with the window's facts filled in from the configuration, so a
  * shell sends what it saw (the person, the store's reply), never a window.
+ *
+ * Locks: the machine takes none, and a step of one kind of event touches
+ * only that kind's core (and, for a TICK, each core in turn), so the live
+ * shells step it under the lock that core has: the lottery's under fs->mu,
+ * the room's under wr_mu, registration's under reg_mu. The configuration is
+ * relaxed atomics (gw_sale_conf_t), read by any thread without a lock.
  *
  * No syscall, lock, clock read or allocation of its own (the room core's
  * tables grow with cm_xmalloc): the shells hold the locks and perform the
