@@ -214,8 +214,6 @@ static void on_fair(gw_sale_core_t *c, const gw_fair_ev_t *in, int64_t now_ms, g
                                                                                : GW_FAIR_A_CLOSED;
             return;
         }
-        ev.opens_at_ms = g->starts_at_ms - g->fair_early_ms;
-        ev.closes_at_ms = g->starts_at_ms + g->fair_window_ms;
         ev.max_entries = g->max_entries;
     } else if (ev.kind == GW_FAIR_EV_TICK) {
         ev.closes_at_ms = g->starts_at_ms + g->fair_window_ms;
