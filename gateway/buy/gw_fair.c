@@ -89,12 +89,15 @@ int gw_fair_open(gw_server_t *srv, gw_acceptor_t accept, char *errbuf, size_t er
             atomic_load(&f->n) == FAIR_MAX_SALES)
             continue;
         gw_fair_sale_t *fs = gw_fair__sale_new(f, id);
-        atomic_init(&fs->window_ms, json_integer_value(json_object_get(it, "window_ms")));
-        atomic_init(&fs->early_ms, json_integer_value(json_object_get(it, "early_ms")));
-        atomic_init(&fs->wr_rate, json_integer_value(json_object_get(it, "waiting_room_rate")));
-        atomic_init(&fs->reg_opens_ms,
+        atomic_init(&fs->sale.cfg.fair_window_ms,
+                    json_integer_value(json_object_get(it, "window_ms")));
+        atomic_init(&fs->sale.cfg.fair_early_ms,
+                    json_integer_value(json_object_get(it, "early_ms")));
+        atomic_init(&fs->sale.cfg.room_rate,
+                    json_integer_value(json_object_get(it, "waiting_room_rate")));
+        atomic_init(&fs->sale.cfg.reg_opens_ms,
                     json_integer_value(json_object_get(it, "registration_opens_ms")));
-        atomic_init(&fs->reg_closes_ms,
+        atomic_init(&fs->sale.cfg.reg_closes_ms,
                     json_integer_value(json_object_get(it, "registration_closes_ms")));
         gw_fair__reg_load(f, fs);
         f->lot->sale_load(fs);
@@ -129,8 +132,8 @@ static bool fair_busy(gw_fair_t *f)
     size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
-        if ((atomic_load(&fs->window_ms) > 0 && !atomic_load(&fs->drawn)) ||
-            atomic_load(&fs->wr_rate) > 0 || atomic_load(&fs->wl_open))
+        if ((atomic_load(&fs->sale.cfg.fair_window_ms) > 0 && !atomic_load(&fs->drawn)) ||
+            atomic_load(&fs->sale.cfg.room_rate) > 0 || atomic_load(&fs->wl_open))
             return true;
     }
     return false;
@@ -240,7 +243,7 @@ static void fair_tick_locked(gw_server_t *srv, gw_fair_t *f)
             f->lot->leftovers_tick(f, fs);
             continue;
         }
-        if (atomic_load(&fs->window_ms) <= 0)
+        if (atomic_load(&fs->sale.cfg.fair_window_ms) <= 0)
             continue;
         f->lot->entries_tick(f, fs);
         inv_sale_t *s = inv_sale_find(srv->stores.inv, fs->sale_id);
@@ -248,7 +251,7 @@ static void fair_tick_locked(gw_server_t *srv, gw_fair_t *f)
             continue;
         inv_sale_info_t info;
         inv_sale_snapshot(s, &info);
-        int64_t closes = info.starts_at_ms + atomic_load(&fs->window_ms);
+        int64_t closes = info.starts_at_ms + atomic_load(&fs->sale.cfg.fair_window_ms);
         if (cm_wall_ms() < closes)
             continue;
         f->lot->draw_tick(f, fs, closes);
@@ -318,7 +321,8 @@ static int drawn_refusal(const char *sale_id, char *errbuf, size_t errlen)
 static int drawn_check(gw_fair_t *f, gw_fair_sale_t *fs, int64_t starts_at_ms, int64_t window_ms,
                        int64_t early_ms, char *errbuf, size_t errlen)
 {
-    bool moved = atomic_load(&fs->window_ms) != window_ms || atomic_load(&fs->early_ms) != early_ms;
+    bool moved = atomic_load(&fs->sale.cfg.fair_window_ms) != window_ms ||
+                 atomic_load(&fs->sale.cfg.fair_early_ms) != early_ms;
     if (!moved && !(window_ms > 0 && starts_at_ms + window_ms > cm_wall_ms()))
         return 0;
     bool drawn = drawn_here(fs);
@@ -345,7 +349,8 @@ int gw_fair_configure_check(gw_server_t *srv, const char *sale_id, int64_t start
     }
     if (fs && (rc = drawn_check(f, fs, starts_at_ms, window_ms, early_ms, errbuf, errlen)) != 0)
         return rc;
-    if (fs ? atomic_load(&fs->window_ms) == window_ms && atomic_load(&fs->early_ms) == early_ms
+    if (fs ? atomic_load(&fs->sale.cfg.fair_window_ms) == window_ms &&
+                 atomic_load(&fs->sale.cfg.fair_early_ms) == early_ms
            : window_ms == 0)
         return 0;
     bool busy = fs && undrawn_entries(fs);
@@ -363,8 +368,8 @@ int gw_fair_configure(gw_server_t *srv, const char *sale_id, int64_t window_ms, 
     if (rc)
         return rc;
     gw_fair_sale_t *fs = gw_fair__slot_find(f, sale_id);
-    bool moved =
-        fs && (atomic_load(&fs->window_ms) != window_ms || atomic_load(&fs->early_ms) != early_ms);
+    bool moved = fs && (atomic_load(&fs->sale.cfg.fair_window_ms) != window_ms ||
+                        atomic_load(&fs->sale.cfg.fair_early_ms) != early_ms);
     if (moved && drawn_here(fs))
         return drawn_refusal(sale_id, errbuf, errlen); /* one draw per sale (drawn_check) */
     /* refused before the store hears of it (gw_fair__conf_apply_locked checks again) */
@@ -394,7 +399,8 @@ int gw_fair_sale_deleted(gw_server_t *srv, const char *sale_id, bool sale_gone, 
         pthread_mutex_lock(&fs->mu);
         here = fs->n > 0 || gw_fair__past_close(fs);
         pthread_mutex_unlock(&fs->mu);
-        here = here || atomic_load(&fs->window_ms) > 0 || atomic_load(&fs->wr_rate) > 0;
+        here = here || atomic_load(&fs->sale.cfg.fair_window_ms) > 0 ||
+               atomic_load(&fs->sale.cfg.room_rate) > 0;
     }
     bool store_has = false;
     int rc = f->lot->drop(f, sale_id, sale_gone, &here, &store_has, errbuf, errlen);
@@ -426,7 +432,7 @@ void gw_fair_conf_get(gw_fair_t *f, const char *sale_id, int64_t *window_ms, int
     *window_ms = *early_ms = 0;
     gw_fair_sale_t *fs = f ? gw_fair__slot_find(f, sale_id) : NULL;
     if (fs) {
-        *window_ms = atomic_load(&fs->window_ms);
-        *early_ms = atomic_load(&fs->early_ms);
+        *window_ms = atomic_load(&fs->sale.cfg.fair_window_ms);
+        *early_ms = atomic_load(&fs->sale.cfg.fair_early_ms);
     }
 }

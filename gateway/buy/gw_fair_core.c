@@ -133,15 +133,12 @@ static bool entries_full(const gw_fair_ev_t *ev)
     return ev->max_entries && ev->entrants >= ev->max_entries;
 }
 
-static void on_enter(gw_fair_core_t *c, const gw_fair_ev_t *ev, int64_t now_ms, gw_fair_out_t *out)
+static void on_enter(gw_fair_core_t *c, const gw_fair_ev_t *ev, gw_fair_out_t *out)
 {
-    if (c->closed || c->lot_stage != STAGE_ENTRY ||
-        (ev->closes_at_ms && now_ms >= ev->closes_at_ms)) {
+    /* the window is the sale machine's (gw_sale_core.c): an entry outside it
+     * never gets here; the draw's own progress still closes the entries */
+    if (c->closed || c->lot_stage != STAGE_ENTRY) {
         answer(out, GW_FAIR_A_CLOSED);
-        return;
-    }
-    if (ev->opens_at_ms && now_ms < ev->opens_at_ms) {
-        answer(out, GW_FAIR_A_NOT_OPEN);
         return;
     }
     /* planted: a person's second entry by the same account is taken as a
@@ -429,7 +426,7 @@ void gw_fair_core_step(gw_fair_core_t *c, const gw_fair_ev_t *ev, int64_t now_ms
     *out = (gw_fair_out_t){.answer = GW_FAIR_A_NONE};
     switch (ev->kind) {
     case GW_FAIR_EV_ENTER:
-        on_enter(c, ev, now_ms, out);
+        on_enter(c, ev, out);
         break;
     case GW_FAIR_EV_ENTRY_LOGGED:
         if (c->lot_stage != STAGE_ENTRY_LOGGING)

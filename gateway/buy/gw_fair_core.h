@@ -98,8 +98,8 @@ enum {
 };
 
 typedef enum {
-    GW_FAIR_EV_ENTER = 0,       /* an entry: found, now, opens_at_ms, closes_at_ms, entrants,
-                                   max_entries */
+    GW_FAIR_EV_ENTER = 0,       /* an entry inside the window (the sale machine's to check):
+                                   found, now, entrants, max_entries */
     GW_FAIR_EV_ENTRY_LOGGED,    /* the entry's record: rc */
     GW_FAIR_EV_TICK,            /* the draw's thread: now, closes_at_ms, entrants, rnd, sale_over */
     GW_FAIR_EV_SEED_DURABLE,    /* the seed's record (or the log written again): rc */
@@ -140,7 +140,7 @@ typedef enum {
 /* One event's facts; each kind reads only its own members. */
 typedef struct gw_fair_ev {
     gw_fair_ev_kind_t kind;
-    int64_t opens_at_ms, closes_at_ms; /* ENTER, TICK: the window (0: not told) */
+    int64_t closes_at_ms;              /* TICK: the window's close (0: not told) */
     gw_fair_found_t found;             /* ENTER; RECORD ENTRY: the person's entry */
     int rc;                            /* ENTRY_LOGGED, SEED_DURABLE, DRAW_LOGGED, LOADED */
     size_t entrants;                   /* ENTER, TICK, RECORD SEED: the entries so far */

@@ -139,7 +139,8 @@ static void conf_sync_one(void *ctx, const char *sale, const char *v)
         bool stale = used && (deleted || ((k.k0 != fs->secret.k0 || k.k1 != fs->secret.k1) &&
                                           gw_fair__past_close(fs)));
         pthread_mutex_unlock(&fs->mu);
-        bool inert = atomic_load(&fs->window_ms) == 0 && atomic_load(&fs->wr_rate) == 0;
+        bool inert = atomic_load(&fs->sale.cfg.fair_window_ms) == 0 &&
+                     atomic_load(&fs->sale.cfg.room_rate) == 0;
         if (stale || (deleted && !inert)) {
             (void)gw_fair__sale_reset(f, fs);
             if (gw_fair__conf_save(f) != 0)
@@ -164,9 +165,10 @@ void gw_fair_set_secret(gw_fair_t *f, const char *sale_id, uint64_t k0, uint64_t
     cm_hash_key_t k = {k0, k1};
     char why[160];
     pthread_mutex_lock(&f->mu);
-    (void)gw_fair__conf_apply_locked(f, sale_id, atomic_load(&fs->window_ms),
-                                     atomic_load(&fs->early_ms), atomic_load(&fs->wr_rate), &k,
-                                     false, why, sizeof(why));
+    (void)gw_fair__conf_apply_locked(f, sale_id, atomic_load(&fs->sale.cfg.fair_window_ms),
+                                     atomic_load(&fs->sale.cfg.fair_early_ms),
+                                     atomic_load(&fs->sale.cfg.room_rate), &k, false, why,
+                                     sizeof(why));
     pthread_mutex_unlock(&f->mu);
 }
 
@@ -407,7 +409,7 @@ int gw_fair__fleet_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *
         /* drawn here: every entrant of the draw is in the local table (fleet_fetch), so
          * Redis is asked only while a draw is not known (a status poll of another
          * gateway's order costs no round trip per drawn lottery) */
-        if (atomic_load_explicit(&fs->window_ms, memory_order_relaxed) <= 0 ||
+        if (atomic_load_explicit(&fs->sale.cfg.fair_window_ms, memory_order_relaxed) <= 0 ||
             atomic_load(&fs->drawn))
             continue;
         char why[256] = "", person[INV_USER_ID_MAX + 1], v[INV_ORDER_ID_MAX + INV_USER_ID_MAX + 64];
@@ -442,7 +444,7 @@ int gw_fair__fleet_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *
             inv_sale_snapshot(s, &info);
             starts = info.starts_at_ms;
         }
-        out->draw_at_ms = starts + atomic_load(&fs->window_ms);
+        out->draw_at_ms = starts + atomic_load(&fs->sale.cfg.fair_window_ms);
         out->state = GW_ENTRY_ENTERED;
         return 1;
     }

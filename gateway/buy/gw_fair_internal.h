@@ -14,6 +14,7 @@
 #include "gateway/buy/gw_fair_redis.h"
 #include "gateway/buy/gw_reg_core.h"
 #include "gateway/buy/gw_room_core.h"
+#include "gateway/buy/gw_sale_core.h"
 
 #include "common/cm_hash.h"
 #include "common/cm_url.h"
@@ -95,7 +96,11 @@ typedef struct entry {
 struct gw_fair_sale {
     char sale_id[INV_SALE_ID_MAX + 1];
     struct gw_fair *f; /* the owner (set at creation) */
-    _Atomic int64_t window_ms, early_ms;
+    /* The sale's machine (gw_sale_core.h): its configuration (the windows,
+     * the room's rate, registration's window) is the one copy every path
+     * reads, lock-free; its cores are the lottery's (core, under mu) and
+     * the room's (wr_core, under wr_mu). */
+    gw_sale_core_t sale;
     pthread_mutex_t mu; /* everything below */
     /* The fleet's shared key: gw_fair__conf_apply_locked changes it (and re-keys the
      * entries) when the fleet's configuration comes back with another one, so
@@ -145,7 +150,6 @@ struct gw_fair_sale {
     bool marked; /* fleet: Redis knows this gateway holds entries (lottery thread only) */
     size_t mark_next; /* fleet: entries before this index had their marks sent (lottery thread) */
     /* waiting room */
-    _Atomic int64_t wr_rate;          /* admissions per second configured, 0 = none */
     _Atomic uint64_t wr_eff_milli;    /* the rate in force (thousandths per second) */
     int64_t wr_last_ms;               /* lottery thread */
     pthread_mutex_t wr_mu;            /* wr_core, wr_key, wr_seed, wr_seal_syncing */
@@ -155,8 +159,7 @@ struct gw_fair_sale {
      * decides with its copies (wr_core.key, wr_core.seed: set with these by
      * gw_fair__room_keys and the log's K line); the store writes these. */
     cm_hash_key_t wr_key;
-    /* registration (gw_reg.c): its window (0, 0 = none) and, one node, its persons */
-    _Atomic int64_t reg_opens_ms, reg_closes_ms;
+    /* registration (gw_reg.c), one node: its persons (its window: sale.cfg) */
     pthread_mutex_t reg_mu; /* reg */
     struct gw_reg_set *reg; /* allocated at the first registration or load */
     const struct gw_reg_ops *reg_ops; /* its store (gw_reg_backend.h), set with the slot */

@@ -40,6 +40,8 @@ gw_fair_sale_t *gw_fair__sale_new(gw_fair_t *f, const char *sale_id)
     fs->f = f;
     snprintf(fs->sale_id, sizeof(fs->sale_id), "%s", sale_id);
     gw_fair__room_keys(fs);
+    gw_sale_core_init(&fs->sale, &fs->core, &fs->wr_core,
+                      NULL); /* registration: per call (gw_reg_local.c) */
     pthread_mutex_init(&fs->mu, NULL);
     pthread_mutex_init(&fs->wr_mu, NULL);
     pthread_mutex_init(&fs->reg_mu, NULL);
@@ -62,9 +64,9 @@ gw_fair_sale_t *gw_fair__sale_new(gw_fair_t *f, const char *sale_id)
  */
 int gw_fair__sale_reset(gw_fair_t *f, gw_fair_sale_t *fs)
 {
-    atomic_store(&fs->window_ms, 0);
-    atomic_store(&fs->early_ms, 0);
-    atomic_store(&fs->wr_rate, 0);
+    atomic_store(&fs->sale.cfg.fair_window_ms, 0);
+    atomic_store(&fs->sale.cfg.fair_early_ms, 0);
+    atomic_store(&fs->sale.cfg.room_rate, 0);
     pthread_mutex_lock(&fs->mu);
     free(fs->v);
     free(fs->by_user);
@@ -129,7 +131,8 @@ int gw_fair__conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window
         return 0; /* nothing to remove */
     bool changed = true;
     if (fs) {
-        int64_t ow = atomic_load(&fs->window_ms), oe = atomic_load(&fs->early_ms);
+        int64_t ow = atomic_load(&fs->sale.cfg.fair_window_ms),
+                oe = atomic_load(&fs->sale.cfg.fair_early_ms);
         pthread_mutex_lock(&fs->mu);
         bool busy = fs->n > 0 && !atomic_load(&fs->drawn);
         if (refuse_busy && busy && (ow != window_ms || oe != early_ms)) {
@@ -142,10 +145,11 @@ int gw_fair__conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window
             gw_fair__tables_rekey(fs);
         }
         pthread_mutex_unlock(&fs->mu);
-        changed = rk || ow != window_ms || oe != early_ms || atomic_load(&fs->wr_rate) != wr_rate;
-        atomic_store(&fs->window_ms, window_ms);
-        atomic_store(&fs->early_ms, early_ms);
-        atomic_store(&fs->wr_rate, wr_rate);
+        changed = rk || ow != window_ms || oe != early_ms ||
+                  atomic_load(&fs->sale.cfg.room_rate) != wr_rate;
+        atomic_store(&fs->sale.cfg.fair_window_ms, window_ms);
+        atomic_store(&fs->sale.cfg.fair_early_ms, early_ms);
+        atomic_store(&fs->sale.cfg.room_rate, wr_rate);
     } else {
         if (atomic_load(&f->n) == FAIR_MAX_SALES) {
             cm_errbuf_set(errbuf, errlen, "too many sales with a lottery (max %d)",
@@ -166,9 +170,9 @@ int gw_fair__conf_apply_locked(gw_fair_t *f, const char *sale_id, int64_t window
             free(fs);
             return CM_EIO;
         }
-        atomic_init(&fs->window_ms, window_ms);
-        atomic_init(&fs->early_ms, early_ms);
-        atomic_init(&fs->wr_rate, wr_rate);
+        atomic_init(&fs->sale.cfg.fair_window_ms, window_ms);
+        atomic_init(&fs->sale.cfg.fair_early_ms, early_ms);
+        atomic_init(&fs->sale.cfg.room_rate, wr_rate);
         f->sales[atomic_load(&f->n)] = fs;
         atomic_fetch_add_explicit(&f->n, 1, memory_order_release);
     }

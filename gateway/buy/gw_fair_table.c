@@ -229,15 +229,16 @@ int gw_fair__conf_save(gw_fair_t *f)
         char k0[24], k1[24];
         snprintf(k0, sizeof(k0), "%016llx", (unsigned long long)fs->secret.k0);
         snprintf(k1, sizeof(k1), "%016llx", (unsigned long long)fs->secret.k1);
-        json_t *o = json_pack("{s:s,s:I,s:I,s:s,s:s,s:I}", "sale_id", fs->sale_id, "window_ms",
-                              (json_int_t)atomic_load(&fs->window_ms), "early_ms",
-                              (json_int_t)atomic_load(&fs->early_ms), "k0", k0, "k1", k1,
-                              "waiting_room_rate", (json_int_t)atomic_load(&fs->wr_rate));
-        if (atomic_load(&fs->reg_opens_ms) > 0) { /* registration (gw_reg.h) */
+        json_t *o =
+            json_pack("{s:s,s:I,s:I,s:s,s:s,s:I}", "sale_id", fs->sale_id, "window_ms",
+                      (json_int_t)atomic_load(&fs->sale.cfg.fair_window_ms), "early_ms",
+                      (json_int_t)atomic_load(&fs->sale.cfg.fair_early_ms), "k0", k0, "k1", k1,
+                      "waiting_room_rate", (json_int_t)atomic_load(&fs->sale.cfg.room_rate));
+        if (atomic_load(&fs->sale.cfg.reg_opens_ms) > 0) { /* registration (gw_reg.h) */
             json_object_set_new(o, "registration_opens_ms",
-                                json_integer(atomic_load(&fs->reg_opens_ms)));
+                                json_integer(atomic_load(&fs->sale.cfg.reg_opens_ms)));
             json_object_set_new(o, "registration_closes_ms",
-                                json_integer(atomic_load(&fs->reg_closes_ms)));
+                                json_integer(atomic_load(&fs->sale.cfg.reg_closes_ms)));
         }
         json_array_append_new(arr, o);
     }

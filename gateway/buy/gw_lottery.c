@@ -332,22 +332,24 @@ gw_fair_sale_t *gw_fair_find(gw_fair_t *f, const char *sale_id)
     if (!f || !atomic_load_explicit(&f->n, memory_order_acquire))
         return NULL;
     gw_fair_sale_t *fs = gw_fair__slot_find(f, sale_id);
-    return fs && atomic_load_explicit(&fs->window_ms, memory_order_relaxed) > 0 ? fs : NULL;
+    return fs && atomic_load_explicit(&fs->sale.cfg.fair_window_ms, memory_order_relaxed) > 0
+               ? fs
+               : NULL;
 }
 
 gw_fair_phase_t gw_fair_phase(gw_fair_sale_t *fs, int64_t starts_at_ms, int64_t now_ms)
 {
-    gw_sale_cfg_t cfg = {.starts_at_ms = starts_at_ms,
-                         .fair_early_ms = atomic_load_explicit(&fs->early_ms, memory_order_relaxed),
-                         .fair_window_ms =
-                             atomic_load_explicit(&fs->window_ms, memory_order_relaxed)};
+    gw_sale_cfg_t cfg = {
+        .starts_at_ms = starts_at_ms,
+        .fair_early_ms = atomic_load_explicit(&fs->sale.cfg.fair_early_ms, memory_order_relaxed),
+        .fair_window_ms = atomic_load_explicit(&fs->sale.cfg.fair_window_ms, memory_order_relaxed)};
     return gw_sale_buy_phase(gw_sale_phase_at(
         &cfg, atomic_load_explicit(&fs->drawn, memory_order_acquire), false, now_ms));
 }
 
 int64_t gw_fair_closes_at(gw_fair_sale_t *fs, int64_t starts_at_ms)
 {
-    return starts_at_ms + atomic_load_explicit(&fs->window_ms, memory_order_relaxed);
+    return starts_at_ms + atomic_load_explicit(&fs->sale.cfg.fair_window_ms, memory_order_relaxed);
 }
 
 static void ticket_of(const gw_fair_sale_t *fs, const entry_t *e, gw_fair_ticket_t *t,
@@ -464,7 +466,7 @@ int gw_fair_lookup(gw_fair_t *f, const char *order_id, gw_fair_ticket_t *out)
                 inv_sale_snapshot(s, &info);
                 starts = info.starts_at_ms;
             }
-            ticket_of(fs, e, out, starts + atomic_load(&fs->window_ms));
+            ticket_of(fs, e, out, starts + atomic_load(&fs->sale.cfg.fair_window_ms));
         }
         pthread_mutex_unlock(&fs->mu);
         if (e)
@@ -844,20 +846,22 @@ void *gw_fair_draw_json(gw_fair_t *f, const char *sale_id)
     bool drawn = atomic_load(&fs->drawn);
     json_t *o = json_pack(
         "{s:s,s:I,s:I,s:s,s:s?,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "sale_id", fs->sale_id,
-        "fair_window_ms", (json_int_t)atomic_load(&fs->window_ms), "fair_early_ms",
-        (json_int_t)atomic_load(&fs->early_ms), "state",
-        drawn ? "drawn" : fs->seeded ? "drawing" : "open", "seed", fs->seeded ? seed : NULL,
-        "entrants", (json_int_t)n, "duplicates", (json_int_t)atomic_load(&fs->duplicates),
-        "won_orders", (json_int_t)fs->won_orders, "won_units", (json_int_t)fs->won_units, "lost",
-        (json_int_t)fs->lost, "waitlisted", (json_int_t)fs->waitlisted, "promoted",
-        (json_int_t)fs->promoted, "entries", list);
+        "fair_window_ms", (json_int_t)atomic_load(&fs->sale.cfg.fair_window_ms), "fair_early_ms",
+        (json_int_t)atomic_load(&fs->sale.cfg.fair_early_ms), "state",
+        drawn        ? "drawn"
+        : fs->seeded ? "drawing"
+                     : "open",
+        "seed", fs->seeded ? seed : NULL, "entrants", (json_int_t)n, "duplicates",
+        (json_int_t)atomic_load(&fs->duplicates), "won_orders", (json_int_t)fs->won_orders,
+        "won_units", (json_int_t)fs->won_units, "lost", (json_int_t)fs->lost, "waitlisted",
+        (json_int_t)fs->waitlisted, "promoted", (json_int_t)fs->promoted, "entries", list);
     if (fs->draw_started_ms) {
         char t[40];
         cm_time_format_rfc3339(fs->draw_started_ms, t, sizeof(t));
         json_object_set_new(o, "drawn_at", json_string(t));
     }
     pthread_mutex_unlock(&fs->mu);
-    if (atomic_load(&fs->wr_rate) > 0)
+    if (atomic_load(&fs->sale.cfg.room_rate) > 0)
         json_object_set_new(o, "room", gw_fair__room_json(fs));
     return o;
 }

@@ -28,8 +28,8 @@ void gw_fair__reg_load(gw_fair_t *f, gw_fair_sale_t *fs)
 
 int gw_fair__reg_reset(gw_fair_t *f, gw_fair_sale_t *fs)
 {
-    atomic_store(&fs->reg_opens_ms, 0);
-    atomic_store(&fs->reg_closes_ms, 0);
+    atomic_store(&fs->sale.cfg.reg_opens_ms, 0);
+    atomic_store(&fs->sale.cfg.reg_closes_ms, 0);
     pthread_mutex_lock(&fs->reg_mu);
     int rc = fs->reg_ops->drop(f, fs);
     pthread_mutex_unlock(&fs->reg_mu);
@@ -45,7 +45,8 @@ void gw_fair__reg_free(gw_fair_sale_t *fs)
 
 void gw_fair__reg_token(gw_fair_sale_t *fs, char *out, size_t cap)
 {
-    int64_t o = atomic_load(&fs->reg_opens_ms), c = atomic_load(&fs->reg_closes_ms);
+    int64_t o = atomic_load(&fs->sale.cfg.reg_opens_ms),
+            c = atomic_load(&fs->sale.cfg.reg_closes_ms);
     if (o > 0)
         snprintf(out, cap, " r=%lld:%lld", (long long)o, (long long)c);
     else if (cap)
@@ -58,8 +59,8 @@ void gw_fair__reg_token_apply(gw_fair_sale_t *fs, const char *conf)
     const char *t = strstr(conf, " r=");
     if (!t || sscanf(t, " r=%lld:%lld", &o, &c) != 2 || o <= 0 || c <= o)
         o = c = 0;
-    atomic_store(&fs->reg_closes_ms, c);
-    atomic_store(&fs->reg_opens_ms, o);
+    atomic_store(&fs->sale.cfg.reg_closes_ms, c);
+    atomic_store(&fs->sale.cfg.reg_opens_ms, o);
 }
 
 void gw_reg_conf_get(gw_server_t *srv, const char *sale_id, int64_t *opens_ms, int64_t *closes_ms)
@@ -67,8 +68,8 @@ void gw_reg_conf_get(gw_server_t *srv, const char *sale_id, int64_t *opens_ms, i
     *opens_ms = *closes_ms = 0;
     gw_fair_sale_t *fs = srv->fair ? gw_fair__slot_find(srv->fair, sale_id) : NULL;
     if (fs) { /* also without a window: a PUT that removes the lottery is refused for it */
-        *opens_ms = atomic_load(&fs->reg_opens_ms);
-        *closes_ms = atomic_load(&fs->reg_closes_ms);
+        *opens_ms = atomic_load(&fs->sale.cfg.reg_opens_ms);
+        *closes_ms = atomic_load(&fs->sale.cfg.reg_closes_ms);
     }
 }
 
@@ -83,10 +84,11 @@ int gw_reg_configure(gw_server_t *srv, const char *sale_id, int64_t opens_ms, in
         cm_errbuf_set(errbuf, errlen, "sale %s has no start-window lottery", sale_id);
         return CM_ENOTFOUND;
     }
-    if (atomic_load(&fs->reg_opens_ms) == opens_ms && atomic_load(&fs->reg_closes_ms) == closes_ms)
+    if (atomic_load(&fs->sale.cfg.reg_opens_ms) == opens_ms &&
+        atomic_load(&fs->sale.cfg.reg_closes_ms) == closes_ms)
         return 0;
-    atomic_store(&fs->reg_closes_ms, closes_ms);
-    atomic_store(&fs->reg_opens_ms, opens_ms);
+    atomic_store(&fs->sale.cfg.reg_closes_ms, closes_ms);
+    atomic_store(&fs->sale.cfg.reg_opens_ms, opens_ms);
     pthread_mutex_lock(&f->mu);
     int rc = gw_fair__conf_save(f);
     pthread_mutex_unlock(&f->mu);
@@ -126,7 +128,8 @@ int gw_fair__reg_sync(gw_fair_sale_t *fs, int held)
 static gw_fair_sale_t *reg_sale(gw_server_t *srv, const char *sale_id)
 {
     gw_fair_sale_t *fs = srv->fair ? gw_fair__slot_find(srv->fair, sale_id) : NULL;
-    if (!fs || atomic_load(&fs->window_ms) <= 0 || atomic_load(&fs->reg_opens_ms) <= 0)
+    if (!fs || atomic_load(&fs->sale.cfg.fair_window_ms) <= 0 ||
+        atomic_load(&fs->sale.cfg.reg_opens_ms) <= 0)
         return NULL;
     return fs;
 }
@@ -136,8 +139,8 @@ bool gw_reg_window(gw_server_t *srv, const char *sale_id, int64_t *opens_ms, int
     gw_fair_sale_t *fs = reg_sale(srv, sale_id);
     if (!fs)
         return false;
-    *opens_ms = atomic_load(&fs->reg_opens_ms);
-    *closes_ms = atomic_load(&fs->reg_closes_ms);
+    *opens_ms = atomic_load(&fs->sale.cfg.reg_opens_ms);
+    *closes_ms = atomic_load(&fs->sale.cfg.reg_closes_ms);
     return true;
 }
 
@@ -160,7 +163,7 @@ int gw_reg_sync(gw_server_t *srv, const char *sale_id, int held)
 bool gw_reg_entry_ok(gw_req_t *r, void *fsv)
 {
     gw_fair_sale_t *fs = fsv;
-    if (atomic_load(&fs->reg_opens_ms) <= 0)
+    if (atomic_load(&fs->sale.cfg.reg_opens_ms) <= 0)
         return true;
     gw_fair_t *f = r->w->srv->fair;
     bool has = false;
@@ -190,7 +193,7 @@ void gw_fair__reg_stats(gw_fair_t *f, void *obj)
     size_t nsales = atomic_load(&f->n);
     for (size_t i = 0; i < nsales; i++) {
         gw_fair_sale_t *fs = f->sales[i];
-        if (atomic_load(&fs->reg_opens_ms) <= 0)
+        if (atomic_load(&fs->sale.cfg.reg_opens_ms) <= 0)
             continue;
         sales++;
         long long n = fs->reg_ops->persons(fs);

@@ -36,8 +36,8 @@ static int fleet_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint6
     gw_reg_core_t core = {.n = 0}; /* the set is Redis's: the store decides */
     gw_reg_ev_t ev = {.kind = GW_REG_EV_REGISTER,
                       .cap = cap,
-                      .opens_ms = atomic_load(&fs->reg_opens_ms),
-                      .window_ms = atomic_load(&fs->window_ms),
+                      .opens_ms = atomic_load(&fs->sale.cfg.reg_opens_ms),
+                      .window_ms = atomic_load(&fs->sale.cfg.fair_window_ms),
                       .store_decides = true};
     gw_reg_out_t out;
     *sync = false;

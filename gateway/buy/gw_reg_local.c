@@ -205,8 +205,8 @@ static int local_add(gw_fair_t *f, gw_fair_sale_t *fs, const char *person, uint6
     /* A delete (gw_fair__reg_reset) clears the window before it takes reg_mu and
      * removes the log under it: a registration that passed the route's check
      * before the delete and comes here after it must not create the log again. */
-    ev.opens_ms = atomic_load(&fs->reg_opens_ms);
-    ev.window_ms = atomic_load(&fs->window_ms);
+    ev.opens_ms = atomic_load(&fs->sale.cfg.reg_opens_ms);
+    ev.window_ms = atomic_load(&fs->sale.cfg.fair_window_ms);
     struct gw_reg_set *s = ev.opens_ms > 0 && ev.window_ms > 0 ? set_get(fs) : NULL;
     gw_reg_core_t none;
     gw_reg_core_init(&none);

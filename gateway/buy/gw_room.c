@@ -32,13 +32,14 @@ gw_fair_sale_t *gw_fair_room(gw_fair_t *f, const char *sale_id)
     if (!f || !atomic_load_explicit(&f->n, memory_order_acquire))
         return NULL;
     gw_fair_sale_t *fs = gw_fair__slot_find(f, sale_id);
-    return fs && atomic_load_explicit(&fs->wr_rate, memory_order_relaxed) > 0 ? fs : NULL;
+    return fs && atomic_load_explicit(&fs->sale.cfg.room_rate, memory_order_relaxed) > 0 ? fs
+                                                                                         : NULL;
 }
 
 int64_t gw_fair_room_rate(gw_fair_t *f, const char *sale_id)
 {
     gw_fair_sale_t *fs = f ? gw_fair__slot_find(f, sale_id) : NULL;
-    return fs ? atomic_load(&fs->wr_rate) : 0;
+    return fs ? atomic_load(&fs->sale.cfg.room_rate) : 0;
 }
 
 void gw_fair_room_view(gw_fair_sale_t *fs, gw_fair_room_view_t *out)
@@ -70,7 +71,7 @@ void *gw_fair__room_json(gw_fair_sale_t *fs)
     json_t *o = json_object();
     pthread_mutex_lock(&fs->wr_mu);
     bool sealed = atomic_load(&fs->wr_core.sealed) && !fs->wr_seal_syncing;
-    json_object_set_new(o, "waiting_room_rate", json_integer(atomic_load(&fs->wr_rate)));
+    json_object_set_new(o, "waiting_room_rate", json_integer(atomic_load(&fs->sale.cfg.room_rate)));
     json_object_set_new(o, "prequeue_size", json_integer((json_int_t)fs->wr_core.npre));
     json_object_set_new(o, "sealed", json_boolean(sealed));
     json_object_set_new(o, "hash", json_string("siphash-2-4"));
@@ -195,7 +196,7 @@ void gw_fair__rooms_tick(gw_fair_t *f, int64_t now)
     size_t n = atomic_load_explicit(&f->n, memory_order_acquire);
     bool any = false;
     for (size_t i = 0; i < n && !any; i++)
-        any = atomic_load(&f->sales[i]->wr_rate) > 0;
+        any = atomic_load(&f->sales[i]->sale.cfg.room_rate) > 0;
     if (!any)
         return;
     gw_ol_snapshot_t *snap = cm_xcalloc(1, sizeof(*snap));
@@ -212,7 +213,7 @@ void gw_fair__rooms_tick(gw_fair_t *f, int64_t now)
     uint32_t members = gw_fleet_members(f->srv);
     for (size_t i = 0; i < n; i++) {
         gw_fair_sale_t *fs = f->sales[i];
-        int64_t rate = atomic_load(&fs->wr_rate);
+        int64_t rate = atomic_load(&fs->sale.cfg.room_rate);
         int64_t dt = fs->wr_last_ms ? now - fs->wr_last_ms : 0;
         fs->wr_last_ms = now;
         if (rate <= 0)

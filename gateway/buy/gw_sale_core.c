@@ -15,7 +15,11 @@
  *   - the draw done with its losers waiting: leftovers until nobody waits
  *     or the sale ends; first-come waits behind them
  *   - a waiting room pre-queues its joins before starts_at and seals at the
- *     first tick or join from starts_at, then admits at its rate
+ *     first tick or join from starts_at, then admits at its rate; with a
+ *     lottery too, the phase before the entry window is the pre-queue, the
+ *     window takes entries without a token (the room seals inside it), and
+ *     the room governs the first-come buys after the draw and its leftovers
+ *     (docs/design.md, "Room and lottery")
  *   - a sale with none of these is first-come from starts_at
  * A core's replies and restart records (the store's answers) are never
  * refused: a phase passes while a store operation is in flight, and its
@@ -25,6 +29,7 @@
 
 #include "common/cm_err.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 static const char *const phase_names[GW_SALE_PHASE_COUNT] = {
@@ -41,28 +46,65 @@ const char *gw_sale_phase_name(gw_sale_phase_t p)
 void gw_sale_core_init(gw_sale_core_t *c, gw_fair_core_t *fair, gw_room_core_t *room,
                        gw_reg_core_t *reg)
 {
-    *c = (gw_sale_core_t){.fair = fair, .room = room, .reg = reg};
+    memset(c, 0, sizeof(*c)); /* the configuration's atomics: zero is their initial value */
+    c->fair = fair;
+    c->room = room;
+    c->reg = reg;
     gw_wl_core_init(&c->wl, 0);
+}
+
+#define LD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+#define ST(x, v) atomic_store_explicit(&(x), (v), memory_order_relaxed)
+
+void gw_sale_cfg_get(const gw_sale_core_t *c, gw_sale_cfg_t *o)
+{
+    const gw_sale_conf_t *g = &c->cfg;
+    *o = (gw_sale_cfg_t){.starts_at_ms = LD(g->starts_at_ms),
+                         .ends_at_ms = LD(g->ends_at_ms),
+                         .reg_opens_ms = LD(g->reg_opens_ms),
+                         .reg_closes_ms = LD(g->reg_closes_ms),
+                         .reg_cap = LD(g->reg_cap),
+                         .fair_window_ms = LD(g->fair_window_ms),
+                         .fair_early_ms = LD(g->fair_early_ms),
+                         .max_entries = LD(g->max_entries),
+                         .room_rate = LD(g->room_rate),
+                         .waitlist = LD(g->waitlist)};
+}
+
+static void cfg_set(gw_sale_conf_t *g, const gw_sale_cfg_t *v)
+{
+    ST(g->starts_at_ms, v->starts_at_ms);
+    ST(g->ends_at_ms, v->ends_at_ms);
+    ST(g->reg_opens_ms, v->reg_opens_ms);
+    ST(g->reg_closes_ms, v->reg_closes_ms);
+    ST(g->reg_cap, v->reg_cap);
+    ST(g->fair_window_ms, v->fair_window_ms);
+    ST(g->fair_early_ms, v->fair_early_ms);
+    ST(g->max_entries, v->max_entries);
+    ST(g->room_rate, v->room_rate);
+    ST(g->waitlist, v->waitlist);
 }
 
 static bool has_lottery(const gw_sale_core_t *c)
 {
-    return c->fair && c->cfg.fair_window_ms > 0;
+    return c->fair && LD(c->cfg.fair_window_ms) > 0;
 }
 
 static bool has_room(const gw_sale_core_t *c)
 {
-    return c->room && c->cfg.room_rate > 0;
+    return c->room && LD(c->cfg.room_rate) > 0;
 }
 
 static bool has_registration(const gw_sale_core_t *c)
 {
-    return c->reg && c->cfg.reg_opens_ms > 0 && c->cfg.fair_window_ms > 0;
+    return c->reg && LD(c->cfg.reg_opens_ms) > 0 && LD(c->cfg.fair_window_ms) > 0;
 }
 
 gw_sale_phase_t gw_sale_phase(const gw_sale_core_t *c, int64_t now_ms)
 {
-    return gw_sale_phase_at(&c->cfg, c->fair && c->fair->lot_done, c->leftovers, now_ms);
+    gw_sale_cfg_t g;
+    gw_sale_cfg_get(c, &g);
+    return gw_sale_phase_at(&g, c->fair && c->fair->lot_done, c->leftovers, now_ms);
 }
 
 gw_sale_phase_t gw_sale_phase_at(const gw_sale_cfg_t *g, bool drawn, bool leftovers, int64_t now_ms)
@@ -72,8 +114,8 @@ gw_sale_phase_t gw_sale_phase_at(const gw_sale_cfg_t *g, bool drawn, bool leftov
     if (g->reg_opens_ms > 0 && now_ms < g->reg_closes_ms)
         return now_ms < g->reg_opens_ms ? GW_SALE_PH_BEFORE : GW_SALE_PH_REGISTRATION;
     if (g->fair_window_ms > 0) {
-        if (now_ms < g->starts_at_ms - g->fair_early_ms)
-            return GW_SALE_PH_BEFORE;
+        if (now_ms < g->starts_at_ms - g->fair_early_ms) /* a room pre-queues its joins */
+            return g->room_rate > 0 ? GW_SALE_PH_PREQUEUE : GW_SALE_PH_BEFORE;
         if (now_ms < g->starts_at_ms + g->fair_window_ms)
             return GW_SALE_PH_ENTRY;
         if (!drawn)
@@ -107,7 +149,8 @@ gw_fair_phase_t gw_sale_buy_phase(gw_sale_phase_t p)
 /* The draw's losers lose rather than wait: the sale ended, or it has no waitlist. */
 static bool sale_over(const gw_sale_core_t *c, int64_t now_ms)
 {
-    return !c->cfg.waitlist || (c->cfg.ends_at_ms && now_ms >= c->cfg.ends_at_ms);
+    int64_t ends = LD(c->cfg.ends_at_ms);
+    return !LD(c->cfg.waitlist) || (ends && now_ms >= ends);
 }
 
 /*---- each core's events ----*/
@@ -122,9 +165,9 @@ static void on_reg(gw_sale_core_t *c, const gw_reg_ev_t *in, gw_sale_out_t *out)
             out->reg.answer = has_registration(c) ? GW_REG_SHUT : GW_REG_GONE;
             return;
         }
-        ev.opens_ms = c->cfg.reg_opens_ms;
-        ev.window_ms = c->cfg.fair_window_ms;
-        ev.cap = c->cfg.reg_cap;
+        ev.opens_ms = LD(c->cfg.reg_opens_ms);
+        ev.window_ms = LD(c->cfg.fair_window_ms);
+        ev.cap = LD(c->cfg.reg_cap);
     }
     if (!c->reg) {
         out->refused = true;
@@ -142,11 +185,11 @@ static void on_room(gw_sale_core_t *c, const gw_room_ev_t *in, int64_t now_ms, g
     }
     gw_room_ev_t ev = *in;
     if (ev.kind == GW_ROOM_EV_JOIN) {
-        ev.join.starts_at_ms = c->cfg.starts_at_ms;
+        ev.join.starts_at_ms = LD(c->cfg.starts_at_ms);
         ev.join.now_ms = now_ms;
     } else if (ev.kind == GW_ROOM_EV_SEAL) {
         ev.now_ms = now_ms;
-        ev.starts_ms = c->cfg.starts_at_ms;
+        ev.starts_ms = LD(c->cfg.starts_at_ms);
     }
     out->room.rc = gw_room_core_step(c->room, &ev, &out->room.answer, &out->room.recs);
 }
@@ -161,7 +204,9 @@ static void fair_published(gw_sale_core_t *c, const gw_fair_out_t *fo)
 static void on_fair(gw_sale_core_t *c, const gw_fair_ev_t *in, int64_t now_ms, gw_sale_out_t *out)
 {
     gw_fair_ev_t ev = *in;
-    const gw_sale_cfg_t *g = &c->cfg;
+    gw_sale_cfg_t cfg;
+    gw_sale_cfg_get(c, &cfg);
+    const gw_sale_cfg_t *g = &cfg;
     if (ev.kind == GW_FAIR_EV_ENTER) {
         if (!has_lottery(c) || out->phase != GW_SALE_PH_ENTRY) {
             out->refused = true;
@@ -169,8 +214,6 @@ static void on_fair(gw_sale_core_t *c, const gw_fair_ev_t *in, int64_t now_ms, g
                                                                                : GW_FAIR_A_CLOSED;
             return;
         }
-        ev.opens_at_ms = g->starts_at_ms - g->fair_early_ms;
-        ev.closes_at_ms = g->starts_at_ms + g->fair_window_ms;
         ev.max_entries = g->max_entries;
     } else if (ev.kind == GW_FAIR_EV_TICK) {
         ev.closes_at_ms = g->starts_at_ms + g->fair_window_ms;
@@ -189,7 +232,7 @@ static void on_wl(gw_sale_core_t *c, const gw_wl_ev_t *in, int64_t now_ms, gw_sa
     gw_wl_ev_t ev = *in;
     if (ev.kind == GW_WL_EV_TICK) {
         ev.now_ms = now_ms;
-        ev.ends_at_ms = c->cfg.ends_at_ms;
+        ev.ends_at_ms = LD(c->cfg.ends_at_ms);
     }
     gw_wl_core_step(&c->wl, &ev, &out->wl);
     if (out->wl.actions & GW_WL_DO_END)
@@ -217,7 +260,8 @@ static void on_tick(gw_sale_core_t *c, const gw_sale_tick_t *t, int64_t now_ms, 
         if (out->wl.actions)
             out->actions |= GW_SALE_DO_WL;
     }
-    if (has_room(c) && !(c->cfg.starts_at_ms && now_ms < c->cfg.starts_at_ms)) {
+    int64_t starts = LD(c->cfg.starts_at_ms);
+    if (has_room(c) && !(starts && now_ms < starts)) {
         bool sealed = atomic_load(&c->room->sealed);
         on_room(c,
                 &(gw_room_ev_t){.kind = sealed ? GW_ROOM_EV_TICK : GW_ROOM_EV_SEAL,
@@ -237,7 +281,7 @@ void gw_sale_step(gw_sale_core_t *c, const gw_sale_ev_t *ev, int64_t now_ms, gw_
     out->phase = gw_sale_phase(c, now_ms);
     switch (ev->kind) {
     case GW_SALE_EV_CONFIGURE:
-        c->cfg = ev->cfg;
+        cfg_set(&c->cfg, &ev->cfg);
         out->phase = gw_sale_phase(c, now_ms);
         break;
     case GW_SALE_EV_TICK:

@@ -11,7 +11,8 @@
  *   BEFORE        nothing taken yet: a buy or an entry is 425, a
  *                 registration 403 (not open yet)
  *   REGISTRATION  [reg_opens, reg_closes): persons register (gw_reg_core)
- *   PREQUEUE      a room's sale before starts_at: joins ranked at the seal
+ *   PREQUEUE      a room's sale before starts_at (with a lottery: before its
+ *                 entry window): joins ranked at the seal
  *   ENTRY         [starts - early, starts + window): one entry per person
  *   DRAW          the window closed, the draw not done: buys wait (503)
  *   ADMISSION     a room's sale from starts_at: places and tokens
@@ -26,6 +27,12 @@
  * (GW_SALE_OUT_REFUSED) and reaches no core; an event in its phase goes to
  * its core with the window's facts filled in from the configuration, so a
  * shell sends what it saw (the person, the store's reply), never a window.
+ *
+ * Locks: the machine takes none, and a step of one kind of event touches
+ * only that kind's core (and, for a TICK, each core in turn), so the live
+ * shells step it under the lock that core has: the lottery's under fs->mu,
+ * the room's under wr_mu, registration's under reg_mu. The configuration is
+ * relaxed atomics (gw_sale_conf_t), read by any thread without a lock.
  *
  * No syscall, lock, clock read or allocation of its own (the room core's
  * tables grow with cm_xmalloc): the shells hold the locks and perform the
@@ -77,6 +84,23 @@ typedef struct gw_sale_cfg {
     int64_t room_rate;  /* admissions per second; 0: no waiting room */
     bool waitlist;      /* the draw's losers wait for leftovers (else they lose) */
 } gw_sale_cfg_t;
+
+/* The configuration as the machine holds it: relaxed atomics, so that the
+ * buy path reads a sale's windows without a lock while their writers (the
+ * admin's PUT, the registration window, the fleet's edits picked up by the
+ * lottery thread) set them. One owner, the machine; gw_sale_cfg_get takes a
+ * snapshot (fields read one by one: a reader racing an edit may see part of
+ * it, as it could when each field was its own atomic). */
+typedef struct gw_sale_conf {
+    _Atomic int64_t starts_at_ms, ends_at_ms;
+    _Atomic int64_t reg_opens_ms, reg_closes_ms;
+    _Atomic uint64_t reg_cap;
+    _Atomic int64_t fair_window_ms;
+    _Atomic int64_t fair_early_ms;
+    _Atomic size_t max_entries;
+    _Atomic int64_t room_rate;
+    _Atomic bool waitlist;
+} gw_sale_conf_t;
 
 typedef enum {
     GW_SALE_EV_CONFIGURE = 0, /* cfg: the sale's terms (new or edited) */
@@ -136,7 +160,7 @@ typedef struct gw_sale_out {
 } gw_sale_out_t;
 
 typedef struct gw_sale_core {
-    gw_sale_cfg_t cfg;    /* zero: a plain sale, always open */
+    gw_sale_conf_t cfg;   /* zero: a plain sale, always open */
     bool leftovers;       /* the draw published with its losers waiting, none ended yet */
     gw_fair_core_t *fair; /* the lottery's (the shell's storage), NULL: none */
     gw_room_core_t *room;
@@ -149,6 +173,9 @@ typedef struct gw_sale_core {
  * request taken. */
 void gw_sale_core_init(gw_sale_core_t *c, gw_fair_core_t *fair, gw_room_core_t *room,
                        gw_reg_core_t *reg);
+
+/* A snapshot of c's configuration (relaxed loads). Any thread. */
+void gw_sale_cfg_get(const gw_sale_core_t *c, gw_sale_cfg_t *out);
 
 /* The phase at now_ms. Pure. */
 gw_sale_phase_t gw_sale_phase(const gw_sale_core_t *c, int64_t now_ms);

@@ -329,6 +329,42 @@ static void test_room_prequeue(void **state)
     sale_deinit(&x);
 }
 
+/* A sale with a room and a lottery (docs/design.md, "Room and lottery";
+ * integration.101-prequeue): before the entry window the room pre-queues its
+ * joins; the window takes entries without a token while the room seals at
+ * the start; after the draw the room governs the first-come buys. */
+static void test_room_lottery(void **state)
+{
+    (void)state;
+    gw_sale_cfg_t cfg = ROOM;
+    cfg.fair_window_ms = 500;
+    cfg.fair_early_ms = 100;
+    sale_t x;
+    sale_init(&x, cfg, 5);
+    assert_int_equal(phase(&x, 0), GW_SALE_PH_PREQUEUE);
+    assert_int_equal(gw_sale_buy_phase(phase(&x, 0)), GW_FAIR_TOO_EARLY);
+    gw_wr_join_t a;
+    assert_int_equal(join(&x, "ann", 500, &a), GW_ROOM_PREQUEUE);
+    assert_int_equal(enter(&x, 1, 500), GW_FAIR_A_NOT_OPEN);
+    /* the window: entries taken, joins still pre-queued until the start */
+    assert_int_equal(phase(&x, 900), GW_SALE_PH_ENTRY);
+    assert_int_equal(gw_sale_buy_phase(phase(&x, 900)), GW_FAIR_ENTER);
+    assert_int_equal(enter(&x, 1, 900), GW_FAIR_A_ENTERED);
+    assert_int_equal(join(&x, "bob", 950, &a), GW_ROOM_PREQUEUE);
+    gw_sale_out_t o =
+        step(&x, (gw_sale_ev_t){.kind = GW_SALE_EV_TICK, .tick = {.eff_per_s = 10}}, 1000);
+    assert_true(o.actions & GW_SALE_DO_SEAL);
+    assert_int_equal(o.phase, GW_SALE_PH_ENTRY);
+    assert_int_equal(phase(&x, 1500), GW_SALE_PH_DRAW);
+    /* drawn: the room admits the first-come buys (a buy needs its token), after
+     * the leftovers if the draw's losers wait */
+    assert_int_equal(gw_sale_phase_at(&cfg, true, false, 2000), GW_SALE_PH_ADMISSION);
+    assert_int_equal(gw_sale_buy_phase(GW_SALE_PH_ADMISSION), GW_FAIR_OPEN);
+    assert_int_equal(gw_sale_phase_at(&cfg, true, true, 2000), GW_SALE_PH_LEFTOVERS);
+    assert_int_equal(gw_sale_phase_at(&cfg, true, false, 100000), GW_SALE_PH_ENDED);
+    sale_deinit(&x);
+}
+
 static const gw_sale_cfg_t LOTTERY_WL = {.starts_at_ms = 1000,
                                          .fair_early_ms = 100,
                                          .fair_window_ms = 500,
@@ -581,7 +617,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_plain_sale),         cmocka_unit_test(test_registration_lottery),
-        cmocka_unit_test(test_room_prequeue),      cmocka_unit_test(test_lottery_waitlist),
+        cmocka_unit_test(test_room_prequeue),      cmocka_unit_test(test_room_lottery),
+        cmocka_unit_test(test_lottery_waitlist),
         cmocka_unit_test(test_restart_same_phase), cmocka_unit_test(test_out_of_phase),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
