@@ -138,7 +138,6 @@ typedef struct world {
     token_t tok[NR * 4];
     size_t ntok;
     uint64_t claims, orders;
-    bool open_defects; /* also the steps that meet the open defect below */
     char dir[64];
     int64_t t0, starts_at, stock;
     uint64_t step, next_id;
@@ -456,15 +455,7 @@ static void do_settle(world_t *wd)
 
 /*---- faults ----*/
 
-/*
- * Between the close and the draw. The open defect (docs/simulation.md, "The
- * fleet's fairness"): the draw compares the number of gateways that pushed
- * with the number of members, not the gateways themselves, so a gateway that
- * pushed and then left the members (down past the member TTL) stands in for a
- * live one that has not pushed yet, whose entries are then left out (seed 198
- * --fairfleet --open-defects). Without --open-defects no gateway goes down
- * while a draw is pending.
- */
+/* Between the close and the draw. */
 static bool draw_pending(world_t *wd)
 {
     int64_t closes = wd->starts_at + WINDOW_MS;
@@ -505,7 +496,7 @@ static void faults(world_t *wd)
         }
         f->down = false;
     }
-    if (chance(wd, 0.004) && (wd->open_defects || !draw_pending(wd))) {
+    if (chance(wd, 0.004)) {
         int g = (int)below(wd, NGW);
         if (wd->gw[g].up) {
             trace(wd, "gw%d restart", g);
@@ -831,7 +822,6 @@ void sim_fairfleet_run(const sim_opts_t *opts, sim_result_t *out)
     world_t *wd = cm_xcalloc(1, sizeof(*wd));
     wd->res = out;
     wd->trace = opts->trace;
-    wd->open_defects = opts->open_defects;
     cm_rand_seed(&wd->rng, opts->seed ^ 0xfa1f1ee7ull);
     wd->stock = 2 + below(wd, 5);
     /* tmpfs where there is one: fair.json's and the logs' fsyncs cost nothing there */

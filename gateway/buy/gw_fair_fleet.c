@@ -920,7 +920,9 @@ static bool fleet_run_draw(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_ms)
 
 /*
  * A closed window in the fleet: push, then draw (one gateway) or learn the draw.
- * The draw waits for every member's push up to FLEET_PUSH_WAIT_MS of Redis
+ * The draw waits for every member's push, and for the push of every gateway
+ * that marked entries (a count of members alone lets a gateway that pushed and
+ * then left stand in for a live one), up to FLEET_PUSH_WAIT_MS of Redis
  * answering this gateway (fs->push_read_ms, set again by every failure), not
  * of time since the close: after an outage across the close, the first
  * gateway back would otherwise draw at once, without the entries of live
@@ -943,14 +945,18 @@ void gw_fair__fleet_tick_sale(gw_fair_t *f, gw_fair_sale_t *fs, int64_t closes_m
     if (!fs->push_read_ms)
         fs->push_read_ms = now; /* Redis answers again: the wait starts over */
     if (now < (fs->push_read_ms > closes_ms ? fs->push_read_ms : closes_ms) + FLEET_PUSH_WAIT_MS) {
-        long long pushed = -1;
+        long long pushed = -1, missing = -1;
         if (!fok(f,
-                 gw_fair_redis_lottery_pushed_count(f->rc, fs->sale_id, &pushed, why, sizeof(why)),
+                 gw_fair_redis_lottery_pushed_count(f->rc, fs->sale_id, &pushed, &missing, why,
+                                                    sizeof(why)),
                  why)) {
             fs->push_read_ms = 0;
             return;
         }
-        if (pushed < (long long)gw_fleet_members(f->srv))
+        /* which gateways, not only how many: one that pushed and then left the
+         * members must not stand in for a live one that holds entries and has
+         * not pushed yet (sim/seeds.txt, --fairfleet) */
+        if (pushed < (long long)gw_fleet_members(f->srv) || missing != 0)
             return;
     }
     if (cm_wall_ms() < fs->draw_retry_ms)

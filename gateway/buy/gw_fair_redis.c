@@ -57,12 +57,10 @@ static void fkey(char *out, size_t cap, const char *sale, const char *what)
     snprintf(out, cap, "{flashgate:fair:%s}:%s", sale, what);
 }
 
-/* One command on key's node; NULL with the reason in errbuf on a transport error or an
- * error reply. */
-static inv_fleet_reply_t *vfcmd(inv_fleet_conn_t *c, const char *key, char *errbuf, size_t errlen,
-                                const char *fmt, va_list ap)
+/* r, or NULL with the reason in errbuf on a transport error (r NULL) or an error reply. */
+static inv_fleet_reply_t *checked(inv_fleet_conn_t *c, inv_fleet_reply_t *r, char *errbuf,
+                                  size_t errlen)
 {
-    inv_fleet_reply_t *r = inv_fleet_vcmd(c, key, fmt, ap);
     if (!r) {
         cm_errbuf_set(errbuf, errlen, "%s", inv_fleet_errstr(c));
         return NULL;
@@ -73,6 +71,14 @@ static inv_fleet_reply_t *vfcmd(inv_fleet_conn_t *c, const char *key, char *errb
         return NULL;
     }
     return r;
+}
+
+/* One command on key's node; NULL with the reason in errbuf on a transport error or an
+ * error reply. */
+static inv_fleet_reply_t *vfcmd(inv_fleet_conn_t *c, const char *key, char *errbuf, size_t errlen,
+                                const char *fmt, va_list ap)
+{
+    return checked(c, inv_fleet_vcmd(c, key, fmt, ap), errbuf, errlen);
 }
 
 static inv_fleet_reply_t *fcmd(inv_fleet_conn_t *c, const char *key, char *errbuf, size_t errlen,
@@ -105,16 +111,7 @@ static inv_fleet_reply_t *fscript(inv_fleet_conn_t *c, const char *key, const sc
     va_start(ap, fmt);
     inv_fleet_reply_t *r = inv_fleet_vscript(c, key, sc->sha1, sc->text, fmt, ap);
     va_end(ap);
-    if (!r) {
-        cm_errbuf_set(errbuf, errlen, "%s", inv_fleet_errstr(c));
-        return NULL;
-    }
-    if (rtype(r) == INV_FLEET_REPLY_ERROR) {
-        cm_errbuf_set(errbuf, errlen, "%s", rstr(r));
-        inv_fleet_reply_free(r);
-        return NULL;
-    }
-    return r;
+    return checked(c, r, errbuf, errlen);
 }
 
 /* One command on key's node for its effect or its integer: 0, with *out (when not
@@ -248,12 +245,27 @@ int gw_fair_redis_lottery_push_finish(inv_fleet_conn_t *c, const char *sale, uin
     return ok && errors == 0 ? 1 : 0;
 }
 
+/* KEYS pushed, entered. {gateways that pushed, gateways that hold entries and have not}. */
+static const char LUA_PUSHED[] =
+    "local m = 0 for _, n in ipairs(redis.call('SMEMBERS', KEYS[2])) do "
+    "if redis.call('SISMEMBER', KEYS[1], n) == 0 then m = m + 1 end end "
+    "return {redis.call('SCARD', KEYS[1]), m}";
+static script_t SC_PUSHED = {.text = LUA_PUSHED};
+
 int gw_fair_redis_lottery_pushed_count(inv_fleet_conn_t *c, const char *sale, long long *n,
-                                       char *errbuf, size_t errlen)
+                                       long long *missing, char *errbuf, size_t errlen)
 {
-    char k[160];
-    fkey(k, sizeof(k), sale, "pushed");
-    return fint(c, k, n, -1, errbuf, errlen, "SCARD %s", k);
+    char kp[160], ke[160];
+    fkey(kp, sizeof(kp), sale, "pushed");
+    fkey(ke, sizeof(ke), sale, "entered");
+    inv_fleet_reply_t *r = fscript(c, kp, &SC_PUSHED, errbuf, errlen, "2 %s %s", kp, ke);
+    if (!r)
+        return CM_EBACKEND;
+    bool two = rtype(r) == INV_FLEET_REPLY_ARRAY && relems(r) == 2;
+    *n = two ? rnum(el(r, 0)) : -1;
+    *missing = two ? rnum(el(r, 1)) : -1;
+    inv_fleet_reply_free(r);
+    return 0;
 }
 
 /* Whether the sale's lottery key `name` exists. */
@@ -1135,10 +1147,10 @@ int gw_fair_redis_room_range(inv_fleet_conn_t *c, const char *sale, long long st
 /*---- the scripts' SHA1s ----*/
 
 static script_t *const scripts[] = {
-    &SC_LOTTERY_LOCK,    &SC_ENTRY_MARK, &SC_ENTRY_DROP, &SC_ENTRY_GET,
-    &SC_ENTRY_MARK_MANY, &SC_WL_STATE,   &SC_WL_LOCK,    &SC_WL_BEGIN,
-    &SC_WL_ADOPT,        &SC_WL_FINISH,  &SC_WL_END,     &SC_REG_ADD,
-    &SC_ROOM_TICK,       &SC_ROOM_JOIN,  &SC_ROOM_CLAIM, &SC_ROOM_UNCLAIM,
+    &SC_LOTTERY_LOCK, &SC_ENTRY_MARK, &SC_ENTRY_DROP, &SC_ENTRY_GET, &SC_ENTRY_MARK_MANY,
+    &SC_WL_STATE,     &SC_WL_LOCK,    &SC_WL_BEGIN,   &SC_WL_ADOPT,  &SC_WL_FINISH,
+    &SC_WL_END,       &SC_REG_ADD,    &SC_ROOM_TICK,  &SC_ROOM_JOIN, &SC_ROOM_CLAIM,
+    &SC_ROOM_UNCLAIM, &SC_PUSHED,
 };
 
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;

@@ -130,9 +130,11 @@ int gw_fair_redis_lottery_push_add(inv_fleet_conn_t *c, const char *sale, const 
 int gw_fair_redis_lottery_push_finish(inv_fleet_conn_t *c, const char *sale, uint32_t node_id,
                                       size_t added, bool all_added, char *errbuf, size_t errlen);
 
-/* How many gateways pushed (*n is -1 on an unexpected reply). */
+/* How many gateways pushed (*n), and how many of the gateways that marked entries
+ * (gw_fair_redis_lottery_entered_mark) have not (*missing); both -1 on an unexpected
+ * reply. */
 int gw_fair_redis_lottery_pushed_count(inv_fleet_conn_t *c, const char *sale, long long *n,
-                                       char *errbuf, size_t errlen);
+                                       long long *missing, char *errbuf, size_t errlen);
 
 /* Whether the draw is complete. */
 int gw_fair_redis_lottery_done(inv_fleet_conn_t *c, const char *sale, bool *done, char *errbuf,
