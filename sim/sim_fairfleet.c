@@ -217,7 +217,7 @@ static bool gw_up(world_t *wd, int g)
     gw_t *G = &wd->gw[g];
     if (G->up)
         return true;
-    char why[256] = "", spdir[128];
+    char why[256] = "", spdir[sizeof(G->cfg.data_dir) + sizeof("/spool")];
     memset(&G->cfg, 0, sizeof(G->cfg));
     memset(&G->srv, 0, sizeof(G->srv));
     snprintf(G->cfg.data_dir, sizeof(G->cfg.data_dir), "%s/g%d", wd->dir, g);
