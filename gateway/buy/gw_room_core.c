@@ -578,8 +578,8 @@ void gw_room_spent_settle(gw_wr_spent_slot_t *slots, uint64_t jti, bool accepted
 int gw_room_core_step(gw_room_core_t *c, const gw_room_ev_t *ev, gw_wr_join_t *answer,
                       gw_room_out_t *out)
 {
-    gw_wr_join_t no_answer;
-    gw_room_out_t no_out;
+    gw_wr_join_t no_answer = {0};
+    gw_room_out_t no_out = {0};
     answer = answer ? answer : &no_answer;
     out = out ? out : &no_out;
     memset(answer, 0, sizeof(*answer));
