@@ -70,6 +70,23 @@ static void usage(void)
             "                     [--plant NAME [--expect-fail]] [--list-plants]\n");
 }
 
+/* Runs another world on the same seed: its verdict replaces r's, its counts add up. */
+static void also_run(void (*run)(const sim_opts_t *, sim_result_t *), const sim_opts_t *o,
+                     sim_result_t *r)
+{
+    sim_result_t rf;
+    run(o, &rf);
+    r->ok = rf.ok;
+    memcpy(r->why, rf.why, sizeof(r->why));
+    r->steps += rf.steps;
+    r->crashes += rf.crashes;
+    r->power_losses += rf.power_losses;
+    r->stops += rf.stops;
+    r->fsync_fails += rf.fsync_fails;
+    r->torn_writes += rf.torn_writes;
+    r->accepted += rf.accepted;
+}
+
 int main(int argc, char **argv)
 {
     uint64_t seed = 1, nseeds = 1, steps = 4000;
@@ -208,7 +225,8 @@ int main(int argc, char **argv)
     }
 
     double t0 = now_s();
-    uint64_t done = 0, total_steps = 0, crashes = 0, stops = 0, powers = 0, accepted = 0, failures = 0;
+    uint64_t done = 0, total_steps = 0, crashes = 0, stops = 0, powers = 0, accepted = 0,
+             failures = 0;
     uint64_t fsync_fails = 0, torn = 0;
     for (uint64_t k = 0;; k++) {
         uint64_t s;
@@ -247,34 +265,12 @@ int main(int argc, char **argv)
             sim_fleet_run(&o, &r);
         else
             sim_run(&o, &r);
-        if (ff != 1 && fair != 1 && fleet == 0 && s % 8 == 0 && r.ok) {
-            sim_result_t rf;
-            sim_fleet_run(&o, &rf);
-            r.ok = rf.ok;
-            memcpy(r.why, rf.why, sizeof(r.why));
-            r.steps += rf.steps;
-            r.crashes += rf.crashes;
-            r.accepted += rf.accepted;
-        }
-        if (ff != 1 && fair == 0 && fleet != 1 &&
-            r.ok) { /* registration and the leftovers (sim_fair.h) */
-            sim_result_t rf;
-            sim_fair_run(&o, &rf);
-            r.ok = rf.ok;
-            memcpy(r.why, rf.why, sizeof(r.why));
-            r.steps += rf.steps;
-            r.crashes += rf.crashes;
-            r.power_losses += rf.power_losses;
-        }
-        if (ff == 0 && fair == 0 && fleet == 0 && s % FAIRFLEET_EVERY == FAIRFLEET_AT &&
-            r.ok) { /* the fleet's fairness (sim_fairfleet.h) */
-            sim_result_t rf;
-            sim_fairfleet_run(&o, &rf);
-            r.ok = rf.ok;
-            memcpy(r.why, rf.why, sizeof(r.why));
-            r.steps += rf.steps;
-            r.crashes += rf.crashes;
-        }
+        if (ff != 1 && fair != 1 && fleet == 0 && s % 8 == 0 && r.ok)
+            also_run(sim_fleet_run, &o, &r);
+        if (ff != 1 && fair == 0 && fleet != 1 && r.ok) /* registration, leftovers (sim_fair.h) */
+            also_run(sim_fair_run, &o, &r);
+        if (ff == 0 && fair == 0 && fleet == 0 && s % FAIRFLEET_EVERY == FAIRFLEET_AT && r.ok)
+            also_run(sim_fairfleet_run, &o, &r); /* the fleet's fairness (sim_fairfleet.h) */
         done++;
         total_steps += r.steps;
         crashes += r.crashes;
@@ -331,8 +327,8 @@ int main(int argc, char **argv)
     }
     double dt = now_s() - t0;
     printf("seeds=%" PRIu64 " failed=%" PRIu64 " steps=%" PRIu64 " crashes=%" PRIu64
-           " stops=%" PRIu64 " power_losses=%" PRIu64 " fsync_fails=%" PRIu64 " torn_writes=%" PRIu64
-           " accepted=%" PRIu64 " time=%.1fs steps/s=%.0f\n",
+           " stops=%" PRIu64 " power_losses=%" PRIu64 " fsync_fails=%" PRIu64
+           " torn_writes=%" PRIu64 " accepted=%" PRIu64 " time=%.1fs steps/s=%.0f\n",
            done, failures, total_steps, crashes, stops, powers, fsync_fails, torn, accepted, dt,
            dt > 0 ? (double)total_steps / dt : 0.0);
     free(list);
